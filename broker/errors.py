@@ -1,0 +1,135 @@
+"""The one error table: every error a client can see, in both front doors.
+
+Internal code raises `ShoalError(ErrorCode.X, message)`. `gateway/error_mapping.py` turns it into
+a gRPC status (with the Kinesis name in a structured `ErrorInfo`) or an AWS JSON/CBOR error body
+(`__type` and `message`, with the HTTP status below). No other module builds wire errors.
+
+Add a code only when a caller would react to it differently (FoundationDB's rule). Anything
+unexpected becomes INTERNAL_FAILURE, with the details in the log.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorSpec:
+    """How one error looks on each wire."""
+
+    kinesis_name: str
+    http_status: int
+    grpc_status: str  # a grpc.StatusCode member name; mapped in gateway/error_mapping.py
+    retryable: bool
+    default_message: str
+
+
+class ErrorCode(enum.Enum):
+    """Every client-visible error. Names and statuses follow botocore's Kinesis model."""
+
+    RESOURCE_NOT_FOUND = ErrorSpec(
+        kinesis_name="ResourceNotFoundException",
+        http_status=400,
+        grpc_status="NOT_FOUND",
+        retryable=False,
+        default_message="Requested resource not found.",
+    )
+    RESOURCE_IN_USE = ErrorSpec(
+        kinesis_name="ResourceInUseException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The resource is not available for this operation.",
+    )
+    INVALID_ARGUMENT = ErrorSpec(
+        kinesis_name="InvalidArgumentException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="A specified parameter exceeds its restrictions.",
+    )
+    VALIDATION = ErrorSpec(
+        kinesis_name="ValidationException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The request does not satisfy the service's constraints.",
+    )
+    LIMIT_EXCEEDED = ErrorSpec(
+        kinesis_name="LimitExceededException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=True,
+        default_message="The requested resource exceeds the maximum number allowed.",
+    )
+    THROUGHPUT_EXCEEDED = ErrorSpec(
+        kinesis_name="ProvisionedThroughputExceededException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=True,
+        default_message="Rate exceeded.",
+    )
+    EXPIRED_ITERATOR = ErrorSpec(
+        kinesis_name="ExpiredIteratorException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="Iterator expired.",
+    )
+    EXPIRED_NEXT_TOKEN = ErrorSpec(
+        kinesis_name="ExpiredNextTokenException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The pagination token passed to the operation is expired.",
+    )
+    ACCESS_DENIED = ErrorSpec(
+        kinesis_name="AccessDeniedException",
+        http_status=400,
+        grpc_status="PERMISSION_DENIED",
+        retryable=False,
+        default_message="Access denied.",
+    )
+    INTERNAL_FAILURE = ErrorSpec(
+        kinesis_name="InternalFailure",
+        http_status=500,
+        grpc_status="INTERNAL",
+        retryable=True,
+        default_message="Internal Service Failure",
+    )
+    UNAVAILABLE = ErrorSpec(
+        # Not in the Kinesis model as such; AWS answers an overloaded or leaderless service
+        # with 503 ServiceUnavailable, which botocore retries.
+        kinesis_name="ServiceUnavailable",
+        http_status=503,
+        grpc_status="UNAVAILABLE",
+        retryable=True,
+        default_message="The service is unavailable; retry.",
+    )
+
+    @property
+    def spec(self) -> ErrorSpec:
+        value: ErrorSpec = self.value
+        return value
+
+    @property
+    def kinesis_name(self) -> str:
+        return self.spec.kinesis_name
+
+
+class ShoalError(Exception):
+    """An operating error a client should see as a Kinesis error."""
+
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        self.code = code
+        self.message = message if message is not None else code.spec.default_message
+        super().__init__(f"{code.kinesis_name}: {self.message}")
+
+
+def error_code_by_name(kinesis_name: str) -> ErrorCode | None:
+    """The ErrorCode with this Kinesis name, if any (used by clients decoding errors)."""
+    for code in ErrorCode:
+        if code.kinesis_name == kinesis_name:
+            return code
+    return None

@@ -1,0 +1,59 @@
+"""ShoalError -> wire errors, for both front doors. No other module builds wire errors.
+
+gRPC: the status code comes from the error table; a `google.rpc.Status` in the trailing
+metadata (`grpc-status-details-bin`, the gRPC rich error model) carries an `ErrorInfo` whose
+`reason` is the Kinesis error name, so a client can branch on ResourceNotFoundException and not
+only on NOT_FOUND. `broker/client/` decodes it back with `error_from_rpc_error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from broker.errors import ErrorCode, ShoalError, error_code_by_name
+
+ERROR_DOMAIN = "kinesis.shoal.dev"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"  # the rich error model's trailer
+
+
+def grpc_status_code(code: ErrorCode) -> grpc.StatusCode:
+    status: grpc.StatusCode = grpc.StatusCode[code.spec.grpc_status]
+    return status
+
+
+def to_grpc_status(error: ShoalError) -> grpc.Status:
+    """The rich gRPC status for a Kinesis error."""
+    info = error_details_pb2.ErrorInfo(reason=error.code.kinesis_name, domain=ERROR_DOMAIN)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(
+        code=grpc_status_code(error.code).value[0], message=error.message, details=[detail]
+    )
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted
+
+
+def error_from_rpc_error(exc: grpc.RpcError) -> ShoalError:
+    """Decode a Kinesis error from a failed call; anything else becomes INTERNAL_FAILURE."""
+    call: Any = exc  # every failed call is also a grpc.Call (sync) or an AioRpcError (aio)
+    code = call.code()
+    details = str(call.details())
+    metadata: Any = call.trailing_metadata() or ()
+    for key, value in metadata:
+        if key != _STATUS_DETAILS_KEY:
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+                error_code = error_code_by_name(info.reason)
+                if error_code is not None:
+                    return ShoalError(error_code, status.message)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ShoalError(ErrorCode.UNAVAILABLE, details)
+    return ShoalError(ErrorCode.INTERNAL_FAILURE, details)

@@ -1,0 +1,70 @@
+"""The native front door: the gRPC KinesisService, one RPC per Kinesis operation.
+
+Thin by design: decode the message into an AWS-shaped dict (`codec`), validate it against the
+service model (`validation`), call `KinesisService`, encode the response. Errors leave through
+`error_mapping`. The RPC table is built from the proto's service descriptor, so an RPC added to
+the proto is served as soon as the service implements the operation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import symbol_database
+from google.protobuf.message import Message
+
+from broker.api.kinesis.v1 import kinesis_pb2
+from broker.errors import ErrorCode, ShoalError
+from broker.gateway.codec import dict_to_message, message_to_dict
+from broker.gateway.error_mapping import to_grpc_status
+from broker.gateway.validation import validate_request
+from broker.service.kinesis import KinesisService
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"].full_name
+
+
+def _message_class(full_name: str) -> type[Message]:
+    cls: type[Message] = symbol_database.Default().GetSymbol(full_name)
+    return cls
+
+
+def _rpc(
+    service: KinesisService, operation: str, output: type[Message]
+) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+    """One unary RPC bound to one Kinesis operation (a coroutine function, as grpc.aio needs)."""
+
+    async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        try:
+            request = message_to_dict(message)
+            validate_request(operation, request)
+            response = await service.call(operation, request)
+            return dict_to_message(response, output)
+        except ShoalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+        except Exception:
+            log.exception("operation_failed", extra={"operation": operation})
+            await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
+        raise AssertionError("abort_with_status returns only by raising")
+
+    return handle
+
+
+def kinesis_handler(service: KinesisService) -> grpc.GenericRpcHandler:
+    """The generic handler serving every implemented operation of `service`."""
+    descriptor = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in descriptor.methods:
+        assert method.name in service.operations, f"{method.name} is in the proto only"
+        input_class = _message_class(method.input_type.full_name)
+        output_class = _message_class(method.output_type.full_name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _rpc(service, method.name, output_class),
+            request_deserializer=input_class.FromString,
+            response_serializer=output_class.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

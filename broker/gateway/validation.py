@@ -1,0 +1,177 @@
+"""Request validation driven by botocore's Kinesis service model, the API's reference.
+
+Both front doors call `validate_request(operation, request)` on the AWS-shaped dict before the
+service sees it, so the limits, patterns and enums AWS enforces are enforced here from the one
+machine-readable source instead of being written out by hand. Failures become one
+ValidationException whose message follows AWS's wording:
+
+    2 validation errors detected: Value null at 'streamName' failed to satisfy constraint:
+    Member must not be null; Value '0' at 'shardCount' failed to satisfy constraint: ...
+
+Semantic checks that need state (does the stream exist, is a key inside a shard's range) belong
+to the service and the metadata state machine, not here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import botocore.loaders
+import botocore.model
+
+from broker.errors import ErrorCode, ShoalError
+
+_VALIDATION_ERRORS_REPORTED_MAX = 10  # AWS lists a handful; a huge PutRecords must not list 500
+
+
+@cache
+def service_model() -> botocore.model.ServiceModel:
+    """botocore's Kinesis model (shapes, limits, documentation), loaded once per process."""
+    loader = botocore.loaders.Loader()
+    return botocore.model.ServiceModel(loader.load_service_model("kinesis", "service-2"))
+
+
+@cache
+def _pattern(text: str) -> re.Pattern[str]:
+    return re.compile(text)
+
+
+def _member_path(name: str) -> str:
+    """AWS reports members in lowerCamelCase: `StreamARN` -> `streamARN`."""
+    return name[:1].lower() + name[1:]
+
+
+def _render(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bytes):
+        return "java.nio.HeapByteBuffer"  # what AWS prints for a blob value
+    if isinstance(value, list | dict):
+        return str(value)[:64]
+    return f"'{value}'"
+
+
+def validate_request(operation: str, request: Mapping[str, Any]) -> None:
+    """Raise ShoalError(VALIDATION) when `request` breaks the model's constraints."""
+    operation_model = service_model().operation_model(operation)
+    input_shape = operation_model.input_shape
+    assert input_shape is not None
+    problems: list[str] = []
+    _check_structure(input_shape, request, "", problems)
+    if problems:
+        count = len(problems)
+        noun = "error" if count == 1 else "errors"
+        shown = "; ".join(problems[:_VALIDATION_ERRORS_REPORTED_MAX])
+        raise ShoalError(ErrorCode.VALIDATION, f"{count} validation {noun} detected: {shown}")
+
+
+def _check_structure(
+    shape: botocore.model.StructureShape,
+    value: Any,
+    prefix: str,
+    problems: list[str],
+) -> None:
+    if not isinstance(value, Mapping):
+        problems.append(
+            f"Value {_render(value)} at '{prefix}' failed to satisfy constraint: "
+            "Member must be a structure"
+        )
+        return
+    for name in shape.required_members:
+        if value.get(name) is None:
+            path = prefix + _member_path(name)
+            problems.append(
+                f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
+            )
+    for name, member_value in value.items():
+        member_shape = shape.members.get(name)
+        if member_shape is None:
+            # Unknown members are ignored, as AWS's JSON protocol does.
+            continue
+        if member_value is None:
+            continue
+        _check_value(member_shape, member_value, prefix + _member_path(name), problems)
+
+
+def _fail(path: str, value: Any, constraint: str, problems: list[str]) -> None:
+    problems.append(
+        f"Value {_render(value)} at '{path}' failed to satisfy constraint: {constraint}"
+    )
+
+
+def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: list[str]) -> None:
+    metadata = shape.metadata
+    kind = shape.type_name
+    if kind == "structure":
+        assert isinstance(shape, botocore.model.StructureShape)
+        _check_structure(shape, value, path + ".", problems)
+    elif kind == "list":
+        assert isinstance(shape, botocore.model.ListShape)
+        if not isinstance(value, list):
+            _fail(path, value, "Member must be a list", problems)
+            return
+        _check_length(len(value), metadata, path, value, problems)
+        for position, item in enumerate(value, start=1):
+            _check_value(shape.member, item, f"{path}.{position}.member", problems)
+    elif kind == "map":
+        assert isinstance(shape, botocore.model.MapShape)
+        if not isinstance(value, Mapping):
+            _fail(path, value, "Member must be a map", problems)
+            return
+        _check_length(len(value), metadata, path, value, problems)
+        for key, item in value.items():
+            _check_value(shape.key, key, f"{path}.key", problems)
+            _check_value(shape.value, item, f"{path}.value", problems)
+    elif kind == "string":
+        _check_string(shape, value, path, problems)
+    elif kind in ("integer", "long"):
+        _check_integer(metadata, value, path, problems)
+    elif kind == "blob":
+        if not isinstance(value, bytes | bytearray):
+            _fail(path, value, "Member must be a blob", problems)
+            return
+        _check_length(len(value), metadata, path, value, problems)
+    elif kind == "boolean" and not isinstance(value, bool):
+        _fail(path, value, "Member must be a boolean", problems)
+    elif kind == "timestamp" and not isinstance(value, datetime):
+        _fail(path, value, "Member must be a timestamp", problems)
+
+
+def _check_string(shape: botocore.model.Shape, value: Any, path: str, problems: list[str]) -> None:
+    if not isinstance(value, str):
+        _fail(path, value, "Member must be a string", problems)
+        return
+    _check_length(len(value), shape.metadata, path, value, problems)
+    pattern = shape.metadata.get("pattern")
+    if pattern is not None and value and _pattern(pattern).fullmatch(value) is None:
+        _fail(path, value, f"Member must satisfy regular expression pattern: {pattern}", problems)
+    enum = shape.enum if isinstance(shape, botocore.model.StringShape) else None
+    if enum and value not in enum:
+        _fail(path, value, f"Member must satisfy enum value set: [{', '.join(enum)}]", problems)
+
+
+def _check_integer(metadata: Mapping[str, Any], value: Any, path: str, problems: list[str]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, value, "Member must be a number", problems)
+        return
+    minimum = metadata.get("min")
+    maximum = metadata.get("max")
+    if minimum is not None and value < minimum:
+        _fail(path, value, f"Member must have value greater than or equal to {minimum}", problems)
+    if maximum is not None and value > maximum:
+        _fail(path, value, f"Member must have value less than or equal to {maximum}", problems)
+
+
+def _check_length(
+    length: int, metadata: Mapping[str, Any], path: str, value: Any, problems: list[str]
+) -> None:
+    minimum = metadata.get("min")
+    maximum = metadata.get("max")
+    if minimum is not None and length < minimum:
+        _fail(path, value, f"Member must have length greater than or equal to {minimum}", problems)
+    if maximum is not None and length > maximum:
+        _fail(path, value, f"Member must have length less than or equal to {maximum}", problems)

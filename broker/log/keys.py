@@ -1,0 +1,122 @@
+"""Key layouts of the three column families that hold shard logs (DESIGN §5, REFERENCE §5.3).
+
+All integers are unsigned big-endian, so RocksDB's bytewise order equals numeric order and one
+shard's keys are contiguous:
+
+- `records`:   shard_uid u64 | offset u64                    -> record value (`records.py`)
+- `tsidx`:     shard_uid u64 | arrival_ms u64 | offset u64   -> b"" (sparse time index)
+- `shardmeta`: shard_uid u64                                 -> `ShardMeta` (below)
+
+The time index holds one entry per appended batch: a batch's records share one arrival time,
+and arrival is non-decreasing along a shard, so the first entry at or after a time names the
+first record at or after it. Trimming deletes whole batches (it cuts by arrival time), so the
+index never points into a half-deleted batch.
+
+`shardmeta` keeps what must outlive the records: log_end survives a trim that deletes every
+record, so offsets are never reused, and last_arrival_ms keeps the clamp monotonic across a
+restart. It is written in the same WriteBatch as the records it describes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from broker.types import Offset, ShardUid
+
+SHARD_PREFIX_BYTES = 8
+RECORD_KEY_BYTES = 16
+TIME_KEY_BYTES = 24
+
+_U64 = struct.Struct(">Q")
+_RECORD_KEY = struct.Struct(">QQ")
+_TIME_KEY = struct.Struct(">QQQ")
+_U64_MAX = 2**64 - 1
+
+# Above every key of any of our layouts: longer than the longest key, and all 0xff.
+_PAST_LAST_SHARD = b"\xff" * (TIME_KEY_BYTES + 1)
+
+
+def shard_prefix(shard_uid: ShardUid) -> bytes:
+    """The 8 bytes every key of this shard starts with (the prefix extractor's length)."""
+    assert 0 <= shard_uid <= _U64_MAX
+    return _U64.pack(shard_uid)
+
+
+def shard_prefix_end(shard_uid: ShardUid) -> bytes:
+    """An exclusive upper bound above every key of this shard and below the next shard's."""
+    assert 0 <= shard_uid <= _U64_MAX
+    if shard_uid == _U64_MAX:
+        return _PAST_LAST_SHARD
+    return _U64.pack(shard_uid + 1)
+
+
+def record_key(shard_uid: ShardUid, offset: Offset) -> bytes:
+    assert 0 <= shard_uid <= _U64_MAX
+    assert 0 <= offset <= _U64_MAX
+    return _RECORD_KEY.pack(shard_uid, offset)
+
+
+def parse_record_key(key: bytes) -> tuple[ShardUid, Offset]:
+    assert len(key) == RECORD_KEY_BYTES, key
+    shard_uid, offset = _RECORD_KEY.unpack(key)
+    return ShardUid(shard_uid), Offset(offset)
+
+
+def time_key(shard_uid: ShardUid, arrival_ms: int, offset: Offset) -> bytes:
+    assert 0 <= shard_uid <= _U64_MAX
+    assert 0 <= arrival_ms <= _U64_MAX
+    assert 0 <= offset <= _U64_MAX
+    return _TIME_KEY.pack(shard_uid, arrival_ms, offset)
+
+
+def parse_time_key(key: bytes) -> tuple[ShardUid, int, Offset]:
+    assert len(key) == TIME_KEY_BYTES, key
+    shard_uid, arrival_ms, offset = _TIME_KEY.unpack(key)
+    return ShardUid(shard_uid), arrival_ms, Offset(offset)
+
+
+def meta_key(shard_uid: ShardUid) -> bytes:
+    return shard_prefix(shard_uid)
+
+
+def parse_meta_key(key: bytes) -> ShardUid:
+    assert len(key) == SHARD_PREFIX_BYTES, key
+    (shard_uid,) = _U64.unpack(key)
+    return ShardUid(shard_uid)
+
+
+META_FORMAT_VERSION = 1
+_META = struct.Struct(">BQQQ")  # version, log_start, log_end, last_arrival_ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardMeta:
+    """Per-shard state that outlives its records."""
+
+    log_start: Offset  # first retained offset; == log_end when nothing is retained
+    log_end: Offset  # next offset to write; never decreases, so offsets are never reused
+    last_arrival_ms: int  # arrival of the last appended batch (0 before the first)
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.log_start <= self.log_end
+        assert self.last_arrival_ms >= 0
+
+
+EMPTY_SHARD_META = ShardMeta(log_start=Offset(0), log_end=Offset(0), last_arrival_ms=0)
+
+
+def encode_meta(meta: ShardMeta) -> bytes:
+    return _META.pack(META_FORMAT_VERSION, meta.log_start, meta.log_end, meta.last_arrival_ms)
+
+
+def decode_meta(value: bytes) -> ShardMeta | None:
+    """The meta these bytes encode, or None if they are not a meta value we wrote."""
+    if len(value) != _META.size:
+        return None
+    version, log_start, log_end, last_arrival_ms = _META.unpack(value)
+    if version != META_FORMAT_VERSION or log_start > log_end:
+        return None
+    return ShardMeta(
+        log_start=Offset(log_start), log_end=Offset(log_end), last_arrival_ms=last_arrival_ms
+    )

@@ -1,0 +1,136 @@
+"""The `LogStore` seam: every shard's log on this node, behind one synchronous protocol.
+
+Implementations: `RocksLogStore` (production, `rocks_store.py`) and `MemoryLogStore` (the
+reference, `memory_store.py`). `tests/log/conformance.py` holds the contract both pass.
+
+Threading contract (both implementations):
+- `append` is called from one writer thread (`group_commit.GroupCommitWriter`); it blocks until
+  the batches are durable.
+- `trim`, `delete_shard` and `compact` may run on another thread (retention, stream deletion);
+  mutations are serialized inside the store, so they never interleave with an `append`.
+- `read`, `first_offset_at_or_after_time`, `log_start`, `log_end`, `last_arrival_ms`,
+  `shard_uids` and `approximate_size_bytes` may run on any number of reader threads at once.
+  Each sees the effect of a mutation entirely or not at all.
+- `close` runs last, after every other caller has stopped.
+
+All methods block; none may be called on the asyncio loop except the cheap point lookups
+(`log_end`, `last_arrival_ms`) used once per shard at recovery.
+
+Semantics:
+- A shard's offsets are dense from `log_start` to `log_end` (exclusive). An unknown shard has
+  `log_start == log_end == 0`.
+- `append` requires each batch to start at the shard's current `log_end` (later batches in the
+  same call may extend earlier ones) and its arrival time not to go back; it asserts both.
+- `trim` removes the oldest records by arrival time and moves `log_start`; `log_end` survives,
+  even when every record is trimmed, so an offset is never reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from broker.log.keys import ShardMeta
+from broker.log.records import AppendBatch, StoredRecord
+from broker.types import Offset, ShardUid
+
+
+class LogStoreError(Exception):
+    """The storage engine failed (I/O error, full disk, lock held by another process).
+
+    Raised only at the `rocks_store.py` boundary, with the engine's exception as `__cause__`.
+    Corruption we detect ourselves is `records.LogCorruptionError` instead.
+    """
+
+
+class LogStore(Protocol):
+    """Every shard log on this node. Thread-safety: see the module docstring."""
+
+    def append(self, batches: Sequence[AppendBatch]) -> None:
+        """Writes all batches in one atomic write; durable (WAL fsynced) when it returns."""
+        ...
+
+    def read(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        records_max: int,
+        bytes_max: int,
+    ) -> list[StoredRecord]:
+        """Retained records with offsets in [start_offset, end_offset), in offset order.
+
+        Stops after `records_max` records, and before the record that would take the total of
+        `record.size_bytes` above `bytes_max`, except that the first record in range is always
+        returned (as AWS returns a record larger than the GetRecords byte cap on its own).
+        """
+        ...
+
+    def first_offset_at_or_after_time(self, shard_uid: ShardUid, arrival_ms: int) -> Offset | None:
+        """The first retained offset whose arrival is >= arrival_ms, or None if there is none."""
+        ...
+
+    def log_start(self, shard_uid: ShardUid) -> Offset:
+        """The first retained offset; equal to `log_end` when nothing is retained."""
+        ...
+
+    def log_end(self, shard_uid: ShardUid) -> Offset:
+        """The next offset to write; 0 for a shard never written."""
+        ...
+
+    def last_arrival_ms(self, shard_uid: ShardUid) -> int:
+        """The arrival time of the last appended batch (kept across trims); 0 if none."""
+        ...
+
+    def trim(self, shard_uid: ShardUid, *, arrival_ms_before: int) -> Offset:
+        """Deletes the records that arrived before `arrival_ms_before`; returns the new start."""
+        ...
+
+    def delete_shard(self, shard_uid: ShardUid) -> None:
+        """Deletes the shard's records, time index and meta; afterwards it is unknown."""
+        ...
+
+    def shard_uids(self) -> set[ShardUid]:
+        """Every shard with anything on disk (including fully trimmed shards)."""
+        ...
+
+    def compact(self) -> None:
+        """Reclaims the space of trimmed and deleted data (slow; not on a hot path)."""
+        ...
+
+    def approximate_size_bytes(self) -> int:
+        """Roughly the bytes the logs take (files plus memory tables), for metrics."""
+        ...
+
+    def close(self) -> None:
+        """Releases the store; no method may be called afterwards."""
+        ...
+
+
+def check_read_arguments(
+    *, start_offset: Offset, end_offset: Offset, records_max: int, bytes_max: int
+) -> None:
+    """The argument contract of `LogStore.read`, shared so every store asserts the same."""
+    assert start_offset >= 0
+    assert end_offset >= 0
+    assert records_max >= 1
+    assert bytes_max >= 1
+
+
+def read_budget_allows(
+    *, taken_records: int, taken_bytes: int, next_bytes: int, bytes_max: int
+) -> bool:
+    """Whether a read may add a record of `next_bytes` (the first one is always allowed)."""
+    if taken_records == 0:
+        return True
+    return taken_bytes + next_bytes <= bytes_max
+
+
+def advance_meta(meta: ShardMeta, batch: AppendBatch) -> ShardMeta:
+    """A shard's meta after appending `batch`; asserts the batch continues the log."""
+    assert batch.first_offset == meta.log_end, (batch.shard_uid, batch.first_offset, meta)
+    assert batch.arrival_ms >= meta.last_arrival_ms, (batch.shard_uid, batch.arrival_ms, meta)
+    return ShardMeta(
+        log_start=meta.log_start, log_end=batch.end_offset, last_arrival_ms=batch.arrival_ms
+    )

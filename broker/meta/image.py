@@ -1,0 +1,166 @@
+"""MetadataImage: the immutable table the metadata quorum replicates.
+
+Every replica holds the same image, produced by applying the same commands in the same order
+(`state_machine.apply`). Images are frozen dataclasses; a command produces a new image with
+`dataclasses.replace`, so a reader holding an image never sees it change. Time-dependent views
+(a stream that was CREATING is ACTIVE once its timer has passed; a closed shard past retention
+is EXPIRED) are computed from an explicit `now_ms`, never from a clock.
+
+This is a cluster view: one image describes every stream and shard, wherever their data lives.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from broker.types import Offset, ShardIndex, ShardUid, StreamName, StreamUid
+
+HOUR_MS = 3_600_000
+
+
+class StreamStatus(enum.Enum):
+    """The status a client sees (StreamDescription.StreamStatus)."""
+
+    CREATING = "CREATING"
+    DELETING = "DELETING"
+    ACTIVE = "ACTIVE"
+    UPDATING = "UPDATING"
+
+
+class StreamMode(enum.Enum):
+    PROVISIONED = "PROVISIONED"
+    ON_DEMAND = "ON_DEMAND"
+
+
+class ShardState(enum.Enum):
+    """OPEN takes writes; SEALING refuses them while a reshard completes; CLOSED is final."""
+
+    OPEN = "OPEN"
+    SEALING = "SEALING"
+    CLOSED = "CLOSED"
+
+
+class ReshardKind(enum.Enum):
+    SPLIT = "SPLIT"
+    MERGE = "MERGE"
+    UNIFORM_SCALING = "UNIFORM_SCALING"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReshardRequest:
+    """A reshard between its two commands (BeginReshard seals parents, CompleteReshard closes
+    them and opens the children). Exactly one of the parameter groups is set, by `kind`."""
+
+    kind: ReshardKind
+    shard_index: ShardIndex | None = None  # SPLIT: the shard; MERGE: ShardToMerge
+    adjacent_shard_index: ShardIndex | None = None  # MERGE: AdjacentShardToMerge
+    new_starting_hash_key: int | None = None  # SPLIT
+    target_shard_count: int | None = None  # UNIFORM_SCALING
+    sealed: tuple[ShardIndex, ...] = ()  # the shards BeginReshard put in SEALING
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardMeta:
+    """One shard of one stream incarnation."""
+
+    index: ShardIndex
+    uid: ShardUid
+    hash_key_start: int
+    hash_key_end: int  # inclusive, as in Kinesis' HashKeyRange
+    parent_index: ShardIndex | None
+    adjacent_parent_index: ShardIndex | None
+    created_ms: int  # never earlier than any parent's created_ms (sequence numbers rely on it)
+    state: ShardState
+    closed_ms: int | None = None
+    end_offset: Offset | None = None  # CLOSED: the number of records the shard holds
+
+    @property
+    def shard_id(self) -> str:
+        return f"shardId-{self.index:012d}"
+
+    def is_expired(self, *, now_ms: int, retention_hours: int) -> bool:
+        """A closed shard whose every record is past retention: no longer listed (AWS)."""
+        if self.state is not ShardState.CLOSED:
+            return False
+        assert self.closed_ms is not None
+        return self.closed_ms + retention_hours * HOUR_MS <= now_ms
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamMeta:
+    """One incarnation of a stream. A deleted and recreated stream gets a new `uid`."""
+
+    name: StreamName
+    uid: StreamUid
+    arn: str
+    created_ms: int
+    mode: StreamMode
+    retention_hours: int
+    shards: tuple[ShardMeta, ...]  # ordered by index; index i is at position i
+    next_shard_index: ShardIndex
+    tags: tuple[tuple[str, str], ...] = ()  # sorted by key
+    enhanced_metrics: tuple[str, ...] = ()  # sorted shard-level metric names
+    max_record_size_kib: int = 1024
+    # The status the stream shows until `status_until_ms`; ACTIVE afterwards (gone, if DELETING).
+    transient_status: StreamStatus | None = StreamStatus.CREATING
+    status_until_ms: int = 0
+    reshard: ReshardRequest | None = None
+    shard_count_updates_ms: tuple[int, ...] = ()  # UpdateShardCount calls in the last 24 h
+    mode_updates_ms: tuple[int, ...] = ()  # UpdateStreamMode calls in the last 24 h
+
+    def status(self, *, now_ms: int) -> StreamStatus:
+        if self.reshard is not None:
+            return StreamStatus.UPDATING
+        if self.transient_status is not None and now_ms < self.status_until_ms:
+            return self.transient_status
+        if self.transient_status is StreamStatus.DELETING:
+            return StreamStatus.DELETING  # gone for clients: see `is_gone`
+        return StreamStatus.ACTIVE
+
+    def is_gone(self, *, now_ms: int) -> bool:
+        """True once a DELETING stream's timer has passed: treated as nonexistent."""
+        return self.transient_status is StreamStatus.DELETING and now_ms >= self.status_until_ms
+
+    def shard_by_index(self, index: int) -> ShardMeta | None:
+        if 0 <= index < len(self.shards):
+            shard = self.shards[index]
+            assert shard.index == index
+            return shard
+        return None
+
+    def open_shards(self) -> tuple[ShardMeta, ...]:
+        return tuple(s for s in self.shards if s.state is not ShardState.CLOSED)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataImage:
+    """The whole replicated metadata. `streams` is keyed by name; deleted incarnations that
+    are not yet forgotten stay under their name until replaced or forgotten."""
+
+    cluster_id: str = ""
+    iterator_secret: bytes = b""  # HMAC key for shard iterators; set once by InitCluster
+    streams: dict[StreamName, StreamMeta] = field(default_factory=dict)
+    next_stream_uid: int = 1
+    next_shard_uid: int = 1
+    applied_commands: int = 0
+
+    def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
+        return id(self)
+
+    def stream(self, name: str, *, now_ms: int) -> StreamMeta | None:
+        """The live stream with this name, or None when absent or deleted."""
+        meta = self.streams.get(StreamName(name))
+        if meta is None or meta.is_gone(now_ms=now_ms):
+            return None
+        return meta
+
+    def stream_by_uid(self, uid: StreamUid) -> StreamMeta | None:
+        for meta in self.streams.values():
+            if meta.uid == uid:
+                return meta
+        return None
+
+    def shard_uids(self) -> frozenset[ShardUid]:
+        """Every shard uid whose log data must be kept on disk."""
+        return frozenset(s.uid for meta in self.streams.values() for s in meta.shards)

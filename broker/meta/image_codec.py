@@ -1,0 +1,200 @@
+"""Explicit JSON encoding of metadata value types: the MetadataImage snapshot and its parts.
+
+The metadata quorum writes the image to disk (pysyncobj's "full dump") and ships it to
+followers that fell behind log compaction. Those bytes must be readable by another version of
+Shoal, so they are a versioned JSON document, never a pickle of our classes.
+
+The encoding is driven by each frozen dataclass's type hints, so the schema is the dataclass:
+- int, str, bool as themselves (Python's json keeps big ints exact, so 128-bit hash keys
+  survive); bytes as base64 text; enums by value; NewTypes as their base type;
+- tuples as lists; dicts with str keys as objects; `X | None` as the value or null;
+- dataclasses as objects with one member per field.
+
+Decoding is strict: an unknown member, a missing member without a default or a value of the
+wrong JSON type raises `ValueError`. The same helpers encode commands (`commands.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import functools
+import json
+import types
+import typing
+from typing import Any
+
+from broker.meta.image import MetadataImage
+
+IMAGE_FORMAT_VERSION = 1
+
+JsonValue = Any  # what json.loads returns; checked member by member while decoding
+
+
+@functools.cache
+def _field_types(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, resolved type, has a default) per field; cached because hints are slow."""
+    hints = typing.get_type_hints(cls)
+    result = []
+    for field in dataclasses.fields(cls):
+        has_default = (
+            field.default is not dataclasses.MISSING
+            or field.default_factory is not dataclasses.MISSING
+        )
+        result.append((field.name, hints[field.name], has_default))
+    return tuple(result)
+
+
+def _base_type(tp: Any) -> Any:
+    """Unwraps NewTypes (StreamUid -> int), which exist only for the type checker."""
+    while hasattr(tp, "__supertype__"):
+        tp = tp.__supertype__
+    return tp
+
+
+def to_document(value: Any, tp: Any) -> JsonValue:
+    """The JSON-ready form of `value`, whose declared type is `tp`."""
+    tp = _base_type(tp)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = (arg for arg in typing.get_args(tp) if arg is not type(None))
+        return to_document(value, inner)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return [to_document(item, args[0]) for item in value]
+        assert len(args) == len(value)
+        return [to_document(item, arg) for item, arg in zip(value, args, strict=True)]
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        assert _base_type(key_type) is str
+        return {str(key): to_document(item, value_type) for key, item in value.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return {
+            name: to_document(getattr(value, name), field_type)
+            for name, field_type, _ in _field_types(tp)
+        }
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        assert isinstance(value, tp)
+        return value.value
+    if tp is bytes:
+        assert isinstance(value, bytes)
+        return base64.b64encode(value).decode("ascii")
+    if tp is bool:
+        assert isinstance(value, bool)
+        return value
+    if tp is int:
+        assert isinstance(value, int)
+        assert not isinstance(value, bool)
+        return value
+    if tp is str:
+        assert isinstance(value, str)
+        return value
+    raise AssertionError(f"no encoding for type {tp!r}")
+
+
+def from_document(document: JsonValue, tp: Any) -> Any:
+    """The value of type `tp` that `document` encodes; raises ValueError when malformed."""
+    tp = _base_type(tp)
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if document is None:
+            return None
+        (inner,) = (arg for arg in typing.get_args(tp) if arg is not type(None))
+        return from_document(document, inner)
+    if origin is tuple:
+        _expect(document, list, tp)
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_document(item, args[0]) for item in document)
+        if len(args) != len(document):
+            raise ValueError(f"expected {len(args)} items for {tp!r}, got {len(document)}")
+        return tuple(from_document(item, arg) for item, arg in zip(document, args, strict=True))
+    if origin is dict:
+        _expect(document, dict, tp)
+        _, value_type = typing.get_args(tp)
+        return {str(key): from_document(item, value_type) for key, item in document.items()}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _dataclass_from_document(document, tp)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(document)
+        except ValueError as exc:
+            raise ValueError(f"{document!r} is not a {tp.__name__}") from exc
+    if tp is bytes:
+        _expect(document, str, tp)
+        try:
+            return base64.b64decode(document.encode("ascii"), validate=True)
+        except (ValueError, UnicodeEncodeError) as exc:
+            raise ValueError(f"bad base64 for bytes: {document!r}") from exc
+    if tp is bool:
+        _expect(document, bool, tp)
+        return document
+    if tp is int:
+        if isinstance(document, bool) or not isinstance(document, int):
+            raise ValueError(f"expected an integer, got {document!r}")
+        return document
+    if tp is str:
+        _expect(document, str, tp)
+        return document
+    raise AssertionError(f"no decoding for type {tp!r}")
+
+
+def dataclass_from_members(document: JsonValue, cls: type, *, skip: frozenset[str]) -> Any:
+    """Builds dataclass `cls` from a JSON object, ignoring the envelope members in `skip`."""
+    _expect(document, dict, cls)
+    known = {name for name, _, _ in _field_types(cls)}
+    unknown = set(document) - known - skip
+    if unknown:
+        raise ValueError(f"unknown members for {cls.__name__}: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, field_type, has_default in _field_types(cls):
+        if name not in document:
+            if not has_default:
+                raise ValueError(f"missing member {name!r} for {cls.__name__}")
+            continue
+        kwargs[name] = from_document(document[name], field_type)
+    return cls(**kwargs)
+
+
+def _dataclass_from_document(document: JsonValue, cls: type) -> Any:
+    return dataclass_from_members(document, cls, skip=frozenset())
+
+
+def _expect(document: JsonValue, json_type: type, tp: Any) -> None:
+    if not isinstance(document, json_type):
+        raise ValueError(f"expected {json_type.__name__} for {tp!r}, got {document!r}")
+
+
+def image_to_document(image: MetadataImage) -> dict[str, JsonValue]:
+    """The image as a JSON object with a format version."""
+    document: dict[str, JsonValue] = {"v": IMAGE_FORMAT_VERSION}
+    document.update(to_document(image, MetadataImage))
+    return document
+
+
+def image_from_document(document: JsonValue) -> MetadataImage:
+    if not isinstance(document, dict) or document.get("v") != IMAGE_FORMAT_VERSION:
+        version = document.get("v") if isinstance(document, dict) else None
+        raise ValueError(f"unsupported metadata image format version {version!r}")
+    image = dataclass_from_members(document, MetadataImage, skip=frozenset({"v"}))
+    assert isinstance(image, MetadataImage)
+    return image
+
+
+def encode_image(image: MetadataImage) -> bytes:
+    """Canonical bytes: equal images encode to equal bytes (keys sorted, no whitespace)."""
+    return json.dumps(
+        image_to_document(image), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode("ascii")
+
+
+def decode_image(data: bytes) -> MetadataImage:
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError("metadata image is not valid JSON") from exc
+    return image_from_document(document)

@@ -1,0 +1,669 @@
+"""The metadata state machine: `apply(image, command) -> Applied`, pure and deterministic.
+
+Every replica of the metadata quorum, leader or follower, applies the same commands in the
+same order through this one function (Kafka's records-and-replay), so it must compute the same
+image everywhere: it reads no clock, environment or randomness. Time comes only from
+`command.now_ms`, the proposer's clock; generated values (secrets, ARNs) come in the command.
+
+Every precondition is checked here, against the image at apply time, not only by the caller
+before proposing: two racing CreateStream calls for one name both pass the gateway's early
+check, and exactly one of them must win. A failed precondition is a value
+(`Applied.error`, a ShoalError with AWS's name and message), never an exception, because the
+quorum must keep applying the next command. The image is still advanced
+(`applied_commands` counts every command), so a failed command leaves a trace that replicas
+agree on.
+
+Exceptions other than ShoalError (an assertion, a bug in a rule) escape: they mean replicas can
+no longer be trusted to agree, and the node must stop rather than guess.
+
+Messages follow AWS's texts as reproduced by kinesalite (`actions/*.js`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import assert_never
+
+from broker import limits
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import (
+    AddTags,
+    BeginReshard,
+    ChangeRetention,
+    Command,
+    CompleteReshard,
+    CreateStream,
+    DeleteStream,
+    ForgetStream,
+    InitCluster,
+    RemoveTags,
+    SetEnhancedMonitoring,
+    UpdateMaxRecordSize,
+    UpdateStreamMode,
+)
+from broker.meta.image import (
+    MetadataImage,
+    ReshardKind,
+    ReshardRequest,
+    ShardState,
+    StreamMeta,
+    StreamMode,
+    StreamStatus,
+)
+from broker.streams import resharding
+from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
+
+DAY_MS = 86_400_000
+
+# Used in messages about a stream that does not exist, when no ARN names the account. Shoal
+# serves one account per cluster; every ARN it issues carries the same account id.
+ACCOUNT_ID_FALLBACK = "000000000000"
+REGION_FALLBACK = "us-east-1"
+_LIMITS_PAGE = (
+    "Refer to the AWS Service Limits page "
+    "(http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) "
+    "for current limits and how to request higher limits."
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """The outcome of one command: the next image, and a result or an error (never both)."""
+
+    image: MetadataImage
+    result: object = None
+    error: ShoalError | None = None
+
+
+def apply(image: MetadataImage, command: Command) -> Applied:
+    """Applies `command` to `image` and returns the next image; never mutates `image`."""
+    assert command.now_ms >= 0
+    try:
+        next_image, result = _dispatch(image, command)
+    except ShoalError as error:
+        counted = dataclasses.replace(image, applied_commands=image.applied_commands + 1)
+        return Applied(image=counted, error=error)
+    assert next_image.applied_commands == image.applied_commands
+    assert next_image.next_stream_uid >= image.next_stream_uid
+    assert next_image.next_shard_uid >= image.next_shard_uid
+    counted = dataclasses.replace(next_image, applied_commands=image.applied_commands + 1)
+    return Applied(image=counted, result=result)
+
+
+def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, object]:
+    match command:
+        case InitCluster():
+            return _init_cluster(image, command)
+        case CreateStream():
+            return _create_stream(image, command)
+        case DeleteStream():
+            return _delete_stream(image, command)
+        case ForgetStream():
+            return _forget_stream(image, command)
+        case ChangeRetention():
+            return _change_retention(image, command)
+        case AddTags():
+            return _add_tags(image, command)
+        case RemoveTags():
+            return _remove_tags(image, command)
+        case SetEnhancedMonitoring():
+            return _set_enhanced_monitoring(image, command)
+        case BeginReshard():
+            return _begin_reshard(image, command)
+        case CompleteReshard():
+            return _complete_reshard(image, command)
+        case UpdateStreamMode():
+            return _update_stream_mode(image, command)
+        case UpdateMaxRecordSize():
+            return _update_max_record_size(image, command)
+        case _:
+            assert_never(command)
+
+
+# --- Helpers ---------------------------------------------------------------------------------
+
+
+def _arn_part(arn: str, index: int) -> str | None:
+    """arn:aws:kinesis:<region>:<account>:stream/<name>; index 3 is the region, 4 the account."""
+    parts = arn.split(":")
+    if len(parts) >= 6 and parts[index]:
+        return parts[index]
+    return None
+
+
+def _account_id(image: MetadataImage) -> str:
+    """The account every stream's ARN names (the first by name, for determinism)."""
+    for name in sorted(image.streams):
+        account = _arn_part(image.streams[name].arn, 4)
+        if account is not None:
+            return account
+    return ACCOUNT_ID_FALLBACK
+
+
+def _region(image: MetadataImage) -> str:
+    for name in sorted(image.streams):
+        region = _arn_part(image.streams[name].arn, 3)
+        if region is not None:
+            return region
+    return REGION_FALLBACK
+
+
+def _not_found(image: MetadataImage, name: str) -> ShoalError:
+    return ShoalError(
+        ErrorCode.RESOURCE_NOT_FOUND,
+        f"Stream {name} under account {_account_id(image)} not found.",
+    )
+
+
+def _live_stream(image: MetadataImage, name: str, *, now_ms: int) -> StreamMeta:
+    meta = image.stream(name, now_ms=now_ms)
+    if meta is None:
+        raise _not_found(image, name)
+    return meta
+
+
+def _require_active(image: MetadataImage, meta: StreamMeta, *, now_ms: int) -> None:
+    status = meta.status(now_ms=now_ms)
+    if status is not StreamStatus.ACTIVE:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Stream {meta.name} under account {_account_id(image)} not ACTIVE, "
+            f"instead in state {status.value}",
+        )
+
+
+def _with_stream(image: MetadataImage, meta: StreamMeta) -> MetadataImage:
+    """A new image with `meta` stored under its name; the input's dict is copied, not changed."""
+    streams = dict(image.streams)
+    streams[meta.name] = meta
+    return dataclasses.replace(image, streams=streams)
+
+
+def _live_streams(image: MetadataImage, *, now_ms: int) -> list[StreamMeta]:
+    return [meta for meta in image.streams.values() if not meta.is_gone(now_ms=now_ms)]
+
+
+def _open_shard_count(image: MetadataImage, *, now_ms: int) -> int:
+    return sum(len(meta.open_shards()) for meta in _live_streams(image, now_ms=now_ms))
+
+
+def _on_demand_count(image: MetadataImage, *, now_ms: int) -> int:
+    return sum(
+        1 for meta in _live_streams(image, now_ms=now_ms) if meta.mode is StreamMode.ON_DEMAND
+    )
+
+
+def _check_shard_limit(
+    image: MetadataImage, *, now_ms: int, additional: int, limit: int, current: int | None = None
+) -> None:
+    """LimitExceededException when `additional` more open shards would pass the account limit.
+
+    `current` overrides the account's open-shard count (UpdateShardCount replaces a stream's
+    shards rather than adding to them)."""
+    count = _open_shard_count(image, now_ms=now_ms) if current is None else current
+    if additional > 0 and count + additional > limit:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"This request would exceed the shard limit for the account {_account_id(image)} "
+            f"in {_region(image)}. Current shard count for the account: {count}. "
+            f"Limit: {limit}. Number of additional shards that would have resulted from this "
+            f"request: {additional}. {_LIMITS_PAGE}",
+        )
+
+
+def _check_on_demand_limit(image: MetadataImage, *, now_ms: int, limit: int) -> None:
+    count = _on_demand_count(image, now_ms=now_ms)
+    if count + 1 > limit:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"This request would exceed the on-demand stream limit for the account "
+            f"{_account_id(image)} in {_region(image)}. Current on-demand stream count for "
+            f"the account: {count}. Limit: {limit}. {_LIMITS_PAGE}",
+        )
+
+
+def _check_retention_bounds(hours: int) -> None:
+    if hours < limits.retention_hours_min:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Minimum allowed retention period is {limits.retention_hours_min} hours. "
+            f"Requested retention period ({hours} hours) is too short.",
+        )
+    if hours > limits.retention_hours_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Maximum allowed retention period is {limits.retention_hours_max} hours. "
+            f"Requested retention period ({hours} hours) is too long.",
+        )
+
+
+def _check_record_size(kib: int) -> None:
+    if not limits.record_size_kib_min <= kib <= limits.record_size_kib_max:
+        raise ShoalError(
+            ErrorCode.VALIDATION,
+            f"1 validation error detected: Value '{kib}' at 'maxRecordSizeInKiB' failed to "
+            f"satisfy constraint: Member must have value between {limits.record_size_kib_min} "
+            f"and {limits.record_size_kib_max}",
+        )
+
+
+def _merged_tags(
+    image: MetadataImage, name: str, current: dict[str, str], added: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    merged = dict(current)
+    merged.update(added)  # a key given twice keeps its last value, as a JSON object would
+    if len(merged) > limits.tags_per_stream_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Failed to add tags to stream {name} under account {_account_id(image)} because "
+            f"a given stream cannot have more than {limits.tags_per_stream_max} tags "
+            "associated with it.",
+        )
+    return tuple(sorted(merged.items()))
+
+
+def _recent(times_ms: tuple[int, ...], *, now_ms: int) -> tuple[int, ...]:
+    """The timestamps within the rolling 24 hours before `now_ms`."""
+    return tuple(t for t in times_ms if t > now_ms - DAY_MS)
+
+
+# --- Cluster and stream lifecycle ---------------------------------------------------------------
+
+
+def _init_cluster(image: MetadataImage, command: InitCluster) -> tuple[MetadataImage, object]:
+    # Every node proposes InitCluster at start with its own random values; the first one
+    # applied wins and the others are no-ops, so the cluster agrees on one id and one secret.
+    if image.cluster_id:
+        return image, image.cluster_id
+    assert command.cluster_id
+    assert command.iterator_secret
+    initialised = dataclasses.replace(
+        image, cluster_id=command.cluster_id, iterator_secret=command.iterator_secret
+    )
+    return initialised, initialised.cluster_id
+
+
+def _create_stream(image: MetadataImage, command: CreateStream) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    existing = image.streams.get(StreamName(command.name))
+    if existing is not None and not existing.is_gone(now_ms=now_ms):
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Stream {command.name} under account {_account_id(image)} already exists.",
+        )
+    if not 1 <= command.shard_count <= limits.shard_count_per_stream_max:
+        raise ShoalError(
+            ErrorCode.VALIDATION,
+            f"1 validation error detected: Value '{command.shard_count}' at 'shardCount' "
+            f"failed to satisfy constraint: Member must have value between 1 and "
+            f"{limits.shard_count_per_stream_max}",
+        )
+    _check_retention_bounds(command.retention_hours)
+    _check_record_size(command.max_record_size_kib)
+    _check_shard_limit(
+        image,
+        now_ms=now_ms,
+        additional=command.shard_count,
+        limit=command.shard_count_per_account_max,
+    )
+    if command.mode is StreamMode.ON_DEMAND:
+        _check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
+    tags = _merged_tags(image, command.name, {}, command.tags)
+    shards = resharding.initial_shards(
+        command.shard_count, first_uid=ShardUid(image.next_shard_uid), now_ms=now_ms
+    )
+    assert len(shards) == command.shard_count
+    meta = StreamMeta(
+        name=StreamName(command.name),
+        uid=StreamUid(image.next_stream_uid),
+        arn=command.arn,
+        created_ms=now_ms,
+        mode=command.mode,
+        retention_hours=command.retention_hours,
+        shards=shards,
+        next_shard_index=ShardIndex(len(shards)),
+        tags=tags,
+        max_record_size_kib=command.max_record_size_kib,
+        transient_status=StreamStatus.CREATING,
+        status_until_ms=now_ms + command.creating_ms,
+    )
+    # A gone incarnation under this name is replaced here; its shard uids leave the image, so
+    # the nodes may drop its log data.
+    created = _with_stream(image, meta)
+    created = dataclasses.replace(
+        created,
+        next_stream_uid=image.next_stream_uid + 1,
+        next_shard_uid=image.next_shard_uid + len(shards),
+    )
+    return created, meta
+
+
+def _delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = _live_stream(image, command.name, now_ms=now_ms)
+    status = meta.status(now_ms=now_ms)
+    if meta.transient_status is StreamStatus.DELETING:
+        # Already deleting: succeed without restarting the timer, so that a retry after an
+        # unknown outcome is harmless (kinesalite also accepts a second delete).
+        return image, meta
+    if status is StreamStatus.CREATING:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            "Attempt to change a resource which is still in use: Stream is being created: "
+            f"{command.name}",
+        )
+    # A pending reshard is abandoned: its CompleteReshard becomes a no-op (see there), and
+    # the stream shows DELETING rather than UPDATING.
+    deleting = dataclasses.replace(
+        meta,
+        transient_status=StreamStatus.DELETING,
+        status_until_ms=now_ms + command.deleting_ms,
+        reshard=None,
+    )
+    return _with_stream(image, deleting), deleting
+
+
+def _forget_stream(image: MetadataImage, command: ForgetStream) -> tuple[MetadataImage, object]:
+    meta = image.stream_by_uid(command.uid)
+    if meta is None or not meta.is_gone(now_ms=command.now_ms):
+        return image, None
+    streams = dict(image.streams)
+    del streams[meta.name]
+    return dataclasses.replace(image, streams=streams), None
+
+
+# --- Stream settings ----------------------------------------------------------------------------
+
+
+def _change_retention(
+    image: MetadataImage, command: ChangeRetention
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = _live_stream(image, command.name, now_ms=now_ms)
+    _check_retention_bounds(command.retention_hours)
+    requested, existing = command.retention_hours, meta.retention_hours
+    if command.increase and requested < existing:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Requested retention period ({requested} hours) for stream {command.name} can not "
+            f"be shorter than existing retention period ({existing} hours). "
+            "Use DecreaseRetentionPeriod API.",
+        )
+    if not command.increase and requested > existing:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Requested retention period ({requested} hours) for stream {command.name} can not "
+            f"be longer than existing retention period ({existing} hours). "
+            "Use IncreaseRetentionPeriod API.",
+        )
+    _require_active(image, meta, now_ms=now_ms)
+    changed = dataclasses.replace(meta, retention_hours=requested)
+    return _with_stream(image, changed), changed
+
+
+def _add_tags(image: MetadataImage, command: AddTags) -> tuple[MetadataImage, object]:
+    meta = _live_stream(image, command.name, now_ms=command.now_ms)
+    tags = _merged_tags(image, command.name, dict(meta.tags), command.tags)
+    changed = dataclasses.replace(meta, tags=tags)
+    return _with_stream(image, changed), changed
+
+
+def _remove_tags(image: MetadataImage, command: RemoveTags) -> tuple[MetadataImage, object]:
+    meta = _live_stream(image, command.name, now_ms=command.now_ms)
+    removed = frozenset(command.keys)  # absent keys are ignored, as AWS does
+    changed = dataclasses.replace(
+        meta, tags=tuple((key, value) for key, value in meta.tags if key not in removed)
+    )
+    return _with_stream(image, changed), changed
+
+
+def _set_enhanced_monitoring(
+    image: MetadataImage, command: SetEnhancedMonitoring
+) -> tuple[MetadataImage, object]:
+    meta = _live_stream(image, command.name, now_ms=command.now_ms)
+    current = meta.enhanced_metrics
+    if command.enable:
+        desired = tuple(sorted(set(current) | set(command.metrics)))
+    else:
+        desired = tuple(sorted(set(current) - set(command.metrics)))
+    changed = dataclasses.replace(meta, enhanced_metrics=desired)
+    return _with_stream(image, changed), (current, desired)
+
+
+def _update_stream_mode(
+    image: MetadataImage, command: UpdateStreamMode
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = _live_stream(image, command.name, now_ms=now_ms)
+    if meta.mode is command.mode:
+        # Nothing to change: succeed without using one of the two daily switches, so that a
+        # retry after an unknown outcome does not fail or count twice.
+        return image, meta
+    _require_active(image, meta, now_ms=now_ms)
+    recent = _recent(meta.mode_updates_ms, now_ms=now_ms)
+    if len(recent) >= limits.update_stream_mode_per_day_max:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Stream {meta.name} under account {_account_id(image)} has already had its "
+            f"capacity mode updated {len(recent)} times in the last 24 hours. Limit: "
+            f"{limits.update_stream_mode_per_day_max}.",
+        )
+    if command.mode is StreamMode.ON_DEMAND:
+        _check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
+    changed = dataclasses.replace(
+        meta,
+        mode=command.mode,
+        transient_status=StreamStatus.UPDATING,
+        status_until_ms=now_ms + command.updating_ms,
+        mode_updates_ms=(*recent, now_ms),
+    )
+    return _with_stream(image, changed), changed
+
+
+def _update_max_record_size(
+    image: MetadataImage, command: UpdateMaxRecordSize
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    _check_record_size(command.max_record_size_kib)
+    meta = _live_stream(image, command.name, now_ms=now_ms)
+    _require_active(image, meta, now_ms=now_ms)
+    changed = dataclasses.replace(meta, max_record_size_kib=command.max_record_size_kib)
+    return _with_stream(image, changed), changed
+
+
+# --- Resharding ---------------------------------------------------------------------------------
+
+
+def _reshard_request(image: MetadataImage, command: BeginReshard) -> ReshardRequest:
+    """The request with exactly the parameters its kind needs; ValidationException otherwise."""
+    missing: str | None = None
+    match command.kind:
+        case ReshardKind.SPLIT:
+            if command.shard_index is None:
+                missing = "shardToSplit"
+            elif command.new_starting_hash_key is None:
+                missing = "newStartingHashKey"
+            return_request = ReshardRequest(
+                kind=command.kind,
+                shard_index=command.shard_index,
+                new_starting_hash_key=command.new_starting_hash_key,
+            )
+        case ReshardKind.MERGE:
+            if command.shard_index is None:
+                missing = "shardToMerge"
+            elif command.adjacent_shard_index is None:
+                missing = "adjacentShardToMerge"
+            return_request = ReshardRequest(
+                kind=command.kind,
+                shard_index=command.shard_index,
+                adjacent_shard_index=command.adjacent_shard_index,
+            )
+        case ReshardKind.UNIFORM_SCALING:
+            if command.target_shard_count is None:
+                missing = "targetShardCount"
+            return_request = ReshardRequest(
+                kind=command.kind, target_shard_count=command.target_shard_count
+            )
+        case _:
+            assert_never(command.kind)
+    if missing is not None:
+        raise ShoalError(
+            ErrorCode.VALIDATION,
+            f"1 validation error detected: Value null at '{missing}' failed to satisfy "
+            "constraint: Member must not be null",
+        )
+    return return_request
+
+
+def _validate_reshard(
+    image: MetadataImage, meta: StreamMeta, request: ReshardRequest, command: BeginReshard
+) -> None:
+    """The kind-specific rules (streams/resharding.py) and the account's shard limit.
+
+    `shard_count_per_account_max` of 0 means the proposer did not ask for the account check."""
+    now_ms = command.now_ms
+    account_max = command.shard_count_per_account_max
+    match request.kind:
+        case ReshardKind.SPLIT:
+            assert request.shard_index is not None
+            assert request.new_starting_hash_key is not None
+            resharding.validate_split(
+                meta,
+                shard_index=request.shard_index,
+                new_starting_hash_key=request.new_starting_hash_key,
+            )
+            if account_max > 0:
+                _check_shard_limit(image, now_ms=now_ms, additional=1, limit=account_max)
+        case ReshardKind.MERGE:
+            assert request.shard_index is not None
+            assert request.adjacent_shard_index is not None
+            resharding.validate_merge(
+                meta,
+                shard_index=request.shard_index,
+                adjacent_shard_index=request.adjacent_shard_index,
+            )
+        case ReshardKind.UNIFORM_SCALING:
+            assert request.target_shard_count is not None
+            resharding.validate_update_shard_count(
+                meta, target_shard_count=request.target_shard_count, now_ms=now_ms
+            )
+            if account_max > 0:
+                current = _open_shard_count(image, now_ms=now_ms)
+                additional = request.target_shard_count - len(meta.open_shards())
+                _check_shard_limit(
+                    image,
+                    now_ms=now_ms,
+                    additional=additional,
+                    limit=account_max,
+                    current=current,
+                )
+        case _:
+            assert_never(request.kind)
+
+
+def _begin_reshard(image: MetadataImage, command: BeginReshard) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = _live_stream(image, command.name, now_ms=now_ms)
+    _require_active(image, meta, now_ms=now_ms)
+    if meta.mode is StreamMode.ON_DEMAND:
+        raise ShoalError(
+            ErrorCode.VALIDATION,
+            f"Stream {meta.name} under account {_account_id(image)} is in ON_DEMAND capacity "
+            "mode; this operation is only supported in PROVISIONED mode.",
+        )
+    request = _reshard_request(image, command)
+    if request.kind is ReshardKind.UNIFORM_SCALING:
+        # The rolling 24-hour window is pruned before validation, which counts what is left.
+        meta = dataclasses.replace(
+            meta, shard_count_updates_ms=_recent(meta.shard_count_updates_ms, now_ms=now_ms)
+        )
+    _validate_reshard(image, meta, request, command)
+    if request.kind is ReshardKind.UNIFORM_SCALING:
+        meta = dataclasses.replace(
+            meta, shard_count_updates_ms=(*meta.shard_count_updates_ms, now_ms)
+        )
+    sealed = resharding.shards_to_seal(meta, request)
+    assert len(set(sealed)) == len(sealed)
+    request = dataclasses.replace(request, sealed=tuple(sorted(sealed)))
+    if not sealed:
+        # Nothing to seal (a uniform scaling to the current count): complete now.
+        completed_image, _ = _finish_reshard(
+            image, meta, request, end_offsets={}, now_ms=now_ms, updating_ms=command.updating_ms
+        )
+        return completed_image, ()
+    sealed_set = frozenset(sealed)
+    shards = tuple(
+        dataclasses.replace(shard, state=ShardState.SEALING) if shard.index in sealed_set else shard
+        for shard in meta.shards
+    )
+    for index in sealed:
+        assert meta.shards[index].state is ShardState.OPEN
+    sealing = dataclasses.replace(meta, shards=shards, reshard=request)
+    return _with_stream(image, sealing), request.sealed
+
+
+def _finish_reshard(
+    image: MetadataImage,
+    meta: StreamMeta,
+    request: ReshardRequest,
+    *,
+    end_offsets: dict[int, int],
+    now_ms: int,
+    updating_ms: int,
+) -> tuple[MetadataImage, StreamMeta]:
+    outcome = resharding.complete_reshard(
+        meta,
+        request,
+        end_offsets=end_offsets,
+        now_ms=now_ms,
+        next_shard_uid=ShardUid(image.next_shard_uid),
+    )
+    assert outcome.next_shard_uid >= image.next_shard_uid
+    assert outcome.next_shard_index >= meta.next_shard_index
+    completed = dataclasses.replace(
+        meta,
+        shards=tuple(outcome.shards),
+        next_shard_index=ShardIndex(outcome.next_shard_index),
+        reshard=None,
+        transient_status=StreamStatus.UPDATING,
+        status_until_ms=now_ms + updating_ms,
+    )
+    next_image = dataclasses.replace(
+        _with_stream(image, completed), next_shard_uid=int(outcome.next_shard_uid)
+    )
+    return next_image, completed
+
+
+def _complete_reshard(
+    image: MetadataImage, command: CompleteReshard
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = image.stream_by_uid(command.stream_uid)
+    if meta is None or meta.is_gone(now_ms=now_ms):
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"Stream with id {command.stream_uid} under account {_account_id(image)} not found.",
+        )
+    if meta.reshard is None:
+        # Already completed (a retry after an unknown outcome), or abandoned by DeleteStream:
+        # nothing to do, and the caller learns the current shards.
+        return image, meta
+    end_offsets = {int(index): int(offset) for index, offset in command.end_offsets}
+    if set(end_offsets) != set(meta.reshard.sealed):
+        # A stale completion of an earlier reshard: its parents are closed, so they cannot
+        # match the shards this reshard sealed. Refused, never applied to the wrong reshard.
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"CompleteReshard for stream {meta.name} names shards {sorted(end_offsets)} but "
+            f"the pending reshard sealed {list(meta.reshard.sealed)}.",
+        )
+    next_image, completed = _finish_reshard(
+        image,
+        meta,
+        meta.reshard,
+        end_offsets=end_offsets,
+        now_ms=now_ms,
+        updating_ms=command.updating_ms,
+    )
+    return next_image, completed

@@ -1,0 +1,103 @@
+"""What every operation needs: configuration, clock, metadata, the shard log; and lookups.
+
+`ServiceContext` is a node view, built once by `node.py`. It is used from the asyncio loop only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from broker.clock import Clock
+from broker.config import Config
+from broker.errors import ErrorCode, ShoalError
+from broker.log.shard_writer import ShardWriters
+from broker.log.store import LogStore
+from broker.meta.frontend import MetadataFrontend
+from broker.meta.image import MetadataImage, ShardMeta, StreamMeta, StreamStatus
+
+_STREAM_ARN = re.compile(r"arn:aws[\w-]*:kinesis:([\w-]+):(\d{12}):stream/(\S+)")
+_SHARD_ID = re.compile(r"(?:shardId-)?(\d{1,20})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceContext:
+    config: Config
+    clock: Clock
+    metadata: MetadataFrontend
+    writers: ShardWriters
+    store: LogStore
+
+    def now_ms(self) -> int:
+        return self.clock.wall_ms()
+
+    def image(self) -> MetadataImage:
+        return self.metadata.image()
+
+    def account_phrase(self) -> str:
+        return f"under account {self.config.account_id}"
+
+    def stream_not_found(self, name: str) -> ShoalError:
+        return ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND, f"Stream {name} {self.account_phrase()} not found."
+        )
+
+    def stream_name_from_arn(self, arn: str) -> str:
+        """The stream name in a stream ARN of this region and account."""
+        match = _STREAM_ARN.fullmatch(arn)
+        if match is None:
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid StreamARN {arn}.")
+        region, account, name = match.groups()
+        if region != self.config.region or account != self.config.account_id:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
+        return name
+
+    def requested_stream_name(self, request: Mapping[str, Any]) -> str:
+        """StreamName or StreamARN (AWS accepts either; both must then agree)."""
+        name = request.get("StreamName")
+        arn = request.get("StreamARN")
+        if arn is not None:
+            from_arn = self.stream_name_from_arn(arn)
+            if name is not None and name != from_arn:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"StreamName {name} does not match the stream in StreamARN {arn}.",
+                )
+            return from_arn
+        if name is None:
+            raise ShoalError(
+                ErrorCode.VALIDATION, "Either StreamName or StreamARN should be provided."
+            )
+        assert isinstance(name, str)
+        return name
+
+    def stream_for(self, request: Mapping[str, Any]) -> StreamMeta:
+        """The live stream a request names, in any status but gone."""
+        name = self.requested_stream_name(request)
+        stream = self.image().stream(name, now_ms=self.now_ms())
+        if stream is None:
+            raise self.stream_not_found(name)
+        return stream
+
+    def stream_for_data(self, request: Mapping[str, Any]) -> StreamMeta:
+        """A stream that takes reads and writes: ACTIVE or UPDATING, as on AWS."""
+        stream = self.stream_for(request)
+        status = stream.status(now_ms=self.now_ms())
+        if status not in (StreamStatus.ACTIVE, StreamStatus.UPDATING):
+            raise self.stream_not_found(stream.name)
+        return stream
+
+    def shard_for(self, stream: StreamMeta, shard_id: str) -> ShardMeta:
+        match = _SHARD_ID.fullmatch(shard_id)
+        shard = stream.shard_by_index(int(match.group(1))) if match is not None else None
+        expired = shard is not None and shard.is_expired(
+            now_ms=self.now_ms(), retention_hours=stream.retention_hours
+        )
+        if shard is None or expired:
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                f"Shard {shard_id} in stream {stream.name} {self.account_phrase()} does not exist",
+            )
+        return shard

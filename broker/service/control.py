@@ -1,0 +1,302 @@
+"""Control-plane operations: streams, retention, tags, monitoring, limits, listings.
+
+Each mutation becomes one metadata command; the state machine validates it against the state at
+apply time (so racing calls resolve there), and this module only turns requests into commands and
+images into responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from broker import limits
+from broker.errors import ErrorCode, ShoalError
+from broker.meta import commands
+from broker.meta.image import StreamMeta, StreamMode, StreamStatus
+from broker.service import describe
+from broker.service.context import ServiceContext
+from broker.service.tokens import decode_token, encode_token
+from broker.streams.shard_listing import list_shards_filtered
+from broker.timestamps import ms_from_datetime
+
+Request = Mapping[str, Any]
+Response = dict[str, Any]
+
+
+async def create_stream(ctx: ServiceContext, request: Request) -> Response:
+    mode_details = request.get("StreamModeDetails") or {}
+    mode = StreamMode(mode_details.get("StreamMode", StreamMode.PROVISIONED.value))
+    shard_count = request.get("ShardCount")
+    if shard_count is None:
+        if mode is StreamMode.PROVISIONED:
+            raise ShoalError(
+                ErrorCode.VALIDATION,
+                "1 validation error detected: Value null at 'shardCount' failed to satisfy "
+                "constraint: Member must not be null",
+            )
+        shard_count = limits.on_demand_initial_shard_count
+    tags = request.get("Tags") or {}
+    if len(tags) > limits.tags_per_stream_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"A stream cannot have more than {limits.tags_per_stream_max} tags.",
+        )
+    name = request["StreamName"]
+    await ctx.metadata.propose(
+        commands.CreateStream(
+            now_ms=ctx.now_ms(),
+            name=name,
+            arn=ctx.config.stream_arn(name),
+            shard_count=shard_count,
+            mode=mode,
+            retention_hours=limits.retention_hours_default,
+            max_record_size_kib=request.get("MaxRecordSizeInKiB", limits.record_size_kib_min),
+            tags=tuple(sorted(tags.items())),
+            creating_ms=ctx.config.knobs.stream_creating_ms,
+            shard_count_per_account_max=ctx.config.shard_count_per_account_max,
+            on_demand_streams_max=ctx.config.on_demand_streams_max,
+        )
+    )
+    return {}
+
+
+async def delete_stream(ctx: ServiceContext, request: Request) -> Response:
+    name = ctx.requested_stream_name(request)
+    await ctx.metadata.propose(
+        commands.DeleteStream(
+            now_ms=ctx.now_ms(), name=name, deleting_ms=ctx.config.knobs.stream_deleting_ms
+        )
+    )
+    return {}
+
+
+async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
+    stream = ctx.stream_for(request)
+    now_ms = ctx.now_ms()
+    limit = min(
+        request.get("Limit", limits.describe_stream_limit_default), limits.describe_stream_limit_max
+    )
+    shards = list_shards_filtered(
+        stream, filter_type=None, shard_id=None, timestamp_ms=None, now_ms=now_ms
+    )
+    start_after = request.get("ExclusiveStartShardId")
+    if start_after is not None:
+        shards = [s for s in shards if s.shard_id > start_after]
+    page = shards[:limit]
+    description = describe.stream_description_shape(
+        stream, shards=page, has_more_shards=len(shards) > limit, now_ms=now_ms
+    )
+    return {"StreamDescription": description}
+
+
+async def describe_stream_summary(ctx: ServiceContext, request: Request) -> Response:
+    stream = ctx.stream_for(request)
+    summary = describe.stream_description_summary_shape(stream, now_ms=ctx.now_ms())
+    return {"StreamDescriptionSummary": summary}
+
+
+async def list_streams(ctx: ServiceContext, request: Request) -> Response:
+    now_ms = ctx.now_ms()
+    image = ctx.image()
+    limit = request.get("Limit", limits.list_streams_limit_default)
+    start_after = request.get("ExclusiveStartStreamName")
+    token = request.get("NextToken")
+    if token is not None:
+        payload = decode_token(token, secret=image.iterator_secret, now_ms=now_ms, expires=False)
+        start_after = payload.get("after")
+    names = sorted(name for name, meta in image.streams.items() if not meta.is_gone(now_ms=now_ms))
+    if start_after is not None:
+        names = [name for name in names if name > start_after]
+    page = names[:limit]
+    has_more = len(names) > limit
+    response: Response = {
+        "StreamNames": page,
+        "HasMoreStreams": has_more,
+        "StreamSummaries": [
+            describe.stream_summary_shape(image.streams[name], now_ms=now_ms) for name in page
+        ],
+    }
+    if has_more:
+        response["NextToken"] = encode_token(
+            {"after": page[-1]}, issued_ms=now_ms, secret=image.iterator_secret
+        )
+    return response
+
+
+async def list_shards(ctx: ServiceContext, request: Request) -> Response:
+    now_ms = ctx.now_ms()
+    image = ctx.image()
+    token = request.get("NextToken")
+    start_after = request.get("ExclusiveStartShardId")
+    shard_filter = request.get("ShardFilter")
+    if token is not None:
+        if request.get("StreamName") is not None or request.get("StreamARN") is not None:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                "NextToken and StreamName cannot be provided together.",
+            )
+        payload = decode_token(token, secret=image.iterator_secret, now_ms=now_ms, expires=True)
+        stream = image.stream_by_uid(payload["stream_uid"])
+        if stream is None or stream.is_gone(now_ms=now_ms):
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, "The stream of NextToken is gone.")
+        start_after = payload["after"]
+        shard_filter = payload.get("filter")
+    else:
+        stream = ctx.stream_for(request)
+        created = request.get("StreamCreationTimestamp")
+        if created is not None and ms_from_datetime(created) // 1000 != stream.created_ms // 1000:
+            raise ctx.stream_not_found(stream.name)
+    serialized_filter = _serialized_filter(shard_filter)
+    shards = list_shards_filtered(
+        stream,
+        filter_type=serialized_filter.get("Type"),
+        shard_id=serialized_filter.get("ShardId"),
+        timestamp_ms=serialized_filter.get("TimestampMs"),
+        now_ms=now_ms,
+    )
+    if start_after is not None:
+        shards = [s for s in shards if s.shard_id > start_after]
+    limit = request.get("MaxResults", limits.list_shards_limit_default)
+    page = shards[:limit]
+    response: Response = {"Shards": [describe.shard_shape(shard) for shard in page]}
+    if len(shards) > limit:
+        response["NextToken"] = encode_token(
+            {"stream_uid": stream.uid, "after": page[-1].shard_id, "filter": serialized_filter},
+            issued_ms=now_ms,
+            secret=image.iterator_secret,
+        )
+    return response
+
+
+def _serialized_filter(shard_filter: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A ShardFilter as plain JSON values, so it can ride inside a NextToken."""
+    if not shard_filter:
+        return {}
+    if "TimestampMs" in shard_filter:  # already serialized (from a token)
+        return dict(shard_filter)
+    kind = shard_filter["Type"]
+    shard_id = shard_filter.get("ShardId")
+    timestamp = shard_filter.get("Timestamp")
+    if kind == "AFTER_SHARD_ID" and shard_id is None:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, "ShardId must be provided with AFTER_SHARD_ID."
+        )
+    if kind in ("AT_TIMESTAMP", "FROM_TIMESTAMP") and timestamp is None:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Timestamp must be provided with {kind}.")
+    return {
+        "Type": kind,
+        "ShardId": shard_id,
+        "TimestampMs": ms_from_datetime(timestamp) if timestamp is not None else None,
+    }
+
+
+async def change_retention(ctx: ServiceContext, request: Request, *, increase: bool) -> Response:
+    await ctx.metadata.propose(
+        commands.ChangeRetention(
+            now_ms=ctx.now_ms(),
+            name=ctx.requested_stream_name(request),
+            retention_hours=request["RetentionPeriodHours"],
+            increase=increase,
+        )
+    )
+    return {}
+
+
+async def add_tags(ctx: ServiceContext, name: str, tags: Mapping[str, str]) -> Response:
+    if len(tags) > limits.tags_per_call_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Cannot add more than {limits.tags_per_call_max} tags in one request.",
+        )
+    await ctx.metadata.propose(
+        commands.AddTags(now_ms=ctx.now_ms(), name=name, tags=tuple(sorted(tags.items())))
+    )
+    return {}
+
+
+async def remove_tags(ctx: ServiceContext, name: str, keys: list[str]) -> Response:
+    await ctx.metadata.propose(
+        commands.RemoveTags(now_ms=ctx.now_ms(), name=name, keys=tuple(keys))
+    )
+    return {}
+
+
+def _tag_list(stream: StreamMeta) -> list[dict[str, str]]:
+    return [{"Key": key, "Value": value} for key, value in stream.tags]
+
+
+async def list_tags_for_stream(ctx: ServiceContext, request: Request) -> Response:
+    stream = ctx.stream_for(request)
+    limit = request.get("Limit", limits.tags_per_stream_max)
+    start_after = request.get("ExclusiveStartTagKey")
+    tags = [t for t in _tag_list(stream) if start_after is None or t["Key"] > start_after]
+    return {"Tags": tags[:limit], "HasMoreTags": len(tags) > limit}
+
+
+async def list_tags_for_resource(ctx: ServiceContext, request: Request) -> Response:
+    name = ctx.stream_name_from_arn(request["ResourceARN"])
+    stream = ctx.image().stream(name, now_ms=ctx.now_ms())
+    if stream is None:
+        raise ctx.stream_not_found(name)
+    return {"Tags": _tag_list(stream)}
+
+
+async def set_enhanced_monitoring(
+    ctx: ServiceContext, request: Request, *, enable: bool
+) -> Response:
+    name = ctx.requested_stream_name(request)
+    requested = request["ShardLevelMetrics"]
+    metrics = describe.SHARD_LEVEL_METRICS if "ALL" in requested else tuple(requested)
+    result = await ctx.metadata.propose(
+        commands.SetEnhancedMonitoring(
+            now_ms=ctx.now_ms(), name=name, metrics=tuple(sorted(set(metrics))), enable=enable
+        )
+    )
+    assert isinstance(result, tuple)
+    current, desired = result
+    return {
+        "StreamName": name,
+        "StreamARN": ctx.config.stream_arn(name),
+        "CurrentShardLevelMetrics": list(current),
+        "DesiredShardLevelMetrics": list(desired),
+    }
+
+
+async def describe_limits(ctx: ServiceContext, request: Request) -> Response:
+    now_ms = ctx.now_ms()
+    live = [m for m in ctx.image().streams.values() if not m.is_gone(now_ms=now_ms)]
+    return {
+        "ShardLimit": ctx.config.shard_count_per_account_max,
+        "OpenShardCount": sum(len(m.open_shards()) for m in live),
+        "OnDemandStreamCount": sum(1 for m in live if m.mode is StreamMode.ON_DEMAND),
+        "OnDemandStreamCountLimit": ctx.config.on_demand_streams_max,
+    }
+
+
+async def update_stream_mode(ctx: ServiceContext, request: Request) -> Response:
+    name = ctx.stream_name_from_arn(request["StreamARN"])
+    await ctx.metadata.propose(
+        commands.UpdateStreamMode(
+            now_ms=ctx.now_ms(),
+            name=name,
+            mode=StreamMode(request["StreamModeDetails"]["StreamMode"]),
+            updating_ms=ctx.config.knobs.stream_updating_ms,
+            on_demand_streams_max=ctx.config.on_demand_streams_max,
+        )
+    )
+    return {}
+
+
+async def update_max_record_size(ctx: ServiceContext, request: Request) -> Response:
+    name = ctx.stream_name_from_arn(request["StreamARN"])
+    await ctx.metadata.propose(
+        commands.UpdateMaxRecordSize(
+            now_ms=ctx.now_ms(), name=name, max_record_size_kib=request["MaxRecordSizeInKiB"]
+        )
+    )
+    return {}
+
+
+def is_active(stream: StreamMeta, *, now_ms: int) -> bool:
+    return stream.status(now_ms=now_ms) is StreamStatus.ACTIVE

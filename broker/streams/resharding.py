@@ -1,0 +1,347 @@
+"""Resharding rules: SplitShard, MergeShards and UpdateShardCount over a StreamMeta.
+
+A reshard runs as two metadata commands. BeginReshard validates the request (`validate_*`)
+and seals the parents (`shards_to_seal`): they refuse new writes, so their record counts
+stop moving. CompleteReshard closes the parents at those counts and opens the children
+(`complete_reshard`). Everything here is a pure function of the stream's metadata and an explicit
+`now_ms`, so every replica of the metadata quorum computes the same shards.
+
+The rules follow AWS (REFERENCE §1.6) and kinesalite's reproductions of its messages:
+* Split: the shard must be OPEN; NewStartingHashKey must be greater than StartingHashKey + 1
+  and less than EndingHashKey. The lower child takes the next index, the upper the one after.
+* Merge: both shards OPEN and adjacent (their ranges are contiguous, in either order). The child
+  names ShardToMerge as parent and AdjacentShardToMerge as adjacent parent.
+* UpdateShardCount (UNIFORM_SCALING): as AWS, a series of pairwise splits and merges that ends
+  in the uniform layout; intermediate shards are created and closed at once (empty).
+
+Children are created at max(now_ms, every parent's created_ms), so their sequence numbers sort
+after their parents' (see sequence_numbers.py). Callers check what needs the wider view: the
+stream is ACTIVE and PROVISIONED, and the account's shard limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import assert_never
+
+from broker import limits
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.image import (
+    ReshardKind,
+    ReshardRequest,
+    ShardMeta,
+    ShardState,
+    StreamMeta,
+)
+from broker.streams.hash_keys import tiles_hash_space, uniform_ranges
+from broker.types import Offset, ShardIndex, ShardUid
+
+DAY_MS = 24 * 3_600_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReshardOutcome:
+    """The stream's shards after a reshard completes, and the counters to store with them."""
+
+    shards: tuple[ShardMeta, ...]  # the full tuple, index order: parents closed, children added
+    next_shard_index: ShardIndex
+    next_shard_uid: int
+
+
+def initial_shards(count: int, *, first_uid: int, now_ms: int) -> tuple[ShardMeta, ...]:
+    """CreateStream's shards: OPEN, indices 0..count-1, uniform ranges, uids from `first_uid`."""
+    assert count >= 1
+    assert first_uid >= 0
+    assert now_ms >= 0
+    return tuple(
+        ShardMeta(
+            index=ShardIndex(i),
+            uid=ShardUid(first_uid + i),
+            hash_key_start=start,
+            hash_key_end=end,
+            parent_index=None,
+            adjacent_parent_index=None,
+            created_ms=now_ms,
+            state=ShardState.OPEN,
+        )
+        for i, (start, end) in enumerate(uniform_ranges(count))
+    )
+
+
+# --- Validation (BeginReshard) -------------------------------------------------------------
+
+
+def validate_split(stream: StreamMeta, *, shard_index: int, new_starting_hash_key: int) -> None:
+    """SplitShard's rules; raises ShoalError with AWS's exception and message."""
+    shard = _open_shard(stream, shard_index)
+    key = new_starting_hash_key
+    # Each child must keep at least two hash keys (AWS's rule, as kinesalite reproduces it).
+    if key <= shard.hash_key_start + 1 or key >= shard.hash_key_end:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"NewStartingHashKey {key} used in SplitShard() on shard {shard.shard_id} in stream "
+            f"{stream.name} is not both greater than one plus the shard's StartingHashKey "
+            f"{shard.hash_key_start} and less than the shard's EndingHashKey "
+            f"{shard.hash_key_end}.",
+        )
+
+
+def validate_merge(stream: StreamMeta, *, shard_index: int, adjacent_shard_index: int) -> None:
+    """MergeShards' rules; raises ShoalError with AWS's exception and message."""
+    shard = _open_shard(stream, shard_index)
+    adjacent = _open_shard(stream, adjacent_shard_index)
+    contiguous = (
+        shard.hash_key_end + 1 == adjacent.hash_key_start
+        or adjacent.hash_key_end + 1 == shard.hash_key_start
+    )
+    if shard.index == adjacent.index or not contiguous:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Shards {shard.shard_id} and {adjacent.shard_id} in stream {stream.name} are not "
+            "an adjacent pair of shards eligible for merging",
+        )
+
+
+def validate_update_shard_count(
+    stream: StreamMeta, *, target_shard_count: int, now_ms: int
+) -> None:
+    """UpdateShardCount's default limits (AWS model docs); LimitExceededException otherwise.
+
+    A target equal to the open shard count is accepted: it is a no-op when the shards are
+    already uniform, and evens them out when splits and merges left them uneven.
+    """
+    target = target_shard_count
+    if target < 1:
+        raise ShoalError(
+            ErrorCode.VALIDATION,
+            f"1 validation error detected: Value '{target}' at 'targetShardCount' failed to "
+            "satisfy constraint: Member must have value greater than or equal to 1",
+        )
+    open_count = len(stream.open_shards())
+    counts = f"Current open shard count: {open_count}, Target shard count: {target}"
+    if target > limits.shard_count_per_stream_max:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            "Target shard count or number of open shards cannot be greater than "
+            f"{limits.shard_count_per_stream_max}. {counts}",
+        )
+    if target > open_count * 2:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"UpdateShardCount cannot scale up over double your current open shard count. {counts}",
+        )
+    if target < math.ceil(open_count / 2):
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            "UpdateShardCount cannot scale down below half your current open shard count. "
+            f"{counts}",
+        )
+    # A rolling window: a call exactly 24 h ago no longer counts.
+    recent = [t for t in stream.shard_count_updates_ms if now_ms - t < DAY_MS]
+    if len(recent) >= limits.update_shard_count_per_day_max:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"UpdateShardCount can be called at most {limits.update_shard_count_per_day_max} "
+            f"times in a rolling 24-hour period for stream {stream.name}; it was called "
+            f"{len(recent)} times.",
+        )
+
+
+def _open_shard(stream: StreamMeta, shard_index: int) -> ShardMeta:
+    shard = stream.shard_by_index(shard_index)
+    if shard is None:
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"Could not find shard shardId-{shard_index:012d} in stream {stream.name}.",
+        )
+    # SEALING counts as taken: it is the parent of a reshard in progress.
+    if shard.state is not ShardState.OPEN:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Shard {shard.shard_id} in stream {stream.name} has already been merged or split, "
+            "and thus is not eligible for merging or splitting.",
+        )
+    return shard
+
+
+# --- Planning (BeginReshard) ---------------------------------------------------------------
+
+
+def shards_to_seal(stream: StreamMeta, request: ReshardRequest) -> tuple[ShardIndex, ...]:
+    """The parents `request` touches, ascending by index.
+
+    For UNIFORM_SCALING: every non-closed shard whose range is not already exactly one of the
+    target ranges. The shards kept are whole target ranges, so the sealed ones cover whole
+    target ranges too, and the plan never touches a kept shard.
+    """
+    match request.kind:
+        case ReshardKind.SPLIT:
+            assert request.shard_index is not None
+            return (request.shard_index,)
+        case ReshardKind.MERGE:
+            assert request.shard_index is not None
+            assert request.adjacent_shard_index is not None
+            assert request.shard_index != request.adjacent_shard_index
+            return tuple(sorted((request.shard_index, request.adjacent_shard_index)))
+        case ReshardKind.UNIFORM_SCALING:
+            assert request.target_shard_count is not None
+            targets = set(uniform_ranges(request.target_shard_count))
+            return tuple(
+                s.index
+                for s in stream.open_shards()
+                if (s.hash_key_start, s.hash_key_end) not in targets
+            )
+        case _:
+            assert_never(request.kind)
+
+
+# --- Completion (CompleteReshard) ----------------------------------------------------------
+
+
+def complete_reshard(
+    stream: StreamMeta,
+    request: ReshardRequest,
+    *,
+    end_offsets: Mapping[int, int],
+    now_ms: int,
+    next_shard_uid: int,
+) -> ReshardOutcome:
+    """Close the sealed parents at `end_offsets` (index → record count) and add the children."""
+    parent_indices = shards_to_seal(stream, request)
+    if request.sealed:
+        assert tuple(sorted(request.sealed)) == parent_indices
+    assert set(end_offsets) == set(parent_indices)
+    parents = [stream.shards[i] for i in parent_indices]
+    for parent in parents:
+        assert parent.state is not ShardState.CLOSED
+        assert end_offsets[parent.index] >= 0
+    created_ms = max([now_ms, *(p.created_ms for p in parents)])
+    builder = _ChildBuilder(
+        next_index=stream.next_shard_index, next_uid=next_shard_uid, created_ms=created_ms
+    )
+
+    match request.kind:
+        case ReshardKind.SPLIT:
+            assert request.new_starting_hash_key is not None
+            (parent,) = parents
+            builder.split(parent, request.new_starting_hash_key)
+        case ReshardKind.MERGE:
+            assert request.shard_index is not None
+            assert request.adjacent_shard_index is not None
+            builder.merge(
+                stream.shards[request.shard_index], stream.shards[request.adjacent_shard_index]
+            )
+        case ReshardKind.UNIFORM_SCALING:
+            assert request.target_shard_count is not None
+            _plan_uniform(builder, parents, request.target_shard_count)
+        case _:
+            assert_never(request.kind)
+
+    closed_parents = {
+        p.index: dataclasses.replace(
+            p,
+            state=ShardState.CLOSED,
+            closed_ms=now_ms,
+            end_offset=Offset(end_offsets[p.index]),
+        )
+        for p in parents
+    }
+    shards = (
+        *(closed_parents.get(s.index, s) for s in stream.shards),
+        *builder.finished(now_ms=now_ms),
+    )
+    for position, shard in enumerate(shards):
+        assert shard.index == position
+    live = [(s.hash_key_start, s.hash_key_end) for s in shards if s.state is not ShardState.CLOSED]
+    assert tiles_hash_space(live)
+    if request.kind is ReshardKind.UNIFORM_SCALING:
+        assert request.target_shard_count is not None
+        assert sorted(live) == uniform_ranges(request.target_shard_count)
+    return ReshardOutcome(
+        shards=shards,
+        next_shard_index=builder.next_index,
+        next_shard_uid=builder.next_uid,
+    )
+
+
+def _plan_uniform(builder: _ChildBuilder, parents: Iterable[ShardMeta], target: int) -> None:
+    """UNIFORM_SCALING as AWS runs it: split every sealed shard at each target boundary inside
+    it, then merge the pieces of each target range left to right, pairwise."""
+    ranges = uniform_ranges(target)
+    boundaries = [start for start, _ in ranges[1:]]
+    pieces: list[ShardMeta] = []
+    for parent in sorted(parents, key=lambda s: s.hash_key_start):
+        current = parent
+        for boundary in boundaries:
+            if current.hash_key_start < boundary <= current.hash_key_end:
+                lower, current = builder.split(current, boundary)
+                pieces.append(lower)
+        pieces.append(current)
+    # Pieces are in hash order and each lies inside one target range; group them by range.
+    position = 0
+    for start, end in ranges:
+        if position < len(pieces) and pieces[position].hash_key_start == start:
+            merged = pieces[position]
+            position += 1
+            while merged.hash_key_end != end:
+                merged = builder.merge(merged, pieces[position])
+                position += 1
+            assert merged.hash_key_end == end
+    assert position == len(pieces)
+
+
+@dataclass(slots=True, kw_only=True)
+class _ChildBuilder:
+    """Allocates indices and uids for new shards, and remembers which were consumed again."""
+
+    next_index: ShardIndex
+    next_uid: int
+    created_ms: int
+    children: list[ShardMeta] = dataclasses.field(default_factory=list)
+    consumed: set[ShardIndex] = dataclasses.field(default_factory=set)
+
+    def split(self, parent: ShardMeta, new_starting_hash_key: int) -> tuple[ShardMeta, ShardMeta]:
+        assert parent.hash_key_start < new_starting_hash_key <= parent.hash_key_end
+        self.consumed.add(parent.index)
+        lower = self._add(parent.hash_key_start, new_starting_hash_key - 1, parent.index, None)
+        upper = self._add(new_starting_hash_key, parent.hash_key_end, parent.index, None)
+        return lower, upper
+
+    def merge(self, shard: ShardMeta, adjacent: ShardMeta) -> ShardMeta:
+        low, high = sorted((shard, adjacent), key=lambda s: s.hash_key_start)
+        assert low.hash_key_end + 1 == high.hash_key_start
+        self.consumed.update((shard.index, adjacent.index))
+        return self._add(low.hash_key_start, high.hash_key_end, shard.index, adjacent.index)
+
+    def _add(
+        self, start: int, end: int, parent: ShardIndex, adjacent: ShardIndex | None
+    ) -> ShardMeta:
+        assert self.next_index <= limits.shard_index_max
+        child = ShardMeta(
+            index=self.next_index,
+            uid=ShardUid(self.next_uid),
+            hash_key_start=start,
+            hash_key_end=end,
+            parent_index=parent,
+            adjacent_parent_index=adjacent,
+            created_ms=self.created_ms,
+            state=ShardState.OPEN,
+        )
+        self.children.append(child)
+        self.next_index = ShardIndex(self.next_index + 1)
+        self.next_uid += 1
+        return child
+
+    def finished(self, *, now_ms: int) -> list[ShardMeta]:
+        """The children; those a later step split or merged again are closed, and empty."""
+        return [
+            dataclasses.replace(
+                child, state=ShardState.CLOSED, closed_ms=now_ms, end_offset=Offset(0)
+            )
+            if child.index in self.consumed
+            else child
+            for child in self.children
+        ]

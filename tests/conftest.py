@@ -1,0 +1,51 @@
+"""Fixtures: an in-process node on 127.0.0.1 with a manual clock, and clients for it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.client.grpc_client import AsyncShoalClient
+from broker.clock import ManualClock
+from broker.config import Config, Knobs
+from broker.node import Node
+from tests.support import free_port
+
+
+def node_config(data_dir: Path, **knobs: int) -> Config:
+    return Config(
+        node_id="test-0",
+        data_dir=data_dir,
+        grpc_port=free_port(),
+        raft_port=free_port(),
+        knobs=dataclasses.replace(
+            Knobs(stream_creating_ms=0, stream_updating_ms=0, stream_deleting_ms=0), **knobs
+        ),
+    )
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(wall_ms=1_790_000_000_000)
+
+
+@pytest.fixture
+async def node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
+    node = Node(node_config(tmp_path / "node"), clock=clock)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+@pytest.fixture
+async def client(node: Node) -> AsyncIterator[AsyncShoalClient]:
+    client = AsyncShoalClient(f"127.0.0.1:{node.grpc_port}")
+    try:
+        yield client
+    finally:
+        await client.close()

@@ -1,0 +1,235 @@
+"""The `LogStore` contract, as a test class every store's test module subclasses (STYLE B.11).
+
+A subclass provides the `make_store` fixture: a zero-argument factory that opens the store under
+test (for Rocks, at one tmp path, so calling it again after `close()` reopens the same data).
+Everything here must hold for `MemoryLogStore` and `RocksLogStore` alike.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from broker.log.records import AppendBatch, NewRecord, StoredRecord
+from broker.log.store import LogStore
+from broker.types import Offset, ShardUid
+
+StoreFactory = Callable[[], LogStore]
+
+A = ShardUid(7)
+B = ShardUid(8)
+C = ShardUid(2**64 - 1)  # the largest uid: its key range ends at the top of the key space
+
+
+def batch(
+    shard_uid: ShardUid, first: int, count: int, *, arrival_ms: int, size: int = 3, tag: str = ""
+) -> AppendBatch:
+    return AppendBatch(
+        shard_uid=shard_uid,
+        first_offset=Offset(first),
+        arrival_ms=arrival_ms,
+        records=tuple(
+            NewRecord(partition_key=f"pk{tag}{first + i}", data=bytes([i % 256]) * size)
+            for i in range(count)
+        ),
+    )
+
+
+def read_all(store: LogStore, shard_uid: ShardUid) -> list[StoredRecord]:
+    return store.read(
+        shard_uid,
+        start_offset=Offset(0),
+        end_offset=Offset(2**63),
+        records_max=1_000_000,
+        bytes_max=2**40,
+    )
+
+
+class LogStoreContract:
+    """The contract; subclasses supply `make_store`."""
+
+    @pytest.fixture
+    def make_store(self) -> StoreFactory:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self, make_store: StoreFactory) -> Iterator[LogStore]:
+        opened = make_store()
+        yield opened
+        opened.close()
+
+    def test_unknown_shard_is_empty(self, store: LogStore) -> None:
+        assert store.log_start(A) == 0
+        assert store.log_end(A) == 0
+        assert store.last_arrival_ms(A) == 0
+        assert read_all(store, A) == []
+        assert store.first_offset_at_or_after_time(A, 0) is None
+        assert store.shard_uids() == set()
+        assert store.trim(A, arrival_ms_before=10**12) == 0
+
+    def test_append_then_read_in_order(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 3, arrival_ms=100), batch(B, 0, 1, arrival_ms=50)])
+        store.append([batch(A, 3, 2, arrival_ms=100), batch(A, 5, 1, arrival_ms=120)])
+        records = read_all(store, A)
+        assert [r.offset for r in records] == list(range(6))
+        assert [r.arrival_ms for r in records] == [100] * 5 + [120]
+        assert records[4] == StoredRecord(
+            offset=Offset(4), arrival_ms=100, partition_key="pk4", data=b"\x01" * 3
+        )
+        assert store.log_start(A) == 0
+        assert store.log_end(A) == 6
+        assert store.last_arrival_ms(A) == 120
+        assert [r.offset for r in read_all(store, B)] == [0]
+        assert store.shard_uids() == {A, B}
+
+    def test_unicode_and_empty_data_round_trip(self, store: LogStore) -> None:
+        record = NewRecord(partition_key="ключ-🐟", data=b"")
+        store.append(
+            [AppendBatch(shard_uid=C, first_offset=Offset(0), arrival_ms=1, records=(record,))]
+        )
+        (stored,) = read_all(store, C)
+        assert stored.partition_key == "ключ-🐟"
+        assert stored.data == b""
+        assert stored.size_bytes == len("ключ-🐟".encode())
+
+    def test_append_must_continue_the_log_and_is_atomic(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 2, arrival_ms=10)])
+        with pytest.raises(AssertionError):
+            store.append([batch(B, 0, 1, arrival_ms=10), batch(A, 3, 1, arrival_ms=10)])
+        with pytest.raises(AssertionError):  # arrival may not go back within a shard
+            store.append([batch(A, 2, 1, arrival_ms=9)])
+        assert store.log_end(A) == 2
+        assert store.log_end(B) == 0  # the valid batch of the refused append was not written
+
+    def test_read_range_is_half_open(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 10, arrival_ms=1)])
+
+        def offsets(start: int, end: int) -> list[int]:
+            return [
+                r.offset
+                for r in store.read(
+                    A,
+                    start_offset=Offset(start),
+                    end_offset=Offset(end),
+                    records_max=100,
+                    bytes_max=10_000,
+                )
+            ]
+
+        assert offsets(3, 6) == [3, 4, 5]
+        assert offsets(8, 50) == [8, 9]
+        assert offsets(5, 5) == []
+        assert offsets(6, 3) == []
+        assert offsets(10, 20) == []
+
+    def test_read_stops_at_records_max(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 10, arrival_ms=1)])
+        got = store.read(
+            A, start_offset=Offset(2), end_offset=Offset(10), records_max=3, bytes_max=10_000
+        )
+        assert [r.offset for r in got] == [2, 3, 4]
+
+    def test_read_stops_before_bytes_max_but_returns_at_least_one(self, store: LogStore) -> None:
+        # Each record is 3 bytes of key ("pkN") + 10 bytes of data = 13 bytes.
+        store.append([batch(A, 0, 5, arrival_ms=1, size=10)])
+
+        def count(bytes_max: int) -> int:
+            return len(
+                store.read(
+                    A,
+                    start_offset=Offset(0),
+                    end_offset=Offset(5),
+                    records_max=100,
+                    bytes_max=bytes_max,
+                )
+            )
+
+        assert count(1) == 1  # the first record always comes back, even above the cap
+        assert count(13) == 1
+        assert count(25) == 1
+        assert count(26) == 2  # exactly at the cap is allowed
+        assert count(10_000) == 5
+
+    def test_time_seek_uses_arrival(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 2, arrival_ms=100), batch(A, 2, 3, arrival_ms=100)])
+        store.append([batch(A, 5, 2, arrival_ms=200)])
+        store.append([batch(A, 7, 1, arrival_ms=300), batch(B, 0, 1, arrival_ms=1_000)])
+        assert store.first_offset_at_or_after_time(A, 0) == 0
+        assert store.first_offset_at_or_after_time(A, 100) == 0
+        assert store.first_offset_at_or_after_time(A, 101) == 5
+        assert store.first_offset_at_or_after_time(A, 200) == 5
+        assert store.first_offset_at_or_after_time(A, 300) == 7
+        assert store.first_offset_at_or_after_time(A, 301) is None  # not B's record
+        assert store.first_offset_at_or_after_time(B, 301) == 0
+
+    def test_trim_keeps_offsets(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 3, arrival_ms=100), batch(B, 0, 2, arrival_ms=100)])
+        store.append([batch(A, 3, 2, arrival_ms=200)])
+        store.append([batch(A, 5, 1, arrival_ms=300)])
+        assert store.trim(A, arrival_ms_before=150) == 3
+        assert store.log_start(A) == 3
+        assert store.log_end(A) == 6
+        assert [r.offset for r in read_all(store, A)] == [3, 4, 5]
+        below = store.read(
+            A, start_offset=Offset(0), end_offset=Offset(3), records_max=10, bytes_max=100
+        )
+        assert below == []
+        assert store.first_offset_at_or_after_time(A, 0) == 3
+        assert store.trim(A, arrival_ms_before=150) == 3  # nothing more to trim
+        assert [r.offset for r in read_all(store, B)] == [0, 1]  # other shards untouched
+
+        # Retention may remove everything; the end survives, so offsets are never reused.
+        assert store.trim(A, arrival_ms_before=10_000) == 6
+        assert store.log_start(A) == store.log_end(A) == 6
+        assert store.last_arrival_ms(A) == 300
+        assert read_all(store, A) == []
+        assert store.first_offset_at_or_after_time(A, 0) is None
+        assert A in store.shard_uids()
+        store.append([batch(A, 6, 1, arrival_ms=400)])
+        assert [r.offset for r in read_all(store, A)] == [6]
+        assert store.first_offset_at_or_after_time(A, 0) == 6
+        assert store.log_start(A) == 6
+
+    def test_delete_shard(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 3, arrival_ms=1), batch(B, 0, 2, arrival_ms=1)])
+        store.append([batch(C, 0, 2, arrival_ms=1)])
+        store.delete_shard(A)
+        store.delete_shard(C)
+        assert store.shard_uids() == {B}
+        assert read_all(store, A) == []
+        assert read_all(store, C) == []
+        assert store.log_end(A) == 0
+        assert store.first_offset_at_or_after_time(A, 0) is None
+        assert [r.offset for r in read_all(store, B)] == [0, 1]
+        store.delete_shard(A)  # idempotent
+
+    def test_size_and_compaction(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 100, arrival_ms=1, size=1_000)])
+        assert store.approximate_size_bytes() > 0
+        store.trim(A, arrival_ms_before=2)
+        store.compact()
+        assert read_all(store, A) == []
+        assert store.log_end(A) == 100
+
+    def test_readers_see_whole_appends_while_a_thread_writes(self, store: LogStore) -> None:
+        """Reads on another thread always see a dense prefix made of whole appends."""
+        appends = 200
+        done = threading.Event()
+
+        def write() -> None:
+            for i in range(appends):
+                store.append([batch(A, 2 * i, 2, arrival_ms=i)])
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            while not done.is_set():
+                records = read_all(store, A)
+                assert [r.offset for r in records] == list(range(len(records)))
+                assert len(records) % 2 == 0
+        finally:
+            writer.join()
+        assert store.log_end(A) == 2 * appends

@@ -1,0 +1,152 @@
+"""GroupCommitWriter: grouping, limits per group, backpressure, failures, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from broker.errors import ErrorCode, ShoalError
+from broker.log.group_commit import GroupCommitWriter
+from broker.log.records import AppendBatch
+from broker.log.store import LogStore, LogStoreError
+from broker.types import ShardUid
+from tests.log.conformance import batch, read_all
+from tests.log.helpers import FailingStore, GatedStore
+
+WriterFactory = Callable[..., GroupCommitWriter]
+
+
+@pytest.fixture
+async def make_writer() -> AsyncIterator[WriterFactory]:
+    started: list[GroupCommitWriter] = []
+
+    def make(store: LogStore, **kwargs: int) -> GroupCommitWriter:
+        writer = GroupCommitWriter(store, **kwargs)
+        writer.start()
+        started.append(writer)
+        return writer
+
+    yield make
+    for writer in started:
+        writer.stop()
+
+
+def const(value: AppendBatch) -> Callable[[], AppendBatch]:
+    return lambda: value
+
+
+def batches_for(shards: int, per_shard: int) -> list[AppendBatch]:
+    return [batch(ShardUid(s), i, 1, arrival_ms=1) for i in range(per_shard) for s in range(shards)]
+
+
+async def test_queued_appends_share_one_commit(make_writer: WriterFactory) -> None:
+    """While the thread is held in the first commit, everything else queues; on release it
+    all goes down in one more commit: 2 commits for 40 appends over 4 shards."""
+    store = GatedStore()
+    writer = make_writer(store)
+    first, *rest = batches_for(shards=4, per_shard=10)
+    first_done = await writer.submit(const(first))
+    await store.wait_entered()
+    futures = [await writer.submit(const(b)) for b in rest]
+    assert writer.statistics().queued_batches == len(rest)
+    store.release()
+    await asyncio.gather(first_done, *futures)
+    stats = writer.statistics()
+    assert stats.commits == 2
+    assert stats.batches == 40
+    assert stats.records == 40
+    assert stats.queued_batches == 0
+    assert store.append_calls == [1, 39]
+    for s in range(4):
+        assert [r.offset for r in read_all(store, ShardUid(s))] == list(range(10))
+
+
+async def test_groups_respect_record_and_byte_caps(make_writer: WriterFactory) -> None:
+    store = GatedStore()
+    # Each batch: 2 records of 3-byte keys + 3-byte data = 12 bytes.
+    writer = make_writer(store, group_records_max=4, group_bytes_max=1_000)
+    batches = [batch(ShardUid(1), 2 * i, 2, arrival_ms=1) for i in range(7)]
+    held = await writer.submit(const(batches[0]))
+    await store.wait_entered()
+    futures = [await writer.submit(const(b)) for b in batches[1:]]
+    store.release()
+    await asyncio.gather(held, *futures)
+    assert store.append_calls == [1, 2, 2, 2]
+
+    bytes_capped = GatedStore()
+    writer = make_writer(bytes_capped, group_records_max=1_000, group_bytes_max=30)
+    held = await writer.submit(const(batches[0]))
+    await bytes_capped.wait_entered()
+    futures = [await writer.submit(const(b)) for b in batches[1:]]
+    bytes_capped.release()
+    await asyncio.gather(held, *futures)
+    assert bytes_capped.append_calls == [1, 2, 2, 2]
+
+
+async def test_concurrent_appends_all_become_durable(make_writer: WriterFactory) -> None:
+    store = GatedStore()
+    store.release()
+    writer = make_writer(store)
+    batches = batches_for(shards=5, per_shard=40)
+
+    async def append_shard(s: int) -> None:
+        for b in batches[s::5]:
+            await writer.append(b)
+
+    await asyncio.gather(*(append_shard(s) for s in range(5)))
+    stats = writer.statistics()
+    assert stats.batches == 200
+    assert stats.commits <= 200
+    assert all(store.log_end(ShardUid(s)) == 40 for s in range(5))
+
+
+async def test_full_queue_makes_appends_wait(make_writer: WriterFactory) -> None:
+    store = GatedStore()
+    writer = make_writer(store, queue_batches_max=2)
+    b0, b1, b2 = (batch(ShardUid(1), i, 1, arrival_ms=1) for i in range(3))
+    f0 = await writer.submit(const(b0))
+    await store.wait_entered()  # b0 is in the (held) commit: one slot taken
+    f1 = await writer.submit(const(b1))  # queued: the second slot
+    third = asyncio.create_task(writer.append(b2))
+    for _ in range(20):  # give it every chance to get in; only the writer can free a slot
+        await asyncio.sleep(0)
+    assert not third.done()
+    assert writer.statistics().queued_batches == 1  # b1; b2 is waiting for a slot
+    store.release()
+    await asyncio.gather(f0, f1, third)
+    assert store.log_end(ShardUid(1)) == 3
+
+
+async def test_failed_commit_fails_its_group_and_the_writer_goes_on(
+    make_writer: WriterFactory,
+) -> None:
+    store = FailingStore()
+    store.fail_next = 1
+    writer = make_writer(store)
+    with pytest.raises(ShoalError) as raised:
+        await writer.append(batch(ShardUid(1), 0, 1, arrival_ms=1))
+    assert raised.value.code is ErrorCode.INTERNAL_FAILURE
+    assert isinstance(raised.value.__cause__, LogStoreError)
+    await writer.append(batch(ShardUid(2), 0, 1, arrival_ms=1))
+    stats = writer.statistics()
+    assert stats.failed_commits == 1
+    assert stats.commits == 1
+    assert store.log_end(ShardUid(1)) == 0
+    assert store.log_end(ShardUid(2)) == 1
+
+
+async def test_stop_drains_then_refuses(make_writer: WriterFactory) -> None:
+    store = GatedStore()
+    writer = make_writer(store)
+    futures = [await writer.submit(const(b)) for b in batches_for(shards=1, per_shard=5)]
+    await store.wait_entered()
+    store.release()
+    writer.stop()
+    writer.stop()  # idempotent
+    await asyncio.gather(*futures)
+    assert store.log_end(ShardUid(0)) == 5
+    with pytest.raises(ShoalError) as raised:
+        await writer.append(batch(ShardUid(0), 5, 1, arrival_ms=1))
+    assert raised.value.code is ErrorCode.UNAVAILABLE

@@ -1,0 +1,1 @@
+"""Tests of broker.meta: commands, state machine, codecs, quorum adapters."""

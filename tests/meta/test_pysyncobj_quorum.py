@@ -1,0 +1,327 @@
+"""PysyncobjQuorum on 127.0.0.1: durability across restarts, snapshots, a 3-node cluster;
+and DurableJournal on its own (recovery from a torn tail, truncation, compaction).
+
+Every wait has a deadline; waits poll a condition, never sleep for a fixed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import AddTags, Command
+from broker.meta.image import StreamMeta
+from broker.meta.image_codec import encode_image
+from broker.meta.pysyncobj_quorum import (
+    JOURNAL_FILE_NAME,
+    SNAPSHOT_FILE_NAME,
+    DurableJournal,
+    PysyncobjQuorum,
+)
+from broker.meta.quorum import QuorumConfig
+from tests.meta.factories import create_stream, init_cluster
+from tests.support import free_port
+
+pytestmark = pytest.mark.integration
+
+DEADLINE_S = 20.0
+
+
+def config(
+    data_dir: Path, address: str, peers: tuple[str, ...] = (), **knobs: object
+) -> QuorumConfig:
+    fields: dict[str, object] = {
+        "self_address": address,
+        "peer_addresses": peers,
+        "data_dir": data_dir,
+        "password": "test-password",
+        # Faster elections than production so tests finish quickly; same relationships.
+        "election_timeout_min_s": 0.2,
+        "election_timeout_max_s": 0.5,
+        "heartbeat_interval_s": 0.05,
+        "connection_timeout_s": 1.0,
+        "connection_retry_s": 0.2,
+        "propose_timeout_s": DEADLINE_S,
+    }
+    fields.update(knobs)
+    return QuorumConfig(**fields)  # type: ignore[arg-type]
+
+
+async def wait_until(
+    predicate: Callable[[], bool], *, what: str, deadline_s: float = DEADLINE_S
+) -> None:
+    """Polls `predicate` (pysyncobj offers no event for it) until true or the deadline."""
+    poll_interval_s = 0.02
+    for _ in range(int(deadline_s / poll_interval_s)):
+        if predicate():
+            return
+        await asyncio.sleep(poll_interval_s)
+    pytest.fail(f"timed out after {deadline_s} s waiting for {what}")
+
+
+def tag(now_ms: int, value: str) -> Command:
+    return AddTags(now_ms=now_ms, name="s1", tags=(("k", value),))
+
+
+# --- A single node --------------------------------------------------------------------------------
+
+
+async def test_single_node_restarts_with_its_state(tmp_path: Path) -> None:
+    """The metadata durability test: what was acknowledged is there after a restart."""
+    address = f"127.0.0.1:{free_port()}"
+    quorum = PysyncobjQuorum(config(tmp_path, address))
+    await quorum.start()
+    try:
+        assert await quorum.propose(init_cluster("c-1")) == "c-1"
+        meta = await quorum.propose(create_stream("s1"))
+        assert isinstance(meta, StreamMeta)
+        with pytest.raises(ShoalError) as in_use:
+            await quorum.propose(create_stream("s1"))
+        assert in_use.value.code is ErrorCode.RESOURCE_IN_USE
+        await quorum.propose(tag(1, "v1"))
+        assert quorum.is_ready()
+        statistics = quorum.statistics()
+        assert statistics.role == "leader"
+        assert statistics.quorum_leader == address
+        before = quorum.image()
+        assert before.applied_commands == 4
+    finally:
+        await quorum.stop()
+
+    restarted = PysyncobjQuorum(config(tmp_path, address))
+    await restarted.start()
+    try:
+        after = await restarted.wait_for_image(
+            lambda image: image.applied_commands >= 4, timeout_s=DEADLINE_S
+        )
+        assert encode_image(after) == encode_image(before)
+        # And it keeps working: the next command sees the recovered state.
+        await wait_until(restarted.is_ready, what="the restarted node to lead")
+        assert await restarted.propose(init_cluster("c-2")) == "c-1"
+    finally:
+        await restarted.stop()
+
+
+async def test_restart_from_snapshot_and_journal(tmp_path: Path) -> None:
+    """After log compaction the image comes back from our JSON snapshot plus the log tail."""
+    address = f"127.0.0.1:{free_port()}"
+    knobs: dict[str, Any] = {"log_compaction_entries_min": 4}
+    quorum = PysyncobjQuorum(config(tmp_path, address, **knobs))
+    await quorum.start()
+    snapshot = tmp_path / SNAPSHOT_FILE_NAME
+    try:
+        await quorum.propose(create_stream("s1"))
+        for i in range(12):
+            await quorum.propose(tag(i, f"v{i}"))
+        await wait_until(snapshot.exists, what="a snapshot")
+        await quorum.propose(tag(99, "after-snapshot"))
+        before = quorum.image()
+    finally:
+        await quorum.stop()
+    document = json.loads(snapshot.read_bytes())  # our JSON, not a pickle
+    assert document["v"] == 1
+    assert "streams" in document["image"]
+
+    restarted = PysyncobjQuorum(config(tmp_path, address, **knobs))
+    await restarted.start()
+    try:
+        after = await restarted.wait_for_image(
+            lambda image: image.applied_commands >= before.applied_commands, timeout_s=DEADLINE_S
+        )
+        assert encode_image(after) == encode_image(before)
+        assert dict(after.streams["s1"].tags)["k"] == "after-snapshot"  # type: ignore[index]
+    finally:
+        await restarted.stop()
+
+
+async def test_no_majority_means_unavailable(tmp_path: Path) -> None:
+    """One of three voters alone never elects a leader: proposals fail within the deadline."""
+    ports = [free_port() for _ in range(3)]
+    addresses = [f"127.0.0.1:{port}" for port in ports]
+    quorum = PysyncobjQuorum(
+        config(tmp_path, addresses[0], tuple(addresses[1:]), propose_timeout_s=0.5)
+    )
+    await quorum.start()
+    try:
+        assert not quorum.is_ready()
+        with pytest.raises(ShoalError) as unavailable:
+            await quorum.propose(init_cluster())
+        assert unavailable.value.code is ErrorCode.UNAVAILABLE
+        assert "may still be applied" in unavailable.value.message
+    finally:
+        await quorum.stop()
+
+
+# --- Three nodes ----------------------------------------------------------------------------------
+
+
+async def test_three_nodes_command_on_a_follower_applies_everywhere(tmp_path: Path) -> None:
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    quorums = [
+        PysyncobjQuorum(
+            config(
+                tmp_path / f"n{i}",
+                address,
+                tuple(a for a in addresses if a != address),
+            )
+        )
+        for i, address in enumerate(addresses)
+    ]
+    for quorum in quorums:
+        await quorum.start()
+    try:
+        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+        leaders = {q.statistics().quorum_leader for q in quorums}
+        assert len(leaders) == 1
+        follower = next(q for q in quorums if q.statistics().role != "leader")
+        meta = await follower.propose(create_stream("s1"))
+        assert isinstance(meta, StreamMeta)
+        # The follower's result is its own apply, so its image already has the stream.
+        assert "s1" in follower.image().streams
+        images = [
+            await q.wait_for_image(lambda image: "s1" in image.streams, timeout_s=DEADLINE_S)
+            for q in quorums
+        ]
+        assert len({encode_image(image) for image in images}) == 1
+        # Racing creates from two nodes: exactly one wins.
+        others = [q for q in quorums if q is not follower]
+        results = await asyncio.gather(
+            *(q.propose(create_stream("race", now_ms=5)) for q in others), return_exceptions=True
+        )
+        assert sum(isinstance(r, StreamMeta) for r in results) == 1
+        errors = [r for r in results if isinstance(r, ShoalError)]
+        assert [e.code for e in errors] == [ErrorCode.RESOURCE_IN_USE]
+    finally:
+        for quorum in quorums:
+            await quorum.stop()
+
+
+# pysyncobj (0.3.17, serializer.py getTransmissionData) never closes the snapshot file it
+# streams to a follower; the garbage collector does, with a ResourceWarning. Not ours to fix
+# here; an fd per snapshot transfer until collection.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+async def test_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> None:
+    """A follower that missed compacted entries receives the leader's snapshot (our JSON) and
+    ends with the same image."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    configs = [
+        config(
+            tmp_path / f"n{i}",
+            address,
+            tuple(a for a in addresses if a != address),
+            log_compaction_entries_min=4,
+        )
+        for i, address in enumerate(addresses)
+    ]
+    quorums = [PysyncobjQuorum(c) for c in configs]
+    for quorum in quorums:
+        await quorum.start()
+    try:
+        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+        leader = next(q for q in quorums if q.statistics().role == "leader")
+        lagging_at = next(i for i, q in enumerate(quorums) if q is not leader)
+        await leader.propose(create_stream("s1"))
+        await quorums[lagging_at].wait_for_image(
+            lambda image: "s1" in image.streams, timeout_s=DEADLINE_S
+        )
+        await quorums[lagging_at].stop()
+        for i in range(12):
+            await leader.propose(tag(i, f"v{i}"))
+        await wait_until(
+            lambda: (leader._config.data_dir / SNAPSHOT_FILE_NAME).exists(),
+            what="a snapshot on the leader",
+        )
+        await leader.propose(tag(99, "last"))
+        expected = leader.image()
+
+        quorums[lagging_at] = PysyncobjQuorum(configs[lagging_at])
+        await quorums[lagging_at].start()
+        caught_up = await quorums[lagging_at].wait_for_image(
+            lambda image: image.applied_commands >= expected.applied_commands,
+            timeout_s=DEADLINE_S,
+        )
+        assert encode_image(caught_up) == encode_image(expected)
+    finally:
+        for quorum in quorums:
+            await quorum.stop()
+
+
+# --- DurableJournal -------------------------------------------------------------------------------
+
+
+def test_journal_reopens_with_entries_term_and_vote(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE_NAME
+    journal = DurableJournal(path)
+    for index in range(1, 6):
+        journal.add(b"cmd%d" % index, index, 1)
+    journal.setCurrentTerm(3, "127.0.0.1:1")
+    journal.setRaftCommitIndex(4)
+    journal._destroy()
+
+    reopened = DurableJournal(path)
+    assert len(reopened) == 5
+    assert reopened[-1] == (b"cmd5", 5, 1)
+    assert reopened.getCurrentTerm() == 3
+    assert reopened.getVotedForNodeId() == "127.0.0.1:1"
+    assert reopened.getRaftCommitIndex() == 4
+    reopened._destroy()
+
+
+def test_journal_drops_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE_NAME
+    journal = DurableJournal(path)
+    journal.add(b"one", 1, 1)
+    journal.add(b"two", 2, 1)
+    journal._destroy()
+    data = path.read_bytes()
+    path.write_bytes(data[:-2])  # the last record was being written when the power went
+    reopened = DurableJournal(path)
+    assert list(reopened[:]) == [(b"one", 1, 1)]
+    reopened.add(b"two'", 2, 2)
+    reopened._destroy()
+    assert list(DurableJournal(path)[:]) == [(b"one", 1, 1), (b"two'", 2, 2)]
+
+
+def test_journal_refuses_corruption_before_the_tail(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE_NAME
+    journal = DurableJournal(path)
+    journal.add(b"one", 1, 1)
+    journal.add(b"two", 2, 1)
+    journal._destroy()
+    data = bytearray(path.read_bytes())
+    data[12 + 24] ^= 0xFF  # flip a byte of the first record's command
+    path.write_bytes(bytes(data))
+    with pytest.raises(AssertionError, match="corrupt"):
+        DurableJournal(path)
+
+
+def test_journal_truncates_suffix_and_compacts_prefix(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_FILE_NAME
+    journal = DurableJournal(path)
+    for index in range(1, 8):
+        journal.add(b"c%d" % index, index, 1)
+    journal.deleteEntriesFrom(5)  # keep positions 0..4 (indices 1..5)
+    journal.add(b"c6'", 6, 2)
+    journal.deleteEntriesTo(2)  # drop indices 1..2
+    journal.add(b"c7'", 7, 2)
+    assert [entry[1] for entry in journal[:]] == [3, 4, 5, 6, 7]
+    journal._destroy()
+    reopened = DurableJournal(path)
+    assert list(reopened[:]) == [
+        (b"c3", 3, 1),
+        (b"c4", 4, 1),
+        (b"c5", 5, 1),
+        (b"c6'", 6, 2),
+        (b"c7'", 7, 2),
+    ]
+    reopened.clear()
+    assert len(reopened) == 0
+    reopened._destroy()
+    assert len(DurableJournal(path)) == 0

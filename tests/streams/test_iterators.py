@@ -1,0 +1,128 @@
+"""Shard iterators: round trip, tamper detection, expiry at the exact boundary."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker import limits
+from broker.errors import ErrorCode, ShoalError
+from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
+
+SECRET = b"k" * 32
+U64 = st.integers(min_value=0, max_value=2**64 - 1)
+
+positions = st.builds(
+    IteratorPosition,
+    stream_uid=U64,
+    shard_uid=U64,
+    shard_index=st.integers(min_value=0, max_value=2**32 - 1),
+    offset=U64,
+    issued_ms=st.integers(min_value=0, max_value=2**50),
+)
+
+
+def _position(**changes: int) -> IteratorPosition:
+    fields = {
+        "stream_uid": 1,
+        "shard_uid": 2,
+        "shard_index": 3,
+        "offset": 4,
+        "issued_ms": 1_700_000_000_000,
+    }
+    fields.update(changes)
+    return IteratorPosition(**fields)
+
+
+def _expect_invalid(token: str, *, secret: bytes = SECRET) -> None:
+    with pytest.raises(ShoalError) as caught:
+        decode_iterator(token, secret=secret, now_ms=1_700_000_000_000)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert caught.value.message == "Invalid ShardIterator."
+
+
+@given(positions)
+def test_round_trip(position: IteratorPosition) -> None:
+    token = encode_iterator(position, secret=SECRET)
+    assert len(token) <= limits.shard_iterator_chars_max
+    assert len(token) == 72
+    assert decode_iterator(token, secret=SECRET, now_ms=position.issued_ms) == position
+
+
+@given(positions, st.data())
+def test_flipping_any_byte_is_rejected(position: IteratorPosition, data: st.DataObject) -> None:
+    raw = bytearray(base64.urlsafe_b64decode(encode_iterator(position, secret=SECRET)))
+    at = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    raw[at] ^= data.draw(st.integers(min_value=1, max_value=255))
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode("ascii")
+    with pytest.raises(ShoalError) as caught:
+        decode_iterator(tampered, secret=SECRET, now_ms=position.issued_ms)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+@given(positions, st.data())
+def test_changing_any_character_is_rejected(
+    position: IteratorPosition, data: st.DataObject
+) -> None:
+    token = encode_iterator(position, secret=SECRET)
+    at = data.draw(st.integers(min_value=0, max_value=len(token) - 1))
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/=."
+    replacement = data.draw(st.sampled_from([c for c in alphabet if c != token[at]]))
+    tampered = token[:at] + replacement + token[at + 1 :]
+    with pytest.raises(ShoalError) as caught:
+        decode_iterator(tampered, secret=SECRET, now_ms=position.issued_ms)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_wrong_secret_is_rejected() -> None:
+    _expect_invalid(encode_iterator(_position(), secret=SECRET), secret=b"other secret")
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "x", "A" * 72, "A" * 71 + "=", "é" * 72, "A" * 512, "AAAA" * 18 + "AAAA"],
+)
+def test_malformed_tokens_are_rejected(token: str) -> None:
+    _expect_invalid(token)
+
+
+def test_padded_or_truncated_tokens_are_rejected() -> None:
+    token = encode_iterator(_position(), secret=SECRET)
+    _expect_invalid(token[:-1])
+    _expect_invalid(token + "A")
+    _expect_invalid(token + "==")
+
+
+def test_expiry_is_inclusive_at_the_boundary() -> None:
+    position = _position()
+    token = encode_iterator(position, secret=SECRET)
+    at_limit = position.issued_ms + limits.iterator_age_ms_max
+    assert decode_iterator(token, secret=SECRET, now_ms=at_limit) == position
+    with pytest.raises(ShoalError) as caught:
+        decode_iterator(token, secret=SECRET, now_ms=at_limit + 1)
+    assert caught.value.code is ErrorCode.EXPIRED_ITERATOR
+    assert caught.value.message == (
+        "Iterator expired. The iterator was created at time 2023-11-14T22:13:20.000Z while "
+        "right now it is 2023-11-14T22:18:20.001Z which is further in the future than the "
+        "tolerated delay of 300000 milliseconds."
+    )
+
+
+def test_tokens_from_the_future_are_accepted() -> None:
+    # Another node's clock may run ahead; the signature already proves we issued it.
+    position = _position(issued_ms=1_700_000_000_000)
+    token = encode_iterator(position, secret=SECRET)
+    assert decode_iterator(token, secret=SECRET, now_ms=1_600_000_000_000) == position
+
+
+def test_tampering_is_detected_before_expiry() -> None:
+    # An expired and tampered token reports the tampering, never trusting its fields.
+    raw = bytearray(base64.urlsafe_b64decode(encode_iterator(_position(), secret=SECRET)))
+    raw[-1] ^= 1
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode("ascii")
+    with pytest.raises(ShoalError) as caught:
+        decode_iterator(tampered, secret=SECRET, now_ms=2**62)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT

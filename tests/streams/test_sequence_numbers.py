@@ -1,0 +1,158 @@
+"""Sequence numbers: layout round trip, ordering, and rejection of numbers not ours."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.image import ShardState
+from broker.streams.sequence_numbers import (
+    CREATED_MS_MAX,
+    OFFSET_MAX,
+    SHARD_INDEX_MAX,
+    SequencePosition,
+    decode_sequence_number,
+    encode_sequence_number,
+    ending_sequence_number,
+    offset_for_sequence_number,
+    sequence_number_for,
+    starting_sequence_number,
+)
+from broker.types import Offset, ShardIndex
+from tests.streams.support import CREATED_MS, make_stream
+
+positions = st.builds(
+    SequencePosition,
+    shard_created_ms=st.integers(min_value=0, max_value=CREATED_MS_MAX),
+    shard_index=st.integers(min_value=0, max_value=SHARD_INDEX_MAX),
+    offset=st.integers(min_value=0, max_value=OFFSET_MAX),
+)
+
+
+@given(positions)
+def test_round_trip(position: SequencePosition) -> None:
+    text = encode_sequence_number(position)
+    assert text.isdigit()
+    assert len(text) <= 39
+    assert decode_sequence_number(text) == position
+
+
+@given(positions, st.integers(min_value=0, max_value=OFFSET_MAX - 1))
+def test_increasing_within_a_shard(position: SequencePosition, offset: int) -> None:
+    lower = dataclasses.replace(position, offset=offset)
+    higher = dataclasses.replace(position, offset=offset + 1)
+    assert int(encode_sequence_number(lower)) < int(encode_sequence_number(higher))
+
+
+@given(
+    positions,
+    st.integers(min_value=0, max_value=10**9),
+    st.integers(min_value=1, max_value=1000),
+    st.integers(min_value=0, max_value=OFFSET_MAX),
+)
+def test_child_numbers_exceed_parent_numbers(
+    parent: SequencePosition, later_ms: int, index_step: int, child_offset: int
+) -> None:
+    # A child is created no earlier than its parent and has a larger index.
+    child = SequencePosition(
+        shard_created_ms=min(parent.shard_created_ms + later_ms, CREATED_MS_MAX),
+        shard_index=min(parent.shard_index + index_step, SHARD_INDEX_MAX),
+        offset=child_offset,
+    )
+    if child.shard_index == parent.shard_index:
+        return  # the parent already had the largest index
+    last_of_parent = dataclasses.replace(parent, offset=OFFSET_MAX)
+    assert int(encode_sequence_number(child)) > int(encode_sequence_number(last_of_parent))
+
+
+def test_encode_asserts_field_ranges() -> None:
+    with pytest.raises(AssertionError):
+        encode_sequence_number(
+            SequencePosition(shard_created_ms=0, shard_index=0, offset=OFFSET_MAX + 1)
+        )
+    with pytest.raises(AssertionError):
+        encode_sequence_number(SequencePosition(shard_created_ms=-1, shard_index=0, offset=0))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "0",  # version nibble 0
+        "12",
+        "-5",
+        "01",
+        "abc",
+        "١",
+        str(1 << 124),  # version nibble 1
+        str(3 << 124),  # version nibble 3
+        str(2**128),
+        "9" * 56,  # an AWS-shaped number
+        "9" * 5000,
+    ],
+)
+def test_decode_rejects_numbers_not_ours(text: str) -> None:
+    with pytest.raises(ShoalError) as caught:
+        decode_sequence_number(text)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_offset_for_sequence_number_accepts_own_shard() -> None:
+    stream = make_stream(2)
+    shard = stream.shards[1]
+    text = sequence_number_for(shard, 42)
+    assert offset_for_sequence_number(text, shard=shard, stream_name="s") == 42
+
+
+def test_offset_for_sequence_number_rejects_another_shard() -> None:
+    stream = make_stream(2)
+    text = sequence_number_for(stream.shards[0], 42)
+    with pytest.raises(ShoalError) as caught:
+        offset_for_sequence_number(text, shard=stream.shards[1], stream_name="s")
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "It encodes shardId-000000000000" in caught.value.message
+    assert "shardId-000000000001" in caught.value.message
+
+
+def test_offset_for_sequence_number_rejects_another_incarnation() -> None:
+    old = make_stream(1, created_ms=CREATED_MS).shards[0]
+    new = make_stream(1, created_ms=CREATED_MS + 5).shards[0]
+    with pytest.raises(ShoalError) as caught:
+        offset_for_sequence_number(sequence_number_for(old, 1), shard=new, stream_name="s")
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert "did not come from this stream" in caught.value.message
+
+
+def test_offset_for_sequence_number_rejects_garbage_with_context() -> None:
+    shard = make_stream(1).shards[0]
+    with pytest.raises(ShoalError) as caught:
+        offset_for_sequence_number(
+            "123", shard=shard, stream_name="s", field="SequenceNumberForOrdering"
+        )
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert caught.value.message.startswith("SequenceNumberForOrdering 123 used on shard")
+
+
+def test_starting_and_ending_sequence_numbers() -> None:
+    shard = make_stream(1).shards[0]
+    assert decode_sequence_number(starting_sequence_number(shard)).offset == 0
+    assert ending_sequence_number(shard) is None
+    assert ending_sequence_number(dataclasses.replace(shard, state=ShardState.SEALING)) is None
+
+    closed = dataclasses.replace(shard, state=ShardState.CLOSED, closed_ms=1, end_offset=Offset(10))
+    ending = ending_sequence_number(closed)
+    assert ending is not None
+    assert decode_sequence_number(ending).offset == 9
+
+    empty = dataclasses.replace(closed, end_offset=Offset(0))
+    assert ending_sequence_number(empty) == starting_sequence_number(empty)
+
+
+def test_sequence_number_for_uses_shard_identity() -> None:
+    shard = dataclasses.replace(make_stream(1).shards[0], index=ShardIndex(5))
+    position = decode_sequence_number(sequence_number_for(shard, 3))
+    assert position == SequencePosition(shard_created_ms=CREATED_MS, shard_index=5, offset=3)

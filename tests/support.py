@@ -1,0 +1,95 @@
+"""Helpers shared by the integration and process tests: ports, deadlines, node processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], T], *, deadline_s: float, what: str) -> T:
+    """Poll `predicate` until it returns a truthy value; fail after `deadline_s` seconds."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+class NodeProcess:
+    """A `shoal serve` child process on 127.0.0.1 with its own data dir and ports."""
+
+    def __init__(self, data_dir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.grpc_port = free_port()
+        self.raft_port = free_port()
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "SHOAL_DATA_DIR": str(self.data_dir),
+            "SHOAL_GRPC_PORT": str(self.grpc_port),
+            "SHOAL_RAFT_PORT": str(self.raft_port),
+            "SHOAL_STREAM_CREATING_MS": "0",
+            "SHOAL_STREAM_UPDATING_MS": "0",
+            "SHOAL_STREAM_DELETING_MS": "0",
+            **self.extra_env,
+        }
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "broker", "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        log.close()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown code runs."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.process = None
+
+    def terminate(self) -> None:
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.process = None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
