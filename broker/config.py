@@ -51,6 +51,16 @@ class Config:
     host: str = "127.0.0.1"  # where the gRPC API and the Raft port listen
     grpc_port: int = 50051
     raft_port: int = 50052
+    # The AWS wire protocol (JSON 1.1 and CBOR over HTTP/1.1 and HTTP/2). 4567 is where local
+    # Kinesis setups (kinesalite, LocalStack) already point. With a certificate it serves TLS
+    # (ALPN h2 and http/1.1); without one, cleartext HTTP/1.1 and h2c with prior knowledge.
+    http_port: int = 4567
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # SigV4 access keys as "ACCESS_KEY_ID:SECRET" pairs. Empty: requests are not
+    # authenticated (the development default of `scripts/serve`); any key: every request must
+    # be signed by one of them.
+    aws_credentials: tuple[str, ...] = ()
     # Other voters of the metadata quorum as host:raft_port; empty for a single node.
     peers: tuple[str, ...] = ()
     # Encrypts and authenticates Raft traffic (pysyncobj pickles its messages: without a
@@ -60,17 +70,30 @@ class Config:
     account_id: str = "000000000000"
     shard_count_per_account_max: int = limits.shard_count_per_account_default
     on_demand_streams_max: int = limits.on_demand_streams_per_account_default
+    # Per-shard throughput, enforced where the shard is written and read. AWS's numbers by
+    # default, so code tested against Shoal sees the throttling it will see on AWS; 0 lifts
+    # a limit (self-hosters who want a shard to take what the disk can).
+    shard_write_bytes_per_second: int = limits.shard_write_bytes_per_second_default
+    shard_write_records_per_second: int = limits.shard_write_records_per_second_default
+    shard_read_calls_per_second: int = limits.shard_read_calls_per_second_default
+    shard_read_bytes_per_second: int = limits.shard_read_bytes_per_second_default
     knobs: Knobs = field(default_factory=Knobs)
 
     def validate(self) -> None:
         if not self.node_id:
             raise ValueError("node_id must not be empty")
-        for name in ("grpc_port", "raft_port"):
+        for name in ("grpc_port", "raft_port", "http_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65_535:
                 raise ValueError(f"{name} must be a TCP port, got {port}")
         if self.grpc_port != 0 and self.grpc_port == self.raft_port:
             raise ValueError("grpc_port and raft_port must differ")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        for pair in self.aws_credentials:
+            key_id, _, secret = pair.partition(":")
+            if not key_id or not secret:
+                raise ValueError("aws_credentials entries must look like ACCESS_KEY_ID:SECRET")
         if not self.raft_password:
             raise ValueError("raft_password must not be empty")
         if len(self.account_id) != 12 or not self.account_id.isdigit():
@@ -79,7 +102,20 @@ class Config:
             raise ValueError("region must not be empty")
         if self.shard_count_per_account_max < 1 or self.on_demand_streams_max < 0:
             raise ValueError("account limits must be positive")
+        for name in (
+            "shard_write_bytes_per_second",
+            "shard_write_records_per_second",
+            "shard_read_calls_per_second",
+            "shard_read_bytes_per_second",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (unlimited) or positive")
         self.knobs.validate()
+
+    @property
+    def access_keys(self) -> dict[str, str]:
+        """SigV4 secrets by access key id; empty when authentication is off."""
+        return dict(pair.partition(":")[::2] for pair in self.aws_credentials)
 
     @property
     def raft_address(self) -> str:
@@ -96,12 +132,20 @@ _SETTINGS: dict[str, type] = {
     "host": str,
     "grpc_port": int,
     "raft_port": int,
+    "http_port": int,
+    "tls_cert_file": Path,
+    "tls_key_file": Path,
+    "aws_credentials": tuple,
     "peers": tuple,
     "raft_password": str,
     "region": str,
     "account_id": str,
     "shard_count_per_account_max": int,
     "on_demand_streams_max": int,
+    "shard_write_bytes_per_second": int,
+    "shard_write_records_per_second": int,
+    "shard_read_calls_per_second": int,
+    "shard_read_bytes_per_second": int,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 
@@ -113,6 +157,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if name == "peers":
             parser.add_argument(flag, help="comma-separated host:raft_port of the other voters")
+        elif name == "aws_credentials":
+            parser.add_argument(
+                flag, help="comma-separated ACCESS_KEY_ID:SECRET pairs; turns SigV4 checks on"
+            )
         else:
             parser.add_argument(flag, help=f"overrides SHOAL_{name.upper()}")
 

@@ -98,6 +98,52 @@ class ErrorCode(enum.Enum):
         retryable=True,
         default_message="Internal Service Failure",
     )
+    SERIALIZATION = ErrorSpec(
+        # A body that is not valid JSON/CBOR, or a member of the wrong type (AWS JSON protocol).
+        kinesis_name="SerializationException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="Start of structure or map found where not expected.",
+    )
+    UNKNOWN_OPERATION = ErrorSpec(
+        kinesis_name="UnknownOperationException",
+        http_status=400,
+        grpc_status="UNIMPLEMENTED",
+        retryable=False,
+        default_message="",
+    )
+    MISSING_AUTHENTICATION_TOKEN = ErrorSpec(
+        kinesis_name="MissingAuthenticationTokenException",
+        http_status=400,
+        grpc_status="UNAUTHENTICATED",
+        retryable=False,
+        default_message="Missing Authentication Token",
+    )
+    INCOMPLETE_SIGNATURE = ErrorSpec(
+        kinesis_name="IncompleteSignatureException",
+        http_status=400,
+        grpc_status="UNAUTHENTICATED",
+        retryable=False,
+        default_message="The request signature does not conform to AWS standards.",
+    )
+    INVALID_SIGNATURE = ErrorSpec(
+        kinesis_name="InvalidSignatureException",
+        http_status=400,
+        grpc_status="UNAUTHENTICATED",
+        retryable=False,
+        default_message=(
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your AWS Secret Access Key and signing method."
+        ),
+    )
+    UNRECOGNIZED_CLIENT = ErrorSpec(
+        kinesis_name="UnrecognizedClientException",
+        http_status=400,
+        grpc_status="UNAUTHENTICATED",
+        retryable=False,
+        default_message="The security token included in the request is invalid.",
+    )
     UNAVAILABLE = ErrorSpec(
         # Not in the Kinesis model as such; AWS answers an overloaded or leaderless service
         # with 503 ServiceUnavailable, which botocore retries.

@@ -29,6 +29,15 @@ on_demand_initial_shard_count = 4  # AWS: 4 MB/s write capacity for a new on-dem
 update_shard_count_per_day_max = 10
 update_stream_mode_per_day_max = 2
 
+# --- Per-shard throughput (AWS defaults; configurable, 0 = unlimited) ------------------------
+shard_write_bytes_per_second_default = 1 * MiB
+shard_write_records_per_second_default = 1_000
+shard_read_calls_per_second_default = 5
+shard_read_bytes_per_second_default = 2 * MiB
+# After a GetRecords call returns this much, AWS throttles the shard's reads for 5 s.
+read_penalty_bytes = 10 * MiB
+read_penalty_ms = 5_000
+
 # --- Retention (AWS) -----------------------------------------------------------------------
 retention_hours_min = 24
 retention_hours_max = 8760

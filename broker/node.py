@@ -33,6 +33,7 @@ from broker.meta.quorum import QuorumConfig
 from broker.service.context import ServiceContext
 from broker.service.kinesis import KinesisService
 from broker.service.reshard import complete_pending_reshards
+from broker.types import ShardUid
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +143,16 @@ class Node:
             for stream in image.streams.values()
             for shard in stream.shards
         }
-        await asyncio.to_thread(trim_expired, store, retention, now_ms=now_ms)
+        await asyncio.to_thread(self._trim, store, retention, now_ms)
+
+    @staticmethod
+    def _trim(store: RocksLogStore, retention: dict[ShardUid, int], now_ms: int) -> None:
+        """Trim past retention; compact only when something was trimmed, since range
+        tombstones hold their space until a compaction drops them."""
+        starts_before = {uid: store.log_start(uid) for uid in retention}
+        starts_after = trim_expired(store, retention, now_ms=now_ms)
+        if any(starts_after[uid] > starts_before[uid] for uid in retention):
+            store.compact()
 
     async def stop(self) -> None:
         if self._housekeeping is not None:

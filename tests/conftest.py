@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,12 +16,22 @@ from broker.node import Node
 from tests.support import free_port
 
 
-def node_config(data_dir: Path, **knobs: int) -> Config:
+def node_config(data_dir: Path, *, settings: dict[str, Any] | None = None, **knobs: int) -> Config:
+    """A test node: free ports, state timers 0, per-shard throughput unlimited unless a test
+    sets `settings` (Config fields) or knobs."""
+    defaults: dict[str, Any] = {
+        "shard_write_bytes_per_second": 0,
+        "shard_write_records_per_second": 0,
+        "shard_read_calls_per_second": 0,
+        "shard_read_bytes_per_second": 0,
+    }
     return Config(
         node_id="test-0",
         data_dir=data_dir,
         grpc_port=free_port(),
         raft_port=free_port(),
+        http_port=free_port(),
+        **{**defaults, **(settings or {})},
         knobs=dataclasses.replace(
             Knobs(stream_creating_ms=0, stream_updating_ms=0, stream_deleting_ms=0), **knobs
         ),

@@ -44,6 +44,7 @@ class NodeProcess:
         self.data_dir = data_dir
         self.grpc_port = free_port()
         self.raft_port = free_port()
+        self.http_port = free_port()
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -58,6 +59,11 @@ class NodeProcess:
             "SHOAL_DATA_DIR": str(self.data_dir),
             "SHOAL_GRPC_PORT": str(self.grpc_port),
             "SHOAL_RAFT_PORT": str(self.raft_port),
+            "SHOAL_HTTP_PORT": str(self.http_port),
+            "SHOAL_SHARD_WRITE_BYTES_PER_SECOND": "0",
+            "SHOAL_SHARD_WRITE_RECORDS_PER_SECOND": "0",
+            "SHOAL_SHARD_READ_CALLS_PER_SECOND": "0",
+            "SHOAL_SHARD_READ_BYTES_PER_SECOND": "0",
             "SHOAL_STREAM_CREATING_MS": "0",
             "SHOAL_STREAM_UPDATING_MS": "0",
             "SHOAL_STREAM_DELETING_MS": "0",

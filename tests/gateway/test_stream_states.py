@@ -1,0 +1,139 @@
+"""Stream states that AWS clients watch: CREATING, UPDATING and DELETING last as long as the
+node's knobs say (here 1 s of virtual time), and operations behave in each state as on AWS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.client.grpc_client import AsyncShoalClient
+from broker.clock import ManualClock
+from broker.node import Node
+from tests.conftest import node_config
+from tests.gateway.test_grpc_api import expect_error, iterator, put, read_all
+
+pytestmark = pytest.mark.integration
+
+STATE_MS = 1_000
+
+
+@pytest.fixture
+async def slow_node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
+    config = node_config(
+        tmp_path / "node",
+        stream_creating_ms=STATE_MS,
+        stream_updating_ms=STATE_MS,
+        stream_deleting_ms=STATE_MS,
+    )
+    node = Node(config, clock=clock)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+@pytest.fixture
+async def slow_client(slow_node: Node) -> AsyncIterator[AsyncShoalClient]:
+    client = AsyncShoalClient(f"127.0.0.1:{slow_node.grpc_port}")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def status(client: AsyncShoalClient, name: str) -> str:
+    summary = await client.call("DescribeStreamSummary", {"StreamName": name})
+    value: str = summary["StreamDescriptionSummary"]["StreamStatus"]
+    return value
+
+
+async def test_creating_updating_deleting(
+    slow_client: AsyncShoalClient, clock: ManualClock
+) -> None:
+    client = slow_client
+    await client.call("CreateStream", {"StreamName": "s", "ShardCount": 2})
+    assert await status(client, "s") == "CREATING"
+    await expect_error("ResourceNotFoundException", put(client, "s", "k", b"x"))
+    await expect_error(
+        "ResourceInUseException",
+        client.call(
+            "IncreaseStreamRetentionPeriod", {"StreamName": "s", "RetentionPeriodHours": 48}
+        ),
+    )
+    clock.advance(ms=STATE_MS)
+    assert await status(client, "s") == "ACTIVE"
+    await put(client, "s", "k", b"x")
+
+    await client.call(
+        "SplitShard",
+        {
+            "StreamName": "s",
+            "ShardToSplit": "shardId-000000000000",
+            "NewStartingHashKey": str(2**125),
+        },
+    )
+    assert await status(client, "s") == "UPDATING"
+    # Reads and writes keep working while UPDATING; a second reshard does not.
+    await put(client, "s", "k", b"y")
+    await expect_error(
+        "ResourceInUseException",
+        client.call(
+            "MergeShards",
+            {
+                "StreamName": "s",
+                "ShardToMerge": "shardId-000000000002",
+                "AdjacentShardToMerge": "shardId-000000000003",
+            },
+        ),
+    )
+    await expect_error(
+        "ResourceInUseException",
+        client.call(
+            "UpdateShardCount",
+            {"StreamName": "s", "TargetShardCount": 4, "ScalingType": "UNIFORM_SCALING"},
+        ),
+    )
+    clock.advance(ms=STATE_MS)
+    assert await status(client, "s") == "ACTIVE"
+    await client.call(
+        "MergeShards",
+        {
+            "StreamName": "s",
+            "ShardToMerge": "shardId-000000000002",
+            "AdjacentShardToMerge": "shardId-000000000003",
+        },
+    )
+    clock.advance(ms=STATE_MS)
+
+    await client.call("DeleteStream", {"StreamName": "s"})
+    assert await status(client, "s") == "DELETING"
+    await expect_error(
+        "ResourceInUseException", client.call("CreateStream", {"StreamName": "s", "ShardCount": 1})
+    )
+    clock.advance(ms=STATE_MS)
+    await expect_error(
+        "ResourceNotFoundException", client.call("DescribeStreamSummary", {"StreamName": "s"})
+    )
+
+
+async def test_recreated_stream_starts_empty_and_old_data_is_reclaimed(
+    client: AsyncShoalClient, node: Node
+) -> None:
+    await client.call("CreateStream", {"StreamName": "s", "ShardCount": 1})
+    await put(client, "s", "k", b"first life")
+    await client.call("DeleteStream", {"StreamName": "s"})
+    await client.call("CreateStream", {"StreamName": "s", "ShardCount": 1})
+    records, _ = await read_all(client, await iterator(client, "s", "shardId-000000000000"))
+    assert records == []
+    await put(client, "s", "k", b"second life")
+    assert node.service is not None
+    store = node.service.ctx.store
+    assert len(await asyncio.to_thread(store.shard_uids)) == 2
+    await node.housekeeping_pass(node.service.ctx)
+    assert len(await asyncio.to_thread(store.shard_uids)) == 1
+    records, _ = await read_all(client, await iterator(client, "s", "shardId-000000000000"))
+    assert [r["Data"] for r in records] == [b"second life"]
