@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.clock import Clock
@@ -17,6 +17,8 @@ from broker.log.shard_writer import ShardWriters
 from broker.log.store import LogStore
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, ShardMeta, StreamMeta, StreamStatus
+from broker.service.throughput import Throttles
+from broker.streams.throttling import ThroughputLimits
 
 _STREAM_ARN = re.compile(r"arn:aws[\w-]*:kinesis:([\w-]+):(\d{12}):stream/(\S+)")
 _SHARD_ID = re.compile(r"(?:shardId-)?(\d{1,20})")
@@ -29,6 +31,17 @@ class ServiceContext:
     metadata: MetadataFrontend
     writers: ShardWriters
     store: LogStore
+    throttles: Throttles = field(init=False)
+
+    def __post_init__(self) -> None:
+        config = self.config
+        shard_limits = ThroughputLimits(
+            write_bytes_per_second=config.shard_write_bytes_per_second,
+            write_records_per_second=config.shard_write_records_per_second,
+            read_calls_per_second=config.shard_read_calls_per_second,
+            read_bytes_per_second=config.shard_read_bytes_per_second,
+        )
+        object.__setattr__(self, "throttles", Throttles(shard_limits))
 
     def now_ms(self) -> int:
         return self.clock.wall_ms()

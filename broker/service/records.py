@@ -22,6 +22,7 @@ from broker.log.shard_writer import ShardSealedError
 from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
 from broker.service import describe
 from broker.service.context import ServiceContext
+from broker.service.throughput import rate_exceeded
 from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_hash
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
 from broker.streams.sequence_numbers import (
@@ -106,9 +107,19 @@ async def _write(
             raise ctx.stream_not_found(stream.name)
         shard_router = router.for_stream(current)
         groups: dict[ShardUid, tuple[ShardMeta, list[_Entry]]] = {}
+        now_ms = ctx.clock.monotonic_ms()
         for entry in pending:
             shard = shard_router.find(entry.hash_key)
-            groups.setdefault(shard.uid, (shard, []))[1].append(entry)
+            throttle = ctx.throttles.write(shard.uid, now_ms=now_ms)
+            size = _record_bytes(entry.record.partition_key, entry.record.data)
+            if throttle.admit(record_bytes=size, now_ms=now_ms):
+                groups.setdefault(shard.uid, (shard, []))[1].append(entry)
+            else:
+                results[entry.position] = rate_exceeded(
+                    shard_id=shard.shard_id,
+                    stream_name=current.name,
+                    account_id=ctx.config.account_id,
+                )
         outcomes = await asyncio.gather(
             *(
                 ctx.writers.append(shard.uid, [e.record for e in items], now_ms=ctx.now_ms())
@@ -217,6 +228,9 @@ class RecordsApi:
         ctx = self._ctx
         stream = ctx.stream_for_data(request)
         shard = ctx.shard_for(stream, request["ShardId"])
+        throttle = ctx.throttles.read(shard.uid, now_ms=ctx.clock.monotonic_ms())
+        if not throttle.admit_get_shard_iterator(now_ms=ctx.clock.monotonic_ms()):
+            raise self._rate_exceeded(stream, shard)
         offset = await self._iterator_offset(stream, shard, request)
         position = IteratorPosition(
             stream_uid=stream.uid,
@@ -271,6 +285,11 @@ class RecordsApi:
             offset += 1
         return min(offset, end)
 
+    def _rate_exceeded(self, stream: StreamMeta, shard: ShardMeta) -> ShoalError:
+        return rate_exceeded(
+            shard_id=shard.shard_id, stream_name=stream.name, account_id=self._ctx.config.account_id
+        )
+
     def _readable_end(self, shard: ShardMeta) -> int:
         """The end of what readers may see: committed records (all of them once closed)."""
         if shard.state is ShardState.CLOSED:
@@ -297,7 +316,14 @@ class RecordsApi:
             raise ctx.stream_not_found(stream.name)
         limit = request.get("Limit", limits.get_records_count_max)
         end = self._readable_end(shard)
+        throttle = ctx.throttles.read(shard.uid, now_ms=ctx.clock.monotonic_ms())
+        if not throttle.admit_get_records(now_ms=ctx.clock.monotonic_ms()):
+            raise self._rate_exceeded(stream, shard)
         records = await self._read(stream, shard, Offset(position.offset), end, limit, now_ms)
+        throttle.record_read(
+            read_bytes=sum(_record_bytes(r.partition_key, r.data) for r in records),
+            now_ms=ctx.clock.monotonic_ms(),
+        )
         next_offset = records[-1].offset + 1 if records else max(position.offset, 0)
         if not records:
             next_offset = max(next_offset, await asyncio.to_thread(ctx.store.log_start, shard.uid))

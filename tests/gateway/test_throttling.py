@@ -1,0 +1,83 @@
+"""Per-shard throughput limits through the public gRPC API, on the node's manual clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.client.grpc_client import AsyncShoalClient
+from broker.clock import ManualClock
+from broker.node import Node
+from tests.conftest import node_config
+from tests.gateway.test_grpc_api import expect_error, iterator, put
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def limited(tmp_path: Path, clock: ManualClock) -> AsyncIterator[AsyncShoalClient]:
+    config = node_config(
+        tmp_path / "node",
+        settings={
+            "shard_write_records_per_second": 10,
+            "shard_write_bytes_per_second": 1024 * 1024,
+            "shard_read_calls_per_second": 5,
+            "shard_read_bytes_per_second": 2 * 1024 * 1024,
+        },
+    )
+    node = Node(config, clock=clock)
+    await node.start()
+    client = AsyncShoalClient(f"127.0.0.1:{node.grpc_port}")
+    try:
+        await client.call("CreateStream", {"StreamName": "s", "ShardCount": 2})
+        yield client
+    finally:
+        await client.close()
+        await node.stop()
+
+
+async def test_put_records_fails_throttled_records_one_by_one(
+    limited: AsyncShoalClient, clock: ManualClock
+) -> None:
+    low = {"ExplicitHashKey": "1"}
+    entries = [{"PartitionKey": "k", "Data": b"x", **low} for _ in range(15)]
+    response = await limited.call("PutRecords", {"StreamName": "s", "Records": entries})
+    assert response["FailedRecordCount"] == 5
+    failed = [r for r in response["Records"] if "ErrorCode" in r]
+    assert all(r["ErrorCode"] == "ProvisionedThroughputExceededException" for r in failed)
+    assert failed[0]["ErrorMessage"] == (
+        "Rate exceeded for shard shardId-000000000000 in stream s under account 000000000000."
+    )
+    # The other shard has its own budget.
+    high = await limited.call(
+        "PutRecord",
+        {"StreamName": "s", "PartitionKey": "k", "Data": b"x", "ExplicitHashKey": str(2**127)},
+    )
+    assert high["ShardId"] == "shardId-000000000001"
+    await expect_error(
+        "ProvisionedThroughputExceededException",
+        limited.call("PutRecord", {"StreamName": "s", "PartitionKey": "k", "Data": b"x", **low}),
+    )
+    clock.advance(ms=1_000)
+    again = await limited.call("PutRecords", {"StreamName": "s", "Records": entries[:10]})
+    assert again["FailedRecordCount"] == 0
+
+
+async def test_get_records_calls_are_limited(limited: AsyncShoalClient, clock: ManualClock) -> None:
+    await put(limited, "s", "k", b"x")
+    token = await iterator(limited, "s", "shardId-000000000000")
+    for _ in range(5):
+        token = (await limited.call("GetRecords", {"ShardIterator": token}))["NextShardIterator"]
+    await expect_error(
+        "ProvisionedThroughputExceededException",
+        limited.call("GetRecords", {"ShardIterator": token}),
+    )
+    clock.advance(ms=200)
+    await limited.call("GetRecords", {"ShardIterator": token})
+    for _ in range(5):
+        await iterator(limited, "s", "shardId-000000000001")
+    await expect_error(
+        "ProvisionedThroughputExceededException", iterator(limited, "s", "shardId-000000000001")
+    )
