@@ -134,7 +134,8 @@ class ErrorCode(enum.Enum):
         retryable=False,
         default_message=(
             "The request signature we calculated does not match the signature you provided. "
-            "Check your AWS Secret Access Key and signing method."
+            "Check your AWS Secret Access Key and signing method. "
+            "Consult the service documentation for details."
         ),
     )
     UNRECOGNIZED_CLIENT = ErrorSpec(

@@ -1,0 +1,503 @@
+"""AWS Signature Version 4 verification for the AWS-compatible HTTP front door.
+
+Role: `http_service.py` hands every request to `SigV4Verifier.verify` before decoding it. The
+verifier either returns the caller's access key id or raises `ShoalError` with the Kinesis error
+the real service would send (MissingAuthenticationToken, IncompleteSignature, InvalidSignature,
+UnrecognizedClient). The checks run in the order AWS reports them (dynalite/kinesalite recorded
+that order from the real service): both auth forms, missing parameters, date format, clock skew,
+`host` signed, algorithm, credential shape, credential scope, access key, signature.
+
+Contract:
+- Pure: no clock reads, no I/O. The caller passes `now_ms` (wall-clock epoch milliseconds).
+- Two forms are accepted: the `Authorization` header, and the presigned query string
+  (`X-Amz-Algorithm`, `X-Amz-Credential`, `X-Amz-Date`, `X-Amz-SignedHeaders`, `X-Amz-Signature`,
+  optional `X-Amz-Expires`).
+- The canonical request is rebuilt from the *signed-header list the client sent*, never from a
+  fixed set. This is what makes HTTP/2 work: the JS SDK v3 signs `:authority` instead of `host`
+  (ECOSYSTEM §5.2), and hypercorn turns `:authority` into a `host` header in the ASGI scope. A
+  signed header named `:authority` or `host` therefore takes `HttpRequest.authority`.
+- The canonical URI is what botocore computes for non-S3 services: dot segments and empty
+  segments removed, then the raw (already percent-encoded) path URI-encoded once more with `/`
+  and `~` kept. That second encoding is the "double encoding" of the AWS docs.
+- Payload hash: the `x-amz-content-sha256` header when present (the JS SDK sends and signs it),
+  else SHA-256 of the body (boto3 sends no such header). A hex value must equal the body's hash,
+  so a client-supplied hash can never vouch for a body it does not describe. `UNSIGNED-PAYLOAD`
+  is accepted only when that header is itself signed; the body is then protected by TLS alone,
+  exactly as with AWS. Streaming (`aws-chunked`) payloads are an S3 feature and are refused.
+- Temporary credentials: `x-amz-security-token` (or `X-Amz-Security-Token` in the query) is
+  covered by the signature like any other signed header or parameter, but the token itself is
+  not validated. Only the access key id selects the secret.
+
+Limits: clock skew ±5 minutes (Kinesis's "Signature expired ... - 5 min."), presigned
+`X-Amz-Expires` up to 7 days, at most 64 signed headers, and an LRU of 64 derived signing keys
+(one HMAC chain per secret and day, so 64 covers many clients without growing unbounded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote_to_bytes
+
+from broker.errors import ErrorCode, ShoalError
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+TERMINATOR = "aws4_request"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+
+# Kinesis reports "Signature expired: ... (... - 5 min.)"; the same window bounds the future side.
+CLOCK_SKEW_MS_MAX = 5 * 60 * 1000
+# AWS refuses presigned URLs valid for more than a week ("X-Amz-Expires must be less than a week").
+PRESIGNED_EXPIRES_S_MAX = 7 * 24 * 60 * 60
+# Real clients sign about ten headers; the bound keeps a hostile list from costing a long loop.
+SIGNED_HEADERS_COUNT_MAX = 64
+# One derived key per (secret, day, region, service); old days fall out first.
+SIGNING_KEY_CACHE_ENTRIES_MAX = 64
+
+_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_AMZ_DATE_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z")
+_HEX_SHA256_PATTERN = re.compile(r"[0-9a-fA-F]{64}")
+_EXPIRES_PATTERN = re.compile(r"[0-9]{1,10}")
+# The Authorization header separates its key=value pairs with commas, spaces, or both.
+_AUTH_PAIR_SEPARATOR = re.compile(r"[,\s]+")
+_AUTHORITY_HEADER_NAMES = frozenset({"host", ":authority"})
+_QUERY_SIGNATURE_PARAM = "X-Amz-Signature"
+
+SIGNATURE_MISMATCH_MESSAGE = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpRequest:
+    """One HTTP request as the front door received it, before any decoding.
+
+    `headers` holds lower-cased names and the values as received, in order; a name may repeat.
+    `authority` is the HTTP/1.1 `Host` header or the HTTP/2 `:authority` pseudo-header.
+    """
+
+    method: str
+    path: str
+    query_string: bytes
+    headers: tuple[tuple[str, str], ...]
+    authority: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Claim:
+    """What a request says about its own signature, taken from either auth form."""
+
+    algorithm: str
+    credential: str
+    signed_headers: str
+    signature: str
+    amz_date: str  # ISO-8601 basic format, e.g. 20250101T000000Z
+    expires_s: int | None  # presigned form only
+    query_params: tuple[tuple[bytes, bytes], ...]  # the params that go into the canonical query
+
+
+class SigV4Verifier:
+    """Checks AWS SigV4 signatures against a fixed table of access keys.
+
+    Lifecycle: built once per node from config; `verify` is called per request from the event
+    loop. The only state is the signing-key cache, which never changes a result.
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets_by_access_key: Mapping[str, str],
+        region: str,
+        service: str = "kinesis",
+    ) -> None:
+        if not region or not service:
+            raise ValueError("SigV4Verifier needs a region and a service name")
+        self._secrets_by_access_key = dict(secrets_by_access_key)
+        self._region = region
+        self._service = service
+        self._signing_keys: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def verify(self, request: HttpRequest, *, now_ms: int) -> str:
+        """Returns the access key id on success; raises ShoalError otherwise."""
+        claim = _read_claim(request)
+        _check_date(claim, now_ms=now_ms)
+        signed_header_names = _check_signed_headers(claim.signed_headers)
+        if claim.algorithm != ALGORITHM:
+            raise ShoalError(
+                ErrorCode.INCOMPLETE_SIGNATURE,
+                f"Unsupported AWS 'algorithm': '{claim.algorithm}' (only {ALGORITHM} for now). ",
+            )
+        access_key_id, credential_date = self._check_credential(claim)
+        secret = self._secrets_by_access_key.get(access_key_id)
+        if secret is None:
+            raise ShoalError(ErrorCode.UNRECOGNIZED_CLIENT)
+
+        payload_hash = _payload_hash(request, signed_header_names)
+        canonical_request = "\n".join(
+            (
+                request.method.upper(),
+                canonical_uri(request.path),
+                canonical_query_string(claim.query_params),
+                _canonical_headers(request, signed_header_names),
+                claim.signed_headers,
+                payload_hash,
+            )
+        )
+        scope = f"{credential_date}/{self._region}/{self._service}/{TERMINATOR}"
+        string_to_sign = "\n".join(
+            (
+                ALGORITHM,
+                claim.amz_date,
+                scope,
+                hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
+            )
+        )
+        signing_key = self._signing_key(secret, credential_date)
+        expected = hmac.new(signing_key, string_to_sign.encode("utf-8"), hashlib.sha256)
+        # Constant time, so response timing does not reveal how much of a guess was right.
+        # surrogateescape keeps any odd byte the client sent comparable instead of crashing.
+        provided = claim.signature.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(expected.hexdigest().encode("ascii"), provided):
+            raise ShoalError(ErrorCode.INVALID_SIGNATURE, SIGNATURE_MISMATCH_MESSAGE)
+        return access_key_id
+
+    def _check_credential(self, claim: _Claim) -> tuple[str, str]:
+        """Splits `keyid/date/region/service/aws4_request` and checks the scope against this
+        service. Returns (access key id, credential date)."""
+        parts = claim.credential.rstrip("/").split("/")
+        if len(parts) != 5:
+            raise ShoalError(
+                ErrorCode.INCOMPLETE_SIGNATURE,
+                "Credential must have exactly 5 slash-delimited elements, "
+                f"e.g. keyid/date/region/service/term, got '{claim.credential}'",
+            )
+        access_key_id, date, region, service, terminator = parts
+        # AWS reports every scope problem at once, in this order.
+        problems: list[str] = []
+        if region != self._region:
+            problems.append(f"Credential should be scoped to a valid region, not '{region}'.")
+        if service != self._service:
+            problems.append(f"Credential should be scoped to correct service: '{self._service}'.")
+        if terminator != TERMINATOR:
+            problems.append(
+                f"Credential should be scoped with a valid terminator: '{TERMINATOR}', "
+                f"not '{terminator}'."
+            )
+        if date != claim.amz_date[:8]:
+            problems.append(
+                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
+                f"from HTTP: '{date}' != '{claim.amz_date[:8]}', from '{claim.amz_date}'."
+            )
+        if problems:
+            raise ShoalError(ErrorCode.INVALID_SIGNATURE, " ".join(problems))
+        assert len(date) == 8, date  # equal to amz_date[:8], which matched \d{8}
+        return access_key_id, date
+
+    def _signing_key(self, secret: str, date: str) -> bytes:
+        """The HMAC chain secret → date → region → service → aws4_request, cached (LRU)."""
+        cache_key = (secret, date)  # region and service are fixed per verifier
+        cached = self._signing_keys.get(cache_key)
+        if cached is not None:
+            self._signing_keys.move_to_end(cache_key)
+            return cached
+        key = f"AWS4{secret}".encode()
+        for part in (date, self._region, self._service, TERMINATOR):
+            key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+        self._signing_keys[cache_key] = key
+        if len(self._signing_keys) > SIGNING_KEY_CACHE_ENTRIES_MAX:
+            self._signing_keys.popitem(last=False)
+        assert len(self._signing_keys) <= SIGNING_KEY_CACHE_ENTRIES_MAX
+        return key
+
+
+def canonical_uri(path: str) -> str:
+    """The canonical URI botocore signs for non-S3 services.
+
+    Empty and `.` segments are dropped and `..` pops one (RFC 3986 §5.2.4 plus AWS's collapsing
+    of repeated slashes); then the raw path is percent-encoded again, keeping `/` and `~`.
+    """
+    if not path:
+        return "/"
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if segments:
+                segments.pop()
+        else:
+            segments.append(segment)
+    leading = "/" if path.startswith("/") else ""
+    trailing = "/" if path.endswith("/") and segments else ""
+    normalized = leading + "/".join(segments) + trailing
+    return quote(normalized or "/", safe="/~")
+
+
+def canonical_query_string(params: tuple[tuple[bytes, bytes], ...]) -> str:
+    """Names and values percent-decoded, re-encoded strictly (only A-Za-z0-9-_.~ left bare),
+    sorted by name then value, joined with `&`. Decoding first makes the result the same
+    whether the client sent `%2F` or `/`, as AWS does."""
+    encoded = sorted(
+        (quote(unquote_to_bytes(name), safe="-_.~"), quote(unquote_to_bytes(value), safe="-_.~"))
+        for name, value in params
+    )
+    return "&".join(f"{name}={value}" for name, value in encoded)
+
+
+def _parse_query(query_string: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    """Raw (still percent-encoded) name/value pairs in order; a pair without `=` has value b""."""
+    pairs: list[tuple[bytes, bytes]] = []
+    for pair in query_string.split(b"&"):
+        if not pair:
+            continue
+        name, _, value = pair.partition(b"=")
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+def _decoded(raw: bytes) -> str:
+    return unquote_to_bytes(raw).decode("utf-8", "surrogateescape")
+
+
+def _header_values(request: HttpRequest, name: str) -> list[str]:
+    return [value for header_name, value in request.headers if header_name == name]
+
+
+def _first_header(request: HttpRequest, name: str) -> str | None:
+    values = _header_values(request, name)
+    return values[0] if values else None
+
+
+def _read_claim(request: HttpRequest) -> _Claim:
+    """Picks the auth form and checks that it carries every required part."""
+    authorization = _first_header(request, "authorization")
+    query = _parse_query(request.query_string)
+    query_names = {_decoded(name) for name, _ in query}
+    has_query_auth = "X-Amz-Algorithm" in query_names
+    if authorization is not None and has_query_auth:
+        raise ShoalError(
+            ErrorCode.INVALID_SIGNATURE,
+            "Found both 'X-Amz-Algorithm' as a query-string param "
+            "and 'Authorization' as HTTP header.",
+        )
+    if has_query_auth:
+        return _read_query_claim(query)
+    # AWS treats an Authorization header of another scheme (Basic, Bearer) as no token at all.
+    if authorization is None or not authorization.strip().startswith("AWS4-"):
+        raise ShoalError(ErrorCode.MISSING_AUTHENTICATION_TOKEN)
+    return _read_header_claim(request, authorization, query)
+
+
+def _read_header_claim(
+    request: HttpRequest, authorization: str, query: tuple[tuple[bytes, bytes], ...]
+) -> _Claim:
+    algorithm, _, rest = authorization.strip().partition(" ")
+    params: dict[str, str] = {}
+    for pair in _AUTH_PAIR_SEPARATOR.split(rest):
+        if not pair:
+            continue
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise ShoalError(
+                ErrorCode.INCOMPLETE_SIGNATURE,
+                f"'{pair}' not a valid key=value pair (missing equal-sign) in Authorization "
+                f"header: '{authorization}'.",
+            )
+        params[key] = value
+    message = ""
+    for required in ("Credential", "Signature", "SignedHeaders"):
+        if not params.get(required):
+            message += f"Authorization header requires '{required}' parameter. "
+    amz_date = _first_header(request, "x-amz-date")
+    http_date = _first_header(request, "date")
+    if amz_date is None and http_date is None:
+        message += (
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
+        )
+    if message:
+        raise ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, message + f"Authorization={authorization}")
+    return _Claim(
+        algorithm=algorithm,
+        credential=params["Credential"],
+        signed_headers=params["SignedHeaders"],
+        signature=params["Signature"],
+        amz_date=_amz_date(amz_date, http_date),
+        expires_s=None,
+        query_params=query,
+    )
+
+
+def _read_query_claim(query: tuple[tuple[bytes, bytes], ...]) -> _Claim:
+    params: dict[str, str] = {}
+    for name, value in query:
+        params.setdefault(_decoded(name), _decoded(value))
+    message = ""
+    for required in (
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Signature",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Date",
+    ):
+        if not params.get(required):
+            message += f"AWS query-string parameters must include '{required}'. "
+    if message:
+        raise ShoalError(
+            ErrorCode.INCOMPLETE_SIGNATURE, message + "Re-examine the query-string parameters."
+        )
+    return _Claim(
+        algorithm=params["X-Amz-Algorithm"],
+        credential=params["X-Amz-Credential"],
+        signed_headers=params["X-Amz-SignedHeaders"],
+        signature=params[_QUERY_SIGNATURE_PARAM],
+        amz_date=_amz_date(params["X-Amz-Date"], None),
+        expires_s=_expires_s(params.get("X-Amz-Expires")),
+        # The signature cannot sign itself; every other parameter is covered.
+        query_params=tuple(
+            (name, value) for name, value in query if _decoded(name) != _QUERY_SIGNATURE_PARAM
+        ),
+    )
+
+
+def _amz_date(amz_date: str | None, http_date: str | None) -> str:
+    """The request time in ISO-8601 basic format. `X-Amz-Date` wins over `Date`, as in AWS."""
+    if amz_date is not None:
+        if _AMZ_DATE_PATTERN.fullmatch(amz_date) is None or _parse_amz_date(amz_date) is None:
+            raise _bad_date(amz_date)
+        return amz_date
+    assert http_date is not None, "the caller checked that one of the two is present"
+    try:
+        parsed = parsedate_to_datetime(http_date)
+    except (TypeError, ValueError):
+        raise _bad_date(http_date) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime(_AMZ_DATE_FORMAT)
+
+
+def _parse_amz_date(amz_date: str) -> datetime | None:
+    try:
+        return datetime.strptime(amz_date, _AMZ_DATE_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _bad_date(value: str) -> ShoalError:
+    return ShoalError(
+        ErrorCode.INCOMPLETE_SIGNATURE,
+        f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
+        "See http://en.wikipedia.org/wiki/ISO_8601",
+    )
+
+
+def _expires_s(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if _EXPIRES_PATTERN.fullmatch(value) is None:
+        raise ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, "X-Amz-Expires should be a number")
+    expires_s = int(value)
+    if expires_s > PRESIGNED_EXPIRES_S_MAX:
+        raise ShoalError(
+            ErrorCode.INCOMPLETE_SIGNATURE,
+            "X-Amz-Expires must be less than a week (in seconds) that is "
+            f"{PRESIGNED_EXPIRES_S_MAX}",
+        )
+    return expires_s
+
+
+def _format_ms(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms // 1000, tz=UTC).strftime(_AMZ_DATE_FORMAT)
+
+
+def _check_date(claim: _Claim, *, now_ms: int) -> None:
+    """Refuses requests signed more than 5 minutes away from `now_ms`, with AWS's messages.
+    A presigned request stays valid until its own expiry instead (it is meant to be used later)."""
+    signed_at = _parse_amz_date(claim.amz_date)
+    assert signed_at is not None, "_amz_date only returns well-formed dates"
+    signed_ms = int(signed_at.timestamp()) * 1000
+    if signed_ms > now_ms + CLOCK_SKEW_MS_MAX:
+        raise ShoalError(
+            ErrorCode.INVALID_SIGNATURE,
+            f"Signature not yet current: {claim.amz_date} is still later than "
+            f"{_format_ms(now_ms + CLOCK_SKEW_MS_MAX)} ({_format_ms(now_ms)} + 5 min.)",
+        )
+    if claim.expires_s is not None:
+        expires_ms = signed_ms + claim.expires_s * 1000
+        if now_ms > expires_ms:
+            raise ShoalError(
+                ErrorCode.INVALID_SIGNATURE,
+                f"Signature expired: {claim.amz_date} is now earlier than "
+                f"{_format_ms(now_ms - claim.expires_s * 1000)} "
+                f"({_format_ms(now_ms)} - {claim.expires_s} sec.)",
+            )
+        return
+    if signed_ms < now_ms - CLOCK_SKEW_MS_MAX:
+        raise ShoalError(
+            ErrorCode.INVALID_SIGNATURE,
+            f"Signature expired: {claim.amz_date} is now earlier than "
+            f"{_format_ms(now_ms - CLOCK_SKEW_MS_MAX)} ({_format_ms(now_ms)} - 5 min.)",
+        )
+
+
+def _check_signed_headers(signed_headers: str) -> tuple[str, ...]:
+    """The signed-header names, lower-cased, in the client's order. `host` or `:authority` must
+    be among them: otherwise a signature could be replayed against another endpoint."""
+    names = tuple(name.strip().lower() for name in signed_headers.split(";"))
+    if len(names) > SIGNED_HEADERS_COUNT_MAX:
+        raise ShoalError(
+            ErrorCode.INCOMPLETE_SIGNATURE,
+            f"At most {SIGNED_HEADERS_COUNT_MAX} headers may be signed, got {len(names)}.",
+        )
+    if _AUTHORITY_HEADER_NAMES.isdisjoint(names):
+        raise ShoalError(
+            ErrorCode.INVALID_SIGNATURE,
+            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
+        )
+    return names
+
+
+def _canonical_headers(request: HttpRequest, signed_header_names: tuple[str, ...]) -> str:
+    """One `name:value` line per signed header plus the blank line that ends the block.
+
+    Values are trimmed with inner whitespace runs collapsed, and repeated headers are joined
+    with `,` in arrival order. A signed header that is absent yields `name:`, which can only
+    match if the client signed it that way.
+    """
+    lines: list[str] = []
+    for name in signed_header_names:
+        if name in _AUTHORITY_HEADER_NAMES:
+            values = [request.authority]
+        else:
+            values = _header_values(request, name)
+        lines.append(f"{name}:" + ",".join(" ".join(value.split()) for value in values))
+    return "\n".join(lines) + "\n"
+
+
+def _payload_hash(request: HttpRequest, signed_header_names: tuple[str, ...]) -> str:
+    """The hash that goes last in the canonical request (see the module docstring)."""
+    body_hash = hashlib.sha256(request.body).hexdigest()
+    declared = _first_header(request, "x-amz-content-sha256")
+    if declared is None:
+        return body_hash
+    if _HEX_SHA256_PATTERN.fullmatch(declared) is not None:
+        if not hmac.compare_digest(declared.lower(), body_hash):
+            raise ShoalError(
+                ErrorCode.INVALID_SIGNATURE,
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
+        return declared
+    if declared == UNSIGNED_PAYLOAD and "x-amz-content-sha256" in signed_header_names:
+        return declared
+    raise ShoalError(
+        ErrorCode.INVALID_SIGNATURE,
+        f"The 'x-amz-content-sha256' value '{declared}' is not supported by this service.",
+    )
