@@ -129,9 +129,10 @@ def _serve(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         await node.start()
+        scheme = "https" if config.tls_cert_file is not None else "http"
         print(
             f"shoal: node {config.node_id} serving gRPC on {config.host}:{node.grpc_port}, "
-            f"data in {data_dir}",
+            f"the AWS API on {scheme}://{config.host}:{node.http_port}, data in {data_dir}",
             flush=True,
         )
         await stopping.wait()

@@ -71,10 +71,21 @@ route_retry_wait_ms_max = 5_000  # total wait for a reshard to publish the child
 metadata_propose_timeout_ms = 10_000  # a metadata command not applied by then fails
 grpc_message_bytes_max = 64 * MiB  # above the largest request or response we build
 read_batch_records_max = get_records_count_max
+# The AWS HTTP door. A body is refused with 413 past this, before it is read: it must hold the
+# largest PutRecords base64-encoded in JSON (4/3 of 10 MiB) with its keys and punctuation.
+http_body_bytes_max = 16 * MiB
+# HTTP/2 only: how much of an oversized body is received and dropped so that its 413 can be
+# delivered (see gateway/http_service.py); past this the connection is dropped instead.
+http2_body_discard_bytes_max = 4 * http_body_bytes_max
+http_headers_bytes_max = 64 * KiB  # request line + headers (h11) / header list (h2); SigV4 fits
+http_streams_per_connection_max = 100  # concurrent HTTP/2 streams per connection
+http_keep_alive_s = 75  # idle keep-alive; above the 60 s idle pools of the AWS SDKs
+http_shutdown_grace_s = 5.0  # in-flight requests get this long when the node stops
 
 assert put_records_count_max * 1 <= get_records_count_max
 assert group_commit_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
 assert grpc_message_bytes_max >= put_records_bytes_max * 2  # base64-free, but headers and keys
 assert grpc_message_bytes_max >= get_records_bytes_max * 2
+assert http_body_bytes_max >= put_records_bytes_max * 4 // 3 + put_records_count_max * KiB
 assert retention_hours_min <= retention_hours_default <= retention_hours_max
 assert shard_count_per_stream_max <= shard_index_max

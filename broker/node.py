@@ -1,8 +1,9 @@
 """The composition root: the one place that wires real adapters together into a running node.
 
 A node owns, in start order: the RocksDB shard log and its group-commit writer thread, the
-metadata quorum (pysyncobj, its own thread), the Kinesis service, the gRPC server, and a
-housekeeping task. `stop()` undoes them in reverse. Nothing imports this module except the CLI
+metadata quorum (pysyncobj, its own thread), the Kinesis service, the gRPC server, the AWS
+HTTP server (JSON/CBOR, same service), and a housekeeping task. `stop()` undoes them in
+reverse. Nothing imports this module except the CLI
 and tests, which run a node in-process on 127.0.0.1 with an injected clock.
 """
 
@@ -22,6 +23,9 @@ from broker import limits
 from broker.clock import Clock, SystemClock
 from broker.config import Config
 from broker.gateway.grpc_service import kinesis_handler
+from broker.gateway.http_server import HttpServer, start_http_server
+from broker.gateway.http_service import AwsHttpApp
+from broker.gateway.sigv4 import SigV4Verifier
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
@@ -52,9 +56,11 @@ class Node:
         self._writer: GroupCommitWriter | None = None
         self._quorum: PysyncobjQuorum | None = None
         self._server: grpc.aio.Server | None = None
+        self._http: HttpServer | None = None
         self._housekeeping: asyncio.Task[None] | None = None
         self.service: KinesisService | None = None
         self.grpc_port = 0
+        self.http_port = 0
 
     @property
     def data_dir(self) -> Path:
@@ -92,8 +98,16 @@ class Node:
         self.service = KinesisService(ctx)
         await complete_pending_reshards(ctx)
         await self._start_grpc()
+        await self._start_http()
         self._housekeeping = asyncio.create_task(self._run_housekeeping(ctx))
-        log.info("node_started", extra={"node_id": config.node_id, "grpc_port": self.grpc_port})
+        log.info(
+            "node_started",
+            extra={
+                "node_id": config.node_id,
+                "grpc_port": self.grpc_port,
+                "http_port": self.http_port,
+            },
+        )
 
     async def _start_grpc(self) -> None:
         assert self.service is not None
@@ -113,6 +127,26 @@ class Node:
         await server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
         self._server = server
+
+    async def _start_http(self) -> None:
+        """The AWS door: the same KinesisService behind Kinesis's own wire protocol."""
+        assert self.service is not None
+        config = self.config
+        access_keys = config.access_keys
+        verifier = (
+            SigV4Verifier(secrets_by_access_key=access_keys, region=config.region)
+            if access_keys
+            else None
+        )
+        app = AwsHttpApp(self.service, clock=self.clock, verifier=verifier)
+        self._http = await start_http_server(
+            app,
+            host=config.host,
+            port=config.http_port,
+            certfile=config.tls_cert_file,
+            keyfile=config.tls_key_file,
+        )
+        self.http_port = self._http.port
 
     async def _run_housekeeping(self, ctx: ServiceContext) -> None:
         """Trim past retention, forget deleted streams, drop their data. Runs until stop()."""
@@ -155,6 +189,11 @@ class Node:
             store.compact()
 
     async def stop(self) -> None:
+        if self._http is not None:
+            # First: no new AWS calls once stopping, and in-flight ones finish while the
+            # service below them is still whole.
+            await self._http.stop()
+            self._http = None
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -4,6 +4,11 @@ gRPC: the status code comes from the error table; a `google.rpc.Status` in the t
 metadata (`grpc-status-details-bin`, the gRPC rich error model) carries an `ErrorInfo` whose
 `reason` is the Kinesis error name, so a client can branch on ResourceNotFoundException and not
 only on NOT_FOUND. `broker/client/` decodes it back with `error_from_rpc_error`.
+
+AWS JSON/CBOR: the HTTP status from the error table and a document `{"__type": name,
+"message": text}` (botocore reads `__type`, and `message` or `Message`), which
+`aws_codec.encode_body` writes in the request's format; the name also travels in the
+`x-amzn-ErrorType` header.
 """
 
 from __future__ import annotations
@@ -57,3 +62,11 @@ def error_from_rpc_error(exc: grpc.RpcError) -> ShoalError:
     if code == grpc.StatusCode.UNAVAILABLE:
         return ShoalError(ErrorCode.UNAVAILABLE, details)
     return ShoalError(ErrorCode.INTERNAL_FAILURE, details)
+
+
+def to_aws_error(error: ShoalError) -> tuple[int, dict[str, str]]:
+    """The HTTP status and the error document of a Kinesis error on the AWS wire."""
+    return error.code.spec.http_status, {
+        "__type": error.code.kinesis_name,
+        "message": error.message,
+    }

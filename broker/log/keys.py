@@ -3,14 +3,25 @@
 All integers are unsigned big-endian, so RocksDB's bytewise order equals numeric order and one
 shard's keys are contiguous:
 
-- `records`:   shard_uid u64 | offset u64                    -> record value (`records.py`)
-- `tsidx`:     shard_uid u64 | arrival_ms u64 | offset u64   -> b"" (sparse time index)
+- `records`:   shard_uid u64 | first_offset u64              -> one batch (`records.py`)
+- `tsidx`:     shard_uid u64 | arrival_ms u64 | first_offset u64 -> b"" (one entry per batch)
 - `shardmeta`: shard_uid u64                                 -> `ShardMeta` (below)
 
-The time index holds one entry per appended batch: a batch's records share one arrival time,
-and arrival is non-decreasing along a shard, so the first entry at or after a time names the
-first record at or after it. Trimming deletes whole batches (it cuts by arrival time), so the
-index never points into a half-deleted batch.
+A `records` key names the first offset of a stored batch; the batch covers
+[first_offset, first_offset + count), and the next key of the shard starts where it ends, so
+the batch holding offset N is the last key <= shard_uid | N (a `seek_for_prev`).
+
+The time index holds one entry per stored batch: a batch's records share one arrival time, and
+arrival is non-decreasing along a shard, so the first entry at or after a time names the first
+record at or after it. Trimming deletes whole batches (it cuts by arrival time), so the index
+never points into a half-deleted batch; `truncate_suffix` may cut a batch, but keeps its first
+offset, so its index entry stays right.
+
+Room in `shardmeta` for replica state (not written yet): every key of a shard starts with its
+8-byte uid, and readers of this column family take the shard from those 8 bytes and ignore
+longer keys, so replication can add `shard_uid | kind u8 | ...` keys (the promised epoch, the
+epoch -> start offset history, the high watermark) beside the log meta without a format change;
+`delete_shard` already deletes the shard's whole meta key range.
 
 `shardmeta` keeps what must outlive the records: log_end survives a trim that deletes every
 record, so offsets are never reused, and last_arrival_ms keeps the clamp monotonic across a
@@ -81,8 +92,9 @@ def meta_key(shard_uid: ShardUid) -> bytes:
 
 
 def parse_meta_key(key: bytes) -> ShardUid:
-    assert len(key) == SHARD_PREFIX_BYTES, key
-    (shard_uid,) = _U64.unpack(key)
+    """The shard of any `shardmeta` key: the log meta key or a longer replica-state key."""
+    assert len(key) >= SHARD_PREFIX_BYTES, key
+    (shard_uid,) = _U64.unpack_from(key)
     return ShardUid(shard_uid)
 
 

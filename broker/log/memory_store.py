@@ -2,8 +2,10 @@
 
 It defines the semantics `RocksLogStore` must match (both pass `tests/log/conformance.py`), and
 it is the store unit tests and the simulator run on. It keeps `StoredRecord` objects directly,
-so it exercises no codec; durability is trivially "immediate", and `sim/disk.py` is where lost
-writes and corruption get simulated.
+so it exercises no codec, and it needs no notion of batch boundaries: every rule that
+`RocksLogStore` applies per batch (trim, time lookup) follows from a batch's records sharing one
+arrival time, and `truncate_suffix` may cut anywhere. Durability is trivially "immediate", and
+`sim/disk.py` is where lost writes and corruption get simulated.
 
 Thread-safety: one lock around every method, so it honours the threading contract of
 `store.py` (one writer thread, other mutators, many readers) by plain serialization.
@@ -18,16 +20,22 @@ from dataclasses import dataclass, field
 
 from broker.log.keys import EMPTY_SHARD_META, ShardMeta
 from broker.log.records import AppendBatch, StoredRecord
-from broker.log.store import advance_meta, check_read_arguments, read_budget_allows
+from broker.log.store import (
+    advance_meta,
+    check_read_arguments,
+    check_truncate_suffix,
+    read_budget_allows,
+)
 from broker.types import Offset, ShardUid
 
 
 @dataclass(slots=True, kw_only=True)
 class _Shard:
-    """One shard's log; records[i] has offset meta.log_start + i."""
+    """One shard's log; records[i] has offset meta.log_start + i, control[i] its batch's flag."""
 
     meta: ShardMeta
     records: list[StoredRecord] = field(default_factory=list)
+    control: list[bool] = field(default_factory=list)
 
 
 class MemoryLogStore:
@@ -58,10 +66,12 @@ class MemoryLogStore:
                     )
                     for i, record in enumerate(batch.records)
                 )
+                shard.control.extend([batch.control] * len(batch.records))
             for uid, meta in metas.items():
                 shard = self._shards[uid]
                 shard.meta = meta
                 assert meta.log_start + len(shard.records) == meta.log_end
+                assert len(shard.control) == len(shard.records)
 
     def read(
         self,
@@ -87,7 +97,11 @@ class MemoryLogStore:
             end = min(end_offset, shard.meta.log_end) - shard.meta.log_start
             taken: list[StoredRecord] = []
             taken_bytes = 0
-            for index in range(begin, min(end, begin + records_max)):
+            for index in range(begin, end):
+                if len(taken) == records_max:
+                    break
+                if shard.control[index]:
+                    continue
                 record = shard.records[index]
                 size = record.size_bytes
                 if not read_budget_allows(
@@ -132,12 +146,30 @@ class MemoryLogStore:
             drop = bisect.bisect_left(shard.records, arrival_ms_before, key=lambda r: r.arrival_ms)
             if drop > 0:
                 del shard.records[:drop]
+                del shard.control[:drop]
                 shard.meta = ShardMeta(
                     log_start=Offset(shard.meta.log_start + drop),
                     log_end=shard.meta.log_end,
                     last_arrival_ms=shard.meta.last_arrival_ms,
                 )
             return shard.meta.log_start
+
+    def truncate_suffix(self, shard_uid: ShardUid, *, from_offset: Offset) -> None:
+        with self._lock:
+            assert not self._closed
+            meta = self._meta_locked(shard_uid)
+            check_truncate_suffix(meta, from_offset)
+            shard = self._shards.get(shard_uid)
+            if shard is None or from_offset == meta.log_end:
+                return
+            keep = from_offset - meta.log_start
+            del shard.records[keep:]
+            del shard.control[keep:]
+            shard.meta = ShardMeta(
+                log_start=meta.log_start,
+                log_end=from_offset,
+                last_arrival_ms=shard.records[-1].arrival_ms if shard.records else 0,
+            )
 
     def delete_shard(self, shard_uid: ShardUid) -> None:
         with self._lock:

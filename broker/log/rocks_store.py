@@ -1,7 +1,8 @@
 """`RocksLogStore`: every shard log of this node in one RocksDB, through rocksdict.
 
 The only module that imports rocksdict (STYLE B.2). Layout and column families are in
-`keys.py`; the value codec is in `records.py`.
+`keys.py`; the batch codec is in `records.py`. Each `AppendBatch` is one RocksDB value, so an
+append costs one `WriteBatch.put` per batch (plus its time-index entry), whatever its size.
 
 Lifecycle: `RocksLogStore(path)` opens (creating the directory and column families if
 missing); `close()` releases the RocksDB lock so the same path can be reopened in this process.
@@ -12,7 +13,8 @@ Durability: every mutation is one `WriteBatch` written with `sync=False` and fol
 The group-commit thread makes one such call carry many producers' batches.
 
 Threading: see `store.py`. Mutations take `_write_lock`, so an `append` and a `trim` never
-compute shard meta from each other's stale view. Reads take no lock: a RocksDB iterator reads
+compute shard meta from each other's stale view. `append` encodes its batches before taking the
+lock (pure work on its own arguments). Reads take no lock: a RocksDB iterator reads
 one consistent view, and every mutation is a single atomic WriteBatch.
 
 Errors: rocksdict raises bare `Exception` for every RocksDB status; `_engine_errors` turns them
@@ -47,16 +49,18 @@ from broker.log.keys import (
 )
 from broker.log.records import (
     AppendBatch,
+    BatchHeader,
     LogCorruptionError,
     StoredRecord,
-    decode_value,
-    encode_value,
+    decode_records,
+    encode_batch,
+    truncate_batch,
 )
 from broker.log.store import (
     LogStoreError,
     advance_meta,
     check_read_arguments,
-    read_budget_allows,
+    check_truncate_suffix,
 )
 from broker.types import Offset, ShardUid
 
@@ -157,22 +161,23 @@ class RocksLogStore:
         if not batches:
             return
         h = self._open_handles()
+        values = [
+            encode_batch(
+                arrival_ms=batch.arrival_ms,
+                epoch=_EPOCH_UNREPLICATED,
+                control=batch.control,
+                records=batch.records,
+            )
+            for batch in batches
+        ]
         with self._write_lock, _engine_errors("append"):
             metas: dict[ShardUid, ShardMeta] = {}
             batch_write = rocksdict.WriteBatch(raw_mode=True)
-            for batch in batches:
+            for batch, value in zip(batches, values, strict=True):
                 uid = batch.shard_uid
                 meta = metas[uid] if uid in metas else self._meta(h, uid)
                 metas[uid] = advance_meta(meta, batch)
-                for index, record in enumerate(batch.records):
-                    value = encode_value(
-                        arrival_ms=batch.arrival_ms,
-                        epoch=_EPOCH_UNREPLICATED,
-                        partition_key=record.partition_key,
-                        data=record.data,
-                    )
-                    key = record_key(uid, Offset(batch.first_offset + index))
-                    batch_write.put(key, value, h.records_cf)
+                batch_write.put(record_key(uid, batch.first_offset), value, h.records_cf)
                 # One index entry per batch is exact: the batch shares one arrival time.
                 key = time_key(uid, batch.arrival_ms, batch.first_offset)
                 batch_write.put(key, b"", h.time_index_cf)
@@ -190,8 +195,9 @@ class RocksLogStore:
             if new_start <= meta.log_start:
                 return meta.log_start
             batch_write = rocksdict.WriteBatch(raw_mode=True)
-            # delete_range ignores the batch's default column family (REFERENCE §5.2), so each
-            # call names its column family explicitly.
+            # new_start is the first offset of a batch (an index entry) or log_end, so this
+            # deletes whole batches. delete_range ignores the batch's default column family
+            # (REFERENCE §5.2), so each call names its column family explicitly.
             batch_write.delete_range(
                 record_key(shard_uid, Offset(0)), record_key(shard_uid, new_start), h.records_cf
             )
@@ -207,6 +213,45 @@ class RocksLogStore:
             self._write_durably(h, batch_write)
             return new_start
 
+    def truncate_suffix(self, shard_uid: ShardUid, *, from_offset: Offset) -> None:
+        h = self._open_handles()
+        with self._write_lock, _engine_errors("truncate_suffix"):
+            meta = self._meta(h, shard_uid)
+            check_truncate_suffix(meta, from_offset)
+            if from_offset == meta.log_end:
+                return
+            # from_offset < log_end, so a retained batch holds it.
+            found = self._batch_at(h, shard_uid, from_offset)
+            assert found is not None, (shard_uid, from_offset, meta)
+            first, value = found
+            header = BatchHeader.parse(value)
+            assert first <= from_offset < first + header.count, (first, header, from_offset)
+            batch_write = rocksdict.WriteBatch(raw_mode=True)
+            end = shard_prefix_end(shard_uid)
+            # Every later batch starts above from_offset, and arrives no earlier than this one,
+            # so its index entries sort after (arrival, first) of this batch (keys.py).
+            kept_arrival_ms = header.arrival_ms
+            if first == from_offset:
+                batch_write.delete_range(record_key(shard_uid, first), end, h.records_cf)
+                batch_write.delete_range(
+                    time_key(shard_uid, header.arrival_ms, first), end, h.time_index_cf
+                )
+                kept_arrival_ms = self._arrival_before(h, shard_uid, first)
+            else:
+                batch_write.delete_range(record_key(shard_uid, from_offset), end, h.records_cf)
+                batch_write.delete_range(
+                    time_key(shard_uid, header.arrival_ms, Offset(first + 1)),
+                    end,
+                    h.time_index_cf,
+                )
+                kept = truncate_batch(value, header, keep=from_offset - first)
+                batch_write.put(record_key(shard_uid, first), kept, h.records_cf)
+            new_meta = ShardMeta(
+                log_start=meta.log_start, log_end=from_offset, last_arrival_ms=kept_arrival_ms
+            )
+            batch_write.put(meta_key(shard_uid), encode_meta(new_meta), h.shard_meta_cf)
+            self._write_durably(h, batch_write)
+
     def delete_shard(self, shard_uid: ShardUid) -> None:
         h = self._open_handles()
         with self._write_lock, _engine_errors("delete_shard"):
@@ -214,7 +259,8 @@ class RocksLogStore:
             batch_write = rocksdict.WriteBatch(raw_mode=True)
             batch_write.delete_range(begin, end, h.records_cf)
             batch_write.delete_range(begin, end, h.time_index_cf)
-            batch_write.delete(meta_key(shard_uid), h.shard_meta_cf)
+            # A range, so the replica-state keys replication will add go too (keys.py).
+            batch_write.delete_range(begin, end, h.shard_meta_cf)
             self._write_durably(h, batch_write)
 
     def compact(self) -> None:
@@ -258,37 +304,39 @@ class RocksLogStore:
         h = self._open_handles()
         taken: list[StoredRecord] = []
         with _engine_errors("read"):
-            lower = record_key(shard_uid, start_offset)
+            target = record_key(shard_uid, start_offset)
             upper = _offset_bound(shard_uid, end_offset)
             # The options must outlive the iterator: RocksDB keeps a pointer to the bound.
             read_options = self._shard_read_options(upper)
             iterator = h.records.iter(read_options)
-            iterator.seek(lower)
+            self._seek_batch(iterator, shard_uid, target)
             taken_bytes = 0
-            while iterator.valid() and len(taken) < records_max:
+            expected: Offset | None = (
+                None  # the first offset the next batch must have (offsets are dense)
+            )
+            while iterator.valid():
                 key = iterator.key()
-                assert lower <= key < upper, (key, lower, upper)
-                key_uid, offset = parse_record_key(key)
+                assert key < upper, (key, upper)
+                key_uid, first = parse_record_key(key)
                 assert key_uid == shard_uid, (key_uid, shard_uid)
-                if taken:  # offsets are dense within the retained range
-                    assert offset == taken[-1].offset + 1, (shard_uid, offset, taken[-1].offset)
-                decoded = decode_value(iterator.value())
-                record = StoredRecord(
-                    offset=offset,
-                    arrival_ms=decoded.arrival_ms,
-                    partition_key=decoded.partition_key,
-                    data=decoded.data,
-                )
-                size = record.size_bytes
-                if not read_budget_allows(
-                    taken_records=len(taken),
-                    taken_bytes=taken_bytes,
-                    next_bytes=size,
-                    bytes_max=bytes_max,
-                ):
-                    break
-                taken.append(record)
-                taken_bytes += size
+                assert expected is None or first == expected, (shard_uid, first, expected)
+                value = iterator.value()
+                header = BatchHeader.parse(value)
+                expected = Offset(first + header.count)
+                if expected > start_offset and not header.control:
+                    taken_bytes, capped = decode_records(
+                        value,
+                        header,
+                        first_offset=first,
+                        start_offset=max(first, start_offset),
+                        end_offset=end_offset,
+                        records_max=records_max,
+                        bytes_max=bytes_max,
+                        taken=taken,
+                        taken_bytes=taken_bytes,
+                    )
+                    if capped:
+                        break
                 iterator.next()
             del iterator, read_options  # a live iterator keeps the DB open
         return taken
@@ -300,10 +348,10 @@ class RocksLogStore:
             offset = self._first_at_or_after(h, shard_uid, arrival_ms)
             if offset is None:
                 return None
-            # Pair the index with the log (STYLE B.9): the indexed record exists and qualifies.
+            # Pair the index with the log (STYLE B.9): the indexed batch exists and qualifies.
             value = h.records.get(record_key(shard_uid, offset))
             assert value is not None, (shard_uid, offset)
-            assert decode_value(value).arrival_ms >= arrival_ms
+            assert BatchHeader.parse(value, verify_crc=False).arrival_ms >= arrival_ms
             return offset
 
     def log_start(self, shard_uid: ShardUid) -> Offset:
@@ -379,10 +427,59 @@ class RocksLogStore:
         del iterator, read_options  # a live iterator keeps the DB open
         return found
 
+    def _batch_at(
+        self, h: _Handles, shard_uid: ShardUid, offset: Offset
+    ) -> tuple[Offset, bytes] | None:
+        """(first offset, value) of the retained batch holding `offset`, or None."""
+        read_options = self._shard_read_options(shard_prefix_end(shard_uid))
+        iterator = h.records.iter(read_options)
+        found: tuple[Offset, bytes] | None = None
+        if self._seek_for_prev_in_shard(iterator, shard_uid, record_key(shard_uid, offset)):
+            _, first = parse_record_key(iterator.key())
+            found = (first, iterator.value())
+        del iterator, read_options  # a live iterator keeps the DB open
+        return found
+
+    def _arrival_before(self, h: _Handles, shard_uid: ShardUid, offset: Offset) -> int:
+        """The arrival of the retained batch before `offset`, or 0 if there is none."""
+        if offset == 0:
+            return 0
+        found = self._batch_at(h, shard_uid, Offset(offset - 1))
+        if found is None:
+            return 0
+        return BatchHeader.parse(found[1], verify_crc=False).arrival_ms
+
+    @classmethod
+    def _seek_batch(cls, iterator: rocksdict.RdictIter, shard_uid: ShardUid, target: bytes) -> None:
+        """Positions `iterator` on the batch holding `target`'s offset, else the first after.
+
+        The batch holding offset N is the last key <= shard|N (keys.py). If there is none in
+        this shard (N is below log_start), the first batch at or above N is where reading
+        starts.
+        """
+        if not cls._seek_for_prev_in_shard(iterator, shard_uid, target):
+            iterator.seek(target)
+
+    @staticmethod
+    def _seek_for_prev_in_shard(
+        iterator: rocksdict.RdictIter, shard_uid: ShardUid, target: bytes
+    ) -> bool:
+        """seek_for_prev(target), and whether it landed on a key of this shard.
+
+        With prefix_same_as_start RocksDB should leave the iterator invalid rather than step
+        into the previous shard, but we check the prefix ourselves instead of relying on it.
+        """
+        iterator.seek_for_prev(target)
+        if not iterator.valid():
+            return False
+        key: bytes = iterator.key()
+        return key[:SHARD_PREFIX_BYTES] == shard_prefix(shard_uid)
+
     @staticmethod
     def _shard_read_options(upper: bytes) -> rocksdict.ReadOptions:
         # No lower bound: in rocksdict 0.3.29 set_iterate_lower_bound sets the *upper* bound
-        # (verified). We only iterate forward from an explicit seek, so none is needed.
+        # (verified). We iterate forward from an explicit seek or seek_for_prev, and check the
+        # shard prefix of where seek_for_prev lands, so none is needed.
         options = rocksdict.ReadOptions()
         options.set_iterate_upper_bound(upper)  # never walk into the next shard
         options.set_prefix_same_as_start(True)  # with the 8-byte prefix extractor

@@ -6,8 +6,9 @@ reference, `memory_store.py`). `tests/log/conformance.py` holds the contract bot
 Threading contract (both implementations):
 - `append` is called from one writer thread (`group_commit.GroupCommitWriter`); it blocks until
   the batches are durable.
-- `trim`, `delete_shard` and `compact` may run on another thread (retention, stream deletion);
-  mutations are serialized inside the store, so they never interleave with an `append`.
+- `trim`, `truncate_suffix`, `delete_shard` and `compact` may run on another thread
+  (retention, stream deletion, replication); mutations are serialized inside the store, so
+  they never interleave with an `append`.
 - `read`, `first_offset_at_or_after_time`, `log_start`, `log_end`, `last_arrival_ms`,
   `shard_uids` and `approximate_size_bytes` may run on any number of reader threads at once.
   Each sees the effect of a mutation entirely or not at all.
@@ -23,6 +24,11 @@ Semantics:
   same call may extend earlier ones) and its arrival time not to go back; it asserts both.
 - `trim` removes the oldest records by arrival time and moves `log_start`; `log_end` survives,
   even when every record is trimmed, so an offset is never reused.
+- `truncate_suffix` removes the newest records (a replica's divergent, unacknowledged tail) and
+  moves `log_end` back; it is the one way offsets get written twice, and only ones that no
+  client was told about.
+- Records of a control batch (`AppendBatch.control`) take offsets but are never returned by
+  `read`; everything else (time lookup, trim, truncate) treats them like any record.
 """
 
 from __future__ import annotations
@@ -64,6 +70,8 @@ class LogStore(Protocol):
         Stops after `records_max` records, and before the record that would take the total of
         `record.size_bytes` above `bytes_max`, except that the first record in range is always
         returned (as AWS returns a record larger than the GetRecords byte cap on its own).
+        Records of control batches are skipped and count against neither cap, so a range
+        holding only control records reads as [].
         """
         ...
 
@@ -85,6 +93,16 @@ class LogStore(Protocol):
 
     def trim(self, shard_uid: ShardUid, *, arrival_ms_before: int) -> Offset:
         """Deletes the records that arrived before `arrival_ms_before`; returns the new start."""
+        ...
+
+    def truncate_suffix(self, shard_uid: ShardUid, *, from_offset: Offset) -> None:
+        """Deletes every record at offset >= from_offset; `log_end` becomes `from_offset`.
+
+        Requires log_start <= from_offset <= log_end (asserted); from_offset == log_end is a
+        no-op. `last_arrival_ms` becomes the arrival of the last record still retained below
+        `from_offset`, or 0 if there is none: the new tail may come from a leader whose clock
+        is behind the dropped one's, and what remains still has non-decreasing arrivals.
+        """
         ...
 
     def delete_shard(self, shard_uid: ShardUid) -> None:
@@ -125,6 +143,12 @@ def read_budget_allows(
     if taken_records == 0:
         return True
     return taken_bytes + next_bytes <= bytes_max
+
+
+def check_truncate_suffix(meta: ShardMeta, from_offset: Offset) -> None:
+    """The argument contract of `LogStore.truncate_suffix`, shared by every store."""
+    assert meta.log_start <= from_offset, (from_offset, meta)
+    assert from_offset <= meta.log_end, (from_offset, meta)
 
 
 def advance_meta(meta: ShardMeta, batch: AppendBatch) -> ShardMeta:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
@@ -28,7 +27,7 @@ from broker.streams.iterators import IteratorPosition, decode_iterator, encode_i
 from broker.streams.sequence_numbers import (
     decode_sequence_number,
     offset_for_sequence_number,
-    sequence_number_for,
+    sequence_numbers_for,
 )
 from broker.timestamps import datetime_from_ms, ms_from_datetime
 from broker.types import Offset, ShardUid, StreamUid
@@ -39,16 +38,17 @@ Response = dict[str, Any]
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Entry:
+class _Entry(NamedTuple):
+    """One record of a put on its way to a shard (a tuple: PutRecords makes 500 per call)."""
+
     position: int  # index in the request
     hash_key: int
     record: NewRecord
+    size_bytes: int  # partition key (UTF-8) + data, what limits and throttles count
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Written:
-    shard: ShardMeta
+class _Written(NamedTuple):
+    shard_id: str
     sequence_number: str
 
 
@@ -59,8 +59,9 @@ def _record_bytes(partition_key: str, data: bytes) -> int:
 def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str) -> _Entry:
     partition_key: str = raw["PartitionKey"]
     data: bytes = raw["Data"]
+    size = _record_bytes(partition_key, data)
     size_max = stream.max_record_size_kib * limits.KiB
-    if _record_bytes(partition_key, data) > size_max:
+    if size > size_max:
         raise ShoalError(
             ErrorCode.VALIDATION,
             f"1 validation error detected: Value at '{path}' failed to satisfy constraint: "
@@ -73,11 +74,7 @@ def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str)
         if explicit is not None
         else partition_key_hash(partition_key)
     )
-    return _Entry(
-        position=position,
-        hash_key=hash_key,
-        record=NewRecord(partition_key=partition_key, data=bytes(data)),
-    )
+    return _Entry(position, hash_key, NewRecord(partition_key=partition_key, data=data), size)
 
 
 class Router:
@@ -107,19 +104,14 @@ async def _write(
             raise ctx.stream_not_found(stream.name)
         shard_router = router.for_stream(current)
         groups: dict[ShardUid, tuple[ShardMeta, list[_Entry]]] = {}
-        now_ms = ctx.clock.monotonic_ms()
         for entry in pending:
             shard = shard_router.find(entry.hash_key)
-            throttle = ctx.throttles.write(shard.uid, now_ms=now_ms)
-            size = _record_bytes(entry.record.partition_key, entry.record.data)
-            if throttle.admit(record_bytes=size, now_ms=now_ms):
-                groups.setdefault(shard.uid, (shard, []))[1].append(entry)
-            else:
-                results[entry.position] = rate_exceeded(
-                    shard_id=shard.shard_id,
-                    stream_name=current.name,
-                    account_id=ctx.config.account_id,
-                )
+            group = groups.get(shard.uid)
+            if group is None:
+                group = groups[shard.uid] = (shard, [])
+            group[1].append(entry)
+        if ctx.throttles.writes_limited:
+            _throttle(ctx, current, groups, results)
         outcomes = await asyncio.gather(
             *(
                 ctx.writers.append(shard.uid, [e.record for e in items], now_ms=ctx.now_ms())
@@ -141,15 +133,41 @@ async def _write(
                 results.update((e.position, failure) for e in items)
             else:
                 first_offset, _arrival_ms = outcome
-                for i, entry in enumerate(items):
-                    number = sequence_number_for(shard, first_offset + i)
-                    results[entry.position] = _Written(shard=shard, sequence_number=number)
+                shard_id = shard.shard_id
+                numbers = sequence_numbers_for(shard, first_offset, len(items))
+                for entry, number in zip(items, numbers, strict=True):
+                    results[entry.position] = _Written(shard_id, number)
         if not pending:
             return results
         await _wait_sealed_closed(ctx, stream.uid, sealed)
     failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
     results.update((e.position, failure) for e in pending)
     return results
+
+
+def _throttle(
+    ctx: ServiceContext,
+    stream: StreamMeta,
+    groups: dict[ShardUid, tuple[ShardMeta, list[_Entry]]],
+    results: dict[int, _Written | ShoalError],
+) -> None:
+    """Refuse, record by record, what a shard's write budget does not cover."""
+    now_ms = ctx.clock.monotonic_ms()
+    for shard_uid, (shard, items) in groups.items():
+        throttle = ctx.throttles.write(shard_uid, now_ms=now_ms)
+        admitted = []
+        for entry in items:
+            if throttle.admit(record_bytes=entry.size_bytes, now_ms=now_ms):
+                admitted.append(entry)
+            else:
+                results[entry.position] = rate_exceeded(
+                    shard_id=shard.shard_id,
+                    stream_name=stream.name,
+                    account_id=ctx.config.account_id,
+                )
+        items[:] = admitted
+    for shard_uid in [uid for uid, (_, items) in groups.items() if not items]:
+        del groups[shard_uid]
 
 
 async def _wait_sealed_closed(
@@ -189,7 +207,7 @@ class RecordsApi:
         if isinstance(outcome, ShoalError):
             raise outcome
         return {
-            "ShardId": outcome.shard.shard_id,
+            "ShardId": outcome.shard_id,
             "SequenceNumber": outcome.sequence_number,
             "EncryptionType": "NONE",
         }
@@ -198,16 +216,15 @@ class RecordsApi:
         ctx = self._ctx
         stream = ctx.stream_for_data(request)
         raw_records = request["Records"]
-        total = sum(_record_bytes(r["PartitionKey"], r["Data"]) for r in raw_records)
-        if total > limits.put_records_bytes_max:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"Records size exceeds {limits.put_records_bytes_max // limits.MiB} MB limit",
-            )
         entries = [
             _entry(stream, i, raw, f"records.{i + 1}.member.data")
             for i, raw in enumerate(raw_records)
         ]
+        if sum(entry.size_bytes for entry in entries) > limits.put_records_bytes_max:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"Records size exceeds {limits.put_records_bytes_max // limits.MiB} MB limit",
+            )
         outcomes = await _write(ctx, self._router, stream, entries)
         result_entries: list[dict[str, Any]] = []
         failed = 0
@@ -220,7 +237,7 @@ class RecordsApi:
                 )
             else:
                 result_entries.append(
-                    {"ShardId": outcome.shard.shard_id, "SequenceNumber": outcome.sequence_number}
+                    {"ShardId": outcome.shard_id, "SequenceNumber": outcome.sequence_number}
                 )
         return {"FailedRecordCount": failed, "Records": result_entries, "EncryptionType": "NONE"}
 
@@ -328,7 +345,7 @@ class RecordsApi:
         if not records:
             next_offset = max(next_offset, await asyncio.to_thread(ctx.store.log_start, shard.uid))
         response: Response = {
-            "Records": [self._record_shape(shard, record) for record in records],
+            "Records": self._records_shape(shard, records),
             "MillisBehindLatest": self._millis_behind(records, next_offset, end, now_ms),
         }
         if shard.state is ShardState.CLOSED and next_offset >= end:
@@ -382,13 +399,29 @@ class RecordsApi:
         return records
 
     @staticmethod
-    def _record_shape(shard: ShardMeta, record: StoredRecord) -> dict[str, Any]:
-        return {
-            "SequenceNumber": sequence_number_for(shard, record.offset),
-            "ApproximateArrivalTimestamp": datetime_from_ms(record.arrival_ms),
-            "Data": record.data,
-            "PartitionKey": record.partition_key,
-        }
+    def _records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:
+        """GetRecords' Records. Offsets are consecutive apart from control records, and a
+        batch shares one arrival time, so numbers and timestamps are made once per run."""
+        if not records:
+            return []
+        first = records[0].offset
+        numbers = sequence_numbers_for(shard, first, records[-1].offset - first + 1)
+        arrival_ms = -1
+        arrival = datetime_from_ms(0)
+        shaped = []
+        for record in records:
+            if record.arrival_ms != arrival_ms:
+                arrival_ms = record.arrival_ms
+                arrival = datetime_from_ms(arrival_ms)
+            shaped.append(
+                {
+                    "SequenceNumber": numbers[record.offset - first],
+                    "ApproximateArrivalTimestamp": arrival,
+                    "Data": record.data,
+                    "PartitionKey": record.partition_key,
+                }
+            )
+        return shaped
 
     @staticmethod
     def _millis_behind(

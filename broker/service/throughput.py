@@ -18,6 +18,9 @@ from broker.types import ShardUid
 class Throttles:
     def __init__(self, shard_limits: ThroughputLimits) -> None:
         self.limits = shard_limits
+        self.writes_limited = bool(
+            shard_limits.write_bytes_per_second or shard_limits.write_records_per_second
+        )
         self._writes: dict[ShardUid, ShardWriteThrottle] = {}
         self._reads: dict[ShardUid, ShardReadThrottle] = {}
 

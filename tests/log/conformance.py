@@ -233,3 +233,152 @@ class LogStoreContract:
         finally:
             writer.join()
         assert store.log_end(A) == 2 * appends
+
+    # --- Batch boundaries: stores may keep a batch as one unit; callers must not notice ----
+
+    def test_reads_start_inside_a_batch_and_caps_cut_batches(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 5, arrival_ms=1), batch(A, 5, 5, arrival_ms=1)])
+        store.append([batch(A, 10, 5, arrival_ms=2)])
+
+        def offsets(
+            start: int, end: int, records_max: int = 100, bytes_max: int = 10**6
+        ) -> list[int]:
+            got = store.read(
+                A,
+                start_offset=Offset(start),
+                end_offset=Offset(end),
+                records_max=records_max,
+                bytes_max=bytes_max,
+            )
+            return [r.offset for r in got]
+
+        assert offsets(7, 13) == [7, 8, 9, 10, 11, 12]
+        assert offsets(3, 100, records_max=4) == [3, 4, 5, 6]
+        assert offsets(9, 100, records_max=1) == [9]
+        assert offsets(14, 100) == [14]
+        assert offsets(4, 5) == [4]
+        # Each record is "pkN"/"pkNN" + 3 bytes: 6 or 7 bytes; 3 records of 6 fit in 19.
+        assert offsets(2, 100, bytes_max=19) == [2, 3, 4]
+        assert offsets(8, 100, bytes_max=13) == [8, 9]  # 6 + 7
+        # Paging with the caps walks every record exactly once, whatever the cut points.
+        seen: list[int] = []
+        while len(seen) < 15:
+            page = offsets(len(seen), 100, records_max=4, bytes_max=15)
+            assert page
+            seen.extend(page)
+        assert seen == list(range(15))
+
+    def test_read_below_log_start_stays_in_its_shard(self, store: LogStore) -> None:
+        """Seeking back to the batch holding an offset must never land in the shard before."""
+        store.append([batch(A, 0, 3, arrival_ms=1), batch(B, 0, 3, arrival_ms=1)])
+        store.append([batch(B, 3, 3, arrival_ms=5), batch(C, 0, 2, arrival_ms=1)])
+        store.append([batch(C, 2, 2, arrival_ms=5)])
+        assert store.trim(B, arrival_ms_before=5) == 3
+        assert store.trim(C, arrival_ms_before=5) == 2
+        assert [r.offset for r in read_all(store, B)] == [3, 4, 5]
+        assert [r.offset for r in read_all(store, C)] == [2, 3]
+        got = store.read(
+            B, start_offset=Offset(1), end_offset=Offset(4), records_max=10, bytes_max=1_000
+        )
+        assert [(r.offset, r.partition_key) for r in got] == [(3, "pk3")]
+        assert read_all(store, ShardUid(9)) == []
+        assert read_all(store, ShardUid(6)) == []
+
+    def test_control_batches_take_offsets_but_are_never_read(self, store: LogStore) -> None:
+        marker = AppendBatch(
+            shard_uid=A,
+            first_offset=Offset(3),
+            arrival_ms=20,
+            records=(NewRecord(partition_key="epoch", data=b"\x00\x00\x00\x02"),) * 2,
+            control=True,
+        )
+        store.append([batch(A, 0, 3, arrival_ms=10), marker])
+        store.append([batch(A, 5, 2, arrival_ms=30)])
+        assert store.log_end(A) == 7
+        assert [r.offset for r in read_all(store, A)] == [0, 1, 2, 5, 6]
+
+        def offsets(
+            start: int, end: int, records_max: int = 100, bytes_max: int = 10**6
+        ) -> list[int]:
+            got = store.read(
+                A,
+                start_offset=Offset(start),
+                end_offset=Offset(end),
+                records_max=records_max,
+                bytes_max=bytes_max,
+            )
+            return [r.offset for r in got]
+
+        assert offsets(3, 5) == []
+        assert offsets(4, 100, records_max=1) == [5]  # skipped records count against no cap
+        assert offsets(2, 100, records_max=2) == [2, 5]
+        assert offsets(3, 100, bytes_max=1) == [5]  # still "at least one record"
+        assert store.first_offset_at_or_after_time(A, 11) == 3
+        assert store.trim(A, arrival_ms_before=21) == 5
+        assert [r.offset for r in read_all(store, A)] == [5, 6]
+
+    def test_trim_removes_whole_batches_only(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 4, arrival_ms=100)])
+        store.append([batch(A, 4, 4, arrival_ms=200)])
+        assert store.trim(A, arrival_ms_before=100) == 0
+        assert store.trim(A, arrival_ms_before=200) == 4
+        assert store.first_offset_at_or_after_time(A, 150) == 4
+        got = store.read(
+            A, start_offset=Offset(2), end_offset=Offset(6), records_max=10, bytes_max=1_000
+        )
+        assert [r.offset for r in got] == [4, 5]
+
+    def test_truncate_suffix_inside_a_batch(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 5, arrival_ms=100), batch(B, 0, 2, arrival_ms=1)])
+        store.append([batch(A, 5, 5, arrival_ms=200), batch(A, 10, 2, arrival_ms=300)])
+        store.truncate_suffix(A, from_offset=Offset(7))
+        assert store.log_start(A) == 0
+        assert store.log_end(A) == 7
+        assert store.last_arrival_ms(A) == 200
+        assert [r.offset for r in read_all(store, A)] == list(range(7))
+        assert store.first_offset_at_or_after_time(A, 200) == 5
+        assert store.first_offset_at_or_after_time(A, 201) is None
+        assert [r.offset for r in read_all(store, B)] == [0, 1]  # other shards untouched
+
+        # The cut batch takes new records after its kept prefix; offsets 7.. are rewritten.
+        store.append([batch(A, 7, 2, arrival_ms=250, tag="new")])
+        records = read_all(store, A)
+        assert [r.offset for r in records] == list(range(9))
+        assert [r.partition_key for r in records[5:]] == ["pk5", "pk6", "pknew7", "pknew8"]
+        assert store.first_offset_at_or_after_time(A, 201) == 7
+
+        store.truncate_suffix(A, from_offset=Offset(9))  # at the end: nothing to do
+        assert store.log_end(A) == 9
+        assert store.last_arrival_ms(A) == 250
+        store.truncate_suffix(A, from_offset=Offset(5))  # on a batch boundary
+        assert store.log_end(A) == 5
+        assert store.last_arrival_ms(A) == 100
+        assert [r.offset for r in read_all(store, A)] == list(range(5))
+        assert store.first_offset_at_or_after_time(A, 101) is None
+        store.truncate_suffix(A, from_offset=Offset(0))  # everything
+        assert store.log_start(A) == store.log_end(A) == 0
+        assert store.last_arrival_ms(A) == 0
+        assert read_all(store, A) == []
+        assert store.first_offset_at_or_after_time(A, 0) is None
+        store.append([batch(A, 0, 1, arrival_ms=50)])
+        assert [r.arrival_ms for r in read_all(store, A)] == [50]
+
+    def test_truncate_suffix_bounds_and_trimmed_prefix(self, store: LogStore) -> None:
+        store.append([batch(A, 0, 3, arrival_ms=100)])
+        store.append([batch(A, 3, 3, arrival_ms=200)])
+        store.append([batch(C, 0, 3, arrival_ms=100)])
+        assert store.trim(A, arrival_ms_before=150) == 3
+        with pytest.raises(AssertionError):  # below log_start
+            store.truncate_suffix(A, from_offset=Offset(2))
+        with pytest.raises(AssertionError):  # past log_end
+            store.truncate_suffix(A, from_offset=Offset(7))
+        store.truncate_suffix(A, from_offset=Offset(4))
+        assert [r.offset for r in read_all(store, A)] == [3]
+        assert store.last_arrival_ms(A) == 200
+        store.truncate_suffix(A, from_offset=Offset(3))  # only trimmed records remain below
+        assert store.log_start(A) == store.log_end(A) == 3
+        assert store.last_arrival_ms(A) == 0
+        store.truncate_suffix(C, from_offset=Offset(1))  # the top of the key space
+        assert [r.offset for r in read_all(store, C)] == [0]
+        store.truncate_suffix(ShardUid(9), from_offset=Offset(0))  # unknown shard: a no-op
+        assert store.log_end(ShardUid(9)) == 0

@@ -1,4 +1,4 @@
-"""The value codec (round trip, every corruption detected) and key ordering."""
+"""The batch codec (round trip, slices, every corruption detected) and key ordering."""
 
 from __future__ import annotations
 
@@ -6,40 +6,176 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.log.keys import record_key, shard_prefix_end, time_key
-from broker.log.records import LogCorruptionError, decode_value, encode_value
+from broker.log.keys import parse_meta_key, record_key, shard_prefix_end, time_key
+from broker.log.records import (
+    BATCH_HEADER_BYTES,
+    BatchHeader,
+    LogCorruptionError,
+    NewRecord,
+    StoredRecord,
+    decode_records,
+    encode_batch,
+    truncate_batch,
+)
 from broker.types import Offset, ShardUid
 
+FIRST = Offset(1_000)
 
-@given(
-    arrival_ms=st.integers(0, 2**64 - 1),
-    partition_key=st.text(max_size=256),
-    data=st.binary(max_size=2_000),
+
+def encode(records: list[NewRecord], *, arrival_ms: int = 5, control: bool = False) -> bytes:
+    return encode_batch(arrival_ms=arrival_ms, epoch=3, control=control, records=records)
+
+
+def decode(
+    value: bytes,
+    *,
+    start: int = FIRST,
+    end: int = 2**63,
+    records_max: int = 10**6,
+    bytes_max: int = 2**40,
+    taken: list[StoredRecord] | None = None,
+) -> tuple[list[StoredRecord], bool]:
+    header = BatchHeader.parse(value)
+    out = [] if taken is None else taken
+    _, capped = decode_records(
+        value,
+        header,
+        first_offset=FIRST,
+        start_offset=Offset(start),
+        end_offset=Offset(end),
+        records_max=records_max,
+        bytes_max=bytes_max,
+        taken=out,
+        taken_bytes=sum(r.size_bytes for r in out),
+    )
+    return out, capped
+
+
+def numbered(count: int, *, size: int = 4) -> list[NewRecord]:
+    return [NewRecord(partition_key=f"k{i}", data=bytes([i]) * size) for i in range(count)]
+
+
+records_strategy = st.lists(
+    st.builds(NewRecord, partition_key=st.text(max_size=64), data=st.binary(max_size=300)),
+    min_size=1,
+    max_size=20,
 )
-def test_value_round_trips(arrival_ms: int, partition_key: str, data: bytes) -> None:
-    decoded = decode_value(
-        encode_value(arrival_ms=arrival_ms, epoch=0, partition_key=partition_key, data=data)
-    )
-    assert (decoded.arrival_ms, decoded.partition_key, decoded.data) == (
+
+
+@given(arrival_ms=st.integers(0, 2**64 - 1), records=records_strategy, control=st.booleans())
+def test_batch_round_trips(arrival_ms: int, records: list[NewRecord], control: bool) -> None:
+    value = encode(records, arrival_ms=arrival_ms, control=control)
+    header = BatchHeader.parse(value)
+    assert (header.arrival_ms, header.epoch, header.count, header.control) == (
         arrival_ms,
-        partition_key,
-        data,
+        3,
+        len(records),
+        control,
     )
+    decoded, capped = decode(value)
+    assert not capped
+    assert decoded == [
+        StoredRecord(Offset(FIRST + i), arrival_ms, r.partition_key, r.data)
+        for i, r in enumerate(records)
+    ]
 
 
-@given(position=st.integers(0, 30), bit=st.integers(0, 7))
+@given(records=records_strategy, data=st.data())
+def test_any_slice_decodes_like_the_whole(records: list[NewRecord], data: st.DataObject) -> None:
+    whole, _ = decode(encode(records))
+    start = data.draw(st.integers(FIRST, FIRST + len(records) - 1))
+    end = data.draw(st.integers(start + 1, FIRST + len(records) + 2))
+    records_max = data.draw(st.integers(1, 25))
+    bytes_max = data.draw(st.integers(1, 2_000))
+    got, capped = decode(
+        encode(records), start=start, end=end, records_max=records_max, bytes_max=bytes_max
+    )
+    expected: list[StoredRecord] = []
+    for record in whole[start - FIRST : end - FIRST]:
+        total = sum(r.size_bytes for r in expected)
+        if len(expected) == records_max or (expected and total + record.size_bytes > bytes_max):
+            break
+        expected.append(record)
+    assert got == expected
+    assert got  # the first record in range always comes back
+    if not capped:
+        assert len(got) == min(end, FIRST + len(records)) - start
+
+
+def test_caps_count_records_taken_from_earlier_batches() -> None:
+    earlier = [StoredRecord(Offset(0), 1, "pk", b"x" * 10)]  # 12 bytes
+    got, capped = decode(encode(numbered(3)), taken=list(earlier), bytes_max=12 + 6 * 2)
+    assert [r.offset for r in got] == [0, FIRST, FIRST + 1]  # "k0" + 4 bytes = 6 each
+    assert capped
+    got, capped = decode(encode(numbered(3)), taken=list(earlier), records_max=2)
+    assert [r.offset for r in got] == [0, FIRST]
+    assert capped
+
+
+def test_truncate_keeps_a_prefix_with_a_new_checksum() -> None:
+    records = numbered(5)
+    value = encode(records, control=True)
+    kept = truncate_batch(value, BatchHeader.parse(value), keep=2)
+    header = BatchHeader.parse(kept)
+    assert (header.count, header.control, header.arrival_ms, header.epoch) == (2, True, 5, 3)
+    assert decode(kept)[0] == decode(value)[0][:2]
+
+
+@given(position=st.integers(0, 200), bit=st.integers(0, 7))
 def test_any_flipped_bit_is_detected(position: int, bit: int) -> None:
-    value = bytearray(encode_value(arrival_ms=123, epoch=0, partition_key="pk", data=b"x" * 10))
+    value = bytearray(encode(numbered(3, size=10)))
     value[position % len(value)] ^= 1 << bit
     with pytest.raises(LogCorruptionError):
-        decode_value(bytes(value))
+        decode(bytes(value))
 
 
 def test_truncated_values_are_detected() -> None:
-    value = encode_value(arrival_ms=1, epoch=0, partition_key="key", data=b"data")
+    value = encode(numbered(2))
     for length in range(len(value)):
         with pytest.raises(LogCorruptionError):
-            decode_value(value[:length])
+            decode(value[:length])
+
+
+def test_layout_errors_behind_a_valid_checksum_are_detected() -> None:
+    """A CRC only proves the bytes are what the encoder made; a bug there must still show."""
+    value = encode(numbered(2))
+    short = encode(numbered(2))[:BATCH_HEADER_BYTES] + value[BATCH_HEADER_BYTES:-1]
+    header = BatchHeader.parse(value)
+    with pytest.raises(LogCorruptionError):  # the last record runs past the value
+        decode_records(
+            short,
+            header,
+            first_offset=FIRST,
+            start_offset=FIRST,
+            end_offset=Offset(2**63),
+            records_max=10,
+            bytes_max=10**6,
+            taken=[],
+            taken_bytes=0,
+        )
+    with pytest.raises(LogCorruptionError):  # bytes left after the last record
+        decode_records(
+            value + b"\x00",
+            header,
+            first_offset=FIRST,
+            start_offset=FIRST,
+            end_offset=Offset(2**63),
+            records_max=10,
+            bytes_max=10**6,
+            taken=[],
+            taken_bytes=0,
+        )
+
+
+def test_stored_record_keeps_its_attributes() -> None:
+    record = StoredRecord(offset=Offset(4), arrival_ms=9, partition_key="ключ", data=b"ab")
+    assert (record.offset, record.arrival_ms, record.partition_key, record.data) == (
+        4,
+        9,
+        "ключ",
+        b"ab",
+    )
+    assert record.size_bytes == len("ключ".encode()) + 2
 
 
 def test_keys_sort_numerically_and_stay_inside_their_shard() -> None:
@@ -50,3 +186,5 @@ def test_keys_sort_numerically_and_stay_inside_their_shard() -> None:
     assert time_key(uid, 999, Offset(9)) < time_key(uid, 1_000, Offset(0))
     top = ShardUid(2**64 - 1)
     assert time_key(top, 2**64 - 1, Offset(2**64 - 1)) < shard_prefix_end(top)
+    # Replica-state keys (later) extend the meta key and still name their shard.
+    assert parse_meta_key(record_key(uid, Offset(1))[:8] + b"\x01epoch") == uid

@@ -1,0 +1,286 @@
+"""The AWS front door: Kinesis's own wire protocol (JSON 1.1 and CBOR over HTTP), as an ASGI app.
+
+Every call is `POST /` with `X-Amz-Target: Kinesis_20131202.<Operation>`. The app is as thin
+as the gRPC door: read the body (bounded), parse it (`aws_codec`), check the operation, verify
+the SigV4 signature when access keys are configured (`sigv4`), convert it to the AWS-shaped
+dict, `validate_request`, `KinesisService.call`, encode the answer in the request's format.
+There is no second implementation of any operation here.
+
+The order of the checks, and the answers to requests no SDK sends, follow AWS as recorded by
+kinesalite (its `index.js` was written against the real service):
+
+| request                                         | status | __type                        |
+| ----------------------------------------------- | ------ | ----------------------------- |
+| method other than POST                          | 403    | AccessDeniedException (XML)   |
+| body over `limits.http_body_bytes_max`          | 413    | (no body; see `_read_body`)   |
+| empty body, known operation                     | 400    | SerializationException        |
+| empty body, unknown target                      | 400    | UnknownOperationException     |
+| other Content-Type, no target                   | 403    | AccessDeniedException (XML)   |
+| other Content-Type, some target                 | 404    | UnknownOperationException (XML) |
+| body not a JSON/CBOR object                     | 400    | SerializationException        |
+| unknown service prefix or operation             | 400    | UnknownOperationException     |
+| unsigned / badly signed (keys configured)       | 400    | MissingAuthenticationToken... |
+| member of the wrong type                        | 400    | SerializationException        |
+| constraint broken                               | 400    | ValidationException           |
+| anything unexpected (logged with a traceback)   | 500    | InternalFailure               |
+
+An empty body is answered in JSON when the request said JSON, and in CBOR otherwise, as AWS
+does. Every answer carries `x-amzn-RequestId`; errors also `x-amzn-ErrorType`.
+
+Lifecycle: one instance per node, built by `node.py`, served by `http_server.py`. Loop-bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from broker import limits
+from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.gateway.aws_codec import (
+    WireFormat,
+    decode_request,
+    encode_body,
+    parse_body,
+    wire_format_for,
+)
+from broker.gateway.error_mapping import to_aws_error
+from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
+from broker.gateway.validation import validate_request
+from broker.service.kinesis import KinesisService
+
+log = logging.getLogger(__name__)
+
+TARGET_PREFIX = "Kinesis_20131202"
+_NO_OPERATION_MESSAGE = "Unable to determine service/operation name to be authorized"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Response:
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+class _ClientGone(Exception):
+    """The client disconnected before sending its whole body; there is nobody to answer."""
+
+
+def _error_response(error: ShoalError, wire: WireFormat) -> _Response:
+    status, document = to_aws_error(error)
+    return _Response(
+        status=status,
+        headers=(
+            ("content-type", wire.content_type),
+            ("x-amzn-errortype", error.code.kinesis_name),
+        ),
+        body=encode_body(document, wire),
+    )
+
+
+def _xml_error(status: int, name: str, message: str | None) -> _Response:
+    """AWS's answer to a request it cannot even attribute to a protocol: XML, as kinesalite
+    recorded it (with a message for 403, bare for 404)."""
+    if message is None:
+        body = f"<{name}/>\n"
+    else:
+        body = f"<{name}>\n  <Message>{message}</Message>\n</{name}>\n"
+    return _Response(
+        status=status, headers=(("x-amzn-errortype", name),), body=body.encode("utf-8")
+    )
+
+
+def _headers(scope: Scope) -> tuple[tuple[str, str], ...]:
+    """The request's headers with lower-case names, decoded as HTTP/1.1 defines (latin-1)."""
+    return tuple(
+        (name.decode("latin-1").lower(), value.decode("latin-1"))
+        for name, value in scope.get("headers", ())
+    )
+
+
+def _authority(scope: Scope, headers: dict[str, str]) -> str:
+    """host[:port] the client addressed. Hypercorn turns HTTP/2's `:authority` into `host`."""
+    host = headers.get("host")
+    if host:
+        return host
+    server = scope.get("server")
+    if server is None:
+        return ""
+    name, port = server
+    return name if port is None else f"{name}:{port}"
+
+
+def _declared_length(headers: dict[str, str]) -> int | None:
+    raw = headers.get("content-length")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        return None  # h11 and h2 refuse a malformed length before the app sees it
+
+
+async def _read_body(receive: Receive, *, http2: bool) -> bytes | None:
+    """The whole body, or None once it passes `http_body_bytes_max` (the rest is not kept).
+
+    HTTP/1.1 stops reading there: the 413 goes out with `connection: close`. HTTP/2 cannot
+    close just one stream from ASGI, and hypercorn 0.18 drops the whole connection when DATA
+    arrives for a stream already answered; so on HTTP/2 the rest of the body is received and
+    discarded, up to `http2_body_discard_bytes_max`, before the 413 is sent.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:  # bounded: every pass adds bytes, and the total is capped below
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        more = bool(message.get("more_body", False))
+        if size > limits.http_body_bytes_max:
+            if http2 and more:
+                await _discard_body(receive, size)
+            return None
+        chunks.append(chunk)
+        if not more:
+            return b"".join(chunks)
+
+
+async def _discard_body(receive: Receive, size: int) -> None:
+    while size <= limits.http2_body_discard_bytes_max:  # bounded by the discard cap
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
+class AwsHttpApp:
+    """The ASGI app serving every operation of `service` over the AWS protocol.
+
+    `verifier` is None when the node has no access keys (authentication off); `clock` gives
+    the wall time a signature's date is checked against.
+    """
+
+    def __init__(
+        self, service: KinesisService, *, clock: Clock, verifier: SigV4Verifier | None
+    ) -> None:
+        self._service = service
+        self._clock = clock
+        self._verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await _serve_lifespan(receive, send)
+            return
+        if kind != "http":
+            return  # websockets: the server refuses the upgrade when the app does not accept
+        request_id = str(uuid.uuid4())
+        try:
+            response = await self._respond(scope, receive)
+        except _ClientGone:
+            return
+        except Exception:
+            log.exception("http_request_failed", extra={"request_id": request_id})
+            wire = wire_format_for(dict(_headers(scope)).get("content-type", ""))
+            response = _error_response(
+                ShoalError(ErrorCode.INTERNAL_FAILURE), wire or WireFormat.JSON
+            )
+        await _send_response(send, response, request_id)
+
+    async def _respond(self, scope: Scope, receive: Receive) -> _Response:
+        headers = _headers(scope)
+        by_name = dict(headers)
+        if scope["method"] != "POST":
+            return _xml_error(403, "AccessDeniedException", _NO_OPERATION_MESSAGE)
+        http2 = scope.get("http_version") == "2"
+        declared = _declared_length(by_name)
+        if declared is not None and declared > limits.http_body_bytes_max and not http2:
+            return _Response(status=413, headers=(("connection", "close"),))
+        body = await _read_body(receive, http2=http2)
+        if body is None:
+            return _Response(status=413, headers=() if http2 else (("connection", "close"),))
+        wire = wire_format_for(by_name.get("content-type", ""))
+        service_name, _, operation = by_name.get("x-amz-target", "").partition(".")
+        known = service_name == TARGET_PREFIX and operation in self._service.operations
+        if not body:
+            # AWS answers an empty body in JSON only when the request said JSON.
+            answer_in = WireFormat.JSON if wire is WireFormat.JSON else WireFormat.CBOR
+            code = ErrorCode.SERIALIZATION if known else ErrorCode.UNKNOWN_OPERATION
+            return _error_response(ShoalError(code), answer_in)
+        if wire is None:
+            if not service_name or not operation:
+                return _xml_error(403, "AccessDeniedException", _NO_OPERATION_MESSAGE)
+            return _xml_error(404, "UnknownOperationException", None)
+        try:
+            document = await self._call(scope, headers, by_name, body, wire, operation, known)
+        except ShoalError as error:
+            return _error_response(error, wire)
+        return _Response(status=200, headers=(("content-type", wire.content_type),), body=document)
+
+    async def _call(
+        self,
+        scope: Scope,
+        headers: tuple[tuple[str, str], ...],
+        by_name: dict[str, str],
+        body: bytes,
+        wire: WireFormat,
+        operation: str,
+        known: bool,
+    ) -> bytes:
+        parsed = parse_body(body, wire)
+        if not known:
+            raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
+        if self._verifier is not None:
+            request = HttpRequest(
+                method=scope["method"],
+                path=_raw_path(scope),
+                query_string=scope.get("query_string", b""),
+                headers=headers,
+                authority=_authority(scope, by_name),
+                body=body,
+            )
+            self._verifier.verify(request, now_ms=self._clock.wall_ms())
+        aws_request = decode_request(operation, parsed, wire)
+        validate_request(operation, aws_request)
+        response = await self._service.call(operation, aws_request)
+        return encode_body(response, wire)
+
+
+def _raw_path(scope: Scope) -> str:
+    raw: bytes | None = scope.get("raw_path")
+    if raw:
+        return raw.decode("latin-1")
+    path: str = scope.get("path", "/")
+    return path
+
+
+async def _send_response(send: Send, response: _Response, request_id: str) -> None:
+    headers = [
+        (b"x-amzn-requestid", request_id.encode("ascii")),
+        (b"content-length", str(len(response.body)).encode("ascii")),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers),
+    ]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+
+async def _serve_lifespan(receive: Receive, send: Send) -> None:
+    """Nothing to set up or tear down: the node owns the service's lifecycle."""
+    while True:  # ends with the server's lifespan.shutdown message
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

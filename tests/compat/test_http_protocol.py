@@ -1,0 +1,578 @@
+"""The AWS wire protocol byte by byte: CBOR, HTTP/2 (h2c and TLS+ALPN), SigV4, and every
+malformed request, sent with httpx and cbor2 so that nothing an SDK smooths over is hidden.
+
+The answers to malformed requests follow AWS as kinesalite recorded it; the table is in
+`broker/gateway/http_service.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import ipaddress
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+
+import botocore
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+import cbor2
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from broker import limits
+from broker.clock import ManualClock
+from broker.gateway.http_service import AwsHttpApp
+from broker.node import Node
+from tests.compat.conftest import boto_client, call
+from tests.conftest import node_config
+
+pytestmark = pytest.mark.integration
+
+JSON = "application/x-amz-json-1.1"
+CBOR = "application/x-amz-cbor-1.1"
+TARGET = "Kinesis_20131202."
+_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+def cbor_loads(body: bytes) -> Any:
+    """CBOR as the Java SDK reads it: tag 1 holds epoch milliseconds."""
+    return cbor2.loads(body, semantic_decoders={1: lambda value, _immutable: ("ms", value)})
+
+
+def headers(operation: str | None, content_type: str | None = JSON) -> dict[str, str]:
+    result: dict[str, str] = {}
+    if operation is not None:
+        result["x-amz-target"] = TARGET + operation
+    if content_type is not None:
+        result["content-type"] = content_type
+    return result
+
+
+async def post(
+    client: httpx.AsyncClient, url: str, operation: str, body: Any, content_type: str = JSON
+) -> httpx.Response:
+    content = json.dumps(body).encode() if content_type == JSON else cbor2.dumps(body)
+    return await client.post(url, headers=headers(operation, content_type), content=content)
+
+
+@contextlib.asynccontextmanager
+async def running_node(data_dir: Path, clock: ManualClock, **settings: Any) -> AsyncIterator[Node]:
+    node = Node(node_config(data_dir, settings=settings), clock=clock)
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
+# --- CBOR ---------------------------------------------------------------------------------
+
+
+async def test_cbor_blobs_and_millisecond_timestamps(endpoint: str, clock: ManualClock) -> None:
+    """The Java SDK's format: byte strings for blobs, tag 1 with epoch *milliseconds*."""
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        created = await post(
+            client, endpoint, "CreateStream", {"StreamName": "c", "ShardCount": 1}, CBOR
+        )
+        assert created.status_code == 200
+        assert created.headers["content-type"] == CBOR
+        summary = await post(client, endpoint, "DescribeStreamSummary", {"StreamName": "c"}, CBOR)
+        created_at = cbor_loads(summary.content)["StreamDescriptionSummary"][
+            "StreamCreationTimestamp"
+        ]
+        assert created_at == ("ms", clock.wall_ms())
+
+        clock.advance(ms=1_234)
+        put = await post(
+            client,
+            endpoint,
+            "PutRecord",
+            {"StreamName": "c", "PartitionKey": "k", "Data": b"\x00\x01binary\xff"},
+            CBOR,
+        )
+        assert put.status_code == 200, put.content
+        shard_id = cbor_loads(put.content)["ShardId"]
+        # AT_TIMESTAMP with a tag-1 millisecond value, exactly one ms before the record.
+        iterator = await post(
+            client,
+            endpoint,
+            "GetShardIterator",
+            {
+                "StreamName": "c",
+                "ShardId": shard_id,
+                "ShardIteratorType": "AT_TIMESTAMP",
+                "Timestamp": cbor2.CBORTag(1, clock.wall_ms() - 1),
+            },
+            CBOR,
+        )
+        assert iterator.status_code == 200, iterator.content
+        records = await post(
+            client,
+            endpoint,
+            "GetRecords",
+            {"ShardIterator": cbor_loads(iterator.content)["ShardIterator"]},
+            CBOR,
+        )
+        record = cbor_loads(records.content)["Records"][0]
+        assert record["Data"] == b"\x00\x01binary\xff"
+        assert record["ApproximateArrivalTimestamp"] == ("ms", clock.wall_ms())
+
+        # A plain number is read as milliseconds too; one past the record finds nothing.
+        later = await post(
+            client,
+            endpoint,
+            "GetShardIterator",
+            {
+                "StreamName": "c",
+                "ShardId": shard_id,
+                "ShardIteratorType": "AT_TIMESTAMP",
+                "Timestamp": clock.wall_ms() + 1,
+            },
+            CBOR,
+        )
+        empty = await post(
+            client,
+            endpoint,
+            "GetRecords",
+            {"ShardIterator": cbor_loads(later.content)["ShardIterator"]},
+            CBOR,
+        )
+        assert cbor_loads(empty.content)["Records"] == []
+
+
+async def test_json_timestamps_are_epoch_seconds(endpoint: str, clock: ManualClock) -> None:
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        await post(client, endpoint, "CreateStream", {"StreamName": "j", "ShardCount": 1})
+        summary = (
+            await post(client, endpoint, "DescribeStreamSummary", {"StreamName": "j"})
+        ).json()
+        assert (
+            summary["StreamDescriptionSummary"]["StreamCreationTimestamp"] == clock.wall_ms() / 1000
+        )
+        data = await post(
+            client, endpoint, "PutRecord", {"StreamName": "j", "PartitionKey": "k", "Data": "aGk="}
+        )
+        assert data.status_code == 200
+        iso = await post(
+            client,
+            endpoint,
+            "GetShardIterator",
+            {
+                "StreamName": "j",
+                "ShardId": "shardId-000000000000",
+                "ShardIteratorType": "AT_TIMESTAMP",
+                "Timestamp": "2020-01-01T00:00:00Z",
+            },
+        )
+        assert iso.status_code == 200, iso.text
+        records = (await post(client, endpoint, "GetRecords", iso.json())).json()["Records"]
+        assert records[0]["Data"] == "aGk="
+        assert records[0]["ApproximateArrivalTimestamp"] == clock.wall_ms() / 1000
+
+
+# --- HTTP/2 and TLS -----------------------------------------------------------------------
+
+
+async def test_h2c_prior_knowledge(endpoint: str) -> None:
+    """What the JS SDK v3 does on http://: HTTP/2 without an upgrade, on the same port."""
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=_TIMEOUT) as client:
+        responses = await asyncio.gather(
+            *(
+                post(client, endpoint, "CreateStream", {"StreamName": f"h{i}", "ShardCount": 1})
+                for i in range(5)
+            )
+        )
+        assert {r.http_version for r in responses} == {"HTTP/2"}
+        assert all(r.status_code == 200 for r in responses)
+        listed = await post(client, endpoint, "ListStreams", {})
+        assert listed.json()["StreamNames"] == [f"h{i}" for i in range(5)]
+        bad = await post(client, endpoint, "DescribeStream", {"StreamName": "nope"})
+        assert bad.status_code == 400
+        assert bad.json()["__type"] == "ResourceNotFoundException"
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as http1:
+        same_port = await post(http1, endpoint, "ListStreams", {})
+        assert same_port.http_version == "HTTP/1.1"
+        assert same_port.status_code == 200
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / "cert.pem"
+    key_path = directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_tls_with_alpn_h2_and_http11(tmp_path: Path, clock: ManualClock) -> None:
+    cert, key = self_signed_certificate(tmp_path)
+    async with running_node(tmp_path / "node", clock, tls_cert_file=cert, tls_key_file=key) as node:
+        url = f"https://127.0.0.1:{node.http_port}/"
+        trust = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(http2=True, verify=trust, timeout=_TIMEOUT) as client:
+            created = await post(
+                client, url, "CreateStream", {"StreamName": "tls", "ShardCount": 1}
+            )
+            assert created.http_version == "HTTP/2"  # ALPN chose h2
+            assert created.status_code == 200
+        kinesis = boto_client(url, verify=str(cert))
+        try:
+            names = (await call(kinesis.list_streams))["StreamNames"]
+            assert names == ["tls"]
+        finally:
+            kinesis.close()
+        async with httpx.AsyncClient(timeout=_TIMEOUT) as cleartext:
+            with pytest.raises(httpx.HTTPError):
+                await cleartext.post(f"http://127.0.0.1:{node.http_port}/", content=b"{}")
+
+
+# --- Malformed requests -------------------------------------------------------------------
+
+
+def error_of(response: httpx.Response) -> tuple[int, str]:
+    return response.status_code, response.headers.get("x-amzn-errortype", "")
+
+
+# (method, operation, content type, body) -> (status, __type, format of the answer); the
+# cases share one node, since each starts in about a second.
+MALFORMED = [
+    ("GET", None, None, b"", 403, "AccessDeniedException", None),
+    ("PUT", "ListStreams", JSON, b"{}", 403, "AccessDeniedException", None),
+    ("POST", "ListStreams", JSON, b"", 400, "SerializationException", JSON),
+    ("POST", "Nope", JSON, b"", 400, "UnknownOperationException", JSON),
+    ("POST", "ListStreams", CBOR, b"", 400, "SerializationException", CBOR),
+    ("POST", "ListStreams", None, b"", 400, "SerializationException", CBOR),
+    ("POST", None, "text/plain", b"{}", 403, "AccessDeniedException", None),
+    ("POST", "ListStreams", "application/json", b"{}", 404, "UnknownOperationException", None),
+    ("POST", "ListStreams", JSON, b"{not json", 400, "SerializationException", JSON),
+    ("POST", "ListStreams", JSON, b"[1, 2]", 400, "SerializationException", JSON),
+    ("POST", "ListStreams", JSON, b"\xff\xfe", 400, "SerializationException", JSON),
+    ("POST", "ListStreams", JSON, b'{"Limit": NaN}', 400, "SerializationException", JSON),
+    ("POST", "ListStreams", CBOR, b"\xff\x00garbage", 400, "SerializationException", CBOR),
+    ("POST", "ListStreams", CBOR, cbor2.dumps([1]), 400, "SerializationException", CBOR),
+    ("POST", "Nope", JSON, b"{}", 400, "UnknownOperationException", JSON),
+    ("POST", "SubscribeToShard", JSON, b"{}", 400, "UnknownOperationException", JSON),
+    ("POST", "CreateStream", JSON, b"{}", 400, "ValidationException", JSON),
+]
+
+
+async def test_malformed_requests(endpoint: str) -> None:
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        for method, operation, content_type, body, status, error, answer_type in MALFORMED:
+            case = f"{method} {operation} {content_type} {body[:16]!r}"
+            response = await client.request(
+                method, endpoint, headers=headers(operation, content_type), content=body
+            )
+            assert error_of(response) == (status, error), case
+            assert response.headers["x-amzn-requestid"], case
+            if answer_type == JSON:
+                assert response.headers["content-type"] == JSON, case
+                assert response.json()["__type"] == error, case
+            elif answer_type == CBOR:
+                assert response.headers["content-type"] == CBOR, case
+                assert cbor2.loads(response.content)["__type"] == error, case
+            else:
+                assert response.text.startswith(f"<{error}"), case
+
+
+async def test_unknown_service_prefix(endpoint: str) -> None:
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        response = await client.post(
+            endpoint,
+            headers={"x-amz-target": "DynamoDB_20120810.ListTables", "content-type": JSON},
+            content=b"{}",
+        )
+    assert error_of(response) == (400, "UnknownOperationException")
+
+
+# (operation, body) -> the SerializationException's message, worded as AWS words it.
+WRONG_TYPES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "DescribeStream",
+        {"StreamName": 1},
+        "class java.math.BigDecimal can not be converted to an String",
+    ),
+    (
+        "DescribeStream",
+        {"StreamName": True},
+        "class java.lang.Boolean can not be converted to an String",
+    ),
+    ("DescribeStream", {"StreamName": ["a"]}, "Start of list found where not expected"),
+    (
+        "DescribeStream",
+        {"StreamName": {}},
+        "Start of structure or map found where not expected.",
+    ),
+    (
+        "ListStreams",
+        {"Limit": "1"},
+        "class java.lang.String can not be converted to an Integer",
+    ),
+    (
+        "ListStreams",
+        {"Limit": True},
+        "class java.lang.Boolean can not be converted to an Integer",
+    ),
+    (
+        "PutRecord",
+        {"StreamName": "s", "PartitionKey": "k", "Data": "abc"},
+        "'abc' can not be converted to a Blob: "
+        "Base64 encoded length is expected a multiple of 4 bytes but found: 3",
+    ),
+    (
+        "PutRecord",
+        {"StreamName": "s", "PartitionKey": "k", "Data": "ab!="},
+        "'ab!=' can not be converted to a Blob: Invalid Base64 character",
+    ),
+    (
+        "PutRecord",
+        {"StreamName": "s", "PartitionKey": "k", "Data": 12},
+        "class java.math.BigDecimal can not be converted to a Blob",
+    ),
+    (
+        "PutRecords",
+        {"StreamName": "s", "Records": {}},
+        "Start of structure or map found where not expected.",
+    ),
+    ("PutRecords", {"StreamName": "s", "Records": "x"}, "Expected list or null"),
+    ("PutRecords", {"StreamName": "s", "Records": ["x"]}, "Expected null"),
+    (
+        "AddTagsToStream",
+        {"StreamName": "s", "Tags": []},
+        "Start of list found where not expected",
+    ),
+    (
+        "GetShardIterator",
+        {
+            "StreamName": "s",
+            "ShardId": "0",
+            "ShardIteratorType": "AT_TIMESTAMP",
+            "Timestamp": True,
+        },
+        "class java.lang.Boolean can not be converted to an Timestamp",
+    ),
+    (
+        "GetShardIterator",
+        {
+            "StreamName": "s",
+            "ShardId": "0",
+            "ShardIteratorType": "AT_TIMESTAMP",
+            "Timestamp": "yesterday",
+        },
+        "'yesterday' can not be converted to an Timestamp",
+    ),
+]
+
+
+async def test_wrong_member_types(endpoint: str) -> None:
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        for operation, body, message in WRONG_TYPES:
+            response = await post(client, endpoint, operation, body)
+            assert error_of(response) == (400, "SerializationException"), body
+            assert response.json() == {"__type": "SerializationException", "message": message}
+
+
+async def test_unknown_members_and_nulls_are_ignored(endpoint: str) -> None:
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        response = await post(client, endpoint, "ListStreams", {"Bogus": [1], "Limit": None})
+        assert response.status_code == 200
+        fractional = await post(client, endpoint, "ListStreams", {"Limit": 2.7})
+        assert fractional.status_code == 200  # AWS truncates a fractional integer
+
+
+async def test_body_over_the_bound_is_refused_before_it_is_read(endpoint: str) -> None:
+    """413 from the declared length alone: the server answers without waiting for the body."""
+    port = int(endpoint.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(
+            (
+                "POST / HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: {JSON}\r\nX-Amz-Target: {TARGET}PutRecords\r\n"
+                f"Content-Length: {limits.http_body_bytes_max + 1}\r\n\r\n"
+            ).encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):
+            status_line = await reader.readline()
+        assert status_line.split()[1] == b"413"
+    finally:
+        writer.close()
+
+
+async def test_streamed_body_over_the_bound_is_refused(endpoint: str) -> None:
+    """No Content-Length: the server counts, and answers 413 at the bound. Over HTTP/1.1 it may
+    close while the client is still sending; over HTTP/2 the answer must arrive on the stream."""
+    chunk = b" " * (1024 * 1024)
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(limits.http_body_bytes_max // len(chunk) + 2):
+            yield chunk
+
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=_TIMEOUT) as client:
+        response = await client.post(endpoint, headers=headers("ListStreams"), content=body())
+        assert response.status_code == 413
+        after = await post(client, endpoint, "ListStreams", {})  # the connection still works
+        assert after.status_code == 200
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        try:
+            response = await client.post(endpoint, headers=headers("ListStreams"), content=body())
+        except httpx.HTTPError:
+            return  # the server answered and closed while the client was still sending
+    assert response.status_code == 413
+
+
+async def test_largest_put_records_fits(endpoint: str) -> None:
+    """500 records of 20 KiB base64-encoded (13.3 MiB of JSON) is under the body bound."""
+    records = [
+        {"PartitionKey": f"k{i}", "Data": "A" * (20 * 1024 * 4 // 3 // 4 * 4)} for i in range(500)
+    ]
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        await post(client, endpoint, "CreateStream", {"StreamName": "big", "ShardCount": 1})
+        response = await post(
+            client, endpoint, "PutRecords", {"StreamName": "big", "Records": records}
+        )
+    assert response.status_code == 200, response.text
+    assert response.json()["FailedRecordCount"] == 0
+
+
+class _FailingService:
+    """A stand-in service whose one operation fails unexpectedly (a fake, not a mock)."""
+
+    operations = frozenset({"ListStreams"})
+
+    async def call(self, operation: str, request: Any) -> dict[str, Any]:
+        raise RuntimeError("boom")
+
+
+async def test_unexpected_exception_is_internal_failure(caplog: pytest.LogCaptureFixture) -> None:
+    app = AwsHttpApp(cast("Any", _FailingService()), clock=ManualClock(), verifier=None)
+    sent: list[dict[str, Any]] = []
+    messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [
+            (b"content-type", JSON.encode()),
+            (b"x-amz-target", b"Kinesis_20131202.ListStreams"),
+        ],
+    }
+    with caplog.at_level(logging.ERROR, logger="broker.gateway.http_service"):
+        await app(scope, receive, send)
+    assert sent[0]["status"] == 500
+    assert json.loads(sent[1]["body"]) == {
+        "__type": "InternalFailure",
+        "message": "Internal Service Failure",
+    }
+    assert any(r.getMessage() == "http_request_failed" and r.exc_info for r in caplog.records)
+
+
+# --- SigV4 --------------------------------------------------------------------------------
+
+ACCESS_KEY = "AKIDSHOALTEST"
+SECRET = "shoal-test-secret"
+
+
+@pytest.fixture
+async def signed_node(tmp_path: Path) -> AsyncIterator[tuple[Node, ManualClock]]:
+    # Signatures carry the signer's real time, so this node's manual clock starts at it.
+    clock = ManualClock(wall_ms=time.time_ns() // 1_000_000)
+    async with running_node(
+        tmp_path / "signed", clock, aws_credentials=(f"{ACCESS_KEY}:{SECRET}",)
+    ) as node:
+        yield node, clock
+
+
+async def expect_client_error(client: Any, operation: str, name: str, **kwargs: Any) -> str:
+    with pytest.raises(client.exceptions.ClientError) as caught:
+        await call(getattr(client, operation), **kwargs)
+    error = caught.value.response["Error"]
+    assert error["Code"] == name, error
+    message: str = error["Message"]
+    return message
+
+
+async def test_sigv4_signed_requests_work_and_others_are_refused(
+    signed_node: tuple[Node, ManualClock],
+) -> None:
+    node, clock = signed_node
+    url = f"http://127.0.0.1:{node.http_port}"
+    good = boto_client(url, access_key=ACCESS_KEY, secret_key=SECRET)
+    wrong_secret = boto_client(url, access_key=ACCESS_KEY, secret_key="nope")
+    unknown_key = boto_client(url, access_key="AKIDUNKNOWN", secret_key=SECRET)
+    anonymous = boto_client(url, signature_version=botocore.UNSIGNED)
+    try:
+        await call(good.create_stream, StreamName="signed", ShardCount=1)
+        assert (await call(good.list_streams))["StreamNames"] == ["signed"]
+        await expect_client_error(wrong_secret, "list_streams", "InvalidSignatureException")
+        await expect_client_error(unknown_key, "list_streams", "UnrecognizedClientException")
+        await expect_client_error(anonymous, "list_streams", "MissingAuthenticationTokenException")
+        clock.advance(ms=6 * 60 * 1000)  # the node is now 6 minutes ahead of the signer
+        message = await expect_client_error(good, "list_streams", "InvalidSignatureException")
+        assert message.startswith("Signature expired")
+    finally:
+        for client in (good, wrong_secret, unknown_key, anonymous):
+            client.close()
+
+
+async def test_sigv4_over_h2c(signed_node: tuple[Node, ManualClock]) -> None:
+    """Over HTTP/2 the signed `host` is the `:authority` pseudo-header; it must verify."""
+    node, _ = signed_node
+    url = f"http://127.0.0.1:{node.http_port}/"
+    body = b"{}"
+    request = botocore.awsrequest.AWSRequest(
+        method="POST", url=url, data=body, headers={**headers("ListStreams")}
+    )
+    botocore.auth.SigV4Auth(
+        botocore.credentials.Credentials(ACCESS_KEY, SECRET), "kinesis", "us-east-1"
+    ).add_auth(request)
+    signed_headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=_TIMEOUT) as client:
+        response = await client.post(url, headers=signed_headers, content=body)
+        assert response.http_version == "HTTP/2"
+        assert response.status_code == 200, response.text
+        unsigned = await client.post(url, headers=headers("ListStreams"), content=body)
+        assert error_of(unsigned) == (400, "MissingAuthenticationTokenException")
