@@ -15,11 +15,11 @@ constructors (which accept nested dicts and datetimes) rather than field by fiel
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, assert_never
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -90,34 +90,56 @@ def message_to_dict(message: Message, *, empty_lists: bool = False) -> dict[str,
     validation reports a missing required list as null); responses decoded by clients pass
     `empty_lists=True` and get `[]`, as an AWS response shows an empty `Records`.
     """
-    result: dict[str, Any] = {}
-    for field in _plan(message.DESCRIPTOR):
-        kind = field.kind
-        if kind is _Kind.SCALAR:
-            if message.HasField(field.name):
-                result[field.json_name] = getattr(message, field.name)
-        elif kind is _Kind.REPEATED_MESSAGE:
-            items = getattr(message, field.name)
-            if items or empty_lists:
-                result[field.json_name] = [
-                    message_to_dict(item, empty_lists=empty_lists) for item in items
+    reader: Callable[[Message, bool], dict[str, Any]] = _reader(message.DESCRIPTOR)
+    return reader(message, empty_lists)
+
+
+@cache
+def _reader(descriptor: Descriptor) -> Callable[[Message, bool], dict[str, Any]]:
+    """A reader function generated for one message type.
+
+    Like `dataclasses` and `attrs`, this writes the straight-line code a person would write by
+    hand for each message (one `HasField` and one attribute read per field) and compiles it
+    once: a PutRecords of 500 entries then costs 500 plain calls instead of 500 walks over the
+    descriptor. The source only ever contains field names from our own proto.
+    """
+    namespace: dict[str, Any] = {"UTC": UTC}
+    lines = [f"def read_{descriptor.name}(m, empty_lists):", "    r = {}"]
+    for field in _plan(descriptor):
+        name, key = field.name, repr(field.json_name)
+        assert name.isidentifier()
+        match field.kind:
+            case _Kind.SCALAR:
+                # A value other than the default proves presence; HasField (as costly as the
+                # read itself) is asked only for default values.
+                lines += [f"    v = m.{name}", f"    if v or m.HasField({name!r}): r[{key}] = v"]
+            case _Kind.TIMESTAMP:
+                lines.append(
+                    f"    if m.HasField({name!r}): r[{key}] = m.{name}.ToDatetime(tzinfo=UTC)"
+                )
+            case _Kind.MESSAGE:
+                assert field.descriptor is not None
+                namespace[f"read_{name}"] = _reader(field.descriptor)
+                lines.append(
+                    f"    if m.HasField({name!r}): r[{key}] = read_{name}(m.{name}, empty_lists)"
+                )
+            case _Kind.REPEATED_MESSAGE:
+                assert field.descriptor is not None
+                namespace[f"read_{name}"] = _reader(field.descriptor)
+                lines += [
+                    f"    v = m.{name}",
+                    f"    if v or empty_lists: r[{key}] = [read_{name}(i, empty_lists) for i in v]",
                 ]
-        elif kind is _Kind.REPEATED_SCALAR:
-            items = getattr(message, field.name)
-            if items or empty_lists:
-                result[field.json_name] = list(items)
-        elif kind is _Kind.MAP:
-            entries = getattr(message, field.name)
-            if entries or empty_lists:
-                result[field.json_name] = dict(entries)
-        elif message.HasField(field.name):
-            value = getattr(message, field.name)
-            result[field.json_name] = (
-                value.ToDatetime(tzinfo=UTC)
-                if kind is _Kind.TIMESTAMP
-                else message_to_dict(value, empty_lists=empty_lists)
-            )
-    return result
+            case _Kind.REPEATED_SCALAR:
+                lines += [f"    v = m.{name}", f"    if v or empty_lists: r[{key}] = list(v)"]
+            case _Kind.MAP:
+                lines += [f"    v = m.{name}", f"    if v or empty_lists: r[{key}] = dict(v)"]
+            case unreachable:
+                assert_never(unreachable)
+    lines.append("    return r")
+    exec("\n".join(lines), namespace)  # generated from our own descriptors only
+    reader: Callable[[Message, bool], dict[str, Any]] = namespace[f"read_{descriptor.name}"]
+    return reader
 
 
 def dict_to_message(data: Mapping[str, Any], message_class: type[MessageT]) -> MessageT:

@@ -16,13 +16,13 @@ from typing import Any, NamedTuple
 
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import NewRecord, StoredRecord
+from broker.log.records import NewRecord, StoredRecord, new_record
 from broker.log.shard_writer import ShardSealedError
 from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.throughput import rate_exceeded
-from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_hash
+from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_bytes_hash
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
 from broker.streams.sequence_numbers import (
     decode_sequence_number,
@@ -47,6 +47,9 @@ class _Entry(NamedTuple):
     size_bytes: int  # partition key (UTF-8) + data, what limits and throttles count
 
 
+_new_tuple = tuple.__new__  # NamedTuple construction without its generated Python __new__
+
+
 class _Written(NamedTuple):
     shard_id: str
     sequence_number: str
@@ -59,7 +62,8 @@ def _record_bytes(partition_key: str, data: bytes) -> int:
 def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str) -> _Entry:
     partition_key: str = raw["PartitionKey"]
     data: bytes = raw["Data"]
-    size = _record_bytes(partition_key, data)
+    partition_key_utf8 = partition_key.encode()
+    size = len(partition_key_utf8) + len(data)
     size_max = stream.max_record_size_kib * limits.KiB
     if size > size_max:
         raise ShoalError(
@@ -72,9 +76,10 @@ def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str)
     hash_key = (
         parse_hash_key(explicit, field="ExplicitHashKey")
         if explicit is not None
-        else partition_key_hash(partition_key)
+        else partition_key_bytes_hash(partition_key_utf8)
     )
-    return _Entry(position, hash_key, NewRecord(partition_key=partition_key, data=data), size)
+    entry: _Entry = _new_tuple(_Entry, (position, hash_key, new_record(partition_key, data), size))
+    return entry
 
 
 class Router:
