@@ -28,7 +28,12 @@ Producers are separate processes (multiprocessing "spawn": gRPC is not fork-safe
 exists) that pre-serialize a small pool of requests, so client-side encoding stays out of the
 figures for Shoal and the ceiling alike. The node runs with its per-shard throttles lifted: this
 measures what it can carry, not AWS's quotas. Every wait has a deadline and every child process
-is killed on the way out. At the default 5 s per scenario a run takes a little over a minute.
+is killed on the way out.
+
+The AWS HTTP half (boto3 PutRecords and GetRecords against the node's HTTP door, each against
+a discard server on the same HTTP stack as its ceiling) is in benchmarks/aws_http.py and runs on
+the same node after the gRPC half; `--only grpc|http` runs one half. At the default 5 s per
+scenario the whole run takes about two minutes, the gRPC half a little over one.
 """
 
 from __future__ import annotations
@@ -51,16 +56,19 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 
 from broker import limits
 from broker.api.kinesis.v1 import kinesis_pb2
+
+if TYPE_CHECKING:
+    from benchmarks.aws_http import HttpReport
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -230,15 +238,25 @@ def _next_event(events: multiprocessing.Queue[Any], deadline: float, what: str) 
 
 
 def run_producers(
-    *, target: str, stream_name: str, kind: Kind, count: int, seconds: float, warmup_s: float
+    *,
+    target: str,
+    stream_name: str,
+    kind: Kind,
+    count: int,
+    seconds: float,
+    warmup_s: float,
+    entry: Callable[..., None] = producer_main,
 ) -> list[ProducerResult]:
-    """Runs `count` producer processes against `target` at once; returns their results."""
+    """Runs `count` producer processes against `target` at once; returns their results.
+
+    `entry(spec, events, go)` is the processes' main: gRPC producers by default.
+    """
     context = multiprocessing.get_context("spawn")
     events: multiprocessing.Queue[Any] = context.Queue()
     go = context.Event()
     processes = [
         context.Process(
-            target=producer_main,
+            target=entry,
             args=(
                 ProducerSpec(
                     index=index,
@@ -312,15 +330,22 @@ def _list_streams_works(target: str) -> bool:
     return True
 
 
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    grpc_target: str  # host:port
+    http_url: str  # the AWS door: http://host:port
+
+
 @contextmanager
-def shoal_node(workdir: Path) -> Iterator[str]:
-    """A `python -m broker serve` child on free ports; yields its gRPC target."""
-    grpc_port, raft_port = free_port(), free_port()
+def shoal_node(workdir: Path) -> Iterator[NodeAddress]:
+    """A `python -m broker serve` child on free ports; yields its gRPC and AWS HTTP addresses."""
+    grpc_port, raft_port, http_port = free_port(), free_port(), free_port()
     env = {
         **os.environ,
         "SHOAL_DATA_DIR": str(workdir / "node"),
         "SHOAL_GRPC_PORT": str(grpc_port),
         "SHOAL_RAFT_PORT": str(raft_port),
+        "SHOAL_HTTP_PORT": str(http_port),
         "SHOAL_STREAM_CREATING_MS": "0",
         "SHOAL_STREAM_UPDATING_MS": "0",
         "SHOAL_STREAM_DELETING_MS": "0",
@@ -339,14 +364,23 @@ def shoal_node(workdir: Path) -> Iterator[str]:
     target = f"127.0.0.1:{grpc_port}"
     try:
         deadline = now_s() + NODE_START_DEADLINE_S
-        while not _list_streams_works(target):
+        while not (_list_streams_works(target) and _listening(http_port)):
             if process.poll() is not None or now_s() > deadline:
                 tail = log_path.read_text(errors="replace")[-3000:]
                 raise RuntimeError(f"the Shoal node did not start; its log ends:\n{tail}")
             time.sleep(0.1)
-        yield target
+        _say(f"node pid {process.pid} (attach a profiler to it while a scenario runs)")
+        yield NodeAddress(grpc_target=target, http_url=f"http://127.0.0.1:{http_port}")
     finally:
         _stop(process)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def canned_get_records_output() -> bytes:
@@ -649,13 +683,19 @@ class Report:
     put_records: dict[tuple[int, int], Throughput] | None = None  # by (shards, producers)
     put_record: Latency | None = None
     drain: Drain | None = None
+    http: HttpReport | None = None  # the AWS HTTP (boto3) half, see benchmarks/aws_http.py
     wall_s: float = 0.0
 
 
 SCENARIOS = ((1, 1), (1, 4), (4, 1), (4, 4))  # (shards, producers)
 
 
-def run(seconds: float, warmup_s: float, command: str) -> Report:
+Part = Literal["grpc", "http"]
+
+
+def run(seconds: float, warmup_s: float, command: str, parts: Sequence[Part]) -> Report:
+    from benchmarks import aws_http
+
     report = Report(
         machine={
             "nproc": os.cpu_count(),
@@ -667,70 +707,83 @@ def run(seconds: float, warmup_s: float, command: str) -> Report:
         seconds=seconds,
     )
     started = now_s()
-    latency_s = min(seconds, 3.0)
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         workdir = Path(tmp)
-        with nothing_server() as nothing, shoal_node(workdir) as node:
-            _measure_storage(report, workdir / "ceiling-1", seconds, warmup_s)
-            _say("ceiling: gRPC no-op PutRecords / PutRecord")
-            report.transport_put_records = {
-                producers: throughput_of(
-                    run_producers(
-                        target=nothing,
-                        stream_name="ceiling",
-                        kind="PutRecords",
-                        count=producers,
-                        seconds=seconds,
-                        warmup_s=warmup_s,
-                    )
+        with shoal_node(workdir) as node:
+            if "grpc" in parts:
+                _run_grpc(report, workdir, node.grpc_target, seconds, warmup_s)
+            if "http" in parts:
+                report.http = aws_http.run_http(
+                    grpc_target=node.grpc_target,
+                    http_url=node.http_url,
+                    seconds=seconds,
+                    warmup_s=warmup_s,
                 )
-                for producers in (1, 4)
-            }
-            report.transport_put_record = latency_of(
+    report.wall_s = now_s() - started
+    return report
+
+
+def _run_grpc(report: Report, workdir: Path, node: str, seconds: float, warmup_s: float) -> None:
+    latency_s = min(seconds, 3.0)
+    with nothing_server() as nothing:
+        _measure_storage(report, workdir / "ceiling-1", seconds, warmup_s)
+        _say("ceiling: gRPC no-op PutRecords / PutRecord")
+        report.transport_put_records = {
+            producers: throughput_of(
                 run_producers(
                     target=nothing,
                     stream_name="ceiling",
-                    kind="PutRecord",
-                    count=1,
-                    seconds=latency_s,
+                    kind="PutRecords",
+                    count=producers,
+                    seconds=seconds,
                     warmup_s=warmup_s,
                 )
             )
-            report.put_records = {}
-            for shards, producers in SCENARIOS:
-                _say(f"shoal: PutRecords, {shards} shard(s), {producers} producer(s)")
-                name = f"bench-{shards}s-{producers}p"
-                create_stream(node, name, shards)
-                report.put_records[(shards, producers)] = throughput_of(
-                    run_producers(
-                        target=node,
-                        stream_name=name,
-                        kind="PutRecords",
-                        count=producers,
-                        seconds=seconds,
-                        warmup_s=warmup_s,
-                    )
-                )
-            _say("shoal: PutRecord latency")
-            create_stream(node, "bench-latency", 1)
-            report.put_record = latency_of(
+            for producers in (1, 4)
+        }
+        report.transport_put_record = latency_of(
+            run_producers(
+                target=nothing,
+                stream_name="ceiling",
+                kind="PutRecord",
+                count=1,
+                seconds=latency_s,
+                warmup_s=warmup_s,
+            )
+        )
+        report.put_records = {}
+        for shards, producers in SCENARIOS:
+            _say(f"shoal: PutRecords, {shards} shard(s), {producers} producer(s)")
+            name = f"bench-{shards}s-{producers}p"
+            create_stream(node, name, shards)
+            report.put_records[(shards, producers)] = throughput_of(
                 run_producers(
                     target=node,
-                    stream_name="bench-latency",
-                    kind="PutRecord",
-                    count=1,
-                    seconds=latency_s,
+                    stream_name=name,
+                    kind="PutRecords",
+                    count=producers,
+                    seconds=seconds,
                     warmup_s=warmup_s,
                 )
             )
-            _say("shoal: GetRecords drain of the 4-shard, 4-producer stream")
-            report.drain = drain_stream(node, "bench-4s-4p")
-            _say("ceiling: gRPC no-op GetRecords")
-            report.transport_get_records = drain_ceiling(nothing, report.drain.calls)
-            # Disks drift (page cache, writeback): measure storage again and keep the best.
-            _measure_storage(report, workdir / "ceiling-2", seconds, warmup_s)
-    report.wall_s = now_s() - started
-    return report
+        _say("shoal: PutRecord latency")
+        create_stream(node, "bench-latency", 1)
+        report.put_record = latency_of(
+            run_producers(
+                target=node,
+                stream_name="bench-latency",
+                kind="PutRecord",
+                count=1,
+                seconds=latency_s,
+                warmup_s=warmup_s,
+            )
+        )
+        _say("shoal: GetRecords drain of the 4-shard, 4-producer stream")
+        report.drain = drain_stream(node, "bench-4s-4p")
+        _say("ceiling: gRPC no-op GetRecords")
+        report.transport_get_records = drain_ceiling(nothing, report.drain.calls)
+        # Disks drift (page cache, writeback): measure storage again and keep the best.
+        _measure_storage(report, workdir / "ceiling-2", seconds, warmup_s)
 
 
 def _measure_storage(report: Report, path: Path, seconds: float, warmup_s: float) -> None:
@@ -768,6 +821,25 @@ def _crowding_note(report: Report) -> list[str]:
 
 
 def format_report(report: Report) -> str:
+    from benchmarks import aws_http
+
+    lines = [
+        f"Shoal benchmark: nproc={report.machine['nproc']}, python {report.machine['python']}, "
+        f"grpc {report.machine['grpc']}, {report.seconds:g} s per scenario, "
+        f"took {report.wall_s:.0f} s",
+        f"reproduce: {report.command}",
+        "node: one `python -m broker serve`, per-shard throttles lifted "
+        "(SHOAL_SHARD_*_PER_SECOND=0), stream state timers 0",
+        *_crowding_note(report),
+    ]
+    if report.put_records is not None:
+        lines += _format_grpc(report)
+    if report.http is not None:
+        lines += aws_http.format_http(report.http)
+    return "\n".join(lines)
+
+
+def _format_grpc(report: Report) -> list[str]:
     assert report.storage_write is not None
     assert report.storage_read is not None
     assert report.transport_put_records is not None
@@ -778,13 +850,6 @@ def format_report(report: Report) -> str:
     assert report.drain is not None
     storage = report.storage_write
     lines = [
-        f"Shoal benchmark: nproc={report.machine['nproc']}, python {report.machine['python']}, "
-        f"grpc {report.machine['grpc']}, {report.seconds:g} s per scenario, "
-        f"took {report.wall_s:.0f} s",
-        f"reproduce: {report.command}",
-        "node: one `python -m broker serve`, per-shard throttles lifted "
-        "(SHOAL_SHARD_*_PER_SECOND=0), stream state timers 0",
-        *_crowding_note(report),
         "",
         "Ceilings (same machine, same run)",
         f"  storage   rocksdict WriteBatch(500) + flush_wal(sync)  {_rate(storage)}"
@@ -841,10 +906,12 @@ def format_report(report: Report) -> str:
         f"/storage {_pct(drain.records_per_s, report.storage_read.records_per_s)}  "
         f"/slower {_pct(drain.records_per_s, slower_read)}",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def report_json(report: Report) -> dict[str, Any]:
+    from benchmarks import aws_http
+
     def throughput(value: Throughput | None) -> dict[str, Any] | None:
         if value is None:
             return None
@@ -886,6 +953,7 @@ def report_json(report: Report) -> dict[str, Any]:
             if report.drain
             else None,
         },
+        "aws_http": aws_http.http_json(report.http) if report.http else None,
     }
 
 
@@ -898,11 +966,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--warmup", type=float, default=1.0, help="warm-up before each scenario (default 1)"
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--only",
+        choices=("grpc", "http"),
+        help="run only the gRPC scenarios or only the AWS HTTP (boto3) ones (default: both)",
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0:
         parser.error("--seconds must be > 0 and --warmup >= 0")
     command = shlex.join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
-    report = run(args.seconds, args.warmup, command)
+    parts: tuple[Part, ...] = (args.only,) if args.only else ("grpc", "http")
+    report = run(args.seconds, args.warmup, command, parts)
     print(format_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(report_json(report), indent=2) + "\n")

