@@ -1,0 +1,354 @@
+"""Generate the deployment files that are derived from others, and keep them in sync.
+
+    .venv/bin/python deploy/generate.py          # rewrite them
+    .venv/bin/python deploy/generate.py --check  # exit 1 if any is stale (tests/deploy does this)
+
+Outputs:
+- deploy/grafana/shoal-dashboard.json: the Grafana dashboard, built from the panel table below
+  (edit the table, not the JSON).
+- k8s/components/monitoring/shoal-dashboard.json: a copy, for the ConfigMap generator
+  (kustomize reads files only from inside the kustomization's directory).
+- k8s/components/monitoring/prometheusrule.yaml: deploy/prometheus/rules.yml wrapped in a
+  PrometheusRule, comments and all.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+DASHBOARD = REPO / "deploy/grafana/shoal-dashboard.json"
+RULES = REPO / "deploy/prometheus/rules.yml"
+K8S_MONITORING = REPO / "k8s/components/monitoring"
+
+# Every query selects through the dashboard's variables; `namespace` is absent under compose,
+# which `=~".*"` (the "All" value) still matches.
+S = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"'
+ST = S + ', stream=~"$stream"'
+RATE = "[$__rate_interval]"
+
+Panel = dict[str, Any]
+
+
+def q(expr: str, legend: str = "", *, instant: bool = False, table: bool = False) -> dict[str, Any]:
+    return {"expr": expr, "legend": legend, "instant": instant, "table": table}
+
+
+def timeseries(
+    title: str, unit: str, *targets: dict[str, Any], w: int = 8, desc: str = ""
+) -> Panel:
+    return {"type": "timeseries", "title": title, "unit": unit, "targets": targets, "w": w,
+            "desc": desc}
+
+
+def stat(title: str, unit: str, target: dict[str, Any], *, w: int = 4, desc: str = "",
+         red_above: float | None = None) -> Panel:
+    return {"type": "stat", "title": title, "unit": unit, "targets": (target,), "w": w,
+            "desc": desc, "red_above": red_above}
+
+
+def table(title: str, target: dict[str, Any], *, w: int = 8, desc: str = "") -> Panel:
+    return {"type": "table", "title": title, "unit": "none", "targets": (target,), "w": w,
+            "desc": desc}
+
+
+def _legend(label: str) -> str:
+    return "{{" + label + "}}"
+
+
+def quantiles(metric: str, by: str, selector: str) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        q(
+            f"histogram_quantile({quantile}, sum by ({by}, le) "
+            f"(rate({metric}_bucket{{{selector}}}{RATE})))",
+            f"p{int(quantile * 100)} " + " ".join(_legend(label) for label in by.split(", ")),
+        )
+        for quantile in (0.5, 0.99)
+    )
+
+
+ROWS: list[tuple[str, list[Panel]]] = [
+    ("Cluster", [
+        stat("Nodes up", "none", q(f'sum(up{{{S}}})'), desc="Scrape targets answering."),
+        stat("Quorum leaders", "none", q(f"sum(kinesis_raft_is_leader{{{S}}})"),
+             desc="Nodes that lead the metadata quorum: 1 when healthy."),
+        stat("Leaderless shards", "none", q(f"max(kinesis_leaderless_shards{{{S}}})"),
+             red_above=0.5, desc="Open shards without a leader: writes to them fail."),
+        stat("Under-replicated shards", "none",
+             q(f"sum(kinesis_under_replicated_shards{{{S}}})"), red_above=0.5),
+        stat("Streams", "none", q(f"max(kinesis_streams{{{S}}})")),
+        stat("Open shards", "none", q(f"max(kinesis_open_shards{{{S}}})")),
+        timeseries("Shard leaders per node", "none",
+                   q(f'sum by (instance) (kinesis_replicas{{{S}, role="leader"}})',
+                     "{{instance}}")),
+        timeseries("Nodes by state", "none",
+                   q(f"max by (state) (kinesis_cluster_nodes{{{S}}})", "{{state}}")),
+        timeseries("Leader changes (15 min)", "none",
+                   q(f"max(increase(kinesis_raft_leader_changes_total{{{S}}}[15m]))",
+                     "metadata quorum"),
+                   q(f"sum by (change) (increase(kinesis_replica_leadership_changes_total"
+                     f"{{{S}}}[15m]))", "shards {{change}}")),
+        timeseries("Raft commit index", "none",
+                   q(f"max by (instance) (kinesis_raft_commit_index{{{S}}})", "{{instance}}"),
+                   desc="Followers should track the leader closely."),
+        timeseries("Replication lag", "none",
+                   q(f"max by (instance, follower) (kinesis_replication_lag_records{{{S}}})",
+                     "{{instance}} → {{follower}}"),
+                   q(f"max by (instance) (kinesis_high_watermark_lag_records{{{S}}})",
+                     "{{instance}} uncommitted"),
+                   desc="Records a follower is behind its leader; records not yet committed."),
+        table("Build", q(f"max by (instance, version, revision, python_version) "
+                         f"(kinesis_build_info{{{S}}})", instant=True, table=True)),
+    ]),
+    ("Throughput", [
+        timeseries("Incoming bytes", "Bps",
+                   q(f"sum by (stream) (rate(kinesis_incoming_bytes_total{{{ST}}}{RATE}))",
+                     "{{stream}}")),
+        timeseries("Incoming records", "rps",
+                   q(f"sum by (stream) (rate(kinesis_incoming_records_total{{{ST}}}{RATE}))",
+                     "{{stream}}")),
+        timeseries("Requests by operation", "reqps",
+                   q(f"sum by (operation) (rate(kinesis_api_requests_total{{{S}}}{RATE}))",
+                     "{{operation}}")),
+        timeseries("Outgoing bytes", "Bps",
+                   q(f"sum by (stream, api) (rate(kinesis_outgoing_bytes_total{{{ST}}}{RATE}))",
+                     "{{stream}} {{api}}")),
+        timeseries("Outgoing records", "rps",
+                   q(f"sum by (stream, api) (rate(kinesis_outgoing_records_total{{{ST}}}{RATE}))",
+                     "{{stream}} {{api}}")),
+        timeseries("Incoming bytes by shard (enhanced monitoring)", "Bps",
+                   q(f"sum by (stream, shard) (rate(kinesis_shard_incoming_bytes_total"
+                     f"{{{ST}}}{RATE}))", "{{stream}} {{shard}}"),
+                   desc="Only streams with shard-level metrics enabled appear here."),
+    ]),
+    ("Latency", [
+        timeseries("Put latency", "s",
+                   *quantiles("kinesis_api_request_duration_seconds", "operation",
+                              S + ', operation=~"PutRecord|PutRecords"')),
+        timeseries("GetRecords latency", "s",
+                   *quantiles("kinesis_api_request_duration_seconds", "operation",
+                              S + ', operation="GetRecords"')),
+        timeseries("p99 by operation", "s",
+                   q(f"histogram_quantile(0.99, sum by (operation, le) "
+                     f"(rate(kinesis_api_request_duration_seconds_bucket{{{S}}}{RATE})))",
+                     "{{operation}}")),
+    ]),
+    ("Throttling and errors", [
+        timeseries("Write throughput exceeded", "rps",
+                   q(f"sum by (stream) (rate(kinesis_write_throughput_exceeded_total"
+                     f"{{{ST}}}{RATE}))", "{{stream}}"),
+                   desc="Records refused by a shard's write limit."),
+        timeseries("Read throughput exceeded", "reqps",
+                   q(f"sum by (stream) (rate(kinesis_read_throughput_exceeded_total"
+                     f"{{{ST}}}{RATE}))", "{{stream}}"),
+                   desc="GetRecords calls refused by a shard's read limit."),
+        timeseries("PutRecords record outcomes", "rps",
+                   q(f"sum by (result) (rate(kinesis_put_records_records_total{{{ST}}}{RATE}))",
+                     "{{result}}")),
+        timeseries("Errors by code", "reqps",
+                   q(f'sum by (operation, code) (rate(kinesis_api_requests_total{{{S}, '
+                     f'code!="OK"}}{RATE}))', "{{operation}} {{code}}"), w=24),
+    ]),
+    ("Consumer lag", [
+        timeseries("Iterator age by stream", "s",
+                   q(f"max by (stream) (kinesis_iterator_age_seconds{{{ST}}})", "{{stream}}"),
+                   w=12, desc="How far the slowest GetRecords consumer is behind the tip."),
+        timeseries("Iterator age by shard (enhanced monitoring)", "s",
+                   q(f"max by (stream, shard) (kinesis_shard_iterator_age_seconds{{{ST}}})",
+                     "{{stream}} {{shard}}"), w=12),
+    ]),
+    ("Storage", [
+        timeseries("Disk free", "percentunit",
+                   q(f"kinesis_storage_disk_free_bytes{{{S}}} / "
+                     f"kinesis_storage_disk_capacity_bytes{{{S}}}", "{{instance}}")),
+        timeseries("RocksDB size", "bytes",
+                   q(f"kinesis_rocksdb_sst_files_bytes{{{S}}}", "{{instance}} SST files"),
+                   q(f"kinesis_rocksdb_live_data_bytes{{{S}}}", "{{instance}} live data")),
+        timeseries("Compaction", "bytes",
+                   q(f"kinesis_rocksdb_pending_compaction_bytes{{{S}}}", "{{instance}} pending"),
+                   q(f"kinesis_rocksdb_memtable_bytes{{{S}}}", "{{instance}} memtables")),
+        timeseries("fsync latency", "s",
+                   *quantiles("kinesis_fsync_duration_seconds", "instance, log", S)),
+        timeseries("Records per group commit", "none",
+                   *quantiles("kinesis_group_commit_records", "instance", S)),
+        timeseries("Log writes", "Bps",
+                   q(f"sum by (instance) (rate(kinesis_log_written_bytes_total{{{S}}}{RATE}))",
+                     "{{instance}}"),
+                   q(f"max by (instance) (kinesis_rocksdb_write_stopped{{{S}}})",
+                     "{{instance}} writes stopped")),
+    ]),
+    ("Process", [
+        timeseries("CPU", "percentunit",
+                   q(f"rate(process_cpu_seconds_total{{{S}}}{RATE})", "{{instance}}")),
+        timeseries("Resident memory", "bytes",
+                   q(f"process_resident_memory_bytes{{{S}}}", "{{instance}}")),
+        timeseries("Open file descriptors", "none",
+                   q(f"process_open_fds{{{S}}}", "{{instance}}")),
+    ]),
+]
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+
+
+def _query_variable(name: str, label: str, query: str, *, multi: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": f"{name}-variable"},
+        "definition": query,
+        "refresh": 2,  # on time range change: new streams and nodes show up
+        "includeAll": True,
+        "allValue": ".*",
+        "multi": multi,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "sort": 1,
+    }
+
+
+def _panel(panel: Panel, panel_id: int, x: int, y: int, height: int) -> dict[str, Any]:
+    targets = []
+    for index, target in enumerate(panel["targets"]):
+        entry: dict[str, Any] = {
+            "refId": chr(ord("A") + index),
+            "datasource": DATASOURCE,
+            "expr": target["expr"],
+            "legendFormat": target["legend"] or "__auto",
+            "range": not target["instant"],
+            "instant": target["instant"],
+        }
+        if target["table"]:
+            entry["format"] = "table"
+        targets.append(entry)
+    defaults: dict[str, Any] = {"unit": panel["unit"]}
+    if panel.get("red_above") is not None:
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": "green", "value": None}, {"color": "red",
+                                                           "value": panel["red_above"]}],
+        }
+    result: dict[str, Any] = {
+        "id": panel_id,
+        "type": panel["type"],
+        "title": panel["title"],
+        "description": panel["desc"],
+        "datasource": DATASOURCE,
+        "gridPos": {"h": height, "w": panel["w"], "x": x, "y": y},
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+    }
+    if panel["type"] == "timeseries":
+        result["options"] = {"legend": {"displayMode": "list", "placement": "bottom"},
+                             "tooltip": {"mode": "multi", "sort": "desc"}}
+    elif panel["type"] == "stat":
+        result["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
+                                               "values": False},
+                             "colorMode": "value", "graphMode": "area"}
+    else:
+        result["transformations"] = [{"id": "organize", "options": {
+            "excludeByName": {"Time": True, "Value": True}}}]
+    return result
+
+
+def dashboard() -> dict[str, Any]:
+    panels: list[dict[str, Any]] = []
+    panel_id, y = 1, 0
+    for title, row_panels in ROWS:
+        panels.append({"id": panel_id, "type": "row", "title": title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        panel_id, y, x, row_height = panel_id + 1, y + 1, 0, 0
+        for panel in row_panels:
+            height = 4 if panel["type"] == "stat" else 8
+            if x + panel["w"] > 24:
+                x, y, row_height = 0, y + row_height, 0
+            panels.append(_panel(panel, panel_id, x, y, height))
+            panel_id, x, row_height = panel_id + 1, x + panel["w"], max(row_height, height)
+        y += row_height
+    return {
+        "title": "Shoal",
+        "uid": "shoal-overview",
+        "description": "Shoal (Kinesis Data Streams replacement): cluster, throughput, latency, "
+        "throttling, consumer lag and storage. Generated by deploy/generate.py.",
+        "tags": ["shoal", "kinesis"],
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": 39,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "links": [],
+        "annotations": {"list": [{
+            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
+            "name": "Annotations & Alerts", "type": "dashboard",
+        }]},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Data source", "type": "datasource",
+             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
+             "includeAll": False, "multi": False},
+            _query_variable("namespace", "Namespace",
+                            "label_values(kinesis_build_info, namespace)", multi=False),
+            _query_variable("job", "Job",
+                            'label_values(kinesis_build_info{namespace=~"$namespace"}, job)',
+                            multi=False),
+            _query_variable("instance", "Node",
+                            'label_values(kinesis_build_info{namespace=~"$namespace", '
+                            'job=~"$job"}, instance)', multi=True),
+            _query_variable("stream", "Stream",
+                            'label_values(kinesis_incoming_records_total{namespace=~'
+                            '"$namespace", job=~"$job"}, stream)', multi=True),
+        ]},
+        "panels": panels,
+    }
+
+
+def dashboard_json() -> str:
+    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+
+
+def prometheus_rule_yaml() -> str:
+    rules = RULES.read_text()
+    body = "\n".join(("  " + line) if line.strip() else "" for line in rules.splitlines())
+    return (
+        "# Generated by deploy/generate.py from deploy/prometheus/rules.yml: edit that file.\n"
+        "apiVersion: monitoring.coreos.com/v1\n"
+        "kind: PrometheusRule\n"
+        "metadata:\n"
+        "  name: shoal\n"
+        "  labels:\n"
+        "    # kube-prometheus-stack's default ruleSelector matches its release label; set\n"
+        "    # yours in the overlay if it differs.\n"
+        "    release: kube-prometheus-stack\n"
+        "spec:\n" + body + "\n"
+    )
+
+
+def outputs() -> dict[Path, str]:
+    return {
+        DASHBOARD: dashboard_json(),
+        K8S_MONITORING / "shoal-dashboard.json": dashboard_json(),
+        K8S_MONITORING / "prometheusrule.yaml": prometheus_rule_yaml(),
+    }
+
+
+def main(argv: list[str]) -> int:
+    stale = [path for path, text in outputs().items()
+             if not path.exists() or path.read_text() != text]
+    if "--check" in argv:
+        for path in stale:
+            print(f"stale: {path.relative_to(REPO)} (run deploy/generate.py)", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(outputs()[path])
+        print(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
