@@ -1,0 +1,1118 @@
+"""A KCL-style worker: shares a stream's shards with other workers through leases.
+
+    worker = Worker(
+        application="orders-app", stream_name="orders", processor_factory=MyProcessor,
+        lease_client=lease_client, kinesis=AsyncShoalClient("127.0.0.1:4566"),
+        config=WorkerConfig(failover_ms=10_000),
+    )
+    run = asyncio.create_task(worker.run())   # until worker.shutdown() (graceful) or cancel
+    ...
+    await worker.shutdown()                   # checkpoint, hand the leases over, return
+
+**The record-processor contract** is the KCL's (`RecordProcessor`; one instance per shard and
+lease period, its methods awaited one at a time): `initialize`, then `process_records` for each
+batch of (de-aggregated) user records, then exactly one of
+
+* `lease_lost`: another worker owns the shard now. Do not checkpoint (it would fail anyway:
+  the lease's counter moved, so the checkpoint's compare-and-set is refused).
+* `shard_ended`: the shard is closed and fully read. The processor **must** call
+  `checkpointer.checkpoint()` (which records SHARD_END); until it does, the shard's children stay
+  blocked, and the worker logs `shard_end_not_checkpointed` and gives the lease up.
+* `shutdown_requested`: the worker is shutting down gracefully; checkpoint what was processed.
+
+**Lifecycle of the worker.** One task runs `run()`; every shard consumer runs in its TaskGroup.
+The loop (infinite on purpose; it ends on `shutdown()` or cancellation) does, each when due:
+
+1. shard sync (every `shard_sync_interval_ms`): ListShards, create the missing leases
+   (`leases.create_leases`, idempotent);
+2. renew (every `lease_renew_interval_ms`, failover/3 - 25 ms by default): a renew refused by
+   its compare-and-set, or no successful renew for `failover_ms`, loses the lease: the shard's
+   consumer stops, calls `lease_lost`, and never checkpoints that lease again;
+3. take (every `lease_take_interval_ms`): list the leases, update this worker's observations
+   (its monotonic clock), and take or steal what `balancing.plan` says; each lease taken starts
+   a shard consumer.
+
+A shard consumer waits until its parents are finished (`leases.parents_done_in`, polled every
+`parent_poll_interval_ms`), initializes a processor, and reads from the lease's checkpoint:
+AT_SEQUENCE_NUMBER of the checkpoint, skipping every user record at or below it (so a
+sub-sequence checkpoint inside a KPL aggregate resumes at the next user record, and a plain
+record's checkpoint skips that record), or TRIM_HORIZON / LATEST / AT_TIMESTAMP for a lease
+never checkpointed. At the shard's end it creates the children's leases from ChildShards, calls
+`shard_ended`, and releases the lease.
+
+**Graceful shutdown** stops taking, asks every consumer to stop after its current batch
+(`shutdown_requested`, where the processor checkpoints), keeps renewing meanwhile, and releases
+each lease (owner None), so other workers take the shards at their next take without waiting for
+expiry. Bounded by `shutdown_timeout_ms`. **Cancelling** `run()` instead is a crash: no lease
+operation happens, and other workers take the shards once they see them expire.
+
+Delivery is at least once: records processed after the last checkpoint are processed again by
+the next owner. Single task (asyncio), not thread-safe. Time comes from `config.clock` (leases'
+expiry in this worker's eyes); pacing uses asyncio's sleeps, capped at `_WAIT_MS_MAX`, so a
+manual clock is noticed promptly.
+
+Retrieval goes through `RecordSource`; `PollingRecordSource` uses GetRecords. Enhanced fan-out
+(SubscribeToShard) plugs in as another `RecordSource` through `Worker(record_source_factory=...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol, TypeVar
+
+from broker import limits
+from broker.client.grpc_client import AsyncShoalClient
+from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate
+from broker.clock import Clock, SystemClock
+from broker.consumers import balancing
+from broker.consumers import leases as leases_core
+from broker.consumers.leases import (
+    Checkpoint,
+    Lease,
+    LeaseError,
+    LeaseRefusal,
+    LeaseTable,
+    NewLease,
+)
+from broker.errors import ErrorCode, ShoalError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The loop sleeps at most this long between checks, so a manual clock moved by a test, or a
+# shutdown request, is noticed promptly.
+_WAIT_MS_MAX = 50
+# KCL's epsilon: renew a little before a third of the failover time (CommonCalculations).
+_EPSILON_MS = 25
+_SHARD_LIST_PAGES_MAX = limits.shard_count_per_stream_max // 100 + 1
+
+
+class LeaseLostError(Exception):
+    """The worker no longer holds the shard's lease: the checkpoint was not recorded (the KCL's
+    ShutdownException). Let it propagate out of the processor's method."""
+
+
+class InitialPosition(enum.Enum):
+    """Where a lease never checkpointed starts (the KCL's InitialPositionInStream)."""
+
+    TRIM_HORIZON = "TRIM_HORIZON"
+    LATEST = "LATEST"
+    AT_TIMESTAMP = "AT_TIMESTAMP"
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{uuid.uuid4()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    """Worker knobs; the defaults are the KCL's where it has one."""
+
+    worker_id: str = field(default_factory=_default_worker_id)
+    failover_ms: int = 10_000
+    lease_renew_interval_ms: int | None = None  # None: failover/3 - 25 ms (3,308 ms)
+    lease_take_interval_ms: int | None = None  # None: 2 * (failover + 25 ms) (20,050 ms)
+    max_leases_to_steal_at_one_time: int = balancing.MAX_LEASES_TO_STEAL_AT_ONE_TIME_DEFAULT
+    max_leases_for_worker: int | None = None
+    retrieval: Literal["polling", "fanout"] = "polling"
+    # Polling: the pause after a GetRecords that returned nothing (the KCL's
+    # idleTimeBetweenReadsInMillis); a call that returned records is followed at once.
+    polling_idle_interval_ms: int = 1_000
+    get_records_limit: int = limits.get_records_count_max
+    initial_position: InitialPosition = InitialPosition.TRIM_HORIZON
+    initial_timestamp: datetime | None = None  # for AT_TIMESTAMP
+    shard_sync_interval_ms: int = 60_000  # the KCL's shardSyncIntervalMillis
+    parent_poll_interval_ms: int = 10_000  # the KCL's parentShardPollIntervalMillis
+    retry_backoff_ms_min: int = 100
+    retry_backoff_ms_max: int = 5_000
+    shutdown_timeout_ms: int = 30_000  # graceful shutdown: wait this long for processors
+    clock: Clock = field(default_factory=SystemClock)
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __post_init__(self) -> None:
+        assert 1 <= len(self.worker_id) <= leases_core.WORKER_ID_CHARS_MAX
+        assert self.failover_ms > 3 * _EPSILON_MS
+        assert 0 < self.renew_interval_ms < self.failover_ms, "renew well within a failover"
+        assert self.take_interval_ms > 0
+        assert self.max_leases_to_steal_at_one_time >= 0
+        if self.max_leases_for_worker is not None:
+            assert self.max_leases_for_worker >= 1
+        assert self.polling_idle_interval_ms >= 0
+        assert 1 <= self.get_records_limit <= limits.get_records_count_max
+        if self.initial_position is InitialPosition.AT_TIMESTAMP:
+            assert self.initial_timestamp is not None
+        assert self.shard_sync_interval_ms > 0
+        assert self.parent_poll_interval_ms > 0
+        assert 0 < self.retry_backoff_ms_min <= self.retry_backoff_ms_max
+        assert self.shutdown_timeout_ms > 0
+
+    @property
+    def renew_interval_ms(self) -> int:
+        if self.lease_renew_interval_ms is not None:
+            return self.lease_renew_interval_ms
+        return self.failover_ms // 3 - _EPSILON_MS
+
+    @property
+    def take_interval_ms(self) -> int:
+        if self.lease_take_interval_ms is not None:
+            return self.lease_take_interval_ms
+        return 2 * (self.failover_ms + _EPSILON_MS)
+
+
+# --- The record-processor contract ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitializationInput:
+    shard_id: str
+    extended_sequence_number: ExtendedSequenceNumber  # the checkpoint processing resumes after
+    pending_checkpoint_sequence_number: ExtendedSequenceNumber | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessRecordsInput:
+    records: Sequence[UserRecord]  # de-aggregated, in order, never empty
+    millis_behind_latest: int
+    checkpointer: Checkpointer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseLostInput:
+    shard_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardEndedInput:
+    shard_id: str
+    checkpointer: Checkpointer  # must checkpoint (SHARD_END)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShutdownRequestedInput:
+    shard_id: str
+    checkpointer: Checkpointer
+
+
+class RecordProcessor(Protocol):
+    """One shard's processor for one lease period (the KCL's ShardRecordProcessor)."""
+
+    async def initialize(self, initialization_input: InitializationInput) -> None: ...
+
+    async def process_records(self, process_records_input: ProcessRecordsInput) -> None: ...
+
+    async def lease_lost(self, lease_lost_input: LeaseLostInput) -> None: ...
+
+    async def shard_ended(self, shard_ended_input: ShardEndedInput) -> None: ...
+
+    async def shutdown_requested(
+        self, shutdown_requested_input: ShutdownRequestedInput
+    ) -> None: ...
+
+
+# --- Lease client ---------------------------------------------------------------------------
+
+
+class LeaseClient(Protocol):
+    """The lease operations of `broker.consumers.leases`, remote and async.
+
+    Refusals come back as `LeaseError` values (CONFLICT, NOT_FOUND, INVALID, as in
+    `leases`); a failure to reach the lease service raises `ShoalError`, and then the outcome
+    of a mutating call is unknown (the worker's next call with the old counter is refused if it
+    was applied, which a worker treats as a lost lease: safe, at worst a spurious handover).
+    """
+
+    async def create_leases(
+        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
+    ) -> tuple[Lease, ...] | LeaseError: ...
+
+    async def list_leases(self, *, application: str, stream_name: str) -> tuple[Lease, ...]: ...
+
+    async def take(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_owner: str | None,
+        expected_counter: int,
+    ) -> Lease | LeaseError: ...
+
+    async def steal(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError: ...
+
+    async def renew(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError: ...
+
+    async def release(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError: ...
+
+    async def checkpoint(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+        value: Checkpoint,
+        pending: bool = False,
+    ) -> Lease | LeaseError: ...
+
+    async def delete_application(self, *, application: str) -> int | LeaseError: ...
+
+
+class InMemoryLeaseClient:
+    """A `LeaseClient` over a `LeaseTable` in this process: for tests and single-process use.
+
+    Every call applies one pure operation atomically (one event loop; no awaits inside), which
+    is what the metadata quorum will do for the remote client.
+    """
+
+    def __init__(self, table: LeaseTable | None = None) -> None:
+        self.table = table if table is not None else leases_core.EMPTY
+
+    async def create_leases(
+        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
+    ) -> tuple[Lease, ...] | LeaseError:
+        self.table, result = leases_core.create_leases(
+            self.table, application=application, stream_name=stream_name, leases=leases
+        )
+        return result
+
+    async def list_leases(self, *, application: str, stream_name: str) -> tuple[Lease, ...]:
+        return leases_core.list_leases(self.table, application=application, stream_name=stream_name)
+
+    async def take(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_owner: str | None,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        self.table, result = leases_core.take(
+            self.table,
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_owner=expected_owner,
+            expected_counter=expected_counter,
+        )
+        return result
+
+    async def steal(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        self.table, result = leases_core.steal(
+            self.table,
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_owner=expected_owner,
+            expected_counter=expected_counter,
+        )
+        return result
+
+    async def renew(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        self.table, result = leases_core.renew(
+            self.table,
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_counter=expected_counter,
+        )
+        return result
+
+    async def release(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        self.table, result = leases_core.release(
+            self.table,
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_counter=expected_counter,
+        )
+        return result
+
+    async def checkpoint(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+        value: Checkpoint,
+        pending: bool = False,
+    ) -> Lease | LeaseError:
+        self.table, result = leases_core.checkpoint(
+            self.table,
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_counter=expected_counter,
+            value=value,
+            pending=pending,
+        )
+        return result
+
+    async def delete_application(self, *, application: str) -> int | LeaseError:
+        self.table, result = leases_core.delete_application(self.table, application=application)
+        return result
+
+
+def to_extended(value: Checkpoint) -> ExtendedSequenceNumber:
+    return ExtendedSequenceNumber(value.sequence_number, value.sub_sequence_number)
+
+
+def to_checkpoint(value: ExtendedSequenceNumber) -> Checkpoint:
+    sub = 0 if value.is_sentinel else value.sub_sequence_number
+    return Checkpoint(value.sequence_number, sub)
+
+
+# --- Retrieval ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardInfo:
+    """What the worker knows of one shard from ListShards or a parent's ChildShards."""
+
+    shard_id: str
+    parent_shard_ids: tuple[str, ...]
+    hash_range: tuple[int, int]  # inclusive
+    closed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordBatch:
+    """One retrieval: Kinesis records as GetRecords returns them (AWS-shaped dicts, not yet
+    de-aggregated), and at the shard's end its children (then no batch follows)."""
+
+    records: Sequence[Mapping[str, Any]]
+    millis_behind_latest: int
+    child_shards: tuple[ShardInfo, ...] | None = None
+
+
+class RecordSource(Protocol):
+    """Where one shard consumer's records come from (polling or enhanced fan-out).
+
+    `start` positions the source; `next_batch` returns the next batch, possibly empty, within a
+    bounded time; after a batch with `child_shards` the source is finished. `idle_wait_ms` is
+    how long the consumer pauses after an empty batch (a push source returns 0).
+    """
+
+    idle_wait_ms: int
+
+    async def start(self, position: Checkpoint) -> None: ...
+
+    async def next_batch(self) -> RecordBatch: ...
+
+
+class PollingRecordSource:
+    """GetRecords in a loop (the KCL's PollingConfig). A checkpointed sequence number resumes
+    AT_SEQUENCE_NUMBER (the consumer drops what is at or below the checkpoint); an expired
+    iterator resumes AFTER_SEQUENCE_NUMBER of the last Kinesis record returned."""
+
+    def __init__(
+        self, kinesis: AsyncShoalClient, *, stream_name: str, shard_id: str, config: WorkerConfig
+    ) -> None:
+        self._kinesis = kinesis
+        self._stream_name = stream_name
+        self._shard_id = shard_id
+        self._config = config
+        self._iterator: str | None = None
+        self._start_request: dict[str, Any] = {}
+        self._last_sequence_number: str | None = None
+        self.idle_wait_ms = config.polling_idle_interval_ms
+
+    async def start(self, position: Checkpoint) -> None:
+        request: dict[str, Any] = {"StreamName": self._stream_name, "ShardId": self._shard_id}
+        if not position.is_sentinel:
+            request["ShardIteratorType"] = "AT_SEQUENCE_NUMBER"
+            request["StartingSequenceNumber"] = position.sequence_number
+        elif position.sequence_number == "AT_TIMESTAMP":
+            assert self._config.initial_timestamp is not None
+            request["ShardIteratorType"] = "AT_TIMESTAMP"
+            request["Timestamp"] = self._config.initial_timestamp
+        else:
+            assert not position.is_shard_end, "a finished shard is never read"
+            request["ShardIteratorType"] = position.sequence_number
+        self._start_request = request
+        await self._get_iterator()
+
+    async def _get_iterator(self) -> None:
+        request = dict(self._start_request)
+        if self._last_sequence_number is not None:
+            request["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+            request["StartingSequenceNumber"] = self._last_sequence_number
+            request.pop("Timestamp", None)
+        response = await self._kinesis.call("GetShardIterator", request)
+        self._iterator = response["ShardIterator"]
+
+    async def next_batch(self) -> RecordBatch:
+        assert self._iterator is not None, "start first; nothing follows the shard's end"
+        request = {"ShardIterator": self._iterator, "Limit": self._config.get_records_limit}
+        try:
+            response = await self._kinesis.call("GetRecords", request)
+        except ShoalError as error:
+            if error.code is not ErrorCode.EXPIRED_ITERATOR:
+                raise
+            await self._get_iterator()
+            return RecordBatch(records=(), millis_behind_latest=0)
+        records: list[dict[str, Any]] = response["Records"]
+        if records:
+            self._last_sequence_number = records[-1]["SequenceNumber"]
+        self._iterator = response.get("NextShardIterator")
+        children: tuple[ShardInfo, ...] | None = None
+        if self._iterator is None:
+            children = tuple(_child_shard(child) for child in response.get("ChildShards", []))
+        return RecordBatch(
+            records=records,
+            millis_behind_latest=response.get("MillisBehindLatest", 0),
+            child_shards=children,
+        )
+
+
+def _hash_range(shape: Mapping[str, str]) -> tuple[int, int]:
+    return int(shape["StartingHashKey"]), int(shape["EndingHashKey"])
+
+
+def _child_shard(shape: Mapping[str, Any]) -> ShardInfo:
+    return ShardInfo(
+        shard_id=shape["ShardId"],
+        parent_shard_ids=tuple(shape.get("ParentShards", ())),
+        hash_range=_hash_range(shape["HashKeyRange"]),
+    )
+
+
+RecordSourceFactory = Callable[[ShardInfo], RecordSource]
+
+
+# --- Checkpointer ---------------------------------------------------------------------------
+
+
+class _Holding:
+    """One lease period of one shard in this worker: from a take to its loss or release.
+
+    `lease` is the latest copy (its counter is what the next call expects); `lock` orders this
+    period's lease calls (renew, checkpoint, release), so none invalidates another's expected
+    counter. Once `lost`, no call is made for this period again, even if the worker takes the
+    same lease later (that is a new `_Holding`: the KCL's concurrency token).
+    """
+
+    def __init__(self, lease: Lease, *, now_ms: int) -> None:
+        self.lease = lease
+        self.lost = False
+        self.released = False
+        self.lock = asyncio.Lock()
+        self.last_renewed_ms = now_ms
+        self.stop = asyncio.Event()  # graceful stop requested, or lease lost
+        self.task: asyncio.Task[None] | None = None
+
+
+class Checkpointer:
+    """Records a shard's progress in its lease (the KCL's RecordProcessorCheckpointer).
+
+    `checkpoint()` records the last user record delivered (SHARD_END in `shard_ended`);
+    `checkpoint(sequence_number, sub_sequence_number)` a record delivered earlier. A value below
+    the last checkpoint or above the last delivered record raises ValueError; a lost lease
+    raises `LeaseLostError`.
+    """
+
+    def __init__(self, worker: Worker, holding: _Holding) -> None:
+        self._worker = worker
+        self._holding = holding
+        self.largest_permitted: ExtendedSequenceNumber = to_extended(holding.lease.checkpoint)
+
+    @property
+    def last_checkpoint(self) -> ExtendedSequenceNumber:
+        return to_extended(self._holding.lease.checkpoint)
+
+    async def checkpoint(
+        self, sequence_number: str | None = None, sub_sequence_number: int = 0
+    ) -> None:
+        await self._record(sequence_number, sub_sequence_number, pending=False)
+
+    async def prepare_checkpoint(
+        self, sequence_number: str | None = None, sub_sequence_number: int = 0
+    ) -> None:
+        """Record a pending checkpoint (two-phase), handed to the next owner's initialize."""
+        await self._record(sequence_number, sub_sequence_number, pending=True)
+
+    async def _record(
+        self, sequence_number: str | None, sub_sequence_number: int, *, pending: bool
+    ) -> None:
+        if sequence_number is None:
+            value = self.largest_permitted
+        else:
+            value = ExtendedSequenceNumber(sequence_number, sub_sequence_number)
+        if value < self.last_checkpoint or value > self.largest_permitted:
+            raise ValueError(
+                f"checkpoint {value} is outside [{self.last_checkpoint}, {self.largest_permitted}]"
+            )
+        await self._worker._checkpoint(self._holding, to_checkpoint(value), pending=pending)
+
+
+# --- Worker ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerStatistics:
+    held_shard_ids: tuple[str, ...]
+    user_records_delivered: int
+    leases_taken: int
+    leases_stolen: int
+    leases_lost: int
+
+
+class Worker:
+    """One member of an application's fleet (module docstring). Create, then `run()` it."""
+
+    def __init__(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        processor_factory: Callable[[], RecordProcessor],
+        lease_client: LeaseClient,
+        kinesis: AsyncShoalClient,
+        config: WorkerConfig | None = None,
+        record_source_factory: RecordSourceFactory | None = None,
+    ) -> None:
+        self.application = application
+        self.stream_name = stream_name
+        self.config = config if config is not None else WorkerConfig()
+        self._processor_factory = processor_factory
+        self._lease_client = lease_client
+        self._kinesis = kinesis
+        if record_source_factory is None:
+            if self.config.retrieval == "fanout":
+                raise ValueError("fan-out retrieval needs a record_source_factory (not built in)")
+            record_source_factory = self._polling_source
+        self._record_source_factory = record_source_factory
+        self._clock = self.config.clock
+        self._shards: dict[str, ShardInfo] = {}
+        self._holdings: dict[str, _Holding] = {}
+        self._observations: dict[str, balancing.Observation] = {}
+        self._shutdown = asyncio.Event()
+        self._wakeup = asyncio.Event()
+        self._tasks: asyncio.TaskGroup | None = None
+        self._done = asyncio.Event()
+        self._delivered = 0
+        self._taken = 0
+        self._stolen = 0
+        self._lost = 0
+
+    @property
+    def worker_id(self) -> str:
+        return self.config.worker_id
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(
+            held_shard_ids=tuple(sorted(self._holdings)),
+            user_records_delivered=self._delivered,
+            leases_taken=self._taken,
+            leases_stolen=self._stolen,
+            leases_lost=self._lost,
+        )
+
+    def _polling_source(self, shard: ShardInfo) -> RecordSource:
+        return PollingRecordSource(
+            self._kinesis, stream_name=self.stream_name, shard_id=shard.shard_id, config=self.config
+        )
+
+    async def shutdown(self) -> None:
+        """Graceful shutdown (module docstring); returns once `run()` has returned."""
+        self._shutdown.set()
+        self._wakeup.set()
+        await self._done.wait()
+
+    async def run(self) -> None:
+        """Run until `shutdown()`; cancelling it is a crash (no lease is released)."""
+        assert self._tasks is None, "run once"
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._loop()
+        finally:
+            self._done.set()
+
+    async def _loop(self) -> None:
+        config = self.config
+        now = self._clock.monotonic_ms()
+        next_sync = next_renew = next_take = now
+        shutdown_deadline: int | None = None
+        # Infinite on purpose: ends when a graceful shutdown has handed every lease over (or
+        # timed out), or when the task is cancelled.
+        while True:
+            now = self._clock.monotonic_ms()
+            if self._shutdown.is_set() and shutdown_deadline is None:
+                shutdown_deadline = now + config.shutdown_timeout_ms
+                for holding in self._holdings.values():
+                    holding.stop.set()
+            if shutdown_deadline is not None and not self._holdings:
+                return
+            if shutdown_deadline is not None and now >= shutdown_deadline:
+                log.warning("worker_shutdown_timed_out", extra={"worker": self.worker_id})
+                for holding in self._holdings.values():
+                    assert holding.task is not None
+                    holding.task.cancel()
+                return
+            if now >= next_renew:
+                await self._renew_all(now)
+                next_renew = now + config.renew_interval_ms
+            if shutdown_deadline is None and now >= next_sync:
+                await self._with_retry("shard_sync", self._sync_shards)
+                next_sync = now + config.shard_sync_interval_ms
+            if shutdown_deadline is None and now >= next_take:
+                await self._with_retry("take", self._take_leases)
+                next_take = now + config.take_interval_ms
+            due = min(next_renew, next_take, next_sync)
+            wait_ms = min(max(due - self._clock.monotonic_ms(), 0), _WAIT_MS_MAX)
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_ms / 1000):
+                    await self._wakeup.wait()
+
+    async def _with_retry(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run one step; a lease-service or Kinesis error is logged and the step runs again at
+        its next interval (the loop itself is the retry)."""
+        try:
+            await step()
+        except ShoalError as error:
+            log.warning("worker_step_failed", extra={"step": what, "error": str(error)})
+
+    # --- shard sync ------------------------------------------------------------------------
+
+    async def _list_shards(self) -> dict[str, ShardInfo]:
+        shards: dict[str, ShardInfo] = {}
+        request: dict[str, Any] = {"StreamName": self.stream_name}
+        for _ in range(_SHARD_LIST_PAGES_MAX):
+            response = await self._kinesis.call("ListShards", request)
+            for shape in response["Shards"]:
+                parents = (shape.get("ParentShardId"), shape.get("AdjacentParentShardId"))
+                shards[shape["ShardId"]] = ShardInfo(
+                    shard_id=shape["ShardId"],
+                    parent_shard_ids=tuple(p for p in parents if p is not None),
+                    hash_range=_hash_range(shape["HashKeyRange"]),
+                    closed="EndingSequenceNumber" in shape["SequenceNumberRange"],
+                )
+            token = response.get("NextToken")
+            if not token:
+                return shards
+            request = {"NextToken": token}
+        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "ListShards did not end")
+
+    async def _sync_shards(self) -> None:
+        """ListShards, then create the leases that are missing (the KCL's ShardSyncTask)."""
+        shards = await self._list_shards()
+        self._shards.update(shards)
+        existing = {
+            lease.lease_key
+            for lease in await self._lease_client.list_leases(
+                application=self.application, stream_name=self.stream_name
+            )
+        }
+        new = _leases_to_create(shards, existing, self.config.initial_position)
+        if new:
+            await self._create_leases(new)
+
+    async def _create_leases(self, new: Sequence[NewLease]) -> None:
+        result = await self._lease_client.create_leases(
+            application=self.application, stream_name=self.stream_name, leases=new
+        )
+        if isinstance(result, LeaseError):
+            raise ShoalError(result.error_code, result.message)
+
+    # --- renew and take ---------------------------------------------------------------------
+
+    async def _renew_all(self, now_ms: int) -> None:
+        holdings = [h for h in self._holdings.values() if not h.lost and not h.released]
+        await asyncio.gather(*(self._renew(holding, now_ms) for holding in holdings))
+
+    async def _renew(self, holding: _Holding, now_ms: int) -> None:
+        async with holding.lock:
+            if holding.lost or holding.released:
+                return
+            try:
+                result = await self._lease_client.renew(
+                    application=self.application,
+                    stream_name=self.stream_name,
+                    lease_key=holding.lease.lease_key,
+                    owner=self.worker_id,
+                    expected_counter=holding.lease.lease_counter,
+                )
+            except ShoalError as error:
+                # Unknown outcome. Past the failover time others may have taken it: stop.
+                if now_ms - holding.last_renewed_ms > self.config.failover_ms:
+                    self._lose(holding, reason=f"renew failing: {error}")
+                return
+            if isinstance(result, LeaseError):
+                self._lose(holding, reason=result.message)
+                return
+            holding.lease = result
+            holding.last_renewed_ms = now_ms
+
+    def _lose(self, holding: _Holding, *, reason: str) -> None:
+        """Mark the period lost; the consumer notices, calls lease_lost, and exits."""
+        assert holding.lock.locked()
+        if holding.lost:
+            return
+        holding.lost = True
+        holding.stop.set()
+        self._lost += 1
+        log.info(
+            "lease_lost",
+            extra={"shard_id": holding.lease.lease_key, "worker": self.worker_id, "why": reason},
+        )
+
+    async def _take_leases(self) -> None:
+        listed = await self._lease_client.list_leases(
+            application=self.application, stream_name=self.stream_name
+        )
+        now_ms = self._clock.monotonic_ms()
+        self._observations = balancing.observe(self._observations, listed, now_ms=now_ms)
+        plan = balancing.plan(
+            listed,
+            worker_id=self.worker_id,
+            observations=self._observations,
+            failover_ms=self.config.failover_ms,
+            now_ms=now_ms,
+            rng=self.config.rng,
+            held=set(self._holdings),
+            max_leases_to_steal_at_one_time=self.config.max_leases_to_steal_at_one_time,
+            max_leases_for_worker=self.config.max_leases_for_worker,
+        )
+        for lease in plan.take:
+            taken = await self._lease_client.take(
+                application=self.application,
+                stream_name=self.stream_name,
+                lease_key=lease.lease_key,
+                owner=self.worker_id,
+                expected_owner=lease.lease_owner,
+                expected_counter=lease.lease_counter,
+            )
+            self._start(taken, stolen=False)
+        for lease in plan.steal:
+            assert lease.lease_owner is not None
+            stolen = await self._lease_client.steal(
+                application=self.application,
+                stream_name=self.stream_name,
+                lease_key=lease.lease_key,
+                owner=self.worker_id,
+                expected_owner=lease.lease_owner,
+                expected_counter=lease.lease_counter,
+            )
+            self._start(stolen, stolen=True)
+
+    def _start(self, result: Lease | LeaseError, *, stolen: bool) -> None:
+        """Start consuming a lease just taken; a refused take (someone moved first) is
+        nothing to do: the next scan sees the new state."""
+        if isinstance(result, LeaseError):
+            log.debug("lease_take_refused", extra={"why": result.message})
+            return
+        assert result.lease_owner == self.worker_id
+        assert result.lease_key not in self._holdings
+        assert self._tasks is not None
+        if stolen:
+            self._stolen += 1
+        else:
+            self._taken += 1
+        holding = _Holding(result, now_ms=self._clock.monotonic_ms())
+        self._holdings[result.lease_key] = holding
+        holding.task = self._tasks.create_task(self._consume(holding))
+
+    # --- lease calls on behalf of consumers -------------------------------------------------
+
+    async def _checkpoint(self, holding: _Holding, value: Checkpoint, *, pending: bool) -> None:
+        async with holding.lock:
+            if holding.lost or holding.released:
+                raise LeaseLostError(holding.lease.lease_key)
+            result = await self._lease_client.checkpoint(
+                application=self.application,
+                stream_name=self.stream_name,
+                lease_key=holding.lease.lease_key,
+                owner=self.worker_id,
+                expected_counter=holding.lease.lease_counter,
+                value=value,
+                pending=pending,
+            )
+            if isinstance(result, LeaseError):
+                if result.refusal is LeaseRefusal.INVALID:
+                    raise ValueError(result.message)
+                self._lose(holding, reason=result.message)
+                raise LeaseLostError(holding.lease.lease_key)
+            holding.lease = result
+
+    async def _release(self, holding: _Holding) -> None:
+        async with holding.lock:
+            if holding.lost or holding.released:
+                return
+            result = await self._lease_client.release(
+                application=self.application,
+                stream_name=self.stream_name,
+                lease_key=holding.lease.lease_key,
+                owner=self.worker_id,
+                expected_counter=holding.lease.lease_counter,
+            )
+            holding.released = True
+            if isinstance(result, LeaseError):
+                log.info("lease_release_refused", extra={"why": result.message})
+
+    async def _current_lease(self, lease_key: str) -> tuple[Lease | None, Mapping[str, Lease]]:
+        listed = await self._lease_client.list_leases(
+            application=self.application, stream_name=self.stream_name
+        )
+        by_key = {lease.lease_key: lease for lease in listed}
+        return by_key.get(lease_key), by_key
+
+    # --- one shard --------------------------------------------------------------------------
+
+    async def _consume(self, holding: _Holding) -> None:
+        """One lease period of one shard, then release it unless lost or killed."""
+        shard_id = holding.lease.lease_key
+        task = asyncio.current_task()
+        assert task is not None
+        try:
+            await _ShardConsumer(self, holding).run()
+        except ShoalError as error:
+            log.warning("shard_consumer_failed", extra={"shard_id": shard_id, "error": str(error)})
+        except Exception:
+            # The processor's own code failed. Its checkpoint stands; give the shard up so it
+            # is processed again from there (here or elsewhere) rather than skipping records.
+            log.exception("record_processor_failed", extra={"shard_id": shard_id})
+        finally:
+            # On cancellation (a crash) nothing is released: the lease expires.
+            if not task.cancelling():
+                with contextlib.suppress(ShoalError):
+                    await self._release(holding)
+            if self._holdings.get(shard_id) is holding:
+                del self._holdings[shard_id]
+            self._wakeup.set()
+
+    async def _shard_info(self, shard_id: str) -> ShardInfo:
+        if shard_id not in self._shards:
+            self._shards.update(await self._list_shards())
+        shard = self._shards.get(shard_id)
+        if shard is None:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"shard {shard_id} is not listed")
+        return shard
+
+    def _count_delivered(self, count: int) -> None:
+        self._delivered += count
+
+
+class _ShardConsumer:
+    """The KCL's ShardConsumer for one lease period: block on parents, initialize, process,
+    then end with lease_lost, shard_ended or shutdown_requested."""
+
+    def __init__(self, worker: Worker, holding: _Holding) -> None:
+        self._worker = worker
+        self._holding = holding
+        self._shard_id = holding.lease.lease_key
+        self._checkpointer = Checkpointer(worker, holding)
+        self._config = worker.config
+
+    async def _pause(self, ms: int) -> None:
+        """Wait `ms`, or less if the period ends (lost lease, shutdown)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ms / 1000):
+                await self._holding.stop.wait()
+
+    async def _wait_parents(self) -> bool:
+        """Whether the parents finished before this period ended. Infinite on purpose: a
+        parent's owner may take arbitrarily long; ends with the period."""
+        while not self._holding.stop.is_set():
+            lease, by_key = await self._worker._current_lease(self._shard_id)
+            if lease is None:
+                return False
+            if leases_core.parents_done_in(by_key, lease):
+                return True
+            await self._pause(self._config.parent_poll_interval_ms)
+        return False
+
+    async def run(self) -> None:
+        if not await self._wait_parents():
+            return
+        shard = await self._worker._shard_info(self._shard_id)
+        processor = self._worker._processor_factory()
+        lease = self._holding.lease
+        pending = lease.pending_checkpoint
+        await processor.initialize(
+            InitializationInput(
+                shard_id=self._shard_id,
+                extended_sequence_number=to_extended(lease.checkpoint),
+                pending_checkpoint_sequence_number=(
+                    to_extended(pending) if pending is not None else None
+                ),
+            )
+        )
+        # A LeaseLostError the processor let propagate ends processing like a failed renew.
+        with contextlib.suppress(LeaseLostError):
+            await self._process(processor, shard)
+        if self._holding.lost:
+            await processor.lease_lost(LeaseLostInput(shard_id=self._shard_id))
+
+    async def _process(self, processor: RecordProcessor, shard: ShardInfo) -> None:
+        start = self._holding.lease.checkpoint
+        source = self._worker._record_source_factory(shard)
+        await self._retrying(lambda: source.start(start))
+        resume_after = to_extended(start)
+        # Infinite on purpose: ends at the shard's end, on a lost lease, or on shutdown.
+        while True:
+            if self._holding.lost:
+                return
+            if self._holding.stop.is_set():
+                await processor.shutdown_requested(
+                    ShutdownRequestedInput(shard_id=self._shard_id, checkpointer=self._checkpointer)
+                )
+                return
+            batch = await self._retrying(source.next_batch)
+            users = [
+                user
+                for record in batch.records
+                for user in deaggregate(record, shard_hash_range=shard.hash_range)
+                if start.is_sentinel or user.extended_sequence_number > resume_after
+            ]
+            if users and not self._holding.lost:
+                self._checkpointer.largest_permitted = users[-1].extended_sequence_number
+                self._worker._count_delivered(len(users))
+                await processor.process_records(
+                    ProcessRecordsInput(
+                        records=users,
+                        millis_behind_latest=batch.millis_behind_latest,
+                        checkpointer=self._checkpointer,
+                    )
+                )
+            if batch.child_shards is not None:
+                await self._shard_end(processor, batch.child_shards)
+                return
+            if not batch.records:
+                await self._pause(source.idle_wait_ms)
+
+    async def _shard_end(self, processor: RecordProcessor, children: Sequence[ShardInfo]) -> None:
+        """Create the children's leases, then let the processor checkpoint SHARD_END."""
+        for child in children:
+            self._worker._shards.setdefault(child.shard_id, child)
+        new = [NewLease(shard_id=c.shard_id, parent_shard_ids=c.parent_shard_ids) for c in children]
+        if new:
+            await self._retrying(lambda: self._worker._create_leases(new))
+        if self._holding.lost:
+            return
+        self._checkpointer.largest_permitted = to_extended(leases_core.SHARD_END)
+        await processor.shard_ended(
+            ShardEndedInput(shard_id=self._shard_id, checkpointer=self._checkpointer)
+        )
+        if not self._holding.lease.checkpoint.is_shard_end and not self._holding.lost:
+            log.error(
+                "shard_end_not_checkpointed",
+                extra={"shard_id": self._shard_id, "worker": self._worker.worker_id},
+            )
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Retry a Kinesis or lease-service call with exponential backoff while the period
+        lasts. Infinite on purpose (a stream may be unavailable for long); ends with success,
+        a lost lease or shutdown (then the error propagates)."""
+        backoff_ms = self._config.retry_backoff_ms_min
+        while True:
+            try:
+                return await call()
+            except ShoalError as error:
+                code = error.code
+                if not code.spec.retryable or self._holding.stop.is_set():
+                    raise
+                jitter = self._config.rng.uniform(0.5, 1.0)
+                await self._pause(int(backoff_ms * jitter))
+                backoff_ms = min(2 * backoff_ms, self._config.retry_backoff_ms_max)
+
+
+def _leases_to_create(
+    shards: Mapping[str, ShardInfo], existing: set[str], initial_position: InitialPosition
+) -> list[NewLease]:
+    """The leases a shard sync creates (the KCL's HierarchicalShardSyncer, simplified).
+
+    A shard whose parent is leased (or being leased now) starts at TRIM_HORIZON, so nothing
+    between a parent's end and its child is skipped. Other shards start at the initial
+    position; with LATEST only open shards get a lease (a closed one has nothing new), and
+    their unleased parents count as finished.
+    """
+    new: list[NewLease] = []
+    leased = set(existing)
+    # Shard ids grow with creation, so parents come before their children.
+    for shard_id in sorted(shards):
+        if shard_id in leased:
+            continue
+        shard = shards[shard_id]
+        if any(parent in leased for parent in shard.parent_shard_ids):
+            start = leases_core.TRIM_HORIZON
+        elif initial_position is InitialPosition.LATEST and shard.closed:
+            continue
+        else:
+            start = Checkpoint(initial_position.value)
+        new.append(
+            NewLease(shard_id=shard_id, parent_shard_ids=shard.parent_shard_ids, checkpoint=start)
+        )
+        leased.add(shard_id)
+    return new

@@ -1,0 +1,1 @@
+"""Tests of broker/consumers: the lease table rules and the balancing planner."""
