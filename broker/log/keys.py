@@ -17,11 +17,15 @@ record at or after it. Trimming deletes whole batches (it cuts by arrival time),
 never points into a half-deleted batch; `truncate_suffix` may cut a batch, but keeps its first
 offset, so its index entry stays right.
 
-Room in `shardmeta` for replica state (not written yet): every key of a shard starts with its
-8-byte uid, and readers of this column family take the shard from those 8 bytes and ignore
-longer keys, so replication can add `shard_uid | kind u8 | ...` keys (the promised epoch, the
-epoch -> start offset history, the high watermark) beside the log meta without a format change;
-`delete_shard` already deletes the shard's whole meta key range.
+Replica state lives in `shardmeta` beside the log meta, under longer keys: every key of a shard
+starts with its 8-byte uid, and readers of this column family take the shard from those 8 bytes,
+so these keys need no format change and `delete_shard` deletes them with the shard's range:
+
+- `shard_uid | KIND_EPOCH u8 | epoch u64` -> start_offset u64: one entry of the epoch history
+  (KIP-101's leader-epoch cache), the first offset written in that epoch; sorted by epoch, and
+  start offsets increase with it;
+- `shard_uid | KIND_PROMISED u8`          -> epoch u64: the highest epoch promised (Prepare);
+- `shard_uid | KIND_HIGH_WATERMARK u8`    -> offset u64: the last high watermark heard of.
 
 `shardmeta` keeps what must outlive the records: log_end survives a trim that deletes every
 record, so offsets are never reused, and last_arrival_ms keeps the clamp monotonic across a
@@ -132,3 +136,59 @@ def decode_meta(value: bytes) -> ShardMeta | None:
     return ShardMeta(
         log_start=Offset(log_start), log_end=Offset(log_end), last_arrival_ms=last_arrival_ms
     )
+
+
+# --- Replica state keys (see the module docstring) ------------------------------------------
+
+KIND_EPOCH = 1
+KIND_PROMISED = 2
+KIND_HIGH_WATERMARK = 3
+_KIND_KEY = struct.Struct(">QB")
+_EPOCH_KEY = struct.Struct(">QBQ")
+EPOCH_KEY_BYTES = _EPOCH_KEY.size
+
+
+def epoch_key(shard_uid: ShardUid, epoch: int) -> bytes:
+    assert 0 <= shard_uid <= _U64_MAX
+    assert 0 <= epoch <= _U64_MAX
+    return _EPOCH_KEY.pack(shard_uid, KIND_EPOCH, epoch)
+
+
+def epoch_key_prefix(shard_uid: ShardUid) -> bytes:
+    """The prefix of every epoch-history key of this shard."""
+    return _KIND_KEY.pack(shard_uid, KIND_EPOCH)
+
+
+def epoch_key_prefix_end(shard_uid: ShardUid) -> bytes:
+    """An exclusive upper bound above every epoch-history key of this shard."""
+    return _KIND_KEY.pack(shard_uid, KIND_EPOCH + 1)
+
+
+def parse_epoch_key(key: bytes) -> tuple[ShardUid, int]:
+    assert len(key) == EPOCH_KEY_BYTES, key
+    shard_uid, kind, epoch = _EPOCH_KEY.unpack(key)
+    assert kind == KIND_EPOCH, key
+    return ShardUid(shard_uid), epoch
+
+
+def promised_key(shard_uid: ShardUid) -> bytes:
+    assert 0 <= shard_uid <= _U64_MAX
+    return _KIND_KEY.pack(shard_uid, KIND_PROMISED)
+
+
+def high_watermark_key(shard_uid: ShardUid) -> bytes:
+    assert 0 <= shard_uid <= _U64_MAX
+    return _KIND_KEY.pack(shard_uid, KIND_HIGH_WATERMARK)
+
+
+def encode_u64(value: int) -> bytes:
+    assert 0 <= value <= _U64_MAX
+    return _U64.pack(value)
+
+
+def decode_u64(value: bytes) -> int | None:
+    """The integer these 8 bytes encode, or None if they are not one of our u64 values."""
+    if len(value) != _U64.size:
+        return None
+    (number,) = _U64.unpack(value)
+    return int(number)

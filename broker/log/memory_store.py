@@ -19,11 +19,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from broker.log.keys import EMPTY_SHARD_META, ShardMeta
-from broker.log.records import AppendBatch, StoredRecord
+from broker.log.records import AppendBatch, NewRecord, StoredRecord
 from broker.log.store import (
     advance_meta,
+    check_history,
     check_read_arguments,
     check_truncate_suffix,
+    cut_history,
+    extend_history,
     read_budget_allows,
 )
 from broker.types import Offset, ShardUid
@@ -31,11 +34,27 @@ from broker.types import Offset, ShardUid
 
 @dataclass(slots=True, kw_only=True)
 class _Shard:
-    """One shard's log; records[i] has offset meta.log_start + i, control[i] its batch's flag."""
+    """One shard's log; records[i] has offset meta.log_start + i, control[i] and epochs[i] its
+    batch's flag and epoch; plus the replica state (store.py)."""
 
     meta: ShardMeta
     records: list[StoredRecord] = field(default_factory=list)
     control: list[bool] = field(default_factory=list)
+    epochs: list[int] = field(default_factory=list)
+    history: list[tuple[int, Offset]] = field(default_factory=list)
+    promised_epoch: int = 0
+    high_watermark: Offset = Offset(0)  # noqa: RUF009 (a NewType call is the int itself)
+
+    def copy(self) -> _Shard:
+        return _Shard(
+            meta=self.meta,
+            records=list(self.records),
+            control=list(self.control),
+            epochs=list(self.epochs),
+            history=list(self.history),
+            promised_epoch=self.promised_epoch,
+            high_watermark=self.high_watermark,
+        )
 
 
 class MemoryLogStore:
@@ -51,10 +70,15 @@ class MemoryLogStore:
             assert not self._closed
             # Check every batch before changing anything, so the append is all or nothing.
             metas: dict[ShardUid, ShardMeta] = {}
+            histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
             for batch in batches:
                 uid = batch.shard_uid
                 meta = metas[uid] if uid in metas else self._meta_locked(uid)
                 metas[uid] = advance_meta(meta, batch)
+                if uid not in histories:
+                    known = self._shards.get(uid)
+                    histories[uid] = list(known.history) if known is not None else []
+                extend_history(histories[uid], batch)
             for batch in batches:
                 shard = self._shards.setdefault(batch.shard_uid, _Shard(meta=EMPTY_SHARD_META))
                 shard.records.extend(
@@ -67,9 +91,11 @@ class MemoryLogStore:
                     for i, record in enumerate(batch.records)
                 )
                 shard.control.extend([batch.control] * len(batch.records))
+                shard.epochs.extend([batch.epoch] * len(batch.records))
             for uid, meta in metas.items():
                 shard = self._shards[uid]
                 shard.meta = meta
+                shard.history = histories[uid]
                 assert meta.log_start + len(shard.records) == meta.log_end
                 assert len(shard.control) == len(shard.records)
 
@@ -147,6 +173,7 @@ class MemoryLogStore:
             if drop > 0:
                 del shard.records[:drop]
                 del shard.control[:drop]
+                del shard.epochs[:drop]
                 shard.meta = ShardMeta(
                     log_start=Offset(shard.meta.log_start + drop),
                     log_end=shard.meta.log_end,
@@ -165,6 +192,8 @@ class MemoryLogStore:
             keep = from_offset - meta.log_start
             del shard.records[keep:]
             del shard.control[keep:]
+            del shard.epochs[keep:]
+            shard.history = cut_history(shard.history, from_offset)
             shard.meta = ShardMeta(
                 log_start=meta.log_start,
                 log_end=from_offset,
@@ -175,6 +204,130 @@ class MemoryLogStore:
         with self._lock:
             assert not self._closed
             self._shards.pop(shard_uid, None)
+
+    def read_batches(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        bytes_max: int,
+    ) -> list[AppendBatch]:
+        assert start_offset >= 0
+        assert bytes_max >= 1
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.get(shard_uid)
+            if shard is None:
+                return []
+            begin = max(start_offset, shard.meta.log_start) - shard.meta.log_start
+            end = min(end_offset, shard.meta.log_end) - shard.meta.log_start
+            batches: list[AppendBatch] = []
+            taken_bytes = 0
+            index = begin
+            while index < end:
+                # Consecutive records sharing (arrival, epoch, control) form one batch here.
+                stop = index + 1
+                group_bytes = shard.records[index].size_bytes
+                while stop < end and self._same_batch(shard, index, stop):
+                    group_bytes += shard.records[stop].size_bytes
+                    if group_bytes > bytes_max:
+                        break
+                    stop += 1
+                records = tuple(
+                    NewRecord(partition_key=r.partition_key, data=r.data)
+                    for r in shard.records[index:stop]
+                )
+                size = sum(r.size_bytes for r in records)
+                if batches and taken_bytes + size > bytes_max:
+                    break
+                batches.append(
+                    AppendBatch(
+                        shard_uid=shard_uid,
+                        first_offset=shard.records[index].offset,
+                        arrival_ms=shard.records[index].arrival_ms,
+                        records=records,
+                        control=shard.control[index],
+                        epoch=shard.epochs[index],
+                    )
+                )
+                taken_bytes += size
+                index = stop
+            return batches
+
+    @staticmethod
+    def _same_batch(shard: _Shard, a: int, b: int) -> bool:
+        return (
+            shard.records[a].arrival_ms == shard.records[b].arrival_ms
+            and shard.epochs[a] == shard.epochs[b]
+            and shard.control[a] == shard.control[b]
+        )
+
+    def epoch_history(self, shard_uid: ShardUid) -> tuple[tuple[int, Offset], ...]:
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.get(shard_uid)
+            return () if shard is None else tuple(shard.history)
+
+    def promised_epoch(self, shard_uid: ShardUid) -> int:
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.get(shard_uid)
+            return 0 if shard is None else shard.promised_epoch
+
+    def promise(self, shard_uid: ShardUid, epoch: int) -> None:
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.setdefault(shard_uid, _Shard(meta=EMPTY_SHARD_META))
+            assert epoch >= shard.promised_epoch, (shard_uid, epoch, shard.promised_epoch)
+            shard.promised_epoch = epoch
+
+    def high_watermark(self, shard_uid: ShardUid) -> Offset:
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.get(shard_uid)
+            return Offset(0) if shard is None else shard.high_watermark
+
+    def set_high_watermark(self, shard_uid: ShardUid, offset: Offset) -> None:
+        assert offset >= 0
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.setdefault(shard_uid, _Shard(meta=EMPTY_SHARD_META))
+            shard.high_watermark = offset
+
+    def reset_log(self, shard_uid: ShardUid, *, log_start: Offset) -> None:
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.setdefault(shard_uid, _Shard(meta=EMPTY_SHARD_META))
+            assert log_start >= shard.meta.log_start, (shard_uid, log_start, shard.meta)
+            shard.records.clear()
+            shard.control.clear()
+            shard.epochs.clear()
+            shard.history.clear()
+            shard.meta = ShardMeta(log_start=log_start, log_end=log_start, last_arrival_ms=0)
+
+    def copy(self) -> MemoryLogStore:
+        """An independent store with the same contents (the simulator's "what was synced")."""
+        with self._lock:
+            assert not self._closed
+            clone = MemoryLogStore()
+            clone._shards = {uid: shard.copy() for uid, shard in self._shards.items()}
+            return clone
+
+    def check_consistency(self, shard_uid: ShardUid) -> None:
+        """Expensive self-check (the simulator's paranoid mode): the history describes the
+        records' epochs."""
+        with self._lock:
+            shard = self._shards.get(shard_uid)
+            if shard is None:
+                return
+            check_history(shard.history)
+            for index, record in enumerate(shard.records):
+                epoch = 0
+                for entry_epoch, start in shard.history:
+                    if start <= record.offset:
+                        epoch = entry_epoch
+                assert shard.epochs[index] == epoch, (shard_uid, record.offset, shard.history)
 
     def shard_uids(self) -> set[ShardUid]:
         with self._lock:

@@ -123,17 +123,35 @@ class AppendBatch:
     arrival_ms: int
     records: tuple[NewRecord, ...]
     control: bool = False
+    epoch: int = 0  # the leader epoch that wrote it; 0 for unreplicated logs
 
     def __post_init__(self) -> None:
         assert self.records, "an empty batch has no offset to write"
         assert len(self.records) <= _U32_MAX
         assert self.first_offset >= 0
         assert 0 <= self.arrival_ms <= _U64_MAX
+        assert 0 <= self.epoch <= _U32_MAX
 
     @property
     def end_offset(self) -> Offset:
         """The offset after the last record of this batch."""
         return Offset(self.first_offset + len(self.records))
+
+    def slice(self, start: Offset, end: Offset) -> AppendBatch:
+        """The same batch restricted to offsets [start, end), which must overlap it."""
+        begin = max(start, self.first_offset) - self.first_offset
+        stop = min(end, self.end_offset) - self.first_offset
+        assert 0 <= begin < stop <= len(self.records), (start, end, self.first_offset)
+        if begin == 0 and stop == len(self.records):
+            return self
+        return AppendBatch(
+            shard_uid=self.shard_uid,
+            first_offset=Offset(self.first_offset + begin),
+            arrival_ms=self.arrival_ms,
+            records=self.records[begin:stop],
+            control=self.control,
+            epoch=self.epoch,
+        )
 
     @property
     def size_bytes(self) -> int:
@@ -289,6 +307,30 @@ def decode_records(
     if index == header.count and position != len(value):
         raise LogCorruptionError(f"batch at offset {first_offset} has bytes after its records")
     return taken_bytes, capped
+
+
+def decode_new_records(
+    value: bytes, header: BatchHeader, *, begin: int, stop: int
+) -> tuple[NewRecord, ...]:
+    """Records [begin, stop) of a verified batch (indexes within it), for replication reads."""
+    assert 0 <= begin < stop <= header.count, (begin, stop, header.count)
+    position = _skip_records(value, BATCH_HEADER_BYTES, begin)
+    unpack_from = _RECORD_HEADER.unpack_from
+    taken: list[NewRecord] = []
+    try:
+        for _ in range(begin, stop):
+            pk_len, data_len = unpack_from(value, position)
+            pk_at = position + RECORD_HEADER_BYTES
+            data_at = pk_at + pk_len
+            position = data_at + data_len
+            taken.append(new_record(value[pk_at:data_at].decode("utf-8"), value[data_at:position]))
+    except (struct.error, UnicodeDecodeError) as exc:  # only reachable past a CRC collision
+        raise LogCorruptionError("batch has a broken layout") from exc
+    if position > len(value):
+        raise LogCorruptionError("batch runs past its value")
+    if stop == header.count and position != len(value):
+        raise LogCorruptionError("batch has bytes after its records")
+    return tuple(taken)
 
 
 def truncate_batch(value: bytes, header: BatchHeader, *, keep: int) -> bytes:

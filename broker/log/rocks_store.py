@@ -37,11 +37,19 @@ from broker.log.keys import (
     SHARD_PREFIX_BYTES,
     ShardMeta,
     decode_meta,
+    decode_u64,
     encode_meta,
+    encode_u64,
+    epoch_key,
+    epoch_key_prefix,
+    epoch_key_prefix_end,
+    high_watermark_key,
     meta_key,
+    parse_epoch_key,
     parse_meta_key,
     parse_record_key,
     parse_time_key,
+    promised_key,
     record_key,
     shard_prefix,
     shard_prefix_end,
@@ -52,6 +60,7 @@ from broker.log.records import (
     BatchHeader,
     LogCorruptionError,
     StoredRecord,
+    decode_new_records,
     decode_records,
     encode_batch,
     truncate_batch,
@@ -59,8 +68,11 @@ from broker.log.records import (
 from broker.log.store import (
     LogStoreError,
     advance_meta,
+    check_history,
     check_read_arguments,
     check_truncate_suffix,
+    cut_history,
+    extend_history,
 )
 from broker.types import Offset, ShardUid
 
@@ -68,9 +80,6 @@ RECORDS_CF = "records"
 TIME_INDEX_CF = "tsidx"
 SHARD_META_CF = "shardmeta"
 COLUMN_FAMILIES = (RECORDS_CF, TIME_INDEX_CF, SHARD_META_CF)
-
-# Until replication assigns leader epochs, every record is written in epoch 0.
-_EPOCH_UNREPLICATED = 0
 
 
 @contextlib.contextmanager
@@ -132,6 +141,9 @@ class RocksLogStore:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._write_lock = threading.Lock()
+        # Each shard's epoch history, loaded on first use under _write_lock and kept in step
+        # with every mutation, so `append` decides on a new entry without a read.
+        self._histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
         with _engine_errors("open"):
             db = rocksdict.Rdict(
                 str(path),
@@ -164,7 +176,7 @@ class RocksLogStore:
         values = [
             encode_batch(
                 arrival_ms=batch.arrival_ms,
-                epoch=_EPOCH_UNREPLICATED,
+                epoch=batch.epoch,
                 control=batch.control,
                 records=batch.records,
             )
@@ -172,6 +184,7 @@ class RocksLogStore:
         ]
         with self._write_lock, _engine_errors("append"):
             metas: dict[ShardUid, ShardMeta] = {}
+            histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
             batch_write = rocksdict.WriteBatch(raw_mode=True)
             for batch, value in zip(batches, values, strict=True):
                 uid = batch.shard_uid
@@ -181,9 +194,18 @@ class RocksLogStore:
                 # One index entry per batch is exact: the batch shares one arrival time.
                 key = time_key(uid, batch.arrival_ms, batch.first_offset)
                 batch_write.put(key, b"", h.time_index_cf)
+                if uid not in histories:
+                    histories[uid] = list(self._history(h, uid))
+                if extend_history(histories[uid], batch):
+                    batch_write.put(
+                        epoch_key(uid, batch.epoch),
+                        encode_u64(batch.first_offset),
+                        h.shard_meta_cf,
+                    )
             for uid, meta in metas.items():
                 batch_write.put(meta_key(uid), encode_meta(meta), h.shard_meta_cf)
             self._write_durably(h, batch_write)
+            self._histories.update(histories)
 
     def trim(self, shard_uid: ShardUid, *, arrival_ms_before: int) -> Offset:
         assert arrival_ms_before >= 0
@@ -250,7 +272,12 @@ class RocksLogStore:
                 log_start=meta.log_start, log_end=from_offset, last_arrival_ms=kept_arrival_ms
             )
             batch_write.put(meta_key(shard_uid), encode_meta(new_meta), h.shard_meta_cf)
+            history = self._history(h, shard_uid)
+            kept_history = cut_history(history, from_offset)
+            for epoch, _ in history[len(kept_history) :]:
+                batch_write.delete(epoch_key(shard_uid, epoch), h.shard_meta_cf)
             self._write_durably(h, batch_write)
+            self._histories[shard_uid] = kept_history
 
     def delete_shard(self, shard_uid: ShardUid) -> None:
         h = self._open_handles()
@@ -262,6 +289,41 @@ class RocksLogStore:
             # A range, so the replica-state keys replication will add go too (keys.py).
             batch_write.delete_range(begin, end, h.shard_meta_cf)
             self._write_durably(h, batch_write)
+            self._histories.pop(shard_uid, None)
+
+    def promise(self, shard_uid: ShardUid, epoch: int) -> None:
+        h = self._open_handles()
+        with self._write_lock, _engine_errors("promise"):
+            current = self._u64(h, promised_key(shard_uid))
+            assert epoch >= current, (shard_uid, epoch, current)
+            batch_write = rocksdict.WriteBatch(raw_mode=True)
+            batch_write.put(promised_key(shard_uid), encode_u64(epoch), h.shard_meta_cf)
+            self._write_durably(h, batch_write)
+
+    def set_high_watermark(self, shard_uid: ShardUid, offset: Offset) -> None:
+        h = self._open_handles()
+        with self._write_lock, _engine_errors("set_high_watermark"):
+            batch_write = rocksdict.WriteBatch(raw_mode=True)
+            batch_write.put(high_watermark_key(shard_uid), encode_u64(offset), h.shard_meta_cf)
+            # Lazily durable (store.py): the next durable write's WAL flush carries it.
+            h.db.write(batch_write, self._write_options)
+
+    def reset_log(self, shard_uid: ShardUid, *, log_start: Offset) -> None:
+        h = self._open_handles()
+        with self._write_lock, _engine_errors("reset_log"):
+            meta = self._meta(h, shard_uid)
+            assert log_start >= meta.log_start, (shard_uid, log_start, meta)
+            begin, end = shard_prefix(shard_uid), shard_prefix_end(shard_uid)
+            batch_write = rocksdict.WriteBatch(raw_mode=True)
+            batch_write.delete_range(begin, end, h.records_cf)
+            batch_write.delete_range(begin, end, h.time_index_cf)
+            batch_write.delete_range(
+                epoch_key_prefix(shard_uid), epoch_key_prefix_end(shard_uid), h.shard_meta_cf
+            )
+            new_meta = ShardMeta(log_start=log_start, log_end=log_start, last_arrival_ms=0)
+            batch_write.put(meta_key(shard_uid), encode_meta(new_meta), h.shard_meta_cf)
+            self._write_durably(h, batch_write)
+            self._histories[shard_uid] = []
 
     def compact(self) -> None:
         h = self._open_handles()
@@ -366,6 +428,67 @@ class RocksLogStore:
         with _engine_errors("last_arrival_ms"):
             return self._meta(self._open_handles(), shard_uid).last_arrival_ms
 
+    def read_batches(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        bytes_max: int,
+    ) -> list[AppendBatch]:
+        assert start_offset >= 0
+        assert bytes_max >= 1
+        if end_offset <= start_offset:
+            return []
+        h = self._open_handles()
+        batches: list[AppendBatch] = []
+        with _engine_errors("read_batches"):
+            upper = _offset_bound(shard_uid, end_offset)
+            read_options = self._shard_read_options(upper)
+            iterator = h.records.iter(read_options)
+            self._seek_batch(iterator, shard_uid, record_key(shard_uid, start_offset))
+            taken_bytes = 0
+            while iterator.valid():
+                _, first = parse_record_key(iterator.key())
+                value = iterator.value()
+                header = BatchHeader.parse(value)
+                if batches:
+                    assert first == batches[-1].end_offset, (shard_uid, first, batches[-1])
+                begin = max(start_offset, first) - first
+                stop = min(end_offset - first, header.count)
+                if begin < stop:
+                    records = decode_new_records(value, header, begin=begin, stop=stop)
+                    size = sum(r.size_bytes for r in records)
+                    if batches and taken_bytes + size > bytes_max:
+                        break
+                    batches.append(
+                        AppendBatch(
+                            shard_uid=shard_uid,
+                            first_offset=Offset(first + begin),
+                            arrival_ms=header.arrival_ms,
+                            records=records,
+                            control=header.control,
+                            epoch=header.epoch,
+                        )
+                    )
+                    taken_bytes += size
+                iterator.next()
+            del iterator, read_options  # a live iterator keeps the DB open
+        return batches
+
+    def epoch_history(self, shard_uid: ShardUid) -> tuple[tuple[int, Offset], ...]:
+        h = self._open_handles()
+        with self._write_lock, _engine_errors("epoch_history"):
+            return tuple(self._history(h, shard_uid))
+
+    def promised_epoch(self, shard_uid: ShardUid) -> int:
+        with _engine_errors("promised_epoch"):
+            return self._u64(self._open_handles(), promised_key(shard_uid))
+
+    def high_watermark(self, shard_uid: ShardUid) -> Offset:
+        with _engine_errors("high_watermark"):
+            return Offset(self._u64(self._open_handles(), high_watermark_key(shard_uid)))
+
     def shard_uids(self) -> set[ShardUid]:
         h = self._open_handles()
         with _engine_errors("shard_uids"):
@@ -399,6 +522,39 @@ class RocksLogStore:
     def _write_durably(self, h: _Handles, batch_write: rocksdict.WriteBatch) -> None:
         h.db.write(batch_write, self._write_options)
         h.db.flush_wal(sync=True)
+
+    def _history(self, h: _Handles, shard_uid: ShardUid) -> list[tuple[int, Offset]]:
+        """The shard's epoch history (cached); call with _write_lock held."""
+        cached = self._histories.get(shard_uid)
+        if cached is not None:
+            return cached
+        read_options = rocksdict.ReadOptions()
+        read_options.set_iterate_upper_bound(epoch_key_prefix_end(shard_uid))
+        iterator = h.shard_meta.iter(read_options)
+        iterator.seek(epoch_key_prefix(shard_uid))
+        history: list[tuple[int, Offset]] = []
+        while iterator.valid():
+            key_uid, epoch = parse_epoch_key(iterator.key())
+            assert key_uid == shard_uid, (key_uid, shard_uid)
+            start = decode_u64(iterator.value())
+            if start is None:
+                raise LogCorruptionError(f"shard {shard_uid} epoch {epoch} entry is not a u64")
+            history.append((epoch, Offset(start)))
+            iterator.next()
+        del iterator, read_options  # a live iterator keeps the DB open
+        check_history(history)
+        self._histories[shard_uid] = history
+        return history
+
+    @staticmethod
+    def _u64(h: _Handles, key: bytes) -> int:
+        value = h.shard_meta.get(key)
+        if value is None:
+            return 0
+        number = decode_u64(value)
+        if number is None:
+            raise LogCorruptionError(f"shardmeta value at {key!r} is not a u64: {value!r}")
+        return number
 
     @staticmethod
     def _meta(h: _Handles, shard_uid: ShardUid) -> ShardMeta:

@@ -29,10 +29,25 @@ Semantics:
   client was told about.
 - Records of a control batch (`AppendBatch.control`) take offsets but are never returned by
   `read`; everything else (time lookup, trim, truncate) treats them like any record.
+  `read_batches` (replication's catch-up read) returns them, with every batch's epoch.
+
+Replica state (DESIGN §4, decisions/0002), persisted in the same atomic write as the records it
+describes:
+- The epoch history: `(epoch, start_offset)` pairs, epochs strictly increasing, start offsets
+  non-decreasing. `append` opens an entry at a batch's first offset when the batch's epoch is
+  above the last entry's (epoch 0, unreplicated, opens none); an epoch below it is refused by
+  assertion (a log's epochs never go back). `truncate_suffix` drops the entries starting at or
+  after the cut. `trim` keeps the history (an entry per leader change, so it stays small).
+- The promised epoch: raised by `promise`, never lowered; 0 until the first promise.
+- The high watermark: the last one `set_high_watermark` wrote; lazily durable (it rides on the
+  next durable write), since a lower HW after a crash only delays reads.
+- `reset_log` drops every record and restarts the log at a given offset (a follower whose log
+  lies below the leader's trimmed start); the promised epoch survives, the history does not.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -109,6 +124,50 @@ class LogStore(Protocol):
         """Deletes the shard's records, time index and meta; afterwards it is unknown."""
         ...
 
+    def read_batches(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        bytes_max: int,
+    ) -> list[AppendBatch]:
+        """The retained records in [start_offset, end_offset) as batches, control ones included.
+
+        For replication's catch-up: each batch carries its epoch, arrival and control flag, and
+        the first and last may be cut to the range. Stops before the batch that would take the
+        total of `AppendBatch.size_bytes` above `bytes_max`, except that the first is always
+        returned. The result starts at max(start_offset, log_start) and is dense.
+        """
+        ...
+
+    def epoch_history(self, shard_uid: ShardUid) -> tuple[tuple[int, Offset], ...]:
+        """The `(epoch, start_offset)` entries, oldest first (see the module docstring)."""
+        ...
+
+    def promised_epoch(self, shard_uid: ShardUid) -> int:
+        """The highest epoch promised; 0 if none."""
+        ...
+
+    def promise(self, shard_uid: ShardUid, epoch: int) -> None:
+        """Raises the promised epoch to `epoch` (>= the current one, asserted); durable when it
+        returns."""
+        ...
+
+    def high_watermark(self, shard_uid: ShardUid) -> Offset:
+        """The last high watermark written; 0 if none."""
+        ...
+
+    def set_high_watermark(self, shard_uid: ShardUid, offset: Offset) -> None:
+        """Records the high watermark; lazily durable (see the module docstring)."""
+        ...
+
+    def reset_log(self, shard_uid: ShardUid, *, log_start: Offset) -> None:
+        """Drops every record and the epoch history; log_start = log_end = `log_start`, which
+        must be at or above the current log_start (asserted); last_arrival_ms becomes 0; the
+        promised epoch and the high watermark stay. Durable when it returns."""
+        ...
+
     def shard_uids(self) -> set[ShardUid]:
         """Every shard with anything on disk (including fully trimmed shards)."""
         ...
@@ -158,3 +217,33 @@ def advance_meta(meta: ShardMeta, batch: AppendBatch) -> ShardMeta:
     return ShardMeta(
         log_start=meta.log_start, log_end=batch.end_offset, last_arrival_ms=batch.arrival_ms
     )
+
+
+EpochHistory = tuple[tuple[int, Offset], ...]
+
+
+def extend_history(history: list[tuple[int, Offset]], batch: AppendBatch) -> bool:
+    """Opens an epoch-history entry for `batch` if its epoch is new; returns whether it did.
+
+    Asserts that the batch's epoch does not go back along the log.
+    """
+    last_epoch = history[-1][0] if history else 0
+    assert batch.epoch >= last_epoch, (batch.shard_uid, batch.epoch, history[-1:])
+    if batch.epoch == last_epoch:
+        return False
+    history.append((batch.epoch, batch.first_offset))
+    return True
+
+
+def cut_history(
+    history: Sequence[tuple[int, Offset]], from_offset: Offset
+) -> list[tuple[int, Offset]]:
+    """The history after `truncate_suffix(from_offset)`: entries starting before the cut."""
+    return [(epoch, start) for epoch, start in history if start < from_offset]
+
+
+def check_history(history: Sequence[tuple[int, Offset]]) -> None:
+    """Epochs strictly increase; start offsets do not decrease."""
+    for (epoch_a, start_a), (epoch_b, start_b) in itertools.pairwise(history):
+        assert epoch_a < epoch_b, history
+        assert start_a <= start_b, history

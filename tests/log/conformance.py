@@ -382,3 +382,167 @@ class LogStoreContract:
         assert [r.offset for r in read_all(store, C)] == [0]
         store.truncate_suffix(ShardUid(9), from_offset=Offset(0))  # unknown shard: a no-op
         assert store.log_end(ShardUid(9)) == 0
+
+    # --- Replica state (decisions/0002): epochs, history, promise, HW, catch-up reads -------
+
+    persistent = False  # stores whose make_store reopens the same data set this
+
+    def test_append_keeps_each_batch_epoch_and_opens_history_entries(self, store: LogStore) -> None:
+        assert store.epoch_history(A) == ()
+        store.append([epoch_batch(A, 0, 2, epoch=0), epoch_batch(A, 2, 2, epoch=3)])
+        store.append([epoch_batch(A, 4, 1, epoch=3), epoch_batch(B, 0, 1, epoch=1)])
+        store.append([epoch_batch(A, 5, 1, epoch=5, control=True), epoch_batch(A, 6, 2, epoch=5)])
+        assert store.epoch_history(A) == ((3, 2), (5, 5))
+        assert store.epoch_history(B) == ((1, 0),)
+        got = store.read_batches(A, start_offset=Offset(0), end_offset=Offset(100), bytes_max=10**6)
+        # Stores may split or join batches of equal (arrival, epoch, control); compare per offset.
+        per_offset = [
+            (b.first_offset + i, b.epoch, b.control) for b in got for i in range(len(b.records))
+        ]
+        assert per_offset == [
+            (0, 0, False),
+            (1, 0, False),
+            (2, 3, False),
+            (3, 3, False),
+            (4, 3, False),
+            (5, 5, True),
+            (6, 5, False),
+            (7, 5, False),
+        ]
+        assert [r.offset for r in read_all(store, A)] == [0, 1, 2, 3, 4, 6, 7]
+        with pytest.raises(AssertionError):  # a log's epochs never go back
+            store.append([epoch_batch(A, 8, 1, epoch=4)])
+        assert store.log_end(A) == 8
+        assert store.epoch_history(A) == ((3, 2), (5, 5))
+
+    def test_read_batches_cuts_to_the_range_and_caps_bytes(self, store: LogStore) -> None:
+        store.append([epoch_batch(A, 0, 5, epoch=1), epoch_batch(A, 5, 5, epoch=2, arrival_ms=9)])
+        got = store.read_batches(A, start_offset=Offset(3), end_offset=Offset(7), bytes_max=10**6)
+        assert [(b.first_offset, len(b.records), b.epoch) for b in got] == [(3, 2, 1), (5, 2, 2)]
+        assert got[0].records[0].partition_key == "pk3"
+        assert got[1].arrival_ms == 9
+        # The cap stops before a batch that would exceed it, but the first always comes (a
+        # store may split batches, so how much of the first written batch that is may vary).
+        first_only = store.read_batches(
+            A, start_offset=Offset(0), end_offset=Offset(10), bytes_max=1
+        )
+        assert len(first_only) == 1
+        assert first_only[0].first_offset == 0
+        assert first_only[0].end_offset <= 5
+        assert (
+            store.read_batches(A, start_offset=Offset(10), end_offset=Offset(20), bytes_max=9) == []
+        )
+        assert (
+            store.read_batches(
+                ShardUid(9), start_offset=Offset(0), end_offset=Offset(9), bytes_max=9
+            )
+            == []
+        )
+        assert store.trim(A, arrival_ms_before=9) == 5
+        got = store.read_batches(A, start_offset=Offset(0), end_offset=Offset(100), bytes_max=10**6)
+        assert [(b.first_offset, b.end_offset) for b in got] == [(5, 10)]
+
+    def test_truncate_suffix_drops_history_entries_at_or_after_the_cut(
+        self, store: LogStore
+    ) -> None:
+        store.append([epoch_batch(A, 0, 3, epoch=1), epoch_batch(A, 3, 3, epoch=2)])
+        store.append([epoch_batch(A, 6, 3, epoch=4)])
+        store.truncate_suffix(A, from_offset=Offset(7))
+        assert store.epoch_history(A) == ((1, 0), (2, 3), (4, 6))
+        store.truncate_suffix(A, from_offset=Offset(6))
+        assert store.epoch_history(A) == ((1, 0), (2, 3))
+        store.truncate_suffix(A, from_offset=Offset(4))
+        assert store.epoch_history(A) == ((1, 0), (2, 3))
+        # A new leader's epoch at the cut; an older epoch than the last entry is refused.
+        store.append([epoch_batch(A, 4, 1, epoch=3)])
+        assert store.epoch_history(A) == ((1, 0), (2, 3), (3, 4))
+        store.truncate_suffix(A, from_offset=Offset(0))
+        assert store.epoch_history(A) == ()
+        store.append([epoch_batch(A, 0, 1, epoch=1)])
+        assert store.epoch_history(A) == ((1, 0),)
+
+    def test_promise_and_high_watermark(self, store: LogStore) -> None:
+        assert store.promised_epoch(A) == 0
+        assert store.high_watermark(A) == 0
+        store.promise(A, 3)
+        store.promise(A, 3)  # idempotent
+        assert store.promised_epoch(A) == 3
+        with pytest.raises(AssertionError):  # never lowered
+            store.promise(A, 2)
+        assert store.promised_epoch(A) == 3
+        store.append([epoch_batch(A, 0, 4, epoch=3)])
+        store.set_high_watermark(A, Offset(2))
+        assert store.high_watermark(A) == 2
+        assert store.promised_epoch(B) == 0  # per shard
+        store.truncate_suffix(A, from_offset=Offset(3))
+        assert store.promised_epoch(A) == 3
+        store.delete_shard(A)
+        assert store.promised_epoch(A) == 0
+        assert store.high_watermark(A) == 0
+        assert store.epoch_history(A) == ()
+
+    def test_reset_log_restarts_at_an_offset(self, store: LogStore) -> None:
+        store.append([epoch_batch(A, 0, 4, epoch=1)])
+        store.promise(A, 2)
+        store.set_high_watermark(A, Offset(3))
+        store.reset_log(A, log_start=Offset(10))
+        assert store.log_start(A) == store.log_end(A) == 10
+        assert store.last_arrival_ms(A) == 0
+        assert store.epoch_history(A) == ()
+        assert store.promised_epoch(A) == 2
+        assert read_all(store, A) == []
+        assert store.first_offset_at_or_after_time(A, 0) is None
+        store.append([epoch_batch(A, 10, 2, epoch=2)])
+        assert [r.offset for r in read_all(store, A)] == [10, 11]
+        assert store.epoch_history(A) == ((2, 10),)
+        with pytest.raises(AssertionError):  # below log_start
+            store.reset_log(A, log_start=Offset(9))
+
+    def test_replica_state_survives_reopen(self, make_store: StoreFactory) -> None:
+        if not self.persistent:
+            pytest.skip("the store does not persist across make_store() calls")
+        store = make_store()
+        store.append([epoch_batch(A, 0, 2, epoch=1), epoch_batch(A, 2, 2, epoch=2)])
+        store.append([epoch_batch(A, 4, 2, epoch=4, control=True)])
+        store.promise(A, 5)
+        store.set_high_watermark(A, Offset(4))
+        store.truncate_suffix(A, from_offset=Offset(5))
+        store.reset_log(B, log_start=Offset(7))
+        store.close()
+        store = make_store()
+        try:
+            assert store.epoch_history(A) == ((1, 0), (2, 2), (4, 4))
+            assert store.promised_epoch(A) == 5
+            assert store.high_watermark(A) == 4
+            got = store.read_batches(
+                A, start_offset=Offset(0), end_offset=Offset(9), bytes_max=10**6
+            )
+            assert [(b.first_offset, b.end_offset, b.epoch, b.control) for b in got] == [
+                (0, 2, 1, False),
+                (2, 4, 2, False),
+                (4, 5, 4, True),
+            ]
+            assert store.log_start(B) == store.log_end(B) == 7
+            store.append([epoch_batch(A, 5, 1, epoch=4), epoch_batch(A, 6, 1, epoch=6)])
+            assert store.epoch_history(A) == ((1, 0), (2, 2), (4, 4), (6, 6))
+        finally:
+            store.close()
+
+
+def epoch_batch(
+    shard_uid: ShardUid,
+    first: int,
+    count: int,
+    *,
+    epoch: int,
+    control: bool = False,
+    arrival_ms: int = 1,
+) -> AppendBatch:
+    return AppendBatch(
+        shard_uid=shard_uid,
+        first_offset=Offset(first),
+        arrival_ms=arrival_ms,
+        records=tuple(NewRecord(partition_key=f"pk{first + i}", data=b"d") for i in range(count)),
+        control=control,
+        epoch=epoch,
+    )

@@ -26,6 +26,8 @@ pytestmark = pytest.mark.integration
 
 
 class TestRocksLogStore(LogStoreContract):
+    persistent = True
+
     @pytest.fixture
     def make_store(self, tmp_path: Path) -> StoreFactory:
         return lambda: RocksLogStore(tmp_path / "log")

@@ -1,0 +1,1000 @@
+"""`ShardReplica`: one replica of one shard, as a pure state machine (decisions/0002).
+
+Raft's log replication with the election taken out (DESIGN §4): the controller picks leaders
+through Prepare/Promise and the metadata image; this object does the rest. It is sync and pure:
+no I/O, no clock reads (`now_ms` is passed in), no randomness. The driver (`driver.py`, or the
+simulator's `sim/cluster.py`) runs this loop, one shard replica at a time:
+
+    configure(...) on every new metadata image; step(message) on every message;
+    tick(now_ms) on a timer; propose(records) for producers on the leader; then
+    ready = replica.ready()        # what to persist, send and answer
+    persist, in order: reset_to, truncate_from, promise, appends, high_watermark (durably)
+    send ready.to_send; run ready.reads (store.read_batches) and hand them to read_done
+    answer producers up to ready.committed_end; fail every waiting one if ready.abandoned
+    replica.advance(ready)
+
+At most one Ready is outstanding: `ready()` may be called again only after `advance`. While a
+Ready is being persisted, `step`, `tick`, `propose` and `configure` may be called; what they
+decide goes into the next Ready.
+
+A `Promise` returned by `step(Prepare)` reports a log that may include writes still to be
+persisted: the driver sends it only after the next Ready (taken after that step) is advanced.
+
+Safety rules (numbers from 0002):
+1. Appends and Prepares below the promised epoch are refused; a Prepare raises the promise.
+2. A follower accepts an Append only where its log matches the leader's (`prev_epoch`), or at
+   its own start, or inside its committed prefix (below its HW, which every leader holds); it
+   then truncates from the first record whose epoch differs, never below its HW (asserted).
+3. The leader's HW is the largest offset a majority (itself included) holds durably, counted
+   only once it lies above the start of the leader's own epoch (the epoch-start control batch
+   it writes first): Raft's commit rule, which keeps the "Figure 8" case safe.
+4. The HW never goes back (asserted); readers read below it.
+5. A follower that cannot match at the leader's log start drops its log and restarts there.
+
+A replica that lost its disk (`ReplicaDurableState.recovering`) refuses to vote (answers
+Prepare with ok=False) until it has caught up with a leader elected after the loss, up to that
+leader's HW above the leader's epoch start: only then does its log hold every committed record.
+On its first `configure` it promises the image's epoch + 1, so the current leader (elected,
+perhaps, with the vote it lost) is fenced and the controller elects anew.
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import enum
+import itertools
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from broker import limits
+from broker.log.records import AppendBatch, NewRecord
+from broker.log.store import LogStore, cut_history, extend_history
+from broker.replication.messages import (
+    Append,
+    AppendAck,
+    Envelope,
+    Prepare,
+    Promise,
+    ReplicationMessage,
+)
+from broker.types import NodeId, Offset, ShardUid
+
+History = tuple[tuple[int, Offset], ...]
+
+EPOCH_MARKER_PARTITION_KEY = ""  # the epoch-start control record: empty key, the epoch as u64
+_EPOCH_MARKER = struct.Struct(">Q")
+
+
+class Role(enum.Enum):
+    FOLLOWER = "follower"
+    LEADER = "leader"
+
+
+class RefusalReason(enum.Enum):
+    NOT_LEADER = "not_leader"  # another node leads (Refusal.leader), or none is known
+    STALE_EPOCH = "stale_epoch"  # this node was named leader, but a newer epoch was promised
+    SEALED = "sealed"  # the shard is sealing: no new appends
+    OVERLOADED = "overloaded"  # too much proposed is not committed yet; retry later
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Proposal:
+    """Accepted: the records got offsets [first_offset, end_offset) in `epoch`."""
+
+    first_offset: Offset
+    end_offset: Offset
+    arrival_ms: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refusal:
+    reason: RefusalReason
+    leader: NodeId | None  # the leader in this replica's image, if another node
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadRequest:
+    """The driver reads `store.read_batches(shard_uid, start_offset, end_offset, bytes_max)`
+    (after persisting the Ready that asked) and hands the result to `read_done`."""
+
+    shard_uid: ShardUid
+    peer: NodeId
+    start_offset: Offset
+    end_offset: Offset
+    bytes_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ready:
+    """What the driver must do, in order: persist (durably), then send, read, answer.
+
+    Persist in this order: `reset_to` (store.reset_log), `truncate_from`
+    (store.truncate_suffix), `promise` (store.promise), `appends` (store.append, in order),
+    `high_watermark` (store.set_high_watermark). Then send `to_send`, run `reads`, answer
+    producers whose records end at or below `committed_end` (leader only; None otherwise), and
+    if `abandoned`, fail every producer still waiting (retryable: this replica stopped leading
+    and cannot tell whether their records will survive). Then `advance(ready)`.
+    """
+
+    reset_to: Offset | None
+    truncate_from: Offset | None
+    promise: int | None
+    appends: tuple[AppendBatch, ...]
+    high_watermark: Offset | None
+    to_send: tuple[Envelope, ...]
+    reads: tuple[ReadRequest, ...]
+    committed_end: Offset | None
+    abandoned: bool
+
+    def needs_persist(self) -> bool:
+        return (
+            self.reset_to is not None
+            or self.truncate_from is not None
+            or self.promise is not None
+            or bool(self.appends)
+            or self.high_watermark is not None
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaDurableState:
+    """What a replica starts from: its log and replica state as the store holds them."""
+
+    log_start: Offset
+    log_end: Offset
+    last_arrival_ms: int
+    epoch_history: History
+    promised_epoch: int
+    high_watermark: Offset
+    recovering: bool = False  # the node lost its disk; set by the driver (module docstring)
+
+    def __post_init__(self) -> None:
+        assert 0 <= self.log_start <= self.log_end
+        assert self.promised_epoch >= 0
+        for epoch, start in self.epoch_history:
+            assert epoch >= 1
+            assert start <= self.log_end, (start, self)
+
+    @staticmethod
+    def from_store(
+        store: LogStore, shard_uid: ShardUid, *, recovering: bool = False
+    ) -> ReplicaDurableState:
+        """Point reads only; cheap enough for the loop at recovery."""
+        log_end = store.log_end(shard_uid)
+        return ReplicaDurableState(
+            log_start=store.log_start(shard_uid),
+            log_end=log_end,
+            last_arrival_ms=store.last_arrival_ms(shard_uid),
+            epoch_history=store.epoch_history(shard_uid),
+            promised_epoch=store.promised_epoch(shard_uid),
+            # A HW above the durable log (lazily written, then records lost) is not trusted.
+            high_watermark=Offset(min(store.high_watermark(shard_uid), log_end)),
+            recovering=recovering,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicationKnobs:
+    """Timing and size bounds; production values from limits.py, randomized by the sim."""
+
+    heartbeat_ms: int = limits.replication_heartbeat_ms
+    resend_ms: int = limits.replication_resend_ms
+    append_bytes_max: int = limits.replication_append_bytes_max
+    inflight_appends_max: int = limits.replication_inflight_appends_max
+    uncommitted_bytes_max: int = limits.replication_uncommitted_bytes_max
+    tail_cache_bytes_max: int = limits.replication_tail_cache_bytes_max
+    read_bytes_max: int = limits.replication_read_bytes_max
+
+    def __post_init__(self) -> None:
+        assert self.heartbeat_ms >= 1
+        assert self.resend_ms > self.heartbeat_ms
+        assert self.append_bytes_max >= 1
+        assert self.inflight_appends_max >= 1
+        assert self.uncommitted_bytes_max >= 1
+        assert self.tail_cache_bytes_max >= 0
+        assert self.read_bytes_max >= 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FollowerStatistics:
+    node_id: NodeId
+    match_end: Offset
+    next_offset: Offset
+    inflight_appends: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaStatistics:
+    """An immutable snapshot, for metrics, the simulator's invariants and tests."""
+
+    shard_uid: ShardUid
+    node_id: NodeId
+    role: Role
+    epoch: int  # the image's epoch
+    leader: NodeId | None
+    promised_epoch: int
+    log_start: Offset
+    log_end: Offset  # including writes not yet persisted
+    durable_end: Offset  # persisted (advanced)
+    last_epoch: int
+    high_watermark: Offset
+    sealing: bool
+    recovering: bool
+    fenced: bool  # named leader in the image, but a newer epoch was promised
+    followers: tuple[FollowerStatistics, ...]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Progress:
+    """The leader's view of one follower."""
+
+    next_offset: Offset  # the next offset to send
+    match_end: Offset  # acknowledged: the follower holds our log below this
+    inflight: collections.deque[tuple[Offset, int]] = field(
+        default_factory=collections.deque
+    )  # (end offset, sent_ms) of Appends not yet acknowledged
+    last_sent_ms: int = -(2**62)
+    read: ReadRequest | None = None
+    read_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Snapshot:
+    """The log as it will be once an outstanding Ready is persisted."""
+
+    log_start: Offset
+    log_end: Offset
+    history: History
+    promised_epoch: int
+    high_watermark: Offset
+
+
+def epoch_at(history: Sequence[tuple[int, Offset]], offset: int) -> int:
+    """The epoch of the record at `offset` by the history; 0 if before every entry."""
+    if offset < 0:
+        return 0
+    index = bisect.bisect_right(history, offset, key=lambda entry: entry[1]) - 1
+    return history[index][0] if index >= 0 else 0
+
+
+def end_for_epoch(history: Sequence[tuple[int, Offset]], epoch: int, log_end: Offset) -> Offset:
+    """KIP-101's OffsetsForLeaderEpoch: the end of the last epoch <= `epoch` in this log."""
+    for entry_epoch, start in history:
+        if entry_epoch > epoch:
+            return start
+    return log_end
+
+
+def epoch_marker(
+    shard_uid: ShardUid, *, epoch: int, offset: Offset, arrival_ms: int
+) -> AppendBatch:
+    """The control batch a new leader writes first (rule 3)."""
+    return AppendBatch(
+        shard_uid=shard_uid,
+        first_offset=offset,
+        arrival_ms=arrival_ms,
+        records=(NewRecord(EPOCH_MARKER_PARTITION_KEY, _EPOCH_MARKER.pack(epoch)),),
+        control=True,
+        epoch=epoch,
+    )
+
+
+class ShardReplica:
+    """One replica of one shard on one node. Pure; see the module docstring for the loop."""
+
+    def __init__(
+        self,
+        shard_uid: ShardUid,
+        node_id: NodeId,
+        durable: ReplicaDurableState,
+        *,
+        knobs: ReplicationKnobs | None = None,
+    ) -> None:
+        self.shard_uid = shard_uid
+        self.node_id = node_id
+        self._knobs = knobs or ReplicationKnobs()
+        # From the metadata image.
+        self._epoch = 0
+        self._leader: NodeId | None = None
+        self._replicas: tuple[NodeId, ...] = ()
+        self._sealing = False
+        self._configured = False
+        self._role = Role.FOLLOWER
+        self._recovering = durable.recovering
+        # The log as it will be once everything decided is persisted.
+        self._log_start = durable.log_start
+        self._log_end = durable.log_end
+        self._history: list[tuple[int, Offset]] = list(durable.epoch_history)
+        self._promised_epoch = durable.promised_epoch
+        self._last_arrival_ms = durable.last_arrival_ms
+        self._hw = durable.high_watermark
+        assert self._hw <= self._log_end
+        # The log as persisted (advanced), and as it will be after the outstanding Ready.
+        self._durable = _Snapshot(
+            log_start=durable.log_start,
+            log_end=durable.log_end,
+            history=durable.epoch_history,
+            promised_epoch=durable.promised_epoch,
+            high_watermark=durable.high_watermark,
+        )
+        self._submitted = self._durable
+        # The end of the persisted log that still equals this log: a truncation decided but
+        # not persisted yet lowers it at once, since the records past it are going away.
+        self._stable_end = durable.log_end
+        self._cut_since_ready: Offset | None = None
+        self._outstanding: Ready | None = None
+        self._outstanding_snapshot: _Snapshot | None = None
+        # Decided, not yet handed out in a Ready.
+        self._reset_to: Offset | None = None
+        self._truncate_from: Offset | None = None
+        self._appends: list[AppendBatch] = []
+        self._to_send: list[Envelope] = []
+        self._reads: list[ReadRequest] = []
+        self._abandoned = False
+        # Follower state: the prefix known to equal the current leader's log.
+        self._follow_epoch = 0
+        self._match_end = Offset(0)
+        self._leader_hw = Offset(0)
+        # Leader state.
+        self._progress: dict[NodeId, _Progress] = {}
+        self._tail: collections.deque[AppendBatch] = collections.deque()
+        self._tail_bytes = 0
+        self._uncommitted: collections.deque[tuple[Offset, int]] = collections.deque()
+        self._uncommitted_bytes = 0
+
+    # --- Inputs ---------------------------------------------------------------------------
+
+    def configure(
+        self,
+        *,
+        epoch: int,
+        leader: NodeId | None,
+        replicas: Sequence[NodeId],
+        sealing: bool,
+        now_ms: int,
+    ) -> None:
+        """Applies this shard's entry of a (new) metadata image. Older epochs are ignored."""
+        assert epoch >= 0
+        assert self.node_id in replicas, (self.node_id, replicas)
+        if epoch < self._epoch:
+            return
+        first = not self._configured
+        self._configured = True
+        self._replicas = tuple(replicas)
+        self._sealing = sealing
+        if first and self._recovering:
+            # Fence the leader that may have been elected with the vote this node lost.
+            self._raise_promise(max(self._promised_epoch, epoch + 1))
+        elif epoch > self._promised_epoch:
+            self._raise_promise(epoch)
+        new_epoch = epoch != self._epoch
+        self._epoch = epoch
+        self._leader = leader
+        if self._role is Role.LEADER and (new_epoch or leader != self.node_id):
+            self._step_down()
+        if (
+            self._role is Role.FOLLOWER
+            and leader == self.node_id
+            and epoch >= 1
+            and epoch == self._promised_epoch
+            and not self._recovering
+        ):
+            self._become_leader(now_ms)
+        if self._role is Role.LEADER:
+            for node in self._replicas:
+                if node != self.node_id and node not in self._progress:
+                    self._progress[node] = _Progress(next_offset=self._log_end, match_end=Offset(0))
+            for node in list(self._progress):
+                if node not in self._replicas:
+                    del self._progress[node]
+            self._advance_hw()
+            self._send_appends(now_ms)
+
+    def propose(self, records: Sequence[NewRecord], now_ms: int) -> Proposal | Refusal:
+        """Assigns the records the next offsets (dense, in call order) if this replica leads."""
+        assert records, "a proposal of no records"
+        assert now_ms >= 0
+        if self._role is not Role.LEADER:
+            if self._leader == self.node_id:
+                return Refusal(reason=RefusalReason.STALE_EPOCH, leader=None)
+            return Refusal(reason=RefusalReason.NOT_LEADER, leader=self._leader)
+        if self._sealing:
+            return Refusal(reason=RefusalReason.SEALED, leader=self.node_id)
+        if self._uncommitted_bytes >= self._knobs.uncommitted_bytes_max:
+            return Refusal(reason=RefusalReason.OVERLOADED, leader=self.node_id)
+        batch = AppendBatch(
+            shard_uid=self.shard_uid,
+            first_offset=self._log_end,
+            arrival_ms=max(now_ms, self._last_arrival_ms),
+            records=tuple(records),
+            epoch=self._epoch,
+        )
+        size = batch.size_bytes
+        assert size <= self._knobs.append_bytes_max, (size, self._knobs.append_bytes_max)
+        self._write(batch)
+        self._uncommitted.append((batch.end_offset, size))
+        self._uncommitted_bytes += size
+        self._send_appends(now_ms)
+        return Proposal(
+            first_offset=batch.first_offset,
+            end_offset=batch.end_offset,
+            arrival_ms=batch.arrival_ms,
+            epoch=self._epoch,
+        )
+
+    def step(self, message: ReplicationMessage, now_ms: int) -> Promise | None:
+        """Handles a message for this shard. For a Prepare, returns the Promise to send back
+        once the next Ready is advanced (module docstring); otherwise None."""
+        assert message.shard_uid == self.shard_uid, (message.shard_uid, self.shard_uid)
+        match message:
+            case Append():
+                self._on_append(message, now_ms)
+                return None
+            case AppendAck():
+                self._on_ack(message, now_ms)
+                return None
+            case Prepare():
+                return self._on_prepare(message)
+            case Promise():
+                raise AssertionError("a Promise goes to the controller, not to a replica")
+
+    def tick(self, now_ms: int) -> None:
+        """Resends what was not acknowledged in time, and heartbeats the HW (leader only)."""
+        if self._role is not Role.LEADER:
+            return
+        for progress in self._progress.values():
+            if progress.inflight and now_ms - progress.inflight[0][1] >= self._knobs.resend_ms:
+                # Lost or refused silently: go back to what is known to match.
+                progress.inflight.clear()
+                progress.next_offset = Offset(max(progress.match_end, self._log_start))
+            if progress.read is not None and now_ms - progress.read_ms >= self._knobs.resend_ms:
+                progress.read = None  # the driver dropped it (it must not, but never hang)
+        self._send_appends(now_ms)
+
+    def read_done(self, request: ReadRequest, batches: Sequence[AppendBatch], now_ms: int) -> None:
+        """The result of a `Ready.reads` entry: `store.read_batches(...)` of the request."""
+        progress = self._progress.get(request.peer)
+        if self._role is not Role.LEADER or progress is None or progress.read != request:
+            return  # stale: leadership or the follower's position changed meanwhile
+        progress.read = None
+        if not batches or batches[0].first_offset != request.start_offset:
+            # Retention trimmed the range meanwhile: the log now starts later.
+            trimmed_to = batches[0].first_offset if batches else request.end_offset
+            self._log_start = Offset(max(self._log_start, trimmed_to))
+            self._send_appends(now_ms)
+            return
+        offset = request.start_offset
+        for batch in batches:
+            assert batch.first_offset == offset, (batch.first_offset, offset)
+            assert batch.epoch == epoch_at(self._history, batch.first_offset), batch
+            offset = batch.end_offset
+        assert offset <= self._log_end, (offset, self._log_end)
+        self._send_append(request.peer, progress, tuple(batches), now_ms)
+        self._send_appends(now_ms)
+
+    def trimmed(self, log_start: Offset) -> None:
+        """Retention moved the log start (store.trim); it must stay at or below the HW."""
+        assert log_start <= self._log_end, (log_start, self._log_end)
+        self._log_start = Offset(max(self._log_start, log_start))
+
+    # --- Outputs --------------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        """Whether `ready()` has anything to do (and no Ready is outstanding)."""
+        if self._outstanding is not None:
+            return False
+        return (
+            self._reset_to is not None
+            or self._truncate_from is not None
+            or self._promised_epoch != self._submitted.promised_epoch
+            or bool(self._appends)
+            or self._hw != self._submitted.high_watermark
+            or bool(self._to_send)
+            or bool(self._reads)
+            or self._abandoned
+        )
+
+    def ready(self) -> Ready:
+        """Hands out everything decided since the last Ready; call `advance` when done."""
+        assert self._outstanding is None, "advance() the outstanding Ready first"
+        submitted = self._submitted
+        ready = Ready(
+            reset_to=self._reset_to,
+            truncate_from=self._truncate_from,
+            promise=(
+                self._promised_epoch if self._promised_epoch != submitted.promised_epoch else None
+            ),
+            appends=tuple(self._appends),
+            high_watermark=self._hw if self._hw != submitted.high_watermark else None,
+            to_send=tuple(self._to_send),
+            reads=tuple(self._reads),
+            committed_end=self._hw if self._role is Role.LEADER else None,
+            abandoned=self._abandoned,
+        )
+        snapshot = _Snapshot(
+            log_start=self._log_start,
+            log_end=self._log_end,
+            history=tuple(self._history),
+            promised_epoch=self._promised_epoch,
+            high_watermark=self._hw,
+        )
+        self._reset_to = None
+        self._truncate_from = None
+        self._appends = []
+        self._to_send = []
+        self._reads = []
+        self._abandoned = False
+        self._cut_since_ready = None
+        self._outstanding = ready
+        self._outstanding_snapshot = snapshot
+        self._submitted = snapshot
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The driver persisted `ready` durably (and sent what it asked)."""
+        assert ready is self._outstanding, "advance() takes the outstanding Ready"
+        snapshot = self._outstanding_snapshot
+        assert snapshot is not None
+        self._outstanding = None
+        self._outstanding_snapshot = None
+        self._durable = snapshot
+        self._stable_end = snapshot.log_end
+        if self._cut_since_ready is not None:
+            self._stable_end = Offset(min(self._stable_end, self._cut_since_ready))
+        if self._role is Role.LEADER:
+            self._advance_hw()
+        else:
+            self._advance_follower_hw()
+
+    def sealed_end(self) -> Offset | None:
+        """The final end of a sealing shard once everything is committed; leader only."""
+        if self._role is not Role.LEADER or not self._sealing:
+            return None
+        if self._hw != self._log_end or self._stable_end != self._log_end:
+            return None
+        return self._log_end
+
+    @property
+    def high_watermark(self) -> Offset:
+        """Readers on this node may read offsets below this (all durable here)."""
+        return self._hw
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the last metadata image applied."""
+        return self._epoch
+
+    def statistics(self) -> ReplicaStatistics:
+        return ReplicaStatistics(
+            shard_uid=self.shard_uid,
+            node_id=self.node_id,
+            role=self._role,
+            epoch=self._epoch,
+            leader=self._leader,
+            promised_epoch=self._promised_epoch,
+            log_start=self._log_start,
+            log_end=self._log_end,
+            durable_end=self._stable_end,
+            last_epoch=self._last_epoch(),
+            high_watermark=self._hw,
+            sealing=self._sealing,
+            recovering=self._recovering,
+            fenced=(
+                self._leader == self.node_id
+                and self._role is Role.FOLLOWER
+                and self._promised_epoch > self._epoch
+            ),
+            followers=tuple(
+                FollowerStatistics(
+                    node_id=node,
+                    match_end=progress.match_end,
+                    next_offset=progress.next_offset,
+                    inflight_appends=len(progress.inflight),
+                )
+                for node, progress in sorted(self._progress.items())
+            ),
+        )
+
+    # --- Messages -------------------------------------------------------------------------
+
+    def _on_prepare(self, prepare: Prepare) -> Promise:
+        if prepare.epoch < self._promised_epoch:
+            return self._promise_answer(prepare.epoch, ok=False)
+        self._raise_promise(prepare.epoch)
+        if self._role is Role.LEADER and prepare.epoch > self._epoch:
+            self._step_down()
+        # A replica that lost its disk is fenced by the promise but must not vote.
+        return self._promise_answer(prepare.epoch, ok=not self._recovering)
+
+    def _promise_answer(self, epoch: int, *, ok: bool) -> Promise:
+        return Promise(
+            shard_uid=self.shard_uid,
+            epoch=epoch,
+            sender=self.node_id,
+            ok=ok,
+            last_epoch=self._last_epoch(),
+            log_end=self._log_end,
+            promised_epoch=self._promised_epoch,
+        )
+
+    def _on_append(self, append: Append, now_ms: int) -> None:
+        if append.epoch < self._promised_epoch:
+            self._ack(append, ok=False, log_end=self._log_end)
+            return
+        if append.epoch > self._promised_epoch:
+            self._raise_promise(append.epoch)
+        if self._role is Role.LEADER:
+            # One leader per epoch: an Append of our own epoch can only come from us.
+            assert append.epoch > self._epoch, (append, self._epoch)
+            self._step_down()
+        if append.epoch != self._follow_epoch:
+            # A new leader: only the committed prefix is known to equal its log.
+            self._follow_epoch = append.epoch
+            self._match_end = Offset(min(self._hw, self._log_end))
+            self._leader_hw = Offset(0)
+        self._leader_hw = Offset(max(self._leader_hw, append.leader_hw))
+        batches, first = self._drop_below_log_start(append)
+        if not self._matches(append, first):
+            if first == append.leader_log_start and first > self._hw:
+                self._reset(first)  # rule 5: our log cannot be matched below the leader's start
+            else:
+                self._ack(append, ok=False, log_end=self._refusal_hint(append, first))
+                return
+        self._merge(batches, first)
+        self._match_end = Offset(max(self._match_end, append.end_offset, first))
+        assert self._match_end <= self._log_end, (self._match_end, self._log_end)
+        self._advance_follower_hw()
+        self._ack(append, ok=True, log_end=self._match_end)
+
+    def _refusal_hint(self, append: Append, first: Offset) -> Offset:
+        """Where the leader should try next: below the refused point, and below every record
+        of ours in an epoch above the leader's `prev_epoch` there (KIP-279: those cannot be
+        in the leader's log at those offsets), so one round trip skips a whole epoch."""
+        if first > self._log_end:
+            return self._log_end
+        ours = epoch_at(self._history, first - 1)
+        if ours > append.prev_epoch:
+            return Offset(
+                min(first - 1, end_for_epoch(self._history, append.prev_epoch, self._log_end))
+            )
+        return Offset(first - 1)
+
+    def _drop_below_log_start(self, append: Append) -> tuple[list[AppendBatch], Offset]:
+        """The Append's batches from our log start on (below it everything is committed)."""
+        first = append.first_offset
+        if first >= self._log_start:
+            return list(append.batches), first
+        kept = [
+            batch.slice(self._log_start, batch.end_offset)
+            for batch in append.batches
+            if batch.end_offset > self._log_start
+        ]
+        return kept, self._log_start
+
+    def _matches(self, append: Append, first: Offset) -> bool:
+        if first > self._log_end:
+            return False
+        if first == self._log_start or first <= self._hw:
+            return True  # nothing retained before it, or a committed prefix (rule 2)
+        return epoch_at(self._history, first - 1) == append.prev_epoch
+
+    def _merge(self, batches: list[AppendBatch], first: Offset) -> None:
+        """Writes the leader's batches at `first`, truncating from the first difference."""
+        for batch in batches:
+            if batch.end_offset <= self._log_end:
+                differs = self._first_difference(batch)
+                if differs is None:
+                    continue
+                self._truncate(differs)
+                self._write(batch.slice(differs, batch.end_offset))
+            elif batch.first_offset < self._log_end:
+                differs = self._first_difference(batch.slice(batch.first_offset, self._log_end))
+                if differs is None:
+                    self._write(batch.slice(self._log_end, batch.end_offset))
+                else:
+                    self._truncate(differs)
+                    self._write(batch.slice(differs, batch.end_offset))
+            else:
+                assert batch.first_offset == self._log_end, (batch.first_offset, self._log_end)
+                self._write(batch)
+        del first
+
+    def _first_difference(self, batch: AppendBatch) -> Offset | None:
+        """The first offset of `batch` (within our log) whose epoch differs from ours."""
+        start, end = batch.first_offset, batch.end_offset
+        assert end <= self._log_end
+        if epoch_at(self._history, start) != batch.epoch:
+            return start
+        if epoch_at(self._history, end - 1) == batch.epoch:
+            return None  # epochs are monotone along a log: equal at both ends, equal between
+        for _, entry_start in self._history:
+            if start < entry_start < end:
+                return entry_start
+        raise AssertionError((batch, self._history))
+
+    def _on_ack(self, ack: AppendAck, now_ms: int) -> None:
+        if self._role is not Role.LEADER:
+            return
+        if ack.promised_epoch > self._epoch:
+            # A newer epoch was promised: we are fenced. Promising it too (Raft's term update)
+            # shows it in statistics(), which the controller's failure detector reads.
+            self._raise_promise(ack.promised_epoch)
+            self._step_down()
+            return
+        progress = self._progress.get(ack.sender)
+        if ack.epoch != self._epoch or progress is None:
+            return
+        if ack.ok:
+            assert ack.log_end <= self._log_end, (ack, self._log_end)
+            progress.match_end = Offset(max(progress.match_end, ack.log_end))
+            progress.next_offset = Offset(max(progress.next_offset, progress.match_end))
+            while progress.inflight and progress.inflight[0][0] <= progress.match_end:
+                progress.inflight.popleft()
+            self._advance_hw()
+        else:
+            # The logs differ before the refused Append (KIP-101): go back by epoch.
+            back = min(
+                end_for_epoch(self._history, ack.last_epoch, self._log_end),
+                ack.log_end,
+                self._log_end,
+            )
+            # Only ever back: refusals of pipelined Appends arrive late and out of order.
+            progress.next_offset = Offset(max(min(progress.next_offset, back), progress.match_end))
+            progress.inflight.clear()
+            progress.read = None
+        self._send_appends(now_ms)
+
+    # --- Leader ---------------------------------------------------------------------------
+
+    def _become_leader(self, now_ms: int) -> None:
+        assert self._promised_epoch == self._epoch
+        self._role = Role.LEADER
+        # Optimistically at our end before the marker, so the marker is the first thing sent.
+        self._progress = {
+            node: _Progress(next_offset=self._log_end, match_end=Offset(0))
+            for node in self._replicas
+            if node != self.node_id
+        }
+        self._tail.clear()
+        self._tail_bytes = 0
+        self._uncommitted.clear()
+        self._uncommitted_bytes = 0
+        if self._last_epoch() < self._epoch:
+            marker = epoch_marker(
+                self.shard_uid,
+                epoch=self._epoch,
+                offset=self._log_end,
+                arrival_ms=max(now_ms, self._last_arrival_ms),
+            )
+            self._write(marker)
+
+    def _step_down(self) -> None:
+        if self._role is Role.LEADER:
+            self._abandoned = True
+        self._role = Role.FOLLOWER
+        self._progress = {}
+        self._tail.clear()
+        self._tail_bytes = 0
+        self._uncommitted.clear()
+        self._uncommitted_bytes = 0
+
+    def _advance_hw(self) -> None:
+        """Rule 3: the majority-held durable end, once above our epoch's start."""
+        assert self._role is Role.LEADER
+        ends = sorted(
+            [self._stable_end]
+            + [self._progress[node].match_end for node in self._replicas if node in self._progress],
+            reverse=True,
+        )
+        majority = len(self._replicas) // 2 + 1
+        if len(ends) < majority:
+            return
+        candidate = ends[majority - 1]
+        if candidate <= self._epoch_start():
+            return  # only a record of our own epoch commits (the Figure 8 rule)
+        self._set_hw(candidate)
+        while self._uncommitted and self._uncommitted[0][0] <= self._hw:
+            self._uncommitted_bytes -= self._uncommitted.popleft()[1]
+        self._drop_acknowledged_tail()
+
+    def _epoch_start(self) -> Offset:
+        for epoch, start in reversed(self._history):
+            if epoch == self._epoch:
+                return start
+        raise AssertionError((self._epoch, self._history))
+
+    def _send_appends(self, now_ms: int) -> None:
+        if self._role is not Role.LEADER:
+            return
+        for node, progress in self._progress.items():
+            heartbeat_due = now_ms - progress.last_sent_ms >= self._knobs.heartbeat_ms
+            # Below our log start only trimmed (committed) records: the follower matches at our
+            # start, or drops its log and restarts there (rule 5).
+            progress.next_offset = Offset(max(progress.next_offset, self._log_start))
+            inflight_max = self._knobs.inflight_appends_max
+            while progress.read is None and len(progress.inflight) < inflight_max:
+                if progress.next_offset >= self._log_end:
+                    if heartbeat_due:
+                        self._send_append(node, progress, (), now_ms)
+                    break
+                batches = self._batches_from_tail(progress.next_offset)
+                if batches is None:
+                    self._request_read(node, progress, now_ms)
+                    break
+                self._send_append(node, progress, batches, now_ms)
+                heartbeat_due = False
+
+    def _send_append(
+        self,
+        node: NodeId,
+        progress: _Progress,
+        batches: tuple[AppendBatch, ...],
+        now_ms: int,
+    ) -> None:
+        first = batches[0].first_offset if batches else progress.next_offset
+        if not batches:
+            # A heartbeat checks at what the follower is known to hold, so it never opens a gap.
+            first = Offset(max(min(progress.match_end, self._log_end), self._log_start))
+        append = Append(
+            shard_uid=self.shard_uid,
+            epoch=self._epoch,
+            leader=self.node_id,
+            first_offset=first,
+            prev_epoch=epoch_at(self._history, first - 1),
+            batches=batches,
+            leader_hw=self._hw,
+            leader_log_start=self._log_start,
+        )
+        self._to_send.append(Envelope(to=node, message=append))
+        progress.last_sent_ms = now_ms
+        if batches:
+            progress.inflight.append((append.end_offset, now_ms))
+            progress.next_offset = append.end_offset
+
+    def _batches_from_tail(self, start: Offset) -> tuple[AppendBatch, ...] | None:
+        """Batches from `start` within the Append byte bound, or None if not cached."""
+        if not self._tail or self._tail[0].first_offset > start:
+            return None
+        index = bisect.bisect_right(self._tail, start, key=lambda b: b.first_offset) - 1
+        taken: list[AppendBatch] = []
+        size = 0
+        for batch in itertools.islice(self._tail, index, None):
+            piece = batch.slice(start, batch.end_offset) if not taken else batch
+            piece_bytes = piece.size_bytes
+            if taken and size + piece_bytes > self._knobs.append_bytes_max:
+                break
+            taken.append(piece)
+            size += piece_bytes
+        return tuple(taken)
+
+    def _request_read(self, node: NodeId, progress: _Progress, now_ms: int) -> None:
+        start = progress.next_offset
+        end = self._tail[0].first_offset if self._tail else self._log_end
+        assert self._log_start <= start < end, (start, self._log_start, end)
+        request = ReadRequest(
+            shard_uid=self.shard_uid,
+            peer=node,
+            start_offset=start,
+            end_offset=end,
+            bytes_max=min(self._knobs.read_bytes_max, self._knobs.append_bytes_max),
+        )
+        progress.read = request
+        progress.read_ms = now_ms
+        self._reads.append(request)
+
+    def _drop_acknowledged_tail(self) -> None:
+        """Keeps in the tail cache only what some follower still needs (and within bounds)."""
+        needed = min(
+            (progress.match_end for progress in self._progress.values()), default=self._log_end
+        )
+        while self._tail and (
+            self._tail[0].end_offset <= needed
+            or self._tail_bytes > self._knobs.tail_cache_bytes_max
+        ):
+            self._tail_bytes -= self._tail.popleft().size_bytes
+
+    # --- The log --------------------------------------------------------------------------
+
+    def _write(self, batch: AppendBatch) -> None:
+        assert batch.first_offset == self._log_end, (batch.first_offset, self._log_end)
+        extend_history(self._history, batch)
+        self._appends.append(batch)
+        self._log_end = batch.end_offset
+        self._last_arrival_ms = max(self._last_arrival_ms, batch.arrival_ms)
+        if self._role is Role.LEADER:
+            self._tail.append(batch)
+            self._tail_bytes += batch.size_bytes
+            if self._tail_bytes > self._knobs.tail_cache_bytes_max:
+                self._drop_acknowledged_tail()
+
+    def _truncate(self, offset: Offset) -> None:
+        """Drops our log from `offset`; never committed records (rule 2)."""
+        assert self._role is Role.FOLLOWER
+        assert offset >= self._hw, ("truncating committed records", offset, self._hw)
+        assert self._log_start <= offset < self._log_end, (offset, self._log_start, self._log_end)
+        if self._reset_to is not None:
+            base_end = self._reset_to
+        elif self._truncate_from is not None:
+            base_end = self._truncate_from
+        else:
+            base_end = self._submitted.log_end
+        if offset < base_end:
+            assert self._reset_to is None
+            self._truncate_from = (
+                offset if self._truncate_from is None else min(self._truncate_from, offset)
+            )
+            self._appends = []
+        else:
+            self._appends = [
+                batch.slice(batch.first_offset, offset) if batch.end_offset > offset else batch
+                for batch in self._appends
+                if batch.first_offset < offset
+            ]
+        self._history = cut_history(self._history, offset)
+        self._log_end = offset
+        self._match_end = Offset(min(self._match_end, offset))
+        self._note_cut(offset)
+
+    def _reset(self, offset: Offset) -> None:
+        assert self._role is Role.FOLLOWER
+        assert offset >= self._log_start
+        assert offset > self._hw, (offset, self._hw)
+        self._reset_to = offset
+        self._truncate_from = None
+        self._appends = []
+        self._history = []
+        self._log_start = offset
+        self._log_end = offset
+        self._match_end = offset
+        self._note_cut(offset)
+
+    def _note_cut(self, offset: Offset) -> None:
+        self._stable_end = Offset(min(self._stable_end, offset))
+        if self._cut_since_ready is None or offset < self._cut_since_ready:
+            self._cut_since_ready = offset
+
+    def _raise_promise(self, epoch: int) -> None:
+        assert epoch >= self._promised_epoch
+        self._promised_epoch = epoch
+
+    def _last_epoch(self) -> int:
+        return self._history[-1][0] if self._history else 0
+
+    def _set_hw(self, hw: Offset) -> None:
+        if hw <= self._hw:
+            return
+        assert hw <= self._stable_end, (hw, self._stable_end)
+        self._hw = hw
+
+    def _advance_follower_hw(self) -> None:
+        if self._follow_epoch == 0:
+            return
+        # Known to equal the leader's log, committed there, and durable here.
+        candidate = min(self._leader_hw, self._match_end, self._stable_end)
+        self._set_hw(Offset(candidate))
+        if (
+            self._recovering
+            and self._hw == self._leader_hw
+            and self._hw > 0
+            and epoch_at(self._history, self._hw - 1) == self._follow_epoch
+        ):
+            self._recovering = False  # caught up past a leader elected without our vote
+
+    def _ack(self, append: Append, *, ok: bool, log_end: Offset) -> None:
+        ack = AppendAck(
+            shard_uid=self.shard_uid,
+            epoch=append.epoch,
+            sender=self.node_id,
+            ok=ok,
+            log_end=log_end,
+            last_epoch=epoch_at(self._history, log_end - 1),
+            promised_epoch=self._promised_epoch,
+        )
+        self._to_send.append(Envelope(to=append.leader, message=ack))

@@ -1,0 +1,102 @@
+"""Fault plans (STYLE B.5), each a self-rescheduling event drawing from the "faults" stream.
+
+- `Attrition`: crash a random node (losing its unsynced writes), restart it later.
+- `Partition`: split the nodes (and the controller) in two for a while, then heal.
+- `LeaderKill`: crash the node leading a random shard, restart it later.
+- `LeaderChange`: the controller moves a random shard's leadership (a drain or rebalance).
+- `DiskLoss`: crash a node and wipe its disk (a replaced pod), restart it recovering; only
+  while no other node is down or recovering, so it stays the minority's one failure.
+- Message loss and duplication are `SimNetwork` probabilities, set from the config.
+
+Which plans run, and how often, comes from the seed's `SimConfig`. Nothing fires once the
+cluster's quiet phase starts (`SimCluster.faults_active`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from broker.sim.quorum import CONTROLLER
+
+if TYPE_CHECKING:
+    from broker.sim.cluster import SimCluster, SimNode
+
+
+class FaultPlans:
+    def __init__(self, cluster: SimCluster) -> None:
+        self._cluster = cluster
+        self._rng = cluster.world.random("faults")
+        self.fired: dict[str, int] = {}
+
+    def start(self) -> None:
+        config = self._cluster.config
+        if config.attrition:
+            self._later("attrition", 200, 1_500, self._attrition)
+        if config.partitions:
+            self._later("partition", 300, 2_000, self._partition)
+        if config.leader_kills:
+            self._later("leader kill", 300, 2_000, self._leader_kill)
+        if config.leader_changes:
+            self._later("leader change", 100, 1_000, self._leader_change)
+        if config.disk_loss:
+            self._later("disk loss", 500, 3_000, self._disk_loss)
+
+    def _later(self, name: str, low_ms: int, high_ms: int, action: Callable[[], None]) -> None:
+        def fire() -> None:
+            if not self._cluster.faults_active:
+                return
+            self.fired[name] = self.fired.get(name, 0) + 1
+            action()
+            self._later(name, low_ms, high_ms, action)
+
+        self._cluster.world.schedule(self._rng.randint(low_ms, high_ms), f"fault {name}", fire)
+
+    def _restart_later(self, node: SimNode) -> None:
+        cluster = self._cluster
+        incarnation = node.incarnation
+
+        def restart() -> None:
+            if not node.alive and node.incarnation == incarnation:
+                cluster.restart(node)
+
+        cluster.world.schedule(self._rng.randint(20, 1_500), f"restart {node.node_id}", restart)
+
+    def _attrition(self) -> None:
+        cluster = self._cluster
+        node = cluster.nodes[self._rng.choice(sorted(cluster.nodes))]
+        if node.alive:
+            cluster.crash(node)
+            self._restart_later(node)
+
+    def _leader_kill(self) -> None:
+        cluster = self._cluster
+        image = cluster.quorum.shards[self._rng.choice(sorted(cluster.quorum.shards))]
+        if image.leader is not None and cluster.nodes[image.leader].alive:
+            node = cluster.nodes[image.leader]
+            cluster.crash(node)
+            self._restart_later(node)
+
+    def _leader_change(self) -> None:
+        cluster = self._cluster
+        cluster.quorum.start_election(self._rng.choice(sorted(cluster.quorum.shards)))
+
+    def _partition(self) -> None:
+        cluster = self._cluster
+        endpoints = [*sorted(cluster.nodes), CONTROLLER]
+        self._rng.shuffle(endpoints)
+        cut = self._rng.randint(1, len(endpoints) - 1)
+        cluster.network.partition(endpoints[:cut], endpoints[cut:])
+
+        def heal() -> None:
+            cluster.network.heal()
+
+        cluster.world.schedule(self._rng.randint(50, 1_500), "heal", heal)
+
+    def _disk_loss(self) -> None:
+        cluster = self._cluster
+        if any(not node.alive or node.recovering for node in cluster.nodes.values()):
+            return
+        node = cluster.nodes[self._rng.choice(sorted(cluster.nodes))]
+        cluster.lose_disk(node)
+        self._restart_later(node)

@@ -1,0 +1,206 @@
+"""Named invariants, checked after every simulated event and at the end (STYLE B.5, DESIGN §4).
+
+- `HighWatermarkMonotonic`: a replica's HW never goes back (per process incarnation: a restart
+  may come back with a lower, lazily persisted HW, which only delays reads).
+- `OneLeaderPerShardEpoch`: no two nodes ever lead one shard in one epoch.
+- `CommittedPrefixIdentical`: every replica's log below its HW equals the committed log (an
+  oracle built from every HW any replica reached: first seen wins, any difference fails).
+- `ShardOrderStable`: a record once readable stays at its offset (the oracle never changes;
+  reads through `LogStore.read` return the oracle's records, control records skipped).
+- `SequenceNumbersUnique`: no record appears at two offsets (producers never retry here).
+- `AcknowledgedNeverLost`: an acknowledged record is in the committed log at its offset, when
+  acknowledged and at the end.
+- `Liveness` (end only): after the faults stop, every shard converges within the deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from broker.log.records import StoredRecord
+from broker.replication.replica import Role
+from broker.types import NodeId, Offset, ShardUid
+
+if TYPE_CHECKING:
+    from broker.sim.cluster import SimCluster, SimNode
+
+_Committed = tuple[int, bool, str, bytes]  # epoch, control, partition key, data
+_READ_ALL = 2**40
+
+
+class InvariantViolation(Exception):
+    def __init__(self, name: str, detail: str) -> None:
+        self.name = name
+        super().__init__(f"{name}: {detail}")
+
+
+class Invariants:
+    def __init__(self, cluster: SimCluster) -> None:
+        self._cluster = cluster
+        self.committed: dict[ShardUid, dict[Offset, _Committed]] = {}
+        self._offset_of: dict[tuple[ShardUid, str, bytes], Offset] = {}
+        self._hw_seen: dict[tuple[NodeId, ShardUid, int], Offset] = {}
+        self._scanned: dict[tuple[NodeId, ShardUid, int], Offset] = {}
+        self._leaders: dict[tuple[ShardUid, int], NodeId] = {}
+        self.checks = 0
+
+    def replica_started(self, node: SimNode, shard_uid: ShardUid) -> None:
+        key = (node.node_id, shard_uid, node.incarnation)
+        self._scanned[key] = node.store.log_start(shard_uid)
+
+    def after_step(self, label: str) -> None:
+        del label
+        self.checks += 1
+        for node in self._cluster.nodes.values():
+            if not node.alive:
+                continue
+            for shard_uid, replica in node.replicas.items():
+                hw = replica.high_watermark
+                key = (node.node_id, shard_uid, node.incarnation)
+                seen = self._hw_seen.get(key, Offset(0))
+                if hw < seen:
+                    raise InvariantViolation(
+                        "HighWatermarkMonotonic", f"{node.node_id} {shard_uid}: {seen} -> {hw}"
+                    )
+                self._hw_seen[key] = hw
+                if replica.role is Role.LEADER:
+                    epoch = replica.epoch
+                    leader = self._leaders.setdefault((shard_uid, epoch), node.node_id)
+                    if leader != node.node_id:
+                        raise InvariantViolation(
+                            "OneLeaderPerShardEpoch",
+                            f"{shard_uid} epoch {epoch}: {leader} and {node.node_id}",
+                        )
+                if hw > self._scanned.get(key, Offset(0)):
+                    self._scan(node, shard_uid, hw)
+        self._check_acknowledged()
+
+    def _scan(self, node: SimNode, shard_uid: ShardUid, hw: Offset) -> None:
+        key = (node.node_id, shard_uid, node.incarnation)
+        start = max(self._scanned.get(key, Offset(0)), node.store.log_start(shard_uid))
+        if hw <= start:
+            return
+        batches = node.store.read_batches(
+            shard_uid, start_offset=Offset(start), end_offset=hw, bytes_max=_READ_ALL
+        )
+        offset = start
+        for batch in batches:
+            if batch.first_offset != offset:
+                raise InvariantViolation(
+                    "CommittedPrefixIdentical",
+                    f"{node.node_id} {shard_uid}: hole below HW {hw} at {offset}",
+                )
+            for index, record in enumerate(batch.records):
+                entry = (batch.epoch, batch.control, record.partition_key, record.data)
+                self._record_committed(node.node_id, shard_uid, Offset(offset + index), entry)
+            offset = batch.end_offset
+        if offset != hw:
+            raise InvariantViolation(
+                "CommittedPrefixIdentical",
+                f"{node.node_id} {shard_uid}: log ends at {offset}, below its HW {hw}",
+            )
+        self._scanned[key] = hw
+
+    def _record_committed(
+        self, node_id: NodeId, shard_uid: ShardUid, offset: Offset, entry: _Committed
+    ) -> None:
+        log = self.committed.setdefault(shard_uid, {})
+        known = log.get(offset)
+        if known is None:
+            log[offset] = entry
+            if not entry[1]:
+                identity = (shard_uid, entry[2], entry[3])
+                other = self._offset_of.setdefault(identity, offset)
+                if other != offset:
+                    raise InvariantViolation(
+                        "SequenceNumbersUnique",
+                        f"{shard_uid}: {entry[3]!r} at offsets {other} and {offset}",
+                    )
+        elif known != entry:
+            raise InvariantViolation(
+                "CommittedPrefixIdentical",
+                f"{node_id} {shard_uid} offset {offset}: {entry} but committed {known}",
+            )
+
+    def _check_acknowledged(self) -> None:
+        workload = self._cluster.workload
+        for shard_uid, offset, partition_key, data in workload.newly_acknowledged:
+            entry = self.committed.get(shard_uid, {}).get(offset)
+            if entry is None or entry[2:] != (partition_key, data) or entry[1]:
+                raise InvariantViolation(
+                    "AcknowledgedNeverLost",
+                    f"{shard_uid} offset {offset}: acknowledged {data!r}, committed {entry}",
+                )
+        workload.newly_acknowledged.clear()
+
+    def observed_read(
+        self,
+        node_id: NodeId,
+        shard_uid: ShardUid,
+        start: Offset,
+        hw: Offset,
+        records: Sequence[StoredRecord],
+    ) -> None:
+        log = self.committed.get(shard_uid, {})
+        previous = start - 1
+        for record in records:
+            entry = log.get(record.offset)
+            if not start <= record.offset < hw or record.offset <= previous:
+                raise InvariantViolation(
+                    "ShardOrderStable", f"{node_id} {shard_uid}: read {record.offset} out of order"
+                )
+            if entry is None or entry[1] or entry[2:] != (record.partition_key, record.data):
+                raise InvariantViolation(
+                    "ShardOrderStable",
+                    f"{node_id} {shard_uid} offset {record.offset}: read {record.data!r}, "
+                    f"committed {entry}",
+                )
+            for skipped in range(previous + 1, record.offset):
+                if Offset(skipped) in log and not log[Offset(skipped)][1]:
+                    raise InvariantViolation(
+                        "ShardOrderStable",
+                        f"{node_id} {shard_uid}: read skipped data record {skipped}",
+                    )
+            previous = record.offset
+
+    def final_check(self) -> None:
+        cluster = self._cluster
+        if not cluster.converged():
+            raise InvariantViolation("Liveness", f"no convergence: {cluster.summary()}")
+        for shard_uid, image in sorted(cluster.quorum.shards.items()):
+            assert image.leader is not None
+            leader = cluster.nodes[image.leader]
+            end = leader.replicas[shard_uid].statistics().log_end
+            reference = leader.store.read_batches(
+                shard_uid, start_offset=Offset(0), end_offset=end, bytes_max=_READ_ALL
+            )
+            final = {
+                Offset(batch.first_offset + index): (
+                    batch.epoch,
+                    batch.control,
+                    record.partition_key,
+                    record.data,
+                )
+                for batch in reference
+                for index, record in enumerate(batch.records)
+            }
+            for node_id in image.replicas:
+                node = cluster.nodes[node_id]
+                node.store.check_consistency(shard_uid)
+                self._scan(node, shard_uid, node.replicas[shard_uid].high_watermark)
+            for offset, entry in self.committed.get(shard_uid, {}).items():
+                if final.get(offset) != entry:
+                    raise InvariantViolation(
+                        "ShardOrderStable",
+                        f"{shard_uid} offset {offset}: committed {entry}, "
+                        f"final {final.get(offset)}",
+                    )
+            acknowledged = cluster.workload.acknowledged_records.get(shard_uid, {})
+            for offset, (partition_key, data) in acknowledged.items():
+                found = final.get(offset)
+                if found is None or found[2:] != (partition_key, data):
+                    raise InvariantViolation(
+                        "AcknowledgedNeverLost",
+                        f"{shard_uid} offset {offset}: acknowledged {data!r}, final {found}",
+                    )

@@ -1,0 +1,100 @@
+"""Producers and readers for the simulator, remembering what was acknowledged (STYLE B.5).
+
+Producers write uniquely identifiable records (the data names the shard and a sequence number;
+producers never retry, so every record is written at most once) to the node they believe leads
+the shard, usually the committed image's leader, sometimes a random node (stale routing).
+A write is acknowledged when its node's Ready reports it committed; it is "unknown" if the
+node crashed or stopped leading first (it may or may not survive: both are correct).
+
+Readers read a random range below a random replica's HW through `LogStore.read` (the path
+GetRecords takes), and `invariants.py` compares what they saw with the committed log.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broker.log.records import NewRecord
+from broker.types import Offset, ShardUid
+
+if TYPE_CHECKING:
+    from broker.sim.cluster import PendingWrite, SimCluster
+
+
+class Workload:
+    def __init__(self, cluster: SimCluster) -> None:
+        self._cluster = cluster
+        self._rng = cluster.world.random("workload")
+        self._next_id = 0
+        self.stopped_at_ms = 2**62
+        # shard -> offset -> (partition key, data) of every acknowledged record
+        self.acknowledged_records: dict[ShardUid, dict[Offset, tuple[str, bytes]]] = {}
+        self.acknowledged_count = 0
+        self.unknown_count = 0
+        self.newly_acknowledged: list[tuple[ShardUid, Offset, str, bytes]] = []
+
+    def start(self) -> None:
+        self._cluster.world.schedule(1, "produce", self._produce)
+        self._cluster.world.schedule(5, "read", self._read)
+
+    def stop_at(self, now_ms: int) -> None:
+        self.stopped_at_ms = now_ms
+
+    # --- Producers --------------------------------------------------------------------------
+
+    def _produce(self) -> None:
+        cluster = self._cluster
+        if cluster.world.now_ms >= self.stopped_at_ms:
+            return
+        shard_uid = self._rng.choice(sorted(cluster.quorum.shards))
+        image = cluster.quorum.shards[shard_uid]
+        if image.leader is not None and self._rng.random() < 0.9:
+            node_id = image.leader
+        else:
+            node_id = self._rng.choice(image.replicas)
+        records = tuple(self._record(shard_uid) for _ in range(self._rng.randint(1, 3)))
+        cluster.propose(cluster.nodes[node_id], shard_uid, records)
+        cluster.world.schedule(
+            self._rng.randint(1, cluster.config.produce_interval_ms_max), "produce", self._produce
+        )
+
+    def _record(self, shard_uid: ShardUid) -> NewRecord:
+        self._next_id += 1
+        return NewRecord(
+            partition_key=f"k{self._next_id % 7}",
+            data=f"{shard_uid}:{self._next_id}".encode(),
+        )
+
+    def acknowledged(self, write: PendingWrite) -> None:
+        records = self.acknowledged_records.setdefault(write.shard_uid, {})
+        for index, record in enumerate(write.records):
+            offset = Offset(write.first_offset + index)
+            assert offset not in records, ("two acknowledged records at one offset", offset)
+            records[offset] = (record.partition_key, record.data)
+            self.newly_acknowledged.append(
+                (write.shard_uid, offset, record.partition_key, record.data)
+            )
+        self.acknowledged_count += 1
+
+    def unknown(self, write: PendingWrite) -> None:
+        del write
+        self.unknown_count += 1
+
+    # --- Readers ----------------------------------------------------------------------------
+
+    def _read(self) -> None:
+        cluster = self._cluster
+        node = cluster.nodes[self._rng.choice(sorted(cluster.nodes))]
+        if node.alive and node.replicas:
+            shard_uid = self._rng.choice(sorted(node.replicas))
+            hw = node.replicas[shard_uid].high_watermark
+            start = Offset(self._rng.randint(0, hw)) if hw > 0 else Offset(0)
+            records = node.store.read(
+                shard_uid,
+                start_offset=start,
+                end_offset=hw,
+                records_max=self._rng.randint(1, 50),
+                bytes_max=self._rng.randint(1, 400),
+            )
+            cluster.invariants.observed_read(node.node_id, shard_uid, start, hw, records)
+        cluster.world.schedule(self._rng.randint(1, 20), "read", self._read)

@@ -1,0 +1,31 @@
+"""Options of the simulation tier: `--seeds N` widens the batch, `--seed S` replays one run,
+`--sim-steps K` lengthens each run's fault phase."""
+
+from __future__ import annotations
+
+import pytest
+
+DEFAULT_SEEDS = 20
+DEFAULT_STEPS = 5_000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("sim", "deterministic simulation")
+    group.addoption("--seeds", type=int, default=DEFAULT_SEEDS, help="how many seeds to run")
+    group.addoption("--seed", type=int, default=None, help="replay exactly this seed")
+    group.addoption(
+        "--sim-steps", type=int, default=DEFAULT_STEPS, help="events in each run's fault phase"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "sim_seed" in metafunc.fixturenames:
+        seed = metafunc.config.getoption("--seed")
+        seeds = [seed] if seed is not None else list(range(metafunc.config.getoption("--seeds")))
+        metafunc.parametrize("sim_seed", seeds)
+
+
+@pytest.fixture
+def sim_steps(request: pytest.FixtureRequest) -> int:
+    steps: int = request.config.getoption("--sim-steps")
+    return steps
