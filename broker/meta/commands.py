@@ -12,13 +12,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, assert_never
 
-from broker.meta.image import ReshardKind, StreamMode
+from broker.consumers import leases
+from broker.meta.image import NodeState, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
-from broker.types import Offset, ShardIndex, StreamUid
+from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
-COMMAND_FORMAT_VERSION = 1
+# 2: cluster membership and shard placement (issue 4). Version 1 entries (issue 2's single-node
+# journals) are refused: their CreateStream carries no replication factor and no node was
+# registered to place shards on, so replaying them could not rebuild the same image.
+# The lease commands (issue 5) are new types in the same format: existing commands encode as
+# before, and a replica that does not know a type refuses it by name ("unknown metadata command
+# type") and stops, as it would for a newer version.
+COMMAND_FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,6 +50,9 @@ class CreateStream:
     creating_ms: int  # how long the stream shows CREATING
     shard_count_per_account_max: int
     on_demand_streams_max: int
+    # Replicas per shard. The proposer passes min(its configured default, ACTIVE nodes it
+    # sees); apply re-checks against the ACTIVE nodes at apply time (LimitExceeded if fewer).
+    replication_factor: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,6 +146,162 @@ class UpdateMaxRecordSize:
     max_record_size_kib: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterNode:
+    """Adds a node, or refreshes one that restarted: raises its incarnation and makes it ACTIVE
+    (a DRAINING node stays DRAINING: a restart does not cancel an operator's drain).
+
+    Result: the NodeMeta as registered."""
+
+    now_ms: int
+    node_id: NodeId
+    api_address: str
+    http_address: str
+    raft_address: str
+    voter: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetNodeState:
+    """ACTIVE, DRAINING or FENCED, applied only to the incarnation it was decided about.
+
+    Result: the NodeMeta after the change. REMOVED is RemoveNode's, never set here."""
+
+    now_ms: int
+    node_id: NodeId
+    state: NodeState
+    expected_incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetShardLeader:
+    """A new shard epoch with its leader and replica set (0002, leader change step 3).
+
+    Compare-and-set: applied only while the shard's epoch is `expected_epoch`, and `epoch`
+    must be greater. The replica set may change only here, by one node added or removed per
+    command (Raft's single-server change: any majority of the old set meets any of the new).
+    The leader must be one of the replicas and ACTIVE or DRAINING (never FENCED or REMOVED);
+    None leaves the shard leaderless.
+    Result: the ShardMeta after the change."""
+
+    now_ms: int
+    stream_uid: StreamUid
+    shard_index: ShardIndex
+    leader: NodeId | None
+    epoch: int
+    expected_epoch: int
+    replicas: tuple[NodeId, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveNode:
+    """Marks a node REMOVED; only when no shard of a live stream lists it as a replica.
+
+    The metadata quorum's own membership (pysyncobj voters) is not in the image: the admin
+    flow removes the node from the voters first (`MetadataQuorum.remove_voter`).
+    Result: the NodeMeta after the change."""
+
+    now_ms: int
+    node_id: NodeId
+
+
+# --- Consumer leases (issue 5) -------------------------------------------------------------------
+# One command per operation of `broker.consumers.leases`, wrapping the operation's value; the
+# state machine applies it with `leases.apply_lease_operation`. Results: the Lease after the
+# change (take, steal, renew, release, checkpoint; the deleted lease for DeleteLease), the
+# leases in request order (CreateLeases), the number of leases deleted (DeleteApplication).
+# A refusal (`LeaseError`) becomes the ShoalError of its code: CONFLICT -> RESOURCE_IN_USE,
+# NOT_FOUND -> RESOURCE_NOT_FOUND, INVALID -> INVALID_ARGUMENT. `now_ms` judges only whether
+# the stream is live (CreateLeases); lease rules never compare times.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateLeasesCommand:
+    """Creates the missing leases of a live stream's shards (idempotent). Refused with
+    RESOURCE_NOT_FOUND when the stream is absent or deleting, or a shard id is not one of its
+    shards."""
+
+    now_ms: int
+    operation: leases.CreateLeases
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakeLeaseCommand:
+    now_ms: int
+    operation: leases.TakeLease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StealLeaseCommand:
+    now_ms: int
+    operation: leases.StealLease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenewLeaseCommand:
+    now_ms: int
+    operation: leases.RenewLease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseLeaseCommand:
+    now_ms: int
+    operation: leases.ReleaseLease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointLeaseCommand:
+    now_ms: int
+    operation: leases.CheckpointLease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteLeaseCommand:
+    now_ms: int
+    operation: leases.DeleteLease
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteApplicationCommand:
+    now_ms: int
+    operation: leases.DeleteApplication
+
+
+LeaseCommand = (
+    CreateLeasesCommand
+    | TakeLeaseCommand
+    | StealLeaseCommand
+    | RenewLeaseCommand
+    | ReleaseLeaseCommand
+    | CheckpointLeaseCommand
+    | DeleteLeaseCommand
+    | DeleteApplicationCommand
+)
+
+
+def lease_command(operation: leases.LeaseOperation, *, now_ms: int) -> LeaseCommand:
+    """The metadata command that applies `operation`, proposed at `now_ms`."""
+    match operation:
+        case leases.CreateLeases():
+            return CreateLeasesCommand(now_ms=now_ms, operation=operation)
+        case leases.TakeLease():
+            return TakeLeaseCommand(now_ms=now_ms, operation=operation)
+        case leases.StealLease():
+            return StealLeaseCommand(now_ms=now_ms, operation=operation)
+        case leases.RenewLease():
+            return RenewLeaseCommand(now_ms=now_ms, operation=operation)
+        case leases.ReleaseLease():
+            return ReleaseLeaseCommand(now_ms=now_ms, operation=operation)
+        case leases.CheckpointLease():
+            return CheckpointLeaseCommand(now_ms=now_ms, operation=operation)
+        case leases.DeleteLease():
+            return DeleteLeaseCommand(now_ms=now_ms, operation=operation)
+        case leases.DeleteApplication():
+            return DeleteApplicationCommand(now_ms=now_ms, operation=operation)
+        case _:
+            assert_never(operation)
+
+
 Command = (
     InitCluster
     | CreateStream
@@ -149,6 +315,11 @@ Command = (
     | CompleteReshard
     | UpdateStreamMode
     | UpdateMaxRecordSize
+    | RegisterNode
+    | SetNodeState
+    | SetShardLeader
+    | RemoveNode
+    | LeaseCommand
 )
 
 
@@ -167,6 +338,18 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         CompleteReshard,
         UpdateStreamMode,
         UpdateMaxRecordSize,
+        RegisterNode,
+        SetNodeState,
+        SetShardLeader,
+        RemoveNode,
+        CreateLeasesCommand,
+        TakeLeaseCommand,
+        StealLeaseCommand,
+        RenewLeaseCommand,
+        ReleaseLeaseCommand,
+        CheckpointLeaseCommand,
+        DeleteLeaseCommand,
+        DeleteApplicationCommand,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

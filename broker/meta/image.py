@@ -6,7 +6,11 @@ Every replica holds the same image, produced by applying the same commands in th
 (a stream that was CREATING is ACTIVE once its timer has passed; a closed shard past retention
 is EXPIRED) are computed from an explicit `now_ms`, never from a clock.
 
-This is a cluster view: one image describes every stream and shard, wherever their data lives.
+This is a cluster view: one image describes every stream and shard, wherever their data lives,
+every node of the cluster (`nodes`) and every consumer lease (`leases`). Shard placement
+(`ShardMeta.replicas`, `leader`, `epoch`) is the configuration the shard-log replication obeys
+(docs/decisions/0002): an epoch is handed out only by a metadata command, so two shard leaders
+can never share one.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from broker.types import Offset, ShardIndex, ShardUid, StreamName, StreamUid
+from broker.consumers.leases import LeaseTable
+from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
 
 HOUR_MS = 3_600_000
 
@@ -39,6 +44,43 @@ class ShardState(enum.Enum):
     OPEN = "OPEN"
     SEALING = "SEALING"
     CLOSED = "CLOSED"
+
+
+class NodeState(enum.Enum):
+    """A node's standing with the controller (KRaft's registered/fenced brokers, KIP-631).
+
+    ACTIVE: takes replicas and shard leaderships. DRAINING: an operator asked it to leave;
+    its leaderships are moved away and it is placed nowhere new, but it keeps serving until
+    then. FENCED: it missed heartbeats for the session timeout; it leads nothing and is placed
+    nowhere new until it heartbeats again. REMOVED: gone for good; it holds no replica."""
+
+    ACTIVE = "ACTIVE"
+    DRAINING = "DRAINING"
+    FENCED = "FENCED"
+    REMOVED = "REMOVED"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeMeta:
+    """One node of the cluster, as it registered (RegisterNode) and as the controller judges it.
+
+    `incarnation` rises with every registration (a restart), so a state change decided about an
+    earlier incarnation (SetNodeState's expected_incarnation) cannot hit a restarted node.
+    `voter` is what the node declared at registration (it runs as a metadata-quorum voter);
+    the quorum's real membership lives in pysyncobj's log, not here."""
+
+    node_id: NodeId
+    api_address: str  # gRPC host:port, for clients and node-to-node traffic
+    http_address: str  # the AWS HTTP door, host:port
+    raft_address: str  # the metadata quorum's host:port ("" for none)
+    voter: bool
+    state: NodeState
+    incarnation: int
+    registered_ms: int  # the proposer's wall clock at the last registration
+
+    def is_placeable(self) -> bool:
+        """New replicas and leaderships may go here (ACTIVE only)."""
+        return self.state is NodeState.ACTIVE
 
 
 class ReshardKind(enum.Enum):
@@ -74,6 +116,12 @@ class ShardMeta:
     state: ShardState
     closed_ms: int | None = None
     end_offset: Offset | None = None  # CLOSED: the number of records the shard holds
+    # Placement (0002). The replica set in preference order: the first is the preferred
+    # leader. The leader is one of them (or None while none can lead). The epoch starts at 1
+    # and only SetShardLeader raises it; 0 only for shards built without placement.
+    replicas: tuple[NodeId, ...] = ()
+    leader: NodeId | None = None
+    epoch: int = 0
 
     @property
     def shard_id(self) -> str:
@@ -108,6 +156,7 @@ class StreamMeta:
     reshard: ReshardRequest | None = None
     shard_count_updates_ms: tuple[int, ...] = ()  # UpdateShardCount calls in the last 24 h
     mode_updates_ms: tuple[int, ...] = ()  # UpdateStreamMode calls in the last 24 h
+    replication_factor: int = 1  # replicas per shard, fixed at CreateStream
 
     def status(self, *, now_ms: int) -> StreamStatus:
         if self.reshard is not None:
@@ -141,9 +190,14 @@ class MetadataImage:
     cluster_id: str = ""
     iterator_secret: bytes = b""  # HMAC key for shard iterators; set once by InitCluster
     streams: dict[StreamName, StreamMeta] = field(default_factory=dict)
+    nodes: dict[NodeId, NodeMeta] = field(default_factory=dict)
     next_stream_uid: int = 1
     next_shard_uid: int = 1
     applied_commands: int = 0
+    # Consumer leases and checkpoints (issue 5), keyed by application, stream name and shard
+    # id. Changed only by the lease commands; DeleteStream and ForgetStream drop a stream's
+    # leases, so a stream recreated under the same name starts with none.
+    leases: LeaseTable = field(default_factory=LeaseTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)
@@ -160,6 +214,19 @@ class MetadataImage:
             if meta.uid == uid:
                 return meta
         return None
+
+    def node_by_raft_address(self, raft_address: str) -> NodeMeta | None:
+        """The registered, not removed node whose metadata-quorum address this is (to find the
+        controller's node from `MetadataQuorum.quorum_leader_address`)."""
+        for node_id in sorted(self.nodes):
+            node = self.nodes[node_id]
+            if node.raft_address == raft_address and node.state is not NodeState.REMOVED:
+                return node
+        return None
+
+    def active_node_ids(self) -> tuple[NodeId, ...]:
+        """The nodes that may take new replicas and leaderships, sorted by id."""
+        return tuple(sorted(n.node_id for n in self.nodes.values() if n.is_placeable()))
 
     def shard_uids(self) -> frozenset[ShardUid]:
         """Every shard uid whose log data must be kept on disk."""

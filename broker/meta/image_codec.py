@@ -8,7 +8,11 @@ The encoding is driven by each frozen dataclass's type hints, so the schema is t
 - int, str, bool as themselves (Python's json keeps big ints exact, so 128-bit hash keys
   survive); bytes as base64 text; enums by value; NewTypes as their base type;
 - tuples as lists; dicts with str keys as objects; `X | None` as the value or null;
-- dataclasses as objects with one member per field.
+- dataclasses as objects with one member per field;
+- consumer leases (`broker.consumers.leases`): a `Checkpoint` as
+  `{"sequence_number", "sub_sequence_number"}` and a `LeaseTable` as the list of its leases in
+  a stable order (application, stream, lease key), each lease a dataclass object as above. This
+  is the same document `leases.table_to_list` writes.
 
 Decoding is strict: an unknown member, a missing member without a default or a value of the
 wrong JSON type raises `ValueError`. The same helpers encode commands (`commands.py`).
@@ -25,9 +29,16 @@ import types
 import typing
 from typing import Any
 
+from broker.consumers import leases
+from broker.consumers.leases import Checkpoint, Lease, LeaseTable
 from broker.meta.image import MetadataImage
 
-IMAGE_FORMAT_VERSION = 1
+# 3: consumer leases (issue 5). 2: nodes, shard placement and replication factors (issue 4).
+# Version 1 images (issue 2's single-node snapshots) are refused rather than guessed at: their
+# shards have no replicas. A version 2 image is read as a version 3 image without leases (it
+# is exactly that); a version 2 node refuses a version 3 image by its version.
+IMAGE_FORMAT_VERSION = 3
+_IMAGE_FORMAT_VERSIONS_READ = (2, IMAGE_FORMAT_VERSION)
 
 JsonValue = Any  # what json.loads returns; checked member by member while decoding
 
@@ -72,6 +83,19 @@ def to_document(value: Any, tp: Any) -> JsonValue:
         key_type, value_type = typing.get_args(tp)
         assert _base_type(key_type) is str
         return {str(key): to_document(item, value_type) for key, item in value.items()}
+    if tp is Checkpoint:
+        assert isinstance(value, Checkpoint)
+        return {
+            "sequence_number": value.sequence_number,
+            "sub_sequence_number": value.sub_sequence_number,
+        }
+    if tp is LeaseTable:
+        assert isinstance(value, LeaseTable)
+        return [
+            to_document(lease, Lease)
+            for application in value.application_names()
+            for lease in leases.list_leases(value, application=application)
+        ]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return {
             name: to_document(getattr(value, name), field_type)
@@ -117,6 +141,10 @@ def from_document(document: JsonValue, tp: Any) -> Any:
         _expect(document, dict, tp)
         _, value_type = typing.get_args(tp)
         return {str(key): from_document(item, value_type) for key, item in document.items()}
+    if tp is Checkpoint:
+        return _checkpoint_from_document(document)
+    if tp is LeaseTable:
+        return _lease_table_from_document(document)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return _dataclass_from_document(document, tp)
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -164,6 +192,29 @@ def _dataclass_from_document(document: JsonValue, cls: type) -> Any:
     return dataclass_from_members(document, cls, skip=frozenset())
 
 
+def _checkpoint_from_document(document: JsonValue) -> Checkpoint:
+    _expect(document, dict, Checkpoint)
+    if set(document) != {"sequence_number", "sub_sequence_number"}:
+        raise ValueError(f"expected a checkpoint, got {document!r}")
+    sequence_number = from_document(document["sequence_number"], str)
+    sub_sequence_number = from_document(document["sub_sequence_number"], int)
+    return Checkpoint(sequence_number, sub_sequence_number)  # ValueError if not a checkpoint
+
+
+def _lease_table_from_document(document: JsonValue) -> LeaseTable:
+    _expect(document, list, LeaseTable)
+    decoded: list[Lease] = []
+    for item in document:
+        try:
+            decoded.append(from_document(item, Lease))
+        except AssertionError as exc:  # Lease.__post_init__'s invariants
+            raise ValueError(f"inconsistent lease {item!r}") from exc
+    table = leases.EMPTY.with_leases(decoded)
+    if table.lease_count() != len(decoded):
+        raise ValueError("a lease appears twice in the lease table")
+    return table
+
+
 def _expect(document: JsonValue, json_type: type, tp: Any) -> None:
     if not isinstance(document, json_type):
         raise ValueError(f"expected {json_type.__name__} for {tp!r}, got {document!r}")
@@ -177,7 +228,7 @@ def image_to_document(image: MetadataImage) -> dict[str, JsonValue]:
 
 
 def image_from_document(document: JsonValue) -> MetadataImage:
-    if not isinstance(document, dict) or document.get("v") != IMAGE_FORMAT_VERSION:
+    if not isinstance(document, dict) or document.get("v") not in _IMAGE_FORMAT_VERSIONS_READ:
         version = document.get("v") if isinstance(document, dict) else None
         raise ValueError(f"unsupported metadata image format version {version!r}")
     image = dataclass_from_members(document, MetadataImage, skip=frozenset({"v"}))

@@ -29,6 +29,28 @@ returns `DurableJournal` (below): every appended entry is fsynced before `add` r
 is on disk before this node acknowledges it or counts it towards a commit. The replacement is
 process-wide, which is harmless because no other module imports pysyncobj.
 
+When a command is answered (checked in syncobj.py): the leader appends an entry to its journal
+(`DurableJournal.add` fsyncs before returning) and only then sends it; a follower appends
+(fsynced) before it answers `next_node_idx` with success; the leader advances its commit index
+only over entries of its own term held by a majority (itself included); callbacks fire when
+the committed entry is applied. So every answered command is on disk on a majority of voters.
+A follower's forwarded command is answered when the follower applies it, after the leader
+committed it. The commit index on disk is written lazily: after a crash, it may be lower, which
+only delays re-applying entries the next leader commits again.
+
+Membership (dynamic, one change at a time; QuorumAdmin in quorum.py): `add_voter` and
+`remove_voter` are pysyncobj's addNodeToCluster/removeNodeFromCluster. The leader takes a new
+change only once the previous one and its own term's first entry are applied; a change takes
+effect when appended (not when committed) and is undone if truncated, pysyncobj's
+single-server scheme. The voter set lives in the log and in snapshots (`cluster`), so after a
+restart it overrides the configured peers. A new voter is added first, then started with the
+current voters as peers (until it is added, the voters refuse its connections). A voter removing
+itself hands over leadership first and then asks the new leader over pysyncobj's utility
+protocol (`syncobj_admin`'s), since a forwarded request from the node being removed is never
+answered. Read-only members (`QuorumConfig.read_only`) run with `selfNode=None`: they follow
+the log, forward proposals, never vote, listen on no port, and do not count for any majority.
+A leader that hears from no majority for `leader_fallback_timeout_s` (3 s) steps down.
+
 Snapshots: custom `serializer`/`deserializer` options make the full dump our own versioned
 JSON (`image_codec`), never a pickle of our classes, and, as a side effect, stop pysyncobj from
 forking for compaction (it only forks without a custom serializer; gRPC is not fork-safe).
@@ -46,6 +68,7 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import struct
 import zlib
 from collections.abc import Callable
@@ -55,13 +78,19 @@ from typing import Any
 import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal, MemoryJournal
+from pysyncobj.utility import TcpUtility, UtilityException
 
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import state_machine
 from broker.meta.commands import Command, decode_command, encode_command
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import image_from_document, image_to_document
-from broker.meta.quorum import QuorumConfig, QuorumStatistics, wait_for_image_change
+from broker.meta.quorum import (
+    QuorumConfig,
+    QuorumMembership,
+    QuorumStatistics,
+    wait_for_image_change,
+)
 from broker.meta.state_machine import Applied
 
 log = logging.getLogger(__name__)
@@ -314,7 +343,8 @@ class _ReplicaState:
 
     Written only on pysyncobj's tick thread; `image` is read from the loop thread."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, self_address: str | None) -> None:
+        self.self_address = self_address  # None on a read-only member
         self.image = MetadataImage()
         self.failure: str | None = None  # set when this replica can no longer be trusted
         self.raft_state = 0  # pysyncobj's _RAFT_STATE: 0 follower, 1 candidate, 2 leader
@@ -363,7 +393,8 @@ class _ReplicaState:
             "image": image_to_document(self.image),
             "last_entry": _entry_to_document(last_entry),
             "previous_entry": _entry_to_document(previous_entry),
-            "cluster": sorted(str(node.id) for node in cluster),
+            # pysyncobj includes this node, or None on a read-only member.
+            "cluster": sorted(str(node.id) for node in cluster if node is not None),
         }
         payload = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
         fd = os.open(file_name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -395,7 +426,10 @@ class _ReplicaState:
             self.failure = f"cannot read the metadata snapshot {file_name}: {exc!r}"
             raise
         self.set_image(image)
-        return last_entry, previous_entry, set(document["cluster"])
+        # pysyncobj (dynamic membership) makes these the partners, skipping its own Node; a
+        # plain address would not compare equal to it, and the node would list itself.
+        partners = {str(node) for node in document["cluster"]} - {self.self_address}
+        return last_entry, previous_entry, partners
 
 
 def _entry_to_document(entry: Entry) -> list[object]:
@@ -416,10 +450,32 @@ class _MetadataSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj ships no typ
     """The Raft node. Its one replicated method delegates to `_ReplicaState`."""
 
     def __init__(
-        self, state: _ReplicaState, *, self_address: str, peers: list[str], conf: SyncObjConf
+        self,
+        state: _ReplicaState,
+        *,
+        self_address: str | None,
+        peers: list[str],
+        conf: SyncObjConf,
     ) -> None:
         self._shoal_state = state  # before super().__init__: the tick thread starts there
+        # Work handed to the tick thread (pysyncobj is not thread-safe outside its queues).
+        self._shoal_tick_work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.shoal_partners: tuple[str, ...] = tuple(sorted(p for p in peers if p != self_address))
         super().__init__(self_address, peers, conf)
+        self.addOnTickCallback(self._shoal_run_tick_work)
+
+    def _shoal_run_tick_work(self) -> None:
+        # A snapshot the loop thread may read: pysyncobj mutates its node sets on this thread.
+        self.shoal_partners = tuple(sorted(str(node.id) for node in self.otherNodes))
+        while True:
+            try:
+                work = self._shoal_tick_work.get_nowait()
+            except queue.Empty:
+                return
+            work()
+
+    def call_on_tick_thread(self, work: Callable[[], None]) -> None:
+        self._shoal_tick_work.put(work)
 
     @replicated  # type: ignore[untyped-decorator]
     def apply_encoded(self, data: bytes) -> Applied:
@@ -477,26 +533,30 @@ class PysyncobjQuorum:
             logCompactionMinTime=config.log_compaction_interval_s,
             commandsQueueSize=config.commands_queue_max,
             commandsWaitLeader=True,  # queue during an election; our deadline bounds the wait
-            bindAddress=config.bind_address or config.self_address,
+            bindAddress=None if config.read_only else config.bind_address or config.self_address,
             bindRetryTime=1.0,
             maxBindRetries=config.bind_attempts_max,
-            dynamicMembershipChange=False,  # static voters for now; see DESIGN.md §3
+            # Voters change one at a time through the log (add_voter/remove_voter).
+            dynamicMembershipChange=True,
             onStateChanged=lambda _old, new: setattr(state, "raft_state", new),
         )
 
     async def start(self) -> None:
         assert self._syncobj is None, "started twice"
         self._config.data_dir.mkdir(parents=True, exist_ok=True)
-        state = _ReplicaState(asyncio.get_running_loop())
+        self_address = None if self._config.read_only else self._config.self_address
+        state = _ReplicaState(asyncio.get_running_loop(), self_address=self_address)
         # Constructed on the loop's thread on purpose: pysyncobj's tick thread exits when the
         # constructing thread does, and the loop's thread lives as long as the node.
         syncobj = _MetadataSyncObj(
             state,
-            self_address=self._config.self_address,
+            self_address=self_address,
             peers=list(self._config.peer_addresses),
             conf=self._sync_obj_conf(state),
         )
         self._state, self._syncobj = state, syncobj
+        if self._config.read_only:
+            return  # listens nowhere; pysyncobj's waitBinded would wait for a bind forever
         try:
             await asyncio.to_thread(syncobj.waitBinded)
         except pysyncobj.syncobj.SyncObjException as exc:
@@ -576,6 +636,155 @@ class PysyncobjQuorum:
             quorum_leader=None if leader is None else str(leader.id),
             applied_commands=state.image.applied_commands,
         )
+
+    # --- Leadership and membership (QuorumAdmin) -------------------------------------------
+
+    def is_quorum_leader(self) -> bool:
+        syncobj, state = self._syncobj, self._state
+        if syncobj is None or state is None or state.failure is not None:
+            return False
+        return state.raft_state == _RAFT_LEADER
+
+    def quorum_leader_address(self) -> str | None:
+        syncobj = self._syncobj
+        if syncobj is None:
+            return None
+        leader = syncobj._getLeader()
+        return None if leader is None else str(leader.id)
+
+    def membership(self) -> QuorumMembership:
+        config = self._config
+        partners = self._syncobj.shoal_partners if self._syncobj is not None else ()
+        voters = partners if config.read_only else (*partners, config.self_address)
+        return QuorumMembership(
+            self_address=config.self_address,
+            voters=tuple(sorted(voters)),
+            read_only=config.read_only,
+        )
+
+    async def add_voter(self, address: str, *, timeout_s: float) -> None:
+        _check_address(address)
+        if address in self.membership().voters:
+            return
+        await self._change_membership("add", address, timeout_s=timeout_s)
+        log.info("quorum_voter_added", extra={"address": address})
+
+    async def remove_voter(self, address: str, *, timeout_s: float) -> None:
+        _check_address(address)
+        if address not in self.membership().voters:
+            return
+        if address != self._config.self_address:
+            await self._change_membership("rem", address, timeout_s=timeout_s)
+        else:
+            await self._remove_self(timeout_s=timeout_s)
+        log.info("quorum_voter_removed", extra={"address": address})
+
+    async def _remove_self(self, *, timeout_s: float) -> None:
+        """A voter removing itself: pysyncobj's leader refuses to remove itself, and a
+        follower's forwarded request is never answered (the leader drops the connection to
+        the node it removes before answering). So hand leadership over if needed, then ask
+        the leader over pysyncobj's utility protocol, as `syncobj_admin -remove` does; it
+        answers once the change is committed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        self_address = self._config.self_address
+        if self.is_quorum_leader() and not await self.transfer_leadership(timeout_s=timeout_s):
+            raise ShoalError(
+                ErrorCode.UNAVAILABLE, "Metadata unavailable: no voter took over the leadership."
+            )
+        leader = self.quorum_leader_address()
+        if leader is None or leader == self_address:
+            raise _unavailable("the metadata quorum has no other leader", unknown=False)
+        remaining_s = max(0.1, deadline - loop.time())
+        answer = await asyncio.to_thread(
+            _utility_command,
+            leader,
+            ["remove", self_address],
+            password=self._config.password,
+            timeout_s=remaining_s,
+        )
+        if not answer.startswith("SUCCESS"):
+            raise _unavailable(f"the leader answered {answer!r}", unknown=True)
+
+    async def transfer_leadership(self, *, timeout_s: float, to: str | None = None) -> bool:
+        syncobj, state = self._syncobj, self._state
+        if syncobj is None or state is None or not self.is_quorum_leader():
+            return False
+        loop = asyncio.get_running_loop()
+        sent: asyncio.Future[int] = loop.create_future()
+
+        def on_sent(_result: object, reason: int) -> None:  # tick thread
+            state.call_in_loop(_resolve, sent, reason)
+
+        syncobj.call_on_tick_thread(lambda: syncobj.transferLeadership(to, callback=on_sent))
+        self_address = self._config.self_address
+        try:
+            async with asyncio.timeout(timeout_s):
+                if await sent != FAIL_REASON.SUCCESS:
+                    return False  # no caught-up voter to take over
+                # pysyncobj offers no event for a leader change: poll, bounded by the timeout.
+                while not self._other_leads(self_address):  # noqa: ASYNC110  # no event exists
+                    await asyncio.sleep(_LEADER_POLL_S)
+        except TimeoutError:
+            return False
+        log.info("quorum_leadership_transferred", extra={"to": self.quorum_leader_address()})
+        return True
+
+    def _other_leads(self, self_address: str) -> bool:
+        leader = self.quorum_leader_address()
+        return not self.is_quorum_leader() and leader is not None and leader != self_address
+
+    async def _change_membership(self, kind: str, address: str, *, timeout_s: float) -> None:
+        syncobj, state = self._syncobj, self._state
+        if syncobj is None or state is None:
+            raise ShoalError(ErrorCode.UNAVAILABLE, "The metadata quorum is not started.")
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        def on_done(_result: object, reason: int) -> None:  # tick thread
+            state.call_in_loop(_resolve, done, reason)
+
+        change = syncobj.addNodeToCluster if kind == "add" else syncobj.removeNodeFromCluster
+        change(address, callback=on_done)
+        try:
+            async with asyncio.timeout(timeout_s):
+                reason = await done
+        except TimeoutError as exc:
+            raise _unavailable("the membership change timed out", unknown=True) from exc
+        if reason == FAIL_REASON.REQUEST_DENIED:
+            # The leader allows one uncommitted change at a time, and none before its first
+            # entry of the term committed.
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                "Another metadata membership change is still in progress; retry.",
+            )
+        if reason != FAIL_REASON.SUCCESS:
+            unknown = reason in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME)
+            raise _unavailable(_FAILURE_TEXT.get(reason, str(reason)), unknown=unknown)
+
+
+_RAFT_LEADER = 2  # pysyncobj's _RAFT_STATE.LEADER
+_LEADER_POLL_S = 0.02
+
+
+def _utility_command(address: str, command: list[str], *, password: str, timeout_s: float) -> str:
+    """One pysyncobj utility request (the `syncobj_admin` protocol); blocks: run in a thread."""
+    utility = TcpUtility(password, timeout=timeout_s)
+    try:
+        result = utility.executeCommand(address, command)
+    except UtilityException as exc:
+        return f"FAIL {exc}"
+    return str(result)
+
+
+def _check_address(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{address!r} is not a host:port address.")
+
+
+def _resolve(future: asyncio.Future[int], reason: int) -> None:
+    if not future.done():
+        future.set_result(reason)
 
 
 def _settle(future: asyncio.Future[object], result: object, reason: int) -> None:

@@ -37,12 +37,30 @@ class QuorumStatistics:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class QuorumMembership:
+    """The voters of the metadata quorum as this node knows them (pysyncobj's configuration,
+    which lives in its Raft log, not in the MetadataImage)."""
+
+    self_address: str
+    voters: tuple[str, ...]  # sorted Raft addresses, this node included when it votes
+    read_only: bool  # this node follows the log without voting (QuorumConfig.read_only)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class QuorumConfig:
     """How one node joins the metadata quorum. Timing defaults are pysyncobj's settings as
-    chosen for Shoal; each says why."""
+    chosen for Shoal; each says why.
+
+    A voter lists the other voters in `peer_addresses`. A read-only member (`read_only`)
+    lists the voters it follows: it receives the log and proposes through the leader but never
+    votes or stands for election, and it listens on no Raft port (pysyncobj's read-only node,
+    `selfNode=None`). Voters change one at a time through `add_voter`/`remove_voter`
+    (pysyncobj's dynamic membership); the configuration then lives in the Raft log and its
+    snapshots, so on restart it overrides the configured peers."""
 
     self_address: str  # "host:port" other voters reach this node at, e.g. "127.0.0.1:7100"
     peer_addresses: tuple[str, ...]  # the other voters; empty for a single-node cluster
+    read_only: bool = False
     data_dir: Path  # journal, its meta file and the snapshot live here
     password: str  # encrypts Raft traffic; pysyncobj unpickles what arrives, so never optional
     # Listen on exactly this address. pysyncobj would bind 0.0.0.0 for an IPv4 self address,
@@ -74,6 +92,8 @@ class QuorumConfig:
     def validate(self) -> None:
         assert self.password, "the Raft port must be encrypted"
         assert self.self_address not in self.peer_addresses
+        if self.read_only:
+            assert self.peer_addresses, "a read-only member needs voters to follow"
         assert self.election_timeout_min_s > 3 * self.heartbeat_interval_s
         assert self.election_timeout_max_s > self.election_timeout_min_s
         assert self.connection_timeout_s >= self.election_timeout_max_s
@@ -127,6 +147,43 @@ class MetadataQuorum(Protocol):
 
     def statistics(self) -> QuorumStatistics: ...
 
+    def is_quorum_leader(self) -> bool:
+        """This node's replica believes it is the Raft leader (it may be deposed and not know
+        yet, for at most the leader fallback timeout). The controller runs only here."""
+        ...
+
+    def quorum_leader_address(self) -> str | None:
+        """The Raft address of the leader this node last heard from, if any. Map it to a node
+        with `MetadataImage.node_by_raft_address`."""
+        ...
+
+
+class QuorumAdmin(Protocol):
+    """Membership changes of the metadata quorum (the admin RPCs call these).
+
+    One change at a time: a change proposed while another is uncommitted is refused
+    (RESOURCE_IN_USE, retry later). Call from the event loop that started the quorum."""
+
+    def membership(self) -> QuorumMembership: ...
+
+    async def add_voter(self, address: str, *, timeout_s: float) -> None:
+        """Adds `address` to the voters; returns once the change is committed. Add first, then
+        start the new node with the voters as `peers`: until it runs, the cluster counts it
+        missing. Already a voter: returns at once."""
+        ...
+
+    async def remove_voter(self, address: str, *, timeout_s: float) -> None:
+        """Removes `address` from the voters; returns once the change is committed. Removing
+        the leader first hands leadership to a caught-up voter. Not a voter: returns at once.
+        Stop the removed node afterwards: it no longer hears from the quorum."""
+        ...
+
+    async def transfer_leadership(self, *, timeout_s: float, to: str | None = None) -> bool:
+        """Hands Raft leadership to a caught-up voter (`to`, or the most caught-up one) if this
+        node leads; returns once another node leads (True), or False if this node did not lead
+        or nobody took over within `timeout_s`. For drains and pod preStop hooks."""
+        ...
+
 
 class LocalQuorum:
     """A one-replica MetadataQuorum that applies each command inline, in proposal order.
@@ -176,6 +233,24 @@ class LocalQuorum:
             quorum_leader="local" if self._started else None,
             applied_commands=self._image.applied_commands,
         )
+
+    def is_quorum_leader(self) -> bool:
+        return self._started
+
+    def quorum_leader_address(self) -> str | None:
+        return "local" if self._started else None
+
+    def membership(self) -> QuorumMembership:
+        return QuorumMembership(self_address="local", voters=("local",), read_only=False)
+
+    async def add_voter(self, address: str, *, timeout_s: float) -> None:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "A local quorum has one voter.")
+
+    async def remove_voter(self, address: str, *, timeout_s: float) -> None:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "A local quorum has one voter.")
+
+    async def transfer_leadership(self, *, timeout_s: float, to: str | None = None) -> bool:
+        return False
 
     def _set_image(self, image: MetadataImage) -> None:
         self._image = image

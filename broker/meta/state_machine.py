@@ -26,33 +26,51 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from broker import limits
+from broker.consumers import leases
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     AddTags,
     BeginReshard,
     ChangeRetention,
+    CheckpointLeaseCommand,
     Command,
     CompleteReshard,
+    CreateLeasesCommand,
     CreateStream,
+    DeleteApplicationCommand,
+    DeleteLeaseCommand,
     DeleteStream,
     ForgetStream,
     InitCluster,
+    LeaseCommand,
+    RegisterNode,
+    ReleaseLeaseCommand,
+    RemoveNode,
     RemoveTags,
+    RenewLeaseCommand,
     SetEnhancedMonitoring,
+    SetNodeState,
+    SetShardLeader,
+    StealLeaseCommand,
+    TakeLeaseCommand,
     UpdateMaxRecordSize,
     UpdateStreamMode,
 )
 from broker.meta.image import (
     MetadataImage,
+    NodeMeta,
+    NodeState,
     ReshardKind,
     ReshardRequest,
+    ShardMeta,
     ShardState,
     StreamMeta,
     StreamMode,
     StreamStatus,
 )
+from broker.meta.placement import place_shards
 from broker.streams import resharding
-from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
+from broker.types import NodeId, ShardIndex, ShardUid, StreamName, StreamUid
 
 DAY_MS = 86_400_000
 
@@ -117,6 +135,25 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return _update_stream_mode(image, command)
         case UpdateMaxRecordSize():
             return _update_max_record_size(image, command)
+        case RegisterNode():
+            return _register_node(image, command)
+        case SetNodeState():
+            return _set_node_state(image, command)
+        case SetShardLeader():
+            return _set_shard_leader(image, command)
+        case RemoveNode():
+            return _remove_node(image, command)
+        case (
+            CreateLeasesCommand()
+            | TakeLeaseCommand()
+            | StealLeaseCommand()
+            | RenewLeaseCommand()
+            | ReleaseLeaseCommand()
+            | CheckpointLeaseCommand()
+            | DeleteLeaseCommand()
+            | DeleteApplicationCommand()
+        ):
+            return _lease_operation(image, command)
         case _:
             assert_never(command)
 
@@ -310,10 +347,21 @@ def _create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadat
     if command.mode is StreamMode.ON_DEMAND:
         _check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
     tags = _merged_tags(image, command.name, {}, command.tags)
+    _check_replication_factor(image, command.replication_factor)
     shards = resharding.initial_shards(
         command.shard_count, first_uid=ShardUid(image.next_shard_uid), now_ms=now_ms
     )
     assert len(shards) == command.shard_count
+    placements = place_shards(
+        image,
+        shard_count=command.shard_count,
+        replication_factor=command.replication_factor,
+        now_ms=now_ms,
+    )
+    shards = tuple(
+        dataclasses.replace(shard, replicas=placement.replicas, leader=placement.leader, epoch=1)
+        for shard, placement in zip(shards, placements, strict=True)
+    )
     meta = StreamMeta(
         name=StreamName(command.name),
         uid=StreamUid(image.next_stream_uid),
@@ -327,10 +375,11 @@ def _create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadat
         max_record_size_kib=command.max_record_size_kib,
         transient_status=StreamStatus.CREATING,
         status_until_ms=now_ms + command.creating_ms,
+        replication_factor=command.replication_factor,
     )
     # A gone incarnation under this name is replaced here; its shard uids leave the image, so
     # the nodes may drop its log data.
-    created = _with_stream(image, meta)
+    created = _without_stream_leases(_with_stream(image, meta), meta.name)
     created = dataclasses.replace(
         created,
         next_stream_uid=image.next_stream_uid + 1,
@@ -346,7 +395,7 @@ def _delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadat
     if meta.transient_status is StreamStatus.DELETING:
         # Already deleting: succeed without restarting the timer, so that a retry after an
         # unknown outcome is harmless (kinesalite also accepts a second delete).
-        return image, meta
+        return _without_stream_leases(image, meta.name), meta
     if status is StreamStatus.CREATING:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
@@ -361,7 +410,9 @@ def _delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadat
         status_until_ms=now_ms + command.deleting_ms,
         reshard=None,
     )
-    return _with_stream(image, deleting), deleting
+    # The consumers' leases and checkpoints go with the stream: a stream recreated under this
+    # name must not inherit checkpoints of sequence numbers it never had.
+    return _without_stream_leases(_with_stream(image, deleting), meta.name), deleting
 
 
 def _forget_stream(image: MetadataImage, command: ForgetStream) -> tuple[MetadataImage, object]:
@@ -370,7 +421,13 @@ def _forget_stream(image: MetadataImage, command: ForgetStream) -> tuple[Metadat
         return image, None
     streams = dict(image.streams)
     del streams[meta.name]
-    return dataclasses.replace(image, streams=streams), None
+    forgotten = dataclasses.replace(image, streams=streams)
+    return _without_stream_leases(forgotten, meta.name), None
+
+
+def _without_stream_leases(image: MetadataImage, name: StreamName) -> MetadataImage:
+    table = image.leases.without_stream(name)
+    return image if table is image.leases else dataclasses.replace(image, leases=table)
 
 
 # --- Stream settings ----------------------------------------------------------------------------
@@ -623,7 +680,7 @@ def _finish_reshard(
     assert outcome.next_shard_index >= meta.next_shard_index
     completed = dataclasses.replace(
         meta,
-        shards=tuple(outcome.shards),
+        shards=_inherit_placement(outcome.shards, first_child=meta.next_shard_index),
         next_shard_index=ShardIndex(outcome.next_shard_index),
         reshard=None,
         transient_status=StreamStatus.UPDATING,
@@ -667,3 +724,236 @@ def _complete_reshard(
         updating_ms=command.updating_ms,
     )
     return next_image, completed
+
+
+def _inherit_placement(
+    shards: tuple[ShardMeta, ...], *, first_child: ShardIndex
+) -> tuple[ShardMeta, ...]:
+    """Children (indices from `first_child`) take their parent's replica set and leader at
+    epoch 1; a merge's child takes ShardToMerge's (its `parent_index`). The parent's log stays
+    where it is, so its readers and the child's writers meet on the same nodes. Intermediate
+    shards of a uniform scaling are parents too: shards are resolved in index order."""
+    resolved: list[ShardMeta] = []
+    for shard in shards:
+        if shard.index >= first_child:
+            assert shard.parent_index is not None
+            assert shard.parent_index < shard.index
+            parent = resolved[shard.parent_index]
+            assert parent.replicas, "every parent has a replica set"
+            shard = dataclasses.replace(
+                shard, replicas=parent.replicas, leader=parent.leader, epoch=1
+            )
+        resolved.append(shard)
+    return tuple(resolved)
+
+
+# --- Nodes and shard placement ------------------------------------------------------------------
+
+
+def _check_replication_factor(image: MetadataImage, replication_factor: int) -> None:
+    if replication_factor < 1:
+        raise ShoalError(
+            ErrorCode.VALIDATION,
+            f"1 validation error detected: Value '{replication_factor}' at "
+            "'replicationFactor' failed to satisfy constraint: Member must have value greater "
+            "than or equal to 1",
+        )
+    active = len(image.active_node_ids())
+    if replication_factor > active:
+        # Retryable: a node that is restarting or being unfenced brings the count back.
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Cannot place {replication_factor} replicas per shard: only {active} nodes are "
+            "ACTIVE.",
+        )
+
+
+def _node(image: MetadataImage, node_id: NodeId) -> NodeMeta:
+    node = image.nodes.get(node_id)
+    if node is None:
+        raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Node {node_id} is not registered.")
+    return node
+
+
+def _with_node(image: MetadataImage, node: NodeMeta) -> MetadataImage:
+    nodes = dict(image.nodes)
+    nodes[node.node_id] = node
+    return dataclasses.replace(image, nodes=nodes)
+
+
+def _register_node(image: MetadataImage, command: RegisterNode) -> tuple[MetadataImage, object]:
+    if not command.node_id or not command.api_address:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "A node needs a node id and an API address.")
+    for other in image.nodes.values():
+        if other.node_id == command.node_id or other.state is NodeState.REMOVED:
+            continue
+        if other.api_address == command.api_address:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"Node {other.node_id} already uses the API address {command.api_address}.",
+            )
+    previous = image.nodes.get(command.node_id)
+    incarnation = 1 if previous is None else previous.incarnation + 1
+    draining = previous is not None and previous.state is NodeState.DRAINING
+    node = NodeMeta(
+        node_id=command.node_id,
+        api_address=command.api_address,
+        http_address=command.http_address,
+        raft_address=command.raft_address,
+        voter=command.voter,
+        state=NodeState.DRAINING if draining else NodeState.ACTIVE,
+        incarnation=incarnation,
+        registered_ms=command.now_ms,
+    )
+    return _with_node(image, node), node
+
+
+def _set_node_state(image: MetadataImage, command: SetNodeState) -> tuple[MetadataImage, object]:
+    node = _node(image, command.node_id)
+    if command.state is NodeState.REMOVED:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "Use RemoveNode to remove a node.")
+    if node.state is NodeState.REMOVED:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Node {node.node_id} was removed; it must register again first.",
+        )
+    if node.incarnation != command.expected_incarnation:
+        # Decided about an earlier (or later) incarnation: the node restarted meanwhile.
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Node {node.node_id} is at incarnation {node.incarnation}, not "
+            f"{command.expected_incarnation}.",
+        )
+    if node.state is command.state:
+        return image, node
+    changed = dataclasses.replace(node, state=command.state)
+    return _with_node(image, changed), changed
+
+
+def _set_shard_leader(
+    image: MetadataImage, command: SetShardLeader
+) -> tuple[MetadataImage, object]:
+    meta = image.stream_by_uid(command.stream_uid)
+    if meta is None or meta.is_gone(now_ms=command.now_ms):
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND, f"Stream with id {command.stream_uid} not found."
+        )
+    shard = meta.shard_by_index(command.shard_index)
+    if shard is None:
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"Shard {command.shard_index} of stream {meta.name} not found.",
+        )
+    if shard.epoch != command.expected_epoch:
+        # Compare-and-set: someone else changed the shard since the caller looked.
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Shard {shard.shard_id} of stream {meta.name} is at epoch {shard.epoch}, not "
+            f"{command.expected_epoch}.",
+        )
+    if command.epoch <= command.expected_epoch:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"A new epoch must exceed {command.expected_epoch}, got {command.epoch}.",
+        )
+    _check_replica_set(image, shard, command)
+    changed = dataclasses.replace(
+        shard, replicas=command.replicas, leader=command.leader, epoch=command.epoch
+    )
+    shards = tuple(changed if s.index == shard.index else s for s in meta.shards)
+    return _with_stream(image, dataclasses.replace(meta, shards=shards)), changed
+
+
+def _check_replica_set(image: MetadataImage, shard: ShardMeta, command: SetShardLeader) -> None:
+    replicas = command.replicas
+    if not replicas or len(set(replicas)) != len(replicas):
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, f"Bad replica set {list(replicas)}: empty or repeated."
+        )
+    for node_id in replicas:
+        node = image.nodes.get(node_id)
+        if node is None or node.state is NodeState.REMOVED:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT, f"Replica {node_id} is not a registered node."
+            )
+    changed = set(replicas) ^ set(shard.replicas)
+    if shard.replicas and len(changed) > 1:
+        # One node in or out per epoch: any majority of the old set then overlaps any
+        # majority of the new one (Raft's single-server membership change).
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"The replica set of {shard.shard_id} may change by one node per epoch: "
+            f"{list(shard.replicas)} -> {list(replicas)}.",
+        )
+    if command.leader is None:
+        return
+    if command.leader not in replicas:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, f"Leader {command.leader} is not one of the replicas."
+        )
+    # DRAINING may lead: the controller avoids it, but a leaving node that holds the only
+    # complete log must lead until the others caught up (choose_leader never picks a
+    # shorter log). FENCED and REMOVED nodes never lead.
+    state = image.nodes[command.leader].state
+    if state not in (NodeState.ACTIVE, NodeState.DRAINING):
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Node {command.leader} is {state.value}; only an ACTIVE or DRAINING node may lead.",
+        )
+
+
+def _remove_node(image: MetadataImage, command: RemoveNode) -> tuple[MetadataImage, object]:
+    node = _node(image, command.node_id)
+    if node.state is NodeState.REMOVED:
+        return image, node  # a retry after an unknown outcome
+    now_ms = command.now_ms
+    for name in sorted(image.streams):
+        stream = image.streams[name]
+        if stream.is_gone(now_ms=now_ms):
+            continue
+        for shard in stream.shards:
+            if shard.is_expired(now_ms=now_ms, retention_hours=stream.retention_hours):
+                continue
+            if node.node_id in shard.replicas:
+                raise ShoalError(
+                    ErrorCode.RESOURCE_IN_USE,
+                    f"Node {node.node_id} still holds a replica of {shard.shard_id} of stream "
+                    f"{stream.name}; drain it first.",
+                )
+    removed = dataclasses.replace(node, state=NodeState.REMOVED)
+    return _with_node(image, removed), removed
+
+
+# --- Consumer leases ----------------------------------------------------------------------------
+
+
+def _lease_operation(image: MetadataImage, command: LeaseCommand) -> tuple[MetadataImage, object]:
+    """Applies one lease operation (`leases.apply_lease_operation`); its refusal becomes the
+    ShoalError of its code (CONFLICT -> RESOURCE_IN_USE, NOT_FOUND -> RESOURCE_NOT_FOUND,
+    INVALID -> INVALID_ARGUMENT) and leaves the table as it was."""
+    if isinstance(command, CreateLeasesCommand):
+        _check_lease_shards(image, command)
+    table, result = leases.apply_lease_operation(image.leases, command.operation)
+    if isinstance(result, leases.LeaseError):
+        assert table is image.leases
+        raise ShoalError(result.error_code, result.message)
+    if table is image.leases:
+        return image, result
+    return dataclasses.replace(image, leases=table), result
+
+
+def _check_lease_shards(image: MetadataImage, command: CreateLeasesCommand) -> None:
+    """Leases only for shards of a live stream. A deleting stream counts as gone: its leases
+    are dropped when it is deleted, and none may come back before it is forgotten."""
+    operation = command.operation
+    meta = _live_stream(image, operation.stream_name, now_ms=command.now_ms)
+    if meta.transient_status is StreamStatus.DELETING:
+        raise _not_found(image, operation.stream_name)
+    shard_ids = {shard.shard_id for shard in meta.shards}
+    for new in operation.leases:
+        if new.shard_id not in shard_ids:
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                f"Shard {new.shard_id} in stream {meta.name} under account "
+                f"{_account_id(image)} does not exist",
+            )

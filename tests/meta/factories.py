@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.meta.commands import CreateStream, InitCluster
-from broker.meta.image import StreamMode
+from broker.consumers import leases
+from broker.meta.commands import (
+    CreateStream,
+    InitCluster,
+    LeaseCommand,
+    RegisterNode,
+    lease_command,
+)
+from broker.meta.image import MetadataImage, StreamMode
+from broker.meta.state_machine import apply
+from broker.types import NodeId
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -36,3 +45,69 @@ def create_stream(name: str = "s1", *, now_ms: int = 0, **overrides: Any) -> Cre
 
 def init_cluster(cluster_id: str = "c-1", *, now_ms: int = 0) -> InitCluster:
     return InitCluster(now_ms=now_ms, cluster_id=cluster_id, iterator_secret=b"\x00\x01secret")
+
+
+def register_node(
+    node_id: str = "n1", *, now_ms: int = 0, voter: bool = True, port: int | None = None
+) -> RegisterNode:
+    """A RegisterNode with addresses derived from the id (n3 listens on ...:5003 etc.)."""
+    number = port if port is not None else 5000 + sum(map(ord, node_id))
+    return RegisterNode(
+        now_ms=now_ms,
+        node_id=NodeId(node_id),
+        api_address=f"{node_id}.test:{number}",
+        http_address=f"{node_id}.test:{number + 1}",
+        raft_address=f"{node_id}.test:{number + 2}",
+        voter=voter,
+    )
+
+
+def node_ids(count: int) -> list[NodeId]:
+    return [NodeId(f"n{i}") for i in range(1, count + 1)]
+
+
+def nodes_image(count: int = 1, image: MetadataImage | None = None) -> MetadataImage:
+    """An image with nodes n1..n<count> registered and ACTIVE."""
+    image = image if image is not None else MetadataImage()
+    for node_id in node_ids(count):
+        applied = apply(image, register_node(node_id))
+        assert applied.error is None, applied.error
+        image = applied.image
+    return image
+
+
+def every_lease_command(now_ms: int = 20) -> list[LeaseCommand]:
+    """One of each lease command, with every optional field set somewhere (codec tests)."""
+    base = {"application": "app", "stream_name": "s1", "lease_key": "shardId-000000000000"}
+    operations: list[leases.LeaseOperation] = [
+        leases.CreateLeases(
+            application="app",
+            stream_name="s1",
+            leases=(
+                leases.NewLease(shard_id="shardId-000000000000"),
+                leases.NewLease(
+                    shard_id="shardId-000000000002",
+                    parent_shard_ids=("shardId-000000000000", "shardId-000000000001"),
+                    checkpoint=leases.LATEST,
+                ),
+            ),
+        ),
+        leases.TakeLease(**base, owner="w1", expected_owner=None, expected_counter=0),
+        leases.TakeLease(**base, owner="w1", expected_owner="w0", expected_counter=4),
+        leases.StealLease(**base, owner="w2", expected_owner="w1", expected_counter=1),
+        leases.RenewLease(**base, owner="w2", expected_counter=2),
+        leases.ReleaseLease(**base, owner="w2", expected_counter=3),
+        leases.CheckpointLease(
+            **base,
+            owner="w2",
+            expected_counter=3,
+            checkpoint=leases.Checkpoint("4" * 40, 2**63),
+            pending=True,
+        ),
+        leases.CheckpointLease(
+            **base, owner="w2", expected_counter=3, checkpoint=leases.SHARD_END, pending=False
+        ),
+        leases.DeleteLease(**base),
+        leases.DeleteApplication(application="app"),
+    ]
+    return [lease_command(operation, now_ms=now_ms + i) for i, operation in enumerate(operations)]

@@ -16,18 +16,27 @@ from broker.meta.commands import (
     CompleteReshard,
     DeleteStream,
     ForgetStream,
+    RemoveNode,
     RemoveTags,
     SetEnhancedMonitoring,
+    SetNodeState,
+    SetShardLeader,
     UpdateMaxRecordSize,
     UpdateStreamMode,
     decode_command,
     encode_command,
 )
-from broker.meta.image import MetadataImage, ReshardKind, StreamMode
+from broker.meta.image import MetadataImage, NodeState, ReshardKind, StreamMode
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import apply
-from broker.types import Offset, ShardIndex, StreamUid
-from tests.meta.factories import create_stream, init_cluster
+from broker.types import NodeId, Offset, ShardIndex, StreamUid
+from tests.meta.factories import (
+    create_stream,
+    every_lease_command,
+    init_cluster,
+    nodes_image,
+    register_node,
+)
 
 EVERY_COMMAND: list[Command] = [
     init_cluster(),
@@ -58,6 +67,28 @@ EVERY_COMMAND: list[Command] = [
         now_ms=10, name="s1", mode=StreamMode.PROVISIONED, updating_ms=1, on_demand_streams_max=3
     ),
     UpdateMaxRecordSize(now_ms=11, name="s1", max_record_size_kib=10240),
+    register_node("n1", now_ms=12, voter=False),
+    SetNodeState(now_ms=13, node_id=NodeId("n1"), state=NodeState.DRAINING, expected_incarnation=2),
+    SetShardLeader(
+        now_ms=14,
+        stream_uid=StreamUid(1),
+        shard_index=ShardIndex(0),
+        leader=NodeId("n2"),
+        epoch=7,
+        expected_epoch=6,
+        replicas=(NodeId("n2"), NodeId("n1"), NodeId("n3")),
+    ),
+    SetShardLeader(
+        now_ms=15,
+        stream_uid=StreamUid(1),
+        shard_index=ShardIndex(1),
+        leader=None,
+        epoch=2,
+        expected_epoch=1,
+        replicas=(NodeId("n1"),),
+    ),
+    RemoveNode(now_ms=16, node_id=NodeId("n1")),
+    *every_lease_command(now_ms=17),
 ]
 
 
@@ -130,9 +161,10 @@ def test_optional_fields_may_be_omitted() -> None:
 
 
 def test_image_round_trip() -> None:
-    image = MetadataImage()
+    image = nodes_image(3)
     for command in EVERY_COMMAND[:2]:
         image = apply(image, command).image
+    assert image.streams["s1"].shards[0].replicas  # type: ignore[index]
     image = apply(
         image,
         BeginReshard(
@@ -155,3 +187,34 @@ def test_image_decode_refuses_other_versions() -> None:
     document["v"] = 99
     with pytest.raises(ValueError, match="version"):
         decode_image(json.dumps(document).encode())
+
+
+def test_issue_2_formats_are_refused() -> None:
+    """Version 1 journals and snapshots (single node, no placement) are not replayed: their
+    CreateStream had no replication factor and no node to place shards on."""
+    document = _document(DeleteStream(now_ms=1, name="s1", deleting_ms=5))
+    document["v"] = 1
+    with pytest.raises(ValueError, match="version 1"):
+        decode_command(json.dumps(document).encode())
+    image_document = json.loads(encode_image(MetadataImage()))
+    image_document["v"] = 1
+    with pytest.raises(ValueError, match="version 1"):
+        decode_image(json.dumps(image_document).encode())
+
+
+def test_image_with_nodes_and_placement_round_trips() -> None:
+    image = apply(nodes_image(3), create_stream("s1", shard_count=3, replication_factor=3)).image
+    image = apply(
+        image,
+        SetNodeState(
+            now_ms=1, node_id=NodeId("n2"), state=NodeState.FENCED, expected_incarnation=1
+        ),
+    ).image
+    decoded = decode_image(encode_image(image))
+    assert decoded == image
+    assert decoded.nodes[NodeId("n2")].state is NodeState.FENCED
+    shard = decoded.streams["s1"].shards[2]  # type: ignore[index]
+    assert shard.epoch == 1
+    assert len(shard.replicas) == 3
+    assert shard.leader == shard.replicas[0]
+    assert decoded.streams["s1"].replication_factor == 3  # type: ignore[index]

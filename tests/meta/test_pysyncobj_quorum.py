@@ -25,7 +25,7 @@ from broker.meta.pysyncobj_quorum import (
     PysyncobjQuorum,
 )
 from broker.meta.quorum import QuorumConfig
-from tests.meta.factories import create_stream, init_cluster
+from tests.meta.factories import create_stream, init_cluster, register_node
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -79,6 +79,7 @@ async def test_single_node_restarts_with_its_state(tmp_path: Path) -> None:
     await quorum.start()
     try:
         assert await quorum.propose(init_cluster("c-1")) == "c-1"
+        await quorum.propose(register_node("n1"))
         meta = await quorum.propose(create_stream("s1"))
         assert isinstance(meta, StreamMeta)
         with pytest.raises(ShoalError) as in_use:
@@ -90,7 +91,7 @@ async def test_single_node_restarts_with_its_state(tmp_path: Path) -> None:
         assert statistics.role == "leader"
         assert statistics.quorum_leader == address
         before = quorum.image()
-        assert before.applied_commands == 4
+        assert before.applied_commands == 5
     finally:
         await quorum.stop()
 
@@ -98,7 +99,7 @@ async def test_single_node_restarts_with_its_state(tmp_path: Path) -> None:
     await restarted.start()
     try:
         after = await restarted.wait_for_image(
-            lambda image: image.applied_commands >= 4, timeout_s=DEADLINE_S
+            lambda image: image.applied_commands >= 5, timeout_s=DEADLINE_S
         )
         assert encode_image(after) == encode_image(before)
         # And it keeps working: the next command sees the recovered state.
@@ -116,6 +117,7 @@ async def test_restart_from_snapshot_and_journal(tmp_path: Path) -> None:
     await quorum.start()
     snapshot = tmp_path / SNAPSHOT_FILE_NAME
     try:
+        await quorum.propose(register_node("n1"))
         await quorum.propose(create_stream("s1"))
         for i in range(12):
             await quorum.propose(tag(i, f"v{i}"))
@@ -127,6 +129,7 @@ async def test_restart_from_snapshot_and_journal(tmp_path: Path) -> None:
     document = json.loads(snapshot.read_bytes())  # our JSON, not a pickle
     assert document["v"] == 1
     assert "streams" in document["image"]
+    assert document["cluster"] == [address]
 
     restarted = PysyncobjQuorum(config(tmp_path, address, **knobs))
     await restarted.start()
@@ -180,6 +183,7 @@ async def test_three_nodes_command_on_a_follower_applies_everywhere(tmp_path: Pa
         leaders = {q.statistics().quorum_leader for q in quorums}
         assert len(leaders) == 1
         follower = next(q for q in quorums if q.statistics().role != "leader")
+        await follower.propose(register_node("n1"))
         meta = await follower.propose(create_stream("s1"))
         assert isinstance(meta, StreamMeta)
         # The follower's result is its own apply, so its image already has the stream.
@@ -227,6 +231,7 @@ async def test_lagging_follower_catches_up_from_a_snapshot(tmp_path: Path) -> No
         await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
         leader = next(q for q in quorums if q.statistics().role == "leader")
         lagging_at = next(i for i, q in enumerate(quorums) if q is not leader)
+        await leader.propose(register_node("n1"))
         await leader.propose(create_stream("s1"))
         await quorums[lagging_at].wait_for_image(
             lambda image: "s1" in image.streams, timeout_s=DEADLINE_S

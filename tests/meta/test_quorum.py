@@ -9,13 +9,13 @@ import pytest
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import Command
 from broker.meta.frontend import MetadataFrontend
-from broker.meta.image import MetadataImage, StreamMeta
+from broker.meta.image import StreamMeta
 from broker.meta.quorum import LocalQuorum
-from tests.meta.factories import create_stream
+from tests.meta.factories import create_stream, nodes_image
 
 
 async def test_local_quorum_applies_and_raises_apply_errors() -> None:
-    quorum = LocalQuorum()
+    quorum = LocalQuorum(nodes_image(1))
     with pytest.raises(ShoalError) as not_started:
         await quorum.propose(create_stream("s1"))
     assert not_started.value.code is ErrorCode.UNAVAILABLE
@@ -26,13 +26,13 @@ async def test_local_quorum_applies_and_raises_apply_errors() -> None:
     with pytest.raises(ShoalError) as in_use:
         await quorum.propose(create_stream("s1"))
     assert in_use.value.code is ErrorCode.RESOURCE_IN_USE
-    assert quorum.image().applied_commands == 2
-    assert quorum.statistics().applied_commands == 2
+    assert quorum.image().applied_commands == 3  # RegisterNode, then the two creates
+    assert quorum.statistics().applied_commands == 3
     await quorum.stop()
 
 
 async def test_wait_for_image_wakes_on_change_and_times_out() -> None:
-    quorum = LocalQuorum()
+    quorum = LocalQuorum(nodes_image(1))
     await quorum.start()
     waiter = asyncio.create_task(
         quorum.wait_for_image(lambda image: "s1" in image.streams, timeout_s=5)
@@ -64,12 +64,12 @@ async def test_frontend_bounds_every_proposal() -> None:
 
 
 async def test_frontend_passes_results_and_images_through() -> None:
-    quorum = LocalQuorum(MetadataImage())
+    quorum = LocalQuorum(nodes_image(1))
     await quorum.start()
     frontend = MetadataFrontend(quorum)
     assert frontend.is_ready()
     meta = await frontend.propose(create_stream("s1"))
     assert isinstance(meta, StreamMeta)
     assert frontend.image() is quorum.image()
-    image = await frontend.wait_for_image(lambda image: image.applied_commands == 1)
-    assert image.applied_commands == 1
+    image = await frontend.wait_for_image(lambda image: image.applied_commands == 2)
+    assert image.applied_commands == 2

@@ -36,7 +36,7 @@ from broker.meta.image import (
 from broker.meta.image_codec import encode_image
 from broker.meta.state_machine import Applied, apply
 from broker.types import Offset, ShardIndex, StreamUid
-from tests.meta.factories import ACCOUNT, CREATING_MS, create_stream, init_cluster
+from tests.meta.factories import ACCOUNT, CREATING_MS, create_stream, init_cluster, nodes_image
 
 ACTIVE_MS = CREATING_MS + 1  # the first now_ms at which a stream created at 0 is ACTIVE
 DAY_MS = 86_400_000
@@ -61,7 +61,7 @@ def fails(image: MetadataImage, command: Command, code: ErrorCode) -> ShoalError
 
 
 def with_stream(name: str = "s1", **overrides: object) -> MetadataImage:
-    return ok(MetadataImage(), create_stream(name, **overrides)).image  # type: ignore[arg-type]
+    return ok(nodes_image(1), create_stream(name, **overrides)).image  # type: ignore[arg-type]
 
 
 def stream(image: MetadataImage, name: str = "s1") -> StreamMeta:
@@ -85,7 +85,7 @@ def test_init_cluster_sets_once_and_later_calls_are_no_ops() -> None:
 
 
 def test_create_stream_builds_the_stream() -> None:
-    applied = ok(MetadataImage(), create_stream("s1", now_ms=5, tags=(("b", "2"), ("a", "1"))))
+    applied = ok(nodes_image(1), create_stream("s1", now_ms=5, tags=(("b", "2"), ("a", "1"))))
     meta = applied.result
     assert isinstance(meta, StreamMeta)
     assert meta is stream(applied.image)
@@ -101,7 +101,7 @@ def test_create_stream_builds_the_stream() -> None:
 
 def test_racing_create_stream_one_wins_the_other_is_in_use() -> None:
     """Two proposers both saw no stream; the second to apply must lose."""
-    image = MetadataImage()
+    image = nodes_image(1)
     first = ok(image, create_stream("s1", now_ms=10))
     error = fails(first.image, create_stream("s1", now_ms=11), ErrorCode.RESOURCE_IN_USE)
     assert error.message == f"Stream s1 under account {ACCOUNT} already exists."
@@ -162,7 +162,7 @@ def test_create_stream_on_demand_limit() -> None:
     ],
 )
 def test_create_stream_rejects_bad_arguments(overrides: dict[str, Any], code: ErrorCode) -> None:
-    fails(MetadataImage(), create_stream("s1", **overrides), code)
+    fails(nodes_image(1), create_stream("s1", **overrides), code)
 
 
 # --- DeleteStream / ForgetStream -----------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_create_stream_rejects_bad_arguments(overrides: dict[str, Any], code: Er
 
 def test_delete_missing_stream_is_not_found() -> None:
     error = fails(
-        MetadataImage(),
+        nodes_image(1),
         DeleteStream(now_ms=0, name="nope", deleting_ms=0),
         ErrorCode.RESOURCE_NOT_FOUND,
     )
@@ -576,7 +576,7 @@ def a_history() -> list[Command]:
 
 
 def replay(commands: list[Command]) -> tuple[MetadataImage, list[Applied]]:
-    image = MetadataImage()
+    image = nodes_image(1)
     outcomes = []
     for command in commands:
         applied = apply(image, command)
@@ -589,7 +589,7 @@ def test_same_commands_give_identical_images() -> None:
     first, outcomes = replay(a_history())
     second, _ = replay(a_history())
     assert encode_image(first) == encode_image(second)
-    assert first.applied_commands == len(a_history())
+    assert first.applied_commands == 1 + len(a_history())  # after nodes_image(1)
     assert [o.error is None for o in outcomes].count(False) == 1
     assert set(first.streams) == {"s1"}
     assert len(stream(first).open_shards()) == 3

@@ -1,0 +1,227 @@
+"""GrpcLeaseClient: the worker's `LeaseClient` over the gRPC LeaseService of any node.
+
+    lease_client = GrpcLeaseClient("127.0.0.1:50051")
+    worker = Worker(..., lease_client=lease_client, kinesis=AsyncShoalClient(...))
+    ...
+    await lease_client.close()
+
+Refusals come back as `LeaseError` values, as from the lease core: ResourceInUseException is
+CONFLICT (the lease API has no other use for it), ResourceNotFoundException NOT_FOUND and
+InvalidArgumentException INVALID. Anything else (the node unreachable, no quorum leader, the
+deadline passed) raises `ShoalError`: the outcome of a change is then unknown, which the worker
+handles (`worker.LeaseClient`). asyncio; create and use it on one event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from broker.api.leases.v1 import leases_pb2 as pb
+from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
+from broker.errors import ShoalError
+from broker.gateway import lease_codec
+from broker.gateway.error_mapping import error_from_rpc_error
+
+_SERVICE = pb.DESCRIPTOR.services_by_name["LeaseService"]
+# Lease calls are small and the worker paces them; a call slower than this is treated as an
+# unknown outcome (ShoalError), well within the default failover time of 10 s.
+DEFAULT_TIMEOUT_S = 5.0
+_REFUSALS = {refusal.error_code: refusal for refusal in LeaseRefusal}
+
+
+class GrpcLeaseClient:
+    """A `broker.client.worker.LeaseClient` over gRPC, plus the listing and deletion calls the
+    CLI uses. One channel; the target is any node of the cluster."""
+
+    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        assert timeout_s > 0
+        self._channel = grpc.aio.insecure_channel(target)
+        self._timeout_s = timeout_s
+
+    async def _call(self, method: str, request: Message) -> Any:
+        """The response message, or the call's error as a ShoalError."""
+        descriptor = _SERVICE.methods_by_name[method]
+        output_class = getattr(pb, descriptor.output_type.name)
+        stub = self._channel.unary_unary(
+            f"/{_SERVICE.full_name}/{method}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=output_class.FromString,
+        )
+        try:
+            return await stub(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc_error(exc) from exc
+
+    async def _lease_call(self, method: str, request: Message) -> Lease | LeaseError:
+        try:
+            response = await self._call(method, request)
+        except ShoalError as error:
+            return _refusal(error)
+        return lease_codec.lease_from_message(response.lease)
+
+    async def create_leases(
+        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
+    ) -> tuple[Lease, ...] | LeaseError:
+        request = pb.CreateLeasesRequest(
+            application=application,
+            stream_name=stream_name,
+            leases=[lease_codec.new_lease_to_message(new) for new in leases],
+        )
+        try:
+            response: pb.CreateLeasesResponse = await self._call("CreateLeases", request)
+        except ShoalError as error:
+            return _refusal(error)
+        return tuple(lease_codec.lease_from_message(lease) for lease in response.leases)
+
+    async def list_leases(
+        self, *, application: str, stream_name: str | None = None
+    ) -> tuple[Lease, ...]:
+        """The application's leases on `stream_name` (None: every stream), by stream then
+        lease key, as the answering node knows them."""
+        request = pb.ListLeasesRequest(application=application)
+        if stream_name is not None:
+            request.stream_name = stream_name
+        response: pb.ListLeasesResponse = await self._call("ListLeases", request)
+        return tuple(lease_codec.lease_from_message(lease) for lease in response.leases)
+
+    async def list_applications(self) -> tuple[str, ...]:
+        response: pb.ListApplicationsResponse = await self._call(
+            "ListApplications", pb.ListApplicationsRequest()
+        )
+        return tuple(response.applications)
+
+    async def take(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_owner: str | None,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        request = pb.TakeLeaseRequest(
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_counter=expected_counter,
+        )
+        if expected_owner is not None:
+            request.expected_owner = expected_owner
+        return await self._lease_call("TakeLease", request)
+
+    async def steal(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        request = pb.StealLeaseRequest(
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_owner=expected_owner,
+            expected_counter=expected_counter,
+        )
+        return await self._lease_call("StealLease", request)
+
+    async def renew(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        request = pb.RenewLeaseRequest(
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_counter=expected_counter,
+        )
+        return await self._lease_call("RenewLease", request)
+
+    async def release(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+    ) -> Lease | LeaseError:
+        request = pb.ReleaseLeaseRequest(
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_counter=expected_counter,
+        )
+        return await self._lease_call("ReleaseLease", request)
+
+    async def checkpoint(
+        self,
+        *,
+        application: str,
+        stream_name: str,
+        lease_key: str,
+        owner: str,
+        expected_counter: int,
+        value: Checkpoint,
+        pending: bool = False,
+    ) -> Lease | LeaseError:
+        request = pb.CheckpointRequest(
+            application=application,
+            stream_name=stream_name,
+            lease_key=lease_key,
+            owner=owner,
+            expected_counter=expected_counter,
+            checkpoint=lease_codec.checkpoint_to_message(value),
+            pending=pending,
+        )
+        return await self._lease_call("Checkpoint", request)
+
+    async def delete_lease(
+        self, *, application: str, stream_name: str, lease_key: str
+    ) -> Lease | LeaseError:
+        request = pb.DeleteLeaseRequest(
+            application=application, stream_name=stream_name, lease_key=lease_key
+        )
+        return await self._lease_call("DeleteLease", request)
+
+    async def delete_application(self, *, application: str) -> int | LeaseError:
+        request = pb.DeleteApplicationRequest(application=application)
+        try:
+            response: pb.DeleteApplicationResponse = await self._call("DeleteApplication", request)
+        except ShoalError as error:
+            return _refusal(error)
+        return response.lease_count
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> GrpcLeaseClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+
+def _refusal(error: ShoalError) -> LeaseError:
+    """The lease refusal an error stands for; re-raises errors that are not refusals."""
+    refusal = _REFUSALS.get(error.code)
+    if refusal is None:
+        raise error
+    return LeaseError(refusal=refusal, message=error.message)

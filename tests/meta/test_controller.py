@@ -1,0 +1,555 @@
+"""ControllerCore on virtual time, `choose_leader`, and the Controller shell over a LocalQuorum
+with in-memory replicas.
+
+Core tests are calls: heartbeats and an image in, actions out. The convergence tests run the
+core against the real state machine, executing each action the way the shell would (with
+replicas that are all caught up), until the core has nothing left to do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import pytest
+
+from broker.clock import ManualClock
+from broker.errors import ErrorCode, ShoalError
+from broker.meta import commands
+from broker.meta.commands import Command
+from broker.meta.controller import (
+    Action,
+    CompleteReshardAction,
+    Controller,
+    ControllerCore,
+    ControllerSettings,
+    EpochChange,
+    FenceNode,
+    Outcome,
+    Promise,
+    ReplicaStatus,
+    UnfenceNode,
+    choose_leader,
+    is_caught_up,
+)
+from broker.meta.image import MetadataImage, NodeState, ReshardKind, ShardMeta
+from broker.meta.quorum import LocalQuorum
+from broker.meta.state_machine import apply
+from broker.types import NodeId, Offset, ShardIndex, ShardUid
+from tests.meta.factories import create_stream, node_ids, nodes_image, register_node
+
+N1, N2, N3, N4 = (NodeId(f"n{i}") for i in range(1, 5))
+SESSION_MS = 6_000
+SETTINGS = ControllerSettings(node_session_timeout_ms=SESSION_MS, pass_interval_ms=100)
+WALL_MS = 10_000  # streams created at 0 are ACTIVE by then (CREATING lasts 1 s)
+
+
+def ok(image: MetadataImage, command: Command) -> MetadataImage:
+    applied = apply(image, command)
+    assert applied.error is None, applied.error
+    return applied.image
+
+
+def stream_image(node_count: int = 3, *, shard_count: int = 3, factor: int = 3) -> MetadataImage:
+    return ok(
+        nodes_image(node_count),
+        create_stream("s1", shard_count=shard_count, replication_factor=factor),
+    )
+
+
+def shards(image: MetadataImage) -> tuple[ShardMeta, ...]:
+    return image.streams["s1"].shards  # type: ignore[index]
+
+
+def set_state(image: MetadataImage, node_id: NodeId, state: NodeState) -> MetadataImage:
+    node = image.nodes[node_id]
+    return ok(
+        image,
+        commands.SetNodeState(
+            now_ms=1, node_id=node_id, state=state, expected_incarnation=node.incarnation
+        ),
+    )
+
+
+def heartbeat_all(core: ControllerCore, image: MetadataImage, now_ms: int) -> None:
+    for node in image.nodes.values():
+        core.on_heartbeat(node_id=node.node_id, incarnation=node.incarnation, now_ms=now_ms)
+
+
+def decide(core: ControllerCore, image: MetadataImage, now_ms: int) -> tuple[Action, ...]:
+    return core.decide(image, now_ms=now_ms, wall_ms=WALL_MS)
+
+
+def promise(log_end: int, last_epoch: int = 1, *, accepted: bool = True) -> Promise:
+    return Promise(ok=accepted, last_epoch=last_epoch, log_end=Offset(log_end), promised_epoch=2)
+
+
+# --- Fencing --------------------------------------------------------------------------------------
+
+
+def test_a_silent_node_is_fenced_after_the_session_timeout() -> None:
+    image = nodes_image(3)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    for t in range(0, 8_000, 1_000):
+        for node_id in (N1, N2):
+            core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=t)
+    assert decide(core, image, SESSION_MS) == ()
+    assert decide(core, image, SESSION_MS + 1) == (
+        FenceNode(node_id=N3, incarnation=1, silent_ms=SESSION_MS + 1),
+    )
+
+
+def test_a_new_controller_gives_every_node_a_fresh_session() -> None:
+    """Nobody heartbeats a node that was not the controller: without a grace period every
+    node would be fenced the moment a new quorum leader took over."""
+    image = nodes_image(3)
+    core = ControllerCore(settings=SETTINGS, now_ms=1_000_000)
+    assert decide(core, image, 1_000_000) == ()
+    assert decide(core, image, 1_000_000 + SESSION_MS) == ()
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=1_003_000)
+    fenced = decide(core, image, 1_000_000 + SESSION_MS + 1)
+    assert {a.node_id for a in fenced if isinstance(a, FenceNode)} == {N2, N3}
+
+
+def test_a_fenced_node_is_unfenced_only_by_a_heartbeat_of_its_incarnation() -> None:
+    image = set_state(ok(nodes_image(2), register_node("n2")), N2, NodeState.FENCED)  # inc. 2
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=0)
+    assert decide(core, image, 10) == ()  # the grace period is no evidence of life
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=20)  # a stale process
+    assert decide(core, image, 30) == ()
+    core.on_heartbeat(node_id=N2, incarnation=2, now_ms=40)
+    assert decide(core, image, 50) == (UnfenceNode(node_id=N2, incarnation=2),)
+    # A heartbeat older than the session does not count either.
+    assert decide(core, image, 40 + SESSION_MS + 1) == (
+        FenceNode(node_id=N1, incarnation=1, silent_ms=40 + SESSION_MS + 1),
+    )
+
+
+def test_heartbeats_of_an_older_incarnation_do_not_keep_a_node_alive() -> None:
+    image = ok(nodes_image(1), register_node("n1"))  # incarnation 2
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    for t in range(0, 7_000, 500):
+        core.on_heartbeat(node_id=N1, incarnation=1, now_ms=t)
+    assert decide(core, image, SESSION_MS + 1) == (
+        FenceNode(node_id=N1, incarnation=2, silent_ms=SESSION_MS + 1),
+    )
+
+
+def test_a_failed_action_backs_off_and_success_resets() -> None:
+    image = nodes_image(1)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    t = SESSION_MS + 1
+    (fence,) = decide(core, image, t)
+    assert isinstance(fence, FenceNode)
+    core.on_outcome(fence, Outcome.FAILED, now_ms=t)
+    assert decide(core, image, t + 99) == ()
+    assert decide(core, image, t + 100) == (dataclasses.replace(fence, silent_ms=t + 100),)
+    core.on_outcome(fence, Outcome.FAILED, now_ms=t + 100)
+    assert decide(core, image, t + 299) == ()  # doubled
+    assert decide(core, image, t + 300) != ()
+    core.on_outcome(fence, Outcome.DONE, now_ms=t + 300)
+    assert decide(core, image, t + 301) != ()
+
+
+# --- choose_leader --------------------------------------------------------------------------------
+
+
+def test_choose_leader_needs_a_majority_and_takes_the_longest_log() -> None:
+    replicas = (N1, N2, N3)
+    assert (
+        choose_leader({N2: promise(5)}, replicas=replicas, new_replicas=replicas, eligible=replicas)
+        is None
+    )
+    refusals = {N2: promise(5), N3: promise(9, accepted=False)}
+    assert (
+        choose_leader(refusals, replicas=replicas, new_replicas=replicas, eligible=replicas) is None
+    )
+    promises = {N2: promise(5), N3: promise(9)}
+    assert (
+        choose_leader(promises, replicas=replicas, new_replicas=replicas, eligible=replicas) == N3
+    )
+    # A higher last epoch beats a longer log (the longer one holds a deposed leader's tail).
+    promises = {N2: promise(5, last_epoch=3), N3: promise(9, last_epoch=2)}
+    assert (
+        choose_leader(promises, replicas=replicas, new_replicas=replicas, eligible=replicas) == N2
+    )
+
+
+def test_choose_leader_breaks_ties_by_preference_and_never_takes_a_shorter_log() -> None:
+    replicas = (N1, N2, N3)
+    tied = {N1: promise(7), N2: promise(7), N3: promise(7)}
+    assert (
+        choose_leader(tied, replicas=replicas, new_replicas=replicas, eligible=(N3, N1, N2)) == N3
+    )
+    # The longest log is on a node that may not lead: wait rather than lose records.
+    promises = {N1: promise(9), N2: promise(7), N3: promise(7)}
+    assert (
+        choose_leader(promises, replicas=replicas, new_replicas=replicas, eligible=(N2, N3)) is None
+    )
+
+
+def test_choose_leader_needs_majorities_of_both_sets_in_a_move() -> None:
+    old, new = (N1, N2, N3), (N1, N2, N3, N4)
+    promises = {N1: promise(7), N2: promise(7)}
+    # 2 of 3 old, but only 2 of 4 new.
+    assert choose_leader(promises, replicas=old, new_replicas=new, eligible=new) is None
+    promises[N4] = promise(0, last_epoch=0)
+    assert choose_leader(promises, replicas=old, new_replicas=new, eligible=new) == N1
+
+
+def test_is_caught_up() -> None:
+    leader = ReplicaStatus(log_end=Offset(10), hw=Offset(8), last_epoch=3)
+    assert is_caught_up(leader, ReplicaStatus(log_end=Offset(8), hw=Offset(5), last_epoch=3))
+    assert not is_caught_up(leader, ReplicaStatus(log_end=Offset(7), hw=Offset(5), last_epoch=3))
+    assert not is_caught_up(leader, ReplicaStatus(log_end=Offset(9), hw=Offset(5), last_epoch=2))
+
+
+# --- Leader changes and replica moves -------------------------------------------------------------
+
+
+def test_shards_led_by_a_fenced_node_get_a_new_leader() -> None:
+    image = set_state(stream_image(), N1, NodeState.FENCED)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    changes = [a for a in decide(core, image, 1) if isinstance(a, EpochChange)]
+    led_by_n1 = [s for s in shards(image) if s.leader == N1]
+    assert led_by_n1
+    assert {c.shard.shard_uid for c in changes} == {s.uid for s in led_by_n1}
+    for change in changes:
+        assert change.reason == "leader_unavailable"
+        assert change.new_replicas == change.replicas
+        assert N1 not in change.eligible
+        assert change.caught_up == ()
+
+
+def test_a_draining_leader_hands_over_and_keeps_leading_if_nobody_can() -> None:
+    image = set_state(stream_image(), N1, NodeState.DRAINING)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    changes = [a for a in decide(core, image, 1) if isinstance(a, EpochChange)]
+    assert {c.reason for c in changes} == {"leader_leaving"}
+    assert all(c.eligible[-1] == N1 for c in changes)  # for safety only, listed last
+    alone = set_state(stream_image(1, factor=1), N1, NodeState.DRAINING)
+    heartbeat_all(core, alone, 2)
+    assert decide(core, alone, 3) == ()
+
+
+def test_a_shutting_down_node_gives_up_its_leaderships() -> None:
+    image = stream_image()
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=1, shutting_down=True)
+    changes = [a for a in decide(core, image, 2) if isinstance(a, EpochChange)]
+    assert changes
+    assert {c.leader for c in changes} == {N2}
+    assert {c.reason for c in changes} == {"leader_leaving"}
+
+
+def test_replicas_move_off_a_draining_node_one_step_at_a_time() -> None:
+    image = stream_image(4, shard_count=1, factor=3)
+    (shard,) = shards(image)
+    assert shard.replicas == (N1, N2, N3)
+    image = set_state(image, N3, NodeState.DRAINING)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    (add,) = decide(core, image, 1)
+    assert isinstance(add, EpochChange)
+    assert add.reason == "add_replica"
+    assert add.new_replicas == (N1, N2, N3, N4)
+    image = execute(image, add)
+    (remove,) = decide(core, image, 2)
+    assert isinstance(remove, EpochChange)
+    assert remove.reason == "remove_replica"
+    assert remove.new_replicas == (N1, N2, N4)
+    assert set(remove.caught_up) == {N2, N4}
+    image = execute(image, remove)
+    assert shards(image)[0].replicas == (N1, N2, N4)
+    assert shards(image)[0].epoch == 3
+    assert decide(core, image, 3) == ()
+    image = ok(image, commands.RemoveNode(now_ms=WALL_MS, node_id=N3))
+    assert image.nodes[N3].state is NodeState.REMOVED
+
+
+def test_reshard_completes_once_every_parent_has_a_live_leader() -> None:
+    image = stream_image(3, shard_count=2, factor=3)
+    image = ok(
+        image,
+        commands.BeginReshard(
+            now_ms=WALL_MS,
+            name="s1",
+            kind=ReshardKind.MERGE,
+            shard_index=ShardIndex(0),
+            adjacent_shard_index=ShardIndex(1),
+        ),
+    )
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    (complete,) = decide(core, image, 1)
+    assert isinstance(complete, CompleteReshardAction)
+    assert [(p.index, p.leader, p.epoch) for p in complete.parents] == [
+        (0, shards(image)[0].leader, 1),
+        (1, shards(image)[1].leader, 1),
+    ]
+    fenced = set_state(image, shards(image)[1].leader or N1, NodeState.FENCED)
+    actions = decide(core, fenced, 2)
+    assert not any(isinstance(a, CompleteReshardAction) for a in actions)
+    assert any(isinstance(a, EpochChange) and a.shard.shard_index == 1 for a in actions)
+
+
+# --- Convergence ----------------------------------------------------------------------------------
+
+
+def execute(image: MetadataImage, action: Action) -> MetadataImage:
+    """What the shell does, with every replica reachable and caught up."""
+    match action:
+        case FenceNode() | UnfenceNode():
+            state = NodeState.FENCED if isinstance(action, FenceNode) else NodeState.ACTIVE
+            command: Command = commands.SetNodeState(
+                now_ms=WALL_MS,
+                node_id=action.node_id,
+                state=state,
+                expected_incarnation=action.incarnation,
+            )
+        case EpochChange():
+            reachable = [
+                n
+                for n in (*action.replicas, *action.new_replicas)
+                if image.nodes[n].state is not NodeState.FENCED
+            ]
+            leader = choose_leader(
+                {n: promise(100) for n in reachable},
+                replicas=action.replicas,
+                new_replicas=action.new_replicas,
+                eligible=action.eligible,
+            )
+            assert leader is not None
+            command = commands.SetShardLeader(
+                now_ms=WALL_MS,
+                stream_uid=action.shard.stream_uid,
+                shard_index=action.shard.shard_index,
+                leader=leader,
+                epoch=action.epoch + 1,
+                expected_epoch=action.epoch,
+                replicas=action.new_replicas,
+            )
+        case CompleteReshardAction():
+            command = commands.CompleteReshard(
+                now_ms=WALL_MS,
+                stream_uid=action.stream_uid,
+                end_offsets=tuple((p.index, Offset(0)) for p in action.parents),
+                updating_ms=0,
+            )
+    return ok(image, command)
+
+
+def converge(
+    core: ControllerCore, image: MetadataImage, now_ms: int, passes_max: int = 50
+) -> MetadataImage:
+    for _ in range(passes_max):
+        heartbeat_all(core, image, now_ms)
+        actions = decide(core, image, now_ms)
+        if not actions:
+            return image
+        for action in actions:
+            image = execute(image, action)
+        now_ms += 1
+    pytest.fail(f"no convergence in {passes_max} passes")
+
+
+def leader_counts(image: MetadataImage) -> Counter[NodeId]:
+    counts: Counter[NodeId] = Counter(dict.fromkeys(image.active_node_ids(), 0))
+    counts.update(s.leader for s in shards(image) if s.leader is not None)
+    return counts
+
+
+@pytest.mark.parametrize(
+    ("node_count", "shard_count", "factor"), [(3, 7, 3), (5, 12, 3), (4, 9, 2), (6, 20, 3)]
+)
+def test_rebalancing_evens_out_leaders_and_then_stays_put(
+    node_count: int, shard_count: int, factor: int
+) -> None:
+    image = stream_image(node_count, shard_count=shard_count, factor=factor)
+    # Every shard's leadership moved to its last replica (a burst of failovers).
+    for shard in shards(image):
+        image = ok(
+            image,
+            commands.SetShardLeader(
+                now_ms=WALL_MS,
+                stream_uid=image.streams["s1"].uid,  # type: ignore[index]
+                shard_index=shard.index,
+                leader=shard.replicas[-1],
+                epoch=shard.epoch + 1,
+                expected_epoch=shard.epoch,
+                replicas=shard.replicas,
+            ),
+        )
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    image = converge(core, image, 1)
+    counts = leader_counts(image)
+    assert max(counts.values()) - min(counts.values()) <= 1, counts
+    for shard in shards(image):
+        assert shard.leader == shard.replicas[0]
+    heartbeat_all(core, image, 10_000)
+    assert decide(core, image, 10_000 + 1) == ()
+
+
+def test_leaders_leave_a_failed_node_and_come_back_after_it_recovers() -> None:
+    image = stream_image(3, shard_count=6, factor=3)
+    before = {s.uid: s.leader for s in shards(image)}
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    image = converge(core, image, 0)  # nothing to do on a fresh placement
+    assert {s.uid: s.leader for s in shards(image)} == before
+    for node_id in (N1, N2):
+        core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=SESSION_MS)
+    now_ms = SESSION_MS + 1
+    for action in decide(core, image, now_ms):  # fence n3 only
+        image = execute(image, action)
+    assert image.nodes[N3].state is NodeState.FENCED
+    for action in decide(core, image, now_ms + 1):
+        image = execute(image, action)
+    assert all(s.leader != N3 for s in shards(image))
+    counts = leader_counts(image)
+    assert counts[N1] == counts[N2] == 3
+    image = converge(core, image, now_ms + 2)  # n3 heartbeats again (converge does that)
+    assert image.nodes[N3].state is NodeState.ACTIVE
+    assert {s.uid: s.leader for s in shards(image)} == before
+
+
+# --- The shell ------------------------------------------------------------------------------------
+
+
+class MemoryReplicas:
+    """ReplicaControl in memory: per (node, shard) a log end and epoch; unreachable nodes raise."""
+
+    def __init__(self) -> None:
+        self.promised: dict[tuple[NodeId, ShardUid], int] = {}
+        self.log_end: dict[tuple[NodeId, ShardUid], int] = {}
+        self.down: set[NodeId] = set()
+        self.sealed: dict[ShardUid, int] = {}
+        self.calls: list[tuple[str, NodeId, ShardUid, int]] = []
+
+    def _reach(self, node_id: NodeId) -> None:
+        if node_id in self.down:
+            raise ShoalError(ErrorCode.UNAVAILABLE, f"{node_id} unreachable")
+
+    async def prepare(self, node_id: NodeId, shard_uid: ShardUid, epoch: int) -> Promise:
+        self.calls.append(("prepare", node_id, shard_uid, epoch))
+        self._reach(node_id)
+        key = (node_id, shard_uid)
+        promised = self.promised.get(key, 0)
+        if epoch < promised:
+            return Promise(ok=False, last_epoch=1, log_end=Offset(0), promised_epoch=promised)
+        self.promised[key] = epoch
+        return Promise(
+            ok=True, last_epoch=1, log_end=Offset(self.log_end.get(key, 0)), promised_epoch=epoch
+        )
+
+    async def seal(self, node_id: NodeId, shard_uid: ShardUid, epoch: int) -> Offset | None:
+        self.calls.append(("seal", node_id, shard_uid, epoch))
+        self._reach(node_id)
+        final = self.sealed.get(shard_uid)
+        return None if final is None else Offset(final)
+
+    async def replica_status(self, node_id: NodeId, shard_uid: ShardUid) -> ReplicaStatus:
+        self._reach(node_id)
+        end = Offset(self.log_end.get((node_id, shard_uid), 0))
+        return ReplicaStatus(log_end=end, hw=end, last_epoch=1)
+
+
+async def started_controller(
+    image: MetadataImage,
+) -> tuple[Controller, LocalQuorum, MemoryReplicas, ManualClock]:
+    quorum = LocalQuorum(image)
+    await quorum.start()
+    replicas = MemoryReplicas()
+    clock = ManualClock(wall_ms=WALL_MS, monotonic_ms=0)
+    controller = Controller(
+        quorum=quorum, replicas=replicas, clock=clock, settings=SETTINGS, node_id=N1
+    )
+    return controller, quorum, replicas, clock
+
+
+async def test_controller_fences_a_dead_leader_and_elects_the_longest_log() -> None:
+    image = stream_image(3, shard_count=1, factor=3)
+    (shard,) = shards(image)
+    assert shard.leader == N1
+    controller, quorum, replicas, clock = await started_controller(image)
+    assert await controller.run_pass() == 0  # the core starts: everyone gets a session
+    replicas.down.add(N1)
+    replicas.log_end[(N2, shard.uid)] = 4
+    replicas.log_end[(N3, shard.uid)] = 5
+    for _ in range(SESSION_MS // 1000):
+        clock.advance(ms=1_000)
+        assert controller.on_heartbeat(node_id=N2, incarnation=1)
+        assert controller.on_heartbeat(node_id=N3, incarnation=1)
+    clock.advance(ms=1)
+    assert await controller.run_pass() == 1  # fence n1
+    assert quorum.image().nodes[N1].state is NodeState.FENCED
+    assert await controller.run_pass() == 1  # its shard gets a new leader
+    (after,) = shards(quorum.image())
+    assert after.leader == N3
+    assert after.epoch == 2
+    assert {(c[1], c[3]) for c in replicas.calls if c[0] == "prepare"} == {
+        (N1, 2),
+        (N2, 2),
+        (N3, 2),
+    }
+    assert await controller.run_pass() == 0
+
+
+async def test_controller_retries_a_leader_change_without_a_majority() -> None:
+    image = set_state(stream_image(3, shard_count=1, factor=3), N1, NodeState.FENCED)
+    controller, quorum, replicas, clock = await started_controller(image)
+    replicas.down.update({N1, N2})
+    assert await controller.run_pass() == 1
+    assert shards(quorum.image())[0].epoch == 1  # no majority: nothing proposed
+    assert await controller.run_pass() == 0  # backing off
+    replicas.down.discard(N2)
+    clock.advance(ms=SETTINGS.retry_backoff_ms_min)
+    assert await controller.run_pass() == 1
+    assert shards(quorum.image())[0].leader in (N2, N3)
+    assert shards(quorum.image())[0].epoch == 2
+
+
+async def test_controller_completes_a_reshard_when_the_leaders_have_sealed() -> None:
+    image = stream_image(3, shard_count=1, factor=3)
+    image = ok(
+        image,
+        commands.BeginReshard(
+            now_ms=WALL_MS,
+            name="s1",
+            kind=ReshardKind.SPLIT,
+            shard_index=ShardIndex(0),
+            new_starting_hash_key=2**100,
+        ),
+    )
+    controller, quorum, replicas, clock = await started_controller(image)
+    parent = shards(image)[0]
+    assert await controller.run_pass() == 1
+    assert quorum.image().streams["s1"].reshard is not None  # type: ignore[index]
+    replicas.sealed[parent.uid] = 42
+    clock.advance(ms=SETTINGS.retry_backoff_ms_min)
+    assert await controller.run_pass() == 1
+    after = quorum.image()
+    assert after.streams["s1"].reshard is None  # type: ignore[index]
+    assert shards(after)[0].end_offset == 42
+    assert [c for c in replicas.calls if c[0] == "seal"][-1] == (
+        "seal",
+        parent.leader,
+        parent.uid,
+        1,
+    )
+
+
+async def test_only_the_quorum_leader_acts() -> None:
+    controller, quorum, _, clock = await started_controller(nodes_image(2))
+    await quorum.stop()  # LocalQuorum: not started = not the leader
+    clock.advance(ms=SESSION_MS * 2)
+    assert not controller.on_heartbeat(node_id=N1, incarnation=1)
+    assert await controller.run_pass() == 0
+    assert not controller.is_active()
+    await quorum.start()
+    assert await controller.run_pass() == 0  # a new term: a fresh grace period
+    assert controller.is_active()
+    assert [n for n in node_ids(2) if quorum.image().nodes[n].state is NodeState.FENCED] == []
