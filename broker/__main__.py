@@ -41,6 +41,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     try:
+        if args.command == "cluster":
+            if args.run is None:
+                args.cluster_help()
+                return 2
+            from broker.client.admin import ClusterAdminClient  # only the cluster group needs it
+
+            with ClusterAdminClient(args.endpoint) as admin:
+                return int(args.run(admin, args))
+        if args.command == "leases":
+            if args.run is None:
+                args.leases_help()
+                return 2
+            return asyncio.run(_run_leases(args))
         with ShoalClient(args.endpoint) as client:
             return int(args.run(client, args))
     except ShoalError as error:
@@ -104,11 +117,180 @@ def _parser() -> argparse.ArgumentParser:
     read.add_argument("--limit", type=int, default=1000, help="records per GetRecords call")
     read.set_defaults(run=_read)
 
+    _add_cluster_commands(commands)
+    _add_lease_commands(commands)
+
     scale = commands.add_parser("update-shard-count", help="reshard uniformly")
     scale.add_argument("stream")
     scale.add_argument("target", type=int)
     scale.set_defaults(run=_update_shard_count)
     return parser
+
+
+def _add_cluster_commands(commands: Any) -> None:
+    """`shoal cluster status | add-node | remove-node | drain` (ClusterAdminService)."""
+    cluster = commands.add_parser("cluster", help="inspect and change cluster membership")
+    cluster.set_defaults(run=None, cluster_help=cluster.print_help)
+    group = cluster.add_subparsers(dest="cluster_command")
+    status = group.add_parser("status", help="nodes, their states and load, the quorum")
+    status.add_argument("--shards", action="store_true", help="list every shard's placement")
+    status.set_defaults(run=_cluster_status)
+    add = group.add_parser(
+        "add-node",
+        help="make a Raft address a metadata voter (then start that node with --peers)",
+    )
+    add.add_argument("raft_address", help="host:raft_port of the new voter")
+    add.set_defaults(run=lambda a, args: _done(args, a.add_voter(args.raft_address)))
+    remove = group.add_parser(
+        "remove-node",
+        help="remove a metadata voter (drain the node first; stop it afterwards)",
+    )
+    remove.add_argument("raft_address", help="host:raft_port of the voter to remove")
+    remove.set_defaults(run=lambda a, args: _done(args, a.remove_voter(args.raft_address)))
+    drain = group.add_parser(
+        "drain",
+        help="mark a node DRAINING: its shard leaderships, then its replicas, move away",
+    )
+    drain.add_argument("node_id")
+    drain.add_argument("--timeout-ms", type=int, default=30_000, help="how long to wait")
+    drain.set_defaults(run=_cluster_drain)
+
+
+def _add_lease_commands(commands: Any) -> None:
+    """`shoal leases list | delete-application` (LeaseService): KCL-style consumer leases."""
+    group_parser = commands.add_parser(
+        "leases", help="list and delete consumer leases and checkpoints (KCL-style workers)"
+    )
+    group_parser.set_defaults(run=None, leases_help=group_parser.print_help)
+    group = group_parser.add_subparsers(dest="leases_command")
+    listing = group.add_parser(
+        "list", help="leases with their owners, counters and checkpoints (all applications)"
+    )
+    listing.add_argument("--application", help="only this application (consumer group)")
+    listing.add_argument("--stream", help="only leases on this stream")
+    listing.set_defaults(run=_leases_list)
+    delete = group.add_parser(
+        "delete-application",
+        help="forget every lease and checkpoint of an application (stop its workers first)",
+    )
+    delete.add_argument("application")
+    delete.set_defaults(run=_leases_delete_application)
+
+
+async def _run_leases(args: argparse.Namespace) -> int:
+    from broker.client.leases import GrpcLeaseClient  # asyncio and the lease API: only here
+
+    async with GrpcLeaseClient(args.endpoint) as client:
+        return int(await args.run(client, args))
+
+
+async def _leases_list(client: Any, args: argparse.Namespace) -> int:
+    from broker.consumers.leases import lease_to_dict
+
+    if args.application is not None:
+        applications: tuple[str, ...] = (args.application,)
+    else:
+        applications = await client.list_applications()
+    listed = [
+        lease
+        for application in applications
+        for lease in await client.list_leases(application=application, stream_name=args.stream)
+    ]
+    if args.json:
+        print(json.dumps([lease_to_dict(lease) for lease in listed], indent=2))
+        return 0
+    if not listed:
+        print("(no leases)")
+        return 0
+    rows = [("APPLICATION", "STREAM", "SHARD", "OWNER", "COUNTER", "CHECKPOINT", "PARENTS")]
+    for lease in listed:
+        checkpoint = _checkpoint_text(lease.checkpoint)
+        if lease.pending_checkpoint is not None:
+            checkpoint += f" (pending {_checkpoint_text(lease.pending_checkpoint)})"
+        rows.append(
+            (
+                lease.application,
+                lease.stream_name,
+                lease.lease_key,
+                lease.lease_owner or "-",
+                str(lease.lease_counter),
+                checkpoint,
+                ",".join(lease.parent_shard_ids) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)]
+        print("  ".join([*cells, row[-1]]))
+    return 0
+
+
+def _checkpoint_text(value: Any) -> str:
+    if value.is_sentinel or value.sub_sequence_number == 0:
+        return str(value.sequence_number)
+    return f"{value.sequence_number}/{value.sub_sequence_number}"
+
+
+async def _leases_delete_application(client: Any, args: argparse.Namespace) -> int:
+    from broker.consumers.leases import LeaseError
+
+    result = await client.delete_application(application=args.application)
+    if isinstance(result, LeaseError):
+        print(f"error: {result.error_code.kinesis_name}: {result.message}", file=sys.stderr)
+        return 1
+    return _print(
+        args,
+        {"Application": args.application, "DeletedLeaseCount": result},
+        f"deleted application {args.application} ({result} leases)",
+    )
+
+
+def _done(args: argparse.Namespace, _: None) -> int:
+    return _print(args, {}, "ok")
+
+
+def _cluster_status(admin: Any, args: argparse.Namespace) -> int:
+    status = admin.cluster_status()
+    if args.json:
+        from google.protobuf.json_format import MessageToDict
+
+        print(json.dumps(MessageToDict(status), indent=2))
+        return 0
+    lines = [
+        f"cluster      {status.cluster_id}",
+        f"answered by  {status.answered_by}",
+        f"quorum       leader {status.quorum_leader or '(none)'}, term {status.raft_term}, "
+        f"commit index {status.raft_commit_index}",
+        f"controller   {status.controller or '(none)'}",
+        "",
+        f"{'NODE':<16} {'STATE':<9} {'VOTER':<6} {'INC':>4} {'LEADS':>6} {'REPLICAS':>9}  API",
+    ]
+    lines.extend(
+        f"{node.node_id:<16} {node.state:<9} {'yes' if node.voter else 'no':<6} "
+        f"{node.incarnation:>4} {node.leader_count:>6} {node.replica_count:>9}  "
+        f"{node.api_address}"
+        for node in status.nodes
+    )
+    if args.shards:
+        lines.append("")
+        lines.extend(
+            f"{shard.stream_name}/{shard.shard_id}  {shard.state:<8} epoch {shard.epoch:<4} "
+            f"leader {shard.leader or '-':<12} replicas {','.join(shard.replicas)}"
+            for shard in status.shards
+        )
+    print("\n".join(lines))
+    return 0
+
+
+def _cluster_drain(admin: Any, args: argparse.Namespace) -> int:
+    left = admin.drain(args.node_id, timeout_ms=args.timeout_ms)
+    if args.json:
+        print(json.dumps({"LeadershipsLeft": left}))
+    elif left:
+        print(f"{args.node_id} is DRAINING; it still leads {left} shards (try again later)")
+    else:
+        print(f"{args.node_id} is DRAINING and leads no shard")
+    return 0 if left == 0 else 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -123,11 +305,20 @@ def _serve(args: argparse.Namespace) -> int:
     node = Node(config)
     data_dir = Path(config.data_dir).resolve()
 
-    async def run() -> None:
+    async def run() -> int:
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
+        drain_first = False
+
+        def on_signal(signum: int) -> None:
+            nonlocal drain_first
+            # SIGTERM (Kubernetes, systemd, `scripts/cluster` stopping one node) drains first;
+            # SIGINT (Ctrl-C) stops at once, as when a whole local cluster goes down together.
+            drain_first = drain_first or signum == signal.SIGTERM
+            stopping.set()
+
         for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stopping.set)
+            loop.add_signal_handler(signum, on_signal, signum)
         await node.start()
         scheme = "https" if config.tls_cert_file is not None else "http"
         print(
@@ -135,11 +326,19 @@ def _serve(args: argparse.Namespace) -> int:
             f"the AWS API on {scheme}://{config.host}:{node.http_port}, data in {data_dir}",
             flush=True,
         )
-        await stopping.wait()
+        stop_waiter = asyncio.create_task(stopping.wait())
+        failure_waiter = asyncio.create_task(node.failed.wait())
+        await asyncio.wait((stop_waiter, failure_waiter), return_when=asyncio.FIRST_COMPLETED)
+        stop_waiter.cancel()
+        failure_waiter.cancel()
+        if drain_first:
+            # Hand shard and quorum leaderships to other nodes first (bounded), so producers
+            # see a planned move instead of a failover.
+            await node.drain_for_shutdown()
         await node.stop()
+        return 0 if stopping.is_set() else 1  # a background task failed: let it restart us
 
-    asyncio.run(run())
-    return 0
+    return asyncio.run(run())
 
 
 def _jsonable(value: Any) -> Any:

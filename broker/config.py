@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,19 @@ class Knobs:
     # Retention trimming and removal of deleted streams' data run this often; retention is
     # enforced on reads at once, so this only bounds how long disk space stays used.
     housekeeping_interval_ms: int = 30_000
+    # Cluster liveness. A node heartbeats the controller this often; the controller fences a
+    # node silent for `session_timeout_ms` and moves its shard leaderships (0002). Several
+    # heartbeats fit in a session, so one lost or late heartbeat never fences a live node;
+    # the session bounds how long a dead leader's shards refuse writes (plus Prepare and one
+    # metadata command, well under a second on a LAN).
+    heartbeat_interval_ms: int = 250
+    session_timeout_ms: int = 2_000
+    # The replication driver's timer: replicas resend unacknowledged appends and leaders
+    # heartbeat their high watermark on ticks (etcd-raft's tick).
+    replication_tick_ms: int = 50
+    # The controller (on the metadata leader) looks at the cluster this often: leader changes,
+    # reshard completion, rebalancing. A reshard waits up to one pass to complete.
+    controller_pass_interval_ms: int = 100
 
     def validate(self) -> None:
         for name in ("stream_creating_ms", "stream_updating_ms", "stream_deleting_ms"):
@@ -40,6 +54,14 @@ class Knobs:
                 raise ValueError(f"{name} must be within 0..600000, got {value}")
         if not 100 <= self.housekeeping_interval_ms <= 3_600_000:
             raise ValueError("housekeeping_interval_ms must be within 100..3600000")
+        if not 10 <= self.heartbeat_interval_ms <= 60_000:
+            raise ValueError("heartbeat_interval_ms must be within 10..60000")
+        if self.session_timeout_ms < 3 * self.heartbeat_interval_ms:
+            raise ValueError("session_timeout_ms must be at least 3 heartbeat intervals")
+        if not 1 <= self.replication_tick_ms <= 10_000:
+            raise ValueError("replication_tick_ms must be within 1..10000")
+        if not 10 <= self.controller_pass_interval_ms < self.session_timeout_ms:
+            raise ValueError("controller_pass_interval_ms must be within 10..session_timeout_ms")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,8 +83,20 @@ class Config:
     # authenticated (the development default of `scripts/serve`); any key: every request must
     # be signed by one of them.
     aws_credentials: tuple[str, ...] = ()
-    # Other voters of the metadata quorum as host:raft_port; empty for a single node.
+    # The metadata quorum (see `quorum_layout`). `peers`: the other voters as host:raft_port
+    # (this node votes); empty for a single node. `join`: the voters to follow as a read-only
+    # member (this node neither votes nor listens on a Raft port). `peers_from_dns`: a
+    # StatefulSet pattern such as `shoal-{0..4}.shoal-headless.ns.svc:50052`, expanded by
+    # ordinal; this node is the one whose ordinal ends its node_id (`shoal-3` is 3), and the
+    # first `voters` ordinals vote (0: automatic, the largest odd count up to 5).
     peers: tuple[str, ...] = ()
+    join: tuple[str, ...] = ()
+    peers_from_dns: str = ""
+    voters: int = 0
+    # Replicas per shard for new streams (DESIGN §4): 3 survives one failed node with a
+    # majority left. Capped at CreateStream by the nodes that are ACTIVE, so a one-node
+    # cluster keeps factor 1.
+    replication_factor: int = 3
     # Encrypts and authenticates Raft traffic (pysyncobj pickles its messages: without a
     # password anyone reaching the Raft port could run code). Set a real secret in production.
     raft_password: str = "shoal-development-only"
@@ -100,6 +134,13 @@ class Config:
             raise ValueError("account_id must be 12 digits, as in an AWS ARN")
         if not self.region:
             raise ValueError("region must not be empty")
+        if sum(map(bool, (self.peers, self.join, self.peers_from_dns))) > 1:
+            raise ValueError("set at most one of peers, join and peers_from_dns")
+        if self.voters < 0:
+            raise ValueError("voters must be 0 (automatic) or positive")
+        self.quorum_layout()  # raises ValueError for a pattern this node is not part of
+        if not 1 <= self.replication_factor <= 7:
+            raise ValueError("replication_factor must be within 1..7")
         if self.shard_count_per_account_max < 1 or self.on_demand_streams_max < 0:
             raise ValueError("account limits must be positive")
         for name in (
@@ -117,12 +158,89 @@ class Config:
         """SigV4 secrets by access key id; empty when authentication is off."""
         return dict(pair.partition(":")[::2] for pair in self.aws_credentials)
 
+    def quorum_layout(self) -> QuorumLayout:
+        """This node's place in the metadata quorum, from `peers`, `join` or `peers_from_dns`."""
+        if self.peers_from_dns:
+            members = expand_peer_pattern(self.peers_from_dns)
+            ordinal = node_ordinal(self.node_id)
+            if ordinal >= len(members):
+                raise ValueError(
+                    f"node {self.node_id} has ordinal {ordinal}, but {self.peers_from_dns} "
+                    f"names {len(members)} nodes"
+                )
+            voter_count = self.voters or automatic_voter_count(len(members))
+            if not 1 <= voter_count <= len(members):
+                raise ValueError(f"voters must be within 1..{len(members)}, got {voter_count}")
+            voters = members[:voter_count]
+            self_address = members[ordinal]
+            read_only = self_address not in voters
+            peers = voters if read_only else tuple(a for a in voters if a != self_address)
+            return QuorumLayout(self_address=self_address, peers=peers, read_only=read_only)
+        if self.join:
+            return QuorumLayout(self_address=self.raft_address, peers=self.join, read_only=True)
+        peers = tuple(a for a in self.peers if a != self.raft_address)
+        return QuorumLayout(self_address=self.raft_address, peers=peers, read_only=False)
+
     @property
     def raft_address(self) -> str:
         return f"{self.host}:{self.raft_port}"
 
+    @property
+    def api_address(self) -> str:
+        """Where clients and other nodes reach this node's gRPC API."""
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"{self.host}:{self.http_port}"
+
     def stream_arn(self, stream_name: str) -> str:
         return f"arn:aws:kinesis:{self.region}:{self.account_id}:stream/{stream_name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuorumLayout:
+    """Where this node sits in the metadata quorum (feeds `meta.quorum.QuorumConfig`)."""
+
+    self_address: str  # this node's Raft address as the others know it
+    peers: tuple[str, ...]  # the other voters, or the voters followed when read-only
+    read_only: bool
+
+
+_PATTERN_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_peer_pattern(pattern: str) -> tuple[str, ...]:
+    """`shoal-{0..2}.svc:50052` -> (`shoal-0.svc:50052`, `shoal-1.svc:50052`, ...), in ordinal
+    order; exactly one `{first..last}` range, first <= last, at most 64 members."""
+    ranges = _PATTERN_RANGE.findall(pattern)
+    if len(ranges) != 1:
+        raise ValueError(f"peers_from_dns needs exactly one {{first..last}} range: {pattern!r}")
+    first, last = (int(bound) for bound in ranges[0])
+    if not 0 <= first <= last or last - first >= 64:
+        raise ValueError(f"bad ordinal range in peers_from_dns: {pattern!r}")
+    members = tuple(_PATTERN_RANGE.sub(str(i), pattern) for i in range(first, last + 1))
+    for member in members:
+        host, _, port = member.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"peers_from_dns must expand to host:port, got {member!r}")
+    return members
+
+
+def node_ordinal(node_id: str) -> int:
+    """The StatefulSet ordinal a pod name ends with (`shoal-3` -> 3)."""
+    digits = re.search(r"(\d+)$", node_id)
+    if digits is None:
+        raise ValueError(f"node_id {node_id!r} does not end with an ordinal")
+    return int(digits.group(1))
+
+
+def automatic_voter_count(members: int) -> int:
+    """1, 3 or 5: the largest odd count up to min(members, 5). An even count adds no fault
+    tolerance over the odd count below it, and more than 5 voters slow every commit."""
+    assert members >= 1
+    count = min(members, 5)
+    return count if count % 2 == 1 else count - 1
 
 
 # Settings that can come from a file, the environment (SHOAL_<NAME>) or a flag (--<name>).
@@ -137,6 +255,10 @@ _SETTINGS: dict[str, type] = {
     "tls_key_file": Path,
     "aws_credentials": tuple,
     "peers": tuple,
+    "join": tuple,
+    "peers_from_dns": str,
+    "voters": int,
+    "replication_factor": int,
     "raft_password": str,
     "region": str,
     "account_id": str,
@@ -157,6 +279,20 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         if name == "peers":
             parser.add_argument(flag, help="comma-separated host:raft_port of the other voters")
+        elif name == "join":
+            parser.add_argument(
+                flag, help="comma-separated host:raft_port of the voters to follow, read-only"
+            )
+        elif name == "peers_from_dns":
+            parser.add_argument(
+                flag,
+                help="a StatefulSet pattern, e.g. shoal-{0..4}.shoal-headless.ns.svc:50052; "
+                "this node is the ordinal ending its node id",
+            )
+        elif name == "voters":
+            parser.add_argument(
+                flag, help="with --peers-from-dns: how many ordinals vote (0: 1, 3 or 5)"
+            )
         elif name == "aws_credentials":
             parser.add_argument(
                 flag, help="comma-separated ACCESS_KEY_ID:SECRET pairs; turns SigV4 checks on"

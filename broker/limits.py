@@ -68,6 +68,15 @@ group_commit_records_max = 20_000
 append_queue_batches_max = 4_096  # appends waiting for the writer thread before backpressure
 route_retry_attempts_max = 20  # a put refused by a sealing shard re-resolves at most this often
 route_retry_wait_ms_max = 5_000  # total wait for a reshard to publish the children
+# A shard append or read refused by its leader (moved, fenced, sealed, unreachable) is routed
+# again until this deadline: it must outlast a leader change (session timeout + Prepare +
+# SetShardLeader, a few seconds), and stay below the AWS SDKs' 60 s socket timeouts.
+route_deadline_ms = 20_000
+route_backoff_ms_min = 20  # first wait for a newer metadata image before routing again
+route_backoff_ms_max = 1_000
+forward_timeout_ms = 5_000  # one ShardAppend/ShardRead to another node (a paused node hangs)
+read_retention_skips_max = 4  # reads that land on expired-but-untrimmed records retry this often
+reshard_wait_ms = 10_000  # SplitShard & co. wait this long for the controller to complete them
 metadata_propose_timeout_ms = 10_000  # a metadata command not applied by then fails
 grpc_message_bytes_max = 64 * MiB  # above the largest request or response we build
 read_batch_records_max = get_records_count_max
@@ -82,7 +91,41 @@ http_streams_per_connection_max = 100  # concurrent HTTP/2 streams per connectio
 http_keep_alive_s = 75  # idle keep-alive; above the 60 s idle pools of the AWS SDKs
 http_shutdown_grace_s = 5.0  # in-flight requests get this long when the node stops
 
+# --- Shard replication (decisions/0002) --------------------------------------------------------
+# Records in one Append message; must hold the largest PutRecords as one batch.
+replication_append_bytes_max = 16 * MiB
+replication_inflight_appends_max = 8  # Appends sent to one follower and not yet acknowledged
+# A shard leader refuses proposals (OVERLOADED) while this much it proposed is not committed.
+replication_uncommitted_bytes_max = 64 * MiB
+# A leader keeps the batches some follower still needs in memory up to this; older ones are
+# read back from the log (Ready.reads).
+replication_tail_cache_bytes_max = 64 * MiB
+replication_heartbeat_ms = 100  # an idle leader sends each follower an empty Append this often
+replication_resend_ms = 1_000  # unacknowledged Appends older than this are sent again
+replication_read_bytes_max = replication_append_bytes_max  # one catch-up read of the log
+# The driver and transport around the replicas (replication/driver.py, transport.py). Inbound
+# messages beyond the inbox bound and outbound ones beyond a peer's queue are dropped: the
+# replicas resend, so a slow or paused peer costs retransmissions, never unbounded memory.
+replication_inbox_messages_max = 10_000
+replication_send_queue_max = 1_000  # per peer
+replication_reconnect_ms_min = 50  # a broken peer stream is reopened after this, doubling
+replication_reconnect_ms_max = 1_000
+# A producer waits this long for its records to commit on a majority; then its append is an
+# unknown outcome (routed again), which happens only while a majority of replicas is away.
+replication_commit_timeout_ms = 10_000
+replication_hw_flush_ms = 100  # high watermarks are persisted lazily, at most this often
+replication_prepare_timeout_ms = 5_000  # a Prepare waits this long for its promise to persist
+# SIGTERM and `shoal cluster drain`: how long a node waits for the controller to move its shard
+# leaderships away before it stops anyway (its shards then fail over as after a crash).
+drain_timeout_ms = 15_000
+replication_seal_wait_ms_max = 1_000  # one Seal call waits this long for the HW to reach the end
+
 assert put_records_count_max * 1 <= get_records_count_max
+assert replication_append_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
+assert grpc_message_bytes_max >= replication_append_bytes_max * 2
+assert replication_uncommitted_bytes_max >= replication_append_bytes_max
+assert replication_tail_cache_bytes_max >= replication_append_bytes_max
+assert replication_resend_ms > replication_heartbeat_ms
 assert group_commit_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
 assert grpc_message_bytes_max >= put_records_bytes_max * 2  # base64-free, but headers and keys
 assert grpc_message_bytes_max >= get_records_bytes_max * 2

@@ -1,10 +1,24 @@
 """The composition root: the one place that wires real adapters together into a running node.
 
 A node owns, in start order: the RocksDB shard log and its group-commit writer thread, the
-metadata quorum (pysyncobj, its own thread), the Kinesis service, the gRPC server, the AWS
-HTTP server (JSON/CBOR, same service), and a housekeeping task. `stop()` undoes them in
-reverse. Nothing imports this module except the CLI
-and tests, which run a node in-process on 127.0.0.1 with an injected clock.
+metadata quorum (pysyncobj, its own thread; voters from `Config.peers`), its registration in
+the metadata (`RegisterNode`), the replication driver with its gRPC transport, the controller
+(which acts only while this node's quorum replica is the Raft leader: it checks on every pass,
+so leadership changes start and stop it without help), the Kinesis service, one gRPC server
+(the public KinesisService and the internal ReplicationService, NodeService and
+ClusterAdminService on the same port), the AWS HTTP server, and the background tasks in one
+TaskGroup: driver, transport, controller, heartbeats to the controller's node, housekeeping.
+`stop()` undoes them in reverse.
+
+A node is a cluster of one when `peers` is empty: the same code paths run (the shard replica
+set is this node, the controller runs here), so single-node behaviour is the cluster's.
+
+SIGTERM (`__main__`) calls `drain()` before `stop()`: heartbeats then say "shutting down", the
+controller moves this node's shard leaderships to other replicas, and if this node leads the
+metadata quorum it hands that over too, each wait bounded by `limits.drain_timeout_ms`.
+
+Nothing imports this module except the CLI and tests, which run nodes in-process on 127.0.0.1
+with an injected clock.
 """
 
 from __future__ import annotations
@@ -21,46 +35,76 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits
 from broker.clock import Clock, SystemClock
-from broker.config import Config
+from broker.config import Config, QuorumLayout
+from broker.errors import ErrorCode, ShoalError
 from broker.gateway.grpc_service import kinesis_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
+from broker.gateway.internal_service import (
+    ClusterView,
+    GrpcShardForwarder,
+    admin_handler,
+    node_handler,
+)
+from broker.gateway.lease_service import lease_handler
 from broker.gateway.sigv4 import SigV4Verifier
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
-from broker.log.shard_writer import ShardWriters
 from broker.meta import commands
+from broker.meta.controller import Controller, ControllerSettings
 from broker.meta.frontend import MetadataFrontend
+from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
 from broker.meta.quorum import QuorumConfig
-from broker.service.context import ServiceContext
+from broker.replication.driver import ReplicationDriver
+from broker.replication.peers import GrpcReplicaControl, send_heartbeat
+from broker.replication.transport import (
+    SERVER_OPTIONS,
+    Channels,
+    GrpcTransport,
+    InboundStreams,
+    replication_handler,
+)
+from broker.service.context import ServiceContext, shard_throttles
 from broker.service.kinesis import KinesisService
-from broker.service.reshard import complete_pending_reshards
-from broker.types import ShardUid
+from broker.service.shards import ShardClient
+from broker.types import NodeId, ShardUid
 
 log = logging.getLogger(__name__)
 
-_QUORUM_READY_TIMEOUT_S = 30.0  # a single voter elects itself in well under a second
+_QUORUM_READY_TIMEOUT_S = 60.0  # peers of a new cluster may start a while apart
+_START_RETRY_S = 0.2
 _GRPC_STOP_GRACE_S = 5.0
 
 
 class Node:
-    """One Shoal node. Lifecycle: `await start()`, serve, `await stop()`. Loop-bound."""
+    """One Shoal node. Lifecycle: `await start()`, serve, [`await drain()`], `await stop()`.
+    Loop-bound."""
 
     def __init__(self, config: Config, *, clock: Clock | None = None) -> None:
         config.validate()
         self.config = config
+        self.node_id = NodeId(config.node_id)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._store: RocksLogStore | None = None
         self._writer: GroupCommitWriter | None = None
         self._quorum: PysyncobjQuorum | None = None
+        self._metadata: MetadataFrontend | None = None
+        self._channels: Channels | None = None
         self._server: grpc.aio.Server | None = None
         self._http: HttpServer | None = None
-        self._housekeeping: asyncio.Task[None] | None = None
+        self._background: asyncio.Task[None] | None = None
+        self._layout: QuorumLayout | None = None
+        self._inbound = InboundStreams()
+        self.driver: ReplicationDriver | None = None
+        self.controller: Controller | None = None
         self.service: KinesisService | None = None
+        self.incarnation = 0
         self.grpc_port = 0
         self.http_port = 0
+        self._shutting_down = False
+        self.failed = asyncio.Event()  # a background task died: the process should exit
 
     @property
     def data_dir(self) -> Path:
@@ -69,55 +113,159 @@ class Node:
     async def start(self) -> None:
         config = self.config
         (config.data_dir / "meta").mkdir(parents=True, exist_ok=True)
-        self._store = RocksLogStore(config.data_dir / "log")
+        log_dir = config.data_dir / "log"
+        disk_was_empty = not log_dir.exists()
+        self._store = RocksLogStore(log_dir)
         self._writer = GroupCommitWriter(self._store)
         self._writer.start()
-        writers = ShardWriters(store=self._store, writer=self._writer)
+        layout = self._layout = config.quorum_layout()
         self._quorum = PysyncobjQuorum(
             QuorumConfig(
-                self_address=config.raft_address,
-                peer_addresses=config.peers,
+                self_address=layout.self_address,
+                peer_addresses=layout.peers,
+                read_only=layout.read_only,
+                # A DNS name (peers_from_dns) is how the others reach us; listen on our host.
+                bind_address=config.raft_address,
                 data_dir=config.data_dir / "meta",
                 password=config.raft_password,
             )
         )
         await self._quorum.start()
-        metadata = MetadataFrontend(self._quorum)
-        await metadata.wait_for_image(lambda image: True, timeout_s=_QUORUM_READY_TIMEOUT_S)
-        if not metadata.image().iterator_secret:
-            await metadata.propose(
-                commands.InitCluster(
-                    now_ms=self.clock.wall_ms(),
-                    cluster_id=str(uuid.uuid4()),
-                    iterator_secret=secrets.token_bytes(32),
-                )
-            )
-        ctx = ServiceContext(
-            config=config, clock=self.clock, metadata=metadata, writers=writers, store=self._store
+        metadata = self._metadata = MetadataFrontend(self._quorum)
+        lost_disk = await self._join(metadata, disk_was_empty=disk_was_empty)
+        self._channels = Channels()
+        transport = GrpcTransport(
+            node_id=self.node_id, channels=self._channels, resolve=self._address_of
         )
+        self.driver = ReplicationDriver(
+            node_id=self.node_id,
+            store=self._store,
+            writer=self._writer,
+            transport=transport,
+            clock=self.clock,
+            image=metadata.image,
+            tick_ms=config.knobs.replication_tick_ms,
+            lost_disk=lost_disk,
+        )
+        self.driver.apply_image()
+        shards = ShardClient(
+            node_id=self.node_id,
+            clock=self.clock,
+            store=self._store,
+            local=self.driver,
+            throttles=shard_throttles(config),
+            forwarder=GrpcShardForwarder(self._channels),
+        )
+        self.controller = Controller(
+            quorum=self._quorum,
+            replicas=GrpcReplicaControl(
+                channels=self._channels, resolve=self._address_of, node_id=self.node_id
+            ),
+            clock=self.clock,
+            settings=ControllerSettings(
+                node_session_timeout_ms=config.knobs.session_timeout_ms,
+                pass_interval_ms=config.knobs.controller_pass_interval_ms,
+                stream_updating_ms=config.knobs.stream_updating_ms,
+            ),
+            node_id=self.node_id,
+        )
+        ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
-        await complete_pending_reshards(ctx)
-        await self._start_grpc()
+        await self._start_grpc(shards)
         await self._start_http()
-        self._housekeeping = asyncio.create_task(self._run_housekeeping(ctx))
+        self._background = asyncio.create_task(self._run_background(ctx, transport))
+        self._background.add_done_callback(self._on_background_done)
         log.info(
             "node_started",
             extra={
                 "node_id": config.node_id,
                 "grpc_port": self.grpc_port,
                 "http_port": self.http_port,
+                "incarnation": self.incarnation,
             },
         )
 
-    async def _start_grpc(self) -> None:
+    async def _join(self, metadata: MetadataFrontend, *, disk_was_empty: bool) -> bool:
+        """Initializes the cluster (once, whoever is first) and registers this node; retried
+        until a quorum leader answers. Returns whether this node lost its disk: it was
+        registered before, yet starts with no shard log (then its replicas must not vote
+        until they caught up, replica.py)."""
+        config = self.config
+        layout = self._layout
+        assert layout is not None
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + _QUORUM_READY_TIMEOUT_S
+        registered_before = self.node_id in metadata.image().nodes
+        while True:
+            try:
+                if not metadata.image().iterator_secret:
+                    await metadata.propose(
+                        commands.InitCluster(
+                            now_ms=self.clock.wall_ms(),
+                            cluster_id=str(uuid.uuid4()),
+                            iterator_secret=secrets.token_bytes(32),
+                        )
+                    )
+                registered_before = registered_before or self.node_id in metadata.image().nodes
+                node = await metadata.propose(
+                    commands.RegisterNode(
+                        now_ms=self.clock.wall_ms(),
+                        node_id=self.node_id,
+                        api_address=config.api_address,
+                        http_address=config.http_address,
+                        raft_address="" if layout.read_only else layout.self_address,
+                        voter=not layout.read_only,
+                    )
+                )
+                assert isinstance(node, NodeMeta)
+                self.incarnation = node.incarnation
+                # Registered before (the local image may not show it yet: a wiped node gets
+                # the metadata back from the leader only after it starts).
+                registered_before = registered_before or node.incarnation > 1
+                return disk_was_empty and registered_before
+            except ShoalError as error:
+                if error.code is not ErrorCode.UNAVAILABLE or loop.time() > give_up_at:
+                    raise
+                log.info("node_join_waiting", extra={"reason": error.message})
+                await asyncio.sleep(_START_RETRY_S)  # a retry pause, not a synchronisation
+
+    def _address_of(self, node_id: NodeId) -> str | None:
+        assert self._metadata is not None
+        node = self._metadata.image().nodes.get(node_id)
+        if node is None or node.state is NodeState.REMOVED:
+            return None
+        return node.api_address
+
+    async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None
+        assert self.driver is not None
+        assert self.controller is not None
         server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                 ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+                *SERVER_OPTIONS,
             ]
         )
-        server.add_generic_rpc_handlers((kinesis_handler(self.service),))
+        controller = self.controller
+        assert self._metadata is not None
+        server.add_generic_rpc_handlers(
+            (
+                kinesis_handler(self.service),
+                replication_handler(self.driver, inbound=self._inbound),
+                node_handler(
+                    shards,
+                    on_heartbeat=lambda node_id, incarnation, shutting_down: (
+                        controller.on_heartbeat(
+                            node_id=node_id, incarnation=incarnation, shutting_down=shutting_down
+                        )
+                    ),
+                    controller=self._controller_node,
+                ),
+                admin_handler(self),
+                lease_handler(self._metadata, self.clock),
+            )
+        )
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         address = f"{self.config.host}:{self.config.grpc_port}"
@@ -148,6 +296,74 @@ class Node:
         )
         self.http_port = self._http.port
 
+    # --- Background work ----------------------------------------------------------------------
+
+    async def _run_background(self, ctx: ServiceContext, transport: GrpcTransport) -> None:
+        """Owns every background task; they run until stop() cancels this one."""
+        assert self.driver is not None
+        assert self.controller is not None
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.driver.run(), name="replication-driver")
+            group.create_task(transport.run(), name="replication-transport")
+            group.create_task(self.controller.run(), name="controller")
+            group.create_task(self._run_heartbeats(), name="heartbeats")
+            group.create_task(self._run_housekeeping(ctx), name="housekeeping")
+
+    def _on_background_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("node_background_failed", exc_info=task.exception())
+            self.failed.set()
+
+    def _controller_node(self) -> NodeId | None:
+        """The node running the controller: the metadata quorum's leader, as this node knows."""
+        assert self._quorum is not None
+        assert self._metadata is not None
+        if self._quorum.is_quorum_leader():
+            return self.node_id
+        address = self._quorum.quorum_leader_address()
+        if address is None:
+            return None
+        node = self._metadata.image().node_by_raft_address(address)
+        return None if node is None else node.node_id
+
+    async def _run_heartbeats(self) -> None:
+        """Heartbeats to the controller. Infinite on purpose: cancelled by stop()."""
+        interval_s = self.config.knobs.heartbeat_interval_ms / 1000
+        while True:
+            await self.heartbeat_once()
+            await asyncio.sleep(interval_s)
+
+    async def heartbeat_once(self) -> bool:
+        """One heartbeat to the controller's node; whether the controller took it."""
+        assert self._quorum is not None
+        assert self._metadata is not None
+        assert self._channels is not None
+        assert self.controller is not None
+        if self._quorum.is_quorum_leader():
+            return self.controller.on_heartbeat(
+                node_id=self.node_id,
+                incarnation=self.incarnation,
+                shutting_down=self._shutting_down,
+            )
+        controller = self._controller_node()
+        address = self._address_of(controller) if controller is not None else None
+        if address is None:
+            return False
+        try:
+            answer = await send_heartbeat(
+                self._channels,
+                address,
+                node_id=self.node_id,
+                incarnation=self.incarnation,
+                sent_ms=self.clock.wall_ms(),
+                shutting_down=self._shutting_down,
+                timeout_ms=max(self.config.knobs.heartbeat_interval_ms * 2, 200),
+            )
+        except ShoalError as error:
+            log.debug("heartbeat_failed", extra={"controller": controller, "error": error.message})
+            return False
+        return answer.accepted
+
     async def _run_housekeeping(self, ctx: ServiceContext) -> None:
         """Trim past retention, forget deleted streams, drop their data. Runs until stop()."""
         interval_s = self.config.knobs.housekeeping_interval_ms / 1000
@@ -160,23 +376,26 @@ class Node:
 
     async def housekeeping_pass(self, ctx: ServiceContext) -> None:
         assert self._store is not None
+        assert self.driver is not None
         store = self._store
         now_ms = self.clock.wall_ms()
         image = ctx.image()
-        for stream in list(image.streams.values()):
-            if stream.is_gone(now_ms=now_ms):
-                await ctx.metadata.propose(commands.ForgetStream(now_ms=now_ms, uid=stream.uid))
+        if self._controller_node() == self.node_id:
+            for stream in list(image.streams.values()):
+                if stream.is_gone(now_ms=now_ms):
+                    await ctx.metadata.propose(commands.ForgetStream(now_ms=now_ms, uid=stream.uid))
         image = ctx.image()
+        self.driver.apply_image()  # drop replicas of deleted shards before their data goes
         keep = image.shard_uids()
         for shard_uid in await asyncio.to_thread(store.shard_uids):
             if shard_uid not in keep:
-                ctx.writers.forget(shard_uid)
                 await asyncio.to_thread(store.delete_shard, shard_uid)
         retention = {
             shard.uid: stream.retention_hours
             for stream in image.streams.values()
             for shard in stream.shards
         }
+        ctx.throttles.retain_only(retention)
         await asyncio.to_thread(self._trim, store, retention, now_ms)
 
     @staticmethod
@@ -188,20 +407,98 @@ class Node:
         if any(starts_after[uid] > starts_before[uid] for uid in retention):
             store.compact()
 
+    # --- ClusterAdminService (AdminBackend) ---------------------------------------------------
+
+    def cluster_view(self) -> ClusterView:
+        assert self._quorum is not None
+        return ClusterView(
+            node_id=self.node_id,
+            image=self._quorum.image(),
+            quorum=self._quorum.statistics(),
+            controller=self._controller_node(),
+        )
+
+    async def add_voter(self, raft_address: str) -> None:
+        assert self._quorum is not None
+        await self._quorum.add_voter(
+            raft_address, timeout_s=limits.metadata_propose_timeout_ms / 1000
+        )
+
+    async def remove_voter(self, raft_address: str) -> None:
+        assert self._quorum is not None
+        await self._quorum.remove_voter(
+            raft_address, timeout_s=limits.metadata_propose_timeout_ms / 1000
+        )
+
+    async def drain(self, node_id: NodeId, *, timeout_ms: int) -> int:
+        """Marks `node_id` DRAINING (the controller moves its leaderships and replicas away)
+        and waits, bounded, until it leads nothing; returns how many shards it still leads."""
+        assert self._metadata is not None
+        node = self._metadata.image().nodes.get(node_id)
+        if node is None:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Node {node_id} is not registered.")
+        if node.state is not NodeState.DRAINING:
+            await self._metadata.propose(
+                commands.SetNodeState(
+                    now_ms=self.clock.wall_ms(),
+                    node_id=node_id,
+                    state=NodeState.DRAINING,
+                    expected_incarnation=node.incarnation,
+                )
+            )
+        return await self._wait_led_by_none(node_id, timeout_ms=timeout_ms)
+
+    async def _wait_led_by_none(self, node_id: NodeId, *, timeout_ms: int) -> int:
+        assert self._metadata is not None
+        with contextlib.suppress(ShoalError):
+            await self._metadata.wait_for_image(
+                lambda image: _leader_count(image, node_id) == 0, timeout_s=timeout_ms / 1000
+            )
+        return _leader_count(self._metadata.image(), node_id)
+
+    # --- Shutdown -------------------------------------------------------------------------------
+
+    async def drain_for_shutdown(self, *, timeout_ms: int = limits.drain_timeout_ms) -> int:
+        """Before a SIGTERM stop: hand this node's shard leaderships and, if it leads the
+        metadata quorum, that leadership to other nodes (bounded waits). Returns the shard
+        leaderships left (0 in a healthy cluster; all of them in a cluster of one)."""
+        assert self._metadata is not None
+        assert self._quorum is not None
+        image = self._metadata.image()
+        others = [n for n in image.nodes.values() if n.node_id != self.node_id and n.is_placeable()]
+        if not others:
+            return _leader_count(image, self.node_id)
+        self._shutting_down = True
+        await self.heartbeat_once()
+        left = await self._wait_led_by_none(self.node_id, timeout_ms=timeout_ms)
+        log.info("node_drained", extra={"node_id": self.node_id, "leaderships_left": left})
+        if self._quorum.is_quorum_leader():
+            moved = await self._quorum.transfer_leadership(timeout_s=timeout_ms / 1000)
+            log.info("quorum_leadership_handed_over", extra={"moved": moved})
+        return left
+
     async def stop(self) -> None:
         if self._http is not None:
             # First: no new AWS calls once stopping, and in-flight ones finish while the
             # service below them is still whole.
             await self._http.stop()
             self._http = None
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
-            self._housekeeping = None
         if self._server is not None:
+            self._inbound.close()  # peers' replication streams never end by themselves
             await self._server.stop(_GRPC_STOP_GRACE_S)
             self._server = None
+        if self._background is not None:
+            self._background.cancel()
+            try:
+                await self._background
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # already logged by _on_background_done
+                pass
+            self._background = None
+        if self._channels is not None:
+            await self._channels.close()
+            self._channels = None
         if self._quorum is not None:
             await self._quorum.stop()
             self._quorum = None
@@ -216,3 +513,12 @@ class Node:
     async def wait_closed(self) -> None:
         assert self._server is not None
         await self._server.wait_for_termination()
+
+
+def _leader_count(image: MetadataImage, node_id: NodeId) -> int:
+    return sum(
+        1
+        for stream in image.streams.values()
+        for shard in stream.shards
+        if shard.leader == node_id and shard.state is not ShardState.CLOSED
+    )

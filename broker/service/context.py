@@ -1,4 +1,4 @@
-"""What every operation needs: configuration, clock, metadata, the shard log; and lookups.
+"""What every operation needs: configuration, clock, metadata, the shards; and lookups.
 
 `ServiceContext` is a node view, built once by `node.py`. It is used from the asyncio loop only.
 """
@@ -7,18 +7,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from broker.clock import Clock
 from broker.config import Config
 from broker.errors import ErrorCode, ShoalError
-from broker.log.shard_writer import ShardWriters
 from broker.log.store import LogStore
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, ShardMeta, StreamMeta, StreamStatus
+from broker.service.shards import ShardClient
 from broker.service.throughput import Throttles
 from broker.streams.throttling import ThroughputLimits
+
+
+def shard_throttles(config: Config) -> Throttles:
+    """The per-shard throughput budgets the configuration asks for (served on shard leaders)."""
+    return Throttles(
+        ThroughputLimits(
+            write_bytes_per_second=config.shard_write_bytes_per_second,
+            write_records_per_second=config.shard_write_records_per_second,
+            read_calls_per_second=config.shard_read_calls_per_second,
+            read_bytes_per_second=config.shard_read_bytes_per_second,
+        )
+    )
+
 
 _STREAM_ARN = re.compile(r"arn:aws[\w-]*:kinesis:([\w-]+):(\d{12}):stream/(\S+)")
 _SHARD_ID = re.compile(r"(?:shardId-)?(\d{1,20})")
@@ -29,19 +42,16 @@ class ServiceContext:
     config: Config
     clock: Clock
     metadata: MetadataFrontend
-    writers: ShardWriters
-    store: LogStore
-    throttles: Throttles = field(init=False)
+    shards: ShardClient  # appends and reads, here or on the shard's leader
 
-    def __post_init__(self) -> None:
-        config = self.config
-        shard_limits = ThroughputLimits(
-            write_bytes_per_second=config.shard_write_bytes_per_second,
-            write_records_per_second=config.shard_write_records_per_second,
-            read_calls_per_second=config.shard_read_calls_per_second,
-            read_bytes_per_second=config.shard_read_bytes_per_second,
-        )
-        object.__setattr__(self, "throttles", Throttles(shard_limits))
+    @property
+    def throttles(self) -> Throttles:
+        return self.shards.throttles
+
+    @property
+    def store(self) -> LogStore:
+        """This node's shard logs (the replicas it holds)."""
+        return self.shards.store
 
     def now_ms(self) -> int:
         return self.clock.wall_ms()

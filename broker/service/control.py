@@ -56,6 +56,11 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             creating_ms=ctx.config.knobs.stream_creating_ms,
             shard_count_per_account_max=ctx.config.shard_count_per_account_max,
             on_demand_streams_max=ctx.config.on_demand_streams_max,
+            # The configured factor, capped by the nodes that can take replicas now (a
+            # one-node cluster has factor 1); apply checks it again against its own image.
+            replication_factor=max(
+                1, min(ctx.config.replication_factor, len(ctx.image().active_node_ids()))
+            ),
         )
     )
     return {}

@@ -10,6 +10,7 @@ Reads see only committed records, and never records past the stream's retention.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -17,10 +18,18 @@ from typing import Any, NamedTuple
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import NewRecord, StoredRecord, new_record
-from broker.log.shard_writer import ShardSealedError
-from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
+from broker.meta.image import (
+    HOUR_MS,
+    MetadataImage,
+    NodeState,
+    ShardMeta,
+    ShardState,
+    StreamMeta,
+)
+from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.service import describe
 from broker.service.context import ServiceContext
+from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThrottle
 from broker.service.throughput import rate_exceeded
 from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_bytes_hash
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
@@ -100,11 +109,19 @@ class Router:
 async def _write(
     ctx: ServiceContext, router: Router, stream: StreamMeta, entries: Sequence[_Entry]
 ) -> dict[int, _Written | ShoalError]:
-    """Append entries, re-routing those refused by sealing shards; results by position."""
+    """Append entries, grouped by shard, each group on its shard's leader; results by position.
+
+    Groups refused by a shard (sealed by a reshard, leader moved or unreachable) are routed
+    again once a newer image shows where they go, within `limits.route_retry_attempts_max`
+    and `limits.route_deadline_ms`; past that their records fail with InternalFailure.
+    """
     results: dict[int, _Written | ShoalError] = {}
     pending = list(entries)
-    for _attempt in range(limits.route_retry_attempts_max):
-        current = ctx.image().stream_by_uid(stream.uid)
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + limits.route_deadline_ms / 1000
+    for attempt in range(limits.route_retry_attempts_max):
+        image = ctx.image()
+        current = image.stream_by_uid(stream.uid)
         if current is None or current.is_gone(now_ms=ctx.now_ms()):
             raise ctx.stream_not_found(stream.name)
         shard_router = router.for_stream(current)
@@ -115,21 +132,24 @@ async def _write(
             if group is None:
                 group = groups[shard.uid] = (shard, [])
             group[1].append(entry)
-        if ctx.throttles.writes_limited:
-            _throttle(ctx, current, groups, results)
         outcomes = await asyncio.gather(
             *(
-                ctx.writers.append(shard.uid, [e.record for e in items], now_ms=ctx.now_ms())
+                _append_watching(ctx, image, stream.uid, shard, items)
                 for shard, items in groups.values()
             ),
             return_exceptions=True,
         )
         pending = []
-        sealed: set[ShardUid] = set()
+        refused: list[tuple[ShardMeta, ShardRefusedError]] = []
         for (shard, items), outcome in zip(groups.values(), outcomes, strict=True):
-            if isinstance(outcome, ShardSealedError):
+            if isinstance(outcome, ShardRefusedError):
+                if outcome.reason is RefusalReason.OUTCOME_UNKNOWN:
+                    # Maybe stored: never routed again behind the client's back (refusals.py).
+                    failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
+                    results.update((e.position, failure) for e in items)
+                    continue
                 pending.extend(items)
-                sealed.add(shard.uid)
+                refused.append((shard, outcome))
             elif isinstance(outcome, ShoalError):
                 results.update((e.position, outcome) for e in items)
             elif isinstance(outcome, BaseException):
@@ -137,58 +157,127 @@ async def _write(
                 failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
                 results.update((e.position, failure) for e in items)
             else:
-                first_offset, _arrival_ms = outcome
-                shard_id = shard.shard_id
-                numbers = sequence_numbers_for(shard, first_offset, len(items))
-                for entry, number in zip(items, numbers, strict=True):
-                    results[entry.position] = _Written(shard_id, number)
+                _settle(ctx, current, shard, items, outcome, results)
         if not pending:
             return results
-        await _wait_sealed_closed(ctx, stream.uid, sealed)
+        remaining_s = give_up_at - loop.time()
+        if remaining_s <= 0:
+            break
+        await _wait_for_routes(ctx, stream.uid, refused, attempt=attempt, timeout_s=remaining_s)
+    log.warning("append_route_exhausted", extra={"stream": stream.name, "records": len(pending)})
     failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
     results.update((e.position, failure) for e in pending)
     return results
 
 
-def _throttle(
+async def _append_watching(
+    ctx: ServiceContext,
+    image: MetadataImage,
+    stream_uid: StreamUid,
+    shard: ShardMeta,
+    items: Sequence[_Entry],
+) -> AppendResult:
+    """One shard's append; a forwarded one is abandoned (as an unknown outcome) as soon as the
+    image fences the leader's node and names another leader, so a paused leader (which will
+    not answer) costs a failover, not the whole forward deadline."""
+    append = ctx.shards.append(
+        image, stream_uid, shard, [e.record for e in items], [e.size_bytes for e in items]
+    )
+    if ctx.shards.leader_of(shard) == ctx.shards.node_id:
+        return await append
+    route = (shard.leader, shard.epoch)
+
+    def moved(current: MetadataImage) -> bool:
+        """The shard changed hands because its leader's node was fenced (or removed). A
+        planned move (rebalance, drain) keeps the forward: the old leader is alive and learns
+        whether the records committed under its successor (replication/driver.py), so
+        abandoning it would only turn a known outcome into a retry that may duplicate."""
+        stream = current.stream_by_uid(stream_uid)
+        latest = stream.shard_by_index(shard.index) if stream is not None else None
+        if latest is None:
+            return True
+        if (latest.leader, latest.epoch) == route:
+            return False
+        node = current.nodes.get(shard.leader) if shard.leader is not None else None
+        return node is None or node.state in (NodeState.FENCED, NodeState.REMOVED)
+
+    forward = asyncio.ensure_future(append)
+    watch = asyncio.ensure_future(
+        ctx.metadata.wait_for_image(moved, timeout_s=limits.forward_timeout_ms / 1000)
+    )
+    try:
+        await asyncio.wait((forward, watch), return_when=asyncio.FIRST_COMPLETED)
+        if forward.done() or not watch.done() or watch.exception() is not None:
+            return await forward
+        raise ShardRefusedError(
+            RefusalReason.OUTCOME_UNKNOWN, shard_uid=shard.uid, detail="the leader moved meanwhile"
+        )
+    finally:
+        for task in (forward, watch):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ShoalError, ShardRefusedError):
+                    await task
+
+
+def _settle(
     ctx: ServiceContext,
     stream: StreamMeta,
-    groups: dict[ShardUid, tuple[ShardMeta, list[_Entry]]],
+    shard: ShardMeta,
+    items: Sequence[_Entry],
+    outcome: AppendResult,
     results: dict[int, _Written | ShoalError],
 ) -> None:
-    """Refuse, record by record, what a shard's write budget does not cover."""
-    now_ms = ctx.clock.monotonic_ms()
-    for shard_uid, (shard, items) in groups.items():
-        throttle = ctx.throttles.write(shard_uid, now_ms=now_ms)
-        admitted = []
-        for entry in items:
-            if throttle.admit(record_bytes=entry.size_bytes, now_ms=now_ms):
-                admitted.append(entry)
-            else:
-                results[entry.position] = rate_exceeded(
-                    shard_id=shard.shard_id,
-                    stream_name=stream.name,
-                    account_id=ctx.config.account_id,
-                )
-        items[:] = admitted
-    for shard_uid in [uid for uid, (_, items) in groups.items() if not items]:
-        del groups[shard_uid]
+    """Per-record results of one shard's append: sequence numbers, or the throttle's refusal."""
+    admitted: Sequence[_Entry] = items
+    if outcome.throttled:
+        throttled = set(outcome.throttled)
+        admitted = [e for i, e in enumerate(items) if i not in throttled]
+        for i in outcome.throttled:
+            results[items[i].position] = rate_exceeded(
+                shard_id=shard.shard_id, stream_name=stream.name, account_id=ctx.config.account_id
+            )
+    if not admitted:
+        return
+    shard_id = shard.shard_id
+    numbers = sequence_numbers_for(shard, outcome.first_offset, len(admitted))
+    for entry, number in zip(admitted, numbers, strict=True):
+        results[entry.position] = _Written(shard_id, number)
 
 
-async def _wait_sealed_closed(
-    ctx: ServiceContext, stream_uid: StreamUid, shard_uids: set[ShardUid]
+async def _wait_for_routes(
+    ctx: ServiceContext,
+    stream_uid: StreamUid,
+    refused: Sequence[tuple[ShardMeta, ShardRefusedError]],
+    *,
+    attempt: int,
+    timeout_s: float,
 ) -> None:
-    """Wait (bounded) until the reshard that sealed these shards has published its children."""
+    """Wait (bounded) for an image that routes the refused shards differently: a sealed
+    shard's reshard completed, or a new leader or epoch. Returns early on such an image and
+    quietly at the deadline (the caller routes again either way: the image may already be
+    newer than what the refusing node saw)."""
+    sealed = {s.uid for s, r in refused if r.reason is RefusalReason.SHARD_SEALED}
+    seen = {s.uid: (s.leader, s.epoch, s.state) for s, r in refused}
 
-    def closed(image: MetadataImage) -> bool:
+    def changed(image: MetadataImage) -> bool:
         stream = image.stream_by_uid(stream_uid)
         if stream is None:
             return True
-        return all(
-            shard.state is ShardState.CLOSED for shard in stream.shards if shard.uid in shard_uids
-        )
+        for shard in stream.shards:
+            if shard.uid in sealed and shard.state is ShardState.CLOSED:
+                return True
+            route = (shard.leader, shard.epoch, shard.state)
+            if shard.uid in seen and shard.uid not in sealed and seen[shard.uid] != route:
+                return True
+        return False
 
-    await ctx.metadata.wait_for_image(closed, timeout_s=limits.route_retry_wait_ms_max / 1000)
+    if sealed and len(sealed) == len(seen):
+        wait_ms = limits.route_retry_wait_ms_max
+    else:
+        wait_ms = min(limits.route_backoff_ms_min * 2**attempt, limits.route_backoff_ms_max)
+    with contextlib.suppress(ShoalError):
+        await ctx.metadata.wait_for_image(changed, timeout_s=min(wait_ms / 1000, timeout_s))
 
 
 class RecordsApi:
@@ -250,9 +339,6 @@ class RecordsApi:
         ctx = self._ctx
         stream = ctx.stream_for_data(request)
         shard = ctx.shard_for(stream, request["ShardId"])
-        throttle = ctx.throttles.read(shard.uid, now_ms=ctx.clock.monotonic_ms())
-        if not throttle.admit_get_shard_iterator(now_ms=ctx.clock.monotonic_ms()):
-            raise self._rate_exceeded(stream, shard)
         offset = await self._iterator_offset(stream, shard, request)
         position = IteratorPosition(
             stream_uid=stream.uid,
@@ -265,7 +351,6 @@ class RecordsApi:
         return {"ShardIterator": token}
 
     async def _iterator_offset(self, stream: StreamMeta, shard: ShardMeta, request: Request) -> int:
-        ctx = self._ctx
         kind = request["ShardIteratorType"]
         number = request.get("StartingSequenceNumber")
         timestamp = request.get("Timestamp")
@@ -290,34 +375,75 @@ class RecordsApi:
                 ErrorCode.INVALID_ARGUMENT,
                 f"Request should not contain a timestamp for {kind} ShardIteratorType.",
             )
-        end = self._readable_end(shard)
+        offset = None
+        if number is not None:
+            # Checked before the shard is asked, so a bad number is an error even when throttled.
+            offset = offset_for_sequence_number(number, shard=shard, stream_name=stream.name)
+        positions = await self._read_shard(
+            stream,
+            shard,
+            ReadRequest(
+                start_offset=Offset(0),
+                records_max=0,
+                bytes_max=1,
+                at_timestamp_ms=None if timestamp is None else ms_from_datetime(timestamp),
+                throttle=ReadThrottle.GET_SHARD_ITERATOR,
+            ),
+        )
+        end = self._readable_end(shard, positions.readable_end)
         if kind == "LATEST":
             return end
         if kind == "TRIM_HORIZON":
-            return await asyncio.to_thread(ctx.store.log_start, shard.uid)
+            return positions.log_start
         if kind == "AT_TIMESTAMP":
-            assert timestamp is not None
-            found = await asyncio.to_thread(
-                ctx.store.first_offset_at_or_after_time, shard.uid, ms_from_datetime(timestamp)
-            )
+            found = positions.timestamp_offset
             return end if found is None else min(found, end)
-        assert number is not None
-        offset = offset_for_sequence_number(number, shard=shard, stream_name=stream.name)
+        assert offset is not None
         if kind == "AFTER_SEQUENCE_NUMBER":
             offset += 1
         return min(offset, end)
+
+    async def _read_shard(
+        self, stream: StreamMeta, shard: ShardMeta, request: ReadRequest
+    ) -> ReadResult:
+        """One read on whichever node serves it, routed again (bounded) when refused."""
+        ctx = self._ctx
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + limits.route_deadline_ms / 1000
+        for attempt in range(limits.route_retry_attempts_max):
+            image = ctx.image()
+            current = image.stream_by_uid(stream.uid)
+            latest = current.shard_by_index(shard.index) if current is not None else None
+            if latest is None or latest.uid != shard.uid:
+                raise ctx.stream_not_found(stream.name)
+            try:
+                result = await ctx.shards.read(image, stream.uid, latest, request)
+            except ShardRefusedError as refusal:
+                remaining_s = give_up_at - loop.time()
+                if remaining_s <= 0:
+                    break
+                await _wait_for_routes(
+                    ctx, stream.uid, [(latest, refusal)], attempt=attempt, timeout_s=remaining_s
+                )
+                continue
+            if result.throttled:
+                raise self._rate_exceeded(stream, shard)
+            return result
+        log.warning("read_route_exhausted", extra={"stream": stream.name, "shard_uid": shard.uid})
+        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
 
     def _rate_exceeded(self, stream: StreamMeta, shard: ShardMeta) -> ShoalError:
         return rate_exceeded(
             shard_id=shard.shard_id, stream_name=stream.name, account_id=self._ctx.config.account_id
         )
 
-    def _readable_end(self, shard: ShardMeta) -> int:
+    @staticmethod
+    def _readable_end(shard: ShardMeta, replica_end: Offset) -> int:
         """The end of what readers may see: committed records (all of them once closed)."""
         if shard.state is ShardState.CLOSED:
             assert shard.end_offset is not None
-            return shard.end_offset
-        return self._ctx.writers.committed_end(shard.uid)
+            return min(shard.end_offset, replica_end)
+        return replica_end
 
     async def get_records(self, request: Request) -> Response:
         ctx = self._ctx
@@ -337,23 +463,29 @@ class RecordsApi:
         if stream.is_gone(now_ms=now_ms):
             raise ctx.stream_not_found(stream.name)
         limit = request.get("Limit", limits.get_records_count_max)
-        end = self._readable_end(shard)
-        throttle = ctx.throttles.read(shard.uid, now_ms=ctx.clock.monotonic_ms())
-        if not throttle.admit_get_records(now_ms=ctx.clock.monotonic_ms()):
-            raise self._rate_exceeded(stream, shard)
-        records = await self._read(stream, shard, Offset(position.offset), end, limit, now_ms)
-        throttle.record_read(
-            read_bytes=sum(_record_bytes(r.partition_key, r.data) for r in records),
-            now_ms=ctx.clock.monotonic_ms(),
+        read = await self._read_shard(
+            stream,
+            shard,
+            ReadRequest(
+                start_offset=Offset(position.offset),
+                records_max=limit,
+                bytes_max=limits.get_records_bytes_max,
+                arrival_ms_min=now_ms - stream.retention_hours * HOUR_MS,
+                throttle=ReadThrottle.GET_RECORDS,
+            ),
         )
-        next_offset = records[-1].offset + 1 if records else max(position.offset, 0)
-        if not records:
-            next_offset = max(next_offset, await asyncio.to_thread(ctx.store.log_start, shard.uid))
+        records = read.records
+        end = self._readable_end(shard, read.readable_end)
+        next_offset = read.next_offset
         response: Response = {
             "Records": self._records_shape(shard, records),
             "MillisBehindLatest": self._millis_behind(records, next_offset, end, now_ms),
         }
-        if shard.state is ShardState.CLOSED and next_offset >= end:
+        if (
+            shard.state is ShardState.CLOSED
+            and next_offset >= end
+            and end >= (shard.end_offset or 0)
+        ):
             response["ChildShards"] = describe.child_shards_shape(stream, shard)
         else:
             next_position = IteratorPosition(
@@ -367,41 +499,6 @@ class RecordsApi:
                 next_position, secret=image.iterator_secret
             )
         return response
-
-    async def _read(
-        self,
-        stream: StreamMeta,
-        shard: ShardMeta,
-        start: Offset,
-        end: int,
-        limit: int,
-        now_ms: int,
-    ) -> list[StoredRecord]:
-        """Committed records in [start, end), without those past the stream's retention."""
-        if start >= end:
-            return []
-        store = self._ctx.store
-        records = await asyncio.to_thread(
-            store.read,
-            shard.uid,
-            start_offset=start,
-            end_offset=Offset(end),
-            records_max=limit,
-            bytes_max=limits.get_records_bytes_max,
-        )
-        cutoff_ms = now_ms - stream.retention_hours * HOUR_MS
-        if records and records[0].arrival_ms < cutoff_ms:
-            # Past retention but not trimmed yet: unreadable at once, as on AWS. Arrival times
-            # are non-decreasing per shard, so the expired records are a prefix.
-            first_live = await asyncio.to_thread(
-                store.first_offset_at_or_after_time, shard.uid, cutoff_ms
-            )
-            if first_live is None or first_live >= end:
-                return []
-            if first_live > records[-1].offset:
-                return await self._read(stream, shard, Offset(first_live), end, limit, now_ms)
-            records = [r for r in records if r.offset >= first_live]
-        return records
 
     @staticmethod
     def _records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:

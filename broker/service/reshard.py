@@ -1,26 +1,31 @@
-"""Split, merge and UpdateShardCount as a two-step workflow around the shard log.
+"""Split, merge and UpdateShardCount as a two-step workflow around the shard logs.
 
-1. `BeginReshard` is proposed: the state machine validates it against the current state (so a
-   second reshard while one is running fails there) and marks the parents SEALING.
-2. Each parent's writer is sealed: it refuses new appends and waits for the ones in flight to be
-   durable, which fixes the parent's final record count.
-3. `CompleteReshard` is proposed with those counts: parents become CLOSED (their
-   EndingSequenceNumber is now known) and the children open.
+1. `BeginReshard` is proposed here: the state machine validates it against the current state
+   (so a second reshard while one is running fails there) and marks the parents SEALING.
+2. The controller (on the metadata quorum's leader, `meta/controller.py`) asks each parent's
+   shard leader to seal (`ReplicationService.Seal`): the leader refuses new appends and answers
+   once everything it appended is committed, which fixes the parent's final end.
+3. The controller proposes `CompleteReshard` with those ends: parents become CLOSED (their
+   EndingSequenceNumber is now known) and the children open on the parents' replicas.
 
-Writes refused in step 2 are routed again once step 3 is visible (`records.py`). If the node
-dies between the steps, `complete_pending_reshards` finishes the job at start-up.
+This node waits (bounded) for step 3, so a client that lists shards after SplitShard sees the
+children, as with one node before. Writes refused in step 2 are routed again once step 3 is
+visible (`records.py`). If the controller's node dies between the steps, the next controller
+finishes the job.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
+from broker import limits
+from broker.errors import ShoalError
 from broker.meta import commands
-from broker.meta.image import ReshardKind, StreamMeta
+from broker.meta.image import MetadataImage, ReshardKind, StreamMeta
 from broker.service.context import ServiceContext
 from broker.streams.hash_keys import parse_hash_key
-from broker.types import Offset, ShardIndex, StreamUid
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
@@ -91,34 +96,19 @@ async def update_shard_count(ctx: ServiceContext, request: Request) -> Response:
 
 
 async def _run(ctx: ServiceContext, stream: StreamMeta, begin: commands.BeginReshard) -> None:
+    """Propose BeginReshard, then wait (bounded) for the controller to complete it.
+
+    Past the wait the call still succeeds, as AWS's returns with the stream UPDATING: the
+    controller completes the reshard as soon as the parents' leaders can seal.
+    """
     sealed = await ctx.metadata.propose(begin)
     assert isinstance(sealed, tuple)
-    if sealed:
-        await complete_reshard(ctx, stream.uid)
-
-
-async def complete_reshard(ctx: ServiceContext, stream_uid: StreamUid) -> None:
-    """Seal the parents of the stream's pending reshard and propose its completion."""
-    stream = ctx.image().stream_by_uid(stream_uid)
-    if stream is None or stream.reshard is None:
+    if not sealed:
         return
-    end_offsets: list[tuple[ShardIndex, Offset]] = []
-    for index in stream.reshard.sealed:
-        shard = stream.shards[index]
-        end_offsets.append((index, await ctx.writers.seal(shard.uid)))
-    await ctx.metadata.propose(
-        commands.CompleteReshard(
-            now_ms=ctx.now_ms(),
-            stream_uid=stream_uid,
-            end_offsets=tuple(end_offsets),
-            updating_ms=ctx.config.knobs.stream_updating_ms,
-        )
-    )
 
+    def completed(image: MetadataImage) -> bool:
+        current = image.stream_by_uid(stream.uid)
+        return current is None or current.reshard is None
 
-async def complete_pending_reshards(ctx: ServiceContext) -> int:
-    """Finish every reshard a previous run of this node left between its two steps."""
-    pending = [m.uid for m in ctx.image().streams.values() if m.reshard is not None]
-    for uid in pending:
-        await complete_reshard(ctx, uid)
-    return len(pending)
+    with contextlib.suppress(ShoalError):
+        await ctx.metadata.wait_for_image(completed, timeout_s=limits.reshard_wait_ms / 1000)

@@ -21,6 +21,9 @@ class Throttles:
         self.writes_limited = bool(
             shard_limits.write_bytes_per_second or shard_limits.write_records_per_second
         )
+        self.reads_limited = bool(
+            shard_limits.read_calls_per_second or shard_limits.read_bytes_per_second
+        )
         self._writes: dict[ShardUid, ShardWriteThrottle] = {}
         self._reads: dict[ShardUid, ShardReadThrottle] = {}
 

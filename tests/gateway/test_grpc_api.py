@@ -661,4 +661,8 @@ async def test_sequence_numbers_decode_to_shard_and_offset(client: AsyncShoalCli
     ]
     positions = [decode_sequence_number(r["SequenceNumber"]) for r in results]
     assert [p.shard_index for p in positions] == [1, 1, 1]
-    assert [p.offset for p in positions] == [0, 1, 2]
+    # Offset 0 holds the shard leader's epoch-start marker (a control record, decision 0002
+    # rule 3): numbers skip it, and the records that follow are consecutive.
+    first = positions[0].offset
+    assert [p.offset for p in positions] == [first, first + 1, first + 2]
+    assert first == 1

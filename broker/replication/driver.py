@@ -1,0 +1,536 @@
+"""`ReplicationDriver`: the one async loop around every shard replica on this node.
+
+The replicas (`replica.ShardReplica`) are pure; this driver is the only code that does their
+I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
+
+1. waits for work (a proposal, an inbound message, a Prepare, a new metadata image) or the
+   tick timer (`Knobs.replication_tick_ms`; replicas resend and heartbeat on ticks);
+2. applies the newest metadata image (creates a replica for every shard this node is in the
+   replica set of, configures each with its epoch, leader, replicas and sealing; drops the
+   replicas of shards it no longer holds), drains the bounded inbox into `step`, ticks;
+3. takes a `Ready` from every replica that has one, and executes them together, in the order
+   the replica requires: log resets, truncations, promises and high watermarks synchronously
+   (one worker-thread call), then every replica's appends through the node's
+   `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per group; then sends
+   `to_send` through the `Transport`; starts the log reads followers need to catch up (owned
+   tasks, their results fed back with `read_done`); answers producers up to `committed_end`
+   (a replica that `abandoned` its leadership keeps them until it learns whether their
+   records survived, `_Local`); `advance`s;
+   and finally answers the Prepares whose promises that turn made durable.
+
+Producers call `append` (the service's `LocalReplicas.append`) on the loop: the replica assigns
+offsets synchronously in `propose`, so call order is log order, and the caller waits, bounded
+by `limits.replication_commit_timeout_ms`, until a majority holds the records.
+
+Everything is bounded: the inbox (`limits.replication_inbox_messages_max`, dropped beyond: the
+replicas resend), producers per replica (the replica refuses OVERLOADED past
+`replication_uncommitted_bytes_max`), reads (one per follower per shard, by the replica).
+
+Lifecycle: construct, `await run()` in the node's TaskGroup (infinite on purpose, cancelled at
+node stop), before the GroupCommitWriter stops. Loop-bound; not thread-safe. A node view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from broker import limits
+from broker.clock import Clock
+from broker.log.group_commit import GroupCommitWriter
+from broker.log.records import AppendBatch, NewRecord
+from broker.log.store import LogStore
+from broker.meta.image import MetadataImage, ShardState
+from broker.replication import replica as core
+from broker.replication.messages import Prepare, Promise, ReplicationMessage
+from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.replication.replica import (
+    ReplicaDurableState,
+    ReplicaStatistics,
+    ReplicationKnobs,
+    ShardReplica,
+)
+from broker.replication.transport import SealAnswer, Transport
+from broker.types import NodeId, Offset, ShardUid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True, kw_only=True)
+class _Waiter:
+    end_offset: Offset
+    first_offset: Offset
+    arrival_ms: int
+    future: asyncio.Future[tuple[Offset, int]]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Local:
+    """One local replica and the producers waiting on it.
+
+    `waiters` wait for the leader's commit. When the replica abandons its leadership, their
+    records may still commit under the next leader (if a majority received them) or be cut
+    off: they become `orphans`, answered with success once this replica, now a follower, has
+    a high watermark past them and never truncated or reset its log below their end (then the
+    records at those offsets are still the ones proposed, so their sequence numbers stand), or
+    failed as an unknown outcome (OUTCOME_UNKNOWN: the client decides whether to retry) as soon
+    as it did. A planned leadership move (rebalance, drain) therefore fails no producer.
+    """
+
+    replica: ShardReplica
+    epoch: int = 0  # the epoch of the image entry it was last configured with
+    waiters: collections.deque[_Waiter] = field(default_factory=collections.deque)
+    orphans: list[_Waiter] = field(default_factory=list)
+    persisted_end: Offset  # the log end as of the last persisted Ready
+
+    def fail_waiters(self, reason: RefusalReason, leader: NodeId | None = None) -> None:
+        for waiter in [*self.waiters, *self.orphans]:
+            self._fail(waiter, reason, leader)
+        self.waiters.clear()
+        self.orphans.clear()
+
+    def _fail(self, waiter: _Waiter, reason: RefusalReason, leader: NodeId | None) -> None:
+        if not waiter.future.done():
+            waiter.future.set_exception(
+                ShardRefusedError(
+                    reason, shard_uid=self.replica.shard_uid, leader=leader, epoch=self.epoch
+                )
+            )
+
+    def answer(self, committed_end: Offset) -> None:
+        while self.waiters and self.waiters[0].end_offset <= committed_end:
+            waiter = self.waiters.popleft()
+            if not waiter.future.done():
+                waiter.future.set_result((waiter.first_offset, waiter.arrival_ms))
+
+    def log_cut(self, ready: core.Ready) -> None:
+        """Fails the producers whose records this Ready's reset or truncation removes."""
+        if ready.reset_to is not None:
+            cut: Offset | None = Offset(0)
+        else:
+            cut = ready.truncate_from
+        if cut is None:
+            return
+        kept = []
+        for waiter in self.orphans:
+            if waiter.end_offset > cut:
+                # Cut here, yet a replica elected later may still hold them: unknown.
+                self._fail(waiter, RefusalReason.OUTCOME_UNKNOWN, None)
+            else:
+                kept.append(waiter)
+        self.orphans = kept
+        while self.waiters and self.waiters[-1].end_offset > cut:
+            self._fail(self.waiters.pop(), RefusalReason.OUTCOME_UNKNOWN, None)
+
+    def abandon(self, persisted_end: Offset) -> None:
+        """Only records persisted before this Ready can become orphans: a later removal of
+        them is then a truncation the next Readies show. Unpersisted ones may have been cut
+        in memory already, so their producers fail now (retryable, unknown outcome)."""
+        for waiter in self.waiters:
+            if waiter.end_offset <= persisted_end:
+                self.orphans.append(waiter)
+            else:
+                # Not sent as leader, but on this disk: a later epoch led here could commit
+                # them. Unknown.
+                self._fail(waiter, RefusalReason.OUTCOME_UNKNOWN, None)
+        self.waiters.clear()
+
+    def persisted(self, ready: core.Ready) -> None:
+        if ready.reset_to is not None:
+            self.persisted_end = ready.reset_to
+        if ready.truncate_from is not None:
+            self.persisted_end = ready.truncate_from
+        if ready.appends:
+            self.persisted_end = ready.appends[-1].end_offset
+
+    def answer_orphans(self) -> None:
+        if not self.orphans:
+            return
+        hw = self.replica.high_watermark
+        kept = []
+        for waiter in self.orphans:
+            if waiter.end_offset <= hw:
+                if not waiter.future.done():
+                    waiter.future.set_result((waiter.first_offset, waiter.arrival_ms))
+            elif not waiter.future.done():
+                kept.append(waiter)
+        self.orphans = kept
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DriverStatistics:
+    replicas: int
+    leaders: int
+    turns: int
+    inbox_dropped: int
+
+
+_REFUSALS = {
+    core.RefusalReason.NOT_LEADER: RefusalReason.NOT_SHARD_LEADER,
+    core.RefusalReason.STALE_EPOCH: RefusalReason.STALE_EPOCH,
+    core.RefusalReason.SEALED: RefusalReason.SHARD_SEALED,
+    core.RefusalReason.OVERLOADED: RefusalReason.UNAVAILABLE,
+}
+
+
+class ReplicationDriver:
+    """Runs every shard replica of this node (module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        store: LogStore,
+        writer: GroupCommitWriter,
+        transport: Transport,
+        clock: Clock,
+        image: Callable[[], MetadataImage],
+        tick_ms: int,
+        knobs: ReplicationKnobs | None = None,
+        lost_disk: bool = False,
+        inbox_max: int = limits.replication_inbox_messages_max,
+    ) -> None:
+        assert tick_ms >= 1
+        assert inbox_max >= 1
+        self._node_id = node_id
+        self._store = store
+        self._writer = writer
+        self._transport = transport
+        self._clock = clock
+        self._image = image
+        self._tick_ms = tick_ms
+        self._knobs = knobs or ReplicationKnobs()
+        self._lost_disk = lost_disk
+        self._inbox: collections.deque[ReplicationMessage] = collections.deque()
+        self._inbox_max = inbox_max
+        self._locals: dict[ShardUid, _Local] = {}
+        self._applied: MetadataImage | None = None
+        self._wake = asyncio.Event()
+        self._turned = asyncio.Event()  # set and replaced after every turn
+        self._promises: list[tuple[Promise, asyncio.Future[Promise]]] = []
+        self._reads: asyncio.TaskGroup | None = None
+        self._turns = 0
+        self._inbox_dropped = 0
+        self._pending_hws: dict[ShardUid, Offset] = {}
+        self._hws_written_ms = 0
+
+    @property
+    def node_id(self) -> NodeId:
+        return self._node_id
+
+    # --- Inputs (any task on the loop) ---------------------------------------------------------
+
+    def deliver(self, message: ReplicationMessage) -> None:
+        """An inbound Append/AppendAck from the transport; dropped when the inbox is full."""
+        if len(self._inbox) >= self._inbox_max:
+            self._inbox_dropped += 1
+            return
+        self._inbox.append(message)
+        self._wake.set()
+
+    def readable_end(self, shard_uid: ShardUid) -> Offset | None:
+        local = self._local(shard_uid)
+        return None if local is None else local.replica.high_watermark
+
+    async def append(
+        self, shard_uid: ShardUid, *, epoch: int, records: Sequence[NewRecord], now_ms: int
+    ) -> tuple[Offset, int]:
+        """Proposes `records` on the local leader replica; returns (first offset, arrival_ms)
+        once a majority holds them. Raises ShardRefusedError (the caller routes again)."""
+        self.apply_image()  # cheap when unchanged; a stale epoch must be refused as such
+        local = self._local(shard_uid, epoch=epoch)
+        if local is None or local.epoch < epoch:
+            raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard_uid)
+        if local.epoch > epoch:
+            raise ShardRefusedError(
+                RefusalReason.STALE_EPOCH, shard_uid=shard_uid, epoch=local.epoch
+            )
+        outcome = local.replica.propose(records, now_ms)
+        if isinstance(outcome, core.Refusal):
+            raise ShardRefusedError(
+                _REFUSALS[outcome.reason], shard_uid=shard_uid, leader=outcome.leader, epoch=epoch
+            )
+        future: asyncio.Future[tuple[Offset, int]] = asyncio.get_running_loop().create_future()
+        local.waiters.append(
+            _Waiter(
+                end_offset=outcome.end_offset,
+                first_offset=outcome.first_offset,
+                arrival_ms=outcome.arrival_ms,
+                future=future,
+            )
+        )
+        self._wake.set()
+        try:
+            async with asyncio.timeout(limits.replication_commit_timeout_ms / 1000):
+                return await future
+        except TimeoutError as exc:
+            raise ShardRefusedError(
+                RefusalReason.OUTCOME_UNKNOWN, shard_uid=shard_uid, detail="commit timed out"
+            ) from exc
+
+    async def prepare(self, shard_uid: ShardUid, epoch: int) -> Promise | None:
+        """The controller's Prepare: answered once the promise is durable (0002 rule 1)."""
+        local = self._local(shard_uid)
+        if local is None:
+            return None
+        promise = local.replica.step(Prepare(shard_uid=shard_uid, epoch=epoch), self._now())
+        assert promise is not None
+        future: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
+        self._promises.append((promise, future))
+        self._wake.set()
+        async with asyncio.timeout(limits.replication_prepare_timeout_ms / 1000):
+            return await future
+
+    async def seal(self, shard_uid: ShardUid, epoch: int, *, wait_ms: int) -> SealAnswer:
+        """The final end of a sealing shard led here at `epoch`, once all of it is committed;
+        waits up to `wait_ms` for that, else answers "not yet"."""
+        assert wait_ms >= 0
+        local = self._local(shard_uid, epoch=epoch)
+        if local is None or local.epoch != epoch:
+            return SealAnswer(end_offset=None)
+        try:
+            async with asyncio.timeout(wait_ms / 1000):
+                while (end := local.replica.sealed_end()) is None:
+                    self._wake.set()
+                    await self._turned.wait()
+                return SealAnswer(end_offset=end)
+        except TimeoutError:
+            return SealAnswer(end_offset=None)
+
+    def replica_statistics(self, shard_uids: frozenset[ShardUid]) -> list[ReplicaStatistics]:
+        return [
+            local.replica.statistics()
+            for uid, local in sorted(self._locals.items())
+            if not shard_uids or uid in shard_uids
+        ]
+
+    def statistics(self) -> DriverStatistics:
+        return DriverStatistics(
+            replicas=len(self._locals),
+            leaders=sum(1 for x in self._locals.values() if x.replica.role is core.Role.LEADER),
+            turns=self._turns,
+            inbox_dropped=self._inbox_dropped,
+        )
+
+    def leader_count(self) -> int:
+        return sum(1 for x in self._locals.values() if x.replica.role is core.Role.LEADER)
+
+    # --- Configuration from the metadata image -------------------------------------------------
+
+    def _local(self, shard_uid: ShardUid, *, epoch: int = 0) -> _Local | None:
+        """The local replica, after applying a newer image if this one is not applied yet
+        (or does not know the shard or the epoch the caller saw)."""
+        local = self._locals.get(shard_uid)
+        if local is None or local.epoch < epoch:
+            self.apply_image()
+            local = self._locals.get(shard_uid)
+        return local
+
+    def apply_image(self) -> None:
+        """Configures the replicas from the newest image (idempotent per image)."""
+        image = self._image()
+        if image is self._applied:
+            return
+        self._applied = image
+        now_ms = self._now()
+        wall_ms = self._clock.wall_ms()
+        held: set[ShardUid] = set()
+        for stream in image.streams.values():
+            if stream.is_gone(now_ms=wall_ms):
+                continue
+            for shard in stream.shards:
+                if self._node_id not in shard.replicas or shard.epoch < 1:
+                    continue
+                held.add(shard.uid)
+                local = self._locals.get(shard.uid)
+                if local is None:
+                    local = self._locals[shard.uid] = self._open(shard.uid)
+                local.replica.configure(
+                    epoch=shard.epoch,
+                    leader=shard.leader,
+                    replicas=shard.replicas,
+                    sealing=shard.state is not ShardState.OPEN,
+                    now_ms=now_ms,
+                )
+                local.epoch = max(local.epoch, shard.epoch)
+        for uid in [uid for uid in self._locals if uid not in held]:
+            self._locals.pop(uid).fail_waiters(RefusalReason.OUTCOME_UNKNOWN)
+        self._wake.set()
+
+    def _open(self, shard_uid: ShardUid) -> _Local:
+        # Point reads on the loop, once per replica per process lifetime (as ShardWriters did).
+        durable = ReplicaDurableState.from_store(self._store, shard_uid, recovering=self._lost_disk)
+        replica = ShardReplica(shard_uid, self._node_id, durable, knobs=self._knobs)
+        log.info(
+            "replica_opened",
+            extra={
+                "shard_uid": shard_uid,
+                "log_end": durable.log_end,
+                "hw": durable.high_watermark,
+            },
+        )
+        return _Local(replica=replica, persisted_end=durable.log_end)
+
+    # --- The loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Turns until cancelled: infinite on purpose (node stop cancels it)."""
+        loop = asyncio.get_running_loop()
+        tick_s = self._tick_ms / 1000
+        async with asyncio.TaskGroup() as reads:
+            self._reads = reads
+            next_tick = loop.time()  # the timer runs on the loop's clock; replicas get wall ms
+            while True:
+                remaining_s = next_tick - loop.time()
+                if not self._wake.is_set() and remaining_s > 0:
+                    # Waiting on our own wake-up or the tick timer: no deadline needed.
+                    try:
+                        async with asyncio.timeout(remaining_s):
+                            await self._wake.wait()
+                    except TimeoutError:
+                        pass
+                self._wake.clear()
+                now_ms = self._now()
+                self.apply_image()
+                self._drain_inbox(now_ms)
+                if loop.time() >= next_tick:
+                    for local in list(self._locals.values()):
+                        local.replica.tick(now_ms)
+                    next_tick = loop.time() + tick_s
+                await self._turn()
+
+    def _drain_inbox(self, now_ms: int) -> None:
+        inbox = self._inbox
+        stepped: set[ShardUid] = set()
+        while inbox:
+            message = inbox.popleft()
+            local = self._locals.get(message.shard_uid)
+            if local is None:
+                self.apply_image()  # a new shard this node has not configured yet
+                local = self._locals.get(message.shard_uid)
+                if local is None:
+                    continue  # not ours (yet): the sender resends
+            local.replica.step(message, now_ms)
+            stepped.add(message.shard_uid)
+        for shard_uid in stepped:
+            local = self._locals.get(shard_uid)
+            if local is not None and local.replica.role is core.Role.LEADER:
+                local.answer(local.replica.high_watermark)  # acks raised it (see _turn)
+
+    async def _turn(self) -> None:
+        promises, self._promises = self._promises, []
+        work = [
+            (local, local.replica.ready())
+            for local in list(self._locals.values())
+            if local.replica.has_ready()
+        ]
+        if work:
+            await self._persist(work)
+            now_ms = self._now()
+            for local, ready in work:
+                for envelope in ready.to_send:
+                    self._transport.send(envelope)
+                for request in ready.reads:
+                    assert self._reads is not None
+                    self._reads.create_task(self._read(local, request))
+                persisted_before = local.persisted_end
+                local.persisted(ready)
+                local.log_cut(ready)
+                if ready.committed_end is not None:
+                    local.answer(ready.committed_end)
+                if ready.abandoned:
+                    local.abandon(persisted_before)
+                local.replica.advance(ready)
+                local.answer_orphans()
+                if local.replica.role is core.Role.LEADER:
+                    # advance() may have raised the HW (this node's own write was the last one
+                    # a majority needed): answer now rather than one turn later. Safe only for
+                    # a leader, whose log below the HW is never cut.
+                    local.answer(local.replica.high_watermark)
+            del now_ms
+        for promise, future in promises:
+            if not future.done():
+                future.set_result(promise)
+        self._turns += 1
+        self._turned.set()
+        self._turned = asyncio.Event()
+        if any(local.replica.has_ready() for local in self._locals.values()):
+            self._wake.set()
+
+    async def _persist(self, work: Sequence[tuple[_Local, core.Ready]]) -> None:
+        """Makes every Ready durable in the order the replica requires (module docstring)."""
+        store = self._store
+        before: list[Callable[[], None]] = []
+        for local, ready in work:
+            shard_uid = local.replica.shard_uid
+            if ready.reset_to is not None:
+                before.append(
+                    functools.partial(store.reset_log, shard_uid, log_start=ready.reset_to)
+                )
+            if ready.truncate_from is not None:
+                before.append(
+                    functools.partial(
+                        store.truncate_suffix, shard_uid, from_offset=ready.truncate_from
+                    )
+                )
+            if ready.promise is not None:
+                before.append(functools.partial(store.promise, shard_uid, ready.promise))
+            if ready.reset_to is not None or ready.truncate_from is not None:
+                self._pending_hws.pop(shard_uid, None)
+            if ready.high_watermark is not None and ready.reset_to is None:
+                self._pending_hws[shard_uid] = ready.high_watermark
+        hws_due = self._pending_hws and (
+            before or self._clock.wall_ms() - self._hws_written_ms >= limits.replication_hw_flush_ms
+        )
+        if hws_due:
+            # The HW is persisted lazily (store.py): a lower one after a crash only delays
+            # reads until the leader's next heartbeat. It never exceeds what was durable before
+            # this Ready (nor a truncation point), so it may go first.
+            hws, self._pending_hws = self._pending_hws, {}
+            self._hws_written_ms = self._clock.wall_ms()
+            before[:0] = [
+                functools.partial(store.set_high_watermark, uid, hw) for uid, hw in hws.items()
+            ]
+        if before:
+            await asyncio.to_thread(_run_all, before)
+        futures = [
+            await self._writer.submit(functools.partial(_same, batch))
+            for _, ready in work
+            for batch in ready.appends
+        ]
+        if futures:
+            # A failed group commit leaves the replicas unable to know what is durable: the
+            # error propagates and stops the node (STYLE B.1 #4); a restart recovers.
+            await asyncio.gather(*futures)
+
+    async def _read(self, local: _Local, request: core.ReadRequest) -> None:
+        """A follower's catch-up read of our log, fed back to the replica."""
+        batches = await asyncio.to_thread(
+            self._store.read_batches,
+            request.shard_uid,
+            start_offset=request.start_offset,
+            end_offset=request.end_offset,
+            bytes_max=request.bytes_max,
+        )
+        if self._locals.get(request.shard_uid) is local:
+            local.replica.read_done(request, batches, self._now())
+            self._wake.set()
+
+    def _now(self) -> int:
+        # The wall clock, for the replicas' timers too: `propose(records, now_ms)` stamps
+        # arrival times from the same `now_ms` that drives its heartbeat and resend timers, so
+        # every input must use one clock. A wall-clock jump only delays or hastens a resend.
+        return self._clock.wall_ms()
+
+
+def _run_all(calls: Sequence[Callable[[], None]]) -> None:
+    for call in calls:
+        call()
+
+
+def _same(batch: AppendBatch) -> AppendBatch:
+    return batch

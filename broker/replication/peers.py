@@ -1,0 +1,147 @@
+"""Unary calls to other nodes' replication and liveness RPCs (the gRPC adapter).
+
+- `GrpcReplicaControl`: the controller's `ReplicaControl` (`meta/controller.py`) over
+  `ReplicationService.Prepare` / `Seal` / `ReplicaStatus`.
+- `send_heartbeat`: a node's heartbeat to the controller's node (`NodeService.Heartbeat`).
+
+Every call has a deadline; gRPC failures are translated here, at this one boundary, into
+`ShoalError(UNAVAILABLE)` (STYLE B.8). Calls share the per-address channels of `Channels`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import grpc
+
+from broker import limits
+from broker.api.internal.v1 import internal_pb2 as pb
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.controller import Promise, ReplicaStatus
+from broker.replication.transport import REPLICATION_SERVICE, Channels
+from broker.types import NodeId, Offset, ShardUid
+
+NODE_SERVICE = "broker.api.internal.v1.NodeService"
+CLUSTER_ADMIN_SERVICE = "broker.api.internal.v1.ClusterAdminService"
+
+
+@contextmanager
+def map_rpc_errors(what: str) -> Iterator[None]:
+    """A failed internal RPC as ShoalError(UNAVAILABLE); the cause keeps the gRPC details."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise ShoalError(ErrorCode.UNAVAILABLE, f"{what}: {exc.code()} {exc.details()}") from exc
+
+
+def unary(channel: grpc.aio.Channel, service: str, method: str, response: Any) -> Any:
+    return channel.unary_unary(
+        f"/{service}/{method}",
+        request_serializer=lambda message: message.SerializeToString(),
+        response_deserializer=response.FromString,
+    )
+
+
+class GrpcReplicaControl:
+    """`ReplicaControl` over the internal API; `resolve` maps a node id to its address."""
+
+    def __init__(
+        self,
+        *,
+        channels: Channels,
+        resolve: Callable[[NodeId], str | None],
+        node_id: NodeId,
+        timeout_ms: int = limits.replication_prepare_timeout_ms,
+    ) -> None:
+        self._channels = channels
+        self._resolve = resolve
+        self._node_id = node_id
+        self._timeout_s = timeout_ms / 1000
+
+    def _channel(self, node_id: NodeId) -> grpc.aio.Channel:
+        address = self._resolve(node_id)
+        if address is None:
+            raise ShoalError(ErrorCode.UNAVAILABLE, f"node {node_id} has no known address")
+        return self._channels.get(address)
+
+    async def prepare(self, node_id: NodeId, shard_uid: ShardUid, epoch: int) -> Promise:
+        call = unary(self._channel(node_id), REPLICATION_SERVICE, "Prepare", pb.PrepareResponse)
+        with map_rpc_errors(f"Prepare to {node_id}"):
+            answer = await call(
+                pb.PrepareRequest(shard_uid=shard_uid, epoch=epoch, controller=self._node_id),
+                timeout=self._timeout_s,
+            )
+        return Promise(
+            ok=answer.ok,
+            last_epoch=answer.last_epoch,
+            log_end=Offset(answer.log_end),
+            promised_epoch=answer.promised_epoch,
+        )
+
+    async def seal(self, node_id: NodeId, shard_uid: ShardUid, epoch: int) -> Offset | None:
+        call = unary(self._channel(node_id), REPLICATION_SERVICE, "Seal", pb.SealResponse)
+        with map_rpc_errors(f"Seal to {node_id}"):
+            answer = await call(
+                pb.SealRequest(
+                    shard_uid=shard_uid, epoch=epoch, wait_ms=limits.replication_seal_wait_ms_max
+                ),
+                timeout=self._timeout_s,
+            )
+        return Offset(answer.end_offset) if answer.sealed else None
+
+    async def replica_status(self, node_id: NodeId, shard_uid: ShardUid) -> ReplicaStatus:
+        call = unary(
+            self._channel(node_id), REPLICATION_SERVICE, "ReplicaStatus", pb.ReplicaStatusResponse
+        )
+        with map_rpc_errors(f"ReplicaStatus to {node_id}"):
+            answer = await call(
+                pb.ReplicaStatusRequest(shard_uids=[shard_uid]), timeout=self._timeout_s
+            )
+        for state in answer.replicas:
+            if state.shard_uid == shard_uid:
+                return ReplicaStatus(
+                    log_end=Offset(state.log_end),
+                    hw=Offset(state.high_watermark),
+                    last_epoch=state.last_epoch,
+                )
+        raise ShoalError(ErrorCode.UNAVAILABLE, f"node {node_id} holds no replica of {shard_uid}")
+
+    async def statuses(self, address: str) -> pb.ReplicaStatusResponse:
+        """Every replica on the node at `address` (diagnostics, tests)."""
+        call = unary(
+            self._channels.get(address),
+            REPLICATION_SERVICE,
+            "ReplicaStatus",
+            pb.ReplicaStatusResponse,
+        )
+        with map_rpc_errors(f"ReplicaStatus to {address}"):
+            answer: pb.ReplicaStatusResponse = await call(
+                pb.ReplicaStatusRequest(), timeout=self._timeout_s
+            )
+        return answer
+
+
+async def send_heartbeat(
+    channels: Channels,
+    address: str,
+    *,
+    node_id: NodeId,
+    incarnation: int,
+    sent_ms: int,
+    shutting_down: bool,
+    timeout_ms: int,
+) -> pb.HeartbeatResponse:
+    call = unary(channels.get(address), NODE_SERVICE, "Heartbeat", pb.HeartbeatResponse)
+    with map_rpc_errors(f"Heartbeat to {address}"):
+        answer: pb.HeartbeatResponse = await call(
+            pb.HeartbeatRequest(
+                node_id=node_id,
+                incarnation=incarnation,
+                sent_ms=sent_ms,
+                shutting_down=shutting_down,
+            ),
+            timeout=timeout_ms / 1000,
+        )
+    return answer

@@ -1,0 +1,363 @@
+"""The node-to-node transport of replication messages, and the gRPC adapter behind it.
+
+`Transport` is the seam (STYLE B.3): `send(envelope)` never blocks and may drop; inbound
+messages reach the driver through the callback given to the adapter. Like Kafka's
+NetworkChannel it assumes neither ordering across streams, nor delivery, nor replies: the
+replica core resends what is not acknowledged (`replication_resend_ms`) and heartbeats its HW.
+
+`GrpcTransport` keeps one long-lived `ReplicationService.Replicate` stream per peer node, over
+a channel from the shared `Channels` pool (the unary RPCs to that node use the same channel).
+Each peer has a bounded send queue (`limits.replication_send_queue_max`): when a peer is slow,
+paused or down the queue fills and further messages are dropped, never buffered without bound
+and never blocking the driver. A broken stream is reopened with exponential backoff
+(`replication_reconnect_ms_min` .. `_max`); messages queued meanwhile go out on the new stream.
+Keepalive pings detect a silently dead peer (kill -9 of a host, SIGSTOP) within seconds.
+
+`replication_handler` serves the other side: the Replicate stream (decoded messages go to the
+endpoint's `deliver`) and the unary Prepare / Seal / ReplicaStatus RPCs.
+
+Lifecycle: `await transport.run()` inside the node's TaskGroup (infinite on purpose: it ends
+when cancelled at node stop); `Channels.close()` after that. Loop-bound; not thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+
+from broker import limits
+from broker.api.internal.v1 import internal_pb2 as pb
+from broker.replication.messages import Envelope, Promise, ReplicationMessage
+from broker.replication.replica import ReplicaStatistics
+from broker.replication.wire import envelope_from_proto, envelope_to_proto
+from broker.types import NodeId, Offset, ShardUid
+
+log = logging.getLogger(__name__)
+
+REPLICATION_SERVICE = "broker.api.internal.v1.ReplicationService"
+
+# Client side: notice a dead peer within ~2 s even when no call is in flight.
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+    ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+    ("grpc.keepalive_time_ms", 1_000),
+    ("grpc.keepalive_timeout_ms", 1_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Reconnect quickly after a peer restarts (gRPC's default backoff grows to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    ("grpc.min_reconnect_backoff_ms", 100),
+]
+# Server side: accept those pings (the default policy answers them with GOAWAY).
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+class Transport(Protocol):
+    """Sends replication messages to other nodes; never blocks, may drop."""
+
+    def send(self, envelope: Envelope) -> None: ...
+
+
+class Channels:
+    """One grpc.aio channel per peer address, shared by the stream and the unary RPCs."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def get(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            self._channels[address] = channel
+        return channel
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransportStatistics:
+    sent: int
+    dropped: int  # send queue full, or no address known for the peer
+    received: int
+    reconnects: int
+
+
+class _Peer:
+    """The bounded send queue towards one node, and the event that wakes its stream."""
+
+    def __init__(self, node_id: NodeId, queue_max: int) -> None:
+        self.node_id = node_id
+        self.queue: collections.deque[Envelope] = collections.deque()
+        self.queue_max = queue_max
+        self.ready = asyncio.Event()
+
+
+class GrpcTransport:
+    """`Transport` over one `Replicate` stream per peer (module docstring). Node view."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        channels: Channels,
+        resolve: Callable[[NodeId], str | None],
+        queue_max: int = limits.replication_send_queue_max,
+    ) -> None:
+        assert queue_max >= 1
+        self._node_id = node_id
+        self._channels = channels
+        self._resolve = resolve
+        self._queue_max = queue_max
+        self._peers: dict[NodeId, _Peer] = {}
+        self._new_peers: asyncio.Queue[_Peer] = asyncio.Queue()
+        self._sent = 0
+        self._dropped = 0
+        self._reconnects = 0
+        self.received = 0
+
+    def send(self, envelope: Envelope) -> None:
+        assert envelope.to != self._node_id, "a message to ourselves"
+        peer = self._peers.get(envelope.to)
+        if peer is None:
+            peer = self._peers[envelope.to] = _Peer(envelope.to, self._queue_max)
+            self._new_peers.put_nowait(peer)
+        if len(peer.queue) >= peer.queue_max:
+            self._dropped += 1  # the replica's resend timer recovers (module docstring)
+            return
+        peer.queue.append(envelope)
+        peer.ready.set()
+
+    def statistics(self) -> TransportStatistics:
+        return TransportStatistics(
+            sent=self._sent,
+            dropped=self._dropped,
+            received=self.received,
+            reconnects=self._reconnects,
+        )
+
+    async def run(self) -> None:
+        """Owns one stream task per peer. Infinite on purpose: cancelled at node stop."""
+        async with asyncio.TaskGroup() as group:
+            while True:
+                peer = await self._new_peers.get()
+                group.create_task(self._run_peer(peer), name=f"replicate-to-{peer.node_id}")
+
+    async def _run_peer(self, peer: _Peer) -> None:
+        backoff_ms = limits.replication_reconnect_ms_min
+        while True:  # infinite on purpose: one stream after another until cancelled
+            await peer.ready.wait()
+            address = self._resolve(peer.node_id)
+            if address is None:
+                self._dropped += len(peer.queue)
+                peer.queue.clear()
+                peer.ready.clear()
+                continue
+            stub = self._channels.get(address).stream_stream(
+                f"/{REPLICATION_SERVICE}/Replicate",
+                request_serializer=pb.ReplicationEnvelope.SerializeToString,
+                response_deserializer=pb.ReplicationEnvelope.FromString,
+            )
+            call = stub(self._outgoing(peer))
+            try:
+                async for _ in call:  # the receiver answers nothing on this stream
+                    pass
+                backoff_ms = limits.replication_reconnect_ms_min
+            except grpc.aio.AioRpcError as error:
+                log.info(
+                    "replication_stream_lost",
+                    extra={"peer": peer.node_id, "code": str(error.code()), "retry_ms": backoff_ms},
+                )
+            finally:
+                call.cancel()
+            self._reconnects += 1
+            await asyncio.sleep(backoff_ms / 1000)  # backoff between reconnects, not a sync
+            backoff_ms = min(backoff_ms * 2, limits.replication_reconnect_ms_max)
+
+    async def _outgoing(self, peer: _Peer) -> AsyncIterator[pb.ReplicationEnvelope]:
+        while True:  # infinite on purpose: the stream lives until it breaks or is cancelled
+            if not peer.queue:
+                peer.ready.clear()
+                await peer.ready.wait()
+                continue
+            envelope = peer.queue.popleft()
+            self._sent += 1
+            yield envelope_to_proto(envelope, sender=self._node_id)
+
+
+# --- The receiving side ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealAnswer:
+    end_offset: Offset | None  # None: not sealed yet
+
+
+class ReplicationEndpoint(Protocol):
+    """What the ReplicationService handlers need from the node's replication driver."""
+
+    def deliver(self, message: ReplicationMessage) -> None:
+        """Queue an inbound Append/AppendAck (bounded; dropped when full)."""
+        ...
+
+    async def prepare(self, shard_uid: ShardUid, epoch: int) -> Promise | None:
+        """The durable promise, or None when this node holds no replica of the shard."""
+        ...
+
+    async def seal(self, shard_uid: ShardUid, epoch: int, *, wait_ms: int) -> SealAnswer: ...
+
+    def replica_statistics(self, shard_uids: frozenset[ShardUid]) -> list[ReplicaStatistics]:
+        """Snapshots of the local replicas (all of them for an empty set)."""
+        ...
+
+    @property
+    def node_id(self) -> NodeId: ...
+
+
+class InboundStreams:
+    """The Replicate streams other nodes keep open to this one. They never end by themselves,
+    so a stopping node ends them (`close`) before the gRPC server's grace period, which would
+    otherwise wait the whole grace for them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    def enter(self) -> bool:
+        task = asyncio.current_task()
+        assert task is not None
+        if self._closed:
+            return False
+        self._tasks.add(task)
+        return True
+
+    def leave(self) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.discard(task)
+
+    def close(self) -> None:
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+
+
+def replication_handler(
+    endpoint: ReplicationEndpoint,
+    *,
+    inbound: InboundStreams | None = None,
+    on_received: Callable[[], None] | None = None,
+) -> grpc.GenericRpcHandler:
+    """The ReplicationService of this node, served on the node's gRPC port."""
+    streams = inbound if inbound is not None else InboundStreams()
+
+    async def replicate(
+        requests: AsyncIterator[pb.ReplicationEnvelope], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        if not streams.enter():
+            return
+        try:
+            await _receive(requests)
+        finally:
+            streams.leave()
+
+    async def _receive(requests: AsyncIterator[pb.ReplicationEnvelope]) -> None:
+        async for envelope in requests:
+            if envelope.to_node != endpoint.node_id:
+                continue  # a stale address: that node moved; its sender re-resolves
+            message = envelope_from_proto(envelope)
+            if message is not None:
+                if on_received is not None:
+                    on_received()
+                endpoint.deliver(message)
+
+    async def prepare(
+        request: pb.PrepareRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PrepareResponse:
+        promise = await endpoint.prepare(ShardUid(request.shard_uid), request.epoch)
+        if promise is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no replica of this shard here")
+            raise AssertionError("abort raises")
+        return pb.PrepareResponse(
+            shard_uid=promise.shard_uid,
+            epoch=promise.epoch,
+            sender=promise.sender,
+            ok=promise.ok,
+            last_epoch=promise.last_epoch,
+            log_end=promise.log_end,
+            promised_epoch=promise.promised_epoch,
+        )
+
+    async def seal(
+        request: pb.SealRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.SealResponse:
+        wait_ms = min(request.wait_ms, limits.replication_seal_wait_ms_max)
+        answer = await endpoint.seal(ShardUid(request.shard_uid), request.epoch, wait_ms=wait_ms)
+        if answer.end_offset is None:
+            return pb.SealResponse(sealed=False)
+        return pb.SealResponse(sealed=True, end_offset=answer.end_offset)
+
+    async def replica_status(
+        request: pb.ReplicaStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ReplicaStatusResponse:
+        uids = frozenset(ShardUid(uid) for uid in request.shard_uids)
+        return pb.ReplicaStatusResponse(
+            node_id=endpoint.node_id,
+            replicas=[_replica_state(s) for s in endpoint.replica_statistics(uids)],
+        )
+
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Replicate": grpc.stream_stream_rpc_method_handler(
+            replicate,
+            request_deserializer=pb.ReplicationEnvelope.FromString,
+            response_serializer=pb.ReplicationEnvelope.SerializeToString,
+        ),
+        "Prepare": _unary(prepare, pb.PrepareRequest, pb.PrepareResponse),
+        "Seal": _unary(seal, pb.SealRequest, pb.SealResponse),
+        "ReplicaStatus": _unary(replica_status, pb.ReplicaStatusRequest, pb.ReplicaStatusResponse),
+    }
+    return grpc.method_handlers_generic_handler(REPLICATION_SERVICE, handlers)
+
+
+def _replica_state(statistics: ReplicaStatistics) -> pb.ReplicaState:
+    return pb.ReplicaState(
+        shard_uid=statistics.shard_uid,
+        role=statistics.role.value,
+        epoch=statistics.epoch,
+        leader=statistics.leader or "",
+        promised_epoch=statistics.promised_epoch,
+        log_start=statistics.log_start,
+        log_end=statistics.durable_end,
+        high_watermark=statistics.high_watermark,
+        last_epoch=statistics.last_epoch,
+        sealed=statistics.sealing,
+    )
+
+
+def replica_state_from_proto(state: pb.ReplicaState) -> tuple[Offset, Offset, int]:
+    """(durable log end, high watermark, last epoch) of a ReplicaStatus answer."""
+    return Offset(state.log_end), Offset(state.high_watermark), state.last_epoch
+
+
+def _unary(
+    handler: Any, request_class: Any, response_class: Any
+) -> grpc.RpcMethodHandler[Any, Any]:
+    return grpc.unary_unary_rpc_method_handler(
+        handler,
+        request_deserializer=request_class.FromString,
+        response_serializer=response_class.SerializeToString,
+    )

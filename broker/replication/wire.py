@@ -1,0 +1,117 @@
+"""Replication messages ⇄ the internal protobuf (`proto/broker/api/internal/v1`).
+
+The one place where replication's wire types are touched (STYLE B.7): the transport and the
+RPC adapters call these, the replica core never sees a protobuf. Records travel as they are
+stored (partition key and data); a batch keeps its epoch and control flag, so a follower
+stores exactly the leader's bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from broker.api.internal.v1 import internal_pb2 as pb
+from broker.log.records import AppendBatch, NewRecord, new_record
+from broker.replication.messages import Append, AppendAck, Envelope, ReplicationMessage
+from broker.types import NodeId, Offset, ShardUid
+
+
+def records_to_proto(records: Iterable[NewRecord]) -> list[pb.Record]:
+    return [pb.Record(partition_key=r.partition_key, data=r.data) for r in records]
+
+
+def records_from_proto(records: Iterable[pb.Record]) -> tuple[NewRecord, ...]:
+    return tuple(new_record(r.partition_key, r.data) for r in records)
+
+
+def _batch_to_proto(batch: AppendBatch) -> pb.Batch:
+    return pb.Batch(
+        first_offset=batch.first_offset,
+        arrival_ms=batch.arrival_ms,
+        epoch=batch.epoch,
+        control=batch.control,
+        records=records_to_proto(batch.records),
+    )
+
+
+def _batches_from_proto(
+    shard_uid: ShardUid, batches: Sequence[pb.Batch]
+) -> tuple[AppendBatch, ...]:
+    return tuple(
+        AppendBatch(
+            shard_uid=shard_uid,
+            first_offset=Offset(b.first_offset),
+            arrival_ms=b.arrival_ms,
+            records=records_from_proto(b.records),
+            control=b.control,
+            epoch=b.epoch,
+        )
+        for b in batches
+    )
+
+
+def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEnvelope:
+    """An Append or AppendAck on its way to `envelope.to` (Prepare/Promise are unary RPCs)."""
+    message = envelope.message
+    match message:
+        case Append():
+            return pb.ReplicationEnvelope(
+                from_node=sender,
+                to_node=envelope.to,
+                append=pb.Append(
+                    shard_uid=message.shard_uid,
+                    epoch=message.epoch,
+                    leader=message.leader,
+                    first_offset=message.first_offset,
+                    prev_epoch=message.prev_epoch,
+                    batches=[_batch_to_proto(b) for b in message.batches],
+                    leader_hw=message.leader_hw,
+                    leader_log_start=message.leader_log_start,
+                ),
+            )
+        case AppendAck():
+            return pb.ReplicationEnvelope(
+                from_node=sender,
+                to_node=envelope.to,
+                append_ack=pb.AppendAck(
+                    shard_uid=message.shard_uid,
+                    epoch=message.epoch,
+                    sender=message.sender,
+                    ok=message.ok,
+                    log_end=message.log_end,
+                    last_epoch=message.last_epoch,
+                    promised_epoch=message.promised_epoch,
+                ),
+            )
+        case _:
+            raise AssertionError(f"{type(message).__name__} does not travel on the stream")
+
+
+def envelope_from_proto(envelope: pb.ReplicationEnvelope) -> ReplicationMessage | None:
+    """The message, or None for an envelope of a kind this node does not know (newer peer)."""
+    kind = envelope.WhichOneof("message")
+    if kind == "append":
+        a = envelope.append
+        shard_uid = ShardUid(a.shard_uid)
+        return Append(
+            shard_uid=shard_uid,
+            epoch=a.epoch,
+            leader=NodeId(a.leader),
+            first_offset=Offset(a.first_offset),
+            prev_epoch=a.prev_epoch,
+            batches=_batches_from_proto(shard_uid, a.batches),
+            leader_hw=Offset(a.leader_hw),
+            leader_log_start=Offset(a.leader_log_start),
+        )
+    if kind == "append_ack":
+        k = envelope.append_ack
+        return AppendAck(
+            shard_uid=ShardUid(k.shard_uid),
+            epoch=k.epoch,
+            sender=NodeId(k.sender),
+            ok=k.ok,
+            log_end=Offset(k.log_end),
+            last_epoch=k.last_epoch,
+            promised_epoch=k.promised_epoch,
+        )
+    return None

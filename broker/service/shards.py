@@ -1,0 +1,343 @@
+"""`ShardClient`: where a shard's appends and reads go, on this node or another.
+
+Every node serves every request (decision 0002, "Routing"). Once `records.py` has resolved a
+record to its shard, it hands the append to `ShardClient.append`, which either serves it here,
+when this node is the shard's leader in the metadata image, or forwards it to the leader's node
+(`ShardForwarder`, the gRPC adapter in `broker/replication/peers.py`). That node's
+`NodeService.ShardAppend` handler calls `serve_append` on its own ShardClient, so the local and
+the forwarded path run the same code: the shard's throttle, then the local replica.
+
+Throttling therefore happens where the shard is written, on its leader, whichever gateway the
+request came through, so a shard's limits hold across the cluster. (A leader change starts the
+new leader with full buckets, which lets at most one extra second of traffic through.)
+
+Reads: `GetRecords` is served by any replica on this node whose high watermark covers the
+requested offset when read throttling is off; otherwise (or when this node holds nothing to
+read) by the leader, which also owns the shard's read throttle. `GetShardIterator` positions
+always come from the leader, so LATEST is never behind.
+
+Refusals (`ShardRefusedError`: not the leader, stale epoch, sealed, unreachable) are internal
+(STYLE B.8): the caller waits for a newer metadata image and routes again, within
+`limits.route_retry_attempts_max` and `limits.route_deadline_ms`; clients only see success or,
+past the budget, InternalFailure.
+
+A node view; loop only. Blocking store reads run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from broker import limits
+from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.log.records import NewRecord, StoredRecord
+from broker.log.store import LogStore
+from broker.meta.image import MetadataImage, ShardMeta
+from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.service.throughput import Throttles
+from broker.types import NodeId, Offset, ShardUid, StreamUid
+
+
+class ReadThrottle(enum.IntEnum):
+    """Which read budget of the shard a read counts against (the wire carries the number)."""
+
+    NONE = 0
+    GET_RECORDS = 1
+    GET_SHARD_ITERATOR = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendResult:
+    """The admitted records got offsets [first_offset, first_offset + admitted count), in
+    request order; `throttled` lists the request positions the shard's budget refused."""
+
+    first_offset: Offset
+    arrival_ms: int
+    throttled: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadRequest:
+    start_offset: Offset
+    records_max: int  # 0: positions only (GetShardIterator)
+    bytes_max: int
+    arrival_ms_min: int = 0  # records that arrived earlier are past retention: skipped
+    at_timestamp_ms: int | None = None  # also find the first offset at or after this time
+    throttle: ReadThrottle = ReadThrottle.NONE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReadResult:
+    records: list[StoredRecord]
+    log_start: Offset
+    readable_end: Offset  # the HW the serving replica knows
+    next_offset: Offset  # where the next read continues (past skipped control records)
+    timestamp_offset: Offset | None = None
+    throttled: bool = False
+
+
+class LocalReplicas(Protocol):
+    """This node's side of its shard replicas (`replication.driver.ReplicationDriver`)."""
+
+    def readable_end(self, shard_uid: ShardUid) -> Offset | None:
+        """The high watermark of the local replica, or None when this node holds none."""
+        ...
+
+    async def append(
+        self, shard_uid: ShardUid, *, epoch: int, records: Sequence[NewRecord], now_ms: int
+    ) -> tuple[Offset, int]:
+        """(first offset, arrival_ms) once committed; raises ShardRefusedError or ShoalError."""
+        ...
+
+
+class ShardForwarder(Protocol):
+    """Calls another node's `NodeService` (the gRPC adapter)."""
+
+    async def append(
+        self,
+        address: str,
+        *,
+        stream_uid: StreamUid,
+        shard_uid: ShardUid,
+        epoch: int,
+        records: Sequence[NewRecord],
+    ) -> AppendResult:
+        """Raises ShardRefusedError (incl. UNAVAILABLE when the node does not answer in time)
+        or the node's ShoalError."""
+        ...
+
+    async def read(
+        self,
+        address: str,
+        *,
+        stream_uid: StreamUid,
+        shard_uid: ShardUid,
+        epoch: int,
+        request: ReadRequest,
+    ) -> ReadResult: ...
+
+
+class ShardClient:
+    """Appends and reads one shard wherever it lives. Node view; loop only."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        clock: Clock,
+        store: LogStore,
+        local: LocalReplicas,
+        throttles: Throttles,
+        forwarder: ShardForwarder | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.throttles = throttles
+        self._clock = clock
+        self.store = store
+        self._local = local
+        self._forwarder = forwarder
+
+    # --- The caller's side: route --------------------------------------------------------------
+
+    @staticmethod
+    def leader_of(shard: ShardMeta) -> NodeId | None:
+        """The node that takes the shard's appends (None while the controller elects one)."""
+        return shard.leader
+
+    async def append(
+        self,
+        image: MetadataImage,
+        stream_uid: StreamUid,
+        shard: ShardMeta,
+        records: Sequence[NewRecord],
+        sizes: Sequence[int],
+    ) -> AppendResult:
+        """Appends `records` (with their AWS sizes, for the throttle) to the shard's leader."""
+        leader = self.leader_of(shard)
+        if leader is None:
+            raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard.uid)
+        if leader == self.node_id:
+            return await self.serve_append(
+                shard.uid, epoch=shard.epoch, records=records, sizes=sizes
+            )
+        assert self._forwarder is not None, "a remote leader without a forwarder"
+        return await self._forwarder.append(
+            self._address(image, leader, shard),
+            stream_uid=stream_uid,
+            shard_uid=shard.uid,
+            epoch=shard.epoch,
+            records=records,
+        )
+
+    async def read(
+        self,
+        image: MetadataImage,
+        stream_uid: StreamUid,
+        shard: ShardMeta,
+        request: ReadRequest,
+    ) -> ReadResult:
+        leader = self.leader_of(shard)
+        if leader == self.node_id or self._may_read_here(shard, request):
+            return await self.serve_read(shard.uid, request)
+        if leader is None:
+            raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard.uid)
+        assert self._forwarder is not None, "a remote leader without a forwarder"
+        try:
+            return await self._forwarder.read(
+                self._address(image, leader, shard),
+                stream_uid=stream_uid,
+                shard_uid=shard.uid,
+                epoch=shard.epoch,
+                request=request,
+            )
+        except ShardRefusedError as refusal:
+            # The leader's node is away (until the controller moves the leadership, which may
+            # not happen soon for a closed shard): what this node's replica has committed is
+            # as good an answer as any, if it holds one.
+            if refusal.reason not in (RefusalReason.UNAVAILABLE, RefusalReason.OUTCOME_UNKNOWN):
+                raise
+            if self._local.readable_end(shard.uid) is None:
+                raise
+            return await self.serve_read(shard.uid, request)
+
+    def _may_read_here(self, shard: ShardMeta, request: ReadRequest) -> bool:
+        if request.throttle is ReadThrottle.GET_SHARD_ITERATOR or request.records_max == 0:
+            return False  # positions come from the leader (module docstring)
+        if request.throttle is not ReadThrottle.NONE and self.throttles.reads_limited:
+            return False  # the leader owns the read budget
+        end = self._local.readable_end(shard.uid)
+        return end is not None and end > request.start_offset
+
+    def _address(self, image: MetadataImage, node_id: NodeId, shard: ShardMeta) -> str:
+        node = image.nodes.get(node_id)
+        if node is None:
+            raise ShardRefusedError(
+                RefusalReason.UNAVAILABLE, shard_uid=shard.uid, leader=node_id, detail="unknown"
+            )
+        return node.api_address
+
+    # --- The serving side: this node's replica --------------------------------------------------
+
+    async def serve_append(
+        self,
+        shard_uid: ShardUid,
+        *,
+        epoch: int,
+        records: Sequence[NewRecord],
+        sizes: Sequence[int],
+    ) -> AppendResult:
+        """Throttle record by record, then append what was admitted to the local replica."""
+        assert len(records) == len(sizes)
+        assert records
+        throttled: tuple[int, ...] = ()
+        if self.throttles.writes_limited:
+            now_ms = self._clock.monotonic_ms()
+            throttle = self.throttles.write(shard_uid, now_ms=now_ms)
+            admitted_positions = []
+            refused = []
+            for position, size in enumerate(sizes):
+                if throttle.admit(record_bytes=size, now_ms=now_ms):
+                    admitted_positions.append(position)
+                else:
+                    refused.append(position)
+            if refused:
+                throttled = tuple(refused)
+                records = [records[p] for p in admitted_positions]
+                if not records:
+                    return AppendResult(first_offset=Offset(0), arrival_ms=0, throttled=throttled)
+        first_offset, arrival_ms = await self._local.append(
+            shard_uid, epoch=epoch, records=records, now_ms=self._clock.wall_ms()
+        )
+        return AppendResult(first_offset=first_offset, arrival_ms=arrival_ms, throttled=throttled)
+
+    async def serve_read(self, shard_uid: ShardUid, request: ReadRequest) -> ReadResult:
+        """Reads the local replica below its high watermark (module docstring)."""
+        end = self._local.readable_end(shard_uid)
+        if end is None:
+            raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard_uid)
+        now_ms = self._clock.monotonic_ms()
+        read_throttle = self.throttles.read(shard_uid, now_ms=now_ms)
+        match request.throttle:
+            case ReadThrottle.GET_RECORDS:
+                admitted = read_throttle.admit_get_records(now_ms=now_ms)
+            case ReadThrottle.GET_SHARD_ITERATOR:
+                admitted = read_throttle.admit_get_shard_iterator(now_ms=now_ms)
+            case ReadThrottle.NONE:
+                admitted = True
+        if not admitted:
+            return ReadResult(
+                records=[],
+                log_start=Offset(0),
+                readable_end=end,
+                next_offset=request.start_offset,
+                throttled=True,
+            )
+        result = await asyncio.to_thread(_read_store, self.store, shard_uid, request, end)
+        if request.throttle is ReadThrottle.GET_RECORDS:
+            read_throttle.record_read(
+                read_bytes=sum(r.size_bytes for r in result.records),
+                now_ms=self._clock.monotonic_ms(),
+            )
+        return result
+
+
+def _read_store(
+    store: LogStore, shard_uid: ShardUid, request: ReadRequest, end: Offset
+) -> ReadResult:
+    """In a worker thread: the records of [start, end) that are retained and not past
+    retention, plus the positions a GetShardIterator needs."""
+    log_start = store.log_start(shard_uid)
+    timestamp_offset = None
+    if request.at_timestamp_ms is not None:
+        timestamp_offset = store.first_offset_at_or_after_time(shard_uid, request.at_timestamp_ms)
+    records: list[StoredRecord] = []
+    start = request.start_offset
+    next_offset = Offset(max(start, 0))
+    if request.records_max > 0 and start < end:
+        records, next_offset = _read_retained(store, shard_uid, request, end)
+        if not records:
+            next_offset = Offset(max(next_offset, log_start))
+    return ReadResult(
+        records=records,
+        log_start=log_start,
+        readable_end=end,
+        next_offset=next_offset,
+        timestamp_offset=timestamp_offset,
+    )
+
+
+def _read_retained(
+    store: LogStore, shard_uid: ShardUid, request: ReadRequest, end: Offset
+) -> tuple[list[StoredRecord], Offset]:
+    """Committed records in [start, end) without those past retention, and the next offset."""
+    start = request.start_offset
+    for _ in range(limits.read_retention_skips_max):
+        records = store.read(
+            shard_uid,
+            start_offset=start,
+            end_offset=end,
+            records_max=request.records_max,
+            bytes_max=request.bytes_max,
+        )
+        if not records:
+            # Nothing readable in [start, end): only control records (epoch-start markers) or
+            # trimmed ones. Readers continue at the end, or they could never pass a marker
+            # that ends a closed shard.
+            return [], end
+        if records[0].arrival_ms >= request.arrival_ms_min:
+            return records, Offset(records[-1].offset + 1)
+        # Past retention but not trimmed yet: unreadable at once, as on AWS. Arrival times are
+        # non-decreasing per shard, so the expired records are a prefix.
+        first_live = store.first_offset_at_or_after_time(shard_uid, request.arrival_ms_min)
+        if first_live is None or first_live >= end:
+            return [], request.start_offset
+        live = [r for r in records if r.offset >= first_live]
+        if live:
+            return live, Offset(live[-1].offset + 1)
+        start = first_live
+    raise ShoalError(ErrorCode.INTERNAL_FAILURE, "reading past expired records did not converge")

@@ -1,0 +1,194 @@
+"""What the cluster tests share: admin RPCs, readers, and a producer that remembers what was
+acknowledged."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import grpc
+
+from broker.api.internal.v1 import internal_pb2 as pb
+from broker.client.grpc_client import ShoalClient
+from broker.errors import ShoalError
+from tests.support import ClusterProcesses, wait_until
+
+
+def _admin(endpoint: str, method: str, request: Any, response: Any, service: str) -> Any:
+    with grpc.insecure_channel(endpoint) as channel:
+        call: Any = channel.unary_unary(
+            f"/broker.api.internal.v1.{service}/{method}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=response.FromString,
+        )
+        return call(request, timeout=5)
+
+
+def cluster_status(endpoint: str) -> pb.ClusterStatusResponse:
+    status: pb.ClusterStatusResponse = _admin(
+        endpoint,
+        "ClusterStatus",
+        pb.ClusterStatusRequest(),
+        pb.ClusterStatusResponse,
+        "ClusterAdminService",
+    )
+    return status
+
+
+def replica_status(endpoint: str) -> pb.ReplicaStatusResponse:
+    status: pb.ReplicaStatusResponse = _admin(
+        endpoint,
+        "ReplicaStatus",
+        pb.ReplicaStatusRequest(),
+        pb.ReplicaStatusResponse,
+        "ReplicationService",
+    )
+    return status
+
+
+def formed(endpoint: str, size: int) -> bool:
+    """Every node registered and ACTIVE, a controller known, as `endpoint` sees it."""
+    try:
+        status = cluster_status(endpoint)
+    except grpc.RpcError:
+        return False
+    active = [n for n in status.nodes if n.state == "ACTIVE"]
+    return len(active) == size and bool(status.controller)
+
+
+def wait_formed(cluster: ClusterProcesses, *, deadline_s: float = 60) -> None:
+    size = len(cluster.nodes)
+    for endpoint in cluster.endpoints:
+        wait_until(
+            partial(formed, endpoint, size), deadline_s=deadline_s, what=f"{endpoint} formed"
+        )
+
+
+def shard_leaders(endpoint: str, stream: str) -> dict[str, str]:
+    """shard id -> leader node id of the stream's open shards."""
+    return {
+        s.shard_id: s.leader
+        for s in cluster_status(endpoint).shards
+        if s.stream_name == stream and s.state != "CLOSED"
+    }
+
+
+def read_shard(client: ShoalClient, stream: str, shard_id: str) -> list[dict[str, Any]]:
+    token = client.call(
+        "GetShardIterator",
+        {"StreamName": stream, "ShardId": shard_id, "ShardIteratorType": "TRIM_HORIZON"},
+    )["ShardIterator"]
+    records: list[dict[str, Any]] = []
+    for _ in range(10_000):
+        response = client.call("GetRecords", {"ShardIterator": token})
+        records += response["Records"]
+        token = response.get("NextShardIterator")
+        if token is None or (not response["Records"] and response["MillisBehindLatest"] == 0):
+            return records
+    raise AssertionError("shard did not end")
+
+
+def read_stream(endpoint: str, stream: str) -> dict[bytes, list[tuple[str, str]]]:
+    """data -> [(shard id, sequence number)] of every record of every shard, read via
+    `endpoint`."""
+    found: dict[bytes, list[tuple[str, str]]] = {}
+    with ShoalClient(endpoint, timeout_s=30) as client:
+        shards = client.call("ListShards", {"StreamName": stream})["Shards"]
+        for shard in shards:
+            for record in read_shard(client, stream, shard["ShardId"]):
+                found.setdefault(record["Data"], []).append(
+                    (shard["ShardId"], record["SequenceNumber"])
+                )
+    return found
+
+
+@dataclass
+class Producer:
+    """A thread putting batches through the given endpoints (the next one after a failure),
+    retrying a failed record up to `attempts` times, recording acknowledgements."""
+
+    endpoints: Sequence[str]
+    stream: str
+    name: str = "p"  # prefixes the data, so producers' records differ
+    batch_size: int = 20
+    attempts: int = 20
+    acknowledged: dict[bytes, tuple[str, str]] = field(default_factory=dict)
+    ack_times: list[float] = field(default_factory=list)
+    failed_calls: int = 0  # calls that failed (then retried)
+    lost: list[bytes] = field(default_factory=list)  # records never acknowledged
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Producer:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join(timeout=120)
+        assert not self._thread.is_alive()
+
+    def wait_acknowledged(self, count: int, *, deadline_s: float = 60) -> None:
+        wait_until(
+            lambda: len(self.acknowledged) >= count, deadline_s=deadline_s, what="acknowledgements"
+        )
+
+    def _run(self) -> None:
+        clients = [ShoalClient(e, timeout_s=30) for e in self.endpoints]
+        target = 0
+        batch = 0
+        try:
+            while not self._stop.is_set():
+                pending = [f"{self.name}:{batch}:{i}".encode() for i in range(self.batch_size)]
+                batch += 1
+                for _ in range(self.attempts):
+                    if not pending:
+                        break
+                    try:
+                        response = clients[target].call(
+                            "PutRecords",
+                            {
+                                "StreamName": self.stream,
+                                "Records": [
+                                    {"PartitionKey": data.decode(), "Data": data}
+                                    for data in pending
+                                ],
+                            },
+                        )
+                    except ShoalError:
+                        self.failed_calls += 1
+                        target = (target + 1) % len(clients)
+                        time.sleep(0.05)  # a client's retry pause, as an SDK's backoff
+                        continue
+                    retry = []
+                    for data, result in zip(pending, response["Records"], strict=True):
+                        if "SequenceNumber" in result:
+                            self.acknowledged[data] = (result["ShardId"], result["SequenceNumber"])
+                            self.ack_times.append(time.monotonic())
+                        else:
+                            retry.append(data)
+                    if retry:
+                        self.failed_calls += 1
+                    pending = retry
+                self.lost.extend(pending)
+        finally:
+            for client in clients:
+                client.close()
+
+
+def check_no_loss(endpoint: str, stream: str, acknowledged: dict[bytes, tuple[str, str]]) -> None:
+    """Every acknowledged record is readable via `endpoint` at the position it was acknowledged
+    with, and no sequence number appears twice."""
+    found = read_stream(endpoint, stream)
+    missing = [data for data in acknowledged if data not in found]
+    assert not missing, f"{len(missing)} acknowledged records missing via {endpoint}: {missing[:5]}"
+    for data, position in acknowledged.items():
+        assert position in found[data], (data, position, found[data])
+    numbers = [number for positions in found.values() for _, number in positions]
+    assert len(numbers) == len(set(numbers)), "a sequence number appears twice"

@@ -1,0 +1,189 @@
+"""The replication driver around real replicas: three drivers in one loop, each with its own
+MemoryLogStore and GroupCommitWriter, wired by a loopback transport that can drop a node.
+
+Goal: the driver executes Ready in the order the replica needs (persist, send, answer,
+advance), keeps ticking (followers learn the leader's HW from heartbeats, not only from the
+next append), answers Prepare only once the promise is durable, and never answers a producer
+whose records did not commit. Waits are bounded by the drivers' own timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from broker.clock import SystemClock
+from broker.log.group_commit import GroupCommitWriter
+from broker.log.memory_store import MemoryLogStore
+from broker.log.records import new_record
+from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.replication.driver import ReplicationDriver
+from broker.replication.messages import Envelope
+from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
+
+NODES = (NodeId("a"), NodeId("b"), NodeId("c"))
+SHARD = ShardUid(7)
+
+
+def _image(*, leader: NodeId, epoch: int) -> MetadataImage:
+    shard = ShardMeta(
+        index=ShardIndex(0),
+        uid=SHARD,
+        hash_key_start=0,
+        hash_key_end=2**128 - 1,
+        parent_index=None,
+        adjacent_parent_index=None,
+        created_ms=0,
+        state=ShardState.OPEN,
+        replicas=NODES,
+        leader=leader,
+        epoch=epoch,
+    )
+    stream = StreamMeta(
+        name=StreamName("s"),
+        uid=StreamUid(1),
+        arn="arn:aws:kinesis:us-east-1:000000000000:stream/s",
+        created_ms=0,
+        mode=StreamMode.PROVISIONED,
+        retention_hours=24,
+        shards=(shard,),
+        next_shard_index=ShardIndex(1),
+        transient_status=None,
+    )
+    return MetadataImage(streams={stream.name: stream})
+
+
+@dataclass
+class Cluster:
+    image: MetadataImage
+    drivers: dict[NodeId, ReplicationDriver] = field(default_factory=dict)
+    stores: dict[NodeId, MemoryLogStore] = field(default_factory=dict)
+    down: set[NodeId] = field(default_factory=set)
+
+    def transport(self, me: NodeId) -> object:
+        cluster = self
+
+        class Loopback:
+            def send(self, envelope: Envelope) -> None:
+                if me in cluster.down or envelope.to in cluster.down:
+                    return
+                cluster.drivers[envelope.to].deliver(envelope.message)
+
+        return Loopback()
+
+    def statistics(self, node: NodeId) -> tuple[int, int]:
+        (replica,) = self.drivers[node].replica_statistics(frozenset())
+        return replica.durable_end, replica.high_watermark
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[Cluster]:
+    cluster = Cluster(image=_image(leader=NODES[0], epoch=1))
+    writers = []
+    clock = SystemClock()
+    async with asyncio.TaskGroup() as group:
+        for node in NODES:
+            store = MemoryLogStore()
+            writer = GroupCommitWriter(store)
+            writer.start()
+            writers.append(writer)
+            driver = ReplicationDriver(
+                node_id=node,
+                store=store,
+                writer=writer,
+                transport=cluster.transport(node),  # type: ignore[arg-type]
+                clock=clock,
+                image=lambda: cluster.image,
+                tick_ms=10,
+            )
+            cluster.drivers[node] = driver
+            cluster.stores[node] = store
+        tasks = [group.create_task(d.run()) for d in cluster.drivers.values()]
+        try:
+            yield cluster
+        finally:
+            for task in tasks:
+                task.cancel()
+    for writer in writers:
+        writer.stop()
+
+
+async def _wait(predicate: object, *, timeout_s: float = 5.0) -> None:
+    assert callable(predicate)
+    async with asyncio.timeout(timeout_s):
+        while not predicate():  # noqa: ASYNC110  # polls replica state; no event exists
+            await asyncio.sleep(0.01)
+
+
+async def _append(cluster: Cluster, node: NodeId, epoch: int, data: bytes) -> tuple[int, int]:
+    first, arrival = await cluster.drivers[node].append(
+        SHARD, epoch=epoch, records=[new_record("k", data)], now_ms=SystemClock().wall_ms()
+    )
+    return first, arrival
+
+
+async def test_append_commits_on_a_majority_and_followers_learn_the_hw(cluster: Cluster) -> None:
+    first, _ = await _append(cluster, NODES[0], 1, b"one")
+    assert first == 1  # offset 0 is the epoch-start marker
+    leader_end, leader_hw = cluster.statistics(NODES[0])
+    assert leader_hw == leader_end == 2
+    # No further append: the HW reaches the followers by heartbeat (ticks).
+    await _wait(lambda: all(cluster.statistics(n) == (2, 2) for n in NODES))
+    assert cluster.drivers[NODES[1]].readable_end(SHARD) == 2
+
+
+async def test_a_minority_cannot_commit_and_the_producer_is_not_answered(
+    cluster: Cluster,
+) -> None:
+    await _append(cluster, NODES[0], 1, b"one")
+    cluster.down = {NODES[1], NODES[2]}
+    pending = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"alone"))
+    await asyncio.sleep(0.2)  # a window in which an unsafe driver would have answered
+    assert not pending.done()
+    cluster.down = set()
+    first, _ = await asyncio.wait_for(pending, timeout=5)
+    assert first == 2
+
+
+async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_records(
+    cluster: Cluster,
+) -> None:
+    await _append(cluster, NODES[0], 1, b"one")
+    for node in NODES[1:]:
+        promise = await cluster.drivers[node].prepare(SHARD, 2)
+        assert promise is not None
+        assert promise.ok
+        assert cluster.stores[node].promised_epoch(SHARD) == 2  # durable before the answer
+    # The old leader can no longer gather a majority at epoch 1: its producer waits until
+    # the new leader's log cuts the record off, and is then told: outcome unknown.
+    fenced = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"fenced"))
+    await asyncio.sleep(0.1)  # a window in which an unsafe driver would have answered
+    assert not fenced.done()
+    cluster.image = _image(leader=NODES[1], epoch=2)
+    with pytest.raises(ShardRefusedError) as stale:
+        await _append(cluster, NODES[1], 1, b"old epoch")
+    assert stale.value.reason is RefusalReason.STALE_EPOCH
+    first, _ = await _append(cluster, NODES[1], 2, b"two")
+    with pytest.raises(ShardRefusedError) as cut:
+        await asyncio.wait_for(fenced, timeout=5)
+    assert cut.value.reason is RefusalReason.OUTCOME_UNKNOWN
+    records = cluster.stores[NODES[1]].read(
+        SHARD,
+        start_offset=Offset(0),
+        end_offset=Offset(first + 1),
+        records_max=100,
+        bytes_max=1 << 20,
+    )
+    assert [r.data for r in records] == [b"one", b"two"]
+    await _wait(lambda: len({cluster.statistics(n) for n in NODES}) == 1)
+
+
+def test_image_factory_is_consistent() -> None:
+    image = _image(leader=NODES[0], epoch=1)
+    (stream,) = image.streams.values()
+    assert dataclasses.replace(stream.shards[0], epoch=2).epoch == 2
