@@ -2,13 +2,50 @@
 
 An entry module of its own, so that `benchmarks.bench` is imported once under its real name
 (not as `__main__`) and `benchmarks.aws_http`, which imports it, shares its classes.
+
+`--only cluster` runs the 3-node figures alone (benchmarks/cluster.py, which also takes
+`--kills N`); without `--only`, the single-node run is followed by the cluster one (its
+`--json PATH` figures go to PATH with `-cluster` before `.json`).
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks.bench import main
+from benchmarks import bench, cluster
+
+
+def _without_kills(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--kills":
+            skip = True
+        elif not arg.startswith("--kills="):
+            out.append(arg)
+    return out
+
+
+def _dispatch(argv: list[str]) -> int:
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["cluster"]:
+        at = argv.index("--only")
+        return cluster.main(argv[:at] + argv[at + 2 :])
+    if "--only=cluster" in argv:
+        return cluster.main([a for a in argv if a != "--only=cluster"])
+    if any(a == "--only" or a.startswith("--only=") for a in argv):
+        return bench.main(_without_kills(argv))
+    status = bench.main(_without_kills(argv))
+    if status != 0:
+        return status
+    rest = list(argv)
+    if "--json" in rest and rest.index("--json") + 1 < len(rest):
+        at = rest.index("--json") + 1
+        path = rest[at]
+        rest[at] = path[:-5] + "-cluster.json" if path.endswith(".json") else path + "-cluster"
+    return cluster.main(rest)
+
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_dispatch(sys.argv[1:]))

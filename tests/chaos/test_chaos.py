@@ -1,0 +1,148 @@
+"""Chaos: a 3-node cluster under kill -9 / SIGSTOP / restart faults while producers write, then
+every shard read back through every node and checked (tests/chaos/checker.py).
+
+The short run here takes about a minute: 30 s of faults (`SHOAL_CHAOS_SECONDS` changes it),
+with a fresh random seed each time, printed on failure with the command that replays its fault
+schedule (`SHOAL_CHAOS_SEED=S`, or `scripts/chaos --seed S` for a long run). The checker's own
+tests run on hand-made histories and take no time.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.checker import Ack, SourceRead, WriteHistory, check
+from tests.chaos.nemesis import FaultKind, Plan
+from tests.chaos.workload import run_chaos
+from tests.cluster.helpers import wait_formed
+from tests.support import ClusterProcesses
+
+# --- The checker on hand-made histories --------------------------------------------------
+
+
+def _history(*acked: tuple[bytes, int], attempts: dict[bytes, int] | None = None) -> WriteHistory:
+    history = WriteHistory()
+    for call, (data, offset) in enumerate(acked):
+        history.attempts[data] = 1
+        history.acked[data] = Ack(
+            shard_id="s0", offset=offset, producer="p0", partition_key="k", call=call, position=0
+        )
+    history.attempts.update(attempts or {})
+    return history
+
+
+def _read(source: str, *records: tuple[int, bytes], replica: bool = False) -> SourceRead:
+    end = records[-1][0] + 1 if records else 0
+    return SourceRead(
+        source=source, shard_id="s0", records=records, replica=replica, end=end if replica else None
+    )
+
+
+def test_checker_accepts_a_clean_history() -> None:
+    history = _history((b"a", 0), (b"b", 2))
+    reads = [
+        _read("gateway node-1", (0, b"a"), (2, b"b")),
+        _read("replica node-2", (0, b"a"), (2, b"b"), replica=True),
+    ]
+    report = check(history, reads)
+    assert report.ok, report.format()
+
+
+def test_checker_finds_lost_and_unseen_records() -> None:
+    history = _history((b"a", 0), (b"b", 1), (b"c", 5))
+    report = check(history, [_read("gateway node-1", (1, b"b"))])
+    assert [d.split()[0] for d in report.anomalies["lost"]] == ["b'a'"]
+    assert [d.split()[0] for d in report.anomalies["unseen"]] == ["b'c'"]
+
+
+def test_checker_finds_duplicates_but_allows_one_copy_per_attempt() -> None:
+    history = _history((b"a", 0), (b"b", 3), attempts={b"b": 2})
+    fine = check(history, [_read("gateway node-1", (0, b"a"), (1, b"b"), (3, b"b"))])
+    assert fine.ok, fine.format()
+    report = check(history, [_read("gateway node-1", (0, b"a"), (1, b"a"), (3, b"b"))])
+    assert len(report.anomalies["duplicate"]) == 1
+    assert "sent in 1 call(s)" in report.anomalies["duplicate"][0]
+
+
+def test_checker_finds_inconsistent_offsets_misplaced_and_phantoms() -> None:
+    history = _history((b"a", 0), (b"b", 1))
+    reads = [
+        _read("gateway node-1", (0, b"a"), (1, b"b")),
+        _read("gateway node-2", (0, b"a"), (1, b"x")),
+    ]
+    report = check(history, reads)
+    assert len(report.anomalies["inconsistent-offsets"]) == 1
+    assert len(report.anomalies["phantom"]) == 1
+    misplaced = check(history, [_read("gateway node-1", (0, b"a"), (2, b"b"))])
+    assert len(misplaced.anomalies["misplaced"]) == 1
+
+
+def test_checker_finds_reordering_skips_and_nonmonotonic_reads() -> None:
+    reordered = check(_history((b"a", 4), (b"b", 2)), [_read("g", (2, b"b"), (4, b"a"))])
+    assert len(reordered.anomalies["reordered"]) == 1
+    history = _history((b"a", 0), (b"b", 1), (b"c", 2))
+    skipped = check(
+        history, [_read("g1", (0, b"a"), (1, b"b"), (2, b"c")), _read("g2", (0, b"a"), (2, b"c"))]
+    )
+    assert len(skipped.anomalies["skipped"]) == 1
+    backwards = check(history, [_read("g1", (0, b"a"), (2, b"c"), (1, b"b"))])
+    assert len(backwards.anomalies["nonmonotonic"]) == 1
+
+
+def test_checker_finds_replicas_that_disagree_at_the_end() -> None:
+    history = _history((b"a", 0), (b"b", 1))
+    report = check(
+        history,
+        [
+            _read("replica node-1", (0, b"a"), (1, b"b"), replica=True),
+            _read("replica node-2", (0, b"a"), replica=True),
+            _read("replica node-3", (0, b"b"), (1, b"a"), replica=True),
+        ],
+    )
+    assert report.anomalies["behind"] and report.anomalies["diverged"]
+
+
+def test_a_plan_replays_its_schedule() -> None:
+    plan = Plan(seed=7, kinds={FaultKind.KILL_LEADER: 1, FaultKind.PAUSE_RANDOM: 1})
+    first, second = plan.rng(), plan.rng()
+    assert [first.random() for _ in range(5)] == [second.random() for _ in range(5)]
+
+
+# --- The real thing -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
+    processes = ClusterProcesses(tmp_path)
+    processes.start()
+    try:
+        wait_formed(processes)
+        yield processes
+    finally:
+        processes.stop()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_no_anomalies_under_kills_pauses_and_restarts(
+    cluster: ClusterProcesses, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seed = int(os.environ.get("SHOAL_CHAOS_SEED") or random.SystemRandom().randrange(2**31))
+    seconds = float(os.environ.get("SHOAL_CHAOS_SECONDS") or 30)
+    try:
+        result = run_chaos(cluster, seconds=seconds, seed=seed, log=print)
+    except BaseException:
+        print(f"seed {seed}; replay: SHOAL_CHAOS_SEED={seed} or scripts/chaos --seed {seed}")
+        print(cluster.logs())
+        raise
+    print(result.format())
+    detail = f"{result.format()}\n{'' if result.report.ok else cluster.logs()}"
+    assert result.report.ok, detail
+    assert result.converged, detail
+    assert result.faults >= 3, detail
+    assert result.acks_during_faults > 0, detail
