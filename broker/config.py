@@ -77,6 +77,9 @@ class Config:
     # Kinesis setups (kinesalite, LocalStack) already point. With a certificate it serves TLS
     # (ALPN h2 and http/1.1); without one, cleartext HTTP/1.1 and h2c with prior knowledge.
     http_port: int = 4567
+    # Prometheus `/metrics` (plain HTTP, on `host`); 0 picks a free port (tests), which the
+    # node reports as `Node.metrics_port`.
+    metrics_port: int = 9464
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     # SigV4 access keys as "ACCESS_KEY_ID:SECRET" pairs. Empty: requests are not
@@ -116,7 +119,7 @@ class Config:
     def validate(self) -> None:
         if not self.node_id:
             raise ValueError("node_id must not be empty")
-        for name in ("grpc_port", "raft_port", "http_port"):
+        for name in ("grpc_port", "raft_port", "http_port", "metrics_port"):
             port = getattr(self, name)
             if not 0 <= port <= 65_535:
                 raise ValueError(f"{name} must be a TCP port, got {port}")
@@ -251,6 +254,7 @@ _SETTINGS: dict[str, type] = {
     "grpc_port": int,
     "raft_port": int,
     "http_port": int,
+    "metrics_port": int,
     "tls_cert_file": Path,
     "tls_key_file": Path,
     "aws_credentials": tuple,

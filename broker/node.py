@@ -10,6 +10,16 @@ ClusterAdminService on the same port), the AWS HTTP server, and the background t
 TaskGroup: driver, transport, controller, heartbeats to the controller's node, housekeeping.
 `stop()` undoes them in reverse.
 
+Observability: one `NodeMetrics` per node (its own Prometheus registry), created here and
+handed to each component as the probe it reports through (no globals): the group-commit writer
+(`storage`), both front doors (`gateway`), the shard client and the records API through a
+`ShardMeter` (`streams`); the quorum, the metadata image, the replication driver and RocksDB
+are read at scrape time (`watch`). `/metrics` is served on `Config.metrics_port` (0 picks a
+free port; `metrics_port` tells which). The gRPC port also answers the health checking
+protocol: "liveness" (SERVING while the process and its event loop run: the servicer answers
+on the loop, so a blocked loop fails the probe; NOT_SERVING once a background task died; never
+depends on the quorum), "readiness" (see `readiness_problem`), and "" (the server is up).
+
 A node is a cluster of one when `peers` is empty: the same code paths run (the shard replica
 set is this node, the controller runs here), so single-node behaviour is the cluster's.
 
@@ -57,6 +67,8 @@ from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
 from broker.meta.quorum import QuorumConfig
+from broker.metrics import ClusterView as MetricsClusterView
+from broker.metrics import MetricsServer, NodeMetrics
 from broker.replication.driver import ReplicationDriver
 from broker.replication.peers import GrpcReplicaControl, send_heartbeat
 from broker.replication.transport import (
@@ -69,13 +81,19 @@ from broker.replication.transport import (
 from broker.service.context import ServiceContext, shard_throttles
 from broker.service.kinesis import KinesisService
 from broker.service.shards import ShardClient
-from broker.types import NodeId, ShardUid
+from broker.service.throughput import ShardMeter
+from broker.types import NodeId, ShardUid, StreamName
 
 log = logging.getLogger(__name__)
 
 _QUORUM_READY_TIMEOUT_S = 60.0  # peers of a new cluster may start a while apart
 _START_RETRY_S = 0.2
 _GRPC_STOP_GRACE_S = 5.0
+_HEALTH_INTERVAL_S = 0.5
+LIVENESS = "liveness"
+READINESS = "readiness"
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class Node:
@@ -103,6 +121,13 @@ class Node:
         self.incarnation = 0
         self.grpc_port = 0
         self.http_port = 0
+        self.metrics = NodeMetrics(node_id=config.node_id)
+        self._metrics_server: MetricsServer | None = None
+        self.metrics_port = 0  # 0 until started (or when the port could not be bound)
+        self._health: health.aio.HealthServicer | None = None
+        self._seen_streams: dict[StreamName, tuple[str, ...]] = {}  # name -> enhanced metrics
+        self._draining = False
+        self._liveness_task: asyncio.Future[None] | None = None
         self._shutting_down = False
         self.failed = asyncio.Event()  # a background task died: the process should exit
 
@@ -116,8 +141,11 @@ class Node:
         log_dir = config.data_dir / "log"
         disk_was_empty = not log_dir.exists()
         self._store = RocksLogStore(log_dir)
-        self._writer = GroupCommitWriter(self._store)
+        self._writer = GroupCommitWriter(self._store, probe=self.metrics.storage)
         self._writer.start()
+        self.metrics.storage.watch(self._store.metrics_view)
+        self.metrics.storage.watch_disk(config.data_dir)
+        self._serve_metrics()
         layout = self._layout = config.quorum_layout()
         self._quorum = PysyncobjQuorum(
             QuorumConfig(
@@ -131,7 +159,9 @@ class Node:
             )
         )
         await self._quorum.start()
+        self.metrics.quorum.watch(self._quorum.statistics)
         metadata = self._metadata = MetadataFrontend(self._quorum)
+        self.metrics.cluster.watch(lambda: _metrics_cluster_view(metadata.image()))
         lost_disk = await self._join(metadata, disk_was_empty=disk_was_empty)
         self._channels = Channels()
         transport = GrpcTransport(
@@ -146,8 +176,10 @@ class Node:
             image=metadata.image,
             tick_ms=config.knobs.replication_tick_ms,
             lost_disk=lost_disk,
+            probe=self.metrics.replication,
         )
         self.driver.apply_image()
+        self.metrics.replication.watch(self.driver.metrics_view)
         shards = ShardClient(
             node_id=self.node_id,
             clock=self.clock,
@@ -155,6 +187,7 @@ class Node:
             local=self.driver,
             throttles=shard_throttles(config),
             forwarder=GrpcShardForwarder(self._channels),
+            meter=ShardMeter(self.metrics.streams, metadata.image),
         )
         self.controller = Controller(
             quorum=self._quorum,
@@ -181,6 +214,7 @@ class Node:
                 "node_id": config.node_id,
                 "grpc_port": self.grpc_port,
                 "http_port": self.http_port,
+                "metrics_port": self.metrics_port,
                 "incarnation": self.incarnation,
             },
         )
@@ -251,7 +285,7 @@ class Node:
         assert self._metadata is not None
         server.add_generic_rpc_handlers(
             (
-                kinesis_handler(self.service),
+                kinesis_handler(self.service, probe=self.metrics.gateway),
                 replication_handler(self.driver, inbound=self._inbound),
                 node_handler(
                     shards,
@@ -266,14 +300,18 @@ class Node:
                 lease_handler(self._metadata, self.clock),
             )
         )
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         address = f"{self.config.host}:{self.config.grpc_port}"
         self.grpc_port = server.add_insecure_port(address)
         if self.grpc_port == 0:
             raise OSError(f"cannot listen on {address}")
         await server.start()
-        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set("", _SERVING)
+        await health_servicer.set(LIVENESS, _SERVING)
+        await health_servicer.set(
+            READINESS, _SERVING if self.readiness_problem() is None else _NOT_SERVING
+        )
         self._server = server
 
     async def _start_http(self) -> None:
@@ -286,7 +324,9 @@ class Node:
             if access_keys
             else None
         )
-        app = AwsHttpApp(self.service, clock=self.clock, verifier=verifier)
+        app = AwsHttpApp(
+            self.service, clock=self.clock, verifier=verifier, probe=self.metrics.gateway
+        )
         self._http = await start_http_server(
             app,
             host=config.host,
@@ -308,11 +348,83 @@ class Node:
             group.create_task(self.controller.run(), name="controller")
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
+            group.create_task(self._run_health(), name="health")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("node_background_failed", exc_info=task.exception())
             self.failed.set()
+            if self._health is not None:  # the process is no longer sound: restart it
+                self._liveness_task = asyncio.ensure_future(
+                    self._health.set(LIVENESS, _NOT_SERVING)
+                )
+
+    # --- Metrics and health ---------------------------------------------------------------------
+
+    def _serve_metrics(self) -> None:
+        """`/metrics` on `metrics_port`. A port already taken is logged, not fatal: the node
+        serves its API either way (and the scrape target shows down)."""
+        try:
+            self._metrics_server = self.metrics.serve(self.config.host, self.config.metrics_port)
+        except OSError as error:
+            log.error(
+                "metrics_port_unavailable",
+                extra={"port": self.config.metrics_port, "error": repr(error)},
+            )
+            return
+        self.metrics_port = self._metrics_server.port
+
+    def readiness_problem(self) -> str | None:
+        """Why this node should not take traffic now, or None when it is ready: it knows a
+        metadata quorum leader, its image has applied everything its quorum replica knows
+        committed ("caught up" for metadata), it is registered ACTIVE, no shard replica of
+        its is recovering a lost log ("caught up" for data, `ReplicationDriver.caught_up`),
+        and it is not shutting down."""
+        if self._draining or self._shutting_down:
+            return "shutting down"
+        if self._quorum is None or self._metadata is None or self.driver is None:
+            return "starting"
+        stats = self._quorum.statistics()
+        if stats.quorum_leader is None:
+            return "no metadata quorum leader"
+        if stats.last_applied < stats.commit_index:
+            return "metadata not caught up"
+        me = self._metadata.image().nodes.get(self.node_id)
+        if me is None or me.state is not NodeState.ACTIVE:
+            return "not registered ACTIVE"
+        if not self.driver.caught_up():
+            return "shard replicas recovering"
+        return None
+
+    async def _run_health(self) -> None:
+        """Keeps "readiness" current. Infinite on purpose: cancelled by stop()."""
+        ready: bool | None = None
+        while True:
+            problem = self.readiness_problem()
+            if (problem is None) != ready and self._health is not None:
+                ready = problem is None
+                await self._health.set(READINESS, _SERVING if ready else _NOT_SERVING)
+                log.info("node_readiness", extra={"ready": ready, "reason": problem})
+            self._forget_stream_series()
+            await asyncio.sleep(_HEALTH_INTERVAL_S)
+
+    def _forget_stream_series(self) -> None:
+        """Follow streams deleted, and enhanced monitoring changed, through other nodes."""
+        assert self._metadata is not None
+        now_ms = self.clock.wall_ms()
+        live = {
+            stream.name: stream.enhanced_metrics
+            for stream in self._metadata.image().streams.values()
+            if not stream.is_gone(now_ms=now_ms)
+        }
+        if live == self._seen_streams:
+            return
+        for name in self._seen_streams.keys() - live.keys():
+            self.metrics.streams.stream_deleted(name)
+        for name, enhanced in live.items():
+            if self._seen_streams.get(name) != enhanced:
+                self.metrics.streams.enhanced_monitoring_changed(name, enhanced)
+        self._seen_streams = live
 
     def _controller_node(self) -> NodeId | None:
         """The node running the controller: the metadata quorum's leader, as this node knows."""
@@ -464,6 +576,10 @@ class Node:
         leaderships left (0 in a healthy cluster; all of them in a cluster of one)."""
         assert self._metadata is not None
         assert self._quorum is not None
+        # Not ready first, so load balancers stop sending before leaderships move.
+        self._draining = True
+        if self._health is not None:
+            await self._health.set(READINESS, _NOT_SERVING)
         image = self._metadata.image()
         others = [n for n in image.nodes.values() if n.node_id != self.node_id and n.is_placeable()]
         if not others:
@@ -508,6 +624,9 @@ class Node:
         if self._store is not None:
             self._store.close()
             self._store = None
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+            self._metrics_server = None
         log.info("node_stopped", extra={"node_id": self.config.node_id})
 
     async def wait_closed(self) -> None:
@@ -521,4 +640,18 @@ def _leader_count(image: MetadataImage, node_id: NodeId) -> int:
         for stream in image.streams.values()
         for shard in stream.shards
         if shard.leader == node_id and shard.state is not ShardState.CLOSED
+    )
+
+
+def _metrics_cluster_view(image: MetadataImage) -> MetricsClusterView:
+    """The metadata image summarised for `/metrics` (`kinesis_cluster_*`, leaderless shards)."""
+    nodes: dict[str, int] = {}
+    for node in image.nodes.values():
+        nodes[node.state.name] = nodes.get(node.state.name, 0) + 1
+    open_shards = [s for stream in image.streams.values() for s in stream.open_shards()]
+    return MetricsClusterView(
+        nodes_by_state=nodes,
+        streams=len(image.streams),
+        open_shards=len(open_shards),
+        leaderless_shards=sum(1 for s in open_shards if s.leader is None),
     )

@@ -31,6 +31,7 @@ def node_config(data_dir: Path, *, settings: dict[str, Any] | None = None, **kno
         grpc_port=free_port(),
         raft_port=free_port(),
         http_port=free_port(),
+        metrics_port=0,
         **{**defaults, **(settings or {})},
         knobs=dataclasses.replace(
             Knobs(stream_creating_ms=0, stream_updating_ms=0, stream_deleting_ms=0), **knobs

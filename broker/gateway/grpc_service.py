@@ -9,6 +9,7 @@ the proto is served as soon as the service implements the operation.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.codec import dict_to_message, message_to_dict
 from broker.gateway.error_mapping import to_grpc_status
 from broker.gateway.validation import validate_request
+from broker.metrics import GatewayProbe
 from broker.service.kinesis import KinesisService
 
 log = logging.getLogger(__name__)
@@ -34,28 +36,38 @@ def _message_class(full_name: str) -> type[Message]:
 
 
 def _rpc(
-    service: KinesisService, operation: str, output: type[Message]
+    service: KinesisService, operation: str, output: type[Message], probe: GatewayProbe | None
 ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
     """One unary RPC bound to one Kinesis operation (a coroutine function, as grpc.aio needs)."""
 
     async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        started = time.perf_counter()
+        code = "OK"
         try:
             request = message_to_dict(message)
             validate_request(operation, request)
             response = await service.call(operation, request)
             return dict_to_message(response, output)
         except ShoalError as error:
+            code = error.code.kinesis_name
             await context.abort_with_status(to_grpc_status(error))
         except Exception:
+            code = ErrorCode.INTERNAL_FAILURE.kinesis_name
             log.exception("operation_failed", extra={"operation": operation})
             await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
+        finally:
+            if probe is not None:
+                probe.request_finished(operation, code, time.perf_counter() - started)
         raise AssertionError("abort_with_status returns only by raising")
 
     return handle
 
 
-def kinesis_handler(service: KinesisService) -> grpc.GenericRpcHandler:
-    """The generic handler serving every implemented operation of `service`."""
+def kinesis_handler(
+    service: KinesisService, *, probe: GatewayProbe | None = None
+) -> grpc.GenericRpcHandler:
+    """The generic handler serving every implemented operation of `service`; each answered
+    request is reported to `probe` (operation, result code, latency)."""
     descriptor = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"]
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
@@ -63,7 +75,7 @@ def kinesis_handler(service: KinesisService) -> grpc.GenericRpcHandler:
         input_class = _message_class(method.input_type.full_name)
         output_class = _message_class(method.output_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _rpc(service, method.name, output_class),
+            _rpc(service, method.name, output_class, probe),
             request_deserializer=input_class.FromString,
             response_serializer=output_class.SerializeToString,
         )

@@ -33,6 +33,7 @@ Lifecycle: one instance per node, built by `node.py`, served by `http_server.py`
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ from broker.gateway.aws_codec import (
 from broker.gateway.error_mapping import to_aws_error
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
+from broker.metrics import GatewayProbe
 from broker.service.kinesis import KinesisService
 
 log = logging.getLogger(__name__)
@@ -172,11 +174,17 @@ class AwsHttpApp:
     """
 
     def __init__(
-        self, service: KinesisService, *, clock: Clock, verifier: SigV4Verifier | None
+        self,
+        service: KinesisService,
+        *,
+        clock: Clock,
+        verifier: SigV4Verifier | None,
+        probe: GatewayProbe | None = None,
     ) -> None:
         self._service = service
         self._clock = clock
         self._verifier = verifier
+        self._probe = probe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -186,6 +194,7 @@ class AwsHttpApp:
         if kind != "http":
             return  # websockets: the server refuses the upgrade when the app does not accept
         request_id = str(uuid.uuid4())
+        started = time.perf_counter()
         try:
             response = await self._respond(scope, receive)
         except _ClientGone:
@@ -197,6 +206,30 @@ class AwsHttpApp:
                 ShoalError(ErrorCode.INTERNAL_FAILURE), wire or WireFormat.JSON
             )
         await _send_response(send, response, request_id)
+        if self._probe is not None:
+            self._report(scope, response, time.perf_counter() - started)
+
+    def _report(self, scope: Scope, response: _Response, seconds: float) -> None:
+        """Count the answer: by operation ("Unknown" for a target the service does not
+        serve, keeping the label set bounded) and result ("OK", the Kinesis error name, or
+        HTTP<status> for answers without one such as 413)."""
+        assert self._probe is not None
+        target = b""
+        for name, value in scope.get("headers", ()):
+            if name.lower() == b"x-amz-target":
+                target = value
+                break
+        service_name, _, operation = target.decode("latin-1").partition(".")
+        if service_name != TARGET_PREFIX or operation not in self._service.operations:
+            operation = "Unknown"
+        if response.status == 200:
+            code = "OK"
+        else:
+            code = next(
+                (v for n, v in response.headers if n == "x-amzn-errortype"),
+                f"HTTP{response.status}",
+            )
+        self._probe.request_finished(operation, code, seconds)
 
     async def _respond(self, scope: Scope, receive: Receive) -> _Response:
         headers = _headers(scope)

@@ -74,6 +74,7 @@ from broker.log.store import (
     cut_history,
     extend_history,
 )
+from broker.metrics import StorageView
 from broker.types import Offset, ShardUid
 
 RECORDS_CF = "records"
@@ -133,6 +134,16 @@ class _Handles:
     records_cf: rocksdict.ColumnFamily  # column family handles, for WriteBatch
     time_index_cf: rocksdict.ColumnFamily
     shard_meta_cf: rocksdict.ColumnFamily
+
+
+_METRIC_PROPERTIES = (
+    "rocksdb.total-sst-files-size",
+    "rocksdb.estimate-live-data-size",
+    "rocksdb.estimate-pending-compaction-bytes",
+    "rocksdb.size-all-mem-tables",
+    "rocksdb.num-running-compactions",
+    "rocksdb.is-write-stopped",
+)
 
 
 class RocksLogStore:
@@ -511,6 +522,24 @@ class RocksLogStore:
                 for prop in ("rocksdb.total-sst-files-size", "rocksdb.size-all-mem-tables"):
                     total += view.property_int_value(prop) or 0
         return total
+
+    def metrics_view(self) -> StorageView:
+        """RocksDB's own properties summed over the column families, for `/metrics`."""
+        h = self._open_handles()
+        totals = dict.fromkeys(_METRIC_PROPERTIES, 0)
+        with _engine_errors("metrics_view"):
+            for view in (h.records, h.time_index, h.shard_meta):
+                for prop in _METRIC_PROPERTIES:
+                    totals[prop] += view.property_int_value(prop) or 0
+        return StorageView(
+            sst_files_bytes=totals["rocksdb.total-sst-files-size"],
+            live_data_bytes=totals["rocksdb.estimate-live-data-size"],
+            pending_compaction_bytes=totals["rocksdb.estimate-pending-compaction-bytes"],
+            memtable_bytes=totals["rocksdb.size-all-mem-tables"],
+            # DB-wide properties, reported alike by every column family: count them once.
+            running_compactions=totals["rocksdb.num-running-compactions"] // 3,
+            write_stopped=totals["rocksdb.is-write-stopped"] > 0,
+        )
 
     # --- Helpers --------------------------------------------------------------------------
 

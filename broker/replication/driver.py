@@ -45,6 +45,7 @@ from broker.log.group_commit import GroupCommitWriter
 from broker.log.records import AppendBatch, NewRecord
 from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardState
+from broker.metrics import ReplicationProbe, ReplicationView
 from broker.replication import replica as core
 from broker.replication.messages import Prepare, Promise, ReplicationMessage
 from broker.replication.refusals import RefusalReason, ShardRefusedError
@@ -193,10 +194,13 @@ class ReplicationDriver:
         knobs: ReplicationKnobs | None = None,
         lost_disk: bool = False,
         inbox_max: int = limits.replication_inbox_messages_max,
+        probe: ReplicationProbe | None = None,
     ) -> None:
         assert tick_ms >= 1
         assert inbox_max >= 1
         self._node_id = node_id
+        self._probe = probe
+        self._led: set[ShardUid] = set()  # shards led at the last tick (for the probe)
         self._store = store
         self._writer = writer
         self._transport = transport
@@ -316,6 +320,52 @@ class ReplicationDriver:
             inbox_dropped=self._inbox_dropped,
         )
 
+    def metrics_view(self) -> ReplicationView:
+        """The replicas on this node summarised for `/metrics` (read at scrape time, from the
+        metrics thread: it only reads snapshots, and a race with the loop costs one scrape).
+        A shard this node leads is under-replicated when a follower of its replica set has
+        not acknowledged everything up to the high watermark."""
+        leaders = followers = under = hw_lag = 0
+        lag: dict[str, int] = {}
+        for local in list(self._locals.values()):
+            stats = local.replica.statistics()
+            hw_lag = max(hw_lag, stats.log_end - stats.high_watermark)
+            if stats.role is not core.Role.LEADER:
+                followers += 1
+                continue
+            leaders += 1
+            if any(f.match_end < stats.high_watermark for f in stats.followers):
+                under += 1
+            for follower in stats.followers:
+                behind = max(0, stats.log_end - follower.match_end)
+                lag[follower.node_id] = max(lag.get(follower.node_id, 0), behind)
+        return ReplicationView(
+            leaders=leaders,
+            followers=followers,
+            under_replicated=under,
+            follower_lag_records=lag,
+            high_watermark_lag_records=hw_lag,
+        )
+
+    def _report_leadership(self) -> None:
+        """Once per tick: leaderships gained and lost since the last one, to the probe."""
+        if self._probe is None:
+            return
+        led = {uid for uid, x in self._locals.items() if x.replica.role is core.Role.LEADER}
+        if led == self._led:
+            return
+        for _ in led - self._led:
+            self._probe.leadership_gained()
+        for _ in self._led - led:
+            self._probe.leadership_lost()
+        self._led = led
+
+    def caught_up(self) -> bool:
+        """No replica on this node is still recovering its log (a node that lost its disk
+        copies it back from the leader before its replicas count again): the replication
+        half of the readiness probe."""
+        return not any(local.replica.statistics().recovering for local in self._locals.values())
+
     def leader_count(self) -> int:
         return sum(1 for x in self._locals.values() if x.replica.role is core.Role.LEADER)
 
@@ -401,6 +451,7 @@ class ReplicationDriver:
                     for local in list(self._locals.values()):
                         local.replica.tick(now_ms)
                     next_tick = loop.time() + tick_s
+                    self._report_leadership()
                 await self._turn()
 
     def _drain_inbox(self, now_ms: int) -> None:

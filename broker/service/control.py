@@ -73,6 +73,8 @@ async def delete_stream(ctx: ServiceContext, request: Request) -> Response:
             now_ms=ctx.now_ms(), name=name, deleting_ms=ctx.config.knobs.stream_deleting_ms
         )
     )
+    if ctx.shards.meter is not None:  # other nodes forget it at their next housekeeping pass
+        ctx.shards.meter.probe.stream_deleted(name)
     return {}
 
 
@@ -260,6 +262,8 @@ async def set_enhanced_monitoring(
     )
     assert isinstance(result, tuple)
     current, desired = result
+    if ctx.shards.meter is not None:  # other nodes follow at their next housekeeping pass
+        ctx.shards.meter.probe.enhanced_monitoring_changed(name, desired)
     return {
         "StreamName": name,
         "StreamARN": ctx.config.stream_arn(name),

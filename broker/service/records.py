@@ -333,6 +333,16 @@ class RecordsApi:
                 result_entries.append(
                     {"ShardId": outcome.shard_id, "SequenceNumber": outcome.sequence_number}
                 )
+        meter = ctx.shards.meter
+        if meter is not None:
+            throttled = sum(
+                1
+                for outcome in outcomes.values()
+                if isinstance(outcome, ShoalError) and outcome.code is ErrorCode.THROUGHPUT_EXCEEDED
+            )
+            meter.probe.put_records_finished(
+                stream.name, len(entries) - failed, throttled, failed - throttled
+            )
         return {"FailedRecordCount": failed, "Records": result_entries, "EncryptionType": "NONE"}
 
     async def get_shard_iterator(self, request: Request) -> Response:
@@ -477,10 +487,21 @@ class RecordsApi:
         records = read.records
         end = self._readable_end(shard, read.readable_end)
         next_offset = read.next_offset
+        millis_behind = self._millis_behind(records, next_offset, end, now_ms)
         response: Response = {
             "Records": self._records_shape(shard, records),
-            "MillisBehindLatest": self._millis_behind(records, next_offset, end, now_ms),
+            "MillisBehindLatest": millis_behind,
         }
+        meter = ctx.shards.meter
+        if meter is not None:
+            meter.probe.records_read(
+                stream.name,
+                shard.shard_id,
+                len(records),
+                sum(r.size_bytes for r in records),
+                millis_behind,
+                stream.enhanced_metrics,
+            )
         if (
             shard.state is ShardState.CLOSED
             and next_offset >= end

@@ -39,7 +39,7 @@ from broker.log.records import NewRecord, StoredRecord
 from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardMeta
 from broker.replication.refusals import RefusalReason, ShardRefusedError
-from broker.service.throughput import Throttles
+from broker.service.throughput import ShardMeter, Throttles
 from broker.types import NodeId, Offset, ShardUid, StreamUid
 
 
@@ -134,8 +134,10 @@ class ShardClient:
         local: LocalReplicas,
         throttles: Throttles,
         forwarder: ShardForwarder | None = None,
+        meter: ShardMeter | None = None,
     ) -> None:
         self.node_id = node_id
+        self.meter = meter
         self.throttles = throttles
         self._clock = clock
         self.store = store
@@ -247,12 +249,17 @@ class ShardClient:
                     refused.append(position)
             if refused:
                 throttled = tuple(refused)
+                if self.meter is not None:
+                    self.meter.write_throttled(shard_uid, len(refused))
                 records = [records[p] for p in admitted_positions]
+                sizes = [sizes[p] for p in admitted_positions]
                 if not records:
                     return AppendResult(first_offset=Offset(0), arrival_ms=0, throttled=throttled)
         first_offset, arrival_ms = await self._local.append(
             shard_uid, epoch=epoch, records=records, now_ms=self._clock.wall_ms()
         )
+        if self.meter is not None:
+            self.meter.written(shard_uid, len(records), sum(sizes))
         return AppendResult(first_offset=first_offset, arrival_ms=arrival_ms, throttled=throttled)
 
     async def serve_read(self, shard_uid: ShardUid, request: ReadRequest) -> ReadResult:
@@ -270,6 +277,8 @@ class ShardClient:
             case ReadThrottle.NONE:
                 admitted = True
         if not admitted:
+            if self.meter is not None and request.throttle is ReadThrottle.GET_RECORDS:
+                self.meter.read_throttled(shard_uid)
             return ReadResult(
                 records=[],
                 log_start=Offset(0),

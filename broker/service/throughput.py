@@ -8,9 +8,11 @@ at most one extra second of traffic through.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from broker.errors import ErrorCode, ShoalError
+from broker.meta.image import MetadataImage
+from broker.metrics import StreamProbe
 from broker.streams.throttling import ShardReadThrottle, ShardWriteThrottle, ThroughputLimits
 from broker.types import ShardUid
 
@@ -45,6 +47,46 @@ class Throttles:
         for table in (self._writes, self._reads):
             for uid in [uid for uid in table if uid not in keep]:
                 del table[uid]
+
+
+class ShardMeter:
+    """Reports shard events to the node's `StreamProbe` under the stream's and shard's names
+    and with the stream's enhanced-monitoring setting, looked up by shard uid in the current
+    metadata image (the table is rebuilt only when the image changes, so an event costs two
+    dict lookups). Used where the shard is served: on its leader, for every gateway."""
+
+    def __init__(self, probe: StreamProbe, image: Callable[[], MetadataImage]) -> None:
+        self.probe = probe
+        self._image = image
+        self._built_for: MetadataImage | None = None
+        self._labels: dict[ShardUid, tuple[str, str, tuple[str, ...]]] = {}
+
+    def _lookup(self, shard_uid: ShardUid) -> tuple[str, str, tuple[str, ...]] | None:
+        image = self._image()
+        if image is not self._built_for:
+            self._labels = {
+                shard.uid: (stream.name, shard.shard_id, stream.enhanced_metrics)
+                for stream in image.streams.values()
+                for shard in stream.shards
+            }
+            self._built_for = image
+        return self._labels.get(shard_uid)
+
+    def written(self, shard_uid: ShardUid, records: int, bytes_: int) -> None:
+        """Records committed on a shard this node leads."""
+        labels = self._lookup(shard_uid)
+        if labels is not None:
+            self.probe.records_written(labels[0], labels[1], records, bytes_, labels[2])
+
+    def write_throttled(self, shard_uid: ShardUid, records: int) -> None:
+        labels = self._lookup(shard_uid)
+        if labels is not None:
+            self.probe.write_throttled(labels[0], labels[1], records, labels[2])
+
+    def read_throttled(self, shard_uid: ShardUid) -> None:
+        labels = self._lookup(shard_uid)
+        if labels is not None:
+            self.probe.read_throttled(labels[0], labels[1], labels[2])
 
 
 def rate_exceeded(*, shard_id: str, stream_name: str, account_id: str) -> ShoalError:

@@ -61,10 +61,9 @@ def load_yaml_all(text: str) -> list[Any]:
 
 
 # SHOAL_* variables the deployment files set that `broker.config` does not read (yet):
-# - SHOAL_METRICS_PORT: the /metrics port (9464), a setting the metrics wiring adds.
 # - SHOAL_CLUSTER_SIZE: read by k8s/base/start.sh to list the peers, not by the node.
 # load_config ignores SHOAL_* names it does not know, so these are harmless until then.
-PENDING_SETTINGS = {"SHOAL_METRICS_PORT", "SHOAL_CLUSTER_SIZE"}
+PENDING_SETTINGS = {"SHOAL_CLUSTER_SIZE"}
 
 
 def unknown_settings(names: set[str]) -> set[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ WriterFactory = Callable[..., GroupCommitWriter]
 async def make_writer() -> AsyncIterator[WriterFactory]:
     started: list[GroupCommitWriter] = []
 
-    def make(store: LogStore, **kwargs: int) -> GroupCommitWriter:
+    def make(store: LogStore, **kwargs: Any) -> GroupCommitWriter:
         writer = GroupCommitWriter(store, **kwargs)
         writer.start()
         started.append(writer)
