@@ -17,10 +17,13 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1 (the OS picks it)."""
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago on `host` (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
 
@@ -38,20 +41,33 @@ def wait_until(predicate: Callable[[], T], *, deadline_s: float, what: str) -> T
 
 
 class NodeProcess:
-    """A `shoal serve` child process on 127.0.0.1 with its own data dir and ports."""
+    """A `shoal serve` child process on `host` (127.0.0.1 unless told; any 127.x.y.z address
+    is on the loopback interface on Linux) with its own data dir and ports.
 
-    def __init__(self, data_dir: Path, *, extra_env: dict[str, str] | None = None) -> None:
+    `cgroup_procs`, when set, is a cgroup v2 `cgroup.procs` file the process joins before it
+    execs the broker (so every socket it opens belongs to that cgroup: the chaos nemesis cuts
+    one node's traffic by cgroup, see tests/chaos/network.py). Set it before `start()`."""
+
+    def __init__(
+        self, data_dir: Path, *, extra_env: dict[str, str] | None = None, host: str = LOOPBACK
+    ) -> None:
         self.data_dir = data_dir
-        self.grpc_port = free_port()
-        self.raft_port = free_port()
-        self.http_port = free_port()
+        self.host = host
+        self.grpc_port = free_port(host)
+        self.raft_port = free_port(host)
+        self.http_port = free_port(host)
         self.extra_env = extra_env or {}
+        self.cgroup_procs: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def raft_address(self) -> str:
+        return f"{self.host}:{self.raft_port}"
 
     def start(self) -> None:
         env = {
@@ -60,6 +76,7 @@ class NodeProcess:
             "SHOAL_GRPC_PORT": str(self.grpc_port),
             "SHOAL_RAFT_PORT": str(self.raft_port),
             "SHOAL_HTTP_PORT": str(self.http_port),
+            "SHOAL_METRICS_PORT": "0",  # a free port each: nodes on one machine never collide
             "SHOAL_SHARD_WRITE_BYTES_PER_SECOND": "0",
             "SHOAL_SHARD_WRITE_RECORDS_PER_SECOND": "0",
             "SHOAL_SHARD_READ_CALLS_PER_SECOND": "0",
@@ -67,11 +84,18 @@ class NodeProcess:
             "SHOAL_STREAM_CREATING_MS": "0",
             "SHOAL_STREAM_UPDATING_MS": "0",
             "SHOAL_STREAM_DELETING_MS": "0",
+            **({} if self.host == LOOPBACK else {"SHOAL_HOST": self.host}),
             **self.extra_env,
         }
+        command = [sys.executable, "-m", "broker", "serve"]
+        if self.cgroup_procs is not None:
+            # Join the cgroup, then exec (same pid): no preexec_fn, which is unsafe in a
+            # process with threads (the nemesis restarts nodes from its own thread).
+            command = ["/bin/sh", "-c", 'echo $$ > "$0" && exec "$@"', str(self.cgroup_procs)]
+            command += [sys.executable, "-m", "broker", "serve"]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broker", "serve"],
+            command,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -101,18 +125,38 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def node_host(index: int) -> str:
+    """The loopback address of node `index` (0-based) of a `distinct_hosts` cluster."""
+    return f"127.0.0.{index + 2}"
+
+
 class ClusterProcesses:
-    """N `shoal serve` processes on 127.0.0.1 forming one cluster: every node a voter of the
-    metadata quorum (each lists the others' Raft addresses as peers), shards replicated on
-    min(3, N) of them. Timing knobs are shortened so failover tests run in seconds."""
+    """N `shoal serve` processes forming one cluster: every node a voter of the metadata
+    quorum (each lists the others' Raft addresses as peers), shards replicated on min(3, N) of
+    them. Timing knobs are shortened so failover tests run in seconds.
+
+    All on 127.0.0.1 by default; with `distinct_hosts`, node i listens and advertises itself
+    on 127.0.0.(i + 2) (`SHOAL_HOST`), so its traffic can be told apart by address."""
 
     def __init__(
-        self, base_dir: Path, *, size: int = 3, extra_env: dict[str, str] | None = None
+        self,
+        base_dir: Path,
+        *,
+        size: int = 3,
+        extra_env: dict[str, str] | None = None,
+        distinct_hosts: bool = False,
     ) -> None:
         assert size >= 1
-        self.nodes = [NodeProcess(base_dir / f"node-{i + 1}") for i in range(size)]
+        assert not distinct_hosts or size <= 250
+        self.distinct_hosts = distinct_hosts
+        self.nodes = [
+            NodeProcess(
+                base_dir / f"node-{i + 1}", host=node_host(i) if distinct_hosts else LOOPBACK
+            )
+            for i in range(size)
+        ]
         for i, node in enumerate(self.nodes):
-            peers = [f"127.0.0.1:{other.raft_port}" for other in self.nodes if other is not node]
+            peers = [other.raft_address for other in self.nodes if other is not node]
             node.extra_env = {
                 "SHOAL_NODE_ID": f"node-{i + 1}",
                 "SHOAL_PEERS": ",".join(peers),

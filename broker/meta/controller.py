@@ -35,6 +35,8 @@ Decisions, in the order `decide` makes them:
 The leader-change procedure (0002): Prepare(epoch + 1) to every replica of the old and new
 set, wait (bounded) for promises from a majority of both, pick the promiser with the highest
 (last_epoch, log_end) (ties: preference order), propose SetShardLeader(expected_epoch=epoch).
+The round ends as soon as the promises in hand allow a choice: a paused replica's Prepare is
+cancelled rather than waited for (`Controller._prepare` says why that is safe).
 Once a Prepare went out the old leader is fenced, so a failed attempt is retried (with
 backoff), never abandoned: the shard is unwritable until some epoch change commits.
 """
@@ -848,17 +850,7 @@ class Controller:
         if not await self._statuses_caught_up(action):
             return Outcome.NOT_READY
         uid, epoch = action.shard.shard_uid, action.epoch + 1
-        targets = tuple(dict.fromkeys((*action.replicas, *action.new_replicas)))
-        answers = await asyncio.gather(
-            *(self._call(self._replicas.prepare(n, uid, epoch)) for n in targets)
-        )
-        promises = {n: p for n, p in zip(targets, answers, strict=True) if p is not None}
-        leader = choose_leader(
-            promises,
-            replicas=action.replicas,
-            new_replicas=action.new_replicas,
-            eligible=action.eligible,
-        )
+        promises, leader = await self._prepare(action, uid, epoch)
         fields = {
             "stream": action.shard.stream_name,
             "shard_index": action.shard.shard_index,
@@ -888,6 +880,61 @@ class Controller:
                 extra={**fields, "leader": leader, "replicas": list(action.new_replicas)},
             )
         return outcome
+
+    async def _prepare(
+        self, action: EpochChange, uid: ShardUid, epoch: int
+    ) -> tuple[dict[NodeId, Promise], NodeId | None]:
+        """Prepare(epoch) to every replica of the old and new set, in parallel; returns the
+        promises in hand and the leader chosen from them as soon as `choose_leader` can choose
+        one (a majority of both sets promised and an eligible promiser holds the highest log
+        among them), without waiting for the stragglers: a paused or partitioned replica would
+        otherwise hold every failover for the whole `replica_rpc_timeout_ms`.
+
+        Cancelling the stragglers is safe: the majorities in hand already hold every record
+        acknowledged in the old epoch and fence the old leader (it can no longer gather a
+        majority of acks at its epoch); a straggler that promises later only promised an epoch
+        the new leader's appends will carry anyway, and a straggler that refused (a higher
+        promised epoch: a concurrent controller) makes the SetShardLeader compare-and-set on the
+        epoch fail, as it would have without the early return. When no leader can be chosen
+        the round waits for every answer (each bounded by its own deadline)."""
+        targets = tuple(dict.fromkeys((*action.replicas, *action.new_replicas)))
+        tasks = {
+            asyncio.create_task(self._call(self._replicas.prepare(n, uid, epoch))): n
+            for n in targets
+        }
+        promises: dict[NodeId, Promise] = {}
+        leader: NodeId | None = None
+        pending: set[asyncio.Task[Promise | None]] = set(tasks)
+        try:
+            while pending and leader is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    promise = task.result()
+                    if promise is not None:
+                        promises[tasks[task]] = promise
+                leader = choose_leader(
+                    promises,
+                    replicas=action.replicas,
+                    new_replicas=action.new_replicas,
+                    eligible=action.eligible,
+                )
+        finally:
+            for task in pending:
+                task.cancel()
+            if pending:
+                # Reap the cancelled calls (each ends at once or at its own deadline).
+                await asyncio.wait(pending)
+        if pending:
+            log.info(
+                "controller_prepare_stragglers_cancelled",
+                extra={
+                    "stream": action.shard.stream_name,
+                    "shard_index": action.shard.shard_index,
+                    "epoch": epoch,
+                    "stragglers": sorted(tasks[t] for t in pending),
+                },
+            )
+        return promises, leader
 
     async def _complete_reshard(self, action: CompleteReshardAction) -> str:
         finals = await asyncio.gather(

@@ -2,24 +2,20 @@
 cluster healed at the end.
 
 A `Fault` is one move with its own heal: `Kill` (kill -9; healed by restarting the node on its
-data dir and ports), `Pause` (SIGSTOP; healed by SIGCONT). Its target is chosen when it
-starts: a random node, or the node leading a random shard of the stream under test (asked of a
-live node's ClusterStatus). A `Plan` draws faults with a `random.Random(seed)`: which kind,
-which target, how long the fault holds and how long the cluster rests after the heal, so a
-seed replays the same schedule (the timing of the system under test still varies). At most
-one node is faulted at a time: a majority stays up, so the run checks progress as well as
-safety. Compose plans by the weights of `FaultKind`s (`Plan(kinds={...})`).
+data dir and ports), `Pause` (SIGSTOP; healed by SIGCONT), `Partition` (see below). Its target
+is chosen when it starts: a random node, or the node leading a random shard of the stream
+under test (asked of a live node's ClusterStatus). A `Plan` draws faults with a
+`random.Random(seed)`: which kind, which target, how long the fault holds and how long the
+cluster rests after the heal, so a seed replays the same schedule (the timing of the system
+under test still varies). At most one node is faulted at a time: a majority stays up, so the
+run checks progress as well as safety. Compose plans by the weights of `FaultKind`s
+(`Plan(kinds={...})`).
 
-Isolation is not implemented, and cannot be with `ClusterProcesses` as it stands: a node
-listens where it advertises itself (`Config.api_address` = `host:grpc_port`, registered in the
-metadata image and dialled by peers for replication; the Raft self address is
-`host:raft_port`, and pysyncobj identifies an incoming peer by the address it announces, which
-must match the receiver's peer list). So a TCP proxy cannot be put between two nodes without
-an "advertised address" setting distinct from the listen address, and every node shares
-127.0.0.1, so there is no per-node interface to cut. Isolation needs either that setting or one
-network namespace per node (each with its own address); both are changes outside this package.
-SIGSTOP is the nearest fault we have: the node falls silent to everyone, though it also stops
-itself.
+`Partition` faults (`PARTITION_RANDOM`, `PARTITION_LEADER`) cut the target off from the other
+nodes, both directions, with iptables (tests/chaos/network.py: each node of a
+`ClusterProcesses(distinct_hosts=True)` cluster on its own loopback address and in its own
+cgroup); healed by flushing the rules. Clients still reach the isolated node. They need a
+`Network`; `kinds(partitions=...)` gives the default weights with or without them.
 
 Timed waits are the point here (a fault holds for a while): they use the monotonic clock and
 `threading.Event.wait` with a deadline, so `stop()` interrupts them at once.
@@ -37,6 +33,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from tests.chaos.network import Network
 from tests.cluster.helpers import cluster_status
 from tests.support import ClusterProcesses, NodeProcess
 
@@ -48,6 +45,8 @@ class FaultKind(enum.Enum):
     KILL_LEADER = "kill-leader"
     PAUSE_RANDOM = "pause-random"
     PAUSE_LEADER = "pause-leader"
+    PARTITION_RANDOM = "partition-random"
+    PARTITION_LEADER = "partition-leader"
 
 
 DEFAULT_KINDS: dict[FaultKind, int] = {
@@ -56,6 +55,19 @@ DEFAULT_KINDS: dict[FaultKind, int] = {
     FaultKind.PAUSE_RANDOM: 1,
     FaultKind.PAUSE_LEADER: 2,
 }
+PARTITION_KINDS: dict[FaultKind, int] = {
+    FaultKind.PARTITION_RANDOM: 1,
+    FaultKind.PARTITION_LEADER: 2,
+}
+_PARTITIONS = frozenset(PARTITION_KINDS)
+_RANDOM_TARGET = frozenset(
+    {FaultKind.KILL_RANDOM, FaultKind.PAUSE_RANDOM, FaultKind.PARTITION_RANDOM}
+)
+
+
+def kinds(*, partitions: bool) -> dict[FaultKind, int]:
+    """The default fault weights, with partitions when the machine can make them."""
+    return {**DEFAULT_KINDS, **(PARTITION_KINDS if partitions else {})}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +101,11 @@ class Nemesis:
         stream: str,
         seconds: float,
         log: Callable[[str], None] | None = None,
+        network: Network | None = None,
     ) -> None:
+        assert network is not None or not _PARTITIONS & set(plan.kinds), "partitions need a Network"
         self.cluster = cluster
+        self.network = network
         self.plan = plan
         self.stream = stream
         self.seconds = seconds
@@ -165,7 +180,7 @@ class Nemesis:
         # The draw happens whatever the cluster answers, so a seed keeps its schedule.
         fallback = self._rng.randrange(len(self.cluster.nodes))
         pick = self._rng.random()
-        if kind in (FaultKind.KILL_RANDOM, FaultKind.PAUSE_RANDOM):
+        if kind in _RANDOM_TARGET:
             return fallback
         leaders = self._leaders()
         if not leaders:
@@ -198,13 +213,22 @@ class Nemesis:
             node.kill()
             self._killed.add(index)
             self._note(f"{kind.value}: kill -9 node-{index + 1}")
+        elif kind in _PARTITIONS:
+            assert self.network is not None
+            self.network.isolate(index)
+            self._note(f"{kind.value}: isolate node-{index + 1} from the other nodes")
         else:
             node.process.send_signal(signal.SIGSTOP)
             self._paused.add(index)
             self._note(f"{kind.value}: SIGSTOP node-{index + 1}")
 
     def heal(self) -> None:
-        """Resume paused nodes and restart killed ones (idempotent)."""
+        """Remove partitions, resume paused nodes and restart killed ones (idempotent)."""
+        if self.network is not None and self.network.isolated:
+            isolated = sorted(self.network.isolated)
+            self.network.heal()
+            for index in isolated:
+                self._note(f"heal: reconnect node-{index + 1}")
         for index in sorted(self._paused):
             process = self.cluster.nodes[index].process
             if process is not None:

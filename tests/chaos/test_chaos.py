@@ -1,5 +1,6 @@
-"""Chaos: a 3-node cluster under kill -9 / SIGSTOP / restart faults while producers write, then
-every shard read back through every node and checked (tests/chaos/checker.py).
+"""Chaos: a 3-node cluster under kill -9 / SIGSTOP / restart faults, and network partitions
+where iptables can make them (root; tests/chaos/network.py), while producers write, then every
+shard read back through every node and checked (tests/chaos/checker.py).
 
 The short run here takes about a minute: 30 s of faults (`SHOAL_CHAOS_SECONDS` changes it),
 with a fresh random seed each time, printed on failure with the command that replays its fault
@@ -9,6 +10,7 @@ tests run on hand-made histories and take no time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Iterator
@@ -18,9 +20,12 @@ import pytest
 
 from tests.chaos.checker import Ack, SourceRead, WriteHistory, check
 from tests.chaos.nemesis import FaultKind, Plan
+from tests.chaos.network import Network, unusable_reason
 from tests.chaos.workload import run_chaos
-from tests.cluster.helpers import wait_formed
-from tests.support import ClusterProcesses
+from tests.cluster.helpers import cluster_status, wait_formed
+from tests.support import ClusterProcesses, wait_until
+
+PARTITIONS_UNUSABLE = unusable_reason()
 
 # --- The checker on hand-made histories --------------------------------------------------
 
@@ -117,25 +122,56 @@ def test_a_plan_replays_its_schedule() -> None:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
+def network_cluster(tmp_path: Path) -> Iterator[tuple[ClusterProcesses, Network | None]]:
+    """A formed 3-node cluster, each node on its own loopback address and partitionable when
+    the machine allows (else no `Network`). Rules and cgroups go at teardown, whatever
+    happened."""
+    processes = ClusterProcesses(tmp_path, distinct_hosts=PARTITIONS_UNUSABLE is None)
+    with contextlib.ExitStack() as stack:
+        network = None if PARTITIONS_UNUSABLE else stack.enter_context(Network(processes))
+        processes.start()
+        stack.callback(processes.stop)  # runs before the network closes
         wait_formed(processes)
-        yield processes
+        yield processes, network
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(PARTITIONS_UNUSABLE is not None, reason=f"{PARTITIONS_UNUSABLE}")
+def test_an_isolated_node_is_fenced_and_returns_when_healed(
+    network_cluster: tuple[ClusterProcesses, Network | None],
+) -> None:
+    cluster, network = network_cluster
+    assert network is not None
+    network.isolate(0)
+    try:
+        # The others stop hearing node-1 (its heartbeats are cut, both ways), while this
+        # process still reaches it: the isolation is between nodes only.
+        wait_until(
+            lambda: any(
+                n.node_id == "node-1" and n.state == "FENCED"
+                for n in cluster_status(cluster.nodes[1].endpoint).nodes
+            ),
+            deadline_s=30,
+            what="node-1 fenced by the others",
+        )
+        assert cluster_status(cluster.nodes[0].endpoint).nodes
     finally:
-        processes.stop()
+        network.heal()
+    wait_formed(cluster)
 
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_no_anomalies_under_kills_pauses_and_restarts(
-    cluster: ClusterProcesses, capsys: pytest.CaptureFixture[str]
+def test_no_anomalies_under_kills_pauses_restarts_and_partitions(
+    network_cluster: tuple[ClusterProcesses, Network | None], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    cluster, network = network_cluster
     seed = int(os.environ.get("SHOAL_CHAOS_SEED") or random.SystemRandom().randrange(2**31))
     seconds = float(os.environ.get("SHOAL_CHAOS_SECONDS") or 30)
+    if network is None:
+        print(f"no partitions: {PARTITIONS_UNUSABLE}")
     try:
-        result = run_chaos(cluster, seconds=seconds, seed=seed, log=print)
+        result = run_chaos(cluster, seconds=seconds, seed=seed, log=print, network=network)
     except BaseException:
         print(f"seed {seed}; replay: SHOAL_CHAOS_SEED={seed} or scripts/chaos --seed {seed}")
         print(cluster.logs())

@@ -17,6 +17,7 @@ report, and exits 1 on any anomaly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import sys
 import tempfile
@@ -35,7 +36,8 @@ from broker.client.grpc_client import ShoalClient
 from broker.errors import ShoalError
 from broker.streams.sequence_numbers import decode_sequence_number
 from tests.chaos.checker import Ack, Report, SourceRead, WriteHistory, check
-from tests.chaos.nemesis import Event, Nemesis, Plan
+from tests.chaos.nemesis import Event, Nemesis, Plan, kinds
+from tests.chaos.network import Network, unusable_reason
 from tests.cluster.helpers import cluster_status, formed, replica_status, wait_formed
 from tests.support import ClusterProcesses, wait_until
 
@@ -357,15 +359,18 @@ def run_chaos(
     shards: int = 4,
     plan: Plan | None = None,
     log: Callable[[str], None] | None = None,
+    network: Network | None = None,
 ) -> ChaosResult:
-    """The cluster is started and formed; returns the checker's verdict on one run."""
+    """The cluster is started and formed; returns the checker's verdict on one run. With a
+    `network` (an opened `Network` of this cluster) the default plan partitions nodes too."""
     stream = f"chaos-{seed}"
     create_stream(cluster.endpoints[0], stream, shards)
     workers = [
         ChaosProducer(cluster.endpoints, stream, name=f"p{i}").start(first_endpoint=i)
         for i in range(producers)
     ]
-    nemesis = Nemesis(cluster, plan or Plan(seed=seed), stream=stream, seconds=seconds, log=log)
+    plan = plan or Plan(seed=seed, kinds=kinds(partitions=network is not None))
+    nemesis = Nemesis(cluster, plan, stream=stream, seconds=seconds, log=log, network=network)
     try:
         wait_until(
             lambda: all(len(w.history.acked) > 0 for w in workers),
@@ -437,7 +442,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--producers", type=int, default=3)
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--keep", type=Path, help="keep node data and logs under this directory")
+    parser.add_argument(
+        "--no-partitions",
+        action="store_true",
+        help="no network partitions (default: on where iptables can make them; needs root)",
+    )
     args = parser.parse_args(argv)
+    why_not = "--no-partitions" if args.no_partitions else unusable_reason()
+    print(f"partitions: {'on' if why_not is None else f'off ({why_not})'}", flush=True)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     print(f"seed {seed}", flush=True)
 
@@ -447,23 +459,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-chaos-") as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        cluster = ClusterProcesses(base)
-        cluster.start()
-        try:
-            wait_formed(cluster)
-            result = run_chaos(
-                cluster,
-                seconds=args.seconds,
-                seed=seed,
-                producers=args.producers,
-                shards=args.shards,
-                log=say,
-            )
-        except BaseException:
-            print(cluster.logs(), file=sys.stderr)
-            raise
-        finally:
-            cluster.stop()
+        cluster = ClusterProcesses(base, distinct_hosts=why_not is None)
+        with contextlib.ExitStack() as stack:
+            network: Network | None = None
+            if why_not is None:
+                network = stack.enter_context(Network(cluster))
+            cluster.start()
+            stack.callback(cluster.stop)  # before the network closes: rules go last
+            try:
+                wait_formed(cluster)
+                result = run_chaos(
+                    cluster,
+                    seconds=args.seconds,
+                    seed=seed,
+                    producers=args.producers,
+                    shards=args.shards,
+                    log=say,
+                    network=network,
+                )
+            except BaseException:
+                print(cluster.logs(), file=sys.stderr)
+                raise
         print(result.format())
         if not result.report.ok:
             print(f"node logs: {base}" if args.keep else "rerun with --keep DIR to keep node logs")

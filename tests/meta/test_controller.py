@@ -8,6 +8,7 @@ replicas that are all caught up), until the core has nothing left to do.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections import Counter
 
@@ -496,6 +497,77 @@ async def test_controller_fences_a_dead_leader_and_elects_the_longest_log() -> N
         (N3, 2),
     }
     assert await controller.run_pass() == 0
+
+
+class SilentReplicas(MemoryReplicas):
+    """MemoryReplicas where the nodes in `silent` never answer a Prepare (a paused process)."""
+
+    def __init__(self, silent: set[NodeId]) -> None:
+        super().__init__()
+        self.silent = silent
+        self.cancelled: list[NodeId] = []
+
+    async def prepare(self, node_id: NodeId, shard_uid: ShardUid, epoch: int) -> Promise:
+        if node_id not in self.silent:
+            return await super().prepare(node_id, shard_uid, epoch)
+        self.calls.append(("prepare", node_id, shard_uid, epoch))
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(node_id)
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_leader_change_does_not_wait_for_a_silent_replica() -> None:
+    # n1 (the leader) is fenced but its replica still answers; n2 is paused: its Prepare never
+    # returns. n1 and n3 promise, a majority: n3 (eligible, longest log) leads at once.
+    image = set_state(stream_image(3, shard_count=1, factor=3), N1, NodeState.FENCED)
+    (shard,) = shards(image)
+    quorum = LocalQuorum(image)
+    await quorum.start()
+    replicas = SilentReplicas({N2})
+    replicas.log_end[(N1, shard.uid)] = 7
+    replicas.log_end[(N3, shard.uid)] = 7
+    settings = dataclasses.replace(SETTINGS, replica_rpc_timeout_ms=60_000)
+    controller = Controller(
+        quorum=quorum,
+        replicas=replicas,
+        clock=ManualClock(wall_ms=WALL_MS, monotonic_ms=0),
+        settings=settings,
+        node_id=N1,
+    )
+    async with asyncio.timeout(5):  # far below the 60 s a Prepare may take
+        assert await controller.run_pass() == 1
+    (after,) = shards(quorum.image())
+    assert after.epoch == 2
+    assert after.leader == N3  # n1 is fenced: not eligible
+    assert ("prepare", N2, shard.uid, 2) in replicas.calls
+    assert replicas.cancelled == [N2]  # the straggler was cancelled, not left running
+
+
+async def test_a_leader_change_waits_for_a_straggler_when_it_cannot_choose_yet() -> None:
+    # n1 unreachable, n3 silent, only n2 promises: no majority in hand, so the round waits for
+    # every answer (each bounded by the Prepare deadline) and then fails.
+    image = set_state(stream_image(3, shard_count=1, factor=3), N1, NodeState.FENCED)
+    quorum = LocalQuorum(image)
+    await quorum.start()
+    replicas = SilentReplicas({N3})
+    replicas.down.add(N1)
+    settings = dataclasses.replace(SETTINGS, replica_rpc_timeout_ms=200)
+    controller = Controller(
+        quorum=quorum,
+        replicas=replicas,
+        clock=ManualClock(wall_ms=WALL_MS, monotonic_ms=0),
+        settings=settings,
+        node_id=N1,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await controller.run_pass() == 1
+    assert loop.time() - started >= 0.15  # waited for n3's deadline
+    assert shards(quorum.image())[0].epoch == 1  # no majority: nothing proposed
+    assert replicas.cancelled == [N3]  # by its own deadline
 
 
 async def test_controller_retries_a_leader_change_without_a_majority() -> None:
