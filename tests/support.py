@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -20,12 +20,27 @@ REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
 
 
+# Ports handed to servers come from below the kernel's ephemeral range (32768-60999 on Linux):
+# a port the OS picked from that range can be taken by any outgoing connection (a test's own
+# gRPC client) before the server binds it. Each test process walks its own stride of the range.
+_PORT_RANGE = (20_000, 32_000)
+_next_port = _PORT_RANGE[0] + (os.getpid() * 97) % (_PORT_RANGE[1] - _PORT_RANGE[0])
+
+
 def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port that was free a moment ago on `host` (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port that was free a moment ago on `host`, outside the ephemeral range."""
+    global _next_port
+    span = _PORT_RANGE[1] - _PORT_RANGE[0]
+    for _ in range(span):
+        port = _next_port
+        _next_port = _PORT_RANGE[0] + (_next_port - _PORT_RANGE[0] + 1) % span
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free TCP port below the ephemeral range")
 
 
 def wait_until(predicate: Callable[[], T], *, deadline_s: float, what: str) -> T:
@@ -188,3 +203,32 @@ class ClusterProcesses:
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.data_dir.name}\n{n.log_text()[-4000:]}" for n in self.nodes)
+
+
+def serving(endpoint: str) -> bool:
+    """Whether a node answers the public gRPC API at `endpoint` right now."""
+    from broker.client.grpc_client import ShoalClient
+    from broker.errors import ShoalError
+
+    try:
+        with ShoalClient(endpoint, timeout_s=2) as client:
+            client.call("ListStreams", {})
+        return True
+    except ShoalError:
+        return False
+
+
+def read_shard(client: Any, stream: str, shard_id: str) -> list[dict[str, Any]]:
+    """Every record of one shard from TRIM_HORIZON, through a blocking ShoalClient."""
+    token = client.call(
+        "GetShardIterator",
+        {"StreamName": stream, "ShardId": shard_id, "ShardIteratorType": "TRIM_HORIZON"},
+    )["ShardIterator"]
+    records: list[dict[str, Any]] = []
+    for _ in range(10_000):
+        response = client.call("GetRecords", {"ShardIterator": token})
+        records += response["Records"]
+        token = response.get("NextShardIterator")
+        if token is None or (not response["Records"] and response["MillisBehindLatest"] == 0):
+            return records
+    raise AssertionError("shard did not end")

@@ -15,7 +15,7 @@ import grpc
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ShoalError
-from tests.support import ClusterProcesses, wait_until
+from tests.support import ClusterProcesses, read_shard, wait_until
 
 
 def _admin(endpoint: str, method: str, request: Any, response: Any, service: str) -> Any:
@@ -75,21 +75,6 @@ def shard_leaders(endpoint: str, stream: str) -> dict[str, str]:
         for s in cluster_status(endpoint).shards
         if s.stream_name == stream and s.state != "CLOSED"
     }
-
-
-def read_shard(client: ShoalClient, stream: str, shard_id: str) -> list[dict[str, Any]]:
-    token = client.call(
-        "GetShardIterator",
-        {"StreamName": stream, "ShardId": shard_id, "ShardIteratorType": "TRIM_HORIZON"},
-    )["ShardIterator"]
-    records: list[dict[str, Any]] = []
-    for _ in range(10_000):
-        response = client.call("GetRecords", {"ShardIterator": token})
-        records += response["Records"]
-        token = response.get("NextShardIterator")
-        if token is None or (not response["Records"] and response["MillisBehindLatest"] == 0):
-            return records
-    raise AssertionError("shard did not end")
 
 
 def read_stream(endpoint: str, stream: str) -> dict[bytes, list[tuple[str, str]]]:

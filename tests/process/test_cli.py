@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.client.grpc_client import ShoalClient
-from broker.errors import ShoalError
-from tests.support import REPO, NodeProcess, wait_until
+from tests.support import REPO, NodeProcess, serving, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -29,20 +27,11 @@ def shoal(
     )
 
 
-def _ready(endpoint: str) -> bool:
-    try:
-        with ShoalClient(endpoint, timeout_s=2) as client:
-            client.call("ListStreams", {})
-        return True
-    except ShoalError:
-        return False
-
-
 def test_cli_round_trip(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "node")
     node.start()
     try:
-        wait_until(lambda: _ready(node.endpoint), deadline_s=60, what="node to serve")
+        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="node to serve")
         created = shoal(node.endpoint, "create-stream", "clicks", "--shard-count", "2")
         assert created.returncode == 0, created.stderr
         assert "created stream clicks" in created.stdout

@@ -16,41 +16,16 @@ from typing import Any
 import pytest
 
 from broker.client.grpc_client import ShoalClient
-from broker.errors import ShoalError
-from tests.support import NodeProcess, wait_until
+from tests.support import NodeProcess, read_shard, serving, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
-
-
-def _ready(endpoint: str) -> bool:
-    try:
-        with ShoalClient(endpoint, timeout_s=2) as client:
-            client.call("ListStreams", {})
-        return True
-    except ShoalError:
-        return False
-
-
-def _read_shard(client: ShoalClient, stream: str, shard_id: str) -> list[dict[str, Any]]:
-    token = client.call(
-        "GetShardIterator",
-        {"StreamName": stream, "ShardId": shard_id, "ShardIteratorType": "TRIM_HORIZON"},
-    )["ShardIterator"]
-    records: list[dict[str, Any]] = []
-    for _ in range(10_000):
-        response = client.call("GetRecords", {"ShardIterator": token})
-        records += response["Records"]
-        token = response.get("NextShardIterator")
-        if token is None or (not response["Records"] and response["MillisBehindLatest"] == 0):
-            return records
-    raise AssertionError("shard did not end")
 
 
 def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "node")
     node.start()
     try:
-        wait_until(lambda: _ready(node.endpoint), deadline_s=60, what="node to serve")
+        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="node to serve")
         acknowledged: dict[bytes, tuple[str, str]] = {}
         lock = threading.Lock()
         with ShoalClient(node.endpoint) as client:
@@ -94,7 +69,7 @@ def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
             assert len(acknowledged) == 4_000
         node.kill()
         node.start()
-        wait_until(lambda: _ready(node.endpoint), deadline_s=60, what="node to restart")
+        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="node to restart")
         with ShoalClient(node.endpoint) as client:
             summary = client.call("DescribeStreamSummary", {"StreamName": "durable"})[
                 "StreamDescriptionSummary"
@@ -107,7 +82,7 @@ def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
             assert [s["ShardId"] for s in shards] == [f"shardId-{i:012d}" for i in range(4)]
             found: dict[bytes, tuple[str, str]] = {}
             for shard in shards:
-                for record in _read_shard(client, "durable", shard["ShardId"]):
+                for record in read_shard(client, "durable", shard["ShardId"]):
                     assert record["Data"] not in found
                     found[record["Data"]] = (shard["ShardId"], record["SequenceNumber"])
             assert found == acknowledged
