@@ -293,10 +293,31 @@ def _cluster_drain(admin: Any, args: argparse.Namespace) -> int:
     return 0 if left == 0 else 1
 
 
+_STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+
+
+class _EventFormatter(logging.Formatter):
+    """Log lines as `event key=value ...`: our events are named, with their fields passed as
+    `extra` (house style B.10), and the standard format would drop the fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields = {
+            key: value
+            for key, value in vars(record).items()
+            if key not in _STANDARD_RECORD_FIELDS and key not in ("message", "asctime")
+        }
+        if not fields:
+            return line
+        return line + " " + " ".join(f"{key}={value!r}" for key, value in sorted(fields.items()))
+
+
 def _serve(args: argparse.Namespace) -> int:
     from broker.node import Node  # imported here: only `serve` needs RocksDB and pysyncobj
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_EventFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         config = config_from_environment(vars(args), args.config)
     except (ValueError, OSError) as exc:
