@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -44,9 +45,10 @@ def clock() -> ManualClock:
     return ManualClock(wall_ms=1_790_000_000_000)
 
 
-@pytest.fixture
-async def node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
-    node = Node(node_config(tmp_path / "node"), clock=clock)
+@contextlib.asynccontextmanager
+async def running_node(config: Config, clock: ManualClock) -> AsyncIterator[Node]:
+    """An in-process node for the block, stopped on the way out."""
+    node = Node(config, clock=clock)
     await node.start()
     try:
         yield node
@@ -54,10 +56,23 @@ async def node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
         await node.stop()
 
 
-@pytest.fixture
-async def client(node: Node) -> AsyncIterator[AsyncShoalClient]:
+@contextlib.asynccontextmanager
+async def connected_client(node: Node) -> AsyncIterator[AsyncShoalClient]:
+    """A native gRPC client of `node` for the block."""
     client = AsyncShoalClient(f"127.0.0.1:{node.grpc_port}")
     try:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
+    async with running_node(node_config(tmp_path / "node"), clock) as started:
+        yield started
+
+
+@pytest.fixture
+async def client(node: Node) -> AsyncIterator[AsyncShoalClient]:
+    async with connected_client(node) as connected:
+        yield connected

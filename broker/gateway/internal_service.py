@@ -39,7 +39,7 @@ from broker.meta.image import MetadataImage
 from broker.meta.quorum import QuorumStatistics
 from broker.replication.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
 from broker.replication.refusals import RefusalReason, ShardRefusedError
-from broker.replication.transport import Channels
+from broker.replication.transport import Channels, unary_handler
 from broker.replication.wire import records_from_proto, records_to_proto
 from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThrottle, ShardClient
 from broker.types import NodeId, Offset, ShardUid, StreamUid
@@ -206,9 +206,9 @@ def node_handler(
         return response
 
     handlers = {
-        "Heartbeat": _unary(heartbeat, pb.HeartbeatRequest, pb.HeartbeatResponse),
-        "ShardAppend": _unary(shard_append, pb.ShardAppendRequest, pb.ShardAppendResponse),
-        "ShardRead": _unary(shard_read, pb.ShardReadRequest, pb.ShardReadResponse),
+        "Heartbeat": unary_handler(heartbeat, pb.HeartbeatRequest, pb.HeartbeatResponse),
+        "ShardAppend": unary_handler(shard_append, pb.ShardAppendRequest, pb.ShardAppendResponse),
+        "ShardRead": unary_handler(shard_read, pb.ShardReadRequest, pb.ShardReadResponse),
     }
     return grpc.method_handlers_generic_handler(NODE_SERVICE, handlers)
 
@@ -257,10 +257,12 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
         return pb.DrainResponse(leaderships_left=left)
 
     handlers = {
-        "ClusterStatus": _unary(cluster_status, pb.ClusterStatusRequest, pb.ClusterStatusResponse),
-        "AddVoter": _unary(add_voter, pb.AddVoterRequest, pb.AddVoterResponse),
-        "RemoveVoter": _unary(remove_voter, pb.RemoveVoterRequest, pb.RemoveVoterResponse),
-        "Drain": _unary(drain, pb.DrainRequest, pb.DrainResponse),
+        "ClusterStatus": unary_handler(
+            cluster_status, pb.ClusterStatusRequest, pb.ClusterStatusResponse
+        ),
+        "AddVoter": unary_handler(add_voter, pb.AddVoterRequest, pb.AddVoterResponse),
+        "RemoveVoter": unary_handler(remove_voter, pb.RemoveVoterRequest, pb.RemoveVoterResponse),
+        "Drain": unary_handler(drain, pb.DrainRequest, pb.DrainResponse),
     }
     return grpc.method_handlers_generic_handler(CLUSTER_ADMIN_SERVICE, handlers)
 
@@ -311,16 +313,6 @@ def cluster_status_to_proto(view: ClusterView) -> pb.ClusterStatusResponse:
         shards=shards,
         raft_term=view.quorum.term,
         raft_commit_index=view.quorum.commit_index,
-    )
-
-
-def _unary(
-    handler: Any, request_class: Any, response_class: Any
-) -> grpc.RpcMethodHandler[Any, Any]:
-    return grpc.unary_unary_rpc_method_handler(
-        handler,
-        request_deserializer=request_class.FromString,
-        response_serializer=response_class.SerializeToString,
     )
 
 

@@ -326,9 +326,11 @@ def replication_handler(
             request_deserializer=pb.ReplicationEnvelope.FromString,
             response_serializer=pb.ReplicationEnvelope.SerializeToString,
         ),
-        "Prepare": _unary(prepare, pb.PrepareRequest, pb.PrepareResponse),
-        "Seal": _unary(seal, pb.SealRequest, pb.SealResponse),
-        "ReplicaStatus": _unary(replica_status, pb.ReplicaStatusRequest, pb.ReplicaStatusResponse),
+        "Prepare": unary_handler(prepare, pb.PrepareRequest, pb.PrepareResponse),
+        "Seal": unary_handler(seal, pb.SealRequest, pb.SealResponse),
+        "ReplicaStatus": unary_handler(
+            replica_status, pb.ReplicaStatusRequest, pb.ReplicaStatusResponse
+        ),
     }
     return grpc.method_handlers_generic_handler(REPLICATION_SERVICE, handlers)
 
@@ -353,9 +355,10 @@ def replica_state_from_proto(state: pb.ReplicaState) -> tuple[Offset, Offset, in
     return Offset(state.log_end), Offset(state.high_watermark), state.last_epoch
 
 
-def _unary(
+def unary_handler(
     handler: Any, request_class: Any, response_class: Any
 ) -> grpc.RpcMethodHandler[Any, Any]:
+    """A unary gRPC server method of the internal API (shared by every internal servicer)."""
     return grpc.unary_unary_rpc_method_handler(
         handler,
         request_deserializer=request_class.FromString,

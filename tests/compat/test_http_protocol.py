@@ -37,6 +37,7 @@ from broker.gateway.http_service import AwsHttpApp
 from broker.node import Node
 from tests.compat.conftest import boto_client, call
 from tests.conftest import node_config
+from tests.conftest import running_node as running_configured_node
 
 pytestmark = pytest.mark.integration
 
@@ -69,12 +70,8 @@ async def post(
 
 @contextlib.asynccontextmanager
 async def running_node(data_dir: Path, clock: ManualClock, **settings: Any) -> AsyncIterator[Node]:
-    node = Node(node_config(data_dir, settings=settings), clock=clock)
-    await node.start()
-    try:
+    async with running_configured_node(node_config(data_dir, settings=settings), clock) as node:
         yield node
-    finally:
-        await node.stop()
 
 
 # --- CBOR ---------------------------------------------------------------------------------

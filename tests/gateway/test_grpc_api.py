@@ -449,6 +449,8 @@ async def test_writes_during_reshard_are_never_lost_or_doubled(client: AsyncShoa
     await create(client, "s", 2)
     acknowledged: dict[bytes, tuple[str, str]] = {}
     stop = asyncio.Event()
+    enough = asyncio.Event()
+    enough_count = [1 << 62]  # set after the merge: the acknowledgements to wait for
 
     async def producer(worker: int) -> None:
         i = 0
@@ -456,6 +458,8 @@ async def test_writes_during_reshard_are_never_lost_or_doubled(client: AsyncShoa
             data = f"{worker}-{i}".encode()
             result = await put(client, "s", f"key-{worker}-{i % 7}", data)
             acknowledged[data] = (result["ShardId"], result["SequenceNumber"])
+            if len(acknowledged) >= enough_count[0]:
+                enough.set()
             i += 1
 
     tasks = [asyncio.create_task(producer(w)) for w in range(4)]
@@ -476,7 +480,10 @@ async def test_writes_during_reshard_are_never_lost_or_doubled(client: AsyncShoa
             "AdjacentShardToMerge": "shardId-000000000003",
         },
     )
-    await asyncio.sleep(0.2)
+    # Keep writing until the children have taken writes too, then stop (bounded).
+    enough_count[0] = len(acknowledged) + 40
+    async with asyncio.timeout(30):
+        await enough.wait()
     stop.set()
     await asyncio.gather(*tasks)
     seen: dict[bytes, tuple[str, str]] = {}

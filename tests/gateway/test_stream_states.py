@@ -12,7 +12,7 @@ import pytest
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.node import Node
-from tests.conftest import node_config
+from tests.conftest import connected_client, node_config, running_node
 from tests.gateway.test_grpc_api import expect_error, iterator, put, read_all
 
 pytestmark = pytest.mark.integration
@@ -28,21 +28,14 @@ async def slow_node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
         stream_updating_ms=STATE_MS,
         stream_deleting_ms=STATE_MS,
     )
-    node = Node(config, clock=clock)
-    await node.start()
-    try:
+    async with running_node(config, clock) as node:
         yield node
-    finally:
-        await node.stop()
 
 
 @pytest.fixture
 async def slow_client(slow_node: Node) -> AsyncIterator[AsyncShoalClient]:
-    client = AsyncShoalClient(f"127.0.0.1:{slow_node.grpc_port}")
-    try:
+    async with connected_client(slow_node) as client:
         yield client
-    finally:
-        await client.close()
 
 
 async def status(client: AsyncShoalClient, name: str) -> str:

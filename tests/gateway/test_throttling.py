@@ -9,8 +9,7 @@ import pytest
 
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
-from broker.node import Node
-from tests.conftest import node_config
+from tests.conftest import connected_client, node_config, running_node
 from tests.gateway.test_grpc_api import expect_error, iterator, put
 
 pytestmark = pytest.mark.integration
@@ -27,15 +26,9 @@ async def limited(tmp_path: Path, clock: ManualClock) -> AsyncIterator[AsyncShoa
             "shard_read_bytes_per_second": 2 * 1024 * 1024,
         },
     )
-    node = Node(config, clock=clock)
-    await node.start()
-    client = AsyncShoalClient(f"127.0.0.1:{node.grpc_port}")
-    try:
+    async with running_node(config, clock) as node, connected_client(node) as client:
         await client.call("CreateStream", {"StreamName": "s", "ShardCount": 2})
         yield client
-    finally:
-        await client.close()
-        await node.stop()
 
 
 async def test_put_records_fails_throttled_records_one_by_one(
