@@ -197,6 +197,8 @@ class Node:
             clock=self.clock,
             settings=ControllerSettings(
                 node_session_timeout_ms=config.knobs.session_timeout_ms,
+                # Two heartbeats missed: worth a TCP connect to see whether it crashed.
+                probe_after_ms=2 * config.knobs.heartbeat_interval_ms,
                 pass_interval_ms=config.knobs.controller_pass_interval_ms,
                 stream_updating_ms=config.knobs.stream_updating_ms,
             ),

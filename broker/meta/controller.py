@@ -18,7 +18,12 @@ Two parts, in the etcd-raft shape (STYLE B.1 #2):
 Decisions, in the order `decide` makes them:
 1. Fencing (KIP-631): an ACTIVE or DRAINING node not heard from for `node_session_timeout_ms`
    is FENCED; a FENCED node that heartbeats again with the image's incarnation is ACTIVE
-   again. Heartbeat arrival is recorded at once (`on_heartbeat`), before any other work, so an
+   again. A node that is merely late (silent for `probe_after_ms`) is probed: if its API port
+   refuses TCP connections (ECONNREFUSED: no process listens there; a crashed node) and it
+   stays silent, it is fenced at once instead of at the end of its session. A paused or
+   cut-off node accepts or drops connections rather than refusing them, so only a dead
+   process gets this fast path; everything else waits for the session timeout. Heartbeat
+   arrival is recorded at once (`on_heartbeat`), before any other work, so an
    overloaded controller does not fence live nodes (KAFKA-15019). A newly elected controller
    heard nobody yet: every node gets a fresh session from the moment the core was created.
 2. Leader changes: a shard whose leader is missing, FENCED, REMOVED, DRAINING or shutting
@@ -83,6 +88,8 @@ class ControllerSettings:
     retry_backoff_ms_min: int = 100
     retry_backoff_ms_max: int = 5_000
     stream_updating_ms: int = 200  # CompleteReshard's UPDATING time (Knobs.stream_updating_ms)
+    # A node silent this long is probed (`ReplicaControl.refuses_connections`); 0: never.
+    probe_after_ms: int = 500
 
     def validate(self) -> None:
         assert self.node_session_timeout_ms > 0
@@ -94,6 +101,7 @@ class ControllerSettings:
         assert self.concurrent_actions_max > 0
         assert self.rebalance_moves_per_pass_max >= 0
         assert 0 < self.retry_backoff_ms_min <= self.retry_backoff_ms_max
+        assert 0 <= self.probe_after_ms < self.node_session_timeout_ms
 
 
 # --- ReplicaControl: the seam to the shard replicas ----------------------------------------------
@@ -137,6 +145,11 @@ class ReplicaControl(Protocol):
         ...
 
     async def replica_status(self, node_id: NodeId, shard_uid: ShardUid) -> ReplicaStatus: ...
+
+    async def refuses_connections(self, node_id: NodeId) -> bool:
+        """True only on proof that nothing listens on the node's API port (a TCP connect
+        refused, within a short deadline); False when it connects, times out or is unknown."""
+        ...
 
 
 class ControllerQuorum(Protocol):
@@ -270,6 +283,12 @@ class _Session:
     shutting_down: bool
 
 
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    incarnation: int
+    at_ms: int
+
+
 @dataclass(slots=True)
 class _Backoff:
     not_before_ms: int
@@ -293,6 +312,10 @@ class ControllerCore:
         # fenced even if its node is healthy again. They need an epoch change until the image
         # passes that epoch, whatever triggered the first attempt.
         self._prepared: dict[ShardUid, int] = {}
+        # Nodes whose API port refused connections, by the incarnation probed and when (the
+        # proof counts only while no heartbeat of that incarnation arrived after it).
+        self._refused: dict[NodeId, _Refusal] = {}
+        self._probed_ms: dict[NodeId, int] = {}
 
     # Inputs.
 
@@ -309,6 +332,38 @@ class ControllerCore:
         self._sessions[node_id] = _Session(
             incarnation=incarnation, heard_ms=now_ms, shutting_down=shutting_down
         )
+        self._refused.pop(node_id, None)
+
+    def nodes_to_probe(self, image: MetadataImage, *, now_ms: int) -> tuple[NodeId, ...]:
+        """ACTIVE or DRAINING nodes silent for `probe_after_ms` (or not heard by this
+        controller at all yet) with no refusal on record, each probed at most once per
+        `probe_after_ms`. A new controller so finds a crashed node (often the old quorum
+        leader) at once instead of after a whole session."""
+        after_ms = self.settings.probe_after_ms
+        if after_ms == 0:
+            return ()
+        due = []
+        for node_id in sorted(image.nodes):
+            node = image.nodes[node_id]
+            if node.state not in (NodeState.ACTIVE, NodeState.DRAINING):
+                continue
+            if node_id in self._refused:
+                continue
+            if self._heard(node) and self.silent_ms(node, now_ms=now_ms) <= after_ms:
+                continue  # heard lately (a new controller has heard nobody: probe them all)
+            if now_ms - self._probed_ms.get(node_id, now_ms - after_ms) < after_ms:
+                continue
+            due.append(node_id)
+        return tuple(due)
+
+    def on_probe(
+        self, image: MetadataImage, node_id: NodeId, *, refused: bool, now_ms: int
+    ) -> None:
+        """The outcome of probing `node_id` (as `nodes_to_probe` named it) at `now_ms`."""
+        self._probed_ms[node_id] = now_ms
+        node = image.nodes.get(node_id)
+        if refused and node is not None:
+            self._refused[node_id] = _Refusal(incarnation=node.incarnation, at_ms=now_ms)
 
     def on_outcome(self, action: Action, outcome: str, *, now_ms: int) -> None:
         """The shell's report on an action `decide` returned."""
@@ -395,18 +450,32 @@ class ControllerCore:
             if self._waiting(node_id, now_ms=now_ms):
                 continue
             silent_ms = self.silent_ms(node, now_ms=now_ms)
-            if node.state in (NodeState.ACTIVE, NodeState.DRAINING) and silent_ms > timeout_ms:
+            if node.state in (NodeState.ACTIVE, NodeState.DRAINING) and (
+                silent_ms > timeout_ms or self._proven_down(node)
+            ):
                 yield FenceNode(node_id=node_id, incarnation=node.incarnation, silent_ms=silent_ms)
             elif node.state is NodeState.FENCED:
                 session = self._sessions.get(node_id)
                 # Only a heartbeat this controller received, from this very incarnation: the
                 # grace period is no evidence of life.
+                # A refusal on record means no heartbeat came since the probe failed.
                 if (
                     session is not None
                     and session.incarnation == node.incarnation
                     and now_ms - session.heard_ms <= timeout_ms
+                    and not self._proven_down(node)
                 ):
                     yield UnfenceNode(node_id=node_id, incarnation=node.incarnation)
+
+    def _heard(self, node: NodeMeta) -> bool:
+        session = self._sessions.get(node.node_id)
+        return session is not None and session.incarnation >= node.incarnation
+
+    def _proven_down(self, node: NodeMeta) -> bool:
+        """Its port refused connections, and no heartbeat came since (`on_heartbeat` drops
+        the refusal); a refusal of an earlier incarnation proves nothing about this one."""
+        refusal = self._refused.get(node.node_id)
+        return refusal is not None and refusal.incarnation == node.incarnation
 
     def _eligible(self, image: MetadataImage, replicas: Sequence[NodeId]) -> tuple[NodeId, ...]:
         """Replicas that may lead in preference order: those that can lead, then the DRAINING
@@ -757,6 +826,7 @@ class Controller:
         if core is None:
             return 0
         self._passes += 1
+        await self._probe_late_nodes(core)
         actions = core.decide(
             self._quorum.image(), now_ms=self._clock.monotonic_ms(), wall_ms=self._clock.wall_ms()
         )
@@ -774,6 +844,23 @@ class Controller:
             for action in actions:
                 group.create_task(execute(action))
         return len(actions)
+
+    async def _probe_late_nodes(self, core: ControllerCore) -> None:
+        """Probes the nodes the core finds late, concurrently; each probe is bounded by the
+        replica RPC timeout (the implementation's own connect deadline is shorter)."""
+        image = self._quorum.image()
+        suspects = core.nodes_to_probe(image, now_ms=self._clock.monotonic_ms())
+        if not suspects:
+            return
+        outcomes = await asyncio.gather(
+            *(self._call(self._replicas.refuses_connections(node_id)) for node_id in suspects)
+        )
+        now_ms = self._clock.monotonic_ms()
+        for node_id, refused in zip(suspects, outcomes, strict=True):
+            if refused:
+                log.warning("controller_node_refuses_connections", extra={"node": node_id})
+            if self._core is core:
+                core.on_probe(image, node_id, refused=bool(refused), now_ms=now_ms)
 
     async def _execute(self, action: Action) -> str:
         match action:

@@ -2,6 +2,7 @@
 
 - `GrpcReplicaControl`: the controller's `ReplicaControl` (`meta/controller.py`) over
   `ReplicationService.Prepare` / `Seal` / `ReplicaStatus`.
+  `refuses_connections` is the controller's crash probe: a plain TCP connect.
 - `send_heartbeat`: a node's heartbeat to the controller's node (`NodeService.Heartbeat`).
 
 Every call has a deadline; gRPC failures are translated here, at this one boundary, into
@@ -10,6 +11,8 @@ Every call has a deadline; gRPC failures are translated here, at this one bounda
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +28,8 @@ from broker.types import NodeId, Offset, ShardUid
 
 NODE_SERVICE = "broker.api.internal.v1.NodeService"
 CLUSTER_ADMIN_SERVICE = "broker.api.internal.v1.ClusterAdminService"
+# A dead node's port refuses at once (RST); a slower answer is no proof of anything.
+_PROBE_CONNECT_TIMEOUT_S = 0.25
 
 
 @contextmanager
@@ -107,6 +112,23 @@ class GrpcReplicaControl:
                     last_epoch=state.last_epoch,
                 )
         raise ShoalError(ErrorCode.UNAVAILABLE, f"node {node_id} holds no replica of {shard_uid}")
+
+    async def refuses_connections(self, node_id: NodeId) -> bool:
+        address = self._resolve(node_id)
+        if address is None:
+            return False
+        host, _, port = address.rpartition(":")
+        try:
+            async with asyncio.timeout(_PROBE_CONNECT_TIMEOUT_S):
+                _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
+        except ConnectionRefusedError:
+            return True
+        except (OSError, TimeoutError, ValueError):
+            return False  # unreachable or slow is no proof of a dead process
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return False
 
     async def statuses(self, address: str) -> pb.ReplicaStatusResponse:
         """Every replica on the node at `address` (diagnostics, tests)."""

@@ -100,6 +100,85 @@ def test_a_silent_node_is_fenced_after_the_session_timeout() -> None:
     )
 
 
+PROBE_MS = SETTINGS.probe_after_ms
+
+
+def test_a_late_node_whose_port_refuses_connections_is_fenced_at_once() -> None:
+    image = nodes_image(3)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=PROBE_MS)
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=PROBE_MS)
+    assert core.nodes_to_probe(image, now_ms=PROBE_MS) == ()  # nobody is late yet
+    assert core.nodes_to_probe(image, now_ms=PROBE_MS + 1) == (N3,)
+    core.on_probe(image, N3, refused=True, now_ms=PROBE_MS + 1)
+    assert core.nodes_to_probe(image, now_ms=PROBE_MS + 2) == ()  # proof on record
+    assert decide(core, image, PROBE_MS + 2) == (
+        FenceNode(node_id=N3, incarnation=1, silent_ms=PROBE_MS + 2),
+    )
+    # Once fenced, its last heartbeat (well within a session) does not unfence it: only a
+    # heartbeat after the refusal would.
+    fenced = set_state(image, N3, NodeState.FENCED)
+    assert decide(core, fenced, PROBE_MS + 3) == ()
+    core.on_heartbeat(node_id=N3, incarnation=1, now_ms=PROBE_MS + 4)
+    assert decide(core, fenced, PROBE_MS + 5) == (UnfenceNode(node_id=N3, incarnation=1),)
+
+
+def test_a_late_node_that_accepts_connections_waits_for_its_session_timeout() -> None:
+    """A paused process's kernel still accepts connections: no proof, no early fence; the
+    node is probed again at most once per probe interval."""
+    image = nodes_image(3)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    for t in range(0, SESSION_MS + 1, 100):
+        core.on_heartbeat(node_id=N1, incarnation=1, now_ms=t)
+        core.on_heartbeat(node_id=N2, incarnation=1, now_ms=t)
+    probes = []
+    for t in range(PROBE_MS + 1, SESSION_MS + 1, 100):
+        for node_id in core.nodes_to_probe(image, now_ms=t):
+            probes.append(t)
+            core.on_probe(image, node_id, refused=False, now_ms=t)
+        assert decide(core, image, t) == ()
+    assert probes == list(range(PROBE_MS + 1, SESSION_MS + 1, PROBE_MS))
+    assert decide(core, image, SESSION_MS + 1) == (
+        FenceNode(node_id=N3, incarnation=1, silent_ms=SESSION_MS + 1),
+    )
+
+
+def test_a_heartbeat_or_a_new_incarnation_voids_a_refusal() -> None:
+    image = nodes_image(3)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    core.on_probe(image, N3, refused=True, now_ms=PROBE_MS + 1)
+    core.on_heartbeat(node_id=N3, incarnation=1, now_ms=PROBE_MS + 2)  # it was restarting
+    assert not any(isinstance(a, FenceNode) for a in decide(core, image, PROBE_MS + 3))
+    core.on_probe(image, N2, refused=True, now_ms=PROBE_MS + 4)
+    restarted = ok(image, register_node("n2"))  # incarnation 2: the proof was about 1
+    assert restarted.nodes[N2].incarnation == 2
+    assert not any(
+        isinstance(a, FenceNode) and a.node_id == N2 for a in decide(core, restarted, PROBE_MS + 5)
+    )
+
+
+def test_a_new_controller_probes_every_node_it_has_not_heard_yet() -> None:
+    """The old quorum leader's node often died with it: a new controller finds out at once
+    rather than after a whole session of grace."""
+    image = nodes_image(3)
+    core = ControllerCore(settings=SETTINGS, now_ms=1_000)
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=1_000)
+    assert core.nodes_to_probe(image, now_ms=1_000) == (N2, N3)
+    core.on_probe(image, N2, refused=False, now_ms=1_000)
+    core.on_probe(image, N3, refused=True, now_ms=1_000)
+    assert core.nodes_to_probe(image, now_ms=1_001) == ()  # N2 waits for its next turn
+    assert decide(core, image, 1_001) == (FenceNode(node_id=N3, incarnation=1, silent_ms=1),)
+
+
+def test_probing_can_be_switched_off() -> None:
+    image = nodes_image(3)
+    core = ControllerCore(settings=dataclasses.replace(SETTINGS, probe_after_ms=0), now_ms=0)
+    assert core.nodes_to_probe(image, now_ms=SESSION_MS) == ()
+
+
 def test_a_new_controller_gives_every_node_a_fresh_session() -> None:
     """Nobody heartbeats a node that was not the controller: without a grace period every
     node would be fenced the moment a new quorum leader took over."""
@@ -426,7 +505,8 @@ class MemoryReplicas:
     def __init__(self) -> None:
         self.promised: dict[tuple[NodeId, ShardUid], int] = {}
         self.log_end: dict[tuple[NodeId, ShardUid], int] = {}
-        self.down: set[NodeId] = set()
+        self.down: set[NodeId] = set()  # unreachable: calls fail, connections do not refuse
+        self.crashed: set[NodeId] = set()  # no process: connections are refused
         self.sealed: dict[ShardUid, int] = {}
         self.calls: list[tuple[str, NodeId, ShardUid, int]] = []
 
@@ -456,6 +536,10 @@ class MemoryReplicas:
         self._reach(node_id)
         end = Offset(self.log_end.get((node_id, shard_uid), 0))
         return ReplicaStatus(log_end=end, hw=end, last_epoch=1)
+
+    async def refuses_connections(self, node_id: NodeId) -> bool:
+        self.calls.append(("probe", node_id, ShardUid(0), 0))
+        return node_id in self.crashed
 
 
 async def started_controller(
@@ -497,6 +581,28 @@ async def test_controller_fences_a_dead_leader_and_elects_the_longest_log() -> N
         (N3, 2),
     }
     assert await controller.run_pass() == 0
+
+
+async def test_controller_fences_a_crashed_leader_without_waiting_for_its_session() -> None:
+    image = stream_image(3, shard_count=1, factor=3)
+    (shard,) = shards(image)
+    assert shard.leader == N1
+    controller, quorum, replicas, clock = await started_controller(image)
+    assert await controller.run_pass() == 0
+    replicas.down.add(N1)
+    replicas.crashed.add(N1)
+    replicas.log_end[(N2, shard.uid)] = 5
+    replicas.log_end[(N3, shard.uid)] = 5
+    clock.advance(ms=PROBE_MS + 1)
+    assert controller.on_heartbeat(node_id=N2, incarnation=1)
+    assert controller.on_heartbeat(node_id=N3, incarnation=1)
+    assert await controller.run_pass() == 1  # probed, refused: fenced
+    assert ("probe", N1, ShardUid(0), 0) in replicas.calls
+    assert quorum.image().nodes[N1].state is NodeState.FENCED
+    assert await controller.run_pass() == 1
+    (after,) = shards(quorum.image())
+    assert after.leader in (N2, N3)
+    assert after.epoch == 2
 
 
 class SilentReplicas(MemoryReplicas):
