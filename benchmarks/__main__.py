@@ -5,14 +5,20 @@ An entry module of its own, so that `benchmarks.bench` is imported once under it
 
 `--only cluster` runs the 3-node figures alone (benchmarks/cluster.py, which also takes
 `--kills N`); without `--only`, the single-node run is followed by the cluster one (its
-`--json PATH` figures go to PATH with `-cluster` before `.json`).
+`--json PATH` figures go to PATH with `-cluster` before `.json`). `--only consumers` runs the
+KCL-style worker figures (benchmarks/consumers.py: end-to-end latency, worker failover), which
+the full run leaves out. `--only scale` runs the 1,000-shard figures (benchmarks/scale.py:
+idle CPU and memory, 200-shard CreateStream, pagination; `--shards N`, `--idle-seconds S`),
+also left out of the full run. `--only fanout` runs the enhanced fan-out latency figures
+(benchmarks/fanout.py: put accepted -> record delivered to a subscriber, one node and a 3-node
+cluster; `--records N`, `--gap-ms MS`, `--single-only`), also left out of the full run.
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import bench, cluster
+from benchmarks import bench, cluster, consumers, fanout, scale
 
 
 def _without_kills(argv: list[str]) -> list[str]:
@@ -29,6 +35,21 @@ def _without_kills(argv: list[str]) -> list[str]:
 
 
 def _dispatch(argv: list[str]) -> int:
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["fanout"]:
+        at = argv.index("--only")
+        return fanout.main(argv[:at] + argv[at + 2 :])
+    if "--only=fanout" in argv:
+        return fanout.main([a for a in argv if a != "--only=fanout"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["scale"]:
+        at = argv.index("--only")
+        return scale.main(argv[:at] + argv[at + 2 :])
+    if "--only=scale" in argv:
+        return scale.main([a for a in argv if a != "--only=scale"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["consumers"]:
+        at = argv.index("--only")
+        return consumers.main(argv[:at] + argv[at + 2 :])
+    if "--only=consumers" in argv:
+        return consumers.main([a for a in argv if a != "--only=consumers"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["cluster"]:
         at = argv.index("--only")
         return cluster.main(argv[:at] + argv[at + 2 :])

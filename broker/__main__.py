@@ -20,9 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from broker import cli_capacity, cli_consumers
 from broker.client.grpc_client import ShoalClient
 from broker.config import add_serve_arguments, config_from_environment
 from broker.errors import ErrorCode, ShoalError
+from broker.tls import add_client_arguments, credentials_from_arguments
 
 DEFAULT_ENDPOINT = "127.0.0.1:50051"
 _FOLLOW_POLL_S = 1.0  # `shoal read --follow` polls like a KCL worker's default of about 1 s
@@ -47,19 +49,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 2
             from broker.client.admin import ClusterAdminClient  # only the cluster group needs it
 
-            with ClusterAdminClient(args.endpoint) as admin:
+            with ClusterAdminClient(
+                args.endpoint, credentials=credentials_from_arguments(args)
+            ) as admin:
                 return int(args.run(admin, args))
+        if args.command == "limits":
+            from broker import cli_limits
+
+            return cli_limits.run(args, credentials_from_arguments(args))
+        if args.command in cli_capacity.COMMANDS:
+            return cli_capacity.run(args, credentials_from_arguments(args))
         if args.command == "leases":
             if args.run is None:
                 args.leases_help()
                 return 2
             return asyncio.run(_run_leases(args))
-        with ShoalClient(args.endpoint) as client:
+        with ShoalClient(args.endpoint, credentials=credentials_from_arguments(args)) as client:
             return int(args.run(client, args))
     except ShoalError as error:
         if error.code is ErrorCode.UNAVAILABLE:
             print(
-                f"error: cannot reach Shoal at {args.endpoint} (is `scripts/serve` running?)",
+                f"error: cannot reach Shoal at {args.endpoint} (is `scripts/serve` running? "
+                "a TLS node needs --tls-ca-file, and a client certificate unless it says "
+                "tls_client_auth = none)",
                 file=sys.stderr,
             )
             return 2
@@ -77,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         help="host:port of a node's gRPC API (env SHOAL_ENDPOINT)",
     )
     parser.add_argument("--json", action="store_true", help="print raw JSON responses")
+    add_client_arguments(parser)
     commands = parser.add_subparsers(dest="command")
 
     serve = commands.add_parser("serve", help="run a node")
@@ -90,8 +103,22 @@ def _parser() -> argparse.ArgumentParser:
 
     delete = commands.add_parser("delete-stream", help="delete a stream")
     delete.add_argument("stream")
+    delete.add_argument(
+        "--enforce-consumer-deletion",
+        action="store_true",
+        help="delete even with registered enhanced fan-out consumers (they go with it)",
+    )
     delete.set_defaults(
-        run=lambda c, a: _print(a, c.call("DeleteStream", {"StreamName": a.stream}))
+        run=lambda c, a: _print(
+            a,
+            c.call(
+                "DeleteStream",
+                {
+                    "StreamName": a.stream,
+                    "EnforceConsumerDeletion": a.enforce_consumer_deletion,
+                },
+            ),
+        )
     )
 
     listing = commands.add_parser("list-streams", help="list streams")
@@ -119,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_cluster_commands(commands)
     _add_lease_commands(commands)
+    _add_limits_commands(commands)
+    cli_capacity.add_commands(commands)
+    cli_consumers.add_commands(commands)
 
     scale = commands.add_parser("update-shard-count", help="reshard uniformly")
     scale.add_argument("stream")
@@ -156,6 +186,12 @@ def _add_cluster_commands(commands: Any) -> None:
     drain.set_defaults(run=_cluster_drain)
 
 
+def _add_limits_commands(commands: Any) -> None:
+    from broker import cli_limits
+
+    cli_limits.add_commands(commands)
+
+
 def _add_lease_commands(commands: Any) -> None:
     """`shoal leases list | delete-application` (LeaseService): KCL-style consumer leases."""
     group_parser = commands.add_parser(
@@ -180,7 +216,9 @@ def _add_lease_commands(commands: Any) -> None:
 async def _run_leases(args: argparse.Namespace) -> int:
     from broker.client.leases import GrpcLeaseClient  # asyncio and the lease API: only here
 
-    async with GrpcLeaseClient(args.endpoint) as client:
+    async with GrpcLeaseClient(
+        args.endpoint, credentials=credentials_from_arguments(args)
+    ) as client:
         return int(await args.run(client, args))
 
 
@@ -340,7 +378,14 @@ def _serve(args: argparse.Namespace) -> int:
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
-        await node.start()
+        try:
+            await node.start()
+        except BaseException:
+            # A failed start (an unreadable certificate, a port taken...) leaves the writer and
+            # quorum threads running: stop them, or the process would never exit (and never
+            # be restarted).
+            await node.stop()
+            raise
         scheme = "https" if config.tls_cert_file is not None else "http"
         print(
             f"shoal: node {config.node_id} serving gRPC on {config.host}:{node.grpc_port}, "

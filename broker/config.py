@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from broker import limits
+from broker.consumers.registry import CONSUMERS_PER_STREAM_DEFAULT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +31,9 @@ class Knobs:
     stream_creating_ms: int = 200
     stream_updating_ms: int = 200
     stream_deleting_ms: int = 200
+    # Likewise for an enhanced fan-out consumer (RegisterStreamConsumer / Deregister...).
+    consumer_creating_ms: int = 200
+    consumer_deleting_ms: int = 200
     # Retention trimming and removal of deleted streams' data run this often; retention is
     # enforced on reads at once, so this only bounds how long disk space stays used.
     housekeeping_interval_ms: int = 30_000
@@ -46,9 +50,47 @@ class Knobs:
     # The controller (on the metadata leader) looks at the cluster this often: leader changes,
     # reshard completion, rebalancing. A reshard waits up to one pass to complete.
     controller_pass_interval_ms: int = 100
+    # Enhanced fan-out (SubscribeToShard): a subscription ends normally after its lifetime
+    # (AWS: 5 minutes; the client subscribes again from its ContinuationSequenceNumber); an
+    # idle one still gets an empty event this often; a second subscribe for the same consumer
+    # and shard is refused within the takeover time of the first and takes over after it.
+    subscription_lifetime_ms: int = limits.subscription_lifetime_ms_default
+    subscription_heartbeat_ms: int = limits.subscription_heartbeat_ms_default
+    subscription_takeover_ms: int = limits.subscription_takeover_ms_default
+    # Shard load (issue 6). Each shard leader measures its shards' writes over a sliding
+    # window of `load_window_count` windows of `load_window_ms` (the last 50-60 s) and reports
+    # the shards that carry load every `load_report_interval_ms` (one metadata command per node
+    # per period; idle shards are reported once, when they turn idle, then never). A report
+    # older than `load_report_stale_ms` is not trusted (its node stopped reporting).
+    load_window_ms: int = 10_000
+    load_window_count: int = 6
+    load_report_interval_ms: int = 5_000
+    load_report_stale_ms: int = 30_000
+    # On-demand auto-scaling (meta/autoscaler.py, streams/autoscaling.py). A shard writing more
+    # than the split rates for `on_demand_hot_for_ms` is split where its traffic halves; two
+    # neighbours writing together less than `on_demand_merge_percent` of one shard's capacity
+    # for `on_demand_cold_for_ms` are merged; at most one of either per stream per
+    # `on_demand_cooldown_ms`, between `on_demand_min_shards` and `on_demand_max_shards` open
+    # shards. The defaults are AWS's behaviour (split near half a shard's 1 MiB/s and 1,000
+    # records/s, never below the 4 shards a new on-demand stream gets, at most 200 shards).
+    on_demand_split_bytes_per_second: int = 512 * 1024
+    on_demand_split_records_per_second: int = 500
+    on_demand_merge_percent: int = 25
+    on_demand_hot_for_ms: int = 120_000
+    on_demand_cold_for_ms: int = 900_000
+    on_demand_cooldown_ms: int = 30_000
+    on_demand_min_shards: int = limits.on_demand_initial_shard_count
+    on_demand_max_shards: int = 200
+    autoscaler_pass_interval_ms: int = 1_000
 
     def validate(self) -> None:
-        for name in ("stream_creating_ms", "stream_updating_ms", "stream_deleting_ms"):
+        for name in (
+            "stream_creating_ms",
+            "stream_updating_ms",
+            "stream_deleting_ms",
+            "consumer_creating_ms",
+            "consumer_deleting_ms",
+        ):
             value = getattr(self, name)
             if not 0 <= value <= 600_000:
                 raise ValueError(f"{name} must be within 0..600000, got {value}")
@@ -62,6 +104,47 @@ class Knobs:
             raise ValueError("replication_tick_ms must be within 1..10000")
         if not 10 <= self.controller_pass_interval_ms < self.session_timeout_ms:
             raise ValueError("controller_pass_interval_ms must be within 10..session_timeout_ms")
+        if not 100 <= self.subscription_lifetime_ms <= 3_600_000:
+            raise ValueError("subscription_lifetime_ms must be within 100..3600000")
+        if not 10 <= self.subscription_heartbeat_ms <= self.subscription_lifetime_ms:
+            raise ValueError("subscription_heartbeat_ms must be within 10..lifetime")
+        if not 0 <= self.subscription_takeover_ms <= self.subscription_lifetime_ms:
+            raise ValueError("subscription_takeover_ms must be within 0..lifetime")
+        self._validate_capacity()
+
+    def _validate_capacity(self) -> None:
+        """The load and on-demand knobs (issue 6)."""
+        if not 100 <= self.load_window_ms <= 600_000 or not 2 <= self.load_window_count <= 60:
+            raise ValueError("load_window_ms must be within 100..600000, load_window_count 2..60")
+        if not 50 <= self.load_report_interval_ms <= 600_000:
+            raise ValueError("load_report_interval_ms must be within 50..600000")
+        if self.load_report_stale_ms < 2 * self.load_report_interval_ms:
+            raise ValueError("load_report_stale_ms must be at least 2 load report intervals")
+        if self.on_demand_split_bytes_per_second < 1 or self.on_demand_split_records_per_second < 1:
+            raise ValueError("on-demand split rates must be positive")
+        # A merged pair must not be hot at once, or the autoscaler would flap.
+        merge = self.on_demand_merge_percent
+        if not 0 <= merge < 100 or (
+            merge * limits.shard_write_bytes_per_second_default
+            >= 100 * self.on_demand_split_bytes_per_second
+            or merge * limits.shard_write_records_per_second_default
+            >= 100 * self.on_demand_split_records_per_second
+        ):
+            raise ValueError(
+                "on_demand_merge_percent of one shard's capacity (1 MiB/s, 1000 records/s) "
+                "must stay below the on-demand split rates"
+            )
+        for name in ("on_demand_hot_for_ms", "on_demand_cold_for_ms", "on_demand_cooldown_ms"):
+            if not 0 <= getattr(self, name) <= 86_400_000:
+                raise ValueError(f"{name} must be within 0..86400000")
+        if not 1 <= self.on_demand_min_shards <= self.on_demand_max_shards:
+            raise ValueError("on_demand_min_shards must be within 1..on_demand_max_shards")
+        if self.on_demand_max_shards > limits.shard_count_per_stream_max:
+            raise ValueError(
+                f"on_demand_max_shards must be at most {limits.shard_count_per_stream_max}"
+            )
+        if not 10 <= self.autoscaler_pass_interval_ms <= 600_000:
+            raise ValueError("autoscaler_pass_interval_ms must be within 10..600000")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,8 +163,18 @@ class Config:
     # Prometheus `/metrics` (plain HTTP, on `host`); 0 picks a free port (tests), which the
     # node reports as `Node.metrics_port`.
     metrics_port: int = 9464
+    # This node's certificate and key (PEM). Set: the AWS door serves HTTPS and the gRPC port
+    # serves TLS (broker/tls.py). `tls_ca_file`: the CA bundle that signs the cluster's
+    # certificates; nodes verify each other against it and, with `tls_client_auth = "require"`
+    # (the default), every gRPC caller must present a certificate it signed (mutual TLS; the
+    # internal services share the port). "none": server-side TLS only.
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    tls_ca_file: Path | None = None
+    tls_client_auth: str = "require"
+    # A plaintext gRPC port serving only the health checking protocol (liveness, readiness),
+    # for probes that cannot speak (mutual) TLS such as the kubelet's gRPC probe. None: off.
+    health_port: int | None = None
     # SigV4 access keys as "ACCESS_KEY_ID:SECRET" pairs. Empty: requests are not
     # authenticated (the development default of `scripts/serve`); any key: every request must
     # be signed by one of them.
@@ -107,6 +200,8 @@ class Config:
     account_id: str = "000000000000"
     shard_count_per_account_max: int = limits.shard_count_per_account_default
     on_demand_streams_max: int = limits.on_demand_streams_per_account_default
+    # Enhanced fan-out consumers per stream (RegisterStreamConsumer); AWS's default quota.
+    consumers_per_stream_max: int = CONSUMERS_PER_STREAM_DEFAULT
     # Per-shard throughput, enforced where the shard is written and read. AWS's numbers by
     # default, so code tested against Shoal sees the throttling it will see on AWS; 0 lifts
     # a limit (self-hosters who want a shard to take what the disk can).
@@ -114,6 +209,9 @@ class Config:
     shard_write_records_per_second: int = limits.shard_write_records_per_second_default
     shard_read_calls_per_second: int = limits.shard_read_calls_per_second_default
     shard_read_bytes_per_second: int = limits.shard_read_bytes_per_second_default
+    # Enhanced fan-out has its own budget, per subscription (consumer and shard): AWS's
+    # 2 MB/s by default, independent of the shard's read limits; 0 lifts it.
+    subscription_bytes_per_second: int = limits.subscription_bytes_per_second_default
     knobs: Knobs = field(default_factory=Knobs)
 
     def validate(self) -> None:
@@ -127,6 +225,12 @@ class Config:
             raise ValueError("grpc_port and raft_port must differ")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_ca_file needs tls_cert_file and tls_key_file")
+        if self.tls_client_auth not in ("require", "none"):
+            raise ValueError("tls_client_auth must be require or none")
+        if self.health_port is not None and not 0 <= self.health_port <= 65_535:
+            raise ValueError(f"health_port must be a TCP port, got {self.health_port}")
         for pair in self.aws_credentials:
             key_id, _, secret = pair.partition(":")
             if not key_id or not secret:
@@ -146,11 +250,14 @@ class Config:
             raise ValueError("replication_factor must be within 1..7")
         if self.shard_count_per_account_max < 1 or self.on_demand_streams_max < 0:
             raise ValueError("account limits must be positive")
+        if self.consumers_per_stream_max < 1:
+            raise ValueError("consumers_per_stream_max must be positive")
         for name in (
             "shard_write_bytes_per_second",
             "shard_write_records_per_second",
             "shard_read_calls_per_second",
             "shard_read_bytes_per_second",
+            "subscription_bytes_per_second",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 (unlimited) or positive")
@@ -257,6 +364,9 @@ _SETTINGS: dict[str, type] = {
     "metrics_port": int,
     "tls_cert_file": Path,
     "tls_key_file": Path,
+    "tls_ca_file": Path,
+    "tls_client_auth": str,
+    "health_port": int,
     "aws_credentials": tuple,
     "peers": tuple,
     "join": tuple,
@@ -268,10 +378,12 @@ _SETTINGS: dict[str, type] = {
     "account_id": str,
     "shard_count_per_account_max": int,
     "on_demand_streams_max": int,
+    "consumers_per_stream_max": int,
     "shard_write_bytes_per_second": int,
     "shard_write_records_per_second": int,
     "shard_read_calls_per_second": int,
     "shard_read_bytes_per_second": int,
+    "subscription_bytes_per_second": int,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 
@@ -296,6 +408,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         elif name == "voters":
             parser.add_argument(
                 flag, help="with --peers-from-dns: how many ordinals vote (0: 1, 3 or 5)"
+            )
+        elif name == "tls_client_auth":
+            parser.add_argument(
+                flag,
+                choices=("require", "none"),
+                help="with --tls-ca-file: require a client certificate from every gRPC caller "
+                "(require, the default) or not (none: server-side TLS only)",
             )
         elif name == "aws_credentials":
             parser.add_argument(

@@ -34,6 +34,15 @@ shard_write_bytes_per_second_default = 1 * MiB
 shard_write_records_per_second_default = 1_000
 shard_read_calls_per_second_default = 5
 shard_read_bytes_per_second_default = 2 * MiB
+# The largest rate a stream or the cluster may set (UpdateStreamLimits); far above any disk,
+# it only keeps token arithmetic in exact float range.
+shard_rate_per_second_max = 2**40
+# DescribeLimits' counts and limits are ShardCountObject / OnDemandStreamCountLimitObject in the
+# model (at most 1,000,000), so an account limit set at runtime stays within them.
+account_limit_max = 1_000_000
+# Minimum throughput billing commitment (UpdateAccountSettings): once enabled it cannot end
+# before 24 hours have passed (a disable before then is scheduled for that moment).
+billing_commitment_ms_min = 24 * 3_600_000
 # After a GetRecords call returns this much, AWS throttles the shard's reads for 5 s.
 read_penalty_bytes = 10 * MiB
 read_penalty_ms = 5_000
@@ -91,6 +100,25 @@ http_streams_per_connection_max = 100  # concurrent HTTP/2 streams per connectio
 http_keep_alive_s = 75  # idle keep-alive; above the 60 s idle pools of the AWS SDKs
 http_shutdown_grace_s = 5.0  # in-flight requests get this long when the node stops
 
+# --- Enhanced fan-out (SubscribeToShard; service/subscriptions.py) ---------------------------
+subscription_bytes_per_second_default = 2 * MiB  # AWS: 2 MB/s per consumer and shard
+subscription_lifetime_ms_default = 300_000  # AWS: a subscription lasts 5 minutes
+subscription_heartbeat_ms_default = 5_000  # an idle subscription still gets an event this often
+# A second SubscribeToShard for the same consumer and shard within this time of a successful
+# one is ResourceInUseException; after it, the new call takes over (AWS: 5 s).
+subscription_takeover_ms_default = 5_000
+# One event holds at most this much (records are sent as they commit, so events are small
+# unless a subscriber starts far behind); below the event stream's 24 MiB payload limit.
+subscription_event_bytes_max = 1 * MiB
+subscription_event_records_max = 10_000
+# Events read ahead of the subscriber per subscription; past it the reader waits (bounded
+# memory for a slow subscriber: about this many events of `subscription_event_bytes_max`).
+subscription_queue_events_max = 2
+# A read that finds nothing waits (on the shard's leader) at most this long for new records
+# before the subscription checks its timers and its consumer again.
+read_wait_ms_max = 1_000
+subscriptions_per_node_max = 10_000
+
 # --- Shard replication (decisions/0002) --------------------------------------------------------
 # Records in one Append message; must hold the largest PutRecords as one batch.
 replication_append_bytes_max = 16 * MiB
@@ -100,7 +128,14 @@ replication_uncommitted_bytes_max = 64 * MiB
 # A leader keeps the batches some follower still needs in memory up to this; older ones are
 # read back from the log (Ready.reads).
 replication_tail_cache_bytes_max = 64 * MiB
-replication_heartbeat_ms = 100  # an idle leader sends each follower an empty Append this often
+replication_heartbeat_ms = 100  # a leader sends a lagging follower an empty Append this often
+# ... and a follower that holds everything (log, HW, log start) only this often: an idle shard
+# then costs each follower 2 messages per 5 s instead of 20 a second (issue 6: at 1,000 shards
+# the 100 ms heartbeats alone took half a core per node). It bounds nothing a client waits
+# for: a follower behind, or missing the latest HW, is sent to every `replication_heartbeat_ms`,
+# and leader failure is detected by node heartbeats. It bounds how long a follower that lost
+# its disk while its shard was idle waits to be found out and caught up.
+replication_idle_heartbeat_ms = 5_000
 replication_resend_ms = 1_000  # unacknowledged Appends older than this are sent again
 replication_read_bytes_max = replication_append_bytes_max  # one catch-up read of the log
 # The driver and transport around the replicas (replication/driver.py, transport.py). Inbound
@@ -126,9 +161,14 @@ assert grpc_message_bytes_max >= replication_append_bytes_max * 2
 assert replication_uncommitted_bytes_max >= replication_append_bytes_max
 assert replication_tail_cache_bytes_max >= replication_append_bytes_max
 assert replication_resend_ms > replication_heartbeat_ms
+assert replication_idle_heartbeat_ms >= replication_heartbeat_ms
+assert read_wait_ms_max < forward_timeout_ms  # a long-polled read answers before it times out
+assert subscription_event_bytes_max <= subscription_bytes_per_second_default
 assert group_commit_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
 assert grpc_message_bytes_max >= put_records_bytes_max * 2  # base64-free, but headers and keys
 assert grpc_message_bytes_max >= get_records_bytes_max * 2
 assert http_body_bytes_max >= put_records_bytes_max * 4 // 3 + put_records_count_max * KiB
 assert retention_hours_min <= retention_hours_default <= retention_hours_max
 assert shard_count_per_stream_max <= shard_index_max
+assert shard_count_per_account_default <= account_limit_max
+assert shard_write_bytes_per_second_default <= shard_rate_per_second_max

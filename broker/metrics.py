@@ -179,6 +179,14 @@ ITERATOR_AGE = _family(
     ("stream",),
     cloudwatch="GetRecords.IteratorAgeMilliseconds",
 )
+SUBSCRIPTION_BEHIND_LATEST = _family(
+    "kinesis_subscription_behind_latest_seconds",
+    "gauge",
+    "Largest MillisBehindLatest (in seconds) of the last SubscribeToShard event sent by this "
+    "node among the stream's shards: how far the slowest enhanced fan-out consumer is behind.",
+    ("stream",),
+    cloudwatch="SubscribeToShardEvent.MillisBehindLatest",
+)
 SHARD_INCOMING_BYTES = _family(
     "kinesis_shard_incoming_bytes_total",
     "counter",
@@ -580,6 +588,9 @@ class StreamProbe:
         self._ages_lock = threading.Lock()
         self._ages: dict[tuple[str, str], tuple[float, bool]] = {}  # -> (seconds, shard-level)
         registry.register(_CallbackCollector((ITERATOR_AGE, SHARD_ITERATOR_AGE), self._age_series))
+        # SubscribeToShard's MillisBehindLatest: the last value per shard, max per stream.
+        self._behind: dict[tuple[str, str], float] = {}  # guarded by _ages_lock
+        registry.register(_CallbackCollector((SUBSCRIPTION_BEHIND_LATEST,), self._behind_series))
 
     def records_written(
         self, stream: str, shard: str, records: int, bytes_: int, shard_metrics: Collection[str]
@@ -620,6 +631,27 @@ class StreamProbe:
         with self._ages_lock:
             self._ages[stream, shard] = (iterator_age_ms / 1000.0, shard_level)
 
+    def subscription_event(
+        self,
+        stream: str,
+        shard: str,
+        records: int,
+        bytes_: int,
+        behind_ms: int,
+        shard_metrics: Collection[str],
+    ) -> None:
+        """One SubscribeToShard event sent (SubscribeToShardEvent.Records / Bytes, counted as
+        outgoing with api="SubscribeToShard", and its MillisBehindLatest)."""
+        assert behind_ms >= 0
+        self._table.add(OUTGOING_RECORDS, (stream, "SubscribeToShard"), records)
+        self._table.add(OUTGOING_BYTES, (stream, "SubscribeToShard"), bytes_)
+        if _enabled(shard_metrics, "OutgoingRecords"):
+            self._table.add(SHARD_OUTGOING_RECORDS, (stream, shard, "SubscribeToShard"), records)
+        if _enabled(shard_metrics, "OutgoingBytes"):
+            self._table.add(SHARD_OUTGOING_BYTES, (stream, shard, "SubscribeToShard"), bytes_)
+        with self._ages_lock:
+            self._behind[stream, shard] = behind_ms / 1000.0
+
     def put_records_finished(
         self, stream: str, succeeded: int, throttled: int, failed: int
     ) -> None:
@@ -657,9 +689,20 @@ class StreamProbe:
         with self._ages_lock:
             for key in [key for key in self._ages if key[0] == stream]:
                 del self._ages[key]
+            for key in [key for key in self._behind if key[0] == stream]:
+                del self._behind[key]
 
     def _table_families(self) -> list[Family]:
         return [*self._STREAM_FAMILIES, *(f for f in SHARD_LEVEL.values() if f.kind == "counter")]
+
+    def _behind_series(self) -> Iterator[tuple[Family, tuple[str, ...], float]]:
+        with self._ages_lock:
+            behind = dict(self._behind)
+        per_stream: dict[str, float] = {}
+        for (stream, _), seconds in behind.items():
+            per_stream[stream] = max(seconds, per_stream.get(stream, 0.0))
+        for stream, seconds in sorted(per_stream.items()):
+            yield SUBSCRIPTION_BEHIND_LATEST, (stream,), seconds
 
     def _age_series(self) -> Iterator[tuple[Family, tuple[str, ...], float]]:
         with self._ages_lock:

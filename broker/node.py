@@ -20,6 +20,11 @@ protocol: "liveness" (SERVING while the process and its event loop run: the serv
 on the loop, so a blocked loop fails the probe; NOT_SERVING once a background task died; never
 depends on the quorum), "readiness" (see `readiness_problem`), and "" (the server is up).
 
+Transport security (`broker/tls.py`): with a certificate the gRPC port serves TLS, mutual when
+`tls_ca_file` is set (every caller, node or client, presents a certificate the CA signed), and
+the node's channels to its peers present its own certificate; `health_port` serves the health
+service alone in plaintext for probes that cannot do TLS.
+
 A node is a cluster of one when `peers` is empty: the same code paths run (the shard replica
 set is this node, the controller runs here), so single-node behaviour is the cluster's.
 
@@ -43,10 +48,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from broker import limits
+from broker import limits, tls
 from broker.clock import Clock, SystemClock
 from broker.config import Config, QuorumLayout
 from broker.errors import ErrorCode, ShoalError
+from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
@@ -57,11 +63,13 @@ from broker.gateway.internal_service import (
     node_handler,
 )
 from broker.gateway.lease_service import lease_handler
+from broker.gateway.limits_service import limits_handler
 from broker.gateway.sigv4 import SigV4Verifier
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
 from broker.meta import commands
+from broker.meta.autoscaler import Autoscaler, autoscaler_settings
 from broker.meta.controller import Controller, ControllerSettings
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
@@ -80,6 +88,7 @@ from broker.replication.transport import (
 )
 from broker.service.context import ServiceContext, shard_throttles
 from broker.service.kinesis import KinesisService
+from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
 from broker.types import NodeId, ShardUid, StreamName
@@ -111,15 +120,20 @@ class Node:
         self._metadata: MetadataFrontend | None = None
         self._channels: Channels | None = None
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None  # plaintext health only (tls.py)
+        self._tls = tls.node_files(config)
         self._http: HttpServer | None = None
         self._background: asyncio.Task[None] | None = None
         self._layout: QuorumLayout | None = None
         self._inbound = InboundStreams()
         self.driver: ReplicationDriver | None = None
         self.controller: Controller | None = None
+        self.autoscaler: Autoscaler | None = None  # on-demand scaling (acts while leading)
+        self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
         self.incarnation = 0
         self.grpc_port = 0
+        self.health_port = 0  # the plaintext health port, once started (config.health_port)
         self.http_port = 0
         self.metrics = NodeMetrics(node_id=config.node_id)
         self._metrics_server: MetricsServer | None = None
@@ -163,7 +177,11 @@ class Node:
         metadata = self._metadata = MetadataFrontend(self._quorum)
         self.metrics.cluster.watch(lambda: _metrics_cluster_view(metadata.image()))
         lost_disk = await self._join(metadata, disk_was_empty=disk_was_empty)
-        self._channels = Channels()
+        self._channels = Channels(
+            credentials=None
+            if self._tls is None
+            else tls.PeerCredentials(self._tls, clock=self.clock)
+        )
         transport = GrpcTransport(
             node_id=self.node_id, channels=self._channels, resolve=self._address_of
         )
@@ -180,14 +198,21 @@ class Node:
         )
         self.driver.apply_image()
         self.metrics.replication.watch(self.driver.metrics_view)
+        self.shard_load = load_recorder(
+            config, node_id=self.node_id, clock=self.clock, image=metadata.image
+        )
         shards = ShardClient(
             node_id=self.node_id,
             clock=self.clock,
             store=self._store,
             local=self.driver,
-            throttles=shard_throttles(config),
+            throttles=shard_throttles(config, image=metadata.image, clock=self.clock),
             forwarder=GrpcShardForwarder(self._channels),
             meter=ShardMeter(self.metrics.streams, metadata.image),
+            load=self.shard_load,
+        )
+        self.autoscaler = Autoscaler(
+            quorum=self._quorum, clock=self.clock, settings=autoscaler_settings(config)
         )
         self.controller = Controller(
             quorum=self._quorum,
@@ -300,12 +325,26 @@ class Node:
                 ),
                 admin_handler(self),
                 lease_handler(self._metadata, self.clock),
+                capacity_handler(
+                    self._metadata.image,
+                    self.clock,
+                    CapacitySettings(
+                        account_id=self.config.account_id,
+                        load_stale_ms=self.config.knobs.load_report_stale_ms,
+                    ),
+                ),
+                limits_handler(self.service.ctx),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         address = f"{self.config.host}:{self.config.grpc_port}"
-        self.grpc_port = server.add_insecure_port(address)
+        self.grpc_port = tls.add_port(server, address, self._tls)
+        has_peers = self._layout is not None and bool(self._layout.peers)
+        if self._tls is not None and not self._tls.require_client_auth and has_peers:
+            # The internal services share this port: without client certificates anyone who
+            # reaches it can call them (broker/tls.py).
+            log.warning("tls_without_client_auth", extra={"grpc": address})
         if self.grpc_port == 0:
             raise OSError(f"cannot listen on {address}")
         await server.start()
@@ -315,6 +354,21 @@ class Node:
             READINESS, _SERVING if self.readiness_problem() is None else _NOT_SERVING
         )
         self._server = server
+        await self._start_health_port(health_servicer)
+
+    async def _start_health_port(self, servicer: health.aio.HealthServicer) -> None:
+        """The health service alone on a plaintext port (`Config.health_port`), for probes that
+        cannot do mutual TLS, such as the kubelet's gRPC probe. It tells only SERVING or not."""
+        if self.config.health_port is None:
+            return
+        server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+        address = f"{self.config.host}:{self.config.health_port}"
+        self.health_port = server.add_insecure_port(address)
+        if self.health_port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await server.start()
+        self._health_server = server
 
     async def _start_http(self) -> None:
         """The AWS door: the same KinesisService behind Kinesis's own wire protocol."""
@@ -348,6 +402,17 @@ class Node:
             group.create_task(self.driver.run(), name="replication-driver")
             group.create_task(transport.run(), name="replication-transport")
             group.create_task(self.controller.run(), name="controller")
+            assert self.autoscaler is not None
+            assert self.shard_load is not None
+            group.create_task(self.autoscaler.run(), name="autoscaler")
+            group.create_task(
+                run_reporter(
+                    self.shard_load,
+                    ctx.metadata.propose,
+                    interval_ms=self.config.knobs.load_report_interval_ms,
+                ),
+                name="shard-load-reporter",
+            )
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
             group.create_task(self._run_health(), name="health")
@@ -605,6 +670,9 @@ class Node:
             self._inbound.close()  # peers' replication streams never end by themselves
             await self._server.stop(_GRPC_STOP_GRACE_S)
             self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(None)
+            self._health_server = None
         if self._background is not None:
             self._background.cancel()
             try:

@@ -10,14 +10,21 @@ import grpc
 
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.gateway.error_mapping import error_from_rpc_error
+from broker.tls import open_channel
 
 _SERVICE = "broker.api.internal.v1.ClusterAdminService"
 DEFAULT_TIMEOUT_S = 30.0
 
 
 class ClusterAdminClient:
-    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self._channel = open_channel(target, credentials)
         self._timeout_s = timeout_s
 
     def _call(

@@ -25,6 +25,7 @@ from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal,
 from broker.errors import ShoalError
 from broker.gateway import lease_codec
 from broker.gateway.error_mapping import error_from_rpc_error
+from broker.tls import open_aio_channel
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["LeaseService"]
 # Lease calls are small and the worker paces them; a call slower than this is treated as an
@@ -37,9 +38,15 @@ class GrpcLeaseClient:
     """A `broker.client.worker.LeaseClient` over gRPC, plus the listing and deletion calls the
     CLI uses. One channel; the target is any node of the cluster."""
 
-    def __init__(self, target: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         assert timeout_s > 0
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = open_aio_channel(target, credentials)
         self._timeout_s = timeout_s
 
     async def _call(self, method: str, request: Message) -> Any:

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
+
 from broker.client.admin import ClusterAdminClient
 from broker.client.grpc_client import DEFAULT_TIMEOUT_S, ShoalClient
 from broker.clock import Clock, SystemClock
@@ -52,8 +54,10 @@ class RoutingShoalClient:
         map_ttl_s: float = 5.0,
         concurrency_max: int = 8,
         clock: Clock | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         assert endpoints, "at least one node"
+        self._credentials = credentials  # TLS for every node (broker.tls.client_credentials)
         self._endpoints = list(endpoints)
         self._timeout_s = timeout_s
         self._map_ttl_s = map_ttl_s
@@ -97,7 +101,9 @@ class RoutingShoalClient:
         with self._lock:
             client = self._clients.get(address)
             if client is None:
-                client = self._clients[address] = ShoalClient(address, timeout_s=self._timeout_s)
+                client = self._clients[address] = ShoalClient(
+                    address, timeout_s=self._timeout_s, credentials=self._credentials
+                )
             return client
 
     def _any(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -129,7 +135,9 @@ class RoutingShoalClient:
         status = None
         for address in self._endpoints:
             try:
-                with ClusterAdminClient(address, timeout_s=self._timeout_s) as admin:
+                with ClusterAdminClient(
+                    address, timeout_s=self._timeout_s, credentials=self._credentials
+                ) as admin:
                     status = admin.cluster_status()
                 break
             except ShoalError:

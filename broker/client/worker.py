@@ -21,16 +21,17 @@ batch of (de-aggregated) user records, then exactly one of
 * `shutdown_requested`: the worker is shutting down gracefully; checkpoint what was processed.
 
 **Lifecycle of the worker.** One task runs `run()`; every shard consumer runs in its TaskGroup.
-The loop (infinite on purpose; it ends on `shutdown()` or cancellation) does, each when due:
+The loop (infinite on purpose; it ends on `shutdown()` or cancellation) does, each when due
+(1 and 3 as one background scan, so a slow scan never delays a renewal):
 
 1. shard sync (every `shard_sync_interval_ms`): ListShards, create the missing leases
    (`leases.create_leases`, idempotent);
 2. renew (every `lease_renew_interval_ms`, failover/3 - 25 ms by default): a renew refused by
    its compare-and-set, or no successful renew for `failover_ms`, loses the lease: the shard's
    consumer stops, calls `lease_lost`, and never checkpoints that lease again;
-3. take (every `lease_take_interval_ms`): list the leases, update this worker's observations
-   (its monotonic clock), and take or steal what `balancing.plan` says; each lease taken starts
-   a shard consumer.
+3. take (every `lease_take_interval_ms`, failover/10 by default): list the leases, update this
+   worker's observations (its monotonic clock), and take or steal what `balancing.plan` says;
+   each lease taken starts a shard consumer.
 
 A shard consumer waits until its parents are finished (`leases.parents_done_in`, polled every
 `parent_poll_interval_ms`), initializes a processor, and reads from the lease's checkpoint:
@@ -51,8 +52,10 @@ the next owner. Single task (asyncio), not thread-safe. Time comes from `config.
 expiry in this worker's eyes); pacing uses asyncio's sleeps, capped at `_WAIT_MS_MAX`, so a
 manual clock is noticed promptly.
 
-Retrieval goes through `RecordSource`; `PollingRecordSource` uses GetRecords. Enhanced fan-out
-(SubscribeToShard) plugs in as another `RecordSource` through `Worker(record_source_factory=...)`.
+Retrieval goes through `RecordSource`, chosen by `WorkerConfig.retrieval`: "polling"
+(`PollingRecordSource`, GetRecords) or "fanout" (`broker.client.fanout`: a stream consumer named
+after the application, registered if absent, and SubscribeToShard per shard); or any source
+through `Worker(record_source_factory=...)`.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ _WAIT_MS_MAX = 50
 # KCL's epsilon: renew a little before a third of the failover time (CommonCalculations).
 _EPSILON_MS = 25
 _SHARD_LIST_PAGES_MAX = limits.shard_count_per_stream_max // 100 + 1
+# The default take interval is the failover time over this (WorkerConfig.lease_take_interval_ms).
+_TAKE_SCANS_PER_FAILOVER = 10
 
 
 class LeaseLostError(Exception):
@@ -121,7 +126,12 @@ class WorkerConfig:
     worker_id: str = field(default_factory=_default_worker_id)
     failover_ms: int = 10_000
     lease_renew_interval_ms: int | None = None  # None: failover/3 - 25 ms (3,308 ms)
-    lease_take_interval_ms: int | None = None  # None: 2 * (failover + 25 ms) (20,050 ms)
+    # None: failover/10 (1,000 ms). Not the KCL's 2 * (failover + 25 ms): a dead worker's
+    # shards are taken at the first scan after they expired, so the takeover comes up to two
+    # take intervals after the failover time (measured with the KCL's 20 s: 20-40 s for a 10 s
+    # failover; with 1 s: 1.2 x the failover time at most). Scanning costs a ListLeases, a read
+    # of the answering node's image, not a DynamoDB scan.
+    lease_take_interval_ms: int | None = None
     max_leases_to_steal_at_one_time: int = balancing.MAX_LEASES_TO_STEAL_AT_ONE_TIME_DEFAULT
     max_leases_for_worker: int | None = None
     retrieval: Literal["polling", "fanout"] = "polling"
@@ -166,7 +176,7 @@ class WorkerConfig:
     def take_interval_ms(self) -> int:
         if self.lease_take_interval_ms is not None:
             return self.lease_take_interval_ms
-        return 2 * (self.failover_ms + _EPSILON_MS)
+        return self.failover_ms // _TAKE_SCANS_PER_FAILOVER
 
 
 # --- The record-processor contract ----------------------------------------------------------
@@ -460,7 +470,8 @@ class RecordSource(Protocol):
 
     `start` positions the source; `next_batch` returns the next batch, possibly empty, within a
     bounded time; after a batch with `child_shards` the source is finished. `idle_wait_ms` is
-    how long the consumer pauses after an empty batch (a push source returns 0).
+    how long the consumer pauses after an empty batch (a push source returns 0). `aclose`
+    releases what the source holds (a subscription) when the lease period ends.
     """
 
     idle_wait_ms: int
@@ -468,6 +479,8 @@ class RecordSource(Protocol):
     async def start(self, position: Checkpoint) -> None: ...
 
     async def next_batch(self) -> RecordBatch: ...
+
+    async def aclose(self) -> None: ...
 
 
 class PollingRecordSource:
@@ -501,6 +514,9 @@ class PollingRecordSource:
             request["ShardIteratorType"] = position.sequence_number
         self._start_request = request
         await self._get_iterator()
+
+    async def aclose(self) -> None:
+        """Nothing to release: an iterator is only a token."""
 
     async def _get_iterator(self) -> None:
         request = dict(self._start_request)
@@ -647,9 +663,14 @@ class Worker:
         self._processor_factory = processor_factory
         self._lease_client = lease_client
         self._kinesis = kinesis
+        if record_source_factory is None and self.config.retrieval == "fanout":
+            from broker.client.fanout import FanOutRetrieval  # fanout imports this module
+
+            # The stream consumer is named after the application, as the KCL names it.
+            record_source_factory = FanOutRetrieval(
+                kinesis, stream_name=stream_name, consumer_name=application, config=self.config
+            )
         if record_source_factory is None:
-            if self.config.retrieval == "fanout":
-                raise ValueError("fan-out retrieval needs a record_source_factory (not built in)")
             record_source_factory = self._polling_source
         self._record_source_factory = record_source_factory
         self._clock = self.config.clock
@@ -704,6 +725,13 @@ class Worker:
         now = self._clock.monotonic_ms()
         next_sync = next_renew = next_take = now
         shutdown_deadline: int | None = None
+        # Shard sync and take run as one background scan (at most one at a time, sync first so
+        # a new stream's leases exist before the take), never inline: a slow lease service can
+        # make a scan (a listing, then one call per lease taken) outlast the failover time, and
+        # the renewals below must keep their schedule meanwhile (tests/client/
+        # test_worker_renewal.py).
+        scan: asyncio.Task[None] | None = None
+        assert self._tasks is not None
         # Infinite on purpose: ends when a graceful shutdown has handed every lease over (or
         # timed out), or when the task is cancelled.
         while True:
@@ -712,7 +740,8 @@ class Worker:
                 shutdown_deadline = now + config.shutdown_timeout_ms
                 for holding in self._holdings.values():
                     holding.stop.set()
-            if shutdown_deadline is not None and not self._holdings:
+            scanning = scan is not None and not scan.done()
+            if shutdown_deadline is not None and not self._holdings and not scanning:
                 return
             if shutdown_deadline is not None and now >= shutdown_deadline:
                 log.warning("worker_shutdown_timed_out", extra={"worker": self.worker_id})
@@ -723,18 +752,28 @@ class Worker:
             if now >= next_renew:
                 await self._renew_all(now)
                 next_renew = now + config.renew_interval_ms
-            if shutdown_deadline is None and now >= next_sync:
-                await self._with_retry("shard_sync", self._sync_shards)
-                next_sync = now + config.shard_sync_interval_ms
-            if shutdown_deadline is None and now >= next_take:
-                await self._with_retry("take", self._take_leases)
-                next_take = now + config.take_interval_ms
+            sync_due = now >= next_sync
+            take_due = now >= next_take
+            if shutdown_deadline is None and not scanning and (sync_due or take_due):
+                scan = self._tasks.create_task(self._scan(sync=sync_due, take=take_due))
+                if sync_due:
+                    next_sync = now + config.shard_sync_interval_ms
+                if take_due:
+                    next_take = now + config.take_interval_ms
             due = min(next_renew, next_take, next_sync)
             wait_ms = min(max(due - self._clock.monotonic_ms(), 0), _WAIT_MS_MAX)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait_ms / 1000):
                     await self._wakeup.wait()
+
+    async def _scan(self, *, sync: bool, take: bool) -> None:
+        """Shard sync, then take: the loop's background scan."""
+        if sync:
+            await self._with_retry("shard_sync", self._sync_shards)
+        if take:
+            await self._with_retry("take", self._take_leases)
+        self._wakeup.set()
 
     async def _with_retry(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
         """Run one step; a lease-service or Kinesis error is logged and the step runs again at
@@ -881,6 +920,9 @@ class Worker:
         else:
             self._taken += 1
         holding = _Holding(result, now_ms=self._clock.monotonic_ms())
+        if self._shutdown.is_set():
+            # Taken by a scan that began before the shutdown: hand it straight back.
+            holding.stop.set()
         self._holdings[result.lease_key] = holding
         holding.task = self._tasks.create_task(self._consume(holding))
 
@@ -1016,8 +1058,16 @@ class _ShardConsumer:
             await processor.lease_lost(LeaseLostInput(shard_id=self._shard_id))
 
     async def _process(self, processor: RecordProcessor, shard: ShardInfo) -> None:
-        start = self._holding.lease.checkpoint
         source = self._worker._record_source_factory(shard)
+        try:
+            await self._process_from(processor, shard, source)
+        finally:
+            await source.aclose()
+
+    async def _process_from(
+        self, processor: RecordProcessor, shard: ShardInfo, source: RecordSource
+    ) -> None:
+        start = self._holding.lease.checkpoint
         await self._retrying(lambda: source.start(start))
         resume_after = to_extended(start)
         # Infinite on purpose: ends at the shard's end, on a lost lease, or on shutdown.

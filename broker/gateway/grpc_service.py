@@ -1,16 +1,17 @@
 """The native front door: the gRPC KinesisService, one RPC per Kinesis operation.
 
 Thin by design: decode the message into an AWS-shaped dict (`codec`), validate it against the
-service model (`validation`), call `KinesisService`, encode the response. Errors leave through
-`error_mapping`. The RPC table is built from the proto's service descriptor, so an RPC added to
-the proto is served as soon as the service implements the operation.
+service model (`validation`), call `KinesisService`, encode the response. A server-streaming
+RPC (SubscribeToShard) encodes each event of the operation's `EventStream` as one message.
+Errors leave through `error_mapping`. The RPC table is built from the proto's service
+descriptor, so an RPC added to the proto is served as soon as the service implements it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -63,6 +64,48 @@ def _rpc(
     return handle
 
 
+def _stream_rpc(
+    service: KinesisService, operation: str, output: type[Message], probe: GatewayProbe | None
+) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]:
+    """One server-streaming RPC (SubscribeToShard): the operation answers `{"EventStream":
+    async iterator of event dicts}`; each event becomes one message of the stream.
+
+    Errors before the first event end the call with their status, as unary calls do, and are
+    what the probe counts; an error event ends it the same way. The next event is taken only
+    once gRPC accepted the previous one (its flow control), which is the subscriber's
+    backpressure; the stream is closed however the call ends (client gone included)."""
+
+    async def handle(
+        message: Message, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Message]:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            request = message_to_dict(message)
+            validate_request(operation, request)
+            response = await service.call(operation, request)
+        except ShoalError as error:
+            code = error.code.kinesis_name
+            await context.abort_with_status(to_grpc_status(error))
+        except Exception:
+            code = ErrorCode.INTERNAL_FAILURE.kinesis_name
+            log.exception("operation_failed", extra={"operation": operation})
+            await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
+        finally:
+            if probe is not None:
+                probe.request_finished(operation, code, time.perf_counter() - started)
+        events = response["EventStream"]
+        try:
+            async for event in events:
+                yield dict_to_message(event, output)
+        except ShoalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+        finally:
+            await events.aclose()
+
+    return handle
+
+
 def kinesis_handler(
     service: KinesisService, *, probe: GatewayProbe | None = None
 ) -> grpc.GenericRpcHandler:
@@ -74,6 +117,13 @@ def kinesis_handler(
         assert method.name in service.operations, f"{method.name} is in the proto only"
         input_class = _message_class(method.input_type.full_name)
         output_class = _message_class(method.output_type.full_name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _stream_rpc(service, method.name, output_class, probe),
+                request_deserializer=input_class.FromString,
+                response_serializer=output_class.SerializeToString,
+            )
+            continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _rpc(service, method.name, output_class, probe),
             request_deserializer=input_class.FromString,

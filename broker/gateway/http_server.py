@@ -19,10 +19,17 @@ import socket
 from pathlib import Path
 from typing import Any, cast
 
+import h2.connection
+import h2.errors
+import h2.events
+import hypercorn.protocol
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
+from hyperframe.frame import GoAwayFrame
 
 from broker import limits
 
@@ -64,6 +71,65 @@ def _hypercorn_config(
     return config
 
 
+class _GracefulGoAwayH2Protocol(H2Protocol):
+    """Hypercorn's HTTP/2 connection, letting streams in flight finish after a client's
+    GOAWAY with NO_ERROR, as RFC 9113 §6.8 intends.
+
+    Why: the JS SDK v3 opens an HTTP/2 session per event stream (SubscribeToShard) and closes
+    it gracefully (`session.close()`, a GOAWAY) as soon as the response headers arrive, then
+    reads the events. h2 4.x treats any received GOAWAY as the connection's end (no more
+    sending) and hypercorn 0.18 then drops the connection, so the subscriber got one event.
+    Here a NO_ERROR GOAWAY only stops new streams; the connection closes once its last stream
+    has ended. Any other GOAWAY (an error) closes at once, as before. Pinned to hypercorn 0.18
+    and h2 4.x internals (`connection`, `streams`, `_frame_dispatch_table`); checked at start.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._peer_going_away = False
+        connection: h2.connection.H2Connection = self.connection
+        table: dict[type, Any] = connection._frame_dispatch_table
+        close_at_once = table[GoAwayFrame]
+
+        def receive_goaway(frame: GoAwayFrame) -> tuple[list[Any], list[h2.events.Event]]:
+            if frame.error_code != h2.errors.ErrorCodes.NO_ERROR:
+                result: tuple[list[Any], list[h2.events.Event]] = close_at_once(frame)
+                return result
+            event = h2.events.ConnectionTerminated()
+            event.error_code = h2.errors.ErrorCodes.NO_ERROR
+            event.last_stream_id = frame.last_stream_id
+            event.additional_data = frame.additional_data or None
+            return [], [event]
+
+        table[GoAwayFrame] = receive_goaway
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        kept = []
+        for event in events:
+            graceful = (
+                isinstance(event, h2.events.ConnectionTerminated)
+                and event.error_code == h2.errors.ErrorCodes.NO_ERROR
+            )
+            if graceful and self.streams:
+                self._peer_going_away = True  # closed by _close_stream after the last one
+                continue
+            kept.append(event)
+        await super()._handle_events(kept)
+
+    async def _close_stream(self, stream_id: int) -> None:
+        await super()._close_stream(stream_id)
+        if self._peer_going_away and not self.streams and not self.closed:
+            await self.send(Closed())
+
+
+def _install_graceful_goaway() -> None:
+    """Makes hypercorn build `_GracefulGoAwayH2Protocol` for its HTTP/2 connections."""
+    assert hasattr(h2.connection.H2Connection(), "_frame_dispatch_table"), "h2 changed"
+    wrapper_module: Any = hypercorn.protocol
+    assert wrapper_module.H2Protocol in (H2Protocol, _GracefulGoAwayH2Protocol), "hypercorn changed"
+    wrapper_module.H2Protocol = _GracefulGoAwayH2Protocol
+
+
 class HttpServer:
     """A running hypercorn server. Loop-bound; `stop()` is idempotent."""
 
@@ -89,6 +155,7 @@ async def start_http_server(
     keyfile: Path | None,
 ) -> HttpServer:
     """Listen on host:port (0: any free port) and serve `app` (an ASGI 3 callable)."""
+    _install_graceful_goaway()
     config = _hypercorn_config(host, port, certfile, keyfile)
     config.create_ssl_context()  # a bad certificate or key fails the start, not the first call
     sockets = config.create_sockets()

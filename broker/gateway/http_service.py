@@ -32,6 +32,7 @@ Lifecycle: one instance per node, built by `node.py`, served by `http_server.py`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -42,6 +43,7 @@ from typing import Any
 from broker import limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
+from broker.gateway import event_stream
 from broker.gateway.aws_codec import (
     WireFormat,
     decode_request,
@@ -54,6 +56,7 @@ from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
 from broker.metrics import GatewayProbe
 from broker.service.kinesis import KinesisService
+from broker.service.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,15 @@ class _Response:
     status: int
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Streaming:
+    """A 200 whose body is an event stream (SubscribeToShard): `initial-response`, then one
+    message per event, in the request's wire format (module docstring)."""
+
+    events: Subscription
+    wire: WireFormat
 
 
 class _ClientGone(Exception):
@@ -205,6 +217,11 @@ class AwsHttpApp:
             response = _error_response(
                 ShoalError(ErrorCode.INTERNAL_FAILURE), wire or WireFormat.JSON
             )
+        if isinstance(response, _Streaming):
+            if self._probe is not None:
+                self._report(scope, _Response(status=200), time.perf_counter() - started)
+            await _send_event_stream(send, receive, response, request_id)
+            return
         await _send_response(send, response, request_id)
         if self._probe is not None:
             self._report(scope, response, time.perf_counter() - started)
@@ -231,7 +248,7 @@ class AwsHttpApp:
             )
         self._probe.request_finished(operation, code, seconds)
 
-    async def _respond(self, scope: Scope, receive: Receive) -> _Response:
+    async def _respond(self, scope: Scope, receive: Receive) -> _Response | _Streaming:
         headers = _headers(scope)
         by_name = dict(headers)
         if scope["method"] != "POST":
@@ -259,6 +276,8 @@ class AwsHttpApp:
             document = await self._call(scope, headers, by_name, body, wire, operation, known)
         except ShoalError as error:
             return _error_response(error, wire)
+        if isinstance(document, Subscription):
+            return _Streaming(events=document, wire=wire)
         return _Response(status=200, headers=(("content-type", wire.content_type),), body=document)
 
     async def _call(
@@ -270,7 +289,7 @@ class AwsHttpApp:
         wire: WireFormat,
         operation: str,
         known: bool,
-    ) -> bytes:
+    ) -> bytes | Subscription:
         parsed = parse_body(body, wire)
         if not known:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
@@ -287,6 +306,9 @@ class AwsHttpApp:
         aws_request = decode_request(operation, parsed, wire)
         validate_request(operation, aws_request)
         response = await self._service.call(operation, aws_request)
+        events = response.get("EventStream")
+        if isinstance(events, Subscription):
+            return events
         return encode_body(response, wire)
 
 
@@ -306,6 +328,65 @@ async def _send_response(send: Send, response: _Response, request_id: str) -> No
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
+
+
+async def _send_event_stream(
+    send: Send, receive: Receive, response: _Streaming, request_id: str
+) -> None:
+    """Streams `initial-response` and every event, then ends the body. A failure of the
+    subscription is sent as an event-stream exception message (the HTTP status is already
+    200). A client that goes away ends the subscription: a task watches `receive` for
+    `http.disconnect` (the body was read, so that is all it can still bring)."""
+
+    async def watch_disconnect() -> None:
+        while True:  # ends with the disconnect (or is cancelled when the stream ends)
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    streaming = asyncio.create_task(_stream_events(send, response, request_id))
+    watcher = asyncio.create_task(watch_disconnect())
+    client_gone = False
+    try:
+        await asyncio.wait((streaming, watcher), return_when=asyncio.FIRST_COMPLETED)
+        client_gone = watcher.done()
+    finally:
+        for task in (streaming, watcher):
+            task.cancel()
+        await asyncio.gather(streaming, watcher, return_exceptions=True)
+        await response.events.aclose()
+    if not client_gone and not streaming.cancelled():
+        failure = streaming.exception()
+        if failure is not None:
+            raise failure  # a send that failed with the client still there: hypercorn logs it
+
+
+async def _stream_events(send: Send, response: _Streaming, request_id: str) -> None:
+    events, wire = response.events, response.wire
+    content_type = wire.content_type
+    headers = [
+        (b"x-amzn-requestid", request_id.encode("ascii")),
+        (b"content-type", b"application/vnd.amazon.eventstream"),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    initial = event_stream.event_message(
+        event_stream.INITIAL_RESPONSE, encode_body({}, wire), content_type
+    )
+    await send({"type": "http.response.body", "body": initial, "more_body": True})
+    try:
+        async for event in events:
+            for event_type, body in event.items():
+                message = event_stream.event_message(
+                    event_type, encode_body(body, wire), content_type
+                )
+                await send({"type": "http.response.body", "body": message, "more_body": True})
+    except ShoalError as error:
+        _, document = to_aws_error(error)
+        message = event_stream.exception_message(
+            error.code.kinesis_name, encode_body(document, wire), content_type
+        )
+        await send({"type": "http.response.body", "body": message, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _serve_lifespan(receive: Receive, send: Send) -> None:

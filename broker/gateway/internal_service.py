@@ -192,6 +192,7 @@ def node_handler(
                 request.at_timestamp_ms if request.HasField("at_timestamp_ms") else None
             ),
             throttle=ReadThrottle(request.throttle_kind),
+            wait_ms=min(request.wait_ms, limits.read_wait_ms_max),
         )
         result = await _served(context, shards.serve_read(ShardUid(request.shard_uid), read))
         response = pb.ShardReadResponse(
@@ -373,6 +374,7 @@ class GrpcShardForwarder:
             bytes_max=request.bytes_max,
             arrival_ms_min=max(0, request.arrival_ms_min),
             throttle_kind=int(request.throttle),
+            wait_ms=request.wait_ms,
         )
         if request.at_timestamp_ms is not None:
             message.at_timestamp_ms = max(0, request.at_timestamp_ms)

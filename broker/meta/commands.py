@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from broker.consumers import leases
+from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import NodeState, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
+from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
 # 2: cluster membership and shard placement (issue 4). Version 1 entries (issue 2's single-node
@@ -60,6 +62,9 @@ class DeleteStream:
     now_ms: int
     name: str
     deleting_ms: int  # how long the stream shows DELETING before it is gone
+    # False: refused (ResourceInUse) while the stream has registered consumers, as on AWS.
+    # The default keeps entries written before consumers existed meaning what they meant.
+    enforce_consumer_deletion: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,6 +123,9 @@ class BeginReshard:
     target_shard_count: int | None = None
     updating_ms: int = 0
     shard_count_per_account_max: int = 0
+    # Set by the on-demand autoscaler (meta/autoscaler.py): the reshard is allowed on an
+    # ON_DEMAND stream (and only there), and this sentence goes to the stream's scaling log.
+    automatic_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,6 +310,116 @@ def lease_command(operation: leases.LeaseOperation, *, now_ms: int) -> LeaseComm
             assert_never(operation)
 
 
+# --- Enhanced fan-out consumers (issue 5) ----------------------------------------------------
+# The registry's rules live in `broker.consumers.registry`; apply also checks the stream.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterStreamConsumer:
+    """Registers `consumer_name` on the live stream `stream_arn` names (ACTIVE or UPDATING).
+    Result: the StreamConsumer as registered (CREATING for `creating_ms`)."""
+
+    now_ms: int
+    stream_arn: str
+    consumer_name: str
+    tags: tuple[tuple[str, str], ...]
+    creating_ms: int
+    consumers_per_stream_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeregisterStreamConsumer:
+    """Starts deleting a consumer named by `consumer_arn`, or by `stream_arn` and
+    `consumer_name` (resolved at apply time). Result: the StreamConsumer, now DELETING."""
+
+    now_ms: int
+    consumer_arn: str | None
+    stream_arn: str | None
+    consumer_name: str | None
+    deleting_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeConsumerTags:
+    """TagResource / UntagResource on a consumer ARN: adds `added`, then removes `removed`.
+    Result: the StreamConsumer after the change."""
+
+    now_ms: int
+    consumer_arn: str
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
+
+
+ConsumerCommand = RegisterStreamConsumer | DeregisterStreamConsumer | ChangeConsumerTags
+
+
+# --- Limits and account settings (issue 6) ----------------------------------------------------
+# The rules live in `broker.streams.throttling` (merge_overrides) and
+# `broker.streams.account_settings`; apply only finds the stream and stores the result.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateStreamLimits:
+    """Sets a live stream's per-shard rate overrides: the fields set in `changes` take their
+    value (0: unlimited), the fields named in `reset` follow the cluster default again.
+    Result: the StreamMeta after the change."""
+
+    now_ms: int
+    name: str
+    changes: StreamLimits
+    reset: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateAccountSettings:
+    """The minimum throughput billing commitment, ENABLED (True) or DISABLED (False), judged
+    at `now_ms`. Result: the AccountSettings after the change."""
+
+    now_ms: int
+    commitment_enabled: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateAccountLimits:
+    """Sets account limits at runtime (None: unchanged); `reset` names the ones that follow
+    each node's configuration again. Result: the AccountSettings after the change."""
+
+    now_ms: int
+    shard_limit: int | None = None
+    on_demand_stream_limit: int | None = None
+    reset: tuple[str, ...] = ()
+
+
+AccountCommand = UpdateStreamLimits | UpdateAccountSettings | UpdateAccountLimits
+
+
+# --- Shard load and scaling events (issue 6; rules in `broker.meta.capacity`) -------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReportShardLoads:
+    """One node's periodic report of the shards it leads that carry load (an entry with no
+    records: the shard turned idle). Entries that are not current (the node does not lead the
+    shard at that epoch) are ignored. Result: the number of entries accepted."""
+
+    now_ms: int
+    node_id: NodeId
+    loads: tuple[ReportedLoad, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordScalingEvent:
+    """Appends an event to a live stream incarnation's scaling log (a hot-key notice, or a
+    decision the metadata refused). Result: None."""
+
+    now_ms: int
+    stream_uid: StreamUid
+    event: ScalingEvent
+
+
+CapacityCommand = ReportShardLoads | RecordScalingEvent
+
+
 Command = (
     InitCluster
     | CreateStream
@@ -320,6 +438,9 @@ Command = (
     | SetShardLeader
     | RemoveNode
     | LeaseCommand
+    | AccountCommand
+    | CapacityCommand
+    | ConsumerCommand
 )
 
 
@@ -350,6 +471,14 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         CheckpointLeaseCommand,
         DeleteLeaseCommand,
         DeleteApplicationCommand,
+        UpdateStreamLimits,
+        UpdateAccountSettings,
+        UpdateAccountLimits,
+        RegisterStreamConsumer,
+        DeregisterStreamConsumer,
+        ChangeConsumerTags,
+        ReportShardLoads,
+        RecordScalingEvent,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -19,6 +19,10 @@ import enum
 from dataclasses import dataclass, field
 
 from broker.consumers.leases import LeaseTable
+from broker.consumers.registry import ConsumerTable
+from broker.meta.capacity_table import CapacityTable
+from broker.streams.account_settings import AccountSettings
+from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
 
 HOUR_MS = 3_600_000
@@ -122,6 +126,9 @@ class ShardMeta:
     replicas: tuple[NodeId, ...] = ()
     leader: NodeId | None = None
     epoch: int = 0
+    # When the current epoch began (its SetShardLeader's proposer clock; 0 for the first):
+    # a new leader's throttle buckets refill from empty since then (streams/throttling.py).
+    leader_since_ms: int = 0
 
     @property
     def shard_id(self) -> str:
@@ -157,6 +164,9 @@ class StreamMeta:
     shard_count_updates_ms: tuple[int, ...] = ()  # UpdateShardCount calls in the last 24 h
     mode_updates_ms: tuple[int, ...] = ()  # UpdateStreamMode calls in the last 24 h
     replication_factor: int = 1  # replicas per shard, fixed at CreateStream
+    # Per-shard rate overrides for this stream (UpdateStreamLimits); unset fields follow
+    # the cluster's configuration.
+    throughput_limits: StreamLimits = field(default_factory=StreamLimits)
 
     def status(self, *, now_ms: int) -> StreamStatus:
         if self.reshard is not None:
@@ -198,6 +208,14 @@ class MetadataImage:
     # id. Changed only by the lease commands; DeleteStream and ForgetStream drop a stream's
     # leases, so a stream recreated under the same name starts with none.
     leases: LeaseTable = field(default_factory=LeaseTable)
+    # Account-wide settings (DescribeAccountSettings, runtime account limits).
+    account: AccountSettings = field(default_factory=AccountSettings)
+    # Enhanced fan-out consumers (RegisterStreamConsumer), keyed by stream incarnation; changed
+    # only by the consumer commands; DeleteStream drops a stream's consumers.
+    consumers: ConsumerTable = field(default_factory=ConsumerTable)
+    # Shard loads reported by their leaders and each stream's scaling event log (issue 6);
+    # changed only by ReportShardLoads, RecordScalingEvent and automatic BeginReshards.
+    capacity: CapacityTable = field(default_factory=CapacityTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

@@ -26,11 +26,13 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from broker import limits
-from broker.consumers import leases
+from broker.consumers import leases, registry
 from broker.errors import ErrorCode, ShoalError
+from broker.meta import capacity
 from broker.meta.commands import (
     AddTags,
     BeginReshard,
+    ChangeConsumerTags,
     ChangeRetention,
     CheckpointLeaseCommand,
     Command,
@@ -40,20 +42,27 @@ from broker.meta.commands import (
     DeleteApplicationCommand,
     DeleteLeaseCommand,
     DeleteStream,
+    DeregisterStreamConsumer,
     ForgetStream,
     InitCluster,
     LeaseCommand,
+    RecordScalingEvent,
     RegisterNode,
+    RegisterStreamConsumer,
     ReleaseLeaseCommand,
     RemoveNode,
     RemoveTags,
     RenewLeaseCommand,
+    ReportShardLoads,
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
     StealLeaseCommand,
     TakeLeaseCommand,
+    UpdateAccountLimits,
+    UpdateAccountSettings,
     UpdateMaxRecordSize,
+    UpdateStreamLimits,
     UpdateStreamMode,
 )
 from broker.meta.image import (
@@ -69,7 +78,7 @@ from broker.meta.image import (
     StreamStatus,
 )
 from broker.meta.placement import place_shards
-from broker.streams import resharding
+from broker.streams import account_settings, resharding, throttling
 from broker.types import NodeId, ShardIndex, ShardUid, StreamName, StreamUid
 
 DAY_MS = 86_400_000
@@ -154,6 +163,20 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             | DeleteApplicationCommand()
         ):
             return _lease_operation(image, command)
+        case RegisterStreamConsumer():
+            return _register_consumer(image, command)
+        case DeregisterStreamConsumer():
+            return _deregister_consumer(image, command)
+        case ChangeConsumerTags():
+            return _change_consumer_tags(image, command)
+        case UpdateStreamLimits():
+            return _update_stream_limits(image, command)
+        case UpdateAccountSettings() | UpdateAccountLimits():
+            return _update_account(image, command)
+        case ReportShardLoads():
+            return capacity.apply_report(image, command)
+        case RecordScalingEvent():
+            return capacity.apply_event(image, command)
         case _:
             assert_never(command)
 
@@ -239,6 +262,7 @@ def _check_shard_limit(
     `current` overrides the account's open-shard count (UpdateShardCount replaces a stream's
     shards rather than adding to them)."""
     count = _open_shard_count(image, now_ms=now_ms) if current is None else current
+    limit = image.account.effective_shard_limit(limit)  # a runtime limit wins (issue 6)
     if additional > 0 and count + additional > limit:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
@@ -250,6 +274,7 @@ def _check_shard_limit(
 
 
 def _check_on_demand_limit(image: MetadataImage, *, now_ms: int, limit: int) -> None:
+    limit = image.account.effective_on_demand_stream_limit(limit)
     count = _on_demand_count(image, now_ms=now_ms)
     if count + 1 > limit:
         raise ShoalError(
@@ -402,6 +427,18 @@ def _delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadat
             "Attempt to change a resource which is still in use: Stream is being created: "
             f"{command.name}",
         )
+    # Registered consumers (CREATING or ACTIVE; a deregistered one no longer counts).
+    registered = [
+        consumer
+        for consumer in image.consumers.for_stream(meta.uid, now_ms=now_ms)
+        if consumer.status(now_ms=now_ms) is not registry.ConsumerStatus.DELETING
+    ]
+    if registered and not command.enforce_consumer_deletion:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Stream {command.name} under account {_account_id(image)} has registered "
+            "consumers; deregister them or set EnforceConsumerDeletion.",
+        )
     # A pending reshard is abandoned: its CompleteReshard becomes a no-op (see there), and
     # the stream shows DELETING rather than UPDATING.
     deleting = dataclasses.replace(
@@ -426,8 +463,15 @@ def _forget_stream(image: MetadataImage, command: ForgetStream) -> tuple[Metadat
 
 
 def _without_stream_leases(image: MetadataImage, name: StreamName) -> MetadataImage:
+    """Drops the stream's consumer leases and its registered consumers (AWS deletes a
+    stream's consumers with it; a stream recreated under the name starts with none)."""
     table = image.leases.without_stream(name)
-    return image if table is image.leases else dataclasses.replace(image, leases=table)
+    if table is not image.leases:
+        image = dataclasses.replace(image, leases=table)
+    consumers = registry.drop_stream(image.consumers, stream_name=name)
+    if consumers is not image.consumers:
+        image = dataclasses.replace(image, consumers=consumers)
+    return image
 
 
 # --- Stream settings ----------------------------------------------------------------------------
@@ -623,12 +667,13 @@ def _begin_reshard(image: MetadataImage, command: BeginReshard) -> tuple[Metadat
     now_ms = command.now_ms
     meta = _live_stream(image, command.name, now_ms=now_ms)
     _require_active(image, meta, now_ms=now_ms)
-    if meta.mode is StreamMode.ON_DEMAND:
+    if meta.mode is StreamMode.ON_DEMAND and command.automatic_reason is None:
         raise ShoalError(
             ErrorCode.VALIDATION,
             f"Stream {meta.name} under account {_account_id(image)} is in ON_DEMAND capacity "
             "mode; this operation is only supported in PROVISIONED mode.",
         )
+    capacity.check_automatic_reshard(meta, command)
     request = _reshard_request(image, command)
     if request.kind is ReshardKind.UNIFORM_SCALING:
         # The rolling 24-hour window is pruned before validation, which counts what is left.
@@ -657,7 +702,8 @@ def _begin_reshard(image: MetadataImage, command: BeginReshard) -> tuple[Metadat
     for index in sealed:
         assert meta.shards[index].state is ShardState.OPEN
     sealing = dataclasses.replace(meta, shards=shards, reshard=request)
-    return _with_stream(image, sealing), request.sealed
+    sealing_image = capacity.log_automatic_reshard(_with_stream(image, sealing), command, sealed)
+    return sealing_image, request.sealed
 
 
 def _finish_reshard(
@@ -857,8 +903,15 @@ def _set_shard_leader(
             f"A new epoch must exceed {command.expected_epoch}, got {command.epoch}.",
         )
     _check_replica_set(image, shard, command)
+    # A new leader's throttles start empty at this moment (streams/throttling.py); the same
+    # leader in a new epoch (a replica set change) keeps its buckets.
+    since_ms = shard.leader_since_ms if command.leader == shard.leader else command.now_ms
     changed = dataclasses.replace(
-        shard, replicas=command.replicas, leader=command.leader, epoch=command.epoch
+        shard,
+        replicas=command.replicas,
+        leader=command.leader,
+        epoch=command.epoch,
+        leader_since_ms=since_ms,
     )
     shards = tuple(changed if s.index == shard.index else s for s in meta.shards)
     return _with_stream(image, dataclasses.replace(meta, shards=shards)), changed
@@ -957,3 +1010,150 @@ def _check_lease_shards(image: MetadataImage, command: CreateLeasesCommand) -> N
                 f"Shard {new.shard_id} in stream {meta.name} under account "
                 f"{_account_id(image)} does not exist",
             )
+
+
+# --- Enhanced fan-out consumers -----------------------------------------------------------------
+
+
+def _stream_by_arn(image: MetadataImage, arn: str, *, now_ms: int) -> StreamMeta:
+    """The live stream this exact ARN names (a stream of another account or region, or an
+    older incarnation's ARN, is not found)."""
+    _, _, name = arn.partition(":stream/")
+    meta = image.stream(name, now_ms=now_ms) if name else None
+    if meta is None or meta.arn != arn:
+        raise _not_found(image, name or arn)
+    return meta
+
+
+def _consumer_result(
+    image: MetadataImage,
+    table: registry.ConsumerTable,
+    result: registry.StreamConsumer | registry.ConsumerError,
+) -> tuple[MetadataImage, object]:
+    if isinstance(result, registry.ConsumerError):
+        assert table is image.consumers
+        raise ShoalError(result.error_code, result.message)
+    if table is image.consumers:
+        return image, result
+    return dataclasses.replace(image, consumers=table), result
+
+
+def _register_consumer(
+    image: MetadataImage, command: RegisterStreamConsumer
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = _stream_by_arn(image, command.stream_arn, now_ms=now_ms)
+    status = meta.status(now_ms=now_ms)
+    if status not in (StreamStatus.ACTIVE, StreamStatus.UPDATING):
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Stream {meta.name} under account {_account_id(image)} not ACTIVE, "
+            f"instead in state {status.value}",
+        )
+    if len(dict(command.tags)) > limits.tags_per_stream_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"A consumer cannot have more than {limits.tags_per_stream_max} tags.",
+        )
+    table, result = registry.register(
+        image.consumers,
+        name=command.consumer_name,
+        stream_name=meta.name,
+        stream_uid=meta.uid,
+        stream_arn=meta.arn,
+        tags=command.tags,
+        now_ms=now_ms,
+        creating_ms=command.creating_ms,
+        limit=command.consumers_per_stream_max,
+    )
+    return _consumer_result(image, table, result)
+
+
+def _deregister_consumer(
+    image: MetadataImage, command: DeregisterStreamConsumer
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    arn = command.consumer_arn
+    if arn is None:
+        if command.stream_arn is None or command.consumer_name is None:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                "Either ConsumerARN or both StreamARN and ConsumerName must be provided.",
+            )
+        meta = _stream_by_arn(image, command.stream_arn, now_ms=now_ms)
+        consumer = image.consumers.by_name(meta.uid, command.consumer_name, now_ms=now_ms)
+        if consumer is None:
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                f"Consumer {command.consumer_name} under stream {meta.name} not found.",
+            )
+        arn = consumer.arn
+    table, result = registry.deregister(
+        image.consumers, arn=arn, now_ms=now_ms, deleting_ms=command.deleting_ms
+    )
+    return _consumer_result(image, table, result)
+
+
+def _change_consumer_tags(
+    image: MetadataImage, command: ChangeConsumerTags
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    consumer = image.consumers.by_arn(command.consumer_arn, now_ms=now_ms)
+    if consumer is None:
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {command.consumer_arn} not found."
+        )
+    tags = dict(consumer.tags)
+    tags.update(command.added)
+    for key in command.removed:
+        tags.pop(key, None)  # absent keys are ignored, as for streams
+    if len(tags) > limits.tags_per_stream_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Failed to add tags to consumer {consumer.name} because a given resource cannot "
+            f"have more than {limits.tags_per_stream_max} tags associated with it.",
+        )
+    table, result = registry.set_tags(
+        image.consumers, arn=consumer.arn, tags=tuple(tags.items()), now_ms=now_ms
+    )
+    return _consumer_result(image, table, result)
+
+
+# --- Limits and account settings (issue 6) ------------------------------------------------------
+
+
+def _update_stream_limits(
+    image: MetadataImage, command: UpdateStreamLimits
+) -> tuple[MetadataImage, object]:
+    meta = _live_stream(image, command.name, now_ms=command.now_ms)
+    merged = throttling.merge_overrides(
+        meta.throughput_limits, command.changes, reset=command.reset
+    )
+    if merged == meta.throughput_limits:
+        return image, meta
+    changed = dataclasses.replace(meta, throughput_limits=merged)
+    return _with_stream(image, changed), changed
+
+
+def _update_account(
+    image: MetadataImage, command: UpdateAccountSettings | UpdateAccountLimits
+) -> tuple[MetadataImage, object]:
+    current = image.account
+    if isinstance(command, UpdateAccountSettings):
+        change = (
+            account_settings.enable_commitment
+            if command.commitment_enabled
+            else account_settings.disable_commitment
+        )
+        commitment = change(current.billing_commitment, now_ms=command.now_ms)
+        updated = dataclasses.replace(current, billing_commitment=commitment)
+    else:
+        updated = account_settings.update_account_limits(
+            current,
+            shard_limit=command.shard_limit,
+            on_demand_stream_limit=command.on_demand_stream_limit,
+            reset=command.reset,
+        )
+    if updated == current:
+        return image, current
+    return dataclasses.replace(image, account=updated), updated

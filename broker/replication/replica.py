@@ -182,6 +182,10 @@ class ReplicationKnobs:
 
     heartbeat_ms: int = limits.replication_heartbeat_ms
     resend_ms: int = limits.replication_resend_ms
+    # A follower known to hold the whole log, the HW and the log start gets a heartbeat only
+    # this often (issue 6: idle shards must cost little; 1,000 shards at `heartbeat_ms` are
+    # thousands of messages a second per node).
+    idle_heartbeat_ms: int = limits.replication_idle_heartbeat_ms
     append_bytes_max: int = limits.replication_append_bytes_max
     inflight_appends_max: int = limits.replication_inflight_appends_max
     uncommitted_bytes_max: int = limits.replication_uncommitted_bytes_max
@@ -191,6 +195,7 @@ class ReplicationKnobs:
     def __post_init__(self) -> None:
         assert self.heartbeat_ms >= 1
         assert self.resend_ms > self.heartbeat_ms
+        assert self.idle_heartbeat_ms >= self.heartbeat_ms
         assert self.append_bytes_max >= 1
         assert self.inflight_appends_max >= 1
         assert self.uncommitted_bytes_max >= 1
@@ -237,6 +242,7 @@ class _Progress:
         default_factory=collections.deque
     )  # (end offset, sent_ms) of Appends not yet acknowledged
     last_sent_ms: int = -(2**62)
+    sent_hw_and_start: tuple[int, int] = (-1, -1)  # in the last Append sent
     read: ReadRequest | None = None
     read_ms: int = 0
 
@@ -814,7 +820,13 @@ class ShardReplica:
         if self._role is not Role.LEADER:
             return
         for node, progress in self._progress.items():
-            heartbeat_due = now_ms - progress.last_sent_ms >= self._knobs.heartbeat_ms
+            idle = (
+                not progress.inflight
+                and progress.match_end >= self._log_end
+                and progress.sent_hw_and_start == (self._hw, self._log_start)
+            )
+            interval_ms = self._knobs.idle_heartbeat_ms if idle else self._knobs.heartbeat_ms
+            heartbeat_due = now_ms - progress.last_sent_ms >= interval_ms
             # Below our log start only trimmed (committed) records: the follower matches at our
             # start, or drops its log and restarts there (rule 5).
             progress.next_offset = Offset(max(progress.next_offset, self._log_start))
@@ -854,6 +866,7 @@ class ShardReplica:
         )
         self._to_send.append(Envelope(to=node, message=append))
         progress.last_sent_ms = now_ms
+        progress.sent_hw_and_start = (self._hw, self._log_start)
         if batches:
             progress.inflight.append((append.end_offset, now_ms))
             progress.next_offset = append.end_offset

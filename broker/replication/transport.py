@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from broker.api.internal.v1 import internal_pb2 as pb
 from broker.replication.messages import Envelope, Promise, ReplicationMessage
 from broker.replication.replica import ReplicaStatistics
 from broker.replication.wire import envelope_from_proto, envelope_to_proto
+from broker.tls import PeerCredentials, open_aio_channel
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,10 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_timeout_ms", 1_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    # Reconnect quickly after a peer restarts (gRPC's default backoff grows to 120 s).
+    # Reconnect quickly after a peer restarts (gRPC's default backoff grows to 120 s). While a
+    # channel backs off, calls on it fail at once: a peer that restarted must be reachable
+    # again within a fraction of the failover budget (a Prepare to it may be what a leader
+    # change waits for). A connect attempt every 250 ms to a dead peer costs nothing.
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 250),
     ("grpc.min_reconnect_backoff_ms", 100),
@@ -70,22 +75,48 @@ class Transport(Protocol):
 
 
 class Channels:
-    """One grpc.aio channel per peer address, shared by the stream and the unary RPCs."""
+    """One grpc.aio channel per peer address, shared by the stream and the unary RPCs.
 
-    def __init__(self) -> None:
+    With `credentials` (broker/tls.py) the channels are mutual TLS; when the certificate files
+    change, every channel is replaced by one with the new credentials and the old ones are
+    closed after `_RETIRE_GRACE_S` (calls on them end; the stream reconnects on a new one)."""
+
+    _RETIRE_GRACE_S = 5.0
+
+    def __init__(self, *, credentials: PeerCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = credentials
+        self._generation = 0
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def get(self, address: str) -> grpc.aio.Channel:
+        credentials = None
+        if self._credentials is not None:
+            generation, credentials = self._credentials.current()
+            if generation != self._generation:
+                self._generation = generation
+                self._retire()
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = open_aio_channel(address, credentials, CHANNEL_OPTIONS)
             self._channels[address] = channel
         return channel
+
+    def _retire(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=self._RETIRE_GRACE_S))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def close(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close()
+        for task in list(self._retiring):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +21,23 @@ from broker.service.throughput import Throttles
 from broker.streams.throttling import ThroughputLimits
 
 
-def shard_throttles(config: Config) -> Throttles:
-    """The per-shard throughput budgets the configuration asks for (served on shard leaders)."""
+def shard_throttles(
+    config: Config,
+    *,
+    image: Callable[[], MetadataImage] | None = None,
+    clock: Clock | None = None,
+) -> Throttles:
+    """The per-shard throughput budgets (served on shard leaders): the configuration's rates,
+    overridden per stream by the limits in the metadata `image`."""
     return Throttles(
         ThroughputLimits(
             write_bytes_per_second=config.shard_write_bytes_per_second,
             write_records_per_second=config.shard_write_records_per_second,
             read_calls_per_second=config.shard_read_calls_per_second,
             read_bytes_per_second=config.shard_read_bytes_per_second,
-        )
+        ),
+        image=image,
+        clock=clock,
     )
 
 

@@ -70,7 +70,10 @@ async def delete_stream(ctx: ServiceContext, request: Request) -> Response:
     name = ctx.requested_stream_name(request)
     await ctx.metadata.propose(
         commands.DeleteStream(
-            now_ms=ctx.now_ms(), name=name, deleting_ms=ctx.config.knobs.stream_deleting_ms
+            now_ms=ctx.now_ms(),
+            name=name,
+            deleting_ms=ctx.config.knobs.stream_deleting_ms,
+            enforce_consumer_deletion=bool(request.get("EnforceConsumerDeletion", False)),
         )
     )
     if ctx.shards.meter is not None:  # other nodes forget it at their next housekeeping pass
@@ -99,7 +102,9 @@ async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
 
 async def describe_stream_summary(ctx: ServiceContext, request: Request) -> Response:
     stream = ctx.stream_for(request)
-    summary = describe.stream_description_summary_shape(stream, now_ms=ctx.now_ms())
+    now_ms = ctx.now_ms()
+    summary = describe.stream_description_summary_shape(stream, now_ms=now_ms)
+    summary["ConsumerCount"] = len(ctx.image().consumers.for_stream(stream.uid, now_ms=now_ms))
     return {"StreamDescriptionSummary": summary}
 
 
@@ -269,17 +274,6 @@ async def set_enhanced_monitoring(
         "StreamARN": ctx.config.stream_arn(name),
         "CurrentShardLevelMetrics": list(current),
         "DesiredShardLevelMetrics": list(desired),
-    }
-
-
-async def describe_limits(ctx: ServiceContext, request: Request) -> Response:
-    now_ms = ctx.now_ms()
-    live = [m for m in ctx.image().streams.values() if not m.is_gone(now_ms=now_ms)]
-    return {
-        "ShardLimit": ctx.config.shard_count_per_account_max,
-        "OpenShardCount": sum(len(m.open_shards()) for m in live),
-        "OnDemandStreamCount": sum(1 for m in live if m.mode is StreamMode.ON_DEMAND),
-        "OnDemandStreamCountLimit": ctx.config.on_demand_streams_max,
     }
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from broker.service import control, reshard
+from broker.service import account, control, reshard, stream_consumers
 from broker.service.context import ServiceContext
 from broker.service.records import RecordsApi
+from broker.service.subscriptions import Subscriptions
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
@@ -20,6 +21,9 @@ class KinesisService:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         records = RecordsApi(ctx)
+        # SubscribeToShard answers {"EventStream": Subscription} (an async iterator of events)
+        # that the front doors stream; `subscriptions` is the node's table of open ones.
+        self.subscriptions = Subscriptions(ctx)
         self._handlers: dict[str, Handler] = {
             "CreateStream": lambda r: control.create_stream(ctx, r),
             "DeleteStream": lambda r: control.delete_stream(ctx, r),
@@ -40,20 +44,19 @@ class KinesisService:
                 ctx, ctx.requested_stream_name(r), r["TagKeys"]
             ),
             "ListTagsForStream": lambda r: control.list_tags_for_stream(ctx, r),
-            "TagResource": lambda r: control.add_tags(
-                ctx, ctx.stream_name_from_arn(r["ResourceARN"]), r["Tags"]
-            ),
-            "UntagResource": lambda r: control.remove_tags(
-                ctx, ctx.stream_name_from_arn(r["ResourceARN"]), r["TagKeys"]
-            ),
-            "ListTagsForResource": lambda r: control.list_tags_for_resource(ctx, r),
+            # A stream ARN or a consumer ARN (stream_consumers routes streams to control).
+            "TagResource": lambda r: stream_consumers.tag_resource(ctx, r),
+            "UntagResource": lambda r: stream_consumers.untag_resource(ctx, r),
+            "ListTagsForResource": lambda r: stream_consumers.list_tags_for_resource(ctx, r),
             "EnableEnhancedMonitoring": lambda r: control.set_enhanced_monitoring(
                 ctx, r, enable=True
             ),
             "DisableEnhancedMonitoring": lambda r: control.set_enhanced_monitoring(
                 ctx, r, enable=False
             ),
-            "DescribeLimits": lambda r: control.describe_limits(ctx, r),
+            "DescribeLimits": lambda r: account.describe_limits(ctx, r),
+            "DescribeAccountSettings": lambda r: account.describe_account_settings(ctx, r),
+            "UpdateAccountSettings": lambda r: account.update_account_settings(ctx, r),
             "UpdateStreamMode": lambda r: control.update_stream_mode(ctx, r),
             "UpdateMaxRecordSize": lambda r: control.update_max_record_size(ctx, r),
             "SplitShard": lambda r: reshard.split_shard(ctx, r),
@@ -63,6 +66,13 @@ class KinesisService:
             "PutRecords": records.put_records,
             "GetShardIterator": records.get_shard_iterator,
             "GetRecords": records.get_records,
+            "SubscribeToShard": self.subscriptions.subscribe,
+            "RegisterStreamConsumer": lambda r: stream_consumers.register_stream_consumer(ctx, r),
+            "DeregisterStreamConsumer": lambda r: stream_consumers.deregister_stream_consumer(
+                ctx, r
+            ),
+            "DescribeStreamConsumer": lambda r: stream_consumers.describe_stream_consumer(ctx, r),
+            "ListStreamConsumers": lambda r: stream_consumers.list_stream_consumers(ctx, r),
         }
 
     @property

@@ -181,7 +181,12 @@ async def _append_watching(
     image fences the leader's node and names another leader, so a paused leader (which will
     not answer) costs a failover, not the whole forward deadline."""
     append = ctx.shards.append(
-        image, stream_uid, shard, [e.record for e in items], [e.size_bytes for e in items]
+        image,
+        stream_uid,
+        shard,
+        [e.record for e in items],
+        [e.size_bytes for e in items],
+        [e.hash_key for e in items],
     )
     if ctx.shards.leader_of(shard) == ctx.shards.node_id:
         return await append

@@ -8,8 +8,8 @@ when this node is the shard's leader in the metadata image, or forwards it to th
 the forwarded path run the same code: the shard's throttle, then the local replica.
 
 Throttling therefore happens where the shard is written, on its leader, whichever gateway the
-request came through, so a shard's limits hold across the cluster. (A leader change starts the
-new leader with full buckets, which lets at most one extra second of traffic through.)
+request came through, so a shard's limits hold across the cluster. (A new leader starts its
+buckets from empty at the moment its leadership began: see `throughput.Throttles`.)
 
 Reads: `GetRecords` is served by any replica on this node whose high watermark covers the
 requested offset when read throttling is off; otherwise (or when this node holds nothing to
@@ -39,6 +39,7 @@ from broker.log.records import NewRecord, StoredRecord
 from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardMeta
 from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.service.shard_load import ShardLoadRecorder
 from broker.service.throughput import ShardMeter, Throttles
 from broker.types import NodeId, Offset, ShardUid, StreamUid
 
@@ -69,6 +70,9 @@ class ReadRequest:
     arrival_ms_min: int = 0  # records that arrived earlier are past retention: skipped
     at_timestamp_ms: int | None = None  # also find the first offset at or after this time
     throttle: ReadThrottle = ReadThrottle.NONE
+    # Long-poll (SubscribeToShard): when nothing is readable at `start_offset`, wait up to
+    # this long for the high watermark to pass it before answering (0: answer at once).
+    wait_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,6 +96,10 @@ class LocalReplicas(Protocol):
         self, shard_uid: ShardUid, *, epoch: int, records: Sequence[NewRecord], now_ms: int
     ) -> tuple[Offset, int]:
         """(first offset, arrival_ms) once committed; raises ShardRefusedError or ShoalError."""
+        ...
+
+    async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
+        """Returns once the high watermark passes `beyond` (or no replica, or the timeout)."""
         ...
 
 
@@ -135,9 +143,11 @@ class ShardClient:
         throttles: Throttles,
         forwarder: ShardForwarder | None = None,
         meter: ShardMeter | None = None,
+        load: ShardLoadRecorder | None = None,
     ) -> None:
         self.node_id = node_id
         self.meter = meter
+        self.load = load  # the leader's load trackers (shard_load.py): hot shards and keys
         self.throttles = throttles
         self._clock = clock
         self.store = store
@@ -158,14 +168,16 @@ class ShardClient:
         shard: ShardMeta,
         records: Sequence[NewRecord],
         sizes: Sequence[int],
+        hash_keys: Sequence[int] | None = None,
     ) -> AppendResult:
-        """Appends `records` (with their AWS sizes, for the throttle) to the shard's leader."""
+        """Appends `records` (with their AWS sizes, for the throttle, and their hash keys, for
+        the load tracker when served here) to the shard's leader."""
         leader = self.leader_of(shard)
         if leader is None:
             raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard.uid)
         if leader == self.node_id:
             return await self.serve_append(
-                shard.uid, epoch=shard.epoch, records=records, sizes=sizes
+                shard.uid, epoch=shard.epoch, records=records, sizes=sizes, hash_keys=hash_keys
             )
         assert self._forwarder is not None, "a remote leader without a forwarder"
         return await self._forwarder.append(
@@ -210,7 +222,9 @@ class ShardClient:
     def _may_read_here(self, shard: ShardMeta, request: ReadRequest) -> bool:
         if request.throttle is ReadThrottle.GET_SHARD_ITERATOR or request.records_max == 0:
             return False  # positions come from the leader (module docstring)
-        if request.throttle is not ReadThrottle.NONE and self.throttles.reads_limited:
+        if request.throttle is not ReadThrottle.NONE and self.throttles.reads_limited_for(
+            shard.uid
+        ):
             return False  # the leader owns the read budget
         end = self._local.readable_end(shard.uid)
         return end is not None and end > request.start_offset
@@ -232,12 +246,14 @@ class ShardClient:
         epoch: int,
         records: Sequence[NewRecord],
         sizes: Sequence[int],
+        hash_keys: Sequence[int] | None = None,
     ) -> AppendResult:
-        """Throttle record by record, then append what was admitted to the local replica."""
+        """Throttle record by record, then append what was admitted to the local replica.
+        `hash_keys`: the records' hash keys when the caller knows them (shard_load.py)."""
         assert len(records) == len(sizes)
         assert records
         throttled: tuple[int, ...] = ()
-        if self.throttles.writes_limited:
+        if self.throttles.writes_limited_for(shard_uid):
             now_ms = self._clock.monotonic_ms()
             throttle = self.throttles.write(shard_uid, now_ms=now_ms)
             admitted_positions = []
@@ -253,6 +269,8 @@ class ShardClient:
                     self.meter.write_throttled(shard_uid, len(refused))
                 records = [records[p] for p in admitted_positions]
                 sizes = [sizes[p] for p in admitted_positions]
+                if hash_keys is not None:
+                    hash_keys = [hash_keys[p] for p in admitted_positions]
                 if not records:
                     return AppendResult(first_offset=Offset(0), arrival_ms=0, throttled=throttled)
         first_offset, arrival_ms = await self._local.append(
@@ -260,11 +278,18 @@ class ShardClient:
         )
         if self.meter is not None:
             self.meter.written(shard_uid, len(records), sum(sizes))
+        if self.load is not None:
+            self.load.written(shard_uid, records, sizes, hash_keys)
         return AppendResult(first_offset=first_offset, arrival_ms=arrival_ms, throttled=throttled)
 
     async def serve_read(self, shard_uid: ShardUid, request: ReadRequest) -> ReadResult:
-        """Reads the local replica below its high watermark (module docstring)."""
+        """Reads the local replica below its high watermark (module docstring); with
+        `wait_ms`, first waits (bounded) until there is something to read."""
         end = self._local.readable_end(shard_uid)
+        if request.wait_ms > 0 and end is not None and end <= request.start_offset:
+            wait_s = min(request.wait_ms, limits.read_wait_ms_max) / 1000
+            await self._local.wait_readable(shard_uid, request.start_offset, timeout_s=wait_s)
+            end = self._local.readable_end(shard_uid)
         if end is None:
             raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard_uid)
         now_ms = self._clock.monotonic_ms()

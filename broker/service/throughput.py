@@ -1,45 +1,98 @@
 """The node's per-shard throttles: one write and one read throttle per shard it serves.
 
-Created lazily on a shard's first request and dropped by housekeeping when the shard is gone,
-so memory follows the number of live shards. Node view; loop-only. (With replication, the
-shard leader owns these; a leader change starts the new leader with full buckets, which lets
-at most one extra second of traffic through.)
+Each shard's rates are the cluster's (configuration) overridden by its stream's
+`StreamLimits` (UpdateStreamLimits, in the metadata image). Throttles are created lazily on a
+shard's first request and rebuilt when the shard's rates or its leadership change; housekeeping
+drops those of shards that are gone, so memory follows the number of live shards served here.
+Node view; loop-only.
+
+Leader changes: the buckets live on the shard's leader (`ShardClient.serve_append/serve_read`),
+whichever gateway a request came through. A node that takes over a shard's leadership builds
+its throttles as if they had been empty when its leadership began (`ShardMeta.leader_since_ms`,
+`throttling.fill_fraction`), so the old leader's last burst and the new leader's first one
+never add up to more than one burst plus the rate (docs/ARCHITECTURE.md, "Limits").
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.image import MetadataImage
+from broker.meta.image import MetadataImage, StreamMeta
 from broker.metrics import StreamProbe
+from broker.streams import throttling
 from broker.streams.throttling import ShardReadThrottle, ShardWriteThrottle, ThroughputLimits
-from broker.types import ShardUid
+from broker.types import ShardUid, StreamUid
+
+
+@dataclass(frozen=True, slots=True)
+class _Budget:
+    """What a shard's throttles are built from; a throttle built from another is rebuilt."""
+
+    limits: ThroughputLimits
+    leader_since_ms: int
+    took_over: bool  # a leader after the first (its buckets start from empty, see above)
 
 
 class Throttles:
-    def __init__(self, shard_limits: ThroughputLimits) -> None:
-        self.limits = shard_limits
-        self.writes_limited = bool(
-            shard_limits.write_bytes_per_second or shard_limits.write_records_per_second
-        )
-        self.reads_limited = bool(
-            shard_limits.read_calls_per_second or shard_limits.read_bytes_per_second
-        )
-        self._writes: dict[ShardUid, ShardWriteThrottle] = {}
-        self._reads: dict[ShardUid, ShardReadThrottle] = {}
+    """Every shard budget this node enforces. `image` gives the current metadata image (the
+    per-stream overrides and each shard's leadership); `clock` the wall clock leader changes
+    are measured on."""
+
+    def __init__(
+        self,
+        defaults: ThroughputLimits,
+        *,
+        image: Callable[[], MetadataImage] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.limits = defaults
+        self._image = image
+        self._clock = clock
+        self._writes: dict[ShardUid, tuple[_Budget, ShardWriteThrottle]] = {}
+        self._reads: dict[ShardUid, tuple[_Budget, ShardReadThrottle]] = {}
+        # The budget of every shard, rebuilt per stream when its StreamMeta object changes
+        # (an image change reuses the objects of the streams it did not touch).
+        self._built_for: MetadataImage | None = None
+        self._streams: dict[StreamUid, StreamMeta] = {}
+        self._budgets: dict[ShardUid, _Budget] = {}
+
+    @property
+    def writes_limited(self) -> bool:
+        """Whether the cluster default limits writes (a stream may still override it)."""
+        return self.limits.writes_limited
+
+    @property
+    def reads_limited(self) -> bool:
+        return self.limits.reads_limited
+
+    def writes_limited_for(self, shard_uid: ShardUid) -> bool:
+        return self._budget(shard_uid).limits.writes_limited
+
+    def reads_limited_for(self, shard_uid: ShardUid) -> bool:
+        return self._budget(shard_uid).limits.reads_limited
+
+    def shard_limits(self, shard_uid: ShardUid) -> ThroughputLimits:
+        """The rates the shard is held to (the cluster's for a shard this image lacks)."""
+        return self._budget(shard_uid).limits
 
     def write(self, shard_uid: ShardUid, *, now_ms: int) -> ShardWriteThrottle:
-        throttle = self._writes.get(shard_uid)
-        if throttle is None:
-            throttle = self._writes[shard_uid] = ShardWriteThrottle(self.limits, now_ms=now_ms)
-        return throttle
+        budget = self._budget(shard_uid)
+        entry = self._writes.get(shard_uid)
+        if entry is None or entry[0] != budget:
+            throttle = ShardWriteThrottle(budget.limits, now_ms=now_ms, fill=self._fill(budget))
+            entry = self._writes[shard_uid] = (budget, throttle)
+        return entry[1]
 
     def read(self, shard_uid: ShardUid, *, now_ms: int) -> ShardReadThrottle:
-        throttle = self._reads.get(shard_uid)
-        if throttle is None:
-            throttle = self._reads[shard_uid] = ShardReadThrottle(self.limits, now_ms=now_ms)
-        return throttle
+        budget = self._budget(shard_uid)
+        entry = self._reads.get(shard_uid)
+        if entry is None or entry[0] != budget:
+            throttle = ShardReadThrottle(budget.limits, now_ms=now_ms, fill=self._fill(budget))
+            entry = self._reads[shard_uid] = (budget, throttle)
+        return entry[1]
 
     def retain_only(self, live: Iterable[ShardUid]) -> None:
         """Forget the throttles of shards that no longer exist."""
@@ -47,6 +100,40 @@ class Throttles:
         for table in (self._writes, self._reads):
             for uid in [uid for uid in table if uid not in keep]:
                 del table[uid]
+
+    def _fill(self, budget: _Budget) -> float:
+        if not budget.took_over or self._clock is None:
+            return 1.0
+        return throttling.fill_fraction(
+            leader_since_ms=budget.leader_since_ms, now_ms=self._clock.wall_ms(), took_over=True
+        )
+
+    def _budget(self, shard_uid: ShardUid) -> _Budget:
+        if self._image is not None:
+            image = self._image()
+            if image is not self._built_for:
+                self._rebuild(image)
+        budget = self._budgets.get(shard_uid)
+        if budget is None:
+            return _Budget(self.limits, 0, False)
+        return budget
+
+    def _rebuild(self, image: MetadataImage) -> None:
+        current = {meta.uid: meta for meta in image.streams.values()}
+        for uid, meta in self._streams.items():
+            if current.get(uid) is not meta:
+                for shard in meta.shards:
+                    self._budgets.pop(shard.uid, None)
+        for uid, meta in current.items():
+            if self._streams.get(uid) is meta:
+                continue
+            limits = throttling.resolve(self.limits, meta.throughput_limits)
+            for shard in meta.shards:
+                self._budgets[shard.uid] = _Budget(
+                    limits, shard.leader_since_ms, shard.epoch > 1 and shard.leader_since_ms > 0
+                )
+        self._streams = current
+        self._built_for = image
 
 
 class ShardMeter:

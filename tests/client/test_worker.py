@@ -550,15 +550,3 @@ def test_initial_leases_follow_the_initial_position() -> None:
     assert [(n.shard_id, n.checkpoint.sequence_number) for n in later] == [
         ("shardId-000000000001", "TRIM_HORIZON"),
     ]
-
-
-async def test_fanout_needs_a_record_source(client: AsyncShoalClient) -> None:
-    with pytest.raises(ValueError, match="record_source_factory"):
-        Worker(
-            application=APP,
-            stream_name=STREAM,
-            processor_factory=lambda: JournalProcessor(Journal(), "w"),
-            lease_client=InMemoryLeaseClient(),
-            kinesis=client,
-            config=WorkerConfig(retrieval="fanout"),
-        )

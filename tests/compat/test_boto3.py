@@ -44,7 +44,9 @@ async def read_shard(kinesis: Any, stream: str, shard_id: str) -> list[dict[str,
     raise AssertionError("did not catch up")
 
 
-async def test_every_operation(kinesis: Any, calls_seen: set[str], node: Node) -> None:
+async def test_every_operation(
+    kinesis: Any, calls_seen: set[str], node: Node, clock: ManualClock
+) -> None:
     """Each operation the service implements, once through boto3, with its main effect."""
     await call(kinesis.create_stream, StreamName="all", ShardCount=2)
     summary = (await call(kinesis.describe_stream_summary, StreamName="all"))[
@@ -83,6 +85,12 @@ async def test_every_operation(kinesis: Any, calls_seen: set[str], node: Node) -
     )
     assert disabled["DesiredShardLevelMetrics"] == []
     assert (await call(kinesis.describe_limits))["OpenShardCount"] == 2
+    settings = await call(
+        kinesis.update_account_settings, MinimumThroughputBillingCommitment={"Status": "ENABLED"}
+    )
+    assert settings["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
+    settings = await call(kinesis.describe_account_settings)
+    assert settings["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
 
     put = await call(kinesis.put_record, StreamName="all", PartitionKey="k", Data=b"\x00\xff")
     batch = await call(
@@ -126,6 +134,28 @@ async def test_every_operation(kinesis: Any, calls_seen: set[str], node: Node) -
     ]
     assert summary["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
     assert summary["MaxRecordSizeInKiB"] == 2048
+
+    registered = await call(
+        kinesis.register_stream_consumer, StreamARN=ARN.format("all"), ConsumerName="fan"
+    )
+    consumer_arn = registered["Consumer"]["ConsumerARN"]
+    consumers = (await call(kinesis.list_stream_consumers, StreamARN=ARN.format("all")))[
+        "Consumers"
+    ]
+    assert [c["ConsumerARN"] for c in consumers] == [consumer_arn]
+    described = await call(kinesis.describe_stream_consumer, ConsumerARN=consumer_arn)
+    assert described["ConsumerDescription"]["StreamARN"] == ARN.format("all")
+    clock.advance(ms=1_000)  # the consumer is ACTIVE
+    subscribed = await call(
+        kinesis.subscribe_to_shard,
+        ConsumerARN=consumer_arn,
+        ShardId="shardId-000000000000",
+        StartingPosition={"Type": "TRIM_HORIZON"},
+    )
+    # The shard was split above: its events end with ChildShards, then the stream ends.
+    events = await asyncio.to_thread(lambda: list(subscribed["EventStream"]))
+    assert events[-1]["SubscribeToShardEvent"]["ChildShards"]
+    await call(kinesis.deregister_stream_consumer, ConsumerARN=consumer_arn)
 
     await call(kinesis.delete_stream, StreamName="all")
     assert (await call(kinesis.list_streams))["StreamNames"] == []

@@ -283,7 +283,7 @@ MALFORMED = [
     ("POST", "ListStreams", CBOR, b"\xff\x00garbage", 400, "SerializationException", CBOR),
     ("POST", "ListStreams", CBOR, cbor2.dumps([1]), 400, "SerializationException", CBOR),
     ("POST", "Nope", JSON, b"{}", 400, "UnknownOperationException", JSON),
-    ("POST", "SubscribeToShard", JSON, b"{}", 400, "UnknownOperationException", JSON),
+    ("POST", "SubscribeToShard", JSON, b"{}", 400, "ValidationException", JSON),
     ("POST", "CreateStream", JSON, b"{}", 400, "ValidationException", JSON),
 ]
 

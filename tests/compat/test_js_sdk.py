@@ -252,3 +252,39 @@ def test_tls_alpn_h2_with_sigv4(node_factory: Any, tmp_path: Path) -> None:
         env={"NODE_EXTRA_CA_CERTS": str(cert_file)},
     )
     _assert_lifecycle(summary, alpn="h2")
+
+
+def test_subscribe_to_shard_event_stream_over_h2c(node_factory: Any) -> None:
+    """Enhanced fan-out with the JS SDK: `SubscribeToShardCommand`'s event stream over HTTP/2
+    delivers a stored record and one pushed while subscribed; a second subscription of the same
+    consumer and shard is refused (tests/compat/js/subscribe_smoke.mjs)."""
+    assert NODE is not None
+    node = node_factory({"SHOAL_CONSUMER_CREATING_MS": "0"})
+    result = subprocess.run(
+        [
+            NODE,
+            str(JS_DIR / "subscribe_smoke.mjs"),
+            "--endpoint",
+            f"http://127.0.0.1:{node.http_port}",
+            "--timeout-ms",
+            "60000",
+        ],
+        cwd=JS_DIR,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    summary = json.loads(result.stdout or "{}")
+    assert result.returncode == 0 and summary.get("ok"), (
+        f"stdout: {result.stdout}\nstderr: {result.stderr[-4000:]}\n"
+        f"node log: {node.log_text()[-4000:]}"
+    )
+    assert summary["records"] == ["first", "pushed"]
+    assert summary["secondSubscription"] == "ResourceInUseException"
+    assert summary["http2Sessions"] >= 1

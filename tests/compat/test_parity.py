@@ -35,8 +35,19 @@ async def test_same_answers(client: AsyncShoalClient, kinesis: Any) -> None:
         )
         await call(kinesis.put_record, StreamName="both", PartitionKey=f"h{i}", Data=b"http-%d" % i)
 
+    both_arn = "arn:aws:kinesis:us-east-1:000000000000:stream/both"
+    registered = await client.call(
+        "RegisterStreamConsumer", {"StreamARN": both_arn, "ConsumerName": "fan"}
+    )
+    consumer_arn = registered["Consumer"]["ConsumerARN"]
     for operation, method, request in [
         ("DescribeStreamSummary", kinesis.describe_stream_summary, {"StreamName": "both"}),
+        ("ListStreamConsumers", kinesis.list_stream_consumers, {"StreamARN": both_arn}),
+        (
+            "DescribeStreamConsumer",
+            kinesis.describe_stream_consumer,
+            {"ConsumerARN": consumer_arn},
+        ),
         ("DescribeStream", kinesis.describe_stream, {"StreamName": "both"}),
         ("ListShards", kinesis.list_shards, {"StreamName": "both"}),
         ("ListStreams", kinesis.list_streams, {}),
@@ -84,6 +95,19 @@ async def test_same_error_names(client: AsyncShoalClient, endpoint: str) -> None
         ),
         ("ListShards", "list_shards", {"NextToken": "garbage"}),
         ("MergeShards", "merge_shards", {"StreamName": "exists", "ShardToMerge": "shardId-0"}),
+        (
+            "DescribeStreamConsumer",
+            "describe_stream_consumer",
+            {"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:stream/exists/consumer/c:1"},
+        ),
+        (
+            "RegisterStreamConsumer",
+            "register_stream_consumer",
+            {
+                "StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/missing",
+                "ConsumerName": "c",
+            },
+        ),
     ]
     try:
         for operation, method, request in cases:

@@ -90,6 +90,7 @@ def step(metrics: NodeMetrics, rng: random.Random) -> None:
         metrics.streams.records_read(
             STREAM, shard, records, records * 100, rng.randint(0, 5_000), ("ALL",)
         )
+        metrics.streams.subscription_event(STREAM, shard, records, records * 100, 40, ("ALL",))
         metrics.streams.put_records_finished(STREAM, records, 1, 0)
         metrics.streams.write_throttled(STREAM, shard, 1, ("ALL",))
         metrics.streams.read_throttled(STREAM, shard, ("ALL",))

@@ -21,7 +21,10 @@ from broker.meta.commands import (
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
+    UpdateAccountLimits,
+    UpdateAccountSettings,
     UpdateMaxRecordSize,
+    UpdateStreamLimits,
     UpdateStreamMode,
     decode_command,
     encode_command,
@@ -29,7 +32,10 @@ from broker.meta.commands import (
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, StreamMode
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import apply
+from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
+from tests.consumers.registry_factories import every_consumer_command
+from tests.meta.capacity_factories import every_capacity_command
 from tests.meta.factories import (
     create_stream,
     every_lease_command,
@@ -89,6 +95,16 @@ EVERY_COMMAND: list[Command] = [
     ),
     RemoveNode(now_ms=16, node_id=NodeId("n1")),
     *every_lease_command(now_ms=17),
+    UpdateStreamLimits(
+        now_ms=18,
+        name="s1",
+        changes=StreamLimits(write_bytes_per_second=0, read_calls_per_second=2**40),
+        reset=("write_records_per_second",),
+    ),
+    UpdateAccountSettings(now_ms=19, commitment_enabled=True),
+    UpdateAccountLimits(now_ms=20, shard_limit=7, reset=("on_demand_stream_limit",)),
+    *every_capacity_command(now_ms=21),
+    *every_consumer_command(now_ms=22),
 ]
 
 

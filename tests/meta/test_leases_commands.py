@@ -26,7 +26,7 @@ from broker.meta.commands import (
     lease_command,
 )
 from broker.meta.image import MetadataImage
-from broker.meta.image_codec import decode_image, encode_image
+from broker.meta.image_codec import IMAGE_FORMAT_VERSION, decode_image, encode_image
 from broker.meta.state_machine import apply
 from tests.meta.factories import CREATING_MS, create_stream, every_lease_command, nodes_image
 
@@ -346,7 +346,7 @@ def test_image_with_leases_round_trips_in_the_lease_core_format() -> None:
     assert encode_image(decoded) == data
     # The snapshot's lease list is the lease core's own plain encoding.
     assert json.loads(data)["leases"] == leases.table_to_list(image.leases)
-    assert json.loads(data)["v"] == 3
+    assert json.loads(data)["v"] == IMAGE_FORMAT_VERSION
 
 
 def test_version_2_images_read_without_leases_and_version_1_is_refused() -> None:

@@ -526,6 +526,7 @@ class ShardReadRequest(_message.Message):
     ARRIVAL_MS_MIN_FIELD_NUMBER: _builtins.int
     AT_TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
     THROTTLE_KIND_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
     stream_uid: _builtins.int
     shard_uid: _builtins.int
     epoch: _builtins.int
@@ -540,6 +541,10 @@ class ShardReadRequest(_message.Message):
     """also find the first offset at or after this time"""
     throttle_kind: _builtins.int
     """Count this call against the shard's read throttle: 1 GetRecords, 2 GetShardIterator."""
+    wait_ms: _builtins.int
+    """Long-poll (SubscribeToShard): with nothing readable at start_offset, wait up to this long
+    for the high watermark to pass it before answering.
+    """
     def __init__(
         self,
         *,
@@ -552,10 +557,11 @@ class ShardReadRequest(_message.Message):
         arrival_ms_min: _builtins.int = ...,
         at_timestamp_ms: _builtins.int | None = ...,
         throttle_kind: _builtins.int = ...,
+        wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms", "at_timestamp_ms", b"at_timestamp_ms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms", "arrival_ms_min", b"arrival_ms_min", "at_timestamp_ms", b"at_timestamp_ms", "bytes_max", b"bytes_max", "epoch", b"epoch", "records_max", b"records_max", "shard_uid", b"shard_uid", "start_offset", b"start_offset", "stream_uid", b"stream_uid", "throttle_kind", b"throttle_kind"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms", "arrival_ms_min", b"arrival_ms_min", "at_timestamp_ms", b"at_timestamp_ms", "bytes_max", b"bytes_max", "epoch", b"epoch", "records_max", b"records_max", "shard_uid", b"shard_uid", "start_offset", b"start_offset", "stream_uid", b"stream_uid", "throttle_kind", b"throttle_kind", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__at_timestamp_ms: _TypeAlias = _typing.Literal["at_timestamp_ms"]  # noqa: Y015
     _WhichOneofArgType__at_timestamp_ms: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms"]  # noqa: Y015

@@ -330,6 +330,153 @@ class DeleteStreamOutput(_message.Message):
 Global___DeleteStreamOutput: _TypeAlias = DeleteStreamOutput  # noqa: Y015
 
 @_typing.final
+class DeregisterStreamConsumerInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    CONSUMER_NAME_FIELD_NUMBER: _builtins.int
+    CONSUMER_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    consumer_name: _builtins.str
+    consumer_arn: _builtins.str
+    stream_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        consumer_name: _builtins.str | None = ...,
+        consumer_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "consumer_arn", b"consumer_arn", "consumer_name", b"consumer_name", "stream_arn", b"stream_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "consumer_arn", b"consumer_arn", "consumer_name", b"consumer_name", "stream_arn", b"stream_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__consumer_arn: _TypeAlias = _typing.Literal["consumer_arn"]  # noqa: Y015
+    _WhichOneofArgType__consumer_arn: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn"]  # noqa: Y015
+    _WhichOneofReturnType__consumer_name: _TypeAlias = _typing.Literal["consumer_name"]  # noqa: Y015
+    _WhichOneofArgType__consumer_name: _TypeAlias = _typing.Literal["_consumer_name", b"_consumer_name"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_arn) -> _WhichOneofReturnType__consumer_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_name) -> _WhichOneofReturnType__consumer_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___DeregisterStreamConsumerInput: _TypeAlias = DeregisterStreamConsumerInput  # noqa: Y015
+
+@_typing.final
+class DeregisterStreamConsumerOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeregisterStreamConsumerOutput: _TypeAlias = DeregisterStreamConsumerOutput  # noqa: Y015
+
+@_typing.final
+class MinimumThroughputBillingCommitmentInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    def __init__(
+        self,
+        *,
+        status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
+    _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
+
+Global___MinimumThroughputBillingCommitmentInput: _TypeAlias = MinimumThroughputBillingCommitmentInput  # noqa: Y015
+
+@_typing.final
+class MinimumThroughputBillingCommitmentOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    EARLIEST_ALLOWED_END_AT_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def earliest_allowed_end_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        status: _builtins.str | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        earliest_allowed_end_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "earliest_allowed_end_at", b"earliest_allowed_end_at", "ended_at", b"ended_at", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "earliest_allowed_end_at", b"earliest_allowed_end_at", "ended_at", b"ended_at", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
+    _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
+
+Global___MinimumThroughputBillingCommitmentOutput: _TypeAlias = MinimumThroughputBillingCommitmentOutput  # noqa: Y015
+
+@_typing.final
+class DescribeAccountSettingsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeAccountSettingsInput: _TypeAlias = DescribeAccountSettingsInput  # noqa: Y015
+
+@_typing.final
+class DescribeAccountSettingsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMUM_THROUGHPUT_BILLING_COMMITMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def minimum_throughput_billing_commitment(self) -> Global___MinimumThroughputBillingCommitmentOutput: ...
+    def __init__(
+        self,
+        *,
+        minimum_throughput_billing_commitment: Global___MinimumThroughputBillingCommitmentOutput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["minimum_throughput_billing_commitment", b"minimum_throughput_billing_commitment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minimum_throughput_billing_commitment", b"minimum_throughput_billing_commitment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeAccountSettingsOutput: _TypeAlias = DescribeAccountSettingsOutput  # noqa: Y015
+
+@_typing.final
 class DescribeLimitsInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -672,6 +819,116 @@ class DescribeStreamOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeStreamOutput: _TypeAlias = DescribeStreamOutput  # noqa: Y015
+
+@_typing.final
+class DescribeStreamConsumerInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    CONSUMER_NAME_FIELD_NUMBER: _builtins.int
+    CONSUMER_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    consumer_name: _builtins.str
+    consumer_arn: _builtins.str
+    stream_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        consumer_name: _builtins.str | None = ...,
+        consumer_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "consumer_arn", b"consumer_arn", "consumer_name", b"consumer_name", "stream_arn", b"stream_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "consumer_arn", b"consumer_arn", "consumer_name", b"consumer_name", "stream_arn", b"stream_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__consumer_arn: _TypeAlias = _typing.Literal["consumer_arn"]  # noqa: Y015
+    _WhichOneofArgType__consumer_arn: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn"]  # noqa: Y015
+    _WhichOneofReturnType__consumer_name: _TypeAlias = _typing.Literal["consumer_name"]  # noqa: Y015
+    _WhichOneofArgType__consumer_name: _TypeAlias = _typing.Literal["_consumer_name", b"_consumer_name"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_arn) -> _WhichOneofReturnType__consumer_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_name) -> _WhichOneofReturnType__consumer_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___DescribeStreamConsumerInput: _TypeAlias = DescribeStreamConsumerInput  # noqa: Y015
+
+@_typing.final
+class ConsumerDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMER_NAME_FIELD_NUMBER: _builtins.int
+    CONSUMER_ARN_FIELD_NUMBER: _builtins.int
+    CONSUMER_STATUS_FIELD_NUMBER: _builtins.int
+    CONSUMER_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    consumer_name: _builtins.str
+    consumer_arn: _builtins.str
+    consumer_status: _builtins.str
+    stream_arn: _builtins.str
+    @_builtins.property
+    def consumer_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        consumer_name: _builtins.str | None = ...,
+        consumer_arn: _builtins.str | None = ...,
+        consumer_status: _builtins.str | None = ...,
+        consumer_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        stream_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_consumer_status", b"_consumer_status", "_stream_arn", b"_stream_arn", "consumer_arn", b"consumer_arn", "consumer_creation_timestamp", b"consumer_creation_timestamp", "consumer_name", b"consumer_name", "consumer_status", b"consumer_status", "stream_arn", b"stream_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_consumer_status", b"_consumer_status", "_stream_arn", b"_stream_arn", "consumer_arn", b"consumer_arn", "consumer_creation_timestamp", b"consumer_creation_timestamp", "consumer_name", b"consumer_name", "consumer_status", b"consumer_status", "stream_arn", b"stream_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__consumer_arn: _TypeAlias = _typing.Literal["consumer_arn"]  # noqa: Y015
+    _WhichOneofArgType__consumer_arn: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn"]  # noqa: Y015
+    _WhichOneofReturnType__consumer_name: _TypeAlias = _typing.Literal["consumer_name"]  # noqa: Y015
+    _WhichOneofArgType__consumer_name: _TypeAlias = _typing.Literal["_consumer_name", b"_consumer_name"]  # noqa: Y015
+    _WhichOneofReturnType__consumer_status: _TypeAlias = _typing.Literal["consumer_status"]  # noqa: Y015
+    _WhichOneofArgType__consumer_status: _TypeAlias = _typing.Literal["_consumer_status", b"_consumer_status"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_arn) -> _WhichOneofReturnType__consumer_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_name) -> _WhichOneofReturnType__consumer_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_status) -> _WhichOneofReturnType__consumer_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___ConsumerDescription: _TypeAlias = ConsumerDescription  # noqa: Y015
+
+@_typing.final
+class DescribeStreamConsumerOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMER_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consumer_description(self) -> Global___ConsumerDescription: ...
+    def __init__(
+        self,
+        *,
+        consumer_description: Global___ConsumerDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consumer_description", b"consumer_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer_description", b"consumer_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeStreamConsumerOutput: _TypeAlias = DescribeStreamConsumerOutput  # noqa: Y015
 
 @_typing.final
 class DescribeStreamSummaryInput(_message.Message):
@@ -1431,6 +1688,118 @@ class ListShardsOutput(_message.Message):
 Global___ListShardsOutput: _TypeAlias = ListShardsOutput  # noqa: Y015
 
 @_typing.final
+class ListStreamConsumersInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    STREAM_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    next_token: _builtins.str
+    max_results: _builtins.int
+    stream_id: _builtins.str
+    @_builtins.property
+    def stream_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        next_token: _builtins.str | None = ...,
+        max_results: _builtins.int | None = ...,
+        stream_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        stream_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "max_results", b"max_results", "next_token", b"next_token", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "max_results", b"max_results", "next_token", b"next_token", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_results: _TypeAlias = _typing.Literal["max_results"]  # noqa: Y015
+    _WhichOneofArgType__max_results: _TypeAlias = _typing.Literal["_max_results", b"_max_results"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_results) -> _WhichOneofReturnType__max_results | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___ListStreamConsumersInput: _TypeAlias = ListStreamConsumersInput  # noqa: Y015
+
+@_typing.final
+class Consumer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMER_NAME_FIELD_NUMBER: _builtins.int
+    CONSUMER_ARN_FIELD_NUMBER: _builtins.int
+    CONSUMER_STATUS_FIELD_NUMBER: _builtins.int
+    CONSUMER_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    consumer_name: _builtins.str
+    consumer_arn: _builtins.str
+    consumer_status: _builtins.str
+    @_builtins.property
+    def consumer_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        consumer_name: _builtins.str | None = ...,
+        consumer_arn: _builtins.str | None = ...,
+        consumer_status: _builtins.str | None = ...,
+        consumer_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_consumer_status", b"_consumer_status", "consumer_arn", b"consumer_arn", "consumer_creation_timestamp", b"consumer_creation_timestamp", "consumer_name", b"consumer_name", "consumer_status", b"consumer_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_consumer_name", b"_consumer_name", "_consumer_status", b"_consumer_status", "consumer_arn", b"consumer_arn", "consumer_creation_timestamp", b"consumer_creation_timestamp", "consumer_name", b"consumer_name", "consumer_status", b"consumer_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__consumer_arn: _TypeAlias = _typing.Literal["consumer_arn"]  # noqa: Y015
+    _WhichOneofArgType__consumer_arn: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn"]  # noqa: Y015
+    _WhichOneofReturnType__consumer_name: _TypeAlias = _typing.Literal["consumer_name"]  # noqa: Y015
+    _WhichOneofArgType__consumer_name: _TypeAlias = _typing.Literal["_consumer_name", b"_consumer_name"]  # noqa: Y015
+    _WhichOneofReturnType__consumer_status: _TypeAlias = _typing.Literal["consumer_status"]  # noqa: Y015
+    _WhichOneofArgType__consumer_status: _TypeAlias = _typing.Literal["_consumer_status", b"_consumer_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_arn) -> _WhichOneofReturnType__consumer_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_name) -> _WhichOneofReturnType__consumer_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_status) -> _WhichOneofReturnType__consumer_status | None: ...
+
+Global___Consumer: _TypeAlias = Consumer  # noqa: Y015
+
+@_typing.final
+class ListStreamConsumersOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMERS_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def consumers(self) -> _containers.RepeatedCompositeFieldContainer[Global___Consumer]: ...
+    def __init__(
+        self,
+        *,
+        consumers: _abc.Iterable[Global___Consumer] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "consumers", b"consumers", "next_token", b"next_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListStreamConsumersOutput: _TypeAlias = ListStreamConsumersOutput  # noqa: Y015
+
+@_typing.final
 class ListStreamsInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2032,6 +2401,86 @@ class PutRecordsOutput(_message.Message):
 Global___PutRecordsOutput: _TypeAlias = PutRecordsOutput  # noqa: Y015
 
 @_typing.final
+class RegisterStreamConsumerInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    CONSUMER_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    consumer_name: _builtins.str
+    stream_id: _builtins.str
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        consumer_name: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_consumer_name", b"_consumer_name", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "consumer_name", b"consumer_name", "stream_arn", b"stream_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_consumer_name", b"_consumer_name", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "consumer_name", b"consumer_name", "stream_arn", b"stream_arn", "stream_id", b"stream_id", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__consumer_name: _TypeAlias = _typing.Literal["consumer_name"]  # noqa: Y015
+    _WhichOneofArgType__consumer_name: _TypeAlias = _typing.Literal["_consumer_name", b"_consumer_name"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_name) -> _WhichOneofReturnType__consumer_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___RegisterStreamConsumerInput: _TypeAlias = RegisterStreamConsumerInput  # noqa: Y015
+
+@_typing.final
+class RegisterStreamConsumerOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consumer(self) -> Global___Consumer: ...
+    def __init__(
+        self,
+        *,
+        consumer: Global___Consumer | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer", b"consumer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterStreamConsumerOutput: _TypeAlias = RegisterStreamConsumerOutput  # noqa: Y015
+
+@_typing.final
 class RemoveTagsFromStreamInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2152,6 +2601,148 @@ class SplitShardOutput(_message.Message):
 Global___SplitShardOutput: _TypeAlias = SplitShardOutput  # noqa: Y015
 
 @_typing.final
+class StartingPosition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    sequence_number: _builtins.str
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        type: _builtins.str | None = ...,
+        sequence_number: _builtins.str | None = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_sequence_number", b"_sequence_number", "_type", b"_type", "sequence_number", b"sequence_number", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_sequence_number", b"_sequence_number", "_type", b"_type", "sequence_number", b"sequence_number", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__sequence_number: _TypeAlias = _typing.Literal["sequence_number"]  # noqa: Y015
+    _WhichOneofArgType__sequence_number: _TypeAlias = _typing.Literal["_sequence_number", b"_sequence_number"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sequence_number) -> _WhichOneofReturnType__sequence_number | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___StartingPosition: _TypeAlias = StartingPosition  # noqa: Y015
+
+@_typing.final
+class SubscribeToShardInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMER_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    SHARD_ID_FIELD_NUMBER: _builtins.int
+    STARTING_POSITION_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    consumer_arn: _builtins.str
+    stream_id: _builtins.str
+    shard_id: _builtins.str
+    dry_run: _builtins.bool
+    @_builtins.property
+    def starting_position(self) -> Global___StartingPosition: ...
+    def __init__(
+        self,
+        *,
+        consumer_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+        shard_id: _builtins.str | None = ...,
+        starting_position: Global___StartingPosition | None = ...,
+        dry_run: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_dry_run", b"_dry_run", "_shard_id", b"_shard_id", "_stream_id", b"_stream_id", "consumer_arn", b"consumer_arn", "dry_run", b"dry_run", "shard_id", b"shard_id", "starting_position", b"starting_position", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn", "_dry_run", b"_dry_run", "_shard_id", b"_shard_id", "_stream_id", b"_stream_id", "consumer_arn", b"consumer_arn", "dry_run", b"dry_run", "shard_id", b"shard_id", "starting_position", b"starting_position", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__consumer_arn: _TypeAlias = _typing.Literal["consumer_arn"]  # noqa: Y015
+    _WhichOneofArgType__consumer_arn: _TypeAlias = _typing.Literal["_consumer_arn", b"_consumer_arn"]  # noqa: Y015
+    _WhichOneofReturnType__dry_run: _TypeAlias = _typing.Literal["dry_run"]  # noqa: Y015
+    _WhichOneofArgType__dry_run: _TypeAlias = _typing.Literal["_dry_run", b"_dry_run"]  # noqa: Y015
+    _WhichOneofReturnType__shard_id: _TypeAlias = _typing.Literal["shard_id"]  # noqa: Y015
+    _WhichOneofArgType__shard_id: _TypeAlias = _typing.Literal["_shard_id", b"_shard_id"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__consumer_arn) -> _WhichOneofReturnType__consumer_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dry_run) -> _WhichOneofReturnType__dry_run | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__shard_id) -> _WhichOneofReturnType__shard_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___SubscribeToShardInput: _TypeAlias = SubscribeToShardInput  # noqa: Y015
+
+@_typing.final
+class SubscribeToShardEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    CONTINUATION_SEQUENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    MILLIS_BEHIND_LATEST_FIELD_NUMBER: _builtins.int
+    CHILD_SHARDS_FIELD_NUMBER: _builtins.int
+    continuation_sequence_number: _builtins.str
+    """Absent in the last event of a closed shard (the one with ChildShards), as on AWS."""
+    millis_behind_latest: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
+    @_builtins.property
+    def child_shards(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChildShard]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___Record] | None = ...,
+        continuation_sequence_number: _builtins.str | None = ...,
+        millis_behind_latest: _builtins.int | None = ...,
+        child_shards: _abc.Iterable[Global___ChildShard] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_continuation_sequence_number", b"_continuation_sequence_number", "_millis_behind_latest", b"_millis_behind_latest", "continuation_sequence_number", b"continuation_sequence_number", "millis_behind_latest", b"millis_behind_latest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_continuation_sequence_number", b"_continuation_sequence_number", "_millis_behind_latest", b"_millis_behind_latest", "child_shards", b"child_shards", "continuation_sequence_number", b"continuation_sequence_number", "millis_behind_latest", b"millis_behind_latest", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__continuation_sequence_number: _TypeAlias = _typing.Literal["continuation_sequence_number"]  # noqa: Y015
+    _WhichOneofArgType__continuation_sequence_number: _TypeAlias = _typing.Literal["_continuation_sequence_number", b"_continuation_sequence_number"]  # noqa: Y015
+    _WhichOneofReturnType__millis_behind_latest: _TypeAlias = _typing.Literal["millis_behind_latest"]  # noqa: Y015
+    _WhichOneofArgType__millis_behind_latest: _TypeAlias = _typing.Literal["_millis_behind_latest", b"_millis_behind_latest"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__continuation_sequence_number) -> _WhichOneofReturnType__continuation_sequence_number | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__millis_behind_latest) -> _WhichOneofReturnType__millis_behind_latest | None: ...
+
+Global___SubscribeToShardEvent: _TypeAlias = SubscribeToShardEvent  # noqa: Y015
+
+@_typing.final
+class SubscribeToShardEventStream(_message.Message):
+    """One message of the stream: AWS's event-stream union. Its exception members travel as the
+    gRPC status instead, as every other operation's errors do.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBE_TO_SHARD_EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def subscribe_to_shard_event(self) -> Global___SubscribeToShardEvent: ...
+    def __init__(
+        self,
+        *,
+        subscribe_to_shard_event: Global___SubscribeToShardEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["subscribe_to_shard_event", b"subscribe_to_shard_event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscribe_to_shard_event", b"subscribe_to_shard_event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeToShardEventStream: _TypeAlias = SubscribeToShardEventStream  # noqa: Y015
+
+@_typing.final
 class TagResourceInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2266,6 +2857,46 @@ class UntagResourceOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UntagResourceOutput: _TypeAlias = UntagResourceOutput  # noqa: Y015
+
+@_typing.final
+class UpdateAccountSettingsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMUM_THROUGHPUT_BILLING_COMMITMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def minimum_throughput_billing_commitment(self) -> Global___MinimumThroughputBillingCommitmentInput: ...
+    def __init__(
+        self,
+        *,
+        minimum_throughput_billing_commitment: Global___MinimumThroughputBillingCommitmentInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["minimum_throughput_billing_commitment", b"minimum_throughput_billing_commitment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minimum_throughput_billing_commitment", b"minimum_throughput_billing_commitment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccountSettingsInput: _TypeAlias = UpdateAccountSettingsInput  # noqa: Y015
+
+@_typing.final
+class UpdateAccountSettingsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINIMUM_THROUGHPUT_BILLING_COMMITMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def minimum_throughput_billing_commitment(self) -> Global___MinimumThroughputBillingCommitmentOutput: ...
+    def __init__(
+        self,
+        *,
+        minimum_throughput_billing_commitment: Global___MinimumThroughputBillingCommitmentOutput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["minimum_throughput_billing_commitment", b"minimum_throughput_billing_commitment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["minimum_throughput_billing_commitment", b"minimum_throughput_billing_commitment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccountSettingsOutput: _TypeAlias = UpdateAccountSettingsOutput  # noqa: Y015
 
 @_typing.final
 class UpdateMaxRecordSizeInput(_message.Message):

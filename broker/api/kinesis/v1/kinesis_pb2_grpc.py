@@ -56,6 +56,16 @@ class KinesisServiceStub:
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteStreamOutput.FromString,
                 _registered_method=True)
+        self.DeregisterStreamConsumer = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DeregisterStreamConsumer',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeregisterStreamConsumerInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeregisterStreamConsumerOutput.FromString,
+                _registered_method=True)
+        self.DescribeAccountSettings = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DescribeAccountSettings',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeAccountSettingsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeAccountSettingsOutput.FromString,
+                _registered_method=True)
         self.DescribeLimits = channel.unary_unary(
                 '/broker.api.kinesis.v1.KinesisService/DescribeLimits',
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeLimitsInput.SerializeToString,
@@ -65,6 +75,11 @@ class KinesisServiceStub:
                 '/broker.api.kinesis.v1.KinesisService/DescribeStream',
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamOutput.FromString,
+                _registered_method=True)
+        self.DescribeStreamConsumer = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DescribeStreamConsumer',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamConsumerInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamConsumerOutput.FromString,
                 _registered_method=True)
         self.DescribeStreamSummary = channel.unary_unary(
                 '/broker.api.kinesis.v1.KinesisService/DescribeStreamSummary',
@@ -101,6 +116,11 @@ class KinesisServiceStub:
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListShardsInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListShardsOutput.FromString,
                 _registered_method=True)
+        self.ListStreamConsumers = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/ListStreamConsumers',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamConsumersInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamConsumersOutput.FromString,
+                _registered_method=True)
         self.ListStreams = channel.unary_unary(
                 '/broker.api.kinesis.v1.KinesisService/ListStreams',
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamsInput.SerializeToString,
@@ -131,6 +151,11 @@ class KinesisServiceStub:
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutRecordsInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutRecordsOutput.FromString,
                 _registered_method=True)
+        self.RegisterStreamConsumer = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/RegisterStreamConsumer',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RegisterStreamConsumerInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RegisterStreamConsumerOutput.FromString,
+                _registered_method=True)
         self.RemoveTagsFromStream = channel.unary_unary(
                 '/broker.api.kinesis.v1.KinesisService/RemoveTagsFromStream',
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RemoveTagsFromStreamInput.SerializeToString,
@@ -141,6 +166,11 @@ class KinesisServiceStub:
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SplitShardInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SplitShardOutput.FromString,
                 _registered_method=True)
+        self.SubscribeToShard = channel.unary_stream(
+                '/broker.api.kinesis.v1.KinesisService/SubscribeToShard',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SubscribeToShardInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SubscribeToShardEventStream.FromString,
+                _registered_method=True)
         self.TagResource = channel.unary_unary(
                 '/broker.api.kinesis.v1.KinesisService/TagResource',
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.TagResourceInput.SerializeToString,
@@ -150,6 +180,11 @@ class KinesisServiceStub:
                 '/broker.api.kinesis.v1.KinesisService/UntagResource',
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UntagResourceInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UntagResourceOutput.FromString,
+                _registered_method=True)
+        self.UpdateAccountSettings = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/UpdateAccountSettings',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateAccountSettingsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateAccountSettingsOutput.FromString,
                 _registered_method=True)
         self.UpdateMaxRecordSize = channel.unary_unary(
                 '/broker.api.kinesis.v1.KinesisService/UpdateMaxRecordSize',
@@ -197,6 +232,18 @@ class KinesisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeregisterStreamConsumer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeAccountSettings(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeLimits(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -204,6 +251,12 @@ class KinesisServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DescribeStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeStreamConsumer(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -251,6 +304,12 @@ class KinesisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStreamConsumers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListStreams(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -287,6 +346,12 @@ class KinesisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterStreamConsumer(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RemoveTagsFromStream(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -299,6 +364,14 @@ class KinesisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeToShard(self, request, context):
+        """Enhanced fan-out: events until the subscription's 5 minutes end, the shard's end
+        (an event with ChildShards), or an error status (ResourceInUseException on takeover).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TagResource(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -306,6 +379,12 @@ class KinesisServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UntagResource(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAccountSettings(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -352,6 +431,16 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteStreamOutput.SerializeToString,
             ),
+            'DeregisterStreamConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeregisterStreamConsumer,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeregisterStreamConsumerInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeregisterStreamConsumerOutput.SerializeToString,
+            ),
+            'DescribeAccountSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeAccountSettings,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeAccountSettingsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeAccountSettingsOutput.SerializeToString,
+            ),
             'DescribeLimits': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeLimits,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeLimitsInput.FromString,
@@ -361,6 +450,11 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     servicer.DescribeStream,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamOutput.SerializeToString,
+            ),
+            'DescribeStreamConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeStreamConsumer,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamConsumerInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamConsumerOutput.SerializeToString,
             ),
             'DescribeStreamSummary': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeStreamSummary,
@@ -397,6 +491,11 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListShardsInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListShardsOutput.SerializeToString,
             ),
+            'ListStreamConsumers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStreamConsumers,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamConsumersInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamConsumersOutput.SerializeToString,
+            ),
             'ListStreams': grpc.unary_unary_rpc_method_handler(
                     servicer.ListStreams,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamsInput.FromString,
@@ -427,6 +526,11 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutRecordsInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutRecordsOutput.SerializeToString,
             ),
+            'RegisterStreamConsumer': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterStreamConsumer,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RegisterStreamConsumerInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RegisterStreamConsumerOutput.SerializeToString,
+            ),
             'RemoveTagsFromStream': grpc.unary_unary_rpc_method_handler(
                     servicer.RemoveTagsFromStream,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RemoveTagsFromStreamInput.FromString,
@@ -437,6 +541,11 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SplitShardInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SplitShardOutput.SerializeToString,
             ),
+            'SubscribeToShard': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeToShard,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SubscribeToShardInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SubscribeToShardEventStream.SerializeToString,
+            ),
             'TagResource': grpc.unary_unary_rpc_method_handler(
                     servicer.TagResource,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.TagResourceInput.FromString,
@@ -446,6 +555,11 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     servicer.UntagResource,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UntagResourceInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UntagResourceOutput.SerializeToString,
+            ),
+            'UpdateAccountSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccountSettings,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateAccountSettingsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateAccountSettingsOutput.SerializeToString,
             ),
             'UpdateMaxRecordSize': grpc.unary_unary_rpc_method_handler(
                     servicer.UpdateMaxRecordSize,
@@ -584,6 +698,60 @@ class KinesisService:
             _registered_method=True)
 
     @staticmethod
+    def DeregisterStreamConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DeregisterStreamConsumer',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeregisterStreamConsumerInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeregisterStreamConsumerOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeAccountSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DescribeAccountSettings',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeAccountSettingsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeAccountSettingsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DescribeLimits(request,
             target,
             options=(),
@@ -627,6 +795,33 @@ class KinesisService:
             '/broker.api.kinesis.v1.KinesisService/DescribeStream',
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamInput.SerializeToString,
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeStreamConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DescribeStreamConsumer',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamConsumerInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeStreamConsumerOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -827,6 +1022,33 @@ class KinesisService:
             _registered_method=True)
 
     @staticmethod
+    def ListStreamConsumers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/ListStreamConsumers',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamConsumersInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListStreamConsumersOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListStreams(request,
             target,
             options=(),
@@ -989,6 +1211,33 @@ class KinesisService:
             _registered_method=True)
 
     @staticmethod
+    def RegisterStreamConsumer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/RegisterStreamConsumer',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RegisterStreamConsumerInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RegisterStreamConsumerOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def RemoveTagsFromStream(request,
             target,
             options=(),
@@ -1043,6 +1292,33 @@ class KinesisService:
             _registered_method=True)
 
     @staticmethod
+    def SubscribeToShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/SubscribeToShard',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SubscribeToShardInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.SubscribeToShardEventStream.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def TagResource(request,
             target,
             options=(),
@@ -1086,6 +1362,33 @@ class KinesisService:
             '/broker.api.kinesis.v1.KinesisService/UntagResource',
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UntagResourceInput.SerializeToString,
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UntagResourceOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccountSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/UpdateAccountSettings',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateAccountSettingsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateAccountSettingsOutput.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,8 +44,11 @@ class KinesisServiceStub:
     CreateStream: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.CreateStreamInput, _kinesis_pb2.CreateStreamOutput]
     DecreaseStreamRetentionPeriod: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DecreaseStreamRetentionPeriodInput, _kinesis_pb2.DecreaseStreamRetentionPeriodOutput]
     DeleteStream: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteStreamInput, _kinesis_pb2.DeleteStreamOutput]
+    DeregisterStreamConsumer: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DeregisterStreamConsumerInput, _kinesis_pb2.DeregisterStreamConsumerOutput]
+    DescribeAccountSettings: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeAccountSettingsInput, _kinesis_pb2.DescribeAccountSettingsOutput]
     DescribeLimits: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeLimitsInput, _kinesis_pb2.DescribeLimitsOutput]
     DescribeStream: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeStreamInput, _kinesis_pb2.DescribeStreamOutput]
+    DescribeStreamConsumer: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeStreamConsumerInput, _kinesis_pb2.DescribeStreamConsumerOutput]
     DescribeStreamSummary: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeStreamSummaryInput, _kinesis_pb2.DescribeStreamSummaryOutput]
     DisableEnhancedMonitoring: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DisableEnhancedMonitoringInput, _kinesis_pb2.EnhancedMonitoringOutput]
     EnableEnhancedMonitoring: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.EnableEnhancedMonitoringInput, _kinesis_pb2.EnhancedMonitoringOutput]
@@ -53,16 +56,23 @@ class KinesisServiceStub:
     GetShardIterator: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.GetShardIteratorInput, _kinesis_pb2.GetShardIteratorOutput]
     IncreaseStreamRetentionPeriod: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.IncreaseStreamRetentionPeriodInput, _kinesis_pb2.IncreaseStreamRetentionPeriodOutput]
     ListShards: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ListShardsInput, _kinesis_pb2.ListShardsOutput]
+    ListStreamConsumers: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ListStreamConsumersInput, _kinesis_pb2.ListStreamConsumersOutput]
     ListStreams: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ListStreamsInput, _kinesis_pb2.ListStreamsOutput]
     ListTagsForResource: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ListTagsForResourceInput, _kinesis_pb2.ListTagsForResourceOutput]
     ListTagsForStream: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ListTagsForStreamInput, _kinesis_pb2.ListTagsForStreamOutput]
     MergeShards: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.MergeShardsInput, _kinesis_pb2.MergeShardsOutput]
     PutRecord: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.PutRecordInput, _kinesis_pb2.PutRecordOutput]
     PutRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.PutRecordsInput, _kinesis_pb2.PutRecordsOutput]
+    RegisterStreamConsumer: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.RegisterStreamConsumerInput, _kinesis_pb2.RegisterStreamConsumerOutput]
     RemoveTagsFromStream: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.RemoveTagsFromStreamInput, _kinesis_pb2.RemoveTagsFromStreamOutput]
     SplitShard: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.SplitShardInput, _kinesis_pb2.SplitShardOutput]
+    SubscribeToShard: _grpc.UnaryStreamMultiCallable[_kinesis_pb2.SubscribeToShardInput, _kinesis_pb2.SubscribeToShardEventStream]
+    """Enhanced fan-out: events until the subscription's 5 minutes end, the shard's end
+    (an event with ChildShards), or an error status (ResourceInUseException on takeover).
+    """
     TagResource: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.TagResourceInput, _kinesis_pb2.TagResourceOutput]
     UntagResource: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UntagResourceInput, _kinesis_pb2.UntagResourceOutput]
+    UpdateAccountSettings: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateAccountSettingsInput, _kinesis_pb2.UpdateAccountSettingsOutput]
     UpdateMaxRecordSize: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateMaxRecordSizeInput, _kinesis_pb2.UpdateMaxRecordSizeOutput]
     UpdateShardCount: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateShardCountInput, _kinesis_pb2.UpdateShardCountOutput]
     UpdateStreamMode: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamModeInput, _kinesis_pb2.UpdateStreamModeOutput]
@@ -78,8 +88,11 @@ class KinesisServiceAsyncStub(KinesisServiceStub):
     CreateStream: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.CreateStreamInput, _kinesis_pb2.CreateStreamOutput]  # type: ignore[assignment]
     DecreaseStreamRetentionPeriod: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DecreaseStreamRetentionPeriodInput, _kinesis_pb2.DecreaseStreamRetentionPeriodOutput]  # type: ignore[assignment]
     DeleteStream: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteStreamInput, _kinesis_pb2.DeleteStreamOutput]  # type: ignore[assignment]
+    DeregisterStreamConsumer: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DeregisterStreamConsumerInput, _kinesis_pb2.DeregisterStreamConsumerOutput]  # type: ignore[assignment]
+    DescribeAccountSettings: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeAccountSettingsInput, _kinesis_pb2.DescribeAccountSettingsOutput]  # type: ignore[assignment]
     DescribeLimits: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeLimitsInput, _kinesis_pb2.DescribeLimitsOutput]  # type: ignore[assignment]
     DescribeStream: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeStreamInput, _kinesis_pb2.DescribeStreamOutput]  # type: ignore[assignment]
+    DescribeStreamConsumer: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeStreamConsumerInput, _kinesis_pb2.DescribeStreamConsumerOutput]  # type: ignore[assignment]
     DescribeStreamSummary: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeStreamSummaryInput, _kinesis_pb2.DescribeStreamSummaryOutput]  # type: ignore[assignment]
     DisableEnhancedMonitoring: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DisableEnhancedMonitoringInput, _kinesis_pb2.EnhancedMonitoringOutput]  # type: ignore[assignment]
     EnableEnhancedMonitoring: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.EnableEnhancedMonitoringInput, _kinesis_pb2.EnhancedMonitoringOutput]  # type: ignore[assignment]
@@ -87,16 +100,23 @@ class KinesisServiceAsyncStub(KinesisServiceStub):
     GetShardIterator: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.GetShardIteratorInput, _kinesis_pb2.GetShardIteratorOutput]  # type: ignore[assignment]
     IncreaseStreamRetentionPeriod: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.IncreaseStreamRetentionPeriodInput, _kinesis_pb2.IncreaseStreamRetentionPeriodOutput]  # type: ignore[assignment]
     ListShards: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ListShardsInput, _kinesis_pb2.ListShardsOutput]  # type: ignore[assignment]
+    ListStreamConsumers: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ListStreamConsumersInput, _kinesis_pb2.ListStreamConsumersOutput]  # type: ignore[assignment]
     ListStreams: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ListStreamsInput, _kinesis_pb2.ListStreamsOutput]  # type: ignore[assignment]
     ListTagsForResource: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ListTagsForResourceInput, _kinesis_pb2.ListTagsForResourceOutput]  # type: ignore[assignment]
     ListTagsForStream: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ListTagsForStreamInput, _kinesis_pb2.ListTagsForStreamOutput]  # type: ignore[assignment]
     MergeShards: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.MergeShardsInput, _kinesis_pb2.MergeShardsOutput]  # type: ignore[assignment]
     PutRecord: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.PutRecordInput, _kinesis_pb2.PutRecordOutput]  # type: ignore[assignment]
     PutRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.PutRecordsInput, _kinesis_pb2.PutRecordsOutput]  # type: ignore[assignment]
+    RegisterStreamConsumer: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.RegisterStreamConsumerInput, _kinesis_pb2.RegisterStreamConsumerOutput]  # type: ignore[assignment]
     RemoveTagsFromStream: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.RemoveTagsFromStreamInput, _kinesis_pb2.RemoveTagsFromStreamOutput]  # type: ignore[assignment]
     SplitShard: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.SplitShardInput, _kinesis_pb2.SplitShardOutput]  # type: ignore[assignment]
+    SubscribeToShard: _aio.UnaryStreamMultiCallable[_kinesis_pb2.SubscribeToShardInput, _kinesis_pb2.SubscribeToShardEventStream]  # type: ignore[assignment]
+    """Enhanced fan-out: events until the subscription's 5 minutes end, the shard's end
+    (an event with ChildShards), or an error status (ResourceInUseException on takeover).
+    """
     TagResource: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.TagResourceInput, _kinesis_pb2.TagResourceOutput]  # type: ignore[assignment]
     UntagResource: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UntagResourceInput, _kinesis_pb2.UntagResourceOutput]  # type: ignore[assignment]
+    UpdateAccountSettings: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateAccountSettingsInput, _kinesis_pb2.UpdateAccountSettingsOutput]  # type: ignore[assignment]
     UpdateMaxRecordSize: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateMaxRecordSizeInput, _kinesis_pb2.UpdateMaxRecordSizeOutput]  # type: ignore[assignment]
     UpdateShardCount: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateShardCountInput, _kinesis_pb2.UpdateShardCountOutput]  # type: ignore[assignment]
     UpdateStreamMode: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamModeInput, _kinesis_pb2.UpdateStreamModeOutput]  # type: ignore[assignment]
@@ -135,6 +155,20 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kinesis_pb2.DeleteStreamOutput, _abc.Awaitable[_kinesis_pb2.DeleteStreamOutput]]: ...
 
     @_abc_1.abstractmethod
+    def DeregisterStreamConsumer(
+        self,
+        request: _kinesis_pb2.DeregisterStreamConsumerInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DeregisterStreamConsumerOutput, _abc.Awaitable[_kinesis_pb2.DeregisterStreamConsumerOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeAccountSettings(
+        self,
+        request: _kinesis_pb2.DescribeAccountSettingsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DescribeAccountSettingsOutput, _abc.Awaitable[_kinesis_pb2.DescribeAccountSettingsOutput]]: ...
+
+    @_abc_1.abstractmethod
     def DescribeLimits(
         self,
         request: _kinesis_pb2.DescribeLimitsInput,
@@ -147,6 +181,13 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _kinesis_pb2.DescribeStreamInput,
         context: _ServicerContext,
     ) -> _typing.Union[_kinesis_pb2.DescribeStreamOutput, _abc.Awaitable[_kinesis_pb2.DescribeStreamOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeStreamConsumer(
+        self,
+        request: _kinesis_pb2.DescribeStreamConsumerInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DescribeStreamConsumerOutput, _abc.Awaitable[_kinesis_pb2.DescribeStreamConsumerOutput]]: ...
 
     @_abc_1.abstractmethod
     def DescribeStreamSummary(
@@ -198,6 +239,13 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kinesis_pb2.ListShardsOutput, _abc.Awaitable[_kinesis_pb2.ListShardsOutput]]: ...
 
     @_abc_1.abstractmethod
+    def ListStreamConsumers(
+        self,
+        request: _kinesis_pb2.ListStreamConsumersInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.ListStreamConsumersOutput, _abc.Awaitable[_kinesis_pb2.ListStreamConsumersOutput]]: ...
+
+    @_abc_1.abstractmethod
     def ListStreams(
         self,
         request: _kinesis_pb2.ListStreamsInput,
@@ -240,6 +288,13 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kinesis_pb2.PutRecordsOutput, _abc.Awaitable[_kinesis_pb2.PutRecordsOutput]]: ...
 
     @_abc_1.abstractmethod
+    def RegisterStreamConsumer(
+        self,
+        request: _kinesis_pb2.RegisterStreamConsumerInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.RegisterStreamConsumerOutput, _abc.Awaitable[_kinesis_pb2.RegisterStreamConsumerOutput]]: ...
+
+    @_abc_1.abstractmethod
     def RemoveTagsFromStream(
         self,
         request: _kinesis_pb2.RemoveTagsFromStreamInput,
@@ -254,6 +309,16 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_kinesis_pb2.SplitShardOutput, _abc.Awaitable[_kinesis_pb2.SplitShardOutput]]: ...
 
     @_abc_1.abstractmethod
+    def SubscribeToShard(
+        self,
+        request: _kinesis_pb2.SubscribeToShardInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kinesis_pb2.SubscribeToShardEventStream], _abc.AsyncIterator[_kinesis_pb2.SubscribeToShardEventStream]]:
+        """Enhanced fan-out: events until the subscription's 5 minutes end, the shard's end
+        (an event with ChildShards), or an error status (ResourceInUseException on takeover).
+        """
+
+    @_abc_1.abstractmethod
     def TagResource(
         self,
         request: _kinesis_pb2.TagResourceInput,
@@ -266,6 +331,13 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _kinesis_pb2.UntagResourceInput,
         context: _ServicerContext,
     ) -> _typing.Union[_kinesis_pb2.UntagResourceOutput, _abc.Awaitable[_kinesis_pb2.UntagResourceOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateAccountSettings(
+        self,
+        request: _kinesis_pb2.UpdateAccountSettingsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.UpdateAccountSettingsOutput, _abc.Awaitable[_kinesis_pb2.UpdateAccountSettingsOutput]]: ...
 
     @_abc_1.abstractmethod
     def UpdateMaxRecordSize(

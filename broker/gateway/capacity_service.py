@@ -1,0 +1,187 @@
+"""The gRPC CapacityService (proto/broker/api/capacity/v1/capacity.proto): hot shards, hot keys
+and the on-demand scaling log, read from this node's metadata image.
+
+Thin by design: the views are `service/capacity.py`'s; this module decodes requests, encodes
+answers, and maps a ShoalError to the rich gRPC status as every other door does.
+
+    server.add_generic_rpc_handlers((capacity_handler(image, clock, settings),))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from broker.api.capacity.v1 import capacity_pb2 as pb
+from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.gateway.error_mapping import to_grpc_status
+from broker.meta.image import MetadataImage, StreamMeta
+from broker.service import capacity
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTOR = pb.DESCRIPTOR.services_by_name["CapacityService"]
+SERVICE_NAME = _DESCRIPTOR.full_name
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CapacitySettings:
+    account_id: str
+    load_stale_ms: int  # Knobs.load_report_stale_ms: older reports are shown as none
+
+
+class _CapacityServicer:
+    def __init__(
+        self, image: Callable[[], MetadataImage], clock: Clock, settings: CapacitySettings
+    ) -> None:
+        self._image = image
+        self._clock = clock
+        self._settings = settings
+
+    def _stream(self, image: MetadataImage, name: str) -> StreamMeta:
+        return capacity.live_stream(
+            image, name, now_ms=self._clock.wall_ms(), account_id=self._settings.account_id
+        )
+
+    async def describe_hot_shards(
+        self, request: pb.DescribeHotShardsRequest
+    ) -> pb.DescribeHotShardsResponse:
+        limit = capacity.check_limit(request.limit if request.HasField("limit") else None)
+        image = self._image()
+        stream = self._stream(image, request.stream_name)
+        views = capacity.hot_shards(
+            image,
+            stream,
+            now_ms=self._clock.wall_ms(),
+            stale_ms=self._settings.load_stale_ms,
+            limit=limit,
+        )
+        return pb.DescribeHotShardsResponse(
+            stream_name=stream.name,
+            stream_mode=stream.mode.value,
+            open_shard_count=len(stream.open_shards()),
+            shards=[_shard_load(view) for view in views],
+        )
+
+    async def describe_hot_keys(
+        self, request: pb.DescribeHotKeysRequest
+    ) -> pb.DescribeHotKeysResponse:
+        limit = capacity.check_limit(request.limit if request.HasField("limit") else None)
+        image = self._image()
+        stream = self._stream(image, request.stream_name)
+        views = capacity.hot_keys(
+            image,
+            stream,
+            shard_id=request.shard_id if request.HasField("shard_id") else None,
+            now_ms=self._clock.wall_ms(),
+            stale_ms=self._settings.load_stale_ms,
+            limit=limit,
+        )
+        return pb.DescribeHotKeysResponse(
+            stream_name=stream.name,
+            keys=[
+                pb.KeyLoad(
+                    partition_key=view.key.partition_key,
+                    shard_id=view.shard_id,
+                    records_per_second=view.records_per_second,
+                    records_per_second_error=view.records_per_second_error,
+                    bytes_per_second=view.bytes_per_second,
+                    bytes_per_second_error=view.bytes_per_second_error,
+                    shard_share=view.shard_share,
+                )
+                for view in views
+            ],
+        )
+
+    async def list_scaling_events(
+        self, request: pb.ListScalingEventsRequest
+    ) -> pb.ListScalingEventsResponse:
+        image = self._image()
+        stream = self._stream(image, request.stream_name)
+        events = capacity.scaling_events(
+            image, stream, limit=request.limit if request.HasField("limit") else None
+        )
+        return pb.ListScalingEventsResponse(
+            stream_name=stream.name,
+            stream_mode=stream.mode.value,
+            events=[
+                pb.ScalingEvent(
+                    time_ms=event.time_ms,
+                    kind=event.kind.value,
+                    shard_ids=list(event.shard_ids),
+                    reason=event.reason,
+                )
+                for event in events
+            ],
+        )
+
+
+def _shard_load(view: capacity.ShardLoadView) -> pb.ShardLoad:
+    shard, report = view.shard, view.report
+    message = pb.ShardLoad(
+        shard_id=shard.shard_id,
+        hash_key_start=str(shard.hash_key_start),
+        hash_key_end=str(shard.hash_key_end),
+        leader=shard.leader or "",
+        records_per_second=view.records_per_second,
+        bytes_per_second=view.bytes_per_second,
+        utilization=view.utilization,
+        reported=report is not None,
+    )
+    if report is not None:
+        message.span_ms = report.span_ms
+        message.reported_ms = report.reported_ms
+        message.hot_key_share = report.hot_key_share_ppm / 1_000_000
+        if report.split_key is not None:
+            message.split_hash_key = str(report.split_key)
+        if report.hot_key is not None:
+            message.hot_partition_key = report.hot_key
+    return message
+
+
+_Method = Callable[[Any], Awaitable[Message]]
+
+
+def _rpc(
+    name: str, method: _Method
+) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+    async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        try:
+            return await method(message)
+        except ShoalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+        except Exception:
+            log.exception("capacity_call_failed", extra={"operation": name})
+            await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
+        raise AssertionError("abort_with_status returns only by raising")
+
+    return handle
+
+
+def capacity_handler(
+    image: Callable[[], MetadataImage], clock: Clock, settings: CapacitySettings
+) -> grpc.GenericRpcHandler:
+    """The generic handler serving every CapacityService RPC from `image()`."""
+    servicer = _CapacityServicer(image, clock, settings)
+    methods: dict[str, _Method] = {
+        "DescribeHotShards": servicer.describe_hot_shards,
+        "DescribeHotKeys": servicer.describe_hot_keys,
+        "ListScalingEvents": servicer.list_scaling_events,
+    }
+    assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in _DESCRIPTOR.methods:
+        input_class = getattr(pb, method.input_type.name)
+        output_class = getattr(pb, method.output_type.name)
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            _rpc(method.name, methods[method.name]),
+            request_deserializer=input_class.FromString,
+            response_serializer=output_class.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)

@@ -1,0 +1,295 @@
+"""The shard leader's side of load tracking: count accepted writes, report them to the metadata.
+
+`ShardClient.serve_append` (the one place a shard's leader accepts records, whichever node's
+gateway took the request: forwarded puts arrive there too, so every record counts once) calls
+`ShardLoadRecorder.written` after the local replica committed the records. The recorder keeps
+one `streams.hot_keys.ShardLoadTracker` per shard with recent traffic, created on the first put
+and dropped once the shard has been idle for the tracker's whole window (or this node stopped
+leading it): memory follows the busy shards, not the shards led.
+
+Every `load_report_interval_ms`, `run_reporter` turns the trackers into ONE `ReportShardLoads`
+command for the node (`report`): an entry per shard with traffic in the window whose rates
+moved by more than 10 % since its last entry, or whose entry is half-way to stale (bounded top
+keys, `capacity_table.REPORT_KEYS_MAX`), plus an empty entry for each shard whose entry in the
+image names this node but that has no traffic here any more (it turned idle, or the entry was
+left by this node's previous incarnation), until the image drops the entry. A node whose
+shards are all idle proposes nothing at all, so an idle cluster costs the metadata quorum no
+commands, whatever its shard count.
+
+Hash keys: a local put passes the hash keys the gateway computed. A forwarded put carries only
+the partition keys (`NodeService.ShardAppend`), so the leader hashes them again (MD5, about
+0.3 µs); a record that had an ExplicitHashKey then lands in the histogram at its partition
+key's hash, clamped into the shard's range, which can only shift the traffic split key, never
+the rates or the hot keys.
+
+Loop only (not thread-safe); no I/O except `run_reporter`'s proposals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from broker.clock import Clock
+from broker.config import Config
+from broker.errors import ShoalError
+from broker.log.records import NewRecord
+from broker.meta import capacity
+from broker.meta.capacity_table import REPORT_KEYS_MAX, REPORT_SHARDS_MAX, ReportedLoad
+from broker.meta.commands import Command, ReportShardLoads
+from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta
+from broker.streams.hash_keys import partition_key_bytes_hash
+from broker.streams.hot_keys import LoadTrackerConfig, ShardLoadTracker
+from broker.types import NodeId, ShardIndex, ShardUid, StreamUid
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Tracked:
+    stream_uid: StreamUid
+    shard_index: ShardIndex
+    tracker: ShardLoadTracker
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Sent:
+    """What a busy shard's entry in the metadata says (the last report committed)."""
+
+    epoch: int
+    records_per_second: float
+    bytes_per_second: float
+    wall_ms: int
+
+
+class ShardLoadRecorder:
+    """This node's trackers of the shards it leads (module docstring). A node view."""
+
+    def __init__(
+        self,
+        *,
+        node_id: NodeId,
+        clock: Clock,
+        image: Callable[[], MetadataImage],
+        config: LoadTrackerConfig | None = None,
+        report_keys: int = REPORT_KEYS_MAX,
+        refresh_ms: int = 15_000,
+        change_fraction: float = 0.1,
+    ) -> None:
+        assert 0 <= report_keys <= REPORT_KEYS_MAX
+        assert refresh_ms >= 0
+        assert change_fraction >= 0
+        self.node_id = node_id
+        self._clock = clock
+        self._image = image
+        self._config = config if config is not None else LoadTrackerConfig()
+        self._report_keys = report_keys
+        self._refresh_ms = refresh_ms
+        self._change_fraction = change_fraction
+        self._trackers: dict[ShardUid, _Tracked] = {}
+        self._sent: dict[ShardUid, _Sent] = {}  # of shards with a tracker only
+        self._index_image: MetadataImage | None = None
+        self._index: dict[ShardUid, tuple[StreamMeta, ShardMeta]] = {}
+
+    def tracked_shards(self) -> int:
+        return len(self._trackers)
+
+    # --- The put path -------------------------------------------------------------------------
+
+    def written(
+        self,
+        shard_uid: ShardUid,
+        records: Sequence[NewRecord],
+        sizes: Sequence[int],
+        hash_keys: Sequence[int] | None,
+    ) -> None:
+        """Count records the local replica just committed as this shard's leader."""
+        tracked = self._trackers.get(shard_uid)
+        if tracked is None:
+            tracked = self._start(shard_uid)
+            if tracked is None:
+                return  # not in this node's image (yet): nothing to attribute it to
+        tracker = tracked.tracker
+        now_ms = self._clock.monotonic_ms()
+        if hash_keys is None:
+            start, end = tracker.hash_key_start, tracker.hash_key_end
+            hash_keys = [
+                min(max(partition_key_bytes_hash(r.partition_key.encode()), start), end)
+                for r in records
+            ]
+        if len(records) == 1:
+            tracker.record_put(hash_keys[0], records[0].partition_key, sizes[0], now_ms)
+        else:
+            tracker.record_puts(
+                zip(hash_keys, [r.partition_key for r in records], sizes, strict=True),
+                now_ms=now_ms,
+            )
+
+    def _start(self, shard_uid: ShardUid) -> _Tracked | None:
+        found = self._lookup(shard_uid)
+        if found is None:
+            return None
+        stream, shard = found
+        tracked = _Tracked(
+            stream_uid=stream.uid,
+            shard_index=shard.index,
+            tracker=ShardLoadTracker(
+                hash_key_start=shard.hash_key_start,
+                hash_key_end=shard.hash_key_end,
+                now_ms=self._clock.monotonic_ms(),
+                config=self._config,
+            ),
+        )
+        self._trackers[shard_uid] = tracked
+        return tracked
+
+    def _lookup(self, shard_uid: ShardUid) -> tuple[StreamMeta, ShardMeta] | None:
+        """The shard with this uid; the index is rebuilt at most once per image, on a miss."""
+        found = self._index.get(shard_uid)
+        if found is not None:
+            return found
+        image = self._image()
+        if image is self._index_image:
+            return None
+        self._index_image = image
+        self._index = {
+            shard.uid: (stream, shard)
+            for stream in image.streams.values()
+            for shard in stream.shards
+            if shard.state is not ShardState.CLOSED
+        }
+        return self._index.get(shard_uid)
+
+    # --- Reporting ----------------------------------------------------------------------------
+
+    def report(self) -> ReportShardLoads | None:
+        """The node's report for this period, or None when there is nothing to say. Drops the
+        trackers of shards that are idle or no longer led here. A busy shard is left out while
+        its rates stay within `change_fraction` of what its entry says and that entry is
+        younger than `refresh_ms`: steady load costs a report per shard per refresh, not per
+        period."""
+        image = self._image()
+        now_ms = self._clock.monotonic_ms()
+        wall_ms = self._clock.wall_ms()
+        streams = {stream.uid: stream for stream in image.streams.values()}
+        busy: list[tuple[float, ReportedLoad]] = []
+        idle: list[ReportedLoad] = []
+        for shard_uid, tracked in list(self._trackers.items()):
+            shard = self._led_shard(streams, tracked.stream_uid, tracked.shard_index)
+            records, size_bytes = tracked.tracker.totals(now_ms)
+            if shard is None or records == 0:
+                del self._trackers[shard_uid]
+                continue
+            span_ms = tracked.tracker.span_ms(now_ms)
+            rates = (records * 1000 / span_ms, size_bytes * 1000 / span_ms)
+            if not self._worth_sending(self._sent.get(shard_uid), shard.epoch, rates, wall_ms):
+                continue
+            entry = capacity.reported_load(
+                tracked.tracker.snapshot(now_ms),
+                stream_uid=tracked.stream_uid,
+                shard_index=tracked.shard_index,
+                node_id=self.node_id,
+                epoch=shard.epoch,
+                reported_ms=wall_ms,
+                keys_max=self._report_keys,
+            )
+            busy.append((max(rates[0] / 1000, rates[1] / 2**20), entry))
+        self._sent = {uid: sent for uid, sent in self._sent.items() if uid in self._trackers}
+        # Entries the image holds for this node without a tracker here (idle now, or left by
+        # this node's previous incarnation, or a lost report): each gets an idle entry until
+        # the image drops it. Entries of shards led elsewhere are the table's to prune.
+        places = {(t.stream_uid, t.shard_index) for t in self._trackers.values()}
+        for entry in image.capacity.loads:
+            if entry.node_id != self.node_id or (entry.stream_uid, entry.shard_index) in places:
+                continue
+            shard = self._led_shard(streams, entry.stream_uid, entry.shard_index)
+            if shard is not None:
+                idle.append(
+                    capacity.idle_report(
+                        stream_uid=entry.stream_uid,
+                        shard_index=entry.shard_index,
+                        node_id=self.node_id,
+                        epoch=shard.epoch,
+                        now_ms=wall_ms,
+                    )
+                )
+        busy.sort(key=lambda item: -item[0])
+        loads = tuple(entry for _, entry in busy[:REPORT_SHARDS_MAX]) + tuple(idle)
+        if not loads:
+            return None
+        return ReportShardLoads(now_ms=wall_ms, node_id=self.node_id, loads=loads)
+
+    def _worth_sending(
+        self, sent: _Sent | None, epoch: int, rates: tuple[float, float], wall_ms: int
+    ) -> bool:
+        if sent is None or sent.epoch != epoch or wall_ms - sent.wall_ms >= self._refresh_ms:
+            return True
+        return any(
+            abs(now - then) > self._change_fraction * then
+            for now, then in zip(
+                rates, (sent.records_per_second, sent.bytes_per_second), strict=True
+            )
+        )
+
+    def reported(self, command: ReportShardLoads) -> None:
+        """The report committed: remember what each busy shard's entry now says."""
+        by_place = {(t.stream_uid, t.shard_index): uid for uid, t in self._trackers.items()}
+        for entry in command.loads:
+            uid = by_place.get((entry.stream_uid, entry.shard_index))
+            if entry.records > 0 and uid is not None:
+                self._sent[uid] = _Sent(
+                    epoch=entry.epoch,
+                    records_per_second=entry.records_per_second,
+                    bytes_per_second=entry.bytes_per_second,
+                    wall_ms=entry.reported_ms,
+                )
+
+    def _led_shard(
+        self, streams: dict[StreamUid, StreamMeta], stream_uid: StreamUid, shard_index: ShardIndex
+    ) -> ShardMeta | None:
+        stream = streams.get(stream_uid)
+        shard = stream.shard_by_index(shard_index) if stream is not None else None
+        if shard is None or shard.state is not ShardState.OPEN or shard.leader != self.node_id:
+            return None
+        return shard
+
+
+async def run_reporter(
+    recorder: ShardLoadRecorder,
+    propose: Callable[[Command], Awaitable[object]],
+    *,
+    interval_ms: int,
+) -> None:
+    """Reports every `interval_ms`. Infinite on purpose: cancelled at node stop. A failed
+    proposal (no quorum leader, a timeout) is logged and the next period reports afresh."""
+    assert interval_ms > 0
+    while True:
+        await asyncio.sleep(interval_ms / 1000)
+        command = recorder.report()
+        if command is None:
+            continue
+        try:
+            await propose(command)
+        except ShoalError as error:
+            log.info("shard_load_report_failed", extra={"error": error.message})
+            continue
+        recorder.reported(command)
+
+
+def load_recorder(
+    config: Config, *, node_id: NodeId, clock: Clock, image: Callable[[], MetadataImage]
+) -> ShardLoadRecorder:
+    """The node's recorder, from its configuration's knobs."""
+    knobs = config.knobs
+    return ShardLoadRecorder(
+        node_id=node_id,
+        clock=clock,
+        image=image,
+        config=LoadTrackerConfig(
+            window_ms=knobs.load_window_ms, window_count=knobs.load_window_count
+        ),
+        # Refreshed well before the autoscaler stops trusting an entry (load_report_stale_ms).
+        refresh_ms=knobs.load_report_stale_ms // 2,
+    )
