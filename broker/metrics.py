@@ -12,7 +12,9 @@ Shape:
 - Components get a probe with intent-named methods instead of touching counters:
   `GatewayProbe` (requests), `StreamProbe` (records in and out, throttling, iterator age),
   `StorageProbe` (group commits, fsync, RocksDB), `QuorumProbe` (the metadata Raft),
-  `ReplicationProbe` (shard replicas on this node), `ClusterProbe` (the metadata image's view).
+  `ReplicationProbe` (shard replicas on this node), `ClusterProbe` (the metadata image's view),
+  `CatalogProbe` (per-stream shards and consumers), `AutoscalerProbe` (on-demand scaling),
+  `TlsProbe` (certificate expiry).
 - Values that live elsewhere (Raft term, RocksDB sizes, replica counts) are read when Prometheus
   scrapes: `probe.watch(callback)` registers a function returning a small statistics object,
   so wiring a component is one line.
@@ -237,6 +239,29 @@ SHARD_ITERATOR_AGE = _family(
     cloudwatch="IteratorAgeMilliseconds (shard level)",
 )
 
+# --- Enhanced fan-out (SubscribeToShard), beside the records and bytes counted above ----------
+SUBSCRIPTIONS = _family(
+    "kinesis_subscriptions",
+    "gauge",
+    "Open SubscribeToShard subscriptions served by this node (sum across nodes).",
+    ("stream",),
+)
+SUBSCRIPTION_EVENTS = _family(
+    "kinesis_subscription_events_total",
+    "counter",
+    "SubscribeToShard events sent by this node, with records or empty (heartbeats).",
+    ("stream",),
+    cloudwatch="SubscribeToShardEvent.Success",
+)
+SUBSCRIBE_RATE_EXCEEDED = _family(
+    "kinesis_subscribe_to_shard_rate_exceeded_total",
+    "counter",
+    "SubscribeToShard calls refused because the consumer already holds a subscription to the "
+    "shard (ResourceInUseException) or the node holds its limit of subscriptions.",
+    ("stream",),
+    cloudwatch="SubscribeToShard.RateExceeded",
+)
+
 # --- Metadata quorum (pysyncobj Raft) ---------------------------------------------------------
 RAFT_IS_LEADER = _family(
     "kinesis_raft_is_leader", "gauge", "1 if this node leads the metadata quorum, else 0."
@@ -365,6 +390,43 @@ ROCKSDB_RUNNING_COMPACTIONS = _family(
 )
 ROCKSDB_WRITE_STOPPED = _family(
     "kinesis_rocksdb_write_stopped", "gauge", "1 while RocksDB stops writes (compaction debt)."
+)
+
+# --- Streams, consumers and on-demand scaling (the metadata image; use max() across nodes) ----
+STREAM_OPEN_SHARDS = _family(
+    "kinesis_stream_open_shards",
+    "gauge",
+    "Open shards of each stream in this node's image, with its capacity mode.",
+    ("stream", "mode"),
+    cloudwatch="OpenShardCount (DescribeStreamSummary)",
+)
+STREAM_CONSUMERS = _family(
+    "kinesis_stream_consumers",
+    "gauge",
+    "Registered enhanced fan-out consumers of each stream by status, in this node's image.",
+    ("stream", "status"),
+    cloudwatch="ConsumerCount (DescribeStreamSummary)",
+)
+ON_DEMAND_MAX_OPEN_SHARDS = _family(
+    "kinesis_on_demand_max_open_shards",
+    "gauge",
+    "The autoscaler's ceiling of open shards per ON_DEMAND stream (on_demand_max_shards).",
+)
+AUTOSCALER_ACTIONS = _family(
+    "kinesis_autoscaler_actions_total",
+    "counter",
+    "On-demand autoscaler decisions proposed by this node while it led the quorum: split and "
+    "merge (applied), hot_key (a notice), refused (a split or merge the metadata refused).",
+    ("stream", "action"),
+)
+
+# --- Transport security -----------------------------------------------------------------------
+TLS_CERTIFICATE_EXPIRY = _family(
+    "kinesis_tls_certificate_expiry_timestamp_seconds",
+    "gauge",
+    "When the first certificate to expire in a configured PEM file expires (its notAfter, in "
+    'Unix seconds): usage="certificate" is the node\'s own chain, usage="ca" the CA bundle.',
+    ("file", "usage"),
 )
 
 # --- Identity ---------------------------------------------------------------------------------
@@ -577,6 +639,8 @@ class StreamProbe:
         PUT_RECORDS_RECORDS,
         WRITE_THROUGHPUT_EXCEEDED,
         READ_THROUGHPUT_EXCEEDED,
+        SUBSCRIPTION_EVENTS,
+        SUBSCRIBE_RATE_EXCEEDED,
     )
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -591,6 +655,9 @@ class StreamProbe:
         # SubscribeToShard's MillisBehindLatest: the last value per shard, max per stream.
         self._behind: dict[tuple[str, str], float] = {}  # guarded by _ages_lock
         registry.register(_CallbackCollector((SUBSCRIPTION_BEHIND_LATEST,), self._behind_series))
+        # Open subscriptions per stream, read from the node's subscriptions at each scrape.
+        self._subscriptions: _Watched[Mapping[str, int]] = _Watched("subscriptions")
+        registry.register(_CallbackCollector((SUBSCRIPTIONS,), self._subscription_series))
 
     def records_written(
         self, stream: str, shard: str, records: int, bytes_: int, shard_metrics: Collection[str]
@@ -649,8 +716,24 @@ class StreamProbe:
             self._table.add(SHARD_OUTGOING_RECORDS, (stream, shard, "SubscribeToShard"), records)
         if _enabled(shard_metrics, "OutgoingBytes"):
             self._table.add(SHARD_OUTGOING_BYTES, (stream, shard, "SubscribeToShard"), bytes_)
+        self._table.add(SUBSCRIPTION_EVENTS, (stream,), 1)
         with self._ages_lock:
             self._behind[stream, shard] = behind_ms / 1000.0
+
+    def watch_subscriptions(self, open_per_stream: Callable[[], Mapping[str, int]]) -> None:
+        """Read the open subscriptions per stream at each scrape (`Subscriptions.per_stream`)."""
+        self._subscriptions.set(open_per_stream)
+
+    def subscription_closed(self, stream: str, shard: str) -> None:
+        """An open subscription ended. Its shard's MillisBehindLatest is forgotten, so a
+        consumer that went away does not hold the lag gauge (and its alert) at the last value
+        it saw; another subscriber of the shard sets it again with its next event."""
+        with self._ages_lock:
+            self._behind.pop((stream, shard), None)
+
+    def subscribe_refused(self, stream: str) -> None:
+        """A SubscribeToShard call refused for the rate rules (SubscribeToShard.RateExceeded)."""
+        self._table.add(SUBSCRIBE_RATE_EXCEEDED, (stream,), 1)
 
     def put_records_finished(
         self, stream: str, succeeded: int, throttled: int, failed: int
@@ -694,6 +777,10 @@ class StreamProbe:
 
     def _table_families(self) -> list[Family]:
         return [*self._STREAM_FAMILIES, *(f for f in SHARD_LEVEL.values() if f.kind == "counter")]
+
+    def _subscription_series(self) -> Iterator[tuple[Family, tuple[str, ...], float]]:
+        for stream, count in sorted((self._subscriptions.read() or {}).items()):
+            yield SUBSCRIPTIONS, (stream,), float(count)
 
     def _behind_series(self) -> Iterator[tuple[Family, tuple[str, ...], float]]:
         with self._ages_lock:
@@ -933,6 +1020,98 @@ class StorageProbe:
         yield ROCKSDB_WRITE_STOPPED, (), float(view.write_stopped)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamView:
+    """One stream as the metadata image shows it, for the per-stream gauges."""
+
+    name: str
+    mode: str  # StreamModeDetails.StreamMode: "PROVISIONED" or "ON_DEMAND"
+    open_shards: int
+    consumers_by_status: Mapping[str, int] = field(default_factory=dict)  # gone ones excluded
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CertificateExpiry:
+    """When the certificate of one configured PEM file that expires first expires."""
+
+    file: str
+    usage: Literal["certificate", "ca"]
+    not_after_s: float  # Unix seconds
+
+
+AutoscalerAction = Literal["split", "merge", "hot_key", "refused"]
+
+
+class CatalogProbe:
+    """Per-stream facts from the metadata image (open shards and mode, registered consumers):
+    `watch(lambda: views(image()))` once. Every node reports its own image: use max()."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._views: _Watched[Iterable[StreamView]] = _Watched("catalog")
+        registry.register(_CallbackCollector((STREAM_OPEN_SHARDS, STREAM_CONSUMERS), self._series))
+
+    def watch(self, views: Callable[[], Iterable[StreamView]]) -> None:
+        self._views.set(views)
+
+    def _series(self) -> Series:
+        views = self._views.read()
+        for view in sorted(views or (), key=lambda v: v.name):
+            yield STREAM_OPEN_SHARDS, (view.name, view.mode), float(view.open_shards)
+            for status, count in sorted(view.consumers_by_status.items()):
+                yield STREAM_CONSUMERS, (view.name, status), float(count)
+
+
+class AutoscalerProbe:
+    """The on-demand autoscaler: `ceiling(...)` once, `acted(...)` per decision it proposed.
+    Only the quorum leader acts, so the counters grow on whichever node led: sum() them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._lock = threading.Lock()
+        self._ceiling: int | None = None
+        self._actions: dict[tuple[str, str], int] = {}
+        registry.register(
+            _CallbackCollector((ON_DEMAND_MAX_OPEN_SHARDS, AUTOSCALER_ACTIONS), self._series)
+        )
+
+    def ceiling(self, max_open_shards: int) -> None:
+        """The configured most open shards an ON_DEMAND stream is scaled to."""
+        assert max_open_shards >= 1
+        with self._lock:
+            self._ceiling = max_open_shards
+
+    def acted(self, stream: str, action: AutoscalerAction) -> None:
+        """One decision proposed: a split or merge the metadata applied, a hot-key notice,
+        or a split or merge it refused."""
+        with self._lock:
+            key = (stream, action)
+            self._actions[key] = self._actions.get(key, 0) + 1
+
+    def _series(self) -> Series:
+        with self._lock:
+            ceiling, actions = self._ceiling, sorted(self._actions.items())
+        if ceiling is not None:
+            yield ON_DEMAND_MAX_OPEN_SHARDS, (), float(ceiling)
+        for labels, count in actions:
+            yield AUTOSCALER_ACTIONS, labels, float(count)
+
+
+class TlsProbe:
+    """Certificate expiry of the node's TLS files: `watch(reader)` once when TLS is on; the
+    reader is called at each scrape (`tls.CertificateExpiryReader` re-parses only changed
+    files), so a renewed certificate shows its new date at the next scrape."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._read: _Watched[Iterable[CertificateExpiry]] = _Watched("tls")
+        registry.register(_CallbackCollector((TLS_CERTIFICATE_EXPIRY,), self._series))
+
+    def watch(self, read: Callable[[], Iterable[CertificateExpiry]]) -> None:
+        self._read.set(read)
+
+    def _series(self) -> Series:
+        for expiry in self._read.read() or ():
+            yield TLS_CERTIFICATE_EXPIRY, (expiry.file, expiry.usage), expiry.not_after_s
+
+
 class _NodeRegistry(CollectorRegistry):
     """A registry that never exposes `_created` series. prometheus_client adds one per counter
     and histogram child unless `disable_created_metrics()` flips a process-wide switch; dropping
@@ -982,6 +1161,9 @@ class NodeMetrics:
         self.cluster = ClusterProbe(self.registry)
         self.replication = ReplicationProbe(self.registry)
         self.storage = StorageProbe(self.registry, fsync)
+        self.catalog = CatalogProbe(self.registry)
+        self.autoscaler = AutoscalerProbe(self.registry)
+        self.tls = TlsProbe(self.registry)
         identity = (
             (BUILD_INFO, (version or shoal_version(), revision, platform.python_version())),
             (NODE_INFO, (node_id,)),

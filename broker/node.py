@@ -48,7 +48,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from broker import limits, tls
+from broker import limits, metrics_views, tls
 from broker.clock import Clock, SystemClock
 from broker.config import Config, QuorumLayout
 from broker.errors import ErrorCode, ShoalError
@@ -213,6 +213,13 @@ class Node:
         )
         self.autoscaler = Autoscaler(
             quorum=self._quorum, clock=self.clock, settings=autoscaler_settings(config)
+        )
+        metrics_views.watch_node(
+            self.metrics,
+            image=metadata.image,
+            wall_ms=self.clock.wall_ms,
+            tls_files=self._tls,
+            autoscaler=self.autoscaler,
         )
         self.controller = Controller(
             quorum=self._quorum,
@@ -661,6 +668,10 @@ class Node:
         return left
 
     async def stop(self) -> None:
+        if self.service is not None:
+            # Open SubscribeToShard streams would run for minutes and hold both doors' grace
+            # periods: end them now (clients resubscribe elsewhere from their continuation).
+            self.service.subscriptions.end_all()
         if self._http is not None:
             # First: no new AWS calls once stopping, and in-flight ones finish while the
             # service below them is still whole.

@@ -198,6 +198,51 @@ def node_files(config: Config) -> TlsFiles | None:
     )
 
 
+class CertificateExpiryReader:
+    """When each configured certificate file's first certificate to expire does (notAfter, in
+    Unix seconds), for the `kinesis_tls_certificate_expiry_timestamp_seconds` gauge and the
+    alert that fires before a renewal is missed. `read()` runs at each scrape: a file is
+    parsed again only when its stamp changed, and a file that cannot be read or parsed is left
+    out (with one warning) rather than failing the scrape."""
+
+    def __init__(self, files: TlsFiles) -> None:
+        usages: list[tuple[Path, str]] = [(files.cert_file, "certificate")]
+        if files.ca_file is not None:
+            usages.append((files.ca_file, "ca"))
+        self._usages = tuple(usages)
+        self._lock = threading.Lock()  # scrapes run on the metrics server's threads
+        self._parsed: dict[Path, tuple[tuple[int, int], float]] = {}  # stamp, not-after
+        self._failing: set[Path] = set()
+
+    def read(self) -> tuple[tuple[Path, str, float], ...]:
+        """(file, "certificate" or "ca", not-after seconds) for each readable file."""
+        with self._lock:
+            return tuple(
+                (path, usage, not_after)
+                for path, usage in self._usages
+                if (not_after := self._not_after(path)) is not None
+            )
+
+    def _not_after(self, path: Path) -> float | None:
+        from cryptography import x509  # only nodes with TLS need it at run time
+
+        try:
+            (stamp,) = _stamp([path])
+            cached = self._parsed.get(path)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            certificates = x509.load_pem_x509_certificates(path.read_bytes())
+            not_after = min(c.not_valid_after_utc for c in certificates).timestamp()
+        except (OSError, ValueError) as error:
+            if path not in self._failing:
+                log.warning("tls_expiry_unreadable", extra={"file": str(path), "error": str(error)})
+            self._failing.add(path)
+            return None
+        self._failing.discard(path)
+        self._parsed[path] = (stamp, not_after)
+        return not_after
+
+
 def add_port(server: grpc.aio.Server, address: str, files: TlsFiles | None) -> int:
     """Listen on `address`: TLS (mutual when required) with `files`, plaintext without. The
     bound port (0 when it could not be bound). Reads the files now: a missing or unreadable

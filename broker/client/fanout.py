@@ -228,6 +228,12 @@ class FanOutRecordSource:
         except ShoalError as error:
             await self._queue.put(_Ended(error))
             return
+        except Exception:
+            # Anything else would end this task unseen and leave `next_batch` returning empty
+            # batches forever: surface it as a retryable failure (resubscribe with backoff).
+            log.exception("fanout_reader_failed", extra={"shard_id": self._shard_id})
+            await self._queue.put(_Ended(ShoalError(ErrorCode.INTERNAL_FAILURE)))
+            return
         await self._queue.put(_Ended())
 
     def _settle(self, error: ShoalError, arn: str | None) -> None:

@@ -138,8 +138,11 @@ def _shard_load(view: capacity.ShardLoadView) -> pb.ShardLoad:
         message.span_ms = report.span_ms
         message.reported_ms = report.reported_ms
         message.hot_key_share = report.hot_key_share_ppm / 1_000_000
-        if report.split_key is not None:
-            message.split_hash_key = str(report.split_key)
+        split_key = report.split_key(
+            hash_key_start=shard.hash_key_start, hash_key_end=shard.hash_key_end
+        )
+        if split_key is not None:
+            message.split_hash_key = str(split_key)
         if report.hot_key is not None:
             message.hot_partition_key = report.hot_key
     return message

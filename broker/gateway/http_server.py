@@ -2,7 +2,8 @@
 
 One port speaks HTTP/1.1 and HTTP/2: cleartext h2 with prior knowledge (the JS SDK v3 and
 Netty-based Java SDK v2 clients use HTTP/2 for every call) next to HTTP/1.1 (boto3, the AWS
-CLI); with a certificate, TLS with ALPN offering h2 and http/1.1. Every hypercorn option that
+CLI); with a certificate, TLS with ALPN offering h2 and http/1.1, re-read when the files
+change (https_certificates.py). Every hypercorn option that
 bounds something is set here explicitly, with its reason, so that a new hypercorn default cannot
 change the node's behaviour (house style B.10).
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,16 +34,37 @@ from hypercorn.utils import wrap_app
 from hyperframe.frame import GoAwayFrame
 
 from broker import limits
+from broker.gateway.https_certificates import ReloadingServerContext
 
 log = logging.getLogger(__name__)
 
 _LISTEN_BACKLOG = 1024  # connections the kernel queues while the loop is busy
 
 
+class _ReloadingTlsConfig(HypercornConfig):
+    """Hypercorn's configuration, handing worker_serve a TLS context that follows renewed
+    certificate files (broker/gateway/https_certificates.py) instead of a fresh one that
+    would keep the start's certificate for the server's life."""
+
+    reloading: ReloadingServerContext | None = None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        if self.reloading is None:
+            return super().create_ssl_context()
+        return self.reloading.template
+
+
+def _server_context(host: str, port: int, certfile: Path, keyfile: Path) -> ssl.SSLContext:
+    """Hypercorn's own server context (ciphers, TLS 1.2+, ALPN) for these files."""
+    context = HypercornConfig.create_ssl_context(_hypercorn_config(host, port, certfile, keyfile))
+    assert context is not None, "a certificate was given"
+    return context
+
+
 def _hypercorn_config(
     host: str, port: int, certfile: Path | None, keyfile: Path | None
-) -> HypercornConfig:
-    config = HypercornConfig()
+) -> _ReloadingTlsConfig:
+    config = _ReloadingTlsConfig()
     bind_host = f"[{host}]" if ":" in host else host
     config.bind = [f"{bind_host}:{port}"]  # TLS when a certificate is set, cleartext otherwise
     config.insecure_bind = []
@@ -157,7 +180,11 @@ async def start_http_server(
     """Listen on host:port (0: any free port) and serve `app` (an ASGI 3 callable)."""
     _install_graceful_goaway()
     config = _hypercorn_config(host, port, certfile, keyfile)
-    config.create_ssl_context()  # a bad certificate or key fails the start, not the first call
+    if certfile is not None and keyfile is not None:
+        # Reads the files now: a bad certificate or key fails the start, not the first call.
+        config.reloading = ReloadingServerContext(
+            certfile, keyfile, lambda cert, key: _server_context(host, port, cert, key)
+        )
     sockets = config.create_sockets()
     listening = [*sockets.secure_sockets, *sockets.insecure_sockets]
     assert len(listening) == 1, "one bind, either TLS or cleartext"

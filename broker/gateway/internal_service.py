@@ -15,7 +15,10 @@ beside KinesisService and ReplicationService (`replication/transport.py`).
 
 `GrpcShardForwarder` is the calling side (`service.shards.ShardForwarder`): it turns those
 statuses back into `ShardRefusedError` and Kinesis errors, and a node that does not answer
-within `limits.forward_timeout_ms` into a refusal with an unknown outcome.
+within `limits.forward_timeout_ms` into a refusal with an unknown outcome. A forwarded append
+carries the hash key each record was routed by (`ShardAppendRequest.hash_keys`), so the leader's
+load tracker files a record with an ExplicitHashKey where the router put it, not at its
+partition key's MD5.
 """
 
 from __future__ import annotations
@@ -49,6 +52,32 @@ _T = TypeVar("_T")
 
 INTERNAL_ERROR_DOMAIN = "internal.shoal.dev"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+# --- Hash keys on the wire ----------------------------------------------------------------------
+
+_HASH_KEY_BYTES = 16  # a Kinesis hash key is 128 bits
+
+
+def hash_keys_to_wire(hash_keys: Sequence[int] | None) -> bytes:
+    """`ShardAppendRequest.hash_keys`: 16 bytes big-endian per key, in order (b"": none)."""
+    if hash_keys is None:
+        return b""
+    return b"".join([key.to_bytes(_HASH_KEY_BYTES, "big") for key in hash_keys])
+
+
+def hash_keys_from_wire(packed: bytes, records: int) -> list[int] | None:
+    """The keys `hash_keys_to_wire` packed for `records` records; None when none were sent.
+    Raises ValueError when the length does not match the records."""
+    if not packed:
+        return None
+    if len(packed) != records * _HASH_KEY_BYTES:
+        raise ValueError(f"{len(packed)} bytes of hash keys for {records} records")
+    from_bytes = int.from_bytes
+    return [
+        from_bytes(packed[i : i + _HASH_KEY_BYTES], "big")
+        for i in range(0, len(packed), _HASH_KEY_BYTES)
+    ]
 
 
 # --- Refusals on the wire -----------------------------------------------------------------------
@@ -167,11 +196,19 @@ def node_handler(
         records = records_from_proto(request.records)
         if not records:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an append of no records")
+        try:
+            hash_keys = hash_keys_from_wire(request.hash_keys, len(records))
+        except ValueError as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         sizes = [len(r.partition_key.encode()) + len(r.data) for r in records]
         result = await _served(
             context,
             shards.serve_append(
-                ShardUid(request.shard_uid), epoch=request.epoch, records=records, sizes=sizes
+                ShardUid(request.shard_uid),
+                epoch=request.epoch,
+                records=records,
+                sizes=sizes,
+                hash_keys=hash_keys,
             ),
         )
         return pb.ShardAppendResponse(
@@ -335,6 +372,7 @@ class GrpcShardForwarder:
         shard_uid: ShardUid,
         epoch: int,
         records: Sequence[NewRecord],
+        hash_keys: Sequence[int] | None = None,
     ) -> AppendResult:
         call = unary(
             self._channels.get(address), NODE_SERVICE, "ShardAppend", pb.ShardAppendResponse
@@ -344,6 +382,7 @@ class GrpcShardForwarder:
             shard_uid=shard_uid,
             epoch=epoch,
             records=records_to_proto(records),
+            hash_keys=hash_keys_to_wire(hash_keys),
         )
         try:
             answer: pb.ShardAppendResponse = await call(request, timeout=self._timeout_s)

@@ -5,7 +5,9 @@ and checked the same way on every pass). Each pass reads the image: for every ON
 what its shard leaders reported (`meta.capacity.loads_for_stream`), and asks
 `streams.autoscaling.decide` what to do, with an `AutoscalingHistory` that lives as long as
 this node's leadership term (a new controller starts with empty timers, so it waits a full
-hot or cold spell before acting: a leader change delays decisions, it never hastens one).
+hot or cold spell before acting, and with each stream's last split or merge from its scaling
+log, so the cooldown survives the change: a leader change delays decisions, it never hastens
+one).
 
 Decisions become metadata commands, validated again at apply time:
 - Split and Merge: the same `BeginReshard` a client's SplitShard or MergeShards proposes, marked
@@ -37,6 +39,7 @@ from broker.meta.capacity_table import ScalingEvent, ScalingEventKind
 from broker.meta.commands import BeginReshard, Command, RecordScalingEvent
 from broker.meta.controller import ControllerQuorum
 from broker.meta.image import MetadataImage, ReshardKind, StreamMeta, StreamMode
+from broker.metrics import AutoscalerAction, AutoscalerProbe
 from broker.streams.autoscaling import (
     AutoscalingHistory,
     AutoscalingPolicy,
@@ -82,6 +85,13 @@ class Autoscaler:
         self._history: AutoscalingHistory | None = None
         self._term: int | None = None
         self._last_now_ms = 0
+        self._probe: AutoscalerProbe | None = None
+
+    def report_to(self, probe: AutoscalerProbe) -> None:
+        """Count this node's decisions in `probe` (`kinesis_autoscaler_actions_total`), and
+        show the configured ceiling it scales streams to."""
+        probe.ceiling(self._settings.policy.max_open_shards)
+        self._probe = probe
 
     async def run(self) -> None:
         """Passes forever; ends when cancelled. Refusals and timeouts are outcomes of a pass
@@ -96,7 +106,7 @@ class Autoscaler:
             return None
         term = self._quorum.statistics().term
         if self._history is None or self._term != term:
-            self._history, self._term = AutoscalingHistory(), term
+            self._history, self._term = _history_from_log(self._quorum.image()), term
         return self._history
 
     def decisions(self, image: MetadataImage) -> list[tuple[StreamMeta, Decision]]:
@@ -175,6 +185,8 @@ class Autoscaler:
             },
         )
         error = await self._propose(command)
+        if self._probe is not None and (error is None or isinstance(command, BeginReshard)):
+            self._probe.acted(stream.name, _action(decision) if error is None else "refused")
         if error is None:
             return True
         if isinstance(command, BeginReshard):
@@ -203,6 +215,33 @@ class Autoscaler:
             log.warning("autoscaler_command_timed_out", extra={"command": type(command).__name__})
             return "no answer from the metadata quorum in time"
         return None
+
+
+def _action(decision: Decision) -> AutoscalerAction:
+    match decision:
+        case Split():
+            return "split"
+        case Merge():
+            return "merge"
+        case HotKey():
+            return "hot_key"
+
+
+def _history_from_log(image: MetadataImage) -> AutoscalingHistory:
+    """A new controller's memory: no timers, but each ON_DEMAND stream's last automatic split
+    or merge from its scaling log, so that the cooldown a previous controller started holds."""
+    history = AutoscalingHistory()
+    for stream in sorted(image.streams.values(), key=lambda s: s.uid):
+        if stream.mode is not StreamMode.ON_DEMAND:
+            continue
+        acted = [
+            event.time_ms
+            for event in capacity.scaling_events(image, stream)
+            if event.kind in (ScalingEventKind.SPLIT, ScalingEventKind.MERGE)
+        ]
+        if acted:
+            history.remember_decision(stream.uid, max(acted))
+    return history
 
 
 def _event(

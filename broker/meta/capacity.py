@@ -17,6 +17,11 @@ from the command):
 * An entry with no records means "idle now": it removes the shard's entry. Nodes report idle
   shards once, when they turn idle, and never again, so a cluster at rest applies no reports.
   Hence "no entry" for an OPEN shard with a live leader means idle (`loads_for_stream`).
+* Freshness: a node re-sends a busy shard's entry only when its rates moved by more than a
+  tenth (delta reporting), and otherwise proposes an empty report every refresh period; the
+  table keeps each node's latest report time (`reporters`), and an entry counts as confirmed
+  then (`CapacityTable.confirmed_ms`). A report older than `load_report_stale_ms` (its node
+  stopped reporting) is not trusted.
 * Counts, not rates: JSON (the command and snapshot encoding) has no exact floats, so an entry
   carries the record and byte totals over `span_ms`; rates are derived when read.
 
@@ -33,12 +38,15 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta.capacity_table import (
     EVENTS_PER_STREAM_MAX,
     PPM,
+    REPORT_KEY_SHARE_MIN_PPM,
     REPORT_KEYS_MAX,
     CapacityTable,
     ReportedLoad,
+    ReporterSeen,
     ScalingEvent,
     ScalingEventKind,
     StreamScalingLog,
+    split_position_ppm,
 )
 from broker.meta.commands import BeginReshard, RecordScalingEvent, ReportShardLoads
 from broker.meta.image import (
@@ -49,7 +57,7 @@ from broker.meta.image import (
     StreamMeta,
     StreamMode,
 )
-from broker.streams.hot_keys import RATE_SPAN_MS_MIN, ShardLoad
+from broker.streams.hot_keys import RATE_SPAN_MS_MIN, KeyLoad, ShardLoad
 from broker.types import NodeId, ShardIndex, StreamName, StreamUid
 
 IDLE_LOAD = ShardLoad(
@@ -72,11 +80,24 @@ def reported_load(
     node_id: NodeId,
     epoch: int,
     reported_ms: int,
+    hash_key_start: int,
+    hash_key_end: int,
     keys_max: int = REPORT_KEYS_MAX,
 ) -> ReportedLoad:
-    """A tracker's snapshot as a report entry, with at most `keys_max` keys. The totals are
-    exact: a snapshot's rates are totals × 1000 / span."""
+    """A tracker's snapshot as a report entry, with at most `keys_max` keys, each guaranteed
+    to carry at least REPORT_KEY_SHARE_MIN_PPM of the shard's load. The totals are exact: a
+    snapshot's rates are totals × 1000 / span."""
     assert 0 <= keys_max <= REPORT_KEYS_MAX
+    records = round(load.records_per_second * load.span_ms / 1000)
+    size_bytes = round(load.bytes_per_second * load.span_ms / 1000)
+    total = size_bytes if load.bytes_bound else records
+    heavy = tuple(
+        key
+        for key in load.top_keys[:keys_max]
+        if _key_lower_bound(key, bytes_bound=load.bytes_bound) * PPM
+        >= REPORT_KEY_SHARE_MIN_PPM * total
+        and total > 0
+    )
     return ReportedLoad(
         stream_uid=stream_uid,
         shard_index=shard_index,
@@ -84,14 +105,23 @@ def reported_load(
         epoch=epoch,
         reported_ms=reported_ms,
         span_ms=load.span_ms,
-        records=round(load.records_per_second * load.span_ms / 1000),
-        size_bytes=round(load.bytes_per_second * load.span_ms / 1000),
+        records=records,
+        size_bytes=size_bytes,
         bytes_bound=load.bytes_bound,
-        split_key=load.split_key,
+        split_at_ppm=None
+        if load.split_key is None
+        else split_position_ppm(load.split_key, hash_key_start, hash_key_end),
         hot_key=load.hot_key,
         hot_key_share_ppm=round(load.hot_key_share * PPM),
-        top_keys=load.top_keys[:keys_max],
+        heavy_keys=ReportedLoad.pack_keys(heavy),
     )
+
+
+def _key_lower_bound(key: KeyLoad, *, bytes_bound: bool) -> int:
+    """What `key` surely carried in the binding dimension (its count minus its error)."""
+    if bytes_bound:
+        return key.size_bytes - key.size_bytes_error
+    return key.records - key.records_error
 
 
 def idle_report(
@@ -153,7 +183,17 @@ def apply_load_report(
         for key in sorted(by_shard)
         if _is_current(streams, by_shard[key], now_ms=now_ms)
     )
-    return dataclasses.replace(image.capacity, loads=kept), accepted
+    seen = {r.node_id: r.reported_ms for r in image.capacity.reporters if r.node_id in image.nodes}
+    if node_id in image.nodes:
+        seen[node_id] = max(now_ms, seen.get(node_id, now_ms))  # a late command never rewinds
+    reporters = tuple(ReporterSeen(node_id=n, reported_ms=seen[n]) for n in sorted(seen))
+    assert len(reporters) <= len(image.nodes)
+    return dataclasses.replace(image.capacity, loads=kept, reporters=reporters), accepted
+
+
+def is_fresh(image: MetadataImage, entry: ReportedLoad, *, now_ms: int, stale_ms: int) -> bool:
+    """Whether `entry` was confirmed (module docstring) within `stale_ms` of `now_ms`."""
+    return now_ms - image.capacity.confirmed_ms(entry) <= stale_ms
 
 
 def record_event(image: MetadataImage, stream: StreamMeta, event: ScalingEvent) -> CapacityTable:
@@ -180,6 +220,17 @@ def record_event(image: MetadataImage, stream: StreamMeta, event: ScalingEvent) 
     return table
 
 
+def without_stream(table: CapacityTable, stream_uid: StreamUid) -> CapacityTable:
+    """The table without anything of a forgotten stream incarnation: its scaling log and its
+    load entries (otherwise they would wait for the next event or report of some stream, and
+    a cluster that creates and forgets streams would keep their logs)."""
+    logs = tuple(log for log in table.scaling_logs if log.stream_uid != stream_uid)
+    loads = tuple(entry for entry in table.loads if entry.stream_uid != stream_uid)
+    if len(logs) == len(table.scaling_logs) and len(loads) == len(table.loads):
+        return table
+    return dataclasses.replace(table, scaling_logs=logs, loads=loads)
+
+
 def scaling_events(image: MetadataImage, stream: StreamMeta) -> tuple[ScalingEvent, ...]:
     """`stream`'s events, oldest first."""
     for log in image.capacity.scaling_logs:
@@ -204,20 +255,26 @@ def loads_for_stream(
     image: MetadataImage, stream: StreamMeta, *, now_ms: int, stale_ms: int
 ) -> dict[ShardIndex, ShardLoad]:
     """What the autoscaler should believe about each open shard of `stream`: its current
-    report if younger than `stale_ms`; idle when it has no current report and its leader's
-    node is ACTIVE (that node reports every shard with traffic, so silence means none);
-    otherwise nothing, which `autoscaling.decide` takes as unknown (no leader, a fenced or
-    draining leader, or a report gone stale because its node stopped reporting)."""
+    report if confirmed within `stale_ms`; idle when it has no current report, its leader's
+    node is ACTIVE (that node reports every shard with traffic, so silence means none) and has
+    led it for `stale_ms` at least (a leader that just took over has not reported yet: its
+    silence says nothing, and the old leader's report is not current); otherwise nothing,
+    which `autoscaling.decide` takes as unknown (no leader, a fenced or draining leader, a new
+    leader, or a report gone stale because its node stopped reporting)."""
     reports = current_reports(image, stream, now_ms=now_ms)
     loads: dict[ShardIndex, ShardLoad] = {}
     for shard in stream.open_shards():
         report = reports.get(shard.index)
         if report is not None:
-            if now_ms - report.reported_ms <= stale_ms:
-                loads[shard.index] = report.to_shard_load()
+            if is_fresh(image, report, now_ms=now_ms, stale_ms=stale_ms):
+                loads[shard.index] = report.to_shard_load(
+                    hash_key_start=shard.hash_key_start, hash_key_end=shard.hash_key_end
+                )
             continue
         if shard.leader is None or shard.state is not ShardState.OPEN:
             continue
+        if now_ms - shard.leader_since_ms < stale_ms:
+            continue  # a new leader: unknown until it has had time to report
         node = image.nodes.get(shard.leader)
         if node is not None and node.state is NodeState.ACTIVE:
             loads[shard.index] = IDLE_LOAD

@@ -15,8 +15,19 @@ EVENTS_PER_STREAM_MAX = 100
 # Hot keys carried per shard in a report. Reports cross the metadata quorum: this bounds their
 # size (a key is up to 256 characters) whatever the tracker keeps.
 REPORT_KEYS_MAX = 10
+# ...and only keys guaranteed (by their lower bound) to carry at least this share of their
+# shard's load in the binding dimension. A key below it is not hot by any operator's measure,
+# and below ~3 % it is within the trackers' own error (N / 65 per window): reporting the ten
+# busiest keys of every shard regardless made a report of 1,000 busy shards with skewed keys
+# ~1.2 MB; with this filter it carries the few keys that matter (tests/service/
+# test_report_size.py).
+REPORT_KEY_SHARE_MIN_PPM = 50_000
 # Shards per report: a node leading more busy shards reports the busiest this many each period.
 REPORT_SHARDS_MAX = 2_000
+# A shard using less than this share of one shard's write capacity (AWS's 1 MiB/s, 1,000
+# records/s) is reported as idle: 1 % is 10 records/s. 1,000 shards trickling a few records a
+# second cost the metadata log nothing; the hot-shard view shows them at 0.
+REPORT_FLOOR_PPM = 10_000
 PPM = 1_000_000  # hot-key shares in parts per million: JSON has no exact floats
 
 
@@ -47,8 +58,11 @@ class StreamScalingLog:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReportedLoad:
     """One shard's recent write load as its leader reported it (`hot_keys.ShardLoad` in
-    integers). `records` and `size_bytes` are totals over `span_ms`; `top_keys` are ranked by
-    the binding dimension (`bytes_bound`)."""
+    integers). `records` and `size_bytes` are totals over `span_ms`. `heavy_keys` are the
+    shard's heavy partition keys ranked by the binding dimension (`bytes_bound`), each a
+    `KeyLoad` as a positional tuple (partition key, records, records error, bytes, bytes
+    error): field names per key made up most of a key's ~110 bytes in the Raft entry, the
+    tuple takes ~35. `top_keys` gives them back as `KeyLoad`s."""
 
     stream_uid: StreamUid
     shard_index: ShardIndex
@@ -59,17 +73,42 @@ class ReportedLoad:
     records: int
     size_bytes: int
     bytes_bound: bool = False
-    split_key: int | None = None
+    # Where the traffic halves, as millionths of the way through the shard's hash range (see
+    # `split_position_ppm`): 6 digits instead of a 39-digit hash key, and no loss that matters
+    # (the tracker's histogram resolves 1/64 of the range).
+    split_at_ppm: int | None = None
     hot_key: str | None = None
     hot_key_share_ppm: int = 0
-    top_keys: tuple[KeyLoad, ...] = ()
+    heavy_keys: tuple[tuple[str, int, int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         assert self.span_ms >= RATE_SPAN_MS_MIN
         assert self.records >= 0
         assert self.size_bytes >= 0
         assert 0 <= self.hot_key_share_ppm <= PPM
-        assert len(self.top_keys) <= REPORT_KEYS_MAX
+        assert self.split_at_ppm is None or 0 <= self.split_at_ppm <= PPM
+        assert len(self.heavy_keys) <= REPORT_KEYS_MAX
+
+    @staticmethod
+    def pack_keys(keys: tuple[KeyLoad, ...]) -> tuple[tuple[str, int, int, int, int], ...]:
+        """`keys` as `heavy_keys` tuples."""
+        return tuple(
+            (k.partition_key, k.records, k.records_error, k.size_bytes, k.size_bytes_error)
+            for k in keys
+        )
+
+    @property
+    def top_keys(self) -> tuple[KeyLoad, ...]:
+        return tuple(
+            KeyLoad(
+                partition_key=key,
+                records=records,
+                records_error=records_error,
+                size_bytes=size_bytes,
+                size_bytes_error=size_bytes_error,
+            )
+            for key, records, records_error, size_bytes, size_bytes_error in self.heavy_keys
+        )
 
     @property
     def records_per_second(self) -> float:
@@ -79,23 +118,65 @@ class ReportedLoad:
     def bytes_per_second(self) -> float:
         return self.size_bytes * 1000 / self.span_ms
 
-    def to_shard_load(self) -> ShardLoad:
+    def split_key(self, *, hash_key_start: int, hash_key_end: int) -> int | None:
+        """The split key in the shard's range (`split_hash_key`)."""
+        if self.split_at_ppm is None:
+            return None
+        return split_hash_key(self.split_at_ppm, hash_key_start, hash_key_end)
+
+    def to_shard_load(self, *, hash_key_start: int, hash_key_end: int) -> ShardLoad:
+        """As the tracker's snapshot, for the shard with this inclusive hash range."""
         return ShardLoad(
             span_ms=self.span_ms,
             bytes_per_second=self.bytes_per_second,
             records_per_second=self.records_per_second,
             bytes_bound=self.bytes_bound,
             top_keys=self.top_keys,
-            split_key=self.split_key,
+            split_key=self.split_key(hash_key_start=hash_key_start, hash_key_end=hash_key_end),
             hot_key=self.hot_key,
             hot_key_share=self.hot_key_share_ppm / PPM,
         )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReporterSeen:
+    """When a node's latest ReportShardLoads was proposed (its wall clock). Its entries that
+    did not change since are as fresh as this: a node re-sends an entry only when the shard's
+    rates move, and otherwise proposes an empty report now and then to say "still so"."""
+
+    node_id: NodeId
+    reported_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CapacityTable:
     """`MetadataImage.capacity`. Tuples kept sorted (loads by stream uid and shard index, logs
-    by stream uid), so equal tables encode to equal bytes on every replica."""
+    by stream uid, reporters by node id), so equal tables encode to equal bytes on every
+    replica."""
 
     loads: tuple[ReportedLoad, ...] = ()
     scaling_logs: tuple[StreamScalingLog, ...] = ()
+    reporters: tuple[ReporterSeen, ...] = ()
+
+    def confirmed_ms(self, entry: ReportedLoad) -> int:
+        """When `entry` was last known to hold: its own report, or a later one of its node."""
+        for seen in self.reporters:
+            if seen.node_id == entry.node_id:
+                return max(entry.reported_ms, seen.reported_ms)
+        return entry.reported_ms
+
+
+def split_position_ppm(split_key: int, hash_key_start: int, hash_key_end: int) -> int:
+    """`split_key`'s place in the inclusive range, in millionths (rounded down)."""
+    assert hash_key_start <= split_key <= hash_key_end
+    return (split_key - hash_key_start) * PPM // (hash_key_end + 1 - hash_key_start)
+
+
+def split_hash_key(position_ppm: int, hash_key_start: int, hash_key_end: int) -> int | None:
+    """The hash key `position_ppm` of the way through the range, kept a valid
+    NewStartingHashKey (start + 1 < key < end); None when the range cannot be split."""
+    assert 0 <= position_ppm <= PPM
+    if hash_key_end - hash_key_start < 3:
+        return None
+    key = hash_key_start + (hash_key_end + 1 - hash_key_start) * position_ppm // PPM
+    return min(max(key, hash_key_start + 2), hash_key_end - 1)

@@ -15,6 +15,14 @@ Two parts, in the etcd-raft shape (STYLE B.1 #2):
   through `ReplicaControl` (Prepare, seal, status; gRPC in production, in memory in tests) and
   the quorum, and reports back. Every wait is bounded; a failing shard backs off.
 
+A pass probes late nodes every `pass_interval_ms`, but runs `decide` (a walk over every
+shard) only when `ControllerCore.needs_decision` says its answer can have changed: a new
+image, an input that matters (a new session, incarnation or shutdown, life after a silence, a
+refused probe, an outcome), the last decision having acted, or a deadline (a session running
+out, a backoff ending), and every `full_pass_interval_ms` regardless. On an idle cluster of
+1,000 shards that is one walk every 2 s instead of ten a second (issue 6); a crash is still
+acted on at the pass that learns of it.
+
 Decisions, in the order `decide` makes them:
 1. Fencing (KIP-631): an ACTIVE or DRAINING node not heard from for `node_session_timeout_ms`
    is FENCED; a FENCED node that heartbeats again with the image's incarnation is ACTIVE
@@ -90,6 +98,10 @@ class ControllerSettings:
     stream_updating_ms: int = 200  # CompleteReshard's UPDATING time (Knobs.stream_updating_ms)
     # A node silent this long is probed (`ReplicaControl.refuses_connections`); 0: never.
     probe_after_ms: int = 500
+    # A pass decides only when something it depends on may have changed (`needs_decision`),
+    # and at least this often regardless: the safety net, and the bound on how late the
+    # image's wall-clock views (a deleted stream gone, a closed shard expired) are noticed.
+    full_pass_interval_ms: int = 2_000
 
     def validate(self) -> None:
         assert self.node_session_timeout_ms > 0
@@ -102,6 +114,7 @@ class ControllerSettings:
         assert self.rebalance_moves_per_pass_max >= 0
         assert 0 < self.retry_backoff_ms_min <= self.retry_backoff_ms_max
         assert 0 <= self.probe_after_ms < self.node_session_timeout_ms
+        assert self.full_pass_interval_ms > 0  # below pass_interval_ms: every pass decides
 
 
 # --- ReplicaControl: the seam to the shard replicas ----------------------------------------------
@@ -316,6 +329,12 @@ class ControllerCore:
         # proof counts only while no heartbeat of that incarnation arrived after it).
         self._refused: dict[NodeId, _Refusal] = {}
         self._probed_ms: dict[NodeId, int] = {}
+        # When `decide` must run again (`needs_decision`): the image it last decided on, an
+        # input that may change a decision since (`_changed`), and the earliest time a
+        # decision can change by itself (a session deadline, a backoff's end, the full pass).
+        self._decided_image: MetadataImage | None = None
+        self._changed = True
+        self._next_decision_ms = now_ms
 
     # Inputs.
 
@@ -329,6 +348,18 @@ class ControllerCore:
             return
         if session is not None:
             assert now_ms >= session.heard_ms or incarnation > session.incarnation
+        # A routine heartbeat only moves the session's deadline (`_next_decision_at` reads
+        # it); one that can change a decision is a new session or incarnation, a shutdown
+        # announced or withdrawn, a voided refusal, or life after a silence long enough to
+        # have been fenced for (an unfence).
+        if (
+            session is None
+            or session.incarnation != incarnation
+            or session.shutting_down != shutting_down
+            or now_ms - session.heard_ms > self.settings.node_session_timeout_ms
+            or node_id in self._refused
+        ):
+            self._changed = True
         self._sessions[node_id] = _Session(
             incarnation=incarnation, heard_ms=now_ms, shutting_down=shutting_down
         )
@@ -364,9 +395,11 @@ class ControllerCore:
         node = image.nodes.get(node_id)
         if refused and node is not None:
             self._refused[node_id] = _Refusal(incarnation=node.incarnation, at_ms=now_ms)
+            self._changed = True
 
     def on_outcome(self, action: Action, outcome: str, *, now_ms: int) -> None:
         """The shell's report on an action `decide` returned."""
+        self._changed = True
         key = _action_key(action)
         if isinstance(action, EpochChange) and outcome == Outcome.FAILED:
             # FAILED comes only after the Prepares were sent (see Controller._change_epoch).
@@ -408,6 +441,17 @@ class ControllerCore:
 
     # Decisions.
 
+    def needs_decision(self, image: MetadataImage, *, now_ms: int) -> bool:
+        """Whether `decide` can return anything it did not return last time (issue 6: on an
+        idle cluster the pass over every shard was the controller's node's largest cost).
+
+        True when `image` is not the one last decided on, an input arrived that may change a
+        decision (`on_heartbeat` says which do, `on_probe` with a refusal, `on_outcome`), the
+        last decision acted (the next step, or shards past the per-pass budget, come next),
+        or `now_ms` reached the next time a decision changes by itself: an ACTIVE or DRAINING
+        node's session running out, a backoff ending, or `full_pass_interval_ms` passing."""
+        return self._changed or image is not self._decided_image or now_ms >= self._next_decision_ms
+
     def decide(self, image: MetadataImage, *, now_ms: int, wall_ms: int) -> tuple[Action, ...]:
         """Everything to do now, node actions first; shard actions bounded per pass.
 
@@ -437,7 +481,28 @@ class ControllerCore:
             shard_actions.extend(
                 self._rebalance(image, acted, now_ms=now_ms, wall_ms=wall_ms, moves_max=room)
             )
-        return (*actions, *shard_actions)
+        decided = (*actions, *shard_actions)
+        self._decided_image = image
+        self._changed = bool(decided)
+        self._next_decision_ms = self._next_decision_at(image, now_ms=now_ms)
+        return decided
+
+    def _next_decision_at(self, image: MetadataImage, *, now_ms: int) -> int:
+        """The earliest time after `now_ms` at which `decide` on the same image and inputs can
+        decide differently: a session ends (`silent_ms` exceeds the timeout one ms after
+        `heard + timeout`), a backoff ends, or the full pass is due. Deadlines already past
+        were acted on or are backing off, so they do not count."""
+        due = now_ms + self.settings.full_pass_interval_ms
+        timeout_ms = self.settings.node_session_timeout_ms
+        for node in image.nodes.values():
+            if node.state in (NodeState.ACTIVE, NodeState.DRAINING):
+                ends_ms = now_ms - self.silent_ms(node, now_ms=now_ms) + timeout_ms + 1
+                if ends_ms > now_ms:
+                    due = min(due, ends_ms)
+        for backoff in self._backoff.values():
+            if backoff.not_before_ms > now_ms:
+                due = min(due, backoff.not_before_ms)
+        return due
 
     def _waiting(self, key: ShardUid | StreamUid | NodeId, *, now_ms: int) -> bool:
         backoff = self._backoff.get(key)
@@ -827,9 +892,10 @@ class Controller:
             return 0
         self._passes += 1
         await self._probe_late_nodes(core)
-        actions = core.decide(
-            self._quorum.image(), now_ms=self._clock.monotonic_ms(), wall_ms=self._clock.wall_ms()
-        )
+        image, now_ms = self._quorum.image(), self._clock.monotonic_ms()
+        if not core.needs_decision(image, now_ms=now_ms):
+            return 0
+        actions = core.decide(image, now_ms=now_ms, wall_ms=self._clock.wall_ms())
         if not actions:
             return 0
         limiter = asyncio.Semaphore(self._settings.concurrent_actions_max)

@@ -245,7 +245,27 @@ def _live_streams(image: MetadataImage, *, now_ms: int) -> list[StreamMeta]:
 
 
 def _open_shard_count(image: MetadataImage, *, now_ms: int) -> int:
-    return sum(len(meta.open_shards()) for meta in _live_streams(image, now_ms=now_ms))
+    """Open shards, counting each reshard in flight as completed when it adds shards: a
+    split's parent is SEALING (open) and its children do not exist yet, so two streams
+    splitting at once would otherwise both fit under the limit and together pass it."""
+    return sum(
+        len(meta.open_shards()) + _reshard_growth(meta)
+        for meta in _live_streams(image, now_ms=now_ms)
+    )
+
+
+def _reshard_growth(meta: StreamMeta) -> int:
+    """The open shards `meta`'s reshard in flight will add (never negative: a merge frees
+    room only once it completed)."""
+    request = meta.reshard
+    if request is None:
+        return 0
+    if request.kind is ReshardKind.SPLIT:
+        return 1
+    if request.kind is ReshardKind.UNIFORM_SCALING:
+        assert request.target_shard_count is not None
+        return max(0, request.target_shard_count - len(meta.open_shards()))
+    return 0
 
 
 def _on_demand_count(image: MetadataImage, *, now_ms: int) -> int:
@@ -458,7 +478,9 @@ def _forget_stream(image: MetadataImage, command: ForgetStream) -> tuple[Metadat
         return image, None
     streams = dict(image.streams)
     del streams[meta.name]
-    forgotten = dataclasses.replace(image, streams=streams)
+    forgotten = dataclasses.replace(
+        image, streams=streams, capacity=capacity.without_stream(image.capacity, meta.uid)
+    )
     return _without_stream_leases(forgotten, meta.name), None
 
 

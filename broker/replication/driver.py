@@ -4,7 +4,9 @@ The replicas (`replica.ShardReplica`) are pure; this driver is the only code tha
 I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
 
 1. waits for work (a proposal, an inbound message, a Prepare, a new metadata image) or the
-   tick timer (`Knobs.replication_tick_ms`; replicas resend and heartbeat on ticks);
+   tick timer (`Knobs.replication_tick_ms`; replicas resend and heartbeat on ticks, and only
+   the replicas whose `next_tick_ms` has come are ticked, so idle shards cost nothing between
+   their heartbeats);
 2. applies the newest metadata image (creates a replica for every shard this node is in the
    replica set of, configures each with its epoch, leader, replicas and sealing; drops the
    replicas of shards it no longer holds), drains the bounded inbox into `step`, ticks;
@@ -36,6 +38,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import heapq
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +63,10 @@ from broker.replication.transport import SealAnswer, Transport
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)
+
+# Replicas are ticked when their own timer comes due (`_tick_due`); every this often all of
+# them are ticked anyway, a cheap backstop for a schedule some code path forgot to update.
+_SWEEP_INTERVAL_S = 2.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -217,10 +224,17 @@ class ReplicationDriver:
         self._wake = asyncio.Event()
         self._turned = asyncio.Event()  # set and replaced after every turn
         # Which replicas a turn asks for a Ready (issue 6: with 1,000 replicas, asking every
-        # one on every wake-up was most of an idle node's CPU). Whatever changes a replica adds
-        # it; a tick or a new image asks them all, so a replica missed here waits one tick.
+        # one on every wake-up was most of an idle node's CPU). Whatever changes a replica
+        # (an input, a tick) adds it, and a new image asks them all: a replica changed without
+        # being touched here would neither hand out its Ready nor be rescheduled (`_schedule`).
         self._touched: set[ShardUid] = set()
         self._touch_all = True
+        # When each replica's tick can next do anything (`ShardReplica.next_tick_ms`, wall ms),
+        # recomputed after every turn that touched it: the timer ticks only those due (issue 6:
+        # ticking 1,000 idle replicas 20 times a second was most of an idle node's CPU). The
+        # heap holds (due, uid) entries; one not matching `_due_ms` is stale and skipped.
+        self._due_ms: dict[ShardUid, int] = {}
+        self._timers: list[tuple[int, ShardUid]] = []
         self._promises: list[tuple[Promise, asyncio.Future[Promise]]] = []
         self._reads: asyncio.TaskGroup | None = None
         self._turns = 0
@@ -369,18 +383,31 @@ class ReplicationDriver:
             high_watermark_lag_records=hw_lag,
         )
 
-    def _report_leadership(self) -> None:
-        """Once per tick: leaderships gained and lost since the last one, to the probe."""
+    def _report_leadership(self, candidates: Sequence[_Local], *, every: bool) -> None:
+        """After a turn: leaderships gained and lost, to the probe. A replica changes role only
+        on an input that touches it (a new image touches all), so the turn's candidates are
+        the only ones to look at, unless `every` (a new image may also have dropped some)."""
         if self._probe is None:
             return
-        led = {uid for uid, x in self._locals.items() if x.replica.role is core.Role.LEADER}
-        if led == self._led:
-            return
-        for _ in led - self._led:
+        if every:
+            led = {uid for uid, x in self._locals.items() if x.replica.role is core.Role.LEADER}
+            gained, lost = led - self._led, self._led - led
+            self._led = led
+        else:
+            gained, lost = set(), set()
+            for local in candidates:
+                uid = local.replica.shard_uid
+                leads = local.replica.role is core.Role.LEADER
+                if leads and uid not in self._led:
+                    gained.add(uid)
+                    self._led.add(uid)
+                elif not leads and uid in self._led:
+                    lost.add(uid)
+                    self._led.discard(uid)
+        for _ in gained:
             self._probe.leadership_gained()
-        for _ in self._led - led:
+        for _ in lost:
             self._probe.leadership_lost()
-        self._led = led
 
     def caught_up(self) -> bool:
         """No replica on this node is still recovering its log (a node that lost its disk
@@ -433,6 +460,7 @@ class ReplicationDriver:
                 local.epoch = max(local.epoch, shard.epoch)
         for uid in [uid for uid in self._locals if uid not in held]:
             self._locals.pop(uid).fail_waiters(RefusalReason.OUTCOME_UNKNOWN)
+            self._due_ms.pop(uid, None)
         self._touch_all = True
         self._wake.set()
 
@@ -459,6 +487,7 @@ class ReplicationDriver:
         async with asyncio.TaskGroup() as reads:
             self._reads = reads
             next_tick = loop.time()  # the timer runs on the loop's clock; replicas get wall ms
+            next_sweep = next_tick + _SWEEP_INTERVAL_S
             while True:
                 remaining_s = next_tick - loop.time()
                 if not self._wake.is_set() and remaining_s > 0:
@@ -473,12 +502,49 @@ class ReplicationDriver:
                 self.apply_image()
                 self._drain_inbox(now_ms)
                 if loop.time() >= next_tick:
-                    for local in list(self._locals.values()):
-                        local.replica.tick(now_ms)
-                    self._touch_all = True
+                    self._tick_due(now_ms)
                     next_tick = loop.time() + tick_s
-                    self._report_leadership()
+                if loop.time() >= next_sweep:
+                    self._tick_all(now_ms)
+                    next_sweep = loop.time() + _SWEEP_INTERVAL_S
                 await self._turn()
+
+    def _tick_due(self, now_ms: int) -> None:
+        """Ticks the replicas whose `next_tick_ms` has come (the others would do nothing)."""
+        timers = self._timers
+        while timers and timers[0][0] <= now_ms:
+            due_ms, uid = heapq.heappop(timers)
+            if self._due_ms.get(uid) != due_ms:
+                continue  # superseded by a later schedule, or the replica is gone
+            del self._due_ms[uid]
+            local = self._locals.get(uid)
+            if local is not None:
+                local.replica.tick(now_ms)
+                self._touched.add(uid)
+
+    def _tick_all(self, now_ms: int) -> None:
+        """The backstop: ticks every replica, due or not. A tick before its due time changes
+        nothing (tests/replication/test_idle_schedule.py), so this only matters if some path
+        changed a replica without marking it touched: its timer is then rebuilt here, within
+        `_SWEEP_INTERVAL_S`, instead of waiting for the next metadata image."""
+        for uid, local in self._locals.items():
+            local.replica.tick(now_ms)
+            self._touched.add(uid)
+
+    def _schedule(self, candidates: Sequence[_Local]) -> None:
+        """Records when each candidate's tick next comes due (after its turn)."""
+        for local in candidates:
+            uid = local.replica.shard_uid
+            due_ms = local.replica.next_tick_ms()
+            if due_ms is None:
+                self._due_ms.pop(uid, None)
+            elif self._due_ms.get(uid) != due_ms:
+                self._due_ms[uid] = due_ms
+                heapq.heappush(self._timers, (due_ms, uid))
+        if len(self._timers) > 4 * len(self._due_ms) + 64:
+            # Busy replicas reschedule every turn: drop the stale entries now and then.
+            self._timers = [(due_ms, uid) for uid, due_ms in self._due_ms.items()]
+            heapq.heapify(self._timers)
 
     def _drain_inbox(self, now_ms: int) -> None:
         inbox = self._inbox
@@ -501,7 +567,8 @@ class ReplicationDriver:
 
     async def _turn(self) -> None:
         promises, self._promises = self._promises, []
-        if self._touch_all:
+        every = self._touch_all
+        if every:
             candidates = list(self._locals.values())
         else:
             candidates = [self._locals[u] for u in self._touched if u in self._locals]
@@ -535,6 +602,8 @@ class ReplicationDriver:
         for promise, future in promises:
             if not future.done():
                 future.set_result(promise)
+        self._schedule(candidates)
+        self._report_leadership(candidates, every=every)
         self._turns += 1
         self._turned.set()
         self._turned = asyncio.Event()

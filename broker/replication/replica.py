@@ -6,7 +6,8 @@ no I/O, no clock reads (`now_ms` is passed in), no randomness. The driver (`driv
 simulator's `sim/cluster.py`) runs this loop, one shard replica at a time:
 
     configure(...) on every new metadata image; step(message) on every message;
-    tick(now_ms) on a timer; propose(records) for producers on the leader; then
+    tick(now_ms) on a timer (a tick before next_tick_ms() does nothing, so a driver may
+    skip it); propose(records) for producers on the leader; then
     ready = replica.ready()        # what to persist, send and answer
     persist, in order: reset_to, truncate_from, promise, appends, high_watermark (durably)
     send ready.to_send; run ready.reads (store.read_batches) and hand them to read_done
@@ -460,6 +461,37 @@ class ShardReplica:
                 progress.read = None  # the driver dropped it (it must not, but never hang)
         self._send_appends(now_ms)
 
+    def next_tick_ms(self) -> int | None:
+        """The earliest `now_ms` at which `tick` can do anything (resend, give up a read,
+        heartbeat, send what is pending), or None when it cannot until another input arrives
+        (a follower: its ticks do nothing). Holds until the next input (`step`, `propose`,
+        `configure`, `read_done`, `trimmed`, `tick`, `advance`): a driver with many idle
+        replicas ticks each one only when this comes due (issue 6) instead of all of them on
+        every timer."""
+        if self._role is not Role.LEADER:
+            return None
+        due: int | None = None
+        inflight_max = self._knobs.inflight_appends_max
+        for progress in self._progress.values():
+            times: list[int] = []
+            if progress.inflight:
+                times.append(progress.inflight[0][1] + self._knobs.resend_ms)
+            if progress.read is not None:
+                times.append(progress.read_ms + self._knobs.resend_ms)
+            elif len(progress.inflight) < inflight_max:
+                if max(progress.next_offset, self._log_start) < self._log_end:
+                    return -(2**62)  # something to send already: any tick sends it
+                idle = (
+                    progress.match_end >= self._log_end
+                    and progress.sent_hw_and_start == (self._hw, self._log_start)
+                    and not progress.inflight
+                )
+                interval_ms = self._knobs.idle_heartbeat_ms if idle else self._knobs.heartbeat_ms
+                times.append(progress.last_sent_ms + interval_ms)
+            for at_ms in times:
+                due = at_ms if due is None else min(due, at_ms)
+        return due
+
     def read_done(self, request: ReadRequest, batches: Sequence[AppendBatch], now_ms: int) -> None:
         """The result of a `Ready.reads` entry: `store.read_batches(...)` of the request."""
         progress = self._progress.get(request.peer)
@@ -657,6 +689,16 @@ class ShardReplica:
         self._match_end = Offset(max(self._match_end, append.end_offset, first))
         assert self._match_end <= self._log_end, (self._match_end, self._log_end)
         self._advance_follower_hw()
+        if (
+            not append.batches
+            and self._match_end == append.first_offset
+            and append.first_offset > append.leader_log_start
+        ):
+            # A heartbeat checks at the leader's `match_end` for us, unless that is below its
+            # log start (`_send_append`); above it, we hold exactly that much, so our answer
+            # would change nothing on the leader. Not sending it halves an idle shard's
+            # messages (issue 6); to the leader it is an ack lost, which it must survive anyway.
+            return
         self._ack(append, ok=True, log_end=self._match_end)
 
     def _refusal_hint(self, append: Append, first: Offset) -> Offset:

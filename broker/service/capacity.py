@@ -98,7 +98,9 @@ def hot_shards(
     views = []
     for shard in stream.open_shards():
         report = reports.get(shard.index)
-        if report is not None and now_ms - report.reported_ms > stale_ms:
+        if report is not None and not capacity.is_fresh(
+            image, report, now_ms=now_ms, stale_ms=stale_ms
+        ):
             report = None
         views.append(ShardLoadView(shard=shard, report=report))
     views.sort(key=lambda v: (-v.utilization, v.shard.index))

@@ -30,7 +30,7 @@ from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThrottle
-from broker.service.throughput import rate_exceeded
+from broker.service.throughput import get_records_rate_exceeded, rate_exceeded
 from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_bytes_hash
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
 from broker.streams.sequence_numbers import (
@@ -369,27 +369,7 @@ class RecordsApi:
         kind = request["ShardIteratorType"]
         number = request.get("StartingSequenceNumber")
         timestamp = request.get("Timestamp")
-        needs_number = kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
-        if needs_number and number is None:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"Must specify StartingSequenceNumber for {kind} ShardIteratorType.",
-            )
-        if not needs_number and number is not None:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"Request should not contain StartingSequenceNumber for {kind} ShardIteratorType.",
-            )
-        if kind == "AT_TIMESTAMP" and timestamp is None:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP.",
-            )
-        if kind != "AT_TIMESTAMP" and timestamp is not None:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"Request should not contain a timestamp for {kind} ShardIteratorType.",
-            )
+        check_position_members(kind, number, timestamp)
         offset = None
         if number is not None:
             # Checked before the shard is asked, so a bad number is an error even when throttled.
@@ -405,60 +385,26 @@ class RecordsApi:
                 throttle=ReadThrottle.GET_SHARD_ITERATOR,
             ),
         )
-        end = self._readable_end(shard, positions.readable_end)
-        if kind == "LATEST":
-            return end
-        if kind == "TRIM_HORIZON":
-            return positions.log_start
-        if kind == "AT_TIMESTAMP":
-            found = positions.timestamp_offset
-            return end if found is None else min(found, end)
-        assert offset is not None
-        if kind == "AFTER_SEQUENCE_NUMBER":
-            offset += 1
-        return min(offset, end)
+        return position_offset(kind, offset, shard, positions)
 
     async def _read_shard(
         self, stream: StreamMeta, shard: ShardMeta, request: ReadRequest
     ) -> ReadResult:
-        """One read on whichever node serves it, routed again (bounded) when refused."""
-        ctx = self._ctx
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + limits.route_deadline_ms / 1000
-        for attempt in range(limits.route_retry_attempts_max):
-            image = ctx.image()
-            current = image.stream_by_uid(stream.uid)
-            latest = current.shard_by_index(shard.index) if current is not None else None
-            if latest is None or latest.uid != shard.uid:
-                raise ctx.stream_not_found(stream.name)
-            try:
-                result = await ctx.shards.read(image, stream.uid, latest, request)
-            except ShardRefusedError as refusal:
-                remaining_s = give_up_at - loop.time()
-                if remaining_s <= 0:
-                    break
-                await _wait_for_routes(
-                    ctx, stream.uid, [(latest, refusal)], attempt=attempt, timeout_s=remaining_s
-                )
-                continue
-            if result.throttled:
-                raise self._rate_exceeded(stream, shard)
-            return result
-        log.warning("read_route_exhausted", extra={"stream": stream.name, "shard_uid": shard.uid})
-        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
-
-    def _rate_exceeded(self, stream: StreamMeta, shard: ShardMeta) -> ShoalError:
-        return rate_exceeded(
-            shard_id=shard.shard_id, stream_name=stream.name, account_id=self._ctx.config.account_id
-        )
-
-    @staticmethod
-    def _readable_end(shard: ShardMeta, replica_end: Offset) -> int:
-        """The end of what readers may see: committed records (all of them once closed)."""
-        if shard.state is ShardState.CLOSED:
-            assert shard.end_offset is not None
-            return min(shard.end_offset, replica_end)
-        return replica_end
+        """One read on whichever node serves it (`read_routed`), throttled as GetRecords."""
+        result = await read_routed(self._ctx, stream, shard, request)
+        if result.throttled:
+            # AWS words GetRecords' refusal differently from the others (service/throughput.py).
+            message = (
+                get_records_rate_exceeded
+                if request.throttle is ReadThrottle.GET_RECORDS
+                else rate_exceeded
+            )
+            raise message(
+                shard_id=shard.shard_id,
+                stream_name=stream.name,
+                account_id=self._ctx.config.account_id,
+            )
+        return result
 
     async def get_records(self, request: Request) -> Response:
         ctx = self._ctx
@@ -490,11 +436,11 @@ class RecordsApi:
             ),
         )
         records = read.records
-        end = self._readable_end(shard, read.readable_end)
+        end = readable_end(shard, read.readable_end)
         next_offset = read.next_offset
         millis_behind = self._millis_behind(records, next_offset, end, now_ms)
         response: Response = {
-            "Records": self._records_shape(shard, records),
+            "Records": records_shape(shard, records),
             "MillisBehindLatest": millis_behind,
         }
         meter = ctx.shards.meter
@@ -527,34 +473,127 @@ class RecordsApi:
         return response
 
     @staticmethod
-    def _records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:
-        """GetRecords' Records. Offsets are consecutive apart from control records, and a
-        batch shares one arrival time, so numbers and timestamps are made once per run."""
-        if not records:
-            return []
-        first = records[0].offset
-        numbers = sequence_numbers_for(shard, first, records[-1].offset - first + 1)
-        arrival_ms = -1
-        arrival = datetime_from_ms(0)
-        shaped = []
-        for record in records:
-            if record.arrival_ms != arrival_ms:
-                arrival_ms = record.arrival_ms
-                arrival = datetime_from_ms(arrival_ms)
-            shaped.append(
-                {
-                    "SequenceNumber": numbers[record.offset - first],
-                    "ApproximateArrivalTimestamp": arrival,
-                    "Data": record.data,
-                    "PartitionKey": record.partition_key,
-                }
-            )
-        return shaped
-
-    @staticmethod
     def _millis_behind(
         records: Sequence[StoredRecord], next_offset: int, end: int, now_ms: int
     ) -> int:
         if next_offset >= end or not records:
             return 0
         return max(0, now_ms - records[-1].arrival_ms)
+
+
+# --- Shared with SubscribeToShard (service/subscriptions.py) ----------------------------------
+
+
+async def read_routed(
+    ctx: ServiceContext, stream: StreamMeta, shard: ShardMeta, request: ReadRequest
+) -> ReadResult:
+    """One read on whichever node serves the shard (here, or its leader), routed again
+    (bounded by `limits.route_retry_attempts_max` and `limits.route_deadline_ms`) when refused
+    because the leader moved; the shard gone (deleted stream, or a new incarnation) is
+    ResourceNotFoundException. Throttling is the caller's: `result.throttled`."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + limits.route_deadline_ms / 1000
+    for attempt in range(limits.route_retry_attempts_max):
+        image = ctx.image()
+        current = image.stream_by_uid(stream.uid)
+        latest = current.shard_by_index(shard.index) if current is not None else None
+        if latest is None or latest.uid != shard.uid:
+            raise ctx.stream_not_found(stream.name)
+        try:
+            return await ctx.shards.read(image, stream.uid, latest, request)
+        except ShardRefusedError as refusal:
+            remaining_s = give_up_at - loop.time()
+            if remaining_s <= 0:
+                break
+            await _wait_for_routes(
+                ctx, stream.uid, [(latest, refusal)], attempt=attempt, timeout_s=remaining_s
+            )
+    log.warning("read_route_exhausted", extra={"stream": stream.name, "shard_uid": shard.uid})
+    raise ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
+
+
+def check_position_members(
+    kind: str,
+    number: str | None,
+    timestamp: object | None,
+    *,
+    number_field: str = "StartingSequenceNumber",
+    type_field: str = "ShardIteratorType",
+) -> None:
+    """A starting position names a sequence number exactly for AT_/AFTER_SEQUENCE_NUMBER and a
+    timestamp exactly for AT_TIMESTAMP (InvalidArgumentException otherwise, AWS's messages).
+    GetShardIterator's member names by default; SubscribeToShard passes StartingPosition's."""
+    needs_number = kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
+    if needs_number and number is None:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, f"Must specify {number_field} for {kind} {type_field}."
+        )
+    if not needs_number and number is not None:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Request should not contain {number_field} for {kind} {type_field}.",
+        )
+    if kind == "AT_TIMESTAMP" and timestamp is None:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP.",
+        )
+    if kind != "AT_TIMESTAMP" and timestamp is not None:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Request should not contain a timestamp for {kind} {type_field}.",
+        )
+
+
+def readable_end(shard: ShardMeta, replica_end: Offset) -> Offset:
+    """The end of what readers may see: committed records, and no more than a closed shard's
+    end (the seal's offset; control records past it are not the shard's)."""
+    if shard.state is ShardState.CLOSED:
+        assert shard.end_offset is not None
+        return Offset(min(shard.end_offset, replica_end))
+    return replica_end
+
+
+def position_offset(kind: str, offset: int | None, shard: ShardMeta, positions: ReadResult) -> int:
+    """Where a reader starts for a ShardIteratorType / StartingPosition.Type, from the shard's
+    positions (`positions`: a `records_max=0` read on the leader) and, for AT_ and
+    AFTER_SEQUENCE_NUMBER, the offset the client's number names. Never past what is readable."""
+    end = readable_end(shard, positions.readable_end)
+    if kind == "LATEST":
+        return end
+    if kind == "TRIM_HORIZON":
+        return positions.log_start
+    if kind == "AT_TIMESTAMP":
+        found = positions.timestamp_offset
+        return end if found is None else min(found, end)
+    assert kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"), kind
+    assert offset is not None
+    if kind == "AFTER_SEQUENCE_NUMBER":
+        offset += 1
+    return min(offset, end)
+
+
+def records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:
+    """The Records of GetRecords and of a SubscribeToShardEvent. Offsets are consecutive apart
+    from control records, and a batch shares one arrival time, so numbers and timestamps are
+    made once per run."""
+    if not records:
+        return []
+    first = records[0].offset
+    numbers = sequence_numbers_for(shard, first, records[-1].offset - first + 1)
+    arrival_ms = -1
+    arrival = datetime_from_ms(0)
+    shaped = []
+    for record in records:
+        if record.arrival_ms != arrival_ms:
+            arrival_ms = record.arrival_ms
+            arrival = datetime_from_ms(arrival_ms)
+        shaped.append(
+            {
+                "SequenceNumber": numbers[record.offset - first],
+                "ApproximateArrivalTimestamp": arrival,
+                "Data": record.data,
+                "PartitionKey": record.partition_key,
+            }
+        )
+    return shaped

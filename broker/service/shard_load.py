@@ -8,19 +8,24 @@ and dropped once the shard has been idle for the tracker's whole window (or this
 leading it): memory follows the busy shards, not the shards led.
 
 Every `load_report_interval_ms`, `run_reporter` turns the trackers into ONE `ReportShardLoads`
-command for the node (`report`): an entry per shard with traffic in the window whose rates
-moved by more than 10 % since its last entry, or whose entry is half-way to stale (bounded top
-keys, `capacity_table.REPORT_KEYS_MAX`), plus an empty entry for each shard whose entry in the
-image names this node but that has no traffic here any more (it turned idle, or the entry was
-left by this node's previous incarnation), until the image drops the entry. A node whose
+command for the node (`report`): an entry per shard above the floor (1 % of a shard's
+capacity) whose rates moved by more than 10 % since the entry the image holds, or that the
+image lacks (only heavy keys, `capacity_table.REPORT_KEY_SHARE_MIN_PPM`), plus an empty entry
+for each shard whose entry in the image names this node but that has no traffic here any more
+(it turned idle or under the floor, or the entry was left by this node's previous incarnation),
+until the image drops the entry. With nothing changed, a node holding entries proposes an empty
+report every `refresh_ms` (half of `load_report_stale_ms`) that confirms them all. A node whose
 shards are all idle proposes nothing at all, so an idle cluster costs the metadata quorum no
-commands, whatever its shard count.
+commands, whatever its shard count. Sizes for 1,000 busy shards: tests/service/
+test_report_size.py.
 
-Hash keys: a local put passes the hash keys the gateway computed. A forwarded put carries only
-the partition keys (`NodeService.ShardAppend`), so the leader hashes them again (MD5, about
-0.3 µs); a record that had an ExplicitHashKey then lands in the histogram at its partition
-key's hash, clamped into the shard's range, which can only shift the traffic split key, never
-the rates or the hot keys.
+Hash keys: a put passes the hash keys the records were routed by, whether the gateway that took
+it is here or forwarded it (`NodeService.ShardAppend` carries them, 16 bytes a record), so a
+record with an ExplicitHashKey counts where the router put it. Only an append from a sender
+that did not send them (a node from before that field, during a rolling upgrade) has its
+partition keys hashed again here (MD5, about 0.3 µs), an ExplicitHashKey's record then landing
+at its partition key's hash clamped into the shard's range: that can only shift the traffic
+split key, never the rates or the hot keys.
 
 Loop only (not thread-safe); no I/O except `run_reporter`'s proposals.
 """
@@ -32,12 +37,19 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from broker import limits
 from broker.clock import Clock
 from broker.config import Config
 from broker.errors import ShoalError
 from broker.log.records import NewRecord
 from broker.meta import capacity
-from broker.meta.capacity_table import REPORT_KEYS_MAX, REPORT_SHARDS_MAX, ReportedLoad
+from broker.meta.capacity_table import (
+    PPM,
+    REPORT_FLOOR_PPM,
+    REPORT_KEYS_MAX,
+    REPORT_SHARDS_MAX,
+    ReportedLoad,
+)
 from broker.meta.commands import Command, ReportShardLoads
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta
 from broker.streams.hash_keys import partition_key_bytes_hash
@@ -61,7 +73,6 @@ class _Sent:
     epoch: int
     records_per_second: float
     bytes_per_second: float
-    wall_ms: int
 
 
 class ShardLoadRecorder:
@@ -77,8 +88,10 @@ class ShardLoadRecorder:
         report_keys: int = REPORT_KEYS_MAX,
         refresh_ms: int = 15_000,
         change_fraction: float = 0.1,
+        floor_ppm: int = REPORT_FLOOR_PPM,
     ) -> None:
         assert 0 <= report_keys <= REPORT_KEYS_MAX
+        assert 0 <= floor_ppm < PPM
         assert refresh_ms >= 0
         assert change_fraction >= 0
         self.node_id = node_id
@@ -88,6 +101,7 @@ class ShardLoadRecorder:
         self._report_keys = report_keys
         self._refresh_ms = refresh_ms
         self._change_fraction = change_fraction
+        self._floor_ppm = floor_ppm
         self._trackers: dict[ShardUid, _Tracked] = {}
         self._sent: dict[ShardUid, _Sent] = {}  # of shards with a tracker only
         self._index_image: MetadataImage | None = None
@@ -167,15 +181,22 @@ class ShardLoadRecorder:
     def report(self) -> ReportShardLoads | None:
         """The node's report for this period, or None when there is nothing to say. Drops the
         trackers of shards that are idle or no longer led here. A busy shard is left out while
-        its rates stay within `change_fraction` of what its entry says and that entry is
-        younger than `refresh_ms`: steady load costs a report per shard per refresh, not per
-        period."""
+        its rates stay within `change_fraction` of what its entry in the image says (delta
+        reporting); when nothing changed but the image holds entries of this node confirmed
+        `refresh_ms` ago or more, the report is empty and only confirms them. Steady load
+        costs one small command per refresh, not an entry per shard."""
         image = self._image()
         now_ms = self._clock.monotonic_ms()
         wall_ms = self._clock.wall_ms()
         streams = {stream.uid: stream for stream in image.streams.values()}
+        held = {
+            (e.stream_uid, e.shard_index, e.epoch)
+            for e in image.capacity.loads
+            if e.node_id == self.node_id
+        }
         busy: list[tuple[float, ReportedLoad]] = []
         idle: list[ReportedLoad] = []
+        places: set[tuple[StreamUid, ShardIndex]] = set()  # shards reported as busy
         for shard_uid, tracked in list(self._trackers.items()):
             shard = self._led_shard(streams, tracked.stream_uid, tracked.shard_index)
             records, size_bytes = tracked.tracker.totals(now_ms)
@@ -184,7 +205,14 @@ class ShardLoadRecorder:
                 continue
             span_ms = tracked.tracker.span_ms(now_ms)
             rates = (records * 1000 / span_ms, size_bytes * 1000 / span_ms)
-            if not self._worth_sending(self._sent.get(shard_uid), shard.epoch, rates, wall_ms):
+            if _below_floor(rates, self._floor_ppm, reported=shard_uid in self._sent):
+                self._sent.pop(shard_uid, None)  # as idle: its entry (if any) is cleared below
+                continue
+            places.add((tracked.stream_uid, tracked.shard_index))
+            sent = self._sent.get(shard_uid)
+            if (tracked.stream_uid, tracked.shard_index, shard.epoch) not in held:
+                sent = None  # the image lacks it (a report refused or lost): send it whole
+            if not self._worth_sending(sent, shard.epoch, rates):
                 continue
             entry = capacity.reported_load(
                 tracked.tracker.snapshot(now_ms),
@@ -193,6 +221,8 @@ class ShardLoadRecorder:
                 node_id=self.node_id,
                 epoch=shard.epoch,
                 reported_ms=wall_ms,
+                hash_key_start=shard.hash_key_start,
+                hash_key_end=shard.hash_key_end,
                 keys_max=self._report_keys,
             )
             busy.append((max(rates[0] / 1000, rates[1] / 2**20), entry))
@@ -200,7 +230,6 @@ class ShardLoadRecorder:
         # Entries the image holds for this node without a tracker here (idle now, or left by
         # this node's previous incarnation, or a lost report): each gets an idle entry until
         # the image drops it. Entries of shards led elsewhere are the table's to prune.
-        places = {(t.stream_uid, t.shard_index) for t in self._trackers.values()}
         for entry in image.capacity.loads:
             if entry.node_id != self.node_id or (entry.stream_uid, entry.shard_index) in places:
                 continue
@@ -217,14 +246,19 @@ class ShardLoadRecorder:
                 )
         busy.sort(key=lambda item: -item[0])
         loads = tuple(entry for _, entry in busy[:REPORT_SHARDS_MAX]) + tuple(idle)
-        if not loads:
+        if not loads and not (held and self._confirmation_due(image, wall_ms)):
             return None
         return ReportShardLoads(now_ms=wall_ms, node_id=self.node_id, loads=loads)
 
-    def _worth_sending(
-        self, sent: _Sent | None, epoch: int, rates: tuple[float, float], wall_ms: int
-    ) -> bool:
-        if sent is None or sent.epoch != epoch or wall_ms - sent.wall_ms >= self._refresh_ms:
+    def _confirmation_due(self, image: MetadataImage, wall_ms: int) -> bool:
+        """Whether this node's entries were last confirmed `refresh_ms` ago or more."""
+        for seen in image.capacity.reporters:
+            if seen.node_id == self.node_id:
+                return wall_ms - seen.reported_ms >= self._refresh_ms
+        return True
+
+    def _worth_sending(self, sent: _Sent | None, epoch: int, rates: tuple[float, float]) -> bool:
+        if sent is None or sent.epoch != epoch:
             return True
         return any(
             abs(now - then) > self._change_fraction * then
@@ -243,7 +277,6 @@ class ShardLoadRecorder:
                     epoch=entry.epoch,
                     records_per_second=entry.records_per_second,
                     bytes_per_second=entry.bytes_per_second,
-                    wall_ms=entry.reported_ms,
                 )
 
     def _led_shard(
@@ -254,6 +287,22 @@ class ShardLoadRecorder:
         if shard is None or shard.state is not ShardState.OPEN or shard.leader != self.node_id:
             return None
         return shard
+
+
+def _below_floor(rates: tuple[float, float], floor_ppm: int, *, reported: bool) -> bool:
+    """Whether a shard's (records/s, bytes/s) are too small to report: below `floor_ppm`
+    (`capacity_table.REPORT_FLOOR_PPM`) of one shard's write capacity, or half that for a shard
+    whose entry is in the metadata (hysteresis: a shard hovering at the floor does not flip
+    between an entry and none every period). Such a shard reads as idle, which changes no
+    decision: a merge needs two neighbours together under `on_demand_merge_percent` (25 % by
+    default), and `load_recorder` keeps the floor at most half of that."""
+    if reported:
+        floor_ppm //= 2
+    used = max(
+        rates[0] / limits.shard_write_records_per_second_default,
+        rates[1] / limits.shard_write_bytes_per_second_default,
+    )
+    return used * PPM < floor_ppm
 
 
 async def run_reporter(
@@ -290,6 +339,9 @@ def load_recorder(
         config=LoadTrackerConfig(
             window_ms=knobs.load_window_ms, window_count=knobs.load_window_count
         ),
-        # Refreshed well before the autoscaler stops trusting an entry (load_report_stale_ms).
+        # Confirmed well before the autoscaler stops trusting an entry (load_report_stale_ms).
         refresh_ms=knobs.load_report_stale_ms // 2,
+        # Two neighbours both under the floor read as idle: keep their sum under the merge
+        # threshold, so that the floor never decides a merge the policy would not.
+        floor_ppm=min(REPORT_FLOOR_PPM, knobs.on_demand_merge_percent * PPM // 200),
     )

@@ -114,9 +114,11 @@ class ShardForwarder(Protocol):
         shard_uid: ShardUid,
         epoch: int,
         records: Sequence[NewRecord],
+        hash_keys: Sequence[int] | None = None,
     ) -> AppendResult:
         """Raises ShardRefusedError (incl. UNAVAILABLE when the node does not answer in time)
-        or the node's ShoalError."""
+        or the node's ShoalError. `hash_keys` (the keys the records were routed by) travel with
+        them for the leader's load tracker."""
         ...
 
     async def read(
@@ -186,6 +188,7 @@ class ShardClient:
             shard_uid=shard.uid,
             epoch=shard.epoch,
             records=records,
+            hash_keys=hash_keys,
         )
 
     async def read(

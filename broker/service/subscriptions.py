@@ -10,9 +10,11 @@ stream; the AWS door frames it as `application/vnd.amazon.eventstream` (event_st
 
 What a subscription does (AWS's documented behaviour, REFERENCE.md §1.9):
 
-- Events carry `Records` (committed records only: reads stop at the high watermark),
+- Events carry `Records` (committed records only: reads stop at the high watermark; the
+  shape and the read path are GetRecords', `service/records.py`),
   `ContinuationSequenceNumber` (the last position delivered, so a new subscription with
-  AFTER_SEQUENCE_NUMBER resumes exactly there, even across events without records) and
+  AFTER_SEQUENCE_NUMBER resumes exactly there, even across events without records:
+  `continuation_number`) and
   `MillisBehindLatest`. The first event goes out at once; after that an event goes out when
   records commit, and an empty one at least every `subscription_heartbeat_ms` (5 s).
 - At the end of a closed shard the last event has `ChildShards`, no continuation number (what
@@ -20,10 +22,17 @@ What a subscription does (AWS's documented behaviour, REFERENCE.md §1.9):
 - After `subscription_lifetime_ms` (5 minutes) the stream ends normally; clients subscribe
   again from their continuation number.
 - One subscription per (consumer, shard) **per node**: a second subscribe within
-  `subscription_takeover_ms` (5 s) of the first is ResourceInUseException; a later one takes
-  over, and the first ends with ResourceInUseException (AWS). A cluster-wide guarantee would
-  need a metadata command per subscribe; two clients that reach different nodes can each hold
-  one, which costs the second reader nothing but its own budget.
+  `subscription_takeover_ms` (5 s) of the first, while the first is open, is
+  ResourceInUseException; a later one takes over, and the first ends with
+  ResourceInUseException at once (AWS). Not cluster-wide: two clients that reach different
+  nodes can each hold one, which costs the second reader nothing but its own budget. A metadata
+  command per subscribe would cost a quorum round trip each; the cheap design (not built) is a
+  claim table on the shard's leader, carried by the long-polls that already go there
+  (`ShardRead` with the consumer ARN and a subscription id; a new leader starts with an empty
+  table, so a failover opens a window of one read). Leniencies, on purpose: a closed
+  subscription frees its slot at once (AWS refuses a new call for 5 s after a successful one
+  either way), and AWS's "one call per second per consumer and shard" (LimitExceededException)
+  is not enforced; both only make well-behaved clients (the KCL) wait.
 - Deregistering the consumer (or deleting the stream) ends the subscription with
   ResourceNotFoundException within one long-poll (`limits.read_wait_ms_max`).
 - Budget: `subscription_bytes_per_second` per subscription (AWS's 2 MB/s per consumer and
@@ -45,7 +54,10 @@ that stops reading therefore holds at most that many events (each at most
 
 Lifecycle: one `Subscriptions` per node (built by `KinesisService`), loop only. Each
 `Subscription` owns one reader task, started by `subscribe` and ended by `aclose()` (which the
-front doors call in a `finally`), by the end of the stream, or by an error.
+front doors call in a `finally`, so a client gone on HTTP/1.1, h2 or gRPC frees its slot and
+task at once), by the end of the stream, by an error, or by `end()`: a takeover, or
+`Subscriptions.end_all()` when the node stops (every stream ends normally at once, so neither
+door's shutdown grace waits on streams that would run for minutes).
 """
 
 from __future__ import annotations
@@ -62,30 +74,27 @@ from broker.consumers.registry import ConsumerStatus, StreamConsumer
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import StoredRecord
 from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
-from broker.replication.refusals import ShardRefusedError
 from broker.service import describe
 from broker.service.context import ServiceContext
+from broker.service.records import (
+    check_position_members,
+    position_offset,
+    read_routed,
+    readable_end,
+    records_shape,
+)
 from broker.service.shards import ReadRequest, ReadResult, ReadThrottle
 from broker.streams.sequence_numbers import (
     offset_for_sequence_number,
     sequence_number_for,
-    sequence_numbers_for,
 )
 from broker.streams.throttling import TokenBucket
-from broker.timestamps import datetime_from_ms, ms_from_datetime
-from broker.types import NodeId, Offset, ShardUid, StreamUid
+from broker.timestamps import ms_from_datetime
+from broker.types import Offset, ShardUid
 
 log = logging.getLogger(__name__)
 
 Event = dict[str, Any]  # one event-stream message: {"SubscribeToShardEvent": {...}}
-
-STARTING_POSITION_TYPES = (
-    "AT_SEQUENCE_NUMBER",
-    "AFTER_SEQUENCE_NUMBER",
-    "TRIM_HORIZON",
-    "LATEST",
-    "AT_TIMESTAMP",
-)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,7 +184,6 @@ class Subscription:
             maxsize=owner.settings.queue_events_max
         )
         self._counters = _Counters()
-        self._superseded = False
         self._finished = False
         self._task: asyncio.Task[None] | None = None
 
@@ -220,9 +228,31 @@ class Subscription:
                 await task
 
     def supersede(self) -> None:
-        """A newer subscription took over: end this one with ResourceInUseException."""
-        self._superseded = True
+        """A newer subscription took over: end this one with ResourceInUseException at once
+        (AWS: "the previous connection expires or fails"), even when its subscriber is not
+        reading and its reader is parked on a full queue."""
         self._owner._forget(self)
+        self.end(
+            ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                f"Another subscription of consumer {self.consumer_arn} to shard "
+                f"{self.shard_id} took over.",
+            )
+        )
+
+    def end(self, error: ShoalError | None = None) -> None:
+        """Ends the stream now: stops the reader, drops the events it read ahead (the
+        subscriber's last ContinuationSequenceNumber still says where it stopped) and makes
+        the next `__anext__` the end (normal when `error` is None). Sync, so it runs between
+        the reader's steps: a cancelled `Queue.put` puts nothing."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not isinstance(item, _End):
+                self._counters.queued_bytes -= item[1]
+        self._queue.put_nowait(_End(error))
 
     def statistics(self) -> SubscriptionStatistics:
         counters = self._counters
@@ -298,19 +328,13 @@ class Subscription:
             size = sum(r.size_bytes for r in records)
             if bucket is not None and size:
                 bucket.overdraw(size, now_ms=clock.monotonic_ms())
-            event = self._event(records, readable_end=_readable_end(shard, result))
+            event = self._event(records, readable_end=readable_end(shard, result.readable_end))
             await self._put(event, records=len(records), size=size)
             last_event_ms = clock.monotonic_ms()
 
     def _refresh(self) -> None:
         """The newest image's view of the consumer, stream and shard; raises the error that
-        ends the subscription when one of them is gone or it was taken over."""
-        if self._superseded:
-            raise ShoalError(
-                ErrorCode.RESOURCE_IN_USE,
-                f"Another subscription of consumer {self.consumer_arn} to shard "
-                f"{self.shard_id} took over.",
-            )
+        ends the subscription when one of them is gone."""
         ctx = self._owner.ctx
         now_ms = ctx.now_ms()
         image = ctx.image()
@@ -344,8 +368,8 @@ class Subscription:
             behind = max(0, now_ms - records[-1].arrival_ms)
         return {
             "SubscribeToShardEvent": {
-                "Records": _records_shape(shard, records),
-                "ContinuationSequenceNumber": sequence_number_for(shard, max(self._offset - 1, 0)),
+                "Records": records_shape(shard, records),
+                "ContinuationSequenceNumber": continuation_number(shard, self._offset),
                 "MillisBehindLatest": behind,
             }
         }
@@ -368,10 +392,22 @@ class Subscriptions:
         self.ctx = ctx
         self.settings = settings or settings_from(ctx)
         self._open: dict[tuple[str, ShardUid], Subscription] = {}
+        self._closing = False
+        if ctx.shards.meter is not None:  # kinesis_subscriptions, read at each scrape
+            ctx.shards.meter.probe.watch_subscriptions(self.per_stream)
 
     @property
     def count(self) -> int:
         return len(self._open)
+
+    def per_stream(self) -> dict[str, int]:
+        """Open subscriptions by stream name. Called from the metrics server's thread: the
+        copy is one C-level step under the GIL, so it never sees the dict mid-change."""
+        counts: dict[str, int] = {}
+        for subscription in list(self._open.values()):
+            name = subscription._target.stream.name
+            counts[name] = counts.get(name, 0) + 1
+        return counts
 
     def statistics(self) -> list[SubscriptionStatistics]:
         return [subscription.statistics() for subscription in self._open.values()]
@@ -380,14 +416,23 @@ class Subscriptions:
         """SubscribeToShard: `{"EventStream": Subscription}`, already reading; raises the
         Kinesis error of a bad request before any event (module docstring)."""
         ctx = self.ctx
+        self._check_open()
         target = self._resolve(ctx.image(), request)
         position = request["StartingPosition"]
-        _check_position(position)
+        check_position_members(
+            position["Type"],
+            position.get("SequenceNumber"),
+            position.get("Timestamp"),
+            number_field="StartingPosition.SequenceNumber",
+            type_field="StartingPosition.Type",
+        )
         start_offset = await self._start_offset(target, position)
+        self._check_open()  # again: end_all() may have run while the leader was asked
         now_ms = ctx.clock.monotonic_ms()
         current = self._open.get(target.key)
         if current is not None:
             if now_ms - current.started_ms < self.settings.takeover_ms:
+                self.report_refused(target)
                 raise ShoalError(
                     ErrorCode.RESOURCE_IN_USE,
                     f"Another active subscription exists for consumer {target.consumer.arn} "
@@ -395,6 +440,7 @@ class Subscriptions:
                 )
             current.supersede()
         if len(self._open) >= self.settings.subscriptions_max:
+            self.report_refused(target)
             raise ShoalError(
                 ErrorCode.LIMIT_EXCEEDED,
                 f"This node holds {len(self._open)} subscriptions, its limit.",
@@ -404,10 +450,33 @@ class Subscriptions:
         subscription.start()
         return {"EventStream": subscription}
 
+    def end_all(self) -> int:
+        """Before the node stops: end every open subscription normally, at once, and refuse
+        new ones. Subscribers resubscribe (from their last ContinuationSequenceNumber, on
+        another node) as after the 5-minute lifetime, and the front doors' graceful shutdown
+        is not held by streams that would otherwise run for minutes. Returns how many ended."""
+        self._closing = True
+        ended = list(self._open.values())
+        for subscription in ended:
+            self._forget(subscription)
+            subscription.end()
+        return len(ended)
+
+    def _check_open(self) -> None:
+        """InternalFailure (retryable: the SDKs and the KCL try again, on another node behind a
+        load balancer) once `end_all` ran."""
+        if self._closing:
+            raise ShoalError(ErrorCode.INTERNAL_FAILURE, "The node is shutting down.")
+
     def _forget(self, subscription: Subscription) -> None:
         key = subscription._target.key
         if self._open.get(key) is subscription:
             del self._open[key]
+            if self.ctx.shards.meter is not None:  # its MillisBehindLatest is stale now
+                target = subscription._target
+                self.ctx.shards.meter.probe.subscription_closed(
+                    target.stream.name, target.shard.shard_id
+                )
 
     def _resolve(self, image: MetadataImage, request: Mapping[str, Any]) -> _Target:
         ctx = self.ctx
@@ -436,7 +505,7 @@ class Subscriptions:
         kind = position["Type"]
         stream, shard = target.stream, target.shard
         number = position.get("SequenceNumber")
-        offset = None
+        offset: int | None = None
         if number is not None:
             offset = offset_for_sequence_number(
                 number,
@@ -445,7 +514,8 @@ class Subscriptions:
                 field="StartingPosition.SequenceNumber",
             )
         timestamp = position.get("Timestamp")
-        positions = await self._read_routed(
+        positions = await read_routed(
+            self.ctx,
             stream,
             shard,
             ReadRequest(
@@ -455,21 +525,9 @@ class Subscriptions:
                 at_timestamp_ms=None if timestamp is None else ms_from_datetime(timestamp),
             ),
         )
-        end = _readable_end(shard, positions)
-        match kind:
-            case "LATEST":
-                return end
-            case "TRIM_HORIZON":
-                return positions.log_start
-            case "AT_TIMESTAMP":
-                found = positions.timestamp_offset
-                return end if found is None else Offset(min(found, end))
-            case "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER":
-                assert offset is not None
-                if kind == "AFTER_SEQUENCE_NUMBER":
-                    offset += 1
-                return Offset(max(min(offset, end), positions.log_start))
-        raise AssertionError(kind)  # _check_position admitted only the five types
+        # Never before the log's start: a number of a record trimmed since reads from the first
+        # one left.
+        return Offset(max(position_offset(kind, offset, shard, positions), positions.log_start))
 
     async def read(
         self, stream: StreamMeta, shard: ShardMeta, offset: Offset, *, wait_ms: int, bytes_max: int
@@ -477,7 +535,8 @@ class Subscriptions:
         """One (long-polled) read of committed records at `offset` for a subscription (at
         least one record, as GetRecords, even past `bytes_max`)."""
         now_ms = self.ctx.now_ms()
-        return await self._read_routed(
+        return await read_routed(
+            self.ctx,
             stream,
             shard,
             ReadRequest(
@@ -490,44 +549,11 @@ class Subscriptions:
             ),
         )
 
-    async def _read_routed(
-        self, stream: StreamMeta, shard: ShardMeta, request: ReadRequest
-    ) -> ReadResult:
-        """A read on whichever node serves the shard; refusals (leader moving) are routed
-        again once a newer image shows a new leader, until `limits.route_deadline_ms`."""
-        ctx = self.ctx
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + limits.route_deadline_ms / 1000
-        for attempt in range(limits.route_retry_attempts_max):
-            image = ctx.image()
-            current = image.stream_by_uid(stream.uid)
-            latest = current.shard_by_index(shard.index) if current is not None else None
-            if latest is None or latest.uid != shard.uid:
-                raise ctx.stream_not_found(stream.name)
-            try:
-                return await ctx.shards.read(image, stream.uid, latest, request)
-            except ShardRefusedError:
-                remaining_s = give_up_at - loop.time()
-                if remaining_s <= 0:
-                    break
-                route = (latest.leader, latest.epoch)
-                wait_ms = min(limits.route_backoff_ms_min * 2**attempt, limits.route_backoff_ms_max)
-
-                def moved(
-                    image: MetadataImage,
-                    uid: StreamUid = stream.uid,
-                    route: tuple[NodeId | None, int] = route,
-                ) -> bool:
-                    now = image.stream_by_uid(uid)
-                    now_shard = now.shard_by_index(shard.index) if now is not None else None
-                    return now_shard is None or (now_shard.leader, now_shard.epoch) != route
-
-                with contextlib.suppress(ShoalError):
-                    await ctx.metadata.wait_for_image(
-                        moved, timeout_s=min(wait_ms / 1000, remaining_s)
-                    )
-        log.warning("subscription_route_exhausted", extra={"shard_uid": shard.uid})
-        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
+    def report_refused(self, target: _Target) -> None:
+        """A subscribe refused by the one-per-consumer-and-shard or per-node rule: the
+        SubscribeToShard.RateExceeded metric."""
+        if self.ctx.shards.meter is not None:
+            self.ctx.shards.meter.probe.subscribe_refused(target.stream.name)
 
     def report(self, target: _Target, records: int, size: int, behind_ms: int) -> None:
         """One event queued: the SubscribeToShardEvent metrics."""
@@ -555,34 +581,17 @@ def settings_from(ctx: ServiceContext) -> SubscriptionSettings:
     )
 
 
-def _check_position(position: Mapping[str, Any]) -> None:
-    """StartingPosition's members must match its Type, as GetShardIterator's do."""
-    kind = position["Type"]
-    number = position.get("SequenceNumber")
-    timestamp = position.get("Timestamp")
-    needs_number = kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
-    if needs_number and number is None:
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"Must specify StartingPosition.SequenceNumber for {kind} StartingPosition.Type.",
-        )
-    if not needs_number and number is not None:
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"StartingPosition should not contain a SequenceNumber for {kind}.",
-        )
-    if (kind == "AT_TIMESTAMP") != (timestamp is not None):
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT,
-            "StartingPosition.Timestamp is required for AT_TIMESTAMP and allowed only there.",
-        )
+def continuation_number(shard: ShardMeta, next_offset: Offset) -> str:
+    """ContinuationSequenceNumber when the next record to deliver is at `next_offset`: the
+    number of the last position delivered, so AFTER_SEQUENCE_NUMBER of it (what the KCL and
+    `client/fanout.py` resubscribe with) resumes exactly at `next_offset`.
 
-
-def _readable_end(shard: ShardMeta, result: ReadResult) -> Offset:
-    """What readers may see: committed records, and no more than a closed shard's end."""
-    if shard.state is ShardState.CLOSED and shard.end_offset is not None:
-        return Offset(min(shard.end_offset, result.readable_end))
-    return result.readable_end
+    Offset 0 has no position before it, so an empty shard's events name offset 0 itself. That
+    skips nothing: offset 0 of every shard is its first leader's epoch marker, a control record
+    no reader receives (replication/replica.py, `epoch_marker`); the test
+    `test_continuation_from_an_empty_shard_does_not_skip_its_first_record` holds it to that.
+    """
+    return sequence_number_for(shard, max(next_offset - 1, 0))
 
 
 def _at_shard_end(shard: ShardMeta, offset: Offset) -> bool:
@@ -591,20 +600,3 @@ def _at_shard_end(shard: ShardMeta, offset: Offset) -> bool:
         and shard.end_offset is not None
         and offset >= shard.end_offset
     )
-
-
-def _records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:
-    """Records as in GetRecords (numbers made once per run of offsets)."""
-    if not records:
-        return []
-    first = records[0].offset
-    numbers = sequence_numbers_for(shard, first, records[-1].offset - first + 1)
-    return [
-        {
-            "SequenceNumber": numbers[record.offset - first],
-            "ApproximateArrivalTimestamp": datetime_from_ms(record.arrival_ms),
-            "Data": record.data,
-            "PartitionKey": record.partition_key,
-        }
-        for record in records
-    ]

@@ -177,8 +177,20 @@ class ShardMeter:
 
 
 def rate_exceeded(*, shard_id: str, stream_name: str, account_id: str) -> ShoalError:
-    """AWS's message for a throttled shard, on both reads and writes."""
+    """AWS's message for a throttled shard on PutRecord, per record in PutRecords, and on
+    GetShardIterator: "Rate exceeded for shard shardId-000000000000 in stream orders under
+    account 123456789012." (as AWS's PutRecords example and SDK logs show it)."""
     return ShoalError(
         ErrorCode.THROUGHPUT_EXCEEDED,
         f"Rate exceeded for shard {shard_id} in stream {stream_name} under account {account_id}.",
+    )
+
+
+def get_records_rate_exceeded(*, shard_id: str, stream_name: str, account_id: str) -> ShoalError:
+    """AWS words a throttled GetRecords differently from the writes: "Rate exceeded for Shard -
+    123456789012/orders/shardId-000000000003" (the KCL's and other consumers' logs against
+    Kinesis, e.g. awslabs/amazon-kinesis-client#1521), with no final period."""
+    return ShoalError(
+        ErrorCode.THROUGHPUT_EXCEEDED,
+        f"Rate exceeded for Shard - {account_id}/{stream_name}/{shard_id}",
     )

@@ -23,9 +23,10 @@ The rules (REFERENCE §1.8, and better where the issue asks for it):
 hot and each adjacent pair started being cold (as the controller observed it, on its monotonic
 clock), the last decision per stream, and the hot keys already reported. It is bounded: entries
 for shards that are no longer open are pruned on every call, and streams beyond `max_streams`
-are forgotten, least recently observed first. A new controller starts with an empty history, so
-it waits a full `hot_for_ms` or `cold_for_ms` before acting: a leader change delays decisions, it
-never makes a hasty one.
+are forgotten, least recently observed first. A new controller starts with empty timers, so it
+waits a full `hot_for_ms` or `cold_for_ms` before acting, and takes each stream's last split or
+merge from its replicated scaling log (`remember_decision`), so the cooldown holds across
+controllers too: a leader change delays decisions, it never makes a hasty one.
 
 Pure: no I/O, no clock; `decide` mutates only the history it is given.
 """
@@ -158,6 +159,13 @@ class AutoscalingHistory:
     def hot_since_ms(self, stream_uid: StreamUid, shard_index: int) -> int | None:
         entry = self._streams.get(stream_uid)
         return None if entry is None else entry.hot_since_ms.get(ShardIndex(shard_index))
+
+    def remember_decision(self, stream_uid: StreamUid, decided_ms: int) -> None:
+        """A split or merge decided at `decided_ms`, by this controller or (from the stream's
+        replicated scaling log) by a previous one: the cooldown runs from it."""
+        entry = self._entry(stream_uid)
+        if entry.last_decision_ms is None or decided_ms > entry.last_decision_ms:
+            entry.last_decision_ms = decided_ms
 
     def forget(self, stream_uid: StreamUid) -> None:
         self._streams.pop(stream_uid, None)

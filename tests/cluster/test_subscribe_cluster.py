@@ -47,13 +47,18 @@ def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
 class Subscriber:
     """Collects the records of one subscription in a thread; `error` if it failed."""
 
-    def __init__(self, endpoint: str, arn: str) -> None:
+    def __init__(self, endpoint: str, arn: str, position: dict[str, Any] | None = None) -> None:
         self._client = ShoalClient(endpoint)
         self._events: EventStream = self._client.subscribe_to_shard(
-            {"ConsumerARN": arn, "ShardId": SHARD, "StartingPosition": {"Type": "TRIM_HORIZON"}},
+            {
+                "ConsumerARN": arn,
+                "ShardId": SHARD,
+                "StartingPosition": position or {"Type": "TRIM_HORIZON"},
+            },
             timeout_s=120,
         )
         self.records: list[dict[str, Any]] = []
+        self.continuation: str | None = None  # the last event's ContinuationSequenceNumber
         self.events = 0
         self.error: ShoalError | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -63,7 +68,9 @@ class Subscriber:
         try:
             for event in self._events:
                 self.events += 1
-                self.records.extend(event["SubscribeToShardEvent"]["Records"])
+                body = event["SubscribeToShardEvent"]
+                self.records.extend(body["Records"])
+                self.continuation = body.get("ContinuationSequenceNumber", self.continuation)
         except ShoalError as error:
             self.error = error
 
@@ -176,3 +183,46 @@ def test_a_subscription_survives_the_leaders_death(cluster: ClusterProcesses) ->
         assert numbers == sorted(numbers)
     finally:
         subscriber.close()
+
+
+def test_a_subscriber_on_the_dying_leader_resumes_on_a_survivor(
+    cluster: ClusterProcesses,
+) -> None:
+    """The subscription lives on the shard's leader itself, which is killed (-9): the
+    subscriber learns it at once from a retryable error (not a silent hang), subscribes again
+    on a survivor AFTER its last ContinuationSequenceNumber, and gets every record written
+    before, during and after the failover once, in order."""
+    endpoints = cluster.endpoints
+    arn = _stream_with_consumer(endpoints[0], "s")
+    leader = _leader(endpoints[0], "s")
+    victim = cluster.node_named(leader)
+    survivor = next(e for e in endpoints if e != victim.endpoint)
+    first = Subscriber(victim.endpoint, arn)
+    second: Subscriber | None = None
+    try:
+        before = [b"a%03d" % i for i in range(10)]
+        _put(survivor, "s", before)
+        wait_until(lambda: first.data() == before, deadline_s=20, what="the first records")
+        victim.kill()
+        wait_until(lambda: first.error is not None, deadline_s=10, what="the subscriber's error")
+        assert first.error is not None
+        assert first.error.code.spec.retryable, first.error
+        during = [b"b%03d" % i for i in range(10)]
+        _put(survivor, "s", during)
+        assert first.continuation is not None
+        second = Subscriber(
+            survivor, arn, {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": first.continuation}
+        )
+        after = [b"c%03d" % i for i in range(10)]
+        _put(survivor, "s", after)
+        wait_until(
+            partial(_all_delivered, second, during + after),
+            deadline_s=30,
+            what="the records after the failover on the survivor",
+        )
+        assert second.error is None, second.error
+        assert first.data() + second.data() == before + during + after
+    finally:
+        first.close()
+        if second is not None:
+            second.close()

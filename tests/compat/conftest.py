@@ -35,8 +35,12 @@ def boto_client(
     signature_version: Any = None,
     **client_kwargs: Any,
 ) -> Any:
-    """A boto3 Kinesis client for `endpoint_url`, retries off by default."""
-    retry_policy: Any = retries if retries is not None else {"mode": "standard", "max_attempts": 1}
+    """A boto3 Kinesis client for `endpoint_url`, retries off by default: botocore's
+    `total_max_attempts` counts the first attempt (1: no retry), while `max_attempts` counts
+    retries only (1 would retry once)."""
+    retry_policy: Any = (
+        retries if retries is not None else {"mode": "standard", "total_max_attempts": 1}
+    )
     config = botocore.config.Config(
         retries=retry_policy,
         connect_timeout=_CONNECT_TIMEOUT_S,

@@ -86,3 +86,39 @@ async def test_a_bad_status_is_a_validation_error(endpoint: str) -> None:
         assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     finally:
         unchecked.close()
+
+
+async def test_a_mode_switch_keeps_the_shards_and_is_allowed_twice_a_day(
+    kinesis: Any, clock: ManualClock
+) -> None:
+    """AWS keeps a stream's shard count when its capacity mode changes (either way), and
+    allows two switches per stream in any 24 hours; asking for the mode it has is not one."""
+    await call(kinesis.create_stream, StreamName="m", ShardCount=3)
+    clock.advance(ms=60_000)  # past CREATING
+    arn = (await call(kinesis.describe_stream_summary, StreamName="m"))["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
+
+    async def switch(mode: str) -> dict[str, Any]:
+        await call(
+            kinesis.update_stream_mode, StreamARN=arn, StreamModeDetails={"StreamMode": mode}
+        )
+        clock.advance(ms=60_000)  # past UPDATING
+        summary: dict[str, Any] = (await call(kinesis.describe_stream_summary, StreamName="m"))[
+            "StreamDescriptionSummary"
+        ]
+        return summary
+
+    on_demand = await switch("ON_DEMAND")
+    assert on_demand["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+    assert on_demand["OpenShardCount"] == 3  # not reset to on-demand's initial 4
+    limits = await call(kinesis.describe_limits)
+    assert (limits["OnDemandStreamCount"], limits["OpenShardCount"]) == (1, 3)
+    assert (await switch("ON_DEMAND"))["OpenShardCount"] == 3  # the same mode: no switch
+    provisioned = await switch("PROVISIONED")
+    assert provisioned["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
+    assert provisioned["OpenShardCount"] == 3
+    with pytest.raises(kinesis.exceptions.LimitExceededException):
+        await switch("ON_DEMAND")  # a third switch within 24 hours
+    clock.advance(ms=24 * 3_600_000)
+    assert (await switch("ON_DEMAND"))["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}

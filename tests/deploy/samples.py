@@ -11,7 +11,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from broker.metrics import ClusterView, NodeMetrics, ReplicationView, StorageView
+from broker.metrics import (
+    CertificateExpiry,
+    ClusterView,
+    NodeMetrics,
+    ReplicationView,
+    StorageView,
+    StreamView,
+)
 
 STREAM = "orders"
 SHARDS = ("shardId-000000000000", "shardId-000000000001")
@@ -68,6 +75,26 @@ def populated(node_id: str, *, leader: bool, data_dir: Path) -> NodeMetrics:
         )
     )
     metrics.storage.watch_disk(data_dir)
+    metrics.catalog.watch(
+        lambda: [
+            StreamView(
+                name=STREAM,
+                mode="ON_DEMAND",
+                open_shards=len(SHARDS),
+                consumers_by_status={"ACTIVE": 1},
+            )
+        ]
+    )
+    metrics.streams.watch_subscriptions(lambda: {STREAM: len(SHARDS)})
+    metrics.autoscaler.ceiling(200)
+    metrics.tls.watch(
+        lambda: [
+            CertificateExpiry(
+                file=str(data_dir / "tls.crt"), usage="certificate", not_after_s=4_102_444_800
+            ),
+            CertificateExpiry(file=str(data_dir / "ca.crt"), usage="ca", not_after_s=4_102_444_800),
+        ]
+    )
     metrics.replication.leadership_gained()
     metrics.replication.leadership_lost()
     metrics.quorum.leader_observed("shoal-1:50052")
@@ -92,6 +119,8 @@ def step(metrics: NodeMetrics, rng: random.Random) -> None:
         )
         metrics.streams.subscription_event(STREAM, shard, records, records * 100, 40, ("ALL",))
         metrics.streams.put_records_finished(STREAM, records, 1, 0)
+        metrics.streams.subscribe_refused(STREAM)
+        metrics.autoscaler.acted(STREAM, rng.choice(("split", "merge")))
         metrics.streams.write_throttled(STREAM, shard, 1, ("ALL",))
         metrics.streams.read_throttled(STREAM, shard, ("ALL",))
         metrics.storage.group_committed(records, records * 100, rng.uniform(0.0002, 0.004))

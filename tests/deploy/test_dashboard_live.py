@@ -2,8 +2,12 @@
 every panel of deploy/grafana/shoal-dashboard.json returning data.
 
 The nodes are `shoal serve` processes (tests/support.py's ClusterProcesses), each with its own
-`SHOAL_METRICS_PORT`. Per-shard limits are set low so the throttling panels see throttling;
-enhanced monitoring is on for the stream so the shard-level panels have series.
+`SHOAL_METRICS_PORT`, serving mutual TLS (so the certificate-expiry panel has data; clients
+use a client certificate, Prometheus scrapes the plaintext metrics port). Per-shard limits are
+set low so the throttling panels see throttling; enhanced monitoring is on for the stream so
+the shard-level panels have series. A registered consumer holds a subscription (and is refused
+a second one, the RateExceeded series), and a small ON_DEMAND stream with short autoscaler
+timers is split once under the load, up to a ceiling of 2 shards, for the scaling panels.
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import grpc
 import pytest
 
 from broker.client.grpc_client import AsyncShoalClient
+from broker.errors import ErrorCode, ShoalError
+from broker.tls import client_credentials
+from tests.certificates import issue, make_authority
 from tests.deploy.prometheus_harness import PrometheusServer, dashboard_queries, substitute
 from tests.deploy.test_dashboard import DASHBOARD_PATH, RULES
 from tests.deploy.tools import tool
@@ -24,6 +34,26 @@ from tests.support import ClusterProcesses, free_port, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 STREAM = "dashboard"
+AUTO_STREAM = "dashboard-auto"  # ON_DEMAND, split once by the autoscaler
+CONSUMER = "dashboard-fan"
+# Short autoscaler timers: a shard writing over 30 records/s for a second is split; the pair
+# is never cold (merging needs under 2% of 1,000 records/s); 2 shards is the ceiling.
+AUTOSCALER_KNOBS = {
+    "SHOAL_LOAD_WINDOW_MS": "500",
+    "SHOAL_LOAD_WINDOW_COUNT": "3",
+    "SHOAL_LOAD_REPORT_INTERVAL_MS": "500",
+    "SHOAL_LOAD_REPORT_STALE_MS": "2000",
+    "SHOAL_AUTOSCALER_PASS_INTERVAL_MS": "200",
+    "SHOAL_ON_DEMAND_SPLIT_RECORDS_PER_SECOND": "30",
+    "SHOAL_ON_DEMAND_MERGE_PERCENT": "2",
+    "SHOAL_ON_DEMAND_HOT_FOR_MS": "1000",
+    "SHOAL_ON_DEMAND_COOLDOWN_MS": "1000",
+    "SHOAL_ON_DEMAND_MIN_SHARDS": "1",
+    "SHOAL_ON_DEMAND_MAX_SHARDS": "2",
+    "SHOAL_CONSUMER_CREATING_MS": "0",
+}
+
+T = TypeVar("T")
 
 # Panels that cannot have data in this setup, with the reason. None so far: throttling is
 # provoked by the low limits below, and errors come with it.
@@ -34,11 +64,14 @@ class Load:
     """Puts (bursts larger than the shard's write limit) and GetRecords (faster than its read
     call limit) from a thread with its own event loop, until stopped."""
 
-    def __init__(self, endpoints: list[str]) -> None:
+    def __init__(self, endpoints: list[str], credentials: grpc.ChannelCredentials) -> None:
         self._endpoints = endpoints
+        self._credentials = credentials
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self.puts = 0
+        self.events = 0  # SubscribeToShard events received
+        self.refusals: list[ErrorCode] = []  # the second subscription's error
 
     def __enter__(self) -> Load:
         self._thread.start()
@@ -49,9 +82,14 @@ class Load:
         self._thread.join(timeout=30)
 
     async def _run(self) -> None:
-        clients = [AsyncShoalClient(endpoint) for endpoint in self._endpoints]
+        clients = [
+            AsyncShoalClient(endpoint, credentials=self._credentials)
+            for endpoint in self._endpoints
+        ]
+        fan_out: asyncio.Task[None] | None = None
         try:
             await self._setup(clients[0])
+            fan_out = asyncio.create_task(self._subscribe(clients[1]))
             iterators: dict[str, str] = {}
             turn = 0
             while not self._stop.is_set():
@@ -63,13 +101,70 @@ class Load:
                     ]
                     await client.call("PutRecords", {"StreamName": STREAM, "Records": records})
                     self.puts += 1
+                    await client.call(
+                        "PutRecords", {"StreamName": AUTO_STREAM, "Records": records[:30]}
+                    )
                     await self._read(client, iterators)
                 except Exception:  # throttled or a node busy: the load goes on
                     pass
                 await asyncio.sleep(0.1)
         finally:
+            if fan_out is not None:
+                fan_out.cancel()
+                await asyncio.gather(fan_out, return_exceptions=True)
             for client in clients:
                 await client.close()
+
+    async def _subscribe(self, client: AsyncShoalClient) -> None:
+        """Holds a subscription of the consumer to shard 0, counting events; the first time,
+        a second subscription of the same consumer and shard on the same node is refused."""
+        arn = await _retry(lambda: self._consumer_arn(client))
+        request = {
+            "ConsumerARN": arn,
+            "ShardId": "shardId-000000000000",
+            "StartingPosition": {"Type": "LATEST"},
+        }
+        while not self._stop.is_set():
+            events = client.subscribe_to_shard(request)
+            try:
+                # One event at a time (`next_event`: never mixed with `async for` on a stream).
+                while await events.next_event(timeout_s=10) is not None:
+                    self.events += 1
+                    if not self.refusals:
+                        await self._refused_second(client, request)
+            except (ShoalError, TimeoutError):  # consumer not ACTIVE yet, a node busy: again
+                await asyncio.sleep(0.2)
+            finally:
+                await events.aclose()
+
+    async def _refused_second(self, client: AsyncShoalClient, request: dict[str, Any]) -> None:
+        """A second subscription of the same consumer and shard on the same node, while the
+        first is open: refused (SubscribeToShard.RateExceeded), the error kept."""
+        second = client.subscribe_to_shard(request)
+        try:
+            await second.next_event(timeout_s=10)
+        except ShoalError as error:
+            self.refusals.append(error.code)
+        finally:
+            await second.aclose()
+
+    async def _consumer_arn(self, client: AsyncShoalClient) -> str:
+        summary = await client.call("DescribeStreamSummary", {"StreamName": STREAM})
+        stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
+        try:
+            answer = await client.call(
+                "RegisterStreamConsumer", {"StreamARN": stream_arn, "ConsumerName": CONSUMER}
+            )
+        except ShoalError as error:
+            if error.code is not ErrorCode.RESOURCE_IN_USE:  # registered by an earlier try
+                raise
+            answer = await client.call(
+                "DescribeStreamConsumer", {"StreamARN": stream_arn, "ConsumerName": CONSUMER}
+            )
+            arn: str = answer["ConsumerDescription"]["ConsumerARN"]
+            return arn
+        arn = answer["Consumer"]["ConsumerARN"]
+        return arn
 
     async def _setup(self, client: AsyncShoalClient) -> None:
         for _ in range(300):  # until the cluster has formed and takes the stream
@@ -78,15 +173,26 @@ class Load:
                 break
             except Exception:
                 await asyncio.sleep(0.2)
-        for _ in range(300):
-            try:
-                await client.call(
-                    "EnableEnhancedMonitoring",
-                    {"StreamName": STREAM, "ShardLevelMetrics": ["ALL"]},
-                )
-                return
-            except Exception:
-                await asyncio.sleep(0.2)
+        await _retry(
+            lambda: client.call(
+                "EnableEnhancedMonitoring", {"StreamName": STREAM, "ShardLevelMetrics": ["ALL"]}
+            )
+        )
+        await _retry(
+            lambda: client.call("CreateStream", {"StreamName": AUTO_STREAM, "ShardCount": 1})
+        )
+
+        async def on_demand() -> None:
+            summary = await client.call("DescribeStreamSummary", {"StreamName": AUTO_STREAM})
+            await client.call(
+                "UpdateStreamMode",
+                {
+                    "StreamARN": summary["StreamDescriptionSummary"]["StreamARN"],
+                    "StreamModeDetails": {"StreamMode": "ON_DEMAND"},
+                },
+            )
+
+        await _retry(on_demand)
 
     async def _read(self, client: AsyncShoalClient, iterators: dict[str, str]) -> None:
         for shard_id in ("shardId-000000000000", "shardId-000000000001"):
@@ -110,9 +216,33 @@ class Load:
             iterators[shard_id] = iterator
 
 
+async def _retry(call: Callable[[], Awaitable[T]], *, attempts: int = 300) -> T:
+    """`call` until it succeeds (the cluster forming, a stream still CREATING), bounded."""
+    for _ in range(attempts - 1):
+        try:
+            return await call()
+        except ShoalError:
+            await asyncio.sleep(0.2)
+    return await call()
+
+
 def test_every_panel_returns_data_from_a_live_cluster(tmp_path: Path) -> None:
     prometheus = tool("prometheus")
-    cluster = ClusterProcesses(tmp_path)
+    authority = make_authority(tmp_path / "pki", "cluster-ca")
+    node_leaf = issue(authority, tmp_path / "pki", "node")
+    client_leaf = issue(authority, tmp_path / "pki", "client")
+    credentials = client_credentials(
+        ca_file=authority.cert_file, cert_file=client_leaf.cert_file, key_file=client_leaf.key_file
+    )
+    cluster = ClusterProcesses(
+        tmp_path,
+        extra_env={
+            **AUTOSCALER_KNOBS,
+            "SHOAL_TLS_CERT_FILE": str(node_leaf.cert_file),
+            "SHOAL_TLS_KEY_FILE": str(node_leaf.key_file),
+            "SHOAL_TLS_CA_FILE": str(authority.cert_file),
+        },
+    )
     metrics_ports = []
     for node in cluster.nodes:
         port = free_port()
@@ -120,7 +250,7 @@ def test_every_panel_returns_data_from_a_live_cluster(tmp_path: Path) -> None:
         node.extra_env = {
             **node.extra_env,
             "SHOAL_METRICS_PORT": str(port),
-            "SHOAL_SHARD_WRITE_RECORDS_PER_SECOND": "1000",
+            "SHOAL_SHARD_WRITE_RECORDS_PER_SECOND": "200",
             "SHOAL_SHARD_READ_CALLS_PER_SECOND": "2",
         }
     queries = dashboard_queries(json.loads(DASHBOARD_PATH.read_text()))
@@ -128,7 +258,7 @@ def test_every_panel_returns_data_from_a_live_cluster(tmp_path: Path) -> None:
     try:
         targets = [f"127.0.0.1:{port}" for port in metrics_ports]
         with (
-            Load(cluster.endpoints) as load,
+            Load(cluster.endpoints, credentials) as load,
             PrometheusServer(prometheus, tmp_path, targets, rule_files=[RULES]) as prom,
         ):
             prom.wait_for_targets_up(deadline_s=60)
@@ -147,9 +277,14 @@ def test_every_panel_returns_data_from_a_live_cluster(tmp_path: Path) -> None:
                 return not missing
 
             try:
-                wait_until(all_have_data, deadline_s=60, what="every panel query to return data")
+                wait_until(all_have_data, deadline_s=90, what="every panel query to return data")
             except AssertionError as error:
-                raise AssertionError(f"panels without data: {missing}") from error
+                raise AssertionError(
+                    f"panels without data: {missing} (fan-out events {load.events}, "
+                    f"refusals {load.refusals})"
+                ) from error
+            assert load.refusals == [ErrorCode.RESOURCE_IN_USE]
+            assert load.events > 0
             broken = {name: h for name, h in prom.rule_health().items() if h[0] == "err"}
             assert not broken, broken
     except BaseException:

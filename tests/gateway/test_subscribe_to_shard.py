@@ -463,3 +463,169 @@ async def test_each_subscription_gets_its_own_byte_rate(tmp_path: Path, clock: M
         rest = await records_until(events, 2)
         assert len(rest) == 2
         await events.aclose()
+
+
+# --- Review fixes (issue 5): continuation from an empty shard, prompt takeover, shutdown, leaks
+
+
+async def test_continuation_from_an_empty_shard_does_not_skip_its_first_record(
+    fanout_node: Node, kinesis: AsyncShoalClient
+) -> None:
+    """An idle subscription of an empty shard hands out a continuation number; resubscribing
+    AFTER it (what the KCL does) must still deliver the shard's first record, written in
+    between. The number names offset 0, which is safe only because offset 0 is always the
+    first leader's epoch marker (`subscriptions.continuation_number`): this pins that."""
+    arn = await consumer_for(kinesis, "s")
+    events = subscribe(kinesis, arn, {"Type": "TRIM_HORIZON"})
+    first = await next_event(events)
+    assert first is not None
+    assert first["Records"] == []
+    continuation = first["ContinuationSequenceNumber"]
+    await closed(fanout_node, events)
+    number = await put(kinesis, "s", b"first")
+    assert int(continuation) < int(number)  # ordered before every record of the shard
+    events = subscribe(
+        kinesis, arn, {"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": continuation}
+    )
+    assert [r["Data"] for r in await records_until(events, 1)] == [b"first"]
+    await closed(fanout_node, events)
+    events = subscribe(kinesis, arn, {"Type": "AT_SEQUENCE_NUMBER", "SequenceNumber": continuation})
+    assert [r["Data"] for r in await records_until(events, 1)] == [b"first"]
+    await events.aclose()
+
+
+async def test_a_sequence_number_of_another_shard_is_invalid_before_the_stream(
+    kinesis: AsyncShoalClient,
+) -> None:
+    arn = await consumer_for(kinesis, "s", shards=2)
+    other = await kinesis.call(
+        "PutRecord",
+        {"StreamName": "s", "PartitionKey": "k", "Data": b"x", "ExplicitHashKey": str(2**127)},
+    )
+    assert other["ShardId"] == "shardId-000000000001"
+    for kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+        events = subscribe(kinesis, arn, {"Type": kind, "SequenceNumber": other["SequenceNumber"]})
+        with pytest.raises(ShoalError) as caught:
+            await events.next_event(timeout_s=EVENT_TIMEOUT_S)
+        assert caught.value.code.kinesis_name == "InvalidArgumentException"
+
+
+def reader_tasks() -> list[asyncio.Task[Any]]:
+    """The node's subscription reader tasks (named `subscription-<shard>`)."""
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("subscription-")]
+
+
+async def test_a_takeover_ends_a_subscriber_that_does_not_read_at_once(
+    fanout_node: Node, kinesis: AsyncShoalClient, clock: ManualClock
+) -> None:
+    """The old subscription's reader is parked on its full queue (its subscriber reads
+    nothing): a takeover still stops it and drops what it read ahead, instead of leaving it
+    until the old subscriber reads again."""
+    arn = await consumer_for(kinesis, "s")
+    old = subscribe(kinesis, arn, {"Type": "TRIM_HORIZON"})
+    subscriptions = subscriptions_of(fanout_node)
+    await wait_for(lambda: subscriptions.count == 1, what="the subscription")
+    big = b"q" * 600_000  # one record per event: gRPC's windows hold some, then the queue fills
+    for _ in range(20):
+        await put(kinesis, "s", big)
+    await wait_for(
+        lambda: subscriptions.statistics()[0].queued_events == limits.subscription_queue_events_max,
+        what="a full queue",
+    )
+    clock.advance(ms=TAKEOVER_MS)
+    new = subscribe(kinesis, arn, {"Type": "LATEST"})
+    assert await next_event(new) is not None
+    await wait_for(lambda: len(reader_tasks()) == 1, what="the old reader to stop")
+    (stats,) = subscriptions.statistics()
+    assert stats.queued_bytes < len(big)  # only the new subscription's (empty) events
+    error = await error_within(old, events_max=10)  # what gRPC had buffered, then the error
+    assert error.code.kinesis_name == "ResourceInUseException"
+    await new.aclose()
+
+
+async def test_many_short_subscriptions_leave_no_task_behind(
+    fanout_node: Node, kinesis: AsyncShoalClient
+) -> None:
+    """300 subscriptions opened, read once and dropped by the client: each frees its slot and
+    its reader task at once (no growth in the loop's tasks)."""
+    arn = await consumer_for(kinesis, "s")
+    await put(kinesis, "s", b"r")
+    baseline = len(asyncio.all_tasks())
+    for _ in range(300):
+        events = subscribe(kinesis, arn, {"Type": "TRIM_HORIZON"})
+        assert await next_event(events) is not None
+        await closed(fanout_node, events)
+    await wait_for(lambda: not reader_tasks(), what="every reader task to end")
+    await wait_for(
+        lambda: len(asyncio.all_tasks()) <= baseline + 2,
+        what=f"the task count back near {baseline} (now {len(asyncio.all_tasks())})",
+    )
+
+
+async def test_stopping_the_node_ends_open_subscriptions_promptly(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A node with subscriptions open on both doors stops well within the doors' 5 s grace:
+    the streams end normally (the subscriber resubscribes elsewhere), and a subscribe that
+    arrives meanwhile is a retryable InternalFailure."""
+    config = node_config(tmp_path / "node", consumer_creating_ms=0)
+    node = Node(config, clock=clock)
+    await node.start()
+    stopped = False
+    try:
+        async with connected_client(node) as client:
+            arn = await consumer_for(client, "s")
+            events = subscribe(client, arn, {"Type": "LATEST"})
+            assert await next_event(events) is not None
+            http = await asyncio.open_connection("127.0.0.1", node.http_port)
+            body = (
+                b'{"ConsumerARN": "%s", "ShardId": "%s", "StartingPosition": {"Type": '
+                b'"LATEST"}}' % (arn.encode(), b"shardId-000000000000")
+            )
+            reader, writer = http
+            # A second consumer would be needed for the same shard; the HTTP subscriber takes
+            # the shard's other slot through a second consumer instead.
+            summary = await client.call("DescribeStreamSummary", {"StreamName": "s"})
+            stream_arn = summary["StreamDescriptionSummary"]["StreamARN"]
+            second = await client.call(
+                "RegisterStreamConsumer", {"StreamARN": stream_arn, "ConsumerName": "http"}
+            )
+            body = body.replace(arn.encode(), second["Consumer"]["ConsumerARN"].encode())
+            writer.write(
+                b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-amz-json-1.1\r\n"
+                b"x-amz-target: Kinesis_20131202.SubscribeToShard\r\n"
+                b"content-length: %d\r\n\r\n%s" % (len(body), body)
+            )
+            await writer.drain()
+            async with asyncio.timeout(EVENT_TIMEOUT_S):
+                assert b"200" in await reader.readline()
+            await wait_for(lambda: subscriptions_of(node).count == 2, what="both subscriptions")
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            stopping = asyncio.create_task(node.stop())
+            async with asyncio.timeout(EVENT_TIMEOUT_S):
+                while (await next_event(events)) is not None:  # heartbeats, then the end
+                    pass
+            await asyncio.wait_for(stopping, timeout=10)
+            stopped = True
+            elapsed_s = loop.time() - started
+            assert elapsed_s < 3.0, f"stop took {elapsed_s:.1f} s with open subscriptions"
+            async with asyncio.timeout(EVENT_TIMEOUT_S):
+                rest = await reader.read()  # the chunked body ended (0-length chunk), then EOF
+            assert rest.endswith(b"0\r\n\r\n"), rest[-40:]
+            writer.close()
+    finally:
+        if not stopped:
+            await node.stop()
+
+
+async def test_subscribe_while_the_node_stops_is_a_retryable_internal_failure(
+    fanout_node: Node, kinesis: AsyncShoalClient
+) -> None:
+    arn = await consumer_for(kinesis, "s")
+    assert subscriptions_of(fanout_node).end_all() == 0
+    events = subscribe(kinesis, arn, {"Type": "LATEST"})
+    with pytest.raises(ShoalError) as caught:
+        await events.next_event(timeout_s=EVENT_TIMEOUT_S)
+    assert caught.value.code.kinesis_name == "InternalFailure"
+    assert caught.value.code.spec.retryable

@@ -63,14 +63,19 @@ async def test_get_records_calls_are_limited(limited: AsyncShoalClient, clock: M
     token = await iterator(limited, "s", "shardId-000000000000")
     for _ in range(5):
         token = (await limited.call("GetRecords", {"ShardIterator": token}))["NextShardIterator"]
-    await expect_error(
+    refused = await expect_error(
         "ProvisionedThroughputExceededException",
         limited.call("GetRecords", {"ShardIterator": token}),
     )
+    # AWS words GetRecords' refusal its own way (service/throughput.py).
+    assert refused.message == "Rate exceeded for Shard - 000000000000/s/shardId-000000000000"
     clock.advance(ms=200)
     await limited.call("GetRecords", {"ShardIterator": token})
     for _ in range(5):
         await iterator(limited, "s", "shardId-000000000001")
-    await expect_error(
+    refused = await expect_error(
         "ProvisionedThroughputExceededException", iterator(limited, "s", "shardId-000000000001")
+    )
+    assert refused.message == (
+        "Rate exceeded for shard shardId-000000000001 in stream s under account 000000000000."
     )

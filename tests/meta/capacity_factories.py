@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from broker import limits
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent, ScalingEventKind
 from broker.meta.commands import BeginReshard, Command, RecordScalingEvent, ReportShardLoads
 from broker.meta.image import ReshardKind
-from broker.streams.hot_keys import KeyLoad
 from broker.types import NodeId, ShardIndex, StreamUid
 
 
@@ -26,17 +24,9 @@ def every_capacity_command(*, now_ms: int) -> list[Command]:
                     records=2**40,
                     size_bytes=2**50,
                     bytes_bound=True,
-                    split_key=limits.hash_key_max - 1,
+                    split_at_ppm=999_999,
                     hot_key_share_ppm=123_456,
-                    top_keys=(
-                        KeyLoad(
-                            partition_key="ü-key",
-                            records=10,
-                            records_error=2,
-                            size_bytes=1_000,
-                            size_bytes_error=20,
-                        ),
-                    ),
+                    heavy_keys=(("ü-key", 10, 2, 1_000, 20), ("k2", 3, 2, 300, 20)),
                 ),
                 ReportedLoad(
                     stream_uid=StreamUid(1),

@@ -7,18 +7,23 @@ import dataclasses
 
 import pytest
 
+from broker import limits
 from broker.errors import ErrorCode
 from broker.meta import capacity
 from broker.meta.capacity_table import (
     EVENTS_PER_STREAM_MAX,
+    REPORT_KEYS_MAX,
     ReportedLoad,
     ScalingEvent,
     ScalingEventKind,
+    split_hash_key,
+    split_position_ppm,
 )
 from broker.meta.commands import (
     BeginReshard,
     Command,
     DeleteStream,
+    ForgetStream,
     RecordScalingEvent,
     ReportShardLoads,
     SetNodeState,
@@ -28,7 +33,7 @@ from broker.meta.commands import (
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, StreamMode
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import apply
-from broker.streams.hot_keys import KeyLoad
+from broker.streams.hot_keys import KeyLoad, ShardLoad
 from broker.types import NodeId, ShardIndex, StreamName, StreamUid
 from tests.meta.factories import create_stream, nodes_image
 
@@ -67,24 +72,14 @@ def _load(
         size_bytes=records * 100,
         hot_key=hot_key,
         hot_key_share_ppm=950_000 if hot_key else 0,
-        top_keys=(
-            KeyLoad(
-                partition_key="k",
-                records=records,
-                records_error=0,
-                size_bytes=1,
-                size_bytes_error=0,
-            ),
-        )
-        if records
-        else (),
+        heavy_keys=(("k", records, 0, 1, 0),) if records else (),
     )
 
 
 def _report(
-    image: MetadataImage, *loads: ReportedLoad, node: NodeId = N1
+    image: MetadataImage, *loads: ReportedLoad, node: NodeId = N1, now_ms: int = NOW
 ) -> tuple[MetadataImage, int]:
-    image, accepted = _ok(image, ReportShardLoads(now_ms=NOW, node_id=node, loads=loads))
+    image, accepted = _ok(image, ReportShardLoads(now_ms=now_ms, node_id=node, loads=loads))
     assert isinstance(accepted, int)
     return image, accepted
 
@@ -127,10 +122,23 @@ def test_an_idle_entry_removes_the_shard_and_no_entry_means_idle() -> None:
 
 
 def test_a_stale_report_is_unknown_and_so_is_a_shard_whose_leader_is_not_active() -> None:
-    image, _ = _report(_stream_image(), _load(0, reported_ms=NOW - 60_000))
+    old = NOW - 60_000
+    image, _ = _report(_stream_image(), _load(0, reported_ms=old), now_ms=old)
     stream = image.streams[StreamName("s1")]
     loads = capacity.loads_for_stream(image, stream, now_ms=NOW, stale_ms=30_000)
     assert ShardIndex(0) not in loads  # neither hot nor cold
+    # An empty report of its node since confirms the entry (delta reporting).
+    confirmed, accepted = _report(image, now_ms=NOW - 10_000)
+    assert accepted == 0
+    assert ShardIndex(0) in capacity.loads_for_stream(
+        confirmed, stream, now_ms=NOW, stale_ms=30_000
+    )
+    # An unknown node is not remembered (the reporters stay bounded by the nodes); a late
+    # (older) report never rewinds a node's confirmation.
+    stranger, _ = _report(confirmed, node=NodeId("n9"))
+    assert stranger.capacity.reporters == confirmed.capacity.reporters
+    rewound, _ = _report(confirmed, now_ms=old)
+    assert rewound.capacity.reporters == confirmed.capacity.reporters
     assert loads[ShardIndex(1)] is capacity.IDLE_LOAD
     fenced, _ = _ok(
         image,
@@ -139,26 +147,47 @@ def test_a_stale_report_is_unknown_and_so_is_a_shard_whose_leader_is_not_active(
     assert capacity.loads_for_stream(fenced, stream, now_ms=NOW, stale_ms=30_000) == {}
 
 
-def test_a_leader_change_makes_the_old_entry_stale_and_the_next_report_prunes_it() -> None:
-    image, _ = _report(_stream_image(), _load(0), _load(1))
+def _lead_shard_0(image: MetadataImage, leader: NodeId) -> MetadataImage:
+    """Stream s1's shard 0 in a new epoch led by `leader` (added to its replicas if needed)."""
     shard = image.streams[StreamName("s1")].shards[0]
+    replicas = shard.replicas if leader in shard.replicas else (leader, *shard.replicas)
     image, _ = _ok(
         image,
         SetShardLeader(
             now_ms=NOW,
             stream_uid=StreamUid(1),
             shard_index=ShardIndex(0),
-            leader=N1,
-            epoch=2,
+            leader=leader,
+            epoch=shard.epoch + 1,
             expected_epoch=shard.epoch,
-            replicas=shard.replicas,
+            replicas=replicas,
         ),
     )
+    return image
+
+
+def test_a_leader_change_makes_the_old_entry_stale_and_the_next_report_prunes_it() -> None:
+    image, _ = _report(_stream_image(), _load(0), _load(1))
+    image = _lead_shard_0(image, N1)  # the same node, a new epoch
     stream = image.streams[StreamName("s1")]
     loads = capacity.loads_for_stream(image, stream, now_ms=NOW, stale_ms=30_000)
     assert loads[ShardIndex(0)] is capacity.IDLE_LOAD  # the old epoch's report is not current
     image, _ = _report(image, _load(1))
     assert [e.shard_index for e in image.capacity.loads] == [1]
+
+
+def test_a_shard_that_just_changed_leader_is_unknown_not_idle_until_the_new_one_reports() -> None:
+    """The old leader's busy entry stops counting at the change; the new leader has not
+    reported yet. Reading its silence as "idle" would start a cold spell on a busy shard."""
+    image, _ = _report(_stream_image(nodes=2), _load(0), _load(1))
+    image = _lead_shard_0(image, NodeId("n2"))
+    stream = image.streams[StreamName("s1")]
+    assert stream.shards[0].leader_since_ms == NOW
+    loads = capacity.loads_for_stream(image, stream, now_ms=NOW + 29_999, stale_ms=30_000)
+    assert ShardIndex(0) not in loads  # neither the old report nor "idle"
+    assert ShardIndex(1) in loads
+    later = capacity.loads_for_stream(image, stream, now_ms=NOW + 30_000, stale_ms=30_000)
+    assert later[ShardIndex(0)] is capacity.IDLE_LOAD  # n2 had time to report, and did not
 
 
 def test_the_scaling_log_keeps_the_newest_events_and_forgets_deleted_streams() -> None:
@@ -259,21 +288,71 @@ def test_reported_load_keeps_totals_exact_and_bounds_keys() -> None:
         bytes_per_second=98_765 * 1000 / 7_000,
         top_keys=tuple(
             KeyLoad(
-                partition_key=str(i), records=1, records_error=0, size_bytes=1, size_bytes_error=0
+                partition_key=str(i),
+                records=20 - i,
+                records_error=0,
+                size_bytes=1,
+                size_bytes_error=0,
             )
             for i in range(10)
         ),
         hot_key_share=0.5,
     )
-    entry = capacity.reported_load(
-        tracker_load,
-        stream_uid=StreamUid(1),
-        shard_index=ShardIndex(0),
-        node_id=N1,
-        epoch=1,
-        reported_ms=NOW,
-        keys_max=3,
-    )
+
+    def entry_of(load: ShardLoad, keys_max: int = REPORT_KEYS_MAX) -> ReportedLoad:
+        return capacity.reported_load(
+            load,
+            stream_uid=StreamUid(1),
+            shard_index=ShardIndex(0),
+            node_id=N1,
+            epoch=1,
+            reported_ms=NOW,
+            hash_key_start=0,
+            hash_key_end=limits.hash_key_max,
+            keys_max=keys_max,
+        )
+
+    entry = entry_of(tracker_load, keys_max=3)
     assert (entry.records, entry.size_bytes, len(entry.top_keys)) == (123, 98_765, 3)
+    light = dataclasses.replace(
+        tracker_load,
+        top_keys=(
+            *(dataclasses.replace(k, records=6) for k in tracker_load.top_keys[:2]),
+            dataclasses.replace(tracker_load.top_keys[2], records=7, records_error=2),
+        ),
+    )
+    # 6 of 123 records is 4.9 %, under the 5 % a key needs; 7 - 2 surely carried is 4.1 %.
+    assert entry_of(light).top_keys == ()
     assert entry.hot_key_share_ppm == 500_000
-    assert entry.to_shard_load().records_per_second == pytest.approx(123 / 7)
+    whole = {"hash_key_start": 0, "hash_key_end": limits.hash_key_max}
+    assert entry.to_shard_load(**whole).records_per_second == pytest.approx(123 / 7)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"), [(0, limits.hash_key_max), (10, 13), (2**100, 2**101 - 1), (7, 1_000_006)]
+)
+def test_a_split_position_survives_quantization_within_a_millionth(start: int, end: int) -> None:
+    for key in (start + 2, (start + end) // 2, end - 1, start + (end - start) // 3):
+        ppm = split_position_ppm(key, start, end)
+        back = split_hash_key(ppm, start, end)
+        assert back is not None and start + 1 < back < end  # a valid NewStartingHashKey
+        assert abs(back - key) <= max(2, (end + 1 - start) // 1_000_000 + 1)
+    assert split_hash_key(500_000, 5, 7) is None  # SplitShard needs two keys on either side
+
+
+def test_a_forgotten_stream_leaves_no_log_and_no_load_behind() -> None:
+    """Without this, a cluster that creates and forgets streams and then records no event
+    and no report keeps every forgotten stream's log (up to 100 events each) forever."""
+    image, _ = _report(_stream_image(), _load(0))
+    image, _ = _ok(
+        image,
+        RecordScalingEvent(
+            now_ms=NOW,
+            stream_uid=StreamUid(1),
+            event=ScalingEvent(time_ms=NOW, kind=ScalingEventKind.HOT_KEY, shard_ids=(), reason=""),
+        ),
+    )
+    image, _ = _ok(image, DeleteStream(now_ms=NOW, name="s1", deleting_ms=0))
+    image, _ = _ok(image, ForgetStream(now_ms=NOW + 1, uid=StreamUid(1)))
+    assert image.streams == {}
+    assert image.capacity.scaling_logs == () and image.capacity.loads == ()

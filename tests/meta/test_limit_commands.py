@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from broker.errors import ErrorCode
 from broker.meta.commands import (
+    BeginReshard,
     Command,
     SetShardLeader,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateStreamLimits,
 )
-from broker.meta.image import MetadataImage, StreamMode
+from broker.meta.image import MetadataImage, ReshardKind, StreamMode
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import Applied, apply
 from broker.streams.account_settings import CommitmentStatus
@@ -138,3 +139,38 @@ def test_set_shard_leader_records_when_a_new_leader_began() -> None:
     )
     # The same leader in a new epoch keeps its buckets: its leadership began at 5 000.
     assert same.streams[S1].shards[0].leader_since_ms == 5_000
+
+
+def test_splits_in_flight_count_against_the_account_shard_limit() -> None:
+    """Two streams split at once while the account has room for one more shard: the second
+    split must be refused, or both complete and the account holds limit + 1 open shards."""
+    image = ok(with_stream(), create_stream("s2", now_ms=1, creating_ms=0))  # 4 open shards
+    image = ok(image, UpdateAccountLimits(now_ms=1, shard_limit=5))
+
+    def split(name: str, now_ms: int) -> BeginReshard:
+        shard = image.streams[StreamName(name)].shards[0]
+        return BeginReshard(
+            now_ms=now_ms,
+            name=name,
+            kind=ReshardKind.SPLIT,
+            shard_index=ShardIndex(0),
+            new_starting_hash_key=(shard.hash_key_start + shard.hash_key_end) // 2,
+            shard_count_per_account_max=100,
+        )
+
+    image = ok(image, split("s1", 5_000))  # 4 + 1 = 5: allowed
+    refused = applied(image, split("s2", 5_001))
+    assert refused.error is not None and refused.error.code is ErrorCode.LIMIT_EXCEEDED
+    assert "Current shard count for the account: 5." in refused.error.message
+    shrink = applied(
+        image,
+        BeginReshard(
+            now_ms=5_002,
+            name="s2",
+            kind=ReshardKind.MERGE,
+            shard_index=ShardIndex(0),
+            adjacent_shard_index=ShardIndex(1),
+            shard_count_per_account_max=100,
+        ),
+    )
+    assert shrink.error is None, shrink.error  # merging never needs room

@@ -7,7 +7,12 @@ import hashlib
 
 from broker.clock import ManualClock
 from broker.log.records import NewRecord
-from broker.meta.capacity_table import REPORT_KEYS_MAX
+from broker.meta import capacity
+from broker.meta.capacity_table import (
+    REPORT_FLOOR_PPM,
+    REPORT_KEY_SHARE_MIN_PPM,
+    REPORT_KEYS_MAX,
+)
 from broker.meta.commands import Command, ReportShardLoads, SetShardLeader
 from broker.meta.image import MetadataImage
 from broker.meta.state_machine import apply
@@ -27,7 +32,9 @@ def _ok(image: MetadataImage, command: Command) -> MetadataImage:
 
 
 class World:
-    def __init__(self, *, refresh_ms: int = 15_000, change_fraction: float = 0.1) -> None:
+    def __init__(
+        self, *, refresh_ms: int = 15_000, change_fraction: float = 0.1, floor_ppm: int = 0
+    ) -> None:
         self.image = _ok(nodes_image(1), create_stream("s1", shard_count=2))
         self.clock = ManualClock(wall_ms=1_800_000_000_000, monotonic_ms=0)
         self.recorder = ShardLoadRecorder(
@@ -37,6 +44,7 @@ class World:
             config=CONFIG,
             refresh_ms=refresh_ms,
             change_fraction=change_fraction,
+            floor_ppm=floor_ppm,  # 0: these tests write a few records; the floor has its own
         )
 
     def shard_uid(self, index: int) -> ShardUid:
@@ -83,8 +91,10 @@ def test_a_busy_shard_is_reported_with_its_hot_key_first_then_when_its_rate_move
     assert (entry.stream_uid, entry.shard_index, entry.epoch) == (StreamUid(1), ShardIndex(1), 1)
     assert entry.records == 70
     assert entry.top_keys[0].partition_key == keys[0]
-    assert len(entry.top_keys) == REPORT_KEYS_MAX
-    assert entry.split_key is not None
+    # Only heavy keys travel: 41 of 70 records; each other key carries 1/70 (1.4 %), under
+    # REPORT_KEY_SHARE_MIN_PPM.
+    assert [k.partition_key for k in entry.top_keys] == [keys[0]]
+    assert entry.split_at_ppm is not None
     assert len(world.image.capacity.loads) == 1
     world.clock.advance(ms=500)
     assert world.report() is None  # the same 70 records/s: nothing new to say
@@ -93,15 +103,34 @@ def test_a_busy_shard_is_reported_with_its_hot_key_first_then_when_its_rate_move
     assert again is not None and again.loads[0].records == 100  # +43 %: reported
 
 
-def test_a_steady_shard_is_reported_again_before_its_entry_goes_stale() -> None:
+def test_a_steady_shard_is_confirmed_by_an_empty_report_before_its_entry_goes_stale() -> None:
     world = World(refresh_ms=2_000, change_fraction=1e9)  # rates never "move" here
     world.put(0, _keys_for_shard(world, 0, 5))
-    assert world.report() is not None
+    first = world.report()
+    assert first is not None and len(first.loads) == 1
+    (entry,) = world.image.capacity.loads
     world.clock.advance(ms=1_999)
     assert world.report() is None
     world.clock.advance(ms=1)
-    refreshed = world.report()
-    assert refreshed is not None and refreshed.loads[0].reported_ms == world.clock.wall_ms()
+    confirmed = world.report()
+    assert confirmed is not None and confirmed.loads == ()  # delta reporting: no entry again
+    assert world.image.capacity.loads == (entry,)
+    assert world.image.capacity.confirmed_ms(entry) == world.clock.wall_ms()
+    assert capacity.is_fresh(
+        world.image, entry, now_ms=world.clock.wall_ms() + 30_000, stale_ms=30_000
+    )
+    assert world.report() is None
+
+
+def test_an_entry_the_image_lacks_is_sent_again_whatever_the_rates() -> None:
+    world = World(change_fraction=1e9)
+    world.put(0, _keys_for_shard(world, 0, 5))
+    command = world.recorder.report()
+    assert command is not None
+    world.recorder.reported(command)  # "committed", but the entry never reached this image
+    again = world.report()
+    assert again is not None and [e.shard_index for e in again.loads] == [0]
+    assert world.report() is None
 
 
 def test_a_shard_that_turns_idle_is_reported_once_then_never() -> None:
@@ -169,10 +198,44 @@ def test_explicit_hash_keys_are_used_and_recomputed_ones_clamped_into_the_range(
     world.clock.advance(ms=100)
     command = world.report()
     assert command is not None
-    split = command.loads[0].split_key
+    split = command.loads[0].split_key(
+        hash_key_start=shard.hash_key_start, hash_key_end=shard.hash_key_end
+    )
     assert split is not None and split > (shard.hash_key_start + shard.hash_key_end) // 2
     # A forwarded record that had an ExplicitHashKey: its key's MD5 may lie in another shard.
     other = _keys_for_shard(world, 0, 5)
     world.put(1, other)  # clamped into shard 1's range (the tracker asserts it)
     counted = world.report()
     assert counted is not None and counted.loads[0].records == 15
+
+
+def test_every_key_above_the_heavy_share_is_reported_up_to_the_cap() -> None:
+    world = World()
+    keys = _keys_for_shard(world, 0, 40)
+    heavy = keys[:12]  # 12 keys of 8 records each: 8/106 = 7.5 % each
+    world.put(0, [k for k in heavy for _ in range(8)] + keys[12:22])
+    command = world.report()
+    assert command is not None
+    (entry,) = command.loads
+    assert len(entry.top_keys) == REPORT_KEYS_MAX
+    assert {k.partition_key for k in entry.top_keys} <= set(heavy)
+    for key in entry.top_keys:
+        assert (key.records - key.records_error) * 1_000_000 >= (
+            REPORT_KEY_SHARE_MIN_PPM * entry.records
+        )
+
+
+def test_a_trickle_below_the_floor_costs_no_entry_and_clears_an_old_one() -> None:
+    world = World(floor_ppm=REPORT_FLOOR_PPM)  # 1 %: 10 records/s
+    keys = _keys_for_shard(world, 0, 200)
+    world.put(0, keys[:50])  # 50 records/s: 5 % of a shard
+    assert world.report() is not None
+    entries = world.image.capacity.loads
+    assert len(entries) == 1
+    world.clock.advance(ms=3_000)  # the window empties
+    world.put(0, keys[50:57])  # 7 records over the 2 s span: 0.35 % < half the 1 % floor
+    command = world.report()
+    assert command is not None and [e.records for e in command.loads] == [0]  # idle: cleared
+    assert world.image.capacity.loads == ()
+    world.put(0, keys[57:60])
+    assert world.report() is None  # still a trickle, and nothing left to clear

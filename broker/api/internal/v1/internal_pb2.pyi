@@ -462,10 +462,17 @@ class ShardAppendRequest(_message.Message):
     SHARD_UID_FIELD_NUMBER: _builtins.int
     EPOCH_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    HASH_KEYS_FIELD_NUMBER: _builtins.int
     stream_uid: _builtins.int
     shard_uid: _builtins.int
     epoch: _builtins.int
     """the leader epoch the sender routed by (0: any)"""
+    hash_keys: _builtins.bytes
+    """The hash key each record was routed by (its ExplicitHashKey, or its partition key's MD5),
+    16 bytes big-endian per record in order, for the leader's load tracker (the traffic split
+    key); one field rather than per-record ones so the cost is the 16 bytes alone. Empty: not
+    sent (a sender from before this field), the leader hashes the partition keys again.
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     def __init__(
@@ -475,10 +482,11 @@ class ShardAppendRequest(_message.Message):
         shard_uid: _builtins.int = ...,
         epoch: _builtins.int = ...,
         records: _abc.Iterable[Global___Record] | None = ...,
+        hash_keys: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "records", b"records", "shard_uid", b"shard_uid", "stream_uid", b"stream_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "hash_keys", b"hash_keys", "records", b"records", "shard_uid", b"shard_uid", "stream_uid", b"stream_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
