@@ -48,7 +48,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from broker import limits, metrics_views, tls
+from broker import limits, tls
 from broker.clock import Clock, SystemClock
 from broker.config import Config, QuorumLayout
 from broker.errors import ErrorCode, ShoalError
@@ -70,13 +70,15 @@ from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
 from broker.meta import commands
 from broker.meta.autoscaler import Autoscaler, autoscaler_settings
-from broker.meta.controller import Controller, ControllerSettings
+from broker.meta.controller import Controller
+from broker.meta.controller_core import ControllerSettings
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
 from broker.meta.quorum import QuorumConfig
 from broker.metrics import ClusterView as MetricsClusterView
 from broker.metrics import MetricsServer, NodeMetrics
+from broker.metrics import views as metrics_views
 from broker.replication.driver import ReplicationDriver
 from broker.replication.peers import GrpcReplicaControl, send_heartbeat
 from broker.replication.transport import (

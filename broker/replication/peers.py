@@ -22,7 +22,7 @@ import grpc
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.controller import Promise, ReplicaStatus
+from broker.meta.controller_core import Promise, ReplicaStatus
 from broker.replication.transport import REPLICATION_SERVICE, Channels
 from broker.types import NodeId, Offset, ShardUid
 

@@ -18,10 +18,10 @@ from broker.clock import ManualClock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.commands import Command
-from broker.meta.controller import (
+from broker.meta.controller import Controller
+from broker.meta.controller_core import (
     Action,
     CompleteReshardAction,
-    Controller,
     ControllerCore,
     ControllerSettings,
     EpochChange,

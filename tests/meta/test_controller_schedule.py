@@ -18,9 +18,9 @@ import pytest
 from broker.clock import ManualClock
 from broker.meta import commands
 from broker.meta.commands import Command
-from broker.meta.controller import (
+from broker.meta.controller import Controller
+from broker.meta.controller_core import (
     Action,
-    Controller,
     ControllerCore,
     ControllerSettings,
     FenceNode,

@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 from broker.meta.autoscaler import Autoscaler
 from broker.meta.image import MetadataImage
-from broker.metrics import CertificateExpiry, NodeMetrics, StreamView
+from broker.metrics.catalog import StreamView
+from broker.metrics.node import NodeMetrics
+from broker.metrics.tls import CertificateExpiry
 from broker.tls import CertificateExpiryReader, TlsFiles
 from broker.types import StreamUid
 

@@ -1,0 +1,745 @@
+"""The controller's pure core: what to do about nodes and shard placement (0002, DESIGN §3-§4).
+
+`ControllerCore` is fed node heartbeats `(node_id, incarnation, now_ms)`, the current image and
+the outcome of its previous actions; `decide(image, now_ms)` returns what to do: fence or
+unfence nodes, change shard epochs (leader changes, replica moves, rebalancing), complete
+reshards. No I/O, no clock: `now_ms` is the observer's monotonic clock. The async shell that
+executes the actions is `meta/controller.py` (the etcd-raft shape, STYLE B.1 #2); this module
+also holds the values both sides share: the settings, the actions and outcomes, and a
+replica's `Promise` and `ReplicaStatus` with the pure rules over them (`choose_leader`,
+`is_caught_up`).
+
+A pass probes late nodes every `pass_interval_ms`, but runs `decide` (a walk over every
+shard) only when `ControllerCore.needs_decision` says its answer can have changed: a new
+image, an input that matters (a new session, incarnation or shutdown, life after a silence, a
+refused probe, an outcome), the last decision having acted, or a deadline (a session running
+out, a backoff ending), and every `full_pass_interval_ms` regardless. On an idle cluster of
+1,000 shards that is one walk every 2 s instead of ten a second (issue 6); a crash is still
+acted on at the pass that learns of it.
+
+Decisions, in the order `decide` makes them:
+1. Fencing (KIP-631): an ACTIVE or DRAINING node not heard from for `node_session_timeout_ms`
+   is FENCED; a FENCED node that heartbeats again with the image's incarnation is ACTIVE
+   again. A node that is merely late (silent for `probe_after_ms`) is probed: if its API port
+   refuses TCP connections (ECONNREFUSED: no process listens there; a crashed node) and it
+   stays silent, it is fenced at once instead of at the end of its session. A paused or
+   cut-off node accepts or drops connections rather than refusing them, so only a dead
+   process gets this fast path; everything else waits for the session timeout. Heartbeat
+   arrival is recorded at once (`on_heartbeat`), before any other work, so an
+   overloaded controller does not fence live nodes (KAFKA-15019). A newly elected controller
+   heard nobody yet: every node gets a fresh session from the moment the core was created.
+2. Leader changes: a shard whose leader is missing, FENCED, REMOVED, DRAINING or shutting
+   down gets a new epoch led by the best replica (`choose_leader`).
+3. Replica moves off DRAINING nodes: add a replacement (one more replica, epoch + 1), wait
+   until the replacement has caught up, then drop the leaving node (epoch + 1). One node in
+   or out per epoch, as the state machine requires.
+4. Reshard completion: once every sealed parent has a live leader, ask each to seal and
+   propose CompleteReshard with the final record counts.
+5. Rebalancing: the preferred leader is the first replica; leadership moves back to it when
+   it is ACTIVE and caught up. Then leaders are evened out across the nodes that can lead
+   (within one, where the replica sets allow) by making another replica preferred.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardMeta, ShardState, StreamMeta
+from broker.meta.placement import NodeLoads, node_loads
+from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
+
+# --- Settings -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControllerSettings:
+    """Timing and bounds. Built from `config.Knobs` by the node; tests shorten them."""
+
+    # A node not heard from for this long is fenced. Several heartbeat intervals (the node
+    # side sends every `node_heartbeat_interval_ms`, 1 s by default), and above the metadata
+    # quorum's own election time, so a quorum leader change does not fence everyone.
+    node_session_timeout_ms: int = 6_000
+    pass_interval_ms: int = 500  # a pass every this often while nothing happens
+    replica_rpc_timeout_ms: int = 2_000  # one Prepare, seal or status call
+    propose_timeout_ms: int = 5_000  # one metadata command
+    actions_per_pass_max: int = 256  # shard actions; node actions are few and always run
+    concurrent_actions_max: int = 32  # shard actions executing at once
+    rebalance_moves_per_pass_max: int = 16  # leadership moves made only to even out leaders
+    retry_backoff_ms_min: int = 100
+    retry_backoff_ms_max: int = 5_000
+    stream_updating_ms: int = 200  # CompleteReshard's UPDATING time (Knobs.stream_updating_ms)
+    # A node silent this long is probed (`ReplicaControl.refuses_connections`); 0: never.
+    probe_after_ms: int = 500
+    # A pass decides only when something it depends on may have changed (`needs_decision`),
+    # and at least this often regardless: the safety net, and the bound on how late the
+    # image's wall-clock views (a deleted stream gone, a closed shard expired) are noticed.
+    full_pass_interval_ms: int = 2_000
+
+    def validate(self) -> None:
+        assert self.node_session_timeout_ms > 0
+        assert self.pass_interval_ms > 0
+        assert self.node_session_timeout_ms > self.pass_interval_ms
+        assert self.replica_rpc_timeout_ms > 0
+        assert self.propose_timeout_ms > 0
+        assert self.actions_per_pass_max > 0
+        assert self.concurrent_actions_max > 0
+        assert self.rebalance_moves_per_pass_max >= 0
+        assert 0 < self.retry_backoff_ms_min <= self.retry_backoff_ms_max
+        assert 0 <= self.probe_after_ms < self.node_session_timeout_ms
+        assert self.full_pass_interval_ms > 0  # below pass_interval_ms: every pass decides
+
+
+# --- ReplicaControl: the seam to the shard replicas ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Promise:
+    """A replica's answer to Prepare(epoch): `ok` if it promised (its promised epoch is now at
+    least `epoch`, durably); otherwise `promised_epoch` is the higher one it had promised."""
+
+    ok: bool
+    last_epoch: int  # the epoch of its last record (0 for an empty log)
+    log_end: Offset
+    promised_epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplicaStatus:
+    """A replica's log as it stands (no side effects)."""
+
+    log_end: Offset
+    hw: Offset  # the high watermark it knows
+    last_epoch: int
+
+
+# --- Actions (the core's output) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardRef:
+    stream_name: StreamName
+    stream_uid: StreamUid
+    shard_index: ShardIndex
+    shard_uid: ShardUid
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FenceNode:
+    node_id: NodeId
+    incarnation: int
+    silent_ms: int  # how long the node had not been heard from
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnfenceNode:
+    node_id: NodeId
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EpochChange:
+    """Leader change and/or replica-set change of one shard, through Prepare.
+
+    `eligible`: who may lead, in preference order (the state machine accepts ACTIVE and
+    DRAINING leaders; the controller lists DRAINING ones last, for safety only: a leaving
+    node holding the only complete log must lead until the others caught up).
+    `caught_up`: replicas that must have caught up with the current leader before anything
+    is sent (a replica move's last step, a rebalance); if they have not, nothing happens."""
+
+    shard: ShardRef
+    epoch: int  # the shard's current epoch: Prepare(epoch + 1), expected_epoch=epoch
+    leader: NodeId | None  # the current leader
+    replicas: tuple[NodeId, ...]
+    new_replicas: tuple[NodeId, ...]
+    eligible: tuple[NodeId, ...]
+    caught_up: tuple[NodeId, ...]
+    reason: (
+        str  # leader_unavailable, leader_leaving, add_replica, remove_replica, preferred, balance
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SealedParent:
+    index: ShardIndex
+    shard_uid: ShardUid
+    leader: NodeId
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompleteReshardAction:
+    stream_name: StreamName
+    stream_uid: StreamUid
+    parents: tuple[SealedParent, ...]
+
+
+NodeAction = FenceNode | UnfenceNode
+ShardAction = EpochChange | CompleteReshardAction
+Action = NodeAction | ShardAction
+
+
+class Outcome:
+    """How an action ended, as the shell reports it to the core."""
+
+    DONE = "done"  # applied: the next image shows it
+    NOT_READY = "not_ready"  # waiting on a replica (catch-up, seal): ask again later
+    FAILED = "failed"  # an error: back off
+
+
+# --- Pure decisions ----------------------------------------------------------------------------
+
+
+def choose_leader(
+    promises: Mapping[NodeId, Promise],
+    *,
+    replicas: Sequence[NodeId],
+    new_replicas: Sequence[NodeId],
+    eligible: Sequence[NodeId],
+) -> NodeId | None:
+    """The new leader given the promises gathered, or None when it cannot be chosen safely.
+
+    Safe means: promises from a majority of the old set and of the new set (so every record
+    acknowledged in the old epoch is held by some promiser), and the chosen replica holds the
+    highest (last_epoch, log_end) among all of them (Raft's election restriction). When only
+    ineligible replicas hold the highest log, nobody is chosen: waiting is safe, a shorter
+    log is not."""
+    assert replicas
+    assert new_replicas
+    promised = {node_id: p for node_id, p in promises.items() if p.ok}
+    for group in (replicas, new_replicas):
+        if sum(1 for node_id in group if node_id in promised) <= len(group) // 2:
+            return None
+    best = max((p.last_epoch, p.log_end) for p in promised.values())
+    for node_id in eligible:
+        promise = promised.get(node_id)
+        if promise is None or node_id not in new_replicas:
+            continue
+        if (promise.last_epoch, promise.log_end) == best:
+            return node_id
+    return None
+
+
+def is_caught_up(leader: ReplicaStatus, replica: ReplicaStatus) -> bool:
+    """The replica holds everything the leader has committed, in the leader's epoch."""
+    return replica.last_epoch == leader.last_epoch and replica.log_end >= leader.hw
+
+
+@dataclass(slots=True)
+class _Session:
+    incarnation: int
+    heard_ms: int
+    shutting_down: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    incarnation: int
+    at_ms: int
+
+
+@dataclass(slots=True)
+class _Backoff:
+    not_before_ms: int
+    delay_ms: int
+
+
+class ControllerCore:
+    """The controller's decisions; pure. One instance per controller term: create a new one
+    when this node becomes the quorum leader (its creation time starts every node's grace).
+
+    Not thread-safe; the shell calls it from one task."""
+
+    def __init__(self, *, settings: ControllerSettings, now_ms: int) -> None:
+        settings.validate()
+        self.settings = settings
+        self.started_ms = now_ms
+        self._sessions: dict[NodeId, _Session] = {}
+        self._backoff: dict[ShardUid | StreamUid | NodeId, _Backoff] = {}
+        # (Integration, issue 4.) Shards whose epoch change failed after its Prepare went out:
+        # their replicas promised an epoch the image never reached, so the image's leader is
+        # fenced even if its node is healthy again. They need an epoch change until the image
+        # passes that epoch, whatever triggered the first attempt.
+        self._prepared: dict[ShardUid, int] = {}
+        # Nodes whose API port refused connections, by the incarnation probed and when (the
+        # proof counts only while no heartbeat of that incarnation arrived after it).
+        self._refused: dict[NodeId, _Refusal] = {}
+        self._probed_ms: dict[NodeId, int] = {}
+        # When `decide` must run again (`needs_decision`): the image it last decided on, an
+        # input that may change a decision since (`_changed`), and the earliest time a
+        # decision can change by itself (a session deadline, a backoff's end, the full pass).
+        self._decided_image: MetadataImage | None = None
+        self._changed = True
+        self._next_decision_ms = now_ms
+
+    # Inputs.
+
+    def on_heartbeat(
+        self, *, node_id: NodeId, incarnation: int, now_ms: int, shutting_down: bool = False
+    ) -> None:
+        """A node said it is alive. An older incarnation than the one already heard is a
+        stale process (or a delayed message) and is ignored."""
+        session = self._sessions.get(node_id)
+        if session is not None and incarnation < session.incarnation:
+            return
+        if session is not None:
+            assert now_ms >= session.heard_ms or incarnation > session.incarnation
+        # A routine heartbeat only moves the session's deadline (`_next_decision_at` reads
+        # it); one that can change a decision is a new session or incarnation, a shutdown
+        # announced or withdrawn, a voided refusal, or life after a silence long enough to
+        # have been fenced for (an unfence).
+        if (
+            session is None
+            or session.incarnation != incarnation
+            or session.shutting_down != shutting_down
+            or now_ms - session.heard_ms > self.settings.node_session_timeout_ms
+            or node_id in self._refused
+        ):
+            self._changed = True
+        self._sessions[node_id] = _Session(
+            incarnation=incarnation, heard_ms=now_ms, shutting_down=shutting_down
+        )
+        self._refused.pop(node_id, None)
+
+    def nodes_to_probe(self, image: MetadataImage, *, now_ms: int) -> tuple[NodeId, ...]:
+        """ACTIVE or DRAINING nodes silent for `probe_after_ms` (or not heard by this
+        controller at all yet) with no refusal on record, each probed at most once per
+        `probe_after_ms`. A new controller so finds a crashed node (often the old quorum
+        leader) at once instead of after a whole session."""
+        after_ms = self.settings.probe_after_ms
+        if after_ms == 0:
+            return ()
+        due = []
+        for node_id in sorted(image.nodes):
+            node = image.nodes[node_id]
+            if node.state not in (NodeState.ACTIVE, NodeState.DRAINING):
+                continue
+            if node_id in self._refused:
+                continue
+            if self._heard(node) and self.silent_ms(node, now_ms=now_ms) <= after_ms:
+                continue  # heard lately (a new controller has heard nobody: probe them all)
+            if now_ms - self._probed_ms.get(node_id, now_ms - after_ms) < after_ms:
+                continue
+            due.append(node_id)
+        return tuple(due)
+
+    def on_probe(
+        self, image: MetadataImage, node_id: NodeId, *, refused: bool, now_ms: int
+    ) -> None:
+        """The outcome of probing `node_id` (as `nodes_to_probe` named it) at `now_ms`."""
+        self._probed_ms[node_id] = now_ms
+        node = image.nodes.get(node_id)
+        if refused and node is not None:
+            self._refused[node_id] = _Refusal(incarnation=node.incarnation, at_ms=now_ms)
+            self._changed = True
+
+    def on_outcome(self, action: Action, outcome: str, *, now_ms: int) -> None:
+        """The shell's report on an action `decide` returned."""
+        self._changed = True
+        key = _action_key(action)
+        if isinstance(action, EpochChange) and outcome == Outcome.FAILED:
+            # FAILED comes only after the Prepares were sent (see Controller._change_epoch).
+            uid = action.shard.shard_uid
+            self._prepared[uid] = max(self._prepared.get(uid, 0), action.epoch + 1)
+        if outcome == Outcome.DONE:
+            self._backoff.pop(key, None)
+            return
+        previous = self._backoff.get(key)
+        delay_ms = (
+            self.settings.retry_backoff_ms_min
+            if previous is None
+            else min(previous.delay_ms * 2, self.settings.retry_backoff_ms_max)
+        )
+        self._backoff[key] = _Backoff(not_before_ms=now_ms + delay_ms, delay_ms=delay_ms)
+
+    # Views.
+
+    def silent_ms(self, node: NodeMeta, *, now_ms: int) -> int:
+        """How long `node` (this incarnation or a newer one) has not been heard from, counting
+        from this controller's start at most (the grace a new controller gives)."""
+        session = self._sessions.get(node.node_id)
+        heard_ms = self.started_ms
+        if session is not None and session.incarnation >= node.incarnation:
+            heard_ms = max(heard_ms, session.heard_ms)
+        return max(0, now_ms - heard_ms)
+
+    def can_lead(self, image: MetadataImage, node_id: NodeId) -> bool:
+        """ACTIVE and not announcing a shutdown: may take leaderships."""
+        node = image.nodes.get(node_id)
+        if node is None or node.state is not NodeState.ACTIVE:
+            return False
+        session = self._sessions.get(node_id)
+        return not (
+            session is not None
+            and session.incarnation == node.incarnation
+            and session.shutting_down
+        )
+
+    # Decisions.
+
+    def needs_decision(self, image: MetadataImage, *, now_ms: int) -> bool:
+        """Whether `decide` can return anything it did not return last time (issue 6: on an
+        idle cluster the pass over every shard was the controller's node's largest cost).
+
+        True when `image` is not the one last decided on, an input arrived that may change a
+        decision (`on_heartbeat` says which do, `on_probe` with a refusal, `on_outcome`), the
+        last decision acted (the next step, or shards past the per-pass budget, come next),
+        or `now_ms` reached the next time a decision changes by itself: an ACTIVE or DRAINING
+        node's session running out, a backoff ending, or `full_pass_interval_ms` passing."""
+        return self._changed or image is not self._decided_image or now_ms >= self._next_decision_ms
+
+    def decide(self, image: MetadataImage, *, now_ms: int, wall_ms: int) -> tuple[Action, ...]:
+        """Everything to do now, node actions first; shard actions bounded per pass.
+
+        `now_ms` is the monotonic clock (sessions, backoff); `wall_ms` the wall clock, only
+        for the image's own time-dependent views (a deleted stream, an expired shard)."""
+        assert now_ms >= self.started_ms
+        actions: list[Action] = list(self._node_actions(image, now_ms=now_ms))
+        shard_actions: list[ShardAction] = []
+        acted: set[ShardUid] = set()
+        budget = self.settings.actions_per_pass_max
+        loads = node_loads(image, now_ms=wall_ms)  # replica targets planned in this pass add up
+        for stream, shard in _placed_shards(image, wall_ms=wall_ms):
+            if len(shard_actions) >= budget:
+                break
+            if self._waiting(shard.uid, now_ms=now_ms):
+                acted.add(shard.uid)
+                continue
+            action = self._shard_action(image, stream, shard, loads=loads)
+            if action is not None:
+                shard_actions.append(action)
+                acted.add(shard.uid)
+        for reshard in self._reshard_actions(image, acted, now_ms=now_ms, wall_ms=wall_ms):
+            if len(shard_actions) < budget:
+                shard_actions.append(reshard)
+        room = min(budget - len(shard_actions), self.settings.rebalance_moves_per_pass_max)
+        if room > 0:
+            shard_actions.extend(
+                self._rebalance(image, acted, now_ms=now_ms, wall_ms=wall_ms, moves_max=room)
+            )
+        decided = (*actions, *shard_actions)
+        self._decided_image = image
+        self._changed = bool(decided)
+        self._next_decision_ms = self._next_decision_at(image, now_ms=now_ms)
+        return decided
+
+    def _next_decision_at(self, image: MetadataImage, *, now_ms: int) -> int:
+        """The earliest time after `now_ms` at which `decide` on the same image and inputs can
+        decide differently: a session ends (`silent_ms` exceeds the timeout one ms after
+        `heard + timeout`), a backoff ends, or the full pass is due. Deadlines already past
+        were acted on or are backing off, so they do not count."""
+        due = now_ms + self.settings.full_pass_interval_ms
+        timeout_ms = self.settings.node_session_timeout_ms
+        for node in image.nodes.values():
+            if node.state in (NodeState.ACTIVE, NodeState.DRAINING):
+                ends_ms = now_ms - self.silent_ms(node, now_ms=now_ms) + timeout_ms + 1
+                if ends_ms > now_ms:
+                    due = min(due, ends_ms)
+        for backoff in self._backoff.values():
+            if backoff.not_before_ms > now_ms:
+                due = min(due, backoff.not_before_ms)
+        return due
+
+    def _waiting(self, key: ShardUid | StreamUid | NodeId, *, now_ms: int) -> bool:
+        backoff = self._backoff.get(key)
+        return backoff is not None and now_ms < backoff.not_before_ms
+
+    def _node_actions(self, image: MetadataImage, *, now_ms: int) -> Iterable[NodeAction]:
+        timeout_ms = self.settings.node_session_timeout_ms
+        for node_id in sorted(image.nodes):
+            node = image.nodes[node_id]
+            if self._waiting(node_id, now_ms=now_ms):
+                continue
+            silent_ms = self.silent_ms(node, now_ms=now_ms)
+            if node.state in (NodeState.ACTIVE, NodeState.DRAINING) and (
+                silent_ms > timeout_ms or self._proven_down(node)
+            ):
+                yield FenceNode(node_id=node_id, incarnation=node.incarnation, silent_ms=silent_ms)
+            elif node.state is NodeState.FENCED:
+                session = self._sessions.get(node_id)
+                # Only a heartbeat this controller received, from this very incarnation: the
+                # grace period is no evidence of life.
+                # A refusal on record means no heartbeat came since the probe failed.
+                if (
+                    session is not None
+                    and session.incarnation == node.incarnation
+                    and now_ms - session.heard_ms <= timeout_ms
+                    and not self._proven_down(node)
+                ):
+                    yield UnfenceNode(node_id=node_id, incarnation=node.incarnation)
+
+    def _heard(self, node: NodeMeta) -> bool:
+        session = self._sessions.get(node.node_id)
+        return session is not None and session.incarnation >= node.incarnation
+
+    def _proven_down(self, node: NodeMeta) -> bool:
+        """Its port refused connections, and no heartbeat came since (`on_heartbeat` drops
+        the refusal); a refusal of an earlier incarnation proves nothing about this one."""
+        refusal = self._refused.get(node.node_id)
+        return refusal is not None and refusal.incarnation == node.incarnation
+
+    def _eligible(self, image: MetadataImage, replicas: Sequence[NodeId]) -> tuple[NodeId, ...]:
+        """Replicas that may lead in preference order: those that can lead, then the DRAINING
+        or shutting-down ones (see EpochChange); never FENCED or REMOVED ones."""
+        first = [n for n in replicas if self.can_lead(image, n)]
+        last = [
+            n
+            for n in replicas
+            if n not in first
+            and n in image.nodes
+            and image.nodes[n].state in (NodeState.ACTIVE, NodeState.DRAINING)
+        ]
+        return (*first, *last)
+
+    def _shard_action(
+        self, image: MetadataImage, stream: StreamMeta, shard: ShardMeta, *, loads: NodeLoads
+    ) -> EpochChange | None:
+        """A leader change if the leader cannot stay, else the next step of a replica move."""
+        ref = _ref(stream, shard)
+        leader = shard.leader
+        if self._prepared.get(shard.uid, 0) > shard.epoch:
+            eligible = self._eligible(image, shard.replicas)
+            if eligible:
+                return self._epoch_change(
+                    ref, shard, shard.replicas, eligible=eligible, caught_up=(), reason="re_prepare"
+                )
+        else:
+            self._prepared.pop(shard.uid, None)
+        if leader is None or not self.can_lead(image, leader):
+            eligible = self._eligible(image, shard.replicas)
+            leader_operating = leader is not None and leader in eligible
+            better = [n for n in eligible if self.can_lead(image, n)]
+            if not eligible or (leader_operating and not better):
+                return None  # nobody better: a leaving leader keeps leading meanwhile
+            reason = "leader_leaving" if leader_operating else "leader_unavailable"
+            # Among equally good logs, the node leading the fewest shards (failovers in one
+            # pass spread out instead of piling onto each shard's second replica).
+            eligible = _by_fewest_leaderships(eligible, better, loads)
+            if leader is not None and leader in loads.leaders:
+                loads.leaders[leader] -= 1
+            loads.leaders[eligible[0]] = loads.leaders.get(eligible[0], 0) + 1
+            return self._epoch_change(
+                ref, shard, shard.replicas, eligible=eligible, caught_up=(), reason=reason
+            )
+        leaving = [n for n in shard.replicas if image.nodes[n].state is NodeState.DRAINING]
+        if not leaving:
+            return None
+        if len(shard.replicas) <= stream.replication_factor:
+            target = _replacement(loads, shard)
+            if target is None:
+                return None
+            loads.replicas[target] += 1
+            return self._epoch_change(
+                ref,
+                shard,
+                (*shard.replicas, target),
+                eligible=self._eligible(image, shard.replicas),
+                caught_up=(),
+                reason="add_replica",
+            )
+        new_replicas = tuple(n for n in shard.replicas if n != leaving[0])
+        waiting_for = tuple(
+            n for n in new_replicas if n != leader and image.nodes[n].state is not NodeState.FENCED
+        )
+        return self._epoch_change(
+            ref,
+            shard,
+            new_replicas,
+            eligible=self._eligible(image, new_replicas),
+            caught_up=waiting_for,
+            reason="remove_replica",
+        )
+
+    @staticmethod
+    def _epoch_change(
+        ref: ShardRef,
+        shard: ShardMeta,
+        new_replicas: tuple[NodeId, ...],
+        *,
+        eligible: tuple[NodeId, ...],
+        caught_up: tuple[NodeId, ...],
+        reason: str,
+    ) -> EpochChange:
+        assert len(set(new_replicas) ^ set(shard.replicas)) <= 1
+        return EpochChange(
+            shard=ref,
+            epoch=shard.epoch,
+            leader=shard.leader,
+            replicas=shard.replicas,
+            new_replicas=new_replicas,
+            eligible=eligible,
+            caught_up=caught_up,
+            reason=reason,
+        )
+
+    def _reshard_actions(
+        self, image: MetadataImage, acted: set[ShardUid], *, now_ms: int, wall_ms: int
+    ) -> Iterable[CompleteReshardAction]:
+        for name in sorted(image.streams):
+            stream = image.streams[name]
+            if stream.reshard is None or stream.is_gone(now_ms=wall_ms):
+                continue
+            if self._waiting(stream.uid, now_ms=now_ms):
+                continue
+            parents: list[SealedParent] = []
+            for index in stream.reshard.sealed:
+                shard = stream.shards[index]
+                assert shard.state is ShardState.SEALING
+                if shard.uid in acted or shard.leader is None:
+                    break  # a leader change comes first (0002, "Sealing for reshards")
+                if image.nodes[shard.leader].state not in (NodeState.ACTIVE, NodeState.DRAINING):
+                    break
+                parents.append(
+                    SealedParent(
+                        index=shard.index,
+                        shard_uid=shard.uid,
+                        leader=shard.leader,
+                        epoch=shard.epoch,
+                    )
+                )
+            else:
+                yield CompleteReshardAction(
+                    stream_name=stream.name, stream_uid=stream.uid, parents=tuple(parents)
+                )
+
+    def _rebalance(
+        self,
+        image: MetadataImage,
+        acted: set[ShardUid],
+        *,
+        now_ms: int,
+        wall_ms: int,
+        moves_max: int,
+    ) -> list[EpochChange]:
+        """Preferred leaders back first, then even leader counts; at most `moves_max`."""
+        # Every open shard with a healthy leader counts; those acted on or backing off in this
+        # pass count at their planned leader but are not moved now.
+        candidates: list[tuple[StreamMeta, ShardMeta]] = []
+        target: dict[ShardUid, NodeId] = {}  # the leader once preferred leaders are restored
+        for stream, shard in _placed_shards(image, wall_ms=wall_ms):
+            leader = shard.leader
+            if shard.state is not ShardState.OPEN or leader is None:
+                continue
+            if not self.can_lead(image, leader):
+                continue
+            candidates.append((stream, shard))
+            preferred = shard.replicas[0]
+            target[shard.uid] = preferred if self.can_lead(image, preferred) else leader
+
+        def movable(shard: ShardMeta) -> bool:
+            return shard.uid not in acted and not self._waiting(shard.uid, now_ms=now_ms)
+
+        moves: list[EpochChange] = []
+        for stream, shard in candidates:
+            if len(moves) >= moves_max:
+                return moves
+            if target[shard.uid] != shard.leader and movable(shard):
+                moves.append(
+                    self._epoch_change(
+                        _ref(stream, shard),
+                        shard,
+                        shard.replicas,
+                        eligible=self._eligible(image, shard.replicas),
+                        caught_up=(shard.replicas[0],),
+                        reason="preferred",
+                    )
+                )
+        counts: Counter[NodeId] = Counter(target.values())
+        for _, shard in candidates:
+            for node_id in shard.replicas:
+                if self.can_lead(image, node_id):
+                    counts[node_id] += 0
+        while len(moves) < moves_max:
+            move = _balance_move(
+                counts, target, candidates, can_lead=lambda n: self.can_lead(image, n)
+            )
+            if move is None:
+                break
+            stream, shard, to = move
+            counts[target[shard.uid]] -= 1
+            counts[to] += 1
+            target[shard.uid] = to
+            if not movable(shard) or any(m.shard.shard_uid == shard.uid for m in moves):
+                continue  # counted as planned; acted on in a later pass
+            reordered = (to, *(n for n in shard.replicas if n != to))
+            moves.append(
+                self._epoch_change(
+                    _ref(stream, shard),
+                    shard,
+                    reordered,
+                    eligible=(to, *(n for n in self._eligible(image, shard.replicas) if n != to)),
+                    caught_up=(to,),
+                    reason="balance",
+                )
+            )
+        return moves
+
+
+def _balance_move(
+    counts: Counter[NodeId],
+    target: dict[ShardUid, NodeId],
+    shards: Sequence[tuple[StreamMeta, ShardMeta]],
+    *,
+    can_lead: Callable[[NodeId], bool],
+) -> tuple[StreamMeta, ShardMeta, NodeId] | None:
+    """One leadership move from a most-loaded to a least-loaded node that shares a replica
+    set, if their counts differ by more than one; deterministic (sorted, ids break ties)."""
+    high_first = sorted(counts, key=lambda n: (-counts[n], n))
+    low_first = sorted(counts, key=lambda n: (counts[n], n))
+    for high in high_first:
+        for low in low_first:
+            if counts[high] - counts[low] <= 1:
+                break
+            for stream, shard in shards:  # (stream name, index) order
+                if target[shard.uid] == high and low in shard.replicas and can_lead(low):
+                    return stream, shard, low
+    return None
+
+
+def _by_fewest_leaderships(
+    eligible: tuple[NodeId, ...], better: Sequence[NodeId], loads: NodeLoads
+) -> tuple[NodeId, ...]:
+    """`better` (nodes that can lead) by fewest leaderships, ties by preference; then the rest."""
+    rank = {node_id: position for position, node_id in enumerate(eligible)}
+    first = sorted(better, key=lambda n: (loads.leaders.get(n, 0), rank[n]))
+    return (*first, *(n for n in eligible if n not in first))
+
+
+def _action_key(action: Action) -> ShardUid | StreamUid | NodeId:
+    match action:
+        case FenceNode() | UnfenceNode():
+            return action.node_id
+        case EpochChange():
+            return action.shard.shard_uid
+        case CompleteReshardAction():
+            return action.stream_uid
+
+
+def _ref(stream: StreamMeta, shard: ShardMeta) -> ShardRef:
+    return ShardRef(
+        stream_name=stream.name, stream_uid=stream.uid, shard_index=shard.index, shard_uid=shard.uid
+    )
+
+
+def _placed_shards(image: MetadataImage, *, wall_ms: int) -> Iterable[tuple[StreamMeta, ShardMeta]]:
+    """Every shard of a live stream with a replica set, closed ones until they expire (their
+    data is still read), in (stream name, index) order."""
+    for name in sorted(image.streams):
+        stream = image.streams[name]
+        if stream.is_gone(now_ms=wall_ms):
+            continue
+        for shard in stream.shards:
+            if not shard.replicas:
+                continue
+            if shard.is_expired(now_ms=wall_ms, retention_hours=stream.retention_hours):
+                continue
+            yield stream, shard
+
+
+def _replacement(loads: NodeLoads, shard: ShardMeta) -> NodeId | None:
+    """The ACTIVE non-replica with the fewest replicas (ties by id), for a replica move."""
+    options = [n for n in loads.replicas if n not in shard.replicas]
+    if not options:
+        return None
+    return min(options, key=lambda n: (loads.replicas[n], n))

@@ -1,0 +1,125 @@
+"""The account's limits: the open-shard and on-demand stream limits checked by CreateStream,
+UpdateStreamMode and BeginReshard, and the commands that change limits at runtime
+(UpdateStreamLimits, UpdateAccountSettings, UpdateAccountLimits; issue 6).
+
+A runtime limit in the image wins over the proposer's configured one
+(`AccountSettings.effective_*`), so every replica checks against the same number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import UpdateAccountLimits, UpdateAccountSettings, UpdateStreamLimits
+from broker.meta.image import MetadataImage, ReshardKind, StreamMeta, StreamMode
+from broker.meta.transitions.common import account_id, live_stream, region, with_stream
+from broker.streams import account_settings, throttling
+
+_LIMITS_PAGE = (
+    "Refer to the AWS Service Limits page "
+    "(http://docs.aws.amazon.com/general/latest/gr/aws_service_limits.html) "
+    "for current limits and how to request higher limits."
+)
+
+
+def _live_streams(image: MetadataImage, *, now_ms: int) -> list[StreamMeta]:
+    return [meta for meta in image.streams.values() if not meta.is_gone(now_ms=now_ms)]
+
+
+def open_shard_count(image: MetadataImage, *, now_ms: int) -> int:
+    """Open shards, counting each reshard in flight as completed when it adds shards: a
+    split's parent is SEALING (open) and its children do not exist yet, so two streams
+    splitting at once would otherwise both fit under the limit and together pass it."""
+    return sum(
+        len(meta.open_shards()) + _reshard_growth(meta)
+        for meta in _live_streams(image, now_ms=now_ms)
+    )
+
+
+def _reshard_growth(meta: StreamMeta) -> int:
+    """The open shards `meta`'s reshard in flight will add (never negative: a merge frees
+    room only once it completed)."""
+    request = meta.reshard
+    if request is None:
+        return 0
+    if request.kind is ReshardKind.SPLIT:
+        return 1
+    if request.kind is ReshardKind.UNIFORM_SCALING:
+        assert request.target_shard_count is not None
+        return max(0, request.target_shard_count - len(meta.open_shards()))
+    return 0
+
+
+def _on_demand_count(image: MetadataImage, *, now_ms: int) -> int:
+    return sum(
+        1 for meta in _live_streams(image, now_ms=now_ms) if meta.mode is StreamMode.ON_DEMAND
+    )
+
+
+def check_shard_limit(
+    image: MetadataImage, *, now_ms: int, additional: int, limit: int, current: int | None = None
+) -> None:
+    """LimitExceededException when `additional` more open shards would pass the account limit.
+
+    `current` overrides the account's open-shard count (UpdateShardCount replaces a stream's
+    shards rather than adding to them)."""
+    count = open_shard_count(image, now_ms=now_ms) if current is None else current
+    limit = image.account.effective_shard_limit(limit)  # a runtime limit wins (issue 6)
+    if additional > 0 and count + additional > limit:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"This request would exceed the shard limit for the account {account_id(image)} "
+            f"in {region(image)}. Current shard count for the account: {count}. "
+            f"Limit: {limit}. Number of additional shards that would have resulted from this "
+            f"request: {additional}. {_LIMITS_PAGE}",
+        )
+
+
+def check_on_demand_limit(image: MetadataImage, *, now_ms: int, limit: int) -> None:
+    limit = image.account.effective_on_demand_stream_limit(limit)
+    count = _on_demand_count(image, now_ms=now_ms)
+    if count + 1 > limit:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"This request would exceed the on-demand stream limit for the account "
+            f"{account_id(image)} in {region(image)}. Current on-demand stream count for "
+            f"the account: {count}. Limit: {limit}. {_LIMITS_PAGE}",
+        )
+
+
+def update_stream_limits(
+    image: MetadataImage, command: UpdateStreamLimits
+) -> tuple[MetadataImage, object]:
+    meta = live_stream(image, command.name, now_ms=command.now_ms)
+    merged = throttling.merge_overrides(
+        meta.throughput_limits, command.changes, reset=command.reset
+    )
+    if merged == meta.throughput_limits:
+        return image, meta
+    changed = dataclasses.replace(meta, throughput_limits=merged)
+    return with_stream(image, changed), changed
+
+
+def update_account(
+    image: MetadataImage, command: UpdateAccountSettings | UpdateAccountLimits
+) -> tuple[MetadataImage, object]:
+    current = image.account
+    if isinstance(command, UpdateAccountSettings):
+        change = (
+            account_settings.enable_commitment
+            if command.commitment_enabled
+            else account_settings.disable_commitment
+        )
+        commitment = change(current.billing_commitment, now_ms=command.now_ms)
+        updated = dataclasses.replace(current, billing_commitment=commitment)
+    else:
+        updated = account_settings.update_account_limits(
+            current,
+            shard_limit=command.shard_limit,
+            on_demand_stream_limit=command.on_demand_stream_limit,
+            reset=command.reset,
+        )
+    if updated == current:
+        return image, current
+    return dataclasses.replace(image, account=updated), updated

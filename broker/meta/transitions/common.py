@@ -1,0 +1,81 @@
+"""Helpers every transition shares: finding a live stream, storing a changed one, and the
+errors that name the stream's account.
+
+Messages follow AWS's texts as reproduced by kinesalite (`actions/*.js`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.image import MetadataImage, StreamMeta, StreamStatus
+
+DAY_MS = 86_400_000
+
+# Used in messages about a stream that does not exist, when no ARN names the account. Shoal
+# serves one account per cluster; every ARN it issues carries the same account id.
+ACCOUNT_ID_FALLBACK = "000000000000"
+REGION_FALLBACK = "us-east-1"
+
+
+def _arn_part(arn: str, index: int) -> str | None:
+    """arn:aws:kinesis:<region>:<account>:stream/<name>; index 3 is the region, 4 the account."""
+    parts = arn.split(":")
+    if len(parts) >= 6 and parts[index]:
+        return parts[index]
+    return None
+
+
+def account_id(image: MetadataImage) -> str:
+    """The account every stream's ARN names (the first by name, for determinism)."""
+    for name in sorted(image.streams):
+        account = _arn_part(image.streams[name].arn, 4)
+        if account is not None:
+            return account
+    return ACCOUNT_ID_FALLBACK
+
+
+def region(image: MetadataImage) -> str:
+    """The region every stream's ARN names (the first by name, for determinism)."""
+    for name in sorted(image.streams):
+        found = _arn_part(image.streams[name].arn, 3)
+        if found is not None:
+            return found
+    return REGION_FALLBACK
+
+
+def not_found(image: MetadataImage, name: str) -> ShoalError:
+    return ShoalError(
+        ErrorCode.RESOURCE_NOT_FOUND,
+        f"Stream {name} under account {account_id(image)} not found.",
+    )
+
+
+def live_stream(image: MetadataImage, name: str, *, now_ms: int) -> StreamMeta:
+    meta = image.stream(name, now_ms=now_ms)
+    if meta is None:
+        raise not_found(image, name)
+    return meta
+
+
+def require_active(image: MetadataImage, meta: StreamMeta, *, now_ms: int) -> None:
+    status = meta.status(now_ms=now_ms)
+    if status is not StreamStatus.ACTIVE:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Stream {meta.name} under account {account_id(image)} not ACTIVE, "
+            f"instead in state {status.value}",
+        )
+
+
+def with_stream(image: MetadataImage, meta: StreamMeta) -> MetadataImage:
+    """A new image with `meta` stored under its name; the input's dict is copied, not changed."""
+    streams = dict(image.streams)
+    streams[meta.name] = meta
+    return dataclasses.replace(image, streams=streams)
+
+
+def within_last_day(times_ms: tuple[int, ...], *, now_ms: int) -> tuple[int, ...]:
+    """The timestamps within the rolling 24 hours before `now_ms`."""
+    return tuple(t for t in times_ms if t > now_ms - DAY_MS)

@@ -1,0 +1,163 @@
+"""A live stream's settings: retention period, tags, enhanced monitoring, capacity mode and
+maximum record size. CreateStream validates its initial settings with the same checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from broker import limits
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import (
+    AddTags,
+    ChangeRetention,
+    RemoveTags,
+    SetEnhancedMonitoring,
+    UpdateMaxRecordSize,
+    UpdateStreamMode,
+)
+from broker.meta.image import MetadataImage, StreamMode, StreamStatus
+from broker.meta.transitions.account_limits import check_on_demand_limit
+from broker.meta.transitions.common import (
+    account_id,
+    live_stream,
+    require_active,
+    with_stream,
+    within_last_day,
+)
+
+
+def check_retention_bounds(hours: int) -> None:
+    if hours < limits.retention_hours_min:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Minimum allowed retention period is {limits.retention_hours_min} hours. "
+            f"Requested retention period ({hours} hours) is too short.",
+        )
+    if hours > limits.retention_hours_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Maximum allowed retention period is {limits.retention_hours_max} hours. "
+            f"Requested retention period ({hours} hours) is too long.",
+        )
+
+
+def check_record_size(kib: int) -> None:
+    if not limits.record_size_kib_min <= kib <= limits.record_size_kib_max:
+        raise ShoalError(
+            ErrorCode.VALIDATION,
+            f"1 validation error detected: Value '{kib}' at 'maxRecordSizeInKiB' failed to "
+            f"satisfy constraint: Member must have value between {limits.record_size_kib_min} "
+            f"and {limits.record_size_kib_max}",
+        )
+
+
+def merged_tags(
+    image: MetadataImage, name: str, current: dict[str, str], added: tuple[tuple[str, str], ...]
+) -> tuple[tuple[str, str], ...]:
+    merged = dict(current)
+    merged.update(added)  # a key given twice keeps its last value, as a JSON object would
+    if len(merged) > limits.tags_per_stream_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Failed to add tags to stream {name} under account {account_id(image)} because "
+            f"a given stream cannot have more than {limits.tags_per_stream_max} tags "
+            "associated with it.",
+        )
+    return tuple(sorted(merged.items()))
+
+
+def change_retention(
+    image: MetadataImage, command: ChangeRetention
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = live_stream(image, command.name, now_ms=now_ms)
+    check_retention_bounds(command.retention_hours)
+    requested, existing = command.retention_hours, meta.retention_hours
+    if command.increase and requested < existing:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Requested retention period ({requested} hours) for stream {command.name} can not "
+            f"be shorter than existing retention period ({existing} hours). "
+            "Use DecreaseRetentionPeriod API.",
+        )
+    if not command.increase and requested > existing:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Requested retention period ({requested} hours) for stream {command.name} can not "
+            f"be longer than existing retention period ({existing} hours). "
+            "Use IncreaseRetentionPeriod API.",
+        )
+    require_active(image, meta, now_ms=now_ms)
+    changed = dataclasses.replace(meta, retention_hours=requested)
+    return with_stream(image, changed), changed
+
+
+def add_tags(image: MetadataImage, command: AddTags) -> tuple[MetadataImage, object]:
+    meta = live_stream(image, command.name, now_ms=command.now_ms)
+    tags = merged_tags(image, command.name, dict(meta.tags), command.tags)
+    changed = dataclasses.replace(meta, tags=tags)
+    return with_stream(image, changed), changed
+
+
+def remove_tags(image: MetadataImage, command: RemoveTags) -> tuple[MetadataImage, object]:
+    meta = live_stream(image, command.name, now_ms=command.now_ms)
+    removed = frozenset(command.keys)  # absent keys are ignored, as AWS does
+    changed = dataclasses.replace(
+        meta, tags=tuple((key, value) for key, value in meta.tags if key not in removed)
+    )
+    return with_stream(image, changed), changed
+
+
+def set_enhanced_monitoring(
+    image: MetadataImage, command: SetEnhancedMonitoring
+) -> tuple[MetadataImage, object]:
+    meta = live_stream(image, command.name, now_ms=command.now_ms)
+    current = meta.enhanced_metrics
+    if command.enable:
+        desired = tuple(sorted(set(current) | set(command.metrics)))
+    else:
+        desired = tuple(sorted(set(current) - set(command.metrics)))
+    changed = dataclasses.replace(meta, enhanced_metrics=desired)
+    return with_stream(image, changed), (current, desired)
+
+
+def update_stream_mode(
+    image: MetadataImage, command: UpdateStreamMode
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    meta = live_stream(image, command.name, now_ms=now_ms)
+    if meta.mode is command.mode:
+        # Nothing to change: succeed without using one of the two daily switches, so that a
+        # retry after an unknown outcome does not fail or count twice.
+        return image, meta
+    require_active(image, meta, now_ms=now_ms)
+    recent = within_last_day(meta.mode_updates_ms, now_ms=now_ms)
+    if len(recent) >= limits.update_stream_mode_per_day_max:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Stream {meta.name} under account {account_id(image)} has already had its "
+            f"capacity mode updated {len(recent)} times in the last 24 hours. Limit: "
+            f"{limits.update_stream_mode_per_day_max}.",
+        )
+    if command.mode is StreamMode.ON_DEMAND:
+        check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
+    changed = dataclasses.replace(
+        meta,
+        mode=command.mode,
+        transient_status=StreamStatus.UPDATING,
+        status_until_ms=now_ms + command.updating_ms,
+        mode_updates_ms=(*recent, now_ms),
+    )
+    return with_stream(image, changed), changed
+
+
+def update_max_record_size(
+    image: MetadataImage, command: UpdateMaxRecordSize
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    check_record_size(command.max_record_size_kib)
+    meta = live_stream(image, command.name, now_ms=now_ms)
+    require_active(image, meta, now_ms=now_ms)
+    changed = dataclasses.replace(meta, max_record_size_kib=command.max_record_size_kib)
+    return with_stream(image, changed), changed
