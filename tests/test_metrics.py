@@ -1,4 +1,4 @@
-"""broker/metrics.py: every declared family renders, names pass promtool's lint, shard-level
+"""broker/metrics/: every declared family renders, names pass promtool's lint, shard-level
 series follow enhanced monitoring, and nodes in one process keep separate registries."""
 
 from __future__ import annotations
