@@ -93,6 +93,7 @@ from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
+from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
 
 log = logging.getLogger(__name__)
@@ -212,6 +213,7 @@ class Node:
             forwarder=GrpcShardForwarder(self._channels),
             meter=ShardMeter(self.metrics.streams, metadata.image),
             load=self.shard_load,
+            claims=ClaimTable(takeover_ms=config.knobs.subscription_takeover_ms),
         )
         self.autoscaler = Autoscaler(
             quorum=self._quorum, clock=self.clock, settings=autoscaler_settings(config)

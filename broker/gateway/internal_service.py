@@ -45,6 +45,7 @@ from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.transport import Channels, unary_handler
 from broker.replication.wire import records_from_proto, records_to_proto
 from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThrottle, ShardClient
+from broker.streams.subscription_claims import Claim
 from broker.types import NodeId, Offset, ShardUid, StreamUid
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,15 @@ def node_handler(
             ),
             throttle=ReadThrottle(request.throttle_kind),
             wait_ms=min(request.wait_ms, limits.read_wait_ms_max),
+            claim=(
+                Claim(
+                    consumer_arn=request.claim.consumer_arn,
+                    subscription_id=request.claim.subscription_id,
+                    started_ms=request.claim.started_ms,
+                )
+                if request.HasField("claim")
+                else None
+            ),
         )
         result = await _served(context, shards.serve_read(ShardUid(request.shard_uid), read))
         response = pb.ShardReadResponse(
@@ -417,6 +427,14 @@ class GrpcShardForwarder:
         )
         if request.at_timestamp_ms is not None:
             message.at_timestamp_ms = max(0, request.at_timestamp_ms)
+        if request.claim is not None:
+            message.claim.CopyFrom(
+                pb.SubscriptionClaim(
+                    consumer_arn=request.claim.consumer_arn,
+                    subscription_id=request.claim.subscription_id,
+                    started_ms=max(0, request.claim.started_ms),
+                )
+            )
         try:
             answer: pb.ShardReadResponse = await call(message, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:

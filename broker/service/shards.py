@@ -14,7 +14,10 @@ buckets from empty at the moment its leadership began: see `throughput.Throttles
 Reads: `GetRecords` is served by any replica on this node whose high watermark covers the
 requested offset when read throttling is off; otherwise (or when this node holds nothing to
 read) by the leader, which also owns the shard's read throttle. `GetShardIterator` positions
-always come from the leader, so LATEST is never behind.
+always come from the leader, so LATEST is never behind. A SubscribeToShard read carries its
+subscription's `Claim` and always goes to the leader, which checks it against its `ClaimTable`
+(`streams/subscription_claims.py`) before reading: one subscription per consumer and shard across
+the cluster. Only when the leader is unreachable does a replica here serve it, unchecked.
 
 Refusals (`ShardRefusedError`: not the leader, stale epoch, sealed, unreachable) are internal
 (STYLE B.8): the caller waits for a newer metadata image and routes again, within
@@ -27,6 +30,7 @@ A node view; loop only. Blocking store reads run in worker threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +45,7 @@ from broker.meta.image import MetadataImage, ShardMeta
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.service.shard_load import ShardLoadRecorder
 from broker.service.throughput import ShardMeter, Throttles
+from broker.streams.subscription_claims import Claim, ClaimTable, Verdict
 from broker.types import NodeId, Offset, ShardUid, StreamUid
 
 
@@ -73,6 +78,9 @@ class ReadRequest:
     # Long-poll (SubscribeToShard): when nothing is readable at `start_offset`, wait up to
     # this long for the high watermark to pass it before answering (0: answer at once).
     wait_ms: int = 0
+    # SubscribeToShard: the subscription reading; the leader refuses the read with
+    # ResourceInUseException while another one holds the (consumer, shard) slot.
+    claim: Claim | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,8 +154,11 @@ class ShardClient:
         forwarder: ShardForwarder | None = None,
         meter: ShardMeter | None = None,
         load: ShardLoadRecorder | None = None,
+        claims: ClaimTable | None = None,
     ) -> None:
         self.node_id = node_id
+        # SubscribeToShard's claims on the shards led here (streams/subscription_claims.py).
+        self.claims = claims or ClaimTable(takeover_ms=limits.subscription_takeover_ms_default)
         self.meter = meter
         self.load = load  # the leader's load trackers (shard_load.py): hot shards and keys
         self.throttles = throttles
@@ -220,11 +231,14 @@ class ShardClient:
                 raise
             if self._local.readable_end(shard.uid) is None:
                 raise
-            return await self.serve_read(shard.uid, request)
+            # Unchecked: the claim table is the leader's (a window while it is away).
+            return await self.serve_read(shard.uid, dataclasses.replace(request, claim=None))
 
     def _may_read_here(self, shard: ShardMeta, request: ReadRequest) -> bool:
         if request.throttle is ReadThrottle.GET_SHARD_ITERATOR or request.records_max == 0:
             return False  # positions come from the leader (module docstring)
+        if request.claim is not None:
+            return False  # the leader checks the subscription's claim
         if request.throttle is not ReadThrottle.NONE and self.throttles.reads_limited_for(
             shard.uid
         ):
@@ -287,7 +301,10 @@ class ShardClient:
 
     async def serve_read(self, shard_uid: ShardUid, request: ReadRequest) -> ReadResult:
         """Reads the local replica below its high watermark (module docstring); with
-        `wait_ms`, first waits (bounded) until there is something to read."""
+        `wait_ms`, first waits (bounded) until there is something to read. With a `claim`,
+        first checks it (ResourceInUseException while another subscription holds the slot)."""
+        if request.claim is not None:
+            self._check_claim(shard_uid, request.claim, wait_ms=request.wait_ms)
         end = self._local.readable_end(shard_uid)
         if request.wait_ms > 0 and end is not None and end <= request.start_offset:
             wait_s = min(request.wait_ms, limits.read_wait_ms_max) / 1000
@@ -321,6 +338,17 @@ class ShardClient:
                 now_ms=self._clock.monotonic_ms(),
             )
         return result
+
+    def _check_claim(self, shard_uid: ShardUid, claim: Claim, *, wait_ms: int) -> None:
+        verdict = self.claims.claim(
+            claim, shard_uid, now_ms=self._clock.monotonic_ms(), wait_ms=wait_ms
+        )
+        if verdict is Verdict.REFUSED:
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                f"Another active subscription exists for consumer {claim.consumer_arn} and "
+                "this shard.",
+            )
 
 
 def _read_store(

@@ -21,18 +21,27 @@ What a subscription does (AWS's documented behaviour, REFERENCE.md §1.9):
   the KCL and the Flink/Beam connectors test for) and the stream ends.
 - After `subscription_lifetime_ms` (5 minutes) the stream ends normally; clients subscribe
   again from their continuation number.
-- One subscription per (consumer, shard) **per node**: a second subscribe within
+- One subscription per (consumer, shard), **cluster-wide**: a second subscribe within
   `subscription_takeover_ms` (5 s) of the first, while the first is open, is
   ResourceInUseException; a later one takes over, and the first ends with
-  ResourceInUseException at once (AWS). Not cluster-wide: two clients that reach different
-  nodes can each hold one, which costs the second reader nothing but its own budget. A metadata
-  command per subscribe would cost a quorum round trip each; the cheap design (not built) is a
-  claim table on the shard's leader, carried by the long-polls that already go there
-  (`ShardRead` with the consumer ARN and a subscription id; a new leader starts with an empty
-  table, so a failover opens a window of one read). Leniencies, on purpose: a closed
-  subscription frees its slot at once (AWS refuses a new call for 5 s after a successful one
-  either way), and AWS's "one call per second per consumer and shard" (LimitExceededException)
-  is not enforced; both only make well-behaved clients (the KCL) wait.
+  ResourceInUseException (AWS). Two checks:
+  - per node, the fast path (`_open`): refused before anything is asked of the leader; a
+    takeover ends the older subscription here at once;
+  - on the shard's leader, the claim table (`streams/subscription_claims.py`): every read of a
+    subscription (the positions read in `subscribe`, then every long-poll) carries its `Claim`
+    (consumer ARN, a subscription id, its start on the wall clock) to the leader, which keeps
+    one live claim per (consumer, shard), renewed by each read. A read of another subscription
+    is refused with ResourceInUseException: the first read happens in `subscribe`, so the
+    client gets a plain error; a subscription taken over from another node gets it on its next
+    read (within one long-poll) and ends. No metadata command, no extra RPC.
+  Windows, on purpose: a new leader starts with an empty table (after a failover two
+  subscriptions may each get one read before the next renewal orders them); while the leader is
+  unreachable a replica serves reads unchecked; a subscriber that stops reading (its reader
+  parked on a full queue) longer than the claim's expiry (about 4 s) loses the slot to another
+  subscribe, and ends at its next read. Leniencies: a closed subscription frees its slot here
+  at once and on the leader when its claim expires (about 4 s; AWS refuses a new call for 5 s
+  after a successful one either way), and AWS's "one call per second per consumer and shard"
+  (LimitExceededException) is not enforced; both only make well-behaved clients (the KCL) wait.
 - Deregistering the consumer (or deleting the stream) ends the subscription with
   ResourceNotFoundException within one long-poll (`limits.read_wait_ms_max`).
 - Budget: `subscription_bytes_per_second` per subscription (AWS's 2 MB/s per consumer and
@@ -65,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,6 +98,7 @@ from broker.streams.sequence_numbers import (
     offset_for_sequence_number,
     sequence_number_for,
 )
+from broker.streams.subscription_claims import Claim
 from broker.streams.throttling import TokenBucket
 from broker.timestamps import ms_from_datetime
 from broker.types import Offset, ShardUid
@@ -175,10 +186,12 @@ class Subscription:
         *,
         start_offset: Offset,
         started_ms: int,
+        claim: Claim,
     ) -> None:
         self._owner = owner
         self._target = target
         self.started_ms = started_ms  # monotonic
+        self.claim = claim  # carried by every read, checked on the shard's leader
         self._offset = start_offset
         self._queue: asyncio.Queue[tuple[Event, int] | _End] = asyncio.Queue(
             maxsize=owner.settings.queue_events_max
@@ -317,7 +330,7 @@ class Subscription:
             wait_ms = min(settings.read_wait_ms, settings.heartbeat_ms - since_ms, ends_ms - now_ms)
             wait_ms = max(0, wait_ms)
             result = await owner.read(
-                stream, shard, self._offset, wait_ms=wait_ms, bytes_max=bytes_max
+                stream, shard, self._offset, wait_ms=wait_ms, bytes_max=bytes_max, claim=self.claim
             )
             records = result.records
             if not records and not due:
@@ -426,18 +439,22 @@ class Subscriptions:
             number_field="StartingPosition.SequenceNumber",
             type_field="StartingPosition.Type",
         )
-        start_offset = await self._start_offset(target, position)
+        self._check_local(target)  # the fast path, before asking the leader
+        claim = Claim(
+            consumer_arn=target.consumer.arn,
+            subscription_id=uuid.uuid4().hex,
+            started_ms=ctx.now_ms(),
+        )
+        try:  # the leader checks the claim (module docstring)
+            start_offset = await self._start_offset(target, position, claim)
+        except ShoalError as error:
+            if error.code is ErrorCode.RESOURCE_IN_USE:
+                self.report_refused(target)
+            raise
         self._check_open()  # again: end_all() may have run while the leader was asked
         now_ms = ctx.clock.monotonic_ms()
-        current = self._open.get(target.key)
+        current = self._check_local(target)  # again: another may have opened meanwhile
         if current is not None:
-            if now_ms - current.started_ms < self.settings.takeover_ms:
-                self.report_refused(target)
-                raise ShoalError(
-                    ErrorCode.RESOURCE_IN_USE,
-                    f"Another active subscription exists for consumer {target.consumer.arn} "
-                    f"and shard {target.shard.shard_id}.",
-                )
             current.supersede()
         if len(self._open) >= self.settings.subscriptions_max:
             self.report_refused(target)
@@ -445,7 +462,9 @@ class Subscriptions:
                 ErrorCode.LIMIT_EXCEEDED,
                 f"This node holds {len(self._open)} subscriptions, its limit.",
             )
-        subscription = Subscription(self, target, start_offset=start_offset, started_ms=now_ms)
+        subscription = Subscription(
+            self, target, start_offset=start_offset, started_ms=now_ms, claim=claim
+        )
         self._open[target.key] = subscription
         subscription.start()
         return {"EventStream": subscription}
@@ -461,6 +480,21 @@ class Subscriptions:
             self._forget(subscription)
             subscription.end()
         return len(ended)
+
+    def _check_local(self, target: _Target) -> Subscription | None:
+        """This node's subscription of the same consumer and shard, old enough to be taken
+        over (None: there is none); ResourceInUseException when it is younger."""
+        current = self._open.get(target.key)
+        if current is None:
+            return None
+        if self.ctx.clock.monotonic_ms() - current.started_ms < self.settings.takeover_ms:
+            self.report_refused(target)
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                f"Another active subscription exists for consumer {target.consumer.arn} "
+                f"and shard {target.shard.shard_id}.",
+            )
+        return current
 
     def _check_open(self) -> None:
         """InternalFailure (retryable: the SDKs and the KCL try again, on another node behind a
@@ -500,8 +534,11 @@ class Subscriptions:
         shard = ctx.shard_for(stream, request["ShardId"])
         return _Target(consumer=consumer, stream=stream, shard=shard)
 
-    async def _start_offset(self, target: _Target, position: Mapping[str, Any]) -> Offset:
-        """Where the first event starts, from the leader's positions (as GetShardIterator)."""
+    async def _start_offset(
+        self, target: _Target, position: Mapping[str, Any], claim: Claim
+    ) -> Offset:
+        """Where the first event starts, from the leader's positions (as GetShardIterator);
+        the leader checks `claim` first."""
         kind = position["Type"]
         stream, shard = target.stream, target.shard
         number = position.get("SequenceNumber")
@@ -523,6 +560,7 @@ class Subscriptions:
                 records_max=0,
                 bytes_max=1,
                 at_timestamp_ms=None if timestamp is None else ms_from_datetime(timestamp),
+                claim=claim,
             ),
         )
         # Never before the log's start: a number of a record trimmed since reads from the first
@@ -530,7 +568,14 @@ class Subscriptions:
         return Offset(max(position_offset(kind, offset, shard, positions), positions.log_start))
 
     async def read(
-        self, stream: StreamMeta, shard: ShardMeta, offset: Offset, *, wait_ms: int, bytes_max: int
+        self,
+        stream: StreamMeta,
+        shard: ShardMeta,
+        offset: Offset,
+        *,
+        wait_ms: int,
+        bytes_max: int,
+        claim: Claim | None = None,
     ) -> ReadResult:
         """One (long-polled) read of committed records at `offset` for a subscription (at
         least one record, as GetRecords, even past `bytes_max`)."""
@@ -546,6 +591,7 @@ class Subscriptions:
                 arrival_ms_min=now_ms - stream.retention_hours * HOUR_MS,
                 throttle=ReadThrottle.NONE,  # fan-out has its own budget (module docstring)
                 wait_ms=wait_ms,
+                claim=claim,
             ),
         )
 

@@ -535,6 +535,7 @@ class ShardReadRequest(_message.Message):
     AT_TIMESTAMP_MS_FIELD_NUMBER: _builtins.int
     THROTTLE_KIND_FIELD_NUMBER: _builtins.int
     WAIT_MS_FIELD_NUMBER: _builtins.int
+    CLAIM_FIELD_NUMBER: _builtins.int
     stream_uid: _builtins.int
     shard_uid: _builtins.int
     epoch: _builtins.int
@@ -553,6 +554,13 @@ class ShardReadRequest(_message.Message):
     """Long-poll (SubscribeToShard): with nothing readable at start_offset, wait up to this long
     for the high watermark to pass it before answering.
     """
+    @_builtins.property
+    def claim(self) -> Global___SubscriptionClaim:
+        """SubscribeToShard: the subscription this read is for. The leader keeps one claim per
+        (consumer, shard) and refuses the read (ResourceInUseException) while another subscription
+        holds it (broker/streams/subscription_claims.py).
+        """
+
     def __init__(
         self,
         *,
@@ -566,16 +574,48 @@ class ShardReadRequest(_message.Message):
         at_timestamp_ms: _builtins.int | None = ...,
         throttle_kind: _builtins.int = ...,
         wait_ms: _builtins.int = ...,
+        claim: Global___SubscriptionClaim | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms", "at_timestamp_ms", b"at_timestamp_ms"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms", "_claim", b"_claim", "at_timestamp_ms", b"at_timestamp_ms", "claim", b"claim"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms", "arrival_ms_min", b"arrival_ms_min", "at_timestamp_ms", b"at_timestamp_ms", "bytes_max", b"bytes_max", "epoch", b"epoch", "records_max", b"records_max", "shard_uid", b"shard_uid", "start_offset", b"start_offset", "stream_uid", b"stream_uid", "throttle_kind", b"throttle_kind", "wait_ms", b"wait_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms", "_claim", b"_claim", "arrival_ms_min", b"arrival_ms_min", "at_timestamp_ms", b"at_timestamp_ms", "bytes_max", b"bytes_max", "claim", b"claim", "epoch", b"epoch", "records_max", b"records_max", "shard_uid", b"shard_uid", "start_offset", b"start_offset", "stream_uid", b"stream_uid", "throttle_kind", b"throttle_kind", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__at_timestamp_ms: _TypeAlias = _typing.Literal["at_timestamp_ms"]  # noqa: Y015
     _WhichOneofArgType__at_timestamp_ms: _TypeAlias = _typing.Literal["_at_timestamp_ms", b"_at_timestamp_ms"]  # noqa: Y015
+    _WhichOneofReturnType__claim: _TypeAlias = _typing.Literal["claim"]  # noqa: Y015
+    _WhichOneofArgType__claim: _TypeAlias = _typing.Literal["_claim", b"_claim"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__at_timestamp_ms) -> _WhichOneofReturnType__at_timestamp_ms | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__claim) -> _WhichOneofReturnType__claim | None: ...
 
 Global___ShardReadRequest: _TypeAlias = ShardReadRequest  # noqa: Y015
+
+@_typing.final
+class SubscriptionClaim(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSUMER_ARN_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    STARTED_MS_FIELD_NUMBER: _builtins.int
+    consumer_arn: _builtins.str
+    subscription_id: _builtins.str
+    started_ms: _builtins.int
+    """the subscription's start, the subscribing node's wall clock"""
+    def __init__(
+        self,
+        *,
+        consumer_arn: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        started_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer_arn", b"consumer_arn", "started_ms", b"started_ms", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionClaim: _TypeAlias = SubscriptionClaim  # noqa: Y015
 
 @_typing.final
 class StoredRecord(_message.Message):
