@@ -1,8 +1,12 @@
-"""SubscribeToShard on a real 3-node cluster: through any node, and across a leader's death.
+"""SubscribeToShard on a real 3-node cluster: through any node, across a leader's death, and
+one subscription per consumer and shard across the cluster.
 
 Goal: a subscriber connected to a node that does not lead the shard gets every record as it
 commits (its reads are long-polls forwarded to the leader), and a subscription through a
-surviving node keeps delivering, in order and without repeats, after kill -9 of the leader.
+surviving node keeps delivering, in order and without repeats, after kill -9 of the leader. A
+second subscription of the same consumer and shard through another node is refused
+(ResourceInUseException, the leader's claim table) while the first holds the slot, and takes
+over once the first is older than the takeover time.
 
 Method: `ClusterProcesses` (three `shoal serve` processes, shards on all three); a subscriber
 thread per node collects events through the native client; producers write through another
@@ -21,7 +25,7 @@ from typing import Any
 import pytest
 
 from broker.client.grpc_client import EventStream, ShoalClient
-from broker.errors import ShoalError
+from broker.errors import ErrorCode, ShoalError
 from tests.cluster.helpers import shard_leaders, wait_formed
 from tests.support import ClusterProcesses, wait_until
 
@@ -32,7 +36,17 @@ SHARD = "shardId-000000000000"
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path, extra_env={"SHOAL_CONSUMER_CREATING_MS": "0"})
+    yield from _cluster(tmp_path, {})
+
+
+@pytest.fixture
+def cluster_without_takeover(tmp_path: Path) -> Iterator[ClusterProcesses]:
+    """A takeover time longer than any test: a second subscription is always refused."""
+    yield from _cluster(tmp_path, {"SHOAL_SUBSCRIPTION_TAKEOVER_MS": "120000"})
+
+
+def _cluster(tmp_path: Path, env: dict[str, str]) -> Iterator[ClusterProcesses]:
+    processes = ClusterProcesses(tmp_path, extra_env={"SHOAL_CONSUMER_CREATING_MS": "0", **env})
     processes.start()
     try:
         wait_formed(processes)
@@ -83,8 +97,9 @@ class Subscriber:
         self._client.close()
 
 
-def _stream_with_consumer(endpoint: str, stream: str) -> str:
-    """Creates a 1-shard stream and registers a consumer; returns the consumer ARN."""
+def _stream_with_consumer(endpoint: str, stream: str, consumers: int = 1) -> str:
+    """Creates a 1-shard stream and registers a consumer; returns the consumer ARN (of the
+    first, with `consumers` > 1: the others are named fan1, fan2, ... by `_consumer`)."""
     with ShoalClient(endpoint) as client:
         client.call("CreateStream", {"StreamName": stream, "ShardCount": 1})
 
@@ -95,11 +110,27 @@ def _stream_with_consumer(endpoint: str, stream: str) -> str:
             return arn if description["StreamStatus"] == "ACTIVE" else None
 
         stream_arn = wait_until(active, deadline_s=30, what="stream ACTIVE")
-        registered = client.call(
-            "RegisterStreamConsumer", {"StreamARN": stream_arn, "ConsumerName": "fan"}
-        )
-        arn: str = registered["Consumer"]["ConsumerARN"]
+        arns = [
+            client.call(
+                "RegisterStreamConsumer",
+                {"StreamARN": stream_arn, "ConsumerName": "fan" if n == 0 else f"fan{n}"},
+            )["Consumer"]["ConsumerARN"]
+            for n in range(consumers)
+        ]
+        arn: str = arns[0]
         return arn
+
+
+def _consumers(endpoint: str, stream: str) -> list[str]:
+    with ShoalClient(endpoint) as client:
+        listed = client.call("ListStreamConsumers", {"StreamARN": _stream_arn(client, stream)})
+    return sorted(c["ConsumerARN"] for c in listed["Consumers"])
+
+
+def _stream_arn(client: ShoalClient, stream: str) -> str:
+    summary = client.call("DescribeStreamSummary", {"StreamName": stream})
+    arn: str = summary["StreamDescriptionSummary"]["StreamARN"]
+    return arn
 
 
 def _leader(endpoint: str, stream: str) -> str:
@@ -136,12 +167,13 @@ def test_a_subscriber_on_any_node_gets_records_as_they_commit(
     cluster: ClusterProcesses,
 ) -> None:
     endpoints = cluster.endpoints
-    arn = _stream_with_consumer(endpoints[0], "s")
+    _stream_with_consumer(endpoints[0], "s", consumers=len(endpoints))
     leader = _leader(endpoints[0], "s")
     leader_endpoint = cluster.node_named(leader).endpoint
     others = [e for e in endpoints if e != leader_endpoint]
-    # One consumer, one shard: one subscription per node (the rule holds per node).
-    subscribers = [Subscriber(endpoint, arn) for endpoint in endpoints]
+    # One consumer per node: one subscription per consumer and shard in the cluster.
+    arns = _consumers(endpoints[0], "s")
+    subscribers = [Subscriber(endpoint, arn) for endpoint, arn in zip(endpoints, arns, strict=True)]
     try:
         values = [b"v%03d" % i for i in range(30)]
         _put(others[0], "s", values)
@@ -222,6 +254,86 @@ def test_a_subscriber_on_the_dying_leader_resumes_on_a_survivor(
         )
         assert second.error is None, second.error
         assert first.data() + second.data() == before + during + after
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def _started(subscriber: Subscriber) -> bool:
+    return subscriber.events > 0 or subscriber.error is not None
+
+
+def test_a_second_subscription_through_another_node_is_refused(
+    cluster_without_takeover: ClusterProcesses,
+) -> None:
+    """Same consumer and shard through two different nodes: the second is a plain
+    ResourceInUseException before any event (the leader's claim table refuses its first read),
+    the first is untouched; once the first ends, its claim expires and a new one works."""
+    cluster = cluster_without_takeover
+    arn = _stream_with_consumer(cluster.endpoints[0], "s")
+    leader_endpoint = cluster.node_named(_leader(cluster.endpoints[0], "s")).endpoint
+    follower = next(e for e in cluster.endpoints if e != leader_endpoint)
+    third = next(e for e in cluster.endpoints if e not in (leader_endpoint, follower))
+    first = Subscriber(follower, arn)  # reads forwarded to the leader
+    later: list[Subscriber] = []
+    try:
+        wait_until(partial(_started, first), deadline_s=20, what="the first subscription")
+        assert first.error is None, first.error
+        for endpoint in (leader_endpoint, third):  # served on the leader, and forwarded
+            second = Subscriber(endpoint, arn)
+            later.append(second)
+            wait_until(partial(_started, second), deadline_s=20, what="the second's answer")
+            assert second.error is not None
+            assert second.error.code is ErrorCode.RESOURCE_IN_USE, second.error
+            assert second.events == 0
+        values = [b"v%03d" % i for i in range(5)]
+        _put(third, "s", values)
+        wait_until(partial(_all_delivered, first, values), deadline_s=20, what="the records")
+        assert first.error is None, first.error
+        first.close()
+
+        def resubscribed() -> Subscriber | None:
+            again = Subscriber(third, arn)
+            later.append(again)
+            wait_until(partial(_started, again), deadline_s=20, what="an answer")
+            if again.error is not None and again.error.code is ErrorCode.RESOURCE_IN_USE:
+                return None  # the first's claim has not expired yet (a few seconds)
+            return again
+
+        again = wait_until(resubscribed, deadline_s=30, what="a new subscription")
+        assert again is not None
+        wait_until(partial(_all_delivered, again, values), deadline_s=20, what="the records again")
+        assert again.error is None, again.error
+    finally:
+        first.close()
+        for subscriber in later:
+            subscriber.close()
+
+
+def test_a_subscription_through_another_node_takes_over_an_old_one(
+    cluster: ClusterProcesses,
+) -> None:
+    """After the takeover time (5 s) a subscription through another node takes over: it gets
+    the records, and the first ends with ResourceInUseException within a long-poll."""
+    arn = _stream_with_consumer(cluster.endpoints[0], "s")
+    leader_endpoint = cluster.node_named(_leader(cluster.endpoints[0], "s")).endpoint
+    follower = next(e for e in cluster.endpoints if e != leader_endpoint)
+    first = Subscriber(leader_endpoint, arn)
+    second: Subscriber | None = None
+    try:
+        wait_until(partial(_started, first), deadline_s=20, what="the first subscription")
+        time.sleep(5.5)
+        second = Subscriber(follower, arn)
+        wait_until(partial(_started, second), deadline_s=20, what="the second subscription")
+        assert second.error is None, second.error
+        wait_until(lambda: first.error is not None, deadline_s=10, what="the first's end")
+        assert first.error is not None
+        assert first.error.code is ErrorCode.RESOURCE_IN_USE, first.error
+        values = [b"t%03d" % i for i in range(5)]
+        _put(follower, "s", values)
+        wait_until(partial(_all_delivered, second, values), deadline_s=20, what="the records")
+        assert second.error is None, second.error
     finally:
         first.close()
         if second is not None:
