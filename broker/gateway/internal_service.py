@@ -236,6 +236,7 @@ def node_handler(
                     consumer_arn=request.claim.consumer_arn,
                     subscription_id=request.claim.subscription_id,
                     started_ms=request.claim.started_ms,
+                    release=request.claim.release,
                 )
                 if request.HasField("claim")
                 else None
@@ -433,6 +434,7 @@ class GrpcShardForwarder:
                     consumer_arn=request.claim.consumer_arn,
                     subscription_id=request.claim.subscription_id,
                     started_ms=max(0, request.claim.started_ms),
+                    release=request.claim.release,
                 )
             )
         try:

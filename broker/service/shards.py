@@ -158,7 +158,11 @@ class ShardClient:
     ) -> None:
         self.node_id = node_id
         # SubscribeToShard's claims on the shards led here (streams/subscription_claims.py).
-        self.claims = claims or ClaimTable(takeover_ms=limits.subscription_takeover_ms_default)
+        self.claims = (
+            claims
+            if claims is not None  # not `or`: an empty table is falsy
+            else ClaimTable(takeover_ms=limits.subscription_takeover_ms_default)
+        )
         self.meter = meter
         self.load = load  # the leader's load trackers (shard_load.py): hot shards and keys
         self.throttles = throttles
@@ -304,6 +308,14 @@ class ShardClient:
         `wait_ms`, first waits (bounded) until there is something to read. With a `claim`,
         first checks it (ResourceInUseException while another subscription holds the slot)."""
         if request.claim is not None:
+            if request.claim.release:
+                self.claims.release(request.claim, shard_uid)
+                return ReadResult(
+                    records=[],
+                    log_start=Offset(0),
+                    readable_end=Offset(0),
+                    next_offset=request.start_offset,
+                )
             self._check_claim(shard_uid, request.claim, wait_ms=request.wait_ms)
         end = self._local.readable_end(shard_uid)
         if request.wait_ms > 0 and end is not None and end <= request.start_offset:

@@ -73,6 +73,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
@@ -192,6 +193,7 @@ class Subscription:
         self._target = target
         self.started_ms = started_ms  # monotonic
         self.claim = claim  # carried by every read, checked on the shard's leader
+        self.released = False  # the release of its claim was sent (or is not to be)
         self._offset = start_offset
         self._queue: asyncio.Queue[tuple[Event, int] | _End] = asyncio.Queue(
             maxsize=owner.settings.queue_events_max
@@ -285,6 +287,9 @@ class Subscription:
     async def _run(self) -> None:
         try:
             await self._pump()
+            # Free the leader's slot before the subscriber learns of the end, so its next
+            # subscribe (on any node) is not refused by this subscription's claim.
+            await self._owner.release(self)
             await self._queue.put(_End())
         except ShoalError as error:
             await self._queue.put(_End(error))
@@ -405,6 +410,8 @@ class Subscriptions:
         self.ctx = ctx
         self.settings = settings or settings_from(ctx)
         self._open: dict[tuple[str, ShardUid], Subscription] = {}
+        # Releases of ended subscriptions' claims on their leaders, in flight.
+        self._releasing: dict[tuple[str, ShardUid], asyncio.Task[None]] = {}
         self._closing = False
         if ctx.shards.meter is not None:  # kinesis_subscriptions, read at each scrape
             ctx.shards.meter.probe.watch_subscriptions(self.per_stream)
@@ -440,6 +447,9 @@ class Subscriptions:
             type_field="StartingPosition.Type",
         )
         self._check_local(target)  # the fast path, before asking the leader
+        releasing = self._releasing.get(target.key)
+        if releasing is not None:  # a subscription here just ended: its slot is being freed
+            await asyncio.wait({releasing}, timeout=limits.read_wait_ms_max / 1000)
         claim = Claim(
             consumer_arn=target.consumer.arn,
             subscription_id=uuid.uuid4().hex,
@@ -451,17 +461,22 @@ class Subscriptions:
             if error.code is ErrorCode.RESOURCE_IN_USE:
                 self.report_refused(target)
             raise
-        self._check_open()  # again: end_all() may have run while the leader was asked
+        try:
+            self._check_open()  # again: end_all() may have run while the leader was asked
+            current = self._check_local(target)  # again: another may have opened meanwhile
+            if len(self._open) >= self.settings.subscriptions_max and current is None:
+                self.report_refused(target)
+                raise ShoalError(
+                    ErrorCode.LIMIT_EXCEEDED,
+                    f"This node holds {len(self._open)} subscriptions, its limit.",
+                )
+        except ShoalError:
+            # Refused here after the leader granted the claim: free it (in the background).
+            self._spawn_release(target, claim)
+            raise
         now_ms = ctx.clock.monotonic_ms()
-        current = self._check_local(target)  # again: another may have opened meanwhile
         if current is not None:
             current.supersede()
-        if len(self._open) >= self.settings.subscriptions_max:
-            self.report_refused(target)
-            raise ShoalError(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"This node holds {len(self._open)} subscriptions, its limit.",
-            )
         subscription = Subscription(
             self, target, start_offset=start_offset, started_ms=now_ms, claim=claim
         )
@@ -477,6 +492,7 @@ class Subscriptions:
         self._closing = True
         ended = list(self._open.values())
         for subscription in ended:
+            subscription.released = True  # stopping: the claims expire (module docstring)
             self._forget(subscription)
             subscription.end()
         return len(ended)
@@ -504,6 +520,9 @@ class Subscriptions:
 
     def _forget(self, subscription: Subscription) -> None:
         key = subscription._target.key
+        if not subscription.released:
+            subscription.released = True
+            self._spawn_release(subscription._target, subscription.claim)
         if self._open.get(key) is subscription:
             del self._open[key]
             if self.ctx.shards.meter is not None:  # its MillisBehindLatest is stale now
@@ -511,6 +530,35 @@ class Subscriptions:
                 self.ctx.shards.meter.probe.subscription_closed(
                     target.stream.name, target.shard.shard_id
                 )
+
+    def _spawn_release(self, target: _Target, claim: Claim) -> None:
+        key = target.key
+        task = asyncio.create_task(self._release_claim(target, claim), name="subscription-release")
+        self._releasing[key] = task
+        task.add_done_callback(lambda done: self._release_done(key, done))
+
+    def _release_done(self, key: tuple[str, ShardUid], task: asyncio.Task[None]) -> None:
+        if self._releasing.get(key) is task:
+            del self._releasing[key]
+
+    async def release(self, subscription: Subscription) -> None:
+        """Frees the subscription's claim on the shard's leader (best effort, bounded: a
+        release that fails leaves the claim to expire)."""
+        subscription.released = True
+        await self._release_claim(subscription._target, subscription.claim)
+
+    async def _release_claim(self, target: _Target, claim: Claim) -> None:
+        claim = dataclasses.replace(claim, release=True)
+        try:
+            async with asyncio.timeout(limits.read_wait_ms_max / 1000):
+                await read_routed(
+                    self.ctx,
+                    target.stream,
+                    target.shard,
+                    ReadRequest(start_offset=Offset(0), records_max=0, bytes_max=1, claim=claim),
+                )
+        except Exception as error:  # best effort: the claim expires
+            log.debug("subscription_release_failed", extra={"error": repr(error)})
 
     def _resolve(self, image: MetadataImage, request: Mapping[str, Any]) -> _Target:
         ctx = self.ctx

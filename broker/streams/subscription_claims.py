@@ -10,14 +10,16 @@ leader keeps, per (consumer ARN, shard uid), the claim that holds it and until w
 - Another subscription holds it: the read is refused (`Verdict.REFUSED`), unless the read's
   subscription started at least `takeover_ms` after the holder's (AWS's takeover rule): then it
   takes over (`Verdict.TOOK_OVER`) and the holder's next read is refused, which ends it.
+- A subscription that ends sends one last read with `release` set: its claim goes at once
+  (`release`; a no-op when another subscription holds the slot by then).
 
 Expired claims are removed (that key's next claim, and a sweep of the whole table at most once
 per `ttl_ms`), so the table holds about one entry per live subscription of the shards led
-here. A claim is never released early: a subscription that ended holds its slot until its claim
-expires (at most `wait_ms + ttl_ms`; AWS refuses a new call for 5 s after a successful one
-anyway). A new leader starts with an empty table: after a failover, two subscriptions may each
-get one read before the first renewal orders them. Pure: the caller passes the time (its
-monotonic clock for expiries); loop only.
+here. A release that is lost (its node died, the leader was unreachable) leaves the slot held
+until the claim expires (at most `wait_ms + ttl_ms`; AWS refuses a new call for 5 s after a
+successful one anyway). A new leader starts with an empty table: after a failover, two
+subscriptions may each get one read before the first renewal orders them. Pure: the caller
+passes the time (its monotonic clock for expiries); loop only.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class Claim:
     consumer_arn: str
     subscription_id: str
     started_ms: int  # wall clock of the subscribing node: compared across nodes (takeover)
+    release: bool = False  # the subscription ended: free its slot (module docstring)
 
 
 class Verdict(enum.Enum):
@@ -84,6 +87,15 @@ class ClaimTable:
             self._entries[key] = _Entry(claim, expires_ms)
             return Verdict.TOOK_OVER
         return Verdict.REFUSED
+
+    def release(self, claim: Claim, shard_uid: int) -> bool:
+        """The subscription ended: its slot is free at once (False: it held none)."""
+        key = (claim.consumer_arn, shard_uid)
+        entry = self._entries.get(key)
+        if entry is None or entry.claim.subscription_id != claim.subscription_id:
+            return False
+        del self._entries[key]
+        return True
 
     def _sweep(self, now_ms: int) -> None:
         if self._next_sweep_ms is not None and now_ms < self._next_sweep_ms:

@@ -91,3 +91,17 @@ def test_expired_claims_are_removed() -> None:
     table.claim(live, 5_000, now_ms=now_ms)
     assert len(table) == 1
     assert table.holder(ARN, 5_000, now_ms=now_ms) == live
+
+
+def test_a_release_frees_the_slot_at_once_but_only_its_own() -> None:
+    table = _table()
+    first, second = _claim("a", 1_000), _claim("b", 1_001)
+    assert table.claim(first, SHARD, now_ms=0, wait_ms=1_000) is Verdict.HELD
+    # Another subscription's release (say, one taken over meanwhile) frees nothing.
+    assert not table.release(second, SHARD)
+    assert table.holder(ARN, SHARD, now_ms=1) == first
+    assert table.release(first, SHARD)
+    assert len(table) == 0
+    assert table.claim(second, SHARD, now_ms=2) is Verdict.HELD
+    assert not table.release(first, SHARD)  # late: the slot is the second's now
+    assert table.holder(ARN, SHARD, now_ms=3) == second

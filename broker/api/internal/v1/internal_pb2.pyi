@@ -598,20 +598,24 @@ class SubscriptionClaim(_message.Message):
     CONSUMER_ARN_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     STARTED_MS_FIELD_NUMBER: _builtins.int
+    RELEASE_FIELD_NUMBER: _builtins.int
     consumer_arn: _builtins.str
     subscription_id: _builtins.str
     started_ms: _builtins.int
     """the subscription's start, the subscribing node's wall clock"""
+    release: _builtins.bool
+    """the subscription ended: free the slot (nothing is read)"""
     def __init__(
         self,
         *,
         consumer_arn: _builtins.str = ...,
         subscription_id: _builtins.str = ...,
         started_ms: _builtins.int = ...,
+        release: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer_arn", b"consumer_arn", "started_ms", b"started_ms", "subscription_id", b"subscription_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer_arn", b"consumer_arn", "release", b"release", "started_ms", b"started_ms", "subscription_id", b"subscription_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
