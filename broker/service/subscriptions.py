@@ -33,15 +33,19 @@ What a subscription does (AWS's documented behaviour, REFERENCE.md §1.9):
     one live claim per (consumer, shard), renewed by each read. A read of another subscription
     is refused with ResourceInUseException: the first read happens in `subscribe`, so the
     client gets a plain error; a subscription taken over from another node gets it on its next
-    read (within one long-poll) and ends. No metadata command, no extra RPC.
+    read (within one long-poll) and ends. An ended subscription frees the slot with one last
+    read (`release`: nothing is read), sent before the subscriber learns the stream ended
+    when it ends by itself (lifetime, shard end), and in the background when it is closed (a
+    subscribe here for the same slot waits for it, bounded). No metadata command.
   Windows, on purpose: a new leader starts with an empty table (after a failover two
   subscriptions may each get one read before the next renewal orders them); while the leader is
   unreachable a replica serves reads unchecked; a subscriber that stops reading (its reader
   parked on a full queue) longer than the claim's expiry (about 4 s) loses the slot to another
-  subscribe, and ends at its next read. Leniencies: a closed subscription frees its slot here
-  at once and on the leader when its claim expires (about 4 s; AWS refuses a new call for 5 s
-  after a successful one either way), and AWS's "one call per second per consumer and shard"
-  (LimitExceededException) is not enforced; both only make well-behaved clients (the KCL) wait.
+  subscribe, and ends at its next read; a lost release (the node died, or stopped: `end_all`
+  sends none) leaves the slot held until the claim expires (about 4 s). Leniencies: a closed
+  subscription frees its slot at once (AWS refuses a new call for 5 s after a successful one
+  either way), and AWS's "one call per second per consumer and shard" (LimitExceededException)
+  is not enforced; both only make well-behaved clients (the KCL) wait.
 - Deregistering the consumer (or deleting the stream) ends the subscription with
   ResourceNotFoundException within one long-poll (`limits.read_wait_ms_max`).
 - Budget: `subscription_bytes_per_second` per subscription (AWS's 2 MB/s per consumer and
