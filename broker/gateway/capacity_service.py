@@ -10,17 +10,15 @@ answers, and maps a ShoalError to the rich gRPC status as every other door does.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from broker.api.capacity.v1 import capacity_pb2 as pb
 from broker.clock import Clock
-from broker.errors import ErrorCode, ShoalError
-from broker.gateway.error_mapping import to_grpc_status
+from broker.gateway.error_mapping import NativeMethod, native_rpc
 from broker.meta.image import MetadataImage, StreamMeta
 from broker.service import capacity
 
@@ -148,23 +146,7 @@ def _shard_load(view: capacity.ShardLoadView) -> pb.ShardLoad:
     return message
 
 
-_Method = Callable[[Any], Awaitable[Message]]
-
-
-def _rpc(
-    name: str, method: _Method
-) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
-    async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        try:
-            return await method(message)
-        except ShoalError as error:
-            await context.abort_with_status(to_grpc_status(error))
-        except Exception:
-            log.exception("capacity_call_failed", extra={"operation": name})
-            await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
-        raise AssertionError("abort_with_status returns only by raising")
-
-    return handle
+_Method = NativeMethod
 
 
 def capacity_handler(
@@ -183,7 +165,7 @@ def capacity_handler(
         input_class = getattr(pb, method.input_type.name)
         output_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _rpc(method.name, methods[method.name]),
+            native_rpc("capacity", method.name, methods[method.name]),
             request_deserializer=input_class.FromString,
             response_serializer=output_class.SerializeToString,
         )

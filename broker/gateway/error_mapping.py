@@ -13,14 +13,19 @@ AWS JSON/CBOR: the HTTP status from the error table and a document `{"__type": n
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from broker.errors import ErrorCode, ShoalError, error_code_by_name
+
+log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "kinesis.shoal.dev"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"  # the rich error model's trailer
@@ -70,3 +75,25 @@ def to_aws_error(error: ShoalError) -> tuple[int, dict[str, str]]:
         "__type": error.code.kinesis_name,
         "message": error.message,
     }
+
+
+NativeMethod = Callable[[Any], Awaitable[Message]]
+
+
+def native_rpc(
+    service: str, name: str, method: NativeMethod
+) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+    """One unary RPC of a native (non-Kinesis) service: a ShoalError becomes the rich gRPC
+    status, anything else INTERNAL_FAILURE (logged with the service and operation)."""
+
+    async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        try:
+            return await method(message)
+        except ShoalError as error:
+            await context.abort_with_status(to_grpc_status(error))
+        except Exception:
+            log.exception("native_operation_failed", extra={"service": service, "operation": name})
+            await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
+        raise AssertionError("abort_with_status returns only by raising")
+
+    return handle

@@ -19,19 +19,16 @@ ResourceNotFoundException, INVALID: InvalidArgumentException).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import Message
 
 from broker.api.leases.v1 import leases_pb2 as pb
 from broker.clock import Clock
 from broker.consumers import leases
 from broker.consumers.leases import Lease
-from broker.errors import ErrorCode, ShoalError
 from broker.gateway import lease_codec
-from broker.gateway.error_mapping import to_grpc_status
+from broker.gateway.error_mapping import NativeMethod, native_rpc
 from broker.meta.commands import lease_command
 from broker.meta.frontend import MetadataFrontend
 
@@ -112,7 +109,7 @@ class _LeaseServicer:
         return pb.DeleteApplicationResponse(lease_count=result)
 
 
-_Method = Callable[[Any], Awaitable[Message]]
+_Method = NativeMethod
 
 
 def _methods(servicer: _LeaseServicer) -> dict[str, _Method]:
@@ -130,25 +127,6 @@ def _methods(servicer: _LeaseServicer) -> dict[str, _Method]:
     }
 
 
-def _rpc(
-    name: str, method: _Method
-) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
-    """One unary RPC; a ShoalError becomes the rich gRPC status, anything else
-    INTERNAL_FAILURE (logged)."""
-
-    async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        try:
-            return await method(message)
-        except ShoalError as error:
-            await context.abort_with_status(to_grpc_status(error))
-        except Exception:
-            log.exception("lease_operation_failed", extra={"operation": name})
-            await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
-        raise AssertionError("abort_with_status returns only by raising")
-
-    return handle
-
-
 def lease_handler(frontend: MetadataFrontend, clock: Clock) -> grpc.GenericRpcHandler:
     """The generic handler serving every LeaseService RPC over `frontend`."""
     methods = _methods(_LeaseServicer(frontend, clock))
@@ -158,7 +136,7 @@ def lease_handler(frontend: MetadataFrontend, clock: Clock) -> grpc.GenericRpcHa
         input_class = getattr(pb, method.input_type.name)
         output_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _rpc(method.name, methods[method.name]),
+            native_rpc("leases", method.name, methods[method.name]),
             request_deserializer=input_class.FromString,
             response_serializer=output_class.SerializeToString,
         )

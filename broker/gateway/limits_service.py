@@ -15,7 +15,6 @@ error name).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -23,7 +22,7 @@ from google.protobuf.message import Message
 
 from broker.api.limits.v1 import limits_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.error_mapping import to_grpc_status
+from broker.gateway.error_mapping import NativeMethod, native_rpc
 from broker.service import account
 from broker.service.context import ServiceContext
 from broker.streams.throttling import RATE_NAMES, StreamLimits, ThroughputLimits
@@ -119,7 +118,7 @@ def _stream_name(name: str) -> str:
     return name
 
 
-_Method = Callable[[Any], Awaitable[Message]]
+_Method = NativeMethod
 
 
 def _methods(servicer: _LimitsServicer) -> dict[str, _Method]:
@@ -131,25 +130,6 @@ def _methods(servicer: _LimitsServicer) -> dict[str, _Method]:
     }
 
 
-def _rpc(
-    name: str, method: _Method
-) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
-    """One unary RPC; a ShoalError becomes the rich gRPC status, anything else
-    INTERNAL_FAILURE (logged)."""
-
-    async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
-        try:
-            return await method(message)
-        except ShoalError as error:
-            await context.abort_with_status(to_grpc_status(error))
-        except Exception:
-            log.exception("limits_operation_failed", extra={"operation": name})
-            await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
-        raise AssertionError("abort_with_status returns only by raising")
-
-    return handle
-
-
 def limits_handler(ctx: ServiceContext) -> grpc.GenericRpcHandler:
     """The generic handler serving every LimitsService RPC of this node."""
     methods = _methods(_LimitsServicer(ctx))
@@ -159,7 +139,7 @@ def limits_handler(ctx: ServiceContext) -> grpc.GenericRpcHandler:
         input_class = getattr(pb, method.input_type.name)
         output_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _rpc(method.name, methods[method.name]),
+            native_rpc("limits", method.name, methods[method.name]),
             request_deserializer=input_class.FromString,
             response_serializer=output_class.SerializeToString,
         )
