@@ -1,8 +1,8 @@
 """One typed configuration for a node: defaults < config file (TOML) < environment < flags.
 
-`Config` is frozen and built once (`load_config`) by `__main__`; it is passed down explicitly,
-and no other module reads `os.environ`. `Knobs` holds timing values with production defaults;
-every default is commented with its reason.
+`Config` is frozen and built once (`load_config`) by `shoal serve` (`cli/serve.py`); it is
+passed down explicitly, and no other module reads `os.environ`. `Knobs` holds timing values with
+production defaults; every default is commented with its reason.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ service alone in plaintext for probes that cannot do TLS.
 A node is a cluster of one when `peers` is empty: the same code paths run (the shard replica
 set is this node, the controller runs here), so single-node behaviour is the cluster's.
 
-SIGTERM (`__main__`) calls `drain()` before `stop()`: heartbeats then say "shutting down", the
+SIGTERM (`cli/serve.py`) calls `drain()` before `stop()`: heartbeats then say "shutting down", the
 controller moves this node's shard leaderships to other replicas, and if this node leads the
 metadata quorum it hands that over too, each wait bounded by `limits.drain_timeout_ms`.
 

@@ -24,8 +24,8 @@ from typing import Any, TypedDict
 import grpc
 import pytest
 
-from broker.__main__ import main
 from broker.api.leases.v1 import leases_pb2 as pb
+from broker.cli import main
 from broker.client.grpc_client import AsyncShoalClient
 from broker.client.leases import GrpcLeaseClient
 from broker.client.worker import (

@@ -13,7 +13,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 
-from broker.__main__ import main
+from broker.cli import main
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.node import Node

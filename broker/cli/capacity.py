@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+from contextlib import AbstractContextManager
 from typing import Any
 
-COMMANDS = ("hot-shards", "hot-keys", "scaling-events")
+from broker.tls import credentials_from_arguments
 
 
 def add_commands(commands: Any) -> None:
@@ -23,26 +24,24 @@ def add_commands(commands: Any) -> None:
     shards = commands.add_parser("hot-shards", help="a stream's open shards, busiest first")
     shards.add_argument("stream")
     shards.add_argument("--limit", type=int, default=None, help="at most this many (1..1000)")
-    shards.set_defaults(run=_hot_shards)
+    shards.set_defaults(connect=_capacity_client, run=_hot_shards)
     keys = commands.add_parser("hot-keys", help="a stream's busiest partition keys")
     keys.add_argument("stream")
     keys.add_argument("--shard", dest="shard_id", help="only this shard's keys")
     keys.add_argument("--limit", type=int, default=None, help="at most this many (1..1000)")
-    keys.set_defaults(run=_hot_keys)
+    keys.set_defaults(connect=_capacity_client, run=_hot_keys)
     events = commands.add_parser(
         "scaling-events", help="the on-demand autoscaler's decisions for a stream, oldest first"
     )
     events.add_argument("stream")
     events.add_argument("--limit", type=int, default=None, help="only the newest this many")
-    events.set_defaults(run=_scaling_events)
+    events.set_defaults(connect=_capacity_client, run=_scaling_events)
 
 
-def run(args: argparse.Namespace, credentials: Any) -> int:
-    """Runs the chosen command against `args.endpoint`."""
+def _capacity_client(args: argparse.Namespace) -> AbstractContextManager[Any]:
     from broker.client.capacity import CapacityClient  # the gRPC stubs: only for these
 
-    with CapacityClient(args.endpoint, credentials=credentials) as client:
-        return int(args.run(client, args))
+    return CapacityClient(args.endpoint, credentials=credentials_from_arguments(args))
 
 
 def _rate(value: float) -> str:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from contextlib import AbstractContextManager
 from typing import Any
 
 from broker.streams.throttling import RATE_NAMES
+from broker.tls import credentials_from_arguments
 
 DEFAULT = "default"
 _ACCOUNT_LIMITS = ("shard_limit", "on_demand_stream_limit")
@@ -39,35 +41,30 @@ def add_commands(commands: Any) -> None:
     group_parser = commands.add_parser(
         "limits", help="per-stream throughput limits and account limits"
     )
-    group_parser.set_defaults(run=None, limits_help=group_parser.print_help)
+    group_parser.set_defaults(run=None, connect=None, group_help=group_parser.print_help)
     group = group_parser.add_subparsers(dest="limits_command")
     get = group.add_parser("get", help="a stream's rate overrides and the rates its shards get")
     get.add_argument("stream")
-    get.set_defaults(run=_get)
+    get.set_defaults(connect=_limits_client, run=_get)
     put = group.add_parser(
         "set", help="set a stream's per-shard rates (0: unlimited; 'default': cluster default)"
     )
     put.add_argument("stream")
     for name in RATE_NAMES:
         put.add_argument("--" + name.replace("_", "-"), type=_value, metavar="N|default")
-    put.set_defaults(run=_set)
+    put.set_defaults(connect=_limits_client, run=_set)
     account = group.add_parser(
         "account", help="show account limits; with flags, set them for the whole cluster"
     )
     for name in _ACCOUNT_LIMITS:
         account.add_argument("--" + name.replace("_", "-"), type=_value, metavar="N|default")
-    account.set_defaults(run=_account)
+    account.set_defaults(connect=_limits_client, run=_account)
 
 
-def run(args: argparse.Namespace, credentials: Any) -> int:
-    """Runs the chosen `limits` command against `args.endpoint`."""
+def _limits_client(args: argparse.Namespace) -> AbstractContextManager[Any]:
     from broker.client.limits import LimitsClient  # the gRPC stubs: only for this group
 
-    if args.run is None:
-        args.limits_help()
-        return 2
-    with LimitsClient(args.endpoint, credentials=credentials) as client:
-        return int(args.run(client, args))
+    return LimitsClient(args.endpoint, credentials=credentials_from_arguments(args))
 
 
 def _print_stream(answer: dict[str, Any], *, as_json: bool) -> None:

@@ -16,24 +16,26 @@ import argparse
 import json
 from typing import Any
 
+from broker.cli.common import add_group, jsonable, kinesis_client
+
 
 def add_commands(commands: Any) -> None:
     """Adds `consumers` and its subcommands to the CLI's subparsers (`args.run(client, args)`
     runs one with a `ShoalClient`)."""
-    group_parser = commands.add_parser(
-        "consumers", help="a stream's enhanced fan-out consumers (RegisterStreamConsumer & co.)"
+    group = add_group(
+        commands,
+        "consumers",
+        help_text="a stream's enhanced fan-out consumers (RegisterStreamConsumer & co.)",
     )
-    group_parser.set_defaults(run=lambda _client, _args: _help(group_parser))
-    group = group_parser.add_subparsers(dest="consumers_command")
 
     listing = group.add_parser("list", help="a stream's consumers, oldest first")
     listing.add_argument("--stream", required=True)
-    listing.set_defaults(run=_list)
+    listing.set_defaults(run=_list, connect=kinesis_client)
 
     register = group.add_parser("register", help="register a consumer; prints its ARN")
     register.add_argument("--stream", required=True)
     register.add_argument("--name", required=True)
-    register.set_defaults(run=_register)
+    register.set_defaults(run=_register, connect=kinesis_client)
 
     for name, run, text in (
         ("describe", _describe, "one consumer's ARN, status and creation time"),
@@ -43,12 +45,7 @@ def add_commands(commands: Any) -> None:
         command.add_argument("--stream", help="the stream (with --name)")
         command.add_argument("--name", help="the consumer's name (with --stream)")
         command.add_argument("--arn", help="the consumer's ARN (instead of --stream/--name)")
-        command.set_defaults(run=run)
-
-
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 2
+        command.set_defaults(run=run, connect=kinesis_client)
 
 
 def _stream_arn(client: Any, stream: str) -> str:
@@ -64,16 +61,6 @@ def _target(client: Any, args: argparse.Namespace) -> dict[str, str]:
     if args.stream is None or args.name is None:
         raise SystemExit("error: give --arn, or both --stream and --name")
     return {"StreamARN": _stream_arn(client, args.stream), "ConsumerName": args.name}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _jsonable(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(item) for item in value]
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return value
 
 
 def _line(consumer: dict[str, Any]) -> str:
@@ -96,7 +83,7 @@ def _list(client: Any, args: argparse.Namespace) -> int:
             break
         request = {"StreamARN": arn, "NextToken": token}
     if args.json:
-        print(json.dumps(_jsonable({"Consumers": consumers}), indent=2))
+        print(json.dumps(jsonable({"Consumers": consumers}), indent=2))
     elif not consumers:
         print(f"(no consumers registered on {args.stream})")
     else:
@@ -109,7 +96,7 @@ def _register(client: Any, args: argparse.Namespace) -> int:
     request = {"StreamARN": _stream_arn(client, args.stream), "ConsumerName": args.name}
     consumer = client.call("RegisterStreamConsumer", request)["Consumer"]
     if args.json:
-        print(json.dumps(_jsonable({"Consumer": consumer}), indent=2))
+        print(json.dumps(jsonable({"Consumer": consumer}), indent=2))
     else:
         print(consumer["ConsumerARN"])
     return 0
@@ -120,7 +107,7 @@ def _describe(client: Any, args: argparse.Namespace) -> int:
         "ConsumerDescription"
     ]
     if args.json:
-        print(json.dumps(_jsonable({"ConsumerDescription": description}), indent=2))
+        print(json.dumps(jsonable({"ConsumerDescription": description}), indent=2))
     else:
         print(_line(description))
     return 0

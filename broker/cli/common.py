@@ -1,0 +1,61 @@
+"""What every command group shares: the default endpoint, output helpers, how a command gets
+its client.
+
+Every subcommand sets two parser defaults: `run(client, args) -> int` and `connect`, a
+function from the parsed arguments to a context manager yielding the client `run` needs (None
+when the command opens nothing itself, like `serve`). A group given without a subcommand sets
+`run=None` and `group_help` (its parser's help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from broker.tls import credentials_from_arguments
+
+DEFAULT_ENDPOINT = "127.0.0.1:50051"
+
+Connect = Callable[[argparse.Namespace], AbstractContextManager[Any]]
+
+
+def kinesis_client(args: argparse.Namespace) -> AbstractContextManager[Any]:
+    """The public KinesisService over gRPC (`broker.client.grpc_client.ShoalClient`)."""
+    from broker.client.grpc_client import ShoalClient
+
+    return ShoalClient(args.endpoint, credentials=credentials_from_arguments(args))
+
+
+def add_group(commands: Any, name: str, *, help_text: str) -> Any:
+    """A command group (`shoal NAME SUBCOMMAND`); returns its subparsers. Without a
+    subcommand the group prints its help and exits 2."""
+    group_parser = commands.add_parser(name, help=help_text)
+    group_parser.set_defaults(run=None, connect=None, group_help=group_parser.print_help)
+    return group_parser.add_subparsers(dest=f"{name.replace('-', '_')}_command")
+
+
+def jsonable(value: Any) -> Any:
+    """A response with bytes as base64 and datetimes as ISO 8601, ready for json.dumps."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_response(args: argparse.Namespace, response: Any, text: str | None = None) -> int:
+    """`text` for a person, or the raw response as JSON with --json (or when no text)."""
+    if args.json or text is None:
+        print(json.dumps(jsonable(response), indent=2))
+    else:
+        print(text)
+    return 0
