@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from broker.caller import Caller
 from broker.clock import Clock
 from broker.consumers import leases
 from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
@@ -32,13 +33,16 @@ _REFUSALS = {refusal.error_code: refusal for refusal in LeaseRefusal}
 
 
 class LocalKinesis:
-    """`AsyncShoalClient.call` over this node's KinesisService."""
+    """`AsyncShoalClient.call` over this node's KinesisService, as the node itself: `caller`
+    (door "internal") names the region and account to act in; None means the node's own."""
 
-    def __init__(self, service: KinesisService) -> None:
+    def __init__(self, service: KinesisService, *, caller: Caller | None = None) -> None:
+        assert caller is None or caller.door == "internal", caller
         self._service = service
+        self._caller = caller
 
     async def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]:
-        return await self._service.call(operation, request)
+        return await self._service.call(operation, request, self._caller)
 
 
 class LocalLeaseClient:

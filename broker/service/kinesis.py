@@ -90,11 +90,12 @@ class KinesisService:
         self, operation: str, request: Request, caller: Caller | None = None
     ) -> Response:
         """Run one validated operation. Raises ShoalError for every client-visible failure.
-        `caller` is the doors' `Caller`, None for the node's own calls: only those may name
-        an internal stream (`streams.internal_names`). Otherwise it is not consulted yet:
-        every stream lives in the node's configured region and account."""
+        `caller` is the doors' `Caller`, None (or a Caller with door "internal") for the
+        node's own calls: only those may name an internal stream (`streams.internal_names`).
+        Otherwise it is not consulted yet: every stream lives in the node's configured region
+        and account."""
         handler = self._handlers[operation]
-        if caller is not None:
+        if caller is not None and caller.door != "internal":
             self._refuse_internal_streams(operation, request)
         return await handler(request)
 
