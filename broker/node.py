@@ -49,12 +49,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits, tls
+from broker.analytics.duckdb_engine import DuckDbChecker
+from broker.analytics.runner import ApplicationRunner
+from broker.analytics.service import AnalyticsService, AnalyticsSettings
+from broker.api.analytics.v1 import analytics_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import Config, QuorumLayout
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
-from broker.gateway.grpc_service import kinesis_handler
+from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
 from broker.gateway.internal_service import (
@@ -92,6 +96,7 @@ from broker.replication.transport import (
     replication_handler,
 )
 from broker.service.context import ServiceContext, shard_throttles
+from broker.service.in_process import LocalKinesis, LocalLeaseClient
 from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
@@ -101,6 +106,7 @@ from broker.types import NodeId, ShardUid, StreamName
 
 log = logging.getLogger(__name__)
 
+ANALYTICS = "kinesisanalytics"  # the botocore model of the SQL applications' API
 _QUORUM_READY_TIMEOUT_S = 60.0  # peers of a new cluster may start a while apart
 _START_RETRY_S = 0.2
 _GRPC_STOP_GRACE_S = 5.0
@@ -137,6 +143,8 @@ class Node:
         self.autoscaler: Autoscaler | None = None  # on-demand scaling (acts while leading)
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
+        self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
+        self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.incarnation = 0
         self.grpc_port = 0
         self.health_port = 0  # the plaintext health port, once started (config.health_port)
@@ -245,6 +253,7 @@ class Node:
         )
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
+        self._start_analytics(metadata)
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -311,8 +320,33 @@ class Node:
             return None
         return node.api_address
 
+    def _start_analytics(self, metadata: MetadataFrontend) -> None:
+        """Kinesis Data Analytics: the API and the runner of this node's SQL applications."""
+        assert self.service is not None
+        config = self.config
+        self.analytics = AnalyticsService(
+            metadata=metadata,
+            clock=self.clock,
+            settings=AnalyticsSettings(
+                region=config.region,
+                account_id=config.account_id,
+                # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
+                transition_ms=config.knobs.stream_updating_ms,
+            ),
+            kinesis=LocalKinesis(self.service),
+            checker=DuckDbChecker(),
+        )
+        self.applications = ApplicationRunner(
+            metadata=metadata,
+            lease_client=LocalLeaseClient(metadata, self.clock),
+            kinesis=self.service,
+            clock=self.clock,
+            worker_id=f"{config.node_id}:{uuid.uuid4()}",
+        )
+
     async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None
+        assert self.analytics is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -348,6 +382,13 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
+                operation_handler(
+                    analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
+                    self.analytics,
+                    model=ANALYTICS,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
@@ -392,7 +433,8 @@ class Node:
         """The AWS door: the same services behind the AWS wire protocols."""
         assert self.service is not None
         config = self.config
-        services = (JsonService(KINESIS, self.service),)
+        assert self.analytics is not None
+        services = (JsonService(KINESIS, self.service), JsonService(ANALYTICS, self.analytics))
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
@@ -444,6 +486,8 @@ class Node:
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
             group.create_task(self._run_health(), name="health")
+            assert self.applications is not None
+            group.create_task(self.applications.run(), name="analytics-applications")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -420,6 +420,48 @@ class RecordScalingEvent:
 CapacityCommand = ReportShardLoads | RecordScalingEvent
 
 
+# --- Kinesis Data Analytics applications (issue 12; rules in `broker.analytics.applications`) --
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateAnalyticsApplication:
+    """CreateApplication in the caller's account and region. `inputs`, `outputs` and
+    `logging_options` are the request's members as canonical JSON. Result: the Application."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    description: str
+    code: str
+    inputs: str
+    outputs: str
+    logging_options: str
+    tags: tuple[tuple[str, str], ...]
+    applications_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeAnalyticsApplication:
+    """Any other change to one application: `operation` is the kinesisanalytics operation
+    (UpdateApplication, AddApplicationOutput, StartApplication, DeleteApplication, TagResource,
+    ...) and `request` its members as canonical JSON (timestamps as epoch milliseconds).
+    Operations that carry CurrentApplicationVersionId are checked against it at apply time.
+    `transition_ms` is how long the application shows STARTING, STOPPING, UPDATING or
+    DELETING. Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    operation: str
+    request: str
+    transition_ms: int
+
+
+AnalyticsCommand = CreateAnalyticsApplication | ChangeAnalyticsApplication
+
+
 Command = (
     InitCluster
     | CreateStream
@@ -441,6 +483,7 @@ Command = (
     | AccountCommand
     | CapacityCommand
     | ConsumerCommand
+    | AnalyticsCommand
 )
 
 
@@ -479,6 +522,8 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         ChangeConsumerTags,
         ReportShardLoads,
         RecordScalingEvent,
+        CreateAnalyticsApplication,
+        ChangeAnalyticsApplication,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from broker.analytics.applications import ApplicationTable
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
@@ -216,6 +217,9 @@ class MetadataImage:
     # Shard loads reported by their leaders and each stream's scaling event log (issue 6);
     # changed only by ReportShardLoads, RecordScalingEvent and automatic BeginReshards.
     capacity: CapacityTable = field(default_factory=CapacityTable)
+    # Kinesis Data Analytics SQL applications (issue 12), keyed by account, region and name;
+    # changed only by the analytics commands.
+    analytics: ApplicationTable = field(default_factory=ApplicationTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

@@ -35,11 +35,13 @@ from broker.meta import capacity
 from broker.meta.commands import (
     AddTags,
     BeginReshard,
+    ChangeAnalyticsApplication,
     ChangeConsumerTags,
     ChangeRetention,
     CheckpointLeaseCommand,
     Command,
     CompleteReshard,
+    CreateAnalyticsApplication,
     CreateLeasesCommand,
     CreateStream,
     DeleteApplicationCommand,
@@ -70,6 +72,7 @@ from broker.meta.commands import (
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
     account_limits,
+    analytics_applications,
     nodes,
     reshards,
     stream_consumers,
@@ -164,5 +167,9 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return capacity.apply_report(image, command)
         case RecordScalingEvent():
             return capacity.apply_event(image, command)
+        case CreateAnalyticsApplication():
+            return analytics_applications.create_application(image, command)
+        case ChangeAnalyticsApplication():
+            return analytics_applications.change_application(image, command)
         case _:
             assert_never(command)
