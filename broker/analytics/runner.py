@@ -32,7 +32,7 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from broker.analytics import pipeline, records, sql, windows
@@ -117,6 +117,15 @@ class ApplicationRunner:
     def running(self) -> tuple[str, ...]:
         """The keys of the applications this node runs now (holds the placement of)."""
         return tuple(sorted(k for k, p in self._placements.items() if p.active is not None))
+
+    def statistics(self) -> dict[str, ApplicationStatistics]:
+        """Per application this node runs: records in and out, errors, the watermark."""
+        found = {}
+        for key, placement in self._placements.items():
+            active = placement.active
+            if active is not None:
+                found[key] = active.statistics()
+        return found
 
     async def run(self) -> None:
         """Reconciles the applications with the image every tick; infinite on purpose (the
@@ -300,7 +309,15 @@ class _Counters:
     records_in: int = 0
     records_out: int = 0
     errors: int = 0
-    streams: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplicationStatistics:
+    records_in: int  # input records read
+    records_out: int  # output records written
+    errors: int  # input records that did not parse (KDA's error_stream)
+    late_rows: int  # rows for windows that had already closed
+    watermark_ms: int
 
 
 class _RunningApp:
@@ -325,6 +342,15 @@ class _RunningApp:
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
         self._source_names = list(inputs[0]["InAppStreamNames"])
         self._outputs = app.output_descriptions()
+
+    def statistics(self) -> ApplicationStatistics:
+        return ApplicationStatistics(
+            records_in=self.counters.records_in,
+            records_out=self.counters.records_out,
+            errors=self.counters.errors,
+            late_rows=self._pipeline.late_rows,
+            watermark_ms=self._pipeline.watermark_ms,
+        )
 
     def restart_with(self, app: Application) -> None:
         self.app = app
