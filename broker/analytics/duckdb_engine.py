@@ -71,6 +71,8 @@ class DuckDbEngine:
                     f"Line {pump.line}: pump {pump.name} reads {pump.source}, which is neither "
                     "an input's in-application stream nor a CREATE OR REPLACE STREAM.",
                 )
+            if pump.window is not None:
+                _check_window_column(pump, source)
             try:
                 self.run(pump.query, source, ())
             except duckdb.Error as error:
@@ -78,8 +80,6 @@ class DuckDbEngine:
                 raise ShoalError(
                     ErrorCode.CODE_VALIDATION, f"Line {pump.line}: pump {pump.name}: {message}"
                 ) from error
-            if pump.window is not None:
-                _check_window_column(pump, source)
 
 
 class DuckDbChecker:

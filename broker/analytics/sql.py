@@ -250,6 +250,9 @@ def _pump(statement: _Statement) -> Pump:
             statement.line, "this CREATE PUMP", "expected AS INSERT INTO ... SELECT STREAM"
         )
     name = _token_name(tokens[4])
+    for token in tokens:  # not SQL sqlglot knows: refused before parsing
+        if token.text.upper() == "WINDOWED":
+            raise refused(token.line, "WINDOWED BY STAGGER (stagger windows)")
     text = statement.text
     # Blank everything up to INSERT, and the STREAM of SELECT STREAM.
     text = (
@@ -292,14 +295,15 @@ def _token_name(token: Token) -> str:
     return token.text if token.token_type is TokenType.IDENTIFIER else token.text.upper()
 
 
-_UNSUPPORTED: tuple[tuple[type[exp.Expr], str], ...] = (
-    (exp.Join, "JOIN (stream-to-table and stream-to-stream joins)"),
-    (exp.Window, "OVER / WINDOW (sliding windows)"),
-    (exp.Subquery, "a subquery"),
-    (exp.Union, "UNION"),
-    (exp.Except, "EXCEPT"),
-    (exp.Intersect, "INTERSECT"),
-    (exp.With, "WITH"),
+# Constructs refused, with the keyword that locates them in the statement (its Nth occurrence).
+_UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
+    (exp.Join, "JOIN (stream-to-table and stream-to-stream joins)", "JOIN", 1),
+    (exp.Window, "OVER / WINDOW (sliding windows)", "OVER", 1),
+    (exp.Subquery, "a subquery", "SELECT", 2),
+    (exp.Union, "UNION", "UNION", 1),
+    (exp.Except, "EXCEPT", "EXCEPT", 1),
+    (exp.Intersect, "INTERSECT", "INTERSECT", 1),
+    (exp.With, "WITH", "WITH", 1),
 )
 _UNSUPPORTED_FUNCTIONS = {
     "RANDOM_CUT_FOREST": "RANDOM_CUT_FOREST",
@@ -311,23 +315,23 @@ _UNSUPPORTED_FUNCTIONS = {
 
 
 def _refuse_unsupported(select: exp.Select, line: int, tokens: tuple[Token, ...]) -> None:
-    for kind, construct in _UNSUPPORTED:
-        found = select.find(kind)
-        if found is not None:
-            raise refused(_line_of(tokens, construct.split()[0], line), construct)
+    for kind, construct, keyword, occurrence in _UNSUPPORTED:
+        if select.find(kind) is not None:
+            raise refused(_line_of(tokens, keyword, line, occurrence), construct)
     for function in select.find_all(exp.Anonymous):
         name = str(function.this).upper()
         if name in _UNSUPPORTED_FUNCTIONS:
             raise refused(_line_of(tokens, name, line), _UNSUPPORTED_FUNCTIONS[name])
-    for token in tokens:
-        if token.text.upper() == "WINDOWED":
-            raise refused(token.line, "WINDOWED BY STAGGER (stagger windows)")
 
 
-def _line_of(tokens: tuple[Token, ...], word: str, default: int) -> int:
+def _line_of(tokens: tuple[Token, ...], word: str, default: int, occurrence: int = 1) -> int:
+    """The line of the `occurrence`th token `word` (the statement's line if absent)."""
+    seen = 0
     for token in tokens:
         if token.text.upper() == word.upper():
-            return token.line
+            seen += 1
+            if seen == occurrence:
+                return token.line
     return default
 
 
