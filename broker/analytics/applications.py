@@ -60,6 +60,16 @@ def application_arn(account_id: str, region: str, name: str) -> str:
     return f"arn:aws:kinesisanalytics:{region}:{account_id}:application/{name}"
 
 
+# The placement lease's key: every stream's first shard (the lease table keys leases by shard).
+PLACEMENT_LEASE_KEY = "shardId-000000000000"
+
+
+def lease_application(app: Application, suffix: str) -> str:
+    """The lease table's application name for `app` and `suffix` ("placement" or a reader),
+    in DynamoDB table-name characters as the lease table requires."""
+    return f"kinesisanalytics.{app.account_id}.{app.region}.{app.name}.{suffix}"
+
+
 def canonical(value: Any) -> str:
     """Canonical JSON text (sorted keys): equal configurations store as equal records."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
@@ -90,6 +100,14 @@ class Application:
     # Raised by every StartApplication: a runner that sees a new run knows to reset (a start
     # after a stop reads from the starting position given to that start).
     run: int = 0
+    # The input reader (its lease application, `lease_application(app, reader)`): a new one
+    # for a start from NOW or TRIM_HORIZON, the previous one for LAST_STOPPED_POINT.
+    reader: str = ""
+    # The reader's progress (RecordAnalyticsProgress, fenced by the placement lease): every
+    # window ending at or before `emitted_through_ms` has been written to the outputs, and
+    # each shard's continuous (unwindowed) rows through its sequence number.
+    emitted_through_ms: int = 0
+    continuous_through: tuple[tuple[str, str], ...] = ()
 
     @property
     def key(self) -> str:
@@ -106,6 +124,15 @@ class Application:
         return (
             self.transient_status is ApplicationStatus.DELETING and now_ms >= self.status_until_ms
         )
+
+    def input_stream_name(self) -> str | None:
+        """The Kinesis data stream the (first) input reads, if any."""
+        inputs = self.input_descriptions()
+        if not inputs:
+            return None
+        arn = inputs[0].get("KinesisStreamsInputDescription", {}).get("ResourceARN", "")
+        _, _, name = str(arn).partition(":stream/")
+        return name or None
 
     def input_descriptions(self) -> list[Document]:
         value: list[Document] = json.loads(self.inputs)
@@ -608,13 +635,48 @@ def start(
         inputs[index]["InputStartingPositionConfiguration"] = dict(
             configuration["InputStartingPositionConfiguration"]
         )
+    position = (
+        inputs[0].get("InputStartingPositionConfiguration", {}).get("InputStartingPosition", "NOW")
+    )
+    run = app.run + 1
+    progress: dict[str, Any] = {}
+    if position != "LAST_STOPPED_POINT" or not app.reader:
+        # A new reader starts without progress; LAST_STOPPED_POINT keeps both.
+        progress = {"reader": f"run{run}", "emitted_through_ms": 0, "continuous_through": ()}
     return dataclasses.replace(
         app,
         status=ApplicationStatus.RUNNING,
         transient_status=ApplicationStatus.STARTING,
         status_until_ms=now_ms + starting_ms,
         inputs=canonical(inputs),
-        run=app.run + 1,
+        run=run,
+        **progress,
+    )
+
+
+def record_progress(
+    app: Application,
+    *,
+    reader: str,
+    emitted_through_ms: int,
+    continuous_through: Sequence[tuple[str, str]],
+) -> Application:
+    """RecordAnalyticsProgress: marks only move forward (a retried or reordered proposal
+    cannot take one back); a mark of another reader (an earlier run) is refused."""
+    if reader != app.reader:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Application {app.name} reads as {app.reader} now, not {reader}.",
+        )
+    through = dict(app.continuous_through)
+    for shard_id, sequence_number in continuous_through:
+        current = through.get(shard_id)
+        if current is None or int(sequence_number) > int(current):
+            through[shard_id] = sequence_number
+    return dataclasses.replace(
+        app,
+        emitted_through_ms=max(app.emitted_through_ms, emitted_through_ms),
+        continuous_through=tuple(sorted(through.items())),
     )
 
 

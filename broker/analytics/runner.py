@@ -31,18 +31,26 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from broker.analytics import pipeline, records, sql, windows
-from broker.analytics.applications import Application, ApplicationStatus
+from broker.analytics.applications import (
+    PLACEMENT_LEASE_KEY,
+    Application,
+    ApplicationStatus,
+    lease_application,
+)
 from broker.analytics.duckdb_engine import DuckDbEngine
 from broker.caller import Caller
 from broker.client.worker import (
+    Checkpointer,
     InitializationInput,
     InitialPosition,
     LeaseClient,
+    LeaseLostError,
     LeaseLostInput,
     ProcessRecordsInput,
     ShardEndedInput,
@@ -53,13 +61,14 @@ from broker.client.worker import (
 from broker.clock import Clock
 from broker.consumers.leases import Lease, LeaseError, NewLease
 from broker.errors import ShoalError
+from broker.meta.commands import RecordAnalyticsProgress
 from broker.meta.frontend import MetadataFrontend
+from broker.meta.image import MetadataImage
 from broker.service.kinesis import KinesisService
 
 log = logging.getLogger(__name__)
 
 PUT_RECORDS_MAX = 500  # Kinesis' PutRecords entries per call
-FIRST_SHARD_ID = "shardId-000000000000"  # every stream's first shard: the placement lease key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,20 +81,6 @@ class RunnerSettings:
     # A shard that delivered nothing this long after its reader started counts as caught up.
     idle_caught_up_ms: int = 2_000
     polling_idle_interval_ms: int = 200
-
-
-def lease_application(app: Application, suffix: str) -> str:
-    """The lease table's application name for `app` (DynamoDB table-name characters)."""
-    return f"kinesisanalytics.{app.account_id}.{app.region}.{app.name}.{suffix}"
-
-
-def _input_stream(app: Application) -> str | None:
-    inputs = app.input_descriptions()
-    if not inputs:
-        return None
-    arn = inputs[0].get("KinesisStreamsInputDescription", {}).get("ResourceARN", "")
-    _, _, name = str(arn).partition(":stream/")
-    return name or None
 
 
 def _starting_position(app: Application) -> str:
@@ -145,7 +140,7 @@ class ApplicationRunner:
         for key, app in self._metadata.image().analytics.applications.items():
             if app.is_gone(now_ms) or app.transient_status is ApplicationStatus.DELETING:
                 continue
-            if app.status is ApplicationStatus.RUNNING and _input_stream(app) is not None:
+            if app.status is ApplicationStatus.RUNNING and app.input_stream_name() is not None:
                 wanted[key] = app
         for key, placement in list(self._placements.items()):
             current = wanted.get(key)
@@ -209,7 +204,7 @@ class _Placement:
         renew_s = (settings.failover_ms // 3 - 25) / 1000
         held: Lease | None = None
         seen: tuple[str | None, int, int] | None = None  # owner, counter, since (monotonic)
-        stream = _input_stream(self.app)
+        stream = self.app.input_stream_name()
         assert stream is not None
         running: asyncio.Task[None] | None = None
         try:
@@ -219,15 +214,25 @@ class _Placement:
                 except ShoalError as error:  # no quorum: keep what we have until it expires
                     log.warning("analytics_placement_unavailable", extra={"error": str(error)})
                 if held is not None and running is None:
-                    self.active = _RunningApp(self.runner, self.app)
-                    running = asyncio.create_task(self.active.run())
+                    try:
+                        self.app = await self._latest(stream)
+                    except ShoalError as error:  # the image lags: try at the next step
+                        log.warning("analytics_placement_unavailable", extra={"error": str(error)})
+                    else:
+                        self.active = _RunningApp(self.runner, self.app)
+                        running = asyncio.create_task(self.active.run())
                 if held is None and running is not None:
                     running.cancel()  # deposed: stop at once, without checkpointing
                     with contextlib.suppress(asyncio.CancelledError):
                         await running
                     running, self.active = None, None
                 if running is not None and running.done():
-                    running.result()  # a failed application surfaces here
+                    # The application failed (an engine error, an output it cannot write to):
+                    # logged, and started again from its marks at the next step, as KDA
+                    # restarts a failed application. Only this application is affected.
+                    if not running.cancelled() and running.exception() is not None:
+                        log.error("analytics_application_failed", exc_info=running.exception())
+                    running, self.active = None, None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=renew_s / 3)
         finally:
@@ -243,10 +248,24 @@ class _Placement:
                     await self.runner._lease_client.release(
                         application=self._lease_name,
                         stream_name=stream,
-                        lease_key=FIRST_SHARD_ID,
+                        lease_key=PLACEMENT_LEASE_KEY,
                         owner=self.runner._worker_id,
                         expected_counter=held.lease_counter,
                     )
+
+    async def _latest(self, stream: str) -> Application:
+        """The application as of this node's placement: an image that shows the lease taken
+        also shows every mark the previous holder recorded before it lost the lease."""
+        me = self.runner._worker_id
+        name = self._lease_name
+
+        def placed_here(image: MetadataImage) -> bool:
+            lease = image.leases.get(name, stream, PLACEMENT_LEASE_KEY)
+            return lease is not None and lease.lease_owner == me
+
+        image = await self.runner._metadata.wait_for_image(placed_here)
+        latest = image.analytics.applications.get(self.app.key)
+        return latest if latest is not None and latest.run == self.app.run else self.app
 
     async def _hold(
         self, stream: str, held: Lease | None, seen: tuple[str | None, int, int] | None
@@ -260,7 +279,7 @@ class _Placement:
             renewed = await client.renew(
                 application=self._lease_name,
                 stream_name=stream,
-                lease_key=FIRST_SHARD_ID,
+                lease_key=PLACEMENT_LEASE_KEY,
                 owner=me,
                 expected_counter=held.lease_counter,
             )
@@ -270,7 +289,7 @@ class _Placement:
             created = await client.create_leases(
                 application=self._lease_name,
                 stream_name=stream,
-                leases=[NewLease(shard_id=FIRST_SHARD_ID)],
+                leases=[NewLease(shard_id=PLACEMENT_LEASE_KEY)],
             )
             if isinstance(created, LeaseError):
                 return None, None
@@ -284,7 +303,7 @@ class _Placement:
             taken = await client.take(
                 application=self._lease_name,
                 stream_name=stream,
-                lease_key=FIRST_SHARD_ID,
+                lease_key=PLACEMENT_LEASE_KEY,
                 owner=me,
                 expected_owner=lease.lease_owner,
                 expected_counter=lease.lease_counter,
@@ -302,6 +321,11 @@ class _ShardProgress:
     caught_up: bool = False
     delivered: bool = False
     watermark_ms: int = 0
+    # Records processed but not checkpointed: (sequence number, the time until which a window
+    # may still need them), oldest first; and the newest record whose continuous rows are out.
+    pending: deque[tuple[str, int]] = field(default_factory=deque)
+    continuous_written: str | None = None
+    checkpointer: Checkpointer | None = None
 
 
 @dataclass(slots=True)
@@ -335,10 +359,23 @@ class _RunningApp:
         self._build(app)
 
     def _build(self, app: Application) -> None:
+        """The pipeline, resumed from the application's recorded marks: windows that ended by
+        `emitted_through_ms` were written (their replayed rows are late, not emitted again);
+        records through `continuous_through` had their continuous rows written."""
         self.app = app
         program = sql.compile_program(app.code)
         inputs = app.input_descriptions()
-        self._pipeline = pipeline.Pipeline(program, pipeline.source_streams(inputs), self._engine)
+        self._pipeline = pipeline.Pipeline(
+            program,
+            pipeline.source_streams(inputs),
+            self._engine,
+            watermark_ms=app.emitted_through_ms,
+        )
+        # A record may feed a window until its ROWTIME plus every window's size (a chain of
+        # windows delays each stage by at most its size); it is checkpointed after that.
+        self._retention_ms = sum(p.window.size_ms for p in program.pumps if p.window is not None)
+        self._emitted_recorded = app.emitted_through_ms
+        self._continuous_recorded = dict(app.continuous_through)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
         self._source_names = list(inputs[0]["InAppStreamNames"])
         self._outputs = app.output_descriptions()
@@ -375,8 +412,7 @@ class _RunningApp:
         app = self.app
         settings = self.runner.settings
         position = _starting_position(app)
-        suffix = "last" if position == "LAST_STOPPED_POINT" else f"run{app.run}"
-        stream = _input_stream(app)
+        stream = app.input_stream_name()
         assert stream is not None
         config = WorkerConfig(
             worker_id=self.runner._worker_id,
@@ -390,7 +426,7 @@ class _RunningApp:
             clock=self.runner._clock,
         )
         self._worker = Worker(
-            application=lease_application(app, suffix),
+            application=lease_application(app, app.reader),
             stream_name=stream,
             processor_factory=lambda: _Processor(self),
             lease_client=self.runner._lease_client,
@@ -417,10 +453,17 @@ class _RunningApp:
         self._shards.pop(shard_id, None)
 
     async def process(self, shard_id: str, batch: ProcessRecordsInput) -> None:
+        """Parses a batch into rows and pushes them; records replayed after a restart (at or
+        below the shard's recorded continuous mark) rebuild the windows, and their continuous
+        rows, already written before, are dropped."""
         rows: dict[str, list[records.Row]] = {}
+        replayed: dict[str, list[records.Row]] = {}
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
+        replay_through = self._continuous_recorded.get(shard_id)
+        pending: list[tuple[str, int]] = []
         max_rowtime: int | None = None
         for record in batch.records:
+            assert record.sequence_number is not None
             arrival = record.approximate_arrival_timestamp
             arrival_ms = (
                 round(arrival.timestamp() * 1000)
@@ -429,12 +472,17 @@ class _RunningApp:
             )
             max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
             rowtime = records.to_timestamp(arrival_ms)
+            pending.append((record.sequence_number, arrival_ms + self._retention_ms))
             try:
                 values = self._parser.rows(record.data)
             except records.RecordError:
                 self.counters.errors += 1  # KDA's error_stream
                 continue
-            rows.setdefault(stream, []).extend((rowtime, rowtime, *value) for value in values)
+            is_replay = replay_through is not None and int(record.sequence_number) <= int(
+                replay_through
+            )
+            target = replayed if is_replay else rows
+            target.setdefault(stream, []).extend((rowtime, rowtime, *value) for value in values)
         self.counters.records_in += len(batch.records)
         progress = self._shards.setdefault(
             shard_id, _ShardProgress(started_ms=self.runner._clock.wall_ms())
@@ -443,11 +491,17 @@ class _RunningApp:
         progress.caught_up = batch.millis_behind_latest == 0
         if max_rowtime is not None:
             progress.max_rowtime_ms = max(progress.max_rowtime_ms or max_rowtime, max_rowtime)
+        progress.checkpointer = batch.checkpointer
         async with self._lock:
+            for name, stream_rows in replayed.items():
+                await asyncio.to_thread(self._pipeline.push, name, stream_rows)
+            self._pipeline.drain()  # the replayed records' continuous rows: written before
             for name, stream_rows in rows.items():
                 await asyncio.to_thread(self._pipeline.push, name, stream_rows)
             await self._flush()
-        await batch.checkpointer.checkpoint()
+            progress.pending.extend(pending)
+            if pending:
+                progress.continuous_written = pending[-1][0]
 
     async def tick(self) -> None:
         now_ms = self.runner._clock.wall_ms()
@@ -471,6 +525,61 @@ class _RunningApp:
         async with self._lock:
             await asyncio.to_thread(self._pipeline.advance, min(marks))
             await self._flush()
+            await self._record_progress()
+        await self._checkpoint()
+
+    async def _record_progress(self) -> None:
+        """Records the marks in the metadata quorum once the rows they cover are written
+        (fenced by the placement lease: a deposed node's proposal is refused)."""
+        emitted = self._pipeline.watermark_ms
+        continuous = {
+            shard_id: progress.continuous_written
+            for shard_id, progress in self._shards.items()
+            if progress.continuous_written is not None
+            and progress.continuous_written != self._continuous_recorded.get(shard_id)
+        }
+        if emitted <= self._emitted_recorded and not continuous:
+            return
+        app = self.app
+        command = RecordAnalyticsProgress(
+            now_ms=self.runner._clock.wall_ms(),
+            account_id=app.account_id,
+            region=app.region,
+            name=app.name,
+            reader=app.reader,
+            owner=self.runner._worker_id,
+            emitted_through_ms=emitted,
+            continuous_through=tuple(sorted(continuous.items())),
+        )
+        try:
+            await self.runner._metadata.propose(command)
+        except ShoalError as error:  # no quorum, or deposed: retried at the next tick
+            log.warning("analytics_progress_not_recorded", extra={"error": str(error)})
+            return
+        self._emitted_recorded = emitted
+        self._continuous_recorded.update(continuous)
+
+    async def _checkpoint(self) -> None:
+        """Checkpoints each shard through its last record that no open window needs and whose
+        continuous rows are recorded as written: a restart replays the rest, rebuilding the
+        open windows, and emits none that was written."""
+        for shard_id, progress in list(self._shards.items()):
+            safe: str | None = None
+            recorded = self._continuous_recorded.get(shard_id)
+            while progress.pending:
+                sequence_number, needed_until_ms = progress.pending[0]
+                if needed_until_ms > self._emitted_recorded or recorded is None:
+                    break
+                if int(sequence_number) > int(recorded):
+                    break
+                safe = sequence_number
+                progress.pending.popleft()
+            if safe is None or progress.checkpointer is None:
+                continue
+            try:
+                await progress.checkpointer.checkpoint(safe)
+            except (LeaseLostError, ValueError, ShoalError) as error:
+                log.info("analytics_checkpoint_skipped", extra={"error": str(error)})
 
     async def _flush(self) -> None:
         received = self._pipeline.drain()
@@ -548,5 +657,6 @@ class _Processor:
         await shard_ended_input.checkpointer.checkpoint()
 
     async def shutdown_requested(self, shutdown_requested_input: ShutdownRequestedInput) -> None:
+        # No checkpoint beyond what the ticks recorded: the records of open windows are read
+        # again by the next reader (LAST_STOPPED_POINT, or a node taking over after a move).
         self._app.shard_stopped(self._shard_id)
-        await shutdown_requested_input.checkpointer.checkpoint()

@@ -459,7 +459,24 @@ class ChangeAnalyticsApplication:
     transition_ms: int
 
 
-AnalyticsCommand = CreateAnalyticsApplication | ChangeAnalyticsApplication
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordAnalyticsProgress:
+    """A running application's emitted-window and continuous-output marks (see
+    `Application.emitted_through_ms`). Fenced: applied only while `owner` holds the
+    application's placement lease, so a deposed node cannot move the marks of its successor.
+    Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    reader: str
+    owner: str
+    emitted_through_ms: int
+    continuous_through: tuple[tuple[str, str], ...]
+
+
+AnalyticsCommand = CreateAnalyticsApplication | ChangeAnalyticsApplication | RecordAnalyticsProgress
 
 
 Command = (
@@ -524,6 +541,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         RecordScalingEvent,
         CreateAnalyticsApplication,
         ChangeAnalyticsApplication,
+        RecordAnalyticsProgress,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

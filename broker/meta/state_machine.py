@@ -50,6 +50,7 @@ from broker.meta.commands import (
     DeregisterStreamConsumer,
     ForgetStream,
     InitCluster,
+    RecordAnalyticsProgress,
     RecordScalingEvent,
     RegisterNode,
     RegisterStreamConsumer,
@@ -171,5 +172,7 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return analytics_applications.create_application(image, command)
         case ChangeAnalyticsApplication():
             return analytics_applications.change_application(image, command)
+        case RecordAnalyticsProgress():
+            return analytics_applications.record_progress(image, command)
         case _:
             assert_never(command)

@@ -18,6 +18,7 @@ from broker.meta.commands import (
     CreateAnalyticsApplication,
     DeleteStream,
     ForgetStream,
+    RecordAnalyticsProgress,
     RemoveNode,
     RemoveTags,
     SetEnhancedMonitoring,
@@ -128,6 +129,16 @@ EVERY_COMMAND: list[Command] = [
         operation="TagResource",
         request='{"Tags":[{"Key":"k","Value":"v"}]}',
         transition_ms=0,
+    ),
+    RecordAnalyticsProgress(
+        now_ms=25,
+        account_id="000000000000",
+        region="us-east-1",
+        name="tickers",
+        reader="run1",
+        owner="node-1:3f0c",
+        emitted_through_ms=1_790_000_010_000,
+        continuous_through=(("shardId-000000000000", "49" + "0" * 54),),
     ),
 ]
 

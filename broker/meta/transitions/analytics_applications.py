@@ -15,7 +15,11 @@ from typing import Any
 from broker.analytics import applications as rules
 from broker.analytics.applications import Application, ApplicationTable
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.commands import ChangeAnalyticsApplication, CreateAnalyticsApplication
+from broker.meta.commands import (
+    ChangeAnalyticsApplication,
+    CreateAnalyticsApplication,
+    RecordAnalyticsProgress,
+)
 from broker.meta.image import MetadataImage
 
 
@@ -120,6 +124,39 @@ def _change(
             return rules.change_tags(app, added=(), removed=list(request["TagKeys"]))
         case _:
             raise AssertionError(f"not an application change: {operation}")
+
+
+def record_progress(
+    image: MetadataImage, command: RecordAnalyticsProgress
+) -> tuple[MetadataImage, object]:
+    """The marks of a running application, from the node holding its placement lease only."""
+    table = image.analytics
+    app = table.get(
+        rules.application_key(command.account_id, command.region, command.name),
+        now_ms=command.now_ms,
+    )
+    if app is None:
+        raise rules.not_found(command.name, command.account_id)
+    stream = app.input_stream_name()
+    placement = (
+        image.leases.get(
+            rules.lease_application(app, "placement"), stream, rules.PLACEMENT_LEASE_KEY
+        )
+        if stream is not None
+        else None
+    )
+    if placement is None or placement.lease_owner != command.owner:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Application {app.name} runs elsewhere: {command.owner} does not hold its placement.",
+        )
+    changed = rules.record_progress(
+        app,
+        reader=command.reader,
+        emitted_through_ms=command.emitted_through_ms,
+        continuous_through=command.continuous_through,
+    )
+    return _stored(image, table, changed), changed
 
 
 def _require_changeable(app: Application, now_ms: int) -> None:
