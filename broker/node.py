@@ -343,6 +343,8 @@ class Node:
             clock=self.clock,
             worker_id=f"{config.node_id}:{uuid.uuid4()}",
         )
+        runner = self.applications
+        self.metrics.analytics.watch(lambda: metrics_views.analytics_views(runner))
 
     async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None

@@ -116,7 +116,7 @@ class ApplicationRunner:
     def statistics(self) -> dict[str, ApplicationStatistics]:
         """Per application this node runs: records in and out, errors, the watermark."""
         found = {}
-        for key, placement in self._placements.items():
+        for key, placement in list(self._placements.items()):
             active = placement.active
             if active is not None:
                 found[key] = active.statistics()
@@ -321,6 +321,7 @@ class _ShardProgress:
     caught_up: bool = False
     delivered: bool = False
     watermark_ms: int = 0
+    millis_behind_latest: int = 0
     # Records processed but not checkpointed: (sequence number, the time until which a window
     # may still need them), oldest first; and the newest record whose continuous rows are out.
     pending: deque[tuple[str, int]] = field(default_factory=deque)
@@ -342,6 +343,7 @@ class ApplicationStatistics:
     errors: int  # input records that did not parse (KDA's error_stream)
     late_rows: int  # rows for windows that had already closed
     watermark_ms: int
+    millis_behind_latest: int  # the slowest input shard's, at its last read
 
 
 class _RunningApp:
@@ -387,6 +389,10 @@ class _RunningApp:
             errors=self.counters.errors,
             late_rows=self._pipeline.late_rows,
             watermark_ms=self._pipeline.watermark_ms,
+            millis_behind_latest=max(
+                (progress.millis_behind_latest for progress in list(self._shards.values())),
+                default=0,
+            ),
         )
 
     def restart_with(self, app: Application) -> None:
@@ -489,6 +495,7 @@ class _RunningApp:
         )
         progress.delivered = True
         progress.caught_up = batch.millis_behind_latest == 0
+        progress.millis_behind_latest = batch.millis_behind_latest
         if max_rowtime is not None:
             progress.max_rowtime_ms = max(progress.max_rowtime_ms or max_rowtime, max_rowtime)
         progress.checkpointer = batch.checkpointer
