@@ -12,13 +12,16 @@ idle CPU and memory, 200-shard CreateStream, pagination; `--shards N`, `--idle-s
 also left out of the full run. `--only fanout` runs the enhanced fan-out latency figures
 (benchmarks/fanout.py: put accepted -> record delivered to a subscriber, one node and a 3-node
 cluster; `--records N`, `--gap-ms MS`, `--single-only`), also left out of the full run.
+`--only analytics` runs the SQL application figures (benchmarks/analytics.py: a tumbling
+window's input records/s next to the engine alone, window close -> output latency; `--records
+N`, `--rate R`, `--seconds S`), also left out of the full run.
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import bench, cluster, consumers, fanout, scale
+from benchmarks import analytics, bench, cluster, consumers, fanout, scale
 
 
 def _without_kills(argv: list[str]) -> list[str]:
@@ -35,6 +38,11 @@ def _without_kills(argv: list[str]) -> list[str]:
 
 
 def _dispatch(argv: list[str]) -> int:
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["analytics"]:
+        at = argv.index("--only")
+        return analytics.main(argv[:at] + argv[at + 2 :])
+    if "--only=analytics" in argv:
+        return analytics.main([a for a in argv if a != "--only=analytics"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["fanout"]:
         at = argv.index("--only")
         return fanout.main(argv[:at] + argv[at + 2 :])

@@ -510,9 +510,21 @@ class _RunningApp:
             if pending:
                 progress.continuous_written = pending[-1][0]
 
+    def _reading_every_shard(self) -> bool:
+        """Whether every open shard of the input has a reader here: until then the watermark
+        stays (a shard not read yet may hold rows for any open window)."""
+        stream = self.app.input_stream_name()
+        now_ms = self.runner._clock.wall_ms()
+        meta = self.runner._metadata.image().stream(stream, now_ms=now_ms) if stream else None
+        if meta is None:
+            return False
+        return all(shard.shard_id in self._shards for shard in meta.open_shards())
+
     async def tick(self) -> None:
         now_ms = self.runner._clock.wall_ms()
         settings = self.runner.settings
+        if not self._reading_every_shard():
+            return
         marks = []
         for progress in self._shards.values():
             idle = (
