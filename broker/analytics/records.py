@@ -20,10 +20,12 @@ import csv
 import io
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 Row = tuple[Any, ...]
 
@@ -52,31 +54,48 @@ def from_timestamp(value: datetime) -> int:
 
 def convert(value: Any, sql_type: str) -> Any:
     """A JSON or CSV value as the SQL type (KDA's conversions); None stays None."""
-    if value is None or (value == "" and not sql_type.startswith(("VARCHAR", "CHAR"))):
-        return None
+    return converter(sql_type)(value)
+
+
+Converter = Callable[[Any], Any]
+
+
+def converter(sql_type: str) -> Converter:
+    """The conversion of one SQL type, chosen once per column (the per-record path)."""
     base = sql_type.split("(", 1)[0].strip().upper()
-    try:
-        if base in ("VARCHAR", "CHAR", "CHARACTER"):
-            return value if isinstance(value, str) else json.dumps(value)
-        if base in ("INTEGER", "INT", "BIGINT", "SMALLINT", "TINYINT", "HUGEINT"):
-            if isinstance(value, bool):
-                raise RecordError(f"{value!r} is not an {base}")
-            return int(value)
-        if base in ("DOUBLE", "REAL", "FLOAT"):
-            return float(value)
-        if base in ("DECIMAL", "NUMERIC"):
-            return Decimal(str(value))
-        if base == "BOOLEAN":
-            if isinstance(value, bool):
-                return value
-            return str(value).strip().lower() in ("true", "1", "t", "yes")
-        if base == "TIMESTAMP":
-            return _timestamp(value)
-        if base == "DATE":
-            return date.fromisoformat(str(value))
-    except (ValueError, ArithmeticError) as error:
-        raise RecordError(f"{value!r} is not a {sql_type}") from error
-    raise RecordError(f"SqlType {sql_type} is not supported")
+    if base in ("VARCHAR", "CHAR", "CHARACTER"):
+        return _to_text
+    convert_one = _CONVERSIONS.get(base)
+    if convert_one is None:
+        raise RecordError(f"SqlType {sql_type} is not supported")
+
+    def convert_value(value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        try:
+            return convert_one(value)
+        except (ValueError, TypeError, ArithmeticError) as error:
+            raise RecordError(f"{value!r} is not a {sql_type}") from error
+
+    return convert_value
+
+
+def _to_text(value: Any) -> Any:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def _to_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an integer")
+    return int(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "1", "t", "yes")
 
 
 def _timestamp(value: Any) -> datetime:
@@ -91,20 +110,25 @@ def _timestamp(value: Any) -> datetime:
     raise RecordError(f"{value!r} is not a TIMESTAMP")
 
 
-def _json_path(document: Any, path: str) -> Any:
-    """A value at a simple JSONPath (`$.a.b`, `$.a[0]`); None where absent."""
+def compile_path(path: str) -> tuple[str | int, ...]:
+    """A simple JSONPath (`$.a.b`, `$.a[0]`) as its steps: member names and list indexes."""
     if not path.startswith("$"):
         raise RecordError(f"mapping {path} is not a JSONPath")
-    current = document
+    steps: list[str | int] = []
     for match in _PATH_STEP.finditer(path, 1):
         key, index = match.group(1), match.group(2)
-        if key is not None:
-            current = current.get(key) if isinstance(current, dict) else None
+        steps.append(key if key is not None else int(index))
+    return tuple(steps)
+
+
+def _json_path(document: Any, steps: tuple[str | int, ...]) -> Any:
+    """The value at a compiled path's steps; None where absent."""
+    current = document
+    for step in steps:
+        if isinstance(step, str):
+            current = current.get(step) if isinstance(current, dict) else None
         else:
-            position = int(index)
-            current = (
-                current[position] if isinstance(current, list) and position < len(current) else None
-            )
+            current = current[step] if isinstance(current, list) and step < len(current) else None
         if current is None:
             return None
     return current
@@ -125,7 +149,17 @@ class RecordParser:
         csv_parameters = mapping.get("CSVMappingParameters", {})
         self.column_delimiter = str(csv_parameters.get("RecordColumnDelimiter", ","))
         json_parameters = mapping.get("JSONMappingParameters", {})
-        self.row_path = str(json_parameters.get("RecordRowPath", "$"))
+        self.row_path = compile_path(str(json_parameters.get("RecordRowPath", "$")))
+        # Per column, once: the path's steps and the type's conversion.
+        self._plan = [
+            (
+                compile_path(mapping if mapping.startswith("$") else f"$.{mapping or name}"),
+                converter(sql_type),
+            )
+            for name, mapping, sql_type in self.columns
+        ]
+        # Every column a top-level member (`$.NAME`, the common case): one dict.get each.
+        self._flat = all(len(steps) == 1 and isinstance(steps[0], str) for steps, _ in self._plan)
 
     def rows(self, data: bytes) -> list[tuple[Any, ...]]:
         """The record's value rows (CSV records may hold several lines)."""
@@ -139,15 +173,16 @@ class RecordParser:
 
     def _json_row(self, text: str) -> tuple[Any, ...]:
         try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError as error:
             raise RecordError("the record is not JSON") from error
-        base = document if self.row_path == "$" else _json_path(document, self.row_path)
-        values = []
-        for name, mapping, sql_type in self.columns:
-            path = mapping if mapping.startswith("$") else f"$.{mapping or name}"
-            values.append(convert(_json_path(base, path), sql_type))
-        return tuple(values)
+        base = _json_path(document, self.row_path) if self.row_path else document
+        if self._flat:
+            if not isinstance(base, dict):
+                return tuple(None for _ in self._plan)
+            get = base.get
+            return tuple(convert_one(get(steps[0])) for steps, convert_one in self._plan)
+        return tuple(convert_one(_json_path(base, steps)) for steps, convert_one in self._plan)
 
     def _csv_row(self, line: str) -> tuple[Any, ...]:
         fields = next(csv.reader([line], delimiter=self.column_delimiter[:1] or ","))
@@ -178,6 +213,20 @@ def format_record(names: Sequence[str], values: Sequence[Any], record_format: st
         ["" if value is None else _text(value) for value in values]
     )
     return buffer.getvalue().encode()
+
+
+def _to_date(value: Any) -> date:
+    return date.fromisoformat(str(value))
+
+
+_CONVERSIONS: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(("INTEGER", "INT", "BIGINT", "SMALLINT", "TINYINT", "HUGEINT"), _to_int),
+    **dict.fromkeys(("DOUBLE", "REAL", "FLOAT"), float),
+    **dict.fromkeys(("DECIMAL", "NUMERIC"), lambda value: Decimal(str(value))),
+    "BOOLEAN": _to_bool,
+    "TIMESTAMP": _timestamp,
+    "DATE": _to_date,
+}
 
 
 # --- DiscoverInputSchema ----------------------------------------------------------------------

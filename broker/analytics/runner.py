@@ -467,6 +467,7 @@ class _RunningApp:
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
         replay_through = self._continuous_recorded.get(shard_id)
         pending: list[tuple[str, int]] = []
+        rowtimes: dict[int, Any] = {}
         max_rowtime: int | None = None
         for record in batch.records:
             assert record.sequence_number is not None
@@ -477,7 +478,9 @@ class _RunningApp:
                 else self.runner._clock.wall_ms()
             )
             max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
-            rowtime = records.to_timestamp(arrival_ms)
+            rowtime = rowtimes.get(arrival_ms)
+            if rowtime is None:  # records of one batch mostly share a few arrival times
+                rowtime = rowtimes[arrival_ms] = records.to_timestamp(arrival_ms)
             pending.append((record.sequence_number, arrival_ms + self._retention_ms))
             try:
                 values = self._parser.rows(record.data)
