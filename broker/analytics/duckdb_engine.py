@@ -74,7 +74,9 @@ class DuckDbEngine:
             if pump.window is not None:
                 _check_window_column(pump, source)
             try:
-                self.run(pump.query, source, ())
+                self.run(pump.query, pump.input_columns(source), ())
+                if pump.sliding is not None and pump.sliding.prune_query is not None:
+                    self.run(pump.sliding.prune_query, source, ())
             except duckdb.Error as error:
                 message = str(error).splitlines()[0]
                 raise ShoalError(

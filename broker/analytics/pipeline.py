@@ -71,6 +71,10 @@ class Pipeline:
         self._open: dict[str, dict[int, list[Row]]] = {
             pump.name: {} for pump in program.pumps if pump.window is not None
         }
+        # Per sliding-window pump: the source rows later rows may still be computed over.
+        self._history: dict[str, list[Row]] = {
+            pump.name: [] for pump in program.pumps if pump.sliding is not None
+        }
         self._received: dict[str, list[Row]] = defaultdict(list)
         self.watermark_ms = watermark_ms
         self.late_rows = 0
@@ -88,10 +92,12 @@ class Pipeline:
             return
         self._received[stream].extend(rows)
         for pump in self._pumps.get(stream, ()):
-            if pump.window is None:
-                self._run_continuous(pump, rows)
-            else:
+            if pump.window is not None:
                 self._buffer(pump, rows)
+            elif pump.sliding is not None:
+                self._run_sliding(pump, rows)
+            else:
+                self._run_continuous(pump, rows)
 
     def advance(self, watermark_ms: int) -> None:
         """Moves the watermark (never backwards) and emits every window it closes."""
@@ -121,6 +127,26 @@ class Pipeline:
         self.push(
             pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
         )
+
+    def _run_sliding(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
+        """The batch's rows, each computed over the history before it (ROWTIME is every
+        stream's first column), then the history pruned to what later rows may need."""
+        sliding = pump.sliding
+        assert sliding is not None
+        history = self._history[pump.name]
+        source = self._columns[pump.source]
+        batch = [(*row, False) for row in history] + [(*row, True) for row in rows]
+        result = self._engine.run(pump.query, pump.input_columns(source), batch)
+        self.push(
+            pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
+        )
+        history.extend(rows)
+        if sliding.range_ms is not None:
+            newest = max(row[0] for row in history)
+            oldest_ms = from_timestamp(newest) - sliding.range_ms
+            history[:] = [row for row in history if from_timestamp(row[0]) >= oldest_ms]
+        elif sliding.prune_query is not None:
+            history[:] = self._engine.run(sliding.prune_query, source, history)
 
     def _buffer(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
         window = pump.window

@@ -376,6 +376,11 @@ class _RunningApp:
         # A record may feed a window until its ROWTIME plus every window's size (a chain of
         # windows delays each stage by at most its size); it is checkpointed after that.
         self._retention_ms = sum(p.window.size_ms for p in program.pumps if p.window is not None)
+        self._retention_ms += sum(
+            p.sliding.range_ms
+            for p in program.pumps
+            if p.sliding is not None and p.sliding.range_ms is not None
+        )
         self._emitted_recorded = app.emitted_through_ms
         self._continuous_recorded = dict(app.continuous_through)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])

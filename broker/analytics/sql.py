@@ -18,8 +18,12 @@ names). A query that groups must group by exactly one tumbling window over a tim
 window closes, with the window's end as ROWTIME. A query that does not group is a continuous
 filter/projection whose rows keep their input row's ROWTIME.
 
-What Shoal does not run yet (joins, sliding and stagger windows, OVER, subqueries, set
-operations, KDA's analytic functions) is refused with CodeValidationException naming the line
+A query with OVER clauses is a sliding window (`RANGE INTERVAL 'n' unit PRECEDING` or `ROWS n
+PRECEDING`, ordered by ROWTIME as KDA does): each row is emitted at once, computed by the engine
+over the partition's rows in the range before it (the pipeline keeps that history).
+
+What Shoal does not run yet (joins, stagger windows, subqueries, set operations, KDA's
+analytic functions) is refused with CodeValidationException naming the line
 and the construct, never run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
 """
@@ -40,6 +44,9 @@ ROWTIME = "ROWTIME"
 INPUT_TABLE = "__shoal_input"
 # The engine query's last column for a continuous (unwindowed) pump: the input row's ROWTIME.
 ROWTIME_ALIAS = "__shoal_rowtime"
+# A sliding-window pump's input column: True for the batch's rows, False for the history rows
+# they are computed over (only new rows are emitted).
+NEW_ROW = "__shoal_new"
 STATEMENTS_MAX = 1_000
 _UNIT_MS = {
     "MILLISECOND": 1,
@@ -87,6 +94,16 @@ class TumblingWindow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SlidingWindow:
+    """OVER (... RANGE INTERVAL 'n' unit PRECEDING) or (... ROWS n PRECEDING): each row is
+    emitted at once, computed over the rows of its partition in the range before it."""
+
+    range_ms: int | None  # RANGE: the interval
+    rows: int | None  # ROWS: the row count
+    prune_query: str | None  # ROWS: the engine query keeping each partition's last rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pump:
     name: str
     source: str  # the in-application stream it reads
@@ -95,6 +112,11 @@ class Pump:
     query: str  # DuckDB SQL over INPUT_TABLE
     window: TumblingWindow | None
     line: int
+    sliding: SlidingWindow | None = None
+
+    def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
+        """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
+        return (*source, Column(NEW_ROW, "BOOLEAN")) if self.sliding is not None else source
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -279,7 +301,12 @@ def _pump(statement: _Statement) -> Pump:
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
     window = _window(select, line)
-    query = _translate(select, source, windowed=window is not None)
+    sliding = _sliding(select, line, tokens)
+    query = _translate(select, source, windowed=window is not None, sliding=sliding is not None)
+    if sliding is not None and sliding.rows is not None:
+        sliding = SlidingWindow(
+            range_ms=None, rows=sliding.rows, prune_query=_prune_query(select, sliding.rows)
+        )
     return Pump(
         name=name,
         source=source,
@@ -288,7 +315,56 @@ def _pump(statement: _Statement) -> Pump:
         query=query,
         window=window,
         line=line,
+        sliding=sliding,
     )
+
+
+def _sliding(select: exp.Select, line: int, tokens: tuple[Token, ...]) -> SlidingWindow | None:
+    """The sliding window of a query's OVER clauses (all RANGE or all ROWS, PRECEDING up to
+    the current row), or None."""
+    specs = [w.args["spec"] for w in select.find_all(exp.Window) if w.args.get("spec")]
+    if not any(True for _ in select.find_all(exp.Window)):
+        return None
+    where = _line_of(tokens, "OVER", line)
+    if select.args.get("group") is not None:
+        raise refused(where, "a sliding window (OVER) in a GROUP BY query")
+    if not specs:
+        raise refused(where, "OVER without RANGE INTERVAL ... PRECEDING or ROWS n PRECEDING")
+    ranges: list[int] = []
+    rows: list[int] = []
+    for spec in specs:
+        kind = str(spec.args.get("kind") or "").upper()
+        start = spec.args.get("start")
+        if str(spec.args.get("start_side") or "").upper() != "PRECEDING" or spec.args.get("end"):
+            raise refused(where, f"the window frame {spec.sql()}", "use ... PRECEDING")
+        if kind == "RANGE" and isinstance(start, exp.Interval):
+            ranges.append(_interval_ms(start, where))
+        elif kind == "ROWS" and isinstance(start, exp.Literal) and not start.is_string:
+            rows.append(int(str(start.this)))
+        else:
+            raise refused(where, f"the window frame {spec.sql()}")
+    if ranges and rows:
+        raise refused(where, "RANGE and ROWS sliding windows in one query")
+    if ranges:
+        return SlidingWindow(range_ms=max(ranges), rows=None, prune_query=None)
+    return SlidingWindow(range_ms=None, rows=max(rows), prune_query=None)
+
+
+def _prune_query(select: exp.Select, rows: int) -> str:
+    """Keeps each partition's last `rows` rows of a ROWS sliding window's history (every
+    PARTITION BY of the query together: a row is kept if any window still needs it)."""
+    partitions = [
+        ", ".join(e.sql(dialect="duckdb") for e in w.args.get("partition_by") or [])
+        for w in select.find_all(exp.Window)
+        if w.args.get("spec") is not None
+    ]
+    keeps = [
+        f'row_number() OVER (PARTITION BY {p} ORDER BY "{ROWTIME}" DESC) <= {rows}'
+        if p
+        else f'row_number() OVER (ORDER BY "{ROWTIME}" DESC) <= {rows}'
+        for p in partitions
+    ]
+    return f"SELECT * FROM {INPUT_TABLE} QUALIFY {' OR '.join(keeps)}"
 
 
 def _token_name(token: Token) -> str:
@@ -298,7 +374,6 @@ def _token_name(token: Token) -> str:
 # Constructs refused, with the keyword that locates them in the statement (its Nth occurrence).
 _UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
     (exp.Join, "JOIN (stream-to-table and stream-to-stream joins)", "JOIN", 1),
-    (exp.Window, "OVER / WINDOW (sliding windows)", "OVER", 1),
     (exp.Subquery, "a subquery", "SELECT", 2),
     (exp.Union, "UNION", "UNION", 1),
     (exp.Except, "EXCEPT", "EXCEPT", 1),
@@ -344,7 +419,9 @@ def _source(select: exp.Select, line: int) -> str:
 
 def _window(select: exp.Select, line: int) -> TumblingWindow | None:
     group = select.args.get("group")
-    has_aggregate = select.find(exp.AggFunc) is not None
+    has_aggregate = any(  # an aggregate OVER a window is a sliding window's, not a group's
+        agg.find_ancestor(exp.Window) is None for agg in select.find_all(exp.AggFunc)
+    )
     if group is None:
         if has_aggregate:
             raise refused(
@@ -401,7 +478,7 @@ def _interval_ms(interval: exp.Interval, line: int) -> int:
 # --- Translation to the engine's SQL ----------------------------------------------------------
 
 
-def _translate(select: exp.Select, source: str, *, windowed: bool) -> str:
+def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool) -> str:
     """The select as DuckDB SQL over INPUT_TABLE (aliased as the source stream, so qualified
     columns keep working), with identifiers normalized and KDA's functions rewritten."""
     tree = select.copy()
@@ -416,11 +493,25 @@ def _translate(select: exp.Select, source: str, *, windowed: bool) -> str:
     table.replace(exp.to_table(INPUT_TABLE).as_(alias, quoted=True))
     rewritten = tree.transform(_rewrite_function)
     assert isinstance(rewritten, exp.Select)
+    for window in rewritten.find_all(exp.Window):
+        if window.args.get("spec") is not None and window.args.get("order") is None:
+            # KDA orders every window by ROWTIME, implicitly.
+            order = exp.Order(expressions=[exp.Ordered(this=exp.column(ROWTIME, quoted=True))])
+            window.set("order", order)
     if not windowed:
         rewritten = rewritten.select(
             exp.alias_(exp.column(ROWTIME, table=alias, quoted=True), ROWTIME_ALIAS, quoted=True)
         )
-    return rewritten.sql(dialect="duckdb")
+    if not sliding:
+        return rewritten.sql(dialect="duckdb")
+    rewritten = rewritten.select(
+        exp.alias_(exp.column(NEW_ROW, table=alias, quoted=True), NEW_ROW, quoted=True)
+    )
+    inner = rewritten.sql(dialect="duckdb")
+    return (
+        f'SELECT * EXCLUDE ("{NEW_ROW}") FROM ({inner}) AS __shoal_rows WHERE "{NEW_ROW}" '
+        f'ORDER BY "{ROWTIME_ALIAS}"'
+    )
 
 
 def _rewrite_function(node: exp.Expr) -> exp.Expr:

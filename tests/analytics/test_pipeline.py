@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.analytics import pipeline, records, sql, windows
-from broker.analytics.duckdb_engine import DuckDbEngine
+from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
 from tests.analytics.test_sql import SOURCE
 
 T0 = 1_790_000_000_000  # a multiple of every window size below
@@ -101,6 +101,38 @@ def test_insert_into_named_columns(engine: DuckDbEngine) -> None:
     pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
     pipe.push("SOURCE_SQL_STREAM_001", [row(T0, "QXZ", 1.0)])
     assert values(pipe.drain()["D"]) == [("QXZ", None, 7)]
+
+
+def test_sliding_windows(engine: DuckDbEngine) -> None:
+    """RANGE and ROWS windows from the guide's sliding-window example: every row is emitted at
+    once, computed over its partition's rows in the range before it, across batches."""
+    program = sql.compile_program(
+        'CREATE OR REPLACE STREAM "AVGS" (TICKER_SYMBOL VARCHAR(4), AVG_PRICE DOUBLE, N INTEGER);\n'
+        'CREATE OR REPLACE PUMP "P" AS INSERT INTO "AVGS"\n'
+        "SELECT STREAM TICKER_SYMBOL, AVG(PRICE) OVER W, COUNT(*) OVER W\n"
+        'FROM "SOURCE_SQL_STREAM_001"\n'
+        "WINDOW W AS (PARTITION BY TICKER_SYMBOL RANGE INTERVAL '10' SECOND PRECEDING);\n"
+        'CREATE OR REPLACE STREAM "LAST2" (TICKER_SYMBOL VARCHAR(4), TOTAL DOUBLE);\n'
+        'CREATE OR REPLACE PUMP "P2" AS INSERT INTO "LAST2"\n'
+        "SELECT STREAM TICKER_SYMBOL,\n"
+        "       SUM(PRICE) OVER (PARTITION BY TICKER_SYMBOL ROWS 1 PRECEDING)\n"
+        'FROM "SOURCE_SQL_STREAM_001";'
+    )
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    pipe.push(
+        "SOURCE_SQL_STREAM_001",
+        [row(T0, "A", 10.0), row(T0 + 1_000, "A", 20.0), row(T0 + 2_000, "B", 5.0)],
+    )
+    received = pipe.drain()
+    assert [r[1:] for r in received["AVGS"]] == [("A", 10.0, 1), ("A", 15.0, 2), ("B", 5.0, 1)]
+    assert [r[1:] for r in received["LAST2"]] == [("A", 10.0), ("A", 30.0), ("B", 5.0)]
+    pipe.push("SOURCE_SQL_STREAM_001", [row(T0 + 10_500, "A", 30.0)])
+    received = pipe.drain()
+    # T0's row is out of the 10-second range; ROWS 1 PRECEDING is the last row before.
+    assert [r[1:] for r in received["AVGS"]] == [("A", 25.0, 2)]
+    assert [r[1:] for r in received["LAST2"]] == [("A", 50.0)]
+    assert received["AVGS"][0][0] == records.to_timestamp(T0 + 10_500)
 
 
 @given(st.integers(min_value=-(10**15), max_value=10**15), st.integers(1, 10**8))

@@ -68,9 +68,17 @@ def test_step_over_an_event_time_column() -> None:
         (
             'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'
             'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
-            "SELECT STREAM COUNT(*) OVER W FROM SOURCE_SQL_STREAM_001\n"
-            "WINDOW W AS (RANGE INTERVAL '1' MINUTE PRECEDING);",
-            "Line 3: Shoal cannot run OVER / WINDOW (sliding windows)",
+            "SELECT STREAM COUNT(*) OVER W, SUM(PRICE) OVER (ROWS 3 PRECEDING)\n"
+            "FROM SOURCE_SQL_STREAM_001 WINDOW W AS (RANGE INTERVAL '1' MINUTE PRECEDING);",
+            "Line 3: Shoal cannot run RANGE and ROWS sliding windows in one query",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM COUNT(*) OVER (PARTITION BY TICKER_SYMBOL\n"
+            "  RANGE BETWEEN INTERVAL '1' MINUTE PRECEDING AND INTERVAL '1' MINUTE FOLLOWING)\n"
+            "FROM SOURCE_SQL_STREAM_001;",
+            "Line 3: Shoal cannot run the window frame",
         ),
         (
             'CREATE OR REPLACE STREAM "D" (A INTEGER);\n\n'
