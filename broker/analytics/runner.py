@@ -473,6 +473,7 @@ class _RunningApp:
         replay_through = self._continuous_recorded.get(shard_id)
         pending: list[tuple[str, int]] = []
         rowtimes: dict[int, Any] = {}
+        errors: list[records.Row] = []  # KDA's error_stream rows
         max_rowtime: int | None = None
         for record in batch.records:
             assert record.sequence_number is not None
@@ -489,8 +490,10 @@ class _RunningApp:
             pending.append((record.sequence_number, arrival_ms + self._retention_ms))
             try:
                 values = self._parser.rows(record.data)
-            except records.RecordError:
-                self.counters.errors += 1  # KDA's error_stream
+            except records.RecordError as error:
+                self.counters.errors += 1
+                if replay_through is None or int(record.sequence_number) > int(replay_through):
+                    errors.append(_error_row(rowtime, record.data, str(error)))
                 continue
             is_replay = replay_through is not None and int(record.sequence_number) <= int(
                 replay_through
@@ -514,6 +517,7 @@ class _RunningApp:
             for name, stream_rows in rows.items():
                 await asyncio.to_thread(self._pipeline.push, name, stream_rows)
             await self._flush()
+            await self._write_errors(errors)
             progress.pending.extend(pending)
             if pending:
                 progress.continuous_written = pending[-1][0]
@@ -616,14 +620,30 @@ class _RunningApp:
                 continue
             await self._write(output, rows)
 
-    async def _write(self, output: dict[str, Any], rows: Sequence[records.Row]) -> None:
+    async def _write_errors(self, rows: Sequence[records.Row]) -> None:
+        """Records that did not match the input schema go to the output named error_stream,
+        if the application has one (as in KDA), with KDA's error columns."""
+        if not rows:
+            return
+        for output in self._outputs:
+            if str(output["Name"]).lower() == ERROR_STREAM:
+                await self._write(output, rows, names=ERROR_COLUMNS)
+
+    async def _write(
+        self,
+        output: dict[str, Any],
+        rows: Sequence[records.Row],
+        *,
+        names: Sequence[str] | None = None,
+    ) -> None:
         destination = output.get("KinesisStreamsOutputDescription")
         if destination is None:
             return  # refused at start (only Kinesis data stream outputs run)
         arn = str(destination["ResourceARN"])
         _, _, stream = arn.partition(":stream/")
         record_format = str(output["DestinationSchema"]["RecordFormatType"])
-        names = [column.name for column in self._pipeline.columns(str(output["Name"]))[1:]]
+        if names is None:
+            names = [column.name for column in self._pipeline.columns(str(output["Name"]))[1:]]
         entries = []
         for row in rows:
             data = records.format_record(names, row[1:], record_format)
@@ -652,6 +672,33 @@ async def _put_all(calls: _LocalCalls, stream: str, entries: list[dict[str, Any]
         ]
         await asyncio.sleep(delay_s)
         delay_s = min(delay_s * 2, 1.0)
+
+
+# KDA's error_stream: an output of this name receives the records that failed, with these
+# columns (ROWTIME first, as for every in-application stream's rows).
+ERROR_STREAM = "error_stream"
+ERROR_COLUMNS = (
+    "ERROR_TIME",
+    "ERROR_LEVEL",
+    "ERROR_NAME",
+    "MESSAGE",
+    "DATA_ROWTIME",
+    "DATA_ROW",
+    "PUMP_NAME",
+)
+
+
+def _error_row(rowtime: Any, data: bytes, message: str) -> records.Row:
+    return (
+        rowtime,
+        rowtime,
+        "Error",
+        "Error parsing input record",
+        message,
+        rowtime,
+        data.decode("utf-8", errors="replace"),
+        "",
+    )
 
 
 def _stream_index(shard_id: str, count: int) -> int:

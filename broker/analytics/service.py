@@ -292,6 +292,15 @@ def _check_runnable(app: Application) -> None:
             raise _not_runnable(app, f"output {output['OutputId']} (a delivery stream or Lambda)")
     if app.reference_descriptions():
         raise _not_runnable(app, "a reference data source")
+    streams = {stream.name for stream in sql.compile_program(app.code).streams}
+    for output in app.output_descriptions():
+        name = str(output["Name"])
+        if name not in streams and name.lower() != "error_stream":
+            raise ShoalError(
+                ErrorCode.INVALID_APPLICATION_CONFIGURATION,
+                f"Output {output['OutputId']} of application {app.name} reads the "
+                f"in-application stream {name}, which the application code does not create.",
+            )
 
 
 def _not_runnable(app: Application, what: str) -> ShoalError:

@@ -90,18 +90,22 @@ async def read_all(kinesis: Any, stream: str, want: int, *, deadline_s: float = 
 
 async def wait_read(node: Node, records_in: int, *, deadline_s: float = 30) -> None:
     assert node.applications is not None
-    async with asyncio.timeout(deadline_s):
-        while True:
-            statistics = list(node.applications.statistics().values())
-            if statistics and statistics[0].records_in >= records_in:
-                return
-            await asyncio.sleep(0.05)
+    statistics: list[Any] = []
+    try:
+        async with asyncio.timeout(deadline_s):
+            while True:
+                statistics = list(node.applications.statistics().values())
+                if statistics and statistics[0].records_in >= records_in:
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"{records_in} records not read: {statistics}") from None
 
 
 async def test_tumbling_window_and_filter_from_the_guide(
     node: Node, clock: ManualClock, kinesis: Any, analytics: Any
 ) -> None:
-    for stream in ("ticker", "counts", "tech"):
+    for stream in ("ticker", "counts", "tech", "errors"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=2)
     await call(
         analytics.create_application,
@@ -131,12 +135,25 @@ async def test_tumbling_window_and_filter_from_the_guide(
                 "KinesisStreamsOutput": {"ResourceARN": STREAM_ARN.format("tech"), "RoleARN": ROLE},
                 "DestinationSchema": {"RecordFormatType": "CSV"},
             },
+            {
+                "Name": "error_stream",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("errors"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            },
         ],
     )
     # The clock starts on a 10-second boundary: the first window is [t, t + 10 s).
     assert clock.wall_ms() % 10_000 == 0
     await call(
-        kinesis.put_records, StreamName="ticker", Records=[ticker_record(r) for r in WINDOW_1]
+        kinesis.put_records,
+        StreamName="ticker",
+        Records=[
+            *(ticker_record(r) for r in WINDOW_1),
+            {"Data": b"not a ticker record", "PartitionKey": "bad"},
+        ],
     )
     await call(
         analytics.start_application,
@@ -148,12 +165,12 @@ async def test_tumbling_window_and_filter_from_the_guide(
             }
         ],
     )
-    await wait_read(node, len(WINDOW_1))
+    await wait_read(node, len(WINDOW_1) + 1)
     clock.advance(ms=10_000)  # the second window; the first is not closed yet (in flight)
     await call(
         kinesis.put_records, StreamName="ticker", Records=[ticker_record(r) for r in WINDOW_2]
     )
-    await wait_read(node, len(WINDOW_1) + len(WINDOW_2))
+    await wait_read(node, len(WINDOW_1) + 1 + len(WINDOW_2))
     clock.advance(ms=12_000)  # past both windows' ends and the in-flight allowance
 
     counts = [json.loads(data) for data in await read_all(kinesis, "counts", 4)]
@@ -166,9 +183,14 @@ async def test_tumbling_window_and_filter_from_the_guide(
     tech = sorted(data.decode() for data in await read_all(kinesis, "tech", 2))
     assert tech == ["ABC,TECHNOLOGY,-0.75,101.25\n", "ABC,TECHNOLOGY,1.25,102.0\n"]
     assert node.applications is not None
+    (error_record,) = await read_all(kinesis, "errors", 1)
     (statistics,) = node.applications.statistics().values()
-    assert statistics.records_in == 8
-    assert statistics.records_out == 6
+    error = json.loads(error_record)
+    assert error["ERROR_NAME"] == "Error parsing input record"
+    assert error["DATA_ROW"] == "not a ticker record"
+    assert statistics.records_in == 9
+    assert statistics.errors == 1
+    assert statistics.records_out == 7
     assert statistics.late_rows == 0
 
     await call(analytics.stop_application, ApplicationName="ticker-counts")
