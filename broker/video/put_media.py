@@ -1,0 +1,198 @@
+"""One PutMedia session: a producer's MKV body in, acknowledgements out.
+
+`PutMediaSession.run(body)` reads the body as it arrives, cuts it into fragments
+(`mkv.MkvSplitter`) and yields the acknowledgements in AWS's order: BUFFERING when a fragment
+starts, RECEIVED when it is whole, PERSISTED once the archive appended it (durable on a
+majority); an ERROR (with AWS's id) ends the session. Reading and persisting overlap: while
+fragment N is being replicated, fragment N+1 is already being received, up to
+`_PERSIST_QUEUE_MAX` fragments ahead (then reading waits: backpressure on the producer). While
+the producer sends nothing, IDLE is sent every `limits.video_ack_idle_interval_ms`, and after
+`limits.video_put_media_idle_ms` of silence the session ends, as on AWS.
+
+A stream with no data retention (`DataRetentionInHours` 0) stores nothing: its fragments get
+BUFFERING and RECEIVED, never PERSISTED (AWS: "You get this acknowledgement if you configured
+the stream to persist the data").
+
+Loop-bound; one instance per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
+
+from broker import limits
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.video_table import VideoStreamMeta
+from broker.video.acks import Ack, AckErrorId, AckEventType
+from broker.video.archive import FragmentArchive
+from broker.video.fragment_records import FragmentMetadata
+from broker.video.mkv import FragmentStarted, MkvError, MkvFragment, MkvSplitter
+
+log = logging.getLogger(__name__)
+
+_PERSIST_QUEUE_MAX = 4
+
+
+class TimecodeType(enum.Enum):
+    ABSOLUTE = "ABSOLUTE"
+    RELATIVE = "RELATIVE"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutMediaRequest:
+    stream: VideoStreamMeta
+    timecode_type: TimecodeType
+    producer_start_ms: int  # for RELATIVE timecodes; the session's start when not given
+
+
+class _Stop(Exception):
+    """Ends the session after an ERROR acknowledgement."""
+
+
+class PutMediaSession:
+    def __init__(
+        self,
+        request: PutMediaRequest,
+        *,
+        archive: FragmentArchive,
+        wall_ms: Callable[[], int],
+        stream_exists: Callable[[], bool],
+    ) -> None:
+        self._request = request
+        self._archive = archive
+        self._wall_ms = wall_ms
+        self._stream_exists = stream_exists
+        self._session_id = uuid.uuid4()
+        self._acks: asyncio.Queue[Ack | None] = asyncio.Queue()
+        self.persisted = 0
+
+    async def run(self, body: AsyncIterator[bytes]) -> AsyncGenerator[Ack, None]:
+        persist_queue: asyncio.Queue[tuple[MkvFragment, int] | None] = asyncio.Queue(
+            _PERSIST_QUEUE_MAX
+        )
+        reader = asyncio.create_task(self._read(body, persist_queue))
+        persister = asyncio.create_task(self._persist(persist_queue))
+        idle_s = limits.video_ack_idle_interval_ms / 1000
+        try:
+            while True:  # ends with the None the persister puts last, or an ERROR
+                try:
+                    ack = await asyncio.wait_for(self._acks.get(), timeout=idle_s)
+                except TimeoutError:
+                    yield Ack(event_type=AckEventType.IDLE)
+                    continue
+                if ack is None:
+                    return
+                yield ack
+                if ack.event_type is AckEventType.ERROR:
+                    return
+        finally:
+            for task in (reader, persister):
+                task.cancel()
+            await asyncio.gather(reader, persister, return_exceptions=True)
+
+    def _error(self, error_id: AckErrorId, timecode_ms: int | None, message: str) -> None:
+        self._acks.put_nowait(
+            Ack(
+                event_type=AckEventType.ERROR,
+                timecode_ms=timecode_ms,
+                error_id=error_id,
+                error_message=message,
+            )
+        )
+
+    async def _read(
+        self,
+        body: AsyncIterator[bytes],
+        persist_queue: asyncio.Queue[tuple[MkvFragment, int] | None],
+    ) -> None:
+        splitter = MkvSplitter()
+        started_ms: int | None = None
+        silence_s = limits.video_put_media_idle_ms / 1000
+        iterator = aiter(body)
+        try:
+            while True:  # ends with the body, an error or the producer's silence
+                try:
+                    chunk = await asyncio.wait_for(anext(iterator), timeout=silence_s)
+                except StopAsyncIteration:
+                    events = splitter.finish()
+                    done = True
+                except TimeoutError:
+                    self._error(AckErrorId.STREAM_READ_ERROR, None, "No data for 30 seconds.")
+                    return
+                else:
+                    events = splitter.feed(chunk)
+                    done = False
+                for event in events:
+                    if isinstance(event, FragmentStarted):
+                        started_ms = self._wall_ms()
+                        self._acks.put_nowait(
+                            Ack(event_type=AckEventType.BUFFERING, timecode_ms=event.timecode_ms)
+                        )
+                        continue
+                    self._acks.put_nowait(
+                        Ack(event_type=AckEventType.RECEIVED, timecode_ms=event.timecode_ms)
+                    )
+                    server_ms = started_ms if started_ms is not None else self._wall_ms()
+                    await persist_queue.put((event, server_ms))
+                if done:
+                    break
+        except MkvError as error:
+            self._error(error.error_id, None, error.message)
+            return
+        except Exception:
+            log.exception("put_media_read_failed")
+            self._error(AckErrorId.STREAM_READ_ERROR, None, "Error reading the data stream.")
+            return
+        await persist_queue.put(None)
+
+    async def _persist(self, persist_queue: asyncio.Queue[tuple[MkvFragment, int] | None]) -> None:
+        request = self._request
+        ordinal = 0
+        while True:  # ends with the reader's None
+            item = await persist_queue.get()
+            if item is None:
+                self._acks.put_nowait(None)
+                return
+            fragment, server_ms = item
+            producer_ms = fragment.timecode_ms
+            if request.timecode_type is TimecodeType.RELATIVE:
+                producer_ms += request.producer_start_ms
+            if request.stream.data_retention_hours == 0:
+                continue  # live only: nothing is stored, so nothing is PERSISTED
+            metadata = FragmentMetadata(
+                producer_timestamp_ms=producer_ms,
+                server_timestamp_ms=server_ms,
+                timecode_ms=fragment.timecode_ms,
+                duration_ms=fragment.duration_ms,
+                frame_count=fragment.frame_count,
+            )
+            try:
+                number = await self._archive.append(
+                    request.stream,
+                    session_id=self._session_id,
+                    ordinal=ordinal,
+                    metadata=metadata,
+                    header=fragment.header,
+                    cluster=fragment.cluster,
+                )
+            except ShoalError as error:
+                deleted = error.code is ErrorCode.RESOURCE_NOT_FOUND or not self._stream_exists()
+                if deleted:
+                    self._error(AckErrorId.STREAM_NOT_ACTIVE, fragment.timecode_ms, error.message)
+                else:
+                    self._error(AckErrorId.ARCHIVAL_ERROR, fragment.timecode_ms, error.message)
+                return
+            ordinal += 1
+            self.persisted += 1
+            self._acks.put_nowait(
+                Ack(
+                    event_type=AckEventType.PERSISTED,
+                    timecode_ms=fragment.timecode_ms,
+                    fragment_number=number,
+                )
+            )
