@@ -69,6 +69,7 @@ class PutMediaSession:
         self._stream_exists = stream_exists
         self._session_id = uuid.uuid4()
         self._acks: asyncio.Queue[Ack | None] = asyncio.Queue()
+        self._read_error: Ack | None = None
         self.persisted = 0
 
     async def run(self, body: AsyncIterator[bytes]) -> AsyncGenerator[Ack, None]:
@@ -96,14 +97,12 @@ class PutMediaSession:
             await asyncio.gather(reader, persister, return_exceptions=True)
 
     def _error(self, error_id: AckErrorId, timecode_ms: int | None, message: str) -> None:
-        self._acks.put_nowait(
-            Ack(
-                event_type=AckEventType.ERROR,
-                timecode_ms=timecode_ms,
-                error_id=error_id,
-                error_message=message,
-            )
-        )
+        self._acks.put_nowait(_error_ack(error_id, timecode_ms, message))
+
+    def _reading_failed(self, error_id: AckErrorId, message: str) -> None:
+        """The body cannot be read further: the fragments already received are still
+        persisted (and acknowledged) first, then the ERROR ends the session."""
+        self._read_error = _error_ack(error_id, None, message)
 
     async def _read(
         self,
@@ -122,8 +121,8 @@ class PutMediaSession:
                     events = splitter.finish()
                     done = True
                 except TimeoutError:
-                    self._error(AckErrorId.STREAM_READ_ERROR, None, "No data for 30 seconds.")
-                    return
+                    self._reading_failed(AckErrorId.STREAM_READ_ERROR, "No data for 30 seconds.")
+                    break
                 else:
                     events = splitter.feed(chunk)
                     done = False
@@ -142,12 +141,10 @@ class PutMediaSession:
                 if done:
                     break
         except MkvError as error:
-            self._error(error.error_id, None, error.message)
-            return
+            self._reading_failed(error.error_id, error.message)
         except Exception:
             log.exception("put_media_read_failed")
-            self._error(AckErrorId.STREAM_READ_ERROR, None, "Error reading the data stream.")
-            return
+            self._reading_failed(AckErrorId.STREAM_READ_ERROR, "Error reading the data stream.")
         await persist_queue.put(None)
 
     async def _persist(self, persist_queue: asyncio.Queue[tuple[MkvFragment, int] | None]) -> None:
@@ -156,6 +153,8 @@ class PutMediaSession:
         while True:  # ends with the reader's None
             item = await persist_queue.get()
             if item is None:
+                if self._read_error is not None:
+                    self._acks.put_nowait(self._read_error)
                 self._acks.put_nowait(None)
                 return
             fragment, server_ms = item
@@ -196,3 +195,12 @@ class PutMediaSession:
                     fragment_number=number,
                 )
             )
+
+
+def _error_ack(error_id: AckErrorId, timecode_ms: int | None, message: str) -> Ack:
+    return Ack(
+        event_type=AckEventType.ERROR,
+        timecode_ms=timecode_ms,
+        error_id=error_id,
+        error_message=message,
+    )
