@@ -68,6 +68,7 @@ from broker.gateway.limits_service import limits_handler
 from broker.gateway.services import JsonService
 from broker.gateway.sigv4 import SigV4Verifier
 from broker.gateway.validation import KINESIS
+from broker.gateway.video_grpc import video_handler
 from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
 from broker.gateway.video_http import VideoHttpService
 from broker.log.group_commit import GroupCommitWriter
@@ -320,6 +321,7 @@ class Node:
 
     async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None
+        assert self.video is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -355,6 +357,7 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
+                video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()

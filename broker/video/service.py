@@ -117,3 +117,24 @@ class VideoService:
             wall_ms=self._clock.wall_ms,
             stream_exists=lambda: self._metadata.image().video.by_arn(arn) is not None,
         )
+
+
+class VideoControlPlane:
+    """The control-plane operations of a `VideoService` as an `OperationService` (for the
+    gRPC door's generic handler): DeleteStream drops the stream's fragments too."""
+
+    def __init__(self, video: VideoService, *, default_caller: Caller) -> None:
+        self._video = video
+        self._default_caller = default_caller
+
+    @property
+    def operations(self) -> frozenset[str]:
+        return VideoControl.OPERATIONS
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
+        response: dict[str, Any] = await self._video.call(
+            operation, request, caller or self._default_caller
+        )
+        return response

@@ -14,9 +14,13 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import grpc
 import pytest
 
+from broker.api.video.v1 import video_pb2, video_pb2_grpc
 from broker.clock import ManualClock
+from broker.errors import ErrorCode
+from broker.gateway.error_mapping import error_from_rpc_error
 from broker.node import Node
 
 pytestmark = pytest.mark.integration
@@ -197,3 +201,34 @@ async def test_data_endpoint_and_errors(node: Node, kvs: Any) -> None:
         aws_secret_access_key="y",
     )
     assert (await call(kinesis.list_streams))["StreamNames"] == []
+
+
+async def test_native_grpc_control_plane(node: Node, kvs: Any) -> None:
+    """The same control plane on the gRPC door (VideoStreamsService); a stream made there is
+    the one boto3 sees."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+        stub = video_pb2_grpc.VideoStreamsServiceStub(channel)
+        created = await stub.CreateStream(
+            video_pb2.CreateStreamInput(
+                stream_name="native", data_retention_in_hours=5, tags={"via": "grpc"}
+            )
+        )
+        assert created.stream_arn.startswith("arn:aws:kinesisvideo:us-east-1:")
+        described = await stub.DescribeStream(video_pb2.DescribeStreamInput(stream_name="native"))
+        assert described.stream_info.status == "ACTIVE"
+        assert described.stream_info.data_retention_in_hours == 5
+        tags = await stub.ListTagsForStream(
+            video_pb2.ListTagsForStreamInput(stream_arn=created.stream_arn)
+        )
+        assert dict(tags.tags) == {"via": "grpc"}
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.DescribeStream(video_pb2.DescribeStreamInput(stream_name="nope"))
+        error = error_from_rpc_error(raised.value)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert error.code.kinesis_name == "ResourceNotFoundException"
+        assert error.message == ErrorCode.VIDEO_RESOURCE_NOT_FOUND.spec.default_message
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.CreateStream(video_pb2.CreateStreamInput(stream_name="bad name!"))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = (await call(kvs.describe_stream, StreamName="native"))["StreamInfo"]
+    assert info["StreamARN"] == created.stream_arn
