@@ -2,6 +2,8 @@
 
     shoal video put STREAM [--file clip.mkv]     upload MKV (a file, or stdin with `-`)
     ffmpeg -i camera ... -f matroska - | shoal video put STREAM
+    shoal video get STREAM [--start EARLIEST|NOW] > clip.mkv    GetMedia to stdout
+    shoal video get STREAM | ffplay -
 
 `put` speaks PutMedia as the KVS producer SDKs do (boto3 and the AWS CLI have no PutMedia):
 GetDataEndpoint on the node's AWS door (`--http-endpoint`, env SHOAL_HTTP_ENDPOINT), then a
@@ -36,19 +38,11 @@ _READ_BYTES = 64 * 1024
 
 
 def add_commands(commands: Any) -> None:
-    group = add_group(commands, "video", help_text="Kinesis Video Streams: upload media")
+    group = add_group(commands, "video", help_text="Kinesis Video Streams: upload and read media")
     put = group.add_parser("put", help="upload MKV (from a file or stdin) with PutMedia")
     put.add_argument("stream", help="the video stream's name")
     put.add_argument("--file", default="-", help="MKV file to send ('-' for stdin, the default)")
-    put.add_argument(
-        "--http-endpoint",
-        default=os.environ.get("SHOAL_HTTP_ENDPOINT", DEFAULT_HTTP_ENDPOINT),
-        help="the node's AWS door, http(s)://host:port (env SHOAL_HTTP_ENDPOINT)",
-    )
-    put.add_argument(
-        "--region",
-        default=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
-    )
+    _add_endpoint_options(put)
     put.add_argument(
         "--timecode-type",
         choices=("RELATIVE", "ABSOLUTE"),
@@ -62,6 +56,28 @@ def add_commands(commands: Any) -> None:
         help="seconds since the epoch when recording started (default: now)",
     )
     put.set_defaults(connect=None, run=_put)
+    get = group.add_parser("get", help="GetMedia: the stream's fragments as MKV on stdout")
+    get.add_argument("stream", help="the video stream's name")
+    get.add_argument(
+        "--start",
+        choices=("EARLIEST", "NOW"),
+        default="EARLIEST",
+        help="from the oldest fragment kept (default) or from the next one to arrive",
+    )
+    _add_endpoint_options(get)
+    get.set_defaults(connect=None, run=_get)
+
+
+def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--http-endpoint",
+        default=os.environ.get("SHOAL_HTTP_ENDPOINT", DEFAULT_HTTP_ENDPOINT),
+        help="the node's AWS door, http(s)://host:port (env SHOAL_HTTP_ENDPOINT)",
+    )
+    parser.add_argument(
+        "--region",
+        default=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+    )
 
 
 async def _read(source: IO[bytes]) -> AsyncIterator[bytes]:
@@ -74,14 +90,14 @@ async def _read(source: IO[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
-def _data_endpoint(args: argparse.Namespace, session: Any) -> str:
+def _data_endpoint(args: argparse.Namespace, session: Any, *, api: str = "PUT_MEDIA") -> str:
     client = session.create_client(
         "kinesisvideo",
         endpoint_url=args.http_endpoint,
         region_name=args.region,
         config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 3}),
     )
-    answer = client.get_data_endpoint(StreamName=args.stream, APIName="PUT_MEDIA")
+    answer = client.get_data_endpoint(StreamName=args.stream, APIName=api)
     endpoint: str = answer["DataEndpoint"]
     return endpoint
 
@@ -149,4 +165,35 @@ async def _upload(target: PutMediaTarget, source: IO[bytes], args: argparse.Name
         return 2
     if not args.json:
         print(f"{received} fragments received, {persisted} persisted", flush=True)
+    return 0
+
+
+def _get(_client: None, args: argparse.Namespace) -> int:
+    """GetMedia from the stream's data endpoint, written to stdout as it arrives (it ends
+    a few seconds after the newest fragment, as AWS's GetMedia does)."""
+    session = botocore.session.get_session()
+    if session.get_credentials() is None:
+        session.set_credentials("anonymous", "anonymous")
+    try:
+        endpoint = _data_endpoint(args, session, api="GET_MEDIA")
+        media: Any = session.create_client(
+            "kinesis-video-media", endpoint_url=endpoint, region_name=args.region
+        )
+        response = media.get_media(
+            StreamName=args.stream, StartSelector={"StartSelectorType": args.start}
+        )
+    except botocore.exceptions.ClientError as error:
+        details = error.response["Error"]
+        print(f"error: {details['Code']}: {details.get('Message', '')}", file=sys.stderr)
+        return 1
+    except botocore.exceptions.EndpointConnectionError:
+        print(f"error: cannot reach Shoal at {args.http_endpoint}", file=sys.stderr)
+        return 2
+    body = response["Payload"]
+    try:
+        for chunk in body.iter_chunks(_READ_BYTES):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+    finally:
+        body.close()
     return 0

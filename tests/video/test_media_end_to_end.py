@@ -211,6 +211,7 @@ async def test_shoal_video_put_uploads_a_live_stream_from_a_pipe(node: Node) -> 
     kvs = video_client(node)
     await call(kvs.create_stream, StreamName="cli-cam", DataRetentionInHours=2)
     video = h264_mkv(frames=50, live=True)
+    environment = {"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -224,7 +225,7 @@ async def test_shoal_video_put_uploads_a_live_stream_from_a_pipe(node: Node) -> 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=REPO,
-        env={"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+        env=environment,
     )
     async with asyncio.timeout(60):
         out, err = await process.communicate(input=video)  # as from `ffmpeg ... -f matroska -`
@@ -234,3 +235,22 @@ async def test_shoal_video_put_uploads_a_live_stream_from_a_pipe(node: Node) -> 
     assert [line.split()[:2] for line in lines[:-1]] == [["PERSISTED", "0"], ["PERSISTED", "1000"]]
     body = await _get_media(node, "cli-cam", {"StartSelectorType": "EARLIEST"})
     assert decoded_frame_times_ms(body) == decoded_frame_times_ms(video)
+
+    reader = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "broker",
+        "video",
+        "get",
+        "cli-cam",
+        "--http-endpoint",
+        f"http://127.0.0.1:{node.http_port}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        env=environment,
+    )
+    async with asyncio.timeout(60):
+        out, err = await reader.communicate()
+    assert reader.returncode == 0, err.decode()
+    assert decoded_frame_times_ms(out) == decoded_frame_times_ms(video)
