@@ -209,6 +209,13 @@ class ErrorCode(enum.Enum):
         retryable=False,
         default_message="The stream is not retaining data (DataRetentionInHours is 0).",
     )
+    INVALID_MEDIA_FRAME = ErrorSpec(
+        kinesis_name="InvalidMediaFrameException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="One or more frames in the requested clip could not be parsed.",
+    )
 
     @property
     def spec(self) -> ErrorSpec:

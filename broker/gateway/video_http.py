@@ -11,14 +11,16 @@ body (GetMedia, GetMediaForFragmentList; its first chunk is read before the 200 
 a bad selector is still an HTTP error), or PutMedia's stream of acknowledgements. Errors are
 the model's: status from the error table, `x-amzn-ErrorType` and `{"message": ...}`.
 
-A path of the three models that Shoal does not serve (signaling channels, edge agents, HLS,
-DASH, clips and images for now) is answered UnknownOperationException, so a client learns it
+HLS sessions are served under `/hls/v1/` (GET, authorised by their session token). A path of
+the three models that Shoal does not serve (signaling channels, edge agents, DASH, clips and
+images for now) is answered UnknownOperationException, so a client learns it
 at once instead of timing out. Loop-bound; one instance per node.
 """
 
 from __future__ import annotations
 
 import logging
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
@@ -30,6 +32,7 @@ from broker.gateway import rest_json
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
+from broker.video import hls
 from broker.video.control import VideoControl
 from broker.video.media_chunks import CONTENT_TYPE as MKV_CONTENT_TYPE
 from broker.video.put_media import PutMediaSession
@@ -78,6 +81,8 @@ class VideoHttpService:
                 self._routes[path] = (model, operation, operation in served)
 
     def handles(self, method: str, path: str) -> bool:
+        if method == "GET":
+            return path.startswith(hls.PATH_PREFIX)
         return method == "POST" and (path in self._routes or path == PUT_MEDIA_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -86,6 +91,8 @@ class VideoHttpService:
         try:
             if path == PUT_MEDIA_PATH:
                 await self._put_media(scope, receive, send, request_id)
+            elif path.startswith(hls.PATH_PREFIX):
+                await self._hls(scope, send, request_id)
             else:
                 await self._operation(scope, receive, send, request_id)
         except _ClientGone:
@@ -208,6 +215,35 @@ class VideoHttpService:
             if aclose is not None:
                 await aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    # --- HLS sessions -------------------------------------------------------------------------
+
+    async def _hls(self, scope: Scope, send: Send, request_id: str) -> None:
+        """A playlist or segment of an HLS session: authorised by its session token (the URL
+        is the credential, as on AWS), not by SigV4, so any player can fetch it."""
+        name = scope.get("path", "/").removeprefix(hls.PATH_PREFIX)
+        query = {
+            key: values[0]
+            for key, values in urllib.parse.parse_qs(
+                scope.get("query_string", b"").decode("latin-1")
+            ).items()
+        }
+        try:
+            content_type, body = await self._video.hls.serve(name, query)
+        except ShoalError as error:
+            await self._send_error(send, error, request_id)
+            return
+        except Exception:
+            log.exception("hls_request_failed", extra={"request_id": request_id})
+            await self._send_error(send, ShoalError(ErrorCode.INTERNAL_FAILURE), request_id)
+            return
+        headers = [
+            ("content-type", content_type),
+            ("content-length", str(len(body))),
+            ("access-control-allow-origin", "*"),  # browser players on other origins
+        ]
+        await _start(send, 200, headers, request_id)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     # --- PutMedia ------------------------------------------------------------------------------
 

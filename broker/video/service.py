@@ -19,10 +19,13 @@ from broker.service.in_process import LocalKinesis
 from broker.video import media
 from broker.video.archive import FragmentArchive
 from broker.video.control import VideoControl, VideoSettings
+from broker.video.hls_service import HlsService
 from broker.video.put_media import PutMediaRequest, PutMediaSession, TimecodeType
 
 MEDIA_OPERATIONS = frozenset({"GetMedia"})
-ARCHIVED_MEDIA_OPERATIONS = frozenset({"ListFragments", "GetMediaForFragmentList"})
+ARCHIVED_MEDIA_OPERATIONS = frozenset(
+    {"ListFragments", "GetMediaForFragmentList", "GetHLSStreamingSessionURL"}
+)
 
 
 class VideoService:
@@ -38,9 +41,16 @@ class VideoService:
         self._clock = clock
         self.control = VideoControl(metadata=metadata, clock=clock, settings=settings)
         self.archive = FragmentArchive(kinesis, metadata)
+        self.hls = HlsService(
+            archive=self.archive,
+            metadata=metadata,
+            clock=clock,
+            data_endpoint=settings.data_endpoint,
+        )
 
     async def call(self, operation: str, request: Mapping[str, Any], caller: Caller) -> Any:
-        """A control-plane operation (a response dict), ListFragments (a dict), GetMedia or
+        """A control-plane operation, ListFragments or GetHLSStreamingSessionURL (a response
+        dict), GetMedia or
         GetMediaForFragmentList (an async iterator of body bytes)."""
         if operation == "DeleteStream":
             deleted = self.control.find(caller, name=None, arn=request["StreamARN"])
@@ -60,6 +70,9 @@ class VideoService:
             return await media.get_media_for_fragment_list(
                 self.archive, stream, list(request["Fragments"])
             )
+        if operation == "GetHLSStreamingSessionURL":
+            url = await self.hls.session_url(stream, request)
+            return {"HLSStreamingSessionURL": url}
         raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
 
     def stream(self, request: Mapping[str, Any], caller: Caller) -> VideoStreamMeta:

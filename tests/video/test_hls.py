@@ -1,0 +1,109 @@
+"""HLS playback of a video stream (broker/video/hls.py, hls_service.py, media_codec.py):
+GetHLSStreamingSessionURL through boto3, then the session URL opened by FFmpeg's own HLS
+player (PyAV's `hls` demuxer over HTTP), which fetches the playlists and segments from Shoal.
+
+Goal: what a camera sent plays back from the URL with the same frames and timestamps, in both
+containers; the URL stops working at its expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import av
+import pytest
+
+from broker.clock import ManualClock
+from broker.node import Node
+from tests.video.media import decoded_frame_times_ms, h264_mkv
+from tests.video.test_control_plane import call, video_client
+from tests.video.test_media_end_to_end import PRODUCER_START_S, _upload
+
+pytestmark = pytest.mark.integration
+
+
+def _play(url: str) -> list[int]:
+    """Frame times (ms) as FFmpeg's HLS player decodes them from `url`."""
+    times: list[int] = []
+    with av.open(url, mode="r", format="hls", timeout=20) as container:
+        for frame in container.decode(video=0):
+            assert frame.pts is not None
+            assert frame.time_base is not None
+            times.append(round(frame.pts * frame.time_base * 1000))
+    return times
+
+
+def _fetch(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=20) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+async def _session_url(node: Node, stream: str, **request: Any) -> str:
+    archived = video_client(node, "kinesis-video-archived-media")
+    start = datetime.fromtimestamp(PRODUCER_START_S - 1, tz=UTC)
+    answer = await call(
+        archived.get_hls_streaming_session_url,
+        StreamName=stream,
+        PlaybackMode="ON_DEMAND",
+        HLSFragmentSelector={
+            "FragmentSelectorType": "PRODUCER_TIMESTAMP",
+            "TimestampRange": {
+                "StartTimestamp": start,
+                "EndTimestamp": start + timedelta(minutes=5),
+            },
+        },
+        **request,
+    )
+    url: str = answer["HLSStreamingSessionURL"]
+    return url
+
+
+@pytest.mark.parametrize("container", ["FRAGMENTED_MP4", "MPEG_TS"])
+async def test_on_demand_hls_plays_the_frames_that_went_in(
+    node: Node, clock: ManualClock, container: str
+) -> None:
+    kvs = video_client(node)
+    await call(kvs.create_stream, StreamName="hls-cam", DataRetentionInHours=24)
+    video = h264_mkv(frames=75, fps=25)
+    await _upload(node, "hls-cam", video)
+    url = await _session_url(node, "hls-cam", ContainerFormat=container, Expires=300)
+    assert url.startswith(f"http://127.0.0.1:{node.http_port}/hls/v1/getHLSMasterPlaylist.m3u8?")
+
+    status, master = await asyncio.to_thread(_fetch, url)
+    assert status == 200
+    assert master.startswith(b"#EXTM3U")
+    played = await asyncio.to_thread(_play, url)
+    sent = decoded_frame_times_ms(video)
+    # The player keeps the producer's timestamps (from the first fragment's) or starts at 0
+    # (MPEG-TS players shift by their own start); either way the spacing and count match.
+    assert len(played) == len(sent) == 75
+    assert [t - played[0] for t in played] == [t - sent[0] for t in sent]
+
+    clock.advance(ms=301_000)
+    status, body = await asyncio.to_thread(_fetch, url)
+    assert status == 401
+    assert b"expired" in body
+
+
+async def test_hls_session_errors(node: Node) -> None:
+    kvs = video_client(node)
+    await call(kvs.create_stream, StreamName="empty", DataRetentionInHours=1)
+    with pytest.raises(Exception, match="ResourceNotFoundException"):
+        await _session_url(node, "empty")
+    await call(kvs.create_stream, StreamName="no-retention")
+    with pytest.raises(Exception, match="NoDataRetentionException"):
+        await _session_url(node, "no-retention")
+    archived = video_client(node, "kinesis-video-archived-media")
+    with pytest.raises(Exception, match="InvalidArgumentException"):
+        await call(archived.get_hls_streaming_session_url, StreamName="empty", PlaybackMode="LIVE")
+    status, _ = await asyncio.to_thread(
+        _fetch,
+        f"http://127.0.0.1:{node.http_port}/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=forged.x",
+    )
+    assert status == 401
