@@ -412,6 +412,7 @@ class Node:
                 creating_ms=config.knobs.stream_creating_ms,
                 updating_ms=config.knobs.stream_updating_ms,
             ),
+            probe=self.metrics.video,
         )
 
     async def _start_http(self) -> None:

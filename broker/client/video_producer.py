@@ -46,6 +46,7 @@ class PutMediaTarget:
     producer_start_timestamp_s: float | None = None
     region: str = "us-east-1"
     credentials: Credentials | None = None
+    ca_file: str | None = None  # the CA to trust for an https endpoint (default: the system's)
 
 
 def _request_headers(target: PutMediaTarget, host: str) -> list[tuple[str, str]]:
@@ -74,7 +75,9 @@ async def put_media(target: PutMediaTarget, body: AsyncIterator[bytes]) -> Async
     port = url.port or (443 if secure else 80)
     assert url.hostname is not None, target.endpoint
     reader, writer = await asyncio.open_connection(
-        url.hostname, port, ssl=ssl.create_default_context() if secure else None
+        url.hostname,
+        port,
+        ssl=ssl.create_default_context(cafile=target.ca_file) if secure else None,
     )
     connection = h11.Connection(h11.CLIENT)
     host = url.netloc

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.video_table import VideoStreamMeta
+from broker.metrics import VideoProbe
 from broker.video.acks import Ack, AckErrorId, AckEventType
 from broker.video.archive import FragmentArchive
 from broker.video.fragment_records import FragmentMetadata
@@ -36,6 +38,8 @@ from broker.video.mkv import FragmentStarted, MkvError, MkvFragment, MkvSplitter
 log = logging.getLogger(__name__)
 
 _PERSIST_QUEUE_MAX = 4
+# A received fragment waiting to be persisted: its server timestamp and when it was whole.
+_Received = tuple[MkvFragment, int, float]
 
 
 class TimecodeType(enum.Enum):
@@ -62,6 +66,7 @@ class PutMediaSession:
         archive: FragmentArchive,
         wall_ms: Callable[[], int],
         stream_exists: Callable[[], bool],
+        probe: VideoProbe | None = None,
     ) -> None:
         self._request = request
         self._archive = archive
@@ -70,15 +75,17 @@ class PutMediaSession:
         self._session_id = uuid.uuid4()
         self._acks: asyncio.Queue[Ack | None] = asyncio.Queue()
         self._read_error: Ack | None = None
+        self._probe = probe
+        self._stream_name = request.stream.name
         self.persisted = 0
 
     async def run(self, body: AsyncIterator[bytes]) -> AsyncGenerator[Ack, None]:
-        persist_queue: asyncio.Queue[tuple[MkvFragment, int] | None] = asyncio.Queue(
-            _PERSIST_QUEUE_MAX
-        )
+        persist_queue: asyncio.Queue[_Received | None] = asyncio.Queue(_PERSIST_QUEUE_MAX)
         reader = asyncio.create_task(self._read(body, persist_queue))
         persister = asyncio.create_task(self._persist(persist_queue))
         idle_s = limits.video_ack_idle_interval_ms / 1000
+        if self._probe is not None:
+            self._probe.session_opened()
         try:
             while True:  # ends with the None the persister puts last, or an ERROR
                 try:
@@ -90,8 +97,13 @@ class PutMediaSession:
                     return
                 yield ack
                 if ack.event_type is AckEventType.ERROR:
+                    if self._probe is not None:
+                        assert ack.error_id is not None
+                        self._probe.error_ack(self._stream_name, ack.error_id.name)
                     return
         finally:
+            if self._probe is not None:
+                self._probe.session_closed()
             for task in (reader, persister):
                 task.cancel()
             await asyncio.gather(reader, persister, return_exceptions=True)
@@ -107,7 +119,7 @@ class PutMediaSession:
     async def _read(
         self,
         body: AsyncIterator[bytes],
-        persist_queue: asyncio.Queue[tuple[MkvFragment, int] | None],
+        persist_queue: asyncio.Queue[_Received | None],
     ) -> None:
         splitter = MkvSplitter()
         started_ms: int | None = None
@@ -126,6 +138,8 @@ class PutMediaSession:
                 else:
                     events = splitter.feed(chunk)
                     done = False
+                    if self._probe is not None:
+                        self._probe.received_bytes(self._stream_name, len(chunk))
                 for event in events:
                     if isinstance(event, FragmentStarted):
                         started_ms = self._wall_ms()
@@ -136,8 +150,10 @@ class PutMediaSession:
                     self._acks.put_nowait(
                         Ack(event_type=AckEventType.RECEIVED, timecode_ms=event.timecode_ms)
                     )
+                    if self._probe is not None:
+                        self._probe.received_fragment(self._stream_name)
                     server_ms = started_ms if started_ms is not None else self._wall_ms()
-                    await persist_queue.put((event, server_ms))
+                    await persist_queue.put((event, server_ms, time.perf_counter()))
                 if done:
                     break
         except MkvError as error:
@@ -147,7 +163,7 @@ class PutMediaSession:
             self._reading_failed(AckErrorId.STREAM_READ_ERROR, "Error reading the data stream.")
         await persist_queue.put(None)
 
-    async def _persist(self, persist_queue: asyncio.Queue[tuple[MkvFragment, int] | None]) -> None:
+    async def _persist(self, persist_queue: asyncio.Queue[_Received | None]) -> None:
         request = self._request
         ordinal = 0
         while True:  # ends with the reader's None
@@ -157,7 +173,7 @@ class PutMediaSession:
                     self._acks.put_nowait(self._read_error)
                 self._acks.put_nowait(None)
                 return
-            fragment, server_ms = item
+            fragment, server_ms, received_at = item
             producer_ms = fragment.timecode_ms
             if request.timecode_type is TimecodeType.RELATIVE:
                 producer_ms += request.producer_start_ms
@@ -188,6 +204,8 @@ class PutMediaSession:
                 return
             ordinal += 1
             self.persisted += 1
+            if self._probe is not None:
+                self._probe.persisted(time.perf_counter() - received_at)
             self._acks.put_nowait(
                 Ack(
                     event_type=AckEventType.PERSISTED,

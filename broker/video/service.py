@@ -7,7 +7,7 @@ Built once by `node.py`; loop-bound.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from broker.caller import Caller
@@ -15,6 +15,7 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
+from broker.metrics import VideoProbe
 from broker.service.in_process import LocalKinesis
 from broker.video import media
 from broker.video.archive import FragmentArchive
@@ -36,7 +37,9 @@ class VideoService:
         clock: Clock,
         kinesis: LocalKinesis,
         settings: VideoSettings,
+        probe: VideoProbe | None = None,
     ) -> None:
+        self._probe = probe
         self._metadata = metadata
         self._clock = clock
         self.control = VideoControl(metadata=metadata, clock=clock, settings=settings)
@@ -61,19 +64,28 @@ class VideoService:
             return await self.control.call(operation, request, caller)
         stream = self.stream(request, caller)
         if operation == "GetMedia":
-            return media.get_media(self.archive, stream, request["StartSelector"])
+            chunks = media.get_media(self.archive, stream, request["StartSelector"])
+            return self._counted(stream.name, chunks)
         if operation == "ListFragments":
             self._require_retention(stream)
             return await media.list_fragments(self.archive, stream, request)
         if operation == "GetMediaForFragmentList":
             self._require_retention(stream)
-            return await media.get_media_for_fragment_list(
+            listed = await media.get_media_for_fragment_list(
                 self.archive, stream, list(request["Fragments"])
             )
+            return self._counted(stream.name, listed)
         if operation == "GetHLSStreamingSessionURL":
             url = await self.hls.session_url(stream, request)
             return {"HLSStreamingSessionURL": url}
         raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
+
+    async def _counted(self, stream: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """`chunks` (one fragment each), counted as they are sent."""
+        async for chunk in chunks:
+            if self._probe is not None:
+                self._probe.sent(stream, fragments=1, count=len(chunk))
+            yield chunk
 
     def stream(self, request: Mapping[str, Any], caller: Caller) -> VideoStreamMeta:
         return self.control.find(
@@ -129,6 +141,7 @@ class VideoService:
             archive=self.archive,
             wall_ms=self._clock.wall_ms,
             stream_exists=lambda: self._metadata.image().video.by_arn(arn) is not None,
+            probe=self._probe,
         )
 
 

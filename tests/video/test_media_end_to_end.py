@@ -103,6 +103,13 @@ async def test_put_media_then_get_media_decodes_the_same_frames(
     body = await _get_media(node, "camera", {"StartSelectorType": "EARLIEST"})
     chunks = split_chunks(body)
     assert len(chunks) == 3
+    exposition = node.metrics.exposition()[0].decode()
+    assert 'kinesis_video_put_media_incoming_fragments_total{stream="camera"} 3.0' in exposition
+    assert f'kinesis_video_put_media_incoming_bytes_total{{stream="camera"}} {len(video)}.0' in (
+        exposition
+    )
+    assert "kinesis_video_put_media_fragment_persist_latency_seconds_count 3.0" in exposition
+    assert 'kinesis_video_get_media_outgoing_fragments_total{stream="camera"} 3.0' in exposition
     tags = [read_tags(chunk) for chunk in chunks]
     assert [t["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for t in tags] == numbers
     assert [t["AWS_KINESISVIDEO_PRODUCER_TIMESTAMP"] for t in tags] == [
