@@ -12,9 +12,10 @@ a bad selector is still an HTTP error), or PutMedia's stream of acknowledgements
 the model's: status from the error table, `x-amzn-ErrorType` and `{"message": ...}`.
 
 HLS sessions are served under `/hls/v1/` (GET, authorised by their session token). A path of
-the three models that Shoal does not serve (signaling channels, edge agents, DASH, clips and
-images for now) is answered UnknownOperationException, so a client learns it
-at once instead of timing out. Loop-bound; one instance per node.
+the three models that Shoal does not serve (signaling channels, edge agents, DASH, the
+storage, notification and image-generation configurations for now) is answered
+UnknownOperationException, so a client learns it at once instead of timing out. Loop-bound;
+one instance per node.
 """
 
 from __future__ import annotations
@@ -196,12 +197,18 @@ class VideoHttpService:
             log.exception("video_request_failed", extra={"request_id": request_id})
             await self._send_error(send, ShoalError(ErrorCode.INTERNAL_FAILURE), request_id)
             return
-        await self._stream(send, chunks, first, request_id)
+        content_type = "video/mp4" if operation == "GetClip" else MKV_CONTENT_TYPE
+        await self._stream(send, chunks, first, request_id, content_type)
 
     async def _stream(
-        self, send: Send, chunks: AsyncIterator[bytes], first: bytes | None, request_id: str
+        self,
+        send: Send,
+        chunks: AsyncIterator[bytes],
+        first: bytes | None,
+        request_id: str,
+        content_type: str,
     ) -> None:
-        await _start(send, 200, [("content-type", MKV_CONTENT_TYPE)], request_id)
+        await _start(send, 200, [("content-type", content_type)], request_id)
         try:
             if first is not None:
                 await send({"type": "http.response.body", "body": first, "more_body": True})

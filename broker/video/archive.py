@@ -19,6 +19,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
@@ -182,7 +183,7 @@ class FragmentArchive:
         if position.sequence_number is not None:
             request["StartingSequenceNumber"] = position.sequence_number
         if position.timestamp_ms is not None:
-            request["Timestamp"] = position.timestamp_ms / 1000
+            request["Timestamp"] = datetime.fromtimestamp(max(0, position.timestamp_ms) / 1000, UTC)
         try:
             iterator = (await self._kinesis.call("GetShardIterator", request))["ShardIterator"]
         except ShoalError as error:

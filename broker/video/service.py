@@ -17,7 +17,7 @@ from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
 from broker.metrics import VideoProbe
 from broker.service.in_process import LocalKinesis
-from broker.video import media
+from broker.video import clips, media
 from broker.video.archive import FragmentArchive
 from broker.video.control import VideoControl, VideoSettings
 from broker.video.hls_service import HlsService
@@ -25,7 +25,13 @@ from broker.video.put_media import PutMediaRequest, PutMediaSession, TimecodeTyp
 
 MEDIA_OPERATIONS = frozenset({"GetMedia"})
 ARCHIVED_MEDIA_OPERATIONS = frozenset(
-    {"ListFragments", "GetMediaForFragmentList", "GetHLSStreamingSessionURL"}
+    {
+        "ListFragments",
+        "GetMediaForFragmentList",
+        "GetHLSStreamingSessionURL",
+        "GetClip",
+        "GetImages",
+    }
 )
 
 
@@ -75,6 +81,13 @@ class VideoService:
                 self.archive, stream, list(request["Fragments"])
             )
             return self._counted(stream.name, listed)
+        if operation == "GetClip":
+            self._require_retention(stream)
+            clip = await clips.get_clip(self.archive, stream, request["ClipFragmentSelector"])
+            return self._counted(stream.name, clip)
+        if operation == "GetImages":
+            self._require_retention(stream)
+            return await clips.get_images(self.archive, stream, request)
         if operation == "GetHLSStreamingSessionURL":
             url = await self.hls.session_url(stream, request)
             return {"HLSStreamingSessionURL": url}

@@ -261,3 +261,36 @@ async def test_shoal_video_put_uploads_a_live_stream_from_a_pipe(node: Node) -> 
         out, err = await reader.communicate()
     assert reader.returncode == 0, err.decode()
     assert decoded_frame_times_ms(out) == decoded_frame_times_ms(video)
+
+
+async def test_server_timestamps_select_by_arrival(node: Node, clock: ManualClock) -> None:
+    """SERVER_TIMESTAMP selectors use the node's clock when each fragment started arriving
+    (and the log's time index to get there)."""
+    kvs = video_client(node)
+    await call(kvs.create_stream, StreamName="arrivals", DataRetentionInHours=24)
+    first_at = clock.wall_ms()
+    await _upload(node, "arrivals", h264_mkv(frames=50))
+    clock.advance(ms=60_000)
+    second = h264_mkv(frames=25)
+    await _upload(node, "arrivals", second)
+    middle = datetime.fromtimestamp((first_at + 30_000) / 1000, tz=UTC)
+
+    archived = video_client(node, "kinesis-video-archived-media")
+    listed = await call(
+        archived.list_fragments,
+        StreamName="arrivals",
+        FragmentSelector={
+            "FragmentSelectorType": "SERVER_TIMESTAMP",
+            "TimestampRange": {
+                "StartTimestamp": middle,
+                "EndTimestamp": middle + timedelta(minutes=1),
+            },
+        },
+    )
+    assert [f["ServerTimestamp"].timestamp() * 1000 for f in listed["Fragments"]] == [
+        first_at + 60_000
+    ]
+    body = await _get_media(
+        node, "arrivals", {"StartSelectorType": "SERVER_TIMESTAMP", "StartTimestamp": middle}
+    )
+    assert len(decoded_frame_times_ms(body)) == 25
