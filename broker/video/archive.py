@@ -171,9 +171,14 @@ class FragmentArchive:
         self, meta: VideoStreamMeta, position: Position, *, follow_s: float = 0.0
     ) -> AsyncIterator[ReadFragment]:
         """The fragments from `position` on, in log order. At the end of the log it waits up
-        to `follow_s` for more (a live reader) and then stops."""
-        if not await self.exists(meta):
-            return
+        to `follow_s` for more (a live reader) and then stops; a stream that has no
+        fragments yet (no internal stream) is waited for as long."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + follow_s
+        while not await self.exists(meta):  # bounded by give_up
+            if loop.time() >= give_up:
+                return
+            await asyncio.sleep(limits.video_get_media_poll_ms / 1000)  # live edge: poll
         name = internal_name(meta)
         request: dict[str, object] = {
             "StreamName": name,
@@ -193,7 +198,6 @@ class FragmentArchive:
                 ) from error
             raise
         assembler = FragmentAssembler()
-        loop = asyncio.get_running_loop()
         idle_since = loop.time()
         while iterator is not None:  # bounded: ends at the log's end after `follow_s` idle
             page = await self._kinesis.call(
