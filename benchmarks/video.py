@@ -222,14 +222,27 @@ class LiveReader:
             "Payload"
         ]
         pending = b""
-        for data in body.iter_chunks(65536):
+        raw = body._raw_stream  # urllib3's response: read1 returns what has arrived
+        while data := raw.read1(65536):
             pending += data
             chunks = split_chunks(pending)
-            for chunk in chunks[:-1]:  # the last one may be incomplete
-                number = read_tags(chunk).get("AWS_KINESISVIDEO_FRAGMENT_NUMBER")
-                if number:
-                    self.arrived[number] = now_s()
-            pending = chunks[-1] if chunks else b""
+            pending = b""
+            for index, chunk in enumerate(chunks):
+                tags = _complete_tags(chunk)
+                if tags is None:  # the last chunk, still arriving
+                    pending = b"".join(chunks[index:])
+                    break
+                self.arrived[tags["AWS_KINESISVIDEO_FRAGMENT_NUMBER"]] = now_s()
+
+
+def _complete_tags(chunk: bytes) -> dict[str, str] | None:
+    """The chunk's tags once it arrived whole (its Tags element, last, ends with the
+    continuation token), else None."""
+    try:
+        tags = read_tags(chunk)
+    except (AssertionError, ValueError):
+        return None
+    return tags if "AWS_KINESISVIDEO_CONTINUATION_TOKEN" in tags else None
 
 
 def run(seconds: int) -> dict[str, Any]:

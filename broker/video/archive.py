@@ -10,6 +10,10 @@ producer sends, not by Kinesis' 1 MiB/s.
 
 An append returns only once the log acknowledged it, which it does only once the records are
 durable on a majority of the shard's replicas: that is when PutMedia may say PERSISTED.
+Fragments waiting together go in one PutRecords (one replicated, synced append), so a producer
+ahead of the log costs one round trip per batch, not per fragment. A fragment larger than a
+PutRecords request (over 10 MiB) takes requests of its own: its chunks stay in order because
+a session appends one request at a time.
 Loop-bound.
 """
 
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -57,6 +61,47 @@ class Position:
     iterator_type: str  # TRIM_HORIZON, LATEST, AT_/AFTER_SEQUENCE_NUMBER, AT_TIMESTAMP
     sequence_number: str | None = None
     timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewFragment:
+    """A fragment to append: the PutMedia session it came in and its place there."""
+
+    session_id: uuid.UUID
+    ordinal: int
+    metadata: FragmentMetadata
+    header: bytes
+    cluster: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendResult:
+    numbers: tuple[str, ...]  # the fragment numbers of the leading fragments now durable
+    error: ShoalError | None  # why the next one is not, if any
+
+
+def _requests(encoded: list[list[bytes]]) -> list[list[tuple[int, bytes]]]:
+    """Every fragment's records, in order, cut into PutRecords requests within the request's
+    record count and byte limits: (fragment index, record data) each."""
+    requests: list[list[tuple[int, bytes]]] = []
+    count = size = 0
+    for index, chunks in enumerate(encoded):
+        for data in chunks:
+            cost = len(data) + len(PARTITION_KEY)
+            if not requests or (
+                count + 1 > limits.put_records_count_max
+                or size + cost > limits.put_records_bytes_max
+            ):
+                requests.append([])
+                count = size = 0
+            requests[-1].append((index, data))
+            count += 1
+            size += cost
+    return requests
+
+
+def _leading(firsts: dict[int, str], complete: int) -> tuple[str, ...]:
+    return tuple(firsts[index] for index in range(complete))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,35 +173,52 @@ class FragmentArchive:
             if error.code is not ErrorCode.RESOURCE_NOT_FOUND:
                 raise
 
-    async def append(
-        self,
-        meta: VideoStreamMeta,
-        *,
-        session_id: uuid.UUID,
-        ordinal: int,
-        metadata: FragmentMetadata,
-        header: bytes,
-        cluster: bytes,
-    ) -> str:
-        """Appends one fragment (its chunks in order); returns its fragment number once every
-        chunk is durable."""
-        name = await self.ensure(meta, now_ms=metadata.server_timestamp_ms)
-        records = encode_fragment(
-            session_id=session_id,
-            ordinal=ordinal,
-            metadata=metadata,
-            header=header,
-            cluster=cluster,
-            chunk_bytes_max=limits.video_record_chunk_bytes_max,
-        )
-        first: str | None = None
-        for data in records:
-            answer = await self._kinesis.call(
-                "PutRecord", {"StreamName": name, "PartitionKey": PARTITION_KEY, "Data": data}
+    async def append(self, meta: VideoStreamMeta, fragments: Sequence[NewFragment]) -> AppendResult:
+        """Appends fragments in order (their chunks in order) with as few log appends as fit
+        in PutRecords' limits: one replicated, synced append carries several fragments when a
+        producer is ahead of the log. Returns the numbers of the leading fragments that are
+        whole and durable; a fragment with a refused chunk stops the count there (the ones
+        after it may be stored too, and come twice if the producer sends them again: as on
+        AWS, a retry may duplicate, never lose)."""
+        assert fragments
+        name = await self.ensure(meta, now_ms=fragments[0].metadata.server_timestamp_ms)
+        encoded = [
+            encode_fragment(
+                session_id=f.session_id,
+                ordinal=f.ordinal,
+                metadata=f.metadata,
+                header=f.header,
+                cluster=f.cluster,
+                chunk_bytes_max=limits.video_record_chunk_bytes_max,
             )
-            first = first or answer["SequenceNumber"]
-        assert first is not None
-        return first
+            for f in fragments
+        ]
+        firsts: dict[int, str] = {}  # fragment index -> its first record's sequence number
+        complete = 0  # the leading fragments whose every chunk is durable
+        for request in _requests(encoded):
+            try:
+                answer = await self._kinesis.call(
+                    "PutRecords",
+                    {
+                        "StreamName": name,
+                        "Records": [{"PartitionKey": PARTITION_KEY, "Data": d} for _, d in request],
+                    },
+                )
+            except ShoalError as error:
+                return AppendResult(numbers=_leading(firsts, complete), error=error)
+            for (index, _), outcome in zip(request, answer["Records"], strict=True):
+                if "ErrorCode" in outcome:
+                    failure = ShoalError(
+                        ErrorCode.INTERNAL_FAILURE,
+                        f"{outcome['ErrorCode']}: {outcome.get('ErrorMessage', '')}",
+                    )
+                    return AppendResult(numbers=_leading(firsts, complete), error=failure)
+                firsts.setdefault(index, outcome["SequenceNumber"])
+            last_index = request[-1][0]
+            # A fragment is whole once a later one started, or its last chunk was in here.
+            complete = last_index + 1 if request[-1][1] is encoded[last_index][-1] else last_index
+        assert complete == len(fragments)
+        return AppendResult(numbers=_leading(firsts, complete), error=None)
 
     async def exists(self, meta: VideoStreamMeta) -> bool:
         try:

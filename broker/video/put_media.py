@@ -5,7 +5,8 @@
 starts, RECEIVED when it is whole, PERSISTED once the archive appended it (durable on a
 majority); an ERROR (with AWS's id) ends the session. Reading and persisting overlap: while
 fragment N is being replicated, fragment N+1 is already being received, up to
-`_PERSIST_QUEUE_MAX` fragments ahead (then reading waits: backpressure on the producer). While
+`_PERSIST_QUEUE_MAX` fragments ahead (then reading waits: backpressure on the producer); the
+fragments waiting when an append finishes go together in the next one. While
 the producer sends nothing, IDLE is sent every `limits.video_ack_idle_interval_ms`, and after
 `limits.video_put_media_idle_ms` of silence the session ends, as on AWS.
 
@@ -31,13 +32,14 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta.video_table import VideoStreamMeta
 from broker.metrics import VideoProbe
 from broker.video.acks import Ack, AckErrorId, AckEventType
-from broker.video.archive import FragmentArchive
+from broker.video.archive import FragmentArchive, NewFragment
 from broker.video.fragment_records import FragmentMetadata
 from broker.video.mkv import FragmentStarted, MkvError, MkvFragment, MkvSplitter
 
 log = logging.getLogger(__name__)
 
-_PERSIST_QUEUE_MAX = 4
+_PERSIST_QUEUE_MAX = 8
+_PERSIST_BATCH_MAX = 8  # fragments in one append
 # A received fragment waiting to be persisted: its server timestamp and when it was whole.
 _Received = tuple[MkvFragment, int, float]
 
@@ -164,48 +166,61 @@ class PutMediaSession:
         await persist_queue.put(None)
 
     async def _persist(self, persist_queue: asyncio.Queue[_Received | None]) -> None:
-        request = self._request
+        """Appends what the reader received, in order: everything waiting goes in one append
+        (up to `_PERSIST_BATCH_MAX` fragments), then its PERSISTED acknowledgements."""
         ordinal = 0
         while True:  # ends with the reader's None
-            item = await persist_queue.get()
-            if item is None:
+            waiting = [await persist_queue.get()]
+            while waiting[-1] is not None and len(waiting) < _PERSIST_BATCH_MAX:
+                if persist_queue.empty():
+                    break
+                waiting.append(persist_queue.get_nowait())
+            received = [item for item in waiting if item is not None]
+            if received and self._request.stream.data_retention_hours > 0:
+                if not await self._append(received, first_ordinal=ordinal):
+                    return
+                ordinal += len(received)
+            if waiting[-1] is None:
                 if self._read_error is not None:
                     self._acks.put_nowait(self._read_error)
                 self._acks.put_nowait(None)
                 return
-            fragment, server_ms, received_at = item
+
+    async def _append(self, received: list[_Received], *, first_ordinal: int) -> bool:
+        """Appends `received` and acknowledges each durable fragment; False after an ERROR.
+        (A stream with no retention stores nothing and is never called here.)"""
+        request = self._request
+        fragments = []
+        for offset, (fragment, server_ms, _) in enumerate(received):
             producer_ms = fragment.timecode_ms
             if request.timecode_type is TimecodeType.RELATIVE:
                 producer_ms += request.producer_start_ms
-            if request.stream.data_retention_hours == 0:
-                continue  # live only: nothing is stored, so nothing is PERSISTED
-            metadata = FragmentMetadata(
-                producer_timestamp_ms=producer_ms,
-                server_timestamp_ms=server_ms,
-                timecode_ms=fragment.timecode_ms,
-                duration_ms=fragment.duration_ms,
-                frame_count=fragment.frame_count,
-            )
-            try:
-                number = await self._archive.append(
-                    request.stream,
+            fragments.append(
+                NewFragment(
                     session_id=self._session_id,
-                    ordinal=ordinal,
-                    metadata=metadata,
+                    ordinal=first_ordinal + offset,
+                    metadata=FragmentMetadata(
+                        producer_timestamp_ms=producer_ms,
+                        server_timestamp_ms=server_ms,
+                        timecode_ms=fragment.timecode_ms,
+                        duration_ms=fragment.duration_ms,
+                        frame_count=fragment.frame_count,
+                    ),
                     header=fragment.header,
                     cluster=fragment.cluster,
                 )
-            except ShoalError as error:
-                deleted = error.code is ErrorCode.RESOURCE_NOT_FOUND or not self._stream_exists()
-                if deleted:
-                    self._error(AckErrorId.STREAM_NOT_ACTIVE, fragment.timecode_ms, error.message)
-                else:
-                    self._error(AckErrorId.ARCHIVAL_ERROR, fragment.timecode_ms, error.message)
-                return
-            ordinal += 1
+            )
+        try:
+            result = await self._archive.append(request.stream, fragments)
+            error = result.error
+            numbers = result.numbers
+        except ShoalError as raised:
+            error, numbers = raised, ()
+        now = time.perf_counter()
+        for (fragment, _, received_at), number in zip(received, numbers, strict=False):
             self.persisted += 1
             if self._probe is not None:
-                self._probe.persisted(time.perf_counter() - received_at)
+                self._probe.persisted(now - received_at)
             self._acks.put_nowait(
                 Ack(
                     event_type=AckEventType.PERSISTED,
@@ -213,6 +228,13 @@ class PutMediaSession:
                     fragment_number=number,
                 )
             )
+        if error is None:
+            return True
+        failed = received[len(numbers)][0]
+        deleted = error.code is ErrorCode.RESOURCE_NOT_FOUND or not self._stream_exists()
+        error_id = AckErrorId.STREAM_NOT_ACTIVE if deleted else AckErrorId.ARCHIVAL_ERROR
+        self._error(error_id, failed.timecode_ms, error.message)
+        return False
 
 
 def _error_ack(error_id: AckErrorId, timecode_ms: int | None, message: str) -> Ack:

@@ -21,8 +21,11 @@ from broker import limits
 from broker.client.video_producer import PutMediaRefused, PutMediaTarget, put_media
 from broker.clock import ManualClock
 from broker.node import Node
+from broker.video import ebml, mkv
 from broker.video.acks import Ack, AckErrorId, AckEventType
 from broker.video.media_chunks import read_tags, split_chunks
+from broker.video.media_codec import fragment_as_mkv
+from broker.video.mkv import MkvFragment, MkvSplitter
 from tests.support import REPO
 from tests.video.media import decoded_frame_times_ms, h264_mkv
 from tests.video.test_control_plane import call, video_client
@@ -294,3 +297,33 @@ async def test_server_timestamps_select_by_arrival(node: Node, clock: ManualCloc
         node, "arrivals", {"StartSelectorType": "SERVER_TIMESTAMP", "StartTimestamp": middle}
     )
     assert len(decoded_frame_times_ms(body)) == 25
+
+
+def _block(timecode: int, payload: bytes) -> bytes:
+    """A SimpleBlock of track 1 (a key frame) at `timecode` relative to its Cluster."""
+    return ebml.element(
+        mkv.SIMPLE_BLOCK, b"\x81" + timecode.to_bytes(2, "big", signed=True) + b"\x80" + payload
+    )
+
+
+async def test_a_fragment_larger_than_a_put_records_request(node: Node) -> None:
+    """A 12 MiB fragment takes 13 records and two log appends; it comes back byte for byte."""
+    kvs = video_client(node)
+    await call(kvs.create_stream, StreamName="big", DataRetentionInHours=1)
+    (fragment,) = [e for e in MkvSplitter().feed(h264_mkv(frames=25)) if isinstance(e, MkvFragment)]
+    blocks = b"".join(_block(40 * i, bytes([i]) * (1 << 20)) for i in range(12))
+    cluster = ebml.element(mkv.CLUSTER, ebml.uint_element(mkv.CLUSTER_TIMECODE, 0) + blocks)
+    acks = await _upload(node, "big", fragment_as_mkv(fragment.header, cluster))
+    persisted = [a for a in acks if a.event_type is AckEventType.PERSISTED]
+    assert len(persisted) == 1
+    archived = video_client(node, "kinesis-video-archived-media")
+    listed = await call(archived.list_fragments, StreamName="big")
+    assert [f["FragmentNumber"] for f in listed["Fragments"]] == [persisted[0].fragment_number]
+    assert listed["Fragments"][0]["FragmentSizeInBytes"] > 12 << 20
+    answer = await call(
+        archived.get_media_for_fragment_list,
+        StreamName="big",
+        Fragments=[persisted[0].fragment_number],
+    )
+    body = await asyncio.to_thread(_read_payload, answer)
+    assert cluster in body
