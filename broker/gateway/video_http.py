@@ -11,8 +11,9 @@ body (GetMedia, GetMediaForFragmentList; its first chunk is read before the 200 
 a bad selector is still an HTTP error), or PutMedia's stream of acknowledgements. Errors are
 the model's: status from the error table, `x-amzn-ErrorType` and `{"message": ...}`.
 
-HLS sessions are served under `/hls/v1/` (GET, authorised by their session token). A path of
-the three models that Shoal does not serve (signaling channels, edge agents, DASH, the
+HLS and DASH sessions are served under `/hls/v1/` and `/dash/v1/` (GET, authorised by their
+session token). A path of the three models that Shoal does not serve (signaling channels, edge
+agents, the
 storage, notification and image-generation configurations for now) is answered
 UnknownOperationException, so a client learns it at once instead of timing out. Loop-bound;
 one instance per node.
@@ -83,7 +84,7 @@ class VideoHttpService:
 
     def handles(self, method: str, path: str) -> bool:
         if method == "GET":
-            return path.startswith(hls.PATH_PREFIX)
+            return path.startswith((hls.PATH_PREFIX, hls.DASH_PATH_PREFIX))
         return method == "POST" and (path in self._routes or path == PUT_MEDIA_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -92,7 +93,7 @@ class VideoHttpService:
         try:
             if path == PUT_MEDIA_PATH:
                 await self._put_media(scope, receive, send, request_id)
-            elif path.startswith(hls.PATH_PREFIX):
+            elif path.startswith((hls.PATH_PREFIX, hls.DASH_PATH_PREFIX)):
                 await self._hls(scope, send, request_id)
             else:
                 await self._operation(scope, receive, send, request_id)
@@ -226,9 +227,11 @@ class VideoHttpService:
     # --- HLS sessions -------------------------------------------------------------------------
 
     async def _hls(self, scope: Scope, send: Send, request_id: str) -> None:
-        """A playlist or segment of an HLS session: authorised by its session token (the URL
-        is the credential, as on AWS), not by SigV4, so any player can fetch it."""
-        name = scope.get("path", "/").removeprefix(hls.PATH_PREFIX)
+        """A playlist, manifest or segment of an HLS or DASH session: authorised by its
+        session token (the URL is the credential, as on AWS), not by SigV4, so any player can
+        fetch it."""
+        path: str = scope.get("path", "/")
+        name = path.removeprefix(hls.PATH_PREFIX).removeprefix(hls.DASH_PATH_PREFIX)
         query = {
             key: values[0]
             for key, values in urllib.parse.parse_qs(

@@ -1,4 +1,5 @@
-"""HLS for video streams: streaming-session tokens and playlists. Pure (key and time passed in).
+"""HLS and DASH for video streams: streaming-session tokens, HLS playlists and the DASH
+manifest. Pure (key and time passed in).
 
 GetHLSStreamingSessionURL hands out a URL under the node's AWS door,
 `/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=...`, as AWS does. The token carries the whole
@@ -20,6 +21,7 @@ import json
 import math
 import urllib.parse
 from dataclasses import asdict, dataclass
+from xml.sax.saxutils import quoteattr
 
 from broker.errors import ErrorCode, ShoalError
 
@@ -30,6 +32,9 @@ MP4_MEDIA = "getMP4MediaFragment.mp4"
 TS_MEDIA = "getTSFragment.ts"
 PATH_PREFIX = "/hls/v1/"
 PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+DASH_MANIFEST = "getDASHManifest.mpd"
+DASH_PATH_PREFIX = "/dash/v1/"
+DASH_CONTENT_TYPE = "application/dash+xml"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -50,6 +55,7 @@ class Segment:
     fragment_number: str
     start_ms: int  # by the session's selector type
     duration_ms: int
+    timecode_ms: int = 0  # the fragment's own media time (its Cluster's timecode)
 
 
 def encode_token(session: HlsSession, *, key: bytes) -> str:
@@ -131,3 +137,34 @@ def _discontinuous(session: HlsSession, segment: Segment, previous_end: int) -> 
     if session.discontinuity == "ON_DISCONTINUITY":
         return abs(segment.start_ms - previous_end) > 1
     return False
+
+
+def dash_manifest(token: str, segments: list[Segment], *, bandwidth: int) -> str:
+    """A static (ON_DEMAND) MPD: one video representation, its fragmented-MP4 segments in a
+    SegmentList with a SegmentTimeline on the fragments' own media time (millisecond
+    timescale; the presentation starts at the first fragment)."""
+    assert segments
+    first = segments[0].timecode_ms
+    total_ms = segments[-1].timecode_ms + segments[-1].duration_ms - first
+    init = quoteattr(f"{MP4_INIT}?{_query(token)}")
+    timeline = "".join(f'<S t="{s.timecode_ms}" d="{s.duration_ms}"/>' for s in segments)
+    urls = "".join(
+        "<SegmentURL media="
+        + quoteattr(f"{MP4_MEDIA}?{_query(token, FragmentNumber=s.fragment_number)}")
+        + "/>"
+        for s in segments
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+        'profiles="urn:mpeg:dash:profile:isoff-live:2011" minBufferTime="PT2S" '
+        f'mediaPresentationDuration="PT{total_ms / 1000:.3f}S">'
+        '<Period id="0" start="PT0S">'
+        '<AdaptationSet mimeType="video/mp4" contentType="video" segmentAlignment="true" '
+        'startWithSAP="1">'
+        f'<Representation id="1" bandwidth="{max(1, bandwidth)}">'
+        f'<SegmentList timescale="1000" presentationTimeOffset="{first}">'
+        f"<Initialization sourceURL={init}/>"
+        f"<SegmentTimeline>{timeline}</SegmentTimeline>{urls}"
+        "</SegmentList></Representation></AdaptationSet></Period></MPD>\n"
+    )

@@ -2,7 +2,9 @@
 the node under the session URL (`hls.py` for the tokens and playlists, `media_codec.py` for
 the segments). Loop-bound; remuxing runs in a worker thread.
 
-ON_DEMAND is served: a fixed list of the fragments in the selector's timestamp range (at most
+GetDASHStreamingSessionURL opens the same kind of session, with an MPD manifest
+(`/dash/v1/getDASHManifest.mpd`) over the same fragmented-MP4 segments. ON_DEMAND is served: a
+fixed list of the fragments in the selector's timestamp range (at most
 24 hours, `MaxMediaPlaylistFragmentResults` of them), with the end tag. LIVE and LIVE_REPLAY
 are refused with InvalidArgumentException saying so.
 """
@@ -57,7 +59,10 @@ class HlsService:
         assert secret, "InitCluster sets the secret before the node serves"
         return secret
 
-    async def session_url(self, stream: VideoStreamMeta, request: Mapping[str, Any]) -> str:
+    async def session_url(
+        self, stream: VideoStreamMeta, request: Mapping[str, Any], *, dash: bool = False
+    ) -> str:
+        """GetHLSStreamingSessionURL, or (`dash`) GetDASHStreamingSessionURL."""
         if stream.data_retention_hours == 0:
             raise ShoalError(ErrorCode.NO_DATA_RETENTION)
         mode = request.get("PlaybackMode", "LIVE")
@@ -66,7 +71,7 @@ class HlsService:
                 ErrorCode.INVALID_ARGUMENT,
                 f"PlaybackMode {mode} is not served by Shoal yet; use ON_DEMAND.",
             )
-        selector = request.get("HLSFragmentSelector") or {}
+        selector = request.get("DASHFragmentSelector" if dash else "HLSFragmentSelector") or {}
         timestamps = selector.get("TimestampRange") or {}
         if "StartTimestamp" not in timestamps or "EndTimestamp" not in timestamps:
             raise ShoalError(
@@ -81,6 +86,7 @@ class HlsService:
                 "EndTimestamp must follow StartTimestamp by at most 24 hours.",
             )
         selector_type = selector.get("FragmentSelectorType", "SERVER_TIMESTAMP")
+        limit_member = "MaxManifestFragmentResults" if dash else "MaxMediaPlaylistFragmentResults"
         default_discontinuity = "ALWAYS" if selector_type == "SERVER_TIMESTAMP" else "NEVER"
         session = hls.HlsSession(
             stream_arn=stream.arn,
@@ -88,11 +94,11 @@ class HlsService:
             selector_type=selector_type,
             start_ms=start_ms,
             end_ms=end_ms,
-            container=request.get("ContainerFormat", "FRAGMENTED_MP4"),
+            container="FRAGMENTED_MP4"
+            if dash
+            else request.get("ContainerFormat", "FRAGMENTED_MP4"),
             discontinuity=request.get("DiscontinuityMode", default_discontinuity),
-            max_fragments=int(
-                request.get("MaxMediaPlaylistFragmentResults", _ON_DEMAND_FRAGMENTS_DEFAULT)
-            ),
+            max_fragments=int(request.get(limit_member, _ON_DEMAND_FRAGMENTS_DEFAULT)),
             expires_ms=self._clock.wall_ms() + 1000 * request.get("Expires", _EXPIRES_S_DEFAULT),
         )
         if not await self._segments(stream, session, limit=1):
@@ -101,6 +107,11 @@ class HlsService:
                 "No fragments found in the stream for the streaming request.",
             )
         token = hls.encode_token(session, key=self._key())
+        if dash:
+            return (
+                f"{self._data_endpoint()}{hls.DASH_PATH_PREFIX}{hls.DASH_MANIFEST}"
+                f"?SessionToken={token}"
+            )
         return f"{self._data_endpoint()}{hls.PATH_PREFIX}{hls.MASTER_PLAYLIST}?SessionToken={token}"
 
     async def _segments(
@@ -123,6 +134,7 @@ class HlsService:
                 fragment_number=read.fragment.fragment_number,
                 start_ms=start,
                 duration_ms=meta.duration_ms,
+                timecode_ms=meta.timecode_ms,
             )
             found.append((segment, read.fragment.size_bytes))
             if len(found) >= limit:
@@ -138,6 +150,15 @@ class HlsService:
         stream = self._metadata.image().video.by_arn(session.stream_arn)
         if stream is None:
             raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND)
+        if name == hls.DASH_MANIFEST:
+            listed = await self._segments(stream, session, limit=session.max_fragments)
+            if not listed:
+                raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No fragments found.")
+            segments = [segment for segment, _ in listed]
+            seconds = max(1, sum(s.duration_ms for s in segments)) / 1000
+            bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
+            text = hls.dash_manifest(token, segments, bandwidth=bandwidth)
+            return hls.DASH_CONTENT_TYPE, text.encode("utf-8")
         if name in (hls.MASTER_PLAYLIST, hls.MEDIA_PLAYLIST):
             listed = await self._segments(stream, session, limit=session.max_fragments)
             segments = [segment for segment, _ in listed]

@@ -31,6 +31,7 @@ ARCHIVED_MEDIA_OPERATIONS = frozenset(
         "GetHLSStreamingSessionURL",
         "GetClip",
         "GetImages",
+        "GetDASHStreamingSessionURL",
     }
 )
 
@@ -88,6 +89,9 @@ class VideoService:
         if operation == "GetImages":
             self._require_retention(stream)
             return await clips.get_images(self.archive, stream, request)
+        if operation == "GetDASHStreamingSessionURL":
+            url = await self.hls.session_url(stream, request, dash=True)
+            return {"DASHStreamingSessionURL": url}
         if operation == "GetHLSStreamingSessionURL":
             url = await self.hls.session_url(stream, request)
             return {"HLSStreamingSessionURL": url}
