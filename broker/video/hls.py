@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from xml.sax.saxutils import quoteattr
 
 from broker.errors import ErrorCode, ShoalError
+from broker.streams.sequence_numbers import decode_sequence_number
 
 MASTER_PLAYLIST = "getHLSMasterPlaylist.m3u8"
 MEDIA_PLAYLIST = "getHLSMediaPlaylist.m3u8"
@@ -40,7 +41,7 @@ DASH_CONTENT_TYPE = "application/dash+xml"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HlsSession:
     stream_arn: str
-    playback_mode: str  # ON_DEMAND
+    playback_mode: str  # ON_DEMAND or LIVE
     selector_type: str  # PRODUCER_TIMESTAMP or SERVER_TIMESTAMP
     start_ms: int
     end_ms: int
@@ -105,16 +106,30 @@ def master_playlist(token: str, *, bandwidth: int) -> str:
     )
 
 
+def media_sequence(fragment_number: str) -> int:
+    """A LIVE playlist's media sequence number for a fragment: the log offset of its first
+    record, which rises by one per fragment while fragments fit in one record each and come
+    from one producer at a time (a fragment chunked over k records advances it by k)."""
+    return decode_sequence_number(fragment_number).offset
+
+
 def media_playlist(session: HlsSession, token: str, segments: list[Segment]) -> str:
-    """An ON_DEMAND media playlist: every segment, then the end."""
+    """An ON_DEMAND media playlist (every segment, then the end), or a LIVE one (the newest
+    segments, numbered on from the stream's start, no end: players reload it)."""
+    live = session.playback_mode == "LIVE"
     target = max((math.ceil(s.duration_ms / 1000) for s in segments), default=1)
+    sequence = media_sequence(segments[0].fragment_number) if live and segments else 0
     lines = [
         "#EXTM3U",
         f"#EXT-X-VERSION:{7 if session.container == 'FRAGMENTED_MP4' else 3}",
         f"#EXT-X-TARGETDURATION:{max(1, target)}",
-        "#EXT-X-MEDIA-SEQUENCE:0",
-        "#EXT-X-PLAYLIST-TYPE:VOD",
+        f"#EXT-X-MEDIA-SEQUENCE:{sequence}",
     ]
+    if live and session.discontinuity == "ALWAYS":
+        # Every boundary is a discontinuity: as many went by as segments did.
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{sequence}")
+    if not live:
+        lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
     if session.container == "FRAGMENTED_MP4":
         lines.append(f'#EXT-X-MAP:URI="{MP4_INIT}?{_query(token)}"')
     media = MP4_MEDIA if session.container == "FRAGMENTED_MP4" else TS_MEDIA
@@ -125,7 +140,8 @@ def media_playlist(session: HlsSession, token: str, segments: list[Segment]) -> 
         lines.append(f"#EXTINF:{segment.duration_ms / 1000:.3f},")
         lines.append(f"{media}?{_query(token, FragmentNumber=segment.fragment_number)}")
         previous_end = segment.start_ms + segment.duration_ms
-    lines.append("#EXT-X-ENDLIST")
+    if not live:
+        lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 
 

@@ -2,20 +2,24 @@
 the node under the session URL (`hls.py` for the tokens and playlists, `media_codec.py` for
 the segments). Loop-bound; remuxing runs in a worker thread.
 
-GetDASHStreamingSessionURL opens the same kind of session, with an MPD manifest
+LIVE (HLS) serves the newest `MaxMediaPlaylistFragmentResults` fragments (default 5) with
+no end tag; players reload the playlist. GetDASHStreamingSessionURL opens the same kind of
+session, with an MPD manifest
 (`/dash/v1/getDASHManifest.mpd`) over the same fragmented-MP4 segments. ON_DEMAND is served: a
 fixed list of the fragments in the selector's timestamp range (at most
-24 hours, `MaxMediaPlaylistFragmentResults` of them), with the end tag. LIVE and LIVE_REPLAY
-are refused with InvalidArgumentException saying so.
+24 hours, `MaxMediaPlaylistFragmentResults` of them), with the end tag. LIVE_REPLAY (and LIVE
+for DASH) is refused with InvalidArgumentException saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from broker import limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
@@ -34,6 +38,7 @@ from broker.video.media_codec import (
 _RANGE_MS_MAX = 24 * 3_600_000  # AWS: an ON_DEMAND range covers at most 24 hours
 _EXPIRES_S_DEFAULT = 300
 _ON_DEMAND_FRAGMENTS_DEFAULT = 1000
+_LIVE_FRAGMENTS_DEFAULT = 5  # AWS's default for LIVE playlists
 
 
 def _ms(value: datetime) -> int:
@@ -66,28 +71,41 @@ class HlsService:
         if stream.data_retention_hours == 0:
             raise ShoalError(ErrorCode.NO_DATA_RETENTION)
         mode = request.get("PlaybackMode", "LIVE")
-        if mode != "ON_DEMAND":
+        live = mode == "LIVE" and not dash
+        if mode != "ON_DEMAND" and not live:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"PlaybackMode {mode} is not served by Shoal yet; use ON_DEMAND.",
+                f"PlaybackMode {mode} is not served by Shoal yet for "
+                f"{'DASH' if dash else 'HLS'}; use {'ON_DEMAND' if dash else 'LIVE or ON_DEMAND'}.",
             )
         selector = request.get("DASHFragmentSelector" if dash else "HLSFragmentSelector") or {}
         timestamps = selector.get("TimestampRange") or {}
-        if "StartTimestamp" not in timestamps or "EndTimestamp" not in timestamps:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                "HLSFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is "
-                "required for PlaybackMode ON_DEMAND.",
-            )
-        start_ms, end_ms = _ms(timestamps["StartTimestamp"]), _ms(timestamps["EndTimestamp"])
-        if not 0 <= end_ms - start_ms <= _RANGE_MS_MAX:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                "EndTimestamp must follow StartTimestamp by at most 24 hours.",
-            )
         selector_type = selector.get("FragmentSelectorType", "SERVER_TIMESTAMP")
+        if live:
+            if timestamps:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "TimestampRange must not be set for PlaybackMode LIVE.",
+                )
+            start_ms, end_ms = 0, 0
+        else:
+            if "StartTimestamp" not in timestamps or "EndTimestamp" not in timestamps:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "HLSFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is "
+                    "required for PlaybackMode ON_DEMAND.",
+                )
+            start_ms, end_ms = _ms(timestamps["StartTimestamp"]), _ms(timestamps["EndTimestamp"])
+            if not 0 <= end_ms - start_ms <= _RANGE_MS_MAX:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "EndTimestamp must follow StartTimestamp by at most 24 hours.",
+                )
         limit_member = "MaxManifestFragmentResults" if dash else "MaxMediaPlaylistFragmentResults"
+        default_limit = _LIVE_FRAGMENTS_DEFAULT if live else _ON_DEMAND_FRAGMENTS_DEFAULT
         default_discontinuity = "ALWAYS" if selector_type == "SERVER_TIMESTAMP" else "NEVER"
+        if live:
+            default_discontinuity = "NEVER"  # segments keep the producer's timestamps
         session = hls.HlsSession(
             stream_arn=stream.arn,
             playback_mode=mode,
@@ -98,7 +116,7 @@ class HlsService:
             if dash
             else request.get("ContainerFormat", "FRAGMENTED_MP4"),
             discontinuity=request.get("DiscontinuityMode", default_discontinuity),
-            max_fragments=int(request.get(limit_member, _ON_DEMAND_FRAGMENTS_DEFAULT)),
+            max_fragments=int(request.get(limit_member, default_limit)),
             expires_ms=self._clock.wall_ms() + 1000 * request.get("Expires", _EXPIRES_S_DEFAULT),
         )
         if not await self._segments(stream, session, limit=1):
@@ -117,7 +135,19 @@ class HlsService:
     async def _segments(
         self, stream: VideoStreamMeta, session: hls.HlsSession, *, limit: int
     ) -> list[tuple[hls.Segment, int]]:
-        """The session's fragments (with their sizes), in log order, at most `limit`."""
+        """The session's fragments (with their sizes), in log order, at most `limit`: the
+        first ones of an ON_DEMAND range, the newest ones of a LIVE stream (read from the
+        log's time index, a window back that `limit` fragments of the longest allowed
+        duration fit in)."""
+        if session.playback_mode == "LIVE":
+            window_ms = limit * limits.video_fragment_duration_ms_max
+            since = Position(
+                iterator_type="AT_TIMESTAMP", timestamp_ms=self._clock.wall_ms() - window_ms
+            )
+            newest: collections.deque[tuple[hls.Segment, int]] = collections.deque(maxlen=limit)
+            async for read in self._archive.read(stream, since):
+                newest.append((_segment(read.fragment, server=True), read.fragment.size_bytes))
+            return list(newest)
         server = session.selector_type == "SERVER_TIMESTAMP"
         position = (
             Position(iterator_type="AT_TIMESTAMP", timestamp_ms=session.start_ms)
@@ -130,13 +160,7 @@ class HlsService:
             start = meta.server_timestamp_ms if server else meta.producer_timestamp_ms
             if not session.start_ms <= start <= session.end_ms:
                 continue
-            segment = hls.Segment(
-                fragment_number=read.fragment.fragment_number,
-                start_ms=start,
-                duration_ms=meta.duration_ms,
-                timecode_ms=meta.timecode_ms,
-            )
-            found.append((segment, read.fragment.size_bytes))
+            found.append((_segment(read.fragment, server=server), read.fragment.size_bytes))
             if len(found) >= limit:
                 break
         return found
@@ -212,3 +236,13 @@ class HlsService:
             return split_mp4(data)
         except MediaCodecError as error:
             raise ShoalError(ErrorCode.INVALID_MEDIA_FRAME, str(error)) from error
+
+
+def _segment(fragment: StoredFragment, *, server: bool) -> hls.Segment:
+    meta = fragment.metadata
+    return hls.Segment(
+        fragment_number=fragment.fragment_number,
+        start_ms=meta.server_timestamp_ms if server else meta.producer_timestamp_ms,
+        duration_ms=meta.duration_ms,
+        timecode_ms=meta.timecode_ms,
+    )

@@ -104,6 +104,10 @@ async def test_hls_session_errors(node: Node) -> None:
         await _session_url(node, "no-retention")
     archived = video_client(node, "kinesis-video-archived-media")
     with pytest.raises(Exception, match="InvalidArgumentException"):
+        await call(
+            archived.get_hls_streaming_session_url, StreamName="empty", PlaybackMode="LIVE_REPLAY"
+        )
+    with pytest.raises(Exception, match="ResourceNotFoundException"):
         await call(archived.get_hls_streaming_session_url, StreamName="empty", PlaybackMode="LIVE")
     status, _ = await asyncio.to_thread(
         _fetch,
@@ -169,3 +173,42 @@ async def test_on_demand_dash_plays_the_frames_that_went_in(node: Node) -> None:
     sent = decoded_frame_times_ms(video)
     assert len(played) == len(sent)
     assert [t - played[0] for t in played] == [t - sent[0] for t in sent]
+
+
+async def test_live_hls_playlist_follows_the_stream(node: Node) -> None:
+    """A LIVE session's media playlist lists the newest fragments, numbered on (media
+    sequence), with no end; after more fragments arrive, the same URL shows them."""
+    kvs = video_client(node)
+    await call(kvs.create_stream, StreamName="live-cam", DataRetentionInHours=24)
+    await _upload(node, "live-cam", h264_mkv(frames=75))
+    archived = video_client(node, "kinesis-video-archived-media")
+    answer = await call(
+        archived.get_hls_streaming_session_url,
+        StreamName="live-cam",
+        PlaybackMode="LIVE",
+        MaxMediaPlaylistFragmentResults=2,
+    )
+    url: str = answer["HLSStreamingSessionURL"]
+    _, master = await asyncio.to_thread(_fetch, url)
+    media_url = urllib.parse.urljoin(url, master.decode().strip().splitlines()[-1])
+
+    def segments(playlist: bytes) -> tuple[int, list[str]]:
+        lines = playlist.decode().splitlines()
+        sequence = next(int(x.split(":")[1]) for x in lines if x.startswith("#EXT-X-MEDIA-SEQ"))
+        return sequence, [x for x in lines if x.startswith("getMP4MediaFragment")]
+
+    status, first = await asyncio.to_thread(_fetch, media_url)
+    assert status == 200
+    assert b"#EXT-X-ENDLIST" not in first
+    sequence, listed = segments(first)
+    assert len(listed) == 2
+    await _upload(node, "live-cam", h264_mkv(frames=50))
+    _, second = await asyncio.to_thread(_fetch, media_url)
+    later, relisted = segments(second)
+    assert later == sequence + 2  # two fragments more: the window slid by two
+    assert len(relisted) == 2
+    assert not set(relisted) & set(listed)
+    for segment in relisted:
+        status, data = await asyncio.to_thread(_fetch, urllib.parse.urljoin(media_url, segment))
+        assert status == 200
+        assert data[4:8] == b"moof"
