@@ -4,9 +4,9 @@ stream incarnation, written and read through the node's own KinesisService (`Loc
 The internal stream (`internal_stream_name("video", "<account>.<region>.<name>.<creation
 ms>")`) has one shard, so its fragments have one total order, and its retention follows the
 video stream's (clamped to Kinesis' 24 hours to 365 days; a fragment is never kept for less
-than the video stream asks). It is created when the first fragment arrives and deleted with
-the video stream. Its per-shard rate limits are lifted: a video stream is limited by what its
-producer sends, not by Kinesis' 1 MiB/s.
+than the video stream asks), and follows UpdateDataRetention. It is created when the first
+fragment arrives and deleted with the video stream. Its per-shard rate limits are lifted: a
+video stream is limited by what its producer sends, not by Kinesis' 1 MiB/s.
 
 An append returns only once the log acknowledged it, which it does only once the records are
 durable on a majority of the shard's replicas: that is when PutMedia may say PERSISTED.
@@ -127,18 +127,7 @@ class FragmentArchive:
             if error.code is not ErrorCode.RESOURCE_IN_USE:
                 raise
         await self._wait_active(name)
-        retention = min(
-            max(meta.data_retention_hours, _KINESIS_RETENTION_HOURS_MIN),
-            _KINESIS_RETENTION_HOURS_MAX,
-        )
-        described = await self._kinesis.call("DescribeStreamSummary", {"StreamName": name})
-        current = described["StreamDescriptionSummary"]["RetentionPeriodHours"]
-        if retention > current:
-            await self._kinesis.call(
-                "IncreaseStreamRetentionPeriod",
-                {"StreamName": name, "RetentionPeriodHours": retention},
-            )
-            await self._wait_active(name)
+        await self.follow_retention(meta)
         unlimited = StreamLimits(
             write_bytes_per_second=0,
             write_records_per_second=0,
@@ -150,6 +139,31 @@ class FragmentArchive:
         )
         self._ready.add(name)
         return name
+
+    async def follow_retention(self, meta: VideoStreamMeta) -> None:
+        """Sets the internal stream's retention to the video stream's (clamped to what a
+        Kinesis stream allows), if the internal stream exists."""
+        name = internal_name(meta)
+        retention = min(
+            max(meta.data_retention_hours, _KINESIS_RETENTION_HOURS_MIN),
+            _KINESIS_RETENTION_HOURS_MAX,
+        )
+        try:
+            described = await self._kinesis.call("DescribeStreamSummary", {"StreamName": name})
+        except ShoalError as error:
+            if error.code is ErrorCode.RESOURCE_NOT_FOUND:
+                return  # no fragment yet: the first one creates it with this retention
+            raise
+        current = described["StreamDescriptionSummary"]["RetentionPeriodHours"]
+        if retention == current:
+            return
+        operation = (
+            "IncreaseStreamRetentionPeriod"
+            if retention > current
+            else "DecreaseStreamRetentionPeriod"
+        )
+        await self._kinesis.call(operation, {"StreamName": name, "RetentionPeriodHours": retention})
+        await self._wait_active(name)
 
     async def _wait_active(self, name: str) -> None:
         loop = asyncio.get_running_loop()

@@ -67,6 +67,10 @@ class VideoService:
             response = await self.control.call(operation, request, caller)
             await self.archive.delete(deleted)  # its fragments go with it
             return response
+        if operation == "UpdateDataRetention":
+            response = await self.control.call(operation, request, caller)
+            await self.archive.follow_retention(self.stream(request, caller))
+            return response
         if operation in VideoControl.OPERATIONS:
             return await self.control.call(operation, request, caller)
         stream = self.stream(request, caller)

@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 
 from broker import limits
+from broker.caller import Caller
 from broker.client.video_producer import PutMediaRefused, PutMediaTarget, put_media
 from broker.clock import ManualClock
 from broker.node import Node
+from broker.service.in_process import LocalKinesis
 from broker.video import ebml, mkv
 from broker.video.acks import Ack, AckErrorId, AckEventType
+from broker.video.archive import internal_name
 from broker.video.media_chunks import read_tags, split_chunks
 from broker.video.media_codec import fragment_as_mkv
 from broker.video.mkv import MkvFragment, MkvSplitter
@@ -327,3 +330,33 @@ async def test_a_fragment_larger_than_a_put_records_request(node: Node) -> None:
     )
     body = await asyncio.to_thread(_read_payload, answer)
     assert cluster in body
+
+
+async def test_retention_follows_the_video_stream(node: Node) -> None:
+    """The internal stream keeps fragments as long as the video stream says (at least
+    Kinesis' 24 hours), and follows UpdateDataRetention."""
+    kvs = video_client(node)
+    arn = (await call(kvs.create_stream, StreamName="kept", DataRetentionInHours=48))["StreamARN"]
+    await _upload(node, "kept", h264_mkv(frames=25))
+    assert node.service is not None
+    assert node.video is not None
+    local = LocalKinesis(node.service)
+    meta = node.video.control.find(
+        Caller(region="us-east-1", account_id="000000000000"), name=None, arn=arn
+    )
+
+    async def internal_retention() -> int:
+        summary = await local.call("DescribeStreamSummary", {"StreamName": internal_name(meta)})
+        hours: int = summary["StreamDescriptionSummary"]["RetentionPeriodHours"]
+        return hours
+
+    assert await internal_retention() == 48
+    version = (await call(kvs.describe_stream, StreamARN=arn))["StreamInfo"]["Version"]
+    await call(
+        kvs.update_data_retention,
+        StreamARN=arn,
+        CurrentVersion=version,
+        Operation="INCREASE_DATA_RETENTION",
+        DataRetentionChangeInHours=100,
+    )
+    assert await internal_retention() == 148
