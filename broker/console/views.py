@@ -8,6 +8,7 @@ values the templates render; nothing here calls a service or reads a disk. Inter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from broker.consumers.leases import Lease
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
@@ -19,7 +20,6 @@ from broker.meta.image import (
     ShardState,
     StreamMeta,
 )
-from broker.meta.quorum import QuorumStatistics
 from broker.streams.internal_names import is_internal
 from broker.types import NodeId
 
@@ -29,6 +29,22 @@ HASH_KEY_SPACE = 2**128
 
 
 # --- Cluster overview -------------------------------------------------------------------------
+
+
+class QuorumFacts(Protocol):
+    """What the overview shows of `meta.quorum.QuorumStatistics` (not imported: this module
+    stays free of the quorum's I/O)."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def term(self) -> int: ...
+    @property
+    def commit_index(self) -> int: ...
+    @property
+    def quorum_leader(self) -> str | None: ...
+    @property
+    def applied_commands(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,7 +100,7 @@ def overview(
     image: MetadataImage,
     *,
     this_node: NodeId,
-    quorum: QuorumStatistics,
+    quorum: QuorumFacts,
     controller: NodeId | None,
     now_ms: int,
 ) -> Overview:
