@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/console"
 RECORD_PAGE_DEFAULT = 25
 RECORD_PAGE_MAX = 100
+SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them all)
 TAIL_RECORDS_MAX = 50  # per poll, over all of a stream's open shards
 ITERATOR_TYPES = (
     "TRIM_HORIZON",
@@ -435,11 +436,18 @@ class ConsoleService:
         view = views.stream_view(image, stream, now_ms=now_ms)
         consumers = image.consumers.for_stream(stream.uid, now_ms=now_ms)
         limits = stream_limits_view(self._kinesis.ctx, stream)
+        every_shard = view.open_shards + view.closed_shards
+        page_count = max(1, -(-len(every_shard) // SHARD_PAGE_SIZE))
+        shard_page = max(1, min(_int_arg(request, "shards_page", 1), page_count))
+        at = (shard_page - 1) * SHARD_PAGE_SIZE
         return self._page(
             "stream.html",
             visitor,
             title=stream.name,
             stream=view,
+            shard_rows=every_shard[at : at + SHARD_PAGE_SIZE],
+            shard_page=shard_page,
+            shard_page_count=page_count,
             consumers=[(c, c.status(now_ms=now_ms).value) for c in consumers],
             limits=limits,
             notice=request.arg("notice") or None,

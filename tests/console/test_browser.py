@@ -37,7 +37,6 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
 
 PAGE_WAIT_S = 20
 
@@ -228,7 +227,6 @@ def test_actions_do_what_they_say(browser: Any, node: NodeProcess, api: Any, sho
     browser.find_element(By.ID, "put-record").click()
     wait_until(lambda: "Put a record on" in browser.page_source, deadline_s=PAGE_WAIT_S, what="put")
 
-    Select(browser.find_element(By.ID, "merge_shard")).select_by_index(0)
     browser.find_element(By.ID, "tag_key").send_keys("owner")
     browser.find_element(By.ID, "tag_value").send_keys("console")
     browser.find_element(By.ID, "tag_value").submit()
@@ -277,11 +275,11 @@ def test_markup_in_a_record_shows_as_text(browser: Any, node: NodeProcess, api: 
 def test_live_tail_shows_a_put_record(browser: Any, node: NodeProcess, api: Any) -> None:
     api.create_stream(StreamName="tailed", ShardCount=2)
     open_page(browser, console(node, "/streams/tailed"))
-    # The first poll fetches LATEST iterators; the poller then runs every second.
+    # The first poll fetches LATEST iterators; the poller then runs every 500 ms.
     wait_until(
         lambda: browser.execute_script(
             "const p = document.getElementById('tail-poller');"
-            "return p !== null && p.getAttribute('hx-trigger') === 'every 1s';"
+            "return p !== null && p.getAttribute('hx-trigger') === 'every 500ms';"
         ),
         deadline_s=PAGE_WAIT_S,
         what="the live tail to start",
@@ -296,3 +294,66 @@ def test_live_tail_shows_a_put_record(browser: Any, node: NodeProcess, api: Any)
     seen_after_s = time.monotonic() - put_at
     print(f"live tail showed the record {seen_after_s:.2f} s after PutRecord returned")
     assert console_errors(browser) == []
+
+
+@pytest.mark.cluster
+def test_cluster_page_of_three_nodes(
+    browser: Any, tmp_path_factory: pytest.TempPathFactory, shots: Path
+) -> None:
+    from tests.cluster.helpers import wait_formed
+    from tests.support import ClusterProcesses
+
+    cluster = ClusterProcesses(tmp_path_factory.mktemp("console-cluster"), size=3)
+    cluster.start()
+    try:
+        wait_formed(cluster)
+        first, second, third = cluster.nodes
+        api = boto3.client(
+            "kinesis",
+            endpoint_url=f"http://127.0.0.1:{first.http_port}",
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        )
+        api.create_stream(StreamName="replicated", ShardCount=3)
+
+        def overview_text() -> str:
+            open_page(browser, console(third))
+            return str(browser.find_element(By.ID, "main").text)
+
+        wait_until(
+            lambda: (
+                "every open shard has a leader" in overview_text()
+                and "every open shard has its full replica set" in overview_text()
+            ),
+            deadline_s=PAGE_WAIT_S,
+            what="a healthy cluster on node-3's console",
+        )
+        rows = browser.find_elements(By.CSS_SELECTOR, "main table tbody tr")
+        assert [row.find_element(By.TAG_NAME, "th").text.split()[0] for row in rows] == [
+            "node-1",
+            "node-2",
+            "node-3",
+        ]
+        assert all("ACTIVE" in row.text for row in rows)
+        assert sum("quorum leader" in row.text for row in rows) == 1
+        browser.save_screenshot(str(shots / "cluster.png"))
+        open_page(browser, console(second, "/streams/replicated"))
+        shard_rows = browser.find_elements(By.CSS_SELECTOR, "table.shards tbody tr")
+        assert len(shard_rows) == 3
+        for row in shard_rows:  # every shard on all three nodes, led by one of them
+            replicas = row.find_element(By.CSS_SELECTOR, "td.replicas").text.split(", ")
+            assert sorted(replicas) == ["node-1", "node-2", "node-3"]
+            assert row.find_element(By.CSS_SELECTOR, "td.leader").text in replicas
+        assert console_errors(browser) == []
+
+        first.kill()  # kill -9: node-3's console shows it fenced and its shards short a replica
+        wait_until(
+            lambda: "FENCED" in overview_text() and "2 of 3 replicas" in overview_text(),
+            deadline_s=PAGE_WAIT_S,
+            what="node-1 fenced and under-replicated shards on node-3's console",
+        )
+        browser.save_screenshot(str(shots / "cluster-node-down.png"))
+        assert console_errors(browser) == []
+    finally:
+        cluster.stop()

@@ -90,6 +90,15 @@ async def test_search_and_paging(node: Node, web: httpx.AsyncClient) -> None:
     assert fragment.text.lstrip().startswith('<section id="streams-table"')
     assert "other" in fragment.text
 
+    await asyncio.to_thread(api.create_stream, StreamName="wide", ShardCount=120)
+    first_shards = await web.get("/console/streams/wide")
+    assert "Shards page 1 of 2" in first_shards.text
+    assert ">shardId-000000000099</a>" in first_shards.text
+    assert ">shardId-000000000100</a>" not in first_shards.text
+    second_shards = await web.get("/console/streams/wide", params={"shards_page": "2"})
+    assert ">shardId-000000000119</a>" in second_shards.text
+    assert ">shardId-000000000099</a>" not in second_shards.text
+
 
 async def test_actions_confirm_then_run_as_the_api_does(node: Node, web: httpx.AsyncClient) -> None:
     api = kinesis(node)
