@@ -10,6 +10,7 @@ from typing import Any
 
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import StreamMeta
+from broker.streams.throttling import RATE_NAMES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +157,30 @@ def untag(stream: StreamMeta | None, form: Form) -> PlannedCall:
     )
 
 
+LIMIT_FIELDS = RATE_NAMES  # the form's field names are the rates' names
+
+
+def stream_limits(stream: StreamMeta | None, form: Form) -> PlannedCall:
+    """LimitsService.UpdateStreamLimits (the native API; Kinesis has no such call): a field
+    left empty returns that rate to the cluster default, 0 lifts it."""
+    assert stream is not None
+    rates = {
+        name: _integer(form, name, name.replace("_", " "))
+        for name in LIMIT_FIELDS
+        if form.get(name, "").strip()
+    }
+    reset = [name for name in LIMIT_FIELDS if not form.get(name, "").strip()]
+    shown = ", ".join(
+        [f"{name} = {value}" for name, value in rates.items()]
+        + [f"{name} = cluster default" for name in reset]
+    )
+    return PlannedCall(
+        operation="UpdateStreamLimits",
+        request={"StreamName": stream.name, "Rates": rates, "Reset": reset},
+        summary=f"Set the per-shard limits of {stream.name}: {shown}.",
+    )
+
+
 STREAM_ACTIONS: dict[str, Callable[[StreamMeta | None, Form], PlannedCall]] = {
     "delete": delete,
     "shard-count": shard_count,
@@ -165,6 +190,7 @@ STREAM_ACTIONS: dict[str, Callable[[StreamMeta | None, Form], PlannedCall]] = {
     "mode": mode,
     "tag": tag,
     "untag": untag,
+    "limits": stream_limits,
 }
 
 # The form fields each action reads (the confirmation page carries them over).
@@ -180,4 +206,5 @@ ACTION_FIELDS = (
     "retention_hours",
     "tag_key",
     "tag_value",
+    *LIMIT_FIELDS,
 )

@@ -49,7 +49,7 @@ from broker.gateway.internal_service import ClusterView
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.validation import validate_request
 from broker.meta.image import MetadataImage, StreamMeta
-from broker.service.account import stream_limits_view
+from broker.service.account import stream_limits_view, update_stream_limits
 from broker.service.kinesis import KinesisService
 from broker.streams.internal_names import is_internal
 
@@ -67,6 +67,8 @@ ITERATOR_TYPES = (
     "AT_SEQUENCE_NUMBER",
     "AFTER_SEQUENCE_NUMBER",
 )
+# Operations of Shoal's native gRPC services, run as those services run them (not Kinesis).
+NATIVE_OPERATIONS = frozenset({"UpdateStreamLimits"})
 _STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -592,7 +594,9 @@ class ConsoleService:
     ) -> Response:
         plan_action = actions.create if stream is None else actions.STREAM_ACTIONS[name]
         plan = plan_action(stream, request.form)
-        validate_request(plan.operation, plan.request)
+        native = plan.operation in NATIVE_OPERATIONS
+        if not native:
+            validate_request(plan.operation, plan.request)
         if request.form.get("confirmed") != "yes":
             fields = {
                 key: request.form[key] for key in actions.ACTION_FIELDS if key in request.form
@@ -615,7 +619,10 @@ class ConsoleService:
                 target=target,
                 back=back,
             )
-        await self._call(plan.operation, plan.request, visitor, validated=True)
+        if native:
+            await self._call_native(plan.operation, plan.request)
+        else:
+            await self._call(plan.operation, plan.request, visitor, validated=True)
         notice = f"{plan.operation} accepted: {plan.summary}"
         if plan.operation == "DeleteStream":
             return Response.redirect(url("/streams", notice=notice))
@@ -634,6 +641,13 @@ class ConsoleService:
         if not validated:
             validate_request(operation, request)
         return await self._kinesis.call(operation, request, visitor.caller)
+
+    async def _call_native(self, operation: str, request: dict[str, Any]) -> None:
+        """One operation of the native LimitsService, as its gRPC door runs it."""
+        assert operation == "UpdateStreamLimits"
+        await update_stream_limits(
+            self._kinesis.ctx, request["StreamName"], request["Rates"], request["Reset"]
+        )
 
     # --- Helpers ----------------------------------------------------------------------------
 

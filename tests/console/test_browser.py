@@ -37,6 +37,7 @@ if CHROMIUM is None or CHROMEDRIVER is None:
 from selenium import webdriver  # noqa: E402 (only once the browser is known to exist)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 PAGE_WAIT_S = 20
 
@@ -113,6 +114,14 @@ def console_errors(browser: Any) -> list[str]:
     return [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+# Form controls without a label: no <label for>, no wrapping <label>, no aria-label.
+UNLABELLED_CONTROLS = """
+return Array.from(document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea'
+)).filter(c => c.labels.length === 0 && !c.getAttribute('aria-label')).map(c => c.outerHTML);
+"""
+
+
 def open_page(browser: Any, address: str) -> None:
     browser.get(address)
     wait_until(
@@ -149,6 +158,15 @@ def test_every_page_loads_without_console_errors(
         assert browser.find_element(By.TAG_NAME, "h1").text, f"{name} has no heading"
         browser.save_screenshot(str(shots / f"{name}.png"))
         assert console_errors(browser) == [], f"browser console errors on {name}"
+        assert browser.execute_script(UNLABELLED_CONTROLS) == [], f"unlabelled controls on {name}"
+        assert browser.execute_script("return document.documentElement.lang") == "en"
+    # Keyboard: the first Tab reaches the skip link, which moves focus to the main content.
+    open_page(browser, console(node, "/streams/clicks"))
+    body = browser.find_element(By.TAG_NAME, "body")
+    body.send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.text == "Skip to content"
+    browser.switch_to.active_element.send_keys(Keys.ENTER)
+    assert browser.switch_to.active_element.get_attribute("id") == "main"
     open_page(browser, console(node, "/streams"))
     sparklines = browser.find_elements(By.CSS_SELECTOR, ".spark canvas")
     assert sparklines, "uPlot drew no sparkline"

@@ -16,6 +16,7 @@ from botocore.config import Config as BotoConfig
 
 from broker.clock import ManualClock
 from broker.node import Node
+from broker.service.account import describe_stream_limits
 from tests.conftest import node_config, running_node
 
 pytestmark = pytest.mark.integration
@@ -129,6 +130,22 @@ async def test_actions_confirm_then_run_as_the_api_does(node: Node, web: httpx.A
     assert summary["StreamDescriptionSummary"]["RetentionPeriodHours"] == 48
     tags = await asyncio.to_thread(api.list_tags_for_stream, StreamName="made-here")
     assert tags["Tags"] == [{"Key": "team", "Value": "payments"}]
+
+    # Per-shard limits (the native LimitsService): one rate set, the others cluster defaults.
+    limits = await web.post(
+        "/console/streams/made-here/limits",
+        data={"csrf": token, "confirmed": "yes", "write_records_per_second": "500"},
+    )
+    assert limits.status_code == 303, limits.text
+    assert node.service is not None
+    view = await describe_stream_limits(node.service.ctx, "made-here")
+    assert view.overrides.write_records_per_second == 500
+    assert view.overrides.read_calls_per_second is None
+    too_high = await web.post(
+        "/console/streams/made-here/limits",
+        data={"csrf": token, "confirmed": "yes", "read_calls_per_second": "-1"},
+    )
+    assert too_high.status_code == 400 and "InvalidArgumentException" in too_high.text
 
     # The API's checks, with the API's error: a shard count of 0 breaks the model's min 1.
     refused = await web.post(
