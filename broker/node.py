@@ -415,6 +415,7 @@ class Node:
                 account_id=config.account_id,
                 data_dir=config.data_dir,
                 secrets_by_access_key=access_keys,
+                metrics=self.metrics.registry,
             )
         app = AwsHttpApp(
             services,

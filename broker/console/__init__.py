@@ -6,6 +6,7 @@
 - `payloads`: a record's payload as text, JSON, hex or base64, KPL aggregates expanded (pure);
 - `rates`: the write-rate history behind the streams list's sparklines (pure);
 - `sessions`: sign-in sessions and CSRF tokens (pure HMAC);
+- `series`: a stream's series in this node's Prometheus registry (what it counted, the lag);
 - `web`: the ASGI plumbing; `templates/` (Jinja2) and `static/` (vendored htmx and uPlot, see
   `static/VENDORED.md`, and the console's own CSS and script).
 """

@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from prometheus_client import CollectorRegistry
 
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.console import actions, payloads, sessions, views
 from broker.console.rates import SAMPLE_INTERVAL_MS, RateHistory
+from broker.console.series import stream_series
 from broker.console.web import (
     BodyTooLarge,
     Request,
@@ -159,6 +161,7 @@ class ConsoleService:
         account_id: str,
         data_dir: Path,
         secrets_by_access_key: Mapping[str, str],
+        metrics: CollectorRegistry | None = None,
     ) -> None:
         self._kinesis = kinesis
         self._node = node_id
@@ -168,6 +171,7 @@ class ConsoleService:
         self._account_id = account_id
         self._data_dir = data_dir
         self._access_keys = dict(secrets_by_access_key)
+        self._metrics = metrics
         self._env = _environment()
         self._static = _static_files()
         self.rates = RateHistory()
@@ -450,6 +454,7 @@ class ConsoleService:
             shard_rows=every_shard[at : at + SHARD_PAGE_SIZE],
             shard_page=shard_page,
             shard_page_count=page_count,
+            series=() if self._metrics is None else stream_series(self._metrics, stream.name),
             consumers=[(c, c.status(now_ms=now_ms).value) for c in consumers],
             limits=limits,
             notice=request.arg("notice") or None,

@@ -219,6 +219,14 @@ async def test_records_are_escaped_and_paged(node: Node, web: httpx.AsyncClient)
     )
     assert "3c 73 63 72 69 70 74 3e" in as_hex.text  # "<script>" as bytes
 
+    # The node's own counters for the stream: 5 records written, reads served by GetRecords.
+    counted = await web.get("/console/streams/markup")
+    row = re.search(
+        r"kinesis_incoming_records_total</code></th><td></td><td>([0-9.]+)<", counted.text
+    )
+    assert row is not None and row.group(1) == "5"
+    assert "api=GetRecords" in counted.text
+
 
 async def test_put_record_form(node: Node, web: httpx.AsyncClient) -> None:
     api = kinesis(node)
