@@ -50,7 +50,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.internal_service import ClusterView
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.validation import validate_request
-from broker.meta.image import MetadataImage, StreamMeta
+from broker.meta.image import MetadataImage, ShardMeta, StreamMeta
 from broker.service.account import stream_limits_view, update_stream_limits
 from broker.service.kinesis import KinesisService
 from broker.streams.internal_names import is_internal
@@ -61,6 +61,8 @@ PREFIX = "/console"
 RECORD_PAGE_DEFAULT = 25
 RECORD_PAGE_MAX = 100
 SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them all)
+ALL_SHARDS = "all"
+ALL_SHARDS_MAX = 20  # "every shard" pages carry one iterator per shard in their next link
 TAIL_RECORDS_MAX = 50  # per poll, over all of a stream's open shards
 ITERATOR_TYPES = (
     "TRIM_HORIZON",
@@ -441,6 +443,11 @@ class ConsoleService:
         now_ms = self._clock.wall_ms()
         view = views.stream_view(image, stream, now_ms=now_ms)
         consumers = image.consumers.for_stream(stream.uid, now_ms=now_ms)
+        subscribed: dict[str, list[str]] = {}
+        for open_one in self._kinesis.subscriptions.statistics():
+            subscribed.setdefault(open_one.consumer_arn, []).append(
+                f"{open_one.shard_id} ({open_one.records_sent} records sent)"
+            )
         limits = stream_limits_view(self._kinesis.ctx, stream)
         every_shard = view.open_shards + view.closed_shards
         page_count = max(1, -(-len(every_shard) // SHARD_PAGE_SIZE))
@@ -455,13 +462,16 @@ class ConsoleService:
             shard_page=shard_page,
             shard_page_count=page_count,
             series=() if self._metrics is None else stream_series(self._metrics, stream.name),
-            consumers=[(c, c.status(now_ms=now_ms).value) for c in consumers],
+            consumers=[
+                (c, c.status(now_ms=now_ms).value, sorted(subscribed.get(c.arn, ())))
+                for c in consumers
+            ],
             limits=limits,
             notice=request.arg("notice") or None,
         )
 
     async def _records(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
-        shards = [shard.shard_id for shard in stream.shards]
+        shards = [shard.shard_id for shard in _listed_shards(stream, self._clock.wall_ms())]
         shard_id = request.arg("shard") or (
             stream.open_shards()[0].shard_id if stream.open_shards() else shards[0]
         )
@@ -474,6 +484,7 @@ class ConsoleService:
         context: dict[str, Any] = {
             "stream_name": stream.name,
             "shards": shards,
+            "all_shards_allowed": len(shards) <= ALL_SHARDS_MAX,
             "shard_id": shard_id,
             "view": view,
             "views": payloads.VIEWS,
@@ -484,9 +495,25 @@ class ConsoleService:
             "limit": limit,
             "records": None,
             "next_iterator": None,
+            "next_iterators": None,
             "behind_ms": None,
         }
-        if request.arg("go") or iterator:
+        if shard_id == ALL_SHARDS and (request.arg("go") or request.arg("iterators")):
+            if len(shards) > ALL_SHARDS_MAX:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"Reading every shard at once is offered up to {ALL_SHARDS_MAX} shards; "
+                    f"{stream.name} has {len(shards)}: pick one.",
+                )
+            shown, positions, behind = await self._read_all_shards(
+                stream, kind, request, limit, visitor
+            )
+            context.update(
+                records=shown,
+                next_iterators=json.dumps(positions, separators=(",", ":")) if positions else None,
+                behind_ms=behind,
+            )
+        elif request.arg("go") or iterator:
             if not iterator:
                 iterator = await self._iterator(stream, shard_id, kind, request, visitor)
             records, next_iterator, behind = await self._read_page(iterator, limit, visitor)
@@ -496,6 +523,38 @@ class ConsoleService:
                 behind_ms=behind,
             )
         return self._page("records.html", visitor, title=f"Records of {stream.name}", **context)
+
+    async def _read_all_shards(
+        self, stream: StreamMeta, kind: str, request: Request, limit: int, visitor: _Visitor
+    ) -> tuple[list[payloads.ShownRecord], dict[str, str], int | None]:
+        """One page over every shard: at most `limit` records in all (an equal share per shard),
+        ordered by arrival; the iterators to go on with (a shard read to its end drops out)."""
+        view = request.arg("view", "text")
+        held = _decode_iterators(request.arg("iterators"))
+        if not held:
+            for shard in _listed_shards(stream, self._clock.wall_ms()):
+                held[shard.shard_id] = await self._iterator(
+                    stream, shard.shard_id, kind, request, visitor
+                )
+        share = max(1, limit // max(1, len(held)))
+        shown: list[payloads.ShownRecord] = []
+        positions: dict[str, str] = {}
+        behind: int | None = None
+        for index, (shard_id, iterator) in enumerate(sorted(held.items())):
+            if index >= limit:  # more shards than records on a page: read on the next one
+                positions[shard_id] = iterator
+                continue
+            answer = await self._call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": share}, visitor
+            )
+            shown.extend(payloads.shown_records(answer["Records"], view, shard_id=shard_id))
+            if answer.get("NextShardIterator"):
+                positions[shard_id] = str(answer["NextShardIterator"])
+            lag = answer.get("MillisBehindLatest")
+            if lag is not None:
+                behind = max(behind or 0, int(lag))
+        shown.sort(key=lambda record: (record.arrival, record.shard_id, record.sequence_number))
+        return shown, positions, behind
 
     async def _iterator(
         self, stream: StreamMeta, shard_id: str, kind: str, request: Request, visitor: _Visitor
@@ -563,7 +622,7 @@ class ConsoleService:
                 "GetRecords", {"ShardIterator": iterator, "Limit": budget}, visitor
             )
             budget -= len(answer["Records"])
-            shown.extend(payloads.shown_records(answer["Records"], view))
+            shown.extend(payloads.shown_records(answer["Records"], view, shard_id=shard.shard_id))
             if answer.get("NextShardIterator"):
                 positions[shard.shard_id] = str(answer["NextShardIterator"])
         return self._page(
@@ -675,6 +734,15 @@ class ConsoleService:
         except OSError:
             return None
         return DiskUse(str(self._data_dir), usage.used, usage.total)
+
+
+def _listed_shards(stream: StreamMeta, now_ms: int) -> list[ShardMeta]:
+    """The shards ListShards shows: not the closed ones past retention."""
+    return [
+        shard
+        for shard in stream.shards
+        if not shard.is_expired(now_ms=now_ms, retention_hours=stream.retention_hours)
+    ]
 
 
 def _cookie(name: str, value: str, *, secure: bool) -> str:

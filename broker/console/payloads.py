@@ -33,6 +33,7 @@ class ShownRecord:
     view: str  # the view actually used ("text" when a JSON view was asked of non-JSON)
     body: str
     note: str | None  # e.g. "not JSON; shown as text", "first 65536 of 100000 bytes"
+    shard_id: str = ""  # the shard read, when a page mixes shards
 
 
 def render(data: bytes, view: str) -> tuple[str, str, str | None]:
@@ -64,7 +65,9 @@ def _join(first: str | None, second: str) -> str:
     return second if first is None else f"{first}; {second}"
 
 
-def shown_records(records: Sequence[Mapping[str, Any]], view: str) -> list[ShownRecord]:
+def shown_records(
+    records: Sequence[Mapping[str, Any]], view: str, *, shard_id: str = ""
+) -> list[ShownRecord]:
     """GetRecords' records as the browser lists them, aggregates expanded."""
     shown: list[ShownRecord] = []
     for record in records:
@@ -82,6 +85,7 @@ def shown_records(records: Sequence[Mapping[str, Any]], view: str) -> list[Shown
                     view=used,
                     body=body,
                     note=note,
+                    shard_id=shard_id,
                 )
             )
     return shown

@@ -65,6 +65,14 @@ async def test_pages_render_and_hide_internal_streams(node: Node, web: httpx.Asy
     assert stream.status_code == 200
     assert "shardId-000000000001" in stream.text
     assert "340282366920938463463374607431768211455" in stream.text  # the last hash key
+    described = await asyncio.to_thread(api.describe_stream_summary, StreamName="orders")
+    await asyncio.to_thread(
+        api.register_stream_consumer,
+        StreamARN=described["StreamDescriptionSummary"]["StreamARN"],
+        ConsumerName="fan-out-app",
+    )
+    with_consumer = await web.get("/console/streams/orders")
+    assert "fan-out-app" in with_consumer.text
     hidden = await web.get("/console/streams/__shoal.leases")
     assert hidden.status_code == 400 and "ResourceNotFoundException" in hidden.text
     missing = await web.get("/console/nowhere")
@@ -226,6 +234,37 @@ async def test_records_are_escaped_and_paged(node: Node, web: httpx.AsyncClient)
     )
     assert row is not None and row.group(1) == "5"
     assert "api=GetRecords" in counted.text
+
+
+async def test_records_of_every_shard(node: Node, web: httpx.AsyncClient) -> None:
+    api = kinesis(node)
+    await asyncio.to_thread(api.create_stream, StreamName="spread", ShardCount=3)
+    third = 2**128 // 3
+    for shard in range(3):
+        for n in range(3):
+            await asyncio.to_thread(
+                api.put_record,
+                StreamName="spread",
+                PartitionKey=f"s{shard}",
+                Data=b"shard %d record %d" % (shard, n),
+                ExplicitHashKey=str(shard * third + 1),
+            )
+    seen: list[str] = []
+    page = await web.get(
+        "/console/streams/spread/records",
+        params={"go": "1", "shard": "all", "from": "TRIM_HORIZON", "limit": "3"},
+    )
+    for _ in range(4):
+        assert page.status_code == 200, page.text
+        bodies = re.findall(
+            r'<pre class="payload payload-text" tabindex="0">([^<]*)</pre>', page.text
+        )
+        assert len(bodies) <= 3  # one page, never more
+        seen += bodies
+        next_link = re.search(r'id="next-page" href="([^"]+)"', page.text)
+        assert next_link is not None
+        page = await web.get(next_link.group(1).replace("&amp;", "&"))
+    assert sorted(seen) == sorted(f"shard {s} record {n}" for s in range(3) for n in range(3))
 
 
 async def test_put_record_form(node: Node, web: httpx.AsyncClient) -> None:

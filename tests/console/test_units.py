@@ -7,6 +7,7 @@ import dataclasses
 
 from broker.client.kpl import UserRecord, aggregate
 from broker.console import actions, payloads, sessions, views
+from broker.consumers.leases import Checkpoint, Lease, LeaseTable
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
 
@@ -130,3 +131,47 @@ def test_sessions_expire_and_are_bound_to_the_cluster() -> None:
     forged = token.rsplit(".", 1)[0] + "." + "0" * 64
     assert sessions.session_key(forged, keys, cluster_secret=b"c1", now_ms=1) is None
     assert dataclasses.is_dataclass(views.StreamRow)
+
+
+def test_leases_of_the_stream_are_listed_by_application_and_shard() -> None:
+    table = LeaseTable().with_leases(
+        [
+            Lease(
+                application="billing",
+                stream_name="s",
+                lease_key="shardId-000000000001",
+                lease_owner="worker-2",
+                lease_counter=7,
+                checkpoint=Checkpoint("4959033827149025660855969253836157109592"),
+            ),
+            Lease(
+                application="audit",
+                stream_name="s",
+                lease_key="shardId-000000000000",
+                lease_owner=None,
+                lease_counter=0,
+                checkpoint=Checkpoint("TRIM_HORIZON"),
+            ),
+            Lease(
+                application="audit",
+                stream_name="other",
+                lease_key="shardId-000000000000",
+                lease_owner="w",
+                lease_counter=1,
+                checkpoint=Checkpoint("LATEST"),
+            ),
+        ]
+    )
+    image = MetadataImage(leases=table)
+    view = views.stream_view(image, _stream("s", 1, (_shard(0, 0, TOP),)), now_ms=0)
+    assert [
+        (lease.application, lease.shard_id, lease.owner, lease.checkpoint) for lease in view.leases
+    ] == [
+        ("audit", "shardId-000000000000", None, "TRIM_HORIZON"),
+        (
+            "billing",
+            "shardId-000000000001",
+            "worker-2",
+            "4959033827149025660855969253836157109592",
+        ),
+    ]
