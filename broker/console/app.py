@@ -64,6 +64,7 @@ SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them a
 ALL_SHARDS = "all"
 ALL_SHARDS_MAX = 20  # "every shard" pages carry one iterator per shard in their next link
 TAIL_RECORDS_MAX = 50  # per poll, over all of a stream's open shards
+LAG_LEASES_MAX = 50  # leases whose lag one request reads (two API calls each)
 ITERATOR_TYPES = (
     "TRIM_HORIZON",
     "LATEST",
@@ -292,6 +293,8 @@ class ConsoleService:
             if method == "POST":
                 return await self._put_record(request, visitor, stream)
             return await self._records(request, visitor, stream)
+        if sub == "lag":
+            return await self._lag(request, visitor, stream)
         if sub == "tail":
             return await self._tail(request, visitor, stream)
         if sub in actions.STREAM_ACTIONS and method == "POST":
@@ -590,6 +593,53 @@ class ConsoleService:
             answer.get("NextShardIterator"),
             answer.get("MillisBehindLatest"),
         )
+
+    async def _lag(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+        """How far each lease's checkpoint is behind the shard's tip, read on request: one
+        GetRecords of one record after the checkpoint per lease (at most LAG_LEASES_MAX)."""
+        view = views.stream_view(self._image(), stream, now_ms=self._clock.wall_ms())
+        application = request.arg("application")
+        leases = [
+            lease for lease in view.leases if not application or lease.application == application
+        ]
+        rows = [
+            (lease, await self._lease_lag(stream, lease, visitor))
+            for lease in leases[:LAG_LEASES_MAX]
+        ]
+        template = "_lag.html" if request.is_fragment else "lag.html"
+        return self._page(
+            template,
+            visitor,
+            title=f"Consumer lag on {stream.name}",
+            stream_name=stream.name,
+            rows=rows,
+            left_out=max(0, len(leases) - LAG_LEASES_MAX),
+        )
+
+    async def _lease_lag(
+        self, stream: StreamMeta, lease: views.LeaseView, visitor: _Visitor
+    ) -> str:
+        checkpoint = lease.checkpoint_sequence
+        if checkpoint == "SHARD_END":
+            return "finished (the shard is closed and fully processed)"
+        if checkpoint in ("LATEST", "AT_TIMESTAMP"):
+            return f"not started (begins at {checkpoint})"
+        call: dict[str, Any] = {"StreamName": stream.name, "ShardId": lease.shard_id}
+        if checkpoint == "TRIM_HORIZON":
+            call["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            call["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+            call["StartingSequenceNumber"] = checkpoint
+        try:
+            iterator = (await self._call("GetShardIterator", call, visitor))["ShardIterator"]
+            answer = await self._call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": 1}, visitor
+            )
+        except ShoalError as error:
+            return f"unknown ({error.code.kinesis_name}: {error.message})"
+        if not answer["Records"]:
+            return "caught up"
+        return f"{answer.get('MillisBehindLatest', 0)} ms behind the latest record"
 
     async def _tail(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
         """The live tail's poll: new records on every open shard since the iterators the page

@@ -320,6 +320,7 @@ class LeaseView:
     counter: int
     checkpoint: str
     pending_checkpoint: str | None
+    checkpoint_sequence: str  # the raw sequence number or sentinel, for the lag reading
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -442,6 +443,7 @@ def _leases(image: MetadataImage, stream_name: str) -> tuple[LeaseView, ...]:
             owner=lease.lease_owner,
             counter=lease.lease_counter,
             checkpoint=_checkpoint_text(lease.checkpoint),
+            checkpoint_sequence=lease.checkpoint.sequence_number,
             pending_checkpoint=None
             if lease.pending_checkpoint is None
             else _checkpoint_text(lease.pending_checkpoint),

@@ -15,8 +15,10 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from broker.clock import ManualClock
+from broker.consumers.leases import Checkpoint, NewLease
 from broker.node import Node
 from broker.service.account import describe_stream_limits
+from broker.service.in_process import LocalLeaseClient
 from tests.conftest import node_config, running_node
 
 pytestmark = pytest.mark.integration
@@ -265,6 +267,41 @@ async def test_records_of_every_shard(node: Node, web: httpx.AsyncClient) -> Non
         assert next_link is not None
         page = await web.get(next_link.group(1).replace("&amp;", "&"))
     assert sorted(seen) == sorted(f"shard {s} record {n}" for s in range(3) for n in range(3))
+
+
+async def test_kcl_leases_and_their_lag(
+    node: Node, web: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    api = kinesis(node)
+    await asyncio.to_thread(api.create_stream, StreamName="leased", ShardCount=2)
+    first = await asyncio.to_thread(
+        api.put_record, StreamName="leased", PartitionKey="a", Data=b"1", ExplicitHashKey="0"
+    )
+    for data in (b"2", b"3"):
+        await asyncio.to_thread(
+            api.put_record, StreamName="leased", PartitionKey="a", Data=data, ExplicitHashKey="0"
+        )
+    assert node.service is not None
+    leases = LocalLeaseClient(node.service.ctx.metadata, clock)
+    created = await leases.create_leases(
+        application="billing",
+        stream_name="leased",
+        leases=[
+            NewLease(
+                shard_id="shardId-000000000000",
+                checkpoint=Checkpoint(first["SequenceNumber"]),
+            ),
+            NewLease(shard_id="shardId-000000000001"),
+        ],
+    )
+    assert isinstance(created, tuple)
+    page = await web.get("/console/streams/leased")
+    assert "billing" in page.text and first["SequenceNumber"] in page.text
+    lag = await web.get("/console/streams/leased/lag", headers={"HX-Request": "true"})
+    cells = re.findall(r'<td class="lag">([^<]*)</td>', lag.text)
+    assert len(cells) == 2
+    assert "behind the latest record" in cells[0]  # two records after its checkpoint
+    assert cells[1] == "caught up"  # TRIM_HORIZON of an empty shard
 
 
 async def test_put_record_form(node: Node, web: httpx.AsyncClient) -> None:
