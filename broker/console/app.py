@@ -276,7 +276,7 @@ class ConsoleService:
             )
         if path == "/sign-in":
             return Response.redirect(url("/"))
-        if path == "/streams":
+        if path in ("/streams", "/streams/"):
             if method == "POST":
                 return await self._action(request, visitor, None, "create")
             return self._streams(request, visitor)
@@ -432,7 +432,10 @@ class ConsoleService:
             now_ms=self._clock.wall_ms(),
         )
         series = {
-            row.name: ",".join(f"{s.records_per_second:.2f}" for s in self.rates.series(row.name))
+            row.name: (
+                ",".join(f"{s.records_per_second:.2f}" for s in self.rates.series(row.name)),
+                ",".join(f"{s.bytes_per_second:.0f}" for s in self.rates.series(row.name)),
+            )
             for row in page.rows
         }
         template = "_streams_table.html" if request.is_fragment else "streams.html"

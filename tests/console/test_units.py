@@ -7,6 +7,7 @@ import dataclasses
 
 from broker.client.kpl import UserRecord, aggregate
 from broker.console import actions, payloads, sessions, views
+from broker.console.rates import SAMPLE_INTERVAL_MS, SAMPLES_KEPT, RateHistory
 from broker.consumers.leases import Checkpoint, Lease, LeaseTable
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
@@ -175,3 +176,15 @@ def test_leases_of_the_stream_are_listed_by_application_and_shard() -> None:
             "4959033827149025660855969253836157109592",
         ),
     ]
+
+
+def test_rate_history_keeps_recent_samples_of_existing_streams() -> None:
+    history = RateHistory()
+    assert history.due(0)
+    for step in range(SAMPLES_KEPT + 5):
+        history.sample(step * SAMPLE_INTERVAL_MS, {"a": (float(step), 10.0), "b": (0.0, 0.0)})
+    series = history.series("a")
+    assert len(series) == SAMPLES_KEPT and series[-1].records_per_second == SAMPLES_KEPT + 4
+    assert not history.due((SAMPLES_KEPT + 4) * SAMPLE_INTERVAL_MS + 1)
+    history.sample(10**9, {"b": (1.0, 2.0)})  # "a" was deleted
+    assert history.series("a") == () and len(history.series("b")) == SAMPLES_KEPT
