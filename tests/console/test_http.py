@@ -363,3 +363,9 @@ async def test_sign_in_when_access_keys_are_configured(tmp_path: Path, clock: Ma
         assert signed.status_code == 303 and signed.headers["location"] == "/console/streams"
         page = await web.get("/console/streams")
         assert page.status_code == 200 and "AKIDCONSOLE" in page.text
+        session_csrf = CSRF.search(page.text)
+        assert session_csrf is not None and session_csrf.group(1) != token  # bound to the session
+        out = await web.post("/console/sign-out", data={"csrf": session_csrf.group(1)})
+        assert out.status_code == 303
+        again = await web.get("/console/streams")
+        assert again.status_code == 303 and again.headers["location"].startswith("/console/sign-in")
