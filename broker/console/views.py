@@ -7,6 +7,7 @@ values the templates render; nothing here calls a service or reads a disk. Inter
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,7 +22,7 @@ from broker.meta.image import (
     StreamMeta,
 )
 from broker.streams.internal_names import is_internal
-from broker.types import NodeId
+from broker.types import NodeId, ShardIndex
 
 PAGE_SIZE_DEFAULT = 50
 PAGE_SIZE_MAX = 200
@@ -332,6 +333,18 @@ class ScalingView:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HotKeyView:
+    shard_id: str
+    partition_key: str
+    records_per_second: float  # upper bounds: the tracker's counts are bounds (KeyLoad)
+    bytes_per_second: float
+    share_percent: float  # of its shard's records
+
+
+HOT_KEYS_SHOWN = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StreamView:
     name: str
     arn: str
@@ -349,6 +362,7 @@ class StreamView:
     generations: tuple[tuple[ShardView, ...], ...]
     leases: tuple[LeaseView, ...]
     scaling_events: tuple[ScalingView, ...]
+    hot_keys: tuple[HotKeyView, ...]  # the heaviest partition keys the leaders reported
 
 
 def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> StreamView:
@@ -397,7 +411,27 @@ def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> Str
         generations=generations,
         leases=_leases(image, stream.name),
         scaling_events=_scaling(image, stream),
+        hot_keys=_hot_keys(stream, loads),
     )
+
+
+def _hot_keys(
+    stream: StreamMeta, loads: Mapping[ShardIndex, ReportedLoad]
+) -> tuple[HotKeyView, ...]:
+    keys = [
+        HotKeyView(
+            shard_id=stream.shards[index].shard_id,
+            partition_key=key.partition_key,
+            records_per_second=key.records * 1000 / load.span_ms,
+            bytes_per_second=key.size_bytes * 1000 / load.span_ms,
+            share_percent=100 * key.records / load.records if load.records else 0.0,
+        )
+        for index, load in loads.items()
+        if index < len(stream.shards)
+        for key in load.top_keys
+    ]
+    keys.sort(key=lambda key: (-key.records_per_second, key.partition_key))
+    return tuple(keys[:HOT_KEYS_SHOWN])
 
 
 def _shard_view(

@@ -9,8 +9,9 @@ from broker.client.kpl import UserRecord, aggregate
 from broker.console import actions, payloads, sessions, views
 from broker.console.rates import SAMPLE_INTERVAL_MS, SAMPLES_KEPT, RateHistory
 from broker.consumers.leases import Checkpoint, Lease, LeaseTable
+from broker.meta.capacity_table import CapacityTable, ReportedLoad
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
-from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
+from broker.types import NodeId, ShardIndex, ShardUid, StreamName, StreamUid
 
 TOP = 2**128 - 1
 
@@ -103,6 +104,31 @@ def test_lineage_generations_after_a_split_and_a_merge() -> None:
     assert view.generations[1][1].left_percent == 50.0
     assert view.generations[0][0].children == ("shardId-000000000001", "shardId-000000000002")
     assert view.open_shards[0].parents == ("shardId-000000000001", "shardId-000000000002")
+
+
+def test_hot_keys_from_the_leaders_load_reports() -> None:
+    stream = _stream("s", 7, (_shard(0, 0, 2**127 - 1), _shard(1, 2**127, TOP)))
+    loads = (
+        ReportedLoad(
+            stream_uid=StreamUid(7),
+            shard_index=ShardIndex(1),
+            node_id=NodeId("n"),
+            epoch=1,
+            reported_ms=0,
+            span_ms=10_000,
+            records=1_000,
+            size_bytes=100_000,
+            heavy_keys=(("user-<1>", 600, 10, 60_000, 1_000), ("user-2", 100, 10, 10_000, 1_000)),
+        ),
+    )
+    view = views.stream_view(MetadataImage(capacity=CapacityTable(loads=loads)), stream, now_ms=0)
+    assert [
+        (k.partition_key, k.shard_id, k.records_per_second, k.share_percent) for k in view.hot_keys
+    ] == [
+        ("user-<1>", "shardId-000000000001", 60.0, 60.0),
+        ("user-2", "shardId-000000000001", 10.0, 10.0),
+    ]
+    assert view.open_shards[1].records_per_second == 100.0
 
 
 def test_actions_are_the_api_calls() -> None:
