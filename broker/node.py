@@ -52,6 +52,7 @@ from broker import limits, tls
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import Config, QuorumLayout
+from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler
@@ -65,7 +66,7 @@ from broker.gateway.internal_service import (
 )
 from broker.gateway.lease_service import lease_handler
 from broker.gateway.limits_service import limits_handler
-from broker.gateway.services import JsonService
+from broker.gateway.services import JsonService, RestService
 from broker.gateway.sigv4 import SigV4Verifier
 from broker.gateway.validation import KINESIS
 from broker.gateway.video_grpc import video_handler
@@ -135,6 +136,7 @@ class Node:
         self._health_server: grpc.aio.Server | None = None  # plaintext health only (tls.py)
         self._tls = tls.node_files(config)
         self._http: HttpServer | None = None
+        self.console: ConsoleService | None = None
         self._background: asyncio.Task[None] | None = None
         self._layout: QuorumLayout | None = None
         self._inbound = InboundStreams()
@@ -430,13 +432,28 @@ class Node:
             for service in services
             if access_keys
         }
+        if config.console_enabled:
+            self.console = ConsoleService(
+                self.service,
+                node_id=self.node_id,
+                cluster_view=self.cluster_view,
+                clock=self.clock,
+                region=config.region,
+                account_id=config.account_id,
+                data_dir=config.data_dir,
+                secrets_by_access_key=access_keys,
+                metrics=self.metrics.registry,
+            )
+        rest: list[RestService] = [self._video_http()]
+        if self.console is not None:
+            rest.append(self.console)
         app = AwsHttpApp(
             services,
+            rest=rest,
             clock=self.clock,
             verifiers=verifiers,
             region=config.region,
             account_id=config.account_id,
-            rest=(self._video_http(),),
             probe=self.metrics.gateway,
         )
         self._http = await start_http_server(
@@ -490,6 +507,8 @@ class Node:
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
             group.create_task(self._run_health(), name="health")
+            if self.console is not None:
+                group.create_task(self.console.run_sampler(), name="console-rates")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
