@@ -93,6 +93,15 @@ class Knobs:
     # new cluster to start minutes apart (pods waiting for volumes); below the 15 minutes the
     # Kubernetes startup probe allows.
     join_timeout_ms: int = 300_000
+    # Membership (meta/controller_core.py). A node fenced and silent this long is taken for
+    # gone (a StatefulSet scaled down, a host lost): its shards get replicas on other nodes to
+    # keep their replication factor, and a non-voting node is then removed from the metadata.
+    # Ten minutes ride out a rolling restart or a rescheduled pod many times over; 0: never
+    # (only `shoal cluster decommission` moves replicas).
+    absent_node_replace_after_ms: int = 600_000
+    # Shards moving a replica at once to even out replica counts (a node that joined takes
+    # its share): each move copies a shard's log. 0: no replica balancing.
+    replica_moves_max: int = 2
 
     def validate(self) -> None:
         for name in (
@@ -105,6 +114,12 @@ class Knobs:
             value = getattr(self, name)
             if not 0 <= value <= 600_000:
                 raise ValueError(f"{name} must be within 0..600000, got {value}")
+        if self.absent_node_replace_after_ms and (
+            self.absent_node_replace_after_ms <= self.session_timeout_ms
+        ):
+            raise ValueError("absent_node_replace_after_ms must be 0 or above session_timeout_ms")
+        if not 0 <= self.replica_moves_max <= 64:
+            raise ValueError("replica_moves_max must be within 0..64")
         if not 1_000 <= self.join_timeout_ms <= 86_400_000:
             raise ValueError("join_timeout_ms must be within 1000..86400000")
         if not 100 <= self.housekeeping_interval_ms <= 3_600_000:

@@ -264,6 +264,8 @@ class Node:
                 probe_after_ms=2 * config.knobs.heartbeat_interval_ms,
                 pass_interval_ms=config.knobs.controller_pass_interval_ms,
                 stream_updating_ms=config.knobs.stream_updating_ms,
+                absent_node_replace_after_ms=config.knobs.absent_node_replace_after_ms,
+                replica_moves_max=config.knobs.replica_moves_max,
             ),
             node_id=self.node_id,
         )
@@ -714,6 +716,32 @@ class Node:
             )
         return await self._wait_led_by_none(node_id, timeout_ms=timeout_ms)
 
+    async def remove_node(self, node_id: NodeId) -> bool:
+        """Decommission's last step: a node that holds no replica leaves the metadata quorum's
+        voters (when it is one) and becomes REMOVED. Refused (ResourceInUse) while it holds
+        replicas; the state machine checks that again when it applies RemoveNode."""
+        assert self._metadata is not None
+        assert self._quorum is not None
+        node = self._metadata.image().nodes.get(node_id)
+        if node is None:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Node {node_id} is not registered.")
+        held = _replica_count(self._metadata.image(), node_id)
+        if held:
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                f"Node {node_id} still holds {held} shard replicas; drain it first.",
+            )
+        was_voter = (
+            bool(node.raft_address) and node.raft_address in self._quorum.membership().voters
+        )
+        if was_voter:
+            await self.remove_voter(node.raft_address)
+        await self._metadata.propose(
+            commands.RemoveNode(now_ms=self.clock.wall_ms(), node_id=node_id)
+        )
+        log.info("node_removed", extra={"node": node_id, "was_voter": was_voter})
+        return was_voter
+
     async def _wait_led_by_none(self, node_id: NodeId, *, timeout_ms: int) -> int:
         assert self._metadata is not None
         with contextlib.suppress(ShoalError):
@@ -840,6 +868,15 @@ def _leader_count(image: MetadataImage, node_id: NodeId) -> int:
         for stream in image.streams.values()
         for shard in stream.shards
         if shard.leader == node_id and shard.state is not ShardState.CLOSED
+    )
+
+
+def _replica_count(image: MetadataImage, node_id: NodeId) -> int:
+    return sum(
+        1
+        for stream in image.streams.values()
+        for shard in stream.shards
+        if node_id in shard.replicas
     )
 
 

@@ -13,8 +13,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from broker import __version__
 from broker.cli import capacity, cluster, consumers, leases, limits, serve, streams
 from broker.cli.common import DEFAULT_ENDPOINT
+from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
@@ -50,12 +52,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"error: {error.code.kinesis_name}: {error.message}", file=sys.stderr)
         return 1
+    except WaitTimeout as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Shoal, a Kinesis-compatible broker")
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
     parser.add_argument(
         "--endpoint",
         default=os.environ.get("SHOAL_ENDPOINT", DEFAULT_ENDPOINT),
