@@ -51,6 +51,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits, startup, tls
+from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.errors import ErrorCode, ShoalError
@@ -66,7 +67,9 @@ from broker.gateway.internal_service import (
 )
 from broker.gateway.lease_service import lease_handler
 from broker.gateway.limits_service import limits_handler
+from broker.gateway.services import JsonService
 from broker.gateway.sigv4 import SigV4Verifier
+from broker.gateway.validation import KINESIS
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
@@ -385,7 +388,7 @@ class Node:
         assert self._metadata is not None
         server.add_generic_rpc_handlers(
             (
-                kinesis_handler(self.service, probe=self.metrics.gateway),
+                kinesis_handler(self.service, caller=self._caller(), probe=self.metrics.gateway),
                 replication_handler(self.driver, inbound=self._inbound),
                 node_handler(
                     shards,
@@ -451,18 +454,32 @@ class Node:
         await server.start()
         self._health_server = server
 
+    def _caller(self) -> Caller:
+        """The node's own region and account: the `Caller` of calls that carry no other."""
+        return Caller(region=self.config.region, account_id=self.config.account_id)
+
     async def _start_http(self) -> None:
-        """The AWS door: the same KinesisService behind Kinesis's own wire protocol."""
+        """The AWS door: the same services behind the AWS wire protocols."""
         assert self.service is not None
         config = self.config
+        services = (JsonService(KINESIS, self.service),)
         access_keys = config.access_keys
-        verifier = (
-            SigV4Verifier(secrets_by_access_key=access_keys, region=config.region)
+        verifiers = {
+            service.signing_name: SigV4Verifier(
+                secrets_by_access_key=access_keys,
+                region=config.region,
+                service=service.signing_name,
+            )
+            for service in services
             if access_keys
-            else None
-        )
+        }
         app = AwsHttpApp(
-            self.service, clock=self.clock, verifier=verifier, probe=self.metrics.gateway
+            services,
+            clock=self.clock,
+            verifiers=verifiers,
+            region=config.region,
+            account_id=config.account_id,
+            probe=self.metrics.gateway,
         )
         try:
             self._http = await start_http_server(

@@ -25,10 +25,9 @@ def test_advertised_addresses_and_localhost_clients(tmp_path: Path) -> None:
     for node in nodes:  # ports free on every interface, since each listens on 0.0.0.0
         node.grpc_port, node.http_port, node.raft_port = free_port(), free_port(), free_port()
     for i, node in enumerate(nodes):
-        advertised = node_host(i)
         node.extra_env = {
             "SHOAL_NODE_ID": f"node-{i}",
-            "SHOAL_HOST": advertised,
+            "SHOAL_HOST": node_host(i),
             "SHOAL_LISTEN_HOST": "0.0.0.0",
             "SHOAL_PEERS": ",".join(
                 f"{node_host(j)}:{other.raft_port}" for j, other in enumerate(nodes) if j != i
@@ -43,11 +42,11 @@ def test_advertised_addresses_and_localhost_clients(tmp_path: Path) -> None:
         wait_until(
             lambda: len(cluster_status(local[0]).nodes) == 3, deadline_s=60, what="registered"
         )
-        advertised = {n.node_id: n.api_address for n in cluster_status(local[0]).nodes}
-        assert advertised == {
+        seen = {n.node_id: n.api_address for n in cluster_status(local[0]).nodes}
+        assert seen == {
             f"node-{i}": f"{node_host(i)}:{node.grpc_port}" for i, node in enumerate(nodes)
         }
-        assert serving(advertised["node-2"])  # the advertised address answers too
+        assert serving(seen["node-2"])  # the advertised address answers too
         created = shoal(local[1], "create-stream", "s", "--shard-count", "3", "--wait")
         assert created.returncode == 0, created.stderr
         with ShoalClient(local[1]) as client:  # leaders on all three: most puts forwarded
