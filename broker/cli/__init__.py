@@ -14,13 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from broker import __version__
-from broker.cli import capacity, cluster, consumers, leases, limits, serve, streams
+from broker.backup.logical import BackupError
+from broker.cli import backup, capacity, cluster, consumers, leases, limits, serve, streams
 from broker.cli.common import DEFAULT_ENDPOINT
 from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers)
+GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"error: {error.code.kinesis_name}: {error.message}", file=sys.stderr)
         return 1
-    except WaitTimeout as error:
+    except (WaitTimeout, BackupError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
