@@ -25,7 +25,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from broker.backup.store import BackupStore
 
@@ -36,7 +36,20 @@ _PUT_BATCH_BYTES_MAX = 4 * 1024 * 1024  # below PutRecords' 5 MiB
 _PUT_ATTEMPTS_MAX = 50
 
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]
-Sleep = Callable[[float], None]
+_SENTINELS = ("TRIM_HORIZON", "LATEST", "SHARD_END", "AT_TIMESTAMP")
+
+
+class LeaseAccess(Protocol):
+    """The consumer lease table through the public LeaseService (`broker/cli/backup.py`)."""
+
+    def list_leases(self, stream: str) -> list[dict[str, Any]]:
+        """Every application's leases on `stream`: {application, lease_key, checkpoint,
+        sub_sequence, parents}."""
+        ...
+
+    def create_leases(self, application: str, stream: str, leases: list[dict[str, Any]]) -> None:
+        """Creates leases {lease_key, checkpoint, sub_sequence, parents}."""
+        ...
 
 
 class BackupError(Exception):
@@ -54,11 +67,15 @@ class BackupReport:
     shards: int = 0
 
 
-def back_up(call: Call, store: BackupStore, stream: str) -> BackupReport:
+def back_up(
+    call: Call, store: BackupStore, stream: str, *, leases: LeaseAccess | None = None
+) -> BackupReport:
     previous = _load_manifest(store, stream)
     summary = call("DescribeStreamSummary", {"StreamName": stream})["StreamDescriptionSummary"]
     tags = _paged_tags(call, stream)
     consumers = _consumer_names(call, summary["StreamARN"])
+    # Read before the records: every checkpoint then points at a record the backup holds.
+    lease_rows = leases.list_leases(stream) if leases is not None else []
     listed = _paged_shards(call, stream)
     before = {s["shard_id"]: s for s in previous["shards"]} if previous else {}
     report = BackupReport(stream=stream, shards=len(listed))
@@ -83,6 +100,7 @@ def back_up(call: Call, store: BackupStore, stream: str) -> BackupReport:
         },
         "tags": tags,
         "consumers": consumers,
+        "leases": lease_rows,
         "shards": shards,
     }
     store.put(manifest_key(stream), json.dumps(manifest, indent=1).encode())
@@ -155,6 +173,7 @@ class RestoreReport:
     records_written: int = 0
     shard_ids: dict[str, str] = field(default_factory=dict)  # backed-up id -> restored id
     sequence_map: dict[str, str] = field(default_factory=dict)  # old -> new sequence number
+    sequence_shards: dict[str, str] = field(default_factory=dict)  # old sequence -> old shard
 
 
 def restore(
@@ -164,6 +183,7 @@ def restore(
     *,
     as_name: str | None = None,
     wait_active: Callable[[str], None],
+    leases: LeaseAccess | None = None,
 ) -> RestoreReport:
     manifest = _load_manifest(store, stream)
     if manifest is None:
@@ -193,7 +213,44 @@ def restore(
         for old_id in sorted(set(report.shard_ids) - before):
             _write_records(call, store, target, shards[old_id], report.shard_ids[old_id], report)
     _restore_settings(call, target, manifest, wait_active)
+    if leases is not None:
+        _restore_leases(leases, target, manifest, report)
     return report
+
+
+def _restore_leases(
+    leases: LeaseAccess, target: str, manifest: dict[str, Any], report: RestoreReport
+) -> None:
+    """Each application's leases on the restored shards, checkpoints translated to the new
+    sequence numbers (a checkpoint between copied records moves back to the last one before
+    it, so nothing after it is skipped)."""
+    copied: dict[str, list[tuple[int, str]]] = {}
+    for old, new in report.sequence_map.items():
+        copied.setdefault(_shard_of(report, old), []).append((int(old), new))
+    by_application: dict[str, list[dict[str, Any]]] = {}
+    for row in manifest.get("leases", []):
+        if row["lease_key"] not in report.shard_ids:
+            continue  # a shard the backup did not hold
+        checkpoint = row["checkpoint"]
+        if checkpoint not in _SENTINELS:
+            earlier = [
+                pair for pair in copied.get(row["lease_key"], []) if pair[0] <= int(checkpoint)
+            ]
+            checkpoint = max(earlier)[1] if earlier else "TRIM_HORIZON"
+        by_application.setdefault(row["application"], []).append(
+            {
+                "lease_key": report.shard_ids[row["lease_key"]],
+                "checkpoint": checkpoint,
+                "sub_sequence": row["sub_sequence"] if checkpoint not in _SENTINELS else 0,
+                "parents": [report.shard_ids[p] for p in row["parents"] if p in report.shard_ids],
+            }
+        )
+    for application, rows in sorted(by_application.items()):
+        leases.create_leases(application, target, rows)
+
+
+def _shard_of(report: RestoreReport, old_sequence: str) -> str:
+    return report.sequence_shards.get(old_sequence, "")
 
 
 def _reshard(
@@ -267,6 +324,7 @@ def _write_records(
                 "_old": record["seq"],
             }
         )
+        report.sequence_shards[record["seq"]] = entry["shard_id"]
         size += len(data) + len(record["pk"])
         if len(batch) >= _PUT_BATCH_RECORDS_MAX or size >= _PUT_BATCH_BYTES_MAX:
             _put_in_order(call, target, shard_id, batch, report)

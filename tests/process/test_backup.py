@@ -9,6 +9,7 @@ loopback reached through AWS_ENDPOINT_URL_S3, the CLI as an operator runs it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -67,6 +68,48 @@ def stream_contents(endpoint: str, stream: str) -> dict[str, Any]:
         }
 
 
+async def lease_rows(endpoint: str, stream: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    from broker.client.leases import GrpcLeaseClient
+
+    async with GrpcLeaseClient(endpoint) as client:
+        leases = await client.list_leases(application="app", stream_name=stream)
+    return {x.lease_key: (x.checkpoint.sequence_number, x.parent_shard_ids) for x in leases}
+
+
+async def checkpoint_shard_0(endpoint: str, sequence_number: str) -> None:
+    """The KCL's way: create the application's leases, take shard 0's, checkpoint it."""
+    from broker.client.leases import GrpcLeaseClient
+    from broker.consumers.leases import Checkpoint, Lease, NewLease
+
+    async with GrpcLeaseClient(endpoint) as client:
+        await client.create_leases(
+            application="app",
+            stream_name="orders",
+            leases=[
+                NewLease(shard_id="shardId-000000000000"),
+                NewLease(shard_id="shardId-000000000001"),
+            ],
+        )
+        taken = await client.take(
+            application="app",
+            stream_name="orders",
+            lease_key="shardId-000000000000",
+            owner="worker-1",
+            expected_owner=None,
+            expected_counter=0,
+        )
+        assert isinstance(taken, Lease), taken
+        done = await client.checkpoint(
+            application="app",
+            stream_name="orders",
+            lease_key="shardId-000000000000",
+            owner="worker-1",
+            expected_counter=taken.lease_counter,
+            value=Checkpoint(sequence_number),
+        )
+        assert isinstance(done, Lease), done
+
+
 def put(endpoint: str, stream: str, keys: range, tag: str) -> None:
     with ShoalClient(endpoint) as client:
         client.call(
@@ -113,6 +156,10 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
                 ]["StreamARN"]
                 client.call("RegisterStreamConsumer", {"StreamARN": arn, "ConsumerName": "app"})
             put(source.endpoint, "orders", range(50), "first")
+            with ShoalClient(source.endpoint) as client:
+                shard_0 = read_shard(client, "orders", "shardId-000000000000")
+            checkpointed = shard_0[4]["SequenceNumber"]
+            asyncio.run(checkpoint_shard_0(source.endpoint, checkpointed))
             out = shoal(source.endpoint, env, "backup", "orders", "--to", "s3://backups/nightly")
             assert "50 new records" in out
 
@@ -140,7 +187,14 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
             assert stream_contents(target.endpoint, "orders") == stream_contents(
                 source.endpoint, "orders"
             )
-            assert len(json.loads(mapping.read_text())) == 120
+            sequence_map = json.loads(mapping.read_text())
+            assert len(sequence_map) == 120
+            # The consumer's lease came along, its checkpoint on the same record's new number.
+            restored = asyncio.run(lease_rows(target.endpoint, "orders"))
+            assert restored == {
+                "shardId-000000000000": (sequence_map[checkpointed], ()),
+                "shardId-000000000001": ("TRIM_HORIZON", ()),
+            }
 
         # The same to a directory, restored under another name.
         shoal(source.endpoint, {}, "backup", "orders", "--to", str(tmp_path / "dir-backup"))
