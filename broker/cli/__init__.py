@@ -15,13 +15,23 @@ from collections.abc import Sequence
 
 from broker import __version__
 from broker.backup.logical import BackupError
-from broker.cli import backup, capacity, cluster, consumers, leases, limits, serve, streams
+from broker.cli import (
+    backup,
+    capacity,
+    cluster,
+    consumers,
+    leases,
+    limits,
+    recovery,
+    serve,
+    streams,
+)
 from broker.cli.common import DEFAULT_ENDPOINT
 from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup)
+GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup, recovery)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

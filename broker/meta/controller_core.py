@@ -232,15 +232,21 @@ def choose_leader(
 ) -> NodeId | None:
     """The new leader given the promises gathered, or None when it cannot be chosen safely.
 
-    Safe means: promises from a majority of the old set and of the new set (so every record
-    acknowledged in the old epoch is held by some promiser), and the chosen replica holds the
+    Safe means: promises from a majority of the old set and, unless the change only adds a
+    replica, of the new set (so every record acknowledged in the old epoch is held by some
+    promiser), and the chosen replica holds the
     highest (last_epoch, log_end) among all of them (Raft's election restriction). When only
     ineligible replicas hold the highest log, nobody is chosen: waiting is safe, a shorter
     log is not."""
     assert replicas
     assert new_replicas
     promised = {node_id: p for node_id, p in promises.items() if p.ok}
-    for group in (replicas, new_replicas):
+    # Adding a replica (the new set contains the old) needs only the old set's majority, as
+    # DESIGN §4 says: it fences the old leader and holds every acknowledged record, and the
+    # newcomer (which hosts nothing to promise about yet) counts only for later commits. Any
+    # other change needs both majorities.
+    groups = (replicas,) if set(new_replicas) >= set(replicas) else (replicas, new_replicas)
+    for group in groups:
         if sum(1 for node_id in group if node_id in promised) <= len(group) // 2:
             return None
     best = max((p.last_epoch, p.log_end) for p in promised.values())
