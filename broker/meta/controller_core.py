@@ -535,6 +535,14 @@ class ControllerCore:
                 ):
                     yield RemoveAbsentNode(node_id=node_id, silent_ms=silent_ms)
 
+    def _alive(self, image: MetadataImage, node_id: NodeId, now_ms: int) -> bool:
+        """May take a new replica: can lead, and this controller heard this incarnation
+        within half a session (a node never heard, or falling silent, gets none)."""
+        node = image.nodes.get(node_id)
+        if node is None or not self.can_lead(image, node_id) or not self._heard(node):
+            return False
+        return self.silent_ms(node, now_ms=now_ms) <= self.settings.node_session_timeout_ms // 2
+
     def _absent(self, node: NodeMeta, *, now_ms: int) -> bool:
         """FENCED and silent for `absent_node_replace_after_ms`: treated as gone for good."""
         after_ms = self.settings.absent_node_replace_after_ms
@@ -615,7 +623,7 @@ class ControllerCore:
             if len(shard.replicas) > stream.replication_factor:
                 return self._drop_surplus(image, ref, shard, loads=loads)
             if len(shard.replicas) < stream.replication_factor:
-                return self._add_replacement(image, ref, shard, loads=loads)
+                return self._add_replacement(image, ref, shard, loads=loads, now_ms=now_ms)
             return None
         dead = [n for n in leaving if image.nodes[n].state is NodeState.FENCED]
         if dead and len(shard.replicas) > 1:
@@ -659,13 +667,22 @@ class ControllerCore:
         )
 
     def _add_replacement(
-        self, image: MetadataImage, ref: ShardRef, shard: ShardMeta, *, loads: NodeLoads
+        self,
+        image: MetadataImage,
+        ref: ShardRef,
+        shard: ShardMeta,
+        *,
+        loads: NodeLoads,
+        now_ms: int,
     ) -> EpochChange | None:
         """A shard below its replication factor (a dead replica was dropped) gets one on the
         ACTIVE node holding the fewest replicas."""
-        target = _replacement(loads, shard)
-        if target is None:
+        options = [
+            n for n in loads.replicas if n not in shard.replicas and self._alive(image, n, now_ms)
+        ]
+        if not options:
             return None
+        target = min(options, key=lambda n: (loads.replicas[n], n))
         loads.replicas[target] += 1
         return self._epoch_change(
             ref,
@@ -724,7 +741,9 @@ class ControllerCore:
         if in_flight >= moves_max:
             return []
         loads = node_loads(image, now_ms=wall_ms)
-        counts = {n: count for n, count in loads.replicas.items() if self.can_lead(image, n)}
+        # Only nodes heard from lately: a replica added on a node that cannot catch up (not
+        # reachable, refused) would leave the shard a member short of its majority.
+        counts = {n: c for n, c in loads.replicas.items() if self._alive(image, n, now_ms)}
         moves: list[EpochChange] = []
         while in_flight + len(moves) < moves_max:
             move = _replica_move(
@@ -736,7 +755,7 @@ class ControllerCore:
                     and not self._waiting(shard.uid, now_ms=now_ms)
                     and len(shard.replicas) == stream.replication_factor
                     and shard.leader is not None
-                    and all(self.can_lead(image, n) for n in shard.replicas)
+                    and all(self._alive(image, n, now_ms) for n in shard.replicas)
                 ),
             )
             if move is None:
