@@ -216,6 +216,49 @@ class ErrorCode(enum.Enum):
         retryable=False,
         default_message="One or more frames in the requested clip could not be parsed.",
     )
+    # --- Kinesis Data Analytics (kinesisanalytics 2015-08-14; broker/analytics/) -----------
+    CONCURRENT_MODIFICATION = ErrorSpec(
+        kinesis_name="ConcurrentModificationException",
+        http_status=400,
+        grpc_status="ABORTED",
+        retryable=False,
+        default_message="The application was modified by another request; describe it again.",
+    )
+    CODE_VALIDATION = ErrorSpec(
+        kinesis_name="CodeValidationException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The application code is not valid.",
+    )
+    INVALID_APPLICATION_CONFIGURATION = ErrorSpec(
+        kinesis_name="InvalidApplicationConfigurationException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The application configuration is not valid.",
+    )
+    UNSUPPORTED_OPERATION = ErrorSpec(
+        kinesis_name="UnsupportedOperationException",
+        http_status=400,
+        grpc_status="UNIMPLEMENTED",
+        retryable=False,
+        default_message="The operation is not supported for this application.",
+    )
+    UNABLE_TO_DETECT_SCHEMA = ErrorSpec(
+        kinesis_name="UnableToDetectSchemaException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The data format is not valid; Shoal could not detect a schema.",
+    )
+    TOO_MANY_TAGS = ErrorSpec(
+        kinesis_name="TooManyTagsException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The resource would have more than 50 tags.",
+    )
 
     @property
     def spec(self) -> ErrorSpec:

@@ -51,13 +51,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits, startup, tls
+from broker.analytics.duckdb_engine import DuckDbChecker
+from broker.analytics.runner import ApplicationRunner
+from broker.analytics.service import AnalyticsService, AnalyticsSettings
+from broker.api.analytics.v1 import analytics_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
-from broker.gateway.grpc_service import kinesis_handler
+from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
 from broker.gateway.internal_service import (
@@ -100,7 +104,7 @@ from broker.replication.transport import (
     replication_handler,
 )
 from broker.service.context import ServiceContext, shard_throttles
-from broker.service.in_process import LocalKinesis
+from broker.service.in_process import LocalKinesis, LocalLeaseClient
 from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
@@ -112,6 +116,7 @@ from broker.video.service import VideoService
 
 log = logging.getLogger(__name__)
 
+ANALYTICS = "kinesisanalytics"  # the botocore model of the SQL applications' API
 _START_RETRY_S = 0.2
 _JOIN_WAIT_LOG_INTERVAL_S = 10.0  # node_join_waiting at most this often while waiting
 _GRPC_STOP_GRACE_S = 5.0
@@ -150,6 +155,8 @@ class Node:
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
+        self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
+        self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.incarnation = 0
         self.grpc_port = 0
         self.health_port = 0  # the plaintext health port, once started (config.health_port)
@@ -284,6 +291,7 @@ class Node:
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
         self.video = self._video_service(metadata)
+        self._start_analytics(metadata)
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -382,9 +390,36 @@ class Node:
             return None
         return node.api_address
 
+    def _start_analytics(self, metadata: MetadataFrontend) -> None:
+        """Kinesis Data Analytics: the API and the runner of this node's SQL applications."""
+        assert self.service is not None
+        config = self.config
+        self.analytics = AnalyticsService(
+            metadata=metadata,
+            clock=self.clock,
+            settings=AnalyticsSettings(
+                region=config.region,
+                account_id=config.account_id,
+                # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
+                transition_ms=config.knobs.stream_updating_ms,
+            ),
+            kinesis=LocalKinesis(self.service),
+            checker=DuckDbChecker(),
+        )
+        self.applications = ApplicationRunner(
+            metadata=metadata,
+            lease_client=LocalLeaseClient(metadata, self.clock),
+            kinesis=self.service,
+            clock=self.clock,
+            worker_id=f"{config.node_id}:{uuid.uuid4()}",
+        )
+        runner = self.applications
+        self.metrics.analytics.watch(lambda: metrics_views.analytics_views(runner))
+
     async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None
         assert self.video is not None
+        assert self.analytics is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -422,6 +457,13 @@ class Node:
                 ),
                 limits_handler(self.service.ctx),
                 video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
+                operation_handler(
+                    analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
+                    self.analytics,
+                    model=ANALYTICS,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
@@ -491,7 +533,8 @@ class Node:
         """The AWS door: the same services behind the AWS wire protocols."""
         assert self.service is not None
         config = self.config
-        services = (JsonService(KINESIS, self.service),)
+        assert self.analytics is not None
+        services = (JsonService(KINESIS, self.service), JsonService(ANALYTICS, self.analytics))
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
@@ -588,6 +631,8 @@ class Node:
             group.create_task(self._run_health(), name="health")
             if self.console is not None:
                 group.create_task(self.console.run_sampler(), name="console-rates")
+            assert self.applications is not None
+            group.create_task(self.applications.run(), name="analytics-applications")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

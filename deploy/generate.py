@@ -216,6 +216,25 @@ ROWS: list[tuple[str, list[Panel]]] = [
                    "a second subscription of one consumer to one shard, or a node at its "
                    "subscription limit."),
     ]),
+    ("SQL applications", [
+        timeseries("Application records in and out", "rps",
+                   q(f"sum by (application) (rate(kinesis_analytics_input_records_total"
+                     f"{{{S}}}{RATE}))", "{{application}} in"),
+                   q(f"sum by (application) (rate(kinesis_analytics_output_records_total"
+                     f"{{{S}}}{RATE}))", "{{application}} out"),
+                   desc="Kinesis Data Analytics SQL applications, on the node running each."),
+        timeseries("Application input MillisBehindLatest", "s",
+                   q(f"max by (application) (kinesis_analytics_input_behind_latest_seconds"
+                     f"{{{S}}})", "{{application}}"),
+                   desc="How far the slowest input shard reader of each application is behind."),
+        timeseries("Application errors and late rows", "rps",
+                   q(f"sum by (application) (rate(kinesis_analytics_input_errors_total"
+                     f"{{{S}}}{RATE}))", "{{application}} schema errors"),
+                   q(f"sum by (application) (rate(kinesis_analytics_late_rows_total"
+                     f"{{{S}}}{RATE}))", "{{application}} late rows"),
+                   desc="Records that did not match the input schema (error_stream), and rows "
+                   "dropped because their window had closed."),
+    ]),
     ("Scaling and certificates", [
         timeseries("Open shards by stream", "none",
                    q(f"max by (stream, mode) (kinesis_stream_open_shards{{{ST}}})",

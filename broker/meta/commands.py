@@ -494,6 +494,63 @@ VideoCommand = (
     | TagVideoStream
     | UntagVideoStream
 )
+# --- Kinesis Data Analytics applications (issue 12; rules in `broker.analytics.applications`) --
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateAnalyticsApplication:
+    """CreateApplication in the caller's account and region. `inputs`, `outputs` and
+    `logging_options` are the request's members as canonical JSON. Result: the Application."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    description: str
+    code: str
+    inputs: str
+    outputs: str
+    logging_options: str
+    tags: tuple[tuple[str, str], ...]
+    applications_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeAnalyticsApplication:
+    """Any other change to one application: `operation` is the kinesisanalytics operation
+    (UpdateApplication, AddApplicationOutput, StartApplication, DeleteApplication, TagResource,
+    ...) and `request` its members as canonical JSON (timestamps as epoch milliseconds).
+    Operations that carry CurrentApplicationVersionId are checked against it at apply time.
+    `transition_ms` is how long the application shows STARTING, STOPPING, UPDATING or
+    DELETING. Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    operation: str
+    request: str
+    transition_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordAnalyticsProgress:
+    """A running application's emitted-window and continuous-output marks (see
+    `Application.emitted_through_ms`). Fenced: applied only while `owner` holds the
+    application's placement lease, so a deposed node cannot move the marks of its successor.
+    Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    reader: str
+    owner: str
+    emitted_through_ms: int
+    continuous_through: tuple[tuple[str, str], ...]
+
+
+AnalyticsCommand = CreateAnalyticsApplication | ChangeAnalyticsApplication | RecordAnalyticsProgress
 
 
 Command = (
@@ -518,6 +575,7 @@ Command = (
     | CapacityCommand
     | ConsumerCommand
     | VideoCommand
+    | AnalyticsCommand
 )
 
 
@@ -562,6 +620,9 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateVideoRetention,
         TagVideoStream,
         UntagVideoStream,
+        CreateAnalyticsApplication,
+        ChangeAnalyticsApplication,
+        RecordAnalyticsProgress,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from broker.analytics.applications import ApplicationTable
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
@@ -220,6 +221,9 @@ class MetadataImage:
     # Video streams (Kinesis Video Streams, issue 13) of every account and region; changed
     # only by the video commands (`transitions/video_streams.py`).
     video: VideoTable = field(default_factory=VideoTable)
+    # Kinesis Data Analytics SQL applications (issue 12), keyed by account, region and name;
+    # changed only by the analytics commands.
+    analytics: ApplicationTable = field(default_factory=ApplicationTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

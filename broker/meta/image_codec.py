@@ -39,8 +39,9 @@ from broker.meta.image import MetadataImage
 # snapshots) are refused rather than guessed at: their shards have no replicas. Versions 2 and
 # 3 are read as version 4 images whose newer members take their defaults (they are exactly
 # that); an older node refuses a newer image by its version.
-IMAGE_FORMAT_VERSION = 4
-_IMAGE_FORMAT_VERSIONS_READ = (2, 3, IMAGE_FORMAT_VERSION)
+# 5: Kinesis Data Analytics applications (issue 12); a version 4 image has none.
+IMAGE_FORMAT_VERSION = 5
+_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, IMAGE_FORMAT_VERSION)
 
 JsonValue = Any  # what json.loads returns; checked member by member while decoding
 

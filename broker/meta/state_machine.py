@@ -35,11 +35,13 @@ from broker.meta import capacity
 from broker.meta.commands import (
     AddTags,
     BeginReshard,
+    ChangeAnalyticsApplication,
     ChangeConsumerTags,
     ChangeRetention,
     CheckpointLeaseCommand,
     Command,
     CompleteReshard,
+    CreateAnalyticsApplication,
     CreateLeasesCommand,
     CreateStream,
     CreateVideoStream,
@@ -50,6 +52,7 @@ from broker.meta.commands import (
     DeregisterStreamConsumer,
     ForgetStream,
     InitCluster,
+    RecordAnalyticsProgress,
     RecordScalingEvent,
     RegisterNode,
     RegisterStreamConsumer,
@@ -76,6 +79,7 @@ from broker.meta.commands import (
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
     account_limits,
+    analytics_applications,
     nodes,
     reshards,
     stream_consumers,
@@ -183,5 +187,11 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return video_streams.tag(image, command)
         case UntagVideoStream():
             return video_streams.untag(image, command)
+        case CreateAnalyticsApplication():
+            return analytics_applications.create_application(image, command)
+        case ChangeAnalyticsApplication():
+            return analytics_applications.change_application(image, command)
+        case RecordAnalyticsProgress():
+            return analytics_applications.record_progress(image, command)
         case _:
             assert_never(command)

@@ -6,12 +6,14 @@ these registries to a real Prometheus until the 3-node cluster test can scrape r
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from broker.metrics import (
+    ApplicationView,
     CertificateExpiry,
     ClusterView,
     NodeMetrics,
@@ -95,6 +97,22 @@ def populated(node_id: str, *, leader: bool, data_dir: Path) -> NodeMetrics:
             CertificateExpiry(file=str(data_dir / "ca.crt"), usage="ca", not_after_s=4_102_444_800),
         ]
     )
+    scrapes = itertools.count(1)
+
+    def applications() -> list[ApplicationView]:
+        n = next(scrapes)  # counters that move between scrapes, so rate() has values
+        return [
+            ApplicationView(
+                application="ticker-counts",
+                records_in=10 * n,
+                records_out=2 * n,
+                errors=n,
+                late_rows=n,
+                millis_behind_latest=250,
+            )
+        ]
+
+    metrics.analytics.watch(applications)
     metrics.replication.leadership_gained()
     metrics.replication.leadership_lost()
     metrics.quorum.leader_observed("shoal-1:50052")

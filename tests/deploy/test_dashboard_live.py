@@ -7,7 +7,8 @@ use a client certificate, Prometheus scrapes the plaintext metrics port). Per-sh
 set low so the throttling panels see throttling; enhanced monitoring is on for the stream so
 the shard-level panels have series. A registered consumer holds a subscription (and is refused
 a second one, the RateExceeded series), and a small ON_DEMAND stream with short autoscaler
-timers is split once under the load, up to a ceiling of 2 shards, for the scaling panels.
+timers is split once under the load, up to a ceiling of 2 shards, for the scaling panels. A SQL
+application copies the stream's records to another stream, for the SQL application panels.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ import boto3
 import grpc
 import pytest
 
+from broker.api.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from broker.client.grpc_client import AsyncShoalClient
 from broker.client.video_producer import PutMediaTarget, put_media
 from broker.errors import ErrorCode, ShoalError
+from broker.gateway.codec import dict_to_message
 from broker.tls import client_credentials
 from broker.video.acks import AckEventType
 from tests.certificates import issue, make_authority
@@ -42,6 +45,8 @@ STREAM = "dashboard"
 VIDEO_STREAM = "dashboard-camera"
 AUTO_STREAM = "dashboard-auto"  # ON_DEMAND, split once by the autoscaler
 CONSUMER = "dashboard-fan"
+APPLICATION = "dashboard-copy"  # a SQL application reading STREAM
+APP_OUT = "dashboard-copies"
 # Short autoscaler timers: a shard writing over 30 records/s for a second is split; the pair
 # is never cold (merging needs under 2% of 1,000 records/s); 2 shards is the ceiling.
 AUTOSCALER_KNOBS = {
@@ -257,6 +262,62 @@ class Load:
             )
 
         await _retry(on_demand)
+        await _retry(lambda: client.call("CreateStream", {"StreamName": APP_OUT, "ShardCount": 1}))
+        await _retry(self._start_application)
+
+    async def _start_application(self) -> None:
+        """A SQL application copying the stream's records (CSV lines) to APP_OUT, through the
+        native gRPC KinesisAnalyticsService, for the SQL application panels."""
+        arn = "arn:aws:kinesis:us-east-1:000000000000:stream/{}"
+        role = "arn:aws:iam::000000000000:role/dashboard"
+        create = {
+            "ApplicationName": APPLICATION,
+            "ApplicationCode": (
+                'CREATE OR REPLACE STREAM "COPY" (LINE VARCHAR(256));\n'
+                'CREATE OR REPLACE PUMP "P" AS INSERT INTO "COPY"\n'
+                'SELECT STREAM LINE FROM "SOURCE_SQL_STREAM_001";'
+            ),
+            "Inputs": [
+                {
+                    "NamePrefix": "SOURCE_SQL_STREAM",
+                    "KinesisStreamsInput": {"ResourceARN": arn.format(STREAM), "RoleARN": role},
+                    "InputSchema": {
+                        "RecordFormat": {"RecordFormatType": "CSV"},
+                        "RecordColumns": [{"Name": "LINE", "SqlType": "VARCHAR(256)"}],
+                    },
+                }
+            ],
+            "Outputs": [
+                {
+                    "Name": "COPY",
+                    "KinesisStreamsOutput": {"ResourceARN": arn.format(APP_OUT), "RoleARN": role},
+                    "DestinationSchema": {"RecordFormatType": "CSV"},
+                }
+            ],
+        }
+        start = {
+            "ApplicationName": APPLICATION,
+            "InputConfigurations": [
+                {
+                    "Id": "1.1",
+                    "InputStartingPositionConfiguration": {"InputStartingPosition": "NOW"},
+                }
+            ],
+        }
+        async with grpc.aio.secure_channel(self._endpoints[0], self._credentials) as channel:
+            stub = analytics_pb2_grpc.KinesisAnalyticsServiceStub(channel)
+            with contextlib.suppress(grpc.aio.AioRpcError):  # created by an earlier attempt
+                await stub.CreateApplication(
+                    dict_to_message(create, analytics_pb2.CreateApplicationRequest)
+                )
+            try:
+                await stub.StartApplication(
+                    dict_to_message(start, analytics_pb2.StartApplicationRequest)
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() is grpc.StatusCode.FAILED_PRECONDITION:
+                    return  # already RUNNING (an earlier attempt's answer was lost)
+                raise ShoalError(ErrorCode.UNAVAILABLE, str(error.details())) from error
 
     async def _read(self, client: AsyncShoalClient, iterators: dict[str, str]) -> None:
         for shard_id in ("shardId-000000000000", "shardId-000000000001"):
