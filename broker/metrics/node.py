@@ -29,6 +29,7 @@ from broker.metrics.replication import ReplicationProbe
 from broker.metrics.storage import FSYNC_DURATION, StorageProbe
 from broker.metrics.streams import StreamProbe
 from broker.metrics.tls import TlsProbe
+from broker.metrics.video import VideoProbe
 
 # --- Identity ---------------------------------------------------------------------------------
 BUILD_INFO = declare(
@@ -97,6 +98,7 @@ class NodeMetrics:
         self.catalog = CatalogProbe(self.registry)
         self.autoscaler = AutoscalerProbe(self.registry)
         self.tls = TlsProbe(self.registry)
+        self.video = VideoProbe(self.registry)
         self.analytics = AnalyticsProbe(self.registry)
         identity = (
             (BUILD_INFO, (version or shoal_version(), revision, platform.python_version())),
