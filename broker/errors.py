@@ -155,6 +155,40 @@ class ErrorCode(enum.Enum):
         default_message="The service is unavailable; retry.",
     )
 
+    # --- Data Firehose (botocore's firehose/2015-08-04 model; issue 11) ------------------------
+    CONCURRENT_MODIFICATION = ErrorSpec(
+        # UpdateDestination with a CurrentDeliveryStreamVersionId that is no longer current.
+        kinesis_name="ConcurrentModificationException",
+        http_status=400,
+        grpc_status="ABORTED",
+        retryable=False,
+        default_message="Another modification has already happened.",
+    )
+    SERVICE_UNAVAILABLE_EXCEPTION = ErrorSpec(
+        # Firehose's answer to a put over the delivery stream's throughput limits (or a put that
+        # could not be made durable): the producer backs off and retries.
+        kinesis_name="ServiceUnavailableException",
+        http_status=500,
+        grpc_status="UNAVAILABLE",
+        retryable=True,
+        default_message="Slow down.",
+    )
+    INVALID_KMS_RESOURCE = ErrorSpec(
+        kinesis_name="InvalidKMSResourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The KMS key cannot be used.",
+    )
+    INVALID_SOURCE = ErrorSpec(
+        # A put to a delivery stream whose source is a Kinesis data stream (not DirectPut).
+        kinesis_name="InvalidSourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="Only DirectPut delivery streams take records from producers.",
+    )
+
     @property
     def spec(self) -> ErrorSpec:
         value: ErrorSpec = self.value

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
+from broker.meta.delivery_streams import DeliveryStreamMeta
 from broker.streams.account_settings import AccountSettings
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
@@ -216,6 +217,9 @@ class MetadataImage:
     # Shard loads reported by their leaders and each stream's scaling event log (issue 6);
     # changed only by ReportShardLoads, RecordScalingEvent and automatic BeginReshards.
     capacity: CapacityTable = field(default_factory=CapacityTable)
+    # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
+    # of the key); changed only by the delivery-stream commands.
+    delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

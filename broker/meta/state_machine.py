@@ -33,19 +33,24 @@ from typing import assert_never
 from broker.errors import ShoalError
 from broker.meta import capacity
 from broker.meta.commands import (
+    ActivateDeliveryStream,
     AddTags,
     BeginReshard,
     ChangeConsumerTags,
+    ChangeDeliveryStreamTags,
     ChangeRetention,
     CheckpointLeaseCommand,
     Command,
     CompleteReshard,
+    CreateDeliveryStream,
     CreateLeasesCommand,
     CreateStream,
     DeleteApplicationCommand,
+    DeleteDeliveryStream,
     DeleteLeaseCommand,
     DeleteStream,
     DeregisterStreamConsumer,
+    ForgetDeliveryStream,
     ForgetStream,
     InitCluster,
     RecordScalingEvent,
@@ -56,6 +61,7 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
@@ -63,6 +69,7 @@ from broker.meta.commands import (
     TakeLeaseCommand,
     UpdateAccountLimits,
     UpdateAccountSettings,
+    UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
     UpdateStreamLimits,
     UpdateStreamMode,
@@ -70,6 +77,7 @@ from broker.meta.commands import (
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
     account_limits,
+    delivery_streams,
     nodes,
     reshards,
     stream_consumers,
@@ -164,5 +172,19 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return capacity.apply_report(image, command)
         case RecordScalingEvent():
             return capacity.apply_event(image, command)
+        case CreateDeliveryStream():
+            return delivery_streams.create(image, command)
+        case ActivateDeliveryStream():
+            return delivery_streams.activate(image, command)
+        case DeleteDeliveryStream():
+            return delivery_streams.delete(image, command)
+        case ForgetDeliveryStream():
+            return delivery_streams.forget(image, command)
+        case UpdateDeliveryStreamDestination():
+            return delivery_streams.update_destination(image, command)
+        case ChangeDeliveryStreamTags():
+            return delivery_streams.change_tags(image, command)
+        case SetDeliveryStreamEncryption():
+            return delivery_streams.set_encryption(image, command)
         case _:
             assert_never(command)

@@ -36,6 +36,7 @@ from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 from tests.consumers.registry_factories import every_consumer_command
 from tests.meta.capacity_factories import every_capacity_command
+from tests.meta.delivery_stream_factories import every_delivery_stream_command
 from tests.meta.factories import (
     create_stream,
     every_lease_command,
@@ -105,6 +106,7 @@ EVERY_COMMAND: list[Command] = [
     UpdateAccountLimits(now_ms=20, shard_limit=7, reset=("on_demand_stream_limit",)),
     *every_capacity_command(now_ms=21),
     *every_consumer_command(now_ms=22),
+    *every_delivery_stream_command(now_ms=23),
 ]
 
 
@@ -191,6 +193,9 @@ def test_image_round_trip() -> None:
             new_starting_hash_key=2**120,
         ),
     ).image
+    for command in every_delivery_stream_command(now_ms=6_000)[:5]:
+        image = apply(image, command).image
+    assert image.delivery_streams
     data = encode_image(image)
     decoded = decode_image(data)
     assert decoded == image
