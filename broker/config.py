@@ -82,6 +82,16 @@ class Knobs:
     on_demand_min_shards: int = limits.on_demand_initial_shard_count
     on_demand_max_shards: int = 200
     autoscaler_pass_interval_ms: int = 1_000
+    # Data Firehose (issue 11). A delivery stream's deliverer holds its shards' leases for
+    # `firehose_failover_ms` without renewing before another node takes them over (the KCL's
+    # failover time); it polls its source every `firehose_poll_interval_ms` when idle. The
+    # internal stream of a DirectPut delivery stream has `firehose_internal_shards` shards
+    # (deliveries run in parallel per shard). The lifecycle reconciler (CREATING -> ACTIVE,
+    # DELETING -> gone) runs on the controller's node every `firehose_reconcile_interval_ms`.
+    firehose_failover_ms: int = 10_000
+    firehose_poll_interval_ms: int = 200
+    firehose_internal_shards: int = 2
+    firehose_reconcile_interval_ms: int = 250
 
     def validate(self) -> None:
         for name in (

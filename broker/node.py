@@ -49,12 +49,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits, tls
+from broker.api.firehose.v1 import firehose_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import Config, QuorumLayout
 from broker.errors import ErrorCode, ShoalError
+from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
-from broker.gateway.grpc_service import kinesis_handler
+from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
 from broker.gateway.internal_service import (
@@ -137,6 +139,7 @@ class Node:
         self.autoscaler: Autoscaler | None = None  # on-demand scaling (acts while leading)
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
+        self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
         self.incarnation = 0
         self.grpc_port = 0
         self.health_port = 0  # the plaintext health port, once started (config.health_port)
@@ -245,6 +248,13 @@ class Node:
         )
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
+        self.firehose = FirehoseRuntime(
+            config=config,
+            clock=self.clock,
+            metadata=metadata,
+            kinesis=self.service,
+            is_controller=lambda: self._controller_node() == self.node_id,
+        )
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -348,6 +358,7 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
+                self._firehose_handler(),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
@@ -384,6 +395,16 @@ class Node:
         await server.start()
         self._health_server = server
 
+    def _firehose_handler(self) -> grpc.GenericRpcHandler:
+        assert self.firehose is not None
+        return operation_handler(
+            firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"],
+            self.firehose.service,
+            model=FIREHOSE,
+            caller=self._caller(),
+            probe=self.metrics.gateway,
+        )
+
     def _caller(self) -> Caller:
         """The node's own region and account: the `Caller` of calls that carry no other."""
         return Caller(region=self.config.region, account_id=self.config.account_id)
@@ -392,7 +413,11 @@ class Node:
         """The AWS door: the same services behind the AWS wire protocols."""
         assert self.service is not None
         config = self.config
-        services = (JsonService(KINESIS, self.service),)
+        assert self.firehose is not None
+        services = (
+            JsonService(KINESIS, self.service),
+            JsonService(FIREHOSE, self.firehose.service),
+        )
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
@@ -444,6 +469,8 @@ class Node:
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
             group.create_task(self._run_health(), name="health")
+            assert self.firehose is not None
+            group.create_task(self.firehose.run(), name="firehose")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -689,6 +716,8 @@ class Node:
         return left
 
     async def stop(self) -> None:
+        if self.firehose is not None:
+            await self.firehose.stop()  # deliverers hand their leases over while all else runs
         if self.service is not None:
             # Open SubscribeToShard streams would run for minutes and hold both doors' grace
             # periods: end them now (clients resubscribe elsewhere from their continuation).

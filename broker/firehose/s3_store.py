@@ -1,0 +1,77 @@
+"""Objects to S3 or any S3-compatible store: the one module of Shoal importing boto3.
+
+The standard configuration selects the store, as for any AWS SDK user: `AWS_ENDPOINT_URL_S3`
+(or `AWS_ENDPOINT_URL`) for an S3-compatible server, the usual credential chain
+(`AWS_ACCESS_KEY_ID`, profiles, instance roles). With an explicit endpoint, path-style
+addressing is used (what S3-compatible servers on a plain host:port expect).
+
+Calls block (boto3 is synchronous): the async callers run them in threads. The client is
+created once, on first use, and shared (boto3 clients are thread-safe).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+
+class StoreError(Exception):
+    """A call to the store failed. `missing_bucket`: the bucket does not exist (no retry helps);
+    otherwise the failure may pass (network, throttling, credentials being rotated)."""
+
+    def __init__(self, message: str, missing_bucket: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.missing_bucket = missing_bucket
+
+
+class S3Store:
+    def __init__(self, *, region: str) -> None:
+        self._region = region
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _s3(self) -> Any:  # boto3 builds its clients' classes at run time
+        with self._lock:
+            if self._client is None:
+                explicit = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get(
+                    "AWS_ENDPOINT_URL"
+                )
+                self._client = boto3.session.Session().client(
+                    "s3",
+                    region_name=self._region,
+                    config=botocore.config.Config(
+                        s3={"addressing_style": "path" if explicit else "auto"},
+                        retries={"mode": "standard", "max_attempts": 2},
+                        connect_timeout=5,
+                        read_timeout=30,
+                    ),
+                )
+            return self._client
+
+    def put_object(self, *, bucket: str, key: str, body: bytes) -> None:
+        try:
+            self._s3().put_object(Bucket=bucket, Key=key, Body=body)
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            raise StoreError(
+                f"S3 PutObject {bucket}/{key}: {error}", code == "NoSuchBucket"
+            ) from error
+        except (botocore.exceptions.BotoCoreError, OSError) as error:
+            raise StoreError(f"S3 PutObject {bucket}/{key}: {error}") from error
+
+    def check_bucket(self, bucket: str) -> None:
+        """Returns when the bucket exists and is reachable; raises StoreError otherwise."""
+        try:
+            self._s3().head_bucket(Bucket=bucket)
+        except botocore.exceptions.ClientError as error:
+            code = str(error.response.get("Error", {}).get("Code", ""))
+            missing = code in ("404", "NoSuchBucket", "NotFound")
+            raise StoreError(f"S3 HeadBucket {bucket}: {error}", missing) from error
+        except (botocore.exceptions.BotoCoreError, OSError) as error:
+            raise StoreError(f"S3 HeadBucket {bucket}: {error}") from error
