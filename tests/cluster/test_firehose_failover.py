@@ -80,7 +80,7 @@ def _put(nodes: list[NodeProcess], records: list[bytes], attempt: int) -> bool:
         return False
     finally:
         client.close()
-    return answer["FailedPutCount"] == 0
+    return bool(answer["FailedPutCount"] == 0)
 
 
 def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
