@@ -122,13 +122,12 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
             batches += 1
 
     produce(20)
-    owners = wait_until(
-        lambda: (
-            (found := _lease_owners(cluster.nodes[0].endpoint)) and all(found.values()) and found
-        ),
-        deadline_s=30,
-        what="deliverer leases taken",
-    )
+
+    def taken() -> dict[str, str | None] | None:
+        found = _lease_owners(cluster.nodes[0].endpoint)
+        return found if found and all(found.values()) else None
+
+    owners = wait_until(taken, deadline_s=30, what="deliverer leases taken")
     victim_id = next(owner for owner in owners.values() if owner).split(":", 1)[0]
     victim = cluster.node_named(victim_id)
     survivor = next(node for node in cluster.nodes if node is not victim)
