@@ -128,6 +128,7 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
         return found if found and all(found.values()) else None
 
     owners = wait_until(taken, deadline_s=30, what="deliverer leases taken")
+    assert owners is not None
     victim_id = next(owner for owner in owners.values() if owner).split(":", 1)[0]
     victim = cluster.node_named(victim_id)
     survivor = next(node for node in cluster.nodes if node is not victim)
