@@ -163,3 +163,55 @@ async def test_delivery_retries_until_the_bucket_takes_it(
     s3.create_bucket(Bucket="flaky")
     objects = await _objects(s3_server, "flaky", count=1)
     assert list(objects.values()) == [b"kept\n"]
+
+
+async def test_a_kinesis_stream_as_source_is_read_by_a_consumer_application(
+    firehose: Any, s3_server: S3Server, fh_node: Node, clock: ManualClock
+) -> None:
+    assert fh_node.service is not None
+    kinesis = fh_node.service
+    await kinesis.call("CreateStream", {"StreamName": "clicks", "ShardCount": 2})
+    s3_server.client().create_bucket(Bucket="from-stream")
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName="clicks-to-s3",
+        DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={
+            "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/clicks",
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose",
+        },
+        ExtendedS3DestinationConfiguration=s3_destination(
+            "from-stream", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}
+        ),
+    )
+    description = await wait_status(firehose, "clicks-to-s3", "ACTIVE")
+    assert description["Source"]["KinesisStreamSourceDescription"]["KinesisStreamARN"].endswith(
+        ":stream/clicks"
+    )
+    with pytest.raises(Exception, match="not permitted on KinesisStreamAsSource"):
+        await call(firehose.put_record, DeliveryStreamName="clicks-to-s3", Record={"Data": b"x"})
+
+    # Firehose starts at LATEST: put a marker until it is delivered, then the records.
+    async def marker_delivered() -> bool:
+        await kinesis.call(
+            "PutRecord", {"StreamName": "clicks", "Data": b"marker\n", "PartitionKey": "m"}
+        )
+        clock.advance(ms=1_000)
+        await asyncio.sleep(0.3)
+        objects = await asyncio.to_thread(s3_server.objects, "from-stream")
+        return any(b"marker\n" in body for body in objects.values())
+
+    async with asyncio.timeout(30):
+        while not await marker_delivered():
+            pass
+    records = [f"click-{i}\n".encode() for i in range(40)]
+    await kinesis.call(
+        "PutRecords",
+        {
+            "StreamName": "clicks",
+            "Records": [{"Data": data, "PartitionKey": str(i)} for i, data in enumerate(records)],
+        },
+    )
+    clock.advance(ms=1_000)
+    delivered = await _lines(s3_server, "from-stream", count=len(records) + 1)
+    assert set(records) <= set(delivered)
