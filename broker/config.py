@@ -92,6 +92,11 @@ class Knobs:
     firehose_poll_interval_ms: int = 200
     firehose_internal_shards: int = 2
     firehose_reconcile_interval_ms: int = 250
+    # A DirectPut delivery stream's write limits (AWS's defaults in us-east-1: 5 MiB/s and
+    # 5,000 records/s; 0 = off). Enforced by its internal stream's shard leaders (each shard
+    # gets an even share), answered with ServiceUnavailableException as AWS does.
+    firehose_write_bytes_per_second: int = 5 * 1024 * 1024
+    firehose_write_records_per_second: int = 5_000
 
     def validate(self) -> None:
         for name in (

@@ -34,19 +34,28 @@ from broker.streams.throttling import StreamLimits
 
 log = logging.getLogger(__name__)
 
-_UNLIMITED = StreamLimits(
-    write_bytes_per_second=0,
-    write_records_per_second=0,
-    read_calls_per_second=0,
-    read_bytes_per_second=0,
-)
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LifecycleSettings:
     internal_shards: int = 2
     interval_ms: int = 250
     creation_timeout_ms: int = 60_000
+    write_bytes_per_second: int = 5 * 1024 * 1024  # the delivery stream's; 0 = off
+    write_records_per_second: int = 5_000
+
+    def internal_limits(self) -> StreamLimits:
+        """The internal stream's per-shard limits: an even share of the delivery stream's
+        write limits (0 stays 0: off), reads unlimited (only the deliverer reads)."""
+
+        def share(total: int) -> int:
+            return 0 if total == 0 else max(1, -(-total // self.internal_shards))
+
+        return StreamLimits(
+            write_bytes_per_second=share(self.write_bytes_per_second),
+            write_records_per_second=share(self.write_records_per_second),
+            read_calls_per_second=0,
+            read_bytes_per_second=0,
+        )
 
 
 def source_stream_name(source: Mapping[str, Any]) -> str:
@@ -144,7 +153,9 @@ class Lifecycle:
         if summary["StreamDescriptionSummary"]["StreamStatus"] != "ACTIVE":
             return False
         await self._metadata.propose(
-            commands.UpdateStreamLimits(now_ms=self._clock.wall_ms(), name=name, changes=_UNLIMITED)
+            commands.UpdateStreamLimits(
+                now_ms=self._clock.wall_ms(), name=name, changes=self._settings.internal_limits()
+            )
         )
         return True
 

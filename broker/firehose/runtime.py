@@ -45,6 +45,8 @@ class FirehoseRuntime:
             settings=LifecycleSettings(
                 internal_shards=knobs.firehose_internal_shards,
                 interval_ms=knobs.firehose_reconcile_interval_ms,
+                write_bytes_per_second=knobs.firehose_write_bytes_per_second,
+                write_records_per_second=knobs.firehose_write_records_per_second,
             ),
             is_controller=is_controller,
         )

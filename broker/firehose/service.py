@@ -302,16 +302,25 @@ class FirehoseService:
         return meta
 
     async def _append(self, meta: DeliveryStreamMeta, records: list[bytes]) -> list[dict[str, Any]]:
-        """Appends `records` to the internal stream; one Kinesis result entry per record."""
-        response = await self._kinesis.call(
-            "PutRecords",
-            {
-                "StreamName": meta.internal_stream,
-                "Records": [
-                    {"Data": data, "PartitionKey": secrets.token_hex(8)} for data in records
-                ],
-            },
-        )
+        """Appends `records` to the internal stream; one Kinesis result entry per record. A
+        call that failed as a whole is a ServiceUnavailableException (retryable, as AWS's)."""
+        try:
+            response = await self._kinesis.call(
+                "PutRecords",
+                {
+                    "StreamName": meta.internal_stream,
+                    "Records": [
+                        {"Data": data, "PartitionKey": secrets.token_hex(8)} for data in records
+                    ],
+                },
+            )
+        except ShoalError as error:
+            if not error.code.spec.retryable:
+                raise
+            raise ShoalError(
+                ErrorCode.SERVICE_UNAVAILABLE_EXCEPTION,
+                f"The records could not be stored durably; retry. ({error.message})",
+            ) from error
         entries: list[dict[str, Any]] = response["Records"]
         assert len(entries) == len(records)
         return entries
@@ -320,10 +329,7 @@ class FirehoseService:
         meta = self._writable(request, caller)
         (entry,) = await self._append(meta, [request["Record"]["Data"]])
         if "SequenceNumber" not in entry:
-            raise ShoalError(
-                ErrorCode.SERVICE_UNAVAILABLE_EXCEPTION,
-                entry.get("ErrorMessage") or "The record could not be made durable; retry.",
-            )
+            raise ShoalError(ErrorCode.SERVICE_UNAVAILABLE_EXCEPTION, _failure_message(entry))
         return {
             "RecordId": entry["SequenceNumber"],
             "Encrypted": meta.encryption_status is EncryptionStatus.ENABLED,
@@ -348,7 +354,7 @@ class FirehoseService:
             responses.append(
                 {
                     "ErrorCode": "ServiceUnavailableException",
-                    "ErrorMessage": entry.get("ErrorMessage") or "Slow down.",
+                    "ErrorMessage": _failure_message(entry),
                 }
             )
         return {
@@ -356,6 +362,14 @@ class FirehoseService:
             "Encrypted": meta.encryption_status is EncryptionStatus.ENABLED,
             "RequestResponses": responses,
         }
+
+
+def _failure_message(entry: Mapping[str, Any]) -> str:
+    """Firehose's message for a record its internal stream did not take: over the delivery
+    stream's limits ("Slow down.", as AWS answers), or not stored (retry)."""
+    if entry.get("ErrorCode") == ErrorCode.THROUGHPUT_EXCEEDED.kinesis_name:
+        return "Slow down."
+    return f"The record could not be stored durably; retry. ({entry.get('ErrorMessage', '')})"
 
 
 def _encryption_key(encryption: Mapping[str, Any]) -> tuple[str, str]:

@@ -31,7 +31,12 @@ async def fh_node(
 ) -> AsyncIterator[Node]:
     for name, value in s3_server.environment().items():
         monkeypatch.setenv(name, value)
-    config = node_config(tmp_path / "node", firehose_reconcile_interval_ms=50)
+    config = node_config(
+        tmp_path / "node",
+        firehose_reconcile_interval_ms=50,
+        firehose_write_bytes_per_second=0,
+        firehose_write_records_per_second=0,
+    )
     async with running_node(config, clock) as node:
         yield node
 

@@ -3,6 +3,7 @@ service, against an in-process node whose S3 is moto's server on loopback."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
@@ -10,9 +11,11 @@ import grpc
 import pytest
 
 from broker.api.firehose.v1 import firehose_pb2, firehose_pb2_grpc
+from broker.clock import ManualClock
 from broker.errors import ErrorCode, ShoalError
 from broker.node import Node
-from tests.firehose.conftest import call, s3_destination, wait_gone, wait_status
+from tests.conftest import node_config, running_node
+from tests.firehose.conftest import call, firehose_client, s3_destination, wait_gone, wait_status
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
@@ -247,3 +250,38 @@ async def test_the_native_grpc_service(fh_node: Node, s3_server: S3Server) -> No
                 firehose_pb2.DescribeDeliveryStreamInput(delivery_stream_name="absent")
             )
         assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_puts_over_the_delivery_stream_limits_are_answered_slow_down(
+    tmp_path: Path, clock: ManualClock, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_server.environment().items():
+        monkeypatch.setenv(name, value)
+    config = node_config(
+        tmp_path / "limited",
+        firehose_reconcile_interval_ms=50,
+        firehose_write_records_per_second=400,  # 200 per internal shard
+    )
+    s3_server.client().create_bucket(Bucket="api-limits")
+    async with running_node(config, clock) as node:
+        client = firehose_client(f"http://127.0.0.1:{node.http_port}")
+        await call(
+            client.create_delivery_stream,
+            DeliveryStreamName="limited",
+            ExtendedS3DestinationConfiguration=s3_destination("api-limits"),
+        )
+        await wait_status(client, "limited", "ACTIVE")
+        clock.advance(ms=1_000)  # one second's worth of tokens
+        answer = await call(
+            client.put_record_batch,
+            DeliveryStreamName="limited",
+            Records=[{"Data": f"{i}\n".encode()} for i in range(500)],
+        )
+        failed = [entry for entry in answer["RequestResponses"] if "ErrorCode" in entry]
+        assert answer["FailedPutCount"] == len(failed) >= 100
+        assert {entry["ErrorCode"] for entry in failed} == {"ServiceUnavailableException"}
+        assert {entry["ErrorMessage"] for entry in failed} == {"Slow down."}
+        with pytest.raises(botocore.exceptions.ClientError) as raised:  # both buckets are empty
+            await call(client.put_record, DeliveryStreamName="limited", Record={"Data": b"x"})
+        assert _error(raised) == "ServiceUnavailableException"
+        client.close()
