@@ -17,13 +17,16 @@ metadata at each delivery, so UpdateDestination applies from the next object on.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 import random
 import uuid
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from broker.client.worker import (
     Checkpointer,
@@ -35,7 +38,14 @@ from broker.client.worker import (
     ShutdownRequestedInput,
 )
 from broker.clock import Clock
-from broker.firehose import buffering, compression, destinations, object_keys
+from broker.firehose import (
+    buffering,
+    compression,
+    destinations,
+    http_endpoint,
+    object_keys,
+    retry,
+)
 from broker.firehose.retry import RetrySchedule
 from broker.firehose.s3_store import S3Store, StoreError
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
@@ -54,7 +64,15 @@ class DeliveryStatistics:
     bytes: int = 0
     failed_attempts: int = 0
     abandoned_records: int = 0
+    failed_records: int = 0  # written to the error output (S3 backup) after the retries
     freshness_ms: list[int] = field(default_factory=list)  # the last deliveries' data age
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Batch:
+    records: list[bytes]
+    arrivals_ms: list[int]
+    first_arrival: datetime
 
 
 class DeliveryProcessor:
@@ -76,6 +94,7 @@ class DeliveryProcessor:
         self._retry = retry or RetrySchedule()
         self._lock = asyncio.Lock()
         self._records: list[bytes] = []
+        self._arrivals_ms: list[int] = []
         self._state = buffering.EMPTY
         self._first_arrival: datetime | None = None
         self._last: tuple[str, int] | None = None  # (sequence number, sub-sequence number)
@@ -98,6 +117,10 @@ class DeliveryProcessor:
             for record in process_records_input.records:
                 assert record.sequence_number is not None
                 self._records.append(record.data)
+                arrival = record.approximate_arrival_timestamp
+                self._arrivals_ms.append(
+                    int(arrival.timestamp() * 1000) if arrival else self._clock.wall_ms()
+                )
                 self._state = self._state.add(len(record.data), now_ms=now_ms)
                 self._last = (record.sequence_number, record.sub_sequence_number)
                 if self._first_arrival is None:
@@ -169,13 +192,15 @@ class DeliveryProcessor:
 
     def _reset(self) -> None:
         self._records = []
+        self._arrivals_ms = []
         self._state = buffering.EMPTY
         self._first_arrival = None
 
     # --- Delivery -------------------------------------------------------------------------
 
     async def _deliver(self) -> None:
-        """Writes the buffer as one object, then checkpoints its last record. Lock held."""
+        """Delivers the buffer to the destination, then checkpoints its last record. Lock
+        held."""
         if not self._records:
             return
         meta = self._target()
@@ -184,35 +209,174 @@ class DeliveryProcessor:
             return
         assert self._first_arrival is not None
         assert self._last is not None
-        kind, configuration = meta.destination()
-        assert kind == "ExtendedS3", kind
-        records, first_arrival, last = self._records, self._first_arrival, self._last
-        body = b"".join(records)
-        compression_format = str(configuration.get("CompressionFormat") or "UNCOMPRESSED")
-        payload = await asyncio.to_thread(compression.compress, body, compression_format)
-        zone = object_keys.zone_of(configuration.get("CustomTimeZone"), zoneinfo.ZoneInfo)
-        random_part = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-        extension = configuration.get("FileExtension") or object_keys.EXTENSIONS[compression_format]
-        key = object_keys.object_key(
-            prefix=str(configuration.get("Prefix") or ""),
-            delivery_stream_name=meta.name,
-            version_id=meta.version_id,
-            moment=zone(first_arrival.astimezone(UTC)),
-            random_part=random_part,
-            extension=str(extension),
+        batch = _Batch(
+            records=self._records,
+            arrivals_ms=self._arrivals_ms,
+            first_arrival=self._first_arrival,
         )
-        delivered = await self._write(destinations.bucket_name(configuration), key, payload)
-        if delivered:
-            self._statistics.objects += 1
-            self._statistics.records += len(records)
-            self._statistics.bytes += len(body)
-            age_ms = int((datetime.now(UTC) - first_arrival).total_seconds() * 1000)
-            self._statistics.freshness_ms = [*self._statistics.freshness_ms[-999:], age_ms]
+        last = self._last
+        kind, configuration = meta.destination()
+        if kind == "HttpEndpoint":
+            await self._deliver_http(meta, configuration, batch)
         else:
-            self._statistics.abandoned_records += len(records)
+            assert kind == "ExtendedS3", kind
+            await self._deliver_s3(meta, configuration, batch)
         self._reset()
         if self._checkpointer is not None:
             await self._checkpointer.checkpoint(last[0], last[1])
+
+    def _key(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        moment: datetime,
+        *,
+        compression_format: str,
+        prefix: str,
+        error_output_type: str | None = None,
+    ) -> str:
+        zone = object_keys.zone_of(configuration.get("CustomTimeZone"), zoneinfo.ZoneInfo)
+        random_part = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        extension = configuration.get("FileExtension") or object_keys.EXTENSIONS[compression_format]
+        return object_keys.object_key(
+            prefix=prefix,
+            delivery_stream_name=meta.name,
+            version_id=meta.version_id,
+            moment=zone(moment.astimezone(UTC)),
+            random_part=random_part,
+            extension=str(extension),
+            error_output_type=error_output_type,
+        )
+
+    async def _write_s3_object(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        data: bytes,
+        moment: datetime,
+        *,
+        prefix: str,
+        error_output_type: str | None = None,
+    ) -> bool:
+        compression_format = str(configuration.get("CompressionFormat") or "UNCOMPRESSED")
+        payload = await asyncio.to_thread(compression.compress, data, compression_format)
+        key = self._key(
+            meta,
+            configuration,
+            moment,
+            compression_format=compression_format,
+            prefix=prefix,
+            error_output_type=error_output_type,
+        )
+        return await self._write(destinations.bucket_name(configuration), key, payload)
+
+    async def _deliver_s3(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        body = b"".join(batch.records)
+        delivered = await self._write_s3_object(
+            meta,
+            configuration,
+            body,
+            batch.first_arrival,
+            prefix=str(configuration.get("Prefix") or ""),
+        )
+        self._count(batch, len(body), delivered=delivered)
+
+    def _count(self, batch: _Batch, size: int, *, delivered: bool) -> None:
+        if not delivered:
+            self._statistics.abandoned_records += len(batch.records)
+            return
+        self._statistics.objects += 1
+        self._statistics.records += len(batch.records)
+        self._statistics.bytes += size
+        age_ms = int((datetime.now(UTC) - batch.first_arrival).total_seconds() * 1000)
+        self._statistics.freshness_ms = [*self._statistics.freshness_ms[-999:], age_ms]
+
+    async def _deliver_http(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        """POSTs the buffer in AWS's format, retrying for RetryOptions.DurationInSeconds
+        (300 s by default); then the records go to the S3 backup's error prefix. With
+        S3BackupMode AllData every delivered buffer is also written to the backup bucket."""
+        schedule = retry.schedule_for(
+            configuration.get("RetryOptions"), default_ms=retry.HTTP_RETRY_DURATION_MS
+        )
+        request_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        headers, body = http_endpoint.build_request(
+            records=batch.records,
+            request_id=request_id,
+            timestamp_ms=self._clock.wall_ms(),
+            source_arn=meta.arn,
+            configuration=configuration,
+        )
+        url = str(configuration["EndpointConfiguration"]["Url"])
+        first_failure_ms = self._clock.wall_ms()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                status, answer = await asyncio.to_thread(http_endpoint.post, url, headers, body)
+                failure = http_endpoint.check_response(status, answer, request_id=request_id)
+                error_code = "HttpEndpoint.InvalidResponseFromDestination"
+            except OSError as error:
+                failure = f"The endpoint could not be reached: {error}"
+                error_code = "HttpEndpoint.ConnectionFailed"
+            if failure is None:
+                break
+            self._statistics.failed_attempts += 1
+            now_ms = self._clock.wall_ms()
+            if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                break
+            pause_ms = schedule.backoff_ms(attempts, jitter=self._rng.random())
+            log.warning("firehose_delivery_retry", extra={"url_host": url.split("/")[2:3]})
+            await asyncio.sleep(pause_ms / 1000)
+        backup = configuration["S3Configuration"]
+        size = sum(len(data) for data in batch.records)
+        if failure is None:
+            self._count(batch, size, delivered=True)
+            if configuration.get("S3BackupMode") == "AllData":
+                await self._write_s3_object(
+                    meta,
+                    backup,
+                    b"".join(batch.records),
+                    batch.first_arrival,
+                    prefix=str(backup.get("Prefix") or ""),
+                )
+            return
+        ended_ms = self._clock.wall_ms()
+        lines = b"".join(
+            json.dumps(
+                {
+                    "attemptsMade": attempts,
+                    "arrivalTimestamp": arrival_ms,
+                    "errorCode": error_code,
+                    "errorMessage": failure,
+                    "attemptEndingTimestamp": ended_ms,
+                    "rawData": base64.b64encode(data).decode("ascii"),
+                },
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+            for data, arrival_ms in zip(batch.records, batch.arrivals_ms, strict=True)
+        )
+        error_prefix = backup.get("ErrorOutputPrefix")
+        prefix = (
+            str(error_prefix)
+            if error_prefix
+            else str(backup.get("Prefix") or "") + "http-endpoint-failed/"
+        )
+        written = await self._write_s3_object(
+            meta,
+            backup,
+            lines,
+            batch.first_arrival,
+            prefix=prefix,
+            error_output_type="http-endpoint-failed",
+        )
+        self._statistics.failed_records += len(batch.records) if written else 0
+        if not written:
+            self._statistics.abandoned_records += len(batch.records)
 
     async def _write(self, bucket: str, key: str, payload: bytes) -> bool:
         """True once written; False when the retry duration ran out (the data is dropped, as

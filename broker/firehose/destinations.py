@@ -7,8 +7,9 @@ merges the given parameters into the current configuration when the destination 
 same and replaces it when it changes (AWS's rule); nested `S3Update` / `S3BackupUpdate` become
 `S3Configuration` / `S3BackupConfiguration`.
 
-Shoal delivers to ExtendedS3/S3. The other destination types of the model are refused with
-InvalidArgumentException saying so, rather than accepted and silently never delivered.
+Shoal delivers to ExtendedS3/S3 and HttpEndpoint. The other destination types of the model
+are refused with InvalidArgumentException saying so, rather than accepted and silently never
+delivered.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose import object_keys
 
-DELIVERED_KINDS = ("ExtendedS3",)
+DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint")
 _CONFIGURATION = "DestinationConfiguration"
 _UPDATE = "DestinationUpdate"
 _RENAMED_UPDATES = {"S3Update": "S3Configuration", "S3BackupUpdate": "S3BackupConfiguration"}
@@ -93,27 +94,40 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
     if kind not in DELIVERED_KINDS:
         raise _invalid(
             f"Shoal does not deliver to {kind} destinations yet; use an ExtendedS3 (or S3) "
-            "destination, with AWS_ENDPOINT_URL_S3 for an S3-compatible store."
+            "or an HttpEndpoint destination."
         )
-    for required in ("RoleARN", "BucketARN"):
-        if not configuration.get(required):
-            raise _invalid(f"{required} is required for an {kind} destination.")
-    if not str(configuration["BucketARN"]).startswith("arn:aws:s3:::"):
-        raise _invalid(f"BucketARN {configuration['BucketARN']} is not an S3 bucket ARN.")
-    hints = configuration.get("BufferingHints")
-    if hints is not None and (("SizeInMBs" in hints) != ("IntervalInSeconds" in hints)):
-        raise _invalid("BufferingHints must set both SizeInMBs and IntervalInSeconds, or neither.")
+    processing = configuration.get("ProcessingConfiguration") or {}
+    if processing.get("Enabled"):
+        raise _invalid("Shoal does not support data transformation (processors) yet.")
+    if kind == "HttpEndpoint":
+        endpoint = configuration.get("EndpointConfiguration") or {}
+        if not endpoint.get("Url"):
+            raise _invalid("EndpointConfiguration.Url is required for an HttpEndpoint destination.")
+        backup = configuration.get("S3Configuration")
+        if not backup:
+            raise _invalid("S3Configuration is required for an HttpEndpoint destination.")
+        _check_s3("S3Configuration", backup)
+        return
+    _check_s3(kind, configuration)
     partitioning = configuration.get("DynamicPartitioningConfiguration") or {}
     if partitioning.get("Enabled"):
         raise _invalid("Shoal does not support dynamic partitioning yet.")
     conversion = configuration.get("DataFormatConversionConfiguration") or {}
     if conversion.get("Enabled", "SchemaConfiguration" in conversion):
         raise _invalid("Shoal does not support record format conversion yet.")
-    processing = configuration.get("ProcessingConfiguration") or {}
-    if processing.get("Enabled"):
-        raise _invalid("Shoal does not support data transformation (processors) yet.")
     if configuration.get("S3BackupMode", "Disabled") != "Disabled":
-        raise _invalid("Shoal does not support S3 backup yet.")
+        raise _invalid("Shoal does not support S3 backup of an S3 destination yet.")
+
+
+def _check_s3(what: str, configuration: Mapping[str, Any]) -> None:
+    for required in ("RoleARN", "BucketARN"):
+        if not configuration.get(required):
+            raise _invalid(f"{required} is required for {what}.")
+    if not str(configuration["BucketARN"]).startswith("arn:aws:s3:::"):
+        raise _invalid(f"BucketARN {configuration['BucketARN']} is not an S3 bucket ARN.")
+    hints = configuration.get("BufferingHints")
+    if hints is not None and (("SizeInMBs" in hints) != ("IntervalInSeconds" in hints)):
+        raise _invalid("BufferingHints must set both SizeInMBs and IntervalInSeconds, or neither.")
     for member in ("Prefix", "ErrorOutputPrefix"):
         try:
             object_keys.check_prefix(str(configuration.get(member) or ""))
@@ -123,6 +137,13 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
     error_prefix = configuration.get("ErrorOutputPrefix")
     if object_keys.EXPRESSION.search(prefix) and not error_prefix:
         raise _invalid("ErrorOutputPrefix is required when the Prefix contains expressions.")
+
+
+def storage_bucket(kind: str, configuration: Mapping[str, Any]) -> str:
+    """The S3 bucket a destination writes to: its own, or its S3 backup's."""
+    if kind == "HttpEndpoint":
+        return bucket_name(configuration["S3Configuration"])
+    return bucket_name(configuration)
 
 
 def bucket_name(configuration: Mapping[str, Any]) -> str:

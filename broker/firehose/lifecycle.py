@@ -160,8 +160,8 @@ class Lifecycle:
         return True
 
     async def _check_destination(self, meta: DeliveryStreamMeta) -> None:
-        _, configuration = meta.destination()
-        bucket = destinations.bucket_name(configuration)
+        kind, configuration = meta.destination()
+        bucket = destinations.storage_bucket(kind, configuration)
         try:
             await asyncio.to_thread(self._store.check_bucket, bucket)
         except StoreError as error:

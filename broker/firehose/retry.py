@@ -7,9 +7,12 @@ DurationInSeconds.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 S3_RETRY_DURATION_MS = 24 * 3_600_000
+HTTP_RETRY_DURATION_MS = 300_000  # HttpEndpoint RetryOptions.DurationInSeconds' default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,7 +38,7 @@ class RetrySchedule:
         return now_ms - first_failure_ms >= self.duration_ms
 
 
-def schedule_for(retry_options: dict[str, int] | None, *, default_ms: int) -> RetrySchedule:
+def schedule_for(retry_options: Mapping[str, Any] | None, *, default_ms: int) -> RetrySchedule:
     """A destination's schedule from its RetryOptions (DurationInSeconds) or the default."""
     if retry_options and "DurationInSeconds" in retry_options:
         return RetrySchedule(duration_ms=int(retry_options["DurationInSeconds"]) * 1000)
