@@ -7,7 +7,7 @@
     destinations.py   pure: destination configurations (create, update merge, the checks)
     describe.py       DeliveryStreamDescription in AWS's shape, from botocore's model (adapter)
     compression.py    UNCOMPRESSED, GZIP, ZIP, Snappy, HADOOP_SNAPPY (adapter: cramjam)
-    s3_store.py       objects to S3 or an S3-compatible store (adapter: boto3)
+    aws_clients.py       objects to S3 or an S3-compatible store (adapter: boto3)
     service.py        the Firehose operations behind both doors (FirehoseService)
     lifecycle.py      CREATING -> ACTIVE / CREATING_FAILED, DELETING -> gone (the reconciler)
     delivery.py       the record processor that buffers, compresses, writes and checkpoints

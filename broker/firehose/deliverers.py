@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 from broker.client.worker import InitialPosition, LeaseClient, Worker, WorkerConfig
 from broker.clock import Clock
+from broker.firehose.aws_clients import LambdaInvoker, S3Store
 from broker.firehose.delivery import DeliveryProcessor, DeliveryStatistics
 from broker.firehose.lifecycle import source_stream_name
-from broker.firehose.s3_store import S3Store
 from broker.firehose.service import KinesisCalls
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
 from broker.meta.image import MetadataImage
@@ -58,6 +58,7 @@ class Deliverers:
         kinesis: KinesisCalls,
         lease_client: LeaseClient,
         store: S3Store,
+        lambda_invoker: LambdaInvoker,
         clock: Clock,
         settings: DelivererSettings,
     ) -> None:
@@ -66,6 +67,7 @@ class Deliverers:
         self._kinesis = kinesis
         self._lease_client = lease_client
         self._store = store
+        self._lambda = lambda_invoker
         self._clock = clock
         self._settings = settings
         self._running: dict[tuple[str, str], _Running] = {}  # (arn, uid) -> worker
@@ -116,6 +118,7 @@ class Deliverers:
             processor_factory=lambda: DeliveryProcessor(
                 target=target,
                 store=self._store,
+                lambda_invoker=self._lambda,
                 clock=self._clock,
                 statistics=self.statistics,
                 rng=rng,

@@ -44,10 +44,11 @@ from broker.firehose import (
     destinations,
     http_endpoint,
     object_keys,
+    processing,
     retry,
 )
+from broker.firehose.aws_clients import LambdaError, LambdaInvoker, S3Store, StoreError
 from broker.firehose.retry import RetrySchedule
-from broker.firehose.s3_store import S3Store, StoreError
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,16 @@ class DeliveryStatistics:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _Failure:
+    data: bytes
+    arrival_ms: int
+    attempts: int
+    error_code: str
+    message: str
+    ended_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Batch:
     records: list[bytes]
     arrivals_ms: list[int]
@@ -81,6 +92,7 @@ class DeliveryProcessor:
         *,
         target: Callable[[], DeliveryStreamMeta | None],
         store: S3Store,
+        lambda_invoker: LambdaInvoker,
         clock: Clock,
         statistics: DeliveryStatistics,
         rng: random.Random,
@@ -88,6 +100,7 @@ class DeliveryProcessor:
     ) -> None:
         self._target = target
         self._store = store
+        self._lambda = lambda_invoker
         self._clock = clock
         self._statistics = statistics
         self._rng = rng
@@ -216,7 +229,10 @@ class DeliveryProcessor:
         )
         last = self._last
         kind, configuration = meta.destination()
-        if kind == "HttpEndpoint":
+        batch = await self._process(meta, kind, configuration, batch)
+        if not batch.records:
+            pass  # every record was dropped or failed processing
+        elif kind == "HttpEndpoint":
             await self._deliver_http(meta, configuration, batch)
         else:
             assert kind == "ExtendedS3", kind
@@ -345,38 +361,178 @@ class DeliveryProcessor:
                 )
             return
         ended_ms = self._clock.wall_ms()
+        await self._write_failed(
+            meta,
+            kind="HttpEndpoint",
+            configuration=configuration,
+            error_output_type="http-endpoint-failed",
+            failures=[
+                _Failure(
+                    data=data,
+                    arrival_ms=arrival_ms,
+                    attempts=attempts,
+                    error_code=error_code,
+                    message=failure,
+                    ended_ms=ended_ms,
+                )
+                for data, arrival_ms in zip(batch.records, batch.arrivals_ms, strict=True)
+            ],
+            first_arrival=batch.first_arrival,
+        )
+
+    async def _write_failed(
+        self,
+        meta: DeliveryStreamMeta,
+        *,
+        kind: str,
+        configuration: Mapping[str, Any],
+        error_output_type: str,
+        failures: list[_Failure],
+        first_arrival: datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Failed records, as AWS writes them (one JSON line each), to the error output: the
+        S3 destination's bucket, or an HTTP endpoint's S3 backup, under its ErrorOutputPrefix
+        (with `!{firehose:error-output-type}`) or `<Prefix><error-output-type>/YYYY/MM/DD/HH/`."""
+        storage = configuration["S3Configuration"] if kind == "HttpEndpoint" else configuration
         lines = b"".join(
             json.dumps(
                 {
-                    "attemptsMade": attempts,
-                    "arrivalTimestamp": arrival_ms,
-                    "errorCode": error_code,
-                    "errorMessage": failure,
-                    "attemptEndingTimestamp": ended_ms,
-                    "rawData": base64.b64encode(data).decode("ascii"),
+                    "attemptsMade": failure.attempts,
+                    "arrivalTimestamp": failure.arrival_ms,
+                    "errorCode": failure.error_code,
+                    "errorMessage": failure.message,
+                    "attemptEndingTimestamp": failure.ended_ms,
+                    "rawData": base64.b64encode(failure.data).decode("ascii"),
+                    **(extra or {}),
                 },
                 separators=(",", ":"),
             ).encode()
             + b"\n"
-            for data, arrival_ms in zip(batch.records, batch.arrivals_ms, strict=True)
+            for failure in failures
         )
-        error_prefix = backup.get("ErrorOutputPrefix")
+        error_prefix = storage.get("ErrorOutputPrefix")
         prefix = (
             str(error_prefix)
             if error_prefix
-            else str(backup.get("Prefix") or "") + "http-endpoint-failed/"
+            else f"{storage.get('Prefix') or ''}{error_output_type}/"
         )
         written = await self._write_s3_object(
             meta,
-            backup,
+            {**storage, "CompressionFormat": "UNCOMPRESSED", "FileExtension": ""},
             lines,
-            batch.first_arrival,
+            first_arrival,
             prefix=prefix,
-            error_output_type="http-endpoint-failed",
+            error_output_type=error_output_type,
         )
-        self._statistics.failed_records += len(batch.records) if written else 0
-        if not written:
-            self._statistics.abandoned_records += len(batch.records)
+        if written:
+            self._statistics.failed_records += len(failures)
+        else:
+            self._statistics.abandoned_records += len(failures)
+
+    async def _process(
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+    ) -> _Batch:
+        """The batch after the configured processors: the Lambda's Ok records (Dropped ones
+        gone, failed ones written to the error output), then the delimiter appended."""
+        function = processing.lambda_processor(configuration)
+        records, arrivals = batch.records, batch.arrivals_ms
+        if function is not None:
+            kept_records: list[bytes] = []
+            kept_arrivals: list[int] = []
+            failures: list[_Failure] = []
+            for part in processing.chunks(records, function.buffer_bytes):
+                outcomes, attempts = await self._invoke(
+                    meta, function, [records[i] for i in part], [arrivals[i] for i in part]
+                )
+                ended_ms = self._clock.wall_ms()
+                for index, outcome in zip(part, outcomes, strict=True):
+                    if outcome.result == "Ok":
+                        kept_records.append(outcome.data)
+                        kept_arrivals.append(arrivals[index])
+                    elif outcome.result == "ProcessingFailed":
+                        failures.append(
+                            _Failure(
+                                data=records[index],
+                                arrival_ms=arrivals[index],
+                                attempts=attempts,
+                                error_code=outcome.error_code,
+                                message=outcome.message,
+                                ended_ms=ended_ms,
+                            )
+                        )
+            if failures:
+                await self._write_failed(
+                    meta,
+                    kind=kind,
+                    configuration=configuration,
+                    error_output_type="processing-failed",
+                    failures=failures,
+                    first_arrival=batch.first_arrival,
+                    extra={"lambdaArn": function.function_arn},
+                )
+            records, arrivals = kept_records, kept_arrivals
+        if processing.appends_delimiter(configuration):
+            records = [data + b"\n" for data in records]
+        return _Batch(records=records, arrivals_ms=arrivals, first_arrival=batch.first_arrival)
+
+    async def _invoke(
+        self,
+        meta: DeliveryStreamMeta,
+        function: processing.LambdaProcessor,
+        records: list[bytes],
+        arrivals_ms: list[int],
+    ) -> tuple[list[processing.Outcome], int]:
+        """Each record's outcome, and the attempts made: the invocation is retried
+        `function.retries` times; then every record of it is ProcessingFailed."""
+        record_ids = [str(index) for index in range(len(records))]
+        failure = processing.Outcome(result="ProcessingFailed", data=b"")
+        attempts = 0
+        while attempts <= function.retries:
+            attempts += 1
+            event = processing.build_event(
+                invocation_id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+                delivery_stream_arn=meta.arn,
+                region=meta.region,
+                record_ids=record_ids,
+                arrivals_ms=arrivals_ms,
+                records=records,
+            )
+            try:
+                payload = await asyncio.to_thread(self._lambda.invoke, function.function_arn, event)
+                return processing.parse_result(
+                    payload, record_ids=record_ids, records=records
+                ), attempts
+            except LambdaError as error:
+                failure = processing.Outcome(
+                    result="ProcessingFailed",
+                    data=b"",
+                    error_code="Lambda.FunctionError",
+                    message=str(error),
+                )
+            except processing.ContractError as error:
+                failure = processing.Outcome(
+                    result="ProcessingFailed", data=b"", error_code=error.code, message=str(error)
+                )
+            self._statistics.failed_attempts += 1
+            if attempts <= function.retries:
+                await asyncio.sleep(
+                    self._retry.backoff_ms(attempts, jitter=self._rng.random()) / 1000
+                )
+        log.warning("firehose_processing_failed", extra={"error": failure.message})
+        return [
+            processing.Outcome(
+                result="ProcessingFailed",
+                data=data,
+                error_code=failure.error_code,
+                message=failure.message,
+            )
+            for data in records
+        ], attempts
 
     async def _write(self, bucket: str, key: str, payload: bytes) -> bool:
         """True once written; False when the retry duration ran out (the data is dropped, as

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.errors import ErrorCode, ShoalError
-from broker.firehose import object_keys
+from broker.firehose import object_keys, processing
 
 DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint")
 _CONFIGURATION = "DestinationConfiguration"
@@ -96,9 +96,9 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
             f"Shoal does not deliver to {kind} destinations yet; use an ExtendedS3 (or S3) "
             "or an HttpEndpoint destination."
         )
-    processing = configuration.get("ProcessingConfiguration") or {}
-    if processing.get("Enabled"):
-        raise _invalid("Shoal does not support data transformation (processors) yet.")
+    unsupported = processing.check(configuration)
+    if unsupported is not None:
+        raise _invalid(unsupported)
     if kind == "HttpEndpoint":
         endpoint = configuration.get("EndpointConfiguration") or {}
         if not endpoint.get("Url"):

@@ -25,7 +25,7 @@ from broker.clock import Clock
 from broker.consumers import leases
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose import destinations
-from broker.firehose.s3_store import S3Store, StoreError
+from broker.firehose.aws_clients import S3Store, StoreError
 from broker.firehose.service import KinesisCalls
 from broker.meta import commands
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus

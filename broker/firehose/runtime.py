@@ -13,9 +13,9 @@ from collections.abc import Callable
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
+from broker.firehose.aws_clients import LambdaInvoker, S3Store
 from broker.firehose.deliverers import Deliverers, DelivererSettings
 from broker.firehose.lifecycle import Lifecycle, LifecycleSettings
-from broker.firehose.s3_store import S3Store
 from broker.firehose.service import FirehoseService
 from broker.meta.frontend import MetadataFrontend
 from broker.service.in_process import LocalKinesis, LocalLeaseClient
@@ -63,6 +63,7 @@ class FirehoseRuntime:
             kinesis=local,
             lease_client=LocalLeaseClient(metadata, clock),
             store=store,
+            lambda_invoker=LambdaInvoker(region=config.region),
             clock=clock,
             settings=DelivererSettings(
                 failover_ms=knobs.firehose_failover_ms,

@@ -1,9 +1,12 @@
-"""Objects to S3 or any S3-compatible store: the one module of Shoal importing boto3.
+"""The AWS services Firehose calls, through boto3 (the one module of Shoal importing it):
+objects to S3 or any S3-compatible store (`S3Store`), and Lambda Invoke for data
+transformation (`LambdaInvoker`).
 
-The standard configuration selects the store, as for any AWS SDK user: `AWS_ENDPOINT_URL_S3`
-(or `AWS_ENDPOINT_URL`) for an S3-compatible server, the usual credential chain
-(`AWS_ACCESS_KEY_ID`, profiles, instance roles). With an explicit endpoint, path-style
-addressing is used (what S3-compatible servers on a plain host:port expect).
+The standard configuration selects the service, as for any AWS SDK user:
+`AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_LAMBDA` (or `AWS_ENDPOINT_URL`) for an S3-compatible
+server or a local Lambda emulator, the usual credential chain (`AWS_ACCESS_KEY_ID`, profiles,
+instance roles). With an explicit S3 endpoint, path-style addressing is used (what
+S3-compatible servers on a plain host:port expect).
 
 Calls block (boto3 is synchronous): the async callers run them in threads. The client is
 created once, on first use, and shared (boto3 clients are thread-safe).
@@ -75,3 +78,46 @@ class S3Store:
             raise StoreError(f"S3 HeadBucket {bucket}: {error}", missing) from error
         except (botocore.exceptions.BotoCoreError, OSError) as error:
             raise StoreError(f"S3 HeadBucket {bucket}: {error}") from error
+
+
+class LambdaError(Exception):
+    """An invocation failed: no answer, or the function raised (FunctionError)."""
+
+
+class LambdaInvoker:
+    def __init__(self, *, region: str) -> None:
+        self._region = region
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _lambda(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = boto3.session.Session().client(
+                    "lambda",
+                    region_name=self._region,
+                    config=botocore.config.Config(
+                        retries={"mode": "standard", "max_attempts": 1},
+                        connect_timeout=5,
+                        read_timeout=300,  # a Lambda function may run for minutes
+                    ),
+                )
+            return self._client
+
+    def invoke(self, function: str, payload: bytes) -> bytes:
+        """The function's response payload (RequestResponse); LambdaError otherwise."""
+        try:
+            answer = self._lambda().invoke(
+                FunctionName=function, InvocationType="RequestResponse", Payload=payload
+            )
+            body = answer["Payload"].read()
+        except (
+            botocore.exceptions.BotoCoreError,
+            botocore.exceptions.ClientError,
+            OSError,
+        ) as error:
+            raise LambdaError(f"Lambda Invoke {function}: {error}") from error
+        if answer.get("FunctionError"):
+            raise LambdaError(f"Lambda function {function} failed: {body[:1000]!r}")
+        assert isinstance(body, bytes)
+        return body
