@@ -6,8 +6,11 @@
     retry.py          pure: the backoff schedule of a delivery and when to give up
     destinations.py   pure: destination configurations (create, update merge, the checks)
     describe.py       DeliveryStreamDescription in AWS's shape, from botocore's model (adapter)
+    processing.py     pure: processors, the Firehose-to-Lambda event and result contract
     compression.py    UNCOMPRESSED, GZIP, ZIP, Snappy, HADOOP_SNAPPY (adapter: cramjam)
-    aws_clients.py       objects to S3 or an S3-compatible store (adapter: boto3)
+    conversion.py     JSON records to Apache Parquet / ORC with a Glue table's schema (pyarrow)
+    aws_clients.py    S3 objects, Lambda Invoke, Glue table schemas (adapter: boto3)
+    http_endpoint.py  HttpEndpoint delivery in AWS's request/response format (stdlib HTTP)
     service.py        the Firehose operations behind both doors (FirehoseService)
     lifecycle.py      CREATING -> ACTIVE / CREATING_FAILED, DELETING -> gone (the reconciler)
     delivery.py       the record processor that buffers, compresses, writes and checkpoints

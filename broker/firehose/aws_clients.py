@@ -121,3 +121,45 @@ class LambdaInvoker:
             raise LambdaError(f"Lambda function {function} failed: {body[:1000]!r}")
         assert isinstance(body, bytes)
         return body
+
+
+class GlueCatalog:
+    """Table schemas from the AWS Glue Data Catalog (record format conversion)."""
+
+    def __init__(self, *, region: str) -> None:
+        self._region = region
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _glue(self, region: str) -> Any:
+        with self._lock:
+            client = self._clients.get(region)
+            if client is None:
+                client = self._clients[region] = boto3.session.Session().client(
+                    "glue",
+                    region_name=region,
+                    config=botocore.config.Config(
+                        retries={"mode": "standard", "max_attempts": 2},
+                        connect_timeout=5,
+                        read_timeout=30,
+                    ),
+                )
+            return client
+
+    def columns(
+        self, *, database: str, table: str, catalog_id: str | None, region: str | None
+    ) -> list[tuple[str, str]]:
+        """The table's (column name, Hive type) pairs, partition keys excluded."""
+        arguments: dict[str, str] = {"DatabaseName": database, "Name": table}
+        if catalog_id:
+            arguments["CatalogId"] = catalog_id
+        try:
+            answer = self._glue(region or self._region).get_table(**arguments)
+        except (
+            botocore.exceptions.BotoCoreError,
+            botocore.exceptions.ClientError,
+            OSError,
+        ) as error:
+            raise StoreError(f"Glue GetTable {database}.{table}: {error}") from error
+        columns = answer["Table"]["StorageDescriptor"]["Columns"]
+        return [(str(column["Name"]), str(column["Type"])) for column in columns]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from broker.client.worker import InitialPosition, LeaseClient, Worker, WorkerConfig
 from broker.clock import Clock
-from broker.firehose.aws_clients import LambdaInvoker, S3Store
+from broker.firehose.aws_clients import GlueCatalog, LambdaInvoker, S3Store
 from broker.firehose.delivery import DeliveryProcessor, DeliveryStatistics
 from broker.firehose.lifecycle import source_stream_name
 from broker.firehose.service import KinesisCalls
@@ -59,6 +59,7 @@ class Deliverers:
         lease_client: LeaseClient,
         store: S3Store,
         lambda_invoker: LambdaInvoker,
+        glue: GlueCatalog,
         clock: Clock,
         settings: DelivererSettings,
     ) -> None:
@@ -68,6 +69,7 @@ class Deliverers:
         self._lease_client = lease_client
         self._store = store
         self._lambda = lambda_invoker
+        self._glue = glue
         self._clock = clock
         self._settings = settings
         self._running: dict[tuple[str, str], _Running] = {}  # (arn, uid) -> worker
@@ -119,6 +121,7 @@ class Deliverers:
                 target=target,
                 store=self._store,
                 lambda_invoker=self._lambda,
+                glue=self._glue,
                 clock=self._clock,
                 statistics=self.statistics,
                 rng=rng,

@@ -41,13 +41,20 @@ from broker.clock import Clock
 from broker.firehose import (
     buffering,
     compression,
+    conversion,
     destinations,
     http_endpoint,
     object_keys,
     processing,
     retry,
 )
-from broker.firehose.aws_clients import LambdaError, LambdaInvoker, S3Store, StoreError
+from broker.firehose.aws_clients import (
+    GlueCatalog,
+    LambdaError,
+    LambdaInvoker,
+    S3Store,
+    StoreError,
+)
 from broker.firehose.retry import RetrySchedule
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
 
@@ -93,6 +100,7 @@ class DeliveryProcessor:
         target: Callable[[], DeliveryStreamMeta | None],
         store: S3Store,
         lambda_invoker: LambdaInvoker,
+        glue: GlueCatalog,
         clock: Clock,
         statistics: DeliveryStatistics,
         rng: random.Random,
@@ -101,6 +109,7 @@ class DeliveryProcessor:
         self._target = target
         self._store = store
         self._lambda = lambda_invoker
+        self._glue = glue
         self._clock = clock
         self._statistics = statistics
         self._rng = rng
@@ -289,6 +298,10 @@ class DeliveryProcessor:
     async def _deliver_s3(
         self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
     ) -> None:
+        conversion_configuration = configuration.get("DataFormatConversionConfiguration") or {}
+        if conversion_configuration.get("Enabled", True) and conversion_configuration:
+            await self._deliver_converted(meta, configuration, conversion_configuration, batch)
+            return
         body = b"".join(batch.records)
         delivered = await self._write_s3_object(
             meta,
@@ -298,6 +311,86 @@ class DeliveryProcessor:
             prefix=str(configuration.get("Prefix") or ""),
         )
         self._count(batch, len(body), delivered=delivered)
+
+    async def _deliver_converted(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        conversion_configuration: Mapping[str, Any],
+        batch: _Batch,
+    ) -> None:
+        """Parquet/ORC with the Glue table's columns (fetched per delivery, retried like a
+        write); records that do not convert go to the error output."""
+        schema = conversion_configuration.get("SchemaConfiguration") or {}
+        first_failure_ms: int | None = None
+        attempt = 0
+        while True:
+            try:
+                columns = await asyncio.to_thread(
+                    self._glue.columns,
+                    database=str(schema["DatabaseName"]),
+                    table=str(schema["TableName"]),
+                    catalog_id=schema.get("CatalogId"),
+                    region=schema.get("Region"),
+                )
+                converted = await asyncio.to_thread(
+                    conversion.convert, batch.records, columns, conversion_configuration
+                )
+                break
+            except (StoreError, ValueError) as error:
+                attempt += 1
+                self._statistics.failed_attempts += 1
+                now_ms = self._clock.wall_ms()
+                first_failure_ms = now_ms if first_failure_ms is None else first_failure_ms
+                if self._retry.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                    converted = conversion.Converted(
+                        data=b"",
+                        converted=0,
+                        failures=[
+                            (index, "DataFormatConversion.InvalidSchema", str(error))
+                            for index in range(len(batch.records))
+                        ],
+                    )
+                    break
+                log.warning("firehose_conversion_retry", extra={"error": str(error)})
+                await asyncio.sleep(
+                    self._retry.backoff_ms(attempt, jitter=self._rng.random()) / 1000
+                )
+        if converted.failures:
+            ended_ms = self._clock.wall_ms()
+            await self._write_failed(
+                meta,
+                kind="ExtendedS3",
+                configuration=configuration,
+                error_output_type="format-conversion-failed",
+                failures=[
+                    _Failure(
+                        data=batch.records[index],
+                        arrival_ms=batch.arrivals_ms[index],
+                        attempts=1,
+                        error_code=code,
+                        message=message,
+                        ended_ms=ended_ms,
+                    )
+                    for index, code, message in converted.failures
+                ],
+                first_arrival=batch.first_arrival,
+            )
+        if converted.converted == 0:
+            return
+        delivered = await self._write_s3_object(
+            meta,
+            {
+                **configuration,
+                "CompressionFormat": "UNCOMPRESSED",
+                "FileExtension": configuration.get("FileExtension")
+                or conversion.extension(conversion_configuration),
+            },
+            converted.data,
+            batch.first_arrival,
+            prefix=str(configuration.get("Prefix") or ""),
+        )
+        self._count(batch, len(converted.data), delivered=delivered)
 
     def _count(self, batch: _Batch, size: int, *, delivered: bool) -> None:
         if not delivered:

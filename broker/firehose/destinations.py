@@ -113,10 +113,33 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
     if partitioning.get("Enabled"):
         raise _invalid("Shoal does not support dynamic partitioning yet.")
     conversion = configuration.get("DataFormatConversionConfiguration") or {}
-    if conversion.get("Enabled", "SchemaConfiguration" in conversion):
-        raise _invalid("Shoal does not support record format conversion yet.")
+    if conversion and conversion.get("Enabled", True):
+        _check_conversion(configuration, conversion)
     if configuration.get("S3BackupMode", "Disabled") != "Disabled":
         raise _invalid("Shoal does not support S3 backup of an S3 destination yet.")
+
+
+def _check_conversion(configuration: Mapping[str, Any], conversion: Mapping[str, Any]) -> None:
+    """Firehose's rules for record format conversion."""
+    schema = conversion.get("SchemaConfiguration") or {}
+    if not schema.get("DatabaseName") or not schema.get("TableName"):
+        raise _invalid(
+            "SchemaConfiguration with DatabaseName and TableName is required for record format "
+            "conversion."
+        )
+    deserializer = (conversion.get("InputFormatConfiguration") or {}).get("Deserializer") or {}
+    if not deserializer:
+        raise _invalid(
+            "InputFormatConfiguration needs a Deserializer (OpenXJsonSerDe or HiveJsonSerDe)."
+        )
+    serializer = (conversion.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
+    if len(serializer) != 1:
+        raise _invalid("OutputFormatConfiguration needs one Serializer (ParquetSerDe or OrcSerDe).")
+    if (configuration.get("CompressionFormat") or "UNCOMPRESSED") != "UNCOMPRESSED":
+        raise _invalid(
+            "CompressionFormat must be UNCOMPRESSED with record format conversion (the "
+            "serializer compresses)."
+        )
 
 
 def _check_s3(what: str, configuration: Mapping[str, Any]) -> None:

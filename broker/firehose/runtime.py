@@ -13,7 +13,7 @@ from collections.abc import Callable
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
-from broker.firehose.aws_clients import LambdaInvoker, S3Store
+from broker.firehose.aws_clients import GlueCatalog, LambdaInvoker, S3Store
 from broker.firehose.deliverers import Deliverers, DelivererSettings
 from broker.firehose.lifecycle import Lifecycle, LifecycleSettings
 from broker.firehose.service import FirehoseService
@@ -64,6 +64,7 @@ class FirehoseRuntime:
             lease_client=LocalLeaseClient(metadata, clock),
             store=store,
             lambda_invoker=LambdaInvoker(region=config.region),
+            glue=GlueCatalog(region=config.region),
             clock=clock,
             settings=DelivererSettings(
                 failover_ms=knobs.firehose_failover_ms,
