@@ -45,6 +45,7 @@ from broker.firehose import (
     destinations,
     http_endpoint,
     object_keys,
+    partition_keys,
     processing,
     retry,
 )
@@ -86,11 +87,25 @@ class _Failure:
     ended_ms: int
 
 
+PartitionKeys = dict[str, dict[str, str]]  # namespace -> key -> value
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Batch:
     records: list[bytes]
     arrivals_ms: list[int]
     first_arrival: datetime
+    keys: list[PartitionKeys] | None = None  # per record, with dynamic partitioning
+
+    def subset(self, indices: list[int]) -> _Batch:
+        return _Batch(
+            records=[self.records[i] for i in indices],
+            arrivals_ms=[self.arrivals_ms[i] for i in indices],
+            first_arrival=datetime.fromtimestamp(
+                min(self.arrivals_ms[i] for i in indices) / 1000, tz=UTC
+            ),
+            keys=None if self.keys is None else [self.keys[i] for i in indices],
+        )
 
 
 class DeliveryProcessor:
@@ -259,6 +274,7 @@ class DeliveryProcessor:
         compression_format: str,
         prefix: str,
         error_output_type: str | None = None,
+        partition_keys: PartitionKeys | None = None,
     ) -> str:
         zone = object_keys.zone_of(configuration.get("CustomTimeZone"), zoneinfo.ZoneInfo)
         random_part = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
@@ -271,6 +287,7 @@ class DeliveryProcessor:
             random_part=random_part,
             extension=str(extension),
             error_output_type=error_output_type,
+            partition_keys=partition_keys,
         )
 
     async def _write_s3_object(
@@ -282,6 +299,7 @@ class DeliveryProcessor:
         *,
         prefix: str,
         error_output_type: str | None = None,
+        partition_keys: PartitionKeys | None = None,
     ) -> bool:
         compression_format = str(configuration.get("CompressionFormat") or "UNCOMPRESSED")
         payload = await asyncio.to_thread(compression.compress, data, compression_format)
@@ -292,15 +310,38 @@ class DeliveryProcessor:
             compression_format=compression_format,
             prefix=prefix,
             error_output_type=error_output_type,
+            partition_keys=partition_keys,
         )
         return await self._write(destinations.bucket_name(configuration), key, payload)
 
     async def _deliver_s3(
         self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
     ) -> None:
+        """One object, or with dynamic partitioning one object per set of partition keys
+        (records in their order within each)."""
+        if batch.keys is None:
+            await self._deliver_s3_part(meta, configuration, batch, None)
+            return
+        groups: dict[str, list[int]] = {}
+        for index, keys in enumerate(batch.keys):
+            groups.setdefault(json.dumps(keys, sort_keys=True), []).append(index)
+        for encoded, indices in groups.items():
+            await self._deliver_s3_part(
+                meta, configuration, batch.subset(indices), json.loads(encoded)
+            )
+
+    async def _deliver_s3_part(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+        partition_keys: PartitionKeys | None,
+    ) -> None:
         conversion_configuration = configuration.get("DataFormatConversionConfiguration") or {}
         if conversion_configuration.get("Enabled", True) and conversion_configuration:
-            await self._deliver_converted(meta, configuration, conversion_configuration, batch)
+            await self._deliver_converted(
+                meta, configuration, conversion_configuration, batch, partition_keys
+            )
             return
         body = b"".join(batch.records)
         delivered = await self._write_s3_object(
@@ -309,6 +350,7 @@ class DeliveryProcessor:
             body,
             batch.first_arrival,
             prefix=str(configuration.get("Prefix") or ""),
+            partition_keys=partition_keys,
         )
         self._count(batch, len(body), delivered=delivered)
 
@@ -318,6 +360,7 @@ class DeliveryProcessor:
         configuration: Mapping[str, Any],
         conversion_configuration: Mapping[str, Any],
         batch: _Batch,
+        partition_keys: PartitionKeys | None,
     ) -> None:
         """Parquet/ORC with the Glue table's columns (fetched per delivery, retried like a
         write); records that do not convert go to the error output."""
@@ -389,6 +432,7 @@ class DeliveryProcessor:
             converted.data,
             batch.first_arrival,
             prefix=str(configuration.get("Prefix") or ""),
+            partition_keys=partition_keys,
         )
         self._count(batch, len(converted.data), delivered=delivered)
 
@@ -534,9 +578,11 @@ class DeliveryProcessor:
         gone, failed ones written to the error output), then the delimiter appended."""
         function = processing.lambda_processor(configuration)
         records, arrivals = batch.records, batch.arrivals_ms
+        lambda_keys: list[dict[str, str]] = [{} for _ in records]
         if function is not None:
             kept_records: list[bytes] = []
             kept_arrivals: list[int] = []
+            kept_keys: list[dict[str, str]] = []
             failures: list[_Failure] = []
             for part in processing.chunks(records, function.buffer_bytes):
                 outcomes, attempts = await self._invoke(
@@ -547,6 +593,7 @@ class DeliveryProcessor:
                     if outcome.result == "Ok":
                         kept_records.append(outcome.data)
                         kept_arrivals.append(arrivals[index])
+                        kept_keys.append(dict(outcome.partition_keys or {}))
                     elif outcome.result == "ProcessingFailed":
                         failures.append(
                             _Failure(
@@ -568,10 +615,77 @@ class DeliveryProcessor:
                     first_arrival=batch.first_arrival,
                     extra={"lambdaArn": function.function_arn},
                 )
-            records, arrivals = kept_records, kept_arrivals
+            records, arrivals, lambda_keys = kept_records, kept_arrivals, kept_keys
+        keys: list[PartitionKeys] | None = None
+        if (configuration.get("DynamicPartitioningConfiguration") or {}).get("Enabled"):
+            records, arrivals, keys = await self._partition(
+                meta, kind, configuration, batch, records, arrivals, lambda_keys
+            )
         if processing.appends_delimiter(configuration):
             records = [data + b"\n" for data in records]
-        return _Batch(records=records, arrivals_ms=arrivals, first_arrival=batch.first_arrival)
+        first = batch.first_arrival
+        return _Batch(records=records, arrivals_ms=arrivals, first_arrival=first, keys=keys)
+
+    async def _partition(
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+        records: list[bytes],
+        arrivals: list[int],
+        lambda_keys: list[dict[str, str]],
+    ) -> tuple[list[bytes], list[int], list[PartitionKeys]]:
+        """Each record's partition keys (the MetadataExtraction query's, the Lambda's); a
+        record missing a key the prefix uses goes to the error output."""
+        query = processing.metadata_query(configuration)
+        needed = object_keys.partition_key_names(str(configuration.get("Prefix") or ""))
+        kept: tuple[list[bytes], list[int], list[PartitionKeys]] = ([], [], [])
+        failures: list[_Failure] = []
+        for data, arrival_ms, from_lambda in zip(records, arrivals, lambda_keys, strict=True):
+            try:
+                from_query = {} if query is None else partition_keys.extract(query, data)
+                missing = (needed["partitionKeyFromQuery"] - from_query.keys()) | (
+                    needed["partitionKeyFromLambda"] - from_lambda.keys()
+                )
+                if missing:
+                    raise partition_keys.PartitioningError(
+                        f"No value for partition key(s) {', '.join(sorted(missing))}."
+                    )
+            except partition_keys.PartitioningError as error:
+                failures.append(
+                    _Failure(
+                        data=data,
+                        arrival_ms=arrival_ms,
+                        attempts=1,
+                        error_code="DynamicPartitioning.MetadataExtractionFailed",
+                        message=str(error),
+                        ended_ms=self._clock.wall_ms(),
+                    )
+                )
+                continue
+            kept[0].append(data)
+            kept[1].append(arrival_ms)
+            kept[2].append(
+                {
+                    "partitionKeyFromQuery": {
+                        name: from_query[name] for name in needed["partitionKeyFromQuery"]
+                    },
+                    "partitionKeyFromLambda": {
+                        name: from_lambda[name] for name in needed["partitionKeyFromLambda"]
+                    },
+                }
+            )
+        if failures:
+            await self._write_failed(
+                meta,
+                kind=kind,
+                configuration=configuration,
+                error_output_type="partitioning-failed",
+                failures=failures,
+                first_arrival=batch.first_arrival,
+            )
+        return kept
 
     async def _invoke(
         self,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.errors import ErrorCode, ShoalError
-from broker.firehose import object_keys, processing
+from broker.firehose import object_keys, partition_keys, processing
 
 DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint")
 _CONFIGURATION = "DestinationConfiguration"
@@ -108,10 +108,11 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
             raise _invalid("S3Configuration is required for an HttpEndpoint destination.")
         _check_s3("S3Configuration", backup)
         return
-    _check_s3(kind, configuration)
     partitioning = configuration.get("DynamicPartitioningConfiguration") or {}
-    if partitioning.get("Enabled"):
-        raise _invalid("Shoal does not support dynamic partitioning yet.")
+    dynamic = bool(partitioning.get("Enabled"))
+    _check_s3(kind, configuration, dynamic_partitioning=dynamic)
+    if dynamic:
+        _check_partitioning(configuration)
     conversion = configuration.get("DataFormatConversionConfiguration") or {}
     if conversion and conversion.get("Enabled", True):
         _check_conversion(configuration, conversion)
@@ -142,7 +143,28 @@ def _check_conversion(configuration: Mapping[str, Any], conversion: Mapping[str,
         )
 
 
-def _check_s3(what: str, configuration: Mapping[str, Any]) -> None:
+def _check_partitioning(configuration: Mapping[str, Any]) -> None:
+    """Dynamic partitioning: an ErrorOutputPrefix, and every partition key the prefix uses
+    produced by a configured MetadataExtraction query or Lambda."""
+    if not configuration.get("ErrorOutputPrefix"):
+        raise _invalid("ErrorOutputPrefix is required with dynamic partitioning.")
+    names = object_keys.partition_key_names(str(configuration.get("Prefix") or ""))
+    if not any(names.values()):
+        raise _invalid("The Prefix must use a partition key with dynamic partitioning.")
+    query = processing.metadata_query(configuration)
+    if names["partitionKeyFromQuery"] and query is None:
+        raise _invalid("!{partitionKeyFromQuery:...} needs a MetadataExtraction processor.")
+    if query is not None:
+        problem = partition_keys.check_query(query)
+        if problem is not None:
+            raise _invalid(problem)
+    if names["partitionKeyFromLambda"] and processing.lambda_processor(configuration) is None:
+        raise _invalid("!{partitionKeyFromLambda:...} needs a Lambda processor.")
+
+
+def _check_s3(
+    what: str, configuration: Mapping[str, Any], *, dynamic_partitioning: bool = False
+) -> None:
     for required in ("RoleARN", "BucketARN"):
         if not configuration.get(required):
             raise _invalid(f"{required} is required for {what}.")
@@ -153,7 +175,9 @@ def _check_s3(what: str, configuration: Mapping[str, Any]) -> None:
         raise _invalid("BufferingHints must set both SizeInMBs and IntervalInSeconds, or neither.")
     for member in ("Prefix", "ErrorOutputPrefix"):
         try:
-            object_keys.check_prefix(str(configuration.get(member) or ""))
+            object_keys.check_prefix(
+                str(configuration.get(member) or ""), dynamic_partitioning=dynamic_partitioning
+            )
         except object_keys.PrefixError as error:
             raise _invalid(str(error)) from error
     prefix = str(configuration.get("Prefix") or "")

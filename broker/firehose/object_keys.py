@@ -7,13 +7,14 @@ Pure: times, names and the random part are passed in. AWS's layout:
 The time is the approximate arrival of the first record in the object, in UTC unless the
 destination sets CustomTimeZone. A prefix with `!{...}` expressions is evaluated instead of
 getting the default `YYYY/MM/DD/HH/` appended: `!{timestamp:<java DateTimeFormatter pattern>}`,
-`!{firehose:random-string}` and `!{firehose:error-output-type}`.
+`!{firehose:random-string}`, `!{firehose:error-output-type}` and, with dynamic partitioning,
+`!{partitionKeyFromQuery:<name>}` and `!{partitionKeyFromLambda:<name>}`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, tzinfo
 
 EXPRESSION = re.compile(r"!\{([A-Za-z]+):([^}]*)\}")
@@ -62,7 +63,10 @@ def java_time_format(pattern: str, moment: datetime) -> str:
     return "".join(out)
 
 
-def check_prefix(prefix: str) -> None:
+PARTITION_NAMESPACES = ("partitionKeyFromQuery", "partitionKeyFromLambda")
+
+
+def check_prefix(prefix: str, *, dynamic_partitioning: bool = False) -> None:
     """Raises PrefixError for an expression this prefix cannot evaluate."""
     for namespace, argument in EXPRESSION.findall(prefix):
         if namespace == "timestamp":
@@ -70,11 +74,23 @@ def check_prefix(prefix: str) -> None:
         elif namespace == "firehose":
             if argument not in ("random-string", "error-output-type"):
                 raise PrefixError(f"Unknown firehose expression !{{firehose:{argument}}}.")
+        elif namespace in PARTITION_NAMESPACES:
+            if not dynamic_partitioning:
+                raise PrefixError(
+                    f"The expression namespace {namespace!r} needs dynamic partitioning, "
+                    "which this delivery stream does not enable."
+                )
         else:
-            raise PrefixError(
-                f"The expression namespace {namespace!r} needs dynamic partitioning, "
-                "which this delivery stream does not enable."
-            )
+            raise PrefixError(f"Unknown expression namespace {namespace!r}.")
+
+
+def partition_key_names(prefix: str) -> dict[str, set[str]]:
+    """The partition keys a prefix uses, by namespace."""
+    names: dict[str, set[str]] = {namespace: set() for namespace in PARTITION_NAMESPACES}
+    for namespace, argument in EXPRESSION.findall(prefix):
+        if namespace in names:
+            names[namespace].add(argument)
+    return names
 
 
 def expand_prefix(
@@ -83,17 +99,23 @@ def expand_prefix(
     *,
     random_string: Callable[[], str],
     error_output_type: str | None = None,
+    partition_keys: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
-    """The prefix for an object whose records arrived at `moment` (already in the right zone).
-    A prefix without a timestamp expression gets AWS's default `YYYY/MM/DD/HH/` appended."""
-    has_time = False
+    """The prefix for an object whose records arrived at `moment` (already in the right zone)
+    and share `partition_keys` (by namespace). A prefix without expressions gets AWS's default
+    `YYYY/MM/DD/HH/` appended."""
+    has_expression = False
 
     def evaluate(match: re.Match[str]) -> str:
-        nonlocal has_time
+        nonlocal has_expression
+        has_expression = True
         namespace, argument = match.group(1), match.group(2)
         if namespace == "timestamp":
-            has_time = True
             return java_time_format(argument, moment)
+        if namespace in PARTITION_NAMESPACES:
+            value = (partition_keys or {}).get(namespace, {}).get(argument)
+            assert value is not None, f"no {namespace} key {argument}"
+            return value
         if argument == "random-string":
             return random_string()
         assert argument == "error-output-type", argument
@@ -101,7 +123,7 @@ def expand_prefix(
         return error_output_type
 
     expanded = EXPRESSION.sub(evaluate, prefix)
-    if has_time:
+    if has_expression:
         return expanded
     return expanded + moment.strftime("%Y/%m/%d/%H/")
 
@@ -123,12 +145,14 @@ def object_key(
     random_part: str,
     extension: str,
     error_output_type: str | None = None,
+    partition_keys: Mapping[str, Mapping[str, str]] | None = None,
 ) -> str:
     return expand_prefix(
         prefix,
         moment,
         random_string=lambda: random_part[:11],
         error_output_type=error_output_type,
+        partition_keys=partition_keys,
     ) + (object_name(delivery_stream_name, version_id, moment, random_part=random_part) + extension)
 
 

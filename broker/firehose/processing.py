@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 MIB = 1024 * 1024
-PROCESSORS = ("Lambda", "AppendDelimiterToRecord")
+PROCESSORS = ("Lambda", "MetadataExtraction", "AppendDelimiterToRecord")
 LAMBDA_RETRIES_DEFAULT = 3
 LAMBDA_BUFFER_MIB_DEFAULT = 1
 LAMBDA_PAYLOAD_BYTES_MAX = 6 * MIB  # Lambda's synchronous invocation payload limit
@@ -48,6 +48,7 @@ class Outcome:
     data: bytes
     error_code: str = ""
     message: str = ""
+    partition_keys: Mapping[str, str] | None = None  # metadata.partitionKeys of an Ok record
 
 
 def _parameters(processor: Mapping[str, Any]) -> dict[str, str]:
@@ -72,6 +73,12 @@ def check(configuration: Mapping[str, Any]) -> str | None:
             return f"Shoal does not support the {kind} processor yet."
         if kind == "Lambda" and "LambdaArn" not in _parameters(processor):
             return "A Lambda processor needs the LambdaArn parameter."
+        if kind == "MetadataExtraction":
+            parameters = _parameters(processor)
+            if "MetadataExtractionQuery" not in parameters:
+                return "A MetadataExtraction processor needs the MetadataExtractionQuery parameter."
+            if parameters.get("JsonParsingEngine", "JQ-1.6") != "JQ-1.6":
+                return "JsonParsingEngine must be JQ-1.6."
     return None
 
 
@@ -85,6 +92,14 @@ def lambda_processor(configuration: Mapping[str, Any]) -> LambdaProcessor | None
                 retries=int(parameters.get("NumberOfRetries", LAMBDA_RETRIES_DEFAULT)),
                 buffer_bytes=min(max(1, int(size_mib * MIB)), LAMBDA_PAYLOAD_BYTES_MAX // 2),
             )
+    return None
+
+
+def metadata_query(configuration: Mapping[str, Any]) -> str | None:
+    """The MetadataExtraction processor's JQ query, if one is configured."""
+    for processor in processors(configuration):
+        if processor.get("Type") == "MetadataExtraction":
+            return _parameters(processor)["MetadataExtractionQuery"]
     return None
 
 
@@ -179,7 +194,19 @@ def parse_result(
                 raise ContractError(
                     "Lambda.InvalidOutput", f"recordId {record_id}: data is not base64."
                 ) from error
-            outcomes.append(Outcome(result="Ok", data=data))
+            metadata = item.get("metadata") or {}
+            keys = metadata.get("partitionKeys") if isinstance(metadata, dict) else None
+            outcomes.append(
+                Outcome(
+                    result="Ok",
+                    data=data,
+                    partition_keys=(
+                        {str(k): str(v) for k, v in keys.items()}
+                        if isinstance(keys, dict)
+                        else None
+                    ),
+                )
+            )
         elif result == "Dropped":
             outcomes.append(Outcome(result="Dropped", data=original))
         elif result == "ProcessingFailed":
