@@ -254,6 +254,7 @@ class Node:
             metadata=metadata,
             kinesis=self.service,
             is_controller=lambda: self._controller_node() == self.node_id,
+            probe=self.metrics.firehose,
         )
         await self._start_grpc(shards)
         await self._start_http()

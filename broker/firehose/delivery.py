@@ -58,6 +58,7 @@ from broker.firehose.aws_clients import (
 )
 from broker.firehose.retry import RetrySchedule
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
+from broker.metrics import FirehoseProbe
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class DeliveryStatistics:
     abandoned_records: int = 0
     failed_records: int = 0  # written to the error output (S3 backup) after the retries
     freshness_ms: list[int] = field(default_factory=list)  # the last deliveries' data age
+    probe: FirehoseProbe | None = None  # the node's Prometheus metrics
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -312,7 +314,7 @@ class DeliveryProcessor:
             error_output_type=error_output_type,
             partition_keys=partition_keys,
         )
-        return await self._write(destinations.bucket_name(configuration), key, payload)
+        return await self._write(meta.name, destinations.bucket_name(configuration), key, payload)
 
     async def _deliver_s3(
         self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
@@ -352,7 +354,7 @@ class DeliveryProcessor:
             prefix=str(configuration.get("Prefix") or ""),
             partition_keys=partition_keys,
         )
-        self._count(batch, len(body), delivered=delivered)
+        self._count(meta, "s3", batch, len(body), delivered=delivered)
 
     async def _deliver_converted(
         self,
@@ -434,17 +436,32 @@ class DeliveryProcessor:
             prefix=str(configuration.get("Prefix") or ""),
             partition_keys=partition_keys,
         )
-        self._count(batch, len(converted.data), delivered=delivered)
+        self._count(meta, "s3", batch, len(converted.data), delivered=delivered)
 
-    def _count(self, batch: _Batch, size: int, *, delivered: bool) -> None:
+    def _count(
+        self,
+        meta: DeliveryStreamMeta,
+        destination: str,
+        batch: _Batch,
+        size: int,
+        *,
+        delivered: bool,
+    ) -> None:
+        statistics = self._statistics
         if not delivered:
-            self._statistics.abandoned_records += len(batch.records)
+            statistics.abandoned_records += len(batch.records)
+            if statistics.probe is not None:
+                statistics.probe.records_failed(meta.name, "abandoned", len(batch.records))
             return
-        self._statistics.objects += 1
-        self._statistics.records += len(batch.records)
-        self._statistics.bytes += size
+        statistics.objects += 1
+        statistics.records += len(batch.records)
+        statistics.bytes += size
         age_ms = int((datetime.now(UTC) - batch.first_arrival).total_seconds() * 1000)
-        self._statistics.freshness_ms = [*self._statistics.freshness_ms[-999:], age_ms]
+        statistics.freshness_ms = [*statistics.freshness_ms[-999:], age_ms]
+        if statistics.probe is not None:
+            statistics.probe.delivered(
+                meta.name, destination, records=len(batch.records), size=size, age_s=age_ms / 1000
+            )
 
     async def _deliver_http(
         self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
@@ -478,6 +495,8 @@ class DeliveryProcessor:
             if failure is None:
                 break
             self._statistics.failed_attempts += 1
+            if self._statistics.probe is not None:
+                self._statistics.probe.attempt_failed(meta.name, "http_endpoint")
             now_ms = self._clock.wall_ms()
             if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
                 break
@@ -487,7 +506,7 @@ class DeliveryProcessor:
         backup = configuration["S3Configuration"]
         size = sum(len(data) for data in batch.records)
         if failure is None:
-            self._count(batch, size, delivered=True)
+            self._count(meta, "http_endpoint", batch, size, delivered=True)
             if configuration.get("S3BackupMode") == "AllData":
                 await self._write_s3_object(
                     meta,
@@ -566,6 +585,10 @@ class DeliveryProcessor:
             self._statistics.failed_records += len(failures)
         else:
             self._statistics.abandoned_records += len(failures)
+        if self._statistics.probe is not None:
+            self._statistics.probe.records_failed(
+                meta.name, error_output_type if written else "abandoned", len(failures)
+            )
 
     async def _process(
         self,
@@ -741,7 +764,7 @@ class DeliveryProcessor:
             for data in records
         ], attempts
 
-    async def _write(self, bucket: str, key: str, payload: bytes) -> bool:
+    async def _write(self, delivery_stream: str, bucket: str, key: str, payload: bytes) -> bool:
         """True once written; False when the retry duration ran out (the data is dropped, as
         AWS drops S3 data it could not deliver for 24 hours)."""
         first_failure_ms: int | None = None
@@ -755,6 +778,8 @@ class DeliveryProcessor:
             except StoreError as error:
                 attempt += 1
                 self._statistics.failed_attempts += 1
+                if self._statistics.probe is not None:
+                    self._statistics.probe.attempt_failed(delivery_stream, "s3")
                 now_ms = self._clock.wall_ms()
                 first_failure_ms = now_ms if first_failure_ms is None else first_failure_ms
                 if self._retry.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):

@@ -18,6 +18,7 @@ from broker.firehose.deliverers import Deliverers, DelivererSettings
 from broker.firehose.lifecycle import Lifecycle, LifecycleSettings
 from broker.firehose.service import FirehoseService
 from broker.meta.frontend import MetadataFrontend
+from broker.metrics import FirehoseProbe
 from broker.service.in_process import LocalKinesis, LocalLeaseClient
 from broker.service.kinesis import KinesisService
 
@@ -33,6 +34,7 @@ class FirehoseRuntime:
         metadata: MetadataFrontend,
         kinesis: KinesisService,
         is_controller: Callable[[], bool],
+        probe: FirehoseProbe | None = None,
     ) -> None:
         knobs = config.knobs
         local = LocalKinesis(kinesis)
@@ -56,6 +58,7 @@ class FirehoseRuntime:
             clock=clock,
             default_caller=Caller(region=config.region, account_id=config.account_id),
             on_change=self.lifecycle.kick,
+            probe=probe,
         )
         self.deliverers = Deliverers(
             node_id=config.node_id,
@@ -71,6 +74,7 @@ class FirehoseRuntime:
                 poll_interval_ms=knobs.firehose_poll_interval_ms,
             ),
         )
+        self.deliverers.statistics.probe = probe
 
     async def run(self) -> None:
         """The reconciler and the deliverers; runs until cancelled."""

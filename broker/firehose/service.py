@@ -29,6 +29,7 @@ from broker.meta.delivery_streams import (
 )
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.transitions.delivery_streams import not_found
+from broker.metrics import FirehoseProbe
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
@@ -63,12 +64,14 @@ class FirehoseService:
         clock: Clock,
         default_caller: Caller,
         on_change: Callable[[], None] = lambda: None,
+        probe: FirehoseProbe | None = None,
     ) -> None:
         self._metadata = metadata
         self._kinesis = kinesis
         self._clock = clock
         self._default_caller = default_caller
         self._on_change = on_change  # wakes the lifecycle reconciler
+        self._probe = probe
         self._handlers: dict[str, Callable[[Request, Caller], Awaitable[Response]]] = {
             "CreateDeliveryStream": self._create,
             "DeleteDeliveryStream": self._delete,
@@ -323,6 +326,20 @@ class FirehoseService:
             ) from error
         entries: list[dict[str, Any]] = response["Records"]
         assert len(entries) == len(records)
+        if self._probe is not None:
+            stored = [
+                data
+                for data, entry in zip(records, entries, strict=True)
+                if "SequenceNumber" in entry
+            ]
+            throttled = sum(
+                1
+                for entry in entries
+                if entry.get("ErrorCode") == ErrorCode.THROUGHPUT_EXCEEDED.kinesis_name
+            )
+            self._probe.records_put(
+                meta.name, records=len(stored), size=sum(map(len, stored)), throttled=throttled
+            )
         return entries
 
     async def _put_record(self, request: Request, caller: Caller) -> Response:

@@ -24,6 +24,7 @@ from broker.metrics.catalog import AutoscalerProbe, CatalogProbe
 from broker.metrics.cluster import ClusterProbe, QuorumProbe
 from broker.metrics.collectors import CallbackCollector
 from broker.metrics.families import declare
+from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.replication import ReplicationProbe
 from broker.metrics.storage import FSYNC_DURATION, StorageProbe
 from broker.metrics.streams import StreamProbe
@@ -96,6 +97,7 @@ class NodeMetrics:
         self.catalog = CatalogProbe(self.registry)
         self.autoscaler = AutoscalerProbe(self.registry)
         self.tls = TlsProbe(self.registry)
+        self.firehose = FirehoseProbe(self.registry)
         identity = (
             (BUILD_INFO, (version or shoal_version(), revision, platform.python_version())),
             (NODE_INFO, (node_id,)),

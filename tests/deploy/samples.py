@@ -126,6 +126,11 @@ def step(metrics: NodeMetrics, rng: random.Random) -> None:
         metrics.storage.group_committed(records, records * 100, rng.uniform(0.0002, 0.004))
         metrics.quorum.journal_synced(rng.uniform(0.0002, 0.004))
         metrics.replication.batch_acknowledged(records, records * 100)
+    firehose = metrics.firehose
+    firehose.records_put("orders-to-s3", records=20, size=2_000, throttled=rng.randint(0, 2))
+    firehose.delivered("orders-to-s3", "s3", records=20, size=2_000, age_s=rng.uniform(1, 70))
+    firehose.attempt_failed("orders-to-s3", "s3")
+    firehose.records_failed("orders-to-s3", "processing-failed", 1)
 
 
 class Load:
