@@ -55,8 +55,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 
 @pytest.fixture(scope="module")
-def api(node: NodeProcess) -> Any:
-    return boto3.client(
+def api(node: NodeProcess) -> Iterator[Any]:
+    client = boto3.client(
         "kinesis",
         endpoint_url=f"http://127.0.0.1:{node.http_port}",
         region_name="us-east-1",
@@ -64,6 +64,8 @@ def api(node: NodeProcess) -> Any:
         aws_secret_access_key="test",
         config=BotoConfig(retries={"max_attempts": 2}),
     )
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -373,5 +375,6 @@ def test_cluster_page_of_three_nodes(
         )
         browser.save_screenshot(str(shots / "cluster-node-down.png"))
         assert console_errors(browser) == []
+        api.close()
     finally:
         cluster.stop()
