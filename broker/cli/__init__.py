@@ -13,12 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from broker.cli import capacity, cluster, consumers, leases, limits, serve, streams
+from broker.cli import capacity, cluster, consumers, leases, limits, serve, streams, video
 from broker.cli.common import DEFAULT_ENDPOINT
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers)
+GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, video)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
