@@ -153,6 +153,7 @@ def test_every_page_loads_without_console_errors(
         "stream": "/streams/clicks",
         "records": "/streams/clicks/records?go=1&shard=shardId-000000000000&view=json",
         "create": "/streams/new",
+        "video": "/video",
     }
     console_errors(browser)
     for name, path in pages.items():
