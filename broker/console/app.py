@@ -309,6 +309,15 @@ class ConsoleService:
             if method == "POST":
                 return await self._put_record(request, visitor, stream)
             return await self._records(request, visitor, stream)
+        if sub == "series" and self._metrics is not None:
+            template = "_series.html" if request.is_fragment else "series.html"
+            return self._page(
+                template,
+                visitor,
+                title=f"{stream.name} on node {self._node}",
+                stream_name=stream.name,
+                series=stream_series(self._metrics, stream.name),
+            )
         if sub == "lag":
             return await self._lag(request, visitor, stream)
         if sub == "tail":
@@ -483,7 +492,7 @@ class ConsoleService:
             shard_rows=every_shard[at : at + SHARD_PAGE_SIZE],
             shard_page=shard_page,
             shard_page_count=page_count,
-            series=() if self._metrics is None else stream_series(self._metrics, stream.name),
+            series_offered=self._metrics is not None,
             consumers=[
                 (c, c.status(now_ms=now_ms).value, sorted(subscribed.get(c.arn, ())))
                 for c in consumers

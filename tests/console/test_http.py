@@ -278,7 +278,7 @@ async def test_records_are_escaped_and_paged(node: Node, web: httpx.AsyncClient,
     assert "3c 73 63 72 69 70 74 3e" in as_hex.text  # "<script>" as bytes
 
     # The node's own counters for the stream: 5 records written, reads served by GetRecords.
-    counted = await web.get("/console/streams/markup")
+    counted = await web.get("/console/streams/markup/series", headers={"HX-Request": "true"})
     row = re.search(
         r"kinesis_incoming_records_total</code></th><td></td><td>([0-9.]+)<", counted.text
     )
