@@ -556,11 +556,11 @@ class Node:
         assert self.service is not None
         config = self.config
         assert self.analytics is not None
-        services = (JsonService(KINESIS, self.service), JsonService(ANALYTICS, self.analytics))
         assert self.firehose is not None
         services = (
             JsonService(KINESIS, self.service),
             JsonService(FIREHOSE, self.firehose.service),
+            JsonService(ANALYTICS, self.analytics),
         )
         access_keys = config.access_keys
         verifiers = {
