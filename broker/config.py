@@ -102,6 +102,21 @@ class Knobs:
     # Shards moving a replica at once to even out replica counts (a node that joined takes
     # its share): each move copies a shard's log. 0: no replica balancing.
     replica_moves_max: int = 2
+    # Data Firehose (issue 11). A delivery stream's deliverer holds its shards' leases for
+    # `firehose_failover_ms` without renewing before another node takes them over (the KCL's
+    # failover time); it polls its source every `firehose_poll_interval_ms` when idle. The
+    # internal stream of a DirectPut delivery stream has `firehose_internal_shards` shards
+    # (deliveries run in parallel per shard). The lifecycle reconciler (CREATING -> ACTIVE,
+    # DELETING -> gone) runs on the controller's node every `firehose_reconcile_interval_ms`.
+    firehose_failover_ms: int = 10_000
+    firehose_poll_interval_ms: int = 200
+    firehose_internal_shards: int = 2
+    firehose_reconcile_interval_ms: int = 250
+    # A DirectPut delivery stream's write limits (AWS's defaults in us-east-1: 5 MiB/s and
+    # 5,000 records/s; 0 = off). Enforced by its internal stream's shard leaders (each shard
+    # gets an even share), answered with ServiceUnavailableException as AWS does.
+    firehose_write_bytes_per_second: int = 5 * 1024 * 1024
+    firehose_write_records_per_second: int = 5_000
 
     def validate(self) -> None:
         for name in (

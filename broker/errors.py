@@ -222,7 +222,7 @@ class ErrorCode(enum.Enum):
         http_status=400,
         grpc_status="ABORTED",
         retryable=False,
-        default_message="The application was modified by another request; describe it again.",
+        default_message="The resource was modified by another request; describe it again.",
     )
     CODE_VALIDATION = ErrorSpec(
         kinesis_name="CodeValidationException",
@@ -251,6 +251,31 @@ class ErrorCode(enum.Enum):
         grpc_status="FAILED_PRECONDITION",
         retryable=False,
         default_message="The data format is not valid; Shoal could not detect a schema.",
+    )
+    # --- Data Firehose (botocore's firehose/2015-08-04 model; issue 11) ------------------------
+    SERVICE_UNAVAILABLE_EXCEPTION = ErrorSpec(
+        # Firehose's answer to a put over the delivery stream's throughput limits (or a put that
+        # could not be made durable): the producer backs off and retries.
+        kinesis_name="ServiceUnavailableException",
+        http_status=500,
+        grpc_status="UNAVAILABLE",
+        retryable=True,
+        default_message="Slow down.",
+    )
+    INVALID_KMS_RESOURCE = ErrorSpec(
+        kinesis_name="InvalidKMSResourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The KMS key cannot be used.",
+    )
+    INVALID_SOURCE = ErrorSpec(
+        # A put to a delivery stream whose source is a Kinesis data stream (not DirectPut).
+        kinesis_name="InvalidSourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="Only DirectPut delivery streams take records from producers.",
     )
     TOO_MANY_TAGS = ErrorSpec(
         kinesis_name="TooManyTagsException",

@@ -55,11 +55,13 @@ from broker.analytics.duckdb_engine import DuckDbChecker
 from broker.analytics.runner import ApplicationRunner
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
 from broker.api.analytics.v1 import analytics_pb2
+from broker.api.firehose.v1 import firehose_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
+from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
@@ -157,6 +159,7 @@ class Node:
         self.video: VideoService | None = None
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
+        self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
         self.incarnation = 0
         self.grpc_port = 0
         self.health_port = 0  # the plaintext health port, once started (config.health_port)
@@ -292,6 +295,14 @@ class Node:
         self.service = KinesisService(ctx)
         self.video = self._video_service(metadata)
         self._start_analytics(metadata)
+        self.firehose = FirehoseRuntime(
+            config=config,
+            clock=self.clock,
+            metadata=metadata,
+            kinesis=self.service,
+            is_controller=lambda: self._controller_node() == self.node_id,
+            probe=self.metrics.firehose,
+        )
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -464,6 +475,7 @@ class Node:
                     caller=self._caller(),
                     probe=self.metrics.gateway,
                 ),
+                self._firehose_handler(),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
@@ -508,6 +520,16 @@ class Node:
         await server.start()
         self._health_server = server
 
+    def _firehose_handler(self) -> grpc.GenericRpcHandler:
+        assert self.firehose is not None
+        return operation_handler(
+            firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"],
+            self.firehose.service,
+            model=FIREHOSE,
+            caller=self._caller(),
+            probe=self.metrics.gateway,
+        )
+
     def _caller(self) -> Caller:
         """The node's own region and account: the `Caller` of calls that carry no other."""
         return Caller(region=self.config.region, account_id=self.config.account_id)
@@ -534,7 +556,12 @@ class Node:
         assert self.service is not None
         config = self.config
         assert self.analytics is not None
-        services = (JsonService(KINESIS, self.service), JsonService(ANALYTICS, self.analytics))
+        assert self.firehose is not None
+        services = (
+            JsonService(KINESIS, self.service),
+            JsonService(FIREHOSE, self.firehose.service),
+            JsonService(ANALYTICS, self.analytics),
+        )
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
@@ -556,6 +583,7 @@ class Node:
                 data_dir=config.data_dir,
                 secrets_by_access_key=access_keys,
                 metrics=self.metrics.registry,
+                video=self.video,
             )
         rest: list[RestService] = [self._video_http()]
         if self.console is not None:
@@ -633,6 +661,8 @@ class Node:
                 group.create_task(self.console.run_sampler(), name="console-rates")
             assert self.applications is not None
             group.create_task(self.applications.run(), name="analytics-applications")
+            assert self.firehose is not None
+            group.create_task(self.firehose.run(), name="firehose")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -903,6 +933,8 @@ class Node:
         return left
 
     async def stop(self) -> None:
+        if self.firehose is not None:
+            await self.firehose.stop()  # deliverers hand their leases over while all else runs
         if self.service is not None:
             # Open SubscribeToShard streams would run for minutes and hold both doors' grace
             # periods: end them now (clients resubscribe elsewhere from their continuation).

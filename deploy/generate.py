@@ -273,6 +273,61 @@ ROWS: list[tuple[str, list[Panel]]] = [
                      f"{{{ST}}}[5m]))", "{{stream}} {{error}}"),
                    desc="PutMedia.ActiveConnections and ERROR acknowledgements (5 min)."),
     ]),
+    (
+        "Delivery streams (Firehose)",
+        [
+            timeseries(
+                "Firehose incoming records",
+                "rps",
+                q(
+                    f"sum by (delivery_stream) "
+                    f"(rate(kinesis_firehose_incoming_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}}",
+                ),
+                q(
+                    f"sum by (delivery_stream) "
+                    f"(rate(kinesis_firehose_throttled_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} throttled",
+                ),
+                desc="IncomingRecords and ThrottledRecords (ServiceUnavailableException).",
+            ),
+            timeseries(
+                "Firehose delivered records",
+                "rps",
+                q(
+                    f"sum by (delivery_stream, destination) "
+                    f"(rate(kinesis_firehose_delivery_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} → {{destination}}",
+                ),
+                q(
+                    f"sum by (delivery_stream, error_output_type) "
+                    f"(rate(kinesis_firehose_failed_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} {{error_output_type}}",
+                ),
+                desc="DeliveryTo*.Records; records sent to the error output or dropped.",
+            ),
+            timeseries(
+                "Firehose delivery success",
+                "percentunit",
+                q(
+                    f"sum by (delivery_stream, destination) (rate("
+                    f'kinesis_firehose_delivery_attempts_total{{{S}, result="success"}}{RATE}))'
+                    f" / sum by (delivery_stream, destination) (rate("
+                    f"kinesis_firehose_delivery_attempts_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} → {{destination}}",
+                ),
+                desc="DeliveryTo*.Success: the share of delivery attempts that succeeded.",
+            ),
+            timeseries(
+                "Firehose data freshness",
+                "s",
+                *quantiles(
+                    "kinesis_firehose_data_freshness_seconds", "delivery_stream, destination", S
+                ),
+                desc="DeliveryTo*.DataFreshness: age of the oldest record when delivered.",
+            ),
+        ],
+    ),
     ("Storage", [
         timeseries("Disk free", "percentunit",
                    q(by_node(f"kinesis_storage_disk_free_bytes{{{S}}} / "

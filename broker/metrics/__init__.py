@@ -43,6 +43,7 @@ from broker.metrics.api import API_REQUEST_DURATION, API_REQUESTS, GatewayProbe
 from broker.metrics.catalog import AutoscalerAction, AutoscalerProbe, CatalogProbe, StreamView
 from broker.metrics.cluster import ClusterProbe, ClusterView, QuorumProbe, QuorumView
 from broker.metrics.families import FAMILIES, PREFIX, Family
+from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.node import MetricsServer, NodeMetrics, shoal_version
 from broker.metrics.replication import ReplicationProbe, ReplicationView
 from broker.metrics.storage import StorageProbe, StorageView
@@ -65,6 +66,7 @@ __all__ = [
     "ClusterProbe",
     "ClusterView",
     "Family",
+    "FirehoseProbe",
     "GatewayProbe",
     "MetricsServer",
     "NodeMetrics",

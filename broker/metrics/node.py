@@ -25,6 +25,7 @@ from broker.metrics.catalog import AutoscalerProbe, CatalogProbe
 from broker.metrics.cluster import ClusterProbe, QuorumProbe
 from broker.metrics.collectors import CallbackCollector
 from broker.metrics.families import declare
+from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.replication import ReplicationProbe
 from broker.metrics.storage import FSYNC_DURATION, StorageProbe
 from broker.metrics.streams import StreamProbe
@@ -100,6 +101,7 @@ class NodeMetrics:
         self.tls = TlsProbe(self.registry)
         self.video = VideoProbe(self.registry)
         self.analytics = AnalyticsProbe(self.registry)
+        self.firehose = FirehoseProbe(self.registry)
         identity = (
             (BUILD_INFO, (version or shoal_version(), revision, platform.python_version())),
             (NODE_INFO, (node_id,)),

@@ -39,6 +39,7 @@ from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 from tests.consumers.registry_factories import every_consumer_command
 from tests.meta.capacity_factories import every_capacity_command
+from tests.meta.delivery_stream_factories import every_delivery_stream_command
 from tests.meta.factories import (
     create_stream,
     every_lease_command,
@@ -142,6 +143,7 @@ EVERY_COMMAND: list[Command] = [
         emitted_through_ms=1_790_000_010_000,
         continuous_through=(("shardId-000000000000", "49" + "0" * 54),),
     ),
+    *every_delivery_stream_command(now_ms=23),
 ]
 
 
@@ -228,6 +230,9 @@ def test_image_round_trip() -> None:
             new_starting_hash_key=2**120,
         ),
     ).image
+    for command in every_delivery_stream_command(now_ms=6_000)[:5]:
+        image = apply(image, command).image
+    assert image.delivery_streams
     data = encode_image(image)
     decoded = decode_image(data)
     assert decoded == image
