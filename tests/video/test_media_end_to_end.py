@@ -116,6 +116,9 @@ async def test_put_media_then_get_media_decodes_the_same_frames(
     )
     assert "kinesis_video_put_media_fragment_persist_latency_seconds_count 3.0" in exposition
     assert 'kinesis_video_get_media_outgoing_fragments_total{stream="camera"} 3.0' in exposition
+    assert (
+        'kinesis_api_requests_total{code="OK",operation="kinesisvideo:PutMedia"} 1.0' in exposition
+    )
     tags = [read_tags(chunk) for chunk in chunks]
     assert [t["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for t in tags] == numbers
     assert [t["AWS_KINESISVIDEO_PRODUCER_TIMESTAMP"] for t in tags] == [
