@@ -556,11 +556,11 @@ class Node:
         assert self.service is not None
         config = self.config
         assert self.analytics is not None
-        services = (JsonService(KINESIS, self.service), JsonService(ANALYTICS, self.analytics))
         assert self.firehose is not None
         services = (
             JsonService(KINESIS, self.service),
             JsonService(FIREHOSE, self.firehose.service),
+            JsonService(ANALYTICS, self.analytics),
         )
         access_keys = config.access_keys
         verifiers = {
@@ -583,6 +583,7 @@ class Node:
                 data_dir=config.data_dir,
                 secrets_by_access_key=access_keys,
                 metrics=self.metrics.registry,
+                video=self.video,
             )
         rest: list[RestService] = [self._video_http()]
         if self.console is not None:
