@@ -190,7 +190,6 @@ video_ack_idle_interval_ms = 3_000  # IDLE acknowledgements while a producer sen
 video_get_media_poll_ms = 200  # a GetMedia at the live edge looks for new fragments this often
 video_get_media_idle_ms = 3_000  # ... and ends its response after this long with none (AWS)
 video_read_records_max = 100  # records per internal GetRecords while reading fragments
-video_fragment_list_max = 1_000  # GetMediaForFragmentList Fragments (the model's limit)
 assert video_get_media_poll_ms < video_get_media_idle_ms
 video_clip_fragments_max = 200  # GetClip: fragments in one clip
 video_clip_bytes_max = 100 * MiB  # GetClip: bytes in one clip (AWS: 100 MB)

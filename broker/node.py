@@ -631,6 +631,7 @@ class Node:
             verifier=verifier,
             region=config.region,
             account_id=config.account_id,
+            probe=self.metrics.gateway,
         )
 
     # --- Background work ----------------------------------------------------------------------

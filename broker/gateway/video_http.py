@@ -22,9 +22,11 @@ one instance per node.
 from __future__ import annotations
 
 import logging
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from broker import limits
 from broker.caller import Caller
@@ -34,6 +36,7 @@ from broker.gateway import rest_json
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
+from broker.metrics import GatewayProbe
 from broker.video import hls
 from broker.video.control import VideoControl
 from broker.video.media_chunks import CONTENT_TYPE as MKV_CONTENT_TYPE
@@ -71,7 +74,9 @@ class VideoHttpService:
         verifier: SigV4Verifier | None,
         region: str,
         account_id: str,
+        probe: GatewayProbe | None = None,
     ) -> None:
+        self._probe = probe
         self._video = video
         self._clock = clock
         self._verifier = verifier
@@ -90,15 +95,44 @@ class VideoHttpService:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
         path: str = scope.get("path", "/")
+        started = time.perf_counter()
+        answer: dict[str, Any] = {"status": 0, "code": ""}
+
+        async def observed(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name == b"x-amzn-errortype":
+                        answer["code"] = value.decode("latin-1")
+            await send(message)
+
         try:
             if path == PUT_MEDIA_PATH:
-                await self._put_media(scope, receive, send, request_id)
+                await self._put_media(scope, receive, observed, request_id)
             elif path.startswith((hls.PATH_PREFIX, hls.DASH_PATH_PREFIX)):
-                await self._hls(scope, send, request_id)
+                await self._hls(scope, observed, request_id)
             else:
-                await self._operation(scope, receive, send, request_id)
+                await self._operation(scope, receive, observed, request_id)
         except _ClientGone:
             return
+        finally:
+            if self._probe is not None and answer["status"]:
+                status = int(answer["status"])
+                code = "OK" if status == 200 else str(answer["code"] or f"HTTP{status}")
+                seconds = time.perf_counter() - started
+                self._probe.request_finished(self._label(path), code, seconds)
+
+    def _label(self, path: str) -> str:
+        """The metrics label of a request: `kinesisvideo:<Operation>`, from a bounded set
+        (the models' operations, PutMedia, the HLS and DASH session resources)."""
+        if path == PUT_MEDIA_PATH:
+            return f"{SIGNING_NAME}:PutMedia"
+        if path.startswith(hls.PATH_PREFIX):
+            return f"{SIGNING_NAME}:HLSSession"
+        if path.startswith(hls.DASH_PATH_PREFIX):
+            return f"{SIGNING_NAME}:DASHSession"
+        route = self._routes.get(path)
+        return f"{SIGNING_NAME}:{route[1] if route else 'Unknown'}"
 
     # --- Request/response plumbing -------------------------------------------------------------
 

@@ -104,6 +104,7 @@ class MkvSplitter:
         self._fragment_duration_ms_max = fragment_duration_ms_max
         self._tracks_max = tracks_max
         self._buffer = bytearray()
+        self._pos = 0  # where the unread bytes of `_buffer` start (compacted once per feed)
         self._phase = "top"  # "top" (EBML header next), "segment", "cluster"
         self._ebml_header = b""
         self._info = b""
@@ -116,6 +117,8 @@ class MkvSplitter:
         self._previous_timecode_ms: int | None = None
 
     def feed(self, data: bytes) -> list[MkvEvent]:
+        del self._buffer[: self._pos]  # one move per feed, not one per element
+        self._pos = 0
         self._buffer += data
         events: list[MkvEvent] = []
         try:
@@ -129,13 +132,16 @@ class MkvSplitter:
         """The body ended: an unknown-size Cluster in progress is complete; anything else
         left over is a truncated stream."""
         events: list[MkvEvent] = []
-        if self._phase == "cluster" and not self._buffer:
+        if self._phase == "cluster" and not self._unread():
             if self._cluster_remaining not in (ebml.UNKNOWN_SIZE, 0):
                 raise MkvError(AckErrorId.STREAM_READ_ERROR, "the body ended inside a Cluster")
             events.append(self._complete_cluster())
-        elif self._buffer:
+        elif self._unread():
             raise MkvError(AckErrorId.STREAM_READ_ERROR, "the body ended inside an element")
         return events
+
+    def _unread(self) -> int:
+        return len(self._buffer) - self._pos
 
     @property
     def has_header(self) -> bool:
@@ -144,7 +150,7 @@ class MkvSplitter:
     def _step(self, events: list[MkvEvent]) -> bool:
         if self._phase == "cluster":
             return self._cluster_step(events)
-        header = ebml.read_header(self._buffer, 0)
+        header = ebml.read_header(self._buffer, self._pos)
         if header is None:
             return False
         if self._phase == "top":
@@ -152,7 +158,7 @@ class MkvSplitter:
         if header.element_id == CLUSTER:
             if not self._tracks_element:
                 raise MkvError(AckErrorId.INVALID_MKV_DATA, "a Cluster before the Tracks")
-            del self._buffer[: header.header_length]
+            self._pos += header.header_length
             self._phase = "cluster"
             self._cluster = bytearray()
             self._cluster_remaining = header.size
@@ -189,7 +195,7 @@ class MkvSplitter:
             self._timecode_scale_ns = DEFAULT_TIMECODE_SCALE_NS
             return True
         if header.element_id == SEGMENT and self._ebml_header:
-            del self._buffer[: header.header_length]  # its size is not needed: Clusters end it
+            self._pos += header.header_length  # its size is not needed: Clusters end it
             self._phase = "segment"
             return True
         raise MkvError(
@@ -205,17 +211,17 @@ class MkvSplitter:
                 AckErrorId.FRAGMENT_METADATA_LIMIT_REACHED,
                 f"element 0x{header.element_id:X} of {header.size} bytes outside a Cluster",
             )
-        if len(self._buffer) < end:
+        if self._unread() < end:
             return None
-        whole = bytes(self._buffer[:end])
-        del self._buffer[:end]
+        whole = bytes(self._buffer[self._pos : self._pos + end])
+        self._pos += end
         return whole
 
     def _cluster_step(self, events: list[MkvEvent]) -> bool:
         if self._cluster_remaining == 0:
             events.append(self._complete_cluster())
             return True
-        header = ebml.read_header(self._buffer, 0)
+        header = ebml.read_header(self._buffer, self._pos)
         if header is None:
             return False
         if self._cluster_remaining == ebml.UNKNOWN_SIZE and header.element_id in SEGMENT_LEVEL_IDS:
@@ -231,10 +237,10 @@ class MkvSplitter:
             )
         if self._cluster_remaining != ebml.UNKNOWN_SIZE and end > self._cluster_remaining:
             raise MkvError(AckErrorId.INVALID_MKV_DATA, "an element runs past its Cluster")
-        if len(self._buffer) < end:
+        if self._unread() < end:
             return False
-        child = bytes(self._buffer[:end])
-        del self._buffer[:end]
+        child = bytes(self._buffer[self._pos : self._pos + end])
+        self._pos += end
         self._cluster += child
         if self._cluster_remaining != ebml.UNKNOWN_SIZE:
             self._cluster_remaining -= end

@@ -12,6 +12,8 @@ whose acknowledgement was lost may come twice, as on AWS; none may be missing).
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +32,7 @@ from broker.video.media_chunks import read_tags, split_chunks
 from broker.video.mkv import MkvFragment, MkvSplitter
 from tests.cluster.helpers import shard_leaders, wait_formed
 from tests.meta.video_factories import video_stream
-from tests.support import ClusterProcesses, wait_until
+from tests.support import REPO, ClusterProcesses, wait_until
 from tests.video.media import decoded_frame_times_ms, h264_mkv
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -181,4 +183,117 @@ def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
     positions = [numbers.index(number) for _, number in sorted(acknowledged.items())]
     assert positions == sorted(positions)
     times = sorted(set(decoded_frame_times_ms(body_bytes)))
+    assert times == [1000 * i // FPS for i in range(FRAGMENTS * FPS)]
+
+
+def test_shoal_video_put_fails_over_to_the_next_node(cluster: ClusterProcesses) -> None:
+    """The shipped producer (`shoal video put` with two nodes) keeps every fragment until
+    PERSISTED and, when its node is killed mid-upload, resumes on the other from the first
+    fragment not acknowledged: every fragment and frame arrives."""
+    first = cluster.nodes[0]
+    kvs = _client("kinesisvideo", f"http://127.0.0.1:{first.http_port}")
+    kvs.create_stream(StreamName="porch", DataRetentionInHours=24)
+    video = h264_mkv(frames=FRAGMENTS * FPS, fps=FPS)
+    fragments = [e for e in MkvSplitter().feed(video) if isinstance(e, MkvFragment)]
+    header, clusters = fragments[0].header, [f.cluster for f in fragments]
+    victim, survivor = cluster.nodes[1], cluster.nodes[2]
+    lines: list[str] = []
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "broker",
+            "video",
+            "put",
+            "porch",
+            "--http-endpoint",
+            f"http://127.0.0.1:{victim.http_port},http://127.0.0.1:{survivor.http_port}",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+        env={"PATH": "/usr/bin:/bin", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+    ) as process:
+        assert process.stdin is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
+        stdout = process.stdout
+        reading = threading.Thread(
+            target=lambda: lines.extend(line.decode().strip() for line in stdout), daemon=True
+        )
+        reading.start()
+        try:
+            process.stdin.write(_mkv_from(header, []))
+            for index, piece in enumerate(clusters):
+                process.stdin.write(piece)
+                process.stdin.flush()
+                if index == 4:
+                    wait_until(
+                        lambda: sum(line.startswith("PERSISTED") for line in lines) >= 3,
+                        deadline_s=60,
+                        what="3 fragments persisted",
+                    )
+                    victim.kill()  # the producer's node, mid-upload
+                time.sleep(0.15)
+            process.stdin.close()
+            process.wait(timeout=90)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+        reading.join(timeout=10)
+        errors = process.stderr.read().decode()
+    assert process.returncode == 0, (lines, errors)
+    assert "sessions)" in lines[-1], lines  # it did resume in a second session
+    persisted = [line.split() for line in lines if line.startswith("PERSISTED")]
+    assert {int(timecode) for _, timecode, _ in persisted} == {1000 * i for i in range(FRAGMENTS)}
+
+    media = _client("kinesis-video-media", f"http://127.0.0.1:{survivor.http_port}")
+    payload = media.get_media(StreamName="porch", StartSelector={"StartSelectorType": "EARLIEST"})
+    body = payload["Payload"].read()
+    numbers = [read_tags(c)["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for c in split_chunks(body)]
+    assert {number for _, _, number in persisted} <= set(numbers)
+    times = sorted(set(decoded_frame_times_ms(body)))
+    assert times == [1000 * i // FPS for i in range(FRAGMENTS * FPS)]
+
+
+def test_playback_resumes_on_another_node_with_the_continuation_token(
+    cluster: ClusterProcesses,
+) -> None:
+    """A GetMedia reader whose node is killed mid-playback goes on through another node from
+    the last chunk's continuation token: every fragment once, in order."""
+    first, reader_node, other = cluster.nodes
+    kvs = _client("kinesisvideo", f"http://127.0.0.1:{first.http_port}")
+    kvs.create_stream(StreamName="porch", DataRetentionInHours=24)
+    video = h264_mkv(frames=FRAGMENTS * FPS, fps=FPS)
+    upload = _Upload(f"http://127.0.0.1:{first.http_port}", [video], 0)
+    upload.thread.start()
+    upload.thread.join(timeout=60)
+    assert len(upload.persisted) == FRAGMENTS, upload.errors
+    numbers = [upload.persisted[1000 * i] for i in range(FRAGMENTS)]
+
+    media = _client("kinesis-video-media", f"http://127.0.0.1:{reader_node.http_port}")
+    response = media.get_media(StreamName="porch", StartSelector={"StartSelectorType": "EARLIEST"})
+    raw = response["Payload"]._raw_stream
+    received = b""
+    try:
+        while len(split_chunks(received)) < 5:  # four whole chunks and the start of a fifth
+            data = raw.read1(4096)
+            assert data, "the answer ended early"
+            received += data
+    finally:
+        reader_node.kill()  # mid-playback
+        response["Payload"].close()
+    seen = split_chunks(received)[:-1]
+    token = read_tags(seen[-1])["AWS_KINESISVIDEO_CONTINUATION_TOKEN"]
+
+    media = _client("kinesis-video-media", f"http://127.0.0.1:{other.http_port}")
+    rest = media.get_media(
+        StreamName="porch",
+        StartSelector={"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": token},
+    )["Payload"].read()
+    chunks = seen + split_chunks(rest)
+    assert [read_tags(c)["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for c in chunks] == numbers
+    times = sorted(t for chunk in chunks for t in decoded_frame_times_ms(chunk))
     assert times == [1000 * i // FPS for i in range(FRAGMENTS * FPS)]

@@ -116,6 +116,9 @@ async def test_put_media_then_get_media_decodes_the_same_frames(
     )
     assert "kinesis_video_put_media_fragment_persist_latency_seconds_count 3.0" in exposition
     assert 'kinesis_video_get_media_outgoing_fragments_total{stream="camera"} 3.0' in exposition
+    assert (
+        'kinesis_api_requests_total{code="OK",operation="kinesisvideo:PutMedia"} 1.0' in exposition
+    )
     tags = [read_tags(chunk) for chunk in chunks]
     assert [t["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for t in tags] == numbers
     assert [t["AWS_KINESISVIDEO_PRODUCER_TIMESTAMP"] for t in tags] == [
@@ -360,3 +363,24 @@ async def test_retention_follows_the_video_stream(node: Node) -> None:
         DataRetentionChangeInHours=100,
     )
     assert await internal_retention() == 148
+
+
+async def test_idle_acknowledgements_while_the_producer_is_silent(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A producer that sends nothing for a while gets IDLE (the session is alive), then its
+    fragments are acknowledged as usual."""
+    monkeypatch.setattr(limits, "video_ack_idle_interval_ms", 100)
+    kvs = video_client(node)
+    await call(kvs.create_stream, StreamName="quiet", DataRetentionInHours=1)
+    (fragment,) = [e for e in MkvSplitter().feed(h264_mkv(frames=25)) if isinstance(e, MkvFragment)]
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield fragment_as_mkv(fragment.header, b"")
+        await asyncio.sleep(0.5)  # a camera that has not started yet
+        yield fragment.cluster
+
+    target = PutMediaTarget(endpoint=f"http://127.0.0.1:{node.http_port}", stream_name="quiet")
+    kinds = [ack.event_type async for ack in put_media(target, slow())]
+    assert kinds[0] is AckEventType.IDLE
+    assert AckEventType.PERSISTED in kinds
