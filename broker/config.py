@@ -254,6 +254,8 @@ class Config:
     # Loki, Elasticsearch or any collector that reads JSON lines); at `log_level` and above.
     log_format: str = "text"
     log_level: str = "info"
+    # The web console at /console on the AWS HTTP port (broker/console); false turns it off.
+    console_enabled: bool = True
     knobs: Knobs = field(default_factory=Knobs)
 
     def validate(self) -> None:
@@ -445,6 +447,7 @@ _SETTINGS: dict[str, type] = {
     "subscription_bytes_per_second": int,
     "log_format": str,
     "log_level": str,
+    "console_enabled": bool,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 
@@ -513,12 +516,25 @@ def _convert(name: str, kind: type, raw: Any) -> Any:
         if isinstance(raw, str):
             return tuple(item.strip() for item in raw.split(",") if item.strip())
         return tuple(str(item) for item in raw)
+    if kind is bool:
+        return _boolean(name, raw)
     if kind is int:
         try:
             return int(raw)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
     return kind(raw)
+
+
+def _boolean(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
 def load_config(

@@ -54,6 +54,7 @@ from broker import limits, startup, tls
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
+from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler
@@ -67,9 +68,12 @@ from broker.gateway.internal_service import (
 )
 from broker.gateway.lease_service import lease_handler
 from broker.gateway.limits_service import limits_handler
-from broker.gateway.services import JsonService
+from broker.gateway.services import JsonService, RestService
 from broker.gateway.sigv4 import SigV4Verifier
 from broker.gateway.validation import KINESIS
+from broker.gateway.video_grpc import video_handler
+from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
+from broker.gateway.video_http import VideoHttpService
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
@@ -96,12 +100,15 @@ from broker.replication.transport import (
     replication_handler,
 )
 from broker.service.context import ServiceContext, shard_throttles
+from broker.service.in_process import LocalKinesis
 from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
+from broker.video.control import VideoSettings
+from broker.video.service import VideoService
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +140,7 @@ class Node:
         self._health_server: grpc.aio.Server | None = None  # plaintext health only (tls.py)
         self._tls = tls.node_files(config)
         self._http: HttpServer | None = None
+        self.console: ConsoleService | None = None
         self._background: asyncio.Task[None] | None = None
         self._layout: QuorumLayout | None = None
         self._inbound = InboundStreams()
@@ -141,6 +149,7 @@ class Node:
         self.autoscaler: Autoscaler | None = None  # on-demand scaling (acts while leading)
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
+        self.video: VideoService | None = None
         self.incarnation = 0
         self.grpc_port = 0
         self.health_port = 0  # the plaintext health port, once started (config.health_port)
@@ -274,6 +283,7 @@ class Node:
         )
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
+        self.video = self._video_service(metadata)
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -374,6 +384,7 @@ class Node:
 
     async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None
+        assert self.video is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -410,6 +421,7 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
+                video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
@@ -458,6 +470,23 @@ class Node:
         """The node's own region and account: the `Caller` of calls that carry no other."""
         return Caller(region=self.config.region, account_id=self.config.account_id)
 
+    def _video_service(self, metadata: MetadataFrontend) -> VideoService:
+        """Kinesis Video Streams: its fragments in internal streams of this node's Kinesis."""
+        assert self.service is not None
+        config = self.config
+        scheme = "https" if config.tls_cert_file is not None else "http"
+        return VideoService(
+            metadata=metadata,
+            clock=self.clock,
+            kinesis=LocalKinesis(self.service),
+            settings=VideoSettings(
+                data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
+                creating_ms=config.knobs.stream_creating_ms,
+                updating_ms=config.knobs.stream_updating_ms,
+            ),
+            probe=self.metrics.video,
+        )
+
     async def _start_http(self) -> None:
         """The AWS door: the same services behind the AWS wire protocols."""
         assert self.service is not None
@@ -473,8 +502,24 @@ class Node:
             for service in services
             if access_keys
         }
+        if config.console_enabled:
+            self.console = ConsoleService(
+                self.service,
+                node_id=self.node_id,
+                cluster_view=self.cluster_view,
+                clock=self.clock,
+                region=config.region,
+                account_id=config.account_id,
+                data_dir=config.data_dir,
+                secrets_by_access_key=access_keys,
+                metrics=self.metrics.registry,
+            )
+        rest: list[RestService] = [self._video_http()]
+        if self.console is not None:
+            rest.append(self.console)
         app = AwsHttpApp(
             services,
+            rest=rest,
             clock=self.clock,
             verifiers=verifiers,
             region=config.region,
@@ -498,6 +543,24 @@ class Node:
                 "http_port", config.bind_host, config.http_port, error
             ) from error
         self.http_port = self._http.port
+
+    def _video_http(self) -> VideoHttpService:
+        assert self.video is not None
+        config = self.config
+        verifier = None
+        if config.access_keys:
+            verifier = SigV4Verifier(
+                secrets_by_access_key=config.access_keys,
+                region=config.region,
+                service=VIDEO_SIGNING_NAME,
+            )
+        return VideoHttpService(
+            self.video,
+            clock=self.clock,
+            verifier=verifier,
+            region=config.region,
+            account_id=config.account_id,
+        )
 
     # --- Background work ----------------------------------------------------------------------
 
@@ -523,6 +586,8 @@ class Node:
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
             group.create_task(self._run_health(), name="health")
+            if self.console is not None:
+                group.create_task(self.console.run_sampler(), name="console-rates")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

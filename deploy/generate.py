@@ -234,6 +234,26 @@ ROWS: list[tuple[str, list[Panel]]] = [
                      "{{instance}} {{file}}"),
                    desc="Nodes with TLS only. The alert fires 7 days before expiry."),
     ]),
+    ("Media streams (Kinesis Video Streams)", [
+        timeseries("PutMedia incoming bytes", "Bps",
+                   q(f"sum by (stream) (rate(kinesis_video_put_media_incoming_bytes_total"
+                     f"{{{ST}}}{RATE}))", "{{stream}}"),
+                   desc="PutMedia.IncomingBytes: MKV from producers (cameras)."),
+        timeseries("Fragment persist latency", "s",
+                   *quantiles("kinesis_video_put_media_fragment_persist_latency_seconds",
+                              "instance", S),
+                   desc="PutMedia.FragmentPersist.Latency: from a fragment's RECEIVED to its "
+                   "PERSISTED (durable on a majority)."),
+        timeseries("GetMedia outgoing bytes", "Bps",
+                   q(f"sum by (stream) (rate(kinesis_video_get_media_outgoing_bytes_total"
+                     f"{{{ST}}}{RATE}))", "{{stream}}"),
+                   desc="GetMedia.OutgoingBytes (GetMediaForFragmentList included)."),
+        timeseries("PutMedia sessions and errors", "none",
+                   q(f"sum(kinesis_video_put_media_connections{{{S}}})", "open sessions"),
+                   q(f"sum by (stream, error) (increase(kinesis_video_put_media_error_acks_total"
+                     f"{{{ST}}}[5m]))", "{{stream}} {{error}}"),
+                   desc="PutMedia.ActiveConnections and ERROR acknowledgements (5 min)."),
+    ]),
     ("Storage", [
         timeseries("Disk free", "percentunit",
                    q(by_node(f"kinesis_storage_disk_free_bytes{{{S}}} / "

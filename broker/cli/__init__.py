@@ -25,13 +25,14 @@ from broker.cli import (
     recovery,
     serve,
     streams,
+    video,
 )
 from broker.cli.common import DEFAULT_ENDPOINT
 from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup, recovery)
+GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, video, backup, recovery)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

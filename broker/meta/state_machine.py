@@ -42,9 +42,11 @@ from broker.meta.commands import (
     CompleteReshard,
     CreateLeasesCommand,
     CreateStream,
+    CreateVideoStream,
     DeleteApplicationCommand,
     DeleteLeaseCommand,
     DeleteStream,
+    DeleteVideoStream,
     DeregisterStreamConsumer,
     ForgetStream,
     InitCluster,
@@ -60,12 +62,16 @@ from broker.meta.commands import (
     SetNodeState,
     SetShardLeader,
     StealLeaseCommand,
+    TagVideoStream,
     TakeLeaseCommand,
+    UntagVideoStream,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateMaxRecordSize,
     UpdateStreamLimits,
     UpdateStreamMode,
+    UpdateVideoRetention,
+    UpdateVideoStream,
 )
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
@@ -75,6 +81,7 @@ from broker.meta.transitions import (
     stream_consumers,
     stream_lifecycle,
     stream_settings,
+    video_streams,
 )
 from broker.meta.transitions.common import ACCOUNT_ID_FALLBACK, DAY_MS, REGION_FALLBACK
 
@@ -164,5 +171,17 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return capacity.apply_report(image, command)
         case RecordScalingEvent():
             return capacity.apply_event(image, command)
+        case CreateVideoStream():
+            return video_streams.create(image, command)
+        case DeleteVideoStream():
+            return video_streams.delete(image, command)
+        case UpdateVideoStream():
+            return video_streams.update(image, command)
+        case UpdateVideoRetention():
+            return video_streams.update_retention(image, command)
+        case TagVideoStream():
+            return video_streams.tag(image, command)
+        case UntagVideoStream():
+            return video_streams.untag(image, command)
         case _:
             assert_never(command)

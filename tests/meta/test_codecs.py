@@ -43,6 +43,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.video_factories import every_video_command
 
 EVERY_COMMAND: list[Command] = [
     init_cluster(),
@@ -105,6 +106,7 @@ EVERY_COMMAND: list[Command] = [
     UpdateAccountLimits(now_ms=20, shard_limit=7, reset=("on_demand_stream_limit",)),
     *every_capacity_command(now_ms=21),
     *every_consumer_command(now_ms=22),
+    *every_video_command(now_ms=23),
 ]
 
 
