@@ -17,13 +17,18 @@ camera streams next to PutRecord and rocksdict baselines, the live GetMedia edge
 out of the full run.
 `--only console` measures the web console's pages at 1,000 streams and a 1,000-shard stream
 (benchmarks/console.py; `--streams N`, `--shards N`, `--rounds N`), also left out of the full run.
+`--only analytics` runs the SQL application figures (benchmarks/analytics.py: a tumbling
+window's input records/s next to the engine alone, window close -> output latency; `--records
+N`, `--rate R`, `--seconds S`), also left out of the full run.
+`--only firehose` runs the delivery stream figures (benchmarks/firehose.py: put -> S3 next to
+PutRecords and the object store's ceiling; `--freshness-seconds N`), also left out.
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import bench, cluster, console, consumers, fanout, scale, video
+from benchmarks import analytics, bench, cluster, console, consumers, fanout, firehose, scale, video
 
 
 def _without_kills(argv: list[str]) -> list[str]:
@@ -50,6 +55,16 @@ def _dispatch(argv: list[str]) -> int:
         return console.main(argv[:at] + argv[at + 2 :])
     if "--only=console" in argv:
         return console.main([a for a in argv if a != "--only=console"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["analytics"]:
+        at = argv.index("--only")
+        return analytics.main(argv[:at] + argv[at + 2 :])
+    if "--only=analytics" in argv:
+        return analytics.main([a for a in argv if a != "--only=analytics"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["firehose"]:
+        at = argv.index("--only")
+        return firehose.main(argv[:at] + argv[at + 2 :])
+    if "--only=firehose" in argv:
+        return firehose.main([a for a in argv if a != "--only=firehose"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["fanout"]:
         at = argv.index("--only")
         return fanout.main(argv[:at] + argv[at + 2 :])

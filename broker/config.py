@@ -102,6 +102,21 @@ class Knobs:
     # Shards moving a replica at once to even out replica counts (a node that joined takes
     # its share): each move copies a shard's log. 0: no replica balancing.
     replica_moves_max: int = 2
+    # Data Firehose (issue 11). A delivery stream's deliverer holds its shards' leases for
+    # `firehose_failover_ms` without renewing before another node takes them over (the KCL's
+    # failover time); it polls its source every `firehose_poll_interval_ms` when idle. The
+    # internal stream of a DirectPut delivery stream has `firehose_internal_shards` shards
+    # (deliveries run in parallel per shard). The lifecycle reconciler (CREATING -> ACTIVE,
+    # DELETING -> gone) runs on the controller's node every `firehose_reconcile_interval_ms`.
+    firehose_failover_ms: int = 10_000
+    firehose_poll_interval_ms: int = 200
+    firehose_internal_shards: int = 2
+    firehose_reconcile_interval_ms: int = 250
+    # A DirectPut delivery stream's write limits (AWS's defaults in us-east-1: 5 MiB/s and
+    # 5,000 records/s; 0 = off). Enforced by its internal stream's shard leaders (each shard
+    # gets an even share), answered with ServiceUnavailableException as AWS does.
+    firehose_write_bytes_per_second: int = 5 * 1024 * 1024
+    firehose_write_records_per_second: int = 5_000
 
     def validate(self) -> None:
         for name in (
@@ -249,13 +264,13 @@ class Config:
     # Enhanced fan-out has its own budget, per subscription (consumer and shard): AWS's
     # 2 MB/s by default, independent of the shard's read limits; 0 lifts it.
     subscription_bytes_per_second: int = limits.subscription_bytes_per_second_default
+    # The web console at /console on the AWS HTTP port (broker/console); false turns it off.
+    console_enabled: bool = True
     # Logs on stderr: `text` (`time LEVEL logger event key=value ...`) or `json` (one object
     # per line with `time`, `level`, `logger`, `event`, `node_id` and the event's fields, for
     # Loki, Elasticsearch or any collector that reads JSON lines); at `log_level` and above.
     log_format: str = "text"
     log_level: str = "info"
-    # The web console at /console on the AWS HTTP port (broker/console); false turns it off.
-    console_enabled: bool = True
     knobs: Knobs = field(default_factory=Knobs)
 
     def validate(self) -> None:
@@ -445,9 +460,9 @@ _SETTINGS: dict[str, type] = {
     "shard_read_calls_per_second": int,
     "shard_read_bytes_per_second": int,
     "subscription_bytes_per_second": int,
+    "console_enabled": bool,
     "log_format": str,
     "log_level": str,
-    "console_enabled": bool,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 

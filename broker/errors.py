@@ -216,6 +216,74 @@ class ErrorCode(enum.Enum):
         retryable=False,
         default_message="One or more frames in the requested clip could not be parsed.",
     )
+    # --- Kinesis Data Analytics (kinesisanalytics 2015-08-14; broker/analytics/) -----------
+    CONCURRENT_MODIFICATION = ErrorSpec(
+        kinesis_name="ConcurrentModificationException",
+        http_status=400,
+        grpc_status="ABORTED",
+        retryable=False,
+        default_message="The resource was modified by another request; describe it again.",
+    )
+    CODE_VALIDATION = ErrorSpec(
+        kinesis_name="CodeValidationException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The application code is not valid.",
+    )
+    INVALID_APPLICATION_CONFIGURATION = ErrorSpec(
+        kinesis_name="InvalidApplicationConfigurationException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The application configuration is not valid.",
+    )
+    UNSUPPORTED_OPERATION = ErrorSpec(
+        kinesis_name="UnsupportedOperationException",
+        http_status=400,
+        grpc_status="UNIMPLEMENTED",
+        retryable=False,
+        default_message="The operation is not supported for this application.",
+    )
+    UNABLE_TO_DETECT_SCHEMA = ErrorSpec(
+        kinesis_name="UnableToDetectSchemaException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The data format is not valid; Shoal could not detect a schema.",
+    )
+    # --- Data Firehose (botocore's firehose/2015-08-04 model; issue 11) ------------------------
+    SERVICE_UNAVAILABLE_EXCEPTION = ErrorSpec(
+        # Firehose's answer to a put over the delivery stream's throughput limits (or a put that
+        # could not be made durable): the producer backs off and retries.
+        kinesis_name="ServiceUnavailableException",
+        http_status=500,
+        grpc_status="UNAVAILABLE",
+        retryable=True,
+        default_message="Slow down.",
+    )
+    INVALID_KMS_RESOURCE = ErrorSpec(
+        kinesis_name="InvalidKMSResourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The KMS key cannot be used.",
+    )
+    INVALID_SOURCE = ErrorSpec(
+        # A put to a delivery stream whose source is a Kinesis data stream (not DirectPut).
+        kinesis_name="InvalidSourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="Only DirectPut delivery streams take records from producers.",
+    )
+    TOO_MANY_TAGS = ErrorSpec(
+        kinesis_name="TooManyTagsException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The resource would have more than 50 tags.",
+    )
 
     @property
     def spec(self) -> ErrorSpec:

@@ -51,13 +51,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits, startup, tls
+from broker.analytics.duckdb_engine import DuckDbChecker
+from broker.analytics.runner import ApplicationRunner
+from broker.analytics.service import AnalyticsService, AnalyticsSettings
+from broker.api.analytics.v1 import analytics_pb2
+from broker.api.firehose.v1 import firehose_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
+from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
-from broker.gateway.grpc_service import kinesis_handler
+from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
 from broker.gateway.internal_service import (
@@ -100,7 +106,7 @@ from broker.replication.transport import (
     replication_handler,
 )
 from broker.service.context import ServiceContext, shard_throttles
-from broker.service.in_process import LocalKinesis
+from broker.service.in_process import LocalKinesis, LocalLeaseClient
 from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
@@ -112,6 +118,7 @@ from broker.video.service import VideoService
 
 log = logging.getLogger(__name__)
 
+ANALYTICS = "kinesisanalytics"  # the botocore model of the SQL applications' API
 _START_RETRY_S = 0.2
 _JOIN_WAIT_LOG_INTERVAL_S = 10.0  # node_join_waiting at most this often while waiting
 _GRPC_STOP_GRACE_S = 5.0
@@ -150,6 +157,9 @@ class Node:
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
+        self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
+        self.applications: ApplicationRunner | None = None  # the SQL applications it runs
+        self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
         self.incarnation = 0
         self.grpc_port = 0
         self.health_port = 0  # the plaintext health port, once started (config.health_port)
@@ -284,6 +294,15 @@ class Node:
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
         self.video = self._video_service(metadata)
+        self._start_analytics(metadata)
+        self.firehose = FirehoseRuntime(
+            config=config,
+            clock=self.clock,
+            metadata=metadata,
+            kinesis=self.service,
+            is_controller=lambda: self._controller_node() == self.node_id,
+            probe=self.metrics.firehose,
+        )
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -382,9 +401,36 @@ class Node:
             return None
         return node.api_address
 
+    def _start_analytics(self, metadata: MetadataFrontend) -> None:
+        """Kinesis Data Analytics: the API and the runner of this node's SQL applications."""
+        assert self.service is not None
+        config = self.config
+        self.analytics = AnalyticsService(
+            metadata=metadata,
+            clock=self.clock,
+            settings=AnalyticsSettings(
+                region=config.region,
+                account_id=config.account_id,
+                # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
+                transition_ms=config.knobs.stream_updating_ms,
+            ),
+            kinesis=LocalKinesis(self.service),
+            checker=DuckDbChecker(),
+        )
+        self.applications = ApplicationRunner(
+            metadata=metadata,
+            lease_client=LocalLeaseClient(metadata, self.clock),
+            kinesis=self.service,
+            clock=self.clock,
+            worker_id=f"{config.node_id}:{uuid.uuid4()}",
+        )
+        runner = self.applications
+        self.metrics.analytics.watch(lambda: metrics_views.analytics_views(runner))
+
     async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None
         assert self.video is not None
+        assert self.analytics is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -422,6 +468,14 @@ class Node:
                 ),
                 limits_handler(self.service.ctx),
                 video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
+                operation_handler(
+                    analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
+                    self.analytics,
+                    model=ANALYTICS,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
+                self._firehose_handler(),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
@@ -466,6 +520,16 @@ class Node:
         await server.start()
         self._health_server = server
 
+    def _firehose_handler(self) -> grpc.GenericRpcHandler:
+        assert self.firehose is not None
+        return operation_handler(
+            firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"],
+            self.firehose.service,
+            model=FIREHOSE,
+            caller=self._caller(),
+            probe=self.metrics.gateway,
+        )
+
     def _caller(self) -> Caller:
         """The node's own region and account: the `Caller` of calls that carry no other."""
         return Caller(region=self.config.region, account_id=self.config.account_id)
@@ -491,7 +555,13 @@ class Node:
         """The AWS door: the same services behind the AWS wire protocols."""
         assert self.service is not None
         config = self.config
-        services = (JsonService(KINESIS, self.service),)
+        assert self.analytics is not None
+        assert self.firehose is not None
+        services = (
+            JsonService(KINESIS, self.service),
+            JsonService(FIREHOSE, self.firehose.service),
+            JsonService(ANALYTICS, self.analytics),
+        )
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
@@ -588,6 +658,10 @@ class Node:
             group.create_task(self._run_health(), name="health")
             if self.console is not None:
                 group.create_task(self.console.run_sampler(), name="console-rates")
+            assert self.applications is not None
+            group.create_task(self.applications.run(), name="analytics-applications")
+            assert self.firehose is not None
+            group.create_task(self.firehose.run(), name="firehose")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -858,6 +932,8 @@ class Node:
         return left
 
     async def stop(self) -> None:
+        if self.firehose is not None:
+            await self.firehose.stop()  # deliverers hand their leases over while all else runs
         if self.service is not None:
             # Open SubscribeToShard streams would run for minutes and hold both doors' grace
             # periods: end them now (clients resubscribe elsewhere from their continuation).

@@ -216,6 +216,25 @@ ROWS: list[tuple[str, list[Panel]]] = [
                    "a second subscription of one consumer to one shard, or a node at its "
                    "subscription limit."),
     ]),
+    ("SQL applications", [
+        timeseries("Application records in and out", "rps",
+                   q(f"sum by (application) (rate(kinesis_analytics_input_records_total"
+                     f"{{{S}}}{RATE}))", "{{application}} in"),
+                   q(f"sum by (application) (rate(kinesis_analytics_output_records_total"
+                     f"{{{S}}}{RATE}))", "{{application}} out"),
+                   desc="Kinesis Data Analytics SQL applications, on the node running each."),
+        timeseries("Application input MillisBehindLatest", "s",
+                   q(f"max by (application) (kinesis_analytics_input_behind_latest_seconds"
+                     f"{{{S}}})", "{{application}}"),
+                   desc="How far the slowest input shard reader of each application is behind."),
+        timeseries("Application errors and late rows", "rps",
+                   q(f"sum by (application) (rate(kinesis_analytics_input_errors_total"
+                     f"{{{S}}}{RATE}))", "{{application}} schema errors"),
+                   q(f"sum by (application) (rate(kinesis_analytics_late_rows_total"
+                     f"{{{S}}}{RATE}))", "{{application}} late rows"),
+                   desc="Records that did not match the input schema (error_stream), and rows "
+                   "dropped because their window had closed."),
+    ]),
     ("Scaling and certificates", [
         timeseries("Open shards by stream", "none",
                    q(f"max by (stream, mode) (kinesis_stream_open_shards{{{ST}}})",
@@ -254,6 +273,61 @@ ROWS: list[tuple[str, list[Panel]]] = [
                      f"{{{ST}}}[5m]))", "{{stream}} {{error}}"),
                    desc="PutMedia.ActiveConnections and ERROR acknowledgements (5 min)."),
     ]),
+    (
+        "Delivery streams (Firehose)",
+        [
+            timeseries(
+                "Firehose incoming records",
+                "rps",
+                q(
+                    f"sum by (delivery_stream) "
+                    f"(rate(kinesis_firehose_incoming_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}}",
+                ),
+                q(
+                    f"sum by (delivery_stream) "
+                    f"(rate(kinesis_firehose_throttled_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} throttled",
+                ),
+                desc="IncomingRecords and ThrottledRecords (ServiceUnavailableException).",
+            ),
+            timeseries(
+                "Firehose delivered records",
+                "rps",
+                q(
+                    f"sum by (delivery_stream, destination) "
+                    f"(rate(kinesis_firehose_delivery_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} → {{destination}}",
+                ),
+                q(
+                    f"sum by (delivery_stream, error_output_type) "
+                    f"(rate(kinesis_firehose_failed_records_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} {{error_output_type}}",
+                ),
+                desc="DeliveryTo*.Records; records sent to the error output or dropped.",
+            ),
+            timeseries(
+                "Firehose delivery success",
+                "percentunit",
+                q(
+                    f"sum by (delivery_stream, destination) (rate("
+                    f'kinesis_firehose_delivery_attempts_total{{{S}, result="success"}}{RATE}))'
+                    f" / sum by (delivery_stream, destination) (rate("
+                    f"kinesis_firehose_delivery_attempts_total{{{S}}}{RATE}))",
+                    "{{delivery_stream}} → {{destination}}",
+                ),
+                desc="DeliveryTo*.Success: the share of delivery attempts that succeeded.",
+            ),
+            timeseries(
+                "Firehose data freshness",
+                "s",
+                *quantiles(
+                    "kinesis_firehose_data_freshness_seconds", "delivery_stream, destination", S
+                ),
+                desc="DeliveryTo*.DataFreshness: age of the oldest record when delivered.",
+            ),
+        ],
+    ),
     ("Storage", [
         timeseries("Disk free", "percentunit",
                    q(by_node(f"kinesis_storage_disk_free_bytes{{{S}}} / "

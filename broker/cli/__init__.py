@@ -32,7 +32,7 @@ from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, video, backup, recovery)
+GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup, recovery, video)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

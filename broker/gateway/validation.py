@@ -16,7 +16,6 @@ to the service and the metadata state machine, not here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cache
@@ -24,6 +23,7 @@ from typing import Any
 
 import botocore.loaders
 import botocore.model
+import regex
 
 from broker.errors import ErrorCode, ShoalError
 
@@ -49,10 +49,9 @@ _UNICODE_CLASSES = {r"\p{L}": r"\w", r"\p{Z}": r"\s", r"\p{N}": r"\d"}
 
 
 @cache
-def _pattern(text: str) -> re.Pattern[str]:
-    for java, python in _UNICODE_CLASSES.items():
-        text = text.replace(java, python)
-    return re.compile(text)
+def _pattern(text: str) -> regex.Pattern[str]:
+    """The model's patterns are Java regexes; `regex` reads their Unicode classes (`\\p{L}`)."""
+    return regex.compile(text)
 
 
 def _member_path(name: str) -> str:

@@ -494,6 +494,160 @@ VideoCommand = (
     | TagVideoStream
     | UntagVideoStream
 )
+# --- Kinesis Data Analytics applications (issue 12; rules in `broker.analytics.applications`) --
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateAnalyticsApplication:
+    """CreateApplication in the caller's account and region. `inputs`, `outputs` and
+    `logging_options` are the request's members as canonical JSON. Result: the Application."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    description: str
+    code: str
+    inputs: str
+    outputs: str
+    logging_options: str
+    tags: tuple[tuple[str, str], ...]
+    applications_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeAnalyticsApplication:
+    """Any other change to one application: `operation` is the kinesisanalytics operation
+    (UpdateApplication, AddApplicationOutput, StartApplication, DeleteApplication, TagResource,
+    ...) and `request` its members as canonical JSON (timestamps as epoch milliseconds).
+    Operations that carry CurrentApplicationVersionId are checked against it at apply time.
+    `transition_ms` is how long the application shows STARTING, STOPPING, UPDATING or
+    DELETING. Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    operation: str
+    request: str
+    transition_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordAnalyticsProgress:
+    """A running application's emitted-window and continuous-output marks (see
+    `Application.emitted_through_ms`). Fenced: applied only while `owner` holds the
+    application's placement lease, so a deposed node cannot move the marks of its successor.
+    Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    reader: str
+    owner: str
+    emitted_through_ms: int
+    continuous_through: tuple[tuple[str, str], ...]
+
+
+AnalyticsCommand = CreateAnalyticsApplication | ChangeAnalyticsApplication | RecordAnalyticsProgress
+# --- Delivery streams (Data Firehose, issue 11; rules in transitions/delivery_streams.py) -------
+# Configurations travel as canonical AWS-shaped JSON text (`delivery_streams.canonical_json`).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateDeliveryStream:
+    """A new delivery stream, CREATING until ActivateDeliveryStream. Result: its meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    account_id: str
+    region: str
+    uid: str
+    delivery_stream_type: str
+    destination_json: str
+    source_json: str = ""
+    encryption_key_type: str = ""  # "" for no server-side encryption
+    encryption_key_arn: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    delivery_streams_max: int = 5000  # per account and region, from the proposer's config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivateDeliveryStream:
+    """Ends a CREATING incarnation (`uid`): ACTIVE, or CREATING_FAILED when `failure_type`
+    is set. Anything else (another incarnation, another status) is left alone. Result: meta."""
+
+    now_ms: int
+    arn: str
+    uid: str
+    failure_type: str = ""
+    failure_details: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteDeliveryStream:
+    """Marks a delivery stream DELETING (its deliverers stop; its data is dropped). Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForgetDeliveryStream:
+    """Removes a DELETING incarnation once its internal stream and leases are gone."""
+
+    now_ms: int
+    arn: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateDeliveryStreamDestination:
+    """UpdateDestination: compare-and-set on the version id. Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    current_version_id: int
+    destination_id: str
+    destination_json: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeDeliveryStreamTags:
+    """TagDeliveryStream (`added`) or UntagDeliveryStream (`removed`). Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
+    tags_max: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetDeliveryStreamEncryption:
+    """Start (key type set) or Stop ("") server-side encryption. Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    key_type: str
+    key_arn: str = ""
+
+
+DeliveryStreamCommand = (
+    CreateDeliveryStream
+    | ActivateDeliveryStream
+    | DeleteDeliveryStream
+    | ForgetDeliveryStream
+    | UpdateDeliveryStreamDestination
+    | ChangeDeliveryStreamTags
+    | SetDeliveryStreamEncryption
+)
 
 
 Command = (
@@ -518,6 +672,8 @@ Command = (
     | CapacityCommand
     | ConsumerCommand
     | VideoCommand
+    | AnalyticsCommand
+    | DeliveryStreamCommand
 )
 
 
@@ -562,6 +718,16 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateVideoRetention,
         TagVideoStream,
         UntagVideoStream,
+        CreateAnalyticsApplication,
+        ChangeAnalyticsApplication,
+        RecordAnalyticsProgress,
+        CreateDeliveryStream,
+        ActivateDeliveryStream,
+        DeleteDeliveryStream,
+        ForgetDeliveryStream,
+        UpdateDeliveryStreamDestination,
+        ChangeDeliveryStreamTags,
+        SetDeliveryStreamEncryption,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -33,23 +33,31 @@ from typing import assert_never
 from broker.errors import ShoalError
 from broker.meta import capacity
 from broker.meta.commands import (
+    ActivateDeliveryStream,
     AddTags,
     BeginReshard,
+    ChangeAnalyticsApplication,
     ChangeConsumerTags,
+    ChangeDeliveryStreamTags,
     ChangeRetention,
     CheckpointLeaseCommand,
     Command,
     CompleteReshard,
+    CreateAnalyticsApplication,
+    CreateDeliveryStream,
     CreateLeasesCommand,
     CreateStream,
     CreateVideoStream,
     DeleteApplicationCommand,
+    DeleteDeliveryStream,
     DeleteLeaseCommand,
     DeleteStream,
     DeleteVideoStream,
     DeregisterStreamConsumer,
+    ForgetDeliveryStream,
     ForgetStream,
     InitCluster,
+    RecordAnalyticsProgress,
     RecordScalingEvent,
     RegisterNode,
     RegisterStreamConsumer,
@@ -58,6 +66,7 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
@@ -67,6 +76,7 @@ from broker.meta.commands import (
     UntagVideoStream,
     UpdateAccountLimits,
     UpdateAccountSettings,
+    UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
     UpdateStreamLimits,
     UpdateStreamMode,
@@ -76,6 +86,8 @@ from broker.meta.commands import (
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
     account_limits,
+    analytics_applications,
+    delivery_streams,
     nodes,
     reshards,
     stream_consumers,
@@ -183,5 +195,25 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return video_streams.tag(image, command)
         case UntagVideoStream():
             return video_streams.untag(image, command)
+        case CreateAnalyticsApplication():
+            return analytics_applications.create_application(image, command)
+        case ChangeAnalyticsApplication():
+            return analytics_applications.change_application(image, command)
+        case RecordAnalyticsProgress():
+            return analytics_applications.record_progress(image, command)
+        case CreateDeliveryStream():
+            return delivery_streams.create(image, command)
+        case ActivateDeliveryStream():
+            return delivery_streams.activate(image, command)
+        case DeleteDeliveryStream():
+            return delivery_streams.delete(image, command)
+        case ForgetDeliveryStream():
+            return delivery_streams.forget(image, command)
+        case UpdateDeliveryStreamDestination():
+            return delivery_streams.update_destination(image, command)
+        case ChangeDeliveryStreamTags():
+            return delivery_streams.change_tags(image, command)
+        case SetDeliveryStreamEncryption():
+            return delivery_streams.set_encryption(image, command)
         case _:
             assert_never(command)

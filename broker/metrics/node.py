@@ -19,11 +19,13 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
+from broker.metrics.analytics import AnalyticsProbe
 from broker.metrics.api import GatewayProbe
 from broker.metrics.catalog import AutoscalerProbe, CatalogProbe
 from broker.metrics.cluster import ClusterProbe, QuorumProbe
 from broker.metrics.collectors import CallbackCollector
 from broker.metrics.families import declare
+from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.replication import ReplicationProbe
 from broker.metrics.storage import FSYNC_DURATION, StorageProbe
 from broker.metrics.streams import StreamProbe
@@ -98,6 +100,8 @@ class NodeMetrics:
         self.autoscaler = AutoscalerProbe(self.registry)
         self.tls = TlsProbe(self.registry)
         self.video = VideoProbe(self.registry)
+        self.analytics = AnalyticsProbe(self.registry)
+        self.firehose = FirehoseProbe(self.registry)
         identity = (
             (BUILD_INFO, (version or shoal_version(), revision, platform.python_version())),
             (NODE_INFO, (node_id,)),
