@@ -196,7 +196,7 @@ class Node:
             clock=self.clock,
             image=metadata.image,
             tick_ms=config.knobs.replication_tick_ms,
-            lost_disk=lost_disk,
+            rejoin_floors=_rejoin_floors(metadata.image(), self.node_id) if lost_disk else None,
             probe=self.metrics.replication,
         )
         self.driver.apply_image()
@@ -327,9 +327,12 @@ class Node:
                 replication_handler(self.driver, inbound=self._inbound),
                 node_handler(
                     shards,
-                    on_heartbeat=lambda node_id, incarnation, shutting_down: (
+                    on_heartbeat=lambda node_id, incarnation, shutting_down, rejoining: (
                         controller.on_heartbeat(
-                            node_id=node_id, incarnation=incarnation, shutting_down=shutting_down
+                            node_id=node_id,
+                            incarnation=incarnation,
+                            shutting_down=shutting_down,
+                            rejoining=rejoining,
                         )
                     ),
                     controller=self._controller_node,
@@ -529,11 +532,13 @@ class Node:
         assert self._metadata is not None
         assert self._channels is not None
         assert self.controller is not None
+        rejoining = self.driver.rejoining() if self.driver is not None else []
         if self._quorum.is_quorum_leader():
             return self.controller.on_heartbeat(
                 node_id=self.node_id,
                 incarnation=self.incarnation,
                 shutting_down=self._shutting_down,
+                rejoining=rejoining,
             )
         controller = self._controller_node()
         address = self._address_of(controller) if controller is not None else None
@@ -547,6 +552,7 @@ class Node:
                 incarnation=self.incarnation,
                 sent_ms=self.clock.wall_ms(),
                 shutting_down=self._shutting_down,
+                rejoining=rejoining,
                 timeout_ms=max(self.config.knobs.heartbeat_interval_ms * 2, 200),
             )
         except ShoalError as error:
@@ -717,6 +723,18 @@ class Node:
     async def wait_closed(self) -> None:
         assert self._server is not None
         await self._server.wait_for_termination()
+
+
+def _rejoin_floors(image: MetadataImage, node_id: NodeId) -> dict[ShardUid, int]:
+    """A node that lost its disk: every shard it is a replica of, with the shard's epoch in
+    `image`, read after this node's RegisterNode committed, so no later than any Prepare this
+    node may have promised before the loss (replica.py, "lost its disk")."""
+    return {
+        shard.uid: shard.epoch
+        for stream in image.streams.values()
+        for shard in stream.shards
+        if node_id in shard.replicas
+    }
 
 
 def _leader_count(image: MetadataImage, node_id: NodeId) -> int:

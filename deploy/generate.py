@@ -40,19 +40,45 @@ def q(expr: str, legend: str = "", *, instant: bool = False, table: bool = False
 def timeseries(
     title: str, unit: str, *targets: dict[str, Any], w: int = 8, desc: str = ""
 ) -> Panel:
-    return {"type": "timeseries", "title": title, "unit": unit, "targets": targets, "w": w,
-            "desc": desc}
+    return {
+        "type": "timeseries",
+        "title": title,
+        "unit": unit,
+        "targets": targets,
+        "w": w,
+        "desc": desc,
+    }
 
 
-def stat(title: str, unit: str, target: dict[str, Any], *, w: int = 4, desc: str = "",
-         red_above: float | None = None) -> Panel:
-    return {"type": "stat", "title": title, "unit": unit, "targets": (target,), "w": w,
-            "desc": desc, "red_above": red_above}
+def stat(
+    title: str,
+    unit: str,
+    target: dict[str, Any],
+    *,
+    w: int = 4,
+    desc: str = "",
+    red_above: float | None = None,
+) -> Panel:
+    return {
+        "type": "stat",
+        "title": title,
+        "unit": unit,
+        "targets": (target,),
+        "w": w,
+        "desc": desc,
+        "red_above": red_above,
+    }
 
 
 def table(title: str, target: dict[str, Any], *, w: int = 8, desc: str = "") -> Panel:
-    return {"type": "table", "title": title, "unit": "none", "targets": (target,), "w": w,
-            "desc": desc}
+    return {
+        "type": "table",
+        "title": title,
+        "unit": "none",
+        "targets": (target,),
+        "w": w,
+        "desc": desc,
+    }
 
 
 def _legend(label: str) -> str:
@@ -71,162 +97,382 @@ def quantiles(metric: str, by: str, selector: str) -> tuple[dict[str, Any], ...]
 
 
 ROWS: list[tuple[str, list[Panel]]] = [
-    ("Cluster", [
-        stat("Nodes up", "none", q(f'sum(up{{{S}}})'), desc="Scrape targets answering."),
-        stat("Quorum leaders", "none", q(f"sum(kinesis_raft_is_leader{{{S}}})"),
-             desc="Nodes that lead the metadata quorum: 1 when healthy."),
-        stat("Leaderless shards", "none", q(f"max(kinesis_leaderless_shards{{{S}}})"),
-             red_above=0.5, desc="Open shards without a leader: writes to them fail."),
-        stat("Under-replicated shards", "none",
-             q(f"sum(kinesis_under_replicated_shards{{{S}}})"), red_above=0.5),
-        stat("Streams", "none", q(f"max(kinesis_streams{{{S}}})")),
-        stat("Open shards", "none", q(f"max(kinesis_open_shards{{{S}}})")),
-        timeseries("Shard leaders per node", "none",
-                   q(f'sum by (instance) (kinesis_replicas{{{S}, role="leader"}})',
-                     "{{instance}}")),
-        timeseries("Nodes by state", "none",
-                   q(f"max by (state) (kinesis_cluster_nodes{{{S}}})", "{{state}}")),
-        timeseries("Leader changes (15 min)", "none",
-                   q(f"max(increase(kinesis_raft_leader_changes_total{{{S}}}[15m]))",
-                     "metadata quorum"),
-                   q(f"sum by (change) (increase(kinesis_replica_leadership_changes_total"
-                     f"{{{S}}}[15m]))", "shards {{change}}")),
-        timeseries("Raft commit index", "none",
-                   q(f"max by (instance) (kinesis_raft_commit_index{{{S}}})", "{{instance}}"),
-                   desc="Followers should track the leader closely."),
-        timeseries("Replication lag", "none",
-                   q(f"max by (instance, follower) (kinesis_replication_lag_records{{{S}}})",
-                     "{{instance}} → {{follower}}"),
-                   q(f"max by (instance) (kinesis_high_watermark_lag_records{{{S}}})",
-                     "{{instance}} uncommitted"),
-                   desc="Records a follower is behind its leader; records not yet committed."),
-        table("Build", q(f"max by (instance, version, revision, python_version) "
-                         f"(kinesis_build_info{{{S}}})", instant=True, table=True)),
-    ]),
-    ("Throughput", [
-        timeseries("Incoming bytes", "Bps",
-                   q(f"sum by (stream) (rate(kinesis_incoming_bytes_total{{{ST}}}{RATE}))",
-                     "{{stream}}")),
-        timeseries("Incoming records", "rps",
-                   q(f"sum by (stream) (rate(kinesis_incoming_records_total{{{ST}}}{RATE}))",
-                     "{{stream}}")),
-        timeseries("Requests by operation", "reqps",
-                   q(f"sum by (operation) (rate(kinesis_api_requests_total{{{S}}}{RATE}))",
-                     "{{operation}}")),
-        timeseries("Outgoing bytes", "Bps",
-                   q(f"sum by (stream, api) (rate(kinesis_outgoing_bytes_total{{{ST}}}{RATE}))",
-                     "{{stream}} {{api}}")),
-        timeseries("Outgoing records", "rps",
-                   q(f"sum by (stream, api) (rate(kinesis_outgoing_records_total{{{ST}}}{RATE}))",
-                     "{{stream}} {{api}}")),
-        timeseries("Incoming bytes by shard (enhanced monitoring)", "Bps",
-                   q(f"sum by (stream, shard) (rate(kinesis_shard_incoming_bytes_total"
-                     f"{{{ST}}}{RATE}))", "{{stream}} {{shard}}"),
-                   desc="Only streams with shard-level metrics enabled appear here."),
-    ]),
-    ("Latency", [
-        timeseries("Put latency", "s",
-                   *quantiles("kinesis_api_request_duration_seconds", "operation",
-                              S + ', operation=~"PutRecord|PutRecords"')),
-        timeseries("GetRecords latency", "s",
-                   *quantiles("kinesis_api_request_duration_seconds", "operation",
-                              S + ', operation="GetRecords"')),
-        timeseries("p99 by operation", "s",
-                   q(f"histogram_quantile(0.99, sum by (operation, le) "
-                     f"(rate(kinesis_api_request_duration_seconds_bucket{{{S}}}{RATE})))",
-                     "{{operation}}")),
-    ]),
-    ("Throttling and errors", [
-        timeseries("Write throughput exceeded", "rps",
-                   q(f"sum by (stream) (rate(kinesis_write_throughput_exceeded_total"
-                     f"{{{ST}}}{RATE}))", "{{stream}}"),
-                   desc="Records refused by a shard's write limit."),
-        timeseries("Read throughput exceeded", "reqps",
-                   q(f"sum by (stream) (rate(kinesis_read_throughput_exceeded_total"
-                     f"{{{ST}}}{RATE}))", "{{stream}}"),
-                   desc="GetRecords calls refused by a shard's read limit."),
-        timeseries("PutRecords record outcomes", "rps",
-                   q(f"sum by (result) (rate(kinesis_put_records_records_total{{{ST}}}{RATE}))",
-                     "{{result}}")),
-        timeseries("Errors by code", "reqps",
-                   q(f'sum by (operation, code) (rate(kinesis_api_requests_total{{{S}, '
-                     f'code!="OK"}}{RATE}))', "{{operation}} {{code}}"), w=24),
-    ]),
-    ("Consumer lag", [
-        timeseries("Iterator age by stream", "s",
-                   q(f"max by (stream) (kinesis_iterator_age_seconds{{{ST}}})", "{{stream}}"),
-                   w=12, desc="How far the slowest GetRecords consumer is behind the tip."),
-        timeseries("Iterator age by shard (enhanced monitoring)", "s",
-                   q(f"max by (stream, shard) (kinesis_shard_iterator_age_seconds{{{ST}}})",
-                     "{{stream}} {{shard}}"), w=12),
-        timeseries("Fan-out MillisBehindLatest", "s",
-                   q(f"max by (stream) (kinesis_subscription_behind_latest_seconds{{{ST}}})",
-                     "{{stream}}"),
-                   w=6, desc="How far the slowest SubscribeToShard consumer's last event was "
-                   "behind the tip (SubscribeToShardEvent.MillisBehindLatest)."),
-        timeseries("Fan-out subscriptions", "none",
-                   q(f"sum by (stream) (kinesis_subscriptions{{{ST}}})", "{{stream}}"),
-                   w=6, desc="Open SubscribeToShard subscriptions, all nodes together."),
-        timeseries("Registered consumers", "none",
-                   q(f"max by (stream, status) (kinesis_stream_consumers{{{ST}}})",
-                     "{{stream}} {{status}}"),
-                   w=6, desc="Enhanced fan-out consumers (RegisterStreamConsumer) by status; "
-                   "AWS's default limit is 20 per stream."),
-        timeseries("Fan-out events and refusals", "reqps",
-                   q(f"sum by (stream) (rate(kinesis_subscription_events_total{{{ST}}}{RATE}))",
-                     "{{stream}} events"),
-                   q(f"sum by (stream) (rate(kinesis_subscribe_to_shard_rate_exceeded_total"
-                     f"{{{ST}}}{RATE}))", "{{stream}} refused"),
-                   w=6, desc="SubscribeToShardEvent.Success and SubscribeToShard.RateExceeded: "
-                   "a second subscription of one consumer to one shard, or a node at its "
-                   "subscription limit."),
-    ]),
-    ("Scaling and certificates", [
-        timeseries("Open shards by stream", "none",
-                   q(f"max by (stream, mode) (kinesis_stream_open_shards{{{ST}}})",
-                     "{{stream}} {{mode}}"),
-                   q(f"max(kinesis_on_demand_max_open_shards{{{S}}})", "on-demand ceiling"),
-                   desc="An ON_DEMAND stream stays at or below the ceiling "
-                   "(on_demand_max_shards)."),
-        timeseries("Autoscaler actions (15 min)", "none",
-                   q(f"sum by (stream, action) (increase(kinesis_autoscaler_actions_total"
-                     f"{{{ST}}}[15m]))", "{{stream}} {{action}}"),
-                   desc="Splits and merges of ON_DEMAND streams, hot-key notices, and "
-                   "decisions the metadata refused (details: shoal scaling-events STREAM)."),
-        timeseries("Time to certificate expiry", "s",
-                   q(f"min by (instance, file, usage) "
-                     f"(kinesis_tls_certificate_expiry_timestamp_seconds{{{S}}}) - time()",
-                     "{{instance}} {{file}}"),
-                   desc="Nodes with TLS only. The alert fires 7 days before expiry."),
-    ]),
-    ("Storage", [
-        timeseries("Disk free", "percentunit",
-                   q(f"kinesis_storage_disk_free_bytes{{{S}}} / "
-                     f"kinesis_storage_disk_capacity_bytes{{{S}}}", "{{instance}}")),
-        timeseries("RocksDB size", "bytes",
-                   q(f"kinesis_rocksdb_sst_files_bytes{{{S}}}", "{{instance}} SST files"),
-                   q(f"kinesis_rocksdb_live_data_bytes{{{S}}}", "{{instance}} live data")),
-        timeseries("Compaction", "bytes",
-                   q(f"kinesis_rocksdb_pending_compaction_bytes{{{S}}}", "{{instance}} pending"),
-                   q(f"kinesis_rocksdb_memtable_bytes{{{S}}}", "{{instance}} memtables")),
-        timeseries("fsync latency", "s",
-                   *quantiles("kinesis_fsync_duration_seconds", "instance, log", S)),
-        timeseries("Records per group commit", "none",
-                   *quantiles("kinesis_group_commit_records", "instance", S)),
-        timeseries("Log writes", "Bps",
-                   q(f"sum by (instance) (rate(kinesis_log_written_bytes_total{{{S}}}{RATE}))",
-                     "{{instance}}"),
-                   q(f"max by (instance) (kinesis_rocksdb_write_stopped{{{S}}})",
-                     "{{instance}} writes stopped")),
-    ]),
-    ("Process", [
-        timeseries("CPU", "percentunit",
-                   q(f"rate(process_cpu_seconds_total{{{S}}}{RATE})", "{{instance}}")),
-        timeseries("Resident memory", "bytes",
-                   q(f"process_resident_memory_bytes{{{S}}}", "{{instance}}")),
-        timeseries("Open file descriptors", "none",
-                   q(f"process_open_fds{{{S}}}", "{{instance}}")),
-    ]),
+    (
+        "Cluster",
+        [
+            stat("Nodes up", "none", q(f"sum(up{{{S}}})"), desc="Scrape targets answering."),
+            stat(
+                "Quorum leaders",
+                "none",
+                q(f"sum(kinesis_raft_is_leader{{{S}}})"),
+                desc="Nodes that lead the metadata quorum: 1 when healthy.",
+            ),
+            stat(
+                "Leaderless shards",
+                "none",
+                q(f"max(kinesis_leaderless_shards{{{S}}})"),
+                red_above=0.5,
+                desc="Open shards without a leader: writes to them fail.",
+            ),
+            stat(
+                "Under-replicated shards",
+                "none",
+                q(f"sum(kinesis_under_replicated_shards{{{S}}})"),
+                red_above=0.5,
+            ),
+            stat("Streams", "none", q(f"max(kinesis_streams{{{S}}})")),
+            stat("Open shards", "none", q(f"max(kinesis_open_shards{{{S}}})")),
+            timeseries(
+                "Shard leaders per node",
+                "none",
+                q(f'sum by (instance) (kinesis_replicas{{{S}, role="leader"}})', "{{instance}}"),
+            ),
+            timeseries(
+                "Nodes by state",
+                "none",
+                q(f"max by (state) (kinesis_cluster_nodes{{{S}}})", "{{state}}"),
+            ),
+            timeseries(
+                "Leader changes (15 min)",
+                "none",
+                q(
+                    f"max(increase(kinesis_raft_leader_changes_total{{{S}}}[15m]))",
+                    "metadata quorum",
+                ),
+                q(
+                    f"sum by (change) (increase(kinesis_replica_leadership_changes_total"
+                    f"{{{S}}}[15m]))",
+                    "shards {{change}}",
+                ),
+            ),
+            timeseries(
+                "Raft commit index",
+                "none",
+                q(f"max by (instance) (kinesis_raft_commit_index{{{S}}})", "{{instance}}"),
+                desc="Followers should track the leader closely.",
+            ),
+            timeseries(
+                "Replication lag",
+                "none",
+                q(
+                    f"max by (instance, follower) (kinesis_replication_lag_records{{{S}}})",
+                    "{{instance}} → {{follower}}",
+                ),
+                q(
+                    f"max by (instance) (kinesis_high_watermark_lag_records{{{S}}})",
+                    "{{instance}} uncommitted",
+                ),
+                desc="Records a follower is behind its leader; records not yet committed.",
+            ),
+            table(
+                "Build",
+                q(
+                    f"max by (instance, version, revision, python_version) "
+                    f"(kinesis_build_info{{{S}}})",
+                    instant=True,
+                    table=True,
+                ),
+            ),
+        ],
+    ),
+    (
+        "Throughput",
+        [
+            timeseries(
+                "Incoming bytes",
+                "Bps",
+                q(
+                    f"sum by (stream) (rate(kinesis_incoming_bytes_total{{{ST}}}{RATE}))",
+                    "{{stream}}",
+                ),
+            ),
+            timeseries(
+                "Incoming records",
+                "rps",
+                q(
+                    f"sum by (stream) (rate(kinesis_incoming_records_total{{{ST}}}{RATE}))",
+                    "{{stream}}",
+                ),
+            ),
+            timeseries(
+                "Requests by operation",
+                "reqps",
+                q(
+                    f"sum by (operation) (rate(kinesis_api_requests_total{{{S}}}{RATE}))",
+                    "{{operation}}",
+                ),
+            ),
+            timeseries(
+                "Outgoing bytes",
+                "Bps",
+                q(
+                    f"sum by (stream, api) (rate(kinesis_outgoing_bytes_total{{{ST}}}{RATE}))",
+                    "{{stream}} {{api}}",
+                ),
+            ),
+            timeseries(
+                "Outgoing records",
+                "rps",
+                q(
+                    f"sum by (stream, api) (rate(kinesis_outgoing_records_total{{{ST}}}{RATE}))",
+                    "{{stream}} {{api}}",
+                ),
+            ),
+            timeseries(
+                "Incoming bytes by shard (enhanced monitoring)",
+                "Bps",
+                q(
+                    f"sum by (stream, shard) (rate(kinesis_shard_incoming_bytes_total"
+                    f"{{{ST}}}{RATE}))",
+                    "{{stream}} {{shard}}",
+                ),
+                desc="Only streams with shard-level metrics enabled appear here.",
+            ),
+        ],
+    ),
+    (
+        "Latency",
+        [
+            timeseries(
+                "Put latency",
+                "s",
+                *quantiles(
+                    "kinesis_api_request_duration_seconds",
+                    "operation",
+                    S + ', operation=~"PutRecord|PutRecords"',
+                ),
+            ),
+            timeseries(
+                "GetRecords latency",
+                "s",
+                *quantiles(
+                    "kinesis_api_request_duration_seconds",
+                    "operation",
+                    S + ', operation="GetRecords"',
+                ),
+            ),
+            timeseries(
+                "p99 by operation",
+                "s",
+                q(
+                    f"histogram_quantile(0.99, sum by (operation, le) "
+                    f"(rate(kinesis_api_request_duration_seconds_bucket{{{S}}}{RATE})))",
+                    "{{operation}}",
+                ),
+            ),
+        ],
+    ),
+    (
+        "Throttling and errors",
+        [
+            timeseries(
+                "Write throughput exceeded",
+                "rps",
+                q(
+                    f"sum by (stream) (rate(kinesis_write_throughput_exceeded_total"
+                    f"{{{ST}}}{RATE}))",
+                    "{{stream}}",
+                ),
+                desc="Records refused by a shard's write limit.",
+            ),
+            timeseries(
+                "Read throughput exceeded",
+                "reqps",
+                q(
+                    f"sum by (stream) (rate(kinesis_read_throughput_exceeded_total{{{ST}}}{RATE}))",
+                    "{{stream}}",
+                ),
+                desc="GetRecords calls refused by a shard's read limit.",
+            ),
+            timeseries(
+                "PutRecords record outcomes",
+                "rps",
+                q(
+                    f"sum by (result) (rate(kinesis_put_records_records_total{{{ST}}}{RATE}))",
+                    "{{result}}",
+                ),
+            ),
+            timeseries(
+                "Errors by code",
+                "reqps",
+                q(
+                    f"sum by (operation, code) (rate(kinesis_api_requests_total{{{S}, "
+                    f'code!="OK"}}{RATE}))',
+                    "{{operation}} {{code}}",
+                ),
+                w=24,
+            ),
+        ],
+    ),
+    (
+        "Consumer lag",
+        [
+            timeseries(
+                "Iterator age by stream",
+                "s",
+                q(f"max by (stream) (kinesis_iterator_age_seconds{{{ST}}})", "{{stream}}"),
+                w=12,
+                desc="How far the slowest GetRecords consumer is behind the tip.",
+            ),
+            timeseries(
+                "Iterator age by shard (enhanced monitoring)",
+                "s",
+                q(
+                    f"max by (stream, shard) (kinesis_shard_iterator_age_seconds{{{ST}}})",
+                    "{{stream}} {{shard}}",
+                ),
+                w=12,
+            ),
+            timeseries(
+                "Fan-out MillisBehindLatest",
+                "s",
+                q(
+                    f"max by (stream) (kinesis_subscription_behind_latest_seconds{{{ST}}})",
+                    "{{stream}}",
+                ),
+                w=6,
+                desc="How far the slowest SubscribeToShard consumer's last event was "
+                "behind the tip (SubscribeToShardEvent.MillisBehindLatest).",
+            ),
+            timeseries(
+                "Fan-out subscriptions",
+                "none",
+                q(f"sum by (stream) (kinesis_subscriptions{{{ST}}})", "{{stream}}"),
+                w=6,
+                desc="Open SubscribeToShard subscriptions, all nodes together.",
+            ),
+            timeseries(
+                "Registered consumers",
+                "none",
+                q(
+                    f"max by (stream, status) (kinesis_stream_consumers{{{ST}}})",
+                    "{{stream}} {{status}}",
+                ),
+                w=6,
+                desc="Enhanced fan-out consumers (RegisterStreamConsumer) by status; "
+                "AWS's default limit is 20 per stream.",
+            ),
+            timeseries(
+                "Fan-out events and refusals",
+                "reqps",
+                q(
+                    f"sum by (stream) (rate(kinesis_subscription_events_total{{{ST}}}{RATE}))",
+                    "{{stream}} events",
+                ),
+                q(
+                    f"sum by (stream) (rate(kinesis_subscribe_to_shard_rate_exceeded_total"
+                    f"{{{ST}}}{RATE}))",
+                    "{{stream}} refused",
+                ),
+                w=6,
+                desc="SubscribeToShardEvent.Success and SubscribeToShard.RateExceeded: "
+                "a second subscription of one consumer to one shard, or a node at its "
+                "subscription limit.",
+            ),
+        ],
+    ),
+    (
+        "Scaling and certificates",
+        [
+            timeseries(
+                "Open shards by stream",
+                "none",
+                q(
+                    f"max by (stream, mode) (kinesis_stream_open_shards{{{ST}}})",
+                    "{{stream}} {{mode}}",
+                ),
+                q(f"max(kinesis_on_demand_max_open_shards{{{S}}})", "on-demand ceiling"),
+                desc="An ON_DEMAND stream stays at or below the ceiling (on_demand_max_shards).",
+            ),
+            timeseries(
+                "Autoscaler actions (15 min)",
+                "none",
+                q(
+                    f"sum by (stream, action) (increase(kinesis_autoscaler_actions_total"
+                    f"{{{ST}}}[15m]))",
+                    "{{stream}} {{action}}",
+                ),
+                desc="Splits and merges of ON_DEMAND streams, hot-key notices, and "
+                "decisions the metadata refused (details: shoal scaling-events STREAM).",
+            ),
+            timeseries(
+                "Time to certificate expiry",
+                "s",
+                q(
+                    f"min by (instance, file, usage) "
+                    f"(kinesis_tls_certificate_expiry_timestamp_seconds{{{S}}}) - time()",
+                    "{{instance}} {{file}}",
+                ),
+                desc="Nodes with TLS only. The alert fires 7 days before expiry.",
+            ),
+        ],
+    ),
+    (
+        "Storage",
+        [
+            timeseries(
+                "Disk free",
+                "percentunit",
+                q(
+                    f"kinesis_storage_disk_free_bytes{{{S}}} / "
+                    f"kinesis_storage_disk_capacity_bytes{{{S}}}",
+                    "{{instance}}",
+                ),
+            ),
+            timeseries(
+                "RocksDB size",
+                "bytes",
+                q(f"kinesis_rocksdb_sst_files_bytes{{{S}}}", "{{instance}} SST files"),
+                q(f"kinesis_rocksdb_live_data_bytes{{{S}}}", "{{instance}} live data"),
+            ),
+            timeseries(
+                "Compaction",
+                "bytes",
+                q(f"kinesis_rocksdb_pending_compaction_bytes{{{S}}}", "{{instance}} pending"),
+                q(f"kinesis_rocksdb_memtable_bytes{{{S}}}", "{{instance}} memtables"),
+            ),
+            timeseries(
+                "fsync latency",
+                "s",
+                *quantiles("kinesis_fsync_duration_seconds", "instance, log", S),
+            ),
+            timeseries(
+                "Records per group commit",
+                "none",
+                *quantiles("kinesis_group_commit_records", "instance", S),
+            ),
+            timeseries(
+                "Log writes",
+                "Bps",
+                q(
+                    f"sum by (instance) (rate(kinesis_log_written_bytes_total{{{S}}}{RATE}))",
+                    "{{instance}}",
+                ),
+                q(
+                    f"max by (instance) (kinesis_rocksdb_write_stopped{{{S}}})",
+                    "{{instance}} writes stopped",
+                ),
+            ),
+        ],
+    ),
+    (
+        "Process",
+        [
+            timeseries(
+                "CPU",
+                "percentunit",
+                q(f"rate(process_cpu_seconds_total{{{S}}}{RATE})", "{{instance}}"),
+            ),
+            timeseries(
+                "Resident memory",
+                "bytes",
+                q(f"process_resident_memory_bytes{{{S}}}", "{{instance}}"),
+            ),
+            timeseries(
+                "Open file descriptors", "none", q(f"process_open_fds{{{S}}}", "{{instance}}")
+            ),
+        ],
+    ),
 ]
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -267,8 +513,10 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int, height: int) -> dict[str
     if panel.get("red_above") is not None:
         defaults["thresholds"] = {
             "mode": "absolute",
-            "steps": [{"color": "green", "value": None}, {"color": "red",
-                                                           "value": panel["red_above"]}],
+            "steps": [
+                {"color": "green", "value": None},
+                {"color": "red", "value": panel["red_above"]},
+            ],
         }
     result: dict[str, Any] = {
         "id": panel_id,
@@ -281,15 +529,20 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int, height: int) -> dict[str
         "fieldConfig": {"defaults": defaults, "overrides": []},
     }
     if panel["type"] == "timeseries":
-        result["options"] = {"legend": {"displayMode": "list", "placement": "bottom"},
-                             "tooltip": {"mode": "multi", "sort": "desc"}}
+        result["options"] = {
+            "legend": {"displayMode": "list", "placement": "bottom"},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        }
     elif panel["type"] == "stat":
-        result["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                                               "values": False},
-                             "colorMode": "value", "graphMode": "area"}
+        result["options"] = {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+        }
     else:
-        result["transformations"] = [{"id": "organize", "options": {
-            "excludeByName": {"Time": True, "Value": True}}}]
+        result["transformations"] = [
+            {"id": "organize", "options": {"excludeByName": {"Time": True, "Value": True}}}
+        ]
     return result
 
 
@@ -297,8 +550,16 @@ def dashboard() -> dict[str, Any]:
     panels: list[dict[str, Any]] = []
     panel_id, y = 1, 0
     for title, row_panels in ROWS:
-        panels.append({"id": panel_id, "type": "row", "title": title, "collapsed": False,
-                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        panels.append(
+            {
+                "id": panel_id,
+                "type": "row",
+                "title": title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": 24, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
         panel_id, y, x, row_height = panel_id + 1, y + 1, 0, 0
         for panel in row_panels:
             height = 4 if panel["type"] == "stat" else 8
@@ -322,27 +583,61 @@ def dashboard() -> dict[str, Any]:
         "refresh": "30s",
         "time": {"from": "now-1h", "to": "now"},
         "links": [],
-        "annotations": {"list": [{
-            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts", "type": "dashboard",
-        }]},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource",
-             "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
-             "includeAll": False, "multi": False},
-            _query_variable("namespace", "Namespace",
-                            "label_values(kinesis_build_info, namespace)", multi=False),
-            _query_variable("job", "Job",
-                            'label_values(kinesis_build_info{namespace=~"$namespace"}, job)',
-                            multi=False),
-            _query_variable("instance", "Node",
-                            'label_values(kinesis_build_info{namespace=~"$namespace", '
-                            'job=~"$job"}, instance)', multi=True),
-            _query_variable("stream", "Stream",
-                            'label_values(kinesis_incoming_records_total{namespace=~'
-                            '"$namespace", job=~"$job"}, stream)', multi=True),
-        ]},
+        "annotations": {
+            "list": [
+                {
+                    "builtIn": 1,
+                    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+                    "enable": True,
+                    "hide": True,
+                    "iconColor": "rgba(0, 211, 255, 1)",
+                    "name": "Annotations & Alerts",
+                    "type": "dashboard",
+                }
+            ]
+        },
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "label": "Data source",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "current": {},
+                    "hide": 0,
+                    "refresh": 1,
+                    "regex": "",
+                    "includeAll": False,
+                    "multi": False,
+                },
+                _query_variable(
+                    "namespace",
+                    "Namespace",
+                    "label_values(kinesis_build_info, namespace)",
+                    multi=False,
+                ),
+                _query_variable(
+                    "job",
+                    "Job",
+                    'label_values(kinesis_build_info{namespace=~"$namespace"}, job)',
+                    multi=False,
+                ),
+                _query_variable(
+                    "instance",
+                    "Node",
+                    'label_values(kinesis_build_info{namespace=~"$namespace", '
+                    'job=~"$job"}, instance)',
+                    multi=True,
+                ),
+                _query_variable(
+                    "stream",
+                    "Stream",
+                    "label_values(kinesis_incoming_records_total{namespace=~"
+                    '"$namespace", job=~"$job"}, stream)',
+                    multi=True,
+                ),
+            ]
+        },
         "panels": panels,
     }
 
@@ -377,8 +672,9 @@ def outputs() -> dict[Path, str]:
 
 
 def main(argv: list[str]) -> int:
-    stale = [path for path, text in outputs().items()
-             if not path.exists() or path.read_text() != text]
+    stale = [
+        path for path, text in outputs().items() if not path.exists() or path.read_text() != text
+    ]
     if "--check" in argv:
         for path in stale:
             print(f"stale: {path.relative_to(REPO)} (run deploy/generate.py)", file=sys.stderr)

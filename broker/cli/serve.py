@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.config import add_serve_arguments, config_from_environment
+from broker.errors import StartupRefused
 
 
 def add_commands(commands: Any) -> None:
@@ -92,4 +93,11 @@ def _serve(args: argparse.Namespace) -> int:
         await node.stop()
         return 0 if stopping.is_set() else 1  # a background task failed: let it restart us
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except StartupRefused as refusal:
+        # Corrupt data on disk, for instance: one line that says what and where the recovery
+        # is documented, no traceback (the process exits; a supervisor restarting it gets the
+        # same line until an operator acts).
+        print(f"shoal: {refusal}", file=sys.stderr, flush=True)
+        return 3

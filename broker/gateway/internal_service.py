@@ -38,6 +38,7 @@ from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.error_mapping import error_from_rpc_error, to_grpc_status
 from broker.log.records import NewRecord, StoredRecord
+from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
 from broker.meta.quorum import QuorumStatistics
 from broker.replication.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
@@ -180,7 +181,7 @@ class ClusterView:
 def node_handler(
     shards: ShardClient,
     *,
-    on_heartbeat: Callable[[NodeId, int, bool], bool],
+    on_heartbeat: Callable[[NodeId, int, bool, tuple[RejoiningReplica, ...]], bool],
     controller: Callable[[], NodeId | None],
 ) -> grpc.GenericRpcHandler:
     """NodeService: Heartbeat (for the controller here), ShardAppend and ShardRead."""
@@ -188,7 +189,13 @@ def node_handler(
     async def heartbeat(
         request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
-        accepted = on_heartbeat(NodeId(request.node_id), request.incarnation, request.shutting_down)
+        rejoining = tuple(
+            RejoiningReplica(shard_uid=ShardUid(r.shard_uid), epoch=r.epoch, caught_up=r.caught_up)
+            for r in request.rejoining
+        )
+        accepted = on_heartbeat(
+            NodeId(request.node_id), request.incarnation, request.shutting_down, rejoining
+        )
         return pb.HeartbeatResponse(accepted=accepted, controller=controller() or "")
 
     async def shard_append(

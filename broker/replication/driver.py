@@ -40,7 +40,7 @@ import contextlib
 import functools
 import heapq
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from broker import limits
@@ -48,6 +48,7 @@ from broker.clock import Clock
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.records import AppendBatch, NewRecord
 from broker.log.store import LogStore
+from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage, ShardState
 from broker.metrics import ReplicationProbe, ReplicationView
 from broker.replication import replica as core
@@ -200,7 +201,7 @@ class ReplicationDriver:
         image: Callable[[], MetadataImage],
         tick_ms: int,
         knobs: ReplicationKnobs | None = None,
-        lost_disk: bool = False,
+        rejoin_floors: Mapping[ShardUid, int] | None = None,
         inbox_max: int = limits.replication_inbox_messages_max,
         probe: ReplicationProbe | None = None,
     ) -> None:
@@ -216,7 +217,9 @@ class ReplicationDriver:
         self._image = image
         self._tick_ms = tick_ms
         self._knobs = knobs or ReplicationKnobs()
-        self._lost_disk = lost_disk
+        # A node that lost its disk: each replica it held, with the shard's epoch in the image
+        # read after the loss (replica.py, "lost its disk"). Replicas of other shards are new.
+        self._rejoin_floors = dict(rejoin_floors or {})
         self._inbox: collections.deque[ReplicationMessage] = collections.deque()
         self._inbox_max = inbox_max
         self._locals: dict[ShardUid, _Local] = {}
@@ -411,11 +414,31 @@ class ReplicationDriver:
 
     def caught_up(self) -> bool:
         """No replica on this node is still recovering its log (a node that lost its disk
-        copies it back from the leader before its replicas count again): the replication
+        copies it back from the leaders before its replicas count again): the replication
         half of the readiness probe."""
-        if not self._lost_disk:
+        if not self._rejoin_floors:
             return True  # replicas recover only on a node that lost its disk (_open)
         return not any(local.replica.statistics().recovering for local in self._locals.values())
+
+    def rejoining(self) -> list[RejoiningReplica]:
+        """The replicas lost with the disk that have not rejoined yet, for the heartbeats
+        (the controller moves their leaderships away, and gives a caught-up one a new
+        epoch). Empty, and cheap, once every one of them rejoined."""
+        if not self._rejoin_floors:
+            return []
+        report = []
+        for uid in list(self._rejoin_floors):
+            local = self._locals.get(uid)
+            if local is None:
+                continue  # not configured yet (or no longer ours)
+            stats = local.replica.statistics()
+            if stats.rejoin_floor is None:
+                del self._rejoin_floors[uid]  # rejoined: counts like any replica now
+                continue
+            report.append(
+                RejoiningReplica(shard_uid=uid, epoch=stats.epoch, caught_up=not stats.recovering)
+            )
+        return report
 
     def leader_count(self) -> int:
         return sum(1 for x in self._locals.values() if x.replica.role is core.Role.LEADER)
@@ -466,7 +489,9 @@ class ReplicationDriver:
 
     def _open(self, shard_uid: ShardUid) -> _Local:
         # Point reads on the loop, once per replica per process lifetime (as ShardWriters did).
-        durable = ReplicaDurableState.from_store(self._store, shard_uid, recovering=self._lost_disk)
+        durable = ReplicaDurableState.from_store(
+            self._store, shard_uid, rejoin_floor=self._rejoin_floors.get(shard_uid)
+        )
         replica = ShardReplica(shard_uid, self._node_id, durable, knobs=self._knobs)
         log.info(
             "replica_opened",

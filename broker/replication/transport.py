@@ -378,6 +378,7 @@ def _replica_state(statistics: ReplicaStatistics) -> pb.ReplicaState:
         high_watermark=statistics.high_watermark,
         last_epoch=statistics.last_epoch,
         sealed=statistics.sealing,
+        recovering=statistics.recovering,
     )
 
 

@@ -81,6 +81,7 @@ def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEn
                     log_end=message.log_end,
                     last_epoch=message.last_epoch,
                     promised_epoch=message.promised_epoch,
+                    rejoining=message.rejoining,
                 ),
             )
         case _:
@@ -113,5 +114,6 @@ def envelope_from_proto(envelope: pb.ReplicationEnvelope) -> ReplicationMessage 
             log_end=Offset(k.log_end),
             last_epoch=k.last_epoch,
             promised_epoch=k.promised_epoch,
+            rejoining=k.rejoining,
         )
     return None

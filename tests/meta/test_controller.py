@@ -28,6 +28,7 @@ from broker.meta.controller_core import (
     FenceNode,
     Outcome,
     Promise,
+    RejoiningReplica,
     ReplicaStatus,
     UnfenceNode,
     choose_leader,
@@ -324,6 +325,40 @@ def test_a_shutting_down_node_gives_up_its_leaderships() -> None:
     assert changes
     assert {c.leader for c in changes} == {N2}
     assert {c.reason for c in changes} == {"leader_leaving"}
+
+
+def test_a_node_back_from_a_lost_disk_leads_nothing_until_caught_up_then_gets_an_epoch() -> None:
+    """decisions/0002 "Lost disk": the heartbeats of a node that lost its disk list its
+    replicas still rejoining. One it leads in the image moves to another replica (it never
+    leads what it lacks); a caught-up one gets a new epoch under the same leader, from which on
+    its acknowledgements count; a replica still copying is never made leader."""
+    image = stream_image()
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    led = [s for s in shards(image) if s.leader == N2]
+    other = [s for s in shards(image) if s.leader != N2]
+    assert led and other
+    rejoining = [
+        RejoiningReplica(shard_uid=s.uid, epoch=s.epoch, caught_up=False) for s in shards(image)
+    ]
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=1, rejoining=rejoining)
+    changes = [a for a in decide(core, image, 2) if isinstance(a, EpochChange)]
+    assert {c.shard.shard_uid for c in changes} == {s.uid for s in led}
+    assert all(N2 not in c.eligible for c in changes)
+    assert {c.reason for c in changes} == {"leader_unavailable"}
+    # The others' replicas caught up: a new epoch, the same leader first.
+    caught_up = [RejoiningReplica(shard_uid=s.uid, epoch=s.epoch, caught_up=True) for s in other]
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=1, rejoining=caught_up)
+    changes = [a for a in decide(core, image, 2) if isinstance(a, EpochChange)]
+    assert {c.shard.shard_uid for c in changes} == {s.uid for s in other}
+    assert {c.reason for c in changes} == {"rejoined"}
+    assert all(c.eligible[0] == c.leader and c.new_replicas == c.replicas for c in changes)
+    # A report of an older epoch (sent before the change reached it) asks for nothing.
+    stale = [RejoiningReplica(shard_uid=s.uid, epoch=s.epoch - 1, caught_up=True) for s in other]
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=3, rejoining=stale)
+    assert not [a for a in decide(core, image, 4) if isinstance(a, EpochChange)]
 
 
 def test_replicas_move_off_a_draining_node_one_step_at_a_time() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,9 @@ from broker.meta.pysyncobj_quorum import (
     JOURNAL_FILE_NAME,
     SNAPSHOT_FILE_NAME,
     DurableJournal,
+    MetadataCorruptionError,
     PysyncobjQuorum,
+    verify_metadata_files,
 )
 from broker.meta.quorum import QuorumConfig
 from tests.meta.factories import create_stream, init_cluster, register_node
@@ -206,6 +209,48 @@ async def test_three_nodes_command_on_a_follower_applies_everywhere(tmp_path: Pa
             await quorum.stop()
 
 
+async def test_a_voter_that_lost_its_journal_votes_only_once_caught_up(tmp_path: Path) -> None:
+    """A voter restarted on an empty disk forgot its log and its vote: with the leader down it
+    must not elect the other voter, whose log it cannot judge (it may lack entries this voter
+    had helped commit). Once the leader is back it catches up, and then counts again."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    configs = [
+        config(tmp_path / f"n{i}", address, tuple(a for a in addresses if a != address))
+        for i, address in enumerate(addresses)
+    ]
+    quorums = [PysyncobjQuorum(c) for c in configs]
+    for quorum in quorums:
+        await quorum.start()
+    try:
+        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+        leader = next(i for i, q in enumerate(quorums) if q.statistics().role == "leader")
+        wiped, other = (i for i in range(3) if i != leader)
+        await quorums[leader].propose(register_node("n1"))
+        await quorums[leader].propose(create_stream("s1"))
+        await quorums[wiped].wait_for_image(lambda i: "s1" in i.streams, timeout_s=DEADLINE_S)
+        await quorums[wiped].stop()
+        shutil.rmtree(configs[wiped].data_dir)
+        await quorums[leader].stop()
+        quorums[wiped] = PysyncobjQuorum(configs[wiped])
+        await quorums[wiped].start()
+        # Elections every 0.2-0.5 s: none may succeed with the blank voter's vote.
+        for _ in range(60):
+            assert not any(q.is_quorum_leader() for q in (quorums[wiped], quorums[other]))
+            await asyncio.sleep(0.05)  # observing that nothing happens for a while
+        quorums[leader] = PysyncobjQuorum(configs[leader])
+        await quorums[leader].start()
+        caught_up = await quorums[wiped].wait_for_image(
+            lambda i: "s1" in i.streams, timeout_s=DEADLINE_S
+        )
+        assert encode_image(caught_up) == encode_image(quorums[other].image())
+        syncobj = quorums[wiped]._syncobj
+        assert syncobj is not None
+        await wait_until(lambda: not syncobj._shoal_blank, what="the wiped voter caught up")
+    finally:
+        for quorum in quorums:
+            await quorum.stop()
+
+
 # pysyncobj (0.3.17, serializer.py getTransmissionData) never closes the snapshot file it
 # streams to a follower; the garbage collector does, with a ResourceWarning. Not ours to fix
 # here; an fd per snapshot transfer until collection.
@@ -303,8 +348,41 @@ def test_journal_refuses_corruption_before_the_tail(tmp_path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[12 + 24] ^= 0xFF  # flip a byte of the first record's command
     path.write_bytes(bytes(data))
-    with pytest.raises(AssertionError, match="corrupt"):
+    with pytest.raises(MetadataCorruptionError, match="corrupt") as refused:
         DurableJournal(path)
+    assert "\n" not in str(refused.value)  # one line for the operator
+    assert "docs/operations.md" in str(refused.value)
+
+
+def test_journal_refuses_a_broken_length_before_the_tail(tmp_path: Path) -> None:
+    """A length field broken mid-log runs past the file's end like a torn tail would; the
+    whole record after it tells them apart (a torn tail has nothing after it)."""
+    path = tmp_path / JOURNAL_FILE_NAME
+    journal = DurableJournal(path)
+    for index in range(1, 4):
+        journal.add(b"cmd%d" % index, index, 1)
+    journal._destroy()
+    data = bytearray(path.read_bytes())
+    data[12 + 3] = 0x7F  # the first record's length: far past the end of the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(MetadataCorruptionError, match="a whole record follows"):
+        DurableJournal(path)
+
+
+def test_a_corrupt_snapshot_or_meta_file_is_refused_before_start(tmp_path: Path) -> None:
+    journal = DurableJournal(tmp_path / JOURNAL_FILE_NAME)
+    journal.add(b"one", 1, 1)
+    journal.setCurrentTerm(2, None)
+    journal._destroy()
+    verify_metadata_files(tmp_path)  # whole files pass
+    (tmp_path / SNAPSHOT_FILE_NAME).write_bytes(b'{"v": 1, "image": {"nope"')
+    with pytest.raises(MetadataCorruptionError, match="not a readable snapshot"):
+        verify_metadata_files(tmp_path)
+    (tmp_path / SNAPSHOT_FILE_NAME).unlink()
+    meta = tmp_path / f"{JOURNAL_FILE_NAME}.meta"
+    meta.write_bytes(meta.read_bytes()[:-3])
+    with pytest.raises(MetadataCorruptionError, match="unreadable"):
+        verify_metadata_files(tmp_path)
 
 
 def test_journal_truncates_suffix_and_compacts_prefix(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ class Member:
     replica: ShardReplica | None = None
 
     def start(self) -> None:
-        durable = ReplicaDurableState.from_store(self.store, SHARD, recovering=False)
+        durable = ReplicaDurableState.from_store(self.store, SHARD, rejoin_floor=None)
         self.replica = ShardReplica(SHARD, self.node_id, durable, knobs=KNOBS)
 
     @property

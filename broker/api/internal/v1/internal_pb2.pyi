@@ -137,6 +137,7 @@ class AppendAck(_message.Message):
     LOG_END_FIELD_NUMBER: _builtins.int
     LAST_EPOCH_FIELD_NUMBER: _builtins.int
     PROMISED_EPOCH_FIELD_NUMBER: _builtins.int
+    REJOINING_FIELD_NUMBER: _builtins.int
     shard_uid: _builtins.int
     epoch: _builtins.int
     sender: _builtins.str
@@ -144,6 +145,10 @@ class AppendAck(_message.Message):
     log_end: _builtins.int
     last_epoch: _builtins.int
     promised_epoch: _builtins.int
+    rejoining: _builtins.bool
+    """The sender lost its disk and has not rejoined for this epoch yet: the leader sends it the
+    log but does not count it towards the high watermark (decisions/0002, "Lost disk").
+    """
     def __init__(
         self,
         *,
@@ -154,10 +159,11 @@ class AppendAck(_message.Message):
         log_end: _builtins.int = ...,
         last_epoch: _builtins.int = ...,
         promised_epoch: _builtins.int = ...,
+        rejoining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "last_epoch", b"last_epoch", "log_end", b"log_end", "ok", b"ok", "promised_epoch", b"promised_epoch", "sender", b"sender", "shard_uid", b"shard_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "last_epoch", b"last_epoch", "log_end", b"log_end", "ok", b"ok", "promised_epoch", b"promised_epoch", "rejoining", b"rejoining", "sender", b"sender", "shard_uid", b"shard_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,6 +350,7 @@ class ReplicaState(_message.Message):
     HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
     LAST_EPOCH_FIELD_NUMBER: _builtins.int
     SEALED_FIELD_NUMBER: _builtins.int
+    RECOVERING_FIELD_NUMBER: _builtins.int
     shard_uid: _builtins.int
     role: _builtins.str
     """"leader", "follower" or "idle" """
@@ -355,6 +362,8 @@ class ReplicaState(_message.Message):
     high_watermark: _builtins.int
     last_epoch: _builtins.int
     sealed: _builtins.bool
+    recovering: _builtins.bool
+    """The node lost its disk and this replica is still copying the log back (no vote, no lead)."""
     def __init__(
         self,
         *,
@@ -368,10 +377,11 @@ class ReplicaState(_message.Message):
         high_watermark: _builtins.int = ...,
         last_epoch: _builtins.int = ...,
         sealed: _builtins.bool = ...,
+        recovering: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "high_watermark", b"high_watermark", "last_epoch", b"last_epoch", "leader", b"leader", "log_end", b"log_end", "log_start", b"log_start", "promised_epoch", b"promised_epoch", "role", b"role", "sealed", b"sealed", "shard_uid", b"shard_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "high_watermark", b"high_watermark", "last_epoch", b"last_epoch", "leader", b"leader", "log_end", b"log_end", "log_start", b"log_start", "promised_epoch", b"promised_epoch", "recovering", b"recovering", "role", b"role", "sealed", b"sealed", "shard_uid", b"shard_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -408,12 +418,19 @@ class HeartbeatRequest(_message.Message):
     INCARNATION_FIELD_NUMBER: _builtins.int
     SENT_MS_FIELD_NUMBER: _builtins.int
     SHUTTING_DOWN_FIELD_NUMBER: _builtins.int
+    REJOINING_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     incarnation: _builtins.int
     sent_ms: _builtins.int
     """the sender's wall clock, for logs only"""
     shutting_down: _builtins.bool
     """SIGTERM: move this node's shard leaderships away (drain)"""
+    @_builtins.property
+    def rejoining(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejoiningReplica]:
+        """Replicas this node lost with its disk that have not rejoined yet (decisions/0002, "Lost
+        disk"); empty on a node that kept its disk.
+        """
+
     def __init__(
         self,
         *,
@@ -421,14 +438,44 @@ class HeartbeatRequest(_message.Message):
         incarnation: _builtins.int = ...,
         sent_ms: _builtins.int = ...,
         shutting_down: _builtins.bool = ...,
+        rejoining: _abc.Iterable[Global___RejoiningReplica] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incarnation", b"incarnation", "node_id", b"node_id", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incarnation", b"incarnation", "node_id", b"node_id", "rejoining", b"rejoining", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class RejoiningReplica(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_UID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    shard_uid: _builtins.int
+    epoch: _builtins.int
+    """the shard epoch of the image the replica was configured with"""
+    caught_up: _builtins.bool
+    """false: still copying the log (it may not lead); true: caught up, and waiting for an epoch
+    above the one it rejoined in, from which on its acknowledgements count again.
+    """
+    def __init__(
+        self,
+        *,
+        shard_uid: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+        caught_up: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "epoch", b"epoch", "shard_uid", b"shard_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejoiningReplica: _TypeAlias = RejoiningReplica  # noqa: Y015
 
 @_typing.final
 class HeartbeatResponse(_message.Message):
