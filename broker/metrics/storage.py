@@ -79,6 +79,7 @@ class StorageView:
     memtable_bytes: int = 0
     running_compactions: int = 0
     write_stopped: bool = False
+    background_errors: int = 0  # failed flushes and compactions since the store opened
 
 
 class StorageProbe:

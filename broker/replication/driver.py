@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from broker import limits
 from broker.clock import Clock
 from broker.log.group_commit import GroupCommitWriter
-from broker.log.records import AppendBatch, NewRecord
+from broker.log.records import AppendBatch, LogCorruptionError, NewRecord
 from broker.log.store import LogStore
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage, ShardState
@@ -60,7 +60,7 @@ from broker.replication.replica import (
     ReplicationKnobs,
     ShardReplica,
 )
-from broker.replication.transport import SealAnswer, Transport
+from broker.replication.transport import FetchRefused, SealAnswer, Transport
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,24 @@ class _Local:
         self.orphans = kept
 
 
+@dataclass(slots=True, kw_only=True)
+class _Damage:
+    """A range of a local replica's log that does not read back, until it is repaired."""
+
+    start: Offset  # batch-aligned (store.damaged_range), moved up as pieces are repaired
+    end: Offset
+    attempts: int = 0
+    retry_at: float = 0.0  # the loop's clock
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DamagedRange:
+    """What readers on this node must not read locally (`ReplicationDriver.damaged`)."""
+
+    start: Offset
+    end: Offset
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriverStatistics:
     replicas: int
@@ -244,6 +262,11 @@ class ReplicationDriver:
         self._inbox_dropped = 0
         self._pending_hws: dict[ShardUid, Offset] = {}
         self._hws_written_ms = 0
+        # Corruption (decisions/0002, "Corruption"): offsets where a read failed, not located
+        # yet (None: the shard's time index), and the located damaged ranges being repaired.
+        self._suspects: dict[ShardUid, Offset | None] = {}
+        self._damage: dict[ShardUid, _Damage] = {}
+        self._repair_wake = asyncio.Event()
 
     @property
     def node_id(self) -> NodeId:
@@ -384,6 +407,7 @@ class ReplicationDriver:
             under_replicated=under,
             follower_lag_records=lag,
             high_watermark_lag_records=hw_lag,
+            damaged_replicas=len(self._damage),
         )
 
     def _report_leadership(self, candidates: Sequence[_Local], *, every: bool) -> None:
@@ -511,6 +535,7 @@ class ReplicationDriver:
         tick_s = self._tick_ms / 1000
         async with asyncio.TaskGroup() as reads:
             self._reads = reads
+            reads.create_task(self._run_repairs(), name="replica-repairs")
             next_tick = loop.time()  # the timer runs on the loop's clock; replicas get wall ms
             next_sweep = next_tick + _SWEEP_INTERVAL_S
             while True:
@@ -686,18 +711,211 @@ class ReplicationDriver:
             await asyncio.gather(*futures)
 
     async def _read(self, local: _Local, request: core.ReadRequest) -> None:
-        """A follower's catch-up read of our log, fed back to the replica."""
-        batches = await asyncio.to_thread(
-            self._store.read_batches,
-            request.shard_uid,
-            start_offset=request.start_offset,
-            end_offset=request.end_offset,
-            bytes_max=request.bytes_max,
-        )
+        """A follower's catch-up read of our log, fed back to the replica. A damaged range
+        cannot be sent: it is reported (and repaired); the replica asks again after its resend
+        timeout."""
+        try:
+            batches = await asyncio.to_thread(
+                self._store.read_batches,
+                request.shard_uid,
+                start_offset=request.start_offset,
+                end_offset=request.end_offset,
+                bytes_max=request.bytes_max,
+            )
+        except LogCorruptionError as error:
+            self.report_corruption(error)
+            return
         if self._locals.get(request.shard_uid) is local:
             local.replica.read_done(request, batches, self._now())
             self._touched.add(request.shard_uid)
             self._wake.set()
+
+    # --- Corruption: damaged ranges and their repair (decisions/0002, "Corruption") ----------
+
+    def report_corruption(self, error: LogCorruptionError) -> None:
+        """A read of this node's log failed a check (a reader, a catch-up read, the
+        scrubber): the repair task locates the damaged range and copies it back from a
+        healthy replica. Loop only."""
+        if error.shard_uid is None:
+            log.error("log_corruption_detected", extra={"error": str(error), "located": False})
+            if self._probe is not None:
+                self._probe.corruption_detected()
+            return
+        uid = error.shard_uid
+        known = self._damage.get(uid)
+        offset = error.offset
+        if known is not None and offset is not None and known.start <= offset < known.end:
+            return  # being repaired
+        if offset is None:
+            self._suspects.setdefault(uid, None)
+        else:
+            previous = self._suspects.get(uid)
+            self._suspects[uid] = offset if previous is None else Offset(min(previous, offset))
+        self._repair_wake.set()
+
+    def damaged(self, shard_uid: ShardUid) -> DamagedRange | None:
+        """The damaged range of the local replica, if any: readers go to another replica for
+        it (`service/shards.py`), and repairs fill it."""
+        damage = self._damage.get(shard_uid)
+        return None if damage is None else DamagedRange(start=damage.start, end=damage.end)
+
+    def repair_pending(self, shard_uid: ShardUid) -> bool:
+        """Corruption reported in the local replica and not repaired yet (located or not)."""
+        return shard_uid in self._damage or shard_uid in self._suspects
+
+    async def serve_fetch(
+        self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
+    ) -> list[AppendBatch]:
+        """Another replica repairs a damaged range from our committed batches (FetchBatches).
+        Only below our high watermark: those records are the same on every replica."""
+        local = self._locals.get(shard_uid)
+        if local is None:
+            raise FetchRefused("no replica of this shard here")
+        end = Offset(min(end_offset, local.replica.high_watermark))
+        damage = self._damage.get(shard_uid)
+        if damage is not None and damage.start <= start_offset < damage.end:
+            raise FetchRefused("this replica is damaged there too")
+        if damage is not None and start_offset < damage.start:
+            end = Offset(min(end, damage.start))
+        if end <= start_offset:
+            raise FetchRefused(f"not committed here (high watermark {end})")
+        try:
+            batches = await asyncio.to_thread(
+                self._store.read_batches,
+                shard_uid,
+                start_offset=start_offset,
+                end_offset=end,
+                bytes_max=bytes_max,
+            )
+        except LogCorruptionError as error:
+            self.report_corruption(error)
+            raise FetchRefused("this replica is damaged there too") from error
+        if not batches or batches[0].first_offset != start_offset:
+            raise FetchRefused("trimmed here")
+        return batches
+
+    async def _run_repairs(self) -> None:
+        """Locates reported corruption and repairs damaged ranges, one shard at a time.
+        Infinite on purpose: cancelled with the driver."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait_s = min(
+                (max(0.0, d.retry_at - loop.time()) for d in self._damage.values()),
+                default=None,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):  # None: our own wake-up only, on purpose
+                    await self._repair_wake.wait()
+            self._repair_wake.clear()
+            suspects, self._suspects = self._suspects, {}
+            for uid, offset in suspects.items():
+                await self._locate(uid, offset)
+            for uid in [u for u, d in self._damage.items() if d.retry_at <= loop.time()]:
+                await self._repair(uid)
+
+    async def _locate(self, shard_uid: ShardUid, offset: Offset | None) -> None:
+        if shard_uid not in self._locals:
+            return  # no longer ours: its data goes with the replica
+        if offset is None:  # the time index: derived data, rebuilt from the batches
+            try:
+                await asyncio.to_thread(self._store.rebuild_time_index, shard_uid)
+            except LogCorruptionError as error:
+                if error.offset is not None:
+                    self.report_corruption(error)
+                return
+            log.warning("log_time_index_rebuilt", extra={"shard_uid": shard_uid})
+            if self._probe is not None:
+                self._probe.corruption_detected()
+                self._probe.range_repaired()
+            return
+        start, end = await asyncio.to_thread(self._store.damaged_range, shard_uid, offset)
+        if end <= start:
+            return
+        known = self._damage.get(shard_uid)
+        if known is not None:
+            start, end = Offset(min(start, known.start)), Offset(max(end, known.end))
+        self._damage[shard_uid] = _Damage(start=start, end=end)
+        log.error(
+            "log_corruption_detected",
+            extra={"shard_uid": shard_uid, "start_offset": start, "end_offset": end},
+        )
+        if self._probe is not None:
+            self._probe.corruption_detected()
+
+    async def _repair(self, shard_uid: ShardUid) -> None:
+        """Copies the damaged range back from the other replicas, in pieces; backs off when
+        none can give the next piece (a copy must be committed there, and healthy)."""
+        damage = self._damage[shard_uid]
+        local = self._locals.get(shard_uid)
+        image = self._applied
+        if local is None or image is None:
+            del self._damage[shard_uid]  # no longer ours
+            return
+        peers = self._repair_sources(image, shard_uid)
+        for _ in range(limits.replication_repair_pieces_max):  # bounded: see the limit
+            if damage.start >= damage.end:
+                break
+            if not await self._repair_piece(shard_uid, damage, peers):
+                damage.attempts += 1
+                delay_ms = min(
+                    limits.replication_repair_backoff_ms_min * 2 ** min(damage.attempts, 10),
+                    limits.replication_repair_backoff_ms_max,
+                )
+                damage.retry_at = asyncio.get_running_loop().time() + delay_ms / 1000
+                log.warning(
+                    "log_repair_waiting",
+                    extra={
+                        "shard_uid": shard_uid,
+                        "start_offset": damage.start,
+                        "end_offset": damage.end,
+                        "attempts": damage.attempts,
+                        "peers": ",".join(peers),
+                    },
+                )
+                return
+        if damage.start < damage.end:
+            return  # more pieces than one pass takes: the next pass continues at once
+        del self._damage[shard_uid]
+        log.warning("log_range_repaired", extra={"shard_uid": shard_uid})
+        if self._probe is not None:
+            self._probe.range_repaired()
+
+    def _repair_sources(self, image: MetadataImage, shard_uid: ShardUid) -> list[NodeId]:
+        """The other replicas of the shard, its leader first (it holds every committed
+        record)."""
+        for stream in image.streams.values():
+            for shard in stream.shards:
+                if shard.uid == shard_uid:
+                    others = [n for n in shard.replicas if n != self._node_id]
+                    return sorted(others, key=lambda n: n != shard.leader)
+        return []
+
+    async def _repair_piece(
+        self, shard_uid: ShardUid, damage: _Damage, peers: Sequence[NodeId]
+    ) -> bool:
+        for peer in peers:
+            try:
+                batches = await self._transport.fetch_batches(
+                    peer,
+                    shard_uid,
+                    start_offset=damage.start,
+                    end_offset=damage.end,
+                    bytes_max=limits.replication_repair_fetch_bytes_max,
+                )
+            except FetchRefused as refused:
+                log.info("log_repair_source_refused", extra={"peer": peer, "why": str(refused)})
+                continue
+            if not batches or batches[0].first_offset != damage.start:
+                continue
+            if await asyncio.to_thread(self._store.repair, shard_uid, batches):
+                damage.start = batches[-1].end_offset
+                return True
+            # Not our records there (the log moved on meanwhile): look again.
+            known_end = await asyncio.to_thread(self._store.log_end, shard_uid)
+            if damage.start >= known_end:
+                damage.start = damage.end  # truncated away: nothing left to repair
+                return True
+        return False
 
     def _now(self) -> int:
         # The wall clock, for the replicas' timers too: `propose(records, now_ms)` stamps

@@ -57,6 +57,11 @@ class ReplicationServiceStub:
     """The controller asks a sealing shard's leader for its final end (0002 "Sealing")."""
     ReplicaStatus: _grpc.UnaryUnaryMultiCallable[_internal_pb2.ReplicaStatusRequest, _internal_pb2.ReplicaStatusResponse]
     """What this node's replicas hold (log ends, epochs, high watermarks): diagnostics and tests."""
+    FetchBatches: _grpc.UnaryUnaryMultiCallable[_internal_pb2.FetchBatchesRequest, _internal_pb2.FetchBatchesResponse]
+    """A replica that found a damaged range of its log copies it back from a healthy replica
+    (0002 "Corruption"): the callee's committed batches of [start_offset, end_offset).
+    FAILED_PRECONDITION when the callee holds no healthy, committed copy of the start.
+    """
 
 @_typing.type_check_only
 class ReplicationServiceAsyncStub(ReplicationServiceStub):
@@ -78,6 +83,11 @@ class ReplicationServiceAsyncStub(ReplicationServiceStub):
     """The controller asks a sealing shard's leader for its final end (0002 "Sealing")."""
     ReplicaStatus: _aio.UnaryUnaryMultiCallable[_internal_pb2.ReplicaStatusRequest, _internal_pb2.ReplicaStatusResponse]  # type: ignore[assignment]
     """What this node's replicas hold (log ends, epochs, high watermarks): diagnostics and tests."""
+    FetchBatches: _aio.UnaryUnaryMultiCallable[_internal_pb2.FetchBatchesRequest, _internal_pb2.FetchBatchesResponse]  # type: ignore[assignment]
+    """A replica that found a damaged range of its log copies it back from a healthy replica
+    (0002 "Corruption"): the callee's committed batches of [start_offset, end_offset).
+    FAILED_PRECONDITION when the callee holds no healthy, committed copy of the start.
+    """
 
 class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
     """--- Replication (DESIGN §4, decision 0002) ---------------------------------------------------
@@ -120,6 +130,17 @@ class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_internal_pb2.ReplicaStatusResponse, _abc.Awaitable[_internal_pb2.ReplicaStatusResponse]]:
         """What this node's replicas hold (log ends, epochs, high watermarks): diagnostics and tests."""
+
+    @_abc_1.abstractmethod
+    def FetchBatches(
+        self,
+        request: _internal_pb2.FetchBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.FetchBatchesResponse, _abc.Awaitable[_internal_pb2.FetchBatchesResponse]]:
+        """A replica that found a damaged range of its log copies it back from a healthy replica
+        (0002 "Corruption"): the callee's committed batches of [start_offset, end_offset).
+        FAILED_PRECONDITION when the callee holds no healthy, committed copy of the start.
+        """
 
 def add_ReplicationServiceServicer_to_server(servicer: ReplicationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
