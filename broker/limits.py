@@ -147,6 +147,13 @@ replication_repair_backoff_ms_max = 60_000
 # One repair pass copies at most this many pieces (4 GiB) before the loop looks at its other
 # work; the next pass continues where it stopped.
 replication_repair_pieces_max = 1024
+# A persist that failed (full disk, broken store) is followed by a pause growing to the max
+# while failures repeat, so a node that cannot write does not spin.
+replication_persist_backoff_ms_min = 100
+replication_persist_backoff_ms_max = 5_000
+# A store that failed a write is reopened only with this much free space: closing RocksDB
+# flushes its memtables, and blocks while the disk cannot take them.
+store_reopen_free_bytes_min = 64 * MiB
 # The driver and transport around the replicas (replication/driver.py, transport.py). Inbound
 # messages beyond the inbox bound and outbound ones beyond a peer's queue are dropped: the
 # replicas resend, so a slow or paused peer costs retransmissions, never unbounded memory.

@@ -178,10 +178,21 @@ class ClusterView:
     controller: NodeId | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """A node's heartbeat as the controller takes it (NodeService.Heartbeat)."""
+
+    node_id: NodeId
+    incarnation: int
+    shutting_down: bool
+    rejoining: tuple[RejoiningReplica, ...]
+    disk_full: bool
+
+
 def node_handler(
     shards: ShardClient,
     *,
-    on_heartbeat: Callable[[NodeId, int, bool, tuple[RejoiningReplica, ...]], bool],
+    on_heartbeat: Callable[[Heartbeat], bool],
     controller: Callable[[], NodeId | None],
 ) -> grpc.GenericRpcHandler:
     """NodeService: Heartbeat (for the controller here), ShardAppend and ShardRead."""
@@ -194,7 +205,13 @@ def node_handler(
             for r in request.rejoining
         )
         accepted = on_heartbeat(
-            NodeId(request.node_id), request.incarnation, request.shutting_down, rejoining
+            Heartbeat(
+                node_id=NodeId(request.node_id),
+                incarnation=request.incarnation,
+                shutting_down=request.shutting_down,
+                rejoining=rejoining,
+                disk_full=request.disk_full,
+            )
         )
         return pb.HeartbeatResponse(accepted=accepted, controller=controller() or "")
 

@@ -134,6 +134,9 @@ class MemoryLogStore:
     def rebuild_time_index(self, shard_uid: ShardUid) -> None:
         """Nothing to rebuild: time lookups bisect the records themselves."""
 
+    def reopen(self) -> None:
+        """Nothing to reopen: writes never fail here."""
+
     def verify(
         self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
     ) -> tuple[Offset, int]:

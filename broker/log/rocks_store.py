@@ -25,8 +25,11 @@ into `LogStoreError` here, at the boundary (STYLE B.8). Our own asserts and
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
+import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +82,8 @@ from broker.log.store import (
 )
 from broker.metrics import StorageView
 from broker.types import Offset, ShardUid
+
+log = logging.getLogger(__name__)
 
 RECORDS_CF = "records"
 TIME_INDEX_CF = "tsidx"
@@ -189,14 +194,24 @@ class RocksLogStore:
         # Each shard's epoch history, loaded on first use under _write_lock and kept in step
         # with every mutation, so `append` decides on a new entry without a read.
         self._histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
+        self._closed = False
+        self._handles: _Handles | None = self._open()
+        # sync=False on write, then one flush_wal(sync=True): see the module docstring.
+        self._write_options = rocksdict.WriteOptions()
+        self._write_options.sync = False
+        # The WAL is our durability; never skip it. rocksdict 0.3.29's stub declares
+        # disable_wal as a method, but at run time it is a bool property.
+        self._write_options.disable_wal = False  # type: ignore[method-assign,assignment]
+
+    def _open(self) -> _Handles:
         with _engine_errors("open"):
             db = rocksdict.Rdict(
-                str(path),
+                str(self._path),
                 options=db_options(),
                 column_families=column_family_options(),
                 access_type=rocksdict.AccessType.read_write(),
             )
-            self._handles: _Handles | None = _Handles(
+            return _Handles(
                 db=db,
                 records=db.get_column_family(RECORDS_CF),
                 time_index=db.get_column_family(TIME_INDEX_CF),
@@ -205,12 +220,6 @@ class RocksLogStore:
                 time_index_cf=db.get_column_family_handle(TIME_INDEX_CF),
                 shard_meta_cf=db.get_column_family_handle(SHARD_META_CF),
             )
-        # sync=False on write, then one flush_wal(sync=True): see the module docstring.
-        self._write_options = rocksdict.WriteOptions()
-        self._write_options.sync = False
-        # The WAL is our durability; never skip it. rocksdict 0.3.29's stub declares
-        # disable_wal as a method, but at run time it is a bool property.
-        self._write_options.disable_wal = False  # type: ignore[method-assign,assignment]
 
     # --- Mutations (serialized by _write_lock) --------------------------------------------
 
@@ -384,8 +393,55 @@ class RocksLogStore:
             for view in (h.records, h.time_index, h.shard_meta):
                 view.compact_range(None, None, options)
 
+    def compact_shards(self, shard_uids: Sequence[ShardUid]) -> None:
+        """Compacts the key ranges of these shards in every column family: what their trims
+        and deletions left as range tombstones is dropped, and the space comes back, without
+        rewriting the rest of the database (RocksDB flushes the memtables overlapping them
+        first, so the WAL files behind them go too)."""
+        h = self._open_handles()
+        options = rocksdict.CompactOptions()
+        # The shards' data may sit alone in the last level, under no tombstone-holding file.
+        options.set_bottommost_level_compaction(rocksdict.BottommostLevelCompaction.force())
+        with _engine_errors("compact_shards"):
+            for uid in sorted(set(shard_uids)):
+                begin, end = shard_prefix(uid), shard_prefix_end(uid)
+                for view in (h.records, h.time_index, h.shard_meta):
+                    view.compact_range(begin, end, options)
+
+    def reopen(self, *, attempts: int = 50, pause_s: float = 0.1) -> None:
+        """Closes RocksDB and opens it again (replaying its WAL): after a WAL write failed
+        (no space left), RocksDB refuses every later write until it is reopened.
+
+        RocksDB releases its lock only once every Python object bound to the old database is
+        gone (readers finish within a call; exceptions raised by a failed write keep their
+        frames, and so the old handles, alive until the caller clears them). So it tries
+        `attempts` times, `pause_s` apart, and raises `LogStoreError` if it still cannot
+        open; calls meanwhile raise `LogStoreError` (retryable) and the caller tries again."""
+        assert attempts >= 1
+        with self._write_lock:
+            assert not self._closed, "reopen after close()"
+            handles, self._handles = self._handles, None
+            self._histories.clear()
+            if handles is not None:
+                db = handles.db
+                del handles  # every view and handle first, or the close does not close
+                with contextlib.suppress(Exception):  # its error is the one we reopen for
+                    db.close()
+                del db
+            for attempt in range(attempts):
+                try:
+                    self._handles = self._open()
+                    break
+                except LogStoreError:
+                    if attempt == attempts - 1:
+                        raise
+                    gc.collect()  # old handles caught in reference cycles
+                    time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+        log.warning("log_store_reopened", extra={"path": str(self._path)})
+
     def close(self) -> None:
         with self._write_lock:
+            self._closed = True
             if self._handles is None:
                 return
             db = self._handles.db
@@ -848,7 +904,9 @@ class RocksLogStore:
 
     def _open_handles(self) -> _Handles:
         handles = self._handles
-        assert handles is not None, f"log store at {self._path} used after close()"
+        if handles is None:
+            assert not self._closed, f"log store at {self._path} used after close()"
+            raise LogStoreError(f"the log store at {self._path} is being reopened")
         return handles
 
     def _write_durably(self, h: _Handles, batch_write: rocksdict.WriteBatch) -> None:

@@ -212,6 +212,12 @@ class LogStore(Protocol):
         """Roughly the bytes the logs take (files plus memory tables), for metrics."""
         ...
 
+    def reopen(self) -> None:
+        """Closes and opens the store again, after a write error it does not recover from by
+        itself (RocksDB after a WAL write failed for lack of space). Raises LogStoreError
+        when it cannot open yet (retry later); meanwhile calls raise LogStoreError."""
+        ...
+
     def close(self) -> None:
         """Releases the store; no method may be called afterwards."""
         ...

@@ -145,6 +145,7 @@ class Controller:
         incarnation: int,
         shutting_down: bool = False,
         rejoining: Sequence[RejoiningReplica] = (),
+        disk_full: bool = False,
     ) -> bool:
         """Records a node heartbeat at its arrival time; False when this node is not the
         controller (the sender should look up the quorum leader again)."""
@@ -157,6 +158,7 @@ class Controller:
             now_ms=self._clock.monotonic_ms(),
             shutting_down=shutting_down,
             rejoining=rejoining,
+            disk_full=disk_full,
         )
         return True
 

@@ -242,6 +242,7 @@ class _Session:
     heard_ms: int
     shutting_down: bool
     rejoining: Mapping[ShardUid, RejoiningReplica]
+    disk_full: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,10 +295,12 @@ class ControllerCore:
         now_ms: int,
         shutting_down: bool = False,
         rejoining: Sequence[RejoiningReplica] = (),
+        disk_full: bool = False,
     ) -> None:
-        """A node said it is alive, and which of its replicas are still rejoining after it
-        lost its disk. An older incarnation than the one already heard is a stale process (or
-        a delayed message) and is ignored."""
+        """A node said it is alive, which of its replicas are still rejoining after it lost
+        its disk, and whether it is short of disk space (it then takes no new records, so it
+        should lead nothing). An older incarnation than the one already heard is a stale
+        process (or a delayed message) and is ignored."""
         session = self._sessions.get(node_id)
         if session is not None and incarnation < session.incarnation:
             return
@@ -315,6 +318,7 @@ class ControllerCore:
             or now_ms - session.heard_ms > self.settings.node_session_timeout_ms
             or node_id in self._refused
             or session.rejoining != reported
+            or session.disk_full != disk_full
         ):
             self._changed = True
         self._sessions[node_id] = _Session(
@@ -322,6 +326,7 @@ class ControllerCore:
             heard_ms=now_ms,
             shutting_down=shutting_down,
             rejoining=reported,
+            disk_full=disk_full,
         )
         self._refused.pop(node_id, None)
 
@@ -388,7 +393,9 @@ class ControllerCore:
         return max(0, now_ms - heard_ms)
 
     def can_lead(self, image: MetadataImage, node_id: NodeId) -> bool:
-        """ACTIVE and not announcing a shutdown: may take leaderships."""
+        """ACTIVE, not announcing a shutdown and not short of disk space: may take
+        leaderships. (A node short of space still leads when no replica can: it keeps
+        serving reads, and refuses new records with a retryable error.)"""
         node = image.nodes.get(node_id)
         if node is None or node.state is not NodeState.ACTIVE:
             return False
@@ -396,7 +403,7 @@ class ControllerCore:
         return not (
             session is not None
             and session.incarnation == node.incarnation
-            and session.shutting_down
+            and (session.shutting_down or session.disk_full)
         )
 
     def recovering(self, image: MetadataImage, node_id: NodeId, shard_uid: ShardUid) -> bool:

@@ -283,8 +283,17 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no types
         if self._entries:
             assert idx == self._entries[-1][1] + 1
         offset = os.lseek(self._fd, 0, os.SEEK_END)
-        _write_all(self._fd, _encode_record((command, idx, term)))
-        os.fdatasync(self._fd)
+        try:
+            _write_all(self._fd, _encode_record((command, idx, term)))
+            os.fdatasync(self._fd)
+        except OSError:
+            # A full disk (or an I/O error) mid-record: cut the partial record off, or the next
+            # add would append after it and leave corruption mid-log. pysyncobj logs the error
+            # and the entry is not added (a follower does not acknowledge it).
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, offset)
+                os.fsync(self._fd)
+            raise
         self._entries.append((command, idx, term))
         self._offsets.append(offset)
 

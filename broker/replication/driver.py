@@ -40,19 +40,22 @@ import contextlib
 import functools
 import heapq
 import logging
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from broker import limits
 from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.log.disk_guard import DiskGuard
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.records import AppendBatch, LogCorruptionError, NewRecord
-from broker.log.store import LogStore
+from broker.log.store import LogStore, LogStoreError
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage, ShardState
 from broker.metrics import ReplicationProbe, ReplicationView
 from broker.replication import replica as core
-from broker.replication.messages import Prepare, Promise, ReplicationMessage
+from broker.replication.messages import Append, Prepare, Promise, ReplicationMessage
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.replica import (
     ReplicaDurableState,
@@ -64,6 +67,10 @@ from broker.replication.transport import FetchRefused, SealAnswer, Transport
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)
+
+# What a failed persist raises: the group commit's failure (its cause is the store's error), a
+# store error from a truncation or promise, or corruption found while truncating.
+_PERSIST_ERRORS = (ShoalError, LogStoreError, LogCorruptionError)
 
 # Replicas are ticked when their own timer comes due (`_tick_due`); every this often all of
 # them are ticked anyway, a cheap backstop for a schedule some code path forgot to update.
@@ -220,6 +227,7 @@ class ReplicationDriver:
         tick_ms: int,
         knobs: ReplicationKnobs | None = None,
         rejoin_floors: Mapping[ShardUid, int] | None = None,
+        disk: DiskGuard | None = None,
         inbox_max: int = limits.replication_inbox_messages_max,
         probe: ReplicationProbe | None = None,
     ) -> None:
@@ -238,6 +246,11 @@ class ReplicationDriver:
         # A node that lost its disk: each replica it held, with the shard's epoch in the image
         # read after the loss (replica.py, "lost its disk"). Replicas of other shards are new.
         self._rejoin_floors = dict(rejoin_floors or {})
+        # Below its free-space minimum the node takes no new records (log/disk_guard.py):
+        # producers are refused here, and record batches from leaders are dropped (the leader
+        # keeps resending; its other followers commit). Control batches still go through.
+        self._disk = disk
+        self.disk_dropped = 0
         self._inbox: collections.deque[ReplicationMessage] = collections.deque()
         self._inbox_max = inbox_max
         self._locals: dict[ShardUid, _Local] = {}
@@ -267,6 +280,7 @@ class ReplicationDriver:
         self._suspects: dict[ShardUid, Offset | None] = {}
         self._damage: dict[ShardUid, _Damage] = {}
         self._repair_wake = asyncio.Event()
+        self._persist_failures = 0  # in a row; each backs off longer (`_recover`)
 
     @property
     def node_id(self) -> NodeId:
@@ -275,9 +289,18 @@ class ReplicationDriver:
     # --- Inputs (any task on the loop) ---------------------------------------------------------
 
     def deliver(self, message: ReplicationMessage) -> None:
-        """An inbound Append/AppendAck from the transport; dropped when the inbox is full."""
+        """An inbound Append/AppendAck from the transport; dropped when the inbox is full, and
+        an Append carrying records while the disk is short of space."""
         if len(self._inbox) >= self._inbox_max:
             self._inbox_dropped += 1
+            return
+        if (
+            self._disk is not None
+            and self._disk.full
+            and isinstance(message, Append)
+            and any(not batch.control for batch in message.batches)
+        ):
+            self.disk_dropped += 1
             return
         self._inbox.append(message)
         self._wake.set()
@@ -311,6 +334,11 @@ class ReplicationDriver:
         if local.epoch > epoch:
             raise ShardRefusedError(
                 RefusalReason.STALE_EPOCH, shard_uid=shard_uid, epoch=local.epoch
+            )
+        if self._disk is not None and self._disk.full:
+            raise ShoalError(
+                ErrorCode.INTERNAL_FAILURE,
+                self._disk.refusal(self._node_id, self._shard_name(shard_uid)),
             )
         outcome = local.replica.propose(records, now_ms)
         self._touched.add(shard_uid)
@@ -626,7 +654,12 @@ class ReplicationDriver:
         self._touched = set()
         work = [(local, local.replica.ready()) for local in candidates if local.replica.has_ready()]
         if work:
-            await self._persist(work)
+            try:
+                await self._persist(work)
+            except _PERSIST_ERRORS as error:
+                await self._recover(work, promises, error)
+                return
+            self._persist_failures = 0
             now_ms = self._now()
             for local, ready in work:
                 for envelope in ready.to_send:
@@ -663,6 +696,78 @@ class ReplicationDriver:
         if again:
             self._touched |= again
             self._wake.set()
+
+    async def _recover(
+        self,
+        work: Sequence[tuple[_Local, core.Ready]],
+        promises: Sequence[tuple[Promise, asyncio.Future[Promise]]],
+        error: Exception,
+    ) -> None:
+        """A persist failed (a full disk, a broken store): the replicas involved cannot know
+        what is durable, so they are rebuilt from the store at the next turn, as after a
+        restart (nothing of the failed Ready was sent: sends follow persists). Their producers
+        get an unknown outcome (retryable) and their Prepares no answer (the controller asks
+        again). RocksDB keeps refusing every write after a failed WAL write until it is
+        reopened, so it is, once the disk has room again. Backs off while failures repeat;
+        the node keeps serving reads meanwhile."""
+        self._persist_failures += 1
+        log.error(
+            "replica_persist_failed",
+            extra={"error": repr(error), "replicas": len(work), "failures": self._persist_failures},
+        )
+        for local, _ in work:
+            uid = local.replica.shard_uid
+            local.fail_waiters(RefusalReason.OUTCOME_UNKNOWN)
+            if self._locals.get(uid) is local:
+                del self._locals[uid]
+            self._due_ms.pop(uid, None)
+        for _, future in promises:
+            if not future.done():
+                future.set_exception(
+                    ShoalError(ErrorCode.UNAVAILABLE, "the replica could not persist its promise")
+                )
+        delay_ms = min(
+            limits.replication_persist_backoff_ms_min * 2 ** min(self._persist_failures - 1, 10),
+            limits.replication_persist_backoff_ms_max,
+        )
+        # The failed write's frames hold the store's old handles; RocksDB cannot be reopened
+        # while they live.
+        _clear_frames(error)
+        del error
+        await asyncio.sleep(delay_ms / 1000)  # a backoff while the disk refuses, not a sync
+        await self._reopen_store()
+        self._applied = None  # the next turn opens the dropped replicas from the store again
+        self._turns += 1
+        self._turned.set()
+        self._turned = asyncio.Event()
+        self._wake.set()
+
+    async def _reopen_store(self) -> None:
+        """Reopens the store (after a failed persist) once the disk has room, until it works:
+        the replicas cannot be opened again before. Bounded per attempt; the loop is infinite
+        on purpose, like the driver's (a node whose store never opens again serves reads of
+        nothing and stays unready until an operator acts)."""
+        attempt = 0
+        while True:
+            if not self._room_to_reopen():
+                # Closing flushes the memtables, which blocks while the disk is still full.
+                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+                continue
+            try:
+                await asyncio.to_thread(self._store.reopen)
+                return
+            except LogStoreError as error:
+                attempt += 1
+                log.error("log_store_reopen_failed", extra={"error": repr(error), "try": attempt})
+                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+
+    def _room_to_reopen(self) -> bool:
+        """Room for RocksDB to flush its memtables on close: not short by the guard's
+        minimum, and at least `limits.store_reopen_free_bytes_min` free whatever it is."""
+        disk = self._disk
+        if disk is None or disk.last is None:
+            return True  # nothing measures the disk here (tests): try
+        return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
 
     async def _persist(self, work: Sequence[tuple[_Local, core.Ready]]) -> None:
         """Makes every Ready durable in the order the replica requires (module docstring)."""
@@ -880,6 +985,14 @@ class ReplicationDriver:
         if self._probe is not None:
             self._probe.range_repaired()
 
+    def _shard_name(self, shard_uid: ShardUid) -> str:
+        image = self._applied
+        for stream in image.streams.values() if image is not None else ():
+            for shard in stream.shards:
+                if shard.uid == shard_uid:
+                    return f"{shard.shard_id} of stream {stream.name}"
+        return f"shard uid {shard_uid}"
+
     def _repair_sources(self, image: MetadataImage, shard_uid: ShardUid) -> list[NodeId]:
         """The other replicas of the shard, its leader first (it holds every committed
         record)."""
@@ -922,6 +1035,17 @@ class ReplicationDriver:
         # arrival times from the same `now_ms` that drives its heartbeat and resend timers, so
         # every input must use one clock. A wall-clock jump only delays or hastens a resend.
         return self._clock.wall_ms()
+
+
+def _clear_frames(error: BaseException) -> None:
+    """Drops the locals of every finished frame in the error's traceback chain."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
 
 
 def _run_all(calls: Sequence[Callable[[], None]]) -> None:

@@ -154,6 +154,7 @@ async def send_heartbeat(
     sent_ms: int,
     shutting_down: bool,
     rejoining: Sequence[RejoiningReplica] = (),
+    disk_full: bool = False,
     timeout_ms: int,
 ) -> pb.HeartbeatResponse:
     call = unary(channels.get(address), NODE_SERVICE, "Heartbeat", pb.HeartbeatResponse)
@@ -168,6 +169,7 @@ async def send_heartbeat(
                     pb.RejoiningReplica(shard_uid=r.shard_uid, epoch=r.epoch, caught_up=r.caught_up)
                     for r in rejoining
                 ],
+                disk_full=disk_full,
             ),
             timeout=timeout_ms / 1000,
         )

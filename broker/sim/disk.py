@@ -150,6 +150,9 @@ class SimLogStore:
     def rebuild_time_index(self, shard_uid: ShardUid) -> None:
         self._volatile.rebuild_time_index(shard_uid)
 
+    def reopen(self) -> None:
+        self._volatile.reopen()
+
     def verify(
         self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
     ) -> tuple[Offset, int]:

@@ -361,6 +361,23 @@ def test_a_node_back_from_a_lost_disk_leads_nothing_until_caught_up_then_gets_an
     assert not [a for a in decide(core, image, 4) if isinstance(a, EpochChange)]
 
 
+def test_a_node_short_of_disk_space_gives_up_its_leaderships_and_gets_them_back() -> None:
+    """Issue 20: a node below its free-space minimum refuses new records, so the shards it
+    leads move to replicas that can take them; once its heartbeats say it has room again it
+    may lead again (preferred leaders come back)."""
+    image = stream_image()
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=1, disk_full=True)
+    changes = [a for a in decide(core, image, 2) if isinstance(a, EpochChange)]
+    assert changes
+    assert {c.leader for c in changes} == {N2}
+    assert {c.reason for c in changes} == {"leader_leaving"}
+    assert all(c.eligible[-1] == N2 for c in changes)  # only if nobody else can
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=3, disk_full=False)
+    assert core.can_lead(image, N2)
+
+
 def test_replicas_move_off_a_draining_node_one_step_at_a_time() -> None:
     image = stream_image(4, shard_count=1, factor=3)
     (shard,) = shards(image)

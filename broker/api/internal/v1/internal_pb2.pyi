@@ -470,12 +470,15 @@ class HeartbeatRequest(_message.Message):
     SENT_MS_FIELD_NUMBER: _builtins.int
     SHUTTING_DOWN_FIELD_NUMBER: _builtins.int
     REJOINING_FIELD_NUMBER: _builtins.int
+    DISK_FULL_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     incarnation: _builtins.int
     sent_ms: _builtins.int
     """the sender's wall clock, for logs only"""
     shutting_down: _builtins.bool
     """SIGTERM: move this node's shard leaderships away (drain)"""
+    disk_full: _builtins.bool
+    """Below its free-space minimum: it refuses new records, so its leaderships move away."""
     @_builtins.property
     def rejoining(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejoiningReplica]:
         """Replicas this node lost with its disk that have not rejoined yet (decisions/0002, "Lost
@@ -490,10 +493,11 @@ class HeartbeatRequest(_message.Message):
         sent_ms: _builtins.int = ...,
         shutting_down: _builtins.bool = ...,
         rejoining: _abc.Iterable[Global___RejoiningReplica] | None = ...,
+        disk_full: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incarnation", b"incarnation", "node_id", b"node_id", "rejoining", b"rejoining", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_full", b"disk_full", "incarnation", b"incarnation", "node_id", b"node_id", "rejoining", b"rejoining", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
