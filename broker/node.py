@@ -356,6 +356,7 @@ class Node:
                         shutting_down=beat.shutting_down,
                         rejoining=beat.rejoining,
                         disk_full=beat.disk_full,
+                        fenced=beat.fenced,
                     ),
                     controller=self._controller_node,
                 ),
@@ -558,6 +559,7 @@ class Node:
         assert self._channels is not None
         assert self.controller is not None
         rejoining = self.driver.rejoining() if self.driver is not None else []
+        fenced = self.driver.fenced_leaderships() if self.driver is not None else []
         disk_full = self.disk.full
         if self._quorum.is_quorum_leader():
             return self.controller.on_heartbeat(
@@ -566,6 +568,7 @@ class Node:
                 shutting_down=self._shutting_down,
                 rejoining=rejoining,
                 disk_full=disk_full,
+                fenced=fenced,
             )
         controller = self._controller_node()
         address = self._address_of(controller) if controller is not None else None
@@ -581,6 +584,7 @@ class Node:
                 shutting_down=self._shutting_down,
                 rejoining=rejoining,
                 disk_full=disk_full,
+                fenced=fenced,
                 timeout_ms=max(self.config.knobs.heartbeat_interval_ms * 2, 200),
             )
         except ShoalError as error:
@@ -685,6 +689,13 @@ class Node:
             quorum=self._quorum.statistics(),
             controller=self._controller_node(),
         )
+
+    def metadata_image(self, applied_commands: int | None) -> tuple[MetadataImage | None, int]:
+        assert self._quorum is not None
+        raft_applied = self._quorum.statistics().last_applied
+        if applied_commands is None:
+            return self._quorum.image(), raft_applied
+        return self._quorum.image_after(applied_commands), raft_applied
 
     async def add_voter(self, raft_address: str) -> None:
         assert self._quorum is not None

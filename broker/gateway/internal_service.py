@@ -23,6 +23,8 @@ partition key's MD5.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ from broker.gateway.error_mapping import error_from_rpc_error, to_grpc_status
 from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
+from broker.meta.image_codec import encode_image
 from broker.meta.quorum import QuorumStatistics
 from broker.replication.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
 from broker.replication.refusals import RefusalReason, ShardRefusedError
@@ -169,6 +172,11 @@ class AdminBackend(Protocol):
         """Moves the node's shard leaderships away; returns how many it still leads."""
         ...
 
+    def metadata_image(self, applied_commands: int | None) -> tuple[MetadataImage | None, int]:
+        """The image after `applied_commands` commands (None: the current one), if still
+        kept, and the Raft index applied now."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterView:
@@ -187,6 +195,7 @@ class Heartbeat:
     shutting_down: bool
     rejoining: tuple[RejoiningReplica, ...]
     disk_full: bool
+    fenced: tuple[tuple[ShardUid, int], ...]
 
 
 def node_handler(
@@ -211,6 +220,7 @@ def node_handler(
                 shutting_down=request.shutting_down,
                 rejoining=rejoining,
                 disk_full=request.disk_full,
+                fenced=tuple((ShardUid(f.shard_uid), f.epoch) for f in request.fenced),
             )
         )
         return pb.HeartbeatResponse(accepted=accepted, controller=controller() or "")
@@ -329,9 +339,27 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
         )
         return pb.DrainResponse(leaderships_left=left)
 
+    async def metadata_digest(
+        request: pb.MetadataDigestRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.MetadataDigestResponse:
+        wanted = request.applied_commands if request.HasField("applied_commands") else None
+        image, raft_applied = backend.metadata_image(wanted)
+        if image is None:
+            return pb.MetadataDigestResponse(found=False, raft_last_applied=raft_applied)
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(encode_image(image)).digest())
+        return pb.MetadataDigestResponse(
+            found=True,
+            applied_commands=image.applied_commands,
+            sha256=digest,
+            raft_last_applied=raft_applied,
+        )
+
     handlers = {
         "ClusterStatus": unary_handler(
             cluster_status, pb.ClusterStatusRequest, pb.ClusterStatusResponse
+        ),
+        "MetadataDigest": unary_handler(
+            metadata_digest, pb.MetadataDigestRequest, pb.MetadataDigestResponse
         ),
         "AddVoter": unary_handler(add_voter, pb.AddVoterRequest, pb.AddVoterResponse),
         "RemoveVoter": unary_handler(remove_voter, pb.RemoveVoterRequest, pb.RemoveVoterResponse),

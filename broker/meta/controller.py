@@ -146,6 +146,7 @@ class Controller:
         shutting_down: bool = False,
         rejoining: Sequence[RejoiningReplica] = (),
         disk_full: bool = False,
+        fenced: Sequence[tuple[ShardUid, int]] = (),
     ) -> bool:
         """Records a node heartbeat at its arrival time; False when this node is not the
         controller (the sender should look up the quorum leader again)."""
@@ -159,6 +160,7 @@ class Controller:
             shutting_down=shutting_down,
             rejoining=rejoining,
             disk_full=disk_full,
+            fenced=fenced,
         )
         return True
 

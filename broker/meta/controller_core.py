@@ -42,6 +42,7 @@ Decisions, in the order `decide` makes them:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -243,6 +244,7 @@ class _Session:
     shutting_down: bool
     rejoining: Mapping[ShardUid, RejoiningReplica]
     disk_full: bool = False
+    fenced: Mapping[ShardUid, int] = dataclasses.field(default_factory=dict)  # uid -> epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +298,7 @@ class ControllerCore:
         shutting_down: bool = False,
         rejoining: Sequence[RejoiningReplica] = (),
         disk_full: bool = False,
+        fenced: Sequence[tuple[ShardUid, int]] = (),
     ) -> None:
         """A node said it is alive, which of its replicas are still rejoining after it lost
         its disk, and whether it is short of disk space (it then takes no new records, so it
@@ -311,6 +314,7 @@ class ControllerCore:
         # announced or withdrawn, a voided refusal, or life after a silence long enough to
         # have been fenced for (an unfence).
         reported = {replica.shard_uid: replica for replica in rejoining}
+        fenced_now = dict(fenced)
         if (
             session is None
             or session.incarnation != incarnation
@@ -319,6 +323,7 @@ class ControllerCore:
             or node_id in self._refused
             or session.rejoining != reported
             or session.disk_full != disk_full
+            or session.fenced != fenced_now
         ):
             self._changed = True
         self._sessions[node_id] = _Session(
@@ -327,6 +332,7 @@ class ControllerCore:
             shutting_down=shutting_down,
             rejoining=reported,
             disk_full=disk_full,
+            fenced=fenced_now,
         )
         self._refused.pop(node_id, None)
 
@@ -548,7 +554,7 @@ class ControllerCore:
         """A leader change if the leader cannot stay, else the next step of a replica move."""
         ref = _ref(stream, shard)
         leader = shard.leader
-        if self._prepared.get(shard.uid, 0) > shard.epoch:
+        if self._prepared.get(shard.uid, 0) > shard.epoch or self._leader_fenced(image, shard):
             eligible = self._eligible(image, shard.replicas, shard.uid)
             if eligible:
                 return self._epoch_change(
@@ -619,6 +625,19 @@ class ControllerCore:
             caught_up=waiting_for,
             reason="remove_replica",
         )
+
+    def _leader_fenced(self, image: MetadataImage, shard: ShardMeta) -> bool:
+        """The shard's leader says it cannot lead at the image's epoch: a newer one was
+        promised (a leader change whose commit failed, perhaps under an earlier controller,
+        which this one knows nothing of)."""
+        leader = shard.leader
+        if leader is None:
+            return False
+        node = image.nodes.get(leader)
+        session = self._sessions.get(leader)
+        if node is None or session is None or session.incarnation != node.incarnation:
+            return False
+        return session.fenced.get(shard.uid) == shard.epoch
 
     def _rejoined(self, image: MetadataImage, shard: ShardMeta) -> bool:
         """Some replica of the shard lost its disk, caught up, and waits for a new epoch."""

@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import json
 import logging
@@ -117,6 +118,8 @@ class MetadataCorruptionError(StartupRefused):
         super().__init__(f"{path} {problem}; " + _RECOVERY.format(directory=path.parent))
         self.path = path
 
+
+_RECENT_IMAGES_MAX = 256  # images kept for voters to be compared at one applied count
 
 _JOURNAL_MAGIC = b"SHOALRJ\x00"
 _JOURNAL_VERSION = 1
@@ -422,6 +425,7 @@ class _ReplicaState:
         self._loop = loop
         self._notify_pending = False
         self.changed = asyncio.Event()  # loop thread only; replaced after each change
+        self.recent: collections.deque[MetadataImage] = collections.deque(maxlen=_RECENT_IMAGES_MAX)
 
     def apply_encoded(self, data: bytes) -> Applied:
         """The body of the replicated method: decode, apply, store, notify."""
@@ -439,6 +443,9 @@ class _ReplicaState:
 
     def set_image(self, image: MetadataImage) -> None:
         self.image = image
+        # The last few images by applied command count, for `image_after` (immutable: kept
+        # by reference; they share every part that did not change).
+        self.recent.append(image)
         if not self._notify_pending:
             self._notify_pending = True
             self.call_in_loop(self._notify_changed)
@@ -729,6 +736,17 @@ class PysyncobjQuorum:
 
     def image(self) -> MetadataImage:
         return self._state.image if self._state is not None else MetadataImage()
+
+    def image_after(self, applied_commands: int) -> MetadataImage | None:
+        """The image this node had after `applied_commands` commands, if it still keeps it
+        (the last few hundred); for comparing voters (every voter's must be the same)."""
+        state = self._state
+        if state is None:
+            return None
+        for image in list(state.recent):  # a copy: the tick thread appends meanwhile
+            if image.applied_commands == applied_commands:
+                return image
+        return None
 
     async def wait_for_image(
         self, predicate: Callable[[MetadataImage], bool], *, timeout_s: float

@@ -472,6 +472,17 @@ class ReplicationDriver:
             return True  # replicas recover only on a node that lost its disk (_open)
         return not any(local.replica.statistics().recovering for local in self._locals.values())
 
+    def fenced_leaderships(self) -> list[tuple[ShardUid, int]]:
+        """(shard, image epoch) of the shards this node leads in the image but cannot: a
+        newer epoch was promised by a leader change that did not commit. The heartbeats say
+        so, and the controller runs a leader change again (a new controller knows nothing of
+        its predecessor's failed attempts)."""
+        return [
+            (uid, local.replica.epoch)
+            for uid, local in self._locals.items()
+            if local.replica.fenced()
+        ]
+
     def rejoining(self) -> list[RejoiningReplica]:
         """The replicas lost with the disk that have not rejoined yet, for the heartbeats
         (the controller moves their leaderships away, and gives a caught-up one a new

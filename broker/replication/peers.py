@@ -155,6 +155,7 @@ async def send_heartbeat(
     shutting_down: bool,
     rejoining: Sequence[RejoiningReplica] = (),
     disk_full: bool = False,
+    fenced: Sequence[tuple[ShardUid, int]] = (),
     timeout_ms: int,
 ) -> pb.HeartbeatResponse:
     call = unary(channels.get(address), NODE_SERVICE, "Heartbeat", pb.HeartbeatResponse)
@@ -170,6 +171,7 @@ async def send_heartbeat(
                     for r in rejoining
                 ],
                 disk_full=disk_full,
+                fenced=[pb.FencedLeadership(shard_uid=u, epoch=e) for u, e in fenced],
             ),
             timeout=timeout_ms / 1000,
         )

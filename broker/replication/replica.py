@@ -615,6 +615,15 @@ class ShardReplica:
         """Readers on this node may read offsets below this (all durable here)."""
         return self._hw
 
+    def fenced(self) -> bool:
+        """Named leader by the image, but a newer epoch was promised (a leader change that
+        has not committed, or never will): cheap, for every heartbeat."""
+        return (
+            self._leader == self.node_id
+            and self._role is Role.FOLLOWER
+            and self._promised_epoch > self._epoch
+        )
+
     @property
     def role(self) -> Role:
         return self._role

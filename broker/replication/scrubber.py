@@ -89,7 +89,7 @@ class Scrubber:
         self.passes += 1
         if self._probe is not None:
             self._probe.scrub_pass_done()
-        log.info("scrub_pass_done", extra={"passes": self.passes, "bytes": self.bytes_checked})
+        log.debug("scrub_pass_done", extra={"passes": self.passes, "bytes": self.bytes_checked})
 
     async def _scrub_replica(self, shard_uid: ShardUid, start: Offset, end: Offset) -> None:
         rate = self._settings.bytes_per_second

@@ -314,6 +314,10 @@ class ReplicationEndpoint(Protocol):
         when it holds no healthy committed copy of `start_offset`."""
         ...
 
+    def repair_pending(self, shard_uid: ShardUid) -> bool:
+        """Corruption found in the local replica and not repaired yet."""
+        ...
+
     @property
     def node_id(self) -> NodeId: ...
 
@@ -423,7 +427,10 @@ def replication_handler(
         uids = frozenset(ShardUid(uid) for uid in request.shard_uids)
         return pb.ReplicaStatusResponse(
             node_id=endpoint.node_id,
-            replicas=[_replica_state(s) for s in endpoint.replica_statistics(uids)],
+            replicas=[
+                _replica_state(s, damaged=endpoint.repair_pending(s.shard_uid))
+                for s in endpoint.replica_statistics(uids)
+            ],
         )
 
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
@@ -444,7 +451,7 @@ def replication_handler(
     return grpc.method_handlers_generic_handler(REPLICATION_SERVICE, handlers)
 
 
-def _replica_state(statistics: ReplicaStatistics) -> pb.ReplicaState:
+def _replica_state(statistics: ReplicaStatistics, *, damaged: bool) -> pb.ReplicaState:
     return pb.ReplicaState(
         shard_uid=statistics.shard_uid,
         role=statistics.role.value,
@@ -457,6 +464,7 @@ def _replica_state(statistics: ReplicaStatistics) -> pb.ReplicaState:
         last_epoch=statistics.last_epoch,
         sealed=statistics.sealing,
         recovering=statistics.recovering,
+        damaged=damaged,
     )
 
 

@@ -378,6 +378,25 @@ def test_a_node_short_of_disk_space_gives_up_its_leaderships_and_gets_them_back(
     assert core.can_lead(image, N2)
 
 
+def test_a_leader_fenced_by_a_change_that_never_committed_gets_a_new_epoch() -> None:
+    """A Prepare round fenced the leader (its replicas promised epoch + 1), then its commit
+    failed and the controller changed: the new controller learns it from the leader's
+    heartbeat (it reports the shard fenced at the image's epoch) and runs a change again."""
+    image = stream_image()
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    shard = next(s for s in shards(image) if s.leader == N1)
+    assert not [a for a in decide(core, image, 1) if isinstance(a, EpochChange)]
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=2, fenced=[(shard.uid, shard.epoch)])
+    (change,) = [a for a in decide(core, image, 3) if isinstance(a, EpochChange)]
+    assert change.shard.shard_uid == shard.uid
+    assert change.epoch == shard.epoch
+    assert change.reason == "re_prepare"
+    # A report about an older epoch (the change has committed since) asks for nothing.
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=4, fenced=[(shard.uid, shard.epoch - 1)])
+    assert not [a for a in decide(core, image, 5) if isinstance(a, EpochChange)]
+
+
 def test_replicas_move_off_a_draining_node_one_step_at_a_time() -> None:
     image = stream_image(4, shard_count=1, factor=3)
     (shard,) = shards(image)

@@ -489,6 +489,11 @@ class ClusterAdminServiceStub:
                 request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.FromString,
                 _registered_method=True)
+        self.MetadataDigest = channel.unary_unary(
+                '/broker.api.internal.v1.ClusterAdminService/MetadataDigest',
+                request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterAdminServiceServicer:
@@ -522,6 +527,14 @@ class ClusterAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MetadataDigest(self, request, context):
+        """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+        every replica's image after the same number of applied commands must be the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -544,6 +557,11 @@ def add_ClusterAdminServiceServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.FromString,
                     response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.SerializeToString,
+            ),
+            'MetadataDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.MetadataDigest,
+                    request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestRequest.FromString,
+                    response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -656,6 +674,33 @@ class ClusterAdminService:
             '/broker.api.internal.v1.ClusterAdminService/Drain',
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.SerializeToString,
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MetadataDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.internal.v1.ClusterAdminService/MetadataDigest',
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestRequest.SerializeToString,
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -222,6 +222,10 @@ class ClusterAdminServiceStub:
     """Move every shard leadership off a node (it takes no new ones); answers when done or when
     the deadline passes, with what is left.
     """
+    MetadataDigest: _grpc.UnaryUnaryMultiCallable[_internal_pb2.MetadataDigestRequest, _internal_pb2.MetadataDigestResponse]
+    """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+    every replica's image after the same number of applied commands must be the same.
+    """
 
 @_typing.type_check_only
 class ClusterAdminServiceAsyncStub(ClusterAdminServiceStub):
@@ -234,6 +238,10 @@ class ClusterAdminServiceAsyncStub(ClusterAdminServiceStub):
     Drain: _aio.UnaryUnaryMultiCallable[_internal_pb2.DrainRequest, _internal_pb2.DrainResponse]  # type: ignore[assignment]
     """Move every shard leadership off a node (it takes no new ones); answers when done or when
     the deadline passes, with what is left.
+    """
+    MetadataDigest: _aio.UnaryUnaryMultiCallable[_internal_pb2.MetadataDigestRequest, _internal_pb2.MetadataDigestResponse]  # type: ignore[assignment]
+    """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+    every replica's image after the same number of applied commands must be the same.
     """
 
 class ClusterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -268,6 +276,16 @@ class ClusterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_internal_pb2.DrainResponse, _abc.Awaitable[_internal_pb2.DrainResponse]]:
         """Move every shard leadership off a node (it takes no new ones); answers when done or when
         the deadline passes, with what is left.
+        """
+
+    @_abc_1.abstractmethod
+    def MetadataDigest(
+        self,
+        request: _internal_pb2.MetadataDigestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.MetadataDigestResponse, _abc.Awaitable[_internal_pb2.MetadataDigestResponse]]:
+        """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+        every replica's image after the same number of applied commands must be the same.
         """
 
 def add_ClusterAdminServiceServicer_to_server(servicer: ClusterAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
