@@ -399,6 +399,68 @@ def _later_record(data: bytes, start: int, *, after_index: int | None) -> int | 
     return None
 
 
+# --- Truncation only on conflict -------------------------------------------------------------
+
+
+class Divergence(Exception):
+    """A leader sent an entry that differs from one this replica already applied: the metadata
+    state machines have diverged, a broken Raft invariant. This replica stops."""
+
+
+def keep_held_entries(
+    message: dict[str, Any], journal: Any, *, applied: int
+) -> dict[str, Any] | Divergence:
+    """An append_entries message rewritten so that pysyncobj never truncates entries this
+    follower already holds and must keep (Raft truncates only on a conflict), or Divergence.
+
+    pysyncobj 0.3.17 (syncobj.py, the append_entries handler) deletes every entry after
+    `prevLogIdx` whenever any follows it, then appends the message's entries. A heartbeat or
+    resend from a leader whose view of this follower lags (its optimistic nextIndex was rewound
+    by a `reset`, or a stale duplicate arrives) therefore cuts entries the follower already
+    acknowledged, even applied ones ("truncating already-applied log entries ... may have
+    diverged", logged CRITICAL 13-17 times per 300 s chaos run). The entries come back with
+    the leader's next messages, identical, and are not applied twice, so the images stay the
+    same; but meanwhile the follower lacks entries the leader counted towards a commit: a
+    leader crash in that window could elect a log without them.
+
+    The entries after `prevLogIdx` that may stay, whatever the message holds: the applied ones
+    (committed, so in every later leader's log at the same index and term) and those of the
+    leader's own term (one leader per term). The message is moved past them (its entries that
+    they cover must match them); pysyncobj then truncates only what really conflicts."""
+    prev = message.get("prevLogIdx")
+    if prev is None or message.get("transmission") is not None or len(journal) == 0:
+        return message  # an install-snapshot or chunked message: pysyncobj's own handling
+    first_index, last_index = journal[0][1], journal[-1][1]
+    if prev >= last_index or prev < first_index:
+        return message  # nothing after prev here to cut (or prev unknown: pysyncobj resets)
+    if journal[prev - first_index][2] != message.get("prevLogTerm"):
+        return message  # no match at prev: pysyncobj refuses it and cuts nothing
+    leader_term = message.get("term", 0)
+    keep_to = prev
+    for index in range(prev + 1, last_index + 1):
+        term = journal[index - first_index][2]
+        if index > applied and term != leader_term:
+            break
+        keep_to = index
+    if keep_to == prev:
+        return message
+    entries = list(message.get("entries") or [])
+    for _, index, term in entries:
+        if index > keep_to:
+            break
+        held_term = journal[index - first_index][2]
+        if held_term != term:
+            return Divergence(
+                f"the leader sent entry {index} of term {term}, but this replica holds it with "
+                f"term {held_term} (applied up to {applied})"
+            )
+    rewritten = dict(message)
+    rewritten["prevLogIdx"] = keep_to
+    rewritten["prevLogTerm"] = journal[keep_to - first_index][2]
+    rewritten["entries"] = [entry for entry in entries if entry[1] > keep_to]
+    return rewritten
+
+
 def _create_journal(journal_file: str | None = None) -> Journal:
     if journal_file is None:
         return MemoryJournal()
@@ -590,6 +652,18 @@ class _MetadataSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj ships no typ
                 return
             if kind == "append_entries" and self._shoal_catch_up_to is None:
                 self._shoal_catch_up_to = int(message.get("commit_index", 0))
+        if (
+            message.get("type") == "append_entries"
+            and message.get("term", 0) >= self.raftCurrentTerm
+        ):
+            outcome = keep_held_entries(
+                message, self._SyncObj__raftLog, applied=self.raftLastApplied
+            )
+            if isinstance(outcome, Divergence):
+                self._shoal_state.failure = str(outcome)
+                log.error("metadata_diverged", extra={"detail": str(outcome)})
+                return
+            message = outcome
         super()._SyncObj__onMessageReceived(node, message)
 
     def _shoal_run_tick_work(self) -> None:
