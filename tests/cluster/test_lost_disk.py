@@ -147,3 +147,51 @@ def test_a_wiped_metadata_leader_rejoins_the_quorum(cluster: ClusterProcesses) -
     status = cluster_status(victim.endpoint)
     assert any(s.stream_name == STREAM for s in status.shards)
     assert sorted(n.node_id for n in status.nodes) == ["node-1", "node-2", "node-3"]
+
+
+def test_a_node_whose_shard_log_was_moved_aside_rejoins(cluster: ClusterProcesses) -> None:
+    """The corruption runbook (docs/operations.md, "Corruption"): stop the node, move its
+    `log` directory aside, start it. It keeps its metadata and rejoins for its replicas."""
+    _create(cluster.endpoints[0], 3)
+    producer = Producer(cluster.endpoints, STREAM, batch_size=10).start()
+    try:
+        producer.wait_acknowledged(300)
+        victim = _victim(cluster, leads=True, controller=False)
+        victim.terminate()
+        (victim.data_dir / "log").rename(victim.data_dir / "log.corrupt")
+        victim.start()
+        wait_until(lambda: _rejoined(cluster, victim), deadline_s=60, what="the victim rejoined")
+        producer.wait_acknowledged(len(producer.acknowledged) + 100, deadline_s=30)
+    finally:
+        producer.stop()
+    for endpoint in cluster.endpoints:
+        check_no_loss(endpoint, STREAM, producer.acknowledged)
+
+
+def test_a_node_with_a_corrupt_metadata_journal_is_refused_and_recovers(
+    cluster: ClusterProcesses,
+) -> None:
+    """The metadata-corruption runbook: the node refuses to start with one line naming the
+    file and the recovery; moving `meta` aside as it says brings it back from the others."""
+    _create(cluster.endpoints[0], 1)
+    victim = _victim(cluster, leads=False, controller=False)
+    victim.terminate()
+    journal = victim.data_dir / "meta" / "raft.journal"
+    data = bytearray(journal.read_bytes())
+    assert len(data) > 200, "a journal with several records"
+    data[12 + 24] ^= 0xFF  # the first record's command: corruption before the log's end
+    journal.write_bytes(bytes(data))
+    victim.start()
+    assert victim.process is not None
+    code = victim.process.wait(timeout=60)
+    victim.process = None
+    assert code == 3
+    refusals = [line for line in victim.log_text().splitlines() if line.startswith("shoal: ")]
+    assert refusals[-1].endswith('(docs/operations.md, "Metadata corruption")'), refusals[-1]
+    assert "raft.journal" in refusals[-1]
+    assert "Traceback" not in victim.log_text().split("node_stopped")[-1]
+    (victim.data_dir / "meta").rename(victim.data_dir / "meta.corrupt")
+    victim.start()
+    wait_formed(cluster)
+    status = cluster_status(victim.endpoint)
+    assert any(s.stream_name == STREAM for s in status.shards)
