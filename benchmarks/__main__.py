@@ -12,13 +12,15 @@ idle CPU and memory, 200-shard CreateStream, pagination; `--shards N`, `--idle-s
 also left out of the full run. `--only fanout` runs the enhanced fan-out latency figures
 (benchmarks/fanout.py: put accepted -> record delivered to a subscriber, one node and a 3-node
 cluster; `--records N`, `--gap-ms MS`, `--single-only`), also left out of the full run.
+`--only disk` runs issue 20's figures (benchmarks/disk.py: the scrubber's CPU per GiB, a wiped
+follower's rejoin time and the longest write pause meanwhile), also left out of the full run.
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import bench, cluster, consumers, fanout, scale
+from benchmarks import bench, cluster, consumers, disk, fanout, scale
 
 
 def _without_kills(argv: list[str]) -> list[str]:
@@ -35,6 +37,11 @@ def _without_kills(argv: list[str]) -> list[str]:
 
 
 def _dispatch(argv: list[str]) -> int:
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["disk"]:
+        at = argv.index("--only")
+        return disk.main(argv[:at] + argv[at + 2 :])
+    if "--only=disk" in argv:
+        return disk.main([a for a in argv if a != "--only=disk"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["fanout"]:
         at = argv.index("--only")
         return fanout.main(argv[:at] + argv[at + 2 :])
