@@ -12,6 +12,16 @@ idle CPU and memory, 200-shard CreateStream, pagination; `--shards N`, `--idle-s
 also left out of the full run. `--only fanout` runs the enhanced fan-out latency figures
 (benchmarks/fanout.py: put accepted -> record delivered to a subscriber, one node and a 3-node
 cluster; `--records N`, `--gap-ms MS`, `--single-only`), also left out of the full run.
+`--only video` runs the PutMedia figures (benchmarks/video.py: one stream unpaced and 10 paced
+camera streams next to PutRecord and rocksdict baselines, the live GetMedia edge), also left
+out of the full run.
+`--only console` measures the web console's pages at 1,000 streams and a 1,000-shard stream
+(benchmarks/console.py; `--streams N`, `--shards N`, `--rounds N`), also left out of the full run.
+`--only analytics` runs the SQL application figures (benchmarks/analytics.py: a tumbling
+window's input records/s next to the engine alone, window close -> output latency; `--records
+N`, `--rate R`, `--seconds S`), also left out of the full run.
+`--only firehose` runs the delivery stream figures (benchmarks/firehose.py: put -> S3 next to
+PutRecords and the object store's ceiling; `--freshness-seconds N`), also left out.
 `--only disk` runs issue 20's figures (benchmarks/disk.py: the scrubber's CPU per GiB, a wiped
 follower's rejoin time and the longest write pause meanwhile), also left out of the full run.
 """
@@ -20,7 +30,18 @@ from __future__ import annotations
 
 import sys
 
-from benchmarks import bench, cluster, consumers, disk, fanout, scale
+from benchmarks import (
+    analytics,
+    bench,
+    cluster,
+    console,
+    consumers,
+    disk,
+    fanout,
+    firehose,
+    scale,
+    video,
+)
 
 
 def _without_kills(argv: list[str]) -> list[str]:
@@ -37,6 +58,26 @@ def _without_kills(argv: list[str]) -> list[str]:
 
 
 def _dispatch(argv: list[str]) -> int:
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["video"]:
+        at = argv.index("--only")
+        return video.main(argv[:at] + argv[at + 2 :])
+    if "--only=video" in argv:
+        return video.main([a for a in argv if a != "--only=video"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["console"]:
+        at = argv.index("--only")
+        return console.main(argv[:at] + argv[at + 2 :])
+    if "--only=console" in argv:
+        return console.main([a for a in argv if a != "--only=console"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["analytics"]:
+        at = argv.index("--only")
+        return analytics.main(argv[:at] + argv[at + 2 :])
+    if "--only=analytics" in argv:
+        return analytics.main([a for a in argv if a != "--only=analytics"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["firehose"]:
+        at = argv.index("--only")
+        return firehose.main(argv[:at] + argv[at + 2 :])
+    if "--only=firehose" in argv:
+        return firehose.main([a for a in argv if a != "--only=firehose"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["disk"]:
         at = argv.index("--only")
         return disk.main(argv[:at] + argv[at + 2 :])

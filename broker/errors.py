@@ -155,6 +155,136 @@ class ErrorCode(enum.Enum):
         default_message="The service is unavailable; retry.",
     )
 
+    # --- Kinesis Video Streams (kinesisvideo, kinesis-video-media, -archived-media models) --
+    # The video models give some names other statuses than Kinesis' (ResourceNotFound is a
+    # 404 there); those get their own codes with the same wire name.
+    VIDEO_RESOURCE_NOT_FOUND = ErrorSpec(
+        kinesis_name="ResourceNotFoundException",
+        http_status=404,
+        grpc_status="NOT_FOUND",
+        retryable=False,
+        default_message="The requested stream is not found or not active.",
+    )
+    VERSION_MISMATCH = ErrorSpec(
+        kinesis_name="VersionMismatchException",
+        http_status=400,
+        grpc_status="ABORTED",
+        retryable=False,
+        default_message="The stream version that you specified is not the latest version.",
+    )
+    ACCOUNT_STREAM_LIMIT_EXCEEDED = ErrorSpec(
+        kinesis_name="AccountStreamLimitExceededException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=False,
+        default_message="The number of streams created for the account is too high.",
+    )
+    TAGS_PER_RESOURCE_EXCEEDED = ErrorSpec(
+        kinesis_name="TagsPerResourceExceededLimitException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=False,
+        default_message="You have exceeded the limit of tags that you can associate with the "
+        "resource. A Kinesis video stream can support up to 50 tags.",
+    )
+    CLIENT_LIMIT_EXCEEDED = ErrorSpec(
+        kinesis_name="ClientLimitExceededException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=True,
+        default_message="Kinesis Video Streams has throttled the request because you have "
+        "exceeded the limit of allowed client calls.",
+    )
+    NOT_AUTHORIZED = ErrorSpec(
+        kinesis_name="NotAuthorizedException",
+        http_status=401,
+        grpc_status="PERMISSION_DENIED",
+        retryable=False,
+        default_message="The caller is not authorized to perform this operation.",
+    )
+    NO_DATA_RETENTION = ErrorSpec(
+        kinesis_name="NoDataRetentionException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The stream is not retaining data (DataRetentionInHours is 0).",
+    )
+    INVALID_MEDIA_FRAME = ErrorSpec(
+        kinesis_name="InvalidMediaFrameException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="One or more frames in the requested clip could not be parsed.",
+    )
+    # --- Kinesis Data Analytics (kinesisanalytics 2015-08-14; broker/analytics/) -----------
+    CONCURRENT_MODIFICATION = ErrorSpec(
+        kinesis_name="ConcurrentModificationException",
+        http_status=400,
+        grpc_status="ABORTED",
+        retryable=False,
+        default_message="The resource was modified by another request; describe it again.",
+    )
+    CODE_VALIDATION = ErrorSpec(
+        kinesis_name="CodeValidationException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The application code is not valid.",
+    )
+    INVALID_APPLICATION_CONFIGURATION = ErrorSpec(
+        kinesis_name="InvalidApplicationConfigurationException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The application configuration is not valid.",
+    )
+    UNSUPPORTED_OPERATION = ErrorSpec(
+        kinesis_name="UnsupportedOperationException",
+        http_status=400,
+        grpc_status="UNIMPLEMENTED",
+        retryable=False,
+        default_message="The operation is not supported for this application.",
+    )
+    UNABLE_TO_DETECT_SCHEMA = ErrorSpec(
+        kinesis_name="UnableToDetectSchemaException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The data format is not valid; Shoal could not detect a schema.",
+    )
+    # --- Data Firehose (botocore's firehose/2015-08-04 model; issue 11) ------------------------
+    SERVICE_UNAVAILABLE_EXCEPTION = ErrorSpec(
+        # Firehose's answer to a put over the delivery stream's throughput limits (or a put that
+        # could not be made durable): the producer backs off and retries.
+        kinesis_name="ServiceUnavailableException",
+        http_status=500,
+        grpc_status="UNAVAILABLE",
+        retryable=True,
+        default_message="Slow down.",
+    )
+    INVALID_KMS_RESOURCE = ErrorSpec(
+        kinesis_name="InvalidKMSResourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The KMS key cannot be used.",
+    )
+    INVALID_SOURCE = ErrorSpec(
+        # A put to a delivery stream whose source is a Kinesis data stream (not DirectPut).
+        kinesis_name="InvalidSourceException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="Only DirectPut delivery streams take records from producers.",
+    )
+    TOO_MANY_TAGS = ErrorSpec(
+        kinesis_name="TooManyTagsException",
+        http_status=400,
+        grpc_status="INVALID_ARGUMENT",
+        retryable=False,
+        default_message="The resource would have more than 50 tags.",
+    )
+
     @property
     def spec(self) -> ErrorSpec:
         value: ErrorSpec = self.value

@@ -483,13 +483,20 @@ class RecordSource(Protocol):
     async def aclose(self) -> None: ...
 
 
+class KinesisCalls(Protocol):
+    """What polling needs of a Kinesis client: `AsyncShoalClient`, or a node's own service
+    (`broker.service.in_process.LocalKinesis`) for consumers that run inside a node."""
+
+    async def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
 class PollingRecordSource:
     """GetRecords in a loop (the KCL's PollingConfig). A checkpointed sequence number resumes
     AT_SEQUENCE_NUMBER (the consumer drops what is at or below the checkpoint); an expired
     iterator resumes AFTER_SEQUENCE_NUMBER of the last Kinesis record returned."""
 
     def __init__(
-        self, kinesis: AsyncShoalClient, *, stream_name: str, shard_id: str, config: WorkerConfig
+        self, kinesis: KinesisCalls, *, stream_name: str, shard_id: str, config: WorkerConfig
     ) -> None:
         self._kinesis = kinesis
         self._stream_name = stream_name
@@ -653,7 +660,7 @@ class Worker:
         stream_name: str,
         processor_factory: Callable[[], RecordProcessor],
         lease_client: LeaseClient,
-        kinesis: AsyncShoalClient,
+        kinesis: KinesisCalls,
         config: WorkerConfig | None = None,
         record_source_factory: RecordSourceFactory | None = None,
     ) -> None:
@@ -666,6 +673,8 @@ class Worker:
         if record_source_factory is None and self.config.retrieval == "fanout":
             from broker.client.fanout import FanOutRetrieval  # fanout imports this module
 
+            if not isinstance(kinesis, AsyncShoalClient):
+                raise ValueError("fan-out retrieval needs an AsyncShoalClient")
             # The stream consumer is named after the application, as the KCL names it.
             record_source_factory = FanOutRetrieval(
                 kinesis, stream_name=stream_name, consumer_name=application, config=self.config

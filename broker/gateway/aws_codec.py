@@ -3,12 +3,13 @@
 Two steps per request, so that the HTTP door can check the operation and the signature between
 them, as AWS does: `parse_body` turns bytes into plain JSON/CBOR values (a body that is not a
 JSON/CBOR object is a SerializationException), then `decode_request` walks the operation's
-input shape in botocore's Kinesis model and converts each member to the AWS-shaped dict the
-service speaks (blobs as `bytes`, timestamps as aware UTC `datetime`). A member of the wrong
-type is a SerializationException worded as AWS (and kinesalite's `checkTypes`) words it, e.g.
-"class java.lang.String can not be converted to an Integer". Unknown members and nulls are
-dropped, as AWS's JSON protocol does. Constraints (lengths, patterns, ranges) are not checked
-here: `validation.validate_request` does that for both front doors.
+input shape in the botocore model of its service (Kinesis, Firehose, ...) and converts each
+member to the AWS-shaped dict the service speaks (blobs as `bytes`, timestamps as aware UTC
+`datetime`). A member of the wrong type is a SerializationException worded as AWS (and
+kinesalite's `checkTypes`) words it, e.g. "class java.lang.String can not be converted to an
+Integer". Unknown members and nulls are dropped, as AWS's JSON protocol does. Constraints
+(lengths, patterns, ranges) are not checked here: `validation.validate_request` does that for
+both front doors.
 
 Wire forms:
 
@@ -39,7 +40,7 @@ import orjson
 import pybase64
 
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.validation import service_model
+from broker.gateway.validation import KINESIS, service_model
 from broker.timestamps import ms_from_datetime
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -109,9 +110,12 @@ def parse_body(body: bytes, wire: WireFormat) -> dict[str, Any]:
     return value
 
 
-def decode_request(operation: str, body: Mapping[str, Any], wire: WireFormat) -> dict[str, Any]:
-    """The parsed body as the AWS-shaped request of `operation` (a model operation name)."""
-    decoded: dict[str, Any] = _request_decoder(operation, wire)(body, 0)
+def decode_request(
+    operation: str, body: Mapping[str, Any], wire: WireFormat, *, model: str = KINESIS
+) -> dict[str, Any]:
+    """The parsed body as the AWS-shaped request of `operation` (an operation name of the
+    botocore service `model`)."""
+    decoded: dict[str, Any] = _request_decoder(model, operation, wire)(body, 0)
     return decoded
 
 
@@ -119,10 +123,10 @@ Decoder = Callable[[Any, int], Any]  # (value, nesting depth) -> decoded value
 
 
 @cache
-def _request_decoder(operation: str, wire: WireFormat) -> Decoder:
+def _request_decoder(model: str, operation: str, wire: WireFormat) -> Decoder:
     """One decoder per operation and format, compiled from the model once: a PutRecords body
     holds 500 entries, so the per-member work must be a closure call, not a model walk."""
-    input_shape = service_model().operation_model(operation).input_shape
+    input_shape = service_model(model).operation_model(operation).input_shape
     assert input_shape is not None
     return _decoder(input_shape, wire, {})
 
@@ -235,13 +239,15 @@ def _scalar(kind: str, value: Any, wire: WireFormat) -> Any:
         return _string(value)
     if kind in ("integer", "long"):
         return _integer(value, "Integer" if kind == "integer" else "Long")
+    if kind in ("double", "float"):
+        return _number(value, "Double" if kind == "double" else "Float")
     if kind == "boolean":
         return _boolean(value)
     if kind == "blob":
         return _blob(value)
     if kind == "timestamp":
         return _timestamp(value, wire)
-    raise AssertionError(f"the Kinesis model has no {kind} members")
+    raise AssertionError(f"the service models have no {kind} members")
 
 
 def _java_class(value: Any) -> str:
@@ -275,6 +281,14 @@ def _integer(value: Any, java_type: str) -> int:
             raise _serialization_error(f"'{value}' can not be converted to an {java_type}")
         return math.floor(value)  # AWS (and kinesalite) truncate a fractional number
     return value
+
+
+def _number(value: Any, java_type: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _serialization_error(f"{_java_class(value)} can not be converted to an {java_type}")
+    if not math.isfinite(value):
+        raise _serialization_error(f"'{value}' can not be converted to an {java_type}")
+    return float(value)
 
 
 def _boolean(value: Any) -> bool:

@@ -37,6 +37,10 @@ class _Kind(enum.Enum):
     REPEATED_SCALAR = 4
     REPEATED_MESSAGE = 5
     MAP = 6
+    # A list of lists (kinesisanalytics' ParsedInputRecords): protobuf has no nested repeated
+    # field, so each inner list is a message whose one repeated field has json_name "member"
+    # (AWS's name for a list's element), read and written as the plain inner list.
+    REPEATED_LIST = 7
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +60,17 @@ def _kind(field: FieldDescriptor) -> _Kind:
         is_message and message_type is not None and (message_type.full_name == _TIMESTAMP_NAME)
     )
     if field.is_repeated:
+        if is_message and message_type is not None and _is_list_wrapper(message_type):
+            return _Kind.REPEATED_LIST
         return _Kind.REPEATED_MESSAGE if is_message and not is_timestamp else _Kind.REPEATED_SCALAR
     if is_timestamp:
         return _Kind.TIMESTAMP
     return _Kind.MESSAGE if is_message else _Kind.SCALAR
+
+
+def _is_list_wrapper(descriptor: Descriptor) -> bool:
+    fields = descriptor.fields
+    return len(fields) == 1 and fields[0].is_repeated and fields[0].json_name == "member"
 
 
 @cache
@@ -132,6 +143,11 @@ def _reader(descriptor: Descriptor) -> Callable[[Message, bool], dict[str, Any]]
                 ]
             case _Kind.REPEATED_SCALAR:
                 lines += [f"    v = m.{name}", f"    if v or empty_lists: r[{key}] = list(v)"]
+            case _Kind.REPEATED_LIST:
+                lines += [
+                    f"    v = m.{name}",
+                    f"    if v or empty_lists: r[{key}] = [list(i.member) for i in v]",
+                ]
             case _Kind.MAP:
                 lines += [f"    v = m.{name}", f"    if v or empty_lists: r[{key}] = dict(v)"]
             case unreachable:
@@ -159,7 +175,9 @@ def _constructor_arguments(data: Mapping[str, Any], descriptor: Descriptor) -> d
         field = fields.get(key)
         assert field is not None, f"{descriptor.name} has no member {key}"
         nested = field.descriptor
-        if nested is None:
+        if field.kind is _Kind.REPEATED_LIST:
+            arguments[field.name] = [{"member": list(item)} for item in value]
+        elif nested is None:
             arguments[field.name] = value
         elif field.kind is _Kind.REPEATED_MESSAGE:
             arguments[field.name] = [_constructor_arguments(item, nested) for item in value]

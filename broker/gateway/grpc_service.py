@@ -1,7 +1,7 @@
-"""The native front door: the gRPC KinesisService, one RPC per Kinesis operation.
+"""The native front door: one gRPC service per service of the family, one RPC per operation.
 
 Thin by design: decode the message into an AWS-shaped dict (`codec`), validate it against the
-service model (`validation`), call `KinesisService`, encode the response. A server-streaming
+service's botocore model (`validation`), call the service, encode the response. A server-streaming
 RPC (SubscribeToShard) encodes each event of the operation's `EventStream` as one message.
 Errors leave through `error_mapping`. The RPC table is built from the proto's service
 descriptor, so an RPC added to the proto is served as soon as the service implements it.
@@ -9,6 +9,7 @@ descriptor, so an RPC added to the proto is served as soon as the service implem
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,15 +17,17 @@ from typing import Any
 
 import grpc
 from google.protobuf import symbol_database
+from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
 from broker.api.kinesis.v1 import kinesis_pb2
+from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.codec import dict_to_message, message_to_dict
 from broker.gateway.error_mapping import to_grpc_status
-from broker.gateway.validation import validate_request
+from broker.gateway.services import OperationService
+from broker.gateway.validation import KINESIS, validate_request
 from broker.metrics import GatewayProbe
-from broker.service.kinesis import KinesisService
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +39,35 @@ def _message_class(full_name: str) -> type[Message]:
     return cls
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class _Bound:
+    """What every RPC of one gRPC service shares."""
+
+    service: OperationService
+    model: str  # the botocore service name its requests are validated against
+    caller: Caller  # the node's region and account; each call adds the peer's address
+    probe: GatewayProbe | None
+    label_prefix: str  # "" for Kinesis; "<service>:" for the others (metrics labels)
+
+
+def _caller(bound: _Bound, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+    return dataclasses.replace(bound.caller, source_address=context.peer())
+
+
 def _rpc(
-    service: KinesisService, operation: str, output: type[Message], probe: GatewayProbe | None
+    bound: _Bound, operation: str, output: type[Message]
 ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
-    """One unary RPC bound to one Kinesis operation (a coroutine function, as grpc.aio needs)."""
+    """One unary RPC bound to one operation (a coroutine function, as grpc.aio needs)."""
+    service, probe = bound.service, bound.probe
+    label = bound.label_prefix + operation
 
     async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         started = time.perf_counter()
         code = "OK"
         try:
             request = message_to_dict(message)
-            validate_request(operation, request)
-            response = await service.call(operation, request)
+            validate_request(operation, request, model=bound.model)
+            response = await service.call(operation, request, _caller(bound, context))
             return dict_to_message(response, output)
         except ShoalError as error:
             code = error.code.kinesis_name
@@ -58,14 +78,14 @@ def _rpc(
             await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
         finally:
             if probe is not None:
-                probe.request_finished(operation, code, time.perf_counter() - started)
+                probe.request_finished(label, code, time.perf_counter() - started)
         raise AssertionError("abort_with_status returns only by raising")
 
     return handle
 
 
 def _stream_rpc(
-    service: KinesisService, operation: str, output: type[Message], probe: GatewayProbe | None
+    bound: _Bound, operation: str, output: type[Message]
 ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]:
     """One server-streaming RPC (SubscribeToShard): the operation answers `{"EventStream":
     async iterator of event dicts}`; each event becomes one message of the stream.
@@ -75,6 +95,9 @@ def _stream_rpc(
     once gRPC accepted the previous one (its flow control), which is the subscriber's
     backpressure; the stream is closed however the call ends (client gone included)."""
 
+    service, probe = bound.service, bound.probe
+    label = bound.label_prefix + operation
+
     async def handle(
         message: Message, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Message]:
@@ -82,8 +105,8 @@ def _stream_rpc(
         code = "OK"
         try:
             request = message_to_dict(message)
-            validate_request(operation, request)
-            response = await service.call(operation, request)
+            validate_request(operation, request, model=bound.model)
+            response = await service.call(operation, request, _caller(bound, context))
         except ShoalError as error:
             code = error.code.kinesis_name
             await context.abort_with_status(to_grpc_status(error))
@@ -93,7 +116,7 @@ def _stream_rpc(
             await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
         finally:
             if probe is not None:
-                probe.request_finished(operation, code, time.perf_counter() - started)
+                probe.request_finished(label, code, time.perf_counter() - started)
         events = response["EventStream"]
         try:
             async for event in events:
@@ -106,12 +129,25 @@ def _stream_rpc(
     return handle
 
 
-def kinesis_handler(
-    service: KinesisService, *, probe: GatewayProbe | None = None
+def operation_handler(
+    descriptor: ServiceDescriptor,
+    service: OperationService,
+    *,
+    model: str,
+    caller: Caller,
+    probe: GatewayProbe | None = None,
 ) -> grpc.GenericRpcHandler:
-    """The generic handler serving every implemented operation of `service`; each answered
-    request is reported to `probe` (operation, result code, latency)."""
-    descriptor = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"]
+    """The generic handler serving the proto service `descriptor` by `service`: every RPC is
+    the operation of the same name in the botocore model `model` (its messages mirror the
+    model's shapes, `codec`). `caller` carries the node's region and account for every call;
+    each answered request is reported to `probe` (operation, result code, latency)."""
+    bound = _Bound(
+        service=service,
+        model=model,
+        caller=dataclasses.replace(caller, door="grpc"),
+        probe=probe,
+        label_prefix="" if model == KINESIS else f"{model}:",
+    )
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in descriptor.methods:
         assert method.name in service.operations, f"{method.name} is in the proto only"
@@ -119,14 +155,22 @@ def kinesis_handler(
         output_class = _message_class(method.output_type.full_name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _stream_rpc(service, method.name, output_class, probe),
+                _stream_rpc(bound, method.name, output_class),
                 request_deserializer=input_class.FromString,
                 response_serializer=output_class.SerializeToString,
             )
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _rpc(service, method.name, output_class, probe),
+            _rpc(bound, method.name, output_class),
             request_deserializer=input_class.FromString,
             response_serializer=output_class.SerializeToString,
         )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
+
+
+def kinesis_handler(
+    service: OperationService, *, caller: Caller, probe: GatewayProbe | None = None
+) -> grpc.GenericRpcHandler:
+    """The public KinesisService (`proto/broker/api/kinesis/v1/kinesis.proto`)."""
+    descriptor = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"]
+    return operation_handler(descriptor, service, model=KINESIS, caller=caller, probe=probe)

@@ -1,10 +1,14 @@
-"""The AWS front door: Kinesis's own wire protocol (JSON 1.1 and CBOR over HTTP), as an ASGI app.
+"""The AWS front door: the AWS wire protocols (JSON 1.1 and CBOR over HTTP), as an ASGI app.
 
-Every call is `POST /` with `X-Amz-Target: Kinesis_20131202.<Operation>`. The app is as thin
-as the gRPC door: read the body (bounded), parse it (`aws_codec`), check the operation, verify
-the SigV4 signature when access keys are configured (`sigv4`), convert it to the AWS-shaped
-dict, `validate_request`, `KinesisService.call`, encode the answer in the request's format.
-There is no second implementation of any operation here.
+Every JSON-protocol call is `POST /` with `X-Amz-Target: <prefix>.<Operation>`; the prefix
+picks the service (`services.JsonService`: `Kinesis_20131202` for Data Streams, and one per
+service of the family that the node serves). The app is as thin as the gRPC door: read the
+body (bounded), parse it (`aws_codec`), check the operation, verify the SigV4 signature when
+access keys are configured (`sigv4`, scoped to the service's signing name), convert it to the
+AWS-shaped dict with the service's botocore model, `validate_request`, the service's `call`
+with the request's `Caller`, encode the answer in the request's format. There is no second
+implementation of any operation here. A request to a method and path that a REST-JSON
+service claims (`services.RestService`, the Kinesis Video APIs) is handed to that service.
 
 The order of the checks, and the answers to requests no SDK sends, follow AWS as recorded by
 kinesalite (its `index.js` was written against the real service):
@@ -36,11 +40,11 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from broker import limits
+from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import event_stream
@@ -52,20 +56,15 @@ from broker.gateway.aws_codec import (
     wire_format_for,
 )
 from broker.gateway.error_mapping import to_aws_error
+from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
-from broker.gateway.validation import validate_request
+from broker.gateway.validation import KINESIS, validate_request
 from broker.metrics import GatewayProbe
-from broker.service.kinesis import KinesisService
 from broker.service.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 
-TARGET_PREFIX = "Kinesis_20131202"
 _NO_OPERATION_MESSAGE = "Unable to determine service/operation name to be authorized"
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,23 +178,31 @@ async def _discard_body(receive: Receive, size: int) -> None:
 
 
 class AwsHttpApp:
-    """The ASGI app serving every operation of `service` over the AWS protocol.
+    """The ASGI app serving every operation of `services` (and `rest`) over the AWS protocols.
 
-    `verifier` is None when the node has no access keys (authentication off); `clock` gives
-    the wall time a signature's date is checked against.
+    `verifiers` holds one SigV4 verifier per signing name ("kinesis", "firehose", ...); it is
+    empty when the node has no access keys (authentication off). `clock` gives the wall time a
+    signature's date is checked against; `region` and `account_id` are the node's, for the
+    `Caller` of each request.
     """
 
     def __init__(
         self,
-        service: KinesisService,
+        services: Sequence[JsonService],
         *,
         clock: Clock,
-        verifier: SigV4Verifier | None,
+        verifiers: Mapping[str, SigV4Verifier],
+        region: str,
+        account_id: str,
+        rest: Sequence[RestService] = (),
         probe: GatewayProbe | None = None,
     ) -> None:
-        self._service = service
+        self._services = {service.target_prefix: service for service in services}
+        self._rest = tuple(rest)
         self._clock = clock
-        self._verifier = verifier
+        self._verifiers = dict(verifiers)
+        self._region = region
+        self._account_id = account_id
         self._probe = probe
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -205,6 +212,10 @@ class AwsHttpApp:
             return
         if kind != "http":
             return  # websockets: the server refuses the upgrade when the app does not accept
+        for rest in self._rest:
+            if rest.handles(scope["method"], scope.get("path", "/")):
+                await rest(scope, receive, send)
+                return
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
         try:
@@ -236,9 +247,12 @@ class AwsHttpApp:
             if name.lower() == b"x-amz-target":
                 target = value
                 break
-        service_name, _, operation = target.decode("latin-1").partition(".")
-        if service_name != TARGET_PREFIX or operation not in self._service.operations:
+        prefix, _, operation = target.decode("latin-1").partition(".")
+        service = self._services.get(prefix)
+        if service is None or operation not in service.operations:
             operation = "Unknown"
+        elif service.model != KINESIS:
+            operation = f"{service.signing_name}:{operation}"
         if response.status == 200:
             code = "OK"
         else:
@@ -262,7 +276,8 @@ class AwsHttpApp:
             return _Response(status=413, headers=() if http2 else (("connection", "close"),))
         wire = wire_format_for(by_name.get("content-type", ""))
         service_name, _, operation = by_name.get("x-amz-target", "").partition(".")
-        known = service_name == TARGET_PREFIX and operation in self._service.operations
+        service = self._services.get(service_name)
+        known = service is not None and operation in service.operations
         if not body:
             # AWS answers an empty body in JSON only when the request said JSON.
             answer_in = WireFormat.JSON if wire is WireFormat.JSON else WireFormat.CBOR
@@ -273,7 +288,7 @@ class AwsHttpApp:
                 return _xml_error(403, "AccessDeniedException", _NO_OPERATION_MESSAGE)
             return _xml_error(404, "UnknownOperationException", None)
         try:
-            document = await self._call(scope, headers, by_name, body, wire, operation, known)
+            document = await self._call(scope, headers, by_name, body, wire, operation, service)
         except ShoalError as error:
             return _error_response(error, wire)
         if isinstance(document, Subscription):
@@ -288,12 +303,13 @@ class AwsHttpApp:
         body: bytes,
         wire: WireFormat,
         operation: str,
-        known: bool,
+        service: JsonService | None,
     ) -> bytes | Subscription:
         parsed = parse_body(body, wire)
-        if not known:
+        if service is None or operation not in service.operations:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
-        if self._verifier is not None:
+        access_key_id = None
+        if self._verifiers:
             request = HttpRequest(
                 method=scope["method"],
                 path=_raw_path(scope),
@@ -302,14 +318,30 @@ class AwsHttpApp:
                 authority=_authority(scope, by_name),
                 body=body,
             )
-            self._verifier.verify(request, now_ms=self._clock.wall_ms())
-        aws_request = decode_request(operation, parsed, wire)
-        validate_request(operation, aws_request)
-        response = await self._service.call(operation, aws_request)
+            verifier = self._verifiers[service.signing_name]
+            access_key_id = verifier.verify(request, now_ms=self._clock.wall_ms())
+        aws_request = decode_request(operation, parsed, wire, model=service.model)
+        validate_request(operation, aws_request, model=service.model)
+        caller = Caller(
+            region=self._region,
+            account_id=self._account_id,
+            access_key_id=access_key_id,
+            source_address=_client_address(scope),
+            door="http",
+        )
+        response = await service.service.call(operation, aws_request, caller)
         events = response.get("EventStream")
         if isinstance(events, Subscription):
             return events
         return encode_body(response, wire)
+
+
+def _client_address(scope: Scope) -> str | None:
+    client = scope.get("client")
+    if not client:
+        return None
+    host: str = client[0]
+    return host
 
 
 def _raw_path(scope: Scope) -> str:

@@ -175,6 +175,10 @@ class AdminBackend(Protocol):
     def metadata_image(self, applied_commands: int | None) -> tuple[MetadataImage | None, int]:
         """The image after `applied_commands` commands (None: the current one), if still
         kept, and the Raft index applied now."""
+
+    async def remove_node(self, node_id: NodeId) -> bool:
+        """Takes a node holding no replica out of the quorum (if a voter) and marks it
+        REMOVED; returns whether it was a voter."""
         ...
 
 
@@ -354,7 +358,14 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
             raft_last_applied=raft_applied,
         )
 
+    async def remove_node(
+        request: pb.RemoveNodeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RemoveNodeResponse:
+        was_voter = await _served(context, backend.remove_node(NodeId(request.node_id)))
+        return pb.RemoveNodeResponse(was_voter=was_voter)
+
     handlers = {
+        "RemoveNode": unary_handler(remove_node, pb.RemoveNodeRequest, pb.RemoveNodeResponse),
         "ClusterStatus": unary_handler(
             cluster_status, pb.ClusterStatusRequest, pb.ClusterStatusResponse
         ),

@@ -1,9 +1,11 @@
-"""Request validation driven by botocore's Kinesis service model, the API's reference.
+"""Request validation driven by botocore's service models, the APIs' reference.
 
-Both front doors call `validate_request(operation, request)` on the AWS-shaped dict before the
-service sees it, so the limits, patterns and enums AWS enforces are enforced here from the one
-machine-readable source instead of being written out by hand. Failures become one
-ValidationException whose message follows AWS's wording:
+Both front doors call `validate_request(operation, request, model=...)` on the AWS-shaped dict
+before the service sees it (`model` names the botocore service: "kinesis" by default,
+"firehose", "kinesisanalytics", ... for the other services of the family), so the limits,
+patterns and enums AWS enforces are enforced here from the one machine-readable source instead
+of being written out by hand. Failures become one ValidationException whose message follows
+AWS's wording:
 
     2 validation errors detected: Value null at 'streamName' failed to satisfy constraint:
     Member must not be null; Value '0' at 'shardCount' failed to satisfy constraint: ...
@@ -14,7 +16,6 @@ to the service and the metadata state machine, not here.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from functools import cache
@@ -22,22 +23,35 @@ from typing import Any
 
 import botocore.loaders
 import botocore.model
+import regex
 
 from broker.errors import ErrorCode, ShoalError
 
 _VALIDATION_ERRORS_REPORTED_MAX = 10  # AWS lists a handful; a huge PutRecords must not list 500
 
 
+KINESIS = "kinesis"  # botocore's name of the Kinesis Data Streams model
+
+
 @cache
-def service_model() -> botocore.model.ServiceModel:
-    """botocore's Kinesis model (shapes, limits, documentation), loaded once per process."""
+def service_model(name: str = KINESIS) -> botocore.model.ServiceModel:
+    """botocore's model of service `name` (shapes, limits, documentation; its newest API
+    version), loaded once per process."""
     loader = botocore.loaders.Loader()
-    return botocore.model.ServiceModel(loader.load_service_model("kinesis", "service-2"))
+    return botocore.model.ServiceModel(loader.load_service_model(name, "service-2"), name)
+
+
+# Java's Unicode property classes, which some models' patterns use (the Kinesis Video tag
+# keys: `[\p{L}\p{Z}\p{N}_.:/=+\-@]*`), as Python's `re` classes closest to them: letters
+# as word characters (a little broader: digits and marks too), separators as whitespace,
+# numbers as decimal digits.
+_UNICODE_CLASSES = {r"\p{L}": r"\w", r"\p{Z}": r"\s", r"\p{N}": r"\d"}
 
 
 @cache
-def _pattern(text: str) -> re.Pattern[str]:
-    return re.compile(text)
+def _pattern(text: str) -> regex.Pattern[str]:
+    """The model's patterns are Java regexes; `regex` reads their Unicode classes (`\\p{L}`)."""
+    return regex.compile(text)
 
 
 def _member_path(name: str) -> str:
@@ -55,15 +69,15 @@ def _render(value: Any) -> str:
     return f"'{value}'"
 
 
-def validate_request(operation: str, request: Mapping[str, Any]) -> None:
+def validate_request(operation: str, request: Mapping[str, Any], *, model: str = KINESIS) -> None:
     """Raise ShoalError(VALIDATION) when `request` breaks the model's constraints.
 
     Two passes by design: a compiled yes/no check runs on every request (a PutRecords of 500
     entries is on the hot path), and only a request that fails it is walked again to collect
     AWS's detailed messages."""
-    if _compiled_check(operation)(request):
+    if _compiled_check(model, operation)(request):
         return
-    input_shape = service_model().operation_model(operation).input_shape
+    input_shape = service_model(model).operation_model(operation).input_shape
     assert input_shape is not None
     problems: list[str] = []
     _check_structure(input_shape, request, "", problems)
@@ -78,8 +92,8 @@ Check = Callable[[Any], bool]
 
 
 @cache
-def _compiled_check(operation: str) -> Check:
-    input_shape = service_model().operation_model(operation).input_shape
+def _compiled_check(model: str, operation: str) -> Check:
+    input_shape = service_model(model).operation_model(operation).input_shape
     assert input_shape is not None
     return _compile(input_shape, {})
 
@@ -137,6 +151,12 @@ def _compile(shape: botocore.model.Shape, done: dict[str, Check]) -> Check:
         return lambda value: (
             isinstance(value, int) and not isinstance(value, bool) and _within(value, low, high)
         )
+    if kind in ("double", "float"):
+        return lambda value: (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and _within_number(value, low, high)
+        )
     if kind == "blob":
         return lambda value: isinstance(value, bytes | bytearray) and _within(len(value), low, high)
     if kind == "boolean":
@@ -168,6 +188,10 @@ def _compile_structure(shape: botocore.model.StructureShape, done: dict[str, Che
 
 
 def _within(number: int, low: int | None, high: int | None) -> bool:
+    return (low is None or number >= low) and (high is None or number <= high)
+
+
+def _within_number(number: float, low: float | None, high: float | None) -> bool:
     return (low is None or number >= low) and (high is None or number <= high)
 
 
@@ -232,6 +256,8 @@ def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: l
         _check_string(shape, value, path, problems)
     elif kind in ("integer", "long"):
         _check_integer(metadata, value, path, problems)
+    elif kind in ("double", "float"):
+        _check_number(metadata, value, path, problems)
     elif kind == "blob":
         if not isinstance(value, bytes | bytearray):
             _fail(path, value, "Member must be a blob", problems)
@@ -258,6 +284,18 @@ def _check_string(shape: botocore.model.Shape, value: Any, path: str, problems: 
 
 def _check_integer(metadata: Mapping[str, Any], value: Any, path: str, problems: list[str]) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, value, "Member must be a number", problems)
+        return
+    minimum = metadata.get("min")
+    maximum = metadata.get("max")
+    if minimum is not None and value < minimum:
+        _fail(path, value, f"Member must have value greater than or equal to {minimum}", problems)
+    if maximum is not None and value > maximum:
+        _fail(path, value, f"Member must have value less than or equal to {maximum}", problems)
+
+
+def _check_number(metadata: Mapping[str, Any], value: Any, path: str, problems: list[str]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(path, value, "Member must be a number", problems)
         return
     minimum = metadata.get("min")

@@ -18,6 +18,7 @@ from broker.consumers import leases
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import NodeState, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
+from broker.meta.video_table import VideoStreamMeta
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
@@ -420,6 +421,235 @@ class RecordScalingEvent:
 CapacityCommand = ReportShardLoads | RecordScalingEvent
 
 
+# --- Video streams (issue 13) -------------------------------------------------------------------
+# Each names its stream by ARN (one incarnation); the proposer resolved the caller's name or ARN
+# against its image, and apply checks again that the stream is still there. Result: the
+# VideoStreamMeta after the change (None for DeleteVideoStream).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateVideoStream:
+    """Adds `stream` (built whole by the proposer: ARN, version, status timer); refused when
+    the account already has a stream of that name in the region, or `streams_max` of them."""
+
+    now_ms: int
+    stream: VideoStreamMeta
+    streams_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteVideoStream:
+    now_ms: int
+    arn: str
+    current_version: str | None = None  # VersionMismatchException unless it is current
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateVideoStream:
+    """UpdateStream: new device name and media type (None: unchanged), and a new version."""
+
+    now_ms: int
+    arn: str
+    current_version: str
+    new_version: str
+    device_name: str | None
+    media_type: str | None
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateVideoRetention:
+    """UpdateDataRetention: retention raised (`increase`) or lowered by `change_hours`."""
+
+    now_ms: int
+    arn: str
+    current_version: str
+    new_version: str
+    increase: bool
+    change_hours: int
+    retention_hours_max: int
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagVideoStream:
+    now_ms: int
+    arn: str
+    tags: tuple[tuple[str, str], ...]
+    tags_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UntagVideoStream:
+    now_ms: int
+    arn: str
+    keys: tuple[str, ...]
+
+
+VideoCommand = (
+    CreateVideoStream
+    | DeleteVideoStream
+    | UpdateVideoStream
+    | UpdateVideoRetention
+    | TagVideoStream
+    | UntagVideoStream
+)
+# --- Kinesis Data Analytics applications (issue 12; rules in `broker.analytics.applications`) --
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateAnalyticsApplication:
+    """CreateApplication in the caller's account and region. `inputs`, `outputs` and
+    `logging_options` are the request's members as canonical JSON. Result: the Application."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    description: str
+    code: str
+    inputs: str
+    outputs: str
+    logging_options: str
+    tags: tuple[tuple[str, str], ...]
+    applications_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeAnalyticsApplication:
+    """Any other change to one application: `operation` is the kinesisanalytics operation
+    (UpdateApplication, AddApplicationOutput, StartApplication, DeleteApplication, TagResource,
+    ...) and `request` its members as canonical JSON (timestamps as epoch milliseconds).
+    Operations that carry CurrentApplicationVersionId are checked against it at apply time.
+    `transition_ms` is how long the application shows STARTING, STOPPING, UPDATING or
+    DELETING. Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    operation: str
+    request: str
+    transition_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordAnalyticsProgress:
+    """A running application's emitted-window and continuous-output marks (see
+    `Application.emitted_through_ms`). Fenced: applied only while `owner` holds the
+    application's placement lease, so a deposed node cannot move the marks of its successor.
+    Result: the Application after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    reader: str
+    owner: str
+    emitted_through_ms: int
+    continuous_through: tuple[tuple[str, str], ...]
+
+
+AnalyticsCommand = CreateAnalyticsApplication | ChangeAnalyticsApplication | RecordAnalyticsProgress
+# --- Delivery streams (Data Firehose, issue 11; rules in transitions/delivery_streams.py) -------
+# Configurations travel as canonical AWS-shaped JSON text (`delivery_streams.canonical_json`).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateDeliveryStream:
+    """A new delivery stream, CREATING until ActivateDeliveryStream. Result: its meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    account_id: str
+    region: str
+    uid: str
+    delivery_stream_type: str
+    destination_json: str
+    source_json: str = ""
+    encryption_key_type: str = ""  # "" for no server-side encryption
+    encryption_key_arn: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+    delivery_streams_max: int = 5000  # per account and region, from the proposer's config
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivateDeliveryStream:
+    """Ends a CREATING incarnation (`uid`): ACTIVE, or CREATING_FAILED when `failure_type`
+    is set. Anything else (another incarnation, another status) is left alone. Result: meta."""
+
+    now_ms: int
+    arn: str
+    uid: str
+    failure_type: str = ""
+    failure_details: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteDeliveryStream:
+    """Marks a delivery stream DELETING (its deliverers stop; its data is dropped). Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForgetDeliveryStream:
+    """Removes a DELETING incarnation once its internal stream and leases are gone."""
+
+    now_ms: int
+    arn: str
+    uid: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateDeliveryStreamDestination:
+    """UpdateDestination: compare-and-set on the version id. Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    current_version_id: int
+    destination_id: str
+    destination_json: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeDeliveryStreamTags:
+    """TagDeliveryStream (`added`) or UntagDeliveryStream (`removed`). Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
+    tags_max: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetDeliveryStreamEncryption:
+    """Start (key type set) or Stop ("") server-side encryption. Result: meta."""
+
+    now_ms: int
+    arn: str
+    name: str
+    key_type: str
+    key_arn: str = ""
+
+
+DeliveryStreamCommand = (
+    CreateDeliveryStream
+    | ActivateDeliveryStream
+    | DeleteDeliveryStream
+    | ForgetDeliveryStream
+    | UpdateDeliveryStreamDestination
+    | ChangeDeliveryStreamTags
+    | SetDeliveryStreamEncryption
+)
+
+
 Command = (
     InitCluster
     | CreateStream
@@ -441,6 +671,9 @@ Command = (
     | AccountCommand
     | CapacityCommand
     | ConsumerCommand
+    | VideoCommand
+    | AnalyticsCommand
+    | DeliveryStreamCommand
 )
 
 
@@ -479,6 +712,22 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         ChangeConsumerTags,
         ReportShardLoads,
         RecordScalingEvent,
+        CreateVideoStream,
+        DeleteVideoStream,
+        UpdateVideoStream,
+        UpdateVideoRetention,
+        TagVideoStream,
+        UntagVideoStream,
+        CreateAnalyticsApplication,
+        ChangeAnalyticsApplication,
+        RecordAnalyticsProgress,
+        CreateDeliveryStream,
+        ActivateDeliveryStream,
+        DeleteDeliveryStream,
+        ForgetDeliveryStream,
+        UpdateDeliveryStreamDestination,
+        ChangeDeliveryStreamTags,
+        SetDeliveryStreamEncryption,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -18,9 +18,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from broker.analytics.applications import ApplicationTable
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
+from broker.meta.delivery_streams import DeliveryStreamMeta
+from broker.meta.video_table import VideoTable
 from broker.streams.account_settings import AccountSettings
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
@@ -216,6 +219,15 @@ class MetadataImage:
     # Shard loads reported by their leaders and each stream's scaling event log (issue 6);
     # changed only by ReportShardLoads, RecordScalingEvent and automatic BeginReshards.
     capacity: CapacityTable = field(default_factory=CapacityTable)
+    # Video streams (Kinesis Video Streams, issue 13) of every account and region; changed
+    # only by the video commands (`transitions/video_streams.py`).
+    video: VideoTable = field(default_factory=VideoTable)
+    # Kinesis Data Analytics SQL applications (issue 12), keyed by account, region and name;
+    # changed only by the analytics commands.
+    analytics: ApplicationTable = field(default_factory=ApplicationTable)
+    # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
+    # of the key); changed only by the delivery-stream commands.
+    delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

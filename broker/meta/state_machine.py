@@ -33,21 +33,31 @@ from typing import assert_never
 from broker.errors import ShoalError
 from broker.meta import capacity
 from broker.meta.commands import (
+    ActivateDeliveryStream,
     AddTags,
     BeginReshard,
+    ChangeAnalyticsApplication,
     ChangeConsumerTags,
+    ChangeDeliveryStreamTags,
     ChangeRetention,
     CheckpointLeaseCommand,
     Command,
     CompleteReshard,
+    CreateAnalyticsApplication,
+    CreateDeliveryStream,
     CreateLeasesCommand,
     CreateStream,
+    CreateVideoStream,
     DeleteApplicationCommand,
+    DeleteDeliveryStream,
     DeleteLeaseCommand,
     DeleteStream,
+    DeleteVideoStream,
     DeregisterStreamConsumer,
+    ForgetDeliveryStream,
     ForgetStream,
     InitCluster,
+    RecordAnalyticsProgress,
     RecordScalingEvent,
     RegisterNode,
     RegisterStreamConsumer,
@@ -56,25 +66,34 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
     StealLeaseCommand,
+    TagVideoStream,
     TakeLeaseCommand,
+    UntagVideoStream,
     UpdateAccountLimits,
     UpdateAccountSettings,
+    UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
     UpdateStreamLimits,
     UpdateStreamMode,
+    UpdateVideoRetention,
+    UpdateVideoStream,
 )
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
     account_limits,
+    analytics_applications,
+    delivery_streams,
     nodes,
     reshards,
     stream_consumers,
     stream_lifecycle,
     stream_settings,
+    video_streams,
 )
 from broker.meta.transitions.common import ACCOUNT_ID_FALLBACK, DAY_MS, REGION_FALLBACK
 
@@ -164,5 +183,37 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return capacity.apply_report(image, command)
         case RecordScalingEvent():
             return capacity.apply_event(image, command)
+        case CreateVideoStream():
+            return video_streams.create(image, command)
+        case DeleteVideoStream():
+            return video_streams.delete(image, command)
+        case UpdateVideoStream():
+            return video_streams.update(image, command)
+        case UpdateVideoRetention():
+            return video_streams.update_retention(image, command)
+        case TagVideoStream():
+            return video_streams.tag(image, command)
+        case UntagVideoStream():
+            return video_streams.untag(image, command)
+        case CreateAnalyticsApplication():
+            return analytics_applications.create_application(image, command)
+        case ChangeAnalyticsApplication():
+            return analytics_applications.change_application(image, command)
+        case RecordAnalyticsProgress():
+            return analytics_applications.record_progress(image, command)
+        case CreateDeliveryStream():
+            return delivery_streams.create(image, command)
+        case ActivateDeliveryStream():
+            return delivery_streams.activate(image, command)
+        case DeleteDeliveryStream():
+            return delivery_streams.delete(image, command)
+        case ForgetDeliveryStream():
+            return delivery_streams.forget(image, command)
+        case UpdateDeliveryStreamDestination():
+            return delivery_streams.update_destination(image, command)
+        case ChangeDeliveryStreamTags():
+            return delivery_streams.change_tags(image, command)
+        case SetDeliveryStreamEncryption():
+            return delivery_streams.set_encryption(image, command)
         case _:
             assert_never(command)

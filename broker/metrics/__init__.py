@@ -8,7 +8,8 @@ has the same table with the CloudWatch name each one stands for.
 Layout (one module per family group; each declares its families and the probe that feeds them):
 `families` (`Family`, `FAMILIES`), `collectors` (scrape-time readers and series tables), `api`
 (requests), `streams` (records, shards, throttling, fan-out), `cluster` (metadata quorum and
-image), `replication`, `storage`, `catalog` (streams, consumers, autoscaler), `tls`, `node`
+image), `replication`, `storage`, `catalog` (streams, consumers, autoscaler), `tls`,
+`analytics` (the SQL applications a node runs), `node`
 (`NodeMetrics`, `MetricsServer`, identity) and `views` (the node's wiring from its metadata
 image; imported by the node, not here, as it depends on `broker.meta`). The names other code
 uses are re-exported here.
@@ -22,7 +23,8 @@ Shape:
   `StorageProbe` (group commits, fsync, RocksDB), `QuorumProbe` (the metadata Raft),
   `ReplicationProbe` (shard replicas on this node), `ClusterProbe` (the metadata image's view),
   `CatalogProbe` (per-stream shards and consumers), `AutoscalerProbe` (on-demand scaling),
-  `TlsProbe` (certificate expiry).
+  `TlsProbe` (certificate expiry), `VideoProbe` (media streams: PutMedia and GetMedia).
+  `TlsProbe` (certificate expiry), `AnalyticsProbe` (SQL applications).
 - Values that live elsewhere (Raft term, RocksDB sizes, replica counts) are read when Prometheus
   scrapes: `probe.watch(callback)` registers a function returning a small statistics object,
   so wiring a component is one line.
@@ -36,15 +38,18 @@ runs on whatever thread serves `/metrics`. Every mutable table is guarded by a l
 
 from __future__ import annotations
 
+from broker.metrics.analytics import AnalyticsProbe, ApplicationView
 from broker.metrics.api import API_REQUEST_DURATION, API_REQUESTS, GatewayProbe
 from broker.metrics.catalog import AutoscalerAction, AutoscalerProbe, CatalogProbe, StreamView
 from broker.metrics.cluster import ClusterProbe, ClusterView, QuorumProbe, QuorumView
 from broker.metrics.families import FAMILIES, PREFIX, Family
+from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.node import MetricsServer, NodeMetrics, shoal_version
 from broker.metrics.replication import ReplicationProbe, ReplicationView
 from broker.metrics.storage import StorageProbe, StorageView
 from broker.metrics.streams import SHARD_LEVEL, StreamProbe
 from broker.metrics.tls import CertificateExpiry, TlsProbe
+from broker.metrics.video import VideoProbe
 
 __all__ = [
     "API_REQUESTS",
@@ -52,6 +57,8 @@ __all__ = [
     "FAMILIES",
     "PREFIX",
     "SHARD_LEVEL",
+    "AnalyticsProbe",
+    "ApplicationView",
     "AutoscalerAction",
     "AutoscalerProbe",
     "CatalogProbe",
@@ -59,6 +66,7 @@ __all__ = [
     "ClusterProbe",
     "ClusterView",
     "Family",
+    "FirehoseProbe",
     "GatewayProbe",
     "MetricsServer",
     "NodeMetrics",
@@ -71,5 +79,6 @@ __all__ = [
     "StreamProbe",
     "StreamView",
     "TlsProbe",
+    "VideoProbe",
     "shoal_version",
 ]

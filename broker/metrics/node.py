@@ -19,15 +19,18 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 
+from broker.metrics.analytics import AnalyticsProbe
 from broker.metrics.api import GatewayProbe
 from broker.metrics.catalog import AutoscalerProbe, CatalogProbe
 from broker.metrics.cluster import ClusterProbe, QuorumProbe
 from broker.metrics.collectors import CallbackCollector
 from broker.metrics.families import declare
+from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.replication import ReplicationProbe
 from broker.metrics.storage import FSYNC_DURATION, StorageProbe
 from broker.metrics.streams import StreamProbe
 from broker.metrics.tls import TlsProbe
+from broker.metrics.video import VideoProbe
 
 # --- Identity ---------------------------------------------------------------------------------
 BUILD_INFO = declare(
@@ -96,6 +99,9 @@ class NodeMetrics:
         self.catalog = CatalogProbe(self.registry)
         self.autoscaler = AutoscalerProbe(self.registry)
         self.tls = TlsProbe(self.registry)
+        self.video = VideoProbe(self.registry)
+        self.analytics = AnalyticsProbe(self.registry)
+        self.firehose = FirehoseProbe(self.registry)
         identity = (
             (BUILD_INFO, (version or shoal_version(), revision, platform.python_version())),
             (NODE_INFO, (node_id,)),

@@ -2,7 +2,8 @@
 
 `broker.metrics` declares families and knows nothing of the metadata types; this module turns
 the image into `StreamView`s (open shards and capacity mode per stream, registered consumers
-by status) and hands the node's TLS files and autoscaler to their probes. `watch_node` is the
+by status) and the SQL applications the node runs into `ApplicationView`s, and hands the
+node's TLS files and autoscaler to their probes. `watch_node` is the
 one call a node makes, once its metadata frontend and autoscaler exist.
 
 Cost: `stream_views` walks every stream's shards once per scrape (every 15-30 s in production),
@@ -13,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from broker.analytics.runner import ApplicationRunner
 from broker.meta.autoscaler import Autoscaler
 from broker.meta.image import MetadataImage
+from broker.metrics.analytics import ApplicationView
 from broker.metrics.catalog import StreamView
 from broker.metrics.node import NodeMetrics
 from broker.metrics.tls import CertificateExpiry
@@ -49,6 +52,21 @@ def certificate_expiry(reader: CertificateExpiryReader) -> list[CertificateExpir
             file=str(path), usage="ca" if usage == "ca" else "certificate", not_after_s=not_after
         )
         for path, usage, not_after in reader.read()
+    ]
+
+
+def analytics_views(runner: ApplicationRunner) -> list[ApplicationView]:
+    """The SQL applications this node runs, as their metrics see them."""
+    return [
+        ApplicationView(
+            application=key.rsplit("/", 1)[-1],
+            records_in=statistics.records_in,
+            records_out=statistics.records_out,
+            errors=statistics.errors,
+            late_rows=statistics.late_rows,
+            millis_behind_latest=statistics.millis_behind_latest,
+        )
+        for key, statistics in runner.statistics().items()
     ]
 
 

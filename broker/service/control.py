@@ -17,6 +17,7 @@ from broker.meta.image import StreamMeta, StreamMode, StreamStatus
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
+from broker.streams.internal_names import is_internal
 from broker.streams.shard_listing import list_shards_filtered
 from broker.timestamps import ms_from_datetime
 
@@ -117,7 +118,11 @@ async def list_streams(ctx: ServiceContext, request: Request) -> Response:
     if token is not None:
         payload = decode_token(token, secret=image.iterator_secret, now_ms=now_ms, expires=False)
         start_after = payload.get("after")
-    names = sorted(name for name, meta in image.streams.items() if not meta.is_gone(now_ms=now_ms))
+    names = sorted(
+        name
+        for name, meta in image.streams.items()
+        if not meta.is_gone(now_ms=now_ms) and not is_internal(name)
+    )
     if start_after is not None:
         names = [name for name in names if name > start_after]
     page = names[:limit]

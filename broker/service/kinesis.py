@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from broker.caller import Caller
+from broker.errors import ErrorCode, ShoalError
 from broker.service import account, control, reshard, stream_consumers
 from broker.service.context import ServiceContext
 from broker.service.records import RecordsApi
 from broker.service.subscriptions import Subscriptions
+from broker.streams.internal_names import INTERNAL_PREFIX, is_internal
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Response]]
+
+_STREAM_NAMING_MEMBERS = ("StreamName", "StreamARN", "ConsumerARN", "ResourceARN")
+_STREAM_IN_ARN = re.compile(r":stream/([^/]+)")
 
 
 class KinesisService:
@@ -79,7 +86,37 @@ class KinesisService:
     def operations(self) -> frozenset[str]:
         return frozenset(self._handlers)
 
-    async def call(self, operation: str, request: Request) -> Response:
-        """Run one validated operation. Raises ShoalError for every client-visible failure."""
+    async def call(
+        self, operation: str, request: Request, caller: Caller | None = None
+    ) -> Response:
+        """Run one validated operation. Raises ShoalError for every client-visible failure.
+        `caller` is the doors' `Caller`, None (or a Caller with door "internal") for the
+        node's own calls: only those may name an internal stream (`streams.internal_names`).
+        Otherwise it is not consulted yet: every stream lives in the node's configured region
+        and account."""
         handler = self._handlers[operation]
+        if caller is not None and caller.door != "internal":
+            self._refuse_internal_streams(operation, request)
         return await handler(request)
+
+    def _refuse_internal_streams(self, operation: str, request: Request) -> None:
+        """An outside caller naming an internal stream (by name or in any ARN) is answered as
+        if it did not exist; creating one with the reserved prefix is refused."""
+        for key in _STREAM_NAMING_MEMBERS:
+            value = request.get(key)
+            if not isinstance(value, str):
+                continue
+            name = value if key == "StreamName" else _stream_in_arn(value)
+            if name is None or not is_internal(name):
+                continue
+            if operation == "CreateStream":
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"Stream names starting with {INTERNAL_PREFIX} are reserved by Shoal.",
+                )
+            raise self.ctx.stream_not_found(name)
+
+
+def _stream_in_arn(arn: str) -> str | None:
+    match = _STREAM_IN_ARN.search(arn)
+    return None if match is None else match.group(1)

@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import botocore
 import botocore.auth
@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from broker import limits
 from broker.clock import ManualClock
 from broker.gateway.http_service import AwsHttpApp
+from broker.gateway.services import JsonService
 from broker.node import Node
 from tests.compat.conftest import boto_client, call
 from tests.conftest import node_config
@@ -473,12 +474,18 @@ class _FailingService:
 
     operations = frozenset({"ListStreams"})
 
-    async def call(self, operation: str, request: Any) -> dict[str, Any]:
+    async def call(self, operation: str, request: Any, caller: Any = None) -> dict[str, Any]:
         raise RuntimeError("boom")
 
 
 async def test_unexpected_exception_is_internal_failure(caplog: pytest.LogCaptureFixture) -> None:
-    app = AwsHttpApp(cast("Any", _FailingService()), clock=ManualClock(), verifier=None)
+    app = AwsHttpApp(
+        (JsonService("kinesis", _FailingService()),),
+        clock=ManualClock(),
+        verifiers={},
+        region="us-east-1",
+        account_id="000000000000",
+    )
     sent: list[dict[str, Any]] = []
     messages = [{"type": "http.request", "body": b"{}", "more_body": False}]
 

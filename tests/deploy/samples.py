@@ -6,12 +6,14 @@ these registries to a real Prometheus until the 3-node cluster test can scrape r
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from broker.metrics import (
+    ApplicationView,
     CertificateExpiry,
     ClusterView,
     NodeMetrics,
@@ -95,6 +97,22 @@ def populated(node_id: str, *, leader: bool, data_dir: Path) -> NodeMetrics:
             CertificateExpiry(file=str(data_dir / "ca.crt"), usage="ca", not_after_s=4_102_444_800),
         ]
     )
+    scrapes = itertools.count(1)
+
+    def applications() -> list[ApplicationView]:
+        n = next(scrapes)  # counters that move between scrapes, so rate() has values
+        return [
+            ApplicationView(
+                application="ticker-counts",
+                records_in=10 * n,
+                records_out=2 * n,
+                errors=n,
+                late_rows=n,
+                millis_behind_latest=250,
+            )
+        ]
+
+    metrics.analytics.watch(applications)
     metrics.replication.leadership_gained()
     metrics.replication.leadership_lost()
     metrics.quorum.leader_observed("shoal-1:50052")
@@ -126,6 +144,18 @@ def step(metrics: NodeMetrics, rng: random.Random) -> None:
         metrics.storage.group_committed(records, records * 100, rng.uniform(0.0002, 0.004))
         metrics.quorum.journal_synced(rng.uniform(0.0002, 0.004))
         metrics.replication.batch_acknowledged(records, records * 100)
+    metrics.video.session_opened()
+    metrics.video.received_bytes("porch", rng.randint(100_000, 500_000))
+    metrics.video.received_fragment("porch")
+    metrics.video.persisted(rng.uniform(0.002, 0.05))
+    metrics.video.sent("porch", fragments=1, count=rng.randint(100_000, 500_000))
+    metrics.video.error_ack("porch", "INVALID_MKV_DATA")
+    metrics.video.session_closed()
+    firehose = metrics.firehose
+    firehose.records_put("orders-to-s3", records=20, size=2_000, throttled=rng.randint(0, 2))
+    firehose.delivered("orders-to-s3", "s3", records=20, size=2_000, age_s=rng.uniform(1, 70))
+    firehose.attempt_failed("orders-to-s3", "s3")
+    firehose.records_failed("orders-to-s3", "processing-failed", 1)
 
 
 class Load:

@@ -11,11 +11,14 @@ from broker.meta.commands import (
     COMMAND_FORMAT_VERSION,
     AddTags,
     BeginReshard,
+    ChangeAnalyticsApplication,
     ChangeRetention,
     Command,
     CompleteReshard,
+    CreateAnalyticsApplication,
     DeleteStream,
     ForgetStream,
+    RecordAnalyticsProgress,
     RemoveNode,
     RemoveTags,
     SetEnhancedMonitoring,
@@ -36,6 +39,7 @@ from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 from tests.consumers.registry_factories import every_consumer_command
 from tests.meta.capacity_factories import every_capacity_command
+from tests.meta.delivery_stream_factories import every_delivery_stream_command
 from tests.meta.factories import (
     create_stream,
     every_lease_command,
@@ -43,6 +47,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.video_factories import every_video_command
 
 EVERY_COMMAND: list[Command] = [
     init_cluster(),
@@ -105,6 +110,40 @@ EVERY_COMMAND: list[Command] = [
     UpdateAccountLimits(now_ms=20, shard_limit=7, reset=("on_demand_stream_limit",)),
     *every_capacity_command(now_ms=21),
     *every_consumer_command(now_ms=22),
+    *every_video_command(now_ms=23),
+    CreateAnalyticsApplication(
+        now_ms=23,
+        account_id="000000000000",
+        region="us-east-1",
+        name="tickers",
+        description="ü",
+        code='CREATE OR REPLACE STREAM "D" (A INTEGER);',
+        inputs="[]",
+        outputs="[]",
+        logging_options="[]",
+        tags=(("team", "analytics"),),
+        applications_max=50,
+    ),
+    ChangeAnalyticsApplication(
+        now_ms=24,
+        account_id="000000000000",
+        region="us-east-1",
+        name="tickers",
+        operation="TagResource",
+        request='{"Tags":[{"Key":"k","Value":"v"}]}',
+        transition_ms=0,
+    ),
+    RecordAnalyticsProgress(
+        now_ms=25,
+        account_id="000000000000",
+        region="us-east-1",
+        name="tickers",
+        reader="run1",
+        owner="node-1:3f0c",
+        emitted_through_ms=1_790_000_010_000,
+        continuous_through=(("shardId-000000000000", "49" + "0" * 54),),
+    ),
+    *every_delivery_stream_command(now_ms=23),
 ]
 
 
@@ -191,6 +230,9 @@ def test_image_round_trip() -> None:
             new_starting_hash_key=2**120,
         ),
     ).image
+    for command in every_delivery_stream_command(now_ms=6_000)[:5]:
+        image = apply(image, command).image
+    assert image.delivery_streams
     data = encode_image(image)
     decoded = decode_image(data)
     assert decoded == image

@@ -489,6 +489,11 @@ class ClusterAdminServiceStub:
                 request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.FromString,
                 _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/broker.api.internal.v1.ClusterAdminService/RemoveNode',
+                request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
         self.MetadataDigest = channel.unary_unary(
                 '/broker.api.internal.v1.ClusterAdminService/MetadataDigest',
                 request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestRequest.SerializeToString,
@@ -527,6 +532,14 @@ class ClusterAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveNode(self, request, context):
+        """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+        the metadata quorum's voters if it is one, then REMOVED in the metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def MetadataDigest(self, request, context):
         """A digest of this node's applied metadata image, to compare voters (the chaos checker):
         every replica's image after the same number of applied commands must be the same.
@@ -557,6 +570,11 @@ def add_ClusterAdminServiceServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.FromString,
                     response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.SerializeToString,
             ),
             'MetadataDigest': grpc.unary_unary_rpc_method_handler(
                     servicer.MetadataDigest,
@@ -674,6 +692,33 @@ class ClusterAdminService:
             '/broker.api.internal.v1.ClusterAdminService/Drain',
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.SerializeToString,
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.internal.v1.ClusterAdminService/RemoveNode',
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.SerializeToString,
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

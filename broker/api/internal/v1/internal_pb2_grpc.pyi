@@ -222,6 +222,10 @@ class ClusterAdminServiceStub:
     """Move every shard leadership off a node (it takes no new ones); answers when done or when
     the deadline passes, with what is left.
     """
+    RemoveNode: _grpc.UnaryUnaryMultiCallable[_internal_pb2.RemoveNodeRequest, _internal_pb2.RemoveNodeResponse]
+    """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+    the metadata quorum's voters if it is one, then REMOVED in the metadata.
+    """
     MetadataDigest: _grpc.UnaryUnaryMultiCallable[_internal_pb2.MetadataDigestRequest, _internal_pb2.MetadataDigestResponse]
     """A digest of this node's applied metadata image, to compare voters (the chaos checker):
     every replica's image after the same number of applied commands must be the same.
@@ -238,6 +242,10 @@ class ClusterAdminServiceAsyncStub(ClusterAdminServiceStub):
     Drain: _aio.UnaryUnaryMultiCallable[_internal_pb2.DrainRequest, _internal_pb2.DrainResponse]  # type: ignore[assignment]
     """Move every shard leadership off a node (it takes no new ones); answers when done or when
     the deadline passes, with what is left.
+    """
+    RemoveNode: _aio.UnaryUnaryMultiCallable[_internal_pb2.RemoveNodeRequest, _internal_pb2.RemoveNodeResponse]  # type: ignore[assignment]
+    """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+    the metadata quorum's voters if it is one, then REMOVED in the metadata.
     """
     MetadataDigest: _aio.UnaryUnaryMultiCallable[_internal_pb2.MetadataDigestRequest, _internal_pb2.MetadataDigestResponse]  # type: ignore[assignment]
     """A digest of this node's applied metadata image, to compare voters (the chaos checker):
@@ -276,6 +284,16 @@ class ClusterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_internal_pb2.DrainResponse, _abc.Awaitable[_internal_pb2.DrainResponse]]:
         """Move every shard leadership off a node (it takes no new ones); answers when done or when
         the deadline passes, with what is left.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveNode(
+        self,
+        request: _internal_pb2.RemoveNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.RemoveNodeResponse, _abc.Awaitable[_internal_pb2.RemoveNodeResponse]]:
+        """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+        the metadata quorum's voters if it is one, then REMOVED in the metadata.
         """
 
     @_abc_1.abstractmethod

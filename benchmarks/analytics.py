@@ -1,0 +1,301 @@
+"""`scripts/bench --only analytics`: a tumbling-window SQL application on one node.
+
+What one run measures (issue 12 point 7):
+
+- **Throughput.** `--records` (default 100,000) stock-ticker JSON records are put into a
+  4-shard stream first; then an application counting records per ticker in 1-second tumbling
+  windows (the guide's query) is started from TRIM_HORIZON, and the time from StartApplication
+  to the moment the output stream holds every record's count (the sum of the windows' counts
+  equals the records put) gives its input records/s. The baseline, measured in the same run:
+  the same SQL run by the engine directly (`DuckDbEngine`, the same query text) over the same
+  records, parsed by the same `RecordParser`, in one batch. The goal is at least 50 % of it.
+  The application's figure includes everything the baseline does not: reading the stream
+  (GetRecords), the worker, the watermark's in-flight allowance (1 s) before the last window
+  closes, and writing the output.
+- **Latency.** With the application reading from NOW, a producer puts `--rate` records/s
+  (default 1,000) for `--seconds` (default 10); for each window, the latency is the arrival
+  time (ApproximateArrivalTimestamp) of its last row in the output stream minus the window's
+  end. A window closes as soon as the reader has read a record of a later window, or, when the
+  stream goes quiet, 1 s (the watermark's in-flight allowance) after its end. Goal: p99 under
+  1 s.
+
+Node in a child process (`benchmarks.bench.shoal_node`), clients in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from benchmarks.bench import now_s, shoal_node
+from broker.analytics import pipeline, records, sql
+from broker.analytics.duckdb_engine import DuckDbEngine
+from broker.clock import SystemClock
+
+TICKERS = ("QXZ", "ABC", "XYZ", "AMZN", "NFLX", "WAS", "SLW", "PLM", "BAC", "DFT")
+SECTORS = ("HEALTHCARE", "TECHNOLOGY", "ENERGY", "FINANCIAL", "RETAIL")
+WINDOW_S = 1
+IN_FLIGHT_S = 1.0  # RunnerSettings.in_flight_ms
+GOAL_RATIO = 0.5
+GOAL_P99_S = 1.0
+DEADLINE_S = 300.0
+ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/{}"
+ROLE = "arn:aws:iam::000000000000:role/bench"
+CODE = f"""CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
+    TICKER_SYMBOL VARCHAR(4), TICKER_SYMBOL_COUNT INTEGER, WINDOW_START TIMESTAMP);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+  SELECT STREAM TICKER_SYMBOL, COUNT(*) AS TICKER_SYMBOL_COUNT,
+         STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '{WINDOW_S}' SECOND)
+  FROM "SOURCE_SQL_STREAM_001"
+  GROUP BY TICKER_SYMBOL, STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '{WINDOW_S}' SECOND);
+"""
+SCHEMA: dict[str, Any] = {
+    "RecordFormat": {
+        "RecordFormatType": "JSON",
+        "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}},
+    },
+    "RecordEncoding": "UTF-8",
+    "RecordColumns": [
+        {"Name": "TICKER_SYMBOL", "Mapping": "$.TICKER_SYMBOL", "SqlType": "VARCHAR(4)"},
+        {"Name": "SECTOR", "Mapping": "$.SECTOR", "SqlType": "VARCHAR(16)"},
+        {"Name": "CHANGE", "Mapping": "$.CHANGE", "SqlType": "REAL"},
+        {"Name": "PRICE", "Mapping": "$.PRICE", "SqlType": "REAL"},
+    ],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsFigures:
+    records: int
+    application_records_per_s: float
+    engine_records_per_s: float
+    ratio: float
+    windows: int
+    latency_p50_s: float
+    latency_p99_s: float
+
+
+def _wall_s() -> float:
+    return SystemClock().wall_ms() / 1000
+
+
+def ticker_records(count: int, rng: random.Random) -> list[bytes]:
+    return [
+        json.dumps(
+            {
+                "TICKER_SYMBOL": rng.choice(TICKERS),
+                "SECTOR": rng.choice(SECTORS),
+                "CHANGE": round(rng.uniform(-5, 5), 2),
+                "PRICE": round(rng.uniform(1, 200), 2),
+            }
+        ).encode()
+        for _ in range(count)
+    ]
+
+
+def engine_baseline(data: list[bytes]) -> float:
+    """Records/s of the same SQL over the same records, parsed and run in one batch."""
+    program = sql.compile_program(CODE)
+    (pump,) = program.pumps
+    inputs = [{"NamePrefix": "SOURCE_SQL_STREAM", "InputSchema": SCHEMA}]
+    columns = pipeline.source_streams(inputs)["SOURCE_SQL_STREAM_001"]
+    parser = records.RecordParser(SCHEMA)
+    engine = DuckDbEngine()
+    try:
+        started = time.perf_counter()
+        now = records.to_timestamp(1_790_000_000_000)
+        rows = [(now, now, *values) for item in data for values in parser.rows(item)]
+        result = engine.run(pump.query, columns, rows)
+        elapsed = time.perf_counter() - started
+    finally:
+        engine.close()
+    assert sum(row[1] for row in result) == len(data)
+    return len(data) / elapsed
+
+
+def clients(http_url: str) -> tuple[Any, Any]:
+    options: dict[str, Any] = {
+        "endpoint_url": http_url,
+        "region_name": "us-east-1",
+        "aws_access_key_id": "bench",
+        "aws_secret_access_key": "bench",
+    }
+    return boto3.client("kinesis", **options), boto3.client("kinesisanalytics", **options)
+
+
+def put_all(kinesis: Any, stream: str, data: list[bytes]) -> None:
+    for start in range(0, len(data), 500):
+        entries = [
+            {"Data": item, "PartitionKey": str(start + index)}
+            for index, item in enumerate(data[start : start + 500])
+        ]
+        while entries:
+            answer = kinesis.put_records(StreamName=stream, Records=entries)
+            entries = [
+                entry
+                for entry, result in zip(entries, answer["Records"], strict=True)
+                if "ErrorCode" in result
+            ]
+
+
+def output_rows(kinesis: Any, stream: str, iterator: str) -> tuple[list[dict[str, Any]], str]:
+    found: list[dict[str, Any]] = []
+    while True:
+        answer = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+        for record in answer["Records"]:
+            row = json.loads(record["Data"])
+            row["_arrived"] = record["ApproximateArrivalTimestamp"].timestamp()
+            found.append(row)
+        iterator = answer["NextShardIterator"]
+        if not answer["Records"]:
+            return found, iterator
+
+
+def run_application(kinesis: Any, kda: Any, name: str, source: str, out: str, start: str) -> None:
+    kinesis.create_stream(StreamName=out, ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName=out)
+    kda.create_application(
+        ApplicationName=name,
+        ApplicationCode=CODE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {"ResourceARN": ARN.format(source), "RoleARN": ROLE},
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {"ResourceARN": ARN.format(out), "RoleARN": ROLE},
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    kda.start_application(
+        ApplicationName=name,
+        InputConfigurations=[
+            {"Id": "1.1", "InputStartingPositionConfiguration": {"InputStartingPosition": start}}
+        ],
+    )
+
+
+def first_iterator(kinesis: Any, stream: str) -> str:
+    iterator: str = kinesis.get_shard_iterator(
+        StreamName=stream, ShardId="shardId-000000000000", ShardIteratorType="TRIM_HORIZON"
+    )["ShardIterator"]
+    return iterator
+
+
+def throughput(kinesis: Any, kda: Any, data: list[bytes]) -> float:
+    kinesis.create_stream(StreamName="bench-ticker", ShardCount=4)
+    kinesis.get_waiter("stream_exists").wait(StreamName="bench-ticker")
+    put_all(kinesis, "bench-ticker", data)
+    started = now_s()
+    run_application(kinesis, kda, "bench-backlog", "bench-ticker", "bench-counts", "TRIM_HORIZON")
+    iterator = first_iterator(kinesis, "bench-counts")
+    counted = 0
+    while counted < len(data):
+        if now_s() - started > DEADLINE_S:
+            raise RuntimeError(f"the application counted {counted} of {len(data)} records")
+        rows, iterator = output_rows(kinesis, "bench-counts", iterator)
+        counted += sum(int(row["TICKER_SYMBOL_COUNT"]) for row in rows)
+        time.sleep(0.05)
+    assert counted == len(data), counted
+    return len(data) / (now_s() - started)
+
+
+def latency(kinesis: Any, kda: Any, rate: int, seconds: float) -> tuple[int, list[float]]:
+    kinesis.create_stream(StreamName="bench-live", ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName="bench-live")
+    run_application(kinesis, kda, "bench-live", "bench-live", "bench-live-counts", "NOW")
+    time.sleep(3)  # the application has started reading (NOW: records before are not read)
+    rng = random.Random(7)
+    batch = max(1, rate // 20)  # 20 PutRecords calls per second
+    until = now_s() + seconds
+    while now_s() < until:
+        put_all(kinesis, "bench-live", ticker_records(batch, rng))
+        time.sleep(0.05)
+    ends = _wall_s() + WINDOW_S + IN_FLIGHT_S + 2  # the last window has closed and arrived
+    iterator = first_iterator(kinesis, "bench-live-counts")
+    rows: list[dict[str, Any]] = []
+    while _wall_s() < ends:
+        found, iterator = output_rows(kinesis, "bench-live-counts", iterator)
+        rows += found
+        time.sleep(0.1)
+    found, iterator = output_rows(kinesis, "bench-live-counts", iterator)
+    rows += found
+    by_window: dict[str, float] = {}
+    for row in rows:  # a window's latency: its last row's arrival
+        window = str(row["WINDOW_START"])
+        by_window[window] = max(by_window.get(window, 0.0), row["_arrived"])
+    samples = []
+    for window, arrived in by_window.items():
+        start = datetime.strptime(window, "%Y-%m-%d %H:%M:%S.%f").timestamp()
+        # The window start is UTC; strptime read it as local time.
+        start += datetime.now().astimezone().utcoffset().total_seconds()  # type: ignore[union-attr]
+        samples.append(arrived - (start + WINDOW_S))
+    return len(by_window), samples
+
+
+def _quantile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="scripts/bench --only analytics", description=__doc__)
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1_000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args, _ = parser.parse_known_args(argv)
+    data = ticker_records(args.records, random.Random(12))
+    engine_rate = engine_baseline(data)
+    with (
+        tempfile.TemporaryDirectory(prefix="shoal-bench-analytics-") as tmp,
+        shoal_node(Path(tmp)) as node,
+    ):
+        kinesis, kda = clients(node.http_url)
+        application_rate = throughput(kinesis, kda, data)
+        windows, samples = latency(kinesis, kda, args.rate, args.seconds)
+    figures = AnalyticsFigures(
+        records=args.records,
+        application_records_per_s=application_rate,
+        engine_records_per_s=engine_rate,
+        ratio=application_rate / engine_rate,
+        windows=windows,
+        latency_p50_s=statistics.median(samples),
+        latency_p99_s=_quantile(samples, 0.99),
+    )
+    cpus = os.cpu_count()
+    print(f"SQL application, 1-second tumbling window count per ticker ({cpus} CPUs)")
+    print(
+        f"  throughput: {figures.application_records_per_s:,.0f} records/s from a "
+        f"{args.records:,}-record backlog; the engine alone {figures.engine_records_per_s:,.0f}"
+        f" records/s: ratio {figures.ratio:.2f} (goal >= {GOAL_RATIO})"
+    )
+    print(
+        f"  latency over {windows} windows at {args.rate} records/s: window end -> its last row "
+        f"in the output stream p50 {figures.latency_p50_s:.3f} s, p99 {figures.latency_p99_s:.3f}"
+        f" s (goal p99 < {GOAL_P99_S} s)"
+    )
+    if args.json is not None:
+        args.json.write_text(json.dumps(asdict(figures), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

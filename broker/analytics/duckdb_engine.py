@@ -1,0 +1,109 @@
+"""DuckDB, the embedded engine that runs each pump's query: the one module importing duckdb.
+
+`DuckDbEngine.run` binds a micro-batch of rows as the table `sql.INPUT_TABLE` (one typed list
+per column, unnested together: columnar, no per-row statement) and runs the pump's translated
+query over it. `check` is the dry run at CreateApplication / UpdateApplication: every pump's
+query prepared against an empty table with its source's columns, so an unknown function, a
+missing column or a type error is refused then (CodeValidationException with the pump's line),
+not found later by a running application.
+
+Not thread-safe: one engine (one connection) per running application, used by one thread at a
+time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+
+from broker.analytics import sql
+from broker.analytics.pipeline import source_streams
+from broker.analytics.records import Row
+from broker.errors import ErrorCode, ShoalError
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class DuckDbEngine:
+    def __init__(self) -> None:
+        self._connection = duckdb.connect(":memory:")
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def run(self, query: str, columns: Sequence[sql.Column], rows: Sequence[Row]) -> list[Row]:
+        """The query's result rows over `rows` (tuples in `columns`' order)."""
+        self._bind(columns, rows)
+        result: list[Row] = self._connection.execute(query).fetchall()
+        return result
+
+    def _bind(self, columns: Sequence[sql.Column], rows: Sequence[Row]) -> None:
+        if not rows:
+            definition = ", ".join(f"{_quoted(c.name)} {c.sql_type}" for c in columns)
+            self._connection.execute(
+                f"CREATE OR REPLACE TEMP TABLE {sql.INPUT_TABLE} ({definition})"
+            )
+            return
+        select = ", ".join(
+            f"unnest(${index + 1}::{column.sql_type}[]) AS {_quoted(column.name)}"
+            for index, column in enumerate(columns)
+        )
+        values: list[list[Any]] = [list(values) for values in zip(*rows, strict=True)]
+        self._connection.execute(
+            f"CREATE OR REPLACE TEMP TABLE {sql.INPUT_TABLE} AS SELECT {select}", values
+        )
+
+    def check(self, program: sql.Program, sources: dict[str, tuple[sql.Column, ...]]) -> None:
+        """Dry-runs every pump whose source's columns are known (an application's input may
+        be added after its code)."""
+        columns = {stream.name: stream.columns for stream in program.streams} | sources
+        for pump in program.pumps:
+            source = columns.get(pump.source)
+            if source is None:
+                if not sources:
+                    continue  # no input yet: checked again when one is added
+                raise ShoalError(
+                    ErrorCode.CODE_VALIDATION,
+                    f"Line {pump.line}: pump {pump.name} reads {pump.source}, which is neither "
+                    "an input's in-application stream nor a CREATE OR REPLACE STREAM.",
+                )
+            if pump.window is not None:
+                _check_window_column(pump, source)
+            try:
+                self.run(pump.query, pump.input_columns(source), ())
+                if pump.sliding is not None and pump.sliding.prune_query is not None:
+                    self.run(pump.sliding.prune_query, source, ())
+            except duckdb.Error as error:
+                message = str(error).splitlines()[0]
+                raise ShoalError(
+                    ErrorCode.CODE_VALIDATION, f"Line {pump.line}: pump {pump.name}: {message}"
+                ) from error
+
+
+class DuckDbChecker:
+    """The service's `CodeChecker`: a dry run on a fresh engine, against the sources the
+    application's input descriptions define."""
+
+    def check(self, program: sql.Program, inputs: list[dict[str, Any]]) -> None:
+        engine = DuckDbEngine()
+        try:
+            engine.check(program, source_streams(inputs))
+        finally:
+            engine.close()
+
+
+def _check_window_column(pump: sql.Pump, source: tuple[sql.Column, ...]) -> None:
+    assert pump.window is not None
+    for column in source:
+        if column.name == pump.window.column:
+            if column.sql_type != "TIMESTAMP":
+                raise ShoalError(
+                    ErrorCode.CODE_VALIDATION,
+                    f"Line {pump.line}: the window of pump {pump.name} is over "
+                    f"{column.name}, a {column.sql_type}; it must be a TIMESTAMP.",
+                )
+            return

@@ -1,0 +1,186 @@
+"""One running application's in-application streams and pumps over micro-batches.
+
+`Pipeline` is fed rows of its source streams (`push`) and the watermark (`advance`); it runs
+each pump whose source received rows through the `Engine` and routes the rows a pump inserts
+into its target stream, which may feed further pumps (a chain of in-application streams).
+`drain` hands over the rows every stream received since the last drain; the runner writes the
+ones that outputs name to their destinations.
+
+Window state is kept here: a windowed pump buffers its source rows by window (`windows.py`)
+and runs its query over one window's rows when the watermark closes it, emitting the result
+with the window's end as ROWTIME. A continuous pump runs over each batch at once and its rows
+keep their input row's ROWTIME. Rows are tuples in their stream's column order, ROWTIME first.
+
+Pure apart from the injected engine: no I/O, no clock (the watermark is passed in).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from broker.analytics import sql, windows
+from broker.analytics.records import Row, from_timestamp, to_timestamp
+
+APPROXIMATE_ARRIVAL_TIME = "APPROXIMATE_ARRIVAL_TIME"
+
+
+class Engine(Protocol):
+    def run(self, query: str, columns: Sequence[sql.Column], rows: Sequence[Row]) -> list[Row]: ...
+
+
+def source_streams(inputs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[sql.Column, ...]]:
+    """The source in-application streams an application's input descriptions define: ROWTIME,
+    APPROXIMATE_ARRIVAL_TIME, then the schema's record columns (KDA's source stream)."""
+    streams: dict[str, tuple[sql.Column, ...]] = {}
+    for described in inputs:
+        columns = [
+            sql.Column(sql.ROWTIME, "TIMESTAMP"),
+            sql.Column(APPROXIMATE_ARRIVAL_TIME, "TIMESTAMP"),
+        ]
+        columns.extend(
+            sql.Column(str(column["Name"]), sql.parse_sql_type(str(column["SqlType"])))
+            for column in described["InputSchema"]["RecordColumns"]
+        )
+        for name in described.get("InAppStreamNames") or [f"{described['NamePrefix']}_001"]:
+            streams[str(name)] = tuple(columns)
+    return streams
+
+
+class Pipeline:
+    """Module docstring. Single-threaded; one per running application."""
+
+    def __init__(
+        self,
+        program: sql.Program,
+        sources: Mapping[str, tuple[sql.Column, ...]],
+        engine: Engine,
+        *,
+        watermark_ms: int = 0,
+    ) -> None:
+        self._program = program
+        self._engine = engine
+        self._columns: dict[str, tuple[sql.Column, ...]] = dict(sources)
+        for stream in program.streams:
+            self._columns[stream.name] = stream.columns
+        self._pumps: dict[str, list[sql.Pump]] = defaultdict(list)
+        for pump in program.pumps:
+            self._pumps[pump.source].append(pump)
+        # Per windowed pump: window start -> the source rows buffered for it.
+        self._open: dict[str, dict[int, list[Row]]] = {
+            pump.name: {} for pump in program.pumps if pump.window is not None
+        }
+        # Per sliding-window pump: the source rows later rows may still be computed over.
+        self._history: dict[str, list[Row]] = {
+            pump.name: [] for pump in program.pumps if pump.sliding is not None
+        }
+        self._received: dict[str, list[Row]] = defaultdict(list)
+        self.watermark_ms = watermark_ms
+        self.late_rows = 0
+
+    def open_windows(self) -> dict[str, dict[int, list[Row]]]:
+        """The window state: per windowed pump, the rows of each open window (a copy)."""
+        return {
+            name: {start: list(rows) for start, rows in open_.items()}
+            for name, open_ in self._open.items()
+        }
+
+    def push(self, stream: str, rows: Sequence[Row]) -> None:
+        """Rows arriving on `stream` (a source, or a pump's target)."""
+        if not rows:
+            return
+        self._received[stream].extend(rows)
+        for pump in self._pumps.get(stream, ()):
+            if pump.window is not None:
+                self._buffer(pump, rows)
+            elif pump.sliding is not None:
+                self._run_sliding(pump, rows)
+            else:
+                self._run_continuous(pump, rows)
+
+    def advance(self, watermark_ms: int) -> None:
+        """Moves the watermark (never backwards) and emits every window it closes."""
+        if watermark_ms <= self.watermark_ms:
+            return
+        self.watermark_ms = watermark_ms
+        for pump in self._program.pumps:
+            window = pump.window
+            if window is None:
+                continue
+            open_ = self._open[pump.name]
+            for start in windows.closed(open_, window.size_ms, watermark_ms):
+                rows = open_.pop(start)
+                self._emit_window(pump, start + window.size_ms, rows)
+
+    def drain(self) -> dict[str, list[Row]]:
+        """The rows each stream received since the last drain."""
+        received = dict(self._received)
+        self._received.clear()
+        return received
+
+    def columns(self, stream: str) -> tuple[sql.Column, ...]:
+        return self._columns[stream]
+
+    def _run_continuous(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
+        result = self._engine.run(pump.query, self._columns[pump.source], rows)
+        self.push(
+            pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
+        )
+
+    def _run_sliding(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
+        """The batch's rows, each computed over the history before it (ROWTIME is every
+        stream's first column), then the history pruned to what later rows may need."""
+        sliding = pump.sliding
+        assert sliding is not None
+        history = self._history[pump.name]
+        source = self._columns[pump.source]
+        batch = [(*row, False) for row in history] + [(*row, True) for row in rows]
+        result = self._engine.run(pump.query, pump.input_columns(source), batch)
+        self.push(
+            pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
+        )
+        history.extend(rows)
+        if sliding.range_ms is not None:
+            newest = max(row[0] for row in history)
+            oldest_ms = from_timestamp(newest) - sliding.range_ms
+            history[:] = [row for row in history if from_timestamp(row[0]) >= oldest_ms]
+        elif sliding.prune_query is not None:
+            history[:] = self._engine.run(sliding.prune_query, source, history)
+
+    def _buffer(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
+        window = pump.window
+        assert window is not None
+        index = self._column_index(pump.source, window.column)
+        open_ = self._open[pump.name]
+        for row in rows:
+            time = row[index]
+            if time is None:
+                self.late_rows += 1  # no time: it belongs to no window (KDA drops it too)
+                continue
+            time_ms = from_timestamp(time)
+            if windows.is_late(time_ms, window.size_ms, self.watermark_ms):
+                self.late_rows += 1
+                continue
+            open_.setdefault(windows.window_start(time_ms, window.size_ms), []).append(row)
+
+    def _emit_window(self, pump: sql.Pump, end_ms: int, rows: Sequence[Row]) -> None:
+        result = self._engine.run(pump.query, self._columns[pump.source], rows)
+        rowtime = to_timestamp(end_ms)
+        self.push(pump.target, [self._target_row(pump, rowtime, values) for values in result])
+
+    def _target_row(self, pump: sql.Pump, rowtime: Any, values: Sequence[Any]) -> Row:
+        """The values inserted into the target's columns: by position, or into the columns
+        the INSERT names (the others NULL)."""
+        names = [column.name for column in self._columns[pump.target][1:]]
+        if pump.target_columns is None:
+            padded = list(values[: len(names)]) + [None] * (len(names) - len(values))
+            return (rowtime, *padded)
+        by_name = dict(zip(pump.target_columns, values, strict=False))
+        return (rowtime, *(by_name.get(name) for name in names))
+
+    def _column_index(self, stream: str, name: str) -> int:
+        for index, column in enumerate(self._columns[stream]):
+            if column.name == name:
+                return index
+        raise KeyError(f"{stream} has no column {name}")

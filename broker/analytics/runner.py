@@ -1,0 +1,689 @@
+"""Running SQL applications inside the nodes, as consumers of their input streams.
+
+Every node runs one `ApplicationRunner`. It watches the metadata image and, for each RUNNING
+application, competes for the application's **placement lease** (one lease in the metadata
+quorum's lease table, under the application's own lease application name): the node holding it
+runs the whole application, so every shard of the input feeds one pipeline and a window's rows
+are counted once, whatever the number of shards or nodes. The lease follows the KCL's rules
+(renewed every third of the failover time; taken by another node once it has seen the lease's
+counter unchanged for the failover time), so when the running node dies another node takes the
+application over within about the failover time.
+
+The node that holds the placement runs a KCL-style `Worker` (`broker/client/worker.py`) over
+the input stream, in process (`LocalKinesis`, `LocalLeaseClient`): it is the application's
+only worker, so it takes every shard's lease; its record processors parse the records into rows
+(`records.py`) and push them into the application's `Pipeline`. A tick advances the watermark
+(`windows.next_watermark` per shard, the minimum over shards) so idle streams close their
+windows too, and writes the rows of every in-application stream an output names to its
+destination stream (PutRecords through LocalKinesis, as the application's account).
+
+The starting position: NOW and TRIM_HORIZON start a new reader (lease application name with
+the application's `run`), LAST_STOPPED_POINT continues the previous run's checkpoints.
+
+Delivery is at least once for continuous pumps; checkpoints are taken after each batch, so
+a node that dies loses the windows that were still open (issue 12's item 5, durable window
+state and emitted-window marks, is not done yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker.analytics import pipeline, records, sql, windows
+from broker.analytics.applications import (
+    PLACEMENT_LEASE_KEY,
+    Application,
+    ApplicationStatus,
+    lease_application,
+)
+from broker.analytics.duckdb_engine import DuckDbEngine
+from broker.caller import Caller
+from broker.client.worker import (
+    Checkpointer,
+    InitializationInput,
+    InitialPosition,
+    LeaseClient,
+    LeaseLostError,
+    LeaseLostInput,
+    ProcessRecordsInput,
+    ShardEndedInput,
+    ShutdownRequestedInput,
+    Worker,
+    WorkerConfig,
+)
+from broker.clock import Clock
+from broker.consumers.leases import Lease, LeaseError, NewLease
+from broker.errors import ShoalError
+from broker.meta.commands import RecordAnalyticsProgress
+from broker.meta.frontend import MetadataFrontend
+from broker.meta.image import MetadataImage
+from broker.service.kinesis import KinesisService
+
+log = logging.getLogger(__name__)
+
+PUT_RECORDS_MAX = 500  # Kinesis' PutRecords entries per call
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerSettings:
+    failover_ms: int = 10_000  # the KCL's default: how long a dead node's application waits
+    tick_ms: int = 200  # watermark and output cadence
+    # Records written this long ago may still be unread: the watermark stays this far behind
+    # the clock once a reader has caught up.
+    in_flight_ms: int = 1_000
+    # A shard that delivered nothing this long after its reader started counts as caught up.
+    idle_caught_up_ms: int = 2_000
+    polling_idle_interval_ms: int = 200
+
+
+def _starting_position(app: Application) -> str:
+    configuration = app.input_descriptions()[0].get("InputStartingPositionConfiguration", {})
+    return str(configuration.get("InputStartingPosition", "NOW"))
+
+
+class ApplicationRunner:
+    """Module docstring. One per node; `run()` until cancelled."""
+
+    def __init__(
+        self,
+        *,
+        metadata: MetadataFrontend,
+        lease_client: LeaseClient,
+        kinesis: KinesisService,
+        clock: Clock,
+        worker_id: str,
+        settings: RunnerSettings | None = None,
+    ) -> None:
+        self._metadata = metadata
+        self._lease_client = lease_client
+        self._kinesis = kinesis
+        self._clock = clock
+        self._worker_id = worker_id
+        self.settings = settings if settings is not None else RunnerSettings()
+        self._placements: dict[str, _Placement] = {}
+
+    def running(self) -> tuple[str, ...]:
+        """The keys of the applications this node runs now (holds the placement of)."""
+        return tuple(sorted(k for k, p in self._placements.items() if p.active is not None))
+
+    def statistics(self) -> dict[str, ApplicationStatistics]:
+        """Per application this node runs: records in and out, errors, the watermark."""
+        found = {}
+        for key, placement in list(self._placements.items()):
+            active = placement.active
+            if active is not None:
+                found[key] = active.statistics()
+        return found
+
+    async def run(self) -> None:
+        """Reconciles the applications with the image every tick; infinite on purpose (the
+        node cancels it at stop)."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                while True:
+                    self._reconcile(tasks)
+                    await asyncio.sleep(self.settings.tick_ms / 1000)
+        finally:
+            for placement in self._placements.values():
+                placement.cancel()
+
+    def _reconcile(self, tasks: asyncio.TaskGroup) -> None:
+        now_ms = self._clock.wall_ms()
+        wanted: dict[str, Application] = {}
+        for key, app in self._metadata.image().analytics.applications.items():
+            if app.is_gone(now_ms) or app.transient_status is ApplicationStatus.DELETING:
+                continue
+            if app.status is ApplicationStatus.RUNNING and app.input_stream_name() is not None:
+                wanted[key] = app
+        for key, placement in list(self._placements.items()):
+            current = wanted.get(key)
+            if current is None or current.run != placement.app.run or placement.done():
+                placement.stop()
+                if placement.done():
+                    del self._placements[key]
+            elif current.version_id != placement.app.version_id:
+                placement.update(current)
+        for key, app in wanted.items():
+            if key not in self._placements:
+                placement = _Placement(self, app)
+                self._placements[key] = placement
+                placement.task = tasks.create_task(placement.run(), name=f"analytics-{app.name}")
+
+    def kinesis_as(self, app: Application) -> _LocalCalls:
+        caller = Caller(region=app.region, account_id=app.account_id, door="internal")
+        return _LocalCalls(self._kinesis, caller)
+
+
+class _LocalCalls:
+    """LocalKinesis's call, as the application's account (imported lazily by the node)."""
+
+    def __init__(self, service: KinesisService, caller: Caller) -> None:
+        self._service = service
+        self._caller = caller
+
+    async def call(self, operation: str, request: Any) -> dict[str, Any]:
+        return await self._service.call(operation, request, self._caller)
+
+
+class _Placement:
+    """One application on this node: competes for its placement lease and runs it while held."""
+
+    def __init__(self, runner: ApplicationRunner, app: Application) -> None:
+        self.runner = runner
+        self.app = app
+        self.task: asyncio.Task[None] | None = None
+        self.active: _RunningApp | None = None
+        self._stopping = asyncio.Event()
+        self._lease_name = lease_application(app, "placement")
+
+    def done(self) -> bool:
+        return self.task is not None and self.task.done()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def cancel(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def update(self, app: Application) -> None:
+        """A new configuration version: the running application restarts with it."""
+        self.app = app
+        if self.active is not None:
+            self.active.restart_with(app)
+
+    async def run(self) -> None:
+        settings = self.runner.settings
+        renew_s = (settings.failover_ms // 3 - 25) / 1000
+        held: Lease | None = None
+        seen: tuple[str | None, int, int] | None = None  # owner, counter, since (monotonic)
+        stream = self.app.input_stream_name()
+        assert stream is not None
+        running: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    held, seen = await self._hold(stream, held, seen)
+                except ShoalError as error:  # no quorum: keep what we have until it expires
+                    log.warning("analytics_placement_unavailable", extra={"error": str(error)})
+                if held is not None and running is None:
+                    try:
+                        self.app = await self._latest(stream)
+                    except ShoalError as error:  # the image lags: try at the next step
+                        log.warning("analytics_placement_unavailable", extra={"error": str(error)})
+                    else:
+                        self.active = _RunningApp(self.runner, self.app)
+                        running = asyncio.create_task(self.active.run())
+                if held is None and running is not None:
+                    running.cancel()  # deposed: stop at once, without checkpointing
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+                    running, self.active = None, None
+                if running is not None and running.done():
+                    # The application failed (an engine error, an output it cannot write to):
+                    # logged, and started again from its marks at the next step, as KDA
+                    # restarts a failed application. Only this application is affected.
+                    if not running.cancelled() and running.exception() is not None:
+                        log.error("analytics_application_failed", exc_info=running.exception())
+                    running, self.active = None, None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=renew_s / 3)
+        finally:
+            if running is not None:
+                if self.active is not None and not running.done():
+                    await self.active.shutdown()
+                running.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+            self.active = None
+            if held is not None:
+                with contextlib.suppress(ShoalError):
+                    await self.runner._lease_client.release(
+                        application=self._lease_name,
+                        stream_name=stream,
+                        lease_key=PLACEMENT_LEASE_KEY,
+                        owner=self.runner._worker_id,
+                        expected_counter=held.lease_counter,
+                    )
+
+    async def _latest(self, stream: str) -> Application:
+        """The application as of this node's placement: an image that shows the lease taken
+        also shows every mark the previous holder recorded before it lost the lease."""
+        me = self.runner._worker_id
+        name = self._lease_name
+
+        def placed_here(image: MetadataImage) -> bool:
+            lease = image.leases.get(name, stream, PLACEMENT_LEASE_KEY)
+            return lease is not None and lease.lease_owner == me
+
+        image = await self.runner._metadata.wait_for_image(placed_here)
+        latest = image.analytics.applications.get(self.app.key)
+        return latest if latest is not None and latest.run == self.app.run else self.app
+
+    async def _hold(
+        self, stream: str, held: Lease | None, seen: tuple[str | None, int, int] | None
+    ) -> tuple[Lease | None, tuple[str | None, int, int] | None]:
+        """One step of the placement lease: renew it when held, else take it when it is free
+        or its counter has not moved for the failover time."""
+        client = self.runner._lease_client
+        me = self.runner._worker_id
+        now = self.runner._clock.monotonic_ms()
+        if held is not None:
+            renewed = await client.renew(
+                application=self._lease_name,
+                stream_name=stream,
+                lease_key=PLACEMENT_LEASE_KEY,
+                owner=me,
+                expected_counter=held.lease_counter,
+            )
+            return (None, None) if isinstance(renewed, LeaseError) else (renewed, None)
+        current = await client.list_leases(application=self._lease_name, stream_name=stream)
+        if not current:
+            created = await client.create_leases(
+                application=self._lease_name,
+                stream_name=stream,
+                leases=[NewLease(shard_id=PLACEMENT_LEASE_KEY)],
+            )
+            if isinstance(created, LeaseError):
+                return None, None
+            current = created
+        lease = current[0]
+        observed = (lease.lease_owner, lease.lease_counter)
+        if seen is None or (seen[0], seen[1]) != observed:
+            seen = (lease.lease_owner, lease.lease_counter, now)
+        expired = now - seen[2] >= self.runner.settings.failover_ms
+        if lease.lease_owner is None or lease.lease_owner == me or expired:
+            taken = await client.take(
+                application=self._lease_name,
+                stream_name=stream,
+                lease_key=PLACEMENT_LEASE_KEY,
+                owner=me,
+                expected_owner=lease.lease_owner,
+                expected_counter=lease.lease_counter,
+            )
+            if not isinstance(taken, LeaseError):
+                log.info("analytics_application_placed", extra={"application": self.app.name})
+                return taken, None
+        return None, seen
+
+
+@dataclass(slots=True)
+class _ShardProgress:
+    started_ms: int
+    max_rowtime_ms: int | None = None
+    caught_up: bool = False
+    delivered: bool = False
+    watermark_ms: int = 0
+    millis_behind_latest: int = 0
+    # Records processed but not checkpointed: (sequence number, the time until which a window
+    # may still need them), oldest first; and the newest record whose continuous rows are out.
+    pending: deque[tuple[str, int]] = field(default_factory=deque)
+    continuous_written: str | None = None
+    checkpointer: Checkpointer | None = None
+
+
+@dataclass(slots=True)
+class _Counters:
+    records_in: int = 0
+    records_out: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplicationStatistics:
+    records_in: int  # input records read
+    records_out: int  # output records written
+    errors: int  # input records that did not parse (KDA's error_stream)
+    late_rows: int  # rows for windows that had already closed
+    watermark_ms: int
+    millis_behind_latest: int  # the slowest input shard's, at its last read
+
+
+class _RunningApp:
+    """The application running on this node: its worker, pipeline, watermark and outputs."""
+
+    def __init__(self, runner: ApplicationRunner, app: Application) -> None:
+        self.runner = runner
+        self.app = app
+        self.counters = _Counters()
+        self._lock = asyncio.Lock()
+        self._worker: Worker | None = None
+        self._restart = asyncio.Event()
+        self._shards: dict[str, _ShardProgress] = {}
+        self._engine = DuckDbEngine()
+        self._build(app)
+
+    def _build(self, app: Application) -> None:
+        """The pipeline, resumed from the application's recorded marks: windows that ended by
+        `emitted_through_ms` were written (their replayed rows are late, not emitted again);
+        records through `continuous_through` had their continuous rows written."""
+        self.app = app
+        program = sql.compile_program(app.code)
+        inputs = app.input_descriptions()
+        self._pipeline = pipeline.Pipeline(
+            program,
+            pipeline.source_streams(inputs),
+            self._engine,
+            watermark_ms=app.emitted_through_ms,
+        )
+        # A record may feed a window until its ROWTIME plus every window's size (a chain of
+        # windows delays each stage by at most its size); it is checkpointed after that.
+        self._retention_ms = sum(p.window.size_ms for p in program.pumps if p.window is not None)
+        self._retention_ms += sum(
+            p.sliding.range_ms
+            for p in program.pumps
+            if p.sliding is not None and p.sliding.range_ms is not None
+        )
+        self._emitted_recorded = app.emitted_through_ms
+        self._continuous_recorded = dict(app.continuous_through)
+        self._parser = records.RecordParser(inputs[0]["InputSchema"])
+        self._source_names = list(inputs[0]["InAppStreamNames"])
+        self._outputs = app.output_descriptions()
+
+    def statistics(self) -> ApplicationStatistics:
+        return ApplicationStatistics(
+            records_in=self.counters.records_in,
+            records_out=self.counters.records_out,
+            errors=self.counters.errors,
+            late_rows=self._pipeline.late_rows,
+            watermark_ms=self._pipeline.watermark_ms,
+            millis_behind_latest=max(
+                (progress.millis_behind_latest for progress in list(self._shards.values())),
+                default=0,
+            ),
+        )
+
+    def restart_with(self, app: Application) -> None:
+        self.app = app
+        self._restart.set()
+
+    async def shutdown(self) -> None:
+        if self._worker is not None:
+            await self._worker.shutdown()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                self._restart.clear()
+                await self._run_once()
+                if not self._restart.is_set():
+                    return
+                self._build(self.app)
+        finally:
+            self._engine.close()
+
+    async def _run_once(self) -> None:
+        app = self.app
+        settings = self.runner.settings
+        position = _starting_position(app)
+        stream = app.input_stream_name()
+        assert stream is not None
+        config = WorkerConfig(
+            worker_id=self.runner._worker_id,
+            failover_ms=settings.failover_ms,
+            initial_position=(
+                InitialPosition.LATEST if position == "NOW" else InitialPosition.TRIM_HORIZON
+            ),
+            polling_idle_interval_ms=settings.polling_idle_interval_ms,
+            shard_sync_interval_ms=5_000,
+            parent_poll_interval_ms=1_000,
+            clock=self.runner._clock,
+        )
+        self._worker = Worker(
+            application=lease_application(app, app.reader),
+            stream_name=stream,
+            processor_factory=lambda: _Processor(self),
+            lease_client=self.runner._lease_client,
+            kinesis=self.runner.kinesis_as(app),
+            config=config,
+        )
+        async with asyncio.TaskGroup() as tasks:
+            worker_task = tasks.create_task(self._worker.run())
+            ticker = tasks.create_task(self._tick_forever())
+            await self._restart.wait()
+            await self._worker.shutdown()
+            ticker.cancel()
+            await worker_task
+
+    async def _tick_forever(self) -> None:
+        while True:  # until cancelled by shutdown or restart
+            await asyncio.sleep(self.runner.settings.tick_ms / 1000)
+            await self.tick()
+
+    def shard_started(self, shard_id: str) -> None:
+        self._shards[shard_id] = _ShardProgress(started_ms=self.runner._clock.wall_ms())
+
+    def shard_stopped(self, shard_id: str) -> None:
+        self._shards.pop(shard_id, None)
+
+    async def process(self, shard_id: str, batch: ProcessRecordsInput) -> None:
+        """Parses a batch into rows and pushes them; records replayed after a restart (at or
+        below the shard's recorded continuous mark) rebuild the windows, and their continuous
+        rows, already written before, are dropped."""
+        rows: dict[str, list[records.Row]] = {}
+        replayed: dict[str, list[records.Row]] = {}
+        stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
+        replay_through = self._continuous_recorded.get(shard_id)
+        pending: list[tuple[str, int]] = []
+        rowtimes: dict[int, Any] = {}
+        max_rowtime: int | None = None
+        for record in batch.records:
+            assert record.sequence_number is not None
+            arrival = record.approximate_arrival_timestamp
+            arrival_ms = (
+                round(arrival.timestamp() * 1000)
+                if arrival is not None
+                else self.runner._clock.wall_ms()
+            )
+            max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
+            rowtime = rowtimes.get(arrival_ms)
+            if rowtime is None:  # records of one batch mostly share a few arrival times
+                rowtime = rowtimes[arrival_ms] = records.to_timestamp(arrival_ms)
+            pending.append((record.sequence_number, arrival_ms + self._retention_ms))
+            try:
+                values = self._parser.rows(record.data)
+            except records.RecordError:
+                self.counters.errors += 1  # KDA's error_stream
+                continue
+            is_replay = replay_through is not None and int(record.sequence_number) <= int(
+                replay_through
+            )
+            target = replayed if is_replay else rows
+            target.setdefault(stream, []).extend((rowtime, rowtime, *value) for value in values)
+        self.counters.records_in += len(batch.records)
+        progress = self._shards.setdefault(
+            shard_id, _ShardProgress(started_ms=self.runner._clock.wall_ms())
+        )
+        progress.delivered = True
+        progress.caught_up = batch.millis_behind_latest == 0
+        progress.millis_behind_latest = batch.millis_behind_latest
+        if max_rowtime is not None:
+            progress.max_rowtime_ms = max(progress.max_rowtime_ms or max_rowtime, max_rowtime)
+        progress.checkpointer = batch.checkpointer
+        async with self._lock:
+            for name, stream_rows in replayed.items():
+                await asyncio.to_thread(self._pipeline.push, name, stream_rows)
+            self._pipeline.drain()  # the replayed records' continuous rows: written before
+            for name, stream_rows in rows.items():
+                await asyncio.to_thread(self._pipeline.push, name, stream_rows)
+            await self._flush()
+            progress.pending.extend(pending)
+            if pending:
+                progress.continuous_written = pending[-1][0]
+
+    def _reading_every_shard(self) -> bool:
+        """Whether every open shard of the input has a reader here: until then the watermark
+        stays (a shard not read yet may hold rows for any open window)."""
+        stream = self.app.input_stream_name()
+        now_ms = self.runner._clock.wall_ms()
+        meta = self.runner._metadata.image().stream(stream, now_ms=now_ms) if stream else None
+        if meta is None:
+            return False
+        return all(shard.shard_id in self._shards for shard in meta.open_shards())
+
+    async def tick(self) -> None:
+        now_ms = self.runner._clock.wall_ms()
+        settings = self.runner.settings
+        if not self._reading_every_shard():
+            return
+        marks = []
+        for progress in self._shards.values():
+            idle = (
+                not progress.delivered
+                and now_ms - progress.started_ms >= settings.idle_caught_up_ms
+            )
+            progress.watermark_ms = windows.next_watermark(
+                progress.watermark_ms,
+                max_rowtime_ms=progress.max_rowtime_ms,
+                caught_up=progress.caught_up or idle,
+                now_ms=now_ms,
+                in_flight_ms=settings.in_flight_ms,
+            )
+            marks.append(progress.watermark_ms)
+        if not marks:
+            return
+        async with self._lock:
+            await asyncio.to_thread(self._pipeline.advance, min(marks))
+            await self._flush()
+            await self._record_progress()
+        await self._checkpoint()
+
+    async def _record_progress(self) -> None:
+        """Records the marks in the metadata quorum once the rows they cover are written
+        (fenced by the placement lease: a deposed node's proposal is refused)."""
+        emitted = self._pipeline.watermark_ms
+        continuous = {
+            shard_id: progress.continuous_written
+            for shard_id, progress in self._shards.items()
+            if progress.continuous_written is not None
+            and progress.continuous_written != self._continuous_recorded.get(shard_id)
+        }
+        if emitted <= self._emitted_recorded and not continuous:
+            return
+        app = self.app
+        command = RecordAnalyticsProgress(
+            now_ms=self.runner._clock.wall_ms(),
+            account_id=app.account_id,
+            region=app.region,
+            name=app.name,
+            reader=app.reader,
+            owner=self.runner._worker_id,
+            emitted_through_ms=emitted,
+            continuous_through=tuple(sorted(continuous.items())),
+        )
+        try:
+            await self.runner._metadata.propose(command)
+        except ShoalError as error:  # no quorum, or deposed: retried at the next tick
+            log.warning("analytics_progress_not_recorded", extra={"error": str(error)})
+            return
+        self._emitted_recorded = emitted
+        self._continuous_recorded.update(continuous)
+
+    async def _checkpoint(self) -> None:
+        """Checkpoints each shard through its last record that no open window needs and whose
+        continuous rows are recorded as written: a restart replays the rest, rebuilding the
+        open windows, and emits none that was written."""
+        for shard_id, progress in list(self._shards.items()):
+            safe: str | None = None
+            recorded = self._continuous_recorded.get(shard_id)
+            while progress.pending:
+                sequence_number, needed_until_ms = progress.pending[0]
+                if needed_until_ms > self._emitted_recorded or recorded is None:
+                    break
+                if int(sequence_number) > int(recorded):
+                    break
+                safe = sequence_number
+                progress.pending.popleft()
+            if safe is None or progress.checkpointer is None:
+                continue
+            try:
+                await progress.checkpointer.checkpoint(safe)
+            except (LeaseLostError, ValueError, ShoalError) as error:
+                log.info("analytics_checkpoint_skipped", extra={"error": str(error)})
+
+    async def _flush(self) -> None:
+        received = self._pipeline.drain()
+        for output in self._outputs:
+            rows = received.get(str(output["Name"]))
+            if not rows:
+                continue
+            await self._write(output, rows)
+
+    async def _write(self, output: dict[str, Any], rows: Sequence[records.Row]) -> None:
+        destination = output.get("KinesisStreamsOutputDescription")
+        if destination is None:
+            return  # refused at start (only Kinesis data stream outputs run)
+        arn = str(destination["ResourceARN"])
+        _, _, stream = arn.partition(":stream/")
+        record_format = str(output["DestinationSchema"]["RecordFormatType"])
+        names = [column.name for column in self._pipeline.columns(str(output["Name"]))[1:]]
+        entries = []
+        for row in rows:
+            data = records.format_record(names, row[1:], record_format)
+            entries.append(
+                {"Data": data, "PartitionKey": hashlib.md5(data, usedforsecurity=False).hexdigest()}
+            )
+        calls = self.runner.kinesis_as(self.app)
+        for start in range(0, len(entries), PUT_RECORDS_MAX):
+            chunk = entries[start : start + PUT_RECORDS_MAX]
+            await _put_all(calls, stream, chunk)
+            self.counters.records_out += len(chunk)
+
+
+async def _put_all(calls: _LocalCalls, stream: str, entries: list[dict[str, Any]]) -> None:
+    """PutRecords until every entry is in (failed entries, e.g. throttled, are retried)."""
+    pending = entries
+    delay_s = 0.05
+    while pending:
+        answer = await calls.call("PutRecords", {"StreamName": stream, "Records": pending})
+        if not answer.get("FailedRecordCount"):
+            return
+        pending = [
+            entry
+            for entry, result in zip(pending, answer["Records"], strict=True)
+            if "ErrorCode" in result
+        ]
+        await asyncio.sleep(delay_s)
+        delay_s = min(delay_s * 2, 1.0)
+
+
+def _stream_index(shard_id: str, count: int) -> int:
+    """InputParallelism: each shard feeds one of the source streams, always the same one."""
+    if count == 1:
+        return 0
+    digest = hashlib.md5(shard_id.encode(), usedforsecurity=False).digest()
+    return int.from_bytes(digest[:4], "big") % count
+
+
+class _Processor:
+    """The worker's record processor for one shard of the running application."""
+
+    def __init__(self, app: _RunningApp) -> None:
+        self._app = app
+        self._shard_id = ""
+
+    async def initialize(self, initialization_input: InitializationInput) -> None:
+        self._shard_id = initialization_input.shard_id
+        self._app.shard_started(self._shard_id)
+
+    async def process_records(self, process_records_input: ProcessRecordsInput) -> None:
+        await self._app.process(self._shard_id, process_records_input)
+
+    async def lease_lost(self, lease_lost_input: LeaseLostInput) -> None:
+        self._app.shard_stopped(self._shard_id)
+
+    async def shard_ended(self, shard_ended_input: ShardEndedInput) -> None:
+        self._app.shard_stopped(self._shard_id)
+        await shard_ended_input.checkpointer.checkpoint()
+
+    async def shutdown_requested(self, shutdown_requested_input: ShutdownRequestedInput) -> None:
+        # No checkpoint beyond what the ticks recorded: the records of open windows are read
+        # again by the next reader (LAST_STOPPED_POINT, or a node taking over after a move).
+        self._app.shard_stopped(self._shard_id)

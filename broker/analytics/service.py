@@ -1,0 +1,352 @@
+"""AnalyticsService: the kinesisanalytics (2015-08-14) operations behind both doors.
+
+The doors decode and validate every request against botocore's `kinesisanalytics` model
+before `call` (the HTTP door by X-Amz-Target `KinesisAnalytics_20150814.*`, the gRPC door by
+`proto/broker/api/analytics/v1/analytics.proto`); this class turns each operation into a
+metadata command (`CreateAnalyticsApplication`, `ChangeAnalyticsApplication`) or a read of the
+node's image, and answers in the model's shapes. Every rule about versions, ids and states is
+applied in the state machine (`broker.analytics.applications`), so two racing callers cannot
+both win; the application's SQL is compiled here, before proposing, and refused with
+CodeValidationException naming the line and the construct (`sql.py`, `engine`).
+
+Applications are namespaced by the caller's account and region (`Caller`; the node's own
+when None). Loop-bound, like the metadata frontend it proposes through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from broker.analytics import applications as rules
+from broker.analytics import records, sql
+from broker.analytics.applications import Application
+from broker.caller import Caller
+from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import ChangeAnalyticsApplication, CreateAnalyticsApplication
+from broker.meta.frontend import MetadataFrontend
+
+Request = Mapping[str, Any]
+Response = dict[str, Any]
+
+# DiscoverInputSchema reads at most this many records (AWS samples the stream's first ones).
+DISCOVERY_RECORDS_MAX = 100
+
+
+class KinesisCalls(Protocol):
+    async def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class CodeChecker(Protocol):
+    """Compiles an application's SQL against its input schemas with the engine (a dry run):
+    raises ShoalError(CODE_VALIDATION) naming the line and construct it cannot run."""
+
+    def check(self, program: sql.Program, inputs: list[dict[str, Any]]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnalyticsSettings:
+    region: str  # the node's region and account: the namespace of calls without a Caller
+    account_id: str
+    applications_max: int = 50  # AWS's default limit of SQL applications per region
+    # How long an application shows STARTING, STOPPING, UPDATING and DELETING.
+    transition_ms: int = 1_000
+
+
+class AnalyticsService:
+    """The kinesisanalytics API (module docstring). One per node."""
+
+    def __init__(
+        self,
+        *,
+        metadata: MetadataFrontend,
+        clock: Clock,
+        settings: AnalyticsSettings,
+        kinesis: KinesisCalls,
+        checker: CodeChecker,
+    ) -> None:
+        self._metadata = metadata
+        self._clock = clock
+        self._settings = settings
+        self._kinesis = kinesis
+        self._checker = checker
+        self._handlers: dict[str, Callable[[Request, Caller], Awaitable[Response]]] = {
+            "CreateApplication": self._create,
+            "DescribeApplication": self._describe,
+            "ListApplications": self._list,
+            "DiscoverInputSchema": self._discover,
+            "ListTagsForResource": self._list_tags,
+        }
+        for operation in _CHANGES:
+            self._handlers[operation] = self._changer(operation)
+
+    @property
+    def operations(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    async def call(
+        self, operation: str, request: Request, caller: Caller | None = None
+    ) -> Response:
+        if caller is None:
+            caller = Caller(region=self._settings.region, account_id=self._settings.account_id)
+        return await self._handlers[operation](request, caller)
+
+    # --- Reads -------------------------------------------------------------------------------
+
+    def _application(self, name: str, caller: Caller) -> Application:
+        now_ms = self._clock.wall_ms()
+        key = rules.application_key(caller.account_id, caller.region, name)
+        app = self._metadata.image().analytics.get(key, now_ms=now_ms)
+        if app is None:
+            raise rules.not_found(name, caller.account_id)
+        return app
+
+    async def _describe(self, request: Request, caller: Caller) -> Response:
+        app = self._application(str(request["ApplicationName"]), caller)
+        return {"ApplicationDetail": application_detail(app, now_ms=self._clock.wall_ms())}
+
+    async def _list(self, request: Request, caller: Caller) -> Response:
+        now_ms = self._clock.wall_ms()
+        apps = self._metadata.image().analytics.live(
+            caller.account_id, caller.region, now_ms=now_ms
+        )
+        start = request.get("ExclusiveStartApplicationName")
+        if start is not None:
+            apps = [app for app in apps if app.name > start]
+        limit = int(request.get("Limit", 50))
+        return {
+            "ApplicationSummaries": [_summary(app, now_ms) for app in apps[:limit]],
+            "HasMoreApplications": len(apps) > limit,
+        }
+
+    async def _list_tags(self, request: Request, caller: Caller) -> Response:
+        app = self._by_arn(str(request["ResourceARN"]), caller)
+        return {"Tags": [{"Key": key, "Value": value} for key, value in app.tags]}
+
+    def _by_arn(self, arn: str, caller: Caller) -> Application:
+        app = self._metadata.image().analytics.by_arn(arn, now_ms=self._clock.wall_ms())
+        if app is None or app.account_id != caller.account_id or app.region != caller.region:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Resource {arn} not found.")
+        return app
+
+    # --- Changes -----------------------------------------------------------------------------
+
+    async def _create(self, request: Request, caller: Caller) -> Response:
+        code = str(request.get("ApplicationCode", ""))
+        inputs = list(request.get("Inputs", ()))
+        self._check_code(code, [rules.input_description(item, "0.1") for item in inputs])
+        tags = tuple(
+            (str(tag["Key"]), str(tag.get("Value", ""))) for tag in request.get("Tags", ())
+        )
+        command = CreateAnalyticsApplication(
+            now_ms=self._clock.wall_ms(),
+            account_id=caller.account_id,
+            region=caller.region,
+            name=str(request["ApplicationName"]),
+            description=str(request.get("ApplicationDescription", "")),
+            code=code,
+            inputs=rules.canonical(inputs),
+            outputs=rules.canonical(list(request.get("Outputs", ()))),
+            logging_options=rules.canonical(list(request.get("CloudWatchLoggingOptions", ()))),
+            tags=tags,
+            applications_max=self._settings.applications_max,
+        )
+        app = await self._metadata.propose(command)
+        assert isinstance(app, Application)
+        return {"ApplicationSummary": _summary(app, self._clock.wall_ms())}
+
+    def _check_code(self, code: str, inputs: list[dict[str, Any]]) -> None:
+        program = sql.compile_program(code)
+        self._checker.check(program, inputs)
+
+    def _changer(self, operation: str) -> Callable[[Request, Caller], Awaitable[Response]]:
+        async def change(request: Request, caller: Caller) -> Response:
+            return await self._change(operation, request, caller)
+
+        return change
+
+    async def _change(self, operation: str, request: Request, caller: Caller) -> Response:
+        if operation in ("TagResource", "UntagResource"):
+            name = self._by_arn(str(request["ResourceARN"]), caller).name
+        else:
+            name = str(request["ApplicationName"])
+            current = self._application(name, caller)
+            self._precheck(operation, request, current)
+        command = ChangeAnalyticsApplication(
+            now_ms=self._clock.wall_ms(),
+            account_id=caller.account_id,
+            region=caller.region,
+            name=name,
+            operation=operation,
+            request=rules.canonical(_json_safe(request)),
+            transition_ms=self._settings.transition_ms,
+        )
+        await self._metadata.propose(command)
+        return {}
+
+    def _precheck(self, operation: str, request: Request, current: Application) -> None:
+        """Checks that need the SQL compiler, before proposing: the code as it would be after
+        an UpdateApplication or AddApplicationInput must compile against the inputs."""
+        if operation == "UpdateApplication":
+            updated = rules.update(current, request["ApplicationUpdate"], now_ms=0, updating_ms=0)
+            self._check_code(updated.code, updated.input_descriptions())
+        elif operation == "StartApplication":
+            _check_runnable(current)
+        elif operation == "AddApplicationInput":
+            inputs = [
+                *current.input_descriptions(),
+                rules.input_description(request["Input"], "0.1"),
+            ]
+            self._check_code(current.code, inputs)
+
+    # --- DiscoverInputSchema ----------------------------------------------------------------
+
+    async def _discover(self, request: Request, caller: Caller) -> Response:
+        if "S3Configuration" in request:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                "Shoal discovers schemas from a stream's records (ResourceARN); "
+                "S3Configuration is not supported.",
+            )
+        arn = request.get("ResourceARN")
+        if arn is None:
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "ResourceARN is required.")
+        stream = _stream_name(str(arn))
+        position = request.get("InputStartingPositionConfiguration", {}).get(
+            "InputStartingPosition", "TRIM_HORIZON"
+        )
+        samples = await self._sample(stream, position)
+        if not samples:
+            raise ShoalError(
+                ErrorCode.UNABLE_TO_DETECT_SCHEMA, "No records were found on the stream to sample."
+            )
+        try:
+            schema, parsed = records.discover_schema(samples)
+        except ValueError as error:
+            raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, str(error)) from error
+        raw = [sample.decode("utf-8", errors="replace") for sample in samples]
+        return {
+            "InputSchema": schema,
+            "ParsedInputRecords": parsed,
+            "ProcessedInputRecords": raw,
+            "RawInputRecords": raw,
+        }
+
+    async def _sample(self, stream: str, position: str) -> list[bytes]:
+        iterator_type = "LATEST" if position == "NOW" else "TRIM_HORIZON"
+        shards = await self._kinesis.call("ListShards", {"StreamName": stream})
+        samples: list[bytes] = []
+        for shard in shards.get("Shards", ()):
+            iterator = await self._kinesis.call(
+                "GetShardIterator",
+                {
+                    "StreamName": stream,
+                    "ShardId": shard["ShardId"],
+                    "ShardIteratorType": iterator_type,
+                },
+            )
+            got = await self._kinesis.call(
+                "GetRecords",
+                {"ShardIterator": iterator["ShardIterator"], "Limit": DISCOVERY_RECORDS_MAX},
+            )
+            samples.extend(bytes(record["Data"]) for record in got.get("Records", ()))
+            if len(samples) >= DISCOVERY_RECORDS_MAX:
+                break
+        return samples[:DISCOVERY_RECORDS_MAX]
+
+
+# Operations that change one application through ChangeAnalyticsApplication.
+_CHANGES = (
+    "UpdateApplication",
+    "AddApplicationInput",
+    "AddApplicationOutput",
+    "AddApplicationReferenceDataSource",
+    "AddApplicationCloudWatchLoggingOption",
+    "AddApplicationInputProcessingConfiguration",
+    "DeleteApplicationInputProcessingConfiguration",
+    "DeleteApplicationOutput",
+    "DeleteApplicationReferenceDataSource",
+    "DeleteApplicationCloudWatchLoggingOption",
+    "StartApplication",
+    "StopApplication",
+    "DeleteApplication",
+    "TagResource",
+    "UntagResource",
+)
+
+
+def _check_runnable(app: Application) -> None:
+    """What Shoal runs today: a Kinesis data stream input without a Lambda preprocessor, and
+    outputs to Kinesis data streams. Anything else is refused at StartApplication, naming it,
+    rather than run without it."""
+    for described in app.input_descriptions():
+        if "KinesisStreamsInputDescription" not in described:
+            raise _not_runnable(app, "an input from a Firehose delivery stream")
+        if "InputProcessingConfigurationDescription" in described:
+            raise _not_runnable(app, "a Lambda input preprocessor")
+    for output in app.output_descriptions():
+        if "KinesisStreamsOutputDescription" not in output:
+            raise _not_runnable(app, f"output {output['OutputId']} (a delivery stream or Lambda)")
+    if app.reference_descriptions():
+        raise _not_runnable(app, "a reference data source")
+
+
+def _not_runnable(app: Application, what: str) -> ShoalError:
+    return ShoalError(
+        ErrorCode.INVALID_APPLICATION_CONFIGURATION,
+        f"Application {app.name} has {what}; Shoal runs SQL applications that read a Kinesis "
+        "data stream and write Kinesis data streams.",
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """The request as JSON values: timestamps (DeleteApplication's CreateTimestamp) as epoch
+    milliseconds."""
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1000)
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def _stream_name(arn: str) -> str:
+    _, _, name = arn.partition(":stream/")
+    if not name:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{arn} is not a Kinesis stream ARN.")
+    return name
+
+
+def _timestamp(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _summary(app: Application, now_ms: int) -> dict[str, Any]:
+    return {
+        "ApplicationName": app.name,
+        "ApplicationARN": app.arn,
+        "ApplicationStatus": app.status_at(now_ms).value,
+    }
+
+
+def application_detail(app: Application, *, now_ms: int) -> dict[str, Any]:
+    """DescribeApplication's ApplicationDetail."""
+    detail: dict[str, Any] = {
+        **_summary(app, now_ms),
+        "CreateTimestamp": _timestamp(app.created_ms),
+        "LastUpdateTimestamp": _timestamp(app.updated_ms),
+        "InputDescriptions": app.input_descriptions(),
+        "OutputDescriptions": app.output_descriptions(),
+        "ReferenceDataSourceDescriptions": app.reference_descriptions(),
+        "CloudWatchLoggingOptionDescriptions": app.logging_descriptions(),
+        "ApplicationVersionId": app.version_id,
+    }
+    if app.description:
+        detail["ApplicationDescription"] = app.description
+    if app.code:
+        detail["ApplicationCode"] = app.code
+    return detail

@@ -1,0 +1,565 @@
+"""The Kinesis Data Analytics SQL dialect, through sqlglot: the one module importing it.
+
+An application's code is a list of statements, each of which is one of
+
+    CREATE OR REPLACE STREAM "NAME" (column type, ...);
+    CREATE OR REPLACE PUMP "NAME" AS INSERT INTO "STREAM" [(columns)] SELECT STREAM ...;
+
+`compile_program` splits the code with sqlglot's tokenizer, parses each statement with a
+sqlglot dialect extended for the streaming syntax (`SELECT STREAM`, `STEP(expr BY INTERVAL
+...)`), and returns a `Program`: the in-application streams with their columns, and for each
+pump its source and target, the query translated to the engine's SQL (DuckDB), and its window.
+
+Semantics kept from KDA: unquoted identifiers are upper-cased (SQL's rule; quoted ones keep
+their case); every in-application stream has the implicit column ROWTIME (TIMESTAMP) first;
+a pump inserts its select list into the target's columns by position (or into the columns it
+names). A query that groups must group by exactly one tumbling window over a time column
+(`STEP(col BY INTERVAL 'n' unit)` or `FLOOR(col TO unit)`); its rows are emitted when the
+window closes, with the window's end as ROWTIME. A query that does not group is a continuous
+filter/projection whose rows keep their input row's ROWTIME.
+
+A query with OVER clauses is a sliding window (`RANGE INTERVAL 'n' unit PRECEDING` or `ROWS n
+PRECEDING`, ordered by ROWTIME as KDA does): each row is emitted at once, computed by the engine
+over the partition's rows in the range before it (the pipeline keeps that history).
+
+What Shoal does not run yet (joins, stagger windows, subqueries, set operations, KDA's
+analytic functions) is refused with CodeValidationException naming the line
+and the construct, never run approximately. Pure: no I/O; the engine's own dry run
+(`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import Token, TokenType, exp, parser
+from sqlglot.dialects.dialect import Dialect
+from sqlglot.errors import ParseError, TokenError
+
+from broker.errors import ErrorCode, ShoalError
+
+ROWTIME = "ROWTIME"
+# The table name a pump's translated query reads (the engine binds the input rows to it).
+INPUT_TABLE = "__shoal_input"
+# The engine query's last column for a continuous (unwindowed) pump: the input row's ROWTIME.
+ROWTIME_ALIAS = "__shoal_rowtime"
+# A sliding-window pump's input column: True for the batch's rows, False for the history rows
+# they are computed over (only new rows are emitted).
+NEW_ROW = "__shoal_new"
+STATEMENTS_MAX = 1_000
+_UNIT_MS = {
+    "MILLISECOND": 1,
+    "SECOND": 1_000,
+    "MINUTE": 60_000,
+    "HOUR": 3_600_000,
+    "DAY": 86_400_000,
+}
+
+
+class _KdaDialect(Dialect):
+    """sqlglot's default dialect, plus KDA's STEP(expr BY INTERVAL ...) window function."""
+
+    class Parser(parser.Parser):
+        FUNCTION_PARSERS = {  # noqa: RUF012 (sqlglot's own class-level table, extended)
+            **parser.Parser.FUNCTION_PARSERS,
+            "STEP": lambda self: self._parse_step(),
+        }
+
+        def _parse_step(self) -> exp.Expr:
+            this = self._parse_bitwise()
+            if not self._match_text_seq("BY"):
+                self.raise_error("Expected BY INTERVAL in STEP")
+            interval = self._parse_bitwise()
+            return self.expression(exp.Anonymous(this="STEP", expressions=[this, interval]))
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    sql_type: str  # as the engine (DuckDB) spells it: VARCHAR, INTEGER, DOUBLE, TIMESTAMP, ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamDef:
+    name: str
+    columns: tuple[Column, ...]  # ROWTIME first
+    line: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TumblingWindow:
+    column: str  # the time column the window is over (ROWTIME or an event-time column)
+    size_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlidingWindow:
+    """OVER (... RANGE INTERVAL 'n' unit PRECEDING) or (... ROWS n PRECEDING): each row is
+    emitted at once, computed over the rows of its partition in the range before it."""
+
+    range_ms: int | None  # RANGE: the interval
+    rows: int | None  # ROWS: the row count
+    prune_query: str | None  # ROWS: the engine query keeping each partition's last rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pump:
+    name: str
+    source: str  # the in-application stream it reads
+    target: str  # the in-application stream it inserts into
+    target_columns: tuple[str, ...] | None  # INSERT INTO s (a, b): the columns named
+    query: str  # DuckDB SQL over INPUT_TABLE
+    window: TumblingWindow | None
+    line: int
+    sliding: SlidingWindow | None = None
+
+    def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
+        """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
+        return (*source, Column(NEW_ROW, "BOOLEAN")) if self.sliding is not None else source
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Program:
+    streams: tuple[StreamDef, ...]
+    pumps: tuple[Pump, ...]
+
+    def stream(self, name: str) -> StreamDef | None:
+        for stream in self.streams:
+            if stream.name == name:
+                return stream
+        return None
+
+
+def refused(line: int, construct: str, detail: str = "") -> ShoalError:
+    suffix = f": {detail}" if detail else ""
+    return ShoalError(
+        ErrorCode.CODE_VALIDATION,
+        f"Line {line}: Shoal cannot run {construct}{suffix}.",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    tokens: tuple[Token, ...]
+    text: str  # the code, with removed tokens blanked (so lines and columns stay true)
+    line: int
+
+    def words(self, count: int) -> list[str]:
+        return [token.text.upper() for token in self.tokens[:count]]
+
+
+def compile_program(code: str) -> Program:
+    """The Program of `code`; raises ShoalError(CODE_VALIDATION) naming line and construct."""
+    streams: list[StreamDef] = []
+    pumps: list[Pump] = []
+    for statement in _statements(code):
+        words = statement.words(4)
+        if words[:4] == ["CREATE", "OR", "REPLACE", "STREAM"]:
+            streams.append(_stream(statement))
+        elif words[:4] == ["CREATE", "OR", "REPLACE", "PUMP"]:
+            pumps.append(_pump(statement))
+        else:
+            raise refused(statement.line, " ".join(statement.words(4)) or "an empty statement")
+    program = Program(streams=tuple(streams), pumps=tuple(pumps))
+    _check_references(program)
+    return program
+
+
+def _statements(code: str) -> list[_Statement]:
+    try:
+        tokens = sqlglot.tokenize(code)
+    except TokenError as error:
+        raise ShoalError(ErrorCode.CODE_VALIDATION, f"Unreadable SQL: {error}") from error
+    statements: list[_Statement] = []
+    current: list[Token] = []
+    for token in [*tokens, None]:
+        if token is None or token.token_type is TokenType.SEMICOLON:
+            if current:
+                statements.append(_statement(code, current))
+                current = []
+            continue
+        current.append(token)
+    if len(statements) > STATEMENTS_MAX:
+        raise ShoalError(
+            ErrorCode.CODE_VALIDATION, f"An application has at most {STATEMENTS_MAX} statements."
+        )
+    return statements
+
+
+def _statement(code: str, tokens: list[Token]) -> _Statement:
+    start, end = tokens[0].start, tokens[-1].end + 1
+    # Keep the statement's position in the code: the text before it is blanked, newlines kept.
+    prefix = "".join("\n" if char == "\n" else " " for char in code[:start])
+    return _Statement(tokens=tuple(tokens), text=prefix + code[start:end], line=tokens[0].line)
+
+
+def _normalize(identifier: exp.Identifier) -> str:
+    name = str(identifier.this)
+    return name if identifier.quoted else name.upper()
+
+
+def _parse(text: str, line: int) -> exp.Expr:
+    try:
+        parsed = sqlglot.parse_one(text, dialect=_KdaDialect)
+    except ParseError as error:
+        first = error.errors[0] if error.errors else {}
+        where = int(first.get("line") or line)
+        raise ShoalError(
+            ErrorCode.CODE_VALIDATION,
+            f"Line {where}: {first.get('description', 'syntax error')} "
+            f"near '{first.get('highlight', '')}'.",
+        ) from error
+    return parsed
+
+
+# --- CREATE OR REPLACE STREAM ---------------------------------------------------------------
+
+
+def _stream(statement: _Statement) -> StreamDef:
+    stream_token = statement.tokens[3]
+    text = _blank(statement.text, stream_token, "TABLE")
+    parsed = _parse(text, statement.line)
+    if not isinstance(parsed, exp.Create) or not isinstance(parsed.this, exp.Schema):
+        raise refused(statement.line, "this CREATE STREAM", "expected a column list")
+    schema = parsed.this
+    table = schema.this
+    assert isinstance(table, exp.Table)
+    name = _normalize(table.this)
+    columns = [Column(ROWTIME, "TIMESTAMP")]
+    for definition in schema.expressions:
+        if not isinstance(definition, exp.ColumnDef):
+            raise refused(statement.line, f"{definition.key.upper()} in CREATE STREAM {name}")
+        column_name = _normalize(definition.this)
+        if column_name == ROWTIME:
+            raise refused(statement.line, "a column named ROWTIME", "it is implicit")
+        kind = definition.args.get("kind")
+        if kind is None:
+            raise refused(statement.line, f"column {column_name} without a type")
+        columns.append(Column(column_name, engine_type(kind)))
+    return StreamDef(name=name, columns=tuple(columns), line=statement.line)
+
+
+def _blank(text: str, token: Token, replacement: str) -> str:
+    """`text` with `token` replaced by `replacement` (padded: positions stay true)."""
+    width = token.end + 1 - token.start
+    assert len(replacement) <= width or replacement == "TABLE"
+    return text[: token.start] + replacement + text[token.end + 1 :]
+
+
+def engine_type(kind: exp.DataType) -> str:
+    """A SQL type as DuckDB spells it; KDA's VARCHAR(n)/CHAR(n) keep no length (DuckDB does
+    not enforce one), DECIMAL keeps precision and scale."""
+    return kind.sql(dialect="duckdb").replace("TEXT", "VARCHAR")
+
+
+def parse_sql_type(sql_type: str) -> str:
+    """A schema's SqlType ("VARCHAR(4)", "DOUBLE", "TIMESTAMP") as the engine spells it."""
+    try:
+        kind = exp.DataType.build(sql_type)
+    except (ParseError, ValueError) as error:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Unknown SqlType {sql_type}.") from error
+    return engine_type(kind)
+
+
+# --- CREATE OR REPLACE PUMP ------------------------------------------------------------------
+
+
+def _pump(statement: _Statement) -> Pump:
+    tokens = statement.tokens
+    if len(tokens) < 7 or tokens[5].text.upper() != "AS" or tokens[6].text.upper() != "INSERT":
+        raise refused(
+            statement.line, "this CREATE PUMP", "expected AS INSERT INTO ... SELECT STREAM"
+        )
+    name = _token_name(tokens[4])
+    for token in tokens:  # not SQL sqlglot knows: refused before parsing
+        if token.text.upper() == "WINDOWED":
+            raise refused(token.line, "WINDOWED BY STAGGER (stagger windows)")
+    text = statement.text
+    # Blank everything up to INSERT, and the STREAM of SELECT STREAM.
+    text = (
+        "".join("\n" if char == "\n" else " " for char in text[: tokens[6].start])
+        + text[tokens[6].start :]
+    )
+    for index, token in enumerate(tokens[:-1]):
+        if token.token_type is TokenType.SELECT and tokens[index + 1].text.upper() == "STREAM":
+            text = _blank(text, tokens[index + 1], " " * len(tokens[index + 1].text))
+    parsed = _parse(text, statement.line)
+    if not isinstance(parsed, exp.Insert):
+        raise refused(statement.line, f"pump {name}", "expected INSERT INTO ... SELECT STREAM")
+    target_columns: tuple[str, ...] | None = None
+    into = parsed.this
+    if isinstance(into, exp.Schema):
+        target_columns = tuple(_normalize(column) for column in into.expressions)
+        into = into.this
+    assert isinstance(into, exp.Table)
+    target = _normalize(into.this)
+    select = parsed.expression
+    if not isinstance(select, exp.Select):
+        raise refused(statement.line, f"{select.key.upper()} in pump {name}")
+    line = statement.line
+    _refuse_unsupported(select, line, tokens)
+    source = _source(select, line)
+    window = _window(select, line)
+    sliding = _sliding(select, line, tokens)
+    query = _translate(select, source, windowed=window is not None, sliding=sliding is not None)
+    if sliding is not None and sliding.rows is not None:
+        sliding = SlidingWindow(
+            range_ms=None, rows=sliding.rows, prune_query=_prune_query(select, sliding.rows)
+        )
+    return Pump(
+        name=name,
+        source=source,
+        target=target,
+        target_columns=target_columns,
+        query=query,
+        window=window,
+        line=line,
+        sliding=sliding,
+    )
+
+
+def _sliding(select: exp.Select, line: int, tokens: tuple[Token, ...]) -> SlidingWindow | None:
+    """The sliding window of a query's OVER clauses (all RANGE or all ROWS, PRECEDING up to
+    the current row), or None."""
+    specs = [w.args["spec"] for w in select.find_all(exp.Window) if w.args.get("spec")]
+    if not any(True for _ in select.find_all(exp.Window)):
+        return None
+    where = _line_of(tokens, "OVER", line)
+    if select.args.get("group") is not None:
+        raise refused(where, "a sliding window (OVER) in a GROUP BY query")
+    if not specs:
+        raise refused(where, "OVER without RANGE INTERVAL ... PRECEDING or ROWS n PRECEDING")
+    ranges: list[int] = []
+    rows: list[int] = []
+    for spec in specs:
+        kind = str(spec.args.get("kind") or "").upper()
+        start = spec.args.get("start")
+        if str(spec.args.get("start_side") or "").upper() != "PRECEDING" or spec.args.get("end"):
+            raise refused(where, f"the window frame {spec.sql()}", "use ... PRECEDING")
+        if kind == "RANGE" and isinstance(start, exp.Interval):
+            ranges.append(_interval_ms(start, where))
+        elif kind == "ROWS" and isinstance(start, exp.Literal) and not start.is_string:
+            rows.append(int(str(start.this)))
+        else:
+            raise refused(where, f"the window frame {spec.sql()}")
+    if ranges and rows:
+        raise refused(where, "RANGE and ROWS sliding windows in one query")
+    if ranges:
+        return SlidingWindow(range_ms=max(ranges), rows=None, prune_query=None)
+    return SlidingWindow(range_ms=None, rows=max(rows), prune_query=None)
+
+
+def _prune_query(select: exp.Select, rows: int) -> str:
+    """Keeps each partition's last `rows` rows of a ROWS sliding window's history (every
+    PARTITION BY of the query together: a row is kept if any window still needs it)."""
+    partitions = [
+        ", ".join(e.sql(dialect="duckdb") for e in w.args.get("partition_by") or [])
+        for w in select.find_all(exp.Window)
+        if w.args.get("spec") is not None
+    ]
+    keeps = [
+        f'row_number() OVER (PARTITION BY {p} ORDER BY "{ROWTIME}" DESC) <= {rows}'
+        if p
+        else f'row_number() OVER (ORDER BY "{ROWTIME}" DESC) <= {rows}'
+        for p in partitions
+    ]
+    return f"SELECT * FROM {INPUT_TABLE} QUALIFY {' OR '.join(keeps)}"
+
+
+def _token_name(token: Token) -> str:
+    return token.text if token.token_type is TokenType.IDENTIFIER else token.text.upper()
+
+
+# Constructs refused, with the keyword that locates them in the statement (its Nth occurrence).
+_UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
+    (exp.Join, "JOIN (stream-to-table and stream-to-stream joins)", "JOIN", 1),
+    (exp.Subquery, "a subquery", "SELECT", 2),
+    (exp.Union, "UNION", "UNION", 1),
+    (exp.Except, "EXCEPT", "EXCEPT", 1),
+    (exp.Intersect, "INTERSECT", "INTERSECT", 1),
+    (exp.With, "WITH", "WITH", 1),
+)
+_UNSUPPORTED_FUNCTIONS = {
+    "RANDOM_CUT_FOREST": "RANDOM_CUT_FOREST",
+    "RANDOM_CUT_FOREST_WITH_EXPLANATION": "RANDOM_CUT_FOREST_WITH_EXPLANATION",
+    "HOTSPOTS": "HOTSPOTS",
+    "TABLE": "TABLE(...) (table functions)",
+    "CURSOR": "CURSOR(...)",
+}
+
+
+def _refuse_unsupported(select: exp.Select, line: int, tokens: tuple[Token, ...]) -> None:
+    for kind, construct, keyword, occurrence in _UNSUPPORTED:
+        if select.find(kind) is not None:
+            raise refused(_line_of(tokens, keyword, line, occurrence), construct)
+    for function in select.find_all(exp.Anonymous):
+        name = str(function.this).upper()
+        if name in _UNSUPPORTED_FUNCTIONS:
+            raise refused(_line_of(tokens, name, line), _UNSUPPORTED_FUNCTIONS[name])
+
+
+def _line_of(tokens: tuple[Token, ...], word: str, default: int, occurrence: int = 1) -> int:
+    """The line of the `occurrence`th token `word` (the statement's line if absent)."""
+    seen = 0
+    for token in tokens:
+        if token.text.upper() == word.upper():
+            seen += 1
+            if seen == occurrence:
+                return token.line
+    return default
+
+
+def _source(select: exp.Select, line: int) -> str:
+    from_ = select.args.get("from_") or select.args.get("from")
+    if not isinstance(from_, exp.From) or not isinstance(from_.this, exp.Table):
+        raise refused(line, "a SELECT without FROM an in-application stream")
+    return _normalize(from_.this.this)
+
+
+def _window(select: exp.Select, line: int) -> TumblingWindow | None:
+    group = select.args.get("group")
+    has_aggregate = any(  # an aggregate OVER a window is a sliding window's, not a group's
+        agg.find_ancestor(exp.Window) is None for agg in select.find_all(exp.AggFunc)
+    )
+    if group is None:
+        if has_aggregate:
+            raise refused(
+                line,
+                "an aggregate without GROUP BY a window",
+                "group by STEP(ROWTIME BY INTERVAL ...) or FLOOR(ROWTIME TO unit)",
+            )
+        return None
+    windows = [w for w in (_as_window(e, line) for e in group.expressions) if w is not None]
+    if len(windows) != 1:
+        raise refused(
+            line,
+            "GROUP BY without exactly one tumbling window",
+            "add STEP(ROWTIME BY INTERVAL ...) or FLOOR(ROWTIME TO unit) to the GROUP BY",
+        )
+    return windows[0]
+
+
+def _as_window(expression: exp.Expr, line: int) -> TumblingWindow | None:
+    if isinstance(expression, exp.Anonymous) and str(expression.this).upper() == "STEP":
+        column, interval = expression.expressions
+        if not isinstance(interval, exp.Interval):
+            raise refused(line, "STEP without BY INTERVAL")
+        return TumblingWindow(
+            column=_time_column(column, line), size_ms=_interval_ms(interval, line)
+        )
+    if isinstance(expression, exp.Floor) and expression.args.get("to") is not None:
+        unit = str(expression.args["to"].name).upper()
+        if unit not in _UNIT_MS:
+            raise refused(line, f"FLOOR(... TO {unit})")
+        return TumblingWindow(column=_time_column(expression.this, line), size_ms=_UNIT_MS[unit])
+    return None
+
+
+def _time_column(expression: exp.Expr, line: int) -> str:
+    if not isinstance(expression, exp.Column):
+        raise refused(line, f"a window over {expression.sql()}", "window over a time column")
+    return _normalize(expression.this)
+
+
+def _interval_ms(interval: exp.Interval, line: int) -> int:
+    unit_expression = interval.args.get("unit")
+    unit = str(unit_expression.name).upper() if unit_expression is not None else ""
+    unit = unit.removesuffix("S") if unit.endswith("S") and unit[:-1] in _UNIT_MS else unit
+    try:
+        amount = int(str(interval.this.name))
+    except ValueError as error:
+        raise refused(line, f"INTERVAL {interval.this.sql()} {unit}") from error
+    if unit not in _UNIT_MS or amount <= 0:
+        raise refused(line, f"INTERVAL '{amount}' {unit}")
+    return amount * _UNIT_MS[unit]
+
+
+# --- Translation to the engine's SQL ----------------------------------------------------------
+
+
+def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool) -> str:
+    """The select as DuckDB SQL over INPUT_TABLE (aliased as the source stream, so qualified
+    columns keep working), with identifiers normalized and KDA's functions rewritten."""
+    tree = select.copy()
+    for identifier in tree.find_all(exp.Identifier):
+        identifier.set("this", _normalize(identifier))
+        identifier.set("quoted", True)
+    from_ = tree.args.get("from_") or tree.args.get("from")
+    assert isinstance(from_, exp.From)
+    table = from_.this
+    assert isinstance(table, exp.Table)
+    alias = table.alias or source
+    table.replace(exp.to_table(INPUT_TABLE).as_(alias, quoted=True))
+    rewritten = tree.transform(_rewrite_function)
+    assert isinstance(rewritten, exp.Select)
+    for window in rewritten.find_all(exp.Window):
+        if window.args.get("spec") is not None and window.args.get("order") is None:
+            # KDA orders every window by ROWTIME, implicitly.
+            order = exp.Order(expressions=[exp.Ordered(this=exp.column(ROWTIME, quoted=True))])
+            window.set("order", order)
+    if not windowed:
+        rewritten = rewritten.select(
+            exp.alias_(exp.column(ROWTIME, table=alias, quoted=True), ROWTIME_ALIAS, quoted=True)
+        )
+    if not sliding:
+        return rewritten.sql(dialect="duckdb")
+    rewritten = rewritten.select(
+        exp.alias_(exp.column(NEW_ROW, table=alias, quoted=True), NEW_ROW, quoted=True)
+    )
+    inner = rewritten.sql(dialect="duckdb")
+    return (
+        f'SELECT * EXCLUDE ("{NEW_ROW}") FROM ({inner}) AS __shoal_rows WHERE "{NEW_ROW}" '
+        f'ORDER BY "{ROWTIME_ALIAS}"'
+    )
+
+
+def _rewrite_function(node: exp.Expr) -> exp.Expr:
+    if isinstance(node, exp.Anonymous) and str(node.this).upper() == "STEP":
+        column, interval = node.expressions
+        size_us = _interval_ms(interval, 0) * 1000
+        return sqlglot.parse_one(
+            f"make_timestamp((epoch_us({column.sql(dialect='duckdb')}) // {size_us}) * {size_us})",
+            dialect="duckdb",
+        )
+    if isinstance(node, exp.Floor) and node.args.get("to") is not None:
+        unit = str(node.args["to"].name).lower()
+        return exp.func("date_trunc", exp.Literal.string(unit), node.this)
+    if isinstance(node, exp.SimilarTo):
+        return exp.func(
+            "regexp_full_match", node.this, exp.Literal.string(_similar_to_regex(node.expression))
+        )
+    return node
+
+
+def _similar_to_regex(pattern: exp.Expr) -> str:
+    """SQL's SIMILAR TO pattern as a regular expression: % is any string, _ any character;
+    the rest (| * + ? ( ) [ ]) is already regex syntax."""
+    if not isinstance(pattern, exp.Literal) or not pattern.is_string:
+        raise ShoalError(ErrorCode.CODE_VALIDATION, "SIMILAR TO needs a string literal pattern.")
+    return str(pattern.this).replace(".", "\\.").replace("%", ".*").replace("_", ".")
+
+
+# --- References between statements ----------------------------------------------------------
+
+
+def _check_references(program: Program) -> None:
+    names = [stream.name for stream in program.streams]
+    for stream in program.streams:
+        if names.count(stream.name) > 1:
+            raise refused(stream.line, f"stream {stream.name} defined twice")
+    pump_names = [pump.name for pump in program.pumps]
+    for pump in program.pumps:
+        if pump_names.count(pump.name) > 1:
+            raise refused(pump.line, f"pump {pump.name} defined twice")
+        target = program.stream(pump.target)
+        if target is None:
+            raise ShoalError(
+                ErrorCode.CODE_VALIDATION,
+                f"Line {pump.line}: pump {pump.name} inserts into {pump.target}, "
+                "which no CREATE OR REPLACE STREAM defines.",
+            )
+        if pump.window is not None and pump.window.column != ROWTIME:
+            # An event-time window needs the time column to be a TIMESTAMP of the source; the
+            # engine's dry run checks the type once the source's columns are known.
+            continue

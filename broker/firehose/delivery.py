@@ -1,0 +1,795 @@
+"""The deliverer's record processor: buffer, compress, write the object, then checkpoint.
+
+One `DeliveryProcessor` per shard lease of a delivery stream's source (the KCL contract,
+`broker.client.worker`). Records are buffered as they are read; the buffer is delivered when
+`buffering.flush_reason` says so: at once when it reaches the size hint (in `process_records`,
+so reading pauses while a full buffer is written: backpressure), or by a timer task when the
+interval since the buffer opened has passed. Delivering writes one object (records
+concatenated as they were put, compressed as configured, under AWS's key layout), retrying
+with backoff (`retry.py`) until the store takes it, then checkpoints the last record in it.
+
+At least once: a crash (or a lost lease) between the write and the checkpoint delivers those
+records again from the new owner. In order per source shard: objects of one shard are written
+one after another, each holding records in shard order. The configuration is read from the
+metadata at each delivery, so UpdateDestination applies from the next object on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+import uuid
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from broker.client.worker import (
+    Checkpointer,
+    InitializationInput,
+    LeaseLostError,
+    LeaseLostInput,
+    ProcessRecordsInput,
+    ShardEndedInput,
+    ShutdownRequestedInput,
+)
+from broker.clock import Clock
+from broker.firehose import (
+    buffering,
+    compression,
+    conversion,
+    destinations,
+    http_endpoint,
+    object_keys,
+    partition_keys,
+    processing,
+    retry,
+)
+from broker.firehose.aws_clients import (
+    GlueCatalog,
+    LambdaError,
+    LambdaInvoker,
+    S3Store,
+    StoreError,
+)
+from broker.firehose.retry import RetrySchedule
+from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
+from broker.metrics import FirehoseProbe
+
+log = logging.getLogger(__name__)
+
+_TIMER_WAIT_MS_MAX = 200  # the timer looks again at least this often (a manual clock moves)
+
+
+@dataclass(slots=True)
+class DeliveryStatistics:
+    """Counters of one node's deliveries (read by metrics and tests)."""
+
+    objects: int = 0
+    records: int = 0
+    bytes: int = 0
+    failed_attempts: int = 0
+    abandoned_records: int = 0
+    failed_records: int = 0  # written to the error output (S3 backup) after the retries
+    freshness_ms: list[int] = field(default_factory=list)  # the last deliveries' data age
+    probe: FirehoseProbe | None = None  # the node's Prometheus metrics
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Failure:
+    data: bytes
+    arrival_ms: int
+    attempts: int
+    error_code: str
+    message: str
+    ended_ms: int
+
+
+PartitionKeys = dict[str, dict[str, str]]  # namespace -> key -> value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Batch:
+    records: list[bytes]
+    arrivals_ms: list[int]
+    first_arrival: datetime
+    keys: list[PartitionKeys] | None = None  # per record, with dynamic partitioning
+
+    def subset(self, indices: list[int]) -> _Batch:
+        return _Batch(
+            records=[self.records[i] for i in indices],
+            arrivals_ms=[self.arrivals_ms[i] for i in indices],
+            first_arrival=datetime.fromtimestamp(
+                min(self.arrivals_ms[i] for i in indices) / 1000, tz=UTC
+            ),
+            keys=None if self.keys is None else [self.keys[i] for i in indices],
+        )
+
+
+class DeliveryProcessor:
+    def __init__(
+        self,
+        *,
+        target: Callable[[], DeliveryStreamMeta | None],
+        store: S3Store,
+        lambda_invoker: LambdaInvoker,
+        glue: GlueCatalog,
+        clock: Clock,
+        statistics: DeliveryStatistics,
+        rng: random.Random,
+        retry: RetrySchedule | None = None,
+    ) -> None:
+        self._target = target
+        self._store = store
+        self._lambda = lambda_invoker
+        self._glue = glue
+        self._clock = clock
+        self._statistics = statistics
+        self._rng = rng
+        self._retry = retry or RetrySchedule()
+        self._lock = asyncio.Lock()
+        self._records: list[bytes] = []
+        self._arrivals_ms: list[int] = []
+        self._state = buffering.EMPTY
+        self._first_arrival: datetime | None = None
+        self._last: tuple[str, int] | None = None  # (sequence number, sub-sequence number)
+        self._checkpointer: Checkpointer | None = None
+        self._timer: asyncio.Task[None] | None = None
+        self._shard_id = ""
+
+    # --- The KCL contract -----------------------------------------------------------------
+
+    async def initialize(self, initialization_input: InitializationInput) -> None:
+        self._shard_id = initialization_input.shard_id
+        self._timer = asyncio.create_task(
+            self._run_timer(), name=f"firehose-timer-{self._shard_id}"
+        )
+
+    async def process_records(self, process_records_input: ProcessRecordsInput) -> None:
+        async with self._lock:
+            self._checkpointer = process_records_input.checkpointer
+            now_ms = self._clock.monotonic_ms()
+            for record in process_records_input.records:
+                assert record.sequence_number is not None
+                self._records.append(record.data)
+                arrival = record.approximate_arrival_timestamp
+                self._arrivals_ms.append(
+                    int(arrival.timestamp() * 1000) if arrival else self._clock.wall_ms()
+                )
+                self._state = self._state.add(len(record.data), now_ms=now_ms)
+                self._last = (record.sequence_number, record.sub_sequence_number)
+                if self._first_arrival is None:
+                    self._first_arrival = record.approximate_arrival_timestamp or datetime.now(UTC)
+            hints = self._hints()
+            if (
+                hints is not None
+                and buffering.flush_reason(self._state, hints, now_ms=now_ms) == "size"
+            ):
+                await self._deliver()
+
+    async def lease_lost(self, lease_lost_input: LeaseLostInput) -> None:
+        await self._stop_timer()
+        self._reset()  # the next owner delivers them again from the checkpoint
+
+    async def shard_ended(self, shard_ended_input: ShardEndedInput) -> None:
+        await self._stop_timer()
+        async with self._lock:
+            self._checkpointer = shard_ended_input.checkpointer
+            await self._deliver()
+            await shard_ended_input.checkpointer.checkpoint()
+
+    async def shutdown_requested(self, shutdown_requested_input: ShutdownRequestedInput) -> None:
+        await self._stop_timer()
+        async with self._lock:
+            self._checkpointer = shutdown_requested_input.checkpointer
+            await self._deliver()
+
+    # --- Buffering ------------------------------------------------------------------------
+
+    def _hints(self) -> buffering.Hints | None:
+        meta = self._target()
+        if meta is None:
+            return None
+        _, configuration = meta.destination()
+        return buffering.hints_from(configuration)
+
+    async def _run_timer(self) -> None:
+        """Delivers a buffer whose interval has passed. Infinite on purpose: stopped with
+        the processor."""
+        while True:
+            hints = self._hints()
+            due = None if hints is None else buffering.flush_due_ms(self._state, hints)
+            now_ms = self._clock.monotonic_ms()
+            wait_ms = _TIMER_WAIT_MS_MAX if due is None else min(_TIMER_WAIT_MS_MAX, due - now_ms)
+            await asyncio.sleep(max(wait_ms, 0) / 1000)
+            if hints is None:
+                continue
+            async with self._lock:
+                reason = buffering.flush_reason(
+                    self._state, hints, now_ms=self._clock.monotonic_ms()
+                )
+                if reason is None:
+                    continue
+                try:
+                    await self._deliver()
+                except LeaseLostError:
+                    return
+                except Exception:
+                    # The object is written (or not); a failed checkpoint is retried by the
+                    # next delivery's, which covers these records too.
+                    log.exception("firehose_timer_delivery_failed")
+
+    async def _stop_timer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+            await asyncio.gather(timer, return_exceptions=True)
+
+    def _reset(self) -> None:
+        self._records = []
+        self._arrivals_ms = []
+        self._state = buffering.EMPTY
+        self._first_arrival = None
+
+    # --- Delivery -------------------------------------------------------------------------
+
+    async def _deliver(self) -> None:
+        """Delivers the buffer to the destination, then checkpoints its last record. Lock
+        held."""
+        if not self._records:
+            return
+        meta = self._target()
+        if meta is None or meta.status is not DeliveryStreamStatus.ACTIVE:
+            self._reset()  # deleted: its data goes with it
+            return
+        assert self._first_arrival is not None
+        assert self._last is not None
+        batch = _Batch(
+            records=self._records,
+            arrivals_ms=self._arrivals_ms,
+            first_arrival=self._first_arrival,
+        )
+        last = self._last
+        kind, configuration = meta.destination()
+        batch = await self._process(meta, kind, configuration, batch)
+        if not batch.records:
+            pass  # every record was dropped or failed processing
+        elif kind == "HttpEndpoint":
+            await self._deliver_http(meta, configuration, batch)
+        else:
+            assert kind == "ExtendedS3", kind
+            await self._deliver_s3(meta, configuration, batch)
+        self._reset()
+        if self._checkpointer is not None:
+            await self._checkpointer.checkpoint(last[0], last[1])
+
+    def _key(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        moment: datetime,
+        *,
+        compression_format: str,
+        prefix: str,
+        error_output_type: str | None = None,
+        partition_keys: PartitionKeys | None = None,
+    ) -> str:
+        zone = object_keys.zone_of(configuration.get("CustomTimeZone"), zoneinfo.ZoneInfo)
+        random_part = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        extension = configuration.get("FileExtension") or object_keys.EXTENSIONS[compression_format]
+        return object_keys.object_key(
+            prefix=prefix,
+            delivery_stream_name=meta.name,
+            version_id=meta.version_id,
+            moment=zone(moment.astimezone(UTC)),
+            random_part=random_part,
+            extension=str(extension),
+            error_output_type=error_output_type,
+            partition_keys=partition_keys,
+        )
+
+    async def _write_s3_object(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        data: bytes,
+        moment: datetime,
+        *,
+        prefix: str,
+        error_output_type: str | None = None,
+        partition_keys: PartitionKeys | None = None,
+    ) -> bool:
+        compression_format = str(configuration.get("CompressionFormat") or "UNCOMPRESSED")
+        payload = await asyncio.to_thread(compression.compress, data, compression_format)
+        key = self._key(
+            meta,
+            configuration,
+            moment,
+            compression_format=compression_format,
+            prefix=prefix,
+            error_output_type=error_output_type,
+            partition_keys=partition_keys,
+        )
+        return await self._write(meta.name, destinations.bucket_name(configuration), key, payload)
+
+    async def _deliver_s3(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        """One object, or with dynamic partitioning one object per set of partition keys
+        (records in their order within each)."""
+        if batch.keys is None:
+            await self._deliver_s3_part(meta, configuration, batch, None)
+            return
+        groups: dict[str, list[int]] = {}
+        for index, keys in enumerate(batch.keys):
+            groups.setdefault(json.dumps(keys, sort_keys=True), []).append(index)
+        for encoded, indices in groups.items():
+            await self._deliver_s3_part(
+                meta, configuration, batch.subset(indices), json.loads(encoded)
+            )
+
+    async def _deliver_s3_part(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+        partition_keys: PartitionKeys | None,
+    ) -> None:
+        conversion_configuration = configuration.get("DataFormatConversionConfiguration") or {}
+        if conversion_configuration.get("Enabled", True) and conversion_configuration:
+            await self._deliver_converted(
+                meta, configuration, conversion_configuration, batch, partition_keys
+            )
+            return
+        body = b"".join(batch.records)
+        delivered = await self._write_s3_object(
+            meta,
+            configuration,
+            body,
+            batch.first_arrival,
+            prefix=str(configuration.get("Prefix") or ""),
+            partition_keys=partition_keys,
+        )
+        self._count(meta, "s3", batch, len(body), delivered=delivered)
+
+    async def _deliver_converted(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        conversion_configuration: Mapping[str, Any],
+        batch: _Batch,
+        partition_keys: PartitionKeys | None,
+    ) -> None:
+        """Parquet/ORC with the Glue table's columns (fetched per delivery, retried like a
+        write); records that do not convert go to the error output."""
+        schema = conversion_configuration.get("SchemaConfiguration") or {}
+        first_failure_ms: int | None = None
+        attempt = 0
+        while True:
+            try:
+                columns = await asyncio.to_thread(
+                    self._glue.columns,
+                    database=str(schema["DatabaseName"]),
+                    table=str(schema["TableName"]),
+                    catalog_id=schema.get("CatalogId"),
+                    region=schema.get("Region"),
+                )
+                converted = await asyncio.to_thread(
+                    conversion.convert, batch.records, columns, conversion_configuration
+                )
+                break
+            except (StoreError, ValueError) as error:
+                attempt += 1
+                self._statistics.failed_attempts += 1
+                now_ms = self._clock.wall_ms()
+                first_failure_ms = now_ms if first_failure_ms is None else first_failure_ms
+                if self._retry.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                    converted = conversion.Converted(
+                        data=b"",
+                        converted=0,
+                        failures=[
+                            (index, "DataFormatConversion.InvalidSchema", str(error))
+                            for index in range(len(batch.records))
+                        ],
+                    )
+                    break
+                log.warning("firehose_conversion_retry", extra={"error": str(error)})
+                await asyncio.sleep(
+                    self._retry.backoff_ms(attempt, jitter=self._rng.random()) / 1000
+                )
+        if converted.failures:
+            ended_ms = self._clock.wall_ms()
+            await self._write_failed(
+                meta,
+                kind="ExtendedS3",
+                configuration=configuration,
+                error_output_type="format-conversion-failed",
+                failures=[
+                    _Failure(
+                        data=batch.records[index],
+                        arrival_ms=batch.arrivals_ms[index],
+                        attempts=1,
+                        error_code=code,
+                        message=message,
+                        ended_ms=ended_ms,
+                    )
+                    for index, code, message in converted.failures
+                ],
+                first_arrival=batch.first_arrival,
+            )
+        if converted.converted == 0:
+            return
+        delivered = await self._write_s3_object(
+            meta,
+            {
+                **configuration,
+                "CompressionFormat": "UNCOMPRESSED",
+                "FileExtension": configuration.get("FileExtension")
+                or conversion.extension(conversion_configuration),
+            },
+            converted.data,
+            batch.first_arrival,
+            prefix=str(configuration.get("Prefix") or ""),
+            partition_keys=partition_keys,
+        )
+        self._count(meta, "s3", batch, len(converted.data), delivered=delivered)
+
+    def _count(
+        self,
+        meta: DeliveryStreamMeta,
+        destination: str,
+        batch: _Batch,
+        size: int,
+        *,
+        delivered: bool,
+    ) -> None:
+        statistics = self._statistics
+        if not delivered:
+            statistics.abandoned_records += len(batch.records)
+            if statistics.probe is not None:
+                statistics.probe.records_failed(meta.name, "abandoned", len(batch.records))
+            return
+        statistics.objects += 1
+        statistics.records += len(batch.records)
+        statistics.bytes += size
+        age_ms = int((datetime.now(UTC) - batch.first_arrival).total_seconds() * 1000)
+        statistics.freshness_ms = [*statistics.freshness_ms[-999:], age_ms]
+        if statistics.probe is not None:
+            statistics.probe.delivered(
+                meta.name, destination, records=len(batch.records), size=size, age_s=age_ms / 1000
+            )
+
+    async def _deliver_http(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        """POSTs the buffer in AWS's format, retrying for RetryOptions.DurationInSeconds
+        (300 s by default); then the records go to the S3 backup's error prefix. With
+        S3BackupMode AllData every delivered buffer is also written to the backup bucket."""
+        schedule = retry.schedule_for(
+            configuration.get("RetryOptions"), default_ms=retry.HTTP_RETRY_DURATION_MS
+        )
+        request_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        headers, body = http_endpoint.build_request(
+            records=batch.records,
+            request_id=request_id,
+            timestamp_ms=self._clock.wall_ms(),
+            source_arn=meta.arn,
+            configuration=configuration,
+        )
+        url = str(configuration["EndpointConfiguration"]["Url"])
+        first_failure_ms = self._clock.wall_ms()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                status, answer = await asyncio.to_thread(http_endpoint.post, url, headers, body)
+                failure = http_endpoint.check_response(status, answer, request_id=request_id)
+                error_code = "HttpEndpoint.InvalidResponseFromDestination"
+            except OSError as error:
+                failure = f"The endpoint could not be reached: {error}"
+                error_code = "HttpEndpoint.ConnectionFailed"
+            if failure is None:
+                break
+            self._statistics.failed_attempts += 1
+            if self._statistics.probe is not None:
+                self._statistics.probe.attempt_failed(meta.name, "http_endpoint")
+            now_ms = self._clock.wall_ms()
+            if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                break
+            pause_ms = schedule.backoff_ms(attempts, jitter=self._rng.random())
+            log.warning("firehose_delivery_retry", extra={"url_host": url.split("/")[2:3]})
+            await asyncio.sleep(pause_ms / 1000)
+        backup = configuration["S3Configuration"]
+        size = sum(len(data) for data in batch.records)
+        if failure is None:
+            self._count(meta, "http_endpoint", batch, size, delivered=True)
+            if configuration.get("S3BackupMode") == "AllData":
+                await self._write_s3_object(
+                    meta,
+                    backup,
+                    b"".join(batch.records),
+                    batch.first_arrival,
+                    prefix=str(backup.get("Prefix") or ""),
+                )
+            return
+        ended_ms = self._clock.wall_ms()
+        await self._write_failed(
+            meta,
+            kind="HttpEndpoint",
+            configuration=configuration,
+            error_output_type="http-endpoint-failed",
+            failures=[
+                _Failure(
+                    data=data,
+                    arrival_ms=arrival_ms,
+                    attempts=attempts,
+                    error_code=error_code,
+                    message=failure,
+                    ended_ms=ended_ms,
+                )
+                for data, arrival_ms in zip(batch.records, batch.arrivals_ms, strict=True)
+            ],
+            first_arrival=batch.first_arrival,
+        )
+
+    async def _write_failed(
+        self,
+        meta: DeliveryStreamMeta,
+        *,
+        kind: str,
+        configuration: Mapping[str, Any],
+        error_output_type: str,
+        failures: list[_Failure],
+        first_arrival: datetime,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Failed records, as AWS writes them (one JSON line each), to the error output: the
+        S3 destination's bucket, or an HTTP endpoint's S3 backup, under its ErrorOutputPrefix
+        (with `!{firehose:error-output-type}`) or `<Prefix><error-output-type>/YYYY/MM/DD/HH/`."""
+        storage = configuration["S3Configuration"] if kind == "HttpEndpoint" else configuration
+        lines = b"".join(
+            json.dumps(
+                {
+                    "attemptsMade": failure.attempts,
+                    "arrivalTimestamp": failure.arrival_ms,
+                    "errorCode": failure.error_code,
+                    "errorMessage": failure.message,
+                    "attemptEndingTimestamp": failure.ended_ms,
+                    "rawData": base64.b64encode(failure.data).decode("ascii"),
+                    **(extra or {}),
+                },
+                separators=(",", ":"),
+            ).encode()
+            + b"\n"
+            for failure in failures
+        )
+        error_prefix = storage.get("ErrorOutputPrefix")
+        prefix = (
+            str(error_prefix)
+            if error_prefix
+            else f"{storage.get('Prefix') or ''}{error_output_type}/"
+        )
+        written = await self._write_s3_object(
+            meta,
+            {**storage, "CompressionFormat": "UNCOMPRESSED", "FileExtension": ""},
+            lines,
+            first_arrival,
+            prefix=prefix,
+            error_output_type=error_output_type,
+        )
+        if written:
+            self._statistics.failed_records += len(failures)
+        else:
+            self._statistics.abandoned_records += len(failures)
+        if self._statistics.probe is not None:
+            self._statistics.probe.records_failed(
+                meta.name, error_output_type if written else "abandoned", len(failures)
+            )
+
+    async def _process(
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+    ) -> _Batch:
+        """The batch after the configured processors: the Lambda's Ok records (Dropped ones
+        gone, failed ones written to the error output), then the delimiter appended."""
+        function = processing.lambda_processor(configuration)
+        records, arrivals = batch.records, batch.arrivals_ms
+        lambda_keys: list[dict[str, str]] = [{} for _ in records]
+        if function is not None:
+            kept_records: list[bytes] = []
+            kept_arrivals: list[int] = []
+            kept_keys: list[dict[str, str]] = []
+            failures: list[_Failure] = []
+            for part in processing.chunks(records, function.buffer_bytes):
+                outcomes, attempts = await self._invoke(
+                    meta, function, [records[i] for i in part], [arrivals[i] for i in part]
+                )
+                ended_ms = self._clock.wall_ms()
+                for index, outcome in zip(part, outcomes, strict=True):
+                    if outcome.result == "Ok":
+                        kept_records.append(outcome.data)
+                        kept_arrivals.append(arrivals[index])
+                        kept_keys.append(dict(outcome.partition_keys or {}))
+                    elif outcome.result == "ProcessingFailed":
+                        failures.append(
+                            _Failure(
+                                data=records[index],
+                                arrival_ms=arrivals[index],
+                                attempts=attempts,
+                                error_code=outcome.error_code,
+                                message=outcome.message,
+                                ended_ms=ended_ms,
+                            )
+                        )
+            if failures:
+                await self._write_failed(
+                    meta,
+                    kind=kind,
+                    configuration=configuration,
+                    error_output_type="processing-failed",
+                    failures=failures,
+                    first_arrival=batch.first_arrival,
+                    extra={"lambdaArn": function.function_arn},
+                )
+            records, arrivals, lambda_keys = kept_records, kept_arrivals, kept_keys
+        keys: list[PartitionKeys] | None = None
+        if (configuration.get("DynamicPartitioningConfiguration") or {}).get("Enabled"):
+            records, arrivals, keys = await self._partition(
+                meta, kind, configuration, batch, records, arrivals, lambda_keys
+            )
+        if processing.appends_delimiter(configuration):
+            records = [data + b"\n" for data in records]
+        first = batch.first_arrival
+        return _Batch(records=records, arrivals_ms=arrivals, first_arrival=first, keys=keys)
+
+    async def _partition(
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+        records: list[bytes],
+        arrivals: list[int],
+        lambda_keys: list[dict[str, str]],
+    ) -> tuple[list[bytes], list[int], list[PartitionKeys]]:
+        """Each record's partition keys (the MetadataExtraction query's, the Lambda's); a
+        record missing a key the prefix uses goes to the error output."""
+        query = processing.metadata_query(configuration)
+        needed = object_keys.partition_key_names(str(configuration.get("Prefix") or ""))
+        kept: tuple[list[bytes], list[int], list[PartitionKeys]] = ([], [], [])
+        failures: list[_Failure] = []
+        for data, arrival_ms, from_lambda in zip(records, arrivals, lambda_keys, strict=True):
+            try:
+                from_query = {} if query is None else partition_keys.extract(query, data)
+                missing = (needed["partitionKeyFromQuery"] - from_query.keys()) | (
+                    needed["partitionKeyFromLambda"] - from_lambda.keys()
+                )
+                if missing:
+                    raise partition_keys.PartitioningError(
+                        f"No value for partition key(s) {', '.join(sorted(missing))}."
+                    )
+            except partition_keys.PartitioningError as error:
+                failures.append(
+                    _Failure(
+                        data=data,
+                        arrival_ms=arrival_ms,
+                        attempts=1,
+                        error_code="DynamicPartitioning.MetadataExtractionFailed",
+                        message=str(error),
+                        ended_ms=self._clock.wall_ms(),
+                    )
+                )
+                continue
+            kept[0].append(data)
+            kept[1].append(arrival_ms)
+            kept[2].append(
+                {
+                    "partitionKeyFromQuery": {
+                        name: from_query[name] for name in needed["partitionKeyFromQuery"]
+                    },
+                    "partitionKeyFromLambda": {
+                        name: from_lambda[name] for name in needed["partitionKeyFromLambda"]
+                    },
+                }
+            )
+        if failures:
+            await self._write_failed(
+                meta,
+                kind=kind,
+                configuration=configuration,
+                error_output_type="partitioning-failed",
+                failures=failures,
+                first_arrival=batch.first_arrival,
+            )
+        return kept
+
+    async def _invoke(
+        self,
+        meta: DeliveryStreamMeta,
+        function: processing.LambdaProcessor,
+        records: list[bytes],
+        arrivals_ms: list[int],
+    ) -> tuple[list[processing.Outcome], int]:
+        """Each record's outcome, and the attempts made: the invocation is retried
+        `function.retries` times; then every record of it is ProcessingFailed."""
+        record_ids = [str(index) for index in range(len(records))]
+        failure = processing.Outcome(result="ProcessingFailed", data=b"")
+        attempts = 0
+        while attempts <= function.retries:
+            attempts += 1
+            event = processing.build_event(
+                invocation_id=str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+                delivery_stream_arn=meta.arn,
+                region=meta.region,
+                record_ids=record_ids,
+                arrivals_ms=arrivals_ms,
+                records=records,
+            )
+            try:
+                payload = await asyncio.to_thread(self._lambda.invoke, function.function_arn, event)
+                return processing.parse_result(
+                    payload, record_ids=record_ids, records=records
+                ), attempts
+            except LambdaError as error:
+                failure = processing.Outcome(
+                    result="ProcessingFailed",
+                    data=b"",
+                    error_code="Lambda.FunctionError",
+                    message=str(error),
+                )
+            except processing.ContractError as error:
+                failure = processing.Outcome(
+                    result="ProcessingFailed", data=b"", error_code=error.code, message=str(error)
+                )
+            self._statistics.failed_attempts += 1
+            if attempts <= function.retries:
+                await asyncio.sleep(
+                    self._retry.backoff_ms(attempts, jitter=self._rng.random()) / 1000
+                )
+        log.warning("firehose_processing_failed", extra={"error": failure.message})
+        return [
+            processing.Outcome(
+                result="ProcessingFailed",
+                data=data,
+                error_code=failure.error_code,
+                message=failure.message,
+            )
+            for data in records
+        ], attempts
+
+    async def _write(self, delivery_stream: str, bucket: str, key: str, payload: bytes) -> bool:
+        """True once written; False when the retry duration ran out (the data is dropped, as
+        AWS drops S3 data it could not deliver for 24 hours)."""
+        first_failure_ms: int | None = None
+        attempt = 0
+        while True:
+            try:
+                await asyncio.to_thread(
+                    self._store.put_object, bucket=bucket, key=key, body=payload
+                )
+                return True
+            except StoreError as error:
+                attempt += 1
+                self._statistics.failed_attempts += 1
+                if self._statistics.probe is not None:
+                    self._statistics.probe.attempt_failed(delivery_stream, "s3")
+                now_ms = self._clock.wall_ms()
+                first_failure_ms = now_ms if first_failure_ms is None else first_failure_ms
+                if self._retry.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                    log.error(
+                        "firehose_delivery_abandoned", extra={"key": key, "error": str(error)}
+                    )
+                    return False
+                pause_ms = self._retry.backoff_ms(attempt, jitter=self._rng.random())
+                log.warning(
+                    "firehose_delivery_retry",
+                    extra={"key": key, "attempt": attempt, "error": str(error)},
+                )
+                await asyncio.sleep(pause_ms / 1000)

@@ -1,0 +1,197 @@
+"""Destination configurations: which one a CreateDeliveryStream names, how UpdateDestination
+merges into it, and the checks Firehose makes on them. Pure (AWS-shaped dicts in and out).
+
+A delivery stream has exactly one destination. The deprecated S3 destination is kept as the
+ExtendedS3 configuration it is a subset of (AWS describes it both ways). UpdateDestination
+merges the given parameters into the current configuration when the destination type is the
+same and replaces it when it changes (AWS's rule); nested `S3Update` / `S3BackupUpdate` become
+`S3Configuration` / `S3BackupConfiguration`.
+
+Shoal delivers to ExtendedS3/S3 and HttpEndpoint. The other destination types of the model
+are refused with InvalidArgumentException saying so, rather than accepted and silently never
+delivered.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from broker.errors import ErrorCode, ShoalError
+from broker.firehose import object_keys, partition_keys, processing
+
+DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint")
+_CONFIGURATION = "DestinationConfiguration"
+_UPDATE = "DestinationUpdate"
+_RENAMED_UPDATES = {"S3Update": "S3Configuration", "S3BackupUpdate": "S3BackupConfiguration"}
+
+
+def _invalid(message: str) -> ShoalError:
+    return ShoalError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+def _kind_of(member: str, suffix: str) -> str:
+    kind = member.removesuffix(suffix)
+    return "ExtendedS3" if kind == "S3" else kind
+
+
+def from_create(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The `{"<Kind>DestinationConfiguration": {...}}` document of a CreateDeliveryStream."""
+    given = [key for key in request if key.endswith(_CONFIGURATION) and request[key] is not None]
+    if len(given) != 1:
+        raise _invalid(
+            "Exactly one destination configuration is required; "
+            f"{len(given)} were given ({', '.join(sorted(given)) or 'none'})."
+        )
+    (member,) = given
+    kind = _kind_of(member, _CONFIGURATION)
+    configuration = copy.deepcopy(dict(request[member]))
+    check(kind, configuration)
+    return {kind + _CONFIGURATION: configuration}
+
+
+def merged_update(current: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+    """The destination document after UpdateDestination `request` on `current`."""
+    given = [key for key in request if key.endswith(_UPDATE) and request[key] is not None]
+    if len(given) != 1:
+        raise _invalid(
+            "Exactly one destination update is required; "
+            f"{len(given)} were given ({', '.join(sorted(given)) or 'none'})."
+        )
+    (member,) = given
+    kind = _kind_of(member, _UPDATE)
+    update = _renamed(request[member])
+    ((current_key, current_configuration),) = current.items()
+    if _kind_of(current_key, _CONFIGURATION) == kind:
+        configuration = _deep_merge(current_configuration, update)
+    else:
+        configuration = update
+    check(kind, configuration)
+    return {kind + _CONFIGURATION: configuration}
+
+
+def _renamed(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {_RENAMED_UPDATES.get(key, key): _renamed(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_renamed(item) for item in value]
+    return value
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def check(kind: str, configuration: Mapping[str, Any]) -> None:
+    """InvalidArgumentException for a configuration Firehose (or Shoal) would refuse."""
+    if kind not in DELIVERED_KINDS:
+        raise _invalid(
+            f"Shoal does not deliver to {kind} destinations yet; use an ExtendedS3 (or S3) "
+            "or an HttpEndpoint destination."
+        )
+    unsupported = processing.check(configuration)
+    if unsupported is not None:
+        raise _invalid(unsupported)
+    if kind == "HttpEndpoint":
+        endpoint = configuration.get("EndpointConfiguration") or {}
+        if not endpoint.get("Url"):
+            raise _invalid("EndpointConfiguration.Url is required for an HttpEndpoint destination.")
+        backup = configuration.get("S3Configuration")
+        if not backup:
+            raise _invalid("S3Configuration is required for an HttpEndpoint destination.")
+        _check_s3("S3Configuration", backup)
+        return
+    partitioning = configuration.get("DynamicPartitioningConfiguration") or {}
+    dynamic = bool(partitioning.get("Enabled"))
+    _check_s3(kind, configuration, dynamic_partitioning=dynamic)
+    if dynamic:
+        _check_partitioning(configuration)
+    conversion = configuration.get("DataFormatConversionConfiguration") or {}
+    if conversion and conversion.get("Enabled", True):
+        _check_conversion(configuration, conversion)
+    if configuration.get("S3BackupMode", "Disabled") != "Disabled":
+        raise _invalid("Shoal does not support S3 backup of an S3 destination yet.")
+
+
+def _check_conversion(configuration: Mapping[str, Any], conversion: Mapping[str, Any]) -> None:
+    """Firehose's rules for record format conversion."""
+    schema = conversion.get("SchemaConfiguration") or {}
+    if not schema.get("DatabaseName") or not schema.get("TableName"):
+        raise _invalid(
+            "SchemaConfiguration with DatabaseName and TableName is required for record format "
+            "conversion."
+        )
+    deserializer = (conversion.get("InputFormatConfiguration") or {}).get("Deserializer") or {}
+    if not deserializer:
+        raise _invalid(
+            "InputFormatConfiguration needs a Deserializer (OpenXJsonSerDe or HiveJsonSerDe)."
+        )
+    serializer = (conversion.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
+    if len(serializer) != 1:
+        raise _invalid("OutputFormatConfiguration needs one Serializer (ParquetSerDe or OrcSerDe).")
+    if (configuration.get("CompressionFormat") or "UNCOMPRESSED") != "UNCOMPRESSED":
+        raise _invalid(
+            "CompressionFormat must be UNCOMPRESSED with record format conversion (the "
+            "serializer compresses)."
+        )
+
+
+def _check_partitioning(configuration: Mapping[str, Any]) -> None:
+    """Dynamic partitioning: an ErrorOutputPrefix, and every partition key the prefix uses
+    produced by a configured MetadataExtraction query or Lambda."""
+    if not configuration.get("ErrorOutputPrefix"):
+        raise _invalid("ErrorOutputPrefix is required with dynamic partitioning.")
+    names = object_keys.partition_key_names(str(configuration.get("Prefix") or ""))
+    if not any(names.values()):
+        raise _invalid("The Prefix must use a partition key with dynamic partitioning.")
+    query = processing.metadata_query(configuration)
+    if names["partitionKeyFromQuery"] and query is None:
+        raise _invalid("!{partitionKeyFromQuery:...} needs a MetadataExtraction processor.")
+    if query is not None:
+        problem = partition_keys.check_query(query)
+        if problem is not None:
+            raise _invalid(problem)
+    if names["partitionKeyFromLambda"] and processing.lambda_processor(configuration) is None:
+        raise _invalid("!{partitionKeyFromLambda:...} needs a Lambda processor.")
+
+
+def _check_s3(
+    what: str, configuration: Mapping[str, Any], *, dynamic_partitioning: bool = False
+) -> None:
+    for required in ("RoleARN", "BucketARN"):
+        if not configuration.get(required):
+            raise _invalid(f"{required} is required for {what}.")
+    if not str(configuration["BucketARN"]).startswith("arn:aws:s3:::"):
+        raise _invalid(f"BucketARN {configuration['BucketARN']} is not an S3 bucket ARN.")
+    hints = configuration.get("BufferingHints")
+    if hints is not None and (("SizeInMBs" in hints) != ("IntervalInSeconds" in hints)):
+        raise _invalid("BufferingHints must set both SizeInMBs and IntervalInSeconds, or neither.")
+    for member in ("Prefix", "ErrorOutputPrefix"):
+        try:
+            object_keys.check_prefix(
+                str(configuration.get(member) or ""), dynamic_partitioning=dynamic_partitioning
+            )
+        except object_keys.PrefixError as error:
+            raise _invalid(str(error)) from error
+    prefix = str(configuration.get("Prefix") or "")
+    error_prefix = configuration.get("ErrorOutputPrefix")
+    if object_keys.EXPRESSION.search(prefix) and not error_prefix:
+        raise _invalid("ErrorOutputPrefix is required when the Prefix contains expressions.")
+
+
+def storage_bucket(kind: str, configuration: Mapping[str, Any]) -> str:
+    """The S3 bucket a destination writes to: its own, or its S3 backup's."""
+    if kind == "HttpEndpoint":
+        return bucket_name(configuration["S3Configuration"])
+    return bucket_name(configuration)
+
+
+def bucket_name(configuration: Mapping[str, Any]) -> str:
+    return str(configuration["BucketARN"]).removeprefix("arn:aws:s3:::")

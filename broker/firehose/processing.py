@@ -1,0 +1,227 @@
+"""Data transformation: the processors of a ProcessingConfiguration, and AWS's
+Firehose-to-Lambda event and result contract. Pure (the invocation itself is passed in).
+
+Event (one invocation per chunk of at most the processor's BufferSizeInMBs, 1 MiB by default):
+
+    {"invocationId": "<uuid>", "deliveryStreamArn": "<arn>", "region": "<region>",
+     "records": [{"recordId": "<id>", "approximateArrivalTimestamp": <ms>, "data": "<base64>"}]}
+
+Result: {"records": [{"recordId": "<id>", "result": "Ok" | "Dropped" | "ProcessingFailed",
+"data": "<base64>"}]}, every recordId of the event exactly once. A result that breaks the
+contract fails the whole invocation (Lambda.MissingRecordId, Lambda.DuplicatedRecordId,
+Lambda.InvalidOutput), as does a failed invocation once NumberOfRetries (3 by default) retries
+are spent (Lambda.FunctionError); failed records go to the error output, `Ok` records on to
+the destination, `Dropped` ones nowhere.
+
+AppendDelimiterToRecord appends a newline to every record (after the Lambda, as AWS orders
+them).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MIB = 1024 * 1024
+PROCESSORS = ("Lambda", "MetadataExtraction", "AppendDelimiterToRecord")
+LAMBDA_RETRIES_DEFAULT = 3
+LAMBDA_BUFFER_MIB_DEFAULT = 1
+LAMBDA_PAYLOAD_BYTES_MAX = 6 * MIB  # Lambda's synchronous invocation payload limit
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LambdaProcessor:
+    function_arn: str
+    retries: int
+    buffer_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """One record after a Lambda: `result` is Ok, Dropped or ProcessingFailed; `data` the
+    transformed data (Ok) or the original (failed); `error_code`/`message` when failed."""
+
+    result: str
+    data: bytes
+    error_code: str = ""
+    message: str = ""
+    partition_keys: Mapping[str, str] | None = None  # metadata.partitionKeys of an Ok record
+
+
+def _parameters(processor: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(item["ParameterName"]): str(item["ParameterValue"])
+        for item in processor.get("Parameters") or []
+    }
+
+
+def processors(configuration: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    processing = configuration.get("ProcessingConfiguration") or {}
+    if not processing.get("Enabled"):
+        return []
+    return list(processing.get("Processors") or [])
+
+
+def check(configuration: Mapping[str, Any]) -> str | None:
+    """Why this ProcessingConfiguration cannot run (None: it can)."""
+    for processor in processors(configuration):
+        kind = processor.get("Type")
+        if kind not in PROCESSORS:
+            return f"Shoal does not support the {kind} processor yet."
+        if kind == "Lambda" and "LambdaArn" not in _parameters(processor):
+            return "A Lambda processor needs the LambdaArn parameter."
+        if kind == "MetadataExtraction":
+            parameters = _parameters(processor)
+            if "MetadataExtractionQuery" not in parameters:
+                return "A MetadataExtraction processor needs the MetadataExtractionQuery parameter."
+            if parameters.get("JsonParsingEngine", "JQ-1.6") != "JQ-1.6":
+                return "JsonParsingEngine must be JQ-1.6."
+    return None
+
+
+def lambda_processor(configuration: Mapping[str, Any]) -> LambdaProcessor | None:
+    for processor in processors(configuration):
+        if processor.get("Type") == "Lambda":
+            parameters = _parameters(processor)
+            size_mib = float(parameters.get("BufferSizeInMBs", LAMBDA_BUFFER_MIB_DEFAULT))
+            return LambdaProcessor(
+                function_arn=parameters["LambdaArn"],
+                retries=int(parameters.get("NumberOfRetries", LAMBDA_RETRIES_DEFAULT)),
+                buffer_bytes=min(max(1, int(size_mib * MIB)), LAMBDA_PAYLOAD_BYTES_MAX // 2),
+            )
+    return None
+
+
+def metadata_query(configuration: Mapping[str, Any]) -> str | None:
+    """The MetadataExtraction processor's JQ query, if one is configured."""
+    for processor in processors(configuration):
+        if processor.get("Type") == "MetadataExtraction":
+            return _parameters(processor)["MetadataExtractionQuery"]
+    return None
+
+
+def appends_delimiter(configuration: Mapping[str, Any]) -> bool:
+    return any(p.get("Type") == "AppendDelimiterToRecord" for p in processors(configuration))
+
+
+def chunks(records: Sequence[bytes], buffer_bytes: int) -> list[range]:
+    """Index ranges of consecutive records of at most `buffer_bytes` (base64 counted), one
+    record at least each."""
+    out: list[range] = []
+    start = size = 0
+    for index, data in enumerate(records):
+        encoded = (len(data) + 2) // 3 * 4
+        if index > start and size + encoded > buffer_bytes:
+            out.append(range(start, index))
+            start, size = index, 0
+        size += encoded
+    if start < len(records):
+        out.append(range(start, len(records)))
+    return out
+
+
+def build_event(
+    *,
+    invocation_id: str,
+    delivery_stream_arn: str,
+    region: str,
+    record_ids: Sequence[str],
+    arrivals_ms: Sequence[int],
+    records: Sequence[bytes],
+) -> bytes:
+    return json.dumps(
+        {
+            "invocationId": invocation_id,
+            "deliveryStreamArn": delivery_stream_arn,
+            "region": region,
+            "records": [
+                {
+                    "recordId": record_id,
+                    "approximateArrivalTimestamp": arrival_ms,
+                    "data": base64.b64encode(data).decode("ascii"),
+                }
+                for record_id, arrival_ms, data in zip(
+                    record_ids, arrivals_ms, records, strict=True
+                )
+            ],
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class ContractError(ValueError):
+    """The function's result breaks the contract; `code` is AWS's error code for it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def parse_result(
+    payload: bytes, *, record_ids: Sequence[str], records: Sequence[bytes]
+) -> list[Outcome]:
+    """The outcome of every record of the event, in the event's order."""
+    try:
+        document = json.loads(payload)
+        returned = document["records"]
+        assert isinstance(returned, list)
+    except (ValueError, KeyError, TypeError, AssertionError) as error:
+        raise ContractError(
+            "Lambda.InvalidOutput", "The function's result is not valid."
+        ) from error
+    by_id: dict[str, Mapping[str, Any]] = {}
+    for item in returned:
+        if not isinstance(item, dict) or "recordId" not in item:
+            raise ContractError("Lambda.InvalidOutput", "A result record has no recordId.")
+        if item["recordId"] in by_id:
+            raise ContractError(
+                "Lambda.DuplicatedRecordId", f"recordId {item['recordId']} is returned twice."
+            )
+        by_id[str(item["recordId"])] = item
+    outcomes: list[Outcome] = []
+    for record_id, original in zip(record_ids, records, strict=True):
+        item = by_id.pop(record_id, None)
+        if item is None:
+            raise ContractError("Lambda.MissingRecordId", f"recordId {record_id} is missing.")
+        result = item.get("result")
+        if result == "Ok":
+            try:
+                data = base64.b64decode(str(item.get("data", "")), validate=True)
+            except ValueError as error:
+                raise ContractError(
+                    "Lambda.InvalidOutput", f"recordId {record_id}: data is not base64."
+                ) from error
+            metadata = item.get("metadata") or {}
+            keys = metadata.get("partitionKeys") if isinstance(metadata, dict) else None
+            outcomes.append(
+                Outcome(
+                    result="Ok",
+                    data=data,
+                    partition_keys=(
+                        {str(k): str(v) for k, v in keys.items()}
+                        if isinstance(keys, dict)
+                        else None
+                    ),
+                )
+            )
+        elif result == "Dropped":
+            outcomes.append(Outcome(result="Dropped", data=original))
+        elif result == "ProcessingFailed":
+            outcomes.append(
+                Outcome(
+                    result="ProcessingFailed",
+                    data=original,
+                    error_code="Lambda.ProcessingFailed",
+                    message="The function marked the record ProcessingFailed.",
+                )
+            )
+        else:
+            raise ContractError(
+                "Lambda.InvalidOutput", f"recordId {record_id}: unknown result {result!r}."
+            )
+    if by_id:
+        raise ContractError("Lambda.InvalidOutput", "The result names records not sent.")
+    return outcomes

@@ -1,0 +1,171 @@
+"""Kinesis Data Analytics applications: CreateAnalyticsApplication and
+ChangeAnalyticsApplication over the image's `ApplicationTable`.
+
+The rules live in `broker.analytics.applications` (pure); this module finds the application in
+the caller's namespace, checks CurrentApplicationVersionId at apply time (two racing updates
+both pass the service's early check, exactly one applies) and stores the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from broker.analytics import applications as rules
+from broker.analytics.applications import Application, ApplicationTable
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import (
+    ChangeAnalyticsApplication,
+    CreateAnalyticsApplication,
+    RecordAnalyticsProgress,
+)
+from broker.meta.image import MetadataImage
+
+
+def create_application(
+    image: MetadataImage, command: CreateAnalyticsApplication
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    table = image.analytics
+    key = rules.application_key(command.account_id, command.region, command.name)
+    if table.get(key, now_ms=now_ms) is not None:
+        raise ShoalError(ErrorCode.RESOURCE_IN_USE, f"Application {command.name} already exists.")
+    if len(table.live(command.account_id, command.region, now_ms=now_ms)) >= (
+        command.applications_max
+    ):
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"The account has {command.applications_max} applications, its limit.",
+        )
+    app = rules.create(
+        account_id=command.account_id,
+        region=command.region,
+        name=command.name,
+        description=command.description,
+        code=command.code,
+        inputs=json.loads(command.inputs),
+        outputs=json.loads(command.outputs),
+        logging_options=json.loads(command.logging_options),
+        tags=command.tags,
+        now_ms=now_ms,
+    )
+    return _stored(image, table, app), app
+
+
+def change_application(
+    image: MetadataImage, command: ChangeAnalyticsApplication
+) -> tuple[MetadataImage, object]:
+    now_ms = command.now_ms
+    table = image.analytics
+    app = table.get(
+        rules.application_key(command.account_id, command.region, command.name), now_ms=now_ms
+    )
+    if app is None:
+        raise rules.not_found(command.name, command.account_id)
+    request: dict[str, Any] = json.loads(command.request)
+    if "CurrentApplicationVersionId" in request:
+        rules.check_version(app, int(request["CurrentApplicationVersionId"]))
+    changed = _change(app, command.operation, request, now_ms, command.transition_ms)
+    return _stored(image, table, changed), changed
+
+
+def _change(
+    app: Application, operation: str, request: dict[str, Any], now_ms: int, transition_ms: int
+) -> Application:
+    timing = {"now_ms": now_ms, "updating_ms": transition_ms}
+    if operation not in (
+        "DeleteApplication",
+        "StopApplication",
+        "TagResource",
+        "UntagResource",
+    ):
+        _require_changeable(app, now_ms)
+    match operation:
+        case "UpdateApplication":
+            return rules.update(app, request["ApplicationUpdate"], **timing)
+        case "AddApplicationInput":
+            return rules.add_input(app, request["Input"], **timing)
+        case "AddApplicationOutput":
+            return rules.add_output(app, request["Output"], **timing)
+        case "AddApplicationReferenceDataSource":
+            return rules.add_reference(app, request["ReferenceDataSource"], **timing)
+        case "AddApplicationCloudWatchLoggingOption":
+            return rules.add_logging_option(app, request["CloudWatchLoggingOption"], **timing)
+        case "AddApplicationInputProcessingConfiguration":
+            return rules.add_input_processing(
+                app, request["InputId"], request["InputProcessingConfiguration"], **timing
+            )
+        case "DeleteApplicationInputProcessingConfiguration":
+            return rules.delete_input_processing(app, request["InputId"], **timing)
+        case "DeleteApplicationOutput":
+            return rules.delete_output(app, request["OutputId"], **timing)
+        case "DeleteApplicationReferenceDataSource":
+            return rules.delete_reference(app, request["ReferenceId"], **timing)
+        case "DeleteApplicationCloudWatchLoggingOption":
+            return rules.delete_logging_option(app, request["CloudWatchLoggingOptionId"], **timing)
+        case "StartApplication":
+            return rules.start(
+                app,
+                request.get("InputConfigurations", ()),
+                now_ms=now_ms,
+                starting_ms=transition_ms,
+            )
+        case "StopApplication":
+            return rules.stop(app, now_ms=now_ms, stopping_ms=transition_ms)
+        case "DeleteApplication":
+            return rules.delete(
+                app, int(request["CreateTimestamp"]), now_ms=now_ms, deleting_ms=transition_ms
+            )
+        case "TagResource":
+            added = [(str(tag["Key"]), str(tag.get("Value", ""))) for tag in request["Tags"]]
+            return rules.change_tags(app, added=added, removed=())
+        case "UntagResource":
+            return rules.change_tags(app, added=(), removed=list(request["TagKeys"]))
+        case _:
+            raise AssertionError(f"not an application change: {operation}")
+
+
+def record_progress(
+    image: MetadataImage, command: RecordAnalyticsProgress
+) -> tuple[MetadataImage, object]:
+    """The marks of a running application, from the node holding its placement lease only."""
+    table = image.analytics
+    app = table.get(
+        rules.application_key(command.account_id, command.region, command.name),
+        now_ms=command.now_ms,
+    )
+    if app is None:
+        raise rules.not_found(command.name, command.account_id)
+    stream = app.input_stream_name()
+    placement = (
+        image.leases.get(
+            rules.lease_application(app, "placement"), stream, rules.PLACEMENT_LEASE_KEY
+        )
+        if stream is not None
+        else None
+    )
+    if placement is None or placement.lease_owner != command.owner:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Application {app.name} runs elsewhere: {command.owner} does not hold its placement.",
+        )
+    changed = rules.record_progress(
+        app,
+        reader=command.reader,
+        emitted_through_ms=command.emitted_through_ms,
+        continuous_through=command.continuous_through,
+    )
+    return _stored(image, table, changed), changed
+
+
+def _require_changeable(app: Application, now_ms: int) -> None:
+    """Configuration changes and starts wait while a transition is in progress (AWS answers
+    ResourceInUse while an application is STARTING, STOPPING, UPDATING or DELETING)."""
+    rules.require_status(
+        app, now_ms, rules.ApplicationStatus.READY, rules.ApplicationStatus.RUNNING
+    )
+
+
+def _stored(image: MetadataImage, table: ApplicationTable, app: Application) -> MetadataImage:
+    return dataclasses.replace(image, analytics=table.with_application(app))

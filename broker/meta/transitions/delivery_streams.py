@@ -1,0 +1,203 @@
+"""Delivery streams (Data Firehose): create, activate, delete, forget, update the destination,
+tags and server-side encryption state (issue 11).
+
+Every rule is checked here against the image at apply time: two racing CreateDeliveryStream
+calls for one name resolve to one ACTIVE-bound stream and one ResourceInUseException, and an
+UpdateDestination whose version id is stale is refused even when it raced another. Messages
+follow Firehose's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import (
+    ActivateDeliveryStream,
+    ChangeDeliveryStreamTags,
+    CreateDeliveryStream,
+    DeleteDeliveryStream,
+    ForgetDeliveryStream,
+    SetDeliveryStreamEncryption,
+    UpdateDeliveryStreamDestination,
+)
+from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus, EncryptionStatus
+from broker.meta.image import MetadataImage
+
+FIRST_DESTINATION_ID = "destinationId-000000000001"
+
+
+def not_found(name: str, account_id: str) -> ShoalError:
+    return ShoalError(
+        ErrorCode.RESOURCE_NOT_FOUND,
+        f"Firehose {name} under account {account_id} not found.",
+    )
+
+
+def _with(image: MetadataImage, meta: DeliveryStreamMeta) -> MetadataImage:
+    table = dict(image.delivery_streams)
+    table[meta.arn] = meta
+    return dataclasses.replace(image, delivery_streams=table)
+
+
+def _existing(image: MetadataImage, arn: str, name: str) -> DeliveryStreamMeta:
+    meta = image.delivery_streams.get(arn)
+    if meta is None:
+        account_id = arn.split(":")[4] if arn.count(":") >= 5 else ""
+        raise not_found(name, account_id)
+    return meta
+
+
+def _require_active(meta: DeliveryStreamMeta, action: str) -> None:
+    if meta.status is not DeliveryStreamStatus.ACTIVE:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Firehose {meta.name} under account {meta.account_id} is in state "
+            f"{meta.status.value}; {action} needs it ACTIVE.",
+        )
+
+
+def create(image: MetadataImage, command: CreateDeliveryStream) -> tuple[MetadataImage, object]:
+    if command.arn in image.delivery_streams:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Firehose {command.name} under accountId {command.account_id} already exists",
+        )
+    in_region = sum(
+        1
+        for meta in image.delivery_streams.values()
+        if meta.account_id == command.account_id and meta.region == command.region
+    )
+    if in_region >= command.delivery_streams_max:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"You have already consumed your firehose quota of {command.delivery_streams_max} "
+            f"hoses in {command.region} for account {command.account_id}.",
+        )
+    encrypted = bool(command.encryption_key_type)
+    meta = DeliveryStreamMeta(
+        arn=command.arn,
+        name=command.name,
+        account_id=command.account_id,
+        region=command.region,
+        uid=command.uid,
+        delivery_stream_type=command.delivery_stream_type,
+        status=DeliveryStreamStatus.CREATING,
+        created_ms=command.now_ms,
+        updated_ms=command.now_ms,
+        version_id=1,
+        destination_id=FIRST_DESTINATION_ID,
+        destination_json=command.destination_json,
+        source_json=command.source_json,
+        encryption_status=EncryptionStatus.ENABLED if encrypted else EncryptionStatus.DISABLED,
+        encryption_key_type=command.encryption_key_type,
+        encryption_key_arn=command.encryption_key_arn,
+        tags=tuple(sorted(dict(command.tags).items())),
+    )
+    return _with(image, meta), meta
+
+
+def activate(image: MetadataImage, command: ActivateDeliveryStream) -> tuple[MetadataImage, object]:
+    meta = image.delivery_streams.get(command.arn)
+    if meta is None or meta.uid != command.uid or meta.status is not DeliveryStreamStatus.CREATING:
+        return image, meta
+    if command.failure_type:
+        changed = dataclasses.replace(
+            meta,
+            status=DeliveryStreamStatus.CREATING_FAILED,
+            failure_type=command.failure_type,
+            failure_details=command.failure_details,
+        )
+    else:
+        changed = dataclasses.replace(meta, status=DeliveryStreamStatus.ACTIVE)
+    return _with(image, changed), changed
+
+
+def delete(image: MetadataImage, command: DeleteDeliveryStream) -> tuple[MetadataImage, object]:
+    meta = _existing(image, command.arn, command.name)
+    if meta.status is DeliveryStreamStatus.CREATING:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Firehose {meta.name} under account {meta.account_id} is in CREATING state; "
+            "it can be deleted once it is ACTIVE or CREATING_FAILED.",
+        )
+    if meta.status is DeliveryStreamStatus.DELETING:
+        return image, meta
+    changed = dataclasses.replace(meta, status=DeliveryStreamStatus.DELETING)
+    return _with(image, changed), changed
+
+
+def forget(image: MetadataImage, command: ForgetDeliveryStream) -> tuple[MetadataImage, object]:
+    meta = image.delivery_streams.get(command.arn)
+    if meta is None or meta.uid != command.uid or meta.status is not DeliveryStreamStatus.DELETING:
+        return image, None
+    table = dict(image.delivery_streams)
+    del table[command.arn]
+    return dataclasses.replace(image, delivery_streams=table), None
+
+
+def update_destination(
+    image: MetadataImage, command: UpdateDeliveryStreamDestination
+) -> tuple[MetadataImage, object]:
+    meta = _existing(image, command.arn, command.name)
+    _require_active(meta, "UpdateDestination")
+    if command.current_version_id != meta.version_id:
+        raise ShoalError(
+            ErrorCode.CONCURRENT_MODIFICATION,
+            f"Cannot update firehose: {meta.name} since the current version id: "
+            f"{meta.version_id} and specified version id: {command.current_version_id} "
+            "do not match",
+        )
+    if command.destination_id != meta.destination_id:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"Destination Id {command.destination_id} not found for firehose {meta.name}.",
+        )
+    changed = dataclasses.replace(
+        meta,
+        destination_json=command.destination_json,
+        version_id=meta.version_id + 1,
+        updated_ms=command.now_ms,
+    )
+    return _with(image, changed), changed
+
+
+def change_tags(
+    image: MetadataImage, command: ChangeDeliveryStreamTags
+) -> tuple[MetadataImage, object]:
+    meta = _existing(image, command.arn, command.name)
+    if meta.status is DeliveryStreamStatus.DELETING:
+        _require_active(meta, "tagging")
+    tags = dict(meta.tags)
+    tags.update(command.added)
+    for key in command.removed:
+        tags.pop(key, None)
+    if len(tags) > command.tags_max:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Firehose {meta.name} would have {len(tags)} tags; the limit is {command.tags_max}.",
+        )
+    changed = dataclasses.replace(meta, tags=tuple(sorted(tags.items())))
+    return _with(image, changed), changed
+
+
+def set_encryption(
+    image: MetadataImage, command: SetDeliveryStreamEncryption
+) -> tuple[MetadataImage, object]:
+    meta = _existing(image, command.arn, command.name)
+    _require_active(meta, "changing server-side encryption")
+    if command.key_type:
+        changed = dataclasses.replace(
+            meta,
+            encryption_status=EncryptionStatus.ENABLED,
+            encryption_key_type=command.key_type,
+            encryption_key_arn=command.key_arn,
+        )
+    else:
+        changed = dataclasses.replace(
+            meta,
+            encryption_status=EncryptionStatus.DISABLED,
+            encryption_key_type="",
+            encryption_key_arn="",
+        )
+    return _with(image, changed), changed

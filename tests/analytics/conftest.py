@@ -1,0 +1,48 @@
+"""boto3 clients (kinesis, kinesisanalytics) for the in-process `node`; retries off, so an
+error reaches the test as the node sent it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import botocore.config
+import pytest
+
+from broker.node import Node
+from tests.compat.conftest import REGION, boto_client
+
+
+def analytics_client(node: Node, *, parameter_validation: bool = True) -> Any:
+    return boto3.client(
+        "kinesisanalytics",
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name=REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=botocore.config.Config(
+            parameter_validation=parameter_validation,
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=5,
+            read_timeout=30,
+        ),
+    )
+
+
+@pytest.fixture
+def analytics(node: Node) -> Iterator[Any]:
+    client = analytics_client(node)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def kinesis(node: Node) -> Iterator[Any]:
+    client = boto_client(f"http://127.0.0.1:{node.http_port}")
+    try:
+        yield client
+    finally:
+        client.close()

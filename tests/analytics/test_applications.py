@@ -1,0 +1,196 @@
+"""The application rules as the metadata state machine applies them: namespaces, versions
+checked at apply time, ids, states and their timers."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from broker.analytics.applications import Application, ApplicationStatus
+from broker.errors import ErrorCode
+from broker.meta.commands import ChangeAnalyticsApplication, CreateAnalyticsApplication
+from broker.meta.image import MetadataImage
+from broker.meta.state_machine import Applied, apply
+
+ACCOUNT, REGION = "111122223333", "eu-west-1"
+
+
+def create(name: str, *, account: str = ACCOUNT, now_ms: int = 1) -> CreateAnalyticsApplication:
+    return CreateAnalyticsApplication(
+        now_ms=now_ms,
+        account_id=account,
+        region=REGION,
+        name=name,
+        description="",
+        code="",
+        inputs="[]",
+        outputs="[]",
+        logging_options="[]",
+        tags=(),
+        applications_max=2,
+    )
+
+
+def change(
+    name: str, operation: str, request: dict[str, Any], *, now_ms: int = 2, transition_ms: int = 0
+) -> ChangeAnalyticsApplication:
+    return ChangeAnalyticsApplication(
+        now_ms=now_ms,
+        account_id=ACCOUNT,
+        region=REGION,
+        name=name,
+        operation=operation,
+        request=json.dumps(request),
+        transition_ms=transition_ms,
+    )
+
+
+def applied_app(applied: Applied) -> Application:
+    assert applied.error is None, applied.error
+    assert isinstance(applied.result, Application)
+    return applied.result
+
+
+def test_namespaces_and_limits() -> None:
+    image = apply(MetadataImage(), create("a")).image
+    other = apply(image, create("a", account="999999999999"))
+    assert applied_app(other).arn == "arn:aws:kinesisanalytics:eu-west-1:999999999999:application/a"
+    image = other.image
+    again = apply(image, create("a"))
+    assert again.error is not None and again.error.code is ErrorCode.RESOURCE_IN_USE
+    image = apply(image, create("b")).image
+    third = apply(image, create("c"))
+    assert third.error is not None and third.error.code is ErrorCode.LIMIT_EXCEEDED
+
+
+def test_racing_updates_one_wins() -> None:
+    image = apply(MetadataImage(), create("a")).image
+    first = change(
+        "a",
+        "UpdateApplication",
+        {
+            "CurrentApplicationVersionId": 1,
+            "ApplicationUpdate": {"ApplicationCodeUpdate": "-- one"},
+        },
+    )
+    second = change(
+        "a",
+        "UpdateApplication",
+        {
+            "CurrentApplicationVersionId": 1,
+            "ApplicationUpdate": {"ApplicationCodeUpdate": "-- two"},
+        },
+    )
+    won = apply(image, first)
+    assert applied_app(won).version_id == 2
+    lost = apply(won.image, second)
+    assert lost.error is not None and lost.error.code is ErrorCode.CONCURRENT_MODIFICATION
+    stored = lost.image.analytics.get(f"{ACCOUNT}/{REGION}/a", now_ms=3)
+    assert stored is not None and stored.code == "-- one"
+
+
+def test_states_and_timers() -> None:
+    output = {
+        "Name": "D",
+        "KinesisStreamsOutput": {
+            "ResourceARN": "arn:aws:kinesis:eu-west-1:1:stream/o",
+            "RoleARN": "r",
+        },
+        "DestinationSchema": {"RecordFormatType": "JSON"},
+    }
+    source = {
+        "NamePrefix": "SOURCE_SQL_STREAM",
+        "KinesisStreamsInput": {
+            "ResourceARN": "arn:aws:kinesis:eu-west-1:1:stream/i",
+            "RoleARN": "r",
+        },
+        "InputSchema": {"RecordFormat": {"RecordFormatType": "CSV"}, "RecordColumns": []},
+    }
+    image = apply(MetadataImage(), create("a")).image
+    no_input = apply(image, change("a", "StartApplication", {"InputConfigurations": []}))
+    assert no_input.error is not None
+    assert no_input.error.code is ErrorCode.INVALID_APPLICATION_CONFIGURATION
+    image = apply(
+        image,
+        change(
+            "a",
+            "AddApplicationInput",
+            {
+                "CurrentApplicationVersionId": 1,
+                "Input": source,
+            },
+        ),
+    ).image
+    added = apply(
+        image,
+        change(
+            "a",
+            "AddApplicationOutput",
+            {
+                "CurrentApplicationVersionId": 2,
+                "Output": output,
+            },
+        ),
+    )
+    assert [o["OutputId"] for o in applied_app(added).output_descriptions()] == ["2.1"]
+    started = apply(
+        added.image,
+        change(
+            "a",
+            "StartApplication",
+            {
+                "InputConfigurations": [
+                    {
+                        "Id": "1.1",
+                        "InputStartingPositionConfiguration": {"InputStartingPosition": "NOW"},
+                    }
+                ]
+            },
+            now_ms=10,
+            transition_ms=100,
+        ),
+    )
+    app = applied_app(started)
+    assert app.status_at(50) is ApplicationStatus.STARTING
+    assert app.status_at(110) is ApplicationStatus.RUNNING
+    assert app.run == 1 and app.version_id == 3
+    busy = apply(
+        started.image,
+        change(
+            "a",
+            "UpdateApplication",
+            {
+                "CurrentApplicationVersionId": 3,
+                "ApplicationUpdate": {},
+            },
+            now_ms=50,
+        ),
+    )
+    assert busy.error is not None and busy.error.code is ErrorCode.RESOURCE_IN_USE
+    updating = apply(
+        started.image,
+        change(
+            "a",
+            "UpdateApplication",
+            {
+                "CurrentApplicationVersionId": 3,
+                "ApplicationUpdate": {},
+            },
+            now_ms=200,
+            transition_ms=100,
+        ),
+    )
+    assert applied_app(updating).status_at(250) is ApplicationStatus.UPDATING
+    assert applied_app(updating).status_at(300) is ApplicationStatus.RUNNING
+    stopped = apply(
+        updating.image, change("a", "StopApplication", {}, now_ms=400, transition_ms=100)
+    )
+    assert applied_app(stopped).status_at(450) is ApplicationStatus.STOPPING
+    assert applied_app(stopped).status_at(500) is ApplicationStatus.READY
+    deleted = apply(
+        stopped.image,
+        change("a", "DeleteApplication", {"CreateTimestamp": 1}, now_ms=600, transition_ms=100),
+    )
+    assert applied_app(deleted).status_at(650) is ApplicationStatus.DELETING
+    assert deleted.image.analytics.get(f"{ACCOUNT}/{REGION}/a", now_ms=700) is None
+    assert apply(deleted.image, create("a", now_ms=700)).error is None  # the name is free again

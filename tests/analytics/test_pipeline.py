@@ -1,0 +1,159 @@
+"""The pipeline over micro-batches with DuckDB: tumbling windows closed by the watermark,
+continuous pumps, chains of in-application streams, late rows; and the pure window rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.analytics import pipeline, records, sql, windows
+from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
+from tests.analytics.test_sql import SOURCE
+
+T0 = 1_790_000_000_000  # a multiple of every window size below
+
+CODE = """
+CREATE OR REPLACE STREAM "COUNTS" (TICKER_SYMBOL VARCHAR(4), N INTEGER, WINDOW_START TIMESTAMP);
+CREATE OR REPLACE PUMP "COUNT_PUMP" AS INSERT INTO "COUNTS"
+  SELECT STREAM TICKER_SYMBOL, COUNT(*),
+         STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '10' SECOND)
+  FROM "SOURCE_SQL_STREAM_001"
+  GROUP BY TICKER_SYMBOL, STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '10' SECOND);
+CREATE OR REPLACE STREAM "CHEAP" (TICKER_SYMBOL VARCHAR(4), PRICE DOUBLE);
+CREATE OR REPLACE PUMP "CHEAP_PUMP" AS INSERT INTO "CHEAP"
+  SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE PRICE < 50;
+CREATE OR REPLACE STREAM "CHEAP_PER_MINUTE" (TICKER_SYMBOL VARCHAR(4), LOW DOUBLE);
+CREATE OR REPLACE PUMP "MINUTE_PUMP" AS INSERT INTO "CHEAP_PER_MINUTE"
+  SELECT STREAM TICKER_SYMBOL, MIN(PRICE) FROM "CHEAP"
+  GROUP BY TICKER_SYMBOL, FLOOR("CHEAP".ROWTIME TO MINUTE);
+"""
+
+
+@pytest.fixture
+def engine() -> Iterator[DuckDbEngine]:
+    engine = DuckDbEngine()
+    yield engine
+    engine.close()
+
+
+def row(at_ms: int, ticker: str, price: float) -> records.Row:
+    time = records.to_timestamp(at_ms)
+    return (time, time, ticker, "TECHNOLOGY", price, None)
+
+
+def values(rows: list[records.Row]) -> list[tuple[Any, ...]]:
+    return sorted(tuple(r[1:]) for r in rows)
+
+
+def test_windows_close_on_the_watermark_and_chains_follow(engine: DuckDbEngine) -> None:
+    program = sql.compile_program(CODE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    pipe.push(
+        "SOURCE_SQL_STREAM_001",
+        [row(T0, "QXZ", 40.0), row(T0 + 3_000, "QXZ", 60.0), row(T0 + 9_999, "ABC", 45.0)],
+    )
+    pipe.push("SOURCE_SQL_STREAM_001", [row(T0 + 10_000, "QXZ", 30.0)])
+    received = pipe.drain()
+    # The continuous pump's rows come at once, with their input rows' ROWTIME.
+    assert values(received["CHEAP"]) == [("ABC", 45.0), ("QXZ", 30.0), ("QXZ", 40.0)]
+    assert "COUNTS" not in received
+
+    pipe.advance(T0 + 9_999)  # the first window ends at T0 + 10 s: still open
+    assert "COUNTS" not in pipe.drain()
+    pipe.advance(T0 + 10_000)
+    counts = pipe.drain()["COUNTS"]
+    start = records.to_timestamp(T0)
+    assert values(counts) == [("ABC", 1, start), ("QXZ", 2, start)]
+    assert {r[0] for r in counts} == {records.to_timestamp(T0 + 10_000)}  # ROWTIME: the end
+
+    pipe.push("SOURCE_SQL_STREAM_001", [row(T0 + 5_000, "LATE", 1.0)])  # its window closed
+    assert pipe.late_rows == 1
+    pipe.advance(T0 + 60_000)
+    received = pipe.drain()
+    assert values(received["COUNTS"]) == [("QXZ", 1, records.to_timestamp(T0 + 10_000))]
+    # The chained pump: the minute's cheapest per ticker, from the CHEAP stream.
+    assert values(received["CHEAP_PER_MINUTE"]) == [("ABC", 45.0), ("LATE", 1.0), ("QXZ", 30.0)]
+    assert pipe.open_windows() == {"COUNT_PUMP": {}, "MINUTE_PUMP": {}}
+
+
+def test_a_window_is_emitted_once(engine: DuckDbEngine) -> None:
+    program = sql.compile_program(CODE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    pipe.push("SOURCE_SQL_STREAM_001", [row(T0, "QXZ", 70.0)])
+    pipe.advance(T0 + 10_000)
+    assert len(pipe.drain()["COUNTS"]) == 1
+    pipe.advance(T0 + 10_000)
+    pipe.advance(T0 + 5_000)  # a watermark never goes back
+    assert pipe.drain() == {}
+    assert pipe.watermark_ms == T0 + 10_000
+
+
+def test_insert_into_named_columns(engine: DuckDbEngine) -> None:
+    program = sql.compile_program(
+        'CREATE OR REPLACE STREAM "D" (A VARCHAR(4), B DOUBLE, C INTEGER);\n'
+        'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D" (C, A)\n'
+        'SELECT STREAM 7, TICKER_SYMBOL FROM "SOURCE_SQL_STREAM_001";'
+    )
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    pipe.push("SOURCE_SQL_STREAM_001", [row(T0, "QXZ", 1.0)])
+    assert values(pipe.drain()["D"]) == [("QXZ", None, 7)]
+
+
+def test_sliding_windows(engine: DuckDbEngine) -> None:
+    """RANGE and ROWS windows from the guide's sliding-window example: every row is emitted at
+    once, computed over its partition's rows in the range before it, across batches."""
+    program = sql.compile_program(
+        'CREATE OR REPLACE STREAM "AVGS" (TICKER_SYMBOL VARCHAR(4), AVG_PRICE DOUBLE, N INTEGER);\n'
+        'CREATE OR REPLACE PUMP "P" AS INSERT INTO "AVGS"\n'
+        "SELECT STREAM TICKER_SYMBOL, AVG(PRICE) OVER W, COUNT(*) OVER W\n"
+        'FROM "SOURCE_SQL_STREAM_001"\n'
+        "WINDOW W AS (PARTITION BY TICKER_SYMBOL RANGE INTERVAL '10' SECOND PRECEDING);\n"
+        'CREATE OR REPLACE STREAM "LAST2" (TICKER_SYMBOL VARCHAR(4), TOTAL DOUBLE);\n'
+        'CREATE OR REPLACE PUMP "P2" AS INSERT INTO "LAST2"\n'
+        "SELECT STREAM TICKER_SYMBOL,\n"
+        "       SUM(PRICE) OVER (PARTITION BY TICKER_SYMBOL ROWS 1 PRECEDING)\n"
+        'FROM "SOURCE_SQL_STREAM_001";'
+    )
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    pipe.push(
+        "SOURCE_SQL_STREAM_001",
+        [row(T0, "A", 10.0), row(T0 + 1_000, "A", 20.0), row(T0 + 2_000, "B", 5.0)],
+    )
+    received = pipe.drain()
+    assert [r[1:] for r in received["AVGS"]] == [("A", 10.0, 1), ("A", 15.0, 2), ("B", 5.0, 1)]
+    assert [r[1:] for r in received["LAST2"]] == [("A", 10.0), ("A", 30.0), ("B", 5.0)]
+    pipe.push("SOURCE_SQL_STREAM_001", [row(T0 + 10_500, "A", 30.0)])
+    received = pipe.drain()
+    # T0's row is out of the 10-second range; ROWS 1 PRECEDING is the last row before.
+    assert [r[1:] for r in received["AVGS"]] == [("A", 25.0, 2)]
+    assert [r[1:] for r in received["LAST2"]] == [("A", 50.0)]
+    assert received["AVGS"][0][0] == records.to_timestamp(T0 + 10_500)
+
+
+@given(st.integers(min_value=-(10**15), max_value=10**15), st.integers(1, 10**8))
+def test_window_start_holds_the_time(time_ms: int, size_ms: int) -> None:
+    start = windows.window_start(time_ms, size_ms)
+    assert start <= time_ms < start + size_ms
+    assert start % size_ms == 0
+
+
+def test_watermarks() -> None:
+    assert (
+        windows.next_watermark(0, max_rowtime_ms=5, caught_up=False, now_ms=100, in_flight_ms=10)
+        == 5
+    )
+    assert (
+        windows.next_watermark(7, max_rowtime_ms=5, caught_up=False, now_ms=100, in_flight_ms=10)
+        == 7
+    )
+    assert (
+        windows.next_watermark(0, max_rowtime_ms=5, caught_up=True, now_ms=100, in_flight_ms=10)
+        == 90
+    )
+    assert windows.closed([0, 10, 20], 10, 20) == [0, 10]
+    assert windows.is_late(15, 10, 20) and not windows.is_late(20, 10, 20)

@@ -1,0 +1,180 @@
+"""A SQL application from AWS's guide, run by a node: records in, windows out, through boto3.
+
+Goal: the whole path a KDA user relies on, unmodified: a stream of the guide's stock-ticker
+records, an application with the guide's tumbling-window count per ticker and its continuous
+filter (SIMILAR TO '%TECH%'), started from TRIM_HORIZON; the windows' rows are read back from
+the JSON output stream and the filtered rows from the CSV one, and compared with the rows the
+guide's semantics give. The node's clock is a ManualClock: records get their ROWTIME
+(arrival time) from it, and the test moves it past a window's end to close the window, so the
+rows are exact, not timing-dependent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from broker.clock import ManualClock
+from broker.node import Node
+from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
+from tests.compat.conftest import call
+
+pytestmark = pytest.mark.integration
+
+CODE = """-- The guide's tumbling window: a count per ticker every 10 seconds.
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
+    TICKER_SYMBOL VARCHAR(4),
+    TICKER_SYMBOL_COUNT INTEGER);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS
+  INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM TICKER_SYMBOL, COUNT(*) AS TICKER_SYMBOL_COUNT
+    FROM "SOURCE_SQL_STREAM_001"
+    GROUP BY TICKER_SYMBOL,
+             STEP("SOURCE_SQL_STREAM_001".ROWTIME BY INTERVAL '10' SECOND);
+-- The getting-started application's continuous filter.
+CREATE OR REPLACE STREAM "TECH_STREAM" (ticker_symbol VARCHAR(4), sector VARCHAR(12),
+                                        change DOUBLE, price DOUBLE);
+CREATE OR REPLACE PUMP "TECH_PUMP" AS INSERT INTO "TECH_STREAM"
+    SELECT STREAM ticker_symbol, sector, change, price
+    FROM "SOURCE_SQL_STREAM_001"
+    WHERE sector SIMILAR TO '%TECH%';
+"""
+
+WINDOW_1 = [
+    ("QXZ", "HEALTHCARE", -0.05, 84.51),
+    ("ABC", "TECHNOLOGY", 1.25, 102.0),
+    ("QXZ", "HEALTHCARE", 0.5, 85.01),
+    ("ABC", "TECHNOLOGY", -0.75, 101.25),
+    ("QXZ", "HEALTHCARE", 0.1, 85.11),
+]
+WINDOW_2 = [
+    ("XYZ", "ENERGY", 2.0, 40.0),
+    ("QXZ", "HEALTHCARE", 0.2, 85.31),
+    ("XYZ", "ENERGY", 1.0, 41.0),
+]
+
+
+def ticker_record(values: tuple[str, str, float, float]) -> dict[str, Any]:
+    ticker, sector, change, price = values
+    data = {"TICKER_SYMBOL": ticker, "SECTOR": sector, "CHANGE": change, "PRICE": price}
+    return {"Data": json.dumps(data).encode(), "PartitionKey": ticker}
+
+
+async def read_all(kinesis: Any, stream: str, want: int, *, deadline_s: float = 30) -> list[bytes]:
+    """Every record of `stream` once `want` have arrived (bounded wait)."""
+    shards = (await call(kinesis.list_shards, StreamName=stream))["Shards"]
+    iterators = {
+        shard["ShardId"]: (
+            await call(
+                kinesis.get_shard_iterator,
+                StreamName=stream,
+                ShardId=shard["ShardId"],
+                ShardIteratorType="TRIM_HORIZON",
+            )
+        )["ShardIterator"]
+        for shard in shards
+    }
+    found: list[bytes] = []
+    async with asyncio.timeout(deadline_s):
+        while len(found) < want:
+            for shard_id, iterator in iterators.items():
+                answer = await call(kinesis.get_records, ShardIterator=iterator)
+                found += [record["Data"] for record in answer["Records"]]
+                iterators[shard_id] = answer["NextShardIterator"]
+            await asyncio.sleep(0.05)
+    return found
+
+
+async def wait_read(node: Node, records_in: int, *, deadline_s: float = 30) -> None:
+    assert node.applications is not None
+    async with asyncio.timeout(deadline_s):
+        while True:
+            statistics = list(node.applications.statistics().values())
+            if statistics and statistics[0].records_in >= records_in:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_tumbling_window_and_filter_from_the_guide(
+    node: Node, clock: ManualClock, kinesis: Any, analytics: Any
+) -> None:
+    for stream in ("ticker", "counts", "tech"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=2)
+    await call(
+        analytics.create_application,
+        ApplicationName="ticker-counts",
+        ApplicationCode=CODE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {
+                    "ResourceARN": STREAM_ARN.format("ticker"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("counts"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            },
+            {
+                "Name": "TECH_STREAM",
+                "KinesisStreamsOutput": {"ResourceARN": STREAM_ARN.format("tech"), "RoleARN": ROLE},
+                "DestinationSchema": {"RecordFormatType": "CSV"},
+            },
+        ],
+    )
+    # The clock starts on a 10-second boundary: the first window is [t, t + 10 s).
+    assert clock.wall_ms() % 10_000 == 0
+    await call(
+        kinesis.put_records, StreamName="ticker", Records=[ticker_record(r) for r in WINDOW_1]
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="ticker-counts",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    await wait_read(node, len(WINDOW_1))
+    clock.advance(ms=10_000)  # the second window; the first is not closed yet (in flight)
+    await call(
+        kinesis.put_records, StreamName="ticker", Records=[ticker_record(r) for r in WINDOW_2]
+    )
+    await wait_read(node, len(WINDOW_1) + len(WINDOW_2))
+    clock.advance(ms=12_000)  # past both windows' ends and the in-flight allowance
+
+    counts = [json.loads(data) for data in await read_all(kinesis, "counts", 4)]
+    assert sorted(counts, key=lambda row: (row["TICKER_SYMBOL"], row["TICKER_SYMBOL_COUNT"])) == [
+        {"TICKER_SYMBOL": "ABC", "TICKER_SYMBOL_COUNT": 2},
+        {"TICKER_SYMBOL": "QXZ", "TICKER_SYMBOL_COUNT": 1},
+        {"TICKER_SYMBOL": "QXZ", "TICKER_SYMBOL_COUNT": 3},
+        {"TICKER_SYMBOL": "XYZ", "TICKER_SYMBOL_COUNT": 2},
+    ]
+    tech = sorted(data.decode() for data in await read_all(kinesis, "tech", 2))
+    assert tech == ["ABC,TECHNOLOGY,-0.75,101.25\n", "ABC,TECHNOLOGY,1.25,102.0\n"]
+    assert node.applications is not None
+    (statistics,) = node.applications.statistics().values()
+    assert statistics.records_in == 8
+    assert statistics.records_out == 6
+    assert statistics.late_rows == 0
+
+    await call(analytics.stop_application, ApplicationName="ticker-counts")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)
