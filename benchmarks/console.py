@@ -123,6 +123,7 @@ def main(argv: Sequence[str]) -> int:
                 "streams list, page 20": "/console/streams?page=20",
                 "streams search": "/console/streams?q=bench-009",
                 f"stream page, {args.shards} shards": "/console/streams/wide",
+                "this node's counters for a stream": "/console/streams/bench-00500/series",
                 "record browser, 25 records": (
                     "/console/streams/wide/records?go=1&shard=shardId-000000000000"
                 ),

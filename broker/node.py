@@ -609,6 +609,7 @@ class Node:
                 data_dir=config.data_dir,
                 secrets_by_access_key=access_keys,
                 metrics=self.metrics.registry,
+                video=self.video,
             )
         rest: list[RestService] = [self._video_http()]
         if self.console is not None:

@@ -54,6 +54,7 @@ from broker.meta.image import MetadataImage, ShardMeta, StreamMeta
 from broker.service.account import stream_limits_view, update_stream_limits
 from broker.service.kinesis import KinesisService
 from broker.streams.internal_names import is_internal
+from broker.video.service import VideoService
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ RECORD_PAGE_MAX = 100
 SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them all)
 ALL_SHARDS = "all"
 ALL_SHARDS_MAX = 20  # "every shard" pages carry one iterator per shard in their next link
+VIDEO_CONTROL_OPERATIONS = frozenset({"ListStreams", "DescribeStream"})
+VIDEO_ARCHIVED_MEDIA = "kinesis-video-archived-media"
+VIDEO_LIST_PAGES_MAX = 10
+VIDEO_FRAGMENTS_PAGE = 25
 TAIL_RECORDS_MAX = 50  # per poll, over all of a stream's open shards
 LAG_LEASES_MAX = 50  # leases whose lag one request reads (two API calls each)
 ITERATOR_TYPES = (
@@ -165,6 +170,7 @@ class ConsoleService:
         data_dir: Path,
         secrets_by_access_key: Mapping[str, str],
         metrics: CollectorRegistry | None = None,
+        video: VideoService | None = None,
     ) -> None:
         self._kinesis = kinesis
         self._node = node_id
@@ -175,6 +181,7 @@ class ConsoleService:
         self._data_dir = data_dir
         self._access_keys = dict(secrets_by_access_key)
         self._metrics = metrics
+        self._video = video
         self._env = _environment()
         self._static = _static_files()
         self.rates = RateHistory()
@@ -280,6 +287,15 @@ class ConsoleService:
             if method == "POST":
                 return await self._action(request, visitor, None, "create")
             return self._streams(request, visitor)
+        if path in ("/video", "/video/") and self._video is not None:
+            return await self._video_streams(visitor)
+        if path.startswith("/video/") and self._video is not None:
+            name, _, sub = path.removeprefix("/video/").partition("/")
+            if sub == "":
+                return await self._video_stream(request, visitor, name)
+            if sub == "hls" and method == "POST":
+                return await self._video_hls(request, visitor, name)
+            return self._not_found(visitor)
         if path == "/streams/new":
             return self._page("create.html", visitor, title="Create a stream")
         parts = path.removeprefix("/streams/").split("/")
@@ -293,6 +309,15 @@ class ConsoleService:
             if method == "POST":
                 return await self._put_record(request, visitor, stream)
             return await self._records(request, visitor, stream)
+        if sub == "series" and self._metrics is not None:
+            template = "_series.html" if request.is_fragment else "series.html"
+            return self._page(
+                template,
+                visitor,
+                title=f"{stream.name} on node {self._node}",
+                stream_name=stream.name,
+                series=stream_series(self._metrics, stream.name),
+            )
         if sub == "lag":
             return await self._lag(request, visitor, stream)
         if sub == "tail":
@@ -467,7 +492,7 @@ class ConsoleService:
             shard_rows=every_shard[at : at + SHARD_PAGE_SIZE],
             shard_page=shard_page,
             shard_page_count=page_count,
-            series=() if self._metrics is None else stream_series(self._metrics, stream.name),
+            series_offered=self._metrics is not None,
             consumers=[
                 (c, c.status(now_ms=now_ms).value, sorted(subscribed.get(c.arn, ())))
                 for c in consumers
@@ -685,6 +710,80 @@ class ConsoleService:
             records=shown,
             iterators=json.dumps(positions, separators=(",", ":")),
             view=view,
+        )
+
+    # --- Kinesis Video Streams --------------------------------------------------------------
+
+    async def _video_call(self, operation: str, request: dict[str, Any], visitor: _Visitor) -> Any:
+        """One Kinesis Video operation as its REST door runs it (validated by its model)."""
+        assert self._video is not None
+        model = "kinesisvideo" if operation in VIDEO_CONTROL_OPERATIONS else VIDEO_ARCHIVED_MEDIA
+        validate_request(operation, request, model=model)
+        return await self._video.call(operation, request, visitor.caller)
+
+    async def _video_streams(self, visitor: _Visitor) -> Response:
+        listed: list[dict[str, Any]] = []
+        request: dict[str, Any] = {"MaxResults": 1000}
+        for _ in range(VIDEO_LIST_PAGES_MAX):
+            answer = await self._video_call("ListStreams", request, visitor)
+            listed.extend(answer.get("StreamInfoList", []))
+            token = answer.get("NextToken")
+            if not token:
+                break
+            request = {"MaxResults": 1000, "NextToken": token}
+        return self._page("video.html", visitor, title="Video streams", streams=listed)
+
+    async def _video_stream(self, request: Request, visitor: _Visitor, name: str) -> Response:
+        info = (await self._video_call("DescribeStream", {"StreamName": name}, visitor))[
+            "StreamInfo"
+        ]
+        fragments: list[dict[str, Any]] = []
+        next_token: str | None = None
+        if info.get("DataRetentionInHours", 0) > 0:
+            listing: dict[str, Any] = {"StreamName": name, "MaxResults": VIDEO_FRAGMENTS_PAGE}
+            if request.arg("after"):
+                listing["NextToken"] = request.arg("after")
+            answer = await self._video_call("ListFragments", listing, visitor)
+            fragments = list(answer.get("Fragments", []))
+            next_token = answer.get("NextToken")
+        return self._page(
+            "video_stream.html",
+            visitor,
+            title=name,
+            info=info,
+            fragments=fragments,
+            next_token=next_token,
+            hls_url=None,
+        )
+
+    async def _video_hls(self, request: Request, visitor: _Visitor, name: str) -> Response:
+        """GetHLSStreamingSessionURL over what the archive holds (ON_DEMAND, the listed
+        fragments' producer-time range), shown as a link for an HLS player."""
+        first = _timestamp(request.arg("start"))
+        last = _timestamp(request.arg("end"))
+        answer = await self._video_call(
+            "GetHLSStreamingSessionURL",
+            {
+                "StreamName": name,
+                "PlaybackMode": "ON_DEMAND",
+                "HLSFragmentSelector": {
+                    "FragmentSelectorType": "PRODUCER_TIMESTAMP",
+                    "TimestampRange": {"StartTimestamp": first, "EndTimestamp": last},
+                },
+            },
+            visitor,
+        )
+        info = (await self._video_call("DescribeStream", {"StreamName": name}, visitor))[
+            "StreamInfo"
+        ]
+        return self._page(
+            "video_stream.html",
+            visitor,
+            title=name,
+            info=info,
+            fragments=[],
+            next_token=None,
+            hls_url=answer["HLSStreamingSessionURL"],
         )
 
     # --- Actions ----------------------------------------------------------------------------

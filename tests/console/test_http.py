@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,19 @@ pytestmark = pytest.mark.integration
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 
 
-def kinesis(node: Node, **keys: str) -> Any:
-    return boto3.client(
+@pytest.fixture
+def api(node: Node) -> Iterator[Any]:
+    """boto3 against the node's AWS door (closed afterwards: no socket left to the GC)."""
+    client = boto3.client(
         "kinesis",
         endpoint_url=f"http://127.0.0.1:{node.http_port}",
         region_name="us-east-1",
-        aws_access_key_id=keys.get("key", "test"),
-        aws_secret_access_key=keys.get("secret", "test"),
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
         config=BotoConfig(retries={"max_attempts": 1}),
     )
+    yield client
+    client.close()
 
 
 @pytest.fixture
@@ -53,8 +57,9 @@ async def csrf_of(web: httpx.AsyncClient, path: str) -> str:
     return found.group(1)
 
 
-async def test_pages_render_and_hide_internal_streams(node: Node, web: httpx.AsyncClient) -> None:
-    api = kinesis(node)
+async def test_pages_render_and_hide_internal_streams(
+    node: Node, web: httpx.AsyncClient, api: Any
+) -> None:
     await asyncio.to_thread(api.create_stream, StreamName="orders", ShardCount=2)
     overview = await web.get("/console")
     assert overview.status_code == 200
@@ -85,8 +90,7 @@ async def test_pages_render_and_hide_internal_streams(node: Node, web: httpx.Asy
     )
 
 
-async def test_search_and_paging(node: Node, web: httpx.AsyncClient) -> None:
-    api = kinesis(node)
+async def test_search_and_paging(node: Node, web: httpx.AsyncClient, api: Any) -> None:
     for index in range(7):
         await asyncio.to_thread(api.create_stream, StreamName=f"page-{index}", ShardCount=1)
     await asyncio.to_thread(api.create_stream, StreamName="other", ShardCount=1)
@@ -111,8 +115,9 @@ async def test_search_and_paging(node: Node, web: httpx.AsyncClient) -> None:
     assert ">shardId-000000000099</a>" not in second_shards.text
 
 
-async def test_actions_confirm_then_run_as_the_api_does(node: Node, web: httpx.AsyncClient) -> None:
-    api = kinesis(node)
+async def test_actions_confirm_then_run_as_the_api_does(
+    node: Node, web: httpx.AsyncClient, api: Any
+) -> None:
     token = await csrf_of(web, "/console/streams/new")
     form = {"csrf": token, "name": "made-here", "mode": "PROVISIONED", "shard_count": "2"}
     review = await web.post("/console/streams", data=form)
@@ -170,6 +175,51 @@ async def test_actions_confirm_then_run_as_the_api_does(node: Node, web: httpx.A
     )
     assert reserved.status_code == 400 and "InvalidArgumentException" in reserved.text
 
+    # Split, merge, untag and mode, each checked through the API afterwards.
+    split = await web.post(
+        "/console/streams/made-here/split",
+        data={
+            "csrf": token,
+            "confirmed": "yes",
+            "shard_id": "shardId-000000000002",
+            "new_starting_hash_key": str(2**125),
+        },
+    )
+    assert split.status_code == 303, split.text
+    shards = (await asyncio.to_thread(api.list_shards, StreamName="made-here"))["Shards"]
+    children = [s for s in shards if s.get("ParentShardId") == "shardId-000000000002"]
+    assert [c["HashKeyRange"]["StartingHashKey"] for c in children] == ["0", str(2**125)]
+    merge = await web.post(
+        "/console/streams/made-here/merge",
+        data={
+            "csrf": token,
+            "confirmed": "yes",
+            "shard_id": children[0]["ShardId"],
+            "adjacent_shard_id": children[1]["ShardId"],
+        },
+    )
+    assert merge.status_code == 303, merge.text
+    shards = (await asyncio.to_thread(api.list_shards, StreamName="made-here"))["Shards"]
+    assert any(s.get("AdjacentParentShardId") == children[1]["ShardId"] for s in shards)
+    untag = await web.post(
+        "/console/streams/made-here/untag", data={"csrf": token, "tag_key": "team"}
+    )
+    assert untag.status_code == 200 and "Confirm RemoveTagsFromStream" in untag.text
+    untag = await web.post(
+        "/console/streams/made-here/untag",
+        data={"csrf": token, "confirmed": "yes", "tag_key": "team"},
+    )
+    assert untag.status_code == 303
+    tags = await asyncio.to_thread(api.list_tags_for_stream, StreamName="made-here")
+    assert tags["Tags"] == []
+    mode = await web.post(
+        "/console/streams/made-here/mode",
+        data={"csrf": token, "confirmed": "yes", "mode": "ON_DEMAND"},
+    )
+    assert mode.status_code == 303, mode.text
+    summary = await asyncio.to_thread(api.describe_stream_summary, StreamName="made-here")
+    assert summary["StreamDescriptionSummary"]["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
+
     deleted = await web.post(
         "/console/streams/made-here/delete", data={"csrf": token, "confirmed": "yes"}
     )
@@ -178,8 +228,7 @@ async def test_actions_confirm_then_run_as_the_api_does(node: Node, web: httpx.A
     assert "made-here" not in names
 
 
-async def test_posts_need_the_csrf_token(node: Node, web: httpx.AsyncClient) -> None:
-    api = kinesis(node)
+async def test_posts_need_the_csrf_token(node: Node, web: httpx.AsyncClient, api: Any) -> None:
     await asyncio.to_thread(api.create_stream, StreamName="kept", ShardCount=1)
     await web.get("/console/streams/kept")  # the browser has its CSRF cookie
     forged = await web.post(
@@ -192,8 +241,7 @@ async def test_posts_need_the_csrf_token(node: Node, web: httpx.AsyncClient) -> 
     assert "kept" in names
 
 
-async def test_records_are_escaped_and_paged(node: Node, web: httpx.AsyncClient) -> None:
-    api = kinesis(node)
+async def test_records_are_escaped_and_paged(node: Node, web: httpx.AsyncClient, api: Any) -> None:
     await asyncio.to_thread(api.create_stream, StreamName="markup", ShardCount=1)
     hostile = '<script>alert("x")</script><img src=x onerror="alert(1)">'
     await asyncio.to_thread(
@@ -230,7 +278,7 @@ async def test_records_are_escaped_and_paged(node: Node, web: httpx.AsyncClient)
     assert "3c 73 63 72 69 70 74 3e" in as_hex.text  # "<script>" as bytes
 
     # The node's own counters for the stream: 5 records written, reads served by GetRecords.
-    counted = await web.get("/console/streams/markup")
+    counted = await web.get("/console/streams/markup/series", headers={"HX-Request": "true"})
     row = re.search(
         r"kinesis_incoming_records_total</code></th><td></td><td>([0-9.]+)<", counted.text
     )
@@ -238,8 +286,40 @@ async def test_records_are_escaped_and_paged(node: Node, web: httpx.AsyncClient)
     assert "api=GetRecords" in counted.text
 
 
-async def test_records_of_every_shard(node: Node, web: httpx.AsyncClient) -> None:
-    api = kinesis(node)
+async def test_records_from_a_sequence_number_or_a_timestamp(
+    node: Node, web: httpx.AsyncClient, clock: ManualClock, api: Any
+) -> None:
+    await asyncio.to_thread(api.create_stream, StreamName="positions", ShardCount=1)
+    written = []
+    for n in range(3):
+        clock.advance(ms=60_000)
+        written.append(
+            await asyncio.to_thread(
+                api.put_record, StreamName="positions", PartitionKey="k", Data=b"record-%d" % n
+            )
+        )
+
+    async def bodies(**params: str) -> list[str]:
+        page = await web.get("/console/streams/positions/records", params={"go": "1", **params})
+        assert page.status_code == 200, page.text
+        return re.findall(
+            r'<pre class="payload payload-text" tabindex="0">([^<]*)</pre>', page.text
+        )
+
+    second = written[1]["SequenceNumber"]
+    assert await bodies(**{"from": "AT_SEQUENCE_NUMBER", "seq": second}) == ["record-1", "record-2"]
+    assert await bodies(**{"from": "AFTER_SEQUENCE_NUMBER", "seq": second}) == ["record-2"]
+    assert await bodies(**{"from": "LATEST"}) == []
+    at = (clock.wall_ms() - 30_000) / 1000  # between the second and the third record
+    assert await bodies(**{"from": "AT_TIMESTAMP", "at": f"{at:.3f}"}) == ["record-2"]
+    bad = await web.get(
+        "/console/streams/positions/records",
+        params={"go": "1", "from": "AT_TIMESTAMP", "at": "yesterday"},
+    )
+    assert bad.status_code == 400 and "InvalidArgumentException" in bad.text
+
+
+async def test_records_of_every_shard(node: Node, web: httpx.AsyncClient, api: Any) -> None:
     await asyncio.to_thread(api.create_stream, StreamName="spread", ShardCount=3)
     third = 2**128 // 3
     for shard in range(3):
@@ -270,9 +350,8 @@ async def test_records_of_every_shard(node: Node, web: httpx.AsyncClient) -> Non
 
 
 async def test_kcl_leases_and_their_lag(
-    node: Node, web: httpx.AsyncClient, clock: ManualClock
+    node: Node, web: httpx.AsyncClient, clock: ManualClock, api: Any
 ) -> None:
-    api = kinesis(node)
     await asyncio.to_thread(api.create_stream, StreamName="leased", ShardCount=2)
     first = await asyncio.to_thread(
         api.put_record, StreamName="leased", PartitionKey="a", Data=b"1", ExplicitHashKey="0"
@@ -304,8 +383,7 @@ async def test_kcl_leases_and_their_lag(
     assert cells[1] == "caught up"  # TRIM_HORIZON of an empty shard
 
 
-async def test_put_record_form(node: Node, web: httpx.AsyncClient) -> None:
-    api = kinesis(node)
+async def test_put_record_form(node: Node, web: httpx.AsyncClient, api: Any) -> None:
     await asyncio.to_thread(api.create_stream, StreamName="typed", ShardCount=1)
     token = await csrf_of(web, "/console/streams/typed")
     answer = await web.post(

@@ -152,7 +152,7 @@ def step(metrics: NodeMetrics, rng: random.Random) -> None:
     metrics.video.error_ack("porch", "INVALID_MKV_DATA")
     metrics.video.session_closed()
     firehose = metrics.firehose
-    firehose.records_put("orders-to-s3", records=20, size=2_000, throttled=rng.randint(0, 2))
+    firehose.records_put("orders-to-s3", records=20, size=2_000, throttled=1)
     firehose.delivered("orders-to-s3", "s3", records=20, size=2_000, age_s=rng.uniform(1, 70))
     firehose.attempt_failed("orders-to-s3", "s3")
     firehose.records_failed("orders-to-s3", "processing-failed", 1)
