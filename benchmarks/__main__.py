@@ -22,13 +22,26 @@ window's input records/s next to the engine alone, window close -> output latenc
 N`, `--rate R`, `--seconds S`), also left out of the full run.
 `--only firehose` runs the delivery stream figures (benchmarks/firehose.py: put -> S3 next to
 PutRecords and the object store's ceiling; `--freshness-seconds N`), also left out.
+`--only disk` runs issue 20's figures (benchmarks/disk.py: the scrubber's CPU per GiB, a wiped
+follower's rejoin time and the longest write pause meanwhile), also left out of the full run.
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import analytics, bench, cluster, console, consumers, fanout, firehose, scale, video
+from benchmarks import (
+    analytics,
+    bench,
+    cluster,
+    console,
+    consumers,
+    disk,
+    fanout,
+    firehose,
+    scale,
+    video,
+)
 
 
 def _without_kills(argv: list[str]) -> list[str]:
@@ -65,6 +78,11 @@ def _dispatch(argv: list[str]) -> int:
         return firehose.main(argv[:at] + argv[at + 2 :])
     if "--only=firehose" in argv:
         return firehose.main([a for a in argv if a != "--only=firehose"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["disk"]:
+        at = argv.index("--only")
+        return disk.main(argv[:at] + argv[at + 2 :])
+    if "--only=disk" in argv:
+        return disk.main([a for a in argv if a != "--only=disk"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["fanout"]:
         at = argv.index("--only")
         return fanout.main(argv[:at] + argv[at + 2 :])

@@ -117,6 +117,13 @@ class Knobs:
     # gets an even share), answered with ServiceUnavailableException as AWS does.
     firehose_write_bytes_per_second: int = 5 * 1024 * 1024
     firehose_write_records_per_second: int = 5_000
+    # Disk (issue 20). The free space of the data directory's file system is checked this
+    # often (a statvfs, microseconds): appends are refused within this long of crossing
+    # `disk_free_bytes_min`, and resume within this long of space coming back.
+    disk_check_interval_ms: int = 1_000
+    # The scrubber starts a pass over every replica at most this often (a pass at the default
+    # 4 MiB/s reads 14 GiB an hour); a pass that takes longer starts the next at once.
+    scrub_pass_interval_ms: int = 3_600_000
 
     def validate(self) -> None:
         for name in (
@@ -188,6 +195,10 @@ class Knobs:
             )
         if not 10 <= self.autoscaler_pass_interval_ms <= 600_000:
             raise ValueError("autoscaler_pass_interval_ms must be within 10..600000")
+        if not 10 <= self.disk_check_interval_ms <= 60_000:
+            raise ValueError("disk_check_interval_ms must be within 10..60000")
+        if not 0 <= self.scrub_pass_interval_ms <= 7 * 86_400_000:
+            raise ValueError("scrub_pass_interval_ms must be within 0..604800000 (a week)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,6 +282,16 @@ class Config:
     # Loki, Elasticsearch or any collector that reads JSON lines); at `log_level` and above.
     log_format: str = "text"
     log_level: str = "info"
+    # Below this much free space on the data directory's file system the node refuses new
+    # records (retryable; reads, metadata and leadership moves go on) and resumes by itself
+    # above it plus a margin (issue 20; Redpanda's storage_min_free_bytes does the same).
+    # What it keeps free is for RocksDB's own flushes and compactions, the metadata journal
+    # and the small replication state writes, so the node never meets a full disk. 0: off.
+    disk_free_bytes_min: int = 256 * limits.MiB
+    # The scrubber reads every replica's committed log at most this fast, verifying RocksDB's
+    # block checksums and every batch's CRC, and has damaged ranges repaired from a healthy
+    # replica (decisions/0002, "Corruption"). 0: off.
+    scrub_bytes_per_second: int = 4 * limits.MiB
     knobs: Knobs = field(default_factory=Knobs)
 
     def validate(self) -> None:
@@ -320,9 +341,11 @@ class Config:
             "shard_read_calls_per_second",
             "shard_read_bytes_per_second",
             "subscription_bytes_per_second",
+            "disk_free_bytes_min",
+            "scrub_bytes_per_second",
         ):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be 0 (unlimited) or positive")
+                raise ValueError(f"{name} must be 0 (off or unlimited) or positive")
         self.knobs.validate()
 
     def _validate_distinct_ports(self) -> None:
@@ -463,6 +486,8 @@ _SETTINGS: dict[str, type] = {
     "console_enabled": bool,
     "log_format": str,
     "log_level": str,
+    "disk_free_bytes_min": int,
+    "scrub_bytes_per_second": int,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 

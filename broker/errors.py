@@ -310,3 +310,10 @@ def error_code_by_name(kinesis_name: str) -> ErrorCode | None:
         if code.kinesis_name == kinesis_name:
             return code
     return None
+
+
+class StartupRefused(Exception):
+    """This node must not start (its data failed a check); never a client error.
+
+    The message is one line for the operator, naming what is wrong and where the recovery is
+    documented; `shoal serve` prints it and exits without a traceback."""

@@ -138,6 +138,22 @@ replication_heartbeat_ms = 100  # a leader sends a lagging follower an empty App
 replication_idle_heartbeat_ms = 5_000
 replication_resend_ms = 1_000  # unacknowledged Appends older than this are sent again
 replication_read_bytes_max = replication_append_bytes_max  # one catch-up read of the log
+# A repair's copy of a damaged range comes in pieces of at most this many bytes, each asked of
+# a peer with this deadline; a failed repair is retried after a backoff growing to the max.
+replication_repair_fetch_bytes_max = 4 * MiB
+replication_fetch_timeout_ms = 10_000
+replication_repair_backoff_ms_min = 1_000
+replication_repair_backoff_ms_max = 60_000
+# One repair pass copies at most this many pieces (4 GiB) before the loop looks at its other
+# work; the next pass continues where it stopped.
+replication_repair_pieces_max = 1024
+# A persist that failed (full disk, broken store) is followed by a pause growing to the max
+# while failures repeat, so a node that cannot write does not spin.
+replication_persist_backoff_ms_min = 100
+replication_persist_backoff_ms_max = 5_000
+# A store that failed a write is reopened only with this much free space: closing RocksDB
+# flushes its memtables, and blocks while the disk cannot take them.
+store_reopen_free_bytes_min = 64 * MiB
 # The driver and transport around the replicas (replication/driver.py, transport.py). Inbound
 # messages beyond the inbox bound and outbound ones beyond a peer's queue are dropped: the
 # replicas resend, so a slow or paused peer costs retransmissions, never unbounded memory.

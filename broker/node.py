@@ -43,6 +43,7 @@ import contextlib
 import errno
 import logging
 import secrets
+import shutil
 import ssl
 import uuid
 from pathlib import Path
@@ -80,6 +81,7 @@ from broker.gateway.validation import KINESIS
 from broker.gateway.video_grpc import video_handler
 from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
 from broker.gateway.video_http import VideoHttpService
+from broker.log.disk_guard import DiskGuard, DiskSpace
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
@@ -98,6 +100,7 @@ from broker.metrics import MetricsServer, NodeMetrics
 from broker.metrics import views as metrics_views
 from broker.replication.driver import ReplicationDriver
 from broker.replication.peers import GrpcReplicaControl, send_heartbeat
+from broker.replication.scrubber import Scrubber, ScrubSettings
 from broker.replication.transport import (
     SERVER_OPTIONS,
     Channels,
@@ -174,6 +177,10 @@ class Node:
         self._shutting_down = False
         self.failed = asyncio.Event()  # a background task died: the process should exit
         self.phase = "not started"  # what start() is doing, for a stop that interrupts it
+        # Free space of the data directory (log/disk_guard.py): below the minimum, new
+        # records are refused and this node's leaderships move away (heartbeats say so).
+        self.disk = DiskGuard(minimum_bytes=config.disk_free_bytes_min)
+        self.scrubber: Scrubber | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -196,6 +203,8 @@ class Node:
         self._writer.start()
         self.metrics.storage.watch(self._store.metrics_view)
         self.metrics.storage.watch_disk(config.data_dir)
+        self.metrics.storage.watch_disk_guard(self.disk)
+        self.check_disk()  # a node starting on a full disk refuses records from the start
         self._serve_metrics()
         layout = self._layout = config.quorum_layout()
         self._quorum = PysyncobjQuorum(
@@ -245,11 +254,25 @@ class Node:
             clock=self.clock,
             image=metadata.image,
             tick_ms=config.knobs.replication_tick_ms,
-            lost_disk=lost_disk,
+            rejoin_floors=_rejoin_floors(metadata.image(), self.node_id) if lost_disk else None,
+            disk=self.disk,
             probe=self.metrics.replication,
         )
         self.driver.apply_image()
         self.metrics.replication.watch(self.driver.metrics_view)
+        if config.scrub_bytes_per_second > 0:
+            driver = self.driver
+            self.scrubber = Scrubber(
+                store=self._store,
+                replicas=lambda: driver.replica_statistics(frozenset()),
+                report_corruption=driver.report_corruption,
+                settings=ScrubSettings(
+                    bytes_per_second=config.scrub_bytes_per_second,
+                    pass_interval_ms=config.knobs.scrub_pass_interval_ms,
+                ),
+                clock=self.clock,
+                probe=self.metrics.replication,
+            )
         self.shard_load = load_recorder(
             config, node_id=self.node_id, clock=self.clock, image=metadata.image
         )
@@ -449,10 +472,13 @@ class Node:
                 replication_handler(self.driver, inbound=self._inbound),
                 node_handler(
                     shards,
-                    on_heartbeat=lambda node_id, incarnation, shutting_down: (
-                        controller.on_heartbeat(
-                            node_id=node_id, incarnation=incarnation, shutting_down=shutting_down
-                        )
+                    on_heartbeat=lambda beat: controller.on_heartbeat(
+                        node_id=beat.node_id,
+                        incarnation=beat.incarnation,
+                        shutting_down=beat.shutting_down,
+                        rejoining=beat.rejoining,
+                        disk_full=beat.disk_full,
+                        fenced=beat.fenced,
                     ),
                     controller=self._controller_node,
                 ),
@@ -657,6 +683,9 @@ class Node:
             )
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
+            group.create_task(self._run_disk_checks(), name="disk-checks")
+            if self.scrubber is not None:
+                group.create_task(self.scrubber.run(), name="scrubber")
             group.create_task(self._run_health(), name="health")
             if self.console is not None:
                 group.create_task(self.console.run_sampler(), name="console-rates")
@@ -765,11 +794,17 @@ class Node:
         assert self._metadata is not None
         assert self._channels is not None
         assert self.controller is not None
+        rejoining = self.driver.rejoining() if self.driver is not None else []
+        fenced = self.driver.fenced_leaderships() if self.driver is not None else []
+        disk_full = self.disk.full
         if self._quorum.is_quorum_leader():
             return self.controller.on_heartbeat(
                 node_id=self.node_id,
                 incarnation=self.incarnation,
                 shutting_down=self._shutting_down,
+                rejoining=rejoining,
+                disk_full=disk_full,
+                fenced=fenced,
             )
         controller = self._controller_node()
         address = self._address_of(controller) if controller is not None else None
@@ -783,12 +818,44 @@ class Node:
                 incarnation=self.incarnation,
                 sent_ms=self.clock.wall_ms(),
                 shutting_down=self._shutting_down,
+                rejoining=rejoining,
+                disk_full=disk_full,
+                fenced=fenced,
                 timeout_ms=max(self.config.knobs.heartbeat_interval_ms * 2, 200),
             )
         except ShoalError as error:
             log.debug("heartbeat_failed", extra={"controller": controller, "error": error.message})
             return False
         return answer.accepted
+
+    def check_disk(self) -> None:
+        """Samples the data directory's free space into the disk guard; logs transitions."""
+        try:
+            usage = shutil.disk_usage(self.config.data_dir)
+        except OSError as error:
+            log.warning("disk_check_failed", extra={"error": repr(error)})
+            return
+        space = DiskSpace(free_bytes=usage.free, total_bytes=usage.total)
+        if not self.disk.observe(space):
+            return
+        if self.disk.full:
+            log.error(
+                "disk_space_low_records_refused",
+                extra={
+                    "free_bytes": space.free_bytes,
+                    "minimum_bytes": self.disk.minimum_bytes,
+                    "data_dir": str(self.config.data_dir),
+                },
+            )
+        else:
+            log.warning("disk_space_recovered_records_accepted", extra={"free": space.free_bytes})
+
+    async def _run_disk_checks(self) -> None:
+        """Infinite on purpose: cancelled by stop()."""
+        interval_s = self.config.knobs.disk_check_interval_ms / 1000
+        while True:
+            self.check_disk()
+            await asyncio.sleep(interval_s)
 
     async def _run_housekeeping(self, ctx: ServiceContext) -> None:
         """Trim past retention, forget deleted streams, drop their data. Runs until stop()."""
@@ -812,26 +879,41 @@ class Node:
                     await ctx.metadata.propose(commands.ForgetStream(now_ms=now_ms, uid=stream.uid))
         image = ctx.image()
         self.driver.apply_image()  # drop replicas of deleted shards before their data goes
-        keep = image.shard_uids()
-        for shard_uid in await asyncio.to_thread(store.shard_uids):
-            if shard_uid not in keep:
-                await asyncio.to_thread(store.delete_shard, shard_uid)
+        # This node's replicas: shards of deleted streams, and replicas moved to other nodes,
+        # take their data with them.
+        keep = {
+            shard.uid
+            for stream in image.streams.values()
+            for shard in stream.shards
+            if self.node_id in shard.replicas
+        }
+        dropped = [uid for uid in await asyncio.to_thread(store.shard_uids) if uid not in keep]
+        for shard_uid in dropped:
+            await asyncio.to_thread(store.delete_shard, shard_uid)
         retention = {
             shard.uid: stream.retention_hours
             for stream in image.streams.values()
             for shard in stream.shards
+            if shard.uid in keep
         }
-        ctx.throttles.retain_only(retention)
-        await asyncio.to_thread(self._trim, store, retention, now_ms)
+        ctx.throttles.retain_only(image.shard_uids())
+        await asyncio.to_thread(self._trim, store, retention, now_ms, dropped)
 
     @staticmethod
-    def _trim(store: RocksLogStore, retention: dict[ShardUid, int], now_ms: int) -> None:
-        """Trim past retention; compact only when something was trimmed, since range
-        tombstones hold their space until a compaction drops them."""
+    def _trim(
+        store: RocksLogStore,
+        retention: dict[ShardUid, int],
+        now_ms: int,
+        dropped: list[ShardUid],
+    ) -> None:
+        """Trim past retention, then compact the key ranges of the shards trimmed or
+        dropped: range tombstones hold their space until a compaction drops them, and only
+        those ranges are rewritten (with the memtables and WAL files behind them)."""
         starts_before = {uid: store.log_start(uid) for uid in retention}
         starts_after = trim_expired(store, retention, now_ms=now_ms)
-        if any(starts_after[uid] > starts_before[uid] for uid in retention):
-            store.compact()
+        trimmed = [uid for uid in retention if starts_after[uid] > starts_before[uid]]
+        if trimmed or dropped:
+            store.compact_shards([*trimmed, *dropped])
 
     # --- ClusterAdminService (AdminBackend) ---------------------------------------------------
 
@@ -843,6 +925,13 @@ class Node:
             quorum=self._quorum.statistics(),
             controller=self._controller_node(),
         )
+
+    def metadata_image(self, applied_commands: int | None) -> tuple[MetadataImage | None, int]:
+        assert self._quorum is not None
+        raft_applied = self._quorum.statistics().last_applied
+        if applied_commands is None:
+            return self._quorum.image(), raft_applied
+        return self._quorum.image_after(applied_commands), raft_applied
 
     async def add_voter(self, raft_address: str) -> None:
         assert self._quorum is not None
@@ -1020,6 +1109,18 @@ def _no_quorum(config: Config, layout: QuorumLayout) -> startup.StartupError:
         "check that they reach each other on their raft ports with the same raft_password "
         f"(the wait is join_timeout_ms)"
     )
+
+
+def _rejoin_floors(image: MetadataImage, node_id: NodeId) -> dict[ShardUid, int]:
+    """A node that lost its disk: every shard it is a replica of, with the shard's epoch in
+    `image`, read after this node's RegisterNode committed, so no later than any Prepare this
+    node may have promised before the loss (replica.py, "lost its disk")."""
+    return {
+        shard.uid: shard.epoch
+        for stream in image.streams.values()
+        for shard in stream.shards
+        if node_id in shard.replicas
+    }
 
 
 def _leader_count(image: MetadataImage, node_id: NodeId) -> int:

@@ -29,6 +29,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from broker.errors import StartupRefused
     from broker.startup import StartupError  # with the node: only `serve` needs them
 
     try:
@@ -43,7 +44,9 @@ def _serve(args: argparse.Namespace) -> int:
         log.warning("unknown_setting_variable", extra={"detail": line})
     try:
         return asyncio.run(_run(config, data_dir=os.path.abspath(config.data_dir)))
-    except StartupError as error:
+    except (StartupError, StartupRefused) as error:
+        # StartupRefused: data on disk failed its checks (a corrupt metadata journal), with
+        # the recovery it needs in the same line.
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -23,6 +23,8 @@ partition key's MD5.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +40,9 @@ from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.error_mapping import error_from_rpc_error, to_grpc_status
 from broker.log.records import NewRecord, StoredRecord
+from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
+from broker.meta.image_codec import encode_image
 from broker.meta.quorum import QuorumStatistics
 from broker.replication.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
 from broker.replication.refusals import RefusalReason, ShardRefusedError
@@ -168,6 +172,10 @@ class AdminBackend(Protocol):
         """Moves the node's shard leaderships away; returns how many it still leads."""
         ...
 
+    def metadata_image(self, applied_commands: int | None) -> tuple[MetadataImage | None, int]:
+        """The image after `applied_commands` commands (None: the current one), if still
+        kept, and the Raft index applied now."""
+
     async def remove_node(self, node_id: NodeId) -> bool:
         """Takes a node holding no replica out of the quorum (if a voter) and marks it
         REMOVED; returns whether it was a voter."""
@@ -182,10 +190,22 @@ class ClusterView:
     controller: NodeId | None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Heartbeat:
+    """A node's heartbeat as the controller takes it (NodeService.Heartbeat)."""
+
+    node_id: NodeId
+    incarnation: int
+    shutting_down: bool
+    rejoining: tuple[RejoiningReplica, ...]
+    disk_full: bool
+    fenced: tuple[tuple[ShardUid, int], ...]
+
+
 def node_handler(
     shards: ShardClient,
     *,
-    on_heartbeat: Callable[[NodeId, int, bool], bool],
+    on_heartbeat: Callable[[Heartbeat], bool],
     controller: Callable[[], NodeId | None],
 ) -> grpc.GenericRpcHandler:
     """NodeService: Heartbeat (for the controller here), ShardAppend and ShardRead."""
@@ -193,7 +213,20 @@ def node_handler(
     async def heartbeat(
         request: pb.HeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.HeartbeatResponse:
-        accepted = on_heartbeat(NodeId(request.node_id), request.incarnation, request.shutting_down)
+        rejoining = tuple(
+            RejoiningReplica(shard_uid=ShardUid(r.shard_uid), epoch=r.epoch, caught_up=r.caught_up)
+            for r in request.rejoining
+        )
+        accepted = on_heartbeat(
+            Heartbeat(
+                node_id=NodeId(request.node_id),
+                incarnation=request.incarnation,
+                shutting_down=request.shutting_down,
+                rejoining=rejoining,
+                disk_full=request.disk_full,
+                fenced=tuple((ShardUid(f.shard_uid), f.epoch) for f in request.fenced),
+            )
+        )
         return pb.HeartbeatResponse(accepted=accepted, controller=controller() or "")
 
     async def shard_append(
@@ -310,6 +343,21 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
         )
         return pb.DrainResponse(leaderships_left=left)
 
+    async def metadata_digest(
+        request: pb.MetadataDigestRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.MetadataDigestResponse:
+        wanted = request.applied_commands if request.HasField("applied_commands") else None
+        image, raft_applied = backend.metadata_image(wanted)
+        if image is None:
+            return pb.MetadataDigestResponse(found=False, raft_last_applied=raft_applied)
+        digest = await asyncio.to_thread(lambda: hashlib.sha256(encode_image(image)).digest())
+        return pb.MetadataDigestResponse(
+            found=True,
+            applied_commands=image.applied_commands,
+            sha256=digest,
+            raft_last_applied=raft_applied,
+        )
+
     async def remove_node(
         request: pb.RemoveNodeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RemoveNodeResponse:
@@ -320,6 +368,9 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
         "RemoveNode": unary_handler(remove_node, pb.RemoveNodeRequest, pb.RemoveNodeResponse),
         "ClusterStatus": unary_handler(
             cluster_status, pb.ClusterStatusRequest, pb.ClusterStatusResponse
+        ),
+        "MetadataDigest": unary_handler(
+            metadata_digest, pb.MetadataDigestRequest, pb.MetadataDigestResponse
         ),
         "AddVoter": unary_handler(add_voter, pb.AddVoterRequest, pb.AddVoterResponse),
         "RemoveVoter": unary_handler(remove_voter, pb.RemoveVoterRequest, pb.RemoveVoterResponse),

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from broker.log.keys import EMPTY_SHARD_META, ShardMeta
-from broker.log.records import AppendBatch, NewRecord, StoredRecord
+from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, StoredRecord
 from broker.log.store import (
     advance_meta,
     check_history,
@@ -64,6 +64,95 @@ class MemoryLogStore:
         self._lock = threading.Lock()
         self._shards: dict[ShardUid, _Shard] = {}
         self._closed = False
+        # Offsets that "do not read back" (`corrupt`, for tests of what detects and repairs
+        # damage): reads over them raise LogCorruptionError, as RocksLogStore's would.
+        self._damaged: dict[ShardUid, set[Offset]] = {}
+
+    # --- Damage (test hooks and the repair contract) ----------------------------------------
+
+    def corrupt(self, shard_uid: ShardUid, offset: Offset, count: int = 1) -> None:
+        """Test hook: records [offset, offset + count) no longer read back."""
+        with self._lock:
+            self._damaged.setdefault(shard_uid, set()).update(
+                Offset(offset + i) for i in range(count)
+            )
+
+    def _check_readable(self, shard_uid: ShardUid, start: int, end: int) -> None:
+        """Raises at the first damaged offset in [start, end); call with the lock held."""
+        damaged = self._damaged.get(shard_uid)
+        if not damaged:
+            return
+        bad = [offset for offset in damaged if start <= offset < end]
+        if bad:
+            first = Offset(min(bad))
+            raise LogCorruptionError(
+                f"shard {shard_uid}: offset {first} does not read back",
+                shard_uid=shard_uid,
+                offset=first,
+            )
+
+    def damaged_range(self, shard_uid: ShardUid, offset: Offset) -> tuple[Offset, Offset]:
+        with self._lock:
+            damaged = self._damaged.get(shard_uid, set())
+            start = end = offset
+            while Offset(start - 1) in damaged:
+                start = Offset(start - 1)
+            while end in damaged:
+                end = Offset(end + 1)
+            return start, Offset(max(end, offset + 1))
+
+    def repair(self, shard_uid: ShardUid, batches: Sequence[AppendBatch]) -> bool:
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.get(shard_uid)
+            if shard is None:
+                return False
+            first, end = batches[0].first_offset, batches[-1].end_offset
+            if first < shard.meta.log_start or end > shard.meta.log_end:
+                return False
+            offset = first
+            for batch in batches:
+                assert batch.first_offset == offset
+                for _ in batch.records:
+                    index = offset - shard.meta.log_start
+                    if shard.epochs[index] != batch.epoch:
+                        return False
+                    offset = Offset(offset + 1)
+            for batch in batches:
+                for i, record in enumerate(batch.records):
+                    index = batch.first_offset + i - shard.meta.log_start
+                    shard.records[index] = StoredRecord(
+                        offset=Offset(batch.first_offset + i),
+                        arrival_ms=batch.arrival_ms,
+                        partition_key=record.partition_key,
+                        data=record.data,
+                    )
+            damaged = self._damaged.get(shard_uid, set())
+            damaged.difference_update(Offset(o) for o in range(first, end))
+            return True
+
+    def rebuild_time_index(self, shard_uid: ShardUid) -> None:
+        """Nothing to rebuild: time lookups bisect the records themselves."""
+
+    def reopen(self) -> None:
+        """Nothing to reopen: writes never fail here."""
+
+    def verify(
+        self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
+    ) -> tuple[Offset, int]:
+        assert bytes_max >= 1
+        with self._lock:
+            assert not self._closed
+            shard = self._shards.get(shard_uid)
+            if shard is None or end_offset <= start_offset:
+                return start_offset, 0
+            begin = max(start_offset, shard.meta.log_start)
+            end = min(end_offset, shard.meta.log_end)
+            self._check_readable(shard_uid, begin, end)
+            checked = sum(
+                shard.records[i - shard.meta.log_start].size_bytes for i in range(begin, end)
+            )
+            return Offset(max(start_offset, end)), checked
 
     def append(self, batches: Sequence[AppendBatch]) -> None:
         with self._lock:
@@ -121,6 +210,9 @@ class MemoryLogStore:
                 return []
             begin = max(start_offset, shard.meta.log_start) - shard.meta.log_start
             end = min(end_offset, shard.meta.log_end) - shard.meta.log_start
+            self._check_readable(
+                shard_uid, begin + shard.meta.log_start, end + shard.meta.log_start
+            )
             taken: list[StoredRecord] = []
             taken_bytes = 0
             for index in range(begin, end):
@@ -222,6 +314,9 @@ class MemoryLogStore:
                 return []
             begin = max(start_offset, shard.meta.log_start) - shard.meta.log_start
             end = min(end_offset, shard.meta.log_end) - shard.meta.log_start
+            self._check_readable(
+                shard_uid, begin + shard.meta.log_start, end + shard.meta.log_start
+            )
             batches: list[AppendBatch] = []
             taken_bytes = 0
             index = begin

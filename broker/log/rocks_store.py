@@ -25,7 +25,11 @@ into `LogStoreError` here, at the boundary (STYLE B.8). Our own asserts and
 from __future__ import annotations
 
 import contextlib
+import gc
+import itertools
+import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +64,7 @@ from broker.log.records import (
     BatchHeader,
     LogCorruptionError,
     StoredRecord,
+    check_layout,
     decode_new_records,
     decode_records,
     encode_batch,
@@ -72,10 +77,13 @@ from broker.log.store import (
     check_read_arguments,
     check_truncate_suffix,
     cut_history,
+    epoch_of,
     extend_history,
 )
 from broker.metrics import StorageView
 from broker.types import Offset, ShardUid
+
+log = logging.getLogger(__name__)
 
 RECORDS_CF = "records"
 TIME_INDEX_CF = "tsidx"
@@ -85,13 +93,37 @@ COLUMN_FAMILIES = (RECORDS_CF, TIME_INDEX_CF, SHARD_META_CF)
 
 @contextlib.contextmanager
 def _engine_errors(operation: str) -> Iterator[None]:
-    """Translates rocksdict's exceptions into `LogStoreError`, keeping our own."""
+    """Translates rocksdict's exceptions into `LogStoreError`, or `LogCorruptionError` for a
+    RocksDB `Corruption` status (a block checksum mismatch, a broken table), keeping our own."""
     try:
         yield
     except (AssertionError, LogCorruptionError, LogStoreError):
         raise
     except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
-        raise LogStoreError(f"RocksDB {operation} failed: {exc}") from exc
+        raise _translated(operation, exc) from exc
+
+
+def _translated(operation: str, exc: Exception) -> Exception:
+    if str(exc).startswith("Corruption"):
+        return LogCorruptionError(f"RocksDB {operation}: {exc}")
+    return LogStoreError(f"RocksDB {operation} failed: {exc}")
+
+
+def _iterator_failure(iterator: rocksdict.RdictIter) -> Exception | None:
+    """Why an iterator stopped being valid: None at the end of its range, else the RocksDB
+    status (a corrupt block ends an iterator exactly like the end of the data does)."""
+    try:
+        iterator.status()
+    except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+        return exc
+    return None
+
+
+def _check_iterator(iterator: rocksdict.RdictIter, operation: str) -> None:
+    """After a loop over `iterator` ended: raise if it ended on an error, not at the end."""
+    failure = _iterator_failure(iterator)
+    if failure is not None:
+        raise _translated(operation, failure) from failure
 
 
 def db_options() -> rocksdict.Options:
@@ -102,7 +134,14 @@ def db_options() -> rocksdict.Options:
     # A torn WAL tail after a crash is cut at the last intact batch. Everything acknowledged
     # was fsynced before, so this loses nothing we promised (RocksDB's default, made explicit).
     options.set_wal_recovery_mode(rocksdict.DBRecoveryMode.point_in_time())
-    options.set_paranoid_checks(True)  # refuse to open on detected corruption; do not guess
+    # Not paranoid: with it, a compaction that reads a corrupt block puts the whole DB in a
+    # read-only error state (every shard on the node stops taking writes until a restart, and
+    # the same compaction stops it again). Corruption is found where it matters instead: every
+    # read verifies RocksDB's block checksums and our per-batch CRC, the scrubber reads every
+    # batch at a bounded rate, and a damaged range is repaired from a healthy replica
+    # (decisions/0002, "Corruption"). A compaction that fails on a corrupt block is retried
+    # and counted (`rocksdb.background-errors`, ShoalRocksDBBackgroundErrors).
+    options.set_paranoid_checks(False)
     return options
 
 
@@ -155,14 +194,24 @@ class RocksLogStore:
         # Each shard's epoch history, loaded on first use under _write_lock and kept in step
         # with every mutation, so `append` decides on a new entry without a read.
         self._histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
+        self._closed = False
+        self._handles: _Handles | None = self._open()
+        # sync=False on write, then one flush_wal(sync=True): see the module docstring.
+        self._write_options = rocksdict.WriteOptions()
+        self._write_options.sync = False
+        # The WAL is our durability; never skip it. rocksdict 0.3.29's stub declares
+        # disable_wal as a method, but at run time it is a bool property.
+        self._write_options.disable_wal = False  # type: ignore[method-assign,assignment]
+
+    def _open(self) -> _Handles:
         with _engine_errors("open"):
             db = rocksdict.Rdict(
-                str(path),
+                str(self._path),
                 options=db_options(),
                 column_families=column_family_options(),
                 access_type=rocksdict.AccessType.read_write(),
             )
-            self._handles: _Handles | None = _Handles(
+            return _Handles(
                 db=db,
                 records=db.get_column_family(RECORDS_CF),
                 time_index=db.get_column_family(TIME_INDEX_CF),
@@ -171,12 +220,6 @@ class RocksLogStore:
                 time_index_cf=db.get_column_family_handle(TIME_INDEX_CF),
                 shard_meta_cf=db.get_column_family_handle(SHARD_META_CF),
             )
-        # sync=False on write, then one flush_wal(sync=True): see the module docstring.
-        self._write_options = rocksdict.WriteOptions()
-        self._write_options.sync = False
-        # The WAL is our durability; never skip it. rocksdict 0.3.29's stub declares
-        # disable_wal as a method, but at run time it is a bool property.
-        self._write_options.disable_wal = False  # type: ignore[method-assign,assignment]
 
     # --- Mutations (serialized by _write_lock) --------------------------------------------
 
@@ -336,16 +379,69 @@ class RocksLogStore:
             self._write_durably(h, batch_write)
             self._histories[shard_uid] = []
 
-    def compact(self) -> None:
+    def compact(self, *, bottommost: bool = False) -> None:
+        """Flushes the memtables and compacts every column family (which drops what range
+        tombstones cover). `bottommost` also rewrites the last level's files when nothing
+        above overlaps them (an operator's or a test's full rewrite)."""
         h = self._open_handles()
+        options = rocksdict.CompactOptions()
+        if bottommost:
+            options.set_bottommost_level_compaction(rocksdict.BottommostLevelCompaction.force())
         # No write lock: RocksDB compacts concurrently with writes, and the range tombstones
         # that trims leave behind are only dropped here.
         with _engine_errors("compact"):
             for view in (h.records, h.time_index, h.shard_meta):
-                view.compact_range(None, None)
+                view.compact_range(None, None, options)
+
+    def compact_shards(self, shard_uids: Sequence[ShardUid]) -> None:
+        """Compacts the key ranges of these shards in every column family: what their trims
+        and deletions left as range tombstones is dropped, and the space comes back, without
+        rewriting the rest of the database (RocksDB flushes the memtables overlapping them
+        first, so the WAL files behind them go too)."""
+        h = self._open_handles()
+        options = rocksdict.CompactOptions()
+        # The shards' data may sit alone in the last level, under no tombstone-holding file.
+        options.set_bottommost_level_compaction(rocksdict.BottommostLevelCompaction.force())
+        with _engine_errors("compact_shards"):
+            for uid in sorted(set(shard_uids)):
+                begin, end = shard_prefix(uid), shard_prefix_end(uid)
+                for view in (h.records, h.time_index, h.shard_meta):
+                    view.compact_range(begin, end, options)
+
+    def reopen(self, *, attempts: int = 50, pause_s: float = 0.1) -> None:
+        """Closes RocksDB and opens it again (replaying its WAL): after a WAL write failed
+        (no space left), RocksDB refuses every later write until it is reopened.
+
+        RocksDB releases its lock only once every Python object bound to the old database is
+        gone (readers finish within a call; exceptions raised by a failed write keep their
+        frames, and so the old handles, alive until the caller clears them). So it tries
+        `attempts` times, `pause_s` apart, and raises `LogStoreError` if it still cannot
+        open; calls meanwhile raise `LogStoreError` (retryable) and the caller tries again."""
+        assert attempts >= 1
+        with self._write_lock:
+            assert not self._closed, "reopen after close()"
+            handles, self._handles = self._handles, None
+            self._histories.clear()
+            if handles is not None:
+                db = handles.db
+                del handles  # every view and handle first, or the close does not close
+                with contextlib.suppress(Exception):  # its error is the one we reopen for
+                    db.close()
+                del db
+            for attempt in range(attempts):
+                try:
+                    self._handles = self._open()
+                    break
+                except LogStoreError:
+                    if attempt == attempts - 1:
+                        raise
+                    gc.collect()  # old handles caught in reference cycles
+                    time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+        log.warning("log_store_reopened", extra={"path": str(self._path)})
 
     def close(self) -> None:
         with self._write_lock:
+            self._closed = True
             if self._handles is None:
                 return
             db = self._handles.db
@@ -376,27 +472,12 @@ class RocksLogStore:
             return []
         h = self._open_handles()
         taken: list[StoredRecord] = []
+        taken_bytes = 0
         with _engine_errors("read"):
-            target = record_key(shard_uid, start_offset)
-            upper = _offset_bound(shard_uid, end_offset)
-            # The options must outlive the iterator: RocksDB keeps a pointer to the bound.
-            read_options = self._shard_read_options(upper)
-            iterator = h.records.iter(read_options)
-            self._seek_batch(iterator, shard_uid, target)
-            taken_bytes = 0
-            expected: Offset | None = (
-                None  # the first offset the next batch must have (offsets are dense)
-            )
-            while iterator.valid():
-                key = iterator.key()
-                assert key < upper, (key, upper)
-                key_uid, first = parse_record_key(key)
-                assert key_uid == shard_uid, (key_uid, shard_uid)
-                assert expected is None or first == expected, (shard_uid, first, expected)
-                value = iterator.value()
-                header = BatchHeader.parse(value)
-                expected = Offset(first + header.count)
-                if expected > start_offset and not header.control:
+            for first, value, header in self._scan(h, shard_uid, start_offset, end_offset):
+                if first + header.count <= start_offset or header.control:
+                    continue
+                try:
                     taken_bytes, capped = decode_records(
                         value,
                         header,
@@ -408,11 +489,100 @@ class RocksLogStore:
                         taken=taken,
                         taken_bytes=taken_bytes,
                     )
-                    if capped:
-                        break
-                iterator.next()
-            del iterator, read_options  # a live iterator keeps the DB open
+                except LogCorruptionError as error:
+                    raise error.at(shard_uid, first) from error
+                if capped:
+                    break
         return taken
+
+    def _scan(
+        self, h: _Handles, shard_uid: ShardUid, start_offset: Offset, end_offset: Offset
+    ) -> Iterator[tuple[Offset, bytes, BatchHeader]]:
+        """The stored batches overlapping [start_offset, end_offset), in order, each with its
+        verified header (CRC checked); the caller may stop early.
+
+        Every way the log can fail to read back raises `LogCorruptionError` at the first
+        offset that cannot be read, instead of ending early (which a reader would take for
+        the end of the data): an iterator stopped by a RocksDB error (a corrupt block), a
+        batch failing its CRC, and a hole in the offsets (a batch missing below log_end). A
+        corrupt block that a repair's range tombstone covers is skipped by seeking past it
+        (RocksDB's forward step reads it; a seek does not), so a repaired range reads back."""
+        meta_before = self._meta(h, shard_uid)
+        upper = _offset_bound(shard_uid, end_offset)
+        # The options must outlive the iterator: RocksDB keeps a pointer to the bound.
+        read_options = self._shard_read_options(upper)
+        iterator = h.records.iter(read_options)
+        try:
+            expected = Offset(max(start_offset, meta_before.log_start))  # the next batch's first
+            try:
+                self._seek_batch(iterator, shard_uid, record_key(shard_uid, start_offset))
+            except LogCorruptionError as error:
+                raise error.at(shard_uid, expected) from error
+            started = False
+            while True:
+                if not iterator.valid():
+                    failure = _iterator_failure(iterator)
+                    if failure is None:
+                        break
+                    iterator.seek(record_key(shard_uid, expected))
+                    if iterator.valid() and iterator.key() == record_key(shard_uid, expected):
+                        continue  # a repaired range: its corrupt original is out of the way
+                    raise LogCorruptionError(
+                        f"shard {shard_uid}: the log cannot be read at offset {expected}: "
+                        f"{failure}",
+                        shard_uid=shard_uid,
+                        offset=expected,
+                    ) from failure
+                key = iterator.key()
+                assert key < upper, (key, upper)
+                key_uid, first = parse_record_key(key)
+                assert key_uid == shard_uid, (key_uid, shard_uid)
+                if (started and first != expected) or (not started and first > expected):
+                    self._check_gap(h, shard_uid, expected, first)
+                value = iterator.value()
+                try:
+                    header = BatchHeader.parse(value)
+                except LogCorruptionError as error:
+                    raise error.at(shard_uid, first) from error
+                started = True
+                expected = Offset(max(expected, first + header.count))
+                yield first, value, header
+                iterator.next()
+            self._check_end(h, shard_uid, expected, min(end_offset, meta_before.log_end))
+        finally:
+            del iterator, read_options  # a live iterator keeps the DB open
+
+    def _check_gap(self, h: _Handles, shard_uid: ShardUid, expected: Offset, found: Offset) -> None:
+        """Offsets [expected, found) are missing between two batches: corruption, unless a
+        trim or reset that ran meanwhile removed them (they are then below log_start)."""
+        if found < expected:
+            raise LogCorruptionError(
+                f"shard {shard_uid}: batches overlap at offset {found} (expected {expected})",
+                shard_uid=shard_uid,
+                offset=found,
+            )
+        if self._meta(h, shard_uid).log_start < found:
+            raise LogCorruptionError(
+                f"shard {shard_uid}: offsets {expected}..{found - 1} are missing from the log",
+                shard_uid=shard_uid,
+                offset=expected,
+            )
+
+    def _check_end(self, h: _Handles, shard_uid: ShardUid, reached: Offset, due: Offset) -> None:
+        """The scan ended at `reached`, though batches below `due` (the end asked for, at most
+        the log end when it began) exist: they are missing, unless a trim, reset or suffix
+        truncation that ran meanwhile removed them."""
+        if reached >= due:
+            return
+        meta = self._meta(h, shard_uid)
+        if reached < meta.log_start or reached >= meta.log_end:
+            return
+        raise LogCorruptionError(
+            f"shard {shard_uid}: offsets from {reached} are missing from the log "
+            f"(log end {meta.log_end})",
+            shard_uid=shard_uid,
+            offset=reached,
+        )
 
     def first_offset_at_or_after_time(self, shard_uid: ShardUid, arrival_ms: int) -> Offset | None:
         assert arrival_ms >= 0
@@ -423,8 +593,19 @@ class RocksLogStore:
                 return None
             # Pair the index with the log (STYLE B.9): the indexed batch exists and qualifies.
             value = h.records.get(record_key(shard_uid, offset))
-            assert value is not None, (shard_uid, offset)
-            assert BatchHeader.parse(value, verify_crc=False).arrival_ms >= arrival_ms
+            if value is None:
+                if offset < self._meta(h, shard_uid).log_start:
+                    return self._first_at_or_after(h, shard_uid, arrival_ms)  # trimmed meanwhile
+                raise LogCorruptionError(
+                    f"shard {shard_uid}: the time index names offset {offset}, not in the log",
+                    shard_uid=shard_uid,
+                    offset=offset,
+                )
+            try:
+                header = BatchHeader.parse(value)
+            except LogCorruptionError as error:
+                raise error.at(shard_uid, offset) from error
+            assert header.arrival_ms >= arrival_ms
             return offset
 
     def log_start(self, shard_uid: ShardUid) -> Offset:
@@ -454,38 +635,213 @@ class RocksLogStore:
         h = self._open_handles()
         batches: list[AppendBatch] = []
         with _engine_errors("read_batches"):
-            upper = _offset_bound(shard_uid, end_offset)
-            read_options = self._shard_read_options(upper)
-            iterator = h.records.iter(read_options)
-            self._seek_batch(iterator, shard_uid, record_key(shard_uid, start_offset))
             taken_bytes = 0
-            while iterator.valid():
-                _, first = parse_record_key(iterator.key())
-                value = iterator.value()
-                header = BatchHeader.parse(value)
-                if batches:
-                    assert first == batches[-1].end_offset, (shard_uid, first, batches[-1])
+            for first, value, header in self._scan(h, shard_uid, start_offset, end_offset):
                 begin = max(start_offset, first) - first
                 stop = min(end_offset - first, header.count)
-                if begin < stop:
+                if begin >= stop:
+                    continue
+                try:
                     records = decode_new_records(value, header, begin=begin, stop=stop)
-                    size = sum(r.size_bytes for r in records)
-                    if batches and taken_bytes + size > bytes_max:
-                        break
-                    batches.append(
-                        AppendBatch(
-                            shard_uid=shard_uid,
-                            first_offset=Offset(first + begin),
-                            arrival_ms=header.arrival_ms,
-                            records=records,
-                            control=header.control,
-                            epoch=header.epoch,
-                        )
+                except LogCorruptionError as error:
+                    raise error.at(shard_uid, first) from error
+                size = sum(r.size_bytes for r in records)
+                if batches and taken_bytes + size > bytes_max:
+                    break
+                batches.append(
+                    AppendBatch(
+                        shard_uid=shard_uid,
+                        first_offset=Offset(first + begin),
+                        arrival_ms=header.arrival_ms,
+                        records=records,
+                        control=header.control,
+                        epoch=header.epoch,
                     )
-                    taken_bytes += size
-                iterator.next()
-            del iterator, read_options  # a live iterator keeps the DB open
+                )
+                taken_bytes += size
         return batches
+
+    def verify(
+        self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
+    ) -> tuple[Offset, int]:
+        """The scrubber's read: checks the batches from `start_offset` (RocksDB's block
+        checksums, each batch's CRC and layout, dense offsets) without building records, and
+        stops after the batch that takes it past `bytes_max` of stored bytes. Returns (where
+        to continue, bytes checked); raises `LogCorruptionError` where the log is damaged."""
+        assert bytes_max >= 1
+        if end_offset <= start_offset:
+            return start_offset, 0
+        h = self._open_handles()
+        checked = 0
+        reached = start_offset
+        with _engine_errors("verify"):
+            for first, value, header in self._scan(h, shard_uid, start_offset, end_offset):
+                try:
+                    check_layout(value, header)
+                except LogCorruptionError as error:
+                    raise error.at(shard_uid, first) from error
+                checked += len(value)
+                reached = Offset(max(reached, min(first + header.count, end_offset)))
+                if checked >= bytes_max:
+                    break
+            else:
+                reached = Offset(max(reached, end_offset))
+        return reached, checked
+
+    def damaged_range(self, shard_uid: ShardUid, offset: Offset) -> tuple[Offset, Offset]:
+        """The batch-aligned range [start, end) that does not read back around `offset`, where
+        a read failed: from the first offset of the batch holding it to the first offset of
+        the next batch that reads back whole (or the log end). Batch boundaries come from the
+        time index, which names every batch's first offset; if it cannot be read either, the
+        range runs from `offset` to the log end."""
+        h = self._open_handles()
+        with _engine_errors("damaged_range"):
+            meta = self._meta(h, shard_uid)
+            offset = Offset(min(max(offset, meta.log_start), meta.log_end))
+            try:
+                starts = self._indexed_starts(h, shard_uid)
+            except LogCorruptionError:
+                return offset, meta.log_end
+            before = [first for first in starts if first <= offset]
+            start = Offset(max(before[-1] if before else meta.log_start, meta.log_start))
+            for first in (first for first in starts if first > offset):
+                if self._batch_reads_back(h, shard_uid, first):
+                    return start, first
+            return start, meta.log_end
+
+    def _indexed_starts(self, h: _Handles, shard_uid: ShardUid) -> list[Offset]:
+        """Every batch's first offset named by the shard's time index, in order."""
+        read_options = self._shard_read_options(shard_prefix_end(shard_uid))
+        iterator = h.time_index.iter(read_options)
+        iterator.seek(shard_prefix(shard_uid))
+        starts: list[Offset] = []
+        while iterator.valid():
+            starts.append(parse_time_key(iterator.key())[2])
+            iterator.next()
+        failure = _iterator_failure(iterator)
+        del iterator, read_options  # a live iterator keeps the DB open
+        if failure is not None:
+            raise LogCorruptionError(
+                f"shard {shard_uid}: its time index cannot be read: {failure}",
+                shard_uid=shard_uid,
+            ) from failure
+        return starts
+
+    def _batch_reads_back(self, h: _Handles, shard_uid: ShardUid, first: Offset) -> bool:
+        try:
+            value = h.records.get(record_key(shard_uid, first))
+            if value is None:
+                return False
+            check_layout(value, BatchHeader.parse(value))
+        except LogCorruptionError:
+            return False
+        except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+            if isinstance(_translated("get", exc), LogCorruptionError):
+                return False
+            raise
+        return True
+
+    def repair(self, shard_uid: ShardUid, batches: Sequence[AppendBatch]) -> bool:
+        """Rewrites the damaged range the batches cover (dense, from a `damaged_range` start
+        to at most its end) with these copies from a healthy replica; durable when it returns.
+
+        Checks that they are this log's records first: the range is still in the log, and the
+        epoch history gives every offset of it the batch's epoch (two replicas hold the same
+        record at an offset in an epoch). False, with nothing written, when they are not (a
+        truncation or trim moved the log meanwhile, or the copy came from a diverged log).
+        The new values shadow the damaged ones; a range tombstone over them keeps reads
+        from touching the corrupt blocks again (`_scan`)."""
+        assert batches
+        first = batches[0].first_offset
+        end = batches[-1].end_offset
+        for before, after in itertools.pairwise(batches):
+            assert after.first_offset == before.end_offset, (before, after)
+        values = [
+            encode_batch(
+                arrival_ms=batch.arrival_ms,
+                epoch=batch.epoch,
+                control=batch.control,
+                records=batch.records,
+            )
+            for batch in batches
+        ]
+        h = self._open_handles()
+        with self._write_lock, _engine_errors("repair"):
+            meta = self._meta(h, shard_uid)
+            if first < meta.log_start or end > meta.log_end:
+                return False
+            history = self._history(h, shard_uid)
+            if any(
+                epoch_of(history, batch.first_offset) != batch.epoch
+                or epoch_of(history, Offset(batch.end_offset - 1)) != batch.epoch
+                for batch in batches
+            ):
+                return False
+            stale_index = self._index_keys_between(
+                h, shard_uid, batches[0].arrival_ms, batches[-1].arrival_ms, first, end
+            )
+            batch_write = rocksdict.WriteBatch(raw_mode=True)
+            batch_write.delete_range(
+                record_key(shard_uid, first), _offset_bound(shard_uid, end), h.records_cf
+            )
+            for key in stale_index:
+                batch_write.delete(key, h.time_index_cf)
+            for batch, value in zip(batches, values, strict=True):
+                batch_write.put(record_key(shard_uid, batch.first_offset), value, h.records_cf)
+                batch_write.put(
+                    time_key(shard_uid, batch.arrival_ms, batch.first_offset),
+                    b"",
+                    h.time_index_cf,
+                )
+            self._write_durably(h, batch_write)
+            return True
+
+    def _index_keys_between(
+        self,
+        h: _Handles,
+        shard_uid: ShardUid,
+        arrival_first: int,
+        arrival_last: int,
+        first: Offset,
+        end: Offset,
+    ) -> list[bytes]:
+        """The time-index keys of batches starting in [first, end): their arrivals lie
+        between those of the range's first and last records (arrivals follow offsets)."""
+        read_options = self._shard_read_options(shard_prefix_end(shard_uid))
+        iterator = h.time_index.iter(read_options)
+        iterator.seek(time_key(shard_uid, arrival_first, Offset(0)))
+        keys: list[bytes] = []
+        while iterator.valid():
+            key: bytes = iterator.key()
+            _, arrival_ms, offset = parse_time_key(key)
+            if arrival_ms > arrival_last:
+                break
+            if first <= offset < end:
+                keys.append(key)
+            iterator.next()
+        else:
+            _check_iterator(iterator, "repair")
+        del iterator, read_options  # a live iterator keeps the DB open
+        return keys
+
+    def rebuild_time_index(self, shard_uid: ShardUid) -> None:
+        """Writes the shard's time index anew from its batches (when the index itself is
+        damaged: it is derived data, one entry per batch); durable when it returns. Raises
+        `LogCorruptionError` if the batches do not all read back."""
+        h = self._open_handles()
+        with self._write_lock, _engine_errors("rebuild_time_index"):
+            meta = self._meta(h, shard_uid)
+            entries = [
+                time_key(shard_uid, header.arrival_ms, first)
+                for first, _, header in self._scan(h, shard_uid, meta.log_start, meta.log_end)
+            ]
+            batch_write = rocksdict.WriteBatch(raw_mode=True)
+            batch_write.delete_range(
+                shard_prefix(shard_uid), shard_prefix_end(shard_uid), h.time_index_cf
+            )
+            for key in entries:
+                batch_write.put(key, b"", h.time_index_cf)
+            self._write_durably(h, batch_write)
 
     def epoch_history(self, shard_uid: ShardUid) -> tuple[tuple[int, Offset], ...]:
         h = self._open_handles()
@@ -511,6 +867,7 @@ class RocksLogStore:
             while iterator.valid():
                 uids.add(parse_meta_key(iterator.key()))
                 iterator.next()
+            _check_iterator(iterator, "shard_uids")
             del iterator  # a live iterator keeps the DB open
             return uids
 
@@ -539,13 +896,17 @@ class RocksLogStore:
             # DB-wide properties, reported alike by every column family: count them once.
             running_compactions=totals["rocksdb.num-running-compactions"] // 3,
             write_stopped=totals["rocksdb.is-write-stopped"] > 0,
+            # DB-wide, read on the DB itself (the column families do not report it).
+            background_errors=h.db.property_int_value("rocksdb.background-errors") or 0,
         )
 
     # --- Helpers --------------------------------------------------------------------------
 
     def _open_handles(self) -> _Handles:
         handles = self._handles
-        assert handles is not None, f"log store at {self._path} used after close()"
+        if handles is None:
+            assert not self._closed, f"log store at {self._path} used after close()"
+            raise LogStoreError(f"the log store at {self._path} is being reopened")
         return handles
 
     def _write_durably(self, h: _Handles, batch_write: rocksdict.WriteBatch) -> None:
@@ -570,7 +931,13 @@ class RocksLogStore:
                 raise LogCorruptionError(f"shard {shard_uid} epoch {epoch} entry is not a u64")
             history.append((epoch, Offset(start)))
             iterator.next()
+        failure = _iterator_failure(iterator)
         del iterator, read_options  # a live iterator keeps the DB open
+        if failure is not None:
+            raise LogCorruptionError(
+                f"shard {shard_uid}: its epoch history cannot be read: {failure}",
+                shard_uid=shard_uid,
+            ) from failure
         check_history(history)
         self._histories[shard_uid] = history
         return history
@@ -609,7 +976,13 @@ class RocksLogStore:
             key_uid, key_arrival_ms, found = parse_time_key(iterator.key())
             assert key_uid == shard_uid, (key_uid, shard_uid)
             assert key_arrival_ms >= arrival_ms
+        failure = None if found is not None else _iterator_failure(iterator)
         del iterator, read_options  # a live iterator keeps the DB open
+        if failure is not None:
+            raise LogCorruptionError(
+                f"shard {shard_uid}: its time index cannot be read: {failure}",
+                shard_uid=shard_uid,
+            ) from failure
         return found
 
     def _batch_at(
@@ -642,6 +1015,11 @@ class RocksLogStore:
         this shard (N is below log_start), the first batch at or above N is where reading
         starts.
         """
+        # A batch starting exactly there first: seek_for_prev may step back into the block
+        # before (a damaged one, read for nothing) when `target` opens a block.
+        iterator.seek(target)
+        if iterator.valid() and iterator.key() == target:
+            return
         if not cls._seek_for_prev_in_shard(iterator, shard_uid, target):
             iterator.seek(target)
 
@@ -656,6 +1034,7 @@ class RocksLogStore:
         """
         iterator.seek_for_prev(target)
         if not iterator.valid():
+            _check_iterator(iterator, "seek")
             return False
         key: bytes = iterator.key()
         return key[:SHARD_PREFIX_BYTES] == shard_prefix(shard_uid)

@@ -12,6 +12,8 @@ Threading contract (both implementations):
 - `read`, `first_offset_at_or_after_time`, `log_start`, `log_end`, `last_arrival_ms`,
   `shard_uids` and `approximate_size_bytes` may run on any number of reader threads at once.
   Each sees the effect of a mutation entirely or not at all.
+- `repair` and `rebuild_time_index` are mutations like `trim` (serialized inside the store);
+  `verify` and `damaged_range` are reads.
 - `close` runs last, after every other caller has stopped.
 
 All methods block; none may be called on the asyncio loop except the cheap point lookups
@@ -47,6 +49,7 @@ describes:
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Sequence
 from typing import Protocol
@@ -176,8 +179,43 @@ class LogStore(Protocol):
         """Reclaims the space of trimmed and deleted data (slow; not on a hot path)."""
         ...
 
+    # --- Damage (decisions/0002, "Corruption") --------------------------------------------
+    # Every read above raises `LogCorruptionError` (with the shard and the first offset that
+    # cannot be read) where stored data fails a check, never returning less as if the log
+    # ended there.
+
+    def verify(
+        self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
+    ) -> tuple[Offset, int]:
+        """The scrubber's read: checks the records from `start_offset` up to `end_offset` (at
+        most the log end), stopping after about `bytes_max` stored bytes; returns (where to
+        continue, bytes checked). Raises `LogCorruptionError` where the log is damaged."""
+        ...
+
+    def damaged_range(self, shard_uid: ShardUid, offset: Offset) -> tuple[Offset, Offset]:
+        """The range [start, end) around `offset` (where a read failed) that does not read
+        back; start and end are batch boundaries, so `repair` can rewrite it whole."""
+        ...
+
+    def repair(self, shard_uid: ShardUid, batches: Sequence[AppendBatch]) -> bool:
+        """Rewrites a damaged range (dense batches from a `damaged_range` start) with copies
+        from another replica, if they hold this log's records there (the same epochs); False,
+        writing nothing, if not or if the range left the log meanwhile. Durable."""
+        ...
+
+    def rebuild_time_index(self, shard_uid: ShardUid) -> None:
+        """Derives the shard's time index anew from its records (when the index is damaged).
+        Raises `LogCorruptionError` when the records do not all read back. Durable."""
+        ...
+
     def approximate_size_bytes(self) -> int:
         """Roughly the bytes the logs take (files plus memory tables), for metrics."""
+        ...
+
+    def reopen(self) -> None:
+        """Closes and opens the store again, after a write error it does not recover from by
+        itself (RocksDB after a WAL write failed for lack of space). Raises LogStoreError
+        when it cannot open yet (retry later); meanwhile calls raise LogStoreError."""
         ...
 
     def close(self) -> None:
@@ -240,6 +278,12 @@ def cut_history(
 ) -> list[tuple[int, Offset]]:
     """The history after `truncate_suffix(from_offset)`: entries starting before the cut."""
     return [(epoch, start) for epoch, start in history if start < from_offset]
+
+
+def epoch_of(history: Sequence[tuple[int, Offset]], offset: Offset) -> int:
+    """The epoch of the record at `offset` by the history; 0 before every entry."""
+    index = bisect.bisect_right(history, offset, key=lambda entry: entry[1]) - 1
+    return history[index][0] if index >= 0 else 0
 
 
 def check_history(history: Sequence[tuple[int, Offset]]) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from typing import Protocol, TypeVar
 
 from broker.clock import Clock
@@ -47,6 +47,7 @@ from broker.meta.controller_core import (
     FenceNode,
     Outcome,
     Promise,
+    RejoiningReplica,
     RemoveAbsentNode,
     ReplicaStatus,
     UnfenceNode,
@@ -139,7 +140,14 @@ class Controller:
         return self._core is not None
 
     def on_heartbeat(
-        self, *, node_id: NodeId, incarnation: int, shutting_down: bool = False
+        self,
+        *,
+        node_id: NodeId,
+        incarnation: int,
+        shutting_down: bool = False,
+        rejoining: Sequence[RejoiningReplica] = (),
+        disk_full: bool = False,
+        fenced: Sequence[tuple[ShardUid, int]] = (),
     ) -> bool:
         """Records a node heartbeat at its arrival time; False when this node is not the
         controller (the sender should look up the quorum leader again)."""
@@ -151,6 +159,9 @@ class Controller:
             incarnation=incarnation,
             now_ms=self._clock.monotonic_ms(),
             shutting_down=shutting_down,
+            rejoining=rejoining,
+            disk_full=disk_full,
+            fenced=fenced,
         )
         return True
 

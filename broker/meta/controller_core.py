@@ -54,6 +54,7 @@ Decisions, in the order `decide` makes them:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -135,6 +136,16 @@ class ReplicaStatus:
     log_end: Offset
     hw: Offset  # the high watermark it knows
     last_epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RejoiningReplica:
+    """A replica its node lost with its disk and that has not rejoined yet, as the node's
+    heartbeats report it (replica.py, "lost its disk")."""
+
+    shard_uid: ShardUid
+    epoch: int  # the shard epoch of the image the replica is configured with
+    caught_up: bool  # False: still copying the log (it may not lead); True: waits for an epoch
 
 
 # --- Actions (the core's output) ---------------------------------------------------------------
@@ -269,6 +280,9 @@ class _Session:
     incarnation: int
     heard_ms: int
     shutting_down: bool
+    rejoining: Mapping[ShardUid, RejoiningReplica]
+    disk_full: bool = False
+    fenced: Mapping[ShardUid, int] = dataclasses.field(default_factory=dict)  # uid -> epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,10 +334,20 @@ class ControllerCore:
     # Inputs.
 
     def on_heartbeat(
-        self, *, node_id: NodeId, incarnation: int, now_ms: int, shutting_down: bool = False
+        self,
+        *,
+        node_id: NodeId,
+        incarnation: int,
+        now_ms: int,
+        shutting_down: bool = False,
+        rejoining: Sequence[RejoiningReplica] = (),
+        disk_full: bool = False,
+        fenced: Sequence[tuple[ShardUid, int]] = (),
     ) -> None:
-        """A node said it is alive. An older incarnation than the one already heard is a
-        stale process (or a delayed message) and is ignored."""
+        """A node said it is alive, which of its replicas are still rejoining after it lost
+        its disk, and whether it is short of disk space (it then takes no new records, so it
+        should lead nothing). An older incarnation than the one already heard is a stale
+        process (or a delayed message) and is ignored."""
         session = self._sessions.get(node_id)
         if session is not None and incarnation < session.incarnation:
             return
@@ -333,16 +357,26 @@ class ControllerCore:
         # it); one that can change a decision is a new session or incarnation, a shutdown
         # announced or withdrawn, a voided refusal, or life after a silence long enough to
         # have been fenced for (an unfence).
+        reported = {replica.shard_uid: replica for replica in rejoining}
+        fenced_now = dict(fenced)
         if (
             session is None
             or session.incarnation != incarnation
             or session.shutting_down != shutting_down
             or now_ms - session.heard_ms > self.settings.node_session_timeout_ms
             or node_id in self._refused
+            or session.rejoining != reported
+            or session.disk_full != disk_full
+            or session.fenced != fenced_now
         ):
             self._changed = True
         self._sessions[node_id] = _Session(
-            incarnation=incarnation, heard_ms=now_ms, shutting_down=shutting_down
+            incarnation=incarnation,
+            heard_ms=now_ms,
+            shutting_down=shutting_down,
+            rejoining=reported,
+            disk_full=disk_full,
+            fenced=fenced_now,
         )
         self._refused.pop(node_id, None)
 
@@ -420,7 +454,9 @@ class ControllerCore:
         self._incarnations = current
 
     def can_lead(self, image: MetadataImage, node_id: NodeId) -> bool:
-        """ACTIVE and not announcing a shutdown: may take leaderships."""
+        """ACTIVE, not announcing a shutdown and not short of disk space: may take
+        leaderships. (A node short of space still leads when no replica can: it keeps
+        serving reads, and refuses new records with a retryable error.)"""
         node = image.nodes.get(node_id)
         if node is None or node.state is not NodeState.ACTIVE:
             return False
@@ -428,8 +464,24 @@ class ControllerCore:
         return not (
             session is not None
             and session.incarnation == node.incarnation
-            and session.shutting_down
+            and (session.shutting_down or session.disk_full)
         )
+
+    def recovering(self, image: MetadataImage, node_id: NodeId, shard_uid: ShardUid) -> bool:
+        """The node lost its disk and its replica of the shard is still copying the log: it
+        cannot lead the shard (it would answer Prepare with ok=False anyway)."""
+        rejoin = self._rejoin(image, node_id, shard_uid)
+        return rejoin is not None and not rejoin.caught_up
+
+    def _rejoin(
+        self, image: MetadataImage, node_id: NodeId, shard_uid: ShardUid
+    ) -> RejoiningReplica | None:
+        """What the node's current incarnation last reported of its replica of the shard."""
+        node = image.nodes.get(node_id)
+        session = self._sessions.get(node_id)
+        if node is None or session is None or session.incarnation != node.incarnation:
+            return None
+        return session.rejoining.get(shard_uid)
 
     # Decisions.
 
@@ -569,13 +621,17 @@ class ControllerCore:
         refusal = self._refused.get(node.node_id)
         return refusal is not None and refusal.incarnation == node.incarnation
 
-    def _eligible(self, image: MetadataImage, replicas: Sequence[NodeId]) -> tuple[NodeId, ...]:
+    def _eligible(
+        self, image: MetadataImage, replicas: Sequence[NodeId], shard_uid: ShardUid
+    ) -> tuple[NodeId, ...]:
         """Replicas that may lead in preference order: those that can lead, then the DRAINING
-        or shutting-down ones (see EpochChange); never FENCED or REMOVED ones."""
-        first = [n for n in replicas if self.can_lead(image, n)]
+        or shutting-down ones (see EpochChange); never FENCED or REMOVED ones, nor replicas
+        still recovering a lost disk."""
+        usable = [n for n in replicas if not self.recovering(image, n, shard_uid)]
+        first = [n for n in usable if self.can_lead(image, n)]
         last = [
             n
-            for n in replicas
+            for n in usable
             if n not in first
             and n in image.nodes
             and image.nodes[n].state in (NodeState.ACTIVE, NodeState.DRAINING)
@@ -594,16 +650,20 @@ class ControllerCore:
         """A leader change if the leader cannot stay, else the next step of a replica move."""
         ref = _ref(stream, shard)
         leader = shard.leader
-        if self._prepared.get(shard.uid, 0) > shard.epoch:
-            eligible = self._eligible(image, shard.replicas)
+        if self._prepared.get(shard.uid, 0) > shard.epoch or self._leader_fenced(image, shard):
+            eligible = self._eligible(image, shard.replicas, shard.uid)
             if eligible:
                 return self._epoch_change(
                     ref, shard, shard.replicas, eligible=eligible, caught_up=(), reason="re_prepare"
                 )
         else:
             self._prepared.pop(shard.uid, None)
-        if leader is None or not self.can_lead(image, leader):
-            eligible = self._eligible(image, shard.replicas)
+        if (
+            leader is None
+            or not self.can_lead(image, leader)
+            or self.recovering(image, leader, shard.uid)
+        ):
+            eligible = self._eligible(image, shard.replicas, shard.uid)
             leader_operating = leader is not None and leader in eligible
             better = [n for n in eligible if self.can_lead(image, n)]
             if not eligible or (leader_operating and not better):
@@ -617,6 +677,21 @@ class ControllerCore:
             loads.leaders[eligible[0]] = loads.leaders.get(eligible[0], 0) + 1
             return self._epoch_change(
                 ref, shard, shard.replicas, eligible=eligible, caught_up=(), reason=reason
+            )
+        if self._rejoined(image, shard):
+            assert leader is not None
+            # A replica lost with its disk caught up: the next epoch counts it again (a planned
+            # change that keeps the leader, so producers see no failure).
+            return self._epoch_change(
+                ref,
+                shard,
+                shard.replicas,
+                eligible=(
+                    leader,
+                    *(n for n in self._eligible(image, shard.replicas, shard.uid) if n != leader),
+                ),
+                caught_up=(),
+                reason="rejoined",
             )
         leaving = [n for n in shard.replicas if self._leaving(image, n, now_ms=now_ms)]
         if not leaving:
@@ -636,7 +711,7 @@ class ControllerCore:
                 ref,
                 shard,
                 new_replicas,
-                eligible=self._eligible(image, new_replicas),
+                eligible=self._eligible(image, new_replicas, shard.uid),
                 caught_up=(),
                 reason="remove_replica",
             )
@@ -649,7 +724,7 @@ class ControllerCore:
                 ref,
                 shard,
                 (*shard.replicas, target),
-                eligible=self._eligible(image, shard.replicas),
+                eligible=self._eligible(image, shard.replicas, shard.uid),
                 caught_up=(),
                 reason="add_replica",
             )
@@ -661,10 +736,31 @@ class ControllerCore:
             ref,
             shard,
             new_replicas,
-            eligible=self._eligible(image, new_replicas),
+            eligible=self._eligible(image, new_replicas, shard.uid),
             caught_up=waiting_for,
             reason="remove_replica",
         )
+
+    def _leader_fenced(self, image: MetadataImage, shard: ShardMeta) -> bool:
+        """The shard's leader says it cannot lead at the image's epoch: a newer one was
+        promised (a leader change whose commit failed, perhaps under an earlier controller,
+        which this one knows nothing of)."""
+        leader = shard.leader
+        if leader is None:
+            return False
+        node = image.nodes.get(leader)
+        session = self._sessions.get(leader)
+        if node is None or session is None or session.incarnation != node.incarnation:
+            return False
+        return session.fenced.get(shard.uid) == shard.epoch
+
+    def _rejoined(self, image: MetadataImage, shard: ShardMeta) -> bool:
+        """Some replica of the shard lost its disk, caught up, and waits for a new epoch."""
+        for node_id in shard.replicas:
+            rejoin = self._rejoin(image, node_id, shard.uid)
+            if rejoin is not None and rejoin.caught_up and rejoin.epoch == shard.epoch:
+                return True
+        return False
 
     def _add_replacement(
         self,
@@ -688,7 +784,7 @@ class ControllerCore:
             ref,
             shard,
             (*shard.replicas, target),
-            eligible=self._eligible(image, shard.replicas),
+            eligible=self._eligible(image, shard.replicas, shard.uid),
             caught_up=(),
             reason="add_replica",
         )
@@ -718,7 +814,7 @@ class ControllerCore:
             ref,
             shard,
             new_replicas,
-            eligible=self._eligible(image, new_replicas),
+            eligible=self._eligible(image, new_replicas, shard.uid),
             caught_up=waiting_for,
             reason="remove_surplus",
         )
@@ -769,7 +865,7 @@ class ControllerCore:
                     _ref(stream, shard),
                     shard,
                     (*shard.replicas, target),
-                    eligible=self._eligible(image, shard.replicas),
+                    eligible=self._eligible(image, shard.replicas, shard.uid),
                     caught_up=(),
                     reason="balance_replicas",
                 )
@@ -850,7 +946,10 @@ class ControllerCore:
                 continue
             candidates.append((stream, shard))
             preferred = shard.replicas[0]
-            target[shard.uid] = preferred if self.can_lead(image, preferred) else leader
+            usable = self.can_lead(image, preferred) and not self.recovering(
+                image, preferred, shard.uid
+            )
+            target[shard.uid] = preferred if usable else leader
 
         def movable(shard: ShardMeta) -> bool:
             return shard.uid not in acted and not self._waiting(shard.uid, now_ms=now_ms)
@@ -865,7 +964,7 @@ class ControllerCore:
                         _ref(stream, shard),
                         shard,
                         shard.replicas,
-                        eligible=self._eligible(image, shard.replicas),
+                        eligible=self._eligible(image, shard.replicas, shard.uid),
                         caught_up=(shard.replicas[0],),
                         reason="preferred",
                     )
@@ -877,7 +976,12 @@ class ControllerCore:
                     counts[node_id] += 0
         while len(moves) < moves_max:
             move = _balance_move(
-                counts, target, candidates, can_lead=lambda n: self.can_lead(image, n)
+                counts,
+                target,
+                candidates,
+                can_lead=lambda n, s: (
+                    self.can_lead(image, n) and not self.recovering(image, n, s.uid)
+                ),
             )
             if move is None:
                 break
@@ -893,7 +997,10 @@ class ControllerCore:
                     _ref(stream, shard),
                     shard,
                     reordered,
-                    eligible=(to, *(n for n in self._eligible(image, shard.replicas) if n != to)),
+                    eligible=(
+                        to,
+                        *(n for n in self._eligible(image, shard.replicas, shard.uid) if n != to),
+                    ),
                     caught_up=(to,),
                     reason="balance",
                 )
@@ -906,7 +1013,7 @@ def _balance_move(
     target: dict[ShardUid, NodeId],
     shards: Sequence[tuple[StreamMeta, ShardMeta]],
     *,
-    can_lead: Callable[[NodeId], bool],
+    can_lead: Callable[[NodeId, ShardMeta], bool],
 ) -> tuple[StreamMeta, ShardMeta, NodeId] | None:
     """One leadership move from a most-loaded to a least-loaded node that shares a replica
     set, if their counts differ by more than one; deterministic (sorted, ids break ties)."""
@@ -917,7 +1024,7 @@ def _balance_move(
             if counts[high] - counts[low] <= 1:
                 break
             for stream, shard in shards:  # (stream name, index) order
-                if target[shard.uid] == high and low in shard.replicas and can_lead(low):
+                if target[shard.uid] == high and low in shard.replicas and can_lead(low, shard):
                     return stream, shard, low
     return None
 

@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import json
 import logging
@@ -81,7 +82,7 @@ from pysyncobj.journal import Journal, MemoryJournal
 from pysyncobj.pickle import pickle as pysyncobj_pickle
 from pysyncobj.utility import TcpUtility, UtilityException
 
-from broker.errors import ErrorCode, ShoalError
+from broker.errors import ErrorCode, ShoalError, StartupRefused
 from broker.meta import state_machine
 from broker.meta.commands import Command, decode_command, encode_command
 from broker.meta.image import MetadataImage
@@ -104,6 +105,22 @@ Entry = tuple[bytes, int, int]  # pysyncobj's log entry: (command, index, term)
 
 
 # --- Durable journal ---------------------------------------------------------------------------
+
+_RECOVERY = (
+    "this node will not start; recover it from the other voters: move {directory} aside and "
+    'restart the node (docs/operations.md, "Metadata corruption")'
+)
+
+
+class MetadataCorruptionError(StartupRefused):
+    """A metadata file (Raft journal, its meta file, the snapshot) failed its checks."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path} {problem}; " + _RECOVERY.format(directory=path.parent))
+        self.path = path
+
+
+_RECENT_IMAGES_MAX = 256  # images kept for voters to be compared at one applied count
 
 _JOURNAL_MAGIC = b"SHOALRJ\x00"
 _JOURNAL_VERSION = 1
@@ -181,16 +198,31 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no types
             document = json.loads(self._meta_path.read_bytes())
         except FileNotFoundError:
             return {"current_term": 0, "voted_for": None, "commit_index": 1}
-        assert document.get("v") == _META_FORMAT_VERSION, f"unknown journal meta {document!r}"
-        return {key: document[key] for key in ("current_term", "voted_for", "commit_index")}
+        except (OSError, ValueError) as exc:
+            raise MetadataCorruptionError(self._meta_path, f"is unreadable ({exc})") from exc
+        if not isinstance(document, dict) or document.get("v") != _META_FORMAT_VERSION:
+            raise MetadataCorruptionError(self._meta_path, "is not a journal meta file we wrote")
+        try:
+            term, voted_for, commit = (
+                document[key] for key in ("current_term", "voted_for", "commit_index")
+            )
+        except KeyError as exc:
+            raise MetadataCorruptionError(self._meta_path, f"lacks {exc}") from exc
+        if not isinstance(term, int) or not isinstance(commit, int):
+            raise MetadataCorruptionError(self._meta_path, "holds a term or index not a number")
+        return {"current_term": term, "voted_for": voted_for, "commit_index": commit}
 
     def _open_and_recover(self) -> int:
         if not self._path.exists():
             _write_file_durably(self._path, _FILE_HEADER.pack(_JOURNAL_MAGIC, _JOURNAL_VERSION))
         data = self._path.read_bytes()
+        if len(data) < _FILE_HEADER.size:
+            raise MetadataCorruptionError(self._path, "is shorter than a journal header")
         magic, version = _FILE_HEADER.unpack_from(data, 0)
-        assert magic == _JOURNAL_MAGIC, f"{self._path} is not a Shoal Raft journal"
-        assert version == _JOURNAL_VERSION, f"{self._path}: journal version {version}"
+        if magic != _JOURNAL_MAGIC:
+            raise MetadataCorruptionError(self._path, "is not a Shoal Raft journal")
+        if version != _JOURNAL_VERSION:
+            raise MetadataCorruptionError(self._path, f"has unknown format version {version}")
         end = self._scan(data)
         fd = os.open(self._path, os.O_RDWR | os.O_APPEND)
         if end < len(data):
@@ -208,17 +240,29 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no types
         while offset < len(data):
             record = self._parse_record(data, offset)
             if record is None:
+                # A torn tail, unless a whole record follows: a length broken in the middle
+                # of the log also runs past the end, and would silently drop the rest.
+                last_index = self._entries[-1][1] if self._entries else None
+                later = _later_record(data, offset + 1, after_index=last_index)
+                if later is not None:
+                    raise MetadataCorruptionError(
+                        self._path,
+                        f"is corrupt: the record at byte {offset} is broken, yet a whole "
+                        f"record follows at byte {later}",
+                    )
                 return offset
             entry, size = record
-            if self._entries:
-                assert entry[1] == self._entries[-1][1] + 1, "journal indices not consecutive"
+            if self._entries and entry[1] != self._entries[-1][1] + 1:
+                raise MetadataCorruptionError(
+                    self._path, f"has non-consecutive entries at byte {offset}"
+                )
             self._entries.append(entry)
             self._offsets.append(offset)
             offset += size
         return offset
 
     def _parse_record(self, data: bytes, offset: int) -> tuple[Entry, int] | None:
-        """The record at `offset`, or None for a torn tail; asserts on mid-log corruption."""
+        """The record at `offset`, or None for a torn tail; raises on mid-log corruption."""
         if offset + _RECORD_HEADER.size > len(data):
             return None
         length, crc, index, term = _RECORD_HEADER.unpack_from(data, offset)
@@ -228,7 +272,11 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no types
         command = bytes(data[offset + _RECORD_HEADER.size : end])
         if zlib.crc32(struct.pack("<QQ", index, term) + command) != crc:
             # Only the last record can be torn: each one was fsynced before the next began.
-            assert end >= len(data), f"{self._path}: corrupt record at offset {offset}"
+            if end < len(data):
+                raise MetadataCorruptionError(
+                    self._path,
+                    f"is corrupt: the record at byte {offset} fails its CRC before the log's end",
+                )
             return None
         return (command, index, term), end - offset
 
@@ -239,8 +287,17 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no types
         if self._entries:
             assert idx == self._entries[-1][1] + 1
         offset = os.lseek(self._fd, 0, os.SEEK_END)
-        _write_all(self._fd, _encode_record((command, idx, term)))
-        os.fdatasync(self._fd)
+        try:
+            _write_all(self._fd, _encode_record((command, idx, term)))
+            os.fdatasync(self._fd)
+        except OSError:
+            # A full disk (or an I/O error) mid-record: cut the partial record off, or the next
+            # add would append after it and leave corruption mid-log. pysyncobj logs the error
+            # and the entry is not added (a follower does not acknowledge it).
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, offset)
+                os.fsync(self._fd)
+            raise
         self._entries.append((command, idx, term))
         self._offsets.append(offset)
 
@@ -326,6 +383,85 @@ class DurableJournal(Journal):  # type: ignore[misc]  # pysyncobj ships no types
             self._store_meta()
 
 
+def _later_record(data: bytes, start: int, *, after_index: int | None) -> int | None:
+    """The offset of the first whole record (CRC included) at or after `start` whose index
+    is past `after_index` + 1 (the broken record's), or None: a tail torn by a crash has
+    nothing whole after it."""
+    for offset in range(start, len(data) - _RECORD_HEADER.size + 1):
+        length, crc, index, term = _RECORD_HEADER.unpack_from(data, offset)
+        end = offset + _RECORD_HEADER.size + length
+        if length > _RECORD_BYTES_MAX or end > len(data):
+            continue
+        if after_index is not None and index != after_index + 2:
+            continue
+        command = data[offset + _RECORD_HEADER.size : end]
+        if zlib.crc32(struct.pack("<QQ", index, term) + command) == crc:
+            return offset
+    return None
+
+
+# --- Truncation only on conflict -------------------------------------------------------------
+
+
+class Divergence(Exception):
+    """A leader sent an entry that differs from one this replica already applied: the metadata
+    state machines have diverged, a broken Raft invariant. This replica stops."""
+
+
+def keep_held_entries(
+    message: dict[str, Any], journal: Any, *, applied: int
+) -> dict[str, Any] | Divergence:
+    """An append_entries message rewritten so that pysyncobj never truncates entries this
+    follower already holds and must keep (Raft truncates only on a conflict), or Divergence.
+
+    pysyncobj 0.3.17 (syncobj.py, the append_entries handler) deletes every entry after
+    `prevLogIdx` whenever any follows it, then appends the message's entries. A heartbeat or
+    resend from a leader whose view of this follower lags (its optimistic nextIndex was rewound
+    by a `reset`, or a stale duplicate arrives) therefore cuts entries the follower already
+    acknowledged, even applied ones ("truncating already-applied log entries ... may have
+    diverged", logged CRITICAL 13-17 times per 300 s chaos run). The entries come back with
+    the leader's next messages, identical, and are not applied twice, so the images stay the
+    same; but meanwhile the follower lacks entries the leader counted towards a commit: a
+    leader crash in that window could elect a log without them.
+
+    The entries after `prevLogIdx` that may stay, whatever the message holds: the applied ones
+    (committed, so in every later leader's log at the same index and term) and those of the
+    leader's own term (one leader per term). The message is moved past them (its entries that
+    they cover must match them); pysyncobj then truncates only what really conflicts."""
+    prev = message.get("prevLogIdx")
+    if prev is None or message.get("transmission") is not None or len(journal) == 0:
+        return message  # an install-snapshot or chunked message: pysyncobj's own handling
+    first_index, last_index = journal[0][1], journal[-1][1]
+    if prev >= last_index or prev < first_index:
+        return message  # nothing after prev here to cut (or prev unknown: pysyncobj resets)
+    if journal[prev - first_index][2] != message.get("prevLogTerm"):
+        return message  # no match at prev: pysyncobj refuses it and cuts nothing
+    leader_term = message.get("term", 0)
+    keep_to = prev
+    for index in range(prev + 1, last_index + 1):
+        term = journal[index - first_index][2]
+        if index > applied and term != leader_term:
+            break
+        keep_to = index
+    if keep_to == prev:
+        return message
+    entries = list(message.get("entries") or [])
+    for _, index, term in entries:
+        if index > keep_to:
+            break
+        held_term = journal[index - first_index][2]
+        if held_term != term:
+            return Divergence(
+                f"the leader sent entry {index} of term {term}, but this replica holds it with "
+                f"term {held_term} (applied up to {applied})"
+            )
+    rewritten = dict(message)
+    rewritten["prevLogIdx"] = keep_to
+    rewritten["prevLogTerm"] = journal[keep_to - first_index][2]
+    rewritten["entries"] = [entry for entry in entries if entry[1] > keep_to]
+    return rewritten
+
+
 def _create_journal(journal_file: str | None = None) -> Journal:
     if journal_file is None:
         return MemoryJournal()
@@ -352,6 +488,7 @@ class _ReplicaState:
         self._loop = loop
         self._notify_pending = False
         self.changed = asyncio.Event()  # loop thread only; replaced after each change
+        self.recent: collections.deque[MetadataImage] = collections.deque(maxlen=_RECENT_IMAGES_MAX)
 
     def apply_encoded(self, data: bytes) -> Applied:
         """The body of the replicated method: decode, apply, store, notify."""
@@ -369,6 +506,9 @@ class _ReplicaState:
 
     def set_image(self, image: MetadataImage) -> None:
         self.image = image
+        # The last few images by applied command count, for `image_after` (immutable: kept
+        # by reference; they share every part that did not change).
+        self.recent.append(image)
         if not self._notify_pending:
             self._notify_pending = True
             self.call_in_loop(self._notify_changed)
@@ -433,6 +573,27 @@ class _ReplicaState:
         return last_entry, previous_entry, partners
 
 
+def verify_metadata_files(data_dir: Path) -> None:
+    """Refuses (MetadataCorruptionError, one line) a Raft journal, journal meta or snapshot
+    that fails its checks, before pysyncobj reads them: pysyncobj would stop on a broken
+    journal with a traceback, and log and ignore a broken snapshot, then run without it."""
+    journal = data_dir / JOURNAL_FILE_NAME
+    if journal.exists():
+        DurableJournal(journal)._destroy()  # reads and checks every record (and the meta)
+    snapshot = data_dir / SNAPSHOT_FILE_NAME
+    if not snapshot.exists():
+        return
+    try:
+        document = json.loads(snapshot.read_bytes())
+        if document["v"] != SNAPSHOT_FORMAT_VERSION:
+            raise ValueError(f"unknown snapshot format version {document['v']!r}")
+        image_from_document(document["image"])
+        _entry_from_document(document["last_entry"])
+        _entry_from_document(document["previous_entry"])
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise MetadataCorruptionError(snapshot, f"is not a readable snapshot ({exc!r})") from exc
+
+
 def _entry_to_document(entry: Entry) -> list[object]:
     command, index, term = entry
     return [base64.b64encode(command).decode("ascii"), index, term]
@@ -457,17 +618,62 @@ class _MetadataSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj ships no typ
         self_address: str | None,
         peers: list[str],
         conf: SyncObjConf,
+        blank: bool = False,
     ) -> None:
         self._shoal_state = state  # before super().__init__: the tick thread starts there
         # Work handed to the tick thread (pysyncobj is not thread-safe outside its queues).
         self._shoal_tick_work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.shoal_partners: tuple[str, ...] = tuple(sorted(p for p in peers if p != self_address))
+        # A voter that starts with no journal and no snapshot (a replaced disk, or a new
+        # cluster) votes only for empty logs until it has applied what a leader had committed
+        # (`_SyncObj__onMessageReceived`).
+        self._shoal_blank = blank
+        self._shoal_catch_up_to: int | None = None
+        self._shoal_withheld_term = -1
         super().__init__(self_address, peers, conf)
         self.addOnTickCallback(self._shoal_run_tick_work)
+
+    # pysyncobj's private message handler (`SyncObj.__onMessageReceived`, name-mangled), which
+    # its transport calls for every message: the one hook into vote granting. A voter that
+    # lost its journal forgot its vote and its log, so it would vote for any candidate, and
+    # with one healthy voter elect a leader missing entries this voter had helped commit
+    # (Raft needs stable storage for votedFor and the log). Until it caught up it therefore
+    # votes only in a new cluster, whose candidates' logs hold no term yet.
+    def _SyncObj__onMessageReceived(self, node: Any, message: dict[str, Any]) -> None:
+        if self._shoal_blank:
+            kind = message.get("type")
+            if kind == "request_vote" and message.get("last_log_term", 0) > 0:
+                term = message.get("term", 0)
+                if term != self._shoal_withheld_term:
+                    self._shoal_withheld_term = term
+                    log.warning(
+                        "raft_vote_withheld",
+                        extra={"candidate": str(node.id), "term": term, "reason": "no journal"},
+                    )
+                return
+            if kind == "append_entries" and self._shoal_catch_up_to is None:
+                self._shoal_catch_up_to = int(message.get("commit_index", 0))
+        if (
+            message.get("type") == "append_entries"
+            and message.get("term", 0) >= self.raftCurrentTerm
+        ):
+            outcome = keep_held_entries(
+                message, self._SyncObj__raftLog, applied=self.raftLastApplied
+            )
+            if isinstance(outcome, Divergence):
+                self._shoal_state.failure = str(outcome)
+                log.error("metadata_diverged", extra={"detail": str(outcome)})
+                return
+            message = outcome
+        super()._SyncObj__onMessageReceived(node, message)
 
     def _shoal_run_tick_work(self) -> None:
         # A snapshot the loop thread may read: pysyncobj mutates its node sets on this thread.
         self.shoal_partners = tuple(sorted(str(node.id) for node in self.otherNodes))
+        target = self._shoal_catch_up_to
+        if self._shoal_blank and target is not None and self.raftLastApplied >= target:
+            self._shoal_blank = False
+            log.info("raft_voter_caught_up", extra={"applied": self.raftLastApplied})
         while True:
             try:
                 work = self._shoal_tick_work.get_nowait()
@@ -544,7 +750,11 @@ class PysyncobjQuorum:
 
     async def start(self) -> None:
         assert self._syncobj is None, "started twice"
-        self._config.data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir = self._config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        journal, snapshot = data_dir / JOURNAL_FILE_NAME, data_dir / SNAPSHOT_FILE_NAME
+        blank = not journal.exists() and not snapshot.exists()
+        await asyncio.to_thread(verify_metadata_files, data_dir)
         self_address = None if self._config.read_only else self._config.self_address
         state = _ReplicaState(asyncio.get_running_loop(), self_address=self_address)
         # Constructed on the loop's thread on purpose: pysyncobj's tick thread exits when the
@@ -554,6 +764,7 @@ class PysyncobjQuorum:
             self_address=self_address,
             peers=list(self._config.peer_addresses),
             conf=self._sync_obj_conf(state),
+            blank=blank and bool(self._config.peer_addresses) and self_address is not None,
         )
         self._state, self._syncobj = state, syncobj
         if self._config.read_only:
@@ -600,6 +811,17 @@ class PysyncobjQuorum:
 
     def image(self) -> MetadataImage:
         return self._state.image if self._state is not None else MetadataImage()
+
+    def image_after(self, applied_commands: int) -> MetadataImage | None:
+        """The image this node had after `applied_commands` commands, if it still keeps it
+        (the last few hundred); for comparing voters (every voter's must be the same)."""
+        state = self._state
+        if state is None:
+            return None
+        for image in list(state.recent):  # a copy: the tick thread appends meanwhile
+            if image.applied_commands == applied_commands:
+                return image
+        return None
 
     async def wait_for_image(
         self, predicate: Callable[[MetadataImage], bool], *, timeout_s: float

@@ -53,6 +53,36 @@ SHARD_LEADERSHIP_CHANGES = declare(
 )
 
 
+LOG_CORRUPTIONS = declare(
+    "kinesis_log_corruptions_total",
+    "counter",
+    "Damaged ranges found in this node's shard logs (a batch failing its CRC, a RocksDB block "
+    "checksum, missing offsets) by reads, catch-up reads or the scrubber.",
+)
+LOG_REPAIRS = declare(
+    "kinesis_log_repairs_total",
+    "counter",
+    "Damaged ranges of this node's shard logs repaired (copied back from a healthy replica, "
+    "or a time index rebuilt).",
+)
+DAMAGED_REPLICAS = declare(
+    "kinesis_damaged_replicas",
+    "gauge",
+    "Shard replicas on this node with a damaged range not repaired yet (readers use another "
+    "replica for it).",
+)
+SCRUBBED_BYTES = declare(
+    "kinesis_scrub_bytes_total",
+    "counter",
+    "Stored bytes of shard logs the scrubber verified on this node.",
+)
+SCRUB_PASSES = declare(
+    "kinesis_scrub_passes_total",
+    "counter",
+    "Complete passes of the scrubber over every replica on this node.",
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReplicationView:
     """The shard replicas on one node summarised (the replication driver builds it)."""
@@ -62,6 +92,7 @@ class ReplicationView:
     under_replicated: int = 0  # among the shards this node leads
     follower_lag_records: Mapping[str, int] = field(default_factory=dict)  # max per follower
     high_watermark_lag_records: int = 0
+    damaged_replicas: int = 0
 
 
 class ReplicationProbe:
@@ -79,9 +110,19 @@ class ReplicationProbe:
             SHARD_LEADERSHIP_CHANGES.labels,
             registry=registry,
         )
+        self._corruptions = Counter(LOG_CORRUPTIONS.name, LOG_CORRUPTIONS.help, registry=registry)
+        self._repairs = Counter(LOG_REPAIRS.name, LOG_REPAIRS.help, registry=registry)
+        self._scrubbed = Counter(SCRUBBED_BYTES.name, SCRUBBED_BYTES.help, registry=registry)
+        self._scrub_passes = Counter(SCRUB_PASSES.name, SCRUB_PASSES.help, registry=registry)
         registry.register(
             CallbackCollector(
-                (REPLICAS, UNDER_REPLICATED_SHARDS, REPLICATION_LAG, HIGH_WATERMARK_LAG),
+                (
+                    REPLICAS,
+                    UNDER_REPLICATED_SHARDS,
+                    REPLICATION_LAG,
+                    HIGH_WATERMARK_LAG,
+                    DAMAGED_REPLICAS,
+                ),
                 self._series,
             )
         )
@@ -102,6 +143,22 @@ class ReplicationProbe:
         """This node stopped leading a shard (fenced, drained, or moved)."""
         self._leadership.labels("lost").inc()
 
+    def corruption_detected(self) -> None:
+        """A damaged range of a local shard log was found."""
+        self._corruptions.inc()
+
+    def range_repaired(self) -> None:
+        """A damaged range was copied back from a healthy replica (or an index rebuilt)."""
+        self._repairs.inc()
+
+    def scrubbed(self, bytes_: int) -> None:
+        """The scrubber verified `bytes_` stored bytes."""
+        assert bytes_ >= 0
+        self._scrubbed.inc(bytes_)
+
+    def scrub_pass_done(self) -> None:
+        self._scrub_passes.inc()
+
     def _series(self) -> Series:
         view = self._view.read()
         if view is None:
@@ -112,3 +169,4 @@ class ReplicationProbe:
         for follower, lag in sorted(view.follower_lag_records.items()):
             yield REPLICATION_LAG, (follower,), float(lag)
         yield HIGH_WATERMARK_LAG, (), float(view.high_watermark_lag_records)
+        yield DAMAGED_REPLICAS, (), float(view.damaged_replicas)

@@ -6,6 +6,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -67,6 +68,22 @@ ROCKSDB_RUNNING_COMPACTIONS = declare(
 ROCKSDB_WRITE_STOPPED = declare(
     "kinesis_rocksdb_write_stopped", "gauge", "1 while RocksDB stops writes (compaction debt)."
 )
+ROCKSDB_BACKGROUND_ERRORS = declare(
+    "kinesis_rocksdb_background_errors",
+    "gauge",
+    "Flushes and compactions RocksDB failed since the node started (a compaction over a "
+    "corrupt block keeps failing: rebuild the node's log, docs/operations.md).",
+)
+DISK_FREE_MINIMUM = declare(
+    "kinesis_storage_disk_free_minimum_bytes",
+    "gauge",
+    "The free space below which this node refuses new records (disk_free_bytes_min).",
+)
+RECORDS_REFUSED = declare(
+    "kinesis_storage_records_refused",
+    "gauge",
+    "1 while this node refuses new records because its data directory is short of space.",
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +96,17 @@ class StorageView:
     memtable_bytes: int = 0
     running_compactions: int = 0
     write_stopped: bool = False
+    background_errors: int = 0  # failed flushes and compactions since the store opened
+
+
+class DiskGuardView(Protocol):
+    """What the metrics read of the node's disk guard (`log.disk_guard.DiskGuard`)."""
+
+    @property
+    def minimum_bytes(self) -> int: ...
+
+    @property
+    def full(self) -> bool: ...
 
 
 class StorageProbe:
@@ -88,6 +116,7 @@ class StorageProbe:
     def __init__(self, registry: CollectorRegistry, fsync: Histogram) -> None:
         self._view: Watched[StorageView] = Watched("storage")
         self._disk_path: Path | None = None
+        self._guard: DiskGuardView | None = None
         self._fsync = fsync.labels("shards")
         self._group_records = Histogram(
             GROUP_COMMIT_RECORDS.name,
@@ -107,6 +136,9 @@ class StorageProbe:
                     ROCKSDB_MEMTABLE_BYTES,
                     ROCKSDB_RUNNING_COMPACTIONS,
                     ROCKSDB_WRITE_STOPPED,
+                    ROCKSDB_BACKGROUND_ERRORS,
+                    DISK_FREE_MINIMUM,
+                    RECORDS_REFUSED,
                 ),
                 self._series,
             )
@@ -118,6 +150,10 @@ class StorageProbe:
     def watch_disk(self, data_dir: Path) -> None:
         """Report free and total space of the file system holding `data_dir`."""
         self._disk_path = data_dir
+
+    def watch_disk_guard(self, guard: DiskGuardView) -> None:
+        """Report the free-space minimum and whether records are refused (log/disk_guard)."""
+        self._guard = guard
 
     def group_committed(self, records: int, bytes_: int, fsync_seconds: float) -> None:
         """One WriteBatch plus one WAL fsync made `records` durable."""
@@ -137,6 +173,10 @@ class StorageProbe:
             else:
                 yield DISK_FREE, (), float(usage.free)
                 yield DISK_CAPACITY, (), float(usage.total)
+        guard = self._guard
+        if guard is not None and guard.minimum_bytes > 0:
+            yield DISK_FREE_MINIMUM, (), float(guard.minimum_bytes)
+            yield RECORDS_REFUSED, (), float(guard.full)
         view = self._view.read()
         if view is None:
             return
@@ -146,3 +186,4 @@ class StorageProbe:
         yield ROCKSDB_MEMTABLE_BYTES, (), float(view.memtable_bytes)
         yield ROCKSDB_RUNNING_COMPACTIONS, (), float(view.running_compactions)
         yield ROCKSDB_WRITE_STOPPED, (), float(view.write_stopped)
+        yield ROCKSDB_BACKGROUND_ERRORS, (), float(view.background_errors)

@@ -40,18 +40,22 @@ import contextlib
 import functools
 import heapq
 import logging
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from broker import limits
 from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.log.disk_guard import DiskGuard
 from broker.log.group_commit import GroupCommitWriter
-from broker.log.records import AppendBatch, NewRecord
-from broker.log.store import LogStore
+from broker.log.records import AppendBatch, LogCorruptionError, NewRecord
+from broker.log.store import LogStore, LogStoreError
+from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage, ShardState
 from broker.metrics import ReplicationProbe, ReplicationView
 from broker.replication import replica as core
-from broker.replication.messages import Prepare, Promise, ReplicationMessage
+from broker.replication.messages import Append, Prepare, Promise, ReplicationMessage
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.replica import (
     ReplicaDurableState,
@@ -59,10 +63,14 @@ from broker.replication.replica import (
     ReplicationKnobs,
     ShardReplica,
 )
-from broker.replication.transport import SealAnswer, Transport
+from broker.replication.transport import FetchRefused, SealAnswer, Transport
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)
+
+# What a failed persist raises: the group commit's failure (its cause is the store's error), a
+# store error from a truncation or promise, or corruption found while truncating.
+_PERSIST_ERRORS = (ShoalError, LogStoreError, LogCorruptionError)
 
 # Replicas are ticked when their own timer comes due (`_tick_due`); every this often all of
 # them are ticked anyway, a cheap backstop for a schedule some code path forgot to update.
@@ -170,6 +178,24 @@ class _Local:
         self.orphans = kept
 
 
+@dataclass(slots=True, kw_only=True)
+class _Damage:
+    """A range of a local replica's log that does not read back, until it is repaired."""
+
+    start: Offset  # batch-aligned (store.damaged_range), moved up as pieces are repaired
+    end: Offset
+    attempts: int = 0
+    retry_at: float = 0.0  # the loop's clock
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DamagedRange:
+    """What readers on this node must not read locally (`ReplicationDriver.damaged`)."""
+
+    start: Offset
+    end: Offset
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DriverStatistics:
     replicas: int
@@ -200,7 +226,8 @@ class ReplicationDriver:
         image: Callable[[], MetadataImage],
         tick_ms: int,
         knobs: ReplicationKnobs | None = None,
-        lost_disk: bool = False,
+        rejoin_floors: Mapping[ShardUid, int] | None = None,
+        disk: DiskGuard | None = None,
         inbox_max: int = limits.replication_inbox_messages_max,
         probe: ReplicationProbe | None = None,
     ) -> None:
@@ -216,7 +243,14 @@ class ReplicationDriver:
         self._image = image
         self._tick_ms = tick_ms
         self._knobs = knobs or ReplicationKnobs()
-        self._lost_disk = lost_disk
+        # A node that lost its disk: each replica it held, with the shard's epoch in the image
+        # read after the loss (replica.py, "lost its disk"). Replicas of other shards are new.
+        self._rejoin_floors = dict(rejoin_floors or {})
+        # Below its free-space minimum the node takes no new records (log/disk_guard.py):
+        # producers are refused here, and record batches from leaders are dropped (the leader
+        # keeps resending; its other followers commit). Control batches still go through.
+        self._disk = disk
+        self.disk_dropped = 0
         self._inbox: collections.deque[ReplicationMessage] = collections.deque()
         self._inbox_max = inbox_max
         self._locals: dict[ShardUid, _Local] = {}
@@ -241,6 +275,12 @@ class ReplicationDriver:
         self._inbox_dropped = 0
         self._pending_hws: dict[ShardUid, Offset] = {}
         self._hws_written_ms = 0
+        # Corruption (decisions/0002, "Corruption"): offsets where a read failed, not located
+        # yet (None: the shard's time index), and the located damaged ranges being repaired.
+        self._suspects: dict[ShardUid, Offset | None] = {}
+        self._damage: dict[ShardUid, _Damage] = {}
+        self._repair_wake = asyncio.Event()
+        self._persist_failures = 0  # in a row; each backs off longer (`_recover`)
 
     @property
     def node_id(self) -> NodeId:
@@ -249,9 +289,18 @@ class ReplicationDriver:
     # --- Inputs (any task on the loop) ---------------------------------------------------------
 
     def deliver(self, message: ReplicationMessage) -> None:
-        """An inbound Append/AppendAck from the transport; dropped when the inbox is full."""
+        """An inbound Append/AppendAck from the transport; dropped when the inbox is full, and
+        an Append carrying records while the disk is short of space."""
         if len(self._inbox) >= self._inbox_max:
             self._inbox_dropped += 1
+            return
+        if (
+            self._disk is not None
+            and self._disk.full
+            and isinstance(message, Append)
+            and any(not batch.control for batch in message.batches)
+        ):
+            self.disk_dropped += 1
             return
         self._inbox.append(message)
         self._wake.set()
@@ -285,6 +334,11 @@ class ReplicationDriver:
         if local.epoch > epoch:
             raise ShardRefusedError(
                 RefusalReason.STALE_EPOCH, shard_uid=shard_uid, epoch=local.epoch
+            )
+        if self._disk is not None and self._disk.full:
+            raise ShoalError(
+                ErrorCode.INTERNAL_FAILURE,
+                self._disk.refusal(self._node_id, self._shard_name(shard_uid)),
             )
         outcome = local.replica.propose(records, now_ms)
         self._touched.add(shard_uid)
@@ -381,6 +435,7 @@ class ReplicationDriver:
             under_replicated=under,
             follower_lag_records=lag,
             high_watermark_lag_records=hw_lag,
+            damaged_replicas=len(self._damage),
         )
 
     def _report_leadership(self, candidates: Sequence[_Local], *, every: bool) -> None:
@@ -411,11 +466,42 @@ class ReplicationDriver:
 
     def caught_up(self) -> bool:
         """No replica on this node is still recovering its log (a node that lost its disk
-        copies it back from the leader before its replicas count again): the replication
+        copies it back from the leaders before its replicas count again): the replication
         half of the readiness probe."""
-        if not self._lost_disk:
+        if not self._rejoin_floors:
             return True  # replicas recover only on a node that lost its disk (_open)
         return not any(local.replica.statistics().recovering for local in self._locals.values())
+
+    def fenced_leaderships(self) -> list[tuple[ShardUid, int]]:
+        """(shard, image epoch) of the shards this node leads in the image but cannot: a
+        newer epoch was promised by a leader change that did not commit. The heartbeats say
+        so, and the controller runs a leader change again (a new controller knows nothing of
+        its predecessor's failed attempts)."""
+        return [
+            (uid, local.replica.epoch)
+            for uid, local in self._locals.items()
+            if local.replica.fenced()
+        ]
+
+    def rejoining(self) -> list[RejoiningReplica]:
+        """The replicas lost with the disk that have not rejoined yet, for the heartbeats
+        (the controller moves their leaderships away, and gives a caught-up one a new
+        epoch). Empty, and cheap, once every one of them rejoined."""
+        if not self._rejoin_floors:
+            return []
+        report = []
+        for uid in list(self._rejoin_floors):
+            local = self._locals.get(uid)
+            if local is None:
+                continue  # not configured yet (or no longer ours)
+            stats = local.replica.statistics()
+            if stats.rejoin_floor is None:
+                del self._rejoin_floors[uid]  # rejoined: counts like any replica now
+                continue
+            report.append(
+                RejoiningReplica(shard_uid=uid, epoch=stats.epoch, caught_up=not stats.recovering)
+            )
+        return report
 
     def leader_count(self) -> int:
         return sum(1 for x in self._locals.values() if x.replica.role is core.Role.LEADER)
@@ -466,7 +552,9 @@ class ReplicationDriver:
 
     def _open(self, shard_uid: ShardUid) -> _Local:
         # Point reads on the loop, once per replica per process lifetime (as ShardWriters did).
-        durable = ReplicaDurableState.from_store(self._store, shard_uid, recovering=self._lost_disk)
+        durable = ReplicaDurableState.from_store(
+            self._store, shard_uid, rejoin_floor=self._rejoin_floors.get(shard_uid)
+        )
         replica = ShardReplica(shard_uid, self._node_id, durable, knobs=self._knobs)
         log.info(
             "replica_opened",
@@ -486,6 +574,7 @@ class ReplicationDriver:
         tick_s = self._tick_ms / 1000
         async with asyncio.TaskGroup() as reads:
             self._reads = reads
+            reads.create_task(self._run_repairs(), name="replica-repairs")
             next_tick = loop.time()  # the timer runs on the loop's clock; replicas get wall ms
             next_sweep = next_tick + _SWEEP_INTERVAL_S
             while True:
@@ -576,7 +665,12 @@ class ReplicationDriver:
         self._touched = set()
         work = [(local, local.replica.ready()) for local in candidates if local.replica.has_ready()]
         if work:
-            await self._persist(work)
+            try:
+                await self._persist(work)
+            except _PERSIST_ERRORS as error:
+                await self._recover(work, promises, error)
+                return
+            self._persist_failures = 0
             now_ms = self._now()
             for local, ready in work:
                 for envelope in ready.to_send:
@@ -613,6 +707,78 @@ class ReplicationDriver:
         if again:
             self._touched |= again
             self._wake.set()
+
+    async def _recover(
+        self,
+        work: Sequence[tuple[_Local, core.Ready]],
+        promises: Sequence[tuple[Promise, asyncio.Future[Promise]]],
+        error: Exception,
+    ) -> None:
+        """A persist failed (a full disk, a broken store): the replicas involved cannot know
+        what is durable, so they are rebuilt from the store at the next turn, as after a
+        restart (nothing of the failed Ready was sent: sends follow persists). Their producers
+        get an unknown outcome (retryable) and their Prepares no answer (the controller asks
+        again). RocksDB keeps refusing every write after a failed WAL write until it is
+        reopened, so it is, once the disk has room again. Backs off while failures repeat;
+        the node keeps serving reads meanwhile."""
+        self._persist_failures += 1
+        log.error(
+            "replica_persist_failed",
+            extra={"error": repr(error), "replicas": len(work), "failures": self._persist_failures},
+        )
+        for local, _ in work:
+            uid = local.replica.shard_uid
+            local.fail_waiters(RefusalReason.OUTCOME_UNKNOWN)
+            if self._locals.get(uid) is local:
+                del self._locals[uid]
+            self._due_ms.pop(uid, None)
+        for _, future in promises:
+            if not future.done():
+                future.set_exception(
+                    ShoalError(ErrorCode.UNAVAILABLE, "the replica could not persist its promise")
+                )
+        delay_ms = min(
+            limits.replication_persist_backoff_ms_min * 2 ** min(self._persist_failures - 1, 10),
+            limits.replication_persist_backoff_ms_max,
+        )
+        # The failed write's frames hold the store's old handles; RocksDB cannot be reopened
+        # while they live.
+        _clear_frames(error)
+        del error
+        await asyncio.sleep(delay_ms / 1000)  # a backoff while the disk refuses, not a sync
+        await self._reopen_store()
+        self._applied = None  # the next turn opens the dropped replicas from the store again
+        self._turns += 1
+        self._turned.set()
+        self._turned = asyncio.Event()
+        self._wake.set()
+
+    async def _reopen_store(self) -> None:
+        """Reopens the store (after a failed persist) once the disk has room, until it works:
+        the replicas cannot be opened again before. Bounded per attempt; the loop is infinite
+        on purpose, like the driver's (a node whose store never opens again serves reads of
+        nothing and stays unready until an operator acts)."""
+        attempt = 0
+        while True:
+            if not self._room_to_reopen():
+                # Closing flushes the memtables, which blocks while the disk is still full.
+                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+                continue
+            try:
+                await asyncio.to_thread(self._store.reopen)
+                return
+            except LogStoreError as error:
+                attempt += 1
+                log.error("log_store_reopen_failed", extra={"error": repr(error), "try": attempt})
+                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+
+    def _room_to_reopen(self) -> bool:
+        """Room for RocksDB to flush its memtables on close: not short by the guard's
+        minimum, and at least `limits.store_reopen_free_bytes_min` free whatever it is."""
+        disk = self._disk
+        if disk is None or disk.last is None:
+            return True  # nothing measures the disk here (tests): try
+        return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
 
     async def _persist(self, work: Sequence[tuple[_Local, core.Ready]]) -> None:
         """Makes every Ready durable in the order the replica requires (module docstring)."""
@@ -661,24 +827,236 @@ class ReplicationDriver:
             await asyncio.gather(*futures)
 
     async def _read(self, local: _Local, request: core.ReadRequest) -> None:
-        """A follower's catch-up read of our log, fed back to the replica."""
-        batches = await asyncio.to_thread(
-            self._store.read_batches,
-            request.shard_uid,
-            start_offset=request.start_offset,
-            end_offset=request.end_offset,
-            bytes_max=request.bytes_max,
-        )
+        """A follower's catch-up read of our log, fed back to the replica. A damaged range
+        cannot be sent: it is reported (and repaired); the replica asks again after its resend
+        timeout."""
+        try:
+            batches = await asyncio.to_thread(
+                self._store.read_batches,
+                request.shard_uid,
+                start_offset=request.start_offset,
+                end_offset=request.end_offset,
+                bytes_max=request.bytes_max,
+            )
+        except LogCorruptionError as error:
+            self.report_corruption(error)
+            return
         if self._locals.get(request.shard_uid) is local:
             local.replica.read_done(request, batches, self._now())
             self._touched.add(request.shard_uid)
             self._wake.set()
+
+    # --- Corruption: damaged ranges and their repair (decisions/0002, "Corruption") ----------
+
+    def report_corruption(self, error: LogCorruptionError) -> None:
+        """A read of this node's log failed a check (a reader, a catch-up read, the
+        scrubber): the repair task locates the damaged range and copies it back from a
+        healthy replica. Loop only."""
+        if error.shard_uid is None:
+            log.error("log_corruption_detected", extra={"error": str(error), "located": False})
+            if self._probe is not None:
+                self._probe.corruption_detected()
+            return
+        uid = error.shard_uid
+        known = self._damage.get(uid)
+        offset = error.offset
+        if known is not None and offset is not None and known.start <= offset < known.end:
+            return  # being repaired
+        if offset is None:
+            self._suspects.setdefault(uid, None)
+        else:
+            previous = self._suspects.get(uid)
+            self._suspects[uid] = offset if previous is None else Offset(min(previous, offset))
+        self._repair_wake.set()
+
+    def damaged(self, shard_uid: ShardUid) -> DamagedRange | None:
+        """The damaged range of the local replica, if any: readers go to another replica for
+        it (`service/shards.py`), and repairs fill it."""
+        damage = self._damage.get(shard_uid)
+        return None if damage is None else DamagedRange(start=damage.start, end=damage.end)
+
+    def repair_pending(self, shard_uid: ShardUid) -> bool:
+        """Corruption reported in the local replica and not repaired yet (located or not)."""
+        return shard_uid in self._damage or shard_uid in self._suspects
+
+    async def serve_fetch(
+        self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
+    ) -> list[AppendBatch]:
+        """Another replica repairs a damaged range from our committed batches (FetchBatches).
+        Only below our high watermark: those records are the same on every replica."""
+        local = self._locals.get(shard_uid)
+        if local is None:
+            raise FetchRefused("no replica of this shard here")
+        end = Offset(min(end_offset, local.replica.high_watermark))
+        damage = self._damage.get(shard_uid)
+        if damage is not None and damage.start <= start_offset < damage.end:
+            raise FetchRefused("this replica is damaged there too")
+        if damage is not None and start_offset < damage.start:
+            end = Offset(min(end, damage.start))
+        if end <= start_offset:
+            raise FetchRefused(f"not committed here (high watermark {end})")
+        try:
+            batches = await asyncio.to_thread(
+                self._store.read_batches,
+                shard_uid,
+                start_offset=start_offset,
+                end_offset=end,
+                bytes_max=bytes_max,
+            )
+        except LogCorruptionError as error:
+            self.report_corruption(error)
+            raise FetchRefused("this replica is damaged there too") from error
+        if not batches or batches[0].first_offset != start_offset:
+            raise FetchRefused("trimmed here")
+        return batches
+
+    async def _run_repairs(self) -> None:
+        """Locates reported corruption and repairs damaged ranges, one shard at a time.
+        Infinite on purpose: cancelled with the driver."""
+        loop = asyncio.get_running_loop()
+        while True:
+            wait_s = min(
+                (max(0.0, d.retry_at - loop.time()) for d in self._damage.values()),
+                default=None,
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):  # None: our own wake-up only, on purpose
+                    await self._repair_wake.wait()
+            self._repair_wake.clear()
+            suspects, self._suspects = self._suspects, {}
+            for uid, offset in suspects.items():
+                await self._locate(uid, offset)
+            for uid in [u for u, d in self._damage.items() if d.retry_at <= loop.time()]:
+                await self._repair(uid)
+
+    async def _locate(self, shard_uid: ShardUid, offset: Offset | None) -> None:
+        if shard_uid not in self._locals:
+            return  # no longer ours: its data goes with the replica
+        if offset is None:  # the time index: derived data, rebuilt from the batches
+            try:
+                await asyncio.to_thread(self._store.rebuild_time_index, shard_uid)
+            except LogCorruptionError as error:
+                if error.offset is not None:
+                    self.report_corruption(error)
+                return
+            log.warning("log_time_index_rebuilt", extra={"shard_uid": shard_uid})
+            if self._probe is not None:
+                self._probe.corruption_detected()
+                self._probe.range_repaired()
+            return
+        start, end = await asyncio.to_thread(self._store.damaged_range, shard_uid, offset)
+        if end <= start:
+            return
+        known = self._damage.get(shard_uid)
+        if known is not None:
+            start, end = Offset(min(start, known.start)), Offset(max(end, known.end))
+        self._damage[shard_uid] = _Damage(start=start, end=end)
+        log.error(
+            "log_corruption_detected",
+            extra={"shard_uid": shard_uid, "start_offset": start, "end_offset": end},
+        )
+        if self._probe is not None:
+            self._probe.corruption_detected()
+
+    async def _repair(self, shard_uid: ShardUid) -> None:
+        """Copies the damaged range back from the other replicas, in pieces; backs off when
+        none can give the next piece (a copy must be committed there, and healthy)."""
+        damage = self._damage[shard_uid]
+        local = self._locals.get(shard_uid)
+        image = self._applied
+        if local is None or image is None:
+            del self._damage[shard_uid]  # no longer ours
+            return
+        peers = self._repair_sources(image, shard_uid)
+        for _ in range(limits.replication_repair_pieces_max):  # bounded: see the limit
+            if damage.start >= damage.end:
+                break
+            if not await self._repair_piece(shard_uid, damage, peers):
+                damage.attempts += 1
+                delay_ms = min(
+                    limits.replication_repair_backoff_ms_min * 2 ** min(damage.attempts, 10),
+                    limits.replication_repair_backoff_ms_max,
+                )
+                damage.retry_at = asyncio.get_running_loop().time() + delay_ms / 1000
+                log.warning(
+                    "log_repair_waiting",
+                    extra={
+                        "shard_uid": shard_uid,
+                        "start_offset": damage.start,
+                        "end_offset": damage.end,
+                        "attempts": damage.attempts,
+                        "peers": ",".join(peers),
+                    },
+                )
+                return
+        if damage.start < damage.end:
+            return  # more pieces than one pass takes: the next pass continues at once
+        del self._damage[shard_uid]
+        log.warning("log_range_repaired", extra={"shard_uid": shard_uid})
+        if self._probe is not None:
+            self._probe.range_repaired()
+
+    def _shard_name(self, shard_uid: ShardUid) -> str:
+        image = self._applied
+        for stream in image.streams.values() if image is not None else ():
+            for shard in stream.shards:
+                if shard.uid == shard_uid:
+                    return f"{shard.shard_id} of stream {stream.name}"
+        return f"shard uid {shard_uid}"
+
+    def _repair_sources(self, image: MetadataImage, shard_uid: ShardUid) -> list[NodeId]:
+        """The other replicas of the shard, its leader first (it holds every committed
+        record)."""
+        for stream in image.streams.values():
+            for shard in stream.shards:
+                if shard.uid == shard_uid:
+                    others = [n for n in shard.replicas if n != self._node_id]
+                    return sorted(others, key=lambda n: n != shard.leader)
+        return []
+
+    async def _repair_piece(
+        self, shard_uid: ShardUid, damage: _Damage, peers: Sequence[NodeId]
+    ) -> bool:
+        for peer in peers:
+            try:
+                batches = await self._transport.fetch_batches(
+                    peer,
+                    shard_uid,
+                    start_offset=damage.start,
+                    end_offset=damage.end,
+                    bytes_max=limits.replication_repair_fetch_bytes_max,
+                )
+            except FetchRefused as refused:
+                log.info("log_repair_source_refused", extra={"peer": peer, "why": str(refused)})
+                continue
+            if not batches or batches[0].first_offset != damage.start:
+                continue
+            if await asyncio.to_thread(self._store.repair, shard_uid, batches):
+                damage.start = batches[-1].end_offset
+                return True
+            # Not our records there (the log moved on meanwhile): look again.
+            known_end = await asyncio.to_thread(self._store.log_end, shard_uid)
+            if damage.start >= known_end:
+                damage.start = damage.end  # truncated away: nothing left to repair
+                return True
+        return False
 
     def _now(self) -> int:
         # The wall clock, for the replicas' timers too: `propose(records, now_ms)` stamps
         # arrival times from the same `now_ms` that drives its heartbeat and resend timers, so
         # every input must use one clock. A wall-clock jump only delays or hastens a resend.
         return self._clock.wall_ms()
+
+
+def _clear_frames(error: BaseException) -> None:
+    """Drops the locals of every finished frame in the error's traceback chain."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
 
 
 def _run_all(calls: Sequence[Callable[[], None]]) -> None:

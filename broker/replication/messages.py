@@ -15,7 +15,8 @@ reordered, and the replica core is written for that.
   `log_end` (the Ack is sent only after what it acknowledges is persisted). `ok=False`: refused;
   if `promised_epoch > epoch` the follower has promised a newer epoch (the leader is fenced),
   otherwise the logs did not match and `(log_end, last_epoch)` is a hint below the point of the
-  refused Append: the follower's log up to `log_end` ends in `last_epoch`.
+  refused Append: the follower's log up to `log_end` ends in `last_epoch`. `rejoining`: the
+  follower lost its disk and must not count towards the leader's high watermark yet.
 - `Prepare` / `Promise`: the controller's leader change. A replica that promises `epoch` refuses
   every Append of a lower epoch from then on and reports the durable `(last_epoch, log_end)` of
   its log; `ok=False` means it refused (it had promised more, or it is recovering from a lost
@@ -69,6 +70,9 @@ class AppendAck:
     log_end: Offset
     last_epoch: int
     promised_epoch: int
+    # The sender lost its disk and has not rejoined for this epoch (replica.py): the leader
+    # sends it the log but must not count it towards the high watermark.
+    rejoining: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

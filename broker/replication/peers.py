@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,7 +22,7 @@ import grpc
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.controller_core import Promise, ReplicaStatus
+from broker.meta.controller_core import Promise, RejoiningReplica, ReplicaStatus
 from broker.replication.transport import REPLICATION_SERVICE, Channels
 from broker.types import NodeId, Offset, ShardUid
 
@@ -153,6 +153,9 @@ async def send_heartbeat(
     incarnation: int,
     sent_ms: int,
     shutting_down: bool,
+    rejoining: Sequence[RejoiningReplica] = (),
+    disk_full: bool = False,
+    fenced: Sequence[tuple[ShardUid, int]] = (),
     timeout_ms: int,
 ) -> pb.HeartbeatResponse:
     call = unary(channels.get(address), NODE_SERVICE, "Heartbeat", pb.HeartbeatResponse)
@@ -163,6 +166,12 @@ async def send_heartbeat(
                 incarnation=incarnation,
                 sent_ms=sent_ms,
                 shutting_down=shutting_down,
+                rejoining=[
+                    pb.RejoiningReplica(shard_uid=r.shard_uid, epoch=r.epoch, caught_up=r.caught_up)
+                    for r in rejoining
+                ],
+                disk_full=disk_full,
+                fenced=[pb.FencedLeadership(shard_uid=u, epoch=e) for u, e in fenced],
             ),
             timeout=timeout_ms / 1000,
         )

@@ -25,6 +25,9 @@ class RefusalReason(enum.Enum):
     # routed again (that could store the records twice behind the client's back); the client
     # gets a retryable InternalFailure for them and decides, as on AWS. Reads retry freely.
     OUTCOME_UNKNOWN = "OUTCOME_UNKNOWN"
+    # The node's replica cannot read that range back (corruption, being repaired): read it
+    # from another replica of the shard (decisions/0002, "Corruption").
+    DAMAGED = "DAMAGED"
 
 
 class ShardRefusedError(Exception):

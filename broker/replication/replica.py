@@ -32,11 +32,18 @@ Safety rules (numbers from 0002):
 4. The HW never goes back (asserted); readers read below it.
 5. A follower that cannot match at the leader's log start drops its log and restarts there.
 
-A replica that lost its disk (`ReplicaDurableState.recovering`) refuses to vote (answers
-Prepare with ok=False) until it has caught up with a leader elected after the loss, up to that
-leader's HW above the leader's epoch start: only then does its log hold every committed record.
-On its first `configure` it promises the image's epoch + 1, so the current leader (elected,
-perhaps, with the vote it lost) is fenced and the controller elects anew.
+A replica that lost its disk rejoins as a new, empty replica (`ReplicaDurableState.
+rejoin_floor`, decisions/0002 "Lost disk"). It forgot its log and its promises, so:
+- it answers Prepare with ok=False (no vote) and never leads until it has caught up: it holds
+  a leader's HW above that leader's epoch start (then its log holds every committed record);
+- its acknowledgements carry `rejoining` and no leader counts them towards its HW while the
+  leader's epoch is at or below the floor: the shard's epoch in a metadata image read after the
+  loss. The controller prepares at most image epoch + 1, so every promise the replica may have
+  forgotten is at most floor + 1; a leader of epoch > floor was elected after every such
+  promise, and counting the replica for it cannot help commit what a forgotten promise fenced;
+- it fences nobody: the current leader keeps leading (its majority is the others), and once
+  the replica has caught up the controller moves the shard to a new epoch (same leader), from
+  which on the replica counts again (`statistics().rejoin_floor`, reported in heartbeats).
 """
 
 from __future__ import annotations
@@ -150,18 +157,22 @@ class ReplicaDurableState:
     epoch_history: History
     promised_epoch: int
     high_watermark: Offset
-    recovering: bool = False  # the node lost its disk; set by the driver (module docstring)
+    # The node lost its disk (module docstring): the shard's epoch in a metadata image read
+    # after the loss; None for a replica that kept its log. Set by the driver.
+    rejoin_floor: int | None = None
 
     def __post_init__(self) -> None:
         assert 0 <= self.log_start <= self.log_end
         assert self.promised_epoch >= 0
+        if self.rejoin_floor is not None:
+            assert self.rejoin_floor >= 0
         for epoch, start in self.epoch_history:
             assert epoch >= 1
             assert start <= self.log_end, (start, self)
 
     @staticmethod
     def from_store(
-        store: LogStore, shard_uid: ShardUid, *, recovering: bool = False
+        store: LogStore, shard_uid: ShardUid, *, rejoin_floor: int | None = None
     ) -> ReplicaDurableState:
         """Point reads only; cheap enough for the loop at recovery."""
         log_end = store.log_end(shard_uid)
@@ -173,7 +184,7 @@ class ReplicaDurableState:
             promised_epoch=store.promised_epoch(shard_uid),
             # A HW above the durable log (lazily written, then records lost) is not trusted.
             high_watermark=Offset(min(store.high_watermark(shard_uid), log_end)),
-            recovering=recovering,
+            rejoin_floor=rejoin_floor,
         )
 
 
@@ -228,7 +239,8 @@ class ReplicaStatistics:
     last_epoch: int
     high_watermark: Offset
     sealing: bool
-    recovering: bool
+    recovering: bool  # lost its disk and not caught up yet: no vote, cannot lead
+    rejoin_floor: int | None  # lost its disk: its acks count only in epochs above this
     fenced: bool  # named leader in the image, but a newer epoch was promised
     followers: tuple[FollowerStatistics, ...]
 
@@ -246,6 +258,9 @@ class _Progress:
     sent_hw_and_start: tuple[int, int] = (-1, -1)  # in the last Append sent
     read: ReadRequest | None = None
     read_ms: int = 0
+    # False while the follower's acks say it is rejoining (lost its disk): it still gets the
+    # log, but the high watermark does not count it (module docstring).
+    counts: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,7 +325,8 @@ class ShardReplica:
         self._sealing = False
         self._configured = False
         self._role = Role.FOLLOWER
-        self._recovering = durable.recovering
+        self._rejoin_floor = durable.rejoin_floor
+        self._recovering = durable.rejoin_floor is not None
         # The log as it will be once everything decided is persisted.
         self._log_start = durable.log_start
         self._log_end = durable.log_end
@@ -372,14 +388,13 @@ class ShardReplica:
         self._configured = True
         self._replicas = tuple(replicas)
         self._sealing = sealing
-        if first and self._recovering:
-            # Fence the leader that may have been elected with the vote this node lost.
-            self._raise_promise(max(self._promised_epoch, epoch + 1))
-        elif epoch > self._promised_epoch:
+        del first
+        if epoch > self._promised_epoch:
             self._raise_promise(epoch)
         new_epoch = epoch != self._epoch
         self._epoch = epoch
         self._leader = leader
+        self._end_rejoin_if_done()
         if self._role is Role.LEADER and (new_epoch or leader != self.node_id):
             self._step_down()
         if (
@@ -600,6 +615,15 @@ class ShardReplica:
         """Readers on this node may read offsets below this (all durable here)."""
         return self._hw
 
+    def fenced(self) -> bool:
+        """Named leader by the image, but a newer epoch was promised (a leader change that
+        has not committed, or never will): cheap, for every heartbeat."""
+        return (
+            self._leader == self.node_id
+            and self._role is Role.FOLLOWER
+            and self._promised_epoch > self._epoch
+        )
+
     @property
     def role(self) -> Role:
         return self._role
@@ -624,6 +648,7 @@ class ShardReplica:
             high_watermark=self._hw,
             sealing=self._sealing,
             recovering=self._recovering,
+            rejoin_floor=self._rejoin_floor,
             fenced=(
                 self._leader == self.node_id
                 and self._role is Role.FOLLOWER
@@ -779,6 +804,14 @@ class ShardReplica:
         progress = self._progress.get(ack.sender)
         if ack.epoch != self._epoch or progress is None:
             return
+        progress.counts = not ack.rejoining
+        if ack.rejoining and ack.log_end < progress.match_end:
+            # It lost its disk since it acknowledged more: start again from what it holds (it
+            # does not count towards the HW, which therefore never goes back).
+            progress.match_end = ack.log_end
+            progress.next_offset = Offset(max(ack.log_end, self._log_start))
+            progress.inflight.clear()
+            progress.read = None
         if ack.ok:
             assert ack.log_end <= self._log_end, (ack, self._log_end)
             progress.match_end = Offset(max(progress.match_end, ack.log_end))
@@ -838,7 +871,11 @@ class ShardReplica:
         assert self._role is Role.LEADER
         ends = sorted(
             [self._stable_end]
-            + [self._progress[node].match_end for node in self._replicas if node in self._progress],
+            + [
+                self._progress[node].match_end
+                for node in self._replicas
+                if node in self._progress and self._progress[node].counts
+            ],
             reverse=True,
         )
         majority = len(self._replicas) // 2 + 1
@@ -1040,7 +1077,23 @@ class ShardReplica:
             and self._hw > 0
             and epoch_at(self._history, self._hw - 1) == self._follow_epoch
         ):
-            self._recovering = False  # caught up past a leader elected without our vote
+            # Our log now holds the leader's whole committed prefix, so every record ever
+            # committed (the leader's HW lies above its epoch start: Raft's commit rule).
+            self._recovering = False
+            self._end_rejoin_if_done()
+
+    def _end_rejoin_if_done(self) -> None:
+        """A rejoining replica that caught up counts again from the first epoch above its
+        floor (module docstring)."""
+        floor = self._rejoin_floor
+        if floor is not None and not self._recovering and self._epoch > floor:
+            self._rejoin_floor = None
+
+    def _rejoining_in(self, epoch: int) -> bool:
+        """Whether our acknowledgement must not count for a leader of `epoch`."""
+        if self._recovering:
+            return True
+        return self._rejoin_floor is not None and epoch <= self._rejoin_floor
 
     def _ack(self, append: Append, *, ok: bool, log_end: Offset) -> None:
         ack = AppendAck(
@@ -1051,5 +1104,6 @@ class ShardReplica:
             log_end=log_end,
             last_epoch=epoch_at(self._history, log_end - 1),
             promised_epoch=self._promised_epoch,
+            rejoining=self._rejoining_in(append.epoch),
         )
         self._to_send.append(Envelope(to=append.leader, message=ack))

@@ -34,9 +34,15 @@ import grpc
 
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
+from broker.log.records import AppendBatch
 from broker.replication.messages import Envelope, Promise, ReplicationMessage
 from broker.replication.replica import ReplicaStatistics
-from broker.replication.wire import envelope_from_proto, envelope_to_proto
+from broker.replication.wire import (
+    batch_to_proto,
+    batches_from_proto,
+    envelope_from_proto,
+    envelope_to_proto,
+)
 from broker.tls import PeerCredentials, open_aio_channel
 from broker.types import NodeId, Offset, ShardUid
 
@@ -72,6 +78,24 @@ class Transport(Protocol):
     """Sends replication messages to other nodes; never blocks, may drop."""
 
     def send(self, envelope: Envelope) -> None: ...
+
+    async def fetch_batches(
+        self,
+        peer: NodeId,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        bytes_max: int,
+    ) -> list[AppendBatch]:
+        """The peer's committed batches of [start_offset, end_offset), dense from the start
+        (a repair's source, 0002 "Corruption"). Raises `FetchRefused` when the peer holds no
+        healthy committed copy of the start, or cannot be reached in time."""
+        ...
+
+
+class FetchRefused(Exception):
+    """A peer could not give the batches asked for (see `Transport.fetch_batches`)."""
 
 
 class Channels:
@@ -172,6 +196,35 @@ class GrpcTransport:
         peer.queue.append(envelope)
         peer.ready.set()
 
+    async def fetch_batches(
+        self,
+        peer: NodeId,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        bytes_max: int,
+    ) -> list[AppendBatch]:
+        address = self._resolve(peer)
+        if address is None:
+            raise FetchRefused(f"no address for {peer}")
+        call = self._channels.get(address).unary_unary(
+            f"/{REPLICATION_SERVICE}/FetchBatches",
+            request_serializer=pb.FetchBatchesRequest.SerializeToString,
+            response_deserializer=pb.FetchBatchesResponse.FromString,
+        )
+        request = pb.FetchBatchesRequest(
+            shard_uid=shard_uid,
+            start_offset=start_offset,
+            end_offset=end_offset,
+            bytes_max=bytes_max,
+        )
+        try:
+            answer = await call(request, timeout=limits.replication_fetch_timeout_ms / 1000)
+        except grpc.aio.AioRpcError as exc:
+            raise FetchRefused(f"{peer}: {exc.code()} {exc.details()}") from exc
+        return list(batches_from_proto(shard_uid, answer.batches))
+
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(
             sent=self._sent,
@@ -252,6 +305,17 @@ class ReplicationEndpoint(Protocol):
 
     def replica_statistics(self, shard_uids: frozenset[ShardUid]) -> list[ReplicaStatistics]:
         """Snapshots of the local replicas (all of them for an empty set)."""
+        ...
+
+    async def serve_fetch(
+        self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
+    ) -> list[AppendBatch]:
+        """This node's committed batches for another replica's repair; raises FetchRefused
+        when it holds no healthy committed copy of `start_offset`."""
+        ...
+
+    def repair_pending(self, shard_uid: ShardUid) -> bool:
+        """Corruption found in the local replica and not repaired yet."""
         ...
 
     @property
@@ -342,13 +406,31 @@ def replication_handler(
             return pb.SealResponse(sealed=False)
         return pb.SealResponse(sealed=True, end_offset=answer.end_offset)
 
+    async def fetch_batches(
+        request: pb.FetchBatchesRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.FetchBatchesResponse:
+        try:
+            batches = await endpoint.serve_fetch(
+                ShardUid(request.shard_uid),
+                start_offset=Offset(request.start_offset),
+                end_offset=Offset(request.end_offset),
+                bytes_max=max(1, min(request.bytes_max, limits.replication_read_bytes_max)),
+            )
+        except FetchRefused as refused:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(refused))
+            raise AssertionError("abort raises") from refused
+        return pb.FetchBatchesResponse(batches=[batch_to_proto(b) for b in batches])
+
     async def replica_status(
         request: pb.ReplicaStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReplicaStatusResponse:
         uids = frozenset(ShardUid(uid) for uid in request.shard_uids)
         return pb.ReplicaStatusResponse(
             node_id=endpoint.node_id,
-            replicas=[_replica_state(s) for s in endpoint.replica_statistics(uids)],
+            replicas=[
+                _replica_state(s, damaged=endpoint.repair_pending(s.shard_uid))
+                for s in endpoint.replica_statistics(uids)
+            ],
         )
 
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
@@ -358,6 +440,9 @@ def replication_handler(
             response_serializer=pb.ReplicationEnvelope.SerializeToString,
         ),
         "Prepare": unary_handler(prepare, pb.PrepareRequest, pb.PrepareResponse),
+        "FetchBatches": unary_handler(
+            fetch_batches, pb.FetchBatchesRequest, pb.FetchBatchesResponse
+        ),
         "Seal": unary_handler(seal, pb.SealRequest, pb.SealResponse),
         "ReplicaStatus": unary_handler(
             replica_status, pb.ReplicaStatusRequest, pb.ReplicaStatusResponse
@@ -366,7 +451,7 @@ def replication_handler(
     return grpc.method_handlers_generic_handler(REPLICATION_SERVICE, handlers)
 
 
-def _replica_state(statistics: ReplicaStatistics) -> pb.ReplicaState:
+def _replica_state(statistics: ReplicaStatistics, *, damaged: bool) -> pb.ReplicaState:
     return pb.ReplicaState(
         shard_uid=statistics.shard_uid,
         role=statistics.role.value,
@@ -378,6 +463,8 @@ def _replica_state(statistics: ReplicaStatistics) -> pb.ReplicaState:
         high_watermark=statistics.high_watermark,
         last_epoch=statistics.last_epoch,
         sealed=statistics.sealing,
+        recovering=statistics.recovering,
+        damaged=damaged,
     )
 
 

@@ -24,7 +24,7 @@ def records_from_proto(records: Iterable[pb.Record]) -> tuple[NewRecord, ...]:
     return tuple(new_record(r.partition_key, r.data) for r in records)
 
 
-def _batch_to_proto(batch: AppendBatch) -> pb.Batch:
+def batch_to_proto(batch: AppendBatch) -> pb.Batch:
     return pb.Batch(
         first_offset=batch.first_offset,
         arrival_ms=batch.arrival_ms,
@@ -34,9 +34,7 @@ def _batch_to_proto(batch: AppendBatch) -> pb.Batch:
     )
 
 
-def _batches_from_proto(
-    shard_uid: ShardUid, batches: Sequence[pb.Batch]
-) -> tuple[AppendBatch, ...]:
+def batches_from_proto(shard_uid: ShardUid, batches: Sequence[pb.Batch]) -> tuple[AppendBatch, ...]:
     return tuple(
         AppendBatch(
             shard_uid=shard_uid,
@@ -64,7 +62,7 @@ def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEn
                     leader=message.leader,
                     first_offset=message.first_offset,
                     prev_epoch=message.prev_epoch,
-                    batches=[_batch_to_proto(b) for b in message.batches],
+                    batches=[batch_to_proto(b) for b in message.batches],
                     leader_hw=message.leader_hw,
                     leader_log_start=message.leader_log_start,
                 ),
@@ -81,6 +79,7 @@ def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEn
                     log_end=message.log_end,
                     last_epoch=message.last_epoch,
                     promised_epoch=message.promised_epoch,
+                    rejoining=message.rejoining,
                 ),
             )
         case _:
@@ -99,7 +98,7 @@ def envelope_from_proto(envelope: pb.ReplicationEnvelope) -> ReplicationMessage 
             leader=NodeId(a.leader),
             first_offset=Offset(a.first_offset),
             prev_epoch=a.prev_epoch,
-            batches=_batches_from_proto(shard_uid, a.batches),
+            batches=batches_from_proto(shard_uid, a.batches),
             leader_hw=Offset(a.leader_hw),
             leader_log_start=Offset(a.leader_log_start),
         )
@@ -113,5 +112,6 @@ def envelope_from_proto(envelope: pb.ReplicationEnvelope) -> ReplicationMessage 
             log_end=Offset(k.log_end),
             last_epoch=k.last_epoch,
             promised_epoch=k.promised_epoch,
+            rejoining=k.rejoining,
         )
     return None

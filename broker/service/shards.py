@@ -39,9 +39,10 @@ from typing import Protocol
 from broker import limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import NewRecord, StoredRecord
+from broker.log.records import LogCorruptionError, NewRecord, StoredRecord
 from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardMeta
+from broker.replication.driver import DamagedRange
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.service.shard_load import ShardLoadRecorder
 from broker.service.throughput import ShardMeter, Throttles
@@ -108,6 +109,14 @@ class LocalReplicas(Protocol):
 
     async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
         """Returns once the high watermark passes `beyond` (or no replica, or the timeout)."""
+        ...
+
+    def damaged(self, shard_uid: ShardUid) -> DamagedRange | None:
+        """The local replica's damaged range, if any: read elsewhere there."""
+        ...
+
+    def report_corruption(self, error: LogCorruptionError) -> None:
+        """A read of the local log failed a check: locate and repair the range."""
         ...
 
 
@@ -215,7 +224,14 @@ class ShardClient:
     ) -> ReadResult:
         leader = self.leader_of(shard)
         if leader == self.node_id or self._may_read_here(shard, request):
-            return await self.serve_read(shard.uid, request)
+            try:
+                return await self.serve_read(shard.uid, request)
+            except ShardRefusedError as refusal:
+                if refusal.reason is not RefusalReason.DAMAGED:
+                    raise
+                return await self._read_elsewhere(
+                    image, stream_uid, shard, request, damaged_on=self.node_id
+                )
         if leader is None:
             raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard.uid)
         assert self._forwarder is not None, "a remote leader without a forwarder"
@@ -228,6 +244,10 @@ class ShardClient:
                 request=request,
             )
         except ShardRefusedError as refusal:
+            if refusal.reason is RefusalReason.DAMAGED:
+                return await self._read_elsewhere(
+                    image, stream_uid, shard, request, damaged_on=leader
+                )
             # The leader's node is away (until the controller moves the leadership, which may
             # not happen soon for a closed shard): what this node's replica has committed is
             # as good an answer as any, if it holds one.
@@ -237,6 +257,41 @@ class ShardClient:
                 raise
             # Unchecked: the claim table is the leader's (a window while it is away).
             return await self.serve_read(shard.uid, dataclasses.replace(request, claim=None))
+
+    async def _read_elsewhere(
+        self,
+        image: MetadataImage,
+        stream_uid: StreamUid,
+        shard: ShardMeta,
+        request: ReadRequest,
+        *,
+        damaged_on: NodeId,
+    ) -> ReadResult:
+        """`damaged_on`'s replica cannot read this range back: any other replica that holds
+        it committed answers (a follower serves below its own high watermark, so it may
+        answer with fewer records). When none can, the read fails loudly: never an empty
+        answer that a reader would take for the end of the shard."""
+        unchecked = dataclasses.replace(request, claim=None)  # claims are the leader's
+        for node_id in (n for n in shard.replicas if n != damaged_on):
+            try:
+                if node_id == self.node_id:
+                    return await self.serve_read(shard.uid, unchecked)
+                assert self._forwarder is not None, "a remote replica without a forwarder"
+                return await self._forwarder.read(
+                    self._address(image, node_id, shard),
+                    stream_uid=stream_uid,
+                    shard_uid=shard.uid,
+                    epoch=shard.epoch,
+                    request=unchecked,
+                )
+            except ShardRefusedError:
+                continue  # damaged there too, not committed there, or unreachable
+        raise ShoalError(
+            ErrorCode.INTERNAL_FAILURE,
+            f"Records of {shard.shard_id} from sequence position {request.start_offset} cannot "
+            f"be read: the replica on {damaged_on} is damaged there and no other replica could "
+            "serve them.",
+        )
 
     def _may_read_here(self, shard: ShardMeta, request: ReadRequest) -> bool:
         if request.throttle is ReadThrottle.GET_SHARD_ITERATOR or request.records_max == 0:
@@ -248,6 +303,9 @@ class ShardClient:
         ):
             return False  # the leader owns the read budget
         end = self._local.readable_end(shard.uid)
+        damage = self._local.damaged(shard.uid)
+        if damage is not None and damage.start <= request.start_offset < damage.end:
+            return False
         return end is not None and end > request.start_offset
 
     def _address(self, image: MetadataImage, node_id: NodeId, shard: ShardMeta) -> str:
@@ -343,7 +401,24 @@ class ShardClient:
                 next_offset=request.start_offset,
                 throttled=True,
             )
-        result = await asyncio.to_thread(_read_store, self.store, shard_uid, request, end)
+        read_end = end
+        damage = self._local.damaged(shard_uid)
+        if damage is not None and request.records_max > 0:
+            if damage.start <= request.start_offset < damage.end:
+                raise ShardRefusedError(
+                    RefusalReason.DAMAGED, shard_uid=shard_uid, detail="being repaired"
+                )
+            if request.start_offset < damage.start:
+                read_end = Offset(min(end, damage.start))  # the next read goes elsewhere
+        try:
+            result = await asyncio.to_thread(
+                _read_store, self.store, shard_uid, request, end, read_end
+            )
+        except LogCorruptionError as error:
+            self._local.report_corruption(error)
+            raise ShardRefusedError(
+                RefusalReason.DAMAGED, shard_uid=shard_uid, detail=str(error)
+            ) from error
         if request.throttle is ReadThrottle.GET_RECORDS:
             read_throttle.record_read(
                 read_bytes=sum(r.size_bytes for r in result.records),
@@ -364,10 +439,11 @@ class ShardClient:
 
 
 def _read_store(
-    store: LogStore, shard_uid: ShardUid, request: ReadRequest, end: Offset
+    store: LogStore, shard_uid: ShardUid, request: ReadRequest, end: Offset, read_end: Offset
 ) -> ReadResult:
-    """In a worker thread: the records of [start, end) that are retained and not past
-    retention, plus the positions a GetShardIterator needs."""
+    """In a worker thread: the records of [start, read_end) that are retained and not past
+    retention, plus the positions a GetShardIterator needs; `end` is the readable end the
+    answer reports (read_end is lower only before a damaged range, read elsewhere)."""
     log_start = store.log_start(shard_uid)
     timestamp_offset = None
     if request.at_timestamp_ms is not None:
@@ -375,8 +451,8 @@ def _read_store(
     records: list[StoredRecord] = []
     start = request.start_offset
     next_offset = Offset(max(start, 0))
-    if request.records_max > 0 and start < end:
-        records, next_offset = _read_retained(store, shard_uid, request, end)
+    if request.records_max > 0 and start < read_end:
+        records, next_offset = _read_retained(store, shard_uid, request, read_end)
         if not records:
             next_offset = Offset(max(next_offset, log_start))
     return ReadResult(

@@ -116,7 +116,9 @@ class SimNode:
     alive: bool = True
     incarnation: int = 0  # raised by every crash; events of older incarnations are void
     disk_generation: int = 0  # raised by every disk loss
-    recovering: set[ShardUid] = field(default_factory=set)
+    # Shards whose replica this node lost with its disk and that has not rejoined yet, with
+    # the floor it rejoins above (replica.py, "lost its disk").
+    rejoin_floors: dict[ShardUid, int] = field(default_factory=dict)
     replicas: dict[ShardUid, ShardReplica] = field(default_factory=dict)
     outstanding: dict[ShardUid, tuple[int, Ready]] = field(default_factory=dict)
     ready_no: dict[ShardUid, int] = field(default_factory=dict)
@@ -241,7 +243,7 @@ class SimCluster:
 
     def _start_replica(self, node: SimNode, shard_uid: ShardUid) -> None:
         durable = ReplicaDurableState.from_store(
-            node.store, shard_uid, recovering=shard_uid in node.recovering
+            node.store, shard_uid, rejoin_floor=node.rejoin_floors.get(shard_uid)
         )
         node.replicas[shard_uid] = ShardReplica(
             shard_uid, node.node_id, durable, knobs=self.config.knobs
@@ -270,8 +272,11 @@ class SimCluster:
         self.crash(node)
         node.store.lose_disk()
         node.disk_generation += 1
-        node.recovering = {
-            shard_uid
+        # The real controller prepares image epoch + 1, so the node's floor is the image's
+        # epoch (node.py); this one prepares above every epoch it prepared before, so the
+        # floor is just below the highest epoch any Prepare carried so far.
+        node.rejoin_floors = {
+            shard_uid: self.quorum.prepared_epoch(shard_uid) - 1
             for shard_uid, image in self.quorum.shards.items()
             if node.node_id in image.replicas
         }
@@ -429,8 +434,8 @@ class SimCluster:
         self._answer_producers(node, shard_uid, ready)
         del node.outstanding[shard_uid]
         replica.advance(ready)
-        if shard_uid in node.recovering and not replica.statistics().recovering:
-            node.recovering.discard(shard_uid)
+        if shard_uid in node.rejoin_floors and replica.statistics().rejoin_floor is None:
+            del node.rejoin_floors[shard_uid]
         self.pump(node, shard_uid)
 
     def _answer_producers(self, node: SimNode, shard_uid: ShardUid, ready: Ready) -> None:
@@ -451,6 +456,9 @@ class SimCluster:
     def _controller_check(self) -> None:
         now = self.world.now_ms
         for shard_uid, image in sorted(self.quorum.shards.items()):
+            if self._rejoined(image) and not self.quorum.electing(shard_uid):
+                self.quorum.start_election(shard_uid)  # the real controller's "rejoined"
+                continue
             if self._leader_healthy(image):
                 self._suspect_since.pop(shard_uid, None)
                 continue
@@ -459,6 +467,19 @@ class SimCluster:
                 self.quorum.start_election(shard_uid)
                 self._suspect_since.pop(shard_uid, None)
         self.world.schedule(self.config.controller_check_ms, "controller", self._controller_check)
+
+    def _rejoined(self, image: ShardImage) -> bool:
+        """A replica lost with its disk caught up and waits for a new epoch to count again
+        (what its heartbeats tell the real controller)."""
+        for node_id in image.replicas:
+            node = self.nodes[node_id]
+            replica = node.replicas.get(image.shard_uid)
+            if not node.alive or replica is None:
+                continue
+            stats = replica.statistics()
+            if stats.rejoin_floor is not None and not stats.recovering:
+                return stats.epoch == image.epoch
+        return False
 
     def _leader_healthy(self, image: ShardImage) -> bool:
         """What the real controller learns from heartbeats: the leader is up, reachable, and

@@ -138,6 +138,28 @@ class SimLogStore:
     def shard_uids(self) -> set[ShardUid]:
         return self._volatile.shard_uids()
 
+    def damaged_range(self, shard_uid: ShardUid, offset: Offset) -> tuple[Offset, Offset]:
+        return self._volatile.damaged_range(shard_uid, offset)
+
+    def repair(self, shard_uid: ShardUid, batches: Sequence[AppendBatch]) -> bool:
+        frozen = tuple(batches)
+        result = self._mutate(lambda store: store.repair(shard_uid, frozen))
+        assert isinstance(result, bool)
+        return result
+
+    def rebuild_time_index(self, shard_uid: ShardUid) -> None:
+        self._volatile.rebuild_time_index(shard_uid)
+
+    def reopen(self) -> None:
+        self._volatile.reopen()
+
+    def verify(
+        self, shard_uid: ShardUid, *, start_offset: Offset, end_offset: Offset, bytes_max: int
+    ) -> tuple[Offset, int]:
+        return self._volatile.verify(
+            shard_uid, start_offset=start_offset, end_offset=end_offset, bytes_max=bytes_max
+        )
+
     def compact(self) -> None:
         self._volatile.compact()
 

@@ -95,7 +95,7 @@ class FaultPlans:
 
     def _disk_loss(self) -> None:
         cluster = self._cluster
-        if any(not node.alive or node.recovering for node in cluster.nodes.values()):
+        if any(not node.alive or node.rejoin_floors for node in cluster.nodes.values()):
             return
         node = cluster.nodes[self._rng.choice(sorted(cluster.nodes))]
         cluster.lose_disk(node)

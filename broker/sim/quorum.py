@@ -86,6 +86,10 @@ class SimMetadataQuorum:
         self.shards[shard_uid] = image
         self._publish(image)
 
+    def prepared_epoch(self, shard_uid: ShardUid) -> int:
+        """The highest epoch any Prepare for the shard has carried (or its image's)."""
+        return max(self.shards[shard_uid].epoch, self._prepared[shard_uid])
+
     def electing(self, shard_uid: ShardUid) -> bool:
         return shard_uid in self._rounds
 

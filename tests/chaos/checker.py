@@ -31,6 +31,8 @@ Anomalies (REFERENCE §3.4, Jepsen's Kafka checker, adapted to Kinesis):
   the last offset this source returned (a reader jumped over records: poll-skip).
 - `diverged` / `behind`: per-node agreement at the end: replicas of a shard whose readable
   ends differ after the healed cluster was given time to converge.
+- `metadata-diverged` (added by the workload, not computed here): two voters' metadata
+  images differ after the same number of applied commands.
 
 Failed calls are never treated as definite failures (a timed-out or refused call may still
 have been applied), so Jepsen's "aborted read" cannot be checked beyond `phantom`.
@@ -57,6 +59,7 @@ KINDS = (
     "skipped",
     "diverged",
     "behind",
+    "metadata-diverged",
     "unavailable",
 )
 

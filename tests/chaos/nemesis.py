@@ -17,6 +17,15 @@ nodes, both directions, with iptables (tests/chaos/network.py: each node of a
 cgroup); healed by flushing the rules. Clients still reach the isolated node. They need a
 `Network`; `kinds(partitions=...)` gives the default weights with or without them.
 
+Disk faults (issue 20, tests/chaos/disks.py): `CORRUPT` overwrites 64 bytes inside one of the
+target's records SST files while it runs (found by a read or the scrubber, repaired from a
+healthy replica; healed by waiting, bounded, until the node reports no damaged replica);
+`WIPE` kills the target, deletes its data directory and starts it empty (a replaced disk;
+healed by waiting, bounded, until its replicas and metadata caught up); `FILL` takes the
+target's file system below its free-space minimum with a filler file (healed by deleting it;
+needs `DiskMounts`). A WIPE is inflicted only while every replica holds what its leader
+committed, or the cluster could lose a record's last copies to two faults in a row.
+
 Timed waits are the point here (a fault holds for a while): they use the monotonic clock and
 `threading.Event.wait` with a deadline, so `stop()` interrupts them at once.
 """
@@ -24,17 +33,20 @@ Timed waits are the point here (a fault holds for a while): they use the monoton
 from __future__ import annotations
 
 import enum
+import functools
 import random
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
+from tests.chaos import disks
 from tests.chaos.network import Network
-from tests.cluster.helpers import cluster_status
+from tests.cluster.helpers import cluster_status, formed, replica_status
 from tests.support import ClusterProcesses, NodeProcess
 
 RESTART_EXIT_DEADLINE_S = 30.0
@@ -47,6 +59,11 @@ class FaultKind(enum.Enum):
     PAUSE_LEADER = "pause-leader"
     PARTITION_RANDOM = "partition-random"
     PARTITION_LEADER = "partition-leader"
+    CORRUPT_RANDOM = "corrupt-random"
+    CORRUPT_LEADER = "corrupt-leader"
+    WIPE_RANDOM = "wipe-random"
+    WIPE_LEADER = "wipe-leader"
+    FILL_RANDOM = "fill-random"
 
 
 DEFAULT_KINDS: dict[FaultKind, int] = {
@@ -59,15 +76,38 @@ PARTITION_KINDS: dict[FaultKind, int] = {
     FaultKind.PARTITION_RANDOM: 1,
     FaultKind.PARTITION_LEADER: 2,
 }
+DISK_KINDS: dict[FaultKind, int] = {
+    FaultKind.CORRUPT_RANDOM: 1,
+    FaultKind.CORRUPT_LEADER: 1,
+    FaultKind.WIPE_RANDOM: 1,
+    FaultKind.WIPE_LEADER: 1,
+}
+FILL_KINDS: dict[FaultKind, int] = {FaultKind.FILL_RANDOM: 1}
 _PARTITIONS = frozenset(PARTITION_KINDS)
+_CORRUPTIONS = frozenset({FaultKind.CORRUPT_RANDOM, FaultKind.CORRUPT_LEADER})
+_WIPES = frozenset({FaultKind.WIPE_RANDOM, FaultKind.WIPE_LEADER})
 _RANDOM_TARGET = frozenset(
-    {FaultKind.KILL_RANDOM, FaultKind.PAUSE_RANDOM, FaultKind.PARTITION_RANDOM}
+    {
+        FaultKind.KILL_RANDOM,
+        FaultKind.PAUSE_RANDOM,
+        FaultKind.PARTITION_RANDOM,
+        FaultKind.CORRUPT_RANDOM,
+        FaultKind.WIPE_RANDOM,
+        FaultKind.FILL_RANDOM,
+    }
 )
+HEAL_WAIT_S = 90.0  # a wiped node catching up, a corruption repaired: bounded waits
 
 
-def kinds(*, partitions: bool) -> dict[FaultKind, int]:
-    """The default fault weights, with partitions when the machine can make them."""
-    return {**DEFAULT_KINDS, **(PARTITION_KINDS if partitions else {})}
+def kinds(*, partitions: bool, disks: bool = False, fills: bool = False) -> dict[FaultKind, int]:
+    """The default fault weights: with partitions when the machine can make them, with
+    corruption and wiped disks when asked, with full disks when each node has a mount."""
+    return {
+        **DEFAULT_KINDS,
+        **(PARTITION_KINDS if partitions else {}),
+        **(DISK_KINDS if disks else {}),
+        **(FILL_KINDS if fills else {}),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +159,10 @@ class Nemesis:
         self._started = 0.0
         self._killed: set[int] = set()
         self._paused: set[int] = set()
+        self._filled: set[int] = set()
+        self._wiped: set[int] = set()
+        self._corrupted: set[int] = set()
+        self.fill_leave_bytes = 16 << 20  # below the nodes' free-space minimum (workload.py)
 
     # --- running --------------------------------------------------------------------------
 
@@ -155,8 +199,9 @@ class Nemesis:
                 target = self._target(kind)
                 if target is None:
                     self._note(f"{kind.value}: no target known, skipped")
-                else:
-                    self._inflict(kind, target)
+                elif kind in _WIPES and not self._all_caught_up():
+                    self._note(f"{kind.value}: replicas not caught up, skipped")
+                elif self._inflict(kind, target):
                     self.faults_done += 1
                     self._pause_until(min(time.monotonic() + hold, deadline))
                     self.heal()
@@ -206,10 +251,36 @@ class Nemesis:
 
     # --- faults and heals -----------------------------------------------------------------
 
-    def _inflict(self, kind: FaultKind, index: int) -> None:
+    def _inflict(self, kind: FaultKind, index: int) -> bool:
+        """Inflicts the fault; False when there was nothing to do it to (no SST file yet)."""
         node = self.cluster.nodes[index]
         assert node.process is not None, "one fault at a time: the target must be running"
-        if kind in (FaultKind.KILL_RANDOM, FaultKind.KILL_LEADER):
+        if kind in _CORRUPTIONS:
+            done = disks.corrupt_records(node.data_dir, self._rng)
+            how = "while it runs"
+            if done is None:
+                # Everything still in its memtables: a clean stop writes them to SST files,
+                # which are damaged before it starts again (bit rot found after a restart).
+                node.terminate()
+                done = disks.corrupt_records(node.data_dir, self._rng)
+                node.start()
+                how = "between a clean stop and a start"
+            if done is None:
+                self._note(f"{kind.value}: node-{index + 1} has no records SST, skipped")
+                return False
+            self._corrupted.add(index)
+            self._note(f"{kind.value}: node-{index + 1} {done} ({how})")
+        elif kind in _WIPES:
+            node.kill()
+            disks.wipe(node.data_dir)
+            node.start()
+            self._wiped.add(index)
+            self._note(f"{kind.value}: kill -9 node-{index + 1}, wipe its data, start it empty")
+        elif kind is FaultKind.FILL_RANDOM:
+            size = disks.fill(node.data_dir, leave_free_bytes=self.fill_leave_bytes)
+            self._filled.add(index)
+            self._note(f"{kind.value}: fill node-{index + 1}'s disk ({size >> 20} MiB)")
+        elif kind in (FaultKind.KILL_RANDOM, FaultKind.KILL_LEADER):
             node.kill()
             self._killed.add(index)
             self._note(f"{kind.value}: kill -9 node-{index + 1}")
@@ -221,6 +292,7 @@ class Nemesis:
             node.process.send_signal(signal.SIGSTOP)
             self._paused.add(index)
             self._note(f"{kind.value}: SIGSTOP node-{index + 1}")
+        return True
 
     def heal(self) -> None:
         """Remove partitions, resume paused nodes and restart killed ones (idempotent)."""
@@ -239,6 +311,65 @@ class Nemesis:
             _restart(self.cluster.nodes[index])
             self._note(f"heal: restart node-{index + 1}")
         self._killed.clear()
+        for index in sorted(self._filled):
+            disks.unfill(self.cluster.nodes[index].data_dir)
+            self._note(f"heal: free node-{index + 1}'s disk")
+        self._filled.clear()
+        for index in sorted(self._wiped):
+            caught_up = self._wait(functools.partial(self._rejoined, index))
+            self._note(f"heal: node-{index + 1} {'caught up' if caught_up else 'NOT caught up'}")
+        self._wiped.clear()
+        for index in sorted(self._corrupted):
+            repaired = self._wait(functools.partial(self._undamaged, index))
+            self._note(
+                f"heal: node-{index + 1} {'reports no damage' if repaired else 'STILL damaged'}"
+            )
+        self._corrupted.clear()
+
+    # --- conditions of the disk faults' heals --------------------------------------------
+
+    def _wait(self, condition: Callable[[], bool]) -> bool:
+        """Polls `condition` until true or HEAL_WAIT_S (interrupted by stop())."""
+        give_up = time.monotonic() + HEAL_WAIT_S
+        while time.monotonic() < give_up:
+            try:
+                if condition():
+                    return True
+            except grpc.RpcError:
+                pass
+            if self._stop.wait(0.2):
+                return False
+        return False
+
+    def _replicas(self, index: int) -> list[Any]:
+        return list(replica_status(self.cluster.nodes[index].endpoint).replicas)
+
+    def _rejoined(self, index: int) -> bool:
+        """The node is formed again and its replicas hold what their leaders committed."""
+        node = self.cluster.nodes[index]
+        if not formed(node.endpoint, len(self.cluster.nodes)):
+            return False
+        return self._caught_up(index) and not any(r.recovering for r in self._replicas(index))
+
+    def _undamaged(self, index: int) -> bool:
+        return not any(r.damaged for r in self._replicas(index))
+
+    def _caught_up(self, index: int) -> bool:
+        committed = {
+            r.shard_uid: r.high_watermark
+            for other in range(len(self.cluster.nodes))
+            if other != index
+            for r in self._replicas(other)
+            if r.role == "leader"
+        }
+        held = {r.shard_uid: r.log_end for r in self._replicas(index)}
+        return all(held.get(uid, -1) >= hw for uid, hw in committed.items())
+
+    def _all_caught_up(self) -> bool:
+        try:
+            return all(self._caught_up(i) for i in range(len(self.cluster.nodes)))
+        except grpc.RpcError:
+            return False
 
     def _note(self, what: str) -> None:
         event = Event(at_s=time.monotonic() - self._started, what=what)

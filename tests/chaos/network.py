@@ -14,11 +14,11 @@ connection has a server end at a node address, so this cuts both Raft and replic
 directions, established connections included, while clients (this process, in another cgroup)
 still reach every node: an isolated leader keeps answering them until it notices.
 
-All rules live in one dedicated chain, `SHOAL_CHAOS`, jumped to from OUTPUT; `open()` creates
-or flushes it, `heal()` flushes it, `close()` removes the jump and the chain (and the cgroups).
-Use as a context manager around the cluster's whole life so the rules go even when a test
-fails. One chaos run at a time per machine (the chain is shared; its rules match only this
-run's cgroups, but `open` flushes whatever an earlier, killed run left).
+All rules of one `Network` live in a chain of its own, `SHOAL_CHAOS_<pid>_<n>`, jumped to from
+OUTPUT; `open()` creates it, `heal()` flushes it, `close()` removes the jump and the chain (and
+the cgroups). Use as a context manager around the cluster's whole life so the rules go even
+when a test fails. Chaos runs of several test sessions on one machine do not meet: each flushes
+and deletes only its own chain, and its rules match only its own cgroups.
 
 Needs root, the `iptables` command (scripts/install installs it as root) with the cgroup
 match, and a writable cgroup v2 hierarchy; `unusable_reason()` says what is missing.
@@ -103,7 +103,9 @@ class Network:
         root = cgroup2_root()
         assert root is not None
         self.cluster = cluster
-        self._name = f"{os.getpid()}-{next(_counter)}"
+        number = next(_counter)
+        self._name = f"{os.getpid()}-{number}"
+        self._chain = f"{CHAIN}_{os.getpid()}_{number}"  # iptables allows 28 characters
         self._dir = root / _GROUP / self._name
         self.isolated: set[int] = set()
 
@@ -118,11 +120,11 @@ class Network:
             group = self._dir / f"node-{index + 1}"
             group.mkdir(parents=True, exist_ok=True)
             node.cgroup_procs = group / "cgroup.procs"
-        if _iptables("-n", "-L", CHAIN, check=False).returncode != 0:
-            _iptables("-N", CHAIN)
-        _iptables("-F", CHAIN)
-        if _iptables("-C", "OUTPUT", "-j", CHAIN, check=False).returncode != 0:
-            _iptables("-I", "OUTPUT", "1", "-j", CHAIN)
+        if _iptables("-n", "-L", self._chain, check=False).returncode != 0:
+            _iptables("-N", self._chain)
+        _iptables("-F", self._chain)
+        if _iptables("-C", "OUTPUT", "-j", self._chain, check=False).returncode != 0:
+            _iptables("-I", "OUTPUT", "1", "-j", self._chain)
         return self
 
     def isolate(self, index: int) -> None:
@@ -133,7 +135,7 @@ class Network:
             for source, target in ((index, other), (other, index)):
                 _iptables(
                     "-A",
-                    CHAIN,
+                    self._chain,
                     "-m",
                     "cgroup",
                     "--path",
@@ -147,16 +149,16 @@ class Network:
 
     def heal(self) -> None:
         """Every partition gone (idempotent)."""
-        _iptables("-F", CHAIN, check=False)
+        _iptables("-F", self._chain, check=False)
         self.isolated.clear()
 
     def close(self) -> None:
         """After the cluster stopped: no rule, no jump, no chain, no cgroup left behind."""
         self.heal()
         for _ in range(10):  # every jump, should there be several
-            if _iptables("-D", "OUTPUT", "-j", CHAIN, check=False).returncode != 0:
+            if _iptables("-D", "OUTPUT", "-j", self._chain, check=False).returncode != 0:
                 break
-        _iptables("-X", CHAIN, check=False)
+        _iptables("-X", self._chain, check=False)
         for index in range(len(self.cluster.nodes)):
             # Fails while a process is still in it (the cluster was not stopped): left be.
             with contextlib.suppress(OSError):

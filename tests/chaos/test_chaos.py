@@ -1,6 +1,8 @@
-"""Chaos: a 3-node cluster under kill -9 / SIGSTOP / restart faults, and network partitions
-where iptables can make them (root; tests/chaos/network.py), while producers write, then every
-shard read back through every node and checked (tests/chaos/checker.py).
+"""Chaos: a 3-node cluster under kill -9 / SIGSTOP / restart faults, corrupted and wiped disks,
+and network partitions and full disks where the machine can make them (root: iptables, a tmpfs
+per node; tests/chaos/network.py, tests/chaos/disks.py), while producers write, then every
+shard read back through every node and checked (tests/chaos/checker.py), and every node's
+metadata image compared after the same number of applied commands.
 
 The short run here takes about a minute: 30 s of faults (`SHOAL_CHAOS_SECONDS` changes it),
 with a fresh random seed each time, printed on failure with the command that replays its fault
@@ -18,14 +20,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos import disks
 from tests.chaos.checker import Ack, SourceRead, WriteHistory, check
 from tests.chaos.nemesis import FaultKind, Plan
 from tests.chaos.network import Network, unusable_reason
-from tests.chaos.workload import run_chaos
+from tests.chaos.workload import DISK_BYTES, chaos_env, run_chaos
 from tests.cluster.helpers import cluster_status, wait_formed
 from tests.support import ClusterProcesses, wait_until
 
 PARTITIONS_UNUSABLE = unusable_reason()
+FILLS_UNUSABLE = disks.unusable_reason()
 
 # --- The checker on hand-made histories --------------------------------------------------
 
@@ -126,9 +130,15 @@ def network_cluster(tmp_path: Path) -> Iterator[tuple[ClusterProcesses, Network 
     """A formed 3-node cluster, each node on its own loopback address and partitionable when
     the machine allows (else no `Network`). Rules and cgroups go at teardown, whatever
     happened."""
-    processes = ClusterProcesses(tmp_path, distinct_hosts=PARTITIONS_UNUSABLE is None)
+    processes = ClusterProcesses(
+        tmp_path,
+        distinct_hosts=PARTITIONS_UNUSABLE is None,
+        extra_env=chaos_env(fills=FILLS_UNUSABLE is None),
+    )
     with contextlib.ExitStack() as stack:
         network = None if PARTITIONS_UNUSABLE else stack.enter_context(Network(processes))
+        if FILLS_UNUSABLE is None:
+            stack.enter_context(disks.DiskMounts(processes, size_bytes=DISK_BYTES))
         processes.start()
         stack.callback(processes.stop)  # runs before the network closes
         wait_formed(processes)
@@ -162,7 +172,7 @@ def test_an_isolated_node_is_fenced_and_returns_when_healed(
 
 @pytest.mark.cluster
 @pytest.mark.slow
-def test_no_anomalies_under_kills_pauses_restarts_and_partitions(
+def test_no_anomalies_under_process_network_and_disk_faults(
     network_cluster: tuple[ClusterProcesses, Network | None], capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster, network = network_cluster
@@ -170,8 +180,18 @@ def test_no_anomalies_under_kills_pauses_restarts_and_partitions(
     seconds = float(os.environ.get("SHOAL_CHAOS_SECONDS") or 30)
     if network is None:
         print(f"no partitions: {PARTITIONS_UNUSABLE}")
+    if FILLS_UNUSABLE is not None:
+        print(f"no full disks: {FILLS_UNUSABLE}")
     try:
-        result = run_chaos(cluster, seconds=seconds, seed=seed, log=print, network=network)
+        result = run_chaos(
+            cluster,
+            seconds=seconds,
+            seed=seed,
+            log=print,
+            network=network,
+            disk_faults=True,
+            fills=FILLS_UNUSABLE is None,
+        )
     except BaseException:
         print(f"seed {seed}; replay: SHOAL_CHAOS_SEED={seed} or scripts/chaos --seed {seed}")
         print(cluster.logs())

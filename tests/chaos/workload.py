@@ -35,6 +35,7 @@ from broker.api.internal.v1 import internal_pb2 as pb
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ShoalError
 from broker.streams.sequence_numbers import decode_sequence_number
+from tests.chaos import disks
 from tests.chaos.checker import Ack, Report, SourceRead, WriteHistory, check
 from tests.chaos.nemesis import Event, Nemesis, Plan, kinds
 from tests.chaos.network import Network, unusable_reason
@@ -42,6 +43,25 @@ from tests.cluster.helpers import cluster_status, formed, replica_status, wait_f
 from tests.support import ClusterProcesses, wait_until
 
 NODE_SERVICE = "broker.api.internal.v1.NodeService"
+ADMIN_SERVICE = "broker.api.internal.v1.ClusterAdminService"
+# Each node's data directory on its own tmpfs when disks can be filled; the nodes refuse new
+# records below 64 MiB free, and FILL leaves 16 MiB.
+DISK_BYTES = 512 << 20
+DISK_FREE_MIN_BYTES = 64 << 20
+
+
+def chaos_env(*, fills: bool) -> dict[str, str]:
+    """Node settings of a chaos cluster: a scrubber fast enough to find a corruption within
+    the run, and with per-node file systems a free-space minimum the nemesis can cross."""
+    env = {"SHOAL_SCRUB_BYTES_PER_SECOND": str(32 << 20), "SHOAL_SCRUB_PASS_INTERVAL_MS": "1000"}
+    if fills:
+        env |= {
+            "SHOAL_DISK_FREE_BYTES_MIN": str(DISK_FREE_MIN_BYTES),
+            "SHOAL_DISK_CHECK_INTERVAL_MS": "100",
+        }
+    return env
+
+
 CALL_TIMEOUT_S = 5.0  # a paused node holds a call this long, then the producer moves on
 READ_TIMEOUT_S = 30.0
 PAGES_MAX = 100_000  # bounds every read loop
@@ -229,7 +249,8 @@ def read_gateway(endpoint: str, node_id: str, stream: str) -> list[SourceRead]:
 
 
 def replicas_converged(cluster: ClusterProcesses, stream_uids: set[int]) -> bool:
-    """Every replica of every shard reports the same log end and high watermark."""
+    """Every replica of every shard reports the same log end and high watermark, and none a
+    damaged range or a lost disk it is still copying back."""
     views: dict[int, set[tuple[int, int]]] = {}
     for node in cluster.nodes:
         try:
@@ -237,9 +258,56 @@ def replicas_converged(cluster: ClusterProcesses, stream_uids: set[int]) -> bool
         except grpc.RpcError:
             return False
         for state in replicas:
+            if state.damaged or state.recovering:
+                return False
             if state.shard_uid in stream_uids:
                 views.setdefault(state.shard_uid, set()).add((state.log_end, state.high_watermark))
     return bool(views) and all(len(v) == 1 for v in views.values())
+
+
+def _metadata_digest(endpoint: str, applied_commands: int | None) -> pb.MetadataDigestResponse:
+    with grpc.insecure_channel(endpoint) as channel:
+        call: Any = channel.unary_unary(
+            f"/{ADMIN_SERVICE}/MetadataDigest",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=pb.MetadataDigestResponse.FromString,
+        )
+        request = pb.MetadataDigestRequest()
+        if applied_commands is not None:
+            request.applied_commands = applied_commands
+        response: pb.MetadataDigestResponse = call(request, timeout=READ_TIMEOUT_S)
+        return response
+
+
+def metadata_divergence(cluster: ClusterProcesses, *, deadline_s: float = 30.0) -> str | None:
+    """Compares every node's metadata image after the same number of applied commands (the
+    highest count all of them still keep); a description of a difference, else None. Issue
+    20: pysyncobj's "truncating already-applied log entries" warning made this a question."""
+    give_up = time.monotonic() + deadline_s
+    last = "no common applied count"
+    while time.monotonic() < give_up:
+        try:
+            counts = [_metadata_digest(n.endpoint, None).applied_commands for n in cluster.nodes]
+            target = min(counts)
+            answers = [_metadata_digest(n.endpoint, target) for n in cluster.nodes]
+        except grpc.RpcError as exc:
+            last = f"unreachable: {exc.code()}"
+            time.sleep(0.2)  # a node restarting: ask again
+            continue
+        if all(a.found for a in answers):
+            digests = {a.sha256 for a in answers}
+            if len(digests) == 1:
+                return None
+            return "after {} commands: {}".format(
+                target,
+                ", ".join(
+                    f"node-{i + 1} {a.sha256.hex()[:12]} (raft applied {a.raft_last_applied})"
+                    for i, a in enumerate(answers)
+                ),
+            )
+        last = f"not every node keeps the image after {target} commands"
+        time.sleep(0.2)  # nodes apply at their own pace: ask again
+    return f"could not compare: {last}"
 
 
 def read_everything(cluster: ClusterProcesses, stream: str) -> tuple[list[SourceRead], list[str]]:
@@ -360,16 +428,22 @@ def run_chaos(
     plan: Plan | None = None,
     log: Callable[[str], None] | None = None,
     network: Network | None = None,
+    disk_faults: bool = False,
+    fills: bool = False,
 ) -> ChaosResult:
     """The cluster is started and formed; returns the checker's verdict on one run. With a
-    `network` (an opened `Network` of this cluster) the default plan partitions nodes too."""
+    `network` (an opened `Network` of this cluster) the default plan partitions nodes too;
+    `disk_faults` adds corruption and wiped disks, `fills` full disks (each node on its own
+    `disks.DiskMounts`)."""
     stream = f"chaos-{seed}"
     create_stream(cluster.endpoints[0], stream, shards)
     workers = [
         ChaosProducer(cluster.endpoints, stream, name=f"p{i}").start(first_endpoint=i)
         for i in range(producers)
     ]
-    plan = plan or Plan(seed=seed, kinds=kinds(partitions=network is not None))
+    plan = plan or Plan(
+        seed=seed, kinds=kinds(partitions=network is not None, disks=disk_faults, fills=fills)
+    )
     nemesis = Nemesis(cluster, plan, stream=stream, seconds=seconds, log=log, network=network)
     try:
         wait_until(
@@ -417,6 +491,9 @@ def run_chaos(
             )
         )
     report = check(history, reads, unavailable=unavailable)
+    diverged = metadata_divergence(cluster)
+    if diverged is not None:
+        report.add("metadata-diverged", diverged)
     if not healed:
         report.add("unavailable", f"not every node ACTIVE {CONVERGE_DEADLINE_S:g} s after healing")
     if not converged:
@@ -447,9 +524,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="no network partitions (default: on where iptables can make them; needs root)",
     )
+    parser.add_argument(
+        "--no-disk-faults",
+        action="store_true",
+        help="no corrupted, wiped or filled disks (default: on; filling needs root)",
+    )
     args = parser.parse_args(argv)
     why_not = "--no-partitions" if args.no_partitions else unusable_reason()
     print(f"partitions: {'on' if why_not is None else f'off ({why_not})'}", flush=True)
+    disk_faults = not args.no_disk_faults
+    no_fills = "--no-disk-faults" if args.no_disk_faults else disks.unusable_reason()
+    print(
+        f"disk faults: {'on' if disk_faults else 'off'}; full disks: "
+        f"{'on' if no_fills is None else f'off ({no_fills})'}",
+        flush=True,
+    )
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     print(f"seed {seed}", flush=True)
 
@@ -459,11 +548,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-chaos-") as tmp:
         base = args.keep or Path(tmp)
         base.mkdir(parents=True, exist_ok=True)
-        cluster = ClusterProcesses(base, distinct_hosts=why_not is None)
+        cluster = ClusterProcesses(
+            base,
+            distinct_hosts=why_not is None,
+            extra_env=chaos_env(fills=no_fills is None),
+        )
         with contextlib.ExitStack() as stack:
             network: Network | None = None
             if why_not is None:
                 network = stack.enter_context(Network(cluster))
+            if no_fills is None:
+                stack.enter_context(disks.DiskMounts(cluster, size_bytes=DISK_BYTES))
             cluster.start()
             stack.callback(cluster.stop)  # before the network closes: rules go last
             try:
@@ -476,6 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     shards=args.shards,
                     log=say,
                     network=network,
+                    disk_faults=disk_faults,
+                    fills=no_fills is None,
                 )
             except BaseException:
                 print(cluster.logs(), file=sys.stderr)

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from broker.log.disk_guard import DiskGuard, DiskSpace
 from broker.metrics import (
     ApplicationView,
     CertificateExpiry,
@@ -77,6 +78,9 @@ def populated(node_id: str, *, leader: bool, data_dir: Path) -> NodeMetrics:
         )
     )
     metrics.storage.watch_disk(data_dir)
+    guard = DiskGuard(minimum_bytes=256 << 20)
+    guard.observe(DiskSpace(free_bytes=1 << 30, total_bytes=2 << 30))
+    metrics.storage.watch_disk_guard(guard)
     metrics.catalog.watch(
         lambda: [
             StreamView(
@@ -115,6 +119,10 @@ def populated(node_id: str, *, leader: bool, data_dir: Path) -> NodeMetrics:
     metrics.analytics.watch(applications)
     metrics.replication.leadership_gained()
     metrics.replication.leadership_lost()
+    metrics.replication.corruption_detected()
+    metrics.replication.range_repaired()
+    metrics.replication.scrubbed(1 << 20)
+    metrics.replication.scrub_pass_done()
     metrics.quorum.leader_observed("shoal-1:50052")
     metrics.quorum.leader_observed("shoal-0:50052")
     step(metrics, random.Random(node_id))

@@ -28,6 +28,7 @@ from broker.meta.controller_core import (
     FenceNode,
     Outcome,
     Promise,
+    RejoiningReplica,
     ReplicaStatus,
     UnfenceNode,
     choose_leader,
@@ -344,6 +345,76 @@ def test_a_shutting_down_node_gives_up_its_leaderships() -> None:
     assert changes
     assert {c.leader for c in changes} == {N2}
     assert {c.reason for c in changes} == {"leader_leaving"}
+
+
+def test_a_node_back_from_a_lost_disk_leads_nothing_until_caught_up_then_gets_an_epoch() -> None:
+    """decisions/0002 "Lost disk": the heartbeats of a node that lost its disk list its
+    replicas still rejoining. One it leads in the image moves to another replica (it never
+    leads what it lacks); a caught-up one gets a new epoch under the same leader, from which on
+    its acknowledgements count; a replica still copying is never made leader."""
+    image = stream_image()
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    led = [s for s in shards(image) if s.leader == N2]
+    other = [s for s in shards(image) if s.leader != N2]
+    assert led and other
+    rejoining = [
+        RejoiningReplica(shard_uid=s.uid, epoch=s.epoch, caught_up=False) for s in shards(image)
+    ]
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=1, rejoining=rejoining)
+    changes = [a for a in decide(core, image, 2) if isinstance(a, EpochChange)]
+    assert {c.shard.shard_uid for c in changes} == {s.uid for s in led}
+    assert all(N2 not in c.eligible for c in changes)
+    assert {c.reason for c in changes} == {"leader_unavailable"}
+    # The others' replicas caught up: a new epoch, the same leader first.
+    caught_up = [RejoiningReplica(shard_uid=s.uid, epoch=s.epoch, caught_up=True) for s in other]
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=1, rejoining=caught_up)
+    changes = [a for a in decide(core, image, 2) if isinstance(a, EpochChange)]
+    assert {c.shard.shard_uid for c in changes} == {s.uid for s in other}
+    assert {c.reason for c in changes} == {"rejoined"}
+    assert all(c.eligible[0] == c.leader and c.new_replicas == c.replicas for c in changes)
+    # A report of an older epoch (sent before the change reached it) asks for nothing.
+    stale = [RejoiningReplica(shard_uid=s.uid, epoch=s.epoch - 1, caught_up=True) for s in other]
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=3, rejoining=stale)
+    assert not [a for a in decide(core, image, 4) if isinstance(a, EpochChange)]
+
+
+def test_a_node_short_of_disk_space_gives_up_its_leaderships_and_gets_them_back() -> None:
+    """Issue 20: a node below its free-space minimum refuses new records, so the shards it
+    leads move to replicas that can take them; once its heartbeats say it has room again it
+    may lead again (preferred leaders come back)."""
+    image = stream_image()
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=1, disk_full=True)
+    changes = [a for a in decide(core, image, 2) if isinstance(a, EpochChange)]
+    assert changes
+    assert {c.leader for c in changes} == {N2}
+    assert {c.reason for c in changes} == {"leader_leaving"}
+    assert all(c.eligible[-1] == N2 for c in changes)  # only if nobody else can
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=3, disk_full=False)
+    assert core.can_lead(image, N2)
+
+
+def test_a_leader_fenced_by_a_change_that_never_committed_gets_a_new_epoch() -> None:
+    """A Prepare round fenced the leader (its replicas promised epoch + 1), then its commit
+    failed and the controller changed: the new controller learns it from the leader's
+    heartbeat (it reports the shard fenced at the image's epoch) and runs a change again."""
+    image = stream_image()
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    shard = next(s for s in shards(image) if s.leader == N1)
+    assert not [a for a in decide(core, image, 1) if isinstance(a, EpochChange)]
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=2, fenced=[(shard.uid, shard.epoch)])
+    (change,) = [a for a in decide(core, image, 3) if isinstance(a, EpochChange)]
+    assert change.shard.shard_uid == shard.uid
+    assert change.epoch == shard.epoch
+    assert change.reason == "re_prepare"
+    # A report about an older epoch (the change has committed since) asks for nothing.
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=4, fenced=[(shard.uid, shard.epoch - 1)])
+    assert not [a for a in decide(core, image, 5) if isinstance(a, EpochChange)]
 
 
 def test_replicas_move_off_a_draining_node_one_step_at_a_time() -> None:

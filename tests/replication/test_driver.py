@@ -19,11 +19,12 @@ import pytest
 from broker.clock import SystemClock
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.memory_store import MemoryLogStore
-from broker.log.records import new_record
+from broker.log.records import AppendBatch, LogCorruptionError, new_record
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.replication.driver import ReplicationDriver
 from broker.replication.messages import Envelope
 from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.replication.transport import FetchRefused
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
 
 NODES = (NodeId("a"), NodeId("b"), NodeId("c"))
@@ -73,6 +74,21 @@ class Cluster:
                 if me in cluster.down or envelope.to in cluster.down:
                     return
                 cluster.drivers[envelope.to].deliver(envelope.message)
+
+            async def fetch_batches(
+                self,
+                peer: NodeId,
+                shard_uid: ShardUid,
+                *,
+                start_offset: Offset,
+                end_offset: Offset,
+                bytes_max: int,
+            ) -> list[AppendBatch]:
+                if me in cluster.down or peer in cluster.down:
+                    raise FetchRefused(f"{peer} is down")
+                return await cluster.drivers[peer].serve_fetch(
+                    shard_uid, start_offset=start_offset, end_offset=end_offset, bytes_max=bytes_max
+                )
 
         return Loopback()
 
@@ -187,6 +203,43 @@ async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_reco
     )
     assert [r.data for r in records] == [b"one", b"two"]
     await _wait(lambda: len({cluster.statistics(n) for n in NODES}) == 1)
+
+
+async def test_a_damaged_range_is_repaired_from_another_replica(cluster: Cluster) -> None:
+    """decisions/0002 "Corruption": a follower's and the leader's copies of records stop
+    reading back. Each reported range is marked damaged, then copied back from a replica that
+    holds it committed (the leader first, a follower for the leader's own), and reads back."""
+    for i in range(5):
+        await _append(cluster, NODES[0], 1, b"r%d" % i)
+    await _wait(lambda: all(cluster.statistics(n) == (6, 6) for n in NODES))
+    for node, offset in ((NODES[1], 2), (NODES[0], 4)):
+        cluster.stores[node].corrupt(SHARD, Offset(offset), count=2)
+        with pytest.raises(LogCorruptionError) as failed:
+            cluster.stores[node].read(
+                SHARD, start_offset=Offset(0), end_offset=Offset(6), records_max=10, bytes_max=99
+            )
+        driver = cluster.drivers[node]
+        driver.report_corruption(failed.value)
+        await _wait(lambda driver=driver: not driver.repair_pending(SHARD))
+        records = cluster.stores[node].read(
+            SHARD, start_offset=Offset(0), end_offset=Offset(6), records_max=10, bytes_max=99
+        )
+        assert [r.data for r in records] == [b"r%d" % i for i in range(5)]
+
+
+async def test_a_range_no_other_replica_holds_stays_damaged(cluster: Cluster) -> None:
+    await _append(cluster, NODES[0], 1, b"only")
+    await _wait(lambda: all(cluster.statistics(n) == (2, 2) for n in NODES))
+    cluster.down = {NODES[1], NODES[2]}
+    cluster.stores[NODES[0]].corrupt(SHARD, Offset(1))
+    driver = cluster.drivers[NODES[0]]
+    driver.report_corruption(LogCorruptionError("test", shard_uid=SHARD, offset=Offset(1)))
+    await _wait(lambda: driver.damaged(SHARD) is not None)
+    await asyncio.sleep(0.2)  # a window in which a careless repair would have given up
+    damage = driver.damaged(SHARD)
+    assert damage is not None
+    assert (damage.start, damage.end) == (1, 2)
+    assert driver.metrics_view().damaged_replicas == 1
 
 
 def test_image_factory_is_consistent() -> None:

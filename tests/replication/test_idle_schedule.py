@@ -21,7 +21,7 @@ import pytest
 from broker.clock import SystemClock
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.memory_store import MemoryLogStore
-from broker.log.records import NewRecord, new_record
+from broker.log.records import AppendBatch, NewRecord, new_record
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.replication import replica as replica_module
 from broker.replication.driver import ReplicationDriver
@@ -49,7 +49,7 @@ class Member:
     replica: ShardReplica | None = None
 
     def start(self) -> None:
-        durable = ReplicaDurableState.from_store(self.store, SHARD, recovering=False)
+        durable = ReplicaDurableState.from_store(self.store, SHARD, rejoin_floor=None)
         self.replica = ShardReplica(SHARD, self.node_id, durable, knobs=KNOBS)
 
     @property
@@ -282,6 +282,19 @@ async def drivers() -> AsyncIterator[Drivers]:
         def send(self, envelope: Envelope) -> None:
             wired.sent += 1
             wired.drivers[envelope.to].deliver(envelope.message)
+
+        async def fetch_batches(
+            self,
+            peer: NodeId,
+            shard_uid: ShardUid,
+            *,
+            start_offset: Offset,
+            end_offset: Offset,
+            bytes_max: int,
+        ) -> list[AppendBatch]:
+            return await wired.drivers[peer].serve_fetch(
+                shard_uid, start_offset=start_offset, end_offset=end_offset, bytes_max=bytes_max
+            )
 
     async with asyncio.TaskGroup() as group:
         for node in NODES:

@@ -55,8 +55,8 @@ class Node:
     committed_end: Offset | None = None
     abandoned: int = 0
 
-    def start(self, *, recovering: bool = False, knobs: ReplicationKnobs = KNOBS) -> None:
-        durable = ReplicaDurableState.from_store(self.store, SHARD, recovering=recovering)
+    def start(self, *, rejoin_floor: int | None = None, knobs: ReplicationKnobs = KNOBS) -> None:
+        durable = ReplicaDurableState.from_store(self.store, SHARD, rejoin_floor=rejoin_floor)
         self.replica = ShardReplica(SHARD, self.node_id, durable, knobs=knobs)
 
     @property
@@ -447,25 +447,88 @@ def test_trimmed_prefix_catch_up_resets_a_follower_behind_log_start() -> None:
     assert c[C].r.high_watermark == 6
 
 
-def test_recovering_replica_fences_and_does_not_vote_until_caught_up() -> None:
+def test_a_replica_that_lost_its_disk_fences_nobody_and_counts_only_from_a_new_epoch() -> None:
+    """decisions/0002 "Lost disk": C comes back empty while A leads epoch 1 (the floor C read
+    after the loss). C promises nothing new (A keeps leading), copies the log, and its
+    acknowledgements do not count for epoch 1: with B down, A commits nothing. It votes once
+    caught up, and counts again from epoch 2 (the controller's "rejoined" epoch change)."""
     c = Cluster()
     c.configure(1, A)
     c.propose(A, "x")
     c.settle()
     c[C].store = MemoryLogStore()  # C's disk is replaced
-    c[C].start(recovering=True)
+    c[C].start(rejoin_floor=1)
     c[C].r.configure(epoch=1, leader=A, replicas=NODES, sealing=False, now_ms=0)
     c[C].flush()
-    assert c[C].r.statistics().promised_epoch == 2  # fences epoch 1's leader
-    (promise,) = c.prepare(2, C)
+    assert c[C].r.statistics().promised_epoch == 1  # fences nobody
+    assert c[A].r.role is Role.LEADER
+    (promise,) = c.prepare(1, C)
     assert not promise.ok  # no vote while recovering
-    c.prepare(2, A, B)
-    c.configure(2, B)
-    c.settle()
-    assert not c[C].r.statistics().recovering
-    assert c[C].data() == [b"x"]
-    (promise,) = c.prepare(3, C)
+    before = c[A].r.high_watermark
+    c.propose(A, "y")
+    c.settle(down=(B,))
+    assert c[C].data() == [b"x", b"y"]  # C holds the log...
+    assert c[A].r.high_watermark == before  # ...but does not count for epoch 1
+    stats = c[C].r.statistics()
+    assert stats.rejoin_floor == 1
+    c.settle()  # B is back: y commits with B, and C learns the HW
+    assert c[A].r.high_watermark == c[A].r.statistics().log_end
+    stats = c[C].r.statistics()
+    assert not stats.recovering  # caught up: may vote and lead...
+    assert stats.rejoin_floor == 1  # ...but waits for a new epoch to count
+    (promise,) = c.prepare(2, C)
     assert promise.ok
+    c.prepare(2, A, B)
+    c.configure(2, A)
+    assert c[C].r.statistics().rejoin_floor is None
+    c.propose(A, "z")
+    c.settle(down=(B,))
+    assert c[A].r.high_watermark == c[A].r.statistics().log_end  # A and C commit epoch 2
+    assert c[C].data() == [b"x", b"y", b"z"]
+
+
+def test_a_rejoining_replica_cannot_help_the_leader_its_lost_promise_fenced() -> None:
+    """Why a rejoining replica's acks do not count at or below its floor: B and C promised
+    epoch 2 (a leader change whose commit is still on its way), then C lost its disk. A, the
+    epoch-1 leader, is fenced by that majority; C forgot its promise and takes A's records,
+    but A must not commit them with C, or the epoch-2 leader (chosen from B's and C's old
+    logs) would lose them."""
+    c = Cluster()
+    c.configure(1, A)
+    c.propose(A, "x")
+    c.settle()
+    assert all(p.ok for p in c.prepare(2, B, C))
+    c[C].store = MemoryLogStore()
+    c[C].start(rejoin_floor=1)  # the image C reads still says epoch 1 (the floor)
+    c[C].r.configure(epoch=1, leader=A, replicas=NODES, sealing=False, now_ms=0)
+    c[C].flush()
+    hw = c[A].r.high_watermark
+    c.propose(A, "y")
+    c.settle(down=(B,))
+    assert b"y" in c[C].data()  # C took it...
+    assert c[A].r.high_watermark == hw  # ...but A could not commit it
+
+
+def test_a_replica_that_lost_its_disk_never_leads_what_it_lacks() -> None:
+    """C was the leader of epoch 1 and lost its disk: named leader by the image, it does not
+    lead (it lacks the log) until an epoch change elects another replica."""
+    c = Cluster()
+    c.configure(1, C)
+    c.propose(C, "x")
+    c.settle()
+    c[C].store = MemoryLogStore()
+    c[C].start(rejoin_floor=1)
+    c[C].r.configure(epoch=1, leader=C, replicas=NODES, sealing=False, now_ms=0)
+    c[C].flush()
+    assert c[C].r.role is Role.FOLLOWER
+    refused = c[C].r.propose([rec("lost?")], 0)
+    assert isinstance(refused, Refusal)
+    promises = c.prepare(2, A, B, C)
+    assert [p.ok for p in promises] == [True, True, False]
+    c.configure(2, A)
+    c.settle()
+    assert c[C].data() == [b"x"]
+    assert not c[C].r.statistics().recovering
 
 
 def test_one_ready_at_a_time_and_promise_waits_for_persistence() -> None:

@@ -28,6 +28,57 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class FetchBatchesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_UID_FIELD_NUMBER: _builtins.int
+    START_OFFSET_FIELD_NUMBER: _builtins.int
+    END_OFFSET_FIELD_NUMBER: _builtins.int
+    BYTES_MAX_FIELD_NUMBER: _builtins.int
+    shard_uid: _builtins.int
+    start_offset: _builtins.int
+    end_offset: _builtins.int
+    bytes_max: _builtins.int
+    """at least the first batch is returned"""
+    def __init__(
+        self,
+        *,
+        shard_uid: _builtins.int = ...,
+        start_offset: _builtins.int = ...,
+        end_offset: _builtins.int = ...,
+        bytes_max: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_max", b"bytes_max", "end_offset", b"end_offset", "shard_uid", b"shard_uid", "start_offset", b"start_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchBatchesRequest: _TypeAlias = FetchBatchesRequest  # noqa: Y015
+
+@_typing.final
+class FetchBatchesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___Batch]:
+        """dense from start_offset, each cut to the range"""
+
+    def __init__(
+        self,
+        *,
+        batches: _abc.Iterable[Global___Batch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FetchBatchesResponse: _TypeAlias = FetchBatchesResponse  # noqa: Y015
+
+@_typing.final
 class Record(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -137,6 +188,7 @@ class AppendAck(_message.Message):
     LOG_END_FIELD_NUMBER: _builtins.int
     LAST_EPOCH_FIELD_NUMBER: _builtins.int
     PROMISED_EPOCH_FIELD_NUMBER: _builtins.int
+    REJOINING_FIELD_NUMBER: _builtins.int
     shard_uid: _builtins.int
     epoch: _builtins.int
     sender: _builtins.str
@@ -144,6 +196,10 @@ class AppendAck(_message.Message):
     log_end: _builtins.int
     last_epoch: _builtins.int
     promised_epoch: _builtins.int
+    rejoining: _builtins.bool
+    """The sender lost its disk and has not rejoined for this epoch yet: the leader sends it the
+    log but does not count it towards the high watermark (decisions/0002, "Lost disk").
+    """
     def __init__(
         self,
         *,
@@ -154,10 +210,11 @@ class AppendAck(_message.Message):
         log_end: _builtins.int = ...,
         last_epoch: _builtins.int = ...,
         promised_epoch: _builtins.int = ...,
+        rejoining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "last_epoch", b"last_epoch", "log_end", b"log_end", "ok", b"ok", "promised_epoch", b"promised_epoch", "sender", b"sender", "shard_uid", b"shard_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "last_epoch", b"last_epoch", "log_end", b"log_end", "ok", b"ok", "promised_epoch", b"promised_epoch", "rejoining", b"rejoining", "sender", b"sender", "shard_uid", b"shard_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -344,6 +401,8 @@ class ReplicaState(_message.Message):
     HIGH_WATERMARK_FIELD_NUMBER: _builtins.int
     LAST_EPOCH_FIELD_NUMBER: _builtins.int
     SEALED_FIELD_NUMBER: _builtins.int
+    RECOVERING_FIELD_NUMBER: _builtins.int
+    DAMAGED_FIELD_NUMBER: _builtins.int
     shard_uid: _builtins.int
     role: _builtins.str
     """"leader", "follower" or "idle" """
@@ -355,6 +414,10 @@ class ReplicaState(_message.Message):
     high_watermark: _builtins.int
     last_epoch: _builtins.int
     sealed: _builtins.bool
+    recovering: _builtins.bool
+    """The node lost its disk and this replica is still copying the log back (no vote, no lead)."""
+    damaged: _builtins.bool
+    """A range of this replica's log does not read back and is not repaired yet."""
     def __init__(
         self,
         *,
@@ -368,10 +431,12 @@ class ReplicaState(_message.Message):
         high_watermark: _builtins.int = ...,
         last_epoch: _builtins.int = ...,
         sealed: _builtins.bool = ...,
+        recovering: _builtins.bool = ...,
+        damaged: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "high_watermark", b"high_watermark", "last_epoch", b"last_epoch", "leader", b"leader", "log_end", b"log_end", "log_start", b"log_start", "promised_epoch", b"promised_epoch", "role", b"role", "sealed", b"sealed", "shard_uid", b"shard_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["damaged", b"damaged", "epoch", b"epoch", "high_watermark", b"high_watermark", "last_epoch", b"last_epoch", "leader", b"leader", "log_end", b"log_end", "log_start", b"log_start", "promised_epoch", b"promised_epoch", "recovering", b"recovering", "role", b"role", "sealed", b"sealed", "shard_uid", b"shard_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -408,12 +473,29 @@ class HeartbeatRequest(_message.Message):
     INCARNATION_FIELD_NUMBER: _builtins.int
     SENT_MS_FIELD_NUMBER: _builtins.int
     SHUTTING_DOWN_FIELD_NUMBER: _builtins.int
+    REJOINING_FIELD_NUMBER: _builtins.int
+    DISK_FULL_FIELD_NUMBER: _builtins.int
+    FENCED_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     incarnation: _builtins.int
     sent_ms: _builtins.int
     """the sender's wall clock, for logs only"""
     shutting_down: _builtins.bool
     """SIGTERM: move this node's shard leaderships away (drain)"""
+    disk_full: _builtins.bool
+    """Below its free-space minimum: it refuses new records, so its leaderships move away."""
+    @_builtins.property
+    def rejoining(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejoiningReplica]:
+        """Replicas this node lost with its disk that have not rejoined yet (decisions/0002, "Lost
+        disk"); empty on a node that kept its disk.
+        """
+
+    @_builtins.property
+    def fenced(self) -> _containers.RepeatedCompositeFieldContainer[Global___FencedLeadership]:
+        """Shards this node leads in the image at `epoch` but cannot lead: a newer epoch was
+        promised (a leader change that never committed). The controller runs one again.
+        """
+
     def __init__(
         self,
         *,
@@ -421,14 +503,69 @@ class HeartbeatRequest(_message.Message):
         incarnation: _builtins.int = ...,
         sent_ms: _builtins.int = ...,
         shutting_down: _builtins.bool = ...,
+        rejoining: _abc.Iterable[Global___RejoiningReplica] | None = ...,
+        disk_full: _builtins.bool = ...,
+        fenced: _abc.Iterable[Global___FencedLeadership] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incarnation", b"incarnation", "node_id", b"node_id", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_full", b"disk_full", "fenced", b"fenced", "incarnation", b"incarnation", "node_id", b"node_id", "rejoining", b"rejoining", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class FencedLeadership(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_UID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    shard_uid: _builtins.int
+    epoch: _builtins.int
+    """the image epoch the replica is configured with"""
+    def __init__(
+        self,
+        *,
+        shard_uid: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "shard_uid", b"shard_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FencedLeadership: _TypeAlias = FencedLeadership  # noqa: Y015
+
+@_typing.final
+class RejoiningReplica(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARD_UID_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    CAUGHT_UP_FIELD_NUMBER: _builtins.int
+    shard_uid: _builtins.int
+    epoch: _builtins.int
+    """the shard epoch of the image the replica was configured with"""
+    caught_up: _builtins.bool
+    """false: still copying the log (it may not lead); true: caught up, and waiting for an epoch
+    above the one it rejoined in, from which on its acknowledgements count again.
+    """
+    def __init__(
+        self,
+        *,
+        shard_uid: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+        caught_up: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caught_up", b"caught_up", "epoch", b"epoch", "shard_uid", b"shard_uid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejoiningReplica: _TypeAlias = RejoiningReplica  # noqa: Y015
 
 @_typing.final
 class HeartbeatResponse(_message.Message):
@@ -687,6 +824,61 @@ class ShardReadResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__timestamp_offset) -> _WhichOneofReturnType__timestamp_offset | None: ...
 
 Global___ShardReadResponse: _TypeAlias = ShardReadResponse  # noqa: Y015
+
+@_typing.final
+class MetadataDigestRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_COMMANDS_FIELD_NUMBER: _builtins.int
+    applied_commands: _builtins.int
+    """The image after this many applied commands (one of the last few this node applied);
+    absent: the current one.
+    """
+    def __init__(
+        self,
+        *,
+        applied_commands: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_applied_commands", b"_applied_commands", "applied_commands", b"applied_commands"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_applied_commands", b"_applied_commands", "applied_commands", b"applied_commands"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__applied_commands: _TypeAlias = _typing.Literal["applied_commands"]  # noqa: Y015
+    _WhichOneofArgType__applied_commands: _TypeAlias = _typing.Literal["_applied_commands", b"_applied_commands"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__applied_commands) -> _WhichOneofReturnType__applied_commands | None: ...
+
+Global___MetadataDigestRequest: _TypeAlias = MetadataDigestRequest  # noqa: Y015
+
+@_typing.final
+class MetadataDigestResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOUND_FIELD_NUMBER: _builtins.int
+    APPLIED_COMMANDS_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    RAFT_LAST_APPLIED_FIELD_NUMBER: _builtins.int
+    found: _builtins.bool
+    """false: that image is no longer (or not yet) kept here"""
+    applied_commands: _builtins.int
+    sha256: _builtins.bytes
+    """of the canonical encoding (image_codec.encode_image)"""
+    raft_last_applied: _builtins.int
+    """the Raft index applied when it was read (diagnostics)"""
+    def __init__(
+        self,
+        *,
+        found: _builtins.bool = ...,
+        applied_commands: _builtins.int = ...,
+        sha256: _builtins.bytes = ...,
+        raft_last_applied: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_commands", b"applied_commands", "found", b"found", "raft_last_applied", b"raft_last_applied", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MetadataDigestResponse: _TypeAlias = MetadataDigestResponse  # noqa: Y015
 
 @_typing.final
 class ClusterStatusRequest(_message.Message):

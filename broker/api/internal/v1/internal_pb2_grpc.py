@@ -57,6 +57,11 @@ class ReplicationServiceStub:
                 request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.ReplicaStatusRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.ReplicaStatusResponse.FromString,
                 _registered_method=True)
+        self.FetchBatches = channel.unary_unary(
+                '/broker.api.internal.v1.ReplicationService/FetchBatches',
+                request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.FetchBatchesRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.FetchBatchesResponse.FromString,
+                _registered_method=True)
 
 
 class ReplicationServiceServicer:
@@ -96,6 +101,15 @@ class ReplicationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FetchBatches(self, request, context):
+        """A replica that found a damaged range of its log copies it back from a healthy replica
+        (0002 "Corruption"): the callee's committed batches of [start_offset, end_offset).
+        FAILED_PRECONDITION when the callee holds no healthy, committed copy of the start.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ReplicationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +132,11 @@ def add_ReplicationServiceServicer_to_server(servicer, server):
                     servicer.ReplicaStatus,
                     request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.ReplicaStatusRequest.FromString,
                     response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.ReplicaStatusResponse.SerializeToString,
+            ),
+            'FetchBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.FetchBatches,
+                    request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.FetchBatchesRequest.FromString,
+                    response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.FetchBatchesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +250,33 @@ class ReplicationService:
             '/broker.api.internal.v1.ReplicationService/ReplicaStatus',
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.ReplicaStatusRequest.SerializeToString,
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.ReplicaStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FetchBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.internal.v1.ReplicationService/FetchBatches',
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.FetchBatchesRequest.SerializeToString,
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.FetchBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -448,6 +494,11 @@ class ClusterAdminServiceStub:
                 request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.FromString,
                 _registered_method=True)
+        self.MetadataDigest = channel.unary_unary(
+                '/broker.api.internal.v1.ClusterAdminService/MetadataDigest',
+                request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterAdminServiceServicer:
@@ -489,6 +540,14 @@ class ClusterAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MetadataDigest(self, request, context):
+        """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+        every replica's image after the same number of applied commands must be the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -516,6 +575,11 @@ def add_ClusterAdminServiceServicer_to_server(servicer, server):
                     servicer.RemoveNode,
                     request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.FromString,
                     response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.SerializeToString,
+            ),
+            'MetadataDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.MetadataDigest,
+                    request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestRequest.FromString,
+                    response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -655,6 +719,33 @@ class ClusterAdminService:
             '/broker.api.internal.v1.ClusterAdminService/RemoveNode',
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.SerializeToString,
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MetadataDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.internal.v1.ClusterAdminService/MetadataDigest',
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestRequest.SerializeToString,
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.MetadataDigestResponse.FromString,
             options,
             channel_credentials,
             insecure,

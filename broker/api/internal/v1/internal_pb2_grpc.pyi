@@ -57,6 +57,11 @@ class ReplicationServiceStub:
     """The controller asks a sealing shard's leader for its final end (0002 "Sealing")."""
     ReplicaStatus: _grpc.UnaryUnaryMultiCallable[_internal_pb2.ReplicaStatusRequest, _internal_pb2.ReplicaStatusResponse]
     """What this node's replicas hold (log ends, epochs, high watermarks): diagnostics and tests."""
+    FetchBatches: _grpc.UnaryUnaryMultiCallable[_internal_pb2.FetchBatchesRequest, _internal_pb2.FetchBatchesResponse]
+    """A replica that found a damaged range of its log copies it back from a healthy replica
+    (0002 "Corruption"): the callee's committed batches of [start_offset, end_offset).
+    FAILED_PRECONDITION when the callee holds no healthy, committed copy of the start.
+    """
 
 @_typing.type_check_only
 class ReplicationServiceAsyncStub(ReplicationServiceStub):
@@ -78,6 +83,11 @@ class ReplicationServiceAsyncStub(ReplicationServiceStub):
     """The controller asks a sealing shard's leader for its final end (0002 "Sealing")."""
     ReplicaStatus: _aio.UnaryUnaryMultiCallable[_internal_pb2.ReplicaStatusRequest, _internal_pb2.ReplicaStatusResponse]  # type: ignore[assignment]
     """What this node's replicas hold (log ends, epochs, high watermarks): diagnostics and tests."""
+    FetchBatches: _aio.UnaryUnaryMultiCallable[_internal_pb2.FetchBatchesRequest, _internal_pb2.FetchBatchesResponse]  # type: ignore[assignment]
+    """A replica that found a damaged range of its log copies it back from a healthy replica
+    (0002 "Corruption"): the callee's committed batches of [start_offset, end_offset).
+    FAILED_PRECONDITION when the callee holds no healthy, committed copy of the start.
+    """
 
 class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
     """--- Replication (DESIGN §4, decision 0002) ---------------------------------------------------
@@ -120,6 +130,17 @@ class ReplicationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_internal_pb2.ReplicaStatusResponse, _abc.Awaitable[_internal_pb2.ReplicaStatusResponse]]:
         """What this node's replicas hold (log ends, epochs, high watermarks): diagnostics and tests."""
+
+    @_abc_1.abstractmethod
+    def FetchBatches(
+        self,
+        request: _internal_pb2.FetchBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.FetchBatchesResponse, _abc.Awaitable[_internal_pb2.FetchBatchesResponse]]:
+        """A replica that found a damaged range of its log copies it back from a healthy replica
+        (0002 "Corruption"): the callee's committed batches of [start_offset, end_offset).
+        FAILED_PRECONDITION when the callee holds no healthy, committed copy of the start.
+        """
 
 def add_ReplicationServiceServicer_to_server(servicer: ReplicationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
@@ -205,6 +226,10 @@ class ClusterAdminServiceStub:
     """Take a node out of the cluster once it holds no shard replica (drain it first): out of
     the metadata quorum's voters if it is one, then REMOVED in the metadata.
     """
+    MetadataDigest: _grpc.UnaryUnaryMultiCallable[_internal_pb2.MetadataDigestRequest, _internal_pb2.MetadataDigestResponse]
+    """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+    every replica's image after the same number of applied commands must be the same.
+    """
 
 @_typing.type_check_only
 class ClusterAdminServiceAsyncStub(ClusterAdminServiceStub):
@@ -221,6 +246,10 @@ class ClusterAdminServiceAsyncStub(ClusterAdminServiceStub):
     RemoveNode: _aio.UnaryUnaryMultiCallable[_internal_pb2.RemoveNodeRequest, _internal_pb2.RemoveNodeResponse]  # type: ignore[assignment]
     """Take a node out of the cluster once it holds no shard replica (drain it first): out of
     the metadata quorum's voters if it is one, then REMOVED in the metadata.
+    """
+    MetadataDigest: _aio.UnaryUnaryMultiCallable[_internal_pb2.MetadataDigestRequest, _internal_pb2.MetadataDigestResponse]  # type: ignore[assignment]
+    """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+    every replica's image after the same number of applied commands must be the same.
     """
 
 class ClusterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -265,6 +294,16 @@ class ClusterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_internal_pb2.RemoveNodeResponse, _abc.Awaitable[_internal_pb2.RemoveNodeResponse]]:
         """Take a node out of the cluster once it holds no shard replica (drain it first): out of
         the metadata quorum's voters if it is one, then REMOVED in the metadata.
+        """
+
+    @_abc_1.abstractmethod
+    def MetadataDigest(
+        self,
+        request: _internal_pb2.MetadataDigestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.MetadataDigestResponse, _abc.Awaitable[_internal_pb2.MetadataDigestResponse]]:
+        """A digest of this node's applied metadata image, to compare voters (the chaos checker):
+        every replica's image after the same number of applied commands must be the same.
         """
 
 def add_ClusterAdminServiceServicer_to_server(servicer: ClusterAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,148 @@
+"""Corruption of a node's shard log, with real processes (issue 20): bytes overwritten in the
+middle of a node's largest SST file while it is stopped.
+
+- One node (no other copy): GetRecords returns every record before the damage, then fails
+  loudly (InternalFailure naming the shard), never an empty page that reads as the end.
+- Three nodes, the damaged node leading the shard again: every acknowledged record reads back
+  through every node (the damaged range is read from another replica), and the damaged
+  replica repairs itself from a healthy one (its own log then reads back whole).
+
+The SST exists because a stopped node flushes its memtables; SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from broker.client.grpc_client import ShoalClient
+from broker.errors import ErrorCode, ShoalError
+from tests.chaos.workload import create_stream, read_replica
+from tests.cluster.helpers import (
+    Producer,
+    check_no_loss,
+    cluster_status,
+    shard_leaders,
+    wait_formed,
+)
+from tests.support import ClusterProcesses, NodeProcess, serving, wait_until
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+SHARD = "shardId-000000000000"
+SCRUB_FAST = {"SHOAL_SCRUB_BYTES_PER_SECOND": str(64 << 20), "SHOAL_SCRUB_PASS_INTERVAL_MS": "500"}
+
+
+def corrupt_largest_sst(data_dir: Path) -> Path:
+    """64 bytes in the middle of the node's largest SST file (a data block of the records)."""
+    ssts = sorted((data_dir / "log").glob("*.sst"), key=lambda f: f.stat().st_size)
+    assert ssts, f"no SST file under {data_dir / 'log'}"
+    sst = ssts[-1]
+    with sst.open("r+b") as file:
+        file.seek(sst.stat().st_size // 2)
+        file.write(b"\xaa" * 64)
+    return sst
+
+
+def _write(endpoint: str, stream: str, batches: int) -> list[bytes]:
+    written: list[bytes] = []
+    with ShoalClient(endpoint) as client:
+        for batch in range(batches):
+            datas = [f"{batch}:{i}:".encode() + bytes(200) for i in range(100)]
+            records = [{"PartitionKey": f"k{i}", "Data": data} for i, data in enumerate(datas)]
+            answer = client.call("PutRecords", {"StreamName": stream, "Records": records})
+            assert answer["FailedRecordCount"] == 0
+            written += datas
+    return written
+
+
+def _read_pages(client: ShoalClient, stream: str, read: list[bytes]) -> None:
+    """GetRecords from TRIM_HORIZON into `read` until an error; an empty page at the tip (a
+    read taken for the end of the shard) fails the test."""
+    token = client.call(
+        "GetShardIterator",
+        {"StreamName": stream, "ShardId": SHARD, "ShardIteratorType": "TRIM_HORIZON"},
+    )["ShardIterator"]
+    for _ in range(1_000):  # bounded: at most 1,000 pages
+        page = client.call("GetRecords", {"ShardIterator": token, "Limit": 1000})
+        read += [r["Data"] for r in page["Records"]]
+        token = page["NextShardIterator"]
+        assert page["Records"] or page["MillisBehindLatest"] > 0, "the damage read as the end"
+
+
+def test_a_single_node_fails_loudly_at_the_damage_instead_of_ending_the_shard(
+    tmp_path: Path,
+) -> None:
+    node = NodeProcess(tmp_path / "node", extra_env={"SHOAL_SCRUB_BYTES_PER_SECOND": "0"})
+    node.start()
+    try:
+        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="the node to serve")
+        create_stream(node.endpoint, "solo", 1)
+        written = _write(node.endpoint, "solo", 60)
+        node.terminate()  # flushes the memtables into an SST
+        corrupt_largest_sst(node.data_dir)
+        node.start()
+        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="the node to serve")
+        read: list[bytes] = []
+        with ShoalClient(node.endpoint) as client, pytest.raises(ShoalError) as failed:
+            _read_pages(client, "solo", read)
+        assert failed.value.code is ErrorCode.INTERNAL_FAILURE
+        assert SHARD in failed.value.message
+        assert read == written[: len(read)]  # everything before the damage, in order
+        assert len(read) < len(written)
+        assert "log_corruption_detected" in node.log_text()
+    finally:
+        node.terminate()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
+    processes = ClusterProcesses(tmp_path, extra_env=SCRUB_FAST)
+    processes.start()
+    try:
+        wait_formed(processes)
+        yield processes
+    except BaseException:
+        print(processes.logs())
+        raise
+    finally:
+        processes.stop()
+
+
+def test_a_damaged_leader_is_read_around_and_repaired_from_a_follower(
+    cluster: ClusterProcesses,
+) -> None:
+    create_stream(cluster.endpoints[0], "damaged", 1)
+    producer = Producer(cluster.endpoints, "damaged", batch_size=100).start()
+    producer.wait_acknowledged(6_000)
+    producer.stop()
+    status = cluster_status(cluster.endpoints[0])
+    (shard,) = [s for s in status.shards if s.stream_name == "damaged"]
+    preferred = cluster.node_named(shard.replicas[0])  # the leader rebalancing brings back
+    preferred.terminate()  # drains, then flushes its memtables into an SST
+    corrupt_largest_sst(preferred.data_dir)
+    preferred.start()
+    wait_formed(cluster)
+    wait_until(
+        lambda: shard_leaders(cluster.endpoints[0], "damaged")[SHARD] == shard.replicas[0],
+        deadline_s=60,
+        what="the damaged node leading the shard again",
+    )
+    for endpoint in cluster.endpoints:
+        check_no_loss(endpoint, "damaged", producer.acknowledged)
+
+    def repaired() -> bool:
+        if "log_range_repaired" not in preferred.log_text():
+            return False
+        try:
+            own = read_replica(preferred.endpoint, shard.replicas[0], SHARD, shard.shard_uid)
+        except grpc.RpcError:
+            return False
+        held = {data for _, data in own.records}
+        return all(data in held for data in producer.acknowledged)
+
+    wait_until(repaired, deadline_s=60, what="the damaged replica repaired from a healthy one")
+    assert "log_corruption_detected" in preferred.log_text()
