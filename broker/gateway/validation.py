@@ -25,6 +25,12 @@ from typing import Any
 import botocore.loaders
 import botocore.model
 
+from broker.error_messages import (
+    MUST_NOT_BE_NULL,
+    constraint_violation,
+    member_path,
+    validation_errors,
+)
 from broker.errors import ErrorCode, ShoalError
 
 _VALIDATION_ERRORS_REPORTED_MAX = 10  # AWS lists a handful; a huge PutRecords must not list 500
@@ -44,11 +50,6 @@ def service_model(name: str = KINESIS) -> botocore.model.ServiceModel:
 @cache
 def _pattern(text: str) -> re.Pattern[str]:
     return re.compile(text)
-
-
-def _member_path(name: str) -> str:
-    """AWS reports members in lowerCamelCase: `StreamARN` -> `streamARN`."""
-    return name[:1].lower() + name[1:]
 
 
 def _render(value: Any) -> str:
@@ -74,10 +75,10 @@ def validate_request(operation: str, request: Mapping[str, Any], *, model: str =
     problems: list[str] = []
     _check_structure(input_shape, request, "", problems)
     assert problems, f"the compiled and the detailed checks of {operation} disagree"
-    count = len(problems)
-    noun = "error" if count == 1 else "errors"
-    shown = "; ".join(problems[:_VALIDATION_ERRORS_REPORTED_MAX])
-    raise ShoalError(ErrorCode.VALIDATION, f"{count} validation {noun} detected: {shown}")
+    raise ShoalError(
+        ErrorCode.VALIDATION,
+        validation_errors(problems, shown_max=_VALIDATION_ERRORS_REPORTED_MAX),
+    )
 
 
 Check = Callable[[Any], bool]
@@ -194,17 +195,12 @@ def _check_structure(
     problems: list[str],
 ) -> None:
     if not isinstance(value, Mapping):
-        problems.append(
-            f"Value {_render(value)} at '{prefix}' failed to satisfy constraint: "
-            "Member must be a structure"
-        )
+        problems.append(constraint_violation(_render(value), prefix, "Member must be a structure"))
         return
     for name in shape.required_members:
         if value.get(name) is None:
-            path = prefix + _member_path(name)
-            problems.append(
-                f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
-            )
+            path = prefix + member_path(name)
+            problems.append(constraint_violation("null", path, MUST_NOT_BE_NULL))
     for name, member_value in value.items():
         member_shape = shape.members.get(name)
         if member_shape is None:
@@ -212,13 +208,11 @@ def _check_structure(
             continue
         if member_value is None:
             continue
-        _check_value(member_shape, member_value, prefix + _member_path(name), problems)
+        _check_value(member_shape, member_value, prefix + member_path(name), problems)
 
 
 def _fail(path: str, value: Any, constraint: str, problems: list[str]) -> None:
-    problems.append(
-        f"Value {_render(value)} at '{path}' failed to satisfy constraint: {constraint}"
-    )
+    problems.append(constraint_violation(_render(value), path, constraint))
 
 
 def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: list[str]) -> None:

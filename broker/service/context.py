@@ -12,6 +12,7 @@ from typing import Any
 
 from broker.clock import Clock
 from broker.config import Config
+from broker.error_messages import STREAM_NAME_OR_ARN, missing_member, stream_not_found
 from broker.errors import ErrorCode, ShoalError
 from broker.log.store import LogStore
 from broker.meta.frontend import MetadataFrontend
@@ -72,7 +73,7 @@ class ServiceContext:
 
     def stream_not_found(self, name: str) -> ShoalError:
         return ShoalError(
-            ErrorCode.RESOURCE_NOT_FOUND, f"Stream {name} {self.account_phrase()} not found."
+            ErrorCode.RESOURCE_NOT_FOUND, stream_not_found(name, self.config.account_id)
         )
 
     def stream_name_from_arn(self, arn: str) -> str:
@@ -84,6 +85,15 @@ class ServiceContext:
         if region != self.config.region or account != self.config.account_id:
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
         return name
+
+    def required_stream_arn(self, request: Mapping[str, Any]) -> str:
+        """StreamARN of an operation that names its stream by ARN only (the model leaves it
+        optional for the reserved StreamId alternative; AWS requires it)."""
+        arn = request.get("StreamARN")
+        if arn is None:
+            raise missing_member("streamARN")
+        assert isinstance(arn, str)
+        return arn
 
     def requested_stream_name(self, request: Mapping[str, Any]) -> str:
         """StreamName or StreamARN (AWS accepts either; both must then agree)."""
@@ -98,9 +108,7 @@ class ServiceContext:
                 )
             return from_arn
         if name is None:
-            raise ShoalError(
-                ErrorCode.VALIDATION, "Either StreamName or StreamARN should be provided."
-            )
+            raise ShoalError(ErrorCode.VALIDATION, STREAM_NAME_OR_ARN)
         assert isinstance(name, str)
         return name
 

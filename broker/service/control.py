@@ -283,7 +283,7 @@ async def set_enhanced_monitoring(
 
 
 async def update_stream_mode(ctx: ServiceContext, request: Request) -> Response:
-    name = ctx.stream_name_from_arn(request["StreamARN"])
+    name = ctx.stream_name_from_arn(ctx.required_stream_arn(request))
     await ctx.metadata.propose(
         commands.UpdateStreamMode(
             now_ms=ctx.now_ms(),
@@ -297,7 +297,7 @@ async def update_stream_mode(ctx: ServiceContext, request: Request) -> Response:
 
 
 async def update_max_record_size(ctx: ServiceContext, request: Request) -> Response:
-    name = ctx.stream_name_from_arn(request["StreamARN"])
+    name = ctx.stream_name_from_arn(ctx.required_stream_arn(request))
     await ctx.metadata.propose(
         commands.UpdateMaxRecordSize(
             now_ms=ctx.now_ms(), name=name, max_record_size_kib=request["MaxRecordSizeInKiB"]

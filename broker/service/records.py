@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from broker import limits
+from broker.error_messages import missing_member
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import NewRecord, StoredRecord, new_record
 from broker.meta.image import (
@@ -69,7 +70,10 @@ def _record_bytes(partition_key: str, data: bytes) -> int:
 
 
 def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str) -> _Entry:
-    partition_key: str = raw["PartitionKey"]
+    partition_key: str | None = raw.get("PartitionKey")
+    if partition_key is None:
+        # Optional in the model (an AUTO-distributed stream ignores it), required otherwise.
+        raise missing_member(path.removesuffix("data") + "partitionKey")
     data: bytes = raw["Data"]
     partition_key_utf8 = partition_key.encode()
     size = len(partition_key_utf8) + len(data)
