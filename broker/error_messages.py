@@ -79,8 +79,43 @@ def resource_policy_not_found(arn: str) -> str:
     return f"No resource policy found for resource ARN {arn}."
 
 
+def consumer_not_found(arn: str) -> str:
+    return f"Consumer {arn} not found."
+
+
 # --- InvalidArgumentException -------------------------------------------------------------
 
 
 def invalid_policy(reason: str) -> str:
     return f"Invalid policy document: {reason}"
+
+
+def on_demand_only(what: str, stream_name: str, account_id: str) -> str:
+    return (
+        f"{what} is supported only for streams in ON_DEMAND capacity mode; stream "
+        f"{stream_name} under account {account_id} is PROVISIONED."
+    )
+
+
+def warm_throughput_needs_on_demand(stream_name: str, account_id: str) -> str:
+    return on_demand_only("Warm throughput", stream_name, account_id)
+
+
+def distribution_needs_on_demand(stream_name: str, account_id: str) -> str:
+    return on_demand_only("The AUTO record distribution strategy", stream_name, account_id)
+
+
+WARM_THROUGHPUT_NEEDS_COMMITMENT = (
+    "Warm throughput requires MinimumThroughputBillingCommitment to be enabled for the account."
+)
+
+
+def warm_throughput_too_high(requested: int, maximum: int) -> str:
+    return f"Requested warm throughput {requested} MiBps exceeds the maximum of {maximum} MiBps."
+
+
+ENCRYPTION_TYPE_MUST_BE_KMS = "Only KMS is a valid EncryptionType for this operation."
+
+
+def encryption_key_mismatch(key_id: str, stream_name: str) -> str:
+    return f"KeyId {key_id} is not the key stream {stream_name} is encrypted with."

@@ -71,6 +71,10 @@ tags_per_call_max = 50
 tag_key_chars_max = 128
 tag_value_chars_max = 256
 
+# --- Resource policies, encryption, warm throughput (AWS) ----------------------------------
+resource_policy_bytes_max = 20 * KiB  # AWS's quota on one Kinesis resource policy
+warm_throughput_mibps_max = 10 * 1024  # on-demand warm throughput up to 10 GiB/s
+
 # --- Internal bounds -----------------------------------------------------------------------
 group_commit_bytes_max = 32 * MiB  # one WriteBatch; must hold the largest PutRecords
 group_commit_records_max = 20_000

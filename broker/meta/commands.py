@@ -16,7 +16,7 @@ from typing import Any, assert_never
 
 from broker.consumers import leases
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
-from broker.meta.image import NodeState, ReshardKind, StreamMode
+from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
@@ -55,6 +55,9 @@ class CreateStream:
     # Replicas per shard. The proposer passes min(its configured default, ACTIVE nodes it
     # sees); apply re-checks against the ACTIVE nodes at apply time (LimitExceeded if fewer).
     replication_factor: int = 1
+    # On-demand streams only (InvalidArgumentException for a provisioned one).
+    record_distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
+    warm_throughput_mibps: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -420,6 +423,63 @@ class RecordScalingEvent:
 CapacityCommand = ReportShardLoads | RecordScalingEvent
 
 
+# --- Issue 14: resource policies, encryption settings, warm throughput, record distribution.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutResourcePolicy:
+    """Attaches `policy` (already checked as a policy document) to a stream or one of its
+    consumers: `resource_arn` is the stream's or the consumer's ARN; `stream_name` its stream."""
+
+    now_ms: int
+    resource_arn: str
+    stream_name: str
+    policy: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteResourcePolicy:
+    now_ms: int
+    resource_arn: str
+    stream_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetStreamEncryption:
+    """StartStreamEncryption (`encryption_type` "KMS", `key_id`) or StopStreamEncryption
+    ("NONE"); the stream shows UPDATING for `updating_ms`."""
+
+    now_ms: int
+    name: str
+    encryption_type: str
+    key_id: str | None
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateStreamWarmThroughput:
+    now_ms: int
+    name: str
+    warm_throughput_mibps: int
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateRecordDistribution:
+    now_ms: int
+    name: str
+    strategy: RecordDistribution
+
+
+StreamFeatureCommand = (
+    PutResourcePolicy
+    | DeleteResourcePolicy
+    | SetStreamEncryption
+    | UpdateStreamWarmThroughput
+    | UpdateRecordDistribution
+)
+
+
 Command = (
     InitCluster
     | CreateStream
@@ -441,6 +501,7 @@ Command = (
     | AccountCommand
     | CapacityCommand
     | ConsumerCommand
+    | StreamFeatureCommand
 )
 
 
@@ -479,6 +540,11 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         ChangeConsumerTags,
         ReportShardLoads,
         RecordScalingEvent,
+        PutResourcePolicy,
+        DeleteResourcePolicy,
+        SetStreamEncryption,
+        UpdateStreamWarmThroughput,
+        UpdateRecordDistribution,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -44,10 +44,12 @@ from broker.meta.commands import (
     CreateStream,
     DeleteApplicationCommand,
     DeleteLeaseCommand,
+    DeleteResourcePolicy,
     DeleteStream,
     DeregisterStreamConsumer,
     ForgetStream,
     InitCluster,
+    PutResourcePolicy,
     RecordScalingEvent,
     RegisterNode,
     RegisterStreamConsumer,
@@ -59,13 +61,16 @@ from broker.meta.commands import (
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
+    SetStreamEncryption,
     StealLeaseCommand,
     TakeLeaseCommand,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateMaxRecordSize,
+    UpdateRecordDistribution,
     UpdateStreamLimits,
     UpdateStreamMode,
+    UpdateStreamWarmThroughput,
 )
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
@@ -73,6 +78,7 @@ from broker.meta.transitions import (
     nodes,
     reshards,
     stream_consumers,
+    stream_features,
     stream_lifecycle,
     stream_settings,
 )
@@ -164,5 +170,15 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return capacity.apply_report(image, command)
         case RecordScalingEvent():
             return capacity.apply_event(image, command)
+        case PutResourcePolicy():
+            return stream_features.put_resource_policy(image, command)
+        case DeleteResourcePolicy():
+            return stream_features.delete_resource_policy(image, command)
+        case SetStreamEncryption():
+            return stream_features.set_stream_encryption(image, command)
+        case UpdateStreamWarmThroughput():
+            return stream_features.update_warm_throughput(image, command)
+        case UpdateRecordDistribution():
+            return stream_features.update_record_distribution(image, command)
         case _:
             assert_never(command)

@@ -13,7 +13,7 @@ from typing import Any
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
-from broker.meta.image import StreamMeta, StreamMode, StreamStatus
+from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, StreamStatus
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
@@ -53,6 +53,12 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             mode=mode,
             retention_hours=limits.retention_hours_default,
             max_record_size_kib=request.get("MaxRecordSizeInKiB", limits.record_size_kib_min),
+            record_distribution=RecordDistribution(
+                request.get(
+                    "RecordDistributionStrategy", RecordDistribution.USER_PARTITION_KEY.value
+                )
+            ),
+            warm_throughput_mibps=request.get("WarmThroughputMiBps"),
             tags=tuple(sorted(tags.items())),
             creating_ms=ctx.config.knobs.stream_creating_ms,
             shard_count_per_account_max=ctx.config.shard_count_per_account_max,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from broker.meta.image import (
     HOUR_MS,
     MetadataImage,
     NodeState,
+    RecordDistribution,
     ShardMeta,
     ShardState,
     StreamMeta,
@@ -70,10 +72,15 @@ def _record_bytes(partition_key: str, data: bytes) -> int:
 
 
 def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str) -> _Entry:
+    """One record of a put: its size checked, its hash key chosen (the partition key's MD5,
+    the explicit hash key, or, on an AUTO-distributed stream, uniformly at random)."""
     partition_key: str | None = raw.get("PartitionKey")
+    auto = stream.record_distribution is RecordDistribution.AUTO
     if partition_key is None:
-        # Optional in the model (an AUTO-distributed stream ignores it), required otherwise.
-        raise missing_member(path.removesuffix("data") + "partitionKey")
+        if not auto:
+            # Optional in the model (an AUTO-distributed stream ignores it), required here.
+            raise missing_member(path.removesuffix("data") + "partitionKey")
+        partition_key = ""
     data: bytes = raw["Data"]
     partition_key_utf8 = partition_key.encode()
     size = len(partition_key_utf8) + len(data)
@@ -86,11 +93,12 @@ def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str)
             "(partition key and data together)",
         )
     explicit = raw.get("ExplicitHashKey")
-    hash_key = (
-        parse_hash_key(explicit, field="ExplicitHashKey")
-        if explicit is not None
-        else partition_key_bytes_hash(partition_key_utf8)
-    )
+    if auto:
+        hash_key = random.getrandbits(128)  # spread evenly; keys are ignored, as on AWS
+    elif explicit is not None:
+        hash_key = parse_hash_key(explicit, field="ExplicitHashKey")
+    else:
+        hash_key = partition_key_bytes_hash(partition_key_utf8)
     entry: _Entry = _new_tuple(_Entry, (position, hash_key, new_record(partition_key, data), size))
     return entry
 
@@ -312,7 +320,7 @@ class RecordsApi:
         return {
             "ShardId": outcome.shard_id,
             "SequenceNumber": outcome.sequence_number,
-            "EncryptionType": "NONE",
+            "EncryptionType": stream.encryption_type,
         }
 
     async def put_records(self, request: Request) -> Response:
@@ -352,7 +360,11 @@ class RecordsApi:
             meter.probe.put_records_finished(
                 stream.name, len(entries) - failed, throttled, failed - throttled
             )
-        return {"FailedRecordCount": failed, "Records": result_entries, "EncryptionType": "NONE"}
+        return {
+            "FailedRecordCount": failed,
+            "Records": result_entries,
+            "EncryptionType": stream.encryption_type,
+        }
 
     async def get_shard_iterator(self, request: Request) -> Response:
         ctx = self._ctx

@@ -117,14 +117,6 @@ NOT_SERVED = frozenset(
         "UpdateDeadLetterQueueRecordsVisibility",
         "UpdateQueue",
         "UpdateQueueRecordsVisibility",
-        # Served by the next commits.
-        "PutResourcePolicy",
-        "GetResourcePolicy",
-        "DeleteResourcePolicy",
-        "StartStreamEncryption",
-        "StopStreamEncryption",
-        "UpdateStreamWarmThroughput",
-        "UpdateStreamRecordDistributionStrategy",
     }
 )
 

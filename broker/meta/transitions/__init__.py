@@ -13,6 +13,8 @@ never count `applied_commands`, which `apply` does once per command.
     nodes.py             RegisterNode, SetNodeState, SetShardLeader, RemoveNode
     stream_consumers.py  consumer leases (KCL) and enhanced fan-out consumers
     account_limits.py    the account's shard and on-demand limits, per-stream and account limits
+    stream_features.py   resource policies, encryption settings, warm throughput, record
+                         distribution (the operations AWS added since 2023)
 
 Capacity loads and scaling events live in `broker.meta.capacity`, which predates this package.
 """
