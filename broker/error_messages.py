@@ -58,6 +58,8 @@ def missing_member(path: str) -> ShoalError:
 
 STREAM_NAME_OR_ARN = "Either StreamName or StreamARN should be provided."
 
+NO_MESSAGE = ""  # errors AWS sends with no message at all (the body has only `__type`)
+
 # --- SerializationException ---------------------------------------------------------------
 
 NOT_A_STRUCTURE = "Start of structure or map found where not expected."

@@ -69,12 +69,19 @@ def error_from_rpc_error(exc: grpc.RpcError) -> ShoalError:
     return ShoalError(ErrorCode.INTERNAL_FAILURE, details)
 
 
+# AWS's JSON protocol spells the key `Message` in the errors its deserializer raises and
+# `message` in the others (botocore reads either).
+_CAPITALISED_MESSAGE = frozenset({ErrorCode.SERIALIZATION})
+
+
 def to_aws_error(error: ShoalError) -> tuple[int, dict[str, str]]:
-    """The HTTP status and the error document of a Kinesis error on the AWS wire."""
-    return error.code.spec.http_status, {
-        "__type": error.code.kinesis_name,
-        "message": error.message,
-    }
+    """The HTTP status and the error document of a Kinesis error on the AWS wire; an error
+    AWS sends without a message (an empty `message`) has only `__type`."""
+    document = {"__type": error.code.kinesis_name}
+    if error.message:
+        key = "Message" if error.code in _CAPITALISED_MESSAGE else "message"
+        document[key] = error.message
+    return error.code.spec.http_status, document
 
 
 NativeMethod = Callable[[Any], Awaitable[Message]]
