@@ -42,10 +42,24 @@ def to_grpc_status(error: ShoalError) -> grpc.Status:
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(
-        code=grpc_status_code(error.code).value[0], message=error.message, details=[detail]
+        code=grpc_status_code(error.code).value[0],
+        message=_bounded(error.message),
+        details=[detail],
     )
     converted: grpc.Status = rpc_status.to_status(status)
     return converted
+
+
+# gRPC refuses trailing metadata over 16 KiB (the status travels in it twice: as
+# grpc-message and inside grpc-status-details-bin); an echoed request value must not make the
+# error itself fail.
+_GRPC_MESSAGE_CHARS_MAX = 4_096
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= _GRPC_MESSAGE_CHARS_MAX:
+        return message
+    return message[: _GRPC_MESSAGE_CHARS_MAX - 3] + "..."
 
 
 def error_from_rpc_error(exc: grpc.RpcError) -> ShoalError:
