@@ -121,3 +121,40 @@ ENCRYPTION_TYPE_MUST_BE_KMS = "Only KMS is a valid EncryptionType for this opera
 
 def encryption_key_mismatch(key_id: str, stream_name: str) -> str:
     return f"KeyId {key_id} is not the key stream {stream_name} is encrypted with."
+
+
+# --- GetShardIterator and shard ids ---------------------------------------------------------
+
+
+def shard_not_found(shard_id: str, stream_name: str, account_id: str) -> str:
+    """A well-formed shard id (normalised to `shardId-%012d`) the stream does not have."""
+    return f"Shard {shard_id} in stream {stream_name} under account {account_id} does not exist"
+
+
+def shard_id_not_understood(raw_shard_id: str, stream_name: str, account_id: str) -> str:
+    """A shard id AWS cannot read a shard number from: echoed as the caller sent it."""
+    return (
+        f"Could not find shard {raw_shard_id} in stream {stream_name} under account {account_id}."
+    )
+
+
+def iterator_position_mismatch(kind: str, *, has_number: bool) -> str:
+    """GetShardIterator with a StartingSequenceNumber where its type takes none, or without
+    one where it needs one."""
+    specified = (
+        f"{kind} and also a StartingSequenceNumber"
+        if has_number
+        else f"{kind} and no StartingSequenceNumber"
+    )
+    return (
+        "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and "
+        "StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. "
+        f"Request specified {specified}."
+    )
+
+
+def timestamp_in_the_future(timestamp_ms: int, now_ms: int) -> str:
+    return (
+        f"The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. "
+        f"timestampInMillis: {timestamp_ms}, currentTimestampInMillis: {now_ms}"
+    )

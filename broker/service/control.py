@@ -97,6 +97,8 @@ async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
     shards = list_shards_filtered(
         stream, filter_type=None, shard_id=None, timestamp_ms=None, now_ms=now_ms
     )
+    if stream.status(now_ms=now_ms) is StreamStatus.CREATING:
+        shards = []  # AWS shows a stream's shards once it is ACTIVE
     start_after = request.get("ExclusiveStartShardId")
     if start_after is not None:
         shards = [s for s in shards if s.shard_id > start_after]

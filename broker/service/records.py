@@ -17,7 +17,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from broker import limits
-from broker.error_messages import missing_member
+from broker.error_messages import (
+    iterator_position_mismatch,
+    missing_member,
+    timestamp_in_the_future,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import NewRecord, StoredRecord, new_record
 from broker.meta.image import (
@@ -309,7 +313,7 @@ class RecordsApi:
         stream = ctx.stream_for_data(request)
         entry = _entry(stream, 0, request, "data")
         ordering = request.get("SequenceNumberForOrdering")
-        if ordering is not None:
+        if ordering is not None and ordering != "0":  # AWS accepts 0: "before everything"
             # Our numbers already grow with arrival within a shard and from parents to
             # children, so a serial producer always gets a larger number than the one it
             # passes; we only check that it is a number Shoal issued.
@@ -386,6 +390,12 @@ class RecordsApi:
         number = request.get("StartingSequenceNumber")
         timestamp = request.get("Timestamp")
         check_position_members(kind, number, timestamp)
+        now_ms = self._ctx.now_ms()
+        if timestamp is not None and ms_from_datetime(timestamp) > now_ms:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                timestamp_in_the_future(ms_from_datetime(timestamp), now_ms),
+            )
         offset = None
         if number is not None:
             # Checked before the shard is asked, so a bad number is an error even when throttled.
@@ -540,6 +550,13 @@ def check_position_members(
     timestamp exactly for AT_TIMESTAMP (InvalidArgumentException otherwise, AWS's messages).
     GetShardIterator's member names by default; SubscribeToShard passes StartingPosition's."""
     needs_number = kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
+    takes_number = needs_number or kind in ("TRIM_HORIZON", "LATEST")
+    if type_field == "ShardIteratorType" and takes_number and needs_number != (number is not None):
+        # GetShardIterator's own wording (AWS, as kinesalite recorded it).
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            iterator_position_mismatch(kind, has_number=number is not None),
+        )
     if needs_number and number is None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT, f"Must specify {number_field} for {kind} {type_field}."

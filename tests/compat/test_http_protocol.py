@@ -129,6 +129,8 @@ async def test_cbor_blobs_and_millisecond_timestamps(endpoint: str, clock: Manua
         assert record["ApproximateArrivalTimestamp"] == ("ms", clock.wall_ms())
 
         # A plain number is read as milliseconds too; one past the record finds nothing.
+        record_ms = clock.wall_ms()
+        clock.advance(ms=1)  # (a timestamp in the future is refused)
         later = await post(
             client,
             endpoint,
@@ -137,7 +139,7 @@ async def test_cbor_blobs_and_millisecond_timestamps(endpoint: str, clock: Manua
                 "StreamName": "c",
                 "ShardId": shard_id,
                 "ShardIteratorType": "AT_TIMESTAMP",
-                "Timestamp": clock.wall_ms() + 1,
+                "Timestamp": record_ms + 1,
             },
             CBOR,
         )
@@ -673,3 +675,38 @@ async def test_sigv4_over_h2c(signed_node: tuple[Node, ManualClock]) -> None:
         assert response.status_code == 200, response.text
         unsigned = await client.post(url, headers=headers("ListStreams"), content=body)
         assert error_of(unsigned) == (400, "MissingAuthenticationTokenException")
+
+
+async def test_headers_never_finished_are_cut_off(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that trickles header lines and never ends them (slowloris) loses its
+    connection after the keep-alive time (hypercorn counts a connection without a whole
+    request as idle, however many bytes arrive); 1 s here instead of 75 s."""
+    monkeypatch.setattr(limits, "http_keep_alive_s", 1)
+    async with running_node(tmp_path / "node", clock) as node:
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
+        try:
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            await writer.drain()
+
+            async def trickle() -> None:
+                while True:  # ends when cancelled below
+                    await asyncio.sleep(0.2)
+                    writer.write(b"X-Slow: 1\r\n")
+                    await writer.drain()
+
+            trickling = asyncio.create_task(trickle())
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(10):
+                    assert await reader.read() == b""  # closed without an answer
+            finally:
+                trickling.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await trickling
+            assert time.monotonic() - started < 5
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

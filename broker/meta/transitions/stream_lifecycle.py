@@ -130,17 +130,11 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
 def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[MetadataImage, object]:
     now_ms = command.now_ms
     meta = live_stream(image, command.name, now_ms=now_ms)
-    status = meta.status(now_ms=now_ms)
     if meta.transient_status is StreamStatus.DELETING:
         # Already deleting: succeed without restarting the timer, so that a retry after an
         # unknown outcome is harmless (kinesalite also accepts a second delete).
         return _without_stream_leases(image, meta.name), meta
-    if status is StreamStatus.CREATING:
-        raise ShoalError(
-            ErrorCode.RESOURCE_IN_USE,
-            "Attempt to change a resource which is still in use: Stream is being created: "
-            f"{command.name}",
-        )
+    # A CREATING stream may be deleted, as on AWS.
     # Registered consumers (CREATING or ACTIVE; a deregistered one no longer counts).
     registered = [
         consumer
