@@ -12,13 +12,18 @@ idle CPU and memory, 200-shard CreateStream, pagination; `--shards N`, `--idle-s
 also left out of the full run. `--only fanout` runs the enhanced fan-out latency figures
 (benchmarks/fanout.py: put accepted -> record delivered to a subscriber, one node and a 3-node
 cluster; `--records N`, `--gap-ms MS`, `--single-only`), also left out of the full run.
+`--only video` runs the PutMedia figures (benchmarks/video.py: one stream unpaced and 10 paced
+camera streams next to PutRecord and rocksdict baselines, the live GetMedia edge), also left
+out of the full run.
+`--only console` measures the web console's pages at 1,000 streams and a 1,000-shard stream
+(benchmarks/console.py; `--streams N`, `--shards N`, `--rounds N`), also left out of the full run.
 """
 
 from __future__ import annotations
 
 import sys
 
-from benchmarks import bench, cluster, consumers, fanout, scale
+from benchmarks import bench, cluster, console, consumers, fanout, scale, video
 
 
 def _without_kills(argv: list[str]) -> list[str]:
@@ -35,6 +40,16 @@ def _without_kills(argv: list[str]) -> list[str]:
 
 
 def _dispatch(argv: list[str]) -> int:
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["video"]:
+        at = argv.index("--only")
+        return video.main(argv[:at] + argv[at + 2 :])
+    if "--only=video" in argv:
+        return video.main([a for a in argv if a != "--only=video"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["console"]:
+        at = argv.index("--only")
+        return console.main(argv[:at] + argv[at + 2 :])
+    if "--only=console" in argv:
+        return console.main([a for a in argv if a != "--only=console"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["fanout"]:
         at = argv.index("--only")
         return fanout.main(argv[:at] + argv[at + 2 :])

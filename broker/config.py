@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -19,6 +20,11 @@ from typing import Any
 
 from broker import limits
 from broker.consumers.registry import CONSUMERS_PER_STREAM_DEFAULT
+
+# The development value of `raft_password`; a node with peers warns when it still uses it.
+DEFAULT_RAFT_PASSWORD = "shoal-development-only"
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +88,20 @@ class Knobs:
     on_demand_min_shards: int = limits.on_demand_initial_shard_count
     on_demand_max_shards: int = 200
     autoscaler_pass_interval_ms: int = 1_000
+    # A starting node waits this long for a metadata quorum leader to register it, then gives
+    # up with an error (and is restarted by its supervisor). Long enough for the voters of a
+    # new cluster to start minutes apart (pods waiting for volumes); below the 15 minutes the
+    # Kubernetes startup probe allows.
+    join_timeout_ms: int = 300_000
+    # Membership (meta/controller_core.py). A node fenced and silent this long is taken for
+    # gone (a StatefulSet scaled down, a host lost): its shards get replicas on other nodes to
+    # keep their replication factor, and a non-voting node is then removed from the metadata.
+    # Ten minutes ride out a rolling restart or a rescheduled pod many times over; 0: never
+    # (only `shoal cluster decommission` moves replicas).
+    absent_node_replace_after_ms: int = 600_000
+    # Shards moving a replica at once to even out replica counts (a node that joined takes
+    # its share): each move copies a shard's log. 0: no replica balancing.
+    replica_moves_max: int = 2
 
     def validate(self) -> None:
         for name in (
@@ -94,6 +114,14 @@ class Knobs:
             value = getattr(self, name)
             if not 0 <= value <= 600_000:
                 raise ValueError(f"{name} must be within 0..600000, got {value}")
+        if self.absent_node_replace_after_ms and (
+            self.absent_node_replace_after_ms <= self.session_timeout_ms
+        ):
+            raise ValueError("absent_node_replace_after_ms must be 0 or above session_timeout_ms")
+        if not 0 <= self.replica_moves_max <= 64:
+            raise ValueError("replica_moves_max must be within 0..64")
+        if not 1_000 <= self.join_timeout_ms <= 86_400_000:
+            raise ValueError("join_timeout_ms must be within 1000..86400000")
         if not 100 <= self.housekeeping_interval_ms <= 3_600_000:
             raise ValueError("housekeeping_interval_ms must be within 100..3600000")
         if not 10 <= self.heartbeat_interval_ms <= 60_000:
@@ -153,7 +181,14 @@ class Config:
 
     node_id: str = "shoal-0"
     data_dir: Path = Path("data")
-    host: str = "127.0.0.1"  # where the gRPC API and the Raft port listen
+    # The address this node advertises: what clients and the other nodes dial to reach its
+    # gRPC API, AWS door and Raft port (on Kubernetes the pod's stable DNS name). It must
+    # resolve to this node from every peer. Also where it listens, unless `listen_host` is set.
+    host: str = "127.0.0.1"
+    # Where every port listens (gRPC, AWS door, Raft, metrics, health). Empty: `host`.
+    # `0.0.0.0` listens on every interface, so a pod advertising its DNS name still answers
+    # `kubectl port-forward` and `kubectl exec ... shoal ...` on 127.0.0.1.
+    listen_host: str = ""
     grpc_port: int = 50051
     raft_port: int = 50052
     # The AWS wire protocol (JSON 1.1 and CBOR over HTTP/1.1 and HTTP/2). 4567 is where local
@@ -179,23 +214,25 @@ class Config:
     # authenticated (the development default of `scripts/serve`); any key: every request must
     # be signed by one of them.
     aws_credentials: tuple[str, ...] = ()
-    # The metadata quorum (see `quorum_layout`). `peers`: the other voters as host:raft_port
-    # (this node votes); empty for a single node. `join`: the voters to follow as a read-only
-    # member (this node neither votes nor listens on a Raft port). `peers_from_dns`: a
-    # StatefulSet pattern such as `shoal-{0..4}.shoal-headless.ns.svc:50052`, expanded by
-    # ordinal; this node is the one whose ordinal ends its node_id (`shoal-3` is 3), and the
-    # first `voters` ordinals vote (0: automatic, the largest odd count up to 5).
+    # The metadata quorum (see `quorum_layout`); set at most one of the three.
+    # `peers`: the other voters as host:raft_port (this node votes); empty for a single node.
+    # `join`: the voters to follow as a non-voting (read-only) member: it receives the
+    # metadata and serves like any node, but neither votes nor listens on a Raft port.
+    # `peers_from_dns`: a StatefulSet pattern whose `{first..last}` range names the voters,
+    # e.g. `shoal-{0..2}.shoal-headless.ns.svc.cluster.local:50052`. This node's own address is
+    # the pattern at its ordinal (the number ending its node_id, `shoal-4` is 4, counted from
+    # `first`); inside the range it votes, beyond it it joins as a non-voting member, so
+    # scaling the StatefulSet up needs no other step (docs/operations.md "Scaling").
     peers: tuple[str, ...] = ()
     join: tuple[str, ...] = ()
     peers_from_dns: str = ""
-    voters: int = 0
     # Replicas per shard for new streams (DESIGN §4): 3 survives one failed node with a
     # majority left. Capped at CreateStream by the nodes that are ACTIVE, so a one-node
     # cluster keeps factor 1.
     replication_factor: int = 3
     # Encrypts and authenticates Raft traffic (pysyncobj pickles its messages: without a
     # password anyone reaching the Raft port could run code). Set a real secret in production.
-    raft_password: str = "shoal-development-only"
+    raft_password: str = DEFAULT_RAFT_PASSWORD
     region: str = "us-east-1"
     account_id: str = "000000000000"
     shard_count_per_account_max: int = limits.shard_count_per_account_default
@@ -212,6 +249,13 @@ class Config:
     # Enhanced fan-out has its own budget, per subscription (consumer and shard): AWS's
     # 2 MB/s by default, independent of the shard's read limits; 0 lifts it.
     subscription_bytes_per_second: int = limits.subscription_bytes_per_second_default
+    # The web console at /console on the AWS HTTP port (broker/console); false turns it off.
+    console_enabled: bool = True
+    # Logs on stderr: `text` (`time LEVEL logger event key=value ...`) or `json` (one object
+    # per line with `time`, `level`, `logger`, `event`, `node_id` and the event's fields, for
+    # Loki, Elasticsearch or any collector that reads JSON lines); at `log_level` and above.
+    log_format: str = "text"
+    log_level: str = "info"
     knobs: Knobs = field(default_factory=Knobs)
 
     def validate(self) -> None:
@@ -221,8 +265,13 @@ class Config:
             port = getattr(self, name)
             if not 0 <= port <= 65_535:
                 raise ValueError(f"{name} must be a TCP port, got {port}")
-        if self.grpc_port != 0 and self.grpc_port == self.raft_port:
-            raise ValueError("grpc_port and raft_port must differ")
+        self._validate_distinct_ports()
+        if not self.host:
+            raise ValueError("host must not be empty (the address other nodes reach this one at)")
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
         if self.tls_ca_file is not None and self.tls_cert_file is None:
@@ -243,8 +292,6 @@ class Config:
             raise ValueError("region must not be empty")
         if sum(map(bool, (self.peers, self.join, self.peers_from_dns))) > 1:
             raise ValueError("set at most one of peers, join and peers_from_dns")
-        if self.voters < 0:
-            raise ValueError("voters must be 0 (automatic) or positive")
         self.quorum_layout()  # raises ValueError for a pattern this node is not part of
         if not 1 <= self.replication_factor <= 7:
             raise ValueError("replication_factor must be within 1..7")
@@ -263,6 +310,30 @@ class Config:
                 raise ValueError(f"{name} must be 0 (unlimited) or positive")
         self.knobs.validate()
 
+    def _validate_distinct_ports(self) -> None:
+        """Two of this node's own listeners on one port: refused here, not at bind time."""
+        named = [
+            (name, getattr(self, name))
+            for name in ("grpc_port", "raft_port", "http_port", "metrics_port", "health_port")
+        ]
+        seen: dict[int, str] = {}
+        for name, port in named:
+            if not port:
+                continue  # unset, or 0: any free port
+            if port in seen:
+                raise ValueError(f"{seen[port]} and {name} must differ (both are {port})")
+            seen[port] = name
+
+    @property
+    def bind_host(self) -> str:
+        """Where this node's ports listen: `listen_host`, or `host` when that is unset."""
+        return self.listen_host or self.host
+
+    def listen_address(self, port: int) -> str:
+        """host:port to listen on (IPv6 literals in brackets, as gRPC wants them)."""
+        host = self.bind_host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
     @property
     def access_keys(self) -> dict[str, str]:
         """SigV4 secrets by access key id; empty when authentication is off."""
@@ -271,18 +342,8 @@ class Config:
     def quorum_layout(self) -> QuorumLayout:
         """This node's place in the metadata quorum, from `peers`, `join` or `peers_from_dns`."""
         if self.peers_from_dns:
-            members = expand_peer_pattern(self.peers_from_dns)
-            ordinal = node_ordinal(self.node_id)
-            if ordinal >= len(members):
-                raise ValueError(
-                    f"node {self.node_id} has ordinal {ordinal}, but {self.peers_from_dns} "
-                    f"names {len(members)} nodes"
-                )
-            voter_count = self.voters or automatic_voter_count(len(members))
-            if not 1 <= voter_count <= len(members):
-                raise ValueError(f"voters must be within 1..{len(members)}, got {voter_count}")
-            voters = members[:voter_count]
-            self_address = members[ordinal]
+            voters = expand_peer_pattern(self.peers_from_dns)
+            self_address = pattern_member(self.peers_from_dns, node_ordinal(self.node_id))
             read_only = self_address not in voters
             peers = voters if read_only else tuple(a for a in voters if a != self_address)
             return QuorumLayout(self_address=self_address, peers=peers, read_only=read_only)
@@ -337,6 +398,14 @@ def expand_peer_pattern(pattern: str) -> tuple[str, ...]:
     return members
 
 
+def pattern_member(pattern: str, ordinal: int) -> str:
+    """The address of the pod with `ordinal` in a `peers_from_dns` pattern: the range replaced
+    by `first + ordinal` (`shoal-{0..2}.svc:7`, 4 -> `shoal-4.svc:7`; `127.0.0.{2..4}:7`, 0 ->
+    `127.0.0.2:7`), inside the range or beyond it."""
+    (first, _last), *_ = _PATTERN_RANGE.findall(pattern)
+    return _PATTERN_RANGE.sub(str(int(first) + ordinal), pattern)
+
+
 def node_ordinal(node_id: str) -> int:
     """The StatefulSet ordinal a pod name ends with (`shoal-3` -> 3)."""
     digits = re.search(r"(\d+)$", node_id)
@@ -345,19 +414,12 @@ def node_ordinal(node_id: str) -> int:
     return int(digits.group(1))
 
 
-def automatic_voter_count(members: int) -> int:
-    """1, 3 or 5: the largest odd count up to min(members, 5). An even count adds no fault
-    tolerance over the odd count below it, and more than 5 voters slow every commit."""
-    assert members >= 1
-    count = min(members, 5)
-    return count if count % 2 == 1 else count - 1
-
-
 # Settings that can come from a file, the environment (SHOAL_<NAME>) or a flag (--<name>).
 _SETTINGS: dict[str, type] = {
     "node_id": str,
     "data_dir": Path,
     "host": str,
+    "listen_host": str,
     "grpc_port": int,
     "raft_port": int,
     "http_port": int,
@@ -371,7 +433,6 @@ _SETTINGS: dict[str, type] = {
     "peers": tuple,
     "join": tuple,
     "peers_from_dns": str,
-    "voters": int,
     "replication_factor": int,
     "raft_password": str,
     "region": str,
@@ -384,8 +445,48 @@ _SETTINGS: dict[str, type] = {
     "shard_read_calls_per_second": int,
     "shard_read_bytes_per_second": int,
     "subscription_bytes_per_second": int,
+    "console_enabled": bool,
+    "log_format": str,
+    "log_level": str,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
+
+
+# Variables with the SHOAL_ prefix that are not node settings: the CLI's endpoint.
+_OTHER_VARIABLES = frozenset({"SHOAL_ENDPOINT"})
+
+_HELP = {
+    "host": "the address this node advertises to clients and peers (and listens on, unless "
+    "--listen-host is set)",
+    "listen_host": "where every port listens, e.g. 0.0.0.0 for all interfaces (default: --host)",
+    "peers": "comma-separated host:raft_port of the other voters",
+    "join": "comma-separated host:raft_port of the voters to follow as a non-voting member",
+    "peers_from_dns": "a StatefulSet pattern whose range names the voters, e.g. "
+    "shoal-{0..2}.shoal-headless.ns.svc.cluster.local:50052; this node is the ordinal ending "
+    "its node id and votes inside the range, follows beyond it",
+    "log_format": "text (default) or json: one JSON object per line",
+    "log_level": "debug, info (default), warning or error",
+    "join_timeout_ms": "how long a starting node waits for a metadata quorum leader",
+}
+
+
+def setting_source(name: str) -> str:
+    """How an operator sets `name`: its flag and its variable, for error messages."""
+    return f"--{name.replace('_', '-')} or SHOAL_{name.upper()}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per `SHOAL_*` variable that names no setting (a typo is otherwise silently
+    ignored and its default used), with the closest setting when one is near."""
+    known = {f"SHOAL_{name.upper()}" for name in (*_SETTINGS, *_KNOB_SETTINGS)}
+    lines = []
+    for variable in sorted(environ):
+        if not variable.startswith("SHOAL_") or variable in known | _OTHER_VARIABLES:
+            continue
+        close = difflib.get_close_matches(variable, sorted(known), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"{variable} is not a Shoal setting and is ignored{hint}")
+    return lines
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -393,22 +494,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="a TOML file with settings")
     for name in (*_SETTINGS, *_KNOB_SETTINGS):
         flag = "--" + name.replace("_", "-")
-        if name == "peers":
-            parser.add_argument(flag, help="comma-separated host:raft_port of the other voters")
-        elif name == "join":
-            parser.add_argument(
-                flag, help="comma-separated host:raft_port of the voters to follow, read-only"
-            )
-        elif name == "peers_from_dns":
-            parser.add_argument(
-                flag,
-                help="a StatefulSet pattern, e.g. shoal-{0..4}.shoal-headless.ns.svc:50052; "
-                "this node is the ordinal ending its node id",
-            )
-        elif name == "voters":
-            parser.add_argument(
-                flag, help="with --peers-from-dns: how many ordinals vote (0: 1, 3 or 5)"
-            )
+        if name in _HELP:
+            parser.add_argument(flag, help=_HELP[name])
         elif name == "tls_client_auth":
             parser.add_argument(
                 flag,
@@ -429,12 +516,25 @@ def _convert(name: str, kind: type, raw: Any) -> Any:
         if isinstance(raw, str):
             return tuple(item.strip() for item in raw.split(",") if item.strip())
         return tuple(str(item) for item in raw)
+    if kind is bool:
+        return _boolean(name, raw)
     if kind is int:
         try:
             return int(raw)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
     return kind(raw)
+
+
+def _boolean(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be true or false, got {raw!r}")
 
 
 def load_config(

@@ -155,6 +155,68 @@ class ErrorCode(enum.Enum):
         default_message="The service is unavailable; retry.",
     )
 
+    # --- Kinesis Video Streams (kinesisvideo, kinesis-video-media, -archived-media models) --
+    # The video models give some names other statuses than Kinesis' (ResourceNotFound is a
+    # 404 there); those get their own codes with the same wire name.
+    VIDEO_RESOURCE_NOT_FOUND = ErrorSpec(
+        kinesis_name="ResourceNotFoundException",
+        http_status=404,
+        grpc_status="NOT_FOUND",
+        retryable=False,
+        default_message="The requested stream is not found or not active.",
+    )
+    VERSION_MISMATCH = ErrorSpec(
+        kinesis_name="VersionMismatchException",
+        http_status=400,
+        grpc_status="ABORTED",
+        retryable=False,
+        default_message="The stream version that you specified is not the latest version.",
+    )
+    ACCOUNT_STREAM_LIMIT_EXCEEDED = ErrorSpec(
+        kinesis_name="AccountStreamLimitExceededException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=False,
+        default_message="The number of streams created for the account is too high.",
+    )
+    TAGS_PER_RESOURCE_EXCEEDED = ErrorSpec(
+        kinesis_name="TagsPerResourceExceededLimitException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=False,
+        default_message="You have exceeded the limit of tags that you can associate with the "
+        "resource. A Kinesis video stream can support up to 50 tags.",
+    )
+    CLIENT_LIMIT_EXCEEDED = ErrorSpec(
+        kinesis_name="ClientLimitExceededException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=True,
+        default_message="Kinesis Video Streams has throttled the request because you have "
+        "exceeded the limit of allowed client calls.",
+    )
+    NOT_AUTHORIZED = ErrorSpec(
+        kinesis_name="NotAuthorizedException",
+        http_status=401,
+        grpc_status="PERMISSION_DENIED",
+        retryable=False,
+        default_message="The caller is not authorized to perform this operation.",
+    )
+    NO_DATA_RETENTION = ErrorSpec(
+        kinesis_name="NoDataRetentionException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The stream is not retaining data (DataRetentionInHours is 0).",
+    )
+    INVALID_MEDIA_FRAME = ErrorSpec(
+        kinesis_name="InvalidMediaFrameException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="One or more frames in the requested clip could not be parsed.",
+    )
+
     @property
     def spec(self) -> ErrorSpec:
         value: ErrorSpec = self.value

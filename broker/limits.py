@@ -179,3 +179,25 @@ assert retention_hours_min <= retention_hours_default <= retention_hours_max
 assert shard_count_per_stream_max <= shard_index_max
 assert shard_count_per_account_default <= account_limit_max
 assert shard_write_bytes_per_second_default <= shard_rate_per_second_max
+
+# --- Media streams (Kinesis Video Streams, broker/video/) ---------------------------------------
+video_fragment_bytes_max = 50 * MiB  # AWS: a fragment over 50 MB gets ERROR 4001
+video_fragment_duration_ms_max = 10_000  # AWS: over 10 s gets ERROR 4002
+video_tracks_max = 3  # AWS: more tracks get ERROR 4012
+# A producer's header elements (EBML header, Info, Tracks) outside Clusters; larger is 4009.
+video_header_element_bytes_max = 1 * MiB
+# One stored record of a fragment: the log's record limit less room for the partition key and
+# the chunk header (`video/fragment_records.py`); larger fragments take several records.
+video_record_chunk_bytes_max = record_bytes_max_default - 4 * KiB
+video_streams_per_account_max = 10_000  # AccountStreamLimitExceededException past it
+video_tags_per_stream_max = 50  # TagsPerResourceExceededLimitException past it
+video_list_page_max = 10_000  # ListStreams/ListFragments MaxResults ceiling (the model's 10000)
+video_put_media_idle_ms = 30_000  # a PutMedia session with no data this long is closed (AWS)
+video_ack_idle_interval_ms = 3_000  # IDLE acknowledgements while a producer sends nothing
+video_get_media_poll_ms = 200  # a GetMedia at the live edge looks for new fragments this often
+video_get_media_idle_ms = 3_000  # ... and ends its response after this long with none (AWS)
+video_read_records_max = 100  # records per internal GetRecords while reading fragments
+video_fragment_list_max = 1_000  # GetMediaForFragmentList Fragments (the model's limit)
+assert video_get_media_poll_ms < video_get_media_idle_ms
+video_clip_fragments_max = 200  # GetClip: fragments in one clip
+video_clip_bytes_max = 100 * MiB  # GetClip: bytes in one clip (AWS: 100 MB)

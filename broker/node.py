@@ -40,18 +40,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import secrets
+import ssl
 import uuid
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from broker import limits, tls
+from broker import limits, startup, tls
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
-from broker.config import Config, QuorumLayout
+from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
+from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler
@@ -65,18 +68,23 @@ from broker.gateway.internal_service import (
 )
 from broker.gateway.lease_service import lease_handler
 from broker.gateway.limits_service import limits_handler
-from broker.gateway.services import JsonService
+from broker.gateway.services import JsonService, RestService
 from broker.gateway.sigv4 import SigV4Verifier
 from broker.gateway.validation import KINESIS
+from broker.gateway.video_grpc import video_handler
+from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
+from broker.gateway.video_http import VideoHttpService
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
+from broker.log.store import LogStoreError
 from broker.meta import commands
 from broker.meta.autoscaler import Autoscaler, autoscaler_settings
 from broker.meta.controller import Controller
 from broker.meta.controller_core import ControllerSettings
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
+from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
 from broker.meta.quorum import QuorumConfig
 from broker.metrics import ClusterView as MetricsClusterView
@@ -92,17 +100,20 @@ from broker.replication.transport import (
     replication_handler,
 )
 from broker.service.context import ServiceContext, shard_throttles
+from broker.service.in_process import LocalKinesis
 from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
+from broker.video.control import VideoSettings
+from broker.video.service import VideoService
 
 log = logging.getLogger(__name__)
 
-_QUORUM_READY_TIMEOUT_S = 60.0  # peers of a new cluster may start a while apart
 _START_RETRY_S = 0.2
+_JOIN_WAIT_LOG_INTERVAL_S = 10.0  # node_join_waiting at most this often while waiting
 _GRPC_STOP_GRACE_S = 5.0
 _HEALTH_INTERVAL_S = 0.5
 LIVENESS = "liveness"
@@ -129,6 +140,7 @@ class Node:
         self._health_server: grpc.aio.Server | None = None  # plaintext health only (tls.py)
         self._tls = tls.node_files(config)
         self._http: HttpServer | None = None
+        self.console: ConsoleService | None = None
         self._background: asyncio.Task[None] | None = None
         self._layout: QuorumLayout | None = None
         self._inbound = InboundStreams()
@@ -137,6 +149,7 @@ class Node:
         self.autoscaler: Autoscaler | None = None  # on-demand scaling (acts while leading)
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
+        self.video: VideoService | None = None
         self.incarnation = 0
         self.grpc_port = 0
         self.health_port = 0  # the plaintext health port, once started (config.health_port)
@@ -150,17 +163,25 @@ class Node:
         self._liveness_task: asyncio.Future[None] | None = None
         self._shutting_down = False
         self.failed = asyncio.Event()  # a background task died: the process should exit
+        self.phase = "not started"  # what start() is doing, for a stop that interrupts it
 
     @property
     def data_dir(self) -> Path:
         return self.config.data_dir
 
     async def start(self) -> None:
+        """Raises `startup.StartupError` (one line for the operator) when the node cannot
+        start: a port in use, an unusable or foreign data directory, no quorum in time."""
         config = self.config
+        self.phase = "checking ports and the data directory"
+        startup.check_ports(config)
+        marker = startup.prepare_data_dir(config, metadata_format_max=METADATA_FORMAT_MAX)
+        self._warn_about_settings()
         (config.data_dir / "meta").mkdir(parents=True, exist_ok=True)
         log_dir = config.data_dir / "log"
         disk_was_empty = not log_dir.exists()
-        self._store = RocksLogStore(log_dir)
+        self.phase = "opening the shard log"
+        self._store = _open_store(log_dir, config.data_dir)
         self._writer = GroupCommitWriter(self._store, probe=self.metrics.storage)
         self._writer.start()
         self.metrics.storage.watch(self._store.metrics_view)
@@ -172,17 +193,32 @@ class Node:
                 self_address=layout.self_address,
                 peer_addresses=layout.peers,
                 read_only=layout.read_only,
-                # A DNS name (peers_from_dns) is how the others reach us; listen on our host.
-                bind_address=config.raft_address,
+                # The address the others dial (a DNS name with peers_from_dns) is advertised;
+                # the socket listens on listen_host (0.0.0.0 in a pod), or that same host.
+                bind_address=config.listen_address(config.raft_port),
                 data_dir=config.data_dir / "meta",
                 password=config.raft_password,
             )
         )
-        await self._quorum.start()
+        self.phase = "opening the metadata journal"
+        await self._start_quorum()
         self.metrics.quorum.watch(self._quorum.statistics)
         metadata = self._metadata = MetadataFrontend(self._quorum)
         self.metrics.cluster.watch(lambda: _metrics_cluster_view(metadata.image()))
+        self.phase = "waiting for the metadata quorum"
+        log.info(
+            "node_waiting_for_quorum",
+            extra={
+                "voters": list(
+                    layout.peers if layout.read_only else (layout.self_address, *layout.peers)
+                ),
+                "voting": not layout.read_only,
+            },
+        )
         lost_disk = await self._join(metadata, disk_was_empty=disk_was_empty)
+        if marker is None:
+            startup.write_marker(config.data_dir, node_id=config.node_id, metadata_format=1)
+        self.phase = "starting the servers"
         self._channels = Channels(
             credentials=None
             if self._tls is None
@@ -240,15 +276,19 @@ class Node:
                 probe_after_ms=2 * config.knobs.heartbeat_interval_ms,
                 pass_interval_ms=config.knobs.controller_pass_interval_ms,
                 stream_updating_ms=config.knobs.stream_updating_ms,
+                absent_node_replace_after_ms=config.knobs.absent_node_replace_after_ms,
+                replica_moves_max=config.knobs.replica_moves_max,
             ),
             node_id=self.node_id,
         )
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
+        self.video = self._video_service(metadata)
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
         self._background.add_done_callback(self._on_background_done)
+        self.phase = "serving"
         log.info(
             "node_started",
             extra={
@@ -269,7 +309,8 @@ class Node:
         layout = self._layout
         assert layout is not None
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + _QUORUM_READY_TIMEOUT_S
+        give_up_at = loop.time() + config.knobs.join_timeout_ms / 1000
+        next_log_at = loop.time()
         registered_before = self.node_id in metadata.image().nodes
         while True:
             try:
@@ -299,10 +340,40 @@ class Node:
                 registered_before = registered_before or node.incarnation > 1
                 return disk_was_empty and registered_before
             except ShoalError as error:
-                if error.code is not ErrorCode.UNAVAILABLE or loop.time() > give_up_at:
+                if error.code is not ErrorCode.UNAVAILABLE:
                     raise
-                log.info("node_join_waiting", extra={"reason": error.message})
+                if loop.time() > give_up_at:
+                    raise _no_quorum(config, layout) from error
+                if loop.time() >= next_log_at:
+                    log.info("node_join_waiting", extra={"reason": error.message})
+                    next_log_at = loop.time() + _JOIN_WAIT_LOG_INTERVAL_S
                 await asyncio.sleep(_START_RETRY_S)  # a retry pause, not a synchronisation
+
+    async def _start_quorum(self) -> None:
+        assert self._quorum is not None
+        try:
+            await self._quorum.start()
+        except ShoalError as error:
+            if error.code is not ErrorCode.UNAVAILABLE:
+                raise
+            config = self.config
+            raise startup.port_in_use(
+                "raft_port", config.bind_host, config.raft_port, OSError(errno.EADDRINUSE, "")
+            ) from error
+
+    def _warn_about_settings(self) -> None:
+        """Settings that work but should not be left as they are in a real cluster."""
+        config = self.config
+        layout = config.quorum_layout()
+        if config.raft_password == DEFAULT_RAFT_PASSWORD and layout.peers:
+            log.warning(
+                "raft_password_default",
+                extra={
+                    "fix": "set raft_password (SHOAL_RAFT_PASSWORD) to a long random secret, "
+                    "the same on every node: with the development value anyone who reaches "
+                    "the Raft port can read and change the metadata"
+                },
+            )
 
     def _address_of(self, node_id: NodeId) -> str | None:
         assert self._metadata is not None
@@ -313,6 +384,7 @@ class Node:
 
     async def _start_grpc(self, shards: ShardClient) -> None:
         assert self.service is not None
+        assert self.video is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -320,6 +392,7 @@ class Node:
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                 ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
                 *SERVER_OPTIONS,
+                *_EXCLUSIVE_PORT,
             ]
         )
         controller = self.controller
@@ -348,19 +421,25 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
+                video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
             )
         )
         health_servicer = self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        address = f"{self.config.host}:{self.config.grpc_port}"
-        self.grpc_port = tls.add_port(server, address, self._tls)
+        address = self.config.listen_address(self.config.grpc_port)
+        try:
+            self.grpc_port = tls.add_port(server, address, self._tls)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.grpc_port = 0
+        except (OSError, ValueError) as error:  # the certificate files (read here)
+            raise startup.tls_files_unusable(error) from error
         has_peers = self._layout is not None and bool(self._layout.peers)
         if self._tls is not None and not self._tls.require_client_auth and has_peers:
             # The internal services share this port: without client certificates anyone who
             # reaches it can call them (broker/tls.py).
             log.warning("tls_without_client_auth", extra={"grpc": address})
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise _bind_failed("grpc_port", self.config.bind_host, self.config.grpc_port)
         await server.start()
         await health_servicer.set("", _SERVING)
         await health_servicer.set(LIVENESS, _SERVING)
@@ -375,18 +454,38 @@ class Node:
         cannot do mutual TLS, such as the kubelet's gRPC probe. It tells only SERVING or not."""
         if self.config.health_port is None:
             return
-        server = grpc.aio.server()
+        server = grpc.aio.server(options=list(_EXCLUSIVE_PORT))
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        address = f"{self.config.host}:{self.config.health_port}"
-        self.health_port = server.add_insecure_port(address)
+        address = self.config.listen_address(self.config.health_port)
+        try:
+            self.health_port = server.add_insecure_port(address)
+        except RuntimeError:
+            self.health_port = 0
         if self.health_port == 0:
-            raise OSError(f"cannot listen on {address}")
+            raise _bind_failed("health_port", self.config.bind_host, self.config.health_port)
         await server.start()
         self._health_server = server
 
     def _caller(self) -> Caller:
         """The node's own region and account: the `Caller` of calls that carry no other."""
         return Caller(region=self.config.region, account_id=self.config.account_id)
+
+    def _video_service(self, metadata: MetadataFrontend) -> VideoService:
+        """Kinesis Video Streams: its fragments in internal streams of this node's Kinesis."""
+        assert self.service is not None
+        config = self.config
+        scheme = "https" if config.tls_cert_file is not None else "http"
+        return VideoService(
+            metadata=metadata,
+            clock=self.clock,
+            kinesis=LocalKinesis(self.service),
+            settings=VideoSettings(
+                data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
+                creating_ms=config.knobs.stream_creating_ms,
+                updating_ms=config.knobs.stream_updating_ms,
+            ),
+            probe=self.metrics.video,
+        )
 
     async def _start_http(self) -> None:
         """The AWS door: the same services behind the AWS wire protocols."""
@@ -403,22 +502,65 @@ class Node:
             for service in services
             if access_keys
         }
+        if config.console_enabled:
+            self.console = ConsoleService(
+                self.service,
+                node_id=self.node_id,
+                cluster_view=self.cluster_view,
+                clock=self.clock,
+                region=config.region,
+                account_id=config.account_id,
+                data_dir=config.data_dir,
+                secrets_by_access_key=access_keys,
+                metrics=self.metrics.registry,
+            )
+        rest: list[RestService] = [self._video_http()]
+        if self.console is not None:
+            rest.append(self.console)
         app = AwsHttpApp(
             services,
+            rest=rest,
             clock=self.clock,
             verifiers=verifiers,
             region=config.region,
             account_id=config.account_id,
             probe=self.metrics.gateway,
         )
-        self._http = await start_http_server(
-            app,
-            host=config.host,
-            port=config.http_port,
-            certfile=config.tls_cert_file,
-            keyfile=config.tls_key_file,
-        )
+        try:
+            self._http = await start_http_server(
+                app,
+                host=config.bind_host,
+                port=config.http_port,
+                certfile=config.tls_cert_file,
+                keyfile=config.tls_key_file,
+            )
+        except ssl.SSLError as error:
+            raise startup.tls_files_unusable(error) from error
+        except OSError as error:
+            if error.filename is not None:  # a certificate file, not the socket
+                raise startup.tls_files_unusable(error) from error
+            raise startup.port_in_use(
+                "http_port", config.bind_host, config.http_port, error
+            ) from error
         self.http_port = self._http.port
+
+    def _video_http(self) -> VideoHttpService:
+        assert self.video is not None
+        config = self.config
+        verifier = None
+        if config.access_keys:
+            verifier = SigV4Verifier(
+                secrets_by_access_key=config.access_keys,
+                region=config.region,
+                service=VIDEO_SIGNING_NAME,
+            )
+        return VideoHttpService(
+            self.video,
+            clock=self.clock,
+            verifier=verifier,
+            region=config.region,
+            account_id=config.account_id,
+        )
 
     # --- Background work ----------------------------------------------------------------------
 
@@ -444,6 +586,8 @@ class Node:
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
             group.create_task(self._run_health(), name="health")
+            if self.console is not None:
+                group.create_task(self.console.run_sampler(), name="console-rates")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -457,16 +601,15 @@ class Node:
     # --- Metrics and health ---------------------------------------------------------------------
 
     def _serve_metrics(self) -> None:
-        """`/metrics` on `metrics_port`. A port already taken is logged, not fatal: the node
-        serves its API either way (and the scrape target shows down)."""
+        """`/metrics` on `metrics_port`. A port already taken fails the start like any other
+        port: a node nobody can scrape would look down to every alert."""
+        config = self.config
         try:
-            self._metrics_server = self.metrics.serve(self.config.host, self.config.metrics_port)
+            self._metrics_server = self.metrics.serve(config.bind_host, config.metrics_port)
         except OSError as error:
-            log.error(
-                "metrics_port_unavailable",
-                extra={"port": self.config.metrics_port, "error": repr(error)},
-            )
-            return
+            raise startup.port_in_use(
+                "metrics_port", config.bind_host, config.metrics_port, error
+            ) from error
         self.metrics_port = self._metrics_server.port
 
     def readiness_problem(self) -> str | None:
@@ -655,6 +798,32 @@ class Node:
             )
         return await self._wait_led_by_none(node_id, timeout_ms=timeout_ms)
 
+    async def remove_node(self, node_id: NodeId) -> bool:
+        """Decommission's last step: a node that holds no replica leaves the metadata quorum's
+        voters (when it is one) and becomes REMOVED. Refused (ResourceInUse) while it holds
+        replicas; the state machine checks that again when it applies RemoveNode."""
+        assert self._metadata is not None
+        assert self._quorum is not None
+        node = self._metadata.image().nodes.get(node_id)
+        if node is None:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Node {node_id} is not registered.")
+        held = _replica_count(self._metadata.image(), node_id)
+        if held:
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                f"Node {node_id} still holds {held} shard replicas; drain it first.",
+            )
+        was_voter = (
+            bool(node.raft_address) and node.raft_address in self._quorum.membership().voters
+        )
+        if was_voter:
+            await self.remove_voter(node.raft_address)
+        await self._metadata.propose(
+            commands.RemoveNode(now_ms=self.clock.wall_ms(), node_id=node_id)
+        )
+        log.info("node_removed", extra={"node": node_id, "was_voter": was_voter})
+        return was_voter
+
     async def _wait_led_by_none(self, node_id: NodeId, *, timeout_ms: int) -> int:
         assert self._metadata is not None
         with contextlib.suppress(ShoalError):
@@ -729,11 +898,50 @@ class Node:
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None
-        log.info("node_stopped", extra={"node_id": self.config.node_id})
+        if self.phase == "serving":  # a refused start says why in one line, nothing more
+            log.info("node_stopped", extra={"node_id": self.config.node_id})
+        self.phase = "stopped"
 
     async def wait_closed(self) -> None:
         assert self._server is not None
         await self._server.wait_for_termination()
+
+
+# Each port belongs to one process: with gRPC's default SO_REUSEPORT a second node started on
+# a taken port would start silently and the kernel would split connections between the two.
+_EXCLUSIVE_PORT = (("grpc.so_reuseport", 0),)
+
+
+def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:
+    """gRPC reports a failed bind without its errno: say what is by far the usual cause."""
+    return startup.port_in_use(name, host, port, OSError(errno.EADDRINUSE, "in use"))
+
+
+def _open_store(log_dir: Path, data_dir: Path) -> RocksLogStore:
+    try:
+        return RocksLogStore(log_dir)
+    except LogStoreError as error:
+        if "lock" in str(error).lower():
+            raise startup.locked_by_another_process(data_dir) from error
+        raise startup.StartupError(
+            f"the shard log in {str(log_dir)!r} cannot be opened ({error}); see "
+            "docs/operations.md for recovery from the other replicas"
+        ) from error
+
+
+def _no_quorum(config: Config, layout: QuorumLayout) -> startup.StartupError:
+    seconds = config.knobs.join_timeout_ms // 1000
+    if layout.read_only:
+        what = f"the voters it follows ({', '.join(layout.peers)})"
+    elif layout.peers:
+        what = f"a majority of the voters ({', '.join((layout.self_address, *layout.peers))})"
+    else:
+        what = "this single node"
+    return startup.StartupError(
+        f"no metadata quorum leader registered this node within {seconds} s: start {what}, "
+        "check that they reach each other on their raft ports with the same raft_password "
+        f"(the wait is join_timeout_ms)"
+    )
 
 
 def _leader_count(image: MetadataImage, node_id: NodeId) -> int:
@@ -742,6 +950,15 @@ def _leader_count(image: MetadataImage, node_id: NodeId) -> int:
         for stream in image.streams.values()
         for shard in stream.shards
         if shard.leader == node_id and shard.state is not ShardState.CLOSED
+    )
+
+
+def _replica_count(image: MetadataImage, node_id: NodeId) -> int:
+    return sum(
+        1
+        for stream in image.streams.values()
+        for shard in stream.shards
+        if node_id in shard.replicas
     )
 
 

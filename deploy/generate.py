@@ -10,11 +10,20 @@ Outputs:
   (kustomize reads files only from inside the kustomization's directory).
 - k8s/components/monitoring/prometheusrule.yaml: deploy/prometheus/rules.yml wrapped in a
   PrometheusRule, comments and all.
+
+Runbook links: every alert carries `runbook` (the docs/operations.md section) and
+`runbook_url`, the same section as a full URL for Alertmanager and Grafana. Point them at
+where your team reads these docs (a Git host's page of docs/operations.md, a wiki copy):
+
+    .venv/bin/python deploy/generate.py --runbook-base https://git.example.com/shoal/docs/operations.md
+
+rewrites the base in rules.yml and rules_test.yml, then regenerates the PrometheusRule.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,13 +31,27 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD = REPO / "deploy/grafana/shoal-dashboard.json"
 RULES = REPO / "deploy/prometheus/rules.yml"
+RULES_TEST = REPO / "deploy/prometheus/rules_test.yml"
+# The default base of the alerts' runbook_url: a placeholder until `--runbook-base` names yours.
+RUNBOOK_BASE = "https://shoal.example.com/docs/operations.md"
+_RUNBOOK_URL = re.compile(r'(runbook_url: ")([^"#]*)(#[a-z0-9]+")')
 K8S_MONITORING = REPO / "k8s/components/monitoring"
 
 # Every query selects through the dashboard's variables; `namespace` is absent under compose,
 # which `=~".*"` (the "All" value) still matches.
 S = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"'
 ST = S + ', stream=~"$stream"'
+SH = ST + ', shard=~"$shard"'
 RATE = "[$__rate_interval]"
+NODE = "{{node_id}}"  # legends name nodes by id, not by scrape address
+
+
+def by_node(expr: str) -> str:
+    """`expr` (per instance) with the node's id as a label, filtered by the node variable."""
+    return (
+        f"({expr}) * on (namespace, job, instance) group_left (node_id) "
+        f'max by (namespace, job, instance, node_id) (kinesis_node_info{{{S}, node_id=~"$node"}})'
+    )
 
 Panel = dict[str, Any]
 
@@ -38,10 +61,12 @@ def q(expr: str, legend: str = "", *, instant: bool = False, table: bool = False
 
 
 def timeseries(
-    title: str, unit: str, *targets: dict[str, Any], w: int = 8, desc: str = ""
+    title: str, unit: str, *targets: dict[str, Any], w: int = 8, desc: str = "",
+    steps: tuple[tuple[str, float | None], ...] = (),
 ) -> Panel:
+    """`steps`: (colour, from value) threshold steps, drawn as lines (the healthy range)."""
     return {"type": "timeseries", "title": title, "unit": unit, "targets": targets, "w": w,
-            "desc": desc}
+            "desc": desc, "steps": steps}
 
 
 def stat(title: str, unit: str, target: dict[str, Any], *, w: int = 4, desc: str = "",
@@ -60,14 +85,20 @@ def _legend(label: str) -> str:
 
 
 def quantiles(metric: str, by: str, selector: str) -> tuple[dict[str, Any], ...]:
-    return tuple(
-        q(
-            f"histogram_quantile({quantile}, sum by ({by}, le) "
-            f"(rate({metric}_bucket{{{selector}}}{RATE})))",
-            f"p{int(quantile * 100)} " + " ".join(_legend(label) for label in by.split(", ")),
-        )
-        for quantile in (0.5, 0.99)
-    )
+    """p50 and p99 by `by`; with `instance` among them, by node id instead (`by_node`)."""
+    labels = [label for label in by.split(", ") if label != "instance"]
+    per_node = "instance" in by
+    result = []
+    grouping = f"namespace, job, {by}" if per_node else by  # the join needs them
+    for quantile in (0.5, 0.99):
+        expr = (f"histogram_quantile({quantile}, sum by ({grouping}, le) "
+                f"(rate({metric}_bucket{{{selector}}}{RATE})))")
+        legend_labels = (["node_id"] if per_node else []) + labels
+        result.append(q(
+            by_node(expr) if per_node else expr,
+            f"p{int(quantile * 100)} " + " ".join(_legend(label) for label in legend_labels),
+        ))
+    return tuple(result)
 
 
 ROWS: list[tuple[str, list[Panel]]] = [
@@ -82,8 +113,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
         stat("Streams", "none", q(f"max(kinesis_streams{{{S}}})")),
         stat("Open shards", "none", q(f"max(kinesis_open_shards{{{S}}})")),
         timeseries("Shard leaders per node", "none",
-                   q(f'sum by (instance) (kinesis_replicas{{{S}, role="leader"}})',
-                     "{{instance}}")),
+                   q(by_node(f'sum by (namespace, job, instance) (kinesis_replicas{{{S}, '
+                             f'role="leader"}})'), NODE)),
         timeseries("Nodes by state", "none",
                    q(f"max by (state) (kinesis_cluster_nodes{{{S}}})", "{{state}}")),
         timeseries("Leader changes (15 min)", "none",
@@ -92,13 +123,14 @@ ROWS: list[tuple[str, list[Panel]]] = [
                    q(f"sum by (change) (increase(kinesis_replica_leadership_changes_total"
                      f"{{{S}}}[15m]))", "shards {{change}}")),
         timeseries("Raft commit index", "none",
-                   q(f"max by (instance) (kinesis_raft_commit_index{{{S}}})", "{{instance}}"),
+                   q(by_node(f"max by (namespace, job, instance) "
+                             f"(kinesis_raft_commit_index{{{S}}})"), NODE),
                    desc="Followers should track the leader closely."),
         timeseries("Replication lag", "none",
-                   q(f"max by (instance, follower) (kinesis_replication_lag_records{{{S}}})",
-                     "{{instance}} → {{follower}}"),
-                   q(f"max by (instance) (kinesis_high_watermark_lag_records{{{S}}})",
-                     "{{instance}} uncommitted"),
+                   q(by_node(f"max by (namespace, job, instance, follower) "
+                             f"(kinesis_replication_lag_records{{{S}}})"), NODE + " → {{follower}}"),
+                   q(by_node(f"max by (namespace, job, instance) "
+                             f"(kinesis_high_watermark_lag_records{{{S}}})"), NODE + " uncommitted"),
                    desc="Records a follower is behind its leader; records not yet committed."),
         table("Build", q(f"max by (instance, version, revision, python_version) "
                          f"(kinesis_build_info{{{S}}})", instant=True, table=True)),
@@ -121,13 +153,15 @@ ROWS: list[tuple[str, list[Panel]]] = [
                      "{{stream}} {{api}}")),
         timeseries("Incoming bytes by shard (enhanced monitoring)", "Bps",
                    q(f"sum by (stream, shard) (rate(kinesis_shard_incoming_bytes_total"
-                     f"{{{ST}}}{RATE}))", "{{stream}} {{shard}}"),
+                     f"{{{SH}}}{RATE}))", "{{stream}} {{shard}}"),
                    desc="Only streams with shard-level metrics enabled appear here."),
     ]),
     ("Latency", [
         timeseries("Put latency", "s",
                    *quantiles("kinesis_api_request_duration_seconds", "operation",
-                              S + ', operation=~"PutRecord|PutRecords"')),
+                              S + ', operation=~"PutRecord|PutRecords"'),
+                   steps=(("green", None), ("orange", 0.2), ("red", 0.5)),
+                   desc="The alert ShoalPutLatencyHigh fires at a p99 above 500 ms."),
         timeseries("GetRecords latency", "s",
                    *quantiles("kinesis_api_request_duration_seconds", "operation",
                               S + ', operation="GetRecords"')),
@@ -155,9 +189,10 @@ ROWS: list[tuple[str, list[Panel]]] = [
     ("Consumer lag", [
         timeseries("Iterator age by stream", "s",
                    q(f"max by (stream) (kinesis_iterator_age_seconds{{{ST}}})", "{{stream}}"),
-                   w=12, desc="How far the slowest GetRecords consumer is behind the tip."),
+                   w=12, desc="How far the slowest GetRecords consumer is behind the tip.",
+                   steps=(("green", None), ("orange", 60), ("red", 43200))),
         timeseries("Iterator age by shard (enhanced monitoring)", "s",
-                   q(f"max by (stream, shard) (kinesis_shard_iterator_age_seconds{{{ST}}})",
+                   q(f"max by (stream, shard) (kinesis_shard_iterator_age_seconds{{{SH}}})",
                      "{{stream}} {{shard}}"), w=12),
         timeseries("Fan-out MillisBehindLatest", "s",
                    q(f"max by (stream) (kinesis_subscription_behind_latest_seconds{{{ST}}})",
@@ -199,33 +234,62 @@ ROWS: list[tuple[str, list[Panel]]] = [
                      "{{instance}} {{file}}"),
                    desc="Nodes with TLS only. The alert fires 7 days before expiry."),
     ]),
+    ("Media streams (Kinesis Video Streams)", [
+        timeseries("PutMedia incoming bytes", "Bps",
+                   q(f"sum by (stream) (rate(kinesis_video_put_media_incoming_bytes_total"
+                     f"{{{ST}}}{RATE}))", "{{stream}}"),
+                   desc="PutMedia.IncomingBytes: MKV from producers (cameras)."),
+        timeseries("Fragment persist latency", "s",
+                   *quantiles("kinesis_video_put_media_fragment_persist_latency_seconds",
+                              "instance", S),
+                   desc="PutMedia.FragmentPersist.Latency: from a fragment's RECEIVED to its "
+                   "PERSISTED (durable on a majority)."),
+        timeseries("GetMedia outgoing bytes", "Bps",
+                   q(f"sum by (stream) (rate(kinesis_video_get_media_outgoing_bytes_total"
+                     f"{{{ST}}}{RATE}))", "{{stream}}"),
+                   desc="GetMedia.OutgoingBytes (GetMediaForFragmentList included)."),
+        timeseries("PutMedia sessions and errors", "none",
+                   q(f"sum(kinesis_video_put_media_connections{{{S}}})", "open sessions"),
+                   q(f"sum by (stream, error) (increase(kinesis_video_put_media_error_acks_total"
+                     f"{{{ST}}}[5m]))", "{{stream}} {{error}}"),
+                   desc="PutMedia.ActiveConnections and ERROR acknowledgements (5 min)."),
+    ]),
     ("Storage", [
         timeseries("Disk free", "percentunit",
-                   q(f"kinesis_storage_disk_free_bytes{{{S}}} / "
-                     f"kinesis_storage_disk_capacity_bytes{{{S}}}", "{{instance}}")),
+                   q(by_node(f"kinesis_storage_disk_free_bytes{{{S}}} / "
+                             f"kinesis_storage_disk_capacity_bytes{{{S}}}"), NODE),
+                   steps=(("red", None), ("orange", 0.1), ("green", 0.4)),
+                   desc="ShoalDiskAlmostFull fires below 10 %; ShoalDiskFilling watches 40 %."),
         timeseries("RocksDB size", "bytes",
-                   q(f"kinesis_rocksdb_sst_files_bytes{{{S}}}", "{{instance}} SST files"),
-                   q(f"kinesis_rocksdb_live_data_bytes{{{S}}}", "{{instance}} live data")),
+                   q(by_node(f"kinesis_rocksdb_sst_files_bytes{{{S}}}"), NODE + " SST files"),
+                   q(by_node(f"kinesis_rocksdb_live_data_bytes{{{S}}}"), NODE + " live data")),
         timeseries("Compaction", "bytes",
-                   q(f"kinesis_rocksdb_pending_compaction_bytes{{{S}}}", "{{instance}} pending"),
-                   q(f"kinesis_rocksdb_memtable_bytes{{{S}}}", "{{instance}} memtables")),
+                   q(by_node(f"kinesis_rocksdb_pending_compaction_bytes{{{S}}}"),
+                     NODE + " pending"),
+                   q(by_node(f"kinesis_rocksdb_memtable_bytes{{{S}}}"), NODE + " memtables")),
         timeseries("fsync latency", "s",
-                   *quantiles("kinesis_fsync_duration_seconds", "instance, log", S)),
+                   *quantiles("kinesis_fsync_duration_seconds", "instance, log", S),
+                   steps=(("green", None), ("red", 0.1)),
+                   desc="ShoalSlowFsync fires at a p99 above 100 ms."),
         timeseries("Records per group commit", "none",
                    *quantiles("kinesis_group_commit_records", "instance", S)),
         timeseries("Log writes", "Bps",
-                   q(f"sum by (instance) (rate(kinesis_log_written_bytes_total{{{S}}}{RATE}))",
-                     "{{instance}}"),
-                   q(f"max by (instance) (kinesis_rocksdb_write_stopped{{{S}}})",
-                     "{{instance}} writes stopped")),
+                   q(by_node(f"sum by (namespace, job, instance) "
+                             f"(rate(kinesis_log_written_bytes_total{{{S}}}{RATE}))"), NODE)),
+        timeseries("RocksDB writes stopped", "bool_yes_no",
+                   q(by_node(f"max by (namespace, job, instance) "
+                             f"(kinesis_rocksdb_write_stopped{{{S}}})"), NODE),
+                   steps=(("green", None), ("red", 1)),
+                   desc="1 while RocksDB stops writes for compaction (ShoalRocksDBWritesStopped)."),
     ]),
     ("Process", [
         timeseries("CPU", "percentunit",
-                   q(f"rate(process_cpu_seconds_total{{{S}}}{RATE})", "{{instance}}")),
+                   q(by_node(f"rate(process_cpu_seconds_total{{{S}}}{RATE})"), NODE),
+                   desc="Cores used (1.0 = one core)."),
         timeseries("Resident memory", "bytes",
-                   q(f"process_resident_memory_bytes{{{S}}}", "{{instance}}")),
+                   q(by_node(f"process_resident_memory_bytes{{{S}}}"), NODE)),
         timeseries("Open file descriptors", "none",
-                   q(f"process_open_fds{{{S}}}", "{{instance}}")),
+                   q(by_node(f"process_open_fds{{{S}}}"), NODE)),
     ]),
 ]
 
@@ -264,6 +328,12 @@ def _panel(panel: Panel, panel_id: int, x: int, y: int, height: int) -> dict[str
             entry["format"] = "table"
         targets.append(entry)
     defaults: dict[str, Any] = {"unit": panel["unit"]}
+    if panel.get("steps"):
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": color, "value": value} for color, value in panel["steps"]],
+        }
+        defaults["custom"] = {"thresholdsStyle": {"mode": "line"}}
     if panel.get("red_above") is not None:
         defaults["thresholds"] = {
             "mode": "absolute",
@@ -339,9 +409,15 @@ def dashboard() -> dict[str, Any]:
             _query_variable("instance", "Node",
                             'label_values(kinesis_build_info{namespace=~"$namespace", '
                             'job=~"$job"}, instance)', multi=True),
+            _query_variable("node", "Node id",
+                            'label_values(kinesis_node_info{namespace=~"$namespace", '
+                            'job=~"$job", instance=~"$instance"}, node_id)', multi=True),
             _query_variable("stream", "Stream",
                             'label_values(kinesis_incoming_records_total{namespace=~'
                             '"$namespace", job=~"$job"}, stream)', multi=True),
+            _query_variable("shard", "Shard",
+                            'label_values(kinesis_shard_incoming_records_total{namespace=~'
+                            '"$namespace", job=~"$job", stream=~"$stream"}, shard)', multi=True),
         ]},
         "panels": panels,
     }
@@ -368,6 +444,15 @@ def prometheus_rule_yaml() -> str:
     )
 
 
+def with_runbook_base(text: str, base: str) -> str:
+    """`text` (rules or their tests) with every runbook_url on `base`."""
+    return _RUNBOOK_URL.sub(lambda match: match.group(1) + base + match.group(3), text)
+
+
+def runbook_bases(text: str) -> set[str]:
+    return {match.group(2) for match in _RUNBOOK_URL.finditer(text)}
+
+
 def outputs() -> dict[Path, str]:
     return {
         DASHBOARD: dashboard_json(),
@@ -377,6 +462,11 @@ def outputs() -> dict[Path, str]:
 
 
 def main(argv: list[str]) -> int:
+    if "--runbook-base" in argv:
+        base = argv[argv.index("--runbook-base") + 1].rstrip("/")
+        for path in (RULES, RULES_TEST):
+            path.write_text(with_runbook_base(path.read_text(), base))
+            print(f"wrote {path.relative_to(REPO)} (runbook_url base {base})")
     stale = [path for path, text in outputs().items()
              if not path.exists() or path.read_text() != text]
     if "--check" in argv:

@@ -73,6 +73,9 @@ class NodeProcess:
         self.http_port = free_port(host)
         self.extra_env = extra_env or {}
         self.cgroup_procs: Path | None = None
+        # The working directory `python -m broker` runs from, so the `broker` package there is
+        # the one that runs (another version's code, for upgrade tests).
+        self.code_dir = REPO
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
 
@@ -114,7 +117,7 @@ class NodeProcess:
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO,
+            cwd=self.code_dir,
         )
         log.close()
 

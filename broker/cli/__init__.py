@@ -13,12 +13,26 @@ import os
 import sys
 from collections.abc import Sequence
 
-from broker.cli import capacity, cluster, consumers, leases, limits, serve, streams
+from broker import __version__
+from broker.backup.logical import BackupError
+from broker.cli import (
+    backup,
+    capacity,
+    cluster,
+    consumers,
+    leases,
+    limits,
+    recovery,
+    serve,
+    streams,
+    video,
+)
 from broker.cli.common import DEFAULT_ENDPOINT
+from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers)
+GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup, recovery, video)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,12 +64,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"error: {error.code.kinesis_name}: {error.message}", file=sys.stderr)
         return 1
+    except (WaitTimeout, BackupError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shoal", description="Shoal, a Kinesis-compatible broker")
+    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
     parser.add_argument(
         "--endpoint",
         default=os.environ.get("SHOAL_ENDPOINT", DEFAULT_ENDPOINT),

@@ -1,4 +1,10 @@
-"""`shoal cluster status | add-node | remove-node | drain` (ClusterAdminService)."""
+"""`shoal cluster status | drain | decommission | add-node | remove-node` (ClusterAdminService).
+
+`drain NODE` marks a node DRAINING: its shard leaderships, then its replicas, move to the
+other nodes (`--wait` until it holds none). `decommission NODE...` is the whole way out: drain,
+wait until the node holds no replica (with progress), take it out of the metadata quorum's
+voters if it is one, and mark it REMOVED; then its pod can be scaled away.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from broker.cli.common import add_group, print_response
+from broker.cli.wait import Progress, add_wait_arguments, wait_until
 from broker.tls import credentials_from_arguments
 
 
@@ -18,7 +25,13 @@ def _admin_client(args: argparse.Namespace) -> AbstractContextManager[Any]:
 
 
 def add_commands(commands: Any) -> None:
-    """`shoal cluster status | add-node | remove-node | drain` (ClusterAdminService)."""
+    """`shoal cluster status | drain | decommission | add-node | remove-node` (ClusterAdminService).
+
+    `drain NODE` marks a node DRAINING: its shard leaderships, then its replicas, move to the
+    other nodes (`--wait` until it holds none). `decommission NODE...` is the whole way out: drain,
+    wait until the node holds no replica (with progress), take it out of the metadata quorum's
+    voters if it is one, and mark it REMOVED; then its pod can be scaled away.
+    """
     group = add_group(commands, "cluster", help_text="inspect and change cluster membership")
     status = group.add_parser("status", help="nodes, their states and load, the quorum")
     status.add_argument("--shards", action="store_true", help="list every shard's placement")
@@ -40,9 +53,18 @@ def add_commands(commands: Any) -> None:
         help="mark a node DRAINING: its shard leaderships, then its replicas, move away",
     )
     drain.add_argument("node_id")
-    drain.add_argument("--timeout-ms", type=int, default=30_000, help="how long to wait")
+    add_wait_arguments(drain, what="the node leads no shard and holds no replica")
     drain.set_defaults(run=_cluster_drain)
-    for parser in (status, add, remove, drain):
+    decommission = group.add_parser(
+        "decommission",
+        help="drain nodes, wait until they hold no replica, then remove them from the cluster",
+    )
+    decommission.add_argument("node_ids", nargs="+", metavar="node_id")
+    decommission.add_argument(
+        "--timeout", type=float, default=1800.0, help="give up after this many seconds (1800)"
+    )
+    decommission.set_defaults(run=_cluster_decommission)
+    for parser in (status, add, remove, drain, decommission):
         parser.set_defaults(connect=_admin_client)
 
 
@@ -83,12 +105,49 @@ def _cluster_status(admin: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _holdings(admin: Any, node_id: str) -> tuple[int, int, str]:
+    """(leaderships, replicas, state) of `node_id` as the answering node sees it."""
+    for node in admin.cluster_status().nodes:
+        if node.node_id == node_id:
+            return node.leader_count, node.replica_count, node.state
+    return 0, 0, "unknown"
+
+
+def _wait_drained(admin: Any, node_id: str, *, timeout_s: float, progress: Progress) -> None:
+    def check() -> tuple[bool, str]:
+        leads, replicas, _ = _holdings(admin, node_id)
+        return leads == 0 and replicas == 0, f"leads {leads} shards, holds {replicas} replicas"
+
+    wait_until(check, timeout_s=timeout_s, what=f"draining {node_id}", progress=progress)
+
+
 def _cluster_drain(admin: Any, args: argparse.Namespace) -> int:
-    left = admin.drain(args.node_id, timeout_ms=args.timeout_ms)
+    admin.drain(args.node_id, timeout_ms=1)  # marks it DRAINING; the wait is ours
+    if args.wait:
+        _wait_drained(admin, args.node_id, timeout_s=args.timeout, progress=Progress())
+    leads, replicas, state = _holdings(admin, args.node_id)
     if args.json:
-        print(json.dumps({"LeadershipsLeft": left}))
-    elif left:
-        print(f"{args.node_id} is DRAINING; it still leads {left} shards (try again later)")
+        print(json.dumps({"State": state, "Leaderships": leads, "Replicas": replicas}))
+    elif leads or replicas:
+        print(
+            f"{args.node_id} is {state}: it still leads {leads} shards and holds {replicas} "
+            "replicas, which move to the other nodes (--wait to wait)"
+        )
     else:
-        print(f"{args.node_id} is DRAINING and leads no shard")
-    return 0 if left == 0 else 1
+        print(f"{args.node_id} is {state} and holds nothing")
+    return 0
+
+
+def _cluster_decommission(admin: Any, args: argparse.Namespace) -> int:
+    for node_id in args.node_ids:  # all drain at once: their moves overlap
+        admin.drain(node_id, timeout_ms=1)
+    progress = Progress()
+    for node_id in args.node_ids:
+        _wait_drained(admin, node_id, timeout_s=args.timeout, progress=progress)
+        was_voter = admin.remove_node(node_id)
+        if args.json:
+            print(json.dumps({"NodeId": node_id, "Removed": True, "WasVoter": was_voter}))
+        else:
+            voter = " and left the metadata quorum's voters" if was_voter else ""
+            print(f"{node_id} holds nothing{voter}: REMOVED; its process can be stopped")
+    return 0

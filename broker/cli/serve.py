@@ -1,16 +1,25 @@
-"""`shoal serve`: run a node with settings from flags, `SHOAL_*` variables and a TOML file."""
+"""`shoal serve`: run a node with settings from flags, `SHOAL_*` variables and a TOML file.
+
+Exit codes: 0 stopped by SIGTERM or SIGINT (also while still starting, e.g. waiting for its
+metadata quorum: the stop is prompt and says what it interrupted); 1 the node could not start
+(`startup.StartupError`: one line naming the setting and the fix) or a background task failed
+(so a supervisor restarts it); 2 the settings are invalid.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
-from broker.config import add_serve_arguments, config_from_environment
+from broker.cli.logs import configure_logging
+from broker.config import Config, add_serve_arguments, config_from_environment, unknown_variables
+
+log = logging.getLogger("broker.cli.serve")
 
 
 def add_commands(commands: Any) -> None:
@@ -19,77 +28,88 @@ def add_commands(commands: Any) -> None:
     serve.set_defaults(run=lambda _client, args: _serve(args), connect=None)
 
 
-_STANDARD_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
-
-
-class EventFormatter(logging.Formatter):
-    """Log lines as `event key=value ...`: our events are named, with their fields passed as
-    `extra` (house style B.10), and the standard format would drop the fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields = {
-            key: value
-            for key, value in vars(record).items()
-            if key not in _STANDARD_RECORD_FIELDS and key not in ("message", "asctime")
-        }
-        if not fields:
-            return line
-        return line + " " + " ".join(f"{key}={value!r}" for key, value in sorted(fields.items()))
-
-
 def _serve(args: argparse.Namespace) -> int:
-    from broker.node import Node  # imported here: only `serve` needs RocksDB and pysyncobj
+    from broker.startup import StartupError  # with the node: only `serve` needs them
 
-    handler = logging.StreamHandler()
-    handler.setFormatter(EventFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         config = config_from_environment(vars(args), args.config)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    configure_logging(
+        log_format=config.log_format, log_level=config.log_level, node_id=config.node_id
+    )
+    for line in unknown_variables(os.environ):
+        log.warning("unknown_setting_variable", extra={"detail": line})
+    try:
+        return asyncio.run(_run(config, data_dir=os.path.abspath(config.data_dir)))
+    except StartupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+async def _run(config: Config, *, data_dir: str) -> int:
+    from broker.node import Node  # imported here: only `serve` needs RocksDB and pysyncobj
+
     node = Node(config)
-    data_dir = Path(config.data_dir).resolve()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    drain_first = False
 
-    async def run() -> int:
-        loop = asyncio.get_running_loop()
-        stopping = asyncio.Event()
-        drain_first = False
+    def on_signal(signum: int) -> None:
+        nonlocal drain_first
+        # SIGTERM (Kubernetes, systemd, `scripts/cluster` stopping one node) drains first;
+        # SIGINT (Ctrl-C) stops at once, as when a whole local cluster goes down together.
+        drain_first = drain_first or signum == signal.SIGTERM
+        stopping.set()
 
-        def on_signal(signum: int) -> None:
-            nonlocal drain_first
-            # SIGTERM (Kubernetes, systemd, `scripts/cluster` stopping one node) drains first;
-            # SIGINT (Ctrl-C) stops at once, as when a whole local cluster goes down together.
-            drain_first = drain_first or signum == signal.SIGTERM
-            stopping.set()
-
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            await node.start()
-        except BaseException:
-            # A failed start (an unreadable certificate, a port taken...) leaves the writer and
-            # quorum threads running: stop them, or the process would never exit (and never
-            # be restarted).
-            await node.stop()
-            raise
-        scheme = "https" if config.tls_cert_file is not None else "http"
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, on_signal, signum)
+    if not await _start_or_stop(node, stopping):
+        return 0
+    scheme = "https" if config.tls_cert_file is not None else "http"
+    if config.log_format == "text":  # with JSON logs, the node_started event says the same
         print(
-            f"shoal: node {config.node_id} serving gRPC on {config.host}:{node.grpc_port}, "
-            f"the AWS API on {scheme}://{config.host}:{node.http_port}, data in {data_dir}",
+            f"shoal: node {config.node_id} serving gRPC on {config.api_address} and the AWS "
+            f"API on {scheme}://{config.http_address} (listening on {config.bind_host}: gRPC "
+            f"{node.grpc_port}, AWS {node.http_port}, metrics {node.metrics_port}), data in "
+            f"{data_dir}",
             flush=True,
         )
-        stop_waiter = asyncio.create_task(stopping.wait())
-        failure_waiter = asyncio.create_task(node.failed.wait())
-        await asyncio.wait((stop_waiter, failure_waiter), return_when=asyncio.FIRST_COMPLETED)
-        stop_waiter.cancel()
-        failure_waiter.cancel()
-        if drain_first:
-            # Hand shard and quorum leaderships to other nodes first (bounded), so producers
-            # see a planned move instead of a failover.
-            await node.drain_for_shutdown()
-        await node.stop()
-        return 0 if stopping.is_set() else 1  # a background task failed: let it restart us
+    stop_waiter = asyncio.create_task(stopping.wait())
+    failure_waiter = asyncio.create_task(node.failed.wait())
+    await asyncio.wait((stop_waiter, failure_waiter), return_when=asyncio.FIRST_COMPLETED)
+    stop_waiter.cancel()
+    failure_waiter.cancel()
+    if drain_first:
+        # Hand shard and quorum leaderships to other nodes first (bounded), so producers
+        # see a planned move instead of a failover.
+        await node.drain_for_shutdown()
+    await node.stop()
+    return 0 if stopping.is_set() else 1  # a background task failed: let it restart us
 
-    return asyncio.run(run())
+
+async def _start_or_stop(node: Any, stopping: asyncio.Event) -> bool:
+    """Starts `node` unless a signal comes first; whether it is serving. A signal during the
+    start (a node waiting minutes for its quorum) stops it at once, with one line saying what
+    it interrupted. A failed start stops what was started and raises (StartupError: one line
+    for the operator), or the process would never exit: the writer and quorum threads run."""
+    start = asyncio.create_task(node.start())
+    signalled = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait((start, signalled), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+    if not start.done():
+        phase = node.phase
+        start.cancel()
+        await asyncio.gather(start, return_exceptions=True)
+        await node.stop()
+        print(f"shoal: node {node.config.node_id} stopped while {phase}", file=sys.stderr)
+        return False
+    try:
+        start.result()
+    except BaseException:
+        await node.stop()
+        raise
+    return True

@@ -65,6 +65,13 @@ class ClusterAdminClient:
         )
         return answer.leaderships_left
 
+    def remove_node(self, node_id: str) -> bool:
+        """Takes a drained node (no replicas left) out of the cluster; whether it was a voter."""
+        answer: pb.RemoveNodeResponse = self._call(
+            "RemoveNode", pb.RemoveNodeRequest(node_id=node_id), pb.RemoveNodeResponse
+        )
+        return answer.was_voter
+
     def close(self) -> None:
         self._channel.close()
 

@@ -168,6 +168,11 @@ class AdminBackend(Protocol):
         """Moves the node's shard leaderships away; returns how many it still leads."""
         ...
 
+    async def remove_node(self, node_id: NodeId) -> bool:
+        """Takes a node holding no replica out of the quorum (if a voter) and marks it
+        REMOVED; returns whether it was a voter."""
+        ...
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterView:
@@ -305,7 +310,14 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
         )
         return pb.DrainResponse(leaderships_left=left)
 
+    async def remove_node(
+        request: pb.RemoveNodeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RemoveNodeResponse:
+        was_voter = await _served(context, backend.remove_node(NodeId(request.node_id)))
+        return pb.RemoveNodeResponse(was_voter=was_voter)
+
     handlers = {
+        "RemoveNode": unary_handler(remove_node, pb.RemoveNodeRequest, pb.RemoveNodeResponse),
         "ClusterStatus": unary_handler(
             cluster_status, pb.ClusterStatusRequest, pb.ClusterStatusResponse
         ),

@@ -48,8 +48,17 @@ def service_model(name: str = KINESIS) -> botocore.model.ServiceModel:
     return botocore.model.ServiceModel(loader.load_service_model(name, "service-2"), name)
 
 
+# Java's Unicode property classes, which some models' patterns use (the Kinesis Video tag
+# keys: `[\p{L}\p{Z}\p{N}_.:/=+\-@]*`), as Python's `re` classes closest to them: letters
+# as word characters (a little broader: digits and marks too), separators as whitespace,
+# numbers as decimal digits.
+_UNICODE_CLASSES = {r"\p{L}": r"\w", r"\p{Z}": r"\s", r"\p{N}": r"\d"}
+
+
 @cache
 def _pattern(text: str) -> re.Pattern[str]:
+    for java, python in _UNICODE_CLASSES.items():
+        text = text.replace(java, python)
     return re.compile(text)
 
 

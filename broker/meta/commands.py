@@ -18,6 +18,7 @@ from broker.consumers import leases
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
+from broker.meta.video_table import VideoStreamMeta
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
@@ -423,6 +424,81 @@ class RecordScalingEvent:
 CapacityCommand = ReportShardLoads | RecordScalingEvent
 
 
+# --- Video streams (issue 13) -------------------------------------------------------------------
+# Each names its stream by ARN (one incarnation); the proposer resolved the caller's name or ARN
+# against its image, and apply checks again that the stream is still there. Result: the
+# VideoStreamMeta after the change (None for DeleteVideoStream).
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateVideoStream:
+    """Adds `stream` (built whole by the proposer: ARN, version, status timer); refused when
+    the account already has a stream of that name in the region, or `streams_max` of them."""
+
+    now_ms: int
+    stream: VideoStreamMeta
+    streams_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteVideoStream:
+    now_ms: int
+    arn: str
+    current_version: str | None = None  # VersionMismatchException unless it is current
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateVideoStream:
+    """UpdateStream: new device name and media type (None: unchanged), and a new version."""
+
+    now_ms: int
+    arn: str
+    current_version: str
+    new_version: str
+    device_name: str | None
+    media_type: str | None
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateVideoRetention:
+    """UpdateDataRetention: retention raised (`increase`) or lowered by `change_hours`."""
+
+    now_ms: int
+    arn: str
+    current_version: str
+    new_version: str
+    increase: bool
+    change_hours: int
+    retention_hours_max: int
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagVideoStream:
+    now_ms: int
+    arn: str
+    tags: tuple[tuple[str, str], ...]
+    tags_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UntagVideoStream:
+    now_ms: int
+    arn: str
+    keys: tuple[str, ...]
+
+
+VideoCommand = (
+    CreateVideoStream
+    | DeleteVideoStream
+    | UpdateVideoStream
+    | UpdateVideoRetention
+    | TagVideoStream
+    | UntagVideoStream
+)
+
+
 # --- Issue 14: resource policies, encryption settings, warm throughput, record distribution.
 
 
@@ -501,6 +577,7 @@ Command = (
     | AccountCommand
     | CapacityCommand
     | ConsumerCommand
+    | VideoCommand
     | StreamFeatureCommand
 )
 
@@ -540,6 +617,12 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         ChangeConsumerTags,
         ReportShardLoads,
         RecordScalingEvent,
+        CreateVideoStream,
+        DeleteVideoStream,
+        UpdateVideoStream,
+        UpdateVideoRetention,
+        TagVideoStream,
+        UntagVideoStream,
         PutResourcePolicy,
         DeleteResourcePolicy,
         SetStreamEncryption,

@@ -47,6 +47,7 @@ from broker.meta.controller_core import (
     FenceNode,
     Outcome,
     Promise,
+    RemoveAbsentNode,
     ReplicaStatus,
     UnfenceNode,
     choose_leader,
@@ -234,6 +235,14 @@ class Controller:
                 log.info("controller_node_unfenced", extra={"node": action.node_id})
                 return await self._set_node_state(
                     action.node_id, NodeState.ACTIVE, action.incarnation
+                )
+            case RemoveAbsentNode():
+                log.warning(
+                    "controller_absent_node_removed",
+                    extra={"node": action.node_id, "silent_ms": action.silent_ms},
+                )
+                return await self._propose(
+                    commands.RemoveNode(now_ms=self._clock.wall_ms(), node_id=action.node_id)
                 )
             case EpochChange():
                 return await self._change_epoch(action)

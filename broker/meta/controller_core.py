@@ -30,14 +30,26 @@ Decisions, in the order `decide` makes them:
    heard nobody yet: every node gets a fresh session from the moment the core was created.
 2. Leader changes: a shard whose leader is missing, FENCED, REMOVED, DRAINING or shutting
    down gets a new epoch led by the best replica (`choose_leader`).
-3. Replica moves off DRAINING nodes: add a replacement (one more replica, epoch + 1), wait
+3. Replica moves off leaving nodes: add a replacement (one more replica, epoch + 1), wait
    until the replacement has caught up, then drop the leaving node (epoch + 1). One node in
-   or out per epoch, as the state machine requires.
+   or out per epoch, as the state machine requires. A node is leaving when it is DRAINING
+   (an operator's decommission), or FENCED and silent for `absent_node_replace_after_ms`:
+   gone for good as far as anyone can tell (a StatefulSet scaled down, a host lost), so its
+   shards get their replication factor back on the others. A shard with more replicas than
+   its factor and no leaving replica (a balancing move's second half, a merge child of a
+   parent caught mid-move) drops the replica on the most loaded node.
 4. Reshard completion: once every sealed parent has a live leader, ask each to seal and
    propose CompleteReshard with the final record counts.
 5. Rebalancing: the preferred leader is the first replica; leadership moves back to it when
    it is ACTIVE and caught up. Then leaders are evened out across the nodes that can lead
    (within one, where the replica sets allow) by making another replica preferred.
+6. Replica balancing: while one ACTIVE node holds at least two replicas (of open shards)
+   fewer than another, a shard with a replica on the fuller node gets one on the emptier
+   (the first half of a move; step 3's surplus rule is the second), at most
+   `replica_moves_max` shards at a time. A node that joins (a StatefulSet scaled up) so
+   takes its share of the existing shards, as Redpanda's default node_add balancing does.
+7. Removal: a non-voting node FENCED for `absent_node_replace_after_ms` that holds no replica
+   any more is REMOVED from the metadata (if it comes back it registers again, empty).
 """
 
 from __future__ import annotations
@@ -76,6 +88,13 @@ class ControllerSettings:
     # and at least this often regardless: the safety net, and the bound on how late the
     # image's wall-clock views (a deleted stream gone, a closed shard expired) are noticed.
     full_pass_interval_ms: int = 2_000
+    # A FENCED node silent this long is treated as gone: its replicas move to other nodes and,
+    # unless it votes in the metadata quorum, it is then REMOVED. 0: never (only an operator's
+    # decommission moves replicas). Counted from this controller's start at most.
+    absent_node_replace_after_ms: int = 0
+    # Replica balancing moves (one shard each: add a replica, catch it up, drop one) in flight
+    # at once; each copies a shard's log to another node. 0: no replica balancing.
+    replica_moves_max: int = 2
 
     def validate(self) -> None:
         assert self.node_session_timeout_ms > 0
@@ -89,6 +108,10 @@ class ControllerSettings:
         assert 0 < self.retry_backoff_ms_min <= self.retry_backoff_ms_max
         assert 0 <= self.probe_after_ms < self.node_session_timeout_ms
         assert self.full_pass_interval_ms > 0  # below pass_interval_ms: every pass decides
+        assert self.absent_node_replace_after_ms == 0 or (
+            self.absent_node_replace_after_ms > self.node_session_timeout_ms
+        ), "a node is replaced only after it was fenced"
+        assert self.replica_moves_max >= 0
 
 
 # --- ReplicaControl: the seam to the shard replicas ----------------------------------------------
@@ -139,6 +162,15 @@ class UnfenceNode:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RemoveAbsentNode:
+    """RemoveNode for a non-voting node gone for `absent_node_replace_after_ms` whose
+    replicas have all moved elsewhere."""
+
+    node_id: NodeId
+    silent_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EpochChange:
     """Leader change and/or replica-set change of one shard, through Prepare.
 
@@ -155,9 +187,9 @@ class EpochChange:
     new_replicas: tuple[NodeId, ...]
     eligible: tuple[NodeId, ...]
     caught_up: tuple[NodeId, ...]
-    reason: (
-        str  # leader_unavailable, leader_leaving, add_replica, remove_replica, preferred, balance
-    )
+    # leader_unavailable, leader_leaving, add_replica, remove_replica, preferred, balance,
+    # balance_replicas (the first half of a replica balancing move), remove_surplus
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,7 +207,7 @@ class CompleteReshardAction:
     parents: tuple[SealedParent, ...]
 
 
-NodeAction = FenceNode | UnfenceNode
+NodeAction = FenceNode | UnfenceNode | RemoveAbsentNode
 ShardAction = EpochChange | CompleteReshardAction
 Action = NodeAction | ShardAction
 
@@ -200,15 +232,21 @@ def choose_leader(
 ) -> NodeId | None:
     """The new leader given the promises gathered, or None when it cannot be chosen safely.
 
-    Safe means: promises from a majority of the old set and of the new set (so every record
-    acknowledged in the old epoch is held by some promiser), and the chosen replica holds the
+    Safe means: promises from a majority of the old set and, unless the change only adds a
+    replica, of the new set (so every record acknowledged in the old epoch is held by some
+    promiser), and the chosen replica holds the
     highest (last_epoch, log_end) among all of them (Raft's election restriction). When only
     ineligible replicas hold the highest log, nobody is chosen: waiting is safe, a shorter
     log is not."""
     assert replicas
     assert new_replicas
     promised = {node_id: p for node_id, p in promises.items() if p.ok}
-    for group in (replicas, new_replicas):
+    # Adding a replica (the new set contains the old) needs only the old set's majority, as
+    # DESIGN §4 says: it fences the old leader and holds every acknowledged record, and the
+    # newcomer (which hosts nothing to promise about yet) counts only for later commits. Any
+    # other change needs both majorities.
+    groups = (replicas,) if set(new_replicas) >= set(replicas) else (replicas, new_replicas)
+    for group in groups:
         if sum(1 for node_id in group if node_id in promised) <= len(group) // 2:
             return None
     best = max((p.last_epoch, p.log_end) for p in promised.values())
@@ -272,6 +310,12 @@ class ControllerCore:
         self._decided_image: MetadataImage | None = None
         self._changed = True
         self._next_decision_ms = now_ms
+        # When this controller first saw each node's current incarnation in an image, for
+        # registrations after its first decision: a node that registers now is silent since
+        # then, not since the controller started (it would be fenced, even taken for gone,
+        # before its first heartbeat could arrive).
+        self._incarnations: dict[NodeId, int] | None = None
+        self._registered_ms: dict[NodeId, tuple[int, int]] = {}  # node -> (incarnation, ms)
 
     # Inputs.
 
@@ -362,7 +406,18 @@ class ControllerCore:
         heard_ms = self.started_ms
         if session is not None and session.incarnation >= node.incarnation:
             heard_ms = max(heard_ms, session.heard_ms)
+        registered = self._registered_ms.get(node.node_id)
+        if registered is not None and registered[0] == node.incarnation:
+            heard_ms = max(heard_ms, registered[1])
         return max(0, now_ms - heard_ms)
+
+    def _note_registrations(self, image: MetadataImage, *, now_ms: int) -> None:
+        current = {node_id: node.incarnation for node_id, node in image.nodes.items()}
+        if self._incarnations is not None:
+            for node_id, incarnation in current.items():
+                if self._incarnations.get(node_id) != incarnation:
+                    self._registered_ms[node_id] = (incarnation, now_ms)
+        self._incarnations = current
 
     def can_lead(self, image: MetadataImage, node_id: NodeId) -> bool:
         """ACTIVE and not announcing a shutdown: may take leaderships."""
@@ -395,6 +450,7 @@ class ControllerCore:
         `now_ms` is the monotonic clock (sessions, backoff); `wall_ms` the wall clock, only
         for the image's own time-dependent views (a deleted stream, an expired shard)."""
         assert now_ms >= self.started_ms
+        self._note_registrations(image, now_ms=now_ms)
         actions: list[Action] = list(self._node_actions(image, now_ms=now_ms))
         shard_actions: list[ShardAction] = []
         acted: set[ShardUid] = set()
@@ -406,7 +462,7 @@ class ControllerCore:
             if self._waiting(shard.uid, now_ms=now_ms):
                 acted.add(shard.uid)
                 continue
-            action = self._shard_action(image, stream, shard, loads=loads)
+            action = self._shard_action(image, stream, shard, loads=loads, now_ms=now_ms)
             if action is not None:
                 shard_actions.append(action)
                 acted.add(shard.uid)
@@ -415,8 +471,12 @@ class ControllerCore:
                 shard_actions.append(reshard)
         room = min(budget - len(shard_actions), self.settings.rebalance_moves_per_pass_max)
         if room > 0:
+            moves = self._rebalance(image, acted, now_ms=now_ms, wall_ms=wall_ms, moves_max=room)
+            shard_actions.extend(moves)
+            acted.update(move.shard.shard_uid for move in moves)
+        if len(shard_actions) < budget:
             shard_actions.extend(
-                self._rebalance(image, acted, now_ms=now_ms, wall_ms=wall_ms, moves_max=room)
+                self._balance_replicas(image, acted, now_ms=now_ms, wall_ms=wall_ms)
             )
         decided = (*actions, *shard_actions)
         self._decided_image = image
@@ -468,6 +528,36 @@ class ControllerCore:
                     and not self._proven_down(node)
                 ):
                     yield UnfenceNode(node_id=node_id, incarnation=node.incarnation)
+                elif (
+                    not node.voter
+                    and self._absent(node, now_ms=now_ms)
+                    and node_id not in _replica_holders(image)
+                ):
+                    yield RemoveAbsentNode(node_id=node_id, silent_ms=silent_ms)
+
+    def _alive(self, image: MetadataImage, node_id: NodeId, now_ms: int) -> bool:
+        """May take a new replica: can lead, and this controller heard this incarnation
+        within half a session (a node never heard, or falling silent, gets none)."""
+        node = image.nodes.get(node_id)
+        if node is None or not self.can_lead(image, node_id) or not self._heard(node):
+            return False
+        return self.silent_ms(node, now_ms=now_ms) <= self.settings.node_session_timeout_ms // 2
+
+    def _absent(self, node: NodeMeta, *, now_ms: int) -> bool:
+        """FENCED and silent for `absent_node_replace_after_ms`: treated as gone for good."""
+        after_ms = self.settings.absent_node_replace_after_ms
+        return (
+            after_ms > 0
+            and node.state is NodeState.FENCED
+            and self.silent_ms(node, now_ms=now_ms) > after_ms
+        )
+
+    def _leaving(self, image: MetadataImage, node_id: NodeId, *, now_ms: int) -> bool:
+        """Its replicas must move elsewhere: DRAINING, or absent (`_absent`)."""
+        node = image.nodes.get(node_id)
+        if node is None:
+            return False
+        return node.state is NodeState.DRAINING or self._absent(node, now_ms=now_ms)
 
     def _heard(self, node: NodeMeta) -> bool:
         session = self._sessions.get(node.node_id)
@@ -493,7 +583,13 @@ class ControllerCore:
         return (*first, *last)
 
     def _shard_action(
-        self, image: MetadataImage, stream: StreamMeta, shard: ShardMeta, *, loads: NodeLoads
+        self,
+        image: MetadataImage,
+        stream: StreamMeta,
+        shard: ShardMeta,
+        *,
+        loads: NodeLoads,
+        now_ms: int,
     ) -> EpochChange | None:
         """A leader change if the leader cannot stay, else the next step of a replica move."""
         ref = _ref(stream, shard)
@@ -522,9 +618,28 @@ class ControllerCore:
             return self._epoch_change(
                 ref, shard, shard.replicas, eligible=eligible, caught_up=(), reason=reason
             )
-        leaving = [n for n in shard.replicas if image.nodes[n].state is NodeState.DRAINING]
+        leaving = [n for n in shard.replicas if self._leaving(image, n, now_ms=now_ms)]
         if not leaving:
+            if len(shard.replicas) > stream.replication_factor:
+                return self._drop_surplus(image, ref, shard, loads=loads)
+            if len(shard.replicas) < stream.replication_factor:
+                return self._add_replacement(image, ref, shard, loads=loads, now_ms=now_ms)
             return None
+        dead = [n for n in leaving if image.nodes[n].state is NodeState.FENCED]
+        if dead and len(shard.replicas) > 1:
+            # A replica that cannot promise goes first: adding one beside it would need the
+            # newcomer's promise for the new set's majority, and the newcomer holds nothing
+            # to promise about yet. The shard is one short until the replacement (the
+            # under-replicated rule above) is added in the next epoch.
+            new_replicas = tuple(n for n in shard.replicas if n != dead[0])
+            return self._epoch_change(
+                ref,
+                shard,
+                new_replicas,
+                eligible=self._eligible(image, new_replicas),
+                caught_up=(),
+                reason="remove_replica",
+            )
         if len(shard.replicas) <= stream.replication_factor:
             target = _replacement(loads, shard)
             if target is None:
@@ -550,6 +665,116 @@ class ControllerCore:
             caught_up=waiting_for,
             reason="remove_replica",
         )
+
+    def _add_replacement(
+        self,
+        image: MetadataImage,
+        ref: ShardRef,
+        shard: ShardMeta,
+        *,
+        loads: NodeLoads,
+        now_ms: int,
+    ) -> EpochChange | None:
+        """A shard below its replication factor (a dead replica was dropped) gets one on the
+        ACTIVE node holding the fewest replicas."""
+        options = [
+            n for n in loads.replicas if n not in shard.replicas and self._alive(image, n, now_ms)
+        ]
+        if not options:
+            return None
+        target = min(options, key=lambda n: (loads.replicas[n], n))
+        loads.replicas[target] += 1
+        return self._epoch_change(
+            ref,
+            shard,
+            (*shard.replicas, target),
+            eligible=self._eligible(image, shard.replicas),
+            caught_up=(),
+            reason="add_replica",
+        )
+
+    def _drop_surplus(
+        self, image: MetadataImage, ref: ShardRef, shard: ShardMeta, *, loads: NodeLoads
+    ) -> EpochChange:
+        """The second half of a replica balancing move: drop the replica on the node that
+        holds the most (a node that is not ACTIVE first), the leader's last among equals,
+        once the others have caught up."""
+
+        def weight(node_id: NodeId) -> tuple[int, int, bool, str]:
+            active = node_id in loads.replicas
+            count = loads.replicas.get(node_id, 0)
+            return (0 if active else 1, count, node_id != shard.leader, node_id)
+
+        drop = max(shard.replicas, key=weight)
+        new_replicas = tuple(n for n in shard.replicas if n != drop)
+        waiting_for = tuple(
+            n
+            for n in new_replicas
+            if n != shard.leader and image.nodes[n].state is not NodeState.FENCED
+        )
+        if drop in loads.replicas:
+            loads.replicas[drop] -= 1
+        return self._epoch_change(
+            ref,
+            shard,
+            new_replicas,
+            eligible=self._eligible(image, new_replicas),
+            caught_up=waiting_for,
+            reason="remove_surplus",
+        )
+
+    def _balance_replicas(
+        self, image: MetadataImage, acted: set[ShardUid], *, now_ms: int, wall_ms: int
+    ) -> list[EpochChange]:
+        """Step 6 of the module docstring: replicas added on the emptiest nodes."""
+        moves_max = self.settings.replica_moves_max
+        if moves_max == 0:
+            return []
+        shards = [
+            (stream, shard)
+            for stream, shard in _placed_shards(image, wall_ms=wall_ms)
+            if shard.state is not ShardState.CLOSED
+        ]
+        in_flight = sum(
+            1 for stream, shard in shards if len(shard.replicas) > stream.replication_factor
+        )
+        if in_flight >= moves_max:
+            return []
+        loads = node_loads(image, now_ms=wall_ms)
+        # Only nodes heard from lately: a replica added on a node that cannot catch up (not
+        # reachable, refused) would leave the shard a member short of its majority.
+        counts = {n: c for n, c in loads.replicas.items() if self._alive(image, n, now_ms)}
+        moves: list[EpochChange] = []
+        while in_flight + len(moves) < moves_max:
+            move = _replica_move(
+                counts,
+                shards,
+                movable=lambda stream, shard: (
+                    shard.state is ShardState.OPEN
+                    and shard.uid not in acted
+                    and not self._waiting(shard.uid, now_ms=now_ms)
+                    and len(shard.replicas) == stream.replication_factor
+                    and shard.leader is not None
+                    and all(self._alive(image, n, now_ms) for n in shard.replicas)
+                ),
+            )
+            if move is None:
+                break
+            stream, shard, source, target = move
+            counts[source] -= 1
+            counts[target] += 1
+            acted.add(shard.uid)
+            moves.append(
+                self._epoch_change(
+                    _ref(stream, shard),
+                    shard,
+                    (*shard.replicas, target),
+                    eligible=self._eligible(image, shard.replicas),
+                    caught_up=(),
+                    reason="balance_replicas",
+                )
+            )
+        return moves
 
     @staticmethod
     def _epoch_change(
@@ -697,6 +922,36 @@ def _balance_move(
     return None
 
 
+def _replica_move(
+    counts: dict[NodeId, int],
+    shards: Sequence[tuple[StreamMeta, ShardMeta]],
+    *,
+    movable: Callable[[StreamMeta, ShardMeta], bool],
+) -> tuple[StreamMeta, ShardMeta, NodeId, NodeId] | None:
+    """One replica from a fuller to an emptier node whose counts differ by two or more, on a
+    movable shard that has a replica on the first and none on the second; deterministic."""
+    high_first = sorted(counts, key=lambda n: (-counts[n], n))
+    low_first = sorted(counts, key=lambda n: (counts[n], n))
+    for high in high_first:
+        for low in low_first:
+            if counts[high] - counts[low] <= 1:
+                break
+            for stream, shard in shards:
+                if high in shard.replicas and low not in shard.replicas and movable(stream, shard):
+                    return stream, shard, high, low
+    return None
+
+
+def _replica_holders(image: MetadataImage) -> set[NodeId]:
+    """Nodes holding a replica of any shard of a stream not yet forgotten."""
+    return {
+        node_id
+        for stream in image.streams.values()
+        for shard in stream.shards
+        for node_id in shard.replicas
+    }
+
+
 def _by_fewest_leaderships(
     eligible: tuple[NodeId, ...], better: Sequence[NodeId], loads: NodeLoads
 ) -> tuple[NodeId, ...]:
@@ -708,7 +963,7 @@ def _by_fewest_leaderships(
 
 def _action_key(action: Action) -> ShardUid | StreamUid | NodeId:
     match action:
-        case FenceNode() | UnfenceNode():
+        case FenceNode() | UnfenceNode() | RemoveAbsentNode():
             return action.node_id
         case EpochChange():
             return action.shard.shard_uid

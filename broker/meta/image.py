@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
+from broker.meta.video_table import VideoTable
 from broker.streams.account_settings import AccountSettings
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
@@ -261,6 +262,9 @@ class MetadataImage:
     # Shard loads reported by their leaders and each stream's scaling event log (issue 6);
     # changed only by ReportShardLoads, RecordScalingEvent and automatic BeginReshards.
     capacity: CapacityTable = field(default_factory=CapacityTable)
+    # Video streams (Kinesis Video Streams, issue 13) of every account and region; changed
+    # only by the video commands (`transitions/video_streams.py`).
+    video: VideoTable = field(default_factory=VideoTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

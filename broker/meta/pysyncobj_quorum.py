@@ -78,6 +78,7 @@ from typing import Any
 import pysyncobj.syncobj
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal, MemoryJournal
+from pysyncobj.pickle import pickle as pysyncobj_pickle
 from pysyncobj.utility import TcpUtility, UtilityException
 
 from broker.errors import ErrorCode, ShoalError
@@ -807,3 +808,76 @@ def _settle(future: asyncio.Future[object], result: object, reason: int) -> None
 def _unavailable(reason: str, *, unknown: bool) -> ShoalError:
     suffix = " The command may still be applied." if unknown else ""
     return ShoalError(ErrorCode.UNAVAILABLE, f"Metadata unavailable: {reason}.{suffix}")
+
+
+# --- Forcing a new quorum (shoal recover-quorum) --------------------------------------------------
+
+
+def force_single_voter(
+    data_dir: Path,
+    *,
+    self_address: str,
+    transform: Callable[[MetadataImage], MetadataImage],
+) -> tuple[MetadataImage, MetadataImage]:
+    """Rewrites a stopped node's metadata quorum state so that it restarts as the only voter
+    (Raft's "unsafe recovery": what etcd's --force-new-cluster does), continuing from every
+    entry its journal holds, committed or not (as a new sole leader would commit them).
+
+    Replays the snapshot and the journal into an image (pysyncobj membership entries aside),
+    applies `transform` to it (`recovery.surviving_image`), and writes a snapshot of the result
+    whose voter set is `self_address` alone, with an empty journal at the next index and a
+    higher term. Returns (the replayed image, the written one). The node must be stopped."""
+    journal_path = data_dir / JOURNAL_FILE_NAME
+    snapshot_path = data_dir / SNAPSHOT_FILE_NAME
+    image = MetadataImage()
+    last_index, term = 1, 0
+    if snapshot_path.exists():
+        document = json.loads(snapshot_path.read_bytes())
+        if document.get("v") != SNAPSHOT_FORMAT_VERSION:
+            raise ValueError(f"{snapshot_path}: snapshot version {document.get('v')!r}")
+        image = image_from_document(document["image"])
+        _, last_index, term = _entry_from_document(document["last_entry"])
+    journal = DurableJournal(journal_path) if journal_path.exists() else None
+    if journal is not None:
+        for command, index, entry_term in list(journal[:]):
+            term = max(term, entry_term)
+            if index <= last_index and snapshot_path.exists():
+                continue
+            last_index = max(last_index, index)
+            if command[:1] != bytes([_REGULAR_COMMAND]):
+                continue  # no-ops, membership and version entries
+            # (method id, (encoded command,)): the call pysyncobj made of apply_encoded.
+            call: Any = pysyncobj_pickle.loads(command[1:])
+            args: Any = call[1] if isinstance(call, tuple) and len(call) > 1 else ()
+            if len(args) == 1 and isinstance(args[0], bytes):
+                image = state_machine.apply(image, decode_command(args[0])).image
+        term = max(term, journal.getCurrentTerm())
+        journal._destroy()
+    replayed, recovered = image, transform(image)
+    new_term = term + 1
+    no_op = bytes([_NO_OP_COMMAND])
+    previous, last = (no_op, last_index + 1, new_term), (no_op, last_index + 2, new_term)
+    state = {
+        "v": SNAPSHOT_FORMAT_VERSION,
+        "image": image_to_document(recovered),
+        "last_entry": _entry_to_document(last),
+        "previous_entry": _entry_to_document(previous),
+        "cluster": [self_address],
+    }
+    _write_file_durably(snapshot_path, json.dumps(state, sort_keys=True).encode())
+    _write_file_durably(journal_path, _FILE_HEADER.pack(_JOURNAL_MAGIC, _JOURNAL_VERSION))
+    meta = {
+        "v": _META_FORMAT_VERSION,
+        "current_term": new_term,
+        "voted_for": None,
+        "commit_index": last_index + 2,
+    }
+    _write_file_durably(
+        journal_path.with_name(journal_path.name + ".meta"),
+        json.dumps(meta, sort_keys=True).encode(),
+    )
+    return replayed, recovered
+
+
+_REGULAR_COMMAND = 0  # pysyncobj's _COMMAND_TYPE.REGULAR
+_NO_OP_COMMAND = 1  # _COMMAND_TYPE.NO_OP

@@ -42,10 +42,12 @@ from broker.meta.commands import (
     CompleteReshard,
     CreateLeasesCommand,
     CreateStream,
+    CreateVideoStream,
     DeleteApplicationCommand,
     DeleteLeaseCommand,
     DeleteResourcePolicy,
     DeleteStream,
+    DeleteVideoStream,
     DeregisterStreamConsumer,
     ForgetStream,
     InitCluster,
@@ -63,7 +65,9 @@ from broker.meta.commands import (
     SetShardLeader,
     SetStreamEncryption,
     StealLeaseCommand,
+    TagVideoStream,
     TakeLeaseCommand,
+    UntagVideoStream,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateMaxRecordSize,
@@ -71,6 +75,8 @@ from broker.meta.commands import (
     UpdateStreamLimits,
     UpdateStreamMode,
     UpdateStreamWarmThroughput,
+    UpdateVideoRetention,
+    UpdateVideoStream,
 )
 from broker.meta.image import MetadataImage
 from broker.meta.transitions import (
@@ -81,6 +87,7 @@ from broker.meta.transitions import (
     stream_features,
     stream_lifecycle,
     stream_settings,
+    video_streams,
 )
 from broker.meta.transitions.common import ACCOUNT_ID_FALLBACK, DAY_MS, REGION_FALLBACK
 
@@ -180,5 +187,17 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return stream_features.update_warm_throughput(image, command)
         case UpdateRecordDistribution():
             return stream_features.update_record_distribution(image, command)
+        case CreateVideoStream():
+            return video_streams.create(image, command)
+        case DeleteVideoStream():
+            return video_streams.delete(image, command)
+        case UpdateVideoStream():
+            return video_streams.update(image, command)
+        case UpdateVideoRetention():
+            return video_streams.update_retention(image, command)
+        case TagVideoStream():
+            return video_streams.tag(image, command)
+        case UntagVideoStream():
+            return video_streams.untag(image, command)
         case _:
             assert_never(command)

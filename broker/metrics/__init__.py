@@ -22,7 +22,7 @@ Shape:
   `StorageProbe` (group commits, fsync, RocksDB), `QuorumProbe` (the metadata Raft),
   `ReplicationProbe` (shard replicas on this node), `ClusterProbe` (the metadata image's view),
   `CatalogProbe` (per-stream shards and consumers), `AutoscalerProbe` (on-demand scaling),
-  `TlsProbe` (certificate expiry).
+  `TlsProbe` (certificate expiry), `VideoProbe` (media streams: PutMedia and GetMedia).
 - Values that live elsewhere (Raft term, RocksDB sizes, replica counts) are read when Prometheus
   scrapes: `probe.watch(callback)` registers a function returning a small statistics object,
   so wiring a component is one line.
@@ -45,6 +45,7 @@ from broker.metrics.replication import ReplicationProbe, ReplicationView
 from broker.metrics.storage import StorageProbe, StorageView
 from broker.metrics.streams import SHARD_LEVEL, StreamProbe
 from broker.metrics.tls import CertificateExpiry, TlsProbe
+from broker.metrics.video import VideoProbe
 
 __all__ = [
     "API_REQUESTS",
@@ -71,5 +72,6 @@ __all__ = [
     "StreamProbe",
     "StreamView",
     "TlsProbe",
+    "VideoProbe",
     "shoal_version",
 ]

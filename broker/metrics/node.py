@@ -28,6 +28,7 @@ from broker.metrics.replication import ReplicationProbe
 from broker.metrics.storage import FSYNC_DURATION, StorageProbe
 from broker.metrics.streams import StreamProbe
 from broker.metrics.tls import TlsProbe
+from broker.metrics.video import VideoProbe
 
 # --- Identity ---------------------------------------------------------------------------------
 BUILD_INFO = declare(
@@ -96,6 +97,7 @@ class NodeMetrics:
         self.catalog = CatalogProbe(self.registry)
         self.autoscaler = AutoscalerProbe(self.registry)
         self.tls = TlsProbe(self.registry)
+        self.video = VideoProbe(self.registry)
         identity = (
             (BUILD_INFO, (version or shoal_version(), revision, platform.python_version())),
             (NODE_INFO, (node_id,)),

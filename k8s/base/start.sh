@@ -1,21 +1,26 @@
 #!/bin/sh
-# Derive this pod's identity and its peers from the StatefulSet's stable names, then exec the
-# node (tini stays PID 1). Pod shoal-1 of a 3-pod set behind shoal-headless in namespace ns:
-#   SHOAL_NODE_ID=shoal-1
-#   SHOAL_HOST=shoal-1.shoal-headless.ns.svc.cluster.local    (bind and advertise; in /etc/hosts)
-#   SHOAL_PEERS=shoal-0.shoal-headless.ns.svc.cluster.local:50052,shoal-2....:50052
+# Derive this pod's identity and its place in the metadata quorum from the StatefulSet's stable
+# names, then exec the node (tini stays PID 1). Pod shoal-4 of the set behind shoal-headless in
+# namespace ns, with SHOAL_VOTERS=3:
+#   SHOAL_NODE_ID=shoal-4
+#   SHOAL_HOST=shoal-4.shoal-headless.ns.svc.cluster.local    (advertised to peers and clients)
+#   SHOAL_PEERS_FROM_DNS=shoal-{0..2}.shoal-headless.ns.svc.cluster.local:50052
+# Ordinals 0..SHOAL_VOTERS-1 vote in the metadata quorum; every later ordinal joins it as a
+# non-voting member by itself, so `kubectl scale` up needs no other step (docs/operations.md
+# "Scaling"). The node listens on every interface (SHOAL_LISTEN_HOST, config.env), so
+# `kubectl port-forward` and `kubectl exec ... shoal ...` reach it on 127.0.0.1 too.
 set -eu
-self=$(hostname)                  # the pod name, e.g. shoal-1
-fqdn=$(hostname -f)               # shoal-1.shoal-headless.ns.svc.cluster.local
+self=$(hostname)                  # the pod name, e.g. shoal-4
+fqdn=$(hostname -f)               # shoal-4.shoal-headless.ns.svc.cluster.local
 domain=${fqdn#"$self".}           # shoal-headless.ns.svc.cluster.local
 set_name=${self%-*}               # shoal
-peers=""
-i=0
-while [ "$i" -lt "${SHOAL_CLUSTER_SIZE:?set SHOAL_CLUSTER_SIZE to the replica count}" ]; do
-    if [ "$set_name-$i" != "$self" ]; then
-        peers="${peers:+$peers,}$set_name-$i.$domain:${SHOAL_RAFT_PORT:-50052}"
-    fi
-    i=$((i + 1))
-done
-export SHOAL_NODE_ID="$self" SHOAL_HOST="$fqdn" SHOAL_PEERS="$peers"
+voters=${SHOAL_VOTERS:-3}
+case "$voters" in
+    1|3|5) ;;
+    *) echo "start.sh: SHOAL_VOTERS must be 1, 3 or 5, got $voters" >&2; exit 2 ;;
+esac
+last=$((voters - 1))
+export SHOAL_NODE_ID="$self" SHOAL_HOST="$fqdn" \
+    SHOAL_PEERS_FROM_DNS="$set_name-{0..$last}.$domain:${SHOAL_RAFT_PORT:-50052}"
+unset SHOAL_VOTERS                # read here only; not a node setting
 exec shoal serve "$@"

@@ -126,6 +126,13 @@ def step(metrics: NodeMetrics, rng: random.Random) -> None:
         metrics.storage.group_committed(records, records * 100, rng.uniform(0.0002, 0.004))
         metrics.quorum.journal_synced(rng.uniform(0.0002, 0.004))
         metrics.replication.batch_acknowledged(records, records * 100)
+    metrics.video.session_opened()
+    metrics.video.received_bytes("porch", rng.randint(100_000, 500_000))
+    metrics.video.received_fragment("porch")
+    metrics.video.persisted(rng.uniform(0.002, 0.05))
+    metrics.video.sent("porch", fragments=1, count=rng.randint(100_000, 500_000))
+    metrics.video.error_ack("porch", "INVALID_MKV_DATA")
+    metrics.video.session_closed()
 
 
 class Load:

@@ -59,6 +59,9 @@ def test_dockerfile_shape() -> None:
     labels = " ".join(args for keyword, args in final if keyword == "LABEL")
     for label in ("title", "description", "licenses", "version", "revision"):
         assert f"org.opencontainers.image.{label}=" in labels
+    runs = " ".join(args for keyword, args in steps if keyword == "RUN")
+    assert "pip uninstall --yes --no-input pip setuptools" in runs  # not in the runtime venv
+    assert "apt-get clean" in runs and "/var/lib/apt/lists/*" in runs
     exposed = " ".join(args for keyword, args in final if keyword == "EXPOSE").split()
     assert set(exposed) == {"4567", "50051", "50052", "9464"}
 
@@ -71,7 +74,7 @@ def test_dockerignore_admits_only_the_package() -> None:
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"broker", "pyproject.toml", "README.md", "wheels"}
+    assert allowed == {"broker", "pyproject.toml", "README.md", "LICENSE", "wheels"}
 
 
 def test_compose_matches_the_compose_spec() -> None:

@@ -13,27 +13,33 @@ timers is split once under the load, up to a ceiling of 2 shards, for the scalin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import boto3
 import grpc
 import pytest
 
 from broker.client.grpc_client import AsyncShoalClient
+from broker.client.video_producer import PutMediaTarget, put_media
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import client_credentials
+from broker.video.acks import AckEventType
 from tests.certificates import issue, make_authority
 from tests.deploy.prometheus_harness import PrometheusServer, dashboard_queries, substitute
 from tests.deploy.test_dashboard import DASHBOARD_PATH, RULES
 from tests.deploy.tools import tool
 from tests.support import ClusterProcesses, free_port, wait_until
+from tests.video.media import h264_mkv
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 STREAM = "dashboard"
+VIDEO_STREAM = "dashboard-camera"
 AUTO_STREAM = "dashboard-auto"  # ON_DEMAND, split once by the autoscaler
 CONSUMER = "dashboard-fan"
 # Short autoscaler timers: a shard writing over 30 records/s for a second is split; the pair
@@ -64,9 +70,19 @@ class Load:
     """Puts (bursts larger than the shard's write limit) and GetRecords (faster than its read
     call limit) from a thread with its own event loop, until stopped."""
 
-    def __init__(self, endpoints: list[str], credentials: grpc.ChannelCredentials) -> None:
+    def __init__(
+        self,
+        endpoints: list[str],
+        credentials: grpc.ChannelCredentials,
+        *,
+        http_endpoint: str = "",
+        ca_file: str = "",
+    ) -> None:
         self._endpoints = endpoints
         self._credentials = credentials
+        self._http_endpoint = http_endpoint
+        self._ca_file = ca_file
+        self.video_fragments = 0  # PERSISTED acknowledgements of the video load
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self.puts = 0
@@ -90,6 +106,7 @@ class Load:
         try:
             await self._setup(clients[0])
             fan_out = asyncio.create_task(self._subscribe(clients[1]))
+            video = asyncio.create_task(self._video())
             iterators: dict[str, str] = {}
             turn = 0
             while not self._stop.is_set():
@@ -111,9 +128,56 @@ class Load:
         finally:
             if fan_out is not None:
                 fan_out.cancel()
-                await asyncio.gather(fan_out, return_exceptions=True)
+                video.cancel()
+                await asyncio.gather(fan_out, video, return_exceptions=True)
             for client in clients:
                 await client.close()
+
+    async def _video(self) -> None:
+        """Media streams: a camera's fragments through PutMedia (and one upload of bytes that
+        are not MKV, for the error panel), read back with GetMedia, over HTTPS."""
+        kvs = boto3.client(
+            "kinesisvideo",
+            endpoint_url=self._http_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+            verify=self._ca_file,
+        )
+
+        def create() -> None:
+            with contextlib.suppress(kvs.exceptions.ResourceInUseException):
+                kvs.create_stream(StreamName=VIDEO_STREAM, DataRetentionInHours=1)
+
+        await _retry_any(lambda: asyncio.to_thread(create))
+        clip = await asyncio.to_thread(h264_mkv, frames=25)
+        media = boto3.client(
+            "kinesis-video-media",
+            endpoint_url=self._http_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+            verify=self._ca_file,
+        )
+        target = PutMediaTarget(
+            endpoint=self._http_endpoint, stream_name=VIDEO_STREAM, ca_file=self._ca_file
+        )
+        rounds = 0
+        while not self._stop.is_set():
+            body = b"not mkv at all" if rounds == 0 else clip
+            rounds += 1
+            try:
+                async for ack in put_media(target, _once(body)):
+                    if ack.event_type is AckEventType.PERSISTED:
+                        self.video_fragments += 1
+                response = await asyncio.to_thread(
+                    media.get_media,
+                    StreamName=VIDEO_STREAM,
+                    StartSelector={"StartSelectorType": "EARLIEST"},
+                )
+                await asyncio.to_thread(response["Payload"].read)
+            except Exception:  # a node busy: the load goes on
+                await asyncio.sleep(0.2)
 
     async def _subscribe(self, client: AsyncShoalClient) -> None:
         """Holds a subscription of the consumer to shard 0, counting events; the first time,
@@ -226,6 +290,20 @@ async def _retry(call: Callable[[], Awaitable[T]], *, attempts: int = 300) -> T:
     return await call()
 
 
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _retry_any(call: Callable[[], Awaitable[T]], *, attempts: int = 300) -> T:
+    """`call` until it succeeds, whatever it raises meanwhile (the cluster forming), bounded."""
+    for _ in range(attempts - 1):
+        try:
+            return await call()
+        except Exception:
+            await asyncio.sleep(0.2)
+    return await call()
+
+
 def test_every_panel_returns_data_from_a_live_cluster(tmp_path: Path) -> None:
     prometheus = tool("prometheus")
     authority = make_authority(tmp_path / "pki", "cluster-ca")
@@ -258,7 +336,12 @@ def test_every_panel_returns_data_from_a_live_cluster(tmp_path: Path) -> None:
     try:
         targets = [f"127.0.0.1:{port}" for port in metrics_ports]
         with (
-            Load(cluster.endpoints, credentials) as load,
+            Load(
+                cluster.endpoints,
+                credentials,
+                http_endpoint=f"https://127.0.0.1:{cluster.nodes[0].http_port}",
+                ca_file=str(authority.cert_file),
+            ) as load,
             PrometheusServer(prometheus, tmp_path, targets, rule_files=[RULES]) as prom,
         ):
             prom.wait_for_targets_up(deadline_s=60)
@@ -281,7 +364,7 @@ def test_every_panel_returns_data_from_a_live_cluster(tmp_path: Path) -> None:
             except AssertionError as error:
                 raise AssertionError(
                     f"panels without data: {missing} (fan-out events {load.events}, "
-                    f"refusals {load.refusals})"
+                    f"refusals {load.refusals}, video fragments {load.video_fragments})"
                 ) from error
             assert load.refusals == [ErrorCode.RESOURCE_IN_USE]
             assert load.events > 0

@@ -188,7 +188,8 @@ def test_settings_are_known_and_cluster_size_matches(base: list[dict[str, Any]])
     container = sts["spec"]["template"]["spec"]["containers"][0]
     names = set(config["data"]) | {e["name"] for e in container["env"]}
     assert not unknown_settings(names)
-    assert int(config["data"]["SHOAL_CLUSTER_SIZE"]) == sts["spec"]["replicas"]
+    assert int(config["data"]["SHOAL_VOTERS"]) <= sts["spec"]["replicas"]
+    assert config["data"]["SHOAL_LISTEN_HOST"] == "0.0.0.0"  # port-forward and exec reach it
     assert config["data"]["SHOAL_GRPC_PORT"] == "50051"  # the probes' port
 
 
@@ -226,10 +227,11 @@ def fake_bin(directory: Path, name: str, script: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
 
 
-@pytest.mark.parametrize("pod", ["shoal-0", "shoal-2"])
+@pytest.mark.parametrize("pod", ["shoal-0", "shoal-2", "shoal-4"])
 def test_start_script_derives_identity_and_peers(pod: str, tmp_path: Path) -> None:
     """start.sh with `hostname` and `shoal` stubbed: it exports the pod's FQDN as host, its
-    name as node id, and every other ordinal as a peer on the Raft port."""
+    name as node id, and the voters' pattern (the first SHOAL_VOTERS ordinals) whatever the
+    pod's ordinal: shoal-4 of a scaled-up set joins the same quorum as a non-voting member."""
     domain = "shoal-headless.prod.svc.cluster.local"
     fake_bin(
         tmp_path,
@@ -240,11 +242,11 @@ def test_start_script_derives_identity_and_peers(pod: str, tmp_path: Path) -> No
         tmp_path,
         "shoal",
         'echo "args=$*"; echo "id=$SHOAL_NODE_ID"; echo "host=$SHOAL_HOST"; '
-        'echo "peers=$SHOAL_PEERS"\n',
+        'echo "voters=$SHOAL_PEERS_FROM_DNS"; echo "unset=${SHOAL_VOTERS-yes}"\n',
     )
     env = {
         "PATH": f"{tmp_path}:{os.environ['PATH']}",
-        "SHOAL_CLUSTER_SIZE": "3",
+        "SHOAL_VOTERS": "3",
         "SHOAL_RAFT_PORT": "50052",
     }
     result = subprocess.run(
@@ -254,10 +256,15 @@ def test_start_script_derives_identity_and_peers(pod: str, tmp_path: Path) -> No
         text=True,
         check=True,
     )
-    others = [f"shoal-{i}.{domain}:50052" for i in range(3) if f"shoal-{i}" != pod]
     assert result.stdout.splitlines() == [
         "args=serve --extra",
         f"id={pod}",
         f"host={pod}.{domain}",
-        f"peers={','.join(others)}",
+        f"voters=shoal-{{0..2}}.{domain}:50052",
+        "unset=yes",
     ]
+    from broker.config import Config
+
+    layout = Config(node_id=pod, peers_from_dns=f"shoal-{{0..2}}.{domain}:50052").quorum_layout()
+    assert layout.read_only == (pod == "shoal-4")
+    assert layout.self_address == f"{pod}.{domain}:50052"

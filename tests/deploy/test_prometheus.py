@@ -3,6 +3,7 @@ documented, and the compose scrape config is valid."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +17,21 @@ from tests.support import REPO
 PROMETHEUS_DIR = REPO / "deploy/prometheus"
 RULES = PROMETHEUS_DIR / "rules.yml"
 OPERATIONS = REPO / "docs/operations.md"
+RULES_PATH = RULES
+
+
+def _generator() -> Any:
+    spec = importlib.util.spec_from_file_location("deploy_generate", REPO / "deploy/generate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_GENERATE = _generator()
+RUNBOOK_BASE: str = _GENERATE.RUNBOOK_BASE
+with_runbook_base = _GENERATE.with_runbook_base
+runbook_bases = _GENERATE.runbook_bases
 
 
 def alerts() -> list[dict[str, Any]]:
@@ -57,6 +73,14 @@ def test_every_alert_has_a_firing_unit_test() -> None:
     assert {alert["alert"] for alert in alerts()} <= fired
 
 
+def test_the_runbook_base_is_one_setting() -> None:
+    rules = RULES_PATH.read_text()
+    assert runbook_bases(rules) == {RUNBOOK_BASE}
+    moved = with_runbook_base(rules, "https://wiki.example.org/shoal")
+    assert runbook_bases(moved) == {"https://wiki.example.org/shoal"}
+    assert moved.count("runbook_url") == rules.count("runbook_url")
+
+
 def test_every_alert_is_documented_with_a_severity() -> None:
     anchors = {
         re.sub(r"[^a-z0-9]+", "", line.lstrip("#").strip().lower())
@@ -67,4 +91,7 @@ def test_every_alert_is_documented_with_a_severity() -> None:
         assert alert["labels"]["severity"] in {"warning", "critical"}, alert["alert"]
         runbook = alert["annotations"]["runbook"]
         assert runbook == f"docs/operations.md#{alert['alert'].lower()}"
+        # A full URL on one configurable base (deploy/generate.py --runbook-base).
+        url = alert["annotations"]["runbook_url"]
+        assert url == f"{RUNBOOK_BASE}#{alert['alert'].lower()}", url
         assert alert["alert"].lower() in anchors, f"no section {alert['alert']} in {OPERATIONS}"

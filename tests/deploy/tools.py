@@ -60,10 +60,9 @@ def load_yaml_all(text: str) -> list[Any]:
     return [document for document in yaml.safe_load_all(text) if document is not None]
 
 
-# SHOAL_* variables the deployment files set that `broker.config` does not read (yet):
-# - SHOAL_CLUSTER_SIZE: read by k8s/base/start.sh to list the peers, not by the node.
-# load_config ignores SHOAL_* names it does not know, so these are harmless until then.
-PENDING_SETTINGS = {"SHOAL_CLUSTER_SIZE"}
+# SHOAL_* variables the deployment files set that `broker.config` does not read:
+# - SHOAL_VOTERS: read (and unset) by k8s/base/start.sh to name the voters, not by the node.
+PENDING_SETTINGS = {"SHOAL_VOTERS"}
 
 
 def unknown_settings(names: set[str]) -> set[str]:

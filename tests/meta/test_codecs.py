@@ -56,6 +56,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.video_factories import every_video_command
 
 EVERY_COMMAND: list[Command] = [
     init_cluster(),
@@ -135,6 +136,7 @@ EVERY_COMMAND: list[Command] = [
     SetStreamEncryption(now_ms=26, name="s1", encryption_type="NONE", key_id=None, updating_ms=1),
     UpdateStreamWarmThroughput(now_ms=27, name="s1", warm_throughput_mibps=64, updating_ms=1),
     UpdateRecordDistribution(now_ms=28, name="s1", strategy=RecordDistribution.AUTO),
+    *every_video_command(now_ms=23),
 ]
 
 

@@ -270,12 +270,32 @@ def test_choose_leader_breaks_ties_by_preference_and_never_takes_a_shorter_log()
 
 
 def test_choose_leader_needs_majorities_of_both_sets_in_a_move() -> None:
-    old, new = (N1, N2, N3), (N1, N2, N3, N4)
-    promises = {N1: promise(7), N2: promise(7)}
-    # 2 of 3 old, but only 2 of 4 new.
+    old, new = (N1, N2, N3, N4), (N1, N2, N3)
+    promises = {N1: promise(7), N4: promise(7)}
+    # 2 of 4 old is no majority; with N2, 3 of 4 old and 2 of 3 new.
     assert choose_leader(promises, replicas=old, new_replicas=new, eligible=new) is None
-    promises[N4] = promise(0, last_epoch=0)
+    promises[N2] = promise(5)
     assert choose_leader(promises, replicas=old, new_replicas=new, eligible=new) == N1
+    # Dropping N3: N1 and N3 are a majority of the old set, not of the new one (N1, N2).
+    removal = {N1: promise(7), N3: promise(7)}
+    assert (
+        choose_leader(removal, replicas=(N1, N2, N3), new_replicas=(N1, N2), eligible=(N1,)) is None
+    )
+
+
+def test_adding_a_replica_needs_only_the_old_sets_majority() -> None:
+    """DESIGN §4: the newcomer hosts nothing to promise about yet (a shard of one replica
+    could never grow otherwise)."""
+    promises = {N1: promise(7), N2: promise(7)}
+    assert (
+        choose_leader(
+            promises, replicas=(N1, N2, N3), new_replicas=(N1, N2, N3, N4), eligible=(N1,)
+        )
+        == N1
+    )
+    assert (
+        choose_leader({N1: promise(3)}, replicas=(N1,), new_replicas=(N1, N2), eligible=(N1,)) == N1
+    )
 
 
 def test_is_caught_up() -> None:

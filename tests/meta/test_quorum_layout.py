@@ -7,12 +7,12 @@ import pytest
 from broker.config import (
     Config,
     QuorumLayout,
-    automatic_voter_count,
     expand_peer_pattern,
     node_ordinal,
+    pattern_member,
 )
 
-PATTERN = "shoal-{0..4}.shoal-headless.ns.svc:50052"
+PATTERN = "shoal-{0..2}.shoal-headless.ns.svc:50052"
 
 
 def test_pattern_expands_in_ordinal_order() -> None:
@@ -22,15 +22,20 @@ def test_pattern_expands_in_ordinal_order() -> None:
             expand_peer_pattern(bad)
 
 
-def test_node_ordinal_and_automatic_voters() -> None:
+def test_node_ordinal_and_pattern_members() -> None:
     assert node_ordinal("shoal-12") == 12
     with pytest.raises(ValueError, match="ordinal"):
         node_ordinal("shoal")
-    assert [automatic_voter_count(n) for n in range(1, 8)] == [1, 1, 3, 3, 5, 5, 5]
+    assert pattern_member(PATTERN, 4) == "shoal-4.shoal-headless.ns.svc:50052"
+    # Ordinals count from the range's first value (loopback addresses in the process tests).
+    assert pattern_member("127.0.0.{2..4}:7100", 0) == "127.0.0.2:7100"
+    assert pattern_member("127.0.0.{2..4}:7100", 5) == "127.0.0.7:7100"
 
 
-def test_the_first_ordinals_vote_and_the_rest_follow() -> None:
-    voter = Config(node_id="shoal-1", peers_from_dns=PATTERN, voters=3).quorum_layout()
+def test_the_range_votes_and_every_later_ordinal_follows() -> None:
+    """A StatefulSet scaled past the voters' range: the new pods join as non-voting members
+    of the same quorum, with no other setting changed."""
+    voter = Config(node_id="shoal-1", peers_from_dns=PATTERN).quorum_layout()
     assert voter == QuorumLayout(
         self_address="shoal-1.shoal-headless.ns.svc:50052",
         peers=(
@@ -39,13 +44,12 @@ def test_the_first_ordinals_vote_and_the_rest_follow() -> None:
         ),
         read_only=False,
     )
-    follower = Config(node_id="shoal-4", peers_from_dns=PATTERN, voters=3).quorum_layout()
-    assert follower.read_only
-    assert len(follower.peers) == 3
-    assert all(not p.startswith("shoal-4") for p in follower.peers)
-    automatic = Config(node_id="shoal-4", peers_from_dns=PATTERN).quorum_layout()
-    assert not automatic.read_only  # 5 members: 5 voters
-    assert len(automatic.peers) == 4
+    follower = Config(node_id="shoal-4", peers_from_dns=PATTERN).quorum_layout()
+    assert follower == QuorumLayout(
+        self_address="shoal-4.shoal-headless.ns.svc:50052",
+        peers=expand_peer_pattern(PATTERN),
+        read_only=True,
+    )
 
 
 def test_explicit_peers_and_join() -> None:
@@ -58,4 +62,4 @@ def test_explicit_peers_and_join() -> None:
     with pytest.raises(ValueError, match="at most one"):
         Config(peers=("a:1",), join=("b:1",)).validate()
     with pytest.raises(ValueError, match="ordinal"):
-        Config(node_id="shoal-7", peers_from_dns=PATTERN).validate()
+        Config(node_id="shoal", peers_from_dns=PATTERN).validate()

@@ -15,6 +15,7 @@ never count `applied_commands`, which `apply` does once per command.
     account_limits.py    the account's shard and on-demand limits, per-stream and account limits
     stream_features.py   resource policies, encryption settings, warm throughput, record
                          distribution (the operations AWS added since 2023)
+    video_streams.py     video streams (Kinesis Video Streams): create, delete, update, tags
 
 Capacity loads and scaling events live in `broker.meta.capacity`, which predates this package.
 """

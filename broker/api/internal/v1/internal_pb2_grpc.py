@@ -443,6 +443,11 @@ class ClusterAdminServiceStub:
                 request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.FromString,
                 _registered_method=True)
+        self.RemoveNode = channel.unary_unary(
+                '/broker.api.internal.v1.ClusterAdminService/RemoveNode',
+                request_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.FromString,
+                _registered_method=True)
 
 
 class ClusterAdminServiceServicer:
@@ -476,6 +481,14 @@ class ClusterAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RemoveNode(self, request, context):
+        """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+        the metadata quorum's voters if it is one, then REMOVED in the metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ClusterAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -498,6 +511,11 @@ def add_ClusterAdminServiceServicer_to_server(servicer, server):
                     servicer.Drain,
                     request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.FromString,
                     response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.SerializeToString,
+            ),
+            'RemoveNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNode,
+                    request_deserializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.FromString,
+                    response_serializer=broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -610,6 +628,33 @@ class ClusterAdminService:
             '/broker.api.internal.v1.ClusterAdminService/Drain',
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainRequest.SerializeToString,
             broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.DrainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.internal.v1.ClusterAdminService/RemoveNode',
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeRequest.SerializeToString,
+            broker_dot_api_dot_internal_dot_v1_dot_internal__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -201,6 +201,10 @@ class ClusterAdminServiceStub:
     """Move every shard leadership off a node (it takes no new ones); answers when done or when
     the deadline passes, with what is left.
     """
+    RemoveNode: _grpc.UnaryUnaryMultiCallable[_internal_pb2.RemoveNodeRequest, _internal_pb2.RemoveNodeResponse]
+    """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+    the metadata quorum's voters if it is one, then REMOVED in the metadata.
+    """
 
 @_typing.type_check_only
 class ClusterAdminServiceAsyncStub(ClusterAdminServiceStub):
@@ -213,6 +217,10 @@ class ClusterAdminServiceAsyncStub(ClusterAdminServiceStub):
     Drain: _aio.UnaryUnaryMultiCallable[_internal_pb2.DrainRequest, _internal_pb2.DrainResponse]  # type: ignore[assignment]
     """Move every shard leadership off a node (it takes no new ones); answers when done or when
     the deadline passes, with what is left.
+    """
+    RemoveNode: _aio.UnaryUnaryMultiCallable[_internal_pb2.RemoveNodeRequest, _internal_pb2.RemoveNodeResponse]  # type: ignore[assignment]
+    """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+    the metadata quorum's voters if it is one, then REMOVED in the metadata.
     """
 
 class ClusterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -247,6 +255,16 @@ class ClusterAdminServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_internal_pb2.DrainResponse, _abc.Awaitable[_internal_pb2.DrainResponse]]:
         """Move every shard leadership off a node (it takes no new ones); answers when done or when
         the deadline passes, with what is left.
+        """
+
+    @_abc_1.abstractmethod
+    def RemoveNode(
+        self,
+        request: _internal_pb2.RemoveNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_internal_pb2.RemoveNodeResponse, _abc.Awaitable[_internal_pb2.RemoveNodeResponse]]:
+        """Take a node out of the cluster once it holds no shard replica (drain it first): out of
+        the metadata quorum's voters if it is one, then REMOVED in the metadata.
         """
 
 def add_ClusterAdminServiceServicer_to_server(servicer: ClusterAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

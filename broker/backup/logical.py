@@ -1,0 +1,452 @@
+"""Logical backup and restore of streams through the Kinesis API.
+
+**Backup** (`back_up`), per stream: the settings (retention, mode, enhanced monitoring, record
+size), tags and registered consumers, and every shard of its lineage (hash range, parents),
+read first; then each shard's records from where the previous backup stopped
+(AFTER_SEQUENCE_NUMBER of the last one copied, else TRIM_HORIZON) up to its tip, written as
+new segments; the manifest last. So a backup is incremental, and consistent per shard: every
+segment is a gap-free run of the shard's records, and a reader of the manifest sees only
+segments that were completely written. A closed shard read to its end is not read again.
+
+**Restore** (`restore`) recreates a stream on another cluster: CreateStream with the root
+shards, then every split and merge of the lineage in shard order (so the same shard ids and
+hash ranges come out), each shard's records written to it (PutRecords with an explicit hash
+key inside the shard, in their order) before it is resharded; then tags, retention, enhanced
+monitoring, record size, consumers and the capacity mode. Sequence numbers and arrival times are
+new (the API cannot set them; `RestoreReport.sequence_map` maps old to new, for consumers'
+checkpoints); record order within each shard and across the lineage is kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from broker.backup.store import BackupStore
+
+MANIFEST_VERSION = 1
+SEGMENT_RECORDS_MAX = 10_000
+_PUT_BATCH_RECORDS_MAX = 500  # PutRecords' limit
+_PUT_BATCH_BYTES_MAX = 4 * 1024 * 1024  # below PutRecords' 5 MiB
+_PUT_ATTEMPTS_MAX = 50
+
+Call = Callable[[str, dict[str, Any]], dict[str, Any]]
+_SENTINELS = ("TRIM_HORIZON", "LATEST", "SHARD_END", "AT_TIMESTAMP")
+
+
+class LeaseAccess(Protocol):
+    """The consumer lease table through the public LeaseService (`broker/cli/backup.py`)."""
+
+    def list_leases(self, stream: str) -> list[dict[str, Any]]:
+        """Every application's leases on `stream`: {application, lease_key, checkpoint,
+        sub_sequence, parents}."""
+        ...
+
+    def create_leases(self, application: str, stream: str, leases: list[dict[str, Any]]) -> None:
+        """Creates leases {lease_key, checkpoint, sub_sequence, parents}."""
+        ...
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot proceed; the message is for the operator."""
+
+
+def manifest_key(stream: str) -> str:
+    return f"streams/{stream}/manifest.json"
+
+
+@dataclass
+class BackupReport:
+    stream: str
+    records_copied: int = 0
+    shards: int = 0
+
+
+def back_up(
+    call: Call, store: BackupStore, stream: str, *, leases: LeaseAccess | None = None
+) -> BackupReport:
+    previous = _load_manifest(store, stream)
+    summary = call("DescribeStreamSummary", {"StreamName": stream})["StreamDescriptionSummary"]
+    tags = _paged_tags(call, stream)
+    consumers = _consumer_names(call, summary["StreamARN"])
+    # Read before the records: every checkpoint then points at a record the backup holds.
+    lease_rows = leases.list_leases(stream) if leases is not None else []
+    listed = _paged_shards(call, stream)
+    before = {s["shard_id"]: s for s in previous["shards"]} if previous else {}
+    report = BackupReport(stream=stream, shards=len(listed))
+    shards = []
+    for shard in listed:
+        entry = dict(before.get(shard["ShardId"]) or _shard_entry(shard))
+        entry["closed"] = "EndingSequenceNumber" in shard["SequenceNumberRange"]
+        if not entry.get("complete"):
+            copied = _copy_shard(call, store, stream, entry)
+            report.records_copied += copied
+        shards.append(entry)
+    monitoring = summary.get("EnhancedMonitoring") or [{}]
+    manifest = {
+        "v": MANIFEST_VERSION,
+        "stream": stream,
+        "backed_up_at": datetime.now(UTC).isoformat(),
+        "settings": {
+            "retention_hours": summary["RetentionPeriodHours"],
+            "mode": summary["StreamModeDetails"]["StreamMode"],
+            "enhanced_metrics": sorted(monitoring[0].get("ShardLevelMetrics", [])),
+            "max_record_size_kib": summary.get("MaxRecordSizeInKiB", 1024),
+        },
+        "tags": tags,
+        "consumers": consumers,
+        "leases": lease_rows,
+        "shards": shards,
+    }
+    store.put(manifest_key(stream), json.dumps(manifest, indent=1).encode())
+    return report
+
+
+def _shard_entry(shard: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "shard_id": shard["ShardId"],
+        "hash_start": shard["HashKeyRange"]["StartingHashKey"],
+        "hash_end": shard["HashKeyRange"]["EndingHashKey"],
+        "parent": shard.get("ParentShardId"),
+        "adjacent_parent": shard.get("AdjacentParentShardId"),
+        "segments": [],
+        "last_sequence": None,
+        "records": 0,
+        "complete": False,
+    }
+
+
+def _copy_shard(call: Call, store: BackupStore, stream: str, entry: dict[str, Any]) -> int:
+    """Appends the shard's records after `last_sequence` as new segments; returns how many."""
+    request: dict[str, Any] = {"StreamName": stream, "ShardId": entry["shard_id"]}
+    if entry["last_sequence"] is None:
+        request["ShardIteratorType"] = "TRIM_HORIZON"
+    else:
+        request["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+        request["StartingSequenceNumber"] = entry["last_sequence"]
+    iterator: str | None = call("GetShardIterator", request)["ShardIterator"]
+    pending: list[dict[str, Any]] = []
+    copied = 0
+
+    def flush() -> None:
+        nonlocal pending
+        if not pending:
+            return
+        key = f"streams/{stream}/shards/{entry['shard_id']}/{len(entry['segments']):06d}.jsonl"
+        store.put(key, b"".join(json.dumps(r).encode() + b"\n" for r in pending))
+        entry["segments"].append(key)
+        entry["last_sequence"] = pending[-1]["seq"]
+        entry["records"] += len(pending)
+        pending = []
+
+    while iterator is not None:
+        response = call("GetRecords", {"ShardIterator": iterator, "Limit": 10_000})
+        for record in response["Records"]:
+            pending.append(
+                {
+                    "seq": record["SequenceNumber"],
+                    "pk": record["PartitionKey"],
+                    "ts": record["ApproximateArrivalTimestamp"].timestamp(),
+                    "data": base64.b64encode(record["Data"]).decode(),
+                }
+            )
+            copied += 1
+            if len(pending) >= SEGMENT_RECORDS_MAX:
+                flush()
+        iterator = response.get("NextShardIterator")
+        if iterator is None:
+            entry["complete"] = True  # a closed shard read to its end
+        elif not response["Records"] and response.get("MillisBehindLatest", 0) == 0:
+            break  # at the tip of an open shard
+    flush()
+    return copied
+
+
+@dataclass
+class RestoreReport:
+    stream: str
+    records_written: int = 0
+    shard_ids: dict[str, str] = field(default_factory=dict)  # backed-up id -> restored id
+    sequence_map: dict[str, str] = field(default_factory=dict)  # old -> new sequence number
+    sequence_shards: dict[str, str] = field(default_factory=dict)  # old sequence -> old shard
+
+
+def restore(
+    call: Call,
+    store: BackupStore,
+    stream: str,
+    *,
+    as_name: str | None = None,
+    wait_active: Callable[[str], None],
+    leases: LeaseAccess | None = None,
+) -> RestoreReport:
+    manifest = _load_manifest(store, stream)
+    if manifest is None:
+        raise BackupError(f"no backup of stream {stream} in {store.describe()}")
+    target = as_name or stream
+    shards = {s["shard_id"]: s for s in manifest["shards"]}
+    roots = [s for s in manifest["shards"] if s["parent"] not in shards]
+    call("CreateStream", {"StreamName": target, "ShardCount": len(roots)})
+    wait_active(target)
+    report = RestoreReport(stream=target)
+    restored = {s["HashKeyRange"]["StartingHashKey"]: s for s in _paged_shards(call, target)}
+    for root in roots:
+        new = restored.get(root["hash_start"])
+        if new is None or new["HashKeyRange"]["EndingHashKey"] != root["hash_end"]:
+            raise BackupError(f"{root['shard_id']}'s hash range is not a root shard's range")
+        report.shard_ids[root["shard_id"]] = new["ShardId"]
+        _write_records(call, store, target, root, new["ShardId"], report)
+    # In shard order each reshard comes after those that made its parents, and a child's
+    # records are written while it is open, right after the reshard that made it.
+    for entry in manifest["shards"]:
+        if entry["shard_id"] in report.shard_ids:
+            continue
+        before = set(report.shard_ids)
+        _reshard(call, target, entry, shards, report, wait_active)
+        if entry["shard_id"] not in report.shard_ids:
+            raise BackupError(f"replaying the reshard that made {entry['shard_id']} made no match")
+        for old_id in sorted(set(report.shard_ids) - before):
+            _write_records(call, store, target, shards[old_id], report.shard_ids[old_id], report)
+    _restore_settings(call, target, manifest, wait_active)
+    if leases is not None:
+        _restore_leases(leases, target, manifest, report)
+    return report
+
+
+def _restore_leases(
+    leases: LeaseAccess, target: str, manifest: dict[str, Any], report: RestoreReport
+) -> None:
+    """Each application's leases on the restored shards, checkpoints translated to the new
+    sequence numbers (a checkpoint between copied records moves back to the last one before
+    it, so nothing after it is skipped)."""
+    copied: dict[str, list[tuple[int, str]]] = {}
+    for old, new in report.sequence_map.items():
+        copied.setdefault(_shard_of(report, old), []).append((int(old), new))
+    by_application: dict[str, list[dict[str, Any]]] = {}
+    for row in manifest.get("leases", []):
+        if row["lease_key"] not in report.shard_ids:
+            continue  # a shard the backup did not hold
+        checkpoint = row["checkpoint"]
+        if checkpoint not in _SENTINELS:
+            earlier = [
+                pair for pair in copied.get(row["lease_key"], []) if pair[0] <= int(checkpoint)
+            ]
+            checkpoint = max(earlier)[1] if earlier else "TRIM_HORIZON"
+        by_application.setdefault(row["application"], []).append(
+            {
+                "lease_key": report.shard_ids[row["lease_key"]],
+                "checkpoint": checkpoint,
+                "sub_sequence": row["sub_sequence"] if checkpoint not in _SENTINELS else 0,
+                "parents": [report.shard_ids[p] for p in row["parents"] if p in report.shard_ids],
+            }
+        )
+    for application, rows in sorted(by_application.items()):
+        leases.create_leases(application, target, rows)
+
+
+def _shard_of(report: RestoreReport, old_sequence: str) -> str:
+    return report.sequence_shards.get(old_sequence, "")
+
+
+def _reshard(
+    call: Call,
+    target: str,
+    entry: dict[str, Any],
+    shards: dict[str, dict[str, Any]],
+    report: RestoreReport,
+    wait_active: Callable[[str], None],
+) -> None:
+    """Replays the split or merge that made `entry` (and its sibling, for a split)."""
+    known = set(report.shard_ids.values())
+    parent = report.shard_ids[entry["parent"]]
+    if entry["adjacent_parent"] is not None:
+        call(
+            "MergeShards",
+            {
+                "StreamName": target,
+                "ShardToMerge": parent,
+                "AdjacentShardToMerge": report.shard_ids[entry["adjacent_parent"]],
+            },
+        )
+    else:
+        siblings = sorted(
+            (
+                s
+                for s in shards.values()
+                if s["parent"] == entry["parent"] and not s["adjacent_parent"]
+            ),
+            key=lambda s: int(s["hash_start"]),
+        )
+        call(
+            "SplitShard",
+            {
+                "StreamName": target,
+                "ShardToSplit": parent,
+                "NewStartingHashKey": siblings[-1]["hash_start"],
+            },
+        )
+    wait_active(target)
+    created = [s for s in _paged_shards(call, target) if s["ShardId"] not in known]
+    by_start = {s["HashKeyRange"]["StartingHashKey"]: s["ShardId"] for s in created}
+    for old in shards.values():
+        made_here = old["parent"] == entry["parent"] and old["hash_start"] in by_start
+        if old["shard_id"] not in report.shard_ids and made_here:
+            report.shard_ids[old["shard_id"]] = by_start[old["hash_start"]]
+
+
+def _write_records(
+    call: Call,
+    store: BackupStore,
+    target: str,
+    entry: dict[str, Any],
+    shard_id: str,
+    report: RestoreReport,
+) -> None:
+    low, high = int(entry["hash_start"]), int(entry["hash_end"])
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for record in _records(store, entry):
+        data = base64.b64decode(record["data"])
+        # The partition key's own hash when it falls in the shard (as it did when first
+        # written), else the shard's first key (it was written with an explicit hash key).
+        key = int.from_bytes(hashlib.md5(record["pk"].encode()).digest(), "big")
+        explicit = key if low <= key <= high else low
+        batch.append(
+            {
+                "PartitionKey": record["pk"],
+                "ExplicitHashKey": str(explicit),
+                "Data": data,
+                "_old": record["seq"],
+            }
+        )
+        report.sequence_shards[record["seq"]] = entry["shard_id"]
+        size += len(data) + len(record["pk"])
+        if len(batch) >= _PUT_BATCH_RECORDS_MAX or size >= _PUT_BATCH_BYTES_MAX:
+            _put_in_order(call, target, shard_id, batch, report)
+            batch, size = [], 0
+    _put_in_order(call, target, shard_id, batch, report)
+
+
+def _put_in_order(
+    call: Call, target: str, shard_id: str, batch: list[dict[str, Any]], report: RestoreReport
+) -> None:
+    """PutRecords, retrying a throttled tail (the shard's bucket ran dry: the records after
+    the first refusal are refused too); a refusal in the middle would reorder, so it fails."""
+    pending = batch
+    for _ in range(_PUT_ATTEMPTS_MAX):
+        if not pending:
+            return
+        records = [{k: v for k, v in r.items() if k != "_old"} for r in pending]
+        answer = call("PutRecords", {"StreamName": target, "Records": records})
+        first_failure = len(pending)
+        for index, result in enumerate(answer["Records"]):
+            if "SequenceNumber" not in result:
+                first_failure = min(first_failure, index)
+            elif index > first_failure:
+                raise BackupError(
+                    f"{shard_id}: a record was refused between accepted ones "
+                    f"({result}); the restore would reorder the shard"
+                )
+            else:
+                if result["ShardId"] != shard_id:
+                    raise BackupError(f"a record for {shard_id} landed in {result['ShardId']}")
+                report.sequence_map[pending[index]["_old"]] = result["SequenceNumber"]
+                report.records_written += 1
+        pending = pending[first_failure:]
+    raise BackupError(f"{shard_id}: PutRecords kept refusing records (throttled?)")
+
+
+def _records(store: BackupStore, entry: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for key in entry["segments"]:
+        data = store.get(key)
+        if data is None:
+            raise BackupError(f"segment {key} named by the manifest is missing")
+        for line in data.splitlines():
+            yield json.loads(line)
+
+
+def _restore_settings(
+    call: Call, target: str, manifest: dict[str, Any], wait_active: Callable[[str], None]
+) -> None:
+    settings = manifest["settings"]
+    if manifest["tags"]:
+        call("AddTagsToStream", {"StreamName": target, "Tags": manifest["tags"]})
+    if settings["retention_hours"] > 24:
+        call(
+            "IncreaseStreamRetentionPeriod",
+            {"StreamName": target, "RetentionPeriodHours": settings["retention_hours"]},
+        )
+    if settings["enhanced_metrics"]:
+        call(
+            "EnableEnhancedMonitoring",
+            {"StreamName": target, "ShardLevelMetrics": settings["enhanced_metrics"]},
+        )
+    arn = call("DescribeStreamSummary", {"StreamName": target})["StreamDescriptionSummary"][
+        "StreamARN"
+    ]
+    if settings["max_record_size_kib"] != 1024:
+        wait_active(target)
+        call(
+            "UpdateMaxRecordSize",
+            {"StreamARN": arn, "MaxRecordSizeInKiB": settings["max_record_size_kib"]},
+        )
+    for name in manifest["consumers"]:
+        call("RegisterStreamConsumer", {"StreamARN": arn, "ConsumerName": name})
+    if settings["mode"] == "ON_DEMAND":
+        wait_active(target)
+        call(
+            "UpdateStreamMode",
+            {"StreamARN": arn, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}},
+        )
+    wait_active(target)
+
+
+def _load_manifest(store: BackupStore, stream: str) -> dict[str, Any] | None:
+    data = store.get(manifest_key(stream))
+    if data is None:
+        return None
+    manifest: dict[str, Any] = json.loads(data)
+    if manifest.get("v") != MANIFEST_VERSION:
+        raise BackupError(
+            f"backup manifest version {manifest.get('v')!r} is not {MANIFEST_VERSION}"
+        )
+    return manifest
+
+
+def _paged_shards(call: Call, stream: str) -> list[dict[str, Any]]:
+    shards: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"StreamName": stream}
+    while True:
+        page = call("ListShards", request)
+        shards.extend(page.get("Shards", []))
+        if "NextToken" not in page:
+            return shards
+        request = {"NextToken": page["NextToken"]}
+
+
+def _paged_tags(call: Call, stream: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    request: dict[str, Any] = {"StreamName": stream}
+    while True:
+        page = call("ListTagsForStream", request)
+        for tag in page.get("Tags", []):
+            tags[tag["Key"]] = tag.get("Value", "")
+        if not page.get("HasMoreTags") or not page.get("Tags"):
+            return tags
+        request = {"StreamName": stream, "ExclusiveStartTagKey": page["Tags"][-1]["Key"]}
+
+
+def _consumer_names(call: Call, stream_arn: str) -> list[str]:
+    names: list[str] = []
+    request: dict[str, Any] = {"StreamARN": stream_arn}
+    while True:
+        page = call("ListStreamConsumers", request)
+        names.extend(c["ConsumerName"] for c in page.get("Consumers", []))
+        if not page.get("NextToken"):
+            return names
+        request = {"StreamARN": stream_arn, "NextToken": page["NextToken"]}

@@ -1,0 +1,837 @@
+"""ConsoleService: the web console at /console on the node's AWS HTTP port (a `RestService`).
+
+Every page is rendered here from the node's own metadata image (`views`) and every action and
+record read is a Kinesis operation run through the same `validate_request` and
+`KinesisService.call` as the API doors, with a `Caller` of door "http": the console can do
+nothing the API would refuse, and it never shows or names an internal stream. Pages are
+Jinja2 templates with autoescape on; htmx (search as you type, paging, the live tail) and
+uPlot (sparklines) are served from `static/`, never from a CDN.
+
+Safety: every POST carries a CSRF token bound to the browser (double-submit, `sessions`); with
+access keys configured, every page but the sign-in asks for a session made from an access key
+id and its secret. Record pages read one page (`RECORD_PAGE_MAX`) per request at most.
+
+Lifecycle: one per node, built by `node.py`; `run_sampler` samples write rates for the
+sparklines until cancelled. Loop-bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import secrets
+import shutil
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from prometheus_client import CollectorRegistry
+
+from broker.caller import Caller
+from broker.clock import Clock
+from broker.console import actions, payloads, sessions, views
+from broker.console.rates import SAMPLE_INTERVAL_MS, RateHistory
+from broker.console.series import stream_series
+from broker.console.web import (
+    BodyTooLarge,
+    Request,
+    Response,
+    read_request,
+    segment,
+    send_response,
+    url,
+)
+from broker.errors import ErrorCode, ShoalError
+from broker.gateway.internal_service import ClusterView
+from broker.gateway.services import Receive, Scope, Send
+from broker.gateway.validation import validate_request
+from broker.meta.image import MetadataImage, ShardMeta, StreamMeta
+from broker.service.account import stream_limits_view, update_stream_limits
+from broker.service.kinesis import KinesisService
+from broker.streams.internal_names import is_internal
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/console"
+RECORD_PAGE_DEFAULT = 25
+RECORD_PAGE_MAX = 100
+SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them all)
+ALL_SHARDS = "all"
+ALL_SHARDS_MAX = 20  # "every shard" pages carry one iterator per shard in their next link
+TAIL_RECORDS_MAX = 50  # per poll, over all of a stream's open shards
+LAG_LEASES_MAX = 50  # leases whose lag one request reads (two API calls each)
+ITERATOR_TYPES = (
+    "TRIM_HORIZON",
+    "LATEST",
+    "AT_TIMESTAMP",
+    "AT_SEQUENCE_NUMBER",
+    "AFTER_SEQUENCE_NUMBER",
+)
+# Operations of Shoal's native gRPC services, run as those services run them (not Kinesis).
+NATIVE_OPERATIONS = frozenset({"UpdateStreamLimits"})
+_STATIC_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DiskUse:
+    path: str
+    used_bytes: int
+    total_bytes: int
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+def _static_files() -> dict[str, tuple[bytes, str]]:
+    folder = resources.files("broker.console") / "static"
+    files: dict[str, tuple[bytes, str]] = {}
+    for entry in folder.iterdir():
+        suffix = Path(entry.name).suffix
+        if suffix in _STATIC_TYPES:
+            files[entry.name] = (entry.read_bytes(), _STATIC_TYPES[suffix])
+    return files
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("broker.console", "templates"),
+        autoescape=True,  # every value is escaped: a record holding markup shows as text
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.globals["url"] = url
+    env.globals["segment"] = segment
+    env.filters["when"] = _when
+    env.filters["bytes"] = _bytes
+    env.filters["rate"] = _rate
+    return env
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return ""
+    moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _bytes(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def _rate(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+Handler = Callable[[Request, "_Visitor"], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Visitor:
+    """Who is asking: the session's access key (None when access control is off) and the
+    CSRF token this browser's forms carry; `cookies` are the ones to set on the answer."""
+
+    access_key_id: str | None
+    csrf: str
+    cookies: tuple[str, ...]
+    caller: Caller
+
+
+class ConsoleService:
+    """The console as a `RestService` of the AWS door (module docstring)."""
+
+    def __init__(
+        self,
+        kinesis: KinesisService,
+        *,
+        node_id: str,
+        cluster_view: Callable[[], ClusterView],
+        clock: Clock,
+        region: str,
+        account_id: str,
+        data_dir: Path,
+        secrets_by_access_key: Mapping[str, str],
+        metrics: CollectorRegistry | None = None,
+    ) -> None:
+        self._kinesis = kinesis
+        self._node = node_id
+        self._cluster_view = cluster_view
+        self._clock = clock
+        self._region = region
+        self._account_id = account_id
+        self._data_dir = data_dir
+        self._access_keys = dict(secrets_by_access_key)
+        self._metrics = metrics
+        self._env = _environment()
+        self._static = _static_files()
+        self.rates = RateHistory()
+
+    # --- RestService ------------------------------------------------------------------------
+
+    def handles(self, method: str, path: str) -> bool:
+        return path == PREFIX or path.startswith(PREFIX + "/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            request = await read_request(scope, receive, PREFIX)
+        except BodyTooLarge:
+            await send_response(send, Response(status=413, body=b"Request body too large."))
+            return
+        try:
+            response = await self._respond(request, secure=scope.get("scheme") == "https")
+        except Exception:
+            log.exception("console_failed", extra={"path": request.path})
+            response = Response(status=500, body=b"The console failed; see the node's log.")
+        await send_response(send, response)
+
+    async def run_sampler(self) -> None:
+        """Samples every stream's write rate for the sparklines, until cancelled."""
+        while True:
+            self.sample_rates()
+            await asyncio.sleep(SAMPLE_INTERVAL_MS / 1000)
+
+    def sample_rates(self) -> None:
+        image = self._image()
+        now_ms = self._clock.wall_ms()
+        by_uid = views.stream_rates(image)
+        self.rates.sample(
+            now_ms,
+            {
+                stream.name: by_uid.get(stream.uid, (0.0, 0.0))
+                for stream in views.visible_streams(image, now_ms=now_ms)
+            },
+        )
+
+    # --- Dispatch ---------------------------------------------------------------------------
+
+    async def _respond(self, request: Request, *, secure: bool) -> Response:
+        path = request.path
+        if path.startswith("/static/"):
+            return self._static_file(path.removeprefix("/static/"))
+        if request.method not in ("GET", "HEAD", "POST"):
+            return Response(
+                status=405, body=b"Method not allowed.", headers=(("allow", "GET, POST"),)
+            )
+        visitor = self._visitor(request, secure=secure)
+        if visitor is None:  # access control on, not signed in
+            if path == "/sign-in":
+                return await self._sign_in(request, secure=secure)
+            if request.method == "POST":
+                return Response(status=403, body=b"Sign in first.")
+            return Response.redirect(url("/sign-in", next=url(path)))
+        if request.method == "POST":
+            token = request.form.get("csrf", "")
+            if not secrets.compare_digest(token.encode(), visitor.csrf.encode()):
+                return self._page(
+                    "error.html",
+                    visitor,
+                    status=403,
+                    title="Forbidden",
+                    error="The form's CSRF token is missing or stale: reload the page and retry.",
+                    error_name="AccessDeniedException",
+                )
+        try:
+            response = await self._route(request, visitor)
+        except ShoalError as error:
+            response = self._page(
+                "error.html",
+                visitor,
+                status=error.code.spec.http_status,
+                title=error.code.kinesis_name,
+                error=error.message,
+                error_name=error.code.kinesis_name,
+            )
+        if visitor.cookies:
+            response = Response(
+                status=response.status,
+                body=response.body,
+                content_type=response.content_type,
+                headers=response.headers,
+                cookies=response.cookies + visitor.cookies,
+            )
+        return response
+
+    async def _route(self, request: Request, visitor: _Visitor) -> Response:
+        path, method = request.path, request.method
+        if path in ("/", ""):
+            return self._overview(visitor)
+        if path == "/sign-out" and method == "POST":
+            return Response(
+                status=303,
+                headers=(("location", url("/")),),
+                cookies=(f"{sessions.SESSION_COOKIE}=; Path={PREFIX}; Max-Age=0",),
+            )
+        if path == "/sign-in":
+            return Response.redirect(url("/"))
+        if path in ("/streams", "/streams/"):
+            if method == "POST":
+                return await self._action(request, visitor, None, "create")
+            return self._streams(request, visitor)
+        if path == "/streams/new":
+            return self._page("create.html", visitor, title="Create a stream")
+        parts = path.removeprefix("/streams/").split("/")
+        if not path.startswith("/streams/") or not parts[0] or len(parts) > 2:
+            return self._not_found(visitor)
+        stream = self._stream(parts[0])  # ASGI paths arrive percent-decoded
+        if len(parts) == 1:
+            return self._stream_page(request, visitor, stream)
+        sub = parts[1]
+        if sub == "records":
+            if method == "POST":
+                return await self._put_record(request, visitor, stream)
+            return await self._records(request, visitor, stream)
+        if sub == "lag":
+            return await self._lag(request, visitor, stream)
+        if sub == "tail":
+            return await self._tail(request, visitor, stream)
+        if sub in actions.STREAM_ACTIONS and method == "POST":
+            return await self._action(request, visitor, stream, sub)
+        return self._not_found(visitor)
+
+    # --- Identity ---------------------------------------------------------------------------
+
+    def _cluster_secret(self) -> bytes:
+        return self._image().iterator_secret or b"shoal-console-uninitialised"
+
+    def _visitor(self, request: Request, *, secure: bool) -> _Visitor | None:
+        secret = self._cluster_secret()
+        caller = Caller(
+            region=self._region,
+            account_id=self._account_id,
+            source_address=request.client,
+            door="http",
+        )
+        cookies: list[str] = []
+        binding = request.cookies.get(sessions.CSRF_COOKIE, "")
+        if not binding:
+            binding = secrets.token_urlsafe(24)
+            cookies.append(_cookie(sessions.CSRF_COOKIE, binding, secure=secure))
+        if not self._access_keys:
+            return _Visitor(
+                access_key_id=None,
+                csrf=sessions.csrf_token(binding, cluster_secret=secret),
+                cookies=tuple(cookies),
+                caller=caller,
+            )
+        token = request.cookies.get(sessions.SESSION_COOKIE, "")
+        key = sessions.session_key(
+            token, self._access_keys, cluster_secret=secret, now_ms=self._clock.wall_ms()
+        )
+        if key is None:
+            return None
+        return _Visitor(
+            access_key_id=key,
+            csrf=sessions.csrf_token(token, cluster_secret=secret),
+            cookies=tuple(cookies),
+            caller=Caller(
+                region=self._region,
+                account_id=self._account_id,
+                access_key_id=key,
+                source_address=request.client,
+                door="http",
+            ),
+        )
+
+    async def _sign_in(self, request: Request, *, secure: bool) -> Response:
+        secret = self._cluster_secret()
+        binding = request.cookies.get(sessions.CSRF_COOKIE, "")
+        cookies: tuple[str, ...] = ()
+        if not binding:
+            binding = secrets.token_urlsafe(24)
+            cookies = (_cookie(sessions.CSRF_COOKIE, binding, secure=secure),)
+        csrf = sessions.csrf_token(binding, cluster_secret=secret)
+        target = request.arg("next", url("/"))
+        if not target.startswith(PREFIX):
+            target = url("/")
+        error: str | None = None
+        status = 200
+        if request.method == "POST":
+            if not sessions.csrf_valid(
+                request.form.get("csrf", ""), binding, cluster_secret=secret
+            ):
+                error, status = "The form expired: try again.", 403
+            else:
+                token = sessions.sign_in(
+                    self._access_keys,
+                    request.form.get("access_key_id", ""),
+                    request.form.get("secret_access_key", ""),
+                    cluster_secret=secret,
+                    now_ms=self._clock.wall_ms(),
+                )
+                if token is not None:
+                    return Response(
+                        status=303,
+                        headers=(("location", target),),
+                        cookies=(_cookie(sessions.SESSION_COOKIE, token, secure=secure),),
+                    )
+                error, status = "Unknown access key id or wrong secret.", 401
+        body = self._env.get_template("sign_in.html").render(
+            title="Sign in", csrf=csrf, next=target, error=error, visitor=None, node=self._node_id()
+        )
+        return Response(status=status, body=body.encode(), cookies=cookies)
+
+    # --- Pages ------------------------------------------------------------------------------
+
+    def _page(
+        self, template: str, visitor: _Visitor, *, status: int = 200, **context: Any
+    ) -> Response:
+        body = self._env.get_template(template).render(
+            visitor=visitor, csrf=visitor.csrf, node=self._node_id(), **context
+        )
+        return Response(status=status, body=body.encode())
+
+    def _not_found(self, visitor: _Visitor) -> Response:
+        return self._page(
+            "error.html",
+            visitor,
+            status=404,
+            title="Not found",
+            error="There is no console page here.",
+            error_name="NotFound",
+        )
+
+    def _static_file(self, name: str) -> Response:
+        found = self._static.get(name)
+        if found is None:
+            return Response(status=404, body=b"Not found.", content_type="text/plain")
+        body, content_type = found
+        return Response(body=body, content_type=content_type)
+
+    def _overview(self, visitor: _Visitor) -> Response:
+        view = self._cluster_view()
+        summary = views.overview(
+            view.image,
+            this_node=view.node_id,
+            quorum=view.quorum,
+            controller=view.controller,
+            now_ms=self._clock.wall_ms(),
+        )
+        return self._page(
+            "overview.html", visitor, title="Cluster", view=summary, disk=self._disk()
+        )
+
+    def _streams(self, request: Request, visitor: _Visitor) -> Response:
+        page = views.stream_page(
+            self._image(),
+            query=request.arg("q"),
+            page=_int_arg(request, "page", 1),
+            page_size=_int_arg(request, "size", views.PAGE_SIZE_DEFAULT),
+            now_ms=self._clock.wall_ms(),
+        )
+        series = {
+            row.name: (
+                ",".join(f"{s.records_per_second:.2f}" for s in self.rates.series(row.name)),
+                ",".join(f"{s.bytes_per_second:.0f}" for s in self.rates.series(row.name)),
+            )
+            for row in page.rows
+        }
+        template = "_streams_table.html" if request.is_fragment else "streams.html"
+        notice = request.arg("notice") or None
+        return self._page(
+            template, visitor, title="Streams", page=page, series=series, notice=notice
+        )
+
+    def _stream_page(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+        image = self._image()
+        now_ms = self._clock.wall_ms()
+        view = views.stream_view(image, stream, now_ms=now_ms)
+        consumers = image.consumers.for_stream(stream.uid, now_ms=now_ms)
+        subscribed: dict[str, list[str]] = {}
+        for open_one in self._kinesis.subscriptions.statistics():
+            subscribed.setdefault(open_one.consumer_arn, []).append(
+                f"{open_one.shard_id} ({open_one.records_sent} records sent)"
+            )
+        limits = stream_limits_view(self._kinesis.ctx, stream)
+        every_shard = view.open_shards + view.closed_shards
+        page_count = max(1, -(-len(every_shard) // SHARD_PAGE_SIZE))
+        shard_page = max(1, min(_int_arg(request, "shards_page", 1), page_count))
+        at = (shard_page - 1) * SHARD_PAGE_SIZE
+        return self._page(
+            "stream.html",
+            visitor,
+            title=stream.name,
+            stream=view,
+            shard_rows=every_shard[at : at + SHARD_PAGE_SIZE],
+            shard_page=shard_page,
+            shard_page_count=page_count,
+            series=() if self._metrics is None else stream_series(self._metrics, stream.name),
+            consumers=[
+                (c, c.status(now_ms=now_ms).value, sorted(subscribed.get(c.arn, ())))
+                for c in consumers
+            ],
+            limits=limits,
+            notice=request.arg("notice") or None,
+        )
+
+    async def _records(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+        shards = [shard.shard_id for shard in _listed_shards(stream, self._clock.wall_ms())]
+        shard_id = request.arg("shard") or (
+            stream.open_shards()[0].shard_id if stream.open_shards() else shards[0]
+        )
+        view = request.arg("view", "text")
+        if view not in payloads.VIEWS:
+            view = "text"
+        kind = request.arg("from", "TRIM_HORIZON")
+        limit = max(1, min(_int_arg(request, "limit", RECORD_PAGE_DEFAULT), RECORD_PAGE_MAX))
+        iterator = request.arg("iterator")
+        context: dict[str, Any] = {
+            "stream_name": stream.name,
+            "shards": shards,
+            "all_shards_allowed": len(shards) <= ALL_SHARDS_MAX,
+            "shard_id": shard_id,
+            "view": view,
+            "views": payloads.VIEWS,
+            "kinds": ITERATOR_TYPES,
+            "kind": kind,
+            "at": request.arg("at"),
+            "seq": request.arg("seq"),
+            "limit": limit,
+            "records": None,
+            "next_iterator": None,
+            "next_iterators": None,
+            "behind_ms": None,
+        }
+        if shard_id == ALL_SHARDS and (request.arg("go") or request.arg("iterators")):
+            if len(shards) > ALL_SHARDS_MAX:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    f"Reading every shard at once is offered up to {ALL_SHARDS_MAX} shards; "
+                    f"{stream.name} has {len(shards)}: pick one.",
+                )
+            shown, positions, behind = await self._read_all_shards(
+                stream, kind, request, limit, visitor
+            )
+            context.update(
+                records=shown,
+                next_iterators=json.dumps(positions, separators=(",", ":")) if positions else None,
+                behind_ms=behind,
+            )
+        elif request.arg("go") or iterator:
+            if not iterator:
+                iterator = await self._iterator(stream, shard_id, kind, request, visitor)
+            records, next_iterator, behind = await self._read_page(iterator, limit, visitor)
+            context.update(
+                records=payloads.shown_records(records, view),
+                next_iterator=next_iterator,
+                behind_ms=behind,
+            )
+        return self._page("records.html", visitor, title=f"Records of {stream.name}", **context)
+
+    async def _read_all_shards(
+        self, stream: StreamMeta, kind: str, request: Request, limit: int, visitor: _Visitor
+    ) -> tuple[list[payloads.ShownRecord], dict[str, str], int | None]:
+        """One page over every shard: at most `limit` records in all (an equal share per shard),
+        ordered by arrival; the iterators to go on with (a shard read to its end drops out)."""
+        view = request.arg("view", "text")
+        held = _decode_iterators(request.arg("iterators"))
+        if not held:
+            for shard in _listed_shards(stream, self._clock.wall_ms()):
+                held[shard.shard_id] = await self._iterator(
+                    stream, shard.shard_id, kind, request, visitor
+                )
+        share = max(1, limit // max(1, len(held)))
+        shown: list[payloads.ShownRecord] = []
+        positions: dict[str, str] = {}
+        behind: int | None = None
+        for index, (shard_id, iterator) in enumerate(sorted(held.items())):
+            if index >= limit:  # more shards than records on a page: read on the next one
+                positions[shard_id] = iterator
+                continue
+            answer = await self._call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": share}, visitor
+            )
+            shown.extend(payloads.shown_records(answer["Records"], view, shard_id=shard_id))
+            if answer.get("NextShardIterator"):
+                positions[shard_id] = str(answer["NextShardIterator"])
+            lag = answer.get("MillisBehindLatest")
+            if lag is not None:
+                behind = max(behind or 0, int(lag))
+        shown.sort(key=lambda record: (record.arrival, record.shard_id, record.sequence_number))
+        return shown, positions, behind
+
+    async def _iterator(
+        self, stream: StreamMeta, shard_id: str, kind: str, request: Request, visitor: _Visitor
+    ) -> str:
+        call: dict[str, Any] = {
+            "StreamName": stream.name,
+            "ShardId": shard_id,
+            "ShardIteratorType": kind,
+        }
+        if kind == "AT_TIMESTAMP":
+            call["Timestamp"] = _timestamp(request.arg("at"))
+        elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
+            call["StartingSequenceNumber"] = request.arg("seq").strip()
+        answer = await self._call("GetShardIterator", call, visitor)
+        return str(answer["ShardIterator"])
+
+    async def _read_page(
+        self, iterator: str, limit: int, visitor: _Visitor
+    ) -> tuple[list[dict[str, Any]], str | None, int | None]:
+        """One GetRecords (a second one when the first came back empty but behind, as a
+        reader past a gap would): never more than `limit` records."""
+        answer: dict[str, Any] = {}
+        for _ in range(2):
+            answer = await self._call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": limit}, visitor
+            )
+            next_iterator = answer.get("NextShardIterator")
+            if answer["Records"] or not answer.get("MillisBehindLatest") or next_iterator is None:
+                break
+            iterator = next_iterator
+        return (
+            list(answer["Records"]),
+            answer.get("NextShardIterator"),
+            answer.get("MillisBehindLatest"),
+        )
+
+    async def _lag(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+        """How far each lease's checkpoint is behind the shard's tip, read on request: one
+        GetRecords of one record after the checkpoint per lease (at most LAG_LEASES_MAX)."""
+        view = views.stream_view(self._image(), stream, now_ms=self._clock.wall_ms())
+        application = request.arg("application")
+        leases = [
+            lease for lease in view.leases if not application or lease.application == application
+        ]
+        rows = [
+            (lease, await self._lease_lag(stream, lease, visitor))
+            for lease in leases[:LAG_LEASES_MAX]
+        ]
+        template = "_lag.html" if request.is_fragment else "lag.html"
+        return self._page(
+            template,
+            visitor,
+            title=f"Consumer lag on {stream.name}",
+            stream_name=stream.name,
+            rows=rows,
+            left_out=max(0, len(leases) - LAG_LEASES_MAX),
+        )
+
+    async def _lease_lag(
+        self, stream: StreamMeta, lease: views.LeaseView, visitor: _Visitor
+    ) -> str:
+        checkpoint = lease.checkpoint_sequence
+        if checkpoint == "SHARD_END":
+            return "finished (the shard is closed and fully processed)"
+        if checkpoint in ("LATEST", "AT_TIMESTAMP"):
+            return f"not started (begins at {checkpoint})"
+        call: dict[str, Any] = {"StreamName": stream.name, "ShardId": lease.shard_id}
+        if checkpoint == "TRIM_HORIZON":
+            call["ShardIteratorType"] = "TRIM_HORIZON"
+        else:
+            call["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
+            call["StartingSequenceNumber"] = checkpoint
+        try:
+            iterator = (await self._call("GetShardIterator", call, visitor))["ShardIterator"]
+            answer = await self._call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": 1}, visitor
+            )
+        except ShoalError as error:
+            return f"unknown ({error.code.kinesis_name}: {error.message})"
+        if not answer["Records"]:
+            return "caught up"
+        return f"{answer.get('MillisBehindLatest', 0)} ms behind the latest record"
+
+    async def _tail(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+        """The live tail's poll: new records on every open shard since the iterators the page
+        holds (LATEST on the first poll), as a fragment that replaces the poller."""
+        view = request.arg("view", "text")
+        if view not in payloads.VIEWS:
+            view = "text"
+        held = _decode_iterators(request.arg("iterators"))
+        positions: dict[str, str] = {}
+        shown: list[payloads.ShownRecord] = []
+        budget = TAIL_RECORDS_MAX
+        for shard in stream.open_shards():
+            iterator = held.get(shard.shard_id)
+            if iterator is None:
+                answer = await self._call(
+                    "GetShardIterator",
+                    {
+                        "StreamName": stream.name,
+                        "ShardId": shard.shard_id,
+                        "ShardIteratorType": "LATEST",
+                    },
+                    visitor,
+                )
+                positions[shard.shard_id] = str(answer["ShardIterator"])
+                continue
+            if budget <= 0:
+                positions[shard.shard_id] = iterator
+                continue
+            answer = await self._call(
+                "GetRecords", {"ShardIterator": iterator, "Limit": budget}, visitor
+            )
+            budget -= len(answer["Records"])
+            shown.extend(payloads.shown_records(answer["Records"], view, shard_id=shard.shard_id))
+            if answer.get("NextShardIterator"):
+                positions[shard.shard_id] = str(answer["NextShardIterator"])
+        return self._page(
+            "_tail.html",
+            visitor,
+            stream_name=stream.name,
+            records=shown,
+            iterators=json.dumps(positions, separators=(",", ":")),
+            view=view,
+        )
+
+    # --- Actions ----------------------------------------------------------------------------
+
+    async def _put_record(
+        self, request: Request, visitor: _Visitor, stream: StreamMeta
+    ) -> Response:
+        call: dict[str, Any] = {
+            "StreamName": stream.name,
+            "PartitionKey": request.form.get("partition_key", ""),
+            "Data": request.form.get("data", "").encode("utf-8"),
+        }
+        explicit = request.form.get("explicit_hash_key", "").strip()
+        if explicit:
+            call["ExplicitHashKey"] = explicit
+        answer = await self._call("PutRecord", call, visitor)
+        notice = (
+            f"Put a record on {answer['ShardId']} at sequence number {answer['SequenceNumber']}."
+        )
+        return Response.redirect(url(f"/streams/{segment(stream.name)}", notice=notice))
+
+    async def _action(
+        self, request: Request, visitor: _Visitor, stream: StreamMeta | None, name: str
+    ) -> Response:
+        plan_action = actions.create if stream is None else actions.STREAM_ACTIONS[name]
+        plan = plan_action(stream, request.form)
+        native = plan.operation in NATIVE_OPERATIONS
+        if not native:
+            validate_request(plan.operation, plan.request)
+        if request.form.get("confirmed") != "yes":
+            fields = {
+                key: request.form[key] for key in actions.ACTION_FIELDS if key in request.form
+            }
+            target = (
+                url("/streams")
+                if stream is None
+                else url(f"/streams/{segment(stream.name)}/{name}")
+            )
+            back = (
+                url("/streams/new") if stream is None else url(f"/streams/{segment(stream.name)}")
+            )
+            return self._page(
+                "confirm.html",
+                visitor,
+                title="Confirm",
+                plan=plan,
+                request_json=json.dumps(plan.request, indent=2, ensure_ascii=False),
+                fields=fields,
+                target=target,
+                back=back,
+            )
+        if native:
+            await self._call_native(plan.operation, plan.request)
+        else:
+            await self._call(plan.operation, plan.request, visitor, validated=True)
+        notice = f"{plan.operation} accepted: {plan.summary}"
+        if plan.operation == "DeleteStream":
+            return Response.redirect(url("/streams", notice=notice))
+        name_after = plan.request.get("StreamName") or (stream.name if stream else "")
+        return Response.redirect(url(f"/streams/{segment(name_after)}", notice=notice))
+
+    async def _call(
+        self,
+        operation: str,
+        request: dict[str, Any],
+        visitor: _Visitor,
+        *,
+        validated: bool = False,
+    ) -> dict[str, Any]:
+        """One Kinesis operation exactly as the API doors run it."""
+        if not validated:
+            validate_request(operation, request)
+        return await self._kinesis.call(operation, request, visitor.caller)
+
+    async def _call_native(self, operation: str, request: dict[str, Any]) -> None:
+        """One operation of the native LimitsService, as its gRPC door runs it."""
+        assert operation == "UpdateStreamLimits"
+        await update_stream_limits(
+            self._kinesis.ctx, request["StreamName"], request["Rates"], request["Reset"]
+        )
+
+    # --- Helpers ----------------------------------------------------------------------------
+
+    def _image(self) -> MetadataImage:
+        return self._kinesis.ctx.image()
+
+    def _node_id(self) -> str:
+        return self._node
+
+    def _stream(self, name: str) -> StreamMeta:
+        """The stream an outside caller may see, or ResourceNotFoundException as the API says."""
+        stream = self._image().stream(name, now_ms=self._clock.wall_ms())
+        if stream is None or is_internal(name):
+            raise self._kinesis.ctx.stream_not_found(name)
+        return stream
+
+    def _disk(self) -> DiskUse | None:
+        try:
+            usage = shutil.disk_usage(self._data_dir)
+        except OSError:
+            return None
+        return DiskUse(str(self._data_dir), usage.used, usage.total)
+
+
+def _listed_shards(stream: StreamMeta, now_ms: int) -> list[ShardMeta]:
+    """The shards ListShards shows: not the closed ones past retention."""
+    return [
+        shard
+        for shard in stream.shards
+        if not shard.is_expired(now_ms=now_ms, retention_hours=stream.retention_hours)
+    ]
+
+
+def _cookie(name: str, value: str, *, secure: bool) -> str:
+    cookie = f"{name}={value}; Path={PREFIX}; HttpOnly; SameSite=Strict"
+    return cookie + "; Secure" if secure else cookie
+
+
+def _int_arg(request: Request, name: str, default: int) -> int:
+    try:
+        return int(request.arg(name, str(default)))
+    except ValueError:
+        return default
+
+
+def _timestamp(text: str) -> datetime.datetime:
+    """An ISO 8601 time (UTC when it names no zone) or epoch seconds."""
+    text = text.strip()
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return datetime.datetime.fromtimestamp(float(text), tz=datetime.UTC)
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"The timestamp {text!r} is neither ISO 8601 nor seconds since the epoch.",
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+def _decode_iterators(text: str) -> dict[str, str]:
+    if not text:
+        return {}
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    return {str(k): str(v) for k, v in decoded.items() if isinstance(v, str)}

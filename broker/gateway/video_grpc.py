@@ -1,0 +1,28 @@
+"""The Kinesis Video Streams control plane on the gRPC door: `VideoStreamsService`
+(`proto/broker/api/video/v1/video.proto`) served by the generic operation handler, validated
+against botocore's `kinesisvideo` model, as the Kinesis service is against its own."""
+
+from __future__ import annotations
+
+import grpc
+
+from broker.api.video.v1 import video_pb2
+from broker.caller import Caller
+from broker.gateway.grpc_service import operation_handler
+from broker.metrics import GatewayProbe
+from broker.video.service import VideoControlPlane, VideoService
+
+MODEL = "kinesisvideo"
+
+
+def video_handler(
+    video: VideoService, *, caller: Caller, probe: GatewayProbe | None = None
+) -> grpc.GenericRpcHandler:
+    descriptor = video_pb2.DESCRIPTOR.services_by_name["VideoStreamsService"]
+    return operation_handler(
+        descriptor,
+        VideoControlPlane(video, default_caller=caller),
+        model=MODEL,
+        caller=caller,
+        probe=probe,
+    )

@@ -1,0 +1,119 @@
+"""Video streams' lifecycle and settings: CreateVideoStream, DeleteVideoStream,
+UpdateVideoStream, UpdateVideoRetention, TagVideoStream, UntagVideoStream.
+
+The same contract as every transition (pure, time from `command.now_ms`, preconditions
+checked here at apply time): two racing CreateStream calls for one name both pass the
+service's early check, and exactly one wins here; an update naming a version that another
+update already replaced gets VersionMismatchException.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import (
+    CreateVideoStream,
+    DeleteVideoStream,
+    TagVideoStream,
+    UntagVideoStream,
+    UpdateVideoRetention,
+    UpdateVideoStream,
+)
+from broker.meta.image import MetadataImage
+from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
+
+
+def _stream(image: MetadataImage, arn: str) -> VideoStreamMeta:
+    meta = image.video.by_arn(arn)
+    if meta is None:
+        raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND)
+    return meta
+
+
+def _check_version(meta: VideoStreamMeta, version: str | None) -> None:
+    if version is not None and version != meta.version:
+        raise ShoalError(ErrorCode.VERSION_MISMATCH)
+
+
+def _require_active(meta: VideoStreamMeta, *, now_ms: int) -> None:
+    status = meta.status(now_ms=now_ms)
+    if status is not VideoStreamStatus.ACTIVE:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"The stream {meta.name} is {status.value}; it must be ACTIVE for this operation.",
+        )
+
+
+def _store(image: MetadataImage, meta: VideoStreamMeta) -> tuple[MetadataImage, object]:
+    return dataclasses.replace(image, video=image.video.with_stream(meta)), meta
+
+
+def create(image: MetadataImage, command: CreateVideoStream) -> tuple[MetadataImage, object]:
+    stream = command.stream
+    if image.video.by_name(stream.account_id, stream.region, stream.name) is not None:
+        raise ShoalError(ErrorCode.RESOURCE_IN_USE, f"The stream {stream.name} already exists.")
+    if image.video.count(stream.account_id, stream.region) >= command.streams_max:
+        raise ShoalError(ErrorCode.ACCOUNT_STREAM_LIMIT_EXCEEDED)
+    assert image.video.by_arn(stream.arn) is None, stream.arn  # the creation ms differs
+    return _store(image, stream)
+
+
+def delete(image: MetadataImage, command: DeleteVideoStream) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    _check_version(meta, command.current_version)
+    return dataclasses.replace(image, video=image.video.without(meta.arn)), None
+
+
+def update(image: MetadataImage, command: UpdateVideoStream) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    _check_version(meta, command.current_version)
+    _require_active(meta, now_ms=command.now_ms)
+    changed = dataclasses.replace(
+        meta,
+        device_name=meta.device_name if command.device_name is None else command.device_name,
+        media_type=meta.media_type if command.media_type is None else command.media_type,
+        version=command.new_version,
+        transient_status=VideoStreamStatus.UPDATING,
+        status_until_ms=command.now_ms + command.updating_ms,
+    )
+    return _store(image, changed)
+
+
+def update_retention(
+    image: MetadataImage, command: UpdateVideoRetention
+) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    _check_version(meta, command.current_version)
+    _require_active(meta, now_ms=command.now_ms)
+    sign = 1 if command.increase else -1
+    hours = meta.data_retention_hours + sign * command.change_hours
+    if hours < 0 or hours > command.retention_hours_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"The data retention would be {hours} hours; it must be between 0 and "
+            f"{command.retention_hours_max}.",
+        )
+    changed = dataclasses.replace(
+        meta,
+        data_retention_hours=hours,
+        version=command.new_version,
+        transient_status=VideoStreamStatus.UPDATING,
+        status_until_ms=command.now_ms + command.updating_ms,
+    )
+    return _store(image, changed)
+
+
+def tag(image: MetadataImage, command: TagVideoStream) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    merged = dict(meta.tags)
+    merged.update(command.tags)
+    if len(merged) > command.tags_max:
+        raise ShoalError(ErrorCode.TAGS_PER_RESOURCE_EXCEEDED)
+    return _store(image, dataclasses.replace(meta, tags=tuple(sorted(merged.items()))))
+
+
+def untag(image: MetadataImage, command: UntagVideoStream) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    kept = tuple((k, v) for k, v in meta.tags if k not in set(command.keys))
+    return _store(image, dataclasses.replace(meta, tags=kept))

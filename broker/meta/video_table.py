@@ -1,0 +1,89 @@
+"""Video streams (Kinesis Video Streams) as metadata: value types in the MetadataImage.
+
+A video stream belongs to one account and region (its `Caller`'s) and is known by its ARN,
+`arn:aws:kinesisvideo:<region>:<account>:stream/<name>/<creation ms>`, which names one
+incarnation: a stream deleted and created again under the same name gets a new ARN, and so a
+new internal stream for its fragments. `version` changes with every update of its settings
+(UpdateStream, UpdateDataRetention), so an update that names the version it read
+(`CurrentVersion`) cannot overwrite another it did not see. Changed only by the video commands
+(`broker/meta/transitions/video_streams.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+
+
+class VideoStreamStatus(enum.Enum):
+    CREATING = "CREATING"
+    ACTIVE = "ACTIVE"
+    UPDATING = "UPDATING"
+    DELETING = "DELETING"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VideoStreamMeta:
+    arn: str
+    name: str
+    account_id: str
+    region: str
+    created_ms: int
+    version: str
+    device_name: str
+    media_type: str
+    kms_key_id: str
+    data_retention_hours: int
+    tags: tuple[tuple[str, str], ...] = ()  # sorted by key
+    # The status shown until `status_until_ms` (CREATING after CreateStream, UPDATING after an
+    # update); ACTIVE afterwards.
+    transient_status: VideoStreamStatus | None = None
+    status_until_ms: int = 0
+
+    def status(self, *, now_ms: int) -> VideoStreamStatus:
+        if self.transient_status is not None and now_ms < self.status_until_ms:
+            return self.transient_status
+        return VideoStreamStatus.ACTIVE
+
+    def belongs_to(self, account_id: str, region: str) -> bool:
+        return self.account_id == account_id and self.region == region
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VideoTable:
+    """Every video stream of every account and region, by ARN."""
+
+    streams: dict[str, VideoStreamMeta] = field(default_factory=dict)
+
+    def __hash__(self) -> int:  # dict field: identity is enough, tables are never keys
+        return id(self)
+
+    def by_arn(self, arn: str) -> VideoStreamMeta | None:
+        return self.streams.get(arn)
+
+    def by_name(self, account_id: str, region: str, name: str) -> VideoStreamMeta | None:
+        for meta in self.streams.values():
+            if meta.name == name and meta.belongs_to(account_id, region):
+                return meta
+        return None
+
+    def listed(self, account_id: str, region: str) -> list[VideoStreamMeta]:
+        """The account's streams in the region, sorted by name (ListStreams' order)."""
+        return sorted(
+            (m for m in self.streams.values() if m.belongs_to(account_id, region)),
+            key=lambda meta: meta.name,
+        )
+
+    def count(self, account_id: str, region: str) -> int:
+        return sum(1 for m in self.streams.values() if m.belongs_to(account_id, region))
+
+    def with_stream(self, meta: VideoStreamMeta) -> VideoTable:
+        streams = dict(self.streams)
+        streams[meta.arn] = meta
+        return dataclasses.replace(self, streams=streams)
+
+    def without(self, arn: str) -> VideoTable:
+        streams = dict(self.streams)
+        del streams[arn]
+        return dataclasses.replace(self, streams=streams)

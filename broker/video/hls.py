@@ -1,0 +1,186 @@
+"""HLS and DASH for video streams: streaming-session tokens, HLS playlists and the DASH
+manifest. Pure (key and time passed in).
+
+GetHLSStreamingSessionURL hands out a URL under the node's AWS door,
+`/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=...`, as AWS does. The token carries the whole
+session (`HlsSession`: stream ARN, playback mode, selector, container, expiry) signed with
+the cluster's HMAC secret, so any node can serve it and nobody can widen it; past its expiry
+every request of the session is refused. The master playlist names one media playlist; the
+media playlist lists one segment per fragment (`getMP4MediaFragment.mp4` after an
+`EXT-X-MAP` of `getMP4InitFragment.mp4`, or `getTSFragment.ts`), each addressed by its
+fragment number, with its duration from the fragment's metadata.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import math
+import urllib.parse
+from dataclasses import asdict, dataclass
+from xml.sax.saxutils import quoteattr
+
+from broker.errors import ErrorCode, ShoalError
+from broker.streams.sequence_numbers import decode_sequence_number
+
+MASTER_PLAYLIST = "getHLSMasterPlaylist.m3u8"
+MEDIA_PLAYLIST = "getHLSMediaPlaylist.m3u8"
+MP4_INIT = "getMP4InitFragment.mp4"
+MP4_MEDIA = "getMP4MediaFragment.mp4"
+TS_MEDIA = "getTSFragment.ts"
+PATH_PREFIX = "/hls/v1/"
+PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+DASH_MANIFEST = "getDASHManifest.mpd"
+DASH_PATH_PREFIX = "/dash/v1/"
+DASH_CONTENT_TYPE = "application/dash+xml"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HlsSession:
+    stream_arn: str
+    playback_mode: str  # ON_DEMAND or LIVE
+    selector_type: str  # PRODUCER_TIMESTAMP or SERVER_TIMESTAMP
+    start_ms: int
+    end_ms: int
+    container: str  # FRAGMENTED_MP4 or MPEG_TS
+    discontinuity: str  # ALWAYS, NEVER or ON_DISCONTINUITY
+    max_fragments: int
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Segment:
+    fragment_number: str
+    start_ms: int  # by the session's selector type
+    duration_ms: int
+    timecode_ms: int = 0  # the fragment's own media time (its Cluster's timecode)
+
+
+def encode_token(session: HlsSession, *, key: bytes) -> str:
+    payload = json.dumps(asdict(session), sort_keys=True, separators=(",", ":")).encode()
+    signature = hmac.new(key, payload, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(signature)}"
+
+
+def decode_token(token: str, *, key: bytes, now_ms: int) -> HlsSession:
+    """The session a token carries; NotAuthorizedException when it is not one this cluster
+    signed or it expired."""
+    payload_text, _, signature_text = token.partition(".")
+    try:
+        payload = _unb64(payload_text)
+        signature = _unb64(signature_text)
+    except (binascii.Error, ValueError) as error:
+        raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token is not valid.") from error
+    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, signature):
+        raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token is not valid.")
+    session = HlsSession(**json.loads(payload))
+    if now_ms >= session.expires_ms:
+        raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token has expired.")
+    return session
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _query(token: str, **more: str) -> str:
+    return urllib.parse.urlencode({"SessionToken": token, **more})
+
+
+def master_playlist(token: str, *, bandwidth: int) -> str:
+    version = 7
+    return (
+        "#EXTM3U\n"
+        f"#EXT-X-VERSION:{version}\n"
+        "#EXT-X-INDEPENDENT-SEGMENTS\n"
+        f"#EXT-X-STREAM-INF:BANDWIDTH={max(1, bandwidth)}\n"
+        f"{MEDIA_PLAYLIST}?{_query(token, TrackNumber='1')}\n"
+    )
+
+
+def media_sequence(fragment_number: str) -> int:
+    """A LIVE playlist's media sequence number for a fragment: the log offset of its first
+    record, which rises by one per fragment while fragments fit in one record each and come
+    from one producer at a time (a fragment chunked over k records advances it by k)."""
+    return decode_sequence_number(fragment_number).offset
+
+
+def media_playlist(session: HlsSession, token: str, segments: list[Segment]) -> str:
+    """An ON_DEMAND media playlist (every segment, then the end), or a LIVE one (the newest
+    segments, numbered on from the stream's start, no end: players reload it)."""
+    live = session.playback_mode == "LIVE"
+    target = max((math.ceil(s.duration_ms / 1000) for s in segments), default=1)
+    sequence = media_sequence(segments[0].fragment_number) if live and segments else 0
+    lines = [
+        "#EXTM3U",
+        f"#EXT-X-VERSION:{7 if session.container == 'FRAGMENTED_MP4' else 3}",
+        f"#EXT-X-TARGETDURATION:{max(1, target)}",
+        f"#EXT-X-MEDIA-SEQUENCE:{sequence}",
+    ]
+    if live and session.discontinuity == "ALWAYS":
+        # Every boundary is a discontinuity: as many went by as segments did.
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{sequence}")
+    if not live:
+        lines.append("#EXT-X-PLAYLIST-TYPE:VOD")
+    if session.container == "FRAGMENTED_MP4":
+        lines.append(f'#EXT-X-MAP:URI="{MP4_INIT}?{_query(token)}"')
+    media = MP4_MEDIA if session.container == "FRAGMENTED_MP4" else TS_MEDIA
+    previous_end: int | None = None
+    for segment in segments:
+        if previous_end is not None and _discontinuous(session, segment, previous_end):
+            lines.append("#EXT-X-DISCONTINUITY")
+        lines.append(f"#EXTINF:{segment.duration_ms / 1000:.3f},")
+        lines.append(f"{media}?{_query(token, FragmentNumber=segment.fragment_number)}")
+        previous_end = segment.start_ms + segment.duration_ms
+    if not live:
+        lines.append("#EXT-X-ENDLIST")
+    return "\n".join(lines) + "\n"
+
+
+def _discontinuous(session: HlsSession, segment: Segment, previous_end: int) -> bool:
+    """Whether a discontinuity tag goes before `segment` (DiscontinuityMode): always, never,
+    or where its start is more than a millisecond away from the previous segment's end."""
+    if session.discontinuity == "ALWAYS":
+        return True
+    if session.discontinuity == "ON_DISCONTINUITY":
+        return abs(segment.start_ms - previous_end) > 1
+    return False
+
+
+def dash_manifest(token: str, segments: list[Segment], *, bandwidth: int) -> str:
+    """A static (ON_DEMAND) MPD: one video representation, its fragmented-MP4 segments in a
+    SegmentList with a SegmentTimeline on the fragments' own media time (millisecond
+    timescale; the presentation starts at the first fragment)."""
+    assert segments
+    first = segments[0].timecode_ms
+    total_ms = segments[-1].timecode_ms + segments[-1].duration_ms - first
+    init = quoteattr(f"{MP4_INIT}?{_query(token)}")
+    timeline = "".join(f'<S t="{s.timecode_ms}" d="{s.duration_ms}"/>' for s in segments)
+    urls = "".join(
+        "<SegmentURL media="
+        + quoteattr(f"{MP4_MEDIA}?{_query(token, FragmentNumber=s.fragment_number)}")
+        + "/>"
+        for s in segments
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+        'profiles="urn:mpeg:dash:profile:isoff-live:2011" minBufferTime="PT2S" '
+        f'mediaPresentationDuration="PT{total_ms / 1000:.3f}S">'
+        '<Period id="0" start="PT0S">'
+        '<AdaptationSet mimeType="video/mp4" contentType="video" segmentAlignment="true" '
+        'startWithSAP="1">'
+        f'<Representation id="1" bandwidth="{max(1, bandwidth)}">'
+        f'<SegmentList timescale="1000" presentationTimeOffset="{first}">'
+        f"<Initialization sourceURL={init}/>"
+        f"<SegmentTimeline>{timeline}</SegmentTimeline>{urls}"
+        "</SegmentList></Representation></AdaptationSet></Period></MPD>\n"
+    )

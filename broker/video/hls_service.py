@@ -1,0 +1,248 @@
+"""GetHLSStreamingSessionURL and the HLS session it opens: playlists and segments served by
+the node under the session URL (`hls.py` for the tokens and playlists, `media_codec.py` for
+the segments). Loop-bound; remuxing runs in a worker thread.
+
+LIVE (HLS) serves the newest `MaxMediaPlaylistFragmentResults` fragments (default 5) with
+no end tag; players reload the playlist. GetDASHStreamingSessionURL opens the same kind of
+session, with an MPD manifest
+(`/dash/v1/getDASHManifest.mpd`) over the same fragmented-MP4 segments. ON_DEMAND is served: a
+fixed list of the fragments in the selector's timestamp range (at most
+24 hours, `MaxMediaPlaylistFragmentResults` of them), with the end tag. LIVE_REPLAY (and LIVE
+for DASH) is refused with InvalidArgumentException saying so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from broker import limits
+from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.frontend import MetadataFrontend
+from broker.meta.video_table import VideoStreamMeta
+from broker.video import hls
+from broker.video.archive import FragmentArchive, Position
+from broker.video.fragment_records import StoredFragment
+from broker.video.media_codec import (
+    MediaCodecError,
+    SegmentFormat,
+    fragment_as_mkv,
+    remux,
+    split_mp4,
+)
+
+_RANGE_MS_MAX = 24 * 3_600_000  # AWS: an ON_DEMAND range covers at most 24 hours
+_EXPIRES_S_DEFAULT = 300
+_ON_DEMAND_FRAGMENTS_DEFAULT = 1000
+_LIVE_FRAGMENTS_DEFAULT = 5  # AWS's default for LIVE playlists
+
+
+def _ms(value: datetime) -> int:
+    return round(value.timestamp() * 1000)
+
+
+class HlsService:
+    def __init__(
+        self,
+        *,
+        archive: FragmentArchive,
+        metadata: MetadataFrontend,
+        clock: Clock,
+        data_endpoint: Callable[[], str],
+    ) -> None:
+        self._archive = archive
+        self._metadata = metadata
+        self._clock = clock
+        self._data_endpoint = data_endpoint
+
+    def _key(self) -> bytes:
+        secret = self._metadata.image().iterator_secret
+        assert secret, "InitCluster sets the secret before the node serves"
+        return secret
+
+    async def session_url(
+        self, stream: VideoStreamMeta, request: Mapping[str, Any], *, dash: bool = False
+    ) -> str:
+        """GetHLSStreamingSessionURL, or (`dash`) GetDASHStreamingSessionURL."""
+        if stream.data_retention_hours == 0:
+            raise ShoalError(ErrorCode.NO_DATA_RETENTION)
+        mode = request.get("PlaybackMode", "LIVE")
+        live = mode == "LIVE" and not dash
+        if mode != "ON_DEMAND" and not live:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"PlaybackMode {mode} is not served by Shoal yet for "
+                f"{'DASH' if dash else 'HLS'}; use {'ON_DEMAND' if dash else 'LIVE or ON_DEMAND'}.",
+            )
+        selector = request.get("DASHFragmentSelector" if dash else "HLSFragmentSelector") or {}
+        timestamps = selector.get("TimestampRange") or {}
+        selector_type = selector.get("FragmentSelectorType", "SERVER_TIMESTAMP")
+        if live:
+            if timestamps:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "TimestampRange must not be set for PlaybackMode LIVE.",
+                )
+            start_ms, end_ms = 0, 0
+        else:
+            if "StartTimestamp" not in timestamps or "EndTimestamp" not in timestamps:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "HLSFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is "
+                    "required for PlaybackMode ON_DEMAND.",
+                )
+            start_ms, end_ms = _ms(timestamps["StartTimestamp"]), _ms(timestamps["EndTimestamp"])
+            if not 0 <= end_ms - start_ms <= _RANGE_MS_MAX:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT,
+                    "EndTimestamp must follow StartTimestamp by at most 24 hours.",
+                )
+        limit_member = "MaxManifestFragmentResults" if dash else "MaxMediaPlaylistFragmentResults"
+        default_limit = _LIVE_FRAGMENTS_DEFAULT if live else _ON_DEMAND_FRAGMENTS_DEFAULT
+        default_discontinuity = "ALWAYS" if selector_type == "SERVER_TIMESTAMP" else "NEVER"
+        if live:
+            default_discontinuity = "NEVER"  # segments keep the producer's timestamps
+        session = hls.HlsSession(
+            stream_arn=stream.arn,
+            playback_mode=mode,
+            selector_type=selector_type,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            container="FRAGMENTED_MP4"
+            if dash
+            else request.get("ContainerFormat", "FRAGMENTED_MP4"),
+            discontinuity=request.get("DiscontinuityMode", default_discontinuity),
+            max_fragments=int(request.get(limit_member, default_limit)),
+            expires_ms=self._clock.wall_ms() + 1000 * request.get("Expires", _EXPIRES_S_DEFAULT),
+        )
+        if not await self._segments(stream, session, limit=1):
+            raise ShoalError(
+                ErrorCode.VIDEO_RESOURCE_NOT_FOUND,
+                "No fragments found in the stream for the streaming request.",
+            )
+        token = hls.encode_token(session, key=self._key())
+        if dash:
+            return (
+                f"{self._data_endpoint()}{hls.DASH_PATH_PREFIX}{hls.DASH_MANIFEST}"
+                f"?SessionToken={token}"
+            )
+        return f"{self._data_endpoint()}{hls.PATH_PREFIX}{hls.MASTER_PLAYLIST}?SessionToken={token}"
+
+    async def _segments(
+        self, stream: VideoStreamMeta, session: hls.HlsSession, *, limit: int
+    ) -> list[tuple[hls.Segment, int]]:
+        """The session's fragments (with their sizes), in log order, at most `limit`: the
+        first ones of an ON_DEMAND range, the newest ones of a LIVE stream (read from the
+        log's time index, a window back that `limit` fragments of the longest allowed
+        duration fit in)."""
+        if session.playback_mode == "LIVE":
+            window_ms = limit * limits.video_fragment_duration_ms_max
+            since = Position(
+                iterator_type="AT_TIMESTAMP", timestamp_ms=self._clock.wall_ms() - window_ms
+            )
+            newest: collections.deque[tuple[hls.Segment, int]] = collections.deque(maxlen=limit)
+            async for read in self._archive.read(stream, since):
+                newest.append((_segment(read.fragment, server=True), read.fragment.size_bytes))
+            return list(newest)
+        server = session.selector_type == "SERVER_TIMESTAMP"
+        position = (
+            Position(iterator_type="AT_TIMESTAMP", timestamp_ms=session.start_ms)
+            if server
+            else Position(iterator_type="TRIM_HORIZON")
+        )
+        found: list[tuple[hls.Segment, int]] = []
+        async for read in self._archive.read(stream, position):
+            meta = read.fragment.metadata
+            start = meta.server_timestamp_ms if server else meta.producer_timestamp_ms
+            if not session.start_ms <= start <= session.end_ms:
+                continue
+            found.append((_segment(read.fragment, server=server), read.fragment.size_bytes))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def serve(self, name: str, query: Mapping[str, str]) -> tuple[str, bytes]:
+        """(content type, body) of one request of a session."""
+        token = query.get("SessionToken")
+        if token is None:
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "SessionToken is required.")
+        session = hls.decode_token(token, key=self._key(), now_ms=self._clock.wall_ms())
+        stream = self._metadata.image().video.by_arn(session.stream_arn)
+        if stream is None:
+            raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND)
+        if name == hls.DASH_MANIFEST:
+            listed = await self._segments(stream, session, limit=session.max_fragments)
+            if not listed:
+                raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No fragments found.")
+            segments = [segment for segment, _ in listed]
+            seconds = max(1, sum(s.duration_ms for s in segments)) / 1000
+            bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
+            text = hls.dash_manifest(token, segments, bandwidth=bandwidth)
+            return hls.DASH_CONTENT_TYPE, text.encode("utf-8")
+        if name in (hls.MASTER_PLAYLIST, hls.MEDIA_PLAYLIST):
+            listed = await self._segments(stream, session, limit=session.max_fragments)
+            segments = [segment for segment, _ in listed]
+            if name == hls.MASTER_PLAYLIST:
+                seconds = max(1, sum(s.duration_ms for s in segments)) / 1000
+                bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
+                text = hls.master_playlist(token, bandwidth=bandwidth)
+            else:
+                text = hls.media_playlist(session, token, segments)
+            return hls.PLAYLIST_CONTENT_TYPE, text.encode("utf-8")
+        if name == hls.MP4_INIT:
+            listed = await self._segments(stream, session, limit=1)
+            if not listed:
+                raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No fragments found.")
+            fragment = await self._fragment(stream, listed[0][0].fragment_number)
+            init, _ = await self._remux(fragment, SegmentFormat.FRAGMENTED_MP4)
+            return "video/mp4", init
+        if name in (hls.MP4_MEDIA, hls.TS_MEDIA):
+            number = query.get("FragmentNumber")
+            if number is None or not number.isdigit():
+                raise ShoalError(ErrorCode.INVALID_ARGUMENT, "FragmentNumber is required.")
+            fragment = await self._fragment(stream, number)
+            if name == hls.TS_MEDIA:
+                _, segment = await self._remux(fragment, SegmentFormat.MPEG_TS)
+                return "video/mp2t", segment
+            _, segment = await self._remux(fragment, SegmentFormat.FRAGMENTED_MP4)
+            return "video/mp4", segment
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Unknown HLS resource {name}.")
+
+    async def _fragment(self, stream: VideoStreamMeta, number: str) -> StoredFragment:
+        position = Position(iterator_type="AT_SEQUENCE_NUMBER", sequence_number=number)
+        try:
+            async for read in self._archive.read(stream, position):
+                if read.fragment.fragment_number == number:
+                    return read.fragment
+                break
+        except ShoalError as error:
+            if error.code is not ErrorCode.INVALID_ARGUMENT:
+                raise
+        raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, f"Fragment {number} was not found.")
+
+    async def _remux(
+        self, fragment: StoredFragment, segment_format: SegmentFormat
+    ) -> tuple[bytes, bytes]:
+        """(init, media) for fragmented MP4; (b"", the segment) for MPEG-TS."""
+        source = fragment_as_mkv(fragment.header, fragment.cluster)
+        try:
+            data = await asyncio.to_thread(remux, source, segment_format)
+            if segment_format is SegmentFormat.MPEG_TS:
+                return b"", data
+            return split_mp4(data)
+        except MediaCodecError as error:
+            raise ShoalError(ErrorCode.INVALID_MEDIA_FRAME, str(error)) from error
+
+
+def _segment(fragment: StoredFragment, *, server: bool) -> hls.Segment:
+    meta = fragment.metadata
+    return hls.Segment(
+        fragment_number=fragment.fragment_number,
+        start_ms=meta.server_timestamp_ms if server else meta.producer_timestamp_ms,
+        duration_ms=meta.duration_ms,
+        timecode_ms=meta.timecode_ms,
+    )

@@ -1,0 +1,184 @@
+"""PutMedia across a node's death on a 3-node cluster of real processes (broker/video/).
+
+A producer uploads through the node that leads the video stream's internal shard (the worst
+place to be: its connection and the shard's leader die together). That node is killed with
+SIGKILL in the middle of the upload. The producer then resumes on another node from the first
+fragment it holds no PERSISTED for, as the KVS producer SDKs do. Afterwards GetMedia through a
+surviving node must return every fragment that was acknowledged PERSISTED, under the number it
+was acknowledged with, in order, and decode to every frame that went in (a fragment persisted
+whose acknowledgement was lost may come twice, as on AWS; none may be missing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import botocore.config
+import pytest
+
+from broker.client.video_producer import PutMediaTarget, put_media
+from broker.video import ebml, mkv
+from broker.video.acks import AckEventType
+from broker.video.archive import internal_name
+from broker.video.media_chunks import read_tags, split_chunks
+from broker.video.mkv import MkvFragment, MkvSplitter
+from tests.cluster.helpers import shard_leaders, wait_formed
+from tests.meta.video_factories import video_stream
+from tests.support import ClusterProcesses, wait_until
+from tests.video.media import decoded_frame_times_ms, h264_mkv
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+FRAGMENTS = 12
+FPS = 25
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
+    processes = ClusterProcesses(tmp_path)
+    processes.start()
+    try:
+        wait_formed(processes)
+        yield processes
+    except BaseException:
+        print(processes.logs())
+        raise
+    finally:
+        processes.stop()
+
+
+def _client(service: str, endpoint: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=botocore.config.Config(retries={"total_max_attempts": 1}, read_timeout=60),
+    )
+
+
+def _mkv_from(header: bytes, clusters: list[bytes]) -> bytes:
+    return (
+        header[: _ebml_end(header)]
+        + ebml.encode_id(mkv.SEGMENT)
+        + ebml.unknown_size()
+        + (header[_ebml_end(header) :] + b"".join(clusters))
+    )
+
+
+def _ebml_end(header: bytes) -> int:
+    first = ebml.read_header(header, 0)
+    assert first is not None
+    return first.header_length + first.size
+
+
+class _Upload:
+    """One PutMedia session in a thread, its clusters sent `pace_s` apart (a camera)."""
+
+    def __init__(self, endpoint: str, body: list[bytes], pace_s: float) -> None:
+        self.persisted: dict[int, str] = {}  # timecode -> fragment number
+        self.errors: list[str] = []
+        self._target = PutMediaTarget(
+            endpoint=endpoint, stream_name="porch", producer_start_timestamp_s=1_700_000_000.0
+        )
+        self._body = body
+        self._pace_s = pace_s
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _pieces(self) -> AsyncIterator[bytes]:
+        for piece in self._body:
+            yield piece
+            await asyncio.sleep(self._pace_s)
+
+    async def _run(self) -> None:
+        try:
+            async for ack in put_media(self._target, self._pieces()):
+                if ack.event_type is AckEventType.PERSISTED:
+                    assert ack.timecode_ms is not None
+                    assert ack.fragment_number is not None
+                    self.persisted[ack.timecode_ms] = ack.fragment_number
+                elif ack.event_type is AckEventType.ERROR:
+                    self.errors.append(f"{ack.error_id}: {ack.error_message}")
+        except Exception as error:  # the node died under the connection
+            self.errors.append(repr(error))
+
+
+def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
+    cluster: ClusterProcesses,
+) -> None:
+    first = cluster.nodes[0]
+    kvs = _client("kinesisvideo", f"http://127.0.0.1:{first.http_port}")
+    arn = kvs.create_stream(StreamName="porch", DataRetentionInHours=24)["StreamARN"]
+    video = h264_mkv(frames=FRAGMENTS * FPS, fps=FPS)
+    fragments = [e for e in MkvSplitter().feed(video) if isinstance(e, MkvFragment)]
+    assert len(fragments) == FRAGMENTS
+    header = fragments[0].header
+    clusters = [f.cluster for f in fragments]
+
+    # A first fragment through node 1 creates the internal stream; find its shard's leader.
+    warmup = _Upload(f"http://127.0.0.1:{first.http_port}", [_mkv_from(header, clusters[:1])], 0)
+    warmup.thread.start()
+    warmup.thread.join(timeout=60)
+    assert list(warmup.persisted) == [0], warmup.errors
+    created_ms = int(arn.rsplit("/", 1)[1])
+    internal = internal_name(video_stream("porch", created_ms=created_ms))
+    leader_id = wait_until(
+        lambda: shard_leaders(first.endpoint, internal).get("shardId-000000000000"),
+        deadline_s=30,
+        what="the internal shard's leader",
+    )
+    assert leader_id is not None
+    leader = cluster.node_named(leader_id)
+    survivor = next(n for n in cluster.nodes if n is not leader)
+
+    # The rest through the leader, a cluster every 0.15 s; kill it after 3 PERSISTED.
+    body = [_mkv_from(header, []), *clusters[1:]]
+    upload = _Upload(f"http://127.0.0.1:{leader.http_port}", body, 0.15)
+    upload.thread.start()
+    wait_until(lambda: len(upload.persisted) >= 3, deadline_s=60, what="3 fragments persisted")
+    leader.kill()
+    upload.thread.join(timeout=60)
+    assert not upload.thread.is_alive()
+    assert upload.errors, "the producer must have seen its connection fail"
+    acknowledged = {0: warmup.persisted[0], **upload.persisted}
+    assert len(acknowledged) < FRAGMENTS
+
+    # Resume from the first fragment without a PERSISTED, on a surviving node; retried while
+    # the cluster elects the shard's new leader (ERROR 5001 until then).
+    next_index = max(acknowledged) // 1000 + 1
+    deadline = time.monotonic() + 60
+    while True:
+        resumed = _Upload(
+            f"http://127.0.0.1:{survivor.http_port}",
+            [_mkv_from(header, clusters[next_index:])],
+            0,
+        )
+        resumed.thread.start()
+        resumed.thread.join(timeout=60)
+        if len(resumed.persisted) == FRAGMENTS - next_index:
+            break
+        assert time.monotonic() < deadline, resumed.errors
+        next_index += len(resumed.persisted)
+        acknowledged.update(resumed.persisted)
+        time.sleep(0.2)
+    acknowledged.update(resumed.persisted)
+    assert sorted(acknowledged) == [1000 * i for i in range(FRAGMENTS)]
+
+    media = _client("kinesis-video-media", f"http://127.0.0.1:{survivor.http_port}")
+    payload = media.get_media(StreamName="porch", StartSelector={"StartSelectorType": "EARLIEST"})
+    body_bytes = payload["Payload"].read()
+    numbers = [
+        read_tags(chunk)["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for chunk in split_chunks(body_bytes)
+    ]
+    # Every acknowledged fragment is there under its number, in the order acknowledged.
+    positions = [numbers.index(number) for _, number in sorted(acknowledged.items())]
+    assert positions == sorted(positions)
+    times = sorted(set(decoded_frame_times_ms(body_bytes)))
+    assert times == [1000 * i // FPS for i in range(FRAGMENTS * FPS)]

@@ -1,0 +1,140 @@
+"""The video stream transitions (broker/meta/transitions/video_streams.py) through
+`state_machine.apply`: preconditions checked at apply time, versions, tags, and the image's
+round trip through its codec."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from broker.errors import ErrorCode
+from broker.meta.commands import (
+    CreateVideoStream,
+    DeleteVideoStream,
+    TagVideoStream,
+    UntagVideoStream,
+    UpdateVideoRetention,
+    UpdateVideoStream,
+)
+from broker.meta.image import MetadataImage
+from broker.meta.image_codec import decode_image, encode_image
+from broker.meta.state_machine import apply
+from broker.meta.video_table import VideoStreamStatus
+from tests.meta.video_factories import video_stream
+
+
+def _created(image: MetadataImage | None = None) -> MetadataImage:
+    applied = apply(
+        image or MetadataImage(),
+        CreateVideoStream(now_ms=1_000, stream=video_stream(), streams_max=10),
+    )
+    assert applied.error is None
+    return applied.image
+
+
+def test_two_creates_of_one_name_one_wins() -> None:
+    image = _created()
+    # The second proposer saw no stream either; its ARN differs (a later creation time).
+    second = apply(
+        image,
+        CreateVideoStream(now_ms=1_001, stream=video_stream(created_ms=1_001), streams_max=10),
+    )
+    assert second.error is not None
+    assert second.error.code is ErrorCode.RESOURCE_IN_USE
+    # Another account may use the same name.
+    other = apply(
+        image,
+        CreateVideoStream(
+            now_ms=1_001,
+            stream=video_stream(created_ms=1_001, account_id="111111111111"),
+            streams_max=10,
+        ),
+    )
+    assert other.error is None
+    assert len(other.image.video.streams) == 2
+
+
+def test_account_stream_limit() -> None:
+    image = _created()
+    refused = apply(
+        image,
+        CreateVideoStream(now_ms=2_000, stream=video_stream("b", created_ms=2_000), streams_max=1),
+    )
+    assert refused.error is not None
+    assert refused.error.code is ErrorCode.ACCOUNT_STREAM_LIMIT_EXCEEDED
+
+
+def test_updates_need_the_current_version_and_an_active_stream() -> None:
+    image = _created()
+    arn = video_stream().arn
+    update = UpdateVideoStream(
+        now_ms=1_100,
+        arn=arn,
+        current_version="v1",
+        new_version="v2",
+        device_name="garage",
+        media_type=None,
+        updating_ms=50,
+    )
+    creating = apply(image, update)
+    assert creating.error is not None
+    assert creating.error.code is ErrorCode.RESOURCE_IN_USE
+    updated = apply(image, dataclasses.replace(update, now_ms=1_300))
+    assert updated.error is None
+    meta = updated.image.video.streams[arn]
+    assert (meta.device_name, meta.media_type, meta.version) == ("garage", "video/h264", "v2")
+    assert meta.status(now_ms=1_320) is VideoStreamStatus.UPDATING
+    assert meta.status(now_ms=1_350) is VideoStreamStatus.ACTIVE
+    stale = apply(
+        updated.image,
+        UpdateVideoRetention(
+            now_ms=1_400,
+            arn=arn,
+            current_version="v1",
+            new_version="v3",
+            increase=True,
+            change_hours=1,
+            retention_hours_max=87_600,
+            updating_ms=0,
+        ),
+    )
+    assert stale.error is not None
+    assert stale.error.code is ErrorCode.VERSION_MISMATCH
+    below_zero = apply(
+        updated.image,
+        UpdateVideoRetention(
+            now_ms=1_400,
+            arn=arn,
+            current_version="v2",
+            new_version="v3",
+            increase=False,
+            change_hours=25,
+            retention_hours_max=87_600,
+            updating_ms=0,
+        ),
+    )
+    assert below_zero.error is not None
+    assert below_zero.error.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_tags_limit_and_delete() -> None:
+    image = _created()
+    arn = video_stream().arn
+    tagged = apply(
+        image, TagVideoStream(now_ms=1_100, arn=arn, tags=(("a", "1"), ("b", "2")), tags_max=3)
+    )
+    assert tagged.error is None
+    assert tagged.image.video.streams[arn].tags == (("a", "1"), ("b", "2"), ("site", "home"))
+    too_many = apply(
+        tagged.image, TagVideoStream(now_ms=1_100, arn=arn, tags=(("c", "3"),), tags_max=3)
+    )
+    assert too_many.error is not None
+    assert too_many.error.code is ErrorCode.TAGS_PER_RESOURCE_EXCEEDED
+    untagged = apply(tagged.image, UntagVideoStream(now_ms=1_100, arn=arn, keys=("a", "zz")))
+    assert untagged.image.video.streams[arn].tags == (("b", "2"), ("site", "home"))
+    assert decode_image(encode_image(untagged.image)) == untagged.image
+    deleted = apply(untagged.image, DeleteVideoStream(now_ms=1_200, arn=arn))
+    assert deleted.error is None
+    assert deleted.image.video.streams == {}
+    gone = apply(deleted.image, DeleteVideoStream(now_ms=1_200, arn=arn))
+    assert gone.error is not None
+    assert gone.error.code is ErrorCode.VIDEO_RESOURCE_NOT_FOUND

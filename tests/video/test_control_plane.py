@@ -1,0 +1,234 @@
+"""The Kinesis Video Streams control plane through boto3's `kinesisvideo` client, against an
+in-process node (broker/video/control.py behind broker/gateway/video_http.py).
+
+Goal: a user's KVS control-plane code works unmodified against Shoal: ARNs, versions, states,
+tags in both forms, pagination, the data endpoint, and AWS's errors with the model's statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import grpc
+import pytest
+
+from broker.api.video.v1 import video_pb2, video_pb2_grpc
+from broker.clock import ManualClock
+from broker.errors import ErrorCode
+from broker.gateway.error_mapping import error_from_rpc_error
+from broker.node import Node
+
+pytestmark = pytest.mark.integration
+
+REGION = "us-east-1"
+
+
+def video_client(node: Node, service: str = "kinesisvideo", **kwargs: Any) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name=REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=botocore.config.Config(
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=5,
+            read_timeout=30,
+        ),
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def kvs(node: Node) -> Iterator[Any]:
+    client = video_client(node)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+async def call(function: Any, /, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(function, **kwargs)
+
+
+def _error(raised: pytest.ExceptionInfo[botocore.exceptions.ClientError]) -> tuple[str, int]:
+    response = raised.value.response
+    return response["Error"]["Code"], response["ResponseMetadata"]["HTTPStatusCode"]
+
+
+async def test_create_describe_list_delete(node: Node, kvs: Any, clock: ManualClock) -> None:
+    created = await call(
+        kvs.create_stream,
+        StreamName="camera-1",
+        DeviceName="porch",
+        MediaType="video/h264",
+        DataRetentionInHours=24,
+        Tags={"site": "home"},
+    )
+    arn = created["StreamARN"]
+    assert arn.startswith("arn:aws:kinesisvideo:us-east-1:000000000000:stream/camera-1/")
+    assert arn.rsplit("/", 1)[1] == str(clock.wall_ms())
+
+    info = (await call(kvs.describe_stream, StreamName="camera-1"))["StreamInfo"]
+    assert info["StreamARN"] == arn
+    assert info["Status"] == "ACTIVE"
+    assert info["DeviceName"] == "porch"
+    assert info["MediaType"] == "video/h264"
+    assert info["DataRetentionInHours"] == 24
+    assert info["KmsKeyId"] == "arn:aws:kms:us-east-1:000000000000:alias/aws/kinesisvideo"
+    assert info["Version"]
+    assert (await call(kvs.describe_stream, StreamARN=arn))["StreamInfo"] == info
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.create_stream, StreamName="camera-1")
+    assert _error(raised) == ("ResourceInUseException", 400)
+
+    await call(kvs.create_stream, StreamName="camera-2")
+    await call(kvs.create_stream, StreamName="door-1")
+    listed = await call(kvs.list_streams)
+    assert [s["StreamName"] for s in listed["StreamInfoList"]] == ["camera-1", "camera-2", "door-1"]
+    prefixed = await call(
+        kvs.list_streams,
+        StreamNameCondition={"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "camera"},
+    )
+    assert [s["StreamName"] for s in prefixed["StreamInfoList"]] == ["camera-1", "camera-2"]
+    page = await call(kvs.list_streams, MaxResults=2)
+    assert len(page["StreamInfoList"]) == 2
+    rest = await call(kvs.list_streams, MaxResults=2, NextToken=page["NextToken"])
+    assert [s["StreamName"] for s in rest["StreamInfoList"]] == ["door-1"]
+    assert "NextToken" not in rest
+
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.delete_stream, StreamARN=arn, CurrentVersion="stale")
+    assert _error(raised) == ("VersionMismatchException", 400)
+    await call(kvs.delete_stream, StreamARN=arn, CurrentVersion=info["Version"])
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.describe_stream, StreamName="camera-1")
+    assert _error(raised) == ("ResourceNotFoundException", 404)
+    # A new incarnation under the same name has a new ARN.
+    clock.advance(ms=5)
+    again = await call(kvs.create_stream, StreamName="camera-1")
+    assert again["StreamARN"] != arn
+    assert again["StreamARN"].endswith(f"/camera-1/{clock.wall_ms()}")
+
+
+async def test_updates_change_the_version(kvs: Any) -> None:
+    await call(kvs.create_stream, StreamName="cam", DataRetentionInHours=1)
+    version = (await call(kvs.describe_stream, StreamName="cam"))["StreamInfo"]["Version"]
+    await call(kvs.update_stream, StreamName="cam", CurrentVersion=version, DeviceName="garage")
+    info = (await call(kvs.describe_stream, StreamName="cam"))["StreamInfo"]
+    assert info["DeviceName"] == "garage"
+    assert info["Version"] != version
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.update_stream, StreamName="cam", CurrentVersion=version, MediaType="x/y")
+    assert _error(raised) == ("VersionMismatchException", 400)
+
+    await call(
+        kvs.update_data_retention,
+        StreamName="cam",
+        CurrentVersion=info["Version"],
+        Operation="INCREASE_DATA_RETENTION",
+        DataRetentionChangeInHours=47,
+    )
+    info = (await call(kvs.describe_stream, StreamName="cam"))["StreamInfo"]
+    assert info["DataRetentionInHours"] == 48
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(
+            kvs.update_data_retention,
+            StreamName="cam",
+            CurrentVersion=info["Version"],
+            Operation="DECREASE_DATA_RETENTION",
+            DataRetentionChangeInHours=49,
+        )
+    assert _error(raised) == ("InvalidArgumentException", 400)
+
+
+async def test_tags_both_forms(kvs: Any) -> None:
+    arn = (await call(kvs.create_stream, StreamName="tagged", Tags={"a": "1"}))["StreamARN"]
+    await call(kvs.tag_stream, StreamName="tagged", Tags={"b": "2"})
+    await call(kvs.tag_resource, ResourceARN=arn, Tags=[{"Key": "c", "Value": "3"}])
+    assert (await call(kvs.list_tags_for_stream, StreamARN=arn))["Tags"] == {
+        "a": "1",
+        "b": "2",
+        "c": "3",
+    }
+    await call(kvs.untag_stream, StreamName="tagged", TagKeyList=["a"])
+    await call(kvs.untag_resource, ResourceARN=arn, TagKeyList=["b"])
+    assert (await call(kvs.list_tags_for_resource, ResourceARN=arn))["Tags"] == {"c": "3"}
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.tag_stream, StreamName="tagged", Tags={f"k{i}": "v" for i in range(50)})
+    assert _error(raised) == ("TagsPerResourceExceededLimitException", 400)
+
+
+async def test_data_endpoint_and_errors(node: Node, kvs: Any) -> None:
+    await call(kvs.create_stream, StreamName="ep")
+    for api in ("PUT_MEDIA", "GET_MEDIA", "LIST_FRAGMENTS", "GET_MEDIA_FOR_FRAGMENT_LIST"):
+        endpoint = await call(kvs.get_data_endpoint, StreamName="ep", APIName=api)
+        assert endpoint["DataEndpoint"] == f"http://127.0.0.1:{node.http_port}"
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.get_data_endpoint, StreamName="nope", APIName="GET_MEDIA")
+    assert _error(raised) == ("ResourceNotFoundException", 404)
+    # The model's constraints, checked by the node even when the client does not check them.
+    raw = boto3.client(
+        "kinesisvideo",
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name=REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=botocore.config.Config(
+            parameter_validation=False, retries={"total_max_attempts": 1}
+        ),
+    )
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(raw.create_stream, StreamName="bad name!")
+    code, status = _error(raised)
+    assert (code, status) == ("ValidationException", 400)
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(raw.describe_stream)
+    assert _error(raised) == ("InvalidArgumentException", 400)
+    # The Kinesis Data Streams API on the same port is untouched.
+    kinesis = boto3.client(
+        "kinesis",
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name=REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+    )
+    assert (await call(kinesis.list_streams))["StreamNames"] == []
+
+
+async def test_native_grpc_control_plane(node: Node, kvs: Any) -> None:
+    """The same control plane on the gRPC door (VideoStreamsService); a stream made there is
+    the one boto3 sees."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+        stub = video_pb2_grpc.VideoStreamsServiceStub(channel)
+        created = await stub.CreateStream(
+            video_pb2.CreateStreamInput(
+                stream_name="native", data_retention_in_hours=5, tags={"via": "grpc"}
+            )
+        )
+        assert created.stream_arn.startswith("arn:aws:kinesisvideo:us-east-1:")
+        described = await stub.DescribeStream(video_pb2.DescribeStreamInput(stream_name="native"))
+        assert described.stream_info.status == "ACTIVE"
+        assert described.stream_info.data_retention_in_hours == 5
+        tags = await stub.ListTagsForStream(
+            video_pb2.ListTagsForStreamInput(stream_arn=created.stream_arn)
+        )
+        assert dict(tags.tags) == {"via": "grpc"}
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.DescribeStream(video_pb2.DescribeStreamInput(stream_name="nope"))
+        error = error_from_rpc_error(raised.value)
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert error.code.kinesis_name == "ResourceNotFoundException"
+        assert error.message == ErrorCode.VIDEO_RESOURCE_NOT_FOUND.spec.default_message
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.CreateStream(video_pb2.CreateStreamInput(stream_name="bad name!"))
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = (await call(kvs.describe_stream, StreamName="native"))["StreamInfo"]
+    assert info["StreamARN"] == created.stream_arn
