@@ -71,6 +71,10 @@ tags_per_call_max = 50
 tag_key_chars_max = 128
 tag_value_chars_max = 256
 
+# --- Resource policies, encryption, warm throughput (AWS) ----------------------------------
+resource_policy_bytes_max = 20 * KiB  # AWS's quota on one Kinesis resource policy
+warm_throughput_mibps_max = 10 * 1024  # on-demand warm throughput up to 10 GiB/s
+
 # --- Internal bounds -----------------------------------------------------------------------
 group_commit_bytes_max = 32 * MiB  # one WriteBatch; must hold the largest PutRecords
 group_commit_records_max = 20_000
@@ -97,7 +101,10 @@ http_body_bytes_max = 16 * MiB
 http2_body_discard_bytes_max = 4 * http_body_bytes_max
 http_headers_bytes_max = 64 * KiB  # request line + headers (h11) / header list (h2); SigV4 fits
 http_streams_per_connection_max = 100  # concurrent HTTP/2 streams per connection
-http_keep_alive_s = 75  # idle keep-alive; above the 60 s idle pools of the AWS SDKs
+# Idle keep-alive; above the 60 s idle pools of the AWS SDKs. Also the header-read bound:
+# hypercorn counts a connection without a whole request as idle however many bytes arrive, so
+# a client that never finishes its headers is cut off after this long.
+http_keep_alive_s = 75
 http_shutdown_grace_s = 5.0  # in-flight requests get this long when the node stops
 
 # --- Enhanced fan-out (SubscribeToShard; service/subscriptions.py) ---------------------------

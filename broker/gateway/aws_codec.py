@@ -39,6 +39,7 @@ import cbor2
 import orjson
 import pybase64
 
+from broker.error_messages import NO_MESSAGE
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.validation import KINESIS, service_model
 from broker.timestamps import ms_from_datetime
@@ -104,9 +105,9 @@ def parse_body(body: bytes, wire: WireFormat) -> dict[str, Any]:
     except (ValueError, TypeError, RecursionError, cbor2.CBORError) as exc:
         # json raises ValueError (UnicodeDecodeError included); cbor2 raises CBORDecodeError,
         # or TypeError for an unhashable map key, which is a malformed body too.
-        raise _serialization_error("Unable to parse the request body.") from exc
+        raise _serialization_error(NO_MESSAGE) from exc
     if not isinstance(value, dict):
-        raise _serialization_error("Start of structure or map found where not expected.")
+        raise _serialization_error(NO_MESSAGE)  # AWS names no reason for either
     return value
 
 

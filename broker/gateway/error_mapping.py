@@ -42,10 +42,24 @@ def to_grpc_status(error: ShoalError) -> grpc.Status:
     detail = any_pb2.Any()
     detail.Pack(info)
     status = status_pb2.Status(
-        code=grpc_status_code(error.code).value[0], message=error.message, details=[detail]
+        code=grpc_status_code(error.code).value[0],
+        message=_bounded(error.message),
+        details=[detail],
     )
     converted: grpc.Status = rpc_status.to_status(status)
     return converted
+
+
+# gRPC refuses trailing metadata over 16 KiB (the status travels in it twice: as
+# grpc-message and inside grpc-status-details-bin); an echoed request value must not make the
+# error itself fail.
+_GRPC_MESSAGE_CHARS_MAX = 4_096
+
+
+def _bounded(message: str) -> str:
+    if len(message) <= _GRPC_MESSAGE_CHARS_MAX:
+        return message
+    return message[: _GRPC_MESSAGE_CHARS_MAX - 3] + "..."
 
 
 def error_from_rpc_error(exc: grpc.RpcError) -> ShoalError:
@@ -69,12 +83,19 @@ def error_from_rpc_error(exc: grpc.RpcError) -> ShoalError:
     return ShoalError(ErrorCode.INTERNAL_FAILURE, details)
 
 
+# AWS's JSON protocol spells the key `Message` in the errors its deserializer raises and
+# `message` in the others (botocore reads either).
+_CAPITALISED_MESSAGE = frozenset({ErrorCode.SERIALIZATION})
+
+
 def to_aws_error(error: ShoalError) -> tuple[int, dict[str, str]]:
-    """The HTTP status and the error document of a Kinesis error on the AWS wire."""
-    return error.code.spec.http_status, {
-        "__type": error.code.kinesis_name,
-        "message": error.message,
-    }
+    """The HTTP status and the error document of a Kinesis error on the AWS wire; an error
+    AWS sends without a message (an empty `message`) has only `__type`."""
+    document = {"__type": error.code.kinesis_name}
+    if error.message:
+        key = "Message" if error.code in _CAPITALISED_MESSAGE else "message"
+        document[key] = error.message
+    return error.code.spec.http_status, document
 
 
 NativeMethod = Callable[[Any], Awaitable[Message]]

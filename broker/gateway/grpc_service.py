@@ -3,8 +3,10 @@
 Thin by design: decode the message into an AWS-shaped dict (`codec`), validate it against the
 service's botocore model (`validation`), call the service, encode the response. A server-streaming
 RPC (SubscribeToShard) encodes each event of the operation's `EventStream` as one message.
-Errors leave through `error_mapping`. The RPC table is built from the proto's service
-descriptor, so an RPC added to the proto is served as soon as the service implements it.
+Errors leave through `error_mapping`; bytes that do not parse as the RPC's message are a
+SerializationException (INVALID_ARGUMENT), parsed here rather than by gRPC's deserializer.
+The RPC table is built from the proto's service descriptor, so an RPC added to the proto is
+served as soon as the service implements it.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 import grpc
 from google.protobuf import symbol_database
 from google.protobuf.descriptor import ServiceDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.caller import Caller
+from broker.error_messages import malformed_message
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.codec import dict_to_message, message_to_dict
 from broker.gateway.error_mapping import to_grpc_status
@@ -54,18 +57,29 @@ def _caller(bound: _Bound, context: grpc.aio.ServicerContext[Any, Any]) -> Calle
     return dataclasses.replace(bound.caller, source_address=context.peer())
 
 
+def _parse(raw: bytes, input_class: type[Message]) -> Message:
+    """The request message; bytes that are not one are the client's error (the default
+    deserializer would answer UNKNOWN with a Python exception text)."""
+    try:
+        return input_class.FromString(raw)
+    except DecodeError:
+        raise ShoalError(
+            ErrorCode.SERIALIZATION, malformed_message(input_class.DESCRIPTOR.full_name)
+        ) from None
+
+
 def _rpc(
-    bound: _Bound, operation: str, output: type[Message]
-) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+    bound: _Bound, operation: str, input_class: type[Message], output: type[Message]
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
     """One unary RPC bound to one operation (a coroutine function, as grpc.aio needs)."""
     service, probe = bound.service, bound.probe
     label = bound.label_prefix + operation
 
-    async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
         started = time.perf_counter()
         code = "OK"
         try:
-            request = message_to_dict(message)
+            request = message_to_dict(_parse(raw, input_class))
             validate_request(operation, request, model=bound.model)
             response = await service.call(operation, request, _caller(bound, context))
             return dict_to_message(response, output)
@@ -85,8 +99,8 @@ def _rpc(
 
 
 def _stream_rpc(
-    bound: _Bound, operation: str, output: type[Message]
-) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]:
+    bound: _Bound, operation: str, input_class: type[Message], output: type[Message]
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]:
     """One server-streaming RPC (SubscribeToShard): the operation answers `{"EventStream":
     async iterator of event dicts}`; each event becomes one message of the stream.
 
@@ -99,12 +113,12 @@ def _stream_rpc(
     label = bound.label_prefix + operation
 
     async def handle(
-        message: Message, context: grpc.aio.ServicerContext[Any, Any]
+        raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Message]:
         started = time.perf_counter()
         code = "OK"
         try:
-            request = message_to_dict(message)
+            request = message_to_dict(_parse(raw, input_class))
             validate_request(operation, request, model=bound.model)
             response = await service.call(operation, request, _caller(bound, context))
         except ShoalError as error:
@@ -155,14 +169,12 @@ def operation_handler(
         output_class = _message_class(method.output_type.full_name)
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                _stream_rpc(bound, method.name, output_class),
-                request_deserializer=input_class.FromString,
+                _stream_rpc(bound, method.name, input_class, output_class),
                 response_serializer=output_class.SerializeToString,
             )
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            _rpc(bound, method.name, output_class),
-            request_deserializer=input_class.FromString,
+            _rpc(bound, method.name, input_class, output_class),
             response_serializer=output_class.SerializeToString,
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)

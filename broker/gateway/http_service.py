@@ -43,11 +43,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
+
 from broker import limits
 from broker.caller import Caller
 from broker.clock import Clock
+from broker.error_messages import NO_MESSAGE
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway import event_stream
+from broker.gateway import cors, event_stream
 from broker.gateway.aws_codec import (
     WireFormat,
     decode_request,
@@ -108,6 +111,32 @@ def _xml_error(status: int, name: str, message: str | None) -> _Response:
         body = f"<{name}>\n  <Message>{message}</Message>\n</{name}>\n"
     return _Response(
         status=status, headers=(("x-amzn-errortype", name),), body=body.encode("utf-8")
+    )
+
+
+_PLAIN_JSON = "application/json"
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _plain_json_answer(body: bytes) -> _Response:
+    """AWS's answer to a non-empty `application/json` body (not the JSON 1.1 protocol): 200
+    with Coral's generic envelope, SerializationException for a body that is not a JSON object
+    and UnknownOperationException otherwise, whatever the target (as kinesalite recorded)."""
+    try:
+        parsed = orjson.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        output = {"__type": "com.amazon.coral.service#UnknownOperationException", "message": None}
+    else:
+        output = {"__type": "com.amazon.coral.service#SerializationException", "Message": None}
+    return _Response(
+        status=200,
+        headers=(("content-type", _PLAIN_JSON),),
+        body=orjson.dumps({"Output": output, "Version": "1.0"}),
     )
 
 
@@ -218,6 +247,15 @@ class AwsHttpApp:
                 return
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
+        request_headers = dict(_headers(scope))
+        if cors.is_preflight(scope["method"], request_headers):
+            await _send_response(
+                send,
+                _Response(status=200, headers=tuple(cors.preflight_headers(request_headers))),
+                request_id,
+            )
+            return
+        extra = cors.answer_headers(request_headers)
         try:
             response = await self._respond(scope, receive)
         except _ClientGone:
@@ -231,9 +269,9 @@ class AwsHttpApp:
         if isinstance(response, _Streaming):
             if self._probe is not None:
                 self._report(scope, _Response(status=200), time.perf_counter() - started)
-            await _send_event_stream(send, receive, response, request_id)
+            await _send_event_stream(send, receive, response, request_id, extra)
             return
-        await _send_response(send, response, request_id)
+        await _send_response(send, response, request_id, extra)
         if self._probe is not None:
             self._report(scope, response, time.perf_counter() - started)
 
@@ -282,7 +320,9 @@ class AwsHttpApp:
             # AWS answers an empty body in JSON only when the request said JSON.
             answer_in = WireFormat.JSON if wire is WireFormat.JSON else WireFormat.CBOR
             code = ErrorCode.SERIALIZATION if known else ErrorCode.UNKNOWN_OPERATION
-            return _error_response(ShoalError(code), answer_in)
+            return _error_response(ShoalError(code, NO_MESSAGE), answer_in)
+        if wire is None and _media_type(by_name.get("content-type", "")) == _PLAIN_JSON:
+            return _plain_json_answer(body)
         if wire is None:
             if not service_name or not operation:
                 return _xml_error(403, "AccessDeniedException", _NO_OPERATION_MESSAGE)
@@ -352,18 +392,21 @@ def _raw_path(scope: Scope) -> str:
     return path
 
 
-async def _send_response(send: Send, response: _Response, request_id: str) -> None:
+async def _send_response(
+    send: Send, response: _Response, request_id: str, extra: cors.HeaderPairs = ()
+) -> None:
     headers = [
         (b"x-amzn-requestid", request_id.encode("ascii")),
         (b"content-length", str(len(response.body)).encode("ascii")),
         *((name.encode("latin-1"), value.encode("latin-1")) for name, value in response.headers),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra),
     ]
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body, "more_body": False})
 
 
 async def _send_event_stream(
-    send: Send, receive: Receive, response: _Streaming, request_id: str
+    send: Send, receive: Receive, response: _Streaming, request_id: str, extra: cors.HeaderPairs
 ) -> None:
     """Streams `initial-response` and every event, then ends the body. A failure of the
     subscription is sent as an event-stream exception message (the HTTP status is already
@@ -376,7 +419,7 @@ async def _send_event_stream(
             if message["type"] == "http.disconnect":
                 return
 
-    streaming = asyncio.create_task(_stream_events(send, response, request_id))
+    streaming = asyncio.create_task(_stream_events(send, response, request_id, extra))
     watcher = asyncio.create_task(watch_disconnect())
     client_gone = False
     try:
@@ -393,12 +436,15 @@ async def _send_event_stream(
             raise failure  # a send that failed with the client still there: hypercorn logs it
 
 
-async def _stream_events(send: Send, response: _Streaming, request_id: str) -> None:
+async def _stream_events(
+    send: Send, response: _Streaming, request_id: str, extra: cors.HeaderPairs
+) -> None:
     events, wire = response.events, response.wire
     content_type = wire.content_type
     headers = [
         (b"x-amzn-requestid", request_id.encode("ascii")),
         (b"content-type", b"application/vnd.amazon.eventstream"),
+        *((name.encode("latin-1"), value.encode("latin-1")) for name, value in extra),
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     initial = event_stream.event_message(

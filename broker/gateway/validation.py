@@ -25,8 +25,15 @@ import botocore.loaders
 import botocore.model
 import regex
 
+from broker.error_messages import (
+    MUST_NOT_BE_NULL,
+    constraint_violation,
+    member_path,
+    validation_errors,
+)
 from broker.errors import ErrorCode, ShoalError
 
+_COLLECTION_RENDERED_MAX = 1024  # characters of a list or map echoed in a violation
 _VALIDATION_ERRORS_REPORTED_MAX = 10  # AWS lists a handful; a huge PutRecords must not list 500
 
 
@@ -54,19 +61,42 @@ def _pattern(text: str) -> regex.Pattern[str]:
     return regex.compile(text)
 
 
-def _member_path(name: str) -> str:
-    """AWS reports members in lowerCamelCase: `StreamARN` -> `streamARN`."""
-    return name[:1].lower() + name[1:]
-
-
 def _render(value: Any) -> str:
+    """A value as AWS's messages show it: quoted, blobs as the Java buffer AWS holds them in,
+    lists as `[a, b]` and maps as `{k=v}` (Java's toString); `null` for a missing value."""
     if value is None:
         return "null"
-    if isinstance(value, bytes):
-        return "java.nio.HeapByteBuffer"  # what AWS prints for a blob value
-    if isinstance(value, list | dict):
-        return str(value)[:64]
-    return f"'{value}'"
+    text = _java_string(value)
+    if isinstance(value, list | Mapping) and len(text) > _COLLECTION_RENDERED_MAX:
+        # A PutRecords of 500 entries must not echo all of them (gRPC caps its metadata).
+        text = text[: _COLLECTION_RENDERED_MAX - 4] + "...]"
+    return f"'{text}'"
+
+
+def _java_string(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        size = len(value)
+        return f"java.nio.HeapByteBuffer[pos=0 lim={size} cap={size}]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_java_string(item) for item in value) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k}={_java_string(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _member_order(model: str, shape: botocore.model.StructureShape) -> tuple[str, ...]:
+    """The order AWS reports a structure's members in: the model's, except that Kinesis
+    reports the stream-naming member StreamName after the operation's own members (as
+    recorded by kinesalite: `shardId`, `shardIteratorType`, ..., `streamName`; `tags`,
+    `streamName`)."""
+    names = tuple(shape.members)
+    if model != KINESIS or "StreamName" not in names:
+        return names
+    return (*(n for n in names if n != "StreamName"), "StreamName")
 
 
 def validate_request(operation: str, request: Mapping[str, Any], *, model: str = KINESIS) -> None:
@@ -79,13 +109,22 @@ def validate_request(operation: str, request: Mapping[str, Any], *, model: str =
         return
     input_shape = service_model(model).operation_model(operation).input_shape
     assert input_shape is not None
-    problems: list[str] = []
+    problems = _Problems(model)
     _check_structure(input_shape, request, "", problems)
     assert problems, f"the compiled and the detailed checks of {operation} disagree"
-    count = len(problems)
-    noun = "error" if count == 1 else "errors"
-    shown = "; ".join(problems[:_VALIDATION_ERRORS_REPORTED_MAX])
-    raise ShoalError(ErrorCode.VALIDATION, f"{count} validation {noun} detected: {shown}")
+    raise ShoalError(ErrorCode.VALIDATION, validation_errors(problems))
+
+
+class _Problems(list[str]):
+    """The violations found so far; AWS stops looking after ten (and counts ten)."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__()
+        self.model = model
+
+    @property
+    def full(self) -> bool:
+        return len(self) >= _VALIDATION_ERRORS_REPORTED_MAX
 
 
 Check = Callable[[Any], bool]
@@ -142,7 +181,7 @@ def _compile(shape: botocore.model.Shape, done: dict[str, Check]) -> Check:
         def check_string(value: Any) -> bool:
             if not isinstance(value, str) or not _within(len(value), low, high):
                 return False
-            if pattern is not None and value and pattern.fullmatch(value) is None:
+            if pattern is not None and pattern.fullmatch(value) is None:
                 return False
             return not enum or value in enum
 
@@ -199,37 +238,29 @@ def _check_structure(
     shape: botocore.model.StructureShape,
     value: Any,
     prefix: str,
-    problems: list[str],
+    problems: _Problems,
 ) -> None:
     if not isinstance(value, Mapping):
-        problems.append(
-            f"Value {_render(value)} at '{prefix}' failed to satisfy constraint: "
-            "Member must be a structure"
-        )
+        _fail(prefix.rstrip("."), value, "Member must be a structure", problems)
         return
-    for name in shape.required_members:
-        if value.get(name) is None:
-            path = prefix + _member_path(name)
-            problems.append(
-                f"Value null at '{path}' failed to satisfy constraint: Member must not be null"
-            )
-    for name, member_value in value.items():
-        member_shape = shape.members.get(name)
-        if member_shape is None:
-            # Unknown members are ignored, as AWS's JSON protocol does.
-            continue
+    required = set(shape.required_members)
+    for name in _member_order(problems.model, shape):
+        member_value = value.get(name)
+        path = prefix + member_path(name)
         if member_value is None:
+            if name in required:
+                _fail(path, None, MUST_NOT_BE_NULL, problems)
             continue
-        _check_value(member_shape, member_value, prefix + _member_path(name), problems)
+        # Unknown members are ignored, as AWS's JSON protocol does.
+        _check_value(shape.members[name], member_value, path, problems)
 
 
-def _fail(path: str, value: Any, constraint: str, problems: list[str]) -> None:
-    problems.append(
-        f"Value {_render(value)} at '{path}' failed to satisfy constraint: {constraint}"
-    )
+def _fail(path: str, value: Any, constraint: str, problems: _Problems) -> None:
+    if not problems.full:
+        problems.append(constraint_violation(_render(value), path, constraint))
 
 
-def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: list[str]) -> None:
+def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: _Problems) -> None:
     metadata = shape.metadata
     kind = shape.type_name
     if kind == "structure":
@@ -241,6 +272,9 @@ def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: l
             _fail(path, value, "Member must be a list", problems)
             return
         _check_length(len(value), metadata, path, value, problems)
+        if _is_scalar_string(shape.member):
+            _check_strings_together(shape.member, value, "Member", path, value, problems)
+            return
         for position, item in enumerate(value, start=1):
             _check_value(shape.member, item, f"{path}.{position}.member", problems)
     elif kind == "map":
@@ -249,14 +283,20 @@ def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: l
             _fail(path, value, "Member must be a map", problems)
             return
         _check_length(len(value), metadata, path, value, problems)
-        for key, item in value.items():
-            _check_value(shape.key, key, f"{path}.key", problems)
-            _check_value(shape.value, item, f"{path}.value", problems)
+        if _is_scalar_string(shape.key):
+            _check_strings_together(shape.key, list(value), "Map keys", path, value, problems)
+        else:
+            for key in value:
+                _check_value(shape.key, key, f"{path}.key", problems)
+        if _is_scalar_string(shape.value):
+            values = list(value.values())
+            _check_strings_together(shape.value, values, "Map value", path, value, problems)
+        else:
+            for item in value.values():
+                _check_value(shape.value, item, f"{path}.value", problems)
     elif kind == "string":
         _check_string(shape, value, path, problems)
-    elif kind in ("integer", "long"):
-        _check_integer(metadata, value, path, problems)
-    elif kind in ("double", "float"):
+    elif kind in ("integer", "long", "double", "float"):
         _check_number(metadata, value, path, problems)
     elif kind == "blob":
         if not isinstance(value, bytes | bytearray):
@@ -269,32 +309,60 @@ def _check_value(shape: botocore.model.Shape, value: Any, path: str, problems: l
         _fail(path, value, "Member must be a timestamp", problems)
 
 
-def _check_string(shape: botocore.model.Shape, value: Any, path: str, problems: list[str]) -> None:
+def _is_scalar_string(shape: botocore.model.Shape) -> bool:
+    return shape.type_name == "string"
+
+
+def _string_constraints(shape: botocore.model.Shape) -> list[str]:
+    """A string shape's constraints as AWS lists them inside `[...]`."""
+    metadata = shape.metadata
+    constraints = []
+    if "max" in metadata:
+        constraints.append(f"Member must have length less than or equal to {metadata['max']}")
+    if "min" in metadata:
+        constraints.append(f"Member must have length greater than or equal to {metadata['min']}")
+    if "pattern" in metadata:
+        constraints.append(f"Member must satisfy regular expression pattern: {metadata['pattern']}")
+    enum = shape.enum if isinstance(shape, botocore.model.StringShape) else None
+    if enum:
+        constraints.append(f"Member must satisfy enum value set: [{', '.join(enum)}]")
+    return constraints
+
+
+def _check_strings_together(
+    shape: botocore.model.Shape,
+    items: list[Any],
+    subject: str,
+    path: str,
+    whole: Any,
+    problems: _Problems,
+) -> None:
+    """AWS reports the strings of a list (or a map's keys, or its values) as one violation of
+    the collection: `Value '[a, ]' at 'tagKeys' failed to satisfy constraint: Member must
+    satisfy constraint: [Member must have length less than or equal to 128, ...]`."""
+    scratch = _Problems(problems.model)
+    for item in items:
+        _check_string(shape, item, path, scratch)
+    if scratch:
+        listed = ", ".join(_string_constraints(shape))
+        _fail(path, whole, f"{subject} must satisfy constraint: [{listed}]", problems)
+
+
+def _check_string(shape: botocore.model.Shape, value: Any, path: str, problems: _Problems) -> None:
+    """AWS's order: the pattern (checked on empty strings too), the length bounds, the enum."""
     if not isinstance(value, str):
         _fail(path, value, "Member must be a string", problems)
         return
-    _check_length(len(value), shape.metadata, path, value, problems)
     pattern = shape.metadata.get("pattern")
-    if pattern is not None and value and _pattern(pattern).fullmatch(value) is None:
+    if pattern is not None and _pattern(pattern).fullmatch(value) is None:
         _fail(path, value, f"Member must satisfy regular expression pattern: {pattern}", problems)
+    _check_length(len(value), shape.metadata, path, value, problems)
     enum = shape.enum if isinstance(shape, botocore.model.StringShape) else None
     if enum and value not in enum:
         _fail(path, value, f"Member must satisfy enum value set: [{', '.join(enum)}]", problems)
 
 
-def _check_integer(metadata: Mapping[str, Any], value: Any, path: str, problems: list[str]) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        _fail(path, value, "Member must be a number", problems)
-        return
-    minimum = metadata.get("min")
-    maximum = metadata.get("max")
-    if minimum is not None and value < minimum:
-        _fail(path, value, f"Member must have value greater than or equal to {minimum}", problems)
-    if maximum is not None and value > maximum:
-        _fail(path, value, f"Member must have value less than or equal to {maximum}", problems)
-
-
-def _check_number(metadata: Mapping[str, Any], value: Any, path: str, problems: list[str]) -> None:
+def _check_number(metadata: Mapping[str, Any], value: Any, path: str, problems: _Problems) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         _fail(path, value, "Member must be a number", problems)
         return
@@ -307,7 +375,7 @@ def _check_number(metadata: Mapping[str, Any], value: Any, path: str, problems: 
 
 
 def _check_length(
-    length: int, metadata: Mapping[str, Any], path: str, value: Any, problems: list[str]
+    length: int, metadata: Mapping[str, Any], path: str, value: Any, problems: _Problems
 ) -> None:
     minimum = metadata.get("min")
     maximum = metadata.get("max")

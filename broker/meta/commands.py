@@ -16,7 +16,7 @@ from typing import Any, assert_never
 
 from broker.consumers import leases
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
-from broker.meta.image import NodeState, ReshardKind, StreamMode
+from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
 from broker.meta.video_table import VideoStreamMeta
 from broker.streams.throttling import StreamLimits
@@ -56,6 +56,9 @@ class CreateStream:
     # Replicas per shard. The proposer passes min(its configured default, ACTIVE nodes it
     # sees); apply re-checks against the ACTIVE nodes at apply time (LimitExceeded if fewer).
     replication_factor: int = 1
+    # On-demand streams only (InvalidArgumentException for a provisioned one).
+    record_distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
+    warm_throughput_mibps: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -650,6 +653,63 @@ DeliveryStreamCommand = (
 )
 
 
+# --- Issue 14: resource policies, encryption settings, warm throughput, record distribution.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutResourcePolicy:
+    """Attaches `policy` (already checked as a policy document) to a stream or one of its
+    consumers: `resource_arn` is the stream's or the consumer's ARN; `stream_name` its stream."""
+
+    now_ms: int
+    resource_arn: str
+    stream_name: str
+    policy: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteResourcePolicy:
+    now_ms: int
+    resource_arn: str
+    stream_name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetStreamEncryption:
+    """StartStreamEncryption (`encryption_type` "KMS", `key_id`) or StopStreamEncryption
+    ("NONE"); the stream shows UPDATING for `updating_ms`."""
+
+    now_ms: int
+    name: str
+    encryption_type: str
+    key_id: str | None
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateStreamWarmThroughput:
+    now_ms: int
+    name: str
+    warm_throughput_mibps: int
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateRecordDistribution:
+    now_ms: int
+    name: str
+    strategy: RecordDistribution
+
+
+StreamFeatureCommand = (
+    PutResourcePolicy
+    | DeleteResourcePolicy
+    | SetStreamEncryption
+    | UpdateStreamWarmThroughput
+    | UpdateRecordDistribution
+)
+
+
 Command = (
     InitCluster
     | CreateStream
@@ -674,6 +734,7 @@ Command = (
     | VideoCommand
     | AnalyticsCommand
     | DeliveryStreamCommand
+    | StreamFeatureCommand
 )
 
 
@@ -728,6 +789,11 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateDeliveryStreamDestination,
         ChangeDeliveryStreamTags,
         SetDeliveryStreamEncryption,
+        PutResourcePolicy,
+        DeleteResourcePolicy,
+        SetStreamEncryption,
+        UpdateStreamWarmThroughput,
+        UpdateRecordDistribution,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -45,6 +45,24 @@ class StreamMode(enum.Enum):
     ON_DEMAND = "ON_DEMAND"
 
 
+class RecordDistribution(enum.Enum):
+    """How records find their shard (RecordDistributionStrategy; on-demand streams only)."""
+
+    USER_PARTITION_KEY = "USER_PARTITION_KEY"  # the partition key's MD5 (or ExplicitHashKey)
+    AUTO = "AUTO"  # spread evenly; partition keys and explicit hash keys are ignored
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumerPolicy:
+    """A resource policy attached to an enhanced fan-out consumer of the stream. The ARN
+    names the consumer; `consumer_created_ms` tells its registrations apart (a name registered
+    again within the same second gets the same ARN)."""
+
+    consumer_arn: str
+    consumer_created_ms: int
+    policy: str
+
+
 class ShardState(enum.Enum):
     """OPEN takes writes; SEALING refuses them while a reshard completes; CLOSED is final."""
 
@@ -170,6 +188,21 @@ class StreamMeta:
     # Per-shard rate overrides for this stream (UpdateStreamLimits); unset fields follow
     # the cluster's configuration.
     throughput_limits: StreamLimits = field(default_factory=StreamLimits)
+    # Issue 14: the settings of the operations AWS added since (all kept with the incarnation,
+    # so a stream recreated under the same name starts without them).
+    # PutResourcePolicy: the stream's own policy document, exactly as given; its consumers'.
+    resource_policy: str | None = None
+    consumer_policies: tuple[ConsumerPolicy, ...] = ()
+    # StartStreamEncryption / StopStreamEncryption: what DescribeStream reports ("NONE" or
+    # "KMS" and the key). Recorded only: records are not encrypted by Shoal (see
+    # docs/ARCHITECTURE.md, Known gaps).
+    encryption_type: str = "NONE"
+    key_id: str | None = None
+    # UpdateStreamWarmThroughput (on-demand streams): the target, and the value it replaces,
+    # which DescribeStreamSummary reports as current until the update's UPDATING ends.
+    warm_throughput_mibps: int | None = None
+    previous_warm_throughput_mibps: int | None = None
+    record_distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
 
     def status(self, *, now_ms: int) -> StreamStatus:
         if self.reshard is not None:
@@ -193,6 +226,18 @@ class StreamMeta:
 
     def open_shards(self) -> tuple[ShardMeta, ...]:
         return tuple(s for s in self.shards if s.state is not ShardState.CLOSED)
+
+    def current_warm_throughput_mibps(self, *, now_ms: int) -> int | None:
+        """The warm throughput in effect: the previous target while the update is UPDATING."""
+        if self.status(now_ms=now_ms) is StreamStatus.UPDATING:
+            return self.previous_warm_throughput_mibps
+        return self.warm_throughput_mibps
+
+    def consumer_policy(self, consumer_arn: str, *, created_ms: int) -> str | None:
+        for entry in self.consumer_policies:
+            if entry.consumer_arn == consumer_arn and entry.consumer_created_ms == created_ms:
+                return entry.policy
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

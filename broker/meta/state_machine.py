@@ -51,12 +51,14 @@ from broker.meta.commands import (
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
+    DeleteResourcePolicy,
     DeleteStream,
     DeleteVideoStream,
     DeregisterStreamConsumer,
     ForgetDeliveryStream,
     ForgetStream,
     InitCluster,
+    PutResourcePolicy,
     RecordAnalyticsProgress,
     RecordScalingEvent,
     RegisterNode,
@@ -70,6 +72,7 @@ from broker.meta.commands import (
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
+    SetStreamEncryption,
     StealLeaseCommand,
     TagVideoStream,
     TakeLeaseCommand,
@@ -78,8 +81,10 @@ from broker.meta.commands import (
     UpdateAccountSettings,
     UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
+    UpdateRecordDistribution,
     UpdateStreamLimits,
     UpdateStreamMode,
+    UpdateStreamWarmThroughput,
     UpdateVideoRetention,
     UpdateVideoStream,
 )
@@ -91,6 +96,7 @@ from broker.meta.transitions import (
     nodes,
     reshards,
     stream_consumers,
+    stream_features,
     stream_lifecycle,
     stream_settings,
     video_streams,
@@ -183,6 +189,16 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return capacity.apply_report(image, command)
         case RecordScalingEvent():
             return capacity.apply_event(image, command)
+        case PutResourcePolicy():
+            return stream_features.put_resource_policy(image, command)
+        case DeleteResourcePolicy():
+            return stream_features.delete_resource_policy(image, command)
+        case SetStreamEncryption():
+            return stream_features.set_stream_encryption(image, command)
+        case UpdateStreamWarmThroughput():
+            return stream_features.update_warm_throughput(image, command)
+        case UpdateRecordDistribution():
+            return stream_features.update_record_distribution(image, command)
         case CreateVideoStream():
             return video_streams.create(image, command)
         case DeleteVideoStream():

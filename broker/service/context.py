@@ -12,6 +12,13 @@ from typing import Any
 
 from broker.clock import Clock
 from broker.config import Config
+from broker.error_messages import (
+    STREAM_NAME_OR_ARN,
+    missing_member,
+    shard_id_not_understood,
+    shard_not_found,
+    stream_not_found,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.log.store import LogStore
 from broker.meta.frontend import MetadataFrontend
@@ -42,7 +49,6 @@ def shard_throttles(
 
 
 _STREAM_ARN = re.compile(r"arn:aws[\w-]*:kinesis:([\w-]+):(\d{12}):stream/(\S+)")
-_SHARD_ID = re.compile(r"(?:shardId-)?(\d{1,20})")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +78,7 @@ class ServiceContext:
 
     def stream_not_found(self, name: str) -> ShoalError:
         return ShoalError(
-            ErrorCode.RESOURCE_NOT_FOUND, f"Stream {name} {self.account_phrase()} not found."
+            ErrorCode.RESOURCE_NOT_FOUND, stream_not_found(name, self.config.account_id)
         )
 
     def stream_name_from_arn(self, arn: str) -> str:
@@ -84,6 +90,15 @@ class ServiceContext:
         if region != self.config.region or account != self.config.account_id:
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
         return name
+
+    def required_stream_arn(self, request: Mapping[str, Any]) -> str:
+        """StreamARN of an operation that names its stream by ARN only (the model leaves it
+        optional for the reserved StreamId alternative; AWS requires it)."""
+        arn = request.get("StreamARN")
+        if arn is None:
+            raise missing_member("streamARN")
+        assert isinstance(arn, str)
+        return arn
 
     def requested_stream_name(self, request: Mapping[str, Any]) -> str:
         """StreamName or StreamARN (AWS accepts either; both must then agree)."""
@@ -98,9 +113,7 @@ class ServiceContext:
                 )
             return from_arn
         if name is None:
-            raise ShoalError(
-                ErrorCode.VALIDATION, "Either StreamName or StreamARN should be provided."
-            )
+            raise ShoalError(ErrorCode.VALIDATION, STREAM_NAME_OR_ARN)
         assert isinstance(name, str)
         return name
 
@@ -121,14 +134,35 @@ class ServiceContext:
         return stream
 
     def shard_for(self, stream: StreamMeta, shard_id: str) -> ShardMeta:
-        match = _SHARD_ID.fullmatch(shard_id)
-        shard = stream.shard_by_index(int(match.group(1))) if match is not None else None
+        """The shard a caller's shard id names, in the forms AWS accepts: `shardId-<n>`, or
+        any text whose part after the last dash (or the whole) is the shard number."""
+        account = self.config.account_id
+        index = shard_index_of(shard_id)
+        if index is None:
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                shard_id_not_understood(shard_id, stream.name, account),
+            )
+        shard = stream.shard_by_index(index)
         expired = shard is not None and shard.is_expired(
             now_ms=self.now_ms(), retention_hours=stream.retention_hours
         )
         if shard is None or expired:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Shard {shard_id} in stream {stream.name} {self.account_phrase()} does not exist",
+                shard_not_found(f"shardId-{index:012d}", stream.name, account),
             )
         return shard
+
+
+_SHARD_NUMBER = re.compile(r"[0-9]{1,128}")
+_SHARD_NUMBER_MAX = 2_147_483_647  # AWS reads shard numbers as Java ints
+
+
+def shard_index_of(shard_id: str) -> int | None:
+    """The shard number in a shard id as AWS reads it, or None when it reads none."""
+    number = shard_id.rsplit("-", 1)[-1]
+    if _SHARD_NUMBER.fullmatch(number) is None:
+        return None
+    index = int(number)
+    return index if index <= _SHARD_NUMBER_MAX else None

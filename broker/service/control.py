@@ -13,7 +13,7 @@ from typing import Any
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
-from broker.meta.image import StreamMeta, StreamMode, StreamStatus
+from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, StreamStatus
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
@@ -53,6 +53,12 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             mode=mode,
             retention_hours=limits.retention_hours_default,
             max_record_size_kib=request.get("MaxRecordSizeInKiB", limits.record_size_kib_min),
+            record_distribution=RecordDistribution(
+                request.get(
+                    "RecordDistributionStrategy", RecordDistribution.USER_PARTITION_KEY.value
+                )
+            ),
+            warm_throughput_mibps=request.get("WarmThroughputMiBps"),
             tags=tuple(sorted(tags.items())),
             creating_ms=ctx.config.knobs.stream_creating_ms,
             shard_count_per_account_max=ctx.config.shard_count_per_account_max,
@@ -91,6 +97,8 @@ async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
     shards = list_shards_filtered(
         stream, filter_type=None, shard_id=None, timestamp_ms=None, now_ms=now_ms
     )
+    if stream.status(now_ms=now_ms) is StreamStatus.CREATING:
+        shards = []  # AWS shows a stream's shards once it is ACTIVE
     start_after = request.get("ExclusiveStartShardId")
     if start_after is not None:
         shards = [s for s in shards if s.shard_id > start_after]
@@ -283,7 +291,7 @@ async def set_enhanced_monitoring(
 
 
 async def update_stream_mode(ctx: ServiceContext, request: Request) -> Response:
-    name = ctx.stream_name_from_arn(request["StreamARN"])
+    name = ctx.stream_name_from_arn(ctx.required_stream_arn(request))
     await ctx.metadata.propose(
         commands.UpdateStreamMode(
             now_ms=ctx.now_ms(),
@@ -297,7 +305,7 @@ async def update_stream_mode(ctx: ServiceContext, request: Request) -> Response:
 
 
 async def update_max_record_size(ctx: ServiceContext, request: Request) -> Response:
-    name = ctx.stream_name_from_arn(request["StreamARN"])
+    name = ctx.stream_name_from_arn(ctx.required_stream_arn(request))
     await ctx.metadata.propose(
         commands.UpdateMaxRecordSize(
             now_ms=ctx.now_ms(), name=name, max_record_size_kib=request["MaxRecordSizeInKiB"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.meta.image import ShardMeta, StreamMeta
+from broker.meta.image import ShardMeta, StreamMeta, StreamMode
 from broker.streams.sequence_numbers import ending_sequence_number, starting_sequence_number
 from broker.timestamps import datetime_from_ms
 
@@ -87,8 +87,26 @@ def stream_summary_shape(stream: StreamMeta, *, now_ms: int) -> dict[str, Any]:
     }
 
 
+def encryption_shape(stream: StreamMeta) -> dict[str, str]:
+    """EncryptionType, and KeyId when encrypted (as StreamDescription shows them)."""
+    if stream.key_id is None:
+        return {"EncryptionType": stream.encryption_type}
+    return {"EncryptionType": stream.encryption_type, "KeyId": stream.key_id}
+
+
+def warm_throughput_shape(stream: StreamMeta, *, now_ms: int) -> dict[str, int] | None:
+    """WarmThroughput {TargetMiBps, CurrentMiBps}; None for a stream that never set one."""
+    if stream.warm_throughput_mibps is None:
+        return None
+    shape = {"TargetMiBps": stream.warm_throughput_mibps}
+    current = stream.current_warm_throughput_mibps(now_ms=now_ms)
+    if current is not None:
+        shape["CurrentMiBps"] = current
+    return shape
+
+
 def stream_description_summary_shape(stream: StreamMeta, *, now_ms: int) -> dict[str, Any]:
-    return {
+    summary: dict[str, Any] = {
         "StreamName": stream.name,
         "StreamARN": stream.arn,
         "StreamStatus": stream.status(now_ms=now_ms).value,
@@ -96,11 +114,17 @@ def stream_description_summary_shape(stream: StreamMeta, *, now_ms: int) -> dict
         "RetentionPeriodHours": stream.retention_hours,
         "StreamCreationTimestamp": datetime_from_ms(stream.created_ms),
         "EnhancedMonitoring": enhanced_monitoring_shape(stream),
-        "EncryptionType": "NONE",
+        **encryption_shape(stream),
         "OpenShardCount": len(stream.open_shards()),
         "ConsumerCount": 0,
         "MaxRecordSizeInKiB": stream.max_record_size_kib,
     }
+    warm = warm_throughput_shape(stream, now_ms=now_ms)
+    if warm is not None:
+        summary["WarmThroughput"] = warm
+    if stream.mode is StreamMode.ON_DEMAND:
+        summary["RecordDistributionStrategy"] = stream.record_distribution.value
+    return summary
 
 
 def stream_description_shape(
@@ -116,5 +140,5 @@ def stream_description_shape(
         "RetentionPeriodHours": stream.retention_hours,
         "StreamCreationTimestamp": datetime_from_ms(stream.created_ms),
         "EnhancedMonitoring": enhanced_monitoring_shape(stream),
-        "EncryptionType": "NONE",
+        **encryption_shape(stream),
     }

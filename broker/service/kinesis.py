@@ -8,7 +8,7 @@ from typing import Any
 
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
-from broker.service import account, control, reshard, stream_consumers
+from broker.service import account, control, reshard, stream_consumers, stream_features
 from broker.service.context import ServiceContext
 from broker.service.records import RecordsApi
 from broker.service.subscriptions import Subscriptions
@@ -80,6 +80,17 @@ class KinesisService:
             ),
             "DescribeStreamConsumer": lambda r: stream_consumers.describe_stream_consumer(ctx, r),
             "ListStreamConsumers": lambda r: stream_consumers.list_stream_consumers(ctx, r),
+            "PutResourcePolicy": lambda r: stream_features.put_resource_policy(ctx, r),
+            "GetResourcePolicy": lambda r: stream_features.get_resource_policy(ctx, r),
+            "DeleteResourcePolicy": lambda r: stream_features.delete_resource_policy(ctx, r),
+            "StartStreamEncryption": lambda r: stream_features.start_stream_encryption(ctx, r),
+            "StopStreamEncryption": lambda r: stream_features.stop_stream_encryption(ctx, r),
+            "UpdateStreamWarmThroughput": lambda r: stream_features.update_stream_warm_throughput(
+                ctx, r
+            ),
+            "UpdateStreamRecordDistributionStrategy": lambda r: (
+                stream_features.update_record_distribution(ctx, r)
+            ),
         }
 
     @property

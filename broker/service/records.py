@@ -12,16 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from broker import limits
+from broker.error_messages import (
+    iterator_position_mismatch,
+    missing_member,
+    timestamp_in_the_future,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import NewRecord, StoredRecord, new_record
 from broker.meta.image import (
     HOUR_MS,
     MetadataImage,
     NodeState,
+    RecordDistribution,
     ShardMeta,
     ShardState,
     StreamMeta,
@@ -69,7 +76,15 @@ def _record_bytes(partition_key: str, data: bytes) -> int:
 
 
 def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str) -> _Entry:
-    partition_key: str = raw["PartitionKey"]
+    """One record of a put: its size checked, its hash key chosen (the partition key's MD5,
+    the explicit hash key, or, on an AUTO-distributed stream, uniformly at random)."""
+    partition_key: str | None = raw.get("PartitionKey")
+    auto = stream.record_distribution is RecordDistribution.AUTO
+    if partition_key is None:
+        if not auto:
+            # Optional in the model (an AUTO-distributed stream ignores it), required here.
+            raise missing_member(path.removesuffix("data") + "partitionKey")
+        partition_key = ""
     data: bytes = raw["Data"]
     partition_key_utf8 = partition_key.encode()
     size = len(partition_key_utf8) + len(data)
@@ -82,11 +97,12 @@ def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str)
             "(partition key and data together)",
         )
     explicit = raw.get("ExplicitHashKey")
-    hash_key = (
-        parse_hash_key(explicit, field="ExplicitHashKey")
-        if explicit is not None
-        else partition_key_bytes_hash(partition_key_utf8)
-    )
+    if auto:
+        hash_key = random.getrandbits(128)  # spread evenly; keys are ignored, as on AWS
+    elif explicit is not None:
+        hash_key = parse_hash_key(explicit, field="ExplicitHashKey")
+    else:
+        hash_key = partition_key_bytes_hash(partition_key_utf8)
     entry: _Entry = _new_tuple(_Entry, (position, hash_key, new_record(partition_key, data), size))
     return entry
 
@@ -297,7 +313,7 @@ class RecordsApi:
         stream = ctx.stream_for_data(request)
         entry = _entry(stream, 0, request, "data")
         ordering = request.get("SequenceNumberForOrdering")
-        if ordering is not None:
+        if ordering is not None and ordering != "0":  # AWS accepts 0: "before everything"
             # Our numbers already grow with arrival within a shard and from parents to
             # children, so a serial producer always gets a larger number than the one it
             # passes; we only check that it is a number Shoal issued.
@@ -308,7 +324,7 @@ class RecordsApi:
         return {
             "ShardId": outcome.shard_id,
             "SequenceNumber": outcome.sequence_number,
-            "EncryptionType": "NONE",
+            "EncryptionType": stream.encryption_type,
         }
 
     async def put_records(self, request: Request) -> Response:
@@ -348,7 +364,11 @@ class RecordsApi:
             meter.probe.put_records_finished(
                 stream.name, len(entries) - failed, throttled, failed - throttled
             )
-        return {"FailedRecordCount": failed, "Records": result_entries, "EncryptionType": "NONE"}
+        return {
+            "FailedRecordCount": failed,
+            "Records": result_entries,
+            "EncryptionType": stream.encryption_type,
+        }
 
     async def get_shard_iterator(self, request: Request) -> Response:
         ctx = self._ctx
@@ -370,6 +390,12 @@ class RecordsApi:
         number = request.get("StartingSequenceNumber")
         timestamp = request.get("Timestamp")
         check_position_members(kind, number, timestamp)
+        now_ms = self._ctx.now_ms()
+        if timestamp is not None and ms_from_datetime(timestamp) > now_ms:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                timestamp_in_the_future(ms_from_datetime(timestamp), now_ms),
+            )
         offset = None
         if number is not None:
             # Checked before the shard is asked, so a bad number is an error even when throttled.
@@ -524,6 +550,13 @@ def check_position_members(
     timestamp exactly for AT_TIMESTAMP (InvalidArgumentException otherwise, AWS's messages).
     GetShardIterator's member names by default; SubscribeToShard passes StartingPosition's."""
     needs_number = kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER")
+    takes_number = needs_number or kind in ("TRIM_HORIZON", "LATEST")
+    if type_field == "ShardIteratorType" and takes_number and needs_number != (number is not None):
+        # GetShardIterator's own wording (AWS, as kinesalite recorded it).
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            iterator_position_mismatch(kind, has_number=number is not None),
+        )
     if needs_number and number is None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT, f"Must specify {number_field} for {kind} {type_field}."

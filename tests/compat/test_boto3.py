@@ -157,6 +157,31 @@ async def test_every_operation(
     assert events[-1]["SubscribeToShardEvent"]["ChildShards"]
     await call(kinesis.deregister_stream_consumer, ConsumerARN=consumer_arn)
 
+    # Resource policies, encryption settings, record distribution, warm throughput.
+    policy = (
+        '{"Statement": {"Effect": "Allow", "Principal": {"AWS": "123456789012"},'
+        f' "Action": "kinesis:GetRecords", "Resource": "{ARN.format("all")}"}}}}'
+    )
+    await call(kinesis.put_resource_policy, ResourceARN=ARN.format("all"), Policy=policy)
+    got = await call(kinesis.get_resource_policy, ResourceARN=ARN.format("all"))
+    assert got["Policy"] == policy
+    await call(kinesis.delete_resource_policy, ResourceARN=ARN.format("all"))
+    await call(
+        kinesis.start_stream_encryption, StreamName="all", EncryptionType="KMS", KeyId="alias/k"
+    )
+    await call(
+        kinesis.stop_stream_encryption, StreamName="all", EncryptionType="KMS", KeyId="alias/k"
+    )
+    await call(
+        kinesis.update_stream_record_distribution_strategy,
+        StreamARN=ARN.format("all"),
+        RecordDistributionStrategy="USER_PARTITION_KEY",
+    )
+    warm = await call(
+        kinesis.update_stream_warm_throughput, StreamName="all", WarmThroughputMiBps=1
+    )  # an on-demand stream (above), in an account with the billing commitment
+    assert warm["WarmThroughput"]["TargetMiBps"] == 1
+
     await call(kinesis.delete_stream, StreamName="all")
     assert (await call(kinesis.list_streams))["StreamNames"] == []
 

@@ -8,6 +8,7 @@ The answers to malformed requests follow AWS as kinesalite recorded it; the tabl
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import ipaddress
@@ -128,6 +129,8 @@ async def test_cbor_blobs_and_millisecond_timestamps(endpoint: str, clock: Manua
         assert record["ApproximateArrivalTimestamp"] == ("ms", clock.wall_ms())
 
         # A plain number is read as milliseconds too; one past the record finds nothing.
+        record_ms = clock.wall_ms()
+        clock.advance(ms=1)  # (a timestamp in the future is refused)
         later = await post(
             client,
             endpoint,
@@ -136,7 +139,7 @@ async def test_cbor_blobs_and_millisecond_timestamps(endpoint: str, clock: Manua
                 "StreamName": "c",
                 "ShardId": shard_id,
                 "ShardIteratorType": "AT_TIMESTAMP",
-                "Timestamp": clock.wall_ms() + 1,
+                "Timestamp": record_ms + 1,
             },
             CBOR,
         )
@@ -276,7 +279,6 @@ MALFORMED = [
     ("POST", "ListStreams", CBOR, b"", 400, "SerializationException", CBOR),
     ("POST", "ListStreams", None, b"", 400, "SerializationException", CBOR),
     ("POST", None, "text/plain", b"{}", 403, "AccessDeniedException", None),
-    ("POST", "ListStreams", "application/json", b"{}", 404, "UnknownOperationException", None),
     ("POST", "ListStreams", JSON, b"{not json", 400, "SerializationException", JSON),
     ("POST", "ListStreams", JSON, b"[1, 2]", 400, "SerializationException", JSON),
     ("POST", "ListStreams", JSON, b"\xff\xfe", 400, "SerializationException", JSON),
@@ -306,6 +308,99 @@ async def test_malformed_requests(endpoint: str) -> None:
                 assert cbor2.loads(response.content)["__type"] == error, case
             else:
                 assert response.text.startswith(f"<{error}"), case
+
+
+async def test_errors_aws_sends_without_a_message(endpoint: str) -> None:
+    """Empty bodies, bodies that are not an object, unknown operations: `__type` only."""
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        for operation, body in [
+            ("ListStreams", b""),
+            ("Nope", b""),
+            ("ListStreams", b"[1]"),
+            ("ListStreams", b"{not json"),
+            ("Nope", b"{}"),
+        ]:
+            response = await client.post(endpoint, headers=headers(operation), content=body)
+            assert set(response.json()) == {"__type"}, (operation, body)
+
+
+async def test_application_json_is_answered_as_aws_answers_it(endpoint: str) -> None:
+    """Not the JSON 1.1 protocol: Coral's generic 200 envelope, whatever the target."""
+    plain = "application/json"
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        for body, error_type, key in [
+            (b"{}", "UnknownOperationException", "message"),
+            (b'{"StreamName": "x"}', "UnknownOperationException", "message"),
+            (b"[1]", "SerializationException", "Message"),
+            (b"nonsense", "SerializationException", "Message"),
+        ]:
+            response = await client.post(
+                endpoint, headers=headers("ListStreams", plain), content=body
+            )
+            assert response.status_code == 200, body
+            assert response.headers["content-type"] == plain
+            assert response.json() == {
+                "Output": {"__type": f"com.amazon.coral.service#{error_type}", key: None},
+                "Version": "1.0",
+            }
+        empty = await client.post(endpoint, headers=headers("ListStreams", plain), content=b"")
+        assert empty.status_code == 400
+        assert empty.headers["content-type"] == CBOR  # as for every body that is not JSON 1.1
+
+
+async def test_cors_as_aws_serves_it(endpoint: str) -> None:
+    page = "http://localhost:8080"
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        preflight = await client.options(
+            endpoint,
+            headers={
+                "origin": page,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type,x-amz-target,authorization",
+            },
+        )
+        assert preflight.status_code == 200
+        assert preflight.content == b""
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        assert preflight.headers["access-control-allow-methods"] == "POST"
+        assert preflight.headers["access-control-allow-headers"] == (
+            "content-type,x-amz-target,authorization"
+        )
+        assert preflight.headers["access-control-max-age"] == "172800"
+        assert preflight.headers["x-amzn-requestid"]
+        assert "x-amz-id-2" not in preflight.headers
+
+        listed = await client.post(
+            endpoint, headers={**headers("ListStreams"), "origin": page}, content=b"{}"
+        )
+        assert listed.status_code == 200
+        assert listed.headers["access-control-allow-origin"] == "*"
+        exposed = listed.headers["access-control-expose-headers"].split(",")
+        assert {"x-amzn-RequestId", "x-amzn-ErrorType", "x-amz-id-2"} <= set(exposed)
+        failed = await client.post(
+            endpoint, headers={**headers("DescribeStream"), "origin": page}, content=b"{}"
+        )
+        assert failed.status_code == 400
+        assert failed.headers["access-control-allow-origin"] == "*"
+
+        # Without Origin: no CORS headers, and OPTIONS is a method AWS refuses.
+        bare = await client.post(endpoint, headers=headers("ListStreams"), content=b"{}")
+        assert "access-control-allow-origin" not in bare.headers
+        refused = await client.options(endpoint)
+        assert refused.status_code == 403
+
+
+async def test_every_answer_carries_x_amz_id_2(endpoint: str) -> None:
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        answers = [
+            await client.post(endpoint, headers=headers("ListStreams"), content=b"{}"),
+            await client.post(endpoint, headers=headers("ListStreams"), content=b""),
+            await client.get(endpoint),
+        ]
+    ids = [answer.headers["x-amz-id-2"] for answer in answers]
+    assert all(len(base64.b64decode(value)) == 72 for value in ids)
+    assert len(set(ids)) == len(ids)
+    assert all(answer.headers["x-amzn-requestid"] for answer in answers)
 
 
 async def test_unknown_service_prefix(endpoint: str) -> None:
@@ -402,7 +497,7 @@ async def test_wrong_member_types(endpoint: str) -> None:
         for operation, body, message in WRONG_TYPES:
             response = await post(client, endpoint, operation, body)
             assert error_of(response) == (400, "SerializationException"), body
-            assert response.json() == {"__type": "SerializationException", "message": message}
+            assert response.json() == {"__type": "SerializationException", "Message": message}
 
 
 async def test_unknown_members_and_nulls_are_ignored(endpoint: str) -> None:
@@ -580,3 +675,38 @@ async def test_sigv4_over_h2c(signed_node: tuple[Node, ManualClock]) -> None:
         assert response.status_code == 200, response.text
         unsigned = await client.post(url, headers=headers("ListStreams"), content=body)
         assert error_of(unsigned) == (400, "MissingAuthenticationTokenException")
+
+
+async def test_headers_never_finished_are_cut_off(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that trickles header lines and never ends them (slowloris) loses its
+    connection after the keep-alive time (hypercorn counts a connection without a whole
+    request as idle, however many bytes arrive); 1 s here instead of 75 s."""
+    monkeypatch.setattr(limits, "http_keep_alive_s", 1)
+    async with running_node(tmp_path / "node", clock) as node:
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
+        try:
+            writer.write(b"POST / HTTP/1.1\r\nHost: x\r\n")
+            await writer.drain()
+
+            async def trickle() -> None:
+                while True:  # ends when cancelled below
+                    await asyncio.sleep(0.2)
+                    writer.write(b"X-Slow: 1\r\n")
+                    await writer.drain()
+
+            trickling = asyncio.create_task(trickle())
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(10):
+                    assert await reader.read() == b""  # closed without an answer
+            finally:
+                trickling.cancel()
+                with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                    await trickling
+            assert time.monotonic() - started < 5
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

@@ -231,7 +231,7 @@ async def test_oversized_record_is_rejected_and_nothing_written(client: AsyncSho
     assert len(records) == 1
 
 
-async def test_iterator_types(client: AsyncShoalClient) -> None:
+async def test_iterator_types(client: AsyncShoalClient, clock: ManualClock) -> None:
     await create(client, "s", 1)
     shard = "shardId-000000000000"
     written = [await put(client, "s", "k", f"r{i}".encode()) for i in range(5)]
@@ -261,13 +261,20 @@ async def test_iterator_types(client: AsyncShoalClient) -> None:
         client, await iterator(client, "s", shard, "AT_TIMESTAMP", Timestamp=arrival)
     )
     assert by_time[0]["ApproximateArrivalTimestamp"] >= arrival
-    future, _ = await read_all(
-        client,
-        await iterator(
+    # A timestamp after every record (the clock stood still), but not in the future.
+    clock.advance(ms=2)
+    after_all = datetime.fromtimestamp((clock.wall_ms() - 1) / 1000, tz=UTC)
+    after, _ = await read_all(
+        client, await iterator(client, "s", shard, "AT_TIMESTAMP", Timestamp=after_all)
+    )
+    assert after == []
+    # One in the future is refused, as AWS refuses it.
+    await expect_error(
+        "InvalidArgumentException",
+        iterator(
             client, "s", shard, "AT_TIMESTAMP", Timestamp=datetime.now(UTC) + timedelta(days=400)
         ),
     )
-    assert future == []
 
 
 async def test_iterator_errors(client: AsyncShoalClient, clock: ManualClock) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -16,23 +17,35 @@ from broker.meta.commands import (
     Command,
     CompleteReshard,
     CreateAnalyticsApplication,
+    DeleteResourcePolicy,
     DeleteStream,
     ForgetStream,
+    PutResourcePolicy,
     RecordAnalyticsProgress,
     RemoveNode,
     RemoveTags,
     SetEnhancedMonitoring,
     SetNodeState,
     SetShardLeader,
+    SetStreamEncryption,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateMaxRecordSize,
+    UpdateRecordDistribution,
     UpdateStreamLimits,
     UpdateStreamMode,
+    UpdateStreamWarmThroughput,
     decode_command,
     encode_command,
 )
-from broker.meta.image import MetadataImage, NodeState, ReshardKind, StreamMode
+from broker.meta.image import (
+    ConsumerPolicy,
+    MetadataImage,
+    NodeState,
+    RecordDistribution,
+    ReshardKind,
+    StreamMode,
+)
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import apply
 from broker.streams.throttling import StreamLimits
@@ -110,6 +123,23 @@ EVERY_COMMAND: list[Command] = [
     UpdateAccountLimits(now_ms=20, shard_limit=7, reset=("on_demand_stream_limit",)),
     *every_capacity_command(now_ms=21),
     *every_consumer_command(now_ms=22),
+    PutResourcePolicy(
+        now_ms=23,
+        resource_arn="arn:aws:kinesis:us-east-1:000000000000:stream/s1",
+        stream_name="s1",
+        policy='{"Statement": []}',
+    ),
+    DeleteResourcePolicy(
+        now_ms=24,
+        resource_arn="arn:aws:kinesis:us-east-1:000000000000:stream/s1",
+        stream_name="s1",
+    ),
+    SetStreamEncryption(
+        now_ms=25, name="s1", encryption_type="KMS", key_id="alias/aws/kinesis", updating_ms=1
+    ),
+    SetStreamEncryption(now_ms=26, name="s1", encryption_type="NONE", key_id=None, updating_ms=1),
+    UpdateStreamWarmThroughput(now_ms=27, name="s1", warm_throughput_mibps=64, updating_ms=1),
+    UpdateRecordDistribution(now_ms=28, name="s1", strategy=RecordDistribution.AUTO),
     *every_video_command(now_ms=23),
     CreateAnalyticsApplication(
         now_ms=23,
@@ -238,6 +268,26 @@ def test_image_round_trip() -> None:
     assert decoded == image
     assert encode_image(decoded) == data
     assert decoded.iterator_secret == b"\x00\x01secret"
+
+
+def test_image_with_stream_features_round_trips() -> None:
+    """Resource policies, encryption, warm throughput and record distribution (issue 14)."""
+    image = nodes_image(1)
+    for command in EVERY_COMMAND[:2]:
+        image = apply(image, command).image
+    stream = image.streams["s1"]  # type: ignore[index]
+    featured = dataclasses.replace(
+        stream,
+        resource_policy='{"Version": "2012-10-17"}',
+        consumer_policies=(ConsumerPolicy(consumer_arn="c", consumer_created_ms=5, policy="{}"),),
+        encryption_type="KMS",
+        key_id="alias/aws/kinesis",
+        warm_throughput_mibps=100,
+        previous_warm_throughput_mibps=10,
+        record_distribution=RecordDistribution.AUTO,
+    )
+    image = dataclasses.replace(image, streams={stream.name: featured})
+    assert decode_image(encode_image(image)) == image
 
 
 def test_image_decode_refuses_other_versions() -> None:

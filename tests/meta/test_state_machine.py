@@ -177,9 +177,12 @@ def test_delete_missing_stream_is_not_found() -> None:
     assert error.message == "Stream nope under account 000000000000 not found."
 
 
-def test_delete_creating_stream_is_in_use() -> None:
+def test_a_creating_stream_may_be_deleted() -> None:
+    """As on AWS: DeleteStream is accepted while the stream is still CREATING."""
     image = with_stream("s1")
-    fails(image, DeleteStream(now_ms=1, name="s1", deleting_ms=10), ErrorCode.RESOURCE_IN_USE)
+    assert stream(image).status(now_ms=1) is StreamStatus.CREATING
+    applied = ok(image, DeleteStream(now_ms=1, name="s1", deleting_ms=10))
+    assert stream(applied.image).status(now_ms=1) is StreamStatus.DELETING
 
 
 def test_delete_then_gone_then_forget() -> None:

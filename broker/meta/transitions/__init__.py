@@ -13,6 +13,8 @@ never count `applied_commands`, which `apply` does once per command.
     nodes.py             RegisterNode, SetNodeState, SetShardLeader, RemoveNode
     stream_consumers.py  consumer leases (KCL) and enhanced fan-out consumers
     account_limits.py    the account's shard and on-demand limits, per-stream and account limits
+    stream_features.py   resource policies, encryption settings, warm throughput, record
+                         distribution (the operations AWS added since 2023)
     video_streams.py     video streams (Kinesis Video Streams): create, delete, update, tags
     analytics_applications.py  Kinesis Data Analytics SQL applications (rules in broker.analytics)
     delivery_streams.py  Data Firehose delivery streams (create, activate, delete, update, tags)

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 
-from broker import limits
+from broker import error_messages, limits
 from broker.consumers import registry
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import capacity
 from broker.meta.commands import CreateStream, DeleteStream, ForgetStream, InitCluster
-from broker.meta.image import MetadataImage, StreamMeta, StreamMode, StreamStatus
+from broker.meta.image import (
+    MetadataImage,
+    RecordDistribution,
+    StreamMeta,
+    StreamMode,
+    StreamStatus,
+)
 from broker.meta.placement import place_shards
 from broker.meta.transitions.account_limits import check_on_demand_limit, check_shard_limit
 from broker.meta.transitions.common import account_id, live_stream, with_stream
@@ -67,6 +73,16 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
     )
     if command.mode is StreamMode.ON_DEMAND:
         check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
+    elif command.warm_throughput_mibps is not None:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.warm_throughput_needs_on_demand(command.name, account_id(image)),
+        )
+    elif command.record_distribution is not RecordDistribution.USER_PARTITION_KEY:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.distribution_needs_on_demand(command.name, account_id(image)),
+        )
     tags = merged_tags(image, command.name, {}, command.tags)
     check_replication_factor(image, command.replication_factor)
     shards = resharding.initial_shards(
@@ -97,6 +113,8 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
         transient_status=StreamStatus.CREATING,
         status_until_ms=now_ms + command.creating_ms,
         replication_factor=command.replication_factor,
+        record_distribution=command.record_distribution,
+        warm_throughput_mibps=command.warm_throughput_mibps,
     )
     # A gone incarnation under this name is replaced here; its shard uids leave the image, so
     # the nodes may drop its log data.
@@ -112,17 +130,11 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
 def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[MetadataImage, object]:
     now_ms = command.now_ms
     meta = live_stream(image, command.name, now_ms=now_ms)
-    status = meta.status(now_ms=now_ms)
     if meta.transient_status is StreamStatus.DELETING:
         # Already deleting: succeed without restarting the timer, so that a retry after an
         # unknown outcome is harmless (kinesalite also accepts a second delete).
         return _without_stream_leases(image, meta.name), meta
-    if status is StreamStatus.CREATING:
-        raise ShoalError(
-            ErrorCode.RESOURCE_IN_USE,
-            "Attempt to change a resource which is still in use: Stream is being created: "
-            f"{command.name}",
-        )
+    # A CREATING stream may be deleted, as on AWS.
     # Registered consumers (CREATING or ACTIVE; a deregistered one no longer counts).
     registered = [
         consumer

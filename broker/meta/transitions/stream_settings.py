@@ -16,7 +16,7 @@ from broker.meta.commands import (
     UpdateMaxRecordSize,
     UpdateStreamMode,
 )
-from broker.meta.image import MetadataImage, StreamMode, StreamStatus
+from broker.meta.image import MetadataImage, RecordDistribution, StreamMode, StreamStatus
 from broker.meta.transitions.account_limits import check_on_demand_limit
 from broker.meta.transitions.common import (
     account_id,
@@ -149,6 +149,14 @@ def update_stream_mode(
         status_until_ms=now_ms + command.updating_ms,
         mode_updates_ms=(*recent, now_ms),
     )
+    if command.mode is StreamMode.PROVISIONED:
+        # Warm throughput and AUTO distribution exist for on-demand streams only.
+        changed = dataclasses.replace(
+            changed,
+            record_distribution=RecordDistribution.USER_PARTITION_KEY,
+            warm_throughput_mibps=None,
+            previous_warm_throughput_mibps=None,
+        )
     return with_stream(image, changed), changed
 
 

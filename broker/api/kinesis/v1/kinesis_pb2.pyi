@@ -3096,3 +3096,405 @@ class UpdateStreamModeOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateStreamModeOutput: _TypeAlias = UpdateStreamModeOutput  # noqa: Y015
+
+@_typing.final
+class PutResourcePolicyInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    resource_arn: _builtins.str
+    stream_id: _builtins.str
+    policy: _builtins.str
+    def __init__(
+        self,
+        *,
+        resource_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+        policy: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_policy", b"_policy", "_resource_arn", b"_resource_arn", "_stream_id", b"_stream_id", "policy", b"policy", "resource_arn", b"resource_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_policy", b"_policy", "_resource_arn", b"_resource_arn", "_stream_id", b"_stream_id", "policy", b"policy", "resource_arn", b"resource_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__policy: _TypeAlias = _typing.Literal["policy"]  # noqa: Y015
+    _WhichOneofArgType__policy: _TypeAlias = _typing.Literal["_policy", b"_policy"]  # noqa: Y015
+    _WhichOneofReturnType__resource_arn: _TypeAlias = _typing.Literal["resource_arn"]  # noqa: Y015
+    _WhichOneofArgType__resource_arn: _TypeAlias = _typing.Literal["_resource_arn", b"_resource_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__policy) -> _WhichOneofReturnType__policy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resource_arn) -> _WhichOneofReturnType__resource_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___PutResourcePolicyInput: _TypeAlias = PutResourcePolicyInput  # noqa: Y015
+
+@_typing.final
+class PutResourcePolicyOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutResourcePolicyOutput: _TypeAlias = PutResourcePolicyOutput  # noqa: Y015
+
+@_typing.final
+class GetResourcePolicyInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    resource_arn: _builtins.str
+    stream_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        resource_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resource_arn", b"_resource_arn", "_stream_id", b"_stream_id", "resource_arn", b"resource_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resource_arn", b"_resource_arn", "_stream_id", b"_stream_id", "resource_arn", b"resource_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__resource_arn: _TypeAlias = _typing.Literal["resource_arn"]  # noqa: Y015
+    _WhichOneofArgType__resource_arn: _TypeAlias = _typing.Literal["_resource_arn", b"_resource_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resource_arn) -> _WhichOneofReturnType__resource_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___GetResourcePolicyInput: _TypeAlias = GetResourcePolicyInput  # noqa: Y015
+
+@_typing.final
+class GetResourcePolicyOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    policy: _builtins.str
+    def __init__(
+        self,
+        *,
+        policy: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_policy", b"_policy", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_policy", b"_policy", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__policy: _TypeAlias = _typing.Literal["policy"]  # noqa: Y015
+    _WhichOneofArgType__policy: _TypeAlias = _typing.Literal["_policy", b"_policy"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__policy) -> _WhichOneofReturnType__policy | None: ...
+
+Global___GetResourcePolicyOutput: _TypeAlias = GetResourcePolicyOutput  # noqa: Y015
+
+@_typing.final
+class DeleteResourcePolicyInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    resource_arn: _builtins.str
+    stream_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        resource_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_resource_arn", b"_resource_arn", "_stream_id", b"_stream_id", "resource_arn", b"resource_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_resource_arn", b"_resource_arn", "_stream_id", b"_stream_id", "resource_arn", b"resource_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__resource_arn: _TypeAlias = _typing.Literal["resource_arn"]  # noqa: Y015
+    _WhichOneofArgType__resource_arn: _TypeAlias = _typing.Literal["_resource_arn", b"_resource_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__resource_arn) -> _WhichOneofReturnType__resource_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___DeleteResourcePolicyInput: _TypeAlias = DeleteResourcePolicyInput  # noqa: Y015
+
+@_typing.final
+class DeleteResourcePolicyOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteResourcePolicyOutput: _TypeAlias = DeleteResourcePolicyOutput  # noqa: Y015
+
+@_typing.final
+class StartStreamEncryptionInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_TYPE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    encryption_type: _builtins.str
+    key_id: _builtins.str
+    stream_arn: _builtins.str
+    stream_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        encryption_type: _builtins.str | None = ...,
+        key_id: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type", "_key_id", b"_key_id", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "_stream_name", b"_stream_name", "encryption_type", b"encryption_type", "key_id", b"key_id", "stream_arn", b"stream_arn", "stream_id", b"stream_id", "stream_name", b"stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type", "_key_id", b"_key_id", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "_stream_name", b"_stream_name", "encryption_type", b"encryption_type", "key_id", b"key_id", "stream_arn", b"stream_arn", "stream_id", b"stream_id", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__encryption_type: _TypeAlias = _typing.Literal["encryption_type"]  # noqa: Y015
+    _WhichOneofArgType__encryption_type: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type"]  # noqa: Y015
+    _WhichOneofReturnType__key_id: _TypeAlias = _typing.Literal["key_id"]  # noqa: Y015
+    _WhichOneofArgType__key_id: _TypeAlias = _typing.Literal["_key_id", b"_key_id"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__encryption_type) -> _WhichOneofReturnType__encryption_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_id) -> _WhichOneofReturnType__key_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___StartStreamEncryptionInput: _TypeAlias = StartStreamEncryptionInput  # noqa: Y015
+
+@_typing.final
+class StartStreamEncryptionOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartStreamEncryptionOutput: _TypeAlias = StartStreamEncryptionOutput  # noqa: Y015
+
+@_typing.final
+class StopStreamEncryptionInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_TYPE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    encryption_type: _builtins.str
+    key_id: _builtins.str
+    stream_arn: _builtins.str
+    stream_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        encryption_type: _builtins.str | None = ...,
+        key_id: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type", "_key_id", b"_key_id", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "_stream_name", b"_stream_name", "encryption_type", b"encryption_type", "key_id", b"key_id", "stream_arn", b"stream_arn", "stream_id", b"stream_id", "stream_name", b"stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type", "_key_id", b"_key_id", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "_stream_name", b"_stream_name", "encryption_type", b"encryption_type", "key_id", b"key_id", "stream_arn", b"stream_arn", "stream_id", b"stream_id", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__encryption_type: _TypeAlias = _typing.Literal["encryption_type"]  # noqa: Y015
+    _WhichOneofArgType__encryption_type: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type"]  # noqa: Y015
+    _WhichOneofReturnType__key_id: _TypeAlias = _typing.Literal["key_id"]  # noqa: Y015
+    _WhichOneofArgType__key_id: _TypeAlias = _typing.Literal["_key_id", b"_key_id"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__encryption_type) -> _WhichOneofReturnType__encryption_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_id) -> _WhichOneofReturnType__key_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___StopStreamEncryptionInput: _TypeAlias = StopStreamEncryptionInput  # noqa: Y015
+
+@_typing.final
+class StopStreamEncryptionOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopStreamEncryptionOutput: _TypeAlias = StopStreamEncryptionOutput  # noqa: Y015
+
+@_typing.final
+class UpdateStreamWarmThroughputInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    WARM_THROUGHPUT_MI_BPS_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    stream_name: _builtins.str
+    stream_id: _builtins.str
+    warm_throughput_mi_bps: _builtins.int
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_name: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+        warm_throughput_mi_bps: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "_stream_name", b"_stream_name", "_warm_throughput_mi_bps", b"_warm_throughput_mi_bps", "stream_arn", b"stream_arn", "stream_id", b"stream_id", "stream_name", b"stream_name", "warm_throughput_mi_bps", b"warm_throughput_mi_bps"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "_stream_name", b"_stream_name", "_warm_throughput_mi_bps", b"_warm_throughput_mi_bps", "stream_arn", b"stream_arn", "stream_id", b"stream_id", "stream_name", b"stream_name", "warm_throughput_mi_bps", b"warm_throughput_mi_bps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    _WhichOneofReturnType__warm_throughput_mi_bps: _TypeAlias = _typing.Literal["warm_throughput_mi_bps"]  # noqa: Y015
+    _WhichOneofArgType__warm_throughput_mi_bps: _TypeAlias = _typing.Literal["_warm_throughput_mi_bps", b"_warm_throughput_mi_bps"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__warm_throughput_mi_bps) -> _WhichOneofReturnType__warm_throughput_mi_bps | None: ...
+
+Global___UpdateStreamWarmThroughputInput: _TypeAlias = UpdateStreamWarmThroughputInput  # noqa: Y015
+
+@_typing.final
+class UpdateStreamWarmThroughputOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    WARM_THROUGHPUT_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    stream_name: _builtins.str
+    @_builtins.property
+    def warm_throughput(self) -> Global___WarmThroughputObject: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_name: _builtins.str | None = ...,
+        warm_throughput: Global___WarmThroughputObject | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "warm_throughput", b"warm_throughput"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "warm_throughput", b"warm_throughput"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___UpdateStreamWarmThroughputOutput: _TypeAlias = UpdateStreamWarmThroughputOutput  # noqa: Y015
+
+@_typing.final
+class UpdateStreamRecordDistributionStrategyInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_ID_FIELD_NUMBER: _builtins.int
+    RECORD_DISTRIBUTION_STRATEGY_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    stream_id: _builtins.str
+    record_distribution_strategy: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_id: _builtins.str | None = ...,
+        record_distribution_strategy: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_record_distribution_strategy", b"_record_distribution_strategy", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "record_distribution_strategy", b"record_distribution_strategy", "stream_arn", b"stream_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_record_distribution_strategy", b"_record_distribution_strategy", "_stream_arn", b"_stream_arn", "_stream_id", b"_stream_id", "record_distribution_strategy", b"record_distribution_strategy", "stream_arn", b"stream_arn", "stream_id", b"stream_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__record_distribution_strategy: _TypeAlias = _typing.Literal["record_distribution_strategy"]  # noqa: Y015
+    _WhichOneofArgType__record_distribution_strategy: _TypeAlias = _typing.Literal["_record_distribution_strategy", b"_record_distribution_strategy"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_id: _TypeAlias = _typing.Literal["stream_id"]  # noqa: Y015
+    _WhichOneofArgType__stream_id: _TypeAlias = _typing.Literal["_stream_id", b"_stream_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__record_distribution_strategy) -> _WhichOneofReturnType__record_distribution_strategy | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_id) -> _WhichOneofReturnType__stream_id | None: ...
+
+Global___UpdateStreamRecordDistributionStrategyInput: _TypeAlias = UpdateStreamRecordDistributionStrategyInput  # noqa: Y015
+
+@_typing.final
+class UpdateStreamRecordDistributionStrategyOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStreamRecordDistributionStrategyOutput: _TypeAlias = UpdateStreamRecordDistributionStrategyOutput  # noqa: Y015

@@ -201,6 +201,41 @@ class KinesisServiceStub:
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamModeInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamModeOutput.FromString,
                 _registered_method=True)
+        self.PutResourcePolicy = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/PutResourcePolicy',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutResourcePolicyInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutResourcePolicyOutput.FromString,
+                _registered_method=True)
+        self.GetResourcePolicy = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/GetResourcePolicy',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.GetResourcePolicyInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.GetResourcePolicyOutput.FromString,
+                _registered_method=True)
+        self.DeleteResourcePolicy = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DeleteResourcePolicy',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteResourcePolicyInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteResourcePolicyOutput.FromString,
+                _registered_method=True)
+        self.StartStreamEncryption = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/StartStreamEncryption',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StartStreamEncryptionInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StartStreamEncryptionOutput.FromString,
+                _registered_method=True)
+        self.StopStreamEncryption = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/StopStreamEncryption',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StopStreamEncryptionInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StopStreamEncryptionOutput.FromString,
+                _registered_method=True)
+        self.UpdateStreamWarmThroughput = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/UpdateStreamWarmThroughput',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamWarmThroughputInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamWarmThroughputOutput.FromString,
+                _registered_method=True)
+        self.UpdateStreamRecordDistributionStrategy = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/UpdateStreamRecordDistributionStrategy',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyOutput.FromString,
+                _registered_method=True)
 
 
 class KinesisServiceServicer:
@@ -408,6 +443,48 @@ class KinesisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutResourcePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResourcePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResourcePolicy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartStreamEncryption(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopStreamEncryption(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateStreamWarmThroughput(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateStreamRecordDistributionStrategy(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KinesisServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -575,6 +652,41 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     servicer.UpdateStreamMode,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamModeInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamModeOutput.SerializeToString,
+            ),
+            'PutResourcePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutResourcePolicy,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutResourcePolicyInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutResourcePolicyOutput.SerializeToString,
+            ),
+            'GetResourcePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResourcePolicy,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.GetResourcePolicyInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.GetResourcePolicyOutput.SerializeToString,
+            ),
+            'DeleteResourcePolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResourcePolicy,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteResourcePolicyInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteResourcePolicyOutput.SerializeToString,
+            ),
+            'StartStreamEncryption': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartStreamEncryption,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StartStreamEncryptionInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StartStreamEncryptionOutput.SerializeToString,
+            ),
+            'StopStreamEncryption': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopStreamEncryption,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StopStreamEncryptionInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StopStreamEncryptionOutput.SerializeToString,
+            ),
+            'UpdateStreamWarmThroughput': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStreamWarmThroughput,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamWarmThroughputInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamWarmThroughputOutput.SerializeToString,
+            ),
+            'UpdateStreamRecordDistributionStrategy': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStreamRecordDistributionStrategy,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1470,6 +1582,195 @@ class KinesisService:
             '/broker.api.kinesis.v1.KinesisService/UpdateStreamMode',
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamModeInput.SerializeToString,
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamModeOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutResourcePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/PutResourcePolicy',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutResourcePolicyInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.PutResourcePolicyOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResourcePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/GetResourcePolicy',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.GetResourcePolicyInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.GetResourcePolicyOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResourcePolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DeleteResourcePolicy',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteResourcePolicyInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteResourcePolicyOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartStreamEncryption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/StartStreamEncryption',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StartStreamEncryptionInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StartStreamEncryptionOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopStreamEncryption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/StopStreamEncryption',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StopStreamEncryptionInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.StopStreamEncryptionOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStreamWarmThroughput(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/UpdateStreamWarmThroughput',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamWarmThroughputInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamWarmThroughputOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStreamRecordDistributionStrategy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/UpdateStreamRecordDistributionStrategy',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyOutput.FromString,
             options,
             channel_credentials,
             insecure,

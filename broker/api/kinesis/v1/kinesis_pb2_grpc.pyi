@@ -76,6 +76,13 @@ class KinesisServiceStub:
     UpdateMaxRecordSize: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateMaxRecordSizeInput, _kinesis_pb2.UpdateMaxRecordSizeOutput]
     UpdateShardCount: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateShardCountInput, _kinesis_pb2.UpdateShardCountOutput]
     UpdateStreamMode: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamModeInput, _kinesis_pb2.UpdateStreamModeOutput]
+    PutResourcePolicy: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.PutResourcePolicyInput, _kinesis_pb2.PutResourcePolicyOutput]
+    GetResourcePolicy: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.GetResourcePolicyInput, _kinesis_pb2.GetResourcePolicyOutput]
+    DeleteResourcePolicy: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteResourcePolicyInput, _kinesis_pb2.DeleteResourcePolicyOutput]
+    StartStreamEncryption: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.StartStreamEncryptionInput, _kinesis_pb2.StartStreamEncryptionOutput]
+    StopStreamEncryption: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.StopStreamEncryptionInput, _kinesis_pb2.StopStreamEncryptionOutput]
+    UpdateStreamWarmThroughput: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamWarmThroughputInput, _kinesis_pb2.UpdateStreamWarmThroughputOutput]
+    UpdateStreamRecordDistributionStrategy: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamRecordDistributionStrategyInput, _kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput]
 
 @_typing.type_check_only
 class KinesisServiceAsyncStub(KinesisServiceStub):
@@ -120,6 +127,13 @@ class KinesisServiceAsyncStub(KinesisServiceStub):
     UpdateMaxRecordSize: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateMaxRecordSizeInput, _kinesis_pb2.UpdateMaxRecordSizeOutput]  # type: ignore[assignment]
     UpdateShardCount: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateShardCountInput, _kinesis_pb2.UpdateShardCountOutput]  # type: ignore[assignment]
     UpdateStreamMode: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamModeInput, _kinesis_pb2.UpdateStreamModeOutput]  # type: ignore[assignment]
+    PutResourcePolicy: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.PutResourcePolicyInput, _kinesis_pb2.PutResourcePolicyOutput]  # type: ignore[assignment]
+    GetResourcePolicy: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.GetResourcePolicyInput, _kinesis_pb2.GetResourcePolicyOutput]  # type: ignore[assignment]
+    DeleteResourcePolicy: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteResourcePolicyInput, _kinesis_pb2.DeleteResourcePolicyOutput]  # type: ignore[assignment]
+    StartStreamEncryption: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.StartStreamEncryptionInput, _kinesis_pb2.StartStreamEncryptionOutput]  # type: ignore[assignment]
+    StopStreamEncryption: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.StopStreamEncryptionInput, _kinesis_pb2.StopStreamEncryptionOutput]  # type: ignore[assignment]
+    UpdateStreamWarmThroughput: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamWarmThroughputInput, _kinesis_pb2.UpdateStreamWarmThroughputOutput]  # type: ignore[assignment]
+    UpdateStreamRecordDistributionStrategy: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamRecordDistributionStrategyInput, _kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput]  # type: ignore[assignment]
 
 class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
     """One RPC per Kinesis operation. Errors: the gRPC status carries a google.rpc.Status whose
@@ -359,5 +373,54 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _kinesis_pb2.UpdateStreamModeInput,
         context: _ServicerContext,
     ) -> _typing.Union[_kinesis_pb2.UpdateStreamModeOutput, _abc.Awaitable[_kinesis_pb2.UpdateStreamModeOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def PutResourcePolicy(
+        self,
+        request: _kinesis_pb2.PutResourcePolicyInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.PutResourcePolicyOutput, _abc.Awaitable[_kinesis_pb2.PutResourcePolicyOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def GetResourcePolicy(
+        self,
+        request: _kinesis_pb2.GetResourcePolicyInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.GetResourcePolicyOutput, _abc.Awaitable[_kinesis_pb2.GetResourcePolicyOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteResourcePolicy(
+        self,
+        request: _kinesis_pb2.DeleteResourcePolicyInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DeleteResourcePolicyOutput, _abc.Awaitable[_kinesis_pb2.DeleteResourcePolicyOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def StartStreamEncryption(
+        self,
+        request: _kinesis_pb2.StartStreamEncryptionInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.StartStreamEncryptionOutput, _abc.Awaitable[_kinesis_pb2.StartStreamEncryptionOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def StopStreamEncryption(
+        self,
+        request: _kinesis_pb2.StopStreamEncryptionInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.StopStreamEncryptionOutput, _abc.Awaitable[_kinesis_pb2.StopStreamEncryptionOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateStreamWarmThroughput(
+        self,
+        request: _kinesis_pb2.UpdateStreamWarmThroughputInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.UpdateStreamWarmThroughputOutput, _abc.Awaitable[_kinesis_pb2.UpdateStreamWarmThroughputOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateStreamRecordDistributionStrategy(
+        self,
+        request: _kinesis_pb2.UpdateStreamRecordDistributionStrategyInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput, _abc.Awaitable[_kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput]]: ...
 
 def add_KinesisServiceServicer_to_server(servicer: KinesisServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

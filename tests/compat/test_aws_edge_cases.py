@@ -1,0 +1,148 @@
+"""What AWS accepts and refuses at the edges, through boto3: shard id forms and their
+not-found texts, SequenceNumberForOrdering 0, AT_TIMESTAMP in the future, GetShardIterator's
+position texts, and a CREATING stream (described without shards, deletable)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from broker.clock import ManualClock
+from tests.compat.conftest import boto_client, call
+from tests.conftest import node_config, running_node
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT = "000000000000"
+
+
+async def error_of(function: Any, **kwargs: Any) -> tuple[str, str]:
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        await call(function, **kwargs)
+    error = caught.value.response["Error"]
+    return error["Code"], error.get("Message", "")
+
+
+async def iterator_error(kinesis: Any, stream: str, shard_id: str, **extra: Any) -> tuple[str, str]:
+    return await error_of(
+        kinesis.get_shard_iterator,
+        StreamName=stream,
+        ShardId=shard_id,
+        ShardIteratorType=extra.pop("ShardIteratorType", "LATEST"),
+        **extra,
+    )
+
+
+async def test_shard_ids_in_every_form_aws_accepts(kinesis: Any) -> None:
+    await call(kinesis.create_stream, StreamName="forms", ShardCount=2)
+    for shard_id in ("shardId-000000000001", "shardId-1", "1", "anything-1", "a-b-00001"):
+        answer = await call(
+            kinesis.get_shard_iterator,
+            StreamName="forms",
+            ShardId=shard_id,
+            ShardIteratorType="TRIM_HORIZON",
+        )
+        assert answer["ShardIterator"], shard_id
+
+    assert await iterator_error(kinesis, "forms", "shardId-5") == (
+        "ResourceNotFoundException",
+        f"Shard shardId-000000000005 in stream forms under account {ACCOUNT} does not exist",
+    )
+    for raw in ("ABKLFD8", "2147483648", "shardId-002147483648", "2.14E4"):
+        assert await iterator_error(kinesis, "forms", raw) == (
+            "ResourceNotFoundException",
+            f"Could not find shard {raw} in stream forms under account {ACCOUNT}.",
+        )
+    # The stream is reported before any shard.
+    assert await iterator_error(kinesis, "absent", "ABKLFD8") == (
+        "ResourceNotFoundException",
+        f"Stream absent under account {ACCOUNT} not found.",
+    )
+
+
+async def test_get_shard_iterator_position_texts(kinesis: Any) -> None:
+    await call(kinesis.create_stream, StreamName="positions", ShardCount=1)
+    both = (
+        "Must either specify (1) AT_SEQUENCE_NUMBER or AFTER_SEQUENCE_NUMBER and "
+        "StartingSequenceNumber or (2) TRIM_HORIZON or LATEST and no StartingSequenceNumber. "
+    )
+    assert await iterator_error(
+        kinesis, "positions", "shardId-0", ShardIteratorType="AT_SEQUENCE_NUMBER"
+    ) == (
+        "InvalidArgumentException",
+        both + "Request specified AT_SEQUENCE_NUMBER and no StartingSequenceNumber.",
+    )
+    assert await iterator_error(
+        kinesis, "positions", "shardId-0", ShardIteratorType="LATEST", StartingSequenceNumber="5"
+    ) == (
+        "InvalidArgumentException",
+        both + "Request specified LATEST and also a StartingSequenceNumber.",
+    )
+
+
+async def test_at_timestamp_in_the_future_is_refused(kinesis: Any, clock: ManualClock) -> None:
+    await call(kinesis.create_stream, StreamName="time", ShardCount=1)
+    now = datetime.fromtimestamp(clock.wall_ms() / 1000, tz=UTC)
+    code, message = await iterator_error(
+        kinesis,
+        "time",
+        "shardId-0",
+        ShardIteratorType="AT_TIMESTAMP",
+        Timestamp=now + timedelta(seconds=10),
+    )
+    assert code == "InvalidArgumentException"
+    assert "cannot be greater than the currentTimestampInMillis" in message
+    answer = await call(
+        kinesis.get_shard_iterator,
+        StreamName="time",
+        ShardId="shardId-0",
+        ShardIteratorType="AT_TIMESTAMP",
+        Timestamp=now,
+    )
+    assert answer["ShardIterator"]
+
+
+async def test_sequence_number_for_ordering_zero_is_accepted(kinesis: Any) -> None:
+    await call(kinesis.create_stream, StreamName="ordered", ShardCount=1)
+    first = await call(
+        kinesis.put_record,
+        StreamName="ordered",
+        PartitionKey="k",
+        Data=b"a",
+        SequenceNumberForOrdering="0",
+    )
+    second = await call(
+        kinesis.put_record,
+        StreamName="ordered",
+        PartitionKey="k",
+        Data=b"b",
+        SequenceNumberForOrdering=first["SequenceNumber"],
+    )
+    assert int(second["SequenceNumber"]) > int(first["SequenceNumber"])
+
+
+async def test_a_creating_stream_shows_no_shards_and_may_be_deleted(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    config = node_config(tmp_path / "node", stream_creating_ms=60_000, stream_deleting_ms=60_000)
+    async with running_node(config, clock) as node:
+        kinesis = boto_client(f"http://127.0.0.1:{node.http_port}")
+        try:
+            await call(kinesis.create_stream, StreamName="young", ShardCount=3)
+            description = (await call(kinesis.describe_stream, StreamName="young"))[
+                "StreamDescription"
+            ]
+            assert description["StreamStatus"] == "CREATING"
+            assert description["Shards"] == []
+            assert description["HasMoreShards"] is False
+            await call(kinesis.delete_stream, StreamName="young")
+            summary = (await call(kinesis.describe_stream_summary, StreamName="young"))[
+                "StreamDescriptionSummary"
+            ]
+            assert summary["StreamStatus"] == "DELETING"
+        finally:
+            kinesis.close()
