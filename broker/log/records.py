@@ -15,7 +15,9 @@ Layout (all integers big-endian):
 Version 3 (written since issue 20) checksums with CRC32C (Castagnoli, as Kafka's record
 batches; `google-crc32c`, in hardware where the CPU has it); version 2 with zlib's CRC32. Both
 are read, so a data directory written before needs no migration step: its version-2 batches
-stay readable until retention trims them, and everything new is version 3. The CRC covers the
+stay readable until retention trims them. This release still writes version 2 so that a rolling
+upgrade can mix it with the previous release (`WRITTEN_BATCH_FORMAT_VERSION`); the next one
+writes version 3. The CRC covers the
 header before it and the whole payload, so
 it is the checksum of the stored bytes themselves: whatever carries those bytes (a follower's
 log, a repair from another replica) can verify them end to end without decoding a record
@@ -52,6 +54,12 @@ BATCH_FORMAT_VERSION = 3  # CRC32C. Version 2 (zlib's CRC32) is still read; vers
 # one value per record and is not readable any more.
 _CRC32_BATCH_VERSION = 2
 _READABLE_VERSIONS = frozenset({_CRC32_BATCH_VERSION, BATCH_FORMAT_VERSION})
+# What this release writes. A rolling upgrade runs old and new nodes side by side, and a batch
+# a new leader writes is stored as-is by every follower, so a format is written only by the
+# release after the first one that reads it (Kafka's log.message.format.version, done as two
+# releases): this release reads version 3 and still writes version 2, which the previous
+# release reads; the next release switches this to BATCH_FORMAT_VERSION.
+WRITTEN_BATCH_FORMAT_VERSION = _CRC32_BATCH_VERSION
 
 FLAG_CONTROL = 0x01
 _FLAGS_KNOWN = FLAG_CONTROL
@@ -217,8 +225,11 @@ def encode_batch(
 
 
 def _seal(*, arrival_ms: int, epoch: int, flags: int, count: int, payload: bytes) -> bytes:
-    header = _HEADER_BEFORE_CRC.pack(BATCH_FORMAT_VERSION, flags, arrival_ms, epoch, count)
-    crc = google_crc32c.extend(google_crc32c.value(header), payload)
+    header = _HEADER_BEFORE_CRC.pack(WRITTEN_BATCH_FORMAT_VERSION, flags, arrival_ms, epoch, count)
+    if WRITTEN_BATCH_FORMAT_VERSION == _CRC32_BATCH_VERSION:
+        crc = zlib.crc32(payload, zlib.crc32(header))
+    else:
+        crc = google_crc32c.extend(google_crc32c.value(header), payload)
     return b"".join((header, _CRC.pack(crc), payload))
 
 

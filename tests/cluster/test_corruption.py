@@ -93,7 +93,11 @@ def test_a_single_node_fails_loudly_at_the_damage_instead_of_ending_the_shard(
         assert SHARD in failed.value.message
         assert read == written[: len(read)]  # everything before the damage, in order
         assert len(read) < len(written)
-        assert "log_corruption_detected" in node.log_text()
+        wait_until(  # the node's log reaches its file a moment after the answer
+            lambda: "log_corruption_detected" in node.log_text(),
+            deadline_s=10,
+            what="the corruption in the node's log",
+        )
     finally:
         node.terminate()
 
