@@ -94,7 +94,8 @@ def read_stream(endpoint: str, stream: str) -> dict[bytes, list[tuple[str, str]]
 @dataclass
 class Producer:
     """A thread putting batches through the given endpoints (the next one after a failure),
-    retrying a failed record up to `attempts` times, recording acknowledgements."""
+    retrying a failed record up to `attempts` times, recording acknowledgements, and for each
+    record the failures it was retried after (`failures`)."""
 
     endpoints: Sequence[str]
     stream: str
@@ -105,6 +106,11 @@ class Producer:
     ack_times: list[float] = field(default_factory=list)
     failed_calls: int = 0  # calls that failed (then retried)
     lost: list[bytes] = field(default_factory=list)  # records never acknowledged
+    # data -> the error of each call that sent it and did not acknowledge it: the call's
+    # exception or the record's ErrorCode. Every one but a throughput refusal may have stored
+    # the record (an unknown outcome: a timeout, InternalFailure), and the retry that follows
+    # may store it again, as it may with Kinesis (`unexplained_copies`).
+    failures: dict[bytes, list[str]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -146,8 +152,10 @@ class Producer:
                                 ],
                             },
                         )
-                    except ShoalError:
+                    except ShoalError as error:
                         self.failed_calls += 1
+                        for data in pending:
+                            self.failures.setdefault(data, []).append(error.code.kinesis_name)
                         target = (target + 1) % len(clients)
                         time.sleep(0.05)  # a client's retry pause, as an SDK's backoff
                         continue
@@ -158,6 +166,7 @@ class Producer:
                             self.ack_times.append(time.monotonic())
                         else:
                             retry.append(data)
+                            self.failures.setdefault(data, []).append(result["ErrorCode"])
                     if retry:
                         self.failed_calls += 1
                     pending = retry
@@ -165,6 +174,30 @@ class Producer:
         finally:
             for client in clients:
                 client.close()
+
+
+_NOT_STORED = "ProvisionedThroughputExceededException"  # refused before anything was written
+
+
+def unexplained_copies(
+    found: dict[bytes, list[tuple[str, str]]], producers: Sequence[Producer]
+) -> list[str]:
+    """Records stored more often than their calls allow: one copy for the call that
+    acknowledged it, plus one per call whose outcome was unknown (Kinesis producers retry
+    those, and a retry may store the record again, so those copies are the client's, not a
+    broker's duplicate). Anything beyond is a record stored twice by the broker."""
+    failures: dict[bytes, list[str]] = {}
+    acknowledged: set[bytes] = set()
+    for producer in producers:
+        failures.update(producer.failures)
+        acknowledged.update(producer.acknowledged)
+    unexplained = []
+    for data, positions in found.items():
+        errors = failures.get(data, [])
+        allowed = (data in acknowledged) + sum(1 for e in errors if e != _NOT_STORED)
+        if len(positions) > max(allowed, 1):
+            unexplained.append(f"{data!r} stored at {positions} after failures {errors}")
+    return unexplained
 
 
 def check_no_loss(endpoint: str, stream: str, acknowledged: dict[bytes, tuple[str, str]]) -> None:
