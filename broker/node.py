@@ -145,6 +145,7 @@ class Node:
         self._writer: GroupCommitWriter | None = None
         self._quorum: PysyncobjQuorum | None = None
         self._metadata: MetadataFrontend | None = None
+        self._marked_format = 0  # the metadata format in the data directory's marker
         self._channels: Channels | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None  # plaintext health only (tls.py)
@@ -235,8 +236,8 @@ class Node:
             },
         )
         lost_disk = await self._join(metadata, disk_was_empty=disk_was_empty)
-        if marker is None:
-            startup.write_marker(config.data_dir, node_id=config.node_id, metadata_format=1)
+        self._marked_format = 0 if marker is None else marker.metadata_format
+        await self._mark_metadata_format()
         self.phase = "starting the servers"
         self._channels = Channels(
             credentials=None
@@ -311,6 +312,7 @@ class Node:
                 stream_updating_ms=config.knobs.stream_updating_ms,
                 absent_node_replace_after_ms=config.knobs.absent_node_replace_after_ms,
                 replica_moves_max=config.knobs.replica_moves_max,
+                metadata_format_limit=config.knobs.metadata_format_limit,
             ),
             node_id=self.node_id,
         )
@@ -357,13 +359,23 @@ class Node:
         while True:
             try:
                 if not metadata.image().iterator_secret:
-                    await metadata.propose(
+                    cluster_id = str(uuid.uuid4())
+                    created = await metadata.propose(
                         commands.InitCluster(
                             now_ms=self.clock.wall_ms(),
-                            cluster_id=str(uuid.uuid4()),
+                            cluster_id=cluster_id,
                             iterator_secret=secrets.token_bytes(32),
                         )
                     )
+                    if created == cluster_id:
+                        # A new cluster: every member runs a binary that reads this format
+                        # (forming one with several versions is not supported). Should this
+                        # fail, the controller raises it once every node has said so.
+                        await metadata.propose(
+                            commands.SetMetadataFormat(
+                                now_ms=self.clock.wall_ms(), level=METADATA_FORMAT_MAX
+                            )
+                        )
                 registered_before = registered_before or self.node_id in metadata.image().nodes
                 node = await metadata.propose(
                     commands.RegisterNode(
@@ -479,6 +491,7 @@ class Node:
                         rejoining=beat.rejoining,
                         disk_full=beat.disk_full,
                         fenced=beat.fenced,
+                        metadata_format_max=beat.metadata_format_max,
                     ),
                     controller=self._controller_node,
                 ),
@@ -786,7 +799,24 @@ class Node:
         interval_s = self.config.knobs.heartbeat_interval_ms / 1000
         while True:
             await self.heartbeat_once()
+            await self._mark_metadata_format()
             await asyncio.sleep(interval_s)
+
+    async def _mark_metadata_format(self) -> None:
+        """Records the cluster's metadata format in the data directory's marker once it is
+        known or raised: a binary that cannot read it then refuses the directory in one line
+        (`startup.prepare_data_dir`) instead of failing on the first newer command."""
+        assert self._metadata is not None
+        level = self._metadata.image().metadata_format
+        if level <= self._marked_format:
+            return
+        await asyncio.to_thread(
+            startup.write_marker,
+            self.config.data_dir,
+            node_id=self.config.node_id,
+            metadata_format=level,
+        )
+        self._marked_format = level
 
     async def heartbeat_once(self) -> bool:
         """One heartbeat to the controller's node; whether the controller took it."""
@@ -805,6 +835,7 @@ class Node:
                 rejoining=rejoining,
                 disk_full=disk_full,
                 fenced=fenced,
+                metadata_format_max=METADATA_FORMAT_MAX,
             )
         controller = self._controller_node()
         address = self._address_of(controller) if controller is not None else None
@@ -821,6 +852,7 @@ class Node:
                 rejoining=rejoining,
                 disk_full=disk_full,
                 fenced=fenced,
+                metadata_format_max=METADATA_FORMAT_MAX,
                 timeout_ms=max(self.config.knobs.heartbeat_interval_ms * 2, 200),
             )
         except ShoalError as error:

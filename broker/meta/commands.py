@@ -18,6 +18,7 @@ from broker.consumers import leases
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
+from broker.meta.metadata_format import FIRST_FORMAT, command_level, members_after
 from broker.meta.video_table import VideoStreamMeta
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
@@ -33,11 +34,24 @@ COMMAND_FORMAT_VERSION = 2
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InitCluster:
-    """Sets the cluster id and the iterator HMAC secret, once; later calls are no-ops."""
+    """Sets the cluster id and the iterator HMAC secret, once; later calls are no-ops. The
+    cluster starts at the first metadata format: every node proposes this at start, before
+    its image shows whether the cluster exists, so it must be readable by every version; the
+    node whose InitCluster created the cluster raises the format next (SetMetadataFormat)."""
 
     now_ms: int
     cluster_id: str
     iterator_secret: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetMetadataFormat:
+    """Raises the cluster's metadata format (`metadata_format.py`); the controller proposes
+    it once every registered node reads `level`. A lower or equal level is a no-op: a level
+    is never lowered."""
+
+    now_ms: int
+    level: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -712,6 +726,7 @@ StreamFeatureCommand = (
 
 Command = (
     InitCluster
+    | SetMetadataFormat
     | CreateStream
     | DeleteStream
     | ForgetStream
@@ -742,6 +757,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
         InitCluster,
+        SetMetadataFormat,
         CreateStream,
         DeleteStream,
         ForgetStream,
@@ -811,6 +827,18 @@ def encode_command(command: Command) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
         "ascii"
     )
+
+
+def required_format(command: Command) -> int:
+    """The lowest metadata format whose binaries decode `command` as `encode_command` writes
+    it: its type's level, or a later member's when that member is not at its default."""
+    name = type(command).__name__
+    level = command_level(name)
+    document = to_document(command, type(command))  # gated members at their default left out
+    for member, member_level in members_after(FIRST_FORMAT, name).items():
+        if isinstance(document, dict) and member in document:
+            level = max(level, member_level)
+    return level
 
 
 def decode_command(data: bytes) -> Command:

@@ -23,6 +23,7 @@ from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
 from broker.meta.delivery_streams import DeliveryStreamMeta
+from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from broker.meta.video_table import VideoTable
 from broker.streams.account_settings import AccountSettings
 from broker.streams.throttling import StreamLimits
@@ -273,6 +274,9 @@ class MetadataImage:
     # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
     # of the key); changed only by the delivery-stream commands.
     delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
+    # The cluster's metadata format (`meta/metadata_format.py`): what every node writes, so
+    # that every member can read it. Set by InitCluster, raised by SetMetadataFormat.
+    metadata_format: int = METADATA_FORMAT_MAX
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

@@ -70,6 +70,7 @@ from broker.meta.commands import (
     ReportShardLoads,
     SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
+    SetMetadataFormat,
     SetNodeState,
     SetShardLeader,
     SetStreamEncryption,
@@ -134,6 +135,8 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
     match command:
         case InitCluster():
             return stream_lifecycle.init_cluster(image, command)
+        case SetMetadataFormat():
+            return stream_lifecycle.set_metadata_format(image, command)
         case CreateStream():
             return stream_lifecycle.create_stream(image, command)
         case DeleteStream():

@@ -25,6 +25,7 @@ from broker.meta.commands import (
     RemoveNode,
     RemoveTags,
     SetEnhancedMonitoring,
+    SetMetadataFormat,
     SetNodeState,
     SetShardLeader,
     SetStreamEncryption,
@@ -174,6 +175,7 @@ EVERY_COMMAND: list[Command] = [
         continuous_through=(("shardId-000000000000", "49" + "0" * 54),),
     ),
     *every_delivery_stream_command(now_ms=23),
+    SetMetadataFormat(now_ms=26, level=2),
 ]
 
 
@@ -247,7 +249,7 @@ def test_optional_fields_may_be_omitted() -> None:
 
 def test_image_round_trip() -> None:
     image = nodes_image(3)
-    for command in EVERY_COMMAND[:2]:
+    for command in (*EVERY_COMMAND[:2], SetMetadataFormat(now_ms=3, level=2)):
         image = apply(image, command).image
     assert image.streams["s1"].shards[0].replicas  # type: ignore[index]
     image = apply(
@@ -273,7 +275,7 @@ def test_image_round_trip() -> None:
 def test_image_with_stream_features_round_trips() -> None:
     """Resource policies, encryption, warm throughput and record distribution (issue 14)."""
     image = nodes_image(1)
-    for command in EVERY_COMMAND[:2]:
+    for command in (*EVERY_COMMAND[:2], SetMetadataFormat(now_ms=3, level=2)):
         image = apply(image, command).image
     stream = image.streams["s1"]  # type: ignore[index]
     featured = dataclasses.replace(

@@ -14,7 +14,13 @@ from broker import error_messages, limits
 from broker.consumers import registry
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import capacity
-from broker.meta.commands import CreateStream, DeleteStream, ForgetStream, InitCluster
+from broker.meta.commands import (
+    CreateStream,
+    DeleteStream,
+    ForgetStream,
+    InitCluster,
+    SetMetadataFormat,
+)
 from broker.meta.image import (
     MetadataImage,
     RecordDistribution,
@@ -22,6 +28,7 @@ from broker.meta.image import (
     StreamMode,
     StreamStatus,
 )
+from broker.meta.metadata_format import FIRST_FORMAT
 from broker.meta.placement import place_shards
 from broker.meta.transitions.account_limits import check_on_demand_limit, check_shard_limit
 from broker.meta.transitions.common import account_id, live_stream, with_stream
@@ -43,9 +50,23 @@ def init_cluster(image: MetadataImage, command: InitCluster) -> tuple[MetadataIm
     assert command.cluster_id
     assert command.iterator_secret
     initialised = dataclasses.replace(
-        image, cluster_id=command.cluster_id, iterator_secret=command.iterator_secret
+        image,
+        cluster_id=command.cluster_id,
+        iterator_secret=command.iterator_secret,
+        metadata_format=FIRST_FORMAT,
     )
     return initialised, initialised.cluster_id
+
+
+def set_metadata_format(
+    image: MetadataImage, command: SetMetadataFormat
+) -> tuple[MetadataImage, object]:
+    # Never lowered: a replayed or late command for a level already reached is a no-op.
+    # (A binary that cannot read `level` cannot decode this command either: it stops there.)
+    if command.level <= image.metadata_format:
+        return image, image.metadata_format
+    raised = dataclasses.replace(image, metadata_format=command.level)
+    return raised, raised.metadata_format
 
 
 def create_stream(image: MetadataImage, command: CreateStream) -> tuple[MetadataImage, object]:
