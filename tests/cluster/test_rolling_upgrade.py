@@ -52,6 +52,24 @@ def run_from(node: NodeProcess, code: Path) -> None:
     node.start()
 
 
+def _call_unless_unavailable(endpoint: str, operation: str, request: dict[str, str]) -> bool:
+    """The call made (True), or False on ServiceUnavailable (a connection not back yet)."""
+    with ShoalClient(endpoint) as client:
+        try:
+            client.call(operation, request)
+        except ShoalError as error:
+            if error.code is not ErrorCode.UNAVAILABLE:
+                raise
+            return False
+    return True
+
+
+def _marked_format(node: NodeProcess) -> int:
+    marker = json.loads((node.data_dir / "shoal-data.json").read_text())
+    level: int = marker["metadata_format"]
+    return level
+
+
 def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
     previous = export_previous(tmp_path / "previous")
     (tmp_path / "data").mkdir()
@@ -94,11 +112,21 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
             deadline_s=30,
             what="metadata format 2 on every node",
         )
-        with ShoalClient(cluster.endpoints[0]) as client:
-            client.call("StartStreamEncryption", encrypt)
-        for node in cluster.nodes:
-            marker = json.loads((node.data_dir / "shoal-data.json").read_text())
-            assert marker["metadata_format"] == 2  # a binary reading only 1 refuses the dir
+        # Through the node restarted last: a client retries while its connection comes back.
+        wait_until(
+            lambda: _call_unless_unavailable(
+                cluster.endpoints[0], "StartStreamEncryption", encrypt
+            ),
+            deadline_s=30,
+            what="StartStreamEncryption accepted at format 2",
+        )
+        # Each node records it in its data directory (within a heartbeat interval), so a
+        # binary that reads only format 1 refuses the directory in one line.
+        wait_until(
+            lambda: all(_marked_format(node) == 2 for node in cluster.nodes),
+            deadline_s=30,
+            what="metadata format 2 in every data directory's marker",
+        )
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
         producer.stop()
         assert not producer.lost
