@@ -23,7 +23,7 @@ import json
 import logging
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,6 +37,8 @@ from broker.clock import Clock
 from broker.console import actions, payloads, sessions, views
 from broker.console.rates import SAMPLE_INTERVAL_MS, RateHistory
 from broker.console.series import stream_series
+from broker.console.video_pages import VideoPages, parse_timestamp
+from broker.console.visitor import FamilyPages, Visitor
 from broker.console.web import (
     BodyTooLarge,
     Request,
@@ -64,10 +66,6 @@ RECORD_PAGE_MAX = 100
 SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them all)
 ALL_SHARDS = "all"
 ALL_SHARDS_MAX = 20  # "every shard" pages carry one iterator per shard in their next link
-VIDEO_CONTROL_OPERATIONS = frozenset({"ListStreams", "DescribeStream"})
-VIDEO_ARCHIVED_MEDIA = "kinesis-video-archived-media"
-VIDEO_LIST_PAGES_MAX = 10
-VIDEO_FRAGMENTS_PAGE = 25
 TAIL_RECORDS_MAX = 50  # per poll, over all of a stream's open shards
 LAG_LEASES_MAX = 50  # leases whose lag one request reads (two API calls each)
 ITERATOR_TYPES = (
@@ -141,20 +139,6 @@ def _rate(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-Handler = Callable[[Request, "_Visitor"], Awaitable[Response]]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Visitor:
-    """Who is asking: the session's access key (None when access control is off) and the
-    CSRF token this browser's forms carry; `cookies` are the ones to set on the answer."""
-
-    access_key_id: str | None
-    csrf: str
-    cookies: tuple[str, ...]
-    caller: Caller
-
-
 class ConsoleService:
     """The console as a `RestService` of the AWS door (module docstring)."""
 
@@ -181,8 +165,11 @@ class ConsoleService:
         self._data_dir = data_dir
         self._access_keys = dict(secrets_by_access_key)
         self._metrics = metrics
-        self._video = video
         self._env = _environment()
+        # The other services' pages, by path prefix (each routes what is below it).
+        self._family: dict[str, FamilyPages] = {}
+        if video is not None:
+            self._family["/video"] = VideoPages(video, self._page)
         self._static = _static_files()
         self.rates = RateHistory()
 
@@ -271,7 +258,7 @@ class ConsoleService:
             )
         return response
 
-    async def _route(self, request: Request, visitor: _Visitor) -> Response:
+    async def _route(self, request: Request, visitor: Visitor) -> Response:
         path, method = request.path, request.method
         if path in ("/", ""):
             return self._overview(visitor)
@@ -287,15 +274,10 @@ class ConsoleService:
             if method == "POST":
                 return await self._action(request, visitor, None, "create")
             return self._streams(request, visitor)
-        if path in ("/video", "/video/") and self._video is not None:
-            return await self._video_streams(visitor)
-        if path.startswith("/video/") and self._video is not None:
-            name, _, sub = path.removeprefix("/video/").partition("/")
-            if sub == "":
-                return await self._video_stream(request, visitor, name)
-            if sub == "hls" and method == "POST":
-                return await self._video_hls(request, visitor, name)
-            return self._not_found(visitor)
+        for prefix, pages in self._family.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                found = await pages.route(request, visitor, path.removeprefix(prefix))
+                return found if found is not None else self._not_found(visitor)
         if path == "/streams/new":
             return self._page("create.html", visitor, title="Create a stream")
         parts = path.removeprefix("/streams/").split("/")
@@ -331,7 +313,7 @@ class ConsoleService:
     def _cluster_secret(self) -> bytes:
         return self._image().iterator_secret or b"shoal-console-uninitialised"
 
-    def _visitor(self, request: Request, *, secure: bool) -> _Visitor | None:
+    def _visitor(self, request: Request, *, secure: bool) -> Visitor | None:
         secret = self._cluster_secret()
         caller = Caller(
             region=self._region,
@@ -345,7 +327,7 @@ class ConsoleService:
             binding = secrets.token_urlsafe(24)
             cookies.append(_cookie(sessions.CSRF_COOKIE, binding, secure=secure))
         if not self._access_keys:
-            return _Visitor(
+            return Visitor(
                 access_key_id=None,
                 csrf=sessions.csrf_token(binding, cluster_secret=secret),
                 cookies=tuple(cookies),
@@ -357,7 +339,7 @@ class ConsoleService:
         )
         if key is None:
             return None
-        return _Visitor(
+        return Visitor(
             access_key_id=key,
             csrf=sessions.csrf_token(token, cluster_secret=secret),
             cookies=tuple(cookies),
@@ -411,14 +393,14 @@ class ConsoleService:
     # --- Pages ------------------------------------------------------------------------------
 
     def _page(
-        self, template: str, visitor: _Visitor, *, status: int = 200, **context: Any
+        self, template: str, visitor: Visitor, *, status: int = 200, **context: Any
     ) -> Response:
         body = self._env.get_template(template).render(
             visitor=visitor, csrf=visitor.csrf, node=self._node_id(), **context
         )
         return Response(status=status, body=body.encode())
 
-    def _not_found(self, visitor: _Visitor) -> Response:
+    def _not_found(self, visitor: Visitor) -> Response:
         return self._page(
             "error.html",
             visitor,
@@ -435,7 +417,7 @@ class ConsoleService:
         body, content_type = found
         return Response(body=body, content_type=content_type)
 
-    def _overview(self, visitor: _Visitor) -> Response:
+    def _overview(self, visitor: Visitor) -> Response:
         view = self._cluster_view()
         summary = views.overview(
             view.image,
@@ -448,7 +430,7 @@ class ConsoleService:
             "overview.html", visitor, title="Cluster", view=summary, disk=self._disk()
         )
 
-    def _streams(self, request: Request, visitor: _Visitor) -> Response:
+    def _streams(self, request: Request, visitor: Visitor) -> Response:
         page = views.stream_page(
             self._image(),
             query=request.arg("q"),
@@ -469,7 +451,7 @@ class ConsoleService:
             template, visitor, title="Streams", page=page, series=series, notice=notice
         )
 
-    def _stream_page(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    def _stream_page(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         image = self._image()
         now_ms = self._clock.wall_ms()
         view = views.stream_view(image, stream, now_ms=now_ms)
@@ -501,7 +483,7 @@ class ConsoleService:
             notice=request.arg("notice") or None,
         )
 
-    async def _records(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    async def _records(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         shards = [shard.shard_id for shard in _listed_shards(stream, self._clock.wall_ms())]
         shard_id = request.arg("shard") or (
             stream.open_shards()[0].shard_id if stream.open_shards() else shards[0]
@@ -556,7 +538,7 @@ class ConsoleService:
         return self._page("records.html", visitor, title=f"Records of {stream.name}", **context)
 
     async def _read_all_shards(
-        self, stream: StreamMeta, kind: str, request: Request, limit: int, visitor: _Visitor
+        self, stream: StreamMeta, kind: str, request: Request, limit: int, visitor: Visitor
     ) -> tuple[list[payloads.ShownRecord], dict[str, str], int | None]:
         """One page over every shard: at most `limit` records in all (an equal share per shard),
         ordered by arrival; the iterators to go on with (a shard read to its end drops out)."""
@@ -588,7 +570,7 @@ class ConsoleService:
         return shown, positions, behind
 
     async def _iterator(
-        self, stream: StreamMeta, shard_id: str, kind: str, request: Request, visitor: _Visitor
+        self, stream: StreamMeta, shard_id: str, kind: str, request: Request, visitor: Visitor
     ) -> str:
         call: dict[str, Any] = {
             "StreamName": stream.name,
@@ -596,14 +578,14 @@ class ConsoleService:
             "ShardIteratorType": kind,
         }
         if kind == "AT_TIMESTAMP":
-            call["Timestamp"] = _timestamp(request.arg("at"))
+            call["Timestamp"] = parse_timestamp(request.arg("at"))
         elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
             call["StartingSequenceNumber"] = request.arg("seq").strip()
         answer = await self._call("GetShardIterator", call, visitor)
         return str(answer["ShardIterator"])
 
     async def _read_page(
-        self, iterator: str, limit: int, visitor: _Visitor
+        self, iterator: str, limit: int, visitor: Visitor
     ) -> tuple[list[dict[str, Any]], str | None, int | None]:
         """One GetRecords (a second one when the first came back empty but behind, as a
         reader past a gap would): never more than `limit` records."""
@@ -622,7 +604,7 @@ class ConsoleService:
             answer.get("MillisBehindLatest"),
         )
 
-    async def _lag(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    async def _lag(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         """How far each lease's checkpoint is behind the shard's tip, read on request: one
         GetRecords of one record after the checkpoint per lease (at most LAG_LEASES_MAX)."""
         view = views.stream_view(self._image(), stream, now_ms=self._clock.wall_ms())
@@ -644,9 +626,7 @@ class ConsoleService:
             left_out=max(0, len(leases) - LAG_LEASES_MAX),
         )
 
-    async def _lease_lag(
-        self, stream: StreamMeta, lease: views.LeaseView, visitor: _Visitor
-    ) -> str:
+    async def _lease_lag(self, stream: StreamMeta, lease: views.LeaseView, visitor: Visitor) -> str:
         checkpoint = lease.checkpoint_sequence
         if checkpoint == "SHARD_END":
             return "finished (the shard is closed and fully processed)"
@@ -669,7 +649,7 @@ class ConsoleService:
             return "caught up"
         return f"{answer.get('MillisBehindLatest', 0)} ms behind the latest record"
 
-    async def _tail(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    async def _tail(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         """The live tail's poll: new records on every open shard since the iterators the page
         holds (LATEST on the first poll), as a fragment that replaces the poller."""
         view = request.arg("view", "text")
@@ -712,85 +692,9 @@ class ConsoleService:
             view=view,
         )
 
-    # --- Kinesis Video Streams --------------------------------------------------------------
-
-    async def _video_call(self, operation: str, request: dict[str, Any], visitor: _Visitor) -> Any:
-        """One Kinesis Video operation as its REST door runs it (validated by its model)."""
-        assert self._video is not None
-        model = "kinesisvideo" if operation in VIDEO_CONTROL_OPERATIONS else VIDEO_ARCHIVED_MEDIA
-        validate_request(operation, request, model=model)
-        return await self._video.call(operation, request, visitor.caller)
-
-    async def _video_streams(self, visitor: _Visitor) -> Response:
-        listed: list[dict[str, Any]] = []
-        request: dict[str, Any] = {"MaxResults": 1000}
-        for _ in range(VIDEO_LIST_PAGES_MAX):
-            answer = await self._video_call("ListStreams", request, visitor)
-            listed.extend(answer.get("StreamInfoList", []))
-            token = answer.get("NextToken")
-            if not token:
-                break
-            request = {"MaxResults": 1000, "NextToken": token}
-        return self._page("video.html", visitor, title="Video streams", streams=listed)
-
-    async def _video_stream(self, request: Request, visitor: _Visitor, name: str) -> Response:
-        info = (await self._video_call("DescribeStream", {"StreamName": name}, visitor))[
-            "StreamInfo"
-        ]
-        fragments: list[dict[str, Any]] = []
-        next_token: str | None = None
-        if info.get("DataRetentionInHours", 0) > 0:
-            listing: dict[str, Any] = {"StreamName": name, "MaxResults": VIDEO_FRAGMENTS_PAGE}
-            if request.arg("after"):
-                listing["NextToken"] = request.arg("after")
-            answer = await self._video_call("ListFragments", listing, visitor)
-            fragments = list(answer.get("Fragments", []))
-            next_token = answer.get("NextToken")
-        return self._page(
-            "video_stream.html",
-            visitor,
-            title=name,
-            info=info,
-            fragments=fragments,
-            next_token=next_token,
-            hls_url=None,
-        )
-
-    async def _video_hls(self, request: Request, visitor: _Visitor, name: str) -> Response:
-        """GetHLSStreamingSessionURL over what the archive holds (ON_DEMAND, the listed
-        fragments' producer-time range), shown as a link for an HLS player."""
-        first = _timestamp(request.arg("start"))
-        last = _timestamp(request.arg("end"))
-        answer = await self._video_call(
-            "GetHLSStreamingSessionURL",
-            {
-                "StreamName": name,
-                "PlaybackMode": "ON_DEMAND",
-                "HLSFragmentSelector": {
-                    "FragmentSelectorType": "PRODUCER_TIMESTAMP",
-                    "TimestampRange": {"StartTimestamp": first, "EndTimestamp": last},
-                },
-            },
-            visitor,
-        )
-        info = (await self._video_call("DescribeStream", {"StreamName": name}, visitor))[
-            "StreamInfo"
-        ]
-        return self._page(
-            "video_stream.html",
-            visitor,
-            title=name,
-            info=info,
-            fragments=[],
-            next_token=None,
-            hls_url=answer["HLSStreamingSessionURL"],
-        )
-
     # --- Actions ----------------------------------------------------------------------------
 
-    async def _put_record(
-        self, request: Request, visitor: _Visitor, stream: StreamMeta
-    ) -> Response:
+    async def _put_record(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         call: dict[str, Any] = {
             "StreamName": stream.name,
             "PartitionKey": request.form.get("partition_key", ""),
@@ -806,7 +710,7 @@ class ConsoleService:
         return Response.redirect(url(f"/streams/{segment(stream.name)}", notice=notice))
 
     async def _action(
-        self, request: Request, visitor: _Visitor, stream: StreamMeta | None, name: str
+        self, request: Request, visitor: Visitor, stream: StreamMeta | None, name: str
     ) -> Response:
         plan_action = actions.create if stream is None else actions.STREAM_ACTIONS[name]
         plan = plan_action(stream, request.form)
@@ -849,7 +753,7 @@ class ConsoleService:
         self,
         operation: str,
         request: dict[str, Any],
-        visitor: _Visitor,
+        visitor: Visitor,
         *,
         validated: bool = False,
     ) -> dict[str, Any]:
@@ -907,21 +811,6 @@ def _int_arg(request: Request, name: str, default: int) -> int:
         return int(request.arg(name, str(default)))
     except ValueError:
         return default
-
-
-def _timestamp(text: str) -> datetime.datetime:
-    """An ISO 8601 time (UTC when it names no zone) or epoch seconds."""
-    text = text.strip()
-    try:
-        if text.replace(".", "", 1).isdigit():
-            return datetime.datetime.fromtimestamp(float(text), tz=datetime.UTC)
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"The timestamp {text!r} is neither ISO 8601 nor seconds since the epoch.",
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _decode_iterators(text: str) -> dict[str, str]:

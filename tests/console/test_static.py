@@ -14,6 +14,7 @@ PINNED = {
     "htmx.min.js": "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717",  # 2.0.11
     "uPlot.iife.min.js": "19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f",
     "uPlot.min.css": "df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04",
+    "hls.light.min.js": "482cccb3a224554f64d8c2cf0d335dba4a3819bdb726afbfddfe15de4c277d82",  # 1.7.4
 }
 
 
