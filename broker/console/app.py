@@ -23,8 +23,8 @@ import json
 import logging
 import secrets
 import shutil
+import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,10 @@ from prometheus_client import CollectorRegistry
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.console import actions, payloads, sessions, views
-from broker.console.rates import SAMPLE_INTERVAL_MS, RateHistory
+from broker.console.analytics_pages import AnalyticsCalls, AnalyticsPages
+from broker.console.delivery_pages import DeliveryPages, FirehoseCalls
+from broker.console.peers import PEER_PATH, DiskUse, NodeStats, cluster_read_rates, fetch
+from broker.console.rates import SAMPLE_INTERVAL_MS, RateHistory, ReadRates
 from broker.console.series import stream_series
 from broker.console.video_pages import VideoPages, parse_timestamp
 from broker.console.visitor import FamilyPages, Visitor
@@ -52,7 +55,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.internal_service import ClusterView
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.validation import validate_request
-from broker.meta.image import MetadataImage, ShardMeta, StreamMeta
+from broker.meta.image import MetadataImage, NodeState, ShardMeta, StreamMeta
 from broker.service.account import stream_limits_view, update_stream_limits
 from broker.service.kinesis import KinesisService
 from broker.streams.internal_names import is_internal
@@ -77,21 +80,12 @@ ITERATOR_TYPES = (
 )
 # Operations of Shoal's native gRPC services, run as those services run them (not Kinesis).
 NATIVE_OPERATIONS = frozenset({"UpdateStreamLimits"})
+# This node's cumulative outgoing counters (consumers' reads), by column of `ReadRates`.
+_OUTGOING = {"kinesis_outgoing_records_total": 0, "kinesis_outgoing_bytes_total": 1}
 _STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class DiskUse:
-    path: str
-    used_bytes: int
-    total_bytes: int
-
-    @property
-    def percent(self) -> float:
-        return 100 * self.used_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -155,6 +149,9 @@ class ConsoleService:
         secrets_by_access_key: Mapping[str, str],
         metrics: CollectorRegistry | None = None,
         video: VideoService | None = None,
+        firehose: FirehoseCalls | None = None,
+        analytics: AnalyticsCalls | None = None,
+        peer_tls: ssl.SSLContext | None = None,
     ) -> None:
         self._kinesis = kinesis
         self._node = node_id
@@ -170,8 +167,18 @@ class ConsoleService:
         self._family: dict[str, FamilyPages] = {}
         if video is not None:
             self._family["/video"] = VideoPages(video, self._page)
+        if firehose is not None:
+            self._family["/delivery-streams"] = DeliveryPages(
+                firehose, self._page, image=self._image, metrics=metrics
+            )
+        if analytics is not None:
+            self._family["/applications"] = AnalyticsPages(
+                analytics, self._page, image=self._image, clock=clock
+            )
         self._static = _static_files()
         self.rates = RateHistory()
+        self.reads = ReadRates()
+        self._peer_tls = peer_tls
 
     # --- RestService ------------------------------------------------------------------------
 
@@ -192,10 +199,29 @@ class ConsoleService:
         await send_response(send, response)
 
     async def run_sampler(self) -> None:
-        """Samples every stream's write rate for the sparklines, until cancelled."""
+        """Samples every stream's write rate for the sparklines, and the rates consumers read
+        from this node, until cancelled."""
         while True:
             self.sample_rates()
+            self.sample_reads()
             await asyncio.sleep(SAMPLE_INTERVAL_MS / 1000)
+
+    def sample_reads(self) -> None:
+        if self._metrics is None:
+            return
+        totals: dict[str, list[float]] = {}
+        wanted = self._metrics.restricted_registry(list(_OUTGOING))
+        for family in wanted.collect():
+            column = _OUTGOING.get(family.name + "_total", _OUTGOING.get(family.name))
+            if column is None:
+                continue
+            for sample in family.samples:
+                stream = sample.labels.get("stream")
+                if stream and sample.name.endswith("_total"):
+                    totals.setdefault(stream, [0.0, 0.0])[column] += sample.value
+        self.reads.sample(
+            self._clock.wall_ms(), {name: (pair[0], pair[1]) for name, pair in totals.items()}
+        )
 
     def sample_rates(self) -> None:
         image = self._image()
@@ -215,6 +241,8 @@ class ConsoleService:
         path = request.path
         if path.startswith("/static/"):
             return self._static_file(path.removeprefix("/static/"))
+        if path == PEER_PATH:
+            return self._peer_stats(request)
         if request.method not in ("GET", "HEAD", "POST"):
             return Response(
                 status=405, body=b"Method not allowed.", headers=(("allow", "GET, POST"),)
@@ -261,7 +289,7 @@ class ConsoleService:
     async def _route(self, request: Request, visitor: Visitor) -> Response:
         path, method = request.path, request.method
         if path in ("/", ""):
-            return self._overview(visitor)
+            return await self._overview(visitor)
         if path == "/sign-out" and method == "POST":
             return Response(
                 status=303,
@@ -285,7 +313,7 @@ class ConsoleService:
             return self._not_found(visitor)
         stream = self._stream(parts[0])  # ASGI paths arrive percent-decoded
         if len(parts) == 1:
-            return self._stream_page(request, visitor, stream)
+            return await self._stream_page(request, visitor, stream)
         sub = parts[1]
         if sub == "records":
             if method == "POST":
@@ -417,7 +445,7 @@ class ConsoleService:
         body, content_type = found
         return Response(body=body, content_type=content_type)
 
-    def _overview(self, visitor: Visitor) -> Response:
+    async def _overview(self, visitor: Visitor) -> Response:
         view = self._cluster_view()
         summary = views.overview(
             view.image,
@@ -426,8 +454,9 @@ class ConsoleService:
             controller=view.controller,
             now_ms=self._clock.wall_ms(),
         )
+        stats = await self._cluster_stats()
         return self._page(
-            "overview.html", visitor, title="Cluster", view=summary, disk=self._disk()
+            "overview.html", visitor, title="Cluster", view=summary, disk=self._disk(), stats=stats
         )
 
     def _streams(self, request: Request, visitor: Visitor) -> Response:
@@ -451,7 +480,9 @@ class ConsoleService:
             template, visitor, title="Streams", page=page, series=series, notice=notice
         )
 
-    def _stream_page(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
+    async def _stream_page(
+        self, request: Request, visitor: Visitor, stream: StreamMeta
+    ) -> Response:
         image = self._image()
         now_ms = self._clock.wall_ms()
         view = views.stream_view(image, stream, now_ms=now_ms)
@@ -466,9 +497,13 @@ class ConsoleService:
         page_count = max(1, -(-len(every_shard) // SHARD_PAGE_SIZE))
         shard_page = max(1, min(_int_arg(request, "shards_page", 1), page_count))
         at = (shard_page - 1) * SHARD_PAGE_SIZE
+        stats = await self._cluster_stats()
+        answered = [node for node in stats.values() if node is not None]
         return self._page(
             "stream.html",
             visitor,
+            reads=cluster_read_rates(answered, stream.name) if answered else None,
+            reads_partial=len(stats) - len(answered),
             title=stream.name,
             stream=view,
             shard_rows=every_shard[at : at + SHARD_PAGE_SIZE],
@@ -783,6 +818,45 @@ class ConsoleService:
         if stream is None or is_internal(name):
             raise self._kinesis.ctx.stream_not_found(name)
         return stream
+
+    def _peer_stats(self, request: Request) -> Response:
+        """This node's statistics for another node's console (peer token required)."""
+        token = request.headers.get(sessions.PEER_HEADER, "")
+        if not sessions.peer_token_valid(
+            token, cluster_secret=self._cluster_secret(), now_ms=self._clock.wall_ms()
+        ):
+            return Response(status=403, body=b"Only the cluster's nodes may ask.")
+        return Response(body=self._own_stats().to_json(), content_type="application/json")
+
+    def _own_stats(self) -> NodeStats:
+        return NodeStats(node_id=self._node_id(), disk=self._disk(), reads=self.reads.rates())
+
+    async def _cluster_stats(self) -> dict[str, NodeStats | None]:
+        """Every node's statistics by node id: this node's own, the others' asked at once
+        (None for a node that did not answer within the fetch timeout)."""
+        me = self._node_id()
+        token = sessions.peer_token(
+            cluster_secret=self._cluster_secret(), now_ms=self._clock.wall_ms()
+        )
+        others = [
+            node
+            for node in self._image().nodes.values()
+            if node.node_id != me and node.http_address and node.state is not NodeState.REMOVED
+        ]
+        answers = await asyncio.gather(
+            *(
+                fetch(
+                    node.http_address,
+                    token=token,
+                    header=sessions.PEER_HEADER,
+                    tls=self._peer_tls,
+                )
+                for node in others
+            )
+        )
+        stats: dict[str, NodeStats | None] = {me: self._own_stats()}
+        stats.update(zip((node.node_id for node in others), answers, strict=True))
+        return stats
 
     def _disk(self) -> DiskUse | None:
         try:

@@ -41,3 +41,31 @@ class RateHistory:
 
     def series(self, name: str) -> tuple[Sample, ...]:
         return tuple(self._samples.get(name, ()))
+
+
+class ReadRates:
+    """Records and bytes per second each stream's consumers read from this node, from two
+    successive readings of the node's cumulative outgoing counters (GetRecords and
+    SubscribeToShard). A stream read for the first time shows its rate from the next sample."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, dict[str, tuple[float, float]]] | None = None
+        self._rates: dict[str, tuple[float, float]] = {}
+
+    def sample(self, now_ms: int, totals: Mapping[str, tuple[float, float]]) -> None:
+        """`totals`: (records, bytes) read from each stream since the node started."""
+        if self._last is not None and now_ms > self._last[0]:
+            seconds = (now_ms - self._last[0]) / 1000
+            before = self._last[1]
+            self._rates = {
+                name: (
+                    max(0.0, (records - before[name][0]) / seconds),
+                    max(0.0, (size - before[name][1]) / seconds),
+                )
+                for name, (records, size) in totals.items()
+                if name in before
+            }
+        self._last = (now_ms, dict(totals))
+
+    def rates(self) -> dict[str, tuple[float, float]]:
+        return dict(self._rates)

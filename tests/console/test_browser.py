@@ -151,6 +151,18 @@ def test_every_page_loads_without_console_errors(
     )
     for index in range(12):
         api.create_stream(StreamName=f"orders-{index:02d}", ShardCount=1)
+    sql = boto3.client(
+        "kinesisanalytics",
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    sql.create_application(
+        ApplicationName="clicks-per-page",
+        ApplicationCode='CREATE OR REPLACE STREAM "PAGES" (page VARCHAR(64));',
+    )
+    sql.close()
     pages = {
         "overview": "",
         "streams": "/streams",
@@ -158,6 +170,9 @@ def test_every_page_loads_without_console_errors(
         "records": "/streams/clicks/records?go=1&shard=shardId-000000000000&view=json",
         "create": "/streams/new",
         "video": "/video",
+        "delivery-streams": "/delivery-streams",
+        "applications": "/applications",
+        "application": "/applications/clicks-per-page",
     }
     console_errors(browser)
     for name, path in pages.items():
@@ -364,6 +379,9 @@ def test_cluster_page_of_three_nodes(
         ]
         assert all("ACTIVE" in row.text for row in rows)
         assert sum("quorum leader" in row.text for row in rows) == 1
+        # Every node told node-3's console its disk use (peer statistics, over HTTP).
+        assert not any("no answer" in row.text for row in rows)
+        assert all(row.find_elements(By.TAG_NAME, "meter") for row in rows)
         browser.save_screenshot(str(shots / "cluster.png"))
         open_page(browser, console(second, "/streams/replicated"))
         shard_rows = browser.find_elements(By.CSS_SELECTOR, "table.shards tbody tr")
@@ -380,6 +398,7 @@ def test_cluster_page_of_three_nodes(
             deadline_s=PAGE_WAIT_S,
             what="node-1 fenced and under-replicated shards on node-3's console",
         )
+        assert "no answer" in overview_text()  # node-1's statistics, not the page, are missing
         browser.save_screenshot(str(shots / "cluster-node-down.png"))
         assert console_errors(browser) == []
         api.close()
