@@ -95,6 +95,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(PAGE_WAIT_S)
+    driver.set_script_timeout(PAGE_WAIT_S)
     try:
         yield driver
     finally:
@@ -126,6 +127,24 @@ return Array.from(document.querySelectorAll(
     'input:not([type=hidden]), select, textarea'
 )).filter(c => c.labels.length === 0 && !c.getAttribute('aria-label')).map(c => c.outerHTML);
 """
+
+
+AXE_SOURCE = (Path(__file__).resolve().parent / "vendor" / "axe.min.js").read_text()
+# axe-core's WCAG 2 A and AA rules (labels, names, contrast, landmarks...) on the open page.
+AXE_RUN = """
+const done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}})
+  .then(result => done(result.violations.map(v => v.id + ': ' + v.help + ' (' +
+       v.nodes.slice(0, 3).map(n => n.target.join(' ')).join('; ') + ')')))
+  .catch(error => done(['axe failed: ' + error]));
+"""
+
+
+def accessibility_violations(browser: Any) -> list[str]:
+    """axe-core's WCAG 2 A/AA violations on the open page (injected by the driver, which the
+    page's CSP does not restrict; the node never serves it)."""
+    browser.execute_script(AXE_SOURCE)
+    return list(browser.execute_async_script(AXE_RUN))
 
 
 def open_page(browser: Any, address: str) -> None:
@@ -181,6 +200,7 @@ def test_every_page_loads_without_console_errors(
         browser.save_screenshot(str(shots / f"{name}.png"))
         assert console_errors(browser) == [], f"browser console errors on {name}"
         assert browser.execute_script(UNLABELLED_CONTROLS) == [], f"unlabelled controls on {name}"
+        assert accessibility_violations(browser) == [], f"WCAG 2 AA violations on {name}"
         assert browser.execute_script("return document.documentElement.lang") == "en"
     # Keyboard: the first Tab reaches the skip link, which moves focus to the main content.
     open_page(browser, console(node, "/streams/clicks"))

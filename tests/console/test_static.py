@@ -32,3 +32,12 @@ def test_every_vendored_file_is_pinned_and_documented() -> None:
             continue
         assert path.name in PINNED, f"{path.name} is vendored without a pinned hash"
         assert f"`{path.name}`" in notes, f"{path.name} is missing from VENDORED.md"
+
+
+AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+# axe-core 4.14.1 (vendor/VENDORED.md)
+AXE_SHA256 = "29348999450cdf2849a8e70b7912fc2da85a849da39c0d0d5394f51d4a9ed95c"
+
+
+def test_the_accessibility_checker_is_the_pinned_release() -> None:
+    assert hashlib.sha256(AXE.read_bytes()).hexdigest() == AXE_SHA256
