@@ -37,8 +37,16 @@ from broker.clock import Clock
 from broker.console import actions, payloads, sessions, views
 from broker.console.analytics_pages import AnalyticsCalls, AnalyticsPages
 from broker.console.delivery_pages import DeliveryPages, FirehoseCalls
-from broker.console.peers import PEER_PATH, DiskUse, NodeStats, cluster_read_rates, fetch
-from broker.console.rates import SAMPLE_INTERVAL_MS, RateHistory, ReadRates
+from broker.console.peers import (
+    PEER_PATH,
+    DiskUse,
+    NodeStats,
+    cluster_read_rates,
+    cluster_shard_rates,
+    fetch,
+    shard_key,
+)
+from broker.console.rates import SAMPLE_INTERVAL_MS, CounterRates, RateHistory
 from broker.console.series import stream_series
 from broker.console.video_pages import VideoPages, parse_timestamp
 from broker.console.visitor import FamilyPages, Visitor
@@ -80,8 +88,17 @@ ITERATOR_TYPES = (
 )
 # Operations of Shoal's native gRPC services, run as those services run them (not Kinesis).
 NATIVE_OPERATIONS = frozenset({"UpdateStreamLimits"})
-# This node's cumulative outgoing counters (consumers' reads), by column of `ReadRates`.
-_OUTGOING = {"kinesis_outgoing_records_total": 0, "kinesis_outgoing_bytes_total": 1}
+# The node's cumulative counters the pages show as rates: sample name -> (per shard, column).
+# Per stream: records and bytes read. Per shard (enhanced monitoring): records and bytes read,
+# reads and writes throttled.
+_READ_COUNTERS = {
+    "kinesis_outgoing_records_total": (False, 0),
+    "kinesis_outgoing_bytes_total": (False, 1),
+    "kinesis_shard_outgoing_records_total": (True, 0),
+    "kinesis_shard_outgoing_bytes_total": (True, 1),
+    "kinesis_shard_read_throughput_exceeded_total": (True, 2),
+    "kinesis_shard_write_throughput_exceeded_total": (True, 3),
+}
 _STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
@@ -177,7 +194,8 @@ class ConsoleService:
             )
         self._static = _static_files()
         self.rates = RateHistory()
-        self.reads = ReadRates()
+        self.reads = CounterRates()
+        self.shard_reads = CounterRates()
         self._peer_tls = peer_tls
 
     # --- RestService ------------------------------------------------------------------------
@@ -207,21 +225,27 @@ class ConsoleService:
             await asyncio.sleep(SAMPLE_INTERVAL_MS / 1000)
 
     def sample_reads(self) -> None:
+        """One reading of this node's outgoing and throttling counters (`_READ_COUNTERS`)."""
         if self._metrics is None:
             return
-        totals: dict[str, list[float]] = {}
-        wanted = self._metrics.restricted_registry(list(_OUTGOING))
+        by_stream: dict[str, list[float]] = {}
+        by_shard: dict[str, list[float]] = {}
+        wanted = self._metrics.restricted_registry(list(_READ_COUNTERS))
         for family in wanted.collect():
-            column = _OUTGOING.get(family.name + "_total", _OUTGOING.get(family.name))
-            if column is None:
-                continue
             for sample in family.samples:
+                placed = _READ_COUNTERS.get(sample.name)
                 stream = sample.labels.get("stream")
-                if stream and sample.name.endswith("_total"):
-                    totals.setdefault(stream, [0.0, 0.0])[column] += sample.value
-        self.reads.sample(
-            self._clock.wall_ms(), {name: (pair[0], pair[1]) for name, pair in totals.items()}
-        )
+                if placed is None or not stream:
+                    continue
+                per_shard, column = placed
+                if per_shard:
+                    key = shard_key(stream, sample.labels.get("shard", ""))
+                    by_shard.setdefault(key, [0.0] * 4)[column] += sample.value
+                else:
+                    by_stream.setdefault(stream, [0.0] * 2)[column] += sample.value
+        now_ms = self._clock.wall_ms()
+        self.reads.sample(now_ms, {key: tuple(values) for key, values in by_stream.items()})
+        self.shard_reads.sample(now_ms, {key: tuple(values) for key, values in by_shard.items()})
 
     def sample_rates(self) -> None:
         image = self._image()
@@ -503,6 +527,7 @@ class ConsoleService:
             "stream.html",
             visitor,
             reads=cluster_read_rates(answered, stream.name) if answered else None,
+            shard_reads=cluster_shard_rates(answered, stream.name),
             reads_partial=len(stats) - len(answered),
             title=stream.name,
             stream=view,
@@ -829,7 +854,12 @@ class ConsoleService:
         return Response(body=self._own_stats().to_json(), content_type="application/json")
 
     def _own_stats(self) -> NodeStats:
-        return NodeStats(node_id=self._node_id(), disk=self._disk(), reads=self.reads.rates())
+        reads = {name: (rates[0], rates[1]) for name, rates in self.reads.rates().items()}
+        shards = {
+            key: (rates[0], rates[1], rates[2], rates[3])
+            for key, rates in self.shard_reads.rates().items()
+        }
+        return NodeStats(node_id=self._node_id(), disk=self._disk(), reads=reads, shards=shards)
 
     async def _cluster_stats(self) -> dict[str, NodeStats | None]:
         """Every node's statistics by node id: this node's own, the others' asked at once

@@ -37,7 +37,11 @@ class DiskUse:
 class NodeStats:
     node_id: str
     disk: DiskUse | None
-    reads: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # stream -> rates
+    # stream -> (records, bytes) read per second from this node
+    reads: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # "stream/shardId" -> (records read, bytes read, reads throttled, writes throttled) per
+    # second: counted per shard only for streams with enhanced monitoring, as on AWS.
+    shards: Mapping[str, tuple[float, float, float, float]] = field(default_factory=dict)
 
     @property
     def read_records_per_second(self) -> float:
@@ -54,6 +58,7 @@ class NodeStats:
                 "total_bytes": self.disk.total_bytes,
             },
             "reads": {name: list(rates) for name, rates in self.reads.items()},
+            "shards": {key: list(rates) for key, rates in self.shards.items()},
         }
         return json.dumps(document, separators=(",", ":")).encode()
 
@@ -70,6 +75,10 @@ class NodeStats:
                 str(name): (float(rates[0]), float(rates[1]))
                 for name, rates in document.get("reads", {}).items()
             },
+            shards={
+                str(key): (float(rates[0]), float(rates[1]), float(rates[2]), float(rates[3]))
+                for key, rates in document.get("shards", {}).items()
+            },
         )
 
 
@@ -78,6 +87,25 @@ def cluster_read_rates(stats: Sequence[NodeStats], stream_name: str) -> tuple[fl
     records = sum(node.reads.get(stream_name, (0.0, 0.0))[0] for node in stats)
     size = sum(node.reads.get(stream_name, (0.0, 0.0))[1] for node in stats)
     return records, size
+
+
+def shard_key(stream_name: str, shard_id: str) -> str:
+    return f"{stream_name}/{shard_id}"
+
+
+def cluster_shard_rates(
+    stats: Sequence[NodeStats], stream_name: str
+) -> dict[str, tuple[float, float, float, float]]:
+    """Each shard's reads and throttling per second, summed over the nodes, by shard id."""
+    prefix = shard_key(stream_name, "")
+    summed: dict[str, list[float]] = {}
+    for node in stats:
+        for key, rates in node.shards.items():
+            if key.startswith(prefix):
+                totals = summed.setdefault(key.removeprefix(prefix), [0.0, 0.0, 0.0, 0.0])
+                for column, value in enumerate(rates):
+                    totals[column] += value
+    return {shard: (t[0], t[1], t[2], t[3]) for shard, t in summed.items()}
 
 
 async def fetch(

@@ -43,29 +43,30 @@ class RateHistory:
         return tuple(self._samples.get(name, ()))
 
 
-class ReadRates:
-    """Records and bytes per second each stream's consumers read from this node, from two
-    successive readings of the node's cumulative outgoing counters (GetRecords and
-    SubscribeToShard). A stream read for the first time shows its rate from the next sample."""
+class CounterRates:
+    """Per-second rates of a node's cumulative counters, from two successive readings: e.g.
+    the records and bytes each stream's consumers read from this node. Keys are whatever the
+    caller samples (a stream name, "stream/shard"); a key seen for the first time shows its
+    rate from the next sample."""
 
     def __init__(self) -> None:
-        self._last: tuple[int, dict[str, tuple[float, float]]] | None = None
-        self._rates: dict[str, tuple[float, float]] = {}
+        self._last: tuple[int, dict[str, tuple[float, ...]]] | None = None
+        self._rates: dict[str, tuple[float, ...]] = {}
 
-    def sample(self, now_ms: int, totals: Mapping[str, tuple[float, float]]) -> None:
-        """`totals`: (records, bytes) read from each stream since the node started."""
+    def sample(self, now_ms: int, totals: Mapping[str, tuple[float, ...]]) -> None:
+        """`totals`: each key's counters since the node started (same width every time)."""
         if self._last is not None and now_ms > self._last[0]:
             seconds = (now_ms - self._last[0]) / 1000
             before = self._last[1]
             self._rates = {
-                name: (
-                    max(0.0, (records - before[name][0]) / seconds),
-                    max(0.0, (size - before[name][1]) / seconds),
+                key: tuple(
+                    max(0.0, (now - then) / seconds)
+                    for now, then in zip(values, before[key], strict=True)
                 )
-                for name, (records, size) in totals.items()
-                if name in before
+                for key, values in totals.items()
+                if key in before
             }
         self._last = (now_ms, dict(totals))
 
-    def rates(self) -> dict[str, tuple[float, float]]:
+    def rates(self) -> dict[str, tuple[float, ...]]:
         return dict(self._rates)

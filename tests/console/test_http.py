@@ -472,6 +472,11 @@ async def test_node_statistics_are_for_the_cluster_only(
     assert stats.node_id == node.node_id and stats.disk is not None and stats.disk.total_bytes > 0
 
     await asyncio.to_thread(api.create_stream, StreamName="read-me", ShardCount=1)
+    page = await web.get("/console/streams/read-me")
+    assert "need enhanced monitoring" in page.text
+    await asyncio.to_thread(
+        api.enable_enhanced_monitoring, StreamName="read-me", ShardLevelMetrics=["ALL"]
+    )
     iterator = (
         await asyncio.to_thread(
             api.get_shard_iterator,
@@ -490,3 +495,5 @@ async def test_node_statistics_are_for_the_cluster_only(
         node.console.sample_reads()
     page = await web.get("/console/streams/read-me")
     assert "0.2 records/s" in page.text  # one record over five seconds
+    assert "<td>0.2</td>" in page.text  # and its shard's reads (enhanced monitoring is on)
+    assert "need enhanced monitoring" not in page.text
