@@ -30,7 +30,9 @@ from broker.meta.image import MetadataImage, RecordDistribution
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.metadata_format import (
     FIRST_FORMAT,
+    command_level,
     image_version,
+    members_after,
 )
 from broker.meta.quorum import LocalQuorum
 from broker.meta.state_machine import apply
@@ -234,3 +236,61 @@ def test_the_limit_holds_the_format() -> None:
             node_id=node.node_id, incarnation=node.incarnation, now_ms=1, metadata_format_max=2
         )
     assert _format_actions(core, image, 2) == []
+
+
+_RECORD_MODULES = (
+    "broker.meta.commands",
+    "broker.meta.image",
+    "broker.meta.capacity_table",
+    "broker.consumers.leases",
+    "broker.consumers.registry",
+)
+_LIST_FIELDS = (
+    "import dataclasses, importlib, json\n"
+    "out = {}\n"
+    "for name in MODULES:\n"
+    "    module = importlib.import_module(name)\n"
+    "    for value in vars(module).values():\n"
+    "        if dataclasses.is_dataclass(value) and isinstance(value, type):\n"
+    "            out[value.__name__] = [f.name for f in dataclasses.fields(value)]\n"
+    "print(json.dumps(out))\n"
+)
+
+
+def _dataclass_members(code: Path) -> dict[str, list[str]]:
+    script = f"MODULES = {list(_RECORD_MODULES)!r}\n{_LIST_FIELDS}"
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        cwd=code,
+        env={"PYTHONPATH": str(code)},
+        check=True,
+        timeout=60,
+    )
+    members: dict[str, list[str]] = json.loads(done.stdout)
+    return members
+
+
+def test_everything_added_since_the_first_format_is_gated(previous_code: Path) -> None:
+    """A command type or member added after the first format must be listed in
+    FORMAT_CHANGES, else a cluster at format 1 would write it for older nodes to fail on.
+    (A new command or image member: add it to the newest format change.)"""
+    before = _dataclass_members(previous_code)
+    now = _dataclass_members(REPO)
+    from broker.meta import commands
+
+    ungated = [
+        name
+        for name in commands._COMMAND_TYPES
+        if name not in before and command_level(name) == FIRST_FORMAT
+    ]
+    for name, members in now.items():
+        if name not in before:
+            continue  # a new record type is reachable only through a gated member or command
+        gated = members_after(FIRST_FORMAT, name)
+        ungated.extend(
+            f"{name}.{member}"
+            for member in members
+            if member not in before[name] and member not in gated and member != "metadata_format"
+        )
+    assert not ungated, f"not in metadata_format.FORMAT_CHANGES: {ungated}"
