@@ -116,6 +116,7 @@ from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
+from broker.video.channels import ChannelSettings
 from broker.video.control import VideoSettings
 from broker.video.service import VideoService
 
@@ -573,6 +574,15 @@ class Node:
                 data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
                 creating_ms=config.knobs.stream_creating_ms,
                 updating_ms=config.knobs.stream_updating_ms,
+                channels=ChannelSettings(
+                    node_id=self.node_id,
+                    data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
+                    tls=config.tls_cert_file is not None,
+                    creating_ms=config.knobs.stream_creating_ms,
+                    updating_ms=config.knobs.stream_updating_ms,
+                    turn_uris=config.video_turn_uris,
+                    turn_secret=config.video_turn_secret,
+                ),
             ),
             probe=self.metrics.video,
         )
