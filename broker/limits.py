@@ -211,6 +211,7 @@ video_channels_per_account_max = 10_000  # AccountChannelLimitExceededException 
 video_channel_message_ttl_seconds_default = 60  # SingleMasterConfiguration's default (AWS)
 video_channel_viewers_max = 10  # AWS: 10 viewers per channel; the 11th is refused
 video_channel_pending_messages_max = 100  # undelivered messages held per recipient (TTL'd)
+video_channel_pending_recipients_max = 100  # recipients not connected with messages waiting
 video_alexa_answer_timeout_ms = 5_000  # SendAlexaOfferToMaster waits this long for the answer
 video_list_page_max = 10_000  # ListStreams/ListFragments MaxResults ceiling (the model's 10000)
 video_put_media_idle_ms = 30_000  # a PutMedia session with no data this long is closed (AWS)

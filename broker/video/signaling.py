@@ -121,13 +121,24 @@ class SignalingHub:
             if not peer.deliver(text):
                 peer.close()  # too slow to keep up: it reconnects and starts over
             return
+        now_ms = self._clock.wall_ms()
+        if recipient not in channel.pending:
+            self._prune(channel, now_ms)
         waiting = channel.pending.setdefault(
             recipient, collections.deque(maxlen=limits.video_channel_pending_messages_max)
         )
-        now_ms = self._clock.wall_ms()
         while waiting and waiting[0][0] <= now_ms:
             waiting.popleft()
         waiting.append((now_ms + ttl_seconds * 1000, text))
+
+    @staticmethod
+    def _prune(channel: _Channel, now_ms: int) -> None:
+        """Bounds the recipients with waiting messages: expired ones go, then the oldest."""
+        for key in [k for k, queue in channel.pending.items() if queue[-1][0] <= now_ms]:
+            del channel.pending[key]
+        while len(channel.pending) >= limits.video_channel_pending_recipients_max:
+            oldest = min(channel.pending, key=lambda k: channel.pending[k][-1][0])
+            del channel.pending[oldest]
 
     def connected(self, channel_arn: str) -> list[str]:
         """The connected client ids of a channel (MASTER for the master), for tests and the

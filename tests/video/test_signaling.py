@@ -511,3 +511,31 @@ async def test_a_webrtc_peer_connection_negotiated_through_the_relay(node: Node,
     finally:
         await viewer_peer.close()
         await master_peer.close()
+
+
+def test_messages_waiting_for_absent_peers_are_bounded() -> None:
+    from broker import limits
+    from broker.video.signaling import SignalingHub
+    from broker.video.signaling_rules import ClientMessage
+
+    clock = ManualClock(wall_ms=1_000_000)
+    hub = SignalingHub(clock=clock)
+    master = hub.connect("arn", "")
+    for index in range(limits.video_channel_pending_recipients_max * 2):
+        message = ClientMessage(
+            action="SDP_ANSWER",
+            payload="eA==",
+            recipient_client_id=f"v{index}",
+            correlation_id=None,
+        )
+        hub.relay(master, message, ttl_seconds=60)
+    channel = hub._channels["arn"]
+    assert len(channel.pending) <= limits.video_channel_pending_recipients_max
+    late = hub.connect("arn", f"v{limits.video_channel_pending_recipients_max * 2 - 1}")
+    assert late.outbox.qsize() == 1  # the newest kept theirs
+    clock.advance(ms=61_000)  # past the TTL: nothing waits any more
+    fresh = ClientMessage(
+        action="SDP_ANSWER", payload="eA==", recipient_client_id="fresh", correlation_id=None
+    )
+    hub.relay(master, fresh, ttl_seconds=60)
+    assert list(channel.pending) == ["fresh"]
