@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
@@ -24,9 +25,10 @@ import botocore.exceptions
 import pytest
 
 from broker.client.video_producer import PutMediaTarget, put_media
-from broker.clock import ManualClock
+from broker.clock import ManualClock, SystemClock
 from broker.node import Node
 from broker.video.acks import AckEventType
+from tests.conftest import node_config, running_node
 from tests.video.media import decoded_frame_times_ms, h264_mkv
 from tests.video.test_control_plane import call, video_client
 from tests.video.test_media_end_to_end import PRODUCER_START_S, _upload
@@ -373,3 +375,48 @@ async def test_live_dash_manifest_is_dynamic_and_follows_the_stream(
     for relative in later_media:
         status, data = await asyncio.to_thread(_fetch, urllib.parse.urljoin(url, relative))
         assert status == 200 and data[4:8] == b"moof"
+
+
+async def test_live_dash_plays_in_ffmpegs_dash_player(tmp_path: Path) -> None:
+    """FFmpeg's DASH demuxer (Debian's ffprobe) follows the dynamic MPD: it picks segments by
+    the wall clock against availabilityStartTime, so the node's clock is the real one here."""
+    if shutil.which("ffprobe") is None:
+        pytest.skip("ffprobe (Debian's ffmpeg, installed by scripts/install as root) is missing")
+    clock = ManualClock(wall_ms=SystemClock().wall_ms())
+    async with running_node(node_config(tmp_path / "node"), clock) as node:
+        kvs = video_client(node)
+        await call(kvs.create_stream, StreamName="live-dash", DataRetentionInHours=24)
+        await _upload_at(node, "live-dash", h264_mkv(frames=75), PRODUCER_START_S)
+        archived = video_client(node, "kinesis-video-archived-media")
+        url = (
+            await call(
+                archived.get_dash_streaming_session_url,
+                StreamName="live-dash",
+                PlaybackMode="LIVE",
+            )
+        )["DASHStreamingSessionURL"]
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-f",
+                "dash",
+                "-select_streams",
+                "v:0",
+                "-read_intervals",
+                "%+#30",
+                "-show_entries",
+                "frame=pts_time",
+                "-of",
+                "csv=p=0",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.split()) == 30  # frames of more than one live segment
