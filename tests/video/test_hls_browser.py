@@ -3,7 +3,8 @@
 set-up, tests/console/test_browser.py), driven by selenium, against a real node process.
 
 A page on a loopback server (another origin than the node, as a real player page is) loads the
-ON_DEMAND session URL GetHLSStreamingSessionURL returned; hls.js fetches the playlists and
+ON_DEMAND session URL GetHLSStreamingSessionURL returned (hls.js 1.7.4, the console's vendored
+copy); hls.js fetches the playlists and
 fragmented-MP4 segments from Shoal, feeds them to Media Source Extensions, and the video's
 currentTime advances through the stream with no hls.js error.
 """
@@ -20,7 +21,6 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -28,13 +28,15 @@ import pytest
 
 from broker.client.video_producer import PutMediaTarget, put_media
 from tests.console.test_browser import browser
-from tests.support import NodeProcess, serving, wait_until
+from tests.support import REPO, NodeProcess, serving, wait_until
 from tests.video.media import h264_mkv
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 __all__ = ["browser"]  # headless Chromium, shared with the console's browser tests
 
-VENDOR = Path(__file__).parent / "vendor"
+# The console's vendored copy (broker/console/static/VENDORED.md; its hash is pinned by
+# tests/console/test_static.py, and again here).
+VENDOR = REPO / "broker" / "console" / "static"
 HLS_JS = "hls.light.min.js"
 HLS_JS_SHA256 = "482cccb3a224554f64d8c2cf0d335dba4a3819bdb726afbfddfe15de4c277d82"  # 1.7.4
 PRODUCER_START_S = 1_700_000_000.0
