@@ -287,6 +287,13 @@ class Config:
     subscription_bytes_per_second: int = limits.subscription_bytes_per_second_default
     # The web console at /console on the AWS HTTP port (broker/console); false turns it off.
     console_enabled: bool = True
+    # The TURN servers GetIceServerConfig hands WebRTC peers of signaling channels, as
+    # `turn:host:port?transport=udp` URIs, and the shared secret they check time-limited
+    # credentials with (coturn's `use-auth-secret`/`static-auth-secret`, the "TURN REST API"):
+    # each answer carries a username `<expiry>:<client>` and its HMAC-SHA1 password. Empty:
+    # no TURN server; peers connect with host and STUN candidates only.
+    video_turn_uris: tuple[str, ...] = ()
+    video_turn_secret: str = ""
     # Logs on stderr: `text` (`time LEVEL logger event key=value ...`) or `json` (one object
     # per line with `time`, `level`, `logger`, `event`, `node_id` and the event's fields, for
     # Loki, Elasticsearch or any collector that reads JSON lines); at `log_level` and above.
@@ -494,6 +501,8 @@ _SETTINGS: dict[str, type] = {
     "shard_read_bytes_per_second": int,
     "subscription_bytes_per_second": int,
     "console_enabled": bool,
+    "video_turn_uris": tuple,
+    "video_turn_secret": str,
     "log_format": str,
     "log_level": str,
     "disk_free_bytes_min": int,

@@ -62,6 +62,7 @@ from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
+from broker.firehose.aws_clients import S3Store
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
@@ -116,7 +117,9 @@ from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
+from broker.video.channels import ChannelSettings
 from broker.video.control import VideoSettings
+from broker.video.image_delivery import ImageDelivery
 from broker.video.service import VideoService
 
 log = logging.getLogger(__name__)
@@ -161,6 +164,7 @@ class Node:
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
+        self.video_images: ImageDelivery | None = None  # continuous image generation to S3
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
@@ -319,6 +323,14 @@ class Node:
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
         self.video = self._video_service(metadata)
+        video_store = S3Store(region=config.region)  # boto3; AWS_ENDPOINT_URL_S3 picks a server
+        self.video_images = ImageDelivery(
+            archive=self.video.archive,
+            metadata=metadata,
+            clock=self.clock,
+            node_id=self.node_id,
+            store=lambda: video_store,
+        )
         self._start_analytics(metadata)
         self.firehose = FirehoseRuntime(
             config=config,
@@ -586,6 +598,15 @@ class Node:
                 data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
                 creating_ms=config.knobs.stream_creating_ms,
                 updating_ms=config.knobs.stream_updating_ms,
+                channels=ChannelSettings(
+                    node_id=self.node_id,
+                    data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
+                    tls=config.tls_cert_file is not None,
+                    creating_ms=config.knobs.stream_creating_ms,
+                    updating_ms=config.knobs.stream_updating_ms,
+                    turn_uris=config.video_turn_uris,
+                    turn_secret=config.video_turn_secret,
+                ),
             ),
             probe=self.metrics.video,
         )
@@ -719,6 +740,8 @@ class Node:
             group.create_task(self.applications.run(), name="analytics-applications")
             assert self.firehose is not None
             group.create_task(self.firehose.run(), name="firehose")
+            assert self.video_images is not None
+            group.create_task(self.video_images.run(), name="video-images")
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:

@@ -239,8 +239,14 @@ class AwsHttpApp:
         if kind == "lifespan":
             await _serve_lifespan(receive, send)
             return
+        if kind == "websocket":  # a REST service's (signaling channels); else refused
+            for rest in self._rest:
+                if rest.handles("WEBSOCKET", scope.get("path", "/")):
+                    await rest(scope, receive, send)
+                    return
+            return  # the server refuses the upgrade when the app does not accept
         if kind != "http":
-            return  # websockets: the server refuses the upgrade when the app does not accept
+            return
         for rest in self._rest:
             if rest.handles(scope["method"], scope.get("path", "/")):
                 await rest(scope, receive, send)

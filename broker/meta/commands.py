@@ -19,7 +19,7 @@ from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
 from broker.meta.metadata_format import FIRST_FORMAT, command_level, members_after
-from broker.meta.video_table import VideoStreamMeta
+from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
@@ -503,6 +503,59 @@ class UntagVideoStream:
     keys: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetVideoStreamConfiguration:
+    """UpdateNotificationConfiguration (`kind` "notification") or
+    UpdateImageGenerationConfiguration ("image_generation"): the validated configuration as
+    canonical JSON, "" to remove it."""
+
+    now_ms: int
+    arn: str
+    kind: str
+    document: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateSignalingChannel:
+    """Adds `channel` (built whole by the proposer); refused when the account already has a
+    channel of that name in the region, or `channels_max` of them."""
+
+    now_ms: int
+    channel: SignalingChannelMeta
+    channels_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteSignalingChannel:
+    now_ms: int
+    arn: str
+    current_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateSignalingChannel:
+    """UpdateSignalingChannel: a new message TTL (None: unchanged) and a new version."""
+
+    now_ms: int
+    arn: str
+    current_version: str
+    new_version: str
+    message_ttl_seconds: int | None
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetChannelMediaStorage:
+    """UpdateMediaStorageConfiguration: the stream the channel ingests to, and its status.
+    Refused when that stream is gone or keeps no data (NoDataRetentionException)."""
+
+    now_ms: int
+    arn: str
+    stream_arn: str
+    enabled: bool
+
+
+# TagVideoStream and UntagVideoStream tag signaling channels too (by the channel's ARN).
 VideoCommand = (
     CreateVideoStream
     | DeleteVideoStream
@@ -510,6 +563,11 @@ VideoCommand = (
     | UpdateVideoRetention
     | TagVideoStream
     | UntagVideoStream
+    | SetVideoStreamConfiguration
+    | CreateSignalingChannel
+    | DeleteSignalingChannel
+    | UpdateSignalingChannel
+    | SetChannelMediaStorage
 )
 # --- Kinesis Data Analytics applications (issue 12; rules in `broker.analytics.applications`) --
 
@@ -795,6 +853,11 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateVideoRetention,
         TagVideoStream,
         UntagVideoStream,
+        SetVideoStreamConfiguration,
+        CreateSignalingChannel,
+        DeleteSignalingChannel,
+        UpdateSignalingChannel,
+        SetChannelMediaStorage,
         CreateAnalyticsApplication,
         ChangeAnalyticsApplication,
         RecordAnalyticsProgress,

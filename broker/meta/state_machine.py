@@ -46,12 +46,14 @@ from broker.meta.commands import (
     CreateAnalyticsApplication,
     CreateDeliveryStream,
     CreateLeasesCommand,
+    CreateSignalingChannel,
     CreateStream,
     CreateVideoStream,
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
     DeleteResourcePolicy,
+    DeleteSignalingChannel,
     DeleteStream,
     DeleteVideoStream,
     DeregisterStreamConsumer,
@@ -68,12 +70,14 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    SetChannelMediaStorage,
     SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
     SetMetadataFormat,
     SetNodeState,
     SetShardLeader,
     SetStreamEncryption,
+    SetVideoStreamConfiguration,
     StealLeaseCommand,
     TagVideoStream,
     TakeLeaseCommand,
@@ -83,6 +87,7 @@ from broker.meta.commands import (
     UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
     UpdateRecordDistribution,
+    UpdateSignalingChannel,
     UpdateStreamLimits,
     UpdateStreamMode,
     UpdateStreamWarmThroughput,
@@ -96,6 +101,7 @@ from broker.meta.transitions import (
     delivery_streams,
     nodes,
     reshards,
+    signaling_channels,
     stream_consumers,
     stream_features,
     stream_lifecycle,
@@ -214,6 +220,16 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return video_streams.tag(image, command)
         case UntagVideoStream():
             return video_streams.untag(image, command)
+        case SetVideoStreamConfiguration():
+            return signaling_channels.set_stream_configuration(image, command)
+        case CreateSignalingChannel():
+            return signaling_channels.create(image, command)
+        case DeleteSignalingChannel():
+            return signaling_channels.delete(image, command)
+        case UpdateSignalingChannel():
+            return signaling_channels.update(image, command)
+        case SetChannelMediaStorage():
+            return signaling_channels.set_media_storage(image, command)
         case CreateAnalyticsApplication():
             return analytics_applications.create_application(image, command)
         case ChangeAnalyticsApplication():
