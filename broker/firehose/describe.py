@@ -85,6 +85,8 @@ def destination_description(kind: str, configuration: Mapping[str, Any]) -> dict
             configuration, _shape(f"{kind}DestinationDescription")
         )
     }
+    if kind == "Redshift":
+        described["RedshiftDestinationDescription"].setdefault("S3BackupMode", "Disabled")
     if kind == "ExtendedS3":
         extended = described["ExtendedS3DestinationDescription"]
         for member, default in _EXTENDED_S3_DEFAULTS.items():
