@@ -47,6 +47,7 @@ from broker.firehose import (
     copy_command,
     destinations,
     http_endpoint,
+    indexers,
     object_keys,
     partition_keys,
     processing,
@@ -285,6 +286,8 @@ class DeliveryProcessor:
             pass  # every record was dropped or failed processing
         elif kind == "HttpEndpoint":
             await self._deliver_http(meta, configuration, batch)
+        elif kind in indexers.KINDS:
+            await self._deliver_indexed(meta, kind, configuration, batch)
         else:
             assert kind == "ExtendedS3", kind
             await self._deliver_s3(meta, configuration, batch)
@@ -727,6 +730,109 @@ class DeliveryProcessor:
             ],
             first_arrival=batch.first_arrival,
         )
+
+    async def _deliver_indexed(
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+    ) -> None:
+        """OpenSearch `_bulk` / Splunk HEC (`indexers.py`), retried for RetryOptions (AWS's
+        default per destination); then, and for the documents the destination refused, the
+        records go to the S3 backup's error output. With All* backup every record is also
+        written to the backup bucket."""
+        schedule = retry.schedule_for(
+            configuration.get("RetryOptions"), default_ms=indexers.RETRY_DURATION_MS[kind]
+        )
+        channel = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        label = "splunk" if kind == "Splunk" else kind.lower()
+        first_failure_ms = self._clock.wall_ms()
+        attempts = 0
+        while True:
+            attempts += 1
+            answer = await self._send_indexed(kind, configuration, batch, channel)
+            if answer.retry is None:
+                break
+            self._statistics.failed_attempts += 1
+            if self._statistics.probe is not None:
+                self._statistics.probe.attempt_failed(meta.name, label)
+            if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=self._clock.wall_ms()):
+                break
+            log.warning("firehose_delivery_retry", extra={"destination": kind})
+            await asyncio.sleep(schedule.backoff_ms(attempts, jitter=self._rng.random()) / 1000)
+        if answer.retry is None:
+            failed = dict(answer.failed or {})
+        else:
+            failed = dict.fromkeys(range(len(batch.records)), (answer.error_code, answer.retry))
+        delivered = [i for i in range(len(batch.records)) if i not in failed]
+        if delivered:
+            part = batch.subset(delivered)
+            size = sum(len(data) for data in part.records)
+            self._count(meta, label, part, size, delivered=True)
+        backup = configuration["S3Configuration"]
+        if configuration.get("S3BackupMode") == indexers.ALL_RECORDS_BACKUP[kind]:
+            await self._write_s3_object(
+                meta,
+                backup,
+                b"".join(batch.records),
+                batch.first_arrival,
+                prefix=str(backup.get("Prefix") or ""),
+            )
+        if failed:
+            ended_ms = self._clock.wall_ms()
+            await self._write_failed(
+                meta,
+                kind=kind,
+                configuration=configuration,
+                error_output_type=indexers.ERROR_OUTPUT_TYPE[kind],
+                failures=[
+                    _Failure(
+                        data=batch.records[index],
+                        arrival_ms=batch.arrivals_ms[index],
+                        attempts=attempts,
+                        error_code=code,
+                        message=message,
+                        ended_ms=ended_ms,
+                    )
+                    for index, (code, message) in sorted(failed.items())
+                ],
+                first_arrival=batch.first_arrival,
+            )
+
+    async def _send_indexed(
+        self, kind: str, configuration: Mapping[str, Any], batch: _Batch, channel: str
+    ) -> indexers.Answer:
+        if kind == "Snowflake":
+            return indexers.Answer(
+                retry="Shoal has no Snowpipe Streaming client; Snowflake is not delivered to.",
+                error_code="Snowflake.NotSupported",
+            )
+        if kind in indexers.OPENSEARCH_KINDS and not (
+            configuration.get("ClusterEndpoint") or configuration.get("CollectionEndpoint")
+        ):
+            return indexers.Answer(
+                retry="Shoal cannot look a DomainARN's endpoint up; set ClusterEndpoint.",
+                error_code="OS.DomainEndpointUnknown",
+            )
+        if kind == "Splunk":
+            request = indexers.splunk_request(configuration, batch.records, channel)
+        else:
+            moment = datetime.fromtimestamp(self._clock.wall_ms() / 1000, tz=UTC)
+            request = indexers.opensearch_request(configuration, batch.records, moment)
+        try:
+            status, body = await asyncio.to_thread(
+                http_endpoint.post, request.url, request.headers, request.body, 16 * 1024 * 1024
+            )
+        except OSError as error:
+            prefix = "Splunk" if kind == "Splunk" else "OS"
+            return indexers.Answer(
+                retry=f"The destination could not be reached: {error}",
+                error_code=f"{prefix}.ConnectionFailed",
+            )
+        if kind == "Splunk":
+            return indexers.splunk_answer(status, body)
+        return indexers.opensearch_answer(status, body, len(batch.records))
 
     async def _write_failed(
         self,

@@ -7,9 +7,11 @@ merges the given parameters into the current configuration when the destination 
 same and replaces it when it changes (AWS's rule); nested `S3Update` / `S3BackupUpdate` become
 `S3Configuration` / `S3BackupConfiguration`.
 
-Shoal delivers to ExtendedS3/S3, HttpEndpoint and Redshift (staged to S3, then COPY into
-PostgreSQL: `copy_command.py`). The other destination types of the model are refused with
-InvalidArgumentException saying so, rather than accepted and silently never delivered.
+Shoal delivers to ExtendedS3/S3, HttpEndpoint, Redshift (staged to S3, then COPY into
+PostgreSQL: `copy_command.py`), OpenSearch and Splunk (`indexers.py`, untested against the real
+products); Snowflake is accepted and validated, and its buffers go to the S3 backup. Iceberg
+is refused with InvalidArgumentException saying so, rather than accepted and silently never
+delivered.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.errors import ErrorCode, ShoalError
-from broker.firehose import copy_command, object_keys, partition_keys, processing
+from broker.firehose import copy_command, indexers, object_keys, partition_keys, processing
 
-DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint", "Redshift")
+DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint", "Redshift", *indexers.KINDS)
 # The COPY that reads the staged objects cannot read these (AWS's rule for Redshift).
 _REDSHIFT_REFUSED_COMPRESSION = ("ZIP", "Snappy", "HADOOP_SNAPPY")
 _CONFIGURATION = "DestinationConfiguration"
@@ -112,6 +114,15 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
         return
     if kind == "Redshift":
         _check_redshift(configuration)
+        return
+    if kind in indexers.KINDS:
+        problem = indexers.check(kind, configuration)
+        if problem is not None:
+            raise _invalid(problem)
+        backup = configuration.get("S3Configuration")
+        if not backup:
+            raise _invalid(f"S3Configuration is required for a {kind} destination.")
+        _check_s3("S3Configuration", backup)
         return
     partitioning = configuration.get("DynamicPartitioningConfiguration") or {}
     dynamic = bool(partitioning.get("Enabled"))
