@@ -897,8 +897,32 @@ class DeliveryProcessor:
     ) -> _Batch:
         """The batch after the configured processors: the Lambda's Ok records (Dropped ones
         gone, failed ones written to the error output), then the delimiter appended."""
-        function = processing.lambda_processor(configuration)
         records, arrivals = batch.records, batch.arrivals_ms
+        if processing.processors(configuration):
+            expanded = processing.expand(configuration, records)
+            if expanded.failed:
+                ended_ms = self._clock.wall_ms()
+                await self._write_failed(
+                    meta,
+                    kind=kind,
+                    configuration=configuration,
+                    error_output_type="processing-failed",
+                    failures=[
+                        _Failure(
+                            data=records[index],
+                            arrival_ms=arrivals[index],
+                            attempts=1,
+                            error_code=code,
+                            message=message,
+                            ended_ms=ended_ms,
+                        )
+                        for index, code, message in expanded.failed
+                    ],
+                    first_arrival=batch.first_arrival,
+                )
+            records = expanded.records
+            arrivals = [arrivals[index] for index in expanded.sources]
+        function = processing.lambda_processor(configuration)
         lambda_keys: list[dict[str, str]] = [{} for _ in records]
         if function is not None:
             kept_records: list[bytes] = []
