@@ -60,6 +60,7 @@ from broker.firehose.aws_clients import (
     S3Store,
     StoreError,
 )
+from broker.firehose.iceberg_tables import IcebergError, IcebergTables, mark_property, rows_for
 from broker.firehose.retry import RetrySchedule
 from broker.firehose.warehouse import (
     Credentials,
@@ -136,9 +137,11 @@ class DeliveryProcessor:
         rng: random.Random,
         retry: RetrySchedule | None = None,
         warehouse: PostgresWarehouse | None = None,
+        iceberg: IcebergTables | None = None,
     ) -> None:
         self._target = target
         self._warehouse = warehouse or PostgresWarehouse()
+        self._iceberg = iceberg or IcebergTables()
         self._store = store
         self._lambda = lambda_invoker
         self._glue = glue
@@ -274,8 +277,11 @@ class DeliveryProcessor:
         )
         last = self._last
         kind, configuration = meta.destination()
-        if kind == "Redshift":
-            await self._deliver_redshift(meta, configuration, batch)
+        if kind in ("Redshift", "Iceberg"):
+            if kind == "Redshift":
+                await self._deliver_redshift(meta, configuration, batch)
+            else:
+                await self._deliver_iceberg(meta, configuration, batch)
             self._reset()
             if self._checkpointer is not None:
                 await self._checkpointer.checkpoint(last[0], last[1])
@@ -422,6 +428,135 @@ class DeliveryProcessor:
                     "firehose_redshift_retry", extra={"attempt": attempts, "error": str(error)}
                 )
                 await asyncio.sleep(schedule.backoff_ms(attempts, jitter=self._rng.random()) / 1000)
+
+    async def _deliver_iceberg(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        """Appends the buffer's JSON records to the destination's Iceberg table
+        (`iceberg_tables.py`), retrying for RetryOptions.DurationInSeconds (300 s by default);
+        then, and for records that are not JSON objects of the table's columns, the records go
+        to the S3 backup as `iceberg-failed`. Records the table already holds (at or below
+        the shard's mark, a table property moved in the append's commit) are dropped first:
+        exactly once into the table across deliverer crashes."""
+        schedule = retry.schedule_for(
+            configuration.get("RetryOptions"), default_ms=retry.HTTP_RETRY_DURATION_MS
+        )
+        (destination,) = configuration["DestinationTableConfigurationList"]
+        table = (
+            str(destination["DestinationDatabaseName"]),
+            str(destination["DestinationTableName"]),
+        )
+        warehouse = str(configuration["CatalogConfiguration"]["WarehouseLocation"])
+        create = bool((configuration.get("TableCreationConfiguration") or {}).get("Enabled"))
+        key = mark_property(meta.uid, self._shard_id)
+        assert batch.sequences is not None
+        first_failure_ms: int | None = None
+        attempts = 0
+        error_message = ""
+        pending = batch
+        while True:
+            try:
+                expected = await asyncio.to_thread(
+                    self._iceberg.mark, warehouse=warehouse, table=table, key=key
+                )
+                fresh = [i for i, seq in enumerate(batch.sequences) if seq > expected]
+                if not fresh:
+                    return  # appended already, by this shard's previous owner
+                pending = batch.subset(fresh)
+                if attempts == 0 and configuration.get("S3BackupMode") == "AllData":
+                    backup = configuration["S3Configuration"]
+                    await self._write_s3_object(
+                        meta,
+                        backup,
+                        b"".join(pending.records),
+                        pending.first_arrival,
+                        prefix=str(backup.get("Prefix") or ""),
+                    )
+                processed = await self._process(meta, "Iceberg", configuration, pending)
+                if not processed.records:
+                    return
+                documents = [] if not create else _json_objects(processed.records)
+                schema = await asyncio.to_thread(
+                    self._iceberg.columns, warehouse=warehouse, table=table, create_from=documents
+                )
+                if schema is None:
+                    raise IcebergError(
+                        f"Table {'.'.join(table)} does not exist and TableCreationConfiguration "
+                        "is not enabled."
+                    )
+                rows, kept, unfit = await asyncio.to_thread(rows_for, processed.records, schema)
+                appended = True
+                if rows is not None:
+                    appended = await asyncio.to_thread(
+                        functools.partial(
+                            self._iceberg.append,
+                            warehouse=warehouse,
+                            table=table,
+                            rows=rows,
+                            key=key,
+                            expected=expected,
+                            appended=batch.sequences[fresh[-1]],
+                        )
+                    )
+                if not appended:
+                    log.warning("firehose_iceberg_mark_moved", extra={"shard": self._shard_id})
+                    continue
+                if rows is not None:
+                    self._count_records(
+                        meta, "iceberg", len(kept), rows.nbytes, batch.first_arrival
+                    )
+                if unfit:
+                    ended_ms = self._clock.wall_ms()
+                    await self._write_failed(
+                        meta,
+                        kind="Iceberg",
+                        configuration=configuration,
+                        error_output_type="iceberg-failed",
+                        failures=[
+                            _Failure(
+                                data=processed.records[index],
+                                arrival_ms=processed.arrivals_ms[index],
+                                attempts=1,
+                                error_code="Iceberg.InvalidRecord",
+                                message=message,
+                                ended_ms=ended_ms,
+                            )
+                            for index, message in unfit
+                        ],
+                        first_arrival=batch.first_arrival,
+                    )
+                return
+            except (IcebergError, StoreError) as error:
+                attempts += 1
+                error_message = str(error)
+                self._statistics.failed_attempts += 1
+                if self._statistics.probe is not None:
+                    self._statistics.probe.attempt_failed(meta.name, "iceberg")
+                now_ms = self._clock.wall_ms()
+                first_failure_ms = now_ms if first_failure_ms is None else first_failure_ms
+                if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                    break
+                log.warning("firehose_iceberg_retry", extra={"error": error_message})
+                await asyncio.sleep(schedule.backoff_ms(attempts, jitter=self._rng.random()) / 1000)
+        ended_ms = self._clock.wall_ms()
+        await self._write_failed(
+            meta,
+            kind="Iceberg",
+            configuration=configuration,
+            error_output_type="iceberg-failed",
+            failures=[
+                _Failure(
+                    data=data,
+                    arrival_ms=arrival_ms,
+                    attempts=attempts,
+                    error_code="Iceberg.DeliveryFailed",
+                    message=error_message,
+                    ended_ms=ended_ms,
+                )
+                for data, arrival_ms in zip(pending.records, pending.arrivals_ms, strict=True)
+            ],
+            first_arrival=batch.first_arrival,
+        )
 
     async def _skip_redshift_load(
         self,
@@ -1125,3 +1260,16 @@ def _gunzip(data: bytes) -> bytes:
         raise copy_command.CopyCommandError(
             f"The staged object is not gzip-compressed, as the GZIP option says: {error}"
         ) from error
+
+
+def _json_objects(records: list[bytes]) -> list[dict[str, Any]]:
+    """The records that are JSON objects (a new table's columns are inferred from them)."""
+    documents = []
+    for data in records:
+        try:
+            document = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(document, dict):
+            documents.append(document)
+    return documents

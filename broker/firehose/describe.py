@@ -39,6 +39,7 @@ _BACKUP_MODE_DEFAULTS = {
     "AmazonOpenSearchServerless": "FailedDocumentsOnly",
     "Splunk": "FailedEventsOnly",
     "Snowflake": "FailedDataOnly",
+    "Iceberg": "FailedDataOnly",
 }
 
 

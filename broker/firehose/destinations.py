@@ -9,9 +9,8 @@ same and replaces it when it changes (AWS's rule); nested `S3Update` / `S3Backup
 
 Shoal delivers to ExtendedS3/S3, HttpEndpoint, Redshift (staged to S3, then COPY into
 PostgreSQL: `copy_command.py`), OpenSearch and Splunk (`indexers.py`, untested against the real
-products); Snowflake is accepted and validated, and its buffers go to the S3 backup. Iceberg
-is refused with InvalidArgumentException saying so, rather than accepted and silently never
-delivered.
+products), Iceberg (`iceberg_tables.py`, one table, appends); Snowflake is accepted and
+validated, and its buffers go to the S3 backup.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose import copy_command, indexers, object_keys, partition_keys, processing
 
-DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint", "Redshift", *indexers.KINDS)
+DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint", "Redshift", "Iceberg", *indexers.KINDS)
 # The COPY that reads the staged objects cannot read these (AWS's rule for Redshift).
 _REDSHIFT_REFUSED_COMPRESSION = ("ZIP", "Snappy", "HADOOP_SNAPPY")
 _CONFIGURATION = "DestinationConfiguration"
@@ -115,6 +114,9 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
     if kind == "Redshift":
         _check_redshift(configuration)
         return
+    if kind == "Iceberg":
+        _check_iceberg(configuration)
+        return
     if kind in indexers.KINDS:
         problem = indexers.check(kind, configuration)
         if problem is not None:
@@ -142,6 +144,26 @@ def _check_backup(configuration: Mapping[str, Any]) -> None:
         if not backup:
             raise _invalid("S3BackupConfiguration is required when S3BackupMode is Enabled.")
         _check_s3("S3BackupConfiguration", backup)
+
+
+def _check_iceberg(configuration: Mapping[str, Any]) -> None:
+    """An Iceberg destination: one table (Shoal does not route records between tables), appends
+    only, a warehouse on S3, and the S3 configuration failed records go to."""
+    tables = configuration.get("DestinationTableConfigurationList") or []
+    if len(tables) != 1:
+        raise _invalid(
+            "Shoal's Iceberg destination writes to exactly one table: give one "
+            "DestinationTableConfigurationList entry."
+        )
+    if tables[0].get("UniqueKeys"):
+        raise _invalid("Shoal's Iceberg destination appends only: UniqueKeys are not supported.")
+    warehouse = str((configuration.get("CatalogConfiguration") or {}).get("WarehouseLocation", ""))
+    if not warehouse.startswith("s3://"):
+        raise _invalid("CatalogConfiguration.WarehouseLocation must be an s3:// location.")
+    backup = configuration.get("S3Configuration")
+    if not backup:
+        raise _invalid("S3Configuration is required for an Iceberg destination.")
+    _check_s3("S3Configuration", backup)
 
 
 def _check_redshift(configuration: Mapping[str, Any]) -> None:
