@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore.config
 import botocore.exceptions
 import pytest
 
@@ -31,6 +33,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BUCKET = "failover"
 STAGING = "failover-staging"
+FROM_STREAM = "failover-clicks"
 
 
 @pytest.fixture
@@ -89,6 +92,33 @@ def _put(nodes: list[NodeProcess], stream: str, records: list[bytes], attempt: i
     return bool(answer["FailedPutCount"] == 0)
 
 
+def _kinesis(node: NodeProcess) -> Any:
+    return boto3.client(
+        "kinesis",
+        endpoint_url=f"http://{node.host}:{node.http_port}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=botocore.config.Config(retries={"total_max_attempts": 1}, read_timeout=10),
+    )
+
+
+def _put_to_stream(nodes: list[NodeProcess], records: list[bytes], attempt: int) -> bool:
+    """One PutRecords into the source data stream through a live node."""
+    live = [node for node in nodes if node.process is not None]
+    client = _kinesis(live[attempt % len(live)])
+    try:
+        answer = client.put_records(
+            StreamName="clicks",
+            Records=[{"Data": data, "PartitionKey": data.decode()} for data in records],
+        )
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError):
+        return False
+    finally:
+        client.close()
+    return bool(answer["FailedRecordCount"] == 0)
+
+
 def _wait_active(client: Any, name: str) -> None:
     wait_until(
         lambda: (
@@ -139,8 +169,41 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
             ),
         },
     )
+    kinesis = _kinesis(cluster.nodes[0])
+    kinesis.create_stream(StreamName="clicks", ShardCount=3)
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName="clicks", WaiterConfig={"Delay": 0.2, "MaxAttempts": 150}
+    )
+    s3_server.client().create_bucket(Bucket=FROM_STREAM)
+    first.create_delivery_stream(
+        DeliveryStreamName="clicks-to-s3",
+        DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration={
+            "KinesisStreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/clicks",
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose",
+        },
+        ExtendedS3DestinationConfiguration=s3_destination(
+            FROM_STREAM, BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 1}
+        ),
+    )
     _wait_active(first, "orders")
     _wait_active(first, "warehouse")
+    _wait_active(first, "clicks-to-s3")
+
+    def from_stream() -> list[bytes]:
+        return [
+            line
+            for body in s3_server.objects(FROM_STREAM).values()
+            for line in body.splitlines(keepends=True)
+        ]
+
+    # Firehose reads a source stream from LATEST: a marker until one is delivered, then load.
+    def marker_delivered() -> bool:
+        _put_to_stream(cluster.nodes, [b"marker\n"], 0)
+        time.sleep(0.5)
+        return b"marker\n" in from_stream()
+
+    wait_until(marker_delivered, deadline_s=60, what="the source stream's deliverer reading")
     acknowledged: set[bytes] = set()
     retried: set[bytes] = set()  # put to the warehouse more than once: maybe twice in its log
     batches = 0
@@ -157,8 +220,15 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
                         acknowledged.update(records)
                         break
                     time.sleep(0.2)
+            clicks = [b"c" + data for data in records]
+            for attempt in range(20):
+                if _put_to_stream(cluster.nodes, clicks, batches + attempt):
+                    streamed.update(clicks)
+                    break
+                time.sleep(0.2)
             batches += 1
 
+    streamed: set[bytes] = set()
     produce(20)
 
     def taken() -> dict[tuple[str, str], str | None] | None:
@@ -168,9 +238,24 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
 
     owners = wait_until(taken, deadline_s=30, what="deliverer leases taken")
     assert owners is not None
-    victim_id = next(
-        owner for (application, _), owner in owners.items() if owner and "warehouse" in application
-    ).split(":", 1)[0]
+
+    def held(node_id: str, stream: str) -> int:
+        return sum(
+            1
+            for (application, _), owner in owners.items()
+            if stream in application and owner and owner.startswith(f"{node_id}:")
+        )
+
+    # The victim delivers to the warehouse, and from the source stream too when one node does.
+    candidates = sorted(
+        {
+            str(owner).split(":", 1)[0]
+            for (application, _), owner in owners.items()
+            if owner and "warehouse" in application
+        }
+    )
+    victim_id = max(candidates, key=lambda node_id: held(node_id, "clicks"))
+    print(f"victim {victim_id}: {held(victim_id, 'clicks')} source stream leases")
     victim = cluster.node_named(victim_id)
     survivor = next(node for node in cluster.nodes if node is not victim)
     produce(10)
@@ -200,6 +285,16 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
         lambda: acknowledged <= set(loaded()),
         deadline_s=60,
         what="every acknowledged record in the warehouse",
+    )
+    wait_until(
+        lambda: streamed <= set(from_stream()),
+        deadline_s=60,
+        what="every record of the source stream in S3",
+    )
+    source_lines = [line for line in from_stream() if line != b"marker\n"]
+    print(
+        f"source stream: put {len(streamed)}, delivered {len(source_lines)}, "
+        f"duplicates {len(source_lines) - len(set(source_lines))}"
     )
     lines = delivered()
     duplicates = len(lines) - len(set(lines))
