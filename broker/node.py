@@ -55,7 +55,9 @@ from broker import limits, startup, tls
 from broker.analytics.duckdb_engine import DuckDbChecker
 from broker.analytics.runner import ApplicationRunner
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
+from broker.analytics.service_v2 import AnalyticsV2Service
 from broker.api.analytics.v1 import analytics_pb2
+from broker.api.analytics.v2 import analytics_pb2 as analytics_v2_pb2
 from broker.api.firehose.v1 import firehose_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
@@ -122,6 +124,7 @@ from broker.video.service import VideoService
 log = logging.getLogger(__name__)
 
 ANALYTICS = "kinesisanalytics"  # the botocore model of the SQL applications' API
+ANALYTICS_V2 = "kinesisanalyticsv2"  # its successor, sharing the applications
 _START_RETRY_S = 0.2
 _JOIN_WAIT_LOG_INTERVAL_S = 10.0  # node_join_waiting at most this often while waiting
 _GRPC_STOP_GRACE_S = 5.0
@@ -161,6 +164,7 @@ class Node:
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
+        self.analytics_v2: AnalyticsV2Service | None = None  # the same, kinesisanalyticsv2
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
         self.incarnation = 0
@@ -428,15 +432,23 @@ class Node:
         """Kinesis Data Analytics: the API and the runner of this node's SQL applications."""
         assert self.service is not None
         config = self.config
+        settings = AnalyticsSettings(
+            region=config.region,
+            account_id=config.account_id,
+            # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
+            transition_ms=config.knobs.stream_updating_ms,
+        )
         self.analytics = AnalyticsService(
             metadata=metadata,
             clock=self.clock,
-            settings=AnalyticsSettings(
-                region=config.region,
-                account_id=config.account_id,
-                # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
-                transition_ms=config.knobs.stream_updating_ms,
-            ),
+            settings=settings,
+            kinesis=LocalKinesis(self.service),
+            checker=DuckDbChecker(),
+        )
+        self.analytics_v2 = AnalyticsV2Service(
+            metadata=metadata,
+            clock=self.clock,
+            settings=settings,
             kinesis=LocalKinesis(self.service),
             checker=DuckDbChecker(),
         )
@@ -454,6 +466,7 @@ class Node:
         assert self.service is not None
         assert self.video is not None
         assert self.analytics is not None
+        assert self.analytics_v2 is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -498,6 +511,13 @@ class Node:
                     analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
                     self.analytics,
                     model=ANALYTICS,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
+                operation_handler(
+                    analytics_v2_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsV2Service"],
+                    self.analytics_v2,
+                    model=ANALYTICS_V2,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
                 ),
@@ -582,11 +602,13 @@ class Node:
         assert self.service is not None
         config = self.config
         assert self.analytics is not None
+        assert self.analytics_v2 is not None
         assert self.firehose is not None
         services = (
             JsonService(KINESIS, self.service),
             JsonService(FIREHOSE, self.firehose.service),
             JsonService(ANALYTICS, self.analytics),
+            JsonService(ANALYTICS_V2, self.analytics_v2),
         )
         access_keys = config.access_keys
         verifiers = {

@@ -96,11 +96,15 @@ class AnalyticsService:
 
     # --- Reads -------------------------------------------------------------------------------
 
+    def _sees(self, app: Application) -> bool:
+        """kinesisanalytics (2015-08-14) knows SQL applications only; v2 sees every runtime."""
+        return app.is_sql
+
     def _application(self, name: str, caller: Caller) -> Application:
         now_ms = self._clock.wall_ms()
         key = rules.application_key(caller.account_id, caller.region, name)
         app = self._metadata.image().analytics.get(key, now_ms=now_ms)
-        if app is None:
+        if app is None or not self._sees(app):
             raise rules.not_found(name, caller.account_id)
         return app
 
@@ -110,9 +114,7 @@ class AnalyticsService:
 
     async def _list(self, request: Request, caller: Caller) -> Response:
         now_ms = self._clock.wall_ms()
-        apps = self._metadata.image().analytics.live(
-            caller.account_id, caller.region, now_ms=now_ms
-        )
+        apps = self._live(caller)
         start = request.get("ExclusiveStartApplicationName")
         if start is not None:
             apps = [app for app in apps if app.name > start]
@@ -122,13 +124,24 @@ class AnalyticsService:
             "HasMoreApplications": len(apps) > limit,
         }
 
+    def _live(self, caller: Caller) -> list[Application]:
+        apps = self._metadata.image().analytics.live(
+            caller.account_id, caller.region, now_ms=self._clock.wall_ms()
+        )
+        return [app for app in apps if self._sees(app)]
+
     async def _list_tags(self, request: Request, caller: Caller) -> Response:
         app = self._by_arn(str(request["ResourceARN"]), caller)
         return {"Tags": [{"Key": key, "Value": value} for key, value in app.tags]}
 
     def _by_arn(self, arn: str, caller: Caller) -> Application:
         app = self._metadata.image().analytics.by_arn(arn, now_ms=self._clock.wall_ms())
-        if app is None or app.account_id != caller.account_id or app.region != caller.region:
+        if (
+            app is None
+            or app.account_id != caller.account_id
+            or app.region != caller.region
+            or not self._sees(app)
+        ):
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Resource {arn} not found.")
         return app
 
@@ -154,9 +167,13 @@ class AnalyticsService:
             tags=tags,
             applications_max=self._settings.applications_max,
         )
+        app = await self._propose_create(command)
+        return {"ApplicationSummary": _summary(app, self._clock.wall_ms())}
+
+    async def _propose_create(self, command: CreateAnalyticsApplication) -> Application:
         app = await self._metadata.propose(command)
         assert isinstance(app, Application)
-        return {"ApplicationSummary": _summary(app, self._clock.wall_ms())}
+        return app
 
     def _check_code(self, code: str, inputs: list[dict[str, Any]]) -> None:
         program = sql.compile_program(code)
@@ -169,6 +186,12 @@ class AnalyticsService:
         return change
 
     async def _change(self, operation: str, request: Request, caller: Caller) -> Response:
+        await self._apply(operation, request, caller)
+        return {}
+
+    async def _apply(self, operation: str, request: Request, caller: Caller) -> Application:
+        """Proposes one change (an operation of `_CHANGES`, in v1's request form) and returns
+        the application after it."""
         if operation in ("TagResource", "UntagResource"):
             name = self._by_arn(str(request["ResourceARN"]), caller).name
         else:
@@ -181,16 +204,17 @@ class AnalyticsService:
             region=caller.region,
             name=name,
             operation=operation,
-            request=rules.canonical(_json_safe(request)),
+            request=rules.canonical(json_safe(request)),
             transition_ms=self._settings.transition_ms,
         )
-        await self._metadata.propose(command)
-        return {}
+        app = await self._metadata.propose(command)
+        assert isinstance(app, Application)
+        return app
 
     def _precheck(self, operation: str, request: Request, current: Application) -> None:
         """Checks that need the SQL compiler, before proposing: the code as it would be after
         an UpdateApplication or AddApplicationInput must compile against the inputs."""
-        if operation == "UpdateApplication":
+        if operation == "UpdateApplication" and current.is_sql:
             updated = rules.update(current, request["ApplicationUpdate"], now_ms=0, updating_ms=0)
             self._check_code(updated.code, updated.input_descriptions())
         elif operation == "StartApplication":
@@ -282,6 +306,7 @@ def _check_runnable(app: Application) -> None:
     """What Shoal runs today: a Kinesis data stream input without a Lambda preprocessor, and
     outputs to Kinesis data streams. Anything else is refused at StartApplication, naming it,
     rather than run without it."""
+    rules.require_sql(app)
     for described in app.input_descriptions():
         if "KinesisStreamsInputDescription" not in described:
             raise _not_runnable(app, "an input from a Firehose delivery stream")
@@ -311,15 +336,15 @@ def _not_runnable(app: Application, what: str) -> ShoalError:
     )
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """The request as JSON values: timestamps (DeleteApplication's CreateTimestamp) as epoch
     milliseconds."""
     if isinstance(value, datetime):
         return round(value.timestamp() * 1000)
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
@@ -330,7 +355,7 @@ def _stream_name(arn: str) -> str:
     return name
 
 
-def _timestamp(ms: int) -> datetime:
+def timestamp(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
@@ -346,8 +371,8 @@ def application_detail(app: Application, *, now_ms: int) -> dict[str, Any]:
     """DescribeApplication's ApplicationDetail."""
     detail: dict[str, Any] = {
         **_summary(app, now_ms),
-        "CreateTimestamp": _timestamp(app.created_ms),
-        "LastUpdateTimestamp": _timestamp(app.updated_ms),
+        "CreateTimestamp": timestamp(app.created_ms),
+        "LastUpdateTimestamp": timestamp(app.updated_ms),
         "InputDescriptions": app.input_descriptions(),
         "OutputDescriptions": app.output_descriptions(),
         "ReferenceDataSourceDescriptions": app.reference_descriptions(),
