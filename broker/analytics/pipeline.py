@@ -48,6 +48,21 @@ def source_streams(inputs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[sql.C
     return streams
 
 
+def reference_tables(
+    references: Sequence[Mapping[str, Any]],
+) -> dict[str, tuple[sql.Column, ...]]:
+    """The in-application reference tables an application's reference data source
+    descriptions define, named as given (the code quotes them): the schema's record columns
+    (a table has no ROWTIME)."""
+    return {
+        str(described["TableName"]): tuple(
+            sql.Column(str(column["Name"]), sql.parse_sql_type(str(column["SqlType"])))
+            for column in described["ReferenceSchema"]["RecordColumns"]
+        )
+        for described in references
+    }
+
+
 class Pipeline:
     """Module docstring. Single-threaded; one per running application."""
 

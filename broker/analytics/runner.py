@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.analytics import pipeline, records, sql, windows
+from broker.analytics import pipeline, records, reference_data, sql, windows
 from broker.analytics.applications import (
     PLACEMENT_LEASE_KEY,
     Application,
@@ -344,6 +344,8 @@ class ApplicationStatistics:
     late_rows: int  # rows for windows that had already closed
     watermark_ms: int
     millis_behind_latest: int  # the slowest input shard's, at its last read
+    # The configuration version being run (its reference data loaded); 0 while starting.
+    version_id: int = 0
 
 
 class _RunningApp:
@@ -358,6 +360,7 @@ class _RunningApp:
         self._restart = asyncio.Event()
         self._shards: dict[str, _ShardProgress] = {}
         self._engine = DuckDbEngine()
+        self._running_version = 0
         self._build(app)
 
     def _build(self, app: Application) -> None:
@@ -398,6 +401,7 @@ class _RunningApp:
                 (progress.millis_behind_latest for progress in list(self._shards.values())),
                 default=0,
             ),
+            version_id=self._running_version,
         )
 
     def restart_with(self, app: Application) -> None:
@@ -419,8 +423,19 @@ class _RunningApp:
         finally:
             self._engine.close()
 
+    async def _load_references(self, app: Application) -> None:
+        """Reads every reference data source's S3 object into its table (at each start and
+        each rebuild after an UpdateApplication, as KDA reloads reference data)."""
+        tables = pipeline.reference_tables(app.reference_descriptions())
+        for described in app.reference_descriptions():
+            rows = await asyncio.to_thread(reference_data.load, described, region=app.region)
+            name = str(described["TableName"])
+            self._engine.load_table(name, tables[name], rows)
+
     async def _run_once(self) -> None:
         app = self.app
+        await self._load_references(app)
+        self._running_version = app.version_id
         settings = self.runner.settings
         position = _starting_position(app)
         stream = app.input_stream_name()

@@ -44,7 +44,12 @@ class CodeChecker(Protocol):
     """Compiles an application's SQL against its input schemas with the engine (a dry run):
     raises ShoalError(CODE_VALIDATION) naming the line and construct it cannot run."""
 
-    def check(self, program: sql.Program, inputs: list[dict[str, Any]]) -> None: ...
+    def check(
+        self,
+        program: sql.Program,
+        inputs: list[dict[str, Any]],
+        references: list[dict[str, Any]] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,9 +180,14 @@ class AnalyticsService:
         assert isinstance(app, Application)
         return app
 
-    def _check_code(self, code: str, inputs: list[dict[str, Any]]) -> None:
+    def _check_code(
+        self,
+        code: str,
+        inputs: list[dict[str, Any]],
+        references: list[dict[str, Any]] | None = None,
+    ) -> None:
         program = sql.compile_program(code)
-        self._checker.check(program, inputs)
+        self._checker.check(program, inputs, references)
 
     def _changer(self, operation: str) -> Callable[[Request, Caller], Awaitable[Response]]:
         async def change(request: Request, caller: Caller) -> Response:
@@ -216,7 +226,9 @@ class AnalyticsService:
         an UpdateApplication or AddApplicationInput must compile against the inputs."""
         if operation == "UpdateApplication" and current.is_sql:
             updated = rules.update(current, request["ApplicationUpdate"], now_ms=0, updating_ms=0)
-            self._check_code(updated.code, updated.input_descriptions())
+            self._check_code(
+                updated.code, updated.input_descriptions(), updated.reference_descriptions()
+            )
         elif operation == "StartApplication":
             _check_runnable(current)
         elif operation == "AddApplicationInput":
@@ -224,7 +236,7 @@ class AnalyticsService:
                 *current.input_descriptions(),
                 rules.input_description(request["Input"], "0.1"),
             ]
-            self._check_code(current.code, inputs)
+            self._check_code(current.code, inputs, current.reference_descriptions())
 
     # --- DiscoverInputSchema ----------------------------------------------------------------
 
@@ -315,8 +327,6 @@ def _check_runnable(app: Application) -> None:
     for output in app.output_descriptions():
         if "KinesisStreamsOutputDescription" not in output:
             raise _not_runnable(app, f"output {output['OutputId']} (a delivery stream or Lambda)")
-    if app.reference_descriptions():
-        raise _not_runnable(app, "a reference data source")
     streams = {stream.name for stream in sql.compile_program(app.code).streams}
     for output in app.output_descriptions():
         name = str(output["Name"])

@@ -250,7 +250,13 @@ class AnalyticsV2Service(AnalyticsService):
             sql_parts = dict(configuration.get("SqlApplicationConfiguration", {}))
             code = _sql_code(configuration.get("ApplicationCodeConfiguration"))
             inputs = list(sql_parts.get("Inputs", ()))
-            self._check_code(code, [rules.input_description(item, "0.1") for item in inputs])
+            references = [
+                rules.reference_description(item, "0.1")
+                for item in sql_parts.get("ReferenceDataSources", ())
+            ]
+            self._check_code(
+                code, [rules.input_description(item, "0.1") for item in inputs], references
+            )
             configuration = {}
         else:
             if "SqlApplicationConfiguration" in configuration:

@@ -22,8 +22,12 @@ A query with OVER clauses is a sliding window (`RANGE INTERVAL 'n' unit PRECEDIN
 PRECEDING`, ordered by ROWTIME as KDA does): each row is emitted at once, computed by the engine
 over the partition's rows in the range before it (the pipeline keeps that history).
 
-What Shoal does not run yet (joins, stagger windows, subqueries, set operations, KDA's
-analytic functions) is refused with CodeValidationException naming the line
+A query may join its stream with reference tables (`JOIN "TABLE" ON ...`, the application's
+reference data sources, which the engine holds as tables of those names); a join with another
+stream is refused.
+
+What Shoal does not run yet (stream-to-stream joins, stagger windows, subqueries, set
+operations, KDA's analytic functions) is refused with CodeValidationException naming the line
 and the construct, never run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
 """
@@ -113,6 +117,8 @@ class Pump:
     window: TumblingWindow | None
     line: int
     sliding: SlidingWindow | None = None
+    # The tables the query joins (stream-to-table joins): the application's reference tables.
+    tables: tuple[str, ...] = ()
 
     def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
         """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
@@ -300,8 +306,11 @@ def _pump(statement: _Statement) -> Pump:
     line = statement.line
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
+    tables = _joined_tables(select, source, tokens, line)
     window = _window(select, line)
     sliding = _sliding(select, line, tokens)
+    if tables and sliding is not None:
+        raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
     query = _translate(select, source, windowed=window is not None, sliding=sliding is not None)
     if sliding is not None and sliding.rows is not None:
         sliding = SlidingWindow(
@@ -316,7 +325,26 @@ def _pump(statement: _Statement) -> Pump:
         window=window,
         line=line,
         sliding=sliding,
+        tables=tables,
     )
+
+
+def _joined_tables(
+    select: exp.Select, source: str, tokens: tuple[Token, ...], line: int
+) -> tuple[str, ...]:
+    """The tables a query joins its stream with. Only a stream-to-table join (a reference
+    table) is run; a join with another stream is refused here or by `_check_references`."""
+    tables: list[str] = []
+    for index, join in enumerate(select.args.get("joins") or [], start=1):
+        where = _line_of(tokens, "JOIN", line, index)
+        table = join.this
+        if not isinstance(table, exp.Table):
+            raise refused(where, "a JOIN with something other than a reference table")
+        name = _normalize(table.this)
+        if name == source:
+            raise refused(where, f"a JOIN of stream {name} with itself (stream-to-stream joins)")
+        tables.append(name)
+    return tuple(tables)
 
 
 def _sliding(select: exp.Select, line: int, tokens: tuple[Token, ...]) -> SlidingWindow | None:
@@ -373,7 +401,6 @@ def _token_name(token: Token) -> str:
 
 # Constructs refused, with the keyword that locates them in the statement (its Nth occurrence).
 _UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
-    (exp.Join, "JOIN (stream-to-table and stream-to-stream joins)", "JOIN", 1),
     (exp.Subquery, "a subquery", "SELECT", 2),
     (exp.Union, "UNION", "UNION", 1),
     (exp.Except, "EXCEPT", "EXCEPT", 1),
@@ -559,6 +586,13 @@ def _check_references(program: Program) -> None:
                 f"Line {pump.line}: pump {pump.name} inserts into {pump.target}, "
                 "which no CREATE OR REPLACE STREAM defines.",
             )
+        for table in pump.tables:
+            if program.stream(table) is not None:
+                raise refused(
+                    pump.line,
+                    f"a JOIN of pump {pump.name} with stream {table}",
+                    "stream-to-stream joins are not run; join a reference table",
+                )
         if pump.window is not None and pump.window.column != ROWTIME:
             # An event-time window needs the time column to be a TIMESTAMP of the source; the
             # engine's dry run checks the type once the source's columns are known.

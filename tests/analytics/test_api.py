@@ -311,13 +311,13 @@ async def test_sql_refused_at_create_and_update_names_line_and_construct(analyti
         'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
         'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
         'SELECT STREAM S.A FROM "SOURCE_SQL_STREAM_001" AS S\n'
-        'JOIN "COMPANIES" AS C ON S.A = C.A;\n'
-    )
+        'JOIN "SOURCE_SQL_STREAM_001" AS C ON S.A = C.A;\n'
+    )  # stream-to-stream (stream-to-table joins run: test_reference_data.py)
     with pytest.raises(ClientError) as raised:
         await call(analytics.create_application, ApplicationName="j", ApplicationCode=join)
     assert error_of(raised) == ("CodeValidationException", 400)
     message = raised.value.response["Error"]["Message"]
-    assert "Line 4" in message and "JOIN" in message
+    assert "Line 4" in message and "JOIN" in message and "stream-to-stream" in message
 
     await call(
         analytics.create_application,
