@@ -552,11 +552,115 @@ def _rewrite_function(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Floor) and node.args.get("to") is not None:
         unit = str(node.args["to"].name).lower()
         return exp.func("date_trunc", exp.Literal.string(unit), node.this)
+    if isinstance(node, exp.Anonymous):
+        kda = _kda_function(str(node.this).upper(), node.expressions)
+        if kda is not None:
+            return kda
     if isinstance(node, exp.SimilarTo):
         return exp.func(
             "regexp_full_match", node.this, exp.Literal.string(_similar_to_regex(node.expression))
         )
     return node
+
+
+def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
+    """KDA's functions DuckDB lacks under their names, as DuckDB expressions (None: not one).
+    Dates are formatted with Java's SimpleDateFormat patterns, as the SQL reference says."""
+    match name, arguments:
+        case "TSDIFF", [first, second]:  # milliseconds between two timestamps
+            return exp.Sub(
+                this=exp.func("epoch_ms", first), expression=exp.func("epoch_ms", second)
+            )
+        case "MONOTONIC", [expression]:  # a declaration for KDA's planner; the value itself
+            return expression
+        case "CHAR_TO_TIMESTAMP", [pattern, text]:
+            return exp.func("strptime", text, exp.Literal.string(java_date_format(pattern)))
+        case "CHAR_TO_DATE", [pattern, text]:
+            parsed = exp.func("strptime", text, exp.Literal.string(java_date_format(pattern)))
+            return exp.cast(parsed, "DATE")
+        case "CHAR_TO_TIME", [pattern, text]:
+            parsed = exp.func("strptime", text, exp.Literal.string(java_date_format(pattern)))
+            return exp.cast(parsed, "TIME")
+        case "TIMESTAMP_TO_CHAR", [pattern, timestamp]:
+            return exp.func("strftime", timestamp, exp.Literal.string(java_date_format(pattern)))
+        case "UNIX_TIMESTAMP", [timestamp]:  # KDA: milliseconds since the epoch
+            return exp.func("epoch_ms", timestamp)
+        case "TO_TIMESTAMP", [milliseconds]:
+            return exp.func(
+                "make_timestamp", exp.Mul(this=milliseconds, expression=exp.Literal.number(1000))
+            )
+    return None
+
+
+# Java SimpleDateFormat letters (by run length where it matters) as strftime directives.
+_JAVA_DATE_LETTERS = {
+    ("y", 4): "%Y",
+    ("y", 2): "%y",
+    ("M", 1): "%-m",
+    ("M", 2): "%m",
+    ("M", 3): "%b",
+    ("M", 4): "%B",
+    ("d", 1): "%-d",
+    ("d", 2): "%d",
+    ("H", 1): "%-H",
+    ("H", 2): "%H",
+    ("h", 1): "%-I",
+    ("h", 2): "%I",
+    ("m", 1): "%-M",
+    ("m", 2): "%M",
+    ("s", 1): "%-S",
+    ("s", 2): "%S",
+    ("S", 3): "%g",
+    ("a", 1): "%p",
+    ("E", 3): "%a",
+    ("E", 4): "%A",
+    ("D", 3): "%j",
+    ("Z", 1): "%z",
+}
+
+
+def java_date_format(pattern: exp.Expr) -> str:
+    """A SimpleDateFormat pattern ('yyyy-MM-dd HH:mm:ss') as a strftime format; refused
+    (CodeValidation) if not a string literal or using a letter Shoal does not translate."""
+    if not isinstance(pattern, exp.Literal) or not pattern.is_string:
+        raise ShoalError(ErrorCode.CODE_VALIDATION, "A date format must be a string literal.")
+    text = str(pattern.this)
+    result: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "'":  # quoted literal text; '' is a quote
+            end = text.find("'", index + 1)
+            if end == index + 1:
+                result.append("'")
+                index += 2
+                continue
+            if end < 0:
+                raise ShoalError(ErrorCode.CODE_VALIDATION, f"Unclosed quote in '{text}'.")
+            result.append(text[index + 1 : end].replace("%", "%%"))
+            index = end + 1
+            continue
+        if not char.isalpha():
+            result.append("%%" if char == "%" else char)
+            index += 1
+            continue
+        run = index
+        while run < len(text) and text[run] == char:
+            run += 1
+        length = run - index
+        directive = (
+            _JAVA_DATE_LETTERS.get((char, length))
+            or _JAVA_DATE_LETTERS.get((char, min(length, 4)))
+            or (_JAVA_DATE_LETTERS.get((char, 2)) if length > 2 and char not in "MES" else None)
+        )
+        if directive is None:
+            raise ShoalError(
+                ErrorCode.CODE_VALIDATION,
+                f"The date format '{text}' uses {char * length}, which Shoal does not translate.",
+            )
+        result.append(directive)
+        index = run
+    return "".join(result)
 
 
 def _similar_to_regex(pattern: exp.Expr) -> str:

@@ -4,6 +4,7 @@ continuous pumps, chains of in-application streams, late rows; and the pure wind
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -157,3 +158,35 @@ def test_watermarks() -> None:
     )
     assert windows.closed([0, 10, 20], 10, 20) == [0, 10]
     assert windows.is_late(15, 10, 20) and not windows.is_late(20, 10, 20)
+
+
+KDA_FUNCTIONS = """
+CREATE OR REPLACE STREAM "OUT" (
+    SECTOR_NAME VARCHAR(16), LAG_MS BIGINT, MINUTE_TEXT VARCHAR(16), PARSED TIMESTAMP,
+    DAY_TEXT VARCHAR(10), ORDERED TIMESTAMP);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "OUT"
+  SELECT STREAM INITCAP(SECTOR),
+         TSDIFF(ROWTIME, EVENT_TIME),
+         TIMESTAMP_TO_CHAR('yyyy-MM-dd HH:mm', EVENT_TIME),
+         CHAR_TO_TIMESTAMP('dd/MMM/yyyy:HH:mm:ss', '07/Dec/2026:10:11:12'),
+         TIMESTAMP_TO_CHAR('dd.MM.yy', ROWTIME),
+         MONOTONIC(ROWTIME)
+  FROM "SOURCE_SQL_STREAM_001";
+"""
+
+
+def test_kda_functions_duckdb_lacks(engine: DuckDbEngine) -> None:
+    """TSDIFF, TIMESTAMP_TO_CHAR / CHAR_TO_TIMESTAMP (Java date patterns), MONOTONIC and
+    INITCAP give KDA's values."""
+    program = sql.compile_program(KDA_FUNCTIONS)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    at = records.to_timestamp(T0 + 1_500)
+    event = records.to_timestamp(T0)
+    pipe.push("SOURCE_SQL_STREAM_001", [(at, at, "QXZ", "health CARE", 1.0, event)])
+    (out,) = pipe.drain()["OUT"]
+    assert out[1:3] == ("Health Care", 1_500)
+    assert out[3] == event.strftime("%Y-%m-%d %H:%M")
+    assert out[4] == datetime(2026, 12, 7, 10, 11, 12)
+    assert out[5] == at.strftime("%d.%m.%y")
+    assert out[6] == at
