@@ -46,7 +46,9 @@ import secrets
 import shutil
 import ssl
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -456,6 +458,7 @@ class Node:
             metadata=metadata,
             lease_client=LocalLeaseClient(metadata, self.clock),
             kinesis=self.service,
+            delivery_streams=_NodeFirehose(self),
             clock=self.clock,
             worker_id=f"{config.node_id}:{uuid.uuid4()}",
         )
@@ -1099,6 +1102,21 @@ class Node:
 # Each port belongs to one process: with gRPC's default SO_REUSEPORT a second node started on
 # a taken port would start silently and the kernel would split connections between the two.
 _EXCLUSIVE_PORT = (("grpc.so_reuseport", 0),)
+
+
+class _NodeFirehose:
+    """The node's Firehose service for the SQL applications' outputs (it starts after them)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
+        firehose = self._node.firehose
+        if firehose is None:
+            raise ShoalError(ErrorCode.UNAVAILABLE, "Firehose is not started yet.")
+        return await firehose.service.call(operation, request, caller)
 
 
 def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:

@@ -32,9 +32,9 @@ import contextlib
 import hashlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from broker.analytics import pipeline, records, reference_data, sql, windows
 from broker.analytics.applications import (
@@ -71,6 +71,19 @@ log = logging.getLogger(__name__)
 PUT_RECORDS_MAX = 500  # Kinesis' PutRecords entries per call
 
 
+class DeliveryStreams(Protocol):
+    """The node's Firehose service (its `call`), for outputs to delivery streams."""
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]: ...
+
+
+# Firehose's PutRecordBatch: at most 500 records and 4 MiB a call.
+PUT_RECORD_BATCH_MAX = 500
+PUT_RECORD_BATCH_BYTES_MAX = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunnerSettings:
     failover_ms: int = 10_000  # the KCL's default: how long a dead node's application waits
@@ -97,6 +110,7 @@ class ApplicationRunner:
         metadata: MetadataFrontend,
         lease_client: LeaseClient,
         kinesis: KinesisService,
+        delivery_streams: DeliveryStreams | None = None,
         clock: Clock,
         worker_id: str,
         settings: RunnerSettings | None = None,
@@ -104,6 +118,7 @@ class ApplicationRunner:
         self._metadata = metadata
         self._lease_client = lease_client
         self._kinesis = kinesis
+        self.delivery_streams = delivery_streams
         self._clock = clock
         self._worker_id = worker_id
         self.settings = settings if settings is not None else RunnerSettings()
@@ -651,25 +666,71 @@ class _RunningApp:
         *,
         names: Sequence[str] | None = None,
     ) -> None:
-        destination = output.get("KinesisStreamsOutputDescription")
-        if destination is None:
-            return  # refused at start (only Kinesis data stream outputs run)
-        arn = str(destination["ResourceARN"])
-        _, _, stream = arn.partition(":stream/")
         record_format = str(output["DestinationSchema"]["RecordFormatType"])
         if names is None:
             names = [column.name for column in self._pipeline.columns(str(output["Name"]))[1:]]
-        entries = []
-        for row in rows:
-            data = records.format_record(names, row[1:], record_format)
-            entries.append(
-                {"Data": data, "PartitionKey": hashlib.md5(data, usedforsecurity=False).hexdigest()}
-            )
+        payloads = [records.format_record(names, row[1:], record_format) for row in rows]
+        delivery = output.get("KinesisFirehoseOutputDescription")
+        if delivery is not None:
+            _, _, name = str(delivery["ResourceARN"]).partition(":deliverystream/")
+            await self._deliver(name, payloads)
+            return
+        destination = output.get("KinesisStreamsOutputDescription")
+        if destination is None:
+            return  # refused at start (Lambda outputs do not run)
+        arn = str(destination["ResourceARN"])
+        _, _, stream = arn.partition(":stream/")
+        entries = [
+            {"Data": data, "PartitionKey": hashlib.md5(data, usedforsecurity=False).hexdigest()}
+            for data in payloads
+        ]
         calls = self.runner.kinesis_as(self.app)
         for start in range(0, len(entries), PUT_RECORDS_MAX):
             chunk = entries[start : start + PUT_RECORDS_MAX]
             await _put_all(calls, stream, chunk)
             self.counters.records_out += len(chunk)
+
+    async def _deliver(self, delivery_stream: str, payloads: list[bytes]) -> None:
+        """Rows to a Firehose delivery stream (PutRecordBatch in AWS's batch limits; failed
+        records, e.g. throttled, are retried), in the application's account."""
+        service = self.runner.delivery_streams
+        assert service is not None  # checked at StartApplication
+        caller = Caller(region=self.app.region, account_id=self.app.account_id, door="internal")
+        batch: list[bytes] = []
+        size = 0
+        for data in [*payloads, None]:
+            full = data is None or (
+                len(batch) == PUT_RECORD_BATCH_MAX or size + len(data) > PUT_RECORD_BATCH_BYTES_MAX
+            )
+            if batch and full:
+                await _put_batch(service, caller, delivery_stream, batch)
+                self.counters.records_out += len(batch)
+                batch, size = [], 0
+            if data is not None:
+                batch.append(data)
+                size += len(data)
+
+
+async def _put_batch(
+    service: DeliveryStreams, caller: Caller, delivery_stream: str, batch: list[bytes]
+) -> None:
+    pending = batch
+    delay_s = 0.05
+    while pending:
+        answer = await service.call(
+            "PutRecordBatch",
+            {"DeliveryStreamName": delivery_stream, "Records": [{"Data": d} for d in pending]},
+            caller,
+        )
+        if not answer.get("FailedPutCount"):
+            return
+        pending = [
+            data
+            for data, result in zip(pending, answer["RequestResponses"], strict=True)
+            if "ErrorCode" in result
+        ]
+        await asyncio.sleep(delay_s)
+        delay_s = min(delay_s * 2, 1.0)
 
 
 async def _put_all(calls: _LocalCalls, stream: str, entries: list[dict[str, Any]]) -> None:

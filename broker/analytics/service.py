@@ -316,8 +316,8 @@ _CHANGES = (
 
 def _check_runnable(app: Application) -> None:
     """What Shoal runs today: a Kinesis data stream input without a Lambda preprocessor, and
-    outputs to Kinesis data streams. Anything else is refused at StartApplication, naming it,
-    rather than run without it."""
+    outputs to Kinesis data streams and Firehose delivery streams. Anything else is refused at
+    StartApplication, naming it, rather than run without it."""
     rules.require_sql(app)
     for described in app.input_descriptions():
         if "KinesisStreamsInputDescription" not in described:
@@ -325,8 +325,8 @@ def _check_runnable(app: Application) -> None:
         if "InputProcessingConfigurationDescription" in described:
             raise _not_runnable(app, "a Lambda input preprocessor")
     for output in app.output_descriptions():
-        if "KinesisStreamsOutputDescription" not in output:
-            raise _not_runnable(app, f"output {output['OutputId']} (a delivery stream or Lambda)")
+        if "LambdaOutputDescription" in output:
+            raise _not_runnable(app, f"output {output['OutputId']} (a Lambda function)")
     streams = {stream.name for stream in sql.compile_program(app.code).streams}
     for output in app.output_descriptions():
         name = str(output["Name"])
@@ -342,7 +342,7 @@ def _not_runnable(app: Application, what: str) -> ShoalError:
     return ShoalError(
         ErrorCode.INVALID_APPLICATION_CONFIGURATION,
         f"Application {app.name} has {what}; Shoal runs SQL applications that read a Kinesis "
-        "data stream and write Kinesis data streams.",
+        "data stream and write Kinesis data streams or Firehose delivery streams.",
     )
 
 

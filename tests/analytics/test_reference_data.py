@@ -1,11 +1,13 @@
-"""Stream-to-reference-table joins with reference data from S3 (moto's server on loopback).
+"""Stream-to-reference-table joins with reference data from S3, and outputs to Firehose
+delivery streams delivering to S3 (moto's server on loopback).
 
 Goal: AWS's reference-data example runs unchanged: a CSV object in S3 named by
 AddApplicationReferenceDataSource becomes the in-application table "CompanyName", the pump's
 LEFT JOIN adds each ticker's company to the output rows, and an UpdateApplication of the
 running application reloads the table (KDA's rule), so rows read after it carry the new data.
 A JOIN with a stream (stream-to-stream) or with a table the application does not have is
-refused at UpdateApplication, naming the line.
+refused at UpdateApplication, naming the line. An output naming a delivery stream receives the
+rows, which Firehose delivers to its bucket.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from broker.node import Node
 from tests.analytics.conftest import analytics_client
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN, error_of
 from tests.analytics.test_running import read_all, ticker_record
-from tests.compat.conftest import boto_client, call
+from tests.compat.conftest import REGION, boto_client, call
 from tests.conftest import node_config, running_node
+from tests.firehose.conftest import firehose_client, s3_destination, wait_status
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.integration
@@ -61,7 +64,13 @@ async def s3_node(
 ) -> AsyncIterator[Node]:
     for name, value in s3_server.environment().items():
         monkeypatch.setenv(name, value)
-    async with running_node(node_config(tmp_path / "node"), clock) as node:
+    config = node_config(
+        tmp_path / "node",
+        firehose_reconcile_interval_ms=50,
+        firehose_write_bytes_per_second=0,
+        firehose_write_records_per_second=0,
+    )
+    async with running_node(config, clock) as node:
         yield node
 
 
@@ -211,3 +220,76 @@ async def test_reference_join_from_s3_reloaded_on_update(
     await call(analytics.stop_application, ApplicationName="enrich")
     analytics.close()
     kinesis.close()
+
+
+async def test_output_to_a_delivery_stream(
+    s3_node: Node,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    s3_server.create_bucket("delivered")
+    analytics = analytics_client(s3_node)
+    kinesis = boto_client(f"http://127.0.0.1:{s3_node.http_port}")
+    firehose = firehose_client(f"http://127.0.0.1:{s3_node.http_port}")
+    await call(kinesis.create_stream, StreamName="ticks", ShardCount=1)
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName="to-s3",
+        ExtendedS3DestinationConfiguration=s3_destination(
+            "delivered", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}
+        ),
+    )
+    await wait_status(firehose, "to-s3", "ACTIVE")
+    code = """CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (TICKER VARCHAR(4), PRICE DOUBLE);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE PRICE > 15;
+"""
+    await call(
+        analytics.create_application,
+        ApplicationName="to-firehose",
+        ApplicationCode=code,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {"ResourceARN": STREAM_ARN.format("ticks"), "RoleARN": ROLE},
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisFirehoseOutput": {
+                    "ResourceARN": f"arn:aws:firehose:{REGION}:000000000000:deliverystream/to-s3",
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "CSV"},
+            }
+        ],
+    )
+    await call(
+        kinesis.put_records,
+        StreamName="ticks",
+        Records=[
+            ticker_record(("ABC", "TECHNOLOGY", 1.0, 10.0)),
+            ticker_record(("XYZ", "ENERGY", 2.0, 20.0)),
+            ticker_record(("QXZ", "HEALTHCARE", 2.0, 30.0)),
+        ],
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="to-firehose",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    delivered = b""
+    async with asyncio.timeout(30):
+        while delivered.count(b"\n") < 2:
+            delivered = b"".join(s3_server.objects("delivered").values())
+            await asyncio.sleep(0.1)
+    assert sorted(delivered.decode().splitlines()) == ["QXZ,30.0", "XYZ,20.0"]
+    await call(analytics.stop_application, ApplicationName="to-firehose")
+    for client in (analytics, kinesis, firehose):
+        client.close()
