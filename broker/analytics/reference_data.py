@@ -1,5 +1,7 @@
 """Reference data from S3: the rows of an application's in-application reference tables.
 
+DiscoverInputSchema's S3Configuration reads an object through `read_object` too.
+
 A reference data source names an S3 object (`BucketARN`, `FileKey`) and its schema (the same
 `RecordFormat` and `RecordColumns` as an input's). KDA reads the object when the application
 starts and again on each UpdateApplication of a running application; so does the runner (it
@@ -71,8 +73,13 @@ def parse_rows(data: bytes, schema: Mapping[str, Any]) -> list[Row]:
 def load(described: Mapping[str, Any], *, region: str) -> list[Row]:
     """The rows of one ReferenceDataSourceDescription's object."""
     source = described["S3ReferenceDataSourceDescription"]
-    bucket = bucket_of(str(source["BucketARN"]))
-    key = str(source["FileKey"])
+    data = read_object(str(source["BucketARN"]), str(source["FileKey"]), region=region)
+    return parse_rows(data, described["ReferenceSchema"])
+
+
+def read_object(bucket_arn: str, key: str, *, region: str) -> bytes:
+    """One S3 object's bytes (reference data, or DiscoverInputSchema's S3Configuration)."""
+    bucket = bucket_of(bucket_arn)
     client = _client(region)
     try:
         response = client.get_object(Bucket=bucket, Key=key)
@@ -86,4 +93,5 @@ def load(described: Mapping[str, Any], *, region: str) -> list[Row]:
         raise ReferenceDataError(f"s3://{bucket}/{key}: {code or error}") from error
     finally:
         client.close()
-    return parse_rows(data, described["ReferenceSchema"])
+    assert isinstance(data, bytes)
+    return data

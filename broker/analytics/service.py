@@ -15,13 +15,14 @@ when None). Loop-bound, like the metadata frontend it proposes through.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from broker.analytics import applications as rules
-from broker.analytics import records, sql
+from broker.analytics import records, reference_data, sql
 from broker.analytics.applications import Application
 from broker.caller import Caller
 from broker.clock import Clock
@@ -241,24 +242,22 @@ class AnalyticsService:
     # --- DiscoverInputSchema ----------------------------------------------------------------
 
     async def _discover(self, request: Request, caller: Caller) -> Response:
-        if "S3Configuration" in request:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                "Shoal discovers schemas from a stream's records (ResourceARN); "
-                "S3Configuration is not supported.",
-            )
+        s3 = request.get("S3Configuration")
         arn = request.get("ResourceARN")
-        if arn is None:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "ResourceARN is required.")
-        stream = _stream_name(str(arn))
-        position = request.get("InputStartingPositionConfiguration", {}).get(
-            "InputStartingPosition", "TRIM_HORIZON"
-        )
-        samples = await self._sample(stream, position)
-        if not samples:
+        if (s3 is None) == (arn is None):
             raise ShoalError(
-                ErrorCode.UNABLE_TO_DETECT_SCHEMA, "No records were found on the stream to sample."
+                ErrorCode.INVALID_ARGUMENT, "Give one of ResourceARN and S3Configuration."
             )
+        if s3 is not None:
+            samples = await self._sample_object(str(s3["BucketARN"]), str(s3["FileKey"]), caller)
+        else:
+            stream = _stream_name(str(arn))
+            position = request.get("InputStartingPositionConfiguration", {}).get(
+                "InputStartingPosition", "TRIM_HORIZON"
+            )
+            samples = await self._sample(stream, position)
+        if not samples:
+            raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, "No records were found to sample.")
         try:
             schema, parsed = records.discover_schema(samples)
         except ValueError as error:
@@ -270,6 +269,17 @@ class AnalyticsService:
             "ProcessedInputRecords": raw,
             "RawInputRecords": raw,
         }
+
+    async def _sample_object(self, bucket_arn: str, key: str, caller: Caller) -> list[bytes]:
+        """An S3 object's first lines (KDA samples a reference or input file by its lines)."""
+        try:
+            data = await asyncio.to_thread(
+                reference_data.read_object, bucket_arn, key, region=caller.region
+            )
+        except reference_data.ReferenceDataError as error:
+            raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, str(error)) from error
+        lines = [line for line in data.splitlines() if line.strip()]
+        return lines[:DISCOVERY_RECORDS_MAX]
 
     async def _sample(self, stream: str, position: str) -> list[bytes]:
         iterator_type = "LATEST" if position == "NOW" else "TRIM_HORIZON"

@@ -293,3 +293,45 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
     await call(analytics.stop_application, ApplicationName="to-firehose")
     for client in (analytics, kinesis, firehose):
         client.close()
+
+
+async def test_discover_input_schema_from_an_s3_object(
+    s3_node: Node,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="samples")
+    s3.put_object(Bucket="samples", Key="tickers.csv", Body=b"ABC,Alpha Corp,10.5\nQXZ,Quux,7\n")
+    analytics = analytics_client(s3_node)
+    analytics_v2 = analytics_client(s3_node, service="kinesisanalyticsv2")
+    found = await call(
+        analytics.discover_input_schema,
+        S3Configuration={
+            "RoleARN": ROLE,
+            "BucketARN": "arn:aws:s3:::samples",
+            "FileKey": "tickers.csv",
+        },
+    )
+    schema = found["InputSchema"]
+    assert schema["RecordFormat"]["RecordFormatType"] == "CSV"
+    assert [c["SqlType"] for c in schema["RecordColumns"]] == [
+        "VARCHAR(4)",
+        "VARCHAR(16)",
+        "REAL",
+    ]
+    assert found["ParsedInputRecords"] == [["ABC", "Alpha Corp", "10.5"], ["QXZ", "Quux", "7"]]
+    same = await call(
+        analytics_v2.discover_input_schema,
+        ServiceExecutionRole=ROLE,
+        S3Configuration={"BucketARN": "arn:aws:s3:::samples", "FileKey": "tickers.csv"},
+    )
+    assert same["InputSchema"] == schema
+    with pytest.raises(ClientError) as raised:
+        await call(
+            analytics_v2.discover_input_schema,
+            ServiceExecutionRole=ROLE,
+            S3Configuration={"BucketARN": "arn:aws:s3:::samples", "FileKey": "absent.csv"},
+        )
+    assert error_of(raised) == ("UnableToDetectSchemaException", 400)
+    analytics.close()
+    analytics_v2.close()
