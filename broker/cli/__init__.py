@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from broker import __version__
 from broker.backup.logical import BackupError
 from broker.cli import (
+    analytics,
     backup,
     capacity,
     cluster,
@@ -32,7 +33,19 @@ from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup, recovery, video)
+GROUPS = (
+    serve,
+    streams,
+    cluster,
+    leases,
+    limits,
+    capacity,
+    consumers,
+    backup,
+    recovery,
+    video,
+    analytics,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
