@@ -28,13 +28,17 @@ state and emitted-window marks, is not done yet).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
+import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from broker.analytics import pipeline, records, reference_data, sql, windows
 from broker.analytics.applications import (
@@ -61,6 +65,7 @@ from broker.client.worker import (
 from broker.clock import Clock
 from broker.consumers.leases import Lease, LeaseError, NewLease
 from broker.errors import ShoalError
+from broker.firehose.aws_clients import LambdaError, LambdaInvoker
 from broker.meta.commands import RecordAnalyticsProgress
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage
@@ -78,6 +83,11 @@ class DeliveryStreams(Protocol):
         self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
     ) -> dict[str, Any]: ...
 
+
+# A Lambda output's invocation: Lambda's 6 MB synchronous payload, with room for the envelope.
+LAMBDA_PAYLOAD_BYTES_MAX = 5 * 1024 * 1024
+LAMBDA_RECORDS_MAX = 500
+LAMBDA_RECORD_OVERHEAD_BYTES = 96  # a record's id and metadata in the event
 
 # Firehose's PutRecordBatch: at most 500 records and 4 MiB a call.
 PUT_RECORD_BATCH_MAX = 500
@@ -376,6 +386,7 @@ class _RunningApp:
         self._shards: dict[str, _ShardProgress] = {}
         self._engine = DuckDbEngine()
         self._running_version = 0
+        self._lambda: LambdaInvoker | None = None
         self._build(app)
 
     def _build(self, app: Application) -> None:
@@ -675,9 +686,13 @@ class _RunningApp:
             _, _, name = str(delivery["ResourceARN"]).partition(":deliverystream/")
             await self._deliver(name, payloads)
             return
+        function = output.get("LambdaOutputDescription")
+        if function is not None:
+            await self._invoke(str(function["ResourceARN"]), payloads)
+            return
         destination = output.get("KinesisStreamsOutputDescription")
         if destination is None:
-            return  # refused at start (Lambda outputs do not run)
+            return  # no other destination exists
         arn = str(destination["ResourceARN"])
         _, _, stream = arn.partition(":stream/")
         entries = [
@@ -709,6 +724,62 @@ class _RunningApp:
             if data is not None:
                 batch.append(data)
                 size += len(data)
+
+    async def _invoke(self, function: str, payloads: list[bytes]) -> None:
+        """Rows to a Lambda function with KDA's output contract: an event of records (id,
+        base64 data, retryHint), answered per record Ok or DeliveryFailed; failed records are
+        sent again with their retryHint raised, until every one is Ok."""
+        if self._lambda is None:
+            self._lambda = LambdaInvoker(region=self.app.region)
+        invoker = self._lambda
+        batches: list[list[bytes]] = [[]]
+        size = 0
+        for data in payloads:
+            encoded = (len(data) + 2) // 3 * 4 + LAMBDA_RECORD_OVERHEAD_BYTES
+            if batches[-1] and (
+                len(batches[-1]) == LAMBDA_RECORDS_MAX or size + encoded > LAMBDA_PAYLOAD_BYTES_MAX
+            ):
+                batches.append([])
+                size = 0
+            batches[-1].append(data)
+            size += encoded
+        for batch in batches:
+            if batch:
+                await _deliver_to_lambda(invoker, function, self.app.arn, batch)
+                self.counters.records_out += len(batch)
+
+
+async def _deliver_to_lambda(
+    invoker: LambdaInvoker, function: str, application_arn: str, batch: list[bytes]
+) -> None:
+    pending = {f"{index:08d}": data for index, data in enumerate(batch)}
+    retry_hint = 0
+    delay_s = 0.05
+    while pending:
+        event = {
+            "invocationId": str(uuid.uuid4()),
+            "applicationArn": application_arn,
+            "records": [
+                {
+                    "recordId": record_id,
+                    "lambdaDeliveryRecordMetadata": {"retryHint": retry_hint},
+                    "data": base64.b64encode(data).decode("ascii"),
+                }
+                for record_id, data in pending.items()
+            ],
+        }
+        try:
+            body = await asyncio.to_thread(invoker.invoke, function, orjson.dumps(event))
+            answered = orjson.loads(body).get("records", [])
+            delivered = {str(item["recordId"]) for item in answered if item.get("result") == "Ok"}
+        except (LambdaError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
+            log.warning("analytics_lambda_output_failed", extra={"error": str(error)})
+            delivered = set()
+        pending = {key: data for key, data in pending.items() if key not in delivered}
+        if pending:
+            retry_hint += 1
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
 
 
 async def _put_batch(

@@ -326,17 +326,14 @@ _CHANGES = (
 
 def _check_runnable(app: Application) -> None:
     """What Shoal runs today: a Kinesis data stream input without a Lambda preprocessor, and
-    outputs to Kinesis data streams and Firehose delivery streams. Anything else is refused at
-    StartApplication, naming it, rather than run without it."""
+    outputs to Kinesis data streams, Firehose delivery streams and Lambda. Anything else is
+    refused at StartApplication, naming it, rather than run without it."""
     rules.require_sql(app)
     for described in app.input_descriptions():
         if "KinesisStreamsInputDescription" not in described:
             raise _not_runnable(app, "an input from a Firehose delivery stream")
         if "InputProcessingConfigurationDescription" in described:
             raise _not_runnable(app, "a Lambda input preprocessor")
-    for output in app.output_descriptions():
-        if "LambdaOutputDescription" in output:
-            raise _not_runnable(app, f"output {output['OutputId']} (a Lambda function)")
     streams = {stream.name for stream in sql.compile_program(app.code).streams}
     for output in app.output_descriptions():
         name = str(output["Name"])
@@ -352,7 +349,8 @@ def _not_runnable(app: Application, what: str) -> ShoalError:
     return ShoalError(
         ErrorCode.INVALID_APPLICATION_CONFIGURATION,
         f"Application {app.name} has {what}; Shoal runs SQL applications that read a Kinesis "
-        "data stream and write Kinesis data streams or Firehose delivery streams.",
+        "data stream and write Kinesis data streams, Firehose delivery streams or Lambda "
+        "functions.",
     )
 
 
