@@ -413,6 +413,11 @@ class _RunningApp:
         self._emitted_recorded = app.emitted_through_ms
         self._continuous_recorded = dict(app.continuous_through)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
+        processor = inputs[0].get("InputProcessingConfigurationDescription", {})
+        function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
+        self._preprocessor: str | None = str(function) if function else None
+        stream = inputs[0].get("KinesisStreamsInputDescription", {})
+        self._input_arn = str(stream.get("ResourceARN", ""))
         self._source_names = list(inputs[0]["InAppStreamNames"])
         self._outputs = app.output_descriptions()
 
@@ -516,7 +521,8 @@ class _RunningApp:
         rowtimes: dict[int, Any] = {}
         errors: list[records.Row] = []  # KDA's error_stream rows
         max_rowtime: int | None = None
-        for record in batch.records:
+        processed = await self._preprocess(shard_id, batch.records)
+        for index, record in enumerate(batch.records):
             assert record.sequence_number is not None
             arrival = record.approximate_arrival_timestamp
             arrival_ms = (
@@ -529,8 +535,13 @@ class _RunningApp:
             if rowtime is None:  # records of one batch mostly share a few arrival times
                 rowtime = rowtimes[arrival_ms] = records.to_timestamp(arrival_ms)
             pending.append((record.sequence_number, arrival_ms + self._retention_ms))
+            result, data = processed[index] if processed is not None else ("Ok", record.data)
+            if result == "Dropped":
+                continue
             try:
-                values = self._parser.rows(record.data)
+                if result != "Ok":
+                    raise records.RecordError(f"the Lambda preprocessor answered {result}")
+                values = self._parser.rows(data)
             except records.RecordError as error:
                 self.counters.errors += 1
                 if replay_through is None or int(record.sequence_number) > int(replay_through):
@@ -562,6 +573,66 @@ class _RunningApp:
             progress.pending.extend(pending)
             if pending:
                 progress.continuous_written = pending[-1][0]
+
+    async def _preprocess(
+        self, shard_id: str, batch_records: Sequence[Any]
+    ) -> list[tuple[str, bytes]] | None:
+        """The input's Lambda preprocessor (KDA's contract): each record's result (Ok, Dropped,
+        ProcessingFailed) and data, in order; None without a preprocessor. An invocation that
+        fails, or answers without a record, is retried (the input waits, as on KDA)."""
+        if self._preprocessor is None or not batch_records:
+            return None
+        if self._lambda is None:
+            self._lambda = LambdaInvoker(region=self.app.region)
+        results: list[tuple[str, bytes]] = []
+        for start in range(0, len(batch_records), LAMBDA_RECORDS_MAX):
+            chunk = batch_records[start : start + LAMBDA_RECORDS_MAX]
+            event = {
+                "invocationId": str(uuid.uuid4()),
+                "applicationArn": self.app.arn,
+                "streamArn": self._input_arn,
+                "records": [
+                    {
+                        "recordId": str(record.sequence_number),
+                        "kinesisStreamRecordMetadata": {
+                            "sequenceNumber": str(record.sequence_number),
+                            "partitionKey": record.partition_key,
+                            "shardId": shard_id,
+                            "approximateArrivalTimestamp": round(
+                                record.approximate_arrival_timestamp.timestamp() * 1000
+                            )
+                            if record.approximate_arrival_timestamp is not None
+                            else 0,
+                        },
+                        "data": base64.b64encode(record.data).decode("ascii"),
+                    }
+                    for record in chunk
+                ],
+            }
+            results.extend(await self._invoke_preprocessor(event))
+        return results
+
+    async def _invoke_preprocessor(self, event: dict[str, Any]) -> list[tuple[str, bytes]]:
+        assert self._lambda is not None
+        assert self._preprocessor is not None
+        delay_s = 0.05
+        while True:  # until answered (cancelled with the application)
+            try:
+                body = await asyncio.to_thread(
+                    self._lambda.invoke, self._preprocessor, orjson.dumps(event)
+                )
+                answered = {str(item["recordId"]): item for item in orjson.loads(body)["records"]}
+                results = []
+                for record in event["records"]:
+                    item = answered[record["recordId"]]
+                    result = str(item["result"])
+                    data = base64.b64decode(item["data"]) if result == "Ok" else b""
+                    results.append((result, data))
+                return results
+            except (LambdaError, ValueError, KeyError, TypeError) as error:
+                log.warning("analytics_preprocessor_failed", extra={"error": str(error)})
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
 
     def _reading_every_shard(self) -> bool:
         """Whether every open shard of the input has a reader here: until then the watermark

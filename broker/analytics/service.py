@@ -325,15 +325,13 @@ _CHANGES = (
 
 
 def _check_runnable(app: Application) -> None:
-    """What Shoal runs today: a Kinesis data stream input without a Lambda preprocessor, and
+    """What Shoal runs today: a Kinesis data stream input (a Lambda preprocessor or not), and
     outputs to Kinesis data streams, Firehose delivery streams and Lambda. Anything else is
     refused at StartApplication, naming it, rather than run without it."""
     rules.require_sql(app)
     for described in app.input_descriptions():
         if "KinesisStreamsInputDescription" not in described:
             raise _not_runnable(app, "an input from a Firehose delivery stream")
-        if "InputProcessingConfigurationDescription" in described:
-            raise _not_runnable(app, "a Lambda input preprocessor")
     streams = {stream.name for stream in sql.compile_program(app.code).streams}
     for output in app.output_descriptions():
         name = str(output["Name"])

@@ -1,7 +1,11 @@
-"""Outputs to a Lambda function with KDA's contract, through boto3's Lambda Invoke
-(AWS_ENDPOINT_URL_LAMBDA) on a small HTTP server implementing the Invoke API: each event
-carries the application's ARN and records (id, base64 data, retryHint); records answered
-DeliveryFailed are sent again with a higher retryHint until the function answers Ok."""
+"""Lambda preprocessing and outputs with KDA's contracts, through boto3's Lambda Invoke
+(AWS_ENDPOINT_URL_LAMBDA) on a small HTTP server implementing the Invoke API.
+
+Output: each event carries the application's ARN and records (id, base64 data, retryHint);
+records answered DeliveryFailed are sent again with a higher retryHint until answered Ok.
+Preprocessing: each event carries the input stream's ARN and records with their Kinesis
+metadata; Ok records are parsed from the function's data, Dropped ones vanish, and
+ProcessingFailed ones go to error_stream."""
 
 from __future__ import annotations
 
@@ -20,13 +24,37 @@ from broker.clock import ManualClock
 from broker.node import Node
 from tests.analytics.conftest import analytics_client
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
-from tests.analytics.test_running import ticker_record
+from tests.analytics.test_running import read_all, ticker_record
 from tests.compat.conftest import REGION, boto_client, call
 from tests.conftest import node_config, running_node
 
 pytestmark = pytest.mark.integration
 
 FUNCTION = f"arn:aws:lambda:{REGION}:000000000000:function:sink"
+PREPROCESSOR = f"arn:aws:lambda:{REGION}:000000000000:function:csv-to-json"
+
+
+def _preprocess(event: dict[str, Any]) -> dict[str, Any]:
+    """The preprocessor: "TICKER,PRICE" lines to the input schema's JSON; drops "drop" lines,
+    fails "bad" ones."""
+    results = []
+    for record in event["records"]:
+        text = base64.b64decode(record["data"]).decode()
+        if text == "drop":
+            results.append({"recordId": record["recordId"], "result": "Dropped"})
+        elif text == "bad":
+            results.append({"recordId": record["recordId"], "result": "ProcessingFailed"})
+        else:
+            ticker, price = text.split(",")
+            data = json.dumps({"TICKER_SYMBOL": ticker, "PRICE": float(price)}).encode()
+            results.append(
+                {
+                    "recordId": record["recordId"],
+                    "result": "Ok",
+                    "data": base64.b64encode(data).decode(),
+                }
+            )
+    return {"records": results}
 
 
 @pytest.fixture
@@ -38,6 +66,9 @@ def lambda_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         def do_POST(self) -> None:  # POST /2015-03-31/functions/{FunctionName}/invocations
             event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             events.append(event)
+            if "csv-to-json" in self.path:
+                self._answer(_preprocess(event))
+                return
             results = []
             for record in event["records"]:
                 data = base64.b64decode(record["data"])
@@ -47,7 +78,10 @@ def lambda_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
                 results.append(
                     {"recordId": record["recordId"], "result": "DeliveryFailed" if fail else "Ok"}
                 )
-            answer = json.dumps({"records": results}).encode()
+            self._answer({"records": results})
+
+        def _answer(self, document: dict[str, Any]) -> None:
+            answer = json.dumps(document).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(answer)))
@@ -152,5 +186,75 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
                 break
             await asyncio.sleep(0.05)
     await call(analytics.stop_application, ApplicationName="to-lambda")
+    analytics.close()
+    kinesis.close()
+
+
+async def test_a_lambda_preprocessor(
+    lambda_node: Node, lambda_server: tuple[str, list[dict[str, Any]]]
+) -> None:
+    _, events = lambda_server
+    analytics = analytics_client(lambda_node)
+    kinesis = boto_client(f"http://127.0.0.1:{lambda_node.http_port}")
+    for stream in ("lines", "out", "errors"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    code = """CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (TICKER VARCHAR(4), PRICE DOUBLE);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001";
+"""
+    outputs = [
+        ("DESTINATION_SQL_STREAM", "out"),
+        ("error_stream", "errors"),
+    ]
+    await call(
+        analytics.create_application,
+        ApplicationName="preprocessed",
+        ApplicationCode=code,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {"ResourceARN": STREAM_ARN.format("lines"), "RoleARN": ROLE},
+                "InputProcessingConfiguration": {
+                    "InputLambdaProcessor": {"ResourceARN": PREPROCESSOR, "RoleARN": ROLE}
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": name,
+                "KinesisStreamsOutput": {"ResourceARN": STREAM_ARN.format(stream), "RoleARN": ROLE},
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+            for name, stream in outputs
+        ],
+    )
+    await call(
+        kinesis.put_records,
+        StreamName="lines",
+        Records=[
+            {"Data": data, "PartitionKey": "k"}
+            for data in (b"ABC,10", b"drop", b"bad", b"XYZ,20.5")
+        ],
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="preprocessed",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    rows = [json.loads(data) for data in await read_all(kinesis, "out", 2)]
+    assert rows == [{"TICKER": "ABC", "PRICE": 10.0}, {"TICKER": "XYZ", "PRICE": 20.5}]
+    (error,) = [json.loads(data) for data in await read_all(kinesis, "errors", 1)]
+    assert error["DATA_ROW"] == "bad" and "ProcessingFailed" in error["MESSAGE"]
+    (event,) = events
+    assert event["streamArn"] == STREAM_ARN.format("lines")
+    metadata = event["records"][0]["kinesisStreamRecordMetadata"]
+    assert metadata["partitionKey"] == "k" and metadata["shardId"] == "shardId-000000000000"
+    await call(analytics.stop_application, ApplicationName="preprocessed")
     analytics.close()
     kinesis.close()
