@@ -101,6 +101,8 @@ class DuckDbEngine:
                 self.run(pump.query, pump.input_columns(source), ())
                 if pump.sliding is not None and pump.sliding.prune_query is not None:
                     self.run(pump.sliding.prune_query, source, ())
+                if pump.stagger is not None:
+                    self.run(pump.stagger.key_query, source, ())
             except duckdb.Error as error:
                 message = str(error).splitlines()[0]
                 raise ShoalError(

@@ -406,6 +406,9 @@ class _RunningApp:
         # windows delays each stage by at most its size); it is checkpointed after that.
         self._retention_ms = sum(p.window.size_ms for p in program.pumps if p.window is not None)
         self._retention_ms += sum(
+            p.stagger.range_ms for p in program.pumps if p.stagger is not None
+        )
+        self._retention_ms += sum(
             p.sliding.range_ms
             for p in program.pumps
             if p.sliding is not None and p.sliding.range_ms is not None

@@ -26,8 +26,12 @@ A query may join its stream with reference tables (`JOIN "TABLE" ON ...`, the ap
 reference data sources, which the engine holds as tables of those names); a join with another
 stream is refused.
 
-What Shoal does not run yet (stream-to-stream joins, stagger windows, subqueries, set
-operations, KDA's analytic functions) is refused with CodeValidationException naming the line
+A stagger window (`WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`) is a window
+per key, opened by the key's first row and closed the range later; the query runs grouped by
+the keys when it closes, and its rows get the close time as ROWTIME.
+
+What Shoal does not run yet (stream-to-stream joins, subqueries, set operations, KDA's
+analytic functions) is refused with CodeValidationException naming the line
 and the construct, never run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
 """
@@ -108,6 +112,16 @@ class SlidingWindow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StaggerWindow:
+    """WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...): a window per key, opened
+    by the key's first row (its ROWTIME) and closed `range_ms` later; the query is grouped by
+    the keys. `key_query` gives each batch row's key, in the batch's order."""
+
+    range_ms: int
+    key_query: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pump:
     name: str
     source: str  # the in-application stream it reads
@@ -119,6 +133,7 @@ class Pump:
     sliding: SlidingWindow | None = None
     # The tables the query joins (stream-to-table joins): the application's reference tables.
     tables: tuple[str, ...] = ()
+    stagger: StaggerWindow | None = None
 
     def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
         """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
@@ -278,10 +293,7 @@ def _pump(statement: _Statement) -> Pump:
             statement.line, "this CREATE PUMP", "expected AS INSERT INTO ... SELECT STREAM"
         )
     name = _token_name(tokens[4])
-    for token in tokens:  # not SQL sqlglot knows: refused before parsing
-        if token.text.upper() == "WINDOWED":
-            raise refused(token.line, "WINDOWED BY STAGGER (stagger windows)")
-    text = statement.text
+    text, stagger_range = _stagger_clause(statement)
     # Blank everything up to INSERT, and the STREAM of SELECT STREAM.
     text = (
         "".join("\n" if char == "\n" else " " for char in text[: tokens[6].start])
@@ -307,11 +319,23 @@ def _pump(statement: _Statement) -> Pump:
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
     tables = _joined_tables(select, source, tokens, line)
-    window = _window(select, line)
+    stagger: StaggerWindow | None = None
+    if stagger_range is not None:
+        window = None
+        stagger = _stagger(select, source, stagger_range, line)
+    else:
+        window = _window(select, line)
     sliding = _sliding(select, line, tokens)
+    if stagger is not None and sliding is not None:
+        raise refused(line, "a sliding window (OVER) in a stagger-window query")
     if tables and sliding is not None:
         raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
-    query = _translate(select, source, windowed=window is not None, sliding=sliding is not None)
+    query = _translate(
+        select,
+        source,
+        windowed=window is not None or stagger is not None,
+        sliding=sliding is not None,
+    )
     if sliding is not None and sliding.rows is not None:
         sliding = SlidingWindow(
             range_ms=None, rows=sliding.rows, prune_query=_prune_query(select, sliding.rows)
@@ -326,6 +350,61 @@ def _pump(statement: _Statement) -> Pump:
         line=line,
         sliding=sliding,
         tables=tables,
+        stagger=stagger,
+    )
+
+
+def _stagger_clause(statement: _Statement) -> tuple[str, int | None]:
+    """The statement's text with `WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`
+    rewritten as `GROUP BY keys` (newlines kept, so lines stay true), and the range; or the
+    text unchanged and None."""
+    tokens = statement.tokens
+    text = statement.text
+    for index, token in enumerate(tokens):
+        if token.text.upper() != "WINDOWED":
+            continue
+        words = [t.text.upper() for t in tokens[index + 1 : index + 4]]
+        if words[:3] != ["BY", "STAGGER", "("] or index + 4 >= len(tokens):
+            raise refused(token.line, "WINDOWED without BY STAGGER (...)")
+        if tokens[index + 4].token_type is not TokenType.PARTITION_BY:
+            raise refused(token.line, "a stagger window without PARTITION BY")
+        depth = 1
+        close = range_at = None
+        for position in range(index + 5, len(tokens)):
+            kind = tokens[position].token_type
+            if kind is TokenType.L_PAREN:
+                depth += 1
+            elif kind is TokenType.R_PAREN:
+                depth -= 1
+                if depth == 0:
+                    close = position
+                    break
+            elif kind is TokenType.RANGE and depth == 1:
+                range_at = position
+        if close is None or range_at is None or range_at == index + 5:
+            raise refused(token.line, "this stagger window", "PARTITION BY keys RANGE INTERVAL")
+        keys = text[tokens[index + 5].start : tokens[range_at - 1].end + 1]
+        interval_text = text[tokens[range_at + 1].start : tokens[close - 1].end + 1]
+        interval = _parse(f"SELECT {interval_text}", token.line).find(exp.Interval)
+        if interval is None:
+            raise refused(token.line, f"RANGE {interval_text} in a stagger window")
+        span = text[token.start : tokens[close].end + 1]
+        replacement = f"GROUP BY {keys}".replace("\n", " ") + "\n" * span.count("\n")
+        text = text[: token.start] + replacement + text[tokens[close].end + 1 :]
+        return text, _interval_ms(interval, token.line)
+    return text, None
+
+
+def _stagger(select: exp.Select, source: str, range_ms: int, line: int) -> StaggerWindow:
+    group = select.args.get("group")
+    assert group is not None  # the rewritten PARTITION BY
+    keys = select.copy()
+    keys.set("expressions", [expression.copy() for expression in group.expressions])
+    keys.set("group", None)
+    if select.args.get("having") is not None:
+        raise refused(line, "HAVING in a stagger-window query")
+    return StaggerWindow(
+        range_ms=range_ms, key_query=_translate(keys, source, windowed=True, sliding=False)
     )
 
 

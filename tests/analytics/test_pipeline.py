@@ -190,3 +190,46 @@ def test_kda_functions_duckdb_lacks(engine: DuckDbEngine) -> None:
     assert out[4] == datetime(2026, 12, 7, 10, 11, 12)
     assert out[5] == at.strftime("%d.%m.%y")
     assert out[6] == at
+
+
+STAGGER = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
+    TICKER_SYMBOL VARCHAR(4), EVENT_MINUTE TIMESTAMP, TICKER_COUNT INTEGER);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+  SELECT STREAM TICKER_SYMBOL, FLOOR(EVENT_TIME TO MINUTE), COUNT(*) AS TICKER_COUNT
+  FROM "SOURCE_SQL_STREAM_001"
+  WINDOWED BY STAGGER (
+      PARTITION BY FLOOR(EVENT_TIME TO MINUTE), TICKER_SYMBOL RANGE INTERVAL '1' MINUTE);
+"""
+
+
+def test_stagger_windows_open_per_key_and_close_a_range_later(engine: DuckDbEngine) -> None:
+    """The guide's stagger window: a window per (minute, ticker) opened by its first row and
+    closed a minute later, emitted with the close time as ROWTIME; a row of the same key after
+    the close opens the next window; a row for a closed window is late."""
+    program = sql.compile_program(STAGGER)
+    DuckDbChecker().check(program, SOURCE)
+    minute = T0 - T0 % 60_000 + 60_000
+    event = records.to_timestamp(minute)
+
+    def at(offset_ms: int, ticker: str) -> records.Row:
+        time = records.to_timestamp(minute + offset_ms)
+        return (time, time, ticker, "TECHNOLOGY", 1.0, event)
+
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    pipe.push("SOURCE_SQL_STREAM_001", [at(1_000, "QXZ"), at(20_000, "QXZ"), at(30_000, "ABC")])
+    pipe.drain()
+    pipe.advance(minute + 60_999)
+    assert pipe.drain().get("DESTINATION_SQL_STREAM", []) == []  # not a minute yet
+    pipe.advance(minute + 61_000)
+    assert pipe.drain()["DESTINATION_SQL_STREAM"] == [
+        (records.to_timestamp(minute + 61_000), "QXZ", event, 2)
+    ]
+    pipe.push("SOURCE_SQL_STREAM_001", [at(65_000, "QXZ"), at(0, "QXZ")])  # the second: late
+    pipe.drain()
+    assert pipe.late_rows == 1
+    pipe.advance(minute + 125_000)
+    assert pipe.drain()["DESTINATION_SQL_STREAM"] == [
+        (records.to_timestamp(minute + 90_000), "ABC", event, 1),
+        (records.to_timestamp(minute + 125_000), "QXZ", event, 1),
+    ]
