@@ -185,12 +185,6 @@ async def test_every_operation(analytics: Any, kinesis: Any) -> None:
     (reference,) = detail["ReferenceDataSourceDescriptions"]
     assert reference["TableName"] == "COMPANIES"
 
-    # Starting with a Lambda preprocessor or reference data is refused, naming what.
-    with pytest.raises(ClientError) as raised:
-        await call(analytics.start_application, ApplicationName="tickers", InputConfigurations=[])
-    assert error_of(raised) == ("InvalidApplicationConfigurationException", 400)
-    assert "Lambda" in raised.value.response["Error"]["Message"]
-
     await call(
         analytics.delete_application_input_processing_configuration,
         ApplicationName="tickers",
