@@ -46,7 +46,9 @@ import secrets
 import shutil
 import ssl
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -55,7 +57,9 @@ from broker import limits, startup, tls
 from broker.analytics.duckdb_engine import DuckDbChecker
 from broker.analytics.runner import ApplicationRunner
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
+from broker.analytics.service_v2 import AnalyticsV2Service
 from broker.api.analytics.v1 import analytics_pb2
+from broker.api.analytics.v2 import analytics_pb2 as analytics_v2_pb2
 from broker.api.firehose.v1 import firehose_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
@@ -125,6 +129,7 @@ from broker.video.service import VideoService
 log = logging.getLogger(__name__)
 
 ANALYTICS = "kinesisanalytics"  # the botocore model of the SQL applications' API
+ANALYTICS_V2 = "kinesisanalyticsv2"  # its successor, sharing the applications
 _START_RETRY_S = 0.2
 _JOIN_WAIT_LOG_INTERVAL_S = 10.0  # node_join_waiting at most this often while waiting
 _GRPC_STOP_GRACE_S = 5.0
@@ -166,6 +171,7 @@ class Node:
         self.video: VideoService | None = None
         self.video_images: ImageDelivery | None = None  # continuous image generation to S3
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
+        self.analytics_v2: AnalyticsV2Service | None = None  # the same, kinesisanalyticsv2
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
         self.incarnation = 0
@@ -452,15 +458,23 @@ class Node:
         """Kinesis Data Analytics: the API and the runner of this node's SQL applications."""
         assert self.service is not None
         config = self.config
+        settings = AnalyticsSettings(
+            region=config.region,
+            account_id=config.account_id,
+            # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
+            transition_ms=config.knobs.stream_updating_ms,
+        )
         self.analytics = AnalyticsService(
             metadata=metadata,
             clock=self.clock,
-            settings=AnalyticsSettings(
-                region=config.region,
-                account_id=config.account_id,
-                # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
-                transition_ms=config.knobs.stream_updating_ms,
-            ),
+            settings=settings,
+            kinesis=LocalKinesis(self.service),
+            checker=DuckDbChecker(),
+        )
+        self.analytics_v2 = AnalyticsV2Service(
+            metadata=metadata,
+            clock=self.clock,
+            settings=settings,
             kinesis=LocalKinesis(self.service),
             checker=DuckDbChecker(),
         )
@@ -468,6 +482,7 @@ class Node:
             metadata=metadata,
             lease_client=LocalLeaseClient(metadata, self.clock),
             kinesis=self.service,
+            delivery_streams=_NodeFirehose(self),
             clock=self.clock,
             worker_id=f"{config.node_id}:{uuid.uuid4()}",
         )
@@ -478,6 +493,7 @@ class Node:
         assert self.service is not None
         assert self.video is not None
         assert self.analytics is not None
+        assert self.analytics_v2 is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -523,6 +539,13 @@ class Node:
                     analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
                     self.analytics,
                     model=ANALYTICS,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
+                operation_handler(
+                    analytics_v2_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsV2Service"],
+                    self.analytics_v2,
+                    model=ANALYTICS_V2,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
                 ),
@@ -616,11 +639,13 @@ class Node:
         assert self.service is not None
         config = self.config
         assert self.analytics is not None
+        assert self.analytics_v2 is not None
         assert self.firehose is not None
         services = (
             JsonService(KINESIS, self.service),
             JsonService(FIREHOSE, self.firehose.service),
             JsonService(ANALYTICS, self.analytics),
+            JsonService(ANALYTICS_V2, self.analytics_v2),
         )
         access_keys = config.access_keys
         verifiers = {
@@ -1145,6 +1170,21 @@ class Node:
 # Each port belongs to one process: with gRPC's default SO_REUSEPORT a second node started on
 # a taken port would start silently and the kernel would split connections between the two.
 _EXCLUSIVE_PORT = (("grpc.so_reuseport", 0),)
+
+
+class _NodeFirehose:
+    """The node's Firehose service for the SQL applications' outputs (it starts after them)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
+        firehose = self._node.firehose
+        if firehose is None:
+            raise ShoalError(ErrorCode.UNAVAILABLE, "Firehose is not started yet.")
+        return await firehose.service.call(operation, request, caller)
 
 
 def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:

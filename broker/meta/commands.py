@@ -574,8 +574,9 @@ VideoCommand = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateAnalyticsApplication:
-    """CreateApplication in the caller's account and region. `inputs`, `outputs` and
-    `logging_options` are the request's members as canonical JSON. Result: the Application."""
+    """CreateApplication (either API) in the caller's account and region. `inputs`, `outputs`,
+    `logging_options` and `reference_data_sources` are the request's members as canonical
+    JSON. Result: the Application."""
 
     now_ms: int
     account_id: str
@@ -588,6 +589,12 @@ class CreateAnalyticsApplication:
     logging_options: str
     tags: tuple[tuple[str, str], ...]
     applications_max: int
+    # kinesisanalyticsv2's CreateApplication (defaults: a v1 request, a SQL application).
+    reference_data_sources: str = "[]"
+    runtime: str = "SQL-1_0"
+    service_execution_role: str = ""
+    mode: str = ""
+    configuration: str = "{}"  # a non-SQL application's ApplicationConfiguration
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
