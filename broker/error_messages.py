@@ -158,3 +158,78 @@ def timestamp_in_the_future(timestamp_ms: int, now_ms: int) -> str:
         f"The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. "
         f"timestampInMillis: {timestamp_ms}, currentTimestampInMillis: {now_ms}"
     )
+
+
+# --- Queues (broker/queues/) ---------------------------------------------------------------
+# AWS publishes no recorded texts for these yet: the wording follows the model's
+# documentation of each rule, in the shape of Kinesis' other messages.
+
+
+def queue_not_found(arn: str) -> str:
+    return f"Queue {arn} not found."
+
+
+def queue_name_in_use(name: str, account_id: str) -> str:
+    return f"Queue {name} under account {account_id} already exists."
+
+
+def queue_needs_on_demand(stream_arn: str) -> str:
+    return (
+        f"Queues are supported only on data streams in on-demand capacity mode; "
+        f"stream {stream_arn} is in provisioned mode."
+    )
+
+
+def stream_has_queues(stream_name: str, account_id: str) -> str:
+    return (
+        f"Stream {stream_name} under account {account_id} has queues; delete every queue on "
+        "the stream first."
+    )
+
+
+def queue_not_active(arn: str, status: str) -> str:
+    return f"Queue {arn} is in {status} state and cannot deliver records."
+
+
+QUEUE_ONE_STREAM = (
+    "StreamConfigurationList must contain exactly one entry: a queue delivers records from a "
+    "single data stream."
+)
+QUEUE_TIMESTAMP_REQUIRED = "Timestamp is required when StartingPosition Type is AT_TIMESTAMP."
+QUEUE_TIMESTAMP_NOT_ALLOWED = (
+    "Timestamp can only be specified when StartingPosition Type is AT_TIMESTAMP."
+)
+QUEUE_MAX_RECEIVE_COUNT_REQUIRED = (
+    "MaxReceiveCount is required when DeadLetterConfiguration TargetType is BUILT_IN."
+)
+QUEUE_MAX_RECEIVE_COUNT_NOT_ALLOWED = (
+    "MaxReceiveCount can only be specified when DeadLetterConfiguration TargetType is BUILT_IN."
+)
+QUEUE_FILTER_ONE_STREAM = "StreamFilter must contain exactly one entry."
+
+
+def queue_consumers_exceeded(stream_name: str, limit: int) -> str:
+    return f"Stream {stream_name} already has {limit} registered consumers and queues, its limit."
+
+
+def receipt_handle_invalid(handle: str) -> str:
+    return f"The receipt handle {handle} is not valid for this queue."
+
+
+def receipt_handle_expired(handle: str) -> str:
+    return (
+        f"The receipt handle {handle} has expired: the record was received again or is no "
+        "longer in the queue."
+    )
+
+
+def record_is_dead_letter(record_id: str) -> str:
+    return f"Record {record_id} is a dead-letter record; use the dead-letter queue operations."
+
+
+def record_is_not_dead_letter(record_id: str) -> str:
+    return f"Record {record_id} is not a dead-letter record."
+
+
+def invalid_next_token(token: str) -> str:
+    return f"Invalid NextToken {token}."

@@ -216,3 +216,12 @@ video_read_records_max = 100  # records per internal GetRecords while reading fr
 assert video_get_media_poll_ms < video_get_media_idle_ms
 video_clip_fragments_max = 200  # GetClip: fragments in one clip
 video_clip_bytes_max = 100 * MiB  # GetClip: bytes in one clip (AWS: 100 MB)
+
+# Queues (CreateQueue, ReceiveQueueRecords, ...). Records a queue holds (in flight, visible
+# again or dead-lettered): its delivery state lives in the metadata image, so it is bounded;
+# a full queue delivers only what it already holds until acknowledgements make room.
+queue_records_held_max = 10_000
+queue_receive_limit_max = 10  # the model's ReceiveQueueRecordsInputLimit
+queue_receive_wait_s_default = 9  # WaitTimeSeconds when the request names none (AWS)
+queue_poll_interval_ms = 200  # a waiting receive looks for records this often
+list_queues_page_max = 100  # ListQueues/ListChannels return at most 100 per page (AWS)

@@ -19,6 +19,13 @@ from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
 from broker.meta.video_table import VideoStreamMeta
+from broker.queues.state import (
+    CursorAdvance,
+    Redelivery,
+    SettleEntry,
+    Settlement,
+    StartingPosition,
+)
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
@@ -710,6 +717,76 @@ StreamFeatureCommand = (
 )
 
 
+# --- Queues (issue 14; rules in broker/queues/state.py, transitions/queues.py) ------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateQueue:
+    """A queue on the live stream incarnation `stream_uid`. Result: the QueueMeta."""
+
+    now_ms: int
+    arn: str
+    queue_id: str
+    name: str
+    account_id: str
+    region: str
+    stream_uid: int
+    starting_position: StartingPosition
+    start_timestamp_ms: int | None
+    visibility_timeout_s: int
+    dead_letter_enabled: bool
+    max_receive_count: int
+    tags: tuple[tuple[str, str], ...] = ()
+    consumers_per_stream_max: int = 20  # shared with enhanced fan-out consumers (AWS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateQueue:
+    """New attributes; None leaves one unchanged. Result: the QueueMeta."""
+
+    now_ms: int
+    arn: str
+    visibility_timeout_s: int | None = None
+    dead_letter_enabled: bool | None = None
+    max_receive_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteQueue:
+    now_ms: int
+    arn: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimQueueRecords:
+    """One ReceiveQueueRecords (or ReceiveDeadLetterQueueRecords, `dead_letter`): the claims
+    the serving node read and expects to win. Result: the `Delivered` list, in order."""
+
+    now_ms: int
+    arn: str
+    dead_letter: bool
+    advances: tuple[CursorAdvance, ...]
+    redeliveries: tuple[Redelivery, ...]
+    dropped: tuple[str, ...]
+    token_seed: str
+    visibility_ms: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleQueueRecords:
+    """Acknowledge, change visibility or restore a batch of receipt handles. Result:
+    (succeeded handles, failures) as `broker.queues.state.settle` returns them."""
+
+    now_ms: int
+    arn: str
+    settlement: Settlement
+    entries: tuple[SettleEntry, ...]
+
+
+QueueCommand = CreateQueue | UpdateQueue | DeleteQueue | ClaimQueueRecords | SettleQueueRecords
+
+
 Command = (
     InitCluster
     | CreateStream
@@ -735,6 +812,7 @@ Command = (
     | AnalyticsCommand
     | DeliveryStreamCommand
     | StreamFeatureCommand
+    | QueueCommand
 )
 
 
@@ -794,6 +872,11 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         SetStreamEncryption,
         UpdateStreamWarmThroughput,
         UpdateRecordDistribution,
+        CreateQueue,
+        UpdateQueue,
+        DeleteQueue,
+        ClaimQueueRecords,
+        SettleQueueRecords,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -24,6 +24,7 @@ from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
 from broker.meta.delivery_streams import DeliveryStreamMeta
 from broker.meta.video_table import VideoTable
+from broker.queues.state import QueueTable
 from broker.streams.account_settings import AccountSettings
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
@@ -273,6 +274,9 @@ class MetadataImage:
     # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
     # of the key); changed only by the delivery-stream commands.
     delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
+    # Kinesis queues and every held record's delivery state (issue 14), keyed by queue ARN;
+    # changed only by the queue commands (`transitions/queues.py`).
+    queues: QueueTable = field(default_factory=QueueTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

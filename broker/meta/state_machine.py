@@ -41,16 +41,19 @@ from broker.meta.commands import (
     ChangeDeliveryStreamTags,
     ChangeRetention,
     CheckpointLeaseCommand,
+    ClaimQueueRecords,
     Command,
     CompleteReshard,
     CreateAnalyticsApplication,
     CreateDeliveryStream,
     CreateLeasesCommand,
+    CreateQueue,
     CreateStream,
     CreateVideoStream,
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
+    DeleteQueue,
     DeleteResourcePolicy,
     DeleteStream,
     DeleteVideoStream,
@@ -73,6 +76,7 @@ from broker.meta.commands import (
     SetNodeState,
     SetShardLeader,
     SetStreamEncryption,
+    SettleQueueRecords,
     StealLeaseCommand,
     TagVideoStream,
     TakeLeaseCommand,
@@ -81,6 +85,7 @@ from broker.meta.commands import (
     UpdateAccountSettings,
     UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
+    UpdateQueue,
     UpdateRecordDistribution,
     UpdateStreamLimits,
     UpdateStreamMode,
@@ -94,6 +99,7 @@ from broker.meta.transitions import (
     analytics_applications,
     delivery_streams,
     nodes,
+    queues,
     reshards,
     stream_consumers,
     stream_features,
@@ -231,5 +237,15 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return delivery_streams.change_tags(image, command)
         case SetDeliveryStreamEncryption():
             return delivery_streams.set_encryption(image, command)
+        case CreateQueue():
+            return queues.create(image, command)
+        case UpdateQueue():
+            return queues.update(image, command)
+        case DeleteQueue():
+            return queues.delete(image, command)
+        case ClaimQueueRecords():
+            return queues.claim(image, command)
+        case SettleQueueRecords():
+            return queues.settle(image, command)
         case _:
             assert_never(command)

@@ -8,6 +8,7 @@ from typing import Any
 
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
+from broker.queues.operations import QueueOperations
 from broker.service import account, control, reshard, stream_consumers, stream_features
 from broker.service.context import ServiceContext
 from broker.service.records import RecordsApi
@@ -92,6 +93,8 @@ class KinesisService:
                 stream_features.update_record_distribution(ctx, r)
             ),
         }
+        # Queues (broker/queues/): records delivered one by one with acknowledgements.
+        self._handlers.update(QueueOperations(ctx).handlers())
 
     @property
     def operations(self) -> frozenset[str]:

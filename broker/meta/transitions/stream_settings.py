@@ -17,6 +17,7 @@ from broker.meta.commands import (
     UpdateStreamMode,
 )
 from broker.meta.image import MetadataImage, RecordDistribution, StreamMode, StreamStatus
+from broker.meta.transitions import queues
 from broker.meta.transitions.account_limits import check_on_demand_limit
 from broker.meta.transitions.common import (
     account_id,
@@ -140,6 +141,8 @@ def update_stream_mode(
             f"capacity mode updated {len(recent)} times in the last 24 hours. Limit: "
             f"{limits.update_stream_mode_per_day_max}.",
         )
+    if command.mode is StreamMode.PROVISIONED:
+        queues.refuse_if_stream_has_queues(image, meta.uid, meta.name)
     if command.mode is StreamMode.ON_DEMAND:
         check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
     changed = dataclasses.replace(
