@@ -233,3 +233,21 @@ def record_is_not_dead_letter(record_id: str) -> str:
 
 def invalid_next_token(token: str) -> str:
     return f"Invalid NextToken {token}."
+
+
+# --- Tag characters (AddTagsToStream, RemoveTagsFromStream, TagResource, CreateStream) -----
+# AWS's texts as kinesalite recorded them (actions/addTagsToStream.js, removeTagsFromStream.js).
+
+TAG_INVALID_CHARACTERS = (
+    "Some tags contain invalid characters. Valid characters: "
+    "Unicode letters, digits, white space, _ . / = + - % @."
+)
+
+
+def tag_percent_refused(verb: str, stream_name: str, account_id: str) -> str:
+    """`verb` is "add tags to" or "remove tags from"."""
+    return (
+        f"Failed to {verb} stream {stream_name} under account {account_id} because some tags "
+        "contained illegal characters. The allowed characters are Unicode letters, "
+        "white-spaces, '_',',','/','=','+','-','@'."
+    )

@@ -43,6 +43,7 @@ from broker.service.context import ServiceContext
 from broker.service.records import read_routed, records_shape
 from broker.service.shards import ReadRequest, ReadThrottle
 from broker.service.tokens import decode_token, encode_token
+from broker.streams import tag_rules
 from broker.timestamps import datetime_from_ms, ms_from_datetime
 from broker.types import Offset, StreamUid
 
@@ -112,6 +113,12 @@ class QueueOperations:
             else ms_from_datetime(timestamp),
         }[position]
         tags: dict[str, str] = request.get("Tags") or {}
+        tag_rules.check_tag_characters(
+            [*tags, *tags.values()],
+            verb=tag_rules.ADD,
+            stream_name=stream.name,
+            account_id=ctx.config.account_id,
+        )
         if len(tags) > limits.tags_per_stream_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
