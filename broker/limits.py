@@ -101,10 +101,13 @@ http_body_bytes_max = 16 * MiB
 http2_body_discard_bytes_max = 4 * http_body_bytes_max
 http_headers_bytes_max = 64 * KiB  # request line + headers (h11) / header list (h2); SigV4 fits
 http_streams_per_connection_max = 100  # concurrent HTTP/2 streams per connection
-# Idle keep-alive; above the 60 s idle pools of the AWS SDKs. Also the header-read bound:
-# hypercorn counts a connection without a whole request as idle however many bytes arrive, so
-# a client that never finishes its headers is cut off after this long.
+# Idle keep-alive; above the 60 s idle pools of the AWS SDKs. Also the bound on a connection
+# that opens and sends nothing (hypercorn counts it as idle).
 http_keep_alive_s = 75
+# From the first byte of an HTTP/1.1 request to the end of its headers (slowloris): clients
+# send their headers at once, so 20 s is generous (Apache's mod_reqtimeout starts at 20 s).
+http_header_read_s = 20.0
+assert http_header_read_s < http_keep_alive_s
 http_shutdown_grace_s = 5.0  # in-flight requests get this long when the node stops
 
 # --- Enhanced fan-out (SubscribeToShard; service/subscriptions.py) ---------------------------
