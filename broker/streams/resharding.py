@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import assert_never
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import (
     ReshardKind,
@@ -89,10 +89,9 @@ def validate_split(stream: StreamMeta, *, shard_index: int, new_starting_hash_ke
     if key <= shard.hash_key_start + 1 or key >= shard.hash_key_end:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"NewStartingHashKey {key} used in SplitShard() on shard {shard.shard_id} in stream "
-            f"{stream.name} is not both greater than one plus the shard's StartingHashKey "
-            f"{shard.hash_key_start} and less than the shard's EndingHashKey "
-            f"{shard.hash_key_end}.",
+            error_messages.split_key_out_of_range(
+                key, shard.shard_id, stream.name, shard.hash_key_start, shard.hash_key_end
+            ),
         )
 
 
@@ -107,8 +106,7 @@ def validate_merge(stream: StreamMeta, *, shard_index: int, adjacent_shard_index
     if shard.index == adjacent.index or not contiguous:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Shards {shard.shard_id} and {adjacent.shard_id} in stream {stream.name} are not "
-            "an adjacent pair of shards eligible for merging",
+            error_messages.shards_not_adjacent(shard.shard_id, adjacent.shard_id, stream.name),
         )
 
 
@@ -124,36 +122,42 @@ def validate_update_shard_count(
     if target < 1:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value '{target}' at 'targetShardCount' failed to "
-            "satisfy constraint: Member must have value greater than or equal to 1",
+            error_messages.validation_errors(
+                [
+                    error_messages.constraint_violation(
+                        f"'{target}'",
+                        "targetShardCount",
+                        "Member must have value greater than or equal to 1",
+                    )
+                ]
+            ),
         )
     open_count = len(stream.open_shards())
-    counts = f"Current open shard count: {open_count}, Target shard count: {target}"
     if target > limits.shard_count_per_stream_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            "Target shard count or number of open shards cannot be greater than "
-            f"{limits.shard_count_per_stream_max}. {counts}",
+            error_messages.shard_count_above_maximum(
+                limits.shard_count_per_stream_max, open_count, target
+            ),
         )
     if target > open_count * 2:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"UpdateShardCount cannot scale up over double your current open shard count. {counts}",
+            error_messages.shard_count_over_double(open_count, target),
         )
     if target < math.ceil(open_count / 2):
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            "UpdateShardCount cannot scale down below half your current open shard count. "
-            f"{counts}",
+            error_messages.shard_count_below_half(open_count, target),
         )
     # A rolling window: a call exactly 24 h ago no longer counts.
     recent = [t for t in stream.shard_count_updates_ms if now_ms - t < DAY_MS]
     if len(recent) >= limits.update_shard_count_per_day_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"UpdateShardCount can be called at most {limits.update_shard_count_per_day_max} "
-            f"times in a rolling 24-hour period for stream {stream.name}; it was called "
-            f"{len(recent)} times.",
+            error_messages.shard_count_updates_per_day(
+                limits.update_shard_count_per_day_max, stream.name, len(recent)
+            ),
         )
 
 
@@ -162,14 +166,13 @@ def _open_shard(stream: StreamMeta, shard_index: int) -> ShardMeta:
     if shard is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Could not find shard shardId-{shard_index:012d} in stream {stream.name}.",
+            error_messages.reshard_shard_not_found(f"shardId-{shard_index:012d}", stream.name),
         )
     # SEALING counts as taken: it is the parent of a reshard in progress.
     if shard.state is not ShardState.OPEN:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Shard {shard.shard_id} in stream {stream.name} has already been merged or split, "
-            "and thus is not eligible for merging or splitting.",
+            error_messages.shard_not_eligible(shard.shard_id, stream.name),
         )
     return shard
 
