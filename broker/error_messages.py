@@ -212,6 +212,10 @@ def queue_consumers_exceeded(stream_name: str, limit: int) -> str:
     return f"Stream {stream_name} already has {limit} registered consumers and queues, its limit."
 
 
+def too_many_queue_tags(limit: int) -> str:
+    return f"A queue cannot have more than {limit} tags."
+
+
 def receipt_handle_invalid(handle: str) -> str:
     return f"The receipt handle {handle} is not valid for this queue."
 

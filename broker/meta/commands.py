@@ -784,7 +784,25 @@ class SettleQueueRecords:
     entries: tuple[SettleEntry, ...]
 
 
-QueueCommand = CreateQueue | UpdateQueue | DeleteQueue | ClaimQueueRecords | SettleQueueRecords
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeQueueTags:
+    """TagResource (`added`) or UntagResource (`removed`) on a queue ARN. Result: QueueMeta."""
+
+    now_ms: int
+    arn: str
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
+    tags_max: int = 50
+
+
+QueueCommand = (
+    CreateQueue
+    | UpdateQueue
+    | DeleteQueue
+    | ClaimQueueRecords
+    | SettleQueueRecords
+    | ChangeQueueTags
+)
 
 
 Command = (
@@ -877,6 +895,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         DeleteQueue,
         ClaimQueueRecords,
         SettleQueueRecords,
+        ChangeQueueTags,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -39,6 +39,7 @@ from broker.meta.commands import (
     ChangeAnalyticsApplication,
     ChangeConsumerTags,
     ChangeDeliveryStreamTags,
+    ChangeQueueTags,
     ChangeRetention,
     CheckpointLeaseCommand,
     ClaimQueueRecords,
@@ -247,5 +248,7 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return queues.claim(image, command)
         case SettleQueueRecords():
             return queues.settle(image, command)
+        case ChangeQueueTags():
+            return queues.change_tags(image, command)
         case _:
             assert_never(command)

@@ -210,6 +210,40 @@ class QueueOperations:
         await ctx.metadata.propose(commands.DeleteQueue(now_ms=ctx.now_ms(), arn=arn))
         return {}
 
+    # --- Tags (TagResource, UntagResource, ListTagsForResource on a queue ARN) ---------------
+
+    async def tag_queue(self, request: Request) -> Response:
+        queue = self._queue(request["ResourceARN"])
+        tags: dict[str, str] = request["Tags"]
+        self._check_tags(queue, [*tags, *tags.values()], verb=tag_rules.ADD)
+        await self._ctx.metadata.propose(
+            commands.ChangeQueueTags(
+                now_ms=self._ctx.now_ms(),
+                arn=queue.arn,
+                added=tuple(sorted(tags.items())),
+                tags_max=limits.tags_per_stream_max,
+            )
+        )
+        return {}
+
+    async def untag_queue(self, request: Request) -> Response:
+        queue = self._queue(request["ResourceARN"])
+        keys: list[str] = request["TagKeys"]
+        self._check_tags(queue, keys, verb=tag_rules.REMOVE)
+        await self._ctx.metadata.propose(
+            commands.ChangeQueueTags(now_ms=self._ctx.now_ms(), arn=queue.arn, removed=tuple(keys))
+        )
+        return {}
+
+    async def list_queue_tags(self, request: Request) -> Response:
+        queue = self._queue(request["ResourceARN"])
+        return {"Tags": [{"Key": key, "Value": value} for key, value in queue.tags]}
+
+    def _check_tags(self, queue: QueueMeta, texts: list[str], *, verb: str) -> None:
+        tag_rules.check_tag_characters(
+            texts, verb=verb, stream_name=queue.stream_name, account_id=self._ctx.config.account_id
+        )
+
     # --- Receiving ------------------------------------------------------------------------
 
     async def receive(self, request: Request, *, dead_letter: bool) -> Response:

@@ -117,6 +117,14 @@ async def test_queue_definitions(kinesis: Any) -> None:
         "DeadLetterConfiguration": {"TargetType": "NONE"},
     }
 
+    # Tags on a queue ARN, with AWS's character rules.
+    await call(kinesis.tag_resource, ResourceARN=arn, Tags={"env": "prod"})
+    await call(kinesis.untag_resource, ResourceARN=arn, TagKeys=["team"])
+    listed_tags = await call(kinesis.list_tags_for_resource, ResourceARN=arn)
+    assert listed_tags["Tags"] == [{"Key": "env", "Value": "prod"}]
+    code, _ = await error_of(kinesis.tag_resource, ResourceARN=arn, Tags={"a;b": "c"})
+    assert code == "InvalidArgumentException"
+
     # A stream with queues can be neither deleted nor made provisioned.
     code, message = await error_of(kinesis.delete_stream, StreamName="clicks")
     assert code == "ResourceInUseException"

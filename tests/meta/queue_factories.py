@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from broker.meta.commands import (
+    ChangeQueueTags,
     ClaimQueueRecords,
     CreateQueue,
     DeleteQueue,
@@ -64,6 +65,9 @@ def every_queue_command(*, now_ms: int) -> list[QueueCommand]:
             arn=QUEUE_ARN,
             settlement=Settlement.CHANGE_VISIBILITY,
             entries=(SettleEntry(receipt_handle="0f0e.42.c0ffee0", visibility_timeout_s=9),),
+        ),
+        ChangeQueueTags(
+            now_ms=now_ms, arn=QUEUE_ARN, added=(("a", "b"),), removed=("team",), tags_max=50
         ),
         DeleteQueue(now_ms=now_ms, arn=QUEUE_ARN),
     ]

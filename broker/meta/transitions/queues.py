@@ -14,6 +14,7 @@ from broker import error_messages
 from broker.consumers.registry import ConsumerStatus
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
+    ChangeQueueTags,
     ClaimQueueRecords,
     CreateQueue,
     DeleteQueue,
@@ -132,6 +133,20 @@ def settle(image: MetadataImage, command: SettleQueueRecords) -> tuple[MetadataI
         queue, command.settlement, command.entries, now_ms=command.now_ms
     )
     return _stored(image, changed), (succeeded, failed)
+
+
+def change_tags(image: MetadataImage, command: ChangeQueueTags) -> tuple[MetadataImage, object]:
+    queue = _queue(image, command.arn)
+    tags = dict(queue.tags)
+    tags.update(command.added)
+    for key in command.removed:
+        tags.pop(key, None)
+    if len(tags) > command.tags_max:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED, error_messages.too_many_queue_tags(command.tags_max)
+        )
+    changed = dataclasses.replace(queue, tags=tuple(sorted(tags.items())))
+    return _stored(image, changed), changed
 
 
 def refuse_if_stream_has_queues(image: MetadataImage, stream_uid: int, stream_name: str) -> None:
