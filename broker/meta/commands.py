@@ -20,6 +20,13 @@ from broker.meta.image import NodeState, RecordDistribution, ReshardKind, Stream
 from broker.meta.image_codec import dataclass_from_members, to_document
 from broker.meta.metadata_format import FIRST_FORMAT, command_level, members_after
 from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta
+from broker.queues.state import (
+    CursorAdvance,
+    Redelivery,
+    SettleEntry,
+    Settlement,
+    StartingPosition,
+)
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
@@ -789,6 +796,94 @@ StreamFeatureCommand = (
 )
 
 
+# --- Queues (issue 14; rules in broker/queues/state.py, transitions/queues.py) ------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateQueue:
+    """A queue on the live stream incarnation `stream_uid`. Result: the QueueMeta."""
+
+    now_ms: int
+    arn: str
+    queue_id: str
+    name: str
+    account_id: str
+    region: str
+    stream_uid: int
+    starting_position: StartingPosition
+    start_timestamp_ms: int | None
+    visibility_timeout_s: int
+    dead_letter_enabled: bool
+    max_receive_count: int
+    tags: tuple[tuple[str, str], ...] = ()
+    consumers_per_stream_max: int = 20  # shared with enhanced fan-out consumers (AWS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateQueue:
+    """New attributes; None leaves one unchanged. Result: the QueueMeta."""
+
+    now_ms: int
+    arn: str
+    visibility_timeout_s: int | None = None
+    dead_letter_enabled: bool | None = None
+    max_receive_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteQueue:
+    now_ms: int
+    arn: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimQueueRecords:
+    """One ReceiveQueueRecords (or ReceiveDeadLetterQueueRecords, `dead_letter`): the claims
+    the serving node read and expects to win. Result: the `Delivered` list, in order."""
+
+    now_ms: int
+    arn: str
+    dead_letter: bool
+    advances: tuple[CursorAdvance, ...]
+    redeliveries: tuple[Redelivery, ...]
+    dropped: tuple[str, ...]
+    token_seed: str
+    visibility_ms: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleQueueRecords:
+    """Acknowledge, change visibility or restore a batch of receipt handles. Result:
+    (succeeded handles, failures) as `broker.queues.state.settle` returns them."""
+
+    now_ms: int
+    arn: str
+    settlement: Settlement
+    entries: tuple[SettleEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeQueueTags:
+    """TagResource (`added`) or UntagResource (`removed`) on a queue ARN. Result: QueueMeta."""
+
+    now_ms: int
+    arn: str
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
+    tags_max: int = 50
+
+
+QueueCommand = (
+    CreateQueue
+    | UpdateQueue
+    | DeleteQueue
+    | ClaimQueueRecords
+    | SettleQueueRecords
+    | ChangeQueueTags
+)
+
+
 Command = (
     InitCluster
     | SetMetadataFormat
@@ -815,6 +910,7 @@ Command = (
     | AnalyticsCommand
     | DeliveryStreamCommand
     | StreamFeatureCommand
+    | QueueCommand
 )
 
 
@@ -880,6 +976,12 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         SetStreamEncryption,
         UpdateStreamWarmThroughput,
         UpdateRecordDistribution,
+        CreateQueue,
+        UpdateQueue,
+        DeleteQueue,
+        ClaimQueueRecords,
+        SettleQueueRecords,
+        ChangeQueueTags,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})

@@ -25,6 +25,7 @@ from broker.meta.capacity_table import CapacityTable
 from broker.meta.delivery_streams import DeliveryStreamMeta
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from broker.meta.video_table import VideoTable
+from broker.queues.state import QueueTable
 from broker.streams.account_settings import AccountSettings
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
@@ -277,6 +278,9 @@ class MetadataImage:
     # The cluster's metadata format (`meta/metadata_format.py`): what every node writes, so
     # that every member can read it. Set by InitCluster, raised by SetMetadataFormat.
     metadata_format: int = METADATA_FORMAT_MAX
+    # Kinesis queues and every held record's delivery state (issue 14), keyed by queue ARN;
+    # changed only by the queue commands (`transitions/queues.py`).
+    queues: QueueTable = field(default_factory=QueueTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

@@ -39,19 +39,23 @@ from broker.meta.commands import (
     ChangeAnalyticsApplication,
     ChangeConsumerTags,
     ChangeDeliveryStreamTags,
+    ChangeQueueTags,
     ChangeRetention,
     CheckpointLeaseCommand,
+    ClaimQueueRecords,
     Command,
     CompleteReshard,
     CreateAnalyticsApplication,
     CreateDeliveryStream,
     CreateLeasesCommand,
     CreateSignalingChannel,
+    CreateQueue,
     CreateStream,
     CreateVideoStream,
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
+    DeleteQueue,
     DeleteResourcePolicy,
     DeleteSignalingChannel,
     DeleteStream,
@@ -78,6 +82,7 @@ from broker.meta.commands import (
     SetShardLeader,
     SetStreamEncryption,
     SetVideoStreamConfiguration,
+    SettleQueueRecords,
     StealLeaseCommand,
     TagVideoStream,
     TakeLeaseCommand,
@@ -86,6 +91,7 @@ from broker.meta.commands import (
     UpdateAccountSettings,
     UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
+    UpdateQueue,
     UpdateRecordDistribution,
     UpdateSignalingChannel,
     UpdateStreamLimits,
@@ -100,6 +106,7 @@ from broker.meta.transitions import (
     analytics_applications,
     delivery_streams,
     nodes,
+    queues,
     reshards,
     signaling_channels,
     stream_consumers,
@@ -250,5 +257,17 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return delivery_streams.change_tags(image, command)
         case SetDeliveryStreamEncryption():
             return delivery_streams.set_encryption(image, command)
+        case CreateQueue():
+            return queues.create(image, command)
+        case UpdateQueue():
+            return queues.update(image, command)
+        case DeleteQueue():
+            return queues.delete(image, command)
+        case ClaimQueueRecords():
+            return queues.claim(image, command)
+        case SettleQueueRecords():
+            return queues.settle(image, command)
+        case ChangeQueueTags():
+            return queues.change_tags(image, command)
         case _:
             assert_never(command)

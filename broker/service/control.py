@@ -17,6 +17,7 @@ from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, Stream
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
+from broker.streams import tag_rules
 from broker.streams.internal_names import is_internal
 from broker.streams.shard_listing import list_shards_filtered
 from broker.timestamps import ms_from_datetime
@@ -44,6 +45,12 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             f"A stream cannot have more than {limits.tags_per_stream_max} tags.",
         )
     name = request["StreamName"]
+    tag_rules.check_tag_characters(
+        [*tags, *tags.values()],
+        verb=tag_rules.ADD,
+        stream_name=name,
+        account_id=ctx.config.account_id,
+    )
     await ctx.metadata.propose(
         commands.CreateStream(
             now_ms=ctx.now_ms(),
@@ -228,7 +235,20 @@ async def change_retention(ctx: ServiceContext, request: Request, *, increase: b
     return {}
 
 
+def _require_stream(ctx: ServiceContext, name: str) -> None:
+    """Not-found before any tag check, as AWS reports it (the transition checks again)."""
+    if ctx.image().stream(name, now_ms=ctx.now_ms()) is None:
+        raise ctx.stream_not_found(name)
+
+
 async def add_tags(ctx: ServiceContext, name: str, tags: Mapping[str, str]) -> Response:
+    _require_stream(ctx, name)
+    tag_rules.check_tag_characters(
+        [*tags, *tags.values()],
+        verb=tag_rules.ADD,
+        stream_name=name,
+        account_id=ctx.config.account_id,
+    )
     if len(tags) > limits.tags_per_call_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
@@ -241,6 +261,10 @@ async def add_tags(ctx: ServiceContext, name: str, tags: Mapping[str, str]) -> R
 
 
 async def remove_tags(ctx: ServiceContext, name: str, keys: list[str]) -> Response:
+    _require_stream(ctx, name)
+    tag_rules.check_tag_characters(
+        keys, verb=tag_rules.REMOVE, stream_name=name, account_id=ctx.config.account_id
+    )
     await ctx.metadata.propose(
         commands.RemoveTags(now_ms=ctx.now_ms(), name=name, keys=tuple(keys))
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
+from broker.queues.operations import QueueOperations
 from broker.service import account, control, reshard, stream_consumers, stream_features
 from broker.service.context import ServiceContext
 from broker.service.records import RecordsApi
@@ -20,6 +21,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _STREAM_NAMING_MEMBERS = ("StreamName", "StreamARN", "ConsumerARN", "ResourceARN")
 _STREAM_IN_ARN = re.compile(r":stream/([^/]+)")
+_QUEUE_ARN = re.compile(r"arn:aws[\w-]*:kinesis:[\w-]+:\d{12}:queue/\S+")
 
 
 class KinesisService:
@@ -92,6 +94,16 @@ class KinesisService:
                 stream_features.update_record_distribution(ctx, r)
             ),
         }
+        # Queues (broker/queues/): records delivered one by one with acknowledgements. The
+        # tagging operations take a queue ARN as well as a stream's or a consumer's.
+        queues = QueueOperations(ctx)
+        self._handlers.update(queues.handlers())
+        for operation, on_queue in (
+            ("TagResource", queues.tag_queue),
+            ("UntagResource", queues.untag_queue),
+            ("ListTagsForResource", queues.list_queue_tags),
+        ):
+            self._handlers[operation] = _queue_or(on_queue, self._handlers[operation])
 
     @property
     def operations(self) -> frozenset[str]:
@@ -126,6 +138,17 @@ class KinesisService:
                     f"Stream names starting with {INTERNAL_PREFIX} are reserved by Shoal.",
                 )
             raise self.ctx.stream_not_found(name)
+
+
+def _queue_or(on_queue: Handler, otherwise: Handler) -> Handler:
+    """`on_queue` for a request whose ResourceARN names a queue, `otherwise` for the rest."""
+
+    async def handle(request: Request) -> Response:
+        if _QUEUE_ARN.fullmatch(str(request.get("ResourceARN", ""))):
+            return await on_queue(request)
+        return await otherwise(request)
+
+    return handle
 
 
 def _stream_in_arn(arn: str) -> str | None:

@@ -61,6 +61,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.queue_factories import every_queue_command
 from tests.meta.video_factories import every_video_command
 
 EVERY_COMMAND: list[Command] = [
@@ -176,6 +177,7 @@ EVERY_COMMAND: list[Command] = [
     ),
     *every_delivery_stream_command(now_ms=23),
     SetMetadataFormat(now_ms=26, level=2),
+    *every_queue_command(now_ms=29),
 ]
 
 

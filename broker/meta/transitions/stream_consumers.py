@@ -105,7 +105,8 @@ def register_consumer(
         tags=command.tags,
         now_ms=now_ms,
         creating_ms=command.creating_ms,
-        limit=command.consumers_per_stream_max,
+        # Queues count as registered consumers (AWS: they share the limit).
+        limit=command.consumers_per_stream_max - len(image.queues.on_stream(meta.uid)),
     )
     return _consumer_result(image, table, result)
 
