@@ -28,12 +28,14 @@ from broker.meta.image import (
 from broker.meta.transitions.account_limits import check_shard_limit, open_shard_count
 from broker.meta.transitions.common import (
     account_id,
+    account_of,
     live_stream,
     require_active,
     with_stream,
     within_last_day,
 )
 from broker.streams import resharding
+from broker.streams.namespaces import name_of
 from broker.types import ShardIndex, ShardUid
 
 
@@ -131,7 +133,8 @@ def begin_reshard(image: MetadataImage, command: BeginReshard) -> tuple[Metadata
     if meta.mode is StreamMode.ON_DEMAND and command.automatic_reason is None:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"Stream {meta.name} under account {account_id(image)} is in ON_DEMAND capacity "
+            f"Stream {name_of(meta.name)}"
+            f" under account {account_of(image, meta.name)} is in ON_DEMAND capacity "
             "mode; this operation is only supported in PROVISIONED mode.",
         )
     capacity.check_automatic_reshard(meta, command)

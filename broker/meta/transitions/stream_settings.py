@@ -19,12 +19,13 @@ from broker.meta.commands import (
 from broker.meta.image import MetadataImage, RecordDistribution, StreamMode, StreamStatus
 from broker.meta.transitions.account_limits import check_on_demand_limit
 from broker.meta.transitions.common import (
-    account_id,
+    account_of,
     live_stream,
     require_active,
     with_stream,
     within_last_day,
 )
+from broker.streams.namespaces import name_of
 
 
 def check_retention_bounds(hours: int) -> None:
@@ -60,7 +61,8 @@ def merged_tags(
     if len(merged) > limits.tags_per_stream_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Failed to add tags to stream {name} under account {account_id(image)} because "
+            f"Failed to add tags to stream {name_of(name)}"
+            f" under account {account_of(image, name)} because "
             f"a given stream cannot have more than {limits.tags_per_stream_max} tags "
             "associated with it.",
         )
@@ -136,7 +138,8 @@ def update_stream_mode(
     if len(recent) >= limits.update_stream_mode_per_day_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"Stream {meta.name} under account {account_id(image)} has already had its "
+            f"Stream {name_of(meta.name)}"
+            f" under account {account_of(image, meta.name)} has already had its "
             f"capacity mode updated {len(recent)} times in the last 24 hours. Limit: "
             f"{limits.update_stream_mode_per_day_max}.",
         )
