@@ -653,6 +653,9 @@ class Node:
                 secrets_by_access_key=access_keys,
                 region=config.region,
                 service=service.signing_name,
+                # Data streams are namespaced by region: a request signed for any region acts
+                # in that region (streams/namespaces.py). The other services keep the node's.
+                any_region=service.model == KINESIS,
             )
             for service in services
             if access_keys

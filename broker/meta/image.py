@@ -206,6 +206,12 @@ class StreamMeta:
     previous_warm_throughput_mibps: int | None = None
     record_distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
 
+    @property
+    def display_name(self) -> str:
+        """The name clients see: `name` is the stream's key in the image, which carries the
+        namespace for streams outside the default one (`broker/streams/namespaces.py`)."""
+        return self.name.rsplit("/", 1)[-1]
+
     def status(self, *, now_ms: int) -> StreamStatus:
         if self.reshard is not None:
             return StreamStatus.UPDATING

@@ -38,6 +38,7 @@ from broker.meta.metadata_format import (
     image_version,
     members_after,
 )
+from broker.streams.sequence_numbers import api_form, stored_form
 
 # 6: delivery streams (issue 11) and Kinesis Data Analytics applications (issue 12). 5: video
 # streams (issue 13). 4: fan-out consumers, shard loads and scaling events, per-stream limits,
@@ -114,7 +115,9 @@ def to_document(value: Any, tp: Any) -> JsonValue:
     if tp is Checkpoint:
         assert isinstance(value, Checkpoint)
         return {
-            "sequence_number": value.sequence_number,
+            # The previous release's 38-digit layout: it applies these commands too during a
+            # rolling upgrade (streams/sequence_numbers.py `stored_form`).
+            "sequence_number": stored_form(value.sequence_number),
             "sub_sequence_number": value.sub_sequence_number,
         }
     if tp is LeaseTable:
@@ -226,7 +229,7 @@ def _checkpoint_from_document(document: JsonValue) -> Checkpoint:
     _expect(document, dict, Checkpoint)
     if set(document) != {"sequence_number", "sub_sequence_number"}:
         raise ValueError(f"expected a checkpoint, got {document!r}")
-    sequence_number = from_document(document["sequence_number"], str)
+    sequence_number = api_form(from_document(document["sequence_number"], str))
     sub_sequence_number = from_document(document["sub_sequence_number"], int)
     return Checkpoint(sequence_number, sub_sequence_number)  # ValueError if not a checkpoint
 

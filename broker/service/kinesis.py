@@ -10,7 +10,7 @@ from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.queues.operations import QueueOperations
 from broker.service import account, control, reshard, stream_consumers, stream_features
-from broker.service.context import ServiceContext
+from broker.service.context import CURRENT_CALLER, ServiceContext
 from broker.service.records import RecordsApi
 from broker.service.subscriptions import Subscriptions
 from broker.streams.internal_names import INTERNAL_PREFIX, is_internal
@@ -115,12 +115,16 @@ class KinesisService:
         """Run one validated operation. Raises ShoalError for every client-visible failure.
         `caller` is the doors' `Caller`, None (or a Caller with door "internal") for the
         node's own calls: only those may name an internal stream (`streams.internal_names`).
-        Otherwise it is not consulted yet: every stream lives in the node's configured region
-        and account."""
+        Its account and region are the namespace stream names resolve in
+        (`streams/namespaces.py`; `ServiceContext.namespace`)."""
         handler = self._handlers[operation]
         if caller is not None and caller.door != "internal":
             self._refuse_internal_streams(operation, request)
-        return await handler(request)
+        token = CURRENT_CALLER.set(caller)
+        try:
+            return await handler(request)
+        finally:
+            CURRENT_CALLER.reset(token)
 
     def _refuse_internal_streams(self, operation: str, request: Request) -> None:
         """An outside caller naming an internal stream (by name or in any ARN) is answered as

@@ -108,7 +108,7 @@ def find_consumer(ctx: ServiceContext, request: Request) -> StreamConsumer:
     stream = _stream_of_arn(ctx, stream_arn)
     consumer = consumers.by_name(stream.uid, name, now_ms=now_ms)
     if consumer is None:
-        raise _consumer_not_found(f"{name} under stream {stream.name}")
+        raise _consumer_not_found(f"{name} under stream {stream.display_name}")
     return consumer
 
 

@@ -29,12 +29,14 @@ from broker.meta.image import (
 from broker.meta.transitions.account_limits import check_shard_limit, open_shard_count
 from broker.meta.transitions.common import (
     account_id,
+    account_of,
     live_stream,
     require_active,
     with_stream,
     within_last_day,
 )
 from broker.streams import resharding
+from broker.streams.namespaces import name_of
 from broker.types import ShardIndex, ShardUid
 
 
@@ -137,7 +139,9 @@ def begin_reshard(image: MetadataImage, command: BeginReshard) -> tuple[Metadata
     if meta.mode is StreamMode.ON_DEMAND and command.automatic_reason is None:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            error_messages.only_in_provisioned_mode(meta.name, account_id(image)),
+            error_messages.only_in_provisioned_mode(
+                name_of(meta.name), account_of(image, meta.name)
+            ),
         )
     capacity.check_automatic_reshard(meta, command)
     request = _reshard_request(image, command)

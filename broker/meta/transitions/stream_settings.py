@@ -20,12 +20,13 @@ from broker.meta.image import MetadataImage, RecordDistribution, StreamMode, Str
 from broker.meta.transitions import queues
 from broker.meta.transitions.account_limits import check_on_demand_limit
 from broker.meta.transitions.common import (
-    account_id,
+    account_of,
     live_stream,
     require_active,
     with_stream,
     within_last_day,
 )
+from broker.streams.namespaces import name_of
 
 
 def check_retention_bounds(hours: int) -> None:
@@ -67,7 +68,7 @@ def merged_tags(
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
             error_messages.too_many_stream_tags(
-                name, account_id(image), limits.tags_per_stream_max
+                name_of(name), account_of(image, name), limits.tags_per_stream_max
             ),
         )
     return tuple(sorted(merged.items()))
@@ -139,7 +140,10 @@ def update_stream_mode(
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
             error_messages.stream_mode_updates_per_day(
-                meta.name, account_id(image), len(recent), limits.update_stream_mode_per_day_max
+                name_of(meta.name),
+                account_of(image, meta.name),
+                len(recent),
+                limits.update_stream_mode_per_day_max,
             ),
         )
     if command.mode is StreamMode.PROVISIONED:
