@@ -73,12 +73,25 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
                 "ForgetDeliveryStream",
                 "SetDeliveryStreamEncryption",
                 "UpdateDeliveryStreamDestination",
+                # Video configurations and signaling channels (issue 13).
+                "SetVideoStreamConfiguration",
+                "CreateSignalingChannel",
+                "DeleteSignalingChannel",
+                "UpdateSignalingChannel",
+                "SetChannelMediaStorage",
+                # Kinesis queues (issue 14).
+                "CreateQueue",
+                "UpdateQueue",
+                "DeleteQueue",
+                "ClaimQueueRecords",
+                "SettleQueueRecords",
+                "ChangeQueueTags",
             }
         ),
         members={
             "CreateStream": frozenset({"record_distribution", "warm_throughput_mibps"}),
             # (and `metadata_format` itself, written from level 2 on: image_codec)
-            "MetadataImage": frozenset({"video", "analytics", "delivery_streams"}),
+            "MetadataImage": frozenset({"video", "analytics", "delivery_streams", "queues"}),
             "StreamMeta": frozenset(
                 {
                     "resource_policy",
@@ -91,8 +104,9 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
                 }
             ),
         },
-        summary="video streams, SQL applications, delivery streams, stream resource policies, "
-        "encryption, warm throughput and record distribution",
+        summary="video streams and signaling channels, SQL applications, delivery streams, "
+        "Kinesis queues, stream resource policies, encryption, warm throughput and record "
+        "distribution",
     ),
 )
 
