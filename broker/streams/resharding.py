@@ -145,6 +145,14 @@ def validate_update_shard_count(
             ErrorCode.LIMIT_EXCEEDED,
             error_messages.shard_count_over_double(open_count, target),
         )
+    if target > open_count:  # scaling up splits every open shard in half (AWS's topology)
+        single_key = [s for s in stream.open_shards() if s.hash_key_end == s.hash_key_start]
+        if single_key:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"UpdateShardCount cannot scale up: shard {single_key[0].shard_id} holds a "
+                "single hash key and cannot be split in half. Merge it with a neighbour first.",
+            )
     if target < math.ceil(open_count / 2):
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,

@@ -210,6 +210,11 @@ def _dash_player_frame_times(url: str) -> list[int]:
         timeout=60,
         check=False,
     )
+    if result.returncode != 0 and "Error when loading first fragment" in result.stderr:
+        # Known gap (docs/ARCHITECTURE.md, Known gaps): FFmpeg 5.1's DASH demuxer sizes its URL
+        # buffer from the manifest URL's length, and a segment URL carrying AWS's 56-digit
+        # FragmentNumber next to the session token is longer, so it is truncated.
+        pytest.xfail("FFmpeg 5.1's DASH demuxer truncates segment URLs longer than the MPD's")
     assert result.returncode == 0, result.stderr
     return [round(float(line.split(",")[0]) * 1000) for line in result.stdout.split()]
 
