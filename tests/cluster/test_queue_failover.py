@@ -11,34 +11,17 @@ acknowledged; node 1 restarted, and a receive through it finds nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ShoalError
-from tests.cluster.helpers import wait_formed
 from tests.support import ClusterProcesses, serving, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 VISIBILITY_S = 2
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 def receive(client: ShoalClient, arn: str) -> list[dict[str, Any]]:
