@@ -17,7 +17,7 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
    `to_send` through the `Transport`; starts the log reads followers need to catch up (owned
    tasks, their results fed back with `read_done`); answers producers up to `committed_end`
    (a replica that `abandoned` its leadership keeps them until it learns whether their
-   records survived, `_Local`); `advance`s;
+   records survived, `driver_core.Local`); `advance`s;
    and finally answers the Prepares whose promises that turn made durable.
 
 Producers call `append` (the service's `LocalReplicas.append`) on the loop: the replica assigns
@@ -35,34 +35,35 @@ node stop), before the GroupCommitWriter stops. Loop-bound; not thread-safe. A n
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
-import heapq
 import logging
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from broker import limits
 from broker.clock import Clock
-from broker.errors import ErrorCode, ShoalError
+from broker.errors import ShoalError
 from broker.log.disk_guard import DiskGuard
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.records import AppendBatch, LogCorruptionError, NewRecord
 from broker.log.store import LogStore, LogStoreError
 from broker.meta.controller_core import RejoiningReplica
-from broker.meta.image import MetadataImage, ShardState
+from broker.meta.image import MetadataImage
 from broker.metrics import ReplicationProbe, ReplicationView
 from broker.replication import replica as core
-from broker.replication.messages import Append, Prepare, Promise, ReplicationMessage
-from broker.replication.refusals import RefusalReason, ShardRefusedError
-from broker.replication.replica import (
-    ReplicaDurableState,
-    ReplicaStatistics,
-    ReplicationKnobs,
-    ShardReplica,
+from broker.replication.driver_core import (
+    Appended,
+    DriverCore,
+    DriverStatistics,
+    Local,
+    Turn,
+    run_calls,
 )
+from broker.replication.messages import Promise, ReplicationMessage
+from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.replication.replica import ReplicaStatistics, ReplicationKnobs
 from broker.replication.transport import FetchRefused, SealAnswer, Transport
 from broker.types import NodeId, Offset, ShardUid
 
@@ -75,107 +76,6 @@ _PERSIST_ERRORS = (ShoalError, LogStoreError, LogCorruptionError)
 # Replicas are ticked when their own timer comes due (`_tick_due`); every this often all of
 # them are ticked anyway, a cheap backstop for a schedule some code path forgot to update.
 _SWEEP_INTERVAL_S = 2.0
-
-
-@dataclass(slots=True, kw_only=True)
-class _Waiter:
-    end_offset: Offset
-    first_offset: Offset
-    arrival_ms: int
-    future: asyncio.Future[tuple[Offset, int]]
-
-
-@dataclass(slots=True, kw_only=True)
-class _Local:
-    """One local replica and the producers waiting on it.
-
-    `waiters` wait for the leader's commit. When the replica abandons its leadership, their
-    records may still commit under the next leader (if a majority received them) or be cut
-    off: they become `orphans`, answered with success once this replica, now a follower, has
-    a high watermark past them and never truncated or reset its log below their end (then the
-    records at those offsets are still the ones proposed, so their sequence numbers stand), or
-    failed as an unknown outcome (OUTCOME_UNKNOWN: the client decides whether to retry) as soon
-    as it did. A planned leadership move (rebalance, drain) therefore fails no producer.
-    """
-
-    replica: ShardReplica
-    epoch: int = 0  # the epoch of the image entry it was last configured with
-    waiters: collections.deque[_Waiter] = field(default_factory=collections.deque)
-    orphans: list[_Waiter] = field(default_factory=list)
-    persisted_end: Offset  # the log end as of the last persisted Ready
-
-    def fail_waiters(self, reason: RefusalReason, leader: NodeId | None = None) -> None:
-        for waiter in [*self.waiters, *self.orphans]:
-            self._fail(waiter, reason, leader)
-        self.waiters.clear()
-        self.orphans.clear()
-
-    def _fail(self, waiter: _Waiter, reason: RefusalReason, leader: NodeId | None) -> None:
-        if not waiter.future.done():
-            waiter.future.set_exception(
-                ShardRefusedError(
-                    reason, shard_uid=self.replica.shard_uid, leader=leader, epoch=self.epoch
-                )
-            )
-
-    def answer(self, committed_end: Offset) -> None:
-        while self.waiters and self.waiters[0].end_offset <= committed_end:
-            waiter = self.waiters.popleft()
-            if not waiter.future.done():
-                waiter.future.set_result((waiter.first_offset, waiter.arrival_ms))
-
-    def log_cut(self, ready: core.Ready) -> None:
-        """Fails the producers whose records this Ready's reset or truncation removes."""
-        if ready.reset_to is not None:
-            cut: Offset | None = Offset(0)
-        else:
-            cut = ready.truncate_from
-        if cut is None:
-            return
-        kept = []
-        for waiter in self.orphans:
-            if waiter.end_offset > cut:
-                # Cut here, yet a replica elected later may still hold them: unknown.
-                self._fail(waiter, RefusalReason.OUTCOME_UNKNOWN, None)
-            else:
-                kept.append(waiter)
-        self.orphans = kept
-        while self.waiters and self.waiters[-1].end_offset > cut:
-            self._fail(self.waiters.pop(), RefusalReason.OUTCOME_UNKNOWN, None)
-
-    def abandon(self, persisted_end: Offset) -> None:
-        """Only records persisted before this Ready can become orphans: a later removal of
-        them is then a truncation the next Readies show. Unpersisted ones may have been cut
-        in memory already, so their producers fail now (retryable, unknown outcome)."""
-        for waiter in self.waiters:
-            if waiter.end_offset <= persisted_end:
-                self.orphans.append(waiter)
-            else:
-                # Not sent as leader, but on this disk: a later epoch led here could commit
-                # them. Unknown.
-                self._fail(waiter, RefusalReason.OUTCOME_UNKNOWN, None)
-        self.waiters.clear()
-
-    def persisted(self, ready: core.Ready) -> None:
-        if ready.reset_to is not None:
-            self.persisted_end = ready.reset_to
-        if ready.truncate_from is not None:
-            self.persisted_end = ready.truncate_from
-        if ready.appends:
-            self.persisted_end = ready.appends[-1].end_offset
-
-    def answer_orphans(self) -> None:
-        if not self.orphans:
-            return
-        hw = self.replica.high_watermark
-        kept = []
-        for waiter in self.orphans:
-            if waiter.end_offset <= hw:
-                if not waiter.future.done():
-                    waiter.future.set_result((waiter.first_offset, waiter.arrival_ms))
-            elif not waiter.future.done():
-                kept.append(waiter)
-        self.orphans = kept
 
 
 @dataclass(slots=True, kw_only=True)
@@ -196,24 +96,9 @@ class DamagedRange:
     end: Offset
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DriverStatistics:
-    replicas: int
-    leaders: int
-    turns: int
-    inbox_dropped: int
-
-
-_REFUSALS = {
-    core.RefusalReason.NOT_LEADER: RefusalReason.NOT_SHARD_LEADER,
-    core.RefusalReason.STALE_EPOCH: RefusalReason.STALE_EPOCH,
-    core.RefusalReason.SEALED: RefusalReason.SHARD_SEALED,
-    core.RefusalReason.OVERLOADED: RefusalReason.UNAVAILABLE,
-}
-
-
 class ReplicationDriver:
-    """Runs every shard replica of this node (module docstring)."""
+    """Runs every shard replica of this node (module docstring): the async shell around
+    `driver_core.DriverCore`."""
 
     def __init__(
         self,
@@ -232,49 +117,28 @@ class ReplicationDriver:
         probe: ReplicationProbe | None = None,
     ) -> None:
         assert tick_ms >= 1
-        assert inbox_max >= 1
         self._node_id = node_id
         self._probe = probe
-        self._led: set[ShardUid] = set()  # shards led at the last tick (for the probe)
         self._store = store
         self._writer = writer
         self._transport = transport
         self._clock = clock
         self._image = image
         self._tick_ms = tick_ms
-        self._knobs = knobs or ReplicationKnobs()
-        # A node that lost its disk: each replica it held, with the shard's epoch in the image
-        # read after the loss (replica.py, "lost its disk"). Replicas of other shards are new.
-        self._rejoin_floors = dict(rejoin_floors or {})
-        # Below its free-space minimum the node takes no new records (log/disk_guard.py):
-        # producers are refused here, and record batches from leaders are dropped (the leader
-        # keeps resending; its other followers commit). Control batches still go through.
         self._disk = disk
-        self.disk_dropped = 0
-        self._inbox: collections.deque[ReplicationMessage] = collections.deque()
-        self._inbox_max = inbox_max
-        self._locals: dict[ShardUid, _Local] = {}
-        self._applied: MetadataImage | None = None
+        self._core = DriverCore(
+            node_id=node_id,
+            store=store,
+            knobs=knobs,
+            rejoin_floors=rejoin_floors,
+            disk=disk,
+            inbox_max=inbox_max,
+            probe=probe,
+        )
+        self._locals = self._core.locals  # the same dict: the repair code reads it
         self._wake = asyncio.Event()
         self._turned = asyncio.Event()  # set and replaced after every turn
-        # Which replicas a turn asks for a Ready (issue 6: with 1,000 replicas, asking every
-        # one on every wake-up was most of an idle node's CPU). Whatever changes a replica
-        # (an input, a tick) adds it, and a new image asks them all: a replica changed without
-        # being touched here would neither hand out its Ready nor be rescheduled (`_schedule`).
-        self._touched: set[ShardUid] = set()
-        self._touch_all = True
-        # When each replica's tick can next do anything (`ShardReplica.next_tick_ms`, wall ms),
-        # recomputed after every turn that touched it: the timer ticks only those due (issue 6:
-        # ticking 1,000 idle replicas 20 times a second was most of an idle node's CPU). The
-        # heap holds (due, uid) entries; one not matching `_due_ms` is stale and skipped.
-        self._due_ms: dict[ShardUid, int] = {}
-        self._timers: list[tuple[int, ShardUid]] = []
-        self._promises: list[tuple[Promise, asyncio.Future[Promise]]] = []
         self._reads: asyncio.TaskGroup | None = None
-        self._turns = 0
-        self._inbox_dropped = 0
-        self._pending_hws: dict[ShardUid, Offset] = {}
-        self._hws_written_ms = 0
         # Corruption (decisions/0002, "Corruption"): offsets where a read failed, not located
         # yet (None: the shard's time index), and the located damaged ranges being repaired.
         self._suspects: dict[ShardUid, Offset | None] = {}
@@ -286,24 +150,21 @@ class ReplicationDriver:
     def node_id(self) -> NodeId:
         return self._node_id
 
+    @property
+    def disk_dropped(self) -> int:
+        return self._core.disk_dropped
+
+    @property
+    def _applied(self) -> MetadataImage | None:
+        return self._core.applied
+
     # --- Inputs (any task on the loop) ---------------------------------------------------------
 
     def deliver(self, message: ReplicationMessage) -> None:
         """An inbound Append/AppendAck from the transport; dropped when the inbox is full, and
         an Append carrying records while the disk is short of space."""
-        if len(self._inbox) >= self._inbox_max:
-            self._inbox_dropped += 1
-            return
-        if (
-            self._disk is not None
-            and self._disk.full
-            and isinstance(message, Append)
-            and any(not batch.control for batch in message.batches)
-        ):
-            self.disk_dropped += 1
-            return
-        self._inbox.append(message)
-        self._wake.set()
+        if self._core.deliver(message):
+            self._wake.set()
 
     def readable_end(self, shard_uid: ShardUid) -> Offset | None:
         local = self._local(shard_uid)
@@ -328,32 +189,10 @@ class ReplicationDriver:
         """Proposes `records` on the local leader replica; returns (first offset, arrival_ms)
         once a majority holds them. Raises ShardRefusedError (the caller routes again)."""
         self.apply_image()  # cheap when unchanged; a stale epoch must be refused as such
-        local = self._local(shard_uid, epoch=epoch)
-        if local is None or local.epoch < epoch:
-            raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard_uid)
-        if local.epoch > epoch:
-            raise ShardRefusedError(
-                RefusalReason.STALE_EPOCH, shard_uid=shard_uid, epoch=local.epoch
-            )
-        if self._disk is not None and self._disk.full:
-            raise ShoalError(
-                ErrorCode.INTERNAL_FAILURE,
-                self._disk.refusal(self._node_id, self._shard_name(shard_uid)),
-            )
-        outcome = local.replica.propose(records, now_ms)
-        self._touched.add(shard_uid)
-        if isinstance(outcome, core.Refusal):
-            raise ShardRefusedError(
-                _REFUSALS[outcome.reason], shard_uid=shard_uid, leader=outcome.leader, epoch=epoch
-            )
-        future: asyncio.Future[tuple[Offset, int]] = asyncio.get_running_loop().create_future()
-        local.waiters.append(
-            _Waiter(
-                end_offset=outcome.end_offset,
-                first_offset=outcome.first_offset,
-                arrival_ms=outcome.arrival_ms,
-                future=future,
-            )
+        self._local(shard_uid, epoch=epoch)
+        future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
+        self._core.propose(
+            shard_uid, epoch=epoch, records=records, now_ms=now_ms, completion=future
         )
         self._wake.set()
         try:
@@ -366,14 +205,10 @@ class ReplicationDriver:
 
     async def prepare(self, shard_uid: ShardUid, epoch: int) -> Promise | None:
         """The controller's Prepare: answered once the promise is durable (0002 rule 1)."""
-        local = self._local(shard_uid)
-        if local is None:
-            return None
-        promise = local.replica.step(Prepare(shard_uid=shard_uid, epoch=epoch), self._now())
-        assert promise is not None
-        self._touched.add(shard_uid)
+        self._local(shard_uid)
         future: asyncio.Future[Promise] = asyncio.get_running_loop().create_future()
-        self._promises.append((promise, future))
+        if not self._core.prepare(shard_uid, epoch, now_ms=self._now(), completion=future):
+            return None
         self._wake.set()
         async with asyncio.timeout(limits.replication_prepare_timeout_ms / 1000):
             return await future
@@ -388,7 +223,7 @@ class ReplicationDriver:
         try:
             async with asyncio.timeout(wait_ms / 1000):
                 while (end := local.replica.sealed_end()) is None:
-                    self._touched.add(shard_uid)
+                    self._core.touch(shard_uid)
                     self._wake.set()
                     await self._turned.wait()
                 return SealAnswer(end_offset=end)
@@ -396,19 +231,10 @@ class ReplicationDriver:
             return SealAnswer(end_offset=None)
 
     def replica_statistics(self, shard_uids: frozenset[ShardUid]) -> list[ReplicaStatistics]:
-        return [
-            local.replica.statistics()
-            for uid, local in sorted(self._locals.items())
-            if not shard_uids or uid in shard_uids
-        ]
+        return self._core.replica_statistics(shard_uids)
 
     def statistics(self) -> DriverStatistics:
-        return DriverStatistics(
-            replicas=len(self._locals),
-            leaders=sum(1 for x in self._locals.values() if x.replica.role is core.Role.LEADER),
-            turns=self._turns,
-            inbox_dropped=self._inbox_dropped,
-        )
+        return self._core.statistics()
 
     def metrics_view(self) -> ReplicationView:
         """The replicas on this node summarised for `/metrics` (read at scrape time, from the
@@ -438,77 +264,23 @@ class ReplicationDriver:
             damaged_replicas=len(self._damage),
         )
 
-    def _report_leadership(self, candidates: Sequence[_Local], *, every: bool) -> None:
-        """After a turn: leaderships gained and lost, to the probe. A replica changes role only
-        on an input that touches it (a new image touches all), so the turn's candidates are
-        the only ones to look at, unless `every` (a new image may also have dropped some)."""
-        if self._probe is None:
-            return
-        if every:
-            led = {uid for uid, x in self._locals.items() if x.replica.role is core.Role.LEADER}
-            gained, lost = led - self._led, self._led - led
-            self._led = led
-        else:
-            gained, lost = set(), set()
-            for local in candidates:
-                uid = local.replica.shard_uid
-                leads = local.replica.role is core.Role.LEADER
-                if leads and uid not in self._led:
-                    gained.add(uid)
-                    self._led.add(uid)
-                elif not leads and uid in self._led:
-                    lost.add(uid)
-                    self._led.discard(uid)
-        for _ in gained:
-            self._probe.leadership_gained()
-        for _ in lost:
-            self._probe.leadership_lost()
-
     def caught_up(self) -> bool:
-        """No replica on this node is still recovering its log (a node that lost its disk
-        copies it back from the leaders before its replicas count again): the replication
-        half of the readiness probe."""
-        if not self._rejoin_floors:
-            return True  # replicas recover only on a node that lost its disk (_open)
-        return not any(local.replica.statistics().recovering for local in self._locals.values())
+        """No replica on this node is still recovering its log: the replication half of the
+        readiness probe (`DriverCore.caught_up`)."""
+        return self._core.caught_up()
 
     def fenced_leaderships(self) -> list[tuple[ShardUid, int]]:
-        """(shard, image epoch) of the shards this node leads in the image but cannot: a
-        newer epoch was promised by a leader change that did not commit. The heartbeats say
-        so, and the controller runs a leader change again (a new controller knows nothing of
-        its predecessor's failed attempts)."""
-        return [
-            (uid, local.replica.epoch)
-            for uid, local in self._locals.items()
-            if local.replica.fenced()
-        ]
+        return self._core.fenced_leaderships()
 
     def rejoining(self) -> list[RejoiningReplica]:
-        """The replicas lost with the disk that have not rejoined yet, for the heartbeats
-        (the controller moves their leaderships away, and gives a caught-up one a new
-        epoch). Empty, and cheap, once every one of them rejoined."""
-        if not self._rejoin_floors:
-            return []
-        report = []
-        for uid in list(self._rejoin_floors):
-            local = self._locals.get(uid)
-            if local is None:
-                continue  # not configured yet (or no longer ours)
-            stats = local.replica.statistics()
-            if stats.rejoin_floor is None:
-                del self._rejoin_floors[uid]  # rejoined: counts like any replica now
-                continue
-            report.append(
-                RejoiningReplica(shard_uid=uid, epoch=stats.epoch, caught_up=not stats.recovering)
-            )
-        return report
+        return self._core.rejoining()
 
     def leader_count(self) -> int:
-        return sum(1 for x in self._locals.values() if x.replica.role is core.Role.LEADER)
+        return self._core.leader_count()
 
     # --- Configuration from the metadata image -------------------------------------------------
 
-    def _local(self, shard_uid: ShardUid, *, epoch: int = 0) -> _Local | None:
+    def _local(self, shard_uid: ShardUid, *, epoch: int = 0) -> Local | None:
         """The local replica, after applying a newer image if this one is not applied yet
         (or does not know the shard or the epoch the caller saw)."""
         local = self._locals.get(shard_uid)
@@ -519,52 +291,9 @@ class ReplicationDriver:
 
     def apply_image(self) -> None:
         """Configures the replicas from the newest image (idempotent per image)."""
-        image = self._image()
-        if image is self._applied:
-            return
-        self._applied = image
-        now_ms = self._now()
         wall_ms = self._clock.wall_ms()
-        held: set[ShardUid] = set()
-        for stream in image.streams.values():
-            if stream.is_gone(now_ms=wall_ms):
-                continue
-            for shard in stream.shards:
-                if self._node_id not in shard.replicas or shard.epoch < 1:
-                    continue
-                held.add(shard.uid)
-                local = self._locals.get(shard.uid)
-                if local is None:
-                    local = self._locals[shard.uid] = self._open(shard.uid)
-                local.replica.configure(
-                    epoch=shard.epoch,
-                    leader=shard.leader,
-                    replicas=shard.replicas,
-                    sealing=shard.state is not ShardState.OPEN,
-                    now_ms=now_ms,
-                )
-                local.epoch = max(local.epoch, shard.epoch)
-        for uid in [uid for uid in self._locals if uid not in held]:
-            self._locals.pop(uid).fail_waiters(RefusalReason.OUTCOME_UNKNOWN)
-            self._due_ms.pop(uid, None)
-        self._touch_all = True
-        self._wake.set()
-
-    def _open(self, shard_uid: ShardUid) -> _Local:
-        # Point reads on the loop, once per replica per process lifetime (as ShardWriters did).
-        durable = ReplicaDurableState.from_store(
-            self._store, shard_uid, rejoin_floor=self._rejoin_floors.get(shard_uid)
-        )
-        replica = ShardReplica(shard_uid, self._node_id, durable, knobs=self._knobs)
-        log.info(
-            "replica_opened",
-            extra={
-                "shard_uid": shard_uid,
-                "log_end": durable.log_end,
-                "hw": durable.high_watermark,
-            },
-        )
-        return _Local(replica=replica, persisted_end=durable.log_end)
+        if self._core.apply_image(self._image(), now_ms=wall_ms, wall_ms=wall_ms):
+            self._wake.set()
 
     # --- The loop ------------------------------------------------------------------------------
 
@@ -589,131 +318,36 @@ class ReplicationDriver:
                 self._wake.clear()
                 now_ms = self._now()
                 self.apply_image()
-                self._drain_inbox(now_ms)
+                self._core.drain_inbox(now_ms, self._image())
                 if loop.time() >= next_tick:
-                    self._tick_due(now_ms)
+                    self._core.tick_due(now_ms)
                     next_tick = loop.time() + tick_s
                 if loop.time() >= next_sweep:
-                    self._tick_all(now_ms)
+                    self._core.tick_all(now_ms)
                     next_sweep = loop.time() + _SWEEP_INTERVAL_S
                 await self._turn()
 
-    def _tick_due(self, now_ms: int) -> None:
-        """Ticks the replicas whose `next_tick_ms` has come (the others would do nothing)."""
-        timers = self._timers
-        while timers and timers[0][0] <= now_ms:
-            due_ms, uid = heapq.heappop(timers)
-            if self._due_ms.get(uid) != due_ms:
-                continue  # superseded by a later schedule, or the replica is gone
-            del self._due_ms[uid]
-            local = self._locals.get(uid)
-            if local is not None:
-                local.replica.tick(now_ms)
-                self._touched.add(uid)
-
-    def _tick_all(self, now_ms: int) -> None:
-        """The backstop: ticks every replica, due or not. A tick before its due time changes
-        nothing (tests/replication/test_idle_schedule.py), so this only matters if some path
-        changed a replica without marking it touched: its timer is then rebuilt here, within
-        `_SWEEP_INTERVAL_S`, instead of waiting for the next metadata image."""
-        for uid, local in self._locals.items():
-            local.replica.tick(now_ms)
-            self._touched.add(uid)
-
-    def _schedule(self, candidates: Sequence[_Local]) -> None:
-        """Records when each candidate's tick next comes due (after its turn)."""
-        for local in candidates:
-            uid = local.replica.shard_uid
-            due_ms = local.replica.next_tick_ms()
-            if due_ms is None:
-                self._due_ms.pop(uid, None)
-            elif self._due_ms.get(uid) != due_ms:
-                self._due_ms[uid] = due_ms
-                heapq.heappush(self._timers, (due_ms, uid))
-        if len(self._timers) > 4 * len(self._due_ms) + 64:
-            # Busy replicas reschedule every turn: drop the stale entries now and then.
-            self._timers = [(due_ms, uid) for uid, due_ms in self._due_ms.items()]
-            heapq.heapify(self._timers)
-
-    def _drain_inbox(self, now_ms: int) -> None:
-        inbox = self._inbox
-        stepped: set[ShardUid] = set()
-        while inbox:
-            message = inbox.popleft()
-            local = self._locals.get(message.shard_uid)
-            if local is None:
-                self.apply_image()  # a new shard this node has not configured yet
-                local = self._locals.get(message.shard_uid)
-                if local is None:
-                    continue  # not ours (yet): the sender resends
-            local.replica.step(message, now_ms)
-            stepped.add(message.shard_uid)
-        self._touched |= stepped
-        for shard_uid in stepped:
-            local = self._locals.get(shard_uid)
-            if local is not None and local.replica.role is core.Role.LEADER:
-                local.answer(local.replica.high_watermark)  # acks raised it (see _turn)
-
     async def _turn(self) -> None:
-        promises, self._promises = self._promises, []
-        every = self._touch_all
-        if every:
-            candidates = list(self._locals.values())
-        else:
-            candidates = [self._locals[u] for u in self._touched if u in self._locals]
-        self._touch_all = False
-        self._touched = set()
-        work = [(local, local.replica.ready()) for local in candidates if local.replica.has_ready()]
-        if work:
+        turn = self._core.take_turn()
+        if turn.work:
             try:
-                await self._persist(work)
+                await self._persist(turn)
             except _PERSIST_ERRORS as error:
-                await self._recover(work, promises, error)
+                await self._recover(turn, error)
                 return
             self._persist_failures = 0
-            now_ms = self._now()
-            for local, ready in work:
-                for envelope in ready.to_send:
-                    self._transport.send(envelope)
-                for request in ready.reads:
-                    assert self._reads is not None
-                    self._reads.create_task(self._read(local, request))
-                persisted_before = local.persisted_end
-                local.persisted(ready)
-                local.log_cut(ready)
-                if ready.committed_end is not None:
-                    local.answer(ready.committed_end)
-                if ready.abandoned:
-                    local.abandon(persisted_before)
-                local.replica.advance(ready)
-                local.answer_orphans()
-                if local.replica.role is core.Role.LEADER:
-                    # advance() may have raised the HW (this node's own write was the last one
-                    # a majority needed): answer now rather than one turn later. Safe only for
-                    # a leader, whose log below the HW is never cut.
-                    local.answer(local.replica.high_watermark)
-            del now_ms
-        for promise, future in promises:
-            if not future.done():
-                future.set_result(promise)
-        self._schedule(candidates)
-        self._report_leadership(candidates, every=every)
-        self._turns += 1
+        effects = self._core.finish(turn)
+        for envelope in effects.sends:
+            self._transport.send(envelope)
+        for local, request in effects.reads:
+            assert self._reads is not None
+            self._reads.create_task(self._read(local, request))
         self._turned.set()
         self._turned = asyncio.Event()
-        # Only what this turn advanced can have more to do now; the others were touched (and
-        # the loop woken) by whatever changed them meanwhile.
-        again = {local.replica.shard_uid for local, _ in work if local.replica.has_ready()}
-        if again:
-            self._touched |= again
+        if effects.again:
             self._wake.set()
 
-    async def _recover(
-        self,
-        work: Sequence[tuple[_Local, core.Ready]],
-        promises: Sequence[tuple[Promise, asyncio.Future[Promise]]],
-        error: Exception,
-    ) -> None:
+    async def _recover(self, turn: Turn, error: Exception) -> None:
         """A persist failed (a full disk, a broken store): the replicas involved cannot know
         what is durable, so they are rebuilt from the store at the next turn, as after a
         restart (nothing of the failed Ready was sent: sends follow persists). Their producers
@@ -724,19 +358,13 @@ class ReplicationDriver:
         self._persist_failures += 1
         log.error(
             "replica_persist_failed",
-            extra={"error": repr(error), "replicas": len(work), "failures": self._persist_failures},
+            extra={
+                "error": repr(error),
+                "replicas": len(turn.work),
+                "failures": self._persist_failures,
+            },
         )
-        for local, _ in work:
-            uid = local.replica.shard_uid
-            local.fail_waiters(RefusalReason.OUTCOME_UNKNOWN)
-            if self._locals.get(uid) is local:
-                del self._locals[uid]
-            self._due_ms.pop(uid, None)
-        for _, future in promises:
-            if not future.done():
-                future.set_exception(
-                    ShoalError(ErrorCode.UNAVAILABLE, "the replica could not persist its promise")
-                )
+        self._core.fail(turn)
         delay_ms = min(
             limits.replication_persist_backoff_ms_min * 2 ** min(self._persist_failures - 1, 10),
             limits.replication_persist_backoff_ms_max,
@@ -747,8 +375,7 @@ class ReplicationDriver:
         del error
         await asyncio.sleep(delay_ms / 1000)  # a backoff while the disk refuses, not a sync
         await self._reopen_store()
-        self._applied = None  # the next turn opens the dropped replicas from the store again
-        self._turns += 1
+        self._core.forget_image()  # the next turn opens the dropped replicas from the store
         self._turned.set()
         self._turned = asyncio.Event()
         self._wake.set()
@@ -780,53 +407,20 @@ class ReplicationDriver:
             return True  # nothing measures the disk here (tests): try
         return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
 
-    async def _persist(self, work: Sequence[tuple[_Local, core.Ready]]) -> None:
+    async def _persist(self, turn: Turn) -> None:
         """Makes every Ready durable in the order the replica requires (module docstring)."""
-        store = self._store
-        before: list[Callable[[], None]] = []
-        for local, ready in work:
-            shard_uid = local.replica.shard_uid
-            if ready.reset_to is not None:
-                before.append(
-                    functools.partial(store.reset_log, shard_uid, log_start=ready.reset_to)
-                )
-            if ready.truncate_from is not None:
-                before.append(
-                    functools.partial(
-                        store.truncate_suffix, shard_uid, from_offset=ready.truncate_from
-                    )
-                )
-            if ready.promise is not None:
-                before.append(functools.partial(store.promise, shard_uid, ready.promise))
-            if ready.reset_to is not None or ready.truncate_from is not None:
-                self._pending_hws.pop(shard_uid, None)
-            if ready.high_watermark is not None and ready.reset_to is None:
-                self._pending_hws[shard_uid] = ready.high_watermark
-        hws_due = self._pending_hws and (
-            before or self._clock.wall_ms() - self._hws_written_ms >= limits.replication_hw_flush_ms
-        )
-        if hws_due:
-            # The HW is persisted lazily (store.py): a lower one after a crash only delays
-            # reads until the leader's next heartbeat. It never exceeds what was durable before
-            # this Ready (nor a truncation point), so it may go first.
-            hws, self._pending_hws = self._pending_hws, {}
-            self._hws_written_ms = self._clock.wall_ms()
-            before[:0] = [
-                functools.partial(store.set_high_watermark, uid, hw) for uid, hw in hws.items()
-            ]
-        if before:
-            await asyncio.to_thread(_run_all, before)
+        plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
+        if plan.before:
+            await asyncio.to_thread(run_calls, self._store, plan.before)
         futures = [
-            await self._writer.submit(functools.partial(_same, batch))
-            for _, ready in work
-            for batch in ready.appends
+            await self._writer.submit(functools.partial(_same, batch)) for batch in plan.appends
         ]
         if futures:
             # A failed group commit leaves the replicas unable to know what is durable: the
             # error propagates and stops the node (STYLE B.1 #4); a restart recovers.
             await asyncio.gather(*futures)
 
-    async def _read(self, local: _Local, request: core.ReadRequest) -> None:
+    async def _read(self, local: Local, request: core.ReadRequest) -> None:
         """A follower's catch-up read of our log, fed back to the replica. A damaged range
         cannot be sent: it is reported (and repaired); the replica asks again after its resend
         timeout."""
@@ -841,9 +435,7 @@ class ReplicationDriver:
         except LogCorruptionError as error:
             self.report_corruption(error)
             return
-        if self._locals.get(request.shard_uid) is local:
-            local.replica.read_done(request, batches, self._now())
-            self._touched.add(request.shard_uid)
+        if self._core.read_done(local, request, batches, self._now()):
             self._wake.set()
 
     # --- Corruption: damaged ranges and their repair (decisions/0002, "Corruption") ----------
@@ -996,14 +588,6 @@ class ReplicationDriver:
         if self._probe is not None:
             self._probe.range_repaired()
 
-    def _shard_name(self, shard_uid: ShardUid) -> str:
-        image = self._applied
-        for stream in image.streams.values() if image is not None else ():
-            for shard in stream.shards:
-                if shard.uid == shard_uid:
-                    return f"{shard.shard_id} of stream {stream.name}"
-        return f"shard uid {shard_uid}"
-
     def _repair_sources(self, image: MetadataImage, shard_uid: ShardUid) -> list[NodeId]:
         """The other replicas of the shard, its leader first (it holds every committed
         record)."""
@@ -1057,11 +641,6 @@ def _clear_frames(error: BaseException) -> None:
         if current.__traceback__ is not None:
             traceback.clear_frames(current.__traceback__)
         current = current.__cause__ or current.__context__
-
-
-def _run_all(calls: Sequence[Callable[[], None]]) -> None:
-    for call in calls:
-        call()
 
 
 def _same(batch: AppendBatch) -> AppendBatch:

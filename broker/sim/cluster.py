@@ -1,11 +1,15 @@
-"""`SimCluster`: N nodes x M shards of real `ShardReplica`s, driven by the event heap.
+"""`SimCluster`: N nodes x M shards, each node running the real `DriverCore`, on the event heap.
 
-Each simulated node plays the driver's part (decisions/0002): it feeds its replicas messages,
-ticks and proposals, and executes their Readys in the driver's order: apply the Ready to its
-`SimLogStore`, wait for the simulated fsync (a random disk delay), `sync()`, then send, read,
-answer producers and `advance`. A crash drops the node's unsynced writes and everything in
-flight for it (events carry the node's incarnation); a restart rebuilds the replicas from what
-the store kept durable and the current metadata image.
+Each simulated node runs the replication driver's synchronous core (`replication.driver_core`,
+the same code the node's async shell runs): messages, ticks, proposals and Prepares go into it,
+and a turn's Readys are executed as the shell does: `persist_plan` applied to the node's
+`SimLogStore`, the simulated fsync (a random disk delay, sometimes a slow one: BUGGIFY), then
+`finish` (producers answered, orphans kept or failed, Prepares answered) and its sends and
+catch-up reads. One turn is in flight per node, as in the shell. A crash drops the node's
+unsynced writes and everything in flight for it (events carry the node's incarnation); a
+restart builds a new core, which opens its replicas from what the store kept durable and the
+current metadata image. The fault points of `broker.buggify` are enabled for the run, drawn
+from the seed.
 
 A run (`run_seed`) has a fault phase of a given number of events, with the fault plans of
 `faults.py` active, then a quiet phase: faults stop, the network heals, every node restarts,
@@ -15,24 +19,33 @@ virtual time. `invariants.py` checks after every event and at the end.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 
+from broker import buggify
+from broker.errors import ShoalError
 from broker.log.records import NewRecord
-from broker.replication.messages import Promise, ReplicationMessage
-from broker.replication.replica import (
-    Proposal,
-    Ready,
-    ReplicaDurableState,
-    ReplicationKnobs,
-    Role,
-    ShardReplica,
+from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.replication.driver_core import (
+    Appended,
+    DriverCore,
+    Local,
+    TurnEffects,
+    run_calls,
 )
+from broker.replication.messages import Prepare, Promise, ReplicationMessage
+from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.replication.replica import ReadRequest, ReplicationKnobs, Role, ShardReplica
 from broker.sim.disk import SimLogStore
 from broker.sim.network import SimNetwork
 from broker.sim.quorum import CONTROLLER, ShardImage, SimMetadataQuorum
 from broker.sim.world import World
-from broker.types import NodeId, Offset, ShardUid
+from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
+
+_SWEEP_INTERVAL_MS = 2_000  # the driver shell's backstop tick of every replica
+_UNKNOWN = RefusalReason.OUTCOME_UNKNOWN
+_HASH_KEYS = 2**128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,19 +107,12 @@ class SimConfig:
 
 @dataclass(slots=True, kw_only=True)
 class PendingWrite:
-    """A proposal a node's producer waits on."""
+    """A producer's write, as acknowledged (or not)."""
 
     shard_uid: ShardUid
-    epoch: int
     first_offset: Offset
     end_offset: Offset
     records: tuple[NewRecord, ...]
-
-
-@dataclass(slots=True, kw_only=True)
-class _HeldPromise:
-    promise: Promise
-    after_ready_no: int  # send once a Ready with a number >= this one is advanced
 
 
 @dataclass(slots=True, kw_only=True)
@@ -119,12 +125,82 @@ class SimNode:
     # Shards whose replica this node lost with its disk and that has not rejoined yet, with
     # the floor it rejoins above (replica.py, "lost its disk").
     rejoin_floors: dict[ShardUid, int] = field(default_factory=dict)
-    replicas: dict[ShardUid, ShardReplica] = field(default_factory=dict)
-    outstanding: dict[ShardUid, tuple[int, Ready]] = field(default_factory=dict)
-    ready_no: dict[ShardUid, int] = field(default_factory=dict)
-    held: dict[ShardUid, list[_HeldPromise]] = field(default_factory=dict)
-    pending: dict[ShardUid, list[PendingWrite]] = field(default_factory=dict)
-    image: dict[ShardUid, ShardImage] = field(default_factory=dict)
+    core: DriverCore | None = None  # None while down
+    image: dict[ShardUid, ShardImage] = field(default_factory=dict)  # what reached this node
+    metadata: MetadataImage = field(default_factory=MetadataImage)  # `image` as the core reads it
+    turn_scheduled: bool = False
+    in_flight: bool = False  # a turn waits for its fsync
+    dirty: bool = False  # an input arrived while a turn was in flight
+    next_sweep_ms: int = _SWEEP_INTERVAL_MS
+
+    @property
+    def replicas(self) -> dict[ShardUid, ShardReplica]:
+        core = self.core
+        if core is None or not self.alive:
+            return {}
+        return {uid: local.replica for uid, local in core.locals.items()}
+
+    def waiting(self, shard_uid: ShardUid) -> bool:
+        """Producers still wait on this node's replica of the shard."""
+        local = self.core.locals.get(shard_uid) if self.core is not None else None
+        return local is not None and bool(local.waiters or local.orphans)
+
+
+class _ProducerAnswer:
+    """The completion of a producer's append (`driver_core.Completion`)."""
+
+    def __init__(
+        self, cluster: SimCluster, shard_uid: ShardUid, records: tuple[NewRecord, ...]
+    ) -> None:
+        self._cluster = cluster
+        self._shard_uid = shard_uid
+        self._records = records
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Appended, /) -> None:
+        assert not self._done
+        self._done = True
+        first = result[0]
+        self._cluster.workload.acknowledged(
+            PendingWrite(
+                shard_uid=self._shard_uid,
+                first_offset=first,
+                end_offset=Offset(first + len(self._records)),
+                records=self._records,
+            )
+        )
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        assert not self._done
+        self._done = True
+        del exception
+        self._cluster.workload.unknown()
+
+
+class _PromiseAnswer:
+    """The completion of a Prepare: the durable promise goes back to the controller."""
+
+    def __init__(self, cluster: SimCluster, node: SimNode) -> None:
+        self._cluster = cluster
+        self._node = node
+        self._incarnation = node.incarnation
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def set_result(self, result: Promise, /) -> None:
+        self._done = True
+        node = self._node
+        if node.alive and node.incarnation == self._incarnation:
+            self._cluster.network.send(node.node_id, CONTROLLER, result)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self._done = True
+        del exception  # no answer: the controller's round times out
 
 
 class SimCluster:
@@ -140,6 +216,7 @@ class SimCluster:
         self.config = config or SimConfig.randomized(self.world.random("config"))
         self._disk_rng = self.world.random("disk")
         self._placement_rng = self.world.random("placement")
+        buggify.enable(self.world.random("buggify"))
         self.network = SimNetwork(self.world, self._deliver)
         self.network.drop_probability = self.config.drop_probability
         self.network.duplicate_probability = self.config.duplicate_probability
@@ -160,11 +237,11 @@ class SimCluster:
         self.faults_active = True
         self._suspect_since: dict[ShardUid, int] = {}
         node_ids = sorted(self.nodes)
+        for node in self.nodes.values():
+            node.core = self._new_core(node)
         for index in range(self.config.shards):
             shard_uid = ShardUid(100 + index)
             replicas = tuple(self._placement_rng.sample(node_ids, self.config.replication_factor))
-            for node_id in replicas:
-                self._start_replica(self.nodes[node_id], shard_uid)
             self.quorum.create_shard(shard_uid, replicas)
         for node in self.nodes.values():
             self._schedule_tick(node)
@@ -184,6 +261,7 @@ class SimCluster:
     def heal(self) -> None:
         """The quiet phase: no more faults, a healed network, every node up."""
         self.faults_active = False
+        buggify.disable()
         self.network.heal()
         self.network.quiet()
         for node in self.nodes.values():
@@ -210,17 +288,19 @@ class SimCluster:
                 other = replica.statistics()
                 if other.durable_end != stats.log_end or other.high_watermark != stats.log_end:
                     return False
-                if node.pending.get(shard_uid) or shard_uid in node.outstanding:
+                if node.waiting(shard_uid) or node.in_flight:
                     return False
         return True
 
     def summary(self) -> str:
         """A one-line status (STYLE B.5: node, role, epoch per shard)."""
+        fired = buggify.fired()
         parts = [
             f"t={self.world.now_ms}ms steps={self.world.steps}",
             f"acked={self.workload.acknowledged_count} unknown={self.workload.unknown_count}",
             f"elections={self.quorum.elections_committed}/{self.quorum.elections_started}",
             f"sent={self.network.sent} dropped={self.network.dropped}",
+            f"buggify={','.join(f'{k}:{v}' for k, v in sorted(fired.items())) or '-'}",
         ]
         for shard_uid, image in sorted(self.quorum.shards.items()):
             states = []
@@ -241,17 +321,13 @@ class SimCluster:
 
     # --- Nodes ------------------------------------------------------------------------------
 
-    def _start_replica(self, node: SimNode, shard_uid: ShardUid) -> None:
-        durable = ReplicaDurableState.from_store(
-            node.store, shard_uid, rejoin_floor=node.rejoin_floors.get(shard_uid)
+    def _new_core(self, node: SimNode) -> DriverCore:
+        return DriverCore(
+            node_id=node.node_id,
+            store=node.store,
+            knobs=self.config.knobs,
+            rejoin_floors=node.rejoin_floors,
         )
-        node.replicas[shard_uid] = ShardReplica(
-            shard_uid, node.node_id, durable, knobs=self.config.knobs
-        )
-        node.pending[shard_uid] = []
-        node.held[shard_uid] = []
-        node.ready_no.setdefault(shard_uid, 0)
-        self.invariants.replica_started(node, shard_uid)
 
     def crash(self, node: SimNode) -> None:
         if not node.alive:
@@ -259,14 +335,14 @@ class SimCluster:
         node.alive = False
         node.incarnation += 1
         node.store.crash()
-        for writes in node.pending.values():
-            for write in writes:
-                self.workload.unknown(write)
-        node.replicas.clear()
-        node.outstanding.clear()
-        node.held.clear()
-        node.pending.clear()
+        core = node.core
+        node.core = None
+        if core is not None:
+            for local in core.locals.values():
+                local.fail_waiters(_UNKNOWN)  # their producers learn nothing more
         node.image.clear()
+        node.metadata = MetadataImage()
+        node.turn_scheduled = node.in_flight = node.dirty = False
 
     def lose_disk(self, node: SimNode) -> None:
         self.crash(node)
@@ -284,10 +360,11 @@ class SimCluster:
     def restart(self, node: SimNode) -> None:
         assert not node.alive
         node.alive = True
+        node.core = self._new_core(node)
         for shard_uid, image in sorted(self.quorum.shards.items()):
             if node.node_id in image.replicas:
-                self._start_replica(node, shard_uid)
-                self._configure(node, image)  # a restarting node reads the current image
+                node.image[shard_uid] = image  # a restarting node reads the current image
+        self._configure(node)
         self._schedule_tick(node)
 
     def _publish(self, image: ShardImage) -> None:
@@ -311,19 +388,41 @@ class SimCluster:
         known = node.image.get(image.shard_uid)
         if known is not None and (known.epoch, known.sealing) >= (image.epoch, image.sealing):
             return
-        self._configure(node, image)
-
-    def _configure(self, node: SimNode, image: ShardImage) -> None:
         node.image[image.shard_uid] = image
-        replica = node.replicas[image.shard_uid]
-        replica.configure(
-            epoch=image.epoch,
-            leader=image.leader,
-            replicas=image.replicas,
-            sealing=image.sealing,
-            now_ms=self.world.now_ms,
+        self._configure(node)
+
+    def _configure(self, node: SimNode) -> None:
+        """The node's view of the metadata as the real image: one stream holding the shards
+        whose entries reached it."""
+        shards = tuple(
+            ShardMeta(
+                index=ShardIndex(uid - 100),
+                uid=uid,
+                hash_key_start=0,
+                hash_key_end=_HASH_KEYS - 1,
+                parent_index=None,
+                adjacent_parent_index=None,
+                created_ms=0,
+                state=ShardState.SEALING if image.sealing else ShardState.OPEN,
+                replicas=image.replicas,
+                leader=image.leader,
+                epoch=image.epoch,
+            )
+            for uid, image in sorted(node.image.items())
         )
-        self.pump(node, image.shard_uid)
+        stream = StreamMeta(
+            name=StreamName("sim"),
+            uid=StreamUid(1),
+            arn="arn:aws:kinesis:us-east-1:000000000000:stream/sim",
+            created_ms=0,
+            mode=StreamMode.PROVISIONED,
+            retention_hours=24,
+            shards=shards,
+            next_shard_index=ShardIndex(len(shards)),
+            transient_status=None,
+        )
+        node.metadata = MetadataImage(streams={stream.name: stream})
+        self._kick(node)
 
     def _schedule_tick(self, node: SimNode) -> None:
         incarnation = node.incarnation
@@ -332,14 +431,17 @@ class SimCluster:
         )
 
     def _tick(self, node: SimNode, incarnation: int) -> None:
-        if not node.alive or node.incarnation != incarnation:
+        if not node.alive or node.incarnation != incarnation or node.core is None:
             return
-        for shard_uid, replica in sorted(node.replicas.items()):
-            replica.tick(self.world.now_ms)
-            self.pump(node, shard_uid)
+        now = self.world.now_ms
+        node.core.tick_due(now)
+        if now >= node.next_sweep_ms:
+            node.core.tick_all(now)
+            node.next_sweep_ms = now + _SWEEP_INTERVAL_MS
+        self._kick(node)
         self._schedule_tick(node)
 
-    # --- The driver's loop ------------------------------------------------------------------
+    # --- Inputs -----------------------------------------------------------------------------
 
     def _deliver(self, sender: NodeId, receiver: NodeId, message: ReplicationMessage) -> None:
         del sender
@@ -347,109 +449,132 @@ class SimCluster:
             self.quorum.receive(message)
             return
         node = self.nodes[receiver]
-        if not node.alive:
+        if not node.alive or node.core is None:
             return
-        replica = node.replicas.get(message.shard_uid)
-        if replica is None:
-            return
-        promise = replica.step(message, self.world.now_ms)
-        if promise is not None:
-            after = node.ready_no[message.shard_uid] + 1
-            node.held[message.shard_uid].append(_HeldPromise(promise=promise, after_ready_no=after))
-        self.pump(node, message.shard_uid)
+        if isinstance(message, Prepare):
+            self._apply(node)  # as the shell's prepare() looks the replica up
+            node.core.prepare(
+                message.shard_uid,
+                message.epoch,
+                now_ms=self.world.now_ms,
+                completion=_PromiseAnswer(self, node),
+            )
+        else:
+            node.core.deliver(message)
+        self._kick(node)
 
     def propose(self, node: SimNode, shard_uid: ShardUid, records: tuple[NewRecord, ...]) -> bool:
-        """A producer's write at `node`; whether the node's replica accepted it."""
-        replica = node.replicas.get(shard_uid)
-        if not node.alive or replica is None:
+        """A producer's write at `node`, as the shell's `append` makes it; whether the node's
+        replica accepted it."""
+        core = node.core
+        if not node.alive or core is None:
             return False
-        if len(node.pending[shard_uid]) >= self.config.pending_writes_max:
+        self._apply(node)
+        local = core.locals.get(shard_uid)
+        if local is None or len(local.waiters) >= self.config.pending_writes_max:
             return False
-        result = replica.propose(records, self.world.now_ms)
-        if not isinstance(result, Proposal):
-            return False
-        node.pending[shard_uid].append(
-            PendingWrite(
-                shard_uid=shard_uid,
-                epoch=result.epoch,
-                first_offset=result.first_offset,
-                end_offset=result.end_offset,
+        try:
+            core.propose(
+                shard_uid,
+                epoch=local.epoch,
                 records=records,
+                now_ms=self.world.now_ms,
+                completion=_ProducerAnswer(self, shard_uid, records),
             )
-        )
-        self.pump(node, shard_uid)
+        except (ShardRefusedError, ShoalError):
+            return False
+        self._kick(node)
         return True
 
-    def pump(self, node: SimNode, shard_uid: ShardUid) -> None:
-        """Takes the replica's next Ready, persists it, and completes it after the fsync."""
-        replica = node.replicas.get(shard_uid)
-        if not node.alive or replica is None or shard_uid in node.outstanding:
+    # --- The driver shell's loop ------------------------------------------------------------
+
+    def _apply(self, node: SimNode) -> None:
+        core = node.core
+        assert core is not None
+        before = set(core.locals)
+        now = self.world.now_ms
+        core.apply_image(node.metadata, now_ms=now, wall_ms=now)
+        for shard_uid in sorted(set(core.locals) - before):
+            self.invariants.replica_started(node, shard_uid)
+
+    def _kick(self, node: SimNode) -> None:
+        """A turn soon (at once, as the shell's wake-up), unless one is already coming."""
+        if node.in_flight:
+            node.dirty = True
             return
-        if not replica.has_ready() and not node.held[shard_uid]:
+        if node.turn_scheduled:
             return
-        ready = replica.ready()
-        node.ready_no[shard_uid] += 1
-        number = node.ready_no[shard_uid]
-        node.outstanding[shard_uid] = (number, ready)
-        store = node.store
-        if ready.reset_to is not None:
-            store.reset_log(shard_uid, log_start=ready.reset_to)
-        if ready.truncate_from is not None:
-            store.truncate_suffix(shard_uid, from_offset=ready.truncate_from)
-        if ready.promise is not None:
-            store.promise(shard_uid, ready.promise)
-        if ready.appends:
-            store.append(ready.appends)
-        if ready.high_watermark is not None:
-            store.set_high_watermark(shard_uid, ready.high_watermark)
+        node.turn_scheduled = True
         incarnation = node.incarnation
-        delay = self._disk_rng.randint(0, self.config.disk_ms_max) if ready.needs_persist() else 0
-        self.world.schedule(
-            delay,
-            f"fsync {node.node_id} {shard_uid}",
-            lambda: self._persisted(node, incarnation, shard_uid, number, ready),
+        self.world.schedule(0, f"turn {node.node_id}", lambda: self._turn(node, incarnation))
+
+    def _turn(self, node: SimNode, incarnation: int) -> None:
+        if not node.alive or node.incarnation != incarnation or node.core is None:
+            return
+        node.turn_scheduled = False
+        core = node.core
+        now = self.world.now_ms
+        self._apply(node)
+        # Before any message meets the new configuration: a second leader shows here first.
+        self.invariants.check_leaders(node)
+        core.drain_inbox(now, node.metadata)
+        turn = core.take_turn()
+        if not turn.work:
+            self._after(node, core.finish(turn))
+            return
+        plan = core.persist_plan(turn, wall_ms=now)
+        run_calls(node.store, plan.before)
+        if plan.appends:
+            node.store.append(plan.appends)
+        delay = self._disk_rng.randint(0, self.config.disk_ms_max)
+        if buggify.buggify("disk.slow_fsync"):
+            delay += self._disk_rng.randint(50, 800)
+        node.in_flight = True
+
+        def persisted() -> None:
+            if not node.alive or node.incarnation != incarnation or node.core is not core:
+                return
+            node.store.sync()
+            node.in_flight = False
+            self._after(node, core.finish(turn))
+
+        self.world.schedule(delay, f"fsync {node.node_id}", persisted)
+
+    def _read(self, node: SimNode, core: DriverCore, local: Local, request: ReadRequest) -> None:
+        """A follower's catch-up read of this node's log, fed back to the core."""
+        if not node.alive or node.core is not core:
+            return
+        batches = node.store.read_batches(
+            request.shard_uid,
+            start_offset=request.start_offset,
+            end_offset=request.end_offset,
+            bytes_max=request.bytes_max,
         )
+        if core.read_done(local, request, batches, self.world.now_ms):
+            self._kick(node)
 
-    def _persisted(
-        self, node: SimNode, incarnation: int, shard_uid: ShardUid, number: int, ready: Ready
-    ) -> None:
-        if not node.alive or node.incarnation != incarnation:
-            return
-        node.store.sync()
-        replica = node.replicas[shard_uid]
-        for envelope in ready.to_send:
+    def _after(self, node: SimNode, effects: TurnEffects) -> None:
+        core = node.core
+        assert core is not None
+        for envelope in effects.sends:
             self.network.send(node.node_id, envelope.to, envelope.message)
-        held = node.held[shard_uid]
-        for entry in [entry for entry in held if entry.after_ready_no <= number]:
-            held.remove(entry)
-            self.network.send(node.node_id, CONTROLLER, entry.promise)
-        for request in ready.reads:
-            batches = node.store.read_batches(
-                shard_uid,
-                start_offset=request.start_offset,
-                end_offset=request.end_offset,
-                bytes_max=request.bytes_max,
+        for local, request in effects.reads:
+            self.world.schedule(
+                self._disk_rng.randint(0, self.config.disk_ms_max),
+                f"read {node.node_id}",
+                functools.partial(self._read, node, core, local, request),
             )
-            replica.read_done(request, batches, self.world.now_ms)
-        self._answer_producers(node, shard_uid, ready)
-        del node.outstanding[shard_uid]
-        replica.advance(ready)
-        if shard_uid in node.rejoin_floors and replica.statistics().rejoin_floor is None:
-            del node.rejoin_floors[shard_uid]
-        self.pump(node, shard_uid)
-
-    def _answer_producers(self, node: SimNode, shard_uid: ShardUid, ready: Ready) -> None:
-        pending = node.pending[shard_uid]
-        if ready.abandoned:
-            for write in pending:
-                self.workload.unknown(write)
-            pending.clear()
-        if ready.committed_end is None:
-            return
-        done = [write for write in pending if write.end_offset <= ready.committed_end]
-        for write in done:
-            pending.remove(write)
-            self.workload.acknowledged(write)
+        if node.rejoin_floors:
+            core.rejoining()  # the heartbeat's report: forgets the replicas that rejoined
+            node.rejoin_floors = {
+                uid: floor
+                for uid, floor in node.rejoin_floors.items()
+                if uid not in core.locals
+                or core.locals[uid].replica.statistics().rejoin_floor is not None
+            }
+        if effects.again or node.dirty:
+            node.dirty = False
+            self._kick(node)
 
     # --- The controller's failure detector --------------------------------------------------
 
@@ -516,7 +641,7 @@ def run_seed(seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000) -> Si
     """One simulated run: `steps` events with faults, then the quiet phase and final checks."""
     from broker.sim.invariants import InvariantViolation
 
-    cluster = SimCluster(seed)
+    cluster = SimCluster(seed)  # enables the fault points (broker.buggify) for this run
     try:
         while cluster.world.steps < steps and cluster.step():
             pass
@@ -545,6 +670,8 @@ def run_seed(seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000) -> Si
             violation=f"AssertionError (a core assertion): {error!r}",
             summary=cluster.summary(),
         )
+    finally:
+        buggify.disable()  # never left on for whatever runs next in this process
     return SimResult(
         seed=seed,
         steps=cluster.world.steps,

@@ -65,16 +65,23 @@ class Invariants:
                     )
                 self._hw_seen[key] = hw
                 if replica.role is Role.LEADER:
-                    epoch = replica.epoch
-                    leader = self._leaders.setdefault((shard_uid, epoch), node.node_id)
-                    if leader != node.node_id:
-                        raise InvariantViolation(
-                            "OneLeaderPerShardEpoch",
-                            f"{shard_uid} epoch {epoch}: {leader} and {node.node_id}",
-                        )
+                    self._one_leader(node.node_id, shard_uid, replica.epoch)
                 if hw > self._scanned.get(key, Offset(0)):
                     self._scan(node, shard_uid, hw)
         self._check_acknowledged()
+
+    def check_leaders(self, node: SimNode) -> None:
+        """`OneLeaderPerShardEpoch` for one node, inside a turn (see `SimCluster._turn`)."""
+        for shard_uid, replica in node.replicas.items():
+            if replica.role is Role.LEADER:
+                self._one_leader(node.node_id, shard_uid, replica.epoch)
+
+    def _one_leader(self, node_id: NodeId, shard_uid: ShardUid, epoch: int) -> None:
+        leader = self._leaders.setdefault((shard_uid, epoch), node_id)
+        if leader != node_id:
+            raise InvariantViolation(
+                "OneLeaderPerShardEpoch", f"{shard_uid} epoch {epoch}: {leader} and {node_id}"
+            )
 
     def _scan(self, node: SimNode, shard_uid: ShardUid, hw: Offset) -> None:
         key = (node.node_id, shard_uid, node.incarnation)

@@ -3,7 +3,8 @@
 A deterministic stand-in for the metadata quorum (pysyncobj) plus the controller's procedure
 of decisions/0002 "Leader change": Prepare(epoch) to the replica set through the simulated
 network, a majority of ok Promises (bounded wait), the promiser with the highest
-(last_epoch, log_end) (ties: replica order) as leader, then a compare-and-set commit of
+(last_epoch, log_end) (ties: replica order) as leader (the real `controller_core.choose_leader`,
+as soon as it can choose), then a compare-and-set commit of
 (leader, epoch). Committed images reach each node after a random delay, so nodes act on stale
 images for a while, as real ones do.
 
@@ -18,6 +19,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from broker.meta.controller_core import Promise as ControllerPromise
+from broker.meta.controller_core import choose_leader
 from broker.replication.messages import Prepare, Promise, ReplicationMessage
 from broker.sim.world import World
 from broker.types import NodeId, ShardUid
@@ -42,7 +45,7 @@ class _Round:
     expected_epoch: int
     started_ms: int
     disk_generations: dict[NodeId, int]
-    promises: dict[NodeId, Promise] = field(default_factory=dict)
+    promises: dict[NodeId, ControllerPromise] = field(default_factory=dict)
 
 
 Send = Callable[[NodeId, NodeId, ReplicationMessage], None]
@@ -124,25 +127,32 @@ class SimMetadataQuorum:
         generation = current.disk_generations.get(message.sender)
         if generation != self._disk_generation(message.sender):
             return  # the promiser lost its disk since the round began
-        current.promises[message.sender] = message
+        current.promises[message.sender] = ControllerPromise(
+            ok=message.ok,
+            last_epoch=message.last_epoch,
+            log_end=message.log_end,
+            promised_epoch=message.promised_epoch,
+        )
         image = self.shards[message.shard_uid]
-        if len(current.promises) >= len(image.replicas) // 2 + 1:
-            self._commit(message.shard_uid, current)
+        # The real controller's rule, as soon as it can choose (meta/controller.py _prepare).
+        leader = choose_leader(
+            current.promises,
+            replicas=image.replicas,
+            new_replicas=image.replicas,
+            eligible=image.replicas,
+        )
+        if leader is not None:
+            self._commit(message.shard_uid, current, leader)
 
-    def _commit(self, shard_uid: ShardUid, current: _Round) -> None:
+    def _commit(self, shard_uid: ShardUid, current: _Round, leader: NodeId) -> None:
         del self._rounds[shard_uid]
         image = self.shards[shard_uid]
         if image.epoch != current.expected_epoch:
             return  # compare-and-set failed: someone else changed the shard
-        order = {node: index for index, node in enumerate(image.replicas)}
-        best = max(
-            current.promises.values(),
-            key=lambda p: (p.last_epoch, p.log_end, -order[p.sender]),
-        )
-        new_image = replace(image, leader=best.sender, epoch=current.epoch)
+        new_image = replace(image, leader=leader, epoch=current.epoch)
         self.shards[shard_uid] = new_image
         self.elections_committed += 1
-        self.commits.append((shard_uid, current.epoch, best.sender))
+        self.commits.append((shard_uid, current.epoch, leader))
         self._publish(new_image)
 
     def _time_out(self, shard_uid: ShardUid, epoch: int) -> None:

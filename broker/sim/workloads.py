@@ -76,8 +76,8 @@ class Workload:
             )
         self.acknowledged_count += 1
 
-    def unknown(self, write: PendingWrite) -> None:
-        del write
+    def unknown(self) -> None:
+        """A write whose outcome its producer never learns (it may or may not survive)."""
         self.unknown_count += 1
 
     # --- Readers ----------------------------------------------------------------------------

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+
+from broker import buggify
 
 DEFAULT_SEEDS = 20
 DEFAULT_STEPS = 5_000
@@ -29,3 +33,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def sim_steps(request: pytest.FixtureRequest) -> int:
     steps: int = request.config.getoption("--sim-steps")
     return steps
+
+
+@pytest.fixture(autouse=True)
+def _fault_points_off() -> Iterator[None]:
+    """A test that builds a SimCluster without finishing a run leaves no fault point on."""
+    yield
+    buggify.disable()
