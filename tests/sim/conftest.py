@@ -1,5 +1,6 @@
 """Options of the simulation tier: `--seeds N` widens the batch, `--seed S` replays one run,
-`--sim-steps K` lengthens each run's fault phase."""
+`--sim-steps K` lengthens each run's fault phase. The suite runs a short batch (10 seeds of
+3,000 fault-phase events); the long run is `scripts/sim --seeds 10000`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import pytest
 
 from broker import buggify
 
-DEFAULT_SEEDS = 20
-DEFAULT_STEPS = 5_000
+DEFAULT_SEEDS = 10
+DEFAULT_STEPS = 3_000
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
