@@ -63,10 +63,12 @@ from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
+from broker.gateway.access import AccessControl, build_access_control
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
+from broker.gateway.iam_service import iam_handler
 from broker.gateway.internal_service import (
     ClusterView,
     GrpcShardForwarder,
@@ -81,6 +83,7 @@ from broker.gateway.validation import KINESIS
 from broker.gateway.video_grpc import video_handler
 from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
 from broker.gateway.video_http import VideoHttpService
+from broker.iam.grpc_client_signing import signing_interceptors
 from broker.log.disk_guard import DiskGuard, DiskSpace
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
@@ -160,6 +163,7 @@ class Node:
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
+        self.access: AccessControl | None = None  # keys, policies, audit (issue 15)
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
@@ -238,10 +242,17 @@ class Node:
         if marker is None:
             startup.write_marker(config.data_dir, node_id=config.node_id, metadata_format=1)
         self.phase = "starting the servers"
+        self.access = build_access_control(config, self.clock, metadata.image)
+        access = self.access
         self._channels = Channels(
             credentials=None
             if self._tls is None
-            else tls.PeerCredentials(self._tls, clock=self.clock)
+            else tls.PeerCredentials(self._tls, clock=self.clock),
+            # With access control, the gRPC door admits node-to-node calls only when they
+            # carry the node signature (broker/gateway/grpc_auth.py).
+            interceptors=signing_interceptors(access.node_metadata)
+            if config.access_control
+            else (),
         )
         transport = GrpcTransport(
             node_id=self.node_id, channels=self._channels, resolve=self._address_of
@@ -456,19 +467,26 @@ class Node:
         assert self.analytics is not None
         assert self.driver is not None
         assert self.controller is not None
+        assert self.access is not None
+        access = self.access
         server = grpc.aio.server(
+            interceptors=[access.interceptor],
             options=[
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                 ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
                 *SERVER_OPTIONS,
                 *_EXCLUSIVE_PORT,
-            ]
+            ],
         )
         controller = self.controller
         assert self._metadata is not None
         server.add_generic_rpc_handlers(
             (
-                kinesis_handler(self.service, caller=self._caller(), probe=self.metrics.gateway),
+                kinesis_handler(
+                    access.guard(self.service, KINESIS),
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
                 replication_handler(self.driver, inbound=self._inbound),
                 node_handler(
                     shards,
@@ -493,10 +511,23 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
-                video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
+                iam_handler(
+                    image=self._metadata.image,
+                    propose=self._metadata.propose,
+                    directory=access.directory,
+                    authorizer=access.authorizer,
+                    clock=self.clock,
+                    region=self.config.region,
+                ),
+                video_handler(
+                    self.video,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                    guard=lambda control: access.guard(control, VIDEO_SIGNING_NAME),
+                ),
                 operation_handler(
                     analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
-                    self.analytics,
+                    access.guard(self.analytics, ANALYTICS),
                     model=ANALYTICS,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
@@ -548,9 +579,10 @@ class Node:
 
     def _firehose_handler(self) -> grpc.GenericRpcHandler:
         assert self.firehose is not None
+        assert self.access is not None
         return operation_handler(
             firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"],
-            self.firehose.service,
+            self.access.guard(self.firehose.service, FIREHOSE),
             model=FIREHOSE,
             caller=self._caller(),
             probe=self.metrics.gateway,
@@ -583,15 +615,17 @@ class Node:
         config = self.config
         assert self.analytics is not None
         assert self.firehose is not None
+        assert self.access is not None
+        access = self.access
         services = (
-            JsonService(KINESIS, self.service),
-            JsonService(FIREHOSE, self.firehose.service),
-            JsonService(ANALYTICS, self.analytics),
+            JsonService(KINESIS, access.guard(self.service, KINESIS)),
+            JsonService(FIREHOSE, access.guard(self.firehose.service, FIREHOSE)),
+            JsonService(ANALYTICS, access.guard(self.analytics, ANALYTICS)),
         )
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
-                secrets_by_access_key=access_keys,
+                secret_for=access.directory.secret,
                 region=config.region,
                 service=service.signing_name,
             )
@@ -622,6 +656,7 @@ class Node:
             region=config.region,
             account_id=config.account_id,
             probe=self.metrics.gateway,
+            authenticator=access.authenticator,
         )
         try:
             self._http = await start_http_server(
@@ -643,11 +678,12 @@ class Node:
 
     def _video_http(self) -> VideoHttpService:
         assert self.video is not None
+        assert self.access is not None
         config = self.config
         verifier = None
         if config.access_keys:
             verifier = SigV4Verifier(
-                secrets_by_access_key=config.access_keys,
+                secret_for=self.access.directory.secret,
                 region=config.region,
                 service=VIDEO_SIGNING_NAME,
             )
@@ -658,6 +694,8 @@ class Node:
             region=config.region,
             account_id=config.account_id,
             probe=self.metrics.gateway,
+            authenticator=self.access.authenticator,
+            authorized=self.access.guard(self.video, VIDEO_SIGNING_NAME),
         )
 
     # --- Background work ----------------------------------------------------------------------

@@ -51,6 +51,7 @@ from broker.clock import Clock
 from broker.error_messages import NO_MESSAGE
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import cors, event_stream
+from broker.gateway.authentication import Authenticator
 from broker.gateway.aws_codec import (
     WireFormat,
     decode_request,
@@ -225,8 +226,10 @@ class AwsHttpApp:
         account_id: str,
         rest: Sequence[RestService] = (),
         probe: GatewayProbe | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._services = {service.target_prefix: service for service in services}
+        self._authenticator = authenticator
         self._rest = tuple(rest)
         self._clock = clock
         self._verifiers = dict(verifiers)
@@ -359,7 +362,13 @@ class AwsHttpApp:
                 body=body,
             )
             verifier = self._verifiers[service.signing_name]
-            access_key_id = verifier.verify(request, now_ms=self._clock.wall_ms())
+            now_ms = self._clock.wall_ms()
+            if self._authenticator is None:
+                access_key_id = verifier.verify(request, now_ms=now_ms)
+            else:
+                access_key_id = self._authenticator.verify(
+                    lambda: verifier.verify(request, now_ms=now_ms), _client_address(scope)
+                )
         aws_request = decode_request(operation, parsed, wire, model=service.model)
         validate_request(operation, aws_request, model=service.model)
         caller = Caller(
@@ -369,6 +378,8 @@ class AwsHttpApp:
             source_address=_client_address(scope),
             door="http",
         )
+        if self._authenticator is not None:
+            caller = self._authenticator.caller(caller, access_key_id)
         response = await service.service.call(operation, aws_request, caller)
         events = response.get("EventStream")
         if isinstance(events, Subscription):

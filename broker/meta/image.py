@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from broker.analytics.applications import ApplicationTable
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
+from broker.iam.identities import IamTable
 from broker.meta.capacity_table import CapacityTable
 from broker.meta.delivery_streams import DeliveryStreamMeta
 from broker.meta.video_table import VideoTable
@@ -273,6 +274,9 @@ class MetadataImage:
     # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
     # of the key); changed only by the delivery-stream commands.
     delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
+    # Principals, access keys and identity policies (issue 15); changed only by the IAM
+    # commands (`transitions/iam.py`).
+    iam: IamTable = field(default_factory=IamTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

@@ -43,14 +43,19 @@ from broker.meta.commands import (
     CheckpointLeaseCommand,
     Command,
     CompleteReshard,
+    CreateAccessKey,
     CreateAnalyticsApplication,
     CreateDeliveryStream,
     CreateLeasesCommand,
+    CreatePrincipal,
     CreateStream,
     CreateVideoStream,
+    DeleteAccessKey,
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
+    DeletePrincipal,
+    DeletePrincipalPolicy,
     DeleteResourcePolicy,
     DeleteStream,
     DeleteVideoStream,
@@ -58,6 +63,7 @@ from broker.meta.commands import (
     ForgetDeliveryStream,
     ForgetStream,
     InitCluster,
+    PutPrincipalPolicy,
     PutResourcePolicy,
     RecordAnalyticsProgress,
     RecordScalingEvent,
@@ -68,6 +74,7 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    RotateAccessKey,
     SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
     SetNodeState,
@@ -77,6 +84,7 @@ from broker.meta.commands import (
     TagVideoStream,
     TakeLeaseCommand,
     UntagVideoStream,
+    UpdateAccessKey,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateDeliveryStreamDestination,
@@ -93,6 +101,7 @@ from broker.meta.transitions import (
     account_limits,
     analytics_applications,
     delivery_streams,
+    iam,
     nodes,
     reshards,
     stream_consumers,
@@ -231,5 +240,16 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return delivery_streams.change_tags(image, command)
         case SetDeliveryStreamEncryption():
             return delivery_streams.set_encryption(image, command)
+        case (
+            CreatePrincipal()
+            | DeletePrincipal()
+            | CreateAccessKey()
+            | UpdateAccessKey()
+            | DeleteAccessKey()
+            | RotateAccessKey()
+            | PutPrincipalPolicy()
+            | DeletePrincipalPolicy()
+        ):
+            return iam.apply_iam(image, command)
         case _:
             assert_never(command)

@@ -136,3 +136,16 @@ def _iso(ms: int) -> str:
     """A UTC ISO-8601 time with milliseconds, for messages (no clock read: `ms` is given)."""
     moment = _EPOCH + datetime.timedelta(milliseconds=ms)  # exact, unlike a float division
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def peek_stream_uid(token: str) -> int | None:
+    """The stream uid a token claims, unverified (None when it is not one of our tokens).
+
+    For access control only, which must name GetRecords' stream before the service checks
+    the token; the service then verifies the tag, so a forged uid gains nothing."""
+    try:
+        raw = _token_bytes(token)
+    except ShoalError:
+        return None
+    stream_uid: int = _BODY.unpack(raw[: _BODY.size])[2]
+    return stream_uid

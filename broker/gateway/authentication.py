@@ -1,0 +1,75 @@
+"""Who a request comes from, for both doors: signature checks throttled, callers identified.
+
+`Authenticator.verify` runs a door's signature check (SigV4 on the AWS door, the signed
+metadata on the gRPC door) behind the brute-force throttle (`broker/iam/throttle.py`): an
+address that failed too often is refused before its signature is even looked at. `caller`
+fills a request's `Caller` with the principal and account of the key that signed it
+(`broker/iam/directory.py`).
+
+Lifecycle: one per node (`node.py`), shared by the doors. Loop-bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+from broker.caller import Caller
+from broker.clock import Clock
+from broker.errors import ErrorCode, ShoalError
+from broker.iam.directory import Identity, KeyDirectory
+from broker.iam.throttle import FailureThrottle
+
+THROTTLED_MESSAGE = "Too many failed authentication attempts from this address; retry later."
+# The signature failures that count as a guess (a malformed request is not one).
+_GUESSES = frozenset({ErrorCode.UNRECOGNIZED_CLIENT, ErrorCode.INVALID_SIGNATURE})
+
+
+class Authenticator:
+    def __init__(
+        self,
+        *,
+        directory: KeyDirectory,
+        clock: Clock,
+        access_control: bool,
+        throttle: FailureThrottle | None = None,
+    ) -> None:
+        self.directory = directory
+        self.access_control = access_control
+        self._clock = clock
+        self._throttle = throttle or FailureThrottle()
+
+    def verify(self, check: Callable[[], str], address: str | None) -> str:
+        """Runs `check` (returns the access key id or raises) unless `address` is throttled."""
+        now_ms = self._clock.monotonic_ms()
+        where = address or "unknown"
+        if self._throttle.blocked(where, now_ms=now_ms):
+            raise ShoalError(ErrorCode.LIMIT_EXCEEDED, THROTTLED_MESSAGE)
+        try:
+            return check()
+        except ShoalError as error:
+            if error.code in _GUESSES:
+                self._throttle.failed(where, now_ms=now_ms)
+            raise
+
+    def failed(self, address: str | None) -> None:
+        """A guess that did not go through `verify` (an unmapped client certificate)."""
+        self._throttle.failed(address or "unknown", now_ms=self._clock.monotonic_ms())
+
+    def caller(self, base: Caller, access_key_id: str | None) -> Caller:
+        """`base` (region, address, door) with the signing key's principal and account."""
+        if access_key_id is None:
+            return base
+        identity = self.directory.identity_for_key(access_key_id)
+        if identity is None:  # the key was deleted between the signature check and now
+            raise ShoalError(ErrorCode.UNRECOGNIZED_CLIENT)
+        return with_identity(base, identity, access_key_id=access_key_id)
+
+
+def with_identity(base: Caller, identity: Identity, *, access_key_id: str | None) -> Caller:
+    return dataclasses.replace(
+        base,
+        account_id=identity.account_id,
+        principal_arn=identity.principal_arn,
+        access_key_id=access_key_id,
+    )
