@@ -33,15 +33,16 @@ from broker.consumers import leases
 from broker.consumers.leases import Checkpoint, Lease, LeaseTable
 from broker.meta.image import MetadataImage
 
+# 7: principals, access keys and identity policies (issue 15).
 # 6: delivery streams (issue 11) and Kinesis Data Analytics applications (issue 12). 5: video
 # streams (issue 13). 4: fan-out consumers, shard loads and scaling events, per-stream limits,
 # account settings, leaders' start times (issues 5 and 6). 3: consumer leases (issue 5). 2:
 # nodes, shard placement and replication factors (issue 4). Version 1 images (issue 2's
 # single-node snapshots) are refused rather than guessed at: their shards have no replicas.
-# Versions 2 to 5 are read as version 6 images whose newer members take their defaults (they
+# Versions 2 to 6 are read as version 7 images whose newer members take their defaults (they
 # are exactly that); an older node refuses a newer image by its version.
-IMAGE_FORMAT_VERSION = 6
-_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, IMAGE_FORMAT_VERSION)
+IMAGE_FORMAT_VERSION = 7
+_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, IMAGE_FORMAT_VERSION)
 
 JsonValue = Any  # what json.loads returns; checked member by member while decoding
 

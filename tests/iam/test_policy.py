@@ -239,13 +239,15 @@ def test_resource_policy_deny_and_same_account_grant_by_arn() -> None:
         "not json",
         "[]",
         '{"Statement": []}',
-        '{"Version": "2020-01-01", "Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}',
+        '{"Version": "2020-01-01", '
+        '"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}',
         '{"Statement": {"Effect": "Maybe", "Action": "*", "Resource": "*"}}',
         '{"Statement": {"Effect": "Allow", "Resource": "*"}}',
         '{"Statement": {"Effect": "Allow", "Action": "*"}}',
         '{"Statement": {"Effect": "Allow", "Action": "PutRecord", "Resource": "*"}}',
         '{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*", "Principal": "*"}}',
-        '{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*", "Condition": {"Sometimes": {"a": "b"}}}}',
+        '{"Statement": {"Effect": "Allow", "Action": "*", "Resource": "*", '
+        '"Condition": {"Sometimes": {"a": "b"}}}}',
     ],
 )
 def test_refused_documents(document: str) -> None:

@@ -60,6 +60,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.iam_factories import every_iam_command
 from tests.meta.video_factories import every_video_command
 
 EVERY_COMMAND: list[Command] = [
@@ -174,6 +175,7 @@ EVERY_COMMAND: list[Command] = [
         continuous_through=(("shardId-000000000000", "49" + "0" * 54),),
     ),
     *every_delivery_stream_command(now_ms=23),
+    *every_iam_command(now_ms=26),
 ]
 
 
