@@ -57,13 +57,14 @@ from broker.analytics.runner import ApplicationRunner
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
 from broker.api.analytics.v1 import analytics_pb2
 from broker.api.firehose.v1 import firehose_pb2
+from broker.audit.trail import AuditTrail
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
-from broker.gateway.access import AccessControl, build_access_control
+from broker.gateway.access import AccessControl, build_access_control, node_signer
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
@@ -164,6 +165,7 @@ class Node:
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
         self.access: AccessControl | None = None  # keys, policies, audit (issue 15)
+        self.audit: AuditTrail | None = None
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
@@ -242,15 +244,13 @@ class Node:
         if marker is None:
             startup.write_marker(config.data_dir, node_id=config.node_id, metadata_format=1)
         self.phase = "starting the servers"
-        self.access = build_access_control(config, self.clock, metadata.image)
-        access = self.access
         self._channels = Channels(
             credentials=None
             if self._tls is None
             else tls.PeerCredentials(self._tls, clock=self.clock),
             # With access control, the gRPC door admits node-to-node calls only when they
             # carry the node signature (broker/gateway/grpc_auth.py).
-            interceptors=signing_interceptors(access.node_metadata)
+            interceptors=signing_interceptors(node_signer(config.raft_password, self.clock))
             if config.access_control
             else (),
         )
@@ -327,6 +327,13 @@ class Node:
         )
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
+        self.audit = AuditTrail(
+            kinesis=LocalKinesis(self.service),
+            clock=self.clock,
+            data_plane=config.audit_data_plane,
+            account_id=config.account_id,
+        )
+        self.access = build_access_control(config, self.clock, metadata.image, observer=self.audit)
         self.video = self._video_service(metadata)
         self._start_analytics(metadata)
         self.firehose = FirehoseRuntime(
@@ -518,6 +525,7 @@ class Node:
                     authorizer=access.authorizer,
                     clock=self.clock,
                     region=self.config.region,
+                    trail=self.audit,
                 ),
                 video_handler(
                     self.video,
@@ -708,6 +716,8 @@ class Node:
             group.create_task(self.driver.run(), name="replication-driver")
             group.create_task(transport.run(), name="replication-transport")
             group.create_task(self.controller.run(), name="controller")
+            assert self.audit is not None
+            group.create_task(self.audit.run(), name="audit-trail")
             assert self.autoscaler is not None
             assert self.shard_load is not None
             group.create_task(self.autoscaler.run(), name="autoscaler")

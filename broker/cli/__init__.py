@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from broker import __version__
 from broker.backup.logical import BackupError
 from broker.cli import (
+    audit,
     backup,
     capacity,
     cluster,
@@ -45,6 +46,7 @@ GROUPS = (
     recovery,
     video,
     iam,
+    audit,
 )
 
 

@@ -43,7 +43,7 @@ def add_commands(commands: Any) -> None:
         parser.add_argument("--access-key-id", default=os.environ.get("AWS_ACCESS_KEY_ID"))
         parser.add_argument("--secret-access-key", default=os.environ.get("AWS_SECRET_ACCESS_KEY"))
         parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
-        parser.set_defaults(connect=_iam_client, run=run)
+        parser.set_defaults(connect=iam_client, run=run)
         return parser
 
     create = command("create-principal", "create a user (or role) of an account", _create)
@@ -112,7 +112,7 @@ def _shoal_error(error: Any) -> ShoalError:
 
 
 @contextmanager
-def _iam_client(args: argparse.Namespace) -> Iterator[IamClient]:
+def iam_client(args: argparse.Namespace) -> Iterator[IamClient]:
     from broker.api.iam.v1 import iam_pb2_grpc
     from broker.clock import SystemClock
     from broker.iam import grpc_signing

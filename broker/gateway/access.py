@@ -4,7 +4,7 @@
 of the node's latest metadata image (so a change applied by the quorum is in force on the
 next request this node serves: the bound is this node's apply lag, measured in
 tests/iam/test_cluster_iam.py), the authorizer reads resource policies from the same image,
-and `guard` wraps each service a door serves in an `AuthorizedService`. `node_metadata` is
+and `guard` wraps each service a door serves in an `AuthorizedService`. `node_signer` is
 what this node adds to its own calls to other nodes (the node signature), when access
 control is on.
 """
@@ -41,17 +41,18 @@ class AccessControl:
             service, signing_name=signing_name, authorizer=self.authorizer, observer=self.observer
         )
 
-    def node_metadata(self, method: str) -> tuple[tuple[str, str], ...]:
-        date = grpc_signing.amz_date(self.clock.wall_ms())
-        return (
-            (grpc_signing.DATE_HEADER, date),
-            (
-                grpc_signing.NODE_SIGNATURE_HEADER,
-                grpc_signing.node_signature(
-                    raft_password=self.raft_password, method=method, date=date
-                ),
-            ),
+
+def node_signer(raft_password: str, clock: Clock) -> Callable[[str], tuple[tuple[str, str], ...]]:
+    """What this node adds to each call it makes to another node: the node signature."""
+
+    def node_metadata(method: str) -> tuple[tuple[str, str], ...]:
+        date = grpc_signing.amz_date(clock.wall_ms())
+        signature = grpc_signing.node_signature(
+            raft_password=raft_password, method=method, date=date
         )
+        return ((grpc_signing.DATE_HEADER, date), (grpc_signing.NODE_SIGNATURE_HEADER, signature))
+
+    return node_metadata
 
 
 def secret_box(config: Config) -> SecretBox:
@@ -82,7 +83,11 @@ def build_access_control(
         secure_transport=config.tls_cert_file is not None,
     )
     authenticator = Authenticator(
-        directory=directory, clock=clock, access_control=config.access_control
+        directory=directory,
+        clock=clock,
+        access_control=config.access_control,
+        observer=observer,
+        region=config.region,
     )
     interceptor = GrpcAuthInterceptor(
         authenticator=authenticator,
@@ -90,6 +95,7 @@ def build_access_control(
         clock=clock,
         region=config.region,
         raft_password=config.raft_password,
+        observer=observer,
     )
     return AccessControl(
         directory=directory,

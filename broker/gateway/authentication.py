@@ -18,6 +18,7 @@ from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.iam.directory import Identity, KeyDirectory
+from broker.iam.enforcer import CallObserver
 from broker.iam.throttle import FailureThrottle
 
 THROTTLED_MESSAGE = "Too many failed authentication attempts from this address; retry later."
@@ -33,24 +34,61 @@ class Authenticator:
         clock: Clock,
         access_control: bool,
         throttle: FailureThrottle | None = None,
+        observer: CallObserver | None = None,
+        region: str = "us-east-1",
     ) -> None:
         self.directory = directory
         self.access_control = access_control
+        self.observer = observer  # told of every refused authentication (the audit trail)
+        self._region = region
         self._clock = clock
         self._throttle = throttle or FailureThrottle()
 
-    def verify(self, check: Callable[[], str], address: str | None) -> str:
-        """Runs `check` (returns the access key id or raises) unless `address` is throttled."""
+    def verify(
+        self,
+        check: Callable[[], str],
+        address: str | None,
+        *,
+        signing_name: str = "shoal",
+        operation: str = "Unknown",
+    ) -> str:
+        """Runs `check` (returns the access key id or raises) unless `address` is throttled.
+        A refusal is audited as a call of `operation` by nobody known."""
         now_ms = self._clock.monotonic_ms()
         where = address or "unknown"
-        if self._throttle.blocked(where, now_ms=now_ms):
-            raise ShoalError(ErrorCode.LIMIT_EXCEEDED, THROTTLED_MESSAGE)
         try:
-            return check()
-        except ShoalError as error:
-            if error.code in _GUESSES:
-                self._throttle.failed(where, now_ms=now_ms)
+            if self._throttle.blocked(where, now_ms=now_ms):
+                raise ShoalError(ErrorCode.LIMIT_EXCEEDED, THROTTLED_MESSAGE)
+            try:
+                return check()
+            except ShoalError as error:
+                if error.code in _GUESSES:
+                    self._throttle.failed(where, now_ms=now_ms)
+                raise
+        except ShoalError as refused:
+            self.refused(signing_name, operation, address, refused)
             raise
+
+    def refused(
+        self, signing_name: str, operation: str, address: str | None, error: ShoalError
+    ) -> None:
+        """Audits a call refused before anyone was identified."""
+        if self.observer is None:
+            return
+        caller = Caller(
+            region=self._region,
+            account_id=self.directory.account_id,
+            source_address=address,
+            door="http" if signing_name != "shoal" else "grpc",
+        )
+        self.observer.call_finished(
+            signing_name=signing_name,
+            operation=operation,
+            request={},
+            caller=caller,
+            resource="*",
+            error=error,
+        )
 
     def failed(self, address: str | None) -> None:
         """A guess that did not go through `verify` (an unmapped client certificate)."""

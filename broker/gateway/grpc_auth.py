@@ -41,7 +41,7 @@ from broker.gateway.authentication import Authenticator
 from broker.gateway.error_mapping import to_grpc_status
 from broker.iam import grpc_signing
 from broker.iam.directory import Identity
-from broker.iam.enforcer import Authorizer
+from broker.iam.enforcer import Authorizer, CallObserver
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,7 +81,9 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
         clock: Clock,
         region: str,
         raft_password: str,
+        observer: CallObserver | None = None,
     ) -> None:
+        self._observer = observer
         self._authenticator = authenticator
         self._authorizer = authorizer
         self._clock = clock
@@ -108,6 +110,7 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
             try:
                 return gate._admit(method, metadata, context)
             except ShoalError as error:
+                gate._audit_refusal(method, context, error)
                 await context.abort_with_status(to_grpc_status(error))
                 raise AssertionError("abort_with_status returns only by raising") from None
 
@@ -158,6 +161,18 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
 
     # --- Who calls, and may they call this ---------------------------------------------------
 
+    def _audit_refusal(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], error: ShoalError
+    ) -> None:
+        """Refusals before the call is identified (bad or missing signature, a principal on
+        the node-to-node services); signature failures are audited by `Authenticator`."""
+        if error.code in (ErrorCode.INVALID_SIGNATURE, ErrorCode.UNRECOGNIZED_CLIENT):
+            return
+        if self._observer is None:
+            return
+        operation = method.rsplit("/", 1)[1]
+        self._authenticator.refused("shoal", operation, peer_address(context), error)
+
     def _admit(
         self, method: str, metadata: Mapping[str, str], context: grpc.aio.ServicerContext[Any, Any]
     ) -> GrpcIdentity | None:
@@ -207,6 +222,7 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
             key_id = self._authenticator.verify(
                 lambda: self._check_key(method, metadata, access_key_id, now_ms),
                 peer_address(context),
+                operation=method.rsplit("/", 1)[1],
             )
             identity = self._authenticator.directory.identity_for_key(key_id)
             if identity is None:

@@ -367,7 +367,10 @@ class AwsHttpApp:
                 access_key_id = verifier.verify(request, now_ms=now_ms)
             else:
                 access_key_id = self._authenticator.verify(
-                    lambda: verifier.verify(request, now_ms=now_ms), _client_address(scope)
+                    lambda: verifier.verify(request, now_ms=now_ms),
+                    _client_address(scope),
+                    signing_name=service.signing_name,
+                    operation=operation,
                 )
         aws_request = decode_request(operation, parsed, wire, model=service.model)
         validate_request(operation, aws_request, model=service.model)

@@ -10,19 +10,23 @@ logged. Who may call: `grpc_auth` (the action `shoal:<Rpc>`).
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from broker.api.iam.v1 import iam_pb2 as pb
+from broker.audit.trail import AuditTrail, EventFilter
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.error_messages import invalid_policy
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.error_mapping import native_rpc
+from broker.gateway.grpc_auth import current_identity
 from broker.iam import identities
 from broker.iam.directory import KeyDirectory
 from broker.iam.enforcer import Authorizer
@@ -33,6 +37,7 @@ from broker.meta.image import MetadataImage
 
 _DESCRIPTOR = pb.DESCRIPTOR.services_by_name["IamService"]
 SERVICE_NAME = _DESCRIPTOR.full_name
+LOOKUP_RESULTS_MAX = 10_000
 _KEY_ID_ALPHABET_BYTES = 10  # 80 random bits: 16 base32 characters after "AKIA"
 
 
@@ -70,7 +75,9 @@ class _IamServicer:
         authorizer: Authorizer,
         clock: Clock,
         region: str,
+        trail: AuditTrail | None = None,
     ) -> None:
+        self._trail = trail
         self._image = image
         self._propose = propose
         self._directory = directory
@@ -255,6 +262,64 @@ class _IamServicer:
             message="" if decision.allowed else decision.denial_message(policy_request),
         )
 
+    async def lookup_events(self, request: pb.LookupEventsRequest) -> pb.LookupEventsResponse:
+        if self._trail is None:
+            return pb.LookupEventsResponse()
+        if request.max_results < 0 or request.max_results > LOOKUP_RESULTS_MAX:
+            raise _invalid(f"max_results must be between 1 and {LOOKUP_RESULTS_MAX}.")
+        await self._trail.wait_written(timeout_s=5)  # what was done before this call
+        events = await self._trail.lookup(
+            EventFilter(
+                start_ms=request.start_ms,
+                end_ms=request.end_ms or None,
+                principal_arn=request.principal_arn,
+                event_name=request.event_name,
+                account_id=request.account_id,
+                only_errors=request.only_errors,
+                limit=request.max_results or 1_000,
+            )
+        )
+        return pb.LookupEventsResponse(events=[json.dumps(event) for event in events])
+
+
+def _audited(
+    name: str, method: Callable[[Any], Awaitable[Message]], trail: AuditTrail | None, region: str
+) -> Callable[[Any], Awaitable[Message]]:
+    """Every IamService call except the read-only audit lookup is recorded in the trail,
+    with the caller `grpc_auth` identified (a request never carries a secret)."""
+    if trail is None or name == "LookupEvents":
+        return method
+
+    async def audited(request: Message) -> Message:
+        who = current_identity.get()
+        identity = who.identity if who is not None else None
+        caller = Caller(
+            region=region,
+            account_id=identity.account_id if identity else trail.account_id,
+            principal_arn=identity.principal_arn if identity else None,
+            access_key_id=who.access_key_id if who is not None else None,
+            door="grpc",
+        )
+        parameters = MessageToDict(request, preserving_proto_field_name=True)
+        resource = str(parameters.get("principal_arn") or parameters.get("arn") or "*")
+        error: ShoalError | None = None
+        try:
+            return await method(request)
+        except ShoalError as refused:
+            error = refused
+            raise
+        finally:
+            trail.call_finished(
+                signing_name="iam",
+                operation=name,
+                request=parameters,
+                caller=caller,
+                resource=resource,
+                error=error,
+            )
+
+    return audited
+
 
 def iam_handler(
     *,
@@ -264,6 +329,7 @@ def iam_handler(
     authorizer: Authorizer,
     clock: Clock,
     region: str,
+    trail: AuditTrail | None = None,
 ) -> grpc.GenericRpcHandler:
     servicer = _IamServicer(
         image=image,
@@ -272,6 +338,7 @@ def iam_handler(
         authorizer=authorizer,
         clock=clock,
         region=region,
+        trail=trail,
     )
     methods: dict[str, Callable[[Any], Awaitable[Message]]] = {
         "CreatePrincipal": servicer.create_principal,
@@ -284,6 +351,7 @@ def iam_handler(
         "AttachPolicy": servicer.attach_policy,
         "DetachPolicy": servicer.detach_policy,
         "Simulate": servicer.simulate,
+        "LookupEvents": servicer.lookup_events,
     }
     assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
@@ -291,7 +359,9 @@ def iam_handler(
         input_class = getattr(pb, method.input_type.name)
         output_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            native_rpc("iam", method.name, methods[method.name]),
+            native_rpc(
+                "iam", method.name, _audited(method.name, methods[method.name], trail, region)
+            ),
             request_deserializer=input_class.FromString,
             response_serializer=output_class.SerializeToString,
         )

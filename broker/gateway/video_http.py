@@ -176,7 +176,10 @@ class VideoHttpService:
             return verifier.verify(request, now_ms=now_ms)
         client = scope.get("client")
         return self._authenticator.verify(
-            lambda: verifier.verify(request, now_ms=now_ms), client[0] if client else None
+            lambda: verifier.verify(request, now_ms=now_ms),
+            client[0] if client else None,
+            signing_name="kinesisvideo",
+            operation=self._label(scope.get("path", "/")).partition(":")[2],
         )
 
     async def _read_body(self, receive: Receive) -> bytes | None:

@@ -41,6 +41,7 @@ class KeyDirectory:
         iam_table: Callable[[], IamTable],
     ) -> None:
         self._static = dict(static_keys)
+        self.account_id = account_id  # the node's account (its root holds the static keys)
         self._root = Identity(principal_arn=root_arn(account_id), account_id=account_id)
         self._box = box
         self._iam_table = iam_table

@@ -261,3 +261,78 @@ async def test_principal_keys_cannot_call_internal_rpcs(iam: Iam) -> None:
         assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
     finally:
         await channel.close()
+
+
+async def test_audit_trail_records_control_plane_and_refusals(iam: Iam) -> None:
+    root = kinesis(iam.node, ROOT_KEY, ROOT_SECRET)
+    await aws(root.create_stream, StreamName="audited", ShardCount=1)
+    reader_arn, key, secret = await iam.user(ACCOUNT, "reader")
+    reader = kinesis(iam.node, key, secret)
+    await refused(reader.delete_stream, StreamName="audited")
+    await aws(root.put_record, StreamName="audited", Data=b"x", PartitionKey="k")
+    await refused(kinesis(iam.node, key, "wrong").list_streams)
+
+    answer = await iam.call("LookupEvents", iam_pb2.LookupEventsRequest())
+    events = [json.loads(line) for line in answer.events]
+    by_name = {(e["eventSource"], e["eventName"], e.get("errorCode")): e for e in events}
+    created = by_name[("kinesis.amazonaws.com", "CreateStream", None)]
+    assert created["userIdentity"]["type"] == "Root"
+    assert created["userIdentity"]["accessKeyId"] == ROOT_KEY
+    assert created["sourceIPAddress"] == "127.0.0.1"
+    assert created["requestParameters"] == {"StreamName": "audited", "ShardCount": 1}
+    assert created["resources"][0]["ARN"].endswith(":stream/audited")
+    denied = by_name[("kinesis.amazonaws.com", "DeleteStream", "AccessDeniedException")]
+    assert denied["userIdentity"]["arn"] == reader_arn
+    assert ("kinesis.amazonaws.com", "ListStreams", "InvalidSignatureException") in by_name
+    assert ("iam.amazonaws.com", "CreatePrincipal", None) in by_name
+    # Data-plane calls are off by default (Config.audit_data_plane).
+    assert ("kinesis.amazonaws.com", "PutRecord", None) not in by_name
+    # Filters: only errors of the reader.
+    answer = await iam.call(
+        "LookupEvents",
+        iam_pb2.LookupEventsRequest(principal_arn=reader_arn, only_errors=True),
+    )
+    assert [json.loads(line)["eventName"] for line in answer.events] == ["DeleteStream"]
+    # The trail's stream is not reachable through the public doors.
+    streams = await aws(root.list_streams)
+    assert all(not name.startswith("__shoal") for name in streams["StreamNames"])
+
+
+async def test_cli_manages_principals_and_reads_the_trail(
+    iam: Iam, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from broker.cli import main
+
+    base = [
+        "--endpoint", f"127.0.0.1:{iam.node.grpc_port}",
+    ]  # fmt: skip
+    signed = ["--access-key-id", ROOT_KEY, "--secret-access-key", ROOT_SECRET]
+
+    def shoal(*argv: str) -> str:
+        assert main([*base, *argv]) == 0, argv
+        return capsys.readouterr().out
+
+    arn = (
+        await asyncio.to_thread(shoal, "iam", "create-principal", OTHER, "carol", *signed)
+    ).strip()
+    assert arn == f"arn:aws:iam::{OTHER}:user/carol"
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps({"Statement": {"Effect": "Allow", "Action": "kinesis:List*", "Resource": "*"}})
+    )
+    await asyncio.to_thread(shoal, "iam", "attach-policy", arn, "lister", str(policy), *signed)
+    answer = await asyncio.to_thread(shoal, "iam", "simulate", arn, "kinesis:ListStreams", *signed)
+    assert answer.startswith("allowed:")
+    answer = await asyncio.to_thread(shoal, "iam", "simulate", arn, "kinesis:DeleteStream", *signed)
+    assert "implicitDeny" in answer and "no identity-based policy allows" in answer
+    created = await asyncio.to_thread(shoal, "iam", "create-key", arn, "--json", *signed)
+    key = json.loads(created)
+    listed = await asyncio.to_thread(shoal, "iam", "list-keys", arn, *signed)
+    assert key["access_key_id"] in listed and key["secret_access_key"] not in listed
+    # Unsigned: refused with the reason, exit 1.
+    assert await asyncio.to_thread(main, [*base, "iam", "list-principals"]) == 1
+    assert "MissingAuthenticationToken" in capsys.readouterr().err
+    lines = await asyncio.to_thread(shoal, "audit", "--event-name", "AttachPolicy", *signed)
+    events = [json.loads(line) for line in lines.splitlines()]
+    assert [event["requestParameters"]["principal_arn"] for event in events] == [arn]
+    await asyncio.to_thread(shoal, "iam", "delete-principal", arn, *signed)

@@ -84,6 +84,11 @@ class IamServiceStub:
                 request_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.SimulateRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.SimulateResponse.FromString,
                 _registered_method=True)
+        self.LookupEvents = channel.unary_unary(
+                '/broker.api.iam.v1.IamService/LookupEvents',
+                request_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.LookupEventsRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.LookupEventsResponse.FromString,
+                _registered_method=True)
 
 
 class IamServiceServicer:
@@ -152,6 +157,13 @@ class IamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupEvents(self, request, context):
+        """The audit trail: CloudTrail events (JSON), oldest first (`shoal audit`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +216,11 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.Simulate,
                     request_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.SimulateRequest.FromString,
                     response_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.SimulateResponse.SerializeToString,
+            ),
+            'LookupEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupEvents,
+                    request_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.LookupEventsRequest.FromString,
+                    response_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.LookupEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -476,6 +493,33 @@ class IamService:
             '/broker.api.iam.v1.IamService/Simulate',
             broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.SimulateRequest.SerializeToString,
             broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.SimulateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.iam.v1.IamService/LookupEvents',
+            broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.LookupEventsRequest.SerializeToString,
+            broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.LookupEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,8 @@ class IamServiceStub:
     DetachPolicy: _grpc.UnaryUnaryMultiCallable[_iam_pb2.DetachPolicyRequest, _iam_pb2.Principal]
     Simulate: _grpc.UnaryUnaryMultiCallable[_iam_pb2.SimulateRequest, _iam_pb2.SimulateResponse]
     """Would this principal be allowed this action on this resource, and why."""
+    LookupEvents: _grpc.UnaryUnaryMultiCallable[_iam_pb2.LookupEventsRequest, _iam_pb2.LookupEventsResponse]
+    """The audit trail: CloudTrail events (JSON), oldest first (`shoal audit`)."""
 
 @_typing.type_check_only
 class IamServiceAsyncStub(IamServiceStub):
@@ -72,6 +74,8 @@ class IamServiceAsyncStub(IamServiceStub):
     DetachPolicy: _aio.UnaryUnaryMultiCallable[_iam_pb2.DetachPolicyRequest, _iam_pb2.Principal]  # type: ignore[assignment]
     Simulate: _aio.UnaryUnaryMultiCallable[_iam_pb2.SimulateRequest, _iam_pb2.SimulateResponse]  # type: ignore[assignment]
     """Would this principal be allowed this action on this resource, and why."""
+    LookupEvents: _aio.UnaryUnaryMultiCallable[_iam_pb2.LookupEventsRequest, _iam_pb2.LookupEventsResponse]  # type: ignore[assignment]
+    """The audit trail: CloudTrail events (JSON), oldest first (`shoal audit`)."""
 
 class IamServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -146,5 +150,13 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_iam_pb2.SimulateResponse, _abc.Awaitable[_iam_pb2.SimulateResponse]]:
         """Would this principal be allowed this action on this resource, and why."""
+
+    @_abc_1.abstractmethod
+    def LookupEvents(
+        self,
+        request: _iam_pb2.LookupEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.LookupEventsResponse, _abc.Awaitable[_iam_pb2.LookupEventsResponse]]:
+        """The audit trail: CloudTrail events (JSON), oldest first (`shoal audit`)."""
 
 def add_IamServiceServicer_to_server(servicer: IamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
