@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import contextvars
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,38 +126,13 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
                     current_identity.reset(token)
 
             return handler._replace(unary_unary=unary)  # type: ignore[no-any-return]
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
-
-            async def unary_stream(
-                request: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                current_identity.set(await check(context))
-                async for item in inner_stream(request, context):
-                    yield item
-
-            return handler._replace(unary_stream=unary_stream)  # type: ignore[no-any-return]
-        if handler.stream_stream is not None:
-            inner_bidi = handler.stream_stream
-
-            async def stream_stream(
-                requests: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> AsyncIterator[Any]:
-                current_identity.set(await check(context))
-                async for item in inner_bidi(requests, context):
-                    yield item
-
-            return handler._replace(stream_stream=stream_stream)  # type: ignore[no-any-return]
-        if handler.stream_unary is not None:
-            inner_client_stream = handler.stream_unary
-
-            async def stream_unary(
-                requests: Any, context: grpc.aio.ServicerContext[Any, Any]
-            ) -> Any:
-                current_identity.set(await check(context))
-                return await inner_client_stream(requests, context)
-
-            return handler._replace(stream_unary=stream_unary)  # type: ignore[no-any-return]
+        # A streaming handler is an async generator or a coroutine writing with
+        # `context.write`; each kind is wrapped as its own kind.
+        for kind in ("unary_stream", "stream_stream", "stream_unary"):
+            inner = getattr(handler, kind)
+            if inner is not None:
+                wrapped = _streaming(inner, check)
+                return handler._replace(**{kind: wrapped})  # type: ignore[no-any-return]
         return found
 
     # --- Who calls, and may they call this ---------------------------------------------------
@@ -257,6 +233,26 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
         if not _equal(provided, expected):
             raise _refuse(ErrorCode.INVALID_SIGNATURE, "The request signature does not match.")
         return access_key_id
+
+
+def _streaming(
+    inner: Any, check: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+) -> Any:
+    """`inner` behind `check`, keeping its kind (async generator, or coroutine)."""
+    if inspect.isasyncgenfunction(inner):
+
+        async def generator(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            current_identity.set(await check(context))
+            async for item in inner(request, context):
+                yield item
+
+        return generator
+
+    async def coroutine(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        current_identity.set(await check(context))
+        return await inner(request, context)
+
+    return coroutine
 
 
 def _equal(provided: str, expected: str) -> bool:
