@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import boto3
@@ -138,7 +139,7 @@ def test_replication_works_and_policy_changes_reach_every_node(cluster: ClusterP
     clients = [kinesis(node, key.access_key_id, key.secret_access_key) for node in cluster.nodes]
     # The key itself must be known everywhere first (that is propagation too).
     for client in clients:
-        wait_until(lambda c=client: not _unknown(c), deadline_s=PROPAGATION_S_MAX, what="key")
+        wait_until(partial(_known, client), deadline_s=PROPAGATION_S_MAX, what="key")
     assert not any(allowed(client) for client in clients)
 
     document = json.dumps(
@@ -152,14 +153,14 @@ def test_replication_works_and_policy_changes_reach_every_node(cluster: ClusterP
             principal_arn=principal.arn, policy_name="d", document=document
         ),
     )
-    granted = [_seconds_until(lambda c=c: allowed(c), started) for c in clients]
+    granted = [_seconds_until(partial(allowed, c), started) for c in clients]
     started = time.monotonic()
     iam_call(
         first.endpoint,
         "DetachPolicy",
         iam_pb2.DetachPolicyRequest(principal_arn=principal.arn, policy_name="d"),
     )
-    revoked = [_seconds_until(lambda c=c: not allowed(c), started) for c in clients]
+    revoked = [_seconds_until(partial(denied, c), started) for c in clients]
     print(f"policy propagation: grant {max(granted):.3f} s, revoke {max(revoked):.3f} s")
     assert max(granted + revoked) <= PROPAGATION_S_MAX
 
@@ -176,12 +177,16 @@ def test_replication_works_and_policy_changes_reach_every_node(cluster: ClusterP
     assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
-def _unknown(client: Any) -> bool:
+def denied(client: Any) -> bool:
+    return not allowed(client)
+
+
+def _known(client: Any) -> bool:
     try:
         client.list_streams()
     except botocore.exceptions.ClientError as error:
-        return error.response["Error"]["Code"] == "UnrecognizedClientException"
-    return False
+        return error.response["Error"]["Code"] != "UnrecognizedClientException"
+    return True
 
 
 def _seconds_until(predicate: Any, started: float) -> float:
