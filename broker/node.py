@@ -758,7 +758,11 @@ class Node:
         port: a node nobody can scrape would look down to every alert."""
         config = self.config
         try:
-            self._metrics_server = self.metrics.serve(config.bind_host, config.metrics_port)
+            self._metrics_server = self.metrics.serve(
+                config.bind_host,
+                config.metrics_port,
+                basic_auth=config.access_keys if config.access_control else None,
+            )
         except OSError as error:
             raise startup.port_in_use(
                 "metrics_port", config.bind_host, config.metrics_port, error

@@ -7,7 +7,10 @@ RPCs."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 
 from broker.api.iam.v1 import iam_pb2, iam_pb2_grpc
 from broker.api.internal.v1 import internal_pb2, internal_pb2_grpc
+from broker.api.leases.v1 import leases_pb2, leases_pb2_grpc
 from broker.clock import ManualClock, SystemClock
 from broker.iam import grpc_signing
 from broker.node import Node
@@ -206,6 +210,41 @@ async def test_another_account_cannot_reach_the_stream(iam: Iam) -> None:
         "Code"
     ] == "AccessDeniedException"
     assert bob_arn.startswith(f"arn:aws:iam::{OTHER}:")
+
+    # Nor through the native lease table (cluster-wide: `shoal:*` actions are operators')...
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{iam.node.grpc_port}")
+    try:
+        method = "/broker.api.leases.v1.LeaseService/ListApplications"
+        stub = leases_pb2_grpc.LeaseServiceStub(channel)
+        metadata = grpc_signing.signed_metadata(
+            access_key_id=key, secret=secret, region="us-east-1", method=method,
+            wall_ms=SystemClock().wall_ms(),
+        )  # fmt: skip
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.ListApplications(leases_pb2.ListApplicationsRequest(), metadata=metadata)
+        assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert f"User: {bob_arn} is not authorized to perform: shoal:ListApplications" in str(
+            raised.value.details()
+        )
+    finally:
+        await channel.close()
+    # ...nor the metrics endpoint, whose labels name every stream: operators' keys only.
+    url = f"http://127.0.0.1:{iam.node.metrics_port}/metrics"
+    assert await asyncio.to_thread(_scrape, url, key, secret) == 401
+    assert await asyncio.to_thread(_scrape, url, None, None) == 401
+    assert await asyncio.to_thread(_scrape, url, ROOT_KEY, ROOT_SECRET) == 200
+
+
+def _scrape(url: str, user: str | None, password: str | None) -> int:
+    request = urllib.request.Request(url)
+    if user is not None and password is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
 
 
 async def test_replayed_and_guessed_signatures_refused(iam: Iam) -> None:
