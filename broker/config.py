@@ -510,8 +510,8 @@ _SETTINGS: dict[str, type] = {
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 
 
-# Variables with the SHOAL_ prefix that are not node settings: the CLI's endpoint.
-_OTHER_VARIABLES = frozenset({"SHOAL_ENDPOINT"})
+# Variables with the SHOAL_ prefix that are not node settings: the CLI's endpoint and key.
+_OTHER_VARIABLES = frozenset({"SHOAL_ENDPOINT", "SHOAL_ACCESS_KEY_ID", "SHOAL_SECRET_ACCESS_KEY"})
 
 _HELP = {
     "host": "the address this node advertises to clients and peers (and listens on, unless "

@@ -5,8 +5,8 @@
     shoal audit --since 15m --principal arn:aws:iam::111122223333:user/alice --errors
     shoal audit --event-name CreateStream --table  a short table instead of JSON lines
 
-Signed like `shoal iam` (`--access-key-id`/`--secret-access-key` or AWS_ACCESS_KEY_ID /
-AWS_SECRET_ACCESS_KEY); with access control on, the action is `shoal:LookupEvents`.
+Signed like `shoal iam` (`--access-key-id`/`--secret-access-key` or SHOAL_ACCESS_KEY_ID /
+SHOAL_SECRET_ACCESS_KEY); with access control on, the action is `shoal:LookupEvents`.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--errors", action="store_true", help="only refused or failed calls")
     parser.add_argument("--limit", type=int, default=1_000)
     parser.add_argument("--table", action="store_true", help="a short table, not JSON lines")
-    parser.add_argument("--access-key-id", default=os.environ.get("AWS_ACCESS_KEY_ID"))
-    parser.add_argument("--secret-access-key", default=os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    parser.add_argument("--access-key-id", default=os.environ.get("SHOAL_ACCESS_KEY_ID"))
+    parser.add_argument("--secret-access-key", default=os.environ.get("SHOAL_SECRET_ACCESS_KEY"))
     parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
     parser.set_defaults(connect=iam_client, run=_run, group_help=parser.print_help)
 

@@ -12,7 +12,7 @@
     shoal iam simulate ARN kinesis:PutRecord arn:aws:kinesis:us-east-1:111122223333:stream/s
 
 With access control on, the node wants signed calls: `--access-key-id`/`--secret-access-key`
-(or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) sign every call (`iam/grpc_signing.py`), or a
+(or SHOAL_ACCESS_KEY_ID / SHOAL_SECRET_ACCESS_KEY) sign every call (`iam/grpc_signing.py`), or a
 client certificate mapped to a principal (the TLS flags).
 """
 
@@ -40,8 +40,10 @@ def add_commands(commands: Any) -> None:
     def command(name: str, help_text: str, run: Any) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = group.add_parser(name, help=help_text)
         parser.add_argument("--json", action="store_true", help="print the raw answer as JSON")
-        parser.add_argument("--access-key-id", default=os.environ.get("AWS_ACCESS_KEY_ID"))
-        parser.add_argument("--secret-access-key", default=os.environ.get("AWS_SECRET_ACCESS_KEY"))
+        parser.add_argument("--access-key-id", default=os.environ.get("SHOAL_ACCESS_KEY_ID"))
+        parser.add_argument(
+            "--secret-access-key", default=os.environ.get("SHOAL_SECRET_ACCESS_KEY")
+        )
         parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
         parser.set_defaults(connect=iam_client, run=run)
         return parser

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime
+from typing import Any
 
 ALGORITHM = "SHOAL-HMAC-SHA256"
 SERVICE = "shoal-grpc"
@@ -77,3 +78,33 @@ def fresh(date: str, *, now_ms: int) -> bool:
     """Is `date` within the replay window of `now_ms`?"""
     stamp = date_ms(date)
     return stamp is not None and abs(now_ms - stamp) <= CLOCK_SKEW_MS_MAX
+
+
+class SigningKey:
+    """A client's access key: `metadata(method)` signs one call at the current wall time."""
+
+    def __init__(
+        self, access_key_id: str, secret: str, *, region: str = "us-east-1", wall_ms: Any = None
+    ) -> None:
+        self.access_key_id = access_key_id
+        self._secret = secret
+        self._region = region
+        self._wall_ms = wall_ms or _system_wall_ms
+
+    def metadata(self, method: str) -> tuple[tuple[str, str], ...]:
+        return signed_metadata(
+            access_key_id=self.access_key_id,
+            secret=self._secret,
+            region=self._region,
+            method=method,
+            wall_ms=self._wall_ms(),
+        )
+
+    def __repr__(self) -> str:  # never the secret
+        return f"SigningKey({self.access_key_id!r})"
+
+
+def _system_wall_ms() -> int:
+    from broker.clock import SystemClock
+
+    return SystemClock().wall_ms()

@@ -25,8 +25,11 @@ import pytest
 from broker.api.iam.v1 import iam_pb2, iam_pb2_grpc
 from broker.api.internal.v1 import internal_pb2, internal_pb2_grpc
 from broker.api.leases.v1 import leases_pb2, leases_pb2_grpc
+from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock, SystemClock
+from broker.errors import ErrorCode, ShoalError
 from broker.iam import grpc_signing
+from broker.iam.grpc_signing import SigningKey
 from broker.node import Node
 from tests.conftest import node_config, running_node
 
@@ -375,3 +378,34 @@ async def test_cli_manages_principals_and_reads_the_trail(
     events = [json.loads(line) for line in lines.splitlines()]
     assert [event["requestParameters"]["principal_arn"] for event in events] == [arn]
     await asyncio.to_thread(shoal, "iam", "delete-principal", arn, *signed)
+
+
+async def test_grpc_door_signed_by_principal_keys(iam: Iam) -> None:
+    """The native client signs with the same keys; policies and messages as on the AWS door."""
+    root = AsyncShoalClient(
+        f"127.0.0.1:{iam.node.grpc_port}", signing_key=SigningKey(ROOT_KEY, ROOT_SECRET)
+    )
+    await root.call("CreateStream", {"StreamName": "native", "ShardCount": 1})
+    arn, key, secret = await iam.user(
+        ACCOUNT, "producer", {"Effect": "Allow", "Action": "kinesis:PutRecord", "Resource": "*"}
+    )
+    producer = AsyncShoalClient(
+        f"127.0.0.1:{iam.node.grpc_port}", signing_key=SigningKey(key, secret)
+    )
+    unsigned = AsyncShoalClient(f"127.0.0.1:{iam.node.grpc_port}")
+    try:
+        await producer.call(
+            "PutRecord", {"StreamName": "native", "Data": b"x", "PartitionKey": "k"}
+        )
+        with pytest.raises(ShoalError) as raised:
+            await producer.call("DeleteStream", {"StreamName": "native"})
+        assert raised.value.code is ErrorCode.ACCESS_DENIED
+        assert raised.value.message.startswith(
+            f"User: {arn} is not authorized to perform: kinesis:DeleteStream"
+        )
+        with pytest.raises(ShoalError) as raised:
+            await unsigned.call("ListStreams", {})
+        assert raised.value.code is ErrorCode.MISSING_AUTHENTICATION_TOKEN
+    finally:
+        for client in (root, producer, unsigned):
+            await client.close()
