@@ -1,7 +1,8 @@
 """`scripts/bench --only access`: the cost of access control (issue 15) on the AWS door.
 
-One run, one machine, two node configurations started in turn (off, on, off, on: the mean of
-each pair, so drift between the two is seen twice), every other setting equal (SigV4 is
+One run, one machine, two node configurations started in turn (off, on, off, on, ...:
+`--rounds` pairs, medians reported, so drift and other load are seen by both), every other
+setting equal (SigV4 is
 checked in both: the configured key signs the baseline, a principal's key the other):
 
 - access control off: boto3 signed with the configured (root) key;
@@ -11,7 +12,7 @@ checked in both: the configured key signs the baseline, a principal's key the ot
 
 Figures: PutRecords throughput (500 records of 1 KiB per call, one boto3 client, `--seconds`)
 and PutRecord latency p50/p99 (sequential calls), with the ratio on/off (goals: throughput at
-least 85 %, p99 within +1 ms).
+least 85 %, p99 within +1 ms), and the authorizer's own cost per call measured in-process.
 """
 
 from __future__ import annotations
@@ -166,14 +167,69 @@ def _run_one(workdir: Path, *, access_control: bool, seconds: float) -> Figures:
         return _measure(url, key, secret, "bench", seconds)
 
 
+def authorize_cost_us(calls: int = 20_000) -> float:
+    """The enforcement shell's own cost per PutRecord (in this process, so machine load
+    from other work affects it less than the end-to-end figures): the same principal, two
+    policies and IpAddress condition as the node runs above."""
+    from broker.caller import Caller
+    from broker.iam.directory import KeyDirectory
+    from broker.iam.enforcer import Authorizer
+    from broker.iam.identities import AttachedPolicy, IamTable, Principal, PrincipalKind
+    from broker.iam.sealing import SecretBox
+
+    arn = f"arn:aws:iam::{ACCOUNT}:user/producer"
+    stream_arn = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/bench"
+    write = {
+        "Effect": "Allow",
+        "Action": ["kinesis:PutRecord", "kinesis:PutRecords"],
+        "Resource": stream_arn,
+        "Condition": {"IpAddress": {"aws:SourceIp": "127.0.0.0/8"}},
+    }
+    guard = {"Effect": "Deny", "NotAction": "kinesis:*", "Resource": "*"}
+    principal = Principal(
+        arn=arn,
+        account_id=ACCOUNT,
+        kind=PrincipalKind.USER,
+        name="producer",
+        created_ms=0,
+        policies=tuple(
+            AttachedPolicy(name=name, document=json.dumps({"Statement": statement}))
+            for name, statement in (("guard", guard), ("write", write))
+        ),
+    )
+    table = IamTable(principals={arn: principal})
+    authorizer = Authorizer(
+        enabled=True,
+        directory=KeyDirectory(
+            static_keys={}, account_id=ACCOUNT, box=SecretBox(b"k" * 32),
+            iam_table=lambda: table,
+        ),
+        resource_policy=lambda _: None,
+        iterator_stream=lambda _: None,
+        wall_ms=lambda: 1_700_000_000_000,
+    )  # fmt: skip
+    caller = Caller(
+        region="us-east-1", account_id=ACCOUNT, principal_arn=arn,
+        source_address="127.0.0.1", door="http",
+    )  # fmt: skip
+    request = {"StreamName": "bench", "Data": RECORD, "PartitionKey": "k"}
+    for _ in range(1_000):
+        authorizer.authorize("kinesis", "PutRecord", request, caller)
+    started = time.perf_counter()
+    for _ in range(calls):
+        authorizer.authorize("kinesis", "PutRecord", request, caller)
+    return (time.perf_counter() - started) / calls * 1e6
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench --only access")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3, help="off/on pairs (medians reported)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     runs: dict[bool, list[Figures]] = {False: [], True: []}
     with TemporaryDirectory(prefix="shoal-bench-access-") as tmp:
-        for round_index in range(2):
+        for round_index in range(args.rounds):
             for enabled in (False, True):
                 workdir = Path(tmp) / f"{round_index}-{'on' if enabled else 'off'}"
                 workdir.mkdir()
@@ -187,9 +243,9 @@ def main(argv: list[str]) -> int:
                 )
     mean = {
         enabled: Figures(
-            records_per_s=statistics.fmean(f.records_per_s for f in figures),
-            p50_ms=statistics.fmean(f.p50_ms for f in figures),
-            p99_ms=statistics.fmean(f.p99_ms for f in figures),
+            records_per_s=statistics.median(f.records_per_s for f in figures),
+            p50_ms=statistics.median(f.p50_ms for f in figures),
+            p99_ms=statistics.median(f.p99_ms for f in figures),
         )
         for enabled, figures in runs.items()
     }
@@ -203,6 +259,7 @@ def main(argv: list[str]) -> int:
         "put_record_p99_ms_off": round(off.p99_ms, 3),
         "put_record_p99_ms_on": round(on.p99_ms, 3),
         "p99_delta_ms": round(on.p99_ms - off.p99_ms, 3),
+        "authorize_us_per_call": round(authorize_cost_us(), 1),
     }
     print(json.dumps(report, indent=2))
     if args.json is not None:

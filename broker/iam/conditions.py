@@ -18,6 +18,7 @@ An unknown operator makes the statement never match (a Deny with one does not ap
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -58,7 +59,10 @@ def _dated(compare: Callable[[float, float], bool]) -> Matcher:
     return match
 
 
+@functools.lru_cache(maxsize=4096)
 def _ip_match(value: str, wanted: str) -> bool:
+    """Cached: the same client addresses and policy ranges come back on every request, and
+    parsing both is most of an evaluation's cost (bounded LRU)."""
     try:
         return ipaddress.ip_address(value) in ipaddress.ip_network(wanted, strict=False)
     except ValueError:
