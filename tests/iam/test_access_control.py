@@ -24,6 +24,7 @@ import pytest
 
 from broker.api.iam.v1 import iam_pb2, iam_pb2_grpc
 from broker.api.internal.v1 import internal_pb2, internal_pb2_grpc
+from broker.api.kinesis.v1 import kinesis_pb2, kinesis_pb2_grpc
 from broker.api.leases.v1 import leases_pb2, leases_pb2_grpc
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock, SystemClock
@@ -147,6 +148,23 @@ async def test_policies_decide_with_aws_messages(iam: Iam) -> None:
     error = await refused(writer.describe_stream, StreamName="orders")
     assert error["Message"].endswith("with an explicit deny in an identity-based policy")
     assert (await refused(writer.list_streams))["Code"] == "AccessDeniedException"
+    # Every service of the node, each with its own actions.
+    for service, method, action in (
+        ("firehose", "list_delivery_streams", "firehose:ListDeliveryStreams"),
+        ("kinesisvideo", "list_streams", "kinesisvideo:ListStreams"),
+        ("kinesisanalytics", "list_applications", "kinesisanalytics:ListApplications"),
+    ):
+        other = boto3.client(
+            service,
+            endpoint_url=f"http://127.0.0.1:{iam.node.http_port}",
+            region_name="us-east-1",
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        )
+        error = await refused(getattr(other, method))
+        assert error["Code"] == "AccessDeniedException", service
+        assert f"is not authorized to perform: {action} on resource: *" in error["Message"]
 
     simulated = await iam.call(
         "Simulate",
@@ -187,6 +205,10 @@ async def test_another_account_cannot_reach_the_stream(iam: Iam) -> None:
         (bob.list_shards, {"StreamARN": stream_arn}),
         (bob.list_stream_consumers, {"StreamARN": stream_arn}),
         (bob.get_resource_policy, {"ResourceARN": stream_arn}),
+        (
+            bob.describe_stream_consumer,
+            {"ConsumerARN": f"{stream_arn}/consumer/app:1700000000"},
+        ),
     ):
         error = await refused(method, **kwargs)
         assert error["Code"] == "AccessDeniedException", method
@@ -301,6 +323,25 @@ async def test_principal_keys_cannot_call_internal_rpcs(iam: Iam) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.ShardRead(internal_pb2.ShardReadRequest(), metadata=forged, timeout=10)
         assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        # The Raft password's node signature opens the node-to-node services only: it is not
+        # a way around policies on the public ones.
+        method = "/broker.api.kinesis.v1.KinesisService/ListStreams"
+        date = grpc_signing.amz_date(SystemClock().wall_ms())
+        node_signed = (
+            (grpc_signing.DATE_HEADER, date),
+            (
+                grpc_signing.NODE_SIGNATURE_HEADER,
+                grpc_signing.node_signature(
+                    raft_password=iam.node.config.raft_password, method=method, date=date
+                ),
+            ),
+        )
+        kinesis_stub = kinesis_pb2_grpc.KinesisServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await kinesis_stub.ListStreams(
+                kinesis_pb2.ListStreamsInput(), metadata=node_signed, timeout=10
+            )
+        assert raised.value.code() is grpc.StatusCode.PERMISSION_DENIED
     finally:
         await channel.close()
 
