@@ -333,7 +333,14 @@ class Node:
             data_plane=config.audit_data_plane,
             account_id=config.account_id,
         )
-        self.access = build_access_control(config, self.clock, metadata.image, observer=self.audit)
+        # The trail's internal stream counts against the account's shards and streams, so it
+        # is kept only with access control on: a node without it lists and counts as before.
+        self.access = build_access_control(
+            config,
+            self.clock,
+            metadata.image,
+            observer=self.audit if config.access_control else None,
+        )
         self.video = self._video_service(metadata)
         self._start_analytics(metadata)
         self.firehose = FirehoseRuntime(
