@@ -26,6 +26,10 @@ class Caller:
     # The authenticated principal (`arn:aws:iam::<account>:user/<name>`, `...:root`), None for
     # an unsigned request on a node without access control, or the node's own calls.
     principal_arn: str | None = None
+    # Another account whose resource this call may address: set by the authorizer
+    # (`broker/iam/enforcer.py`) only when access control is on and that account's resource
+    # policy allowed this very call (cross-account access, as on AWS: by ARN only).
+    granted_account: str | None = None
 
     @property
     def account(self) -> str:

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from broker import __version__
 from broker.backup.logical import BackupError
 from broker.cli import (
+    analytics,
     audit,
     backup,
     capacity,
     cluster,
     consumers,
+    firehose,
     iam,
     leases,
     limits,
@@ -45,6 +47,8 @@ GROUPS = (
     backup,
     recovery,
     video,
+    firehose,
+    analytics,
     iam,
     audit,
 )

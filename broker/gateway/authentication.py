@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import TypeVar
 
 from broker.caller import Caller
 from broker.clock import Clock
@@ -20,6 +21,8 @@ from broker.errors import ErrorCode, ShoalError
 from broker.iam.directory import Identity, KeyDirectory
 from broker.iam.enforcer import CallObserver
 from broker.iam.throttle import FailureThrottle
+
+Verified = TypeVar("Verified")  # what a signature check returns about the signer
 
 THROTTLED_MESSAGE = "Too many failed authentication attempts from this address; retry later."
 # The signature failures that count as a guess (a malformed request is not one).
@@ -46,13 +49,14 @@ class Authenticator:
 
     def verify(
         self,
-        check: Callable[[], str],
+        check: Callable[[], Verified],
         address: str | None,
         *,
         signing_name: str = "shoal",
         operation: str = "Unknown",
-    ) -> str:
-        """Runs `check` (returns the access key id or raises) unless `address` is throttled.
+    ) -> Verified:
+        """Runs `check` (returns what identifies the signer, or raises) unless `address` is
+        throttled.
         A refusal is audited as a call of `operation` by nobody known."""
         now_ms = self._clock.monotonic_ms()
         where = address or "unknown"

@@ -25,6 +25,7 @@ aws:CurrentTime or aws:SourceIp makes them depend on more than the request.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections import OrderedDict
@@ -165,6 +166,14 @@ class Authorizer:
             raise ShoalError(ErrorCode.ACCESS_DENIED, decision.denial_message(policy_request))
         return resource
 
+    def with_grant(self, caller: Caller, resource: str) -> Caller:
+        """`caller`, allowed to reach `resource` of another account when `authorize` let the
+        call through with access control on (only a resource policy can allow that)."""
+        owner = actions.arn_account(resource)
+        if not self.enabled or caller.door == "internal" or owner in (None, caller.account_id):
+            return caller
+        return dataclasses.replace(caller, granted_account=owner)
+
 
 @functools.lru_cache(maxsize=4)
 def _iso_second(epoch_s: int) -> str:
@@ -241,7 +250,8 @@ class AuthorizedService:
         error: ShoalError | None = None
         try:
             resource = self._authorizer.authorize(self._signing_name, operation, request, caller)
-            return await self._inner.call(operation, request, caller)
+            granted = self._authorizer.with_grant(caller, resource)
+            return await self._inner.call(operation, request, granted)
         except ShoalError as refused:
             error = refused
             raise

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from broker.consumers.registry import parse_consumer_arn
 from broker.meta.image import MetadataImage, StreamMeta
+from broker.streams import namespaces
 from broker.streams.iterators import peek_stream_uid
 from broker.types import StreamName, StreamUid
 
@@ -20,11 +21,11 @@ from broker.types import StreamName, StreamUid
 def _stream_for_arn(image: MetadataImage, arn: str) -> StreamMeta | None:
     if ":stream/" not in arn:
         return None
-    name = arn.split(":stream/", 1)[1]
-    meta = image.streams.get(StreamName(name))
-    if meta is None or meta.arn != arn:  # another account's or region's ARN names nothing here
-        return None
-    return meta
+    for key in namespaces.keys_for_arn(arn):
+        meta = image.streams.get(StreamName(key))
+        if meta is not None and meta.arn == arn:  # the stream of exactly this account/region
+            return meta
+    return None
 
 
 def resource_policy_lookup(image: Callable[[], MetadataImage]) -> Callable[[str], str | None]:
@@ -49,10 +50,13 @@ def resource_policy_lookup(image: Callable[[], MetadataImage]) -> Callable[[str]
 
 def iterator_stream_lookup(image: Callable[[], MetadataImage]) -> Callable[[str], str | None]:
     def iterator_stream(token: str) -> str | None:
-        uid = peek_stream_uid(token)
+        snapshot = image()
+        if not snapshot.iterator_secret:
+            return None
+        uid = peek_stream_uid(token, secret=snapshot.iterator_secret)
         if uid is None:
             return None
-        meta = image().stream_by_uid(StreamUid(uid))
+        meta = snapshot.stream_by_uid(StreamUid(uid))
         return None if meta is None else meta.arn
 
     return iterator_stream
