@@ -566,9 +566,10 @@ class DriverCore:
 
     def fail(self, turn: Turn) -> None:
         """The turn could not be made durable: its replicas cannot know what is durable, so
-        they are dropped (reopened from the store by the next image applied, `forget_image`),
-        their producers get an unknown outcome (retryable), their Prepares an error (the
-        controller asks again)."""
+        they are dropped (the caller reopens them from the store with `forget_image` once the
+        store works again: not before, or they would be read from a broken store), their
+        producers get an unknown outcome (retryable), their Prepares an error (the controller
+        asks again)."""
         for local, _ in turn.work:
             uid = local.replica.shard_uid
             local.fail_waiters(RefusalReason.OUTCOME_UNKNOWN)
@@ -580,7 +581,6 @@ class DriverCore:
                 completion.set_exception(
                     ShoalError(ErrorCode.UNAVAILABLE, "the replica could not persist its promise")
                 )
-        self.forget_image()
         self.turns += 1
 
     def _end_turn(self, turn: Turn) -> None:
