@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import partial
 
 import boto3
+import grpc
 import pytest
 
 from broker.client.grpc_client import ShoalClient
@@ -55,7 +56,11 @@ def _replicas_agree(cluster: ClusterProcesses, nodes: list[int]) -> bool:
     """Every replica on the given nodes has the same durable end and high watermark per shard."""
     views: dict[int, set[tuple[int, int]]] = {}
     for i in nodes:
-        for state in replica_status(cluster.nodes[i].endpoint).replicas:
+        try:
+            replicas = replica_status(cluster.nodes[i].endpoint).replicas
+        except grpc.RpcError:
+            return False  # a restarted node registered before its API listens: not yet
+        for state in replicas:
             views.setdefault(state.shard_uid, set()).add((state.log_end, state.high_watermark))
     return all(len(v) == 1 for v in views.values()) and bool(views)
 
@@ -80,9 +85,79 @@ def _caught_up(cluster: ClusterProcesses, node: int) -> Callable[[], bool]:
     return check
 
 
-def test_cluster_forms_and_serves_every_operation_through_every_node(
+# The tests that leave a node stopped or restarted take a cluster of their own and run first,
+# before the module's shared cluster exists (module_cluster, from the forms test on).
+
+
+def test_kill_9_of_a_shard_leader_fails_over_without_losing_acknowledged_records(
     cluster: ClusterProcesses,
 ) -> None:
+    """Goal: writes to the killed leader's shards resume on another replica within seconds,
+    every acknowledged record survives, and the restarted node catches up."""
+    _create(cluster.endpoints[0], "failover", 3)
+    leader = _leader_of_shard_0(cluster, cluster.endpoints[0], "failover")
+    victim = cluster.node_named(leader)
+    survivors = [n.endpoint for n in cluster.nodes if n is not victim]
+    producer = Producer(survivors, "failover").start()
+    try:
+        producer.wait_acknowledged(300)
+        killed_at = time.monotonic()
+        victim.kill()
+        resumed_at = _writes_resume(survivors[0], "failover", "0")
+        failover_s = resumed_at - killed_at
+        print(f"failover after kill -9: {failover_s:.2f} s")
+        assert failover_s < 10
+        assert _leader_of_shard_0(cluster, survivors[0], "failover") != leader
+        producer.wait_acknowledged(len(producer.acknowledged) + 300)
+    finally:
+        producer.stop()
+    assert not producer.lost
+    for endpoint in survivors:
+        check_no_loss(endpoint, "failover", producer.acknowledged)
+    victim.start()
+    wait_until(lambda: formed(survivors[0], 3), deadline_s=60, what="restarted node ACTIVE")
+    wait_until(
+        lambda: _replicas_agree(cluster, [0, 1, 2]), deadline_s=60, what="restarted node caught up"
+    )
+    check_no_loss(victim.endpoint, "failover", producer.acknowledged)
+
+
+def test_sigterm_drains_leaderships_before_stopping(cluster: ClusterProcesses) -> None:
+    _create(cluster.endpoints[0], "drain", 3)
+    victim = cluster.nodes[0]
+    others = [n.endpoint for n in cluster.nodes[1:]]
+    assert "node-1" in shard_leaders(others[0], "drain").values()
+    producer = Producer(others, "drain").start()
+    try:
+        producer.wait_acknowledged(200)
+        assert victim.process is not None
+        victim.process.send_signal(signal.SIGTERM)
+        # Before the process is gone, its shards already have other leaders.
+        wait_until(
+            lambda: "node-1" not in shard_leaders(others[0], "drain").values(),
+            deadline_s=20,
+            what="leaderships moved",
+        )
+        victim.process.wait(timeout=30)
+        victim.process = None
+        assert "node_drained" in victim.log_text()
+        producer.wait_acknowledged(len(producer.acknowledged) + 200)
+    finally:
+        producer.stop()
+    # The issue's bar: no failed request beyond retried ones. A drain moves leaderships before
+    # the process goes, so failures are rare; on a loaded 2-core machine a forward can still
+    # miss its deadline while a leadership moves, and the producer's retry then succeeds.
+    assert not producer.lost
+    assert producer.failed_calls <= 3
+    for endpoint in others:
+        check_no_loss(endpoint, "drain", producer.acknowledged)
+
+
+def test_cluster_forms_and_serves_every_operation_through_every_node(
+    module_cluster: ClusterProcesses,
+) -> None:
+    """The first test on the module's cluster (placement: one leader per node)."""
+    cluster = module_cluster
     status = cluster_status(cluster.endpoints[0])
     assert sorted(n.node_id for n in status.nodes) == ["node-1", "node-2", "node-3"]
     _create(cluster.endpoints[0], "everywhere", 3)
@@ -179,8 +254,9 @@ def _all_readable(endpoint: str, stream: str, acknowledged: dict[bytes, tuple[st
 
 
 def test_split_and_merge_with_writes_in_flight_lose_and_double_nothing(
-    cluster: ClusterProcesses,
+    module_cluster: ClusterProcesses,
 ) -> None:
+    cluster = module_cluster
     _create(cluster.endpoints[0], "reshard", 2)
     producers = [
         Producer(cluster.endpoints[i:] + cluster.endpoints[:i], "reshard", name=f"p{i}").start()
@@ -271,41 +347,9 @@ def _writes_resume(endpoint: str, stream: str, shard_hash_key: str) -> float:
     return time.monotonic()
 
 
-def test_kill_9_of_a_shard_leader_fails_over_without_losing_acknowledged_records(
-    cluster: ClusterProcesses,
-) -> None:
-    """Goal: writes to the killed leader's shards resume on another replica within seconds,
-    every acknowledged record survives, and the restarted node catches up."""
-    _create(cluster.endpoints[0], "failover", 3)
-    leader = _leader_of_shard_0(cluster, cluster.endpoints[0], "failover")
-    victim = cluster.node_named(leader)
-    survivors = [n.endpoint for n in cluster.nodes if n is not victim]
-    producer = Producer(survivors, "failover").start()
-    try:
-        producer.wait_acknowledged(300)
-        killed_at = time.monotonic()
-        victim.kill()
-        resumed_at = _writes_resume(survivors[0], "failover", "0")
-        failover_s = resumed_at - killed_at
-        print(f"failover after kill -9: {failover_s:.2f} s")
-        assert failover_s < 10
-        assert _leader_of_shard_0(cluster, survivors[0], "failover") != leader
-        producer.wait_acknowledged(len(producer.acknowledged) + 300)
-    finally:
-        producer.stop()
-    assert not producer.lost
-    for endpoint in survivors:
-        check_no_loss(endpoint, "failover", producer.acknowledged)
-    victim.start()
-    wait_until(lambda: formed(survivors[0], 3), deadline_s=60, what="restarted node ACTIVE")
-    wait_until(
-        lambda: _replicas_agree(cluster, [0, 1, 2]), deadline_s=60, what="restarted node caught up"
-    )
-    check_no_loss(victim.endpoint, "failover", producer.acknowledged)
-
-
-def test_sigstop_of_a_shard_leader_then_sigcont(cluster: ClusterProcesses) -> None:
+def test_sigstop_of_a_shard_leader_then_sigcont(module_cluster: ClusterProcesses) -> None:
     """A paused leader is fenced like a dead one; once resumed it follows the new epoch."""
+    cluster = module_cluster
     _create(cluster.endpoints[0], "paused", 2)
     leader = _leader_of_shard_0(cluster, cluster.endpoints[0], "paused")
     victim = cluster.node_named(leader)
@@ -332,40 +376,11 @@ def test_sigstop_of_a_shard_leader_then_sigcont(cluster: ClusterProcesses) -> No
         check_no_loss(endpoint, "paused", producer.acknowledged)
 
 
-def test_sigterm_drains_leaderships_before_stopping(cluster: ClusterProcesses) -> None:
-    _create(cluster.endpoints[0], "drain", 3)
-    victim = cluster.nodes[0]
-    others = [n.endpoint for n in cluster.nodes[1:]]
-    assert "node-1" in shard_leaders(others[0], "drain").values()
-    producer = Producer(others, "drain").start()
-    try:
-        producer.wait_acknowledged(200)
-        assert victim.process is not None
-        victim.process.send_signal(signal.SIGTERM)
-        # Before the process is gone, its shards already have other leaders.
-        wait_until(
-            lambda: "node-1" not in shard_leaders(others[0], "drain").values(),
-            deadline_s=20,
-            what="leaderships moved",
-        )
-        victim.process.wait(timeout=30)
-        victim.process = None
-        assert "node_drained" in victim.log_text()
-        producer.wait_acknowledged(len(producer.acknowledged) + 200)
-    finally:
-        producer.stop()
-    # The issue's bar: no failed request beyond retried ones. A drain moves leaderships before
-    # the process goes, so failures are rare; on a loaded 2-core machine a forward can still
-    # miss its deadline while a leadership moves, and the producer's retry then succeeds.
-    assert not producer.lost
-    assert producer.failed_calls <= 3
-    for endpoint in others:
-        check_no_loss(endpoint, "drain", producer.acknowledged)
-
-
-def test_rolling_restart_under_load_fails_no_request(cluster: ClusterProcesses) -> None:
+def test_rolling_restart_under_load_fails_no_request(module_cluster: ClusterProcesses) -> None:
     """Each node in turn: SIGTERM (drain), restart, wait until it is back and caught up. A
-    producer writing through all nodes never has a record fail past its retries."""
+    producer writing through all nodes never has a record fail past its retries. Shares the
+    module's cluster with the SIGSTOP test (which leaves every node running and caught up)."""
+    cluster = module_cluster
     _create(cluster.endpoints[0], "rolling", 3)
     producer = Producer(cluster.endpoints, "rolling").start()
     try:
