@@ -1,7 +1,9 @@
 """A node whose disk is replaced (kill -9, its data directory deleted, restarted with the same
 id) rejoins a live 3-node cluster as a new, empty replica (decisions/0002, "Lost disk").
 
-Method: a producer writes through every node the whole time; the victim is a follower of
+The tests share one cluster (`module_cluster`): each ends with every node back, formed and
+caught up, and writes to a stream of its own. Method: a producer writes through every node the
+whole time; the victim is a follower of
 every shard, a shard leader, or the metadata quorum's leader (the controller's node, so its
 Raft journal goes too). The cluster must keep taking writes (the longest pause between two
 acknowledgements stays within a leader change), the victim must catch up every replica it
@@ -31,18 +33,17 @@ from tests.support import ClusterProcesses, NodeProcess, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-STREAM = "rejoin"
 # A leader change on these knobs takes about 1-3 s (docs/ARCHITECTURE.md, "What happens on
 # leader loss"); a rejoin may cost one (the wiped leader's shards) but never a stall.
 ACK_GAP_S_MAX = 10.0
 
 
-def _create(endpoint: str, shards: int) -> None:
+def _create(endpoint: str, stream: str, shards: int) -> None:
     with ShoalClient(endpoint) as client:
-        client.call("CreateStream", {"StreamName": STREAM, "ShardCount": shards})
+        client.call("CreateStream", {"StreamName": stream, "ShardCount": shards})
         wait_until(
             lambda: (
-                client.call("DescribeStreamSummary", {"StreamName": STREAM})[
+                client.call("DescribeStreamSummary", {"StreamName": stream})[
                     "StreamDescriptionSummary"
                 ]["StreamStatus"]
                 == "ACTIVE"
@@ -72,10 +73,10 @@ def _rejoined(cluster: ClusterProcesses, victim: NodeProcess) -> bool:
     )
 
 
-def _wipe_and_rejoin(cluster: ClusterProcesses, victim: NodeProcess) -> float:
+def _wipe_and_rejoin(cluster: ClusterProcesses, victim: NodeProcess, stream: str) -> float:
     """Kills the victim, deletes its data directory, restarts it; returns the longest pause
     between acknowledgements from the kill until it rejoined, in seconds."""
-    producer = Producer(cluster.endpoints, STREAM, batch_size=10).start()
+    producer = Producer(cluster.endpoints, stream, batch_size=10).start()
     try:
         producer.wait_acknowledged(300)
         killed_at = time.monotonic()
@@ -93,13 +94,15 @@ def _wipe_and_rejoin(cluster: ClusterProcesses, victim: NodeProcess) -> float:
     assert not producer.lost, f"{len(producer.lost)} records never acknowledged"
     wait_formed(cluster)
     for endpoint in cluster.endpoints:
-        check_no_loss(endpoint, STREAM, producer.acknowledged)
+        check_no_loss(endpoint, stream, producer.acknowledged)
     return gap
 
 
-def _victim(cluster: ClusterProcesses, *, leads: bool, controller: bool) -> NodeProcess:
+def _victim(
+    cluster: ClusterProcesses, stream: str, *, leads: bool, controller: bool
+) -> NodeProcess:
     status = cluster_status(cluster.endpoints[0])
-    leaders = set(shard_leaders(cluster.endpoints[0], STREAM).values())
+    leaders = set(shard_leaders(cluster.endpoints[0], stream).values())
     for i, node in enumerate(cluster.nodes):
         node_id = f"node-{i + 1}"
         if controller and node_id == status.controller:
@@ -109,38 +112,51 @@ def _victim(cluster: ClusterProcesses, *, leads: bool, controller: bool) -> Node
     raise AssertionError(f"no such node: leaders {leaders}, controller {status.controller}")
 
 
-def test_a_wiped_follower_rejoins_without_stopping_writes(cluster: ClusterProcesses) -> None:
-    _create(cluster.endpoints[0], 1)  # one shard: the victim follows it and leads nothing
-    gap = _wipe_and_rejoin(cluster, _victim(cluster, leads=False, controller=False))
+def test_a_wiped_follower_rejoins_without_stopping_writes(
+    module_cluster: ClusterProcesses,
+) -> None:
+    """The first test on the module's cluster: its one shard is the only one, so the victim
+    follows it and leads nothing."""
+    cluster = module_cluster
+    _create(cluster.endpoints[0], "follower", 1)
+    victim = _victim(cluster, "follower", leads=False, controller=False)
+    gap = _wipe_and_rejoin(cluster, victim, "follower")
     assert gap < ACK_GAP_S_MAX
 
 
-def test_a_wiped_leader_rejoins_and_leads_nothing_it_lacks(cluster: ClusterProcesses) -> None:
-    _create(cluster.endpoints[0], 3)  # one shard led by each node
-    victim = _victim(cluster, leads=True, controller=False)
-    gap = _wipe_and_rejoin(cluster, victim)
+def test_a_wiped_leader_rejoins_and_leads_nothing_it_lacks(
+    module_cluster: ClusterProcesses,
+) -> None:
+    cluster = module_cluster
+    _create(cluster.endpoints[0], "leader", 3)  # the nodes share the leaderships
+    victim = _victim(cluster, "leader", leads=True, controller=False)
+    gap = _wipe_and_rejoin(cluster, victim, "leader")
     assert gap < ACK_GAP_S_MAX
 
 
-def test_a_wiped_metadata_leader_rejoins_the_quorum(cluster: ClusterProcesses) -> None:
-    _create(cluster.endpoints[0], 3)
-    victim = _victim(cluster, leads=True, controller=True)
-    gap = _wipe_and_rejoin(cluster, victim)
+def test_a_wiped_metadata_leader_rejoins_the_quorum(module_cluster: ClusterProcesses) -> None:
+    cluster = module_cluster
+    _create(cluster.endpoints[0], "controller", 3)
+    victim = _victim(cluster, "controller", leads=True, controller=True)
+    gap = _wipe_and_rejoin(cluster, victim, "controller")
     assert gap < ACK_GAP_S_MAX
     # Its metadata came back from the other voters: it sees the stream and every node.
     status = cluster_status(victim.endpoint)
-    assert any(s.stream_name == STREAM for s in status.shards)
+    assert any(s.stream_name == "controller" for s in status.shards)
     assert sorted(n.node_id for n in status.nodes) == ["node-1", "node-2", "node-3"]
 
 
-def test_a_node_whose_shard_log_was_moved_aside_rejoins(cluster: ClusterProcesses) -> None:
+def test_a_node_whose_shard_log_was_moved_aside_rejoins(
+    module_cluster: ClusterProcesses,
+) -> None:
     """The corruption runbook (docs/operations.md, "Corruption"): stop the node, move its
     `log` directory aside, start it. It keeps its metadata and rejoins for its replicas."""
-    _create(cluster.endpoints[0], 3)
-    producer = Producer(cluster.endpoints, STREAM, batch_size=10).start()
+    cluster = module_cluster
+    _create(cluster.endpoints[0], "moved", 3)
+    producer = Producer(cluster.endpoints, "moved", batch_size=10).start()
     try:
         producer.wait_acknowledged(300)
-        victim = _victim(cluster, leads=True, controller=False)
+        victim = _victim(cluster, "moved", leads=True, controller=False)
         victim.terminate()
         (victim.data_dir / "log").rename(victim.data_dir / "log.corrupt")
         victim.start()
@@ -149,16 +165,17 @@ def test_a_node_whose_shard_log_was_moved_aside_rejoins(cluster: ClusterProcesse
     finally:
         producer.stop()
     for endpoint in cluster.endpoints:
-        check_no_loss(endpoint, STREAM, producer.acknowledged)
+        check_no_loss(endpoint, "moved", producer.acknowledged)
 
 
 def test_a_node_with_a_corrupt_metadata_journal_is_refused_and_recovers(
-    cluster: ClusterProcesses,
+    module_cluster: ClusterProcesses,
 ) -> None:
     """The metadata-corruption runbook: the node refuses to start with one line naming the
     file and the recovery; moving `meta` aside as it says brings it back from the others."""
-    _create(cluster.endpoints[0], 1)
-    victim = _victim(cluster, leads=False, controller=False)
+    cluster = module_cluster
+    _create(cluster.endpoints[0], "journal", 1)
+    victim = _victim(cluster, "journal", leads=False, controller=False)
     victim.terminate()
     journal = victim.data_dir / "meta" / "raft.journal"
     data = bytearray(journal.read_bytes())
@@ -178,4 +195,4 @@ def test_a_node_with_a_corrupt_metadata_journal_is_refused_and_recovers(
     victim.start()
     wait_formed(cluster)
     status = cluster_status(victim.endpoint)
-    assert any(s.stream_name == STREAM for s in status.shards)
+    assert any(s.stream_name == "journal" for s in status.shards)
