@@ -96,12 +96,14 @@ def indexer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
 
 
 async def _objects(
-    s3_server: S3Server, bucket: str, prefix: str, clock: ManualClock
+    s3_server: S3Server, bucket: str, prefix: str, clock: ManualClock, *, lines: int = 1
 ) -> dict[str, bytes]:
+    """The objects under `prefix` once they hold `lines` lines (or `}`-ended documents)."""
     async with asyncio.timeout(30):
         while True:
             found = await asyncio.to_thread(s3_server.objects, bucket, prefix)
-            if found:
+            body = b"".join(found.values())
+            if found and max(len(body.splitlines()), body.count(b"}")) >= lines:
                 return found
             clock.advance(ms=200)
             await asyncio.sleep(0.1)
@@ -188,7 +190,7 @@ async def test_opensearch_splunk_and_snowflake_deliver_or_fail_into_the_backup(
     assert json.loads(bulk[0])["index"]["_index"].startswith("logs-")  # OneDay rotation
     assert set(bulk[1::2]) == set(documents)
 
-    backed_up = await _objects(s3_server, "indexers", "splunk/", clock)
+    backed_up = await _objects(s3_server, "indexers", "splunk/", clock, lines=len(documents))
     assert sorted(b"".join(backed_up.values()).split(b"}")) == sorted(
         b"".join(documents).split(b"}")
     )
@@ -204,7 +206,9 @@ async def test_opensearch_splunk_and_snowflake_deliver_or_fail_into_the_backup(
     ]
     assert sorted(events, key=str) == sorted((json.loads(data) for data in documents), key=str)
 
-    snowflake_failed = await _objects(s3_server, "indexers", "snowflake/snowflake-failed/", clock)
+    snowflake_failed = await _objects(
+        s3_server, "indexers", "snowflake/snowflake-failed/", clock, lines=len(documents)
+    )
     lines = b"".join(snowflake_failed.values()).splitlines()
     assert {json.loads(line)["errorCode"] for line in lines} == {"Snowflake.NotSupported"}
     assert len(lines) == 3
