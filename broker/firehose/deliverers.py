@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from broker.client.worker import InitialPosition, LeaseClient, Worker, WorkerConfig
 from broker.clock import Clock
-from broker.firehose.aws_clients import GlueCatalog, LambdaInvoker, S3Store
+from broker.firehose.aws_clients import GlueCatalog, LambdaInvoker, RequestSigner, S3Store
 from broker.firehose.delivery import DeliveryProcessor, DeliveryStatistics
 from broker.firehose.lifecycle import source_stream_name
 from broker.firehose.service import KinesisCalls
@@ -70,6 +70,7 @@ class Deliverers:
         self._store = store
         self._lambda = lambda_invoker
         self._glue = glue
+        self._signer = RequestSigner()  # one credential lookup per node
         self._clock = clock
         self._settings = settings
         self._running: dict[tuple[str, str], _Running] = {}  # (arn, uid) -> worker
@@ -125,6 +126,7 @@ class Deliverers:
                 clock=self._clock,
                 statistics=self.statistics,
                 rng=rng,
+                signer=self._signer,
             ),
             lease_client=self._lease_client,
             kinesis=self._kinesis,

@@ -57,6 +57,7 @@ from broker.firehose.aws_clients import (
     GlueCatalog,
     LambdaError,
     LambdaInvoker,
+    RequestSigner,
     S3Store,
     StoreError,
 )
@@ -138,8 +139,10 @@ class DeliveryProcessor:
         retry: RetrySchedule | None = None,
         warehouse: PostgresWarehouse | None = None,
         iceberg: IcebergTables | None = None,
+        signer: RequestSigner | None = None,
     ) -> None:
         self._target = target
+        self._signer = signer or RequestSigner()
         self._warehouse = warehouse or PostgresWarehouse()
         self._iceberg = iceberg or IcebergTables()
         self._store = store
@@ -886,7 +889,7 @@ class DeliveryProcessor:
         attempts = 0
         while True:
             attempts += 1
-            answer = await self._send_indexed(kind, configuration, batch, channel)
+            answer = await self._send_indexed(meta, kind, configuration, batch, channel)
             if answer.retry is None:
                 break
             self._statistics.failed_attempts += 1
@@ -936,7 +939,12 @@ class DeliveryProcessor:
             )
 
     async def _send_indexed(
-        self, kind: str, configuration: Mapping[str, Any], batch: _Batch, channel: str
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+        channel: str,
     ) -> indexers.Answer:
         if kind == "Snowflake":
             return indexers.Answer(
@@ -952,12 +960,25 @@ class DeliveryProcessor:
             )
         if kind == "Splunk":
             request = indexers.splunk_request(configuration, batch.records, channel)
+            headers = request.headers
         else:
             moment = datetime.fromtimestamp(self._clock.wall_ms() / 1000, tz=UTC)
             request = indexers.opensearch_request(configuration, batch.records, moment)
+            service, region = indexers.signing_scope(kind, request.url, meta.region)
+            headers = await asyncio.to_thread(
+                functools.partial(
+                    self._signer.sign,
+                    service=service,
+                    region=region,
+                    method="POST",
+                    url=request.url,
+                    headers=request.headers,
+                    body=request.body,
+                )
+            )
         try:
             status, body = await asyncio.to_thread(
-                http_endpoint.post, request.url, request.headers, request.body, 16 * 1024 * 1024
+                http_endpoint.post, request.url, headers, request.body, 16 * 1024 * 1024
             )
         except OSError as error:
             prefix = "Splunk" if kind == "Splunk" else "OS"

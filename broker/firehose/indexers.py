@@ -6,7 +6,8 @@ None of these servers can run on Shoal's test machines, so these paths are teste
 servers in the tests that speak the same protocol subset, never against the products: treat
 them as untested against the real thing (docs/ARCHITECTURE.md says so).
 
-- OpenSearch: one `POST <ClusterEndpoint or CollectionEndpoint>/_bulk` per buffer, an
+- OpenSearch: one `POST <ClusterEndpoint or CollectionEndpoint>/_bulk` per buffer, signed
+  with SigV4 as Firehose signs it (service `es`, or `aoss` for Serverless; `signing_scope`), an
   `index` action per record (`_index` is IndexName, with `-YYYY-MM-DD-HH` / `-YYYY-MM-DD` /
   `-YYYY-w<WW>` / `-YYYY-MM` for IndexRotationPeriod, as Firehose names rotated indices),
   each record a JSON document. A bulk answer with `errors` fails only its failed items
@@ -23,6 +24,8 @@ them as untested against the real thing (docs/ARCHITECTURE.md says so).
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +56,7 @@ ERROR_OUTPUT_TYPE = {
     "Splunk": "splunk-failed",
     "Snowflake": "snowflake-failed",
 }
+_AWS_SEARCH_HOST = re.compile(r".+\.([a-z0-9-]+)\.(?:es|aoss)\.amazonaws\.com(?:\.cn)?")
 _ROTATION_SUFFIX = {
     "NoRotation": "",
     "OneHour": "-%Y-%m-%d-%H",
@@ -129,6 +133,17 @@ def opensearch_request(
         headers={"Content-Type": "application/x-ndjson"},
         body=b"\n".join(lines) + b"\n",
     )
+
+
+def signing_scope(kind: str, url: str, default_region: str) -> tuple[str, str]:
+    """(service, region) of the SigV4 signature of a request to an OpenSearch destination:
+    `aoss` for Serverless collections, `es` for OpenSearch Service and Elasticsearch domains;
+    the region of an AWS endpoint's host (`<name>.<region>.es.amazonaws.com`,
+    `<id>.<region>.aoss.amazonaws.com`), else the delivery stream's."""
+    service = "aoss" if kind == "AmazonOpenSearchServerless" else "es"
+    host = urllib.parse.urlsplit(url).hostname or ""
+    aws_host = _AWS_SEARCH_HOST.fullmatch(host)
+    return service, aws_host.group(1) if aws_host else default_region
 
 
 def opensearch_answer(status: int, body: bytes, records: int) -> Answer:
