@@ -11,7 +11,12 @@ Each append is one Iceberg commit that also sets the table property
 `shoal.firehose.<stream uid>.<shard>` to the last record appended from that source shard
 (`<sequence number>:<sub-sequence number>`), and commits only if the property is still what the
 batch was filtered with: a deliverer killed between the commit and its checkpoint, or a
-concurrent commit, never appends a record twice.
+concurrent commit, never appends a record twice. The check is an Iceberg table requirement
+(`_AssertMark`) the catalog validates against the table's current metadata inside the commit
+(pyiceberg's SQL catalog then swaps the metadata location with a compare-and-set), so it also
+holds when two owners of one shard (a lease taken over while the old owner still writes) commit
+at once: pyiceberg retries a commit that lost a race on refreshed metadata, and that retry fails
+the requirement instead of appending the buffer a second time.
 
 Calls block (pyiceberg is synchronous): the caller runs them in a thread.
 """
@@ -22,16 +27,20 @@ import contextlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
+from pydantic import Field
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NamespaceAlreadyExistsError,
     NoSuchTableError,
     TableAlreadyExistsError,
+    ValidationException,
 )
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import ValidatableTableRequirement
 from pyiceberg.utils.config import Config
 
 CATALOG_NAME = "shoal"
@@ -61,6 +70,25 @@ def _s3_properties() -> dict[str, str]:
 
 def mark_property(stream_uid: str, shard_id: str) -> str:
     return f"shoal.firehose.{stream_uid}.{shard_id}"
+
+
+class _MarkMoved(ValidationException):
+    """The shard's mark is no longer the one the batch was filtered with (another owner
+    appended): the commit did not land, and pyiceberg does not retry it."""
+
+
+class _AssertMark(ValidatableTableRequirement):
+    """The table property `key` must still be `expected` (None: absent) in the table's current
+    metadata when the commit is applied."""
+
+    type: str = Field(default="assert-shoal-firehose-mark")
+    key: str
+    expected: str | None
+
+    def validate(self, base_metadata: TableMetadata | None) -> None:  # type: ignore[override]
+        current = None if base_metadata is None else base_metadata.properties.get(self.key)
+        if current != self.expected:
+            raise _MarkMoved(f"{self.key} is {current!r}, not {self.expected!r}")
 
 
 def _parse_mark(text: str | None) -> Watermark:
@@ -153,13 +181,17 @@ class IcebergTables:
         commit won the race."""
         try:
             loaded = self._catalog(warehouse).load_table(table)
-            if _parse_mark(loaded.properties.get(key)) != expected:
+            current = loaded.properties.get(key)
+            if _parse_mark(current) != expected:
                 return False
             with loaded.transaction() as transaction:
+                # pyiceberg has no public way to add a requirement; `_stage` is how its own
+                # builders add theirs (pinned: pyiceberg 0.12).
+                transaction._stage((), (cast("Any", _AssertMark(key=key, expected=current)),))
                 transaction.append(rows)
                 transaction.set_properties({key: f"{appended[0]}:{appended[1]}"})
             return True
-        except CommitFailedException:
+        except (CommitFailedException, _MarkMoved):
             return False
         except IcebergError:
             raise

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
+import pyarrow as pa
 import pytest
 from pyiceberg.catalog import load_catalog
 
 from broker.clock import ManualClock
+from broker.firehose.iceberg_tables import NO_WATERMARK, IcebergTables, Watermark, mark_property
 from broker.node import Node
 from tests.firehose.conftest import call, s3_destination, wait_status
 from tests.s3_server import S3Server
@@ -122,3 +124,55 @@ async def test_iceberg_configurations_shoal_cannot_run_are_refused(firehose: Any
             )
         assert raised.value.response["Error"]["Code"] == "InvalidArgumentException"
         assert message in raised.value.response["Error"]["Message"]
+
+
+def test_two_owners_of_a_shard_never_append_one_buffer_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The takeover race: the old owner of a shard has loaded the table and is about to commit
+    a buffer when the new owner (which read the same records from the checkpoint) appends them
+    and moves the shard's mark. The old owner's commit must not land (pyiceberg would retry it
+    on the refreshed table and append the buffer twice); then, filtered against the new mark,
+    it appends only records the table does not hold. Every record once, none lost."""
+    monkeypatch.setenv("PYICEBERG_CATALOG__SHOAL__TYPE", "sql")
+    monkeypatch.setenv("PYICEBERG_CATALOG__SHOAL__URI", f"sqlite:///{tmp_path / 'catalog.db'}")
+    warehouse = f"file://{tmp_path / 'warehouse'}"
+    table = ("race", "events")
+    key = mark_property("uid-1", "shardId-000000000000")
+    old_owner, new_owner = IcebergTables(), IcebergTables()  # each its own catalog connection
+    schema = old_owner.columns(warehouse=warehouse, table=table, create_from=[{"n": 0}])
+    assert schema is not None
+
+    def rows(numbers: list[int]) -> pa.Table:
+        return pa.Table.from_pylist([{"n": n} for n in numbers], schema=schema)
+
+    def append(owner: IcebergTables, numbers: list[int], expected: Watermark) -> bool:
+        return owner.append(
+            warehouse=warehouse,
+            table=table,
+            rows=rows(numbers),
+            key=key,
+            expected=expected,
+            appended=(numbers[-1], 0),
+        )
+
+    catalog = old_owner._catalog(warehouse)
+    load_table = catalog.load_table
+    raced: list[bool] = []
+
+    def load_then_race(identifier: Any) -> Any:
+        loaded = load_table(identifier)
+        if not raced:  # the old owner holds the table's metadata; the new owner commits now
+            raced.append(append(new_owner, [1, 2, 3], NO_WATERMARK))
+        return loaded
+
+    monkeypatch.setattr(catalog, "load_table", load_then_race)
+    assert not append(old_owner, [1, 2, 3], NO_WATERMARK)  # lost the race: nothing appended
+    assert raced == [True]
+    monkeypatch.setattr(catalog, "load_table", load_table)
+    assert old_owner.mark(warehouse=warehouse, table=table, key=key) == (3, 0)
+    assert not append(old_owner, [1, 2, 3], NO_WATERMARK)  # still stale: refused up front
+    assert append(old_owner, [4, 5], (3, 0))  # refiltered: only what the table lacks
+    assert not append(new_owner, [4, 5], (3, 0))  # the new owner's copy of the same buffer
+    held = catalog.load_table(table).scan().to_arrow().column("n").to_pylist()
+    assert sorted(held) == [1, 2, 3, 4, 5]
