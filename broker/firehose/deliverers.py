@@ -5,7 +5,8 @@ one consumer application per delivery stream (named after its internal stream). 
 table in the metadata quorum shares the source's shards among the nodes, so each shard is
 delivered by one node at a time, and a dead node's shards are taken over by the others after
 `failover_ms`, from the last checkpoint. The source is the internal stream (DirectPut) or the
-user's stream (KinesisStreamAsSource, read from LATEST at first, as Firehose starts).
+user's stream (KinesisStreamAsSource, read from the delivery stream's creation time on: what
+Firehose's LATEST start means, resolved once for every owner of a lease).
 
 `run()` follows the metadata: workers start for new ACTIVE delivery streams and stop for those
 gone or DELETING. `stop()` shuts every worker down gracefully (leases released, so another node
@@ -21,6 +22,7 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from broker.client.worker import InitialPosition, LeaseClient, Worker, WorkerConfig
 from broker.clock import Clock
@@ -134,9 +136,14 @@ class Deliverers:
                 worker_id=f"{self._node_id}:{uuid.uuid4()}",
                 failover_ms=self._settings.failover_ms,
                 polling_idle_interval_ms=self._settings.poll_interval_ms,
+                # A source stream is read from the delivery stream's creation on (Firehose's
+                # LATEST, resolved once): with LATEST resolved by each new owner, records put
+                # before a lease's first checkpoint were skipped when the lease moved (a
+                # takeover after kill -9, or a balancing steal).
                 initial_position=(
-                    InitialPosition.TRIM_HORIZON if source is None else InitialPosition.LATEST
+                    InitialPosition.TRIM_HORIZON if source is None else InitialPosition.AT_TIMESTAMP
                 ),
+                initial_timestamp=datetime.fromtimestamp(meta.created_ms / 1000, tz=UTC),
                 clock=self._clock,
                 rng=rng,
             ),
