@@ -41,6 +41,7 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import ValidatableTableRequirement
+from pyiceberg.table.upsert_util import create_match_filter
 from pyiceberg.utils.config import Config
 
 CATALOG_NAME = "shoal"
@@ -176,9 +177,33 @@ class IcebergTables:
         expected: Watermark,
         appended: Watermark,
     ) -> bool:
-        """Appends `rows` and moves the shard's mark from `expected` to `appended` in one
-        commit; False (nothing appended) when the mark is no longer `expected` or another
-        commit won the race."""
+        """Appends `rows` (see `apply`)."""
+        return self.apply(
+            warehouse=warehouse,
+            table=table,
+            steps=[("insert", rows)],
+            unique_keys=(),
+            key=key,
+            expected=expected,
+            appended=appended,
+        )
+
+    def apply(
+        self,
+        *,
+        warehouse: str,
+        table: tuple[str, str],
+        steps: Sequence[tuple[str, pa.Table]],
+        unique_keys: Sequence[str],
+        key: str,
+        expected: Watermark,
+        appended: Watermark,
+    ) -> bool:
+        """Applies the steps in order (`insert`: append the rows; `update`: upsert them on
+        `unique_keys`, the last row of a key winning; `delete`: delete the rows with their
+        keys) and moves the shard's mark from `expected` to `appended`, in one commit; False
+        (nothing applied) when the mark is no longer `expected` or another commit won the
+        race."""
         try:
             loaded = self._catalog(warehouse).load_table(table)
             current = loaded.properties.get(key)
@@ -188,7 +213,14 @@ class IcebergTables:
                 # pyiceberg has no public way to add a requirement; `_stage` is how its own
                 # builders add theirs (pinned: pyiceberg 0.12).
                 transaction._stage((), (cast("Any", _AssertMark(key=key, expected=current)),))
-                transaction.append(rows)
+                for operation, rows in steps:
+                    if operation == "insert":
+                        transaction.append(rows)
+                    elif operation == "update":
+                        transaction.upsert(_last_per_key(rows, unique_keys), list(unique_keys))
+                    else:
+                        assert operation == "delete", operation
+                        transaction.delete(create_match_filter(rows, list(unique_keys)))
                 transaction.set_properties({key: f"{appended[0]}:{appended[1]}"})
             return True
         except (CommitFailedException, _MarkMoved):
@@ -196,7 +228,17 @@ class IcebergTables:
         except IcebergError:
             raise
         except Exception as error:
-            raise IcebergError(f"Appending to {'.'.join(table)}: {error}") from error
+            raise IcebergError(f"Writing to {'.'.join(table)}: {error}") from error
+
+
+def _last_per_key(rows: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """One row per key, the last one (an upsert refuses a key twice)."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows.to_pylist():
+        key = tuple(row[name] for name in keys)
+        kept.pop(key, None)
+        kept[key] = row
+    return pa.Table.from_pylist(list(kept.values()), schema=rows.schema)
 
 
 def rows_for(
