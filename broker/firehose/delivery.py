@@ -53,6 +53,7 @@ from broker.firehose import (
     partition_keys,
     processing,
     retry,
+    snowflake_tables,
 )
 from broker.firehose.aws_clients import (
     GlueCatalog,
@@ -998,10 +999,7 @@ class DeliveryProcessor:
         channel: str,
     ) -> indexers.Answer:
         if kind == "Snowflake":
-            return indexers.Answer(
-                retry="Shoal has no Snowpipe Streaming client; Snowflake is not delivered to.",
-                error_code="Snowflake.NotSupported",
-            )
+            return await self._send_snowflake(meta, configuration, batch)
         if kind in indexers.OPENSEARCH_KINDS and not (
             configuration.get("ClusterEndpoint") or configuration.get("CollectionEndpoint")
         ):
@@ -1040,6 +1038,24 @@ class DeliveryProcessor:
         if kind == "Splunk":
             return indexers.splunk_answer(status, body)
         return indexers.opensearch_answer(status, body, len(batch.records))
+
+    async def _send_snowflake(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> indexers.Answer:
+        """One INSERT of the buffer's rows (`snowflake_tables.py`); records that do not map to
+        rows fail alone, a failed connection or statement fails the whole request (retried)."""
+        metadata = [
+            {"firehoseDeliveryStreamName": meta.name, "IngestionTime": arrival_ms}
+            for arrival_ms in batch.arrivals_ms
+        ]
+        rows = snowflake_tables.rows_for(configuration, batch.records, metadata)
+        try:
+            await asyncio.to_thread(snowflake_tables.insert, configuration, rows)
+        except snowflake_tables.SnowflakeError as error:
+            return indexers.Answer(retry=str(error), error_code=error.code)
+        return indexers.Answer(
+            failed={index: ("Snowflake.InvalidRecord", why) for index, why in rows.unfit}
+        )
 
     async def _write_failed(
         self,

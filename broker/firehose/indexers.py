@@ -2,7 +2,7 @@
 the checks, the requests Shoal sends and how their answers are read. Pure (values in and
 out; the POST itself is `http_endpoint.post`).
 
-None of these servers can run on Shoal's test machines, so these paths are tested against
+OpenSearch and Splunk cannot run on Shoal's test machines, so these paths are tested against
 servers in the tests that speak the same protocol subset, never against the products: treat
 them as untested against the real thing (docs/ARCHITECTURE.md says so).
 
@@ -17,8 +17,8 @@ them as untested against the real thing (docs/ARCHITECTURE.md says so).
 - Splunk: `POST <HECEndpoint>/services/collector/raw` (the records as they are) or
   `/services/collector/event` (`{"event": <record>}` per record), `Authorization: Splunk
   <HECToken>` and an `X-Splunk-Request-Channel`; success is a 2xx answer with `code` 0.
-- Snowflake: Shoal has no Snowpipe Streaming client; every buffer fails with
-  Snowflake.NotSupported into the S3 backup after the retries.
+- Snowflake: the rows are inserted with Snowflake's driver (`snowflake_tables.py`), tested
+  against fakesnow's Snowflake-compatible server; this module checks the configuration.
 """
 
 from __future__ import annotations
@@ -102,9 +102,17 @@ def check(kind: str, configuration: Mapping[str, Any]) -> str | None:
             return "HECEndpoint must be an https:// URL."
         return None
     if kind == "Snowflake":
-        secrets = (configuration.get("SecretsManagerConfiguration") or {}).get("Enabled")
-        if not secrets and not (configuration.get("User") and configuration.get("PrivateKey")):
+        if (configuration.get("SecretsManagerConfiguration") or {}).get("Enabled"):
+            return "Shoal does not read credentials from Secrets Manager; set User and PrivateKey."
+        if not (configuration.get("User") and configuration.get("PrivateKey")):
             return "User and PrivateKey are required for a Snowflake destination."
+        option = configuration.get("DataLoadingOption") or "JSON_MAPPING"
+        if option != "JSON_MAPPING" and not configuration.get("ContentColumnName"):
+            return f"ContentColumnName is required with DataLoadingOption {option}."
+        if option == "VARIANT_CONTENT_AND_METADATA_MAPPING" and not configuration.get(
+            "MetaDataColumnName"
+        ):
+            return f"MetaDataColumnName is required with DataLoadingOption {option}."
         return None
     return f"Unknown destination {kind}."
 

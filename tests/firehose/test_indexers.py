@@ -3,8 +3,8 @@
 document (one document refused, a token checked, the SigV4 signature of every `_bulk` request
 verified with botocore's signer and the node's secret key, as OpenSearch Service and
 Serverless verify it), so these prove Shoal's side of the protocol, not compatibility with the
-products. Snowflake is accepted, validated and described; its buffers go to the S3 backup with
-Snowflake.NotSupported."""
+products. A Snowflake destination whose PrivateKey cannot be read fails into the S3 backup
+(delivery itself: test_snowflake.py)."""
 
 from __future__ import annotations
 
@@ -269,7 +269,7 @@ async def test_opensearch_splunk_and_snowflake_deliver_or_fail_into_the_backup(
         s3_server, "indexers", "snowflake/snowflake-failed/", clock, lines=len(documents)
     )
     lines = b"".join(snowflake_failed.values()).splitlines()
-    assert {json.loads(line)["errorCode"] for line in lines} == {"Snowflake.NotSupported"}
+    assert {json.loads(line)["errorCode"] for line in lines} == {"Snowflake.InvalidPrivateKey"}
     assert len(lines) == 3
 
 
