@@ -292,7 +292,21 @@ class Config:
     # block checksums and every batch's CRC, and has damaged ranges repaired from a healthy
     # replica (decisions/0002, "Corruption"). 0: off.
     scrub_bytes_per_second: int = 4 * limits.MiB
+    # Encryption at rest (StartStreamEncryption; docs/operations.md "Encryption at rest"):
+    # where the master keys that wrap the streams' data keys live. "file": a JSON key file
+    # (`encryption_key_file`, default <data_dir>/master-keys.json), created with one key and
+    # mode 0600 on first start; every node of a cluster needs the same file. "kms": a
+    # KMS-compatible service through boto3 (endpoint AWS_ENDPOINT_URL_KMS, credentials from
+    # the usual AWS variables), which makes each data key under the stream's KeyId.
+    encryption_master_key: str = "file"
+    encryption_key_file: Path | None = None
     knobs: Knobs = field(default_factory=Knobs)
+
+    def master_key_file(self) -> Path:
+        """The local master key file (`encryption_master_key` "file")."""
+        if self.encryption_key_file is not None:
+            return self.encryption_key_file
+        return self.data_dir / "master-keys.json"
 
     def validate(self) -> None:
         if not self.node_id:
@@ -322,6 +336,8 @@ class Config:
                 raise ValueError("aws_credentials entries must look like ACCESS_KEY_ID:SECRET")
         if not self.raft_password:
             raise ValueError("raft_password must not be empty")
+        if self.encryption_master_key not in ("file", "kms"):
+            raise ValueError("encryption_master_key must be file or kms")
         if len(self.account_id) != 12 or not self.account_id.isdigit():
             raise ValueError("account_id must be 12 digits, as in an AWS ARN")
         if not self.region:
@@ -488,6 +504,8 @@ _SETTINGS: dict[str, type] = {
     "log_level": str,
     "disk_free_bytes_min": int,
     "scrub_bytes_per_second": int,
+    "encryption_master_key": str,
+    "encryption_key_file": Path,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 
@@ -507,6 +525,10 @@ _HELP = {
     "log_format": "text (default) or json: one JSON object per line",
     "log_level": "debug, info (default), warning or error",
     "join_timeout_ms": "how long a starting node waits for a metadata quorum leader",
+    "encryption_master_key": "file (default: a key file, --encryption-key-file) or kms (a "
+    "KMS-compatible service at AWS_ENDPOINT_URL_KMS) wraps the encrypted streams' data keys",
+    "encryption_key_file": "the master key file (default <data_dir>/master-keys.json; created "
+    "with mode 0600 if missing; the same file on every node of a cluster)",
 }
 
 

@@ -61,6 +61,8 @@ from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
+from broker.crypto.keyring import Keyring
+from broker.crypto.master_keys import KmsMasterKeys, LocalKeyFile, MasterKeyError, MasterKeys
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
@@ -128,6 +130,8 @@ _GRPC_STOP_GRACE_S = 5.0
 _HEALTH_INTERVAL_S = 0.5
 LIVENESS = "liveness"
 READINESS = "readiness"
+# How often the controller's node looks for data keys a rotated master key left behind.
+_KEY_REWRAP_INTERVAL_S = 5.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -181,6 +185,7 @@ class Node:
         # records are refused and this node's leaderships move away (heartbeats say so).
         self.disk = DiskGuard(minimum_bytes=config.disk_free_bytes_min)
         self.scrubber: Scrubber | None = None
+        self.keyring: Keyring | None = None  # encryption at rest (broker/crypto/)
 
     @property
     def data_dir(self) -> Path:
@@ -197,8 +202,10 @@ class Node:
         (config.data_dir / "meta").mkdir(parents=True, exist_ok=True)
         log_dir = config.data_dir / "log"
         disk_was_empty = not log_dir.exists()
+        self.phase = "opening the master keys"
+        self.keyring = Keyring(_master_keys(config), self._image_or_empty)
         self.phase = "opening the shard log"
-        self._store = _open_store(log_dir, config.data_dir)
+        self._store = _open_store(log_dir, config.data_dir, keys=self.keyring)
         self._writer = GroupCommitWriter(self._store, probe=self.metrics.storage)
         self._writer.start()
         self.metrics.storage.watch(self._store.metrics_view)
@@ -314,7 +321,13 @@ class Node:
             ),
             node_id=self.node_id,
         )
-        ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
+        ctx = ServiceContext(
+            config=config,
+            clock=self.clock,
+            metadata=metadata,
+            shards=shards,
+            master_keys=self.keyring.master,
+        )
         self.service = KinesisService(ctx)
         self.video = self._video_service(metadata)
         self._start_analytics(metadata)
@@ -683,6 +696,7 @@ class Node:
             )
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
+            group.create_task(self._run_key_rewraps(ctx), name="key-rewraps")
             group.create_task(self._run_disk_checks(), name="disk-checks")
             if self.scrubber is not None:
                 group.create_task(self.scrubber.run(), name="scrubber")
@@ -693,6 +707,37 @@ class Node:
             group.create_task(self.applications.run(), name="analytics-applications")
             assert self.firehose is not None
             group.create_task(self.firehose.run(), name="firehose")
+
+    async def _run_key_rewraps(self, ctx: ServiceContext) -> None:
+        """After a master-key rotation, the controller's node re-wraps the data keys an older
+        master key wraps (one command per stream; a no-op pass otherwise, and with KMS)."""
+        assert self.keyring is not None
+        keyring = self.keyring
+        while True:
+            await asyncio.sleep(_KEY_REWRAP_INTERVAL_S)
+            if self._controller_node() != self.node_id:
+                continue
+            image = ctx.image()
+            if not any(stream.data_keys for stream in image.streams.values()):
+                continue
+            commands = await asyncio.to_thread(
+                keyring.rewrap_commands, image, now_ms=self.clock.wall_ms()
+            )
+            for command in commands:
+                try:
+                    await ctx.metadata.propose(command)
+                except ShoalError as error:
+                    log.warning("data_key_rewrap_failed", extra={"error": str(error)})
+                else:
+                    log.info(
+                        "data_keys_rewrapped",
+                        extra={"stream": command.name, "keys": len(command.rewrapped)},
+                    )
+
+    def _image_or_empty(self) -> MetadataImage:
+        """The applied metadata image; an empty one before the quorum is open (the keyring
+        then knows no encrypted stream)."""
+        return MetadataImage() if self._metadata is None else self._metadata.image()
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -1084,9 +1129,22 @@ def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:
     return startup.port_in_use(name, host, port, OSError(errno.EADDRINUSE, "in use"))
 
 
-def _open_store(log_dir: Path, data_dir: Path) -> RocksLogStore:
+def _master_keys(config: Config) -> MasterKeys:
+    if config.encryption_master_key == "kms":
+        return KmsMasterKeys.from_environment(region=config.region)
+    path = config.master_key_file()
     try:
-        return RocksLogStore(log_dir)
+        return LocalKeyFile(path, region=config.region, account_id=config.account_id)
+    except (MasterKeyError, OSError) as error:
+        raise startup.StartupError(
+            f"the master key file {str(path)!r} cannot be used ({error}); see "
+            "docs/operations.md, Encryption at rest"
+        ) from error
+
+
+def _open_store(log_dir: Path, data_dir: Path, *, keys: Keyring) -> RocksLogStore:
+    try:
+        return RocksLogStore(log_dir, keys=keys)
     except LogStoreError as error:
         if "lock" in str(error).lower():
             raise startup.locked_by_another_process(data_dir) from error

@@ -1,0 +1,321 @@
+"""Master keys: what wraps (encrypts) the per-stream data keys kept in the metadata quorum.
+
+Envelope encryption: every encrypted stream has AES-256 data keys that seal its batches
+(`broker/log/encryption.py`); the metadata image holds them only wrapped by a master key, so
+neither the metadata journal, its snapshots nor the shard logs hold a usable key. Two kinds:
+
+- `LocalKeyFile` (the default): master keys in a JSON file on the node, readable by its owner
+  only (0600), created with one key on first start. A cluster's nodes must all hold the same
+  file (copy it, as the Raft password is shared), since any replica opens any batch of the
+  stream with the one data key the quorum holds. The KeyIds it knows: `alias/aws/kinesis` (and
+  its ARN: the AWS-managed key, which is the file's newest key) and each key's id and ARN.
+  Rotation (`shoal encryption rotate-master-key`) appends a new key; data keys wrapped by an
+  older one are re-wrapped by the node that runs the controller (`Keyring.rewrap_commands`),
+  and the old key stays in the file until nothing is wrapped by it.
+- `KmsMasterKeys`: a KMS-compatible service through boto3, endpoint from the standard
+  `AWS_ENDPOINT_URL_KMS` (moto's server in the tests). A data key is made by KMS
+  `GenerateDataKey` under the stream's KeyId and opened with `Decrypt`, with the stream's ARN
+  as encryption context (`aws:kinesis:arn`, as AWS Kinesis does); KMS's errors become
+  Kinesis's KMS* exceptions. KMS rotates its key material itself (old ciphertexts still
+  decrypt), so nothing needs re-wrapping.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from broker.clock import SystemClock
+from broker.errors import ErrorCode, ShoalError
+from broker.log.encryption import DATA_KEY_BYTES, NONCE_BYTES
+from broker.meta.commands import WrappedDataKey
+from broker.meta.image import StreamDataKey
+
+AWS_MANAGED_ALIAS = "alias/aws/kinesis"
+KEY_FILE_NAME = "master-keys.json"
+_KEY_FILE_FORMAT = 1
+_WRAP_CONTEXT = b"shoal data key\x00"
+
+
+class MasterKeyError(Exception):
+    """A data key cannot be unwrapped or re-wrapped here (an unknown master key, a wrong
+    file, an unreachable KMS). Callers on the data path turn it into `KeyUnavailableError`."""
+
+
+class MasterKeys(Protocol):
+    def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
+        """A fresh data key for a stream encrypted under `key_id` (a key id, key ARN, alias
+        name or alias ARN): its material and its wrapped form. Raises `ShoalError` with a
+        KMS* code when the key cannot be used."""
+        ...
+
+    def unwrap(self, key: StreamDataKey, *, stream_arn: str) -> bytes:
+        """The material of a stored data key; raises `MasterKeyError`."""
+        ...
+
+    def rewrap(self, key: StreamDataKey, *, stream_arn: str) -> WrappedDataKey | None:
+        """The key wrapped by the current master key; None when it already is."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _LocalKey:
+    key_id: str
+    material: bytes
+    created_ms: int
+
+
+def create_key_file(path: Path) -> None:
+    """Writes a key file with one new master key, readable by its owner only; refuses to
+    overwrite one (O_EXCL)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"format": _KEY_FILE_FORMAT, "keys": [_new_key_entry()]}
+    _write_new(path, document)
+
+
+def rotate_key_file(path: Path) -> str:
+    """Appends a new master key to the file (which becomes the current one); returns its id.
+    The file is replaced atomically, with the same 0600 permissions."""
+    document = _read_document(path)
+    entry = _new_key_entry()
+    document["keys"].append(entry)
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    _write_new(temporary, document)
+    os.replace(temporary, path)
+    return str(entry["id"])
+
+
+def _new_key_entry() -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "material": base64.b64encode(os.urandom(DATA_KEY_BYTES)).decode("ascii"),
+        "created_ms": SystemClock().wall_ms(),
+    }
+
+
+def _write_new(path: Path, document: dict[str, Any]) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        json.dump(document, file, indent=2)
+        file.write("\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MasterKeyError(f"cannot read the master key file {path}: {exc}") from exc
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != _KEY_FILE_FORMAT
+        or not isinstance(document.get("keys"), list)
+        or not document["keys"]
+    ):
+        raise MasterKeyError(f"{path} is not a Shoal master key file (format 1, keys)")
+    return document
+
+
+class LocalKeyFile:
+    """Master keys from a key file (module docstring). Reloads the file when it changes, so
+    a rotated file copied onto a running node is picked up."""
+
+    def __init__(self, path: Path, *, region: str, account_id: str) -> None:
+        self._path = path
+        self._region = region
+        self._account_id = account_id
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._keys: tuple[_LocalKey, ...] = ()
+        if not path.exists():
+            create_key_file(path)
+        self._reload()
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise MasterKeyError(
+                f"the master key file {path} is readable by others (mode {mode:o}); chmod 600 it"
+            )
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def current_key_id(self) -> str:
+        return self._current().key_id
+
+    def key_arn(self, key_id: str) -> str:
+        return f"arn:aws:kms:{self._region}:{self._account_id}:key/{key_id}"
+
+    def _reload(self) -> None:
+        stat = self._path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        document = _read_document(self._path)
+        keys = []
+        for entry in document["keys"]:
+            try:
+                material = base64.b64decode(entry["material"], validate=True)
+                keys.append(_LocalKey(str(entry["id"]), material, int(entry["created_ms"])))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise MasterKeyError(f"{self._path}: a key entry is malformed") from exc
+            if len(material) != DATA_KEY_BYTES:
+                raise MasterKeyError(f"{self._path}: key {entry['id']} is not 32 bytes")
+        self._keys = tuple(keys)
+        self._stamp = stamp
+
+    def _current(self) -> _LocalKey:
+        with self._lock:
+            self._reload()
+            return self._keys[-1]
+
+    def _by_id(self, key_id: str) -> _LocalKey | None:
+        with self._lock:
+            self._reload()
+            return next((key for key in self._keys if key.key_id == key_id), None)
+
+    def resolve(self, key_id: str) -> _LocalKey:
+        """The master key a stream's KeyId names; KMSNotFoundException if none."""
+        arn_prefix = f"arn:aws:kms:{self._region}:{self._account_id}:"
+        name = key_id.removeprefix(arn_prefix)
+        if name == AWS_MANAGED_ALIAS:
+            return self._current()
+        found = self._by_id(name.removeprefix("key/")) if not name.startswith("alias/") else None
+        if found is None:
+            raise ShoalError(ErrorCode.KMS_NOT_FOUND, _not_found_message(key_id, arn_prefix))
+        return found
+
+    def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
+        master = self.resolve(key_id)
+        material = os.urandom(DATA_KEY_BYTES)
+        return material, self._wrap(master, material, stream_arn)
+
+    def unwrap(self, key: StreamDataKey, *, stream_arn: str) -> bytes:
+        kind, _, key_id = key.wrapping.partition(":")
+        if kind != "local":
+            raise MasterKeyError(
+                f"data key {key.version} of {stream_arn} is wrapped by {key.wrapping}, and "
+                "this node uses a local master key file"
+            )
+        master = self._by_id(key_id)
+        if master is None:
+            raise MasterKeyError(
+                f"master key {key_id} (wrapping data key {key.version} of {stream_arn}) is "
+                f"not in {self._path}: every node needs the same master key file"
+            )
+        nonce, sealed = key.wrapped[:NONCE_BYTES], key.wrapped[NONCE_BYTES:]
+        try:
+            return AESGCM(master.material).decrypt(nonce, sealed, _aad(stream_arn))
+        except InvalidTag as exc:
+            raise MasterKeyError(
+                f"data key {key.version} of {stream_arn} does not unwrap with master key "
+                f"{key_id} of {self._path}"
+            ) from exc
+
+    def rewrap(self, key: StreamDataKey, *, stream_arn: str) -> WrappedDataKey | None:
+        current = self._current()
+        if key.wrapping == f"local:{current.key_id}":
+            return None
+        return self._wrap(current, self.unwrap(key, stream_arn=stream_arn), stream_arn)
+
+    @staticmethod
+    def _wrap(master: _LocalKey, material: bytes, stream_arn: str) -> WrappedDataKey:
+        nonce = os.urandom(NONCE_BYTES)
+        wrapped = nonce + AESGCM(master.material).encrypt(nonce, material, _aad(stream_arn))
+        return WrappedDataKey(wrapped=wrapped, wrapping=f"local:{master.key_id}")
+
+
+def _aad(stream_arn: str) -> bytes:
+    return _WRAP_CONTEXT + stream_arn.encode("utf-8")
+
+
+def _not_found_message(key_id: str, arn_prefix: str) -> str:
+    if key_id.startswith(("alias/", arn_prefix + "alias/")):
+        alias = key_id if key_id.startswith("arn:") else arn_prefix + key_id
+        return f"Alias {alias} is not found."
+    key = key_id if key_id.startswith("arn:") else f"{arn_prefix}key/{key_id}"
+    return f"Key '{key}' does not exist"
+
+
+# KMS error names (botocore's kms model) -> what Kinesis reports for them.
+_KMS_ERRORS = {
+    "NotFoundException": ErrorCode.KMS_NOT_FOUND,
+    "DisabledException": ErrorCode.KMS_DISABLED,
+    "KMSInvalidStateException": ErrorCode.KMS_INVALID_STATE,
+    "InvalidKeyUsageException": ErrorCode.KMS_INVALID_STATE,
+    "AccessDeniedException": ErrorCode.KMS_ACCESS_DENIED,
+    "KMSAccessDeniedException": ErrorCode.KMS_ACCESS_DENIED,
+    "OptInRequired": ErrorCode.KMS_OPT_IN_REQUIRED,
+    "ThrottlingException": ErrorCode.KMS_THROTTLING,
+    "LimitExceededException": ErrorCode.KMS_THROTTLING,
+}
+
+
+class KmsMasterKeys:
+    """Data keys made and opened by a KMS-compatible service (module docstring). `client` is
+    a boto3 KMS client (blocking: the service calls it off the event loop)."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    @staticmethod
+    def from_environment(*, region: str) -> KmsMasterKeys:
+        import boto3  # only nodes configured for KMS need it loaded
+
+        return KmsMasterKeys(boto3.client("kms", region_name=region))
+
+    def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            answer = self._client.generate_data_key(
+                KeyId=key_id, KeySpec="AES_256", EncryptionContext=_context(stream_arn)
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = _KMS_ERRORS.get(str(error.get("Code")), ErrorCode.KMS_INVALID_STATE)
+            raise ShoalError(code, str(error.get("Message") or code.spec.default_message)) from exc
+        except BotoCoreError as exc:
+            raise ShoalError(ErrorCode.KMS_THROTTLING, f"KMS is not reachable: {exc}") from exc
+        wrapped = WrappedDataKey(
+            wrapped=bytes(answer["CiphertextBlob"]), wrapping=f"kms:{answer['KeyId']}"
+        )
+        return bytes(answer["Plaintext"]), wrapped
+
+    def unwrap(self, key: StreamDataKey, *, stream_arn: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not key.wrapping.startswith("kms:"):
+            raise MasterKeyError(
+                f"data key {key.version} of {stream_arn} is wrapped by {key.wrapping}, and "
+                "this node uses KMS"
+            )
+        try:
+            answer = self._client.decrypt(
+                CiphertextBlob=key.wrapped,
+                EncryptionContext=_context(stream_arn),
+                KeyId=key.wrapping.removeprefix("kms:"),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise MasterKeyError(
+                f"KMS cannot decrypt data key {key.version} of {stream_arn}: {exc}"
+            ) from exc
+        return bytes(answer["Plaintext"])
+
+    def rewrap(self, key: StreamDataKey, *, stream_arn: str) -> WrappedDataKey | None:
+        return None  # KMS rotates key material behind the same key id
+
+
+def _context(stream_arn: str) -> dict[str, str]:
+    return {"aws:kinesis:arn": stream_arn}
