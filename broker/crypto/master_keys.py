@@ -279,6 +279,9 @@ class KmsMasterKeys:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
+            # DescribeKey first: KMS refuses a disabled or doomed key in GenerateDataKey
+            # itself, but not every KMS-compatible service does (moto does not).
+            _check_usable(self._client.describe_key(KeyId=key_id)["KeyMetadata"])
             answer = self._client.generate_data_key(
                 KeyId=key_id, KeySpec="AES_256", EncryptionContext=_context(stream_arn)
             )
@@ -315,6 +318,26 @@ class KmsMasterKeys:
 
     def rewrap(self, key: StreamDataKey, *, stream_arn: str) -> WrappedDataKey | None:
         return None  # KMS rotates key material behind the same key id
+
+
+def _check_usable(metadata: dict[str, Any]) -> None:
+    """A key Kinesis can encrypt with: enabled, symmetric, for encryption (KMS's texts)."""
+    arn = metadata.get("Arn", metadata.get("KeyId"))
+    state = metadata.get("KeyState", "Enabled")
+    if state == "Disabled":
+        raise ShoalError(ErrorCode.KMS_DISABLED, f"{arn} is disabled.")
+    if state != "Enabled":
+        raise ShoalError(ErrorCode.KMS_INVALID_STATE, f"{arn} is {_state_words(state)}.")
+    if (
+        metadata.get("KeyUsage", "ENCRYPT_DECRYPT") != "ENCRYPT_DECRYPT"
+        or metadata.get("KeySpec", "SYMMETRIC_DEFAULT") != "SYMMETRIC_DEFAULT"
+    ):
+        raise ShoalError(ErrorCode.KMS_INVALID_STATE, f"{arn} is not a symmetric encryption key.")
+
+
+def _state_words(state: str) -> str:
+    """PendingDeletion -> pending deletion, as KMS words a key state in its messages."""
+    return "".join(f" {c.lower()}" if c.isupper() else c for c in state).strip()
 
 
 def _context(stream_arn: str) -> dict[str, str]:
