@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ from broker.meta.commands import WrappedDataKey
 from broker.meta.image import StreamDataKey
 
 AWS_MANAGED_ALIAS = "alias/aws/kinesis"
+# The AWS-managed keys of the services whose data lives in Kinesis streams here (a video
+# stream's default KmsKeyId, a delivery stream's AWS-owned key): with a key file, all are the
+# file's current key, as `alias/aws/kinesis` is.
+AWS_MANAGED_ALIASES = frozenset({AWS_MANAGED_ALIAS, "alias/aws/kinesisvideo", "alias/aws/firehose"})
+_KMS_ARN_PREFIX = re.compile(r"^arn:aws[\w-]*:kms:[\w-]+:\d{12}:")
 KEY_FILE_NAME = "master-keys.json"
 _KEY_FILE_FORMAT = 1
 _WRAP_CONTEXT = b"shoal data key\x00"
@@ -188,8 +194,8 @@ class LocalKeyFile:
     def resolve(self, key_id: str) -> _LocalKey:
         """The master key a stream's KeyId names; KMSNotFoundException if none."""
         arn_prefix = f"arn:aws:kms:{self._region}:{self._account_id}:"
-        name = key_id.removeprefix(arn_prefix)
-        if name == AWS_MANAGED_ALIAS:
+        name = _KMS_ARN_PREFIX.sub("", key_id)
+        if name in AWS_MANAGED_ALIASES:
             return self._current()
         found = self._by_id(name.removeprefix("key/")) if not name.startswith("alias/") else None
         if found is None:

@@ -116,6 +116,20 @@ class FragmentArchive:
         self._metadata = metadata
         self._ready: set[str] = set()
 
+    async def _encrypt(self, name: str, kms_key_id: str) -> None:
+        """Video streams are always encrypted at rest, under their KmsKeyId (by default the
+        AWS-managed alias/aws/kinesisvideo key, as AWS does): the internal stream's records
+        are sealed with a data key made under it (broker/crypto/). Last of the setup steps,
+        since the stream shows UPDATING for a moment after."""
+        summary = await self._kinesis.call("DescribeStreamSummary", {"StreamName": name})
+        described = summary["StreamDescriptionSummary"]
+        if described.get("EncryptionType") == "KMS" and described.get("KeyId") == kms_key_id:
+            return
+        await self._kinesis.call(
+            "StartStreamEncryption",
+            {"StreamName": name, "EncryptionType": "KMS", "KeyId": kms_key_id},
+        )
+
     async def ensure(self, meta: VideoStreamMeta, *, now_ms: int) -> str:
         """The internal stream of `meta`, created (ACTIVE, retention, limits) if missing."""
         name = internal_name(meta)
@@ -137,6 +151,7 @@ class FragmentArchive:
         await self._metadata.propose(
             commands.UpdateStreamLimits(now_ms=now_ms, name=name, changes=unlimited)
         )
+        await self._encrypt(name, meta.kms_key_id)
         self._ready.add(name)
         return name
 
