@@ -20,6 +20,7 @@ from broker.cli import (
     capacity,
     cluster,
     consumers,
+    encryption,
     leases,
     limits,
     recovery,
@@ -32,7 +33,19 @@ from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
 
-GROUPS = (serve, streams, cluster, leases, limits, capacity, consumers, backup, recovery, video)
+GROUPS = (
+    serve,
+    streams,
+    cluster,
+    leases,
+    limits,
+    capacity,
+    consumers,
+    backup,
+    recovery,
+    video,
+    encryption,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

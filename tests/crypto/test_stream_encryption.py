@@ -4,6 +4,7 @@ rotation, the key file's permissions."""
 
 from __future__ import annotations
 
+import asyncio
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import botocore.exceptions
 import pytest
 
 from broker.clock import ManualClock
-from broker.crypto.master_keys import LocalKeyFile
+from broker.crypto.master_keys import LocalKeyFile, rotate_key_file
 from broker.node import Node
 from broker.types import StreamName
 from tests.compat.conftest import boto_client, call
@@ -162,3 +163,25 @@ def test_the_key_file_is_private(node: Node) -> None:
     path = node.config.master_key_file()
     assert path.exists()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_rotated_master_key_rewraps_the_data_keys(node: Node, kinesis: Any) -> None:
+    await call(kinesis.create_stream, StreamName="rotating", ShardCount=1)
+    await call(
+        kinesis.start_stream_encryption, StreamName="rotating", EncryptionType="KMS", KeyId=ALIAS
+    )
+    await call(kinesis.put_record, StreamName="rotating", PartitionKey="k", Data=b"SEALED-old")
+    new_id = rotate_key_file(node.config.master_key_file())
+    assert node.service is not None
+    ctx = node.service.ctx
+
+    async def rewrapped() -> None:
+        while True:
+            keys = ctx.image().streams[StreamName("rotating")].data_keys
+            if [key.wrapping for key in keys] == [f"local:{new_id}"]:
+                return
+            await asyncio.sleep(0.1)
+
+    async with asyncio.timeout(20):  # the controller's node looks every 5 s
+        await rewrapped()
+    assert await read_all(kinesis, "rotating") == [b"SEALED-old"]
