@@ -13,6 +13,7 @@ stream map is rebuilt only when the image's stream table changes.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -21,6 +22,8 @@ from broker.log.encryption import DataKey, KeyUnavailableError
 from broker.meta.commands import RewrapStreamDataKeys
 from broker.meta.image import MetadataImage, StreamDataKey, StreamMeta
 from broker.types import ShardUid, StreamUid
+
+log = logging.getLogger(__name__)
 
 
 class Keyring:
@@ -33,6 +36,7 @@ class Keyring:
         # (stream uid, version) -> the unwrapped key; the wrapped bytes are checked too, so a
         # re-wrap (same key) reuses it and nothing stale survives a recreated stream.
         self._unwrapped: dict[tuple[StreamUid, int], tuple[bytes, DataKey]] = {}
+        self._reported: set[tuple[StreamUid, int]] = set()  # keys logged as unavailable
 
     @property
     def master(self) -> MasterKeys:
@@ -120,6 +124,14 @@ class Keyring:
         try:
             material = self._master.unwrap(key, stream_arn=stream.arn)
         except MasterKeyError as error:
+            # Loud, once per key and process: this node cannot write or read the stream's
+            # sealed batches until it can (usually: not the cluster's master key file).
+            if cache_key not in self._reported:
+                self._reported.add(cache_key)
+                log.error(
+                    "data_key_unavailable",
+                    extra={"stream": stream.name, "version": key.version, "error": str(error)},
+                )
             raise KeyUnavailableError(str(error)) from error
         data_key = DataKey.of(key.version, material)
         with self._lock:

@@ -1,6 +1,6 @@
 """Encryption at rest through boto3 on one in-process node: Start/StopStreamEncryption's
 states and errors, records sealed on disk from the start on and readable throughout, data-key
-rotation, the key file's permissions."""
+rotation, master-key rotation, the key file's permissions."""
 
 from __future__ import annotations
 
@@ -147,6 +147,9 @@ async def test_key_errors_are_kms_exceptions(node: Node, kinesis: Any, clock: Ma
     assert code == "KMSNotFoundException"
     assert (await summary(kinesis, "keys"))["EncryptionType"] == "NONE"
     # The node's own master key by id and ARN, and the AWS-managed alias's ARN, all work.
+    # The node made its key file on first start, readable by its owner only.
+    path = node.config.master_key_file()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert node.keyring is not None
     keys = node.keyring.master
     assert isinstance(keys, LocalKeyFile)
@@ -157,12 +160,6 @@ async def test_key_errors_are_kms_exceptions(node: Node, kinesis: Any, clock: Ma
         )
         assert (await summary(kinesis, "keys"))["KeyId"] == key
         clock.advance(ms=UPDATING_MS)
-
-
-def test_the_key_file_is_private(node: Node) -> None:
-    path = node.config.master_key_file()
-    assert path.exists()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 async def test_a_rotated_master_key_rewraps_the_data_keys(node: Node, kinesis: Any) -> None:
