@@ -720,9 +720,13 @@ class Node:
             image = ctx.image()
             if not any(stream.data_keys for stream in image.streams.values()):
                 continue
-            commands = await asyncio.to_thread(
-                keyring.rewrap_commands, image, now_ms=self.clock.wall_ms()
-            )
+            try:
+                commands = await asyncio.to_thread(
+                    keyring.rewrap_commands, image, now_ms=self.clock.wall_ms()
+                )
+            except Exception:  # a KMS or file hiccup must not stop the node: next pass
+                log.exception("data_key_rewrap_pass_failed")
+                continue
             for command in commands:
                 try:
                     await ctx.metadata.propose(command)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import threading
@@ -40,6 +41,8 @@ from broker.errors import ErrorCode, ShoalError
 from broker.log.encryption import DATA_KEY_BYTES, NONCE_BYTES
 from broker.meta.commands import WrappedDataKey
 from broker.meta.image import StreamDataKey
+
+log = logging.getLogger(__name__)
 
 AWS_MANAGED_ALIAS = "alias/aws/kinesis"
 # The AWS-managed keys of the services whose data lives in Kinesis streams here (a video
@@ -146,6 +149,7 @@ class LocalKeyFile:
         self._keys: tuple[_LocalKey, ...] = ()
         if not path.exists():
             create_key_file(path)
+            log.info("master_key_file_created", extra={"path": str(path)})
         self._reload()
         mode = path.stat().st_mode & 0o777
         if mode & 0o077:
@@ -164,6 +168,19 @@ class LocalKeyFile:
         return f"arn:aws:kms:{self._region}:{self._account_id}:key/{key_id}"
 
     def _reload(self) -> None:
+        """Reads the file again if it changed. A file that cannot be read now (replaced
+        mid-copy, briefly missing) keeps the keys already loaded, with a warning; only the
+        first load fails."""
+        try:
+            self._load()
+        except (MasterKeyError, OSError) as error:
+            if not self._keys:
+                raise MasterKeyError(str(error)) from error
+            log.warning(
+                "master_key_file_unreadable", extra={"path": str(self._path), "error": str(error)}
+            )
+
+    def _load(self) -> None:
         stat = self._path.stat()
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._stamp:

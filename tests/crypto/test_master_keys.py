@@ -116,3 +116,15 @@ def test_rotation_rewraps_and_old_wrappings_still_open(tmp_path: Path) -> None:
     assert keyring.sealing_key(shard) is None
     assert keyring.opening_key(shard, 2).version == 2
     assert MetadataImage().streams == {}
+
+
+def test_a_file_that_vanishes_or_breaks_later_keeps_the_loaded_keys(tmp_path: Path) -> None:
+    keys = key_file(tmp_path)
+    _, wrapped = keys.new_data_key("alias/aws/kinesis", stream_arn=ARN)
+    keys.path.write_text("{half a copy")
+    assert keys.new_data_key("alias/aws/kinesis", stream_arn=ARN)[1].wrapping == wrapped.wrapping
+    keys.path.unlink()
+    assert keys.new_data_key("alias/aws/kinesis", stream_arn=ARN)[1].wrapping == wrapped.wrapping
+    keys.path.write_text("{}")
+    with pytest.raises(MasterKeyError, match="not a Shoal master key file"):
+        key_file(tmp_path)  # a node does not start on it
