@@ -623,6 +623,9 @@ class Node:
                 secrets_by_access_key=access_keys,
                 metrics=self.metrics.registry,
                 video=self.video,
+                firehose=self.firehose.service,
+                analytics=self.analytics,
+                peer_tls=self._console_peer_tls(),
             )
         rest: list[RestService] = [self._video_http()]
         if self.console is not None:
@@ -653,6 +656,16 @@ class Node:
                 "http_port", config.bind_host, config.http_port, error
             ) from error
         self.http_port = self._http.port
+
+    def _console_peer_tls(self) -> ssl.SSLContext | None:
+        """How this node's console reaches the other nodes' HTTP doors: plain HTTP, or TLS
+        verified against the cluster's CA (the system's roots without one), as this node."""
+        if self._tls is None:
+            return None
+        ca = None if self._tls.ca_file is None else str(self._tls.ca_file)
+        context = ssl.create_default_context(cafile=ca)
+        context.load_cert_chain(self._tls.cert_file, self._tls.key_file)
+        return context
 
     def _video_http(self) -> VideoHttpService:
         assert self.video is not None

@@ -23,8 +23,8 @@ import json
 import logging
 import secrets
 import shutil
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+import ssl
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,21 @@ from prometheus_client import CollectorRegistry
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.console import actions, payloads, sessions, views
-from broker.console.rates import SAMPLE_INTERVAL_MS, RateHistory
+from broker.console.analytics_pages import AnalyticsCalls, AnalyticsPages
+from broker.console.delivery_pages import DeliveryPages, FirehoseCalls
+from broker.console.peers import (
+    PEER_PATH,
+    DiskUse,
+    NodeStats,
+    cluster_read_rates,
+    cluster_shard_rates,
+    fetch,
+    shard_key,
+)
+from broker.console.rates import SAMPLE_INTERVAL_MS, CounterRates, RateHistory
 from broker.console.series import stream_series
+from broker.console.video_pages import VideoPages, parse_timestamp
+from broker.console.visitor import FamilyPages, Visitor
 from broker.console.web import (
     BodyTooLarge,
     Request,
@@ -50,7 +63,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.internal_service import ClusterView
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.validation import validate_request
-from broker.meta.image import MetadataImage, ShardMeta, StreamMeta
+from broker.meta.image import MetadataImage, NodeState, ShardMeta, StreamMeta
 from broker.service.account import stream_limits_view, update_stream_limits
 from broker.service.kinesis import KinesisService
 from broker.streams.internal_names import is_internal
@@ -64,10 +77,6 @@ RECORD_PAGE_MAX = 100
 SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them all)
 ALL_SHARDS = "all"
 ALL_SHARDS_MAX = 20  # "every shard" pages carry one iterator per shard in their next link
-VIDEO_CONTROL_OPERATIONS = frozenset({"ListStreams", "DescribeStream"})
-VIDEO_ARCHIVED_MEDIA = "kinesis-video-archived-media"
-VIDEO_LIST_PAGES_MAX = 10
-VIDEO_FRAGMENTS_PAGE = 25
 TAIL_RECORDS_MAX = 50  # per poll, over all of a stream's open shards
 LAG_LEASES_MAX = 50  # leases whose lag one request reads (two API calls each)
 ITERATOR_TYPES = (
@@ -79,21 +88,21 @@ ITERATOR_TYPES = (
 )
 # Operations of Shoal's native gRPC services, run as those services run them (not Kinesis).
 NATIVE_OPERATIONS = frozenset({"UpdateStreamLimits"})
+# The node's cumulative counters the pages show as rates: sample name -> (per shard, column).
+# Per stream: records and bytes read. Per shard (enhanced monitoring): records and bytes read,
+# reads and writes throttled.
+_READ_COUNTERS = {
+    "kinesis_outgoing_records_total": (False, 0),
+    "kinesis_outgoing_bytes_total": (False, 1),
+    "kinesis_shard_outgoing_records_total": (True, 0),
+    "kinesis_shard_outgoing_bytes_total": (True, 1),
+    "kinesis_shard_read_throughput_exceeded_total": (True, 2),
+    "kinesis_shard_write_throughput_exceeded_total": (True, 3),
+}
 _STATIC_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class DiskUse:
-    path: str
-    used_bytes: int
-    total_bytes: int
-
-    @property
-    def percent(self) -> float:
-        return 100 * self.used_bytes / self.total_bytes if self.total_bytes else 0.0
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -141,20 +150,6 @@ def _rate(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-Handler = Callable[[Request, "_Visitor"], Awaitable[Response]]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Visitor:
-    """Who is asking: the session's access key (None when access control is off) and the
-    CSRF token this browser's forms carry; `cookies` are the ones to set on the answer."""
-
-    access_key_id: str | None
-    csrf: str
-    cookies: tuple[str, ...]
-    caller: Caller
-
-
 class ConsoleService:
     """The console as a `RestService` of the AWS door (module docstring)."""
 
@@ -171,6 +166,9 @@ class ConsoleService:
         secrets_by_access_key: Mapping[str, str],
         metrics: CollectorRegistry | None = None,
         video: VideoService | None = None,
+        firehose: FirehoseCalls | None = None,
+        analytics: AnalyticsCalls | None = None,
+        peer_tls: ssl.SSLContext | None = None,
     ) -> None:
         self._kinesis = kinesis
         self._node = node_id
@@ -181,10 +179,24 @@ class ConsoleService:
         self._data_dir = data_dir
         self._access_keys = dict(secrets_by_access_key)
         self._metrics = metrics
-        self._video = video
         self._env = _environment()
+        # The other services' pages, by path prefix (each routes what is below it).
+        self._family: dict[str, FamilyPages] = {}
+        if video is not None:
+            self._family["/video"] = VideoPages(video, self._page)
+        if firehose is not None:
+            self._family["/delivery-streams"] = DeliveryPages(
+                firehose, self._page, image=self._image, metrics=metrics
+            )
+        if analytics is not None:
+            self._family["/applications"] = AnalyticsPages(
+                analytics, self._page, image=self._image, clock=clock
+            )
         self._static = _static_files()
         self.rates = RateHistory()
+        self.reads = CounterRates()
+        self.shard_reads = CounterRates()
+        self._peer_tls = peer_tls
 
     # --- RestService ------------------------------------------------------------------------
 
@@ -205,10 +217,35 @@ class ConsoleService:
         await send_response(send, response)
 
     async def run_sampler(self) -> None:
-        """Samples every stream's write rate for the sparklines, until cancelled."""
+        """Samples every stream's write rate for the sparklines, and the rates consumers read
+        from this node, until cancelled."""
         while True:
             self.sample_rates()
+            self.sample_reads()
             await asyncio.sleep(SAMPLE_INTERVAL_MS / 1000)
+
+    def sample_reads(self) -> None:
+        """One reading of this node's outgoing and throttling counters (`_READ_COUNTERS`)."""
+        if self._metrics is None:
+            return
+        by_stream: dict[str, list[float]] = {}
+        by_shard: dict[str, list[float]] = {}
+        wanted = self._metrics.restricted_registry(list(_READ_COUNTERS))
+        for family in wanted.collect():
+            for sample in family.samples:
+                placed = _READ_COUNTERS.get(sample.name)
+                stream = sample.labels.get("stream")
+                if placed is None or not stream:
+                    continue
+                per_shard, column = placed
+                if per_shard:
+                    key = shard_key(stream, sample.labels.get("shard", ""))
+                    by_shard.setdefault(key, [0.0] * 4)[column] += sample.value
+                else:
+                    by_stream.setdefault(stream, [0.0] * 2)[column] += sample.value
+        now_ms = self._clock.wall_ms()
+        self.reads.sample(now_ms, {key: tuple(values) for key, values in by_stream.items()})
+        self.shard_reads.sample(now_ms, {key: tuple(values) for key, values in by_shard.items()})
 
     def sample_rates(self) -> None:
         image = self._image()
@@ -228,6 +265,8 @@ class ConsoleService:
         path = request.path
         if path.startswith("/static/"):
             return self._static_file(path.removeprefix("/static/"))
+        if path == PEER_PATH:
+            return self._peer_stats(request)
         if request.method not in ("GET", "HEAD", "POST"):
             return Response(
                 status=405, body=b"Method not allowed.", headers=(("allow", "GET, POST"),)
@@ -271,10 +310,10 @@ class ConsoleService:
             )
         return response
 
-    async def _route(self, request: Request, visitor: _Visitor) -> Response:
+    async def _route(self, request: Request, visitor: Visitor) -> Response:
         path, method = request.path, request.method
         if path in ("/", ""):
-            return self._overview(visitor)
+            return await self._overview(visitor)
         if path == "/sign-out" and method == "POST":
             return Response(
                 status=303,
@@ -287,15 +326,10 @@ class ConsoleService:
             if method == "POST":
                 return await self._action(request, visitor, None, "create")
             return self._streams(request, visitor)
-        if path in ("/video", "/video/") and self._video is not None:
-            return await self._video_streams(visitor)
-        if path.startswith("/video/") and self._video is not None:
-            name, _, sub = path.removeprefix("/video/").partition("/")
-            if sub == "":
-                return await self._video_stream(request, visitor, name)
-            if sub == "hls" and method == "POST":
-                return await self._video_hls(request, visitor, name)
-            return self._not_found(visitor)
+        for prefix, pages in self._family.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                found = await pages.route(request, visitor, path.removeprefix(prefix))
+                return found if found is not None else self._not_found(visitor)
         if path == "/streams/new":
             return self._page("create.html", visitor, title="Create a stream")
         parts = path.removeprefix("/streams/").split("/")
@@ -303,7 +337,7 @@ class ConsoleService:
             return self._not_found(visitor)
         stream = self._stream(parts[0])  # ASGI paths arrive percent-decoded
         if len(parts) == 1:
-            return self._stream_page(request, visitor, stream)
+            return await self._stream_page(request, visitor, stream)
         sub = parts[1]
         if sub == "records":
             if method == "POST":
@@ -331,7 +365,7 @@ class ConsoleService:
     def _cluster_secret(self) -> bytes:
         return self._image().iterator_secret or b"shoal-console-uninitialised"
 
-    def _visitor(self, request: Request, *, secure: bool) -> _Visitor | None:
+    def _visitor(self, request: Request, *, secure: bool) -> Visitor | None:
         secret = self._cluster_secret()
         caller = Caller(
             region=self._region,
@@ -345,7 +379,7 @@ class ConsoleService:
             binding = secrets.token_urlsafe(24)
             cookies.append(_cookie(sessions.CSRF_COOKIE, binding, secure=secure))
         if not self._access_keys:
-            return _Visitor(
+            return Visitor(
                 access_key_id=None,
                 csrf=sessions.csrf_token(binding, cluster_secret=secret),
                 cookies=tuple(cookies),
@@ -357,7 +391,7 @@ class ConsoleService:
         )
         if key is None:
             return None
-        return _Visitor(
+        return Visitor(
             access_key_id=key,
             csrf=sessions.csrf_token(token, cluster_secret=secret),
             cookies=tuple(cookies),
@@ -411,14 +445,14 @@ class ConsoleService:
     # --- Pages ------------------------------------------------------------------------------
 
     def _page(
-        self, template: str, visitor: _Visitor, *, status: int = 200, **context: Any
+        self, template: str, visitor: Visitor, *, status: int = 200, **context: Any
     ) -> Response:
         body = self._env.get_template(template).render(
             visitor=visitor, csrf=visitor.csrf, node=self._node_id(), **context
         )
         return Response(status=status, body=body.encode())
 
-    def _not_found(self, visitor: _Visitor) -> Response:
+    def _not_found(self, visitor: Visitor) -> Response:
         return self._page(
             "error.html",
             visitor,
@@ -435,7 +469,7 @@ class ConsoleService:
         body, content_type = found
         return Response(body=body, content_type=content_type)
 
-    def _overview(self, visitor: _Visitor) -> Response:
+    async def _overview(self, visitor: Visitor) -> Response:
         view = self._cluster_view()
         summary = views.overview(
             view.image,
@@ -444,11 +478,12 @@ class ConsoleService:
             controller=view.controller,
             now_ms=self._clock.wall_ms(),
         )
+        stats = await self._cluster_stats()
         return self._page(
-            "overview.html", visitor, title="Cluster", view=summary, disk=self._disk()
+            "overview.html", visitor, title="Cluster", view=summary, disk=self._disk(), stats=stats
         )
 
-    def _streams(self, request: Request, visitor: _Visitor) -> Response:
+    def _streams(self, request: Request, visitor: Visitor) -> Response:
         page = views.stream_page(
             self._image(),
             query=request.arg("q"),
@@ -469,7 +504,9 @@ class ConsoleService:
             template, visitor, title="Streams", page=page, series=series, notice=notice
         )
 
-    def _stream_page(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    async def _stream_page(
+        self, request: Request, visitor: Visitor, stream: StreamMeta
+    ) -> Response:
         image = self._image()
         now_ms = self._clock.wall_ms()
         view = views.stream_view(image, stream, now_ms=now_ms)
@@ -484,9 +521,14 @@ class ConsoleService:
         page_count = max(1, -(-len(every_shard) // SHARD_PAGE_SIZE))
         shard_page = max(1, min(_int_arg(request, "shards_page", 1), page_count))
         at = (shard_page - 1) * SHARD_PAGE_SIZE
+        stats = await self._cluster_stats()
+        answered = [node for node in stats.values() if node is not None]
         return self._page(
             "stream.html",
             visitor,
+            reads=cluster_read_rates(answered, stream.name) if answered else None,
+            shard_reads=cluster_shard_rates(answered, stream.name),
+            reads_partial=len(stats) - len(answered),
             title=stream.name,
             stream=view,
             shard_rows=every_shard[at : at + SHARD_PAGE_SIZE],
@@ -501,7 +543,7 @@ class ConsoleService:
             notice=request.arg("notice") or None,
         )
 
-    async def _records(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    async def _records(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         shards = [shard.shard_id for shard in _listed_shards(stream, self._clock.wall_ms())]
         shard_id = request.arg("shard") or (
             stream.open_shards()[0].shard_id if stream.open_shards() else shards[0]
@@ -556,7 +598,7 @@ class ConsoleService:
         return self._page("records.html", visitor, title=f"Records of {stream.name}", **context)
 
     async def _read_all_shards(
-        self, stream: StreamMeta, kind: str, request: Request, limit: int, visitor: _Visitor
+        self, stream: StreamMeta, kind: str, request: Request, limit: int, visitor: Visitor
     ) -> tuple[list[payloads.ShownRecord], dict[str, str], int | None]:
         """One page over every shard: at most `limit` records in all (an equal share per shard),
         ordered by arrival; the iterators to go on with (a shard read to its end drops out)."""
@@ -588,7 +630,7 @@ class ConsoleService:
         return shown, positions, behind
 
     async def _iterator(
-        self, stream: StreamMeta, shard_id: str, kind: str, request: Request, visitor: _Visitor
+        self, stream: StreamMeta, shard_id: str, kind: str, request: Request, visitor: Visitor
     ) -> str:
         call: dict[str, Any] = {
             "StreamName": stream.name,
@@ -596,14 +638,14 @@ class ConsoleService:
             "ShardIteratorType": kind,
         }
         if kind == "AT_TIMESTAMP":
-            call["Timestamp"] = _timestamp(request.arg("at"))
+            call["Timestamp"] = parse_timestamp(request.arg("at"))
         elif kind in ("AT_SEQUENCE_NUMBER", "AFTER_SEQUENCE_NUMBER"):
             call["StartingSequenceNumber"] = request.arg("seq").strip()
         answer = await self._call("GetShardIterator", call, visitor)
         return str(answer["ShardIterator"])
 
     async def _read_page(
-        self, iterator: str, limit: int, visitor: _Visitor
+        self, iterator: str, limit: int, visitor: Visitor
     ) -> tuple[list[dict[str, Any]], str | None, int | None]:
         """One GetRecords (a second one when the first came back empty but behind, as a
         reader past a gap would): never more than `limit` records."""
@@ -622,7 +664,7 @@ class ConsoleService:
             answer.get("MillisBehindLatest"),
         )
 
-    async def _lag(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    async def _lag(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         """How far each lease's checkpoint is behind the shard's tip, read on request: one
         GetRecords of one record after the checkpoint per lease (at most LAG_LEASES_MAX)."""
         view = views.stream_view(self._image(), stream, now_ms=self._clock.wall_ms())
@@ -644,9 +686,7 @@ class ConsoleService:
             left_out=max(0, len(leases) - LAG_LEASES_MAX),
         )
 
-    async def _lease_lag(
-        self, stream: StreamMeta, lease: views.LeaseView, visitor: _Visitor
-    ) -> str:
+    async def _lease_lag(self, stream: StreamMeta, lease: views.LeaseView, visitor: Visitor) -> str:
         checkpoint = lease.checkpoint_sequence
         if checkpoint == "SHARD_END":
             return "finished (the shard is closed and fully processed)"
@@ -669,7 +709,7 @@ class ConsoleService:
             return "caught up"
         return f"{answer.get('MillisBehindLatest', 0)} ms behind the latest record"
 
-    async def _tail(self, request: Request, visitor: _Visitor, stream: StreamMeta) -> Response:
+    async def _tail(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         """The live tail's poll: new records on every open shard since the iterators the page
         holds (LATEST on the first poll), as a fragment that replaces the poller."""
         view = request.arg("view", "text")
@@ -712,85 +752,9 @@ class ConsoleService:
             view=view,
         )
 
-    # --- Kinesis Video Streams --------------------------------------------------------------
-
-    async def _video_call(self, operation: str, request: dict[str, Any], visitor: _Visitor) -> Any:
-        """One Kinesis Video operation as its REST door runs it (validated by its model)."""
-        assert self._video is not None
-        model = "kinesisvideo" if operation in VIDEO_CONTROL_OPERATIONS else VIDEO_ARCHIVED_MEDIA
-        validate_request(operation, request, model=model)
-        return await self._video.call(operation, request, visitor.caller)
-
-    async def _video_streams(self, visitor: _Visitor) -> Response:
-        listed: list[dict[str, Any]] = []
-        request: dict[str, Any] = {"MaxResults": 1000}
-        for _ in range(VIDEO_LIST_PAGES_MAX):
-            answer = await self._video_call("ListStreams", request, visitor)
-            listed.extend(answer.get("StreamInfoList", []))
-            token = answer.get("NextToken")
-            if not token:
-                break
-            request = {"MaxResults": 1000, "NextToken": token}
-        return self._page("video.html", visitor, title="Video streams", streams=listed)
-
-    async def _video_stream(self, request: Request, visitor: _Visitor, name: str) -> Response:
-        info = (await self._video_call("DescribeStream", {"StreamName": name}, visitor))[
-            "StreamInfo"
-        ]
-        fragments: list[dict[str, Any]] = []
-        next_token: str | None = None
-        if info.get("DataRetentionInHours", 0) > 0:
-            listing: dict[str, Any] = {"StreamName": name, "MaxResults": VIDEO_FRAGMENTS_PAGE}
-            if request.arg("after"):
-                listing["NextToken"] = request.arg("after")
-            answer = await self._video_call("ListFragments", listing, visitor)
-            fragments = list(answer.get("Fragments", []))
-            next_token = answer.get("NextToken")
-        return self._page(
-            "video_stream.html",
-            visitor,
-            title=name,
-            info=info,
-            fragments=fragments,
-            next_token=next_token,
-            hls_url=None,
-        )
-
-    async def _video_hls(self, request: Request, visitor: _Visitor, name: str) -> Response:
-        """GetHLSStreamingSessionURL over what the archive holds (ON_DEMAND, the listed
-        fragments' producer-time range), shown as a link for an HLS player."""
-        first = _timestamp(request.arg("start"))
-        last = _timestamp(request.arg("end"))
-        answer = await self._video_call(
-            "GetHLSStreamingSessionURL",
-            {
-                "StreamName": name,
-                "PlaybackMode": "ON_DEMAND",
-                "HLSFragmentSelector": {
-                    "FragmentSelectorType": "PRODUCER_TIMESTAMP",
-                    "TimestampRange": {"StartTimestamp": first, "EndTimestamp": last},
-                },
-            },
-            visitor,
-        )
-        info = (await self._video_call("DescribeStream", {"StreamName": name}, visitor))[
-            "StreamInfo"
-        ]
-        return self._page(
-            "video_stream.html",
-            visitor,
-            title=name,
-            info=info,
-            fragments=[],
-            next_token=None,
-            hls_url=answer["HLSStreamingSessionURL"],
-        )
-
     # --- Actions ----------------------------------------------------------------------------
 
-    async def _put_record(
-        self, request: Request, visitor: _Visitor, stream: StreamMeta
-    ) -> Response:
+    async def _put_record(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         call: dict[str, Any] = {
             "StreamName": stream.name,
             "PartitionKey": request.form.get("partition_key", ""),
@@ -806,7 +770,7 @@ class ConsoleService:
         return Response.redirect(url(f"/streams/{segment(stream.name)}", notice=notice))
 
     async def _action(
-        self, request: Request, visitor: _Visitor, stream: StreamMeta | None, name: str
+        self, request: Request, visitor: Visitor, stream: StreamMeta | None, name: str
     ) -> Response:
         plan_action = actions.create if stream is None else actions.STREAM_ACTIONS[name]
         plan = plan_action(stream, request.form)
@@ -849,7 +813,7 @@ class ConsoleService:
         self,
         operation: str,
         request: dict[str, Any],
-        visitor: _Visitor,
+        visitor: Visitor,
         *,
         validated: bool = False,
     ) -> dict[str, Any]:
@@ -880,6 +844,50 @@ class ConsoleService:
             raise self._kinesis.ctx.stream_not_found(name)
         return stream
 
+    def _peer_stats(self, request: Request) -> Response:
+        """This node's statistics for another node's console (peer token required)."""
+        token = request.headers.get(sessions.PEER_HEADER, "")
+        if not sessions.peer_token_valid(
+            token, cluster_secret=self._cluster_secret(), now_ms=self._clock.wall_ms()
+        ):
+            return Response(status=403, body=b"Only the cluster's nodes may ask.")
+        return Response(body=self._own_stats().to_json(), content_type="application/json")
+
+    def _own_stats(self) -> NodeStats:
+        reads = {name: (rates[0], rates[1]) for name, rates in self.reads.rates().items()}
+        shards = {
+            key: (rates[0], rates[1], rates[2], rates[3])
+            for key, rates in self.shard_reads.rates().items()
+        }
+        return NodeStats(node_id=self._node_id(), disk=self._disk(), reads=reads, shards=shards)
+
+    async def _cluster_stats(self) -> dict[str, NodeStats | None]:
+        """Every node's statistics by node id: this node's own, the others' asked at once
+        (None for a node that did not answer within the fetch timeout)."""
+        me = self._node_id()
+        token = sessions.peer_token(
+            cluster_secret=self._cluster_secret(), now_ms=self._clock.wall_ms()
+        )
+        others = [
+            node
+            for node in self._image().nodes.values()
+            if node.node_id != me and node.http_address and node.state is not NodeState.REMOVED
+        ]
+        answers = await asyncio.gather(
+            *(
+                fetch(
+                    node.http_address,
+                    token=token,
+                    header=sessions.PEER_HEADER,
+                    tls=self._peer_tls,
+                )
+                for node in others
+            )
+        )
+        stats: dict[str, NodeStats | None] = {me: self._own_stats()}
+        stats.update(zip((node.node_id for node in others), answers, strict=True))
+        return stats
+
     def _disk(self) -> DiskUse | None:
         try:
             usage = shutil.disk_usage(self._data_dir)
@@ -907,21 +915,6 @@ def _int_arg(request: Request, name: str, default: int) -> int:
         return int(request.arg(name, str(default)))
     except ValueError:
         return default
-
-
-def _timestamp(text: str) -> datetime.datetime:
-    """An ISO 8601 time (UTC when it names no zone) or epoch seconds."""
-    text = text.strip()
-    try:
-        if text.replace(".", "", 1).isdigit():
-            return datetime.datetime.fromtimestamp(float(text), tz=datetime.UTC)
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT,
-            f"The timestamp {text!r} is neither ISO 8601 nor seconds since the epoch.",
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _decode_iterators(text: str) -> dict[str, str]:

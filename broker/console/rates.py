@@ -41,3 +41,32 @@ class RateHistory:
 
     def series(self, name: str) -> tuple[Sample, ...]:
         return tuple(self._samples.get(name, ()))
+
+
+class CounterRates:
+    """Per-second rates of a node's cumulative counters, from two successive readings: e.g.
+    the records and bytes each stream's consumers read from this node. Keys are whatever the
+    caller samples (a stream name, "stream/shard"); a key seen for the first time shows its
+    rate from the next sample."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, dict[str, tuple[float, ...]]] | None = None
+        self._rates: dict[str, tuple[float, ...]] = {}
+
+    def sample(self, now_ms: int, totals: Mapping[str, tuple[float, ...]]) -> None:
+        """`totals`: each key's counters since the node started (same width every time)."""
+        if self._last is not None and now_ms > self._last[0]:
+            seconds = (now_ms - self._last[0]) / 1000
+            before = self._last[1]
+            self._rates = {
+                key: tuple(
+                    max(0.0, (now - then) / seconds)
+                    for now, then in zip(values, before[key], strict=True)
+                )
+                for key, values in totals.items()
+                if key in before
+            }
+        self._last = (now_ms, dict(totals))
+
+    def rates(self) -> dict[str, tuple[float, ...]]:
+        return dict(self._rates)

@@ -70,3 +70,24 @@ def csrf_valid(token: str, binding: str, *, cluster_secret: bytes) -> bool:
     return bool(binding) and hmac.compare_digest(
         token, csrf_token(binding, cluster_secret=cluster_secret)
     )
+
+
+PEER_HEADER = "x-shoal-console-peer"
+_PEER_WINDOW_MS = 60_000
+
+
+def peer_token(*, cluster_secret: bytes, now_ms: int) -> str:
+    """What one node's console sends another's to read its node statistics: an HMAC of the
+    current minute, so only members of the cluster (holding its secret) can ask."""
+    window = now_ms // _PEER_WINDOW_MS
+    mac = hmac.new(_key(cluster_secret, b"peer"), str(window).encode(), hashlib.sha256)
+    return f"{window}.{mac.hexdigest()}"
+
+
+def peer_token_valid(token: str, *, cluster_secret: bytes, now_ms: int) -> bool:
+    """A peer token of this minute or the one before or after (clocks of nodes differ)."""
+    window_text, _, _ = token.partition(".")
+    if not window_text.isdigit() or abs(int(window_text) - now_ms // _PEER_WINDOW_MS) > 1:
+        return False
+    expected = hmac.new(_key(cluster_secret, b"peer"), window_text.encode(), hashlib.sha256)
+    return hmac.compare_digest(token, f"{window_text}.{expected.hexdigest()}")

@@ -7,7 +7,7 @@ values the templates render; nothing here calls a service or reads a disk. Inter
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -257,7 +257,7 @@ def stream_page(
             status=stream.status(now_ms=now_ms).value,
             open_shards=len(stream.open_shards()),
             retention_hours=stream.retention_hours,
-            encryption="NONE",
+            encryption=_encryption(stream),
             records_per_second=rates.get(stream.uid, (0.0, 0.0))[0],
             bytes_per_second=rates.get(stream.uid, (0.0, 0.0))[1],
         )
@@ -363,6 +363,13 @@ class StreamView:
     leases: tuple[LeaseView, ...]
     scaling_events: tuple[ScalingView, ...]
     hot_keys: tuple[HotKeyView, ...]  # the heaviest partition keys the leaders reported
+    encryption: str  # "NONE", or "KMS" and the key, as DescribeStream reports it
+
+
+def _encryption(stream: StreamMeta) -> str:
+    if stream.encryption_type == "NONE" or not stream.key_id:
+        return stream.encryption_type
+    return f"{stream.encryption_type} ({stream.key_id})"
 
 
 def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> StreamView:
@@ -412,6 +419,7 @@ def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> Str
         leases=_leases(image, stream.name),
         scaling_events=_scaling(image, stream),
         hot_keys=_hot_keys(stream, loads),
+        encryption=_encryption(stream),
     )
 
 
@@ -470,6 +478,11 @@ def _leases(image: MetadataImage, stream_name: str) -> tuple[LeaseView, ...]:
     leases: list[Lease] = []
     for application in image.leases.application_names():
         leases.extend(image.leases.stream_leases(application, stream_name).values())
+    return lease_views(leases)
+
+
+def lease_views(leases: Iterable[Lease]) -> tuple[LeaseView, ...]:
+    """The leases as the pages show them, by application and shard."""
     return tuple(
         LeaseView(
             application=lease.application,

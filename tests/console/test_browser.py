@@ -10,10 +10,11 @@ browser session serves the whole module.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,10 @@ import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
+from broker.client.video_producer import PutMediaTarget, put_media
+from broker.video.acks import AckEventType
 from tests.support import NodeProcess, serving, wait_until
+from tests.video.media import h264_mkv
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -91,6 +95,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(PAGE_WAIT_S)
+    driver.set_script_timeout(PAGE_WAIT_S)
     try:
         yield driver
     finally:
@@ -124,6 +129,24 @@ return Array.from(document.querySelectorAll(
 """
 
 
+AXE_SOURCE = (Path(__file__).resolve().parent / "vendor" / "axe.min.js").read_text()
+# axe-core's WCAG 2 A and AA rules (labels, names, contrast, landmarks...) on the open page.
+AXE_RUN = """
+const done = arguments[arguments.length - 1];
+axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa']}})
+  .then(result => done(result.violations.map(v => v.id + ': ' + v.help + ' (' +
+       v.nodes.slice(0, 3).map(n => n.target.join(' ')).join('; ') + ')')))
+  .catch(error => done(['axe failed: ' + error]));
+"""
+
+
+def accessibility_violations(browser: Any) -> list[str]:
+    """axe-core's WCAG 2 A/AA violations on the open page (injected by the driver, which the
+    page's CSP does not restrict; the node never serves it)."""
+    browser.execute_script(AXE_SOURCE)
+    return list(browser.execute_async_script(AXE_RUN))
+
+
 def open_page(browser: Any, address: str) -> None:
     browser.get(address)
     wait_until(
@@ -147,6 +170,18 @@ def test_every_page_loads_without_console_errors(
     )
     for index in range(12):
         api.create_stream(StreamName=f"orders-{index:02d}", ShardCount=1)
+    sql = boto3.client(
+        "kinesisanalytics",
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    sql.create_application(
+        ApplicationName="clicks-per-page",
+        ApplicationCode='CREATE OR REPLACE STREAM "PAGES" (page VARCHAR(64));',
+    )
+    sql.close()
     pages = {
         "overview": "",
         "streams": "/streams",
@@ -154,6 +189,9 @@ def test_every_page_loads_without_console_errors(
         "records": "/streams/clicks/records?go=1&shard=shardId-000000000000&view=json",
         "create": "/streams/new",
         "video": "/video",
+        "delivery-streams": "/delivery-streams",
+        "applications": "/applications",
+        "application": "/applications/clicks-per-page",
     }
     console_errors(browser)
     for name, path in pages.items():
@@ -162,6 +200,7 @@ def test_every_page_loads_without_console_errors(
         browser.save_screenshot(str(shots / f"{name}.png"))
         assert console_errors(browser) == [], f"browser console errors on {name}"
         assert browser.execute_script(UNLABELLED_CONTROLS) == [], f"unlabelled controls on {name}"
+        assert accessibility_violations(browser) == [], f"WCAG 2 AA violations on {name}"
         assert browser.execute_script("return document.documentElement.lang") == "en"
     # Keyboard: the first Tab reaches the skip link, which moves focus to the main content.
     open_page(browser, console(node, "/streams/clicks"))
@@ -360,6 +399,9 @@ def test_cluster_page_of_three_nodes(
         ]
         assert all("ACTIVE" in row.text for row in rows)
         assert sum("quorum leader" in row.text for row in rows) == 1
+        # Every node told node-3's console its disk use (peer statistics, over HTTP).
+        assert not any("no answer" in row.text for row in rows)
+        assert all(row.find_elements(By.TAG_NAME, "meter") for row in rows)
         browser.save_screenshot(str(shots / "cluster.png"))
         open_page(browser, console(second, "/streams/replicated"))
         shard_rows = browser.find_elements(By.CSS_SELECTOR, "table.shards tbody tr")
@@ -376,8 +418,67 @@ def test_cluster_page_of_three_nodes(
             deadline_s=PAGE_WAIT_S,
             what="node-1 fenced and under-replicated shards on node-3's console",
         )
+        assert "no answer" in overview_text()  # node-1's statistics, not the page, are missing
         browser.save_screenshot(str(shots / "cluster-node-down.png"))
         assert console_errors(browser) == []
         api.close()
     finally:
         cluster.stop()
+
+
+async def _put_video(endpoint: str, stream: str, data: bytes) -> int:
+    """PutMedia of `data` in 4 KiB pieces; the number of PERSISTED acknowledgements."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 4096):
+            yield data[start : start + 4096]
+
+    target = PutMediaTarget(
+        endpoint=endpoint, stream_name=stream, producer_start_timestamp_s=time.time() - 60
+    )
+    acks = [ack async for ack in put_media(target, pieces())]
+    return sum(1 for ack in acks if ack.event_type is AckEventType.PERSISTED)
+
+
+def test_a_video_stream_plays_in_the_page(browser: Any, node: NodeProcess, shots: Path) -> None:
+    """hls.js in Chromium plays the ON_DEMAND session of an uploaded H.264 video: the video
+    element's clock advances, with no console error (a real decode, not just a playlist)."""
+    endpoint = f"http://127.0.0.1:{node.http_port}"
+    kvs = boto3.client(
+        "kinesisvideo",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    kvs.create_stream(StreamName="lobby-cam", DataRetentionInHours=24, MediaType="video/h264")
+    wait_until(
+        lambda: kvs.describe_stream(StreamName="lobby-cam")["StreamInfo"]["Status"] == "ACTIVE",
+        deadline_s=PAGE_WAIT_S,
+        what="the video stream to become ACTIVE",
+    )
+    kvs.close()
+    persisted = asyncio.run(_put_video(endpoint, "lobby-cam", h264_mkv(frames=100, fps=25)))
+    assert persisted >= 1
+    console_errors(browser)
+    open_page(browser, console(node, "/video/lobby-cam"))
+    browser.find_element(By.ID, "get-hls").click()
+    wait_until(
+        lambda: browser.find_elements(By.ID, "player"),
+        deadline_s=PAGE_WAIT_S,
+        what="the player page",
+    )
+    played = "return document.getElementById('player').currentTime"
+    status = "return document.getElementById('player-status').textContent"
+    try:
+        wait_until(
+            lambda: browser.execute_script(played) > 0.5,
+            deadline_s=PAGE_WAIT_S,
+            what="the video to play half a second",
+        )
+    except AssertionError as error:
+        raise AssertionError(
+            f"{error}; the player says: {browser.execute_script(status)}"
+        ) from None
+    browser.save_screenshot(str(shots / "video-player.png"))
+    assert console_errors(browser) == []

@@ -15,6 +15,8 @@ import pytest
 from botocore.config import Config as BotoConfig
 
 from broker.clock import ManualClock
+from broker.console import sessions
+from broker.console.peers import NodeStats
 from broker.consumers.leases import Checkpoint, NewLease
 from broker.node import Node
 from broker.service.account import describe_stream_limits
@@ -447,3 +449,51 @@ async def test_sign_in_when_access_keys_are_configured(tmp_path: Path, clock: Ma
         assert out.status_code == 303
         again = await web.get("/console/streams")
         assert again.status_code == 303 and again.headers["location"].startswith("/console/sign-in")
+
+
+async def test_node_statistics_are_for_the_cluster_only(
+    node: Node, web: httpx.AsyncClient, api: Any, clock: ManualClock
+) -> None:
+    """A node's statistics (disk use, consumers' read rates) answer a peer token made with the
+    cluster's secret and nothing else; the stream page shows the reads summed over the nodes."""
+    refused = await web.get("/console/peer/node.json")
+    assert refused.status_code == 403
+    forged = await web.get(
+        "/console/peer/node.json",
+        headers={sessions.PEER_HEADER: sessions.peer_token(cluster_secret=b"x" * 32, now_ms=0)},
+    )
+    assert forged.status_code == 403
+    assert node.console is not None
+    secret = node.console._cluster_secret()
+    token = sessions.peer_token(cluster_secret=secret, now_ms=clock.wall_ms())
+    answer = await web.get("/console/peer/node.json", headers={sessions.PEER_HEADER: token})
+    assert answer.status_code == 200
+    stats = NodeStats.from_json(answer.content)
+    assert stats.node_id == node.node_id and stats.disk is not None and stats.disk.total_bytes > 0
+
+    await asyncio.to_thread(api.create_stream, StreamName="read-me", ShardCount=1)
+    page = await web.get("/console/streams/read-me")
+    assert "need enhanced monitoring" in page.text
+    await asyncio.to_thread(
+        api.enable_enhanced_monitoring, StreamName="read-me", ShardLevelMetrics=["ALL"]
+    )
+    iterator = (
+        await asyncio.to_thread(
+            api.get_shard_iterator,
+            StreamName="read-me",
+            ShardId="shardId-000000000000",
+            ShardIteratorType="TRIM_HORIZON",
+        )
+    )["ShardIterator"]
+    for round_number in range(2):  # one record read before each sample, five seconds apart
+        await asyncio.to_thread(api.put_record, StreamName="read-me", PartitionKey="k", Data=b"x")
+        got = await asyncio.to_thread(api.get_records, ShardIterator=iterator)
+        assert len(got["Records"]) == 1
+        iterator = got["NextShardIterator"]
+        if round_number:
+            clock.advance(ms=5_000)
+        node.console.sample_reads()
+    page = await web.get("/console/streams/read-me")
+    assert "0.2 records/s" in page.text  # one record over five seconds
+    assert "<td>0.2</td>" in page.text  # and its shard's reads (enhanced monitoring is on)
+    assert "need enhanced monitoring" not in page.text

@@ -7,7 +7,8 @@ import dataclasses
 
 from broker.client.kpl import UserRecord, aggregate
 from broker.console import actions, payloads, sessions, views
-from broker.console.rates import SAMPLE_INTERVAL_MS, SAMPLES_KEPT, RateHistory
+from broker.console.peers import DiskUse, NodeStats, cluster_read_rates, cluster_shard_rates
+from broker.console.rates import SAMPLE_INTERVAL_MS, SAMPLES_KEPT, CounterRates, RateHistory
 from broker.consumers.leases import Checkpoint, Lease, LeaseTable
 from broker.meta.capacity_table import CapacityTable, ReportedLoad
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
@@ -214,3 +215,45 @@ def test_rate_history_keeps_recent_samples_of_existing_streams() -> None:
     assert not history.due((SAMPLES_KEPT + 4) * SAMPLE_INTERVAL_MS + 1)
     history.sample(10**9, {"b": (1.0, 2.0)})  # "a" was deleted
     assert history.series("a") == () and len(history.series("b")) == SAMPLES_KEPT
+
+
+def test_read_rates_come_from_two_readings_of_the_outgoing_counters() -> None:
+    reads = CounterRates()
+    reads.sample(0, {"a": (100.0, 1000.0)})
+    assert reads.rates() == {}  # one reading gives no rate yet
+    reads.sample(5_000, {"a": (600.0, 6000.0), "b": (50.0, 80.0)})
+    assert reads.rates() == {"a": (100.0, 1000.0)}  # "b" appeared: a rate from the next one
+    reads.sample(10_000, {"b": (100.0, 180.0)})
+    assert reads.rates() == {"b": (10.0, 20.0)}
+
+
+def test_node_statistics_round_trip_and_sum_over_the_cluster() -> None:
+    one = NodeStats(node_id="node-1", disk=DiskUse("/data", 25, 100), reads={"a": (2.0, 20.0)})
+    two = NodeStats(
+        node_id="node-2",
+        disk=None,
+        reads={"a": (1.0, 5.0), "b": (7.0, 70.0)},
+        shards={"a/shardId-000000000000": (1.0, 5.0, 0.5, 2.0)},
+    )
+    three = NodeStats(
+        node_id="node-3", disk=None, shards={"a/shardId-000000000000": (2.0, 5.0, 0.0, 1.0)}
+    )
+    assert NodeStats.from_json(one.to_json()) == one
+    assert NodeStats.from_json(two.to_json()) == two
+    assert one.disk is not None and one.disk.percent == 25.0
+    assert cluster_read_rates([one, two], "a") == (3.0, 25.0)
+    assert two.read_records_per_second == 8.0
+    assert cluster_shard_rates([one, two, three], "a") == {
+        "shardId-000000000000": (3.0, 10.0, 0.5, 3.0)
+    }
+    assert cluster_shard_rates([one, two, three], "b") == {}
+
+
+def test_peer_tokens_need_the_cluster_secret_and_a_recent_minute() -> None:
+    token = sessions.peer_token(cluster_secret=b"s" * 32, now_ms=600_000)
+    assert sessions.peer_token_valid(token, cluster_secret=b"s" * 32, now_ms=600_000)
+    assert sessions.peer_token_valid(token, cluster_secret=b"s" * 32, now_ms=659_999)
+    assert not sessions.peer_token_valid(token, cluster_secret=b"t" * 32, now_ms=600_000)
+    assert not sessions.peer_token_valid(token, cluster_secret=b"s" * 32, now_ms=800_000)
+    assert not sessions.peer_token_valid("10.abc", cluster_secret=b"s" * 32, now_ms=600_000)
+    assert not sessions.peer_token_valid("", cluster_secret=b"s" * 32, now_ms=600_000)

@@ -35,6 +35,46 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", function () { drawSparklines(document); });
+  // A video stream's HLS session (`video[data-hls-src]`), played with hls.js (Chromium has no
+  // native HLS) or natively where the browser has it (Safari). Progress and errors are told in
+  // #player-status, which screen readers announce.
+  function startPlayer() {
+    var video = document.querySelector("video[data-hls-src]");
+    if (!video) {
+      return;
+    }
+    var status = document.getElementById("player-status");
+    var say = function (text) { if (status) { status.textContent = text; } };
+    var source = video.getAttribute("data-hls-src");
+    var play = function () {
+      var started = video.play();
+      if (started && started.catch) {
+        started.catch(function () { say("Ready: press play."); });
+      }
+    };
+    video.addEventListener("playing", function () { say("Playing."); });
+    video.addEventListener("ended", function () { say("Played to the end."); });
+    if (typeof Hls !== "undefined" && Hls.isSupported()) {
+      var hls = new Hls({ enableWorker: false });
+      hls.on(Hls.Events.MANIFEST_PARSED, play);
+      hls.on(Hls.Events.ERROR, function (_, data) {
+        if (data.fatal) {
+          say("Playback failed: " + data.type + " (" + data.details + ").");
+        }
+      });
+      hls.loadSource(source);
+      hls.attachMedia(video);
+    } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+      video.src = source;
+      video.addEventListener("loadedmetadata", play);
+    } else {
+      say("This browser cannot play HLS; use the session URL below in an HLS player.");
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    drawSparklines(document);
+    startPlayer();
+  });
   document.addEventListener("htmx:afterSettle", function (event) { drawSparklines(event.target); });
 })();
