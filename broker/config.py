@@ -20,6 +20,7 @@ from typing import Any
 
 from broker import limits
 from broker.consumers.registry import CONSUMERS_PER_STREAM_DEFAULT
+from broker.meta.metadata_format import METADATA_FORMAT_MAX
 
 # The development value of `raft_password`; a node with peers warns when it still uses it.
 DEFAULT_RAFT_PASSWORD = "shoal-development-only"
@@ -102,6 +103,11 @@ class Knobs:
     # Shards moving a replica at once to even out replica counts (a node that joined takes
     # its share): each move copies a shard's log. 0: no replica balancing.
     replica_moves_max: int = 2
+    # The highest metadata format the controller raises the cluster to once every node reads
+    # it (broker/meta/metadata_format.py); 0: the highest they all read, as soon as they do.
+    # Set it to the current format before a rolling upgrade to keep a rollback possible, and
+    # back to 0 (or the new format) once the new version is kept.
+    metadata_format_limit: int = 0
     # Data Firehose (issue 11). A delivery stream's deliverer holds its shards' leases for
     # `firehose_failover_ms` without renewing before another node takes them over (the KCL's
     # failover time); it polls its source every `firehose_poll_interval_ms` when idle. The
@@ -142,6 +148,10 @@ class Knobs:
             raise ValueError("absent_node_replace_after_ms must be 0 or above session_timeout_ms")
         if not 0 <= self.replica_moves_max <= 64:
             raise ValueError("replica_moves_max must be within 0..64")
+        if not 0 <= self.metadata_format_limit <= METADATA_FORMAT_MAX:
+            raise ValueError(
+                f"metadata_format_limit must be 0 (none) or a format up to {METADATA_FORMAT_MAX}"
+            )
         if not 1_000 <= self.join_timeout_ms <= 86_400_000:
             raise ValueError("join_timeout_ms must be within 1000..86400000")
         if not 100 <= self.housekeeping_interval_ms <= 3_600_000:
@@ -277,6 +287,13 @@ class Config:
     subscription_bytes_per_second: int = limits.subscription_bytes_per_second_default
     # The web console at /console on the AWS HTTP port (broker/console); false turns it off.
     console_enabled: bool = True
+    # The TURN servers GetIceServerConfig hands WebRTC peers of signaling channels, as
+    # `turn:host:port?transport=udp` URIs, and the shared secret they check time-limited
+    # credentials with (coturn's `use-auth-secret`/`static-auth-secret`, the "TURN REST API"):
+    # each answer carries a username `<expiry>:<client>` and its HMAC-SHA1 password. Empty:
+    # no TURN server; peers connect with host and STUN candidates only.
+    video_turn_uris: tuple[str, ...] = ()
+    video_turn_secret: str = ""
     # Logs on stderr: `text` (`time LEVEL logger event key=value ...`) or `json` (one object
     # per line with `time`, `level`, `logger`, `event`, `node_id` and the event's fields, for
     # Loki, Elasticsearch or any collector that reads JSON lines); at `log_level` and above.
@@ -500,6 +517,8 @@ _SETTINGS: dict[str, type] = {
     "shard_read_bytes_per_second": int,
     "subscription_bytes_per_second": int,
     "console_enabled": bool,
+    "video_turn_uris": tuple,
+    "video_turn_secret": str,
     "log_format": str,
     "log_level": str,
     "disk_free_bytes_min": int,

@@ -159,3 +159,213 @@ def timestamp_in_the_future(timestamp_ms: int, now_ms: int) -> str:
         f"The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. "
         f"timestampInMillis: {timestamp_ms}, currentTimestampInMillis: {now_ms}"
     )
+
+
+# --- Queues (broker/queues/) ---------------------------------------------------------------
+# AWS publishes no recorded texts for these yet: the wording follows the model's
+# documentation of each rule, in the shape of Kinesis' other messages.
+
+
+def queue_not_found(arn: str) -> str:
+    return f"Queue {arn} not found."
+
+
+def queue_name_in_use(name: str, account_id: str) -> str:
+    return f"Queue {name} under account {account_id} already exists."
+
+
+def queue_needs_on_demand(stream_arn: str) -> str:
+    return (
+        f"Queues are supported only on data streams in on-demand capacity mode; "
+        f"stream {stream_arn} is in provisioned mode."
+    )
+
+
+def stream_has_queues(stream_name: str, account_id: str) -> str:
+    return (
+        f"Stream {stream_name} under account {account_id} has queues; delete every queue on "
+        "the stream first."
+    )
+
+
+def queue_not_active(arn: str, status: str) -> str:
+    return f"Queue {arn} is in {status} state and cannot deliver records."
+
+
+QUEUE_ONE_STREAM = (
+    "StreamConfigurationList must contain exactly one entry: a queue delivers records from a "
+    "single data stream."
+)
+QUEUE_TIMESTAMP_REQUIRED = "Timestamp is required when StartingPosition Type is AT_TIMESTAMP."
+QUEUE_TIMESTAMP_NOT_ALLOWED = (
+    "Timestamp can only be specified when StartingPosition Type is AT_TIMESTAMP."
+)
+QUEUE_MAX_RECEIVE_COUNT_REQUIRED = (
+    "MaxReceiveCount is required when DeadLetterConfiguration TargetType is BUILT_IN."
+)
+QUEUE_MAX_RECEIVE_COUNT_NOT_ALLOWED = (
+    "MaxReceiveCount can only be specified when DeadLetterConfiguration TargetType is BUILT_IN."
+)
+QUEUE_FILTER_ONE_STREAM = "StreamFilter must contain exactly one entry."
+
+
+def queue_consumers_exceeded(stream_name: str, limit: int) -> str:
+    return f"Stream {stream_name} already has {limit} registered consumers and queues, its limit."
+
+
+def too_many_queue_tags(limit: int) -> str:
+    return f"A queue cannot have more than {limit} tags."
+
+
+def receipt_handle_invalid(handle: str) -> str:
+    return f"The receipt handle {handle} is not valid for this queue."
+
+
+def receipt_handle_expired(handle: str) -> str:
+    return (
+        f"The receipt handle {handle} has expired: the record was received again or is no "
+        "longer in the queue."
+    )
+
+
+def record_is_dead_letter(record_id: str) -> str:
+    return f"Record {record_id} is a dead-letter record; use the dead-letter queue operations."
+
+
+def record_is_not_dead_letter(record_id: str) -> str:
+    return f"Record {record_id} is not a dead-letter record."
+
+
+def invalid_next_token(token: str) -> str:
+    return f"Invalid NextToken {token}."
+
+
+# --- Tag characters (AddTagsToStream, RemoveTagsFromStream, TagResource, CreateStream) -----
+# AWS's texts as kinesalite recorded them (actions/addTagsToStream.js, removeTagsFromStream.js).
+
+TAG_INVALID_CHARACTERS = (
+    "Some tags contain invalid characters. Valid characters: "
+    "Unicode letters, digits, white space, _ . / = + - % @."
+)
+
+
+def tag_percent_refused(verb: str, stream_name: str, account_id: str) -> str:
+    """`verb` is "add tags to" or "remove tags from"."""
+    return (
+        f"Failed to {verb} stream {stream_name} under account {account_id} because some tags "
+        "contained illegal characters. The allowed characters are Unicode letters, "
+        "white-spaces, '_',',','/','=','+','-','@'."
+    )
+
+
+# --- Resharding (SplitShard, MergeShards, UpdateShardCount; streams/resharding.py) ----------
+
+
+def split_key_out_of_range(key: int, shard_id: str, stream: str, start: int, end: int) -> str:
+    return (
+        f"NewStartingHashKey {key} used in SplitShard() on shard {shard_id} in stream {stream} "
+        f"is not both greater than one plus the shard's StartingHashKey {start} and less than "
+        f"the shard's EndingHashKey {end}."
+    )
+
+
+def shards_not_adjacent(shard_id: str, adjacent_id: str, stream: str) -> str:
+    return (
+        f"Shards {shard_id} and {adjacent_id} in stream {stream} are not an adjacent pair of "
+        "shards eligible for merging"
+    )
+
+
+def shard_count_counts(open_count: int, target: int) -> str:
+    return f"Current open shard count: {open_count}, Target shard count: {target}"
+
+
+def shard_count_above_maximum(maximum: int, open_count: int, target: int) -> str:
+    return (
+        f"Target shard count or number of open shards cannot be greater than {maximum}. "
+        + shard_count_counts(open_count, target)
+    )
+
+
+def shard_count_over_double(open_count: int, target: int) -> str:
+    return "UpdateShardCount cannot scale up over double your current open shard count. " + (
+        shard_count_counts(open_count, target)
+    )
+
+
+def shard_count_below_half(open_count: int, target: int) -> str:
+    return "UpdateShardCount cannot scale down below half your current open shard count. " + (
+        shard_count_counts(open_count, target)
+    )
+
+
+def shard_count_updates_per_day(limit: int, stream: str, calls: int) -> str:
+    return (
+        f"UpdateShardCount can be called at most {limit} times in a rolling 24-hour period "
+        f"for stream {stream}; it was called {calls} times."
+    )
+
+
+def reshard_shard_not_found(shard_id: str, stream: str) -> str:
+    return f"Could not find shard {shard_id} in stream {stream}."
+
+
+def shard_not_eligible(shard_id: str, stream: str) -> str:
+    return (
+        f"Shard {shard_id} in stream {stream} has already been merged or split, and thus is "
+        "not eligible for merging or splitting."
+    )
+
+
+def only_in_provisioned_mode(stream: str, account_id: str) -> str:
+    return (
+        f"Stream {stream} under account {account_id} is in ON_DEMAND capacity mode; this "
+        "operation is only supported in PROVISIONED mode."
+    )
+
+
+# --- Stream settings (retention, record size, tags, capacity mode) ---------------------------
+
+
+def retention_too_short(minimum: int, hours: int) -> str:
+    return (
+        f"Minimum allowed retention period is {minimum} hours. Requested retention period "
+        f"({hours} hours) is too short."
+    )
+
+
+def retention_too_long(maximum: int, hours: int) -> str:
+    return (
+        f"Maximum allowed retention period is {maximum} hours. Requested retention period "
+        f"({hours} hours) is too long."
+    )
+
+
+def retention_not_an_increase(requested: int, stream: str, existing: int) -> str:
+    return (
+        f"Requested retention period ({requested} hours) for stream {stream} can not be "
+        f"shorter than existing retention period ({existing} hours). Use "
+        "DecreaseRetentionPeriod API."
+    )
+
+
+def retention_not_a_decrease(requested: int, stream: str, existing: int) -> str:
+    return (
+        f"Requested retention period ({requested} hours) for stream {stream} can not be "
+        f"longer than existing retention period ({existing} hours). Use "
+        "IncreaseRetentionPeriod API."
+    )
+
+
+def too_many_stream_tags(stream: str, account_id: str, limit: int) -> str:
+    return (
+        f"Failed to add tags to stream {stream} under account {account_id} because a given "
+        f"stream cannot have more than {limit} tags associated with it."
+    )
+
+
+def stream_mode_updates_per_day(stream: str, account_id: str, calls: int, limit: int) -> str:
+    return (
+        f"Stream {stream} under account {account_id} has already had its capacity mode "
+        f"updated {calls} times in the last 24 hours. Limit: {limit}."
+    )

@@ -179,6 +179,14 @@ class ErrorCode(enum.Enum):
         retryable=False,
         default_message="The number of streams created for the account is too high.",
     )
+    ACCOUNT_CHANNEL_LIMIT_EXCEEDED = ErrorSpec(
+        kinesis_name="AccountChannelLimitExceededException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=False,
+        default_message="You have reached the maximum limit of active signaling channels for "
+        "this Amazon Web Services account in this region.",
+    )
     TAGS_PER_RESOURCE_EXCEEDED = ErrorSpec(
         kinesis_name="TagsPerResourceExceededLimitException",
         http_status=400,

@@ -101,10 +101,13 @@ http_body_bytes_max = 16 * MiB
 http2_body_discard_bytes_max = 4 * http_body_bytes_max
 http_headers_bytes_max = 64 * KiB  # request line + headers (h11) / header list (h2); SigV4 fits
 http_streams_per_connection_max = 100  # concurrent HTTP/2 streams per connection
-# Idle keep-alive; above the 60 s idle pools of the AWS SDKs. Also the header-read bound:
-# hypercorn counts a connection without a whole request as idle however many bytes arrive, so
-# a client that never finishes its headers is cut off after this long.
+# Idle keep-alive; above the 60 s idle pools of the AWS SDKs. Also the bound on a connection
+# that opens and sends nothing (hypercorn counts it as idle).
 http_keep_alive_s = 75
+# From the first byte of an HTTP/1.1 request to the end of its headers (slowloris): clients
+# send their headers at once, so 20 s is generous (Apache's mod_reqtimeout starts at 20 s).
+http_header_read_s = 20.0
+assert http_header_read_s < http_keep_alive_s
 http_shutdown_grace_s = 5.0  # in-flight requests get this long when the node stops
 
 # --- Enhanced fan-out (SubscribeToShard; service/subscriptions.py) ---------------------------
@@ -207,6 +210,12 @@ video_header_element_bytes_max = 1 * MiB
 video_record_chunk_bytes_max = record_bytes_max_default - 4 * KiB
 video_streams_per_account_max = 10_000  # AccountStreamLimitExceededException past it
 video_tags_per_stream_max = 50  # TagsPerResourceExceededLimitException past it
+video_channels_per_account_max = 10_000  # AccountChannelLimitExceededException past it
+video_channel_message_ttl_seconds_default = 60  # SingleMasterConfiguration's default (AWS)
+video_channel_viewers_max = 10  # AWS: 10 viewers per channel; the 11th is refused
+video_channel_pending_messages_max = 100  # undelivered messages held per recipient (TTL'd)
+video_channel_pending_recipients_max = 100  # recipients not connected with messages waiting
+video_alexa_answer_timeout_ms = 5_000  # SendAlexaOfferToMaster waits this long for the answer
 video_list_page_max = 10_000  # ListStreams/ListFragments MaxResults ceiling (the model's 10000)
 video_put_media_idle_ms = 30_000  # a PutMedia session with no data this long is closed (AWS)
 video_ack_idle_interval_ms = 3_000  # IDLE acknowledgements while a producer sends nothing
@@ -216,3 +225,12 @@ video_read_records_max = 100  # records per internal GetRecords while reading fr
 assert video_get_media_poll_ms < video_get_media_idle_ms
 video_clip_fragments_max = 200  # GetClip: fragments in one clip
 video_clip_bytes_max = 100 * MiB  # GetClip: bytes in one clip (AWS: 100 MB)
+
+# Queues (CreateQueue, ReceiveQueueRecords, ...). Records a queue holds (in flight, visible
+# again or dead-lettered): its delivery state lives in the metadata image, so it is bounded;
+# a full queue delivers only what it already holds until acknowledgements make room.
+queue_records_held_max = 10_000
+queue_receive_limit_max = 10  # the model's ReceiveQueueRecordsInputLimit
+queue_receive_wait_s_default = 9  # WaitTimeSeconds when the request names none (AWS)
+queue_poll_interval_ms = 200  # a waiting receive looks for records this often
+list_queues_page_max = 100  # ListQueues/ListChannels return at most 100 per page (AWS)

@@ -46,7 +46,9 @@ import secrets
 import shutil
 import ssl
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -55,7 +57,9 @@ from broker import limits, startup, tls
 from broker.analytics.duckdb_engine import DuckDbChecker
 from broker.analytics.runner import ApplicationRunner
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
+from broker.analytics.service_v2 import AnalyticsV2Service
 from broker.api.analytics.v1 import analytics_pb2
+from broker.api.analytics.v2 import analytics_pb2 as analytics_v2_pb2
 from broker.api.firehose.v1 import firehose_pb2
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
@@ -64,6 +68,7 @@ from broker.console.app import ConsoleService
 from broker.crypto.keyring import Keyring
 from broker.crypto.master_keys import KmsMasterKeys, LocalKeyFile, MasterKeyError, MasterKeys
 from broker.errors import ErrorCode, ShoalError
+from broker.firehose.aws_clients import S3Store
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
@@ -118,12 +123,15 @@ from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
+from broker.video.channels import ChannelSettings
 from broker.video.control import VideoSettings
+from broker.video.image_delivery import ImageDelivery
 from broker.video.service import VideoService
 
 log = logging.getLogger(__name__)
 
 ANALYTICS = "kinesisanalytics"  # the botocore model of the SQL applications' API
+ANALYTICS_V2 = "kinesisanalyticsv2"  # its successor, sharing the applications
 _START_RETRY_S = 0.2
 _JOIN_WAIT_LOG_INTERVAL_S = 10.0  # node_join_waiting at most this often while waiting
 _GRPC_STOP_GRACE_S = 5.0
@@ -149,6 +157,7 @@ class Node:
         self._writer: GroupCommitWriter | None = None
         self._quorum: PysyncobjQuorum | None = None
         self._metadata: MetadataFrontend | None = None
+        self._marked_format = 0  # the metadata format in the data directory's marker
         self._channels: Channels | None = None
         self._server: grpc.aio.Server | None = None
         self._health_server: grpc.aio.Server | None = None  # plaintext health only (tls.py)
@@ -164,7 +173,9 @@ class Node:
         self.shard_load: ShardLoadRecorder | None = None  # this node's led shards' load
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
+        self.video_images: ImageDelivery | None = None  # continuous image generation to S3
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
+        self.analytics_v2: AnalyticsV2Service | None = None  # the same, kinesisanalyticsv2
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
         self.firehose: FirehoseRuntime | None = None  # Data Firehose (broker/firehose/)
         self.incarnation = 0
@@ -242,8 +253,8 @@ class Node:
             },
         )
         lost_disk = await self._join(metadata, disk_was_empty=disk_was_empty)
-        if marker is None:
-            startup.write_marker(config.data_dir, node_id=config.node_id, metadata_format=1)
+        self._marked_format = 0 if marker is None else marker.metadata_format
+        await self._mark_metadata_format()
         self.phase = "starting the servers"
         self._channels = Channels(
             credentials=None
@@ -318,6 +329,7 @@ class Node:
                 stream_updating_ms=config.knobs.stream_updating_ms,
                 absent_node_replace_after_ms=config.knobs.absent_node_replace_after_ms,
                 replica_moves_max=config.knobs.replica_moves_max,
+                metadata_format_limit=config.knobs.metadata_format_limit,
             ),
             node_id=self.node_id,
         )
@@ -330,6 +342,14 @@ class Node:
         )
         self.service = KinesisService(ctx)
         self.video = self._video_service(metadata)
+        video_store = S3Store(region=config.region)  # boto3; AWS_ENDPOINT_URL_S3 picks a server
+        self.video_images = ImageDelivery(
+            archive=self.video.archive,
+            metadata=metadata,
+            clock=self.clock,
+            node_id=self.node_id,
+            store=lambda: video_store,
+        )
         self._start_analytics(metadata)
         self.firehose = FirehoseRuntime(
             config=config,
@@ -370,13 +390,23 @@ class Node:
         while True:
             try:
                 if not metadata.image().iterator_secret:
-                    await metadata.propose(
+                    cluster_id = str(uuid.uuid4())
+                    created = await metadata.propose(
                         commands.InitCluster(
                             now_ms=self.clock.wall_ms(),
-                            cluster_id=str(uuid.uuid4()),
+                            cluster_id=cluster_id,
                             iterator_secret=secrets.token_bytes(32),
                         )
                     )
+                    if created == cluster_id:
+                        # A new cluster: every member runs a binary that reads this format
+                        # (forming one with several versions is not supported). Should this
+                        # fail, the controller raises it once every node has said so.
+                        await metadata.propose(
+                            commands.SetMetadataFormat(
+                                now_ms=self.clock.wall_ms(), level=METADATA_FORMAT_MAX
+                            )
+                        )
                 registered_before = registered_before or self.node_id in metadata.image().nodes
                 node = await metadata.propose(
                     commands.RegisterNode(
@@ -441,15 +471,23 @@ class Node:
         """Kinesis Data Analytics: the API and the runner of this node's SQL applications."""
         assert self.service is not None
         config = self.config
+        settings = AnalyticsSettings(
+            region=config.region,
+            account_id=config.account_id,
+            # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
+            transition_ms=config.knobs.stream_updating_ms,
+        )
         self.analytics = AnalyticsService(
             metadata=metadata,
             clock=self.clock,
-            settings=AnalyticsSettings(
-                region=config.region,
-                account_id=config.account_id,
-                # STARTING, STOPPING, UPDATING and DELETING last as long as a stream's UPDATING.
-                transition_ms=config.knobs.stream_updating_ms,
-            ),
+            settings=settings,
+            kinesis=LocalKinesis(self.service),
+            checker=DuckDbChecker(),
+        )
+        self.analytics_v2 = AnalyticsV2Service(
+            metadata=metadata,
+            clock=self.clock,
+            settings=settings,
             kinesis=LocalKinesis(self.service),
             checker=DuckDbChecker(),
         )
@@ -457,6 +495,7 @@ class Node:
             metadata=metadata,
             lease_client=LocalLeaseClient(metadata, self.clock),
             kinesis=self.service,
+            delivery_streams=_NodeFirehose(self),
             clock=self.clock,
             worker_id=f"{config.node_id}:{uuid.uuid4()}",
         )
@@ -467,6 +506,7 @@ class Node:
         assert self.service is not None
         assert self.video is not None
         assert self.analytics is not None
+        assert self.analytics_v2 is not None
         assert self.driver is not None
         assert self.controller is not None
         server = grpc.aio.server(
@@ -492,6 +532,7 @@ class Node:
                         rejoining=beat.rejoining,
                         disk_full=beat.disk_full,
                         fenced=beat.fenced,
+                        metadata_format_max=beat.metadata_format_max,
                     ),
                     controller=self._controller_node,
                 ),
@@ -511,6 +552,13 @@ class Node:
                     analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
                     self.analytics,
                     model=ANALYTICS,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
+                operation_handler(
+                    analytics_v2_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsV2Service"],
+                    self.analytics_v2,
+                    model=ANALYTICS_V2,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
                 ),
@@ -586,6 +634,15 @@ class Node:
                 data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
                 creating_ms=config.knobs.stream_creating_ms,
                 updating_ms=config.knobs.stream_updating_ms,
+                channels=ChannelSettings(
+                    node_id=self.node_id,
+                    data_endpoint=lambda: f"{scheme}://{config.host}:{self.http_port}",
+                    tls=config.tls_cert_file is not None,
+                    creating_ms=config.knobs.stream_creating_ms,
+                    updating_ms=config.knobs.stream_updating_ms,
+                    turn_uris=config.video_turn_uris,
+                    turn_secret=config.video_turn_secret,
+                ),
             ),
             probe=self.metrics.video,
         )
@@ -595,11 +652,13 @@ class Node:
         assert self.service is not None
         config = self.config
         assert self.analytics is not None
+        assert self.analytics_v2 is not None
         assert self.firehose is not None
         services = (
             JsonService(KINESIS, self.service),
             JsonService(FIREHOSE, self.firehose.service),
             JsonService(ANALYTICS, self.analytics),
+            JsonService(ANALYTICS_V2, self.analytics_v2),
         )
         access_keys = config.access_keys
         verifiers = {
@@ -607,6 +666,9 @@ class Node:
                 secrets_by_access_key=access_keys,
                 region=config.region,
                 service=service.signing_name,
+                # Data streams are namespaced by region: a request signed for any region acts
+                # in that region (streams/namespaces.py). The other services keep the node's.
+                any_region=service.model == KINESIS,
             )
             for service in services
             if access_keys
@@ -720,6 +782,8 @@ class Node:
             group.create_task(self.applications.run(), name="analytics-applications")
             assert self.firehose is not None
             group.create_task(self.firehose.run(), name="firehose")
+            assert self.video_images is not None
+            group.create_task(self.video_images.run(), name="video-images")
 
     async def _run_key_rewraps(self, ctx: ServiceContext) -> None:
         """After a master-key rotation, the controller's node re-wraps the data keys an older
@@ -848,7 +912,24 @@ class Node:
         interval_s = self.config.knobs.heartbeat_interval_ms / 1000
         while True:
             await self.heartbeat_once()
+            await self._mark_metadata_format()
             await asyncio.sleep(interval_s)
+
+    async def _mark_metadata_format(self) -> None:
+        """Records the cluster's metadata format in the data directory's marker once it is
+        known or raised: a binary that cannot read it then refuses the directory in one line
+        (`startup.prepare_data_dir`) instead of failing on the first newer command."""
+        assert self._metadata is not None
+        level = self._metadata.image().metadata_format
+        if level <= self._marked_format:
+            return
+        await asyncio.to_thread(
+            startup.write_marker,
+            self.config.data_dir,
+            node_id=self.config.node_id,
+            metadata_format=level,
+        )
+        self._marked_format = level
 
     async def heartbeat_once(self) -> bool:
         """One heartbeat to the controller's node; whether the controller took it."""
@@ -867,6 +948,7 @@ class Node:
                 rejoining=rejoining,
                 disk_full=disk_full,
                 fenced=fenced,
+                metadata_format_max=METADATA_FORMAT_MAX,
             )
         controller = self._controller_node()
         address = self._address_of(controller) if controller is not None else None
@@ -883,6 +965,7 @@ class Node:
                 rejoining=rejoining,
                 disk_full=disk_full,
                 fenced=fenced,
+                metadata_format_max=METADATA_FORMAT_MAX,
                 timeout_ms=max(self.config.knobs.heartbeat_interval_ms * 2, 200),
             )
         except ShoalError as error:
@@ -1139,6 +1222,21 @@ class Node:
 # Each port belongs to one process: with gRPC's default SO_REUSEPORT a second node started on
 # a taken port would start silently and the kernel would split connections between the two.
 _EXCLUSIVE_PORT = (("grpc.so_reuseport", 0),)
+
+
+class _NodeFirehose:
+    """The node's Firehose service for the SQL applications' outputs (it starts after them)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]:
+        firehose = self._node.firehose
+        if firehose is None:
+            raise ShoalError(ErrorCode.UNAVAILABLE, "Firehose is not started yet.")
+        return await firehose.service.call(operation, request, caller)
 
 
 def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:

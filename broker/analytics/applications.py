@@ -16,6 +16,14 @@ naming another CurrentApplicationVersionId is refused (ConcurrentModificationExc
 two racing updates cannot both apply. Starting and stopping do not change the version, as on
 AWS.
 
+Runtimes: the record is shared by both APIs. `kinesisanalytics` (2015-08-14) sees the SQL-1_0
+applications; `kinesisanalyticsv2` (2018-05-23) sees every application, SQL ones through its
+shapes. An application of another runtime (FLINK-*, ZEPPELIN-FLINK-*) is stored, changed and
+described (`configuration`: its v2 ApplicationConfiguration as the create form, canonical JSON)
+but never started: Shoal runs SQL. Such an application keeps its earlier versions
+(`past_versions`) for ListApplicationVersions and DescribeApplicationVersion, which AWS offers
+for those runtimes only.
+
 Status: `status` is the settled one (READY or RUNNING); a transition shows
 `transient_status` (STARTING, STOPPING, UPDATING, DELETING) until `status_until_ms`, as
 streams show CREATING. A DELETING application is gone once its timer has passed.
@@ -40,6 +48,9 @@ OUTPUTS_MAX = 3
 REFERENCE_DATA_SOURCES_MAX = 1
 TAGS_MAX = 50
 IN_APP_STREAMS_MAX = 64  # InputParallelism.Count is at most 64
+PAST_VERSIONS_MAX = 100  # the earlier versions a FLINK or ZEPPELIN application keeps
+
+SQL_RUNTIME = "SQL-1_0"  # the one runtime Shoal runs
 
 
 class ApplicationStatus(enum.Enum):
@@ -108,10 +119,51 @@ class Application:
     # each shard's continuous (unwindowed) rows through its sequence number.
     emitted_through_ms: int = 0
     continuous_through: tuple[tuple[str, str], ...] = ()
+    # kinesisanalyticsv2 members (module docstring). A v1 application is SQL-1_0 without a
+    # service execution role (its roles are per input and output).
+    runtime: str = SQL_RUNTIME
+    service_execution_role: str = ""
+    mode: str = ""  # ApplicationMode (STREAMING, INTERACTIVE); "" for SQL applications
+    configuration: str = "{}"  # a non-SQL application's ApplicationConfiguration
+    past_versions: tuple[str, ...] = ()  # canonical JSON of `version_fields`, oldest first
 
     @property
     def key(self) -> str:
         return application_key(self.account_id, self.region, self.name)
+
+    @property
+    def is_sql(self) -> bool:
+        return self.runtime == SQL_RUNTIME
+
+    def version_fields(self) -> Document:
+        """What differs between two versions of an application (a past version's record)."""
+        return {
+            "version_id": self.version_id,
+            "updated_ms": self.updated_ms,
+            "description": self.description,
+            "code": self.code,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "reference_data_sources": self.reference_data_sources,
+            "logging_options": self.logging_options,
+            "runtime": self.runtime,
+            "service_execution_role": self.service_execution_role,
+            "configuration": self.configuration,
+        }
+
+    def at_version(self, version_id: int) -> Application | None:
+        """The application as it was at `version_id` (this one, or a kept past version)."""
+        if version_id == self.version_id:
+            return self
+        for past in self.past_versions:
+            fields = json.loads(past)
+            if fields["version_id"] == version_id:
+                return dataclasses.replace(self, past_versions=(), **fields)
+        return None
+
+    def configuration_document(self) -> Document:
+        value: Document = json.loads(self.configuration)
+        return value
 
     def status_at(self, now_ms: int) -> ApplicationStatus:
         if self.transient_status is not None and now_ms < self.status_until_ms:
@@ -286,11 +338,13 @@ def reference_description(request: Mapping[str, Any], reference_id: str) -> Docu
 
 
 def logging_description(request: Mapping[str, Any], option_id: str) -> Document:
-    return {
+    described: Document = {
         "CloudWatchLoggingOptionId": option_id,
         "LogStreamARN": str(request["LogStreamARN"]),
-        "RoleARN": str(request["RoleARN"]),
     }
+    if "RoleARN" in request:  # v1's; v2 logs with the service execution role
+        described["RoleARN"] = str(request["RoleARN"])
+    return described
 
 
 # --- Rules ------------------------------------------------------------------------------------
@@ -308,8 +362,20 @@ def create(
     logging_options: Sequence[Mapping[str, Any]],
     tags: Sequence[tuple[str, str]],
     now_ms: int,
+    references: Sequence[Mapping[str, Any]] = (),
+    runtime: str = SQL_RUNTIME,
+    service_execution_role: str = "",
+    mode: str = "",
+    configuration: Mapping[str, Any] | None = None,
 ) -> Application:
-    """A new READY application at version 1 (CreateApplication)."""
+    """A new READY application at version 1 (CreateApplication, either API). A SQL
+    application's configuration is its inputs, outputs and reference data sources; another
+    runtime's is `configuration` (the v2 create form), and it has no SQL parts."""
+    if runtime != SQL_RUNTIME and (inputs or outputs or references or code):
+        raise _invalid(
+            f"Inputs, outputs, reference data sources and SQL code belong to {SQL_RUNTIME} "
+            f"applications, not to a {runtime} application."
+        )
     if len(inputs) > INPUTS_MAX:
         raise _invalid(f"An application has at most {INPUTS_MAX} input.")
     if len(outputs) > OUTPUTS_MAX:
@@ -326,6 +392,12 @@ def create(
     described_outputs = []
     for request in outputs:
         described_outputs.append(output_description(request, f"{next_id}.1"))
+        next_id += 1
+    if len(references) > REFERENCE_DATA_SOURCES_MAX:
+        raise _invalid(f"An application has at most {REFERENCE_DATA_SOURCES_MAX} reference source.")
+    described_references = []
+    for request in references:
+        described_references.append(reference_description(request, f"{next_id}.1"))
         next_id += 1
     described_logging = []
     for request in logging_options:
@@ -346,9 +418,14 @@ def create(
         transient_status=None,
         inputs=canonical(described_inputs),
         outputs=canonical(described_outputs),
+        reference_data_sources=canonical(described_references),
         logging_options=canonical(described_logging),
         tags=tuple(sorted(dict(tags).items())),
         next_id=next_id,
+        runtime=runtime,
+        service_execution_role=service_execution_role,
+        mode=mode,
+        configuration=canonical(dict(configuration or {})),
     )
 
 
@@ -365,8 +442,12 @@ def _changed(app: Application, *, now_ms: int, updating_ms: int, **changes: Any)
     if app.status is ApplicationStatus.RUNNING and updating_ms > 0:
         transient = ApplicationStatus.UPDATING
         until = now_ms + updating_ms
+    past = app.past_versions
+    if not app.is_sql:  # ListApplicationVersions: AWS keeps versions of these runtimes only
+        past = (*past, canonical(app.version_fields()))[-PAST_VERSIONS_MAX:]
     return dataclasses.replace(
         app,
+        past_versions=past,
         version_id=app.version_id + 1,
         updated_ms=now_ms,
         transient_status=transient,
@@ -399,8 +480,20 @@ def update(
     """UpdateApplication: code, inputs, outputs, reference data sources and logging options
     changed by id; an id that does not exist is ResourceNotFound."""
     changes: dict[str, Any] = {}
+    sql_members = ("ApplicationCodeUpdate", "InputUpdates", "OutputUpdates")
+    if not app.is_sql and any(member in update_request for member in sql_members):
+        raise _not_sql(app, "SQL code, inputs and outputs")
     if "ApplicationCodeUpdate" in update_request:
         changes["code"] = str(update_request["ApplicationCodeUpdate"])
+    # kinesisanalyticsv2's members (the v2 service puts them in the update it proposes).
+    if "ServiceExecutionRoleUpdate" in update_request:
+        changes["service_execution_role"] = str(update_request["ServiceExecutionRoleUpdate"])
+    if "RuntimeEnvironmentUpdate" in update_request:
+        changes["runtime"] = _runtime_update(app, str(update_request["RuntimeEnvironmentUpdate"]))
+    if "ConfigurationUpdate" in update_request:
+        changes["configuration"] = canonical(
+            merge_update(app.configuration_document(), update_request["ConfigurationUpdate"])
+        )
     inputs = app.input_descriptions()
     for change in update_request.get("InputUpdates", ()):
         index = _find(inputs, "InputId", str(change["InputId"]), "Input", app)
@@ -432,6 +525,49 @@ def update(
         logging_options=canonical(options),
         **changes,
     )
+
+
+def _runtime_update(app: Application, runtime: str) -> str:
+    """A FLINK application may move to another FLINK runtime (AWS's in-place upgrade); a SQL
+    application stays SQL and a ZEPPELIN one stays ZEPPELIN."""
+    family = runtime.rsplit("-", 1)[0]
+    if app.is_sql or runtime == SQL_RUNTIME or family != app.runtime.rsplit("-", 1)[0]:
+        raise _invalid(f"Application {app.name} cannot change from {app.runtime} to {runtime}.")
+    return runtime
+
+
+def _not_sql(app: Application, what: str) -> ShoalError:
+    return _invalid(
+        f"{what} belong to {SQL_RUNTIME} applications; application {app.name} is {app.runtime}."
+    )
+
+
+def update_key(name: str) -> str:
+    """The member an update member changes: XUpdate -> X, XUpdates -> X's plural form as the
+    create form spells it (EnvironmentPropertyUpdates -> EnvironmentProperties)."""
+    if name.endswith("Updates"):
+        return _PLURALS.get(name, name.removesuffix("Updates") + "s")
+    return name.removesuffix("Update")
+
+
+# Update members whose create-form member is not "<stem>s".
+_PLURALS = {"EnvironmentPropertyUpdates": "EnvironmentProperties"}
+
+
+def merge_update(current: Mapping[str, Any], update_form: Mapping[str, Any]) -> Document:
+    """A v2 configuration update (FlinkApplicationConfigurationUpdate, ...) applied to the
+    stored create form: nested updates merge member by member, anything else replaces."""
+    merged = dict(current)
+    for name, value in update_form.items():
+        key = update_key(name)
+        existing = merged.get(key)
+        if isinstance(value, Mapping) and isinstance(existing, Mapping):
+            merged[key] = merge_update(existing, value)
+        elif isinstance(value, Mapping):
+            merged[key] = merge_update({}, value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _updated_input(described: Document, change: Mapping[str, Any]) -> Document:
@@ -496,6 +632,8 @@ def _next_id(app: Application) -> tuple[str, int]:
 def add_input(
     app: Application, request: Mapping[str, Any], *, now_ms: int, updating_ms: int
 ) -> Application:
+    if not app.is_sql:
+        raise _not_sql(app, "Inputs")
     inputs = app.input_descriptions()
     if len(inputs) >= INPUTS_MAX:
         raise _invalid(f"Application {app.name} already has an input.")
@@ -509,6 +647,8 @@ def add_input(
 def add_output(
     app: Application, request: Mapping[str, Any], *, now_ms: int, updating_ms: int
 ) -> Application:
+    if not app.is_sql:
+        raise _not_sql(app, "Outputs")
     outputs = app.output_descriptions()
     if len(outputs) >= OUTPUTS_MAX:
         raise ShoalError(
@@ -525,6 +665,8 @@ def add_output(
 def add_reference(
     app: Application, request: Mapping[str, Any], *, now_ms: int, updating_ms: int
 ) -> Application:
+    if not app.is_sql:
+        raise _not_sql(app, "Reference data sources")
     references = app.reference_descriptions()
     if len(references) >= REFERENCE_DATA_SOURCES_MAX:
         raise _invalid(f"Application {app.name} already has a reference data source.")
@@ -624,6 +766,7 @@ def start(
     """StartApplication: READY -> STARTING -> RUNNING, reading each input from the starting
     position its configuration names. An application without an input cannot start."""
     require_status(app, now_ms, ApplicationStatus.READY)
+    require_sql(app)
     inputs = app.input_descriptions()
     if not inputs:
         raise ShoalError(
@@ -652,6 +795,16 @@ def start(
         run=run,
         **progress,
     )
+
+
+def require_sql(app: Application) -> None:
+    """Shoal runs SQL applications; one of another runtime is refused, naming both."""
+    if not app.is_sql:
+        raise ShoalError(
+            ErrorCode.UNSUPPORTED_OPERATION,
+            f"Application {app.name} is {app.runtime}: Shoal stores applications of that "
+            f"runtime but runs only {SQL_RUNTIME} (Kinesis Data Analytics SQL) applications.",
+        )
 
 
 def record_progress(

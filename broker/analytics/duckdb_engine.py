@@ -19,7 +19,7 @@ from typing import Any
 import duckdb
 
 from broker.analytics import sql
-from broker.analytics.pipeline import source_streams
+from broker.analytics.pipeline import reference_tables, source_streams
 from broker.analytics.records import Row
 from broker.errors import ErrorCode, ShoalError
 
@@ -42,26 +42,50 @@ class DuckDbEngine:
         return result
 
     def _bind(self, columns: Sequence[sql.Column], rows: Sequence[Row]) -> None:
+        self.load_table(sql.INPUT_TABLE, columns, rows)
+
+    def load_table(self, name: str, columns: Sequence[sql.Column], rows: Sequence[Row]) -> None:
+        """(Re)defines the temporary table `name` as `rows` (the batch, or a reference table
+        an application's pumps join with)."""
+        table = name if name == sql.INPUT_TABLE else _quoted(name)
         if not rows:
             definition = ", ".join(f"{_quoted(c.name)} {c.sql_type}" for c in columns)
-            self._connection.execute(
-                f"CREATE OR REPLACE TEMP TABLE {sql.INPUT_TABLE} ({definition})"
-            )
+            self._connection.execute(f"CREATE OR REPLACE TEMP TABLE {table} ({definition})")
             return
         select = ", ".join(
             f"unnest(${index + 1}::{column.sql_type}[]) AS {_quoted(column.name)}"
             for index, column in enumerate(columns)
         )
         values: list[list[Any]] = [list(values) for values in zip(*rows, strict=True)]
-        self._connection.execute(
-            f"CREATE OR REPLACE TEMP TABLE {sql.INPUT_TABLE} AS SELECT {select}", values
-        )
+        self._connection.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT {select}", values)
 
-    def check(self, program: sql.Program, sources: dict[str, tuple[sql.Column, ...]]) -> None:
+    def check(
+        self,
+        program: sql.Program,
+        sources: dict[str, tuple[sql.Column, ...]],
+        tables: dict[str, tuple[sql.Column, ...]] | None = None,
+    ) -> None:
         """Dry-runs every pump whose source's columns are known (an application's input may
-        be added after its code)."""
+        be added after its code), with its reference tables defined empty."""
+        tables = tables or {}
+        for name, table_columns in tables.items():
+            self.load_table(name, table_columns, ())
         columns = {stream.name: stream.columns for stream in program.streams} | sources
         for pump in program.pumps:
+            for table in pump.tables:
+                if table in columns:
+                    raise ShoalError(
+                        ErrorCode.CODE_VALIDATION,
+                        f"Line {pump.line}: Shoal cannot run a JOIN of pump {pump.name} with "
+                        f"stream {table}: stream-to-stream joins are not run; join a reference "
+                        "table.",
+                    )
+                if table not in tables and sources:
+                    raise ShoalError(
+                        ErrorCode.CODE_VALIDATION,
+                        f"Line {pump.line}: pump {pump.name} joins {table}, which is not a "
+                        "reference data source's table of the application.",
+                    )
             source = columns.get(pump.source)
             if source is None:
                 if not sources:
@@ -77,6 +101,8 @@ class DuckDbEngine:
                 self.run(pump.query, pump.input_columns(source), ())
                 if pump.sliding is not None and pump.sliding.prune_query is not None:
                     self.run(pump.sliding.prune_query, source, ())
+                if pump.stagger is not None:
+                    self.run(pump.stagger.key_query, source, ())
             except duckdb.Error as error:
                 message = str(error).splitlines()[0]
                 raise ShoalError(
@@ -88,10 +114,23 @@ class DuckDbChecker:
     """The service's `CodeChecker`: a dry run on a fresh engine, against the sources the
     application's input descriptions define."""
 
-    def check(self, program: sql.Program, inputs: list[dict[str, Any]]) -> None:
+    def check(
+        self,
+        program: sql.Program,
+        inputs: list[dict[str, Any]],
+        references: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if any(table for pump in program.pumps for table in pump.tables) and not references:
+            if inputs:
+                names = ", ".join(sorted({t for pump in program.pumps for t in pump.tables}))
+                raise ShoalError(
+                    ErrorCode.CODE_VALIDATION,
+                    f"The code joins {names}, but the application has no reference data source.",
+                )
+            return  # no input nor reference yet: checked again when they are added
         engine = DuckDbEngine()
         try:
-            engine.check(program, source_streams(inputs))
+            engine.check(program, source_streams(inputs), reference_tables(references or []))
         finally:
             engine.close()
 

@@ -48,6 +48,21 @@ def source_streams(inputs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[sql.C
     return streams
 
 
+def reference_tables(
+    references: Sequence[Mapping[str, Any]],
+) -> dict[str, tuple[sql.Column, ...]]:
+    """The in-application reference tables an application's reference data source
+    descriptions define, named as given (the code quotes them): the schema's record columns
+    (a table has no ROWTIME)."""
+    return {
+        str(described["TableName"]): tuple(
+            sql.Column(str(column["Name"]), sql.parse_sql_type(str(column["SqlType"])))
+            for column in described["ReferenceSchema"]["RecordColumns"]
+        )
+        for described in references
+    }
+
+
 class Pipeline:
     """Module docstring. Single-threaded; one per running application."""
 
@@ -75,6 +90,10 @@ class Pipeline:
         self._history: dict[str, list[Row]] = {
             pump.name: [] for pump in program.pumps if pump.sliding is not None
         }
+        # Per stagger-window pump: key -> its open windows (opening ROWTIME in ms, rows).
+        self._staggered: dict[str, dict[tuple[Any, ...], list[tuple[int, list[Row]]]]] = {
+            pump.name: {} for pump in program.pumps if pump.stagger is not None
+        }
         self._received: dict[str, list[Row]] = defaultdict(list)
         self.watermark_ms = watermark_ms
         self.late_rows = 0
@@ -94,6 +113,8 @@ class Pipeline:
         for pump in self._pumps.get(stream, ()):
             if pump.window is not None:
                 self._buffer(pump, rows)
+            elif pump.stagger is not None:
+                self._buffer_staggered(pump, rows)
             elif pump.sliding is not None:
                 self._run_sliding(pump, rows)
             else:
@@ -112,6 +133,39 @@ class Pipeline:
             for start in windows.closed(open_, window.size_ms, watermark_ms):
                 rows = open_.pop(start)
                 self._emit_window(pump, start + window.size_ms, rows)
+        for pump in self._program.pumps:
+            if pump.stagger is not None:
+                self._close_staggered(pump, pump.stagger.range_ms, watermark_ms)
+
+    def _buffer_staggered(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
+        """Each row joins its key's open window (ending after the row's ROWTIME), or opens
+        one; a row whose window would already have closed is late."""
+        stagger = pump.stagger
+        assert stagger is not None
+        keys = self._engine.run(stagger.key_query, self._columns[pump.source], rows)
+        by_key = self._staggered[pump.name]
+        for row, key in zip(rows, keys, strict=True):
+            time_ms = from_timestamp(row[0])
+            if time_ms + stagger.range_ms <= self.watermark_ms:
+                self.late_rows += 1
+                continue
+            opened = by_key.setdefault(tuple(key), [])
+            if opened and time_ms < opened[-1][0] + stagger.range_ms:
+                opened[-1][1].append(row)
+            else:
+                opened.append((time_ms, [row]))
+
+    def _close_staggered(self, pump: sql.Pump, range_ms: int, watermark_ms: int) -> None:
+        by_key = self._staggered[pump.name]
+        closing: list[tuple[int, list[Row]]] = []
+        for key in list(by_key):
+            opened = by_key[key]
+            while opened and opened[0][0] + range_ms <= watermark_ms:
+                closing.append(opened.pop(0))
+            if not opened:
+                del by_key[key]
+        for opened_ms, rows in sorted(closing, key=lambda window: window[0]):
+            self._emit_window(pump, opened_ms + range_ms, rows)
 
     def drain(self) -> dict[str, list[Row]]:
         """The rows each stream received since the last drain."""

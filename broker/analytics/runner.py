@@ -28,15 +28,19 @@ state and emitted-window marks, is not done yet).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
+import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from broker.analytics import pipeline, records, sql, windows
+import orjson
+
+from broker.analytics import pipeline, records, reference_data, sql, windows
 from broker.analytics.applications import (
     PLACEMENT_LEASE_KEY,
     Application,
@@ -61,6 +65,7 @@ from broker.client.worker import (
 from broker.clock import Clock
 from broker.consumers.leases import Lease, LeaseError, NewLease
 from broker.errors import ShoalError
+from broker.firehose.aws_clients import LambdaError, LambdaInvoker
 from broker.meta.commands import RecordAnalyticsProgress
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage
@@ -69,6 +74,24 @@ from broker.service.kinesis import KinesisService
 log = logging.getLogger(__name__)
 
 PUT_RECORDS_MAX = 500  # Kinesis' PutRecords entries per call
+
+
+class DeliveryStreams(Protocol):
+    """The node's Firehose service (its `call`), for outputs to delivery streams."""
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]: ...
+
+
+# A Lambda output's invocation: Lambda's 6 MB synchronous payload, with room for the envelope.
+LAMBDA_PAYLOAD_BYTES_MAX = 5 * 1024 * 1024
+LAMBDA_RECORDS_MAX = 500
+LAMBDA_RECORD_OVERHEAD_BYTES = 96  # a record's id and metadata in the event
+
+# Firehose's PutRecordBatch: at most 500 records and 4 MiB a call.
+PUT_RECORD_BATCH_MAX = 500
+PUT_RECORD_BATCH_BYTES_MAX = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +120,7 @@ class ApplicationRunner:
         metadata: MetadataFrontend,
         lease_client: LeaseClient,
         kinesis: KinesisService,
+        delivery_streams: DeliveryStreams | None = None,
         clock: Clock,
         worker_id: str,
         settings: RunnerSettings | None = None,
@@ -104,6 +128,7 @@ class ApplicationRunner:
         self._metadata = metadata
         self._lease_client = lease_client
         self._kinesis = kinesis
+        self.delivery_streams = delivery_streams
         self._clock = clock
         self._worker_id = worker_id
         self.settings = settings if settings is not None else RunnerSettings()
@@ -344,6 +369,8 @@ class ApplicationStatistics:
     late_rows: int  # rows for windows that had already closed
     watermark_ms: int
     millis_behind_latest: int  # the slowest input shard's, at its last read
+    # The configuration version being run (its reference data loaded); 0 while starting.
+    version_id: int = 0
 
 
 class _RunningApp:
@@ -358,6 +385,8 @@ class _RunningApp:
         self._restart = asyncio.Event()
         self._shards: dict[str, _ShardProgress] = {}
         self._engine = DuckDbEngine()
+        self._running_version = 0
+        self._lambda: LambdaInvoker | None = None
         self._build(app)
 
     def _build(self, app: Application) -> None:
@@ -377,6 +406,9 @@ class _RunningApp:
         # windows delays each stage by at most its size); it is checkpointed after that.
         self._retention_ms = sum(p.window.size_ms for p in program.pumps if p.window is not None)
         self._retention_ms += sum(
+            p.stagger.range_ms for p in program.pumps if p.stagger is not None
+        )
+        self._retention_ms += sum(
             p.sliding.range_ms
             for p in program.pumps
             if p.sliding is not None and p.sliding.range_ms is not None
@@ -384,6 +416,11 @@ class _RunningApp:
         self._emitted_recorded = app.emitted_through_ms
         self._continuous_recorded = dict(app.continuous_through)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
+        processor = inputs[0].get("InputProcessingConfigurationDescription", {})
+        function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
+        self._preprocessor: str | None = str(function) if function else None
+        stream = inputs[0].get("KinesisStreamsInputDescription", {})
+        self._input_arn = str(stream.get("ResourceARN", ""))
         self._source_names = list(inputs[0]["InAppStreamNames"])
         self._outputs = app.output_descriptions()
 
@@ -398,6 +435,7 @@ class _RunningApp:
                 (progress.millis_behind_latest for progress in list(self._shards.values())),
                 default=0,
             ),
+            version_id=self._running_version,
         )
 
     def restart_with(self, app: Application) -> None:
@@ -419,8 +457,19 @@ class _RunningApp:
         finally:
             self._engine.close()
 
+    async def _load_references(self, app: Application) -> None:
+        """Reads every reference data source's S3 object into its table (at each start and
+        each rebuild after an UpdateApplication, as KDA reloads reference data)."""
+        tables = pipeline.reference_tables(app.reference_descriptions())
+        for described in app.reference_descriptions():
+            rows = await asyncio.to_thread(reference_data.load, described, region=app.region)
+            name = str(described["TableName"])
+            self._engine.load_table(name, tables[name], rows)
+
     async def _run_once(self) -> None:
         app = self.app
+        await self._load_references(app)
+        self._running_version = app.version_id
         settings = self.runner.settings
         position = _starting_position(app)
         stream = app.input_stream_name()
@@ -475,7 +524,8 @@ class _RunningApp:
         rowtimes: dict[int, Any] = {}
         errors: list[records.Row] = []  # KDA's error_stream rows
         max_rowtime: int | None = None
-        for record in batch.records:
+        processed = await self._preprocess(shard_id, batch.records)
+        for index, record in enumerate(batch.records):
             assert record.sequence_number is not None
             arrival = record.approximate_arrival_timestamp
             arrival_ms = (
@@ -488,8 +538,13 @@ class _RunningApp:
             if rowtime is None:  # records of one batch mostly share a few arrival times
                 rowtime = rowtimes[arrival_ms] = records.to_timestamp(arrival_ms)
             pending.append((record.sequence_number, arrival_ms + self._retention_ms))
+            result, data = processed[index] if processed is not None else ("Ok", record.data)
+            if result == "Dropped":
+                continue
             try:
-                values = self._parser.rows(record.data)
+                if result != "Ok":
+                    raise records.RecordError(f"the Lambda preprocessor answered {result}")
+                values = self._parser.rows(data)
             except records.RecordError as error:
                 self.counters.errors += 1
                 if replay_through is None or int(record.sequence_number) > int(replay_through):
@@ -521,6 +576,66 @@ class _RunningApp:
             progress.pending.extend(pending)
             if pending:
                 progress.continuous_written = pending[-1][0]
+
+    async def _preprocess(
+        self, shard_id: str, batch_records: Sequence[Any]
+    ) -> list[tuple[str, bytes]] | None:
+        """The input's Lambda preprocessor (KDA's contract): each record's result (Ok, Dropped,
+        ProcessingFailed) and data, in order; None without a preprocessor. An invocation that
+        fails, or answers without a record, is retried (the input waits, as on KDA)."""
+        if self._preprocessor is None or not batch_records:
+            return None
+        if self._lambda is None:
+            self._lambda = LambdaInvoker(region=self.app.region)
+        results: list[tuple[str, bytes]] = []
+        for start in range(0, len(batch_records), LAMBDA_RECORDS_MAX):
+            chunk = batch_records[start : start + LAMBDA_RECORDS_MAX]
+            event = {
+                "invocationId": str(uuid.uuid4()),
+                "applicationArn": self.app.arn,
+                "streamArn": self._input_arn,
+                "records": [
+                    {
+                        "recordId": str(record.sequence_number),
+                        "kinesisStreamRecordMetadata": {
+                            "sequenceNumber": str(record.sequence_number),
+                            "partitionKey": record.partition_key,
+                            "shardId": shard_id,
+                            "approximateArrivalTimestamp": round(
+                                record.approximate_arrival_timestamp.timestamp() * 1000
+                            )
+                            if record.approximate_arrival_timestamp is not None
+                            else 0,
+                        },
+                        "data": base64.b64encode(record.data).decode("ascii"),
+                    }
+                    for record in chunk
+                ],
+            }
+            results.extend(await self._invoke_preprocessor(event))
+        return results
+
+    async def _invoke_preprocessor(self, event: dict[str, Any]) -> list[tuple[str, bytes]]:
+        assert self._lambda is not None
+        assert self._preprocessor is not None
+        delay_s = 0.05
+        while True:  # until answered (cancelled with the application)
+            try:
+                body = await asyncio.to_thread(
+                    self._lambda.invoke, self._preprocessor, orjson.dumps(event)
+                )
+                answered = {str(item["recordId"]): item for item in orjson.loads(body)["records"]}
+                results = []
+                for record in event["records"]:
+                    item = answered[record["recordId"]]
+                    result = str(item["result"])
+                    data = base64.b64decode(item["data"]) if result == "Ok" else b""
+                    results.append((result, data))
+                return results
+            except (LambdaError, ValueError, KeyError, TypeError) as error:
+                log.warning("analytics_preprocessor_failed", extra={"error": str(error)})
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
 
     def _reading_every_shard(self) -> bool:
         """Whether every open shard of the input has a reader here: until then the watermark
@@ -636,25 +751,131 @@ class _RunningApp:
         *,
         names: Sequence[str] | None = None,
     ) -> None:
-        destination = output.get("KinesisStreamsOutputDescription")
-        if destination is None:
-            return  # refused at start (only Kinesis data stream outputs run)
-        arn = str(destination["ResourceARN"])
-        _, _, stream = arn.partition(":stream/")
         record_format = str(output["DestinationSchema"]["RecordFormatType"])
         if names is None:
             names = [column.name for column in self._pipeline.columns(str(output["Name"]))[1:]]
-        entries = []
-        for row in rows:
-            data = records.format_record(names, row[1:], record_format)
-            entries.append(
-                {"Data": data, "PartitionKey": hashlib.md5(data, usedforsecurity=False).hexdigest()}
-            )
+        payloads = [records.format_record(names, row[1:], record_format) for row in rows]
+        delivery = output.get("KinesisFirehoseOutputDescription")
+        if delivery is not None:
+            _, _, name = str(delivery["ResourceARN"]).partition(":deliverystream/")
+            await self._deliver(name, payloads)
+            return
+        function = output.get("LambdaOutputDescription")
+        if function is not None:
+            await self._invoke(str(function["ResourceARN"]), payloads)
+            return
+        destination = output.get("KinesisStreamsOutputDescription")
+        if destination is None:
+            return  # no other destination exists
+        arn = str(destination["ResourceARN"])
+        _, _, stream = arn.partition(":stream/")
+        entries = [
+            {"Data": data, "PartitionKey": hashlib.md5(data, usedforsecurity=False).hexdigest()}
+            for data in payloads
+        ]
         calls = self.runner.kinesis_as(self.app)
         for start in range(0, len(entries), PUT_RECORDS_MAX):
             chunk = entries[start : start + PUT_RECORDS_MAX]
             await _put_all(calls, stream, chunk)
             self.counters.records_out += len(chunk)
+
+    async def _deliver(self, delivery_stream: str, payloads: list[bytes]) -> None:
+        """Rows to a Firehose delivery stream (PutRecordBatch in AWS's batch limits; failed
+        records, e.g. throttled, are retried), in the application's account."""
+        service = self.runner.delivery_streams
+        assert service is not None  # checked at StartApplication
+        caller = Caller(region=self.app.region, account_id=self.app.account_id, door="internal")
+        batch: list[bytes] = []
+        size = 0
+        for data in [*payloads, None]:
+            full = data is None or (
+                len(batch) == PUT_RECORD_BATCH_MAX or size + len(data) > PUT_RECORD_BATCH_BYTES_MAX
+            )
+            if batch and full:
+                await _put_batch(service, caller, delivery_stream, batch)
+                self.counters.records_out += len(batch)
+                batch, size = [], 0
+            if data is not None:
+                batch.append(data)
+                size += len(data)
+
+    async def _invoke(self, function: str, payloads: list[bytes]) -> None:
+        """Rows to a Lambda function with KDA's output contract: an event of records (id,
+        base64 data, retryHint), answered per record Ok or DeliveryFailed; failed records are
+        sent again with their retryHint raised, until every one is Ok."""
+        if self._lambda is None:
+            self._lambda = LambdaInvoker(region=self.app.region)
+        invoker = self._lambda
+        batches: list[list[bytes]] = [[]]
+        size = 0
+        for data in payloads:
+            encoded = (len(data) + 2) // 3 * 4 + LAMBDA_RECORD_OVERHEAD_BYTES
+            if batches[-1] and (
+                len(batches[-1]) == LAMBDA_RECORDS_MAX or size + encoded > LAMBDA_PAYLOAD_BYTES_MAX
+            ):
+                batches.append([])
+                size = 0
+            batches[-1].append(data)
+            size += encoded
+        for batch in batches:
+            if batch:
+                await _deliver_to_lambda(invoker, function, self.app.arn, batch)
+                self.counters.records_out += len(batch)
+
+
+async def _deliver_to_lambda(
+    invoker: LambdaInvoker, function: str, application_arn: str, batch: list[bytes]
+) -> None:
+    pending = {f"{index:08d}": data for index, data in enumerate(batch)}
+    retry_hint = 0
+    delay_s = 0.05
+    while pending:
+        event = {
+            "invocationId": str(uuid.uuid4()),
+            "applicationArn": application_arn,
+            "records": [
+                {
+                    "recordId": record_id,
+                    "lambdaDeliveryRecordMetadata": {"retryHint": retry_hint},
+                    "data": base64.b64encode(data).decode("ascii"),
+                }
+                for record_id, data in pending.items()
+            ],
+        }
+        try:
+            body = await asyncio.to_thread(invoker.invoke, function, orjson.dumps(event))
+            answered = orjson.loads(body).get("records", [])
+            delivered = {str(item["recordId"]) for item in answered if item.get("result") == "Ok"}
+        except (LambdaError, orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
+            log.warning("analytics_lambda_output_failed", extra={"error": str(error)})
+            delivered = set()
+        pending = {key: data for key, data in pending.items() if key not in delivered}
+        if pending:
+            retry_hint += 1
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+
+
+async def _put_batch(
+    service: DeliveryStreams, caller: Caller, delivery_stream: str, batch: list[bytes]
+) -> None:
+    pending = batch
+    delay_s = 0.05
+    while pending:
+        answer = await service.call(
+            "PutRecordBatch",
+            {"DeliveryStreamName": delivery_stream, "Records": [{"Data": d} for d in pending]},
+            caller,
+        )
+        if not answer.get("FailedPutCount"):
+            return
+        pending = [
+            data
+            for data, result in zip(pending, answer["RequestResponses"], strict=True)
+            if "ErrorCode" in result
+        ]
+        await asyncio.sleep(delay_s)
+        delay_s = min(delay_s * 2, 1.0)
 
 
 async def _put_all(calls: _LocalCalls, stream: str, entries: list[dict[str, Any]]) -> None:

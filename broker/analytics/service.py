@@ -15,13 +15,14 @@ when None). Loop-bound, like the metadata frontend it proposes through.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from broker.analytics import applications as rules
-from broker.analytics import records, sql
+from broker.analytics import records, reference_data, sql
 from broker.analytics.applications import Application
 from broker.caller import Caller
 from broker.clock import Clock
@@ -44,7 +45,12 @@ class CodeChecker(Protocol):
     """Compiles an application's SQL against its input schemas with the engine (a dry run):
     raises ShoalError(CODE_VALIDATION) naming the line and construct it cannot run."""
 
-    def check(self, program: sql.Program, inputs: list[dict[str, Any]]) -> None: ...
+    def check(
+        self,
+        program: sql.Program,
+        inputs: list[dict[str, Any]],
+        references: list[dict[str, Any]] | None = None,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -96,11 +102,15 @@ class AnalyticsService:
 
     # --- Reads -------------------------------------------------------------------------------
 
+    def _sees(self, app: Application) -> bool:
+        """kinesisanalytics (2015-08-14) knows SQL applications only; v2 sees every runtime."""
+        return app.is_sql
+
     def _application(self, name: str, caller: Caller) -> Application:
         now_ms = self._clock.wall_ms()
         key = rules.application_key(caller.account_id, caller.region, name)
         app = self._metadata.image().analytics.get(key, now_ms=now_ms)
-        if app is None:
+        if app is None or not self._sees(app):
             raise rules.not_found(name, caller.account_id)
         return app
 
@@ -110,9 +120,7 @@ class AnalyticsService:
 
     async def _list(self, request: Request, caller: Caller) -> Response:
         now_ms = self._clock.wall_ms()
-        apps = self._metadata.image().analytics.live(
-            caller.account_id, caller.region, now_ms=now_ms
-        )
+        apps = self._live(caller)
         start = request.get("ExclusiveStartApplicationName")
         if start is not None:
             apps = [app for app in apps if app.name > start]
@@ -122,13 +130,24 @@ class AnalyticsService:
             "HasMoreApplications": len(apps) > limit,
         }
 
+    def _live(self, caller: Caller) -> list[Application]:
+        apps = self._metadata.image().analytics.live(
+            caller.account_id, caller.region, now_ms=self._clock.wall_ms()
+        )
+        return [app for app in apps if self._sees(app)]
+
     async def _list_tags(self, request: Request, caller: Caller) -> Response:
         app = self._by_arn(str(request["ResourceARN"]), caller)
         return {"Tags": [{"Key": key, "Value": value} for key, value in app.tags]}
 
     def _by_arn(self, arn: str, caller: Caller) -> Application:
         app = self._metadata.image().analytics.by_arn(arn, now_ms=self._clock.wall_ms())
-        if app is None or app.account_id != caller.account_id or app.region != caller.region:
+        if (
+            app is None
+            or app.account_id != caller.account_id
+            or app.region != caller.region
+            or not self._sees(app)
+        ):
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Resource {arn} not found.")
         return app
 
@@ -154,13 +173,22 @@ class AnalyticsService:
             tags=tags,
             applications_max=self._settings.applications_max,
         )
-        app = await self._metadata.propose(command)
-        assert isinstance(app, Application)
+        app = await self._propose_create(command)
         return {"ApplicationSummary": _summary(app, self._clock.wall_ms())}
 
-    def _check_code(self, code: str, inputs: list[dict[str, Any]]) -> None:
+    async def _propose_create(self, command: CreateAnalyticsApplication) -> Application:
+        app = await self._metadata.propose(command)
+        assert isinstance(app, Application)
+        return app
+
+    def _check_code(
+        self,
+        code: str,
+        inputs: list[dict[str, Any]],
+        references: list[dict[str, Any]] | None = None,
+    ) -> None:
         program = sql.compile_program(code)
-        self._checker.check(program, inputs)
+        self._checker.check(program, inputs, references)
 
     def _changer(self, operation: str) -> Callable[[Request, Caller], Awaitable[Response]]:
         async def change(request: Request, caller: Caller) -> Response:
@@ -169,6 +197,12 @@ class AnalyticsService:
         return change
 
     async def _change(self, operation: str, request: Request, caller: Caller) -> Response:
+        await self._apply(operation, request, caller)
+        return {}
+
+    async def _apply(self, operation: str, request: Request, caller: Caller) -> Application:
+        """Proposes one change (an operation of `_CHANGES`, in v1's request form) and returns
+        the application after it."""
         if operation in ("TagResource", "UntagResource"):
             name = self._by_arn(str(request["ResourceARN"]), caller).name
         else:
@@ -181,18 +215,21 @@ class AnalyticsService:
             region=caller.region,
             name=name,
             operation=operation,
-            request=rules.canonical(_json_safe(request)),
+            request=rules.canonical(json_safe(request)),
             transition_ms=self._settings.transition_ms,
         )
-        await self._metadata.propose(command)
-        return {}
+        app = await self._metadata.propose(command)
+        assert isinstance(app, Application)
+        return app
 
     def _precheck(self, operation: str, request: Request, current: Application) -> None:
         """Checks that need the SQL compiler, before proposing: the code as it would be after
         an UpdateApplication or AddApplicationInput must compile against the inputs."""
-        if operation == "UpdateApplication":
+        if operation == "UpdateApplication" and current.is_sql:
             updated = rules.update(current, request["ApplicationUpdate"], now_ms=0, updating_ms=0)
-            self._check_code(updated.code, updated.input_descriptions())
+            self._check_code(
+                updated.code, updated.input_descriptions(), updated.reference_descriptions()
+            )
         elif operation == "StartApplication":
             _check_runnable(current)
         elif operation == "AddApplicationInput":
@@ -200,29 +237,27 @@ class AnalyticsService:
                 *current.input_descriptions(),
                 rules.input_description(request["Input"], "0.1"),
             ]
-            self._check_code(current.code, inputs)
+            self._check_code(current.code, inputs, current.reference_descriptions())
 
     # --- DiscoverInputSchema ----------------------------------------------------------------
 
     async def _discover(self, request: Request, caller: Caller) -> Response:
-        if "S3Configuration" in request:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                "Shoal discovers schemas from a stream's records (ResourceARN); "
-                "S3Configuration is not supported.",
-            )
+        s3 = request.get("S3Configuration")
         arn = request.get("ResourceARN")
-        if arn is None:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "ResourceARN is required.")
-        stream = _stream_name(str(arn))
-        position = request.get("InputStartingPositionConfiguration", {}).get(
-            "InputStartingPosition", "TRIM_HORIZON"
-        )
-        samples = await self._sample(stream, position)
-        if not samples:
+        if (s3 is None) == (arn is None):
             raise ShoalError(
-                ErrorCode.UNABLE_TO_DETECT_SCHEMA, "No records were found on the stream to sample."
+                ErrorCode.INVALID_ARGUMENT, "Give one of ResourceARN and S3Configuration."
             )
+        if s3 is not None:
+            samples = await self._sample_object(str(s3["BucketARN"]), str(s3["FileKey"]), caller)
+        else:
+            stream = _stream_name(str(arn))
+            position = request.get("InputStartingPositionConfiguration", {}).get(
+                "InputStartingPosition", "TRIM_HORIZON"
+            )
+            samples = await self._sample(stream, position)
+        if not samples:
+            raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, "No records were found to sample.")
         try:
             schema, parsed = records.discover_schema(samples)
         except ValueError as error:
@@ -234,6 +269,17 @@ class AnalyticsService:
             "ProcessedInputRecords": raw,
             "RawInputRecords": raw,
         }
+
+    async def _sample_object(self, bucket_arn: str, key: str, caller: Caller) -> list[bytes]:
+        """An S3 object's first lines (KDA samples a reference or input file by its lines)."""
+        try:
+            data = await asyncio.to_thread(
+                reference_data.read_object, bucket_arn, key, region=caller.region
+            )
+        except reference_data.ReferenceDataError as error:
+            raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, str(error)) from error
+        lines = [line for line in data.splitlines() if line.strip()]
+        return lines[:DISCOVERY_RECORDS_MAX]
 
     async def _sample(self, stream: str, position: str) -> list[bytes]:
         iterator_type = "LATEST" if position == "NOW" else "TRIM_HORIZON"
@@ -279,19 +325,13 @@ _CHANGES = (
 
 
 def _check_runnable(app: Application) -> None:
-    """What Shoal runs today: a Kinesis data stream input without a Lambda preprocessor, and
-    outputs to Kinesis data streams. Anything else is refused at StartApplication, naming it,
-    rather than run without it."""
+    """What Shoal runs today: a Kinesis data stream input (a Lambda preprocessor or not), and
+    outputs to Kinesis data streams, Firehose delivery streams and Lambda. Anything else is
+    refused at StartApplication, naming it, rather than run without it."""
+    rules.require_sql(app)
     for described in app.input_descriptions():
         if "KinesisStreamsInputDescription" not in described:
             raise _not_runnable(app, "an input from a Firehose delivery stream")
-        if "InputProcessingConfigurationDescription" in described:
-            raise _not_runnable(app, "a Lambda input preprocessor")
-    for output in app.output_descriptions():
-        if "KinesisStreamsOutputDescription" not in output:
-            raise _not_runnable(app, f"output {output['OutputId']} (a delivery stream or Lambda)")
-    if app.reference_descriptions():
-        raise _not_runnable(app, "a reference data source")
     streams = {stream.name for stream in sql.compile_program(app.code).streams}
     for output in app.output_descriptions():
         name = str(output["Name"])
@@ -307,19 +347,20 @@ def _not_runnable(app: Application, what: str) -> ShoalError:
     return ShoalError(
         ErrorCode.INVALID_APPLICATION_CONFIGURATION,
         f"Application {app.name} has {what}; Shoal runs SQL applications that read a Kinesis "
-        "data stream and write Kinesis data streams.",
+        "data stream and write Kinesis data streams, Firehose delivery streams or Lambda "
+        "functions.",
     )
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """The request as JSON values: timestamps (DeleteApplication's CreateTimestamp) as epoch
     milliseconds."""
     if isinstance(value, datetime):
         return round(value.timestamp() * 1000)
     if isinstance(value, Mapping):
-        return {str(key): _json_safe(item) for key, item in value.items()}
+        return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
 
 
@@ -330,7 +371,7 @@ def _stream_name(arn: str) -> str:
     return name
 
 
-def _timestamp(ms: int) -> datetime:
+def timestamp(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
@@ -346,8 +387,8 @@ def application_detail(app: Application, *, now_ms: int) -> dict[str, Any]:
     """DescribeApplication's ApplicationDetail."""
     detail: dict[str, Any] = {
         **_summary(app, now_ms),
-        "CreateTimestamp": _timestamp(app.created_ms),
-        "LastUpdateTimestamp": _timestamp(app.updated_ms),
+        "CreateTimestamp": timestamp(app.created_ms),
+        "LastUpdateTimestamp": timestamp(app.updated_ms),
         "InputDescriptions": app.input_descriptions(),
         "OutputDescriptions": app.output_descriptions(),
         "ReferenceDataSourceDescriptions": app.reference_descriptions(),

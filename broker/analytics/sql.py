@@ -22,7 +22,15 @@ A query with OVER clauses is a sliding window (`RANGE INTERVAL 'n' unit PRECEDIN
 PRECEDING`, ordered by ROWTIME as KDA does): each row is emitted at once, computed by the engine
 over the partition's rows in the range before it (the pipeline keeps that history).
 
-What Shoal does not run yet (joins, stagger windows, subqueries, set operations, KDA's
+A query may join its stream with reference tables (`JOIN "TABLE" ON ...`, the application's
+reference data sources, which the engine holds as tables of those names); a join with another
+stream is refused.
+
+A stagger window (`WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`) is a window
+per key, opened by the key's first row and closed the range later; the query runs grouped by
+the keys when it closes, and its rows get the close time as ROWTIME.
+
+What Shoal does not run yet (stream-to-stream joins, subqueries, set operations, KDA's
 analytic functions) is refused with CodeValidationException naming the line
 and the construct, never run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
@@ -104,6 +112,16 @@ class SlidingWindow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StaggerWindow:
+    """WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...): a window per key, opened
+    by the key's first row (its ROWTIME) and closed `range_ms` later; the query is grouped by
+    the keys. `key_query` gives each batch row's key, in the batch's order."""
+
+    range_ms: int
+    key_query: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pump:
     name: str
     source: str  # the in-application stream it reads
@@ -113,6 +131,9 @@ class Pump:
     window: TumblingWindow | None
     line: int
     sliding: SlidingWindow | None = None
+    # The tables the query joins (stream-to-table joins): the application's reference tables.
+    tables: tuple[str, ...] = ()
+    stagger: StaggerWindow | None = None
 
     def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
         """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
@@ -272,10 +293,7 @@ def _pump(statement: _Statement) -> Pump:
             statement.line, "this CREATE PUMP", "expected AS INSERT INTO ... SELECT STREAM"
         )
     name = _token_name(tokens[4])
-    for token in tokens:  # not SQL sqlglot knows: refused before parsing
-        if token.text.upper() == "WINDOWED":
-            raise refused(token.line, "WINDOWED BY STAGGER (stagger windows)")
-    text = statement.text
+    text, stagger_range = _stagger_clause(statement)
     # Blank everything up to INSERT, and the STREAM of SELECT STREAM.
     text = (
         "".join("\n" if char == "\n" else " " for char in text[: tokens[6].start])
@@ -300,9 +318,24 @@ def _pump(statement: _Statement) -> Pump:
     line = statement.line
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
-    window = _window(select, line)
+    tables = _joined_tables(select, source, tokens, line)
+    stagger: StaggerWindow | None = None
+    if stagger_range is not None:
+        window = None
+        stagger = _stagger(select, source, stagger_range, line)
+    else:
+        window = _window(select, line)
     sliding = _sliding(select, line, tokens)
-    query = _translate(select, source, windowed=window is not None, sliding=sliding is not None)
+    if stagger is not None and sliding is not None:
+        raise refused(line, "a sliding window (OVER) in a stagger-window query")
+    if tables and sliding is not None:
+        raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
+    query = _translate(
+        select,
+        source,
+        windowed=window is not None or stagger is not None,
+        sliding=sliding is not None,
+    )
     if sliding is not None and sliding.rows is not None:
         sliding = SlidingWindow(
             range_ms=None, rows=sliding.rows, prune_query=_prune_query(select, sliding.rows)
@@ -316,7 +349,81 @@ def _pump(statement: _Statement) -> Pump:
         window=window,
         line=line,
         sliding=sliding,
+        tables=tables,
+        stagger=stagger,
     )
+
+
+def _stagger_clause(statement: _Statement) -> tuple[str, int | None]:
+    """The statement's text with `WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`
+    rewritten as `GROUP BY keys` (newlines kept, so lines stay true), and the range; or the
+    text unchanged and None."""
+    tokens = statement.tokens
+    text = statement.text
+    for index, token in enumerate(tokens):
+        if token.text.upper() != "WINDOWED":
+            continue
+        words = [t.text.upper() for t in tokens[index + 1 : index + 4]]
+        if words[:3] != ["BY", "STAGGER", "("] or index + 4 >= len(tokens):
+            raise refused(token.line, "WINDOWED without BY STAGGER (...)")
+        if tokens[index + 4].token_type is not TokenType.PARTITION_BY:
+            raise refused(token.line, "a stagger window without PARTITION BY")
+        depth = 1
+        close = range_at = None
+        for position in range(index + 5, len(tokens)):
+            kind = tokens[position].token_type
+            if kind is TokenType.L_PAREN:
+                depth += 1
+            elif kind is TokenType.R_PAREN:
+                depth -= 1
+                if depth == 0:
+                    close = position
+                    break
+            elif kind is TokenType.RANGE and depth == 1:
+                range_at = position
+        if close is None or range_at is None or range_at == index + 5:
+            raise refused(token.line, "this stagger window", "PARTITION BY keys RANGE INTERVAL")
+        keys = text[tokens[index + 5].start : tokens[range_at - 1].end + 1]
+        interval_text = text[tokens[range_at + 1].start : tokens[close - 1].end + 1]
+        interval = _parse(f"SELECT {interval_text}", token.line).find(exp.Interval)
+        if interval is None:
+            raise refused(token.line, f"RANGE {interval_text} in a stagger window")
+        span = text[token.start : tokens[close].end + 1]
+        replacement = f"GROUP BY {keys}".replace("\n", " ") + "\n" * span.count("\n")
+        text = text[: token.start] + replacement + text[tokens[close].end + 1 :]
+        return text, _interval_ms(interval, token.line)
+    return text, None
+
+
+def _stagger(select: exp.Select, source: str, range_ms: int, line: int) -> StaggerWindow:
+    group = select.args.get("group")
+    assert group is not None  # the rewritten PARTITION BY
+    keys = select.copy()
+    keys.set("expressions", [expression.copy() for expression in group.expressions])
+    keys.set("group", None)
+    if select.args.get("having") is not None:
+        raise refused(line, "HAVING in a stagger-window query")
+    return StaggerWindow(
+        range_ms=range_ms, key_query=_translate(keys, source, windowed=True, sliding=False)
+    )
+
+
+def _joined_tables(
+    select: exp.Select, source: str, tokens: tuple[Token, ...], line: int
+) -> tuple[str, ...]:
+    """The tables a query joins its stream with. Only a stream-to-table join (a reference
+    table) is run; a join with another stream is refused here or by `_check_references`."""
+    tables: list[str] = []
+    for index, join in enumerate(select.args.get("joins") or [], start=1):
+        where = _line_of(tokens, "JOIN", line, index)
+        table = join.this
+        if not isinstance(table, exp.Table):
+            raise refused(where, "a JOIN with something other than a reference table")
+        name = _normalize(table.this)
+        if name == source:
+            raise refused(where, f"a JOIN of stream {name} with itself (stream-to-stream joins)")
+        tables.append(name)
+    return tuple(tables)
 
 
 def _sliding(select: exp.Select, line: int, tokens: tuple[Token, ...]) -> SlidingWindow | None:
@@ -373,7 +480,6 @@ def _token_name(token: Token) -> str:
 
 # Constructs refused, with the keyword that locates them in the statement (its Nth occurrence).
 _UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
-    (exp.Join, "JOIN (stream-to-table and stream-to-stream joins)", "JOIN", 1),
     (exp.Subquery, "a subquery", "SELECT", 2),
     (exp.Union, "UNION", "UNION", 1),
     (exp.Except, "EXCEPT", "EXCEPT", 1),
@@ -525,11 +631,115 @@ def _rewrite_function(node: exp.Expr) -> exp.Expr:
     if isinstance(node, exp.Floor) and node.args.get("to") is not None:
         unit = str(node.args["to"].name).lower()
         return exp.func("date_trunc", exp.Literal.string(unit), node.this)
+    if isinstance(node, exp.Anonymous):
+        kda = _kda_function(str(node.this).upper(), node.expressions)
+        if kda is not None:
+            return kda
     if isinstance(node, exp.SimilarTo):
         return exp.func(
             "regexp_full_match", node.this, exp.Literal.string(_similar_to_regex(node.expression))
         )
     return node
+
+
+def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
+    """KDA's functions DuckDB lacks under their names, as DuckDB expressions (None: not one).
+    Dates are formatted with Java's SimpleDateFormat patterns, as the SQL reference says."""
+    match name, arguments:
+        case "TSDIFF", [first, second]:  # milliseconds between two timestamps
+            return exp.Sub(
+                this=exp.func("epoch_ms", first), expression=exp.func("epoch_ms", second)
+            )
+        case "MONOTONIC", [expression]:  # a declaration for KDA's planner; the value itself
+            return expression
+        case "CHAR_TO_TIMESTAMP", [pattern, text]:
+            return exp.func("strptime", text, exp.Literal.string(java_date_format(pattern)))
+        case "CHAR_TO_DATE", [pattern, text]:
+            parsed = exp.func("strptime", text, exp.Literal.string(java_date_format(pattern)))
+            return exp.cast(parsed, "DATE")
+        case "CHAR_TO_TIME", [pattern, text]:
+            parsed = exp.func("strptime", text, exp.Literal.string(java_date_format(pattern)))
+            return exp.cast(parsed, "TIME")
+        case "TIMESTAMP_TO_CHAR", [pattern, timestamp]:
+            return exp.func("strftime", timestamp, exp.Literal.string(java_date_format(pattern)))
+        case "UNIX_TIMESTAMP", [timestamp]:  # KDA: milliseconds since the epoch
+            return exp.func("epoch_ms", timestamp)
+        case "TO_TIMESTAMP", [milliseconds]:
+            return exp.func(
+                "make_timestamp", exp.Mul(this=milliseconds, expression=exp.Literal.number(1000))
+            )
+    return None
+
+
+# Java SimpleDateFormat letters (by run length where it matters) as strftime directives.
+_JAVA_DATE_LETTERS = {
+    ("y", 4): "%Y",
+    ("y", 2): "%y",
+    ("M", 1): "%-m",
+    ("M", 2): "%m",
+    ("M", 3): "%b",
+    ("M", 4): "%B",
+    ("d", 1): "%-d",
+    ("d", 2): "%d",
+    ("H", 1): "%-H",
+    ("H", 2): "%H",
+    ("h", 1): "%-I",
+    ("h", 2): "%I",
+    ("m", 1): "%-M",
+    ("m", 2): "%M",
+    ("s", 1): "%-S",
+    ("s", 2): "%S",
+    ("S", 3): "%g",
+    ("a", 1): "%p",
+    ("E", 3): "%a",
+    ("E", 4): "%A",
+    ("D", 3): "%j",
+    ("Z", 1): "%z",
+}
+
+
+def java_date_format(pattern: exp.Expr) -> str:
+    """A SimpleDateFormat pattern ('yyyy-MM-dd HH:mm:ss') as a strftime format; refused
+    (CodeValidation) if not a string literal or using a letter Shoal does not translate."""
+    if not isinstance(pattern, exp.Literal) or not pattern.is_string:
+        raise ShoalError(ErrorCode.CODE_VALIDATION, "A date format must be a string literal.")
+    text = str(pattern.this)
+    result: list[str] = []
+    index = 0
+    while index < len(text):
+        char = text[index]
+        if char == "'":  # quoted literal text; '' is a quote
+            end = text.find("'", index + 1)
+            if end == index + 1:
+                result.append("'")
+                index += 2
+                continue
+            if end < 0:
+                raise ShoalError(ErrorCode.CODE_VALIDATION, f"Unclosed quote in '{text}'.")
+            result.append(text[index + 1 : end].replace("%", "%%"))
+            index = end + 1
+            continue
+        if not char.isalpha():
+            result.append("%%" if char == "%" else char)
+            index += 1
+            continue
+        run = index
+        while run < len(text) and text[run] == char:
+            run += 1
+        length = run - index
+        directive = (
+            _JAVA_DATE_LETTERS.get((char, length))
+            or _JAVA_DATE_LETTERS.get((char, min(length, 4)))
+            or (_JAVA_DATE_LETTERS.get((char, 2)) if length > 2 and char not in "MES" else None)
+        )
+        if directive is None:
+            raise ShoalError(
+                ErrorCode.CODE_VALIDATION,
+                f"The date format '{text}' uses {char * length}, which Shoal does not translate.",
+            )
+        result.append(directive)
+        index = run
+    return "".join(result)
 
 
 def _similar_to_regex(pattern: exp.Expr) -> str:
@@ -559,6 +769,13 @@ def _check_references(program: Program) -> None:
                 f"Line {pump.line}: pump {pump.name} inserts into {pump.target}, "
                 "which no CREATE OR REPLACE STREAM defines.",
             )
+        for table in pump.tables:
+            if program.stream(table) is not None:
+                raise refused(
+                    pump.line,
+                    f"a JOIN of pump {pump.name} with stream {table}",
+                    "stream-to-stream joins are not run; join a reference table",
+                )
         if pump.window is not None and pump.window.column != ROWTIME:
             # An event-time window needs the time column to be a TIMESTAMP of the source; the
             # engine's dry run checks the type once the source's columns are known.

@@ -16,11 +16,13 @@ from collections.abc import Sequence
 from broker import __version__
 from broker.backup.logical import BackupError
 from broker.cli import (
+    analytics,
     backup,
     capacity,
     cluster,
     consumers,
     encryption,
+    firehose,
     leases,
     limits,
     recovery,
@@ -45,6 +47,8 @@ GROUPS = (
     recovery,
     video,
     encryption,
+    firehose,
+    analytics,
 )
 
 

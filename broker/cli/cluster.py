@@ -85,6 +85,8 @@ def _cluster_status(admin: Any, args: argparse.Namespace) -> int:
         f"quorum       leader {status.quorum_leader or '(none)'}, term {status.raft_term}, "
         f"commit index {status.raft_commit_index}",
         f"controller   {status.controller or '(none)'}",
+        f"metadata     format {status.metadata_format or 1} "
+        f"({status.answered_by} reads up to {status.metadata_format_max or 1})",
         "",
         f"{'NODE':<16} {'STATE':<9} {'VOTER':<6} {'INC':>4} {'LEADS':>6} {'REPLICAS':>9}  API",
     ]

@@ -88,7 +88,7 @@ class Checkpoint:
             if self.sub_sequence_number != 0:
                 raise ValueError(f"the sentinel {name} has no sub-sequence number")
             key = (1, 0, 0) if name == self.SHARD_END_NAME else (0, self.SENTINELS[name], 0)
-        elif _DIGITS.fullmatch(name) is not None and len(name) <= 40:
+        elif _DIGITS.fullmatch(name) is not None and len(name) <= 129:  # the model's limit
             key = (0, int(name), self.sub_sequence_number)
         else:
             raise ValueError(f"expected a sequence number or a sentinel checkpoint, got {name!r}")

@@ -208,21 +208,22 @@ def register(
     more than CONSUMERS_CREATING_MAX of them CREATING at once is LIMIT, as on AWS."""
     if CONSUMER_NAME_PATTERN.fullmatch(name) is None:
         return table, _error(ConsumerRefusal.INVALID, f"bad consumer name {name!r}")
+    shown = stream_name.rsplit("/", 1)[-1]  # a namespaced key's name (streams/namespaces.py)
     if table.by_name(stream_uid, name, now_ms=now_ms) is not None:
         return table, _error(
-            ConsumerRefusal.IN_USE, f"Consumer {name} under stream {stream_name} already exists."
+            ConsumerRefusal.IN_USE, f"Consumer {name} under stream {shown} already exists."
         )
     registered = table.for_stream(stream_uid, now_ms=now_ms)
     if len(registered) >= limit:
         return table, _error(
             ConsumerRefusal.LIMIT,
-            f"Stream {stream_name} already has {limit} registered consumers, the limit.",
+            f"Stream {shown} already has {limit} registered consumers, the limit.",
         )
     creating = sum(1 for c in registered if c.status(now_ms=now_ms) is ConsumerStatus.CREATING)
     if creating >= CONSUMERS_CREATING_MAX:
         return table, _error(
             ConsumerRefusal.LIMIT,
-            f"Stream {stream_name} already has {creating} consumers in CREATING status; "
+            f"Stream {shown} already has {creating} consumers in CREATING status; "
             f"at most {CONSUMERS_CREATING_MAX} can be created simultaneously.",
         )
     consumer = StreamConsumer(

@@ -68,6 +68,17 @@ class S3Store:
         except (botocore.exceptions.BotoCoreError, OSError) as error:
             raise StoreError(f"S3 PutObject {bucket}/{key}: {error}") from error
 
+    def get_object(self, *, bucket: str, key: str) -> bytes:
+        """The object's bytes (a staged object read back for a warehouse COPY)."""
+        try:
+            body = self._s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+        except botocore.exceptions.ClientError as error:
+            raise StoreError(f"S3 GetObject {bucket}/{key}: {error}") from error
+        except (botocore.exceptions.BotoCoreError, OSError) as error:
+            raise StoreError(f"S3 GetObject {bucket}/{key}: {error}") from error
+        assert isinstance(body, bytes)
+        return body
+
     def check_bucket(self, bucket: str) -> None:
         """Returns when the bucket exists and is reachable; raises StoreError otherwise."""
         try:

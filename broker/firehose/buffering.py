@@ -27,7 +27,9 @@ class Hints:
 
 def hints_from(configuration: Mapping[str, Any]) -> Hints:
     """The hints of a destination configuration (its `BufferingHints`, AWS's defaults for what
-    is absent)."""
+    is absent). A Redshift destination buffers as its S3 staging configuration says."""
+    if "BufferingHints" not in configuration and "CopyCommand" in configuration:
+        configuration = configuration.get("S3Configuration") or {}
     hints = configuration.get("BufferingHints") or {}
     size_mib = int(hints.get("SizeInMBs", DEFAULT_SIZE_MIB))
     interval_s = int(hints.get("IntervalInSeconds", DEFAULT_INTERVAL_S))

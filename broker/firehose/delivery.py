@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import gzip
 import json
 import logging
 import random
@@ -42,8 +44,10 @@ from broker.firehose import (
     buffering,
     compression,
     conversion,
+    copy_command,
     destinations,
     http_endpoint,
+    indexers,
     object_keys,
     partition_keys,
     processing,
@@ -56,7 +60,15 @@ from broker.firehose.aws_clients import (
     S3Store,
     StoreError,
 )
+from broker.firehose.iceberg_tables import IcebergError, IcebergTables, mark_property, rows_for
 from broker.firehose.retry import RetrySchedule
+from broker.firehose.warehouse import (
+    Credentials,
+    LoadKey,
+    PostgresWarehouse,
+    WarehouseError,
+    Watermark,
+)
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
 from broker.metrics import FirehoseProbe
 
@@ -98,6 +110,7 @@ class _Batch:
     arrivals_ms: list[int]
     first_arrival: datetime
     keys: list[PartitionKeys] | None = None  # per record, with dynamic partitioning
+    sequences: list[Watermark] | None = None  # per source record, before processing
 
     def subset(self, indices: list[int]) -> _Batch:
         return _Batch(
@@ -107,6 +120,7 @@ class _Batch:
                 min(self.arrivals_ms[i] for i in indices) / 1000, tz=UTC
             ),
             keys=None if self.keys is None else [self.keys[i] for i in indices],
+            sequences=None if self.sequences is None else [self.sequences[i] for i in indices],
         )
 
 
@@ -122,8 +136,12 @@ class DeliveryProcessor:
         statistics: DeliveryStatistics,
         rng: random.Random,
         retry: RetrySchedule | None = None,
+        warehouse: PostgresWarehouse | None = None,
+        iceberg: IcebergTables | None = None,
     ) -> None:
         self._target = target
+        self._warehouse = warehouse or PostgresWarehouse()
+        self._iceberg = iceberg or IcebergTables()
         self._store = store
         self._lambda = lambda_invoker
         self._glue = glue
@@ -134,6 +152,7 @@ class DeliveryProcessor:
         self._lock = asyncio.Lock()
         self._records: list[bytes] = []
         self._arrivals_ms: list[int] = []
+        self._sequences: list[Watermark] = []
         self._state = buffering.EMPTY
         self._first_arrival: datetime | None = None
         self._last: tuple[str, int] | None = None  # (sequence number, sub-sequence number)
@@ -160,6 +179,7 @@ class DeliveryProcessor:
                 self._arrivals_ms.append(
                     int(arrival.timestamp() * 1000) if arrival else self._clock.wall_ms()
                 )
+                self._sequences.append((int(record.sequence_number), record.sub_sequence_number))
                 self._state = self._state.add(len(record.data), now_ms=now_ms)
                 self._last = (record.sequence_number, record.sub_sequence_number)
                 if self._first_arrival is None:
@@ -232,6 +252,7 @@ class DeliveryProcessor:
     def _reset(self) -> None:
         self._records = []
         self._arrivals_ms = []
+        self._sequences = []
         self._state = buffering.EMPTY
         self._first_arrival = None
 
@@ -252,20 +273,318 @@ class DeliveryProcessor:
             records=self._records,
             arrivals_ms=self._arrivals_ms,
             first_arrival=self._first_arrival,
+            sequences=self._sequences,
         )
         last = self._last
         kind, configuration = meta.destination()
+        if kind in ("Redshift", "Iceberg"):
+            if kind == "Redshift":
+                await self._deliver_redshift(meta, configuration, batch)
+            else:
+                await self._deliver_iceberg(meta, configuration, batch)
+            self._reset()
+            if self._checkpointer is not None:
+                await self._checkpointer.checkpoint(last[0], last[1])
+            return
+        await self._backup_source(meta, configuration, batch)
         batch = await self._process(meta, kind, configuration, batch)
         if not batch.records:
             pass  # every record was dropped or failed processing
         elif kind == "HttpEndpoint":
             await self._deliver_http(meta, configuration, batch)
+        elif kind in indexers.KINDS:
+            await self._deliver_indexed(meta, kind, configuration, batch)
         else:
             assert kind == "ExtendedS3", kind
             await self._deliver_s3(meta, configuration, batch)
         self._reset()
         if self._checkpointer is not None:
             await self._checkpointer.checkpoint(last[0], last[1])
+
+    async def _backup_source(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        """S3BackupMode Enabled (S3 and Redshift destinations): the source records, before
+        any processing, to the S3BackupConfiguration's bucket and prefix."""
+        backup = configuration.get("S3BackupConfiguration")
+        if configuration.get("S3BackupMode") != "Enabled" or not backup:
+            return
+        await self._write_s3_object(
+            meta,
+            backup,
+            b"".join(batch.records),
+            batch.first_arrival,
+            prefix=str(backup.get("Prefix") or ""),
+        )
+
+    async def _stage(
+        self, meta: DeliveryStreamMeta, staging: Mapping[str, Any], batch: _Batch
+    ) -> str | None:
+        """Writes the buffer as one object under the staging configuration; its key, or None
+        when the store's retry duration ran out."""
+        compression_format = str(staging.get("CompressionFormat") or "UNCOMPRESSED")
+        payload = await asyncio.to_thread(
+            compression.compress, b"".join(batch.records), compression_format
+        )
+        key = self._key(
+            meta,
+            staging,
+            batch.first_arrival,
+            compression_format=compression_format,
+            prefix=str(staging.get("Prefix") or ""),
+        )
+        written = await self._write(meta.name, destinations.bucket_name(staging), key, payload)
+        return key if written else None
+
+    async def _deliver_redshift(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        """Stage to S3, then COPY the staged object's rows into the warehouse (PostgreSQL,
+        `warehouse.py`), retrying for RetryOptions.DurationInSeconds (3600 s by default);
+        then a manifest of the skipped object goes to the bucket's `errors/manifests/`.
+        Records the warehouse already holds (at or below the shard's mark) are dropped
+        first, and the load moves the mark in the COPY's transaction: exactly once into the
+        table across deliverer crashes."""
+        schedule = retry.schedule_for(
+            configuration.get("RetryOptions"), default_ms=retry.REDSHIFT_RETRY_DURATION_MS
+        )
+        staging = configuration["S3Configuration"]
+        credentials = Credentials(
+            username=str(configuration.get("Username") or ""),
+            password=str(configuration.get("Password") or ""),
+        )
+        key = LoadKey(stream_uid=meta.uid, shard_id=self._shard_id)
+        assert batch.sequences is not None
+        staged: tuple[Watermark, Watermark, str, int] | None = None  # mark, last, key, records
+        first_failure_ms: int | None = None
+        attempts = 0
+        while True:
+            try:
+                target = copy_command.target(str(configuration["ClusterJDBCURL"]))
+                plan = copy_command.plan(configuration["CopyCommand"])
+                expected = await asyncio.to_thread(
+                    self._warehouse.watermark, target, credentials, key
+                )
+                if staged is None or staged[0] != expected:
+                    fresh = [i for i, seq in enumerate(batch.sequences) if seq > expected]
+                    if not fresh:
+                        return  # loaded already, by this shard's previous owner
+                    source = batch.subset(fresh)
+                    await self._backup_source(meta, configuration, source)
+                    processed = await self._process(meta, "Redshift", configuration, source)
+                    if not processed.records:
+                        return
+                    object_key = await self._stage(meta, staging, processed)
+                    if object_key is None:
+                        self._count(meta, "redshift", processed, 0, delivered=False)
+                        return
+                    last = batch.sequences[fresh[-1]]
+                    staged = (expected, last, object_key, len(processed.records))
+                _, last, object_key, count = staged
+                data = await asyncio.to_thread(
+                    self._store.get_object,
+                    bucket=destinations.bucket_name(staging),
+                    key=object_key,
+                )
+                if plan.gzip:
+                    data = await asyncio.to_thread(_gunzip, data)
+                data = copy_command.lines(data, plan.ignore_header)
+                rows = None
+                if plan.format == "json":
+                    columns = plan.columns or tuple(
+                        await asyncio.to_thread(self._warehouse.columns, target, credentials, plan)
+                    )
+                    rows = copy_command.json_rows(data, columns, ignore_case=plan.ignore_case)
+                loaded = await asyncio.to_thread(
+                    functools.partial(
+                        self._warehouse.load,
+                        target,
+                        credentials,
+                        plan,
+                        key=key,
+                        expected=expected,
+                        loaded=last,
+                        object_key=object_key,
+                        data=data,
+                        rows=rows,
+                    )
+                )
+                if loaded:
+                    self._count_records(meta, "redshift", count, len(data), batch.first_arrival)
+                    return
+                log.warning("firehose_redshift_mark_moved", extra={"shard": self._shard_id})
+                continue  # another owner loaded part of it: filter again against the new mark
+            except (WarehouseError, StoreError, copy_command.CopyCommandError) as error:
+                attempts += 1
+                self._statistics.failed_attempts += 1
+                if self._statistics.probe is not None:
+                    self._statistics.probe.attempt_failed(meta.name, "redshift")
+                now_ms = self._clock.wall_ms()
+                first_failure_ms = now_ms if first_failure_ms is None else first_failure_ms
+                if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                    await self._skip_redshift_load(meta, staging, staged, batch, str(error))
+                    return
+                log.warning(
+                    "firehose_redshift_retry", extra={"attempt": attempts, "error": str(error)}
+                )
+                await asyncio.sleep(schedule.backoff_ms(attempts, jitter=self._rng.random()) / 1000)
+
+    async def _deliver_iceberg(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> None:
+        """Appends the buffer's JSON records to the destination's Iceberg table
+        (`iceberg_tables.py`), retrying for RetryOptions.DurationInSeconds (300 s by default);
+        then, and for records that are not JSON objects of the table's columns, the records go
+        to the S3 backup as `iceberg-failed`. Records the table already holds (at or below
+        the shard's mark, a table property moved in the append's commit) are dropped first:
+        exactly once into the table across deliverer crashes."""
+        schedule = retry.schedule_for(
+            configuration.get("RetryOptions"), default_ms=retry.HTTP_RETRY_DURATION_MS
+        )
+        (destination,) = configuration["DestinationTableConfigurationList"]
+        table = (
+            str(destination["DestinationDatabaseName"]),
+            str(destination["DestinationTableName"]),
+        )
+        warehouse = str(configuration["CatalogConfiguration"]["WarehouseLocation"])
+        create = bool((configuration.get("TableCreationConfiguration") or {}).get("Enabled"))
+        key = mark_property(meta.uid, self._shard_id)
+        assert batch.sequences is not None
+        first_failure_ms: int | None = None
+        attempts = 0
+        error_message = ""
+        pending = batch
+        while True:
+            try:
+                expected = await asyncio.to_thread(
+                    self._iceberg.mark, warehouse=warehouse, table=table, key=key
+                )
+                fresh = [i for i, seq in enumerate(batch.sequences) if seq > expected]
+                if not fresh:
+                    return  # appended already, by this shard's previous owner
+                pending = batch.subset(fresh)
+                if attempts == 0 and configuration.get("S3BackupMode") == "AllData":
+                    backup = configuration["S3Configuration"]
+                    await self._write_s3_object(
+                        meta,
+                        backup,
+                        b"".join(pending.records),
+                        pending.first_arrival,
+                        prefix=str(backup.get("Prefix") or ""),
+                    )
+                processed = await self._process(meta, "Iceberg", configuration, pending)
+                if not processed.records:
+                    return
+                documents = [] if not create else _json_objects(processed.records)
+                schema = await asyncio.to_thread(
+                    self._iceberg.columns, warehouse=warehouse, table=table, create_from=documents
+                )
+                if schema is None:
+                    raise IcebergError(
+                        f"Table {'.'.join(table)} does not exist and TableCreationConfiguration "
+                        "is not enabled."
+                    )
+                rows, kept, unfit = await asyncio.to_thread(rows_for, processed.records, schema)
+                appended = True
+                if rows is not None:
+                    appended = await asyncio.to_thread(
+                        functools.partial(
+                            self._iceberg.append,
+                            warehouse=warehouse,
+                            table=table,
+                            rows=rows,
+                            key=key,
+                            expected=expected,
+                            appended=batch.sequences[fresh[-1]],
+                        )
+                    )
+                if not appended:
+                    log.warning("firehose_iceberg_mark_moved", extra={"shard": self._shard_id})
+                    continue
+                if rows is not None:
+                    self._count_records(
+                        meta, "iceberg", len(kept), rows.nbytes, batch.first_arrival
+                    )
+                if unfit:
+                    ended_ms = self._clock.wall_ms()
+                    await self._write_failed(
+                        meta,
+                        kind="Iceberg",
+                        configuration=configuration,
+                        error_output_type="iceberg-failed",
+                        failures=[
+                            _Failure(
+                                data=processed.records[index],
+                                arrival_ms=processed.arrivals_ms[index],
+                                attempts=1,
+                                error_code="Iceberg.InvalidRecord",
+                                message=message,
+                                ended_ms=ended_ms,
+                            )
+                            for index, message in unfit
+                        ],
+                        first_arrival=batch.first_arrival,
+                    )
+                return
+            except (IcebergError, StoreError) as error:
+                attempts += 1
+                error_message = str(error)
+                self._statistics.failed_attempts += 1
+                if self._statistics.probe is not None:
+                    self._statistics.probe.attempt_failed(meta.name, "iceberg")
+                now_ms = self._clock.wall_ms()
+                first_failure_ms = now_ms if first_failure_ms is None else first_failure_ms
+                if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=now_ms):
+                    break
+                log.warning("firehose_iceberg_retry", extra={"error": error_message})
+                await asyncio.sleep(schedule.backoff_ms(attempts, jitter=self._rng.random()) / 1000)
+        ended_ms = self._clock.wall_ms()
+        await self._write_failed(
+            meta,
+            kind="Iceberg",
+            configuration=configuration,
+            error_output_type="iceberg-failed",
+            failures=[
+                _Failure(
+                    data=data,
+                    arrival_ms=arrival_ms,
+                    attempts=attempts,
+                    error_code="Iceberg.DeliveryFailed",
+                    message=error_message,
+                    ended_ms=ended_ms,
+                )
+                for data, arrival_ms in zip(pending.records, pending.arrivals_ms, strict=True)
+            ],
+            first_arrival=batch.first_arrival,
+        )
+
+    async def _skip_redshift_load(
+        self,
+        meta: DeliveryStreamMeta,
+        staging: Mapping[str, Any],
+        staged: tuple[Watermark, Watermark, str, int] | None,
+        batch: _Batch,
+        error: str,
+    ) -> None:
+        """After the retries: the staged object's manifest (Redshift's COPY manifest format)
+        to `<Prefix>errors/manifests/`, as AWS records a skipped load."""
+        log.error("firehose_redshift_load_skipped", extra={"error": error})
+        bucket = destinations.bucket_name(staging)
+        entries = (
+            [] if staged is None else [{"url": f"s3://{bucket}/{staged[2]}", "mandatory": True}]
+        )
+        manifest = json.dumps({"entries": entries, "errorMessage": error}).encode()
+        await self._write_s3_object(
+            meta,
+            {**staging, "CompressionFormat": "UNCOMPRESSED", "FileExtension": ""},
+            manifest,
+            batch.first_arrival,
+            prefix=f"{staging.get('Prefix') or ''}errors/manifests/",
+        )
+        records = len(batch.records) if staged is None else staged[3]
+        self._statistics.failed_records += records
+        if self._statistics.probe is not None:
+            self._statistics.probe.records_failed(meta.name, "redshift-failed", records)
 
     def _key(
         self,
@@ -453,14 +772,25 @@ class DeliveryProcessor:
             if statistics.probe is not None:
                 statistics.probe.records_failed(meta.name, "abandoned", len(batch.records))
             return
+        self._count_records(meta, destination, len(batch.records), size, batch.first_arrival)
+
+    def _count_records(
+        self,
+        meta: DeliveryStreamMeta,
+        destination: str,
+        records: int,
+        size: int,
+        first_arrival: datetime,
+    ) -> None:
+        statistics = self._statistics
         statistics.objects += 1
-        statistics.records += len(batch.records)
+        statistics.records += records
         statistics.bytes += size
-        age_ms = int((datetime.now(UTC) - batch.first_arrival).total_seconds() * 1000)
+        age_ms = int((datetime.now(UTC) - first_arrival).total_seconds() * 1000)
         statistics.freshness_ms = [*statistics.freshness_ms[-999:], age_ms]
         if statistics.probe is not None:
             statistics.probe.delivered(
-                meta.name, destination, records=len(batch.records), size=size, age_s=age_ms / 1000
+                meta.name, destination, records=records, size=size, age_s=age_ms / 1000
             )
 
     async def _deliver_http(
@@ -536,6 +866,109 @@ class DeliveryProcessor:
             first_arrival=batch.first_arrival,
         )
 
+    async def _deliver_indexed(
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+    ) -> None:
+        """OpenSearch `_bulk` / Splunk HEC (`indexers.py`), retried for RetryOptions (AWS's
+        default per destination); then, and for the documents the destination refused, the
+        records go to the S3 backup's error output. With All* backup every record is also
+        written to the backup bucket."""
+        schedule = retry.schedule_for(
+            configuration.get("RetryOptions"), default_ms=indexers.RETRY_DURATION_MS[kind]
+        )
+        channel = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        label = "splunk" if kind == "Splunk" else kind.lower()
+        first_failure_ms = self._clock.wall_ms()
+        attempts = 0
+        while True:
+            attempts += 1
+            answer = await self._send_indexed(kind, configuration, batch, channel)
+            if answer.retry is None:
+                break
+            self._statistics.failed_attempts += 1
+            if self._statistics.probe is not None:
+                self._statistics.probe.attempt_failed(meta.name, label)
+            if schedule.gives_up(first_failure_ms=first_failure_ms, now_ms=self._clock.wall_ms()):
+                break
+            log.warning("firehose_delivery_retry", extra={"destination": kind})
+            await asyncio.sleep(schedule.backoff_ms(attempts, jitter=self._rng.random()) / 1000)
+        if answer.retry is None:
+            failed = dict(answer.failed or {})
+        else:
+            failed = dict.fromkeys(range(len(batch.records)), (answer.error_code, answer.retry))
+        delivered = [i for i in range(len(batch.records)) if i not in failed]
+        if delivered:
+            part = batch.subset(delivered)
+            size = sum(len(data) for data in part.records)
+            self._count(meta, label, part, size, delivered=True)
+        backup = configuration["S3Configuration"]
+        if configuration.get("S3BackupMode") == indexers.ALL_RECORDS_BACKUP[kind]:
+            await self._write_s3_object(
+                meta,
+                backup,
+                b"".join(batch.records),
+                batch.first_arrival,
+                prefix=str(backup.get("Prefix") or ""),
+            )
+        if failed:
+            ended_ms = self._clock.wall_ms()
+            await self._write_failed(
+                meta,
+                kind=kind,
+                configuration=configuration,
+                error_output_type=indexers.ERROR_OUTPUT_TYPE[kind],
+                failures=[
+                    _Failure(
+                        data=batch.records[index],
+                        arrival_ms=batch.arrivals_ms[index],
+                        attempts=attempts,
+                        error_code=code,
+                        message=message,
+                        ended_ms=ended_ms,
+                    )
+                    for index, (code, message) in sorted(failed.items())
+                ],
+                first_arrival=batch.first_arrival,
+            )
+
+    async def _send_indexed(
+        self, kind: str, configuration: Mapping[str, Any], batch: _Batch, channel: str
+    ) -> indexers.Answer:
+        if kind == "Snowflake":
+            return indexers.Answer(
+                retry="Shoal has no Snowpipe Streaming client; Snowflake is not delivered to.",
+                error_code="Snowflake.NotSupported",
+            )
+        if kind in indexers.OPENSEARCH_KINDS and not (
+            configuration.get("ClusterEndpoint") or configuration.get("CollectionEndpoint")
+        ):
+            return indexers.Answer(
+                retry="Shoal cannot look a DomainARN's endpoint up; set ClusterEndpoint.",
+                error_code="OS.DomainEndpointUnknown",
+            )
+        if kind == "Splunk":
+            request = indexers.splunk_request(configuration, batch.records, channel)
+        else:
+            moment = datetime.fromtimestamp(self._clock.wall_ms() / 1000, tz=UTC)
+            request = indexers.opensearch_request(configuration, batch.records, moment)
+        try:
+            status, body = await asyncio.to_thread(
+                http_endpoint.post, request.url, request.headers, request.body, 16 * 1024 * 1024
+            )
+        except OSError as error:
+            prefix = "Splunk" if kind == "Splunk" else "OS"
+            return indexers.Answer(
+                retry=f"The destination could not be reached: {error}",
+                error_code=f"{prefix}.ConnectionFailed",
+            )
+        if kind == "Splunk":
+            return indexers.splunk_answer(status, body)
+        return indexers.opensearch_answer(status, body, len(batch.records))
+
     async def _write_failed(
         self,
         meta: DeliveryStreamMeta,
@@ -550,7 +983,7 @@ class DeliveryProcessor:
         """Failed records, as AWS writes them (one JSON line each), to the error output: the
         S3 destination's bucket, or an HTTP endpoint's S3 backup, under its ErrorOutputPrefix
         (with `!{firehose:error-output-type}`) or `<Prefix><error-output-type>/YYYY/MM/DD/HH/`."""
-        storage = configuration["S3Configuration"] if kind == "HttpEndpoint" else configuration
+        storage = configuration if kind == "ExtendedS3" else configuration["S3Configuration"]
         lines = b"".join(
             json.dumps(
                 {
@@ -599,8 +1032,32 @@ class DeliveryProcessor:
     ) -> _Batch:
         """The batch after the configured processors: the Lambda's Ok records (Dropped ones
         gone, failed ones written to the error output), then the delimiter appended."""
-        function = processing.lambda_processor(configuration)
         records, arrivals = batch.records, batch.arrivals_ms
+        if processing.processors(configuration):
+            expanded = processing.expand(configuration, records)
+            if expanded.failed:
+                ended_ms = self._clock.wall_ms()
+                await self._write_failed(
+                    meta,
+                    kind=kind,
+                    configuration=configuration,
+                    error_output_type="processing-failed",
+                    failures=[
+                        _Failure(
+                            data=records[index],
+                            arrival_ms=arrivals[index],
+                            attempts=1,
+                            error_code=code,
+                            message=message,
+                            ended_ms=ended_ms,
+                        )
+                        for index, code, message in expanded.failed
+                    ],
+                    first_arrival=batch.first_arrival,
+                )
+            records = expanded.records
+            arrivals = [arrivals[index] for index in expanded.sources]
+        function = processing.lambda_processor(configuration)
         lambda_keys: list[dict[str, str]] = [{} for _ in records]
         if function is not None:
             kept_records: list[bytes] = []
@@ -793,3 +1250,26 @@ class DeliveryProcessor:
                     extra={"key": key, "attempt": attempt, "error": str(error)},
                 )
                 await asyncio.sleep(pause_ms / 1000)
+
+
+def _gunzip(data: bytes) -> bytes:
+    """A staged object COPY's GZIP option reads; CopyCommandError when it is not gzip."""
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError) as error:
+        raise copy_command.CopyCommandError(
+            f"The staged object is not gzip-compressed, as the GZIP option says: {error}"
+        ) from error
+
+
+def _json_objects(records: list[bytes]) -> list[dict[str, Any]]:
+    """The records that are JSON objects (a new table's columns are inferred from them)."""
+    documents = []
+    for data in records:
+        try:
+            document = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(document, dict):
+            documents.append(document)
+    return documents

@@ -32,6 +32,15 @@ _DEFAULTS: dict[str, Any] = {
     "CloudWatchLoggingOptions": {"Enabled": False},
 }
 _EXTENDED_S3_DEFAULTS = {"S3BackupMode": "Disabled"}
+_BACKUP_MODE_DEFAULTS = {
+    "Redshift": "Disabled",
+    "Elasticsearch": "FailedDocumentsOnly",
+    "Amazonopensearchservice": "FailedDocumentsOnly",
+    "AmazonOpenSearchServerless": "FailedDocumentsOnly",
+    "Splunk": "FailedEventsOnly",
+    "Snowflake": "FailedDataOnly",
+    "Iceberg": "FailedDataOnly",
+}
 
 
 @cache
@@ -85,6 +94,9 @@ def destination_description(kind: str, configuration: Mapping[str, Any]) -> dict
             configuration, _shape(f"{kind}DestinationDescription")
         )
     }
+    backup_default = _BACKUP_MODE_DEFAULTS.get(kind)
+    if backup_default is not None:
+        described[f"{kind}DestinationDescription"].setdefault("S3BackupMode", backup_default)
     if kind == "ExtendedS3":
         extended = described["ExtendedS3DestinationDescription"]
         for member, default in _EXTENDED_S3_DEFAULTS.items():

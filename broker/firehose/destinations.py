@@ -7,9 +7,10 @@ merges the given parameters into the current configuration when the destination 
 same and replaces it when it changes (AWS's rule); nested `S3Update` / `S3BackupUpdate` become
 `S3Configuration` / `S3BackupConfiguration`.
 
-Shoal delivers to ExtendedS3/S3 and HttpEndpoint. The other destination types of the model
-are refused with InvalidArgumentException saying so, rather than accepted and silently never
-delivered.
+Shoal delivers to ExtendedS3/S3, HttpEndpoint, Redshift (staged to S3, then COPY into
+PostgreSQL: `copy_command.py`), OpenSearch and Splunk (`indexers.py`, untested against the real
+products), Iceberg (`iceberg_tables.py`, one table, appends); Snowflake is accepted and
+validated, and its buffers go to the S3 backup.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.errors import ErrorCode, ShoalError
-from broker.firehose import object_keys, partition_keys, processing
+from broker.firehose import copy_command, indexers, object_keys, partition_keys, processing
 
-DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint")
+DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint", "Redshift", "Iceberg", *indexers.KINDS)
+# The COPY that reads the staged objects cannot read these (AWS's rule for Redshift).
+_REDSHIFT_REFUSED_COMPRESSION = ("ZIP", "Snappy", "HADOOP_SNAPPY")
 _CONFIGURATION = "DestinationConfiguration"
 _UPDATE = "DestinationUpdate"
 _RENAMED_UPDATES = {"S3Update": "S3Configuration", "S3BackupUpdate": "S3BackupConfiguration"}
@@ -108,6 +111,21 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
             raise _invalid("S3Configuration is required for an HttpEndpoint destination.")
         _check_s3("S3Configuration", backup)
         return
+    if kind == "Redshift":
+        _check_redshift(configuration)
+        return
+    if kind == "Iceberg":
+        _check_iceberg(configuration)
+        return
+    if kind in indexers.KINDS:
+        problem = indexers.check(kind, configuration)
+        if problem is not None:
+            raise _invalid(problem)
+        backup = configuration.get("S3Configuration")
+        if not backup:
+            raise _invalid(f"S3Configuration is required for a {kind} destination.")
+        _check_s3("S3Configuration", backup)
+        return
     partitioning = configuration.get("DynamicPartitioningConfiguration") or {}
     dynamic = bool(partitioning.get("Enabled"))
     _check_s3(kind, configuration, dynamic_partitioning=dynamic)
@@ -116,8 +134,63 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
     conversion = configuration.get("DataFormatConversionConfiguration") or {}
     if conversion and conversion.get("Enabled", True):
         _check_conversion(configuration, conversion)
-    if configuration.get("S3BackupMode", "Disabled") != "Disabled":
-        raise _invalid("Shoal does not support S3 backup of an S3 destination yet.")
+    _check_backup(configuration)
+
+
+def _check_backup(configuration: Mapping[str, Any]) -> None:
+    """S3BackupMode Enabled needs the S3BackupConfiguration the source records go to."""
+    if configuration.get("S3BackupMode", "Disabled") == "Enabled":
+        backup = configuration.get("S3BackupConfiguration")
+        if not backup:
+            raise _invalid("S3BackupConfiguration is required when S3BackupMode is Enabled.")
+        _check_s3("S3BackupConfiguration", backup)
+
+
+def _check_iceberg(configuration: Mapping[str, Any]) -> None:
+    """An Iceberg destination: one table (Shoal does not route records between tables), appends
+    only, a warehouse on S3, and the S3 configuration failed records go to."""
+    tables = configuration.get("DestinationTableConfigurationList") or []
+    if len(tables) != 1:
+        raise _invalid(
+            "Shoal's Iceberg destination writes to exactly one table: give one "
+            "DestinationTableConfigurationList entry."
+        )
+    if tables[0].get("UniqueKeys"):
+        raise _invalid("Shoal's Iceberg destination appends only: UniqueKeys are not supported.")
+    warehouse = str((configuration.get("CatalogConfiguration") or {}).get("WarehouseLocation", ""))
+    if not warehouse.startswith("s3://"):
+        raise _invalid("CatalogConfiguration.WarehouseLocation must be an s3:// location.")
+    backup = configuration.get("S3Configuration")
+    if not backup:
+        raise _invalid("S3Configuration is required for an Iceberg destination.")
+    _check_s3("S3Configuration", backup)
+
+
+def _check_redshift(configuration: Mapping[str, Any]) -> None:
+    """A Redshift destination: where to connect and as whom, a COPY Shoal can run, and the
+    S3 staging (and backup) configurations."""
+    if (configuration.get("SecretsManagerConfiguration") or {}).get("Enabled"):
+        raise _invalid(
+            "Shoal does not read credentials from Secrets Manager; set Username and Password."
+        )
+    for required in ("RoleARN", "ClusterJDBCURL", "Username", "Password"):
+        if not configuration.get(required):
+            raise _invalid(f"{required} is required for a Redshift destination.")
+    try:
+        copy_command.target(str(configuration["ClusterJDBCURL"]))
+        copy_command.plan(configuration.get("CopyCommand") or {})
+    except copy_command.CopyCommandError as error:
+        raise _invalid(str(error)) from error
+    staging = configuration.get("S3Configuration")
+    if not staging:
+        raise _invalid("S3Configuration is required for a Redshift destination.")
+    _check_s3("S3Configuration", staging)
+    if staging.get("CompressionFormat") in _REDSHIFT_REFUSED_COMPRESSION:
+        raise _invalid(
+            f"CompressionFormat {staging['CompressionFormat']} is not supported for a Redshift "
+            "destination: COPY reads UNCOMPRESSED or GZIP objects."
+        )
+    _check_backup(configuration)
 
 
 def _check_conversion(configuration: Mapping[str, Any], conversion: Mapping[str, Any]) -> None:
@@ -188,9 +261,9 @@ def _check_s3(
 
 def storage_bucket(kind: str, configuration: Mapping[str, Any]) -> str:
     """The S3 bucket a destination writes to: its own, or its S3 backup's."""
-    if kind == "HttpEndpoint":
-        return bucket_name(configuration["S3Configuration"])
-    return bucket_name(configuration)
+    if kind == "ExtendedS3":
+        return bucket_name(configuration)
+    return bucket_name(configuration["S3Configuration"])
 
 
 def bucket_name(configuration: Mapping[str, Any]) -> str:

@@ -88,12 +88,15 @@ def check_response(status: int, body: bytes, *, request_id: str) -> str | None:
     return None
 
 
-def post(url: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
-    """POST; (status, body) of any answer, or OSError when there is none. Blocking."""
+def post(
+    url: str, headers: Mapping[str, str], body: bytes, limit: int = _RESPONSE_BYTES_MAX
+) -> tuple[int, bytes]:
+    """POST; (status, body) of any answer (its first `limit` bytes), or OSError when there is
+    none. Blocking."""
     request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
     context = ssl.create_default_context()
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S, context=context) as answer:
-            return int(answer.status), answer.read(_RESPONSE_BYTES_MAX)
+            return int(answer.status), answer.read(limit)
     except urllib.error.HTTPError as error:
-        return int(error.code), error.read(_RESPONSE_BYTES_MAX)
+        return int(error.code), error.read(limit)

@@ -13,20 +13,35 @@ Lambda.InvalidOutput), as does a failed invocation once NumberOfRetries (3 by de
 are spent (Lambda.FunctionError); failed records go to the error output, `Ok` records on to
 the destination, `Dropped` ones nowhere.
 
-AppendDelimiterToRecord appends a newline to every record (after the Lambda, as AWS orders
-them).
+The built-in processors run before the Lambda, in this order (`expand`):
+Decompression (GZIP: CloudWatch Logs subscription records), CloudWatchLogProcessing
+(DataMessageExtraction: each DATA_MESSAGE's log events' messages become records, CONTROL_MESSAGE
+records are dropped), RecordDeAggregation (SubRecordType JSON: one record per JSON object of a
+record, or DELIMITED: split at the base64 Delimiter). A record one of them cannot read goes to
+the error output (processing-failed). AppendDelimiterToRecord appends a newline to every
+record (after the Lambda, as AWS orders them).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import gzip
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 MIB = 1024 * 1024
-PROCESSORS = ("Lambda", "MetadataExtraction", "AppendDelimiterToRecord")
+PROCESSORS = (
+    "Lambda",
+    "MetadataExtraction",
+    "AppendDelimiterToRecord",
+    "RecordDeAggregation",
+    "Decompression",
+    "CloudWatchLogProcessing",
+)
 LAMBDA_RETRIES_DEFAULT = 3
 LAMBDA_BUFFER_MIB_DEFAULT = 1
 LAMBDA_PAYLOAD_BYTES_MAX = 6 * MIB  # Lambda's synchronous invocation payload limit
@@ -79,7 +94,120 @@ def check(configuration: Mapping[str, Any]) -> str | None:
                 return "A MetadataExtraction processor needs the MetadataExtractionQuery parameter."
             if parameters.get("JsonParsingEngine", "JQ-1.6") != "JQ-1.6":
                 return "JsonParsingEngine must be JQ-1.6."
+        problem = _check_built_in(str(kind), _parameters(processor), configuration)
+        if problem is not None:
+            return problem
     return None
+
+
+def _check_built_in(
+    kind: str, parameters: Mapping[str, str], configuration: Mapping[str, Any]
+) -> str | None:
+    if kind == "RecordDeAggregation":
+        sub_record_type = parameters.get("SubRecordType", "JSON")
+        if sub_record_type not in ("JSON", "DELIMITED"):
+            return "SubRecordType must be JSON or DELIMITED."
+        if sub_record_type == "DELIMITED":
+            try:
+                delimiter = base64.b64decode(parameters.get("Delimiter", ""), validate=True)
+            except binascii.Error:
+                delimiter = b""
+            if not delimiter:
+                return "A DELIMITED RecordDeAggregation needs a base64 Delimiter parameter."
+    if kind == "Decompression" and parameters.get("CompressionFormat", "GZIP") != "GZIP":
+        return "The Decompression processor's CompressionFormat must be GZIP."
+    if kind == "CloudWatchLogProcessing":
+        if parameters.get("DataMessageExtraction", "false").lower() not in ("true", "false"):
+            return "DataMessageExtraction must be true or false."
+        if not any(p.get("Type") == "Decompression" for p in processors(configuration)):
+            return "CloudWatchLogProcessing needs a Decompression processor."
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expanded:
+    """Records after the built-in processors: each with the index of the source record it
+    came from; `failed` the source records that could not be read (index, code, message)."""
+
+    records: list[bytes]
+    sources: list[int]
+    failed: list[tuple[int, str, str]]
+
+
+def expand(configuration: Mapping[str, Any], records: Sequence[bytes]) -> Expanded:
+    """Decompression, CloudWatchLogProcessing and RecordDeAggregation, as configured."""
+    configured = {str(p.get("Type")): _parameters(p) for p in processors(configuration)}
+    out = Expanded(records=[], sources=[], failed=[])
+    for index, data in enumerate(records):
+        try:
+            parts = [data]
+            if "Decompression" in configured:
+                parts = [_gunzip(data)]
+            extraction = configured.get("CloudWatchLogProcessing", {})
+            if extraction.get("DataMessageExtraction", "false").lower() == "true":
+                parts = _log_messages(parts[0])
+            if "RecordDeAggregation" in configured:
+                parameters = configured["RecordDeAggregation"]
+                parts = [
+                    sub_record for part in parts for sub_record in _deaggregated(part, parameters)
+                ]
+        except _Unreadable as error:
+            out.failed.append((index, error.code, str(error)))
+            continue
+        out.records.extend(parts)
+        out.sources.extend([index] * len(parts))
+    return out
+
+
+class _Unreadable(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _gunzip(data: bytes) -> bytes:
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as error:
+        raise _Unreadable("Decompression.Failed", f"The record is not GZIP: {error}") from error
+
+
+def _log_messages(data: bytes) -> list[bytes]:
+    """A CloudWatch Logs subscription record's log event messages (none for a control
+    message)."""
+    try:
+        document = json.loads(data)
+        if document.get("messageType") == "CONTROL_MESSAGE":
+            return []
+        return [str(event["message"]).encode() for event in document["logEvents"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise _Unreadable(
+            "CloudWatchLogProcessing.InvalidRecord",
+            f"The record is not a CloudWatch Logs subscription record: {error}",
+        ) from error
+
+
+def _deaggregated(data: bytes, parameters: Mapping[str, str]) -> list[bytes]:
+    if parameters.get("SubRecordType", "JSON") == "DELIMITED":
+        delimiter = base64.b64decode(parameters["Delimiter"])
+        return [part for part in data.split(delimiter) if part]
+    text = data.decode("utf-8", errors="strict") if data else ""
+    decoder = json.JSONDecoder()
+    parts: list[bytes] = []
+    position = 0
+    try:
+        while True:
+            while position < len(text) and text[position].isspace():
+                position += 1
+            if position >= len(text):
+                return parts
+            _, end = decoder.raw_decode(text, position)
+            parts.append(text[position:end].encode())
+            position = end
+    except ValueError as error:
+        raise _Unreadable(
+            "RecordDeAggregation.InvalidJson", f"The record is not JSON objects: {error}"
+        ) from error
 
 
 def lambda_processor(configuration: Mapping[str, Any]) -> LambdaProcessor | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 S3_RETRY_DURATION_MS = 24 * 3_600_000
 HTTP_RETRY_DURATION_MS = 300_000  # HttpEndpoint RetryOptions.DurationInSeconds' default
+REDSHIFT_RETRY_DURATION_MS = 3_600_000  # Redshift RetryOptions.DurationInSeconds' default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -24,11 +24,13 @@ from typing import Any, cast
 import h2.connection
 import h2.errors
 import h2.events
+import h11
 import hypercorn.protocol
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.events import Closed
+from hypercorn.events import Closed, Event, RawData
 from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ASGIFramework
 from hypercorn.utils import wrap_app
 from hyperframe.frame import GoAwayFrame
@@ -153,6 +155,64 @@ def _install_graceful_goaway() -> None:
     wrapper_module.H2Protocol = _GracefulGoAwayH2Protocol
 
 
+class _HeaderTimeoutH11Protocol(H11Protocol):
+    """Hypercorn's HTTP/1.1 connection, closed when a request's headers do not arrive whole
+    within `limits.http_header_read_s` of its first byte (slowloris). Hypercorn itself only
+    bounds a connection without a whole request by the keep-alive time (75 s), however many
+    bytes trickle in. The timer starts with the first byte of each request head and stops
+    once h11 has parsed it; a connection that sends nothing stays under keep-alive's bound.
+    Pinned to hypercorn 0.18's H11Protocol (`connection`, `send`), checked at start."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+        self._closing: asyncio.Task[None] | None = None  # kept: a task needs a reference
+
+    async def handle(self, event: Event) -> None:
+        starts_a_head = isinstance(event, RawData) and event.data and self._waiting_for_head()
+        if starts_a_head and self._header_deadline is None:
+            loop = asyncio.get_running_loop()
+            self._header_deadline = loop.call_later(
+                limits.http_header_read_s, self._start_closing, loop
+            )
+        try:
+            await super().handle(event)
+        except BaseException:
+            # Includes hypercorn handing the connection to HTTP/2 (H2ProtocolAssumedError):
+            # this protocol is done with it, so is its timer.
+            self._stop_header_deadline()
+            raise
+        if isinstance(event, Closed) or not self._waiting_for_head():
+            self._stop_header_deadline()
+
+    def _waiting_for_head(self) -> bool:
+        connection = self.connection
+        return isinstance(connection, h11.Connection) and connection.their_state is h11.IDLE
+
+    def _stop_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _start_closing(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._header_deadline = None
+        self._closing = loop.create_task(self._headers_too_slow())
+
+    async def _headers_too_slow(self) -> None:
+        if self._waiting_for_head():
+            log.info("http_header_timeout", extra={"client": self.client})
+            await self.send(Closed())
+
+
+def _install_header_timeout() -> None:
+    """Makes hypercorn build `_HeaderTimeoutH11Protocol` for its HTTP/1.1 connections."""
+    wrapper_module: Any = hypercorn.protocol
+    assert wrapper_module.H11Protocol in (H11Protocol, _HeaderTimeoutH11Protocol), (
+        "hypercorn changed"
+    )
+    wrapper_module.H11Protocol = _HeaderTimeoutH11Protocol
+
+
 class HttpServer:
     """A running hypercorn server. Loop-bound; `stop()` is idempotent."""
 
@@ -179,6 +239,7 @@ async def start_http_server(
 ) -> HttpServer:
     """Listen on host:port (0: any free port) and serve `app` (an ASGI 3 callable)."""
     _install_graceful_goaway()
+    _install_header_timeout()
     config = _hypercorn_config(host, port, certfile, keyfile)
     if certfile is not None and keyfile is not None:
         # Reads the files now: a bad certificate or key fails the start, not the first call.

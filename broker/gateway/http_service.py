@@ -60,7 +60,7 @@ from broker.gateway.aws_codec import (
 )
 from broker.gateway.error_mapping import to_aws_error
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
-from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
+from broker.gateway.sigv4 import HttpRequest, SigV4Verifier, claimed_region
 from broker.gateway.validation import KINESIS, validate_request
 from broker.metrics import GatewayProbe
 from broker.service.subscriptions import Subscription
@@ -239,8 +239,14 @@ class AwsHttpApp:
         if kind == "lifespan":
             await _serve_lifespan(receive, send)
             return
+        if kind == "websocket":  # a REST service's (signaling channels); else refused
+            for rest in self._rest:
+                if rest.handles("WEBSOCKET", scope.get("path", "/")):
+                    await rest(scope, receive, send)
+                    return
+            return  # the server refuses the upgrade when the app does not accept
         if kind != "http":
-            return  # websockets: the server refuses the upgrade when the app does not accept
+            return
         for rest in self._rest:
             if rest.handles(scope["method"], scope.get("path", "/")):
                 await rest(scope, receive, send)
@@ -349,21 +355,26 @@ class AwsHttpApp:
         if service is None or operation not in service.operations:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
         access_key_id = None
+        request = HttpRequest(
+            method=scope["method"],
+            path=_raw_path(scope),
+            query_string=scope.get("query_string", b""),
+            headers=headers,
+            authority=_authority(scope, by_name),
+            body=body,
+        )
         if self._verifiers:
-            request = HttpRequest(
-                method=scope["method"],
-                path=_raw_path(scope),
-                query_string=scope.get("query_string", b""),
-                headers=headers,
-                authority=_authority(scope, by_name),
-                body=body,
-            )
             verifier = self._verifiers[service.signing_name]
-            access_key_id = verifier.verify(request, now_ms=self._clock.wall_ms())
+            access_key_id, region = verifier.verify_scoped(request, now_ms=self._clock.wall_ms())
+        else:
+            # No signatures checked: the scope still names the region the client addresses.
+            region = claimed_region(request) or self._region
+        if region != self._region and service.model != KINESIS:
+            region = self._region  # only data streams are namespaced by region so far
         aws_request = decode_request(operation, parsed, wire, model=service.model)
         validate_request(operation, aws_request, model=service.model)
         caller = Caller(
-            region=self._region,
+            region=region,
             account_id=self._account_id,
             access_key_id=access_key_id,
             source_address=_client_address(scope),

@@ -43,6 +43,7 @@ from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import encode_image
+from broker.meta.metadata_format import FIRST_FORMAT, METADATA_FORMAT_MAX
 from broker.meta.quorum import QuorumStatistics
 from broker.replication.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
 from broker.replication.refusals import RefusalReason, ShardRefusedError
@@ -200,6 +201,7 @@ class Heartbeat:
     rejoining: tuple[RejoiningReplica, ...]
     disk_full: bool
     fenced: tuple[tuple[ShardUid, int], ...]
+    metadata_format_max: int  # FIRST_FORMAT from a binary that does not say
 
 
 def node_handler(
@@ -225,6 +227,7 @@ def node_handler(
                 rejoining=rejoining,
                 disk_full=request.disk_full,
                 fenced=tuple((ShardUid(f.shard_uid), f.epoch) for f in request.fenced),
+                metadata_format_max=request.metadata_format_max or FIRST_FORMAT,
             )
         )
         return pb.HeartbeatResponse(accepted=accepted, controller=controller() or "")
@@ -425,6 +428,8 @@ def cluster_status_to_proto(view: ClusterView) -> pb.ClusterStatusResponse:
         shards=shards,
         raft_term=view.quorum.term,
         raft_commit_index=view.quorum.commit_index,
+        metadata_format=image.metadata_format,
+        metadata_format_max=METADATA_FORMAT_MAX,
     )
 
 

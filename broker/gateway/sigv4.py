@@ -105,6 +105,10 @@ class _Claim:
     query_params: tuple[tuple[bytes, bytes], ...]  # the params that go into the canonical query
 
 
+# AWS's region names (us-east-1, eu-west-3, ap-southeast-2, us-gov-west-1, cn-north-1, ...).
+_REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+
 class SigV4Verifier:
     """Checks AWS SigV4 signatures against a fixed table of access keys.
 
@@ -118,16 +122,25 @@ class SigV4Verifier:
         secrets_by_access_key: Mapping[str, str],
         region: str,
         service: str = "kinesis",
+        any_region: bool = False,
     ) -> None:
+        """`region`: the node's region. `any_region`: also accept a scope naming any other
+        well-formed AWS region (regions are namespaces: `broker/streams/namespaces.py`)."""
         if not region or not service:
             raise ValueError("SigV4Verifier needs a region and a service name")
         self._secrets_by_access_key = dict(secrets_by_access_key)
         self._region = region
+        self._any_region = any_region
         self._service = service
-        self._signing_keys: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._signing_keys: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
 
     def verify(self, request: HttpRequest, *, now_ms: int) -> str:
         """Returns the access key id on success; raises ShoalError otherwise."""
+        return self.verify_scoped(request, now_ms=now_ms)[0]
+
+    def verify_scoped(self, request: HttpRequest, *, now_ms: int) -> tuple[str, str]:
+        """Returns (access key id, the region the request is signed for) on success; raises
+        ShoalError otherwise."""
         claim = _read_claim(request)
         _check_date(claim, now_ms=now_ms)
         signed_header_names = _check_signed_headers(claim.signed_headers)
@@ -136,7 +149,7 @@ class SigV4Verifier:
                 ErrorCode.INCOMPLETE_SIGNATURE,
                 f"Unsupported AWS 'algorithm': '{claim.algorithm}' (only {ALGORITHM} for now). ",
             )
-        access_key_id, credential_date = self._check_credential(claim)
+        access_key_id, credential_date, region = self._check_credential(claim)
         secret = self._secrets_by_access_key.get(access_key_id)
         if secret is None:
             raise ShoalError(ErrorCode.UNRECOGNIZED_CLIENT)
@@ -152,7 +165,7 @@ class SigV4Verifier:
                 payload_hash,
             )
         )
-        scope = f"{credential_date}/{self._region}/{self._service}/{TERMINATOR}"
+        scope = f"{credential_date}/{region}/{self._service}/{TERMINATOR}"
         string_to_sign = "\n".join(
             (
                 ALGORITHM,
@@ -161,18 +174,18 @@ class SigV4Verifier:
                 hashlib.sha256(canonical_request.encode("utf-8")).hexdigest(),
             )
         )
-        signing_key = self._signing_key(secret, credential_date)
+        signing_key = self._signing_key(secret, credential_date, region)
         expected = hmac.new(signing_key, string_to_sign.encode("utf-8"), hashlib.sha256)
         # Constant time, so response timing does not reveal how much of a guess was right.
         # surrogateescape keeps any odd byte the client sent comparable instead of crashing.
         provided = claim.signature.encode("utf-8", "surrogateescape")
         if not hmac.compare_digest(expected.hexdigest().encode("ascii"), provided):
             raise ShoalError(ErrorCode.INVALID_SIGNATURE, SIGNATURE_MISMATCH_MESSAGE)
-        return access_key_id
+        return access_key_id, region
 
-    def _check_credential(self, claim: _Claim) -> tuple[str, str]:
+    def _check_credential(self, claim: _Claim) -> tuple[str, str, str]:
         """Splits `keyid/date/region/service/aws4_request` and checks the scope against this
-        service. Returns (access key id, credential date)."""
+        service. Returns (access key id, credential date, region)."""
         parts = claim.credential.rstrip("/").split("/")
         if len(parts) != 5:
             raise ShoalError(
@@ -183,7 +196,9 @@ class SigV4Verifier:
         access_key_id, date, region, service, terminator = parts
         # AWS reports every scope problem at once, in this order.
         problems: list[str] = []
-        if region != self._region:
+        if region != self._region and not (
+            self._any_region and _REGION_PATTERN.fullmatch(region) is not None
+        ):
             problems.append(f"Credential should be scoped to a valid region, not '{region}'.")
         if service != self._service:
             problems.append(f"Credential should be scoped to correct service: '{self._service}'.")
@@ -200,17 +215,17 @@ class SigV4Verifier:
         if problems:
             raise ShoalError(ErrorCode.INVALID_SIGNATURE, " ".join(problems))
         assert len(date) == 8, date  # equal to amz_date[:8], which matched \d{8}
-        return access_key_id, date
+        return access_key_id, date, region
 
-    def _signing_key(self, secret: str, date: str) -> bytes:
+    def _signing_key(self, secret: str, date: str, region: str) -> bytes:
         """The HMAC chain secret → date → region → service → aws4_request, cached (LRU)."""
-        cache_key = (secret, date)  # region and service are fixed per verifier
+        cache_key = (secret, date, region)  # the service is fixed per verifier
         cached = self._signing_keys.get(cache_key)
         if cached is not None:
             self._signing_keys.move_to_end(cache_key)
             return cached
         key = f"AWS4{secret}".encode()
-        for part in (date, self._region, self._service, TERMINATOR):
+        for part in (date, region, self._service, TERMINATOR):
             key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
         self._signing_keys[cache_key] = key
         if len(self._signing_keys) > SIGNING_KEY_CACHE_ENTRIES_MAX:
@@ -501,3 +516,24 @@ def _payload_hash(request: HttpRequest, signed_header_names: tuple[str, ...]) ->
         ErrorCode.INVALID_SIGNATURE,
         f"The 'x-amz-content-sha256' value '{declared}' is not supported by this service.",
     )
+
+
+_CREDENTIAL_REGION = re.compile(r"Credential=[^/,\s]*/[0-9]{8}/([^/,\s]+)/")
+
+
+def claimed_region(request: HttpRequest) -> str | None:
+    """The region a request's credential scope names, read without verifying it: for nodes that
+    check no signatures (no access keys configured), where the scope still says which region
+    the client addresses. None when unsigned or not a well-formed region."""
+    authorization = _first_header(request, "authorization")
+    if authorization is not None:
+        text = authorization
+    else:
+        credential = dict(_parse_query(request.query_string)).get(b"X-Amz-Credential")
+        if credential is None:
+            return None
+        text = "Credential=" + _decoded(credential)
+    match = _CREDENTIAL_REGION.search(text)
+    if match is None or _REGION_PATTERN.fullmatch(match.group(1)) is None:
+        return None
+    return match.group(1)

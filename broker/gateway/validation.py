@@ -55,6 +55,19 @@ def service_model(name: str = KINESIS) -> botocore.model.ServiceModel:
 _UNICODE_CLASSES = {r"\p{L}": r"\w", r"\p{Z}": r"\s", r"\p{N}": r"\d"}
 
 
+# Patterns Shoal widens on purpose, by shape name. Firehose's ClusterJDBCURL: a Redshift
+# destination is loaded into PostgreSQL (broker/firehose/warehouse.py), which any host may
+# serve, not only the `*.redshift.*` names of AWS's pattern.
+WIDENED_PATTERNS = {
+    "ClusterJDBCURL": r"jdbc:(redshift|postgresql)://[A-Za-z0-9.\-]+:\d{1,5}/[a-zA-Z0-9_$-]+",
+}
+
+
+def _pattern_text(shape: botocore.model.Shape) -> str | None:
+    widened = WIDENED_PATTERNS.get(shape.name)
+    return widened if widened is not None else shape.metadata.get("pattern")
+
+
 @cache
 def _pattern(text: str) -> regex.Pattern[str]:
     """The model's patterns are Java regexes; `regex` reads their Unicode classes (`\\p{L}`)."""
@@ -175,7 +188,8 @@ def _compile(shape: botocore.model.Shape, done: dict[str, Check]) -> Check:
 
         return check_map
     if kind == "string":
-        pattern = _pattern(metadata["pattern"]) if "pattern" in metadata else None
+        pattern_text = _pattern_text(shape)
+        pattern = _pattern(pattern_text) if pattern_text is not None else None
         enum = frozenset(shape.enum) if isinstance(shape, botocore.model.StringShape) else None
 
         def check_string(value: Any) -> bool:
@@ -321,8 +335,9 @@ def _string_constraints(shape: botocore.model.Shape) -> list[str]:
         constraints.append(f"Member must have length less than or equal to {metadata['max']}")
     if "min" in metadata:
         constraints.append(f"Member must have length greater than or equal to {metadata['min']}")
-    if "pattern" in metadata:
-        constraints.append(f"Member must satisfy regular expression pattern: {metadata['pattern']}")
+    pattern = _pattern_text(shape)
+    if pattern is not None:
+        constraints.append(f"Member must satisfy regular expression pattern: {pattern}")
     enum = shape.enum if isinstance(shape, botocore.model.StringShape) else None
     if enum:
         constraints.append(f"Member must satisfy enum value set: [{', '.join(enum)}]")
@@ -353,7 +368,7 @@ def _check_string(shape: botocore.model.Shape, value: Any, path: str, problems: 
     if not isinstance(value, str):
         _fail(path, value, "Member must be a string", problems)
         return
-    pattern = shape.metadata.get("pattern")
+    pattern = _pattern_text(shape)
     if pattern is not None and _pattern(pattern).fullmatch(value) is None:
         _fail(path, value, f"Member must satisfy regular expression pattern: {pattern}", problems)
     _check_length(len(value), shape.metadata, path, value, problems)

@@ -12,9 +12,9 @@ a bad selector is still an HTTP error), or PutMedia's stream of acknowledgements
 the model's: status from the error table, `x-amzn-ErrorType` and `{"message": ...}`.
 
 HLS and DASH sessions are served under `/hls/v1/` and `/dash/v1/` (GET, authorised by their
-session token). A path of the three models that Shoal does not serve (signaling channels, edge
-agents, the
-storage, notification and image-generation configurations for now) is answered
+session token). The signaling channels' WebSocket is served on `/` (`signaling_ws`), and
+their HTTPS operations (`kinesis-video-signaling`) under `/v1/`. A path of the four models
+that Shoal does not serve (edge agents, stream storage, mapped resources) is answered
 UnknownOperationException, so a client learns it at once instead of timing out. Loop-bound;
 one instance per node.
 """
@@ -34,10 +34,12 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import rest_json
 from broker.gateway.services import Receive, Scope, Send
+from broker.gateway.signaling_ws import serve_signaling
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
 from broker.metrics import GatewayProbe
 from broker.video import hls
+from broker.video.channels import SIGNALING_OPERATIONS
 from broker.video.control import VideoControl
 from broker.video.media_chunks import CONTENT_TYPE as MKV_CONTENT_TYPE
 from broker.video.put_media import PutMediaSession
@@ -47,10 +49,12 @@ log = logging.getLogger(__name__)
 
 SIGNING_NAME = "kinesisvideo"
 PUT_MEDIA_PATH = "/putMedia"
+SIGNALING_PATH = "/"  # the WSS endpoint GetSignalingChannelEndpoint returns, with its query
 _MODELS = {
     "kinesisvideo": VideoControl.OPERATIONS,
     "kinesis-video-media": MEDIA_OPERATIONS,
     "kinesis-video-archived-media": ARCHIVED_MEDIA_OPERATIONS,
+    "kinesis-video-signaling": SIGNALING_OPERATIONS,
 }
 
 
@@ -88,11 +92,16 @@ class VideoHttpService:
                 self._routes[path] = (model, operation, operation in served)
 
     def handles(self, method: str, path: str) -> bool:
+        if method == "WEBSOCKET":
+            return path == SIGNALING_PATH
         if method == "GET":
             return path.startswith((hls.PATH_PREFIX, hls.DASH_PATH_PREFIX))
         return method == "POST" and (path in self._routes or path == PUT_MEDIA_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._signaling(scope, receive, send)
+            return
         request_id = str(uuid.uuid4())
         path: str = scope.get("path", "/")
         started = time.perf_counter()
@@ -152,7 +161,7 @@ class VideoHttpService:
         by_name = dict(headers)
         raw: bytes | None = scope.get("raw_path")
         request = HttpRequest(
-            method=scope["method"],
+            method=scope.get("method", "GET"),  # a WebSocket upgrade is a GET
             path=raw.decode("latin-1") if raw else scope.get("path", "/"),
             query_string=scope.get("query_string", b""),
             headers=tuple(headers),
@@ -288,6 +297,23 @@ class VideoHttpService:
         ]
         await _start(send, 200, headers, request_id)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    # --- Signaling channels' WebSocket --------------------------------------------------------
+
+    async def _signaling(self, scope: Scope, receive: Receive, send: Send) -> None:
+        def caller() -> Caller:
+            return self._caller(scope, self._verify(scope, _headers(scope), b""))
+
+        started = time.perf_counter()
+        try:
+            await serve_signaling(
+                scope, receive, send, channels=self._video.control.channels, caller=caller
+            )
+        finally:
+            if self._probe is not None:
+                self._probe.request_finished(
+                    f"{SIGNING_NAME}:SignalingSession", "OK", time.perf_counter() - started
+                )
 
     # --- PutMedia ------------------------------------------------------------------------------
 

@@ -24,7 +24,15 @@ from broker.meta.image import (
     StreamMode,
 )
 from broker.meta.image_codec import dataclass_from_members, to_document
-from broker.meta.video_table import VideoStreamMeta
+from broker.meta.metadata_format import FIRST_FORMAT, command_level, members_after
+from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta
+from broker.queues.state import (
+    CursorAdvance,
+    Redelivery,
+    SettleEntry,
+    Settlement,
+    StartingPosition,
+)
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 
@@ -39,11 +47,24 @@ COMMAND_FORMAT_VERSION = 2
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InitCluster:
-    """Sets the cluster id and the iterator HMAC secret, once; later calls are no-ops."""
+    """Sets the cluster id and the iterator HMAC secret, once; later calls are no-ops. The
+    cluster starts at the first metadata format: every node proposes this at start, before
+    its image shows whether the cluster exists, so it must be readable by every version; the
+    node whose InitCluster created the cluster raises the format next (SetMetadataFormat)."""
 
     now_ms: int
     cluster_id: str
     iterator_secret: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetMetadataFormat:
+    """Raises the cluster's metadata format (`metadata_format.py`); the controller proposes
+    it once every registered node reads `level`. A lower or equal level is a no-op: a level
+    is never lowered."""
+
+    now_ms: int
+    level: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -495,6 +516,59 @@ class UntagVideoStream:
     keys: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetVideoStreamConfiguration:
+    """UpdateNotificationConfiguration (`kind` "notification") or
+    UpdateImageGenerationConfiguration ("image_generation"): the validated configuration as
+    canonical JSON, "" to remove it."""
+
+    now_ms: int
+    arn: str
+    kind: str
+    document: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateSignalingChannel:
+    """Adds `channel` (built whole by the proposer); refused when the account already has a
+    channel of that name in the region, or `channels_max` of them."""
+
+    now_ms: int
+    channel: SignalingChannelMeta
+    channels_max: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteSignalingChannel:
+    now_ms: int
+    arn: str
+    current_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateSignalingChannel:
+    """UpdateSignalingChannel: a new message TTL (None: unchanged) and a new version."""
+
+    now_ms: int
+    arn: str
+    current_version: str
+    new_version: str
+    message_ttl_seconds: int | None
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SetChannelMediaStorage:
+    """UpdateMediaStorageConfiguration: the stream the channel ingests to, and its status.
+    Refused when that stream is gone or keeps no data (NoDataRetentionException)."""
+
+    now_ms: int
+    arn: str
+    stream_arn: str
+    enabled: bool
+
+
+# TagVideoStream and UntagVideoStream tag signaling channels too (by the channel's ARN).
 VideoCommand = (
     CreateVideoStream
     | DeleteVideoStream
@@ -502,14 +576,20 @@ VideoCommand = (
     | UpdateVideoRetention
     | TagVideoStream
     | UntagVideoStream
+    | SetVideoStreamConfiguration
+    | CreateSignalingChannel
+    | DeleteSignalingChannel
+    | UpdateSignalingChannel
+    | SetChannelMediaStorage
 )
 # --- Kinesis Data Analytics applications (issue 12; rules in `broker.analytics.applications`) --
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CreateAnalyticsApplication:
-    """CreateApplication in the caller's account and region. `inputs`, `outputs` and
-    `logging_options` are the request's members as canonical JSON. Result: the Application."""
+    """CreateApplication (either API) in the caller's account and region. `inputs`, `outputs`,
+    `logging_options` and `reference_data_sources` are the request's members as canonical
+    JSON. Result: the Application."""
 
     now_ms: int
     account_id: str
@@ -522,6 +602,12 @@ class CreateAnalyticsApplication:
     logging_options: str
     tags: tuple[tuple[str, str], ...]
     applications_max: int
+    # kinesisanalyticsv2's CreateApplication (defaults: a v1 request, a SQL application).
+    reference_data_sources: str = "[]"
+    runtime: str = "SQL-1_0"
+    service_execution_role: str = ""
+    mode: str = ""
+    configuration: str = "{}"  # a non-SQL application's ApplicationConfiguration
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -738,8 +824,97 @@ StreamFeatureCommand = (
 )
 
 
+# --- Queues (issue 14; rules in broker/queues/state.py, transitions/queues.py) ------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateQueue:
+    """A queue on the live stream incarnation `stream_uid`. Result: the QueueMeta."""
+
+    now_ms: int
+    arn: str
+    queue_id: str
+    name: str
+    account_id: str
+    region: str
+    stream_uid: int
+    starting_position: StartingPosition
+    start_timestamp_ms: int | None
+    visibility_timeout_s: int
+    dead_letter_enabled: bool
+    max_receive_count: int
+    tags: tuple[tuple[str, str], ...] = ()
+    consumers_per_stream_max: int = 20  # shared with enhanced fan-out consumers (AWS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateQueue:
+    """New attributes; None leaves one unchanged. Result: the QueueMeta."""
+
+    now_ms: int
+    arn: str
+    visibility_timeout_s: int | None = None
+    dead_letter_enabled: bool | None = None
+    max_receive_count: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteQueue:
+    now_ms: int
+    arn: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClaimQueueRecords:
+    """One ReceiveQueueRecords (or ReceiveDeadLetterQueueRecords, `dead_letter`): the claims
+    the serving node read and expects to win. Result: the `Delivered` list, in order."""
+
+    now_ms: int
+    arn: str
+    dead_letter: bool
+    advances: tuple[CursorAdvance, ...]
+    redeliveries: tuple[Redelivery, ...]
+    dropped: tuple[str, ...]
+    token_seed: str
+    visibility_ms: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleQueueRecords:
+    """Acknowledge, change visibility or restore a batch of receipt handles. Result:
+    (succeeded handles, failures) as `broker.queues.state.settle` returns them."""
+
+    now_ms: int
+    arn: str
+    settlement: Settlement
+    entries: tuple[SettleEntry, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeQueueTags:
+    """TagResource (`added`) or UntagResource (`removed`) on a queue ARN. Result: QueueMeta."""
+
+    now_ms: int
+    arn: str
+    added: tuple[tuple[str, str], ...] = ()
+    removed: tuple[str, ...] = ()
+    tags_max: int = 50
+
+
+QueueCommand = (
+    CreateQueue
+    | UpdateQueue
+    | DeleteQueue
+    | ClaimQueueRecords
+    | SettleQueueRecords
+    | ChangeQueueTags
+)
+
+
 Command = (
     InitCluster
+    | SetMetadataFormat
     | CreateStream
     | DeleteStream
     | ForgetStream
@@ -763,6 +938,7 @@ Command = (
     | AnalyticsCommand
     | DeliveryStreamCommand
     | StreamFeatureCommand
+    | QueueCommand
 )
 
 
@@ -770,6 +946,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
     for cls in (
         InitCluster,
+        SetMetadataFormat,
         CreateStream,
         DeleteStream,
         ForgetStream,
@@ -807,6 +984,11 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateVideoRetention,
         TagVideoStream,
         UntagVideoStream,
+        SetVideoStreamConfiguration,
+        CreateSignalingChannel,
+        DeleteSignalingChannel,
+        UpdateSignalingChannel,
+        SetChannelMediaStorage,
         CreateAnalyticsApplication,
         ChangeAnalyticsApplication,
         RecordAnalyticsProgress,
@@ -823,6 +1005,12 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateStreamWarmThroughput,
         UpdateRecordDistribution,
         RewrapStreamDataKeys,
+        CreateQueue,
+        UpdateQueue,
+        DeleteQueue,
+        ClaimQueueRecords,
+        SettleQueueRecords,
+        ChangeQueueTags,
     )
 }
 _ENVELOPE_MEMBERS = frozenset({"v", "type"})
@@ -840,6 +1028,18 @@ def encode_command(command: Command) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode(
         "ascii"
     )
+
+
+def required_format(command: Command) -> int:
+    """The lowest metadata format whose binaries decode `command` as `encode_command` writes
+    it: its type's level, or a later member's when that member is not at its default."""
+    name = type(command).__name__
+    level = command_level(name)
+    document = to_document(command, type(command))  # gated members at their default left out
+    for member, member_level in members_after(FIRST_FORMAT, name).items():
+        if isinstance(document, dict) and member in document:
+            level = max(level, member_level)
+    return level
 
 
 def decode_command(data: bytes) -> Command:

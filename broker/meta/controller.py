@@ -47,6 +47,7 @@ from broker.meta.controller_core import (
     FenceNode,
     Outcome,
     Promise,
+    RaiseMetadataFormat,
     RejoiningReplica,
     RemoveAbsentNode,
     ReplicaStatus,
@@ -55,6 +56,7 @@ from broker.meta.controller_core import (
     is_caught_up,
 )
 from broker.meta.image import MetadataImage, NodeState
+from broker.meta.metadata_format import FIRST_FORMAT
 from broker.meta.quorum import QuorumStatistics
 from broker.types import NodeId, Offset, ShardUid
 
@@ -148,6 +150,7 @@ class Controller:
         rejoining: Sequence[RejoiningReplica] = (),
         disk_full: bool = False,
         fenced: Sequence[tuple[ShardUid, int]] = (),
+        metadata_format_max: int = FIRST_FORMAT,
     ) -> bool:
         """Records a node heartbeat at its arrival time; False when this node is not the
         controller (the sender should look up the quorum leader again)."""
@@ -162,6 +165,7 @@ class Controller:
             rejoining=rejoining,
             disk_full=disk_full,
             fenced=fenced,
+            metadata_format_max=metadata_format_max,
         )
         return True
 
@@ -246,6 +250,11 @@ class Controller:
                 log.info("controller_node_unfenced", extra={"node": action.node_id})
                 return await self._set_node_state(
                     action.node_id, NodeState.ACTIVE, action.incarnation
+                )
+            case RaiseMetadataFormat():
+                log.warning("controller_metadata_format_raised", extra={"level": action.level})
+                return await self._propose(
+                    commands.SetMetadataFormat(now_ms=self._clock.wall_ms(), level=action.level)
                 )
             case RemoveAbsentNode():
                 log.warning(

@@ -50,6 +50,11 @@ Decisions, in the order `decide` makes them:
    takes its share of the existing shards, as Redpanda's default node_add balancing does.
 7. Removal: a non-voting node FENCED for `absent_node_replace_after_ms` that holds no replica
    any more is REMOVED from the metadata (if it comes back it registers again, empty).
+8. Metadata format (`metadata_format.py`): once every registered node (REMOVED ones aside)
+   has told this controller, from its current incarnation, that it reads a higher format
+   than the cluster's, the format is raised to the highest all of them read (at most
+   `metadata_format_limit`). A node not heard yet, or a binary that does not say (before the
+   negotiation), holds it: a rolling upgrade raises it when its last node restarts.
 """
 
 from __future__ import annotations
@@ -60,6 +65,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardMeta, ShardState, StreamMeta
+from broker.meta.metadata_format import FIRST_FORMAT, METADATA_FORMAT_MAX
 from broker.meta.placement import NodeLoads, node_loads
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
 
@@ -96,6 +102,9 @@ class ControllerSettings:
     # Replica balancing moves (one shard each: add a replica, catch it up, drop one) in flight
     # at once; each copies a shard's log to another node. 0: no replica balancing.
     replica_moves_max: int = 2
+    # The highest metadata format the controller raises the cluster to; 0: the highest every
+    # node reads. Held lower during an upgrade, a rollback to the older binary stays possible.
+    metadata_format_limit: int = 0
 
     def validate(self) -> None:
         assert self.node_session_timeout_ms > 0
@@ -113,6 +122,9 @@ class ControllerSettings:
             self.absent_node_replace_after_ms > self.node_session_timeout_ms
         ), "a node is replaced only after it was fenced"
         assert self.replica_moves_max >= 0
+        assert self.metadata_format_limit == 0 or (
+            FIRST_FORMAT <= self.metadata_format_limit <= METADATA_FORMAT_MAX
+        ), f"metadata_format_limit: 0 or {FIRST_FORMAT}-{METADATA_FORMAT_MAX}"
 
 
 # --- ReplicaControl: the seam to the shard replicas ----------------------------------------------
@@ -218,7 +230,14 @@ class CompleteReshardAction:
     parents: tuple[SealedParent, ...]
 
 
-NodeAction = FenceNode | UnfenceNode | RemoveAbsentNode
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RaiseMetadataFormat:
+    """SetMetadataFormat(level): every registered node said it reads `level`."""
+
+    level: int
+
+
+NodeAction = FenceNode | UnfenceNode | RemoveAbsentNode | RaiseMetadataFormat
 ShardAction = EpochChange | CompleteReshardAction
 Action = NodeAction | ShardAction
 
@@ -283,6 +302,7 @@ class _Session:
     rejoining: Mapping[ShardUid, RejoiningReplica]
     disk_full: bool = False
     fenced: Mapping[ShardUid, int] = dataclasses.field(default_factory=dict)  # uid -> epoch
+    metadata_format_max: int = FIRST_FORMAT  # the highest its binary reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,11 +363,12 @@ class ControllerCore:
         rejoining: Sequence[RejoiningReplica] = (),
         disk_full: bool = False,
         fenced: Sequence[tuple[ShardUid, int]] = (),
+        metadata_format_max: int = FIRST_FORMAT,
     ) -> None:
         """A node said it is alive, which of its replicas are still rejoining after it lost
-        its disk, and whether it is short of disk space (it then takes no new records, so it
-        should lead nothing). An older incarnation than the one already heard is a stale
-        process (or a delayed message) and is ignored."""
+        its disk, whether it is short of disk space (it then takes no new records, so it
+        should lead nothing), and the highest metadata format it reads. An older incarnation
+        than the one already heard is a stale process (or a delayed message) and is ignored."""
         session = self._sessions.get(node_id)
         if session is not None and incarnation < session.incarnation:
             return
@@ -368,6 +389,7 @@ class ControllerCore:
             or session.rejoining != reported
             or session.disk_full != disk_full
             or session.fenced != fenced_now
+            or session.metadata_format_max != metadata_format_max
         ):
             self._changed = True
         self._sessions[node_id] = _Session(
@@ -377,6 +399,7 @@ class ControllerCore:
             rejoining=reported,
             disk_full=disk_full,
             fenced=fenced_now,
+            metadata_format_max=metadata_format_max,
         )
         self._refused.pop(node_id, None)
 
@@ -504,6 +527,9 @@ class ControllerCore:
         assert now_ms >= self.started_ms
         self._note_registrations(image, now_ms=now_ms)
         actions: list[Action] = list(self._node_actions(image, now_ms=now_ms))
+        raise_format = self._format_action(image)
+        if raise_format is not None and not self._waiting(_FORMAT_KEY, now_ms=now_ms):
+            actions.append(raise_format)
         shard_actions: list[ShardAction] = []
         acted: set[ShardUid] = set()
         budget = self.settings.actions_per_pass_max
@@ -586,6 +612,25 @@ class ControllerCore:
                     and node_id not in _replica_holders(image)
                 ):
                     yield RemoveAbsentNode(node_id=node_id, silent_ms=silent_ms)
+
+    def _format_action(self, image: MetadataImage) -> RaiseMetadataFormat | None:
+        """The highest format every registered node's current incarnation said it reads, if
+        above the cluster's (and within the limit). Silence keeps a node's word: a FENCED
+        node that said so before its pause is the same binary when it comes back; a restart
+        is a new incarnation, which must say it again."""
+        readable = min(
+            self.settings.metadata_format_limit or METADATA_FORMAT_MAX, METADATA_FORMAT_MAX
+        )
+        for node in image.nodes.values():
+            if node.state is NodeState.REMOVED:
+                continue
+            session = self._sessions.get(node.node_id)
+            if session is None or session.incarnation != node.incarnation:
+                return None
+            readable = min(readable, session.metadata_format_max)
+        if readable <= image.metadata_format:
+            return None
+        return RaiseMetadataFormat(level=readable)
 
     def _alive(self, image: MetadataImage, node_id: NodeId, now_ms: int) -> bool:
         """May take a new replica: can lead, and this controller heard this incarnation
@@ -1068,10 +1113,15 @@ def _by_fewest_leaderships(
     return (*first, *(n for n in eligible if n not in first))
 
 
+_FORMAT_KEY = NodeId("")  # the backoff of RaiseMetadataFormat (no node has an empty id)
+
+
 def _action_key(action: Action) -> ShardUid | StreamUid | NodeId:
     match action:
         case FenceNode() | UnfenceNode() | RemoveAbsentNode():
             return action.node_id
+        case RaiseMetadataFormat():
+            return _FORMAT_KEY
         case EpochChange():
             return action.shard.shard_uid
         case CompleteReshardAction():

@@ -4,6 +4,9 @@ A thin wrapper over a MetadataQuorum that puts one deadline on every proposal
 (`limits.metadata_propose_timeout_ms` unless the caller passes another), so no request waits
 on the quorum without bound. It adds no rules: validation happens in `state_machine.apply`
 (against the image at apply time), and an early check in the gateway is only an optimisation.
+One gate of its own: a command the cluster's metadata format cannot carry yet (a feature of a
+newer format during a rolling upgrade, `metadata_format.py`) is refused before it is proposed,
+because a member still on the older version could not decode it.
 
 A node view; call from the event loop that started the quorum.
 """
@@ -15,8 +18,9 @@ from collections.abc import Callable
 
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.commands import Command
+from broker.meta.commands import Command, SetMetadataFormat, required_format
 from broker.meta.image import MetadataImage
+from broker.meta.metadata_format import FIRST_FORMAT
 from broker.meta.quorum import MetadataQuorum
 
 
@@ -34,6 +38,21 @@ class MetadataFrontend:
     async def propose(self, command: Command) -> object:
         """The command's result, or its ShoalError. UNAVAILABLE (no leader, deadline passed)
         is an unknown outcome: the command may still be applied."""
+        image = self._quorum.image()
+        # An image that has not applied InitCluster yet (a node still catching up) does not
+        # know the cluster's format: only the first is safe.
+        active = image.metadata_format if image.cluster_id else FIRST_FORMAT
+        needed = required_format(command)
+        # SetMetadataFormat is the exception: its proposer (the controller, or the node that
+        # just created the cluster) knows that every member reads it.
+        if needed > active and not isinstance(command, SetMetadataFormat):
+            # The level only rises, so a stale image here can only refuse too early.
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"This needs metadata format {needed}; the cluster writes format {active} "
+                "until every node runs a version that reads the newer one (a rolling upgrade "
+                "in progress, or held by metadata_format_limit). Retry once the upgrade is done.",
+            )
         try:
             async with asyncio.timeout(self._propose_timeout_s):
                 return await self._quorum.propose(command)

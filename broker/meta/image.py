@@ -23,7 +23,9 @@ from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
 from broker.meta.capacity_table import CapacityTable
 from broker.meta.delivery_streams import DeliveryStreamMeta
+from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from broker.meta.video_table import VideoTable
+from broker.queues.state import QueueTable
 from broker.streams.account_settings import AccountSettings
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
@@ -221,6 +223,12 @@ class StreamMeta:
     previous_warm_throughput_mibps: int | None = None
     record_distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
 
+    @property
+    def display_name(self) -> str:
+        """The name clients see: `name` is the stream's key in the image, which carries the
+        namespace for streams outside the default one (`broker/streams/namespaces.py`)."""
+        return self.name.rsplit("/", 1)[-1]
+
     def status(self, *, now_ms: int) -> StreamStatus:
         if self.reshard is not None:
             return StreamStatus.UPDATING
@@ -297,6 +305,12 @@ class MetadataImage:
     # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
     # of the key); changed only by the delivery-stream commands.
     delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
+    # The cluster's metadata format (`meta/metadata_format.py`): what every node writes, so
+    # that every member can read it. Set by InitCluster, raised by SetMetadataFormat.
+    metadata_format: int = METADATA_FORMAT_MAX
+    # Kinesis queues and every held record's delivery state (issue 14), keyed by queue ARN;
+    # changed only by the queue commands (`transitions/queues.py`).
+    queues: QueueTable = field(default_factory=QueueTable)
 
     def __hash__(self) -> int:  # dict field: identity is enough, images are never keys
         return id(self)

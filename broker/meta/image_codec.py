@@ -31,17 +31,27 @@ from typing import Any
 
 from broker.consumers import leases
 from broker.consumers.leases import Checkpoint, Lease, LeaseTable
-from broker.meta.image import MetadataImage
+from broker.meta.image import MetadataImage, StreamMeta
+from broker.meta.metadata_format import (
+    FIRST_FORMAT,
+    METADATA_FORMAT_MAX,
+    image_version,
+    members_after,
+)
+from broker.streams.sequence_numbers import api_form, stored_form
 
 # 6: delivery streams (issue 11) and Kinesis Data Analytics applications (issue 12). 5: video
 # streams (issue 13). 4: fan-out consumers, shard loads and scaling events, per-stream limits,
 # account settings, leaders' start times (issues 5 and 6). 3: consumer leases (issue 5). 2:
 # nodes, shard placement and replication factors (issue 4). Version 1 images (issue 2's
 # single-node snapshots) are refused rather than guessed at: their shards have no replicas.
-# Versions 2 to 5 are read as version 6 images whose newer members take their defaults (they
-# are exactly that); an older node refuses a newer image by its version.
-IMAGE_FORMAT_VERSION = 6
-_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, IMAGE_FORMAT_VERSION)
+# Versions 2 to 6 are read as version 7 images whose newer members take their defaults (they
+# are exactly that); an older node refuses a newer image by its version. 7: the cluster's
+# metadata format (`metadata_format.py`), which also decides the version written: 4 at format
+# 1, with none of the members a binary of that format cannot read; 7 at format 2; 8 from
+# format 3 on (streams' data keys, issue 15).
+IMAGE_FORMAT_VERSION = image_version(METADATA_FORMAT_MAX)
+_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, IMAGE_FORMAT_VERSION)
 
 JsonValue = Any  # what json.loads returns; checked member by member while decoding
 
@@ -58,6 +68,23 @@ def _field_types(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
         )
         result.append((field.name, hints[field.name], has_default))
     return tuple(result)
+
+
+@functools.cache
+def _gated_defaults(cls: Any) -> dict[str, Any]:
+    """Members of `cls` first written at a later metadata format, with their defaults. They
+    are left out of an encoding while they hold their default (an absent member reads as its
+    default), so an encoding that uses nothing newer stays readable by the older binaries."""
+    gated = members_after(FIRST_FORMAT, cls.__name__)
+    defaults: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in gated:
+            continue
+        if field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+        else:
+            defaults[field.name] = field.default
+    return defaults
 
 
 def _base_type(tp: Any) -> Any:
@@ -89,7 +116,9 @@ def to_document(value: Any, tp: Any) -> JsonValue:
     if tp is Checkpoint:
         assert isinstance(value, Checkpoint)
         return {
-            "sequence_number": value.sequence_number,
+            # The previous release's 38-digit layout: it applies these commands too during a
+            # rolling upgrade (streams/sequence_numbers.py `stored_form`).
+            "sequence_number": stored_form(value.sequence_number),
             "sub_sequence_number": value.sub_sequence_number,
         }
     if tp is LeaseTable:
@@ -100,9 +129,11 @@ def to_document(value: Any, tp: Any) -> JsonValue:
             for lease in leases.list_leases(value, application=application)
         ]
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        gated = _gated_defaults(tp)
         return {
             name: to_document(getattr(value, name), field_type)
             for name, field_type, _ in _field_types(tp)
+            if name not in gated or getattr(value, name) != gated[name]
         }
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         assert isinstance(value, tp)
@@ -199,7 +230,7 @@ def _checkpoint_from_document(document: JsonValue) -> Checkpoint:
     _expect(document, dict, Checkpoint)
     if set(document) != {"sequence_number", "sub_sequence_number"}:
         raise ValueError(f"expected a checkpoint, got {document!r}")
-    sequence_number = from_document(document["sequence_number"], str)
+    sequence_number = api_form(from_document(document["sequence_number"], str))
     sub_sequence_number = from_document(document["sub_sequence_number"], int)
     return Checkpoint(sequence_number, sub_sequence_number)  # ValueError if not a checkpoint
 
@@ -224,9 +255,23 @@ def _expect(document: JsonValue, json_type: type, tp: Any) -> None:
 
 
 def image_to_document(image: MetadataImage) -> dict[str, JsonValue]:
-    """The image as a JSON object with a format version."""
-    document: dict[str, JsonValue] = {"v": IMAGE_FORMAT_VERSION}
-    document.update(to_document(image, MetadataImage))
+    """The image as a JSON object with a format version: the version of the cluster's metadata
+    format, readable by every binary that reads that format. ValueError if the image holds
+    something that format cannot carry (a command gated by `commands.required_format` got
+    through: a bug)."""
+    level = image.metadata_format
+    document: dict[str, JsonValue] = {"v": image_version(level)}
+    encoded = to_document(image, MetadataImage)
+    assert isinstance(encoded, dict)
+    if level == FIRST_FORMAT:
+        del encoded["metadata_format"]  # implied by the version
+    document.update(encoded)
+    too_new = [m for m in members_after(level, "MetadataImage") if m in encoded]
+    stream_members = members_after(level, StreamMeta.__name__)
+    for name, stream in encoded["streams"].items():
+        too_new.extend(f"streams.{name}.{m}" for m in stream_members if m in stream)
+    if too_new:
+        raise ValueError(f"metadata format {level} cannot carry {sorted(too_new)}")
     return document
 
 
@@ -236,6 +281,13 @@ def image_from_document(document: JsonValue) -> MetadataImage:
         raise ValueError(f"unsupported metadata image format version {version!r}")
     image = dataclass_from_members(document, MetadataImage, skip=frozenset({"v"}))
     assert isinstance(image, MetadataImage)
+    if "metadata_format" not in document:
+        # Up to version 4 the first format; 5 and 6 came from the binaries that wrote the
+        # second format's content before the negotiation existed.
+        level = FIRST_FORMAT if document["v"] <= 4 else 2
+        image = dataclasses.replace(image, metadata_format=level)
+    if image.metadata_format > METADATA_FORMAT_MAX:
+        raise ValueError(f"unsupported metadata format {image.metadata_format}")
     return image
 
 

@@ -1,11 +1,165 @@
 """The cluster's metadata format: which encodings of commands and snapshots the nodes agree on.
 
-One integer for the whole cluster. A binary supports every format up to `METADATA_FORMAT_MAX`
-and writes the one the cluster has activated, so nodes of two versions can share a cluster
-during a rolling upgrade (docs/operations.md "Rolling upgrades"). Pure values; no I/O.
+One integer for the whole cluster, like Kafka's `metadata.version` or Redpanda's feature
+table. A binary reads every format up to `METADATA_FORMAT_MAX`, and writes the one the
+cluster has activated (`MetadataImage.metadata_format`), so nodes of two versions can share a
+cluster during a rolling upgrade: until every member runs a binary that reads the next format,
+the new binaries write the old one (images in the old version, no command or member the old
+binary cannot decode). The controller raises the level once every registered node reported
+that it reads the next one (`controller_core`), as Redpanda's `features_auto_enable` does;
+the `metadata_format_limit` setting holds it lower, to keep a rollback possible. A level is
+never lowered. docs/operations.md "Rolling upgrades".
+
+Pure values; no I/O. `FORMAT_CHANGES` lists, per level, what a binary of the level before
+cannot read: the command types and the members (of commands and image records) first
+written at that level. A member absent from an encoding takes its default, so a new member
+left at its default is simply not written, and costs no level.
 """
 
 from __future__ import annotations
 
-# 1: commands in encoding 2 and images in encoding 4, as written since issue 6.
-METADATA_FORMAT_MAX = 1
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+FIRST_FORMAT = 1  # the format of every cluster from before this negotiation existed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FormatChange:
+    """What level `level` adds to the level before it."""
+
+    level: int
+    image_version: int  # the image format version written at this level
+    commands: frozenset[str]  # command types first written at this level
+    members: Mapping[str, frozenset[str]]  # per class name: members first written here
+    summary: str
+
+
+# Level 1: images in version 4, commands in encoding 2 with the types and members of Shoal
+# before issue 16 (commit 1faf780). Every binary that reads level 2 also reads shard-log batch
+# format 3 (CRC32C, broker/log/records.py): writing it once the cluster is at level 2 is the
+# next use of this negotiation (today `WRITTEN_BATCH_FORMAT_VERSION` is still 2).
+_FIRST_IMAGE_VERSION = 4
+
+FORMAT_CHANGES: tuple[FormatChange, ...] = (
+    FormatChange(
+        level=2,
+        image_version=7,
+        commands=frozenset(
+            {
+                "SetMetadataFormat",
+                # Stream features (issue 14).
+                "PutResourcePolicy",
+                "DeleteResourcePolicy",
+                "SetStreamEncryption",
+                "UpdateStreamWarmThroughput",
+                "UpdateRecordDistribution",
+                # Video streams (issue 13).
+                "CreateVideoStream",
+                "DeleteVideoStream",
+                "UpdateVideoStream",
+                "UpdateVideoRetention",
+                "TagVideoStream",
+                "UntagVideoStream",
+                # SQL applications (issue 12).
+                "CreateAnalyticsApplication",
+                "ChangeAnalyticsApplication",
+                "RecordAnalyticsProgress",
+                # Delivery streams (issue 11).
+                "CreateDeliveryStream",
+                "ActivateDeliveryStream",
+                "ChangeDeliveryStreamTags",
+                "DeleteDeliveryStream",
+                "ForgetDeliveryStream",
+                "SetDeliveryStreamEncryption",
+                "UpdateDeliveryStreamDestination",
+                # Video configurations and signaling channels (issue 13).
+                "SetVideoStreamConfiguration",
+                "CreateSignalingChannel",
+                "DeleteSignalingChannel",
+                "UpdateSignalingChannel",
+                "SetChannelMediaStorage",
+                # Kinesis queues (issue 14).
+                "CreateQueue",
+                "UpdateQueue",
+                "DeleteQueue",
+                "ClaimQueueRecords",
+                "SettleQueueRecords",
+                "ChangeQueueTags",
+            }
+        ),
+        members={
+            "CreateStream": frozenset({"record_distribution", "warm_throughput_mibps"}),
+            # (and `metadata_format` itself, written from level 2 on: image_codec)
+            "MetadataImage": frozenset({"video", "analytics", "delivery_streams", "queues"}),
+            "StreamMeta": frozenset(
+                {
+                    "resource_policy",
+                    "consumer_policies",
+                    "encryption_type",
+                    "key_id",
+                    "warm_throughput_mibps",
+                    "previous_warm_throughput_mibps",
+                    "record_distribution",
+                }
+            ),
+        },
+        summary="video streams and signaling channels, SQL applications, delivery streams, "
+        "Kinesis queues, stream resource policies, encryption, warm throughput and record "
+        "distribution",
+    ),
+    FormatChange(
+        level=3,
+        image_version=8,
+        commands=frozenset(
+            {
+                # Encryption at rest (issue 15): a master-key rotation re-wraps data keys.
+                "RewrapStreamDataKeys",
+            }
+        ),
+        members={
+            # StartStreamEncryption's data key, and the stream's wrapped data keys.
+            "SetStreamEncryption": frozenset({"data_key"}),
+            "StreamMeta": frozenset({"data_keys"}),
+        },
+        summary="encryption at rest: streams' wrapped data keys",
+    ),
+)
+
+METADATA_FORMAT_MAX = FORMAT_CHANGES[-1].level
+
+
+def validate_level(level: int) -> None:
+    if not FIRST_FORMAT <= level <= METADATA_FORMAT_MAX:
+        raise ValueError(
+            f"metadata format {level} is not one this version reads "
+            f"({FIRST_FORMAT}-{METADATA_FORMAT_MAX})"
+        )
+
+
+def image_version(level: int) -> int:
+    """The image format version written at `level`."""
+    validate_level(level)
+    written = _FIRST_IMAGE_VERSION
+    for change in FORMAT_CHANGES:
+        if change.level <= level:
+            written = change.image_version
+    return written
+
+
+def command_level(type_name: str) -> int:
+    """The lowest level whose members can decode a command of this type."""
+    for change in FORMAT_CHANGES:
+        if type_name in change.commands:
+            return change.level
+    return FIRST_FORMAT
+
+
+def members_after(level: int, type_name: str) -> Mapping[str, int]:
+    """Members of `type_name` that a binary of `level` cannot decode, with their level."""
+    return {
+        member: change.level
+        for change in FORMAT_CHANGES
+        if change.level > level
+        for member in change.members.get(type_name, ())
+    }

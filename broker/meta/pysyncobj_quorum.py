@@ -626,7 +626,7 @@ class _MetadataSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj ships no typ
         self.shoal_partners: tuple[str, ...] = tuple(sorted(p for p in peers if p != self_address))
         # A voter that starts with no journal and no snapshot (a replaced disk, or a new
         # cluster) votes only for empty logs until it has applied what a leader had committed
-        # (`_SyncObj__onMessageReceived`).
+        # (`_SyncObj__onMessageReceived`) or was elected itself (`_shoal_run_tick_work`).
         self._shoal_blank = blank
         self._shoal_catch_up_to: int | None = None
         self._shoal_withheld_term = -1
@@ -674,6 +674,17 @@ class _MetadataSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj ships no typ
         if self._shoal_blank and target is not None and self.raftLastApplied >= target:
             self._shoal_blank = False
             log.info("raft_voter_caught_up", extra={"applied": self.raftLastApplied})
+        elif self._shoal_blank and self._isLeader():
+            # Elected: a majority found its log at least as complete as theirs, so it holds
+            # every committed entry (Raft's election restriction; a blank voter with an empty
+            # log only wins in a new cluster). A voter that formed the cluster as its first
+            # leader receives no append_entries, and without this stayed blank for good: once
+            # it lost the leadership it withheld its vote from every candidate, and with one
+            # other voter down no leader could be elected again (issue 20's fencing stall).
+            self._shoal_blank = False
+            log.info(
+                "raft_voter_caught_up", extra={"applied": self.raftLastApplied, "elected": True}
+            )
         while True:
             try:
                 work = self._shoal_tick_work.get_nowait()

@@ -39,19 +39,25 @@ from broker.meta.commands import (
     ChangeAnalyticsApplication,
     ChangeConsumerTags,
     ChangeDeliveryStreamTags,
+    ChangeQueueTags,
     ChangeRetention,
     CheckpointLeaseCommand,
+    ClaimQueueRecords,
     Command,
     CompleteReshard,
     CreateAnalyticsApplication,
     CreateDeliveryStream,
     CreateLeasesCommand,
+    CreateQueue,
+    CreateSignalingChannel,
     CreateStream,
     CreateVideoStream,
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
+    DeleteQueue,
     DeleteResourcePolicy,
+    DeleteSignalingChannel,
     DeleteStream,
     DeleteVideoStream,
     DeregisterStreamConsumer,
@@ -69,11 +75,15 @@ from broker.meta.commands import (
     RenewLeaseCommand,
     ReportShardLoads,
     RewrapStreamDataKeys,
+    SetChannelMediaStorage,
     SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
+    SetMetadataFormat,
     SetNodeState,
     SetShardLeader,
     SetStreamEncryption,
+    SettleQueueRecords,
+    SetVideoStreamConfiguration,
     StealLeaseCommand,
     TagVideoStream,
     TakeLeaseCommand,
@@ -82,7 +92,9 @@ from broker.meta.commands import (
     UpdateAccountSettings,
     UpdateDeliveryStreamDestination,
     UpdateMaxRecordSize,
+    UpdateQueue,
     UpdateRecordDistribution,
+    UpdateSignalingChannel,
     UpdateStreamLimits,
     UpdateStreamMode,
     UpdateStreamWarmThroughput,
@@ -95,7 +107,9 @@ from broker.meta.transitions import (
     analytics_applications,
     delivery_streams,
     nodes,
+    queues,
     reshards,
+    signaling_channels,
     stream_consumers,
     stream_features,
     stream_lifecycle,
@@ -135,6 +149,8 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
     match command:
         case InitCluster():
             return stream_lifecycle.init_cluster(image, command)
+        case SetMetadataFormat():
+            return stream_lifecycle.set_metadata_format(image, command)
         case CreateStream():
             return stream_lifecycle.create_stream(image, command)
         case DeleteStream():
@@ -214,6 +230,16 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return video_streams.tag(image, command)
         case UntagVideoStream():
             return video_streams.untag(image, command)
+        case SetVideoStreamConfiguration():
+            return signaling_channels.set_stream_configuration(image, command)
+        case CreateSignalingChannel():
+            return signaling_channels.create(image, command)
+        case DeleteSignalingChannel():
+            return signaling_channels.delete(image, command)
+        case UpdateSignalingChannel():
+            return signaling_channels.update(image, command)
+        case SetChannelMediaStorage():
+            return signaling_channels.set_media_storage(image, command)
         case CreateAnalyticsApplication():
             return analytics_applications.create_application(image, command)
         case ChangeAnalyticsApplication():
@@ -234,5 +260,17 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return delivery_streams.change_tags(image, command)
         case SetDeliveryStreamEncryption():
             return delivery_streams.set_encryption(image, command)
+        case CreateQueue():
+            return queues.create(image, command)
+        case UpdateQueue():
+            return queues.update(image, command)
+        case DeleteQueue():
+            return queues.delete(image, command)
+        case ClaimQueueRecords():
+            return queues.claim(image, command)
+        case SettleQueueRecords():
+            return queues.settle(image, command)
+        case ChangeQueueTags():
+            return queues.change_tags(image, command)
         case _:
             assert_never(command)

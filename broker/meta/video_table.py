@@ -40,6 +40,42 @@ class VideoStreamMeta:
     # update); ACTIVE afterwards.
     transient_status: VideoStreamStatus | None = None
     status_until_ms: int = 0
+    # UpdateNotificationConfiguration / UpdateImageGenerationConfiguration: the validated
+    # configuration as canonical JSON (the model's shape), "" for none.
+    notification_json: str = ""
+    image_generation_json: str = ""
+
+    def status(self, *, now_ms: int) -> VideoStreamStatus:
+        if self.transient_status is not None and now_ms < self.status_until_ms:
+            return self.transient_status
+        return VideoStreamStatus.ACTIVE
+
+    def belongs_to(self, account_id: str, region: str) -> bool:
+        return self.account_id == account_id and self.region == region
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignalingChannelMeta:
+    """A WebRTC signaling channel (CreateSignalingChannel), known by its ARN
+    `arn:aws:kinesisvideo:<region>:<account>:channel/<name>/<creation ms>`. Its live sessions
+    (the connected master and viewers) are not metadata: they are held by the channel's home
+    node (`broker.video.signaling`)."""
+
+    arn: str
+    name: str
+    account_id: str
+    region: str
+    created_ms: int
+    version: str
+    channel_type: str  # SINGLE_MASTER (the only type the model lets a caller create)
+    message_ttl_seconds: int  # how long an undelivered message waits for its recipient
+    tags: tuple[tuple[str, str], ...] = ()  # sorted by key
+    transient_status: VideoStreamStatus | None = None
+    status_until_ms: int = 0
+    # UpdateMediaStorageConfiguration: the stream the channel's media is ingested to ("" for
+    # none) and whether ingestion is ENABLED.
+    media_storage_stream_arn: str = ""
+    media_storage_enabled: bool = False
 
     def status(self, *, now_ms: int) -> VideoStreamStatus:
         if self.transient_status is not None and now_ms < self.status_until_ms:
@@ -52,9 +88,10 @@ class VideoStreamMeta:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VideoTable:
-    """Every video stream of every account and region, by ARN."""
+    """Every video stream and signaling channel of every account and region, by ARN."""
 
     streams: dict[str, VideoStreamMeta] = field(default_factory=dict)
+    channels: dict[str, SignalingChannelMeta] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # dict field: identity is enough, tables are never keys
         return id(self)
@@ -87,3 +124,36 @@ class VideoTable:
         streams = dict(self.streams)
         del streams[arn]
         return dataclasses.replace(self, streams=streams)
+
+    # --- Signaling channels ------------------------------------------------------------------
+
+    def channel_by_arn(self, arn: str) -> SignalingChannelMeta | None:
+        return self.channels.get(arn)
+
+    def channel_by_name(
+        self, account_id: str, region: str, name: str
+    ) -> SignalingChannelMeta | None:
+        for meta in self.channels.values():
+            if meta.name == name and meta.belongs_to(account_id, region):
+                return meta
+        return None
+
+    def listed_channels(self, account_id: str, region: str) -> list[SignalingChannelMeta]:
+        """The account's channels in the region, sorted by name (ListSignalingChannels)."""
+        return sorted(
+            (m for m in self.channels.values() if m.belongs_to(account_id, region)),
+            key=lambda meta: meta.name,
+        )
+
+    def channel_count(self, account_id: str, region: str) -> int:
+        return sum(1 for m in self.channels.values() if m.belongs_to(account_id, region))
+
+    def with_channel(self, meta: SignalingChannelMeta) -> VideoTable:
+        channels = dict(self.channels)
+        channels[meta.arn] = meta
+        return dataclasses.replace(self, channels=channels)
+
+    def without_channel(self, arn: str) -> VideoTable:
+        channels = dict(self.channels)
+        del channels[arn]
+        return dataclasses.replace(self, channels=channels)

@@ -156,6 +156,7 @@ async def send_heartbeat(
     rejoining: Sequence[RejoiningReplica] = (),
     disk_full: bool = False,
     fenced: Sequence[tuple[ShardUid, int]] = (),
+    metadata_format_max: int,
     timeout_ms: int,
 ) -> pb.HeartbeatResponse:
     call = unary(channels.get(address), NODE_SERVICE, "Heartbeat", pb.HeartbeatResponse)
@@ -172,6 +173,7 @@ async def send_heartbeat(
                 ],
                 disk_full=disk_full,
                 fenced=[pb.FencedLeadership(shard_uid=u, epoch=e) for u, e in fenced],
+                metadata_format_max=metadata_format_max,
             ),
             timeout=timeout_ms / 1000,
         )

@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
 from broker.crypto.master_keys import MasterKeys
@@ -26,7 +28,16 @@ from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, ShardMeta, StreamMeta, StreamStatus
 from broker.service.shards import ShardClient
 from broker.service.throughput import Throttles
+from broker.streams import namespaces
+from broker.streams.namespaces import Namespace
 from broker.streams.throttling import ThroughputLimits
+
+# The caller of the operation this task runs (set by `KinesisService.call` around each call):
+# the namespace (account, region) its stream names resolve in. Unset for the node's own calls,
+# which act in the default namespace.
+CURRENT_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "shoal_caller", default=None
+)
 
 
 def shard_throttles(
@@ -77,23 +88,57 @@ class ServiceContext:
     def image(self) -> MetadataImage:
         return self.metadata.image()
 
+    def default_namespace(self) -> Namespace:
+        """The node's configured account and region: where bare stream keys live."""
+        return Namespace(account_id=self.config.account_id, region=self.config.region)
+
+    def namespace(self) -> Namespace:
+        """The namespace the current caller acts in (its account, the region it addressed)."""
+        caller = CURRENT_CALLER.get()
+        if caller is None:
+            return self.default_namespace()
+        return Namespace(account_id=caller.account_id, region=caller.region)
+
+    def stream_key(self, name: str) -> str:
+        """The metadata key of the stream `name` in the caller's namespace. A key already (a
+        name resolved earlier in this call, passed back in) is kept: clients cannot send one,
+        the model's name pattern has no "/"."""
+        if namespaces.is_stream_key(name):
+            return name
+        return namespaces.stream_key(name, self.namespace(), default=self.default_namespace())
+
+    def stream_arn(self, name: str) -> str:
+        """The ARN of the stream `name` (or key) in its namespace."""
+        if namespaces.is_stream_key(name):
+            namespace = namespaces.namespace_of(name, default=self.default_namespace())
+            return namespaces.stream_arn(namespaces.name_of(name), namespace)
+        return namespaces.stream_arn(name, self.namespace())
+
+    def in_callers_namespace(self, key: str) -> bool:
+        default = self.default_namespace()
+        return namespaces.namespace_of(key, default=default) == self.namespace()
+
     def account_phrase(self) -> str:
-        return f"under account {self.config.account_id}"
+        return f"under account {self.namespace().account_id}"
 
     def stream_not_found(self, name: str) -> ShoalError:
         return ShoalError(
-            ErrorCode.RESOURCE_NOT_FOUND, stream_not_found(name, self.config.account_id)
+            ErrorCode.RESOURCE_NOT_FOUND,
+            stream_not_found(namespaces.name_of(name), self.namespace().account_id),
         )
 
     def stream_name_from_arn(self, arn: str) -> str:
-        """The stream name in a stream ARN of this region and account."""
+        """The stream key a stream ARN names, when it is of the caller's region and account;
+        ResourceNotFound for another's (as if it did not exist: nothing about another account's
+        streams shows)."""
         match = _STREAM_ARN.fullmatch(arn)
         if match is None:
             raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid StreamARN {arn}.")
         region, account, name = match.groups()
-        if region != self.config.region or account != self.config.account_id:
+        namespace = self.namespace()
+        if region != namespace.region or account != namespace.account_id or "/" in name:
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
-        return name
+        return self.stream_key(name)
 
     def required_stream_arn(self, request: Mapping[str, Any]) -> str:
         """StreamARN of an operation that names its stream by ARN only (the model leaves it
@@ -105,12 +150,13 @@ class ServiceContext:
         return arn
 
     def requested_stream_name(self, request: Mapping[str, Any]) -> str:
-        """StreamName or StreamARN (AWS accepts either; both must then agree)."""
+        """The stream key StreamName or StreamARN names in the caller's namespace (AWS accepts
+        either; both must then agree)."""
         name = request.get("StreamName")
         arn = request.get("StreamARN")
         if arn is not None:
             from_arn = self.stream_name_from_arn(arn)
-            if name is not None and name != from_arn:
+            if name is not None and self.stream_key(name) != from_arn:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
                     f"StreamName {name} does not match the stream in StreamARN {arn}.",
@@ -119,7 +165,7 @@ class ServiceContext:
         if name is None:
             raise ShoalError(ErrorCode.VALIDATION, STREAM_NAME_OR_ARN)
         assert isinstance(name, str)
-        return name
+        return self.stream_key(name)
 
     def stream_for(self, request: Mapping[str, Any]) -> StreamMeta:
         """The live stream a request names, in any status but gone."""
@@ -140,12 +186,12 @@ class ServiceContext:
     def shard_for(self, stream: StreamMeta, shard_id: str) -> ShardMeta:
         """The shard a caller's shard id names, in the forms AWS accepts: `shardId-<n>`, or
         any text whose part after the last dash (or the whole) is the shard number."""
-        account = self.config.account_id
+        account = self.namespace().account_id
         index = shard_index_of(shard_id)
         if index is None:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                shard_id_not_understood(shard_id, stream.name, account),
+                shard_id_not_understood(shard_id, stream.display_name, account),
             )
         shard = stream.shard_by_index(index)
         expired = shard is not None and shard.is_expired(
@@ -154,7 +200,7 @@ class ServiceContext:
         if shard is None or expired:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                shard_not_found(f"shardId-{index:012d}", stream.name, account),
+                shard_not_found(f"shardId-{index:012d}", stream.display_name, account),
             )
         return shard
 

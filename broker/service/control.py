@@ -17,6 +17,7 @@ from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, Stream
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
+from broker.streams import namespaces, tag_rules
 from broker.streams.internal_names import is_internal
 from broker.streams.shard_listing import list_shards_filtered
 from broker.timestamps import ms_from_datetime
@@ -43,12 +44,19 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             ErrorCode.INVALID_ARGUMENT,
             f"A stream cannot have more than {limits.tags_per_stream_max} tags.",
         )
-    name = request["StreamName"]
+    display_name = request["StreamName"]
+    tag_rules.check_tag_characters(
+        [*tags, *tags.values()],
+        verb=tag_rules.ADD,
+        stream_name=display_name,
+        account_id=ctx.config.account_id,
+    )
+    name = ctx.stream_key(display_name)  # in the caller's account and region
     await ctx.metadata.propose(
         commands.CreateStream(
             now_ms=ctx.now_ms(),
             name=name,
-            arn=ctx.config.stream_arn(name),
+            arn=ctx.stream_arn(name),
             shard_count=shard_count,
             mode=mode,
             retention_hours=limits.retention_hours_default,
@@ -126,25 +134,28 @@ async def list_streams(ctx: ServiceContext, request: Request) -> Response:
     if token is not None:
         payload = decode_token(token, secret=image.iterator_secret, now_ms=now_ms, expires=False)
         start_after = payload.get("after")
-    names = sorted(
-        name
-        for name, meta in image.streams.items()
-        if not meta.is_gone(now_ms=now_ms) and not is_internal(name)
+    # One region of one account: the caller's (streams/namespaces.py), by name.
+    streams = sorted(
+        (meta.display_name, key)
+        for key, meta in image.streams.items()
+        if not meta.is_gone(now_ms=now_ms)
+        and not is_internal(key)
+        and ctx.in_callers_namespace(key)
     )
     if start_after is not None:
-        names = [name for name in names if name > start_after]
-    page = names[:limit]
-    has_more = len(names) > limit
+        streams = [(name, key) for name, key in streams if name > start_after]
+    page = streams[:limit]
+    has_more = len(streams) > limit
     response: Response = {
-        "StreamNames": page,
+        "StreamNames": [name for name, _ in page],
         "HasMoreStreams": has_more,
         "StreamSummaries": [
-            describe.stream_summary_shape(image.streams[name], now_ms=now_ms) for name in page
+            describe.stream_summary_shape(image.streams[key], now_ms=now_ms) for _, key in page
         ],
     }
     if has_more:
         response["NextToken"] = encode_token(
-            {"after": page[-1]}, issued_ms=now_ms, secret=image.iterator_secret
+            {"after": page[-1][0]}, issued_ms=now_ms, secret=image.iterator_secret
         )
     return response
 
@@ -163,7 +174,11 @@ async def list_shards(ctx: ServiceContext, request: Request) -> Response:
             )
         payload = decode_token(token, secret=image.iterator_secret, now_ms=now_ms, expires=True)
         stream = image.stream_by_uid(payload["stream_uid"])
-        if stream is None or stream.is_gone(now_ms=now_ms):
+        if (
+            stream is None
+            or stream.is_gone(now_ms=now_ms)
+            or not ctx.in_callers_namespace(stream.name)
+        ):
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, "The stream of NextToken is gone.")
         start_after = payload["after"]
         shard_filter = payload.get("filter")
@@ -228,7 +243,20 @@ async def change_retention(ctx: ServiceContext, request: Request, *, increase: b
     return {}
 
 
+def _require_stream(ctx: ServiceContext, name: str) -> None:
+    """Not-found before any tag check, as AWS reports it (the transition checks again)."""
+    if ctx.image().stream(name, now_ms=ctx.now_ms()) is None:
+        raise ctx.stream_not_found(name)
+
+
 async def add_tags(ctx: ServiceContext, name: str, tags: Mapping[str, str]) -> Response:
+    _require_stream(ctx, name)
+    tag_rules.check_tag_characters(
+        [*tags, *tags.values()],
+        verb=tag_rules.ADD,
+        stream_name=name,
+        account_id=ctx.config.account_id,
+    )
     if len(tags) > limits.tags_per_call_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
@@ -241,6 +269,10 @@ async def add_tags(ctx: ServiceContext, name: str, tags: Mapping[str, str]) -> R
 
 
 async def remove_tags(ctx: ServiceContext, name: str, keys: list[str]) -> Response:
+    _require_stream(ctx, name)
+    tag_rules.check_tag_characters(
+        keys, verb=tag_rules.REMOVE, stream_name=name, account_id=ctx.config.account_id
+    )
     await ctx.metadata.propose(
         commands.RemoveTags(now_ms=ctx.now_ms(), name=name, keys=tuple(keys))
     )
@@ -283,8 +315,8 @@ async def set_enhanced_monitoring(
     if ctx.shards.meter is not None:  # other nodes follow at their next housekeeping pass
         ctx.shards.meter.probe.enhanced_monitoring_changed(name, desired)
     return {
-        "StreamName": name,
-        "StreamARN": ctx.config.stream_arn(name),
+        "StreamName": namespaces.name_of(name),
+        "StreamARN": ctx.stream_arn(name),
         "CurrentShardLevelMetrics": list(current),
         "DesiredShardLevelMetrics": list(desired),
     }

@@ -79,7 +79,7 @@ def stream_mode_shape(stream: StreamMeta) -> dict[str, str]:
 def stream_summary_shape(stream: StreamMeta, *, now_ms: int) -> dict[str, Any]:
     """A ListStreams StreamSummaries entry."""
     return {
-        "StreamName": stream.name,
+        "StreamName": stream.display_name,
         "StreamARN": stream.arn,
         "StreamStatus": stream.status(now_ms=now_ms).value,
         "StreamModeDetails": stream_mode_shape(stream),
@@ -107,7 +107,7 @@ def warm_throughput_shape(stream: StreamMeta, *, now_ms: int) -> dict[str, int] 
 
 def stream_description_summary_shape(stream: StreamMeta, *, now_ms: int) -> dict[str, Any]:
     summary: dict[str, Any] = {
-        "StreamName": stream.name,
+        "StreamName": stream.display_name,
         "StreamARN": stream.arn,
         "StreamStatus": stream.status(now_ms=now_ms).value,
         "StreamModeDetails": stream_mode_shape(stream),
@@ -131,7 +131,7 @@ def stream_description_shape(
     stream: StreamMeta, *, shards: list[ShardMeta], has_more_shards: bool, now_ms: int
 ) -> dict[str, Any]:
     return {
-        "StreamName": stream.name,
+        "StreamName": stream.display_name,
         "StreamARN": stream.arn,
         "StreamStatus": stream.status(now_ms=now_ms).value,
         "StreamModeDetails": stream_mode_shape(stream),

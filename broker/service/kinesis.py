@@ -8,8 +8,9 @@ from typing import Any
 
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
+from broker.queues.operations import QueueOperations
 from broker.service import account, control, reshard, stream_consumers, stream_features
-from broker.service.context import ServiceContext
+from broker.service.context import CURRENT_CALLER, ServiceContext
 from broker.service.records import RecordsApi
 from broker.service.subscriptions import Subscriptions
 from broker.streams.internal_names import INTERNAL_PREFIX, is_internal
@@ -20,6 +21,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 _STREAM_NAMING_MEMBERS = ("StreamName", "StreamARN", "ConsumerARN", "ResourceARN")
 _STREAM_IN_ARN = re.compile(r":stream/([^/]+)")
+_QUEUE_ARN = re.compile(r"arn:aws[\w-]*:kinesis:[\w-]+:\d{12}:queue/\S+")
 
 
 class KinesisService:
@@ -92,6 +94,16 @@ class KinesisService:
                 stream_features.update_record_distribution(ctx, r)
             ),
         }
+        # Queues (broker/queues/): records delivered one by one with acknowledgements. The
+        # tagging operations take a queue ARN as well as a stream's or a consumer's.
+        queues = QueueOperations(ctx)
+        self._handlers.update(queues.handlers())
+        for operation, on_queue in (
+            ("TagResource", queues.tag_queue),
+            ("UntagResource", queues.untag_queue),
+            ("ListTagsForResource", queues.list_queue_tags),
+        ):
+            self._handlers[operation] = _queue_or(on_queue, self._handlers[operation])
 
     @property
     def operations(self) -> frozenset[str]:
@@ -103,12 +115,16 @@ class KinesisService:
         """Run one validated operation. Raises ShoalError for every client-visible failure.
         `caller` is the doors' `Caller`, None (or a Caller with door "internal") for the
         node's own calls: only those may name an internal stream (`streams.internal_names`).
-        Otherwise it is not consulted yet: every stream lives in the node's configured region
-        and account."""
+        Its account and region are the namespace stream names resolve in
+        (`streams/namespaces.py`; `ServiceContext.namespace`)."""
         handler = self._handlers[operation]
         if caller is not None and caller.door != "internal":
             self._refuse_internal_streams(operation, request)
-        return await handler(request)
+        token = CURRENT_CALLER.set(caller)
+        try:
+            return await handler(request)
+        finally:
+            CURRENT_CALLER.reset(token)
 
     def _refuse_internal_streams(self, operation: str, request: Request) -> None:
         """An outside caller naming an internal stream (by name or in any ARN) is answered as
@@ -126,6 +142,17 @@ class KinesisService:
                     f"Stream names starting with {INTERNAL_PREFIX} are reserved by Shoal.",
                 )
             raise self.ctx.stream_not_found(name)
+
+
+def _queue_or(on_queue: Handler, otherwise: Handler) -> Handler:
+    """`on_queue` for a request whose ResourceARN names a queue, `otherwise` for the rest."""
+
+    async def handle(request: Request) -> Response:
+        if _QUEUE_ARN.fullmatch(str(request.get("ResourceARN", ""))):
+            return await on_queue(request)
+        return await otherwise(request)
+
+    return handle
 
 
 def _stream_in_arn(arn: str) -> str | None:

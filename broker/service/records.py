@@ -256,7 +256,9 @@ def _settle(
         admitted = [e for i, e in enumerate(items) if i not in throttled]
         for i in outcome.throttled:
             results[items[i].position] = rate_exceeded(
-                shard_id=shard.shard_id, stream_name=stream.name, account_id=ctx.config.account_id
+                shard_id=shard.shard_id,
+                stream_name=stream.display_name,
+                account_id=ctx.namespace().account_id,
             )
     if not admitted:
         return
@@ -399,7 +401,9 @@ class RecordsApi:
         offset = None
         if number is not None:
             # Checked before the shard is asked, so a bad number is an error even when throttled.
-            offset = offset_for_sequence_number(number, shard=shard, stream_name=stream.name)
+            offset = offset_for_sequence_number(
+                number, shard=shard, stream_name=stream.display_name
+            )
         positions = await self._read_shard(
             stream,
             shard,
@@ -427,8 +431,8 @@ class RecordsApi:
             )
             raise message(
                 shard_id=shard.shard_id,
-                stream_name=stream.name,
-                account_id=self._ctx.config.account_id,
+                stream_name=stream.display_name,
+                account_id=self._ctx.namespace().account_id,
             )
         return result
 
@@ -440,6 +444,8 @@ class RecordsApi:
             request["ShardIterator"], secret=image.iterator_secret, now_ms=now_ms
         )
         stream = image.stream_by_uid(StreamUid(position.stream_uid))
+        if stream is not None and not ctx.in_callers_namespace(stream.name):
+            stream = None  # another account's or region's stream: as if it did not exist
         shard = stream.shard_by_index(position.shard_index) if stream is not None else None
         if stream is None or shard is None or shard.uid != position.shard_uid:
             raise ShoalError(

@@ -88,7 +88,7 @@ async def update_shard_count(ctx: ServiceContext, request: Request) -> Response:
         ),
     )
     return {
-        "StreamName": stream.name,
+        "StreamName": stream.display_name,
         "StreamARN": stream.arn,
         "CurrentShardCount": current,
         "TargetShardCount": target,

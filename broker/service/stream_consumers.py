@@ -19,6 +19,7 @@ from broker.meta.image import StreamMeta
 from broker.service import control
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
+from broker.streams import tag_rules
 from broker.timestamps import datetime_from_ms, ms_from_datetime
 
 Request = Mapping[str, Any]
@@ -107,7 +108,7 @@ def find_consumer(ctx: ServiceContext, request: Request) -> StreamConsumer:
     stream = _stream_of_arn(ctx, stream_arn)
     consumer = consumers.by_name(stream.uid, name, now_ms=now_ms)
     if consumer is None:
-        raise _consumer_not_found(f"{name} under stream {stream.name}")
+        raise _consumer_not_found(f"{name} under stream {stream.display_name}")
     return consumer
 
 
@@ -184,11 +185,26 @@ async def list_stream_consumers(ctx: ServiceContext, request: Request) -> Respon
 # AWS. These three route a consumer ARN here and a stream ARN to `control` as before.
 
 
+def _check_consumer_tags(
+    ctx: ServiceContext, consumer_arn: str, texts: list[str], *, verb: str
+) -> None:
+    parts = parse_consumer_arn(consumer_arn)
+    assert parts is not None
+    tag_rules.check_tag_characters(
+        texts,
+        verb=verb,
+        stream_name=ctx.stream_name_from_arn(parts.stream_arn),
+        account_id=ctx.config.account_id,
+    )
+
+
 async def tag_resource(ctx: ServiceContext, request: Request) -> Response:
     arn = request["ResourceARN"]
     if parse_consumer_arn(arn) is None:
         return await control.add_tags(ctx, ctx.stream_name_from_arn(arn), request["Tags"])
     tags = request["Tags"]
+    consumer_arn = _checked_consumer_arn(ctx, arn)
+    _check_consumer_tags(ctx, consumer_arn, [*tags, *tags.values()], verb=tag_rules.ADD)
     if len(tags) > limits.tags_per_call_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
@@ -197,7 +213,7 @@ async def tag_resource(ctx: ServiceContext, request: Request) -> Response:
     await ctx.metadata.propose(
         commands.ChangeConsumerTags(
             now_ms=ctx.now_ms(),
-            consumer_arn=_checked_consumer_arn(ctx, arn),
+            consumer_arn=consumer_arn,
             added=tuple(sorted(tags.items())),
         )
     )
@@ -208,10 +224,12 @@ async def untag_resource(ctx: ServiceContext, request: Request) -> Response:
     arn = request["ResourceARN"]
     if parse_consumer_arn(arn) is None:
         return await control.remove_tags(ctx, ctx.stream_name_from_arn(arn), request["TagKeys"])
+    consumer_arn = _checked_consumer_arn(ctx, arn)
+    _check_consumer_tags(ctx, consumer_arn, request["TagKeys"], verb=tag_rules.REMOVE)
     await ctx.metadata.propose(
         commands.ChangeConsumerTags(
             now_ms=ctx.now_ms(),
-            consumer_arn=_checked_consumer_arn(ctx, arn),
+            consumer_arn=consumer_arn,
             removed=tuple(request["TagKeys"]),
         )
     )

@@ -132,7 +132,8 @@ async def stop_stream_encryption(ctx: ServiceContext, request: Request) -> Respo
     key_id: str = request["KeyId"]
     if stream.encryption_type == "KMS" and stream.key_id != key_id:
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, error_messages.encryption_key_mismatch(key_id, stream.name)
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.encryption_key_mismatch(key_id, stream.display_name),
         )
     await ctx.metadata.propose(
         commands.SetStreamEncryption(
@@ -161,7 +162,7 @@ async def update_stream_warm_throughput(ctx: ServiceContext, request: Request) -
     warm: dict[str, int] = {"TargetMiBps": request["WarmThroughputMiBps"]}
     if result.previous_warm_throughput_mibps is not None:
         warm["CurrentMiBps"] = result.previous_warm_throughput_mibps
-    return {"StreamARN": result.arn, "StreamName": result.name, "WarmThroughput": warm}
+    return {"StreamARN": result.arn, "StreamName": result.display_name, "WarmThroughput": warm}
 
 
 async def update_record_distribution(ctx: ServiceContext, request: Request) -> Response:

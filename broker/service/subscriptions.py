@@ -578,6 +578,8 @@ class Subscriptions:
                 f"Consumer {arn} is not in ACTIVE state (it is {status.value}).",
             )
         stream = image.stream_by_uid(consumer.stream_uid)
+        if stream is not None and not ctx.in_callers_namespace(stream.name):
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {arn} not found.")
         if stream is None or stream.is_gone(now_ms=now_ms):
             raise ctx.stream_not_found(consumer.stream_name)
         stream = ctx.stream_for_data({"StreamName": stream.name})

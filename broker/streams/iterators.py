@@ -1,24 +1,29 @@
-"""Shard iterators: signed, self-contained tokens that any node can verify.
+"""Shard iterators: opaque, authenticated tokens that any node can open.
 
 A token carries the position a GetRecords call resumes from (stream and shard incarnation,
-offset) and when it was issued. It is signed, not encrypted: the contents are not secret (a
-client learns the offset from sequence numbers anyway), but they must not be forgeable, because
-a forged uid or offset would read another stream's log or skip records. Every node shares the
-HMAC key through the metadata image (`MetadataImage.iterator_secret`), so any gateway can check
-any token without a lookup.
+offset) and when it was issued. It is encrypted and authenticated (AES-256-GCM): a forged or
+altered uid or offset would read another stream's log or skip records, and, as on AWS, clients
+see an opaque string, not the position inside. Every node shares the key material through the
+metadata image (`MetadataImage.iterator_secret`), so any gateway opens any token without a
+lookup.
 
-Layout before base64 (54 bytes, so the base64 text has no padding and no spare bits):
+The shape is AWS's (as kinesalite recorded it): standard base64 of 8 bytes `00 .. 00 01`, then
+16-byte-aligned ciphertext, 224 characters here (AWS's run from 204 up with the stream name's
+length; the model allows 512). The bytes:
 
-    version (1) | reserved, zero (1) | stream_uid (8) | shard_uid (8) | shard_index (4)
-    | offset (8) | issued_ms (8) | HMAC-SHA256 tag, first 16 bytes (16)
+    prefix 00000000 00000001 (8) | nonce (12) | AES-256-GCM ciphertext (132) | GCM tag (16)
 
-The tag covers a domain label plus every byte before it, so a key reused elsewhere cannot mint
-iterators, and a version or field change invalidates it. Tokens are 72 characters, well under
-the model's 512.
+The plaintext is `version (1) | reserved, zero (1) | stream_uid (8) | shard_uid (8) |
+shard_index (4) | offset (8) | issued_ms (8)` and zero padding to 132 bytes. The nonce is
+derived from the plaintext with a separate HMAC key (the SIV construction): equal positions
+give equal tokens, different ones never share a nonce, and the code needs no random source.
+The prefix is authenticated as associated data.
 
 Expiry follows AWS: a token is valid for `limits.iterator_age_ms_max` after issue, inclusive.
-A token issued "in the future" is accepted: clocks differ between nodes, and the signature
-already proves one of ours issued it. Pure code: time arrives as `now_ms`.
+A token issued "in the future" is accepted: clocks differ between nodes, and the GCM tag
+already proves one of ours issued it. Tokens of the previous format (72 URL-safe base64
+characters, HMAC-signed) are still opened for one release, so a reader holding one across the
+upgrade goes on; they expire within 5 minutes anyway. Pure code: time arrives as `now_ms`.
 """
 
 from __future__ import annotations
@@ -26,22 +31,39 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import functools
 import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 
-VERSION = 1
-_DOMAIN = b"shoal/shard-iterator\x00"
+VERSION = 2
+_PREFIX = bytes([0, 0, 0, 0, 0, 0, 0, 1])  # what AWS's iterators start with
+_KEY_LABEL = b"shoal/shard-iterator/aes-256-gcm\x00"
+_NONCE_LABEL = b"shoal/shard-iterator/nonce\x00"
 _BODY = struct.Struct(">BBQQIQQ")  # version, reserved, stream_uid, shard_uid, index, offset, ms
-_TAG_BYTES = 16  # 128-bit tags: forging one by guessing is hopeless
-_TOKEN_BYTES = _BODY.size + _TAG_BYTES
-assert _TOKEN_BYTES % 3 == 0  # base64 without padding or unused bits: one text per token
-_TOKEN_CHARS = _TOKEN_BYTES // 3 * 4
-assert limits.shard_iterator_chars_max >= _TOKEN_CHARS
+_NONCE_BYTES = 12
+_GCM_TAG_BYTES = 16
+_PLAINTEXT_BYTES = 132
+_TOKEN_BYTES = len(_PREFIX) + _NONCE_BYTES + _PLAINTEXT_BYTES + _GCM_TAG_BYTES
+assert _BODY.size <= _PLAINTEXT_BYTES
+assert _PLAINTEXT_BYTES % 16 == 4  # prefix + nonce + ciphertext + tag: 16-byte aligned after 8
+assert _TOKEN_BYTES % 3 == 0  # base64 without padding: one text per token
+TOKEN_CHARS = _TOKEN_BYTES // 3 * 4
+assert TOKEN_CHARS == 224
+assert limits.shard_iterator_chars_max >= TOKEN_CHARS
+
+# The previous format (HMAC-SHA256, URL-safe base64): opened, never issued.
+_V1_DOMAIN = b"shoal/shard-iterator\x00"
+_V1_TAG_BYTES = 16
+_V1_TOKEN_BYTES = _BODY.size + _V1_TAG_BYTES
+_V1_TOKEN_CHARS = _V1_TOKEN_BYTES // 3 * 4
 
 _U64_MAX = 2**64 - 1
 _U32_MAX = 2**32 - 1
@@ -60,8 +82,13 @@ class IteratorPosition:
     issued_ms: int
 
 
-def _tag(body: bytes, secret: bytes) -> bytes:
-    return hmac.new(secret, _DOMAIN + body, hashlib.sha256).digest()[:_TAG_BYTES]
+@functools.lru_cache(maxsize=4)
+def _keys(secret: bytes) -> tuple[AESGCM, bytes]:
+    """The cipher and the nonce key derived from the cluster's iterator secret (one secret per
+    cluster, so the cache holds one entry in practice)."""
+    aes_key = hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
+    nonce_key = hmac.new(secret, _NONCE_LABEL, hashlib.sha256).digest()
+    return AESGCM(aes_key), nonce_key
 
 
 def encode_iterator(position: IteratorPosition, *, secret: bytes) -> str:
@@ -80,26 +107,30 @@ def encode_iterator(position: IteratorPosition, *, secret: bytes) -> str:
         position.offset,
         position.issued_ms,
     )
-    token = base64.urlsafe_b64encode(body + _tag(body, secret)).decode("ascii")
-    assert len(token) == _TOKEN_CHARS
-    assert "=" not in token
+    plaintext = body.ljust(_PLAINTEXT_BYTES, b"\x00")
+    cipher, nonce_key = _keys(secret)
+    nonce = hmac.new(nonce_key, plaintext, hashlib.sha256).digest()[:_NONCE_BYTES]
+    sealed = cipher.encrypt(nonce, plaintext, _PREFIX)
+    token = base64.b64encode(_PREFIX + nonce + sealed).decode("ascii")
+    assert len(token) == TOKEN_CHARS
     return token
 
 
 def decode_iterator(token: str, *, secret: bytes, now_ms: int) -> IteratorPosition:
     """The position a client-supplied token names.
 
-    Raises InvalidArgumentException for anything malformed, tampered with or of another
-    version, and ExpiredIteratorException once it is older than `limits.iterator_age_ms_max`.
+    Raises InvalidArgumentException for anything malformed, altered or of another version, and
+    ExpiredIteratorException once it is older than `limits.iterator_age_ms_max`.
     """
     assert secret
-    raw = _token_bytes(token)
-    body, tag = raw[: _BODY.size], raw[_BODY.size :]
-    # Check the tag before looking at any field, in constant time.
-    if not hmac.compare_digest(tag, _tag(body, secret)):
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
+    if len(token) == _V1_TOKEN_CHARS:
+        body = _open_v1(token, secret)
+        expected_version = 1
+    else:
+        body = _open(token, secret)
+        expected_version = VERSION
     version, reserved, stream_uid, shard_uid, shard_index, offset, issued_ms = _BODY.unpack(body)
-    if version != VERSION or reserved != 0:
+    if version != expected_version or reserved != 0:
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
     if now_ms - issued_ms > limits.iterator_age_ms_max:
         raise ShoalError(
@@ -117,17 +148,46 @@ def decode_iterator(token: str, *, secret: bytes, now_ms: int) -> IteratorPositi
     )
 
 
-def _token_bytes(token: str) -> bytes:
-    """The raw token, or InvalidArgumentException. Only the exact text we issue is accepted."""
-    if len(token) != _TOKEN_CHARS or not token.isascii():
+def _open(token: str, secret: bytes) -> bytes:
+    """The plaintext body of a current token, or InvalidArgumentException. The GCM tag is
+    checked before any field is read; only the exact text we issue is accepted."""
+    raw = _strict_b64decode(token, chars=TOKEN_CHARS, altchars=None)
+    if len(raw) != _TOKEN_BYTES or raw[: len(_PREFIX)] != _PREFIX:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
+    nonce = raw[len(_PREFIX) : len(_PREFIX) + _NONCE_BYTES]
+    cipher, _ = _keys(secret)
+    try:
+        plaintext = cipher.decrypt(nonce, raw[len(_PREFIX) + _NONCE_BYTES :], _PREFIX)
+    except InvalidTag as error:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE) from error
+    if any(plaintext[_BODY.size :]):
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
+    return plaintext[: _BODY.size]
+
+
+def _open_v1(token: str, secret: bytes) -> bytes:
+    """The body of a previous-format token (HMAC-signed), or InvalidArgumentException."""
+    raw = _strict_b64decode(token, chars=_V1_TOKEN_CHARS, altchars=b"-_")
+    body, tag = raw[: _BODY.size], raw[_BODY.size :]
+    expected = hmac.new(secret, _V1_DOMAIN + body, hashlib.sha256).digest()[:_V1_TAG_BYTES]
+    if not hmac.compare_digest(tag, expected):
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
+    return body
+
+
+def _strict_b64decode(token: str, *, chars: int, altchars: bytes | None) -> bytes:
+    """`token`'s bytes if it is exactly `chars` characters of the given alphabet, spelled as
+    we spell it; InvalidArgumentException otherwise."""
+    if len(token) != chars or not token.isascii():
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
     try:
         # validate=True rejects characters outside the alphabet instead of skipping them.
-        raw = base64.b64decode(token, altchars=b"-_", validate=True)
+        raw = base64.b64decode(token, altchars=altchars, validate=True)
     except binascii.Error as error:
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE) from error
-    # The standard alphabet's "+" and "/" pass validation too; insist on our exact spelling.
-    if len(raw) != _TOKEN_BYTES or base64.urlsafe_b64encode(raw).decode("ascii") != token:
+    # The other alphabet's two characters pass validation too; insist on our exact spelling.
+    respelled = base64.b64encode(raw, altchars=altchars).decode("ascii")
+    if respelled != token:
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
     return raw
 

@@ -11,8 +11,14 @@ The rules follow AWS (REFERENCE §1.6) and kinesalite's reproductions of its mes
   and less than EndingHashKey. The lower child takes the next index, the upper the one after.
 * Merge: both shards OPEN and adjacent (their ranges are contiguous, in either order). The child
   names ShardToMerge as parent and AdjacentShardToMerge as adjacent parent.
-* UpdateShardCount (UNIFORM_SCALING): as AWS, a series of pairwise splits and merges that ends
-  in the uniform layout; intermediate shards are created and closed at once (empty).
+* UpdateShardCount (UNIFORM_SCALING): AWS's topology, which only splits shards in half and
+  merges adjacent pairs. Scaling up from n to t (n < t <= 2n) splits every open shard in
+  half and merges 2n - t adjacent pairs of halves; scaling down (n/2 <= t < n) merges n - t
+  adjacent pairs of open shards. The pairs are spread evenly over the hash space. So 10 -> 13
+  leaves 37 shards in all (10 + 20 halves + 7 merged) and 5 -> 3 leaves 7, as on AWS, and
+  doubling or halving touches each shard once (AWS's advice). Intermediate shards are created
+  and closed at once (empty). The layout is uniform when the count doubles or halves from a
+  uniform one; otherwise it is as even as whole halves allow, as AWS's is.
 
 Children are created at max(now_ms, every parent's created_ms), so their sequence numbers sort
 after their parents' (see sequence_numbers.py). Callers check what needs the wider view: the
@@ -22,12 +28,13 @@ stream is ACTIVE and PROVISIONED, and the account's shard limit.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import assert_never
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import (
     ReshardKind,
@@ -82,10 +89,9 @@ def validate_split(stream: StreamMeta, *, shard_index: int, new_starting_hash_ke
     if key <= shard.hash_key_start + 1 or key >= shard.hash_key_end:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"NewStartingHashKey {key} used in SplitShard() on shard {shard.shard_id} in stream "
-            f"{stream.name} is not both greater than one plus the shard's StartingHashKey "
-            f"{shard.hash_key_start} and less than the shard's EndingHashKey "
-            f"{shard.hash_key_end}.",
+            error_messages.split_key_out_of_range(
+                key, shard.shard_id, stream.name, shard.hash_key_start, shard.hash_key_end
+            ),
         )
 
 
@@ -100,8 +106,7 @@ def validate_merge(stream: StreamMeta, *, shard_index: int, adjacent_shard_index
     if shard.index == adjacent.index or not contiguous:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Shards {shard.shard_id} and {adjacent.shard_id} in stream {stream.name} are not "
-            "an adjacent pair of shards eligible for merging",
+            error_messages.shards_not_adjacent(shard.shard_id, adjacent.shard_id, stream.name),
         )
 
 
@@ -117,36 +122,50 @@ def validate_update_shard_count(
     if target < 1:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value '{target}' at 'targetShardCount' failed to "
-            "satisfy constraint: Member must have value greater than or equal to 1",
+            error_messages.validation_errors(
+                [
+                    error_messages.constraint_violation(
+                        f"'{target}'",
+                        "targetShardCount",
+                        "Member must have value greater than or equal to 1",
+                    )
+                ]
+            ),
         )
     open_count = len(stream.open_shards())
-    counts = f"Current open shard count: {open_count}, Target shard count: {target}"
     if target > limits.shard_count_per_stream_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            "Target shard count or number of open shards cannot be greater than "
-            f"{limits.shard_count_per_stream_max}. {counts}",
+            error_messages.shard_count_above_maximum(
+                limits.shard_count_per_stream_max, open_count, target
+            ),
         )
     if target > open_count * 2:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"UpdateShardCount cannot scale up over double your current open shard count. {counts}",
+            error_messages.shard_count_over_double(open_count, target),
         )
+    if target > open_count:  # scaling up splits every open shard in half (AWS's topology)
+        single_key = [s for s in stream.open_shards() if s.hash_key_end == s.hash_key_start]
+        if single_key:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                f"UpdateShardCount cannot scale up: shard {single_key[0].shard_id} holds a "
+                "single hash key and cannot be split in half. Merge it with a neighbour first.",
+            )
     if target < math.ceil(open_count / 2):
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            "UpdateShardCount cannot scale down below half your current open shard count. "
-            f"{counts}",
+            error_messages.shard_count_below_half(open_count, target),
         )
     # A rolling window: a call exactly 24 h ago no longer counts.
     recent = [t for t in stream.shard_count_updates_ms if now_ms - t < DAY_MS]
     if len(recent) >= limits.update_shard_count_per_day_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"UpdateShardCount can be called at most {limits.update_shard_count_per_day_max} "
-            f"times in a rolling 24-hour period for stream {stream.name}; it was called "
-            f"{len(recent)} times.",
+            error_messages.shard_count_updates_per_day(
+                limits.update_shard_count_per_day_max, stream.name, len(recent)
+            ),
         )
 
 
@@ -155,14 +174,13 @@ def _open_shard(stream: StreamMeta, shard_index: int) -> ShardMeta:
     if shard is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Could not find shard shardId-{shard_index:012d} in stream {stream.name}.",
+            error_messages.reshard_shard_not_found(f"shardId-{shard_index:012d}", stream.name),
         )
     # SEALING counts as taken: it is the parent of a reshard in progress.
     if shard.state is not ShardState.OPEN:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Shard {shard.shard_id} in stream {stream.name} has already been merged or split, "
-            "and thus is not eligible for merging or splitting.",
+            error_messages.shard_not_eligible(shard.shard_id, stream.name),
         )
     return shard
 
@@ -173,9 +191,8 @@ def _open_shard(stream: StreamMeta, shard_index: int) -> ShardMeta:
 def shards_to_seal(stream: StreamMeta, request: ReshardRequest) -> tuple[ShardIndex, ...]:
     """The parents `request` touches, ascending by index.
 
-    For UNIFORM_SCALING: every non-closed shard whose range is not already exactly one of the
-    target ranges. The shards kept are whole target ranges, so the sealed ones cover whole
-    target ranges too, and the plan never touches a kept shard.
+    For UNIFORM_SCALING: scaling up, every open shard (each is split); scaling down, the open
+    shards merged in pairs (see `uniform_groups`); the others are kept as they are.
     """
     match request.kind:
         case ReshardKind.SPLIT:
@@ -188,11 +205,17 @@ def shards_to_seal(stream: StreamMeta, request: ReshardRequest) -> tuple[ShardIn
             return tuple(sorted((request.shard_index, request.adjacent_shard_index)))
         case ReshardKind.UNIFORM_SCALING:
             assert request.target_shard_count is not None
-            targets = set(uniform_ranges(request.target_shard_count))
+            live = _live_by_hash(stream)
+            split_all, groups = uniform_groups(len(live), request.target_shard_count)
+            if split_all:
+                return tuple(sorted(s.index for s in live))
             return tuple(
-                s.index
-                for s in stream.open_shards()
-                if (s.hash_key_start, s.hash_key_end) not in targets
+                sorted(
+                    live[i].index
+                    for first, end in groups
+                    if end - first == 2
+                    for i in (first, first + 1)
+                )
             )
         case _:
             assert_never(request.kind)
@@ -236,7 +259,7 @@ def complete_reshard(
             )
         case ReshardKind.UNIFORM_SCALING:
             assert request.target_shard_count is not None
-            _plan_uniform(builder, parents, request.target_shard_count)
+            _plan_uniform(builder, _live_by_hash(stream), request.target_shard_count)
         case _:
             assert_never(request.kind)
 
@@ -259,7 +282,7 @@ def complete_reshard(
     assert tiles_hash_space(live)
     if request.kind is ReshardKind.UNIFORM_SCALING:
         assert request.target_shard_count is not None
-        assert sorted(live) == uniform_ranges(request.target_shard_count)
+        assert len(live) == request.target_shard_count
     return ReshardOutcome(
         shards=shards,
         next_shard_index=builder.next_index,
@@ -267,30 +290,42 @@ def complete_reshard(
     )
 
 
-def _plan_uniform(builder: _ChildBuilder, parents: Iterable[ShardMeta], target: int) -> None:
-    """UNIFORM_SCALING as AWS runs it: split every sealed shard at each target boundary inside
-    it, then merge the pieces of each target range left to right, pairwise."""
-    ranges = uniform_ranges(target)
-    boundaries = [start for start, _ in ranges[1:]]
+def uniform_groups(current: int, target: int) -> tuple[bool, list[tuple[int, int]]]:
+    """AWS's UpdateShardCount plan over `current` open shards in hash order: whether every
+    shard is split in half first (scaling up), and the `target` groups of consecutive pieces
+    (shards, or halves when split) that become the new shards, as [first, end) piece
+    positions. Every group has one or two pieces, spread evenly: group k holds the pieces from
+    floor(k * pieces / target) up to floor((k + 1) * pieces / target)."""
+    assert current >= 1
+    assert target >= 1
+    if target == current:
+        return False, [(k, k + 1) for k in range(current)]
+    split_all = target > current
+    pieces = 2 * current if split_all else current
+    assert target <= pieces <= 2 * target, (current, target)
+    bounds = [k * pieces // target for k in range(target + 1)]
+    return split_all, list(itertools.pairwise(bounds))
+
+
+def _live_by_hash(stream: StreamMeta) -> list[ShardMeta]:
+    """The shards that are not closed (open, or sealing for this reshard), in hash order."""
+    live = [s for s in stream.shards if s.state is not ShardState.CLOSED]
+    return sorted(live, key=lambda s: s.hash_key_start)
+
+
+def _plan_uniform(builder: _ChildBuilder, live: list[ShardMeta], target: int) -> None:
+    """Split (scaling up) and merge per `uniform_groups`; shards in groups of one are kept."""
+    split_all, groups = uniform_groups(len(live), target)
     pieces: list[ShardMeta] = []
-    for parent in sorted(parents, key=lambda s: s.hash_key_start):
-        current = parent
-        for boundary in boundaries:
-            if current.hash_key_start < boundary <= current.hash_key_end:
-                lower, current = builder.split(current, boundary)
-                pieces.append(lower)
-        pieces.append(current)
-    # Pieces are in hash order and each lies inside one target range; group them by range.
-    position = 0
-    for start, end in ranges:
-        if position < len(pieces) and pieces[position].hash_key_start == start:
-            merged = pieces[position]
-            position += 1
-            while merged.hash_key_end != end:
-                merged = builder.merge(merged, pieces[position])
-                position += 1
-            assert merged.hash_key_end == end
-    assert position == len(pieces)
+    if split_all:
+        for shard in live:
+            middle = (shard.hash_key_start + shard.hash_key_end + 1) // 2
+            pieces.extend(builder.split(shard, middle))
+    else:
+        pieces = live
+    for first, end in groups:
+        if end - first == 2:
+            builder.merge(pieces[first], pieces[first + 1])
 
 
 @dataclass(slots=True, kw_only=True)

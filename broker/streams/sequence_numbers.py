@@ -1,20 +1,29 @@
 """Sequence numbers: (shard, offset) ⇄ the decimal string clients see.
 
-Shoal's 128-bit layout, from the most significant end:
+Shoal issues numbers in AWS's shape: 56 decimal digits, a 188-bit integer whose leading hex
+digit is 2 (AWS's numbers, e.g. 49546986683135544286507457936321625675700192471156785154, are
+47 hex digits starting with 2). The layout, from the most significant end:
 
-    version nibble 0x2 (4 bits) | shard created_ms (44) | shard index (32) | offset (48)
+    0x2 (4 bits) | shard created_ms (44) | shard index (32) | offset (48)
+    | reserved, zero (56) | layout 0x3 (4)
 
 Why this shape:
-* Within a shard, numbers strictly increase with the offset (the low bits).
+* Every number lies in [2**185, 3 * 2**184), so every one has exactly 56 digits: clients that
+  compare them as decimal strings and clients that compare them as integers agree.
+* Within a shard, numbers strictly increase with the offset (the fields above it are fixed).
 * Across a reshard, a child has `created_ms` >= every parent's and a larger index, so each of
   its numbers is larger than any of its parents' (AWS: children's numbers follow the parents').
 * The shard index makes numbers unique across the stream, as the AWS model promises.
 * `created_ms` ties a number to one shard incarnation: a number from a deleted and recreated
   stream (same index, different creation time) is rejected instead of silently misread.
-* The version nibble lets a future layout coexist, and rejects numbers that are not ours.
+* The reserved bits and the layout nibble reject numbers that are not ours (AWS's own have
+  their shard index in the low bits, so they fail here).
 
-The values have 38 digits, fewer than AWS's 56; the model only promises a decimal string of up
-to 129 digits, and clients compare them as big integers. Pure code: no I/O, no clock.
+Numbers of the previous layout (38 digits: `0x2 | created_ms (44) | index (32) | offset (48)`,
+128 bits) are still decoded: KCL checkpoints, backups and video fragment numbers stored before
+the upgrade keep naming the same record. Every number of the old layout is below every number
+of the new one, so a stored old checkpoint never looks ahead of a new one. Pure code: no I/O,
+no clock.
 """
 
 from __future__ import annotations
@@ -26,26 +35,40 @@ from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import ShardMeta, ShardState
 
-VERSION = 0x2
-_VERSION_BITS = 4
 _CREATED_MS_BITS = 44  # enough until the year 2527
 _SHARD_INDEX_BITS = 32
 _OFFSET_BITS = 48  # 2.8e14 records per shard: 8,900 years at 1,000 records/s
-assert _VERSION_BITS + _CREATED_MS_BITS + _SHARD_INDEX_BITS + _OFFSET_BITS == 128
 assert limits.shard_index_max == 2**_SHARD_INDEX_BITS - 1
 
 CREATED_MS_MAX = 2**_CREATED_MS_BITS - 1
 SHARD_INDEX_MAX = 2**_SHARD_INDEX_BITS - 1
 OFFSET_MAX = 2**_OFFSET_BITS - 1
 
-_OFFSET_SHIFT = 0
-_SHARD_INDEX_SHIFT = _OFFSET_BITS
+# The current layout (AWS-shaped, 188 bits).
+LEADING_NIBBLE = 0x2
+LAYOUT = 0x3
+_LAYOUT_BITS = 4
+_RESERVED_BITS = 56
+_OFFSET_SHIFT = _LAYOUT_BITS + _RESERVED_BITS
+_SHARD_INDEX_SHIFT = _OFFSET_SHIFT + _OFFSET_BITS
 _CREATED_MS_SHIFT = _SHARD_INDEX_SHIFT + _SHARD_INDEX_BITS
-_VERSION_SHIFT = _CREATED_MS_SHIFT + _CREATED_MS_BITS
+_LEADING_SHIFT = _CREATED_MS_SHIFT + _CREATED_MS_BITS
+assert _LEADING_SHIFT + 4 == 188
+_RESERVED_MASK = (2**_RESERVED_BITS - 1) << _LAYOUT_BITS
+DIGITS = 56
+assert len(str(LEADING_NIBBLE << _LEADING_SHIFT)) == DIGITS
+assert len(str(((LEADING_NIBBLE + 1) << _LEADING_SHIFT) - 1)) == DIGITS
 
-# The model's SequenceNumber pattern, cut to what 128 bits can hold (39 digits), so `int()`
-# never sees a huge string. ASCII digits only.
-_SEQUENCE_NUMBER_PATTERN = re.compile(r"0|[1-9][0-9]{0,38}")
+# The previous layout (128 bits, 38 digits): decoded, never issued.
+_LEGACY_VERSION = 0x2
+_LEGACY_SHARD_INDEX_SHIFT = _OFFSET_BITS
+_LEGACY_CREATED_MS_SHIFT = _LEGACY_SHARD_INDEX_SHIFT + _SHARD_INDEX_BITS
+_LEGACY_VERSION_SHIFT = _LEGACY_CREATED_MS_SHIFT + _CREATED_MS_BITS
+assert _LEGACY_VERSION_SHIFT + 4 == 128
+
+# The model's SequenceNumber pattern (a canonical decimal of up to 129 digits). ASCII digits
+# only: `int()` would also read other scripts' digits.
+_SEQUENCE_NUMBER_PATTERN = re.compile(r"0|[1-9][0-9]{0,128}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,13 +84,20 @@ def encode_sequence_number(position: SequencePosition) -> str:
     assert 0 <= position.shard_created_ms <= CREATED_MS_MAX
     assert 0 <= position.shard_index <= SHARD_INDEX_MAX
     assert 0 <= position.offset <= OFFSET_MAX
-    value = (
-        (VERSION << _VERSION_SHIFT)
-        | (position.shard_created_ms << _CREATED_MS_SHIFT)
-        | (position.shard_index << _SHARD_INDEX_SHIFT)
-        | (position.offset << _OFFSET_SHIFT)
+    value = _shard_base(position.shard_created_ms, position.shard_index) | (
+        position.offset << _OFFSET_SHIFT
     )
     return str(value)
+
+
+def _shard_base(created_ms: int, index: int) -> int:
+    """The number of offset 0 of a shard, as an integer."""
+    return (
+        (LEADING_NIBBLE << _LEADING_SHIFT)
+        | (created_ms << _CREATED_MS_SHIFT)
+        | (index << _SHARD_INDEX_SHIFT)
+        | LAYOUT
+    )
 
 
 def sequence_number_for(shard: ShardMeta, offset: int) -> str:
@@ -83,26 +113,74 @@ def sequence_numbers_for(shard: ShardMeta, first_offset: int, count: int) -> lis
     assert count >= 0
     assert first_offset >= 0
     assert first_offset + count - 1 <= OFFSET_MAX
-    base = int(starting_sequence_number(shard))
-    assert base & OFFSET_MAX == 0  # the offset field starts at bit 0
-    return [str(base + offset) for offset in range(first_offset, first_offset + count)]
+    base = _shard_base(shard.created_ms, shard.index)
+    return [
+        str(base | (offset << _OFFSET_SHIFT))
+        for offset in range(first_offset, first_offset + count)
+    ]
 
 
 def decode_sequence_number(text: str) -> SequencePosition:
-    """The position a client-supplied number encodes.
+    """The position a client-supplied number encodes, in the current or the previous layout.
 
     Raises InvalidArgumentException for anything Shoal did not issue: not a canonical decimal,
-    wider than 128 bits, or a different version nibble.
+    of another width, or with the wrong fixed bits.
     """
     if _SEQUENCE_NUMBER_PATTERN.fullmatch(text) is not None:
         value = int(text)
-        if value >> _VERSION_SHIFT == VERSION:
+        if (
+            value >> _LEADING_SHIFT == LEADING_NIBBLE
+            and value & 0xF == LAYOUT
+            and value & _RESERVED_MASK == 0
+        ):
             return SequencePosition(
                 shard_created_ms=(value >> _CREATED_MS_SHIFT) & CREATED_MS_MAX,
                 shard_index=(value >> _SHARD_INDEX_SHIFT) & SHARD_INDEX_MAX,
                 offset=(value >> _OFFSET_SHIFT) & OFFSET_MAX,
             )
+        if value >> _LEGACY_VERSION_SHIFT == _LEGACY_VERSION:
+            return SequencePosition(
+                shard_created_ms=(value >> _LEGACY_CREATED_MS_SHIFT) & CREATED_MS_MAX,
+                shard_index=(value >> _LEGACY_SHARD_INDEX_SHIFT) & SHARD_INDEX_MAX,
+                offset=value & OFFSET_MAX,
+            )
     raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid SequenceNumber {text}.")
+
+
+def stored_form(text: str) -> str:
+    """`text` as the metadata stores it: a number of the current layout in the previous one
+    (same fields, same order, so the same ordering), anything else unchanged. KCL checkpoints
+    cross the metadata journal, which nodes of the previous release also apply during a rolling
+    upgrade; they read only 38-digit numbers."""
+    try:
+        position = decode_sequence_number(text)
+    except ShoalError:
+        return text
+    return encode_legacy_sequence_number(position)
+
+
+def api_form(text: str) -> str:
+    """The inverse of `stored_form`: a stored number as clients are given it (the current
+    layout), anything else unchanged."""
+    try:
+        position = decode_sequence_number(text)
+    except ShoalError:
+        return text
+    return encode_sequence_number(position)
+
+
+def encode_legacy_sequence_number(position: SequencePosition) -> str:
+    """A number in the previous (38-digit) layout: for tests and tools that check that such
+    numbers, stored before an upgrade, still decode. Never issued by the service."""
+    assert 0 <= position.shard_created_ms <= CREATED_MS_MAX
+    assert 0 <= position.shard_index <= SHARD_INDEX_MAX
+    assert 0 <= position.offset <= OFFSET_MAX
+    return str(
+        (_LEGACY_VERSION << _LEGACY_VERSION_SHIFT)
+        | (position.shard_created_ms << _LEGACY_CREATED_MS_SHIFT)
+        | (position.shard_index << _LEGACY_SHARD_INDEX_SHIFT)
+        | position.offset
+    )
 
 
 def offset_for_sequence_number(

@@ -24,7 +24,13 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.frontend import MetadataFrontend
-from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
+from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta, VideoStreamStatus
+from broker.video.channels import (
+    CHANNEL_OPERATIONS,
+    STREAM_CONFIGURATION_OPERATIONS,
+    ChannelControl,
+    ChannelSettings,
+)
 
 Request = Mapping[str, Any]
 
@@ -52,6 +58,7 @@ class VideoSettings:
     data_endpoint: Callable[[], str]
     creating_ms: int  # how long a new stream shows CREATING
     updating_ms: int  # how long an updated stream shows UPDATING
+    channels: ChannelSettings
 
 
 def stream_arn(caller: Caller, name: str, created_ms: int) -> str:
@@ -89,7 +96,7 @@ def stream_info(meta: VideoStreamMeta, *, now_ms: int) -> dict[str, Any]:
 class VideoControl:
     """The control-plane operations of one node (module docstring)."""
 
-    OPERATIONS = frozenset(
+    STREAM_OPERATIONS = frozenset(
         {
             "CreateStream",
             "DescribeStream",
@@ -106,6 +113,7 @@ class VideoControl:
             "ListTagsForResource",
         }
     )
+    OPERATIONS = STREAM_OPERATIONS | CHANNEL_OPERATIONS | STREAM_CONFIGURATION_OPERATIONS
 
     def __init__(
         self, *, metadata: MetadataFrontend, clock: Clock, settings: VideoSettings
@@ -113,12 +121,21 @@ class VideoControl:
         self._metadata = metadata
         self._clock = clock
         self._settings = settings
+        self.channels = ChannelControl(
+            metadata=metadata,
+            clock=clock,
+            settings=settings.channels,
+            find_stream=self.find,
+            new_version=new_version,
+        )
 
     @property
     def operations(self) -> frozenset[str]:
         return self.OPERATIONS
 
     async def call(self, operation: str, request: Request, caller: Caller) -> dict[str, Any]:
+        if operation in CHANNEL_OPERATIONS or operation in STREAM_CONFIGURATION_OPERATIONS:
+            return await self.channels.call(operation, request, caller)
         handler = getattr(self, "_" + _snake(operation), None)
         if operation not in self.OPERATIONS or handler is None:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
@@ -258,7 +275,9 @@ class VideoControl:
             raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Unknown APIName {request['APIName']}")
         return {"DataEndpoint": self._settings.data_endpoint()}
 
-    async def _tag(self, meta: VideoStreamMeta, tags: Mapping[str, str]) -> None:
+    async def _tag(
+        self, meta: VideoStreamMeta | SignalingChannelMeta, tags: Mapping[str, str]
+    ) -> None:
         await self._propose(
             commands.TagVideoStream(
                 now_ms=self._clock.wall_ms(),
@@ -268,7 +287,7 @@ class VideoControl:
             )
         )
 
-    async def _untag(self, meta: VideoStreamMeta, keys: list[str]) -> None:
+    async def _untag(self, meta: VideoStreamMeta | SignalingChannelMeta, keys: list[str]) -> None:
         await self._propose(
             commands.UntagVideoStream(
                 now_ms=self._clock.wall_ms(), arn=meta.arn, keys=tuple(sorted(set(keys)))
@@ -287,8 +306,12 @@ class VideoControl:
         meta = self._find(request, caller)
         return {"Tags": dict(meta.tags)}
 
-    def _resource(self, request: Request, caller: Caller) -> VideoStreamMeta:
-        return self.find(caller, name=None, arn=request["ResourceARN"], arn_member="ResourceARN")
+    def _resource(self, request: Request, caller: Caller) -> VideoStreamMeta | SignalingChannelMeta:
+        """The stream or signaling channel named by ResourceARN (both are tagged by ARN)."""
+        arn: str = request["ResourceARN"]
+        if self._metadata.image().video.channel_by_arn(arn) is not None:
+            return self.channels.find(caller, name=None, arn=arn)
+        return self.find(caller, name=None, arn=arn, arn_member="ResourceARN")
 
     async def _tag_resource(self, request: Request, caller: Caller) -> dict[str, Any]:
         tags = {tag["Key"]: tag["Value"] for tag in request["Tags"]}

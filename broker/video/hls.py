@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import math
+import time
 import urllib.parse
 from dataclasses import asdict, dataclass
 from xml.sax.saxutils import quoteattr
@@ -41,7 +42,7 @@ DASH_CONTENT_TYPE = "application/dash+xml"
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HlsSession:
     stream_arn: str
-    playback_mode: str  # ON_DEMAND or LIVE
+    playback_mode: str  # ON_DEMAND, LIVE or LIVE_REPLAY
     selector_type: str  # PRODUCER_TIMESTAMP or SERVER_TIMESTAMP
     start_ms: int
     end_ms: int
@@ -49,6 +50,16 @@ class HlsSession:
     discontinuity: str  # ALWAYS, NEVER or ON_DISCONTINUITY
     max_fragments: int
     expires_ms: int
+    created_ms: int = 0  # when the session was opened: LIVE_REPLAY's clock starts there
+    # A dynamic (LIVE, LIVE_REPLAY) DASH manifest's availabilityStartTime is created_ms minus
+    # this media time: the live edge at the session's start (LIVE: the end of the newest
+    # fragment; LIVE_REPLAY: the start of the first), fixed for the session's life.
+    anchor_ms: int = 0
+
+    @property
+    def live(self) -> bool:
+        """LIVE and LIVE_REPLAY: a sliding window that players reload."""
+        return self.playback_mode in ("LIVE", "LIVE_REPLAY")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,10 +124,13 @@ def media_sequence(fragment_number: str) -> int:
     return decode_sequence_number(fragment_number).offset
 
 
-def media_playlist(session: HlsSession, token: str, segments: list[Segment]) -> str:
-    """An ON_DEMAND media playlist (every segment, then the end), or a LIVE one (the newest
-    segments, numbered on from the stream's start, no end: players reload it)."""
-    live = session.playback_mode == "LIVE"
+def media_playlist(
+    session: HlsSession, token: str, segments: list[Segment], *, ended: bool = False
+) -> str:
+    """An ON_DEMAND media playlist (every segment, then the end), or a LIVE or LIVE_REPLAY
+    one (the newest segments, numbered on from the stream's start, no end until `ended`, a
+    LIVE_REPLAY past its EndTimestamp: players reload it)."""
+    live = session.live
     target = max((math.ceil(s.duration_ms / 1000) for s in segments), default=1)
     sequence = media_sequence(segments[0].fragment_number) if live and segments else 0
     lines = [
@@ -140,7 +154,7 @@ def media_playlist(session: HlsSession, token: str, segments: list[Segment]) -> 
         lines.append(f"#EXTINF:{segment.duration_ms / 1000:.3f},")
         lines.append(f"{media}?{_query(token, FragmentNumber=segment.fragment_number)}")
         previous_end = segment.start_ms + segment.duration_ms
-    if not live:
+    if not live or ended:
         lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
 
@@ -155,13 +169,25 @@ def _discontinuous(session: HlsSession, segment: Segment, previous_end: int) -> 
     return False
 
 
-def dash_manifest(token: str, segments: list[Segment], *, bandwidth: int) -> str:
-    """A static (ON_DEMAND) MPD: one video representation, its fragmented-MP4 segments in a
+def dash_manifest(
+    session: HlsSession,
+    token: str,
+    segments: list[Segment],
+    *,
+    bandwidth: int,
+    now_ms: int,
+    ended: bool = False,
+) -> str:
+    """The MPD of a session: one video representation, its fragmented-MP4 segments in a
     SegmentList with a SegmentTimeline on the fragments' own media time (millisecond
-    timescale; the presentation starts at the first fragment)."""
+    timescale). ON_DEMAND (or a LIVE_REPLAY past its end) is static and starts at the first
+    fragment; LIVE and LIVE_REPLAY are dynamic, reloaded every target duration, with an
+    availabilityStartTime fixed at the session's start (`HlsSession.anchor_ms`) so that a
+    segment is available once its media time has passed on the wall clock."""
     assert segments
     first = segments[0].timecode_ms
     total_ms = segments[-1].timecode_ms + segments[-1].duration_ms - first
+    target_s = max(1, max(math.ceil(s.duration_ms / 1000) for s in segments))
     init = quoteattr(f"{MP4_INIT}?{_query(token)}")
     timeline = "".join(f'<S t="{s.timecode_ms}" d="{s.duration_ms}"/>' for s in segments)
     urls = "".join(
@@ -170,17 +196,40 @@ def dash_manifest(token: str, segments: list[Segment], *, bandwidth: int) -> str
         + "/>"
         for s in segments
     )
+    if session.live and not ended:
+        available_from = session.created_ms - session.anchor_ms
+        timing = (
+            'type="dynamic" '
+            f'availabilityStartTime="{_iso(available_from)}" publishTime="{_iso(now_ms)}" '
+            f'minimumUpdatePeriod="PT{target_s}S" timeShiftBufferDepth="PT{total_ms / 1000:.3f}S" '
+            f'suggestedPresentationDelay="PT{2 * target_s}S" minBufferTime="PT{target_s}S"'
+        )
+        offset = 0
+        period_start = "PT0S"
+    else:
+        timing = (
+            f'type="static" minBufferTime="PT{target_s}S" '
+            f'mediaPresentationDuration="PT{total_ms / 1000:.3f}S"'
+        )
+        offset = first
+        period_start = "PT0S"
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
-        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
-        'profiles="urn:mpeg:dash:profile:isoff-live:2011" minBufferTime="PT2S" '
-        f'mediaPresentationDuration="PT{total_ms / 1000:.3f}S">'
-        '<Period id="0" start="PT0S">'
+        '<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" '
+        f'profiles="urn:mpeg:dash:profile:isoff-live:2011" {timing}>'
+        f'<Period id="0" start="{period_start}">'
         '<AdaptationSet mimeType="video/mp4" contentType="video" segmentAlignment="true" '
         'startWithSAP="1">'
         f'<Representation id="1" bandwidth="{max(1, bandwidth)}">'
-        f'<SegmentList timescale="1000" presentationTimeOffset="{first}">'
+        f'<SegmentList timescale="1000" presentationTimeOffset="{offset}">'
         f"<Initialization sourceURL={init}/>"
         f"<SegmentTimeline>{timeline}</SegmentTimeline>{urls}"
         "</SegmentList></Representation></AdaptationSet></Period></MPD>\n"
     )
+
+
+def _iso(ms: int) -> str:
+    """An xs:dateTime in UTC with milliseconds."""
+    seconds, millis = divmod(ms, 1000)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{stamp}.{millis:03d}Z"

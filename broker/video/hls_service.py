@@ -2,19 +2,22 @@
 the node under the session URL (`hls.py` for the tokens and playlists, `media_codec.py` for
 the segments). Loop-bound; remuxing runs in a worker thread.
 
-LIVE (HLS) serves the newest `MaxMediaPlaylistFragmentResults` fragments (default 5) with
-no end tag; players reload the playlist. GetDASHStreamingSessionURL opens the same kind of
-session, with an MPD manifest
-(`/dash/v1/getDASHManifest.mpd`) over the same fragmented-MP4 segments. ON_DEMAND is served: a
-fixed list of the fragments in the selector's timestamp range (at most
-24 hours, `MaxMediaPlaylistFragmentResults` of them), with the end tag. LIVE_REPLAY (and LIVE
-for DASH) is refused with InvalidArgumentException saying so.
+LIVE serves the newest `MaxMediaPlaylistFragmentResults` fragments (default 5) with no end
+tag; players reload the playlist. LIVE_REPLAY starts at the selector's StartTimestamp and
+lists fragments as the session's own clock reaches them (playback at real speed, running on
+into fragments ingested after the session opened), the newest 5 at a time, and ends after
+EndTimestamp when one is given. ON_DEMAND is a fixed list of the fragments in the selector's
+timestamp range (at most 24 hours, `MaxMediaPlaylistFragmentResults` of them), with the end
+tag. GetDASHStreamingSessionURL opens the same sessions with an MPD manifest
+(`/dash/v1/getDASHManifest.mpd`, static for ON_DEMAND, dynamic for LIVE and LIVE_REPLAY) over
+the same fragmented-MP4 segments.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -70,30 +73,36 @@ class HlsService:
         """GetHLSStreamingSessionURL, or (`dash`) GetDASHStreamingSessionURL."""
         if stream.data_retention_hours == 0:
             raise ShoalError(ErrorCode.NO_DATA_RETENTION)
-        mode = request.get("PlaybackMode", "LIVE")
-        live = mode == "LIVE" and not dash
-        if mode != "ON_DEMAND" and not live:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"PlaybackMode {mode} is not served by Shoal yet for "
-                f"{'DASH' if dash else 'HLS'}; use {'ON_DEMAND' if dash else 'LIVE or ON_DEMAND'}.",
-            )
+        mode = request.get("PlaybackMode", "LIVE")  # the model's enum: checked already
         selector = request.get("DASHFragmentSelector" if dash else "HLSFragmentSelector") or {}
         timestamps = selector.get("TimestampRange") or {}
         selector_type = selector.get("FragmentSelectorType", "SERVER_TIMESTAMP")
-        if live:
-            if timestamps:
+        live = mode != "ON_DEMAND"
+        start_ms = end_ms = 0
+        if mode == "LIVE" and timestamps:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT, "TimestampRange must not be set for PlaybackMode LIVE."
+            )
+        if mode == "LIVE_REPLAY":
+            if "StartTimestamp" not in timestamps:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    "TimestampRange must not be set for PlaybackMode LIVE.",
+                    "TimestampRange.StartTimestamp is required for PlaybackMode LIVE_REPLAY.",
                 )
-            start_ms, end_ms = 0, 0
-        else:
+            start_ms = _ms(timestamps["StartTimestamp"])
+            if "EndTimestamp" in timestamps:
+                end_ms = _ms(timestamps["EndTimestamp"])
+                if not 0 <= end_ms - start_ms <= _RANGE_MS_MAX:
+                    raise ShoalError(
+                        ErrorCode.INVALID_ARGUMENT,
+                        "EndTimestamp must follow StartTimestamp by at most 24 hours.",
+                    )
+        if mode == "ON_DEMAND":
             if "StartTimestamp" not in timestamps or "EndTimestamp" not in timestamps:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    "HLSFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is "
-                    "required for PlaybackMode ON_DEMAND.",
+                    "TimestampRange with StartTimestamp and EndTimestamp is required for "
+                    "PlaybackMode ON_DEMAND.",
                 )
             start_ms, end_ms = _ms(timestamps["StartTimestamp"]), _ms(timestamps["EndTimestamp"])
             if not 0 <= end_ms - start_ms <= _RANGE_MS_MAX:
@@ -118,12 +127,17 @@ class HlsService:
             discontinuity=request.get("DiscontinuityMode", default_discontinuity),
             max_fragments=int(request.get(limit_member, default_limit)),
             expires_ms=self._clock.wall_ms() + 1000 * request.get("Expires", _EXPIRES_S_DEFAULT),
+            created_ms=self._clock.wall_ms(),
         )
-        if not await self._segments(stream, session, limit=1):
+        edge = await self._segments(stream, session, limit=1)
+        if not edge:
             raise ShoalError(
                 ErrorCode.VIDEO_RESOURCE_NOT_FOUND,
                 "No fragments found in the stream for the streaming request.",
             )
+        newest = edge[0][0]  # LIVE: the newest fragment; LIVE_REPLAY: the first
+        anchor = newest.timecode_ms + (newest.duration_ms if mode == "LIVE" else 0)
+        session = dataclasses.replace(session, anchor_ms=anchor)
         token = hls.encode_token(session, key=self._key())
         if dash:
             return (
@@ -135,10 +149,19 @@ class HlsService:
     async def _segments(
         self, stream: VideoStreamMeta, session: hls.HlsSession, *, limit: int
     ) -> list[tuple[hls.Segment, int]]:
+        listed, _ = await self._listed(stream, session, limit=limit)
+        return listed
+
+    async def _listed(
+        self, stream: VideoStreamMeta, session: hls.HlsSession, *, limit: int
+    ) -> tuple[list[tuple[hls.Segment, int]], bool]:
         """The session's fragments (with their sizes), in log order, at most `limit`: the
         first ones of an ON_DEMAND range, the newest ones of a LIVE stream (read from the
         log's time index, a window back that `limit` fragments of the longest allowed
-        duration fit in)."""
+        duration fit in), the newest of a LIVE_REPLAY's; and whether a LIVE_REPLAY has
+        listed its last fragment (its EndTimestamp passed)."""
+        if session.playback_mode == "LIVE_REPLAY":
+            return await self._replayed(stream, session, limit=limit)
         if session.playback_mode == "LIVE":
             window_ms = limit * limits.video_fragment_duration_ms_max
             since = Position(
@@ -147,7 +170,7 @@ class HlsService:
             newest: collections.deque[tuple[hls.Segment, int]] = collections.deque(maxlen=limit)
             async for read in self._archive.read(stream, since):
                 newest.append((_segment(read.fragment, server=True), read.fragment.size_bytes))
-            return list(newest)
+            return list(newest), False
         server = session.selector_type == "SERVER_TIMESTAMP"
         position = (
             Position(iterator_type="AT_TIMESTAMP", timestamp_ms=session.start_ms)
@@ -163,7 +186,40 @@ class HlsService:
             found.append((_segment(read.fragment, server=server), read.fragment.size_bytes))
             if len(found) >= limit:
                 break
-        return found
+        return found, True
+
+    async def _replayed(
+        self, stream: VideoStreamMeta, session: hls.HlsSession, *, limit: int
+    ) -> tuple[list[tuple[hls.Segment, int]], bool]:
+        """LIVE_REPLAY, as AWS plays it: from StartTimestamp on, a fragment joins the
+        playlist once the time since the session opened covers the media before it (so
+        playback runs at real speed, into fragments not yet ingested when it opened); the
+        newest `limit` are listed, and the playlist ends after EndTimestamp's last fragment."""
+        server = session.selector_type == "SERVER_TIMESTAMP"
+        position = (
+            Position(iterator_type="AT_TIMESTAMP", timestamp_ms=session.start_ms)
+            if server
+            else Position(iterator_type="TRIM_HORIZON")
+        )
+        elapsed_ms = self._clock.wall_ms() - session.created_ms
+        newest: collections.deque[tuple[hls.Segment, int]] = collections.deque(maxlen=limit)
+        first_start: int | None = None
+        async for read in self._archive.read(stream, position):
+            segment = _segment(read.fragment, server=server)
+            if segment.start_ms < session.start_ms:
+                continue
+            if session.end_ms and segment.start_ms > session.end_ms:
+                return list(newest), True
+            if first_start is None:
+                first_start = segment.start_ms
+            if segment.start_ms - first_start > elapsed_ms:
+                return list(newest), False
+            newest.append((segment, read.fragment.size_bytes))
+        # Every fragment so far is listed: the replay ends once its clock passes EndTimestamp.
+        ended = bool(session.end_ms) and (first_start or session.start_ms) + elapsed_ms > (
+            session.end_ms
+        )
+        return list(newest), ended
 
     async def serve(self, name: str, query: Mapping[str, str]) -> tuple[str, bytes]:
         """(content type, body) of one request of a session."""
@@ -175,23 +231,30 @@ class HlsService:
         if stream is None:
             raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND)
         if name == hls.DASH_MANIFEST:
-            listed = await self._segments(stream, session, limit=session.max_fragments)
+            listed, ended = await self._listed(stream, session, limit=session.max_fragments)
             if not listed:
                 raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No fragments found.")
             segments = [segment for segment, _ in listed]
             seconds = max(1, sum(s.duration_ms for s in segments)) / 1000
             bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
-            text = hls.dash_manifest(token, segments, bandwidth=bandwidth)
+            text = hls.dash_manifest(
+                session,
+                token,
+                segments,
+                bandwidth=bandwidth,
+                now_ms=self._clock.wall_ms(),
+                ended=ended and session.live,
+            )
             return hls.DASH_CONTENT_TYPE, text.encode("utf-8")
         if name in (hls.MASTER_PLAYLIST, hls.MEDIA_PLAYLIST):
-            listed = await self._segments(stream, session, limit=session.max_fragments)
+            listed, ended = await self._listed(stream, session, limit=session.max_fragments)
             segments = [segment for segment, _ in listed]
             if name == hls.MASTER_PLAYLIST:
                 seconds = max(1, sum(s.duration_ms for s in segments)) / 1000
                 bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
                 text = hls.master_playlist(token, bandwidth=bandwidth)
             else:
-                text = hls.media_playlist(session, token, segments)
+                text = hls.media_playlist(session, token, segments, ended=ended and session.live)
             return hls.PLAYLIST_CONTENT_TYPE, text.encode("utf-8")
         if name == hls.MP4_INIT:
             listed = await self._segments(stream, session, limit=1)

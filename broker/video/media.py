@@ -36,7 +36,7 @@ def _datetime(ms: int) -> datetime:
 
 
 def _check_fragment_number(number: str, member: str) -> str:
-    if not number.isdigit() or len(number) > 39:
+    if not number.isascii() or not number.isdigit() or len(number) > 128:  # the model: 1..128
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{member} {number!r} is not valid.")
     return number
 

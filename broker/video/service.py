@@ -19,6 +19,7 @@ from broker.metrics import VideoProbe
 from broker.service.in_process import LocalKinesis
 from broker.video import clips, media
 from broker.video.archive import FragmentArchive
+from broker.video.channels import SIGNALING_OPERATIONS
 from broker.video.control import VideoControl, VideoSettings
 from broker.video.hls_service import HlsService
 from broker.video.put_media import PutMediaRequest, PutMediaSession, TimecodeType
@@ -73,6 +74,8 @@ class VideoService:
             return response
         if operation in VideoControl.OPERATIONS:
             return await self.control.call(operation, request, caller)
+        if operation in SIGNALING_OPERATIONS:
+            return await self.control.channels.signaling_call(operation, request, caller)
         stream = self.stream(request, caller)
         if operation == "GetMedia":
             chunks = media.get_media(self.archive, stream, request["StartSelector"])

@@ -1,5 +1,5 @@
-"""boto3 clients (kinesis, kinesisanalytics) for the in-process `node`; retries off, so an
-error reaches the test as the node sent it."""
+"""boto3 clients (kinesis, kinesisanalytics, kinesisanalyticsv2) for the in-process `node`;
+retries off, so an error reaches the test as the node sent it."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from broker.node import Node
 from tests.compat.conftest import REGION, boto_client
 
 
-def analytics_client(node: Node, *, parameter_validation: bool = True) -> Any:
+def analytics_client(
+    node: Node, *, parameter_validation: bool = True, service: str = "kinesisanalytics"
+) -> Any:
     return boto3.client(
-        "kinesisanalytics",
+        service,
         endpoint_url=f"http://127.0.0.1:{node.http_port}",
         region_name=REGION,
         aws_access_key_id="x",
@@ -33,6 +35,15 @@ def analytics_client(node: Node, *, parameter_validation: bool = True) -> Any:
 @pytest.fixture
 def analytics(node: Node) -> Iterator[Any]:
     client = analytics_client(node)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def analytics_v2(node: Node) -> Iterator[Any]:
+    client = analytics_client(node, service="kinesisanalyticsv2")
     try:
         yield client
     finally:

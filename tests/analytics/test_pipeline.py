@@ -4,6 +4,7 @@ continuous pumps, chains of in-application streams, late rows; and the pure wind
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -157,3 +158,78 @@ def test_watermarks() -> None:
     )
     assert windows.closed([0, 10, 20], 10, 20) == [0, 10]
     assert windows.is_late(15, 10, 20) and not windows.is_late(20, 10, 20)
+
+
+KDA_FUNCTIONS = """
+CREATE OR REPLACE STREAM "OUT" (
+    SECTOR_NAME VARCHAR(16), LAG_MS BIGINT, MINUTE_TEXT VARCHAR(16), PARSED TIMESTAMP,
+    DAY_TEXT VARCHAR(10), ORDERED TIMESTAMP);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "OUT"
+  SELECT STREAM INITCAP(SECTOR),
+         TSDIFF(ROWTIME, EVENT_TIME),
+         TIMESTAMP_TO_CHAR('yyyy-MM-dd HH:mm', EVENT_TIME),
+         CHAR_TO_TIMESTAMP('dd/MMM/yyyy:HH:mm:ss', '07/Dec/2026:10:11:12'),
+         TIMESTAMP_TO_CHAR('dd.MM.yy', ROWTIME),
+         MONOTONIC(ROWTIME)
+  FROM "SOURCE_SQL_STREAM_001";
+"""
+
+
+def test_kda_functions_duckdb_lacks(engine: DuckDbEngine) -> None:
+    """TSDIFF, TIMESTAMP_TO_CHAR / CHAR_TO_TIMESTAMP (Java date patterns), MONOTONIC and
+    INITCAP give KDA's values."""
+    program = sql.compile_program(KDA_FUNCTIONS)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    at = records.to_timestamp(T0 + 1_500)
+    event = records.to_timestamp(T0)
+    pipe.push("SOURCE_SQL_STREAM_001", [(at, at, "QXZ", "health CARE", 1.0, event)])
+    (out,) = pipe.drain()["OUT"]
+    assert out[1:3] == ("Health Care", 1_500)
+    assert out[3] == event.strftime("%Y-%m-%d %H:%M")
+    assert out[4] == datetime(2026, 12, 7, 10, 11, 12)
+    assert out[5] == at.strftime("%d.%m.%y")
+    assert out[6] == at
+
+
+STAGGER = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
+    TICKER_SYMBOL VARCHAR(4), EVENT_MINUTE TIMESTAMP, TICKER_COUNT INTEGER);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+  SELECT STREAM TICKER_SYMBOL, FLOOR(EVENT_TIME TO MINUTE), COUNT(*) AS TICKER_COUNT
+  FROM "SOURCE_SQL_STREAM_001"
+  WINDOWED BY STAGGER (
+      PARTITION BY FLOOR(EVENT_TIME TO MINUTE), TICKER_SYMBOL RANGE INTERVAL '1' MINUTE);
+"""
+
+
+def test_stagger_windows_open_per_key_and_close_a_range_later(engine: DuckDbEngine) -> None:
+    """The guide's stagger window: a window per (minute, ticker) opened by its first row and
+    closed a minute later, emitted with the close time as ROWTIME; a row of the same key after
+    the close opens the next window; a row for a closed window is late."""
+    program = sql.compile_program(STAGGER)
+    DuckDbChecker().check(program, SOURCE)
+    minute = T0 - T0 % 60_000 + 60_000
+    event = records.to_timestamp(minute)
+
+    def at(offset_ms: int, ticker: str) -> records.Row:
+        time = records.to_timestamp(minute + offset_ms)
+        return (time, time, ticker, "TECHNOLOGY", 1.0, event)
+
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    pipe.push("SOURCE_SQL_STREAM_001", [at(1_000, "QXZ"), at(20_000, "QXZ"), at(30_000, "ABC")])
+    pipe.drain()
+    pipe.advance(minute + 60_999)
+    assert pipe.drain().get("DESTINATION_SQL_STREAM", []) == []  # not a minute yet
+    pipe.advance(minute + 61_000)
+    assert pipe.drain()["DESTINATION_SQL_STREAM"] == [
+        (records.to_timestamp(minute + 61_000), "QXZ", event, 2)
+    ]
+    pipe.push("SOURCE_SQL_STREAM_001", [at(65_000, "QXZ"), at(0, "QXZ")])  # the second: late
+    pipe.drain()
+    assert pipe.late_rows == 1
+    pipe.advance(minute + 125_000)
+    assert pipe.drain()["DESTINATION_SQL_STREAM"] == [
+        (records.to_timestamp(minute + 90_000), "ABC", event, 1),
+        (records.to_timestamp(minute + 125_000), "QXZ", event, 1),
+    ]

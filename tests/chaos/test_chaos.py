@@ -147,12 +147,6 @@ def network_cluster(tmp_path: Path) -> Iterator[tuple[ClusterProcesses, Network 
 
 @pytest.mark.cluster
 @pytest.mark.skipif(PARTITIONS_UNUSABLE is not None, reason=f"{PARTITIONS_UNUSABLE}")
-@pytest.mark.xfail(
-    strict=False,
-    reason="regression found at the end of the issue 16/20 merges: in about 1 run in 3 the "
-    "others never fence an isolated node-1 (a stall, not a slow fence); open, see the closing "
-    "note of that stop",
-)
 def test_an_isolated_node_is_fenced_and_returns_when_healed(
     network_cluster: tuple[ClusterProcesses, Network | None],
 ) -> None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -27,7 +25,6 @@ import botocore.config
 import pytest
 
 from broker.client.leases import GrpcLeaseClient
-from tests.cluster.helpers import wait_formed
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -45,20 +42,6 @@ CREATE OR REPLACE STREAM "COPY" (TICKER VARCHAR(4));
 CREATE OR REPLACE PUMP "COPY_PUMP" AS INSERT INTO "COPY"
   SELECT STREAM TICKER FROM "SOURCE_SQL_STREAM_001";
 """
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 def client(service: str, http_port: int) -> Any:

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
-from pathlib import Path
 
 import boto3
 import pytest
@@ -29,25 +28,12 @@ from tests.cluster.helpers import (
     read_stream,
     replica_status,
     shard_leaders,
+    unexplained_copies,
     wait_formed,
 )
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 def _create(endpoint: str, stream: str, shards: int) -> None:
@@ -247,8 +233,13 @@ def test_split_and_merge_with_writes_in_flight_lose_and_double_nothing(
         )
         check_no_loss(endpoint, "reshard", acknowledged)
         found = read_stream(endpoint, "reshard")
-        doubled = [data for data, positions in found.items() if len(positions) > 1]
+        # A record retried after an unknown outcome (a call that timed out or answered
+        # InternalFailure while the shard changed hands) may be stored once per call, as
+        # with Kinesis; more copies than calls that could have stored it is a duplicate.
+        doubled = unexplained_copies(found, producers)
         assert not doubled, doubled[:5]
+        retried = sum(len(positions) - 1 for positions in found.values())
+        print(f"split and merge: {retried} copies from retries after unknown outcomes")
 
 
 def _leader_of_shard_0(cluster: ClusterProcesses, endpoint: str, stream: str) -> str:

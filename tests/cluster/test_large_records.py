@@ -5,34 +5,17 @@ node, over gRPC and over the AWS HTTP door (base64 JSON, about 13.3 MiB per body
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import boto3
 import botocore.config
 import pytest
 
 from broker.client.grpc_client import ShoalClient
-from tests.cluster.helpers import shard_leaders, wait_formed
+from tests.cluster.helpers import shard_leaders
 from tests.support import ClusterProcesses, read_shard, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 MiB = 1024 * 1024
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 def test_ten_mib_records_cross_the_cluster(cluster: ClusterProcesses) -> None:

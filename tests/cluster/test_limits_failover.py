@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -28,7 +26,7 @@ from broker.client.admin import ClusterAdminClient
 from broker.client.grpc_client import ShoalClient
 from broker.client.limits import LimitsClient
 from broker.errors import ShoalError
-from tests.cluster.helpers import shard_leaders, wait_formed
+from tests.cluster.helpers import shard_leaders
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -39,20 +37,6 @@ BATCH = 25
 # and RPC latency shift them against admission). Without the fix the window after the change
 # holds about 2 * RATE.
 WINDOW_MAX = int(RATE * 1.6)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 @dataclass

@@ -14,8 +14,6 @@ from __future__ import annotations
 import itertools
 import shutil
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -37,20 +35,6 @@ STREAM = "rejoin"
 # A leader change on these knobs takes about 1-3 s (docs/ARCHITECTURE.md, "What happens on
 # leader loss"); a rejoin may cost one (the wiped leader's shards) but never a stall.
 ACK_GAP_S_MAX = 10.0
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 def _create(endpoint: str, shards: int) -> None:

@@ -1,15 +1,19 @@
 """A rolling upgrade and a rollback with two versions of Shoal in one cluster.
 
 Goal (issue 16 item 6): nodes of the previous version and of this one share a cluster while
-it rolls, in both directions, and no acknowledged record is lost or doubled in place. Method:
-the previous version's code (`PREVIOUS`, the last commit before issue 16's work; no metadata
-format changed since) exported from git into a temporary directory and run with the same
-interpreter; three of its nodes take writes, each is stopped (SIGTERM, as a StatefulSet rolls)
-and started again on this version, then one is rolled back.
+it rolls, in both directions, and no acknowledged record is lost or doubled in place; the
+cluster keeps the first metadata format (the one the previous version reads) until its last
+node runs this version, refusing meanwhile what only the newer format can carry, then the
+controller raises it (broker/meta/metadata_format.py). Method: the previous version's code
+(`PREVIOUS`, the last commit before issue 16's work, which reads metadata format 1 only)
+exported from git into a temporary directory and run with the same interpreter; three of its
+nodes take writes, one is stopped (SIGTERM, as a StatefulSet rolls), started on this version
+and rolled back, then all are rolled forward.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tarfile
 from pathlib import Path
@@ -17,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from broker.client.grpc_client import ShoalClient
-from tests.cluster.helpers import Producer, check_no_loss, wait_formed
-from tests.support import REPO, ClusterProcesses, NodeProcess
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.metadata_format import METADATA_FORMAT_MAX
+from tests.cluster.helpers import Producer, check_no_loss, cluster_status, wait_formed
+from tests.support import REPO, ClusterProcesses, NodeProcess, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -47,6 +53,24 @@ def run_from(node: NodeProcess, code: Path) -> None:
     node.start()
 
 
+def _call_unless_unavailable(endpoint: str, operation: str, request: dict[str, str]) -> bool:
+    """The call made (True), or False on ServiceUnavailable (a connection not back yet)."""
+    with ShoalClient(endpoint) as client:
+        try:
+            client.call(operation, request)
+        except ShoalError as error:
+            if error.code is not ErrorCode.UNAVAILABLE:
+                raise
+            return False
+    return True
+
+
+def _marked_format(node: NodeProcess) -> int:
+    marker = json.loads((node.data_dir / "shoal-data.json").read_text())
+    level: int = marker["metadata_format"]
+    return level
+
+
 def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
     previous = export_previous(tmp_path / "previous")
     (tmp_path / "data").mkdir()
@@ -60,16 +84,53 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
             client.call("CreateStream", {"StreamName": "orders", "ShardCount": 3})
         producer = Producer(cluster.endpoints, "orders").start()
         producer.wait_acknowledged(200)
-        # Upgrade, highest ordinal first, as a StatefulSet rolls.
+        encrypt = {"StreamName": "orders", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}
+        # One node on this version, then rolled back: the cluster stays at format 1, and what
+        # format 1 cannot carry (a stream's encryption) is refused, not written for the old
+        # nodes to choke on.
+        newest = cluster.nodes[2]
+        newest.terminate()
+        run_from(newest, REPO)
+        wait_formed(cluster)
+        assert cluster_status(newest.endpoint).metadata_format == 1
+        with ShoalClient(newest.endpoint) as client, pytest.raises(ShoalError) as refused:
+            client.call("StartStreamEncryption", encrypt)
+        assert refused.value.code is ErrorCode.INVALID_ARGUMENT
+        assert f"metadata format {METADATA_FORMAT_MAX}" in refused.value.message
+        producer.wait_acknowledged(len(producer.acknowledged) + 100)
+        newest.terminate()
+        run_from(newest, previous)
+        wait_formed(cluster)
+        producer.wait_acknowledged(len(producer.acknowledged) + 100)
+        # Upgrade, highest ordinal first, as a StatefulSet rolls; the newest format once all
+        # run it.
         for node in reversed(cluster.nodes):
             node.terminate()
             run_from(node, REPO)
             wait_formed(cluster)
             producer.wait_acknowledged(len(producer.acknowledged) + 100)
-        # Roll one back.
-        cluster.nodes[2].terminate()
-        run_from(cluster.nodes[2], previous)
-        wait_formed(cluster)
+        wait_until(
+            lambda: all(
+                cluster_status(e).metadata_format == METADATA_FORMAT_MAX for e in cluster.endpoints
+            ),
+            deadline_s=30,
+            what="the newest metadata format on every node",
+        )
+        # Through the node restarted last: a client retries while its connection comes back.
+        wait_until(
+            lambda: _call_unless_unavailable(
+                cluster.endpoints[0], "StartStreamEncryption", encrypt
+            ),
+            deadline_s=30,
+            what="StartStreamEncryption accepted at the newest format",
+        )
+        # Each node records it in its data directory (within a heartbeat interval), so a
+        # binary that reads only format 1 refuses the directory in one line.
+        wait_until(
+            lambda: all(_marked_format(node) == METADATA_FORMAT_MAX for node in cluster.nodes),
+            deadline_s=30,
+            what="the newest metadata format in every data directory's marker",
+        )
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
         producer.stop()
         assert not producer.lost

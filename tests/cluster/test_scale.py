@@ -9,9 +9,7 @@ open shards and a stream that would pass the account limit (lowered at runtime) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,27 +18,12 @@ from broker.client.grpc_client import ShoalClient
 from broker.client.limits import LimitsClient
 from broker.errors import ShoalError
 from broker.limits import hash_key_max
-from tests.cluster.helpers import wait_formed
 from tests.support import ClusterProcesses, read_shard, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 STREAMS = 5
 SHARDS = 200
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 def _writable(client: ShoalClient, name: str, records: list[dict[str, Any]]) -> bool:

@@ -16,8 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import boto3
@@ -30,7 +29,7 @@ from broker.video.acks import AckEventType
 from broker.video.archive import internal_name
 from broker.video.media_chunks import read_tags, split_chunks
 from broker.video.mkv import MkvFragment, MkvSplitter
-from tests.cluster.helpers import shard_leaders, wait_formed
+from tests.cluster.helpers import shard_leaders
 from tests.meta.video_factories import video_stream
 from tests.support import REPO, ClusterProcesses, wait_until
 from tests.video.media import decoded_frame_times_ms, h264_mkv
@@ -39,20 +38,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 FRAGMENTS = 12
 FPS = 25
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
 
 
 def _client(service: str, endpoint: str) -> Any:

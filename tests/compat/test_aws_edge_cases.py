@@ -146,3 +146,47 @@ async def test_a_creating_stream_shows_no_shards_and_may_be_deleted(
             assert summary["StreamStatus"] == "DELETING"
         finally:
             kinesis.close()
+
+
+async def test_tag_characters_as_aws_checks_them(kinesis: Any) -> None:
+    invalid = (
+        "Some tags contain invalid characters. Valid characters: "
+        "Unicode letters, digits, white space, _ . / = + - % @."
+    )
+    # Not-found comes first, whatever the tags hold.
+    code, message = await error_of(kinesis.add_tags_to_stream, StreamName="nope", Tags={";": "x"})
+    assert (code, message) == (
+        "ResourceNotFoundException",
+        f"Stream nope under account {ACCOUNT} not found.",
+    )
+    await call(kinesis.create_stream, StreamName="tagged", ShardCount=1)
+    for tags in ({"abc;def": "1"}, {"abc\tdef": "1"}, {"a": "line\nbreak"}, {"a,b": "1"}):
+        assert await error_of(kinesis.add_tags_to_stream, StreamName="tagged", Tags=tags) == (
+            "InvalidArgumentException",
+            invalid,
+        )
+    assert await error_of(
+        kinesis.remove_tags_from_stream, StreamName="tagged", TagKeys=["abc;def"]
+    ) == ("InvalidArgumentException", invalid)
+    code, message = await error_of(
+        kinesis.add_tags_to_stream, StreamName="tagged", Tags={"abc%def": "1"}
+    )
+    assert code == "InvalidArgumentException"
+    assert message == (
+        f"Failed to add tags to stream tagged under account {ACCOUNT} because some tags "
+        "contained illegal characters. The allowed characters are Unicode letters, "
+        "white-spaces, '_',',','/','=','+','-','@'."
+    )
+    code, message = await error_of(
+        kinesis.remove_tags_from_stream, StreamName="tagged", TagKeys=["abc%def"]
+    )
+    assert message.startswith("Failed to remove tags from stream tagged under account")
+    code, message = await error_of(
+        kinesis.create_stream, StreamName="born-tagged", ShardCount=1, Tags={"k": "v;"}
+    )
+    assert (code, message) == ("InvalidArgumentException", invalid)
+
+    await call(kinesis.add_tags_to_stream, StreamName="tagged", Tags={"ü0 _.": "a", "/=+-@": "é ü"})
+    listed = (await call(kinesis.list_tags_for_stream, StreamName="tagged"))["Tags"]
+    assert {t["Key"]: t["Value"] for t in listed} == {"ü0 _.": "a", "/=+-@": "é ü"}
+    await call(kinesis.remove_tags_from_stream, StreamName="tagged", TagKeys=["ü0 _.", "/=+-@"])

@@ -188,6 +188,69 @@ async def test_every_operation(
     )  # an on-demand stream (above), in an account with the billing commitment
     assert warm["WarmThroughput"]["TargetMiBps"] == 1
 
+    # Queues (tests/compat/test_queues.py covers their semantics).
+    queue = (
+        await call(
+            kinesis.create_queue,
+            QueueName="jobs",
+            StreamConfigurationList=[
+                {"StreamARN": ARN.format("all"), "StartingPosition": {"Type": "TRIM_HORIZON"}}
+            ],
+            QueueAttributes={
+                "DeadLetterConfiguration": {"TargetType": "BUILT_IN", "MaxReceiveCount": 1}
+            },
+        )
+    )["QueueDescription"]["QueueARN"]
+    assert (await call(kinesis.describe_queue, QueueARN=queue))["QueueDescription"][
+        "QueueName"
+    ] == "jobs"
+    assert len((await call(kinesis.list_queues))["QueueSummaries"]) == 1
+    await call(
+        kinesis.update_queue, QueueARN=queue, QueueAttributes={"VisibilityTimeoutSeconds": 1}
+    )
+    await call(kinesis.put_record, StreamName="all", Data=b"q", PartitionKey="q")
+    received: list[dict[str, Any]] = []
+    for _ in range(10):  # bounded: each receive waits at most a second
+        if received:
+            break
+        received = (await call(kinesis.receive_queue_records, QueueARN=queue, WaitTimeSeconds=1))[
+            "QueueRecords"
+        ]
+    handle = {"ReceiptHandle": received[0]["ReceiptHandle"]}
+    await call(
+        kinesis.update_queue_records_visibility,
+        QueueARN=queue,
+        Entries=[{**handle, "VisibilityTimeoutSeconds": 0}],
+    )
+    letters: list[dict[str, Any]] = []
+    for _ in range(10):  # received once (MaxReceiveCount 1): a dead letter once visible
+        if letters:
+            break
+        await call(kinesis.receive_queue_records, QueueARN=queue, WaitTimeSeconds=1)
+        letters = (
+            await call(kinesis.receive_dead_letter_queue_records, QueueARN=queue, WaitTimeSeconds=1)
+        )["QueueRecords"]
+    handle = {"ReceiptHandle": letters[0]["ReceiptHandle"]}
+    await call(
+        kinesis.update_dead_letter_queue_records_visibility,
+        QueueARN=queue,
+        Entries=[{**handle, "VisibilityTimeoutSeconds": 0}],
+    )
+    await call(kinesis.restore_dead_letter_queue_records, QueueARN=queue, Entries=[handle])
+    again = (await call(kinesis.receive_queue_records, QueueARN=queue, WaitTimeSeconds=1))[
+        "QueueRecords"
+    ]
+    await call(
+        kinesis.acknowledge_queue_records,
+        QueueARN=queue,
+        Entries=[{"ReceiptHandle": r["ReceiptHandle"]} for r in again],
+    )
+    acked = await call(
+        kinesis.acknowledge_dead_letter_queue_records, QueueARN=queue, Entries=[handle]
+    )
+    assert acked["Successful"] == [handle]  # acknowledged since: acknowledging again is fine
+    await call(kinesis.delete_queue, QueueARN=queue)
+
     await call(kinesis.delete_stream, StreamName="all")
     assert (await call(kinesis.list_streams))["StreamNames"] == []
 

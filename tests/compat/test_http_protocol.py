@@ -681,9 +681,9 @@ async def test_headers_never_finished_are_cut_off(
     tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A client that trickles header lines and never ends them (slowloris) loses its
-    connection after the keep-alive time (hypercorn counts a connection without a whole
-    request as idle, however many bytes arrive); 1 s here instead of 75 s."""
-    monkeypatch.setattr(limits, "http_keep_alive_s", 1)
+    connection after the header-read time (1 s here instead of 20 s), although it keeps
+    sending bytes and the keep-alive time (75 s) is far away."""
+    monkeypatch.setattr(limits, "http_header_read_s", 1.0)
     async with running_node(tmp_path / "node", clock) as node:
         reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
         try:
@@ -706,6 +706,27 @@ async def test_headers_never_finished_are_cut_off(
                 with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                     await trickling
             assert time.monotonic() - started < 5
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+        # A kept-alive connection that sends nothing between requests is not cut off by it.
+        reader, writer = await asyncio.open_connection("127.0.0.1", node.http_port)
+        request = (
+            b"POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: Kinesis_20131202.ListStreams\r\n"
+            b"Content-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        try:
+            for _ in range(2):
+                writer.write(request)
+                await writer.drain()
+                async with asyncio.timeout(10):
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert head.startswith(b"HTTP/1.1 200"), head
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                await asyncio.sleep(1.5)  # idle past the header-read time
         finally:
             writer.close()
             with contextlib.suppress(ConnectionError):

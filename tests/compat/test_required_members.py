@@ -100,23 +100,11 @@ def sample_request(shape: botocore.model.StructureShape, samples: dict[str, Any]
 # served yet; everything else in the model is. `test_every_model_operation_is_served` pins it.
 NOT_SERVED = frozenset(
     {
-        "AcknowledgeDeadLetterQueueRecords",
-        "AcknowledgeQueueRecords",
         "CreateChannel",
-        "CreateQueue",
         "DeleteChannel",
-        "DeleteQueue",
         "DescribeChannel",
-        "DescribeQueue",
         "ListChannels",
-        "ListQueues",
-        "ReceiveDeadLetterQueueRecords",
-        "ReceiveQueueRecords",
-        "RestoreDeadLetterQueueRecords",
         "UpdateChannel",
-        "UpdateDeadLetterQueueRecordsVisibility",
-        "UpdateQueue",
-        "UpdateQueueRecordsVisibility",
     }
 )
 

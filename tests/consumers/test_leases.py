@@ -120,7 +120,15 @@ def test_checkpoint_order_is_the_kcls() -> None:
 
 @pytest.mark.parametrize(
     ("sequence_number", "sub_sequence_number"),
-    [("", 0), ("12a", 0), ("-1", 0), ("1", -1), ("SHARD_END", 1), ("LATEST", 2), ("9" * 41, 0)],
+    [
+        ("", 0),
+        ("12a", 0),
+        ("-1", 0),
+        ("1", -1),
+        ("SHARD_END", 1),
+        ("LATEST", 2),
+        ("9" * 130, 0),
+    ],  # the model: 129 digits at most
 )
 def test_invalid_checkpoints_are_refused(sequence_number: str, sub_sequence_number: int) -> None:
     with pytest.raises(ValueError, match=r"."):

@@ -33,6 +33,7 @@ from broker.gateway.sigv4 import (
     HttpRequest,
     SigV4Verifier,
     canonical_uri,
+    claimed_region,
 )
 
 ACCESS_KEY = "AKIDSHOALEXAMPLE"
@@ -286,6 +287,30 @@ def test_a_credential_for_another_region_or_service_is_an_invalid_signature() ->
     error = _error(_botocore_request(service="dynamodb"))
     assert error.code is ErrorCode.INVALID_SIGNATURE
     assert error.message == "Credential should be scoped to correct service: 'kinesis'."
+
+
+def test_a_namespaced_verifier_accepts_any_region_and_says_which() -> None:
+    # Regions are namespaces for data streams: the scope's region is the caller's region.
+    verifier = SigV4Verifier(
+        secrets_by_access_key={ACCESS_KEY: SECRET}, region=REGION, any_region=True
+    )
+    for region in ("eu-west-1", "ap-southeast-2", "us-gov-west-1", REGION):
+        request = _botocore_request(region=region)
+        assert verifier.verify_scoped(request, now_ms=SIGNED_AT_MS) == (ACCESS_KEY, region)
+        assert claimed_region(request) == region
+    presigned = _botocore_request(region="eu-central-1", presign_expires_s=300)
+    assert verifier.verify_scoped(presigned, now_ms=SIGNED_AT_MS)[1] == "eu-central-1"
+    assert claimed_region(presigned) == "eu-central-1"
+    # A region that is not one, or a signature made for another region than its scope, fails.
+    request = _botocore_request(region="eu-west-1")
+    forged = _authorization(request).replace("/eu-west-1/", "/not_a_region/")
+    error = _error(_replace_header(request, "authorization", forged), verifier=verifier)
+    assert error.message == "Credential should be scoped to a valid region, not 'not_a_region'."
+    moved = _authorization(request).replace("/eu-west-1/", "/eu-west-2/")
+    error = _error(_replace_header(request, "authorization", moved), verifier=verifier)
+    assert error.code is ErrorCode.INVALID_SIGNATURE
+    assert error.message == SIGNATURE_MISMATCH_MESSAGE
+    assert claimed_region(_drop_header(request, "authorization")) is None
 
 
 def test_a_credential_date_that_differs_from_the_request_date_is_an_invalid_signature() -> None:

@@ -44,6 +44,7 @@ def create_stream(name: str = "s1", *, now_ms: int = 0, **overrides: Any) -> Cre
 
 
 def init_cluster(cluster_id: str = "c-1", *, now_ms: int = 0) -> InitCluster:
+    """Starts the cluster at the first metadata format (a node raises it: SetMetadataFormat)."""
     return InitCluster(now_ms=now_ms, cluster_id=cluster_id, iterator_secret=b"\x00\x01secret")
 
 

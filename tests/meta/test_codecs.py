@@ -8,12 +8,14 @@ import json
 import pytest
 
 from broker import limits
+from broker.consumers.leases import Checkpoint, CheckpointLease
 from broker.meta.commands import (
     COMMAND_FORMAT_VERSION,
     AddTags,
     BeginReshard,
     ChangeAnalyticsApplication,
     ChangeRetention,
+    CheckpointLeaseCommand,
     Command,
     CompleteReshard,
     CreateAnalyticsApplication,
@@ -26,6 +28,7 @@ from broker.meta.commands import (
     RemoveTags,
     RewrapStreamDataKeys,
     SetEnhancedMonitoring,
+    SetMetadataFormat,
     SetNodeState,
     SetShardLeader,
     SetStreamEncryption,
@@ -51,6 +54,11 @@ from broker.meta.image import (
 )
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import apply
+from broker.streams.sequence_numbers import (
+    SequencePosition,
+    encode_legacy_sequence_number,
+    encode_sequence_number,
+)
 from broker.streams.throttling import StreamLimits
 from broker.types import NodeId, Offset, ShardIndex, StreamUid
 from tests.consumers.registry_factories import every_consumer_command
@@ -63,6 +71,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.queue_factories import every_queue_command
 from tests.meta.video_factories import every_video_command
 
 EVERY_COMMAND: list[Command] = [
@@ -188,6 +197,8 @@ EVERY_COMMAND: list[Command] = [
         continuous_through=(("shardId-000000000000", "49" + "0" * 54),),
     ),
     *every_delivery_stream_command(now_ms=23),
+    SetMetadataFormat(now_ms=26, level=2),
+    *every_queue_command(now_ms=29),
 ]
 
 
@@ -261,7 +272,7 @@ def test_optional_fields_may_be_omitted() -> None:
 
 def test_image_round_trip() -> None:
     image = nodes_image(3)
-    for command in EVERY_COMMAND[:2]:
+    for command in (*EVERY_COMMAND[:2], SetMetadataFormat(now_ms=3, level=2)):
         image = apply(image, command).image
     assert image.streams["s1"].shards[0].replicas  # type: ignore[index]
     image = apply(
@@ -287,7 +298,7 @@ def test_image_round_trip() -> None:
 def test_image_with_stream_features_round_trips() -> None:
     """Resource policies, encryption, warm throughput and record distribution (issue 14)."""
     image = nodes_image(1)
-    for command in EVERY_COMMAND[:2]:
+    for command in (*EVERY_COMMAND[:2], SetMetadataFormat(now_ms=3, level=3)):
         image = apply(image, command).image
     stream = image.streams["s1"]  # type: ignore[index]
     featured = dataclasses.replace(
@@ -344,3 +355,28 @@ def test_image_with_nodes_and_placement_round_trips() -> None:
     assert len(shard.replicas) == 3
     assert shard.leader == shard.replicas[0]
     assert decoded.streams["s1"].replication_factor == 3  # type: ignore[index]
+
+
+def test_checkpoints_are_journaled_in_the_previous_layout() -> None:
+    # KCL checkpoints cross the metadata journal, which nodes of the previous release apply too
+    # during a rolling upgrade: they are written in its 38-digit layout (same order), and read
+    # back in the 56-digit one clients are given. Old journals' checkpoints read the same way.
+    position = SequencePosition(shard_created_ms=1_700_000_000_000, shard_index=3, offset=9)
+    new, old = encode_sequence_number(position), encode_legacy_sequence_number(position)
+    command = CheckpointLeaseCommand(
+        now_ms=5,
+        operation=CheckpointLease(
+            application="app",
+            stream_name="s",
+            lease_key="shardId-000000000003",
+            owner="w",
+            expected_counter=1,
+            checkpoint=Checkpoint(new, 2),
+            pending=False,
+        ),
+    )
+    text = encode_command(command).decode()
+    assert new not in text
+    assert old in text
+    assert decode_command(text.encode()) == command
+    assert decode_command(text.replace(old, new).encode()) == command  # either layout reads back

@@ -255,6 +255,40 @@ async def test_a_voter_that_lost_its_journal_votes_only_once_caught_up(tmp_path:
             await quorum.stop()
 
 
+async def test_every_voter_of_a_new_cluster_counts_once_a_leader_is_elected(
+    tmp_path: Path,
+) -> None:
+    """Every voter of a new cluster starts blank (no journal). Followers leave that state when
+    they apply what the leader committed; the first leader itself receives no append_entries,
+    and once stayed blank for good: after it lost the leadership it withheld its vote from
+    every candidate, so with one other voter cut off no leader could be elected again (the
+    isolated-node fencing stall of tests/chaos). Being elected proves its log complete."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    quorums = [
+        PysyncobjQuorum(config(tmp_path / f"n{i}", a, tuple(b for b in addresses if b != a)))
+        for i, a in enumerate(addresses)
+    ]
+    for quorum in quorums:
+        await quorum.start()
+    try:
+        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+        leader = next(q for q in quorums if q.statistics().role == "leader")
+        await leader.propose(register_node("n1"))
+        syncobjs = [q._syncobj for q in quorums]
+        assert all(s is not None for s in syncobjs)
+        await wait_until(
+            lambda: not any(s is not None and s._shoal_blank for s in syncobjs),
+            what="every voter, the first leader included, counting again",
+        )
+        # And so the two that remain elect a leader when the leader is cut off.
+        await leader.stop()
+        others = [q for q in quorums if q is not leader]
+        await wait_until(lambda: any(q.is_quorum_leader() for q in others), what="a new leader")
+    finally:
+        for quorum in quorums:
+            await quorum.stop()
+
+
 # pysyncobj (0.3.17, serializer.py getTransmissionData) never closes the snapshot file it
 # streams to a follower; the garbage collector does, with a ResourceWarning. Not ours to fix
 # here; an fd per snapshot transfer until collection.

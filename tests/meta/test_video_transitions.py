@@ -17,7 +17,7 @@ from broker.meta.commands import (
 )
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import decode_image, encode_image
-from broker.meta.state_machine import apply
+from broker.meta.state_machine import Applied, apply
 from broker.meta.video_table import VideoStreamStatus
 from tests.meta.video_factories import video_stream
 
@@ -138,3 +138,77 @@ def test_tags_limit_and_delete() -> None:
     gone = apply(deleted.image, DeleteVideoStream(now_ms=1_200, arn=arn))
     assert gone.error is not None
     assert gone.error.code is ErrorCode.VIDEO_RESOURCE_NOT_FOUND
+
+
+def test_signaling_channels_and_configurations_through_apply() -> None:
+    from broker.meta.commands import (
+        CreateSignalingChannel,
+        DeleteSignalingChannel,
+        SetChannelMediaStorage,
+        SetVideoStreamConfiguration,
+        UpdateSignalingChannel,
+    )
+    from tests.meta.video_factories import signaling_channel
+
+    image = _created()
+    channel = signaling_channel()
+    created = apply(image, CreateSignalingChannel(now_ms=1_000, channel=channel, channels_max=1))
+    assert created.error is None
+    image = created.image
+    # One name per account and region; the account's limit.
+    again = apply(
+        image,
+        CreateSignalingChannel(
+            now_ms=1_001, channel=signaling_channel(created_ms=1_001), channels_max=5
+        ),
+    )
+    assert again.error is not None and again.error.code is ErrorCode.RESOURCE_IN_USE
+    over = apply(
+        image,
+        CreateSignalingChannel(
+            now_ms=1_001, channel=signaling_channel("other", created_ms=1_001), channels_max=1
+        ),
+    )
+    assert over.error is not None
+    assert over.error.code is ErrorCode.ACCOUNT_CHANNEL_LIMIT_EXCEEDED
+
+    def update(version: str, now_ms: int) -> Applied:
+        return apply(
+            image,
+            UpdateSignalingChannel(
+                now_ms=now_ms,
+                arn=channel.arn,
+                current_version=version,
+                new_version="v2",
+                message_ttl_seconds=90,
+                updating_ms=100,
+            ),
+        )
+
+    busy = update("v1", 1_100)  # still CREATING
+    assert busy.error is not None and busy.error.code is ErrorCode.RESOURCE_IN_USE
+    stale = update("v0", 2_000)
+    assert stale.error is not None and stale.error.code is ErrorCode.VERSION_MISMATCH
+    image = update("v1", 2_000).image
+    meta = image.video.channel_by_arn(channel.arn)
+    assert meta is not None and (meta.message_ttl_seconds, meta.version) == (90, "v2")
+    assert meta.status(now_ms=2_050) is VideoStreamStatus.UPDATING
+
+    stream = video_stream()
+    stored = apply(
+        image,
+        SetChannelMediaStorage(now_ms=2_000, arn=channel.arn, stream_arn=stream.arn, enabled=True),
+    )
+    assert stored.error is None
+    configured = apply(
+        stored.image,
+        SetVideoStreamConfiguration(
+            now_ms=2_000, arn=stream.arn, kind="notification", document='{"Status":"ENABLED"}'
+        ),
+    )
+    assert configured.error is None
+    image = configured.image
+    assert decode_image(encode_image(image)) == image  # channels survive the snapshot
+
+    deleted = apply(image, DeleteSignalingChannel(now_ms=2_000, arn=channel.arn))
+    assert deleted.error is None and deleted.image.video.channels == {}

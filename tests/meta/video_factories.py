@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from broker.meta.commands import (
+    CreateSignalingChannel,
     CreateVideoStream,
+    DeleteSignalingChannel,
     DeleteVideoStream,
+    SetChannelMediaStorage,
+    SetVideoStreamConfiguration,
     TagVideoStream,
     UntagVideoStream,
+    UpdateSignalingChannel,
     UpdateVideoRetention,
     UpdateVideoStream,
     VideoCommand,
 )
-from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
+from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta, VideoStreamStatus
 
 
 def video_stream(
@@ -59,5 +64,37 @@ def every_video_command(*, now_ms: int) -> list[VideoCommand]:
         ),
         TagVideoStream(now_ms=now_ms, arn=stream.arn, tags=(("a", "1"),), tags_max=50),
         UntagVideoStream(now_ms=now_ms, arn=stream.arn, keys=("a",)),
+        SetVideoStreamConfiguration(
+            now_ms=now_ms, arn=stream.arn, kind="notification", document='{"Status":"ENABLED"}'
+        ),
+        CreateSignalingChannel(now_ms=now_ms, channel=signaling_channel(), channels_max=10),
+        UpdateSignalingChannel(
+            now_ms=now_ms,
+            arn=signaling_channel().arn,
+            current_version="v1",
+            new_version="v2",
+            message_ttl_seconds=90,
+            updating_ms=0,
+        ),
+        SetChannelMediaStorage(
+            now_ms=now_ms, arn=signaling_channel().arn, stream_arn=stream.arn, enabled=True
+        ),
+        DeleteSignalingChannel(now_ms=now_ms, arn=signaling_channel().arn, current_version="v2"),
         DeleteVideoStream(now_ms=now_ms, arn=stream.arn, current_version=None),
     ]
+
+
+def signaling_channel(name: str = "door", *, created_ms: int = 1_000) -> SignalingChannelMeta:
+    return SignalingChannelMeta(
+        arn=f"arn:aws:kinesisvideo:us-east-1:000000000000:channel/{name}/{created_ms}",
+        name=name,
+        account_id="000000000000",
+        region="us-east-1",
+        created_ms=created_ms,
+        version="v1",
+        channel_type="SINGLE_MASTER",
+        message_ttl_seconds=60,
+        tags=(("site", "home"),),
+        transient_status=VideoStreamStatus.CREATING,
+        status_until_ms=created_ms + 200,
+    )

@@ -1,8 +1,12 @@
-"""Shard iterators: round trip, tamper detection, expiry at the exact boundary."""
+"""Shard iterators: round trip, AWS's shape, tamper detection, expiry at the exact boundary,
+and tokens of the previous format."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import struct
 
 import pytest
 from hypothesis import given
@@ -10,7 +14,12 @@ from hypothesis import strategies as st
 
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
-from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
+from broker.streams.iterators import (
+    TOKEN_CHARS,
+    IteratorPosition,
+    decode_iterator,
+    encode_iterator,
+)
 
 SECRET = b"k" * 32
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -48,16 +57,19 @@ def _expect_invalid(token: str, *, secret: bytes = SECRET) -> None:
 def test_round_trip(position: IteratorPosition) -> None:
     token = encode_iterator(position, secret=SECRET)
     assert len(token) <= limits.shard_iterator_chars_max
-    assert len(token) == 72
+    assert len(token) == TOKEN_CHARS == 224
+    decoded = base64.b64decode(token, validate=True)  # standard base64, as AWS's
+    assert decoded[:8] == bytes([0, 0, 0, 0, 0, 0, 0, 1])  # AWS's first eight bytes
+    assert (len(decoded) - 8) % 16 == 0  # then 16-byte-aligned, as AWS's
     assert decode_iterator(token, secret=SECRET, now_ms=position.issued_ms) == position
 
 
 @given(positions, st.data())
 def test_flipping_any_byte_is_rejected(position: IteratorPosition, data: st.DataObject) -> None:
-    raw = bytearray(base64.urlsafe_b64decode(encode_iterator(position, secret=SECRET)))
+    raw = bytearray(base64.b64decode(encode_iterator(position, secret=SECRET)))
     at = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
     raw[at] ^= data.draw(st.integers(min_value=1, max_value=255))
-    tampered = base64.urlsafe_b64encode(bytes(raw)).decode("ascii")
+    tampered = base64.b64encode(bytes(raw)).decode("ascii")
     with pytest.raises(ShoalError) as caught:
         decode_iterator(tampered, secret=SECRET, now_ms=position.issued_ms)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
@@ -83,7 +95,7 @@ def test_wrong_secret_is_rejected() -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "x", "A" * 72, "A" * 71 + "=", "é" * 72, "A" * 512, "AAAA" * 18 + "AAAA"],
+    ["", "x", "A" * 72, "A" * 224, "A" * 223 + "=", "é" * 224, "A" * 512, "AAAA" * 57],
 )
 def test_malformed_tokens_are_rejected(token: str) -> None:
     _expect_invalid(token)
@@ -120,9 +132,46 @@ def test_tokens_from_the_future_are_accepted() -> None:
 
 def test_tampering_is_detected_before_expiry() -> None:
     # An expired and tampered token reports the tampering, never trusting its fields.
-    raw = bytearray(base64.urlsafe_b64decode(encode_iterator(_position(), secret=SECRET)))
+    raw = bytearray(base64.b64decode(encode_iterator(_position(), secret=SECRET)))
     raw[-1] ^= 1
-    tampered = base64.urlsafe_b64encode(bytes(raw)).decode("ascii")
+    tampered = base64.b64encode(bytes(raw)).decode("ascii")
     with pytest.raises(ShoalError) as caught:
         decode_iterator(tampered, secret=SECRET, now_ms=2**62)
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+
+
+def test_the_token_is_opaque() -> None:
+    # Nothing of the position shows through: two tokens one record apart share only the prefix.
+    first = base64.b64decode(encode_iterator(_position(offset=4), secret=SECRET))
+    second = base64.b64decode(encode_iterator(_position(offset=5), secret=SECRET))
+    assert first[:8] == second[:8]
+    assert sum(a == b for a, b in zip(first[8:], second[8:], strict=True)) < 20
+    assert struct.pack(">Q", 1_700_000_000_000) not in first
+
+
+def _previous_format_token(position: IteratorPosition, secret: bytes) -> str:
+    """A token as the previous release minted it (HMAC-signed, URL-safe base64, 72 chars)."""
+    body = struct.pack(
+        ">BBQQIQQ",
+        1,
+        0,
+        position.stream_uid,
+        position.shard_uid,
+        position.shard_index,
+        position.offset,
+        position.issued_ms,
+    )
+    tag = hmac.new(secret, b"shoal/shard-iterator\x00" + body, hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(body + tag).decode("ascii")
+
+
+def test_tokens_of_the_previous_format_are_still_opened() -> None:
+    # A reader holding one across the upgrade goes on (they expire within 5 minutes).
+    position = _position()
+    old = _previous_format_token(position, SECRET)
+    assert len(old) == 72
+    assert decode_iterator(old, secret=SECRET, now_ms=position.issued_ms) == position
+    raw = bytearray(base64.urlsafe_b64decode(old))
+    raw[20] ^= 1
+    _expect_invalid(base64.urlsafe_b64encode(bytes(raw)).decode("ascii"))
+    _expect_invalid(old, secret=b"other secret")

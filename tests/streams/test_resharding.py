@@ -244,13 +244,24 @@ def test_validate_merge_accepts_either_order() -> None:
 
 @pytest.mark.parametrize(
     ("current", "target", "total"),
-    [(1, 2, 3), (2, 4, 6), (4, 2, 6), (4, 5, 15), (2, 1, 3), (3, 3, 3)],
+    # AWS's counts of shards in all (open and closed) after UpdateShardCount: 10 -> 13 leaves
+    # 37 and 5 -> 3 leaves 7 (measured on AWS; issue 14).
+    [(10, 13, 37), (5, 3, 7), (1, 2, 3), (2, 4, 6), (4, 2, 6), (4, 5, 15), (2, 1, 3), (3, 3, 3)],
 )
 def test_uniform_scaling_outcome(current: int, target: int, total: int) -> None:
     stream, _ = _apply(make_stream(current), _uniform(target))
     assert len(stream.shards) == total
-    live = [s for s in stream.shards if s.state is not ShardState.CLOSED]
-    assert sorted((s.hash_key_start, s.hash_key_end) for s in live) == uniform_ranges(target)
+    live = sorted(
+        (s.hash_key_start, s.hash_key_end)
+        for s in stream.shards
+        if s.state is not ShardState.CLOSED
+    )
+    assert len(live) == target
+    assert tiles_hash_space(live)
+    if target in (current, 2 * current) or 2 * target == current:
+        assert live == uniform_ranges(target)  # doubling and halving stay uniform
+    widths = [end - start + 1 for start, end in live]
+    assert max(widths) <= 2 * min(widths) + 2  # pieces of one or two halves (or shards)
 
 
 def test_uniform_scaling_to_the_current_uniform_count_is_a_no_op() -> None:
@@ -385,6 +396,10 @@ def test_any_sequence_of_reshards_keeps_every_invariant(
         else:
             low, high = (len(live) + 1) // 2, min(2 * len(live), 40)
             target = low + choice % (high - low + 1)
+            if target > len(live) and any(s.hash_key_start == s.hash_key_end for s in live):
+                with pytest.raises(ShoalError, match="single hash key"):  # cannot be halved
+                    validate_update_shard_count(stream, target_shard_count=target, now_ms=now_ms)
+                continue
             validate_update_shard_count(stream, target_shard_count=target, now_ms=now_ms)
             request = _uniform(target)
         stream, _ = _apply(stream, request, now_ms=now_ms)

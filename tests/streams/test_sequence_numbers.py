@@ -12,10 +12,12 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import ShardState
 from broker.streams.sequence_numbers import (
     CREATED_MS_MAX,
+    DIGITS,
     OFFSET_MAX,
     SHARD_INDEX_MAX,
     SequencePosition,
     decode_sequence_number,
+    encode_legacy_sequence_number,
     encode_sequence_number,
     ending_sequence_number,
     offset_for_sequence_number,
@@ -37,8 +39,27 @@ positions = st.builds(
 def test_round_trip(position: SequencePosition) -> None:
     text = encode_sequence_number(position)
     assert text.isdigit()
-    assert len(text) <= 39
+    assert len(text) == DIGITS  # AWS's width, whatever the fields hold
     assert decode_sequence_number(text) == position
+
+
+@given(positions)
+def test_numbers_of_the_previous_layout_still_decode(position: SequencePosition) -> None:
+    # Checkpoints, backups and fragment numbers stored before the upgrade name the same record.
+    old = encode_legacy_sequence_number(position)
+    assert len(old) <= 39
+    assert decode_sequence_number(old) == position
+    # ...and every old number sorts below every new one, as an integer.
+    assert int(old) < int(
+        encode_sequence_number(SequencePosition(shard_created_ms=0, shard_index=0, offset=0))
+    )
+
+
+@given(positions, positions)
+def test_string_order_is_integer_order(first: SequencePosition, second: SequencePosition) -> None:
+    # Clients compare numbers both ways (the KCL as BigInteger, others as strings).
+    a, b = encode_sequence_number(first), encode_sequence_number(second)
+    assert (a < b) == (int(a) < int(b))
 
 
 @given(positions, st.integers(min_value=0, max_value=OFFSET_MAX - 1))
@@ -91,7 +112,24 @@ def test_encode_asserts_field_ranges() -> None:
         str(1 << 124),  # version nibble 1
         str(3 << 124),  # version nibble 3
         str(2**128),
-        "9" * 56,  # an AWS-shaped number
+        "9" * 56,
+        "49546986683135544286507457936321625675700192471156785154",  # one of AWS's
+        str(
+            int(
+                encode_sequence_number(
+                    SequencePosition(shard_created_ms=1, shard_index=2, offset=3)
+                )
+            )
+            | (1 << 8)
+        ),  # reserved bits set
+        str(
+            int(
+                encode_sequence_number(
+                    SequencePosition(shard_created_ms=1, shard_index=2, offset=3)
+                )
+            )
+            + 1
+        ),  # another layout nibble
         "9" * 5000,
     ],
 )

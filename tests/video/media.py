@@ -15,7 +15,13 @@ import av
 
 
 def h264_mkv(
-    *, frames: int = 75, fps: int = 25, width: int = 160, height: int = 120, live: bool = False
+    *,
+    frames: int = 75,
+    fps: int = 25,
+    width: int = 160,
+    height: int = 120,
+    live: bool = False,
+    first_frame: int = 0,  # a camera going on: its timecodes continue from here
 ) -> bytes:
     buffer = io.BytesIO()
     options = {"cluster_time_limit": "10000"}
@@ -36,7 +42,7 @@ def h264_mkv(
             for number, plane in enumerate(frame.planes):
                 shade = (index * 7 + number * 50) % 256
                 plane.update(bytes([shade]) * (plane.line_size * plane.height))
-            frame.pts = index
+            frame.pts = first_frame + index
             frame.time_base = fractions.Fraction(1, fps)
             for packet in stream.encode(frame):
                 container.mux(packet)

@@ -86,3 +86,17 @@ async def test_aws_cli_kinesisvideo(node: Node, tmp_path: Path) -> None:
         "cli-cam",
     )
     assert len(fragments["Fragments"]) == 2
+    channel = await aws(
+        tmp_path, url, "kinesisvideo", "create-signaling-channel", "--channel-name", "cli-door"
+    )
+    endpoints = await aws(
+        tmp_path,
+        url,
+        "kinesisvideo",
+        "get-signaling-channel-endpoint",
+        "--channel-arn",
+        channel["ChannelARN"],
+        "--single-master-channel-endpoint-configuration",
+        "Protocols=WSS,HTTPS,Role=VIEWER",
+    )
+    assert {e["Protocol"] for e in endpoints["ResourceEndpointList"]} == {"WSS", "HTTPS"}

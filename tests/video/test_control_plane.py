@@ -230,5 +230,37 @@ async def test_native_grpc_control_plane(node: Node, kvs: Any) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.CreateStream(video_pb2.CreateStreamInput(stream_name="bad name!"))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # Signaling channels and the configurations are on this door too.
+        channel_arn = (
+            await stub.CreateSignalingChannel(
+                video_pb2.CreateSignalingChannelInput(
+                    channel_name="native-door",
+                    single_master_configuration=video_pb2.SingleMasterConfiguration(
+                        message_ttl_seconds=40
+                    ),
+                    tags=[video_pb2.Tag(key="via", value="grpc")],
+                )
+            )
+        ).channel_arn
+        endpoints = await stub.GetSignalingChannelEndpoint(
+            video_pb2.GetSignalingChannelEndpointInput(channel_arn=channel_arn)
+        )
+        assert [e.protocol for e in endpoints.resource_endpoint_list] == ["WSS", "HTTPS"]
+        await stub.UpdateNotificationConfiguration(
+            video_pb2.UpdateNotificationConfigurationInput(
+                stream_name="native",
+                notification_configuration=video_pb2.NotificationConfiguration(
+                    status="DISABLED",
+                    destination_config=video_pb2.NotificationDestinationConfig(
+                        uri="arn:aws:sns:us-east-1:000000000000:topic"
+                    ),
+                ),
+            )
+        )
     info = (await call(kvs.describe_stream, StreamName="native"))["StreamInfo"]
     assert info["StreamARN"] == created.stream_arn
+    channel = (await call(kvs.describe_signaling_channel, ChannelName="native-door"))["ChannelInfo"]
+    assert channel["ChannelARN"] == channel_arn
+    assert channel["SingleMasterConfiguration"] == {"MessageTtlSeconds": 40}
+    notification = await call(kvs.describe_notification_configuration, StreamName="native")
+    assert notification["NotificationConfiguration"]["Status"] == "DISABLED"

@@ -18,6 +18,7 @@ never count `applied_commands`, which `apply` does once per command.
     video_streams.py     video streams (Kinesis Video Streams): create, delete, update, tags
     analytics_applications.py  Kinesis Data Analytics SQL applications (rules in broker.analytics)
     delivery_streams.py  Data Firehose delivery streams (create, activate, delete, update, tags)
+    queues.py            Kinesis queues: create, update, delete, receive claims, settlements
 
 Capacity loads and scaling events live in `broker.meta.capacity`, which predates this package.
 """

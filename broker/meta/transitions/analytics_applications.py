@@ -38,7 +38,17 @@ def create_application(
             ErrorCode.LIMIT_EXCEEDED,
             f"The account has {command.applications_max} applications, its limit.",
         )
-    app = rules.create(
+    try:
+        app = _created(command)
+    except (KeyError, TypeError, ValueError) as error:  # as in change_application
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, f"CreateApplication: malformed request ({error!r})."
+        ) from error
+    return _stored(image, table, app), app
+
+
+def _created(command: CreateAnalyticsApplication) -> Application:
+    return rules.create(
         account_id=command.account_id,
         region=command.region,
         name=command.name,
@@ -48,9 +58,13 @@ def create_application(
         outputs=json.loads(command.outputs),
         logging_options=json.loads(command.logging_options),
         tags=command.tags,
-        now_ms=now_ms,
+        now_ms=command.now_ms,
+        references=json.loads(command.reference_data_sources),
+        runtime=command.runtime,
+        service_execution_role=command.service_execution_role,
+        mode=command.mode,
+        configuration=json.loads(command.configuration),
     )
-    return _stored(image, table, app), app
 
 
 def change_application(
@@ -66,7 +80,14 @@ def change_application(
     request: dict[str, Any] = json.loads(command.request)
     if "CurrentApplicationVersionId" in request:
         rules.check_version(app, int(request["CurrentApplicationVersionId"]))
-    changed = _change(app, command.operation, request, now_ms, command.transition_ms)
+    try:
+        changed = _change(app, command.operation, request, now_ms, command.transition_ms)
+    except (KeyError, TypeError, ValueError) as error:
+        # A request the doors let through but the rules cannot read: refused the same way on
+        # every replica, never an apply that fails the state machine.
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, f"{command.operation}: malformed request ({error!r})."
+        ) from error
     return _stored(image, table, changed), changed
 
 

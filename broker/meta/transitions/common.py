@@ -10,11 +10,12 @@ import dataclasses
 
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import MetadataImage, StreamMeta, StreamStatus
+from broker.streams.namespaces import is_stream_key, name_of
 
 DAY_MS = 86_400_000
 
-# Used in messages about a stream that does not exist, when no ARN names the account. Shoal
-# serves one account per cluster; every ARN it issues carries the same account id.
+# Used in messages about a stream that does not exist, when no ARN names the account (an image
+# whose default namespace has no stream yet).
 ACCOUNT_ID_FALLBACK = "000000000000"
 REGION_FALLBACK = "us-east-1"
 
@@ -28,8 +29,11 @@ def _arn_part(arn: str, index: int) -> str | None:
 
 
 def account_id(image: MetadataImage) -> str:
-    """The account every stream's ARN names (the first by name, for determinism)."""
+    """The default namespace's account: the one its streams' ARNs name (the first by name, for
+    determinism; namespaced keys are other accounts' or regions', `streams/namespaces.py`)."""
     for name in sorted(image.streams):
+        if is_stream_key(name):
+            continue
         account = _arn_part(image.streams[name].arn, 4)
         if account is not None:
             return account
@@ -37,18 +41,27 @@ def account_id(image: MetadataImage) -> str:
 
 
 def region(image: MetadataImage) -> str:
-    """The region every stream's ARN names (the first by name, for determinism)."""
+    """The default namespace's region (as `account_id`)."""
     for name in sorted(image.streams):
+        if is_stream_key(name):
+            continue
         found = _arn_part(image.streams[name].arn, 3)
         if found is not None:
             return found
     return REGION_FALLBACK
 
 
+def account_of(image: MetadataImage, key: str) -> str:
+    """The account of the stream keyed `key` (its namespace's, or the default one's)."""
+    if is_stream_key(key):
+        return key.split("/", 1)[0]
+    return account_id(image)
+
+
 def not_found(image: MetadataImage, name: str) -> ShoalError:
     return ShoalError(
         ErrorCode.RESOURCE_NOT_FOUND,
-        f"Stream {name} under account {account_id(image)} not found.",
+        f"Stream {name_of(name)} under account {account_of(image, name)} not found.",
     )
 
 
@@ -64,7 +77,8 @@ def require_active(image: MetadataImage, meta: StreamMeta, *, now_ms: int) -> No
     if status is not StreamStatus.ACTIVE:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {meta.name} under account {account_id(image)} not ACTIVE, "
+            f"Stream {name_of(meta.name)}"
+            f" under account {account_of(image, meta.name)} not ACTIVE, "
             f"instead in state {status.value}",
         )
 

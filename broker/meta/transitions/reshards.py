@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import assert_never
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import capacity
 from broker.meta.commands import BeginReshard, CompleteReshard
@@ -28,12 +29,14 @@ from broker.meta.image import (
 from broker.meta.transitions.account_limits import check_shard_limit, open_shard_count
 from broker.meta.transitions.common import (
     account_id,
+    account_of,
     live_stream,
     require_active,
     with_stream,
     within_last_day,
 )
 from broker.streams import resharding
+from broker.streams.namespaces import name_of
 from broker.types import ShardIndex, ShardUid
 
 
@@ -72,8 +75,13 @@ def _reshard_request(image: MetadataImage, command: BeginReshard) -> ReshardRequ
     if missing is not None:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value null at '{missing}' failed to satisfy "
-            "constraint: Member must not be null",
+            error_messages.validation_errors(
+                [
+                    error_messages.constraint_violation(
+                        "null", missing, error_messages.MUST_NOT_BE_NULL
+                    )
+                ]
+            ),
         )
     return return_request
 
@@ -131,8 +139,9 @@ def begin_reshard(image: MetadataImage, command: BeginReshard) -> tuple[Metadata
     if meta.mode is StreamMode.ON_DEMAND and command.automatic_reason is None:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"Stream {meta.name} under account {account_id(image)} is in ON_DEMAND capacity "
-            "mode; this operation is only supported in PROVISIONED mode.",
+            error_messages.only_in_provisioned_mode(
+                name_of(meta.name), account_of(image, meta.name)
+            ),
         )
     capacity.check_automatic_reshard(meta, command)
     request = _reshard_request(image, command)

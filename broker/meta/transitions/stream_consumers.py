@@ -21,7 +21,8 @@ from broker.meta.commands import (
     RegisterStreamConsumer,
 )
 from broker.meta.image import MetadataImage, StreamMeta, StreamStatus
-from broker.meta.transitions.common import account_id, live_stream, not_found
+from broker.meta.transitions.common import account_id, account_of, live_stream, not_found
+from broker.streams.namespaces import keys_for_arn, name_of
 
 
 def lease_operation(image: MetadataImage, command: LeaseCommand) -> tuple[MetadataImage, object]:
@@ -59,11 +60,12 @@ def _check_lease_shards(image: MetadataImage, command: CreateLeasesCommand) -> N
 def _stream_by_arn(image: MetadataImage, arn: str, *, now_ms: int) -> StreamMeta:
     """The live stream this exact ARN names (a stream of another account or region, or an
     older incarnation's ARN, is not found)."""
+    for key in keys_for_arn(arn):  # the bare key, then the namespaced one
+        meta = image.stream(key, now_ms=now_ms)
+        if meta is not None and meta.arn == arn:
+            return meta
     _, _, name = arn.partition(":stream/")
-    meta = image.stream(name, now_ms=now_ms) if name else None
-    if meta is None or meta.arn != arn:
-        raise not_found(image, name or arn)
-    return meta
+    raise not_found(image, name or arn)
 
 
 def _consumer_result(
@@ -88,7 +90,7 @@ def register_consumer(
     if status not in (StreamStatus.ACTIVE, StreamStatus.UPDATING):
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {meta.name} under account {account_id(image)} not ACTIVE, "
+            f"Stream {name_of(meta.name)} under account {account_of(image, meta.name)} not ACTIVE, "
             f"instead in state {status.value}",
         )
     if len(dict(command.tags)) > limits.tags_per_stream_max:
@@ -105,7 +107,8 @@ def register_consumer(
         tags=command.tags,
         now_ms=now_ms,
         creating_ms=command.creating_ms,
-        limit=command.consumers_per_stream_max,
+        # Queues count as registered consumers (AWS: they share the limit).
+        limit=command.consumers_per_stream_max - len(image.queues.on_stream(meta.uid)),
     )
     return _consumer_result(image, table, result)
 

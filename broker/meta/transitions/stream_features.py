@@ -30,8 +30,14 @@ from broker.meta.image import (
     StreamMode,
     StreamStatus,
 )
-from broker.meta.transitions.common import account_id, live_stream, require_active, with_stream
+from broker.meta.transitions.common import (
+    account_of,
+    live_stream,
+    require_active,
+    with_stream,
+)
 from broker.streams.account_settings import CommitmentStatus
+from broker.streams.namespaces import name_of
 from broker.types import StreamName
 
 
@@ -150,7 +156,9 @@ def update_warm_throughput(
     if meta.mode is not StreamMode.ON_DEMAND:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            error_messages.warm_throughput_needs_on_demand(meta.name, account_id(image)),
+            error_messages.warm_throughput_needs_on_demand(
+                name_of(meta.name), account_of(image, meta.name)
+            ),
         )
     commitment = image.account.billing_commitment.status(now_ms=now_ms)
     if commitment is CommitmentStatus.DISABLED:
@@ -183,7 +191,9 @@ def update_record_distribution(
     if meta.mode is not StreamMode.ON_DEMAND and command.strategy is RecordDistribution.AUTO:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            error_messages.distribution_needs_on_demand(meta.name, account_id(image)),
+            error_messages.distribution_needs_on_demand(
+                name_of(meta.name), account_of(image, meta.name)
+            ),
         )
     if meta.record_distribution is command.strategy:
         return image, meta

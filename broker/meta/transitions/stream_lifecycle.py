@@ -14,7 +14,13 @@ from broker import error_messages, limits
 from broker.consumers import registry
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import capacity
-from broker.meta.commands import CreateStream, DeleteStream, ForgetStream, InitCluster
+from broker.meta.commands import (
+    CreateStream,
+    DeleteStream,
+    ForgetStream,
+    InitCluster,
+    SetMetadataFormat,
+)
 from broker.meta.image import (
     MetadataImage,
     RecordDistribution,
@@ -22,9 +28,11 @@ from broker.meta.image import (
     StreamMode,
     StreamStatus,
 )
+from broker.meta.metadata_format import FIRST_FORMAT
 from broker.meta.placement import place_shards
+from broker.meta.transitions import queues
 from broker.meta.transitions.account_limits import check_on_demand_limit, check_shard_limit
-from broker.meta.transitions.common import account_id, live_stream, with_stream
+from broker.meta.transitions.common import account_of, live_stream, with_stream
 from broker.meta.transitions.nodes import check_replication_factor
 from broker.meta.transitions.stream_settings import (
     check_record_size,
@@ -32,6 +40,7 @@ from broker.meta.transitions.stream_settings import (
     merged_tags,
 )
 from broker.streams import resharding
+from broker.streams.namespaces import name_of
 from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
 
 
@@ -43,9 +52,23 @@ def init_cluster(image: MetadataImage, command: InitCluster) -> tuple[MetadataIm
     assert command.cluster_id
     assert command.iterator_secret
     initialised = dataclasses.replace(
-        image, cluster_id=command.cluster_id, iterator_secret=command.iterator_secret
+        image,
+        cluster_id=command.cluster_id,
+        iterator_secret=command.iterator_secret,
+        metadata_format=FIRST_FORMAT,
     )
     return initialised, initialised.cluster_id
+
+
+def set_metadata_format(
+    image: MetadataImage, command: SetMetadataFormat
+) -> tuple[MetadataImage, object]:
+    # Never lowered: a replayed or late command for a level already reached is a no-op.
+    # (A binary that cannot read `level` cannot decode this command either: it stops there.)
+    if command.level <= image.metadata_format:
+        return image, image.metadata_format
+    raised = dataclasses.replace(image, metadata_format=command.level)
+    return raised, raised.metadata_format
 
 
 def create_stream(image: MetadataImage, command: CreateStream) -> tuple[MetadataImage, object]:
@@ -54,7 +77,8 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
     if existing is not None and not existing.is_gone(now_ms=now_ms):
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {command.name} under account {account_id(image)} already exists.",
+            f"Stream {name_of(command.name)}"
+            f" under account {account_of(image, command.name)} already exists.",
         )
     if not 1 <= command.shard_count <= limits.shard_count_per_stream_max:
         raise ShoalError(
@@ -76,12 +100,16 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
     elif command.warm_throughput_mibps is not None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            error_messages.warm_throughput_needs_on_demand(command.name, account_id(image)),
+            error_messages.warm_throughput_needs_on_demand(
+                name_of(command.name), account_of(image, command.name)
+            ),
         )
     elif command.record_distribution is not RecordDistribution.USER_PARTITION_KEY:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            error_messages.distribution_needs_on_demand(command.name, account_id(image)),
+            error_messages.distribution_needs_on_demand(
+                name_of(command.name), account_of(image, command.name)
+            ),
         )
     tags = merged_tags(image, command.name, {}, command.tags)
     check_replication_factor(image, command.replication_factor)
@@ -135,6 +163,7 @@ def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadata
         # unknown outcome is harmless (kinesalite also accepts a second delete).
         return _without_stream_leases(image, meta.name), meta
     # A CREATING stream may be deleted, as on AWS.
+    queues.refuse_if_stream_has_queues(image, meta.uid, meta.name)
     # Registered consumers (CREATING or ACTIVE; a deregistered one no longer counts).
     registered = [
         consumer
@@ -144,7 +173,8 @@ def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadata
     if registered and not command.enforce_consumer_deletion:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {command.name} under account {account_id(image)} has registered "
+            f"Stream {name_of(command.name)}"
+            f" under account {account_of(image, command.name)} has registered "
             "consumers; deregister them or set EnforceConsumerDeletion.",
         )
     # A pending reshard is abandoned: its CompleteReshard becomes a no-op (see there), and

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     AddTags,
@@ -17,28 +17,28 @@ from broker.meta.commands import (
     UpdateStreamMode,
 )
 from broker.meta.image import MetadataImage, RecordDistribution, StreamMode, StreamStatus
+from broker.meta.transitions import queues
 from broker.meta.transitions.account_limits import check_on_demand_limit
 from broker.meta.transitions.common import (
-    account_id,
+    account_of,
     live_stream,
     require_active,
     with_stream,
     within_last_day,
 )
+from broker.streams.namespaces import name_of
 
 
 def check_retention_bounds(hours: int) -> None:
     if hours < limits.retention_hours_min:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Minimum allowed retention period is {limits.retention_hours_min} hours. "
-            f"Requested retention period ({hours} hours) is too short.",
+            error_messages.retention_too_short(limits.retention_hours_min, hours),
         )
     if hours > limits.retention_hours_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Maximum allowed retention period is {limits.retention_hours_max} hours. "
-            f"Requested retention period ({hours} hours) is too long.",
+            error_messages.retention_too_long(limits.retention_hours_max, hours),
         )
 
 
@@ -46,9 +46,16 @@ def check_record_size(kib: int) -> None:
     if not limits.record_size_kib_min <= kib <= limits.record_size_kib_max:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value '{kib}' at 'maxRecordSizeInKiB' failed to "
-            f"satisfy constraint: Member must have value between {limits.record_size_kib_min} "
-            f"and {limits.record_size_kib_max}",
+            error_messages.validation_errors(
+                [
+                    error_messages.constraint_violation(
+                        f"'{kib}'",
+                        "maxRecordSizeInKiB",
+                        f"Member must have value between {limits.record_size_kib_min} "
+                        f"and {limits.record_size_kib_max}",
+                    )
+                ]
+            ),
         )
 
 
@@ -60,9 +67,9 @@ def merged_tags(
     if len(merged) > limits.tags_per_stream_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Failed to add tags to stream {name} under account {account_id(image)} because "
-            f"a given stream cannot have more than {limits.tags_per_stream_max} tags "
-            "associated with it.",
+            error_messages.too_many_stream_tags(
+                name_of(name), account_of(image, name), limits.tags_per_stream_max
+            ),
         )
     return tuple(sorted(merged.items()))
 
@@ -77,16 +84,12 @@ def change_retention(
     if command.increase and requested < existing:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Requested retention period ({requested} hours) for stream {command.name} can not "
-            f"be shorter than existing retention period ({existing} hours). "
-            "Use DecreaseRetentionPeriod API.",
+            error_messages.retention_not_an_increase(requested, command.name, existing),
         )
     if not command.increase and requested > existing:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Requested retention period ({requested} hours) for stream {command.name} can not "
-            f"be longer than existing retention period ({existing} hours). "
-            "Use IncreaseRetentionPeriod API.",
+            error_messages.retention_not_a_decrease(requested, command.name, existing),
         )
     require_active(image, meta, now_ms=now_ms)
     changed = dataclasses.replace(meta, retention_hours=requested)
@@ -136,10 +139,15 @@ def update_stream_mode(
     if len(recent) >= limits.update_stream_mode_per_day_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"Stream {meta.name} under account {account_id(image)} has already had its "
-            f"capacity mode updated {len(recent)} times in the last 24 hours. Limit: "
-            f"{limits.update_stream_mode_per_day_max}.",
+            error_messages.stream_mode_updates_per_day(
+                name_of(meta.name),
+                account_of(image, meta.name),
+                len(recent),
+                limits.update_stream_mode_per_day_max,
+            ),
         )
+    if command.mode is StreamMode.PROVISIONED:
+        queues.refuse_if_stream_has_queues(image, meta.uid, meta.name)
     if command.mode is StreamMode.ON_DEMAND:
         check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
     changed = dataclasses.replace(

@@ -104,16 +104,33 @@ def update_retention(
     return _store(image, changed)
 
 
+def _retagged(
+    image: MetadataImage, arn: str, tags: tuple[tuple[str, str], ...]
+) -> tuple[MetadataImage, object]:
+    """The stream or signaling channel `arn` with `tags` (both are tagged by ARN)."""
+    channel = image.video.channel_by_arn(arn)
+    if channel is not None:
+        changed_channel = dataclasses.replace(channel, tags=tags)
+        return dataclasses.replace(
+            image, video=image.video.with_channel(changed_channel)
+        ), changed_channel
+    return _store(image, dataclasses.replace(_stream(image, arn), tags=tags))
+
+
+def _tags_of(image: MetadataImage, arn: str) -> tuple[tuple[str, str], ...]:
+    channel = image.video.channel_by_arn(arn)
+    return channel.tags if channel is not None else _stream(image, arn).tags
+
+
 def tag(image: MetadataImage, command: TagVideoStream) -> tuple[MetadataImage, object]:
-    meta = _stream(image, command.arn)
-    merged = dict(meta.tags)
+    merged = dict(_tags_of(image, command.arn))
     merged.update(command.tags)
     if len(merged) > command.tags_max:
         raise ShoalError(ErrorCode.TAGS_PER_RESOURCE_EXCEEDED)
-    return _store(image, dataclasses.replace(meta, tags=tuple(sorted(merged.items()))))
+    return _retagged(image, command.arn, tuple(sorted(merged.items())))
 
 
 def untag(image: MetadataImage, command: UntagVideoStream) -> tuple[MetadataImage, object]:
-    meta = _stream(image, command.arn)
-    kept = tuple((k, v) for k, v in meta.tags if k not in set(command.keys))
-    return _store(image, dataclasses.replace(meta, tags=kept))
+    removed = set(command.keys)
+    kept = tuple((k, v) for k, v in _tags_of(image, command.arn) if k not in removed)
+    return _retagged(image, command.arn, kept)

@@ -476,6 +476,7 @@ class HeartbeatRequest(_message.Message):
     REJOINING_FIELD_NUMBER: _builtins.int
     DISK_FULL_FIELD_NUMBER: _builtins.int
     FENCED_FIELD_NUMBER: _builtins.int
+    METADATA_FORMAT_MAX_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     incarnation: _builtins.int
     sent_ms: _builtins.int
@@ -484,6 +485,11 @@ class HeartbeatRequest(_message.Message):
     """SIGTERM: move this node's shard leaderships away (drain)"""
     disk_full: _builtins.bool
     """Below its free-space minimum: it refuses new records, so its leaderships move away."""
+    metadata_format_max: _builtins.int
+    """The highest metadata format this node's binary reads (broker/meta/metadata_format.py); 0
+    from a binary before the negotiation, which reads the first format only. The controller
+    raises the cluster's format once every registered node reads the next one.
+    """
     @_builtins.property
     def rejoining(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejoiningReplica]:
         """Replicas this node lost with its disk that have not rejoined yet (decisions/0002, "Lost
@@ -506,10 +512,11 @@ class HeartbeatRequest(_message.Message):
         rejoining: _abc.Iterable[Global___RejoiningReplica] | None = ...,
         disk_full: _builtins.bool = ...,
         fenced: _abc.Iterable[Global___FencedLeadership] | None = ...,
+        metadata_format_max: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_full", b"disk_full", "fenced", b"fenced", "incarnation", b"incarnation", "node_id", b"node_id", "rejoining", b"rejoining", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["disk_full", b"disk_full", "fenced", b"fenced", "incarnation", b"incarnation", "metadata_format_max", b"metadata_format_max", "node_id", b"node_id", "rejoining", b"rejoining", "sent_ms", b"sent_ms", "shutting_down", b"shutting_down"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -991,6 +998,8 @@ class ClusterStatusResponse(_message.Message):
     SHARDS_FIELD_NUMBER: _builtins.int
     RAFT_TERM_FIELD_NUMBER: _builtins.int
     RAFT_COMMIT_INDEX_FIELD_NUMBER: _builtins.int
+    METADATA_FORMAT_FIELD_NUMBER: _builtins.int
+    METADATA_FORMAT_MAX_FIELD_NUMBER: _builtins.int
     cluster_id: _builtins.str
     answered_by: _builtins.str
     """node id"""
@@ -1000,6 +1009,10 @@ class ClusterStatusResponse(_message.Message):
     """node id running the controller, if known"""
     raft_term: _builtins.int
     raft_commit_index: _builtins.int
+    metadata_format: _builtins.int
+    """the cluster's (0 from a node before the negotiation)"""
+    metadata_format_max: _builtins.int
+    """the highest the answering node reads"""
     @_builtins.property
     def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeStatus]: ...
     @_builtins.property
@@ -1015,10 +1028,12 @@ class ClusterStatusResponse(_message.Message):
         shards: _abc.Iterable[Global___ShardStatus] | None = ...,
         raft_term: _builtins.int = ...,
         raft_commit_index: _builtins.int = ...,
+        metadata_format: _builtins.int = ...,
+        metadata_format_max: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "cluster_id", b"cluster_id", "controller", b"controller", "nodes", b"nodes", "quorum_leader", b"quorum_leader", "raft_commit_index", b"raft_commit_index", "raft_term", b"raft_term", "shards", b"shards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered_by", b"answered_by", "cluster_id", b"cluster_id", "controller", b"controller", "metadata_format", b"metadata_format", "metadata_format_max", b"metadata_format_max", "nodes", b"nodes", "quorum_leader", b"quorum_leader", "raft_commit_index", b"raft_commit_index", "raft_term", b"raft_term", "shards", b"shards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

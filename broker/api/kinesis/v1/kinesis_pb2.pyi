@@ -3498,3 +3498,1339 @@ class UpdateStreamRecordDistributionStrategyOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateStreamRecordDistributionStrategyOutput: _TypeAlias = UpdateStreamRecordDistributionStrategyOutput  # noqa: Y015
+
+@_typing.final
+class CreateQueueInput(_message.Message):
+    """--- Queues (messages written by scripts/proto-from-model's conventions) ---"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_CONFIGURATION_LIST_FIELD_NUMBER: _builtins.int
+    QUEUE_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    @_builtins.property
+    def stream_configuration_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStreamConfiguration]: ...
+    @_builtins.property
+    def queue_attributes(self) -> Global___QueueAttributes: ...
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str | None = ...,
+        stream_configuration_list: _abc.Iterable[Global___QueueStreamConfiguration] | None = ...,
+        queue_attributes: Global___QueueAttributes | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_name", b"_queue_name", "queue_attributes", b"queue_attributes", "queue_name", b"queue_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_name", b"_queue_name", "queue_attributes", b"queue_attributes", "queue_name", b"queue_name", "stream_configuration_list", b"stream_configuration_list", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_name: _TypeAlias = _typing.Literal["queue_name"]  # noqa: Y015
+    _WhichOneofArgType__queue_name: _TypeAlias = _typing.Literal["_queue_name", b"_queue_name"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_name) -> _WhichOneofReturnType__queue_name | None: ...
+
+Global___CreateQueueInput: _TypeAlias = CreateQueueInput  # noqa: Y015
+
+@_typing.final
+class QueueStreamConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STARTING_POSITION_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    @_builtins.property
+    def starting_position(self) -> Global___QueueStartingPosition: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        starting_position: Global___QueueStartingPosition | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "starting_position", b"starting_position", "stream_arn", b"stream_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "starting_position", b"starting_position", "stream_arn", b"stream_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___QueueStreamConfiguration: _TypeAlias = QueueStreamConfiguration  # noqa: Y015
+
+@_typing.final
+class QueueStartingPosition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    TIMESTAMP_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    @_builtins.property
+    def timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        type: _builtins.str | None = ...,
+        timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_type", b"_type", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_type", b"_type", "timestamp", b"timestamp", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___QueueStartingPosition: _TypeAlias = QueueStartingPosition  # noqa: Y015
+
+@_typing.final
+class QueueAttributes(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VISIBILITY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    visibility_timeout_seconds: _builtins.int
+    @_builtins.property
+    def dead_letter_configuration(self) -> Global___DeadLetterConfiguration: ...
+    def __init__(
+        self,
+        *,
+        visibility_timeout_seconds: _builtins.int | None = ...,
+        dead_letter_configuration: Global___DeadLetterConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_visibility_timeout_seconds", b"_visibility_timeout_seconds", "dead_letter_configuration", b"dead_letter_configuration", "visibility_timeout_seconds", b"visibility_timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_visibility_timeout_seconds", b"_visibility_timeout_seconds", "dead_letter_configuration", b"dead_letter_configuration", "visibility_timeout_seconds", b"visibility_timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["visibility_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["_visibility_timeout_seconds", b"_visibility_timeout_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__visibility_timeout_seconds) -> _WhichOneofReturnType__visibility_timeout_seconds | None: ...
+
+Global___QueueAttributes: _TypeAlias = QueueAttributes  # noqa: Y015
+
+@_typing.final
+class DeadLetterConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TARGET_TYPE_FIELD_NUMBER: _builtins.int
+    MAX_RECEIVE_COUNT_FIELD_NUMBER: _builtins.int
+    target_type: _builtins.str
+    max_receive_count: _builtins.int
+    def __init__(
+        self,
+        *,
+        target_type: _builtins.str | None = ...,
+        max_receive_count: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_receive_count", b"_max_receive_count", "_target_type", b"_target_type", "max_receive_count", b"max_receive_count", "target_type", b"target_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_receive_count", b"_max_receive_count", "_target_type", b"_target_type", "max_receive_count", b"max_receive_count", "target_type", b"target_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_receive_count: _TypeAlias = _typing.Literal["max_receive_count"]  # noqa: Y015
+    _WhichOneofArgType__max_receive_count: _TypeAlias = _typing.Literal["_max_receive_count", b"_max_receive_count"]  # noqa: Y015
+    _WhichOneofReturnType__target_type: _TypeAlias = _typing.Literal["target_type"]  # noqa: Y015
+    _WhichOneofArgType__target_type: _TypeAlias = _typing.Literal["_target_type", b"_target_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_receive_count) -> _WhichOneofReturnType__max_receive_count | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__target_type) -> _WhichOneofReturnType__target_type | None: ...
+
+Global___DeadLetterConfiguration: _TypeAlias = DeadLetterConfiguration  # noqa: Y015
+
+@_typing.final
+class CreateQueueOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue_description(self) -> Global___QueueDescription: ...
+    def __init__(
+        self,
+        *,
+        queue_description: Global___QueueDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue_description", b"queue_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_description", b"queue_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateQueueOutput: _TypeAlias = CreateQueueOutput  # noqa: Y015
+
+@_typing.final
+class QueueDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    QUEUE_STATUS_FIELD_NUMBER: _builtins.int
+    QUEUE_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    STREAM_CONFIGURATION_LIST_FIELD_NUMBER: _builtins.int
+    QUEUE_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    queue_arn: _builtins.str
+    queue_status: _builtins.str
+    @_builtins.property
+    def queue_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stream_configuration_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStreamConfiguration]: ...
+    @_builtins.property
+    def queue_attributes(self) -> Global___QueueAttributes: ...
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str | None = ...,
+        queue_arn: _builtins.str | None = ...,
+        queue_status: _builtins.str | None = ...,
+        queue_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        stream_configuration_list: _abc.Iterable[Global___QueueStreamConfiguration] | None = ...,
+        queue_attributes: Global___QueueAttributes | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "_queue_name", b"_queue_name", "_queue_status", b"_queue_status", "queue_arn", b"queue_arn", "queue_attributes", b"queue_attributes", "queue_creation_timestamp", b"queue_creation_timestamp", "queue_name", b"queue_name", "queue_status", b"queue_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "_queue_name", b"_queue_name", "_queue_status", b"_queue_status", "queue_arn", b"queue_arn", "queue_attributes", b"queue_attributes", "queue_creation_timestamp", b"queue_creation_timestamp", "queue_name", b"queue_name", "queue_status", b"queue_status", "stream_configuration_list", b"stream_configuration_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    _WhichOneofReturnType__queue_name: _TypeAlias = _typing.Literal["queue_name"]  # noqa: Y015
+    _WhichOneofArgType__queue_name: _TypeAlias = _typing.Literal["_queue_name", b"_queue_name"]  # noqa: Y015
+    _WhichOneofReturnType__queue_status: _TypeAlias = _typing.Literal["queue_status"]  # noqa: Y015
+    _WhichOneofArgType__queue_status: _TypeAlias = _typing.Literal["_queue_status", b"_queue_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_name) -> _WhichOneofReturnType__queue_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_status) -> _WhichOneofReturnType__queue_status | None: ...
+
+Global___QueueDescription: _TypeAlias = QueueDescription  # noqa: Y015
+
+@_typing.final
+class DescribeQueueInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___DescribeQueueInput: _TypeAlias = DescribeQueueInput  # noqa: Y015
+
+@_typing.final
+class DescribeQueueOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue_description(self) -> Global___QueueDescription: ...
+    def __init__(
+        self,
+        *,
+        queue_description: Global___QueueDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue_description", b"queue_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_description", b"queue_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeQueueOutput: _TypeAlias = DescribeQueueOutput  # noqa: Y015
+
+@_typing.final
+class ListQueuesInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    STREAM_FILTER_FIELD_NUMBER: _builtins.int
+    max_results: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def stream_filter(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStreamFilter]: ...
+    def __init__(
+        self,
+        *,
+        max_results: _builtins.int | None = ...,
+        next_token: _builtins.str | None = ...,
+        stream_filter: _abc.Iterable[Global___QueueStreamFilter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "max_results", b"max_results", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "max_results", b"max_results", "next_token", b"next_token", "stream_filter", b"stream_filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_results: _TypeAlias = _typing.Literal["max_results"]  # noqa: Y015
+    _WhichOneofArgType__max_results: _TypeAlias = _typing.Literal["_max_results", b"_max_results"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_results) -> _WhichOneofReturnType__max_results | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListQueuesInput: _TypeAlias = ListQueuesInput  # noqa: Y015
+
+@_typing.final
+class QueueStreamFilter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    @_builtins.property
+    def stream_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___QueueStreamFilter: _TypeAlias = QueueStreamFilter  # noqa: Y015
+
+@_typing.final
+class ListQueuesOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_SUMMARIES_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def queue_summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueSummary]: ...
+    def __init__(
+        self,
+        *,
+        queue_summaries: _abc.Iterable[Global___QueueSummary] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token", "queue_summaries", b"queue_summaries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListQueuesOutput: _TypeAlias = ListQueuesOutput  # noqa: Y015
+
+@_typing.final
+class QueueSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_NAME_FIELD_NUMBER: _builtins.int
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    QUEUE_STATUS_FIELD_NUMBER: _builtins.int
+    QUEUE_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    STREAMS_FIELD_NUMBER: _builtins.int
+    queue_name: _builtins.str
+    queue_arn: _builtins.str
+    queue_status: _builtins.str
+    @_builtins.property
+    def queue_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueStreamIdentifier]: ...
+    def __init__(
+        self,
+        *,
+        queue_name: _builtins.str | None = ...,
+        queue_arn: _builtins.str | None = ...,
+        queue_status: _builtins.str | None = ...,
+        queue_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        streams: _abc.Iterable[Global___QueueStreamIdentifier] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "_queue_name", b"_queue_name", "_queue_status", b"_queue_status", "queue_arn", b"queue_arn", "queue_creation_timestamp", b"queue_creation_timestamp", "queue_name", b"queue_name", "queue_status", b"queue_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "_queue_name", b"_queue_name", "_queue_status", b"_queue_status", "queue_arn", b"queue_arn", "queue_creation_timestamp", b"queue_creation_timestamp", "queue_name", b"queue_name", "queue_status", b"queue_status", "streams", b"streams"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    _WhichOneofReturnType__queue_name: _TypeAlias = _typing.Literal["queue_name"]  # noqa: Y015
+    _WhichOneofArgType__queue_name: _TypeAlias = _typing.Literal["_queue_name", b"_queue_name"]  # noqa: Y015
+    _WhichOneofReturnType__queue_status: _TypeAlias = _typing.Literal["queue_status"]  # noqa: Y015
+    _WhichOneofArgType__queue_status: _TypeAlias = _typing.Literal["_queue_status", b"_queue_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_name) -> _WhichOneofReturnType__queue_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_status) -> _WhichOneofReturnType__queue_status | None: ...
+
+Global___QueueSummary: _TypeAlias = QueueSummary  # noqa: Y015
+
+@_typing.final
+class QueueStreamIdentifier(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    @_builtins.property
+    def stream_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___QueueStreamIdentifier: _TypeAlias = QueueStreamIdentifier  # noqa: Y015
+
+@_typing.final
+class UpdateQueueInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    QUEUE_ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    @_builtins.property
+    def queue_attributes(self) -> Global___QueueAttributes: ...
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        queue_attributes: Global___QueueAttributes | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn", "queue_attributes", b"queue_attributes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn", "queue_attributes", b"queue_attributes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___UpdateQueueInput: _TypeAlias = UpdateQueueInput  # noqa: Y015
+
+@_typing.final
+class UpdateQueueOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue_description(self) -> Global___QueueDescription: ...
+    def __init__(
+        self,
+        *,
+        queue_description: Global___QueueDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["queue_description", b"queue_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_description", b"queue_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQueueOutput: _TypeAlias = UpdateQueueOutput  # noqa: Y015
+
+@_typing.final
+class DeleteQueueInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___DeleteQueueInput: _TypeAlias = DeleteQueueInput  # noqa: Y015
+
+@_typing.final
+class DeleteQueueOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteQueueOutput: _TypeAlias = DeleteQueueOutput  # noqa: Y015
+
+@_typing.final
+class ReceiveQueueRecordsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    WAIT_TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    VISIBILITY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    limit: _builtins.int
+    wait_time_seconds: _builtins.int
+    visibility_timeout_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        limit: _builtins.int | None = ...,
+        wait_time_seconds: _builtins.int | None = ...,
+        visibility_timeout_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_queue_arn", b"_queue_arn", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "_wait_time_seconds", b"_wait_time_seconds", "limit", b"limit", "queue_arn", b"queue_arn", "visibility_timeout_seconds", b"visibility_timeout_seconds", "wait_time_seconds", b"wait_time_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_queue_arn", b"_queue_arn", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "_wait_time_seconds", b"_wait_time_seconds", "limit", b"limit", "queue_arn", b"queue_arn", "visibility_timeout_seconds", b"visibility_timeout_seconds", "wait_time_seconds", b"wait_time_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    _WhichOneofReturnType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["visibility_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["_visibility_timeout_seconds", b"_visibility_timeout_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__wait_time_seconds: _TypeAlias = _typing.Literal["wait_time_seconds"]  # noqa: Y015
+    _WhichOneofArgType__wait_time_seconds: _TypeAlias = _typing.Literal["_wait_time_seconds", b"_wait_time_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__visibility_timeout_seconds) -> _WhichOneofReturnType__visibility_timeout_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__wait_time_seconds) -> _WhichOneofReturnType__wait_time_seconds | None: ...
+
+Global___ReceiveQueueRecordsInput: _TypeAlias = ReceiveQueueRecordsInput  # noqa: Y015
+
+@_typing.final
+class ReceiveQueueRecordsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueRecord]: ...
+    def __init__(
+        self,
+        *,
+        queue_records: _abc.Iterable[Global___QueueRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_records", b"queue_records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveQueueRecordsOutput: _TypeAlias = ReceiveQueueRecordsOutput  # noqa: Y015
+
+@_typing.final
+class QueueRecord(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    PARTITION_KEY_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    APPROXIMATE_ARRIVAL_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    FIRST_RECEIVE_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    RECEIVE_COUNT_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    record_id: _builtins.str
+    partition_key: _builtins.str
+    data: _builtins.bytes
+    receive_count: _builtins.int
+    @_builtins.property
+    def approximate_arrival_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def first_receive_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        record_id: _builtins.str | None = ...,
+        partition_key: _builtins.str | None = ...,
+        data: _builtins.bytes | None = ...,
+        approximate_arrival_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        first_receive_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        receive_count: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_data", b"_data", "_partition_key", b"_partition_key", "_receipt_handle", b"_receipt_handle", "_receive_count", b"_receive_count", "_record_id", b"_record_id", "approximate_arrival_timestamp", b"approximate_arrival_timestamp", "data", b"data", "first_receive_timestamp", b"first_receive_timestamp", "partition_key", b"partition_key", "receipt_handle", b"receipt_handle", "receive_count", b"receive_count", "record_id", b"record_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_data", b"_data", "_partition_key", b"_partition_key", "_receipt_handle", b"_receipt_handle", "_receive_count", b"_receive_count", "_record_id", b"_record_id", "approximate_arrival_timestamp", b"approximate_arrival_timestamp", "data", b"data", "first_receive_timestamp", b"first_receive_timestamp", "partition_key", b"partition_key", "receipt_handle", b"receipt_handle", "receive_count", b"receive_count", "record_id", b"record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__data: _TypeAlias = _typing.Literal["data"]  # noqa: Y015
+    _WhichOneofArgType__data: _TypeAlias = _typing.Literal["_data", b"_data"]  # noqa: Y015
+    _WhichOneofReturnType__partition_key: _TypeAlias = _typing.Literal["partition_key"]  # noqa: Y015
+    _WhichOneofArgType__partition_key: _TypeAlias = _typing.Literal["_partition_key", b"_partition_key"]  # noqa: Y015
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    _WhichOneofReturnType__receive_count: _TypeAlias = _typing.Literal["receive_count"]  # noqa: Y015
+    _WhichOneofArgType__receive_count: _TypeAlias = _typing.Literal["_receive_count", b"_receive_count"]  # noqa: Y015
+    _WhichOneofReturnType__record_id: _TypeAlias = _typing.Literal["record_id"]  # noqa: Y015
+    _WhichOneofArgType__record_id: _TypeAlias = _typing.Literal["_record_id", b"_record_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__data) -> _WhichOneofReturnType__data | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__partition_key) -> _WhichOneofReturnType__partition_key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receive_count) -> _WhichOneofReturnType__receive_count | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__record_id) -> _WhichOneofReturnType__record_id | None: ...
+
+Global___QueueRecord: _TypeAlias = QueueRecord  # noqa: Y015
+
+@_typing.final
+class AcknowledgeQueueRecordsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcknowledgeQueueRecordsRequestEntry]: ...
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        entries: _abc.Iterable[Global___AcknowledgeQueueRecordsRequestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "entries", b"entries", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___AcknowledgeQueueRecordsInput: _TypeAlias = AcknowledgeQueueRecordsInput  # noqa: Y015
+
+@_typing.final
+class AcknowledgeQueueRecordsRequestEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___AcknowledgeQueueRecordsRequestEntry: _TypeAlias = AcknowledgeQueueRecordsRequestEntry  # noqa: Y015
+
+@_typing.final
+class AcknowledgeQueueRecordsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESSFUL_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def successful(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcknowledgeQueueRecordsResultEntry]: ...
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcknowledgeQueueRecordsErrorEntry]: ...
+    def __init__(
+        self,
+        *,
+        successful: _abc.Iterable[Global___AcknowledgeQueueRecordsResultEntry] | None = ...,
+        failed: _abc.Iterable[Global___AcknowledgeQueueRecordsErrorEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "successful", b"successful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeQueueRecordsOutput: _TypeAlias = AcknowledgeQueueRecordsOutput  # noqa: Y015
+
+@_typing.final
+class AcknowledgeQueueRecordsResultEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___AcknowledgeQueueRecordsResultEntry: _TypeAlias = AcknowledgeQueueRecordsResultEntry  # noqa: Y015
+
+@_typing.final
+class AcknowledgeQueueRecordsErrorEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    error_code: _builtins.str
+    error_message: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        error_code: _builtins.str | None = ...,
+        error_message: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
+    _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
+    _WhichOneofReturnType__error_message: _TypeAlias = _typing.Literal["error_message"]  # noqa: Y015
+    _WhichOneofArgType__error_message: _TypeAlias = _typing.Literal["_error_message", b"_error_message"]  # noqa: Y015
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_code) -> _WhichOneofReturnType__error_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_message) -> _WhichOneofReturnType__error_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___AcknowledgeQueueRecordsErrorEntry: _TypeAlias = AcknowledgeQueueRecordsErrorEntry  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRecordsVisibilityInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateQueueRecordsVisibilityRequestEntry]: ...
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        entries: _abc.Iterable[Global___UpdateQueueRecordsVisibilityRequestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "entries", b"entries", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___UpdateQueueRecordsVisibilityInput: _TypeAlias = UpdateQueueRecordsVisibilityInput  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRecordsVisibilityRequestEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    VISIBILITY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    visibility_timeout_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        visibility_timeout_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "receipt_handle", b"receipt_handle", "visibility_timeout_seconds", b"visibility_timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "receipt_handle", b"receipt_handle", "visibility_timeout_seconds", b"visibility_timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    _WhichOneofReturnType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["visibility_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["_visibility_timeout_seconds", b"_visibility_timeout_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__visibility_timeout_seconds) -> _WhichOneofReturnType__visibility_timeout_seconds | None: ...
+
+Global___UpdateQueueRecordsVisibilityRequestEntry: _TypeAlias = UpdateQueueRecordsVisibilityRequestEntry  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRecordsVisibilityOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESSFUL_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def successful(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateQueueRecordsVisibilityResultEntry]: ...
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateQueueRecordsVisibilityErrorEntry]: ...
+    def __init__(
+        self,
+        *,
+        successful: _abc.Iterable[Global___UpdateQueueRecordsVisibilityResultEntry] | None = ...,
+        failed: _abc.Iterable[Global___UpdateQueueRecordsVisibilityErrorEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "successful", b"successful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateQueueRecordsVisibilityOutput: _TypeAlias = UpdateQueueRecordsVisibilityOutput  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRecordsVisibilityResultEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___UpdateQueueRecordsVisibilityResultEntry: _TypeAlias = UpdateQueueRecordsVisibilityResultEntry  # noqa: Y015
+
+@_typing.final
+class UpdateQueueRecordsVisibilityErrorEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    error_code: _builtins.str
+    error_message: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        error_code: _builtins.str | None = ...,
+        error_message: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
+    _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
+    _WhichOneofReturnType__error_message: _TypeAlias = _typing.Literal["error_message"]  # noqa: Y015
+    _WhichOneofArgType__error_message: _TypeAlias = _typing.Literal["_error_message", b"_error_message"]  # noqa: Y015
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_code) -> _WhichOneofReturnType__error_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_message) -> _WhichOneofReturnType__error_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___UpdateQueueRecordsVisibilityErrorEntry: _TypeAlias = UpdateQueueRecordsVisibilityErrorEntry  # noqa: Y015
+
+@_typing.final
+class ReceiveDeadLetterQueueRecordsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    WAIT_TIME_SECONDS_FIELD_NUMBER: _builtins.int
+    VISIBILITY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    limit: _builtins.int
+    wait_time_seconds: _builtins.int
+    visibility_timeout_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        limit: _builtins.int | None = ...,
+        wait_time_seconds: _builtins.int | None = ...,
+        visibility_timeout_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_queue_arn", b"_queue_arn", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "_wait_time_seconds", b"_wait_time_seconds", "limit", b"limit", "queue_arn", b"queue_arn", "visibility_timeout_seconds", b"visibility_timeout_seconds", "wait_time_seconds", b"wait_time_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_queue_arn", b"_queue_arn", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "_wait_time_seconds", b"_wait_time_seconds", "limit", b"limit", "queue_arn", b"queue_arn", "visibility_timeout_seconds", b"visibility_timeout_seconds", "wait_time_seconds", b"wait_time_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    _WhichOneofReturnType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["visibility_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["_visibility_timeout_seconds", b"_visibility_timeout_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__wait_time_seconds: _TypeAlias = _typing.Literal["wait_time_seconds"]  # noqa: Y015
+    _WhichOneofArgType__wait_time_seconds: _TypeAlias = _typing.Literal["_wait_time_seconds", b"_wait_time_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__visibility_timeout_seconds) -> _WhichOneofReturnType__visibility_timeout_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__wait_time_seconds) -> _WhichOneofReturnType__wait_time_seconds | None: ...
+
+Global___ReceiveDeadLetterQueueRecordsInput: _TypeAlias = ReceiveDeadLetterQueueRecordsInput  # noqa: Y015
+
+@_typing.final
+class ReceiveDeadLetterQueueRecordsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def queue_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueueRecord]: ...
+    def __init__(
+        self,
+        *,
+        queue_records: _abc.Iterable[Global___QueueRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["queue_records", b"queue_records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReceiveDeadLetterQueueRecordsOutput: _TypeAlias = ReceiveDeadLetterQueueRecordsOutput  # noqa: Y015
+
+@_typing.final
+class AcknowledgeDeadLetterQueueRecordsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcknowledgeDeadLetterQueueRecordsRequestEntry]: ...
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        entries: _abc.Iterable[Global___AcknowledgeDeadLetterQueueRecordsRequestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "entries", b"entries", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___AcknowledgeDeadLetterQueueRecordsInput: _TypeAlias = AcknowledgeDeadLetterQueueRecordsInput  # noqa: Y015
+
+@_typing.final
+class AcknowledgeDeadLetterQueueRecordsRequestEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___AcknowledgeDeadLetterQueueRecordsRequestEntry: _TypeAlias = AcknowledgeDeadLetterQueueRecordsRequestEntry  # noqa: Y015
+
+@_typing.final
+class AcknowledgeDeadLetterQueueRecordsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESSFUL_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def successful(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcknowledgeDeadLetterQueueRecordsResultEntry]: ...
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___AcknowledgeDeadLetterQueueRecordsErrorEntry]: ...
+    def __init__(
+        self,
+        *,
+        successful: _abc.Iterable[Global___AcknowledgeDeadLetterQueueRecordsResultEntry] | None = ...,
+        failed: _abc.Iterable[Global___AcknowledgeDeadLetterQueueRecordsErrorEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "successful", b"successful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeDeadLetterQueueRecordsOutput: _TypeAlias = AcknowledgeDeadLetterQueueRecordsOutput  # noqa: Y015
+
+@_typing.final
+class AcknowledgeDeadLetterQueueRecordsResultEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___AcknowledgeDeadLetterQueueRecordsResultEntry: _TypeAlias = AcknowledgeDeadLetterQueueRecordsResultEntry  # noqa: Y015
+
+@_typing.final
+class AcknowledgeDeadLetterQueueRecordsErrorEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    error_code: _builtins.str
+    error_message: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        error_code: _builtins.str | None = ...,
+        error_message: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
+    _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
+    _WhichOneofReturnType__error_message: _TypeAlias = _typing.Literal["error_message"]  # noqa: Y015
+    _WhichOneofArgType__error_message: _TypeAlias = _typing.Literal["_error_message", b"_error_message"]  # noqa: Y015
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_code) -> _WhichOneofReturnType__error_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_message) -> _WhichOneofReturnType__error_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___AcknowledgeDeadLetterQueueRecordsErrorEntry: _TypeAlias = AcknowledgeDeadLetterQueueRecordsErrorEntry  # noqa: Y015
+
+@_typing.final
+class RestoreDeadLetterQueueRecordsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestoreDeadLetterQueueRecordsRequestEntry]: ...
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        entries: _abc.Iterable[Global___RestoreDeadLetterQueueRecordsRequestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "entries", b"entries", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___RestoreDeadLetterQueueRecordsInput: _TypeAlias = RestoreDeadLetterQueueRecordsInput  # noqa: Y015
+
+@_typing.final
+class RestoreDeadLetterQueueRecordsRequestEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___RestoreDeadLetterQueueRecordsRequestEntry: _TypeAlias = RestoreDeadLetterQueueRecordsRequestEntry  # noqa: Y015
+
+@_typing.final
+class RestoreDeadLetterQueueRecordsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESSFUL_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def successful(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestoreDeadLetterQueueRecordsResultEntry]: ...
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestoreDeadLetterQueueRecordsErrorEntry]: ...
+    def __init__(
+        self,
+        *,
+        successful: _abc.Iterable[Global___RestoreDeadLetterQueueRecordsResultEntry] | None = ...,
+        failed: _abc.Iterable[Global___RestoreDeadLetterQueueRecordsErrorEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "successful", b"successful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreDeadLetterQueueRecordsOutput: _TypeAlias = RestoreDeadLetterQueueRecordsOutput  # noqa: Y015
+
+@_typing.final
+class RestoreDeadLetterQueueRecordsResultEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___RestoreDeadLetterQueueRecordsResultEntry: _TypeAlias = RestoreDeadLetterQueueRecordsResultEntry  # noqa: Y015
+
+@_typing.final
+class RestoreDeadLetterQueueRecordsErrorEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    error_code: _builtins.str
+    error_message: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        error_code: _builtins.str | None = ...,
+        error_message: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
+    _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
+    _WhichOneofReturnType__error_message: _TypeAlias = _typing.Literal["error_message"]  # noqa: Y015
+    _WhichOneofArgType__error_message: _TypeAlias = _typing.Literal["_error_message", b"_error_message"]  # noqa: Y015
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_code) -> _WhichOneofReturnType__error_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_message) -> _WhichOneofReturnType__error_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___RestoreDeadLetterQueueRecordsErrorEntry: _TypeAlias = RestoreDeadLetterQueueRecordsErrorEntry  # noqa: Y015
+
+@_typing.final
+class UpdateDeadLetterQueueRecordsVisibilityInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUEUE_ARN_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    queue_arn: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateDeadLetterQueueRecordsVisibilityRequestEntry]: ...
+    def __init__(
+        self,
+        *,
+        queue_arn: _builtins.str | None = ...,
+        entries: _abc.Iterable[Global___UpdateDeadLetterQueueRecordsVisibilityRequestEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn", "entries", b"entries", "queue_arn", b"queue_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__queue_arn: _TypeAlias = _typing.Literal["queue_arn"]  # noqa: Y015
+    _WhichOneofArgType__queue_arn: _TypeAlias = _typing.Literal["_queue_arn", b"_queue_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_arn) -> _WhichOneofReturnType__queue_arn | None: ...
+
+Global___UpdateDeadLetterQueueRecordsVisibilityInput: _TypeAlias = UpdateDeadLetterQueueRecordsVisibilityInput  # noqa: Y015
+
+@_typing.final
+class UpdateDeadLetterQueueRecordsVisibilityRequestEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    VISIBILITY_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    visibility_timeout_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        visibility_timeout_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "receipt_handle", b"receipt_handle", "visibility_timeout_seconds", b"visibility_timeout_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "_visibility_timeout_seconds", b"_visibility_timeout_seconds", "receipt_handle", b"receipt_handle", "visibility_timeout_seconds", b"visibility_timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    _WhichOneofReturnType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["visibility_timeout_seconds"]  # noqa: Y015
+    _WhichOneofArgType__visibility_timeout_seconds: _TypeAlias = _typing.Literal["_visibility_timeout_seconds", b"_visibility_timeout_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__visibility_timeout_seconds) -> _WhichOneofReturnType__visibility_timeout_seconds | None: ...
+
+Global___UpdateDeadLetterQueueRecordsVisibilityRequestEntry: _TypeAlias = UpdateDeadLetterQueueRecordsVisibilityRequestEntry  # noqa: Y015
+
+@_typing.final
+class UpdateDeadLetterQueueRecordsVisibilityOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUCCESSFUL_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def successful(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateDeadLetterQueueRecordsVisibilityResultEntry]: ...
+    @_builtins.property
+    def failed(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpdateDeadLetterQueueRecordsVisibilityErrorEntry]: ...
+    def __init__(
+        self,
+        *,
+        successful: _abc.Iterable[Global___UpdateDeadLetterQueueRecordsVisibilityResultEntry] | None = ...,
+        failed: _abc.Iterable[Global___UpdateDeadLetterQueueRecordsVisibilityErrorEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["failed", b"failed", "successful", b"successful"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDeadLetterQueueRecordsVisibilityOutput: _TypeAlias = UpdateDeadLetterQueueRecordsVisibilityOutput  # noqa: Y015
+
+@_typing.final
+class UpdateDeadLetterQueueRecordsVisibilityResultEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___UpdateDeadLetterQueueRecordsVisibilityResultEntry: _TypeAlias = UpdateDeadLetterQueueRecordsVisibilityResultEntry  # noqa: Y015
+
+@_typing.final
+class UpdateDeadLetterQueueRecordsVisibilityErrorEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_HANDLE_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    receipt_handle: _builtins.str
+    error_code: _builtins.str
+    error_message: _builtins.str
+    def __init__(
+        self,
+        *,
+        receipt_handle: _builtins.str | None = ...,
+        error_code: _builtins.str | None = ...,
+        error_message: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_message", b"_error_message", "_receipt_handle", b"_receipt_handle", "error_code", b"error_code", "error_message", b"error_message", "receipt_handle", b"receipt_handle"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
+    _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
+    _WhichOneofReturnType__error_message: _TypeAlias = _typing.Literal["error_message"]  # noqa: Y015
+    _WhichOneofArgType__error_message: _TypeAlias = _typing.Literal["_error_message", b"_error_message"]  # noqa: Y015
+    _WhichOneofReturnType__receipt_handle: _TypeAlias = _typing.Literal["receipt_handle"]  # noqa: Y015
+    _WhichOneofArgType__receipt_handle: _TypeAlias = _typing.Literal["_receipt_handle", b"_receipt_handle"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_code) -> _WhichOneofReturnType__error_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_message) -> _WhichOneofReturnType__error_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
+
+Global___UpdateDeadLetterQueueRecordsVisibilityErrorEntry: _TypeAlias = UpdateDeadLetterQueueRecordsVisibilityErrorEntry  # noqa: Y015

@@ -236,6 +236,66 @@ class KinesisServiceStub:
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyOutput.FromString,
                 _registered_method=True)
+        self.CreateQueue = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/CreateQueue',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateQueueInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateQueueOutput.FromString,
+                _registered_method=True)
+        self.DescribeQueue = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DescribeQueue',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeQueueInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeQueueOutput.FromString,
+                _registered_method=True)
+        self.ListQueues = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/ListQueues',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListQueuesInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListQueuesOutput.FromString,
+                _registered_method=True)
+        self.UpdateQueue = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/UpdateQueue',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueOutput.FromString,
+                _registered_method=True)
+        self.DeleteQueue = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DeleteQueue',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteQueueInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteQueueOutput.FromString,
+                _registered_method=True)
+        self.ReceiveQueueRecords = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/ReceiveQueueRecords',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveQueueRecordsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveQueueRecordsOutput.FromString,
+                _registered_method=True)
+        self.AcknowledgeQueueRecords = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/AcknowledgeQueueRecords',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeQueueRecordsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeQueueRecordsOutput.FromString,
+                _registered_method=True)
+        self.UpdateQueueRecordsVisibility = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/UpdateQueueRecordsVisibility',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueRecordsVisibilityInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueRecordsVisibilityOutput.FromString,
+                _registered_method=True)
+        self.ReceiveDeadLetterQueueRecords = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/ReceiveDeadLetterQueueRecords',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveDeadLetterQueueRecordsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveDeadLetterQueueRecordsOutput.FromString,
+                _registered_method=True)
+        self.AcknowledgeDeadLetterQueueRecords = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/AcknowledgeDeadLetterQueueRecords',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeDeadLetterQueueRecordsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeDeadLetterQueueRecordsOutput.FromString,
+                _registered_method=True)
+        self.RestoreDeadLetterQueueRecords = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/RestoreDeadLetterQueueRecords',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RestoreDeadLetterQueueRecordsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RestoreDeadLetterQueueRecordsOutput.FromString,
+                _registered_method=True)
+        self.UpdateDeadLetterQueueRecordsVisibility = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/UpdateDeadLetterQueueRecordsVisibility',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityOutput.FromString,
+                _registered_method=True)
 
 
 class KinesisServiceServicer:
@@ -485,6 +545,79 @@ class KinesisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateQueue(self, request, context):
+        """Queues: a stream's records delivered one by one with acknowledgements (broker/queues/).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListQueues(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteQueue(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveQueueRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeQueueRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateQueueRecordsVisibility(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReceiveDeadLetterQueueRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeDeadLetterQueueRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreDeadLetterQueueRecords(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDeadLetterQueueRecordsVisibility(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KinesisServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -687,6 +820,66 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     servicer.UpdateStreamRecordDistributionStrategy,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyOutput.SerializeToString,
+            ),
+            'CreateQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateQueue,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateQueueInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateQueueOutput.SerializeToString,
+            ),
+            'DescribeQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeQueue,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeQueueInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeQueueOutput.SerializeToString,
+            ),
+            'ListQueues': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueues,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListQueuesInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListQueuesOutput.SerializeToString,
+            ),
+            'UpdateQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQueue,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueOutput.SerializeToString,
+            ),
+            'DeleteQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteQueue,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteQueueInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteQueueOutput.SerializeToString,
+            ),
+            'ReceiveQueueRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveQueueRecords,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveQueueRecordsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveQueueRecordsOutput.SerializeToString,
+            ),
+            'AcknowledgeQueueRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeQueueRecords,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeQueueRecordsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeQueueRecordsOutput.SerializeToString,
+            ),
+            'UpdateQueueRecordsVisibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateQueueRecordsVisibility,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueRecordsVisibilityInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueRecordsVisibilityOutput.SerializeToString,
+            ),
+            'ReceiveDeadLetterQueueRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveDeadLetterQueueRecords,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveDeadLetterQueueRecordsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveDeadLetterQueueRecordsOutput.SerializeToString,
+            ),
+            'AcknowledgeDeadLetterQueueRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeDeadLetterQueueRecords,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeDeadLetterQueueRecordsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeDeadLetterQueueRecordsOutput.SerializeToString,
+            ),
+            'RestoreDeadLetterQueueRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreDeadLetterQueueRecords,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RestoreDeadLetterQueueRecordsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RestoreDeadLetterQueueRecordsOutput.SerializeToString,
+            ),
+            'UpdateDeadLetterQueueRecordsVisibility': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDeadLetterQueueRecordsVisibility,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1771,6 +1964,330 @@ class KinesisService:
             '/broker.api.kinesis.v1.KinesisService/UpdateStreamRecordDistributionStrategy',
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyInput.SerializeToString,
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateStreamRecordDistributionStrategyOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/CreateQueue',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateQueueInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateQueueOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DescribeQueue',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeQueueInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeQueueOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/ListQueues',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListQueuesInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListQueuesOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/UpdateQueue',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DeleteQueue',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteQueueInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteQueueOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveQueueRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/ReceiveQueueRecords',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveQueueRecordsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveQueueRecordsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeQueueRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/AcknowledgeQueueRecords',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeQueueRecordsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeQueueRecordsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateQueueRecordsVisibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/UpdateQueueRecordsVisibility',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueRecordsVisibilityInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateQueueRecordsVisibilityOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveDeadLetterQueueRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/ReceiveDeadLetterQueueRecords',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveDeadLetterQueueRecordsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ReceiveDeadLetterQueueRecordsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeDeadLetterQueueRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/AcknowledgeDeadLetterQueueRecords',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeDeadLetterQueueRecordsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.AcknowledgeDeadLetterQueueRecordsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreDeadLetterQueueRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/RestoreDeadLetterQueueRecords',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RestoreDeadLetterQueueRecordsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.RestoreDeadLetterQueueRecordsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDeadLetterQueueRecordsVisibility(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/UpdateDeadLetterQueueRecordsVisibility',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityOutput.FromString,
             options,
             channel_credentials,
             insecure,

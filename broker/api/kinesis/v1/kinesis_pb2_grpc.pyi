@@ -83,6 +83,19 @@ class KinesisServiceStub:
     StopStreamEncryption: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.StopStreamEncryptionInput, _kinesis_pb2.StopStreamEncryptionOutput]
     UpdateStreamWarmThroughput: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamWarmThroughputInput, _kinesis_pb2.UpdateStreamWarmThroughputOutput]
     UpdateStreamRecordDistributionStrategy: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamRecordDistributionStrategyInput, _kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput]
+    CreateQueue: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.CreateQueueInput, _kinesis_pb2.CreateQueueOutput]
+    """Queues: a stream's records delivered one by one with acknowledgements (broker/queues/)."""
+    DescribeQueue: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeQueueInput, _kinesis_pb2.DescribeQueueOutput]
+    ListQueues: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ListQueuesInput, _kinesis_pb2.ListQueuesOutput]
+    UpdateQueue: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateQueueInput, _kinesis_pb2.UpdateQueueOutput]
+    DeleteQueue: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteQueueInput, _kinesis_pb2.DeleteQueueOutput]
+    ReceiveQueueRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ReceiveQueueRecordsInput, _kinesis_pb2.ReceiveQueueRecordsOutput]
+    AcknowledgeQueueRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.AcknowledgeQueueRecordsInput, _kinesis_pb2.AcknowledgeQueueRecordsOutput]
+    UpdateQueueRecordsVisibility: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateQueueRecordsVisibilityInput, _kinesis_pb2.UpdateQueueRecordsVisibilityOutput]
+    ReceiveDeadLetterQueueRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ReceiveDeadLetterQueueRecordsInput, _kinesis_pb2.ReceiveDeadLetterQueueRecordsOutput]
+    AcknowledgeDeadLetterQueueRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.AcknowledgeDeadLetterQueueRecordsInput, _kinesis_pb2.AcknowledgeDeadLetterQueueRecordsOutput]
+    RestoreDeadLetterQueueRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.RestoreDeadLetterQueueRecordsInput, _kinesis_pb2.RestoreDeadLetterQueueRecordsOutput]
+    UpdateDeadLetterQueueRecordsVisibility: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityInput, _kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput]
 
 @_typing.type_check_only
 class KinesisServiceAsyncStub(KinesisServiceStub):
@@ -134,6 +147,19 @@ class KinesisServiceAsyncStub(KinesisServiceStub):
     StopStreamEncryption: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.StopStreamEncryptionInput, _kinesis_pb2.StopStreamEncryptionOutput]  # type: ignore[assignment]
     UpdateStreamWarmThroughput: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamWarmThroughputInput, _kinesis_pb2.UpdateStreamWarmThroughputOutput]  # type: ignore[assignment]
     UpdateStreamRecordDistributionStrategy: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateStreamRecordDistributionStrategyInput, _kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput]  # type: ignore[assignment]
+    CreateQueue: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.CreateQueueInput, _kinesis_pb2.CreateQueueOutput]  # type: ignore[assignment]
+    """Queues: a stream's records delivered one by one with acknowledgements (broker/queues/)."""
+    DescribeQueue: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeQueueInput, _kinesis_pb2.DescribeQueueOutput]  # type: ignore[assignment]
+    ListQueues: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ListQueuesInput, _kinesis_pb2.ListQueuesOutput]  # type: ignore[assignment]
+    UpdateQueue: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateQueueInput, _kinesis_pb2.UpdateQueueOutput]  # type: ignore[assignment]
+    DeleteQueue: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteQueueInput, _kinesis_pb2.DeleteQueueOutput]  # type: ignore[assignment]
+    ReceiveQueueRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ReceiveQueueRecordsInput, _kinesis_pb2.ReceiveQueueRecordsOutput]  # type: ignore[assignment]
+    AcknowledgeQueueRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.AcknowledgeQueueRecordsInput, _kinesis_pb2.AcknowledgeQueueRecordsOutput]  # type: ignore[assignment]
+    UpdateQueueRecordsVisibility: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateQueueRecordsVisibilityInput, _kinesis_pb2.UpdateQueueRecordsVisibilityOutput]  # type: ignore[assignment]
+    ReceiveDeadLetterQueueRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ReceiveDeadLetterQueueRecordsInput, _kinesis_pb2.ReceiveDeadLetterQueueRecordsOutput]  # type: ignore[assignment]
+    AcknowledgeDeadLetterQueueRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.AcknowledgeDeadLetterQueueRecordsInput, _kinesis_pb2.AcknowledgeDeadLetterQueueRecordsOutput]  # type: ignore[assignment]
+    RestoreDeadLetterQueueRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.RestoreDeadLetterQueueRecordsInput, _kinesis_pb2.RestoreDeadLetterQueueRecordsOutput]  # type: ignore[assignment]
+    UpdateDeadLetterQueueRecordsVisibility: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityInput, _kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput]  # type: ignore[assignment]
 
 class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
     """One RPC per Kinesis operation. Errors: the gRPC status carries a google.rpc.Status whose
@@ -422,5 +448,90 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _kinesis_pb2.UpdateStreamRecordDistributionStrategyInput,
         context: _ServicerContext,
     ) -> _typing.Union[_kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput, _abc.Awaitable[_kinesis_pb2.UpdateStreamRecordDistributionStrategyOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateQueue(
+        self,
+        request: _kinesis_pb2.CreateQueueInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.CreateQueueOutput, _abc.Awaitable[_kinesis_pb2.CreateQueueOutput]]:
+        """Queues: a stream's records delivered one by one with acknowledgements (broker/queues/)."""
+
+    @_abc_1.abstractmethod
+    def DescribeQueue(
+        self,
+        request: _kinesis_pb2.DescribeQueueInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DescribeQueueOutput, _abc.Awaitable[_kinesis_pb2.DescribeQueueOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def ListQueues(
+        self,
+        request: _kinesis_pb2.ListQueuesInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.ListQueuesOutput, _abc.Awaitable[_kinesis_pb2.ListQueuesOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateQueue(
+        self,
+        request: _kinesis_pb2.UpdateQueueInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.UpdateQueueOutput, _abc.Awaitable[_kinesis_pb2.UpdateQueueOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteQueue(
+        self,
+        request: _kinesis_pb2.DeleteQueueInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DeleteQueueOutput, _abc.Awaitable[_kinesis_pb2.DeleteQueueOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def ReceiveQueueRecords(
+        self,
+        request: _kinesis_pb2.ReceiveQueueRecordsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.ReceiveQueueRecordsOutput, _abc.Awaitable[_kinesis_pb2.ReceiveQueueRecordsOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def AcknowledgeQueueRecords(
+        self,
+        request: _kinesis_pb2.AcknowledgeQueueRecordsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.AcknowledgeQueueRecordsOutput, _abc.Awaitable[_kinesis_pb2.AcknowledgeQueueRecordsOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateQueueRecordsVisibility(
+        self,
+        request: _kinesis_pb2.UpdateQueueRecordsVisibilityInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.UpdateQueueRecordsVisibilityOutput, _abc.Awaitable[_kinesis_pb2.UpdateQueueRecordsVisibilityOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def ReceiveDeadLetterQueueRecords(
+        self,
+        request: _kinesis_pb2.ReceiveDeadLetterQueueRecordsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.ReceiveDeadLetterQueueRecordsOutput, _abc.Awaitable[_kinesis_pb2.ReceiveDeadLetterQueueRecordsOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def AcknowledgeDeadLetterQueueRecords(
+        self,
+        request: _kinesis_pb2.AcknowledgeDeadLetterQueueRecordsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.AcknowledgeDeadLetterQueueRecordsOutput, _abc.Awaitable[_kinesis_pb2.AcknowledgeDeadLetterQueueRecordsOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def RestoreDeadLetterQueueRecords(
+        self,
+        request: _kinesis_pb2.RestoreDeadLetterQueueRecordsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.RestoreDeadLetterQueueRecordsOutput, _abc.Awaitable[_kinesis_pb2.RestoreDeadLetterQueueRecordsOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateDeadLetterQueueRecordsVisibility(
+        self,
+        request: _kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput, _abc.Awaitable[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput]]: ...
 
 def add_KinesisServiceServicer_to_server(servicer: KinesisServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,8 +26,8 @@ if _version_not_supported:
 
 
 class VideoStreamsServiceStub:
-    """One RPC per control-plane operation Shoal serves. Errors: the gRPC status carries a
-    google.rpc.Status whose ErrorInfo.reason is the AWS error name.
+    """One RPC per operation. Errors: the gRPC status carries a google.rpc.Status whose
+    ErrorInfo.reason is the AWS error name (ResourceNotFoundException, ...).
     """
 
     def __init__(self, channel):
@@ -36,50 +36,75 @@ class VideoStreamsServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.CreateSignalingChannel = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/CreateSignalingChannel',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateSignalingChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateSignalingChannelOutput.FromString,
+                _registered_method=True)
         self.CreateStream = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/CreateStream',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamOutput.FromString,
                 _registered_method=True)
-        self.DescribeStream = channel.unary_unary(
-                '/broker.api.video.v1.VideoStreamsService/DescribeStream',
-                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.SerializeToString,
-                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.FromString,
-                _registered_method=True)
-        self.ListStreams = channel.unary_unary(
-                '/broker.api.video.v1.VideoStreamsService/ListStreams',
-                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsInput.SerializeToString,
-                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsOutput.FromString,
+        self.DeleteSignalingChannel = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DeleteSignalingChannel',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelOutput.FromString,
                 _registered_method=True)
         self.DeleteStream = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/DeleteStream',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamOutput.FromString,
                 _registered_method=True)
-        self.UpdateStream = channel.unary_unary(
-                '/broker.api.video.v1.VideoStreamsService/UpdateStream',
-                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.SerializeToString,
-                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.FromString,
+        self.DescribeImageGenerationConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeImageGenerationConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationOutput.FromString,
                 _registered_method=True)
-        self.UpdateDataRetention = channel.unary_unary(
-                '/broker.api.video.v1.VideoStreamsService/UpdateDataRetention',
-                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionInput.SerializeToString,
-                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionOutput.FromString,
+        self.DescribeMediaStorageConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeMediaStorageConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMediaStorageConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMediaStorageConfigurationOutput.FromString,
+                _registered_method=True)
+        self.DescribeNotificationConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeNotificationConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeNotificationConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeNotificationConfigurationOutput.FromString,
+                _registered_method=True)
+        self.DescribeSignalingChannel = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeSignalingChannel',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeSignalingChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeSignalingChannelOutput.FromString,
+                _registered_method=True)
+        self.DescribeStream = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeStream',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.FromString,
                 _registered_method=True)
         self.GetDataEndpoint = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/GetDataEndpoint',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetDataEndpointInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetDataEndpointOutput.FromString,
                 _registered_method=True)
-        self.TagStream = channel.unary_unary(
-                '/broker.api.video.v1.VideoStreamsService/TagStream',
-                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamInput.SerializeToString,
-                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamOutput.FromString,
+        self.GetSignalingChannelEndpoint = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/GetSignalingChannelEndpoint',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointOutput.FromString,
                 _registered_method=True)
-        self.UntagStream = channel.unary_unary(
-                '/broker.api.video.v1.VideoStreamsService/UntagStream',
-                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamInput.SerializeToString,
-                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamOutput.FromString,
+        self.ListSignalingChannels = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/ListSignalingChannels',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListSignalingChannelsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListSignalingChannelsOutput.FromString,
+                _registered_method=True)
+        self.ListStreams = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/ListStreams',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsOutput.FromString,
+                _registered_method=True)
+        self.ListTagsForResource = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/ListTagsForResource',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceOutput.FromString,
                 _registered_method=True)
         self.ListTagsForStream = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/ListTagsForStream',
@@ -91,22 +116,63 @@ class VideoStreamsServiceStub:
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagResourceInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagResourceOutput.FromString,
                 _registered_method=True)
+        self.TagStream = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/TagStream',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamOutput.FromString,
+                _registered_method=True)
         self.UntagResource = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/UntagResource',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagResourceInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagResourceOutput.FromString,
                 _registered_method=True)
-        self.ListTagsForResource = channel.unary_unary(
-                '/broker.api.video.v1.VideoStreamsService/ListTagsForResource',
-                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceInput.SerializeToString,
-                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceOutput.FromString,
+        self.UntagStream = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UntagStream',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamOutput.FromString,
+                _registered_method=True)
+        self.UpdateDataRetention = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UpdateDataRetention',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionOutput.FromString,
+                _registered_method=True)
+        self.UpdateImageGenerationConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UpdateImageGenerationConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateImageGenerationConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateImageGenerationConfigurationOutput.FromString,
+                _registered_method=True)
+        self.UpdateMediaStorageConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UpdateMediaStorageConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateMediaStorageConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateMediaStorageConfigurationOutput.FromString,
+                _registered_method=True)
+        self.UpdateNotificationConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UpdateNotificationConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateNotificationConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateNotificationConfigurationOutput.FromString,
+                _registered_method=True)
+        self.UpdateSignalingChannel = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UpdateSignalingChannel',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateSignalingChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateSignalingChannelOutput.FromString,
+                _registered_method=True)
+        self.UpdateStream = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UpdateStream',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.FromString,
                 _registered_method=True)
 
 
 class VideoStreamsServiceServicer:
-    """One RPC per control-plane operation Shoal serves. Errors: the gRPC status carries a
-    google.rpc.Status whose ErrorInfo.reason is the AWS error name.
+    """One RPC per operation. Errors: the gRPC status carries a google.rpc.Status whose
+    ErrorInfo.reason is the AWS error name (ResourceNotFoundException, ...).
     """
+
+    def CreateSignalingChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def CreateStream(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -114,13 +180,7 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def DescribeStream(self, request, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListStreams(self, request, context):
+    def DeleteSignalingChannel(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,13 +192,31 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def UpdateStream(self, request, context):
+    def DescribeImageGenerationConfiguration(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def UpdateDataRetention(self, request, context):
+    def DescribeMediaStorageConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeNotificationConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeSignalingChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeStream(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,13 +228,25 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def TagStream(self, request, context):
+    def GetSignalingChannelEndpoint(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def UntagStream(self, request, context):
+    def ListSignalingChannels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStreams(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTagsForResource(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -174,13 +264,55 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TagStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def UntagResource(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ListTagsForResource(self, request, context):
+    def UntagStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDataRetention(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateImageGenerationConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMediaStorageConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateNotificationConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSignalingChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateStream(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -189,50 +321,75 @@ class VideoStreamsServiceServicer:
 
 def add_VideoStreamsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'CreateSignalingChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSignalingChannel,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateSignalingChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateSignalingChannelOutput.SerializeToString,
+            ),
             'CreateStream': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateStream,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamOutput.SerializeToString,
             ),
-            'DescribeStream': grpc.unary_unary_rpc_method_handler(
-                    servicer.DescribeStream,
-                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.FromString,
-                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.SerializeToString,
-            ),
-            'ListStreams': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListStreams,
-                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsInput.FromString,
-                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsOutput.SerializeToString,
+            'DeleteSignalingChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSignalingChannel,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelOutput.SerializeToString,
             ),
             'DeleteStream': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteStream,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamOutput.SerializeToString,
             ),
-            'UpdateStream': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateStream,
-                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.FromString,
-                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.SerializeToString,
+            'DescribeImageGenerationConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeImageGenerationConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationOutput.SerializeToString,
             ),
-            'UpdateDataRetention': grpc.unary_unary_rpc_method_handler(
-                    servicer.UpdateDataRetention,
-                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionInput.FromString,
-                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionOutput.SerializeToString,
+            'DescribeMediaStorageConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeMediaStorageConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMediaStorageConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMediaStorageConfigurationOutput.SerializeToString,
+            ),
+            'DescribeNotificationConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeNotificationConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeNotificationConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeNotificationConfigurationOutput.SerializeToString,
+            ),
+            'DescribeSignalingChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeSignalingChannel,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeSignalingChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeSignalingChannelOutput.SerializeToString,
+            ),
+            'DescribeStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeStream,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.SerializeToString,
             ),
             'GetDataEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDataEndpoint,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetDataEndpointInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetDataEndpointOutput.SerializeToString,
             ),
-            'TagStream': grpc.unary_unary_rpc_method_handler(
-                    servicer.TagStream,
-                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamInput.FromString,
-                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamOutput.SerializeToString,
+            'GetSignalingChannelEndpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSignalingChannelEndpoint,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointOutput.SerializeToString,
             ),
-            'UntagStream': grpc.unary_unary_rpc_method_handler(
-                    servicer.UntagStream,
-                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamInput.FromString,
-                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamOutput.SerializeToString,
+            'ListSignalingChannels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSignalingChannels,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListSignalingChannelsInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListSignalingChannelsOutput.SerializeToString,
+            ),
+            'ListStreams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStreams,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsOutput.SerializeToString,
+            ),
+            'ListTagsForResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTagsForResource,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceOutput.SerializeToString,
             ),
             'ListTagsForStream': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTagsForStream,
@@ -244,15 +401,50 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagResourceInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagResourceOutput.SerializeToString,
             ),
+            'TagStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.TagStream,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamOutput.SerializeToString,
+            ),
             'UntagResource': grpc.unary_unary_rpc_method_handler(
                     servicer.UntagResource,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagResourceInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagResourceOutput.SerializeToString,
             ),
-            'ListTagsForResource': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListTagsForResource,
-                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceInput.FromString,
-                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceOutput.SerializeToString,
+            'UntagStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.UntagStream,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamOutput.SerializeToString,
+            ),
+            'UpdateDataRetention': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDataRetention,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionOutput.SerializeToString,
+            ),
+            'UpdateImageGenerationConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateImageGenerationConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateImageGenerationConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateImageGenerationConfigurationOutput.SerializeToString,
+            ),
+            'UpdateMediaStorageConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMediaStorageConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateMediaStorageConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateMediaStorageConfigurationOutput.SerializeToString,
+            ),
+            'UpdateNotificationConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateNotificationConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateNotificationConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateNotificationConfigurationOutput.SerializeToString,
+            ),
+            'UpdateSignalingChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSignalingChannel,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateSignalingChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateSignalingChannelOutput.SerializeToString,
+            ),
+            'UpdateStream': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStream,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,9 +455,36 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class VideoStreamsService:
-    """One RPC per control-plane operation Shoal serves. Errors: the gRPC status carries a
-    google.rpc.Status whose ErrorInfo.reason is the AWS error name.
+    """One RPC per operation. Errors: the gRPC status carries a google.rpc.Status whose
+    ErrorInfo.reason is the AWS error name (ResourceNotFoundException, ...).
     """
+
+    @staticmethod
+    def CreateSignalingChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/CreateSignalingChannel',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateSignalingChannelInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateSignalingChannelOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def CreateStream(request,
@@ -295,7 +514,7 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
-    def DescribeStream(request,
+    def DeleteSignalingChannel(request,
             target,
             options=(),
             channel_credentials=None,
@@ -308,36 +527,9 @@ class VideoStreamsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/broker.api.video.v1.VideoStreamsService/DescribeStream',
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.SerializeToString,
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListStreams(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/broker.api.video.v1.VideoStreamsService/ListStreams',
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsInput.SerializeToString,
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsOutput.FromString,
+            '/broker.api.video.v1.VideoStreamsService/DeleteSignalingChannel',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -376,7 +568,7 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
-    def UpdateStream(request,
+    def DescribeImageGenerationConfiguration(request,
             target,
             options=(),
             channel_credentials=None,
@@ -389,9 +581,9 @@ class VideoStreamsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/broker.api.video.v1.VideoStreamsService/UpdateStream',
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.SerializeToString,
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.FromString,
+            '/broker.api.video.v1.VideoStreamsService/DescribeImageGenerationConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -403,7 +595,7 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
-    def UpdateDataRetention(request,
+    def DescribeMediaStorageConfiguration(request,
             target,
             options=(),
             channel_credentials=None,
@@ -416,9 +608,90 @@ class VideoStreamsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/broker.api.video.v1.VideoStreamsService/UpdateDataRetention',
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionInput.SerializeToString,
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionOutput.FromString,
+            '/broker.api.video.v1.VideoStreamsService/DescribeMediaStorageConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMediaStorageConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMediaStorageConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeNotificationConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/DescribeNotificationConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeNotificationConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeNotificationConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeSignalingChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/DescribeSignalingChannel',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeSignalingChannelInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeSignalingChannelOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/DescribeStream',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -457,7 +730,7 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
-    def TagStream(request,
+    def GetSignalingChannelEndpoint(request,
             target,
             options=(),
             channel_credentials=None,
@@ -470,9 +743,9 @@ class VideoStreamsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/broker.api.video.v1.VideoStreamsService/TagStream',
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamInput.SerializeToString,
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamOutput.FromString,
+            '/broker.api.video.v1.VideoStreamsService/GetSignalingChannelEndpoint',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -484,7 +757,7 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
-    def UntagStream(request,
+    def ListSignalingChannels(request,
             target,
             options=(),
             channel_credentials=None,
@@ -497,9 +770,63 @@ class VideoStreamsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/broker.api.video.v1.VideoStreamsService/UntagStream',
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamInput.SerializeToString,
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamOutput.FromString,
+            '/broker.api.video.v1.VideoStreamsService/ListSignalingChannels',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListSignalingChannelsInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListSignalingChannelsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStreams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/ListStreams',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListStreamsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTagsForResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/ListTagsForResource',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -565,6 +892,33 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
+    def TagStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/TagStream',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.TagStreamOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def UntagResource(request,
             target,
             options=(),
@@ -592,7 +946,7 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
-    def ListTagsForResource(request,
+    def UntagStream(request,
             target,
             options=(),
             channel_credentials=None,
@@ -605,9 +959,171 @@ class VideoStreamsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/broker.api.video.v1.VideoStreamsService/ListTagsForResource',
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceInput.SerializeToString,
-            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForResourceOutput.FromString,
+            '/broker.api.video.v1.VideoStreamsService/UntagStream',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UntagStreamOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDataRetention(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/UpdateDataRetention',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateDataRetentionOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateImageGenerationConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/UpdateImageGenerationConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateImageGenerationConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateImageGenerationConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMediaStorageConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/UpdateMediaStorageConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateMediaStorageConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateMediaStorageConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateNotificationConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/UpdateNotificationConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateNotificationConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateNotificationConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSignalingChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/UpdateSignalingChannel',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateSignalingChannelInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateSignalingChannelOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStream(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/UpdateStream',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.FromString,
             options,
             channel_credentials,
             insecure,

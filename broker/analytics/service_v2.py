@@ -1,0 +1,484 @@
+"""AnalyticsV2Service: the kinesisanalyticsv2 (2018-05-23) operations behind both doors.
+
+One application store serves both APIs (`broker.analytics.applications`): a SQL application
+made through either is the same record, shown by v1 in its shapes and by v2 in its own
+(`RuntimeEnvironment: SQL-1_0`, the SQL parts under `SqlApplicationConfigurationDescription`,
+the code under `ApplicationCodeConfigurationDescription`). v2 requests are translated to the v1
+request form of the same change and proposed through the same command, so the version checks,
+states and SQL checks are v1's, applied once.
+
+Applications of the FLINK and ZEPPELIN runtimes are stored, described, listed, tagged, updated,
+versioned and deleted as AWS does; StartApplication refuses them (UnsupportedOperation), naming
+the runtime Shoal runs. ListApplicationVersions, DescribeApplicationVersion and
+RollbackApplication are, as on AWS, for those runtimes only; a rollback needs a running
+application, which such an application never is here, so it is refused with its status.
+Snapshots likewise exist only for running Flink applications: their list is empty.
+
+`ConditionalToken` (v2's alternative to CurrentApplicationVersionId) is a digest of the ARN
+and version; a request naming one is checked and proposed with the version it stands for.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from broker.analytics import applications as rules
+from broker.analytics import v2_shapes
+from broker.analytics.applications import SQL_RUNTIME, Application, ApplicationStatus
+from broker.analytics.service import (
+    AnalyticsService,
+    Request,
+    Response,
+    json_safe,
+    timestamp,
+)
+from broker.caller import Caller
+from broker.errors import ErrorCode, ShoalError
+from broker.meta.commands import CreateAnalyticsApplication
+
+# The v2 operations that are v1's change of the same name, with the same request members
+# (plus ConditionalToken), answered with the ARN, the new version and `answer`'s members.
+_ADD_OR_DELETE: dict[str, tuple[str, ...]] = {
+    "AddApplicationInput": ("InputDescriptions",),
+    "AddApplicationOutput": ("OutputDescriptions",),
+    "AddApplicationReferenceDataSource": ("ReferenceDataSourceDescriptions",),
+    "AddApplicationCloudWatchLoggingOption": ("CloudWatchLoggingOptionDescriptions",),
+    "AddApplicationInputProcessingConfiguration": ("InputProcessingConfiguration",),
+    "DeleteApplicationOutput": (),
+    "DeleteApplicationReferenceDataSource": (),
+    "DeleteApplicationInputProcessingConfiguration": (),
+    "DeleteApplicationCloudWatchLoggingOption": ("CloudWatchLoggingOptionDescriptions",),
+}
+
+_SQL_CONFIGURATION = ("SqlApplicationConfiguration", "ApplicationCodeConfiguration")
+
+
+class AnalyticsV2Service(AnalyticsService):
+    """The kinesisanalyticsv2 API (module docstring). One per node, next to the v1 one."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._handlers = {
+            "CreateApplication": self._create_v2,
+            "DescribeApplication": self._describe_v2,
+            "ListApplications": self._list_v2,
+            "DiscoverInputSchema": self._discover_v2,
+            "ListTagsForResource": self._list_tags,
+            "TagResource": self._changer("TagResource"),
+            "UntagResource": self._changer("UntagResource"),
+            "UpdateApplication": self._update_v2,
+            "StartApplication": self._start_v2,
+            "StopApplication": self._stop_v2,
+            "DeleteApplication": self._changer("DeleteApplication"),
+            "ListApplicationVersions": self._list_versions,
+            "DescribeApplicationVersion": self._describe_version,
+            "RollbackApplication": self._rollback,
+            "ListApplicationSnapshots": self._list_snapshots,
+            "DescribeApplicationSnapshot": self._describe_snapshot,
+            "DeleteApplicationSnapshot": self._describe_snapshot,
+            "CreateApplicationSnapshot": self._create_snapshot,
+        }
+        for operation in _ADD_OR_DELETE:
+            self._handlers[operation] = self._add_or_delete(operation)
+
+    def _sees(self, app: Application) -> bool:
+        return True
+
+    # --- Reads -------------------------------------------------------------------------------
+
+    async def _describe_v2(self, request: Request, caller: Caller) -> Response:
+        app = self._application(str(request["ApplicationName"]), caller)
+        return {"ApplicationDetail": self.detail(app)}
+
+    def detail(self, app: Application) -> dict[str, Any]:
+        """v2's ApplicationDetail of `app` (at its own version)."""
+        now_ms = self._clock.wall_ms()
+        detail: dict[str, Any] = {
+            "ApplicationARN": app.arn,
+            "ApplicationName": app.name,
+            "RuntimeEnvironment": app.runtime,
+            "ApplicationStatus": app.status_at(now_ms).value,
+            "ApplicationVersionId": app.version_id,
+            "CreateTimestamp": timestamp(app.created_ms),
+            "LastUpdateTimestamp": timestamp(app.updated_ms),
+            "ApplicationConfigurationDescription": _configuration_description(app),
+            "CloudWatchLoggingOptionDescriptions": app.logging_descriptions(),
+            "ConditionalToken": conditional_token(app),
+        }
+        if app.description:
+            detail["ApplicationDescription"] = app.description
+        if app.service_execution_role:
+            detail["ServiceExecutionRole"] = app.service_execution_role
+        if app.mode:
+            detail["ApplicationMode"] = app.mode
+        if app.past_versions:
+            detail["ApplicationVersionUpdatedFrom"] = app.version_id - 1
+        return detail
+
+    async def _list_v2(self, request: Request, caller: Caller) -> Response:
+        apps = self._live(caller)
+        token = request.get("NextToken")
+        if token is not None:
+            apps = [app for app in apps if app.name > str(token)]
+        limit = int(request.get("Limit", 50))
+        now_ms = self._clock.wall_ms()
+        response: Response = {
+            "ApplicationSummaries": [
+                {
+                    "ApplicationName": app.name,
+                    "ApplicationARN": app.arn,
+                    "ApplicationStatus": app.status_at(now_ms).value,
+                    "ApplicationVersionId": app.version_id,
+                    "RuntimeEnvironment": app.runtime,
+                    **({"ApplicationMode": app.mode} if app.mode else {}),
+                }
+                for app in apps[:limit]
+            ]
+        }
+        if len(apps) > limit:  # the last name listed (names match the token's pattern)
+            response["NextToken"] = apps[limit - 1].name
+        return response
+
+    async def _discover_v2(self, request: Request, caller: Caller) -> Response:
+        members = ("ResourceARN", "InputStartingPositionConfiguration", "S3Configuration")
+        return await self._discover(
+            {key: request[key] for key in members if key in request}, caller
+        )
+
+    # --- Versions, rollback and snapshots (FLINK and ZEPPELIN runtimes only, as on AWS) ------
+
+    def _not_sql(self, request: Request, caller: Caller, operation: str) -> Application:
+        app = self._application(str(request["ApplicationName"]), caller)
+        if app.is_sql:
+            raise ShoalError(
+                ErrorCode.UNSUPPORTED_OPERATION,
+                f"{operation} is supported for Managed Service for Apache Flink applications "
+                f"only; application {app.name} is {SQL_RUNTIME}.",
+            )
+        return app
+
+    async def _list_versions(self, request: Request, caller: Caller) -> Response:
+        app = self._not_sql(request, caller, "ListApplicationVersions")
+        current = app.status_at(self._clock.wall_ms()).value
+        # Earlier versions of an application that never runs here were all READY.
+        ids = [
+            version
+            for version in reversed(range(1, app.version_id + 1))
+            if app.at_version(version) is not None
+        ]
+        token = request.get("NextToken")
+        if token is not None:
+            if not str(token).isdigit():
+                raise _invalid(f"NextToken {token} is not valid.")
+            ids = [version for version in ids if version < int(token)]
+        limit = int(request.get("Limit", 50))
+        versions = [
+            {
+                "ApplicationVersionId": version,
+                "ApplicationStatus": current if version == app.version_id else "READY",
+            }
+            for version in ids[:limit]
+        ]
+        response: Response = {"ApplicationVersionSummaries": versions}
+        if len(ids) > limit:
+            response["NextToken"] = str(ids[limit - 1])
+        return response
+
+    async def _describe_version(self, request: Request, caller: Caller) -> Response:
+        app = self._not_sql(request, caller, "DescribeApplicationVersion")
+        wanted = int(request["ApplicationVersionId"])
+        version = app.at_version(wanted)
+        if version is None:
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                f"Application {app.name} has no version {wanted}.",
+            )
+        detail = self.detail(version)
+        if version is not app:
+            detail["ApplicationStatus"] = ApplicationStatus.READY.value
+        return {"ApplicationVersionDetail": detail}
+
+    async def _rollback(self, request: Request, caller: Caller) -> Response:
+        app = self._not_sql(request, caller, "RollbackApplication")
+        rules.check_version(app, int(request["CurrentApplicationVersionId"]))
+        status = app.status_at(self._clock.wall_ms())
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Application {app.name} is {status.value}; a rollback needs an UPDATING, "
+            f"AUTOSCALING or RUNNING application (Shoal does not run {app.runtime}).",
+        )
+
+    async def _list_snapshots(self, request: Request, caller: Caller) -> Response:
+        self._not_sql(request, caller, "ListApplicationSnapshots")
+        return {"SnapshotSummaries": []}  # snapshots are taken of running applications only
+
+    async def _describe_snapshot(self, request: Request, caller: Caller) -> Response:
+        app = self._not_sql(request, caller, "Application snapshots")
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"Application {app.name} has no snapshot {request['SnapshotName']}.",
+        )
+
+    async def _create_snapshot(self, request: Request, caller: Caller) -> Response:
+        app = self._not_sql(request, caller, "CreateApplicationSnapshot")
+        status = app.status_at(self._clock.wall_ms())
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Application {app.name} is {status.value}; snapshots are taken of RUNNING "
+            f"applications (Shoal does not run {app.runtime}).",
+        )
+
+    # --- Changes -----------------------------------------------------------------------------
+
+    async def _create_v2(self, request: Request, caller: Caller) -> Response:
+        runtime = str(request["RuntimeEnvironment"])
+        configuration = dict(request.get("ApplicationConfiguration", {}))
+        tags = tuple(
+            (str(tag["Key"]), str(tag.get("Value", ""))) for tag in request.get("Tags", ())
+        )
+        sql_parts: dict[str, Any] = {}
+        code = ""
+        if runtime == SQL_RUNTIME:
+            extra = sorted(set(configuration) - set(_SQL_CONFIGURATION))
+            if extra:
+                raise _invalid(f"{', '.join(extra)} is not supported for SQL applications.")
+            if "ApplicationMode" in request:
+                raise _invalid("ApplicationMode is not supported for SQL applications.")
+            sql_parts = dict(configuration.get("SqlApplicationConfiguration", {}))
+            code = _sql_code(configuration.get("ApplicationCodeConfiguration"))
+            inputs = list(sql_parts.get("Inputs", ()))
+            references = [
+                rules.reference_description(item, "0.1")
+                for item in sql_parts.get("ReferenceDataSources", ())
+            ]
+            self._check_code(
+                code, [rules.input_description(item, "0.1") for item in inputs], references
+            )
+            configuration = {}
+        else:
+            if "SqlApplicationConfiguration" in configuration:
+                raise _invalid(
+                    f"SqlApplicationConfiguration is for {SQL_RUNTIME} applications, not {runtime}."
+                )
+            configuration = _stored_configuration(configuration)
+        default_mode = "INTERACTIVE" if runtime.startswith("ZEPPELIN") else "STREAMING"
+        command = CreateAnalyticsApplication(
+            now_ms=self._clock.wall_ms(),
+            account_id=caller.account_id,
+            region=caller.region,
+            name=str(request["ApplicationName"]),
+            description=str(request.get("ApplicationDescription", "")),
+            code=code,
+            inputs=rules.canonical(list(sql_parts.get("Inputs", ()))),
+            outputs=rules.canonical(list(sql_parts.get("Outputs", ()))),
+            reference_data_sources=rules.canonical(list(sql_parts.get("ReferenceDataSources", ()))),
+            logging_options=rules.canonical(list(request.get("CloudWatchLoggingOptions", ()))),
+            tags=tags,
+            applications_max=self._settings.applications_max,
+            runtime=runtime,
+            service_execution_role=str(request["ServiceExecutionRole"]),
+            mode=""
+            if runtime == SQL_RUNTIME
+            else str(request.get("ApplicationMode", default_mode)),
+            configuration=rules.canonical(configuration),
+        )
+        app = await self._propose_create(command)
+        return {"ApplicationDetail": self.detail(app)}
+
+    def _versioned(self, request: Request, caller: Caller) -> dict[str, Any]:
+        """The request's version guard in v1's form: CurrentApplicationVersionId, or the one a
+        ConditionalToken stands for (checked here against the current application)."""
+        guard: dict[str, Any] = {}
+        if "CurrentApplicationVersionId" in request:
+            guard["CurrentApplicationVersionId"] = int(request["CurrentApplicationVersionId"])
+        token = request.get("ConditionalToken")
+        if token is not None:
+            app = self._application(str(request["ApplicationName"]), caller)
+            if token != conditional_token(app):
+                raise ShoalError(
+                    ErrorCode.CONCURRENT_MODIFICATION,
+                    f"ConditionalToken does not match application {app.name}'s current "
+                    f"version {app.version_id}.",
+                )
+            guard.setdefault("CurrentApplicationVersionId", app.version_id)
+        return guard
+
+    def _add_or_delete(self, operation: str) -> Any:
+        answer = _ADD_OR_DELETE[operation]
+
+        async def change(request: Request, caller: Caller) -> Response:
+            v1_request = {
+                **{key: value for key, value in request.items() if key != "ConditionalToken"},
+                **self._versioned(request, caller),
+            }
+            if "CurrentApplicationVersionId" not in v1_request:
+                raise _invalid("CurrentApplicationVersionId or ConditionalToken is required.")
+            app = await self._apply(operation, v1_request, caller)
+            response: Response = {"ApplicationARN": app.arn, "ApplicationVersionId": app.version_id}
+            for member in answer:
+                response.update(_answer_member(app, member, request))
+            return response
+
+        return change
+
+    async def _update_v2(self, request: Request, caller: Caller) -> Response:
+        name = str(request["ApplicationName"])
+        app = self._application(name, caller)
+        update: dict[str, Any] = {}
+        configuration = dict(request.get("ApplicationConfigurationUpdate", {}))
+        if app.is_sql:
+            extra = sorted(
+                set(configuration)
+                - {"SqlApplicationConfigurationUpdate", "ApplicationCodeConfigurationUpdate"}
+            )
+            if extra or "RunConfigurationUpdate" in request:
+                members = [
+                    *extra,
+                    *(["RunConfigurationUpdate"] if "RunConfigurationUpdate" in request else []),
+                ]
+                raise _invalid(f"{', '.join(members)} is not supported for SQL applications.")
+            sql_update = configuration.get("SqlApplicationConfigurationUpdate", {})
+            for member in ("InputUpdates", "OutputUpdates", "ReferenceDataSourceUpdates"):
+                if member in sql_update:
+                    update[member] = sql_update[member]
+            code_update = configuration.get("ApplicationCodeConfigurationUpdate")
+            if code_update is not None:
+                update["ApplicationCodeUpdate"] = _sql_code_update(code_update)
+        else:
+            if "SqlApplicationConfigurationUpdate" in configuration:
+                raise _invalid(
+                    f"SqlApplicationConfigurationUpdate is for {SQL_RUNTIME} applications."
+                )
+            if "RunConfigurationUpdate" in request:
+                configuration["RunConfigurationUpdate"] = request["RunConfigurationUpdate"]
+            if configuration:
+                update["ConfigurationUpdate"] = json_safe(_stored_configuration(configuration))
+        if "CloudWatchLoggingOptionUpdates" in request:
+            update["CloudWatchLoggingOptionUpdates"] = request["CloudWatchLoggingOptionUpdates"]
+        for member in ("ServiceExecutionRoleUpdate", "RuntimeEnvironmentUpdate"):
+            if member in request:
+                update[member] = request[member]
+        v1_request = {
+            "ApplicationName": name,
+            "ApplicationUpdate": update,
+            **self._versioned(request, caller),
+        }
+        if "CurrentApplicationVersionId" not in v1_request:
+            raise _invalid("CurrentApplicationVersionId or ConditionalToken is required.")
+        changed = await self._apply("UpdateApplication", v1_request, caller)
+        return {"ApplicationDetail": self.detail(changed)}
+
+    async def _start_v2(self, request: Request, caller: Caller) -> Response:
+        run = request.get("RunConfiguration", {})
+        v1_request: dict[str, Any] = {"ApplicationName": request["ApplicationName"]}
+        configurations = [
+            {
+                "Id": item["InputId"],
+                "InputStartingPositionConfiguration": item["InputStartingPositionConfiguration"],
+            }
+            for item in run.get("SqlRunConfigurations", ())
+        ]
+        if configurations:
+            v1_request["InputConfigurations"] = configurations
+        await self._apply("StartApplication", v1_request, caller)
+        return {}
+
+    async def _stop_v2(self, request: Request, caller: Caller) -> Response:
+        # Force (stop without a snapshot) is Flink's; a SQL application stops the same way.
+        await self._apply(
+            "StopApplication", {"ApplicationName": request["ApplicationName"]}, caller
+        )
+        return {}
+
+
+def conditional_token(app: Application) -> str:
+    """v2's ConditionalToken: stands for one version of one application."""
+    digest = hashlib.sha256(f"{app.arn}#{app.created_ms}#{app.version_id}".encode()).digest()
+    return base64.urlsafe_b64encode(digest[:24]).decode("ascii")
+
+
+def _invalid(message: str) -> ShoalError:
+    return ShoalError(ErrorCode.INVALID_ARGUMENT, message)
+
+
+def _sql_code(code_configuration: Mapping[str, Any] | None) -> str:
+    if code_configuration is None:
+        return ""
+    if code_configuration.get("CodeContentType") != "PLAINTEXT":
+        raise _invalid("A SQL application's code has CodeContentType PLAINTEXT.")
+    content = code_configuration.get("CodeContent", {})
+    if set(content) - {"TextContent"}:
+        raise _invalid("A SQL application's code is TextContent.")
+    return str(content.get("TextContent", ""))
+
+
+def _sql_code_update(code_update: Mapping[str, Any]) -> str:
+    if code_update.get("CodeContentTypeUpdate", "PLAINTEXT") != "PLAINTEXT":
+        raise _invalid("A SQL application's code has CodeContentType PLAINTEXT.")
+    content = code_update.get("CodeContentUpdate", {})
+    if set(content) - {"TextContentUpdate"}:
+        raise _invalid("A SQL application's code is TextContent.")
+    return str(content.get("TextContentUpdate", ""))
+
+
+def _stored_configuration(configuration: Mapping[str, Any]) -> dict[str, Any]:
+    """A non-SQL configuration (create or update form) as stored: a zip file's bytes are not
+    kept in the metadata, only its MD5 and size (what DescribeApplication shows of it)."""
+    stored: dict[str, Any] = {}
+    for key, value in configuration.items():
+        if key in ("ZipFileContent", "ZipFileContentUpdate") and isinstance(value, bytes):
+            stored["CodeMD5"] = hashlib.md5(value).hexdigest()
+            stored["CodeSize"] = len(value)
+        elif isinstance(value, Mapping):
+            stored[key] = _stored_configuration(value)
+        else:
+            stored[key] = value
+    return json_safe(stored)  # type: ignore[no-any-return]
+
+
+def _configuration_description(app: Application) -> dict[str, Any]:
+    if not app.is_sql:
+        return v2_shapes.describe_configuration(app.configuration_document(), app.runtime)
+    described: dict[str, Any] = {
+        "SqlApplicationConfigurationDescription": {
+            "InputDescriptions": app.input_descriptions(),
+            "OutputDescriptions": app.output_descriptions(),
+            "ReferenceDataSourceDescriptions": app.reference_descriptions(),
+        }
+    }
+    if app.code:
+        code = app.code.encode()
+        described["ApplicationCodeConfigurationDescription"] = {
+            "CodeContentType": "PLAINTEXT",
+            "CodeContentDescription": {
+                "TextContent": app.code,
+                "CodeMD5": hashlib.md5(code).hexdigest(),
+                "CodeSize": len(code),
+            },
+        }
+    return described
+
+
+def _answer_member(app: Application, member: str, request: Request) -> dict[str, Any]:
+    if member == "InputDescriptions":
+        return {member: app.input_descriptions()}
+    if member == "OutputDescriptions":
+        return {member: app.output_descriptions()}
+    if member == "ReferenceDataSourceDescriptions":
+        return {member: app.reference_descriptions()}
+    if member == "CloudWatchLoggingOptionDescriptions":
+        return {member: app.logging_descriptions()}
+    # AddApplicationInputProcessingConfiguration: the input's new configuration.
+    input_id = str(request["InputId"])
+    for described in app.input_descriptions():
+        if described["InputId"] == input_id:
+            return {
+                "InputId": input_id,
+                "InputProcessingConfigurationDescription": described[
+                    "InputProcessingConfigurationDescription"
+                ],
+            }
+    return {"InputId": input_id}
