@@ -46,7 +46,7 @@ import secrets
 import shutil
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,14 @@ from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.crypto.keyring import Keyring
-from broker.crypto.master_keys import KmsMasterKeys, LocalKeyFile, MasterKeyError, MasterKeys
+from broker.crypto.master_keys import (
+    ClusterMasterKey,
+    KmsMasterKeys,
+    LocalKeyFile,
+    MasterKeyError,
+    MasterKeys,
+    WithClusterKey,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import S3Store
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
@@ -138,8 +145,6 @@ _GRPC_STOP_GRACE_S = 5.0
 _HEALTH_INTERVAL_S = 0.5
 LIVENESS = "liveness"
 READINESS = "readiness"
-# How often the controller's node looks for data keys a rotated master key left behind.
-_KEY_REWRAP_INTERVAL_S = 5.0
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -214,7 +219,7 @@ class Node:
         log_dir = config.data_dir / "log"
         disk_was_empty = not log_dir.exists()
         self.phase = "opening the master keys"
-        self.keyring = Keyring(_master_keys(config), self._image_or_empty)
+        self.keyring = Keyring(_master_keys(config, self._image_or_empty), self._image_or_empty)
         self.phase = "opening the shard log"
         self._store = _open_store(log_dir, config.data_dir, keys=self.keyring)
         self._writer = GroupCommitWriter(self._store, probe=self.metrics.storage)
@@ -791,7 +796,7 @@ class Node:
         assert self.keyring is not None
         keyring = self.keyring
         while True:
-            await asyncio.sleep(_KEY_REWRAP_INTERVAL_S)
+            await asyncio.sleep(self.config.knobs.key_rewrap_interval_ms / 1000)
             if self._controller_node() != self.node_id:
                 continue
             image = ctx.image()
@@ -1244,17 +1249,32 @@ def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:
     return startup.port_in_use(name, host, port, OSError(errno.EADDRINUSE, "in use"))
 
 
-def _master_keys(config: Config) -> MasterKeys:
+def _master_keys(config: Config, image: Callable[[], MetadataImage]) -> MasterKeys:
+    """The cluster key by default; a configured key file or KMS in front of it otherwise (the
+    cluster key then only opens the data keys made before)."""
+    cluster = ClusterMasterKey(
+        lambda: image().iterator_secret,
+        password=config.raft_password,
+        previous_passwords=(config.raft_password_previous,)
+        if config.raft_password_previous
+        else (),
+        region=config.region,
+        account_id=config.account_id,
+    )
+    if config.encryption_master_key == "cluster":
+        return cluster
     if config.encryption_master_key == "kms":
-        return KmsMasterKeys.from_environment(region=config.region)
-    path = config.master_key_file()
+        return WithClusterKey(KmsMasterKeys.from_environment(region=config.region), cluster)
+    path = config.encryption_key_file
+    assert path is not None  # Config.validate
     try:
-        return LocalKeyFile(path, region=config.region, account_id=config.account_id)
+        keys = LocalKeyFile(path, region=config.region, account_id=config.account_id)
     except (MasterKeyError, OSError) as error:
         raise startup.StartupError(
             f"the master key file {str(path)!r} cannot be used ({error}); see "
             "docs/operations.md, Encryption at rest"
         ) from error
+    return WithClusterKey(keys, cluster)
 
 
 def _open_store(log_dir: Path, data_dir: Path, *, keys: Keyring) -> RocksLogStore:

@@ -173,13 +173,9 @@ class ClusterProcesses:
             )
             for i in range(size)
         ]
-        # One master key file for the whole cluster, as operators must share it (encryption at
-        # rest: any replica opens any batch with the stream's one data key).
-        self.key_file = base_dir / "master-keys.json"
         for i, node in enumerate(self.nodes):
             peers = [other.raft_address for other in self.nodes if other is not node]
             node.extra_env = {
-                "SHOAL_ENCRYPTION_KEY_FILE": str(self.key_file),
                 "SHOAL_NODE_ID": f"node-{i + 1}",
                 "SHOAL_PEERS": ",".join(peers),
                 "SHOAL_HEARTBEAT_INTERVAL_MS": "100",
@@ -196,10 +192,6 @@ class ClusterProcesses:
         return self.nodes[int(node_id.rsplit("-", 1)[1]) - 1]
 
     def start(self) -> None:
-        from broker.crypto.master_keys import create_key_file
-
-        if not self.key_file.exists():  # before the nodes, so none reads a half-written one
-            create_key_file(self.key_file)
         for node in self.nodes:
             node.start()
 

@@ -1,4 +1,5 @@
-"""`shoal encryption ...`: the master key file of encryption at rest (broker/crypto/).
+"""`shoal encryption ...`: the master key file of encryption at rest (broker/crypto/), for
+nodes run with `encryption_master_key = file` (the default, `cluster`, needs no file).
 
     shoal encryption rotate-master-key --key-file /secrets/master-keys.json
 
@@ -27,7 +28,7 @@ def add_commands(commands: Any) -> None:
         "--key-file",
         type=Path,
         required=True,
-        help="the node's encryption_key_file (default for a node: <data_dir>/master-keys.json)",
+        help="the nodes' encryption_key_file (created if missing; give every node the same)",
     )
     rotate.set_defaults(run=lambda _client, args: _rotate(args), connect=None)
 

@@ -71,8 +71,9 @@ class StreamDataKey:
     AES-256 key that seals its batches, kept here only wrapped (encrypted) by a master key.
 
     `version` counts from 1 per stream and is written into every batch it seals; `wrapping`
-    names the master key that wrapped it (`local:<key id>` for the node key file,
-    `kms:<key ARN>` for a KMS key), so a master-key rotation can find and re-wrap it."""
+    names the master key that wrapped it (`cluster:<key id>` for the cluster key, `local:<key
+    id>` for a key file, `kms:<key ARN>` for a KMS key), so a master-key rotation can find and
+    re-wrap it."""
 
     version: int
     wrapped: bytes

@@ -27,6 +27,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.image import RecordDistribution, StreamMeta, StreamStatus
 from broker.service.context import ServiceContext
+from broker.streams.namespaces import name_of
 from broker.streams.resource_policies import check_policy_document
 
 Request = Mapping[str, Any]
@@ -107,7 +108,7 @@ async def start_encryption(ctx: ServiceContext, stream: StreamMeta, *, key_id: s
     if status is not StreamStatus.ACTIVE:  # checked again at apply; this spares a KMS call
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {stream.name} {ctx.account_phrase()} not ACTIVE, "
+            f"Stream {name_of(stream.name)} {ctx.account_phrase()} not ACTIVE, "
             f"instead in state {status.value}",
         )
     # KMS is a network call (and a key file a disk read): off the event loop.

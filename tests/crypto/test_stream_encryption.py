@@ -1,11 +1,11 @@
 """Encryption at rest through boto3 on one in-process node: Start/StopStreamEncryption's
 states and errors, records sealed on disk from the start on and readable throughout, data-key
-rotation, master-key rotation, the key file's permissions."""
+rotation, with the default cluster master key (no key setup); master-key rotation with a key
+file."""
 
 from __future__ import annotations
 
 import asyncio
-import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,13 @@ import botocore.exceptions
 import pytest
 
 from broker.clock import ManualClock
-from broker.crypto.master_keys import LocalKeyFile, rotate_key_file
+from broker.crypto.master_keys import (
+    ClusterMasterKey,
+    LocalKeyFile,
+    WithClusterKey,
+    create_key_file,
+    rotate_key_file,
+)
 from broker.node import Node
 from broker.types import StreamName
 from tests.compat.conftest import boto_client, call
@@ -130,8 +136,8 @@ async def test_records_are_sealed_from_start_to_stop(
     image = node.service.ctx.image()
     assert [key.version for key in image.streams[StreamName("vault")].data_keys] == [1, 2]
 
-
-async def test_key_errors_are_kms_exceptions(node: Node, kinesis: Any, clock: ManualClock) -> None:
+    # KeyIds: unknown ones are KMS exceptions; the cluster key by id and ARN, and the
+    # AWS-managed alias's ARN, work.
     await call(kinesis.create_stream, StreamName="keys", ShardCount=1)
     code, message = await error_of(
         kinesis.start_stream_encryption, StreamName="keys", EncryptionType="KMS", KeyId="alias/x"
@@ -146,13 +152,9 @@ async def test_key_errors_are_kms_exceptions(node: Node, kinesis: Any, clock: Ma
     )
     assert code == "KMSNotFoundException"
     assert (await summary(kinesis, "keys"))["EncryptionType"] == "NONE"
-    # The node's own master key by id and ARN, and the AWS-managed alias's ARN, all work.
-    # The node made its key file on first start, readable by its owner only.
-    path = node.config.master_key_file()
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert node.keyring is not None
     keys = node.keyring.master
-    assert isinstance(keys, LocalKeyFile)
+    assert isinstance(keys, ClusterMasterKey)
     key_id = keys.current_key_id()
     for key in (key_id, keys.key_arn(key_id), "arn:aws:kms:us-east-1:000000000000:" + ALIAS):
         await call(
@@ -162,13 +164,44 @@ async def test_key_errors_are_kms_exceptions(node: Node, kinesis: Any, clock: Ma
         clock.advance(ms=UPDATING_MS)
 
 
-async def test_a_rotated_master_key_rewraps_the_data_keys(node: Node, kinesis: Any) -> None:
+async def test_a_rotated_master_key_rewraps_the_data_keys(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """With `encryption_master_key = file`: the file's KeyIds, and a key appended to the file
+    (`shoal encryption rotate-master-key`) re-wraps the data keys on the running node."""
+    key_file = tmp_path / "keys" / "master-keys.json"
+    create_key_file(key_file)
+    settings = {"encryption_master_key": "file", "encryption_key_file": key_file}
+    config = node_config(tmp_path / "node", settings=settings, key_rewrap_interval_ms=100)
+    async with running_node(config, clock) as node:
+        kinesis = boto_client(f"http://127.0.0.1:{node.http_port}")
+        try:
+            await _rotate(node, kinesis, key_file)
+        finally:
+            kinesis.close()
+
+
+async def _rotate(node: Node, kinesis: Any, key_file: Path) -> None:
+    assert node.keyring is not None
+    keys = node.keyring.master
+    assert isinstance(keys, WithClusterKey) and isinstance(keys.primary, LocalKeyFile)
+    file_key = keys.primary.current_key_id()
     await call(kinesis.create_stream, StreamName="rotating", ShardCount=1)
     await call(
-        kinesis.start_stream_encryption, StreamName="rotating", EncryptionType="KMS", KeyId=ALIAS
+        kinesis.start_stream_encryption,
+        StreamName="rotating",
+        EncryptionType="KMS",
+        KeyId=keys.primary.key_arn(file_key),
     )
+    code, _ = await error_of(
+        kinesis.start_stream_encryption,
+        StreamName="rotating",
+        EncryptionType="KMS",
+        KeyId="alias/mine",
+    )
+    assert code == "KMSNotFoundException"
     await call(kinesis.put_record, StreamName="rotating", PartitionKey="k", Data=b"SEALED-old")
-    new_id = rotate_key_file(node.config.master_key_file())
+    new_id = rotate_key_file(key_file)
     assert node.service is not None
     ctx = node.service.ctx
 
@@ -179,6 +212,6 @@ async def test_a_rotated_master_key_rewraps_the_data_keys(node: Node, kinesis: A
                 return
             await asyncio.sleep(0.1)
 
-    async with asyncio.timeout(20):  # the controller's node looks every 5 s
+    async with asyncio.timeout(20):  # the controller's node looks every 0.1 s here
         await rewrapped()
     assert await read_all(kinesis, "rotating") == [b"SEALED-old"]
