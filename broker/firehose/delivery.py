@@ -28,7 +28,7 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.client.worker import (
     Checkpointer,
@@ -63,19 +63,17 @@ from broker.firehose.aws_clients import (
     S3Store,
     StoreError,
 )
-from broker.firehose.iceberg_tables import IcebergError, IcebergTables, mark_property, rows_for
 from broker.firehose.retry import RetrySchedule
-from broker.firehose.warehouse import (
-    Credentials,
-    LoadKey,
-    PostgresWarehouse,
-    WarehouseError,
-    Watermark,
-)
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
 from broker.metrics import FirehoseProbe
 
+if TYPE_CHECKING:  # imported when first used: pyiceberg and psycopg weigh on every node start
+    from broker.firehose.iceberg_tables import IcebergTables
+    from broker.firehose.warehouse import PostgresWarehouse
+
 log = logging.getLogger(__name__)
+
+Watermark = tuple[int, int]  # (sequence number, sub-sequence number) of a source record
 
 _TIMER_WAIT_MS_MAX = 200  # the timer looks again at least this often (a manual clock moves)
 
@@ -148,8 +146,8 @@ class DeliveryProcessor:
     ) -> None:
         self._target = target
         self._signer = signer or RequestSigner()
-        self._warehouse = warehouse or PostgresWarehouse()
-        self._iceberg = iceberg or IcebergTables()
+        self._warehouse_adapter = warehouse
+        self._iceberg_adapter = iceberg
         self._store = store
         self._lambda = lambda_invoker
         self._glue = glue
@@ -167,6 +165,20 @@ class DeliveryProcessor:
         self._checkpointer: Checkpointer | None = None
         self._timer: asyncio.Task[None] | None = None
         self._shard_id = ""
+
+    def _warehouse(self) -> PostgresWarehouse:
+        if self._warehouse_adapter is None:
+            from broker.firehose.warehouse import PostgresWarehouse
+
+            self._warehouse_adapter = PostgresWarehouse()
+        return self._warehouse_adapter
+
+    def _iceberg(self) -> IcebergTables:
+        if self._iceberg_adapter is None:
+            from broker.firehose.iceberg_tables import IcebergTables
+
+            self._iceberg_adapter = IcebergTables()
+        return self._iceberg_adapter
 
     # --- The KCL contract -----------------------------------------------------------------
 
@@ -353,6 +365,8 @@ class DeliveryProcessor:
         Records the warehouse already holds (at or below the shard's mark) are dropped
         first, and the load moves the mark in the COPY's transaction: exactly once into the
         table across deliverer crashes."""
+        from broker.firehose.warehouse import Credentials, LoadKey, WarehouseError
+
         schedule = retry.schedule_for(
             configuration.get("RetryOptions"), default_ms=retry.REDSHIFT_RETRY_DURATION_MS
         )
@@ -371,7 +385,7 @@ class DeliveryProcessor:
                 target = copy_command.target(str(configuration["ClusterJDBCURL"]))
                 plan = copy_command.plan(configuration["CopyCommand"])
                 expected = await asyncio.to_thread(
-                    self._warehouse.watermark, target, credentials, key
+                    self._warehouse().watermark, target, credentials, key
                 )
                 if staged is None or staged[0] != expected:
                     fresh = [i for i, seq in enumerate(batch.sequences) if seq > expected]
@@ -400,12 +414,14 @@ class DeliveryProcessor:
                 rows = None
                 if plan.format == "json":
                     columns = plan.columns or tuple(
-                        await asyncio.to_thread(self._warehouse.columns, target, credentials, plan)
+                        await asyncio.to_thread(
+                            self._warehouse().columns, target, credentials, plan
+                        )
                     )
                     rows = copy_command.json_rows(data, columns, ignore_case=plan.ignore_case)
                 loaded = await asyncio.to_thread(
                     functools.partial(
-                        self._warehouse.load,
+                        self._warehouse().load,
                         target,
                         credentials,
                         plan,
@@ -493,6 +509,8 @@ class DeliveryProcessor:
         entries: list[tuple[int, str]],
     ) -> None:
         """One table's records (index in `processed`, operation), retried as a whole."""
+        from broker.firehose.iceberg_tables import IcebergError, mark_property, rows_for
+
         schedule = retry.schedule_for(
             configuration.get("RetryOptions"), default_ms=retry.HTTP_RETRY_DURATION_MS
         )
@@ -509,7 +527,7 @@ class DeliveryProcessor:
         while True:
             try:
                 expected = await asyncio.to_thread(
-                    self._iceberg.mark, warehouse=warehouse, table=table, key=key
+                    self._iceberg().mark, warehouse=warehouse, table=table, key=key
                 )
                 pending = [(i, op) for i, op in entries if sequences[i] > expected]
                 if not pending:
@@ -517,7 +535,7 @@ class DeliveryProcessor:
                 records = [processed.records[i] for i, _ in pending]
                 documents = [] if not create else _json_objects(records)
                 schema = await asyncio.to_thread(
-                    self._iceberg.columns, warehouse=warehouse, table=table, create_from=documents
+                    self._iceberg().columns, warehouse=warehouse, table=table, create_from=documents
                 )
                 if schema is None:
                     raise IcebergError(
@@ -534,7 +552,7 @@ class DeliveryProcessor:
                     ]
                     applied = await asyncio.to_thread(
                         functools.partial(
-                            self._iceberg.apply,
+                            self._iceberg().apply,
                             warehouse=warehouse,
                             table=table,
                             steps=steps,
