@@ -1060,19 +1060,30 @@ class DeliveryProcessor:
     async def _send_snowflake(
         self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
     ) -> indexers.Answer:
-        """One INSERT of the buffer's rows (`snowflake_tables.py`); records that do not map to
-        rows fail alone, a failed connection or statement fails the whole request (retried)."""
+        """One transaction inserting the buffer's records after the shard's mark
+        (`snowflake_tables.load`, exactly once); records that do not map to rows fail alone, a
+        failed connection or statement fails the whole request (retried)."""
+        assert batch.sequences is not None
         metadata = [
             {"firehoseDeliveryStreamName": meta.name, "IngestionTime": arrival_ms}
             for arrival_ms in batch.arrivals_ms
         ]
-        rows = snowflake_tables.rows_for(configuration, batch.records, metadata)
         try:
-            await asyncio.to_thread(snowflake_tables.insert, configuration, rows)
+            loaded = await asyncio.to_thread(
+                functools.partial(
+                    snowflake_tables.load,
+                    configuration,
+                    stream_uid=meta.uid,
+                    shard_id=self._shard_id,
+                    records=batch.records,
+                    sequences=batch.sequences,
+                    metadata=metadata,
+                )
+            )
         except snowflake_tables.SnowflakeError as error:
             return indexers.Answer(retry=str(error), error_code=error.code)
         return indexers.Answer(
-            failed={index: ("Snowflake.InvalidRecord", why) for index, why in rows.unfit}
+            failed={index: ("Snowflake.InvalidRecord", why) for index, why in loaded.unfit}
         )
 
     async def _write_failed(

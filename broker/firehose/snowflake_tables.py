@@ -2,7 +2,8 @@
 snowflake-connector-python, Snowflake's official driver, the one module of Shoal importing it).
 
 Firehose writes to Snowflake with Snowpipe Streaming; Shoal writes the same rows with the
-driver's SQL API instead: one `INSERT ... VALUES` per buffer, in a transaction, as the
+driver's SQL API instead: one `INSERT ... SELECT ... FROM VALUES` per buffer, in a
+transaction, as the
 destination's User with key-pair authentication (PrivateKey, a base64 PKCS#8 key, encrypted
 when KeyPassphrase is set). The account comes from AccountUrl (`https://<account>.snowflake
 computing.com`, AWS's pattern); `SHOAL_SNOWFLAKE_ENDPOINT_URL` (e.g. `http://127.0.0.1:8085`)
@@ -15,8 +16,10 @@ a proxy), as `AWS_ENDPOINT_URL_S3` does for S3. DataLoadingOption as AWS defines
 - VARIANT_CONTENT_MAPPING: the whole record into ContentColumnName (PARSE_JSON);
 - VARIANT_CONTENT_AND_METADATA_MAPPING: also the record's metadata into MetaDataColumnName.
 
-At least once, like the S3 and HTTP destinations: a deliverer killed between the commit and its
-checkpoint inserts that buffer again.
+Exactly once into the table, as for Redshift: each insert commits together with the source
+shard's mark (the last record inserted) in `SHOAL_FIREHOSE_LOADS` of the same schema, moved
+with a compare-and-set; records at or below the mark are not inserted again by a deliverer
+killed between the commit and its checkpoint, or by a shard's two owners during a takeover.
 
 Calls block (the driver is synchronous): the caller runs them in a thread.
 """
@@ -33,6 +36,8 @@ from dataclasses import dataclass
 from typing import Any
 
 _LOGIN_TIMEOUT_S = 10
+_MARK_ATTEMPTS = 5
+LOADS_TABLE = "SHOAL_FIREHOSE_LOADS"
 _COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 
@@ -163,15 +168,92 @@ def connection_parameters(configuration: Mapping[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-def insert(configuration: Mapping[str, Any], rows: Rows) -> None:
-    """One transaction: the rows into Database.Schema.Table. SnowflakeError on failure."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Loaded:
+    inserted: int  # rows inserted by this call (0: the table held them already)
+    unfit: list[tuple[int, str]]  # (record index, reason) of records that do not map to rows
+
+
+def load(
+    configuration: Mapping[str, Any],
+    *,
+    stream_uid: str,
+    shard_id: str,
+    records: Sequence[bytes],
+    sequences: Sequence[tuple[int, int]],
+    metadata: Sequence[Mapping[str, Any]],
+) -> Loaded:
+    """Inserts the records after the shard's mark and moves the mark to the last of them, in
+    one transaction (exactly once into the table: records at or below the mark were inserted
+    already, by this shard's previous owner). The mark is a row of `SHOAL_FIREHOSE_LOADS` in
+    the destination's schema, moved with a compare-and-set UPDATE; a lost race re-reads it.
+    SnowflakeError on failure."""
     import snowflake.connector  # imported here: the driver is heavy and only this path needs it
 
-    if not rows.values:
-        return
-    table = ".".join(
-        str(configuration[part]) for part in ("Database", "Schema", "Table")
-    )  # identifiers as configured: unquoted, case-insensitive
+    loads = f"{configuration['Database']}.{configuration['Schema']}.{LOADS_TABLE}"
+    where = "STREAM_UID = %s AND SHARD_ID = %s"
+    try:
+        connection = snowflake.connector.connect(**connection_parameters(configuration))
+    except snowflake.connector.errors.Error as error:
+        raise SnowflakeError("Snowflake.ConnectionFailed", str(error)) from error
+    try:
+        cursor = connection.cursor()
+        cursor.execute(
+            f"CREATE TABLE IF NOT EXISTS {loads} (STREAM_UID VARCHAR, SHARD_ID VARCHAR, "
+            "SEQUENCE_NUMBER VARCHAR, SUB_SEQUENCE_NUMBER INT)"
+        )
+        # The shard's row, once (two first owners may both add it: equal rows, one CAS wins).
+        cursor.execute(
+            f"INSERT INTO {loads} SELECT %s, %s, '-1', 0 "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {loads} WHERE {where})",
+            (stream_uid, shard_id, stream_uid, shard_id),
+        )
+        for _ in range(_MARK_ATTEMPTS):
+            cursor.execute("BEGIN")
+            cursor.execute(
+                f"SELECT SEQUENCE_NUMBER, SUB_SEQUENCE_NUMBER FROM {loads} WHERE {where}",
+                (stream_uid, shard_id),
+            )
+            marks = {(str(sequence), int(sub)) for sequence, sub in cursor.fetchall()}
+            if len(marks) != 1:
+                raise SnowflakeError(
+                    "Snowflake.InvalidMark", f"{loads} holds {marks} for {shard_id}"
+                )
+            ((text, sub),) = marks
+            expected = (int(text), sub)
+            fresh = [i for i, sequence in enumerate(sequences) if sequence > expected]
+            if not fresh:
+                cursor.execute("ROLLBACK")
+                return Loaded(inserted=0, unfit=[])
+            rows = rows_for(
+                configuration, [records[i] for i in fresh], [metadata[i] for i in fresh]
+            )
+            if rows.values:
+                cursor.execute(*_insert_statement(configuration, rows))
+            last = sequences[fresh[-1]]
+            cursor.execute(
+                f"UPDATE {loads} SET SEQUENCE_NUMBER = %s, SUB_SEQUENCE_NUMBER = %s "
+                f"WHERE {where} AND SEQUENCE_NUMBER = %s AND SUB_SEQUENCE_NUMBER = %s",
+                (str(last[0]), last[1], stream_uid, shard_id, text, sub),
+            )
+            if not cursor.rowcount:  # another owner moved the mark: filter again
+                cursor.execute("ROLLBACK")
+                continue
+            cursor.execute("COMMIT")
+            return Loaded(
+                inserted=len(rows.values), unfit=[(fresh[i], why) for i, why in rows.unfit]
+            )
+        raise SnowflakeError("Snowflake.Conflict", f"The mark of {shard_id} kept moving.")
+    except snowflake.connector.errors.Error as error:
+        raise SnowflakeError("Snowflake.InsertFailed", str(error)) from error
+    finally:
+        connection.close()
+
+
+def _insert_statement(configuration: Mapping[str, Any], rows: Rows) -> tuple[str, tuple[Any, ...]]:
+    """`INSERT INTO Database.Schema.Table (...) SELECT ... FROM VALUES ...` and its parameters
+    (identifiers as configured: unquoted, so Snowflake matches them case-insensitively)."""
+    table = ".".join(str(configuration[part]) for part in ("Database", "Schema", "Table"))
     one = "(" + ", ".join("%s" for _ in rows.columns) + ")"
     select = ", ".join(
         f"PARSE_JSON(column{i + 1})" if parse else f"column{i + 1}"
@@ -181,17 +263,4 @@ def insert(configuration: Mapping[str, Any], rows: Rows) -> None:
         f"INSERT INTO {table} ({', '.join(rows.columns)}) "
         f"SELECT {select} FROM VALUES {', '.join(one for _ in rows.values)}"
     )
-    parameters = tuple(value for row in rows.values for value in row)
-    try:
-        connection = snowflake.connector.connect(**connection_parameters(configuration))
-    except snowflake.connector.errors.Error as error:
-        raise SnowflakeError("Snowflake.ConnectionFailed", str(error)) from error
-    try:
-        cursor = connection.cursor()
-        cursor.execute("BEGIN")
-        cursor.execute(statement, parameters)
-        cursor.execute("COMMIT")
-    except snowflake.connector.errors.Error as error:
-        raise SnowflakeError("Snowflake.InsertFailed", str(error)) from error
-    finally:
-        connection.close()
+    return statement, tuple(value for row in rows.values for value in row)

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker.clock import ManualClock
+from broker.firehose import snowflake_tables
 from tests.firehose.conftest import call, s3_destination, wait_status
 from tests.s3_server import S3Server
 
@@ -39,6 +40,7 @@ def snowflake_server() -> Iterator[dict[str, Any]]:
             cursor.execute("CREATE SCHEMA SHOP.SALES")
             cursor.execute("CREATE TABLE SHOP.SALES.ORDERS (ID INT, CUSTOMER VARCHAR, TOTAL FLOAT)")
             cursor.execute("CREATE TABLE SHOP.SALES.EVENTS (CONTENT VARIANT, META VARIANT)")
+            cursor.execute("CREATE TABLE SHOP.SALES.ONCE (N INT)")
         yield parameters
 
 
@@ -139,3 +141,38 @@ async def test_json_records_are_inserted_into_the_table(
     assert sorted(base64.b64decode(line["rawData"]) for line in lines) == sorted(bad)
     assert {line["errorCode"] for line in lines} == {"Snowflake.InvalidRecord"}
     assert all(key.startswith("orders/snowflake-failed/") for key in failed)
+
+
+def _query(server: dict[str, Any], statement: str) -> list[Any]:
+    with snowflake.connector.connect(**server) as connection:
+        cursor = connection.cursor()
+        cursor.execute(statement)
+        return list(cursor.fetchall())
+
+
+def test_a_shards_records_are_inserted_once_across_owners(
+    snowflake_server: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shard's mark commits with the rows: a buffer loaded again (its checkpoint lost in a
+    crash, or a new owner reading from an older checkpoint) inserts only what is new."""
+    url = f"{snowflake_server['protocol']}://{snowflake_server['host']}:{snowflake_server['port']}"
+    monkeypatch.setenv("SHOAL_SNOWFLAKE_ENDPOINT_URL", url)
+    configuration = _snowflake("ONCE", "once/")
+    records = [json.dumps({"n": n}).encode() for n in range(5)]
+    sequences = [(10**40 + n, 0) for n in range(5)]  # wider than NUMBER(38): kept as text
+
+    def load(first: int, last: int) -> snowflake_tables.Loaded:
+        return snowflake_tables.load(
+            configuration,
+            stream_uid="uid-1",
+            shard_id="shardId-000000000000",
+            records=records[first:last],
+            sequences=sequences[first:last],
+            metadata=[{}] * (last - first),
+        )
+
+    assert load(0, 3).inserted == 3
+    assert load(0, 3).inserted == 0  # the same buffer again: the table holds it
+    assert load(1, 5).inserted == 2  # from an older checkpoint: only records 3 and 4
+    got = _query(snowflake_server, "SELECT N FROM SHOP.SALES.ONCE")
+    assert sorted(row[0] for row in got) == [0, 1, 2, 3, 4]
