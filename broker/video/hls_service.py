@@ -27,6 +27,7 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta
+from broker.streams.sequence_numbers import decode_sequence_number
 from broker.video import hls
 from broker.video.archive import FragmentArchive, Position
 from broker.video.fragment_records import StoredFragment
@@ -137,7 +138,8 @@ class HlsService:
             )
         newest = edge[0][0]  # LIVE: the newest fragment; LIVE_REPLAY: the first
         anchor = newest.timecode_ms + (newest.duration_ms if mode == "LIVE" else 0)
-        session = dataclasses.replace(session, anchor_ms=anchor)
+        shard_created_ms = decode_sequence_number(newest.fragment_number).shard_created_ms
+        session = dataclasses.replace(session, anchor_ms=anchor, shard_created_ms=shard_created_ms)
         token = hls.encode_token(session, key=self._key())
         if dash:
             return (
@@ -226,7 +228,8 @@ class HlsService:
         token = query.get("SessionToken")
         if token is None:
             raise ShoalError(ErrorCode.INVALID_ARGUMENT, "SessionToken is required.")
-        session = hls.decode_token(token, key=self._key(), now_ms=self._clock.wall_ms())
+        key = self._key()
+        session, fragment_offset = hls.decode_token(token, key=key, now_ms=self._clock.wall_ms())
         stream = self._metadata.image().video.by_arn(session.stream_arn)
         if stream is None:
             raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND)
@@ -243,6 +246,7 @@ class HlsService:
                 segments,
                 bandwidth=bandwidth,
                 now_ms=self._clock.wall_ms(),
+                key=key,
                 ended=ended and session.live,
             )
             return hls.DASH_CONTENT_TYPE, text.encode("utf-8")
@@ -254,7 +258,9 @@ class HlsService:
                 bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
                 text = hls.master_playlist(token, bandwidth=bandwidth)
             else:
-                text = hls.media_playlist(session, token, segments, ended=ended and session.live)
+                text = hls.media_playlist(
+                    session, token, segments, key=key, ended=ended and session.live
+                )
             return hls.PLAYLIST_CONTENT_TYPE, text.encode("utf-8")
         if name == hls.MP4_INIT:
             listed = await self._segments(stream, session, limit=1)
@@ -264,10 +270,11 @@ class HlsService:
             init, _ = await self._remux(fragment, SegmentFormat.FRAGMENTED_MP4)
             return "video/mp4", init
         if name in (hls.MP4_MEDIA, hls.TS_MEDIA):
-            number = query.get("FragmentNumber")
-            if number is None or not number.isdigit():
-                raise ShoalError(ErrorCode.INVALID_ARGUMENT, "FragmentNumber is required.")
-            fragment = await self._fragment(stream, number)
+            if fragment_offset is None:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT, "The session token names no media fragment."
+                )
+            fragment = await self._fragment(stream, hls.fragment_number(session, fragment_offset))
             if name == hls.TS_MEDIA:
                 _, segment = await self._remux(fragment, SegmentFormat.MPEG_TS)
                 return "video/mp2t", segment
@@ -279,7 +286,8 @@ class HlsService:
         position = Position(iterator_type="AT_SEQUENCE_NUMBER", sequence_number=number)
         try:
             async for read in self._archive.read(stream, position):
-                if read.fragment.fragment_number == number:
+                found = decode_sequence_number(read.fragment.fragment_number)
+                if found.offset == decode_sequence_number(number).offset:
                     return read.fragment
                 break
         except ShoalError as error:
