@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -29,7 +30,7 @@ from broker.video.acks import AckEventType
 from broker.video.archive import internal_name
 from broker.video.media_chunks import read_tags, split_chunks
 from broker.video.mkv import MkvFragment, MkvSplitter
-from tests.cluster.helpers import shard_leaders
+from tests.cluster.helpers import shard_leaders, wait_formed
 from tests.meta.video_factories import video_stream
 from tests.support import REPO, ClusterProcesses, wait_until
 from tests.video.media import decoded_frame_times_ms, h264_mkv
@@ -38,6 +39,34 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 FRAGMENTS = 12
 FPS = 25
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterProcesses]:
+    """One 3-node cluster for the module (forming one is most of a test's cost); each test
+    uses its own stream."""
+    processes = ClusterProcesses(Path(tmp_path_factory.mktemp("video-cluster")))
+    processes.start()
+    try:
+        wait_formed(processes)
+        yield processes
+    finally:
+        processes.stop()
+
+
+@pytest.fixture
+def cluster(shared_cluster: ClusterProcesses) -> Iterator[ClusterProcesses]:
+    """The shared cluster, whole: a node an earlier test killed is restarted first."""
+    if any(node.process is None for node in shared_cluster.nodes):
+        for node in shared_cluster.nodes:
+            if node.process is None:
+                node.start()
+        wait_formed(shared_cluster)
+    try:
+        yield shared_cluster
+    except BaseException:
+        print(shared_cluster.logs())
+        raise
 
 
 def _client(service: str, endpoint: str) -> Any:
@@ -69,11 +98,11 @@ def _ebml_end(header: bytes) -> int:
 class _Upload:
     """One PutMedia session in a thread, its clusters sent `pace_s` apart (a camera)."""
 
-    def __init__(self, endpoint: str, body: list[bytes], pace_s: float) -> None:
+    def __init__(self, endpoint: str, body: list[bytes], pace_s: float, stream: str) -> None:
         self.persisted: dict[int, str] = {}  # timecode -> fragment number
         self.errors: list[str] = []
         self._target = PutMediaTarget(
-            endpoint=endpoint, stream_name="porch", producer_start_timestamp_s=1_700_000_000.0
+            endpoint=endpoint, stream_name=stream, producer_start_timestamp_s=1_700_000_000.0
         )
         self._body = body
         self._pace_s = pace_s
@@ -102,7 +131,7 @@ def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
 ) -> None:
     first = cluster.nodes[0]
     kvs = _client("kinesisvideo", f"http://127.0.0.1:{first.http_port}")
-    arn = kvs.create_stream(StreamName="porch", DataRetentionInHours=24)["StreamARN"]
+    arn = kvs.create_stream(StreamName="porch-resume", DataRetentionInHours=24)["StreamARN"]
     video = h264_mkv(frames=FRAGMENTS * FPS, fps=FPS)
     fragments = [e for e in MkvSplitter().feed(video) if isinstance(e, MkvFragment)]
     assert len(fragments) == FRAGMENTS
@@ -110,12 +139,17 @@ def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
     clusters = [f.cluster for f in fragments]
 
     # A first fragment through node 1 creates the internal stream; find its shard's leader.
-    warmup = _Upload(f"http://127.0.0.1:{first.http_port}", [_mkv_from(header, clusters[:1])], 0)
+    warmup = _Upload(
+        f"http://127.0.0.1:{first.http_port}",
+        [_mkv_from(header, clusters[:1])],
+        0,
+        "porch-resume",
+    )
     warmup.thread.start()
     warmup.thread.join(timeout=60)
     assert list(warmup.persisted) == [0], warmup.errors
     created_ms = int(arn.rsplit("/", 1)[1])
-    internal = internal_name(video_stream("porch", created_ms=created_ms))
+    internal = internal_name(video_stream("porch-resume", created_ms=created_ms))
     leader_id = wait_until(
         lambda: shard_leaders(first.endpoint, internal).get("shardId-000000000000"),
         deadline_s=30,
@@ -127,7 +161,7 @@ def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
 
     # The rest through the leader, a cluster every 0.15 s; kill it after 3 PERSISTED.
     body = [_mkv_from(header, []), *clusters[1:]]
-    upload = _Upload(f"http://127.0.0.1:{leader.http_port}", body, 0.15)
+    upload = _Upload(f"http://127.0.0.1:{leader.http_port}", body, 0.15, "porch-resume")
     upload.thread.start()
     wait_until(lambda: len(upload.persisted) >= 3, deadline_s=60, what="3 fragments persisted")
     leader.kill()
@@ -146,6 +180,7 @@ def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
             f"http://127.0.0.1:{survivor.http_port}",
             [_mkv_from(header, clusters[next_index:])],
             0,
+            "porch-resume",
         )
         resumed.thread.start()
         resumed.thread.join(timeout=60)
@@ -159,7 +194,9 @@ def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
     assert sorted(acknowledged) == [1000 * i for i in range(FRAGMENTS)]
 
     media = _client("kinesis-video-media", f"http://127.0.0.1:{survivor.http_port}")
-    payload = media.get_media(StreamName="porch", StartSelector={"StartSelectorType": "EARLIEST"})
+    payload = media.get_media(
+        StreamName="porch-resume", StartSelector={"StartSelectorType": "EARLIEST"}
+    )
     body_bytes = payload["Payload"].read()
     numbers = [
         read_tags(chunk)["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for chunk in split_chunks(body_bytes)
@@ -177,7 +214,7 @@ def test_shoal_video_put_fails_over_to_the_next_node(cluster: ClusterProcesses) 
     fragment not acknowledged: every fragment and frame arrives."""
     first = cluster.nodes[0]
     kvs = _client("kinesisvideo", f"http://127.0.0.1:{first.http_port}")
-    kvs.create_stream(StreamName="porch", DataRetentionInHours=24)
+    kvs.create_stream(StreamName="porch-put", DataRetentionInHours=24)
     video = h264_mkv(frames=FRAGMENTS * FPS, fps=FPS)
     fragments = [e for e in MkvSplitter().feed(video) if isinstance(e, MkvFragment)]
     header, clusters = fragments[0].header, [f.cluster for f in fragments]
@@ -190,7 +227,7 @@ def test_shoal_video_put_fails_over_to_the_next_node(cluster: ClusterProcesses) 
             "broker",
             "video",
             "put",
-            "porch",
+            "porch-put",
             "--http-endpoint",
             f"http://127.0.0.1:{victim.http_port},http://127.0.0.1:{survivor.http_port}",
         ],
@@ -235,7 +272,9 @@ def test_shoal_video_put_fails_over_to_the_next_node(cluster: ClusterProcesses) 
     assert {int(timecode) for _, timecode, _ in persisted} == {1000 * i for i in range(FRAGMENTS)}
 
     media = _client("kinesis-video-media", f"http://127.0.0.1:{survivor.http_port}")
-    payload = media.get_media(StreamName="porch", StartSelector={"StartSelectorType": "EARLIEST"})
+    payload = media.get_media(
+        StreamName="porch-put", StartSelector={"StartSelectorType": "EARLIEST"}
+    )
     body = payload["Payload"].read()
     numbers = [read_tags(c)["AWS_KINESISVIDEO_FRAGMENT_NUMBER"] for c in split_chunks(body)]
     assert {number for _, _, number in persisted} <= set(numbers)
@@ -250,16 +289,18 @@ def test_playback_resumes_on_another_node_with_the_continuation_token(
     the last chunk's continuation token: every fragment once, in order."""
     first, reader_node, other = cluster.nodes
     kvs = _client("kinesisvideo", f"http://127.0.0.1:{first.http_port}")
-    kvs.create_stream(StreamName="porch", DataRetentionInHours=24)
+    kvs.create_stream(StreamName="porch-playback", DataRetentionInHours=24)
     video = h264_mkv(frames=FRAGMENTS * FPS, fps=FPS)
-    upload = _Upload(f"http://127.0.0.1:{first.http_port}", [video], 0)
+    upload = _Upload(f"http://127.0.0.1:{first.http_port}", [video], 0, "porch-playback")
     upload.thread.start()
     upload.thread.join(timeout=60)
     assert len(upload.persisted) == FRAGMENTS, upload.errors
     numbers = [upload.persisted[1000 * i] for i in range(FRAGMENTS)]
 
     media = _client("kinesis-video-media", f"http://127.0.0.1:{reader_node.http_port}")
-    response = media.get_media(StreamName="porch", StartSelector={"StartSelectorType": "EARLIEST"})
+    response = media.get_media(
+        StreamName="porch-playback", StartSelector={"StartSelectorType": "EARLIEST"}
+    )
     raw = response["Payload"]._raw_stream
     received = b""
     try:
@@ -275,7 +316,7 @@ def test_playback_resumes_on_another_node_with_the_continuation_token(
 
     media = _client("kinesis-video-media", f"http://127.0.0.1:{other.http_port}")
     rest = media.get_media(
-        StreamName="porch",
+        StreamName="porch-playback",
         StartSelector={"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": token},
     )["Payload"].read()
     chunks = seen + split_chunks(rest)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,16 +103,6 @@ def test_notification_tags_over_aws_limits_are_error_4009(
     assert error.value.error_id is AckErrorId.FRAGMENT_METADATA_LIMIT_REACHED
 
 
-@pytest.fixture(scope="module")
-def aws_server() -> Iterator[S3Server]:
-    """moto's server: it speaks SNS and SQS on the same port as S3."""
-    server = S3Server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 def _client(server: S3Server, service: str) -> Any:
     return boto3.client(
         service,
@@ -201,7 +190,7 @@ async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
         )
         acks = await _upload(node, "door", later)
         owed = next(a.fragment_number for a in acks if a.event_type is AckEventType.PERSISTED)
-        await asyncio.sleep(2.5)  # a few delivery passes, each refused
+        await asyncio.sleep(1.5)  # a delivery pass or two, each refused
     # The node stops; the topic comes back; a new node process on the same disk sends what
     # is owed, and nothing it had sent before.
     assert sns.create_topic(Name="doorbell")["TopicArn"] == topic_arn
@@ -213,5 +202,5 @@ async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
             owed,
             {"EVENT": "knock"},
         )
-        await asyncio.sleep(2.5)  # more passes: still nothing else
+        await asyncio.sleep(1.5)  # another pass or two: still nothing else
         assert await asyncio.to_thread(_received, aws_server, queue_url) == []
