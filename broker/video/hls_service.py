@@ -43,6 +43,7 @@ _RANGE_MS_MAX = 24 * 3_600_000  # AWS: an ON_DEMAND range covers at most 24 hour
 _EXPIRES_S_DEFAULT = 300
 _ON_DEMAND_FRAGMENTS_DEFAULT = 1000
 _LIVE_FRAGMENTS_DEFAULT = 5  # AWS's default for LIVE playlists
+_TYPICAL_FRAGMENT_MS = 2_000  # the first LIVE window assumes fragments this long or shorter
 
 
 def _ms(value: datetime) -> int:
@@ -165,13 +166,20 @@ class HlsService:
         if session.playback_mode == "LIVE_REPLAY":
             return await self._replayed(stream, session, limit=limit)
         if session.playback_mode == "LIVE":
-            window_ms = limit * limits.video_fragment_duration_ms_max
-            since = Position(
-                iterator_type="AT_TIMESTAMP", timestamp_ms=self._clock.wall_ms() - window_ms
-            )
+            # A window of typical fragments first, then one of the longest allowed: players
+            # reload the playlist every target duration, and each read decodes whole
+            # fragments, so the common case reads a few fragments, not a minute of them.
             newest: collections.deque[tuple[hls.Segment, int]] = collections.deque(maxlen=limit)
-            async for read in self._archive.read(stream, since):
-                newest.append((_segment(read.fragment, server=True), read.fragment.size_bytes))
+            for fragment_ms in (_TYPICAL_FRAGMENT_MS, limits.video_fragment_duration_ms_max):
+                newest.clear()
+                since = Position(
+                    iterator_type="AT_TIMESTAMP",
+                    timestamp_ms=self._clock.wall_ms() - limit * fragment_ms,
+                )
+                async for read in self._archive.read(stream, since):
+                    newest.append((_segment(read.fragment, server=True), read.fragment.size_bytes))
+                if len(newest) == limit:
+                    break
             return list(newest), False
         server = session.selector_type == "SERVER_TIMESTAMP"
         position = (

@@ -36,7 +36,15 @@ def shared_clock() -> ManualClock:
 async def shared_node(
     tmp_path_factory: pytest.TempPathFactory, shared_clock: ManualClock
 ) -> AsyncIterator[Node]:
-    async with running_node(node_config(tmp_path_factory.mktemp("node")), shared_clock) as node:
+    # Tests advance the shared clock (an HLS URL's 300 s expiry, arrival times a minute
+    # apart): a session timeout longer than any advance keeps the controller from fencing
+    # the node in between, which would leave the next test's shard without a leader.
+    config = node_config(
+        tmp_path_factory.mktemp("node"),
+        session_timeout_ms=3_600_000,
+        absent_node_replace_after_ms=0,
+    )
+    async with running_node(config, shared_clock) as node:
         yield node
 
 
