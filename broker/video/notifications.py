@@ -20,9 +20,11 @@ then checkpoints past them, fenced by the lease counter. A node that dies betwee
 and the checkpoint leaves the checkpoint behind, and the next owner publishes again: at least
 once, never lost (a message may be repeated, as SNS itself may). Fragments without a tag move
 the checkpoint at most every `_IDLE_CHECKPOINT_MS`, so a quiet stream costs no quorum writes.
-The lease is created at the first pass that finds the stream's configuration ENABLED, with
-the fragments of the last `_LOOKBACK_MS`: the moment a configuration starts to act is not
-exact (AWS: "at least one minute" after the update), every fragment after it is covered.
+The lease is created by the first pass that finds the stream's configuration ENABLED, before
+anything is published, with its checkpoint just before the first fragment of the last
+`_LOOKBACK_MS` (or at the log's end when there is none), so from then on every fragment is
+covered whatever node fails: the moment a configuration starts to act is not exact (AWS: "at
+least one minute" after the update), and it is durable from the first pass on.
 A refused publish (an SNS error) stops the pass; the next pass (every second) retries it.
 
 The SNS client is injected (`Publisher`; the node passes boto3's, `AWS_ENDPOINT_URL_SNS`
@@ -32,6 +34,7 @@ selecting an SNS-compatible server). Loop-bound.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -44,6 +47,7 @@ from broker.errors import ShoalError
 from broker.meta.commands import lease_command
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta
+from broker.streams.sequence_numbers import decode_sequence_number, encode_sequence_number
 from broker.video.archive import SHARD_ID, FragmentArchive, Position, internal_name
 from broker.video.fragment_records import StoredFragment
 from broker.video.signaling_rules import home_node
@@ -174,6 +178,31 @@ class NotificationDelivery:
             return result[0] if result and isinstance(result[0], Lease) else None
         return result if isinstance(result, Lease) else None
 
+    async def _create_lease(self, stream: VideoStreamMeta) -> None:
+        """The stream's lease, checkpointed just before the first fragment of the last
+        `_LOOKBACK_MS`, or at the log's end when none arrived in that time."""
+        now_ms = self._clock.wall_ms()
+        since = Position(iterator_type="AT_TIMESTAMP", timestamp_ms=now_ms - _LOOKBACK_MS)
+        first = None
+        async for read in self._archive.read(stream, since):
+            first = decode_sequence_number(read.fragment.fragment_number)
+            break
+        if first is None:
+            last = await self._archive.last_record(stream, now_ms=now_ms)
+            checkpoint = leases.TRIM_HORIZON if last is None else Checkpoint(last)
+        elif first.offset == 0:
+            checkpoint = leases.TRIM_HORIZON
+        else:  # the record before the first fragment: reading after it starts there
+            before = dataclasses.replace(first, offset=first.offset - 1)
+            checkpoint = Checkpoint(encode_sequence_number(before))
+        await self._propose(
+            leases.CreateLeases(
+                application=APPLICATION,
+                stream_name=internal_name(stream),
+                leases=(leases.NewLease(shard_id=SHARD_ID, checkpoint=checkpoint),),
+            )
+        )
+
     async def _owned_lease(self, stream: VideoStreamMeta, placeable: Sequence[str]) -> Lease | None:
         lease = self._lease(stream)
         if lease is None or lease.lease_owner == self._node_id:
@@ -200,15 +229,17 @@ class NotificationDelivery:
         return await self._propose(operation)
 
     async def _deliver(self, stream: VideoStreamMeta, topic: str, placeable: Sequence[str]) -> int:
+        if self._lease(stream) is None:
+            await self._create_lease(stream)
+            return 0
         lease = await self._owned_lease(stream, placeable)
-        if lease is None and self._lease(stream) is not None:
+        if lease is None:
             return 0  # another node won the lease
         cursor = self._cursors.get(stream.arn)
-        if lease is not None and cursor is not None and cursor[0] == lease.lease_counter:
+        if cursor is not None and cursor[0] == lease.lease_counter:
             position = Position(iterator_type="AFTER_SEQUENCE_NUMBER", sequence_number=cursor[1])
-        elif lease is None or lease.checkpoint.is_sentinel:
-            since = self._clock.wall_ms() - _LOOKBACK_MS
-            position = Position(iterator_type="AT_TIMESTAMP", timestamp_ms=since)
+        elif lease.checkpoint.is_sentinel:  # TRIM_HORIZON: the log was empty at the start
+            position = Position(iterator_type="TRIM_HORIZON")
         else:
             position = Position(
                 iterator_type="AFTER_SEQUENCE_NUMBER",
@@ -232,20 +263,10 @@ class NotificationDelivery:
                 break
         if last is None:
             return sent
-        if lease is not None:
-            self._cursors[stream.arn] = (lease.lease_counter, last)
+        self._cursors[stream.arn] = (lease.lease_counter, last)
         now_ms = self._clock.wall_ms()
         idle_due = now_ms - self._checkpointed_ms.get(stream.arn, 0) >= _IDLE_CHECKPOINT_MS
-        if lease is None:  # the first pass of a configuration: the lease starts here
-            await self._propose(
-                leases.CreateLeases(
-                    application=APPLICATION,
-                    stream_name=internal_name(stream),
-                    leases=(leases.NewLease(shard_id=SHARD_ID, checkpoint=Checkpoint(last)),),
-                )
-            )
-            self._checkpointed_ms[stream.arn] = now_ms
-        elif sent or idle_due:
+        if sent or idle_due:
             checkpointed = await self._propose(
                 leases.CheckpointLease(
                     application=APPLICATION,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ import boto3
 import pytest
 
 from broker import limits
+from broker.client.video_producer import PutMediaTarget, put_media
 from broker.clock import ManualClock
 from broker.video import ebml, mkv
 from broker.video.acks import AckErrorId, AckEventType
 from broker.video.notifications import SUBJECT
+from tests.cluster.helpers import wait_formed
 from tests.conftest import node_config, running_node
 from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from tests.support import LOOPBACK, ClusterProcesses, free_port
 from tests.video.media import h264_mkv
 from tests.video.test_control_plane import call, video_client
 from tests.video.test_media_end_to_end import PRODUCER_START_S, _upload
@@ -153,7 +157,7 @@ async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
     monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", aws_server.endpoint_url)
     sns = _client(aws_server, "sns")
     topic_arn: str = sns.create_topic(Name="doorbell")["TopicArn"]
-    queue_url = _subscribed_queue(aws_server, topic_arn, "doorbell-events")
+    sns.delete_topic(TopicArn=topic_arn)  # SNS refuses until it is created again
     config = node_config(tmp_path / "node")
     async with running_node(config, clock) as node:
         kvs = video_client(node)
@@ -168,9 +172,17 @@ async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
             },
         )
         tagged = with_tags(h264_mkv(frames=75, fps=25), {1: tags_element(("EVENT", "ring"))})
+        received_ms = clock.wall_ms()
         acks = await _upload(node, "door", tagged)
         persisted = [a.fragment_number for a in acks if a.event_type is AckEventType.PERSISTED]
         assert len(persisted) == 3
+        await asyncio.sleep(1.5)  # a delivery pass or two, each refused
+    # The node stops; a minute later (longer than a new configuration looks back) the topic
+    # exists and the node runs again on the same disk: it sends what it owed, once.
+    clock.advance(ms=60_000)
+    assert sns.create_topic(Name="doorbell")["TopicArn"] == topic_arn
+    queue_url = _subscribed_queue(aws_server, topic_arn, "doorbell-events")
+    async with running_node(config, clock) as node:
         [envelope] = await _wait_for(aws_server, queue_url, 1)
         assert envelope["Type"] == "Notification"
         assert envelope["TopicArn"] == topic_arn
@@ -179,28 +191,83 @@ async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
             "StreamArn": stream_arn,
             "FragmentNumber": persisted[1],
             "FragmentStartProducerTimestamp": round(PRODUCER_START_S * 1000) + 1000,
-            "FragmentStartServerTimestamp": clock.wall_ms(),
+            "FragmentStartServerTimestamp": received_ms,
             "NotificationType": "PERSISTED",
             "NotificationPayload": {"EVENT": "ring"},
         }
-        # SNS refuses (the topic is gone): the next tagged fragment's notification stays owed.
-        sns.delete_topic(TopicArn=topic_arn)
         later = with_tags(
             h264_mkv(frames=50, fps=25, first_frame=75), {0: tags_element(("EVENT", "knock"))}
         )
         acks = await _upload(node, "door", later)
-        owed = next(a.fragment_number for a in acks if a.event_type is AckEventType.PERSISTED)
-        await asyncio.sleep(1.5)  # a delivery pass or two, each refused
-    # The node stops; the topic comes back; a new node process on the same disk sends what
-    # is owed, and nothing it had sent before.
-    assert sns.create_topic(Name="doorbell")["TopicArn"] == topic_arn
-    queue_url = _subscribed_queue(aws_server, topic_arn, "doorbell-after")
-    async with running_node(config, clock):
+        knocked = next(a.fragment_number for a in acks if a.event_type is AckEventType.PERSISTED)
         [envelope] = await _wait_for(aws_server, queue_url, 1)
         message = json.loads(envelope["Message"])
         assert (message["FragmentNumber"], message["NotificationPayload"]) == (
-            owed,
+            knocked,
             {"EVENT": "knock"},
         )
-        await asyncio.sleep(1.5)  # another pass or two: still nothing else
+        await asyncio.sleep(1.5)  # another pass or two: nothing is sent again
         assert await asyncio.to_thread(_received, aws_server, queue_url) == []
+
+
+@pytest.mark.process
+@pytest.mark.slow
+async def test_a_persisted_notification_survives_kill_9(
+    aws_server: S3Server, tmp_path: Path
+) -> None:
+    """A node process that acknowledged a tagged fragment PERSISTED but could not reach SNS
+    is killed with SIGKILL; restarted (now reaching SNS), it sends the notification."""
+    sns = _client(aws_server, "sns")
+    topic_arn: str = sns.create_topic(Name="gate")["TopicArn"]
+    queue_url = _subscribed_queue(aws_server, topic_arn, "gate-events")
+    credentials = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+    }
+    unreachable = f"http://{LOOPBACK}:{free_port()}"  # nothing listens: every publish fails
+    processes = ClusterProcesses(
+        tmp_path, size=1, extra_env={**credentials, "AWS_ENDPOINT_URL_SNS": unreachable}
+    )
+    node = processes.nodes[0]
+    processes.start()
+    try:
+        await asyncio.to_thread(wait_formed, processes)
+        endpoint = f"http://{LOOPBACK}:{node.http_port}"
+        kvs = boto3.client(
+            "kinesisvideo",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+        )
+        kvs.create_stream(StreamName="gate", DataRetentionInHours=24)
+        kvs.update_notification_configuration(
+            StreamName="gate",
+            NotificationConfiguration={
+                "Status": "ENABLED",
+                "DestinationConfig": {"Uri": topic_arn},
+            },
+        )
+        data = with_tags(h264_mkv(frames=50, fps=25), {0: tags_element(("EVENT", "open"))})
+        target = PutMediaTarget(
+            endpoint=endpoint, stream_name="gate", producer_start_timestamp_s=PRODUCER_START_S
+        )
+        acks = [ack async for ack in put_media(target, _one_piece(data))]
+        owed = next(a.fragment_number for a in acks if a.event_type is AckEventType.PERSISTED)
+        await asyncio.sleep(1.5)  # a delivery pass or two, refused
+        node.kill()
+        node.extra_env["AWS_ENDPOINT_URL_SNS"] = aws_server.endpoint_url
+        node.start()
+        await asyncio.to_thread(wait_formed, processes)
+        [envelope] = await _wait_for(aws_server, queue_url, 1)
+        assert json.loads(envelope["Message"])["FragmentNumber"] == owed
+    except BaseException:
+        print(processes.logs())
+        raise
+    finally:
+        processes.stop()
+
+
+async def _one_piece(data: bytes) -> AsyncIterator[bytes]:
+    yield data
