@@ -17,12 +17,14 @@ from broker import __version__
 from broker.backup.logical import BackupError
 from broker.cli import (
     analytics,
+    audit,
     backup,
     capacity,
     cluster,
     consumers,
     encryption,
     firehose,
+    iam,
     leases,
     limits,
     recovery,
@@ -49,6 +51,8 @@ GROUPS = (
     encryption,
     firehose,
     analytics,
+    iam,
+    audit,
 )
 
 

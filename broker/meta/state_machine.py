@@ -45,16 +45,21 @@ from broker.meta.commands import (
     ClaimQueueRecords,
     Command,
     CompleteReshard,
+    CreateAccessKey,
     CreateAnalyticsApplication,
     CreateDeliveryStream,
     CreateLeasesCommand,
+    CreatePrincipal,
     CreateQueue,
     CreateSignalingChannel,
     CreateStream,
     CreateVideoStream,
+    DeleteAccessKey,
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
+    DeletePrincipal,
+    DeletePrincipalPolicy,
     DeleteQueue,
     DeleteResourcePolicy,
     DeleteSignalingChannel,
@@ -64,6 +69,7 @@ from broker.meta.commands import (
     ForgetDeliveryStream,
     ForgetStream,
     InitCluster,
+    PutPrincipalPolicy,
     PutResourcePolicy,
     RecordAnalyticsProgress,
     RecordScalingEvent,
@@ -75,6 +81,7 @@ from broker.meta.commands import (
     RenewLeaseCommand,
     ReportShardLoads,
     RewrapStreamDataKeys,
+    RotateAccessKey,
     SetChannelMediaStorage,
     SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
@@ -88,6 +95,7 @@ from broker.meta.commands import (
     TagVideoStream,
     TakeLeaseCommand,
     UntagVideoStream,
+    UpdateAccessKey,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateDeliveryStreamDestination,
@@ -106,6 +114,7 @@ from broker.meta.transitions import (
     account_limits,
     analytics_applications,
     delivery_streams,
+    iam,
     nodes,
     queues,
     reshards,
@@ -260,6 +269,17 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return delivery_streams.change_tags(image, command)
         case SetDeliveryStreamEncryption():
             return delivery_streams.set_encryption(image, command)
+        case (
+            CreatePrincipal()
+            | DeletePrincipal()
+            | CreateAccessKey()
+            | UpdateAccessKey()
+            | DeleteAccessKey()
+            | RotateAccessKey()
+            | PutPrincipalPolicy()
+            | DeletePrincipalPolicy()
+        ):
+            return iam.apply_iam(image, command)
         case CreateQueue():
             return queues.create(image, command)
         case UpdateQueue():

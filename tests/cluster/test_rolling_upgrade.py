@@ -102,8 +102,8 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
         run_from(newest, previous)
         wait_formed(cluster)
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
-        # Upgrade, highest ordinal first, as a StatefulSet rolls; the newest format once all
-        # run it.
+        # Upgrade, highest ordinal first, as a StatefulSet rolls; this version's newest format
+        # once all run it.
         for node in reversed(cluster.nodes):
             node.terminate()
             run_from(node, REPO)
@@ -114,7 +114,7 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
                 cluster_status(e).metadata_format == METADATA_FORMAT_MAX for e in cluster.endpoints
             ),
             deadline_s=30,
-            what="the newest metadata format on every node",
+            what=f"metadata format {METADATA_FORMAT_MAX} on every node",
         )
         # Through the node restarted last: a client retries while its connection comes back.
         wait_until(
@@ -122,14 +122,14 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
                 cluster.endpoints[0], "StartStreamEncryption", encrypt
             ),
             deadline_s=30,
-            what="StartStreamEncryption accepted at the newest format",
+            what=f"StartStreamEncryption accepted at format {METADATA_FORMAT_MAX}",
         )
         # Each node records it in its data directory (within a heartbeat interval), so a
         # binary that reads only format 1 refuses the directory in one line.
         wait_until(
             lambda: all(_marked_format(node) == METADATA_FORMAT_MAX for node in cluster.nodes),
             deadline_s=30,
-            what="the newest metadata format in every data directory's marker",
+            what=f"metadata format {METADATA_FORMAT_MAX} in every data directory's marker",
         )
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
         producer.stop()
