@@ -17,8 +17,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from functools import cache
+from datetime import UTC, datetime
+from functools import cache, lru_cache
 from typing import Any, TypeVar, assert_never
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -164,6 +164,16 @@ def dict_to_message(data: Mapping[str, Any], message_class: type[MessageT]) -> M
     return message_class(**_constructor_arguments(data, descriptor))
 
 
+@lru_cache(maxsize=256)
+def _timestamp(moment: datetime) -> Timestamp:
+    """A datetime as a Timestamp, converted once per distinct value: protobuf's own
+    conversion is Python code, and a GetRecords page repeats one arrival time per batch (up to
+    10,000 records). The constructor copies the message it is given, so sharing one is safe."""
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
 def _constructor_arguments(data: Mapping[str, Any], descriptor: Descriptor) -> dict[str, Any]:
     """The keyword arguments of the message's constructor: proto field names, nested dicts for
     nested messages, datetimes for timestamps (the constructor converts both)."""
@@ -177,6 +187,8 @@ def _constructor_arguments(data: Mapping[str, Any], descriptor: Descriptor) -> d
         nested = field.descriptor
         if field.kind is _Kind.REPEATED_LIST:
             arguments[field.name] = [{"member": list(item)} for item in value]
+        elif field.kind is _Kind.TIMESTAMP and isinstance(value, datetime):
+            arguments[field.name] = _timestamp(value)
         elif nested is None:
             arguments[field.name] = value
         elif field.kind is _Kind.REPEATED_MESSAGE:

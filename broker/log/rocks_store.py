@@ -67,7 +67,6 @@ from broker.log.records import (
     check_layout,
     decode_new_records,
     decode_records,
-    encode_batch,
     truncate_batch,
 )
 from broker.log.store import (
@@ -227,15 +226,9 @@ class RocksLogStore:
         if not batches:
             return
         h = self._open_handles()
-        values = [
-            encode_batch(
-                arrival_ms=batch.arrival_ms,
-                epoch=batch.epoch,
-                control=batch.control,
-                records=batch.records,
-            )
-            for batch in batches
-        ]
+        # Each batch's stored bytes, encoded once (by the leader that proposed it, or kept as
+        # the leader sent them): what the followers got is byte for byte what is stored here.
+        values = [batch.value for batch in batches]
         with self._write_lock, _engine_errors("append"):
             metas: dict[ShardUid, ShardMeta] = {}
             histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
@@ -642,23 +635,28 @@ class RocksLogStore:
                 if begin >= stop:
                     continue
                 try:
-                    records = decode_new_records(value, header, begin=begin, stop=stop)
+                    if begin == 0 and stop == header.count:
+                        # A whole batch travels as it is stored (its CRC checked by _scan).
+                        check_layout(value, header)
+                        batch = AppendBatch.from_value(
+                            shard_uid=shard_uid, first_offset=first, value=value, header=header
+                        )
+                    else:
+                        batch = AppendBatch(
+                            shard_uid=shard_uid,
+                            first_offset=Offset(first + begin),
+                            arrival_ms=header.arrival_ms,
+                            records=decode_new_records(value, header, begin=begin, stop=stop),
+                            control=header.control,
+                            epoch=header.epoch,
+                            version=header.version,
+                        )
                 except LogCorruptionError as error:
                     raise error.at(shard_uid, first) from error
-                size = sum(r.size_bytes for r in records)
-                if batches and taken_bytes + size > bytes_max:
+                if batches and taken_bytes + batch.size_bytes > bytes_max:
                     break
-                batches.append(
-                    AppendBatch(
-                        shard_uid=shard_uid,
-                        first_offset=Offset(first + begin),
-                        arrival_ms=header.arrival_ms,
-                        records=records,
-                        control=header.control,
-                        epoch=header.epoch,
-                    )
-                )
-                taken_bytes += size
+                batches.append(batch)
+                taken_bytes += batch.size_bytes
         return batches
 
     def verify(
@@ -756,15 +754,7 @@ class RocksLogStore:
         end = batches[-1].end_offset
         for before, after in itertools.pairwise(batches):
             assert after.first_offset == before.end_offset, (before, after)
-        values = [
-            encode_batch(
-                arrival_ms=batch.arrival_ms,
-                epoch=batch.epoch,
-                control=batch.control,
-                records=batch.records,
-            )
-            for batch in batches
-        ]
+        values = [batch.value for batch in batches]  # the healthy replica's bytes, verified
         h = self._open_handles()
         with self._write_lock, _engine_errors("repair"):
             meta = self._meta(h, shard_uid)

@@ -36,10 +36,15 @@ class FormatChange:
 
 
 # Level 1: images in version 4, commands in encoding 2 with the types and members of Shoal
-# before issue 16 (commit 1faf780). Every binary that reads level 2 also reads shard-log batch
-# format 3 (CRC32C, broker/log/records.py): writing it once the cluster is at level 2 is the
-# next use of this negotiation (today `WRITTEN_BATCH_FORMAT_VERSION` is still 2).
+# before issue 16 (commit 1faf780).
 _FIRST_IMAGE_VERSION = 4
+
+# From this level on, shard leaders write their log batches in format 3 (CRC32C,
+# broker/log/records.py) and send each batch to their followers as its stored bytes (the
+# `value` of the internal `Batch`), which the followers verify and store as they are (issue
+# 18). Below it, batches are written in format 2 and travel as records, which every release
+# reads: a follower stores what its leader sends, so the format is the whole cluster's choice.
+STORED_BATCHES_LEVEL = 3
 
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
@@ -107,6 +112,14 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         summary="video streams and signaling channels, SQL applications, delivery streams, "
         "Kinesis queues, stream resource policies, encryption, warm throughput and record "
         "distribution",
+    ),
+    FormatChange(
+        level=STORED_BATCHES_LEVEL,
+        image_version=7,  # the image is unchanged; the shard logs' data path is not
+        commands=frozenset(),
+        members={},
+        summary="shard-log batches written in format 3 (CRC32C) and replicated as their "
+        "stored bytes",
     ),
 )
 
