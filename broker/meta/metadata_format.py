@@ -39,11 +39,12 @@ class FormatChange:
 # before issue 16 (commit 1faf780).
 _FIRST_IMAGE_VERSION = 4
 
-# From this level on, shard leaders write their log batches in format 3 (CRC32C,
-# broker/log/records.py) and send each batch to their followers as its stored bytes (the
-# `value` of the internal `Batch`), which the followers verify and store as they are (issue
-# 18). Below it, batches are written in format 2 and travel as records, which every release
-# reads: a follower stores what its leader sends, so the format is the whole cluster's choice.
+# From this level on (this release's level, shared with its other format changes), shard
+# leaders write their log batches in format 3 (CRC32C, broker/log/records.py) and send each
+# batch to their followers as its stored bytes (the `value` of the internal `Batch`), which the
+# followers verify and store as they are (issue 18). Below it, batches are written in format 2
+# and travel as records, which every release reads: a follower stores what its leader sends,
+# so the format is the whole cluster's choice.
 STORED_BATCHES_LEVEL = 3
 
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
@@ -114,12 +115,33 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         "distribution",
     ),
     FormatChange(
-        level=STORED_BATCHES_LEVEL,
-        image_version=7,  # the image is unchanged; the shard logs' data path is not
-        commands=frozenset(),
-        members={},
-        summary="shard-log batches written in format 3 (CRC32C) and replicated as their "
-        "stored bytes",
+        level=3,
+        image_version=8,
+        commands=frozenset(
+            {
+                # Identities and identity policies (issue 15).
+                "CreatePrincipal",
+                "DeletePrincipal",
+                "CreateAccessKey",
+                "UpdateAccessKey",
+                "DeleteAccessKey",
+                "RotateAccessKey",
+                "PutPrincipalPolicy",
+                "DeletePrincipalPolicy",
+                # Encryption at rest (issue 15): a master-key rotation re-wraps data keys.
+                "RewrapStreamDataKeys",
+            }
+        ),
+        members={
+            "MetadataImage": frozenset({"iam"}),
+            # StartStreamEncryption's data key, and the stream's wrapped data keys.
+            "SetStreamEncryption": frozenset({"data_key"}),
+            "StreamMeta": frozenset({"data_keys"}),
+        },
+        # And, with no command or member of its own: shard leaders write log batches in format
+        # 3 and replicate them as their stored bytes (STORED_BATCHES_LEVEL, issue 18).
+        summary="principals, access keys and identity policies; streams' wrapped data keys; "
+        "shard-log batches written in format 3 (CRC32C) and replicated as their stored bytes",
     ),
 )
 
