@@ -183,3 +183,61 @@ def test_the_format_a_replica_writes_never_goes_down(pair: tuple[_Node, _Node]) 
     assert all(b.version == BATCH_FORMAT_VERSION for b in append.batches)
     for node in pair:
         node.store.close()
+
+
+def test_an_encrypted_streams_batch_travels_in_the_clear_and_is_sealed_by_each_store(
+    tmp_path: Path,
+) -> None:
+    """Encryption at rest: the leader's store seals, a catch-up read opens the batch and sends
+    it in the clear (format 3, a CRC of its own), and the follower's store seals it again
+    with its own key; both read back the records."""
+    from tests.log.test_encrypted_store import Keys, raw_values
+
+    leader = RocksLogStore(tmp_path / "a", keys=Keys())
+    follower = RocksLogStore(tmp_path / "b", keys=Keys())
+    records = tuple(NewRecord(f"secret-{i}", b"payload-%d" % i) for i in range(5))
+    leader.append(
+        [
+            AppendBatch(
+                shard_uid=SHARD,
+                first_offset=Offset(0),
+                arrival_ms=1,
+                records=records,
+                epoch=1,
+                version=BATCH_FORMAT_VERSION,
+            )
+        ]
+    )
+    (read,) = leader.read_batches(
+        SHARD, start_offset=Offset(0), end_offset=Offset(5), bytes_max=10**6
+    )
+    message = _wire(
+        Envelope(
+            to=B,
+            message=Append(
+                shard_uid=SHARD,
+                epoch=1,
+                leader=A,
+                first_offset=Offset(0),
+                prev_epoch=0,
+                batches=(read,),
+                leader_hw=Offset(0),
+                leader_log_start=Offset(0),
+            ),
+        ),
+        A,
+    )
+    (sent,) = message.append.batches
+    assert not BatchHeader.parse(sent.value).encrypted and b"secret-0" in sent.value
+    received = envelope_from_proto(message)
+    assert isinstance(received, Append)
+    follower.append(received.batches)
+    for store in (leader, follower):
+        got = store.read(
+            SHARD, start_offset=Offset(0), end_offset=Offset(5), records_max=9, bytes_max=10**6
+        )
+        assert [r.partition_key for r in got] == [r.partition_key for r in records]
+        store.close()
+    for path in (tmp_path / "a", tmp_path / "b"):
+        (stored,) = raw_values(path).values()
+        assert BatchHeader.parse(stored).encrypted and b"secret-0" not in stored
