@@ -376,6 +376,7 @@ class DriverCore:
             return False  # as if the image arrived a turn later
         self.applied = image
         held: set[ShardUid] = set()
+        batch_format = core.batch_format_for(image.metadata_format)
         for stream in image.streams.values():
             if stream.is_gone(now_ms=wall_ms):
                 continue
@@ -392,6 +393,7 @@ class DriverCore:
                     replicas=shard.replicas,
                     sealing=shard.state is not ShardState.OPEN,
                     now_ms=now_ms,
+                    batch_format=batch_format,
                 )
                 local.epoch = max(local.epoch, shard.epoch)
         for uid in [uid for uid in self.locals if uid not in held]:
