@@ -7,7 +7,7 @@ values the templates render; nothing here calls a service or reads a disk. Inter
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -238,12 +238,21 @@ class StreamPage:
 
 
 def stream_page(
-    image: MetadataImage, *, query: str, page: int, page_size: int, now_ms: int
+    image: MetadataImage,
+    *,
+    query: str,
+    page: int,
+    page_size: int,
+    now_ms: int,
+    shown: Callable[[str], bool] = lambda key: True,
 ) -> StreamPage:
-    """One page of the streams whose name contains `query` (case-insensitive), by name."""
+    """One page of the streams whose name contains `query` (case-insensitive), by name, of
+    those whose key `shown` keeps (the visitor's namespace)."""
     needle = query.strip().lower()
     matching = [
-        stream for stream in visible_streams(image, now_ms=now_ms) if needle in stream.name.lower()
+        stream
+        for stream in visible_streams(image, now_ms=now_ms)
+        if shown(stream.name) and needle in stream.display_name.lower()
     ]
     page_size = max(1, min(page_size, PAGE_SIZE_MAX))
     page_count = max(1, -(-len(matching) // page_size))
@@ -252,7 +261,7 @@ def stream_page(
     rates = stream_rates(image, {stream.uid for stream in chosen})
     rows = tuple(
         StreamRow(
-            name=stream.name,
+            name=stream.display_name,
             mode=stream.mode.value,
             status=stream.status(now_ms=now_ms).value,
             open_shards=len(stream.open_shards()),

@@ -38,6 +38,7 @@ from broker.meta.quorum import LocalQuorum
 from broker.meta.state_machine import apply
 from tests.cluster.test_rolling_upgrade import PREVIOUS
 from tests.meta.factories import create_stream, init_cluster, nodes_image, register_node
+from tests.meta.iam_factories import every_iam_command
 from tests.meta.test_controller import SETTINGS
 from tests.support import REPO
 
@@ -135,6 +136,8 @@ def test_commands_are_gated_by_what_they_carry() -> None:
     policy = PutResourcePolicy(now_ms=0, resource_arn="arn", stream_name="s", policy="{}")
     assert required_format(policy) == 2
     assert required_format(SetMetadataFormat(now_ms=0, level=2)) == 2
+    # Identities (issue 15): refused while any node reads only format 2.
+    assert required_format(every_iam_command(now_ms=0)[0]) == 3
 
 
 def test_an_image_at_the_first_format_cannot_carry_what_it_cannot_encode() -> None:
