@@ -435,6 +435,15 @@ async def test_cli_manages_principals_and_reads_the_trail(
     key = json.loads(created)
     listed = await asyncio.to_thread(shoal, "iam", "list-keys", arn, *signed)
     assert key["access_key_id"] in listed and key["secret_access_key"] not in listed
+    # Deactivated, a key authenticates nobody; reactivated, it works again.
+    carol = kinesis(iam.node, key["access_key_id"], key["secret_access_key"])
+    await aws(carol.list_streams)
+    key_id = key["access_key_id"]
+    status = await asyncio.to_thread(shoal, "iam", "set-key-status", key_id, "Inactive", *signed)
+    assert status.split() == [key_id, "Inactive"]
+    assert (await refused(carol.list_streams))["Code"] == "UnrecognizedClientException"
+    await asyncio.to_thread(shoal, "iam", "set-key-status", key_id, "Active", *signed)
+    await aws(carol.list_streams)
     # Unsigned: refused with the reason, exit 1.
     assert await asyncio.to_thread(main, [*base, "iam", "list-principals"]) == 1
     assert "MissingAuthenticationToken" in capsys.readouterr().err
