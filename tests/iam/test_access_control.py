@@ -231,7 +231,11 @@ async def test_another_account_cannot_reach_the_stream(iam: Iam) -> None:
             {
                 "Effect": "Allow",
                 "Principal": {"AWS": f"arn:aws:iam::{OTHER}:root"},
-                "Action": "kinesis:DescribeStreamSummary",
+                "Action": [
+                    "kinesis:DescribeStreamSummary",
+                    "kinesis:GetShardIterator",
+                    "kinesis:GetRecords",
+                ],
                 "Resource": stream_arn,
             }
         ],
@@ -239,6 +243,16 @@ async def test_another_account_cannot_reach_the_stream(iam: Iam) -> None:
     await aws(root.put_resource_policy, ResourceARN=stream_arn, Policy=json.dumps(grant))
     summary = await aws(bob.describe_stream_summary, StreamARN=stream_arn)
     assert summary["StreamDescriptionSummary"]["StreamName"] == "private"
+    # Reading across accounts, as AWS allows it: by ARN, iterator and records.
+    await aws(root.put_record, StreamName="private", Data=b"shared", PartitionKey="k")
+    iterator = await aws(
+        bob.get_shard_iterator,
+        StreamARN=stream_arn,
+        ShardId="shardId-000000000000",
+        ShardIteratorType="TRIM_HORIZON",
+    )
+    read = await aws(bob.get_records, ShardIterator=iterator["ShardIterator"], StreamARN=stream_arn)
+    assert [record["Data"] for record in read["Records"]] == [b"shared"]
     assert (await refused(bob.put_record, StreamARN=stream_arn, Data=b"x", PartitionKey="k"))[
         "Code"
     ] == "AccessDeniedException"
