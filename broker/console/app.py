@@ -78,6 +78,7 @@ from broker.gateway.validation import validate_request
 from broker.iam.enforcer import CallableService
 from broker.meta.image import MetadataImage, NodeState, ShardMeta, StreamMeta
 from broker.service.account import stream_limits_view, update_stream_limits
+from broker.service.context import CURRENT_CALLER
 from broker.service.kinesis import KinesisService
 from broker.streams import namespaces
 from broker.streams.internal_names import is_internal
@@ -624,7 +625,7 @@ class ConsoleService:
     ) -> Response:
         image = self._image()
         now_ms = self._clock.wall_ms()
-        view = views.stream_view(image, stream, now_ms=now_ms)
+        view = views.stream_view(image, stream, now_ms=now_ms, key=self._key(stream, visitor))
         consumers = image.consumers.for_stream(stream.uid, now_ms=now_ms)
         on_stream = {"StreamName": stream.name}
         hidden = {
@@ -789,7 +790,9 @@ class ConsoleService:
     async def _lag(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         """How far each lease's checkpoint is behind the shard's tip, read on request: one
         GetRecords of one record after the checkpoint per lease (at most LAG_LEASES_MAX)."""
-        view = views.stream_view(self._image(), stream, now_ms=self._clock.wall_ms())
+        view = views.stream_view(
+            self._image(), stream, now_ms=self._clock.wall_ms(), key=self._key(stream, visitor)
+        )
         application = request.arg("application")
         leases = [
             lease for lease in view.leases if not application or lease.application == application
@@ -923,7 +926,7 @@ class ConsoleService:
             )
         if native:
             self._authorize(visitor, NATIVE_SIGNING_NAME, plan.operation, plan.request)
-            await self._call_native(plan.operation, plan.request)
+            await self._call_native(plan.operation, plan.request, visitor)
         else:
             await self._call(plan.operation, plan.request, visitor, validated=True)
         notice = f"{plan.operation} accepted: {plan.summary}"
@@ -946,12 +949,17 @@ class ConsoleService:
         answer: dict[str, Any] = await self._kinesis_calls.call(operation, request, visitor.caller)
         return answer
 
-    async def _call_native(self, operation: str, request: dict[str, Any]) -> None:
-        """One operation of the native LimitsService, as its gRPC door runs it."""
+    async def _call_native(self, operation: str, request: dict[str, Any], visitor: Visitor) -> None:
+        """One operation of the native LimitsService, as its gRPC door runs it, in the
+        visitor's namespace."""
         assert operation == "UpdateStreamLimits"
-        await update_stream_limits(
-            self._kinesis.ctx, request["StreamName"], request["Rates"], request["Reset"]
-        )
+        token = CURRENT_CALLER.set(visitor.caller)
+        try:
+            await update_stream_limits(
+                self._kinesis.ctx, request["StreamName"], request["Rates"], request["Reset"]
+            )
+        finally:
+            CURRENT_CALLER.reset(token)
 
     # --- Helpers ----------------------------------------------------------------------------
 
@@ -965,6 +973,11 @@ class ConsoleService:
         """The account and region the visitor acts in (its principal's account)."""
         caller = visitor.caller
         return namespaces.Namespace(account_id=caller.account_id, region=caller.region)
+
+    def _key(self, stream: StreamMeta, visitor: Visitor) -> str:
+        """The image key of a stream `_stream` returned (by the name it carries)."""
+        default = self._kinesis.ctx.default_namespace()
+        return namespaces.stream_key(stream.name, self._namespace(visitor), default=default)
 
     def _stream(self, name: str, visitor: Visitor) -> StreamMeta:
         """The stream `name` of the visitor's namespace, as the API would find it, or

@@ -381,7 +381,11 @@ def _encryption(stream: StreamMeta) -> str:
     return f"{stream.encryption_type} ({stream.key_id})"
 
 
-def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> StreamView:
+def stream_view(
+    image: MetadataImage, stream: StreamMeta, *, now_ms: int, key: str | None = None
+) -> StreamView:
+    """`key`: the stream's key in the image when `stream` carries the name clients see (a
+    stream outside the default namespace); its leases are found by it."""
     loads = {
         load.shard_index: load for load in image.capacity.loads if load.stream_uid == stream.uid
     }
@@ -425,7 +429,7 @@ def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> Str
         open_shards=tuple(v for v in shards if v.state != ShardState.CLOSED.value),
         closed_shards=tuple(v for v in shards if v.state == ShardState.CLOSED.value),
         generations=generations,
-        leases=_leases(image, stream.name),
+        leases=_leases(image, stream.name if key is None else key),
         scaling_events=_scaling(image, stream),
         hot_keys=_hot_keys(stream, loads),
         encryption=_encryption(stream),

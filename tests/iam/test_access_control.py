@@ -546,6 +546,13 @@ async def test_the_console_acts_as_the_signed_in_principal(iam: Iam) -> None:
         page = await web.get("/console/streams/console-open")
         assert page.status_code == 400 and "ResourceNotFoundException" in page.text
         assert f"under account {OTHER} not found" in page.text
+        # Its own stream of the same name is the one it sees.
+        other = kinesis(iam.node, other_key, other_secret)
+        await aws(other.create_stream, StreamName="console-open", ShardCount=1)
+        page = await web.get("/console/streams/console-open")
+        assert page.status_code == 200, page.text
+        assert open_arn.replace(ACCOUNT, OTHER) in page.text and open_arn not in page.text
+        assert "do not allow <code>shoal:DescribeStreamLimits</code>" in page.text
     # A wrong secret does not sign in.
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{iam.node.http_port}") as web:
         page = await web.get("/console/sign-in")
