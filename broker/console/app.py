@@ -383,9 +383,10 @@ class ConsoleService:
         parts = path.removeprefix("/streams/").split("/")
         if not path.startswith("/streams/") or not parts[0] or len(parts) > 2:
             return self._not_found(visitor)
+        if len(parts) == 1:  # authorized before it is looked up, as the API does
+            self._authorize_page(visitor, "stream", {"StreamName": parts[0]})
         stream = self._stream(parts[0], visitor)  # ASGI paths arrive percent-decoded
         if len(parts) == 1:
-            self._authorize_page(visitor, "stream", {"StreamName": stream.name})
             return await self._stream_page(request, visitor, stream)
         sub = parts[1]
         if sub == "records":
