@@ -753,6 +753,7 @@ class Node:
                 firehose=self.firehose.service,
                 analytics=self.analytics,
                 peer_tls=self._console_peer_tls(),
+                access=self.access,
             )
         rest: list[RestService] = [self._video_http()]
         if self.console is not None:

@@ -115,8 +115,16 @@ class ServiceContext:
         return namespaces.stream_arn(name, self.namespace())
 
     def in_callers_namespace(self, key: str) -> bool:
+        """Whether the stream keyed `key` is the caller's to address: of its namespace, or of
+        the namespace of the account whose resource policy granted this call (same region)."""
         default = self.default_namespace()
-        return namespaces.namespace_of(key, default=default) == self.namespace()
+        owner = namespaces.namespace_of(key, default=default)
+        namespace = self.namespace()
+        if owner == namespace:
+            return True
+        caller = CURRENT_CALLER.get()
+        granted = caller.granted_account if caller is not None else None
+        return owner.region == namespace.region and owner.account_id == granted
 
     def account_phrase(self) -> str:
         return f"under account {self.namespace().account_id}"
