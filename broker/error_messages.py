@@ -368,3 +368,57 @@ def stream_mode_updates_per_day(stream: str, account_id: str, calls: int, limit:
         f"Stream {stream} under account {account_id} has already had its capacity mode "
         f"updated {calls} times in the last 24 hours. Limit: {limit}."
     )
+
+
+# --- Channels (broker/firehose/channels.py) --------------------------------------------------
+# Like the queues': no recorded AWS texts yet; the wording follows the model's documentation.
+
+
+def channel_not_found(arn: str) -> str:
+    return f"Channel {arn} not found."
+
+
+def channel_name_in_use(name: str, account_id: str) -> str:
+    return f"Channel {name} under account {account_id} already exists."
+
+
+def channel_needs_on_demand(stream_arn: str) -> str:
+    return (
+        "Channels are supported only on data streams in on-demand capacity mode; "
+        f"stream {stream_arn} is in provisioned mode."
+    )
+
+
+def channel_not_active(arn: str, status: str) -> str:
+    return f"Channel {arn} is in {status} state; the operation needs it ACTIVE."
+
+
+def channel_other_destination(kind: str) -> str:
+    return f"{kind} does not match the channel's destination, which cannot be changed."
+
+
+def channel_freshness_out_of_range(seconds: int) -> str:
+    return f"DataFreshnessInSeconds must be between 0 and 900 seconds; got {seconds}."
+
+
+def stream_has_channels(stream_name: str, account_id: str) -> str:
+    return (
+        f"Stream {stream_name} under account {account_id} has channels; delete every channel "
+        "on the stream first."
+    )
+
+
+CHANNEL_ONE_DESTINATION = (
+    "Exactly one of S3DestinationConfiguration and S3TablesDestinationConfiguration must be "
+    "specified."
+)
+CHANNEL_ONE_STREAM = (
+    "Shoal's channels read a single data stream: StreamConfigurationList must contain exactly "
+    "one entry."
+)
+CHANNEL_ONE_TABLE = (
+    "Shoal's channels write to a single table: S3TablesConfigurationList must contain exactly "
+    "one entry."
+)
+CHANNEL_SCHEMA_REQUIRED = "GSRSchemaARN is required when RecordFormatType is GSR_JSON."
+CHANNEL_SCHEMA_NOT_ALLOWED = "GSRSchemaARN can only be specified when RecordFormatType is GSR_JSON."

@@ -67,6 +67,7 @@ from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import S3Store
+from broker.firehose.channels import CHANNEL_ARN, ChannelOperations
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
@@ -345,6 +346,11 @@ class Node:
             kinesis=self.service,
             is_controller=lambda: self._controller_node() == self.node_id,
             probe=self.metrics.firehose,
+        )
+        # Kinesis channels are delivery streams of the Firehose runtime, on the Kinesis doors.
+        channels = ChannelOperations(ctx, on_change=self.firehose.lifecycle.kick)
+        self.service.add_operations(
+            channels.handlers(), resource_arn=CHANNEL_ARN, tagging=channels.tagging()
         )
         await self._start_grpc(shards)
         await self._start_http()

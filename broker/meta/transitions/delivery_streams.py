@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     ActivateDeliveryStream,
@@ -201,3 +202,16 @@ def set_encryption(
             encryption_key_arn="",
         )
     return _with(image, changed), changed
+
+
+def refuse_if_stream_has_channels(image: MetadataImage, stream_key: str, stream_name: str) -> None:
+    """DeleteStream needs every channel reading the stream deleted first (as on AWS)."""
+    for meta in image.delivery_streams.values():
+        if not meta.is_channel or meta.status is DeliveryStreamStatus.DELETING:
+            continue
+        source = meta.source() or {}
+        if source.get("StreamKey") == stream_key:
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                error_messages.stream_has_channels(stream_name, meta.account_id),
+            )

@@ -30,7 +30,7 @@ from broker.meta.image import (
 )
 from broker.meta.metadata_format import FIRST_FORMAT
 from broker.meta.placement import place_shards
-from broker.meta.transitions import queues
+from broker.meta.transitions import delivery_streams, queues
 from broker.meta.transitions.account_limits import check_on_demand_limit, check_shard_limit
 from broker.meta.transitions.common import account_of, live_stream, with_stream
 from broker.meta.transitions.nodes import check_replication_factor
@@ -164,6 +164,7 @@ def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadata
         return _without_stream_leases(image, meta.name), meta
     # A CREATING stream may be deleted, as on AWS.
     queues.refuse_if_stream_has_queues(image, meta.uid, meta.name)
+    delivery_streams.refuse_if_stream_has_channels(image, meta.name, name_of(meta.name))
     # Registered consumers (CREATING or ACTIVE; a deregistered one no longer counts).
     registered = [
         consumer
