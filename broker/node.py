@@ -530,7 +530,11 @@ class Node:
                     controller=self._controller_node,
                 ),
                 admin_handler(self),
-                lease_handler(self._metadata, self.clock),
+                lease_handler(
+                    self._metadata,
+                    self.clock,
+                    caller=Caller(region=self.config.region, account_id=self.config.account_id),
+                ),
                 capacity_handler(
                     self._metadata.image,
                     self.clock,

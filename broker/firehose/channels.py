@@ -89,7 +89,12 @@ class ChannelOperations:
 
     def _channel(self, arn: str) -> DeliveryStreamMeta:
         meta = self._ctx.image().delivery_streams.get(arn)
-        if meta is None or not meta.is_channel:
+        namespace = self._ctx.namespace()
+        theirs = meta is not None and (meta.account_id, meta.region) != (
+            namespace.account_id,
+            namespace.region,
+        )
+        if meta is None or not meta.is_channel or theirs:  # another namespace's: not found
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, error_messages.channel_not_found(arn))
         return meta
 

@@ -28,6 +28,7 @@ from broker.error_messages import malformed_message
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.codec import dict_to_message, message_to_dict
 from broker.gateway.error_mapping import to_grpc_status
+from broker.gateway.grpc_namespace import addressed
 from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, validate_request
 from broker.metrics import GatewayProbe
@@ -54,7 +55,10 @@ class _Bound:
 
 
 def _caller(bound: _Bound, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-    return dataclasses.replace(bound.caller, source_address=context.peer())
+    caller = dataclasses.replace(bound.caller, source_address=context.peer())
+    if bound.model != KINESIS:
+        return caller  # the rest of the family serves the node's region, on both doors
+    return addressed(caller, context)  # the region in x-shoal-region (grpc_namespace)
 
 
 def _parse(raw: bytes, input_class: type[Message]) -> Message:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from broker import error_messages
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.queues.operations import QueueOperations
@@ -155,7 +156,7 @@ class KinesisService:
             if operation == "CreateStream":
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"Stream names starting with {INTERNAL_PREFIX} are reserved by Shoal.",
+                    error_messages.reserved_stream_name(prefix=INTERNAL_PREFIX),
                 )
             raise self.ctx.stream_not_found(name)
 

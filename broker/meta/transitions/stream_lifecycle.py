@@ -77,15 +77,17 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
     if existing is not None and not existing.is_gone(now_ms=now_ms):
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {name_of(command.name)}"
-            f" under account {account_of(image, command.name)} already exists.",
+            error_messages.stream_already_exists(
+                name=name_of(command.name), account_id=account_of(image, command.name)
+            ),
         )
     if not 1 <= command.shard_count <= limits.shard_count_per_stream_max:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value '{command.shard_count}' at 'shardCount' "
-            f"failed to satisfy constraint: Member must have value between 1 and "
-            f"{limits.shard_count_per_stream_max}",
+            error_messages.shard_count_out_of_range(
+                shard_count=command.shard_count,
+                shard_count_per_stream_max=limits.shard_count_per_stream_max,
+            ),
         )
     check_retention_bounds(command.retention_hours)
     check_record_size(command.max_record_size_kib)
@@ -174,9 +176,9 @@ def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadata
     if registered and not command.enforce_consumer_deletion:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {name_of(command.name)}"
-            f" under account {account_of(image, command.name)} has registered "
-            "consumers; deregister them or set EnforceConsumerDeletion.",
+            error_messages.stream_has_consumers(
+                name=name_of(command.name), account_id=account_of(image, command.name)
+            ),
         )
     # A pending reshard is abandoned: its CompleteReshard becomes a no-op (see there), and
     # the stream shows DELETING rather than UPDATING.
