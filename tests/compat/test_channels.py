@@ -7,43 +7,55 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 import cramjam
 import pytest
+import pytest_asyncio
 
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.errors import ShoalError
 from broker.node import Node
 from tests.compat.conftest import call
-from tests.conftest import node_config, running_node
+from tests.conftest import connected_client, node_config, running_node
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
 
-pytestmark = pytest.mark.integration
+# One node for the module (its tests use distinct names), on the module's event loop.
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 ROLE = "arn:aws:iam::000000000000:role/channels"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
+    return ManualClock(wall_ms=1_790_000_000_000)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def node(
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     clock: ManualClock,
     s3_server: S3Server,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Node]:
-    for name, value in s3_server.environment().items():
-        monkeypatch.setenv(name, value)
-    config = node_config(
-        tmp_path / "node",
-        firehose_reconcile_interval_ms=50,
-        firehose_write_bytes_per_second=0,
-        firehose_write_records_per_second=0,
-    )
-    async with running_node(config, clock) as started:
-        yield started
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in s3_server.environment().items():
+            patch.setenv(name, value)
+        config = node_config(
+            tmp_path_factory.mktemp("channels") / "node",
+            firehose_reconcile_interval_ms=50,
+            firehose_write_bytes_per_second=0,
+            firehose_write_records_per_second=0,
+        )
+        async with running_node(config, clock) as started:
+            yield started
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def client(node: Node) -> AsyncIterator[AsyncShoalClient]:
+    async with connected_client(node) as connected:
+        yield connected
 
 
 async def error_of(function: Any, **kwargs: Any) -> tuple[str, str]:
@@ -205,6 +217,7 @@ async def test_a_channel_delivers_its_stream_to_s3(
                 break
             await asyncio.sleep(0.05)
     await call(kinesis.delete_stream, StreamName="clicks")
+    await call(kinesis.delete_channel, ChannelARN=second_arn)
 
 
 async def test_channel_requests_aws_refuses(kinesis: Any) -> None:
@@ -289,7 +302,8 @@ async def test_channel_requests_aws_refuses(kinesis: Any) -> None:
     for operation in (kinesis.describe_channel, kinesis.delete_channel):
         code, message = await error_of(operation, ChannelARN=missing)
         assert (code, message) == ("ResourceNotFoundException", f"Channel {missing} not found.")
-    assert (await call(kinesis.list_channels))["ChannelSummaries"] == []
+    listed = await call(kinesis.list_channels, StreamFilter=[{"StreamARN": flexible}])
+    assert listed["ChannelSummaries"] == []
 
 
 async def test_channels_over_grpc(client: AsyncShoalClient) -> None:
@@ -310,7 +324,7 @@ async def test_channels_over_grpc(client: AsyncShoalClient) -> None:
         },
     )
     arn = created["ChannelDescription"]["ChannelARN"]
-    listed = await client.call("ListChannels", {})
+    listed = await client.call("ListChannels", {"StreamFilter": [{"StreamARN": stream_arn}]})
     assert [c["ChannelARN"] for c in listed["ChannelSummaries"]] == [arn]
     described = await client.call("DescribeChannel", {"ChannelARN": arn})
     assert described["ChannelDescription"]["ChannelName"] == "gc"
