@@ -271,6 +271,17 @@ class Config:
     raft_password: str = DEFAULT_RAFT_PASSWORD
     region: str = "us-east-1"
     account_id: str = "000000000000"
+    # Access control (issue 15): when on, every request on both doors must be signed by a
+    # known key (or come with a client certificate mapped to a principal) and is allowed only
+    # by policies (default deny; the `aws_credentials` keys are the account's root user). Off
+    # by default, as `scripts/serve` runs it: callers are still identified and audited.
+    access_control: bool = False
+    # The cluster's IAM key sealing access-key secrets in the metadata (32 bytes, raw or 64
+    # hex digits, the same file on every node); unset: derived from `raft_password`.
+    iam_key_file: Path | None = None
+    # Audit data-plane calls (PutRecord(s), GetRecords, GetShardIterator, SubscribeToShard...)
+    # too; control-plane calls and every refused call are always audited.
+    audit_data_plane: bool = False
     shard_count_per_account_max: int = limits.shard_count_per_account_default
     on_demand_streams_max: int = limits.on_demand_streams_per_account_default
     # Enhanced fan-out consumers per stream (RegisterStreamConsumer); AWS's default quota.
@@ -343,6 +354,10 @@ class Config:
             raise ValueError("account_id must be 12 digits, as in an AWS ARN")
         if not self.region:
             raise ValueError("region must not be empty")
+        if self.access_control and not self.aws_credentials:
+            raise ValueError(
+                "access_control needs aws_credentials (the bootstrap administrator's keys)"
+            )
         if sum(map(bool, (self.peers, self.join, self.peers_from_dns))) > 1:
             raise ValueError("set at most one of peers, join and peers_from_dns")
         self.quorum_layout()  # raises ValueError for a pattern this node is not part of
@@ -492,6 +507,9 @@ _SETTINGS: dict[str, type] = {
     "raft_password": str,
     "region": str,
     "account_id": str,
+    "access_control": bool,
+    "iam_key_file": Path,
+    "audit_data_plane": bool,
     "shard_count_per_account_max": int,
     "on_demand_streams_max": int,
     "consumers_per_stream_max": int,
@@ -511,8 +529,8 @@ _SETTINGS: dict[str, type] = {
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 
 
-# Variables with the SHOAL_ prefix that are not node settings: the CLI's endpoint.
-_OTHER_VARIABLES = frozenset({"SHOAL_ENDPOINT"})
+# Variables with the SHOAL_ prefix that are not node settings: the CLI's endpoint and key.
+_OTHER_VARIABLES = frozenset({"SHOAL_ENDPOINT", "SHOAL_ACCESS_KEY_ID", "SHOAL_SECRET_ACCESS_KEY"})
 
 _HELP = {
     "host": "the address this node advertises to clients and peers (and listens on, unless "

@@ -61,6 +61,7 @@ from broker.analytics.service_v2 import AnalyticsV2Service
 from broker.api.analytics.v1 import analytics_pb2
 from broker.api.analytics.v2 import analytics_pb2 as analytics_v2_pb2
 from broker.api.firehose.v1 import firehose_pb2
+from broker.audit.trail import AuditTrail
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
@@ -69,10 +70,12 @@ from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import S3Store
 from broker.firehose.channels import CHANNEL_ARN, ChannelOperations
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
+from broker.gateway.access import AccessControl, build_access_control, node_signer
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
+from broker.gateway.iam_service import iam_handler
 from broker.gateway.internal_service import (
     ClusterView,
     GrpcShardForwarder,
@@ -87,6 +90,7 @@ from broker.gateway.validation import KINESIS
 from broker.gateway.video_grpc import video_handler
 from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
 from broker.gateway.video_http import VideoHttpService
+from broker.iam.grpc_client_signing import signing_interceptors
 from broker.log.disk_guard import DiskGuard, DiskSpace
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
@@ -171,6 +175,8 @@ class Node:
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
         self.video_images: ImageDelivery | None = None  # continuous image generation to S3
+        self.access: AccessControl | None = None  # keys, policies, audit (issue 15)
+        self.audit: AuditTrail | None = None
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
         self.analytics_v2: AnalyticsV2Service | None = None  # the same, kinesisanalyticsv2
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
@@ -253,7 +259,12 @@ class Node:
         self._channels = Channels(
             credentials=None
             if self._tls is None
-            else tls.PeerCredentials(self._tls, clock=self.clock)
+            else tls.PeerCredentials(self._tls, clock=self.clock),
+            # With access control, the gRPC door admits node-to-node calls only when they
+            # carry the node signature (broker/gateway/grpc_auth.py).
+            interceptors=signing_interceptors(node_signer(config.raft_password, self.clock))
+            if config.access_control
+            else (),
         )
         transport = GrpcTransport(
             node_id=self.node_id, channels=self._channels, resolve=self._address_of
@@ -329,6 +340,20 @@ class Node:
         )
         ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
         self.service = KinesisService(ctx)
+        self.audit = AuditTrail(
+            kinesis=LocalKinesis(self.service),
+            clock=self.clock,
+            data_plane=config.audit_data_plane,
+            account_id=config.account_id,
+        )
+        # The trail's internal stream counts against the account's shards and streams, so it
+        # is kept only with access control on: a node without it lists and counts as before.
+        self.access = build_access_control(
+            config,
+            self.clock,
+            metadata.image,
+            observer=self.audit if config.access_control else None,
+        )
         self.video = self._video_service(metadata)
         video_store = S3Store(region=config.region)  # boto3; AWS_ENDPOINT_URL_S3 picks a server
         self.video_images = ImageDelivery(
@@ -502,19 +527,26 @@ class Node:
         assert self.analytics_v2 is not None
         assert self.driver is not None
         assert self.controller is not None
+        assert self.access is not None
+        access = self.access
         server = grpc.aio.server(
+            interceptors=[access.interceptor],
             options=[
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                 ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
                 *SERVER_OPTIONS,
                 *_EXCLUSIVE_PORT,
-            ]
+            ],
         )
         controller = self.controller
         assert self._metadata is not None
         server.add_generic_rpc_handlers(
             (
-                kinesis_handler(self.service, caller=self._caller(), probe=self.metrics.gateway),
+                kinesis_handler(
+                    access.guard(self.service, KINESIS),
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
                 replication_handler(self.driver, inbound=self._inbound),
                 node_handler(
                     shards,
@@ -544,17 +576,31 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
-                video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
+                iam_handler(
+                    image=self._metadata.image,
+                    propose=self._metadata.propose,
+                    directory=access.directory,
+                    authorizer=access.authorizer,
+                    clock=self.clock,
+                    region=self.config.region,
+                    trail=self.audit,
+                ),
+                video_handler(
+                    self.video,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                    guard=lambda control: access.guard(control, VIDEO_SIGNING_NAME),
+                ),
                 operation_handler(
                     analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
-                    self.analytics,
+                    access.guard(self.analytics, ANALYTICS),
                     model=ANALYTICS,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
                 ),
                 operation_handler(
                     analytics_v2_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsV2Service"],
-                    self.analytics_v2,
+                    access.guard(self.analytics_v2, ANALYTICS),
                     model=ANALYTICS_V2,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
@@ -606,9 +652,10 @@ class Node:
 
     def _firehose_handler(self) -> grpc.GenericRpcHandler:
         assert self.firehose is not None
+        assert self.access is not None
         return operation_handler(
             firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"],
-            self.firehose.service,
+            self.access.guard(self.firehose.service, FIREHOSE),
             model=FIREHOSE,
             caller=self._caller(),
             probe=self.metrics.gateway,
@@ -651,16 +698,18 @@ class Node:
         assert self.analytics is not None
         assert self.analytics_v2 is not None
         assert self.firehose is not None
+        assert self.access is not None
+        access = self.access
         services = (
-            JsonService(KINESIS, self.service),
-            JsonService(FIREHOSE, self.firehose.service),
-            JsonService(ANALYTICS, self.analytics),
-            JsonService(ANALYTICS_V2, self.analytics_v2),
+            JsonService(KINESIS, access.guard(self.service, KINESIS)),
+            JsonService(FIREHOSE, access.guard(self.firehose.service, FIREHOSE)),
+            JsonService(ANALYTICS, access.guard(self.analytics, ANALYTICS)),
+            JsonService(ANALYTICS_V2, access.guard(self.analytics_v2, ANALYTICS)),
         )
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
-                secrets_by_access_key=access_keys,
+                secret_for=access.directory.secret,
                 region=config.region,
                 service=service.signing_name,
                 # Data streams are namespaced by region: a request signed for any region acts
@@ -697,6 +746,7 @@ class Node:
             region=config.region,
             account_id=config.account_id,
             probe=self.metrics.gateway,
+            authenticator=access.authenticator,
         )
         try:
             self._http = await start_http_server(
@@ -728,11 +778,12 @@ class Node:
 
     def _video_http(self) -> VideoHttpService:
         assert self.video is not None
+        assert self.access is not None
         config = self.config
         verifier = None
         if config.access_keys:
             verifier = SigV4Verifier(
-                secrets_by_access_key=config.access_keys,
+                secret_for=self.access.directory.secret,
                 region=config.region,
                 service=VIDEO_SIGNING_NAME,
             )
@@ -743,6 +794,8 @@ class Node:
             region=config.region,
             account_id=config.account_id,
             probe=self.metrics.gateway,
+            authenticator=self.access.authenticator,
+            authorized=self.access.guard(self.video, VIDEO_SIGNING_NAME),
         )
 
     # --- Background work ----------------------------------------------------------------------
@@ -755,6 +808,8 @@ class Node:
             group.create_task(self.driver.run(), name="replication-driver")
             group.create_task(transport.run(), name="replication-transport")
             group.create_task(self.controller.run(), name="controller")
+            assert self.audit is not None
+            group.create_task(self.audit.run(), name="audit-trail")
             assert self.autoscaler is not None
             assert self.shard_load is not None
             group.create_task(self.autoscaler.run(), name="autoscaler")
@@ -797,7 +852,11 @@ class Node:
         port: a node nobody can scrape would look down to every alert."""
         config = self.config
         try:
-            self._metrics_server = self.metrics.serve(config.bind_host, config.metrics_port)
+            self._metrics_server = self.metrics.serve(
+                config.bind_host,
+                config.metrics_port,
+                basic_auth=config.access_keys if config.access_control else None,
+            )
         except OSError as error:
             raise startup.port_in_use(
                 "metrics_port", config.bind_host, config.metrics_port, error

@@ -17,11 +17,13 @@ from broker import __version__
 from broker.backup.logical import BackupError
 from broker.cli import (
     analytics,
+    audit,
     backup,
     capacity,
     cluster,
     consumers,
     firehose,
+    iam,
     leases,
     limits,
     recovery,
@@ -47,6 +49,8 @@ GROUPS = (
     video,
     firehose,
     analytics,
+    iam,
+    audit,
 )
 
 

@@ -20,7 +20,9 @@ from google.protobuf.message import Message
 from broker import error_messages
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
+from broker.gateway.authentication import with_identity
 from broker.gateway.error_mapping import NativeMethod, native_rpc, to_grpc_status
+from broker.gateway.grpc_auth import current_identity
 from broker.service.context import CURRENT_CALLER
 
 REGION_METADATA = "x-shoal-region"
@@ -43,15 +45,20 @@ def addressed(caller: Caller, context: grpc.aio.ServicerContext[Any, Any]) -> Ca
 def namespaced_rpc(
     service: str, name: str, method: NativeMethod, *, caller: Caller
 ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
-    """`native_rpc`, with the method run as `caller` (the node's region and account)
-    addressed to the region in the call's metadata, in `CURRENT_CALLER`: the stream names,
-    applications and limits it touches are those of the caller's namespace."""
+    """`native_rpc`, with the method run as `caller` (the node's region and account; the
+    principal's account when the call is signed or comes with a mapped certificate) addressed
+    to the region in the call's metadata, in `CURRENT_CALLER`: the stream names, applications
+    and limits it touches are those of the caller's namespace."""
     inner = native_rpc(service, name, method)
     node_caller = dataclasses.replace(caller, door="grpc")
 
     async def handle(message: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        who = current_identity.get()  # set by grpc_auth's interceptor for a signed call
+        caller = node_caller
+        if who is not None and who.identity is not None:
+            caller = with_identity(caller, who.identity, access_key_id=who.access_key_id)
         try:
-            addressed_caller = addressed(node_caller, context)
+            addressed_caller = addressed(caller, context)
         except ShoalError as error:
             await context.abort_with_status(to_grpc_status(error))
             raise AssertionError("abort_with_status returns only by raising") from None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from broker.consumers import leases
+from broker.iam.identities import AccessKey, KeyStatus, Principal
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
 from broker.meta.image_codec import dataclass_from_members, to_document
@@ -787,6 +788,80 @@ class UpdateRecordDistribution:
     strategy: RecordDistribution
 
 
+# --- Identities and policies (issue 15) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatePrincipal:
+    now_ms: int
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletePrincipal:
+    """Deletes the principal with its access keys and policies."""
+
+    now_ms: int
+    arn: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateAccessKey:
+    now_ms: int
+    key: AccessKey  # the secret sealed by the proposer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateAccessKey:
+    now_ms: int
+    access_key_id: str
+    status: KeyStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteAccessKey:
+    now_ms: int
+    access_key_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotateAccessKey:
+    """Replaces `old_access_key_id` by `key` in one step (no moment with neither or both)."""
+
+    now_ms: int
+    old_access_key_id: str
+    key: AccessKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutPrincipalPolicy:
+    """Attaches (or replaces) the named policy; the proposer checked the document."""
+
+    now_ms: int
+    principal_arn: str
+    policy_name: str
+    document: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletePrincipalPolicy:
+    now_ms: int
+    principal_arn: str
+    policy_name: str
+
+
+IamCommand = (
+    CreatePrincipal
+    | DeletePrincipal
+    | CreateAccessKey
+    | UpdateAccessKey
+    | DeleteAccessKey
+    | RotateAccessKey
+    | PutPrincipalPolicy
+    | DeletePrincipalPolicy
+)
+
+
 StreamFeatureCommand = (
     PutResourcePolicy
     | DeleteResourcePolicy
@@ -910,6 +985,7 @@ Command = (
     | AnalyticsCommand
     | DeliveryStreamCommand
     | StreamFeatureCommand
+    | IamCommand
     | QueueCommand
 )
 
@@ -976,6 +1052,14 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         SetStreamEncryption,
         UpdateStreamWarmThroughput,
         UpdateRecordDistribution,
+        CreatePrincipal,
+        DeletePrincipal,
+        CreateAccessKey,
+        UpdateAccessKey,
+        DeleteAccessKey,
+        RotateAccessKey,
+        PutPrincipalPolicy,
+        DeletePrincipalPolicy,
         CreateQueue,
         UpdateQueue,
         DeleteQueue,

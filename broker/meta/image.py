@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from broker.analytics.applications import ApplicationTable
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
+from broker.iam.identities import IamTable
 from broker.meta.capacity_table import CapacityTable
 from broker.meta.delivery_streams import DeliveryStreamMeta
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
@@ -281,6 +282,9 @@ class MetadataImage:
     # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
     # of the key); changed only by the delivery-stream commands.
     delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
+    # Principals, access keys and identity policies (issue 15); changed only by the IAM
+    # commands (`transitions/iam.py`).
+    iam: IamTable = field(default_factory=IamTable)
     # The cluster's metadata format (`meta/metadata_format.py`): what every node writes, so
     # that every member can read it. Set by InitCluster, raised by SetMetadataFormat.
     metadata_format: int = METADATA_FORMAT_MAX

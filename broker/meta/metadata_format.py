@@ -108,6 +108,25 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         "Kinesis queues, stream resource policies, encryption, warm throughput and record "
         "distribution",
     ),
+    FormatChange(
+        level=3,
+        image_version=8,
+        commands=frozenset(
+            {
+                # Identities and identity policies (issue 15).
+                "CreatePrincipal",
+                "DeletePrincipal",
+                "CreateAccessKey",
+                "UpdateAccessKey",
+                "DeleteAccessKey",
+                "RotateAccessKey",
+                "PutPrincipalPolicy",
+                "DeletePrincipalPolicy",
+            }
+        ),
+        members={"MetadataImage": frozenset({"iam"})},
+        summary="principals, access keys and identity policies",
+    ),
 )
 
 METADATA_FORMAT_MAX = FORMAT_CHANGES[-1].level

@@ -125,7 +125,8 @@ class ServiceContext:
         )
 
     def stream_name_from_arn(self, arn: str) -> str:
-        """The stream key a stream ARN names, when it is of the caller's region and account;
+        """The stream key a stream ARN names, when it is of the caller's region and account,
+        or of the account whose resource policy granted this call (`Caller.granted_account`);
         ResourceNotFound for another's (as if it did not exist: nothing about another account's
         streams shows)."""
         match = _STREAM_ARN.fullmatch(arn)
@@ -133,11 +134,18 @@ class ServiceContext:
             raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.invalid_stream_arn(arn=arn))
         region, account, name = match.groups()
         namespace = self.namespace()
-        if region != namespace.region or account != namespace.account_id or "/" in name:
+        caller = CURRENT_CALLER.get()
+        granted = caller is not None and caller.granted_account == account
+        if region != namespace.region or "/" in name:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
             )
-        return self.stream_key(name)
+        if account != namespace.account_id and not granted:
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
+            )
+        owner = Namespace(account_id=account, region=region)
+        return namespaces.stream_key(name, owner, default=self.default_namespace())
 
     def required_stream_arn(self, request: Mapping[str, Any]) -> str:
         """StreamARN of an operation that names its stream by ARN only (the model leaves it

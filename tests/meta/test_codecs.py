@@ -68,6 +68,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.iam_factories import every_iam_command
 from tests.meta.queue_factories import every_queue_command
 from tests.meta.video_factories import every_video_command
 
@@ -185,6 +186,7 @@ EVERY_COMMAND: list[Command] = [
     *every_delivery_stream_command(now_ms=23),
     SetMetadataFormat(now_ms=26, level=2),
     *every_queue_command(now_ms=29),
+    *every_iam_command(now_ms=35),
 ]
 
 
