@@ -207,6 +207,12 @@ async def test_a_channel_delivers_its_stream_to_s3(
     assert code == "InvalidArgumentException"
     code, message = await error_of(kinesis.delete_stream, StreamName="clicks")
     assert code == "ResourceInUseException" and "channel" in message
+    code, message = await error_of(
+        kinesis.update_stream_mode,
+        StreamARN=stream_arn,
+        StreamModeDetails={"StreamMode": "PROVISIONED"},
+    )
+    assert code == "ResourceInUseException" and "channel" in message
     await call(kinesis.delete_channel, ChannelARN=arn)
     assert (await wait_channel(kinesis, arn, "DELETING"))["ChannelName"] == "to-lake"
     async with asyncio.timeout(20):

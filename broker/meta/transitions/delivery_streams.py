@@ -205,7 +205,8 @@ def set_encryption(
 
 
 def refuse_if_stream_has_channels(image: MetadataImage, stream_key: str, stream_name: str) -> None:
-    """DeleteStream needs every channel reading the stream deleted first (as on AWS)."""
+    """DeleteStream, and switching the stream to provisioned, need every channel reading the
+    stream deleted first (channels are for on-demand streams, as on AWS)."""
     for meta in image.delivery_streams.values():
         if not meta.is_channel or meta.status is DeliveryStreamStatus.DELETING:
             continue
