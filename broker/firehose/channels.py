@@ -263,10 +263,6 @@ class ChannelOperations:
 
     async def delete_channel(self, request: Request) -> Response:
         meta = self._channel(request["ChannelARN"])
-        if meta.status is DeliveryStreamStatus.CREATING:
-            raise ShoalError(
-                ErrorCode.RESOURCE_IN_USE, error_messages.channel_not_active(meta.arn, "CREATING")
-            )
         await self._propose(
             commands.DeleteDeliveryStream(now_ms=self._ctx.now_ms(), arn=meta.arn, name=meta.name)
         )

@@ -116,7 +116,9 @@ def activate(image: MetadataImage, command: ActivateDeliveryStream) -> tuple[Met
 
 def delete(image: MetadataImage, command: DeleteDeliveryStream) -> tuple[MetadataImage, object]:
     meta = _existing(image, command.arn, command.name)
-    if meta.status is DeliveryStreamStatus.CREATING:
+    # A Kinesis channel may be deleted while CREATING (its creation only checks the stream and
+    # the bucket; an ActivateDeliveryStream after this finds it DELETING and does nothing).
+    if meta.status is DeliveryStreamStatus.CREATING and not meta.is_channel:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
             f"Firehose {meta.name} under account {meta.account_id} is in CREATING state; "
