@@ -46,7 +46,7 @@ import secrets
 import shutil
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,15 @@ from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
+from broker.crypto.keyring import Keyring
+from broker.crypto.master_keys import (
+    ClusterMasterKey,
+    KmsMasterKeys,
+    LocalKeyFile,
+    MasterKeyError,
+    MasterKeys,
+    WithClusterKey,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import S3Store
 from broker.firehose.channels import CHANNEL_ARN, ChannelOperations
@@ -199,6 +208,7 @@ class Node:
         # records are refused and this node's leaderships move away (heartbeats say so).
         self.disk = DiskGuard(minimum_bytes=config.disk_free_bytes_min)
         self.scrubber: Scrubber | None = None
+        self.keyring: Keyring | None = None  # encryption at rest (broker/crypto/)
 
     @property
     def data_dir(self) -> Path:
@@ -215,8 +225,10 @@ class Node:
         (config.data_dir / "meta").mkdir(parents=True, exist_ok=True)
         log_dir = config.data_dir / "log"
         disk_was_empty = not log_dir.exists()
+        self.phase = "opening the master keys"
+        self.keyring = Keyring(_master_keys(config, self._image_or_empty), self._image_or_empty)
         self.phase = "opening the shard log"
-        self._store = _open_store(log_dir, config.data_dir)
+        self._store = _open_store(log_dir, config.data_dir, keys=self.keyring)
         self._writer = GroupCommitWriter(self._store, probe=self.metrics.storage)
         self._writer.start()
         self.metrics.storage.watch(self._store.metrics_view)
@@ -338,7 +350,13 @@ class Node:
             ),
             node_id=self.node_id,
         )
-        ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
+        ctx = ServiceContext(
+            config=config,
+            clock=self.clock,
+            metadata=metadata,
+            shards=shards,
+            master_keys=self.keyring.master,
+        )
         self.service = KinesisService(ctx)
         self.audit = AuditTrail(
             kinesis=LocalKinesis(self.service),
@@ -823,6 +841,7 @@ class Node:
             )
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
+            group.create_task(self._run_key_rewraps(ctx), name="key-rewraps")
             group.create_task(self._run_disk_checks(), name="disk-checks")
             if self.scrubber is not None:
                 group.create_task(self.scrubber.run(), name="scrubber")
@@ -835,6 +854,41 @@ class Node:
             group.create_task(self.firehose.run(), name="firehose")
             assert self.video_images is not None
             group.create_task(self.video_images.run(), name="video-images")
+
+    async def _run_key_rewraps(self, ctx: ServiceContext) -> None:
+        """After a master-key rotation, the controller's node re-wraps the data keys an older
+        master key wraps (one command per stream; a no-op pass otherwise, and with KMS)."""
+        assert self.keyring is not None
+        keyring = self.keyring
+        while True:
+            await asyncio.sleep(self.config.knobs.key_rewrap_interval_ms / 1000)
+            if self._controller_node() != self.node_id:
+                continue
+            image = ctx.image()
+            if not any(stream.data_keys for stream in image.streams.values()):
+                continue
+            try:
+                commands = await asyncio.to_thread(
+                    keyring.rewrap_commands, image, now_ms=self.clock.wall_ms()
+                )
+            except Exception:  # a KMS or file hiccup must not stop the node: next pass
+                log.exception("data_key_rewrap_pass_failed")
+                continue
+            for command in commands:
+                try:
+                    await ctx.metadata.propose(command)
+                except ShoalError as error:
+                    log.warning("data_key_rewrap_failed", extra={"error": str(error)})
+                else:
+                    log.info(
+                        "data_keys_rewrapped",
+                        extra={"stream": command.name, "keys": len(command.rewrapped)},
+                    )
+
+    def _image_or_empty(self) -> MetadataImage:
+        """The applied metadata image; an empty one before the quorum is open (the keyring
+        then knows no encrypted stream)."""
+        return MetadataImage() if self._metadata is None else self._metadata.image()
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -1264,9 +1318,37 @@ def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:
     return startup.port_in_use(name, host, port, OSError(errno.EADDRINUSE, "in use"))
 
 
-def _open_store(log_dir: Path, data_dir: Path) -> RocksLogStore:
+def _master_keys(config: Config, image: Callable[[], MetadataImage]) -> MasterKeys:
+    """The cluster key by default; a configured key file or KMS in front of it otherwise (the
+    cluster key then only opens the data keys made before)."""
+    cluster = ClusterMasterKey(
+        lambda: image().iterator_secret,
+        password=config.raft_password,
+        previous_passwords=(config.raft_password_previous,)
+        if config.raft_password_previous
+        else (),
+        region=config.region,
+        account_id=config.account_id,
+    )
+    if config.encryption_master_key == "cluster":
+        return cluster
+    if config.encryption_master_key == "kms":
+        return WithClusterKey(KmsMasterKeys.from_environment(region=config.region), cluster)
+    path = config.encryption_key_file
+    assert path is not None  # Config.validate
     try:
-        return RocksLogStore(log_dir)
+        keys = LocalKeyFile(path, region=config.region, account_id=config.account_id)
+    except (MasterKeyError, OSError) as error:
+        raise startup.StartupError(
+            f"the master key file {str(path)!r} cannot be used ({error}); see "
+            "docs/operations.md, Encryption at rest"
+        ) from error
+    return WithClusterKey(keys, cluster)
+
+
+def _open_store(log_dir: Path, data_dir: Path, *, keys: Keyring) -> RocksLogStore:
+    try:
+        return RocksLogStore(log_dir, keys=keys)
     except LogStoreError as error:
         if "lock" in str(error).lower():
             raise startup.locked_by_another_process(data_dir) from error

@@ -17,7 +17,13 @@ from typing import Any, assert_never
 from broker.consumers import leases
 from broker.iam.identities import AccessKey, KeyStatus, Principal
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
-from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
+from broker.meta.image import (
+    NodeState,
+    RecordDistribution,
+    ReshardKind,
+    StreamDataKey,
+    StreamMode,
+)
 from broker.meta.image_codec import dataclass_from_members, to_document
 from broker.meta.metadata_format import FIRST_FORMAT, command_level, members_after
 from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta
@@ -762,15 +768,36 @@ class DeleteResourcePolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WrappedDataKey:
+    """A new data key as the proposer made it: the key wrapped by `wrapping`'s master key."""
+
+    wrapped: bytes
+    wrapping: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetStreamEncryption:
-    """StartStreamEncryption (`encryption_type` "KMS", `key_id`) or StopStreamEncryption
-    ("NONE"); the stream shows UPDATING for `updating_ms`."""
+    """StartStreamEncryption (`encryption_type` "KMS", `key_id`, and a new data key, which
+    the transition numbers after the stream's last one) or StopStreamEncryption ("NONE", no
+    key); the stream shows UPDATING for `updating_ms`."""
 
     now_ms: int
     name: str
     encryption_type: str
     key_id: str | None
     updating_ms: int
+    data_key: WrappedDataKey | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewrapStreamDataKeys:
+    """A master-key rotation: the stream `stream_uid`'s data keys of these versions, the same
+    keys wrapped anew; versions the stream no longer has are ignored."""
+
+    now_ms: int
+    name: str
+    stream_uid: int
+    rewrapped: tuple[StreamDataKey, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -866,6 +893,7 @@ StreamFeatureCommand = (
     PutResourcePolicy
     | DeleteResourcePolicy
     | SetStreamEncryption
+    | RewrapStreamDataKeys
     | UpdateStreamWarmThroughput
     | UpdateRecordDistribution
 )
@@ -1060,6 +1088,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         RotateAccessKey,
         PutPrincipalPolicy,
         DeletePrincipalPolicy,
+        RewrapStreamDataKeys,
         CreateQueue,
         UpdateQueue,
         DeleteQueue,

@@ -66,6 +66,22 @@ class ConsumerPolicy:
     policy: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamDataKey:
+    """One data key of an encrypted stream (envelope encryption, `broker/crypto/`): the
+    AES-256 key that seals its batches, kept here only wrapped (encrypted) by a master key.
+
+    `version` counts from 1 per stream and is written into every batch it seals; `wrapping`
+    names the master key that wrapped it (`cluster:<key id>` for the cluster key, `local:<key
+    id>` for a key file, `kms:<key ARN>` for a KMS key), so a master-key rotation can find and
+    re-wrap it."""
+
+    version: int
+    wrapped: bytes
+    wrapping: str
+    created_ms: int
+
+
 class ShardState(enum.Enum):
     """OPEN takes writes; SEALING refuses them while a reshard completes; CLOSED is final."""
 
@@ -197,10 +213,12 @@ class StreamMeta:
     resource_policy: str | None = None
     consumer_policies: tuple[ConsumerPolicy, ...] = ()
     # StartStreamEncryption / StopStreamEncryption: what DescribeStream reports ("NONE" or
-    # "KMS" and the key). Recorded only: records are not encrypted by Shoal (see
-    # docs/ARCHITECTURE.md, Known gaps).
+    # "KMS" and the key). While "KMS", new batches are sealed with the last of `data_keys`;
+    # the keys stay after StopStreamEncryption, so every batch ever sealed still opens
+    # (docs/ARCHITECTURE.md, "Encryption at rest").
     encryption_type: str = "NONE"
     key_id: str | None = None
+    data_keys: tuple[StreamDataKey, ...] = ()
     # UpdateStreamWarmThroughput (on-demand streams): the target, and the value it replaces,
     # which DescribeStreamSummary reports as current until the update's UPDATING ends.
     warm_throughput_mibps: int | None = None
@@ -241,6 +259,13 @@ class StreamMeta:
         if self.status(now_ms=now_ms) is StreamStatus.UPDATING:
             return self.previous_warm_throughput_mibps
         return self.warm_throughput_mibps
+
+    @property
+    def sealing_data_key(self) -> StreamDataKey | None:
+        """The data key new batches are sealed with; None while the stream is not encrypted."""
+        if self.encryption_type != "KMS" or not self.data_keys:
+            return None
+        return self.data_keys[-1]
 
     def consumer_policy(self, consumer_arn: str, *, created_ms: int) -> str | None:
         for entry in self.consumer_policies:

@@ -48,8 +48,8 @@ from broker.streams.sequence_numbers import api_form, stored_form
 # Versions 2 to 7 are read as version 8 images whose newer members take their defaults (they
 # are exactly that); an older node refuses a newer image by its version. 7: the cluster's
 # metadata format (`metadata_format.py`), which also decides the version written: 4 at format
-# 1, with none of the members a binary of that format cannot read; 7 from format 2 on; 8 from
-# format 3 on (principals, access keys and identity policies, issue 15).
+# 1, with none of the members a binary of that format cannot read; 7 at format 2; 8 from
+# format 3 on (issue 15: principals, access keys and identity policies; streams' data keys).
 IMAGE_FORMAT_VERSION = image_version(METADATA_FORMAT_MAX)
 _IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, IMAGE_FORMAT_VERSION)
 

@@ -122,10 +122,17 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
                 "RotateAccessKey",
                 "PutPrincipalPolicy",
                 "DeletePrincipalPolicy",
+                # Encryption at rest (issue 15): a master-key rotation re-wraps data keys.
+                "RewrapStreamDataKeys",
             }
         ),
-        members={"MetadataImage": frozenset({"iam"})},
-        summary="principals, access keys and identity policies",
+        members={
+            "MetadataImage": frozenset({"iam"}),
+            # StartStreamEncryption's data key, and the stream's wrapped data keys.
+            "SetStreamEncryption": frozenset({"data_key"}),
+            "StreamMeta": frozenset({"data_keys"}),
+        },
+        summary="principals, access keys and identity policies; streams' wrapped data keys",
     ),
 )
 

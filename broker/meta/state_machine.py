@@ -80,6 +80,7 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    RewrapStreamDataKeys,
     RotateAccessKey,
     SetChannelMediaStorage,
     SetDeliveryStreamEncryption,
@@ -220,6 +221,8 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return stream_features.delete_resource_policy(image, command)
         case SetStreamEncryption():
             return stream_features.set_stream_encryption(image, command)
+        case RewrapStreamDataKeys():
+            return stream_features.rewrap_data_keys(image, command)
         case UpdateStreamWarmThroughput():
             return stream_features.update_warm_throughput(image, command)
         case UpdateRecordDistribution():

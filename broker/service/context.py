@@ -15,6 +15,7 @@ from broker import error_messages
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
+from broker.crypto.master_keys import MasterKeys
 from broker.error_messages import (
     STREAM_NAME_OR_ARN,
     missing_member,
@@ -69,6 +70,9 @@ class ServiceContext:
     clock: Clock
     metadata: MetadataFrontend
     shards: ShardClient  # appends and reads, here or on the shard's leader
+    # What makes and wraps stream data keys (StartStreamEncryption); None: encryption at rest
+    # is not available on this node (a bare context in unit tests).
+    master_keys: MasterKeys | None = None
 
     @property
     def throttles(self) -> Throttles:

@@ -96,7 +96,7 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
         with ShoalClient(newest.endpoint) as client, pytest.raises(ShoalError) as refused:
             client.call("StartStreamEncryption", encrypt)
         assert refused.value.code is ErrorCode.INVALID_ARGUMENT
-        assert "metadata format 2" in refused.value.message
+        assert f"metadata format {METADATA_FORMAT_MAX}" in refused.value.message
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
         newest.terminate()
         run_from(newest, previous)
