@@ -77,6 +77,7 @@ from broker.crypto.master_keys import (
 )
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import S3Store
+from broker.firehose.channels import CHANNEL_ARN, ChannelOperations
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.access import AccessControl, build_access_control, node_signer
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
@@ -400,6 +401,11 @@ class Node:
             is_controller=lambda: self._controller_node() == self.node_id,
             probe=self.metrics.firehose,
         )
+        # Kinesis channels are delivery streams of the Firehose runtime, on the Kinesis doors.
+        channels = ChannelOperations(ctx, on_change=self.firehose.lifecycle.kick)
+        self.service.add_operations(
+            channels.handlers(), resource_arn=CHANNEL_ARN, tagging=channels.tagging()
+        )
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -585,7 +591,11 @@ class Node:
                     controller=self._controller_node,
                 ),
                 admin_handler(self),
-                lease_handler(self._metadata, self.clock),
+                lease_handler(
+                    self._metadata,
+                    self.clock,
+                    caller=Caller(region=self.config.region, account_id=self.config.account_id),
+                ),
                 capacity_handler(
                     self._metadata.image,
                     self.clock,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker import error_messages
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
@@ -142,15 +143,19 @@ class ServiceContext:
         streams shows)."""
         match = _STREAM_ARN.fullmatch(arn)
         if match is None:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid StreamARN {arn}.")
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.invalid_stream_arn(arn=arn))
         region, account, name = match.groups()
         namespace = self.namespace()
         caller = CURRENT_CALLER.get()
         granted = caller is not None and caller.granted_account == account
         if region != namespace.region or "/" in name:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
+            )
         if account != namespace.account_id and not granted:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
+            )
         owner = Namespace(account_id=account, region=region)
         return namespaces.stream_key(name, owner, default=self.default_namespace())
 
@@ -173,7 +178,7 @@ class ServiceContext:
             if name is not None and self.stream_key(name) != from_arn:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"StreamName {name} does not match the stream in StreamARN {arn}.",
+                    error_messages.stream_name_arn_mismatch(name=name, arn=arn),
                 )
             return from_arn
         if name is None:
