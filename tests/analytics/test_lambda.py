@@ -15,20 +15,20 @@ import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from broker.clock import ManualClock
 from broker.node import Node
-from tests.analytics.conftest import analytics_client
+from tests.analytics.conftest import MODULE_LOOP, analytics_client
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
 from tests.analytics.test_running import read_all, ticker_record
 from tests.compat.conftest import REGION, boto_client, call
 from tests.conftest import node_config, running_node
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 FUNCTION = f"arn:aws:lambda:{REGION}:000000000000:function:sink"
 PREPROCESSOR = f"arn:aws:lambda:{REGION}:000000000000:function:csv-to-json"
@@ -57,7 +57,7 @@ def _preprocess(event: dict[str, Any]) -> dict[str, Any]:
     return {"records": results}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def lambda_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     events: list[dict[str, Any]] = []
     failed_once: set[bytes] = set()
@@ -102,24 +102,26 @@ def lambda_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
         thread.join(timeout=10)
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def lambda_node(
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     clock: ManualClock,
     lambda_server: tuple[str, list[dict[str, Any]]],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Node]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_server[0])
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    async with running_node(node_config(tmp_path / "node"), clock) as node:
-        yield node
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_server[0])
+        environment.setenv("AWS_ACCESS_KEY_ID", "x")
+        environment.setenv("AWS_SECRET_ACCESS_KEY", "y")
+        config = node_config(tmp_path_factory.mktemp("node"))
+        async with running_node(config, clock) as node:
+            yield node
 
 
 async def test_rows_to_a_lambda_function(
     lambda_node: Node, lambda_server: tuple[str, list[dict[str, Any]]]
 ) -> None:
     _, events = lambda_server
+    events.clear()  # the module's node and function are shared with its other tests
     analytics = analytics_client(lambda_node)
     kinesis = boto_client(f"http://127.0.0.1:{lambda_node.http_port}")
     await call(kinesis.create_stream, StreamName="ticks", ShardCount=1)
@@ -194,6 +196,7 @@ async def test_a_lambda_preprocessor(
     lambda_node: Node, lambda_server: tuple[str, list[dict[str, Any]]]
 ) -> None:
     _, events = lambda_server
+    events.clear()  # the module's node and function are shared with its other tests
     analytics = analytics_client(lambda_node)
     kinesis = boto_client(f"http://127.0.0.1:{lambda_node.http_port}")
     for stream in ("lines", "out", "errors"):

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from botocore.exceptions import ClientError
 
 from broker.clock import ManualClock
 from broker.node import Node
-from tests.analytics.conftest import analytics_client
+from tests.analytics.conftest import MODULE_LOOP, analytics_client
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN, error_of
 from tests.analytics.test_running import read_all, ticker_record
 from tests.compat.conftest import REGION, boto_client, call
@@ -30,7 +30,7 @@ from tests.conftest import node_config, running_node
 from tests.firehose.conftest import firehose_client, s3_destination, wait_status
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 CODE = """CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
     ticker_symbol VARCHAR(4), "Company" VARCHAR(20), sector VARCHAR(12), price DOUBLE);
@@ -55,23 +55,23 @@ REFERENCE_SCHEMA = {
 }
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def s3_node(
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     clock: ManualClock,
     s3_server: S3Server,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Node]:
-    for name, value in s3_server.environment().items():
-        monkeypatch.setenv(name, value)
-    config = node_config(
-        tmp_path / "node",
-        firehose_reconcile_interval_ms=50,
-        firehose_write_bytes_per_second=0,
-        firehose_write_records_per_second=0,
-    )
-    async with running_node(config, clock) as node:
-        yield node
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in s3_server.environment().items():
+            environment.setenv(name, value)
+        config = node_config(
+            tmp_path_factory.mktemp("node"),
+            firehose_reconcile_interval_ms=50,
+            firehose_write_bytes_per_second=0,
+            firehose_write_records_per_second=0,
+        )
+        async with running_node(config, clock) as node:
+            yield node
 
 
 async def wait_version(node: Node, version_id: int, *, deadline_s: float = 30) -> None:

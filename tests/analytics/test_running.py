@@ -19,10 +19,11 @@ import pytest
 
 from broker.clock import ManualClock
 from broker.node import Node
+from tests.analytics.conftest import MODULE_LOOP
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
 from tests.compat.conftest import call
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 CODE = """-- The guide's tumbling window: a count per ticker every 10 seconds.
 CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (

@@ -1,7 +1,9 @@
 """A running SQL application moves to another node when its node is killed (kill -9), and
 neither loses nor repeats a window or a continuous row.
 
-Method: a 3-node cluster; an application counting records per ticker in 10-second tumbling
+Method: a 3-node cluster whose nodes take a dead node's applications over after 3 s (the
+`analytics_failover_ms` knob; 10 s by default); an application counting records per ticker in
+6-second tumbling
 windows (output "out") and copying every row (a continuous pump, output "seen"), over a
 one-shard stream, started from TRIM_HORIZON. AAA's window is closed and written first. Then,
 just after a window boundary, BBB's records are written and read (their copies are in "seen")
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,6 +29,7 @@ import botocore.config
 import pytest
 
 from broker.client.leases import GrpcLeaseClient
+from tests.cluster.helpers import wait_formed
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -33,7 +38,8 @@ REGION = "us-east-1"
 ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/{}"
 ROLE = "arn:aws:iam::000000000000:role/kda"
 PLACEMENT = "kinesisanalytics.000000000000.us-east-1.counts.placement"
-WINDOW_S = 10
+WINDOW_S = 6
+FAILOVER_MS = 3_000
 CODE = f"""CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (TICKER VARCHAR(4), N INTEGER);
 CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
   SELECT STREAM TICKER, COUNT(*) FROM "SOURCE_SQL_STREAM_001"
@@ -42,6 +48,23 @@ CREATE OR REPLACE STREAM "COPY" (TICKER VARCHAR(4));
 CREATE OR REPLACE PUMP "COPY_PUMP" AS INSERT INTO "COPY"
   SELECT STREAM TICKER FROM "SOURCE_SQL_STREAM_001";
 """
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
+    """The shared 3-node cluster's set-up, with the shorter application failover time."""
+    processes = ClusterProcesses(
+        tmp_path, extra_env={"SHOAL_ANALYTICS_FAILOVER_MS": str(FAILOVER_MS)}
+    )
+    processes.start()
+    try:
+        wait_formed(processes)
+        yield processes
+    except BaseException:
+        print(processes.logs())
+        raise
+    finally:
+        processes.stop()
 
 
 def client(service: str, http_port: int) -> Any:
@@ -148,7 +171,7 @@ def test_application_moves_when_its_node_dies(cluster: ClusterProcesses) -> None
             }
         ],
     )
-    wait_until(lambda: counts(kinesis).get("AAA") == 3, deadline_s=60, what="first window")
+    wait_until(lambda: counts(kinesis).get("AAA") == 3, deadline_s=30, what="first window")
     # Just after a window boundary, so BBB's window stays open until well after the kill.
     time.sleep(WINDOW_S - time.time() % WINDOW_S + 0.5)
     put(kinesis, "BBB", 4)
@@ -166,7 +189,7 @@ def test_application_moves_when_its_node_dies(cluster: ClusterProcesses) -> None
     started = time.monotonic()
     put(kinesis, "CCC", 2)
     wait_until(
-        lambda: counts(kinesis).get("CCC") == 2, deadline_s=90, what="a window after the kill"
+        lambda: counts(kinesis).get("CCC") == 2, deadline_s=60, what="a window after the kill"
     )
     moved_to = placement_owner(survivor.endpoint)
     assert moved_to is not None and not moved_to.startswith(owner.split(":", 1)[0] + ":")
