@@ -576,6 +576,9 @@ class _RunningApp:
             progress.pending.extend(pending)
             if pending:
                 progress.continuous_written = pending[-1][0]
+        watermark_ms = self._next_watermark_ms()
+        if watermark_ms is not None and self._pipeline.closes_a_window(watermark_ms):
+            await self.tick()  # a record of a later window: close the window now, not next tick
 
     async def _preprocess(
         self, shard_id: str, batch_records: Sequence[Any]
@@ -647,11 +650,13 @@ class _RunningApp:
             return False
         return all(shard.shard_id in self._shards for shard in meta.open_shards())
 
-    async def tick(self) -> None:
+    def _next_watermark_ms(self) -> int | None:
+        """The application's watermark now: the lowest of its shards' (None until every open
+        shard of the input has a reader here)."""
         now_ms = self.runner._clock.wall_ms()
         settings = self.runner.settings
         if not self._reading_every_shard():
-            return
+            return None
         marks = []
         for progress in self._shards.values():
             idle = (
@@ -666,10 +671,16 @@ class _RunningApp:
                 in_flight_ms=settings.in_flight_ms,
             )
             marks.append(progress.watermark_ms)
-        if not marks:
+        return min(marks) if marks else None
+
+    async def tick(self) -> None:
+        """Advances the watermark (closing windows), writes the outputs' rows, records the
+        marks and checkpoints: every tick, and at once when a read closes a window."""
+        watermark_ms = self._next_watermark_ms()
+        if watermark_ms is None:
             return
         async with self._lock:
-            await asyncio.to_thread(self._pipeline.advance, min(marks))
+            await asyncio.to_thread(self._pipeline.advance, watermark_ms)
             await self._flush()
             await self._record_progress()
         await self._checkpoint()
