@@ -201,3 +201,68 @@ async def test_tumbling_window_and_filter_from_the_guide(
             if not node.applications.running():
                 break
             await asyncio.sleep(0.05)
+
+
+REGEX_EXAMPLE = """-- The SQL reference's REGEX_LOG_PARSE example 1, unchanged.
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (match1 VARCHAR(1024), match2 VARCHAR(1024));
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM T.REC.COLUMN1, T.REC.COLUMN2
+    FROM
+         (SELECT STREAM SECTOR,
+             REGEX_LOG_PARSE(SECTOR, '.*([E].).*([R].*)') AS REC
+             FROM SOURCE_SQL_STREAM_001) AS T;
+"""
+
+
+async def test_the_regex_log_parse_example(node: Node, kinesis: Any, analytics: Any) -> None:
+    for stream in ("sectors", "matches"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    await call(
+        analytics.create_application,
+        ApplicationName="regex-example",
+        ApplicationCode=REGEX_EXAMPLE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {
+                    "ResourceARN": STREAM_ARN.format("sectors"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("matches"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    await call(
+        kinesis.put_records,
+        StreamName="sectors",
+        Records=[ticker_record(r) for r in (WINDOW_2[0], WINDOW_1[1])],  # ENERGY, TECHNOLOGY
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="regex-example",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    matches = [json.loads(data) for data in await read_all(kinesis, "matches", 2)]
+    assert matches == [{"MATCH1": "EN", "MATCH2": "RGY"}, {"MATCH1": None, "MATCH2": None}]
+    await call(analytics.stop_application, ApplicationName="regex-example")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)
