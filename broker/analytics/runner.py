@@ -64,7 +64,7 @@ from broker.client.worker import (
 )
 from broker.clock import Clock
 from broker.consumers.leases import Lease, LeaseError, NewLease
-from broker.errors import ShoalError
+from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import LambdaError, LambdaInvoker
 from broker.meta.commands import RecordAnalyticsProgress
 from broker.meta.frontend import MetadataFrontend
@@ -165,7 +165,7 @@ class ApplicationRunner:
         for key, app in self._metadata.image().analytics.applications.items():
             if app.is_gone(now_ms) or app.transient_status is ApplicationStatus.DELETING:
                 continue
-            if app.status is ApplicationStatus.RUNNING and app.input_stream_name() is not None:
+            if app.status is ApplicationStatus.RUNNING and self.input_of(app) is not None:
                 wanted[key] = app
         for key, placement in list(self._placements.items()):
             current = wanted.get(key)
@@ -185,11 +185,51 @@ class ApplicationRunner:
         caller = Caller(region=app.region, account_id=app.account_id, door="internal")
         return _LocalCalls(self._kinesis, caller)
 
+    def input_of(self, app: Application) -> InputSource | None:
+        """The Kinesis stream an application's input reads, and as whom: its data stream, or
+        for a delivery stream the stream holding what is put into it (a DirectPut delivery
+        stream's internal stream, in the node's default namespace as every internal stream;
+        a KinesisStreamAsSource one's source stream). None while there is nothing to read
+        (no input, or the delivery stream does not exist)."""
+        inputs = app.input_descriptions()
+        if not inputs:
+            return None
+        stream = app.input_stream_name()
+        if stream is not None:
+            caller = Caller(region=app.region, account_id=app.account_id, door="internal")
+            arn = str(inputs[0]["KinesisStreamsInputDescription"]["ResourceARN"])
+            return InputSource(stream=stream, caller=caller, arn=arn, firehose=False)
+        described = inputs[0].get("KinesisFirehoseInputDescription")
+        if described is None:
+            return None
+        arn = str(described["ResourceARN"])
+        meta = self._metadata.image().delivery_streams.get(arn)
+        if meta is None:
+            return None
+        source = meta.source()
+        if source is None:
+            return InputSource(stream=meta.internal_stream, caller=None, arn=arn, firehose=True)
+        source_arn = str(source["KinesisStreamARN"])
+        _, _, region, account_id, _ = source_arn.split(":", 4)
+        caller = Caller(region=region, account_id=account_id, door="internal")
+        name = source_arn.rsplit("/", 1)[-1]
+        return InputSource(stream=name, caller=caller, arn=arn, firehose=True)
+
+
+@dataclass(frozen=True, slots=True)
+class InputSource:
+    """What a running application reads: a Kinesis stream, in a namespace."""
+
+    stream: str
+    caller: Caller | None  # None: the node's default namespace (internal streams)
+    arn: str  # the input's ResourceARN (a data stream's or a delivery stream's)
+    firehose: bool  # a delivery stream's records (KDA's preprocessor event says so)
+
 
 class _LocalCalls:
     """LocalKinesis's call, as the application's account (imported lazily by the node)."""
 
-    def __init__(self, service: KinesisService, caller: Caller) -> None:
+    def __init__(self, service: KinesisService, caller: Caller | None) -> None:
         self._service = service
         self._caller = caller
 
@@ -229,8 +269,9 @@ class _Placement:
         renew_s = (settings.failover_ms // 3 - 25) / 1000
         held: Lease | None = None
         seen: tuple[str | None, int, int] | None = None  # owner, counter, since (monotonic)
-        stream = self.app.input_stream_name()
-        assert stream is not None
+        source = self.runner.input_of(self.app)
+        assert source is not None
+        stream = source.stream
         running: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
@@ -419,8 +460,7 @@ class _RunningApp:
         processor = inputs[0].get("InputProcessingConfigurationDescription", {})
         function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
         self._preprocessor: str | None = str(function) if function else None
-        stream = inputs[0].get("KinesisStreamsInputDescription", {})
-        self._input_arn = str(stream.get("ResourceARN", ""))
+        self._source: InputSource | None = None  # resolved at each (re)start
         self._source_names = list(inputs[0]["InAppStreamNames"])
         self._outputs = app.output_descriptions()
 
@@ -472,8 +512,10 @@ class _RunningApp:
         self._running_version = app.version_id
         settings = self.runner.settings
         position = _starting_position(app)
-        stream = app.input_stream_name()
-        assert stream is not None
+        source = self.runner.input_of(app)
+        if source is None:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"The input of {app.arn} is gone.")
+        self._source = source
         config = WorkerConfig(
             worker_id=self.runner._worker_id,
             failover_ms=settings.failover_ms,
@@ -487,10 +529,10 @@ class _RunningApp:
         )
         self._worker = Worker(
             application=lease_application(app, app.reader),
-            stream_name=stream,
+            stream_name=source.stream,
             processor_factory=lambda: _Processor(self),
             lease_client=self.runner._lease_client,
-            kinesis=self.runner.kinesis_as(app),
+            kinesis=_LocalCalls(self.runner._kinesis, source.caller),
             config=config,
         )
         async with asyncio.TaskGroup() as tasks:
@@ -593,23 +635,16 @@ class _RunningApp:
         results: list[tuple[str, bytes]] = []
         for start in range(0, len(batch_records), LAMBDA_RECORDS_MAX):
             chunk = batch_records[start : start + LAMBDA_RECORDS_MAX]
+            source = self._source
+            assert source is not None
             event = {
                 "invocationId": str(uuid.uuid4()),
                 "applicationArn": self.app.arn,
-                "streamArn": self._input_arn,
+                "streamArn": source.arn,
                 "records": [
                     {
                         "recordId": str(record.sequence_number),
-                        "kinesisStreamRecordMetadata": {
-                            "sequenceNumber": str(record.sequence_number),
-                            "partitionKey": record.partition_key,
-                            "shardId": shard_id,
-                            "approximateArrivalTimestamp": round(
-                                record.approximate_arrival_timestamp.timestamp() * 1000
-                            )
-                            if record.approximate_arrival_timestamp is not None
-                            else 0,
-                        },
+                        **_record_metadata(record, shard_id, source),
                         "data": base64.b64encode(record.data).decode("ascii"),
                     }
                     for record in chunk
@@ -643,9 +678,10 @@ class _RunningApp:
     def _reading_every_shard(self) -> bool:
         """Whether every open shard of the input has a reader here: until then the watermark
         stays (a shard not read yet may hold rows for any open window)."""
-        stream = self.app.input_stream_name()
+        if self._source is None:
+            return False
         now_ms = self.runner._clock.wall_ms()
-        meta = self.runner._metadata.image().stream(stream, now_ms=now_ms) if stream else None
+        meta = self.runner._metadata.image().stream(self._source.stream, now_ms=now_ms)
         if meta is None:
             return False
         return all(shard.shard_id in self._shards for shard in meta.open_shards())
@@ -832,6 +868,23 @@ class _RunningApp:
             if batch:
                 await _deliver_to_lambda(invoker, function, self.app.arn, batch)
                 self.counters.records_out += len(batch)
+
+
+def _record_metadata(record: Any, shard_id: str, source: InputSource) -> dict[str, Any]:
+    """A record's metadata in KDA's preprocessor event: a delivery stream's record carries its
+    arrival time only; a data stream's its sequence number, partition key and shard too."""
+    arrival = record.approximate_arrival_timestamp
+    arrival_ms = round(arrival.timestamp() * 1000) if arrival is not None else 0
+    if source.firehose:
+        return {"kinesisFirehoseRecordMetadata": {"approximateArrivalTimestamp": arrival_ms}}
+    return {
+        "kinesisStreamRecordMetadata": {
+            "sequenceNumber": str(record.sequence_number),
+            "partitionKey": record.partition_key,
+            "shardId": shard_id,
+            "approximateArrivalTimestamp": arrival_ms,
+        }
+    }
 
 
 async def _deliver_to_lambda(

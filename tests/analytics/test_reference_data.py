@@ -40,6 +40,8 @@ CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
     ON "SOURCE_SQL_STREAM_001".ticker_symbol = "c"."Ticker";
 """
 
+DELIVERY_ARN = f"arn:aws:firehose:{REGION}:000000000000:deliverystream/{{}}"
+
 REFERENCE_SCHEMA = {
     "RecordFormat": {
         "RecordFormatType": "CSV",
@@ -291,6 +293,86 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
             await asyncio.sleep(0.1)
     assert sorted(delivered.decode().splitlines()) == ["QXZ,30.0", "XYZ,20.0"]
     await call(analytics.stop_application, ApplicationName="to-firehose")
+    for client in (analytics, kinesis, firehose):
+        client.close()
+
+
+async def test_a_delivery_stream_as_input(
+    s3_node: Node,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    """An application reading a DirectPut delivery stream (KinesisFirehoseInput) sees what is
+    put into it, while the delivery stream still delivers every record to S3."""
+    s3_server.create_bucket("raw")
+    analytics = analytics_client(s3_node)
+    kinesis = boto_client(f"http://127.0.0.1:{s3_node.http_port}")
+    firehose = firehose_client(f"http://127.0.0.1:{s3_node.http_port}")
+    await call(kinesis.create_stream, StreamName="pricey", ShardCount=1)
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName="ticks-in",
+        ExtendedS3DestinationConfiguration=s3_destination(
+            "raw", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}
+        ),
+    )
+    await wait_status(firehose, "ticks-in", "ACTIVE")
+    code = """CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (TICKER VARCHAR(4), PRICE DOUBLE);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE PRICE > 15;
+"""
+    await call(
+        analytics.create_application,
+        ApplicationName="from-firehose",
+        ApplicationCode=code,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisFirehoseInput": {
+                    "ResourceARN": DELIVERY_ARN.format("ticks-in"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("pricey"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    records = [
+        ticker_record(("ABC", "TECHNOLOGY", 1.0, 10.0)),
+        ticker_record(("XYZ", "ENERGY", 2.0, 20.0)),
+        ticker_record(("QXZ", "HEALTHCARE", 2.0, 30.0)),
+    ]
+    await call(
+        firehose.put_record_batch,
+        DeliveryStreamName="ticks-in",
+        Records=[{"Data": record["Data"] + b"\n"} for record in records],
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="from-firehose",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    rows = [json.loads(data) for data in await read_all(kinesis, "pricey", 2)]
+    assert rows == [{"TICKER": "XYZ", "PRICE": 20.0}, {"TICKER": "QXZ", "PRICE": 30.0}]
+    delivered = b""
+    async with asyncio.timeout(30):  # the delivery stream still delivers all three
+        while delivered.count(b"\n") < 3:
+            delivered = b"".join(s3_server.objects("raw").values())
+            await asyncio.sleep(0.1)
+    await call(analytics.stop_application, ApplicationName="from-firehose")
     for client in (analytics, kinesis, firehose):
         client.close()
 
