@@ -20,9 +20,12 @@ destination stream (PutRecords through LocalKinesis, as the application's accoun
 The starting position: NOW and TRIM_HORIZON start a new reader (lease application name with
 the application's `run`), LAST_STOPPED_POINT continues the previous run's checkpoints.
 
-Delivery is at least once for continuous pumps; checkpoints are taken after each batch, so
-a node that dies loses the windows that were still open (issue 12's item 5, durable window
-state and emitted-window marks, is not done yet).
+Durability: the marks (`RecordAnalyticsProgress`: windows written through a watermark, each
+shard's last record whose continuous rows were written) are recorded at each tick, and input
+checkpoints held back until no open window needs a record, so a successor replays the open
+windows' records and skips what the marks cover. Rows written after the last mark are keyed in
+their Kinesis output streams by a hash of (output, ROWTIME, record): a resumed application
+reads the keys its outputs received lately and does not write those rows again.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -104,6 +108,10 @@ class RunnerSettings:
     # A shard that delivered nothing this long after its reader started counts as caught up.
     idle_caught_up_ms: int = 2_000
     polling_idle_interval_ms: int = 200
+    # A resumed application skips the rows its outputs' streams received this long before it
+    # started that its replay produces again (a takeover comes within about twice the failover
+    # time of the last write).
+    rewrite_lookback_ms: int = 60_000
 
 
 def _starting_position(app: Application) -> str:
@@ -461,6 +469,9 @@ class _RunningApp:
         function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
         self._preprocessor: str | None = str(function) if function else None
         self._source: InputSource | None = None  # resolved at each (re)start
+        # After a resumed start: the partition keys (counted) of the rows the outputs' streams
+        # received lately, so the replayed rows already written before are not written again.
+        self._written: Counter[str] = Counter()
         self._source_names = list(inputs[0]["InAppStreamNames"])
         self._outputs = app.output_descriptions()
 
@@ -509,6 +520,8 @@ class _RunningApp:
     async def _run_once(self) -> None:
         app = self.app
         await self._load_references(app)
+        if app.emitted_through_ms or app.continuous_through:  # resumed: rows may be replayed
+            self._written = await self._recently_written()
         self._running_version = app.version_id
         settings = self.runner.settings
         position = _starting_position(app)
@@ -547,6 +560,21 @@ class _RunningApp:
         while True:  # until cancelled by shutdown or restart
             await asyncio.sleep(self.runner.settings.tick_ms / 1000)
             await self.tick()
+
+    async def _recently_written(self) -> Counter[str]:
+        """The partition keys of the records each Kinesis output stream received in the last
+        `rewrite_lookback_ms`: the rows a previous holder wrote in the moment between its last
+        output write and the marks it recorded, which the replay produces again."""
+        since = self.runner._clock.wall_ms() - self.runner.settings.rewrite_lookback_ms
+        calls = self.runner.kinesis_as(self.app)
+        keys: Counter[str] = Counter()
+        for output in self._outputs:
+            destination = output.get("KinesisStreamsOutputDescription")
+            if destination is None:
+                continue
+            stream = str(destination["ResourceARN"]).partition(":stream/")[2]
+            keys.update(await _partition_keys_since(calls, stream, since))
+        return keys
 
     def shard_started(self, shard_id: str) -> None:
         self._shards[shard_id] = _ShardProgress(started_ms=self.runner._clock.wall_ms())
@@ -816,10 +844,22 @@ class _RunningApp:
             return  # no other destination exists
         arn = str(destination["ResourceARN"])
         _, _, stream = arn.partition(":stream/")
-        entries = [
-            {"Data": data, "PartitionKey": hashlib.md5(data, usedforsecurity=False).hexdigest()}
-            for data in payloads
-        ]
+        entries = []
+        skipped = 0
+        for row, data in zip(rows, payloads, strict=True):
+            key = _row_key(str(output["Name"]), row, data)
+            if self._written.get(key):  # written before a takeover, replayed since
+                self._written[key] -= 1
+                if not self._written[key]:
+                    del self._written[key]
+                skipped += 1
+                continue
+            entries.append({"Data": data, "PartitionKey": key})
+        if skipped:
+            log.info(
+                "analytics_rows_already_written",
+                extra={"application": self.app.name, "stream": stream, "rows": skipped},
+            )
         calls = self.runner.kinesis_as(self.app)
         for start in range(0, len(entries), PUT_RECORDS_MAX):
             chunk = entries[start : start + PUT_RECORDS_MAX]
@@ -885,6 +925,47 @@ def _record_metadata(record: Any, shard_id: str, source: InputSource) -> dict[st
             "approximateArrivalTimestamp": arrival_ms,
         }
     }
+
+
+def _row_key(output: str, row: records.Row, data: bytes) -> str:
+    """A row's partition key in an output stream: its output, ROWTIME and record, hashed, so
+    the same row replayed after a takeover has the same key (and rows spread over shards)."""
+    rowtime_ms = records.from_timestamp(row[0]) if row[0] is not None else 0
+    digest = hashlib.md5(f"{output}|{rowtime_ms}|".encode(), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+async def _partition_keys_since(calls: _LocalCalls, stream: str, since_ms: int) -> list[str]:
+    """The partition keys of `stream`'s records that arrived from `since_ms` on, every shard
+    read to its end (a stream that is gone has none)."""
+    keys: list[str] = []
+    try:
+        shards = (await calls.call("ListShards", {"StreamName": stream}))["Shards"]
+    except ShoalError as error:
+        if error.code is ErrorCode.RESOURCE_NOT_FOUND:
+            return keys
+        raise
+    timestamp = datetime.fromtimestamp(since_ms / 1000, tz=UTC)
+    for shard in shards:
+        iterator = (
+            await calls.call(
+                "GetShardIterator",
+                {
+                    "StreamName": stream,
+                    "ShardId": shard["ShardId"],
+                    "ShardIteratorType": "AT_TIMESTAMP",
+                    "Timestamp": timestamp,
+                },
+            )
+        )["ShardIterator"]
+        while iterator:
+            answer = await calls.call("GetRecords", {"ShardIterator": iterator, "Limit": 10_000})
+            keys.extend(str(record["PartitionKey"]) for record in answer["Records"])
+            if not answer["Records"] or answer.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = answer.get("NextShardIterator")
+    return keys
 
 
 async def _deliver_to_lambda(
