@@ -119,6 +119,7 @@ from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
+from broker.streams.namespaces import Namespace
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
 from broker.video.channels import ChannelSettings
@@ -485,6 +486,7 @@ class Node:
             delivery_streams=_NodeFirehose(self),
             clock=self.clock,
             worker_id=f"{config.node_id}:{uuid.uuid4()}",
+            default_namespace=Namespace(account_id=config.account_id, region=config.region),
             settings=RunnerSettings(failover_ms=config.knobs.analytics_failover_ms),
         )
         runner = self.applications

@@ -74,6 +74,7 @@ from broker.meta.commands import RecordAnalyticsProgress
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage
 from broker.service.kinesis import KinesisService
+from broker.streams.namespaces import Namespace, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -131,9 +132,11 @@ class ApplicationRunner:
         delivery_streams: DeliveryStreams | None = None,
         clock: Clock,
         worker_id: str,
+        default_namespace: Namespace,
         settings: RunnerSettings | None = None,
     ) -> None:
         self._metadata = metadata
+        self._default_namespace = default_namespace
         self._lease_client = lease_client
         self._kinesis = kinesis
         self.delivery_streams = delivery_streams
@@ -189,10 +192,6 @@ class ApplicationRunner:
                 self._placements[key] = placement
                 placement.task = tasks.create_task(placement.run(), name=f"analytics-{app.name}")
 
-    def kinesis_as(self, app: Application) -> _LocalCalls:
-        caller = Caller(region=app.region, account_id=app.account_id, door="internal")
-        return _LocalCalls(self._kinesis, caller)
-
     def input_of(self, app: Application) -> InputSource | None:
         """The Kinesis stream an application's input reads, and as whom: its data stream, or
         for a delivery stream the stream holding what is put into it (a DirectPut delivery
@@ -204,9 +203,10 @@ class ApplicationRunner:
             return None
         stream = app.input_stream_name()
         if stream is not None:
-            caller = Caller(region=app.region, account_id=app.account_id, door="internal")
             arn = str(inputs[0]["KinesisStreamsInputDescription"]["ResourceARN"])
-            return InputSource(stream=stream, caller=caller, arn=arn, firehose=False)
+            caller = stream_caller(arn)
+            key = self._stream_key(stream, caller.account_id, caller.region)
+            return InputSource(stream=stream, key=key, caller=caller, arn=arn, firehose=False)
         described = inputs[0].get("KinesisFirehoseInputDescription")
         if described is None:
             return None
@@ -216,12 +216,23 @@ class ApplicationRunner:
             return None
         source = meta.source()
         if source is None:
-            return InputSource(stream=meta.internal_stream, caller=None, arn=arn, firehose=True)
+            name = meta.internal_stream  # in the default namespace: its key is its name
+            return InputSource(stream=name, key=name, caller=None, arn=arn, firehose=True)
         source_arn = str(source["KinesisStreamARN"])
-        _, _, region, account_id, _ = source_arn.split(":", 4)
-        caller = Caller(region=region, account_id=account_id, door="internal")
+        caller = stream_caller(source_arn)
         name = source_arn.rsplit("/", 1)[-1]
-        return InputSource(stream=name, caller=caller, arn=arn, firehose=True)
+        key = self._stream_key(name, caller.account_id, caller.region)
+        return InputSource(stream=name, key=key, caller=caller, arn=arn, firehose=True)
+
+    def _stream_key(self, name: str, account_id: str, region: str) -> str:
+        namespace = Namespace(account_id=account_id, region=region)
+        return stream_key(name, namespace, default=self._default_namespace)
+
+
+def stream_caller(arn: str) -> Caller:
+    """The internal caller acting in the namespace (region, account) a stream's ARN names."""
+    _, _, _, region, account_id, _ = arn.split(":", 5)
+    return Caller(region=region, account_id=account_id, door="internal")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,13 +240,14 @@ class InputSource:
     """What a running application reads: a Kinesis stream, in a namespace."""
 
     stream: str
+    key: str  # the stream's key in the metadata image (its namespace's)
     caller: Caller | None  # None: the node's default namespace (internal streams)
     arn: str  # the input's ResourceARN (a data stream's or a delivery stream's)
     firehose: bool  # a delivery stream's records (KDA's preprocessor event says so)
 
 
 class _LocalCalls:
-    """LocalKinesis's call, as the application's account (imported lazily by the node)."""
+    """LocalKinesis's call, in a stream's namespace (imported lazily by the node)."""
 
     def __init__(self, service: KinesisService, caller: Caller | None) -> None:
         self._service = service
@@ -566,14 +578,14 @@ class _RunningApp:
         `rewrite_lookback_ms`: the rows a previous holder wrote in the moment between its last
         output write and the marks it recorded, which the replay produces again."""
         since = self.runner._clock.wall_ms() - self.runner.settings.rewrite_lookback_ms
-        calls = self.runner.kinesis_as(self.app)
         keys: Counter[str] = Counter()
         for output in self._outputs:
             destination = output.get("KinesisStreamsOutputDescription")
             if destination is None:
                 continue
-            stream = str(destination["ResourceARN"]).partition(":stream/")[2]
-            keys.update(await _partition_keys_since(calls, stream, since))
+            arn = str(destination["ResourceARN"])
+            calls = _LocalCalls(self.runner._kinesis, stream_caller(arn))
+            keys.update(await _partition_keys_since(calls, arn.partition(":stream/")[2], since))
         return keys
 
     def shard_started(self, shard_id: str) -> None:
@@ -709,7 +721,7 @@ class _RunningApp:
         if self._source is None:
             return False
         now_ms = self.runner._clock.wall_ms()
-        meta = self.runner._metadata.image().stream(self._source.stream, now_ms=now_ms)
+        meta = self.runner._metadata.image().stream(self._source.key, now_ms=now_ms)
         if meta is None:
             return False
         return all(shard.shard_id in self._shards for shard in meta.open_shards())
@@ -860,7 +872,7 @@ class _RunningApp:
                 "analytics_rows_already_written",
                 extra={"application": self.app.name, "stream": stream, "rows": skipped},
             )
-        calls = self.runner.kinesis_as(self.app)
+        calls = _LocalCalls(self.runner._kinesis, stream_caller(arn))
         for start in range(0, len(entries), PUT_RECORDS_MAX):
             chunk = entries[start : start + PUT_RECORDS_MAX]
             await _put_all(calls, stream, chunk)
