@@ -24,6 +24,11 @@ N`, `--rate R`, `--seconds S`), also left out of the full run.
 PutRecords and the object store's ceiling; `--freshness-seconds N`), also left out.
 `--only disk` runs issue 20's figures (benchmarks/disk.py: the scrubber's CPU per GiB, a wiped
 follower's rejoin time and the longest write pause meanwhile), also left out of the full run.
+`--only access` runs issue 15's figures (benchmarks/access.py: PutRecords throughput and
+PutRecord p50/p99 with access control on next to off), also left out of the full run.
+`--only encryption` runs issue 15's encryption-at-rest figures (benchmarks/encryption.py:
+PutRecords throughput and PutRecord p99 of an encrypted stream next to a clear one, and the
+log store's CPU per GiB with and without a data key), also left out of the full run.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ from __future__ import annotations
 import sys
 
 from benchmarks import (
+    access,
     analytics,
     bench,
     cluster,
     console,
     consumers,
     disk,
+    encryption,
     fanout,
     firehose,
     scale,
@@ -83,11 +90,21 @@ def _dispatch(argv: list[str]) -> int:
         return disk.main(argv[:at] + argv[at + 2 :])
     if "--only=disk" in argv:
         return disk.main([a for a in argv if a != "--only=disk"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["encryption"]:
+        at = argv.index("--only")
+        return encryption.main(argv[:at] + argv[at + 2 :])
+    if "--only=encryption" in argv:
+        return encryption.main([a for a in argv if a != "--only=encryption"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["fanout"]:
         at = argv.index("--only")
         return fanout.main(argv[:at] + argv[at + 2 :])
     if "--only=fanout" in argv:
         return fanout.main([a for a in argv if a != "--only=fanout"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["access"]:
+        at = argv.index("--only")
+        return access.main(argv[:at] + argv[at + 2 :])
+    if "--only=access" in argv:
+        return access.main([a for a in argv if a != "--only=access"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["scale"]:
         at = argv.index("--only")
         return scale.main(argv[:at] + argv[at + 2 :])

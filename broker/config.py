@@ -44,6 +44,9 @@ class Knobs:
     # Retention trimming and removal of deleted streams' data run this often; retention is
     # enforced on reads at once, so this only bounds how long disk space stays used.
     housekeeping_interval_ms: int = 30_000
+    # The controller's node looks this often for data keys an older master key wraps (after a
+    # key-file rotation or a Raft password change) and re-wraps them.
+    key_rewrap_interval_ms: int = 5_000
     # Cluster liveness. A node heartbeats the controller this often; the controller fences a
     # node silent for `session_timeout_ms` and moves its shard leaderships (0002). Several
     # heartbeats fit in a session, so one lost or late heartbeat never fences a live node;
@@ -273,8 +276,23 @@ class Config:
     # Encrypts and authenticates Raft traffic (pysyncobj pickles its messages: without a
     # password anyone reaching the Raft port could run code). Set a real secret in production.
     raft_password: str = DEFAULT_RAFT_PASSWORD
+    # The Raft password before the last change, while data keys are still wrapped by the
+    # cluster master key derived from it (encryption at rest, `encryption_master_key`
+    # "cluster"); the controller's node re-wraps them within seconds, after which it may go.
+    raft_password_previous: str = ""
     region: str = "us-east-1"
     account_id: str = "000000000000"
+    # Access control (issue 15): when on, every request on both doors must be signed by a
+    # known key (or come with a client certificate mapped to a principal) and is allowed only
+    # by policies (default deny; the `aws_credentials` keys are the account's root user). Off
+    # by default, as `scripts/serve` runs it: callers are still identified and audited.
+    access_control: bool = False
+    # The cluster's IAM key sealing access-key secrets in the metadata (32 bytes, raw or 64
+    # hex digits, the same file on every node); unset: derived from `raft_password`.
+    iam_key_file: Path | None = None
+    # Audit data-plane calls (PutRecord(s), GetRecords, GetShardIterator, SubscribeToShard...)
+    # too; control-plane calls and every refused call are always audited.
+    audit_data_plane: bool = False
     shard_count_per_account_max: int = limits.shard_count_per_account_default
     on_demand_streams_max: int = limits.on_demand_streams_per_account_default
     # Enhanced fan-out consumers per stream (RegisterStreamConsumer); AWS's default quota.
@@ -313,6 +331,15 @@ class Config:
     # block checksums and every batch's CRC, and has damaged ranges repaired from a healthy
     # replica (decisions/0002, "Corruption"). 0: off.
     scrub_bytes_per_second: int = 4 * limits.MiB
+    # Encryption at rest (StartStreamEncryption; docs/operations.md "Encryption at rest"):
+    # what wraps the streams' data keys. "cluster" (the default): a master key derived from the
+    # cluster's secret (in the metadata quorum) and `raft_password`, so every node of a cluster
+    # has it with no setup. "file": the master keys in `encryption_key_file`, a 0600 JSON file
+    # the operator gives every node (`shoal encryption rotate-master-key` makes one). "kms": a
+    # KMS-compatible service through boto3 (endpoint AWS_ENDPOINT_URL_KMS, credentials from
+    # the usual AWS variables), which makes each data key under the stream's KeyId.
+    encryption_master_key: str = "cluster"
+    encryption_key_file: Path | None = None
     knobs: Knobs = field(default_factory=Knobs)
 
     def validate(self) -> None:
@@ -343,10 +370,21 @@ class Config:
                 raise ValueError("aws_credentials entries must look like ACCESS_KEY_ID:SECRET")
         if not self.raft_password:
             raise ValueError("raft_password must not be empty")
+        if self.encryption_master_key not in ("cluster", "file", "kms"):
+            raise ValueError("encryption_master_key must be cluster, file or kms")
+        if (self.encryption_master_key == "file") != (self.encryption_key_file is not None):
+            raise ValueError(
+                "encryption_key_file and encryption_master_key = file go together (a key file "
+                f"is used only with file; this node has {self.encryption_master_key!r})"
+            )
         if len(self.account_id) != 12 or not self.account_id.isdigit():
             raise ValueError("account_id must be 12 digits, as in an AWS ARN")
         if not self.region:
             raise ValueError("region must not be empty")
+        if self.access_control and not self.aws_credentials:
+            raise ValueError(
+                "access_control needs aws_credentials (the bootstrap administrator's keys)"
+            )
         if sum(map(bool, (self.peers, self.join, self.peers_from_dns))) > 1:
             raise ValueError("set at most one of peers, join and peers_from_dns")
         self.quorum_layout()  # raises ValueError for a pattern this node is not part of
@@ -494,8 +532,12 @@ _SETTINGS: dict[str, type] = {
     "peers_from_dns": str,
     "replication_factor": int,
     "raft_password": str,
+    "raft_password_previous": str,
     "region": str,
     "account_id": str,
+    "access_control": bool,
+    "iam_key_file": Path,
+    "audit_data_plane": bool,
     "shard_count_per_account_max": int,
     "on_demand_streams_max": int,
     "consumers_per_stream_max": int,
@@ -511,12 +553,14 @@ _SETTINGS: dict[str, type] = {
     "log_level": str,
     "disk_free_bytes_min": int,
     "scrub_bytes_per_second": int,
+    "encryption_master_key": str,
+    "encryption_key_file": Path,
 }
 _KNOB_SETTINGS = {f.name: int for f in dataclasses.fields(Knobs)}
 
 
-# Variables with the SHOAL_ prefix that are not node settings: the CLI's endpoint.
-_OTHER_VARIABLES = frozenset({"SHOAL_ENDPOINT"})
+# Variables with the SHOAL_ prefix that are not node settings: the CLI's endpoint and key.
+_OTHER_VARIABLES = frozenset({"SHOAL_ENDPOINT", "SHOAL_ACCESS_KEY_ID", "SHOAL_SECRET_ACCESS_KEY"})
 
 _HELP = {
     "host": "the address this node advertises to clients and peers (and listens on, unless "
@@ -530,6 +574,13 @@ _HELP = {
     "log_format": "text (default) or json: one JSON object per line",
     "log_level": "debug, info (default), warning or error",
     "join_timeout_ms": "how long a starting node waits for a metadata quorum leader",
+    "encryption_master_key": "what wraps the encrypted streams' data keys: cluster (default: "
+    "derived from the cluster's secret and raft_password), file (--encryption-key-file) or kms "
+    "(a KMS-compatible service at AWS_ENDPOINT_URL_KMS)",
+    "encryption_key_file": "the master key file with encryption_master_key=file (mode 0600; "
+    "the same file on every node; make one with `shoal encryption rotate-master-key`)",
+    "raft_password_previous": "the raft_password before the last change, until the data keys "
+    "wrapped by the master key derived from it are re-wrapped",
 }
 
 

@@ -260,6 +260,49 @@ class ErrorCode(enum.Enum):
         retryable=False,
         default_message="The data format is not valid; Shoal could not detect a schema.",
     )
+    # --- KMS, as Kinesis reports it (StartStreamEncryption, PutRecord(s) of encrypted streams)
+    KMS_NOT_FOUND = ErrorSpec(
+        kinesis_name="KMSNotFoundException",
+        http_status=400,
+        grpc_status="NOT_FOUND",
+        retryable=False,
+        default_message="The specified KMS key was not found.",
+    )
+    KMS_DISABLED = ErrorSpec(
+        kinesis_name="KMSDisabledException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The specified KMS key is disabled.",
+    )
+    KMS_INVALID_STATE = ErrorSpec(
+        kinesis_name="KMSInvalidStateException",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The state of the specified KMS key is not valid for this request.",
+    )
+    KMS_ACCESS_DENIED = ErrorSpec(
+        kinesis_name="KMSAccessDeniedException",
+        http_status=400,
+        grpc_status="PERMISSION_DENIED",
+        retryable=False,
+        default_message="The KMS key is not accessible to the caller.",
+    )
+    KMS_OPT_IN_REQUIRED = ErrorSpec(
+        kinesis_name="KMSOptInRequired",
+        http_status=400,
+        grpc_status="FAILED_PRECONDITION",
+        retryable=False,
+        default_message="The AWS access key ID needs a subscription for the service.",
+    )
+    KMS_THROTTLING = ErrorSpec(
+        kinesis_name="KMSThrottlingException",
+        http_status=400,
+        grpc_status="RESOURCE_EXHAUSTED",
+        retryable=True,
+        default_message="The KMS request was throttled.",
+    )
     # --- Data Firehose (botocore's firehose/2015-08-04 model; issue 11) ------------------------
     SERVICE_UNAVAILABLE_EXCEPTION = ErrorSpec(
         # Firehose's answer to a put over the delivery stream's throughput limits (or a put that

@@ -46,7 +46,7 @@ import secrets
 import shutil
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,17 +61,29 @@ from broker.analytics.service_v2 import AnalyticsV2Service
 from broker.api.analytics.v1 import analytics_pb2
 from broker.api.analytics.v2 import analytics_pb2 as analytics_v2_pb2
 from broker.api.firehose.v1 import firehose_pb2
+from broker.audit.trail import AuditTrail
 from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
+from broker.crypto.keyring import Keyring
+from broker.crypto.master_keys import (
+    ClusterMasterKey,
+    KmsMasterKeys,
+    LocalKeyFile,
+    MasterKeyError,
+    MasterKeys,
+    WithClusterKey,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import S3Store
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
+from broker.gateway.access import AccessControl, build_access_control, node_signer
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
+from broker.gateway.iam_service import iam_handler
 from broker.gateway.internal_service import (
     ClusterView,
     GrpcShardForwarder,
@@ -86,6 +98,7 @@ from broker.gateway.validation import KINESIS
 from broker.gateway.video_grpc import video_handler
 from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
 from broker.gateway.video_http import VideoHttpService
+from broker.iam.grpc_client_signing import signing_interceptors
 from broker.log.disk_guard import DiskGuard, DiskSpace
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.retention import trim_expired
@@ -171,6 +184,8 @@ class Node:
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
         self.video_images: ImageDelivery | None = None  # continuous image generation to S3
+        self.access: AccessControl | None = None  # keys, policies, audit (issue 15)
+        self.audit: AuditTrail | None = None
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
         self.analytics_v2: AnalyticsV2Service | None = None  # the same, kinesisanalyticsv2
         self.applications: ApplicationRunner | None = None  # the SQL applications it runs
@@ -193,6 +208,7 @@ class Node:
         # records are refused and this node's leaderships move away (heartbeats say so).
         self.disk = DiskGuard(minimum_bytes=config.disk_free_bytes_min)
         self.scrubber: Scrubber | None = None
+        self.keyring: Keyring | None = None  # encryption at rest (broker/crypto/)
 
     @property
     def data_dir(self) -> Path:
@@ -209,8 +225,10 @@ class Node:
         (config.data_dir / "meta").mkdir(parents=True, exist_ok=True)
         log_dir = config.data_dir / "log"
         disk_was_empty = not log_dir.exists()
+        self.phase = "opening the master keys"
+        self.keyring = Keyring(_master_keys(config, self._image_or_empty), self._image_or_empty)
         self.phase = "opening the shard log"
-        self._store = _open_store(log_dir, config.data_dir)
+        self._store = _open_store(log_dir, config.data_dir, keys=self.keyring)
         self._writer = GroupCommitWriter(self._store, probe=self.metrics.storage)
         self._writer.start()
         self.metrics.storage.watch(self._store.metrics_view)
@@ -253,7 +271,12 @@ class Node:
         self._channels = Channels(
             credentials=None
             if self._tls is None
-            else tls.PeerCredentials(self._tls, clock=self.clock)
+            else tls.PeerCredentials(self._tls, clock=self.clock),
+            # With access control, the gRPC door admits node-to-node calls only when they
+            # carry the node signature (broker/gateway/grpc_auth.py).
+            interceptors=signing_interceptors(node_signer(config.raft_password, self.clock))
+            if config.access_control
+            else (),
         )
         transport = GrpcTransport(
             node_id=self.node_id, channels=self._channels, resolve=self._address_of
@@ -327,8 +350,28 @@ class Node:
             ),
             node_id=self.node_id,
         )
-        ctx = ServiceContext(config=config, clock=self.clock, metadata=metadata, shards=shards)
+        ctx = ServiceContext(
+            config=config,
+            clock=self.clock,
+            metadata=metadata,
+            shards=shards,
+            master_keys=self.keyring.master,
+        )
         self.service = KinesisService(ctx)
+        self.audit = AuditTrail(
+            kinesis=LocalKinesis(self.service),
+            clock=self.clock,
+            data_plane=config.audit_data_plane,
+            account_id=config.account_id,
+        )
+        # The trail's internal stream counts against the account's shards and streams, so it
+        # is kept only with access control on: a node without it lists and counts as before.
+        self.access = build_access_control(
+            config,
+            self.clock,
+            metadata.image,
+            observer=self.audit if config.access_control else None,
+        )
         self.video = self._video_service(metadata)
         video_store = S3Store(region=config.region)  # boto3; AWS_ENDPOINT_URL_S3 picks a server
         self.video_images = ImageDelivery(
@@ -499,19 +542,26 @@ class Node:
         assert self.analytics_v2 is not None
         assert self.driver is not None
         assert self.controller is not None
+        assert self.access is not None
+        access = self.access
         server = grpc.aio.server(
+            interceptors=[access.interceptor],
             options=[
                 ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
                 ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
                 *SERVER_OPTIONS,
                 *_EXCLUSIVE_PORT,
-            ]
+            ],
         )
         controller = self.controller
         assert self._metadata is not None
         server.add_generic_rpc_handlers(
             (
-                kinesis_handler(self.service, caller=self._caller(), probe=self.metrics.gateway),
+                kinesis_handler(
+                    access.guard(self.service, KINESIS),
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                ),
                 replication_handler(self.driver, inbound=self._inbound),
                 node_handler(
                     shards,
@@ -537,17 +587,31 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
-                video_handler(self.video, caller=self._caller(), probe=self.metrics.gateway),
+                iam_handler(
+                    image=self._metadata.image,
+                    propose=self._metadata.propose,
+                    directory=access.directory,
+                    authorizer=access.authorizer,
+                    clock=self.clock,
+                    region=self.config.region,
+                    trail=self.audit,
+                ),
+                video_handler(
+                    self.video,
+                    caller=self._caller(),
+                    probe=self.metrics.gateway,
+                    guard=lambda control: access.guard(control, VIDEO_SIGNING_NAME),
+                ),
                 operation_handler(
                     analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
-                    self.analytics,
+                    access.guard(self.analytics, ANALYTICS),
                     model=ANALYTICS,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
                 ),
                 operation_handler(
                     analytics_v2_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsV2Service"],
-                    self.analytics_v2,
+                    access.guard(self.analytics_v2, ANALYTICS),
                     model=ANALYTICS_V2,
                     caller=self._caller(),
                     probe=self.metrics.gateway,
@@ -599,9 +663,10 @@ class Node:
 
     def _firehose_handler(self) -> grpc.GenericRpcHandler:
         assert self.firehose is not None
+        assert self.access is not None
         return operation_handler(
             firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"],
-            self.firehose.service,
+            self.access.guard(self.firehose.service, FIREHOSE),
             model=FIREHOSE,
             caller=self._caller(),
             probe=self.metrics.gateway,
@@ -644,16 +709,18 @@ class Node:
         assert self.analytics is not None
         assert self.analytics_v2 is not None
         assert self.firehose is not None
+        assert self.access is not None
+        access = self.access
         services = (
-            JsonService(KINESIS, self.service),
-            JsonService(FIREHOSE, self.firehose.service),
-            JsonService(ANALYTICS, self.analytics),
-            JsonService(ANALYTICS_V2, self.analytics_v2),
+            JsonService(KINESIS, access.guard(self.service, KINESIS)),
+            JsonService(FIREHOSE, access.guard(self.firehose.service, FIREHOSE)),
+            JsonService(ANALYTICS, access.guard(self.analytics, ANALYTICS)),
+            JsonService(ANALYTICS_V2, access.guard(self.analytics_v2, ANALYTICS)),
         )
         access_keys = config.access_keys
         verifiers = {
             service.signing_name: SigV4Verifier(
-                secrets_by_access_key=access_keys,
+                secret_for=access.directory.secret,
                 region=config.region,
                 service=service.signing_name,
                 # Data streams are namespaced by region: a request signed for any region acts
@@ -690,6 +757,7 @@ class Node:
             region=config.region,
             account_id=config.account_id,
             probe=self.metrics.gateway,
+            authenticator=access.authenticator,
         )
         try:
             self._http = await start_http_server(
@@ -721,11 +789,12 @@ class Node:
 
     def _video_http(self) -> VideoHttpService:
         assert self.video is not None
+        assert self.access is not None
         config = self.config
         verifier = None
         if config.access_keys:
             verifier = SigV4Verifier(
-                secrets_by_access_key=config.access_keys,
+                secret_for=self.access.directory.secret,
                 region=config.region,
                 service=VIDEO_SIGNING_NAME,
             )
@@ -736,6 +805,8 @@ class Node:
             region=config.region,
             account_id=config.account_id,
             probe=self.metrics.gateway,
+            authenticator=self.access.authenticator,
+            authorized=self.access.guard(self.video, VIDEO_SIGNING_NAME),
         )
 
     # --- Background work ----------------------------------------------------------------------
@@ -748,6 +819,8 @@ class Node:
             group.create_task(self.driver.run(), name="replication-driver")
             group.create_task(transport.run(), name="replication-transport")
             group.create_task(self.controller.run(), name="controller")
+            assert self.audit is not None
+            group.create_task(self.audit.run(), name="audit-trail")
             assert self.autoscaler is not None
             assert self.shard_load is not None
             group.create_task(self.autoscaler.run(), name="autoscaler")
@@ -761,6 +834,7 @@ class Node:
             )
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
+            group.create_task(self._run_key_rewraps(ctx), name="key-rewraps")
             group.create_task(self._run_disk_checks(), name="disk-checks")
             if self.scrubber is not None:
                 group.create_task(self.scrubber.run(), name="scrubber")
@@ -773,6 +847,41 @@ class Node:
             group.create_task(self.firehose.run(), name="firehose")
             assert self.video_images is not None
             group.create_task(self.video_images.run(), name="video-images")
+
+    async def _run_key_rewraps(self, ctx: ServiceContext) -> None:
+        """After a master-key rotation, the controller's node re-wraps the data keys an older
+        master key wraps (one command per stream; a no-op pass otherwise, and with KMS)."""
+        assert self.keyring is not None
+        keyring = self.keyring
+        while True:
+            await asyncio.sleep(self.config.knobs.key_rewrap_interval_ms / 1000)
+            if self._controller_node() != self.node_id:
+                continue
+            image = ctx.image()
+            if not any(stream.data_keys for stream in image.streams.values()):
+                continue
+            try:
+                commands = await asyncio.to_thread(
+                    keyring.rewrap_commands, image, now_ms=self.clock.wall_ms()
+                )
+            except Exception:  # a KMS or file hiccup must not stop the node: next pass
+                log.exception("data_key_rewrap_pass_failed")
+                continue
+            for command in commands:
+                try:
+                    await ctx.metadata.propose(command)
+                except ShoalError as error:
+                    log.warning("data_key_rewrap_failed", extra={"error": str(error)})
+                else:
+                    log.info(
+                        "data_keys_rewrapped",
+                        extra={"stream": command.name, "keys": len(command.rewrapped)},
+                    )
+
+    def _image_or_empty(self) -> MetadataImage:
+        """The applied metadata image; an empty one before the quorum is open (the keyring
+        then knows no encrypted stream)."""
+        return MetadataImage() if self._metadata is None else self._metadata.image()
 
     def _on_background_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -790,7 +899,11 @@ class Node:
         port: a node nobody can scrape would look down to every alert."""
         config = self.config
         try:
-            self._metrics_server = self.metrics.serve(config.bind_host, config.metrics_port)
+            self._metrics_server = self.metrics.serve(
+                config.bind_host,
+                config.metrics_port,
+                basic_auth=config.access_keys if config.access_control else None,
+            )
         except OSError as error:
             raise startup.port_in_use(
                 "metrics_port", config.bind_host, config.metrics_port, error
@@ -1198,9 +1311,37 @@ def _bind_failed(name: str, host: str, port: int) -> startup.StartupError:
     return startup.port_in_use(name, host, port, OSError(errno.EADDRINUSE, "in use"))
 
 
-def _open_store(log_dir: Path, data_dir: Path) -> RocksLogStore:
+def _master_keys(config: Config, image: Callable[[], MetadataImage]) -> MasterKeys:
+    """The cluster key by default; a configured key file or KMS in front of it otherwise (the
+    cluster key then only opens the data keys made before)."""
+    cluster = ClusterMasterKey(
+        lambda: image().iterator_secret,
+        password=config.raft_password,
+        previous_passwords=(config.raft_password_previous,)
+        if config.raft_password_previous
+        else (),
+        region=config.region,
+        account_id=config.account_id,
+    )
+    if config.encryption_master_key == "cluster":
+        return cluster
+    if config.encryption_master_key == "kms":
+        return WithClusterKey(KmsMasterKeys.from_environment(region=config.region), cluster)
+    path = config.encryption_key_file
+    assert path is not None  # Config.validate
     try:
-        return RocksLogStore(log_dir)
+        keys = LocalKeyFile(path, region=config.region, account_id=config.account_id)
+    except (MasterKeyError, OSError) as error:
+        raise startup.StartupError(
+            f"the master key file {str(path)!r} cannot be used ({error}); see "
+            "docs/operations.md, Encryption at rest"
+        ) from error
+    return WithClusterKey(keys, cluster)
+
+
+def _open_store(log_dir: Path, data_dir: Path, *, keys: Keyring) -> RocksLogStore:
+    try:
+        return RocksLogStore(log_dir, keys=keys)
     except LogStoreError as error:
         if "lock" in str(error).lower():
             raise startup.locked_by_another_process(data_dir) from error

@@ -284,11 +284,14 @@ def open_aio_channel(
     target: str,
     credentials: grpc.ChannelCredentials | None,
     options: Sequence[tuple[str, Any]] = (),
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
 ) -> grpc.aio.Channel:
-    """An asyncio channel: TLS with `credentials`, plaintext without."""
+    """An asyncio channel: TLS with `credentials`, plaintext without; `interceptors` add
+    metadata to every call (the gRPC door's request signatures, `broker/iam/grpc_signing.py`)."""
+    chain = list(interceptors) or None
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=list(options))
-    return grpc.aio.secure_channel(target, credentials, options=list(options))
+        return grpc.aio.insecure_channel(target, options=list(options), interceptors=chain)
+    return grpc.aio.secure_channel(target, credentials, options=list(options), interceptors=chain)
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,11 +17,14 @@ from broker import __version__
 from broker.backup.logical import BackupError
 from broker.cli import (
     analytics,
+    audit,
     backup,
     capacity,
     cluster,
     consumers,
+    encryption,
     firehose,
+    iam,
     leases,
     limits,
     recovery,
@@ -45,8 +48,11 @@ GROUPS = (
     backup,
     recovery,
     video,
+    encryption,
     firehose,
     analytics,
+    iam,
+    audit,
 )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -24,11 +25,27 @@ DEFAULT_ENDPOINT = "127.0.0.1:50051"
 Connect = Callable[[argparse.Namespace], AbstractContextManager[Any]]
 
 
+def signing_key(args: argparse.Namespace) -> Any:
+    """The access key the CLI signs its gRPC calls with (a node with access control wants
+    one): `--access-key-id`/`--secret-access-key` where a command has them, else
+    SHOAL_ACCESS_KEY_ID / SHOAL_SECRET_ACCESS_KEY; None to send unsigned calls."""
+    from broker.iam.grpc_signing import SigningKey
+
+    key_id = getattr(args, "access_key_id", None) or os.environ.get("SHOAL_ACCESS_KEY_ID")
+    secret = getattr(args, "secret_access_key", None) or os.environ.get("SHOAL_SECRET_ACCESS_KEY")
+    if not key_id or not secret:
+        return None
+    region = getattr(args, "region", None) or os.environ.get("AWS_REGION", "us-east-1")
+    return SigningKey(key_id, secret, region=region)
+
+
 def kinesis_client(args: argparse.Namespace) -> AbstractContextManager[Any]:
     """The public KinesisService over gRPC (`broker.client.grpc_client.ShoalClient`)."""
     from broker.client.grpc_client import ShoalClient
 
-    return ShoalClient(args.endpoint, credentials=credentials_from_arguments(args))
+    return ShoalClient(
+        args.endpoint, credentials=credentials_from_arguments(args), signing_key=signing_key(args)
+    )
 
 
 def add_group(commands: Any, name: str, *, help_text: str) -> Any:

@@ -19,6 +19,7 @@ from broker import limits
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.gateway.codec import dict_to_message, message_to_dict
 from broker.gateway.error_mapping import error_from_rpc_error
+from broker.iam.grpc_signing import SigningKey
 from broker.tls import open_aio_channel, open_channel
 
 _SERVICE = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"]
@@ -56,11 +57,17 @@ class ShoalClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
+        signing_key: SigningKey | None = None,
     ) -> None:
         """`credentials`: TLS to a node that serves it (`broker.tls.client_credentials`);
-        None: plaintext."""
+        None: plaintext. `signing_key`: sign every call with this access key (a node with
+        access control wants it, unless a client certificate is mapped to a principal)."""
         self._channel = open_channel(target, credentials, _CHANNEL_OPTIONS)
         self._timeout_s = timeout_s
+        self._signing_key = signing_key
+
+    def _metadata(self, operation: str) -> tuple[tuple[str, str], ...] | None:
+        return None if self._signing_key is None else self._signing_key.metadata(_path(operation))
 
     def call(self, operation: str, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
         input_class, output_class = _classes(operation)
@@ -70,7 +77,11 @@ class ShoalClient:
             response_deserializer=output_class.FromString,
         )
         try:
-            response = stub(dict_to_message(request or {}, input_class), timeout=self._timeout_s)
+            response = stub(
+                dict_to_message(request or {}, input_class),
+                timeout=self._timeout_s,
+                metadata=self._metadata(operation),
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc_error(exc) from exc
         return message_to_dict(response, empty_lists=True)
@@ -87,7 +98,13 @@ class ShoalClient:
             request_serializer=input_class.SerializeToString,
             response_deserializer=output_class.FromString,
         )
-        return EventStream(stub(dict_to_message(request, input_class), timeout=timeout_s))
+        return EventStream(
+            stub(
+                dict_to_message(request, input_class),
+                timeout=timeout_s,
+                metadata=self._metadata("SubscribeToShard"),
+            )
+        )
 
     def close(self) -> None:
         self._channel.close()
@@ -108,9 +125,14 @@ class AsyncShoalClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
+        signing_key: SigningKey | None = None,
     ) -> None:
         self._channel = open_aio_channel(target, credentials, _CHANNEL_OPTIONS)
         self._timeout_s = timeout_s
+        self._signing_key = signing_key
+
+    def _metadata(self, operation: str) -> tuple[tuple[str, str], ...] | None:
+        return None if self._signing_key is None else self._signing_key.metadata(_path(operation))
 
     async def call(
         self, operation: str, request: Mapping[str, Any] | None = None
@@ -123,7 +145,9 @@ class AsyncShoalClient:
         )
         try:
             response = await stub(
-                dict_to_message(request or {}, input_class), timeout=self._timeout_s
+                dict_to_message(request or {}, input_class),
+                timeout=self._timeout_s,
+                metadata=self._metadata(operation),
             )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc_error(exc) from exc
@@ -139,7 +163,13 @@ class AsyncShoalClient:
             request_serializer=input_class.SerializeToString,
             response_deserializer=output_class.FromString,
         )
-        return AsyncEventStream(stub(dict_to_message(request, input_class), timeout=timeout_s))
+        return AsyncEventStream(
+            stub(
+                dict_to_message(request, input_class),
+                timeout=timeout_s,
+                metadata=self._metadata("SubscribeToShard"),
+            )
+        )
 
     async def close(self) -> None:
         await self._channel.close()

@@ -26,11 +26,13 @@ from broker.consumers import leases
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose import destinations
 from broker.firehose.aws_clients import S3Store, StoreError
-from broker.firehose.service import KinesisCalls
+from broker.firehose.service import KinesisCalls, encrypt_internal_stream, internal_key_id
 from broker.meta import commands
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
 from broker.meta.frontend import MetadataFrontend
+from broker.meta.image import MetadataImage
 from broker.streams.throttling import StreamLimits
+from broker.types import StreamName
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,18 @@ class LifecycleSettings:
             read_calls_per_second=0,
             read_bytes_per_second=0,
         )
+
+
+def _encrypted_as_asked(image: MetadataImage, meta: DeliveryStreamMeta) -> bool:
+    """Whether the internal stream's encryption already matches (a pure image check, so a
+    pass over settled delivery streams makes no call)."""
+    stream = image.streams.get(StreamName(meta.internal_stream))
+    if stream is None:
+        return True  # not created yet, or gone: nothing to reconcile
+    wanted = internal_key_id(meta.encryption_key_type, meta.encryption_key_arn)
+    if wanted is None:
+        return stream.encryption_type != "KMS"
+    return stream.encryption_type == "KMS" and stream.key_id == wanted
 
 
 def source_stream_name(source: Mapping[str, Any]) -> str:
@@ -102,11 +116,27 @@ class Lifecycle:
                 pass
 
     async def pass_once(self) -> None:
-        for meta in list(self._metadata.image().delivery_streams.values()):
+        image = self._metadata.image()
+        for meta in list(image.delivery_streams.values()):
             if meta.status is DeliveryStreamStatus.CREATING:
                 await self._advance_creation(meta)
             elif meta.status is DeliveryStreamStatus.DELETING:
                 await self._finish_deletion(meta)
+            elif meta.source() is None and not _encrypted_as_asked(image, meta):
+                await self._reconcile_encryption(meta)
+
+    async def _reconcile_encryption(self, meta: DeliveryStreamMeta) -> None:
+        """The internal stream's encryption follows the delivery stream's (set at creation,
+        or changed while the internal stream could not be reached)."""
+        try:
+            await encrypt_internal_stream(
+                self._kinesis,
+                meta.internal_stream,
+                meta.encryption_key_type,
+                meta.encryption_key_arn,
+            )
+        except ShoalError as error:
+            log.warning("firehose_encryption_pending", extra={"arn": meta.arn, "error": str(error)})
 
     async def _advance_creation(self, meta: DeliveryStreamMeta) -> None:
         try:
@@ -157,6 +187,15 @@ class Lifecycle:
                 now_ms=self._clock.wall_ms(), name=name, changes=self._settings.internal_limits()
             )
         )
+        # Encrypted from the first record on, when the delivery stream was created so.
+        try:
+            await encrypt_internal_stream(
+                self._kinesis, name, meta.encryption_key_type, meta.encryption_key_arn
+            )
+        except ShoalError as error:
+            if error.code is ErrorCode.INVALID_KMS_RESOURCE:
+                raise _Unusable(f"The KMS key cannot be used: {error.message}") from error
+            raise
         return True
 
     async def _check_destination(self, meta: DeliveryStreamMeta) -> None:

@@ -267,6 +267,9 @@ class FirehoseService:
             request.get("DeliveryStreamEncryptionConfigurationInput")
             or {"KeyType": "AWS_OWNED_CMK"}
         )
+        # The records live in the internal stream: encrypt it now, so a key that cannot be
+        # used is refused here (the lifecycle reconciler catches up any it could not reach).
+        await encrypt_internal_stream(self._kinesis, meta.internal_stream, key_type, key_arn)
         await self._propose(
             commands.SetDeliveryStreamEncryption(
                 now_ms=self._clock.wall_ms(),
@@ -280,6 +283,8 @@ class FirehoseService:
 
     async def _stop_encryption(self, request: Request, caller: Caller) -> Response:
         meta = self._meta(request, caller)
+        if meta.delivery_stream_type == "DirectPut":
+            await encrypt_internal_stream(self._kinesis, meta.internal_stream, "", "")
         await self._propose(
             commands.SetDeliveryStreamEncryption(
                 now_ms=self._clock.wall_ms(), arn=meta.arn, name=meta.name, key_type=""
@@ -387,6 +392,52 @@ def _failure_message(entry: Mapping[str, Any]) -> str:
     if entry.get("ErrorCode") == ErrorCode.THROUGHPUT_EXCEEDED.kinesis_name:
         return "Slow down."
     return f"The record could not be stored durably; retry. ({entry.get('ErrorMessage', '')})"
+
+
+# The KeyId the internal stream is encrypted under for an AWS_OWNED_CMK delivery stream: the
+# AWS-managed Kinesis key (the node's current master key with a key file).
+AWS_OWNED_KEY_ID = "alias/aws/kinesis"
+
+
+def internal_key_id(key_type: str, key_arn: str) -> str | None:
+    """The KeyId a delivery stream's internal stream must be encrypted under; None: clear."""
+    if not key_type:
+        return None
+    return key_arn if key_type == "CUSTOMER_MANAGED_CMK" else AWS_OWNED_KEY_ID
+
+
+async def encrypt_internal_stream(
+    kinesis: KinesisCalls, stream_name: str, key_type: str, key_arn: str
+) -> None:
+    """Brings the internal stream's encryption to what the delivery stream asks for: Start
+    (a new data key) or StopStreamEncryption, or nothing when it already is. A key that
+    cannot be used is InvalidKMSResourceException, as Firehose reports it."""
+    wanted = internal_key_id(key_type, key_arn)
+    try:
+        summary = await kinesis.call("DescribeStreamSummary", {"StreamName": stream_name})
+    except ShoalError as error:
+        if error.code is ErrorCode.RESOURCE_NOT_FOUND:
+            return  # not created yet: the lifecycle encrypts it once it is
+        raise
+    current = summary["StreamDescriptionSummary"]
+    if current.get("EncryptionType") == "KMS":
+        if current.get("KeyId") == wanted:
+            return
+        if wanted is None:
+            request = {"StreamName": stream_name, "EncryptionType": "KMS"}
+            await kinesis.call("StopStreamEncryption", {**request, "KeyId": current["KeyId"]})
+            return
+    elif wanted is None:
+        return
+    try:
+        await kinesis.call(
+            "StartStreamEncryption",
+            {"StreamName": stream_name, "EncryptionType": "KMS", "KeyId": wanted},
+        )
+    except ShoalError as error:
+        if error.code.kinesis_name.startswith("KMS"):
+            raise ShoalError(ErrorCode.INVALID_KMS_RESOURCE, error.message) from error
+        raise
 
 
 def _encryption_key(encryption: Mapping[str, Any]) -> tuple[str, str]:

@@ -26,8 +26,10 @@ from broker.api.kinesis.v1 import kinesis_pb2
 from broker.caller import Caller
 from broker.error_messages import malformed_message
 from broker.errors import ErrorCode, ShoalError
+from broker.gateway.authentication import with_identity
 from broker.gateway.codec import dict_to_message, message_to_dict
 from broker.gateway.error_mapping import to_grpc_status
+from broker.gateway.grpc_auth import current_identity, peer_address
 from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, validate_request
 from broker.metrics import GatewayProbe
@@ -54,7 +56,13 @@ class _Bound:
 
 
 def _caller(bound: _Bound, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-    return dataclasses.replace(bound.caller, source_address=context.peer())
+    """The node's region and account, the peer's address and, when the call was signed or
+    came with a mapped client certificate, its principal (`grpc_auth`)."""
+    caller = dataclasses.replace(bound.caller, source_address=peer_address(context))
+    who = current_identity.get()
+    if who is not None and who.identity is not None:
+        caller = with_identity(caller, who.identity, access_key_id=who.access_key_id)
+    return caller
 
 
 def _parse(raw: bytes, input_class: type[Message]) -> Message:

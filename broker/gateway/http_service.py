@@ -51,6 +51,7 @@ from broker.clock import Clock
 from broker.error_messages import NO_MESSAGE
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import cors, event_stream
+from broker.gateway.authentication import Authenticator
 from broker.gateway.aws_codec import (
     WireFormat,
     decode_request,
@@ -225,8 +226,10 @@ class AwsHttpApp:
         account_id: str,
         rest: Sequence[RestService] = (),
         probe: GatewayProbe | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self._services = {service.target_prefix: service for service in services}
+        self._authenticator = authenticator
         self._rest = tuple(rest)
         self._clock = clock
         self._verifiers = dict(verifiers)
@@ -365,7 +368,16 @@ class AwsHttpApp:
         )
         if self._verifiers:
             verifier = self._verifiers[service.signing_name]
-            access_key_id, region = verifier.verify_scoped(request, now_ms=self._clock.wall_ms())
+            now_ms = self._clock.wall_ms()
+            if self._authenticator is None:
+                access_key_id, region = verifier.verify_scoped(request, now_ms=now_ms)
+            else:
+                access_key_id, region = self._authenticator.verify(
+                    lambda: verifier.verify_scoped(request, now_ms=now_ms),
+                    _client_address(scope),
+                    signing_name=service.signing_name,
+                    operation=operation,
+                )
         else:
             # No signatures checked: the scope still names the region the client addresses.
             region = claimed_region(request) or self._region
@@ -380,6 +392,8 @@ class AwsHttpApp:
             source_address=_client_address(scope),
             door="http",
         )
+        if self._authenticator is not None:
+            caller = self._authenticator.caller(caller, access_key_id)
         response = await service.service.call(operation, aws_request, caller)
         events = response.get("EventStream")
         if isinstance(events, Subscription):

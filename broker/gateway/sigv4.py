@@ -39,7 +39,7 @@ import hashlib
 import hmac
 import re
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -110,7 +110,9 @@ _REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 
 class SigV4Verifier:
-    """Checks AWS SigV4 signatures against a fixed table of access keys.
+    """Checks AWS SigV4 signatures against a table of access keys: a fixed one, or
+    `secret_for` (the node's `broker.iam.directory.KeyDirectory.secret`, which also knows the
+    keys kept in the metadata quorum).
 
     Lifecycle: built once per node from config; `verify` is called per request from the event
     loop. The only state is the signing-key cache, which never changes a result.
@@ -119,16 +121,18 @@ class SigV4Verifier:
     def __init__(
         self,
         *,
-        secrets_by_access_key: Mapping[str, str],
+        secrets_by_access_key: Mapping[str, str] | None = None,
         region: str,
         service: str = "kinesis",
+        secret_for: Callable[[str], str | None] | None = None,
         any_region: bool = False,
     ) -> None:
         """`region`: the node's region. `any_region`: also accept a scope naming any other
         well-formed AWS region (regions are namespaces: `broker/streams/namespaces.py`)."""
         if not region or not service:
             raise ValueError("SigV4Verifier needs a region and a service name")
-        self._secrets_by_access_key = dict(secrets_by_access_key)
+        fixed = dict(secrets_by_access_key or {})
+        self._secret_for = secret_for if secret_for is not None else fixed.get
         self._region = region
         self._any_region = any_region
         self._service = service
@@ -150,7 +154,7 @@ class SigV4Verifier:
                 f"Unsupported AWS 'algorithm': '{claim.algorithm}' (only {ALGORITHM} for now). ",
             )
         access_key_id, credential_date, region = self._check_credential(claim)
-        secret = self._secrets_by_access_key.get(access_key_id)
+        secret = self._secret_for(access_key_id)
         if secret is None:
             raise ShoalError(ErrorCode.UNRECOGNIZED_CLIENT)
 

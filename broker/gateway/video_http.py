@@ -33,10 +33,12 @@ from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import rest_json
+from broker.gateway.authentication import Authenticator
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.signaling_ws import serve_signaling
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
+from broker.iam.enforcer import AuthorizedService
 from broker.metrics import GatewayProbe
 from broker.video import hls
 from broker.video.channels import SIGNALING_OPERATIONS
@@ -79,9 +81,15 @@ class VideoHttpService:
         region: str,
         account_id: str,
         probe: GatewayProbe | None = None,
+        authenticator: Authenticator | None = None,
+        authorized: AuthorizedService | None = None,
     ) -> None:
         self._probe = probe
         self._video = video
+        # Access control (broker/iam): the signer's identity, and the operations behind the
+        # authorization check (PutMedia is checked through `authorized`'s authorizer).
+        self._authenticator = authenticator
+        self._authorized = authorized
         self._clock = clock
         self._verifier = verifier
         self._region = region
@@ -147,13 +155,16 @@ class VideoHttpService:
 
     def _caller(self, scope: Scope, access_key_id: str | None) -> Caller:
         client = scope.get("client")
-        return Caller(
+        caller = Caller(
             region=self._region,
             account_id=self._account_id,
             access_key_id=access_key_id,
             source_address=client[0] if client else None,
             door="http",
         )
+        if self._authenticator is not None:
+            caller = self._authenticator.caller(caller, access_key_id)
+        return caller
 
     def _verify(self, scope: Scope, headers: list[tuple[str, str]], body: bytes) -> str | None:
         if self._verifier is None:
@@ -168,7 +179,17 @@ class VideoHttpService:
             authority=by_name.get("host", ""),
             body=body,
         )
-        return self._verifier.verify(request, now_ms=self._clock.wall_ms())
+        now_ms = self._clock.wall_ms()
+        verifier = self._verifier
+        if self._authenticator is None:
+            return verifier.verify(request, now_ms=now_ms)
+        client = scope.get("client")
+        return self._authenticator.verify(
+            lambda: verifier.verify(request, now_ms=now_ms),
+            client[0] if client else None,
+            signing_name="kinesisvideo",
+            operation=self._label(scope.get("path", "/")).partition(":")[2],
+        )
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
@@ -223,7 +244,8 @@ class VideoHttpService:
                 body=body,
             )
             validate_request(operation, request, model=model)
-            result = await self._video.call(operation, request, self._caller(scope, access_key_id))
+            target = self._authorized if self._authorized is not None else self._video
+            result = await target.call(operation, request, self._caller(scope, access_key_id))
             if isinstance(result, Mapping):
                 response_headers, document = rest_json.encode_response(
                     operation, result, model=model
@@ -322,8 +344,18 @@ class VideoHttpService:
         by_name = dict(headers)
         try:
             access_key_id = self._verify(scope, headers, b"")
+            caller = self._caller(scope, access_key_id)
+            if self._authorized is not None:
+                self._authorized.authorize(
+                    "PutMedia",
+                    {
+                        "StreamName": by_name.get("x-amzn-stream-name"),
+                        "StreamARN": by_name.get("x-amzn-stream-arn"),
+                    },
+                    caller,
+                )
             session = self._video.put_media(
-                self._caller(scope, access_key_id),
+                caller,
                 stream_name=by_name.get("x-amzn-stream-name"),
                 stream_arn=by_name.get("x-amzn-stream-arn"),
                 timecode_type=by_name.get("x-amzn-fragment-timecode-type"),

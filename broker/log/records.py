@@ -35,14 +35,19 @@ payload exactly happens whenever a read walks to the end of a batch.
 
 `epoch` is the leader epoch that wrote the batch; 0 until replication exists. `flags` bit 0
 (`FLAG_CONTROL`) marks a control batch (replication's epoch-start marker): its records take
-offsets like any other, but reads skip them. The other flag bits are reserved and must be 0.
+offsets like any other, but reads skip them. Bit 1 (`FLAG_ENCRYPTED`) marks a batch of an
+encrypted stream: its payload is sealed (`log/encryption.py`: key version, nonce, AES-256-GCM
+ciphertext and tag) and `plain_value` opens it into the layout above before any record is
+decoded; the CRC covers the sealed bytes, so corruption is found without the key. The other
+flag bits are reserved and must be 0. This module knows nothing of keys: the store hands in a
+`Sealer` or an `Opener` bound to the shard.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -62,7 +67,12 @@ _READABLE_VERSIONS = frozenset({_CRC32_BATCH_VERSION, BATCH_FORMAT_VERSION})
 WRITTEN_BATCH_FORMAT_VERSION = _CRC32_BATCH_VERSION
 
 FLAG_CONTROL = 0x01
-_FLAGS_KNOWN = FLAG_CONTROL
+FLAG_ENCRYPTED = 0x02
+_FLAGS_KNOWN = FLAG_CONTROL | FLAG_ENCRYPTED
+
+# (payload, the header's bytes before the CRC) -> the sealed payload, and back.
+Sealer = Callable[[bytes, bytes], bytes]
+Opener = Callable[[bytes, bytes], bytes]
 
 # version, flags, arrival_ms, epoch, count; then the CRC32 of (these 18 bytes + payload).
 _HEADER_BEFORE_CRC = struct.Struct(">BBQII")
@@ -200,9 +210,15 @@ class AppendBatch:
 
 
 def encode_batch(
-    *, arrival_ms: int, epoch: int, control: bool, records: Sequence[NewRecord]
+    *,
+    arrival_ms: int,
+    epoch: int,
+    control: bool,
+    records: Sequence[NewRecord],
+    sealer: Sealer | None = None,
 ) -> bytes:
-    """The stored bytes of one batch (layout in the module docstring)."""
+    """The stored bytes of one batch (layout in the module docstring); sealed with `sealer`
+    when given (an encrypted stream's batch)."""
     assert records
     assert 0 <= arrival_ms <= _U64_MAX
     assert 0 <= epoch <= _U32_MAX
@@ -221,11 +237,18 @@ def encode_batch(
         flags=FLAG_CONTROL if control else 0,
         count=len(pks),
         payload=b"".join(pieces),
+        sealer=sealer,
     )
 
 
-def _seal(*, arrival_ms: int, epoch: int, flags: int, count: int, payload: bytes) -> bytes:
+def _seal(
+    *, arrival_ms: int, epoch: int, flags: int, count: int, payload: bytes, sealer: Sealer | None
+) -> bytes:
+    if sealer is not None:
+        flags |= FLAG_ENCRYPTED
     header = _HEADER_BEFORE_CRC.pack(WRITTEN_BATCH_FORMAT_VERSION, flags, arrival_ms, epoch, count)
+    if sealer is not None:
+        payload = sealer(payload, header)
     if WRITTEN_BATCH_FORMAT_VERSION == _CRC32_BATCH_VERSION:
         crc = zlib.crc32(payload, zlib.crc32(header))
     else:
@@ -258,6 +281,10 @@ class BatchHeader:
     def control(self) -> bool:
         return bool(self.flags & FLAG_CONTROL)
 
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.flags & FLAG_ENCRYPTED)
+
     @staticmethod
     def parse(value: bytes, *, verify_crc: bool = True) -> BatchHeader:
         """The header of `encode_batch`'s bytes; raises `LogCorruptionError` on a mismatch.
@@ -284,6 +311,16 @@ class BatchHeader:
         return BatchHeader(arrival_ms=arrival_ms, epoch=epoch, count=count, flags=flags)
 
 
+def plain_value(value: bytes, header: BatchHeader, opener: Opener) -> bytes:
+    """The batch with its payload in the clear (the layout every decoder here walks): `value`
+    itself when it is not sealed. The CRC in the result is the sealed bytes' (already
+    verified by `BatchHeader.parse`); the result is never stored."""
+    if not header.encrypted:
+        return value
+    payload = opener(value[BATCH_HEADER_BYTES:], value[: _HEADER_BEFORE_CRC.size])
+    return value[:BATCH_HEADER_BYTES] + payload
+
+
 def _skip_records(value: bytes, position: int, count: int) -> int:
     """The position after `count` records starting at `position` (a length scan, no objects)."""
     unpack_from = _RECORD_HEADER.unpack_from
@@ -297,7 +334,10 @@ def _skip_records(value: bytes, position: int, count: int) -> int:
 
 def check_layout(value: bytes, header: BatchHeader) -> None:
     """The batch's records fill its payload exactly (after its CRC passed): what a read that
-    walks to the end of the batch checks, without building a record."""
+    walks to the end of the batch checks, without building a record. A sealed batch is
+    checked by its CRC here, and by its tag and layout where a read opens it."""
+    if header.encrypted:
+        return
     try:
         end = _skip_records(value, BATCH_HEADER_BYTES, header.count)
     except struct.error as exc:  # only reachable past a CRC collision
@@ -398,14 +438,19 @@ def decode_new_records(
     return tuple(taken)
 
 
-def truncate_batch(value: bytes, header: BatchHeader, *, keep: int) -> bytes:
-    """The bytes of the same batch with only its first `keep` records (a new CRC)."""
+def truncate_batch(
+    value: bytes, header: BatchHeader, *, keep: int, sealer: Sealer | None = None
+) -> bytes:
+    """The bytes of the same batch with only its first `keep` records (a new CRC). `value`
+    is in the clear (`plain_value`); an encrypted batch is sealed again with `sealer`."""
     assert 0 < keep < header.count, (keep, header.count)
+    assert header.encrypted == (sealer is not None), header
     end = _skip_records(value, BATCH_HEADER_BYTES, keep)
     return _seal(
         arrival_ms=header.arrival_ms,
         epoch=header.epoch,
-        flags=header.flags,
+        flags=header.flags & ~FLAG_ENCRYPTED,
         count=keep,
         payload=value[BATCH_HEADER_BYTES:end],
+        sealer=sealer,
     )

@@ -36,6 +36,14 @@ from pathlib import Path
 
 import rocksdict
 
+from broker.log.encryption import (
+    BatchKeys,
+    BatchTagError,
+    NoKeys,
+    opener_for,
+    resealer_for,
+    sealer_for,
+)
 from broker.log.keys import (
     EMPTY_SHARD_META,
     SHARD_PREFIX_BYTES,
@@ -60,6 +68,7 @@ from broker.log.keys import (
     time_key,
 )
 from broker.log.records import (
+    BATCH_HEADER_BYTES,
     AppendBatch,
     BatchHeader,
     LogCorruptionError,
@@ -68,6 +77,7 @@ from broker.log.records import (
     decode_new_records,
     decode_records,
     encode_batch,
+    plain_value,
     truncate_batch,
 )
 from broker.log.store import (
@@ -188,8 +198,12 @@ _METRIC_PROPERTIES = (
 class RocksLogStore:
     """A `LogStore` on RocksDB. Thread-safety: see the module docstring and `store.py`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, keys: BatchKeys | None = None) -> None:
         self._path = path
+        # Data keys of encrypted streams (log/encryption.py): new batches of a shard whose
+        # stream is encrypted are sealed with its current key; sealed batches are opened on
+        # every read that decodes records.
+        self._keys: BatchKeys = keys if keys is not None else NoKeys()
         self._write_lock = threading.Lock()
         # Each shard's epoch history, loaded on first use under _write_lock and kept in step
         # with every mutation, so `append` decides on a new entry without a read.
@@ -233,6 +247,7 @@ class RocksLogStore:
                 epoch=batch.epoch,
                 control=batch.control,
                 records=batch.records,
+                sealer=None if batch.control else sealer_for(self._keys, batch.shard_uid),
             )
             for batch in batches
         ]
@@ -302,6 +317,13 @@ class RocksLogStore:
             first, value = found
             header = BatchHeader.parse(value)
             assert first <= from_offset < first + header.count, (first, header, from_offset)
+            # A sealed batch is cut in the clear and sealed again with the key it had.
+            value = self._plain(shard_uid, first, value, header)
+            sealer = (
+                resealer_for(self._keys, shard_uid, found[1][BATCH_HEADER_BYTES:])
+                if header.encrypted
+                else None
+            )
             batch_write = rocksdict.WriteBatch(raw_mode=True)
             end = shard_prefix_end(shard_uid)
             # Every later batch starts above from_offset, and arrives no earlier than this one,
@@ -320,7 +342,7 @@ class RocksLogStore:
                     end,
                     h.time_index_cf,
                 )
-                kept = truncate_batch(value, header, keep=from_offset - first)
+                kept = truncate_batch(value, header, keep=from_offset - first, sealer=sealer)
                 batch_write.put(record_key(shard_uid, first), kept, h.records_cf)
             new_meta = ShardMeta(
                 log_start=meta.log_start, log_end=from_offset, last_arrival_ms=kept_arrival_ms
@@ -477,6 +499,7 @@ class RocksLogStore:
             for first, value, header in self._scan(h, shard_uid, start_offset, end_offset):
                 if first + header.count <= start_offset or header.control:
                     continue
+                value = self._plain(shard_uid, first, value, header)
                 try:
                     taken_bytes, capped = decode_records(
                         value,
@@ -641,6 +664,7 @@ class RocksLogStore:
                 stop = min(end_offset - first, header.count)
                 if begin >= stop:
                     continue
+                value = self._plain(shard_uid, first, value, header)
                 try:
                     records = decode_new_records(value, header, begin=begin, stop=stop)
                 except LogCorruptionError as error:
@@ -762,6 +786,7 @@ class RocksLogStore:
                 epoch=batch.epoch,
                 control=batch.control,
                 records=batch.records,
+                sealer=None if batch.control else sealer_for(self._keys, batch.shard_uid),
             )
             for batch in batches
         ]
@@ -901,6 +926,22 @@ class RocksLogStore:
         )
 
     # --- Helpers --------------------------------------------------------------------------
+
+    def _plain(
+        self, shard_uid: ShardUid, first: Offset, value: bytes, header: BatchHeader
+    ) -> bytes:
+        """The batch in the clear (`records.plain_value`); a tag that does not verify (its CRC
+        passed: a wrong key or a forged batch) is corruption at the batch's first offset."""
+        if not header.encrypted:
+            return value
+        try:
+            return plain_value(value, header, opener_for(self._keys, shard_uid))
+        except BatchTagError as error:
+            raise LogCorruptionError(
+                f"shard {shard_uid}: batch at offset {first} does not open: {error}",
+                shard_uid=shard_uid,
+                offset=first,
+            ) from error
 
     def _open_handles(self) -> _Handles:
         handles = self._handles

@@ -15,8 +15,15 @@ from dataclasses import dataclass
 from typing import Any, assert_never
 
 from broker.consumers import leases
+from broker.iam.identities import AccessKey, KeyStatus, Principal
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
-from broker.meta.image import NodeState, RecordDistribution, ReshardKind, StreamMode
+from broker.meta.image import (
+    NodeState,
+    RecordDistribution,
+    ReshardKind,
+    StreamDataKey,
+    StreamMode,
+)
 from broker.meta.image_codec import dataclass_from_members, to_document
 from broker.meta.metadata_format import FIRST_FORMAT, command_level, members_after
 from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta
@@ -761,15 +768,36 @@ class DeleteResourcePolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class WrappedDataKey:
+    """A new data key as the proposer made it: the key wrapped by `wrapping`'s master key."""
+
+    wrapped: bytes
+    wrapping: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SetStreamEncryption:
-    """StartStreamEncryption (`encryption_type` "KMS", `key_id`) or StopStreamEncryption
-    ("NONE"); the stream shows UPDATING for `updating_ms`."""
+    """StartStreamEncryption (`encryption_type` "KMS", `key_id`, and a new data key, which
+    the transition numbers after the stream's last one) or StopStreamEncryption ("NONE", no
+    key); the stream shows UPDATING for `updating_ms`."""
 
     now_ms: int
     name: str
     encryption_type: str
     key_id: str | None
     updating_ms: int
+    data_key: WrappedDataKey | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RewrapStreamDataKeys:
+    """A master-key rotation: the stream `stream_uid`'s data keys of these versions, the same
+    keys wrapped anew; versions the stream no longer has are ignored."""
+
+    now_ms: int
+    name: str
+    stream_uid: int
+    rewrapped: tuple[StreamDataKey, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -787,10 +815,85 @@ class UpdateRecordDistribution:
     strategy: RecordDistribution
 
 
+# --- Identities and policies (issue 15) ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreatePrincipal:
+    now_ms: int
+    principal: Principal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletePrincipal:
+    """Deletes the principal with its access keys and policies."""
+
+    now_ms: int
+    arn: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateAccessKey:
+    now_ms: int
+    key: AccessKey  # the secret sealed by the proposer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateAccessKey:
+    now_ms: int
+    access_key_id: str
+    status: KeyStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteAccessKey:
+    now_ms: int
+    access_key_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotateAccessKey:
+    """Replaces `old_access_key_id` by `key` in one step (no moment with neither or both)."""
+
+    now_ms: int
+    old_access_key_id: str
+    key: AccessKey
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PutPrincipalPolicy:
+    """Attaches (or replaces) the named policy; the proposer checked the document."""
+
+    now_ms: int
+    principal_arn: str
+    policy_name: str
+    document: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletePrincipalPolicy:
+    now_ms: int
+    principal_arn: str
+    policy_name: str
+
+
+IamCommand = (
+    CreatePrincipal
+    | DeletePrincipal
+    | CreateAccessKey
+    | UpdateAccessKey
+    | DeleteAccessKey
+    | RotateAccessKey
+    | PutPrincipalPolicy
+    | DeletePrincipalPolicy
+)
+
+
 StreamFeatureCommand = (
     PutResourcePolicy
     | DeleteResourcePolicy
     | SetStreamEncryption
+    | RewrapStreamDataKeys
     | UpdateStreamWarmThroughput
     | UpdateRecordDistribution
 )
@@ -910,6 +1013,7 @@ Command = (
     | AnalyticsCommand
     | DeliveryStreamCommand
     | StreamFeatureCommand
+    | IamCommand
     | QueueCommand
 )
 
@@ -976,6 +1080,15 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         SetStreamEncryption,
         UpdateStreamWarmThroughput,
         UpdateRecordDistribution,
+        CreatePrincipal,
+        DeletePrincipal,
+        CreateAccessKey,
+        UpdateAccessKey,
+        DeleteAccessKey,
+        RotateAccessKey,
+        PutPrincipalPolicy,
+        DeletePrincipalPolicy,
+        RewrapStreamDataKeys,
         CreateQueue,
         UpdateQueue,
         DeleteQueue,

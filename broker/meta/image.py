@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from broker.analytics.applications import ApplicationTable
 from broker.consumers.leases import LeaseTable
 from broker.consumers.registry import ConsumerTable
+from broker.iam.identities import IamTable
 from broker.meta.capacity_table import CapacityTable
 from broker.meta.delivery_streams import DeliveryStreamMeta
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
@@ -63,6 +64,22 @@ class ConsumerPolicy:
     consumer_arn: str
     consumer_created_ms: int
     policy: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamDataKey:
+    """One data key of an encrypted stream (envelope encryption, `broker/crypto/`): the
+    AES-256 key that seals its batches, kept here only wrapped (encrypted) by a master key.
+
+    `version` counts from 1 per stream and is written into every batch it seals; `wrapping`
+    names the master key that wrapped it (`cluster:<key id>` for the cluster key, `local:<key
+    id>` for a key file, `kms:<key ARN>` for a KMS key), so a master-key rotation can find and
+    re-wrap it."""
+
+    version: int
+    wrapped: bytes
+    wrapping: str
+    created_ms: int
 
 
 class ShardState(enum.Enum):
@@ -196,10 +213,12 @@ class StreamMeta:
     resource_policy: str | None = None
     consumer_policies: tuple[ConsumerPolicy, ...] = ()
     # StartStreamEncryption / StopStreamEncryption: what DescribeStream reports ("NONE" or
-    # "KMS" and the key). Recorded only: records are not encrypted by Shoal (see
-    # docs/ARCHITECTURE.md, Known gaps).
+    # "KMS" and the key). While "KMS", new batches are sealed with the last of `data_keys`;
+    # the keys stay after StopStreamEncryption, so every batch ever sealed still opens
+    # (docs/ARCHITECTURE.md, "Encryption at rest").
     encryption_type: str = "NONE"
     key_id: str | None = None
+    data_keys: tuple[StreamDataKey, ...] = ()
     # UpdateStreamWarmThroughput (on-demand streams): the target, and the value it replaces,
     # which DescribeStreamSummary reports as current until the update's UPDATING ends.
     warm_throughput_mibps: int | None = None
@@ -241,6 +260,13 @@ class StreamMeta:
             return self.previous_warm_throughput_mibps
         return self.warm_throughput_mibps
 
+    @property
+    def sealing_data_key(self) -> StreamDataKey | None:
+        """The data key new batches are sealed with; None while the stream is not encrypted."""
+        if self.encryption_type != "KMS" or not self.data_keys:
+            return None
+        return self.data_keys[-1]
+
     def consumer_policy(self, consumer_arn: str, *, created_ms: int) -> str | None:
         for entry in self.consumer_policies:
             if entry.consumer_arn == consumer_arn and entry.consumer_created_ms == created_ms:
@@ -281,6 +307,9 @@ class MetadataImage:
     # Data Firehose delivery streams (issue 11), keyed by ARN (so account and region are part
     # of the key); changed only by the delivery-stream commands.
     delivery_streams: dict[str, DeliveryStreamMeta] = field(default_factory=dict)
+    # Principals, access keys and identity policies (issue 15); changed only by the IAM
+    # commands (`transitions/iam.py`).
+    iam: IamTable = field(default_factory=IamTable)
     # The cluster's metadata format (`meta/metadata_format.py`): what every node writes, so
     # that every member can read it. Set by InitCluster, raised by SetMetadataFormat.
     metadata_format: int = METADATA_FORMAT_MAX

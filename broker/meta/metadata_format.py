@@ -108,6 +108,32 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         "Kinesis queues, stream resource policies, encryption, warm throughput and record "
         "distribution",
     ),
+    FormatChange(
+        level=3,
+        image_version=8,
+        commands=frozenset(
+            {
+                # Identities and identity policies (issue 15).
+                "CreatePrincipal",
+                "DeletePrincipal",
+                "CreateAccessKey",
+                "UpdateAccessKey",
+                "DeleteAccessKey",
+                "RotateAccessKey",
+                "PutPrincipalPolicy",
+                "DeletePrincipalPolicy",
+                # Encryption at rest (issue 15): a master-key rotation re-wraps data keys.
+                "RewrapStreamDataKeys",
+            }
+        ),
+        members={
+            "MetadataImage": frozenset({"iam"}),
+            # StartStreamEncryption's data key, and the stream's wrapped data keys.
+            "SetStreamEncryption": frozenset({"data_key"}),
+            "StreamMeta": frozenset({"data_keys"}),
+        },
+        summary="principals, access keys and identity policies; streams' wrapped data keys",
+    ),
 )
 
 METADATA_FORMAT_MAX = FORMAT_CHANGES[-1].level

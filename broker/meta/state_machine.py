@@ -45,16 +45,21 @@ from broker.meta.commands import (
     ClaimQueueRecords,
     Command,
     CompleteReshard,
+    CreateAccessKey,
     CreateAnalyticsApplication,
     CreateDeliveryStream,
     CreateLeasesCommand,
+    CreatePrincipal,
     CreateQueue,
     CreateSignalingChannel,
     CreateStream,
     CreateVideoStream,
+    DeleteAccessKey,
     DeleteApplicationCommand,
     DeleteDeliveryStream,
     DeleteLeaseCommand,
+    DeletePrincipal,
+    DeletePrincipalPolicy,
     DeleteQueue,
     DeleteResourcePolicy,
     DeleteSignalingChannel,
@@ -64,6 +69,7 @@ from broker.meta.commands import (
     ForgetDeliveryStream,
     ForgetStream,
     InitCluster,
+    PutPrincipalPolicy,
     PutResourcePolicy,
     RecordAnalyticsProgress,
     RecordScalingEvent,
@@ -74,6 +80,8 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    RewrapStreamDataKeys,
+    RotateAccessKey,
     SetChannelMediaStorage,
     SetDeliveryStreamEncryption,
     SetEnhancedMonitoring,
@@ -87,6 +95,7 @@ from broker.meta.commands import (
     TagVideoStream,
     TakeLeaseCommand,
     UntagVideoStream,
+    UpdateAccessKey,
     UpdateAccountLimits,
     UpdateAccountSettings,
     UpdateDeliveryStreamDestination,
@@ -105,6 +114,7 @@ from broker.meta.transitions import (
     account_limits,
     analytics_applications,
     delivery_streams,
+    iam,
     nodes,
     queues,
     reshards,
@@ -211,6 +221,8 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return stream_features.delete_resource_policy(image, command)
         case SetStreamEncryption():
             return stream_features.set_stream_encryption(image, command)
+        case RewrapStreamDataKeys():
+            return stream_features.rewrap_data_keys(image, command)
         case UpdateStreamWarmThroughput():
             return stream_features.update_warm_throughput(image, command)
         case UpdateRecordDistribution():
@@ -257,6 +269,17 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return delivery_streams.change_tags(image, command)
         case SetDeliveryStreamEncryption():
             return delivery_streams.set_encryption(image, command)
+        case (
+            CreatePrincipal()
+            | DeletePrincipal()
+            | CreateAccessKey()
+            | UpdateAccessKey()
+            | DeleteAccessKey()
+            | RotateAccessKey()
+            | PutPrincipalPolicy()
+            | DeletePrincipalPolicy()
+        ):
+            return iam.apply_iam(image, command)
         case CreateQueue():
             return queues.create(image, command)
         case UpdateQueue():

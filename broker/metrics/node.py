@@ -3,11 +3,14 @@ series) and `MetricsServer` (the threaded HTTP server for `/metrics`)."""
 
 from __future__ import annotations
 
+import base64
+import hmac
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import metadata
-from wsgiref.simple_server import WSGIServer
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,7 +19,11 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.exposition import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    ThreadingWSGIServer,
+    make_wsgi_app,
+)
 from prometheus_client.metrics_core import Metric
 
 from broker.metrics.analytics import AnalyticsProbe
@@ -120,10 +127,51 @@ class NodeMetrics:
         """The body and Content-Type of a `/metrics` answer."""
         return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
 
-    def serve(self, host: str, port: int) -> MetricsServer:
-        """Serve `/metrics` (any path, in fact) from a daemon thread; port 0 picks one."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        return MetricsServer(server, thread)
+    def serve(
+        self, host: str, port: int, *, basic_auth: Mapping[str, str] | None = None
+    ) -> MetricsServer:
+        """Serve `/metrics` (any path, in fact) from a daemon thread; port 0 picks one.
+
+        With `basic_auth` (access key id -> secret: the node's configured keys, when access
+        control is on) a scrape must send HTTP basic authentication with one of them
+        (Prometheus' `basic_auth`): the labels name every account's streams, so the endpoint
+        is the operator's, not any principal's."""
+        if not basic_auth:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+            return MetricsServer(server, thread)
+        app = _basic_auth(make_wsgi_app(self.registry), dict(basic_auth))
+        httpd = make_server(host, port, app, ThreadingWSGIServer, handler_class=_QuietHandler)
+        thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        thread.start()
+        return MetricsServer(httpd, thread)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        return  # one line per scrape is noise; the node logs what matters
+
+
+def _basic_auth(app: Any, secrets: dict[str, str]) -> Any:
+    """`app` behind HTTP basic authentication (401 with a challenge otherwise)."""
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(encoded).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                user, password = "", ""
+            expected = secrets.get(user)
+            if expected is not None and hmac.compare_digest(password.encode(), expected.encode()):
+                return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [("WWW-Authenticate", 'Basic realm="shoal metrics"'), ("Content-Length", "0")],
+        )
+        return [b""]
+
+    return guarded
 
 
 class MetricsServer:

@@ -107,9 +107,15 @@ class Channels:
 
     _RETIRE_GRACE_S = 5.0
 
-    def __init__(self, *, credentials: PeerCredentials | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        credentials: PeerCredentials | None = None,
+        interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
+    ) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._credentials = credentials
+        self._interceptors = interceptors  # the node signature, with access control on
         self._generation = 0
         self._retiring: set[asyncio.Task[None]] = set()
 
@@ -122,7 +128,7 @@ class Channels:
                 self._retire()
         channel = self._channels.get(address)
         if channel is None:
-            channel = open_aio_channel(address, credentials, CHANNEL_OPTIONS)
+            channel = open_aio_channel(address, credentials, CHANNEL_OPTIONS, self._interceptors)
             self._channels[address] = channel
         return channel
 

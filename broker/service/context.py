@@ -14,6 +14,7 @@ from typing import Any
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
+from broker.crypto.master_keys import MasterKeys
 from broker.error_messages import (
     STREAM_NAME_OR_ARN,
     missing_member,
@@ -68,6 +69,9 @@ class ServiceContext:
     clock: Clock
     metadata: MetadataFrontend
     shards: ShardClient  # appends and reads, here or on the shard's leader
+    # What makes and wraps stream data keys (StartStreamEncryption); None: encryption at rest
+    # is not available on this node (a bare context in unit tests).
+    master_keys: MasterKeys | None = None
 
     @property
     def throttles(self) -> Throttles:
@@ -124,7 +128,8 @@ class ServiceContext:
         )
 
     def stream_name_from_arn(self, arn: str) -> str:
-        """The stream key a stream ARN names, when it is of the caller's region and account;
+        """The stream key a stream ARN names, when it is of the caller's region and account,
+        or of the account whose resource policy granted this call (`Caller.granted_account`);
         ResourceNotFound for another's (as if it did not exist: nothing about another account's
         streams shows)."""
         match = _STREAM_ARN.fullmatch(arn)
@@ -132,9 +137,14 @@ class ServiceContext:
             raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid StreamARN {arn}.")
         region, account, name = match.groups()
         namespace = self.namespace()
-        if region != namespace.region or account != namespace.account_id or "/" in name:
+        caller = CURRENT_CALLER.get()
+        granted = caller is not None and caller.granted_account == account
+        if region != namespace.region or "/" in name:
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
-        return self.stream_key(name)
+        if account != namespace.account_id and not granted:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
+        owner = Namespace(account_id=account, region=region)
+        return namespaces.stream_key(name, owner, default=self.default_namespace())
 
     def required_stream_arn(self, request: Mapping[str, Any]) -> str:
         """StreamARN of an operation that names its stream by ARN only (the model leaves it

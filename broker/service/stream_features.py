@@ -6,14 +6,18 @@ As in `control`, each mutation is one metadata command whose transition
 checks what needs no state (the policy document's grammar, the encryption type) and renders
 the answers.
 
-Scope, recorded faithfully: a resource policy is stored and returned exactly, not enforced
-(access control is issue 15's); StartStreamEncryption records KMS and the key and reports them
-everywhere AWS does (DescribeStream, PutRecord's EncryptionType), but records are not
-encrypted at rest (the encryption issue's).
+Scope: a resource policy is stored and returned exactly, not enforced here (access control
+is the gateway's). StartStreamEncryption makes a new data key under the request's KeyId (the
+node's master keys: a local key file or KMS, `broker/crypto/`), so a KeyId that names no
+usable key is refused with KMS's error before anything changes; the command carries the key
+wrapped, and from the moment a replica's node applies it, that replica seals the stream's new
+batches with it (docs/ARCHITECTURE.md, "Encryption at rest"). Calling it again on an encrypted
+stream (the same or another key) rotates the data key: batches sealed before keep theirs.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,8 +25,9 @@ from broker import error_messages
 from broker.consumers.registry import parse_consumer_arn
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
-from broker.meta.image import RecordDistribution, StreamMeta
+from broker.meta.image import RecordDistribution, StreamMeta, StreamStatus
 from broker.service.context import ServiceContext
+from broker.streams.namespaces import name_of
 from broker.streams.resource_policies import check_policy_document
 
 Request = Mapping[str, Any]
@@ -87,18 +92,39 @@ def _require_kms(request: Request) -> None:
 
 
 async def start_stream_encryption(ctx: ServiceContext, request: Request) -> Response:
-    name = ctx.requested_stream_name(request)
+    stream = ctx.stream_for(request)
     _require_kms(request)
+    key_id: str = request["KeyId"]
+    await start_encryption(ctx, stream, key_id=key_id)
+    return {}
+
+
+async def start_encryption(ctx: ServiceContext, stream: StreamMeta, *, key_id: str) -> None:
+    """Encrypts `stream`'s new records under `key_id` with a new data key (also how the
+    delivery and video services encrypt their internal streams)."""
+    if ctx.master_keys is None:
+        raise ShoalError(ErrorCode.KMS_INVALID_STATE, error_messages.ENCRYPTION_NOT_CONFIGURED)
+    status = stream.status(now_ms=ctx.now_ms())
+    if status is not StreamStatus.ACTIVE:  # checked again at apply; this spares a KMS call
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Stream {name_of(stream.name)} {ctx.account_phrase()} not ACTIVE, "
+            f"instead in state {status.value}",
+        )
+    # KMS is a network call (and a key file a disk read): off the event loop.
+    _, wrapped = await asyncio.to_thread(
+        ctx.master_keys.new_data_key, key_id, stream_arn=stream.arn
+    )
     await ctx.metadata.propose(
         commands.SetStreamEncryption(
             now_ms=ctx.now_ms(),
-            name=name,
+            name=stream.name,
             encryption_type="KMS",
-            key_id=request["KeyId"],
+            key_id=key_id,
             updating_ms=ctx.config.knobs.stream_updating_ms,
+            data_key=wrapped,
         )
     )
-    return {}
 
 
 async def stop_stream_encryption(ctx: ServiceContext, request: Request) -> Response:

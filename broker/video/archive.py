@@ -29,6 +29,7 @@ from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.frontend import MetadataFrontend
+from broker.meta.metadata_format import FIRST_FORMAT, members_after
 from broker.meta.video_table import VideoStreamMeta
 from broker.service.in_process import LocalKinesis
 from broker.streams.internal_names import internal_stream_name
@@ -46,6 +47,10 @@ _KINESIS_RETENTION_HOURS_MIN = 24
 _KINESIS_RETENTION_HOURS_MAX = 8_760
 _ACTIVE_WAIT_S = 30.0
 _ACTIVE_POLL_S = 0.05
+
+
+# The metadata format whose commands carry a stream's data keys (issue 15).
+ENCRYPTION_FORMAT = members_after(FIRST_FORMAT, "SetStreamEncryption")["data_key"]
 
 
 def internal_name(meta: VideoStreamMeta) -> str:
@@ -115,11 +120,36 @@ class FragmentArchive:
         self._kinesis = kinesis
         self._metadata = metadata
         self._ready: set[str] = set()
+        # Ready, but not encrypted yet: the cluster's metadata format was below the one that
+        # carries data keys (a rolling upgrade); sealed once it is raised.
+        self._unsealed: set[str] = set()
+
+    async def _encrypt(self, name: str, kms_key_id: str) -> None:
+        """Video streams are always encrypted at rest, under their KmsKeyId (by default the
+        AWS-managed alias/aws/kinesisvideo key, as AWS does): the internal stream's records
+        are sealed with a data key made under it (broker/crypto/). Last of the setup steps,
+        since the stream shows UPDATING for a moment after. While a rolling upgrade holds the
+        cluster below the metadata format that carries data keys, fragments are stored in the
+        clear (as by the release before) and the stream is encrypted once the format rises."""
+        if self._metadata.image().metadata_format < ENCRYPTION_FORMAT:
+            self._unsealed.add(name)
+            return
+        self._unsealed.discard(name)
+        summary = await self._kinesis.call("DescribeStreamSummary", {"StreamName": name})
+        described = summary["StreamDescriptionSummary"]
+        if described.get("EncryptionType") == "KMS" and described.get("KeyId") == kms_key_id:
+            return
+        await self._kinesis.call(
+            "StartStreamEncryption",
+            {"StreamName": name, "EncryptionType": "KMS", "KeyId": kms_key_id},
+        )
 
     async def ensure(self, meta: VideoStreamMeta, *, now_ms: int) -> str:
         """The internal stream of `meta`, created (ACTIVE, retention, limits) if missing."""
         name = internal_name(meta)
         if name in self._ready:
+            if name in self._unsealed:
+                await self._encrypt(name, meta.kms_key_id)
             return name
         try:
             await self._kinesis.call("CreateStream", {"StreamName": name, "ShardCount": 1})
@@ -137,6 +167,7 @@ class FragmentArchive:
         await self._metadata.propose(
             commands.UpdateStreamLimits(now_ms=now_ms, name=name, changes=unlimited)
         )
+        await self._encrypt(name, meta.kms_key_id)
         self._ready.add(name)
         return name
 

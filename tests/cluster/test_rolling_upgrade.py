@@ -22,6 +22,7 @@ import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ErrorCode, ShoalError
+from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from tests.cluster.helpers import Producer, check_no_loss, cluster_status, wait_formed
 from tests.support import REPO, ClusterProcesses, NodeProcess, wait_until
 
@@ -95,22 +96,25 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
         with ShoalClient(newest.endpoint) as client, pytest.raises(ShoalError) as refused:
             client.call("StartStreamEncryption", encrypt)
         assert refused.value.code is ErrorCode.INVALID_ARGUMENT
-        assert "metadata format 2" in refused.value.message
+        assert f"metadata format {METADATA_FORMAT_MAX}" in refused.value.message
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
         newest.terminate()
         run_from(newest, previous)
         wait_formed(cluster)
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
-        # Upgrade, highest ordinal first, as a StatefulSet rolls; format 2 once all run it.
+        # Upgrade, highest ordinal first, as a StatefulSet rolls; this version's newest format
+        # once all run it.
         for node in reversed(cluster.nodes):
             node.terminate()
             run_from(node, REPO)
             wait_formed(cluster)
             producer.wait_acknowledged(len(producer.acknowledged) + 100)
         wait_until(
-            lambda: all(cluster_status(e).metadata_format == 2 for e in cluster.endpoints),
+            lambda: all(
+                cluster_status(e).metadata_format == METADATA_FORMAT_MAX for e in cluster.endpoints
+            ),
             deadline_s=30,
-            what="metadata format 2 on every node",
+            what=f"metadata format {METADATA_FORMAT_MAX} on every node",
         )
         # Through the node restarted last: a client retries while its connection comes back.
         wait_until(
@@ -118,14 +122,14 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
                 cluster.endpoints[0], "StartStreamEncryption", encrypt
             ),
             deadline_s=30,
-            what="StartStreamEncryption accepted at format 2",
+            what=f"StartStreamEncryption accepted at format {METADATA_FORMAT_MAX}",
         )
         # Each node records it in its data directory (within a heartbeat interval), so a
         # binary that reads only format 1 refuses the directory in one line.
         wait_until(
-            lambda: all(_marked_format(node) == 2 for node in cluster.nodes),
+            lambda: all(_marked_format(node) == METADATA_FORMAT_MAX for node in cluster.nodes),
             deadline_s=30,
-            what="metadata format 2 in every data directory's marker",
+            what=f"metadata format {METADATA_FORMAT_MAX} in every data directory's marker",
         )
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
         producer.stop()

@@ -167,10 +167,16 @@ async def test_every_operation(
     assert got["Policy"] == policy
     await call(kinesis.delete_resource_policy, ResourceARN=ARN.format("all"))
     await call(
-        kinesis.start_stream_encryption, StreamName="all", EncryptionType="KMS", KeyId="alias/k"
+        kinesis.start_stream_encryption,
+        StreamName="all",
+        EncryptionType="KMS",
+        KeyId="alias/aws/kinesis",
     )
     await call(
-        kinesis.stop_stream_encryption, StreamName="all", EncryptionType="KMS", KeyId="alias/k"
+        kinesis.stop_stream_encryption,
+        StreamName="all",
+        EncryptionType="KMS",
+        KeyId="alias/aws/kinesis",
     )
     await call(
         kinesis.update_stream_record_distribution_strategy,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from broker.config import load_config
 from tests.deploy.tools import load_yaml, load_yaml_all, run, tool, unknown_settings
 from tests.support import REPO
 
@@ -268,3 +270,46 @@ def test_start_script_derives_identity_and_peers(pod: str, tmp_path: Path) -> No
     layout = Config(node_id=pod, peers_from_dns=f"shoal-{{0..2}}.{domain}:50052").quorum_layout()
     assert layout.read_only == (pod == "shoal-4")
     assert layout.self_address == f"{pod}.{domain}:50052"
+
+
+def test_the_master_key_file_component(tmp_path: Path) -> None:
+    """k8s/components/master-key-file: an overlay with it passes the strict schemas, mounts the
+    Secret as a directory readable by the pod's fsGroup only, and sets settings the node reads
+    as a key file at the mounted path (the default, the cluster key, needs none of this)."""
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)  # kustomize takes only relative paths to other directories
+    overlay = copy / "overlays/master-key-file"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+        "kind: Kustomization\n"
+        "resources: [../../base]\n"
+        "components: [../../components/master-key-file]\n"
+    )
+    documents = render(overlay)
+    rendered = tmp_path / "rendered.yaml"
+    rendered.write_text("---\n".join(json.dumps(d) + "\n" for d in documents))
+    output = run([tool("kubernetes-validate"), "--strict", "-k", KUBERNETES_VERSION, str(rendered)])
+    assert output.count("passed for resource") == len(documents), output
+    pod = one(documents, "StatefulSet")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "master-keys"]
+    assert volume["secret"] == {"secretName": "shoal-master-keys", "defaultMode": 0o440}
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "master-keys"]
+    assert "subPath" not in mount and mount["readOnly"] is True
+    config = next(
+        d
+        for d in documents
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("shoal-config")
+    )["data"]
+    assert not unknown_settings(set(config))
+    key_file = config["SHOAL_ENCRYPTION_KEY_FILE"]
+    assert key_file.startswith(mount["mountPath"] + "/")
+    loaded = load_config(
+        flags={"data_dir": str(tmp_path / "data")},
+        environ={
+            "SHOAL_ENCRYPTION_MASTER_KEY": config["SHOAL_ENCRYPTION_MASTER_KEY"],
+            "SHOAL_ENCRYPTION_KEY_FILE": key_file,
+        },
+    )
+    assert loaded.encryption_master_key == "file"
+    assert str(loaded.encryption_key_file) == key_file

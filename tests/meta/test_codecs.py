@@ -26,6 +26,7 @@ from broker.meta.commands import (
     RecordAnalyticsProgress,
     RemoveNode,
     RemoveTags,
+    RewrapStreamDataKeys,
     SetEnhancedMonitoring,
     SetMetadataFormat,
     SetNodeState,
@@ -38,6 +39,7 @@ from broker.meta.commands import (
     UpdateStreamLimits,
     UpdateStreamMode,
     UpdateStreamWarmThroughput,
+    WrappedDataKey,
     decode_command,
     encode_command,
 )
@@ -47,6 +49,7 @@ from broker.meta.image import (
     NodeState,
     RecordDistribution,
     ReshardKind,
+    StreamDataKey,
     StreamMode,
 )
 from broker.meta.image_codec import decode_image, encode_image
@@ -68,6 +71,7 @@ from tests.meta.factories import (
     nodes_image,
     register_node,
 )
+from tests.meta.iam_factories import every_iam_command
 from tests.meta.queue_factories import every_queue_command
 from tests.meta.video_factories import every_video_command
 
@@ -144,7 +148,18 @@ EVERY_COMMAND: list[Command] = [
         stream_name="s1",
     ),
     SetStreamEncryption(
-        now_ms=25, name="s1", encryption_type="KMS", key_id="alias/aws/kinesis", updating_ms=1
+        now_ms=25,
+        name="s1",
+        encryption_type="KMS",
+        key_id="alias/aws/kinesis",
+        updating_ms=1,
+        data_key=WrappedDataKey(wrapped=b"\x00wrapped\xff", wrapping="local:k1"),
+    ),
+    RewrapStreamDataKeys(
+        now_ms=27,
+        name="s1",
+        stream_uid=1,
+        rewrapped=(StreamDataKey(version=1, wrapped=b"\x01", wrapping="local:k2", created_ms=25),),
     ),
     SetStreamEncryption(now_ms=26, name="s1", encryption_type="NONE", key_id=None, updating_ms=1),
     UpdateStreamWarmThroughput(now_ms=27, name="s1", warm_throughput_mibps=64, updating_ms=1),
@@ -185,6 +200,7 @@ EVERY_COMMAND: list[Command] = [
     *every_delivery_stream_command(now_ms=23),
     SetMetadataFormat(now_ms=26, level=2),
     *every_queue_command(now_ms=29),
+    *every_iam_command(now_ms=35),
 ]
 
 
@@ -284,7 +300,7 @@ def test_image_round_trip() -> None:
 def test_image_with_stream_features_round_trips() -> None:
     """Resource policies, encryption, warm throughput and record distribution (issue 14)."""
     image = nodes_image(1)
-    for command in (*EVERY_COMMAND[:2], SetMetadataFormat(now_ms=3, level=2)):
+    for command in (*EVERY_COMMAND[:2], SetMetadataFormat(now_ms=3, level=3)):
         image = apply(image, command).image
     stream = image.streams["s1"]  # type: ignore[index]
     featured = dataclasses.replace(
@@ -293,6 +309,10 @@ def test_image_with_stream_features_round_trips() -> None:
         consumer_policies=(ConsumerPolicy(consumer_arn="c", consumer_created_ms=5, policy="{}"),),
         encryption_type="KMS",
         key_id="alias/aws/kinesis",
+        data_keys=(
+            StreamDataKey(version=1, wrapped=b"\x00k", wrapping="local:a", created_ms=3),
+            StreamDataKey(version=2, wrapped=b"\x01k", wrapping="kms:arn", created_ms=4),
+        ),
         warm_throughput_mibps=100,
         previous_warm_throughput_mibps=10,
         record_distribution=RecordDistribution.AUTO,

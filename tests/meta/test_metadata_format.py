@@ -20,7 +20,10 @@ from broker.meta.commands import (
     Command,
     InitCluster,
     PutResourcePolicy,
+    RewrapStreamDataKeys,
     SetMetadataFormat,
+    SetStreamEncryption,
+    WrappedDataKey,
     encode_command,
     required_format,
 )
@@ -135,6 +138,16 @@ def test_commands_are_gated_by_what_they_carry() -> None:
     policy = PutResourcePolicy(now_ms=0, resource_arn="arn", stream_name="s", policy="{}")
     assert required_format(policy) == 2
     assert required_format(SetMetadataFormat(now_ms=0, level=2)) == 2
+    # Encryption at rest (issue 15): a stream's data keys are format 3.
+    stop = SetStreamEncryption(
+        now_ms=0, name="s", encryption_type="NONE", key_id=None, updating_ms=0
+    )
+    assert required_format(stop) == 2
+    key = WrappedDataKey(wrapped=b"k", wrapping="cluster:c")
+    start = dataclasses.replace(stop, encryption_type="KMS", key_id="alias/aws/kinesis")
+    assert required_format(dataclasses.replace(start, data_key=key)) == 3
+    rewrap = RewrapStreamDataKeys(now_ms=0, name="s", stream_uid=1, rewrapped=())
+    assert required_format(rewrap) == 3
 
 
 def test_an_image_at_the_first_format_cannot_carry_what_it_cannot_encode() -> None:

@@ -16,6 +16,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     DeleteResourcePolicy,
     PutResourcePolicy,
+    RewrapStreamDataKeys,
     SetStreamEncryption,
     UpdateRecordDistribution,
     UpdateStreamWarmThroughput,
@@ -24,6 +25,7 @@ from broker.meta.image import (
     ConsumerPolicy,
     MetadataImage,
     RecordDistribution,
+    StreamDataKey,
     StreamMeta,
     StreamMode,
     StreamStatus,
@@ -36,6 +38,7 @@ from broker.meta.transitions.common import (
 )
 from broker.streams.account_settings import CommitmentStatus
 from broker.streams.namespaces import name_of
+from broker.types import StreamName
 
 
 def _consumer_of(
@@ -97,14 +100,52 @@ def set_stream_encryption(
     now_ms = command.now_ms
     meta = live_stream(image, command.name, now_ms=now_ms)
     require_active(image, meta, now_ms=now_ms)
+    data_keys = meta.data_keys
+    if command.data_key is not None:
+        # Numbered here, at apply time, so two concurrent starts cannot share a version.
+        version = data_keys[-1].version + 1 if data_keys else 1
+        data_keys = (
+            *data_keys,
+            StreamDataKey(
+                version=version,
+                wrapped=command.data_key.wrapped,
+                wrapping=command.data_key.wrapping,
+                created_ms=now_ms,
+            ),
+        )
     changed = dataclasses.replace(
         meta,
         encryption_type=command.encryption_type,
         key_id=command.key_id,
+        data_keys=data_keys,
         transient_status=StreamStatus.UPDATING,
         status_until_ms=now_ms + command.updating_ms,
     )
     return with_stream(image, changed), changed
+
+
+def rewrap_data_keys(
+    image: MetadataImage, command: RewrapStreamDataKeys
+) -> tuple[MetadataImage, object]:
+    """Replaces the wrapped form of data keys (a master-key rotation); the keys themselves,
+    their versions and the stream's state do not change, so it needs no ACTIVE stream."""
+    meta = image.streams.get(StreamName(command.name))
+    if meta is None or meta.uid != command.stream_uid:
+        return image, None  # the stream went away meanwhile: nothing left to re-wrap
+    by_version = {key.version: key for key in command.rewrapped}
+    data_keys = tuple(
+        dataclasses.replace(
+            key,
+            wrapped=by_version[key.version].wrapped,
+            wrapping=by_version[key.version].wrapping,
+        )
+        if key.version in by_version
+        else key
+        for key in meta.data_keys
+    )
+    if data_keys == meta.data_keys:
+        return image, None
+    return with_stream(image, dataclasses.replace(meta, data_keys=data_keys)), None
 
 
 def update_warm_throughput(

@@ -1,0 +1,84 @@
+"""The IAM action and resource ARN a request names, for every service the node serves (pure).
+
+The action is `<signing name>:<Operation>`, as in AWS's service authorization reference
+(`kinesis:PutRecord`, `firehose:PutRecordBatch`, `kinesisanalytics:CreateApplication`,
+`kinesisvideo:GetMedia`). The resource is what the request addresses, in this order: an ARN
+member the request carries (ConsumerARN before StreamARN: a consumer's actions are authorized
+on the consumer), else the name member made into the caller's own ARN (region and account of
+the `Caller`), else `*` for account-wide operations (ListStreams, DescribeLimits, ...).
+GetRecords names its stream through the shard iterator; the enforcer resolves that one to
+the stream's ARN (`iterator_stream`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+ANY_RESOURCE = "*"
+
+# Per signing name: (ARN members in priority order, (name member, ARN template) pairs).
+# Templates take region, account and the name.
+_ARN_MEMBERS: dict[str, tuple[str, ...]] = {
+    "kinesis": ("ConsumerARN", "ResourceARN", "StreamARN", "QueueARN", "ChannelARN"),
+    "firehose": ("DeliveryStreamARN",),
+    "kinesisanalytics": ("ResourceARN",),
+    "kinesisvideo": ("ResourceARN", "StreamARN", "ChannelARN"),
+}
+_NAME_MEMBERS: dict[str, tuple[tuple[str, str], ...]] = {
+    "kinesis": (("StreamName", "arn:aws:kinesis:{region}:{account}:stream/{name}"),),
+    "firehose": (
+        ("DeliveryStreamName", "arn:aws:firehose:{region}:{account}:deliverystream/{name}"),
+    ),
+    "kinesisanalytics": (
+        ("ApplicationName", "arn:aws:kinesisanalytics:{region}:{account}:application/{name}"),
+    ),
+    # A video stream's ARN ends in its creation time, which a name does not tell: `/*`
+    # stands for it, so a policy naming `stream/<name>/*` matches the stream by name too.
+    "kinesisvideo": (
+        ("StreamName", "arn:aws:kinesisvideo:{region}:{account}:stream/{name}/*"),
+        ("ChannelName", "arn:aws:kinesisvideo:{region}:{account}:channel/{name}/*"),
+    ),
+}
+
+
+def action_name(signing_name: str, operation: str) -> str:
+    return f"{signing_name}:{operation}"
+
+
+def stream_arn(region: str, account: str, name: str) -> str:
+    return f"arn:aws:kinesis:{region}:{account}:stream/{name}"
+
+
+def resource_arn(
+    signing_name: str,
+    request: Mapping[str, Any],
+    *,
+    region: str,
+    account: str,
+    iterator_stream: Callable[[str], str | None] | None = None,
+) -> str:
+    """The resource `request` addresses (module docstring). `iterator_stream` maps a shard
+    iterator to its stream's ARN (None when the token names no live stream)."""
+    for member in _ARN_MEMBERS.get(signing_name, ()):
+        value = request.get(member)
+        if isinstance(value, str) and value:
+            return value
+    for member, template in _NAME_MEMBERS.get(signing_name, ()):
+        value = request.get(member)
+        if isinstance(value, str) and value:
+            return template.format(region=region, account=account, name=value)
+    iterator = request.get("ShardIterator")
+    if signing_name == "kinesis" and isinstance(iterator, str) and iterator_stream is not None:
+        arn = iterator_stream(iterator)
+        if arn is not None:
+            return arn
+    return ANY_RESOURCE
+
+
+def arn_account(arn: str) -> str | None:
+    """The account an ARN belongs to (None for `*` or an ARN without one)."""
+    parts = arn.split(":", 5)
+    if len(parts) == 6 and parts[0] == "arn" and parts[4]:
+        return parts[4]
+    return None
