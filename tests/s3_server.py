@@ -19,14 +19,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 import botocore.config
 import pytest
 
+from broker.clock import ManualClock
+from broker.node import Node
+from tests.conftest import node_config, running_node
 from tests.support import LOOPBACK, free_port
 
 ACCESS_KEY = "shoal-test"
@@ -128,3 +132,28 @@ def running_s3_server() -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_s3_node(
+    data_dir: Path,
+    clock: ManualClock,
+    s3_server: S3Server,
+    *,
+    environment: dict[str, str] | None = None,
+    **knobs: int,
+) -> AsyncIterator[Node]:
+    """An in-process node whose S3 is `s3_server` (its environment set for the block, with
+    `environment`'s extra variables), Firehose reconciling every 50 ms, Firehose throughput
+    unlimited unless `knobs` say otherwise."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**s3_server.environment(), **(environment or {})}.items():
+            patch.setenv(name, value)
+        unlimited = {
+            "firehose_reconcile_interval_ms": 50,
+            "firehose_write_bytes_per_second": 0,
+            "firehose_write_records_per_second": 0,
+        }
+        config = node_config(data_dir, settings=None, **{**unlimited, **knobs})
+        async with running_node(config, clock) as node:
+            yield node

@@ -1,6 +1,7 @@
 """The AWS services Firehose calls, through boto3 (the one module of Shoal importing it):
-objects to S3 or any S3-compatible store (`S3Store`), and Lambda Invoke for data
-transformation (`LambdaInvoker`).
+objects to S3 or any S3-compatible store (`S3Store`), Lambda Invoke for data
+transformation (`LambdaInvoker`), Glue table columns (`GlueCatalog`), and SigV4 signatures of
+the requests to OpenSearch (`RequestSigner`).
 
 The standard configuration selects the service, as for any AWS SDK user:
 `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL_LAMBDA` (or `AWS_ENDPOINT_URL`) for an S3-compatible
@@ -14,11 +15,14 @@ created once, on first use, and shared (boto3 clients are thread-safe).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from typing import Any
 
 import boto3
+import botocore.auth
+import botocore.awsrequest
 import botocore.config
 import botocore.exceptions
 
@@ -174,3 +178,47 @@ class GlueCatalog:
             raise StoreError(f"Glue GetTable {database}.{table}: {error}") from error
         columns = answer["Table"]["StorageDescriptor"]["Columns"]
         return [(str(column["Name"]), str(column["Type"])) for column in columns]
+
+
+class RequestSigner:
+    """Signs HTTP requests with AWS Signature Version 4 (botocore's signer), with the node's
+    credentials from the standard chain (`AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`,
+    profiles, instance roles), as Firehose signs its requests to OpenSearch Service (`es`)
+    and OpenSearch Serverless (`aoss`). Without credentials, requests go unsigned (a
+    self-hosted OpenSearch without authentication)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._credentials: Any = None
+        self._looked_up = False
+
+    def _current(self) -> Any:
+        with self._lock:
+            if not self._looked_up:
+                self._credentials = boto3.session.Session().get_credentials()
+                self._looked_up = True
+            return None if self._credentials is None else self._credentials.get_frozen_credentials()
+
+    def sign(
+        self,
+        *,
+        service: str,
+        region: str,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> dict[str, str]:
+        """`headers` with X-Amz-Date, X-Amz-Content-SHA256, Authorization (and
+        X-Amz-Security-Token for temporary credentials) added; as given without credentials."""
+        credentials = self._current()
+        if credentials is None:
+            return dict(headers)
+        request = botocore.awsrequest.AWSRequest(
+            method=method,
+            url=url,
+            data=body,
+            headers={**headers, "X-Amz-Content-SHA256": hashlib.sha256(body).hexdigest()},
+        )
+        botocore.auth.SigV4Auth(credentials, service, region).add_auth(request)
+        return {str(name): str(value) for name, value in request.headers.items()}

@@ -5,7 +5,8 @@ one consumer application per delivery stream (named after its internal stream). 
 table in the metadata quorum shares the source's shards among the nodes, so each shard is
 delivered by one node at a time, and a dead node's shards are taken over by the others after
 `failover_ms`, from the last checkpoint. The source is the internal stream (DirectPut) or the
-user's stream (KinesisStreamAsSource, read from LATEST at first, as Firehose starts).
+user's stream (KinesisStreamAsSource, read from the delivery stream's creation time on: what
+Firehose's LATEST start means, resolved once for every owner of a lease).
 
 `run()` follows the metadata: workers start for new ACTIVE delivery streams and stop for those
 gone or DELETING. `stop()` shuts every worker down gracefully (leases released, so another node
@@ -21,10 +22,11 @@ import random
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from broker.client.worker import InitialPosition, LeaseClient, Worker, WorkerConfig
 from broker.clock import Clock
-from broker.firehose.aws_clients import GlueCatalog, LambdaInvoker, S3Store
+from broker.firehose.aws_clients import GlueCatalog, LambdaInvoker, RequestSigner, S3Store
 from broker.firehose.delivery import DeliveryProcessor, DeliveryStatistics
 from broker.firehose.lifecycle import source_stream_name
 from broker.firehose.service import KinesisCalls
@@ -70,6 +72,7 @@ class Deliverers:
         self._store = store
         self._lambda = lambda_invoker
         self._glue = glue
+        self._signer = RequestSigner()  # one credential lookup per node
         self._clock = clock
         self._settings = settings
         self._running: dict[tuple[str, str], _Running] = {}  # (arn, uid) -> worker
@@ -125,6 +128,7 @@ class Deliverers:
                 clock=self._clock,
                 statistics=self.statistics,
                 rng=rng,
+                signer=self._signer,
             ),
             lease_client=self._lease_client,
             kinesis=self._kinesis,
@@ -132,9 +136,14 @@ class Deliverers:
                 worker_id=f"{self._node_id}:{uuid.uuid4()}",
                 failover_ms=self._settings.failover_ms,
                 polling_idle_interval_ms=self._settings.poll_interval_ms,
+                # A source stream is read from the delivery stream's creation on (Firehose's
+                # LATEST, resolved once): with LATEST resolved by each new owner, records put
+                # before a lease's first checkpoint were skipped when the lease moved (a
+                # takeover after kill -9, or a balancing steal).
                 initial_position=(
-                    InitialPosition.TRIM_HORIZON if source is None else InitialPosition.LATEST
+                    InitialPosition.TRIM_HORIZON if source is None else InitialPosition.AT_TIMESTAMP
                 ),
+                initial_timestamp=datetime.fromtimestamp(meta.created_ms / 1000, tz=UTC),
                 clock=self._clock,
                 rng=rng,
             ),

@@ -28,7 +28,7 @@ import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker.client.worker import (
     Checkpointer,
@@ -47,32 +47,33 @@ from broker.firehose import (
     copy_command,
     destinations,
     http_endpoint,
+    iceberg_routing,
     indexers,
     object_keys,
     partition_keys,
     processing,
     retry,
+    snowflake_tables,
 )
 from broker.firehose.aws_clients import (
     GlueCatalog,
     LambdaError,
     LambdaInvoker,
+    RequestSigner,
     S3Store,
     StoreError,
 )
-from broker.firehose.iceberg_tables import IcebergError, IcebergTables, mark_property, rows_for
 from broker.firehose.retry import RetrySchedule
-from broker.firehose.warehouse import (
-    Credentials,
-    LoadKey,
-    PostgresWarehouse,
-    WarehouseError,
-    Watermark,
-)
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
 from broker.metrics import FirehoseProbe
 
+if TYPE_CHECKING:  # imported when first used: pyiceberg and psycopg weigh on every node start
+    from broker.firehose.iceberg_tables import IcebergTables
+    from broker.firehose.warehouse import PostgresWarehouse
+
 log = logging.getLogger(__name__)
+
+Watermark = tuple[int, int]  # (sequence number, sub-sequence number) of a source record
 
 _TIMER_WAIT_MS_MAX = 200  # the timer looks again at least this often (a manual clock moves)
 
@@ -110,7 +111,9 @@ class _Batch:
     arrivals_ms: list[int]
     first_arrival: datetime
     keys: list[PartitionKeys] | None = None  # per record, with dynamic partitioning
-    sequences: list[Watermark] | None = None  # per source record, before processing
+    # per record: its source record's (after processing: the record it came from)
+    sequences: list[Watermark] | None = None
+    routing: list[dict[str, str]] | None = None  # per record, the Lambda's otfMetadata
 
     def subset(self, indices: list[int]) -> _Batch:
         return _Batch(
@@ -121,6 +124,7 @@ class _Batch:
             ),
             keys=None if self.keys is None else [self.keys[i] for i in indices],
             sequences=None if self.sequences is None else [self.sequences[i] for i in indices],
+            routing=None if self.routing is None else [self.routing[i] for i in indices],
         )
 
 
@@ -138,10 +142,12 @@ class DeliveryProcessor:
         retry: RetrySchedule | None = None,
         warehouse: PostgresWarehouse | None = None,
         iceberg: IcebergTables | None = None,
+        signer: RequestSigner | None = None,
     ) -> None:
         self._target = target
-        self._warehouse = warehouse or PostgresWarehouse()
-        self._iceberg = iceberg or IcebergTables()
+        self._signer = signer or RequestSigner()
+        self._warehouse_adapter = warehouse
+        self._iceberg_adapter = iceberg
         self._store = store
         self._lambda = lambda_invoker
         self._glue = glue
@@ -159,6 +165,20 @@ class DeliveryProcessor:
         self._checkpointer: Checkpointer | None = None
         self._timer: asyncio.Task[None] | None = None
         self._shard_id = ""
+
+    def _warehouse(self) -> PostgresWarehouse:
+        if self._warehouse_adapter is None:
+            from broker.firehose.warehouse import PostgresWarehouse
+
+            self._warehouse_adapter = PostgresWarehouse()
+        return self._warehouse_adapter
+
+    def _iceberg(self) -> IcebergTables:
+        if self._iceberg_adapter is None:
+            from broker.firehose.iceberg_tables import IcebergTables
+
+            self._iceberg_adapter = IcebergTables()
+        return self._iceberg_adapter
 
     # --- The KCL contract -----------------------------------------------------------------
 
@@ -345,6 +365,8 @@ class DeliveryProcessor:
         Records the warehouse already holds (at or below the shard's mark) are dropped
         first, and the load moves the mark in the COPY's transaction: exactly once into the
         table across deliverer crashes."""
+        from broker.firehose.warehouse import Credentials, LoadKey, WarehouseError
+
         schedule = retry.schedule_for(
             configuration.get("RetryOptions"), default_ms=retry.REDSHIFT_RETRY_DURATION_MS
         )
@@ -363,7 +385,7 @@ class DeliveryProcessor:
                 target = copy_command.target(str(configuration["ClusterJDBCURL"]))
                 plan = copy_command.plan(configuration["CopyCommand"])
                 expected = await asyncio.to_thread(
-                    self._warehouse.watermark, target, credentials, key
+                    self._warehouse().watermark, target, credentials, key
                 )
                 if staged is None or staged[0] != expected:
                     fresh = [i for i, seq in enumerate(batch.sequences) if seq > expected]
@@ -392,12 +414,14 @@ class DeliveryProcessor:
                 rows = None
                 if plan.format == "json":
                     columns = plan.columns or tuple(
-                        await asyncio.to_thread(self._warehouse.columns, target, credentials, plan)
+                        await asyncio.to_thread(
+                            self._warehouse().columns, target, credentials, plan
+                        )
                     )
                     rows = copy_command.json_rows(data, columns, ignore_case=plan.ignore_case)
                 loaded = await asyncio.to_thread(
                     functools.partial(
-                        self._warehouse.load,
+                        self._warehouse().load,
                         target,
                         credentials,
                         plan,
@@ -432,98 +456,123 @@ class DeliveryProcessor:
     async def _deliver_iceberg(
         self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
     ) -> None:
-        """Appends the buffer's JSON records to the destination's Iceberg table
-        (`iceberg_tables.py`), retrying for RetryOptions.DurationInSeconds (300 s by default);
-        then, and for records that are not JSON objects of the table's columns, the records go
-        to the S3 backup as `iceberg-failed`. Records the table already holds (at or below
-        the shard's mark, a table property moved in the append's commit) are dropped first:
-        exactly once into the table across deliverer crashes."""
+        """Routes the buffer's processed JSON records to their Iceberg tables
+        (`iceberg_routing.py`: the Lambda's otfMetadata, else the MetadataExtraction query,
+        else the one table listed) and applies each table's records (insert, update = upsert
+        on UniqueKeys, delete) in one commit per table (`iceberg_tables.py`). Records the
+        table already holds (at or below the shard's mark, a table property moved in that
+        commit) are dropped first: exactly once into each table across deliverer crashes and
+        takeovers. Records that cannot be routed, or do not fit the table's columns, and
+        after RetryOptions.DurationInSeconds (300 s by default) a table's records, go to the
+        S3 backup as `iceberg-failed`."""
+        if configuration.get("S3BackupMode") == "AllData":
+            backup = configuration["S3Configuration"]
+            await self._write_s3_object(
+                meta,
+                backup,
+                b"".join(batch.records),
+                batch.first_arrival,
+                prefix=str(backup.get("Prefix") or ""),
+            )
+        processed = await self._process(meta, "Iceberg", configuration, batch)
+        tables = iceberg_routing.table_configs(configuration)
+        query = processing.metadata_query(configuration)
+        routes: dict[iceberg_routing.TableName, list[tuple[int, str]]] = {}
+        unrouted: list[tuple[int, str, str]] = []
+        for index, data in enumerate(processed.records):
+            information = processed.routing[index] if processed.routing else None
+            try:
+                if not information and query is not None:
+                    information = partition_keys.extract(query, data)
+                route = iceberg_routing.route(information, tables)
+            except iceberg_routing.RoutingError as error:
+                unrouted.append((index, error.code, str(error)))
+                continue
+            except partition_keys.PartitioningError as error:
+                unrouted.append((index, "Iceberg.MissingRoutingInformation", str(error)))
+                continue
+            routes.setdefault(route.table, []).append((index, route.operation))
+        if unrouted:
+            await self._write_iceberg_failed(meta, configuration, processed, unrouted, None)
+        for table in sorted(routes):
+            await self._deliver_iceberg_table(
+                meta, configuration, processed, tables.get(table), table, routes[table]
+            )
+
+    async def _deliver_iceberg_table(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        processed: _Batch,
+        table_config: iceberg_routing.TableConfig | None,
+        table: iceberg_routing.TableName,
+        entries: list[tuple[int, str]],
+    ) -> None:
+        """One table's records (index in `processed`, operation), retried as a whole."""
+        from broker.firehose.iceberg_tables import IcebergError, mark_property, rows_for
+
         schedule = retry.schedule_for(
             configuration.get("RetryOptions"), default_ms=retry.HTTP_RETRY_DURATION_MS
         )
-        (destination,) = configuration["DestinationTableConfigurationList"]
-        table = (
-            str(destination["DestinationDatabaseName"]),
-            str(destination["DestinationTableName"]),
-        )
         warehouse = str(configuration["CatalogConfiguration"]["WarehouseLocation"])
         create = bool((configuration.get("TableCreationConfiguration") or {}).get("Enabled"))
+        unique_keys = table_config.unique_keys if table_config is not None else ()
         key = mark_property(meta.uid, self._shard_id)
-        assert batch.sequences is not None
+        sequences = processed.sequences
+        assert sequences is not None
         first_failure_ms: int | None = None
         attempts = 0
         error_message = ""
-        pending = batch
+        pending = entries
         while True:
             try:
                 expected = await asyncio.to_thread(
-                    self._iceberg.mark, warehouse=warehouse, table=table, key=key
+                    self._iceberg().mark, warehouse=warehouse, table=table, key=key
                 )
-                fresh = [i for i, seq in enumerate(batch.sequences) if seq > expected]
-                if not fresh:
-                    return  # appended already, by this shard's previous owner
-                pending = batch.subset(fresh)
-                if attempts == 0 and configuration.get("S3BackupMode") == "AllData":
-                    backup = configuration["S3Configuration"]
-                    await self._write_s3_object(
-                        meta,
-                        backup,
-                        b"".join(pending.records),
-                        pending.first_arrival,
-                        prefix=str(backup.get("Prefix") or ""),
-                    )
-                processed = await self._process(meta, "Iceberg", configuration, pending)
-                if not processed.records:
-                    return
-                documents = [] if not create else _json_objects(processed.records)
+                pending = [(i, op) for i, op in entries if sequences[i] > expected]
+                if not pending:
+                    return  # applied already, by this shard's previous owner
+                records = [processed.records[i] for i, _ in pending]
+                documents = [] if not create else _json_objects(records)
                 schema = await asyncio.to_thread(
-                    self._iceberg.columns, warehouse=warehouse, table=table, create_from=documents
+                    self._iceberg().columns, warehouse=warehouse, table=table, create_from=documents
                 )
                 if schema is None:
                     raise IcebergError(
                         f"Table {'.'.join(table)} does not exist and TableCreationConfiguration "
                         "is not enabled."
                     )
-                rows, kept, unfit = await asyncio.to_thread(rows_for, processed.records, schema)
-                appended = True
+                rows, kept, unfit = await asyncio.to_thread(rows_for, records, schema)
+                applied = True
                 if rows is not None:
-                    appended = await asyncio.to_thread(
+                    operations = [pending[k][1] for k in kept]
+                    steps = [
+                        (operation, rows.take(indices))
+                        for operation, indices in iceberg_routing.steps(operations)
+                    ]
+                    applied = await asyncio.to_thread(
                         functools.partial(
-                            self._iceberg.append,
+                            self._iceberg().apply,
                             warehouse=warehouse,
                             table=table,
-                            rows=rows,
+                            steps=steps,
+                            unique_keys=unique_keys,
                             key=key,
                             expected=expected,
-                            appended=batch.sequences[fresh[-1]],
+                            appended=sequences[pending[-1][0]],
                         )
                     )
-                if not appended:
+                if not applied:
                     log.warning("firehose_iceberg_mark_moved", extra={"shard": self._shard_id})
-                    continue
+                    continue  # another owner committed: filter again against the new mark
                 if rows is not None:
                     self._count_records(
-                        meta, "iceberg", len(kept), rows.nbytes, batch.first_arrival
+                        meta, "iceberg", len(kept), rows.nbytes, processed.first_arrival
                     )
                 if unfit:
-                    ended_ms = self._clock.wall_ms()
-                    await self._write_failed(
-                        meta,
-                        kind="Iceberg",
-                        configuration=configuration,
-                        error_output_type="iceberg-failed",
-                        failures=[
-                            _Failure(
-                                data=processed.records[index],
-                                arrival_ms=processed.arrivals_ms[index],
-                                attempts=1,
-                                error_code="Iceberg.InvalidRecord",
-                                message=message,
-                                ended_ms=ended_ms,
-                            )
-                            for index, message in unfit
-                        ],
-                        first_arrival=batch.first_arrival,
+                    failed = [(pending[k][0], "Iceberg.InvalidRecord", why) for k, why in unfit]
+                    await self._write_iceberg_failed(
+                        meta, configuration, processed, failed, table_config
                     )
                 return
             except (IcebergError, StoreError) as error:
@@ -538,24 +587,48 @@ class DeliveryProcessor:
                     break
                 log.warning("firehose_iceberg_retry", extra={"error": error_message})
                 await asyncio.sleep(schedule.backoff_ms(attempts, jitter=self._rng.random()) / 1000)
+        await self._write_iceberg_failed(
+            meta,
+            configuration,
+            processed,
+            [(i, "Iceberg.DeliveryFailed", error_message) for i, _ in pending],
+            table_config,
+            attempts=attempts,
+        )
+
+    async def _write_iceberg_failed(
+        self,
+        meta: DeliveryStreamMeta,
+        configuration: Mapping[str, Any],
+        processed: _Batch,
+        failed: list[tuple[int, str, str]],
+        table_config: iceberg_routing.TableConfig | None,
+        *,
+        attempts: int = 1,
+    ) -> None:
+        """Records (index in `processed`, error code, message) to the S3 error output: the
+        table's S3ErrorOutputPrefix when it has one."""
+        backup = configuration["S3Configuration"]
+        if table_config is not None and table_config.error_output_prefix:
+            backup = {**backup, "ErrorOutputPrefix": table_config.error_output_prefix}
         ended_ms = self._clock.wall_ms()
         await self._write_failed(
             meta,
             kind="Iceberg",
-            configuration=configuration,
+            configuration={**configuration, "S3Configuration": backup},
             error_output_type="iceberg-failed",
             failures=[
                 _Failure(
-                    data=data,
-                    arrival_ms=arrival_ms,
+                    data=processed.records[index],
+                    arrival_ms=processed.arrivals_ms[index],
                     attempts=attempts,
-                    error_code="Iceberg.DeliveryFailed",
-                    message=error_message,
+                    error_code=code,
+                    message=message,
                     ended_ms=ended_ms,
                 )
-                for data, arrival_ms in zip(pending.records, pending.arrivals_ms, strict=True)
+                for index, code, message in failed
             ],
-            first_arrival=batch.first_arrival,
+            first_arrival=processed.first_arrival,
         )
 
     async def _skip_redshift_load(
@@ -886,7 +959,7 @@ class DeliveryProcessor:
         attempts = 0
         while True:
             attempts += 1
-            answer = await self._send_indexed(kind, configuration, batch, channel)
+            answer = await self._send_indexed(meta, kind, configuration, batch, channel)
             if answer.retry is None:
                 break
             self._statistics.failed_attempts += 1
@@ -936,13 +1009,15 @@ class DeliveryProcessor:
             )
 
     async def _send_indexed(
-        self, kind: str, configuration: Mapping[str, Any], batch: _Batch, channel: str
+        self,
+        meta: DeliveryStreamMeta,
+        kind: str,
+        configuration: Mapping[str, Any],
+        batch: _Batch,
+        channel: str,
     ) -> indexers.Answer:
         if kind == "Snowflake":
-            return indexers.Answer(
-                retry="Shoal has no Snowpipe Streaming client; Snowflake is not delivered to.",
-                error_code="Snowflake.NotSupported",
-            )
+            return await self._send_snowflake(meta, configuration, batch)
         if kind in indexers.OPENSEARCH_KINDS and not (
             configuration.get("ClusterEndpoint") or configuration.get("CollectionEndpoint")
         ):
@@ -952,12 +1027,25 @@ class DeliveryProcessor:
             )
         if kind == "Splunk":
             request = indexers.splunk_request(configuration, batch.records, channel)
+            headers = request.headers
         else:
             moment = datetime.fromtimestamp(self._clock.wall_ms() / 1000, tz=UTC)
             request = indexers.opensearch_request(configuration, batch.records, moment)
+            service, region = indexers.signing_scope(kind, request.url, meta.region)
+            headers = await asyncio.to_thread(
+                functools.partial(
+                    self._signer.sign,
+                    service=service,
+                    region=region,
+                    method="POST",
+                    url=request.url,
+                    headers=request.headers,
+                    body=request.body,
+                )
+            )
         try:
             status, body = await asyncio.to_thread(
-                http_endpoint.post, request.url, request.headers, request.body, 16 * 1024 * 1024
+                http_endpoint.post, request.url, headers, request.body, 16 * 1024 * 1024
             )
         except OSError as error:
             prefix = "Splunk" if kind == "Splunk" else "OS"
@@ -968,6 +1056,35 @@ class DeliveryProcessor:
         if kind == "Splunk":
             return indexers.splunk_answer(status, body)
         return indexers.opensearch_answer(status, body, len(batch.records))
+
+    async def _send_snowflake(
+        self, meta: DeliveryStreamMeta, configuration: Mapping[str, Any], batch: _Batch
+    ) -> indexers.Answer:
+        """One transaction inserting the buffer's records after the shard's mark
+        (`snowflake_tables.load`, exactly once); records that do not map to rows fail alone, a
+        failed connection or statement fails the whole request (retried)."""
+        assert batch.sequences is not None
+        metadata = [
+            {"firehoseDeliveryStreamName": meta.name, "IngestionTime": arrival_ms}
+            for arrival_ms in batch.arrivals_ms
+        ]
+        try:
+            loaded = await asyncio.to_thread(
+                functools.partial(
+                    snowflake_tables.load,
+                    configuration,
+                    stream_uid=meta.uid,
+                    shard_id=self._shard_id,
+                    records=batch.records,
+                    sequences=batch.sequences,
+                    metadata=metadata,
+                )
+            )
+        except snowflake_tables.SnowflakeError as error:
+            return indexers.Answer(retry=str(error), error_code=error.code)
+        return indexers.Answer(
+            failed={index: ("Snowflake.InvalidRecord", why) for index, why in loaded.unfit}
+        )
 
     async def _write_failed(
         self,
@@ -1033,6 +1150,7 @@ class DeliveryProcessor:
         """The batch after the configured processors: the Lambda's Ok records (Dropped ones
         gone, failed ones written to the error output), then the delimiter appended."""
         records, arrivals = batch.records, batch.arrivals_ms
+        origins = list(range(len(records)))  # each record's index in `batch`
         if processing.processors(configuration):
             expanded = processing.expand(configuration, records)
             if expanded.failed:
@@ -1057,12 +1175,16 @@ class DeliveryProcessor:
                 )
             records = expanded.records
             arrivals = [arrivals[index] for index in expanded.sources]
+            origins = [origins[index] for index in expanded.sources]
         function = processing.lambda_processor(configuration)
         lambda_keys: list[dict[str, str]] = [{} for _ in records]
+        routing: list[dict[str, str]] | None = None
         if function is not None:
             kept_records: list[bytes] = []
             kept_arrivals: list[int] = []
             kept_keys: list[dict[str, str]] = []
+            kept_origins: list[int] = []
+            kept_routing: list[dict[str, str]] = []
             failures: list[_Failure] = []
             for part in processing.chunks(records, function.buffer_bytes):
                 outcomes, attempts = await self._invoke(
@@ -1074,6 +1196,8 @@ class DeliveryProcessor:
                         kept_records.append(outcome.data)
                         kept_arrivals.append(arrivals[index])
                         kept_keys.append(dict(outcome.partition_keys or {}))
+                        kept_origins.append(origins[index])
+                        kept_routing.append(dict(outcome.routing or {}))
                     elif outcome.result == "ProcessingFailed":
                         failures.append(
                             _Failure(
@@ -1096,15 +1220,24 @@ class DeliveryProcessor:
                     extra={"lambdaArn": function.function_arn},
                 )
             records, arrivals, lambda_keys = kept_records, kept_arrivals, kept_keys
+            origins, routing = kept_origins, kept_routing
         keys: list[PartitionKeys] | None = None
+        sequences = batch.sequences
         if (configuration.get("DynamicPartitioningConfiguration") or {}).get("Enabled"):
             records, arrivals, keys = await self._partition(
                 meta, kind, configuration, batch, records, arrivals, lambda_keys
             )
+            sequences = None  # S3 only: objects are not matched to source records
         if processing.appends_delimiter(configuration):
             records = [data + b"\n" for data in records]
-        first = batch.first_arrival
-        return _Batch(records=records, arrivals_ms=arrivals, first_arrival=first, keys=keys)
+        return _Batch(
+            records=records,
+            arrivals_ms=arrivals,
+            first_arrival=batch.first_arrival,
+            keys=keys,
+            sequences=None if sequences is None else [sequences[i] for i in origins],
+            routing=routing,
+        )
 
     async def _partition(
         self,

@@ -9,7 +9,8 @@ same and replaces it when it changes (AWS's rule); nested `S3Update` / `S3Backup
 
 Shoal delivers to ExtendedS3/S3, HttpEndpoint, Redshift (staged to S3, then COPY into
 PostgreSQL: `copy_command.py`), OpenSearch and Splunk (`indexers.py`, untested against the real
-products), Iceberg (`iceberg_tables.py`, one table, appends); Snowflake is accepted and
+products), Iceberg (`iceberg_tables.py`, tables routed by `iceberg_routing.py`, inserts, upserts and
+deletes on UniqueKeys); Snowflake is accepted and
 validated, and its buffers go to the S3 backup.
 """
 
@@ -20,7 +21,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.errors import ErrorCode, ShoalError
-from broker.firehose import copy_command, indexers, object_keys, partition_keys, processing
+from broker.firehose import (
+    copy_command,
+    iceberg_routing,
+    indexers,
+    object_keys,
+    partition_keys,
+    processing,
+)
 
 DELIVERED_KINDS = ("ExtendedS3", "HttpEndpoint", "Redshift", "Iceberg", *indexers.KINDS)
 # The COPY that reads the staged objects cannot read these (AWS's rule for Redshift).
@@ -147,16 +155,11 @@ def _check_backup(configuration: Mapping[str, Any]) -> None:
 
 
 def _check_iceberg(configuration: Mapping[str, Any]) -> None:
-    """An Iceberg destination: one table (Shoal does not route records between tables), appends
-    only, a warehouse on S3, and the S3 configuration failed records go to."""
-    tables = configuration.get("DestinationTableConfigurationList") or []
-    if len(tables) != 1:
-        raise _invalid(
-            "Shoal's Iceberg destination writes to exactly one table: give one "
-            "DestinationTableConfigurationList entry."
-        )
-    if tables[0].get("UniqueKeys"):
-        raise _invalid("Shoal's Iceberg destination appends only: UniqueKeys are not supported.")
+    """An Iceberg destination: its tables (`iceberg_routing.check`), a warehouse on S3, and the
+    S3 configuration failed records go to."""
+    refused = iceberg_routing.check(configuration)
+    if refused is not None:
+        raise _invalid(refused)
     warehouse = str((configuration.get("CatalogConfiguration") or {}).get("WarehouseLocation", ""))
     if not warehouse.startswith("s3://"):
         raise _invalid("CatalogConfiguration.WarehouseLocation must be an s3:// location.")

@@ -11,7 +11,12 @@ Each append is one Iceberg commit that also sets the table property
 `shoal.firehose.<stream uid>.<shard>` to the last record appended from that source shard
 (`<sequence number>:<sub-sequence number>`), and commits only if the property is still what the
 batch was filtered with: a deliverer killed between the commit and its checkpoint, or a
-concurrent commit, never appends a record twice.
+concurrent commit, never appends a record twice. The check is an Iceberg table requirement
+(`_AssertMark`) the catalog validates against the table's current metadata inside the commit
+(pyiceberg's SQL catalog then swaps the metadata location with a compare-and-set), so it also
+holds when two owners of one shard (a lease taken over while the old owner still writes) commit
+at once: pyiceberg retries a commit that lost a race on refreshed metadata, and that retry fails
+the requirement instead of appending the buffer a second time.
 
 Calls block (pyiceberg is synchronous): the caller runs them in a thread.
 """
@@ -22,16 +27,21 @@ import contextlib
 import os
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
+from pydantic import Field
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import (
     CommitFailedException,
     NamespaceAlreadyExistsError,
     NoSuchTableError,
     TableAlreadyExistsError,
+    ValidationException,
 )
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import ValidatableTableRequirement
+from pyiceberg.table.upsert_util import create_match_filter
 from pyiceberg.utils.config import Config
 
 CATALOG_NAME = "shoal"
@@ -61,6 +71,25 @@ def _s3_properties() -> dict[str, str]:
 
 def mark_property(stream_uid: str, shard_id: str) -> str:
     return f"shoal.firehose.{stream_uid}.{shard_id}"
+
+
+class _MarkMoved(ValidationException):
+    """The shard's mark is no longer the one the batch was filtered with (another owner
+    appended): the commit did not land, and pyiceberg does not retry it."""
+
+
+class _AssertMark(ValidatableTableRequirement):
+    """The table property `key` must still be `expected` (None: absent) in the table's current
+    metadata when the commit is applied."""
+
+    type: str = Field(default="assert-shoal-firehose-mark")
+    key: str
+    expected: str | None
+
+    def validate(self, base_metadata: TableMetadata | None) -> None:  # type: ignore[override]
+        current = None if base_metadata is None else base_metadata.properties.get(self.key)
+        if current != self.expected:
+            raise _MarkMoved(f"{self.key} is {current!r}, not {self.expected!r}")
 
 
 def _parse_mark(text: str | None) -> Watermark:
@@ -148,23 +177,68 @@ class IcebergTables:
         expected: Watermark,
         appended: Watermark,
     ) -> bool:
-        """Appends `rows` and moves the shard's mark from `expected` to `appended` in one
-        commit; False (nothing appended) when the mark is no longer `expected` or another
-        commit won the race."""
+        """Appends `rows` (see `apply`)."""
+        return self.apply(
+            warehouse=warehouse,
+            table=table,
+            steps=[("insert", rows)],
+            unique_keys=(),
+            key=key,
+            expected=expected,
+            appended=appended,
+        )
+
+    def apply(
+        self,
+        *,
+        warehouse: str,
+        table: tuple[str, str],
+        steps: Sequence[tuple[str, pa.Table]],
+        unique_keys: Sequence[str],
+        key: str,
+        expected: Watermark,
+        appended: Watermark,
+    ) -> bool:
+        """Applies the steps in order (`insert`: append the rows; `update`: upsert them on
+        `unique_keys`, the last row of a key winning; `delete`: delete the rows with their
+        keys) and moves the shard's mark from `expected` to `appended`, in one commit; False
+        (nothing applied) when the mark is no longer `expected` or another commit won the
+        race."""
         try:
             loaded = self._catalog(warehouse).load_table(table)
-            if _parse_mark(loaded.properties.get(key)) != expected:
+            current = loaded.properties.get(key)
+            if _parse_mark(current) != expected:
                 return False
             with loaded.transaction() as transaction:
-                transaction.append(rows)
+                # pyiceberg has no public way to add a requirement; `_stage` is how its own
+                # builders add theirs (pinned: pyiceberg 0.12).
+                transaction._stage((), (cast("Any", _AssertMark(key=key, expected=current)),))
+                for operation, rows in steps:
+                    if operation == "insert":
+                        transaction.append(rows)
+                    elif operation == "update":
+                        transaction.upsert(_last_per_key(rows, unique_keys), list(unique_keys))
+                    else:
+                        assert operation == "delete", operation
+                        transaction.delete(create_match_filter(rows, list(unique_keys)))
                 transaction.set_properties({key: f"{appended[0]}:{appended[1]}"})
             return True
-        except CommitFailedException:
+        except (CommitFailedException, _MarkMoved):
             return False
         except IcebergError:
             raise
         except Exception as error:
-            raise IcebergError(f"Appending to {'.'.join(table)}: {error}") from error
+            raise IcebergError(f"Writing to {'.'.join(table)}: {error}") from error
+
+
+def _last_per_key(rows: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """One row per key, the last one (an upsert refuses a key twice)."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows.to_pylist():
+        key = tuple(row[name] for name in keys)
+        kept.pop(key, None)
+        kept[key] = row
+    return pa.Table.from_pylist(list(kept.values()), schema=rows.schema)
 
 
 def rows_for(

@@ -2,11 +2,12 @@
 the checks, the requests Shoal sends and how their answers are read. Pure (values in and
 out; the POST itself is `http_endpoint.post`).
 
-None of these servers can run on Shoal's test machines, so these paths are tested against
+OpenSearch and Splunk cannot run on Shoal's test machines, so these paths are tested against
 servers in the tests that speak the same protocol subset, never against the products: treat
 them as untested against the real thing (docs/ARCHITECTURE.md says so).
 
-- OpenSearch: one `POST <ClusterEndpoint or CollectionEndpoint>/_bulk` per buffer, an
+- OpenSearch: one `POST <ClusterEndpoint or CollectionEndpoint>/_bulk` per buffer, signed
+  with SigV4 as Firehose signs it (service `es`, or `aoss` for Serverless; `signing_scope`), an
   `index` action per record (`_index` is IndexName, with `-YYYY-MM-DD-HH` / `-YYYY-MM-DD` /
   `-YYYY-w<WW>` / `-YYYY-MM` for IndexRotationPeriod, as Firehose names rotated indices),
   each record a JSON document. A bulk answer with `errors` fails only its failed items
@@ -16,13 +17,15 @@ them as untested against the real thing (docs/ARCHITECTURE.md says so).
 - Splunk: `POST <HECEndpoint>/services/collector/raw` (the records as they are) or
   `/services/collector/event` (`{"event": <record>}` per record), `Authorization: Splunk
   <HECToken>` and an `X-Splunk-Request-Channel`; success is a 2xx answer with `code` 0.
-- Snowflake: Shoal has no Snowpipe Streaming client; every buffer fails with
-  Snowflake.NotSupported into the S3 backup after the retries.
+- Snowflake: the rows are inserted with Snowflake's driver (`snowflake_tables.py`), tested
+  against fakesnow's Snowflake-compatible server; this module checks the configuration.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +56,7 @@ ERROR_OUTPUT_TYPE = {
     "Splunk": "splunk-failed",
     "Snowflake": "snowflake-failed",
 }
+_AWS_SEARCH_HOST = re.compile(r".+\.([a-z0-9-]+)\.(?:es|aoss)\.amazonaws\.com(?:\.cn)?")
 _ROTATION_SUFFIX = {
     "NoRotation": "",
     "OneHour": "-%Y-%m-%d-%H",
@@ -98,9 +102,17 @@ def check(kind: str, configuration: Mapping[str, Any]) -> str | None:
             return "HECEndpoint must be an https:// URL."
         return None
     if kind == "Snowflake":
-        secrets = (configuration.get("SecretsManagerConfiguration") or {}).get("Enabled")
-        if not secrets and not (configuration.get("User") and configuration.get("PrivateKey")):
+        if (configuration.get("SecretsManagerConfiguration") or {}).get("Enabled"):
+            return "Shoal does not read credentials from Secrets Manager; set User and PrivateKey."
+        if not (configuration.get("User") and configuration.get("PrivateKey")):
             return "User and PrivateKey are required for a Snowflake destination."
+        option = configuration.get("DataLoadingOption") or "JSON_MAPPING"
+        if option != "JSON_MAPPING" and not configuration.get("ContentColumnName"):
+            return f"ContentColumnName is required with DataLoadingOption {option}."
+        if option == "VARIANT_CONTENT_AND_METADATA_MAPPING" and not configuration.get(
+            "MetaDataColumnName"
+        ):
+            return f"MetaDataColumnName is required with DataLoadingOption {option}."
         return None
     return f"Unknown destination {kind}."
 
@@ -129,6 +141,17 @@ def opensearch_request(
         headers={"Content-Type": "application/x-ndjson"},
         body=b"\n".join(lines) + b"\n",
     )
+
+
+def signing_scope(kind: str, url: str, default_region: str) -> tuple[str, str]:
+    """(service, region) of the SigV4 signature of a request to an OpenSearch destination:
+    `aoss` for Serverless collections, `es` for OpenSearch Service and Elasticsearch domains;
+    the region of an AWS endpoint's host (`<name>.<region>.es.amazonaws.com`,
+    `<id>.<region>.aoss.amazonaws.com`), else the delivery stream's."""
+    service = "aoss" if kind == "AmazonOpenSearchServerless" else "es"
+    host = urllib.parse.urlsplit(url).hostname or ""
+    aws_host = _AWS_SEARCH_HOST.fullmatch(host)
+    return service, aws_host.group(1) if aws_host else default_region
 
 
 def opensearch_answer(status: int, body: bytes, records: int) -> Answer:

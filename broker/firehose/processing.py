@@ -64,6 +64,7 @@ class Outcome:
     error_code: str = ""
     message: str = ""
     partition_keys: Mapping[str, str] | None = None  # metadata.partitionKeys of an Ok record
+    routing: Mapping[str, str] | None = None  # metadata.otfMetadata (an Iceberg table's route)
 
 
 def _parameters(processor: Mapping[str, Any]) -> dict[str, str]:
@@ -288,6 +289,10 @@ class ContractError(ValueError):
         self.code = code
 
 
+def _strings(value: Any) -> dict[str, str] | None:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+
 def parse_result(
     payload: bytes, *, record_ids: Sequence[str], records: Sequence[bytes]
 ) -> list[Outcome]:
@@ -324,15 +329,13 @@ def parse_result(
                 ) from error
             metadata = item.get("metadata") or {}
             keys = metadata.get("partitionKeys") if isinstance(metadata, dict) else None
+            routing = metadata.get("otfMetadata") if isinstance(metadata, dict) else None
             outcomes.append(
                 Outcome(
                     result="Ok",
                     data=data,
-                    partition_keys=(
-                        {str(k): str(v) for k, v in keys.items()}
-                        if isinstance(keys, dict)
-                        else None
-                    ),
+                    partition_keys=_strings(keys),
+                    routing=_strings(routing),
                 )
             )
         elif result == "Dropped":

@@ -229,7 +229,7 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
             batches += 1
 
     streamed: set[bytes] = set()
-    produce(20)
+    produce(10)
 
     def taken() -> dict[tuple[str, str], str | None] | None:
         found = _lease_owners(cluster.nodes[0].endpoint)
@@ -258,9 +258,9 @@ def test_no_acknowledged_record_is_lost_when_the_delivering_node_dies(
     print(f"victim {victim_id}: {held(victim_id, 'clicks')} source stream leases")
     victim = cluster.node_named(victim_id)
     survivor = next(node for node in cluster.nodes if node is not victim)
-    produce(10)
+    produce(5)
     victim.kill()
-    produce(30)
+    produce(15)  # past the takeover (SHOAL_FIREHOSE_FAILOVER_MS 2 s)
 
     def delivered() -> list[bytes]:
         import gzip

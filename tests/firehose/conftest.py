@@ -1,5 +1,10 @@
-"""Fixtures for the Firehose tests: an in-process node whose S3 is moto's server on loopback,
-and boto3 `firehose` clients for it (through both doors' real protocols)."""
+"""Fixtures for the Firehose tests: one in-process node for the whole package (started once,
+on the package's event loop), whose S3 and Glue are moto's server on loopback and whose Lambda is
+`tests.lambda_server`, and boto3 `firehose` clients for it (through both doors' real protocols).
+
+Tests share the node, its manual clock, the S3 server and the Lambda server: each uses delivery
+stream, bucket and function names of its own (prefixed by its module), and moves the clock only
+forward."""
 
 from __future__ import annotations
 
@@ -12,32 +17,60 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import pytest
+import pytest_asyncio
 
 from broker.clock import ManualClock
 from broker.node import Node
-from tests.conftest import node_config, running_node
-from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
+from tests.lambda_server import LambdaServer
+from tests.s3_server import S3Server, running_s3_node, running_s3_server
 
 T = TypeVar("T")
 REGION = "us-east-1"
+_HERE = Path(__file__).parent
 
 
-@pytest.fixture
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every coroutine test of this package runs on the package's event loop (the shared
+    node's)."""
+    package_loop = pytest.mark.asyncio(loop_scope="package")
+    for item in items:
+        if pytest_asyncio.is_async_test(item) and _HERE in Path(str(item.path)).parents:
+            item.add_marker(package_loop, append=False)
+
+
+@pytest.fixture(scope="package")
+def clock() -> ManualClock:
+    return ManualClock(wall_ms=1_790_000_000_000)
+
+
+@pytest.fixture(scope="package")
+def s3_server() -> Iterator[S3Server]:
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="package")
+def lambda_server() -> Iterator[LambdaServer]:
+    server = LambdaServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="package", loop_scope="package")
 async def fh_node(
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     clock: ManualClock,
-    s3_server: S3Server,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    s3_server: S3Server,
+    lambda_server: LambdaServer,
 ) -> AsyncIterator[Node]:
-    for name, value in s3_server.environment().items():
-        monkeypatch.setenv(name, value)
-    config = node_config(
-        tmp_path / "node",
-        firehose_reconcile_interval_ms=50,
-        firehose_write_bytes_per_second=0,
-        firehose_write_records_per_second=0,
-    )
-    async with running_node(config, clock) as node:
+    environment = {
+        **lambda_server.environment(),
+        "AWS_ENDPOINT_URL_GLUE": s3_server.endpoint_url,  # moto serves Glue there too
+    }
+    data_dir = tmp_path_factory.mktemp("firehose") / "node"
+    async with running_s3_node(data_dir, clock, s3_server, environment=environment) as node:
         yield node
 
 
@@ -57,7 +90,7 @@ def firehose_client(endpoint_url: str, **config: Any) -> Any:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="package")
 def firehose(fh_node: Node) -> Iterator[Any]:
     client = firehose_client(f"http://127.0.0.1:{fh_node.http_port}")
     try:

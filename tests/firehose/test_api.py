@@ -14,9 +14,8 @@ from broker.api.firehose.v1 import firehose_pb2, firehose_pb2_grpc
 from broker.clock import ManualClock
 from broker.errors import ErrorCode, ShoalError
 from broker.node import Node
-from tests.conftest import node_config, running_node
 from tests.firehose.conftest import call, firehose_client, s3_destination, wait_gone, wait_status
-from tests.s3_server import S3Server
+from tests.s3_server import S3Server, running_s3_node
 
 pytestmark = pytest.mark.integration
 
@@ -64,11 +63,8 @@ async def test_create_describe_list_delete(
     assert _error(raised) == "ResourceInUseException"
 
     listed = await call(firehose.list_delivery_streams)
-    assert listed == {
-        "DeliveryStreamNames": ["orders"],
-        "HasMoreDeliveryStreams": False,
-        "ResponseMetadata": listed["ResponseMetadata"],
-    }
+    assert "orders" in listed["DeliveryStreamNames"]  # with the package's other tests' streams
+    assert listed["HasMoreDeliveryStreams"] is False
     tags = await call(firehose.list_tags_for_delivery_stream, DeliveryStreamName="orders")
     assert tags["Tags"] == [{"Key": "team", "Value": "data"}]
 
@@ -81,7 +77,7 @@ async def test_create_describe_list_delete(
     with pytest.raises(ShoalError) as gone:  # the internal stream went with it
         await fh_node.service.call("DescribeStreamSummary", {"StreamName": internal})
     assert gone.value.code is ErrorCode.RESOURCE_NOT_FOUND
-    assert (await call(firehose.list_delivery_streams))["DeliveryStreamNames"] == []
+    assert "orders" not in (await call(firehose.list_delivery_streams))["DeliveryStreamNames"]
 
 
 async def test_a_missing_bucket_fails_creation_with_a_failure_description(firehose: Any) -> None:
@@ -217,7 +213,8 @@ async def test_two_accounts_or_regions_never_share_a_delivery_stream(
         arns.add((await service.call("CreateDeliveryStream", request, caller))["DeliveryStreamARN"])
     assert len(arns) == 3
     image = fh_node.firehose.service._metadata.image()
-    assert len({meta.internal_stream for meta in image.delivery_streams.values()}) == 3
+    same = [meta for meta in image.delivery_streams.values() if meta.name == "same"]
+    assert len({meta.internal_stream for meta in same}) == 3
 
 
 async def test_the_native_grpc_service(fh_node: Node, s3_server: S3Server) -> None:
@@ -253,17 +250,15 @@ async def test_the_native_grpc_service(fh_node: Node, s3_server: S3Server) -> No
 
 
 async def test_puts_over_the_delivery_stream_limits_are_answered_slow_down(
-    tmp_path: Path, clock: ManualClock, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clock: ManualClock, s3_server: S3Server
 ) -> None:
-    for name, value in s3_server.environment().items():
-        monkeypatch.setenv(name, value)
-    config = node_config(
-        tmp_path / "limited",
-        firehose_reconcile_interval_ms=50,
-        firehose_write_records_per_second=400,  # 200 per internal shard
-    )
     s3_server.client().create_bucket(Bucket="api-limits")
-    async with running_node(config, clock) as node:
+    async with running_s3_node(
+        tmp_path / "limited",
+        clock,
+        s3_server,
+        firehose_write_records_per_second=400,  # 200 per internal shard
+    ) as node:
         client = firehose_client(f"http://127.0.0.1:{node.http_port}")
         await call(
             client.create_delivery_stream,

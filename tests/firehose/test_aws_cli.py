@@ -1,34 +1,26 @@
-"""`aws firehose` (the AWS CLI v1, unmodified) against a `shoal serve` process delivering to
-moto's S3 server: the README's commands, with the endpoint from AWS_ENDPOINT_URL_FIREHOSE."""
+"""`aws firehose` (the AWS CLI v1, unmodified, in its own process) against the package's node
+delivering to moto's S3 server: the README's commands, with the endpoint from
+AWS_ENDPOINT_URL_FIREHOSE."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
-from tests.support import REPO, NodeProcess, wait_until
+from broker.clock import ManualClock
+from broker.node import Node
+from tests.s3_server import S3Server
+from tests.support import REPO
 
-pytestmark = [pytest.mark.process, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 AWS = REPO / ".venv" / "bin" / "aws"
-
-
-@pytest.fixture
-def node_process(tmp_path: Path, s3_server: S3Server) -> Iterator[NodeProcess]:  # noqa: F811
-    node = NodeProcess(tmp_path / "node", extra_env=s3_server.environment())
-    node.start()
-    try:
-        wait_until(lambda: "AWS API on" in node.log_text(), deadline_s=30, what="the node to serve")
-        yield node
-    finally:
-        node.terminate()
 
 
 def _aws(tmp_path: Path, endpoint: str, *args: str) -> Any:
@@ -54,53 +46,46 @@ def _aws(tmp_path: Path, endpoint: str, *args: str) -> Any:
     return json.loads(completed.stdout) if completed.stdout.strip() else None
 
 
-def test_aws_cli_creates_puts_and_deletes(
-    node_process: NodeProcess,
-    s3_server: S3Server,  # noqa: F811
-    tmp_path: Path,
+async def test_aws_cli_creates_puts_and_deletes(
+    fh_node: Node, s3_server: S3Server, clock: ManualClock, tmp_path: Path
 ) -> None:
     s3_server.client().create_bucket(Bucket="cli")
-    url = f"http://127.0.0.1:{node_process.http_port}"
+    url = f"http://127.0.0.1:{fh_node.http_port}"
     destination = {
         "RoleARN": "arn:aws:iam::000000000000:role/firehose",
         "BucketARN": "arn:aws:s3:::cli",
         "Prefix": "cli/",
         "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 1},
     }
-    created = _aws(
-        tmp_path,
-        url,
+
+    async def aws(*args: str) -> Any:
+        return await asyncio.to_thread(_aws, tmp_path, url, *args)
+
+    created = await aws(
         "create-delivery-stream",
         "--delivery-stream-name",
-        "cli-stream",
+        "aws-cli-stream",
         "--extended-s3-destination-configuration",
         json.dumps(destination),
     )
-    assert created["DeliveryStreamARN"].endswith(":deliverystream/cli-stream")
-    wait_until(
-        lambda: (
-            _aws(tmp_path, url, "describe-delivery-stream", "--delivery-stream-name", "cli-stream")[
-                "DeliveryStreamDescription"
-            ]["DeliveryStreamStatus"]
-            == "ACTIVE"
-        ),
-        deadline_s=30,
-        what="ACTIVE",
-    )
-    put = _aws(
-        tmp_path,
-        url,
-        "put-record",
-        "--delivery-stream-name",
-        "cli-stream",
-        "--record",
-        "Data=hello",
+    assert created["DeliveryStreamARN"].endswith(":deliverystream/aws-cli-stream")
+    async with asyncio.timeout(30):
+        while True:
+            described = await aws(
+                "describe-delivery-stream", "--delivery-stream-name", "aws-cli-stream"
+            )
+            if described["DeliveryStreamDescription"]["DeliveryStreamStatus"] == "ACTIVE":
+                break
+            await asyncio.sleep(0.1)
+    put = await aws(
+        "put-record", "--delivery-stream-name", "aws-cli-stream", "--record", "Data=hello"
     )
     assert put["RecordId"]
-    listed = _aws(tmp_path, url, "list-delivery-streams")
-    assert listed["DeliveryStreamNames"] == ["cli-stream"]
-    objects = wait_until(
-        lambda: s3_server.objects("cli", "cli/"), deadline_s=30, what="the object in S3"
-    )
+    listed = await aws("list-delivery-streams")
+    assert "aws-cli-stream" in listed["DeliveryStreamNames"]
+    async with asyncio.timeout(30):
+        while not (objects := await asyncio.to_thread(s3_server.objects, "cli", "cli/")):
+            clock.advance(ms=1_000)  # the node's clock: the 1 s interval passes
+            await asyncio.sleep(0.1)
     assert list(objects.values()) == [b"hello"]  # CLI v1 base64-encodes the blob itself
-    _aws(tmp_path, url, "delete-delivery-stream", "--delivery-stream-name", "cli-stream")
+    await aws("delete-delivery-stream", "--delivery-stream-name", "aws-cli-stream")

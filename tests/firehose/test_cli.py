@@ -41,7 +41,7 @@ async def test_the_firehose_commands(
     assert code == 0
     assert out.strip().endswith(":deliverystream/cli-stream")
     code, out, _ = await shoal("firehose", "list")
-    assert (code, out.split()) == (0, ["cli-stream"])
+    assert code == 0 and "cli-stream" in out.split()  # with the package's other streams
     code, out, _ = await shoal("--json", "firehose", "describe", "cli-stream")
     description = json.loads(out)["DeliveryStreamDescription"]
     assert description["DeliveryStreamStatus"] == "ACTIVE"

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,8 +15,7 @@ import pyarrow.parquet as pa_parquet
 import pytest
 
 from broker.clock import ManualClock
-from tests.conftest import node_config, running_node
-from tests.firehose.conftest import call, firehose_client, s3_destination, wait_status
+from tests.firehose.conftest import call, s3_destination, wait_status
 from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 
 pytestmark = pytest.mark.integration
@@ -50,78 +48,66 @@ def _glue_table(s3_server: S3Server, database: str) -> None:
 
 @pytest.mark.parametrize("serializer", ["ParquetSerDe", "OrcSerDe"])
 async def test_json_records_become_columnar_files(
-    tmp_path: Path,
-    clock: ManualClock,
-    s3_server: S3Server,
-    monkeypatch: pytest.MonkeyPatch,
-    serializer: str,
+    firehose: Any, clock: ManualClock, s3_server: S3Server, serializer: str
 ) -> None:
-    for name, value in s3_server.environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_GLUE", s3_server.endpoint_url)
     database = f"shop_{serializer.lower()}"
     bucket = f"columnar-{serializer.lower()}"
+    name = f"columnar-{serializer.lower()}"
     _glue_table(s3_server, database)
     s3_server.client().create_bucket(Bucket=bucket)
-    config = node_config(tmp_path / "node", firehose_reconcile_interval_ms=50)
-    async with running_node(config, clock) as node:
-        client = firehose_client(f"http://127.0.0.1:{node.http_port}")
-        await call(
-            client.create_delivery_stream,
-            DeliveryStreamName="columnar",
-            ExtendedS3DestinationConfiguration=s3_destination(
-                bucket,
-                Prefix="data/",
-                ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
-                BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
-                DataFormatConversionConfiguration={
-                    "Enabled": True,
-                    "SchemaConfiguration": {
-                        "DatabaseName": database,
-                        "TableName": "orders",
-                        "RoleARN": "arn:aws:iam::000000000000:role/firehose",
-                    },
-                    "InputFormatConfiguration": {"Deserializer": {"OpenXJsonSerDe": {}}},
-                    "OutputFormatConfiguration": {"Serializer": {serializer: {}}},
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=s3_destination(
+            bucket,
+            Prefix="data/",
+            ErrorOutputPrefix="errors/!{firehose:error-output-type}/",
+            BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
+            DataFormatConversionConfiguration={
+                "Enabled": True,
+                "SchemaConfiguration": {
+                    "DatabaseName": database,
+                    "TableName": "orders",
+                    "RoleARN": "arn:aws:iam::000000000000:role/firehose",
                 },
-            ),
-        )
-        await wait_status(client, "columnar", "ACTIVE")
-        rows: list[dict[str, Any]] = [
-            {"id": i, "Customer": f"c{i}", "total": i * 1.5, "tags": ["a", str(i)]}
-            for i in range(20)
-        ]
-        records = [json.dumps(row).encode() for row in rows] + [b"not json"]
-        await call(
-            client.put_record_batch,
-            DeliveryStreamName="columnar",
-            Records=[{"Data": data} for data in records],
-        )
-        await asyncio.sleep(0.5)
-        clock.advance(ms=61_000)
-        async with asyncio.timeout(30):
-            while True:
-                objects = await asyncio.to_thread(s3_server.objects, bucket)
-                data = {k: v for k, v in objects.items() if k.startswith("data/")}
-                errors = {k: v for k, v in objects.items() if k.startswith("errors/")}
-                tables = [
-                    (pa_parquet if serializer == "ParquetSerDe" else pa_orc).read_table(
-                        io.BytesIO(body)
-                    )
-                    for body in data.values()
-                ]
-                if sum(table.num_rows for table in tables) >= 20 and errors:
-                    break
-                await asyncio.sleep(0.1)
-        extension = ".parquet" if serializer == "ParquetSerDe" else ".orc"
-        assert all(key.endswith(extension) for key in data)
-        got = sorted((row for table in tables for row in table.to_pylist()), key=lambda r: r["id"])
-        assert got == [
-            {"id": i, "customer": f"c{i}", "total": i * 1.5, "tags": ["a", str(i)]}
-            for i in range(20)
-        ]
-        (error_key,) = errors
-        assert error_key.startswith("errors/format-conversion-failed/")
-        failed = json.loads(errors[error_key])
-        assert failed["errorCode"] == "DataFormatConversion.MalformedData"
-        client.close()
+                "InputFormatConfiguration": {"Deserializer": {"OpenXJsonSerDe": {}}},
+                "OutputFormatConfiguration": {"Serializer": {serializer: {}}},
+            },
+        ),
+    )
+    await wait_status(firehose, name, "ACTIVE")
+    rows: list[dict[str, Any]] = [
+        {"id": i, "Customer": f"c{i}", "total": i * 1.5, "tags": ["a", str(i)]} for i in range(20)
+    ]
+    records = [json.dumps(row).encode() for row in rows] + [b"not json"]
+    await call(
+        firehose.put_record_batch,
+        DeliveryStreamName=name,
+        Records=[{"Data": data} for data in records],
+    )
+    await asyncio.sleep(0.5)
+    clock.advance(ms=61_000)
+    async with asyncio.timeout(30):
+        while True:
+            objects = await asyncio.to_thread(s3_server.objects, bucket)
+            data = {k: v for k, v in objects.items() if k.startswith("data/")}
+            errors = {k: v for k, v in objects.items() if k.startswith("errors/")}
+            tables = [
+                (pa_parquet if serializer == "ParquetSerDe" else pa_orc).read_table(
+                    io.BytesIO(body)
+                )
+                for body in data.values()
+            ]
+            if sum(table.num_rows for table in tables) >= 20 and errors:
+                break
+            await asyncio.sleep(0.1)
+    extension = ".parquet" if serializer == "ParquetSerDe" else ".orc"
+    assert all(key.endswith(extension) for key in data)
+    got = sorted((row for table in tables for row in table.to_pylist()), key=lambda r: r["id"])
+    assert got == [
+        {"id": i, "customer": f"c{i}", "total": i * 1.5, "tags": ["a", str(i)]} for i in range(20)
+    ]
+    (error_key,) = errors
+    assert error_key.startswith("errors/format-conversion-failed/")
+    failed = json.loads(errors[error_key])
+    assert failed["errorCode"] == "DataFormatConversion.MalformedData"

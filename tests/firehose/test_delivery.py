@@ -129,14 +129,14 @@ async def test_each_compression_format_reads_back(
     s3_server.client().create_bucket(Bucket=bucket)
     await _create(
         firehose,
-        "fmt",
+        bucket,  # a delivery stream of that name
         bucket,
         CompressionFormat=compression_format,
         BufferingHints={"SizeInMBs": 64, "IntervalInSeconds": 60},
     )
     records = [f"{compression_format}-{i}\n".encode() for i in range(20)]
     for data in records:
-        await call(firehose.put_record, DeliveryStreamName="fmt", Record={"Data": data})
+        await call(firehose.put_record, DeliveryStreamName=bucket, Record={"Data": data})
     await asyncio.sleep(0.5)
     clock.advance(ms=61_000)
     delivered = await _lines(

@@ -21,8 +21,7 @@ import pytest
 
 from broker.clock import ManualClock
 from tests.certificates import issue, make_authority
-from tests.conftest import node_config, running_node
-from tests.firehose.conftest import call, firehose_client, wait_status
+from tests.firehose.conftest import call, wait_status
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
@@ -80,19 +79,6 @@ def https_endpoint(tmp_path: Path) -> Iterator[tuple[Endpoint, Path]]:
         thread.join(timeout=10)
 
 
-async def _start(
-    tmp_path: Path,
-    clock: ManualClock,
-    s3_server: S3Server,
-    ca_file: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Any:
-    for name, value in s3_server.environment().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
-    return running_node(node_config(tmp_path / "node", firehose_reconcile_interval_ms=50), clock)
-
-
 def _configuration(url: str, bucket: str, **extra: Any) -> dict[str, Any]:
     return {
         "EndpointConfiguration": {"Url": url, "Name": "test", "AccessKey": "secret-key"},
@@ -111,7 +97,7 @@ def _configuration(url: str, bucket: str, **extra: Any) -> dict[str, Any]:
 
 
 async def test_records_arrive_in_aws_format(
-    tmp_path: Path,
+    firehose: Any,
     clock: ManualClock,
     s3_server: S3Server,
     https_endpoint: tuple[Endpoint, Path],
@@ -119,45 +105,42 @@ async def test_records_arrive_in_aws_format(
 ) -> None:
     endpoint, ca_file = https_endpoint
     s3_server.client().create_bucket(Bucket="http-ok")
-    async with await _start(tmp_path, clock, s3_server, ca_file, monkeypatch) as node:
-        client = firehose_client(f"http://127.0.0.1:{node.http_port}")
-        await call(
-            client.create_delivery_stream,
-            DeliveryStreamName="to-http",
-            HttpEndpointDestinationConfiguration=_configuration(endpoint.url, "http-ok"),
-        )
-        description = await wait_status(client, "to-http", "ACTIVE")
-        http = description["Destinations"][0]["HttpEndpointDestinationDescription"]
-        assert http["EndpointConfiguration"] == {"Url": endpoint.url, "Name": "test"}
-        records = [f"event-{i}\n".encode() for i in range(30)]
-        await call(
-            client.put_record_batch,
-            DeliveryStreamName="to-http",
-            Records=[{"Data": data} for data in records],
-        )
-        await _settle()
-        clock.advance(ms=61_000)
-        await _until(lambda: sum(len(doc["records"]) for _, doc in endpoint.requests) >= 30)
-        received = sorted(
-            base64.b64decode(item["data"])
-            for _, doc in endpoint.requests
-            for item in doc["records"]
-        )
-        assert received == sorted(records)
-        headers, document = endpoint.requests[0]
-        assert headers["X-Amz-Firehose-Access-Key"] == "secret-key"
-        assert headers["X-Amz-Firehose-Request-Id"] == document["requestId"]
-        assert headers["X-Amz-Firehose-Source-Arn"].endswith(":deliverystream/to-http")
-        assert json.loads(headers["X-Amz-Firehose-Common-Attributes"]) == {
-            "commonAttributes": {"env": "test"}
-        }
-        assert headers["Content-Encoding"] == "gzip"
-        assert isinstance(document["timestamp"], int)
-        client.close()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # read at each request
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName="to-http",
+        HttpEndpointDestinationConfiguration=_configuration(endpoint.url, "http-ok"),
+    )
+    description = await wait_status(firehose, "to-http", "ACTIVE")
+    http = description["Destinations"][0]["HttpEndpointDestinationDescription"]
+    assert http["EndpointConfiguration"] == {"Url": endpoint.url, "Name": "test"}
+    records = [f"event-{i}\n".encode() for i in range(30)]
+    await call(
+        firehose.put_record_batch,
+        DeliveryStreamName="to-http",
+        Records=[{"Data": data} for data in records],
+    )
+    await _settle()
+    clock.advance(ms=61_000)
+    await _until(lambda: sum(len(doc["records"]) for _, doc in endpoint.requests) >= 30)
+    received = sorted(
+        base64.b64decode(item["data"]) for _, doc in endpoint.requests for item in doc["records"]
+    )
+    assert received == sorted(records)
+    headers, document = endpoint.requests[0]
+    assert headers["X-Amz-Firehose-Access-Key"] == "secret-key"
+    assert headers["X-Amz-Firehose-Request-Id"] == document["requestId"]
+    assert headers["X-Amz-Firehose-Source-Arn"].endswith(":deliverystream/to-http")
+    assert json.loads(headers["X-Amz-Firehose-Common-Attributes"]) == {
+        "commonAttributes": {"env": "test"}
+    }
+    assert headers["Content-Encoding"] == "gzip"
+    assert isinstance(document["timestamp"], int)
+    firehose.close()
 
 
 async def test_refused_records_go_to_the_error_prefix_after_the_retry_duration(
-    tmp_path: Path,
+    firehose: Any,
     clock: ManualClock,
     s3_server: S3Server,
     https_endpoint: tuple[Endpoint, Path],
@@ -166,29 +149,28 @@ async def test_refused_records_go_to_the_error_prefix_after_the_retry_duration(
     endpoint, ca_file = https_endpoint
     endpoint.echo_request_id = False  # AWS's check: the response must name the request
     s3_server.client().create_bucket(Bucket="http-failed")
-    async with await _start(tmp_path, clock, s3_server, ca_file, monkeypatch) as node:
-        client = firehose_client(f"http://127.0.0.1:{node.http_port}")
-        await call(
-            client.create_delivery_stream,
-            DeliveryStreamName="refused",
-            HttpEndpointDestinationConfiguration=_configuration(
-                endpoint.url, "http-failed", RetryOptions={"DurationInSeconds": 0}
-            ),
-        )
-        await wait_status(client, "refused", "ACTIVE")
-        await call(client.put_record, DeliveryStreamName="refused", Record={"Data": b"lost?\n"})
-        await _settle()
-        clock.advance(ms=61_000)
-        objects = await _until_objects(s3_server, "http-failed")
-        ((key, body),) = objects.items()
-        assert key.startswith("backup/http-endpoint-failed/")
-        (line,) = body.splitlines()
-        failed = json.loads(line)
-        assert base64.b64decode(failed["rawData"]) == b"lost?\n"
-        assert failed["errorCode"] == "HttpEndpoint.InvalidResponseFromDestination"
-        assert failed["attemptsMade"] == 1
-        assert len(endpoint.requests) == 1
-        client.close()
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # read at each request
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName="http-refused",
+        HttpEndpointDestinationConfiguration=_configuration(
+            endpoint.url, "http-failed", RetryOptions={"DurationInSeconds": 0}
+        ),
+    )
+    await wait_status(firehose, "http-refused", "ACTIVE")
+    await call(firehose.put_record, DeliveryStreamName="http-refused", Record={"Data": b"lost?\n"})
+    await _settle()
+    clock.advance(ms=61_000)
+    objects = await _until_objects(s3_server, "http-failed")
+    ((key, body),) = objects.items()
+    assert key.startswith("backup/http-endpoint-failed/")
+    (line,) = body.splitlines()
+    failed = json.loads(line)
+    assert base64.b64decode(failed["rawData"]) == b"lost?\n"
+    assert failed["errorCode"] == "HttpEndpoint.InvalidResponseFromDestination"
+    assert failed["attemptsMade"] == 1
+    assert len(endpoint.requests) == 1
+    firehose.close()
 
 
 async def _settle() -> None:

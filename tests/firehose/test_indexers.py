@@ -1,13 +1,16 @@
 """OpenSearch, Splunk and Snowflake destinations. Neither product can run here: OpenSearch's
 `_bulk` and Splunk's HEC are served by a small HTTP server in the test that answers as they
-document (one document refused, a token checked), so these prove Shoal's side of the protocol,
-not compatibility with the products. Snowflake is accepted, validated and described; its
-buffers go to the S3 backup with Snowflake.NotSupported."""
+document (one document refused, a token checked, the SigV4 signature of every `_bulk` request
+verified with botocore's signer and the node's secret key, as OpenSearch Service and
+Serverless verify it), so these prove Shoal's side of the protocol, not compatibility with the
+products. A Snowflake destination whose PrivateKey cannot be read fails into the S3 backup
+(delivery itself: test_snowflake.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import http.server
 import json
 import ssl
@@ -16,14 +19,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
 import botocore.exceptions
 import pytest
 
 from broker.clock import ManualClock
+from broker.firehose import indexers
+from broker.firehose.aws_clients import RequestSigner
 from broker.node import Node
 from tests.certificates import issue, make_authority
 from tests.firehose.conftest import call, s3_destination, wait_status
-from tests.s3_server import S3Server
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
 from tests.support import LOOPBACK
 
 pytestmark = pytest.mark.integration
@@ -31,9 +39,35 @@ pytestmark = pytest.mark.integration
 TOKEN = "0b1c2d3e-hec-token"
 
 
+def verify_sigv4(url: str, headers: dict[str, str], body: bytes) -> tuple[str, str]:
+    """(service, region) of a POST's valid SigV4 signature by ACCESS_KEY; AssertionError
+    naming what does not match otherwise. The server's side, recomputed with botocore."""
+    lower = {name.lower(): value for name, value in headers.items()}  # names: any case
+    algorithm, _, fields = lower["authorization"].partition(" ")
+    assert algorithm == "AWS4-HMAC-SHA256", algorithm
+    parts = dict(item.strip().split("=", 1) for item in fields.split(","))
+    access_key, date, region, service, terminal = parts["Credential"].split("/")
+    assert (access_key, terminal) == (ACCESS_KEY, "aws4_request"), parts["Credential"]
+    timestamp = lower["x-amz-date"]
+    assert timestamp.startswith(date), (timestamp, date)
+    assert lower["x-amz-content-sha256"] == hashlib.sha256(body).hexdigest(), "payload hash"
+    signed = parts["SignedHeaders"].split(";")
+    request = botocore.awsrequest.AWSRequest(
+        method="POST", url=url, data=body, headers={name: lower[name] for name in signed}
+    )
+    request.context["timestamp"] = timestamp
+    signer = botocore.auth.SigV4Auth(
+        botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY), service, region
+    )
+    string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
+    assert signer.signature(string_to_sign, request) == parts["Signature"], "signature"
+    return service, region
+
+
 class _Received:
     def __init__(self) -> None:
         self.bulk: list[bytes] = []
+        self.signed: list[tuple[str, str] | str] = []  # (service, region) or why refused
         self.hec: list[tuple[str, str, bytes]] = []  # path, authorization, body
 
 
@@ -58,6 +92,14 @@ def indexer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             if self.path == "/_bulk":
+                url = f"https://{self.headers['Host']}{self.path}"
+                try:
+                    received.signed.append(verify_sigv4(url, dict(self.headers.items()), body))
+                except (AssertionError, KeyError, ValueError) as refused:
+                    received.signed.append(f"refused: {refused!r}")
+                    mismatch = "The request signature we calculated does not match."
+                    self._answer(403, {"message": mismatch})
+                    return
                 received.bulk.append(body)
                 lines = body.splitlines()
                 items = []
@@ -96,12 +138,14 @@ def indexer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[s
 
 
 async def _objects(
-    s3_server: S3Server, bucket: str, prefix: str, clock: ManualClock
+    s3_server: S3Server, bucket: str, prefix: str, clock: ManualClock, *, lines: int = 1
 ) -> dict[str, bytes]:
+    """The objects under `prefix` once they hold `lines` lines (or `}`-ended documents)."""
     async with asyncio.timeout(30):
         while True:
             found = await asyncio.to_thread(s3_server.objects, bucket, prefix)
-            if found:
+            body = b"".join(found.values())
+            if found and max(len(body.splitlines()), body.count(b"}")) >= lines:
                 return found
             clock.advance(ms=200)
             await asyncio.sleep(0.1)
@@ -126,6 +170,17 @@ async def test_opensearch_splunk_and_snowflake_deliver_or_fail_into_the_backup(
             "IndexName": "logs",
             "BufferingHints": hints,
             "S3Configuration": s3_destination("indexers", Prefix="search/"),
+        },
+    )
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName="to-collection",
+        AmazonOpenSearchServerlessDestinationConfiguration={
+            "RoleARN": "arn:aws:iam::000000000000:role/firehose",
+            "CollectionEndpoint": url,
+            "IndexName": "events",
+            "BufferingHints": hints,
+            "S3Configuration": s3_destination("indexers", Prefix="collection/"),
         },
     )
     await call(
@@ -168,7 +223,7 @@ async def test_opensearch_splunk_and_snowflake_deliver_or_fail_into_the_backup(
     assert "PrivateKey" not in snowflake_described
     assert snowflake_described["S3BackupMode"] == "FailedDataOnly"
     documents = [b'{"n": 1}', b'{"n": "bad"}', b'{"n": 3}']
-    for name in ("to-search", "to-splunk", "to-snowflake"):
+    for name in ("to-search", "to-collection", "to-splunk", "to-snowflake"):
         await call(
             firehose.put_record_batch,
             DeliveryStreamName=name,
@@ -181,14 +236,20 @@ async def test_opensearch_splunk_and_snowflake_deliver_or_fail_into_the_backup(
     assert refused["errorCode"] == "OS.mapper_parsing_exception"
     assert base64.b64decode(refused["rawData"]) == b'{"n": "bad"}'
     async with asyncio.timeout(10):
-        while len(b"".join(received.bulk).splitlines()) < 2 * len(documents):
+        while len(b"".join(received.bulk).splitlines()) < 4 * len(documents):
             clock.advance(ms=200)
             await asyncio.sleep(0.05)
     bulk = b"".join(received.bulk).splitlines()
-    assert json.loads(bulk[0])["index"]["_index"].startswith("logs-")  # OneDay rotation
-    assert set(bulk[1::2]) == set(documents)
+    indices = {json.loads(action)["index"]["_index"] for action in bulk[::2]}
+    assert {index.split("-")[0] for index in indices} == {"logs", "events"}
+    assert any(index.startswith("logs-") for index in indices)  # OneDay rotation
+    assert "events" in indices  # Serverless collections do not rotate
+    assert sorted(bulk[1::2]) == sorted(documents * 2)
+    # Every _bulk request was signed (SigV4, the node's key), for OpenSearch Service (es) and
+    # Serverless (aoss), in the delivery stream's region (a loopback endpoint names none).
+    assert set(received.signed) == {("es", "us-east-1"), ("aoss", "us-east-1")}
 
-    backed_up = await _objects(s3_server, "indexers", "splunk/", clock)
+    backed_up = await _objects(s3_server, "indexers", "splunk/", clock, lines=len(documents))
     assert sorted(b"".join(backed_up.values()).split(b"}")) == sorted(
         b"".join(documents).split(b"}")
     )
@@ -204,9 +265,11 @@ async def test_opensearch_splunk_and_snowflake_deliver_or_fail_into_the_backup(
     ]
     assert sorted(events, key=str) == sorted((json.loads(data) for data in documents), key=str)
 
-    snowflake_failed = await _objects(s3_server, "indexers", "snowflake/snowflake-failed/", clock)
+    snowflake_failed = await _objects(
+        s3_server, "indexers", "snowflake/snowflake-failed/", clock, lines=len(documents)
+    )
     lines = b"".join(snowflake_failed.values()).splitlines()
-    assert {json.loads(line)["errorCode"] for line in lines} == {"Snowflake.NotSupported"}
+    assert {json.loads(line)["errorCode"] for line in lines} == {"Snowflake.InvalidPrivateKey"}
     assert len(lines) == 3
 
 
@@ -255,3 +318,40 @@ async def test_their_configurations_are_validated(firehose: Any) -> None:
             )
         assert raised.value.response["Error"]["Code"] == "InvalidArgumentException", member
         assert message in raised.value.response["Error"]["Message"], member
+
+
+def test_the_signature_is_botocores_and_covers_the_body() -> None:
+    """The signer's requests verify as AWS verifies them; a changed body or another secret
+    does not (so the server above can refuse)."""
+    import os
+
+    url = "https://search-logs-abc.eu-west-1.es.amazonaws.com/_bulk"
+    service, region = indexers.signing_scope("Amazonopensearchservice", url, "us-east-1")
+    assert (service, region) == ("es", "eu-west-1")
+    serverless = "https://abc123.us-west-2.aoss.amazonaws.com/_bulk"
+    assert indexers.signing_scope("AmazonOpenSearchServerless", serverless, "us-east-1") == (
+        "aoss",
+        "us-west-2",
+    )
+    body = b'{"index":{}}\n{"n":1}\n'
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        patch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        patch.delenv("AWS_SESSION_TOKEN", raising=False)
+        patch.delenv("AWS_PROFILE", raising=False)
+        headers = RequestSigner().sign(
+            service=service,
+            region=region,
+            method="POST",
+            url=url,
+            headers={"Content-Type": "application/x-ndjson"},
+            body=body,
+        )
+        assert os.environ["AWS_ACCESS_KEY_ID"] == ACCESS_KEY
+    headers["Host"] = "search-logs-abc.eu-west-1.es.amazonaws.com"
+    assert verify_sigv4(url, headers, body) == ("es", "eu-west-1")
+    with pytest.raises(AssertionError, match="payload hash"):
+        verify_sigv4(url, headers, body + b" ")
+    forged = {**headers, "X-Amz-Content-SHA256": hashlib.sha256(body + b" ").hexdigest()}
+    with pytest.raises(AssertionError, match="signature"):
+        verify_sigv4(url, forged, body + b" ")
