@@ -684,6 +684,15 @@ def _rewrite_function(node: exp.Expr) -> exp.Expr:
         kda = _kda_function(str(node.this).upper(), node.expressions)
         if kda is not None:
             return kda
+    if isinstance(node, exp.Initcap):
+        # Each word's first letter upper-cased and the rest lower-cased (KDA's INITCAP), in
+        # DuckDB's lambda syntax (sqlglot's own translation uses the arrow DuckDB 2 refuses).
+        text = node.this.sql(dialect="duckdb")
+        return sqlglot.parse_one(
+            f"array_to_string(list_transform(regexp_extract_all({text}, '(\\w+|\\W+)'), "
+            "lambda part: upper(left(part, 1)) || lower(substring(part, 2))), '')",
+            dialect="duckdb",
+        )
     if isinstance(node, exp.SimilarTo):
         return exp.func(
             "regexp_full_match", node.this, exp.Literal.string(_similar_to_regex(node.expression))
