@@ -18,7 +18,8 @@ baseline measured in the same run on the same bytes:
   durable rocksdict writes (one WriteBatch and one synced WAL flush per fragment);
 - the live edge: a GetMedia reader following the stream (StartSelector NOW) during the paced
   run, the delay from a fragment's PERSISTED (at the producer) to its chunk arriving at the
-  reader, p50/p99 (LIVE HLS is not served yet, so this stands in for PERSISTED -> playlist).
+  reader, p50/p99; and a LIVE HLS session on another paced stream, its media playlist polled
+  every 50 ms, the delay from a fragment's PERSISTED to its segment first listed, p50/p99.
 
 Everything runs on one machine (producer, reader and node share its cores); the report prints
 the CPU count. About `--seconds` x 3 + 15 s.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import fractions
 import io
 import json
@@ -37,6 +39,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +52,7 @@ import boto3
 from benchmarks.bench import _write_durable_batch, now_s, shoal_node
 from broker.client.grpc_client import ShoalClient
 from broker.client.video_producer import PutMediaTarget, put_media
+from broker.streams.sequence_numbers import decode_sequence_number
 from broker.video import ebml, mkv
 from broker.video.acks import AckEventType
 from broker.video.media_chunks import read_tags, split_chunks
@@ -238,6 +243,64 @@ class LiveReader:
                 self.arrived[tags["AWS_KINESISVIDEO_FRAGMENT_NUMBER"]] = now_s()
 
 
+class LiveHlsWatcher:
+    """A LIVE HLS session in a thread, its media playlist polled every `POLL_S`: when each
+    fragment's segment was first listed, by the log offset its segment token names."""
+
+    POLL_S = 0.05
+
+    def __init__(self, endpoint: str, stream: str) -> None:
+        self.listed: dict[int, float] = {}  # log offset -> first listed
+        self.stop = threading.Event()
+        self._endpoint, self._stream = endpoint, stream
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _session_url(self) -> str | None:
+        archived = boto3.client(
+            "kinesis-video-archived-media",
+            endpoint_url=self._endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+        )
+        while not self.stop.is_set():  # a LIVE session needs a first fragment
+            try:
+                answer = archived.get_hls_streaming_session_url(
+                    StreamName=self._stream, PlaybackMode="LIVE", Expires=3600
+                )
+                url: str = answer["HLSStreamingSessionURL"]
+                return url
+            except archived.exceptions.ResourceNotFoundException:
+                time.sleep(self.POLL_S)
+        return None
+
+    def _run(self) -> None:
+        master_url = self._session_url()
+        if master_url is None:
+            return
+        with urllib.request.urlopen(master_url, timeout=30) as response:
+            master = response.read().decode()
+        media = next(line for line in master.splitlines() if line and not line.startswith("#"))
+        media_url = urllib.parse.urljoin(master_url, media)
+        while not self.stop.is_set():
+            with urllib.request.urlopen(media_url, timeout=30) as response:
+                playlist = response.read().decode()
+            seen = now_s()
+            for line in playlist.splitlines():
+                if line and not line.startswith("#"):
+                    offset = _segment_offset(line)
+                    self.listed.setdefault(offset, seen)
+            time.sleep(self.POLL_S)
+
+
+def _segment_offset(segment_url: str) -> int:
+    """The log offset a segment's token names (its fixed-width middle part, broker/video/
+    hls.py), read without the cluster's key."""
+    token = urllib.parse.parse_qs(urllib.parse.urlsplit(segment_url).query)["SessionToken"][0]
+    slot = token.split(".")[1]
+    return int.from_bytes(base64.urlsafe_b64decode(slot + "=" * (-len(slot) % 4)), "big")
+
+
 def _complete_tags(chunk: bytes) -> dict[str, str] | None:
     """The chunk's tags once it arrived whole (its Tags element, last, ends with the
     continuation token), else None."""
@@ -290,6 +353,8 @@ def run(seconds: int, *, in_phase: bool = False) -> dict[str, Any]:
 
         reader = LiveReader(node.http_url, "paced-0")
         reader.thread.start()
+        hls_watcher = LiveHlsWatcher(node.http_url, "paced-1")
+        hls_watcher.thread.start()
         time.sleep(1.0)  # the reader is at the live edge before the first fragment
 
         async def paced() -> list[Upload]:
@@ -314,6 +379,9 @@ def run(seconds: int, *, in_phase: bool = False) -> dict[str, Any]:
 
         uploads = asyncio.run(paced())
         reader.thread.join(timeout=10)
+        time.sleep(2 * LiveHlsWatcher.POLL_S)  # the last fragment's listing
+        hls_watcher.stop.set()
+        hls_watcher.thread.join(timeout=10)
         latencies = [x for u in uploads for x in (u.latencies_ms or [])]
         p50, p99 = quantiles(latencies)
         sustained = all(u.persisted == u.fragments and not u.errors for u in uploads)
@@ -337,6 +405,20 @@ def run(seconds: int, *, in_phase: bool = False) -> dict[str, Any]:
         ]
         d50, d99 = quantiles(delays)
         report["live_edge"] = {"fragments": len(delays), "p50_ms": d50, "p99_ms": d99}
+        # PERSISTED at the producer -> segment first listed in the LIVE HLS playlist, matched
+        # by log offset (a fragment number encodes its first record's offset).
+        hls_persisted = {
+            decode_sequence_number(number).offset: at
+            for number, at in (uploads[1].persisted_at or {}).items()
+            if number
+        }
+        hls_delays = [
+            (listed - hls_persisted[offset]) * 1000
+            for offset, listed in hls_watcher.listed.items()
+            if offset in hls_persisted
+        ]
+        h50, h99 = quantiles(hls_delays)
+        report["live_hls"] = {"fragments": len(hls_delays), "p50_ms": h50, "p99_ms": h99}
     return report
 
 
@@ -366,6 +448,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"{'met' if paced['goal_met'] else 'NOT met'})",
             f"  live edge, PERSISTED -> GetMedia reader: p50 {live['p50_ms']:.1f} ms, p99 "
             f"{live['p99_ms']:.1f} ms over {live['fragments']} fragments",
+            f"  live edge, PERSISTED -> LIVE HLS playlist (polled every 50 ms): p50 "
+            f"{report['live_hls']['p50_ms']:.1f} ms, p99 {report['live_hls']['p99_ms']:.1f} ms "
+            f"over {report['live_hls']['fragments']} fragments",
         ]
     )
 

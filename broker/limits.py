@@ -210,6 +210,11 @@ video_header_element_bytes_max = 1 * MiB
 video_record_chunk_bytes_max = record_bytes_max_default - 4 * KiB
 video_streams_per_account_max = 10_000  # AccountStreamLimitExceededException past it
 video_tags_per_stream_max = 50  # TagsPerResourceExceededLimitException past it
+# A fragment's notification tags (AWS_KINESISVIDEO_NOTIFICATION): AWS's MKV tag limits; past
+# them PutMedia answers ERROR 4009 (FRAGMENT_METADATA_LIMIT_REACHED).
+video_notification_keys_max = 10
+video_notification_key_bytes_max = 128
+video_notification_value_bytes_max = 256
 video_channels_per_account_max = 10_000  # AccountChannelLimitExceededException past it
 video_channel_message_ttl_seconds_default = 60  # SingleMasterConfiguration's default (AWS)
 video_channel_viewers_max = 10  # AWS: 10 viewers per channel; the 11th is refused

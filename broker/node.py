@@ -138,7 +138,9 @@ from broker.types import NodeId, ShardUid, StreamName
 from broker.video.channels import ChannelSettings
 from broker.video.control import VideoSettings
 from broker.video.image_delivery import ImageDelivery
+from broker.video.notifications import NotificationDelivery
 from broker.video.service import VideoService
+from broker.video.sns import SnsPublisher
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +186,7 @@ class Node:
         self.service: KinesisService | None = None
         self.video: VideoService | None = None
         self.video_images: ImageDelivery | None = None  # continuous image generation to S3
+        self.video_notifications: NotificationDelivery | None = None  # SNS, tagged fragments
         self.access: AccessControl | None = None  # keys, policies, audit (issue 15)
         self.audit: AuditTrail | None = None
         self.analytics: AnalyticsService | None = None  # Kinesis Data Analytics (SQL)
@@ -380,6 +383,14 @@ class Node:
             clock=self.clock,
             node_id=self.node_id,
             store=lambda: video_store,
+        )
+        sns = SnsPublisher(region=config.region)  # boto3; AWS_ENDPOINT_URL_SNS picks a server
+        self.video_notifications = NotificationDelivery(
+            archive=self.video.archive,
+            metadata=metadata,
+            clock=self.clock,
+            node_id=self.node_id,
+            publisher=lambda: sns,
         )
         self._start_analytics(metadata)
         self.firehose = FirehoseRuntime(
@@ -847,6 +858,8 @@ class Node:
             group.create_task(self.firehose.run(), name="firehose")
             assert self.video_images is not None
             group.create_task(self.video_images.run(), name="video-images")
+            assert self.video_notifications is not None
+            group.create_task(self.video_notifications.run(), name="video-notifications")
 
     async def _run_key_rewraps(self, ctx: ServiceContext) -> None:
         """After a master-key rotation, the controller's node re-wraps the data keys an older

@@ -33,6 +33,8 @@ from broker.meta.metadata_format import FIRST_FORMAT, members_after
 from broker.meta.video_table import VideoStreamMeta
 from broker.service.in_process import LocalKinesis
 from broker.streams.internal_names import internal_stream_name
+from broker.streams.iterators import decode_iterator
+from broker.streams.sequence_numbers import sequence_number_for
 from broker.streams.throttling import StreamLimits
 from broker.video.fragment_records import (
     PARTITION_KEY,
@@ -273,6 +275,19 @@ class FragmentArchive:
                 return False
             raise
         return True
+
+    async def last_record(self, meta: VideoStreamMeta, *, now_ms: int) -> str | None:
+        """The sequence number of the newest record of the stream's log (None while it is
+        empty): reading after it returns exactly what is appended from now on."""
+        name = internal_name(meta)
+        image = self._metadata.image()
+        stream = image.stream(name, now_ms=now_ms)
+        if stream is None:
+            raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "The stream has no log yet.")
+        request = {"StreamName": name, "ShardId": SHARD_ID, "ShardIteratorType": "LATEST"}
+        token = (await self._kinesis.call("GetShardIterator", request))["ShardIterator"]
+        end = decode_iterator(token, secret=image.iterator_secret, now_ms=now_ms).offset
+        return None if end == 0 else sequence_number_for(stream.shards[0], end - 1)
 
     async def read(
         self, meta: VideoStreamMeta, position: Position, *, follow_s: float = 0.0

@@ -44,25 +44,33 @@ class FragmentMetadata:
     timecode_ms: int  # the Cluster's timecode as the producer wrote it
     duration_ms: int
     frame_count: int
+    # The producer's AWS_KINESISVIDEO_NOTIFICATION payload (name, value pairs in order): the
+    # SNS notification owed once the fragment is persisted. Absent (None) in most fragments
+    # and in every fragment stored before notifications were sent.
+    notification: tuple[tuple[str, str], ...] | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "producer_timestamp_ms": self.producer_timestamp_ms,
-                "server_timestamp_ms": self.server_timestamp_ms,
-                "timecode_ms": self.timecode_ms,
-                "duration_ms": self.duration_ms,
-                "frame_count": self.frame_count,
-            },
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode("ascii")
+        document: dict[str, object] = {
+            "producer_timestamp_ms": self.producer_timestamp_ms,
+            "server_timestamp_ms": self.server_timestamp_ms,
+            "timecode_ms": self.timecode_ms,
+            "duration_ms": self.duration_ms,
+            "frame_count": self.frame_count,
+        }
+        if self.notification is not None:
+            document["notification"] = [list(pair) for pair in self.notification]
+        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes) -> FragmentMetadata:
         try:
             document = json.loads(data)
-            return cls(**{name: int(document[name]) for name in _METADATA_FIELDS})
+            fields = {name: int(document[name]) for name in _METADATA_FIELDS}
+            pairs = document.get("notification")
+            notification = (
+                None if pairs is None else tuple((str(name), str(value)) for name, value in pairs)
+            )
+            return cls(**fields, notification=notification)
         except (ValueError, KeyError, TypeError) as error:
             raise FragmentRecordError(f"bad fragment metadata: {error}") from error
 

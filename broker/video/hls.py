@@ -7,8 +7,18 @@ session (`HlsSession`: stream ARN, playback mode, selector, container, expiry) s
 the cluster's HMAC secret, so any node can serve it and nobody can widen it; past its expiry
 every request of the session is refused. The master playlist names one media playlist; the
 media playlist lists one segment per fragment (`getMP4MediaFragment.mp4` after an
-`EXT-X-MAP` of `getMP4InitFragment.mp4`, or `getTSFragment.ts`), each addressed by its
-fragment number, with its duration from the fragment's metadata.
+`EXT-X-MAP` of `getMP4InitFragment.mp4`, or `getTSFragment.ts`), with its duration from the
+fragment's metadata.
+
+A segment's URL names its fragment inside its own token, not with the 56-digit fragment
+number: the token has a fixed-width fragment slot (the log offset of the fragment's first
+record, 7 bytes; all ones in the session's own token), signed with the rest, and the node
+turns the offset back into the fragment number (`HlsSession.shard_created_ms` and the
+offset are all the number encodes for the one-shard internal stream). So every URL of a
+session has the session URL's length give or take the resource name's. That matters to
+players that size their URL buffers from the manifest's URL: FFmpeg's DASH demuxer (5.1)
+allocates the manifest URL's length plus the Representation's id and bandwidth, rounded up
+to 64, for every SegmentList URL, and truncates a longer one.
 """
 
 from __future__ import annotations
@@ -25,7 +35,12 @@ from dataclasses import asdict, dataclass
 from xml.sax.saxutils import quoteattr
 
 from broker.errors import ErrorCode, ShoalError
-from broker.streams.sequence_numbers import decode_sequence_number
+from broker.streams.sequence_numbers import (
+    OFFSET_MAX,
+    SequencePosition,
+    decode_sequence_number,
+    encode_sequence_number,
+)
 
 MASTER_PLAYLIST = "getHLSMasterPlaylist.m3u8"
 MEDIA_PLAYLIST = "getHLSMediaPlaylist.m3u8"
@@ -55,6 +70,9 @@ class HlsSession:
     # this media time: the live edge at the session's start (LIVE: the end of the newest
     # fragment; LIVE_REPLAY: the start of the first), fixed for the session's life.
     anchor_ms: int = 0
+    # The creation time of the internal stream's one shard: with a log offset, all a
+    # fragment number encodes (segment URLs carry the offset).
+    shard_created_ms: int = 0
 
     @property
     def live(self) -> bool:
@@ -70,28 +88,57 @@ class Segment:
     timecode_ms: int = 0  # the fragment's own media time (its Cluster's timecode)
 
 
-def encode_token(session: HlsSession, *, key: bytes) -> str:
+_FRAGMENT_SLOT_BYTES = 7  # a 48-bit log offset or all ones: 10 base64 characters
+_NO_FRAGMENT = 2 ** (8 * _FRAGMENT_SLOT_BYTES) - 1
+assert OFFSET_MAX < _NO_FRAGMENT
+
+
+def encode_token(session: HlsSession, *, key: bytes, fragment_offset: int | None = None) -> str:
+    """The session's token, or (`fragment_offset`) the token of one of its segments: the
+    same payload with the fragment slot filled, so both have the same length."""
+    assert fragment_offset is None or 0 <= fragment_offset <= OFFSET_MAX
     payload = json.dumps(asdict(session), sort_keys=True, separators=(",", ":")).encode()
-    signature = hmac.new(key, payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(signature)}"
+    slot = (_NO_FRAGMENT if fragment_offset is None else fragment_offset).to_bytes(
+        _FRAGMENT_SLOT_BYTES, "big"
+    )
+    signature = hmac.new(key, payload + b"." + slot, hashlib.sha256).digest()
+    return f"{_b64(payload)}.{_b64(slot)}.{_b64(signature)}"
 
 
-def decode_token(token: str, *, key: bytes, now_ms: int) -> HlsSession:
-    """The session a token carries; NotAuthorizedException when it is not one this cluster
+def decode_token(token: str, *, key: bytes, now_ms: int) -> tuple[HlsSession, int | None]:
+    """The session a token carries and the log offset of the fragment it names (None for
+    the session's own token); NotAuthorizedException when it is not one this cluster
     signed or it expired."""
-    payload_text, _, signature_text = token.partition(".")
+    parts = token.split(".")
     try:
-        payload = _unb64(payload_text)
-        signature = _unb64(signature_text)
+        if len(parts) != 3:
+            raise ValueError("not three parts")
+        payload, slot, signature = (_unb64(part) for part in parts)
+        if len(slot) != _FRAGMENT_SLOT_BYTES:
+            raise ValueError("the fragment slot is not 7 bytes")
     except (binascii.Error, ValueError) as error:
         raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token is not valid.") from error
-    expected = hmac.new(key, payload, hashlib.sha256).digest()
+    expected = hmac.new(key, payload + b"." + slot, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, signature):
         raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token is not valid.")
     session = HlsSession(**json.loads(payload))
     if now_ms >= session.expires_ms:
         raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token has expired.")
-    return session
+    offset = int.from_bytes(slot, "big")
+    return session, None if offset == _NO_FRAGMENT else offset
+
+
+def fragment_number(session: HlsSession, offset: int) -> str:
+    """The fragment number of the fragment starting at `offset` of the session's stream."""
+    return encode_sequence_number(
+        SequencePosition(shard_created_ms=session.shard_created_ms, shard_index=0, offset=offset)
+    )
+
+
+def segment_token(session: HlsSession, segment: Segment, *, key: bytes) -> str:
+    return encode_token(
+        session, key=key, fragment_offset=decode_sequence_number(segment.fragment_number).offset
+    )
 
 
 def _b64(data: bytes) -> str:
@@ -125,7 +172,12 @@ def media_sequence(fragment_number: str) -> int:
 
 
 def media_playlist(
-    session: HlsSession, token: str, segments: list[Segment], *, ended: bool = False
+    session: HlsSession,
+    token: str,
+    segments: list[Segment],
+    *,
+    key: bytes,
+    ended: bool = False,
 ) -> str:
     """An ON_DEMAND media playlist (every segment, then the end), or a LIVE or LIVE_REPLAY
     one (the newest segments, numbered on from the stream's start, no end until `ended`, a
@@ -152,7 +204,7 @@ def media_playlist(
         if previous_end is not None and _discontinuous(session, segment, previous_end):
             lines.append("#EXT-X-DISCONTINUITY")
         lines.append(f"#EXTINF:{segment.duration_ms / 1000:.3f},")
-        lines.append(f"{media}?{_query(token, FragmentNumber=segment.fragment_number)}")
+        lines.append(f"{media}?{_query(segment_token(session, segment, key=key))}")
         previous_end = segment.start_ms + segment.duration_ms
     if not live or ended:
         lines.append("#EXT-X-ENDLIST")
@@ -176,6 +228,7 @@ def dash_manifest(
     *,
     bandwidth: int,
     now_ms: int,
+    key: bytes,
     ended: bool = False,
 ) -> str:
     """The MPD of a session: one video representation, its fragmented-MP4 segments in a
@@ -192,7 +245,7 @@ def dash_manifest(
     timeline = "".join(f'<S t="{s.timecode_ms}" d="{s.duration_ms}"/>' for s in segments)
     urls = "".join(
         "<SegmentURL media="
-        + quoteattr(f"{MP4_MEDIA}?{_query(token, FragmentNumber=s.fragment_number)}")
+        + quoteattr(f"{MP4_MEDIA}?{_query(segment_token(session, s, key=key))}")
         + "/>"
         for s in segments
     )

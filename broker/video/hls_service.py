@@ -27,6 +27,7 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta
+from broker.streams.sequence_numbers import decode_sequence_number
 from broker.video import hls
 from broker.video.archive import FragmentArchive, Position
 from broker.video.fragment_records import StoredFragment
@@ -42,6 +43,7 @@ _RANGE_MS_MAX = 24 * 3_600_000  # AWS: an ON_DEMAND range covers at most 24 hour
 _EXPIRES_S_DEFAULT = 300
 _ON_DEMAND_FRAGMENTS_DEFAULT = 1000
 _LIVE_FRAGMENTS_DEFAULT = 5  # AWS's default for LIVE playlists
+_TYPICAL_FRAGMENT_MS = 2_000  # the first LIVE window assumes fragments this long or shorter
 
 
 def _ms(value: datetime) -> int:
@@ -137,7 +139,8 @@ class HlsService:
             )
         newest = edge[0][0]  # LIVE: the newest fragment; LIVE_REPLAY: the first
         anchor = newest.timecode_ms + (newest.duration_ms if mode == "LIVE" else 0)
-        session = dataclasses.replace(session, anchor_ms=anchor)
+        shard_created_ms = decode_sequence_number(newest.fragment_number).shard_created_ms
+        session = dataclasses.replace(session, anchor_ms=anchor, shard_created_ms=shard_created_ms)
         token = hls.encode_token(session, key=self._key())
         if dash:
             return (
@@ -163,13 +166,20 @@ class HlsService:
         if session.playback_mode == "LIVE_REPLAY":
             return await self._replayed(stream, session, limit=limit)
         if session.playback_mode == "LIVE":
-            window_ms = limit * limits.video_fragment_duration_ms_max
-            since = Position(
-                iterator_type="AT_TIMESTAMP", timestamp_ms=self._clock.wall_ms() - window_ms
-            )
+            # A window of typical fragments first, then one of the longest allowed: players
+            # reload the playlist every target duration, and each read decodes whole
+            # fragments, so the common case reads a few fragments, not a minute of them.
             newest: collections.deque[tuple[hls.Segment, int]] = collections.deque(maxlen=limit)
-            async for read in self._archive.read(stream, since):
-                newest.append((_segment(read.fragment, server=True), read.fragment.size_bytes))
+            for fragment_ms in (_TYPICAL_FRAGMENT_MS, limits.video_fragment_duration_ms_max):
+                newest.clear()
+                since = Position(
+                    iterator_type="AT_TIMESTAMP",
+                    timestamp_ms=self._clock.wall_ms() - limit * fragment_ms,
+                )
+                async for read in self._archive.read(stream, since):
+                    newest.append((_segment(read.fragment, server=True), read.fragment.size_bytes))
+                if len(newest) == limit:
+                    break
             return list(newest), False
         server = session.selector_type == "SERVER_TIMESTAMP"
         position = (
@@ -226,7 +236,8 @@ class HlsService:
         token = query.get("SessionToken")
         if token is None:
             raise ShoalError(ErrorCode.INVALID_ARGUMENT, "SessionToken is required.")
-        session = hls.decode_token(token, key=self._key(), now_ms=self._clock.wall_ms())
+        key = self._key()
+        session, fragment_offset = hls.decode_token(token, key=key, now_ms=self._clock.wall_ms())
         stream = self._metadata.image().video.by_arn(session.stream_arn)
         if stream is None:
             raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND)
@@ -243,6 +254,7 @@ class HlsService:
                 segments,
                 bandwidth=bandwidth,
                 now_ms=self._clock.wall_ms(),
+                key=key,
                 ended=ended and session.live,
             )
             return hls.DASH_CONTENT_TYPE, text.encode("utf-8")
@@ -254,7 +266,9 @@ class HlsService:
                 bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
                 text = hls.master_playlist(token, bandwidth=bandwidth)
             else:
-                text = hls.media_playlist(session, token, segments, ended=ended and session.live)
+                text = hls.media_playlist(
+                    session, token, segments, key=key, ended=ended and session.live
+                )
             return hls.PLAYLIST_CONTENT_TYPE, text.encode("utf-8")
         if name == hls.MP4_INIT:
             listed = await self._segments(stream, session, limit=1)
@@ -264,10 +278,11 @@ class HlsService:
             init, _ = await self._remux(fragment, SegmentFormat.FRAGMENTED_MP4)
             return "video/mp4", init
         if name in (hls.MP4_MEDIA, hls.TS_MEDIA):
-            number = query.get("FragmentNumber")
-            if number is None or not number.isdigit():
-                raise ShoalError(ErrorCode.INVALID_ARGUMENT, "FragmentNumber is required.")
-            fragment = await self._fragment(stream, number)
+            if fragment_offset is None:
+                raise ShoalError(
+                    ErrorCode.INVALID_ARGUMENT, "The session token names no media fragment."
+                )
+            fragment = await self._fragment(stream, hls.fragment_number(session, fragment_offset))
             if name == hls.TS_MEDIA:
                 _, segment = await self._remux(fragment, SegmentFormat.MPEG_TS)
                 return "video/mp2t", segment
@@ -279,7 +294,8 @@ class HlsService:
         position = Position(iterator_type="AT_SEQUENCE_NUMBER", sequence_number=number)
         try:
             async for read in self._archive.read(stream, position):
-                if read.fragment.fragment_number == number:
+                found = decode_sequence_number(read.fragment.fragment_number)
+                if found.offset == decode_sequence_number(number).offset:
                     return read.fragment
                 break
         except ShoalError as error:

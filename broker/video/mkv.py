@@ -10,7 +10,12 @@ AWS's error ids (`acks.AckErrorId`) of a bad stream are raised as `MkvError`.
 What is kept per fragment is what GetMedia must give back: the producer's EBML header, its
 Segment Info and Tracks (`header`, stored with every fragment so any fragment can be served
 alone) and the Cluster re-encoded with its known size. Other top-level elements (SeekHead,
-Cues, the producer's own Tags, Void) are skipped, as AWS does.
+Cues, Void) are skipped, as AWS does, and so are the producer's Tags except one: a Tags
+element holding a SimpleTag named AWS_KINESISVIDEO_NOTIFICATION asks for an SNS notification
+of the fragment whose Cluster follows it (where the producer SDKs write fragment metadata:
+before the next fragment starts). Its other SimpleTags (nested in that one or beside it, at
+most 10, names of at most 128 bytes, values of at most 256: AWS's limits, else ERROR 4009)
+become the notification's payload (`MkvFragment.notification`).
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ SIMPLE_BLOCK = 0xA3
 BLOCK_GROUP = 0xA0
 BLOCK = 0xA1
 TAGS = 0x1254C367
+TAG = 0x7373
+SIMPLE_TAG = 0x67C8
+TAG_NAME = 0x45A3
+TAG_STRING = 0x4487
+NOTIFICATION_TAG = "AWS_KINESISVIDEO_NOTIFICATION"
 # Elements that can only sit at the Segment's level: one of them ends an unknown-size Cluster.
 SEGMENT_LEVEL_IDS = frozenset(
     {
@@ -79,6 +89,9 @@ class MkvFragment:
     timecode_ms: int  # the Cluster's timecode, in milliseconds
     duration_ms: int  # from its first to past its last frame
     frame_count: int
+    # The payload of an AWS_KINESISVIDEO_NOTIFICATION tag before the Cluster (name, value
+    # pairs), None when the producer asked for no notification of this fragment.
+    notification: tuple[tuple[str, str], ...] | None = None
 
 
 MkvEvent = FragmentStarted | MkvFragment
@@ -115,6 +128,7 @@ class MkvSplitter:
         self._cluster_remaining = ebml.UNKNOWN_SIZE  # payload bytes still to come, if known
         self._cluster_timecode: int | None = None
         self._previous_timecode_ms: int | None = None
+        self._notification: tuple[tuple[str, str], ...] | None = None  # for the next Cluster
 
     def feed(self, data: bytes) -> list[MkvEvent]:
         del self._buffer[: self._pos]  # one move per feed, not one per element
@@ -180,6 +194,10 @@ class MkvSplitter:
         elif header.element_id == TRACKS:
             self._tracks_element = whole
             self._tracks = self._read_tracks(whole[header.header_length :])
+        elif header.element_id == TAGS:
+            notification = notification_of(whole[header.header_length :])
+            if notification is not None:
+                self._notification = notification
         return True
 
     def _top_step(self, header: ebml.ElementHeader) -> bool:
@@ -270,12 +288,14 @@ class MkvSplitter:
                 "Fragment duration is greater than the maximum, "
                 f"{self._fragment_duration_ms_max // 1000} seconds.",
             )
+        notification, self._notification = self._notification, None
         return MkvFragment(
             header=self._ebml_header + self._info + self._tracks_element,
             cluster=ebml.element(CLUSTER, payload),
             timecode_ms=timecode_ms,
             duration_ms=duration_ms,
             frame_count=frames,
+            notification=notification,
         )
 
     def _to_ms(self, timecode: int) -> int:
@@ -344,6 +364,55 @@ class MkvSplitter:
                 frame_ns = span // (len(times) - 1) if len(times) > 1 else 0
             end_ns = max(end_ns, max(times) + frame_ns)
         return frames, end_ns
+
+
+def notification_of(tags_payload: bytes) -> tuple[tuple[str, str], ...] | None:
+    """The notification a Tags element asks for: the (name, value) pairs of the SimpleTags
+    beside or inside the AWS_KINESISVIDEO_NOTIFICATION one, or None without that tag."""
+    found = False
+    payload: list[tuple[str, str]] = []
+    for tag_id, tag in ebml.children(tags_payload):
+        if tag_id != TAG:
+            continue
+        simple = _simple_tags(tag)
+        if not any(name == NOTIFICATION_TAG for name, _ in simple):
+            continue
+        found = True
+        payload += [(name, value) for name, value in simple if name != NOTIFICATION_TAG]
+    if not found:
+        return None
+    if len(payload) > limits.video_notification_keys_max:
+        raise MkvError(
+            AckErrorId.FRAGMENT_METADATA_LIMIT_REACHED,
+            f"More than {limits.video_notification_keys_max} notification metadata tags.",
+        )
+    for name, value in payload:
+        if (
+            len(name.encode()) > limits.video_notification_key_bytes_max
+            or len(value.encode()) > limits.video_notification_value_bytes_max
+        ):
+            raise MkvError(
+                AckErrorId.FRAGMENT_METADATA_LIMIT_REACHED,
+                "A notification metadata name is over 128 bytes or its value over 256.",
+            )
+    return tuple(payload)
+
+
+def _simple_tags(parent: memoryview) -> list[tuple[str, str]]:
+    """Every SimpleTag under `parent` (nested ones too), as (TagName, TagString)."""
+    found: list[tuple[str, str]] = []
+    for element_id, value in ebml.children(parent):
+        if element_id != SIMPLE_TAG:
+            continue
+        name = text = ""
+        for child_id, child in ebml.children(value):
+            if child_id == TAG_NAME:
+                name = bytes(child).decode("utf-8", "replace")
+            elif child_id == TAG_STRING:
+                text = bytes(child).decode("utf-8", "replace")
+        found.append((name, text))
+        found += _simple_tags(value)
+    return found
 
 
 def _timecode_scale(info_payload: bytes) -> int:

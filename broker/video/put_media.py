@@ -205,6 +205,7 @@ class PutMediaSession:
                         timecode_ms=fragment.timecode_ms,
                         duration_ms=fragment.duration_ms,
                         frame_count=fragment.frame_count,
+                        notification=fragment.notification,
                     ),
                     header=fragment.header,
                     cluster=fragment.cluster,

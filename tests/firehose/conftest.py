@@ -9,7 +9,7 @@ forward."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -135,6 +135,24 @@ async def eventually(predicate: Callable[[], bool], *, deadline_s: float = 20) -
             if predicate():
                 return
             await asyncio.sleep(0.05)
+
+
+async def advance_until(
+    clock: ManualClock,
+    predicate: Callable[[], Awaitable[bool]],
+    *,
+    interval_ms: int,
+    deadline_s: float = 30,
+) -> None:
+    """Moves the clock past a buffering interval until `predicate()` holds (bounded). Moving it
+    again each round, rather than once, covers a deliverer that had not yet read the records
+    (its buffer opens when it reads them) when the clock first moved."""
+    async with asyncio.timeout(deadline_s):
+        while True:
+            clock.advance(ms=interval_ms + 1_000)
+            if await predicate():
+                return
+            await asyncio.sleep(0.3)
 
 
 def s3_destination(bucket: str, **extra: Any) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pa_parquet
 import pytest
 
 from broker.clock import ManualClock
-from tests.firehose.conftest import call, s3_destination, wait_status
+from tests.firehose.conftest import advance_until, call, s3_destination, wait_status
 from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 
 pytestmark = pytest.mark.integration
@@ -85,22 +85,22 @@ async def test_json_records_become_columnar_files(
         DeliveryStreamName=name,
         Records=[{"Data": data} for data in records],
     )
-    await asyncio.sleep(0.5)
-    clock.advance(ms=61_000)
-    async with asyncio.timeout(30):
-        while True:
-            objects = await asyncio.to_thread(s3_server.objects, bucket)
-            data = {k: v for k, v in objects.items() if k.startswith("data/")}
-            errors = {k: v for k, v in objects.items() if k.startswith("errors/")}
-            tables = [
-                (pa_parquet if serializer == "ParquetSerDe" else pa_orc).read_table(
-                    io.BytesIO(body)
-                )
-                for body in data.values()
-            ]
-            if sum(table.num_rows for table in tables) >= 20 and errors:
-                break
-            await asyncio.sleep(0.1)
+    data: dict[str, bytes] = {}
+    errors: dict[str, bytes] = {}
+    tables: list[Any] = []
+
+    async def converted() -> bool:
+        nonlocal data, errors, tables
+        objects = await asyncio.to_thread(s3_server.objects, bucket)
+        data = {k: v for k, v in objects.items() if k.startswith("data/")}
+        errors = {k: v for k, v in objects.items() if k.startswith("errors/")}
+        tables = [
+            (pa_parquet if serializer == "ParquetSerDe" else pa_orc).read_table(io.BytesIO(body))
+            for body in data.values()
+        ]
+        return sum(table.num_rows for table in tables) >= 20 and bool(errors)
+
+    await advance_until(clock, converted, interval_ms=60_000)
     extension = ".parquet" if serializer == "ParquetSerDe" else ".orc"
     assert all(key.endswith(extension) for key in data)
     got = sorted((row for table in tables for row in table.to_pylist()), key=lambda r: r["id"])

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from broker.clock import ManualClock
-from tests.firehose.conftest import call, s3_destination, wait_status
+from tests.firehose.conftest import advance_until, call, s3_destination, wait_status
 from tests.lambda_server import LambdaServer
 from tests.s3_server import S3Server
 
@@ -68,22 +68,23 @@ async def test_lambda_transformation_contract(
         DeliveryStreamName="upper",
         Records=[{"Data": data} for data in records],
     )
-    await asyncio.sleep(0.5)  # the deliverer reads them; the interval has not passed
-    clock.advance(ms=61_000)
-    async with asyncio.timeout(20):
-        while True:
-            objects = await asyncio.to_thread(s3_server.objects, "transformed")
-            failed_keys = {key for key in objects if key.startswith("ok/processing-failed/")}
-            delivered = [
-                line
-                for key, body in objects.items()
-                if key not in failed_keys
-                for line in body.splitlines()
-            ]
-            failed = [json.loads(line) for key in failed_keys for line in objects[key].splitlines()]
-            if len(delivered) >= 2 and failed:
-                break
-            await asyncio.sleep(0.1)
+    delivered: list[bytes] = []
+    failed: list[Any] = []
+
+    async def transformed_and_failed() -> bool:
+        nonlocal delivered, failed
+        objects = await asyncio.to_thread(s3_server.objects, "transformed")
+        failed_keys = {key for key in objects if key.startswith("ok/processing-failed/")}
+        delivered = [
+            line
+            for key, body in objects.items()
+            if key not in failed_keys
+            for line in body.splitlines()
+        ]
+        failed = [json.loads(line) for key in failed_keys for line in objects[key].splitlines()]
+        return len(delivered) >= 2 and bool(failed)
+
+    await advance_until(clock, transformed_and_failed, interval_ms=60_000)
     assert sorted(delivered) == [b"KEEP-1", b"KEEP-2"]
     assert [base64.b64decode(item["rawData"]) for item in failed] == [b"bad-one"]
     assert failed[0]["errorCode"] == "Lambda.ProcessingFailed"

@@ -23,7 +23,19 @@ from broker.errors import ErrorCode
 from broker.gateway.error_mapping import error_from_rpc_error
 from broker.node import Node
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest.fixture
+def node(shared_node: Node) -> Node:
+    """The module's node (tests/video/conftest.py): each test uses streams of its own."""
+    return shared_node
+
+
+@pytest.fixture
+def clock(shared_clock: ManualClock) -> ManualClock:
+    return shared_clock
+
 
 REGION = "us-east-1"
 

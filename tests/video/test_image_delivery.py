@@ -21,23 +21,22 @@ from broker.clock import ManualClock
 from broker.node import Node
 from broker.video.image_delivery import image_key, sampling_times
 from tests.conftest import node_config, running_node
-from tests.s3_server import S3Server, s3_server
+from tests.s3_server import S3Server
 from tests.video.media import h264_mkv
 from tests.video.test_control_plane import call, video_client
 from tests.video.test_media_end_to_end import PRODUCER_START_S, _upload
 
 pytestmark = pytest.mark.integration
-__all__ = ["s3_server"]
 
 DEADLINE_S = 30.0
 
 
 @pytest.fixture
-def s3_environment(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+def s3_environment(aws_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
     """The node's boto3 finds moto's server as any SDK user's would: AWS_ENDPOINT_URL_S3."""
-    for name, value in s3_server.environment().items():
+    for name, value in aws_server.environment().items():
         monkeypatch.setenv(name, value)
-    return s3_server
+    return aws_server
 
 
 @pytest.fixture

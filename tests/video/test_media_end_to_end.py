@@ -33,7 +33,19 @@ from tests.support import REPO
 from tests.video.media import decoded_frame_times_ms, h264_mkv
 from tests.video.test_control_plane import call, video_client
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest.fixture
+def node(shared_node: Node) -> Node:
+    """The module's node (tests/video/conftest.py): each test uses streams of its own."""
+    return shared_node
+
+
+@pytest.fixture
+def clock(shared_clock: ManualClock) -> ManualClock:
+    return shared_clock
+
 
 PRODUCER_START_S = 1_700_000_000.5
 

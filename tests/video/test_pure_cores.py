@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.video import ebml, mkv
+from broker.errors import ErrorCode, ShoalError
+from broker.video import ebml, hls, mkv
 from broker.video.acks import Ack, AckErrorId, AckEventType, decode_acks
 from broker.video.fragment_records import (
     FragmentAssembler,
@@ -189,3 +190,41 @@ def test_chunks_carry_aws_tags() -> None:
     }
     assert split_chunks(chunk + plain) == [chunk, plain]
     assert seconds_text(1_700_000_000_005) == "1700000000.005"
+
+
+def test_segment_tokens_name_their_fragment_at_the_session_tokens_length() -> None:
+    """A segment's URL carries the fragment's log offset in a fixed-width slot of the signed
+    token: as long as the session's own token (players that size URL buffers from the
+    manifest URL need that), resolved back to the fragment number, and not forgeable."""
+    key = b"k" * 32
+    session = hls.HlsSession(
+        stream_arn="arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam/1700000000000",
+        playback_mode="ON_DEMAND",
+        selector_type="SERVER_TIMESTAMP",
+        start_ms=0,
+        end_ms=1,
+        container="FRAGMENTED_MP4",
+        discontinuity="NEVER",
+        max_fragments=5,
+        expires_ms=10_000,
+        shard_created_ms=1_700_000_000_123,
+    )
+    own = hls.encode_token(session, key=key)
+    assert hls.decode_token(own, key=key, now_ms=0) == (session, None)
+    number = hls.fragment_number(session, 4321)
+    assert len(number) == 56
+    segment = hls.Segment(fragment_number=number, start_ms=0, duration_ms=1000)
+    token = hls.segment_token(session, segment, key=key)
+    assert len(token) == len(own)
+    assert hls.decode_token(token, key=key, now_ms=0) == (session, 4321)
+    payload, _slot, signature = token.split(".")
+    forged = ".".join(
+        [payload, hls.encode_token(session, key=key, fragment_offset=7).split(".")[1], signature]
+    )
+    for bad in (forged, f"{payload}.{signature}", token + "x"):
+        with pytest.raises(ShoalError) as error:
+            hls.decode_token(bad, key=key, now_ms=0)
+        assert error.value.code is ErrorCode.NOT_AUTHORIZED
+    with pytest.raises(ShoalError) as error:
+        hls.decode_token(token, key=key, now_ms=10_000)
+    assert error.value.code is ErrorCode.NOT_AUTHORIZED

@@ -35,6 +35,19 @@ from tests.video.test_control_plane import _error, call, kvs, video_client
 
 pytestmark = pytest.mark.integration
 __all__ = ["kvs"]  # the boto3 kinesisvideo client fixture, shared with the stream tests
+# The tests on `node` share the module's node (tests/video/conftest.py), on the module's loop.
+ON_THE_MODULE_NODE = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture
+def node(shared_node: Node) -> Node:
+    return shared_node
+
+
+@pytest.fixture
+def clock(shared_clock: ManualClock) -> ManualClock:
+    return shared_clock
+
 
 DEADLINE = 15.0
 
@@ -70,6 +83,7 @@ async def _receive(socket: Any) -> dict[str, Any]:
     return message
 
 
+@ON_THE_MODULE_NODE
 async def test_channel_control_plane(node: Node, kvs: Any, clock: ManualClock) -> None:
     created = await call(
         kvs.create_signaling_channel,
@@ -159,6 +173,7 @@ async def test_channel_control_plane(node: Node, kvs: Any, clock: ManualClock) -
     assert _error(raised) == ("ResourceNotFoundException", 404)
 
 
+@ON_THE_MODULE_NODE
 async def test_configurations(kvs: Any) -> None:
     live = (await call(kvs.create_stream, StreamName="live", DataRetentionInHours=0))["StreamARN"]
     kept = (await call(kvs.create_stream, StreamName="kept", DataRetentionInHours=2))["StreamARN"]
@@ -250,8 +265,9 @@ async def test_configurations(kvs: Any) -> None:
     assert "ImageGenerationConfiguration" not in described
 
 
+@ON_THE_MODULE_NODE
 async def test_master_and_viewers_over_websockets(node: Node, kvs: Any) -> None:
-    arn = (await call(kvs.create_signaling_channel, ChannelName="cam"))["ChannelARN"]
+    arn = (await call(kvs.create_signaling_channel, ChannelName="porch"))["ChannelARN"]
     viewer_endpoint = (await _endpoints(kvs, arn, "VIEWER"))["WSS"]
     master_endpoint = (await _endpoints(kvs, arn, "MASTER"))["WSS"]
 
@@ -443,6 +459,7 @@ def test_home_node_is_stable_and_spread() -> None:
     assert home_node("arn", []) is None
 
 
+@ON_THE_MODULE_NODE
 async def test_a_webrtc_peer_connection_negotiated_through_the_relay(node: Node, kvs: Any) -> None:
     """Two real WebRTC peers (aiortc: ICE, DTLS, SCTP) meet through Shoal's relay only: the
     viewer's offer and the master's answer travel as AWS's signaling messages, and then a
