@@ -376,6 +376,14 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
         while delivered.count(b"\n") < 3:
             delivered = b"".join(s3_server.objects("raw").values())
             await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):  # its marks are recorded (fenced by its placement lease)
+        while True:
+            assert s3_node.service is not None
+            image = s3_node.service.ctx.image()
+            (app,) = [a for a in image.analytics.applications.values() if a.name == "from-firehose"]
+            if len(app.continuous_through) == 2:  # both shards of the internal stream
+                break
+            await asyncio.sleep(0.05)
     await call(analytics.stop_application, ApplicationName="from-firehose")
     for client in (analytics, kinesis, firehose):
         client.close()
