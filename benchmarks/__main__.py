@@ -22,6 +22,9 @@ window's input records/s next to the engine alone, window close -> output latenc
 N`, `--rate R`, `--seconds S`), also left out of the full run.
 `--only firehose` runs the delivery stream figures (benchmarks/firehose.py: put -> S3 next to
 PutRecords and the object store's ceiling; `--freshness-seconds N`), also left out.
+`--only peers` runs issue 18's comparison with NATS JetStream (benchmarks/peers.py: 3-node
+clusters with 3 replicas, throughput and single-write ack latency), also left out of the full
+run.
 `--only disk` runs issue 20's figures (benchmarks/disk.py: the scrubber's CPU per GiB, a wiped
 follower's rejoin time and the longest write pause meanwhile), also left out of the full run.
 `--only access` runs issue 15's figures (benchmarks/access.py: PutRecords throughput and
@@ -46,6 +49,7 @@ from benchmarks import (
     encryption,
     fanout,
     firehose,
+    peers,
     scale,
     video,
 )
@@ -70,6 +74,11 @@ def _dispatch(argv: list[str]) -> int:
         return video.main(argv[:at] + argv[at + 2 :])
     if "--only=video" in argv:
         return video.main([a for a in argv if a != "--only=video"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["peers"]:
+        at = argv.index("--only")
+        return peers.main(argv[:at] + argv[at + 2 :])
+    if "--only=peers" in argv:
+        return peers.main([a for a in argv if a != "--only=peers"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["console"]:
         at = argv.index("--only")
         return console.main(argv[:at] + argv[at + 2 :])

@@ -346,7 +346,8 @@ def shoal_node(workdir: Path) -> Iterator[NodeAddress]:
         "SHOAL_GRPC_PORT": str(grpc_port),
         "SHOAL_RAFT_PORT": str(raft_port),
         "SHOAL_HTTP_PORT": str(http_port),
-        "SHOAL_METRICS_PORT": str(free_port()),  # not 9464: benches may run side by side
+        # Not the default 9464: other nodes on the machine (a second benchmark) may hold it.
+        "SHOAL_METRICS_PORT": str(free_port()),
         "SHOAL_STREAM_CREATING_MS": "0",
         "SHOAL_STREAM_UPDATING_MS": "0",
         "SHOAL_STREAM_DELETING_MS": "0",

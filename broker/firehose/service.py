@@ -267,9 +267,27 @@ class FirehoseService:
             request.get("DeliveryStreamEncryptionConfigurationInput")
             or {"KeyType": "AWS_OWNED_CMK"}
         )
-        # The records live in the internal stream: encrypt it now, so a key that cannot be
-        # used is refused here (the lifecycle reconciler catches up any it could not reach).
-        await encrypt_internal_stream(self._kinesis, meta.internal_stream, key_type, key_arn)
+        # The setting first, then the internal stream that holds the records: the lifecycle
+        # reconciler brings the internal stream to the delivery stream's setting, so in the
+        # other order it could undo the change before the setting lands. A key that cannot
+        # be used is refused here, and the previous setting restored.
+        await self._set_encryption(meta, key_type, key_arn)
+        try:
+            await encrypt_internal_stream(self._kinesis, meta.internal_stream, key_type, key_arn)
+        except ShoalError as error:
+            if error.code is ErrorCode.INVALID_KMS_RESOURCE:
+                await self._set_encryption(meta, meta.encryption_key_type, meta.encryption_key_arn)
+            raise
+        return {}
+
+    async def _stop_encryption(self, request: Request, caller: Caller) -> Response:
+        meta = self._meta(request, caller)
+        await self._set_encryption(meta, "", "")  # first: as in _start_encryption
+        if meta.delivery_stream_type == "DirectPut":
+            await encrypt_internal_stream(self._kinesis, meta.internal_stream, "", "")
+        return {}
+
+    async def _set_encryption(self, meta: DeliveryStreamMeta, key_type: str, key_arn: str) -> None:
         await self._propose(
             commands.SetDeliveryStreamEncryption(
                 now_ms=self._clock.wall_ms(),
@@ -279,18 +297,6 @@ class FirehoseService:
                 key_arn=key_arn,
             )
         )
-        return {}
-
-    async def _stop_encryption(self, request: Request, caller: Caller) -> Response:
-        meta = self._meta(request, caller)
-        if meta.delivery_stream_type == "DirectPut":
-            await encrypt_internal_stream(self._kinesis, meta.internal_stream, "", "")
-        await self._propose(
-            commands.SetDeliveryStreamEncryption(
-                now_ms=self._clock.wall_ms(), arn=meta.arn, name=meta.name, key_type=""
-            )
-        )
-        return {}
 
     # --- Data plane -----------------------------------------------------------------------
 

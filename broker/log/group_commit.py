@@ -121,7 +121,7 @@ class GroupCommitWriter:
             size_bytes = batch.size_bytes
             # limits.py guarantees the largest PutRecords fits one group commit.
             assert size_bytes <= self._group_bytes_max, size_bytes
-            assert len(batch.records) <= self._group_records_max, len(batch.records)
+            assert batch.count <= self._group_records_max, batch.count
             future: asyncio.Future[None] = loop.create_future()
             with self._condition:
                 if self._stopping:
@@ -171,16 +171,16 @@ class GroupCommitWriter:
                 return None
             group = [self._queue.popleft()]
             group_bytes = group[0].size_bytes
-            group_records = len(group[0].batch.records)
+            group_records = group[0].batch.count
             while self._queue:
                 head = self._queue[0]
                 if group_bytes + head.size_bytes > self._group_bytes_max:
                     break
-                if group_records + len(head.batch.records) > self._group_records_max:
+                if group_records + head.batch.count > self._group_records_max:
                     break
                 group.append(self._queue.popleft())
                 group_bytes += head.size_bytes
-                group_records += len(head.batch.records)
+                group_records += head.batch.count
             return group
 
     def _commit(self, group: list[_Pending]) -> None:
@@ -197,7 +197,7 @@ class GroupCommitWriter:
             error = exc
         # The store's write plus its WAL fsync (flush_wal): what the fsync histogram shows.
         seconds = time.perf_counter() - started
-        records = sum(len(pending.batch.records) for pending in group)
+        records = sum(pending.batch.count for pending in group)
         size_bytes = sum(pending.size_bytes for pending in group)
         if error is None and self._probe is not None:
             self._probe.group_committed(records, size_bytes, seconds)

@@ -12,12 +12,14 @@ Layout (all integers big-endian):
     header:  version u8 | flags u8 | arrival_ms u64 | epoch u32 | count u32 | crc u32
     payload: count x (pk_len u16 | data_len u32 | partition key (UTF-8) | data)
 
-Version 3 (written since issue 20) checksums with CRC32C (Castagnoli, as Kafka's record
+Version 3 (issue 20) checksums with CRC32C (Castagnoli, as Kafka's record
 batches; `google-crc32c`, in hardware where the CPU has it); version 2 with zlib's CRC32. Both
 are read, so a data directory written before needs no migration step: its version-2 batches
-stay readable until retention trims them. This release still writes version 2 so that a rolling
-upgrade can mix it with the previous release (`WRITTEN_BATCH_FORMAT_VERSION`); the next one
-writes version 3. The CRC covers the
+stay readable until retention trims them. Which one is written is the cluster's choice: a
+follower stores its leader's bytes as they are, so a leader writes version 3 only once every
+node reads it, i.e. once the cluster's metadata format is at `STORED_BATCHES_LEVEL`
+(broker/meta/metadata_format.py); until then, and wherever the level is not known, version 2
+(`WRITTEN_BATCH_FORMAT_VERSION`). The CRC covers the
 header before it and the whole payload, so
 it is the checksum of the stored bytes themselves: whatever carries those bytes (a follower's
 log, a repair from another replica) can verify them end to end without decoding a record
@@ -59,11 +61,9 @@ BATCH_FORMAT_VERSION = 3  # CRC32C. Version 2 (zlib's CRC32) is still read; vers
 # one value per record and is not readable any more.
 _CRC32_BATCH_VERSION = 2
 _READABLE_VERSIONS = frozenset({_CRC32_BATCH_VERSION, BATCH_FORMAT_VERSION})
-# What this release writes. A rolling upgrade runs old and new nodes side by side, and a batch
-# a new leader writes is stored as-is by every follower, so a format is written only by the
-# release after the first one that reads it (Kafka's log.message.format.version, done as two
-# releases): this release reads version 3 and still writes version 2, which the previous
-# release reads; the next release switches this to BATCH_FORMAT_VERSION.
+# What a batch is written in when its writer does not know the cluster's metadata format (or
+# the cluster is below the level at which every node reads version 3; the replica core picks
+# BATCH_FORMAT_VERSION from that level on): version 2, which every release reads.
 WRITTEN_BATCH_FORMAT_VERSION = _CRC32_BATCH_VERSION
 
 FLAG_CONTROL = 0x01
@@ -159,40 +159,131 @@ class StoredRecord(NamedTuple):
         return record_size_bytes(partition_key=self.partition_key, data=self.data)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class AppendBatch:
-    """Records for one shard at offsets [first_offset, first_offset + len(records)).
+    """Records for one shard at offsets [first_offset, first_offset + count).
 
     One arrival time covers the whole batch: the writer clamps it so that it never goes back
     within a shard, which is what lets the time index hold one entry per batch. A `control`
     batch (replication's markers) takes offsets but is never returned by `LogStore.read`.
+
+    One value carries the records and their stored bytes (issue 18, "one encoding of a batch,
+    end to end"): `value` is the batch encoded once in format `version` (with its CRC), and
+    that same byte string goes to the local log, to every follower and into each follower's
+    log. A batch made from records (the leader's proposal) encodes on first use of `value`; a
+    batch made from stored bytes (`from_value`: a follower's copy of the leader's bytes, a
+    catch-up read, a repair) verifies their CRC once and decodes its records only if someone
+    asks for them (the memory store, tests): replication itself never does. `count` and
+    `size_bytes` are computed once, when the batch is made. Immutable by contract (not
+    enforced: a frozen class costs a Python call per attribute on the hot path).
     """
 
-    shard_uid: ShardUid
-    first_offset: Offset
-    arrival_ms: int
-    records: tuple[NewRecord, ...]
-    control: bool = False
-    epoch: int = 0  # the leader epoch that wrote it; 0 for unreplicated logs
+    __slots__ = (
+        "_records",
+        "_value",
+        "arrival_ms",
+        "control",
+        "count",
+        "epoch",
+        "first_offset",
+        "shard_uid",
+        "size_bytes",
+        "version",
+    )
 
-    def __post_init__(self) -> None:
-        assert self.records, "an empty batch has no offset to write"
-        assert len(self.records) <= _U32_MAX
-        assert self.first_offset >= 0
-        assert 0 <= self.arrival_ms <= _U64_MAX
-        assert 0 <= self.epoch <= _U32_MAX
+    def __init__(
+        self,
+        *,
+        shard_uid: ShardUid,
+        first_offset: Offset,
+        arrival_ms: int,
+        records: Sequence[NewRecord],
+        control: bool = False,
+        epoch: int = 0,  # the leader epoch that wrote it; 0 for unreplicated logs
+        version: int = WRITTEN_BATCH_FORMAT_VERSION,
+    ) -> None:
+        assert records, "an empty batch has no offset to write"
+        assert len(records) <= _U32_MAX
+        assert first_offset >= 0
+        assert 0 <= arrival_ms <= _U64_MAX
+        assert 0 <= epoch <= _U32_MAX
+        assert version in _READABLE_VERSIONS, version
+        self.shard_uid = shard_uid
+        self.first_offset = first_offset
+        self.arrival_ms = arrival_ms
+        self.control = control
+        self.epoch = epoch
+        self.version = version
+        self.count = len(records)
+        self._records: tuple[NewRecord, ...] | None = tuple(records)
+        self._value: bytes | None = None
+        # record_size_bytes, column-wise: the data lengths in C, the keys' UTF-8 lengths too.
+        self.size_bytes = sum(map(len, (r.data for r in records))) + sum(
+            len(r.partition_key.encode("utf-8")) for r in records
+        )
+
+    @classmethod
+    def from_value(
+        cls,
+        *,
+        shard_uid: ShardUid,
+        first_offset: Offset,
+        value: bytes,
+        header: BatchHeader | None = None,
+    ) -> AppendBatch:
+        """The batch stored as `value` (`BatchHeader.parse` checks its CRC, unless the caller
+        already parsed it). The bytes are kept as they are: no record is decoded or
+        re-encoded. Raises `LogCorruptionError` when they fail the check."""
+        if header is None:
+            header = BatchHeader.parse(value)
+        assert first_offset >= 0
+        batch = cls.__new__(cls)
+        batch.shard_uid = shard_uid
+        batch.first_offset = first_offset
+        batch.arrival_ms = header.arrival_ms
+        batch.control = header.control
+        batch.epoch = header.epoch
+        batch.version = header.version
+        batch.count = header.count
+        batch._records = None
+        batch._value = value
+        # Every byte of the payload is a record header or a key or data byte (the layout
+        # check of every read holds it to that), so this is the sum of the records' sizes.
+        batch.size_bytes = len(value) - BATCH_HEADER_BYTES - RECORD_HEADER_BYTES * header.count
+        return batch
+
+    @property
+    def records(self) -> tuple[NewRecord, ...]:
+        if self._records is None:
+            assert self._value is not None
+            header = BatchHeader.parse(self._value, verify_crc=False)
+            self._records = decode_new_records(self._value, header, begin=0, stop=self.count)
+        return self._records
+
+    @property
+    def value(self) -> bytes:
+        """The stored bytes of this batch (encoded at most once)."""
+        if self._value is None:
+            assert self._records is not None
+            self._value = encode_batch(
+                arrival_ms=self.arrival_ms,
+                epoch=self.epoch,
+                control=self.control,
+                records=self._records,
+                version=self.version,
+            )
+        return self._value
 
     @property
     def end_offset(self) -> Offset:
         """The offset after the last record of this batch."""
-        return Offset(self.first_offset + len(self.records))
+        return Offset(self.first_offset + self.count)
 
     def slice(self, start: Offset, end: Offset) -> AppendBatch:
         """The same batch restricted to offsets [start, end), which must overlap it."""
         begin = max(start, self.first_offset) - self.first_offset
         stop = min(end, self.end_offset) - self.first_offset
-        assert 0 <= begin < stop <= len(self.records), (start, end, self.first_offset)
-        if begin == 0 and stop == len(self.records):
+        assert 0 <= begin < stop <= self.count, (start, end, self.first_offset)
+        if begin == 0 and stop == self.count:
             return self
         return AppendBatch(
             shard_uid=self.shard_uid,
@@ -201,12 +292,34 @@ class AppendBatch:
             records=self.records[begin:stop],
             control=self.control,
             epoch=self.epoch,
+            version=self.version,
         )
 
-    @property
-    def size_bytes(self) -> int:
-        # record_size_bytes inlined: the group commit asks this of every batch on the loop.
-        return sum(len(r.partition_key.encode("utf-8")) + len(r.data) for r in self.records)
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.shard_uid,
+            self.first_offset,
+            self.arrival_ms,
+            self.records,
+            self.control,
+            self.epoch,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        """Equal batches hold the same records at the same place (whatever their format)."""
+        if not isinstance(other, AppendBatch):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"AppendBatch(shard_uid={self.shard_uid}, first_offset={self.first_offset}, "
+            f"count={self.count}, arrival_ms={self.arrival_ms}, epoch={self.epoch}, "
+            f"control={self.control}, version={self.version})"
+        )
 
 
 def encode_batch(
@@ -215,10 +328,11 @@ def encode_batch(
     epoch: int,
     control: bool,
     records: Sequence[NewRecord],
+    version: int = WRITTEN_BATCH_FORMAT_VERSION,
     sealer: Sealer | None = None,
 ) -> bytes:
-    """The stored bytes of one batch (layout in the module docstring); sealed with `sealer`
-    when given (an encrypted stream's batch)."""
+    """The stored bytes of one batch in format `version` (layout in the module docstring);
+    sealed with `sealer` when given (an encrypted stream's batch)."""
     assert records
     assert 0 <= arrival_ms <= _U64_MAX
     assert 0 <= epoch <= _U32_MAX
@@ -232,6 +346,7 @@ def encode_batch(
     pieces[1::3] = pks
     pieces[2::3] = datas
     return _seal(
+        version=version,
         arrival_ms=arrival_ms,
         epoch=epoch,
         flags=FLAG_CONTROL if control else 0,
@@ -242,14 +357,22 @@ def encode_batch(
 
 
 def _seal(
-    *, arrival_ms: int, epoch: int, flags: int, count: int, payload: bytes, sealer: Sealer | None
+    *,
+    version: int,
+    arrival_ms: int,
+    epoch: int,
+    flags: int,
+    count: int,
+    payload: bytes,
+    sealer: Sealer | None,
 ) -> bytes:
+    assert version in _READABLE_VERSIONS, version
     if sealer is not None:
         flags |= FLAG_ENCRYPTED
-    header = _HEADER_BEFORE_CRC.pack(WRITTEN_BATCH_FORMAT_VERSION, flags, arrival_ms, epoch, count)
+    header = _HEADER_BEFORE_CRC.pack(version, flags, arrival_ms, epoch, count)
     if sealer is not None:
         payload = sealer(payload, header)
-    if WRITTEN_BATCH_FORMAT_VERSION == _CRC32_BATCH_VERSION:
+    if version == _CRC32_BATCH_VERSION:
         crc = zlib.crc32(payload, zlib.crc32(header))
     else:
         crc = google_crc32c.extend(google_crc32c.value(header), payload)
@@ -276,6 +399,7 @@ class BatchHeader:
     epoch: int
     count: int
     flags: int
+    version: int
 
     @property
     def control(self) -> bool:
@@ -308,7 +432,9 @@ class BatchHeader:
             raise LogCorruptionError(f"batch value has unknown flags {flags:#04x}")
         if count == 0 or count * RECORD_HEADER_BYTES > len(value) - BATCH_HEADER_BYTES:
             raise LogCorruptionError(f"batch value cannot hold its {count} records")
-        return BatchHeader(arrival_ms=arrival_ms, epoch=epoch, count=count, flags=flags)
+        return BatchHeader(
+            arrival_ms=arrival_ms, epoch=epoch, count=count, flags=flags, version=version
+        )
 
 
 def plain_value(value: bytes, header: BatchHeader, opener: Opener) -> bytes:
@@ -447,6 +573,7 @@ def truncate_batch(
     assert header.encrypted == (sealer is not None), header
     end = _skip_records(value, BATCH_HEADER_BYTES, keep)
     return _seal(
+        version=header.version,
         arrival_ms=header.arrival_ms,
         epoch=header.epoch,
         flags=header.flags & ~FLAG_ENCRYPTED,

@@ -241,16 +241,10 @@ class RocksLogStore:
         if not batches:
             return
         h = self._open_handles()
-        values = [
-            encode_batch(
-                arrival_ms=batch.arrival_ms,
-                epoch=batch.epoch,
-                control=batch.control,
-                records=batch.records,
-                sealer=None if batch.control else sealer_for(self._keys, batch.shard_uid),
-            )
-            for batch in batches
-        ]
+        # Each batch's stored bytes, encoded once (by the leader that proposed it, or kept as
+        # the leader sent them): what the followers got is byte for byte what is stored here.
+        # An encrypted stream's batch is sealed here, with this node's key for the stream.
+        values = [self._stored_value(batch) for batch in batches]
         with self._write_lock, _engine_errors("append"):
             metas: dict[ShardUid, ShardMeta] = {}
             histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
@@ -666,23 +660,29 @@ class RocksLogStore:
                     continue
                 value = self._plain(shard_uid, first, value, header)
                 try:
-                    records = decode_new_records(value, header, begin=begin, stop=stop)
+                    if begin == 0 and stop == header.count and not header.encrypted:
+                        # A whole batch travels as it is stored (its CRC checked by _scan);
+                        # an encrypted one in the clear, as records (sealed by the receiver).
+                        check_layout(value, header)
+                        batch = AppendBatch.from_value(
+                            shard_uid=shard_uid, first_offset=first, value=value, header=header
+                        )
+                    else:
+                        batch = AppendBatch(
+                            shard_uid=shard_uid,
+                            first_offset=Offset(first + begin),
+                            arrival_ms=header.arrival_ms,
+                            records=decode_new_records(value, header, begin=begin, stop=stop),
+                            control=header.control,
+                            epoch=header.epoch,
+                            version=header.version,
+                        )
                 except LogCorruptionError as error:
                     raise error.at(shard_uid, first) from error
-                size = sum(r.size_bytes for r in records)
-                if batches and taken_bytes + size > bytes_max:
+                if batches and taken_bytes + batch.size_bytes > bytes_max:
                     break
-                batches.append(
-                    AppendBatch(
-                        shard_uid=shard_uid,
-                        first_offset=Offset(first + begin),
-                        arrival_ms=header.arrival_ms,
-                        records=records,
-                        control=header.control,
-                        epoch=header.epoch,
-                    )
-                )
-                taken_bytes += size
+                batches.append(batch)
+                taken_bytes += batch.size_bytes
         return batches
 
     def verify(
@@ -780,16 +780,7 @@ class RocksLogStore:
         end = batches[-1].end_offset
         for before, after in itertools.pairwise(batches):
             assert after.first_offset == before.end_offset, (before, after)
-        values = [
-            encode_batch(
-                arrival_ms=batch.arrival_ms,
-                epoch=batch.epoch,
-                control=batch.control,
-                records=batch.records,
-                sealer=None if batch.control else sealer_for(self._keys, batch.shard_uid),
-            )
-            for batch in batches
-        ]
+        values = [self._stored_value(batch) for batch in batches]  # the healthy copy's bytes
         h = self._open_handles()
         with self._write_lock, _engine_errors("repair"):
             meta = self._meta(h, shard_uid)
@@ -926,6 +917,22 @@ class RocksLogStore:
         )
 
     # --- Helpers --------------------------------------------------------------------------
+
+    def _stored_value(self, batch: AppendBatch) -> bytes:
+        """What is stored for `batch`: its own bytes (encoded once, or the leader's as they
+        came), unless its stream is encrypted here: then the records sealed with this node's
+        key for the stream (what travels between nodes is the batch in the clear)."""
+        sealer = None if batch.control else sealer_for(self._keys, batch.shard_uid)
+        if sealer is None:
+            return batch.value
+        return encode_batch(
+            arrival_ms=batch.arrival_ms,
+            epoch=batch.epoch,
+            control=batch.control,
+            records=batch.records,
+            version=batch.version,
+            sealer=sealer,
+        )
 
     def _plain(
         self, shard_uid: ShardUid, first: Offset, value: bytes, header: BatchHeader

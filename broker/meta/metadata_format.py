@@ -36,10 +36,16 @@ class FormatChange:
 
 
 # Level 1: images in version 4, commands in encoding 2 with the types and members of Shoal
-# before issue 16 (commit 1faf780). Every binary that reads level 2 also reads shard-log batch
-# format 3 (CRC32C, broker/log/records.py): writing it once the cluster is at level 2 is the
-# next use of this negotiation (today `WRITTEN_BATCH_FORMAT_VERSION` is still 2).
+# before issue 16 (commit 1faf780).
 _FIRST_IMAGE_VERSION = 4
+
+# From this level on (this release's level, shared with its other format changes), shard
+# leaders write their log batches in format 3 (CRC32C, broker/log/records.py) and send each
+# batch to their followers as its stored bytes (the `value` of the internal `Batch`), which the
+# followers verify and store as they are (issue 18). Below it, batches are written in format 2
+# and travel as records, which every release reads: a follower stores what its leader sends,
+# so the format is the whole cluster's choice.
+STORED_BATCHES_LEVEL = 3
 
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
@@ -132,7 +138,10 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
             "SetStreamEncryption": frozenset({"data_key"}),
             "StreamMeta": frozenset({"data_keys"}),
         },
-        summary="principals, access keys and identity policies; streams' wrapped data keys",
+        # And, with no command or member of its own: shard leaders write log batches in format
+        # 3 and replicate them as their stored bytes (STORED_BATCHES_LEVEL, issue 18).
+        summary="principals, access keys and identity policies; streams' wrapped data keys; "
+        "shard-log batches written in format 3 (CRC32C) and replicated as their stored bytes",
     ),
 )
 

@@ -526,6 +526,7 @@ class ReplicationDriver:
         now_ms = self._now()
         wall_ms = self._clock.wall_ms()
         held: set[ShardUid] = set()
+        batch_format = core.batch_format_for(image.metadata_format)
         for stream in image.streams.values():
             if stream.is_gone(now_ms=wall_ms):
                 continue
@@ -542,6 +543,7 @@ class ReplicationDriver:
                     replicas=shard.replicas,
                     sealing=shard.state is not ShardState.OPEN,
                     now_ms=now_ms,
+                    batch_format=batch_format,
                 )
                 local.epoch = max(local.epoch, shard.epoch)
         for uid in [uid for uid in self._locals if uid not in held]:

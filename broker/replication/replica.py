@@ -57,8 +57,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from broker import limits
-from broker.log.records import AppendBatch, NewRecord
+from broker.log.records import (
+    BATCH_FORMAT_VERSION,
+    WRITTEN_BATCH_FORMAT_VERSION,
+    AppendBatch,
+    NewRecord,
+)
 from broker.log.store import LogStore, cut_history, extend_history
+from broker.meta.metadata_format import STORED_BATCHES_LEVEL
 from broker.replication.messages import (
     Append,
     AppendAck,
@@ -290,8 +296,21 @@ def end_for_epoch(history: Sequence[tuple[int, Offset]], epoch: int, log_end: Of
     return log_end
 
 
+def batch_format_for(metadata_format: int) -> int:
+    """The stored batch format a leader writes in a cluster at `metadata_format` (format 3,
+    replicated as its bytes, once every node reads it: broker/meta/metadata_format.py)."""
+    if metadata_format >= STORED_BATCHES_LEVEL:
+        return BATCH_FORMAT_VERSION
+    return WRITTEN_BATCH_FORMAT_VERSION
+
+
 def epoch_marker(
-    shard_uid: ShardUid, *, epoch: int, offset: Offset, arrival_ms: int
+    shard_uid: ShardUid,
+    *,
+    epoch: int,
+    offset: Offset,
+    arrival_ms: int,
+    version: int = WRITTEN_BATCH_FORMAT_VERSION,
 ) -> AppendBatch:
     """The control batch a new leader writes first (rule 3)."""
     return AppendBatch(
@@ -301,6 +320,7 @@ def epoch_marker(
         records=(NewRecord(EPOCH_MARKER_PARTITION_KEY, _EPOCH_MARKER.pack(epoch)),),
         control=True,
         epoch=epoch,
+        version=version,
     )
 
 
@@ -323,6 +343,7 @@ class ShardReplica:
         self._leader: NodeId | None = None
         self._replicas: tuple[NodeId, ...] = ()
         self._sealing = False
+        self._batch_format = WRITTEN_BATCH_FORMAT_VERSION  # until configure() says more
         self._configured = False
         self._role = Role.FOLLOWER
         self._rejoin_floor = durable.rejoin_floor
@@ -378,10 +399,14 @@ class ShardReplica:
         replicas: Sequence[NodeId],
         sealing: bool,
         now_ms: int,
+        batch_format: int = WRITTEN_BATCH_FORMAT_VERSION,
     ) -> None:
-        """Applies this shard's entry of a (new) metadata image. Older epochs are ignored."""
+        """Applies this shard's entry of a (new) metadata image. Older epochs are ignored.
+        `batch_format` is the stored batch format this replica writes when it leads (the
+        cluster's metadata format decides it: broker/log/records.py); it only ever rises."""
         assert epoch >= 0
         assert self.node_id in replicas, (self.node_id, replicas)
+        self._batch_format = max(self._batch_format, batch_format)
         if epoch < self._epoch:
             return
         first = not self._configured
@@ -431,8 +456,9 @@ class ShardReplica:
             shard_uid=self.shard_uid,
             first_offset=self._log_end,
             arrival_ms=max(now_ms, self._last_arrival_ms),
-            records=tuple(records),
+            records=records,
             epoch=self._epoch,
+            version=self._batch_format,
         )
         size = batch.size_bytes
         assert size <= self._knobs.append_bytes_max, (size, self._knobs.append_bytes_max)
@@ -851,6 +877,7 @@ class ShardReplica:
             marker = epoch_marker(
                 self.shard_uid,
                 epoch=self._epoch,
+                version=self._batch_format,
                 offset=self._log_end,
                 arrival_ms=max(now_ms, self._last_arrival_ms),
             )

@@ -38,6 +38,7 @@ from broker.log.records import AppendBatch
 from broker.replication.messages import Envelope, Promise, ReplicationMessage
 from broker.replication.replica import ReplicaStatistics
 from broker.replication.wire import (
+    CorruptBatchError,
     batch_to_proto,
     batches_from_proto,
     envelope_from_proto,
@@ -229,7 +230,10 @@ class GrpcTransport:
             answer = await call(request, timeout=limits.replication_fetch_timeout_ms / 1000)
         except grpc.aio.AioRpcError as exc:
             raise FetchRefused(f"{peer}: {exc.code()} {exc.details()}") from exc
-        return list(batches_from_proto(shard_uid, answer.batches))
+        try:
+            return list(batches_from_proto(shard_uid, answer.batches))
+        except CorruptBatchError as error:
+            raise FetchRefused(f"{peer}: {error}") from error
 
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(
@@ -380,7 +384,12 @@ def replication_handler(
         async for envelope in requests:
             if envelope.to_node != endpoint.node_id:
                 continue  # a stale address: that node moved; its sender re-resolves
-            message = envelope_from_proto(envelope)
+            try:
+                message = envelope_from_proto(envelope)
+            except CorruptBatchError as error:
+                # Damaged on the way: dropped like a lost message (the leader resends).
+                log.error("replication_batch_corrupt", extra={"error": str(error)})
+                continue
             if message is not None:
                 if on_received is not None:
                     on_received()

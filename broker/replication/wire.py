@@ -1,9 +1,12 @@
 """Replication messages ⇄ the internal protobuf (`proto/broker/api/internal/v1`).
 
 The one place where replication's wire types are touched (STYLE B.7): the transport and the
-RPC adapters call these, the replica core never sees a protobuf. Records travel as they are
-stored (partition key and data); a batch keeps its epoch and control flag, so a follower
-stores exactly the leader's bytes.
+RPC adapters call these, the replica core never sees a protobuf. A batch written in format 3
+(the cluster is at `STORED_BATCHES_LEVEL`, broker/meta/metadata_format.py) travels as its
+stored bytes: the receiver checks their CRC (end to end: the checksum the leader computed when
+it encoded them) and keeps them as they are, without decoding a record; one that fails the
+check is dropped like a lost message (`CorruptBatchError`; the leader resends). An older batch
+travels as its records with its epoch and control flag, which every release reads.
 """
 
 from __future__ import annotations
@@ -11,7 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from broker.api.internal.v1 import internal_pb2 as pb
-from broker.log.records import AppendBatch, NewRecord, new_record
+from broker.log.records import (
+    BATCH_FORMAT_VERSION,
+    AppendBatch,
+    LogCorruptionError,
+    NewRecord,
+    new_record,
+)
 from broker.replication.messages import Append, AppendAck, Envelope, ReplicationMessage
 from broker.types import NodeId, Offset, ShardUid
 
@@ -24,7 +33,13 @@ def records_from_proto(records: Iterable[pb.Record]) -> tuple[NewRecord, ...]:
     return tuple(new_record(r.partition_key, r.data) for r in records)
 
 
+class CorruptBatchError(Exception):
+    """A batch received as stored bytes failed its CRC: damaged on the way (or by a bug)."""
+
+
 def batch_to_proto(batch: AppendBatch) -> pb.Batch:
+    if batch.version >= BATCH_FORMAT_VERSION:
+        return pb.Batch(first_offset=batch.first_offset, value=batch.value)
     return pb.Batch(
         first_offset=batch.first_offset,
         arrival_ms=batch.arrival_ms,
@@ -34,18 +49,29 @@ def batch_to_proto(batch: AppendBatch) -> pb.Batch:
     )
 
 
-def batches_from_proto(shard_uid: ShardUid, batches: Sequence[pb.Batch]) -> tuple[AppendBatch, ...]:
-    return tuple(
-        AppendBatch(
-            shard_uid=shard_uid,
-            first_offset=Offset(b.first_offset),
-            arrival_ms=b.arrival_ms,
-            records=records_from_proto(b.records),
-            control=b.control,
-            epoch=b.epoch,
-        )
-        for b in batches
+def batch_from_proto(shard_uid: ShardUid, b: pb.Batch) -> AppendBatch:
+    """Raises `CorruptBatchError` when stored bytes fail their CRC or header checks."""
+    if b.value:
+        try:
+            return AppendBatch.from_value(
+                shard_uid=shard_uid, first_offset=Offset(b.first_offset), value=b.value
+            )
+        except LogCorruptionError as error:
+            raise CorruptBatchError(
+                f"shard {shard_uid} batch at offset {b.first_offset}: {error}"
+            ) from error
+    return AppendBatch(
+        shard_uid=shard_uid,
+        first_offset=Offset(b.first_offset),
+        arrival_ms=b.arrival_ms,
+        records=records_from_proto(b.records),
+        control=b.control,
+        epoch=b.epoch,
     )
+
+
+def batches_from_proto(shard_uid: ShardUid, batches: Sequence[pb.Batch]) -> tuple[AppendBatch, ...]:
+    return tuple(batch_from_proto(shard_uid, b) for b in batches)
 
 
 def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEnvelope:
@@ -87,7 +113,8 @@ def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEn
 
 
 def envelope_from_proto(envelope: pb.ReplicationEnvelope) -> ReplicationMessage | None:
-    """The message, or None for an envelope of a kind this node does not know (newer peer)."""
+    """The message, or None for an envelope of a kind this node does not know (newer peer).
+    Raises `CorruptBatchError` for an Append whose stored bytes fail their check."""
     kind = envelope.WhichOneof("message")
     if kind == "append":
         a = envelope.append

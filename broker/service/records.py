@@ -66,9 +66,9 @@ class _Entry(NamedTuple):
 _new_tuple = tuple.__new__  # NamedTuple construction without its generated Python __new__
 
 
-class _Written(NamedTuple):
-    shard_id: str
-    sequence_number: str
+# A written record's result, already in its response shape (PutRecords' result entry, what
+# PutRecord answers): made once per record by `_settle`, handed on as it is.
+_Written = dict[str, str]
 
 
 def _record_bytes(partition_key: str, data: bytes) -> int:
@@ -265,7 +265,7 @@ def _settle(
     shard_id = shard.shard_id
     numbers = sequence_numbers_for(shard, outcome.first_offset, len(admitted))
     for entry, number in zip(admitted, numbers, strict=True):
-        results[entry.position] = _Written(shard_id, number)
+        results[entry.position] = {"ShardId": shard_id, "SequenceNumber": number}
 
 
 async def _wait_for_routes(
@@ -323,11 +323,7 @@ class RecordsApi:
         outcome = (await _write(ctx, self._router, stream, [entry]))[0]
         if isinstance(outcome, ShoalError):
             raise outcome
-        return {
-            "ShardId": outcome.shard_id,
-            "SequenceNumber": outcome.sequence_number,
-            "EncryptionType": stream.encryption_type,
-        }
+        return {**outcome, "EncryptionType": stream.encryption_type}
 
     async def put_records(self, request: Request) -> Response:
         ctx = self._ctx
@@ -343,26 +339,22 @@ class RecordsApi:
                 f"Records size exceeds {limits.put_records_bytes_max // limits.MiB} MB limit",
             )
         outcomes = await _write(ctx, self._router, stream, entries)
-        result_entries: list[dict[str, Any]] = []
-        failed = 0
-        for position in range(len(entries)):
-            outcome = outcomes[position]
-            if isinstance(outcome, ShoalError):
-                failed += 1
-                result_entries.append(
-                    {"ErrorCode": outcome.code.kinesis_name, "ErrorMessage": outcome.message}
-                )
-            else:
-                result_entries.append(
-                    {"ShardId": outcome.shard_id, "SequenceNumber": outcome.sequence_number}
-                )
+        # Per batch: the written records' entries are ready-made; only failures are reshaped.
+        result_entries: list[Any] = [outcomes[position] for position in range(len(entries))]
+        errors = [
+            (position, outcome)
+            for position, outcome in enumerate(result_entries)
+            if isinstance(outcome, ShoalError)
+        ]
+        for position, error in errors:
+            result_entries[position] = {
+                "ErrorCode": error.code.kinesis_name,
+                "ErrorMessage": error.message,
+            }
+        failed = len(errors)
         meter = ctx.shards.meter
         if meter is not None:
-            throttled = sum(
-                1
-                for outcome in outcomes.values()
-                if isinstance(outcome, ShoalError) and outcome.code is ErrorCode.THROUGHPUT_EXCEEDED
-            )
+            throttled = sum(1 for _, error in errors if error.code is ErrorCode.THROUGHPUT_EXCEEDED)
             meter.probe.put_records_finished(
                 stream.name, len(entries) - failed, throttled, failed - throttled
             )

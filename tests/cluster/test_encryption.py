@@ -5,8 +5,9 @@ cluster master key, derived from what every node of a cluster shares):
   (SSTs, WAL, every file of each node's log directory) hold no byte of the sealed records'
   distinctive text on any node, while a record written before is found in the clear;
 - each node's own replica opens them (read through the internal replica read);
-- a video stream (always encrypted, as on AWS) stores its fragments on every replica, sealed,
-  and a surviving node serves them with GetMedia;
+- a video stream (always encrypted under its KmsKeyId, AWS's alias/aws/kinesisvideo by
+  default) stores its fragments on every replica, sealed, and a surviving node serves them
+  with GetMedia;
 - kill -9 of the shard's leader loses no acknowledged record: the new leader reads them back.
 
 The files are read while the survivors run (RocksDB's WAL holds what the memtables do) and as
@@ -49,6 +50,9 @@ def _upload_video(node: NodeProcess, video: bytes) -> str:
         aws_secret_access_key="y",
     )
     arn = kvs.create_stream(StreamName="cam", DataRetentionInHours=24)["StreamARN"]
+    # Sealed under its KmsKeyId (AWS's default below); the disk scan shows it is.
+    described = kvs.describe_stream(StreamARN=arn)["StreamInfo"]
+    assert described["KmsKeyId"] == "arn:aws:kms:us-east-1:000000000000:alias/aws/kinesisvideo"
     target = PutMediaTarget(
         endpoint=f"http://127.0.0.1:{node.http_port}",
         stream_name="cam",

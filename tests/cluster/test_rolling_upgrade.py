@@ -22,7 +22,7 @@ import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.metadata_format import METADATA_FORMAT_MAX
+from broker.meta.metadata_format import METADATA_FORMAT_MAX, STORED_BATCHES_LEVEL
 from tests.cluster.helpers import Producer, check_no_loss, cluster_status, wait_formed
 from tests.support import REPO, ClusterProcesses, NodeProcess, wait_until
 
@@ -102,8 +102,10 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
         run_from(newest, previous)
         wait_formed(cluster)
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
-        # Upgrade, highest ordinal first, as a StatefulSet rolls; this version's newest format
-        # once all run it.
+        # Upgrade, highest ordinal first, as a StatefulSet rolls; the newest format once all
+        # run it (from STORED_BATCHES_LEVEL on, leaders write shard-log batches in format 3 and
+        # replicate their stored bytes: the records acknowledged after the raise below go
+        # that way, and every node must still hold every acknowledged record).
         for node in reversed(cluster.nodes):
             node.terminate()
             run_from(node, REPO)
@@ -131,7 +133,8 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
             deadline_s=30,
             what=f"metadata format {METADATA_FORMAT_MAX} in every data directory's marker",
         )
-        producer.wait_acknowledged(len(producer.acknowledged) + 100)
+        assert METADATA_FORMAT_MAX >= STORED_BATCHES_LEVEL
+        producer.wait_acknowledged(len(producer.acknowledged) + 300)
         producer.stop()
         assert not producer.lost
         for endpoint in cluster.endpoints:

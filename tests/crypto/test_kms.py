@@ -58,7 +58,10 @@ def kinesis(node: Node) -> Iterator[Any]:
     client.close()
 
 
-async def test_kms_data_keys_seal_records(node: Node, kinesis: Any, kms: Any) -> None:
+async def test_kms_data_keys_seal_records_and_refusals_are_kms_exceptions(
+    node: Node, kinesis: Any, kms: Any
+) -> None:
+    """One node for both halves (a node start is most of the cost)."""
     key = kms.create_key(Description="kinesis")["KeyMetadata"]
     kms.create_alias(AliasName="alias/streams", TargetKeyId=key["KeyId"])
     await call(kinesis.create_stream, StreamName="kms", ShardCount=1)
@@ -79,8 +82,6 @@ async def test_kms_data_keys_seal_records(node: Node, kinesis: Any, kms: Any) ->
     stream = next(iter(node.service.ctx.image().streams.values()))
     assert [k.wrapping for k in stream.data_keys] == [f"kms:{key['Arn']}"] * 3
 
-
-async def test_kms_refusals_are_kinesis_kms_exceptions(kinesis: Any, kms: Any) -> None:
     await call(kinesis.create_stream, StreamName="refused", ShardCount=1)
     disabled = kms.create_key()["KeyMetadata"]["KeyId"]
     kms.disable_key(KeyId=disabled)

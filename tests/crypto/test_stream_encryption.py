@@ -1,7 +1,8 @@
-"""Encryption at rest through boto3 on one in-process node: Start/StopStreamEncryption's
-states and errors, records sealed on disk from the start on and readable throughout, data-key
-rotation, with the default cluster master key (no key setup); master-key rotation with a key
-file."""
+"""Encryption at rest through boto3 on one in-process node with a master key file (the
+default, the cluster key, is what tests/cluster/test_encryption.py and the Firehose tests
+run): Start/StopStreamEncryption's states and errors, records sealed on disk from the start on
+and readable throughout, data-key rotation, the KeyIds, master-key rotation. One node for all
+(its start is most of the cost)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import pytest
 
 from broker.clock import ManualClock
 from broker.crypto.master_keys import (
-    ClusterMasterKey,
     LocalKeyFile,
     WithClusterKey,
     create_key_file,
@@ -34,7 +34,15 @@ ALIAS = "alias/aws/kinesis"
 
 @pytest.fixture
 async def node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
-    config = node_config(tmp_path / "node", stream_updating_ms=UPDATING_MS)
+    key_file = tmp_path / "keys" / "master-keys.json"
+    create_key_file(key_file)
+    settings = {"encryption_master_key": "file", "encryption_key_file": key_file}
+    config = node_config(
+        tmp_path / "node",
+        settings=settings,
+        stream_updating_ms=UPDATING_MS,
+        key_rewrap_interval_ms=100,
+    )
     async with running_node(config, clock) as started:
         yield started
 
@@ -81,7 +89,7 @@ async def error_of(function: Any, **kwargs: Any) -> tuple[str, str]:
     return error["Code"], error.get("Message", "")
 
 
-async def test_records_are_sealed_from_start_to_stop(
+async def test_records_are_sealed_from_start_to_stop_and_keys_rotate(
     node: Node, kinesis: Any, clock: ManualClock
 ) -> None:
     await call(kinesis.create_stream, StreamName="vault", ShardCount=1)
@@ -136,7 +144,7 @@ async def test_records_are_sealed_from_start_to_stop(
     image = node.service.ctx.image()
     assert [key.version for key in image.streams[StreamName("vault")].data_keys] == [1, 2]
 
-    # KeyIds: unknown ones are KMS exceptions; the cluster key by id and ARN, and the
+    # KeyIds: unknown ones are KMS exceptions; the file's key by id and ARN, and the
     # AWS-managed alias's ARN, work.
     await call(kinesis.create_stream, StreamName="keys", ShardCount=1)
     code, message = await error_of(
@@ -153,8 +161,9 @@ async def test_records_are_sealed_from_start_to_stop(
     assert code == "KMSNotFoundException"
     assert (await summary(kinesis, "keys"))["EncryptionType"] == "NONE"
     assert node.keyring is not None
-    keys = node.keyring.master
-    assert isinstance(keys, ClusterMasterKey)
+    configured = node.keyring.master
+    assert isinstance(configured, WithClusterKey) and isinstance(configured.primary, LocalKeyFile)
+    keys = configured.primary
     key_id = keys.current_key_id()
     for key in (key_id, keys.key_arn(key_id), "arn:aws:kms:us-east-1:000000000000:" + ALIAS):
         await call(
@@ -163,55 +172,24 @@ async def test_records_are_sealed_from_start_to_stop(
         assert (await summary(kinesis, "keys"))["KeyId"] == key
         clock.advance(ms=UPDATING_MS)
 
-
-async def test_a_rotated_master_key_rewraps_the_data_keys(
-    tmp_path: Path, clock: ManualClock
-) -> None:
-    """With `encryption_master_key = file`: the file's KeyIds, and a key appended to the file
-    (`shoal encryption rotate-master-key`) re-wraps the data keys on the running node."""
-    key_file = tmp_path / "keys" / "master-keys.json"
-    create_key_file(key_file)
-    settings = {"encryption_master_key": "file", "encryption_key_file": key_file}
-    config = node_config(tmp_path / "node", settings=settings, key_rewrap_interval_ms=100)
-    async with running_node(config, clock) as node:
-        kinesis = boto_client(f"http://127.0.0.1:{node.http_port}")
-        try:
-            await _rotate(node, kinesis, key_file)
-        finally:
-            kinesis.close()
-
-
-async def _rotate(node: Node, kinesis: Any, key_file: Path) -> None:
-    assert node.keyring is not None
-    keys = node.keyring.master
-    assert isinstance(keys, WithClusterKey) and isinstance(keys.primary, LocalKeyFile)
-    file_key = keys.primary.current_key_id()
-    await call(kinesis.create_stream, StreamName="rotating", ShardCount=1)
-    await call(
-        kinesis.start_stream_encryption,
-        StreamName="rotating",
-        EncryptionType="KMS",
-        KeyId=keys.primary.key_arn(file_key),
-    )
-    code, _ = await error_of(
-        kinesis.start_stream_encryption,
-        StreamName="rotating",
-        EncryptionType="KMS",
-        KeyId="alias/mine",
-    )
-    assert code == "KMSNotFoundException"
-    await call(kinesis.put_record, StreamName="rotating", PartitionKey="k", Data=b"SEALED-old")
-    new_id = rotate_key_file(key_file)
+    # Master-key rotation: a key appended to the file (`shoal encryption rotate-master-key`)
+    # re-wraps every data key on the running node; the records still read.
+    assert node.config.encryption_key_file is not None
+    new_id = rotate_key_file(node.config.encryption_key_file)
     assert node.service is not None
     ctx = node.service.ctx
 
     async def rewrapped() -> None:
         while True:
-            keys = ctx.image().streams[StreamName("rotating")].data_keys
-            if [key.wrapping for key in keys] == [f"local:{new_id}"]:
+            streams = ctx.image().streams
+            wrappings = {k.wrapping for s in streams.values() for k in s.data_keys}
+            if wrappings == {f"local:{new_id}"}:
                 return
             await asyncio.sleep(0.1)
 
     async with asyncio.timeout(20):  # the controller's node looks every 0.1 s here
         await rewrapped()
-    assert await read_all(kinesis, "rotating") == [b"SEALED-old"]
+    assert (await read_all(kinesis, "vault"))[3:7] == [
+        *(b"SEALED-secret-%d" % i for i in range(3)),
+        b"SEALED-rotated",
+    ]

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from broker.errors import ErrorCode, ShoalError
+from broker.log.records import AppendBatch, NewRecord
 from broker.meta.commands import (
     AddTags,
     Command,
@@ -33,12 +34,17 @@ from broker.meta.image import MetadataImage, RecordDistribution
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.metadata_format import (
     FIRST_FORMAT,
+    STORED_BATCHES_LEVEL,
     command_level,
     image_version,
     members_after,
 )
 from broker.meta.quorum import LocalQuorum
 from broker.meta.state_machine import apply
+from broker.replication.messages import Append, Envelope
+from broker.replication.replica import batch_format_for
+from broker.replication.wire import envelope_to_proto
+from broker.types import NodeId, Offset, ShardUid
 from tests.cluster.test_rolling_upgrade import PREVIOUS
 from tests.meta.factories import create_stream, init_cluster, nodes_image, register_node
 from tests.meta.test_controller import SETTINGS
@@ -307,3 +313,82 @@ def test_everything_added_since_the_first_format_is_gated(previous_code: Path) -
             if member not in before[name] and member not in gated and member != "metadata_format"
         )
     assert not ungated, f"not in metadata_format.FORMAT_CHANGES: {ungated}"
+
+
+def _previous_reads_batches(code: Path, items: list[tuple[str, bytes]]) -> list[str]:
+    """Runs the previous release's shard-log and replication decoders on each (`stored`
+    batch value or `envelope` bytes): the records' data it decodes, or the error's text."""
+    script = (
+        "import base64, json, sys\n"
+        "from broker.api.internal.v1 import internal_pb2 as pb\n"
+        "from broker.log.records import BatchHeader, decode_new_records\n"
+        "from broker.replication.wire import envelope_from_proto\n"
+        "out = []\n"
+        "for kind, data in json.load(sys.stdin):\n"
+        "    raw = base64.b64decode(data)\n"
+        "    try:\n"
+        "        if kind == 'stored':\n"
+        "            header = BatchHeader.parse(raw)\n"
+        "            records = decode_new_records(raw, header, begin=0, stop=header.count)\n"
+        "        else:\n"
+        "            message = envelope_from_proto(pb.ReplicationEnvelope.FromString(raw))\n"
+        "            records = [r for b in message.batches for r in b.records]\n"
+        "        out.append(','.join(r.data.decode() for r in records))\n"
+        "    except Exception as exc:\n"
+        "        out.append(repr(exc))\n"
+        "print(json.dumps(out))\n"
+    )
+    request = json.dumps([(kind, base64.b64encode(data).decode()) for kind, data in items])
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        input=request.encode(),
+        capture_output=True,
+        cwd=code,
+        env={"PYTHONPATH": str(code)},
+        check=True,
+        timeout=60,
+    )
+    answers: list[str] = json.loads(done.stdout)
+    return answers
+
+
+def _leader_output(level: int) -> tuple[bytes, bytes]:
+    """A batch as a leader at metadata format `level` stores it and sends it (issue 18)."""
+    batch = AppendBatch(
+        shard_uid=ShardUid(3),
+        first_offset=Offset(0),
+        arrival_ms=5,
+        records=(NewRecord("k1", b"one"), NewRecord("k2", b"two")),
+        epoch=1,
+        version=batch_format_for(level),
+    )
+    append = Append(
+        shard_uid=ShardUid(3),
+        epoch=1,
+        leader=NodeId("a"),
+        first_offset=Offset(0),
+        prev_epoch=0,
+        batches=(batch,),
+        leader_hw=Offset(0),
+        leader_log_start=Offset(0),
+    )
+    envelope = envelope_to_proto(Envelope(to=NodeId("b"), message=append), sender=NodeId("a"))
+    return batch.value, envelope.SerializeToString()
+
+
+def test_shard_log_batches_below_the_stored_level_are_what_the_previous_release_reads(
+    previous_code: Path,
+) -> None:
+    """Below STORED_BATCHES_LEVEL a leader's batches (on disk and on the wire) are read by the
+    previous release; from it on they are not (format 3, stored bytes on the wire), which is
+    why a leader waits for the level to write them."""
+    for level in range(FIRST_FORMAT, STORED_BATCHES_LEVEL):
+        stored, wire = _leader_output(level)
+        assert _previous_reads_batches(previous_code, [("stored", stored), ("envelope", wire)]) == [
+            "one,two",
+            "one,two",
+        ]
+    stored, wire = _leader_output(STORED_BATCHES_LEVEL)
+    answers = _previous_reads_batches(previous_code, [("stored", stored), ("envelope", wire)])
+    assert "unknown format version 3" in answers[0]
+    assert "one,two" not in answers[1]

@@ -101,7 +101,7 @@ def _tick_changes_nothing(replica: ShardReplica, now_ms: int) -> bool:
     return not probe.has_ready() and probe.statistics() == replica.statistics()
 
 
-@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("seed", range(10))  # 4,000 random steps; tests/sim runs more
 def test_a_tick_before_next_tick_ms_never_does_anything(seed: int) -> None:
     rng = random.Random(seed)
     now_ms = 1_000

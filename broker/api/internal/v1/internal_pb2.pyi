@@ -102,7 +102,13 @@ Global___Record: _TypeAlias = Record  # noqa: Y015
 
 @_typing.final
 class Batch(_message.Message):
-    """One AppendBatch: records at [first_offset, first_offset + len(records)), written in `epoch`."""
+    """One AppendBatch at [first_offset, first_offset + its record count), written in `epoch`.
+    Either its stored bytes (`value`: the shard-log batch encoding with its CRC, which the
+    receiver verifies and stores as it is; sent once the cluster's metadata format is at
+    STORED_BATCHES_LEVEL, broker/meta/metadata_format.py), or, before that level, its records
+    with arrival_ms, epoch and control (what every release reads). A `value` carries those
+    three in its header.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -111,10 +117,12 @@ class Batch(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     CONTROL_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
     first_offset: _builtins.int
     arrival_ms: _builtins.int
     epoch: _builtins.int
     control: _builtins.bool
+    value: _builtins.bytes
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
     def __init__(
@@ -125,10 +133,11 @@ class Batch(_message.Message):
         epoch: _builtins.int = ...,
         control: _builtins.bool = ...,
         records: _abc.Iterable[Global___Record] | None = ...,
+        value: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_ms", b"arrival_ms", "control", b"control", "epoch", b"epoch", "first_offset", b"first_offset", "records", b"records"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_ms", b"arrival_ms", "control", b"control", "epoch", b"epoch", "first_offset", b"first_offset", "records", b"records", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
