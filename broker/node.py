@@ -55,7 +55,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits, startup, tls
 from broker.analytics.duckdb_engine import DuckDbChecker
-from broker.analytics.runner import ApplicationRunner
+from broker.analytics.runner import ApplicationRunner, RunnerSettings
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
 from broker.analytics.service_v2 import AnalyticsV2Service
 from broker.api.analytics.v1 import analytics_pb2
@@ -133,6 +133,7 @@ from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
+from broker.streams.namespaces import Namespace
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
 from broker.video.channels import ChannelSettings
@@ -545,6 +546,8 @@ class Node:
             delivery_streams=_NodeFirehose(self),
             clock=self.clock,
             worker_id=f"{config.node_id}:{uuid.uuid4()}",
+            default_namespace=Namespace(account_id=config.account_id, region=config.region),
+            settings=RunnerSettings(failover_ms=config.knobs.analytics_failover_ms),
         )
         runner = self.applications
         self.metrics.analytics.watch(lambda: metrics_views.analytics_views(runner))
