@@ -121,6 +121,10 @@ class Knobs:
     firehose_poll_interval_ms: int = 200
     firehose_internal_shards: int = 2
     firehose_reconcile_interval_ms: int = 250
+    # SQL applications (issue 12): a running application's node holds its placement lease,
+    # and its reader its input shards' leases, for `analytics_failover_ms` without renewing
+    # before another node takes the application over (the KCL's failover time).
+    analytics_failover_ms: int = 10_000
     # A DirectPut delivery stream's write limits (AWS's defaults in us-east-1: 5 MiB/s and
     # 5,000 records/s; 0 = off). Enforced by its internal stream's shard leaders (each shard
     # gets an even share), answered with ServiceUnavailableException as AWS does.

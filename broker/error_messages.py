@@ -369,3 +369,544 @@ def stream_mode_updates_per_day(stream: str, account_id: str, calls: int, limit:
         f"Stream {stream} under account {account_id} has already had its capacity mode "
         f"updated {calls} times in the last 24 hours. Limit: {limit}."
     )
+
+
+# --- Channels (broker/firehose/channels.py) --------------------------------------------------
+# Like the queues': no recorded AWS texts yet; the wording follows the model's documentation.
+
+
+def channel_not_found(arn: str) -> str:
+    return f"Channel {arn} not found."
+
+
+def channel_name_in_use(name: str, account_id: str) -> str:
+    return f"Channel {name} under account {account_id} already exists."
+
+
+def channel_needs_on_demand(stream_arn: str) -> str:
+    return (
+        "Channels are supported only on data streams in on-demand capacity mode; "
+        f"stream {stream_arn} is in provisioned mode."
+    )
+
+
+def channel_not_active(arn: str, status: str) -> str:
+    return f"Channel {arn} is in {status} state; the operation needs it ACTIVE."
+
+
+def channel_other_destination(kind: str) -> str:
+    return f"{kind} does not match the channel's destination, which cannot be changed."
+
+
+def channel_freshness_out_of_range(seconds: int) -> str:
+    return f"DataFreshnessInSeconds must be between 0 and 900 seconds; got {seconds}."
+
+
+def stream_has_channels(stream_name: str, account_id: str) -> str:
+    return (
+        f"Stream {stream_name} under account {account_id} has channels; delete every channel "
+        "on the stream first."
+    )
+
+
+CHANNEL_ONE_DESTINATION = (
+    "Exactly one of S3DestinationConfiguration and S3TablesDestinationConfiguration must be "
+    "specified."
+)
+CHANNEL_ONE_STREAM = (
+    "Shoal's channels read a single data stream: StreamConfigurationList must contain exactly "
+    "one entry."
+)
+CHANNEL_ONE_TABLE = (
+    "Shoal's channels write to a single table: S3TablesConfigurationList must contain exactly "
+    "one entry."
+)
+CHANNEL_SCHEMA_REQUIRED = "GSRSchemaARN is required when RecordFormatType is GSR_JSON."
+CHANNEL_SCHEMA_NOT_ALLOWED = "GSRSchemaARN can only be specified when RecordFormatType is GSR_JSON."
+
+
+# --- Texts moved here from the modules that raise them (issue 14) --------------------------
+# Shoal's own wording where AWS publishes none (cluster administration, Shoal's limits);
+# AWS's where it is known (recorded by kinesalite and kinesis-mock).
+
+# service/account.py
+
+
+def commitment_status_not_in_enum(*, status: object) -> str:
+    return (
+        f"1 validation error detected: Value '{status}' at "
+        "'minimumThroughputBillingCommitment.status' failed to satisfy constraint: Member must "
+        "satisfy enum value set: [ENABLED, DISABLED]"
+    )
+
+
+def unknown_names(*, what: object, unknown: object, known: object) -> str:
+    return f"Unknown {what} {unknown}; expected one of {known}."
+
+
+def account_limit_out_of_range(*, name: object, account_limit_max: object, value: object) -> str:
+    return f"{name} must be within 0..{account_limit_max}, got {value}."
+
+
+def limit_set_and_reset(*, name: object) -> str:
+    return f"{name} is both set and reset."
+
+
+def shard_rate_out_of_range(
+    *, name: object, shard_rate_per_second_max: object, value: object
+) -> str:
+    return f"{name} must be 0 (unlimited) or a rate up to {shard_rate_per_second_max}, got {value}."
+
+
+# service/capacity.py
+
+
+def capacity_limit_out_of_range(*, limit_max: object, limit: object) -> str:
+    return f"limit must be within 1..{limit_max}, got {limit}."
+
+
+def open_shard_not_found(*, shard_id: object, name: object) -> str:
+    return f"Could not find shard {shard_id} in stream {name}, or it is closed."
+
+
+# service/context.py
+
+
+def invalid_stream_arn(*, arn: object) -> str:
+    return f"Invalid StreamARN {arn}."
+
+
+def stream_arn_not_found(*, arn: object) -> str:
+    return f"Stream {arn} not found."
+
+
+def stream_name_arn_mismatch(*, name: object, arn: object) -> str:
+    return f"StreamName {name} does not match the stream in StreamARN {arn}."
+
+
+# service/control.py
+
+
+def too_many_tags_at_creation(*, tags_per_stream_max: object) -> str:
+    return f"A stream cannot have more than {tags_per_stream_max} tags."
+
+
+SHARD_ID_REQUIRED_AFTER_SHARD_ID = "ShardId must be provided with AFTER_SHARD_ID."
+
+
+def timestamp_required_for(*, kind: object) -> str:
+    return f"Timestamp must be provided with {kind}."
+
+
+def too_many_tags_in_request(*, tags_per_call_max: object) -> str:
+    return f"Cannot add more than {tags_per_call_max} tags in one request."
+
+
+SHARD_COUNT_NULL = (
+    "1 validation error detected: Value null at 'shardCount' failed to satisfy constraint: Member "
+    "must not be null"
+)
+
+NEXT_TOKEN_WITH_STREAM_NAME = "NextToken and StreamName cannot be provided together."
+
+NEXT_TOKEN_STREAM_GONE = "The stream of NextToken is gone."
+
+# service/kinesis.py
+
+
+def reserved_stream_name(*, prefix: object) -> str:
+    return f"Stream names starting with {prefix} are reserved by Shoal."
+
+
+# service/records.py
+
+INTERNAL_SERVICE_FAILURE = "Internal service failure."
+
+
+def record_too_large(*, path: object, size_max: object) -> str:
+    return (
+        f"1 validation error detected: Value at '{path}' failed to satisfy constraint: Member "
+        f"must have length less than or equal to {size_max} (partition key and data together)"
+    )
+
+
+def iterator_number_required(*, number_field: object, kind: object, type_field: object) -> str:
+    return f"Must specify {number_field} for {kind} {type_field}."
+
+
+def iterator_number_not_allowed(*, number_field: object, kind: object, type_field: object) -> str:
+    return f"Request should not contain {number_field} for {kind} {type_field}."
+
+
+ITERATOR_TIMESTAMP_REQUIRED = (
+    "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP."
+)
+
+
+def iterator_timestamp_not_allowed(*, kind: object, type_field: object) -> str:
+    return f"Request should not contain a timestamp for {kind} {type_field}."
+
+
+def put_records_too_large(*, put_records_bytes_max: object) -> str:
+    return f"Records size exceeds {put_records_bytes_max} MB limit"
+
+
+def iterator_shard_gone(*, shard_index: object, account_phrase: object) -> str:
+    return f"Shard {shard_index} in the iterator's stream {account_phrase} does not exist"
+
+
+# service/shards.py
+
+EXPIRED_READ_DID_NOT_CONVERGE = "reading past expired records did not converge"
+
+
+def damaged_replica_range(*, shard_id: object, start_offset: object, damaged_on: object) -> str:
+    return (
+        f"Records of {shard_id} from sequence position {start_offset} cannot be read: the replica "
+        f"on {damaged_on} is damaged there and no other replica could serve them."
+    )
+
+
+def subscription_exists_on_this_shard(*, consumer_arn: object) -> str:
+    return f"Another active subscription exists for consumer {consumer_arn} and this shard."
+
+
+# service/stream_consumers.py
+
+
+def invalid_consumer_arn(*, arn: object) -> str:
+    return f"Invalid ConsumerARN {arn}."
+
+
+CONSUMER_ARN_OR_STREAM_AND_NAME = (
+    "Either ConsumerARN or both StreamARN and ConsumerName must be provided."
+)
+
+
+def consumer_arn_mismatch(*, consumer_arn: object) -> str:
+    return f"StreamARN and ConsumerName must match ConsumerARN {consumer_arn}."
+
+
+NEXT_TOKEN_OTHER_STREAM = "NextToken is not for this stream."
+
+# service/subscriptions.py
+
+
+def subscription_taken_over(*, consumer_arn: object, shard_id: object) -> str:
+    return f"Another subscription of consumer {consumer_arn} to shard {shard_id} took over."
+
+
+def consumer_was_deregistered(*, consumer_arn: object) -> str:
+    return f"Consumer {consumer_arn} was deregistered."
+
+
+def subscription_exists(*, arn: object, shard_id: object) -> str:
+    return f"Another active subscription exists for consumer {arn} and shard {shard_id}."
+
+
+NODE_SHUTTING_DOWN = "The node is shutting down."
+
+
+def consumer_not_active(*, arn: object, status: object) -> str:
+    return f"Consumer {arn} is not in ACTIVE state (it is {status})."
+
+
+def node_subscriptions_full(*, count: object) -> str:
+    return f"This node holds {count} subscriptions, its limit."
+
+
+# service/throughput.py
+
+
+def shard_rate_exceeded(*, shard_id: object, stream_name: object, account_id: object) -> str:
+    return f"Rate exceeded for shard {shard_id} in stream {stream_name} under account {account_id}."
+
+
+def shard_read_rate_exceeded(*, account_id: object, stream_name: object, shard_id: object) -> str:
+    return f"Rate exceeded for Shard - {account_id}/{stream_name}/{shard_id}"
+
+
+# service/tokens.py
+
+INVALID_NEXT_TOKEN = "Invalid NextToken."
+
+NEXT_TOKEN_EXPIRED = "The NextToken has expired. Tokens are valid for 300 seconds."
+
+# streams/hash_keys.py
+
+
+def hash_key_out_of_range(*, field: object, text: object) -> str:
+    return (
+        f"Invalid {field}. {field} must be in the range: [0, 2^128-1]. Specified value was {text}"
+    )
+
+
+# streams/iterators.py
+
+
+def iterator_expired(*, issued_ms: object, now_ms: object, iterator_age_ms_max: object) -> str:
+    return (
+        f"Iterator expired. The iterator was created at time {issued_ms} while right now it is "
+        f"{now_ms} which is further in the future than the tolerated delay of "
+        f"{iterator_age_ms_max} milliseconds."
+    )
+
+
+# streams/resharding.py
+
+
+def single_key_shard_cannot_split(*, shard_id: object) -> str:
+    return (
+        f"UpdateShardCount cannot scale up: shard {shard_id} holds a single hash key and cannot "
+        "be split in half. Merge it with a neighbour first."
+    )
+
+
+# streams/sequence_numbers.py
+
+
+def invalid_sequence_number(*, text: object) -> str:
+    return f"Invalid SequenceNumber {text}."
+
+
+def sequence_number_other_shard(
+    *, field: object, encoded_shard_id: object, shard_id: object, stream_name: object
+) -> str:
+    return (
+        f"Invalid {field}. It encodes {encoded_shard_id}, while it was used in a call to a shard "
+        f"with {shard_id} in stream {stream_name}."
+    )
+
+
+def sequence_number_other_stream(
+    *, field: object, text: object, shard_id: object, stream_name: object
+) -> str:
+    return (
+        f"{field} {text} used on shard {shard_id} in stream {stream_name} is invalid because it "
+        "did not come from this stream."
+    )
+
+
+def sequence_number_invalid(
+    *, field: object, text: object, shard_id: object, stream_name: object
+) -> str:
+    return f"{field} {text} used on shard {shard_id} in stream {stream_name} is invalid."
+
+
+# streams/shard_listing.py
+
+SHARD_FILTER_TIMESTAMP_REQUIRED = (
+    "Timestamp must be supplied in a ShardFilter with a Type of FROM_TIMESTAMP or AT_TIMESTAMP"
+)
+
+
+def shard_filter_type_not_in_enum(*, filter_type: object, filter_types: object) -> str:
+    return (
+        f"1 validation error detected: Value '{filter_type}' at 'shardFilter.type' failed to "
+        f"satisfy constraint: Member must satisfy enum value set: [{filter_types}]"
+    )
+
+
+SHARD_FILTER_SHARD_ID_REQUIRED = (
+    "ShardId must be supplied in a ShardFilter with a Type of AFTER_SHARD_ID"
+)
+
+# queues/operations.py
+
+
+def queue_tags_at_creation(*, tags_per_stream_max: object) -> str:
+    return f"A queue cannot have more than {tags_per_stream_max} tags."
+
+
+# meta/transitions/nodes.py
+
+
+def replication_factor_too_small(*, replication_factor: object) -> str:
+    return (
+        f"1 validation error detected: Value '{replication_factor}' at 'replicationFactor' failed "
+        "to satisfy constraint: Member must have value greater than or equal to 1"
+    )
+
+
+def too_few_active_nodes(*, replication_factor: object, active: object) -> str:
+    return f"Cannot place {replication_factor} replicas per shard: only {active} nodes are ACTIVE."
+
+
+def node_not_registered(*, node_id: object) -> str:
+    return f"Node {node_id} is not registered."
+
+
+NODE_ID_AND_ADDRESS_REQUIRED = "A node needs a node id and an API address."
+
+USE_REMOVE_NODE = "Use RemoveNode to remove a node."
+
+
+def node_was_removed(*, node_id: object) -> str:
+    return f"Node {node_id} was removed; it must register again first."
+
+
+def node_incarnation_mismatch(
+    *, node_id: object, incarnation: object, expected_incarnation: object
+) -> str:
+    return f"Node {node_id} is at incarnation {incarnation}, not {expected_incarnation}."
+
+
+def stream_uid_not_found(*, stream_uid: object) -> str:
+    return f"Stream with id {stream_uid} not found."
+
+
+def shard_index_not_found(*, shard_index: object, name: object) -> str:
+    return f"Shard {shard_index} of stream {name} not found."
+
+
+def shard_epoch_mismatch(
+    *, shard_id: object, name: object, epoch: object, expected_epoch: object
+) -> str:
+    return f"Shard {shard_id} of stream {name} is at epoch {epoch}, not {expected_epoch}."
+
+
+def epoch_not_raised(*, expected_epoch: object, epoch: object) -> str:
+    return f"A new epoch must exceed {expected_epoch}, got {epoch}."
+
+
+def bad_replica_set(*, replicas: object) -> str:
+    return f"Bad replica set {replicas}: empty or repeated."
+
+
+def replica_set_changes_too_much(*, shard_id: object, current: object, proposed: object) -> str:
+    return (
+        f"The replica set of {shard_id} may change by one node per epoch: {current} -> {proposed}."
+    )
+
+
+def leader_not_a_replica(*, leader: object) -> str:
+    return f"Leader {leader} is not one of the replicas."
+
+
+def node_cannot_lead(*, leader: object, state: object) -> str:
+    return f"Node {leader} is {state}; only an ACTIVE or DRAINING node may lead."
+
+
+def api_address_in_use(*, node_id: object, api_address: object) -> str:
+    return f"Node {node_id} already uses the API address {api_address}."
+
+
+def replica_not_registered(*, node_id: object) -> str:
+    return f"Replica {node_id} is not a registered node."
+
+
+def node_still_holds_replica(*, node_id: object, shard_id: object, name: object) -> str:
+    return f"Node {node_id} still holds a replica of {shard_id} of stream {name}; drain it first."
+
+
+# meta/transitions/stream_consumers.py
+
+
+def stream_not_active(*, name: object, account_id: object, status: object) -> str:
+    return f"Stream {name} under account {account_id} not ACTIVE, instead in state {status}"
+
+
+def consumer_tags_at_creation(*, tags_per_stream_max: object) -> str:
+    return f"A consumer cannot have more than {tags_per_stream_max} tags."
+
+
+def too_many_consumer_tags(*, name: object, tags_per_stream_max: object) -> str:
+    return (
+        f"Failed to add tags to consumer {name} because a given resource cannot have more than "
+        f"{tags_per_stream_max} tags associated with it."
+    )
+
+
+def shard_does_not_exist(*, shard_id: object, name: object, account_id: object) -> str:
+    return f"Shard {shard_id} in stream {name} under account {account_id} does not exist"
+
+
+def consumer_name_not_found(*, consumer_name: object, name: object) -> str:
+    return f"Consumer {consumer_name} under stream {name} not found."
+
+
+# meta/transitions/stream_lifecycle.py
+
+
+def stream_already_exists(*, name: object, account_id: object) -> str:
+    return f"Stream {name} under account {account_id} already exists."
+
+
+def shard_count_out_of_range(*, shard_count: object, shard_count_per_stream_max: object) -> str:
+    return (
+        f"1 validation error detected: Value '{shard_count}' at 'shardCount' failed to satisfy "
+        f"constraint: Member must have value between 1 and {shard_count_per_stream_max}"
+    )
+
+
+def stream_has_consumers(*, name: object, account_id: object) -> str:
+    return (
+        f"Stream {name} under account {account_id} has registered consumers; deregister them or "
+        "set EnforceConsumerDeletion."
+    )
+
+
+# meta/transitions/account_limits.py
+
+
+def shard_limit_exceeded(
+    *,
+    account_id: object,
+    region: object,
+    count: object,
+    limit: object,
+    additional: object,
+    limits_page: object,
+) -> str:
+    return (
+        f"This request would exceed the shard limit for the account {account_id} in {region}. "
+        f"Current shard count for the account: {count}. Limit: {limit}. Number of additional "
+        f"shards that would have resulted from this request: {additional}. {limits_page}"
+    )
+
+
+def on_demand_limit_exceeded(
+    *, account_id: object, region: object, count: object, limit: object, limits_page: object
+) -> str:
+    return (
+        f"This request would exceed the on-demand stream limit for the account {account_id} in "
+        f"{region}. Current on-demand stream count for the account: {count}. Limit: {limit}. "
+        f"{limits_page}"
+    )
+
+
+# meta/transitions/common.py
+
+
+# meta/transitions/reshards.py
+
+
+def stream_uid_not_found_in_account(*, stream_uid: object, account_id: object) -> str:
+    return f"Stream with id {stream_uid} under account {account_id} not found."
+
+
+def reshard_sealed_mismatch(*, name: object, end_offsets: object, sealed: object) -> str:
+    return (
+        f"CompleteReshard for stream {name} names shards {end_offsets} but the pending reshard "
+        f"sealed {sealed}."
+    )
+
+
+# meta/capacity.py
+
+
+def stream_incarnation_not_found(*, stream_uid: object) -> str:
+    return f"Stream incarnation {stream_uid} not found."
+
+
+def autoscale_dropped(*, name: object) -> str:
+    return (
+        f"Stream {name} is no longer in ON_DEMAND capacity mode; the automatic reshard is dropped."
+    )
+
+
+def invalid_region(region: object) -> str:
+    return f"The region {region!r} in x-shoal-region is not a region name (e.g. us-east-1)."
+
+
+STREAM_NAME_EMPTY = "stream_name must not be empty."

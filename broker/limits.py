@@ -239,3 +239,11 @@ queue_receive_limit_max = 10  # the model's ReceiveQueueRecordsInputLimit
 queue_receive_wait_s_default = 9  # WaitTimeSeconds when the request names none (AWS)
 queue_poll_interval_ms = 200  # a waiting receive looks for records this often
 list_queues_page_max = 100  # ListQueues/ListChannels return at most 100 per page (AWS)
+
+# Kinesis channels (CreateChannel ...). A channel is a delivery stream with its stream as the
+# source (broker/firehose/channels.py): it shares Firehose's per-region budget of delivery
+# streams, and DataFreshnessInSeconds is its buffering interval, in Firehose's range.
+channels_per_account_max = 5_000
+list_channels_page_max = list_queues_page_max
+channel_freshness_s_min = 0
+channel_freshness_s_max = 900

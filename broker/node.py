@@ -55,7 +55,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from broker import limits, startup, tls
 from broker.analytics.duckdb_engine import DuckDbChecker
-from broker.analytics.runner import ApplicationRunner
+from broker.analytics.runner import ApplicationRunner, RunnerSettings
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
 from broker.analytics.service_v2 import AnalyticsV2Service
 from broker.api.analytics.v1 import analytics_pb2
@@ -77,6 +77,7 @@ from broker.crypto.master_keys import (
 )
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import S3Store
+from broker.firehose.channels import CHANNEL_ARN, ChannelOperations
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.access import AccessControl, build_access_control, node_signer
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
@@ -132,6 +133,7 @@ from broker.service.kinesis import KinesisService
 from broker.service.shard_load import ShardLoadRecorder, load_recorder, run_reporter
 from broker.service.shards import ShardClient
 from broker.service.throughput import ShardMeter
+from broker.streams.namespaces import Namespace
 from broker.streams.subscription_claims import ClaimTable
 from broker.types import NodeId, ShardUid, StreamName
 from broker.video.channels import ChannelSettings
@@ -400,6 +402,11 @@ class Node:
             is_controller=lambda: self._controller_node() == self.node_id,
             probe=self.metrics.firehose,
         )
+        # Kinesis channels are delivery streams of the Firehose runtime, on the Kinesis doors.
+        channels = ChannelOperations(ctx, on_change=self.firehose.lifecycle.kick)
+        self.service.add_operations(
+            channels.handlers(), resource_arn=CHANNEL_ARN, tagging=channels.tagging()
+        )
         await self._start_grpc(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
@@ -539,6 +546,8 @@ class Node:
             delivery_streams=_NodeFirehose(self),
             clock=self.clock,
             worker_id=f"{config.node_id}:{uuid.uuid4()}",
+            default_namespace=Namespace(account_id=config.account_id, region=config.region),
+            settings=RunnerSettings(failover_ms=config.knobs.analytics_failover_ms),
         )
         runner = self.applications
         self.metrics.analytics.watch(lambda: metrics_views.analytics_views(runner))
@@ -585,7 +594,11 @@ class Node:
                     controller=self._controller_node,
                 ),
                 admin_handler(self),
-                lease_handler(self._metadata, self.clock),
+                lease_handler(
+                    self._metadata,
+                    self.clock,
+                    caller=Caller(region=self.config.region, account_id=self.config.account_id),
+                ),
                 capacity_handler(
                     self._metadata.image,
                     self.clock,
@@ -753,6 +766,7 @@ class Node:
                 firehose=self.firehose.service,
                 analytics=self.analytics,
                 peer_tls=self._console_peer_tls(),
+                access=self.access,
             )
         rest: list[RestService] = [self._video_http()]
         if self.console is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
@@ -76,3 +77,29 @@ async def node(tmp_path: Path, clock: ManualClock) -> AsyncIterator[Node]:
 async def client(node: Node) -> AsyncIterator[AsyncShoalClient]:
     async with connected_client(node) as connected:
         yield connected
+
+
+def shared_node_fixtures() -> tuple[Any, Any, Any]:
+    """`clock`, `node` and `client` fixtures of module scope: one in-process node for a test
+    module whose tests use distinct names, on the module's event loop. The module assigns them
+    (`clock, node, client = shared_node_fixtures()`) and runs its tests on that loop:
+    `pytestmark = [..., pytest.mark.asyncio(loop_scope="module")]`."""
+
+    @pytest.fixture(scope="module", name="clock")
+    def shared_clock() -> ManualClock:
+        return ManualClock(wall_ms=1_790_000_000_000)
+
+    @pytest_asyncio.fixture(scope="module", loop_scope="module", name="node")
+    async def shared_node(
+        tmp_path_factory: pytest.TempPathFactory, clock: ManualClock
+    ) -> AsyncIterator[Node]:
+        config = node_config(tmp_path_factory.mktemp("shared") / "node")
+        async with running_node(config, clock) as started:
+            yield started
+
+    @pytest_asyncio.fixture(loop_scope="module", name="client")
+    async def shared_client(node: Node) -> AsyncIterator[AsyncShoalClient]:
+        async with connected_client(node) as connected:
+            yield connected
+
+    return shared_clock, shared_node, shared_client

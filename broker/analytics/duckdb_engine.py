@@ -31,7 +31,7 @@ def _quoted(name: str) -> str:
 class DuckDbEngine:
     def __init__(self) -> None:
         self._connection = duckdb.connect(":memory:")
-        # sqlglot writes DuckDB lambdas in the arrow form (`x -> ...`, e.g. for INITCAP), which
+        # sqlglot writes DuckDB lambdas in the arrow form (`x -> ...`, for list functions), which
         # DuckDB 2.0 refuses unless asked to accept it.
         self._connection.execute("SET lambda_syntax = 'ENABLE_SINGLE_ARROW'")
 

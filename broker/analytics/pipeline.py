@@ -137,6 +137,22 @@ class Pipeline:
             if pump.stagger is not None:
                 self._close_staggered(pump, pump.stagger.range_ms, watermark_ms)
 
+    def closes_a_window(self, watermark_ms: int) -> bool:
+        """Whether moving the watermark to `watermark_ms` would close (emit) a window."""
+        if watermark_ms <= self.watermark_ms:
+            return False
+        for pump in self._program.pumps:
+            if pump.window is not None and any(
+                start + pump.window.size_ms <= watermark_ms for start in self._open[pump.name]
+            ):
+                return True
+            if pump.stagger is not None and any(
+                opened[0][0] + pump.stagger.range_ms <= watermark_ms
+                for opened in self._staggered[pump.name].values()
+            ):
+                return True
+        return False
+
     def _buffer_staggered(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
         """Each row joins its key's open window (ending after the row's ROWTIME), or opens
         one; a row whose window would already have closed is late."""

@@ -20,9 +20,12 @@ destination stream (PutRecords through LocalKinesis, as the application's accoun
 The starting position: NOW and TRIM_HORIZON start a new reader (lease application name with
 the application's `run`), LAST_STOPPED_POINT continues the previous run's checkpoints.
 
-Delivery is at least once for continuous pumps; checkpoints are taken after each batch, so
-a node that dies loses the windows that were still open (issue 12's item 5, durable window
-state and emitted-window marks, is not done yet).
+Durability: the marks (`RecordAnalyticsProgress`: windows written through a watermark, each
+shard's last record whose continuous rows were written) are recorded at each tick, and input
+checkpoints held back until no open window needs a record, so a successor replays the open
+windows' records and skips what the marks cover. Rows written after the last mark are keyed in
+their Kinesis output streams by a hash of (output, ROWTIME, record): a resumed application
+reads the keys its outputs received lately and does not write those rows again.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ import contextlib
 import hashlib
 import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -64,12 +68,13 @@ from broker.client.worker import (
 )
 from broker.clock import Clock
 from broker.consumers.leases import Lease, LeaseError, NewLease
-from broker.errors import ShoalError
+from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import LambdaError, LambdaInvoker
 from broker.meta.commands import RecordAnalyticsProgress
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage
 from broker.service.kinesis import KinesisService
+from broker.streams.namespaces import Namespace, stream_key
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +109,10 @@ class RunnerSettings:
     # A shard that delivered nothing this long after its reader started counts as caught up.
     idle_caught_up_ms: int = 2_000
     polling_idle_interval_ms: int = 200
+    # A resumed application skips the rows its outputs' streams received this long before it
+    # started that its replay produces again (a takeover comes within about twice the failover
+    # time of the last write).
+    rewrite_lookback_ms: int = 60_000
 
 
 def _starting_position(app: Application) -> str:
@@ -123,9 +132,11 @@ class ApplicationRunner:
         delivery_streams: DeliveryStreams | None = None,
         clock: Clock,
         worker_id: str,
+        default_namespace: Namespace,
         settings: RunnerSettings | None = None,
     ) -> None:
         self._metadata = metadata
+        self._default_namespace = default_namespace
         self._lease_client = lease_client
         self._kinesis = kinesis
         self.delivery_streams = delivery_streams
@@ -165,7 +176,7 @@ class ApplicationRunner:
         for key, app in self._metadata.image().analytics.applications.items():
             if app.is_gone(now_ms) or app.transient_status is ApplicationStatus.DELETING:
                 continue
-            if app.status is ApplicationStatus.RUNNING and app.input_stream_name() is not None:
+            if app.status is ApplicationStatus.RUNNING and self.input_of(app) is not None:
                 wanted[key] = app
         for key, placement in list(self._placements.items()):
             current = wanted.get(key)
@@ -181,15 +192,64 @@ class ApplicationRunner:
                 self._placements[key] = placement
                 placement.task = tasks.create_task(placement.run(), name=f"analytics-{app.name}")
 
-    def kinesis_as(self, app: Application) -> _LocalCalls:
-        caller = Caller(region=app.region, account_id=app.account_id, door="internal")
-        return _LocalCalls(self._kinesis, caller)
+    def input_of(self, app: Application) -> InputSource | None:
+        """The Kinesis stream an application's input reads, and as whom: its data stream, or
+        for a delivery stream the stream holding what is put into it (a DirectPut delivery
+        stream's internal stream, in the node's default namespace as every internal stream;
+        a KinesisStreamAsSource one's source stream). None while there is nothing to read
+        (no input, or the delivery stream does not exist)."""
+        inputs = app.input_descriptions()
+        if not inputs:
+            return None
+        stream = app.input_stream_name()
+        if stream is not None:
+            arn = str(inputs[0]["KinesisStreamsInputDescription"]["ResourceARN"])
+            caller = stream_caller(arn)
+            key = self._stream_key(stream, caller.account_id, caller.region)
+            return InputSource(stream=stream, key=key, caller=caller, arn=arn, firehose=False)
+        described = inputs[0].get("KinesisFirehoseInputDescription")
+        if described is None:
+            return None
+        arn = str(described["ResourceARN"])
+        meta = self._metadata.image().delivery_streams.get(arn)
+        if meta is None:
+            return None
+        source = meta.source()
+        if source is None:
+            name = meta.internal_stream  # in the default namespace: its key is its name
+            return InputSource(stream=name, key=name, caller=None, arn=arn, firehose=True)
+        source_arn = str(source["KinesisStreamARN"])
+        caller = stream_caller(source_arn)
+        name = source_arn.rsplit("/", 1)[-1]
+        key = self._stream_key(name, caller.account_id, caller.region)
+        return InputSource(stream=name, key=key, caller=caller, arn=arn, firehose=True)
+
+    def _stream_key(self, name: str, account_id: str, region: str) -> str:
+        namespace = Namespace(account_id=account_id, region=region)
+        return stream_key(name, namespace, default=self._default_namespace)
+
+
+def stream_caller(arn: str) -> Caller:
+    """The internal caller acting in the namespace (region, account) a stream's ARN names."""
+    _, _, _, region, account_id, _ = arn.split(":", 5)
+    return Caller(region=region, account_id=account_id, door="internal")
+
+
+@dataclass(frozen=True, slots=True)
+class InputSource:
+    """What a running application reads: a Kinesis stream, in a namespace."""
+
+    stream: str
+    key: str  # the stream's key in the metadata image (its namespace's)
+    caller: Caller | None  # None: the node's default namespace (internal streams)
+    arn: str  # the input's ResourceARN (a data stream's or a delivery stream's)
+    firehose: bool  # a delivery stream's records (KDA's preprocessor event says so)
 
 
 class _LocalCalls:
-    """LocalKinesis's call, as the application's account (imported lazily by the node)."""
+    """LocalKinesis's call, in a stream's namespace (imported lazily by the node)."""
 
-    def __init__(self, service: KinesisService, caller: Caller) -> None:
+    def __init__(self, service: KinesisService, caller: Caller | None) -> None:
         self._service = service
         self._caller = caller
 
@@ -229,8 +289,9 @@ class _Placement:
         renew_s = (settings.failover_ms // 3 - 25) / 1000
         held: Lease | None = None
         seen: tuple[str | None, int, int] | None = None  # owner, counter, since (monotonic)
-        stream = self.app.input_stream_name()
-        assert stream is not None
+        source = self.runner.input_of(self.app)
+        assert source is not None
+        stream = source.stream
         running: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
@@ -419,8 +480,10 @@ class _RunningApp:
         processor = inputs[0].get("InputProcessingConfigurationDescription", {})
         function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
         self._preprocessor: str | None = str(function) if function else None
-        stream = inputs[0].get("KinesisStreamsInputDescription", {})
-        self._input_arn = str(stream.get("ResourceARN", ""))
+        self._source: InputSource | None = None  # resolved at each (re)start
+        # After a resumed start: the partition keys (counted) of the rows the outputs' streams
+        # received lately, so the replayed rows already written before are not written again.
+        self._written: Counter[str] = Counter()
         self._source_names = list(inputs[0]["InAppStreamNames"])
         self._outputs = app.output_descriptions()
 
@@ -469,11 +532,15 @@ class _RunningApp:
     async def _run_once(self) -> None:
         app = self.app
         await self._load_references(app)
+        if app.emitted_through_ms or app.continuous_through:  # resumed: rows may be replayed
+            self._written = await self._recently_written()
         self._running_version = app.version_id
         settings = self.runner.settings
         position = _starting_position(app)
-        stream = app.input_stream_name()
-        assert stream is not None
+        source = self.runner.input_of(app)
+        if source is None:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"The input of {app.arn} is gone.")
+        self._source = source
         config = WorkerConfig(
             worker_id=self.runner._worker_id,
             failover_ms=settings.failover_ms,
@@ -487,10 +554,10 @@ class _RunningApp:
         )
         self._worker = Worker(
             application=lease_application(app, app.reader),
-            stream_name=stream,
+            stream_name=source.stream,
             processor_factory=lambda: _Processor(self),
             lease_client=self.runner._lease_client,
-            kinesis=self.runner.kinesis_as(app),
+            kinesis=_LocalCalls(self.runner._kinesis, source.caller),
             config=config,
         )
         async with asyncio.TaskGroup() as tasks:
@@ -505,6 +572,21 @@ class _RunningApp:
         while True:  # until cancelled by shutdown or restart
             await asyncio.sleep(self.runner.settings.tick_ms / 1000)
             await self.tick()
+
+    async def _recently_written(self) -> Counter[str]:
+        """The partition keys of the records each Kinesis output stream received in the last
+        `rewrite_lookback_ms`: the rows a previous holder wrote in the moment between its last
+        output write and the marks it recorded, which the replay produces again."""
+        since = self.runner._clock.wall_ms() - self.runner.settings.rewrite_lookback_ms
+        keys: Counter[str] = Counter()
+        for output in self._outputs:
+            destination = output.get("KinesisStreamsOutputDescription")
+            if destination is None:
+                continue
+            arn = str(destination["ResourceARN"])
+            calls = _LocalCalls(self.runner._kinesis, stream_caller(arn))
+            keys.update(await _partition_keys_since(calls, arn.partition(":stream/")[2], since))
+        return keys
 
     def shard_started(self, shard_id: str) -> None:
         self._shards[shard_id] = _ShardProgress(started_ms=self.runner._clock.wall_ms())
@@ -576,6 +658,9 @@ class _RunningApp:
             progress.pending.extend(pending)
             if pending:
                 progress.continuous_written = pending[-1][0]
+        watermark_ms = self._next_watermark_ms()
+        if watermark_ms is not None and self._pipeline.closes_a_window(watermark_ms):
+            await self.tick()  # a record of a later window: close the window now, not next tick
 
     async def _preprocess(
         self, shard_id: str, batch_records: Sequence[Any]
@@ -590,23 +675,16 @@ class _RunningApp:
         results: list[tuple[str, bytes]] = []
         for start in range(0, len(batch_records), LAMBDA_RECORDS_MAX):
             chunk = batch_records[start : start + LAMBDA_RECORDS_MAX]
+            source = self._source
+            assert source is not None
             event = {
                 "invocationId": str(uuid.uuid4()),
                 "applicationArn": self.app.arn,
-                "streamArn": self._input_arn,
+                "streamArn": source.arn,
                 "records": [
                     {
                         "recordId": str(record.sequence_number),
-                        "kinesisStreamRecordMetadata": {
-                            "sequenceNumber": str(record.sequence_number),
-                            "partitionKey": record.partition_key,
-                            "shardId": shard_id,
-                            "approximateArrivalTimestamp": round(
-                                record.approximate_arrival_timestamp.timestamp() * 1000
-                            )
-                            if record.approximate_arrival_timestamp is not None
-                            else 0,
-                        },
+                        **_record_metadata(record, shard_id, source),
                         "data": base64.b64encode(record.data).decode("ascii"),
                     }
                     for record in chunk
@@ -640,18 +718,21 @@ class _RunningApp:
     def _reading_every_shard(self) -> bool:
         """Whether every open shard of the input has a reader here: until then the watermark
         stays (a shard not read yet may hold rows for any open window)."""
-        stream = self.app.input_stream_name()
+        if self._source is None:
+            return False
         now_ms = self.runner._clock.wall_ms()
-        meta = self.runner._metadata.image().stream(stream, now_ms=now_ms) if stream else None
+        meta = self.runner._metadata.image().stream(self._source.key, now_ms=now_ms)
         if meta is None:
             return False
         return all(shard.shard_id in self._shards for shard in meta.open_shards())
 
-    async def tick(self) -> None:
+    def _next_watermark_ms(self) -> int | None:
+        """The application's watermark now: the lowest of its shards' (None until every open
+        shard of the input has a reader here)."""
         now_ms = self.runner._clock.wall_ms()
         settings = self.runner.settings
         if not self._reading_every_shard():
-            return
+            return None
         marks = []
         for progress in self._shards.values():
             idle = (
@@ -666,10 +747,16 @@ class _RunningApp:
                 in_flight_ms=settings.in_flight_ms,
             )
             marks.append(progress.watermark_ms)
-        if not marks:
+        return min(marks) if marks else None
+
+    async def tick(self) -> None:
+        """Advances the watermark (closing windows), writes the outputs' rows, records the
+        marks and checkpoints: every tick, and at once when a read closes a window."""
+        watermark_ms = self._next_watermark_ms()
+        if watermark_ms is None:
             return
         async with self._lock:
-            await asyncio.to_thread(self._pipeline.advance, min(marks))
+            await asyncio.to_thread(self._pipeline.advance, watermark_ms)
             await self._flush()
             await self._record_progress()
         await self._checkpoint()
@@ -769,11 +856,23 @@ class _RunningApp:
             return  # no other destination exists
         arn = str(destination["ResourceARN"])
         _, _, stream = arn.partition(":stream/")
-        entries = [
-            {"Data": data, "PartitionKey": hashlib.md5(data, usedforsecurity=False).hexdigest()}
-            for data in payloads
-        ]
-        calls = self.runner.kinesis_as(self.app)
+        entries = []
+        skipped = 0
+        for row, data in zip(rows, payloads, strict=True):
+            key = _row_key(str(output["Name"]), row, data)
+            if self._written.get(key):  # written before a takeover, replayed since
+                self._written[key] -= 1
+                if not self._written[key]:
+                    del self._written[key]
+                skipped += 1
+                continue
+            entries.append({"Data": data, "PartitionKey": key})
+        if skipped:
+            log.info(
+                "analytics_rows_already_written",
+                extra={"application": self.app.name, "stream": stream, "rows": skipped},
+            )
+        calls = _LocalCalls(self.runner._kinesis, stream_caller(arn))
         for start in range(0, len(entries), PUT_RECORDS_MAX):
             chunk = entries[start : start + PUT_RECORDS_MAX]
             await _put_all(calls, stream, chunk)
@@ -821,6 +920,64 @@ class _RunningApp:
             if batch:
                 await _deliver_to_lambda(invoker, function, self.app.arn, batch)
                 self.counters.records_out += len(batch)
+
+
+def _record_metadata(record: Any, shard_id: str, source: InputSource) -> dict[str, Any]:
+    """A record's metadata in KDA's preprocessor event: a delivery stream's record carries its
+    arrival time only; a data stream's its sequence number, partition key and shard too."""
+    arrival = record.approximate_arrival_timestamp
+    arrival_ms = round(arrival.timestamp() * 1000) if arrival is not None else 0
+    if source.firehose:
+        return {"kinesisFirehoseRecordMetadata": {"approximateArrivalTimestamp": arrival_ms}}
+    return {
+        "kinesisStreamRecordMetadata": {
+            "sequenceNumber": str(record.sequence_number),
+            "partitionKey": record.partition_key,
+            "shardId": shard_id,
+            "approximateArrivalTimestamp": arrival_ms,
+        }
+    }
+
+
+def _row_key(output: str, row: records.Row, data: bytes) -> str:
+    """A row's partition key in an output stream: its output, ROWTIME and record, hashed, so
+    the same row replayed after a takeover has the same key (and rows spread over shards)."""
+    rowtime_ms = records.from_timestamp(row[0]) if row[0] is not None else 0
+    digest = hashlib.md5(f"{output}|{rowtime_ms}|".encode(), usedforsecurity=False)
+    digest.update(data)
+    return digest.hexdigest()
+
+
+async def _partition_keys_since(calls: _LocalCalls, stream: str, since_ms: int) -> list[str]:
+    """The partition keys of `stream`'s records that arrived from `since_ms` on, every shard
+    read to its end (a stream that is gone has none)."""
+    keys: list[str] = []
+    try:
+        shards = (await calls.call("ListShards", {"StreamName": stream}))["Shards"]
+    except ShoalError as error:
+        if error.code is ErrorCode.RESOURCE_NOT_FOUND:
+            return keys
+        raise
+    timestamp = datetime.fromtimestamp(since_ms / 1000, tz=UTC)
+    for shard in shards:
+        iterator = (
+            await calls.call(
+                "GetShardIterator",
+                {
+                    "StreamName": stream,
+                    "ShardId": shard["ShardId"],
+                    "ShardIteratorType": "AT_TIMESTAMP",
+                    "Timestamp": timestamp,
+                },
+            )
+        )["ShardIterator"]
+        while iterator:
+            answer = await calls.call("GetRecords", {"ShardIterator": iterator, "Limit": 10_000})
+            keys.extend(str(record["PartitionKey"]) for record in answer["Records"])
+            if not answer["Records"] or answer.get("MillisBehindLatest", 0) == 0:
+                break
+            iterator = answer.get("NextShardIterator")
+    return keys
 
 
 async def _deliver_to_lambda(

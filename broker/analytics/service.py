@@ -325,13 +325,10 @@ _CHANGES = (
 
 
 def _check_runnable(app: Application) -> None:
-    """What Shoal runs today: a Kinesis data stream input (a Lambda preprocessor or not), and
-    outputs to Kinesis data streams, Firehose delivery streams and Lambda. Anything else is
-    refused at StartApplication, naming it, rather than run without it."""
+    """What Shoal runs: an input from a Kinesis data stream or a Firehose delivery stream (a
+    Lambda preprocessor or not), and outputs to Kinesis data streams, Firehose delivery streams
+    and Lambda; an output must read a stream the code creates."""
     rules.require_sql(app)
-    for described in app.input_descriptions():
-        if "KinesisStreamsInputDescription" not in described:
-            raise _not_runnable(app, "an input from a Firehose delivery stream")
     streams = {stream.name for stream in sql.compile_program(app.code).streams}
     for output in app.output_descriptions():
         name = str(output["Name"])
@@ -341,15 +338,6 @@ def _check_runnable(app: Application) -> None:
                 f"Output {output['OutputId']} of application {app.name} reads the "
                 f"in-application stream {name}, which the application code does not create.",
             )
-
-
-def _not_runnable(app: Application, what: str) -> ShoalError:
-    return ShoalError(
-        ErrorCode.INVALID_APPLICATION_CONFIGURATION,
-        f"Application {app.name} has {what}; Shoal runs SQL applications that read a Kinesis "
-        "data stream and write Kinesis data streams, Firehose delivery streams or Lambda "
-        "functions.",
-    )
 
 
 def json_safe(value: Any) -> Any:

@@ -45,6 +45,7 @@ from sqlglot import Token, TokenType, exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
+from broker.analytics import log_parsing
 from broker.errors import ErrorCode, ShoalError
 
 ROWTIME = "ROWTIME"
@@ -55,6 +56,8 @@ ROWTIME_ALIAS = "__shoal_rowtime"
 # A sliding-window pump's input column: True for the batch's rows, False for the history rows
 # they are computed over (only new rows are emitted).
 NEW_ROW = "__shoal_new"
+# The alias a FROM subquery without one gets.
+DERIVED = "__shoal_derived"
 STATEMENTS_MAX = 1_000
 _UNIT_MS = {
     "MILLISECOND": 1,
@@ -330,12 +333,18 @@ def _pump(statement: _Statement) -> Pump:
         raise refused(line, "a sliding window (OVER) in a stagger-window query")
     if tables and sliding is not None:
         raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
-    query = _translate(
-        select,
-        source,
-        windowed=window is not None or stagger is not None,
-        sliding=sliding is not None,
-    )
+    if _derived_table(select) is not None and (sliding is not None or stagger is not None):
+        raise refused(line, "a sliding or stagger window over a subquery")
+    try:
+        query = _translate(
+            select,
+            source,
+            windowed=window is not None or stagger is not None,
+            sliding=sliding is not None,
+        )
+    except log_parsing.LogParseError as error:
+        where = next((t.line for t in tokens if t.text.upper().endswith("_LOG_PARSE")), line)
+        raise refused(where, "this log-parsing call", str(error)) from error
     if sliding is not None and sliding.rows is not None:
         sliding = SlidingWindow(
             range_ms=None, rows=sliding.rows, prune_query=_prune_query(select, sliding.rows)
@@ -492,12 +501,20 @@ _UNSUPPORTED_FUNCTIONS = {
     "HOTSPOTS": "HOTSPOTS",
     "TABLE": "TABLE(...) (table functions)",
     "CURSOR": "CURSOR(...)",
+    "W3C_LOG_PARSE": "W3C_LOG_PARSE",
+    "FAST_REGEX_LOG_PARSER": "FAST_REGEX_LOG_PARSER",
+    "FAST_REGEX_LOG_PARSE": "FAST_REGEX_LOG_PARSE",
+    "SYS_LOG_PARSE": "SYS_LOG_PARSE",
 }
 
 
 def _refuse_unsupported(select: exp.Select, line: int, tokens: tuple[Token, ...]) -> None:
+    derived = _derived_table(select)
     for kind, construct, keyword, occurrence in _UNSUPPORTED:
-        if select.find(kind) is not None:
+        found = [node for node in select.find_all(kind) if node is not derived]
+        if found:
+            if derived is not None and kind is exp.Subquery:
+                occurrence += 1  # the derived table's SELECT comes first
             raise refused(_line_of(tokens, keyword, line, occurrence), construct)
     for function in select.find_all(exp.Anonymous):
         name = str(function.this).upper()
@@ -516,7 +533,28 @@ def _line_of(tokens: tuple[Token, ...], word: str, default: int, occurrence: int
     return default
 
 
+def _derived_table(select: exp.Select) -> exp.Subquery | None:
+    """The subquery a query reads FROM (`FROM (SELECT STREAM ... FROM s) AS t`), if any."""
+    from_ = select.args.get("from_") or select.args.get("from")
+    if isinstance(from_, exp.From) and isinstance(from_.this, exp.Subquery):
+        return from_.this
+    return None
+
+
 def _source(select: exp.Select, line: int) -> str:
+    derived = _derived_table(select)
+    if derived is not None:
+        inner = derived.this
+        if not isinstance(inner, exp.Select):
+            raise refused(line, "a subquery that is not a SELECT STREAM")
+        if (
+            inner.args.get("group") is not None
+            or inner.args.get("joins")
+            or inner.find(exp.AggFunc) is not None
+            or inner.find(exp.Window) is not None
+        ):
+            raise refused(line, "a subquery that groups, joins or uses OVER")
+        select = inner
     from_ = select.args.get("from_") or select.args.get("from")
     if not isinstance(from_, exp.From) or not isinstance(from_.this, exp.Table):
         raise refused(line, "a SELECT without FROM an in-application stream")
@@ -591,12 +629,23 @@ def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool
     for identifier in tree.find_all(exp.Identifier):
         identifier.set("this", _normalize(identifier))
         identifier.set("quoted", True)
-    from_ = tree.args.get("from_") or tree.args.get("from")
+    derived = _derived_table(tree)
+    reader = tree
+    if derived is not None:  # its rows carry their input row's ROWTIME (every stream's column)
+        if not derived.alias:
+            derived.set("alias", exp.TableAlias(this=exp.to_identifier(DERIVED, quoted=True)))
+        reader = derived.this
+        assert isinstance(reader, exp.Select)
+    from_ = reader.args.get("from_") or reader.args.get("from")
     assert isinstance(from_, exp.From)
     table = from_.this
     assert isinstance(table, exp.Table)
     alias = table.alias or source
     table.replace(exp.to_table(INPUT_TABLE).as_(alias, quoted=True))
+    if derived is not None:
+        if ROWTIME not in reader.named_selects:
+            reader.select(exp.column(ROWTIME, table=alias, quoted=True), copy=False)
+        alias = derived.alias
     rewritten = tree.transform(_rewrite_function)
     assert isinstance(rewritten, exp.Select)
     for window in rewritten.find_all(exp.Window):
@@ -635,6 +684,15 @@ def _rewrite_function(node: exp.Expr) -> exp.Expr:
         kda = _kda_function(str(node.this).upper(), node.expressions)
         if kda is not None:
             return kda
+    if isinstance(node, exp.Initcap):
+        # Each word's first letter upper-cased and the rest lower-cased (KDA's INITCAP), in
+        # DuckDB's lambda syntax (sqlglot's own translation uses the arrow DuckDB 2 refuses).
+        text = node.this.sql(dialect="duckdb")
+        return sqlglot.parse_one(
+            f"array_to_string(list_transform(regexp_extract_all({text}, '(\\w+|\\W+)'), "
+            "lambda part: upper(left(part, 1)) || lower(substring(part, 2))), '')",
+            dialect="duckdb",
+        )
     if isinstance(node, exp.SimilarTo):
         return exp.func(
             "regexp_full_match", node.this, exp.Literal.string(_similar_to_regex(node.expression))
@@ -668,7 +726,52 @@ def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
             return exp.func(
                 "make_timestamp", exp.Mul(this=milliseconds, expression=exp.Literal.number(1000))
             )
+        case "REGEX_LOG_PARSE", [text, pattern]:
+            duckdb_sql = log_parsing.regex_log_parse(_sql(text), _constant(name, pattern))
+            return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
+        case "VARIABLE_COLUMN_LOG_PARSE", [text, columns, delimiter]:
+            spec = _constant(name, columns, numeric=True)
+            fields: int | list[log_parsing.Field] = (
+                int(spec)
+                if spec.isdigit()
+                else log_parsing.columns(spec, _log_parse_type, fixed=False)
+            )
+            duckdb_sql = log_parsing.variable_column_log_parse(
+                _sql(text), fields, _constant(name, delimiter)
+            )
+            return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
+        case "FIXED_COLUMN_LOG_PARSE", [text, columns]:
+            fields = log_parsing.columns(_constant(name, columns), _log_parse_type, fixed=True)
+            duckdb_sql = log_parsing.fixed_column_log_parse(_sql(text), fields)
+            return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
+        case (("REGEX_LOG_PARSE" | "VARIABLE_COLUMN_LOG_PARSE" | "FIXED_COLUMN_LOG_PARSE"), _):
+            raise log_parsing.LogParseError(
+                f"{name} with {len(arguments)} arguments (Shoal runs "
+                "REGEX_LOG_PARSE(text, pattern), VARIABLE_COLUMN_LOG_PARSE(text, columns, "
+                "delimiter) and FIXED_COLUMN_LOG_PARSE(text, columns))"
+            )
     return None
+
+
+def _sql(expression: exp.Expr) -> str:
+    return expression.sql(dialect="duckdb")
+
+
+def _constant(function: str, argument: exp.Expr, *, numeric: bool = False) -> str:
+    """A string (or number) literal argument's value."""
+    if isinstance(argument, exp.Literal) and (argument.is_string or numeric):
+        return str(argument.this)
+    raise log_parsing.LogParseError(
+        f"{function} needs a literal where it has {argument.sql()} (its columns are known when "
+        "the application is created)"
+    )
+
+
+def _log_parse_type(sql_type: str) -> str:
+    try:
+        return parse_sql_type(sql_type)
+    except ShoalError as error:
+        raise ValueError(error.message) from error
 
 
 # Java SimpleDateFormat letters (by run length where it matters) as strftime directives.

@@ -7,6 +7,7 @@
     shoal iam list-keys ARN
     shoal iam rotate-key AKIA...      a new key replaces it; prints the new secret
     shoal iam delete-key AKIA...
+    shoal iam set-key-status AKIA... Inactive       (or Active)
     shoal iam attach-policy ARN NAME policy.json     (or - for stdin)
     shoal iam detach-policy ARN NAME
     shoal iam simulate ARN kinesis:PutRecord arn:aws:kinesis:us-east-1:111122223333:stream/s
@@ -66,6 +67,9 @@ def add_commands(commands: Any) -> None:
     )
     command("rotate-key", "replace an access key by a new one", _rotate).add_argument("key_id")
     command("delete-key", "delete an access key", _delete_key).add_argument("key_id")
+    status = command("set-key-status", "deactivate or reactivate an access key", _set_status)
+    status.add_argument("key_id")
+    status.add_argument("status", choices=("Active", "Inactive"))
     attach = command("attach-policy", "attach (or replace) a named identity policy", _attach)
     attach.add_argument("arn")
     attach.add_argument("name")
@@ -205,6 +209,12 @@ def _rotate(client: IamClient, args: argparse.Namespace) -> int:
 def _delete_key(client: IamClient, args: argparse.Namespace) -> int:
     answer = client.call("DeleteAccessKey", _pb().DeleteAccessKeyRequest(access_key_id=args.key_id))
     return _show(args, answer, f"deleted {args.key_id}")
+
+
+def _set_status(client: IamClient, args: argparse.Namespace) -> int:
+    request = _pb().UpdateAccessKeyRequest(access_key_id=args.key_id, status=args.status)
+    answer = client.call("UpdateAccessKey", request)
+    return _show(args, answer, f"{answer.access_key_id}  {answer.status}")
 
 
 def _attach(client: IamClient, args: argparse.Namespace) -> int:

@@ -9,7 +9,16 @@ uPlot (sparklines) are served from `static/`, never from a CDN.
 
 Safety: every POST carries a CSRF token bound to the browser (double-submit, `sessions`); with
 access keys configured, every page but the sign-in asks for a session made from an access key
-id and its secret. Record pages read one page (`RECORD_PAGE_MAX`) per request at most.
+id and its secret (a configured key or a principal's key of the metadata quorum). Record
+pages read one page (`RECORD_PAGE_MAX`) per request at most.
+
+Access control (issue 15, `broker/gateway/access.py`): the visitor acts as the principal of
+its key, in its account's namespace, and every call the console makes goes through the same
+`AuthorizedService` as the API doors; a page that reads the metadata image itself is
+authorized first with the actions the AWS console calls for it (`PAGE_ACTIONS`), so a
+principal sees exactly what its policies would let it read through the API, and a refusal is
+a page naming the action, with AWS's message (HTTP 403). Sign-in failures count toward the
+same brute-force throttle as bad signatures.
 
 Lifecycle: one per node, built by `node.py`; `run_sampler` samples write rates for the
 sparklines until cancelled. Loop-bound.
@@ -18,6 +27,7 @@ sparklines until cancelled. Loop-bound.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import logging
@@ -48,7 +58,7 @@ from broker.console.peers import (
 )
 from broker.console.rates import SAMPLE_INTERVAL_MS, CounterRates, RateHistory
 from broker.console.series import stream_series
-from broker.console.video_pages import VideoPages, parse_timestamp
+from broker.console.video_pages import VideoCalls, VideoPages, parse_timestamp
 from broker.console.visitor import FamilyPages, Visitor
 from broker.console.web import (
     BodyTooLarge,
@@ -59,15 +69,20 @@ from broker.console.web import (
     send_response,
     url,
 )
+from broker.error_messages import stream_not_found
 from broker.errors import ErrorCode, ShoalError
+from broker.gateway.access import AccessControl
 from broker.gateway.internal_service import ClusterView
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.validation import validate_request
+from broker.iam.enforcer import CallableService
 from broker.meta.image import MetadataImage, NodeState, ShardMeta, StreamMeta
 from broker.service.account import stream_limits_view, update_stream_limits
+from broker.service.context import CURRENT_CALLER
 from broker.service.kinesis import KinesisService
+from broker.streams import namespaces
 from broker.streams.internal_names import is_internal
-from broker.video.service import VideoService
+from broker.types import StreamName
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +103,24 @@ ITERATOR_TYPES = (
 )
 # Operations of Shoal's native gRPC services, run as those services run them (not Kinesis).
 NATIVE_OPERATIONS = frozenset({"UpdateStreamLimits"})
+NATIVE_SIGNING_NAME = "shoal"  # their actions: `shoal:<Rpc>`, as on the gRPC door
+# With access control on, what a page that reads the metadata image needs, as (signing name,
+# operation) pairs: the API calls the AWS console makes for the same view, or the native RPC
+# that returns the same facts. Sections a visitor may not read are left out and say why.
+PAGE_ACTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "overview": ((NATIVE_SIGNING_NAME, "ClusterStatus"),),
+    "streams": (("kinesis", "ListStreams"),),
+    "stream": (("kinesis", "DescribeStreamSummary"), ("kinesis", "ListShards")),
+    "series": (("cloudwatch", "GetMetricData"),),
+    "lag": ((NATIVE_SIGNING_NAME, "ListLeases"),),
+}
+STREAM_SECTIONS: dict[str, tuple[str, str]] = {
+    "consumers": ("kinesis", "ListStreamConsumers"),
+    "tags": ("kinesis", "ListTagsForStream"),
+    "leases": (NATIVE_SIGNING_NAME, "ListLeases"),
+    "limits": (NATIVE_SIGNING_NAME, "DescribeStreamLimits"),
+    "metrics": ("cloudwatch", "GetMetricData"),
+}
 # The node's cumulative counters the pages show as rates: sample name -> (per shard, column).
 # Per stream: records and bytes read. Per shard (enhanced monitoring): records and bytes read,
 # reads and writes throttled.
@@ -165,12 +198,19 @@ class ConsoleService:
         data_dir: Path,
         secrets_by_access_key: Mapping[str, str],
         metrics: CollectorRegistry | None = None,
-        video: VideoService | None = None,
+        video: VideoCalls | None = None,
         firehose: FirehoseCalls | None = None,
         analytics: AnalyticsCalls | None = None,
         peer_tls: ssl.SSLContext | None = None,
+        access: AccessControl | None = None,
     ) -> None:
         self._kinesis = kinesis
+        self._access = access
+        # Every call the console makes, as the API doors make it: authorized with access
+        # control on (`AuthorizedService`), straight to the service otherwise.
+        self._kinesis_calls: CallableService = (
+            kinesis if access is None else access.guard(kinesis, "kinesis")
+        )
         self._node = node_id
         self._cluster_view = cluster_view
         self._clock = clock
@@ -183,14 +223,19 @@ class ConsoleService:
         # The other services' pages, by path prefix (each routes what is below it).
         self._family: dict[str, FamilyPages] = {}
         if video is not None:
-            self._family["/video"] = VideoPages(video, self._page)
+            video_calls = video if access is None else access.guard(video, "kinesisvideo")
+            self._family["/video"] = VideoPages(video_calls, self._page)
         if firehose is not None:
+            firehose_calls = firehose if access is None else access.guard(firehose, "firehose")
             self._family["/delivery-streams"] = DeliveryPages(
-                firehose, self._page, image=self._image, metrics=metrics
+                firehose_calls, self._page, image=self._image, metrics=metrics
             )
         if analytics is not None:
+            analytics_calls = (
+                analytics if access is None else access.guard(analytics, "kinesisanalytics")
+            )
             self._family["/applications"] = AnalyticsPages(
-                analytics, self._page, image=self._image, clock=clock
+                analytics_calls, self._page, image=self._image, clock=clock
             )
         self._static = _static_files()
         self.rates = RateHistory()
@@ -292,11 +337,12 @@ class ConsoleService:
         try:
             response = await self._route(request, visitor)
         except ShoalError as error:
+            denied = error.code is ErrorCode.ACCESS_DENIED
             response = self._page(
                 "error.html",
                 visitor,
-                status=error.code.spec.http_status,
-                title=error.code.kinesis_name,
+                status=403 if denied else error.code.spec.http_status,
+                title="Access denied" if denied else error.code.kinesis_name,
                 error=error.message,
                 error_name=error.code.kinesis_name,
             )
@@ -313,6 +359,7 @@ class ConsoleService:
     async def _route(self, request: Request, visitor: Visitor) -> Response:
         path, method = request.path, request.method
         if path in ("/", ""):
+            self._authorize_page(visitor, "overview", {})
             return await self._overview(visitor)
         if path == "/sign-out" and method == "POST":
             return Response(
@@ -325,6 +372,7 @@ class ConsoleService:
         if path in ("/streams", "/streams/"):
             if method == "POST":
                 return await self._action(request, visitor, None, "create")
+            self._authorize_page(visitor, "streams", {})
             return self._streams(request, visitor)
         for prefix, pages in self._family.items():
             if path == prefix or path.startswith(prefix + "/"):
@@ -335,7 +383,9 @@ class ConsoleService:
         parts = path.removeprefix("/streams/").split("/")
         if not path.startswith("/streams/") or not parts[0] or len(parts) > 2:
             return self._not_found(visitor)
-        stream = self._stream(parts[0])  # ASGI paths arrive percent-decoded
+        if len(parts) == 1:  # authorized before it is looked up, as the API does
+            self._authorize_page(visitor, "stream", {"StreamName": parts[0]})
+        stream = self._stream(parts[0], visitor)  # ASGI paths arrive percent-decoded
         if len(parts) == 1:
             return await self._stream_page(request, visitor, stream)
         sub = parts[1]
@@ -344,6 +394,7 @@ class ConsoleService:
                 return await self._put_record(request, visitor, stream)
             return await self._records(request, visitor, stream)
         if sub == "series" and self._metrics is not None:
+            self._authorize_page(visitor, "series", {})
             template = "_series.html" if request.is_fragment else "series.html"
             return self._page(
                 template,
@@ -353,6 +404,7 @@ class ConsoleService:
                 series=stream_series(self._metrics, stream.name),
             )
         if sub == "lag":
+            self._authorize_page(visitor, "lag", {})
             return await self._lag(request, visitor, stream)
         if sub == "tail":
             return await self._tail(request, visitor, stream)
@@ -387,22 +439,87 @@ class ConsoleService:
             )
         token = request.cookies.get(sessions.SESSION_COOKIE, "")
         key = sessions.session_key(
-            token, self._access_keys, cluster_secret=secret, now_ms=self._clock.wall_ms()
+            token, self._secret_for, cluster_secret=secret, now_ms=self._clock.wall_ms()
         )
         if key is None:
             return None
+        signed_in = Caller(
+            region=self._region,
+            account_id=self._account_id,
+            access_key_id=key,
+            source_address=request.client,
+            door="http",
+        )
+        if self._access is not None:
+            try:  # the key's principal and account (the key may be gone since the check)
+                signed_in = self._access.authenticator.caller(signed_in, key)
+            except ShoalError:
+                return None
         return Visitor(
             access_key_id=key,
             csrf=sessions.csrf_token(token, cluster_secret=secret),
             cookies=tuple(cookies),
-            caller=Caller(
-                region=self._region,
-                account_id=self._account_id,
-                access_key_id=key,
-                source_address=request.client,
-                door="http",
-            ),
+            caller=signed_in,
         )
+
+    def _secret_for(self, access_key_id: str) -> str | None:
+        """The secret of a key the console accepts: the node's key directory (configured keys
+        and active keys of the metadata quorum) with access control wired, else the
+        configured keys."""
+        if self._access is not None:
+            return self._access.directory.secret(access_key_id)
+        return self._access_keys.get(access_key_id)
+
+    def _check_sign_in(self, request: Request, *, cluster_secret: bytes) -> str:
+        """A session token for the form's key pair; ShoalError (counted by the brute-force
+        throttle and audited, with access control wired) for a wrong one."""
+
+        def check() -> str:
+            token = sessions.sign_in(
+                self._secret_for,
+                request.form.get("access_key_id", ""),
+                request.form.get("secret_access_key", ""),
+                cluster_secret=cluster_secret,
+                now_ms=self._clock.wall_ms(),
+            )
+            if token is None:
+                raise ShoalError(
+                    ErrorCode.INVALID_SIGNATURE, "Unknown access key id or wrong secret."
+                )
+            return token
+
+        if self._access is None:
+            return check()
+        return self._access.authenticator.verify(
+            check, request.client, signing_name="console", operation="ConsoleLogin"
+        )
+
+    def _authorize(
+        self, visitor: Visitor, signing_name: str, operation: str, request: Mapping[str, Any]
+    ) -> None:
+        """AccessDeniedException (with AWS's message) unless the visitor's policies allow the
+        action; audited like an API call. Nothing to check with access control off."""
+        if self._access is None or not self._access.authorizer.enabled:
+            return
+        guard = self._access.guard(self._kinesis, signing_name)
+        guard.authorize(operation, request, visitor.caller)
+
+    def _allowed(
+        self, visitor: Visitor, signing_name: str, operation: str, request: Mapping[str, Any]
+    ) -> bool:
+        """Whether the visitor may (for an optional section of a page: not audited)."""
+        if self._access is None or not self._access.authorizer.enabled:
+            return True
+        authorizer = self._access.authorizer
+        try:
+            authorizer.authorize(signing_name, operation, request, visitor.caller)
+        except ShoalError:
+            return False
+        return True
+
+    def _authorize_page(self, visitor: Visitor, page: str, request: Mapping[str, Any]) -> None:
+        for signing_name, operation in PAGE_ACTIONS[page]:
+            self._authorize(visitor, signing_name, operation, request)
 
     async def _sign_in(self, request: Request, *, secure: bool) -> Response:
         secret = self._cluster_secret()
@@ -423,20 +540,17 @@ class ConsoleService:
             ):
                 error, status = "The form expired: try again.", 403
             else:
-                token = sessions.sign_in(
-                    self._access_keys,
-                    request.form.get("access_key_id", ""),
-                    request.form.get("secret_access_key", ""),
-                    cluster_secret=secret,
-                    now_ms=self._clock.wall_ms(),
-                )
-                if token is not None:
+                try:
+                    token = self._check_sign_in(request, cluster_secret=secret)
+                except ShoalError as refused:
+                    throttled = refused.code is ErrorCode.LIMIT_EXCEEDED
+                    error, status = refused.message, 429 if throttled else 401
+                else:
                     return Response(
                         status=303,
                         headers=(("location", target),),
                         cookies=(_cookie(sessions.SESSION_COOKIE, token, secure=secure),),
                     )
-                error, status = "Unknown access key id or wrong secret.", 401
         body = self._env.get_template("sign_in.html").render(
             title="Sign in", csrf=csrf, next=target, error=error, visitor=None, node=self._node_id()
         )
@@ -484,12 +598,15 @@ class ConsoleService:
         )
 
     def _streams(self, request: Request, visitor: Visitor) -> Response:
+        namespace = self._namespace(visitor)
+        default = self._kinesis.ctx.default_namespace()
         page = views.stream_page(
             self._image(),
             query=request.arg("q"),
             page=_int_arg(request, "page", 1),
             page_size=_int_arg(request, "size", views.PAGE_SIZE_DEFAULT),
             now_ms=self._clock.wall_ms(),
+            shown=lambda key: namespaces.namespace_of(key, default=default) == namespace,
         )
         series = {
             row.name: (
@@ -509,14 +626,20 @@ class ConsoleService:
     ) -> Response:
         image = self._image()
         now_ms = self._clock.wall_ms()
-        view = views.stream_view(image, stream, now_ms=now_ms)
+        view = views.stream_view(image, stream, now_ms=now_ms, key=self._key(stream, visitor))
         consumers = image.consumers.for_stream(stream.uid, now_ms=now_ms)
+        on_stream = {"StreamName": stream.name}
+        hidden = {
+            section: f"{signing_name}:{operation}"
+            for section, (signing_name, operation) in STREAM_SECTIONS.items()
+            if not self._allowed(visitor, signing_name, operation, on_stream)
+        }
         subscribed: dict[str, list[str]] = {}
         for open_one in self._kinesis.subscriptions.statistics():
             subscribed.setdefault(open_one.consumer_arn, []).append(
                 f"{open_one.shard_id} ({open_one.records_sent} records sent)"
             )
-        limits = stream_limits_view(self._kinesis.ctx, stream)
+        limits = None if "limits" in hidden else stream_limits_view(self._kinesis.ctx, stream)
         every_shard = view.open_shards + view.closed_shards
         page_count = max(1, -(-len(every_shard) // SHARD_PAGE_SIZE))
         shard_page = max(1, min(_int_arg(request, "shards_page", 1), page_count))
@@ -540,6 +663,7 @@ class ConsoleService:
                 for c in consumers
             ],
             limits=limits,
+            hidden=hidden,
             notice=request.arg("notice") or None,
         )
 
@@ -667,7 +791,9 @@ class ConsoleService:
     async def _lag(self, request: Request, visitor: Visitor, stream: StreamMeta) -> Response:
         """How far each lease's checkpoint is behind the shard's tip, read on request: one
         GetRecords of one record after the checkpoint per lease (at most LAG_LEASES_MAX)."""
-        view = views.stream_view(self._image(), stream, now_ms=self._clock.wall_ms())
+        view = views.stream_view(
+            self._image(), stream, now_ms=self._clock.wall_ms(), key=self._key(stream, visitor)
+        )
         application = request.arg("application")
         leases = [
             lease for lease in view.leases if not application or lease.application == application
@@ -800,7 +926,8 @@ class ConsoleService:
                 back=back,
             )
         if native:
-            await self._call_native(plan.operation, plan.request)
+            self._authorize(visitor, NATIVE_SIGNING_NAME, plan.operation, plan.request)
+            await self._call_native(plan.operation, plan.request, visitor)
         else:
             await self._call(plan.operation, plan.request, visitor, validated=True)
         notice = f"{plan.operation} accepted: {plan.summary}"
@@ -820,14 +947,20 @@ class ConsoleService:
         """One Kinesis operation exactly as the API doors run it."""
         if not validated:
             validate_request(operation, request)
-        return await self._kinesis.call(operation, request, visitor.caller)
+        answer: dict[str, Any] = await self._kinesis_calls.call(operation, request, visitor.caller)
+        return answer
 
-    async def _call_native(self, operation: str, request: dict[str, Any]) -> None:
-        """One operation of the native LimitsService, as its gRPC door runs it."""
+    async def _call_native(self, operation: str, request: dict[str, Any], visitor: Visitor) -> None:
+        """One operation of the native LimitsService, as its gRPC door runs it, in the
+        visitor's namespace."""
         assert operation == "UpdateStreamLimits"
-        await update_stream_limits(
-            self._kinesis.ctx, request["StreamName"], request["Rates"], request["Reset"]
-        )
+        token = CURRENT_CALLER.set(visitor.caller)
+        try:
+            await update_stream_limits(
+                self._kinesis.ctx, request["StreamName"], request["Rates"], request["Reset"]
+            )
+        finally:
+            CURRENT_CALLER.reset(token)
 
     # --- Helpers ----------------------------------------------------------------------------
 
@@ -837,12 +970,31 @@ class ConsoleService:
     def _node_id(self) -> str:
         return self._node
 
-    def _stream(self, name: str) -> StreamMeta:
-        """The stream an outside caller may see, or ResourceNotFoundException as the API says."""
-        stream = self._image().stream(name, now_ms=self._clock.wall_ms())
+    def _namespace(self, visitor: Visitor) -> namespaces.Namespace:
+        """The account and region the visitor acts in (its principal's account)."""
+        caller = visitor.caller
+        return namespaces.Namespace(account_id=caller.account_id, region=caller.region)
+
+    def _key(self, stream: StreamMeta, visitor: Visitor) -> str:
+        """The image key of a stream `_stream` returned (by the name it carries)."""
+        default = self._kinesis.ctx.default_namespace()
+        return namespaces.stream_key(stream.name, self._namespace(visitor), default=default)
+
+    def _stream(self, name: str, visitor: Visitor) -> StreamMeta:
+        """The stream `name` of the visitor's namespace, as the API would find it, or
+        ResourceNotFoundException as the API says. The copy carries the name clients see, so
+        every call the page makes names it as a client would."""
+        ctx = self._kinesis.ctx
+        namespace = self._namespace(visitor)
+        key = namespaces.stream_key(name, namespace, default=ctx.default_namespace())
+        stream = self._image().stream(key, now_ms=self._clock.wall_ms())
         if stream is None or is_internal(name):
-            raise self._kinesis.ctx.stream_not_found(name)
-        return stream
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, stream_not_found(name, namespace.account_id)
+            )
+        if key == name:
+            return stream
+        return dataclasses.replace(stream, name=StreamName(name))
 
     def _peer_stats(self, request: Request) -> Response:
         """This node's statistics for another node's console (peer token required)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable
 
 SESSION_COOKIE = "shoal_console_session"
 CSRF_COOKIE = "shoal_console_csrf"
@@ -23,15 +23,16 @@ def _key(cluster_secret: bytes, purpose: bytes) -> bytes:
 
 
 def sign_in(
-    secrets_by_access_key: Mapping[str, str],
+    secret_for: Callable[[str], str | None],
     access_key_id: str,
     secret: str,
     *,
     cluster_secret: bytes,
     now_ms: int,
 ) -> str | None:
-    """A session token for a matching key pair, or None."""
-    expected = secrets_by_access_key.get(access_key_id)
+    """A session token for a matching key pair, or None. `secret_for` is the node's key
+    directory (a configured key or an active key of the metadata quorum)."""
+    expected = secret_for(access_key_id)
     if expected is None or not hmac.compare_digest(expected.encode(), secret.encode()):
         return None
     expiry = now_ms + SESSION_LIFETIME_MS
@@ -42,16 +43,17 @@ def sign_in(
 
 def session_key(
     token: str,
-    secrets_by_access_key: Mapping[str, str],
+    secret_for: Callable[[str], str | None],
     *,
     cluster_secret: bytes,
     now_ms: int,
 ) -> str | None:
     """The access key id a valid, unexpired session token was issued for (and that is still
-    configured), or None."""
+    configured and active: deleting, deactivating or rotating a key ends its sessions), or
+    None."""
     access_key_id, _, rest = token.partition(".")
     expiry_text, _, mac_text = rest.partition(".")
-    if not expiry_text.isdigit() or access_key_id not in secrets_by_access_key:
+    if not expiry_text.isdigit() or secret_for(access_key_id) is None:
         return None
     payload = f"{access_key_id}.{expiry_text}"
     mac = hmac.new(_key(cluster_secret, b"session"), payload.encode(), hashlib.sha256)

@@ -10,20 +10,28 @@ and segments from the node that served the page (same origin, allowed by the pag
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from broker.caller import Caller
 from broker.console.visitor import Render, Visitor
 from broker.console.web import Request, Response, url
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.validation import validate_request
-from broker.video.service import VideoService
 
 CONTROL_OPERATIONS = frozenset({"ListStreams", "DescribeStream"})
 ARCHIVED_MEDIA = "kinesis-video-archived-media"
 LIST_PAGES_MAX = 10
 FRAGMENTS_PAGE = 25
 PLAYBACK_MODES = ("ON_DEMAND", "LIVE")
+
+
+class VideoCalls(Protocol):
+    """The node's `VideoService` (authorized as the REST door authorizes it, with access
+    control on)."""
+
+    async def call(self, operation: str, request: Mapping[str, Any], caller: Caller) -> Any: ...
 
 
 def parse_timestamp(text: str) -> datetime.datetime:
@@ -50,7 +58,7 @@ def player_source(session_url: str) -> str:
 class VideoPages:
     """`/console/video...`: one per console."""
 
-    def __init__(self, video: VideoService, render: Render) -> None:
+    def __init__(self, video: VideoCalls, render: Render) -> None:
         self._video = video
         self._render = render
 

@@ -7,7 +7,7 @@ values the templates render; nothing here calls a service or reads a disk. Inter
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -238,12 +238,21 @@ class StreamPage:
 
 
 def stream_page(
-    image: MetadataImage, *, query: str, page: int, page_size: int, now_ms: int
+    image: MetadataImage,
+    *,
+    query: str,
+    page: int,
+    page_size: int,
+    now_ms: int,
+    shown: Callable[[str], bool] = lambda key: True,
 ) -> StreamPage:
-    """One page of the streams whose name contains `query` (case-insensitive), by name."""
+    """One page of the streams whose name contains `query` (case-insensitive), by name, of
+    those whose key `shown` keeps (the visitor's namespace)."""
     needle = query.strip().lower()
     matching = [
-        stream for stream in visible_streams(image, now_ms=now_ms) if needle in stream.name.lower()
+        stream
+        for stream in visible_streams(image, now_ms=now_ms)
+        if shown(stream.name) and needle in stream.display_name.lower()
     ]
     page_size = max(1, min(page_size, PAGE_SIZE_MAX))
     page_count = max(1, -(-len(matching) // page_size))
@@ -252,7 +261,7 @@ def stream_page(
     rates = stream_rates(image, {stream.uid for stream in chosen})
     rows = tuple(
         StreamRow(
-            name=stream.name,
+            name=stream.display_name,
             mode=stream.mode.value,
             status=stream.status(now_ms=now_ms).value,
             open_shards=len(stream.open_shards()),
@@ -372,7 +381,11 @@ def _encryption(stream: StreamMeta) -> str:
     return f"{stream.encryption_type} ({stream.key_id})"
 
 
-def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> StreamView:
+def stream_view(
+    image: MetadataImage, stream: StreamMeta, *, now_ms: int, key: str | None = None
+) -> StreamView:
+    """`key`: the stream's key in the image when `stream` carries the name clients see (a
+    stream outside the default namespace); its leases are found by it."""
     loads = {
         load.shard_index: load for load in image.capacity.loads if load.stream_uid == stream.uid
     }
@@ -416,7 +429,7 @@ def stream_view(image: MetadataImage, stream: StreamMeta, *, now_ms: int) -> Str
         open_shards=tuple(v for v in shards if v.state != ShardState.CLOSED.value),
         closed_shards=tuple(v for v in shards if v.state == ShardState.CLOSED.value),
         generations=generations,
-        leases=_leases(image, stream.name),
+        leases=_leases(image, stream.name if key is None else key),
         scaling_events=_scaling(image, stream),
         hot_keys=_hot_keys(stream, loads),
         encryption=_encryption(stream),

@@ -52,10 +52,13 @@ from typing import Any, ClassVar, assert_never
 from broker.errors import ErrorCode
 
 # --- Limits (candidates for broker/limits.py) ----------------------------------------------
-# An application name is the KCL's table name: DynamoDB's table-name rules.
-APPLICATION_NAME_PATTERN = re.compile(r"[a-zA-Z0-9_.-]{1,255}")
+# An application name is the KCL's table name: DynamoDB's table-name rules. Outside the
+# node's default namespace, applications and streams are keyed `<account>/<region>/<name>`
+# (`streams/namespaces.py`; the lease service maps names to keys and back).
+_NAMESPACE = r"(?:[0-9]{12}/[a-z0-9-]{1,32}/)?"
+APPLICATION_NAME_PATTERN = re.compile(_NAMESPACE + r"[a-zA-Z0-9_.-]{1,255}")
 WORKER_ID_CHARS_MAX = 256  # the KCL uses host:uuid; anything printable of bounded length
-STREAM_NAME_PATTERN = re.compile(r"[a-zA-Z0-9_.-]{1,128}")  # Kinesis's StreamName
+STREAM_NAME_PATTERN = re.compile(_NAMESPACE + r"[a-zA-Z0-9_.-]{1,128}")  # Kinesis's StreamName
 SHARD_ID_CHARS_MAX = 128  # Kinesis's ShardId
 PARENT_SHARDS_MAX = 2  # a split child has one parent, a merge child two
 LEASES_PER_REQUEST_MAX = 10_000  # create_leases: a whole stream at its largest

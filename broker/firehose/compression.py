@@ -1,6 +1,8 @@
-"""The compression formats of S3 destinations: UNCOMPRESSED, GZIP, ZIP, Snappy, HADOOP_SNAPPY.
+"""The compression formats of S3 destinations: UNCOMPRESSED, GZIP, ZIP, Snappy, HADOOP_SNAPPY,
+and ZSTD (a Kinesis channel's; a standard Zstandard frame, what `zstd -d` reads).
 
-The one module importing cramjam (Snappy in C). GZIP and ZIP come from the standard library.
+The one module importing cramjam (Snappy and Zstandard in C). GZIP and ZIP come from the
+standard library.
 Snappy is the framing format (what `snappy -c`, python-snappy's stream compressor and Hadoop's
 SnappyCodec readers of ".snappy" framed files read); HADOOP_SNAPPY is Hadoop's block format
 (each block: the uncompressed length, then one or more chunks of compressed length + raw
@@ -16,7 +18,7 @@ import zipfile
 
 import cramjam
 
-FORMATS = ("UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY")
+FORMATS = ("UNCOMPRESSED", "GZIP", "ZIP", "Snappy", "HADOOP_SNAPPY", "ZSTD")
 _HADOOP_BLOCK_BYTES = 256 * 1024  # Hadoop's io.compression.codec.snappy.buffersize default
 
 
@@ -35,6 +37,8 @@ def compress(data: bytes, compression_format: str, *, entry_name: str = "data") 
         return bytes(cramjam.snappy.compress(data))
     if compression_format == "HADOOP_SNAPPY":
         return _hadoop_snappy(data)
+    if compression_format == "ZSTD":
+        return bytes(cramjam.zstd.compress(data))
     raise AssertionError(f"unknown compression format {compression_format!r}")
 
 
@@ -51,6 +55,8 @@ def decompress(data: bytes, compression_format: str) -> bytes:
         return bytes(cramjam.snappy.decompress(data))
     if compression_format == "HADOOP_SNAPPY":
         return _hadoop_unsnappy(data)
+    if compression_format == "ZSTD":
+        return bytes(cramjam.zstd.decompress(data))
     raise AssertionError(f"unknown compression format {compression_format!r}")
 
 

@@ -73,7 +73,12 @@ def _encrypted_as_asked(image: MetadataImage, meta: DeliveryStreamMeta) -> bool:
 
 
 def source_stream_name(source: Mapping[str, Any]) -> str:
-    """The Kinesis stream name in a KinesisStreamSourceConfiguration's stream ARN."""
+    """The Kinesis stream a KinesisStreamSourceConfiguration names: the stream's metadata key
+    when the source carries one (a channel's, whose stream may be in any namespace), else the
+    name in its stream ARN."""
+    key = source.get("StreamKey")
+    if isinstance(key, str) and key:
+        return key
     return str(source["KinesisStreamARN"]).rsplit("/", 1)[-1]
 
 

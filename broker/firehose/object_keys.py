@@ -34,6 +34,7 @@ EXTENSIONS = {
     "ZIP": ".zip",
     "Snappy": ".snappy",
     "HADOOP_SNAPPY": ".hsnappy",
+    "ZSTD": ".zst",  # Kinesis channels only (Firehose itself has no ZSTD)
 }
 
 

@@ -193,6 +193,7 @@ class FirehoseService:
             for meta in self._metadata.image().delivery_streams.values()
             if meta.account_id == caller.account_id
             and meta.region == caller.region
+            and not meta.is_channel
             and (wanted_type is None or meta.delivery_stream_type == wanted_type)
             and (start is None or meta.name > start)
         )

@@ -21,7 +21,11 @@ from broker.gateway.grpc_auth import GrpcAuthInterceptor
 from broker.iam import grpc_signing
 from broker.iam.directory import KeyDirectory
 from broker.iam.enforcer import AuthorizedService, Authorizer, CallableService, CallObserver
-from broker.iam.lookups import iterator_stream_lookup, resource_policy_lookup
+from broker.iam.lookups import (
+    iterator_stream_lookup,
+    resource_policy_lookup,
+    resource_tags_lookup,
+)
 from broker.iam.sealing import SecretBox
 from broker.meta.image import MetadataImage
 
@@ -79,6 +83,7 @@ def build_access_control(
         directory=directory,
         resource_policy=resource_policy_lookup(image),
         iterator_stream=iterator_stream_lookup(image),
+        resource_tags=resource_tags_lookup(image, clock.wall_ms),
         wall_ms=clock.wall_ms,
         secure_transport=config.tls_cert_file is not None,
     )

@@ -180,6 +180,28 @@ class _IamServicer:
         )
         return pb.DeleteAccessKeyResponse()
 
+    async def update_access_key(self, request: pb.UpdateAccessKeyRequest) -> pb.AccessKey:
+        try:
+            status = identities.KeyStatus(request.status)
+        except ValueError:
+            raise ShoalError(
+                ErrorCode.VALIDATION,
+                f"Value '{request.status}' at 'status' failed to satisfy constraint: "
+                "Member must satisfy enum value set: [Active, Inactive]",
+            ) from None
+        await self._propose(
+            commands.UpdateAccessKey(
+                now_ms=self._clock.wall_ms(), access_key_id=request.access_key_id, status=status
+            )
+        )
+        key = self._image().iam.keys[request.access_key_id]
+        return pb.AccessKey(
+            access_key_id=key.access_key_id,
+            principal_arn=key.principal_arn,
+            status=key.status.value,
+            created_ms=key.created_ms,
+        )
+
     async def list_access_keys(
         self, request: pb.ListAccessKeysRequest
     ) -> pb.ListAccessKeysResponse:
@@ -347,6 +369,7 @@ def iam_handler(
         "CreateAccessKey": servicer.create_access_key,
         "RotateAccessKey": servicer.rotate_access_key,
         "DeleteAccessKey": servicer.delete_access_key,
+        "UpdateAccessKey": servicer.update_access_key,
         "ListAccessKeys": servicer.list_access_keys,
         "AttachPolicy": servicer.attach_policy,
         "DetachPolicy": servicer.detach_policy,

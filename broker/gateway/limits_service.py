@@ -20,9 +20,12 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
+from broker import error_messages
 from broker.api.limits.v1 import limits_pb2 as pb
+from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.error_mapping import NativeMethod, native_rpc
+from broker.gateway.error_mapping import NativeMethod
+from broker.gateway.grpc_namespace import namespaced_rpc
 from broker.service import account
 from broker.service.context import ServiceContext
 from broker.streams.throttling import RATE_NAMES, StreamLimits, ThroughputLimits
@@ -114,7 +117,7 @@ class _LimitsServicer:
 
 def _stream_name(name: str) -> str:
     if not name:
-        raise ShoalError(ErrorCode.VALIDATION, "stream_name must not be empty.")
+        raise ShoalError(ErrorCode.VALIDATION, error_messages.STREAM_NAME_EMPTY)
     return name
 
 
@@ -133,13 +136,15 @@ def _methods(servicer: _LimitsServicer) -> dict[str, _Method]:
 def limits_handler(ctx: ServiceContext) -> grpc.GenericRpcHandler:
     """The generic handler serving every LimitsService RPC of this node."""
     methods = _methods(_LimitsServicer(ctx))
+    # Each call acts in its caller's namespace: the region its metadata names (grpc_namespace).
+    node_caller = Caller(region=ctx.config.region, account_id=ctx.config.account_id)
     assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
     handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
     for method in _DESCRIPTOR.methods:
         input_class = getattr(pb, method.input_type.name)
         output_class = getattr(pb, method.output_type.name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            native_rpc("limits", method.name, methods[method.name]),
+            namespaced_rpc("limits", method.name, methods[method.name], caller=node_caller),
             request_deserializer=input_class.FromString,
             response_serializer=output_class.SerializeToString,
         )

@@ -82,3 +82,28 @@ def arn_account(arn: str) -> str | None:
     if len(parts) == 6 and parts[0] == "arn" and parts[4]:
         return parts[4]
     return None
+
+
+def request_tags(request: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The tags a request sets (`aws:RequestTag/<key>`): `Tags` as a map (Kinesis, Kinesis
+    Video) or as a list of `{Key, Value}` (Firehose, Kinesis Analytics)."""
+    tags = request.get("Tags")
+    if isinstance(tags, Mapping):
+        return tuple((str(key), str(value)) for key, value in tags.items())
+    if isinstance(tags, list):
+        return tuple(
+            (str(tag["Key"]), str(tag.get("Value", "")))
+            for tag in tags
+            if isinstance(tag, Mapping) and "Key" in tag
+        )
+    return ()
+
+
+def request_tag_keys(request: Mapping[str, Any]) -> tuple[str, ...]:
+    """The tag keys a request names (`aws:TagKeys`): those it sets, or those it removes."""
+    keys = [key for key, _ in request_tags(request)]
+    for member in ("TagKeys", "TagKeyList"):
+        listed = request.get(member)
+        if isinstance(listed, list):
+            keys.extend(str(key) for key in listed)
+    return tuple(keys)

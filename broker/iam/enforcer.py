@@ -15,7 +15,9 @@ creation was authorized. With access control off (`Config.access_control`, the d
 
 Condition keys: aws:PrincipalAccount, aws:PrincipalArn, aws:PrincipalType, aws:username,
 aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, aws:RequestedRegion,
-aws:ResourceAccount.
+aws:ResourceAccount, and the tag keys the Kinesis services define: aws:ResourceTag/<key> (the
+addressed resource's tags), aws:RequestTag/<key> and aws:TagKeys (the tags a request sets or
+removes).
 
 Cost: about 40 µs per call with two policies and an IpAddress condition (profiled: parsed
 policies are cached per IAM table, resource policies per text, IP ranges and wildcard
@@ -73,11 +75,13 @@ class Authorizer:
         iterator_stream: Callable[[str], str | None],
         wall_ms: Callable[[], int],
         secure_transport: bool = False,
+        resource_tags: Callable[[str], tuple[tuple[str, str], ...]] = lambda arn: (),
     ) -> None:
         self.enabled = enabled
         self._directory = directory
         self._resource_policy = resource_policy
         self._iterator_stream = iterator_stream
+        self._resource_tags = resource_tags
         self._wall_ms = wall_ms
         self._secure_transport = "true" if secure_transport else "false"
         self._policies: OrderedDict[str, Policy | None] = OrderedDict()
@@ -96,7 +100,12 @@ class Authorizer:
         )
 
     def policy_request(
-        self, caller: Caller, identity: Identity | None, action: str, resource: str
+        self,
+        caller: Caller,
+        identity: Identity | None,
+        action: str,
+        resource: str,
+        call: Mapping[str, Any] | None = None,
     ) -> Request:
         principal = identity.principal_arn if identity else caller.principal_arn or ANONYMOUS_ARN
         account = identity.account_id if identity else caller.account_id
@@ -117,6 +126,14 @@ class Authorizer:
         owner = actions.arn_account(resource)
         if owner:
             context["aws:resourceaccount"] = (owner,)
+            for key, value in self._resource_tags(resource):
+                context[f"aws:resourcetag/{key.lower()}"] = (value,)
+        if call is not None:
+            for key, value in actions.request_tags(call):
+                context[f"aws:requesttag/{key.lower()}"] = (value,)
+            tag_keys = actions.request_tag_keys(call)
+            if tag_keys:
+                context["aws:tagkeys"] = tag_keys
         return Request(
             principal_arn=principal,
             principal_account=account,
@@ -143,12 +160,19 @@ class Authorizer:
             self._policies.popitem(last=False)
         return policy
 
-    def decide(self, caller: Caller, action: str, resource: str) -> tuple[Request, Decision]:
-        """The decision, whether or not access control is enforced (`shoal iam simulate`)."""
+    def decide(
+        self,
+        caller: Caller,
+        action: str,
+        resource: str,
+        call: Mapping[str, Any] | None = None,
+    ) -> tuple[Request, Decision]:
+        """The decision, whether or not access control is enforced (`shoal iam simulate`).
+        `call`: the request's members, for the keys taken from it (aws:RequestTag, ...)."""
         identity = None
         if caller.principal_arn is not None:
             identity = self._directory.identity_for_principal(caller.principal_arn)
-        request = self.policy_request(caller, identity, action, resource)
+        request = self.policy_request(caller, identity, action, resource, call)
         policies = identity.policies if identity else ()
         return request, evaluate(request, policies, self._parsed_resource_policy(resource))
 
@@ -160,7 +184,7 @@ class Authorizer:
         if not self.enabled or caller.door == "internal":
             return resource
         policy_request, decision = self.decide(
-            caller, actions.action_name(signing_name, operation), resource
+            caller, actions.action_name(signing_name, operation), resource, request
         )
         if not decision.allowed:
             raise ShoalError(ErrorCode.ACCESS_DENIED, decision.denial_message(policy_request))

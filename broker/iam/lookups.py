@@ -1,10 +1,13 @@
-"""What the authorizer reads from the metadata image: resource policies and iterator streams.
+"""What the authorizer reads from the metadata image: resource policies, resource tags and
+iterator streams.
 
 `resource_policy(arn)` is the policy PutResourcePolicy stored on the stream or consumer the
 ARN names (None when there is none, or the ARN names no live resource: then only identity
-policies decide). `iterator_stream(token)` is the ARN of the stream a shard iterator points
-into (GetRecords names its stream only through its iterator). Both read the node's latest
-image on each call.
+policies decide). `resource_tags(arn)` are the tags of the resource the ARN names (a data
+stream, a consumer, a delivery stream, a video stream or signaling channel, an application),
+for the `aws:ResourceTag/<key>` condition keys. `iterator_stream(token)` is the ARN of the
+stream a shard iterator points into (GetRecords names its stream only through its iterator).
+Each reads the node's latest image on each call.
 """
 
 from __future__ import annotations
@@ -60,3 +63,32 @@ def iterator_stream_lookup(image: Callable[[], MetadataImage]) -> Callable[[str]
         return None if meta is None else meta.arn
 
     return iterator_stream
+
+
+Tags = tuple[tuple[str, str], ...]
+
+
+def resource_tags_lookup(
+    image: Callable[[], MetadataImage], wall_ms: Callable[[], int]
+) -> Callable[[str], Tags]:
+    def resource_tags(arn: str) -> Tags:
+        snapshot = image()
+        service = arn.split(":", 3)[2] if arn.count(":") >= 3 else ""
+        if service == "kinesis":
+            if "/consumer/" in arn:
+                consumer = snapshot.consumers.by_arn(arn, now_ms=wall_ms())
+                return () if consumer is None else consumer.tags
+            meta = _stream_for_arn(snapshot, arn)
+            return () if meta is None else meta.tags
+        if service == "firehose":
+            delivery = snapshot.delivery_streams.get(arn)
+            return () if delivery is None else delivery.tags
+        if service == "kinesisvideo":
+            video = snapshot.video.by_arn(arn) or snapshot.video.channels.get(arn)
+            return () if video is None else video.tags
+        if service == "kinesisanalytics":
+            app = snapshot.analytics.by_arn(arn, now_ms=wall_ms())
+            return () if app is None else app.tags
+        return ()
+
+    return resource_tags

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.capacity_table import (
     EVENTS_PER_STREAM_MAX,
@@ -297,7 +298,8 @@ def apply_event(image: MetadataImage, command: RecordScalingEvent) -> tuple[Meta
     stream = image.stream_by_uid(command.stream_uid)
     if stream is None or stream.is_gone(now_ms=command.now_ms):
         raise ShoalError(
-            ErrorCode.RESOURCE_NOT_FOUND, f"Stream incarnation {command.stream_uid} not found."
+            ErrorCode.RESOURCE_NOT_FOUND,
+            error_messages.stream_incarnation_not_found(stream_uid=command.stream_uid),
         )
     return dataclasses.replace(image, capacity=record_event(image, stream, command.event)), None
 
@@ -309,8 +311,7 @@ def check_automatic_reshard(stream: StreamMeta, command: BeginReshard) -> None:
     if automatic and stream.mode is not StreamMode.ON_DEMAND:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"Stream {stream.name} is no longer in ON_DEMAND capacity mode; the automatic "
-            "reshard is dropped.",
+            error_messages.autoscale_dropped(name=stream.name),
         )
 
 

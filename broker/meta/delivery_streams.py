@@ -69,6 +69,12 @@ class DeliveryStreamMeta:
     tags: tuple[tuple[str, str], ...] = ()  # sorted by key
 
     @property
+    def is_channel(self) -> bool:
+        """A Kinesis channel (broker/firehose/channels.py), keyed by its Kinesis channel ARN,
+        rather than a Firehose delivery stream."""
+        return ":kinesis:" in self.arn and ":channel/" in self.arn
+
+    @property
     def internal_stream(self) -> str:
         """The internal Kinesis stream holding this delivery stream's DirectPut records; the
         account, region and incarnation are in the name, so neither two accounts nor a

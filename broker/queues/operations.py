@@ -85,7 +85,12 @@ class QueueOperations:
 
     def _queue(self, arn: str) -> QueueMeta:
         queue = self._ctx.image().queues.by_arn(arn)
-        if queue is None:
+        namespace = self._ctx.namespace()
+        mine = queue is not None and (queue.account_id, queue.region) == (
+            namespace.account_id,
+            namespace.region,
+        )
+        if queue is None or not mine:  # another namespace's queue is not found, as on AWS
             raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, error_messages.queue_not_found(arn))
         return queue
 
@@ -117,23 +122,26 @@ class QueueOperations:
             [*tags, *tags.values()],
             verb=tag_rules.ADD,
             stream_name=stream.name,
-            account_id=ctx.config.account_id,
+            account_id=ctx.namespace().account_id,
         )
         if len(tags) > limits.tags_per_stream_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"A queue cannot have more than {limits.tags_per_stream_max} tags.",
+                error_messages.queue_tags_at_creation(
+                    tags_per_stream_max=limits.tags_per_stream_max
+                ),
             )
         queue_id = uuid.uuid4().hex
         config = ctx.config
+        namespace = ctx.namespace()  # the caller's account and region
         result = await ctx.metadata.propose(
             commands.CreateQueue(
                 now_ms=now_ms,
-                arn=f"arn:aws:kinesis:{config.region}:{config.account_id}:queue/{queue_id}",
+                arn=f"arn:aws:kinesis:{namespace.region}:{namespace.account_id}:queue/{queue_id}",
                 queue_id=queue_id,
                 name=request["QueueName"],
-                account_id=config.account_id,
-                region=config.region,
+                account_id=namespace.account_id,
+                region=namespace.region,
                 stream_uid=stream.uid,
                 starting_position=position,
                 start_timestamp_ms=start_ms,
@@ -160,8 +168,8 @@ class QueueOperations:
         ctx = self._ctx
         now_ms = ctx.now_ms()
         image = ctx.image()
-        config = ctx.config
-        queues = image.queues.listed(config.account_id, config.region)
+        namespace = ctx.namespace()
+        queues = image.queues.listed(namespace.account_id, namespace.region)
         filters = request.get("StreamFilter")
         if filters is not None:
             wanted = [_filter_matches(f) for f in filters]
@@ -241,7 +249,7 @@ class QueueOperations:
 
     def _check_tags(self, queue: QueueMeta, texts: list[str], *, verb: str) -> None:
         tag_rules.check_tag_characters(
-            texts, verb=verb, stream_name=queue.stream_name, account_id=self._ctx.config.account_id
+            texts, verb=verb, stream_name=queue.stream_name, account_id=queue.account_id
         )
 
     # --- Receiving ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.image import MetadataImage, StreamMeta, StreamMode
@@ -60,9 +60,7 @@ async def update_account_settings(ctx: ServiceContext, request: Request) -> Resp
     if status not in (CommitmentStatus.ENABLED.value, CommitmentStatus.DISABLED.value):
         raise ShoalError(  # the model's enum says the same; kept for callers that skip it
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value '{status}' at "
-            "'minimumThroughputBillingCommitment.status' failed to satisfy constraint: "
-            "Member must satisfy enum value set: [ENABLED, DISABLED]",
+            error_messages.commitment_status_not_in_enum(status=status),
         )
     now_ms = ctx.now_ms()
     result = await ctx.metadata.propose(
@@ -139,10 +137,14 @@ async def update_account_limits(
         if not 0 <= value <= limits.account_limit_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"{name} must be within 0..{limits.account_limit_max}, got {value}.",
+                error_messages.account_limit_out_of_range(
+                    name=name, account_limit_max=limits.account_limit_max, value=value
+                ),
             )
         if name in reset:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{name} is both set and reset.")
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT, error_messages.limit_set_and_reset(name=name)
+            )
     await ctx.metadata.propose(
         commands.UpdateAccountLimits(
             now_ms=ctx.now_ms(),
@@ -170,7 +172,7 @@ def cluster_default_limits(ctx: ServiceContext) -> ThroughputLimits:
 
 def stream_limits_view(ctx: ServiceContext, stream: StreamMeta) -> StreamLimitsView:
     return StreamLimitsView(
-        stream_name=stream.name,
+        stream_name=stream.display_name,
         overrides=stream.throughput_limits,
         effective=throttling.resolve(cluster_default_limits(ctx), stream.throughput_limits),
     )
@@ -191,15 +193,20 @@ async def update_stream_limits(
         if not 0 <= value <= limits.shard_rate_per_second_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"{name} must be 0 (unlimited) or a rate up to "
-                f"{limits.shard_rate_per_second_max}, got {value}.",
+                error_messages.shard_rate_out_of_range(
+                    name=name,
+                    shard_rate_per_second_max=limits.shard_rate_per_second_max,
+                    value=value,
+                ),
             )
         if name in reset:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{name} is both set and reset.")
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT, error_messages.limit_set_and_reset(name=name)
+            )
     result = await ctx.metadata.propose(
         commands.UpdateStreamLimits(
             now_ms=ctx.now_ms(),
-            name=stream_name,
+            name=ctx.stream_key(stream_name),  # in the caller's namespace
             changes=StreamLimits(**rates),
             reset=tuple(sorted(set(reset))),
         )
@@ -213,5 +220,7 @@ def _check_names(names: Sequence[str], known: tuple[str, ...], *, what: str) -> 
     if unknown:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Unknown {what} {', '.join(unknown)}; expected one of {', '.join(known)}.",
+            error_messages.unknown_names(
+                what=what, unknown=", ".join(unknown), known=", ".join(known)
+            ),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import capacity
 from broker.meta.capacity_table import ReportedLoad, ScalingEvent
@@ -76,7 +76,8 @@ def check_limit(limit: int | None) -> int:
         return LIMIT_DEFAULT
     if not 1 <= limit <= LIMIT_MAX:
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"limit must be within 1..{LIMIT_MAX}, got {limit}."
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.capacity_limit_out_of_range(limit_max=LIMIT_MAX, limit=limit),
         )
     return limit
 
@@ -85,7 +86,8 @@ def live_stream(image: MetadataImage, name: str, *, now_ms: int, account_id: str
     stream = image.stream(name, now_ms=now_ms)
     if stream is None:
         raise ShoalError(
-            ErrorCode.RESOURCE_NOT_FOUND, f"Stream {name} under account {account_id} not found."
+            ErrorCode.RESOURCE_NOT_FOUND,
+            error_messages.stream_not_found(name=name, account_id=account_id),
         )
     return stream
 
@@ -124,7 +126,7 @@ def hot_keys(
         if not shards:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Could not find shard {shard_id} in stream {stream.name}, or it is closed.",
+                error_messages.open_shard_not_found(shard_id=shard_id, name=stream.name),
             )
     keys: list[KeyLoadView] = []
     for view in shards:

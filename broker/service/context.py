@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker import error_messages
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
@@ -115,8 +116,16 @@ class ServiceContext:
         return namespaces.stream_arn(name, self.namespace())
 
     def in_callers_namespace(self, key: str) -> bool:
+        """Whether the stream keyed `key` is the caller's to address: of its namespace, or of
+        the namespace of the account whose resource policy granted this call (same region)."""
         default = self.default_namespace()
-        return namespaces.namespace_of(key, default=default) == self.namespace()
+        owner = namespaces.namespace_of(key, default=default)
+        namespace = self.namespace()
+        if owner == namespace:
+            return True
+        caller = CURRENT_CALLER.get()
+        granted = caller.granted_account if caller is not None else None
+        return owner.region == namespace.region and owner.account_id == granted
 
     def account_phrase(self) -> str:
         return f"under account {self.namespace().account_id}"
@@ -134,15 +143,19 @@ class ServiceContext:
         streams shows)."""
         match = _STREAM_ARN.fullmatch(arn)
         if match is None:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid StreamARN {arn}.")
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.invalid_stream_arn(arn=arn))
         region, account, name = match.groups()
         namespace = self.namespace()
         caller = CURRENT_CALLER.get()
         granted = caller is not None and caller.granted_account == account
         if region != namespace.region or "/" in name:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
+            )
         if account != namespace.account_id and not granted:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Stream {arn} not found.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
+            )
         owner = Namespace(account_id=account, region=region)
         return namespaces.stream_key(name, owner, default=self.default_namespace())
 
@@ -165,7 +178,7 @@ class ServiceContext:
             if name is not None and self.stream_key(name) != from_arn:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"StreamName {name} does not match the stream in StreamARN {arn}.",
+                    error_messages.stream_name_arn_mismatch(name=name, arn=arn),
                 )
             return from_arn
         if name is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, StreamStatus
@@ -34,15 +34,16 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
         if mode is StreamMode.PROVISIONED:
             raise ShoalError(
                 ErrorCode.VALIDATION,
-                "1 validation error detected: Value null at 'shardCount' failed to satisfy "
-                "constraint: Member must not be null",
+                error_messages.SHARD_COUNT_NULL,
             )
         shard_count = limits.on_demand_initial_shard_count
     tags = request.get("Tags") or {}
     if len(tags) > limits.tags_per_stream_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"A stream cannot have more than {limits.tags_per_stream_max} tags.",
+            error_messages.too_many_tags_at_creation(
+                tags_per_stream_max=limits.tags_per_stream_max
+            ),
         )
     display_name = request["StreamName"]
     tag_rules.check_tag_characters(
@@ -170,7 +171,7 @@ async def list_shards(ctx: ServiceContext, request: Request) -> Response:
         if request.get("StreamName") is not None or request.get("StreamARN") is not None:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                "NextToken and StreamName cannot be provided together.",
+                error_messages.NEXT_TOKEN_WITH_STREAM_NAME,
             )
         payload = decode_token(token, secret=image.iterator_secret, now_ms=now_ms, expires=True)
         stream = image.stream_by_uid(payload["stream_uid"])
@@ -179,7 +180,7 @@ async def list_shards(ctx: ServiceContext, request: Request) -> Response:
             or stream.is_gone(now_ms=now_ms)
             or not ctx.in_callers_namespace(stream.name)
         ):
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, "The stream of NextToken is gone.")
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, error_messages.NEXT_TOKEN_STREAM_GONE)
         start_after = payload["after"]
         shard_filter = payload.get("filter")
     else:
@@ -220,10 +221,12 @@ def _serialized_filter(shard_filter: Mapping[str, Any] | None) -> dict[str, Any]
     timestamp = shard_filter.get("Timestamp")
     if kind == "AFTER_SHARD_ID" and shard_id is None:
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, "ShardId must be provided with AFTER_SHARD_ID."
+            ErrorCode.INVALID_ARGUMENT, error_messages.SHARD_ID_REQUIRED_AFTER_SHARD_ID
         )
     if kind in ("AT_TIMESTAMP", "FROM_TIMESTAMP") and timestamp is None:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Timestamp must be provided with {kind}.")
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, error_messages.timestamp_required_for(kind=kind)
+        )
     return {
         "Type": kind,
         "ShardId": shard_id,
@@ -260,7 +263,7 @@ async def add_tags(ctx: ServiceContext, name: str, tags: Mapping[str, str]) -> R
     if len(tags) > limits.tags_per_call_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Cannot add more than {limits.tags_per_call_max} tags in one request.",
+            error_messages.too_many_tags_in_request(tags_per_call_max=limits.tags_per_call_max),
         )
     await ctx.metadata.propose(
         commands.AddTags(now_ms=ctx.now_ms(), name=name, tags=tuple(sorted(tags.items())))

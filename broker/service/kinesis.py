@@ -6,6 +6,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from broker import error_messages
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.queues.operations import QueueOperations
@@ -105,6 +106,22 @@ class KinesisService:
         ):
             self._handlers[operation] = _queue_or(on_queue, self._handlers[operation])
 
+    def add_operations(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        resource_arn: re.Pattern[str],
+        tagging: Mapping[str, Handler],
+    ) -> None:
+        """Serve operations implemented above this layer (the channels of broker/firehose/),
+        and route the tagging operations `tagging` names to them for a ResourceARN matching
+        `resource_arn`. Called by node.py before the doors start."""
+        self._handlers.update(handlers)
+        for operation, on_resource in tagging.items():
+            self._handlers[operation] = _resource_or(
+                resource_arn, on_resource, self._handlers[operation]
+            )
+
     @property
     def operations(self) -> frozenset[str]:
         return frozenset(self._handlers)
@@ -139,17 +156,22 @@ class KinesisService:
             if operation == "CreateStream":
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"Stream names starting with {INTERNAL_PREFIX} are reserved by Shoal.",
+                    error_messages.reserved_stream_name(prefix=INTERNAL_PREFIX),
                 )
             raise self.ctx.stream_not_found(name)
 
 
 def _queue_or(on_queue: Handler, otherwise: Handler) -> Handler:
     """`on_queue` for a request whose ResourceARN names a queue, `otherwise` for the rest."""
+    return _resource_or(_QUEUE_ARN, on_queue, otherwise)
+
+
+def _resource_or(arn: re.Pattern[str], on_resource: Handler, otherwise: Handler) -> Handler:
+    """`on_resource` for a request whose ResourceARN matches `arn`, `otherwise` for the rest."""
 
     async def handle(request: Request) -> Response:
-        if _QUEUE_ARN.fullmatch(str(request.get("ResourceARN", ""))):
-            return await on_queue(request)
+        if arn.fullmatch(str(request.get("ResourceARN", ""))):
+            return await on_resource(request)
         return await otherwise(request)
 
     return handle

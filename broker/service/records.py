@@ -16,7 +16,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from broker import limits
+from broker import error_messages, limits
 from broker.error_messages import (
     iterator_position_mismatch,
     missing_member,
@@ -92,9 +92,7 @@ def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str)
     if size > size_max:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value at '{path}' failed to satisfy constraint: "
-            f"Member must have length less than or equal to {size_max} "
-            "(partition key and data together)",
+            error_messages.record_too_large(path=path, size_max=size_max),
         )
     explicit = raw.get("ExplicitHashKey")
     if auto:
@@ -161,7 +159,9 @@ async def _write(
             if isinstance(outcome, ShardRefusedError):
                 if outcome.reason is RefusalReason.OUTCOME_UNKNOWN:
                     # Maybe stored: never routed again behind the client's back (refusals.py).
-                    failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
+                    failure = ShoalError(
+                        ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE
+                    )
                     results.update((e.position, failure) for e in items)
                     continue
                 pending.extend(items)
@@ -170,7 +170,9 @@ async def _write(
                 results.update((e.position, outcome) for e in items)
             elif isinstance(outcome, BaseException):
                 log.error("append_failed", extra={"shard_uid": shard.uid}, exc_info=outcome)
-                failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
+                failure = ShoalError(
+                    ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE
+                )
                 results.update((e.position, failure) for e in items)
             else:
                 _settle(ctx, current, shard, items, outcome, results)
@@ -181,7 +183,7 @@ async def _write(
             break
         await _wait_for_routes(ctx, stream.uid, refused, attempt=attempt, timeout_s=remaining_s)
     log.warning("append_route_exhausted", extra={"stream": stream.name, "records": len(pending)})
-    failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
+    failure = ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE)
     results.update((e.position, failure) for e in pending)
     return results
 
@@ -336,7 +338,9 @@ class RecordsApi:
         if sum(entry.size_bytes for entry in entries) > limits.put_records_bytes_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"Records size exceeds {limits.put_records_bytes_max // limits.MiB} MB limit",
+                error_messages.put_records_too_large(
+                    put_records_bytes_max=limits.put_records_bytes_max // limits.MiB
+                ),
             )
         outcomes = await _write(ctx, self._router, stream, entries)
         # Per batch: the written records' entries are ready-made; only failures are reshaped.
@@ -442,8 +446,10 @@ class RecordsApi:
         if stream is None or shard is None or shard.uid != position.shard_uid:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Shard {describe.shard_id_of(position.shard_index)} in the iterator's stream "
-                f"{ctx.account_phrase()} does not exist",
+                error_messages.iterator_shard_gone(
+                    shard_index=describe.shard_id_of(position.shard_index),
+                    account_phrase=ctx.account_phrase(),
+                ),
             )
         if stream.is_gone(now_ms=now_ms):
             raise ctx.stream_not_found(stream.name)
@@ -533,7 +539,7 @@ async def read_routed(
                 ctx, stream.uid, [(latest, refusal)], attempt=attempt, timeout_s=remaining_s
             )
     log.warning("read_route_exhausted", extra={"stream": stream.name, "shard_uid": shard.uid})
-    raise ShoalError(ErrorCode.INTERNAL_FAILURE, "Internal service failure.")
+    raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE)
 
 
 def check_position_members(
@@ -557,22 +563,27 @@ def check_position_members(
         )
     if needs_number and number is None:
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"Must specify {number_field} for {kind} {type_field}."
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.iterator_number_required(
+                number_field=number_field, kind=kind, type_field=type_field
+            ),
         )
     if not needs_number and number is not None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Request should not contain {number_field} for {kind} {type_field}.",
+            error_messages.iterator_number_not_allowed(
+                number_field=number_field, kind=kind, type_field=type_field
+            ),
         )
     if kind == "AT_TIMESTAMP" and timestamp is None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            "Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP.",
+            error_messages.ITERATOR_TIMESTAMP_REQUIRED,
         )
     if kind != "AT_TIMESTAMP" and timestamp is not None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Request should not contain a timestamp for {kind} {type_field}.",
+            error_messages.iterator_timestamp_not_allowed(kind=kind, type_field=type_field),
         )
 
 

@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from broker import limits
+from broker import error_messages, limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import LogCorruptionError, NewRecord, StoredRecord
@@ -288,9 +288,9 @@ class ShardClient:
                 continue  # damaged there too, not committed there, or unreachable
         raise ShoalError(
             ErrorCode.INTERNAL_FAILURE,
-            f"Records of {shard.shard_id} from sequence position {request.start_offset} cannot "
-            f"be read: the replica on {damaged_on} is damaged there and no other replica could "
-            "serve them.",
+            error_messages.damaged_replica_range(
+                shard_id=shard.shard_id, start_offset=request.start_offset, damaged_on=damaged_on
+            ),
         )
 
     def _may_read_here(self, shard: ShardMeta, request: ReadRequest) -> bool:
@@ -433,8 +433,7 @@ class ShardClient:
         if verdict is Verdict.REFUSED:
             raise ShoalError(
                 ErrorCode.RESOURCE_IN_USE,
-                f"Another active subscription exists for consumer {claim.consumer_arn} and "
-                "this shard.",
+                error_messages.subscription_exists_on_this_shard(consumer_arn=claim.consumer_arn),
             )
 
 
@@ -493,4 +492,4 @@ def _read_retained(
         if live:
             return live, Offset(live[-1].offset + 1)
         start = first_live
-    raise ShoalError(ErrorCode.INTERNAL_FAILURE, "reading past expired records did not converge")
+    raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.EXPIRED_READ_DID_NOT_CONVERGE)

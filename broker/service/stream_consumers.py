@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.consumers.registry import StreamConsumer, parse_consumer_arn
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
@@ -44,7 +44,7 @@ def consumer_description_shape(consumer: StreamConsumer, *, now_ms: int) -> dict
 
 
 def _consumer_not_found(what: str) -> ShoalError:
-    return ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {what} not found.")
+    return ShoalError(ErrorCode.RESOURCE_NOT_FOUND, error_messages.consumer_not_found(arn=what))
 
 
 def _stream_of_arn(ctx: ServiceContext, arn: str) -> StreamMeta:
@@ -60,7 +60,7 @@ def _checked_consumer_arn(ctx: ServiceContext, arn: str) -> str:
     """A consumer ARN of this region and account, or the error AWS gives for it."""
     parts = parse_consumer_arn(arn)
     if parts is None:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid ConsumerARN {arn}.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.invalid_consumer_arn(arn=arn))
     ctx.stream_name_from_arn(parts.stream_arn)  # another account or region: not found
     return arn
 
@@ -82,13 +82,13 @@ def _consumer_target(
         ):
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"StreamARN and ConsumerName must match ConsumerARN {consumer_arn}.",
+                error_messages.consumer_arn_mismatch(consumer_arn=consumer_arn),
             )
         return consumer_arn, None, None
     if stream_arn is None or name is None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            "Either ConsumerARN or both StreamARN and ConsumerName must be provided.",
+            error_messages.CONSUMER_ARN_OR_STREAM_AND_NAME,
         )
     return None, stream_arn, name
 
@@ -164,7 +164,7 @@ async def list_stream_consumers(ctx: ServiceContext, request: Request) -> Respon
     if token is not None:
         payload = decode_token(token, secret=image.iterator_secret, now_ms=now_ms, expires=True)
         if payload.get("stream_uid") != stream.uid:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "NextToken is not for this stream.")
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.NEXT_TOKEN_OTHER_STREAM)
         after = (int(payload["after_ms"]), str(payload["after_name"]))
         consumers = tuple(c for c in consumers if (c.created_ms, c.name) > after)
     limit = request.get("MaxResults", LIST_CONSUMERS_LIMIT_DEFAULT)
@@ -208,7 +208,7 @@ async def tag_resource(ctx: ServiceContext, request: Request) -> Response:
     if len(tags) > limits.tags_per_call_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Cannot add more than {limits.tags_per_call_max} tags in one request.",
+            error_messages.too_many_tags_in_request(tags_per_call_max=limits.tags_per_call_max),
         )
     await ctx.metadata.propose(
         commands.ChangeConsumerTags(

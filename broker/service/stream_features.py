@@ -108,8 +108,11 @@ async def start_encryption(ctx: ServiceContext, stream: StreamMeta, *, key_id: s
     if status is not StreamStatus.ACTIVE:  # checked again at apply; this spares a KMS call
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {name_of(stream.name)} {ctx.account_phrase()} not ACTIVE, "
-            f"instead in state {status.value}",
+            error_messages.stream_not_active(
+                name=name_of(stream.name),
+                account_id=ctx.namespace().account_id,
+                status=status.value,
+            ),
         )
     # KMS is a network call (and a key file a disk read): off the event loop.
     _, wrapped = await asyncio.to_thread(

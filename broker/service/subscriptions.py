@@ -84,7 +84,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.consumers.registry import ConsumerStatus, StreamConsumer
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import StoredRecord
@@ -254,8 +254,9 @@ class Subscription:
         self.end(
             ShoalError(
                 ErrorCode.RESOURCE_IN_USE,
-                f"Another subscription of consumer {self.consumer_arn} to shard "
-                f"{self.shard_id} took over.",
+                error_messages.subscription_taken_over(
+                    consumer_arn=self.consumer_arn, shard_id=self.shard_id
+                ),
             )
         )
 
@@ -363,7 +364,8 @@ class Subscription:
         consumer = image.consumers.by_arn(self.consumer_arn, now_ms=now_ms)
         if consumer is None or consumer.status(now_ms=now_ms) is not ConsumerStatus.ACTIVE:
             raise ShoalError(
-                ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {self.consumer_arn} was deregistered."
+                ErrorCode.RESOURCE_NOT_FOUND,
+                error_messages.consumer_was_deregistered(consumer_arn=self.consumer_arn),
             )
         stream = image.stream_by_uid(consumer.stream_uid)
         shard = stream.shard_by_index(self._target.shard.index) if stream is not None else None
@@ -472,7 +474,7 @@ class Subscriptions:
                 self.report_refused(target)
                 raise ShoalError(
                     ErrorCode.LIMIT_EXCEEDED,
-                    f"This node holds {len(self._open)} subscriptions, its limit.",
+                    error_messages.node_subscriptions_full(count=len(self._open)),
                 )
         except ShoalError:
             # Refused here after the leader granted the claim: free it (in the background).
@@ -511,8 +513,9 @@ class Subscriptions:
             self.report_refused(target)
             raise ShoalError(
                 ErrorCode.RESOURCE_IN_USE,
-                f"Another active subscription exists for consumer {target.consumer.arn} "
-                f"and shard {target.shard.shard_id}.",
+                error_messages.subscription_exists(
+                    arn=target.consumer.arn, shard_id=target.shard.shard_id
+                ),
             )
         return current
 
@@ -520,7 +523,7 @@ class Subscriptions:
         """InternalFailure (retryable: the SDKs and the KCL try again, on another node behind a
         load balancer) once `end_all` ran."""
         if self._closing:
-            raise ShoalError(ErrorCode.INTERNAL_FAILURE, "The node is shutting down.")
+            raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.NODE_SHUTTING_DOWN)
 
     def _forget(self, subscription: Subscription) -> None:
         key = subscription._target.key
@@ -570,16 +573,20 @@ class Subscriptions:
         arn = request["ConsumerARN"]
         consumer = image.consumers.by_arn(arn, now_ms=now_ms)
         if consumer is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {arn} not found.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.consumer_not_found(arn=arn)
+            )
         status = consumer.status(now_ms=now_ms)
         if status is not ConsumerStatus.ACTIVE:
             raise ShoalError(
                 ErrorCode.RESOURCE_IN_USE,
-                f"Consumer {arn} is not in ACTIVE state (it is {status.value}).",
+                error_messages.consumer_not_active(arn=arn, status=status.value),
             )
         stream = image.stream_by_uid(consumer.stream_uid)
         if stream is not None and not ctx.in_callers_namespace(stream.name):
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {arn} not found.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.consumer_not_found(arn=arn)
+            )
         if stream is None or stream.is_gone(now_ms=now_ms):
             raise ctx.stream_not_found(consumer.stream_name)
         stream = ctx.stream_for_data({"StreamName": stream.name})

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from broker import error_messages
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import MetadataImage, StreamMeta
@@ -182,7 +183,9 @@ def rate_exceeded(*, shard_id: str, stream_name: str, account_id: str) -> ShoalE
     account 123456789012." (as AWS's PutRecords example and SDK logs show it)."""
     return ShoalError(
         ErrorCode.THROUGHPUT_EXCEEDED,
-        f"Rate exceeded for shard {shard_id} in stream {stream_name} under account {account_id}.",
+        error_messages.shard_rate_exceeded(
+            shard_id=shard_id, stream_name=stream_name, account_id=account_id
+        ),
     )
 
 
@@ -192,5 +195,7 @@ def get_records_rate_exceeded(*, shard_id: str, stream_name: str, account_id: st
     Kinesis, e.g. awslabs/amazon-kinesis-client#1521), with no final period."""
     return ShoalError(
         ErrorCode.THROUGHPUT_EXCEEDED,
-        f"Rate exceeded for Shard - {account_id}/{stream_name}/{shard_id}",
+        error_messages.shard_read_rate_exceeded(
+            account_id=account_id, stream_name=stream_name, shard_id=shard_id
+        ),
     )

@@ -14,7 +14,7 @@ import hmac
 import json
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 
 _MAC_BYTES = 16
@@ -30,17 +30,17 @@ def decode_token(token: str, *, secret: bytes, now_ms: int, expires: bool) -> di
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "Invalid NextToken.") from exc
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.INVALID_NEXT_TOKEN) from exc
     mac, body = raw[:_MAC_BYTES], raw[_MAC_BYTES:]
     expected = hmac.new(secret, body, hashlib.sha256).digest()[:_MAC_BYTES]
     if len(mac) != _MAC_BYTES or not hmac.compare_digest(mac, expected):
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "Invalid NextToken.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.INVALID_NEXT_TOKEN)
     decoded = json.loads(body)
     issued_ms = int(decoded["t"])
     if expires and now_ms - issued_ms > limits.next_token_age_ms_max:
         raise ShoalError(
             ErrorCode.EXPIRED_NEXT_TOKEN,
-            "The NextToken has expired. Tokens are valid for 300 seconds.",
+            error_messages.NEXT_TOKEN_EXPIRED,
         )
     payload: dict[str, Any] = decoded["p"]
     return payload

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import ShardMeta, ShardState, StreamMeta
 
@@ -65,7 +65,7 @@ def parse_hash_key(text: str, *, field: str) -> int:
             return value
     raise ShoalError(
         ErrorCode.INVALID_ARGUMENT,
-        f"Invalid {field}. {field} must be in the range: [0, 2^128-1]. Specified value was {text}",
+        error_messages.hash_key_out_of_range(field=field, text=text),
     )
 
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 
 VERSION = 2
@@ -135,9 +135,11 @@ def decode_iterator(token: str, *, secret: bytes, now_ms: int) -> IteratorPositi
     if now_ms - issued_ms > limits.iterator_age_ms_max:
         raise ShoalError(
             ErrorCode.EXPIRED_ITERATOR,
-            f"Iterator expired. The iterator was created at time {_iso(issued_ms)} while right "
-            f"now it is {_iso(now_ms)} which is further in the future than the tolerated delay "
-            f"of {limits.iterator_age_ms_max} milliseconds.",
+            error_messages.iterator_expired(
+                issued_ms=_iso(issued_ms),
+                now_ms=_iso(now_ms),
+                iterator_age_ms_max=limits.iterator_age_ms_max,
+            ),
         )
     return IteratorPosition(
         stream_uid=stream_uid,

@@ -150,8 +150,7 @@ def validate_update_shard_count(
         if single_key:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"UpdateShardCount cannot scale up: shard {single_key[0].shard_id} holds a "
-                "single hash key and cannot be split in half. Merge it with a neighbour first.",
+                error_messages.single_key_shard_cannot_split(shard_id=single_key[0].shard_id),
             )
     if target < math.ceil(open_count / 2):
         raise ShoalError(

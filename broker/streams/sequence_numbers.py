@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import ShardMeta, ShardState
 
@@ -144,7 +144,7 @@ def decode_sequence_number(text: str) -> SequencePosition:
                 shard_index=(value >> _LEGACY_SHARD_INDEX_SHIFT) & SHARD_INDEX_MAX,
                 offset=value & OFFSET_MAX,
             )
-    raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Invalid SequenceNumber {text}.")
+    raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.invalid_sequence_number(text=text))
 
 
 def stored_form(text: str) -> str:
@@ -201,20 +201,27 @@ def offset_for_sequence_number(
     except ShoalError as error:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"{field} {text} used on shard {shard.shard_id} in stream {stream_name} is invalid.",
+            error_messages.sequence_number_invalid(
+                field=field, text=text, shard_id=shard.shard_id, stream_name=stream_name
+            ),
         ) from error
     if position.shard_index != shard.index:
         encoded_shard_id = f"shardId-{position.shard_index:012d}"
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Invalid {field}. It encodes {encoded_shard_id}, while it was used in a call to a "
-            f"shard with {shard.shard_id} in stream {stream_name}.",
+            error_messages.sequence_number_other_shard(
+                field=field,
+                encoded_shard_id=encoded_shard_id,
+                shard_id=shard.shard_id,
+                stream_name=stream_name,
+            ),
         )
     if position.shard_created_ms != shard.created_ms:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"{field} {text} used on shard {shard.shard_id} in stream {stream_name} is invalid "
-            "because it did not come from this stream.",
+            error_messages.sequence_number_other_stream(
+                field=field, text=text, shard_id=shard.shard_id, stream_name=stream_name
+            ),
         )
     return position.offset
 

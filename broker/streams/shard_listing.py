@@ -19,6 +19,7 @@ a timestamp older than the stream itself lists the shards it started with. Pagin
 
 from __future__ import annotations
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import HOUR_MS, ShardMeta, ShardState, StreamMeta
 
@@ -64,15 +65,15 @@ def list_shards_filtered(
             if shard_id is None:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    "ShardId must be supplied in a ShardFilter with a Type of AFTER_SHARD_ID",
+                    error_messages.SHARD_FILTER_SHARD_ID_REQUIRED,
                 )
             return [s for s in retained if s.shard_id > shard_id]
         case _:
             raise ShoalError(
                 ErrorCode.VALIDATION,
-                f"1 validation error detected: Value '{filter_type}' at 'shardFilter.type' "
-                "failed to satisfy constraint: Member must satisfy enum value set: "
-                f"[{', '.join(FILTER_TYPES)}]",
+                error_messages.shard_filter_type_not_in_enum(
+                    filter_type=filter_type, filter_types=", ".join(FILTER_TYPES)
+                ),
             )
 
 
@@ -80,8 +81,7 @@ def _required_timestamp(timestamp_ms: int | None) -> int:
     if timestamp_ms is None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            "Timestamp must be supplied in a ShardFilter with a Type of FROM_TIMESTAMP or "
-            "AT_TIMESTAMP",
+            error_messages.SHARD_FILTER_TIMESTAMP_REQUIRED,
         )
     return timestamp_ms
 

@@ -1,17 +1,36 @@
-"""boto3 clients (kinesis, kinesisanalytics, kinesisanalyticsv2) for the in-process `node`;
-retries off, so an error reaches the test as the node sent it."""
+"""One in-process `node` per test module (its `clock` a ManualClock shared by the module's
+tests, which use distinct application and stream names and run on the module's event loop:
+`MODULE_LOOP` in their `pytestmark`), and boto3 clients (kinesis, kinesisanalytics,
+kinesisanalyticsv2) for it; retries off, so an error reaches the test as the node sent it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import boto3
 import botocore.config
 import pytest
+import pytest_asyncio
 
+from broker.clock import ManualClock
 from broker.node import Node
 from tests.compat.conftest import REGION, boto_client
+from tests.conftest import node_config, running_node
+
+# The mark of a module whose tests share its node (they run on the module's event loop).
+MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
+    return ManualClock(wall_ms=1_790_000_000_000)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def node(tmp_path_factory: pytest.TempPathFactory, clock: ManualClock) -> AsyncIterator[Node]:
+    async with running_node(node_config(tmp_path_factory.mktemp("node")), clock) as started:
+        yield started
 
 
 def analytics_client(

@@ -16,10 +16,10 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 from broker.api.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from broker.node import Node
-from tests.analytics.conftest import analytics_client
+from tests.analytics.conftest import MODULE_LOOP, analytics_client
 from tests.compat.conftest import REGION, call
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 ACCOUNT = "000000000000"
 STREAM_ARN = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{{}}"

@@ -13,11 +13,12 @@ import pytest
 
 from broker.cli import main
 from broker.node import Node
+from tests.analytics.conftest import MODULE_LOOP
 from tests.analytics.test_api import TUMBLING
 from tests.analytics.test_running import ticker_record
 from tests.compat.conftest import call
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 
 async def test_the_analytics_commands(

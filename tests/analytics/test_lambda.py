@@ -1,5 +1,5 @@
 """Lambda preprocessing and outputs with KDA's contracts, through boto3's Lambda Invoke
-(AWS_ENDPOINT_URL_LAMBDA) on a small HTTP server implementing the Invoke API.
+(AWS_ENDPOINT_URL_LAMBDA) on the tests' Lambda Invoke API server (`tests/lambda_server.py`).
 
 Output: each event carries the application's ARN and records (id, base64 data, retryHint);
 records answered DeliveryFailed are sent again with a higher retryHint until answered Ok.
@@ -12,23 +12,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from broker.clock import ManualClock
 from broker.node import Node
-from tests.analytics.conftest import analytics_client
+from tests.analytics.conftest import MODULE_LOOP, analytics_client
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
 from tests.analytics.test_running import read_all, ticker_record
 from tests.compat.conftest import REGION, boto_client, call
 from tests.conftest import node_config, running_node
+from tests.lambda_server import LambdaServer, lambda_server  # noqa: F401  (a fixture)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 FUNCTION = f"arn:aws:lambda:{REGION}:000000000000:function:sink"
 PREPROCESSOR = f"arn:aws:lambda:{REGION}:000000000000:function:csv-to-json"
@@ -57,69 +56,47 @@ def _preprocess(event: dict[str, Any]) -> dict[str, Any]:
     return {"records": results}
 
 
-@pytest.fixture
-def lambda_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    events: list[dict[str, Any]] = []
+def _sink() -> Any:
+    """The output function: the first delivery of a QXZ row fails (the application must send
+    it again); every other record is Ok."""
     failed_once: set[bytes] = set()
 
-    class Invoke(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # POST /2015-03-31/functions/{FunctionName}/invocations
-            event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            events.append(event)
-            if "csv-to-json" in self.path:
-                self._answer(_preprocess(event))
-                return
-            results = []
-            for record in event["records"]:
-                data = base64.b64decode(record["data"])
-                # The first delivery of a QXZ row fails: the application must send it again.
-                fail = b"QXZ" in data and data not in failed_once
-                failed_once.add(data)
-                results.append(
-                    {"recordId": record["recordId"], "result": "DeliveryFailed" if fail else "Ok"}
-                )
-            self._answer({"records": results})
+    def answer(event: dict[str, Any]) -> dict[str, Any]:
+        results = []
+        for record in event["records"]:
+            data = base64.b64decode(record["data"])
+            fail = b"QXZ" in data and data not in failed_once
+            failed_once.add(data)
+            results.append(
+                {"recordId": record["recordId"], "result": "DeliveryFailed" if fail else "Ok"}
+            )
+        return {"records": results}
 
-        def _answer(self, document: dict[str, Any]) -> None:
-            answer = json.dumps(document).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Invoke)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", events
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    return answer
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def lambda_node(
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     clock: ManualClock,
-    lambda_server: tuple[str, list[dict[str, Any]]],
-    monkeypatch: pytest.MonkeyPatch,
+    lambda_server: LambdaServer,  # noqa: F811
 ) -> AsyncIterator[Node]:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_server[0])
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
-    async with running_node(node_config(tmp_path / "node"), clock) as node:
-        yield node
+    lambda_server.register(FUNCTION, _sink())
+    lambda_server.register(PREPROCESSOR, _preprocess)
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in lambda_server.environment().items():
+            environment.setenv(name, value)
+        environment.setenv("AWS_ACCESS_KEY_ID", "x")
+        environment.setenv("AWS_SECRET_ACCESS_KEY", "y")
+        config = node_config(tmp_path_factory.mktemp("node"))
+        async with running_node(config, clock) as node:
+            yield node
 
 
 async def test_rows_to_a_lambda_function(
-    lambda_node: Node, lambda_server: tuple[str, list[dict[str, Any]]]
+    lambda_node: Node,
+    lambda_server: LambdaServer,  # noqa: F811
 ) -> None:
-    _, events = lambda_server
     analytics = analytics_client(lambda_node)
     kinesis = boto_client(f"http://127.0.0.1:{lambda_node.http_port}")
     await call(kinesis.create_stream, StreamName="ticks", ShardCount=1)
@@ -166,10 +143,10 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
     )
     async with asyncio.timeout(30):
         while True:  # bounded by the timeout
-            if len(events) >= 2:
+            if len(lambda_server.events(FUNCTION)) >= 2:
                 break
             await asyncio.sleep(0.05)
-    first, retry = events[:2]
+    first, retry = lambda_server.events(FUNCTION)[:2]
     app_arn = f"arn:aws:kinesisanalytics:{REGION}:000000000000:application/to-lambda"
     assert first["applicationArn"] == app_arn
     rows = [json.loads(base64.b64decode(r["data"])) for r in first["records"]]
@@ -191,9 +168,9 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
 
 
 async def test_a_lambda_preprocessor(
-    lambda_node: Node, lambda_server: tuple[str, list[dict[str, Any]]]
+    lambda_node: Node,
+    lambda_server: LambdaServer,  # noqa: F811
 ) -> None:
-    _, events = lambda_server
     analytics = analytics_client(lambda_node)
     kinesis = boto_client(f"http://127.0.0.1:{lambda_node.http_port}")
     for stream in ("lines", "out", "errors"):
@@ -251,7 +228,7 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
     assert rows == [{"TICKER": "ABC", "PRICE": 10.0}, {"TICKER": "XYZ", "PRICE": 20.5}]
     (error,) = [json.loads(data) for data in await read_all(kinesis, "errors", 1)]
     assert error["DATA_ROW"] == "bad" and "ProcessingFailed" in error["MESSAGE"]
-    (event,) = events
+    (event,) = lambda_server.events(PREPROCESSOR)
     assert event["streamArn"] == STREAM_ARN.format("lines")
     metadata = event["records"][0]["kinesisStreamRecordMetadata"]
     assert metadata["partitionKey"] == "k" and metadata["shardId"] == "shardId-000000000000"

@@ -65,6 +65,8 @@ def test_windows_close_on_the_watermark_and_chains_follow(engine: DuckDbEngine) 
 
     pipe.advance(T0 + 9_999)  # the first window ends at T0 + 10 s: still open
     assert "COUNTS" not in pipe.drain()
+    assert not pipe.closes_a_window(T0 + 9_999)  # the runner's cue to close windows at once
+    assert pipe.closes_a_window(T0 + 10_000)
     pipe.advance(T0 + 10_000)
     counts = pipe.drain()["COUNTS"]
     start = records.to_timestamp(T0)
@@ -190,6 +192,51 @@ def test_kda_functions_duckdb_lacks(engine: DuckDbEngine) -> None:
     assert out[4] == datetime(2026, 12, 7, 10, 11, 12)
     assert out[5] == at.strftime("%d.%m.%y")
     assert out[6] == at
+
+
+LOG_PARSING = """
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (match1 VARCHAR(1024), match2 VARCHAR(1024));
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM T.REC.COLUMN1, T.REC.COLUMN2
+    FROM
+         (SELECT STREAM SECTOR,
+             REGEX_LOG_PARSE(SECTOR, '.*([E].).*([R].*)') AS REC
+             FROM SOURCE_SQL_STREAM_001) AS T;
+CREATE OR REPLACE STREAM "FIELDS" (NAME VARCHAR(8), N INTEGER, CODE VARCHAR(3), REST INTEGER);
+CREATE OR REPLACE PUMP "FIELDS_PUMP" AS INSERT INTO "FIELDS"
+    SELECT STREAM V.P.NAME, V.P.N, V.F.CODE, V.F.REST
+    FROM (SELECT STREAM
+              VARIABLE_COLUMN_LOG_PARSE(SECTOR,
+                  'NAME TYPE VARCHAR(8), N TYPE INTEGER NOT NULL', '-') AS P,
+              FIXED_COLUMN_LOG_PARSE(SECTOR,
+                  'CODE TYPE VARCHAR(3) START 0 FOR 3, REST TYPE INTEGER START 4') AS F
+          FROM SOURCE_SQL_STREAM_001) AS V;
+"""
+
+
+def test_log_parsing_functions(engine: DuckDbEngine) -> None:
+    """The SQL reference's REGEX_LOG_PARSE example (a FROM subquery over the source stream,
+    its row's fields read by name), VARIABLE_COLUMN_LOG_PARSE and FIXED_COLUMN_LOG_PARSE with
+    typed columns; a text that does not match gives NULLs, and rows keep their ROWTIME."""
+    program = sql.compile_program(LOG_PARSING)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    at = records.to_timestamp(T0 + 1_500)
+    sectors = ["ENERGY", "TECHNOLOGY", "ABC-12-34", "ABC 12"]
+    pipe.push("SOURCE_SQL_STREAM_001", [(at, at, "QXZ", sector, 1.0, None) for sector in sectors])
+    received = pipe.drain()
+    assert received["DESTINATION_SQL_STREAM"] == [
+        (at, "EN", "RGY"),
+        (at, None, None),  # no R after an E and a character: no match
+        (at, None, None),
+        (at, None, None),
+    ]
+    assert received["FIELDS"] == [
+        (at, "ENERGY", None, "ENE", None),  # a missing field; "RGY" is no INTEGER
+        (at, "TECHNOLOGY", None, "TEC", None),
+        (at, "ABC", 12, "ABC", None),  # the third field is ignored; "12-34" is no INTEGER
+        (at, "ABC 12", None, "ABC", 12),
+    ]
 
 
 STAGGER = """

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from botocore.exceptions import ClientError
 
 from broker.clock import ManualClock
 from broker.node import Node
-from tests.analytics.conftest import analytics_client
+from tests.analytics.conftest import MODULE_LOOP, analytics_client
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN, error_of
 from tests.analytics.test_running import read_all, ticker_record
 from tests.compat.conftest import REGION, boto_client, call
@@ -30,7 +30,7 @@ from tests.conftest import node_config, running_node
 from tests.firehose.conftest import firehose_client, s3_destination, wait_status
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 CODE = """CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
     ticker_symbol VARCHAR(4), "Company" VARCHAR(20), sector VARCHAR(12), price DOUBLE);
@@ -39,6 +39,8 @@ CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
     FROM "SOURCE_SQL_STREAM_001" LEFT JOIN "CompanyName" AS "c"
     ON "SOURCE_SQL_STREAM_001".ticker_symbol = "c"."Ticker";
 """
+
+DELIVERY_ARN = f"arn:aws:firehose:{REGION}:000000000000:deliverystream/{{}}"
 
 REFERENCE_SCHEMA = {
     "RecordFormat": {
@@ -55,23 +57,23 @@ REFERENCE_SCHEMA = {
 }
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def s3_node(
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     clock: ManualClock,
     s3_server: S3Server,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
 ) -> AsyncIterator[Node]:
-    for name, value in s3_server.environment().items():
-        monkeypatch.setenv(name, value)
-    config = node_config(
-        tmp_path / "node",
-        firehose_reconcile_interval_ms=50,
-        firehose_write_bytes_per_second=0,
-        firehose_write_records_per_second=0,
-    )
-    async with running_node(config, clock) as node:
-        yield node
+    with pytest.MonkeyPatch.context() as environment:
+        for name, value in s3_server.environment().items():
+            environment.setenv(name, value)
+        config = node_config(
+            tmp_path_factory.mktemp("node"),
+            firehose_reconcile_interval_ms=50,
+            firehose_write_bytes_per_second=0,
+            firehose_write_records_per_second=0,
+        )
+        async with running_node(config, clock) as node:
+            yield node
 
 
 async def wait_version(node: Node, version_id: int, *, deadline_s: float = 30) -> None:
@@ -291,6 +293,98 @@ CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
             await asyncio.sleep(0.1)
     assert sorted(delivered.decode().splitlines()) == ["QXZ,30.0", "XYZ,20.0"]
     await call(analytics.stop_application, ApplicationName="to-firehose")
+    for client in (analytics, kinesis, firehose):
+        client.close()
+
+
+async def test_a_delivery_stream_as_input(
+    s3_node: Node,
+    s3_server: S3Server,  # noqa: F811
+) -> None:
+    """An application reading a DirectPut delivery stream (KinesisFirehoseInput) sees what is
+    put into it, while the delivery stream still delivers every record to S3."""
+    s3_server.create_bucket("raw")
+    analytics = analytics_client(s3_node)
+    kinesis = boto_client(f"http://127.0.0.1:{s3_node.http_port}")
+    firehose = firehose_client(f"http://127.0.0.1:{s3_node.http_port}")
+    await call(kinesis.create_stream, StreamName="pricey", ShardCount=1)
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName="ticks-in",
+        ExtendedS3DestinationConfiguration=s3_destination(
+            "raw", BufferingHints={"SizeInMBs": 1, "IntervalInSeconds": 0}
+        ),
+    )
+    await wait_status(firehose, "ticks-in", "ACTIVE")
+    code = """CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (TICKER VARCHAR(4), PRICE DOUBLE);
+CREATE OR REPLACE PUMP "P" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE PRICE > 15;
+"""
+    await call(
+        analytics.create_application,
+        ApplicationName="from-firehose",
+        ApplicationCode=code,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisFirehoseInput": {
+                    "ResourceARN": DELIVERY_ARN.format("ticks-in"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("pricey"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    records = [
+        ticker_record(("ABC", "TECHNOLOGY", 1.0, 10.0)),
+        ticker_record(("XYZ", "ENERGY", 2.0, 20.0)),
+        ticker_record(("QXZ", "HEALTHCARE", 2.0, 30.0)),
+    ]
+    await call(
+        firehose.put_record_batch,
+        DeliveryStreamName="ticks-in",
+        Records=[{"Data": record["Data"] + b"\n"} for record in records],
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="from-firehose",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    rows = [json.loads(data) for data in await read_all(kinesis, "pricey", 2)]
+    # The delivery stream spreads its records over its internal stream's shards: no order.
+    assert sorted(rows, key=lambda row: row["PRICE"]) == [
+        {"TICKER": "XYZ", "PRICE": 20.0},
+        {"TICKER": "QXZ", "PRICE": 30.0},
+    ]
+    delivered = b""
+    async with asyncio.timeout(30):  # the delivery stream still delivers all three
+        while delivered.count(b"\n") < 3:
+            delivered = b"".join(s3_server.objects("raw").values())
+            await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):  # its marks are recorded (fenced by its placement lease)
+        while True:
+            assert s3_node.service is not None
+            image = s3_node.service.ctx.image()
+            (app,) = [a for a in image.analytics.applications.values() if a.name == "from-firehose"]
+            if app.continuous_through:  # the shards that received the records
+                break
+            await asyncio.sleep(0.05)
+    await call(analytics.stop_application, ApplicationName="from-firehose")
     for client in (analytics, kinesis, firehose):
         client.close()
 

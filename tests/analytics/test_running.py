@@ -12,17 +12,20 @@ rows are exact, not timing-dependent.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any
 
 import pytest
 
+from broker.analytics import records
 from broker.clock import ManualClock
 from broker.node import Node
+from tests.analytics.conftest import MODULE_LOOP
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
 from tests.compat.conftest import call
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
 CODE = """-- The guide's tumbling window: a count per ticker every 10 seconds.
 CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
@@ -200,3 +203,161 @@ async def test_tumbling_window_and_filter_from_the_guide(
             if not node.applications.running():
                 break
             await asyncio.sleep(0.05)
+
+
+REGEX_EXAMPLE = """-- The SQL reference's REGEX_LOG_PARSE example 1, unchanged.
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (match1 VARCHAR(1024), match2 VARCHAR(1024));
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM T.REC.COLUMN1, T.REC.COLUMN2
+    FROM
+         (SELECT STREAM SECTOR,
+             REGEX_LOG_PARSE(SECTOR, '.*([E].).*([R].*)') AS REC
+             FROM SOURCE_SQL_STREAM_001) AS T;
+"""
+
+
+async def test_the_regex_log_parse_example(node: Node, kinesis: Any, analytics: Any) -> None:
+    for stream in ("sectors", "matches"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    await call(
+        analytics.create_application,
+        ApplicationName="regex-example",
+        ApplicationCode=REGEX_EXAMPLE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {
+                    "ResourceARN": STREAM_ARN.format("sectors"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("matches"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    await call(
+        kinesis.put_records,
+        StreamName="sectors",
+        Records=[ticker_record(r) for r in (WINDOW_2[0], WINDOW_1[1])],  # ENERGY, TECHNOLOGY
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="regex-example",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    matches = [json.loads(data) for data in await read_all(kinesis, "matches", 2)]
+    assert matches == [{"MATCH1": "EN", "MATCH2": "RGY"}, {"MATCH1": None, "MATCH2": None}]
+    await call(analytics.stop_application, ApplicationName="regex-example")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)
+
+
+COPY = """CREATE OR REPLACE STREAM "COPIES" (TICKER VARCHAR(4));
+CREATE OR REPLACE PUMP "COPY_PUMP" AS INSERT INTO "COPIES"
+    SELECT STREAM TICKER_SYMBOL FROM "SOURCE_SQL_STREAM_001";
+"""
+
+
+async def test_rows_written_before_a_takeover_are_not_written_again(
+    node: Node, kinesis: Any, analytics: Any
+) -> None:
+    """A holder that wrote rows and died before recording the marks covering them: its
+    successor replays their records and finds the rows in the output stream (by their
+    partition keys: output, ROWTIME and record), so it does not write them again. The dead
+    holder is simulated by writing BBB's copies into the output stream, as it would have,
+    while the application is stopped; it then continues from LAST_STOPPED_POINT."""
+    for stream in ("copy-in", "copies"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    await call(
+        analytics.create_application,
+        ApplicationName="copier",
+        ApplicationCode=COPY,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {
+                    "ResourceARN": STREAM_ARN.format("copy-in"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "COPIES",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("copies"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+
+    async def start(position: str) -> None:
+        await call(
+            analytics.start_application,
+            ApplicationName="copier",
+            InputConfigurations=[
+                {
+                    "Id": "1.1",
+                    "InputStartingPositionConfiguration": {"InputStartingPosition": position},
+                }
+            ],
+        )
+
+    async def stop() -> None:
+        await call(analytics.stop_application, ApplicationName="copier")
+        assert node.applications is not None
+        async with asyncio.timeout(10):
+            while True:  # the application leaves the node (bounded by the timeout)
+                if not node.applications.running():
+                    break
+                await asyncio.sleep(0.05)
+
+    await call(kinesis.put_records, StreamName="copy-in", Records=[ticker_record(WINDOW_1[0])])
+    await start("TRIM_HORIZON")
+    assert len(await read_all(kinesis, "copies", 1)) == 1
+    await stop()
+    await call(kinesis.put_records, StreamName="copy-in", Records=[ticker_record(WINDOW_2[0])])
+    # The dead holder's write: BBB's copy, keyed as the runner keys it.
+    (shard,) = (await call(kinesis.list_shards, StreamName="copy-in"))["Shards"]
+    iterator = (
+        await call(
+            kinesis.get_shard_iterator,
+            StreamName="copy-in",
+            ShardId=shard["ShardId"],
+            ShardIteratorType="TRIM_HORIZON",
+        )
+    )["ShardIterator"]
+    last = (await call(kinesis.get_records, ShardIterator=iterator))["Records"][-1]
+    arrival_ms = round(last["ApproximateArrivalTimestamp"].timestamp() * 1000)
+    copy = records.format_record(["TICKER"], ["XYZ"], "JSON")
+    key = hashlib.md5(f"COPIES|{arrival_ms}|".encode() + copy, usedforsecurity=False).hexdigest()
+    await call(kinesis.put_record, StreamName="copies", Data=copy, PartitionKey=key)
+
+    await start("LAST_STOPPED_POINT")
+    await call(kinesis.put_records, StreamName="copy-in", Records=[ticker_record(WINDOW_2[2])])
+    copies = [json.loads(data) for data in await read_all(kinesis, "copies", 3)]
+    await asyncio.sleep(0.5)  # a copy written again would come with the next one's
+    copies = [json.loads(data) for data in await read_all(kinesis, "copies", 3)]
+    assert copies == [{"TICKER": "QXZ"}, {"TICKER": "XYZ"}, {"TICKER": "XYZ"}]
+    await stop()

@@ -89,9 +89,36 @@ def test_step_over_an_event_time_column() -> None:
         (
             'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'
             'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
-            "SELECT STREAM A FROM\n"
-            "  (SELECT STREAM PRICE AS A FROM SOURCE_SQL_STREAM_001);",
+            "SELECT STREAM A FROM SOURCE_SQL_STREAM_001 WHERE PRICE >\n"
+            "  (SELECT STREAM MAX(PRICE) FROM SOURCE_SQL_STREAM_001);",
             "Line 4: Shoal cannot run a subquery",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM T.N FROM\n"
+            "  (SELECT STREAM COUNT(*) AS N FROM SOURCE_SQL_STREAM_001 GROUP BY SECTOR) AS T;",
+            "Line 2: Shoal cannot run a subquery that groups, joins or uses OVER",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM W3C_LOG_PARSE(SECTOR, 'COMMON').HOST FROM SOURCE_SQL_STREAM_001;",
+            "Line 3: Shoal cannot run W3C_LOG_PARSE",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM\n"
+            "  REGEX_LOG_PARSE(SECTOR, TICKER_SYMBOL).COLUMN1 FROM SOURCE_SQL_STREAM_001;",
+            "Line 4: Shoal cannot run this log-parsing call: REGEX_LOG_PARSE needs a literal",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM FIXED_COLUMN_LOG_PARSE(SECTOR, 'A TYPE INTEGER').A\n"
+            "FROM SOURCE_SQL_STREAM_001;",
+            "Line 3: Shoal cannot run this log-parsing call: no START in 'A TYPE INTEGER'",
         ),
         (
             'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'

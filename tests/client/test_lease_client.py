@@ -25,6 +25,7 @@ import grpc
 import pytest
 
 from broker.api.leases.v1 import leases_pb2 as pb
+from broker.caller import Caller
 from broker.cli import main
 from broker.client.grpc_client import AsyncShoalClient
 from broker.client.leases import GrpcLeaseClient
@@ -73,7 +74,8 @@ class LeaseServer:
 
 async def serve_leases(frontend: MetadataFrontend, clock: ManualClock) -> grpc.aio.Server:
     server = grpc.aio.server()
-    server.add_generic_rpc_handlers((lease_handler(frontend, clock),))
+    caller = Caller(region="us-east-1", account_id="000000000000")
+    server.add_generic_rpc_handlers((lease_handler(frontend, clock, caller=caller),))
     return server
 
 

@@ -251,6 +251,40 @@ async def test_every_operation(
     assert acked["Successful"] == [handle]  # acknowledged since: acknowledging again is fine
     await call(kinesis.delete_queue, QueueARN=queue)
 
+    # Channels (tests/compat/test_channels.py delivers one to S3). Without an S3 store here
+    # the channel stays CREATING: UpdateChannel is refused, DeleteChannel is not.
+    channel = (
+        await call(
+            kinesis.create_channel,
+            ChannelName="lake",
+            ServiceExecutionRoleARN="arn:aws:iam::000000000000:role/channels",
+            StreamConfigurationList=[
+                {
+                    "StreamARN": ARN.format("all"),
+                    "RecordConfiguration": {"RecordFormatType": "JSON"},
+                }
+            ],
+            S3DestinationConfiguration={
+                "StorageConfiguration": {
+                    "BucketARN": "arn:aws:s3:::lake",
+                    "ExpectedBucketOwner": "000000000000",
+                    "CompressionType": "GZIP",
+                }
+            },
+        )
+    )["ChannelDescription"]["ChannelARN"]
+    assert (await call(kinesis.describe_channel, ChannelARN=channel))["ChannelDescription"][
+        "ChannelName"
+    ] == "lake"
+    assert len((await call(kinesis.list_channels))["ChannelSummaries"]) == 1
+    with pytest.raises(kinesis.exceptions.ResourceInUseException):
+        await call(
+            kinesis.update_channel,
+            ChannelARN=channel,
+            S3DestinationConfiguration={"DataFreshnessInSeconds": 120},
+        )
+    await call(kinesis.delete_channel, ChannelARN=channel)
+
     await call(kinesis.delete_stream, StreamName="all")
     assert (await call(kinesis.list_streams))["StreamNames"] == []
 

@@ -15,8 +15,12 @@ from typing import Any
 import boto3
 import botocore.config
 import botocore.exceptions
+import grpc
 import pytest
 
+from broker.api.kinesis.v1 import kinesis_pb2 as kinesis
+from broker.api.leases.v1 import leases_pb2 as leases
+from broker.api.limits.v1 import limits_pb2 as limits
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.node import Node
@@ -161,3 +165,135 @@ async def test_two_accounts_streams_of_one_name_do_not_collide(node: Node) -> No
     await service.call("DeleteStream", {"StreamName": "shared"}, first)
     still = await service.call("DescribeStreamSummary", {"StreamName": "shared"}, second)
     assert still["StreamDescriptionSummary"]["StreamName"] == "shared"
+
+
+async def _native(
+    node: Node, path: str, request: Any, response_class: Any, region: str | None
+) -> Any:
+    """One unary call on the node's gRPC port, addressed to `region` (x-shoal-region)."""
+    metadata = () if region is None else (("x-shoal-region", region),)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+        stub = channel.unary_unary(
+            path,
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=response_class.FromString,
+        )
+        return await stub(request, metadata=metadata, timeout=10)
+
+
+async def test_native_grpc_services_act_in_the_region_their_metadata_names(
+    node: Node, endpoint: str
+) -> None:
+    kinesis_path = "/broker.api.kinesis.v1.KinesisService/"
+    await _native(
+        node,
+        kinesis_path + "CreateStream",
+        kinesis.CreateStreamInput(stream_name="native", shard_count=1),
+        kinesis.CreateStreamOutput,
+        "eu-west-1",
+    )
+    west = regional_client(endpoint, "eu-west-1")
+    east = regional_client(endpoint, "us-east-1")
+    try:
+        summary = (await call(west.describe_stream_summary, StreamName="native"))[
+            "StreamDescriptionSummary"
+        ]
+        assert summary["StreamARN"] == f"arn:aws:kinesis:eu-west-1:{ACCOUNT}:stream/native"
+        with pytest.raises(botocore.exceptions.ClientError):
+            await call(east.describe_stream_summary, StreamName="native")
+    finally:
+        west.close()
+        east.close()
+
+    # Leases: the application and its stream are the west region's; east sees neither.
+    lease_path = "/broker.api.leases.v1.LeaseService/"
+    created = await _native(
+        node,
+        lease_path + "CreateLeases",
+        leases.CreateLeasesRequest(
+            application="app",
+            stream_name="native",
+            leases=[leases.NewLease(shard_id="shardId-000000000000")],
+        ),
+        leases.CreateLeasesResponse,
+        "eu-west-1",
+    )
+    assert [(lease.application, lease.stream_name) for lease in created.leases] == [
+        ("app", "native")
+    ]
+    for region, expected in (("eu-west-1", ["app"]), ("us-east-1", []), (None, [])):
+        listed = await _native(
+            node,
+            lease_path + "ListApplications",
+            leases.ListApplicationsRequest(),
+            leases.ListApplicationsResponse,
+            region,
+        )
+        assert list(listed.applications) == expected, region
+    west_leases = await _native(
+        node,
+        lease_path + "ListLeases",
+        leases.ListLeasesRequest(application="app"),
+        leases.ListLeasesResponse,
+        "eu-west-1",
+    )
+    assert [lease.stream_name for lease in west_leases.leases] == ["native"]
+
+    # Limits: the west stream is found in the west region only.
+    limits_path = "/broker.api.limits.v1.LimitsService/"
+    described = await _native(
+        node,
+        limits_path + "DescribeStreamLimits",
+        limits.DescribeStreamLimitsRequest(stream_name="native"),
+        limits.StreamLimitsResponse,
+        "eu-west-1",
+    )
+    assert described.stream_name == "native"
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await _native(
+            node,
+            limits_path + "DescribeStreamLimits",
+            limits.DescribeStreamLimitsRequest(stream_name="native"),
+            limits.StreamLimitsResponse,
+            None,
+        )
+    assert missing.value.code() is grpc.StatusCode.NOT_FOUND
+
+    # A region that is not one is refused.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await _native(
+            node,
+            kinesis_path + "ListStreams",
+            kinesis.ListStreamsInput(),
+            kinesis.ListStreamsOutput,
+            "not a region",
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_queues_belong_to_the_region_they_are_created_in(endpoint: str) -> None:
+    west = regional_client(endpoint, "eu-west-1")
+    east = regional_client(endpoint, "us-east-1")
+    try:
+        await call(
+            west.create_stream,
+            StreamName="jobs",
+            StreamModeDetails={"StreamMode": "ON_DEMAND"},
+        )
+        stream_arn = (await call(west.describe_stream_summary, StreamName="jobs"))[
+            "StreamDescriptionSummary"
+        ]["StreamARN"]
+        created = await call(
+            west.create_queue, QueueName="work", StreamConfigurationList=[{"StreamARN": stream_arn}]
+        )
+        arn = created["QueueDescription"]["QueueARN"]
+        assert arn.startswith(f"arn:aws:kinesis:eu-west-1:{ACCOUNT}:queue/")
+        listed = await call(west.list_queues)
+        assert [q["QueueARN"] for q in listed["QueueSummaries"]] == [arn]
+        assert (await call(east.list_queues))["QueueSummaries"] == []
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            await call(east.describe_queue, QueueARN=arn)
+        assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    finally:
+        west.close()
+        east.close()

@@ -4,6 +4,7 @@ UpdateStreamRecordDistributionStrategy."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -15,8 +16,11 @@ from broker.clock import ManualClock
 from broker.errors import ShoalError
 from broker.node import Node
 from tests.compat.conftest import call
+from tests.conftest import shared_node_fixtures
 
-pytestmark = pytest.mark.integration
+# One node for the module: its tests use distinct names.
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+clock, node, client = shared_node_fixtures()
 
 # The AWS-managed key by its alias ARN: a key every node knows (broker/crypto/master_keys.py).
 KEY = "arn:aws:kms:us-east-1:000000000000:alias/aws/kinesis"
@@ -80,7 +84,8 @@ async def test_resource_policy_on_a_stream(kinesis: Any) -> None:
     ],
 )
 async def test_malformed_policies_are_refused(kinesis: Any, document: str) -> None:
-    arn = await create(kinesis, "strict", ShardCount=1)
+    name = "strict-" + hashlib.sha256(document.encode()).hexdigest()[:8]
+    arn = await create(kinesis, name, ShardCount=1)
     code, message = await error_of(kinesis.put_resource_policy, ResourceARN=arn, Policy=document)
     assert code == "InvalidArgumentException"
     assert message.startswith("Invalid policy document: ")

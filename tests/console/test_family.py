@@ -9,27 +9,28 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 
+from broker.clock import ManualClock
 from broker.node import Node
 from tests.analytics.conftest import analytics_client
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
 from tests.compat.conftest import boto_client
-from tests.firehose.conftest import (  # noqa: F401  (fixtures)
+from tests.firehose.conftest import (
     call,
-    fh_node,
-    firehose,
+    firehose_client,
     s3_destination,
     wait_gone,
     wait_status,
 )
-from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
+from tests.s3_server import S3Server, running_s3_node, running_s3_server
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 FILTER_SQL = """CREATE OR REPLACE STREAM "TECH_STREAM" (ticker_symbol VARCHAR(4), price REAL);
@@ -39,8 +40,34 @@ CREATE OR REPLACE PUMP "TECH_PUMP" AS INSERT INTO "TECH_STREAM"
 """
 
 
-@pytest.fixture
-async def web(fh_node: Node) -> AsyncIterator[httpx.AsyncClient]:  # noqa: F811
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    with running_s3_server() as server:
+        yield server
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def fh_node(
+    tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server
+) -> AsyncIterator[Node]:
+    """One node with an S3 store for both pages' tests (on the module's event loop)."""
+    clock = ManualClock(wall_ms=1_790_000_000_000)
+    data_dir = tmp_path_factory.mktemp("console-family") / "node"
+    async with running_s3_node(data_dir, clock, s3_server) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def firehose(fh_node: Node) -> Iterator[Any]:
+    client = firehose_client(f"http://127.0.0.1:{fh_node.http_port}")
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def web(fh_node: Node) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{fh_node.http_port}", timeout=30
     ) as client:
@@ -63,10 +90,10 @@ def _csrf(page: httpx.Response) -> str:
 
 
 async def test_delivery_stream_pages(
-    fh_node: Node,  # noqa: F811
-    firehose: Any,  # noqa: F811
+    fh_node: Node,
+    firehose: Any,
     web: httpx.AsyncClient,
-    s3_server: S3Server,  # noqa: F811
+    s3_server: S3Server,
 ) -> None:
     s3_server.create_bucket("console-bucket")
     destination = s3_destination(
@@ -132,7 +159,7 @@ async def test_delivery_stream_pages(
     assert missing.status_code == 400 and "ResourceNotFoundException" in missing.text
 
 
-async def test_sql_application_pages(fh_node: Node, web: httpx.AsyncClient) -> None:  # noqa: F811
+async def test_sql_application_pages(fh_node: Node, web: httpx.AsyncClient) -> None:
     kinesis = boto_client(f"http://127.0.0.1:{fh_node.http_port}")
     analytics = analytics_client(fh_node)
     for name in ("tickers", "tech"):

@@ -148,16 +148,16 @@ def test_actions_are_the_api_calls() -> None:
 
 def test_sessions_expire_and_are_bound_to_the_cluster() -> None:
     keys = {"AK": "secret"}
-    token = sessions.sign_in(keys, "AK", "secret", cluster_secret=b"c1", now_ms=0)
+    token = sessions.sign_in(keys.get, "AK", "secret", cluster_secret=b"c1", now_ms=0)
     assert token is not None
-    assert sessions.sign_in(keys, "AK", "wrong", cluster_secret=b"c1", now_ms=0) is None
-    assert sessions.session_key(token, keys, cluster_secret=b"c1", now_ms=1) == "AK"
-    assert sessions.session_key(token, keys, cluster_secret=b"c2", now_ms=1) is None
+    assert sessions.sign_in(keys.get, "AK", "wrong", cluster_secret=b"c1", now_ms=0) is None
+    assert sessions.session_key(token, keys.get, cluster_secret=b"c1", now_ms=1) == "AK"
+    assert sessions.session_key(token, keys.get, cluster_secret=b"c2", now_ms=1) is None
     late = sessions.SESSION_LIFETIME_MS + 1
-    assert sessions.session_key(token, keys, cluster_secret=b"c1", now_ms=late) is None
-    assert sessions.session_key(token, {}, cluster_secret=b"c1", now_ms=1) is None
+    assert sessions.session_key(token, keys.get, cluster_secret=b"c1", now_ms=late) is None
+    assert sessions.session_key(token, lambda key: None, cluster_secret=b"c1", now_ms=1) is None
     forged = token.rsplit(".", 1)[0] + "." + "0" * 64
-    assert sessions.session_key(forged, keys, cluster_secret=b"c1", now_ms=1) is None
+    assert sessions.session_key(forged, keys.get, cluster_secret=b"c1", now_ms=1) is None
     assert dataclasses.is_dataclass(views.StreamRow)
 
 

@@ -135,20 +135,16 @@ async def test_errors_reach_grpc_clients_structured(node: Node) -> None:
     assert info.reason == "ResourceNotFoundException"
 
 
-@pytest.mark.parametrize(
-    ("request_fields", "error"),
-    [
-        ({"StreamName": "bad name", "ShardCount": 1}, "ValidationException"),
-        ({"StreamName": "x" * 129, "ShardCount": 1}, "ValidationException"),
-        ({"StreamName": "zero", "ShardCount": 0}, "ValidationException"),
-        ({"StreamName": "noshards"}, "ValidationException"),
-        ({"StreamName": "toomany", "ShardCount": 100_000}, "ValidationException"),
-    ],
-)
-async def test_create_stream_rejects_bad_input(
-    client: AsyncShoalClient, request_fields: dict[str, Any], error: str
-) -> None:
-    await expect_error(error, client.call("CreateStream", request_fields))
+async def test_create_stream_rejects_bad_input(client: AsyncShoalClient) -> None:
+    for request_fields in (
+        {"StreamName": "bad name", "ShardCount": 1},
+        {"StreamName": "x" * 129, "ShardCount": 1},
+        {"StreamName": "zero", "ShardCount": 0},
+        {"StreamName": "noshards"},
+        {"StreamName": "toomany", "ShardCount": 100_000},
+    ):
+        await expect_error("ValidationException", client.call("CreateStream", request_fields))
+    assert (await client.call("ListStreams", {}))["StreamNames"] == []  # nothing half-made
 
 
 async def test_put_and_get_roundtrip(client: AsyncShoalClient) -> None:

@@ -1,14 +1,19 @@
 """Access control through the public doors of one node with `access_control` on: principals
 and keys made with the IamService (signed by the bootstrap root key), boto3 calls refused and
-allowed by policies with AWS's message, another account's stream refused, old signatures
-(replays) refused, key guessing throttled, and a principal's key refused on the node-to-node
-RPCs."""
+allowed by policies with AWS's message, another account's stream refused, the web console
+acting as the signed-in principal, old signatures (replays) refused, key guessing throttled,
+and a principal's key refused on the node-to-node RPCs.
+
+One node for the module (its tests use their own stream and principal names); the guessing
+test runs last, since it leaves this address throttled."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,7 +25,9 @@ import boto3
 import botocore.config
 import botocore.exceptions
 import grpc
+import httpx
 import pytest
+import pytest_asyncio
 
 from broker.api.iam.v1 import iam_pb2, iam_pb2_grpc
 from broker.api.internal.v1 import internal_pb2, internal_pb2_grpc
@@ -34,9 +41,10 @@ from broker.iam.grpc_signing import SigningKey
 from broker.node import Node
 from tests.conftest import node_config, running_node
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
 ROOT_KEY, ROOT_SECRET = "AKIDROOT", "root-secret"
+CSRF = re.compile(r'name="csrf" value="([0-9a-f]+)"')
 ACCOUNT = "000000000000"
 OTHER = "444455556666"
 
@@ -79,11 +87,11 @@ class Iam:
         return principal.arn, key.access_key_id, key.secret_access_key
 
 
-@pytest.fixture
-async def iam(tmp_path: Path) -> AsyncIterator[Iam]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def iam(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Iam]:
     clock = ManualClock(wall_ms=SystemClock().wall_ms())  # signatures are checked against it
     config = node_config(
-        tmp_path / "node",
+        tmp_path_factory.mktemp("iam") / "node",
         settings={"aws_credentials": (f"{ROOT_KEY}:{ROOT_SECRET}",), "access_control": True},
     )
     async with running_node(config, clock) as node:
@@ -223,7 +231,11 @@ async def test_another_account_cannot_reach_the_stream(iam: Iam) -> None:
             {
                 "Effect": "Allow",
                 "Principal": {"AWS": f"arn:aws:iam::{OTHER}:root"},
-                "Action": "kinesis:DescribeStreamSummary",
+                "Action": [
+                    "kinesis:DescribeStreamSummary",
+                    "kinesis:GetShardIterator",
+                    "kinesis:GetRecords",
+                ],
                 "Resource": stream_arn,
             }
         ],
@@ -231,10 +243,32 @@ async def test_another_account_cannot_reach_the_stream(iam: Iam) -> None:
     await aws(root.put_resource_policy, ResourceARN=stream_arn, Policy=json.dumps(grant))
     summary = await aws(bob.describe_stream_summary, StreamARN=stream_arn)
     assert summary["StreamDescriptionSummary"]["StreamName"] == "private"
+    # Reading across accounts, as AWS allows it: by ARN, iterator and records.
+    await aws(root.put_record, StreamName="private", Data=b"shared", PartitionKey="k")
+    iterator = await aws(
+        bob.get_shard_iterator,
+        StreamARN=stream_arn,
+        ShardId="shardId-000000000000",
+        ShardIteratorType="TRIM_HORIZON",
+    )
+    read = await aws(bob.get_records, ShardIterator=iterator["ShardIterator"], StreamARN=stream_arn)
+    assert [record["Data"] for record in read["Records"]] == [b"shared"]
     assert (await refused(bob.put_record, StreamARN=stream_arn, Data=b"x", PartitionKey="k"))[
         "Code"
     ] == "AccessDeniedException"
     assert bob_arn.startswith(f"arn:aws:iam::{OTHER}:")
+    # Bob's account is its own namespace: the same name is another stream, and listings and
+    # errors name only his account's streams.
+    await aws(root.create_stream, StreamName="ledger", ShardCount=1)
+    await aws(bob.create_stream, StreamName="private", ShardCount=1)
+    mine = await aws(bob.describe_stream_summary, StreamName="private")
+    assert mine["StreamDescriptionSummary"]["StreamARN"] == stream_arn.replace(ACCOUNT, OTHER)
+    assert (await aws(bob.list_streams))["StreamNames"] == ["private"]
+    theirs = await aws(root.describe_stream_summary, StreamName="private")
+    assert theirs["StreamDescriptionSummary"]["StreamARN"] == stream_arn
+    error = await refused(bob.describe_stream_summary, StreamName="ledger")
+    assert error["Code"] == "ResourceNotFoundException"
+    assert error["Message"] == f"Stream ledger under account {OTHER} not found."
 
     # Nor through the native lease table (cluster-wide: `shoal:*` actions are operators')...
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{iam.node.grpc_port}")
@@ -272,31 +306,34 @@ def _scrape(url: str, user: str | None, password: str | None) -> int:
         return int(error.code)
 
 
-async def test_replayed_and_guessed_signatures_refused(iam: Iam) -> None:
-    method = "/broker.api.iam.v1.IamService/ListPrincipals"
-    old = SystemClock().wall_ms() - 6 * 60 * 1000
-    stale = grpc_signing.signed_metadata(
-        access_key_id=ROOT_KEY, secret=ROOT_SECRET, region="us-east-1", method=method, wall_ms=old
-    )
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await iam.stub.ListPrincipals(iam_pb2.ListPrincipalsRequest(), metadata=stale, timeout=10)
-    assert "Signature expired" in str(raised.value.details())
-    # Unsigned calls are refused too.
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await iam.stub.ListPrincipals(iam_pb2.ListPrincipalsRequest(), timeout=10)
-    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
-    # Guessing: after 20 failures from this address even the right key is turned away.
-    codes = []
-    for attempt in range(22):
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await iam.call(
-                "ListPrincipals", iam_pb2.ListPrincipalsRequest(), secret=f"guess-{attempt}"
-            )
-        codes.append(str(raised.value.details()))
-    assert "Too many failed authentication attempts" in codes[-1]
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await iam.call("ListPrincipals", iam_pb2.ListPrincipalsRequest())
-    assert "Too many failed authentication attempts" in str(raised.value.details())
+async def test_tag_conditions_decide_by_the_resource_and_the_request(iam: Iam) -> None:
+    """aws:ResourceTag/<key> reads the addressed stream's tags; aws:RequestTag/<key> and
+    aws:TagKeys the tags a request sets (the condition keys AWS defines for Kinesis)."""
+    root = kinesis(iam.node, ROOT_KEY, ROOT_SECRET)
+    await aws(root.create_stream, StreamName="tagged-blue", ShardCount=1, Tags={"team": "blue"})
+    await aws(root.create_stream, StreamName="tagged-red", ShardCount=1, Tags={"team": "red"})
+    blue = {"StringEquals": {"aws:ResourceTag/team": "blue"}}
+    _, key, secret = await iam.user(
+        ACCOUNT,
+        "blue-team",
+        {"Effect": "Allow", "Action": "kinesis:DescribeStreamSummary", "Resource": "*",
+         "Condition": blue},
+        {"Effect": "Allow", "Action": "kinesis:CreateStream", "Resource": "*",
+         "Condition": {"StringEquals": {"aws:RequestTag/team": "blue"},
+                       "ForAllValues:StringEquals": {"aws:TagKeys": ["team"]}}},
+    )  # fmt: skip
+    member = kinesis(iam.node, key, secret)
+    await aws(member.describe_stream_summary, StreamName="tagged-blue")
+    error = await refused(member.describe_stream_summary, StreamName="tagged-red")
+    assert error["Code"] == "AccessDeniedException"
+    await aws(member.create_stream, StreamName="made-blue", ShardCount=1, Tags={"team": "blue"})
+    for tags in ({"team": "red"}, {"team": "blue", "cost": "x"}):
+        error = await refused(
+            member.create_stream, StreamName="made-other", ShardCount=1, Tags=tags
+        )
+        assert error["Code"] == "AccessDeniedException", tags
+    error = await refused(member.create_stream, StreamName="made-other", ShardCount=1)
+    assert error["Code"] == "AccessDeniedException"
 
 
 async def test_principal_keys_cannot_call_internal_rpcs(iam: Iam) -> None:
@@ -412,13 +449,120 @@ async def test_cli_manages_principals_and_reads_the_trail(
     key = json.loads(created)
     listed = await asyncio.to_thread(shoal, "iam", "list-keys", arn, *signed)
     assert key["access_key_id"] in listed and key["secret_access_key"] not in listed
+    # Deactivated, a key authenticates nobody; reactivated, it works again.
+    carol = kinesis(iam.node, key["access_key_id"], key["secret_access_key"])
+    await aws(carol.list_streams)
+    key_id = key["access_key_id"]
+    status = await asyncio.to_thread(shoal, "iam", "set-key-status", key_id, "Inactive", *signed)
+    assert status.split() == [key_id, "Inactive"]
+    assert (await refused(carol.list_streams))["Code"] == "UnrecognizedClientException"
+    await asyncio.to_thread(shoal, "iam", "set-key-status", key_id, "Active", *signed)
+    await aws(carol.list_streams)
     # Unsigned: refused with the reason, exit 1.
     assert await asyncio.to_thread(main, [*base, "iam", "list-principals"]) == 1
     assert "MissingAuthenticationToken" in capsys.readouterr().err
     lines = await asyncio.to_thread(shoal, "audit", "--event-name", "AttachPolicy", *signed)
     events = [json.loads(line) for line in lines.splitlines()]
-    assert [event["requestParameters"]["principal_arn"] for event in events] == [arn]
+    assert arn in [event["requestParameters"]["principal_arn"] for event in events]
     await asyncio.to_thread(shoal, "iam", "delete-principal", arn, *signed)
+
+
+@contextlib.asynccontextmanager
+async def _console_session(node: Node, key: str, secret: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client signed in to the node's console with this key pair."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{node.http_port}", timeout=30) as web:
+        page = await web.get("/console/sign-in")
+        found = CSRF.search(page.text)
+        assert found is not None
+        signed = await web.post(
+            "/console/sign-in",
+            data={"csrf": found.group(1), "access_key_id": key, "secret_access_key": secret},
+        )
+        assert signed.status_code == 303, signed.text
+        yield web
+
+
+async def test_the_console_acts_as_the_signed_in_principal(iam: Iam) -> None:
+    """Each console page is authorized with the actions the AWS console calls for it: an
+    allowed page shows, a refused one is a 403 page with AWS's message, optional sections say
+    which action they need, and another account's console sees none of this account."""
+    root = kinesis(iam.node, ROOT_KEY, ROOT_SECRET)
+    for name in ("console-open", "console-closed"):
+        await aws(root.create_stream, StreamName=name, ShardCount=1)
+    open_arn = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/console-open"
+    closed_arn = f"arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/console-closed"
+    viewer_arn, key, secret = await iam.user(
+        ACCOUNT,
+        "console-viewer",
+        {"Effect": "Allow", "Action": "kinesis:ListStreams", "Resource": "*"},
+        {
+            "Effect": "Allow",
+            "Action": [
+                "kinesis:DescribeStreamSummary",
+                "kinesis:ListShards",
+                "kinesis:GetShardIterator",
+                "kinesis:GetRecords",
+            ],
+            "Resource": open_arn,
+        },
+    )
+    await aws(root.put_record, StreamName="console-open", Data=b"hello-console", PartitionKey="k")
+    async with _console_session(iam.node, key, secret) as web:
+        listing = await web.get("/console/streams")
+        assert listing.status_code == 200 and viewer_arn in listing.text
+        assert "console-open" in listing.text and "console-closed" in listing.text
+        page = await web.get("/console/streams/console-open")
+        assert page.status_code == 200, page.text
+        assert "shardId-000000000000" in page.text
+        assert "do not allow <code>kinesis:ListStreamConsumers</code>" in page.text
+        records = await web.get("/console/streams/console-open/records", params={"go": "1"})
+        assert records.status_code == 200 and "hello-console" in records.text
+        closed = await web.get("/console/streams/console-closed")
+        assert closed.status_code == 403 and "AccessDeniedException" in closed.text
+        assert (
+            f"User: {viewer_arn} is not authorized to perform: kinesis:DescribeStreamSummary "
+            f"on resource: {closed_arn} because no identity-based policy allows"
+        ) in closed.text
+        overview = await web.get("/console")
+        assert overview.status_code == 403
+        assert "not authorized to perform: shoal:ClusterStatus" in overview.text
+        found = CSRF.search(page.text)
+        assert found is not None
+        put = await web.post(
+            "/console/streams/console-open/records",
+            data={"csrf": found.group(1), "partition_key": "k", "data": "x"},
+        )
+        assert put.status_code == 403 and "kinesis:PutRecord" in put.text
+        for family in ("/console/delivery-streams", "/console/video", "/console/applications"):
+            refused_page = await web.get(family)
+            assert refused_page.status_code == 403, family
+    # Another account's principal allowed everything in its own account sees none of it.
+    _, other_key, other_secret = await iam.user(
+        OTHER, "console-other", {"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}
+    )
+    async with _console_session(iam.node, other_key, other_secret) as web:
+        listing = await web.get("/console/streams")
+        assert listing.status_code == 200 and "console-open" not in listing.text
+        page = await web.get("/console/streams/console-open")
+        assert page.status_code == 400 and "ResourceNotFoundException" in page.text
+        assert f"under account {OTHER} not found" in page.text
+        # Its own stream of the same name is the one it sees.
+        other = kinesis(iam.node, other_key, other_secret)
+        await aws(other.create_stream, StreamName="console-open", ShardCount=1)
+        page = await web.get("/console/streams/console-open")
+        assert page.status_code == 200, page.text
+        assert open_arn.replace(ACCOUNT, OTHER) in page.text and open_arn not in page.text
+        assert "do not allow <code>shoal:DescribeStreamLimits</code>" in page.text
+    # A wrong secret does not sign in.
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{iam.node.http_port}") as web:
+        page = await web.get("/console/sign-in")
+        found = CSRF.search(page.text)
+        assert found is not None
+        wrong = await web.post(
+            "/console/sign-in",
+            data={"csrf": found.group(1), "access_key_id": key, "secret_access_key": "nope"},
+        )
+        assert wrong.status_code == 401
 
 
 async def test_grpc_door_signed_by_principal_keys(iam: Iam) -> None:
@@ -450,3 +594,30 @@ async def test_grpc_door_signed_by_principal_keys(iam: Iam) -> None:
     finally:
         for client in (root, producer, unsigned):
             await client.close()
+
+
+async def test_replayed_and_guessed_signatures_refused(iam: Iam) -> None:
+    method = "/broker.api.iam.v1.IamService/ListPrincipals"
+    old = SystemClock().wall_ms() - 6 * 60 * 1000
+    stale = grpc_signing.signed_metadata(
+        access_key_id=ROOT_KEY, secret=ROOT_SECRET, region="us-east-1", method=method, wall_ms=old
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await iam.stub.ListPrincipals(iam_pb2.ListPrincipalsRequest(), metadata=stale, timeout=10)
+    assert "Signature expired" in str(raised.value.details())
+    # Unsigned calls are refused too.
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await iam.stub.ListPrincipals(iam_pb2.ListPrincipalsRequest(), timeout=10)
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    # Guessing: after 20 failures from this address even the right key is turned away.
+    codes = []
+    for attempt in range(22):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await iam.call(
+                "ListPrincipals", iam_pb2.ListPrincipalsRequest(), secret=f"guess-{attempt}"
+            )
+        codes.append(str(raised.value.details()))
+    assert "Too many failed authentication attempts" in codes[-1]
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await iam.call("ListPrincipals", iam_pb2.ListPrincipalsRequest())
+    assert "Too many failed authentication attempts" in str(raised.value.details())

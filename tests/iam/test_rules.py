@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from broker.audit.events import cloudtrail_event, is_data_event
 from broker.iam import grpc_signing
-from broker.iam.actions import action_name, arn_account, resource_arn
+from broker.iam.actions import (
+    action_name,
+    arn_account,
+    request_tag_keys,
+    request_tags,
+    resource_arn,
+)
 from broker.iam.throttle import FailureThrottle
 
 A = "111122223333"
@@ -38,6 +44,16 @@ def test_resources_from_arn_members_names_and_iterators() -> None:
     assert action_name("kinesis", "PutRecord") == "kinesis:PutRecord"
     assert arn_account(f"arn:aws:kinesis:eu-west-1:{A}:stream/s") == A
     assert arn_account("*") is None
+
+
+def test_request_tags_in_both_shapes() -> None:
+    assert request_tags({"Tags": {"team": "blue"}}) == (("team", "blue"),)
+    firehose = {"Tags": [{"Key": "team", "Value": "red"}, {"Key": "bare"}]}
+    assert request_tags(firehose) == (("team", "red"), ("bare", ""))
+    assert request_tag_keys(firehose) == ("team", "bare")
+    assert request_tag_keys({"TagKeys": ["a", "b"]}) == ("a", "b")
+    assert request_tag_keys({"TagKeyList": ["c"]}) == ("c",)
+    assert request_tags({"StreamName": "s"}) == () == request_tag_keys({})
 
 
 def test_throttle_blocks_after_the_failures_until_the_window_passes() -> None:

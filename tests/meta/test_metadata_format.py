@@ -47,6 +47,7 @@ from broker.replication.wire import envelope_to_proto
 from broker.types import NodeId, Offset, ShardUid
 from tests.cluster.test_rolling_upgrade import PREVIOUS
 from tests.meta.factories import create_stream, init_cluster, nodes_image, register_node
+from tests.meta.iam_factories import every_iam_command
 from tests.meta.test_controller import SETTINGS
 from tests.support import REPO
 
@@ -144,6 +145,8 @@ def test_commands_are_gated_by_what_they_carry() -> None:
     policy = PutResourcePolicy(now_ms=0, resource_arn="arn", stream_name="s", policy="{}")
     assert required_format(policy) == 2
     assert required_format(SetMetadataFormat(now_ms=0, level=2)) == 2
+    # Identities (issue 15): refused while any node reads only format 2.
+    assert required_format(every_iam_command(now_ms=0)[0]) == 3
     # Encryption at rest (issue 15): a stream's data keys are format 3.
     stop = SetStreamEncryption(
         now_ms=0, name="s", encryption_type="NONE", key_id=None, updating_ms=0

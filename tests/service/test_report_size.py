@@ -63,13 +63,18 @@ def _busy_report(mix: str, *, steady_reports: list[int] | None = None) -> Report
     config = LoadTrackerConfig(window_ms=1_000, window_count=6)
     recorder = ShardLoadRecorder(node_id=N1, clock=clock, image=lambda: image, config=config)
     streams: list[StreamMeta] = list(image.streams.values())
+    sizes = [RECORD_BYTES] * RECORDS_PER_SHARD
+    # One draw of keys and of offsets into a shard per window serves every shard (uniform
+    # streams: shards differ in width by at most one; each shard's recorder state is its own).
+    width = min(shard.hash_key_end - shard.hash_key_start for s in streams for shard in s.shards)
     for _ in range(config.window_count):
+        keys = _keys(mix, rng, RECORDS_PER_SHARD)
+        records = [_Record(key) for key in keys]
+        offsets = [rng.randint(0, width) for _ in keys]
         for stream in streams:
             for shard in stream.shards:
-                keys = _keys(mix, rng, RECORDS_PER_SHARD)
-                hash_keys = [rng.randint(shard.hash_key_start, shard.hash_key_end) for _ in keys]
-                records = [_Record(key) for key in keys]
-                recorder.written(shard.uid, records, [RECORD_BYTES] * len(keys), hash_keys)  # type: ignore[arg-type]
+                hash_keys = [shard.hash_key_start + offset for offset in offsets]
+                recorder.written(shard.uid, records, sizes, hash_keys)  # type: ignore[arg-type]
         clock.advance(ms=config.window_ms)
     command = recorder.report()
     assert command is not None
@@ -79,14 +84,14 @@ def _busy_report(mix: str, *, steady_reports: list[int] | None = None) -> Report
         recorder.reported(command)
         for period in range(6):  # the same load keeps coming, reported every 5 s for 30 s
             for _ in range(5):
+                records = [_Record(key) for key in _keys(mix, rng, RECORDS_PER_SHARD)]
                 for stream in streams:
                     for shard in stream.shards:
-                        keys = _keys(mix, rng, RECORDS_PER_SHARD)
                         recorder.written(
                             shard.uid,
-                            [_Record(key) for key in keys],  # type: ignore[misc]
-                            [RECORD_BYTES] * len(keys),
-                            [shard.hash_key_start + 2 + period] * len(keys),
+                            records,  # type: ignore[arg-type]
+                            sizes,
+                            [shard.hash_key_start + 2 + period] * len(records),
                         )
                 clock.advance(ms=config.window_ms)
             steady = recorder.report()

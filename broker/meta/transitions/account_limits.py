@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import UpdateAccountLimits, UpdateAccountSettings, UpdateStreamLimits
 from broker.meta.image import MetadataImage, ReshardKind, StreamMeta, StreamMode
@@ -69,10 +70,14 @@ def check_shard_limit(
     if additional > 0 and count + additional > limit:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"This request would exceed the shard limit for the account {account_id(image)} "
-            f"in {region(image)}. Current shard count for the account: {count}. "
-            f"Limit: {limit}. Number of additional shards that would have resulted from this "
-            f"request: {additional}. {_LIMITS_PAGE}",
+            error_messages.shard_limit_exceeded(
+                account_id=account_id(image),
+                region=region(image),
+                count=count,
+                limit=limit,
+                additional=additional,
+                limits_page=_LIMITS_PAGE,
+            ),
         )
 
 
@@ -82,9 +87,13 @@ def check_on_demand_limit(image: MetadataImage, *, now_ms: int, limit: int) -> N
     if count + 1 > limit:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"This request would exceed the on-demand stream limit for the account "
-            f"{account_id(image)} in {region(image)}. Current on-demand stream count for "
-            f"the account: {count}. Limit: {limit}. {_LIMITS_PAGE}",
+            error_messages.on_demand_limit_exceeded(
+                account_id=account_id(image),
+                region=region(image),
+                count=count,
+                limit=limit,
+                limits_page=_LIMITS_PAGE,
+            ),
         )
 
 

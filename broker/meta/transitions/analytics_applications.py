@@ -158,7 +158,7 @@ def record_progress(
     )
     if app is None:
         raise rules.not_found(command.name, command.account_id)
-    stream = app.input_stream_name()
+    stream = app.input_stream_name() or _delivery_input_stream(image, app)
     placement = (
         image.leases.get(
             rules.lease_application(app, "placement"), stream, rules.PLACEMENT_LEASE_KEY
@@ -190,3 +190,19 @@ def _require_changeable(app: Application, now_ms: int) -> None:
 
 def _stored(image: MetadataImage, table: ApplicationTable, app: Application) -> MetadataImage:
     return dataclasses.replace(image, analytics=table.with_application(app))
+
+
+def _delivery_input_stream(image: MetadataImage, app: Application) -> str | None:
+    """The Kinesis stream a delivery-stream input reads (its placement lease is on it): the
+    delivery stream's internal stream, or its source stream (as the runner resolves it)."""
+    inputs = app.input_descriptions()
+    described = inputs[0].get("KinesisFirehoseInputDescription") if inputs else None
+    if described is None:
+        return None
+    meta = image.delivery_streams.get(str(described["ResourceARN"]))
+    if meta is None:
+        return None
+    source = meta.source()
+    if source is None:
+        return meta.internal_stream
+    return str(source["KinesisStreamARN"]).rsplit("/", 1)[-1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import MetadataImage, StreamMeta, StreamStatus
 from broker.streams.namespaces import is_stream_key, name_of
@@ -61,7 +62,7 @@ def account_of(image: MetadataImage, key: str) -> str:
 def not_found(image: MetadataImage, name: str) -> ShoalError:
     return ShoalError(
         ErrorCode.RESOURCE_NOT_FOUND,
-        f"Stream {name_of(name)} under account {account_of(image, name)} not found.",
+        error_messages.stream_not_found(name=name_of(name), account_id=account_of(image, name)),
     )
 
 
@@ -77,9 +78,11 @@ def require_active(image: MetadataImage, meta: StreamMeta, *, now_ms: int) -> No
     if status is not StreamStatus.ACTIVE:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {name_of(meta.name)}"
-            f" under account {account_of(image, meta.name)} not ACTIVE, "
-            f"instead in state {status.value}",
+            error_messages.stream_not_active(
+                name=name_of(meta.name),
+                account_id=account_of(image, meta.name),
+                status=status.value,
+            ),
         )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     ActivateDeliveryStream,
@@ -115,7 +116,9 @@ def activate(image: MetadataImage, command: ActivateDeliveryStream) -> tuple[Met
 
 def delete(image: MetadataImage, command: DeleteDeliveryStream) -> tuple[MetadataImage, object]:
     meta = _existing(image, command.arn, command.name)
-    if meta.status is DeliveryStreamStatus.CREATING:
+    # A Kinesis channel may be deleted while CREATING (its creation only checks the stream and
+    # the bucket; an ActivateDeliveryStream after this finds it DELETING and does nothing).
+    if meta.status is DeliveryStreamStatus.CREATING and not meta.is_channel:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
             f"Firehose {meta.name} under account {meta.account_id} is in CREATING state; "
@@ -201,3 +204,17 @@ def set_encryption(
             encryption_key_arn="",
         )
     return _with(image, changed), changed
+
+
+def refuse_if_stream_has_channels(image: MetadataImage, stream_key: str, stream_name: str) -> None:
+    """DeleteStream, and switching the stream to provisioned, need every channel reading the
+    stream deleted first (channels are for on-demand streams, as on AWS)."""
+    for meta in image.delivery_streams.values():
+        if not meta.is_channel or meta.status is DeliveryStreamStatus.DELETING:
+            continue
+        source = meta.source() or {}
+        if source.get("StreamKey") == stream_key:
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                error_messages.stream_has_channels(stream_name, meta.account_id),
+            )

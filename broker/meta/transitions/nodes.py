@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import RegisterNode, RemoveNode, SetNodeState, SetShardLeader
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardMeta
@@ -18,24 +19,25 @@ def check_replication_factor(image: MetadataImage, replication_factor: int) -> N
     if replication_factor < 1:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value '{replication_factor}' at "
-            "'replicationFactor' failed to satisfy constraint: Member must have value greater "
-            "than or equal to 1",
+            error_messages.replication_factor_too_small(replication_factor=replication_factor),
         )
     active = len(image.active_node_ids())
     if replication_factor > active:
         # Retryable: a node that is restarting or being unfenced brings the count back.
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"Cannot place {replication_factor} replicas per shard: only {active} nodes are "
-            "ACTIVE.",
+            error_messages.too_few_active_nodes(
+                replication_factor=replication_factor, active=active
+            ),
         )
 
 
 def _node(image: MetadataImage, node_id: NodeId) -> NodeMeta:
     node = image.nodes.get(node_id)
     if node is None:
-        raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Node {node_id} is not registered.")
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND, error_messages.node_not_registered(node_id=node_id)
+        )
     return node
 
 
@@ -47,14 +49,16 @@ def _with_node(image: MetadataImage, node: NodeMeta) -> MetadataImage:
 
 def register_node(image: MetadataImage, command: RegisterNode) -> tuple[MetadataImage, object]:
     if not command.node_id or not command.api_address:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "A node needs a node id and an API address.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.NODE_ID_AND_ADDRESS_REQUIRED)
     for other in image.nodes.values():
         if other.node_id == command.node_id or other.state is NodeState.REMOVED:
             continue
         if other.api_address == command.api_address:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"Node {other.node_id} already uses the API address {command.api_address}.",
+                error_messages.api_address_in_use(
+                    node_id=other.node_id, api_address=command.api_address
+                ),
             )
     previous = image.nodes.get(command.node_id)
     incarnation = 1 if previous is None else previous.incarnation + 1
@@ -75,18 +79,21 @@ def register_node(image: MetadataImage, command: RegisterNode) -> tuple[Metadata
 def set_node_state(image: MetadataImage, command: SetNodeState) -> tuple[MetadataImage, object]:
     node = _node(image, command.node_id)
     if command.state is NodeState.REMOVED:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "Use RemoveNode to remove a node.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.USE_REMOVE_NODE)
     if node.state is NodeState.REMOVED:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Node {node.node_id} was removed; it must register again first.",
+            error_messages.node_was_removed(node_id=node.node_id),
         )
     if node.incarnation != command.expected_incarnation:
         # Decided about an earlier (or later) incarnation: the node restarted meanwhile.
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Node {node.node_id} is at incarnation {node.incarnation}, not "
-            f"{command.expected_incarnation}.",
+            error_messages.node_incarnation_mismatch(
+                node_id=node.node_id,
+                incarnation=node.incarnation,
+                expected_incarnation=command.expected_incarnation,
+            ),
         )
     if node.state is command.state:
         return image, node
@@ -98,25 +105,32 @@ def set_shard_leader(image: MetadataImage, command: SetShardLeader) -> tuple[Met
     meta = image.stream_by_uid(command.stream_uid)
     if meta is None or meta.is_gone(now_ms=command.now_ms):
         raise ShoalError(
-            ErrorCode.RESOURCE_NOT_FOUND, f"Stream with id {command.stream_uid} not found."
+            ErrorCode.RESOURCE_NOT_FOUND,
+            error_messages.stream_uid_not_found(stream_uid=command.stream_uid),
         )
     shard = meta.shard_by_index(command.shard_index)
     if shard is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Shard {command.shard_index} of stream {meta.name} not found.",
+            error_messages.shard_index_not_found(shard_index=command.shard_index, name=meta.name),
         )
     if shard.epoch != command.expected_epoch:
         # Compare-and-set: someone else changed the shard since the caller looked.
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Shard {shard.shard_id} of stream {meta.name} is at epoch {shard.epoch}, not "
-            f"{command.expected_epoch}.",
+            error_messages.shard_epoch_mismatch(
+                shard_id=shard.shard_id,
+                name=meta.name,
+                epoch=shard.epoch,
+                expected_epoch=command.expected_epoch,
+            ),
         )
     if command.epoch <= command.expected_epoch:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"A new epoch must exceed {command.expected_epoch}, got {command.epoch}.",
+            error_messages.epoch_not_raised(
+                expected_epoch=command.expected_epoch, epoch=command.epoch
+            ),
         )
     _check_replica_set(image, shard, command)
     # A new leader's throttles start empty at this moment (streams/throttling.py); the same
@@ -137,13 +151,14 @@ def _check_replica_set(image: MetadataImage, shard: ShardMeta, command: SetShard
     replicas = command.replicas
     if not replicas or len(set(replicas)) != len(replicas):
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"Bad replica set {list(replicas)}: empty or repeated."
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.bad_replica_set(replicas=list(replicas)),
         )
     for node_id in replicas:
         node = image.nodes.get(node_id)
         if node is None or node.state is NodeState.REMOVED:
             raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, f"Replica {node_id} is not a registered node."
+                ErrorCode.INVALID_ARGUMENT, error_messages.replica_not_registered(node_id=node_id)
             )
     changed = set(replicas) ^ set(shard.replicas)
     if shard.replicas and len(changed) > 1:
@@ -151,14 +166,15 @@ def _check_replica_set(image: MetadataImage, shard: ShardMeta, command: SetShard
         # majority of the new one (Raft's single-server membership change).
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"The replica set of {shard.shard_id} may change by one node per epoch: "
-            f"{list(shard.replicas)} -> {list(replicas)}.",
+            error_messages.replica_set_changes_too_much(
+                shard_id=shard.shard_id, current=list(shard.replicas), proposed=list(replicas)
+            ),
         )
     if command.leader is None:
         return
     if command.leader not in replicas:
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"Leader {command.leader} is not one of the replicas."
+            ErrorCode.INVALID_ARGUMENT, error_messages.leader_not_a_replica(leader=command.leader)
         )
     # DRAINING may lead: the controller avoids it, but a leaving node that holds the only
     # complete log must lead until the others caught up (choose_leader never picks a
@@ -167,7 +183,7 @@ def _check_replica_set(image: MetadataImage, shard: ShardMeta, command: SetShard
     if state not in (NodeState.ACTIVE, NodeState.DRAINING):
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Node {command.leader} is {state.value}; only an ACTIVE or DRAINING node may lead.",
+            error_messages.node_cannot_lead(leader=command.leader, state=state.value),
         )
 
 
@@ -186,8 +202,9 @@ def remove_node(image: MetadataImage, command: RemoveNode) -> tuple[MetadataImag
             if node.node_id in shard.replicas:
                 raise ShoalError(
                     ErrorCode.RESOURCE_IN_USE,
-                    f"Node {node.node_id} still holds a replica of {shard.shard_id} of stream "
-                    f"{stream.name}; drain it first.",
+                    error_messages.node_still_holds_replica(
+                        node_id=node.node_id, shard_id=shard.shard_id, name=stream.name
+                    ),
                 )
     removed = dataclasses.replace(node, state=NodeState.REMOVED)
     return _with_node(image, removed), removed

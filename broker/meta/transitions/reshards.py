@@ -216,7 +216,9 @@ def complete_reshard(
     if meta is None or meta.is_gone(now_ms=now_ms):
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Stream with id {command.stream_uid} under account {account_id(image)} not found.",
+            error_messages.stream_uid_not_found_in_account(
+                stream_uid=command.stream_uid, account_id=account_id(image)
+            ),
         )
     if meta.reshard is None:
         # Already completed (a retry after an unknown outcome), or abandoned by DeleteStream:
@@ -228,8 +230,9 @@ def complete_reshard(
         # match the shards this reshard sealed. Refused, never applied to the wrong reshard.
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"CompleteReshard for stream {meta.name} names shards {sorted(end_offsets)} but "
-            f"the pending reshard sealed {list(meta.reshard.sealed)}.",
+            error_messages.reshard_sealed_mismatch(
+                name=meta.name, end_offsets=sorted(end_offsets), sealed=list(meta.reshard.sealed)
+            ),
         )
     next_image, completed = _finish_reshard(
         image,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from broker import limits
+from broker import error_messages, limits
 from broker.consumers import leases, registry
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
@@ -52,8 +52,9 @@ def _check_lease_shards(image: MetadataImage, command: CreateLeasesCommand) -> N
         if new.shard_id not in shard_ids:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Shard {new.shard_id} in stream {meta.name} under account "
-                f"{account_id(image)} does not exist",
+                error_messages.shard_does_not_exist(
+                    shard_id=new.shard_id, name=meta.name, account_id=account_id(image)
+                ),
             )
 
 
@@ -90,13 +91,18 @@ def register_consumer(
     if status not in (StreamStatus.ACTIVE, StreamStatus.UPDATING):
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {name_of(meta.name)} under account {account_of(image, meta.name)} not ACTIVE, "
-            f"instead in state {status.value}",
+            error_messages.stream_not_active(
+                name=name_of(meta.name),
+                account_id=account_of(image, meta.name),
+                status=status.value,
+            ),
         )
     if len(dict(command.tags)) > limits.tags_per_stream_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"A consumer cannot have more than {limits.tags_per_stream_max} tags.",
+            error_messages.consumer_tags_at_creation(
+                tags_per_stream_max=limits.tags_per_stream_max
+            ),
         )
     table, result = registry.register(
         image.consumers,
@@ -122,14 +128,16 @@ def deregister_consumer(
         if command.stream_arn is None or command.consumer_name is None:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                "Either ConsumerARN or both StreamARN and ConsumerName must be provided.",
+                error_messages.CONSUMER_ARN_OR_STREAM_AND_NAME,
             )
         meta = _stream_by_arn(image, command.stream_arn, now_ms=now_ms)
         consumer = image.consumers.by_name(meta.uid, command.consumer_name, now_ms=now_ms)
         if consumer is None:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Consumer {command.consumer_name} under stream {meta.name} not found.",
+                error_messages.consumer_name_not_found(
+                    consumer_name=command.consumer_name, name=meta.name
+                ),
             )
         arn = consumer.arn
     table, result = registry.deregister(
@@ -145,7 +153,8 @@ def change_consumer_tags(
     consumer = image.consumers.by_arn(command.consumer_arn, now_ms=now_ms)
     if consumer is None:
         raise ShoalError(
-            ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {command.consumer_arn} not found."
+            ErrorCode.RESOURCE_NOT_FOUND,
+            error_messages.consumer_not_found(arn=command.consumer_arn),
         )
     tags = dict(consumer.tags)
     tags.update(command.added)
@@ -154,8 +163,9 @@ def change_consumer_tags(
     if len(tags) > limits.tags_per_stream_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Failed to add tags to consumer {consumer.name} because a given resource cannot "
-            f"have more than {limits.tags_per_stream_max} tags associated with it.",
+            error_messages.too_many_consumer_tags(
+                name=consumer.name, tags_per_stream_max=limits.tags_per_stream_max
+            ),
         )
     table, result = registry.set_tags(
         image.consumers, arn=consumer.arn, tags=tuple(tags.items()), now_ms=now_ms

@@ -30,7 +30,7 @@ from broker.meta.image import (
 )
 from broker.meta.metadata_format import FIRST_FORMAT
 from broker.meta.placement import place_shards
-from broker.meta.transitions import queues
+from broker.meta.transitions import delivery_streams, queues
 from broker.meta.transitions.account_limits import check_on_demand_limit, check_shard_limit
 from broker.meta.transitions.common import account_of, live_stream, with_stream
 from broker.meta.transitions.nodes import check_replication_factor
@@ -77,15 +77,17 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
     if existing is not None and not existing.is_gone(now_ms=now_ms):
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {name_of(command.name)}"
-            f" under account {account_of(image, command.name)} already exists.",
+            error_messages.stream_already_exists(
+                name=name_of(command.name), account_id=account_of(image, command.name)
+            ),
         )
     if not 1 <= command.shard_count <= limits.shard_count_per_stream_max:
         raise ShoalError(
             ErrorCode.VALIDATION,
-            f"1 validation error detected: Value '{command.shard_count}' at 'shardCount' "
-            f"failed to satisfy constraint: Member must have value between 1 and "
-            f"{limits.shard_count_per_stream_max}",
+            error_messages.shard_count_out_of_range(
+                shard_count=command.shard_count,
+                shard_count_per_stream_max=limits.shard_count_per_stream_max,
+            ),
         )
     check_retention_bounds(command.retention_hours)
     check_record_size(command.max_record_size_kib)
@@ -164,6 +166,7 @@ def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadata
         return _without_stream_leases(image, meta.name), meta
     # A CREATING stream may be deleted, as on AWS.
     queues.refuse_if_stream_has_queues(image, meta.uid, meta.name)
+    delivery_streams.refuse_if_stream_has_channels(image, meta.name, name_of(meta.name))
     # Registered consumers (CREATING or ACTIVE; a deregistered one no longer counts).
     registered = [
         consumer
@@ -173,9 +176,9 @@ def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[Metadata
     if registered and not command.enforce_consumer_deletion:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Stream {name_of(command.name)}"
-            f" under account {account_of(image, command.name)} has registered "
-            "consumers; deregister them or set EnforceConsumerDeletion.",
+            error_messages.stream_has_consumers(
+                name=name_of(command.name), account_id=account_of(image, command.name)
+            ),
         )
     # A pending reshard is abandoned: its CompleteReshard becomes a no-op (see there), and
     # the stream shows DELETING rather than UPDATING.

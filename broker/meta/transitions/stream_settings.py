@@ -17,7 +17,7 @@ from broker.meta.commands import (
     UpdateStreamMode,
 )
 from broker.meta.image import MetadataImage, RecordDistribution, StreamMode, StreamStatus
-from broker.meta.transitions import queues
+from broker.meta.transitions import delivery_streams, queues
 from broker.meta.transitions.account_limits import check_on_demand_limit
 from broker.meta.transitions.common import (
     account_of,
@@ -148,6 +148,7 @@ def update_stream_mode(
         )
     if command.mode is StreamMode.PROVISIONED:
         queues.refuse_if_stream_has_queues(image, meta.uid, meta.name)
+        delivery_streams.refuse_if_stream_has_channels(image, meta.name, name_of(meta.name))
     if command.mode is StreamMode.ON_DEMAND:
         check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
     changed = dataclasses.replace(

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62roker/api/iam/v1/iam.proto\x12\x11\x62roker.api.iam.v1\"(\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\t\"\xa7\x01\n\tPrincipal\x12\x0b\n\x03\x61rn\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\ncreated_ms\x18\x05 \x01(\x03\x12+\n\x08policies\x18\x06 \x03(\x0b\x32\x19.broker.api.iam.v1.Policy\x12\x1c\n\x14\x63\x65rtificate_subjects\x18\x07 \x03(\t\"f\n\x16\x43reatePrincipalRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1c\n\x14\x63\x65rtificate_subjects\x18\x04 \x03(\t\"%\n\x16\x44\x65letePrincipalRequest\x12\x0b\n\x03\x61rn\x18\x01 \x01(\t\"\x19\n\x17\x44\x65letePrincipalResponse\"+\n\x15ListPrincipalsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"J\n\x16ListPrincipalsResponse\x12\x30\n\nprincipals\x18\x01 \x03(\x0b\x32\x1c.broker.api.iam.v1.Principal\"/\n\x16\x43reateAccessKeyRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\"/\n\x16RotateAccessKeyRequest\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\"W\n\x0cNewAccessKey\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x19\n\x11secret_access_key\x18\x02 \x01(\t\x12\x15\n\rprincipal_arn\x18\x03 \x01(\t\"/\n\x16\x44\x65leteAccessKeyRequest\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\"\x19\n\x17\x44\x65leteAccessKeyResponse\"]\n\tAccessKey\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x15\n\rprincipal_arn\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\".\n\x15ListAccessKeysRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\"D\n\x16ListAccessKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.broker.api.iam.v1.AccessKey\"S\n\x13\x41ttachPolicyRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\x12\x10\n\x08\x64ocument\x18\x03 \x01(\t\"A\n\x13\x44\x65tachPolicyRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\"]\n\x0fSimulateRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x11\n\tsource_ip\x18\x04 \x01(\t\"r\n\x10SimulateResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1a\n\x12matched_statements\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa0\x01\n\x13LookupEventsRequest\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x15\n\rprincipal_arn\x18\x03 \x01(\t\x12\x12\n\nevent_name\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x13\n\x0bonly_errors\x18\x06 \x01(\x08\x12\x13\n\x0bmax_results\x18\x07 \x01(\x05\"&\n\x14LookupEventsResponse\x12\x0e\n\x06\x65vents\x18\x01 \x03(\t2\xaa\x08\n\nIamService\x12Z\n\x0f\x43reatePrincipal\x12).broker.api.iam.v1.CreatePrincipalRequest\x1a\x1c.broker.api.iam.v1.Principal\x12h\n\x0f\x44\x65letePrincipal\x12).broker.api.iam.v1.DeletePrincipalRequest\x1a*.broker.api.iam.v1.DeletePrincipalResponse\x12\x65\n\x0eListPrincipals\x12(.broker.api.iam.v1.ListPrincipalsRequest\x1a).broker.api.iam.v1.ListPrincipalsResponse\x12]\n\x0f\x43reateAccessKey\x12).broker.api.iam.v1.CreateAccessKeyRequest\x1a\x1f.broker.api.iam.v1.NewAccessKey\x12]\n\x0fRotateAccessKey\x12).broker.api.iam.v1.RotateAccessKeyRequest\x1a\x1f.broker.api.iam.v1.NewAccessKey\x12h\n\x0f\x44\x65leteAccessKey\x12).broker.api.iam.v1.DeleteAccessKeyRequest\x1a*.broker.api.iam.v1.DeleteAccessKeyResponse\x12\x65\n\x0eListAccessKeys\x12(.broker.api.iam.v1.ListAccessKeysRequest\x1a).broker.api.iam.v1.ListAccessKeysResponse\x12T\n\x0c\x41ttachPolicy\x12&.broker.api.iam.v1.AttachPolicyRequest\x1a\x1c.broker.api.iam.v1.Principal\x12T\n\x0c\x44\x65tachPolicy\x12&.broker.api.iam.v1.DetachPolicyRequest\x1a\x1c.broker.api.iam.v1.Principal\x12S\n\x08Simulate\x12\".broker.api.iam.v1.SimulateRequest\x1a#.broker.api.iam.v1.SimulateResponse\x12_\n\x0cLookupEvents\x12&.broker.api.iam.v1.LookupEventsRequest\x1a\'.broker.api.iam.v1.LookupEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62roker/api/iam/v1/iam.proto\x12\x11\x62roker.api.iam.v1\"(\n\x06Policy\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64ocument\x18\x02 \x01(\t\"\xa7\x01\n\tPrincipal\x12\x0b\n\x03\x61rn\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x12\n\ncreated_ms\x18\x05 \x01(\x03\x12+\n\x08policies\x18\x06 \x03(\x0b\x32\x19.broker.api.iam.v1.Policy\x12\x1c\n\x14\x63\x65rtificate_subjects\x18\x07 \x03(\t\"f\n\x16\x43reatePrincipalRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x1c\n\x14\x63\x65rtificate_subjects\x18\x04 \x03(\t\"%\n\x16\x44\x65letePrincipalRequest\x12\x0b\n\x03\x61rn\x18\x01 \x01(\t\"\x19\n\x17\x44\x65letePrincipalResponse\"+\n\x15ListPrincipalsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"J\n\x16ListPrincipalsResponse\x12\x30\n\nprincipals\x18\x01 \x03(\x0b\x32\x1c.broker.api.iam.v1.Principal\"/\n\x16\x43reateAccessKeyRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\"/\n\x16RotateAccessKeyRequest\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\"W\n\x0cNewAccessKey\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x19\n\x11secret_access_key\x18\x02 \x01(\t\x12\x15\n\rprincipal_arn\x18\x03 \x01(\t\"/\n\x16\x44\x65leteAccessKeyRequest\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\"?\n\x16UpdateAccessKeyRequest\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\"\x19\n\x17\x44\x65leteAccessKeyResponse\"]\n\tAccessKey\x12\x15\n\raccess_key_id\x18\x01 \x01(\t\x12\x15\n\rprincipal_arn\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\".\n\x15ListAccessKeysRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\"D\n\x16ListAccessKeysResponse\x12*\n\x04keys\x18\x01 \x03(\x0b\x32\x1c.broker.api.iam.v1.AccessKey\"S\n\x13\x41ttachPolicyRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\x12\x10\n\x08\x64ocument\x18\x03 \x01(\t\"A\n\x13\x44\x65tachPolicyRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\x12\x13\n\x0bpolicy_name\x18\x02 \x01(\t\"]\n\x0fSimulateRequest\x12\x15\n\rprincipal_arn\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\x12\x11\n\tsource_ip\x18\x04 \x01(\t\"r\n\x10SimulateResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1a\n\x12matched_statements\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"\xa0\x01\n\x13LookupEventsRequest\x12\x10\n\x08start_ms\x18\x01 \x01(\x03\x12\x0e\n\x06\x65nd_ms\x18\x02 \x01(\x03\x12\x15\n\rprincipal_arn\x18\x03 \x01(\t\x12\x12\n\nevent_name\x18\x04 \x01(\t\x12\x12\n\naccount_id\x18\x05 \x01(\t\x12\x13\n\x0bonly_errors\x18\x06 \x01(\x08\x12\x13\n\x0bmax_results\x18\x07 \x01(\x05\"&\n\x14LookupEventsResponse\x12\x0e\n\x06\x65vents\x18\x01 \x03(\t2\x86\t\n\nIamService\x12Z\n\x0f\x43reatePrincipal\x12).broker.api.iam.v1.CreatePrincipalRequest\x1a\x1c.broker.api.iam.v1.Principal\x12h\n\x0f\x44\x65letePrincipal\x12).broker.api.iam.v1.DeletePrincipalRequest\x1a*.broker.api.iam.v1.DeletePrincipalResponse\x12\x65\n\x0eListPrincipals\x12(.broker.api.iam.v1.ListPrincipalsRequest\x1a).broker.api.iam.v1.ListPrincipalsResponse\x12]\n\x0f\x43reateAccessKey\x12).broker.api.iam.v1.CreateAccessKeyRequest\x1a\x1f.broker.api.iam.v1.NewAccessKey\x12]\n\x0fRotateAccessKey\x12).broker.api.iam.v1.RotateAccessKeyRequest\x1a\x1f.broker.api.iam.v1.NewAccessKey\x12h\n\x0f\x44\x65leteAccessKey\x12).broker.api.iam.v1.DeleteAccessKeyRequest\x1a*.broker.api.iam.v1.DeleteAccessKeyResponse\x12Z\n\x0fUpdateAccessKey\x12).broker.api.iam.v1.UpdateAccessKeyRequest\x1a\x1c.broker.api.iam.v1.AccessKey\x12\x65\n\x0eListAccessKeys\x12(.broker.api.iam.v1.ListAccessKeysRequest\x1a).broker.api.iam.v1.ListAccessKeysResponse\x12T\n\x0c\x41ttachPolicy\x12&.broker.api.iam.v1.AttachPolicyRequest\x1a\x1c.broker.api.iam.v1.Principal\x12T\n\x0c\x44\x65tachPolicy\x12&.broker.api.iam.v1.DetachPolicyRequest\x1a\x1c.broker.api.iam.v1.Principal\x12S\n\x08Simulate\x12\".broker.api.iam.v1.SimulateRequest\x1a#.broker.api.iam.v1.SimulateResponse\x12_\n\x0cLookupEvents\x12&.broker.api.iam.v1.LookupEventsRequest\x1a\'.broker.api.iam.v1.LookupEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,26 +53,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NEWACCESSKEY']._serialized_end=738
   _globals['_DELETEACCESSKEYREQUEST']._serialized_start=740
   _globals['_DELETEACCESSKEYREQUEST']._serialized_end=787
-  _globals['_DELETEACCESSKEYRESPONSE']._serialized_start=789
-  _globals['_DELETEACCESSKEYRESPONSE']._serialized_end=814
-  _globals['_ACCESSKEY']._serialized_start=816
-  _globals['_ACCESSKEY']._serialized_end=909
-  _globals['_LISTACCESSKEYSREQUEST']._serialized_start=911
-  _globals['_LISTACCESSKEYSREQUEST']._serialized_end=957
-  _globals['_LISTACCESSKEYSRESPONSE']._serialized_start=959
-  _globals['_LISTACCESSKEYSRESPONSE']._serialized_end=1027
-  _globals['_ATTACHPOLICYREQUEST']._serialized_start=1029
-  _globals['_ATTACHPOLICYREQUEST']._serialized_end=1112
-  _globals['_DETACHPOLICYREQUEST']._serialized_start=1114
-  _globals['_DETACHPOLICYREQUEST']._serialized_end=1179
-  _globals['_SIMULATEREQUEST']._serialized_start=1181
-  _globals['_SIMULATEREQUEST']._serialized_end=1274
-  _globals['_SIMULATERESPONSE']._serialized_start=1276
-  _globals['_SIMULATERESPONSE']._serialized_end=1390
-  _globals['_LOOKUPEVENTSREQUEST']._serialized_start=1393
-  _globals['_LOOKUPEVENTSREQUEST']._serialized_end=1553
-  _globals['_LOOKUPEVENTSRESPONSE']._serialized_start=1555
-  _globals['_LOOKUPEVENTSRESPONSE']._serialized_end=1593
-  _globals['_IAMSERVICE']._serialized_start=1596
-  _globals['_IAMSERVICE']._serialized_end=2662
+  _globals['_UPDATEACCESSKEYREQUEST']._serialized_start=789
+  _globals['_UPDATEACCESSKEYREQUEST']._serialized_end=852
+  _globals['_DELETEACCESSKEYRESPONSE']._serialized_start=854
+  _globals['_DELETEACCESSKEYRESPONSE']._serialized_end=879
+  _globals['_ACCESSKEY']._serialized_start=881
+  _globals['_ACCESSKEY']._serialized_end=974
+  _globals['_LISTACCESSKEYSREQUEST']._serialized_start=976
+  _globals['_LISTACCESSKEYSREQUEST']._serialized_end=1022
+  _globals['_LISTACCESSKEYSRESPONSE']._serialized_start=1024
+  _globals['_LISTACCESSKEYSRESPONSE']._serialized_end=1092
+  _globals['_ATTACHPOLICYREQUEST']._serialized_start=1094
+  _globals['_ATTACHPOLICYREQUEST']._serialized_end=1177
+  _globals['_DETACHPOLICYREQUEST']._serialized_start=1179
+  _globals['_DETACHPOLICYREQUEST']._serialized_end=1244
+  _globals['_SIMULATEREQUEST']._serialized_start=1246
+  _globals['_SIMULATEREQUEST']._serialized_end=1339
+  _globals['_SIMULATERESPONSE']._serialized_start=1341
+  _globals['_SIMULATERESPONSE']._serialized_end=1455
+  _globals['_LOOKUPEVENTSREQUEST']._serialized_start=1458
+  _globals['_LOOKUPEVENTSREQUEST']._serialized_end=1618
+  _globals['_LOOKUPEVENTSRESPONSE']._serialized_start=1620
+  _globals['_LOOKUPEVENTSRESPONSE']._serialized_end=1658
+  _globals['_IAMSERVICE']._serialized_start=1661
+  _globals['_IAMSERVICE']._serialized_end=2819
 # @@protoc_insertion_point(module_scope)

@@ -281,6 +281,29 @@ class DeleteAccessKeyRequest(_message.Message):
 Global___DeleteAccessKeyRequest: _TypeAlias = DeleteAccessKeyRequest  # noqa: Y015
 
 @_typing.final
+class UpdateAccessKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCESS_KEY_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    access_key_id: _builtins.str
+    status: _builtins.str
+    """"Active" or "Inactive" """
+    def __init__(
+        self,
+        *,
+        access_key_id: _builtins.str = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_key_id", b"access_key_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateAccessKeyRequest: _TypeAlias = UpdateAccessKeyRequest  # noqa: Y015
+
+@_typing.final
 class DeleteAccessKeyResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -64,6 +64,11 @@ class IamServiceStub:
                 request_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.DeleteAccessKeyRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.DeleteAccessKeyResponse.FromString,
                 _registered_method=True)
+        self.UpdateAccessKey = channel.unary_unary(
+                '/broker.api.iam.v1.IamService/UpdateAccessKey',
+                request_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.UpdateAccessKeyRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.AccessKey.FromString,
+                _registered_method=True)
         self.ListAccessKeys = channel.unary_unary(
                 '/broker.api.iam.v1.IamService/ListAccessKeys',
                 request_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.ListAccessKeysRequest.SerializeToString,
@@ -127,6 +132,14 @@ class IamServiceServicer:
 
     def DeleteAccessKey(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateAccessKey(self, request, context):
+        """Deactivates ("Inactive": it authenticates nobody, its console sessions end) or
+        reactivates ("Active") a key, as IAM's UpdateAccessKey.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -196,6 +209,11 @@ def add_IamServiceServicer_to_server(servicer, server):
                     servicer.DeleteAccessKey,
                     request_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.DeleteAccessKeyRequest.FromString,
                     response_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.DeleteAccessKeyResponse.SerializeToString,
+            ),
+            'UpdateAccessKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateAccessKey,
+                    request_deserializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.UpdateAccessKeyRequest.FromString,
+                    response_serializer=broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.AccessKey.SerializeToString,
             ),
             'ListAccessKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAccessKeys,
@@ -385,6 +403,33 @@ class IamService:
             '/broker.api.iam.v1.IamService/DeleteAccessKey',
             broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.DeleteAccessKeyRequest.SerializeToString,
             broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.DeleteAccessKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateAccessKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.iam.v1.IamService/UpdateAccessKey',
+            broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.UpdateAccessKeyRequest.SerializeToString,
+            broker_dot_api_dot_iam_dot_v1_dot_iam__pb2.AccessKey.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,10 @@ class IamServiceStub:
     RotateAccessKey: _grpc.UnaryUnaryMultiCallable[_iam_pb2.RotateAccessKeyRequest, _iam_pb2.NewAccessKey]
     """Replaces a key by a new one of the same principal in one metadata command."""
     DeleteAccessKey: _grpc.UnaryUnaryMultiCallable[_iam_pb2.DeleteAccessKeyRequest, _iam_pb2.DeleteAccessKeyResponse]
+    UpdateAccessKey: _grpc.UnaryUnaryMultiCallable[_iam_pb2.UpdateAccessKeyRequest, _iam_pb2.AccessKey]
+    """Deactivates ("Inactive": it authenticates nobody, its console sessions end) or
+    reactivates ("Active") a key, as IAM's UpdateAccessKey.
+    """
     ListAccessKeys: _grpc.UnaryUnaryMultiCallable[_iam_pb2.ListAccessKeysRequest, _iam_pb2.ListAccessKeysResponse]
     AttachPolicy: _grpc.UnaryUnaryMultiCallable[_iam_pb2.AttachPolicyRequest, _iam_pb2.Principal]
     """Attaches (or replaces) a named identity policy; the document is checked first."""
@@ -68,6 +72,10 @@ class IamServiceAsyncStub(IamServiceStub):
     RotateAccessKey: _aio.UnaryUnaryMultiCallable[_iam_pb2.RotateAccessKeyRequest, _iam_pb2.NewAccessKey]  # type: ignore[assignment]
     """Replaces a key by a new one of the same principal in one metadata command."""
     DeleteAccessKey: _aio.UnaryUnaryMultiCallable[_iam_pb2.DeleteAccessKeyRequest, _iam_pb2.DeleteAccessKeyResponse]  # type: ignore[assignment]
+    UpdateAccessKey: _aio.UnaryUnaryMultiCallable[_iam_pb2.UpdateAccessKeyRequest, _iam_pb2.AccessKey]  # type: ignore[assignment]
+    """Deactivates ("Inactive": it authenticates nobody, its console sessions end) or
+    reactivates ("Active") a key, as IAM's UpdateAccessKey.
+    """
     ListAccessKeys: _aio.UnaryUnaryMultiCallable[_iam_pb2.ListAccessKeysRequest, _iam_pb2.ListAccessKeysResponse]  # type: ignore[assignment]
     AttachPolicy: _aio.UnaryUnaryMultiCallable[_iam_pb2.AttachPolicyRequest, _iam_pb2.Principal]  # type: ignore[assignment]
     """Attaches (or replaces) a named identity policy; the document is checked first."""
@@ -120,6 +128,16 @@ class IamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _iam_pb2.DeleteAccessKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_iam_pb2.DeleteAccessKeyResponse, _abc.Awaitable[_iam_pb2.DeleteAccessKeyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateAccessKey(
+        self,
+        request: _iam_pb2.UpdateAccessKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_iam_pb2.AccessKey, _abc.Awaitable[_iam_pb2.AccessKey]]:
+        """Deactivates ("Inactive": it authenticates nobody, its console sessions end) or
+        reactivates ("Active") a key, as IAM's UpdateAccessKey.
+        """
 
     @_abc_1.abstractmethod
     def ListAccessKeys(

@@ -4834,3 +4834,1046 @@ class UpdateDeadLetterQueueRecordsVisibilityErrorEntry(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__receipt_handle) -> _WhichOneofReturnType__receipt_handle | None: ...
 
 Global___UpdateDeadLetterQueueRecordsVisibilityErrorEntry: _TypeAlias = UpdateDeadLetterQueueRecordsVisibilityErrorEntry  # noqa: Y015
+
+@_typing.final
+class ChannelDescription(_message.Message):
+    """--- Channels (messages written by scripts/proto-from-model's conventions) ---"""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_NAME_FIELD_NUMBER: _builtins.int
+    CHANNEL_ARN_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATUS_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATUS_REASON_FIELD_NUMBER: _builtins.int
+    CHANNEL_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    SERVICE_EXECUTION_ROLE_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_CONFIGURATION_LIST_FIELD_NUMBER: _builtins.int
+    S3_DESTINATION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    S3_TABLES_DESTINATION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    LOGGING_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    channel_name: _builtins.str
+    channel_arn: _builtins.str
+    channel_id: _builtins.str
+    channel_status: _builtins.str
+    channel_status_reason: _builtins.str
+    service_execution_role_arn: _builtins.str
+    @_builtins.property
+    def channel_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def stream_configuration_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStreamDescription]: ...
+    @_builtins.property
+    def s3_destination_configuration(self) -> Global___S3DestinationDescription: ...
+    @_builtins.property
+    def s3_tables_destination_configuration(self) -> Global___S3TablesDestinationDescription: ...
+    @_builtins.property
+    def encryption_configuration(self) -> Global___ChannelEncryptionConfiguration: ...
+    @_builtins.property
+    def logging_configuration(self) -> Global___ChannelLoggingConfiguration: ...
+    def __init__(
+        self,
+        *,
+        channel_name: _builtins.str | None = ...,
+        channel_arn: _builtins.str | None = ...,
+        channel_id: _builtins.str | None = ...,
+        channel_status: _builtins.str | None = ...,
+        channel_status_reason: _builtins.str | None = ...,
+        channel_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        service_execution_role_arn: _builtins.str | None = ...,
+        stream_configuration_list: _abc.Iterable[Global___ChannelStreamDescription] | None = ...,
+        s3_destination_configuration: Global___S3DestinationDescription | None = ...,
+        s3_tables_destination_configuration: Global___S3TablesDestinationDescription | None = ...,
+        encryption_configuration: Global___ChannelEncryptionConfiguration | None = ...,
+        logging_configuration: Global___ChannelLoggingConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "_channel_id", b"_channel_id", "_channel_name", b"_channel_name", "_channel_status", b"_channel_status", "_channel_status_reason", b"_channel_status_reason", "_service_execution_role_arn", b"_service_execution_role_arn", "channel_arn", b"channel_arn", "channel_creation_timestamp", b"channel_creation_timestamp", "channel_id", b"channel_id", "channel_name", b"channel_name", "channel_status", b"channel_status", "channel_status_reason", b"channel_status_reason", "encryption_configuration", b"encryption_configuration", "logging_configuration", b"logging_configuration", "s3_destination_configuration", b"s3_destination_configuration", "s3_tables_destination_configuration", b"s3_tables_destination_configuration", "service_execution_role_arn", b"service_execution_role_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "_channel_id", b"_channel_id", "_channel_name", b"_channel_name", "_channel_status", b"_channel_status", "_channel_status_reason", b"_channel_status_reason", "_service_execution_role_arn", b"_service_execution_role_arn", "channel_arn", b"channel_arn", "channel_creation_timestamp", b"channel_creation_timestamp", "channel_id", b"channel_id", "channel_name", b"channel_name", "channel_status", b"channel_status", "channel_status_reason", b"channel_status_reason", "encryption_configuration", b"encryption_configuration", "logging_configuration", b"logging_configuration", "s3_destination_configuration", b"s3_destination_configuration", "s3_tables_destination_configuration", b"s3_tables_destination_configuration", "service_execution_role_arn", b"service_execution_role_arn", "stream_configuration_list", b"stream_configuration_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__channel_arn: _TypeAlias = _typing.Literal["channel_arn"]  # noqa: Y015
+    _WhichOneofArgType__channel_arn: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn"]  # noqa: Y015
+    _WhichOneofReturnType__channel_id: _TypeAlias = _typing.Literal["channel_id"]  # noqa: Y015
+    _WhichOneofArgType__channel_id: _TypeAlias = _typing.Literal["_channel_id", b"_channel_id"]  # noqa: Y015
+    _WhichOneofReturnType__channel_name: _TypeAlias = _typing.Literal["channel_name"]  # noqa: Y015
+    _WhichOneofArgType__channel_name: _TypeAlias = _typing.Literal["_channel_name", b"_channel_name"]  # noqa: Y015
+    _WhichOneofReturnType__channel_status: _TypeAlias = _typing.Literal["channel_status"]  # noqa: Y015
+    _WhichOneofArgType__channel_status: _TypeAlias = _typing.Literal["_channel_status", b"_channel_status"]  # noqa: Y015
+    _WhichOneofReturnType__channel_status_reason: _TypeAlias = _typing.Literal["channel_status_reason"]  # noqa: Y015
+    _WhichOneofArgType__channel_status_reason: _TypeAlias = _typing.Literal["_channel_status_reason", b"_channel_status_reason"]  # noqa: Y015
+    _WhichOneofReturnType__service_execution_role_arn: _TypeAlias = _typing.Literal["service_execution_role_arn"]  # noqa: Y015
+    _WhichOneofArgType__service_execution_role_arn: _TypeAlias = _typing.Literal["_service_execution_role_arn", b"_service_execution_role_arn"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_arn) -> _WhichOneofReturnType__channel_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_id) -> _WhichOneofReturnType__channel_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_name) -> _WhichOneofReturnType__channel_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_status) -> _WhichOneofReturnType__channel_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_status_reason) -> _WhichOneofReturnType__channel_status_reason | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__service_execution_role_arn) -> _WhichOneofReturnType__service_execution_role_arn | None: ...
+
+Global___ChannelDescription: _TypeAlias = ChannelDescription  # noqa: Y015
+
+@_typing.final
+class ChannelEncryptionConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENCRYPTION_TYPE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    encryption_type: _builtins.str
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        encryption_type: _builtins.str | None = ...,
+        key_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type", "_key_id", b"_key_id", "encryption_type", b"encryption_type", "key_id", b"key_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type", "_key_id", b"_key_id", "encryption_type", b"encryption_type", "key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__encryption_type: _TypeAlias = _typing.Literal["encryption_type"]  # noqa: Y015
+    _WhichOneofArgType__encryption_type: _TypeAlias = _typing.Literal["_encryption_type", b"_encryption_type"]  # noqa: Y015
+    _WhichOneofReturnType__key_id: _TypeAlias = _typing.Literal["key_id"]  # noqa: Y015
+    _WhichOneofArgType__key_id: _TypeAlias = _typing.Literal["_key_id", b"_key_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__encryption_type) -> _WhichOneofReturnType__encryption_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_id) -> _WhichOneofReturnType__key_id | None: ...
+
+Global___ChannelEncryptionConfiguration: _TypeAlias = ChannelEncryptionConfiguration  # noqa: Y015
+
+@_typing.final
+class ChannelLoggingConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLOUD_WATCH_LOGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cloud_watch_logs(self) -> Global___CloudWatchLogs: ...
+    def __init__(
+        self,
+        *,
+        cloud_watch_logs: Global___CloudWatchLogs | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cloud_watch_logs", b"cloud_watch_logs"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cloud_watch_logs", b"cloud_watch_logs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelLoggingConfiguration: _TypeAlias = ChannelLoggingConfiguration  # noqa: Y015
+
+@_typing.final
+class ChannelLoggingUpdateInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLOUD_WATCH_LOGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def cloud_watch_logs(self) -> Global___CloudWatchLogsUpdateInput: ...
+    def __init__(
+        self,
+        *,
+        cloud_watch_logs: Global___CloudWatchLogsUpdateInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cloud_watch_logs", b"cloud_watch_logs"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cloud_watch_logs", b"cloud_watch_logs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelLoggingUpdateInput: _TypeAlias = ChannelLoggingUpdateInput  # noqa: Y015
+
+@_typing.final
+class ChannelStreamConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    RECORD_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    @_builtins.property
+    def record_configuration(self) -> Global___RecordConfiguration: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        record_configuration: Global___RecordConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "record_configuration", b"record_configuration", "stream_arn", b"stream_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "record_configuration", b"record_configuration", "stream_arn", b"stream_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___ChannelStreamConfiguration: _TypeAlias = ChannelStreamConfiguration  # noqa: Y015
+
+@_typing.final
+class ChannelStreamDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    RECORD_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    @_builtins.property
+    def stream_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def record_configuration(self) -> Global___RecordConfiguration: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        record_configuration: Global___RecordConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "record_configuration", b"record_configuration", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "record_configuration", b"record_configuration", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___ChannelStreamDescription: _TypeAlias = ChannelStreamDescription  # noqa: Y015
+
+@_typing.final
+class ChannelStreamIdentifier(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    @_builtins.property
+    def stream_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___ChannelStreamIdentifier: _TypeAlias = ChannelStreamIdentifier  # noqa: Y015
+
+@_typing.final
+class ChannelSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_NAME_FIELD_NUMBER: _builtins.int
+    CHANNEL_ARN_FIELD_NUMBER: _builtins.int
+    CHANNEL_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATUS_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATUS_REASON_FIELD_NUMBER: _builtins.int
+    CHANNEL_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    CHANNEL_DESTINATION_TYPE_FIELD_NUMBER: _builtins.int
+    STREAMS_FIELD_NUMBER: _builtins.int
+    channel_name: _builtins.str
+    channel_arn: _builtins.str
+    channel_id: _builtins.str
+    channel_status: _builtins.str
+    channel_status_reason: _builtins.str
+    channel_destination_type: _builtins.str
+    @_builtins.property
+    def channel_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def streams(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStreamIdentifier]: ...
+    def __init__(
+        self,
+        *,
+        channel_name: _builtins.str | None = ...,
+        channel_arn: _builtins.str | None = ...,
+        channel_id: _builtins.str | None = ...,
+        channel_status: _builtins.str | None = ...,
+        channel_status_reason: _builtins.str | None = ...,
+        channel_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        channel_destination_type: _builtins.str | None = ...,
+        streams: _abc.Iterable[Global___ChannelStreamIdentifier] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "_channel_destination_type", b"_channel_destination_type", "_channel_id", b"_channel_id", "_channel_name", b"_channel_name", "_channel_status", b"_channel_status", "_channel_status_reason", b"_channel_status_reason", "channel_arn", b"channel_arn", "channel_creation_timestamp", b"channel_creation_timestamp", "channel_destination_type", b"channel_destination_type", "channel_id", b"channel_id", "channel_name", b"channel_name", "channel_status", b"channel_status", "channel_status_reason", b"channel_status_reason"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "_channel_destination_type", b"_channel_destination_type", "_channel_id", b"_channel_id", "_channel_name", b"_channel_name", "_channel_status", b"_channel_status", "_channel_status_reason", b"_channel_status_reason", "channel_arn", b"channel_arn", "channel_creation_timestamp", b"channel_creation_timestamp", "channel_destination_type", b"channel_destination_type", "channel_id", b"channel_id", "channel_name", b"channel_name", "channel_status", b"channel_status", "channel_status_reason", b"channel_status_reason", "streams", b"streams"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__channel_arn: _TypeAlias = _typing.Literal["channel_arn"]  # noqa: Y015
+    _WhichOneofArgType__channel_arn: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn"]  # noqa: Y015
+    _WhichOneofReturnType__channel_destination_type: _TypeAlias = _typing.Literal["channel_destination_type"]  # noqa: Y015
+    _WhichOneofArgType__channel_destination_type: _TypeAlias = _typing.Literal["_channel_destination_type", b"_channel_destination_type"]  # noqa: Y015
+    _WhichOneofReturnType__channel_id: _TypeAlias = _typing.Literal["channel_id"]  # noqa: Y015
+    _WhichOneofArgType__channel_id: _TypeAlias = _typing.Literal["_channel_id", b"_channel_id"]  # noqa: Y015
+    _WhichOneofReturnType__channel_name: _TypeAlias = _typing.Literal["channel_name"]  # noqa: Y015
+    _WhichOneofArgType__channel_name: _TypeAlias = _typing.Literal["_channel_name", b"_channel_name"]  # noqa: Y015
+    _WhichOneofReturnType__channel_status: _TypeAlias = _typing.Literal["channel_status"]  # noqa: Y015
+    _WhichOneofArgType__channel_status: _TypeAlias = _typing.Literal["_channel_status", b"_channel_status"]  # noqa: Y015
+    _WhichOneofReturnType__channel_status_reason: _TypeAlias = _typing.Literal["channel_status_reason"]  # noqa: Y015
+    _WhichOneofArgType__channel_status_reason: _TypeAlias = _typing.Literal["_channel_status_reason", b"_channel_status_reason"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_arn) -> _WhichOneofReturnType__channel_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_destination_type) -> _WhichOneofReturnType__channel_destination_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_id) -> _WhichOneofReturnType__channel_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_name) -> _WhichOneofReturnType__channel_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_status) -> _WhichOneofReturnType__channel_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_status_reason) -> _WhichOneofReturnType__channel_status_reason | None: ...
+
+Global___ChannelSummary: _TypeAlias = ChannelSummary  # noqa: Y015
+
+@_typing.final
+class CloudWatchLogs(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    LOG_GROUP_NAME_FIELD_NUMBER: _builtins.int
+    LOG_STREAM_NAME_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    log_group_name: _builtins.str
+    log_stream_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool | None = ...,
+        log_group_name: _builtins.str | None = ...,
+        log_stream_name: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_log_group_name", b"_log_group_name", "_log_stream_name", b"_log_stream_name", "enabled", b"enabled", "log_group_name", b"log_group_name", "log_stream_name", b"log_stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_log_group_name", b"_log_group_name", "_log_stream_name", b"_log_stream_name", "enabled", b"enabled", "log_group_name", b"log_group_name", "log_stream_name", b"log_stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__log_group_name: _TypeAlias = _typing.Literal["log_group_name"]  # noqa: Y015
+    _WhichOneofArgType__log_group_name: _TypeAlias = _typing.Literal["_log_group_name", b"_log_group_name"]  # noqa: Y015
+    _WhichOneofReturnType__log_stream_name: _TypeAlias = _typing.Literal["log_stream_name"]  # noqa: Y015
+    _WhichOneofArgType__log_stream_name: _TypeAlias = _typing.Literal["_log_stream_name", b"_log_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_group_name) -> _WhichOneofReturnType__log_group_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_stream_name) -> _WhichOneofReturnType__log_stream_name | None: ...
+
+Global___CloudWatchLogs: _TypeAlias = CloudWatchLogs  # noqa: Y015
+
+@_typing.final
+class CloudWatchLogsUpdateInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    LOG_GROUP_NAME_FIELD_NUMBER: _builtins.int
+    LOG_STREAM_NAME_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    log_group_name: _builtins.str
+    log_stream_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool | None = ...,
+        log_group_name: _builtins.str | None = ...,
+        log_stream_name: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_log_group_name", b"_log_group_name", "_log_stream_name", b"_log_stream_name", "enabled", b"enabled", "log_group_name", b"log_group_name", "log_stream_name", b"log_stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_log_group_name", b"_log_group_name", "_log_stream_name", b"_log_stream_name", "enabled", b"enabled", "log_group_name", b"log_group_name", "log_stream_name", b"log_stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
+    _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__log_group_name: _TypeAlias = _typing.Literal["log_group_name"]  # noqa: Y015
+    _WhichOneofArgType__log_group_name: _TypeAlias = _typing.Literal["_log_group_name", b"_log_group_name"]  # noqa: Y015
+    _WhichOneofReturnType__log_stream_name: _TypeAlias = _typing.Literal["log_stream_name"]  # noqa: Y015
+    _WhichOneofArgType__log_stream_name: _TypeAlias = _typing.Literal["_log_stream_name", b"_log_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_group_name) -> _WhichOneofReturnType__log_group_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__log_stream_name) -> _WhichOneofReturnType__log_stream_name | None: ...
+
+Global___CloudWatchLogsUpdateInput: _TypeAlias = CloudWatchLogsUpdateInput  # noqa: Y015
+
+@_typing.final
+class CreateChannelInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class TagsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CHANNEL_NAME_FIELD_NUMBER: _builtins.int
+    SERVICE_EXECUTION_ROLE_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_CONFIGURATION_LIST_FIELD_NUMBER: _builtins.int
+    S3_DESTINATION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    S3_TABLES_DESTINATION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    ENCRYPTION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    LOGGING_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    channel_name: _builtins.str
+    service_execution_role_arn: _builtins.str
+    @_builtins.property
+    def stream_configuration_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelStreamConfiguration]: ...
+    @_builtins.property
+    def s3_destination_configuration(self) -> Global___S3DestinationConfiguration: ...
+    @_builtins.property
+    def s3_tables_destination_configuration(self) -> Global___S3TablesDestinationConfiguration: ...
+    @_builtins.property
+    def encryption_configuration(self) -> Global___ChannelEncryptionConfiguration: ...
+    @_builtins.property
+    def tags(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def logging_configuration(self) -> Global___ChannelLoggingConfiguration: ...
+    def __init__(
+        self,
+        *,
+        channel_name: _builtins.str | None = ...,
+        service_execution_role_arn: _builtins.str | None = ...,
+        stream_configuration_list: _abc.Iterable[Global___ChannelStreamConfiguration] | None = ...,
+        s3_destination_configuration: Global___S3DestinationConfiguration | None = ...,
+        s3_tables_destination_configuration: Global___S3TablesDestinationConfiguration | None = ...,
+        encryption_configuration: Global___ChannelEncryptionConfiguration | None = ...,
+        tags: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        logging_configuration: Global___ChannelLoggingConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel_name", b"_channel_name", "_service_execution_role_arn", b"_service_execution_role_arn", "channel_name", b"channel_name", "encryption_configuration", b"encryption_configuration", "logging_configuration", b"logging_configuration", "s3_destination_configuration", b"s3_destination_configuration", "s3_tables_destination_configuration", b"s3_tables_destination_configuration", "service_execution_role_arn", b"service_execution_role_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel_name", b"_channel_name", "_service_execution_role_arn", b"_service_execution_role_arn", "channel_name", b"channel_name", "encryption_configuration", b"encryption_configuration", "logging_configuration", b"logging_configuration", "s3_destination_configuration", b"s3_destination_configuration", "s3_tables_destination_configuration", b"s3_tables_destination_configuration", "service_execution_role_arn", b"service_execution_role_arn", "stream_configuration_list", b"stream_configuration_list", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__channel_name: _TypeAlias = _typing.Literal["channel_name"]  # noqa: Y015
+    _WhichOneofArgType__channel_name: _TypeAlias = _typing.Literal["_channel_name", b"_channel_name"]  # noqa: Y015
+    _WhichOneofReturnType__service_execution_role_arn: _TypeAlias = _typing.Literal["service_execution_role_arn"]  # noqa: Y015
+    _WhichOneofArgType__service_execution_role_arn: _TypeAlias = _typing.Literal["_service_execution_role_arn", b"_service_execution_role_arn"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_name) -> _WhichOneofReturnType__channel_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__service_execution_role_arn) -> _WhichOneofReturnType__service_execution_role_arn | None: ...
+
+Global___CreateChannelInput: _TypeAlias = CreateChannelInput  # noqa: Y015
+
+@_typing.final
+class CreateChannelOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channel_description(self) -> Global___ChannelDescription: ...
+    def __init__(
+        self,
+        *,
+        channel_description: Global___ChannelDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel_description", b"channel_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_description", b"channel_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateChannelOutput: _TypeAlias = CreateChannelOutput  # noqa: Y015
+
+@_typing.final
+class DeadLetterQueueS3Configuration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_ARN_FIELD_NUMBER: _builtins.int
+    EXPECTED_BUCKET_OWNER_FIELD_NUMBER: _builtins.int
+    ERROR_OUTPUT_PREFIX_FIELD_NUMBER: _builtins.int
+    bucket_arn: _builtins.str
+    expected_bucket_owner: _builtins.str
+    error_output_prefix: _builtins.str
+    def __init__(
+        self,
+        *,
+        bucket_arn: _builtins.str | None = ...,
+        expected_bucket_owner: _builtins.str | None = ...,
+        error_output_prefix: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_error_output_prefix", b"_error_output_prefix", "_expected_bucket_owner", b"_expected_bucket_owner", "bucket_arn", b"bucket_arn", "error_output_prefix", b"error_output_prefix", "expected_bucket_owner", b"expected_bucket_owner"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_error_output_prefix", b"_error_output_prefix", "_expected_bucket_owner", b"_expected_bucket_owner", "bucket_arn", b"bucket_arn", "error_output_prefix", b"error_output_prefix", "expected_bucket_owner", b"expected_bucket_owner"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__bucket_arn: _TypeAlias = _typing.Literal["bucket_arn"]  # noqa: Y015
+    _WhichOneofArgType__bucket_arn: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn"]  # noqa: Y015
+    _WhichOneofReturnType__error_output_prefix: _TypeAlias = _typing.Literal["error_output_prefix"]  # noqa: Y015
+    _WhichOneofArgType__error_output_prefix: _TypeAlias = _typing.Literal["_error_output_prefix", b"_error_output_prefix"]  # noqa: Y015
+    _WhichOneofReturnType__expected_bucket_owner: _TypeAlias = _typing.Literal["expected_bucket_owner"]  # noqa: Y015
+    _WhichOneofArgType__expected_bucket_owner: _TypeAlias = _typing.Literal["_expected_bucket_owner", b"_expected_bucket_owner"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bucket_arn) -> _WhichOneofReturnType__bucket_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_output_prefix) -> _WhichOneofReturnType__error_output_prefix | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_bucket_owner) -> _WhichOneofReturnType__expected_bucket_owner | None: ...
+
+Global___DeadLetterQueueS3Configuration: _TypeAlias = DeadLetterQueueS3Configuration  # noqa: Y015
+
+@_typing.final
+class DescribeChannelInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ARN_FIELD_NUMBER: _builtins.int
+    channel_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "channel_arn", b"channel_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "channel_arn", b"channel_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__channel_arn: _TypeAlias = _typing.Literal["channel_arn"]  # noqa: Y015
+    _WhichOneofArgType__channel_arn: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_arn) -> _WhichOneofReturnType__channel_arn | None: ...
+
+Global___DescribeChannelInput: _TypeAlias = DescribeChannelInput  # noqa: Y015
+
+@_typing.final
+class DescribeChannelOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channel_description(self) -> Global___ChannelDescription: ...
+    def __init__(
+        self,
+        *,
+        channel_description: Global___ChannelDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel_description", b"channel_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_description", b"channel_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeChannelOutput: _TypeAlias = DescribeChannelOutput  # noqa: Y015
+
+@_typing.final
+class ListChannelsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_FILTER_FIELD_NUMBER: _builtins.int
+    MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    max_results: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def stream_filter(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamFilter]: ...
+    def __init__(
+        self,
+        *,
+        stream_filter: _abc.Iterable[Global___StreamFilter] | None = ...,
+        max_results: _builtins.int | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "max_results", b"max_results", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "max_results", b"max_results", "next_token", b"next_token", "stream_filter", b"stream_filter"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_results: _TypeAlias = _typing.Literal["max_results"]  # noqa: Y015
+    _WhichOneofArgType__max_results: _TypeAlias = _typing.Literal["_max_results", b"_max_results"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_results) -> _WhichOneofReturnType__max_results | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListChannelsInput: _TypeAlias = ListChannelsInput  # noqa: Y015
+
+@_typing.final
+class ListChannelsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_SUMMARIES_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def channel_summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelSummary]: ...
+    def __init__(
+        self,
+        *,
+        channel_summaries: _abc.Iterable[Global___ChannelSummary] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "channel_summaries", b"channel_summaries", "next_token", b"next_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListChannelsOutput: _TypeAlias = ListChannelsOutput  # noqa: Y015
+
+@_typing.final
+class PartitionField(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSFORM_FIELD_NUMBER: _builtins.int
+    SOURCE_NAME_FIELD_NUMBER: _builtins.int
+    transform: _builtins.str
+    source_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        transform: _builtins.str | None = ...,
+        source_name: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_source_name", b"_source_name", "_transform", b"_transform", "source_name", b"source_name", "transform", b"transform"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_source_name", b"_source_name", "_transform", b"_transform", "source_name", b"source_name", "transform", b"transform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__source_name: _TypeAlias = _typing.Literal["source_name"]  # noqa: Y015
+    _WhichOneofArgType__source_name: _TypeAlias = _typing.Literal["_source_name", b"_source_name"]  # noqa: Y015
+    _WhichOneofReturnType__transform: _TypeAlias = _typing.Literal["transform"]  # noqa: Y015
+    _WhichOneofArgType__transform: _TypeAlias = _typing.Literal["_transform", b"_transform"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__source_name) -> _WhichOneofReturnType__source_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__transform) -> _WhichOneofReturnType__transform | None: ...
+
+Global___PartitionField: _TypeAlias = PartitionField  # noqa: Y015
+
+@_typing.final
+class PartitionSpec(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTITION_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def partition_fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartitionField]: ...
+    def __init__(
+        self,
+        *,
+        partition_fields: _abc.Iterable[Global___PartitionField] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["partition_fields", b"partition_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PartitionSpec: _TypeAlias = PartitionSpec  # noqa: Y015
+
+@_typing.final
+class RecordConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_FORMAT_TYPE_FIELD_NUMBER: _builtins.int
+    GSR_SCHEMA_ARN_FIELD_NUMBER: _builtins.int
+    record_format_type: _builtins.str
+    gsr_schema_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        record_format_type: _builtins.str | None = ...,
+        gsr_schema_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_gsr_schema_arn", b"_gsr_schema_arn", "_record_format_type", b"_record_format_type", "gsr_schema_arn", b"gsr_schema_arn", "record_format_type", b"record_format_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_gsr_schema_arn", b"_gsr_schema_arn", "_record_format_type", b"_record_format_type", "gsr_schema_arn", b"gsr_schema_arn", "record_format_type", b"record_format_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__gsr_schema_arn: _TypeAlias = _typing.Literal["gsr_schema_arn"]  # noqa: Y015
+    _WhichOneofArgType__gsr_schema_arn: _TypeAlias = _typing.Literal["_gsr_schema_arn", b"_gsr_schema_arn"]  # noqa: Y015
+    _WhichOneofReturnType__record_format_type: _TypeAlias = _typing.Literal["record_format_type"]  # noqa: Y015
+    _WhichOneofArgType__record_format_type: _TypeAlias = _typing.Literal["_record_format_type", b"_record_format_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__gsr_schema_arn) -> _WhichOneofReturnType__gsr_schema_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__record_format_type) -> _WhichOneofReturnType__record_format_type | None: ...
+
+Global___RecordConfiguration: _TypeAlias = RecordConfiguration  # noqa: Y015
+
+@_typing.final
+class S3DestinationConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FRESHNESS_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_QUEUE_S3_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    STORAGE_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    data_freshness_in_seconds: _builtins.int
+    @_builtins.property
+    def dead_letter_queue_s3_configuration(self) -> Global___DeadLetterQueueS3Configuration: ...
+    @_builtins.property
+    def storage_configuration(self) -> Global___S3StorageConfiguration: ...
+    def __init__(
+        self,
+        *,
+        data_freshness_in_seconds: _builtins.int | None = ...,
+        dead_letter_queue_s3_configuration: Global___DeadLetterQueueS3Configuration | None = ...,
+        storage_configuration: Global___S3StorageConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration", "storage_configuration", b"storage_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration", "storage_configuration", b"storage_configuration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["data_freshness_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__data_freshness_in_seconds) -> _WhichOneofReturnType__data_freshness_in_seconds | None: ...
+
+Global___S3DestinationConfiguration: _TypeAlias = S3DestinationConfiguration  # noqa: Y015
+
+@_typing.final
+class S3DestinationDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FRESHNESS_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_QUEUE_S3_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    STORAGE_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    data_freshness_in_seconds: _builtins.int
+    @_builtins.property
+    def dead_letter_queue_s3_configuration(self) -> Global___DeadLetterQueueS3Configuration: ...
+    @_builtins.property
+    def storage_configuration(self) -> Global___S3StorageConfiguration: ...
+    def __init__(
+        self,
+        *,
+        data_freshness_in_seconds: _builtins.int | None = ...,
+        dead_letter_queue_s3_configuration: Global___DeadLetterQueueS3Configuration | None = ...,
+        storage_configuration: Global___S3StorageConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration", "storage_configuration", b"storage_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration", "storage_configuration", b"storage_configuration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["data_freshness_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__data_freshness_in_seconds) -> _WhichOneofReturnType__data_freshness_in_seconds | None: ...
+
+Global___S3DestinationDescription: _TypeAlias = S3DestinationDescription  # noqa: Y015
+
+@_typing.final
+class S3DestinationUpdateInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FRESHNESS_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    data_freshness_in_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        data_freshness_in_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["data_freshness_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__data_freshness_in_seconds) -> _WhichOneofReturnType__data_freshness_in_seconds | None: ...
+
+Global___S3DestinationUpdateInput: _TypeAlias = S3DestinationUpdateInput  # noqa: Y015
+
+@_typing.final
+class S3StorageConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_ARN_FIELD_NUMBER: _builtins.int
+    EXPECTED_BUCKET_OWNER_FIELD_NUMBER: _builtins.int
+    OUTPUT_KEY_TEMPLATE_FIELD_NUMBER: _builtins.int
+    STORAGE_CLASS_FIELD_NUMBER: _builtins.int
+    COMPRESSION_TYPE_FIELD_NUMBER: _builtins.int
+    bucket_arn: _builtins.str
+    expected_bucket_owner: _builtins.str
+    output_key_template: _builtins.str
+    storage_class: _builtins.str
+    compression_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        bucket_arn: _builtins.str | None = ...,
+        expected_bucket_owner: _builtins.str | None = ...,
+        output_key_template: _builtins.str | None = ...,
+        storage_class: _builtins.str | None = ...,
+        compression_type: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_compression_type", b"_compression_type", "_expected_bucket_owner", b"_expected_bucket_owner", "_output_key_template", b"_output_key_template", "_storage_class", b"_storage_class", "bucket_arn", b"bucket_arn", "compression_type", b"compression_type", "expected_bucket_owner", b"expected_bucket_owner", "output_key_template", b"output_key_template", "storage_class", b"storage_class"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_compression_type", b"_compression_type", "_expected_bucket_owner", b"_expected_bucket_owner", "_output_key_template", b"_output_key_template", "_storage_class", b"_storage_class", "bucket_arn", b"bucket_arn", "compression_type", b"compression_type", "expected_bucket_owner", b"expected_bucket_owner", "output_key_template", b"output_key_template", "storage_class", b"storage_class"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__bucket_arn: _TypeAlias = _typing.Literal["bucket_arn"]  # noqa: Y015
+    _WhichOneofArgType__bucket_arn: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn"]  # noqa: Y015
+    _WhichOneofReturnType__compression_type: _TypeAlias = _typing.Literal["compression_type"]  # noqa: Y015
+    _WhichOneofArgType__compression_type: _TypeAlias = _typing.Literal["_compression_type", b"_compression_type"]  # noqa: Y015
+    _WhichOneofReturnType__expected_bucket_owner: _TypeAlias = _typing.Literal["expected_bucket_owner"]  # noqa: Y015
+    _WhichOneofArgType__expected_bucket_owner: _TypeAlias = _typing.Literal["_expected_bucket_owner", b"_expected_bucket_owner"]  # noqa: Y015
+    _WhichOneofReturnType__output_key_template: _TypeAlias = _typing.Literal["output_key_template"]  # noqa: Y015
+    _WhichOneofArgType__output_key_template: _TypeAlias = _typing.Literal["_output_key_template", b"_output_key_template"]  # noqa: Y015
+    _WhichOneofReturnType__storage_class: _TypeAlias = _typing.Literal["storage_class"]  # noqa: Y015
+    _WhichOneofArgType__storage_class: _TypeAlias = _typing.Literal["_storage_class", b"_storage_class"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bucket_arn) -> _WhichOneofReturnType__bucket_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__compression_type) -> _WhichOneofReturnType__compression_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_bucket_owner) -> _WhichOneofReturnType__expected_bucket_owner | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__output_key_template) -> _WhichOneofReturnType__output_key_template | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__storage_class) -> _WhichOneofReturnType__storage_class | None: ...
+
+Global___S3StorageConfiguration: _TypeAlias = S3StorageConfiguration  # noqa: Y015
+
+@_typing.final
+class S3TablesConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TABLE_BUCKET_ARN_FIELD_NUMBER: _builtins.int
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    TABLE_NAME_FIELD_NUMBER: _builtins.int
+    COMPRESSION_TYPE_FIELD_NUMBER: _builtins.int
+    PARTITION_SPEC_FIELD_NUMBER: _builtins.int
+    table_bucket_arn: _builtins.str
+    namespace: _builtins.str
+    table_name: _builtins.str
+    compression_type: _builtins.str
+    @_builtins.property
+    def partition_spec(self) -> Global___PartitionSpec: ...
+    def __init__(
+        self,
+        *,
+        table_bucket_arn: _builtins.str | None = ...,
+        namespace: _builtins.str | None = ...,
+        table_name: _builtins.str | None = ...,
+        compression_type: _builtins.str | None = ...,
+        partition_spec: Global___PartitionSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_compression_type", b"_compression_type", "_namespace", b"_namespace", "_table_bucket_arn", b"_table_bucket_arn", "_table_name", b"_table_name", "compression_type", b"compression_type", "namespace", b"namespace", "partition_spec", b"partition_spec", "table_bucket_arn", b"table_bucket_arn", "table_name", b"table_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_compression_type", b"_compression_type", "_namespace", b"_namespace", "_table_bucket_arn", b"_table_bucket_arn", "_table_name", b"_table_name", "compression_type", b"compression_type", "namespace", b"namespace", "partition_spec", b"partition_spec", "table_bucket_arn", b"table_bucket_arn", "table_name", b"table_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__compression_type: _TypeAlias = _typing.Literal["compression_type"]  # noqa: Y015
+    _WhichOneofArgType__compression_type: _TypeAlias = _typing.Literal["_compression_type", b"_compression_type"]  # noqa: Y015
+    _WhichOneofReturnType__namespace: _TypeAlias = _typing.Literal["namespace"]  # noqa: Y015
+    _WhichOneofArgType__namespace: _TypeAlias = _typing.Literal["_namespace", b"_namespace"]  # noqa: Y015
+    _WhichOneofReturnType__table_bucket_arn: _TypeAlias = _typing.Literal["table_bucket_arn"]  # noqa: Y015
+    _WhichOneofArgType__table_bucket_arn: _TypeAlias = _typing.Literal["_table_bucket_arn", b"_table_bucket_arn"]  # noqa: Y015
+    _WhichOneofReturnType__table_name: _TypeAlias = _typing.Literal["table_name"]  # noqa: Y015
+    _WhichOneofArgType__table_name: _TypeAlias = _typing.Literal["_table_name", b"_table_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__compression_type) -> _WhichOneofReturnType__compression_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__namespace) -> _WhichOneofReturnType__namespace | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__table_bucket_arn) -> _WhichOneofReturnType__table_bucket_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__table_name) -> _WhichOneofReturnType__table_name | None: ...
+
+Global___S3TablesConfiguration: _TypeAlias = S3TablesConfiguration  # noqa: Y015
+
+@_typing.final
+class S3TablesDestinationConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FRESHNESS_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_QUEUE_S3_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    S3_TABLES_CONFIGURATION_LIST_FIELD_NUMBER: _builtins.int
+    data_freshness_in_seconds: _builtins.int
+    @_builtins.property
+    def dead_letter_queue_s3_configuration(self) -> Global___DeadLetterQueueS3Configuration: ...
+    @_builtins.property
+    def s3_tables_configuration_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___S3TablesConfiguration]: ...
+    def __init__(
+        self,
+        *,
+        data_freshness_in_seconds: _builtins.int | None = ...,
+        dead_letter_queue_s3_configuration: Global___DeadLetterQueueS3Configuration | None = ...,
+        s3_tables_configuration_list: _abc.Iterable[Global___S3TablesConfiguration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration", "s3_tables_configuration_list", b"s3_tables_configuration_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["data_freshness_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__data_freshness_in_seconds) -> _WhichOneofReturnType__data_freshness_in_seconds | None: ...
+
+Global___S3TablesDestinationConfiguration: _TypeAlias = S3TablesDestinationConfiguration  # noqa: Y015
+
+@_typing.final
+class S3TablesDestinationDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FRESHNESS_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_QUEUE_S3_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    S3_TABLES_CONFIGURATION_LIST_FIELD_NUMBER: _builtins.int
+    data_freshness_in_seconds: _builtins.int
+    @_builtins.property
+    def dead_letter_queue_s3_configuration(self) -> Global___DeadLetterQueueS3Configuration: ...
+    @_builtins.property
+    def s3_tables_configuration_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___S3TablesConfiguration]: ...
+    def __init__(
+        self,
+        *,
+        data_freshness_in_seconds: _builtins.int | None = ...,
+        dead_letter_queue_s3_configuration: Global___DeadLetterQueueS3Configuration | None = ...,
+        s3_tables_configuration_list: _abc.Iterable[Global___S3TablesConfiguration] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds", "dead_letter_queue_s3_configuration", b"dead_letter_queue_s3_configuration", "s3_tables_configuration_list", b"s3_tables_configuration_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["data_freshness_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__data_freshness_in_seconds) -> _WhichOneofReturnType__data_freshness_in_seconds | None: ...
+
+Global___S3TablesDestinationDescription: _TypeAlias = S3TablesDestinationDescription  # noqa: Y015
+
+@_typing.final
+class S3TablesDestinationUpdateInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FRESHNESS_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    data_freshness_in_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        data_freshness_in_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds", "data_freshness_in_seconds", b"data_freshness_in_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["data_freshness_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__data_freshness_in_seconds: _TypeAlias = _typing.Literal["_data_freshness_in_seconds", b"_data_freshness_in_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__data_freshness_in_seconds) -> _WhichOneofReturnType__data_freshness_in_seconds | None: ...
+
+Global___S3TablesDestinationUpdateInput: _TypeAlias = S3TablesDestinationUpdateInput  # noqa: Y015
+
+@_typing.final
+class StreamFilter(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    stream_arn: _builtins.str
+    @_builtins.property
+    def stream_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        stream_arn: _builtins.str | None = ...,
+        stream_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "stream_arn", b"stream_arn", "stream_creation_timestamp", b"stream_creation_timestamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+
+Global___StreamFilter: _TypeAlias = StreamFilter  # noqa: Y015
+
+@_typing.final
+class UpdateChannelInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ARN_FIELD_NUMBER: _builtins.int
+    S3_DESTINATION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    S3_TABLES_DESTINATION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    LOGGING_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    channel_arn: _builtins.str
+    @_builtins.property
+    def s3_destination_configuration(self) -> Global___S3DestinationUpdateInput: ...
+    @_builtins.property
+    def s3_tables_destination_configuration(self) -> Global___S3TablesDestinationUpdateInput: ...
+    @_builtins.property
+    def logging_configuration(self) -> Global___ChannelLoggingUpdateInput: ...
+    def __init__(
+        self,
+        *,
+        channel_arn: _builtins.str | None = ...,
+        s3_destination_configuration: Global___S3DestinationUpdateInput | None = ...,
+        s3_tables_destination_configuration: Global___S3TablesDestinationUpdateInput | None = ...,
+        logging_configuration: Global___ChannelLoggingUpdateInput | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "channel_arn", b"channel_arn", "logging_configuration", b"logging_configuration", "s3_destination_configuration", b"s3_destination_configuration", "s3_tables_destination_configuration", b"s3_tables_destination_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "channel_arn", b"channel_arn", "logging_configuration", b"logging_configuration", "s3_destination_configuration", b"s3_destination_configuration", "s3_tables_destination_configuration", b"s3_tables_destination_configuration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__channel_arn: _TypeAlias = _typing.Literal["channel_arn"]  # noqa: Y015
+    _WhichOneofArgType__channel_arn: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_arn) -> _WhichOneofReturnType__channel_arn | None: ...
+
+Global___UpdateChannelInput: _TypeAlias = UpdateChannelInput  # noqa: Y015
+
+@_typing.final
+class UpdateChannelOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def channel_description(self) -> Global___ChannelDescription: ...
+    def __init__(
+        self,
+        *,
+        channel_description: Global___ChannelDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["channel_description", b"channel_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel_description", b"channel_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateChannelOutput: _TypeAlias = UpdateChannelOutput  # noqa: Y015
+
+@_typing.final
+class DeleteChannelInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_ARN_FIELD_NUMBER: _builtins.int
+    channel_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "channel_arn", b"channel_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn", "channel_arn", b"channel_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__channel_arn: _TypeAlias = _typing.Literal["channel_arn"]  # noqa: Y015
+    _WhichOneofArgType__channel_arn: _TypeAlias = _typing.Literal["_channel_arn", b"_channel_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__channel_arn) -> _WhichOneofReturnType__channel_arn | None: ...
+
+Global___DeleteChannelInput: _TypeAlias = DeleteChannelInput  # noqa: Y015
+
+@_typing.final
+class DeleteChannelOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteChannelOutput: _TypeAlias = DeleteChannelOutput  # noqa: Y015

@@ -296,6 +296,31 @@ class KinesisServiceStub:
                 request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityOutput.FromString,
                 _registered_method=True)
+        self.CreateChannel = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/CreateChannel',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateChannelOutput.FromString,
+                _registered_method=True)
+        self.DescribeChannel = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DescribeChannel',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeChannelOutput.FromString,
+                _registered_method=True)
+        self.ListChannels = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/ListChannels',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListChannelsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListChannelsOutput.FromString,
+                _registered_method=True)
+        self.UpdateChannel = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/UpdateChannel',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateChannelOutput.FromString,
+                _registered_method=True)
+        self.DeleteChannel = channel.unary_unary(
+                '/broker.api.kinesis.v1.KinesisService/DeleteChannel',
+                request_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteChannelInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteChannelOutput.FromString,
+                _registered_method=True)
 
 
 class KinesisServiceServicer:
@@ -618,6 +643,37 @@ class KinesisServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateChannel(self, request, context):
+        """Channels: a stream delivered to S3 or an Iceberg table (broker/firehose/channels.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListChannels(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteChannel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KinesisServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -880,6 +936,31 @@ def add_KinesisServiceServicer_to_server(servicer, server):
                     servicer.UpdateDeadLetterQueueRecordsVisibility,
                     request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityInput.FromString,
                     response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityOutput.SerializeToString,
+            ),
+            'CreateChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateChannel,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateChannelOutput.SerializeToString,
+            ),
+            'DescribeChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeChannel,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeChannelOutput.SerializeToString,
+            ),
+            'ListChannels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChannels,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListChannelsInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListChannelsOutput.SerializeToString,
+            ),
+            'UpdateChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateChannel,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateChannelOutput.SerializeToString,
+            ),
+            'DeleteChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteChannel,
+                    request_deserializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteChannelInput.FromString,
+                    response_serializer=broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteChannelOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2288,6 +2369,141 @@ class KinesisService:
             '/broker.api.kinesis.v1.KinesisService/UpdateDeadLetterQueueRecordsVisibility',
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityInput.SerializeToString,
             broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateDeadLetterQueueRecordsVisibilityOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/CreateChannel',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateChannelInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.CreateChannelOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DescribeChannel',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeChannelInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DescribeChannelOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChannels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/ListChannels',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListChannelsInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.ListChannelsOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/UpdateChannel',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateChannelInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.UpdateChannelOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.kinesis.v1.KinesisService/DeleteChannel',
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteChannelInput.SerializeToString,
+            broker_dot_api_dot_kinesis_dot_v1_dot_kinesis__pb2.DeleteChannelOutput.FromString,
             options,
             channel_credentials,
             insecure,

@@ -96,6 +96,12 @@ class KinesisServiceStub:
     AcknowledgeDeadLetterQueueRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.AcknowledgeDeadLetterQueueRecordsInput, _kinesis_pb2.AcknowledgeDeadLetterQueueRecordsOutput]
     RestoreDeadLetterQueueRecords: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.RestoreDeadLetterQueueRecordsInput, _kinesis_pb2.RestoreDeadLetterQueueRecordsOutput]
     UpdateDeadLetterQueueRecordsVisibility: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityInput, _kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput]
+    CreateChannel: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.CreateChannelInput, _kinesis_pb2.CreateChannelOutput]
+    """Channels: a stream delivered to S3 or an Iceberg table (broker/firehose/channels.py)."""
+    DescribeChannel: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeChannelInput, _kinesis_pb2.DescribeChannelOutput]
+    ListChannels: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.ListChannelsInput, _kinesis_pb2.ListChannelsOutput]
+    UpdateChannel: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateChannelInput, _kinesis_pb2.UpdateChannelOutput]
+    DeleteChannel: _grpc.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteChannelInput, _kinesis_pb2.DeleteChannelOutput]
 
 @_typing.type_check_only
 class KinesisServiceAsyncStub(KinesisServiceStub):
@@ -160,6 +166,12 @@ class KinesisServiceAsyncStub(KinesisServiceStub):
     AcknowledgeDeadLetterQueueRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.AcknowledgeDeadLetterQueueRecordsInput, _kinesis_pb2.AcknowledgeDeadLetterQueueRecordsOutput]  # type: ignore[assignment]
     RestoreDeadLetterQueueRecords: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.RestoreDeadLetterQueueRecordsInput, _kinesis_pb2.RestoreDeadLetterQueueRecordsOutput]  # type: ignore[assignment]
     UpdateDeadLetterQueueRecordsVisibility: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityInput, _kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput]  # type: ignore[assignment]
+    CreateChannel: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.CreateChannelInput, _kinesis_pb2.CreateChannelOutput]  # type: ignore[assignment]
+    """Channels: a stream delivered to S3 or an Iceberg table (broker/firehose/channels.py)."""
+    DescribeChannel: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DescribeChannelInput, _kinesis_pb2.DescribeChannelOutput]  # type: ignore[assignment]
+    ListChannels: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.ListChannelsInput, _kinesis_pb2.ListChannelsOutput]  # type: ignore[assignment]
+    UpdateChannel: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.UpdateChannelInput, _kinesis_pb2.UpdateChannelOutput]  # type: ignore[assignment]
+    DeleteChannel: _aio.UnaryUnaryMultiCallable[_kinesis_pb2.DeleteChannelInput, _kinesis_pb2.DeleteChannelOutput]  # type: ignore[assignment]
 
 class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
     """One RPC per Kinesis operation. Errors: the gRPC status carries a google.rpc.Status whose
@@ -533,5 +545,41 @@ class KinesisServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityInput,
         context: _ServicerContext,
     ) -> _typing.Union[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput, _abc.Awaitable[_kinesis_pb2.UpdateDeadLetterQueueRecordsVisibilityOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateChannel(
+        self,
+        request: _kinesis_pb2.CreateChannelInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.CreateChannelOutput, _abc.Awaitable[_kinesis_pb2.CreateChannelOutput]]:
+        """Channels: a stream delivered to S3 or an Iceberg table (broker/firehose/channels.py)."""
+
+    @_abc_1.abstractmethod
+    def DescribeChannel(
+        self,
+        request: _kinesis_pb2.DescribeChannelInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DescribeChannelOutput, _abc.Awaitable[_kinesis_pb2.DescribeChannelOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def ListChannels(
+        self,
+        request: _kinesis_pb2.ListChannelsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.ListChannelsOutput, _abc.Awaitable[_kinesis_pb2.ListChannelsOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateChannel(
+        self,
+        request: _kinesis_pb2.UpdateChannelInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.UpdateChannelOutput, _abc.Awaitable[_kinesis_pb2.UpdateChannelOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def DeleteChannel(
+        self,
+        request: _kinesis_pb2.DeleteChannelInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_kinesis_pb2.DeleteChannelOutput, _abc.Awaitable[_kinesis_pb2.DeleteChannelOutput]]: ...
 
 def add_KinesisServiceServicer_to_server(servicer: KinesisServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

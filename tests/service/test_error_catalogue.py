@@ -1,0 +1,70 @@
+"""Every error text the Kinesis Data Streams code raises is written down once, in
+`broker/error_messages.py` (issue 14, item 6): a `ShoalError` built with a literal or an
+f-string message anywhere in these modules fails this test, naming the place."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+BROKER = Path(__file__).resolve().parents[2] / "broker"
+
+# The Kinesis Data Streams service: both doors' operations, its pure rules, its metadata
+# transitions (streams, consumers, reshards, limits, queues, nodes) and the channels.
+KINESIS_MODULES = (
+    "service",
+    "streams",
+    "queues",
+    "firehose/channels.py",
+    "meta/capacity.py",
+    "meta/transitions/account_limits.py",
+    "meta/transitions/common.py",
+    "meta/transitions/nodes.py",
+    "meta/transitions/queues.py",
+    "meta/transitions/reshards.py",
+    "meta/transitions/stream_consumers.py",
+    "meta/transitions/stream_features.py",
+    "meta/transitions/stream_lifecycle.py",
+    "meta/transitions/stream_settings.py",
+)
+
+
+def _sources() -> list[Path]:
+    found: list[Path] = []
+    for entry in KINESIS_MODULES:
+        path = BROKER / entry
+        found.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    return found
+
+
+def literal_error_texts(path: Path, root: Path = BROKER.parent) -> list[str]:
+    """`file:line: text` for each ShoalError(code, <literal or f-string>) in `path`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.Call) or len(node.args) < 2:
+            continue
+        function = node.func
+        name = function.attr if isinstance(function, ast.Attribute) else None
+        if isinstance(function, ast.Name):
+            name = function.id
+        message = node.args[1]
+        if name == "ShoalError" and isinstance(message, ast.Constant | ast.JoinedStr):
+            where = path.relative_to(root)
+            found.append(f"{where}:{node.lineno}: {ast.unparse(message)[:80]}")
+    return found
+
+
+def test_every_raised_kinesis_error_text_is_in_the_catalogue() -> None:
+    sources = _sources()
+    assert len(sources) > 30, sources  # the scope is real
+    outside = [text for path in sources for text in literal_error_texts(path)]
+    assert outside == [], "error texts outside broker/error_messages.py:\n" + "\n".join(outside)
+
+
+def test_the_check_sees_a_literal_text(tmp_path: Path) -> None:
+    planted = tmp_path / "planted.py"
+    planted.write_text(
+        'raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Bad {thing}.")\n'
+        "raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.INVALID_NEXT_TOKEN)\n"
+    )
+    assert literal_error_texts(planted, tmp_path) == ["planted.py:1: f'Bad {thing}.'"]
