@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from broker.clock import Clock
 from broker.log.records import LogCorruptionError
-from broker.log.store import LogStore
+from broker.log.store import LogStore, LogStoreError
 from broker.metrics import ReplicationProbe
 from broker.replication.replica import ReplicaStatistics
 from broker.types import Offset, ShardUid
@@ -107,6 +107,14 @@ class Scrubber:
                 log.error("scrub_found_corruption", extra={"shard_uid": shard_uid})
                 self._report(error)
                 return  # the driver takes it from here; the next pass looks again
+            except LogStoreError as error:
+                # The store failed or is being reopened after a failure: the driver owns that
+                # (it reopens the store and its replicas); the next pass looks again. Letting
+                # it escape would end the node's background tasks, and the node with them.
+                log.warning(
+                    "scrub_store_unavailable", extra={"shard_uid": shard_uid, "error": str(error)}
+                )
+                return
             self.bytes_checked += checked
             if self._probe is not None:
                 self._probe.scrubbed(checked)
