@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ REFERENCE_DATA_SOURCES_MAX = 1
 TAGS_MAX = 50
 IN_APP_STREAMS_MAX = 64  # InputParallelism.Count is at most 64
 PAST_VERSIONS_MAX = 100  # the earlier versions a FLINK or ZEPPELIN application keeps
+OPERATIONS_MAX = 100  # the operations ListApplicationOperations keeps per application
+# Managed Service for Apache Flink's maintenance window is 8 hours from its start time.
+MAINTENANCE_WINDOW_HOURS = 8
 
 SQL_RUNTIME = "SQL-1_0"  # the one runtime Shoal runs
 
@@ -126,6 +130,13 @@ class Application:
     mode: str = ""  # ApplicationMode (STREAMING, INTERACTIVE); "" for SQL applications
     configuration: str = "{}"  # a non-SQL application's ApplicationConfiguration
     past_versions: tuple[str, ...] = ()  # canonical JSON of `version_fields`, oldest first
+    # UpdateApplicationMaintenanceConfiguration's window start ("HH:MM"; "" until one is set).
+    maintenance_window_start: str = ""
+    # The operations of a FLINK or ZEPPELIN application (ListApplicationOperations), each the
+    # canonical JSON of `record_operation`'s document, oldest first; `operations_made` counts
+    # them all (the next operation id's seed).
+    operations: tuple[str, ...] = ()
+    operations_made: int = 0
 
     @property
     def key(self) -> str:
@@ -201,6 +212,21 @@ class Application:
     def logging_descriptions(self) -> list[Document]:
         value: list[Document] = json.loads(self.logging_options)
         return value
+
+    def operation_records(self) -> list[Document]:
+        """The kept operations, newest first (ListApplicationOperations' order)."""
+        return [json.loads(record) for record in reversed(self.operations)]
+
+    def maintenance_description(self) -> Document | None:
+        """ApplicationMaintenanceConfigurationDescription, once a window is set."""
+        if not self.maintenance_window_start:
+            return None
+        hours, minutes = self.maintenance_window_start.split(":")
+        end = f"{(int(hours) + MAINTENANCE_WINDOW_HOURS) % 24:02d}:{minutes}"
+        return {
+            "ApplicationMaintenanceWindowStartTime": self.maintenance_window_start,
+            "ApplicationMaintenanceWindowEndTime": end,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -404,6 +430,13 @@ def create(
         described_logging.append(logging_description(request, f"{next_id}.1"))
         next_id += 1
     _check_unique_outputs(described_outputs)
+    configuration = dict(configuration or {})
+    if configuration.get("VpcConfigurations"):
+        described_vpcs = []
+        for request in configuration["VpcConfigurations"]:
+            described_vpcs.append(vpc_description(request, f"{next_id}.1"))
+            next_id += 1
+        configuration["VpcConfigurations"] = described_vpcs
     return Application(
         account_id=account_id,
         region=region,
@@ -425,7 +458,7 @@ def create(
         runtime=runtime,
         service_execution_role=service_execution_role,
         mode=mode,
-        configuration=canonical(dict(configuration or {})),
+        configuration=canonical(configuration),
     )
 
 
@@ -491,9 +524,12 @@ def update(
     if "RuntimeEnvironmentUpdate" in update_request:
         changes["runtime"] = _runtime_update(app, str(update_request["RuntimeEnvironmentUpdate"]))
     if "ConfigurationUpdate" in update_request:
-        changes["configuration"] = canonical(
-            merge_update(app.configuration_document(), update_request["ConfigurationUpdate"])
-        )
+        configuration_update = dict(update_request["ConfigurationUpdate"])
+        vpc_updates = configuration_update.pop("VpcConfigurationUpdates", ())
+        configuration = merge_update(app.configuration_document(), configuration_update)
+        if vpc_updates:
+            configuration["VpcConfigurations"] = _updated_vpcs(app, configuration, vpc_updates)
+        changes["configuration"] = canonical(configuration)
     inputs = app.input_descriptions()
     for change in update_request.get("InputUpdates", ()):
         index = _find(inputs, "InputId", str(change["InputId"]), "Input", app)
@@ -623,6 +659,146 @@ def _updated_reference(described: Document, change: Mapping[str, Any]) -> Docume
     if "ReferenceSchemaUpdate" in change:
         result["ReferenceSchema"] = dict(change["ReferenceSchemaUpdate"])
     return result
+
+
+def vpc_description(request: Mapping[str, Any], vpc_configuration_id: str) -> Document:
+    """A `VpcConfiguration` as stored (and described): its subnets and security groups with
+    an id, and a VpcId. AWS finds the VPC the subnets belong to; Shoal has no VPCs to look
+    subnets up in, so the VpcId is derived from the subnets (the same subnets, the same id)."""
+    subnets = [str(subnet) for subnet in request["SubnetIds"]]
+    groups = [str(group) for group in request["SecurityGroupIds"]]
+    digest = hashlib.sha256("\n".join(sorted(subnets)).encode()).hexdigest()
+    return {
+        "VpcConfigurationId": vpc_configuration_id,
+        "VpcId": f"vpc-{digest[:17]}",
+        "SubnetIds": subnets,
+        "SecurityGroupIds": groups,
+    }
+
+
+def _vpcs(app: Application) -> list[Document]:
+    value: list[Document] = list(app.configuration_document().get("VpcConfigurations", ()))
+    return value
+
+
+def _updated_vpcs(
+    app: Application, configuration: Mapping[str, Any], updates: Sequence[Mapping[str, Any]]
+) -> list[Document]:
+    """UpdateApplication's VpcConfigurationUpdates, each changing one configuration by id."""
+    vpcs = [dict(vpc) for vpc in configuration.get("VpcConfigurations", ())]
+    for change in updates:
+        vpc_id = str(change["VpcConfigurationId"])
+        index = _find(vpcs, "VpcConfigurationId", vpc_id, "VPC configuration", app)
+        vpcs[index] = vpc_description(
+            {
+                "SubnetIds": change.get("SubnetIdUpdates", vpcs[index]["SubnetIds"]),
+                "SecurityGroupIds": change.get(
+                    "SecurityGroupIdUpdates", vpcs[index]["SecurityGroupIds"]
+                ),
+            },
+            vpc_id,
+        )
+    return vpcs
+
+
+def add_vpc_configuration(
+    app: Application, request: Mapping[str, Any], *, now_ms: int, updating_ms: int
+) -> Application:
+    """AddApplicationVpcConfiguration (Managed Service for Apache Flink applications only)."""
+    if app.is_sql:
+        raise _invalid("VPC configurations are not supported for SQL applications.")
+    vpc_id, next_id = _next_id(app)
+    configuration = app.configuration_document()
+    configuration["VpcConfigurations"] = [*_vpcs(app), vpc_description(request, vpc_id)]
+    return _changed(
+        app,
+        now_ms=now_ms,
+        updating_ms=updating_ms,
+        configuration=canonical(configuration),
+        next_id=next_id,
+    )
+
+
+def delete_vpc_configuration(
+    app: Application, vpc_id: str, *, now_ms: int, updating_ms: int
+) -> Application:
+    if app.is_sql:
+        raise _invalid("VPC configurations are not supported for SQL applications.")
+    vpcs = _vpcs(app)
+    del vpcs[_find(vpcs, "VpcConfigurationId", vpc_id, "VPC configuration", app)]
+    configuration = app.configuration_document()
+    if vpcs:
+        configuration["VpcConfigurations"] = vpcs
+    else:
+        configuration.pop("VpcConfigurations", None)
+    return _changed(
+        app, now_ms=now_ms, updating_ms=updating_ms, configuration=canonical(configuration)
+    )
+
+
+def update_maintenance(app: Application, window_start: str) -> Application:
+    """UpdateApplicationMaintenanceConfiguration: the window used from the next maintenance
+    on; not a configuration change (the version stays, as on AWS)."""
+    if app.is_sql:
+        raise _unsupported(app, "UpdateApplicationMaintenanceConfiguration")
+    hours, _, minutes = window_start.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
+        raise _invalid(f"{window_start} is not a time of day in HH:MM form.")
+    return dataclasses.replace(app, maintenance_window_start=f"{int(hours):02d}:{minutes}")
+
+
+def _unsupported(app: Application, operation: str) -> ShoalError:
+    return ShoalError(
+        ErrorCode.UNSUPPORTED_OPERATION,
+        f"{operation} is supported for Managed Service for Apache Flink applications only; "
+        f"application {app.name} is {SQL_RUNTIME}.",
+    )
+
+
+def operation_id(app: Application, sequence: int) -> str:
+    """The id of the application's `sequence`th operation: unique per application (and per
+    creation of a name), the same on every replica."""
+    digest = hashlib.sha256(f"{app.arn}#{app.created_ms}#{sequence}".encode()).hexdigest()
+    return digest[:16]
+
+
+# The changes a FLINK or ZEPPELIN application lists as its operations (those whose v2
+# response carries an OperationId; starts and rollbacks are refused here, never recorded).
+RECORDED_OPERATIONS = frozenset(
+    {
+        "UpdateApplication",
+        "AddApplicationVpcConfiguration",
+        "DeleteApplicationVpcConfiguration",
+        "AddApplicationCloudWatchLoggingOption",
+        "DeleteApplicationCloudWatchLoggingOption",
+    }
+)
+
+
+def record_operation(
+    before: Application, after: Application, operation: str, *, now_ms: int
+) -> Application:
+    """A FLINK or ZEPPELIN application's operation, for ListApplicationOperations and
+    DescribeApplicationOperation. Shoal applies a change to an application that is not
+    running at once, so the operation is SUCCESSFUL when it is recorded."""
+    sequence = after.operations_made + 1
+    record: Document = {
+        "OperationId": operation_id(after, sequence),
+        "Operation": operation,
+        "StartTime": now_ms,
+        "EndTime": now_ms,
+        "OperationStatus": "SUCCESSFUL",
+    }
+    if after.version_id != before.version_id:
+        record["ApplicationVersionChangeDetails"] = {
+            "ApplicationVersionUpdatedFrom": before.version_id,
+            "ApplicationVersionUpdatedTo": after.version_id,
+        }
+    return dataclasses.replace(
+        after,
+        operations=(*after.operations, canonical(record))[-OPERATIONS_MAX:],
+        operations_made=sequence,
+    )
 
 
 def _next_id(app: Application) -> tuple[str, int]:

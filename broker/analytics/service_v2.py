@@ -80,6 +80,12 @@ class AnalyticsV2Service(AnalyticsService):
             "DescribeApplicationSnapshot": self._describe_snapshot,
             "DeleteApplicationSnapshot": self._describe_snapshot,
             "CreateApplicationSnapshot": self._create_snapshot,
+            "AddApplicationVpcConfiguration": self._add_vpc,
+            "DeleteApplicationVpcConfiguration": self._delete_vpc,
+            "UpdateApplicationMaintenanceConfiguration": self._update_maintenance,
+            "ListApplicationOperations": self._list_operations,
+            "DescribeApplicationOperation": self._describe_operation,
+            "CreateApplicationPresignedUrl": self._presigned_url,
         }
         for operation in _ADD_OR_DELETE:
             self._handlers[operation] = self._add_or_delete(operation)
@@ -116,6 +122,9 @@ class AnalyticsV2Service(AnalyticsService):
             detail["ApplicationMode"] = app.mode
         if app.past_versions:
             detail["ApplicationVersionUpdatedFrom"] = app.version_id - 1
+        maintenance = app.maintenance_description()
+        if maintenance is not None:
+            detail["ApplicationMaintenanceConfigurationDescription"] = maintenance
         return detail
 
     async def _list_v2(self, request: Request, caller: Caller) -> Response:
@@ -320,6 +329,7 @@ class AnalyticsV2Service(AnalyticsService):
             response: Response = {"ApplicationARN": app.arn, "ApplicationVersionId": app.version_id}
             for member in answer:
                 response.update(_answer_member(app, member, request))
+            response.update(_operation_of(app, operation))
             return response
 
         return change
@@ -369,7 +379,142 @@ class AnalyticsV2Service(AnalyticsService):
         if "CurrentApplicationVersionId" not in v1_request:
             raise _invalid("CurrentApplicationVersionId or ConditionalToken is required.")
         changed = await self._apply("UpdateApplication", v1_request, caller)
-        return {"ApplicationDetail": self.detail(changed)}
+        return {
+            "ApplicationDetail": self.detail(changed),
+            **_operation_of(changed, "UpdateApplication"),
+        }
+
+    async def _add_vpc(self, request: Request, caller: Caller) -> Response:
+        changed = await self._apply_versioned(
+            "AddApplicationVpcConfiguration",
+            {
+                "ApplicationName": request["ApplicationName"],
+                "VpcConfiguration": request["VpcConfiguration"],
+            },
+            request,
+            caller,
+        )
+        vpcs = changed.configuration_document()["VpcConfigurations"]
+        return {
+            "ApplicationARN": changed.arn,
+            "ApplicationVersionId": changed.version_id,
+            "VpcConfigurationDescription": vpcs[-1],
+            **_operation_of(changed, "AddApplicationVpcConfiguration"),
+        }
+
+    async def _delete_vpc(self, request: Request, caller: Caller) -> Response:
+        changed = await self._apply_versioned(
+            "DeleteApplicationVpcConfiguration",
+            {
+                "ApplicationName": request["ApplicationName"],
+                "VpcConfigurationId": request["VpcConfigurationId"],
+            },
+            request,
+            caller,
+        )
+        return {
+            "ApplicationARN": changed.arn,
+            "ApplicationVersionId": changed.version_id,
+            **_operation_of(changed, "DeleteApplicationVpcConfiguration"),
+        }
+
+    async def _apply_versioned(
+        self, operation: str, change: Request, request: Request, caller: Caller
+    ) -> Application:
+        """Proposes `change`, guarded by the request's CurrentApplicationVersionId or
+        ConditionalToken (AWS requires one of them)."""
+        guard = self._versioned(request, caller)
+        if "CurrentApplicationVersionId" not in guard:
+            raise _invalid("CurrentApplicationVersionId or ConditionalToken is required.")
+        return await self._apply(operation, {**change, **guard}, caller)
+
+    async def _update_maintenance(self, request: Request, caller: Caller) -> Response:
+        changed = await self._apply(
+            "UpdateApplicationMaintenanceConfiguration",
+            {
+                "ApplicationName": request["ApplicationName"],
+                "ApplicationMaintenanceConfigurationUpdate": request[
+                    "ApplicationMaintenanceConfigurationUpdate"
+                ],
+            },
+            caller,
+        )
+        return {
+            "ApplicationARN": changed.arn,
+            "ApplicationMaintenanceConfigurationDescription": changed.maintenance_description(),
+        }
+
+    # --- Operations (FLINK and ZEPPELIN runtimes only, as on AWS) -----------------------------
+
+    async def _list_operations(self, request: Request, caller: Caller) -> Response:
+        app = self._not_sql(request, caller, "ListApplicationOperations")
+        records = app.operation_records()
+        if "Operation" in request:
+            records = [item for item in records if item["Operation"] == request["Operation"]]
+        if "OperationStatus" in request:
+            records = [
+                item for item in records if item["OperationStatus"] == request["OperationStatus"]
+            ]
+        token = request.get("NextToken")
+        if token is not None:
+            ids = [item["OperationId"] for item in records]
+            if token not in ids:
+                raise _invalid(f"NextToken {token} is not valid.")
+            records = records[ids.index(token) + 1 :]
+        limit = int(request.get("Limit", 50))
+        response: Response = {
+            "ApplicationOperationInfoList": [
+                {
+                    "Operation": item["Operation"],
+                    "OperationId": item["OperationId"],
+                    "StartTime": timestamp(item["StartTime"]),
+                    "EndTime": timestamp(item["EndTime"]),
+                    "OperationStatus": item["OperationStatus"],
+                }
+                for item in records[:limit]
+            ]
+        }
+        if len(records) > limit:  # the last operation listed
+            response["NextToken"] = records[limit - 1]["OperationId"]
+        return response
+
+    async def _describe_operation(self, request: Request, caller: Caller) -> Response:
+        app = self._not_sql(request, caller, "DescribeApplicationOperation")
+        wanted = str(request["OperationId"])
+        for item in app.operation_records():
+            if item["OperationId"] == wanted:
+                details: dict[str, Any] = {
+                    "Operation": item["Operation"],
+                    "StartTime": timestamp(item["StartTime"]),
+                    "EndTime": timestamp(item["EndTime"]),
+                    "OperationStatus": item["OperationStatus"],
+                }
+                if "ApplicationVersionChangeDetails" in item:
+                    details["ApplicationVersionChangeDetails"] = item[
+                        "ApplicationVersionChangeDetails"
+                    ]
+                return {"ApplicationOperationInfoDetails": details}
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"Operation {wanted} not found for application {app.name}.",
+        )
+
+    async def _presigned_url(self, request: Request, caller: Caller) -> Response:
+        """A URL to a running application's extension (the Flink dashboard, the Zeppelin
+        notebook). AWS answers ResourceInUse for an application that is not running; a FLINK
+        or ZEPPELIN application never runs here, and a SQL one has no extension."""
+        app = self._application(str(request["ApplicationName"]), caller)
+        url_type = str(request["UrlType"])
+        if app.is_sql:
+            raise _invalid(f"{url_type} is not available for {SQL_RUNTIME} applications.")
+        if url_type == "ZEPPELIN_UI_URL" and app.mode != "INTERACTIVE":
+            raise _invalid(f"ZEPPELIN_UI_URL is for Studio notebooks; {app.name} is {app.runtime}.")
+        status = app.status_at(self._clock.wall_ms())
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Application {app.name} is {status.value}; a presigned URL needs a RUNNING "
+            f"application (Shoal stores {app.runtime} applications but runs only {SQL_RUNTIME}).",
+        )
 
     async def _start_v2(self, request: Request, caller: Caller) -> Response:
         run = request.get("RunConfiguration", {})
@@ -392,6 +537,14 @@ class AnalyticsV2Service(AnalyticsService):
             "StopApplication", {"ApplicationName": request["ApplicationName"]}, caller
         )
         return {}
+
+
+def _operation_of(app: Application, operation: str) -> dict[str, Any]:
+    """The OperationId member of a change's answer: the operation just recorded for a FLINK
+    or ZEPPELIN application (SQL applications have no operations, as on AWS)."""
+    if app.is_sql or operation not in rules.RECORDED_OPERATIONS or not app.operations:
+        return {}
+    return {"OperationId": app.operation_records()[0]["OperationId"]}
 
 
 def conditional_token(app: Application) -> str:

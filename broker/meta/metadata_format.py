@@ -134,6 +134,8 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         ),
         members={
             "MetadataImage": frozenset({"iam"}),
+            # kinesisanalyticsv2's maintenance windows and application operations (issue 12).
+            "Application": frozenset({"maintenance_window_start", "operations", "operations_made"}),
             # StartStreamEncryption's data key, and the stream's wrapped data keys.
             "SetStreamEncryption": frozenset({"data_key"}),
             "StreamMeta": frozenset({"data_keys"}),

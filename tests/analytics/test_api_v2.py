@@ -411,3 +411,223 @@ async def test_the_v2_grpc_service(node: Node) -> None:
                 analytics_pb2.StartApplicationRequest(application_name="native")
             )
         assert raised.value.code() is grpc.StatusCode.FAILED_PRECONDITION  # no input
+
+
+async def test_vpc_configurations_maintenance_and_operations(analytics_v2: Any, node: Node) -> None:
+    """The Flink-only operations: VPC configurations (by id, versioned), the maintenance
+    window (no new version), each change listed as a SUCCESSFUL operation; refused for SQL
+    applications with AWS's errors; a presigned URL needs a running application."""
+    await call(
+        analytics_v2.create_application,
+        ApplicationName="vpc-flink",
+        RuntimeEnvironment="FLINK-1_20",
+        ServiceExecutionRole=ROLE,
+        ApplicationConfiguration={
+            **FLINK_CONFIGURATION,
+            "VpcConfigurations": [{"SubnetIds": ["subnet-a"], "SecurityGroupIds": ["sg-1"]}],
+        },
+    )
+    detail = (await call(analytics_v2.describe_application, ApplicationName="vpc-flink"))[
+        "ApplicationDetail"
+    ]
+    (created_vpc,) = detail["ApplicationConfigurationDescription"]["VpcConfigurationDescriptions"]
+    assert created_vpc["SubnetIds"] == ["subnet-a"]
+    assert created_vpc["VpcId"].startswith("vpc-")
+
+    added = await call(
+        analytics_v2.add_application_vpc_configuration,
+        ApplicationName="vpc-flink",
+        CurrentApplicationVersionId=1,
+        VpcConfiguration={"SubnetIds": ["subnet-b", "subnet-c"], "SecurityGroupIds": ["sg-2"]},
+    )
+    assert added["ApplicationVersionId"] == 2
+    vpc_id = added["VpcConfigurationDescription"]["VpcConfigurationId"]
+    assert vpc_id != created_vpc["VpcConfigurationId"]
+    with pytest.raises(ClientError) as raised:  # a stale version
+        await call(
+            analytics_v2.add_application_vpc_configuration,
+            ApplicationName="vpc-flink",
+            CurrentApplicationVersionId=1,
+            VpcConfiguration={"SubnetIds": ["subnet-d"], "SecurityGroupIds": ["sg-2"]},
+        )
+    assert error_of(raised) == ("ConcurrentModificationException", 400)
+    updated = await call(
+        analytics_v2.update_application,
+        ApplicationName="vpc-flink",
+        CurrentApplicationVersionId=2,
+        ApplicationConfigurationUpdate={
+            "VpcConfigurationUpdates": [
+                {"VpcConfigurationId": vpc_id, "SecurityGroupIdUpdates": ["sg-3"]}
+            ]
+        },
+    )
+    vpcs = updated["ApplicationDetail"]["ApplicationConfigurationDescription"][
+        "VpcConfigurationDescriptions"
+    ]
+    assert [(vpc["SubnetIds"], vpc["SecurityGroupIds"]) for vpc in vpcs] == [
+        (["subnet-a"], ["sg-1"]),
+        (["subnet-b", "subnet-c"], ["sg-3"]),
+    ]
+    token = updated["ApplicationDetail"]["ConditionalToken"]
+    deleted = await call(
+        analytics_v2.delete_application_vpc_configuration,
+        ApplicationName="vpc-flink",
+        ConditionalToken=token,
+        VpcConfigurationId=created_vpc["VpcConfigurationId"],
+    )
+    assert deleted["ApplicationVersionId"] == 4
+    with pytest.raises(ClientError) as raised:
+        await call(
+            analytics_v2.delete_application_vpc_configuration,
+            ApplicationName="vpc-flink",
+            CurrentApplicationVersionId=4,
+            VpcConfigurationId=created_vpc["VpcConfigurationId"],
+        )
+    assert error_of(raised) == ("ResourceNotFoundException", 400)
+
+    maintained = await call(
+        analytics_v2.update_application_maintenance_configuration,
+        ApplicationName="vpc-flink",
+        ApplicationMaintenanceConfigurationUpdate={
+            "ApplicationMaintenanceWindowStartTimeUpdate": "20:30"
+        },
+    )
+    window = {
+        "ApplicationMaintenanceWindowStartTime": "20:30",
+        "ApplicationMaintenanceWindowEndTime": "04:30",
+    }
+    assert maintained["ApplicationMaintenanceConfigurationDescription"] == window
+    detail = (await call(analytics_v2.describe_application, ApplicationName="vpc-flink"))[
+        "ApplicationDetail"
+    ]
+    assert detail["ApplicationMaintenanceConfigurationDescription"] == window
+    assert detail["ApplicationVersionId"] == 4
+    assert [
+        vpc["VpcConfigurationId"]
+        for vpc in detail["ApplicationConfigurationDescription"]["VpcConfigurationDescriptions"]
+    ] == [vpc_id]
+
+    # Every change is an operation, newest first; filters and pages as the model has them.
+    listed = (await call(analytics_v2.list_application_operations, ApplicationName="vpc-flink"))[
+        "ApplicationOperationInfoList"
+    ]
+    assert [(item["Operation"], item["OperationStatus"]) for item in listed] == [
+        ("DeleteApplicationVpcConfiguration", "SUCCESSFUL"),
+        ("UpdateApplication", "SUCCESSFUL"),
+        ("AddApplicationVpcConfiguration", "SUCCESSFUL"),
+    ]
+    assert listed[0]["OperationId"] == deleted["OperationId"]
+    assert listed[2]["OperationId"] == added["OperationId"]
+    assert listed[1]["OperationId"] == updated["OperationId"]
+    page = await call(
+        analytics_v2.list_application_operations, ApplicationName="vpc-flink", Limit=2
+    )
+    rest = await call(
+        analytics_v2.list_application_operations,
+        ApplicationName="vpc-flink",
+        Limit=2,
+        NextToken=page["NextToken"],
+    )
+    assert [item["OperationId"] for item in page["ApplicationOperationInfoList"]] + [
+        item["OperationId"] for item in rest["ApplicationOperationInfoList"]
+    ] == [item["OperationId"] for item in listed]
+    assert "NextToken" not in rest
+    only_updates = await call(
+        analytics_v2.list_application_operations,
+        ApplicationName="vpc-flink",
+        Operation="UpdateApplication",
+    )
+    assert len(only_updates["ApplicationOperationInfoList"]) == 1
+    described = (
+        await call(
+            analytics_v2.describe_application_operation,
+            ApplicationName="vpc-flink",
+            OperationId=added["OperationId"],
+        )
+    )["ApplicationOperationInfoDetails"]
+    assert described["Operation"] == "AddApplicationVpcConfiguration"
+    assert described["ApplicationVersionChangeDetails"] == {
+        "ApplicationVersionUpdatedFrom": 1,
+        "ApplicationVersionUpdatedTo": 2,
+    }
+    with pytest.raises(ClientError) as raised:
+        await call(
+            analytics_v2.describe_application_operation,
+            ApplicationName="vpc-flink",
+            OperationId="nope",
+        )
+    assert error_of(raised) == ("ResourceNotFoundException", 400)
+    with pytest.raises(ClientError) as raised:  # never running here
+        await call(
+            analytics_v2.create_application_presigned_url,
+            ApplicationName="vpc-flink",
+            UrlType="FLINK_DASHBOARD_URL",
+        )
+    assert error_of(raised) == ("ResourceInUseException", 400)
+
+    # SQL applications: no VPC, no maintenance window, no operations, no extension URL.
+    await call(
+        analytics_v2.create_application,
+        ApplicationName="vpc-sql",
+        RuntimeEnvironment="SQL-1_0",
+        ServiceExecutionRole=ROLE,
+    )
+    refusals: list[tuple[Any, dict[str, Any], str]] = [
+        (
+            analytics_v2.add_application_vpc_configuration,
+            {
+                "CurrentApplicationVersionId": 1,
+                "VpcConfiguration": {"SubnetIds": ["subnet-a"], "SecurityGroupIds": ["sg-1"]},
+            },
+            "InvalidArgumentException",
+        ),
+        (
+            analytics_v2.update_application_maintenance_configuration,
+            {
+                "ApplicationMaintenanceConfigurationUpdate": {
+                    "ApplicationMaintenanceWindowStartTimeUpdate": "01:00"
+                }
+            },
+            "UnsupportedOperationException",
+        ),
+        (analytics_v2.list_application_operations, {}, "UnsupportedOperationException"),
+        (
+            analytics_v2.describe_application_operation,
+            {"OperationId": "x"},
+            "UnsupportedOperationException",
+        ),
+        (
+            analytics_v2.create_application_presigned_url,
+            {"UrlType": "FLINK_DASHBOARD_URL"},
+            "InvalidArgumentException",
+        ),
+    ]
+    for method, members, expected in refusals:
+        with pytest.raises(ClientError) as raised:
+            await call(method, ApplicationName="vpc-sql", **members)
+        assert error_of(raised) == (expected, 400), method
+    sql_detail = (await call(analytics_v2.describe_application, ApplicationName="vpc-sql"))[
+        "ApplicationDetail"
+    ]
+    assert sql_detail["ApplicationVersionId"] == 1
+
+    # The native door serves the same operations.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+        stub = analytics_pb2_grpc.KinesisAnalyticsV2ServiceStub(channel)
+        answer = await stub.ListApplicationOperations(
+            analytics_pb2.ListApplicationOperationsRequest(application_name="vpc-flink")
+        )
+        assert [item.operation_id for item in answer.application_operation_info_list] == [
+            item["OperationId"] for item in listed
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.AddApplicationVpcConfiguration(
+                analytics_pb2.AddApplicationVpcConfigurationRequest(
+                    application_name="vpc-sql",
+                    current_application_version_id=1,
+                    vpc_configuration=analytics_pb2.VpcConfiguration(
+                        subnet_ids=["subnet-a"], security_group_ids=["sg-1"]
+                    ),
+                )
+            )
+        assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT

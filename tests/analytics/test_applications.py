@@ -3,6 +3,7 @@ checked at apply time, ids, states and their timers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -10,6 +11,7 @@ from broker.analytics.applications import Application, ApplicationStatus
 from broker.errors import ErrorCode
 from broker.meta.commands import ChangeAnalyticsApplication, CreateAnalyticsApplication
 from broker.meta.image import MetadataImage
+from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import Applied, apply
 
 ACCOUNT, REGION = "111122223333", "eu-west-1"
@@ -194,3 +196,50 @@ def test_states_and_timers() -> None:
     assert applied_app(deleted).status_at(650) is ApplicationStatus.DELETING
     assert deleted.image.analytics.get(f"{ACCOUNT}/{REGION}/a", now_ms=700) is None
     assert apply(deleted.image, create("a", now_ms=700)).error is None  # the name is free again
+
+
+def test_flink_operations_and_windows_survive_the_image_codec() -> None:
+    """VPC configurations, the maintenance window and the operations list are state of the
+    image: a node restarted from an encoded image (or a snapshot) answers the same."""
+    flink = dataclasses.replace(create("f"), runtime="FLINK-1_20", service_execution_role="r")
+    image = apply(MetadataImage(), flink).image
+    vpc = {"SubnetIds": ["subnet-a"], "SecurityGroupIds": ["sg-1"]}
+    added = apply(
+        image,
+        change(
+            "f",
+            "AddApplicationVpcConfiguration",
+            {"ApplicationName": "f", "VpcConfiguration": vpc, "CurrentApplicationVersionId": 1},
+        ),
+    )
+    app = applied_app(added)
+    assert app.version_id == 2 and len(app.operations) == 1
+    window = {"ApplicationMaintenanceWindowStartTimeUpdate": "23:15"}
+    maintained = apply(
+        added.image,
+        change(
+            "f",
+            "UpdateApplicationMaintenanceConfiguration",
+            {"ApplicationName": "f", "ApplicationMaintenanceConfigurationUpdate": window},
+        ),
+    )
+    app = applied_app(maintained)
+    assert app.version_id == 2 and len(app.operations) == 1  # not a new version
+    assert app.maintenance_description() == {
+        "ApplicationMaintenanceWindowStartTime": "23:15",
+        "ApplicationMaintenanceWindowEndTime": "07:15",
+    }
+    restored = decode_image(encode_image(maintained.image)).analytics.applications[app.key]
+    assert restored == app
+    assert restored.operation_records()[0]["Operation"] == "AddApplicationVpcConfiguration"
+    # A SQL application refuses a VPC, in the state machine (whichever door proposed it).
+    image = apply(maintained.image, create("s")).image
+    refused = apply(
+        image,
+        change(
+            "s",
+            "AddApplicationVpcConfiguration",
+            {"ApplicationName": "s", "VpcConfiguration": vpc, "CurrentApplicationVersionId": 1},
+        ),
+    )
+    assert refused.error is not None and refused.error.code is ErrorCode.INVALID_ARGUMENT

@@ -82,6 +82,8 @@ def change_application(
         rules.check_version(app, int(request["CurrentApplicationVersionId"]))
     try:
         changed = _change(app, command.operation, request, now_ms, command.transition_ms)
+        if not app.is_sql and command.operation in rules.RECORDED_OPERATIONS:
+            changed = rules.record_operation(app, changed, command.operation, now_ms=now_ms)
     except (KeyError, TypeError, ValueError) as error:
         # A request the doors let through but the rules cannot read: refused the same way on
         # every replica, never an apply that fails the state machine.
@@ -137,6 +139,15 @@ def _change(
         case "DeleteApplication":
             return rules.delete(
                 app, int(request["CreateTimestamp"]), now_ms=now_ms, deleting_ms=transition_ms
+            )
+        case "AddApplicationVpcConfiguration":
+            return rules.add_vpc_configuration(app, request["VpcConfiguration"], **timing)
+        case "DeleteApplicationVpcConfiguration":
+            return rules.delete_vpc_configuration(app, request["VpcConfigurationId"], **timing)
+        case "UpdateApplicationMaintenanceConfiguration":
+            update = request["ApplicationMaintenanceConfigurationUpdate"]
+            return rules.update_maintenance(
+                app, str(update["ApplicationMaintenanceWindowStartTimeUpdate"])
             )
         case "TagResource":
             added = [(str(tag["Key"]), str(tag.get("Value", ""))) for tag in request["Tags"]]

@@ -383,6 +383,86 @@ class AddApplicationReferenceDataSourceResponse(_message.Message):
 Global___AddApplicationReferenceDataSourceResponse: _TypeAlias = AddApplicationReferenceDataSourceResponse  # noqa: Y015
 
 @_typing.final
+class AddApplicationVpcConfigurationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    CURRENT_APPLICATION_VERSION_ID_FIELD_NUMBER: _builtins.int
+    VPC_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    CONDITIONAL_TOKEN_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    current_application_version_id: _builtins.int
+    conditional_token: _builtins.str
+    @_builtins.property
+    def vpc_configuration(self) -> Global___VpcConfiguration: ...
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        current_application_version_id: _builtins.int | None = ...,
+        vpc_configuration: Global___VpcConfiguration | None = ...,
+        conditional_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_conditional_token", b"_conditional_token", "_current_application_version_id", b"_current_application_version_id", "application_name", b"application_name", "conditional_token", b"conditional_token", "current_application_version_id", b"current_application_version_id", "vpc_configuration", b"vpc_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_conditional_token", b"_conditional_token", "_current_application_version_id", b"_current_application_version_id", "application_name", b"application_name", "conditional_token", b"conditional_token", "current_application_version_id", b"current_application_version_id", "vpc_configuration", b"vpc_configuration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__conditional_token: _TypeAlias = _typing.Literal["conditional_token"]  # noqa: Y015
+    _WhichOneofArgType__conditional_token: _TypeAlias = _typing.Literal["_conditional_token", b"_conditional_token"]  # noqa: Y015
+    _WhichOneofReturnType__current_application_version_id: _TypeAlias = _typing.Literal["current_application_version_id"]  # noqa: Y015
+    _WhichOneofArgType__current_application_version_id: _TypeAlias = _typing.Literal["_current_application_version_id", b"_current_application_version_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__conditional_token) -> _WhichOneofReturnType__conditional_token | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__current_application_version_id) -> _WhichOneofReturnType__current_application_version_id | None: ...
+
+Global___AddApplicationVpcConfigurationRequest: _TypeAlias = AddApplicationVpcConfigurationRequest  # noqa: Y015
+
+@_typing.final
+class AddApplicationVpcConfigurationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_ARN_FIELD_NUMBER: _builtins.int
+    APPLICATION_VERSION_ID_FIELD_NUMBER: _builtins.int
+    VPC_CONFIGURATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    OPERATION_ID_FIELD_NUMBER: _builtins.int
+    application_arn: _builtins.str
+    application_version_id: _builtins.int
+    operation_id: _builtins.str
+    @_builtins.property
+    def vpc_configuration_description(self) -> Global___VpcConfigurationDescription: ...
+    def __init__(
+        self,
+        *,
+        application_arn: _builtins.str | None = ...,
+        application_version_id: _builtins.int | None = ...,
+        vpc_configuration_description: Global___VpcConfigurationDescription | None = ...,
+        operation_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn", "_application_version_id", b"_application_version_id", "_operation_id", b"_operation_id", "application_arn", b"application_arn", "application_version_id", b"application_version_id", "operation_id", b"operation_id", "vpc_configuration_description", b"vpc_configuration_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn", "_application_version_id", b"_application_version_id", "_operation_id", b"_operation_id", "application_arn", b"application_arn", "application_version_id", b"application_version_id", "operation_id", b"operation_id", "vpc_configuration_description", b"vpc_configuration_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_arn: _TypeAlias = _typing.Literal["application_arn"]  # noqa: Y015
+    _WhichOneofArgType__application_arn: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn"]  # noqa: Y015
+    _WhichOneofReturnType__application_version_id: _TypeAlias = _typing.Literal["application_version_id"]  # noqa: Y015
+    _WhichOneofArgType__application_version_id: _TypeAlias = _typing.Literal["_application_version_id", b"_application_version_id"]  # noqa: Y015
+    _WhichOneofReturnType__operation_id: _TypeAlias = _typing.Literal["operation_id"]  # noqa: Y015
+    _WhichOneofArgType__operation_id: _TypeAlias = _typing.Literal["_operation_id", b"_operation_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_arn) -> _WhichOneofReturnType__application_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_version_id) -> _WhichOneofReturnType__application_version_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation_id) -> _WhichOneofReturnType__operation_id | None: ...
+
+Global___AddApplicationVpcConfigurationResponse: _TypeAlias = AddApplicationVpcConfigurationResponse  # noqa: Y015
+
+@_typing.final
 class ApplicationCodeConfiguration(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -857,6 +937,116 @@ class ApplicationMaintenanceConfigurationDescription(_message.Message):
 Global___ApplicationMaintenanceConfigurationDescription: _TypeAlias = ApplicationMaintenanceConfigurationDescription  # noqa: Y015
 
 @_typing.final
+class ApplicationMaintenanceConfigurationUpdate(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_MAINTENANCE_WINDOW_START_TIME_UPDATE_FIELD_NUMBER: _builtins.int
+    application_maintenance_window_start_time_update: _builtins.str
+    def __init__(
+        self,
+        *,
+        application_maintenance_window_start_time_update: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_maintenance_window_start_time_update", b"_application_maintenance_window_start_time_update", "application_maintenance_window_start_time_update", b"application_maintenance_window_start_time_update"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_maintenance_window_start_time_update", b"_application_maintenance_window_start_time_update", "application_maintenance_window_start_time_update", b"application_maintenance_window_start_time_update"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_maintenance_window_start_time_update: _TypeAlias = _typing.Literal["application_maintenance_window_start_time_update"]  # noqa: Y015
+    _WhichOneofArgType__application_maintenance_window_start_time_update: _TypeAlias = _typing.Literal["_application_maintenance_window_start_time_update", b"_application_maintenance_window_start_time_update"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_maintenance_window_start_time_update) -> _WhichOneofReturnType__application_maintenance_window_start_time_update | None: ...
+
+Global___ApplicationMaintenanceConfigurationUpdate: _TypeAlias = ApplicationMaintenanceConfigurationUpdate  # noqa: Y015
+
+@_typing.final
+class ApplicationOperationInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    OPERATION_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    operation: _builtins.str
+    operation_id: _builtins.str
+    operation_status: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        operation: _builtins.str | None = ...,
+        operation_id: _builtins.str | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        operation_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_operation", b"_operation", "_operation_id", b"_operation_id", "_operation_status", b"_operation_status", "end_time", b"end_time", "operation", b"operation", "operation_id", b"operation_id", "operation_status", b"operation_status", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_operation", b"_operation", "_operation_id", b"_operation_id", "_operation_status", b"_operation_status", "end_time", b"end_time", "operation", b"operation", "operation_id", b"operation_id", "operation_status", b"operation_status", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__operation: _TypeAlias = _typing.Literal["operation"]  # noqa: Y015
+    _WhichOneofArgType__operation: _TypeAlias = _typing.Literal["_operation", b"_operation"]  # noqa: Y015
+    _WhichOneofReturnType__operation_id: _TypeAlias = _typing.Literal["operation_id"]  # noqa: Y015
+    _WhichOneofArgType__operation_id: _TypeAlias = _typing.Literal["_operation_id", b"_operation_id"]  # noqa: Y015
+    _WhichOneofReturnType__operation_status: _TypeAlias = _typing.Literal["operation_status"]  # noqa: Y015
+    _WhichOneofArgType__operation_status: _TypeAlias = _typing.Literal["_operation_status", b"_operation_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation) -> _WhichOneofReturnType__operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation_id) -> _WhichOneofReturnType__operation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation_status) -> _WhichOneofReturnType__operation_status | None: ...
+
+Global___ApplicationOperationInfo: _TypeAlias = ApplicationOperationInfo  # noqa: Y015
+
+@_typing.final
+class ApplicationOperationInfoDetails(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    APPLICATION_VERSION_CHANGE_DETAILS_FIELD_NUMBER: _builtins.int
+    OPERATION_FAILURE_DETAILS_FIELD_NUMBER: _builtins.int
+    operation: _builtins.str
+    operation_status: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def application_version_change_details(self) -> Global___ApplicationVersionChangeDetails: ...
+    @_builtins.property
+    def operation_failure_details(self) -> Global___OperationFailureDetails: ...
+    def __init__(
+        self,
+        *,
+        operation: _builtins.str | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        operation_status: _builtins.str | None = ...,
+        application_version_change_details: Global___ApplicationVersionChangeDetails | None = ...,
+        operation_failure_details: Global___OperationFailureDetails | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_operation", b"_operation", "_operation_status", b"_operation_status", "application_version_change_details", b"application_version_change_details", "end_time", b"end_time", "operation", b"operation", "operation_failure_details", b"operation_failure_details", "operation_status", b"operation_status", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_operation", b"_operation", "_operation_status", b"_operation_status", "application_version_change_details", b"application_version_change_details", "end_time", b"end_time", "operation", b"operation", "operation_failure_details", b"operation_failure_details", "operation_status", b"operation_status", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__operation: _TypeAlias = _typing.Literal["operation"]  # noqa: Y015
+    _WhichOneofArgType__operation: _TypeAlias = _typing.Literal["_operation", b"_operation"]  # noqa: Y015
+    _WhichOneofReturnType__operation_status: _TypeAlias = _typing.Literal["operation_status"]  # noqa: Y015
+    _WhichOneofArgType__operation_status: _TypeAlias = _typing.Literal["_operation_status", b"_operation_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation) -> _WhichOneofReturnType__operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation_status) -> _WhichOneofReturnType__operation_status | None: ...
+
+Global___ApplicationOperationInfoDetails: _TypeAlias = ApplicationOperationInfoDetails  # noqa: Y015
+
+@_typing.final
 class ApplicationRestoreConfiguration(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1098,6 +1288,35 @@ class ApplicationSystemRollbackConfigurationUpdate(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__rollback_enabled_update) -> _WhichOneofReturnType__rollback_enabled_update | None: ...
 
 Global___ApplicationSystemRollbackConfigurationUpdate: _TypeAlias = ApplicationSystemRollbackConfigurationUpdate  # noqa: Y015
+
+@_typing.final
+class ApplicationVersionChangeDetails(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_VERSION_UPDATED_FROM_FIELD_NUMBER: _builtins.int
+    APPLICATION_VERSION_UPDATED_TO_FIELD_NUMBER: _builtins.int
+    application_version_updated_from: _builtins.int
+    application_version_updated_to: _builtins.int
+    def __init__(
+        self,
+        *,
+        application_version_updated_from: _builtins.int | None = ...,
+        application_version_updated_to: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_version_updated_from", b"_application_version_updated_from", "_application_version_updated_to", b"_application_version_updated_to", "application_version_updated_from", b"application_version_updated_from", "application_version_updated_to", b"application_version_updated_to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_version_updated_from", b"_application_version_updated_from", "_application_version_updated_to", b"_application_version_updated_to", "application_version_updated_from", b"application_version_updated_from", "application_version_updated_to", b"application_version_updated_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_version_updated_from: _TypeAlias = _typing.Literal["application_version_updated_from"]  # noqa: Y015
+    _WhichOneofArgType__application_version_updated_from: _TypeAlias = _typing.Literal["_application_version_updated_from", b"_application_version_updated_from"]  # noqa: Y015
+    _WhichOneofReturnType__application_version_updated_to: _TypeAlias = _typing.Literal["application_version_updated_to"]  # noqa: Y015
+    _WhichOneofArgType__application_version_updated_to: _TypeAlias = _typing.Literal["_application_version_updated_to", b"_application_version_updated_to"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_version_updated_from) -> _WhichOneofReturnType__application_version_updated_from | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_version_updated_to) -> _WhichOneofReturnType__application_version_updated_to | None: ...
+
+Global___ApplicationVersionChangeDetails: _TypeAlias = ApplicationVersionChangeDetails  # noqa: Y015
 
 @_typing.final
 class ApplicationVersionSummary(_message.Message):
@@ -1537,6 +1756,63 @@ class CodeContentUpdate(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__zip_file_content_update) -> _WhichOneofReturnType__zip_file_content_update | None: ...
 
 Global___CodeContentUpdate: _TypeAlias = CodeContentUpdate  # noqa: Y015
+
+@_typing.final
+class CreateApplicationPresignedUrlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    URL_TYPE_FIELD_NUMBER: _builtins.int
+    SESSION_EXPIRATION_DURATION_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    url_type: _builtins.str
+    session_expiration_duration_in_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        url_type: _builtins.str | None = ...,
+        session_expiration_duration_in_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_session_expiration_duration_in_seconds", b"_session_expiration_duration_in_seconds", "_url_type", b"_url_type", "application_name", b"application_name", "session_expiration_duration_in_seconds", b"session_expiration_duration_in_seconds", "url_type", b"url_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_session_expiration_duration_in_seconds", b"_session_expiration_duration_in_seconds", "_url_type", b"_url_type", "application_name", b"application_name", "session_expiration_duration_in_seconds", b"session_expiration_duration_in_seconds", "url_type", b"url_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__session_expiration_duration_in_seconds: _TypeAlias = _typing.Literal["session_expiration_duration_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__session_expiration_duration_in_seconds: _TypeAlias = _typing.Literal["_session_expiration_duration_in_seconds", b"_session_expiration_duration_in_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__url_type: _TypeAlias = _typing.Literal["url_type"]  # noqa: Y015
+    _WhichOneofArgType__url_type: _TypeAlias = _typing.Literal["_url_type", b"_url_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__session_expiration_duration_in_seconds) -> _WhichOneofReturnType__session_expiration_duration_in_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__url_type) -> _WhichOneofReturnType__url_type | None: ...
+
+Global___CreateApplicationPresignedUrlRequest: _TypeAlias = CreateApplicationPresignedUrlRequest  # noqa: Y015
+
+@_typing.final
+class CreateApplicationPresignedUrlResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZED_URL_FIELD_NUMBER: _builtins.int
+    authorized_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        authorized_url: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_authorized_url", b"_authorized_url", "authorized_url", b"authorized_url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_authorized_url", b"_authorized_url", "authorized_url", b"authorized_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__authorized_url: _TypeAlias = _typing.Literal["authorized_url"]  # noqa: Y015
+    _WhichOneofArgType__authorized_url: _TypeAlias = _typing.Literal["_authorized_url", b"_authorized_url"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__authorized_url) -> _WhichOneofReturnType__authorized_url | None: ...
+
+Global___CreateApplicationPresignedUrlResponse: _TypeAlias = CreateApplicationPresignedUrlResponse  # noqa: Y015
 
 @_typing.final
 class CreateApplicationRequest(_message.Message):
@@ -2089,6 +2365,85 @@ class DeleteApplicationSnapshotResponse(_message.Message):
 Global___DeleteApplicationSnapshotResponse: _TypeAlias = DeleteApplicationSnapshotResponse  # noqa: Y015
 
 @_typing.final
+class DeleteApplicationVpcConfigurationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    CURRENT_APPLICATION_VERSION_ID_FIELD_NUMBER: _builtins.int
+    VPC_CONFIGURATION_ID_FIELD_NUMBER: _builtins.int
+    CONDITIONAL_TOKEN_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    current_application_version_id: _builtins.int
+    vpc_configuration_id: _builtins.str
+    conditional_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        current_application_version_id: _builtins.int | None = ...,
+        vpc_configuration_id: _builtins.str | None = ...,
+        conditional_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_conditional_token", b"_conditional_token", "_current_application_version_id", b"_current_application_version_id", "_vpc_configuration_id", b"_vpc_configuration_id", "application_name", b"application_name", "conditional_token", b"conditional_token", "current_application_version_id", b"current_application_version_id", "vpc_configuration_id", b"vpc_configuration_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_conditional_token", b"_conditional_token", "_current_application_version_id", b"_current_application_version_id", "_vpc_configuration_id", b"_vpc_configuration_id", "application_name", b"application_name", "conditional_token", b"conditional_token", "current_application_version_id", b"current_application_version_id", "vpc_configuration_id", b"vpc_configuration_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__conditional_token: _TypeAlias = _typing.Literal["conditional_token"]  # noqa: Y015
+    _WhichOneofArgType__conditional_token: _TypeAlias = _typing.Literal["_conditional_token", b"_conditional_token"]  # noqa: Y015
+    _WhichOneofReturnType__current_application_version_id: _TypeAlias = _typing.Literal["current_application_version_id"]  # noqa: Y015
+    _WhichOneofArgType__current_application_version_id: _TypeAlias = _typing.Literal["_current_application_version_id", b"_current_application_version_id"]  # noqa: Y015
+    _WhichOneofReturnType__vpc_configuration_id: _TypeAlias = _typing.Literal["vpc_configuration_id"]  # noqa: Y015
+    _WhichOneofArgType__vpc_configuration_id: _TypeAlias = _typing.Literal["_vpc_configuration_id", b"_vpc_configuration_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__conditional_token) -> _WhichOneofReturnType__conditional_token | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__current_application_version_id) -> _WhichOneofReturnType__current_application_version_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__vpc_configuration_id) -> _WhichOneofReturnType__vpc_configuration_id | None: ...
+
+Global___DeleteApplicationVpcConfigurationRequest: _TypeAlias = DeleteApplicationVpcConfigurationRequest  # noqa: Y015
+
+@_typing.final
+class DeleteApplicationVpcConfigurationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_ARN_FIELD_NUMBER: _builtins.int
+    APPLICATION_VERSION_ID_FIELD_NUMBER: _builtins.int
+    OPERATION_ID_FIELD_NUMBER: _builtins.int
+    application_arn: _builtins.str
+    application_version_id: _builtins.int
+    operation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        application_arn: _builtins.str | None = ...,
+        application_version_id: _builtins.int | None = ...,
+        operation_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn", "_application_version_id", b"_application_version_id", "_operation_id", b"_operation_id", "application_arn", b"application_arn", "application_version_id", b"application_version_id", "operation_id", b"operation_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn", "_application_version_id", b"_application_version_id", "_operation_id", b"_operation_id", "application_arn", b"application_arn", "application_version_id", b"application_version_id", "operation_id", b"operation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_arn: _TypeAlias = _typing.Literal["application_arn"]  # noqa: Y015
+    _WhichOneofArgType__application_arn: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn"]  # noqa: Y015
+    _WhichOneofReturnType__application_version_id: _TypeAlias = _typing.Literal["application_version_id"]  # noqa: Y015
+    _WhichOneofArgType__application_version_id: _TypeAlias = _typing.Literal["_application_version_id", b"_application_version_id"]  # noqa: Y015
+    _WhichOneofReturnType__operation_id: _TypeAlias = _typing.Literal["operation_id"]  # noqa: Y015
+    _WhichOneofArgType__operation_id: _TypeAlias = _typing.Literal["_operation_id", b"_operation_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_arn) -> _WhichOneofReturnType__application_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_version_id) -> _WhichOneofReturnType__application_version_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation_id) -> _WhichOneofReturnType__operation_id | None: ...
+
+Global___DeleteApplicationVpcConfigurationResponse: _TypeAlias = DeleteApplicationVpcConfigurationResponse  # noqa: Y015
+
+@_typing.final
 class DeployAsApplicationConfiguration(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2147,6 +2502,55 @@ class DeployAsApplicationConfigurationUpdate(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeployAsApplicationConfigurationUpdate: _TypeAlias = DeployAsApplicationConfigurationUpdate  # noqa: Y015
+
+@_typing.final
+class DescribeApplicationOperationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    OPERATION_ID_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    operation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        operation_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_operation_id", b"_operation_id", "application_name", b"application_name", "operation_id", b"operation_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_operation_id", b"_operation_id", "application_name", b"application_name", "operation_id", b"operation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__operation_id: _TypeAlias = _typing.Literal["operation_id"]  # noqa: Y015
+    _WhichOneofArgType__operation_id: _TypeAlias = _typing.Literal["_operation_id", b"_operation_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation_id) -> _WhichOneofReturnType__operation_id | None: ...
+
+Global___DescribeApplicationOperationRequest: _TypeAlias = DescribeApplicationOperationRequest  # noqa: Y015
+
+@_typing.final
+class DescribeApplicationOperationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_OPERATION_INFO_DETAILS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def application_operation_info_details(self) -> Global___ApplicationOperationInfoDetails: ...
+    def __init__(
+        self,
+        *,
+        application_operation_info_details: Global___ApplicationOperationInfoDetails | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["application_operation_info_details", b"application_operation_info_details"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_operation_info_details", b"application_operation_info_details"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeApplicationOperationResponse: _TypeAlias = DescribeApplicationOperationResponse  # noqa: Y015
 
 @_typing.final
 class DescribeApplicationRequest(_message.Message):
@@ -2448,6 +2852,27 @@ class EnvironmentPropertyUpdates(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EnvironmentPropertyUpdates: _TypeAlias = EnvironmentPropertyUpdates  # noqa: Y015
+
+@_typing.final
+class ErrorInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_STRING_FIELD_NUMBER: _builtins.int
+    error_string: _builtins.str
+    def __init__(
+        self,
+        *,
+        error_string: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_string", b"_error_string", "error_string", b"error_string"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_string", b"_error_string", "error_string", b"error_string"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_string: _TypeAlias = _typing.Literal["error_string"]  # noqa: Y015
+    _WhichOneofArgType__error_string: _TypeAlias = _typing.Literal["_error_string", b"_error_string"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_string) -> _WhichOneofReturnType__error_string | None: ...
+
+Global___ErrorInfo: _TypeAlias = ErrorInfo  # noqa: Y015
 
 @_typing.final
 class FlinkApplicationConfiguration(_message.Message):
@@ -3369,6 +3794,81 @@ class LambdaOutputUpdate(_message.Message):
 Global___LambdaOutputUpdate: _TypeAlias = LambdaOutputUpdate  # noqa: Y015
 
 @_typing.final
+class ListApplicationOperationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    limit: _builtins.int
+    next_token: _builtins.str
+    operation: _builtins.str
+    operation_status: _builtins.str
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        limit: _builtins.int | None = ...,
+        next_token: _builtins.str | None = ...,
+        operation: _builtins.str | None = ...,
+        operation_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_limit", b"_limit", "_next_token", b"_next_token", "_operation", b"_operation", "_operation_status", b"_operation_status", "application_name", b"application_name", "limit", b"limit", "next_token", b"next_token", "operation", b"operation", "operation_status", b"operation_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_limit", b"_limit", "_next_token", b"_next_token", "_operation", b"_operation", "_operation_status", b"_operation_status", "application_name", b"application_name", "limit", b"limit", "next_token", b"next_token", "operation", b"operation", "operation_status", b"operation_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    _WhichOneofReturnType__operation: _TypeAlias = _typing.Literal["operation"]  # noqa: Y015
+    _WhichOneofArgType__operation: _TypeAlias = _typing.Literal["_operation", b"_operation"]  # noqa: Y015
+    _WhichOneofReturnType__operation_status: _TypeAlias = _typing.Literal["operation_status"]  # noqa: Y015
+    _WhichOneofArgType__operation_status: _TypeAlias = _typing.Literal["_operation_status", b"_operation_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation) -> _WhichOneofReturnType__operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__operation_status) -> _WhichOneofReturnType__operation_status | None: ...
+
+Global___ListApplicationOperationsRequest: _TypeAlias = ListApplicationOperationsRequest  # noqa: Y015
+
+@_typing.final
+class ListApplicationOperationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_OPERATION_INFO_LIST_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def application_operation_info_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApplicationOperationInfo]: ...
+    def __init__(
+        self,
+        *,
+        application_operation_info_list: _abc.Iterable[Global___ApplicationOperationInfo] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "application_operation_info_list", b"application_operation_info_list", "next_token", b"next_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListApplicationOperationsResponse: _TypeAlias = ListApplicationOperationsResponse  # noqa: Y015
+
+@_typing.final
 class ListApplicationSnapshotsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -3752,6 +4252,31 @@ class MonitoringConfigurationUpdate(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__metrics_level_update) -> _WhichOneofReturnType__metrics_level_update | None: ...
 
 Global___MonitoringConfigurationUpdate: _TypeAlias = MonitoringConfigurationUpdate  # noqa: Y015
+
+@_typing.final
+class OperationFailureDetails(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROLLBACK_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    ERROR_INFO_FIELD_NUMBER: _builtins.int
+    rollback_operation_id: _builtins.str
+    @_builtins.property
+    def error_info(self) -> Global___ErrorInfo: ...
+    def __init__(
+        self,
+        *,
+        rollback_operation_id: _builtins.str | None = ...,
+        error_info: Global___ErrorInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rollback_operation_id", b"_rollback_operation_id", "error_info", b"error_info", "rollback_operation_id", b"rollback_operation_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rollback_operation_id", b"_rollback_operation_id", "error_info", b"error_info", "rollback_operation_id", b"rollback_operation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__rollback_operation_id: _TypeAlias = _typing.Literal["rollback_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__rollback_operation_id: _TypeAlias = _typing.Literal["_rollback_operation_id", b"_rollback_operation_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rollback_operation_id) -> _WhichOneofReturnType__rollback_operation_id | None: ...
+
+Global___OperationFailureDetails: _TypeAlias = OperationFailureDetails  # noqa: Y015
 
 @_typing.final
 class Output(_message.Message):
@@ -5066,6 +5591,56 @@ class UntagResourceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UntagResourceResponse: _TypeAlias = UntagResourceResponse  # noqa: Y015
+
+@_typing.final
+class UpdateApplicationMaintenanceConfigurationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    APPLICATION_MAINTENANCE_CONFIGURATION_UPDATE_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    @_builtins.property
+    def application_maintenance_configuration_update(self) -> Global___ApplicationMaintenanceConfigurationUpdate: ...
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        application_maintenance_configuration_update: Global___ApplicationMaintenanceConfigurationUpdate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "application_maintenance_configuration_update", b"application_maintenance_configuration_update", "application_name", b"application_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "application_maintenance_configuration_update", b"application_maintenance_configuration_update", "application_name", b"application_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+
+Global___UpdateApplicationMaintenanceConfigurationRequest: _TypeAlias = UpdateApplicationMaintenanceConfigurationRequest  # noqa: Y015
+
+@_typing.final
+class UpdateApplicationMaintenanceConfigurationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_ARN_FIELD_NUMBER: _builtins.int
+    APPLICATION_MAINTENANCE_CONFIGURATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    application_arn: _builtins.str
+    @_builtins.property
+    def application_maintenance_configuration_description(self) -> Global___ApplicationMaintenanceConfigurationDescription: ...
+    def __init__(
+        self,
+        *,
+        application_arn: _builtins.str | None = ...,
+        application_maintenance_configuration_description: Global___ApplicationMaintenanceConfigurationDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn", "application_arn", b"application_arn", "application_maintenance_configuration_description", b"application_maintenance_configuration_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn", "application_arn", b"application_arn", "application_maintenance_configuration_description", b"application_maintenance_configuration_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_arn: _TypeAlias = _typing.Literal["application_arn"]  # noqa: Y015
+    _WhichOneofArgType__application_arn: _TypeAlias = _typing.Literal["_application_arn", b"_application_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_arn) -> _WhichOneofReturnType__application_arn | None: ...
+
+Global___UpdateApplicationMaintenanceConfigurationResponse: _TypeAlias = UpdateApplicationMaintenanceConfigurationResponse  # noqa: Y015
 
 @_typing.final
 class UpdateApplicationRequest(_message.Message):

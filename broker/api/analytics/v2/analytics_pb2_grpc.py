@@ -61,10 +61,20 @@ class KinesisAnalyticsV2ServiceStub:
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationReferenceDataSourceRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationReferenceDataSourceResponse.FromString,
                 _registered_method=True)
+        self.AddApplicationVpcConfiguration = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/AddApplicationVpcConfiguration',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationVpcConfigurationRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationVpcConfigurationResponse.FromString,
+                _registered_method=True)
         self.CreateApplication = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/CreateApplication',
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationResponse.FromString,
+                _registered_method=True)
+        self.CreateApplicationPresignedUrl = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/CreateApplicationPresignedUrl',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationPresignedUrlRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationPresignedUrlResponse.FromString,
                 _registered_method=True)
         self.CreateApplicationSnapshot = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/CreateApplicationSnapshot',
@@ -101,10 +111,20 @@ class KinesisAnalyticsV2ServiceStub:
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationSnapshotRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationSnapshotResponse.FromString,
                 _registered_method=True)
+        self.DeleteApplicationVpcConfiguration = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DeleteApplicationVpcConfiguration',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationResponse.FromString,
+                _registered_method=True)
         self.DescribeApplication = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeApplication',
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationResponse.FromString,
+                _registered_method=True)
+        self.DescribeApplicationOperation = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeApplicationOperation',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationOperationRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationOperationResponse.FromString,
                 _registered_method=True)
         self.DescribeApplicationSnapshot = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeApplicationSnapshot',
@@ -120,6 +140,11 @@ class KinesisAnalyticsV2ServiceStub:
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DiscoverInputSchema',
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaResponse.FromString,
+                _registered_method=True)
+        self.ListApplicationOperations = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListApplicationOperations',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationOperationsRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationOperationsResponse.FromString,
                 _registered_method=True)
         self.ListApplicationSnapshots = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListApplicationSnapshots',
@@ -171,6 +196,11 @@ class KinesisAnalyticsV2ServiceStub:
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationResponse.FromString,
                 _registered_method=True)
+        self.UpdateApplicationMaintenanceConfiguration = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/UpdateApplicationMaintenanceConfiguration',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationMaintenanceConfigurationRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationMaintenanceConfigurationResponse.FromString,
+                _registered_method=True)
 
 
 class KinesisAnalyticsV2ServiceServicer:
@@ -208,7 +238,19 @@ class KinesisAnalyticsV2ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddApplicationVpcConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateApplication(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateApplicationPresignedUrl(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -256,7 +298,19 @@ class KinesisAnalyticsV2ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteApplicationVpcConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeApplication(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeApplicationOperation(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -275,6 +329,12 @@ class KinesisAnalyticsV2ServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DiscoverInputSchema(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApplicationOperations(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -340,6 +400,12 @@ class KinesisAnalyticsV2ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateApplicationMaintenanceConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -368,10 +434,20 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationReferenceDataSourceRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationReferenceDataSourceResponse.SerializeToString,
             ),
+            'AddApplicationVpcConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddApplicationVpcConfiguration,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationVpcConfigurationRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationVpcConfigurationResponse.SerializeToString,
+            ),
             'CreateApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApplication,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationResponse.SerializeToString,
+            ),
+            'CreateApplicationPresignedUrl': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateApplicationPresignedUrl,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationPresignedUrlRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationPresignedUrlResponse.SerializeToString,
             ),
             'CreateApplicationSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApplicationSnapshot,
@@ -408,10 +484,20 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationSnapshotRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationSnapshotResponse.SerializeToString,
             ),
+            'DeleteApplicationVpcConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApplicationVpcConfiguration,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationResponse.SerializeToString,
+            ),
             'DescribeApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeApplication,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationResponse.SerializeToString,
+            ),
+            'DescribeApplicationOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeApplicationOperation,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationOperationRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationOperationResponse.SerializeToString,
             ),
             'DescribeApplicationSnapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeApplicationSnapshot,
@@ -427,6 +513,11 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     servicer.DiscoverInputSchema,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaResponse.SerializeToString,
+            ),
+            'ListApplicationOperations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApplicationOperations,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationOperationsRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationOperationsResponse.SerializeToString,
             ),
             'ListApplicationSnapshots': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApplicationSnapshots,
@@ -477,6 +568,11 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     servicer.UpdateApplication,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationResponse.SerializeToString,
+            ),
+            'UpdateApplicationMaintenanceConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateApplicationMaintenanceConfiguration,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationMaintenanceConfigurationRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationMaintenanceConfigurationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -627,6 +723,33 @@ class KinesisAnalyticsV2Service:
             _registered_method=True)
 
     @staticmethod
+    def AddApplicationVpcConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/AddApplicationVpcConfiguration',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationVpcConfigurationRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.AddApplicationVpcConfigurationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def CreateApplication(request,
             target,
             options=(),
@@ -643,6 +766,33 @@ class KinesisAnalyticsV2Service:
             '/broker.api.analytics.v2.KinesisAnalyticsV2Service/CreateApplication',
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationRequest.SerializeToString,
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateApplicationPresignedUrl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/CreateApplicationPresignedUrl',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationPresignedUrlRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationPresignedUrlResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -843,6 +993,33 @@ class KinesisAnalyticsV2Service:
             _registered_method=True)
 
     @staticmethod
+    def DeleteApplicationVpcConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DeleteApplicationVpcConfiguration',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DescribeApplication(request,
             target,
             options=(),
@@ -859,6 +1036,33 @@ class KinesisAnalyticsV2Service:
             '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeApplication',
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationRequest.SerializeToString,
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeApplicationOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeApplicationOperation',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationOperationRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationOperationResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -940,6 +1144,33 @@ class KinesisAnalyticsV2Service:
             '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DiscoverInputSchema',
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaRequest.SerializeToString,
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApplicationOperations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListApplicationOperations',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationOperationsRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationOperationsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1210,6 +1441,33 @@ class KinesisAnalyticsV2Service:
             '/broker.api.analytics.v2.KinesisAnalyticsV2Service/UpdateApplication',
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationRequest.SerializeToString,
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateApplicationMaintenanceConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/UpdateApplicationMaintenanceConfiguration',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationMaintenanceConfigurationRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.UpdateApplicationMaintenanceConfigurationResponse.FromString,
             options,
             channel_credentials,
             insecure,

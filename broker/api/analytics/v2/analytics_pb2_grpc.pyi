@@ -45,7 +45,9 @@ class KinesisAnalyticsV2ServiceStub:
     AddApplicationInputProcessingConfiguration: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationInputProcessingConfigurationRequest, _analytics_pb2.AddApplicationInputProcessingConfigurationResponse]
     AddApplicationOutput: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationOutputRequest, _analytics_pb2.AddApplicationOutputResponse]
     AddApplicationReferenceDataSource: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationReferenceDataSourceRequest, _analytics_pb2.AddApplicationReferenceDataSourceResponse]
+    AddApplicationVpcConfiguration: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationVpcConfigurationRequest, _analytics_pb2.AddApplicationVpcConfigurationResponse]
     CreateApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationRequest, _analytics_pb2.CreateApplicationResponse]
+    CreateApplicationPresignedUrl: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationPresignedUrlRequest, _analytics_pb2.CreateApplicationPresignedUrlResponse]
     CreateApplicationSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationSnapshotRequest, _analytics_pb2.CreateApplicationSnapshotResponse]
     DeleteApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationRequest, _analytics_pb2.DeleteApplicationResponse]
     DeleteApplicationCloudWatchLoggingOption: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationCloudWatchLoggingOptionRequest, _analytics_pb2.DeleteApplicationCloudWatchLoggingOptionResponse]
@@ -53,10 +55,13 @@ class KinesisAnalyticsV2ServiceStub:
     DeleteApplicationOutput: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationOutputRequest, _analytics_pb2.DeleteApplicationOutputResponse]
     DeleteApplicationReferenceDataSource: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationReferenceDataSourceRequest, _analytics_pb2.DeleteApplicationReferenceDataSourceResponse]
     DeleteApplicationSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationSnapshotRequest, _analytics_pb2.DeleteApplicationSnapshotResponse]
+    DeleteApplicationVpcConfiguration: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationVpcConfigurationRequest, _analytics_pb2.DeleteApplicationVpcConfigurationResponse]
     DescribeApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationRequest, _analytics_pb2.DescribeApplicationResponse]
+    DescribeApplicationOperation: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationOperationRequest, _analytics_pb2.DescribeApplicationOperationResponse]
     DescribeApplicationSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationSnapshotRequest, _analytics_pb2.DescribeApplicationSnapshotResponse]
     DescribeApplicationVersion: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationVersionRequest, _analytics_pb2.DescribeApplicationVersionResponse]
     DiscoverInputSchema: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DiscoverInputSchemaRequest, _analytics_pb2.DiscoverInputSchemaResponse]
+    ListApplicationOperations: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationOperationsRequest, _analytics_pb2.ListApplicationOperationsResponse]
     ListApplicationSnapshots: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationSnapshotsRequest, _analytics_pb2.ListApplicationSnapshotsResponse]
     ListApplicationVersions: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationVersionsRequest, _analytics_pb2.ListApplicationVersionsResponse]
     ListApplications: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationsRequest, _analytics_pb2.ListApplicationsResponse]
@@ -67,6 +72,7 @@ class KinesisAnalyticsV2ServiceStub:
     TagResource: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.TagResourceRequest, _analytics_pb2.TagResourceResponse]
     UntagResource: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.UntagResourceRequest, _analytics_pb2.UntagResourceResponse]
     UpdateApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.UpdateApplicationRequest, _analytics_pb2.UpdateApplicationResponse]
+    UpdateApplicationMaintenanceConfiguration: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.UpdateApplicationMaintenanceConfigurationRequest, _analytics_pb2.UpdateApplicationMaintenanceConfigurationResponse]
 
 @_typing.type_check_only
 class KinesisAnalyticsV2ServiceAsyncStub(KinesisAnalyticsV2ServiceStub):
@@ -80,7 +86,9 @@ class KinesisAnalyticsV2ServiceAsyncStub(KinesisAnalyticsV2ServiceStub):
     AddApplicationInputProcessingConfiguration: _aio.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationInputProcessingConfigurationRequest, _analytics_pb2.AddApplicationInputProcessingConfigurationResponse]  # type: ignore[assignment]
     AddApplicationOutput: _aio.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationOutputRequest, _analytics_pb2.AddApplicationOutputResponse]  # type: ignore[assignment]
     AddApplicationReferenceDataSource: _aio.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationReferenceDataSourceRequest, _analytics_pb2.AddApplicationReferenceDataSourceResponse]  # type: ignore[assignment]
+    AddApplicationVpcConfiguration: _aio.UnaryUnaryMultiCallable[_analytics_pb2.AddApplicationVpcConfigurationRequest, _analytics_pb2.AddApplicationVpcConfigurationResponse]  # type: ignore[assignment]
     CreateApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationRequest, _analytics_pb2.CreateApplicationResponse]  # type: ignore[assignment]
+    CreateApplicationPresignedUrl: _aio.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationPresignedUrlRequest, _analytics_pb2.CreateApplicationPresignedUrlResponse]  # type: ignore[assignment]
     CreateApplicationSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationSnapshotRequest, _analytics_pb2.CreateApplicationSnapshotResponse]  # type: ignore[assignment]
     DeleteApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationRequest, _analytics_pb2.DeleteApplicationResponse]  # type: ignore[assignment]
     DeleteApplicationCloudWatchLoggingOption: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationCloudWatchLoggingOptionRequest, _analytics_pb2.DeleteApplicationCloudWatchLoggingOptionResponse]  # type: ignore[assignment]
@@ -88,10 +96,13 @@ class KinesisAnalyticsV2ServiceAsyncStub(KinesisAnalyticsV2ServiceStub):
     DeleteApplicationOutput: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationOutputRequest, _analytics_pb2.DeleteApplicationOutputResponse]  # type: ignore[assignment]
     DeleteApplicationReferenceDataSource: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationReferenceDataSourceRequest, _analytics_pb2.DeleteApplicationReferenceDataSourceResponse]  # type: ignore[assignment]
     DeleteApplicationSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationSnapshotRequest, _analytics_pb2.DeleteApplicationSnapshotResponse]  # type: ignore[assignment]
+    DeleteApplicationVpcConfiguration: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationVpcConfigurationRequest, _analytics_pb2.DeleteApplicationVpcConfigurationResponse]  # type: ignore[assignment]
     DescribeApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationRequest, _analytics_pb2.DescribeApplicationResponse]  # type: ignore[assignment]
+    DescribeApplicationOperation: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationOperationRequest, _analytics_pb2.DescribeApplicationOperationResponse]  # type: ignore[assignment]
     DescribeApplicationSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationSnapshotRequest, _analytics_pb2.DescribeApplicationSnapshotResponse]  # type: ignore[assignment]
     DescribeApplicationVersion: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationVersionRequest, _analytics_pb2.DescribeApplicationVersionResponse]  # type: ignore[assignment]
     DiscoverInputSchema: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DiscoverInputSchemaRequest, _analytics_pb2.DiscoverInputSchemaResponse]  # type: ignore[assignment]
+    ListApplicationOperations: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationOperationsRequest, _analytics_pb2.ListApplicationOperationsResponse]  # type: ignore[assignment]
     ListApplicationSnapshots: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationSnapshotsRequest, _analytics_pb2.ListApplicationSnapshotsResponse]  # type: ignore[assignment]
     ListApplicationVersions: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationVersionsRequest, _analytics_pb2.ListApplicationVersionsResponse]  # type: ignore[assignment]
     ListApplications: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationsRequest, _analytics_pb2.ListApplicationsResponse]  # type: ignore[assignment]
@@ -102,6 +113,7 @@ class KinesisAnalyticsV2ServiceAsyncStub(KinesisAnalyticsV2ServiceStub):
     TagResource: _aio.UnaryUnaryMultiCallable[_analytics_pb2.TagResourceRequest, _analytics_pb2.TagResourceResponse]  # type: ignore[assignment]
     UntagResource: _aio.UnaryUnaryMultiCallable[_analytics_pb2.UntagResourceRequest, _analytics_pb2.UntagResourceResponse]  # type: ignore[assignment]
     UpdateApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.UpdateApplicationRequest, _analytics_pb2.UpdateApplicationResponse]  # type: ignore[assignment]
+    UpdateApplicationMaintenanceConfiguration: _aio.UnaryUnaryMultiCallable[_analytics_pb2.UpdateApplicationMaintenanceConfigurationRequest, _analytics_pb2.UpdateApplicationMaintenanceConfigurationResponse]  # type: ignore[assignment]
 
 class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
     """One RPC per operation. Errors: the gRPC status carries a google.rpc.Status whose
@@ -144,11 +156,25 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_pb2.AddApplicationReferenceDataSourceResponse, _abc.Awaitable[_analytics_pb2.AddApplicationReferenceDataSourceResponse]]: ...
 
     @_abc_1.abstractmethod
+    def AddApplicationVpcConfiguration(
+        self,
+        request: _analytics_pb2.AddApplicationVpcConfigurationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.AddApplicationVpcConfigurationResponse, _abc.Awaitable[_analytics_pb2.AddApplicationVpcConfigurationResponse]]: ...
+
+    @_abc_1.abstractmethod
     def CreateApplication(
         self,
         request: _analytics_pb2.CreateApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.CreateApplicationResponse, _abc.Awaitable[_analytics_pb2.CreateApplicationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CreateApplicationPresignedUrl(
+        self,
+        request: _analytics_pb2.CreateApplicationPresignedUrlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.CreateApplicationPresignedUrlResponse, _abc.Awaitable[_analytics_pb2.CreateApplicationPresignedUrlResponse]]: ...
 
     @_abc_1.abstractmethod
     def CreateApplicationSnapshot(
@@ -200,11 +226,25 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_pb2.DeleteApplicationSnapshotResponse, _abc.Awaitable[_analytics_pb2.DeleteApplicationSnapshotResponse]]: ...
 
     @_abc_1.abstractmethod
+    def DeleteApplicationVpcConfiguration(
+        self,
+        request: _analytics_pb2.DeleteApplicationVpcConfigurationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.DeleteApplicationVpcConfigurationResponse, _abc.Awaitable[_analytics_pb2.DeleteApplicationVpcConfigurationResponse]]: ...
+
+    @_abc_1.abstractmethod
     def DescribeApplication(
         self,
         request: _analytics_pb2.DescribeApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.DescribeApplicationResponse, _abc.Awaitable[_analytics_pb2.DescribeApplicationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeApplicationOperation(
+        self,
+        request: _analytics_pb2.DescribeApplicationOperationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.DescribeApplicationOperationResponse, _abc.Awaitable[_analytics_pb2.DescribeApplicationOperationResponse]]: ...
 
     @_abc_1.abstractmethod
     def DescribeApplicationSnapshot(
@@ -226,6 +266,13 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analytics_pb2.DiscoverInputSchemaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.DiscoverInputSchemaResponse, _abc.Awaitable[_analytics_pb2.DiscoverInputSchemaResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListApplicationOperations(
+        self,
+        request: _analytics_pb2.ListApplicationOperationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.ListApplicationOperationsResponse, _abc.Awaitable[_analytics_pb2.ListApplicationOperationsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListApplicationSnapshots(
@@ -296,5 +343,12 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analytics_pb2.UpdateApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.UpdateApplicationResponse, _abc.Awaitable[_analytics_pb2.UpdateApplicationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateApplicationMaintenanceConfiguration(
+        self,
+        request: _analytics_pb2.UpdateApplicationMaintenanceConfigurationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.UpdateApplicationMaintenanceConfigurationResponse, _abc.Awaitable[_analytics_pb2.UpdateApplicationMaintenanceConfigurationResponse]]: ...
 
 def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer: KinesisAnalyticsV2ServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
