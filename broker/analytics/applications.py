@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.analytics.snapshots import Snapshot
 from broker.errors import ErrorCode, ShoalError
 
 Document = dict[str, Any]
@@ -234,6 +235,8 @@ class ApplicationTable:
     """Every application of the cluster, keyed by `application_key`."""
 
     applications: dict[str, Application] = field(default_factory=dict)
+    # kinesisanalyticsv2's enhanced snapshots, keyed by `snapshots.snapshot_key`.
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
 
     def __hash__(self) -> int:  # dict field: identity is enough, tables are never keys
         return id(self)
@@ -263,7 +266,31 @@ class ApplicationTable:
     def with_application(self, app: Application) -> ApplicationTable:
         applications = dict(self.applications)
         applications[app.key] = app
-        return ApplicationTable(applications=applications)
+        return dataclasses.replace(self, applications=applications)
+
+    def snapshot(self, key: str, *, now_ms: int) -> Snapshot | None:
+        """The live enhanced snapshot under `key` (`snapshots.snapshot_key`)."""
+        snapshot = self.snapshots.get(key)
+        if snapshot is None or snapshot.is_gone(now_ms):
+            return None
+        return snapshot
+
+    def live_snapshots(self, account_id: str, region: str, *, now_ms: int) -> list[Snapshot]:
+        """The namespace's live snapshots, newest first (ListSnapshots' order)."""
+        found = [
+            snapshot
+            for snapshot in self.snapshots.values()
+            if snapshot.account_id == account_id
+            and snapshot.region == region
+            and not snapshot.is_gone(now_ms)
+        ]
+        return sorted(found, key=lambda snapshot: (-snapshot.created_ms, snapshot.name))
+
+    def with_snapshot(self, snapshot: Snapshot, *, now_ms: int) -> ApplicationTable:
+        """The table with `snapshot` stored (and deleted snapshots past their timer gone)."""
+        snapshots = {key: kept for key, kept in self.snapshots.items() if not kept.is_gone(now_ms)}
+        snapshots[snapshot.key] = snapshot
+        return dataclasses.replace(self, snapshots=snapshots)
 
 
 # --- Errors ----------------------------------------------------------------------------------

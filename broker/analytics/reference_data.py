@@ -40,7 +40,7 @@ def bucket_of(bucket_arn: str) -> str:
     return bucket_arn[len(prefix) :]
 
 
-def _client(region: str) -> Any:
+def s3_client(region: str) -> Any:
     explicit = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     return boto3.session.Session().client(
         "s3",
@@ -80,7 +80,7 @@ def load(described: Mapping[str, Any], *, region: str) -> list[Row]:
 def read_object(bucket_arn: str, key: str, *, region: str) -> bytes:
     """One S3 object's bytes (reference data, or DiscoverInputSchema's S3Configuration)."""
     bucket = bucket_of(bucket_arn)
-    client = _client(region)
+    client = s3_client(region)
     try:
         response = client.get_object(Bucket=bucket, Key=key)
         if int(response.get("ContentLength", 0)) > REFERENCE_OBJECT_BYTES_MAX:

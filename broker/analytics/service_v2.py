@@ -20,13 +20,14 @@ and version; a request naming one is checked and proposed with the version it st
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from broker.analytics import applications as rules
-from broker.analytics import v2_shapes
+from broker.analytics import snapshot_storage, snapshots, v2_shapes
 from broker.analytics.applications import SQL_RUNTIME, Application, ApplicationStatus
 from broker.analytics.service import (
     AnalyticsService,
@@ -35,9 +36,10 @@ from broker.analytics.service import (
     json_safe,
     timestamp,
 )
+from broker.analytics.snapshots import Snapshot
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.commands import CreateAnalyticsApplication
+from broker.meta.commands import ChangeAnalyticsSnapshot, CreateAnalyticsApplication
 
 # The v2 operations that are v1's change of the same name, with the same request members
 # (plus ConditionalToken), answered with the ARN, the new version and `answer`'s members.
@@ -66,9 +68,6 @@ class AnalyticsV2Service(AnalyticsService):
             "DescribeApplication": self._describe_v2,
             "ListApplications": self._list_v2,
             "DiscoverInputSchema": self._discover_v2,
-            "ListTagsForResource": self._list_tags,
-            "TagResource": self._changer("TagResource"),
-            "UntagResource": self._changer("UntagResource"),
             "UpdateApplication": self._update_v2,
             "StartApplication": self._start_v2,
             "StopApplication": self._stop_v2,
@@ -86,6 +85,17 @@ class AnalyticsV2Service(AnalyticsService):
             "ListApplicationOperations": self._list_operations,
             "DescribeApplicationOperation": self._describe_operation,
             "CreateApplicationPresignedUrl": self._presigned_url,
+            "ListTagsForResource": self._list_tags_v2,
+            "TagResource": self._tag_v2("TagResource"),
+            "UntagResource": self._tag_v2("UntagResource"),
+            "CreateSnapshot": self._create_enhanced_snapshot,
+            "ImportSnapshot": self._import_snapshot,
+            "ExportSnapshot": self._export_snapshot,
+            "DeleteSnapshot": self._delete_enhanced_snapshot,
+            "DescribeSnapshot": self._describe_enhanced_snapshot,
+            "ListSnapshots": self._list_enhanced_snapshots,
+            "ListSnapshotOperations": self._list_snapshot_operations,
+            "DescribeSnapshotOperation": self._describe_snapshot_operation,
         }
         for operation in _ADD_OR_DELETE:
             self._handlers[operation] = self._add_or_delete(operation)
@@ -239,6 +249,204 @@ class AnalyticsV2Service(AnalyticsService):
             f"Application {app.name} is {status.value}; snapshots are taken of RUNNING "
             f"applications (Shoal does not run {app.runtime}).",
         )
+
+    # --- Enhanced snapshots (account-level; broker.analytics.snapshots) ----------------------
+
+    def _snapshot(self, name: str, caller: Caller) -> Snapshot:
+        key = snapshots.snapshot_key(caller.account_id, caller.region, name)
+        found = self._metadata.image().analytics.snapshot(key, now_ms=self._clock.wall_ms())
+        if found is None:
+            raise snapshots.not_found(name)
+        return found
+
+    def _snapshot_exists(self, name: str, caller: Caller) -> bool:
+        key = snapshots.snapshot_key(caller.account_id, caller.region, name)
+        return (
+            self._metadata.image().analytics.snapshot(key, now_ms=self._clock.wall_ms()) is not None
+        )
+
+    async def _propose_snapshot(
+        self,
+        operation: str,
+        name: str,
+        request: Request,
+        caller: Caller,
+        result: Mapping[str, Any] | None = None,
+    ) -> Snapshot:
+        command = ChangeAnalyticsSnapshot(
+            now_ms=self._clock.wall_ms(),
+            account_id=caller.account_id,
+            region=caller.region,
+            name=name,
+            operation=operation,
+            request=rules.canonical(json_safe(request)),
+            result=rules.canonical(dict(result or {})),
+            transition_ms=self._settings.transition_ms,
+        )
+        snapshot = await self._metadata.propose(command)
+        assert isinstance(snapshot, Snapshot)
+        return snapshot
+
+    def _snapshot_answer(self, snapshot: Snapshot, *, with_status: bool = True) -> Response:
+        (latest, *_) = snapshot.operation_records(self._clock.wall_ms())
+        answer: Response = {
+            "SnapshotOperationId": latest["SnapshotOperationId"],
+            "SnapshotOperationStatus": latest["SnapshotOperationStatus"],
+        }
+        if with_status:
+            answer["SnapshotArn"] = snapshot.arn
+            answer["SnapshotStatus"] = snapshot.status_at(self._clock.wall_ms())
+        return answer
+
+    async def _create_enhanced_snapshot(self, request: Request, caller: Caller) -> Response:
+        """CreateSnapshot snapshots a RUNNING Flink application's state. Shoal stores Flink
+        applications but never runs one, so there is no state to snapshot: refused as AWS
+        refuses an application that is not running (ResourceInUse)."""
+        name = str(request["ApplicationName"])
+        try:
+            app = self._application(name, caller)
+        except ShoalError as error:  # the model has no ResourceNotFound for CreateSnapshot
+            raise _invalid(str(error)) from error
+        if app.is_sql:
+            raise ShoalError(
+                ErrorCode.UNSUPPORTED_OPERATION,
+                f"CreateSnapshot is supported for Managed Service for Apache Flink "
+                f"applications only; application {app.name} is {SQL_RUNTIME}.",
+            )
+        if self._snapshot_exists(str(request["SnapshotName"]), caller):
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE, f"Snapshot {request['SnapshotName']} already exists."
+            )
+        status = app.status_at(self._clock.wall_ms())
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Application {app.name} is {status.value}; CreateSnapshot needs a RUNNING "
+            f"application (Shoal stores {app.runtime} applications but runs only "
+            f"{SQL_RUNTIME}). ImportSnapshot takes a savepoint from S3.",
+        )
+
+    async def _import_snapshot(self, request: Request, caller: Caller) -> Response:
+        name = str(request["SnapshotName"])
+        if self._snapshot_exists(name, caller):
+            raise ShoalError(ErrorCode.RESOURCE_IN_USE, f"Snapshot {name} already exists.")
+        source = request["ImportSourceConfiguration"]["SourceS3PrefixLocation"]
+        found = await asyncio.to_thread(snapshot_storage.inspect, source, region=caller.region)
+        snapshot = await self._propose_snapshot("ImportSnapshot", name, request, caller, found)
+        return self._snapshot_answer(snapshot)
+
+    async def _export_snapshot(self, request: Request, caller: Caller) -> Response:
+        name = str(request["SnapshotName"])
+        current = self._snapshot(name, caller)
+        snapshots.require_ready(current, self._clock.wall_ms(), "ExportSnapshot")
+        destination = request["ExportDestinationConfiguration"]["DestinationS3PrefixLocation"]
+        copied = await asyncio.to_thread(
+            snapshot_storage.export,
+            current.source_prefix(),
+            destination,
+            current.digest,
+            region=caller.region,
+        )
+        snapshot = await self._propose_snapshot("ExportSnapshot", name, request, caller, copied)
+        return self._snapshot_answer(snapshot, with_status=False)
+
+    async def _delete_enhanced_snapshot(self, request: Request, caller: Caller) -> Response:
+        name = str(request["SnapshotName"])
+        self._snapshot(name, caller)
+        snapshot = await self._propose_snapshot("DeleteSnapshot", name, request, caller)
+        return self._snapshot_answer(snapshot)
+
+    async def _describe_enhanced_snapshot(self, request: Request, caller: Caller) -> Response:
+        snapshot = self._snapshot(str(request["SnapshotName"]), caller)
+        described = snapshots.details(snapshot, self._clock.wall_ms())
+        return {"SnapshotInfoDetails": _snapshot_times(described)}
+
+    async def _list_enhanced_snapshots(self, request: Request, caller: Caller) -> Response:
+        filters = {
+            "SourceApplicationName": "SourceApplicationName",
+            "SnapshotInitiator": "SnapshotInitiator",
+            "SnapshotInitiatorOperation": "SnapshotInitiatorOperation",
+            "SnapshotStatus": "SnapshotStatus",
+        }
+        snapshots.check_list_filters(request, list(filters))
+        now_ms = self._clock.wall_ms()
+        found = self._metadata.image().analytics.live_snapshots(
+            caller.account_id, caller.region, now_ms=now_ms
+        )
+        infos = [snapshots.info(snapshot, now_ms) for snapshot in found]
+        for member in filters:
+            if member in request:
+                infos = [item for item in infos if item.get(member) == request[member]]
+        page, following = _paged(infos, "SnapshotName", request)
+        response: Response = {"SnapshotInfoList": [_snapshot_times(item) for item in page]}
+        if following is not None:
+            response["NextToken"] = following
+        return response
+
+    async def _list_snapshot_operations(self, request: Request, caller: Caller) -> Response:
+        snapshots.check_list_filters(request, ["SnapshotOperation", "SnapshotOperationStatus"])
+        snapshot = self._snapshot(str(request["SnapshotName"]), caller)
+        records = snapshot.operation_records(self._clock.wall_ms())
+        for member in ("SnapshotOperation", "SnapshotOperationStatus"):
+            if member in request:
+                records = [item for item in records if item[member] == request[member]]
+        page, following = _paged(records, "SnapshotOperationId", request)
+        members = (
+            "SnapshotOperationId",
+            "SnapshotOperation",
+            "SnapshotOperationStatus",
+            "StartTime",
+            "EndTime",
+        )
+        response: Response = {
+            "SnapshotOperationInfoList": [
+                _snapshot_times({key: item[key] for key in members if key in item}) for item in page
+            ]
+        }
+        if following is not None:
+            response["NextToken"] = following
+        return response
+
+    async def _describe_snapshot_operation(self, request: Request, caller: Caller) -> Response:
+        snapshot = self._snapshot(str(request["SnapshotName"]), caller)
+        wanted = str(request["SnapshotOperationId"])
+        for item in snapshot.operation_records(self._clock.wall_ms()):
+            if item["SnapshotOperationId"] == wanted:
+                return {"SnapshotOperationInfoDetails": _snapshot_times(item)}
+        raise ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            f"Operation {wanted} not found for snapshot {snapshot.name}.",
+        )
+
+    # --- Tags (applications and snapshots) ---------------------------------------------------
+
+    def _tagged_snapshot(self, arn: str, caller: Caller) -> Snapshot | None:
+        """The snapshot `arn` names, or None when it names no snapshot (an application)."""
+        if ":snapshot/" not in arn:
+            return None
+        name = arn.rsplit("/", 1)[-1]
+        found = self._metadata.image().analytics.snapshot(
+            snapshots.snapshot_key(caller.account_id, caller.region, name),
+            now_ms=self._clock.wall_ms(),
+        )
+        if found is None or found.arn != arn:
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Resource {arn} not found.")
+        return found
+
+    async def _list_tags_v2(self, request: Request, caller: Caller) -> Response:
+        snapshot = self._tagged_snapshot(str(request["ResourceARN"]), caller)
+        if snapshot is None:
+            return await self._list_tags(request, caller)
+        return {"Tags": [{"Key": key, "Value": value} for key, value in snapshot.tags]}
+
+    def _tag_v2(self, operation: str) -> Any:
+        async def change(request: Request, caller: Caller) -> Response:
+            snapshot = self._tagged_snapshot(str(request["ResourceARN"]), caller)
+            if snapshot is None:
+                return await self._change(operation, request, caller)
+            await self._propose_snapshot(operation, snapshot.name, request, caller)
+            return {}
+
+        return change
 
     # --- Changes -----------------------------------------------------------------------------
 
@@ -537,6 +745,31 @@ class AnalyticsV2Service(AnalyticsService):
             "StopApplication", {"ApplicationName": request["ApplicationName"]}, caller
         )
         return {}
+
+
+def _snapshot_times(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A snapshot document with its epoch-millisecond members as timestamps."""
+    converted = dict(record)
+    for member in ("StartTime", "EndTime", "SnapshotCreationTimestamp"):
+        if member in converted:
+            converted[member] = timestamp(int(converted[member]))
+    return converted
+
+
+def _paged(
+    items: list[dict[str, Any]], key: str, request: Request
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of `items` after the request's NextToken (the `key` of the last item of the
+    page before), and the token of the page after it."""
+    token = request.get("NextToken")
+    if token is not None:
+        keys = [item[key] for item in items]
+        if token not in keys:
+            raise _invalid(f"NextToken {token} is not valid.")
+        items = items[keys.index(token) + 1 :]
+    limit = int(request.get("Limit", 50))
+    following = str(items[limit - 1][key]) if len(items) > limit else None
+    return items[:limit], following
 
 
 def _operation_of(app: Application, operation: str) -> dict[str, Any]:

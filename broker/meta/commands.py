@@ -646,7 +646,31 @@ class RecordAnalyticsProgress:
     continuous_through: tuple[tuple[str, str], ...]
 
 
-AnalyticsCommand = CreateAnalyticsApplication | ChangeAnalyticsApplication | RecordAnalyticsProgress
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChangeAnalyticsSnapshot:
+    """A change to one enhanced snapshot of kinesisanalyticsv2 (`broker.analytics.snapshots`):
+    `operation` is ImportSnapshot, ExportSnapshot, DeleteSnapshot, TagResource or UntagResource,
+    `request` its members as canonical JSON (timestamps as epoch milliseconds) and `result` the
+    canonical JSON of what the service found at S3 before proposing (an import's source
+    objects, an export's copy) or "{}". `transition_ms` is how long the snapshot shows CREATING
+    or DELETING and its operation IN_PROGRESS. Result: the Snapshot after the change."""
+
+    now_ms: int
+    account_id: str
+    region: str
+    name: str
+    operation: str
+    request: str
+    result: str
+    transition_ms: int
+
+
+AnalyticsCommand = (
+    CreateAnalyticsApplication
+    | ChangeAnalyticsApplication
+    | RecordAnalyticsProgress
+    | ChangeAnalyticsSnapshot
+)
 # --- Delivery streams (Data Firehose, issue 11; rules in transitions/delivery_streams.py) -------
 # Configurations travel as canonical AWS-shaped JSON text (`delivery_streams.canonical_json`).
 
@@ -1068,6 +1092,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         CreateAnalyticsApplication,
         ChangeAnalyticsApplication,
         RecordAnalyticsProgress,
+        ChangeAnalyticsSnapshot,
         CreateDeliveryStream,
         ActivateDeliveryStream,
         DeleteDeliveryStream,

@@ -130,12 +130,15 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
                 "DeletePrincipalPolicy",
                 # Encryption at rest (issue 15): a master-key rotation re-wraps data keys.
                 "RewrapStreamDataKeys",
+                # kinesisanalyticsv2's enhanced snapshots (issue 12).
+                "ChangeAnalyticsSnapshot",
             }
         ),
         members={
             "MetadataImage": frozenset({"iam"}),
             # kinesisanalyticsv2's maintenance windows and application operations (issue 12).
             "Application": frozenset({"maintenance_window_start", "operations", "operations_made"}),
+            "ApplicationTable": frozenset({"snapshots"}),
             # StartStreamEncryption's data key, and the stream's wrapped data keys.
             "SetStreamEncryption": frozenset({"data_key"}),
             "StreamMeta": frozenset({"data_keys"}),

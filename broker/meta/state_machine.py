@@ -37,6 +37,7 @@ from broker.meta.commands import (
     AddTags,
     BeginReshard,
     ChangeAnalyticsApplication,
+    ChangeAnalyticsSnapshot,
     ChangeConsumerTags,
     ChangeDeliveryStreamTags,
     ChangeQueueTags,
@@ -255,6 +256,8 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return analytics_applications.change_application(image, command)
         case RecordAnalyticsProgress():
             return analytics_applications.record_progress(image, command)
+        case ChangeAnalyticsSnapshot():
+            return analytics_applications.change_snapshot(image, command)
         case CreateDeliveryStream():
             return delivery_streams.create(image, command)
         case ActivateDeliveryStream():

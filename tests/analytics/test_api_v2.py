@@ -631,3 +631,6 @@ async def test_vpc_configurations_maintenance_and_operations(analytics_v2: Any, 
                 )
             )
         assert failed.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await stub.DescribeSnapshot(analytics_pb2.DescribeSnapshotRequest(snapshot_name="x"))
+        assert failed.value.code() is grpc.StatusCode.NOT_FOUND

@@ -8,8 +8,13 @@ import json
 from typing import Any
 
 from broker.analytics.applications import Application, ApplicationStatus
+from broker.analytics.snapshots import Snapshot
 from broker.errors import ErrorCode
-from broker.meta.commands import ChangeAnalyticsApplication, CreateAnalyticsApplication
+from broker.meta.commands import (
+    ChangeAnalyticsApplication,
+    ChangeAnalyticsSnapshot,
+    CreateAnalyticsApplication,
+)
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import Applied, apply
@@ -243,3 +248,77 @@ def test_flink_operations_and_windows_survive_the_image_codec() -> None:
         ),
     )
     assert refused.error is not None and refused.error.code is ErrorCode.INVALID_ARGUMENT
+
+
+def snapshot_change(
+    operation: str, request: dict[str, Any], result: dict[str, Any], *, now_ms: int
+) -> ChangeAnalyticsSnapshot:
+    return ChangeAnalyticsSnapshot(
+        now_ms=now_ms,
+        account_id=ACCOUNT,
+        region=REGION,
+        name="sp",
+        operation=operation,
+        request=json.dumps(request),
+        result=json.dumps(result),
+        transition_ms=1_000,
+    )
+
+
+def test_enhanced_snapshot_states_operations_and_codec() -> None:
+    """CREATING then READY; an operation IN_PROGRESS until its end; one export at a time; no
+    deletion while an operation runs; DELETING then gone; kept through the image codec."""
+    prefix = {"BucketARN": "arn:aws:s3:::b", "KeyPrefix": "sp/"}
+    source = {"SourceType": "S3", "ImportRoleArn": "arn:r", "SourceS3PrefixLocation": prefix}
+    found = {"objects": 2, "size_bytes": 10, "digest": "d"}
+    imported = apply(
+        MetadataImage(),
+        snapshot_change(
+            "ImportSnapshot", {"ImportSourceConfiguration": source}, found, now_ms=1_000
+        ),
+    )
+    assert imported.error is None
+    snapshot = imported.result
+    assert isinstance(snapshot, Snapshot)
+    assert snapshot.status_at(1_500) == "CREATING"
+    assert snapshot.status_at(2_000) == "READY"
+    assert snapshot.operation_records(1_500)[0]["SnapshotOperationStatus"] == "IN_PROGRESS"
+    assert "EndTime" not in snapshot.operation_records(1_500)[0]
+    assert snapshot.operation_records(2_000)[0]["SnapshotOperationStatus"] == "SUCCESSFUL"
+    again = apply(
+        imported.image,
+        snapshot_change("ImportSnapshot", {"ImportSourceConfiguration": source}, found, now_ms=2),
+    )
+    assert again.error is not None and again.error.code is ErrorCode.RESOURCE_IN_USE
+    early = apply(
+        imported.image,
+        snapshot_change("DeleteSnapshot", {"SnapshotCreationTimestamp": 1_000}, {}, now_ms=1_500),
+    )
+    assert early.error is not None and early.error.code is ErrorCode.RESOURCE_IN_USE
+
+    destination = {
+        "DestinationType": "S3",
+        "ExportRoleArn": "arn:r",
+        "DestinationS3PrefixLocation": {"BucketARN": "arn:aws:s3:::b", "KeyPrefix": "out"},
+    }
+    export = {"ExportDestinationConfiguration": destination}
+    exported = apply(
+        imported.image,
+        snapshot_change("ExportSnapshot", export, {"copied": 2}, now_ms=3_000),
+    )
+    assert exported.error is None
+    second = apply(
+        exported.image, snapshot_change("ExportSnapshot", export, {"copied": 2}, now_ms=3_500)
+    )
+    assert second.error is not None and second.error.code is ErrorCode.LIMIT_EXCEEDED
+    restored = decode_image(encode_image(exported.image)).analytics
+    assert restored.snapshots == exported.image.analytics.snapshots
+
+    deleted = apply(
+        exported.image,
+        snapshot_change("DeleteSnapshot", {"SnapshotCreationTimestamp": 1_000}, {}, now_ms=5_000),
+    )
+    assert deleted.error is None
+    key = snapshot.key
+    assert deleted.image.analytics.snapshot(key, now_ms=5_500) is not None
+    assert deleted.image.analytics.snapshot(key, now_ms=6_000) is None

@@ -429,3 +429,138 @@ async def test_discover_input_schema_from_an_s3_object(
     assert error_of(raised) == ("UnableToDetectSchemaException", 400)
     analytics.close()
     analytics_v2.close()
+
+
+async def test_enhanced_snapshots_imported_and_exported_through_s3(
+    s3_node: Node,
+    s3_server: S3Server,  # noqa: F811
+    clock: ManualClock,
+) -> None:
+    """kinesisanalyticsv2's enhanced snapshots: ImportSnapshot records a Flink savepoint from an
+    S3 prefix (CREATING, then READY; a prefix without one FAILED), ExportSnapshot copies it to
+    another prefix, DeleteSnapshot removes it; each operation listed and described; names are
+    unique; CreateSnapshot refused as AWS refuses an application that is not running."""
+    s3 = s3_server.client()
+    s3.create_bucket(Bucket="savepoints")
+    savepoint = {"sp/1/_metadata": b"flink-metadata", "sp/1/state-0": b"x" * 100}
+    for key, body in savepoint.items():
+        s3.put_object(Bucket="savepoints", Key=key, Body=body)
+    analytics_v2 = analytics_client(s3_node, service="kinesisanalyticsv2")
+    source = {
+        "SourceType": "S3",
+        "ImportRoleArn": ROLE,
+        "SourceS3PrefixLocation": {"BucketARN": "arn:aws:s3:::savepoints", "KeyPrefix": "sp/1"},
+    }
+    imported = await call(
+        analytics_v2.import_snapshot,
+        SnapshotName="sp-1",
+        ImportSourceConfiguration=source,
+        SnapshotDescription="from a savepoint",
+        Tags=[{"Key": "team", "Value": "a"}],
+    )
+    # The test node's transitions take no time (the CREATING and IN_PROGRESS that a longer one
+    # shows are test_applications.py's).
+    assert imported["SnapshotStatus"] == "READY"
+    assert imported["SnapshotOperationStatus"] == "SUCCESSFUL"
+    with pytest.raises(ClientError) as raised:  # names are unique
+        await call(
+            analytics_v2.import_snapshot, SnapshotName="sp-1", ImportSourceConfiguration=source
+        )
+    assert error_of(raised) == ("ResourceInUseException", 400)
+    failed = await call(
+        analytics_v2.import_snapshot,
+        SnapshotName="sp-empty",
+        ImportSourceConfiguration={
+            **source,
+            "SourceS3PrefixLocation": {"BucketARN": "arn:aws:s3:::savepoints", "KeyPrefix": "no/"},
+        },
+    )
+    clock.advance(ms=2_000)  # past the transition
+
+    details = (await call(analytics_v2.describe_snapshot, SnapshotName="sp-1"))[
+        "SnapshotInfoDetails"
+    ]
+    assert details["SnapshotStatus"] == "READY"
+    assert details["SnapshotSizeInBytes"] == sum(len(body) for body in savepoint.values())
+    assert details["SnapshotInitiatorOperation"] == "ImportSnapshot"
+    assert details["SnapshotSourceDescription"]["S3PrefixLocation"]["KeyPrefix"] == "sp/1"
+    assert details["SnapshotDescription"] == "from a savepoint"
+    assert (await call(analytics_v2.describe_snapshot, SnapshotName="sp-empty"))[
+        "SnapshotInfoDetails"
+    ]["SnapshotStatus"] == "FAILED"
+    operation = (
+        await call(
+            analytics_v2.describe_snapshot_operation,
+            SnapshotName="sp-empty",
+            SnapshotOperationId=failed["SnapshotOperationId"],
+        )
+    )["SnapshotOperationInfoDetails"]
+    assert operation["SnapshotOperationStatus"] == "FAILED"
+    assert "_metadata" in operation["SnapshotOperationFailureDetails"]["ErrorInfo"]["ErrorString"]
+    assert (await call(analytics_v2.list_tags_for_resource, ResourceARN=details["SnapshotArn"]))[
+        "Tags"
+    ] == [{"Key": "team", "Value": "a"}]
+
+    listed = (await call(analytics_v2.list_snapshots))["SnapshotInfoList"]
+    assert [item["SnapshotName"] for item in listed] == ["sp-1", "sp-empty"]
+    ready = (await call(analytics_v2.list_snapshots, SnapshotStatus="READY"))["SnapshotInfoList"]
+    assert [item["SnapshotName"] for item in ready] == ["sp-1"]
+    with pytest.raises(ClientError) as raised:  # one filter at a time
+        await call(analytics_v2.list_snapshots, SnapshotStatus="READY", SnapshotInitiator="USER")
+    assert error_of(raised) == ("InvalidArgumentException", 400)
+
+    exported = await call(
+        analytics_v2.export_snapshot,
+        SnapshotName="sp-1",
+        ExportDestinationConfiguration={
+            "DestinationType": "S3",
+            "ExportRoleArn": ROLE,
+            "DestinationS3PrefixLocation": {
+                "BucketARN": "arn:aws:s3:::savepoints",
+                "KeyPrefix": "exported/",
+            },
+        },
+    )
+    assert exported["SnapshotOperationStatus"] == "SUCCESSFUL"
+    assert s3_server.objects("savepoints", "exported/") == {
+        "exported/_metadata": b"flink-metadata",
+        "exported/state-0": b"x" * 100,
+    }
+    clock.advance(ms=2_000)
+    operations = (await call(analytics_v2.list_snapshot_operations, SnapshotName="sp-1"))[
+        "SnapshotOperationInfoList"
+    ]
+    assert [
+        (item["SnapshotOperation"], item["SnapshotOperationStatus"]) for item in operations
+    ] == [
+        ("ExportSnapshot", "SUCCESSFUL"),
+        ("ImportSnapshot", "SUCCESSFUL"),
+    ]
+    assert operations[0]["SnapshotOperationId"] == exported["SnapshotOperationId"]
+
+    # CreateSnapshot needs a running Flink application; a SQL one has no snapshots at all.
+    await call(
+        analytics_v2.create_application,
+        ApplicationName="snap-flink",
+        RuntimeEnvironment="FLINK-1_20",
+        ServiceExecutionRole=ROLE,
+    )
+    with pytest.raises(ClientError) as raised:
+        await call(analytics_v2.create_snapshot, ApplicationName="snap-flink", SnapshotName="s")
+    assert error_of(raised) == ("ResourceInUseException", 400)
+
+    deleted = await call(
+        analytics_v2.delete_snapshot,
+        SnapshotName="sp-1",
+        SnapshotCreationTimestamp=details["SnapshotCreationTimestamp"],
+    )
+    assert deleted["SnapshotStatus"] == "DELETING"
+    clock.advance(ms=2_000)
+    with pytest.raises(ClientError) as raised:
+        await call(analytics_v2.describe_snapshot, SnapshotName="sp-1")
+    assert error_of(raised) == ("ResourceNotFoundException", 400)
+    assert [
+        item["SnapshotName"]
+        for item in (await call(analytics_v2.list_snapshots))["SnapshotInfoList"]
+    ] == ["sp-empty"]
+    analytics_v2.close()

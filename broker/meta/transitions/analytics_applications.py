@@ -13,10 +13,12 @@ import json
 from typing import Any
 
 from broker.analytics import applications as rules
+from broker.analytics import snapshots
 from broker.analytics.applications import Application, ApplicationTable
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     ChangeAnalyticsApplication,
+    ChangeAnalyticsSnapshot,
     CreateAnalyticsApplication,
     RecordAnalyticsProgress,
 )
@@ -189,6 +191,59 @@ def record_progress(
         continuous_through=command.continuous_through,
     )
     return _stored(image, table, changed), changed
+
+
+def change_snapshot(
+    image: MetadataImage, command: ChangeAnalyticsSnapshot
+) -> tuple[MetadataImage, object]:
+    """An enhanced snapshot's import, export, deletion or tags (`broker.analytics.snapshots`)."""
+    now_ms = command.now_ms
+    table = image.analytics
+    key = snapshots.snapshot_key(command.account_id, command.region, command.name)
+    current = table.snapshot(key, now_ms=now_ms)
+    request: dict[str, Any] = json.loads(command.request)
+    result: dict[str, Any] = json.loads(command.result)
+    timing = command.transition_ms
+    try:
+        if command.operation == "ImportSnapshot":
+            if current is not None:
+                raise ShoalError(
+                    ErrorCode.RESOURCE_IN_USE, f"Snapshot {command.name} already exists."
+                )
+            changed = snapshots.imported(
+                account_id=command.account_id,
+                region=command.region,
+                name=command.name,
+                request=request,
+                found=result,
+                now_ms=now_ms,
+                creating_ms=timing,
+            )
+        elif current is None:
+            raise snapshots.not_found(command.name)
+        elif command.operation == "ExportSnapshot":
+            changed = snapshots.exported(
+                current, request, result, now_ms=now_ms, exporting_ms=timing
+            )
+        elif command.operation == "DeleteSnapshot":
+            changed = snapshots.deleted(
+                current,
+                int(request["SnapshotCreationTimestamp"]),
+                now_ms=now_ms,
+                deleting_ms=timing,
+            )
+        elif command.operation == "TagResource":
+            changed = snapshots.change_tags(current, added=request["Tags"], removed=())
+        elif command.operation == "UntagResource":
+            changed = snapshots.change_tags(current, added=(), removed=request["TagKeys"])
+        else:
+            raise AssertionError(f"not a snapshot change: {command.operation}")
+    except (KeyError, TypeError, ValueError) as error:  # as in change_application
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, f"{command.operation}: malformed request ({error!r})."
+        ) from error
+    stored = dataclasses.replace(image, analytics=table.with_snapshot(changed, now_ms=now_ms))
+    return stored, changed
 
 
 def _require_changeable(app: Application, now_ms: int) -> None:

@@ -958,6 +958,35 @@ class ApplicationMaintenanceConfigurationUpdate(_message.Message):
 Global___ApplicationMaintenanceConfigurationUpdate: _TypeAlias = ApplicationMaintenanceConfigurationUpdate  # noqa: Y015
 
 @_typing.final
+class ApplicationOperationDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    application_operation_id: _builtins.str
+    application_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        application_operation_id: _builtins.str | None = ...,
+        application_name: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_application_operation_id", b"_application_operation_id", "application_name", b"application_name", "application_operation_id", b"application_operation_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_application_operation_id", b"_application_operation_id", "application_name", b"application_name", "application_operation_id", b"application_operation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__application_operation_id: _TypeAlias = _typing.Literal["application_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__application_operation_id: _TypeAlias = _typing.Literal["_application_operation_id", b"_application_operation_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_operation_id) -> _WhichOneofReturnType__application_operation_id | None: ...
+
+Global___ApplicationOperationDescription: _TypeAlias = ApplicationOperationDescription  # noqa: Y015
+
+@_typing.final
 class ApplicationOperationInfo(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1941,6 +1970,89 @@ class CreateApplicationSnapshotResponse(_message.Message):
 Global___CreateApplicationSnapshotResponse: _TypeAlias = CreateApplicationSnapshotResponse  # noqa: Y015
 
 @_typing.final
+class CreateSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    snapshot_name: _builtins.str
+    snapshot_description: _builtins.str
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]: ...
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        snapshot_name: _builtins.str | None = ...,
+        snapshot_description: _builtins.str | None = ...,
+        tags: _abc.Iterable[Global___Tag] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_snapshot_description", b"_snapshot_description", "_snapshot_name", b"_snapshot_name", "application_name", b"application_name", "snapshot_description", b"snapshot_description", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_snapshot_description", b"_snapshot_description", "_snapshot_name", b"_snapshot_name", "application_name", b"application_name", "snapshot_description", b"snapshot_description", "snapshot_name", b"snapshot_name", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_description: _TypeAlias = _typing.Literal["snapshot_description"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_description: _TypeAlias = _typing.Literal["_snapshot_description", b"_snapshot_description"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_description) -> _WhichOneofReturnType__snapshot_description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+
+Global___CreateSnapshotRequest: _TypeAlias = CreateSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class CreateSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ARN_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_STATUS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    snapshot_arn: _builtins.str
+    snapshot_status: _builtins.str
+    snapshot_operation_id: _builtins.str
+    snapshot_operation_status: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_arn: _builtins.str | None = ...,
+        snapshot_status: _builtins.str | None = ...,
+        snapshot_operation_id: _builtins.str | None = ...,
+        snapshot_operation_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "_snapshot_status", b"_snapshot_status", "snapshot_arn", b"snapshot_arn", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "_snapshot_status", b"_snapshot_status", "snapshot_arn", b"snapshot_arn", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_arn: _TypeAlias = _typing.Literal["snapshot_arn"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_arn: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_id: _TypeAlias = _typing.Literal["snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_id: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_status: _TypeAlias = _typing.Literal["snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_status: _TypeAlias = _typing.Literal["_snapshot_operation_status", b"_snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_status: _TypeAlias = _typing.Literal["snapshot_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_status: _TypeAlias = _typing.Literal["_snapshot_status", b"_snapshot_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_arn) -> _WhichOneofReturnType__snapshot_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_id) -> _WhichOneofReturnType__snapshot_operation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_status) -> _WhichOneofReturnType__snapshot_operation_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_status) -> _WhichOneofReturnType__snapshot_status | None: ...
+
+Global___CreateSnapshotResponse: _TypeAlias = CreateSnapshotResponse  # noqa: Y015
+
+@_typing.final
 class CustomArtifactConfiguration(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2444,6 +2556,74 @@ class DeleteApplicationVpcConfigurationResponse(_message.Message):
 Global___DeleteApplicationVpcConfigurationResponse: _TypeAlias = DeleteApplicationVpcConfigurationResponse  # noqa: Y015
 
 @_typing.final
+class DeleteSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    @_builtins.property
+    def snapshot_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+        snapshot_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "snapshot_creation_timestamp", b"snapshot_creation_timestamp", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "snapshot_creation_timestamp", b"snapshot_creation_timestamp", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+
+Global___DeleteSnapshotRequest: _TypeAlias = DeleteSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class DeleteSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ARN_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_STATUS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    snapshot_arn: _builtins.str
+    snapshot_status: _builtins.str
+    snapshot_operation_id: _builtins.str
+    snapshot_operation_status: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_arn: _builtins.str | None = ...,
+        snapshot_status: _builtins.str | None = ...,
+        snapshot_operation_id: _builtins.str | None = ...,
+        snapshot_operation_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "_snapshot_status", b"_snapshot_status", "snapshot_arn", b"snapshot_arn", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "_snapshot_status", b"_snapshot_status", "snapshot_arn", b"snapshot_arn", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_arn: _TypeAlias = _typing.Literal["snapshot_arn"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_arn: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_id: _TypeAlias = _typing.Literal["snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_id: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_status: _TypeAlias = _typing.Literal["snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_status: _TypeAlias = _typing.Literal["_snapshot_operation_status", b"_snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_status: _TypeAlias = _typing.Literal["snapshot_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_status: _TypeAlias = _typing.Literal["_snapshot_status", b"_snapshot_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_arn) -> _WhichOneofReturnType__snapshot_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_id) -> _WhichOneofReturnType__snapshot_operation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_status) -> _WhichOneofReturnType__snapshot_operation_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_status) -> _WhichOneofReturnType__snapshot_status | None: ...
+
+Global___DeleteSnapshotResponse: _TypeAlias = DeleteSnapshotResponse  # noqa: Y015
+
+@_typing.final
 class DeployAsApplicationConfiguration(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2700,6 +2880,96 @@ class DescribeApplicationVersionResponse(_message.Message):
 Global___DescribeApplicationVersionResponse: _TypeAlias = DescribeApplicationVersionResponse  # noqa: Y015
 
 @_typing.final
+class DescribeSnapshotOperationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    snapshot_operation_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+        snapshot_operation_id: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "_snapshot_operation_id", b"_snapshot_operation_id", "snapshot_name", b"snapshot_name", "snapshot_operation_id", b"snapshot_operation_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "_snapshot_operation_id", b"_snapshot_operation_id", "snapshot_name", b"snapshot_name", "snapshot_operation_id", b"snapshot_operation_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_id: _TypeAlias = _typing.Literal["snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_id: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_id) -> _WhichOneofReturnType__snapshot_operation_id | None: ...
+
+Global___DescribeSnapshotOperationRequest: _TypeAlias = DescribeSnapshotOperationRequest  # noqa: Y015
+
+@_typing.final
+class DescribeSnapshotOperationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_OPERATION_INFO_DETAILS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def snapshot_operation_info_details(self) -> Global___SnapshotOperationInfoDetails: ...
+    def __init__(
+        self,
+        *,
+        snapshot_operation_info_details: Global___SnapshotOperationInfoDetails | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot_operation_info_details", b"snapshot_operation_info_details"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshot_operation_info_details", b"snapshot_operation_info_details"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeSnapshotOperationResponse: _TypeAlias = DescribeSnapshotOperationResponse  # noqa: Y015
+
+@_typing.final
+class DescribeSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+
+Global___DescribeSnapshotRequest: _TypeAlias = DescribeSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class DescribeSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_INFO_DETAILS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def snapshot_info_details(self) -> Global___SnapshotInfoDetails: ...
+    def __init__(
+        self,
+        *,
+        snapshot_info_details: Global___SnapshotInfoDetails | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["snapshot_info_details", b"snapshot_info_details"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["snapshot_info_details", b"snapshot_info_details"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeSnapshotResponse: _TypeAlias = DescribeSnapshotResponse  # noqa: Y015
+
+@_typing.final
 class DestinationSchema(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2794,6 +3064,35 @@ class DiscoverInputSchemaResponse(_message.Message):
 Global___DiscoverInputSchemaResponse: _TypeAlias = DiscoverInputSchemaResponse  # noqa: Y015
 
 @_typing.final
+class EncryptionConfigurationDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    KEY_TYPE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    key_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str | None = ...,
+        key_type: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_key_id", b"_key_id", "_key_type", b"_key_type", "key_id", b"key_id", "key_type", b"key_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_key_id", b"_key_id", "_key_type", b"_key_type", "key_id", b"key_id", "key_type", b"key_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__key_id: _TypeAlias = _typing.Literal["key_id"]  # noqa: Y015
+    _WhichOneofArgType__key_id: _TypeAlias = _typing.Literal["_key_id", b"_key_id"]  # noqa: Y015
+    _WhichOneofReturnType__key_type: _TypeAlias = _typing.Literal["key_type"]  # noqa: Y015
+    _WhichOneofArgType__key_type: _TypeAlias = _typing.Literal["_key_type", b"_key_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_id) -> _WhichOneofReturnType__key_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_type) -> _WhichOneofReturnType__key_type | None: ...
+
+Global___EncryptionConfigurationDescription: _TypeAlias = EncryptionConfigurationDescription  # noqa: Y015
+
+@_typing.final
 class EnvironmentProperties(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -2873,6 +3172,97 @@ class ErrorInfo(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error_string) -> _WhichOneofReturnType__error_string | None: ...
 
 Global___ErrorInfo: _TypeAlias = ErrorInfo  # noqa: Y015
+
+@_typing.final
+class ExportDestinationConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DESTINATION_TYPE_FIELD_NUMBER: _builtins.int
+    EXPORT_ROLE_ARN_FIELD_NUMBER: _builtins.int
+    DESTINATION_ENCRYPTION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    DESTINATION_S3_PREFIX_LOCATION_FIELD_NUMBER: _builtins.int
+    destination_type: _builtins.str
+    export_role_arn: _builtins.str
+    @_builtins.property
+    def destination_encryption_configuration(self) -> Global___SnapshotEncryptionConfiguration: ...
+    @_builtins.property
+    def destination_s3_prefix_location(self) -> Global___S3PrefixLocation: ...
+    def __init__(
+        self,
+        *,
+        destination_type: _builtins.str | None = ...,
+        export_role_arn: _builtins.str | None = ...,
+        destination_encryption_configuration: Global___SnapshotEncryptionConfiguration | None = ...,
+        destination_s3_prefix_location: Global___S3PrefixLocation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_destination_type", b"_destination_type", "_export_role_arn", b"_export_role_arn", "destination_encryption_configuration", b"destination_encryption_configuration", "destination_s3_prefix_location", b"destination_s3_prefix_location", "destination_type", b"destination_type", "export_role_arn", b"export_role_arn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_destination_type", b"_destination_type", "_export_role_arn", b"_export_role_arn", "destination_encryption_configuration", b"destination_encryption_configuration", "destination_s3_prefix_location", b"destination_s3_prefix_location", "destination_type", b"destination_type", "export_role_arn", b"export_role_arn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__destination_type: _TypeAlias = _typing.Literal["destination_type"]  # noqa: Y015
+    _WhichOneofArgType__destination_type: _TypeAlias = _typing.Literal["_destination_type", b"_destination_type"]  # noqa: Y015
+    _WhichOneofReturnType__export_role_arn: _TypeAlias = _typing.Literal["export_role_arn"]  # noqa: Y015
+    _WhichOneofArgType__export_role_arn: _TypeAlias = _typing.Literal["_export_role_arn", b"_export_role_arn"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__destination_type) -> _WhichOneofReturnType__destination_type | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__export_role_arn) -> _WhichOneofReturnType__export_role_arn | None: ...
+
+Global___ExportDestinationConfiguration: _TypeAlias = ExportDestinationConfiguration  # noqa: Y015
+
+@_typing.final
+class ExportSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    EXPORT_DESTINATION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    @_builtins.property
+    def export_destination_configuration(self) -> Global___ExportDestinationConfiguration: ...
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+        export_destination_configuration: Global___ExportDestinationConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "export_destination_configuration", b"export_destination_configuration", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name", "export_destination_configuration", b"export_destination_configuration", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+
+Global___ExportSnapshotRequest: _TypeAlias = ExportSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class ExportSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    snapshot_operation_id: _builtins.str
+    snapshot_operation_status: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_operation_id: _builtins.str | None = ...,
+        snapshot_operation_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_operation_id: _TypeAlias = _typing.Literal["snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_id: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_status: _TypeAlias = _typing.Literal["snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_status: _TypeAlias = _typing.Literal["_snapshot_operation_status", b"_snapshot_operation_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_id) -> _WhichOneofReturnType__snapshot_operation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_status) -> _WhichOneofReturnType__snapshot_operation_status | None: ...
+
+Global___ExportSnapshotResponse: _TypeAlias = ExportSnapshotResponse  # noqa: Y015
 
 @_typing.final
 class FlinkApplicationConfiguration(_message.Message):
@@ -3046,6 +3436,134 @@ class GlueDataCatalogConfigurationUpdate(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__database_arn_update) -> _WhichOneofReturnType__database_arn_update | None: ...
 
 Global___GlueDataCatalogConfigurationUpdate: _TypeAlias = GlueDataCatalogConfigurationUpdate  # noqa: Y015
+
+@_typing.final
+class ImportSnapshotRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    IMPORT_SOURCE_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    DESTINATION_ENCRYPTION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FORMAT_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    snapshot_description: _builtins.str
+    snapshot_format: _builtins.str
+    @_builtins.property
+    def import_source_configuration(self) -> Global___ImportSourceConfiguration: ...
+    @_builtins.property
+    def destination_encryption_configuration(self) -> Global___SnapshotEncryptionConfiguration: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tag]: ...
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+        import_source_configuration: Global___ImportSourceConfiguration | None = ...,
+        destination_encryption_configuration: Global___SnapshotEncryptionConfiguration | None = ...,
+        snapshot_description: _builtins.str | None = ...,
+        snapshot_format: _builtins.str | None = ...,
+        tags: _abc.Iterable[Global___Tag] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_description", b"_snapshot_description", "_snapshot_format", b"_snapshot_format", "_snapshot_name", b"_snapshot_name", "destination_encryption_configuration", b"destination_encryption_configuration", "import_source_configuration", b"import_source_configuration", "snapshot_description", b"snapshot_description", "snapshot_format", b"snapshot_format", "snapshot_name", b"snapshot_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_description", b"_snapshot_description", "_snapshot_format", b"_snapshot_format", "_snapshot_name", b"_snapshot_name", "destination_encryption_configuration", b"destination_encryption_configuration", "import_source_configuration", b"import_source_configuration", "snapshot_description", b"snapshot_description", "snapshot_format", b"snapshot_format", "snapshot_name", b"snapshot_name", "tags", b"tags"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_description: _TypeAlias = _typing.Literal["snapshot_description"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_description: _TypeAlias = _typing.Literal["_snapshot_description", b"_snapshot_description"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_format: _TypeAlias = _typing.Literal["snapshot_format"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_format: _TypeAlias = _typing.Literal["_snapshot_format", b"_snapshot_format"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_description) -> _WhichOneofReturnType__snapshot_description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_format) -> _WhichOneofReturnType__snapshot_format | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+
+Global___ImportSnapshotRequest: _TypeAlias = ImportSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class ImportSnapshotResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_ARN_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_STATUS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    snapshot_arn: _builtins.str
+    snapshot_status: _builtins.str
+    snapshot_operation_id: _builtins.str
+    snapshot_operation_status: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_arn: _builtins.str | None = ...,
+        snapshot_status: _builtins.str | None = ...,
+        snapshot_operation_id: _builtins.str | None = ...,
+        snapshot_operation_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "_snapshot_status", b"_snapshot_status", "snapshot_arn", b"snapshot_arn", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "_snapshot_status", b"_snapshot_status", "snapshot_arn", b"snapshot_arn", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_arn: _TypeAlias = _typing.Literal["snapshot_arn"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_arn: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_id: _TypeAlias = _typing.Literal["snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_id: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_status: _TypeAlias = _typing.Literal["snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_status: _TypeAlias = _typing.Literal["_snapshot_operation_status", b"_snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_status: _TypeAlias = _typing.Literal["snapshot_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_status: _TypeAlias = _typing.Literal["_snapshot_status", b"_snapshot_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_arn) -> _WhichOneofReturnType__snapshot_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_id) -> _WhichOneofReturnType__snapshot_operation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_status) -> _WhichOneofReturnType__snapshot_operation_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_status) -> _WhichOneofReturnType__snapshot_status | None: ...
+
+Global___ImportSnapshotResponse: _TypeAlias = ImportSnapshotResponse  # noqa: Y015
+
+@_typing.final
+class ImportSourceConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_TYPE_FIELD_NUMBER: _builtins.int
+    IMPORT_ROLE_ARN_FIELD_NUMBER: _builtins.int
+    SOURCE_ENCRYPTION_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    SOURCE_S3_PREFIX_LOCATION_FIELD_NUMBER: _builtins.int
+    source_type: _builtins.str
+    import_role_arn: _builtins.str
+    @_builtins.property
+    def source_encryption_configuration(self) -> Global___SnapshotEncryptionConfiguration: ...
+    @_builtins.property
+    def source_s3_prefix_location(self) -> Global___S3PrefixLocation: ...
+    def __init__(
+        self,
+        *,
+        source_type: _builtins.str | None = ...,
+        import_role_arn: _builtins.str | None = ...,
+        source_encryption_configuration: Global___SnapshotEncryptionConfiguration | None = ...,
+        source_s3_prefix_location: Global___S3PrefixLocation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_import_role_arn", b"_import_role_arn", "_source_type", b"_source_type", "import_role_arn", b"import_role_arn", "source_encryption_configuration", b"source_encryption_configuration", "source_s3_prefix_location", b"source_s3_prefix_location", "source_type", b"source_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_import_role_arn", b"_import_role_arn", "_source_type", b"_source_type", "import_role_arn", b"import_role_arn", "source_encryption_configuration", b"source_encryption_configuration", "source_s3_prefix_location", b"source_s3_prefix_location", "source_type", b"source_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__import_role_arn: _TypeAlias = _typing.Literal["import_role_arn"]  # noqa: Y015
+    _WhichOneofArgType__import_role_arn: _TypeAlias = _typing.Literal["_import_role_arn", b"_import_role_arn"]  # noqa: Y015
+    _WhichOneofReturnType__source_type: _TypeAlias = _typing.Literal["source_type"]  # noqa: Y015
+    _WhichOneofArgType__source_type: _TypeAlias = _typing.Literal["_source_type", b"_source_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__import_role_arn) -> _WhichOneofReturnType__import_role_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__source_type) -> _WhichOneofReturnType__source_type | None: ...
+
+Global___ImportSourceConfiguration: _TypeAlias = ImportSourceConfiguration  # noqa: Y015
 
 @_typing.final
 class Input(_message.Message):
@@ -4043,6 +4561,163 @@ class ListApplicationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
 
 Global___ListApplicationsResponse: _TypeAlias = ListApplicationsResponse  # noqa: Y015
+
+@_typing.final
+class ListSnapshotOperationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    snapshot_operation: _builtins.str
+    snapshot_operation_status: _builtins.str
+    limit: _builtins.int
+    next_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+        snapshot_operation: _builtins.str | None = ...,
+        snapshot_operation_status: _builtins.str | None = ...,
+        limit: _builtins.int | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_next_token", b"_next_token", "_snapshot_name", b"_snapshot_name", "_snapshot_operation", b"_snapshot_operation", "_snapshot_operation_status", b"_snapshot_operation_status", "limit", b"limit", "next_token", b"next_token", "snapshot_name", b"snapshot_name", "snapshot_operation", b"snapshot_operation", "snapshot_operation_status", b"snapshot_operation_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_next_token", b"_next_token", "_snapshot_name", b"_snapshot_name", "_snapshot_operation", b"_snapshot_operation", "_snapshot_operation_status", b"_snapshot_operation_status", "limit", b"limit", "next_token", b"next_token", "snapshot_name", b"snapshot_name", "snapshot_operation", b"snapshot_operation", "snapshot_operation_status", b"snapshot_operation_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation: _TypeAlias = _typing.Literal["snapshot_operation"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation: _TypeAlias = _typing.Literal["_snapshot_operation", b"_snapshot_operation"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_status: _TypeAlias = _typing.Literal["snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_status: _TypeAlias = _typing.Literal["_snapshot_operation_status", b"_snapshot_operation_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation) -> _WhichOneofReturnType__snapshot_operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_status) -> _WhichOneofReturnType__snapshot_operation_status | None: ...
+
+Global___ListSnapshotOperationsRequest: _TypeAlias = ListSnapshotOperationsRequest  # noqa: Y015
+
+@_typing.final
+class ListSnapshotOperationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_OPERATION_INFO_LIST_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def snapshot_operation_info_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotOperationInfo]: ...
+    def __init__(
+        self,
+        *,
+        snapshot_operation_info_list: _abc.Iterable[Global___SnapshotOperationInfo] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token", "snapshot_operation_info_list", b"snapshot_operation_info_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListSnapshotOperationsResponse: _TypeAlias = ListSnapshotOperationsResponse  # noqa: Y015
+
+@_typing.final
+class ListSnapshotsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_INITIATOR_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_INITIATOR_OPERATION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_STATUS_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    source_application_name: _builtins.str
+    snapshot_initiator: _builtins.str
+    snapshot_initiator_operation: _builtins.str
+    snapshot_status: _builtins.str
+    limit: _builtins.int
+    next_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        source_application_name: _builtins.str | None = ...,
+        snapshot_initiator: _builtins.str | None = ...,
+        snapshot_initiator_operation: _builtins.str | None = ...,
+        snapshot_status: _builtins.str | None = ...,
+        limit: _builtins.int | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_next_token", b"_next_token", "_snapshot_initiator", b"_snapshot_initiator", "_snapshot_initiator_operation", b"_snapshot_initiator_operation", "_snapshot_status", b"_snapshot_status", "_source_application_name", b"_source_application_name", "limit", b"limit", "next_token", b"next_token", "snapshot_initiator", b"snapshot_initiator", "snapshot_initiator_operation", b"snapshot_initiator_operation", "snapshot_status", b"snapshot_status", "source_application_name", b"source_application_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_limit", b"_limit", "_next_token", b"_next_token", "_snapshot_initiator", b"_snapshot_initiator", "_snapshot_initiator_operation", b"_snapshot_initiator_operation", "_snapshot_status", b"_snapshot_status", "_source_application_name", b"_source_application_name", "limit", b"limit", "next_token", b"next_token", "snapshot_initiator", b"snapshot_initiator", "snapshot_initiator_operation", b"snapshot_initiator_operation", "snapshot_status", b"snapshot_status", "source_application_name", b"source_application_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__limit: _TypeAlias = _typing.Literal["limit"]  # noqa: Y015
+    _WhichOneofArgType__limit: _TypeAlias = _typing.Literal["_limit", b"_limit"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_initiator: _TypeAlias = _typing.Literal["snapshot_initiator"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_initiator: _TypeAlias = _typing.Literal["_snapshot_initiator", b"_snapshot_initiator"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_initiator_operation: _TypeAlias = _typing.Literal["snapshot_initiator_operation"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_initiator_operation: _TypeAlias = _typing.Literal["_snapshot_initiator_operation", b"_snapshot_initiator_operation"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_status: _TypeAlias = _typing.Literal["snapshot_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_status: _TypeAlias = _typing.Literal["_snapshot_status", b"_snapshot_status"]  # noqa: Y015
+    _WhichOneofReturnType__source_application_name: _TypeAlias = _typing.Literal["source_application_name"]  # noqa: Y015
+    _WhichOneofArgType__source_application_name: _TypeAlias = _typing.Literal["_source_application_name", b"_source_application_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__limit) -> _WhichOneofReturnType__limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_initiator) -> _WhichOneofReturnType__snapshot_initiator | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_initiator_operation) -> _WhichOneofReturnType__snapshot_initiator_operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_status) -> _WhichOneofReturnType__snapshot_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__source_application_name) -> _WhichOneofReturnType__source_application_name | None: ...
+
+Global___ListSnapshotsRequest: _TypeAlias = ListSnapshotsRequest  # noqa: Y015
+
+@_typing.final
+class ListSnapshotsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_INFO_LIST_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def snapshot_info_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___SnapshotInfo]: ...
+    def __init__(
+        self,
+        *,
+        snapshot_info_list: _abc.Iterable[Global___SnapshotInfo] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token", "snapshot_info_list", b"snapshot_info_list"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListSnapshotsResponse: _TypeAlias = ListSnapshotsResponse  # noqa: Y015
 
 @_typing.final
 class ListTagsForResourceRequest(_message.Message):
@@ -5105,6 +5780,35 @@ class S3ContentLocationUpdate(_message.Message):
 Global___S3ContentLocationUpdate: _TypeAlias = S3ContentLocationUpdate  # noqa: Y015
 
 @_typing.final
+class S3PrefixLocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_ARN_FIELD_NUMBER: _builtins.int
+    KEY_PREFIX_FIELD_NUMBER: _builtins.int
+    bucket_arn: _builtins.str
+    key_prefix: _builtins.str
+    def __init__(
+        self,
+        *,
+        bucket_arn: _builtins.str | None = ...,
+        key_prefix: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_key_prefix", b"_key_prefix", "bucket_arn", b"bucket_arn", "key_prefix", b"key_prefix"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_key_prefix", b"_key_prefix", "bucket_arn", b"bucket_arn", "key_prefix", b"key_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__bucket_arn: _TypeAlias = _typing.Literal["bucket_arn"]  # noqa: Y015
+    _WhichOneofArgType__bucket_arn: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn"]  # noqa: Y015
+    _WhichOneofReturnType__key_prefix: _TypeAlias = _typing.Literal["key_prefix"]  # noqa: Y015
+    _WhichOneofArgType__key_prefix: _TypeAlias = _typing.Literal["_key_prefix", b"_key_prefix"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bucket_arn) -> _WhichOneofReturnType__bucket_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_prefix) -> _WhichOneofReturnType__key_prefix | None: ...
+
+Global___S3PrefixLocation: _TypeAlias = S3PrefixLocation  # noqa: Y015
+
+@_typing.final
 class S3ReferenceDataSource(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -5248,6 +5952,479 @@ class SnapshotDetails(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_status) -> _WhichOneofReturnType__snapshot_status | None: ...
 
 Global___SnapshotDetails: _TypeAlias = SnapshotDetails  # noqa: Y015
+
+@_typing.final
+class SnapshotEncryptionConfiguration(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    KEY_TYPE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    key_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str | None = ...,
+        key_type: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_key_id", b"_key_id", "_key_type", b"_key_type", "key_id", b"key_id", "key_type", b"key_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_key_id", b"_key_id", "_key_type", b"_key_type", "key_id", b"key_id", "key_type", b"key_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__key_id: _TypeAlias = _typing.Literal["key_id"]  # noqa: Y015
+    _WhichOneofArgType__key_id: _TypeAlias = _typing.Literal["_key_id", b"_key_id"]  # noqa: Y015
+    _WhichOneofReturnType__key_type: _TypeAlias = _typing.Literal["key_type"]  # noqa: Y015
+    _WhichOneofArgType__key_type: _TypeAlias = _typing.Literal["_key_type", b"_key_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_id) -> _WhichOneofReturnType__key_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_type) -> _WhichOneofReturnType__key_type | None: ...
+
+Global___SnapshotEncryptionConfiguration: _TypeAlias = SnapshotEncryptionConfiguration  # noqa: Y015
+
+@_typing.final
+class SnapshotErrorInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ERROR_STRING_FIELD_NUMBER: _builtins.int
+    error_code: _builtins.str
+    error_string: _builtins.str
+    def __init__(
+        self,
+        *,
+        error_code: _builtins.str | None = ...,
+        error_string: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_string", b"_error_string", "error_code", b"error_code", "error_string", b"error_string"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_error_string", b"_error_string", "error_code", b"error_code", "error_string", b"error_string"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
+    _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
+    _WhichOneofReturnType__error_string: _TypeAlias = _typing.Literal["error_string"]  # noqa: Y015
+    _WhichOneofArgType__error_string: _TypeAlias = _typing.Literal["_error_string", b"_error_string"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_code) -> _WhichOneofReturnType__error_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error_string) -> _WhichOneofReturnType__error_string | None: ...
+
+Global___SnapshotErrorInfo: _TypeAlias = SnapshotErrorInfo  # noqa: Y015
+
+@_typing.final
+class SnapshotInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_ARN_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_STATUS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_INITIATOR_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_INITIATOR_OPERATION_FIELD_NUMBER: _builtins.int
+    SOURCE_APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FORMAT_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    snapshot_arn: _builtins.str
+    snapshot_status: _builtins.str
+    snapshot_initiator: _builtins.str
+    snapshot_initiator_operation: _builtins.str
+    source_application_name: _builtins.str
+    snapshot_format: _builtins.str
+    @_builtins.property
+    def snapshot_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+        snapshot_arn: _builtins.str | None = ...,
+        snapshot_status: _builtins.str | None = ...,
+        snapshot_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        snapshot_initiator: _builtins.str | None = ...,
+        snapshot_initiator_operation: _builtins.str | None = ...,
+        source_application_name: _builtins.str | None = ...,
+        snapshot_format: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_format", b"_snapshot_format", "_snapshot_initiator", b"_snapshot_initiator", "_snapshot_initiator_operation", b"_snapshot_initiator_operation", "_snapshot_name", b"_snapshot_name", "_snapshot_status", b"_snapshot_status", "_source_application_name", b"_source_application_name", "snapshot_arn", b"snapshot_arn", "snapshot_creation_timestamp", b"snapshot_creation_timestamp", "snapshot_format", b"snapshot_format", "snapshot_initiator", b"snapshot_initiator", "snapshot_initiator_operation", b"snapshot_initiator_operation", "snapshot_name", b"snapshot_name", "snapshot_status", b"snapshot_status", "source_application_name", b"source_application_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_format", b"_snapshot_format", "_snapshot_initiator", b"_snapshot_initiator", "_snapshot_initiator_operation", b"_snapshot_initiator_operation", "_snapshot_name", b"_snapshot_name", "_snapshot_status", b"_snapshot_status", "_source_application_name", b"_source_application_name", "snapshot_arn", b"snapshot_arn", "snapshot_creation_timestamp", b"snapshot_creation_timestamp", "snapshot_format", b"snapshot_format", "snapshot_initiator", b"snapshot_initiator", "snapshot_initiator_operation", b"snapshot_initiator_operation", "snapshot_name", b"snapshot_name", "snapshot_status", b"snapshot_status", "source_application_name", b"source_application_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_arn: _TypeAlias = _typing.Literal["snapshot_arn"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_arn: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_format: _TypeAlias = _typing.Literal["snapshot_format"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_format: _TypeAlias = _typing.Literal["_snapshot_format", b"_snapshot_format"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_initiator: _TypeAlias = _typing.Literal["snapshot_initiator"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_initiator: _TypeAlias = _typing.Literal["_snapshot_initiator", b"_snapshot_initiator"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_initiator_operation: _TypeAlias = _typing.Literal["snapshot_initiator_operation"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_initiator_operation: _TypeAlias = _typing.Literal["_snapshot_initiator_operation", b"_snapshot_initiator_operation"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_status: _TypeAlias = _typing.Literal["snapshot_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_status: _TypeAlias = _typing.Literal["_snapshot_status", b"_snapshot_status"]  # noqa: Y015
+    _WhichOneofReturnType__source_application_name: _TypeAlias = _typing.Literal["source_application_name"]  # noqa: Y015
+    _WhichOneofArgType__source_application_name: _TypeAlias = _typing.Literal["_source_application_name", b"_source_application_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_arn) -> _WhichOneofReturnType__snapshot_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_format) -> _WhichOneofReturnType__snapshot_format | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_initiator) -> _WhichOneofReturnType__snapshot_initiator | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_initiator_operation) -> _WhichOneofReturnType__snapshot_initiator_operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_status) -> _WhichOneofReturnType__snapshot_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__source_application_name) -> _WhichOneofReturnType__source_application_name | None: ...
+
+Global___SnapshotInfo: _TypeAlias = SnapshotInfo  # noqa: Y015
+
+@_typing.final
+class SnapshotInfoDetails(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_ARN_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_STATUS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    RUNTIME_ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_SIZE_IN_BYTES_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_ENCRYPTION_CONFIGURATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_INITIATOR_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_INITIATOR_OPERATION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_SOURCE_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FORMAT_FIELD_NUMBER: _builtins.int
+    snapshot_name: _builtins.str
+    snapshot_arn: _builtins.str
+    snapshot_description: _builtins.str
+    snapshot_status: _builtins.str
+    runtime_environment: _builtins.str
+    snapshot_size_in_bytes: _builtins.int
+    snapshot_initiator: _builtins.str
+    snapshot_initiator_operation: _builtins.str
+    snapshot_format: _builtins.str
+    @_builtins.property
+    def snapshot_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def snapshot_encryption_configuration_description(self) -> Global___SnapshotEncryptionConfiguration: ...
+    @_builtins.property
+    def snapshot_source_description(self) -> Global___SnapshotSourceDescription: ...
+    def __init__(
+        self,
+        *,
+        snapshot_name: _builtins.str | None = ...,
+        snapshot_arn: _builtins.str | None = ...,
+        snapshot_description: _builtins.str | None = ...,
+        snapshot_status: _builtins.str | None = ...,
+        snapshot_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        runtime_environment: _builtins.str | None = ...,
+        snapshot_size_in_bytes: _builtins.int | None = ...,
+        snapshot_encryption_configuration_description: Global___SnapshotEncryptionConfiguration | None = ...,
+        snapshot_initiator: _builtins.str | None = ...,
+        snapshot_initiator_operation: _builtins.str | None = ...,
+        snapshot_source_description: Global___SnapshotSourceDescription | None = ...,
+        snapshot_format: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_runtime_environment", b"_runtime_environment", "_snapshot_arn", b"_snapshot_arn", "_snapshot_description", b"_snapshot_description", "_snapshot_format", b"_snapshot_format", "_snapshot_initiator", b"_snapshot_initiator", "_snapshot_initiator_operation", b"_snapshot_initiator_operation", "_snapshot_name", b"_snapshot_name", "_snapshot_size_in_bytes", b"_snapshot_size_in_bytes", "_snapshot_status", b"_snapshot_status", "runtime_environment", b"runtime_environment", "snapshot_arn", b"snapshot_arn", "snapshot_creation_timestamp", b"snapshot_creation_timestamp", "snapshot_description", b"snapshot_description", "snapshot_encryption_configuration_description", b"snapshot_encryption_configuration_description", "snapshot_format", b"snapshot_format", "snapshot_initiator", b"snapshot_initiator", "snapshot_initiator_operation", b"snapshot_initiator_operation", "snapshot_name", b"snapshot_name", "snapshot_size_in_bytes", b"snapshot_size_in_bytes", "snapshot_source_description", b"snapshot_source_description", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_runtime_environment", b"_runtime_environment", "_snapshot_arn", b"_snapshot_arn", "_snapshot_description", b"_snapshot_description", "_snapshot_format", b"_snapshot_format", "_snapshot_initiator", b"_snapshot_initiator", "_snapshot_initiator_operation", b"_snapshot_initiator_operation", "_snapshot_name", b"_snapshot_name", "_snapshot_size_in_bytes", b"_snapshot_size_in_bytes", "_snapshot_status", b"_snapshot_status", "runtime_environment", b"runtime_environment", "snapshot_arn", b"snapshot_arn", "snapshot_creation_timestamp", b"snapshot_creation_timestamp", "snapshot_description", b"snapshot_description", "snapshot_encryption_configuration_description", b"snapshot_encryption_configuration_description", "snapshot_format", b"snapshot_format", "snapshot_initiator", b"snapshot_initiator", "snapshot_initiator_operation", b"snapshot_initiator_operation", "snapshot_name", b"snapshot_name", "snapshot_size_in_bytes", b"snapshot_size_in_bytes", "snapshot_source_description", b"snapshot_source_description", "snapshot_status", b"snapshot_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__runtime_environment: _TypeAlias = _typing.Literal["runtime_environment"]  # noqa: Y015
+    _WhichOneofArgType__runtime_environment: _TypeAlias = _typing.Literal["_runtime_environment", b"_runtime_environment"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_arn: _TypeAlias = _typing.Literal["snapshot_arn"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_arn: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_description: _TypeAlias = _typing.Literal["snapshot_description"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_description: _TypeAlias = _typing.Literal["_snapshot_description", b"_snapshot_description"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_format: _TypeAlias = _typing.Literal["snapshot_format"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_format: _TypeAlias = _typing.Literal["_snapshot_format", b"_snapshot_format"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_initiator: _TypeAlias = _typing.Literal["snapshot_initiator"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_initiator: _TypeAlias = _typing.Literal["_snapshot_initiator", b"_snapshot_initiator"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_initiator_operation: _TypeAlias = _typing.Literal["snapshot_initiator_operation"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_initiator_operation: _TypeAlias = _typing.Literal["_snapshot_initiator_operation", b"_snapshot_initiator_operation"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_name: _TypeAlias = _typing.Literal["snapshot_name"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_name: _TypeAlias = _typing.Literal["_snapshot_name", b"_snapshot_name"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_size_in_bytes: _TypeAlias = _typing.Literal["snapshot_size_in_bytes"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_size_in_bytes: _TypeAlias = _typing.Literal["_snapshot_size_in_bytes", b"_snapshot_size_in_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_status: _TypeAlias = _typing.Literal["snapshot_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_status: _TypeAlias = _typing.Literal["_snapshot_status", b"_snapshot_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__runtime_environment) -> _WhichOneofReturnType__runtime_environment | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_arn) -> _WhichOneofReturnType__snapshot_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_description) -> _WhichOneofReturnType__snapshot_description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_format) -> _WhichOneofReturnType__snapshot_format | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_initiator) -> _WhichOneofReturnType__snapshot_initiator | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_initiator_operation) -> _WhichOneofReturnType__snapshot_initiator_operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_name) -> _WhichOneofReturnType__snapshot_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_size_in_bytes) -> _WhichOneofReturnType__snapshot_size_in_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_status) -> _WhichOneofReturnType__snapshot_status | None: ...
+
+Global___SnapshotInfoDetails: _TypeAlias = SnapshotInfoDetails  # noqa: Y015
+
+@_typing.final
+class SnapshotOperationFailureDetails(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_INFO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def error_info(self) -> Global___SnapshotErrorInfo: ...
+    def __init__(
+        self,
+        *,
+        error_info: Global___SnapshotErrorInfo | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error_info", b"error_info"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_info", b"error_info"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotOperationFailureDetails: _TypeAlias = SnapshotOperationFailureDetails  # noqa: Y015
+
+@_typing.final
+class SnapshotOperationInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    snapshot_operation_id: _builtins.str
+    snapshot_operation: _builtins.str
+    snapshot_operation_status: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        snapshot_operation_id: _builtins.str | None = ...,
+        snapshot_operation: _builtins.str | None = ...,
+        snapshot_operation_status: _builtins.str | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_operation", b"_snapshot_operation", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "end_time", b"end_time", "snapshot_operation", b"snapshot_operation", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_operation", b"_snapshot_operation", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "end_time", b"end_time", "snapshot_operation", b"snapshot_operation", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_operation: _TypeAlias = _typing.Literal["snapshot_operation"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation: _TypeAlias = _typing.Literal["_snapshot_operation", b"_snapshot_operation"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_id: _TypeAlias = _typing.Literal["snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_id: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_status: _TypeAlias = _typing.Literal["snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_status: _TypeAlias = _typing.Literal["_snapshot_operation_status", b"_snapshot_operation_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation) -> _WhichOneofReturnType__snapshot_operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_id) -> _WhichOneofReturnType__snapshot_operation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_status) -> _WhichOneofReturnType__snapshot_operation_status | None: ...
+
+Global___SnapshotOperationInfo: _TypeAlias = SnapshotOperationInfo  # noqa: Y015
+
+@_typing.final
+class SnapshotOperationInfoDetails(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_OPERATION_ID_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_STATUS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_ARN_FIELD_NUMBER: _builtins.int
+    SOURCE_ENCRYPTION_CONFIGURATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DESTINATION_ENCRYPTION_CONFIGURATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_SOURCE_LOCATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_DESTINATION_LOCATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    APPLICATION_OPERATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_OPERATION_FAILURE_DETAILS_FIELD_NUMBER: _builtins.int
+    snapshot_operation_id: _builtins.str
+    snapshot_operation: _builtins.str
+    snapshot_operation_status: _builtins.str
+    snapshot_arn: _builtins.str
+    @_builtins.property
+    def source_encryption_configuration_description(self) -> Global___EncryptionConfigurationDescription: ...
+    @_builtins.property
+    def destination_encryption_configuration_description(self) -> Global___EncryptionConfigurationDescription: ...
+    @_builtins.property
+    def snapshot_source_location_description(self) -> Global___SnapshotOperationLocationDescription: ...
+    @_builtins.property
+    def snapshot_destination_location_description(self) -> Global___SnapshotOperationLocationDescription: ...
+    @_builtins.property
+    def application_operation_description(self) -> Global___ApplicationOperationDescription: ...
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def snapshot_operation_failure_details(self) -> Global___SnapshotOperationFailureDetails: ...
+    def __init__(
+        self,
+        *,
+        snapshot_operation_id: _builtins.str | None = ...,
+        snapshot_operation: _builtins.str | None = ...,
+        snapshot_operation_status: _builtins.str | None = ...,
+        snapshot_arn: _builtins.str | None = ...,
+        source_encryption_configuration_description: Global___EncryptionConfigurationDescription | None = ...,
+        destination_encryption_configuration_description: Global___EncryptionConfigurationDescription | None = ...,
+        snapshot_source_location_description: Global___SnapshotOperationLocationDescription | None = ...,
+        snapshot_destination_location_description: Global___SnapshotOperationLocationDescription | None = ...,
+        application_operation_description: Global___ApplicationOperationDescription | None = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        snapshot_operation_failure_details: Global___SnapshotOperationFailureDetails | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation", b"_snapshot_operation", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "application_operation_description", b"application_operation_description", "destination_encryption_configuration_description", b"destination_encryption_configuration_description", "end_time", b"end_time", "snapshot_arn", b"snapshot_arn", "snapshot_destination_location_description", b"snapshot_destination_location_description", "snapshot_operation", b"snapshot_operation", "snapshot_operation_failure_details", b"snapshot_operation_failure_details", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_source_location_description", b"snapshot_source_location_description", "source_encryption_configuration_description", b"source_encryption_configuration_description", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn", "_snapshot_operation", b"_snapshot_operation", "_snapshot_operation_id", b"_snapshot_operation_id", "_snapshot_operation_status", b"_snapshot_operation_status", "application_operation_description", b"application_operation_description", "destination_encryption_configuration_description", b"destination_encryption_configuration_description", "end_time", b"end_time", "snapshot_arn", b"snapshot_arn", "snapshot_destination_location_description", b"snapshot_destination_location_description", "snapshot_operation", b"snapshot_operation", "snapshot_operation_failure_details", b"snapshot_operation_failure_details", "snapshot_operation_id", b"snapshot_operation_id", "snapshot_operation_status", b"snapshot_operation_status", "snapshot_source_location_description", b"snapshot_source_location_description", "source_encryption_configuration_description", b"source_encryption_configuration_description", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__snapshot_arn: _TypeAlias = _typing.Literal["snapshot_arn"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_arn: _TypeAlias = _typing.Literal["_snapshot_arn", b"_snapshot_arn"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation: _TypeAlias = _typing.Literal["snapshot_operation"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation: _TypeAlias = _typing.Literal["_snapshot_operation", b"_snapshot_operation"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_id: _TypeAlias = _typing.Literal["snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_id: _TypeAlias = _typing.Literal["_snapshot_operation_id", b"_snapshot_operation_id"]  # noqa: Y015
+    _WhichOneofReturnType__snapshot_operation_status: _TypeAlias = _typing.Literal["snapshot_operation_status"]  # noqa: Y015
+    _WhichOneofArgType__snapshot_operation_status: _TypeAlias = _typing.Literal["_snapshot_operation_status", b"_snapshot_operation_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_arn) -> _WhichOneofReturnType__snapshot_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation) -> _WhichOneofReturnType__snapshot_operation | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_id) -> _WhichOneofReturnType__snapshot_operation_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__snapshot_operation_status) -> _WhichOneofReturnType__snapshot_operation_status | None: ...
+
+Global___SnapshotOperationInfoDetails: _TypeAlias = SnapshotOperationInfoDetails  # noqa: Y015
+
+@_typing.final
+class SnapshotOperationLocationDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOCATION_TYPE_FIELD_NUMBER: _builtins.int
+    S3_PREFIX_LOCATION_FIELD_NUMBER: _builtins.int
+    location_type: _builtins.str
+    @_builtins.property
+    def s3_prefix_location(self) -> Global___SnapshotOperationS3PrefixLocation: ...
+    def __init__(
+        self,
+        *,
+        location_type: _builtins.str | None = ...,
+        s3_prefix_location: Global___SnapshotOperationS3PrefixLocation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_location_type", b"_location_type", "location_type", b"location_type", "s3_prefix_location", b"s3_prefix_location"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_location_type", b"_location_type", "location_type", b"location_type", "s3_prefix_location", b"s3_prefix_location"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__location_type: _TypeAlias = _typing.Literal["location_type"]  # noqa: Y015
+    _WhichOneofArgType__location_type: _TypeAlias = _typing.Literal["_location_type", b"_location_type"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__location_type) -> _WhichOneofReturnType__location_type | None: ...
+
+Global___SnapshotOperationLocationDescription: _TypeAlias = SnapshotOperationLocationDescription  # noqa: Y015
+
+@_typing.final
+class SnapshotOperationS3PrefixLocation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_ARN_FIELD_NUMBER: _builtins.int
+    KEY_PREFIX_FIELD_NUMBER: _builtins.int
+    EXPORTED_PREFIX_FIELD_NUMBER: _builtins.int
+    bucket_arn: _builtins.str
+    key_prefix: _builtins.str
+    exported_prefix: _builtins.str
+    def __init__(
+        self,
+        *,
+        bucket_arn: _builtins.str | None = ...,
+        key_prefix: _builtins.str | None = ...,
+        exported_prefix: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_exported_prefix", b"_exported_prefix", "_key_prefix", b"_key_prefix", "bucket_arn", b"bucket_arn", "exported_prefix", b"exported_prefix", "key_prefix", b"key_prefix"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn", "_exported_prefix", b"_exported_prefix", "_key_prefix", b"_key_prefix", "bucket_arn", b"bucket_arn", "exported_prefix", b"exported_prefix", "key_prefix", b"key_prefix"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__bucket_arn: _TypeAlias = _typing.Literal["bucket_arn"]  # noqa: Y015
+    _WhichOneofArgType__bucket_arn: _TypeAlias = _typing.Literal["_bucket_arn", b"_bucket_arn"]  # noqa: Y015
+    _WhichOneofReturnType__exported_prefix: _TypeAlias = _typing.Literal["exported_prefix"]  # noqa: Y015
+    _WhichOneofArgType__exported_prefix: _TypeAlias = _typing.Literal["_exported_prefix", b"_exported_prefix"]  # noqa: Y015
+    _WhichOneofReturnType__key_prefix: _TypeAlias = _typing.Literal["key_prefix"]  # noqa: Y015
+    _WhichOneofArgType__key_prefix: _TypeAlias = _typing.Literal["_key_prefix", b"_key_prefix"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__bucket_arn) -> _WhichOneofReturnType__bucket_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exported_prefix) -> _WhichOneofReturnType__exported_prefix | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key_prefix) -> _WhichOneofReturnType__key_prefix | None: ...
+
+Global___SnapshotOperationS3PrefixLocation: _TypeAlias = SnapshotOperationS3PrefixLocation  # noqa: Y015
+
+@_typing.final
+class SnapshotSourceDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    S3_PREFIX_LOCATION_FIELD_NUMBER: _builtins.int
+    SOURCE_APPLICATION_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def s3_prefix_location(self) -> Global___S3PrefixLocation: ...
+    @_builtins.property
+    def source_application_description(self) -> Global___SourceApplicationDescription: ...
+    def __init__(
+        self,
+        *,
+        s3_prefix_location: Global___S3PrefixLocation | None = ...,
+        source_application_description: Global___SourceApplicationDescription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["s3_prefix_location", b"s3_prefix_location", "source_application_description", b"source_application_description"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["s3_prefix_location", b"s3_prefix_location", "source_application_description", b"source_application_description"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotSourceDescription: _TypeAlias = SnapshotSourceDescription  # noqa: Y015
+
+@_typing.final
+class SourceApplicationDescription(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    APPLICATION_CREATION_TIMESTAMP_FIELD_NUMBER: _builtins.int
+    APPLICATION_VERSION_ID_FIELD_NUMBER: _builtins.int
+    application_name: _builtins.str
+    application_version_id: _builtins.int
+    @_builtins.property
+    def application_creation_timestamp(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        application_name: _builtins.str | None = ...,
+        application_creation_timestamp: _timestamp_pb2.Timestamp | None = ...,
+        application_version_id: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_application_version_id", b"_application_version_id", "application_creation_timestamp", b"application_creation_timestamp", "application_name", b"application_name", "application_version_id", b"application_version_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_application_name", b"_application_name", "_application_version_id", b"_application_version_id", "application_creation_timestamp", b"application_creation_timestamp", "application_name", b"application_name", "application_version_id", b"application_version_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__application_name: _TypeAlias = _typing.Literal["application_name"]  # noqa: Y015
+    _WhichOneofArgType__application_name: _TypeAlias = _typing.Literal["_application_name", b"_application_name"]  # noqa: Y015
+    _WhichOneofReturnType__application_version_id: _TypeAlias = _typing.Literal["application_version_id"]  # noqa: Y015
+    _WhichOneofArgType__application_version_id: _TypeAlias = _typing.Literal["_application_version_id", b"_application_version_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_name) -> _WhichOneofReturnType__application_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__application_version_id) -> _WhichOneofReturnType__application_version_id | None: ...
+
+Global___SourceApplicationDescription: _TypeAlias = SourceApplicationDescription  # noqa: Y015
 
 @_typing.final
 class SourceSchema(_message.Message):

@@ -81,6 +81,11 @@ class KinesisAnalyticsV2ServiceStub:
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationSnapshotRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationSnapshotResponse.FromString,
                 _registered_method=True)
+        self.CreateSnapshot = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/CreateSnapshot',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateSnapshotRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateSnapshotResponse.FromString,
+                _registered_method=True)
         self.DeleteApplication = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DeleteApplication',
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationRequest.SerializeToString,
@@ -116,6 +121,11 @@ class KinesisAnalyticsV2ServiceStub:
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationResponse.FromString,
                 _registered_method=True)
+        self.DeleteSnapshot = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DeleteSnapshot',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteSnapshotRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteSnapshotResponse.FromString,
+                _registered_method=True)
         self.DescribeApplication = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeApplication',
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationRequest.SerializeToString,
@@ -136,10 +146,30 @@ class KinesisAnalyticsV2ServiceStub:
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationVersionRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationVersionResponse.FromString,
                 _registered_method=True)
+        self.DescribeSnapshot = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeSnapshot',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotResponse.FromString,
+                _registered_method=True)
+        self.DescribeSnapshotOperation = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeSnapshotOperation',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotOperationRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotOperationResponse.FromString,
+                _registered_method=True)
         self.DiscoverInputSchema = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DiscoverInputSchema',
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaResponse.FromString,
+                _registered_method=True)
+        self.ExportSnapshot = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ExportSnapshot',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ExportSnapshotRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ExportSnapshotResponse.FromString,
+                _registered_method=True)
+        self.ImportSnapshot = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ImportSnapshot',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ImportSnapshotRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ImportSnapshotResponse.FromString,
                 _registered_method=True)
         self.ListApplicationOperations = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListApplicationOperations',
@@ -160,6 +190,16 @@ class KinesisAnalyticsV2ServiceStub:
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListApplications',
                 request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationsRequest.SerializeToString,
                 response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationsResponse.FromString,
+                _registered_method=True)
+        self.ListSnapshotOperations = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListSnapshotOperations',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotOperationsRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotOperationsResponse.FromString,
+                _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListSnapshots',
+                request_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotsResponse.FromString,
                 _registered_method=True)
         self.ListTagsForResource = channel.unary_unary(
                 '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListTagsForResource',
@@ -262,6 +302,12 @@ class KinesisAnalyticsV2ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteApplication(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -304,6 +350,12 @@ class KinesisAnalyticsV2ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeApplication(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -328,7 +380,31 @@ class KinesisAnalyticsV2ServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeSnapshotOperation(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DiscoverInputSchema(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSnapshot(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportSnapshot(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -353,6 +429,18 @@ class KinesisAnalyticsV2ServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListApplications(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshotOperations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -454,6 +542,11 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationSnapshotRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateApplicationSnapshotResponse.SerializeToString,
             ),
+            'CreateSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSnapshot,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateSnapshotRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateSnapshotResponse.SerializeToString,
+            ),
             'DeleteApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteApplication,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationRequest.FromString,
@@ -489,6 +582,11 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteApplicationVpcConfigurationResponse.SerializeToString,
             ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteSnapshotRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteSnapshotResponse.SerializeToString,
+            ),
             'DescribeApplication': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeApplication,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationRequest.FromString,
@@ -509,10 +607,30 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationVersionRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeApplicationVersionResponse.SerializeToString,
             ),
+            'DescribeSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeSnapshot,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotResponse.SerializeToString,
+            ),
+            'DescribeSnapshotOperation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeSnapshotOperation,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotOperationRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotOperationResponse.SerializeToString,
+            ),
             'DiscoverInputSchema': grpc.unary_unary_rpc_method_handler(
                     servicer.DiscoverInputSchema,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaResponse.SerializeToString,
+            ),
+            'ExportSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSnapshot,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ExportSnapshotRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ExportSnapshotResponse.SerializeToString,
+            ),
+            'ImportSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportSnapshot,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ImportSnapshotRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ImportSnapshotResponse.SerializeToString,
             ),
             'ListApplicationOperations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApplicationOperations,
@@ -533,6 +651,16 @@ def add_KinesisAnalyticsV2ServiceServicer_to_server(servicer, server):
                     servicer.ListApplications,
                     request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationsRequest.FromString,
                     response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationsResponse.SerializeToString,
+            ),
+            'ListSnapshotOperations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshotOperations,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotOperationsRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotOperationsResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotsResponse.SerializeToString,
             ),
             'ListTagsForResource': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTagsForResource,
@@ -831,6 +959,33 @@ class KinesisAnalyticsV2Service:
             _registered_method=True)
 
     @staticmethod
+    def CreateSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/CreateSnapshot',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateSnapshotRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.CreateSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteApplication(request,
             target,
             options=(),
@@ -1020,6 +1175,33 @@ class KinesisAnalyticsV2Service:
             _registered_method=True)
 
     @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DeleteSnapshot',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteSnapshotRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DeleteSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DescribeApplication(request,
             target,
             options=(),
@@ -1128,6 +1310,60 @@ class KinesisAnalyticsV2Service:
             _registered_method=True)
 
     @staticmethod
+    def DescribeSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeSnapshot',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeSnapshotOperation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DescribeSnapshotOperation',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotOperationRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DescribeSnapshotOperationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DiscoverInputSchema(request,
             target,
             options=(),
@@ -1144,6 +1380,60 @@ class KinesisAnalyticsV2Service:
             '/broker.api.analytics.v2.KinesisAnalyticsV2Service/DiscoverInputSchema',
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaRequest.SerializeToString,
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.DiscoverInputSchemaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ExportSnapshot',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ExportSnapshotRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ExportSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ImportSnapshot',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ImportSnapshotRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ImportSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1252,6 +1542,60 @@ class KinesisAnalyticsV2Service:
             '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListApplications',
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationsRequest.SerializeToString,
             broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListApplicationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshotOperations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListSnapshotOperations',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotOperationsRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotOperationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.analytics.v2.KinesisAnalyticsV2Service/ListSnapshots',
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotsRequest.SerializeToString,
+            broker_dot_api_dot_analytics_dot_v2_dot_analytics__pb2.ListSnapshotsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -49,6 +49,7 @@ class KinesisAnalyticsV2ServiceStub:
     CreateApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationRequest, _analytics_pb2.CreateApplicationResponse]
     CreateApplicationPresignedUrl: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationPresignedUrlRequest, _analytics_pb2.CreateApplicationPresignedUrlResponse]
     CreateApplicationSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationSnapshotRequest, _analytics_pb2.CreateApplicationSnapshotResponse]
+    CreateSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.CreateSnapshotRequest, _analytics_pb2.CreateSnapshotResponse]
     DeleteApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationRequest, _analytics_pb2.DeleteApplicationResponse]
     DeleteApplicationCloudWatchLoggingOption: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationCloudWatchLoggingOptionRequest, _analytics_pb2.DeleteApplicationCloudWatchLoggingOptionResponse]
     DeleteApplicationInputProcessingConfiguration: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationInputProcessingConfigurationRequest, _analytics_pb2.DeleteApplicationInputProcessingConfigurationResponse]
@@ -56,15 +57,22 @@ class KinesisAnalyticsV2ServiceStub:
     DeleteApplicationReferenceDataSource: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationReferenceDataSourceRequest, _analytics_pb2.DeleteApplicationReferenceDataSourceResponse]
     DeleteApplicationSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationSnapshotRequest, _analytics_pb2.DeleteApplicationSnapshotResponse]
     DeleteApplicationVpcConfiguration: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationVpcConfigurationRequest, _analytics_pb2.DeleteApplicationVpcConfigurationResponse]
+    DeleteSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DeleteSnapshotRequest, _analytics_pb2.DeleteSnapshotResponse]
     DescribeApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationRequest, _analytics_pb2.DescribeApplicationResponse]
     DescribeApplicationOperation: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationOperationRequest, _analytics_pb2.DescribeApplicationOperationResponse]
     DescribeApplicationSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationSnapshotRequest, _analytics_pb2.DescribeApplicationSnapshotResponse]
     DescribeApplicationVersion: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationVersionRequest, _analytics_pb2.DescribeApplicationVersionResponse]
+    DescribeSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeSnapshotRequest, _analytics_pb2.DescribeSnapshotResponse]
+    DescribeSnapshotOperation: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DescribeSnapshotOperationRequest, _analytics_pb2.DescribeSnapshotOperationResponse]
     DiscoverInputSchema: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.DiscoverInputSchemaRequest, _analytics_pb2.DiscoverInputSchemaResponse]
+    ExportSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ExportSnapshotRequest, _analytics_pb2.ExportSnapshotResponse]
+    ImportSnapshot: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ImportSnapshotRequest, _analytics_pb2.ImportSnapshotResponse]
     ListApplicationOperations: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationOperationsRequest, _analytics_pb2.ListApplicationOperationsResponse]
     ListApplicationSnapshots: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationSnapshotsRequest, _analytics_pb2.ListApplicationSnapshotsResponse]
     ListApplicationVersions: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationVersionsRequest, _analytics_pb2.ListApplicationVersionsResponse]
     ListApplications: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationsRequest, _analytics_pb2.ListApplicationsResponse]
+    ListSnapshotOperations: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListSnapshotOperationsRequest, _analytics_pb2.ListSnapshotOperationsResponse]
+    ListSnapshots: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListSnapshotsRequest, _analytics_pb2.ListSnapshotsResponse]
     ListTagsForResource: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.ListTagsForResourceRequest, _analytics_pb2.ListTagsForResourceResponse]
     RollbackApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.RollbackApplicationRequest, _analytics_pb2.RollbackApplicationResponse]
     StartApplication: _grpc.UnaryUnaryMultiCallable[_analytics_pb2.StartApplicationRequest, _analytics_pb2.StartApplicationResponse]
@@ -90,6 +98,7 @@ class KinesisAnalyticsV2ServiceAsyncStub(KinesisAnalyticsV2ServiceStub):
     CreateApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationRequest, _analytics_pb2.CreateApplicationResponse]  # type: ignore[assignment]
     CreateApplicationPresignedUrl: _aio.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationPresignedUrlRequest, _analytics_pb2.CreateApplicationPresignedUrlResponse]  # type: ignore[assignment]
     CreateApplicationSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.CreateApplicationSnapshotRequest, _analytics_pb2.CreateApplicationSnapshotResponse]  # type: ignore[assignment]
+    CreateSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.CreateSnapshotRequest, _analytics_pb2.CreateSnapshotResponse]  # type: ignore[assignment]
     DeleteApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationRequest, _analytics_pb2.DeleteApplicationResponse]  # type: ignore[assignment]
     DeleteApplicationCloudWatchLoggingOption: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationCloudWatchLoggingOptionRequest, _analytics_pb2.DeleteApplicationCloudWatchLoggingOptionResponse]  # type: ignore[assignment]
     DeleteApplicationInputProcessingConfiguration: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationInputProcessingConfigurationRequest, _analytics_pb2.DeleteApplicationInputProcessingConfigurationResponse]  # type: ignore[assignment]
@@ -97,15 +106,22 @@ class KinesisAnalyticsV2ServiceAsyncStub(KinesisAnalyticsV2ServiceStub):
     DeleteApplicationReferenceDataSource: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationReferenceDataSourceRequest, _analytics_pb2.DeleteApplicationReferenceDataSourceResponse]  # type: ignore[assignment]
     DeleteApplicationSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationSnapshotRequest, _analytics_pb2.DeleteApplicationSnapshotResponse]  # type: ignore[assignment]
     DeleteApplicationVpcConfiguration: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteApplicationVpcConfigurationRequest, _analytics_pb2.DeleteApplicationVpcConfigurationResponse]  # type: ignore[assignment]
+    DeleteSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DeleteSnapshotRequest, _analytics_pb2.DeleteSnapshotResponse]  # type: ignore[assignment]
     DescribeApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationRequest, _analytics_pb2.DescribeApplicationResponse]  # type: ignore[assignment]
     DescribeApplicationOperation: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationOperationRequest, _analytics_pb2.DescribeApplicationOperationResponse]  # type: ignore[assignment]
     DescribeApplicationSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationSnapshotRequest, _analytics_pb2.DescribeApplicationSnapshotResponse]  # type: ignore[assignment]
     DescribeApplicationVersion: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeApplicationVersionRequest, _analytics_pb2.DescribeApplicationVersionResponse]  # type: ignore[assignment]
+    DescribeSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeSnapshotRequest, _analytics_pb2.DescribeSnapshotResponse]  # type: ignore[assignment]
+    DescribeSnapshotOperation: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DescribeSnapshotOperationRequest, _analytics_pb2.DescribeSnapshotOperationResponse]  # type: ignore[assignment]
     DiscoverInputSchema: _aio.UnaryUnaryMultiCallable[_analytics_pb2.DiscoverInputSchemaRequest, _analytics_pb2.DiscoverInputSchemaResponse]  # type: ignore[assignment]
+    ExportSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ExportSnapshotRequest, _analytics_pb2.ExportSnapshotResponse]  # type: ignore[assignment]
+    ImportSnapshot: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ImportSnapshotRequest, _analytics_pb2.ImportSnapshotResponse]  # type: ignore[assignment]
     ListApplicationOperations: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationOperationsRequest, _analytics_pb2.ListApplicationOperationsResponse]  # type: ignore[assignment]
     ListApplicationSnapshots: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationSnapshotsRequest, _analytics_pb2.ListApplicationSnapshotsResponse]  # type: ignore[assignment]
     ListApplicationVersions: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationVersionsRequest, _analytics_pb2.ListApplicationVersionsResponse]  # type: ignore[assignment]
     ListApplications: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListApplicationsRequest, _analytics_pb2.ListApplicationsResponse]  # type: ignore[assignment]
+    ListSnapshotOperations: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListSnapshotOperationsRequest, _analytics_pb2.ListSnapshotOperationsResponse]  # type: ignore[assignment]
+    ListSnapshots: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListSnapshotsRequest, _analytics_pb2.ListSnapshotsResponse]  # type: ignore[assignment]
     ListTagsForResource: _aio.UnaryUnaryMultiCallable[_analytics_pb2.ListTagsForResourceRequest, _analytics_pb2.ListTagsForResourceResponse]  # type: ignore[assignment]
     RollbackApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.RollbackApplicationRequest, _analytics_pb2.RollbackApplicationResponse]  # type: ignore[assignment]
     StartApplication: _aio.UnaryUnaryMultiCallable[_analytics_pb2.StartApplicationRequest, _analytics_pb2.StartApplicationResponse]  # type: ignore[assignment]
@@ -184,6 +200,13 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_pb2.CreateApplicationSnapshotResponse, _abc.Awaitable[_analytics_pb2.CreateApplicationSnapshotResponse]]: ...
 
     @_abc_1.abstractmethod
+    def CreateSnapshot(
+        self,
+        request: _analytics_pb2.CreateSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.CreateSnapshotResponse, _abc.Awaitable[_analytics_pb2.CreateSnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
     def DeleteApplication(
         self,
         request: _analytics_pb2.DeleteApplicationRequest,
@@ -233,6 +256,13 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_pb2.DeleteApplicationVpcConfigurationResponse, _abc.Awaitable[_analytics_pb2.DeleteApplicationVpcConfigurationResponse]]: ...
 
     @_abc_1.abstractmethod
+    def DeleteSnapshot(
+        self,
+        request: _analytics_pb2.DeleteSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.DeleteSnapshotResponse, _abc.Awaitable[_analytics_pb2.DeleteSnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
     def DescribeApplication(
         self,
         request: _analytics_pb2.DescribeApplicationRequest,
@@ -261,11 +291,39 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analytics_pb2.DescribeApplicationVersionResponse, _abc.Awaitable[_analytics_pb2.DescribeApplicationVersionResponse]]: ...
 
     @_abc_1.abstractmethod
+    def DescribeSnapshot(
+        self,
+        request: _analytics_pb2.DescribeSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.DescribeSnapshotResponse, _abc.Awaitable[_analytics_pb2.DescribeSnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeSnapshotOperation(
+        self,
+        request: _analytics_pb2.DescribeSnapshotOperationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.DescribeSnapshotOperationResponse, _abc.Awaitable[_analytics_pb2.DescribeSnapshotOperationResponse]]: ...
+
+    @_abc_1.abstractmethod
     def DiscoverInputSchema(
         self,
         request: _analytics_pb2.DiscoverInputSchemaRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.DiscoverInputSchemaResponse, _abc.Awaitable[_analytics_pb2.DiscoverInputSchemaResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ExportSnapshot(
+        self,
+        request: _analytics_pb2.ExportSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.ExportSnapshotResponse, _abc.Awaitable[_analytics_pb2.ExportSnapshotResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ImportSnapshot(
+        self,
+        request: _analytics_pb2.ImportSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.ImportSnapshotResponse, _abc.Awaitable[_analytics_pb2.ImportSnapshotResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListApplicationOperations(
@@ -294,6 +352,20 @@ class KinesisAnalyticsV2ServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _analytics_pb2.ListApplicationsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_analytics_pb2.ListApplicationsResponse, _abc.Awaitable[_analytics_pb2.ListApplicationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSnapshotOperations(
+        self,
+        request: _analytics_pb2.ListSnapshotOperationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.ListSnapshotOperationsResponse, _abc.Awaitable[_analytics_pb2.ListSnapshotOperationsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListSnapshots(
+        self,
+        request: _analytics_pb2.ListSnapshotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analytics_pb2.ListSnapshotsResponse, _abc.Awaitable[_analytics_pb2.ListSnapshotsResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListTagsForResource(
