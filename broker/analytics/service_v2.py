@@ -12,7 +12,13 @@ versioned and deleted as AWS does; StartApplication refuses them (UnsupportedOpe
 the runtime Shoal runs. ListApplicationVersions, DescribeApplicationVersion and
 RollbackApplication are, as on AWS, for those runtimes only; a rollback needs a running
 application, which such an application never is here, so it is refused with its status.
-Snapshots likewise exist only for running Flink applications: their list is empty.
+Application snapshots likewise exist only for running Flink applications: their list is empty.
+So are VPC configurations, the maintenance window and the application operations list (kept on
+the record by the state machine), refused for SQL applications with AWS's errors.
+
+Enhanced snapshots (CreateSnapshot, ImportSnapshot, ...) belong to the account and region
+(`broker.analytics.snapshots`); the S3 reads and copies of ImportSnapshot and ExportSnapshot are
+done here, in a thread, before the command that records their outcome is proposed.
 
 `ConditionalToken` (v2's alternative to CurrentApplicationVersionId) is a digest of the ARN
 and version; a request naming one is checked and proposed with the version it stands for.

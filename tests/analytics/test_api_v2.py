@@ -10,6 +10,11 @@ does for each runtime.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,6 +26,7 @@ from broker.node import Node
 from tests.analytics.conftest import MODULE_LOOP
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN, TUMBLING, error_of
 from tests.compat.conftest import REGION, call
+from tests.support import REPO
 
 pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
@@ -634,3 +640,53 @@ async def test_vpc_configurations_maintenance_and_operations(analytics_v2: Any, 
         with pytest.raises(grpc.aio.AioRpcError) as failed:
             await stub.DescribeSnapshot(analytics_pb2.DescribeSnapshotRequest(snapshot_name="x"))
         assert failed.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def _aws_cli(node: Node, home: Path, *args: str) -> Any:
+    """`aws kinesisanalyticsv2 ...` (the AWS CLI v1, unmodified, in its own process)."""
+    environment = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_CONFIG_FILE": str(home / "no-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "AWS_ENDPOINT_URL_KINESIS_ANALYTICS_V2": f"http://127.0.0.1:{node.http_port}",
+    }
+    completed = subprocess.run(
+        [str(REPO / ".venv" / "bin" / "aws"), "kinesisanalyticsv2", *args, "--output", "json"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return json.loads(completed.stdout) if completed.stdout.strip() else None
+
+
+@pytest.mark.slow
+async def test_the_aws_cli_manages_a_flink_application(
+    analytics_v2: Any, node: Node, tmp_path: Path
+) -> None:
+    await call(
+        analytics_v2.create_application,
+        ApplicationName="cli-flink",
+        RuntimeEnvironment="FLINK-1_20",
+        ServiceExecutionRole=ROLE,
+    )
+    added = await asyncio.to_thread(
+        _aws_cli,
+        node,
+        tmp_path,
+        "add-application-vpc-configuration",
+        "--application-name=cli-flink",
+        "--current-application-version-id=1",
+        "--vpc-configuration=SubnetIds=subnet-1,SecurityGroupIds=sg-1",
+    )
+    assert added["ApplicationVersionId"] == 2
+    listed = await call(analytics_v2.list_application_operations, ApplicationName="cli-flink")
+    assert [item["OperationId"] for item in listed["ApplicationOperationInfoList"]] == [
+        added["OperationId"]
+    ]
