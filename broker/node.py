@@ -95,7 +95,7 @@ from broker.gateway.lease_service import lease_handler
 from broker.gateway.limits_service import limits_handler
 from broker.gateway.services import JsonService, RestService
 from broker.gateway.sigv4 import SigV4Verifier
-from broker.gateway.validation import KINESIS
+from broker.gateway.validation import KINESIS, REGIONAL_MODELS
 from broker.gateway.video_grpc import video_handler
 from broker.gateway.video_http import SIGNING_NAME as VIDEO_SIGNING_NAME
 from broker.gateway.video_http import VideoHttpService
@@ -529,14 +529,14 @@ class Node:
             metadata=metadata,
             clock=self.clock,
             settings=settings,
-            kinesis=LocalKinesis(self.service),
+            kinesis=self.service,
             checker=DuckDbChecker(),
         )
         self.analytics_v2 = AnalyticsV2Service(
             metadata=metadata,
             clock=self.clock,
             settings=settings,
-            kinesis=LocalKinesis(self.service),
+            kinesis=self.service,
             checker=DuckDbChecker(),
         )
         self.applications = ApplicationRunner(
@@ -744,9 +744,10 @@ class Node:
                 secret_for=access.directory.secret,
                 region=config.region,
                 service=service.signing_name,
-                # Data streams are namespaced by region: a request signed for any region acts
-                # in that region (streams/namespaces.py). The other services keep the node's.
-                any_region=service.model == KINESIS,
+                # Data streams and SQL applications are namespaced by region: a request signed
+                # for any region acts in that region (streams/namespaces.py). The other
+                # services keep the node's.
+                any_region=service.model in REGIONAL_MODELS,
             )
             for service in services
             if access_keys

@@ -291,7 +291,7 @@ class _Placement:
         seen: tuple[str | None, int, int] | None = None  # owner, counter, since (monotonic)
         source = self.runner.input_of(self.app)
         assert source is not None
-        stream = source.stream
+        stream = source.key  # the lease table names a stream by its key (its namespace's)
         running: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
@@ -555,6 +555,7 @@ class _RunningApp:
         self._worker = Worker(
             application=lease_application(app, app.reader),
             stream_name=source.stream,
+            lease_stream_name=source.key,
             processor_factory=lambda: _Processor(self),
             lease_client=self.runner._lease_client,
             kinesis=_LocalCalls(self.runner._kinesis, source.caller),

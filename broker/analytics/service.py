@@ -38,7 +38,11 @@ DISCOVERY_RECORDS_MAX = 100
 
 
 class KinesisCalls(Protocol):
-    async def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]: ...
+    """The node's Kinesis service, called in a namespace (`caller`, door "internal")."""
+
+    async def call(
+        self, operation: str, request: Mapping[str, Any], caller: Caller | None = None
+    ) -> dict[str, Any]: ...
 
 
 class CodeChecker(Protocol):
@@ -255,7 +259,7 @@ class AnalyticsService:
             position = request.get("InputStartingPositionConfiguration", {}).get(
                 "InputStartingPosition", "TRIM_HORIZON"
             )
-            samples = await self._sample(stream, position)
+            samples = await self._sample(stream, position, _stream_caller(str(arn), caller))
         if not samples:
             raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, "No records were found to sample.")
         try:
@@ -281,9 +285,9 @@ class AnalyticsService:
         lines = [line for line in data.splitlines() if line.strip()]
         return lines[:DISCOVERY_RECORDS_MAX]
 
-    async def _sample(self, stream: str, position: str) -> list[bytes]:
+    async def _sample(self, stream: str, position: str, caller: Caller) -> list[bytes]:
         iterator_type = "LATEST" if position == "NOW" else "TRIM_HORIZON"
-        shards = await self._kinesis.call("ListShards", {"StreamName": stream})
+        shards = await self._kinesis.call("ListShards", {"StreamName": stream}, caller)
         samples: list[bytes] = []
         for shard in shards.get("Shards", ()):
             iterator = await self._kinesis.call(
@@ -293,10 +297,12 @@ class AnalyticsService:
                     "ShardId": shard["ShardId"],
                     "ShardIteratorType": iterator_type,
                 },
+                caller,
             )
             got = await self._kinesis.call(
                 "GetRecords",
                 {"ShardIterator": iterator["ShardIterator"], "Limit": DISCOVERY_RECORDS_MAX},
+                caller,
             )
             samples.extend(bytes(record["Data"]) for record in got.get("Records", ()))
             if len(samples) >= DISCOVERY_RECORDS_MAX:
@@ -350,6 +356,19 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
     return value
+
+
+def _stream_caller(arn: str, caller: Caller) -> Caller:
+    """The internal caller acting in the namespace (region, account) a stream's ARN names; an
+    ARN without them (`arn:aws:kinesis:::stream/x`) names the caller's."""
+    parts = arn.split(":")
+    if len(parts) < 6:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{arn} is not a Kinesis stream ARN.")
+    return Caller(
+        region=parts[3] or caller.region,
+        account_id=parts[4] or caller.account_id,
+        door="internal",
+    )
 
 
 def _stream_name(arn: str) -> str:

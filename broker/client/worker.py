@@ -663,9 +663,13 @@ class Worker:
         kinesis: KinesisCalls,
         config: WorkerConfig | None = None,
         record_source_factory: RecordSourceFactory | None = None,
+        lease_stream_name: str | None = None,
     ) -> None:
         self.application = application
         self.stream_name = stream_name
+        # The stream as the lease table names it: its name, or (an in-process worker reading
+        # a stream outside the node's default namespace) its namespaced key.
+        self.lease_stream_name = lease_stream_name or stream_name
         self.config = config if config is not None else WorkerConfig()
         self._processor_factory = processor_factory
         self._lease_client = lease_client
@@ -820,7 +824,7 @@ class Worker:
         existing = {
             lease.lease_key
             for lease in await self._lease_client.list_leases(
-                application=self.application, stream_name=self.stream_name
+                application=self.application, stream_name=self.lease_stream_name
             )
         }
         new = _leases_to_create(shards, existing, self.config.initial_position)
@@ -829,7 +833,7 @@ class Worker:
 
     async def _create_leases(self, new: Sequence[NewLease]) -> None:
         result = await self._lease_client.create_leases(
-            application=self.application, stream_name=self.stream_name, leases=new
+            application=self.application, stream_name=self.lease_stream_name, leases=new
         )
         if isinstance(result, LeaseError):
             raise ShoalError(result.error_code, result.message)
@@ -847,7 +851,7 @@ class Worker:
             try:
                 result = await self._lease_client.renew(
                     application=self.application,
-                    stream_name=self.stream_name,
+                    stream_name=self.lease_stream_name,
                     lease_key=holding.lease.lease_key,
                     owner=self.worker_id,
                     expected_counter=holding.lease.lease_counter,
@@ -878,7 +882,7 @@ class Worker:
 
     async def _take_leases(self) -> None:
         listed = await self._lease_client.list_leases(
-            application=self.application, stream_name=self.stream_name
+            application=self.application, stream_name=self.lease_stream_name
         )
         now_ms = self._clock.monotonic_ms()
         self._observations = balancing.observe(self._observations, listed, now_ms=now_ms)
@@ -896,7 +900,7 @@ class Worker:
         for lease in plan.take:
             taken = await self._lease_client.take(
                 application=self.application,
-                stream_name=self.stream_name,
+                stream_name=self.lease_stream_name,
                 lease_key=lease.lease_key,
                 owner=self.worker_id,
                 expected_owner=lease.lease_owner,
@@ -907,7 +911,7 @@ class Worker:
             assert lease.lease_owner is not None
             stolen = await self._lease_client.steal(
                 application=self.application,
-                stream_name=self.stream_name,
+                stream_name=self.lease_stream_name,
                 lease_key=lease.lease_key,
                 owner=self.worker_id,
                 expected_owner=lease.lease_owner,
@@ -943,7 +947,7 @@ class Worker:
                 raise LeaseLostError(holding.lease.lease_key)
             result = await self._lease_client.checkpoint(
                 application=self.application,
-                stream_name=self.stream_name,
+                stream_name=self.lease_stream_name,
                 lease_key=holding.lease.lease_key,
                 owner=self.worker_id,
                 expected_counter=holding.lease.lease_counter,
@@ -963,7 +967,7 @@ class Worker:
                 return
             result = await self._lease_client.release(
                 application=self.application,
-                stream_name=self.stream_name,
+                stream_name=self.lease_stream_name,
                 lease_key=holding.lease.lease_key,
                 owner=self.worker_id,
                 expected_counter=holding.lease.lease_counter,
@@ -974,7 +978,7 @@ class Worker:
 
     async def _current_lease(self, lease_key: str) -> tuple[Lease | None, Mapping[str, Lease]]:
         listed = await self._lease_client.list_leases(
-            application=self.application, stream_name=self.stream_name
+            application=self.application, stream_name=self.lease_stream_name
         )
         by_key = {lease.lease_key: lease for lease in listed}
         return by_key.get(lease_key), by_key

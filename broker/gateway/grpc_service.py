@@ -32,7 +32,7 @@ from broker.gateway.error_mapping import to_grpc_status
 from broker.gateway.grpc_auth import current_identity, peer_address
 from broker.gateway.grpc_namespace import addressed
 from broker.gateway.services import OperationService
-from broker.gateway.validation import KINESIS, validate_request
+from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.metrics import GatewayProbe
 
 log = logging.getLogger(__name__)
@@ -58,13 +58,13 @@ class _Bound:
 
 def _caller(bound: _Bound, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
     """The node's region and account, the peer's address and, when the call was signed or
-    came with a mapped client certificate, its principal (`grpc_auth`); a Kinesis call is
-    addressed to the region its `x-shoal-region` metadata names (`grpc_namespace`)."""
+    came with a mapped client certificate, its principal (`grpc_auth`); a Kinesis or analytics
+    call is addressed to the region its `x-shoal-region` metadata names (`grpc_namespace`)."""
     caller = dataclasses.replace(bound.caller, source_address=peer_address(context))
     who = current_identity.get()
     if who is not None and who.identity is not None:
         caller = with_identity(caller, who.identity, access_key_id=who.access_key_id)
-    if bound.model != KINESIS:
+    if bound.model not in REGIONAL_MODELS:
         return caller  # the rest of the family serves the node's region, on both doors
     return addressed(caller, context)
 

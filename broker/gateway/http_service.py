@@ -62,7 +62,7 @@ from broker.gateway.aws_codec import (
 from broker.gateway.error_mapping import to_aws_error
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier, claimed_region
-from broker.gateway.validation import KINESIS, validate_request
+from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.metrics import GatewayProbe
 from broker.service.subscriptions import Subscription
 
@@ -381,8 +381,8 @@ class AwsHttpApp:
         else:
             # No signatures checked: the scope still names the region the client addresses.
             region = claimed_region(request) or self._region
-        if region != self._region and service.model != KINESIS:
-            region = self._region  # only data streams are namespaced by region so far
+        if region != self._region and service.model not in REGIONAL_MODELS:
+            region = self._region  # the rest of the family serves the node's region
         aws_request = decode_request(operation, parsed, wire, model=service.model)
         validate_request(operation, aws_request, model=service.model)
         caller = Caller(

@@ -38,6 +38,10 @@ _VALIDATION_ERRORS_REPORTED_MAX = 10  # AWS lists a handful; a huge PutRecords m
 
 
 KINESIS = "kinesis"  # botocore's name of the Kinesis Data Streams model
+# The services whose resources belong to the caller's region (and account), on both doors:
+# data streams, and the SQL applications over them (both analytics APIs). The rest of the
+# family serves the node's region.
+REGIONAL_MODELS = frozenset({KINESIS, "kinesisanalytics", "kinesisanalyticsv2"})
 
 
 @cache

@@ -16,6 +16,8 @@ import hashlib
 import json
 from typing import Any
 
+import boto3
+import botocore.config
 import pytest
 
 from broker.analytics import records
@@ -361,3 +363,99 @@ async def test_rows_written_before_a_takeover_are_not_written_again(
     copies = [json.loads(data) for data in await read_all(kinesis, "copies", 3)]
     assert copies == [{"TICKER": "QXZ"}, {"TICKER": "XYZ"}, {"TICKER": "XYZ"}]
     await stop()
+
+
+async def test_an_application_of_another_region_reads_and_writes_its_streams(
+    node: Node, kinesis: Any
+) -> None:
+    """Two namespaces hold streams of the same names: an application created by a caller in
+    eu-west-1 (not the node's default region) is of that region, and reads and writes that
+    region's streams only (its placement and shard leases are on their namespaced keys)."""
+    endpoint = f"http://127.0.0.1:{node.http_port}"
+    west, west_analytics = (
+        boto3.client(
+            service,
+            endpoint_url=endpoint,
+            region_name="eu-west-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+            config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 1}),
+        )
+        for service in ("kinesis", "kinesisanalytics")
+    )
+    west_arn = "arn:aws:kinesis:eu-west-1:000000000000:stream/{}"
+    for client, shards in ((kinesis, 1), (west, 2)):  # west's input has a shard east's lacks
+        for stream in ("ns-in", "ns-out"):
+            await call(client.create_stream, StreamName=stream, ShardCount=shards)
+    await call(kinesis.put_records, StreamName="ns-in", Records=[ticker_record(WINDOW_1[0])])
+    second_shard = {"ExplicitHashKey": str(2**127 + 1)}
+    await call(
+        west.put_records, StreamName="ns-in", Records=[ticker_record(WINDOW_2[0]) | second_shard]
+    )
+    created = await call(
+        west_analytics.create_application,
+        ApplicationName="ns-copier",
+        ApplicationCode=COPY,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {"ResourceARN": west_arn.format("ns-in"), "RoleARN": ROLE},
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "COPIES",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": west_arn.format("ns-out"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    arn = created["ApplicationSummary"]["ApplicationARN"]
+    assert arn == "arn:aws:kinesisanalytics:eu-west-1:000000000000:application/ns-copier"
+    await call(
+        west_analytics.start_application,
+        ApplicationName="ns-copier",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    copies = [json.loads(data) for data in await read_all(west, "ns-out", 1, deadline_s=10)]
+    assert copies == [{"TICKER": "XYZ"}]  # west's record, not the default region's QXZ
+    await call(west.put_records, StreamName="ns-in", Records=[ticker_record(WINDOW_1[1])])
+    copies = [json.loads(data) for data in await read_all(west, "ns-out", 2, deadline_s=10)]
+    assert sorted(copy["TICKER"] for copy in copies) == ["ABC", "XYZ"]
+    east_out = await call(
+        kinesis.get_shard_iterator,
+        StreamName="ns-out",
+        ShardId="shardId-000000000000",
+        ShardIteratorType="TRIM_HORIZON",
+    )
+    assert (await call(kinesis.get_records, ShardIterator=east_out["ShardIterator"]))[
+        "Records"
+    ] == []
+    # Its progress is recorded: the fence found the placement lease on west's stream.
+    metadata = node._metadata
+    assert metadata is not None
+    key = "000000000000/eu-west-1/ns-copier"
+    async with asyncio.timeout(10):
+        while True:
+            app = metadata.image().analytics.applications[key]
+            if app.continuous_through:
+                break
+            await asyncio.sleep(0.05)
+    await call(west_analytics.stop_application, ApplicationName="ns-copier")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)
+    west.close()
+    west_analytics.close()

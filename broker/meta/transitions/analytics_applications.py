@@ -23,6 +23,7 @@ from broker.meta.commands import (
     RecordAnalyticsProgress,
 )
 from broker.meta.image import MetadataImage
+from broker.streams.namespaces import keys_for_arn
 
 
 def create_application(
@@ -171,7 +172,7 @@ def record_progress(
     )
     if app is None:
         raise rules.not_found(command.name, command.account_id)
-    stream = app.input_stream_name() or _delivery_input_stream(image, app)
+    stream = _input_stream_key(image, app, now_ms=command.now_ms)
     placement = (
         image.leases.get(
             rules.lease_application(app, "placement"), stream, rules.PLACEMENT_LEASE_KEY
@@ -258,11 +259,17 @@ def _stored(image: MetadataImage, table: ApplicationTable, app: Application) -> 
     return dataclasses.replace(image, analytics=table.with_application(app))
 
 
-def _delivery_input_stream(image: MetadataImage, app: Application) -> str | None:
-    """The Kinesis stream a delivery-stream input reads (its placement lease is on it): the
-    delivery stream's internal stream, or its source stream (as the runner resolves it)."""
+def _input_stream_key(image: MetadataImage, app: Application, *, now_ms: int) -> str | None:
+    """The key of the Kinesis stream the application's input reads (its placement lease is on
+    it, under that key): its data stream, or a delivery stream's internal stream or source
+    stream (as the runner resolves it)."""
     inputs = app.input_descriptions()
-    described = inputs[0].get("KinesisFirehoseInputDescription") if inputs else None
+    if not inputs:
+        return None
+    streams = inputs[0].get("KinesisStreamsInputDescription")
+    if streams is not None:
+        return _stream_key_of(image, str(streams["ResourceARN"]), now_ms=now_ms)
+    described = inputs[0].get("KinesisFirehoseInputDescription")
     if described is None:
         return None
     meta = image.delivery_streams.get(str(described["ResourceARN"]))
@@ -270,5 +277,14 @@ def _delivery_input_stream(image: MetadataImage, app: Application) -> str | None
         return None
     source = meta.source()
     if source is None:
-        return meta.internal_stream
-    return str(source["KinesisStreamARN"]).rsplit("/", 1)[-1]
+        return meta.internal_stream  # in the default namespace: its key is its name
+    return _stream_key_of(image, str(source["KinesisStreamARN"]), now_ms=now_ms)
+
+
+def _stream_key_of(image: MetadataImage, arn: str, *, now_ms: int) -> str | None:
+    """The image key of the stream this ARN names, in whichever namespace it is."""
+    for key in keys_for_arn(arn):  # the bare key, then the namespaced one
+        meta = image.stream(key, now_ms=now_ms)
+        if meta is not None and meta.arn == arn:
+            return key
+    return None
