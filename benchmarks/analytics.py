@@ -165,9 +165,17 @@ def output_rows(kinesis: Any, stream: str, iterator: str) -> tuple[list[dict[str
             return found, iterator
 
 
+def create_stream(kinesis: Any, name: str, shards: int) -> None:
+    kinesis.create_stream(StreamName=name, ShardCount=shards)
+    # boto3's waiter sleeps 10 s after a first CREATING answer; poll at the node's pace.
+    kinesis.get_waiter("stream_exists").wait(
+        StreamName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 600}
+    )
+
+
 def run_application(kinesis: Any, kda: Any, name: str, source: str, out: str, start: str) -> None:
-    kinesis.create_stream(StreamName=out, ShardCount=1)
-    kinesis.get_waiter("stream_exists").wait(StreamName=out)
+    """Creates and starts the application (its output stream exists: creating a stream is
+    not part of what the throughput measures)."""
     kda.create_application(
         ApplicationName=name,
         ApplicationCode=CODE,
@@ -202,8 +210,8 @@ def first_iterator(kinesis: Any, stream: str) -> str:
 
 
 def throughput(kinesis: Any, kda: Any, data: list[bytes]) -> float:
-    kinesis.create_stream(StreamName="bench-ticker", ShardCount=4)
-    kinesis.get_waiter("stream_exists").wait(StreamName="bench-ticker")
+    create_stream(kinesis, "bench-ticker", 4)
+    create_stream(kinesis, "bench-counts", 1)
     put_all(kinesis, "bench-ticker", data)
     started = now_s()
     run_application(kinesis, kda, "bench-backlog", "bench-ticker", "bench-counts", "TRIM_HORIZON")
@@ -222,8 +230,8 @@ def throughput(kinesis: Any, kda: Any, data: list[bytes]) -> float:
 def latency(kinesis: Any, kda: Any, rate: int, seconds: float) -> tuple[list[float], list[float]]:
     """Per window, its end -> its last row in the output stream: the windows closed by a later
     record (a live stream), and those closed by the clock after the stream went quiet."""
-    kinesis.create_stream(StreamName="bench-live", ShardCount=1)
-    kinesis.get_waiter("stream_exists").wait(StreamName="bench-live")
+    create_stream(kinesis, "bench-live", 1)
+    create_stream(kinesis, "bench-live-counts", 1)
     run_application(kinesis, kda, "bench-live", "bench-live", "bench-live-counts", "NOW")
     time.sleep(3)  # the application has started reading (NOW: records before are not read)
     rng = random.Random(7)
