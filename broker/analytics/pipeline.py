@@ -153,6 +153,19 @@ class Pipeline:
                 return True
         return False
 
+    def next_close_ms(self) -> int | None:
+        """The lowest watermark that closes (emits) an open window; None with none open."""
+        ends = []
+        for pump in self._program.pumps:
+            if pump.window is not None and self._open[pump.name]:
+                ends.append(min(self._open[pump.name]) + pump.window.size_ms)
+            if pump.stagger is not None:
+                ends.extend(
+                    opened[0][0] + pump.stagger.range_ms
+                    for opened in self._staggered[pump.name].values()
+                )
+        return min(ends) if ends else None
+
     def _buffer_staggered(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
         """Each row joins its key's open window (ending after the row's ROWTIME), or opens
         one; a row whose window would already have closed is late."""

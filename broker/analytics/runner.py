@@ -571,8 +571,22 @@ class _RunningApp:
 
     async def _tick_forever(self) -> None:
         while True:  # until cancelled by shutdown or restart
-            await asyncio.sleep(self.runner.settings.tick_ms / 1000)
+            await asyncio.sleep(await self._until_next_tick_s())
             await self.tick()
+
+    async def _until_next_tick_s(self) -> float:
+        """The wait before the next tick: the tick interval, or less when a caught-up reader's
+        watermark (the clock less the in-flight allowance) reaches the end of the earliest open
+        window sooner, so that window closes on time rather than up to a tick late."""
+        settings = self.runner.settings
+        async with self._lock:  # the pipeline changes in a thread under the lock
+            close_ms = self._pipeline.next_close_ms()
+        if close_ms is None:
+            return settings.tick_ms / 1000
+        due_ms = close_ms + settings.in_flight_ms - self.runner._clock.wall_ms()
+        if due_ms <= 0:  # already due: a reader not caught up holds it (reads close it)
+            return settings.tick_ms / 1000
+        return min(settings.tick_ms, due_ms) / 1000
 
     async def _recently_written(self) -> Counter[str]:
         """The partition keys of the records each Kinesis output stream received in the last

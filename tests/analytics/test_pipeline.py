@@ -67,7 +67,9 @@ def test_windows_close_on_the_watermark_and_chains_follow(engine: DuckDbEngine) 
     assert "COUNTS" not in pipe.drain()
     assert not pipe.closes_a_window(T0 + 9_999)  # the runner's cue to close windows at once
     assert pipe.closes_a_window(T0 + 10_000)
+    assert pipe.next_close_ms() == T0 + 10_000  # when the runner's next tick is due
     pipe.advance(T0 + 10_000)
+    assert pipe.next_close_ms() == T0 + 20_000  # the window of the T0 + 10 s row
     counts = pipe.drain()["COUNTS"]
     start = records.to_timestamp(T0)
     assert values(counts) == [("ABC", 1, start), ("QXZ", 2, start)]
