@@ -113,20 +113,11 @@ from broker.metrics import MetricsServer, NodeMetrics
 from broker.metrics import views as metrics_views
 from broker.replication.driver import ReplicationDriver
 from broker.replication.scrubber import Scrubber, ScrubSettings
-from broker.rpc.node_service import (
-    ClusterView,
-    GrpcShardForwarder,
-    admin_handler,
-    node_handler,
-)
+from broker.rpc.channels import SERVER_OPTIONS, Channels
+from broker.rpc.forwarder import GrpcShardForwarder
+from broker.rpc.node_service import ClusterView, admin_handler, node_handler
 from broker.rpc.peers import GrpcReplicaControl, send_heartbeat
-from broker.rpc.transport import (
-    SERVER_OPTIONS,
-    Channels,
-    GrpcTransport,
-    InboundStreams,
-    replication_handler,
-)
+from broker.rpc.transport import GrpcTransport, InboundStreams, replication_handler
 from broker.service.context import ServiceContext, shard_throttles
 from broker.service.in_process import LocalKinesis, LocalLeaseClient
 from broker.service.kinesis import KinesisService
