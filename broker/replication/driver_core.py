@@ -66,7 +66,7 @@ class Completion(Protocol[T]):
 
 
 class LeadershipProbe(Protocol):
-    """What the core reports about leaderships (metrics.ReplicationProbe fits)."""
+    """What the core reports about leaderships (`probe.ReplicationProbe` fits)."""
 
     def leadership_gained(self) -> None: ...
 
