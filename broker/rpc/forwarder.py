@@ -108,4 +108,5 @@ class GrpcShardForwarder:
                 Offset(answer.timestamp_offset) if answer.HasField("timestamp_offset") else None
             ),
             throttled=answer.throttled,
+            end_is_committed_end=not answer.end_may_lag,
         )

@@ -182,6 +182,7 @@ def node_handler(
             readable_end=result.readable_end,
             throttled=result.throttled,
             next_offset=result.next_offset,
+            end_may_lag=not result.end_is_committed_end,
         )
         if result.timestamp_offset is not None:
             response.timestamp_offset = result.timestamp_offset
