@@ -25,26 +25,22 @@ REPLICATION_SERVICE = "broker.api.internal.v1.ReplicationService"
 NODE_SERVICE = "broker.api.internal.v1.NodeService"
 CLUSTER_ADMIN_SERVICE = "broker.api.internal.v1.ClusterAdminService"
 
-# Client side: notice a dead peer within ~2 s even when no call is in flight.
+# Client side: keepalive pings and quick reconnects (the bounds and why: limits.rpc_*).
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
     ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
-    ("grpc.keepalive_time_ms", 1_000),
-    ("grpc.keepalive_timeout_ms", 1_000),
+    ("grpc.keepalive_time_ms", limits.rpc_keepalive_ms),
+    ("grpc.keepalive_timeout_ms", limits.rpc_keepalive_timeout_ms),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
-    # Reconnect quickly after a peer restarts (gRPC's default backoff grows to 120 s). While a
-    # channel backs off, calls on it fail at once: a peer that restarted must be reachable
-    # again within a fraction of the failover budget (a Prepare to it may be what a leader
-    # change waits for). A connect attempt every 250 ms to a dead peer costs nothing.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.initial_reconnect_backoff_ms", limits.rpc_reconnect_backoff_ms_min),
+    ("grpc.max_reconnect_backoff_ms", limits.rpc_reconnect_backoff_ms_max),
+    ("grpc.min_reconnect_backoff_ms", limits.rpc_reconnect_backoff_ms_min),
 ]
 # Server side: accept those pings (the default policy answers them with GOAWAY).
 SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", limits.rpc_ping_interval_ms_min),
     ("grpc.http2.max_ping_strikes", 0),
 ]
 
@@ -54,9 +50,8 @@ class Channels:
 
     With `credentials` (broker/tls.py) the channels are mutual TLS; when the certificate files
     change, every channel is replaced by one with the new credentials and the old ones are
-    closed after `_RETIRE_GRACE_S` (calls on them end; the stream reconnects on a new one)."""
-
-    _RETIRE_GRACE_S = 5.0
+    closed after `limits.rpc_channel_retire_grace_ms` (calls on them end; the stream reconnects
+    on a new one)."""
 
     def __init__(
         self,
@@ -86,7 +81,9 @@ class Channels:
     def _retire(self) -> None:
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
-            task = asyncio.get_running_loop().create_task(channel.close(grace=self._RETIRE_GRACE_S))
+            task = asyncio.get_running_loop().create_task(
+                channel.close(grace=limits.rpc_channel_retire_grace_ms / 1000)
+            )
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 

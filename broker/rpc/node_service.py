@@ -235,7 +235,9 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
         timeout_ms = request.timeout_ms or limits.drain_timeout_ms
         left = await _served(
             context,
-            backend.drain(NodeId(request.node_id), timeout_ms=min(timeout_ms, 600_000)),
+            backend.drain(
+                NodeId(request.node_id), timeout_ms=min(timeout_ms, limits.drain_timeout_ms_max)
+            ),
         )
         return pb.DrainResponse(leaderships_left=left)
 

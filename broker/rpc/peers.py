@@ -24,9 +24,6 @@ from broker.meta.controller_core import Promise, RejoiningReplica, ReplicaStatus
 from broker.rpc.channels import NODE_SERVICE, REPLICATION_SERVICE, Channels, map_rpc_errors, unary
 from broker.types import NodeId, Offset, ShardUid
 
-# A dead node's port refuses at once (RST); a slower answer is no proof of anything.
-_PROBE_CONNECT_TIMEOUT_S = 0.25
-
 
 class GrpcReplicaControl:
     """`ReplicaControl` over the internal API; `resolve` maps a node id to its address."""
@@ -98,7 +95,7 @@ class GrpcReplicaControl:
             return False
         host, _, port = address.rpartition(":")
         try:
-            async with asyncio.timeout(_PROBE_CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(limits.rpc_probe_connect_timeout_ms / 1000):
                 _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
         except ConnectionRefusedError:
             return True
