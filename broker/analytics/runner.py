@@ -106,8 +106,6 @@ class RunnerSettings:
     # Records written this long ago may still be unread: the watermark stays this far behind
     # the clock once a reader has caught up.
     in_flight_ms: int = 1_000
-    # A shard that delivered nothing this long after its reader started counts as caught up.
-    idle_caught_up_ms: int = 2_000
     polling_idle_interval_ms: int = 200
     # A resumed application skips the rows its outputs' streams received this long before it
     # started that its replay produces again (a takeover comes within about twice the failover
@@ -405,7 +403,6 @@ class _ShardProgress:
     started_ms: int
     max_rowtime_ms: int | None = None
     caught_up: bool = False
-    delivered: bool = False
     watermark_ms: int = 0
     millis_behind_latest: int = 0
     # Records processed but not checkpointed: (sequence number, the time until which a window
@@ -548,6 +545,7 @@ class _RunningApp:
                 InitialPosition.LATEST if position == "NOW" else InitialPosition.TRIM_HORIZON
             ),
             polling_idle_interval_ms=settings.polling_idle_interval_ms,
+            process_empty_batches=True,  # an empty read tells a shard is caught up
             shard_sync_interval_ms=5_000,
             parent_poll_interval_ms=1_000,
             clock=self.runner._clock,
@@ -656,7 +654,6 @@ class _RunningApp:
         progress = self._shards.setdefault(
             shard_id, _ShardProgress(started_ms=self.runner._clock.wall_ms())
         )
-        progress.delivered = True
         progress.caught_up = batch.millis_behind_latest == 0
         progress.millis_behind_latest = batch.millis_behind_latest
         if max_rowtime is not None:
@@ -750,14 +747,13 @@ class _RunningApp:
             return None
         marks = []
         for progress in self._shards.values():
-            idle = (
-                not progress.delivered
-                and now_ms - progress.started_ms >= settings.idle_caught_up_ms
-            )
+            # Caught up only on the shard's own answer (MillisBehindLatest 0; empty reads are
+            # processed too): a slow first read of a backlog holds the watermark back, never
+            # lets its windows close before its records are read.
             progress.watermark_ms = windows.next_watermark(
                 progress.watermark_ms,
                 max_rowtime_ms=progress.max_rowtime_ms,
-                caught_up=progress.caught_up or idle,
+                caught_up=progress.caught_up,
                 now_ms=now_ms,
                 in_flight_ms=settings.in_flight_ms,
             )
