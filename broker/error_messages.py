@@ -188,10 +188,6 @@ def stream_has_queues(stream_name: str, account_id: str) -> str:
     )
 
 
-def queue_not_active(arn: str, status: str) -> str:
-    return f"Queue {arn} is in {status} state and cannot deliver records."
-
-
 QUEUE_ONE_STREAM = (
     "StreamConfigurationList must contain exactly one entry: a queue delivers records from a "
     "single data stream."
