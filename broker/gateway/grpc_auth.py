@@ -168,7 +168,7 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
         assert who.identity is not None
         action = "shoal:" + method.rsplit("/", 1)[1]
         caller = Caller(
-            region=self._region,
+            region=metadata.get(grpc_signing.REGION_HEADER, self._region),
             account_id=who.identity.account_id,
             principal_arn=who.identity.principal_arn,
             source_address=peer_address(context),
@@ -227,12 +227,22 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
         secret = self._authenticator.directory.secret(access_key_id)
         if secret is None:
             raise _refuse(ErrorCode.UNRECOGNIZED_CLIENT)
-        expected = grpc_signing.signature(
-            secret=secret, region=self._region, method=method, date=date
-        )
-        if not _equal(provided, expected):
+        if not any(
+            _equal(
+                provided, grpc_signing.signature(secret=secret, region=r, method=method, date=date)
+            )
+            for r in self._signing_regions(metadata)
+        ):
             raise _refuse(ErrorCode.INVALID_SIGNATURE, "The request signature does not match.")
         return access_key_id
+
+    def _signing_regions(self, metadata: Mapping[str, str]) -> tuple[str, ...]:
+        """The regions a call's signature may be scoped to: the region it addresses
+        (`x-shoal-region`), or, naming none, the node's (by name, or the empty scope)."""
+        addressed = metadata.get(grpc_signing.REGION_HEADER)
+        if addressed is not None:
+            return (addressed,)
+        return (self._region, grpc_signing.NODE_REGION_SCOPE)
 
 
 def _streaming(

@@ -23,9 +23,10 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import with_identity
 from broker.gateway.error_mapping import NativeMethod, native_rpc, to_grpc_status
 from broker.gateway.grpc_auth import current_identity
+from broker.iam import grpc_signing
 from broker.service.context import CURRENT_CALLER
 
-REGION_METADATA = "x-shoal-region"
+REGION_METADATA = grpc_signing.REGION_HEADER
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 

@@ -73,3 +73,12 @@ def keys_for_arn(arn: str) -> tuple[str, ...]:
         return (name,)
     region, account = parts[3], parts[4]
     return (name, _SEPARATOR.join((account, region, name)))
+
+
+def namespace_of_arn(arn: str) -> tuple[str, str]:
+    """(region, account) of a stream ARN: the budget its stream counts against (an ARN of
+    another shape, which only hand-made images hold, is a namespace of its own)."""
+    parts = arn.split(":")
+    if len(parts) < 6:
+        return "", arn
+    return parts[3], parts[4]
