@@ -10,7 +10,6 @@ when access control identifies one, else the node's configured account.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,9 +24,9 @@ from broker.gateway.error_mapping import NativeMethod, native_rpc, to_grpc_statu
 from broker.gateway.grpc_auth import current_identity
 from broker.iam import grpc_signing
 from broker.service.context import CURRENT_CALLER
+from broker.streams import namespaces
 
 REGION_METADATA = grpc_signing.REGION_HEADER
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 
 def addressed(caller: Caller, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
@@ -38,7 +37,7 @@ def addressed(caller: Caller, context: grpc.aio.ServicerContext[Any, Any]) -> Ca
             region = value if isinstance(value, str) else value.decode()
     if region is None or region == caller.region:
         return caller
-    if _REGION.fullmatch(region) is None:
+    if not namespaces.is_region(region):
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.invalid_region(region))
     return dataclasses.replace(caller, region=region)
 

@@ -46,6 +46,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
 from broker.errors import ErrorCode, ShoalError
+from broker.streams import namespaces
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
@@ -106,7 +107,6 @@ class _Claim:
 
 
 # AWS's region names (us-east-1, eu-west-3, ap-southeast-2, us-gov-west-1, cn-north-1, ...).
-_REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 
 class SigV4Verifier:
@@ -200,9 +200,7 @@ class SigV4Verifier:
         access_key_id, date, region, service, terminator = parts
         # AWS reports every scope problem at once, in this order.
         problems: list[str] = []
-        if region != self._region and not (
-            self._any_region and _REGION_PATTERN.fullmatch(region) is not None
-        ):
+        if region != self._region and not (self._any_region and namespaces.is_region(region)):
             problems.append(f"Credential should be scoped to a valid region, not '{region}'.")
         if service != self._service:
             problems.append(f"Credential should be scoped to correct service: '{self._service}'.")
@@ -538,6 +536,6 @@ def claimed_region(request: HttpRequest) -> str | None:
             return None
         text = "Credential=" + _decoded(credential)
     match = _CREDENTIAL_REGION.search(text)
-    if match is None or _REGION_PATTERN.fullmatch(match.group(1)) is None:
+    if match is None or not namespaces.is_region(match.group(1)):
         return None
     return match.group(1)

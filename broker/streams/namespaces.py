@@ -19,9 +19,17 @@ Pure code: the default namespace is passed in.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _SEPARATOR = "/"
+# A well-formed AWS region name (us-east-1, eu-central-2, us-gov-west-1, ...).
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+
+def is_region(text: str) -> bool:
+    """Whether `text` is a well-formed region name: one a namespace may be in."""
+    return _REGION.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -536,6 +536,23 @@ async def test_the_console_acts_as_the_signed_in_principal(iam: Iam) -> None:
         for family in ("/console/delivery-streams", "/console/video", "/console/applications"):
             refused_page = await web.get(family)
             assert refused_page.status_code == 403, family
+        # In the region the selector chose, the same name is another stream, and the policy
+        # (which names the us-east-1 stream) is checked against that region's ARN.
+        west_root = boto3.client(
+            "kinesis",
+            endpoint_url=f"http://127.0.0.1:{iam.node.http_port}",
+            region_name="eu-west-1",
+            aws_access_key_id=ROOT_KEY,
+            aws_secret_access_key=ROOT_SECRET,
+            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        )
+        await aws(west_root.create_stream, StreamName="console-open", ShardCount=1)
+        west_root.close()
+        west = await web.get("/console/streams/console-open", params={"region": "eu-west-1"})
+        assert west.status_code == 403
+        assert f"on resource: {open_arn.replace('us-east-1', 'eu-west-1')} because" in west.text
+        east = await web.get("/console/streams/console-open", params={"region": "us-east-1"})
+        assert east.status_code == 200, east.text
     # Another account's principal allowed everything in its own account sees none of it.
     _, other_key, other_secret = await iam.user(
         OTHER, "console-other", {"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}
