@@ -245,7 +245,7 @@ def invalid_next_token(token: str) -> str:
 
 TAG_INVALID_CHARACTERS = (
     "Some tags contain invalid characters. Valid characters: "
-    "Unicode letters, digits, white space, _ . / = + - % @."
+    "Unicode letters, digits, white space, _ . / = + - % @ :."
 )
 
 
@@ -254,7 +254,7 @@ def tag_percent_refused(verb: str, stream_name: str, account_id: str) -> str:
     return (
         f"Failed to {verb} stream {stream_name} under account {account_id} because some tags "
         "contained illegal characters. The allowed characters are Unicode letters, "
-        "white-spaces, '_',',','/','=','+','-','@'."
+        "white-spaces, '_',',','/','=','+','-','@',':'."
     )
 
 
