@@ -20,11 +20,11 @@ from broker import error_messages
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import with_identity
-from broker.gateway.error_mapping import NativeMethod, native_rpc, to_grpc_status
 from broker.gateway.grpc_auth import current_identity
 from broker.iam import grpc_signing
 from broker.service.context import CURRENT_CALLER
 from broker.streams import namespaces
+from broker.wire.error_mapping import NativeMethod, native_rpc, to_grpc_status
 
 REGION_METADATA = grpc_signing.REGION_HEADER
 

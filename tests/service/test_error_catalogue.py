@@ -29,6 +29,7 @@ KINESIS_MODULES = (
     "meta/transitions/stream_lifecycle.py",
     "meta/transitions/stream_settings.py",
     "gateway",
+    "wire",
 )
 # The message's position in each error constructor the modules use.
 _MESSAGE_ARGUMENT = {"ShoalError": 1, "_refuse": 1, "_invalid": 0}
