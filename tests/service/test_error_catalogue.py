@@ -17,7 +17,7 @@ KINESIS_MODULES = (
     "service",
     "streams",
     "queues",
-    "firehose/channels.py",
+    "firehose",
     "meta/capacity.py",
     "meta/transitions/account_limits.py",
     "meta/transitions/common.py",
