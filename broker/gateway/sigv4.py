@@ -45,22 +45,15 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
-from broker import error_messages
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.streams import namespaces
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_SKEW_MS = limits.signature_clock_skew_ms_max  # the messages say "5 min."
 
-# Kinesis reports "Signature expired: ... (... - 5 min.)"; the same window bounds the future side.
-CLOCK_SKEW_MS_MAX = 5 * 60 * 1000
-# AWS refuses presigned URLs valid for more than a week ("X-Amz-Expires must be less than a week").
-PRESIGNED_EXPIRES_S_MAX = 7 * 24 * 60 * 60
-# Real clients sign about ten headers; the bound keeps a hostile list from costing a long loop.
-SIGNED_HEADERS_COUNT_MAX = 64
-# One derived key per (secret, day, region, service); old days fall out first.
-SIGNING_KEY_CACHE_ENTRIES_MAX = 64
 
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z")
@@ -221,9 +214,9 @@ class SigV4Verifier:
         for part in (date, region, self._service, TERMINATOR):
             key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
         self._signing_keys[cache_key] = key
-        if len(self._signing_keys) > SIGNING_KEY_CACHE_ENTRIES_MAX:
+        if len(self._signing_keys) > limits.signing_key_cache_entries_max:
             self._signing_keys.popitem(last=False)
-        assert len(self._signing_keys) <= SIGNING_KEY_CACHE_ENTRIES_MAX
+        assert len(self._signing_keys) <= limits.signing_key_cache_entries_max
         return key
 
 
@@ -405,10 +398,10 @@ def _expires_s(value: str | None) -> int | None:
     if _EXPIRES_PATTERN.fullmatch(value) is None:
         raise ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, error_messages.EXPIRES_NOT_A_NUMBER)
     expires_s = int(value)
-    if expires_s > PRESIGNED_EXPIRES_S_MAX:
+    if expires_s > limits.presigned_expires_s_max:
         raise ShoalError(
             ErrorCode.INCOMPLETE_SIGNATURE,
-            error_messages.expires_too_long(seconds_max=PRESIGNED_EXPIRES_S_MAX),
+            error_messages.expires_too_long(seconds_max=limits.presigned_expires_s_max),
         )
     return expires_s
 
@@ -423,12 +416,12 @@ def _check_date(claim: _Claim, *, now_ms: int) -> None:
     signed_at = _parse_amz_date(claim.amz_date)
     assert signed_at is not None, "_amz_date only returns well-formed dates"
     signed_ms = int(signed_at.timestamp()) * 1000
-    if signed_ms > now_ms + CLOCK_SKEW_MS_MAX:
+    if signed_ms > now_ms + _SKEW_MS:
         raise ShoalError(
             ErrorCode.INVALID_SIGNATURE,
             error_messages.signature_not_yet_current(
                 amz_date=claim.amz_date,
-                latest=_format_ms(now_ms + CLOCK_SKEW_MS_MAX),
+                latest=_format_ms(now_ms + _SKEW_MS),
                 now=_format_ms(now_ms),
             ),
         )
@@ -445,12 +438,12 @@ def _check_date(claim: _Claim, *, now_ms: int) -> None:
                 ),
             )
         return
-    if signed_ms < now_ms - CLOCK_SKEW_MS_MAX:
+    if signed_ms < now_ms - _SKEW_MS:
         raise ShoalError(
             ErrorCode.INVALID_SIGNATURE,
             error_messages.signature_expired(
                 amz_date=claim.amz_date,
-                earliest=_format_ms(now_ms - CLOCK_SKEW_MS_MAX),
+                earliest=_format_ms(now_ms - _SKEW_MS),
                 now=_format_ms(now_ms),
                 window="5 min.",
             ),
@@ -461,11 +454,11 @@ def _check_signed_headers(signed_headers: str) -> tuple[str, ...]:
     """The signed-header names, lower-cased, in the client's order. `host` or `:authority` must
     be among them: otherwise a signature could be replayed against another endpoint."""
     names = tuple(name.strip().lower() for name in signed_headers.split(";"))
-    if len(names) > SIGNED_HEADERS_COUNT_MAX:
+    if len(names) > limits.signed_headers_count_max:
         raise ShoalError(
             ErrorCode.INCOMPLETE_SIGNATURE,
             error_messages.too_many_signed_headers(
-                count_max=SIGNED_HEADERS_COUNT_MAX, count=len(names)
+                count_max=limits.signed_headers_count_max, count=len(names)
             ),
         )
     if _AUTHORITY_HEADER_NAMES.isdisjoint(names):

@@ -29,6 +29,8 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
+from broker import limits
+
 ALGORITHM = "SHOAL-HMAC-SHA256"
 SERVICE = "shoal-grpc"
 ACCESS_KEY_HEADER = "x-shoal-access-key-id"
@@ -37,7 +39,6 @@ SIGNATURE_HEADER = "x-shoal-signature"
 NODE_SIGNATURE_HEADER = "x-shoal-node-signature"
 REGION_HEADER = "x-shoal-region"  # the region a call addresses (`gateway/grpc_namespace.py`)
 NODE_REGION_SCOPE = ""  # the signing region of a call that names no region: the node's
-CLOCK_SKEW_MS_MAX = 5 * 60 * 1000
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
@@ -85,7 +86,7 @@ def node_signature(*, raft_password: str, method: str, date: str) -> str:
 def fresh(date: str, *, now_ms: int) -> bool:
     """Is `date` within the replay window of `now_ms`?"""
     stamp = date_ms(date)
-    return stamp is not None and abs(now_ms - stamp) <= CLOCK_SKEW_MS_MAX
+    return stamp is not None and abs(now_ms - stamp) <= limits.signature_clock_skew_ms_max
 
 
 class SigningKey:
