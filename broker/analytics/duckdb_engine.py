@@ -38,9 +38,18 @@ class DuckDbEngine:
     def close(self) -> None:
         self._connection.close()
 
-    def run(self, query: str, columns: Sequence[sql.Column], rows: Sequence[Row]) -> list[Row]:
-        """The query's result rows over `rows` (tuples in `columns`' order)."""
+    def run(
+        self,
+        query: str,
+        columns: Sequence[sql.Column],
+        rows: Sequence[Row],
+        joined: tuple[Sequence[sql.Column], Sequence[Row]] | None = None,
+    ) -> list[Row]:
+        """The query's result rows over `rows` (tuples in `columns`' order), and for a
+        stream-to-stream join the right stream's rows `joined` (columns, rows)."""
         self._bind(columns, rows)
+        if joined is not None:
+            self.load_table(sql.JOIN_TABLE, *joined)
         result: list[Row] = self._connection.execute(query).fetchall()
         return result
 
@@ -90,6 +99,18 @@ class DuckDbEngine:
                         "reference data source's table of the application.",
                     )
             source = columns.get(pump.source)
+            joined: tuple[tuple[sql.Column, ...], tuple[Row, ...]] | None = None
+            if pump.join is not None and sources:
+                right = columns.get(pump.join.right)
+                if right is None:
+                    raise ShoalError(
+                        ErrorCode.CODE_VALIDATION,
+                        f"Line {pump.line}: pump {pump.name} joins {pump.join.right}, which is "
+                        "neither an input's in-application stream nor a CREATE OR REPLACE STREAM.",
+                    )
+                joined = (right, ())
+            elif pump.join is not None:
+                continue  # no input yet: checked again when one is added
             if source is None:
                 if not sources:
                     continue  # no input yet: checked again when one is added
@@ -101,7 +122,7 @@ class DuckDbEngine:
             if pump.window is not None:
                 _check_window_column(pump, source)
             try:
-                self.run(pump.query, pump.input_columns(source), ())
+                self.run(pump.query, pump.input_columns(source), (), joined)
                 if pump.sliding is not None and pump.sliding.prune_query is not None:
                     self.run(pump.sliding.prune_query, source, ())
                 if pump.stagger is not None:

@@ -27,7 +27,13 @@ APPROXIMATE_ARRIVAL_TIME = "APPROXIMATE_ARRIVAL_TIME"
 
 
 class Engine(Protocol):
-    def run(self, query: str, columns: Sequence[sql.Column], rows: Sequence[Row]) -> list[Row]: ...
+    def run(
+        self,
+        query: str,
+        columns: Sequence[sql.Column],
+        rows: Sequence[Row],
+        joined: tuple[Sequence[sql.Column], Sequence[Row]] | None = None,
+    ) -> list[Row]: ...
 
 
 def source_streams(inputs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[sql.Column, ...]]:
@@ -80,8 +86,16 @@ class Pipeline:
         for stream in program.streams:
             self._columns[stream.name] = stream.columns
         self._pumps: dict[str, list[sql.Pump]] = defaultdict(list)
+        # Per stream: the stream-to-stream joins it is the right side of.
+        self._right_of: dict[str, list[sql.Pump]] = defaultdict(list)
         for pump in program.pumps:
             self._pumps[pump.source].append(pump)
+            if pump.join is not None:
+                self._right_of[pump.join.right].append(pump)
+        # Per join pump: the (left, right) rows later rows of the other side may pair with.
+        self._joined: dict[str, tuple[list[Row], list[Row]]] = {
+            pump.name: ([], []) for pump in program.pumps if pump.join is not None
+        }
         # Per windowed pump: window start -> the source rows buffered for it.
         self._open: dict[str, dict[int, list[Row]]] = {
             pump.name: {} for pump in program.pumps if pump.window is not None
@@ -117,8 +131,12 @@ class Pipeline:
                 self._buffer_staggered(pump, rows)
             elif pump.sliding is not None:
                 self._run_sliding(pump, rows)
+            elif pump.join is not None:
+                self._run_join(pump, rows, left=True)
             else:
                 self._run_continuous(pump, rows)
+        for pump in self._right_of.get(stream, ()):
+            self._run_join(pump, rows, left=False)
 
     def advance(self, watermark_ms: int) -> None:
         """Moves the watermark (never backwards) and emits every window it closes."""
@@ -136,6 +154,8 @@ class Pipeline:
         for pump in self._program.pumps:
             if pump.stagger is not None:
                 self._close_staggered(pump, pump.stagger.range_ms, watermark_ms)
+            if pump.join is not None:
+                self._prune_joined(pump)
 
     def closes_a_window(self, watermark_ms: int) -> bool:
         """Whether moving the watermark to `watermark_ms` would close (emit) a window."""
@@ -217,6 +237,35 @@ class Pipeline:
             history[:] = [row for row in history if from_timestamp(row[0]) >= oldest_ms]
         elif sliding.prune_query is not None:
             history[:] = self._engine.run(sliding.prune_query, source, history)
+
+    def _run_join(self, pump: sql.Pump, rows: Sequence[Row], *, left: bool) -> None:
+        """New rows of one side paired with the rows the other side kept (each pair is
+        emitted once: when its later row arrives); then the side keeps them."""
+        join = pump.join
+        assert join is not None
+        kept_left, kept_right = self._joined[pump.name]
+        left_rows, right_rows = (rows, kept_right) if left else (kept_left, rows)
+        result = self._engine.run(
+            pump.query,
+            self._columns[pump.source],
+            left_rows,
+            (self._columns[join.right], right_rows),
+        )
+        self.push(
+            pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
+        )
+        (kept_left if left else kept_right).extend(rows)
+        self._prune_joined(pump)
+
+    def _prune_joined(self, pump: sql.Pump) -> None:
+        """Drops the rows no later row can pair with: rows of the other side arriving from
+        now on have a ROWTIME at or after the watermark (earlier ones are late)."""
+        join = pump.join
+        assert join is not None
+        kept_left, kept_right = self._joined[pump.name]
+        for kept, range_ms in ((kept_left, join.left_range_ms), (kept_right, join.right_range_ms)):
+            if kept and from_timestamp(kept[0][0]) + range_ms < self.watermark_ms:
+                kept[:] = [r for r in kept if from_timestamp(r[0]) + range_ms >= self.watermark_ms]
 
     def _buffer(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
         window = pump.window

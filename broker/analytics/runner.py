@@ -474,6 +474,11 @@ class _RunningApp:
             for p in program.pumps
             if p.sliding is not None and p.sliding.range_ms is not None
         )
+        self._retention_ms += sum(
+            max(p.join.left_range_ms, p.join.right_range_ms)
+            for p in program.pumps
+            if p.join is not None
+        )
         self._emitted_recorded = app.emitted_through_ms
         self._continuous_recorded = dict(app.continuous_through)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])

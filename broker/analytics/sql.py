@@ -23,15 +23,16 @@ PRECEDING`, ordered by ROWTIME as KDA does): each row is emitted at once, comput
 over the partition's rows in the range before it (the pipeline keeps that history).
 
 A query may join its stream with reference tables (`JOIN "TABLE" ON ...`, the application's
-reference data sources, which the engine holds as tables of those names); a join with another
-stream is refused.
+reference data sources, which the engine holds as tables of those names), or with another
+in-application stream through a window (`JOIN "S" OVER (RANGE INTERVAL ... PRECEDING) AS s ON
+...`: a `StreamJoin`; outer joins of streams and ROWS join windows are refused).
 
 A stagger window (`WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`) is a window
 per key, opened by the key's first row and closed the range later; the query runs grouped by
 the keys when it closes, and its rows get the close time as ROWTIME.
 
-What Shoal does not run yet (stream-to-stream joins, subqueries, set operations, KDA's
-analytic functions) is refused with CodeValidationException naming the line
+What Shoal does not run yet (outer stream-to-stream joins, subqueries, set operations,
+KDA's analytic functions) is refused with CodeValidationException naming the line
 and the construct, never run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
 """
@@ -56,6 +57,8 @@ ROWTIME_ALIAS = "__shoal_rowtime"
 # A sliding-window pump's input column: True for the batch's rows, False for the history rows
 # they are computed over (only new rows are emitted).
 NEW_ROW = "__shoal_new"
+# The table a stream-to-stream join's query reads its right stream's rows from.
+JOIN_TABLE = "__shoal_join"
 # The alias a FROM subquery without one gets.
 DERIVED = "__shoal_derived"
 STATEMENTS_MAX = 1_000
@@ -125,6 +128,19 @@ class StaggerWindow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StreamJoin:
+    """`FROM left [OVER (RANGE ...)] JOIN right OVER (RANGE INTERVAL ...) ON ...`: a windowed
+    stream-to-stream join. A side without OVER joins only its current row (a range of 0). Rows
+    `l` and `r` pair when `l.ROWTIME - right_range_ms <= r.ROWTIME <= l.ROWTIME + left_range_ms`
+    and the ON condition holds; the pair is emitted when its later row arrives, with the later
+    ROWTIME of the two as its ROWTIME (the query reads the right rows as `JOIN_TABLE`)."""
+
+    right: str  # the in-application stream joined (the pump's source is the left side)
+    left_range_ms: int
+    right_range_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pump:
     name: str
     source: str  # the in-application stream it reads
@@ -137,6 +153,7 @@ class Pump:
     # The tables the query joins (stream-to-table joins): the application's reference tables.
     tables: tuple[str, ...] = ()
     stagger: StaggerWindow | None = None
+    join: StreamJoin | None = None
 
     def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
         """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
@@ -297,6 +314,7 @@ def _pump(statement: _Statement) -> Pump:
         )
     name = _token_name(tokens[4])
     text, stagger_range = _stagger_clause(statement)
+    text, join_ranges = _join_windows(statement, text)
     # Blank everything up to INSERT, and the STREAM of SELECT STREAM.
     text = (
         "".join("\n" if char == "\n" else " " for char in text[: tokens[6].start])
@@ -321,7 +339,12 @@ def _pump(statement: _Statement) -> Pump:
     line = statement.line
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
-    tables = _joined_tables(select, source, tokens, line)
+    join: StreamJoin | None = None
+    if join_ranges:
+        join = _stream_join(select, source, join_ranges, tokens, line)
+        tables: tuple[str, ...] = ()
+    else:
+        tables = _joined_tables(select, source, tokens, line)
     stagger: StaggerWindow | None = None
     if stagger_range is not None:
         window = None
@@ -335,12 +358,19 @@ def _pump(statement: _Statement) -> Pump:
         raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
     if _derived_table(select) is not None and (sliding is not None or stagger is not None):
         raise refused(line, "a sliding or stagger window over a subquery")
+    if join is not None and (window or stagger or sliding or _derived_table(select)):
+        raise refused(
+            _line_of(tokens, "JOIN", line),
+            "a stream-to-stream join that also groups, uses OVER or reads a subquery",
+            "join the streams in one pump and aggregate its output stream in another",
+        )
     try:
         query = _translate(
             select,
             source,
             windowed=window is not None or stagger is not None,
             sliding=sliding is not None,
+            join=join,
         )
     except log_parsing.LogParseError as error:
         where = next((t.line for t in tokens if t.text.upper().endswith("_LOG_PARSE")), line)
@@ -360,7 +390,96 @@ def _pump(statement: _Statement) -> Pump:
         sliding=sliding,
         tables=tables,
         stagger=stagger,
+        join=join,
     )
+
+
+def _join_windows(statement: _Statement, text: str) -> tuple[str, dict[int, int]]:
+    """The text with each stream's window in FROM/JOIN (`name OVER (RANGE INTERVAL ...
+    PRECEDING)`) blanked, and the ranges by the stream's position (0: the FROM stream, n: the
+    nth JOIN)."""
+    tokens = statement.tokens
+    ranges: dict[int, int] = {}
+    joins = 0
+    for index, token in enumerate(tokens):
+        if token.token_type is TokenType.JOIN:
+            joins += 1
+        if token.token_type is not TokenType.OVER or index < 2:
+            continue
+        if tokens[index - 2].token_type not in (TokenType.FROM, TokenType.JOIN):
+            continue  # an analytic function's OVER, not a stream's window
+        where = token.line
+        if index + 1 >= len(tokens) or tokens[index + 1].token_type is not TokenType.L_PAREN:
+            raise refused(where, "a named window in a JOIN", "write OVER (RANGE INTERVAL ...)")
+        depth = 0
+        close = None
+        for position in range(index + 1, len(tokens)):
+            kind = tokens[position].token_type
+            depth += (kind is TokenType.L_PAREN) - (kind is TokenType.R_PAREN)
+            if depth == 0:
+                close = position
+                break
+        if close is None:
+            raise refused(where, "an unclosed OVER (...) in a JOIN")
+        spec = (
+            text[tokens[index + 2].start : tokens[close - 1].end + 1] if close > index + 2 else ""
+        )
+        words = spec.split()
+        if len(words) < 2 or words[0].upper() != "RANGE" or words[-1].upper() != "PRECEDING":
+            raise refused(
+                where,
+                f"the join window ({spec})",
+                "Shoal runs time-based join windows: OVER (RANGE INTERVAL 'n' unit PRECEDING)",
+            )
+        interval = _parse(f"SELECT {' '.join(words[1:-1])}", where).find(exp.Interval)
+        if interval is None:
+            raise refused(where, f"the join window ({spec})")
+        ranges[joins] = _interval_ms(interval, where)
+        span = text[token.start : tokens[close].end + 1]
+        text = (
+            text[: token.start]
+            + "".join("\n" if char == "\n" else " " for char in span)
+            + text[tokens[close].end + 1 :]
+        )
+    return text, ranges
+
+
+def _stream_join(
+    select: exp.Select,
+    source: str,
+    ranges: dict[int, int],
+    tokens: tuple[Token, ...],
+    line: int,
+) -> StreamJoin:
+    joins = select.args.get("joins") or []
+    where = _line_of(tokens, "JOIN", line)
+    if len(joins) != 1:
+        raise refused(where, "a stream-to-stream join of more than two streams")
+    join = joins[0]
+    method = " ".join(
+        str(join.args.get(part) or "").upper() for part in ("method", "side", "kind")
+    ).split()
+    if method not in ([], ["INNER"]):
+        raise refused(
+            where,
+            f"a {' '.join(method)} JOIN of two streams",
+            "Shoal runs inner stream-to-stream joins",
+        )
+    if join.args.get("on") is None or join.args.get("using"):
+        raise refused(where, "a stream-to-stream join without ON")
+    table = join.this
+    if not isinstance(table, exp.Table):
+        raise refused(where, "a JOIN with something other than a stream")
+    right = _normalize(table.this)
+    if right == source:
+        raise refused(where, f"a JOIN of stream {right} with itself")
+    if 1 not in ranges:
+        raise refused(
+            where,
+            f"a join of stream {source} with {right} without a window on {right}",
+            "add OVER (RANGE INTERVAL 'n' unit PRECEDING) after the joined stream",
+        )
+    return StreamJoin(right=right, left_range_ms=ranges.get(0, 0), right_range_ms=ranges[1])
 
 
 def _stagger_clause(statement: _Statement) -> tuple[str, int | None]:
@@ -622,7 +741,14 @@ def _interval_ms(interval: exp.Interval, line: int) -> int:
 # --- Translation to the engine's SQL ----------------------------------------------------------
 
 
-def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool) -> str:
+def _translate(
+    select: exp.Select,
+    source: str,
+    *,
+    windowed: bool,
+    sliding: bool,
+    join: StreamJoin | None = None,
+) -> str:
     """The select as DuckDB SQL over INPUT_TABLE (aliased as the source stream, so qualified
     columns keep working), with identifiers normalized and KDA's functions rewritten."""
     tree = select.copy()
@@ -642,6 +768,9 @@ def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool
     assert isinstance(table, exp.Table)
     alias = table.alias or source
     table.replace(exp.to_table(INPUT_TABLE).as_(alias, quoted=True))
+    rowtime: exp.Expr = exp.column(ROWTIME, table=alias, quoted=True)
+    if join is not None:
+        rowtime = _join_rowtime(tree, alias, join)
     if derived is not None:
         if ROWTIME not in reader.named_selects:
             reader.select(exp.column(ROWTIME, table=alias, quoted=True), copy=False)
@@ -654,9 +783,7 @@ def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool
             order = exp.Order(expressions=[exp.Ordered(this=exp.column(ROWTIME, quoted=True))])
             window.set("order", order)
     if not windowed:
-        rewritten = rewritten.select(
-            exp.alias_(exp.column(ROWTIME, table=alias, quoted=True), ROWTIME_ALIAS, quoted=True)
-        )
+        rewritten = rewritten.select(exp.alias_(rowtime, ROWTIME_ALIAS, quoted=True))
     if not sliding:
         return rewritten.sql(dialect="duckdb")
     rewritten = rewritten.select(
@@ -667,6 +794,30 @@ def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool
         f'SELECT * EXCLUDE ("{NEW_ROW}") FROM ({inner}) AS __shoal_rows WHERE "{NEW_ROW}" '
         f'ORDER BY "{ROWTIME_ALIAS}"'
     )
+
+
+def _join_rowtime(tree: exp.Select, left: str, join: StreamJoin) -> exp.Expr:
+    """Binds a stream-to-stream join's right stream to JOIN_TABLE and adds its time condition
+    to ON; returns the joined row's ROWTIME (the later of the pair's), which an unqualified
+    ROWTIME in the query now means."""
+    joined = tree.args["joins"][0]
+    table = joined.this
+    assert isinstance(table, exp.Table)
+    right = table.alias or join.right
+    table.replace(exp.to_table(JOIN_TABLE).as_(right, quoted=True))
+    left_time = exp.column(ROWTIME, table=left, quoted=True)
+    right_time = exp.column(ROWTIME, table=right, quoted=True)
+    within = sqlglot.parse_one(
+        f"{right_time.sql()} BETWEEN {left_time.sql()} - INTERVAL {join.right_range_ms} "
+        f"MILLISECOND AND {left_time.sql()} + INTERVAL {join.left_range_ms} MILLISECOND",
+        dialect="duckdb",
+    )
+    joined.set("on", exp.and_(exp.paren(joined.args["on"]), within))
+    later = exp.func("greatest", left_time, right_time)
+    for column in list(tree.find_all(exp.Column)):
+        if column.name == ROWTIME and not column.table:
+            column.replace(later.copy())
+    return later
 
 
 def _rewrite_function(node: exp.Expr) -> exp.Expr:

@@ -280,3 +280,55 @@ def test_stagger_windows_open_per_key_and_close_a_range_later(engine: DuckDbEngi
         (records.to_timestamp(minute + 90_000), "ABC", event, 1),
         (records.to_timestamp(minute + 125_000), "QXZ", event, 1),
     ]
+
+
+JOIN_CODE = """
+CREATE OR REPLACE STREAM "ORDERS" (TICKER VARCHAR(4), AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "ORDERS_PUMP" AS INSERT INTO "ORDERS"
+  SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE SECTOR = 'ORDER';
+CREATE OR REPLACE STREAM "TRADES" (TICKER VARCHAR(4), AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "TRADES_PUMP" AS INSERT INTO "TRADES"
+  SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE SECTOR = 'TRADE';
+CREATE OR REPLACE STREAM "MATCHED" (ORDER_TIME TIMESTAMP, TICKER VARCHAR(4),
+                                    ORDER_AMOUNT DOUBLE, TRADE_AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "JOIN_PUMP" AS INSERT INTO "MATCHED"
+  SELECT STREAM ROWTIME, o.TICKER, o.AMOUNT AS ORDER_AMOUNT, t.AMOUNT AS TRADE_AMOUNT
+  FROM "ORDERS" AS o
+  JOIN "TRADES" OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS t
+  ON o.TICKER = t.TICKER;
+"""
+
+
+def sector_row(at_ms: int, ticker: str, sector: str, price: float) -> records.Row:
+    time = records.to_timestamp(at_ms)
+    return (time, time, ticker, sector, price, None)
+
+
+def test_a_windowed_stream_to_stream_join(engine: DuckDbEngine) -> None:
+    """Each order pairs with the trades of its ticker in the minute before it (the windowed
+    side); a later trade pairs only with an order of its own ROWTIME (the side without a
+    window is its current row); the pair's ROWTIME is the later of the two; history beyond
+    the window is dropped once the watermark passes it."""
+    program = sql.compile_program(JOIN_CODE)
+    join = program.pumps[-1].join
+    assert join == sql.StreamJoin(right="TRADES", left_range_ms=0, right_range_ms=60_000)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    source = "SOURCE_SQL_STREAM_001"
+    pipe.push(source, [sector_row(T0, "ABC", "TRADE", 10.0), sector_row(T0, "XYZ", "TRADE", 1.0)])
+    pipe.push(source, [sector_row(T0 + 30_000, "ABC", "ORDER", 11.0)])  # trade 30 s before
+    pipe.push(source, [sector_row(T0 + 61_000, "XYZ", "ORDER", 2.0)])  # trade 61 s before
+    pipe.push(source, [sector_row(T0 + 62_000, "ABC", "TRADE", 12.0)])  # after the order
+    same_time = [sector_row(T0 + 70_000, "QRS", "ORDER", 3.0)]
+    pipe.push(source, same_time)
+    pipe.push(source, [sector_row(T0 + 70_000, "QRS", "TRADE", 4.0)])  # the order's instant
+    matched = pipe.drain()["MATCHED"]
+    assert [(records.from_timestamp(r[0]), *r[1:]) for r in matched] == [
+        (T0 + 30_000, records.to_timestamp(T0 + 30_000), "ABC", 11.0, 10.0),
+        (T0 + 70_000, records.to_timestamp(T0 + 70_000), "QRS", 3.0, 4.0),
+    ]
+    pipe.advance(T0 + 140_000)  # every kept row is now out of its window
+    pipe.push(source, [sector_row(T0 + 140_000, "ABC", "ORDER", 5.0)])
+    assert "MATCHED" not in pipe.drain()
+    kept_time = records.to_timestamp(T0 + 140_000)
+    assert pipe._joined["JOIN_PUMP"] == ([(kept_time, "ABC", 5.0)], [])

@@ -361,3 +361,94 @@ async def test_rows_written_before_a_takeover_are_not_written_again(
     copies = [json.loads(data) for data in await read_all(kinesis, "copies", 3)]
     assert copies == [{"TICKER": "QXZ"}, {"TICKER": "XYZ"}, {"TICKER": "XYZ"}]
     await stop()
+
+
+JOIN_EXAMPLE = """-- The SQL reference's windowed stream-to-stream join: orders with
+-- the trades of the minute before them.
+CREATE OR REPLACE STREAM "ORDERS" (TICKER VARCHAR(4), AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "ORDERS_PUMP" AS INSERT INTO "ORDERS"
+    SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE SECTOR = 'ORDER';
+CREATE OR REPLACE STREAM "TRADES" (TICKER VARCHAR(4), AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "TRADES_PUMP" AS INSERT INTO "TRADES"
+    SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE SECTOR = 'TRADE';
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ORDER_TIME TIMESTAMP, TICKER VARCHAR(4),
+                                                   ORDER_AMOUNT DOUBLE, TRADE_AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM ROWTIME, o.TICKER, o.AMOUNT AS ORDER_AMOUNT, t.AMOUNT AS TRADE_AMOUNT
+    FROM "ORDERS" AS o
+    JOIN "TRADES" OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS t
+    ON o.TICKER = t.TICKER;
+"""
+
+
+async def test_a_windowed_stream_to_stream_join(
+    node: Node, clock: ManualClock, kinesis: Any, analytics: Any
+) -> None:
+    for stream in ("trading", "matched"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    await call(
+        analytics.create_application,
+        ApplicationName="order-trades",
+        ApplicationCode=JOIN_EXAMPLE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {
+                    "ResourceARN": STREAM_ARN.format("trading"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("matched"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+
+    async def put(*rows: tuple[str, str, float, float]) -> int:
+        await call(
+            kinesis.put_records, StreamName="trading", Records=[ticker_record(r) for r in rows]
+        )
+        return clock.wall_ms()
+
+    await put(("ABC", "TRADE", 0.0, 10.0), ("XYZ", "TRADE", 0.0, 1.0))
+    clock.advance(ms=30_000)
+    abc_order = await put(("ABC", "ORDER", 0.0, 11.0))  # its trade 30 s before: paired
+    clock.advance(ms=31_000)
+    await put(("XYZ", "ORDER", 0.0, 2.0))  # its trade 61 s before: not paired
+    await put(("ABC", "TRADE", 0.0, 12.0))  # after the order, which has no window: not paired
+    qrs = await put(("QRS", "ORDER", 0.0, 3.0), ("QRS", "TRADE", 0.0, 4.0))  # the same instant
+    await call(
+        analytics.start_application,
+        ApplicationName="order-trades",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    await wait_read(node, 7)
+    matched = [json.loads(data) for data in await read_all(kinesis, "matched", 2)]
+
+    def at(ms: int) -> str:
+        return records.to_timestamp(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+    assert matched == [
+        {"ORDER_TIME": at(abc_order), "TICKER": "ABC", "ORDER_AMOUNT": 11.0, "TRADE_AMOUNT": 10.0},
+        {"ORDER_TIME": at(qrs), "TICKER": "QRS", "ORDER_AMOUNT": 3.0, "TRADE_AMOUNT": 4.0},
+    ]
+    await call(analytics.stop_application, ApplicationName="order-trades")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)

@@ -158,6 +158,36 @@ def test_step_over_an_event_time_column() -> None:
             "GROUP BY TICKER_SYMBOL, STEP(PRICE BY INTERVAL '1' SECOND);",
             "Line 2: the window of pump P is over PRICE, a REAL; it must be a TIMESTAMP",
         ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "LEFT JOIN D OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS d ON s.SECTOR = d.A;",
+            "Line 4: Shoal cannot run a LEFT JOIN of two streams",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "JOIN D OVER (ROWS 10 PRECEDING) AS d ON s.SECTOR = d.A;",
+            "Line 4: Shoal cannot run the join window (ROWS 10 PRECEDING)",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL\n"
+            "FROM SOURCE_SQL_STREAM_001 OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS s\n"
+            "JOIN D AS d ON s.SECTOR = d.A;",
+            "Line 5: Shoal cannot run a join of stream SOURCE_SQL_STREAM_001 with D without a "
+            "window on D",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "JOIN ELSEWHERE OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS e ON s.SECTOR = e.A;",
+            "Line 2: pump P joins ELSEWHERE, which is neither an input's in-application stream",
+        ),
         ("CREATE VIEW V AS SELECT 1;", "Line 1: Shoal cannot run CREATE VIEW V AS"),
         (
             'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'
