@@ -768,9 +768,7 @@ def _translate(
     assert isinstance(table, exp.Table)
     alias = table.alias or source
     table.replace(exp.to_table(INPUT_TABLE).as_(alias, quoted=True))
-    rowtime: exp.Expr = exp.column(ROWTIME, table=alias, quoted=True)
-    if join is not None:
-        rowtime = _join_rowtime(tree, alias, join)
+    later: exp.Expr | None = _join_rowtime(tree, alias, join) if join is not None else None
     if derived is not None:
         if ROWTIME not in reader.named_selects:
             reader.select(exp.column(ROWTIME, table=alias, quoted=True), copy=False)
@@ -783,6 +781,7 @@ def _translate(
             order = exp.Order(expressions=[exp.Ordered(this=exp.column(ROWTIME, quoted=True))])
             window.set("order", order)
     if not windowed:
+        rowtime = later or exp.column(ROWTIME, table=alias, quoted=True)
         rewritten = rewritten.select(exp.alias_(rowtime, ROWTIME_ALIAS, quoted=True))
     if not sliding:
         return rewritten.sql(dialect="duckdb")
