@@ -18,8 +18,8 @@ from typing import Any
 
 import duckdb
 
-from broker.analytics import sql
-from broker.analytics.pipeline import reference_tables, source_streams
+from broker.analytics import anomaly, sql
+from broker.analytics.pipeline import reference_tables, scored_columns, source_streams
 from broker.analytics.records import Row
 from broker.errors import ErrorCode, ShoalError
 
@@ -52,6 +52,12 @@ class DuckDbEngine:
             self.load_table(sql.JOIN_TABLE, *joined)
         result: list[Row] = self._connection.execute(query).fetchall()
         return result
+
+    def describe(self, query: str, columns: Sequence[sql.Column]) -> tuple[sql.Column, ...]:
+        """The columns (names and engine types) of the query's result over `columns`."""
+        self._bind(columns, ())
+        description = self._connection.execute(query).description or []
+        return tuple(sql.Column(str(column[0]), str(column[1])) for column in description)
 
     def _bind(self, columns: Sequence[sql.Column], rows: Sequence[Row]) -> None:
         self.load_table(sql.INPUT_TABLE, columns, rows)
@@ -122,6 +128,9 @@ class DuckDbEngine:
             if pump.window is not None:
                 _check_window_column(pump, source)
             try:
+                if pump.scored is not None:
+                    self._check_scored(pump, source)
+                    continue
                 self.run(pump.query, pump.input_columns(source), (), joined)
                 if pump.sliding is not None and pump.sliding.prune_query is not None:
                     self.run(pump.sliding.prune_query, source, ())
@@ -132,6 +141,21 @@ class DuckDbEngine:
                 raise ShoalError(
                     ErrorCode.CODE_VALIDATION, f"Line {pump.line}: pump {pump.name}: {message}"
                 ) from error
+
+    def _check_scored(self, pump: sql.Pump, source: tuple[sql.Column, ...]) -> None:
+        """A scoring pump's cursor (numeric columns, no DECIMAL), then its query over the
+        scored rows."""
+        scored = pump.scored
+        assert scored is not None
+        cursor = self.describe(scored.cursor_query, source)
+        try:
+            anomaly.numeric_columns([(c.name, c.sql_type) for c in cursor[:-1]])
+        except anomaly.AnomalyError as error:
+            raise ShoalError(
+                ErrorCode.CODE_VALIDATION,
+                f"Line {pump.line}: pump {pump.name}: {scored.function}: {error}.",
+            ) from error
+        self.run(pump.query, scored_columns(cursor, scored), ())
 
 
 class DuckDbChecker:

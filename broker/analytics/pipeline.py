@@ -16,11 +16,12 @@ Pure apart from the injected engine: no I/O, no clock (the watermark is passed i
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from broker.analytics import sql, windows
+from broker.analytics import anomaly, sql, windows
 from broker.analytics.records import Row, from_timestamp, to_timestamp
 
 APPROXIMATE_ARRIVAL_TIME = "APPROXIMATE_ARRIVAL_TIME"
@@ -34,6 +35,22 @@ class Engine(Protocol):
         rows: Sequence[Row],
         joined: tuple[Sequence[sql.Column], Sequence[Row]] | None = None,
     ) -> list[Row]: ...
+
+    def describe(self, query: str, columns: Sequence[sql.Column]) -> tuple[sql.Column, ...]: ...
+
+
+def scored_columns(
+    cursor: Sequence[sql.Column], scored: sql.ScoredSource
+) -> tuple[sql.Column, ...]:
+    """The columns of the rows a pump reads from TABLE(RANDOM_CUT_FOREST...(CURSOR(...))):
+    ROWTIME, the cursor's columns (its ROWTIME column and the engine's last one, the input
+    row's ROWTIME, left out), then ANOMALY_SCORE [and ANOMALY_EXPLANATION]."""
+    columns = [sql.Column(sql.ROWTIME, "TIMESTAMP")]
+    columns += [column for column in cursor[:-1] if column.name != sql.ROWTIME]
+    columns.append(sql.Column(anomaly.ANOMALY_SCORE, "DOUBLE"))
+    if scored.parameters.explain:
+        columns.append(sql.Column(anomaly.ANOMALY_EXPLANATION, "VARCHAR"))
+    return tuple(columns)
 
 
 def source_streams(inputs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[sql.Column, ...]]:
@@ -108,6 +125,10 @@ class Pipeline:
         self._staggered: dict[str, dict[tuple[Any, ...], list[tuple[int, list[Row]]]]] = {
             pump.name: {} for pump in program.pumps if pump.stagger is not None
         }
+        # Per scoring pump: its forest and the columns of its scored rows (made at its first
+        # rows: the cursor's columns are the engine's to tell).
+        self._detectors: dict[str, tuple[anomaly.AnomalyDetector, tuple[sql.Column, ...]]] = {}
+        self._kept_cursor_columns: dict[str, list[int]] = {}
         self._received: dict[str, list[Row]] = defaultdict(list)
         self.watermark_ms = watermark_ms
         self.late_rows = 0
@@ -133,6 +154,8 @@ class Pipeline:
                 self._run_sliding(pump, rows)
             elif pump.join is not None:
                 self._run_join(pump, rows, left=True)
+            elif pump.scored is not None:
+                self._run_scored(pump, rows)
             else:
                 self._run_continuous(pump, rows)
         for pump in self._right_of.get(stream, ()):
@@ -237,6 +260,34 @@ class Pipeline:
             history[:] = [row for row in history if from_timestamp(row[0]) >= oldest_ms]
         elif sliding.prune_query is not None:
             history[:] = self._engine.run(sliding.prune_query, source, history)
+
+    def _run_scored(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
+        """The cursor's rows, each scored then learnt by the pump's forest in order, read by
+        the pump's query."""
+        scored = pump.scored
+        assert scored is not None
+        source = self._columns[pump.source]
+        if pump.name not in self._detectors:
+            cursor = self._engine.describe(scored.cursor_query, source)
+            detector = anomaly.AnomalyDetector(
+                scored.parameters,
+                [(column.name, column.sql_type) for column in cursor[:-1]],
+                seed=zlib.crc32(pump.name.encode()),
+            )
+            keep = [i for i, c in enumerate(cursor[:-1]) if c.name != sql.ROWTIME]
+            self._detectors[pump.name] = (detector, scored_columns(cursor, scored))
+            self._kept_cursor_columns[pump.name] = keep
+        detector, columns = self._detectors[pump.name]
+        keep = self._kept_cursor_columns[pump.name]
+        scored_rows: list[Row] = []
+        for values in self._engine.run(scored.cursor_query, source, rows):
+            score, explanation = detector.score(values[:-1])
+            extra = (score,) if explanation is None else (score, explanation)
+            scored_rows.append((values[-1], *(values[i] for i in keep), *extra))
+        result = self._engine.run(pump.query, columns, scored_rows)
+        self.push(
+            pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
+        )
 
     def _run_join(self, pump: sql.Pump, rows: Sequence[Row], *, left: bool) -> None:
         """New rows of one side paired with the rows the other side kept (each pair is

@@ -31,9 +31,12 @@ A stagger window (`WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`) 
 per key, opened by the key's first row and closed the range later; the query runs grouped by
 the keys when it closes, and its rows get the close time as ROWTIME.
 
+A pump may read `FROM TABLE(RANDOM_CUT_FOREST[_WITH_EXPLANATION](CURSOR(SELECT STREAM ...),
+...))`: a `ScoredSource`, the cursor's rows scored by the pump's forest (`anomaly.py`).
+
 What Shoal does not run yet (outer stream-to-stream joins, subqueries, set operations,
-KDA's analytic functions) is refused with CodeValidationException naming the line
-and the construct, never run approximately. Pure: no I/O; the engine's own dry run
+HOTSPOTS) is refused with CodeValidationException naming the line and the construct, never
+run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
 """
 
@@ -46,7 +49,7 @@ from sqlglot import Token, TokenType, exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
-from broker.analytics import log_parsing
+from broker.analytics import anomaly, log_parsing
 from broker.errors import ErrorCode, ShoalError
 
 ROWTIME = "ROWTIME"
@@ -141,6 +144,17 @@ class StreamJoin:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ScoredSource:
+    """`FROM TABLE(RANDOM_CUT_FOREST[_WITH_EXPLANATION](CURSOR(SELECT STREAM ... FROM s),
+    ...))`: the cursor's rows, each scored by the pump's forest (`anomaly.py`), are the rows the
+    pump's query reads: ROWTIME, the cursor's columns, ANOMALY_SCORE [, ANOMALY_EXPLANATION]."""
+
+    function: str
+    parameters: anomaly.ForestParameters
+    cursor_query: str  # DuckDB SQL over INPUT_TABLE: the cursor's columns, then ROWTIME_ALIAS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pump:
     name: str
     source: str  # the in-application stream it reads
@@ -154,6 +168,7 @@ class Pump:
     tables: tuple[str, ...] = ()
     stagger: StaggerWindow | None = None
     join: StreamJoin | None = None
+    scored: ScoredSource | None = None
 
     def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
         """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
@@ -337,6 +352,10 @@ def _pump(statement: _Statement) -> Pump:
     if not isinstance(select, exp.Select):
         raise refused(statement.line, f"{select.key.upper()} in pump {name}")
     line = statement.line
+    scored: ScoredSource | None = None
+    table_function = _table_function(select)
+    if table_function is not None:
+        select, scored = _scored_source(select, table_function, tokens, line)
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
     join: StreamJoin | None = None
@@ -358,6 +377,12 @@ def _pump(statement: _Statement) -> Pump:
         raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
     if _derived_table(select) is not None and (sliding is not None or stagger is not None):
         raise refused(line, "a sliding or stagger window over a subquery")
+    if scored is not None and (window or stagger or sliding or join or tables):
+        raise refused(
+            _line_of(tokens, "TABLE", line),
+            f"a query over {scored.function} that groups, joins or uses OVER",
+            "score in one pump and aggregate its output stream in another",
+        )
     if join is not None and (window or stagger or sliding or _derived_table(select)):
         raise refused(
             _line_of(tokens, "JOIN", line),
@@ -391,7 +416,83 @@ def _pump(statement: _Statement) -> Pump:
         tables=tables,
         stagger=stagger,
         join=join,
+        scored=scored,
     )
+
+
+def _table_function(select: exp.Select) -> exp.Anonymous | None:
+    """The `TABLE(...)` call a query reads FROM, if any."""
+    from_ = select.args.get("from_") or select.args.get("from")
+    if not isinstance(from_, exp.From) or not isinstance(from_.this, exp.Table):
+        return None
+    call = from_.this.this
+    if isinstance(call, exp.Anonymous) and str(call.this).upper() == "TABLE":
+        return call
+    return None
+
+
+def _scored_source(
+    select: exp.Select, table: exp.Anonymous, tokens: tuple[Token, ...], line: int
+) -> tuple[exp.Select, ScoredSource]:
+    """The query rewritten to read its cursor's stream (the scored rows stand in for that
+    stream's rows), and the scoring: the function, its parameters, the cursor's query."""
+    where = _line_of(tokens, "TABLE", line)
+    inner = table.expressions[0] if len(table.expressions) == 1 else None
+    name = str(inner.this).upper() if isinstance(inner, exp.Anonymous) else ""
+    if not isinstance(inner, exp.Anonymous) or name not in _ANOMALY_FUNCTIONS:
+        shown = name or (inner.sql() if inner is not None else "")
+        raise refused(
+            where,
+            f"TABLE({shown})",
+            "Shoal runs TABLE(RANDOM_CUT_FOREST(...)) and "
+            "TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(...))",
+        )
+    arguments = inner.expressions
+    cursor = arguments[0] if arguments else None
+    if (
+        not isinstance(cursor, exp.Anonymous)
+        or str(cursor.this).upper() != "CURSOR"
+        or len(cursor.expressions) != 1
+        or not isinstance(cursor.expressions[0], exp.Select)
+    ):
+        raise refused(where, f"{name} without CURSOR(SELECT STREAM ... FROM a stream)")
+    cursor_select = cursor.expressions[0]
+    if (
+        cursor_select.args.get("group") is not None
+        or cursor_select.args.get("joins")
+        or cursor_select.find(exp.Window) is not None
+        or cursor_select.find(exp.AggFunc) is not None
+    ):
+        raise refused(where, f"a CURSOR of {name} that groups, joins or uses OVER")
+    _refuse_unsupported(cursor_select, where, tokens)
+    values: list[int | bool] = []
+    for argument in arguments[1:]:
+        if isinstance(argument, exp.Boolean):
+            values.append(bool(argument.this))
+        elif isinstance(argument, exp.Literal) and not argument.is_string:
+            try:
+                values.append(int(str(argument.this)))
+            except ValueError as error:
+                raise refused(where, f"{name} with {argument.sql()}") from error
+        else:
+            raise refused(where, f"{name} with {argument.sql()}", "its arguments are literals")
+    try:
+        settings = anomaly.parameters(name, values)
+    except anomaly.AnomalyError as error:
+        raise refused(where, f"this {name} call", str(error)) from error
+    source = _source(cursor_select, where)
+    try:
+        cursor_query = _translate(cursor_select, source, windowed=False, sliding=False)
+    except log_parsing.LogParseError as error:
+        raise refused(where, "this log-parsing call", str(error)) from error
+    outer = select.copy()
+    from_ = outer.args.get("from_") or outer.args.get("from")
+    assert isinstance(from_, exp.From)
+    assert isinstance(from_.this, exp.Table)
+    alias = from_.this.alias
+    stream = exp.Table(this=exp.to_identifier(source, quoted=True))
+    from_.this.replace(stream.as_(alias, quoted=True) if alias else stream)
+    return outer, ScoredSource(function=name, parameters=settings, cursor_query=cursor_query)
 
 
 def _join_windows(statement: _Statement, text: str) -> tuple[str, dict[int, int]]:
@@ -614,11 +715,14 @@ _UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
     (exp.Intersect, "INTERSECT", "INTERSECT", 1),
     (exp.With, "WITH", "WITH", 1),
 )
+_ANOMALY_FUNCTIONS = ("RANDOM_CUT_FOREST", "RANDOM_CUT_FOREST_WITH_EXPLANATION")
 _UNSUPPORTED_FUNCTIONS = {
-    "RANDOM_CUT_FOREST": "RANDOM_CUT_FOREST",
-    "RANDOM_CUT_FOREST_WITH_EXPLANATION": "RANDOM_CUT_FOREST_WITH_EXPLANATION",
+    "RANDOM_CUT_FOREST": "RANDOM_CUT_FOREST outside FROM TABLE(...)",
+    "RANDOM_CUT_FOREST_WITH_EXPLANATION": (
+        "RANDOM_CUT_FOREST_WITH_EXPLANATION outside FROM TABLE(...)"
+    ),
     "HOTSPOTS": "HOTSPOTS",
-    "TABLE": "TABLE(...) (table functions)",
+    "TABLE": "TABLE(...) outside FROM",
     "CURSOR": "CURSOR(...)",
     "W3C_LOG_PARSE": "W3C_LOG_PARSE",
     "FAST_REGEX_LOG_PARSER": "FAST_REGEX_LOG_PARSER",
@@ -775,6 +879,7 @@ def _translate(
         alias = derived.alias
     rewritten = tree.transform(_rewrite_function)
     assert isinstance(rewritten, exp.Select)
+    _star_without_rowtime(rewritten)
     for window in rewritten.find_all(exp.Window):
         if window.args.get("spec") is not None and window.args.get("order") is None:
             # KDA orders every window by ROWTIME, implicitly.
@@ -793,6 +898,15 @@ def _translate(
         f'SELECT * EXCLUDE ("{NEW_ROW}") FROM ({inner}) AS __shoal_rows WHERE "{NEW_ROW}" '
         f'ORDER BY "{ROWTIME_ALIAS}"'
     )
+
+
+def _star_without_rowtime(select: exp.Select) -> None:
+    """KDA's `SELECT STREAM *` is a stream's columns without ROWTIME (the row's ROWTIME is
+    its own, not a column inserted by position)."""
+    for projection in select.expressions:
+        star = projection.this if isinstance(projection, exp.Column) else projection
+        if isinstance(star, exp.Star) and not star.args.get("except_"):
+            star.set("except_", [exp.column(ROWTIME, quoted=True)])
 
 
 def _join_rowtime(tree: exp.Select, left: str, join: StreamJoin) -> exp.Expr:

@@ -3,6 +3,7 @@ continuous pumps, chains of in-application streams, late rows; and the pure wind
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from broker.analytics import pipeline, records, sql, windows
 from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
+from broker.errors import ErrorCode, ShoalError
 from tests.analytics.test_sql import SOURCE
 
 T0 = 1_790_000_000_000  # a multiple of every window size below
@@ -332,3 +334,93 @@ def test_a_windowed_stream_to_stream_join(engine: DuckDbEngine) -> None:
     assert "MATCHED" not in pipe.drain()
     kept_time = records.to_timestamp(T0 + 140_000)
     assert pipe._joined["JOIN_PUMP"] == ([(kept_time, "ABC", 5.0)], [])
+
+
+ANOMALY_CODE = """
+CREATE OR REPLACE STREAM "TEMP_STREAM" ("TICKER_SYMBOL" VARCHAR(4), "SECTOR" VARCHAR(16),
+    "PRICE" REAL, "ANOMALY_SCORE" DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "TEMP_STREAM"
+SELECT STREAM "TICKER_SYMBOL", "SECTOR", "PRICE", "ANOMALY_SCORE"
+FROM TABLE(RANDOM_CUT_FOREST(
+    CURSOR(SELECT STREAM "TICKER_SYMBOL", "SECTOR", "PRICE" FROM "SOURCE_SQL_STREAM_001"),
+    50, 64));
+CREATE OR REPLACE STREAM "EXPLAINED" ("PRICE" REAL, "ANOMALY_SCORE" DOUBLE,
+    "ANOMALY_EXPLANATION" VARCHAR(512));
+CREATE OR REPLACE PUMP "EXPLAIN_PUMP" AS INSERT INTO "EXPLAINED"
+SELECT STREAM "PRICE", "ANOMALY_SCORE", "ANOMALY_EXPLANATION"
+FROM TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(
+    CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"), 100, 256, 100000, 1, true))
+WHERE "SECTOR" = 'TECHNOLOGY';
+"""
+
+
+def test_random_cut_forest_scores_a_planted_anomaly(engine: DuckDbEngine) -> None:
+    """The reference's anomaly-detection pumps: every row gets ANOMALY_SCORE (0 while the
+    forest warms up); a price far from the background scores far above every background row;
+    the explanation names the numeric column (PRICE) with its direction and strength. Two runs
+    with the same seed give the same scores."""
+
+    def run() -> dict[str, list[records.Row]]:
+        program = sql.compile_program(ANOMALY_CODE)
+        DuckDbChecker().check(program, SOURCE)
+        pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+        noise = [50.0 + (i * 37 % 11) / 10 for i in range(300)]
+        noise[250] = 95.0  # the planted anomaly
+        rows = [row(T0 + i * 100, "QXZ", price) for i, price in enumerate(noise)]
+        for start in range(0, len(rows), 50):  # micro-batches
+            pipe.push("SOURCE_SQL_STREAM_001", rows[start : start + 50])
+        return pipe.drain()
+
+    drained = run()
+    scored = drained["TEMP_STREAM"]
+    assert len(scored) == 300
+    assert scored[0][1:] == ("QXZ", "TECHNOLOGY", 50.0, 0.0)
+    background = [r[4] for i, r in enumerate(scored) if i != 250]
+    anomaly_score = scored[250][4]
+    assert anomaly_score > 3 * max(background)
+    explained = drained["EXPLAINED"]
+    assert len(explained) == 300
+    assert explained[250][2] > 3 * max(r[2] for i, r in enumerate(explained) if i != 250)
+    explanation = json.loads(explained[250][3])
+    assert list(explanation) == ["PRICE"]  # the one numeric column (times are not numeric)
+    assert explanation["PRICE"]["DIRECTION"] == "HIGH"
+    assert float(explanation["PRICE"]["ATTRIBUTION_SCORE"]) == pytest.approx(
+        explained[250][2], abs=1e-4
+    )
+    assert float(explanation["PRICE"]["STRENGTH"]) > 0.5 * explained[250][2]
+    assert run()["TEMP_STREAM"] == scored  # deterministic under the pump's seed
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM PRICE FROM SOURCE_SQL_STREAM_001), 0)",
+            "numberOfTrees must be an integer from 1 to 1000",
+        ),
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM PRICE FROM SOURCE_SQL_STREAM_001), "
+            "100, 256, 100000, 1, true)",
+            "takes at most 4 arguments after its CURSOR",
+        ),
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM SECTOR FROM SOURCE_SQL_STREAM_001))",
+            "the CURSOR has no numeric column to score",
+        ),
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM CAST(PRICE AS DECIMAL(8, 2)) AS P "
+            "FROM SOURCE_SQL_STREAM_001))",
+            "column P is a DECIMAL; cast it to DOUBLE",
+        ),
+    ],
+)
+def test_random_cut_forest_refusals(call: str, expected: str) -> None:
+    code = (
+        'CREATE OR REPLACE STREAM "D" (S DOUBLE);\n'
+        'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+        f"SELECT STREAM ANOMALY_SCORE FROM TABLE({call});"
+    )
+    with pytest.raises(ShoalError) as raised:
+        DuckDbChecker().check(sql.compile_program(code), SOURCE)
+    assert raised.value.code is ErrorCode.CODE_VALIDATION
+    assert expected in raised.value.message

@@ -452,3 +452,95 @@ async def test_a_windowed_stream_to_stream_join(
             if not node.applications.running():
                 break
             await asyncio.sleep(0.05)
+
+
+ANOMALY_EXAMPLE = """-- The developer guide's anomaly detection example, unchanged.
+CREATE OR REPLACE STREAM "TEMP_STREAM" (
+            "TICKER_SYMBOL"     VARCHAR(4),
+            "SECTOR"          VARCHAR(16),
+            "CHANGE"          REAL,
+            "PRICE"          REAL,
+            "ANOMALY_SCORE"  DOUBLE);
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
+            "TICKER_SYMBOL"     VARCHAR(4),
+            "SECTOR"          VARCHAR(16),
+            "CHANGE"          REAL,
+            "PRICE"          REAL,
+            "ANOMALY_SCORE"  DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS
+   INSERT INTO "TEMP_STREAM"
+      SELECT STREAM "TICKER_SYMBOL", "SECTOR", "CHANGE", "PRICE", ANOMALY_SCORE
+      FROM TABLE(RANDOM_CUT_FOREST(
+              CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001")));
+CREATE OR REPLACE PUMP "OUTPUT_PUMP" AS
+   INSERT INTO "DESTINATION_SQL_STREAM"
+      SELECT STREAM * FROM "TEMP_STREAM"
+      ORDER BY FLOOR("TEMP_STREAM".ROWTIME TO SECOND), ANOMALY_SCORE DESC;
+"""
+
+
+async def test_the_anomaly_detection_example(node: Node, kinesis: Any, analytics: Any) -> None:
+    """The guide's RANDOM_CUT_FOREST application over ticker records with one planted price
+    spike: every record comes out with its ANOMALY_SCORE, the spike's far above the rest."""
+    for stream in ("prices", "scored"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    await call(
+        analytics.create_application,
+        ApplicationName="anomalies",
+        ApplicationCode=ANOMALY_EXAMPLE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {
+                    "ResourceARN": STREAM_ARN.format("prices"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("scored"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    prices = [80.0 + (i * 7 % 13) / 4 for i in range(150)]  # exact in a REAL
+    prices[120] = 160.0  # the planted spike
+    for start in range(0, len(prices), 50):
+        await call(
+            kinesis.put_records,
+            StreamName="prices",
+            Records=[
+                ticker_record(("QXZ", "HEALTHCARE", 0.1, price))
+                for price in prices[start : start + 50]
+            ],
+        )
+    await call(
+        analytics.start_application,
+        ApplicationName="anomalies",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    scored = [json.loads(data) for data in await read_all(kinesis, "scored", len(prices))]
+    assert len(scored) == len(prices)
+    assert sorted(row["PRICE"] for row in scored) == sorted(prices)
+    assert set(scored[0]) == {"TICKER_SYMBOL", "SECTOR", "CHANGE", "PRICE", "ANOMALY_SCORE"}
+    spike = next(row for row in scored if row["PRICE"] == 160.0)
+    others = [row["ANOMALY_SCORE"] for row in scored if row is not spike]
+    assert spike["ANOMALY_SCORE"] > 3 * max(others)
+    await call(analytics.stop_application, ApplicationName="anomalies")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)
