@@ -63,7 +63,7 @@ class ForestParameters:
     with_directionality: bool = False
 
 
-def parameters(function: str, values: Sequence[int | bool]) -> ForestParameters:
+def parameters(function: str, values: Sequence[int | float | bool]) -> ForestParameters:
     """The parameters of a call after its CURSOR, checked against the reference's bounds."""
     explain = function == "RANDOM_CUT_FOREST_WITH_EXPLANATION"
     most = len(PARAMETERS) + (1 if explain else 0)
@@ -72,7 +72,7 @@ def parameters(function: str, values: Sequence[int | bool]) -> ForestParameters:
     numbers: list[int] = []
     for index, (name, default, lowest, highest) in enumerate(PARAMETERS):
         value = values[index] if index < len(values) else default
-        if isinstance(value, bool) or not lowest <= value <= highest:
+        if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
             raise AnomalyError(f"{name} must be an integer from {lowest} to {highest}")
         numbers.append(value)
     directionality = values[len(PARAMETERS)] if len(values) > len(PARAMETERS) else False
@@ -126,21 +126,20 @@ class AnomalyDetector:
         }
         self._forest = krcf.RandomCutForest(cast("krcf.RandomCutForestOptions", options))
 
-    def score(self, values: Sequence[Any]) -> tuple[float, str | None]:
-        """The row's anomaly score (and explanation, for the _WITH_EXPLANATION function),
-        then the forest learns the row."""
+    def score(self, values: Sequence[Any]) -> tuple[Any, ...]:
+        """The row's ANOMALY_SCORE (and ANOMALY_EXPLANATION, for the _WITH_EXPLANATION
+        function), then the forest learns the row."""
         self._shingle.append(
             [float(values[i]) if values[i] is not None else 0.0 for i in self._positions]
         )
+        explain = self._settings.explain
         if len(self._shingle) < self._settings.shingle_size:
-            return 0.0, self._explanation(None) if self._settings.explain else None
+            return (0.0, self._explanation(None)) if explain else (0.0,)
         point = [value for row in self._shingle for value in row]
         score = float(self._forest.score(point))
-        explanation = None
-        if self._settings.explain:
-            explanation = self._explanation(self._forest.attribution(point))
+        explanation = self._explanation(self._forest.attribution(point)) if explain else None
         self._forest.update(point)
-        return score, explanation
+        return (score, explanation) if explain else (score,)
 
     def _explanation(self, attribution: Any) -> str:
         width = len(self._names)

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from broker.analytics import anomaly, sql, windows
+from broker.analytics import anomaly, hotspots, sql, windows
 from broker.analytics.records import Row, from_timestamp, to_timestamp
 
 APPROXIMATE_ARRIVAL_TIME = "APPROXIMATE_ARRIVAL_TIME"
@@ -47,10 +47,28 @@ def scored_columns(
     row's ROWTIME, left out), then ANOMALY_SCORE [and ANOMALY_EXPLANATION]."""
     columns = [sql.Column(sql.ROWTIME, "TIMESTAMP")]
     columns += [column for column in cursor[:-1] if column.name != sql.ROWTIME]
-    columns.append(sql.Column(anomaly.ANOMALY_SCORE, "DOUBLE"))
-    if scored.parameters.explain:
-        columns.append(sql.Column(anomaly.ANOMALY_EXPLANATION, "VARCHAR"))
+    settings = scored.parameters
+    if isinstance(settings, hotspots.HotspotParameters):
+        columns.append(sql.Column(hotspots.HOTSPOTS_RESULT, "VARCHAR"))
+    else:
+        columns.append(sql.Column(anomaly.ANOMALY_SCORE, "DOUBLE"))
+        if settings.explain:
+            columns.append(sql.Column(anomaly.ANOMALY_EXPLANATION, "VARCHAR"))
     return tuple(columns)
+
+
+class RowScorer(Protocol):
+    def score(self, values: Sequence[Any]) -> tuple[Any, ...]: ...
+
+
+def row_scorer(pump: sql.Pump, cursor: Sequence[sql.Column]) -> RowScorer:
+    """The model of a scoring pump (its cursor's columns without the engine's last one)."""
+    assert pump.scored is not None
+    settings = pump.scored.parameters
+    columns = [(column.name, column.sql_type) for column in cursor[:-1]]
+    if isinstance(settings, hotspots.HotspotParameters):
+        return hotspots.HotspotDetector(settings, columns)
+    return anomaly.AnomalyDetector(settings, columns, seed=zlib.crc32(pump.name.encode()))
 
 
 def source_streams(inputs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[sql.Column, ...]]:
@@ -127,7 +145,7 @@ class Pipeline:
         }
         # Per scoring pump: its forest and the columns of its scored rows (made at its first
         # rows: the cursor's columns are the engine's to tell).
-        self._detectors: dict[str, tuple[anomaly.AnomalyDetector, tuple[sql.Column, ...]]] = {}
+        self._detectors: dict[str, tuple[RowScorer, tuple[sql.Column, ...]]] = {}
         self._kept_cursor_columns: dict[str, list[int]] = {}
         self._received: dict[str, list[Row]] = defaultdict(list)
         self.watermark_ms = watermark_ms
@@ -269,11 +287,7 @@ class Pipeline:
         source = self._columns[pump.source]
         if pump.name not in self._detectors:
             cursor = self._engine.describe(scored.cursor_query, source)
-            detector = anomaly.AnomalyDetector(
-                scored.parameters,
-                [(column.name, column.sql_type) for column in cursor[:-1]],
-                seed=zlib.crc32(pump.name.encode()),
-            )
+            detector = row_scorer(pump, cursor)
             keep = [i for i, c in enumerate(cursor[:-1]) if c.name != sql.ROWTIME]
             self._detectors[pump.name] = (detector, scored_columns(cursor, scored))
             self._kept_cursor_columns[pump.name] = keep
@@ -281,8 +295,7 @@ class Pipeline:
         keep = self._kept_cursor_columns[pump.name]
         scored_rows: list[Row] = []
         for values in self._engine.run(scored.cursor_query, source, rows):
-            score, explanation = detector.score(values[:-1])
-            extra = (score,) if explanation is None else (score, explanation)
+            extra = detector.score(values[:-1])
             scored_rows.append((values[-1], *(values[i] for i in keep), *extra))
         result = self._engine.run(pump.query, columns, scored_rows)
         self.push(

@@ -32,10 +32,11 @@ per key, opened by the key's first row and closed the range later; the query run
 the keys when it closes, and its rows get the close time as ROWTIME.
 
 A pump may read `FROM TABLE(RANDOM_CUT_FOREST[_WITH_EXPLANATION](CURSOR(SELECT STREAM ...),
-...))`: a `ScoredSource`, the cursor's rows scored by the pump's forest (`anomaly.py`).
+...))` or `TABLE(HOTSPOTS(CURSOR(...), ...))`: a `ScoredSource`, the cursor's rows scored in
+order by the pump's model (`anomaly.py`, `hotspots.py`).
 
-What Shoal does not run yet (outer stream-to-stream joins, subqueries, set operations,
-HOTSPOTS) is refused with CodeValidationException naming the line and the construct, never
+What Shoal does not run yet (outer stream-to-stream joins, subqueries, set operations) is
+refused with CodeValidationException naming the line and the construct, never
 run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
 """
@@ -49,7 +50,7 @@ from sqlglot import Token, TokenType, exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
-from broker.analytics import anomaly, log_parsing
+from broker.analytics import anomaly, hotspots, log_parsing
 from broker.errors import ErrorCode, ShoalError
 
 ROWTIME = "ROWTIME"
@@ -150,7 +151,7 @@ class ScoredSource:
     pump's query reads: ROWTIME, the cursor's columns, ANOMALY_SCORE [, ANOMALY_EXPLANATION]."""
 
     function: str
-    parameters: anomaly.ForestParameters
+    parameters: anomaly.ForestParameters | hotspots.HotspotParameters
     cursor_query: str  # DuckDB SQL over INPUT_TABLE: the cursor's columns, then ROWTIME_ALIAS
 
 
@@ -444,8 +445,8 @@ def _scored_source(
         raise refused(
             where,
             f"TABLE({shown})",
-            "Shoal runs TABLE(RANDOM_CUT_FOREST(...)) and "
-            "TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(...))",
+            "Shoal runs TABLE(RANDOM_CUT_FOREST(...)), "
+            "TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(...)) and TABLE(HOTSPOTS(...))",
         )
     arguments = inner.expressions
     cursor = arguments[0] if arguments else None
@@ -465,19 +466,24 @@ def _scored_source(
     ):
         raise refused(where, f"a CURSOR of {name} that groups, joins or uses OVER")
     _refuse_unsupported(cursor_select, where, tokens)
-    values: list[int | bool] = []
+    values: list[int | float | bool] = []
     for argument in arguments[1:]:
         if isinstance(argument, exp.Boolean):
             values.append(bool(argument.this))
         elif isinstance(argument, exp.Literal) and not argument.is_string:
+            text = str(argument.this)
             try:
-                values.append(int(str(argument.this)))
+                values.append(int(text) if text.lstrip("-").isdigit() else float(text))
             except ValueError as error:
                 raise refused(where, f"{name} with {argument.sql()}") from error
         else:
             raise refused(where, f"{name} with {argument.sql()}", "its arguments are literals")
+    settings: anomaly.ForestParameters | hotspots.HotspotParameters
     try:
-        settings = anomaly.parameters(name, values)
+        if name == "HOTSPOTS":
+            settings = hotspots.parameters(values)
+        else:
+            settings = anomaly.parameters(name, values)
     except anomaly.AnomalyError as error:
         raise refused(where, f"this {name} call", str(error)) from error
     source = _source(cursor_select, where)
@@ -715,13 +721,13 @@ _UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
     (exp.Intersect, "INTERSECT", "INTERSECT", 1),
     (exp.With, "WITH", "WITH", 1),
 )
-_ANOMALY_FUNCTIONS = ("RANDOM_CUT_FOREST", "RANDOM_CUT_FOREST_WITH_EXPLANATION")
+_ANOMALY_FUNCTIONS = ("RANDOM_CUT_FOREST", "RANDOM_CUT_FOREST_WITH_EXPLANATION", "HOTSPOTS")
 _UNSUPPORTED_FUNCTIONS = {
     "RANDOM_CUT_FOREST": "RANDOM_CUT_FOREST outside FROM TABLE(...)",
     "RANDOM_CUT_FOREST_WITH_EXPLANATION": (
         "RANDOM_CUT_FOREST_WITH_EXPLANATION outside FROM TABLE(...)"
     ),
-    "HOTSPOTS": "HOTSPOTS",
+    "HOTSPOTS": "HOTSPOTS outside FROM TABLE(...)",
     "TABLE": "TABLE(...) outside FROM",
     "CURSOR": "CURSOR(...)",
     "W3C_LOG_PARSE": "W3C_LOG_PARSE",

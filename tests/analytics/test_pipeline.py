@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.analytics import pipeline, records, sql, windows
+from broker.analytics import anomaly, hotspots, pipeline, records, sql, windows
 from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
 from broker.errors import ErrorCode, ShoalError
 from tests.analytics.test_sql import SOURCE
@@ -424,3 +424,32 @@ def test_random_cut_forest_refusals(call: str, expected: str) -> None:
         DuckDbChecker().check(sql.compile_program(code), SOURCE)
     assert raised.value.code is ErrorCode.CODE_VALIDATION
     assert expected in raised.value.message
+
+
+def test_hotspots_find_the_dense_region_of_the_window() -> None:
+    """A dense cluster among spread points is one hotspot (its bounds and density); border
+    points join it; it leaves the result once its rows leave the window."""
+    settings = hotspots.parameters([100, 0.5, 20])
+    detector = hotspots.HotspotDetector(settings, [("LABEL", "VARCHAR"), ("X", "DOUBLE")])
+    results = [detector.score(("spread", 100.0 + 3 * i))[0] for i in range(40)]
+    assert json.loads(results[-1]) == {"hotspots": []}
+    cluster = [9.8 + (i % 5) / 10 for i in range(59)]  # 9.8 .. 10.2
+    results = [detector.score(("dense", x))[0] for x in [*cluster, 10.6]]  # 10.6: a border point
+    (hotspot,) = json.loads(results[-1])["hotspots"]
+    assert hotspot == {"density": pytest.approx(60 / 0.8), "maxValues": [10.6], "minValues": [9.8]}
+    results = [detector.score(("spread", 500.0 + 3 * i))[0] for i in range(100)]
+    assert json.loads(results[-1]) == {"hotspots": []}  # the cluster left the window
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ([99, 0.5, 20], "windowSize must be an integer from 100 to 1000"),
+        ([100, 0, 20], "scanRadius must be a number greater than 0"),
+        ([100, 0.5, 101], "minimumNumberOfPointsInAHotspot must be from 2 to windowSize"),
+        ([100, 0.5], "HOTSPOTS takes windowSize, scanRadius and"),
+    ],
+)
+def test_hotspots_parameters(arguments: list[float], expected: str) -> None:
+    with pytest.raises(anomaly.AnomalyError, match=expected):
+        hotspots.parameters(arguments)

@@ -544,3 +544,89 @@ async def test_the_anomaly_detection_example(node: Node, kinesis: Any, analytics
             if not node.applications.running():
                 break
             await asyncio.sleep(0.05)
+
+
+HOTSPOTS_EXAMPLE = """-- The SQL reference's HOTSPOTS example 1, unchanged.
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM"(
+    CHANGE REAL,
+    PRICE REAL,
+    HOTSPOTS_RESULT VARCHAR(10000));
+
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS
+    INSERT INTO "DESTINATION_SQL_STREAM"
+        SELECT
+            "CHANGE",
+            "PRICE",
+            "HOTSPOTS_RESULT"
+        FROM TABLE (
+            HOTSPOTS(
+                CURSOR(SELECT STREAM "CHANGE", "PRICE" FROM "SOURCE_SQL_STREAM_001"),
+                100,
+                0.013,
+                20)
+            );
+"""
+
+
+async def test_the_hotspots_example(node: Node, kinesis: Any, analytics: Any) -> None:
+    """The reference's HOTSPOTS pump over ticker records: 70 spread prices, then 30 at one
+    (CHANGE, PRICE): every record comes out with HOTSPOTS_RESULT; the last one's names the one
+    hotspot, its bounds and density (30 rows over a radius-sided square)."""
+    for stream in ("quotes", "hot"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    await call(
+        analytics.create_application,
+        ApplicationName="hotspots",
+        ApplicationCode=HOTSPOTS_EXAMPLE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {
+                    "ResourceARN": STREAM_ARN.format("quotes"),
+                    "RoleARN": ROLE,
+                },
+                "InputSchema": SCHEMA,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("hot"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    quotes = [("ABC", "TECHNOLOGY", 0.25, 10.0 + i) for i in range(70)]
+    quotes += [("XYZ", "ENERGY", 0.5, 40.0)] * 30
+    for start in range(0, len(quotes), 50):
+        await call(
+            kinesis.put_records,
+            StreamName="quotes",
+            Records=[ticker_record(quote) for quote in quotes[start : start + 50]],
+        )
+    await call(
+        analytics.start_application,
+        ApplicationName="hotspots",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    rows = [json.loads(data) for data in await read_all(kinesis, "hot", len(quotes))]
+    assert len(rows) == len(quotes)
+    assert json.loads(rows[69]["HOTSPOTS_RESULT"]) == {"hotspots": []}
+    (hotspot,) = json.loads(rows[-1]["HOTSPOTS_RESULT"])["hotspots"]
+    assert hotspot["minValues"] == hotspot["maxValues"] == [0.5, 40.0]
+    assert hotspot["density"] == pytest.approx(30 / 0.013**2)
+    await call(analytics.stop_application, ApplicationName="hotspots")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)
