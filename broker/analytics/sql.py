@@ -399,7 +399,7 @@ def _pump(statement: _Statement) -> Pump:
             join=join,
         )
     except log_parsing.LogParseError as error:
-        where = next((t.line for t in tokens if t.text.upper().endswith("_LOG_PARSE")), line)
+        where = next((t.line for t in tokens if "_LOG_PARSE" in t.text.upper()), line)
         raise refused(where, "this log-parsing call", str(error)) from error
     if sliding is not None and sliding.rows is not None:
         sliding = SlidingWindow(
@@ -730,10 +730,6 @@ _UNSUPPORTED_FUNCTIONS = {
     "HOTSPOTS": "HOTSPOTS outside FROM TABLE(...)",
     "TABLE": "TABLE(...) outside FROM",
     "CURSOR": "CURSOR(...)",
-    "W3C_LOG_PARSE": "W3C_LOG_PARSE",
-    "FAST_REGEX_LOG_PARSER": "FAST_REGEX_LOG_PARSER",
-    "FAST_REGEX_LOG_PARSE": "FAST_REGEX_LOG_PARSE",
-    "SYS_LOG_PARSE": "SYS_LOG_PARSE",
 }
 
 
@@ -1014,11 +1010,31 @@ def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
             fields = log_parsing.columns(_constant(name, columns), _log_parse_type, fixed=True)
             duckdb_sql = log_parsing.fixed_column_log_parse(_sql(text), fields)
             return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
-        case (("REGEX_LOG_PARSE" | "VARIABLE_COLUMN_LOG_PARSE" | "FIXED_COLUMN_LOG_PARSE"), _):
+        case "W3C_LOG_PARSE", [text, format_string]:
+            duckdb_sql = log_parsing.w3c_log_parse(_sql(text), _constant(name, format_string))
+            return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
+        case "SYS_LOG_PARSE", [text]:
+            return sqlglot.parse_one(log_parsing.sys_log_parse(_sql(text)), dialect="duckdb")
+        case (("FAST_REGEX_LOG_PARSER" | "FAST_REGEX_LOG_PARSE"), [text, pattern]):
+            duckdb_sql = log_parsing.fast_regex_log_parse(_sql(text), _constant(name, pattern))
+            return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
+        case (
+            (
+                "REGEX_LOG_PARSE"
+                | "VARIABLE_COLUMN_LOG_PARSE"
+                | "FIXED_COLUMN_LOG_PARSE"
+                | "W3C_LOG_PARSE"
+                | "SYS_LOG_PARSE"
+                | "FAST_REGEX_LOG_PARSER"
+                | "FAST_REGEX_LOG_PARSE"
+            ),
+            _,
+        ):
             raise log_parsing.LogParseError(
                 f"{name} with {len(arguments)} arguments (Shoal runs "
                 "REGEX_LOG_PARSE(text, pattern), VARIABLE_COLUMN_LOG_PARSE(text, columns, "
-                "delimiter) and FIXED_COLUMN_LOG_PARSE(text, columns))"
+                "delimiter), FIXED_COLUMN_LOG_PARSE(text, columns), W3C_LOG_PARSE(text, "
+                "format), SYS_LOG_PARSE(text) and FAST_REGEX_LOG_PARSER(text, pattern))"
             )
     return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -453,3 +453,73 @@ def test_hotspots_find_the_dense_region_of_the_window() -> None:
 def test_hotspots_parameters(arguments: list[float], expected: str) -> None:
     with pytest.raises(anomaly.AnomalyError, match=expected):
         hotspots.parameters(arguments)
+
+
+MORE_LOG_PARSING = """
+CREATE OR REPLACE STREAM "WEBLOG" (HOST VARCHAR(64), LOG_USER VARCHAR(16), TIME_DATES VARCHAR(32),
+    REQUEST VARCHAR(256), STATUS INTEGER, BYTES BIGINT);
+CREATE OR REPLACE PUMP "WEBLOG_PUMP" AS INSERT INTO "WEBLOG"
+  SELECT STREAM l.r.COLUMN1, l.r.COLUMN3, l.r.COLUMN4, l.r.COLUMN5, l.r.COLUMN6, l.r.COLUMN7
+  FROM (SELECT STREAM W3C_LOG_PARSE(SECTOR, 'COMMON') AS r FROM "SOURCE_SQL_STREAM_001") AS l;
+CREATE OR REPLACE STREAM "AGENTS" (VHOST VARCHAR(64), AGENT VARCHAR(256), METHOD VARCHAR(8));
+CREATE OR REPLACE PUMP "AGENTS_PUMP" AS INSERT INTO "AGENTS"
+  SELECT STREAM W3C_LOG_PARSE(SECTOR, 'COMMON WITH VHOST').COLUMN1,
+         W3C_LOG_PARSE(SECTOR, 'NCSA EXTENDED').COLUMN9,
+         W3C_LOG_PARSE(SECTOR, '%m %U').COLUMN1
+  FROM "SOURCE_SQL_STREAM_001";
+CREATE OR REPLACE STREAM "SYSLOG" (LOGGED TIMESTAMP, MESSAGE VARCHAR(256));
+CREATE OR REPLACE PUMP "SYSLOG_PUMP" AS INSERT INTO "SYSLOG"
+  SELECT STREAM SYS_LOG_PARSE(SECTOR).COLUMN1, SYS_LOG_PARSE(SECTOR).COLUMN2
+  FROM "SOURCE_SQL_STREAM_001";
+CREATE OR REPLACE STREAM "FAST" (KEY VARCHAR(64), VALUE VARCHAR(64));
+CREATE OR REPLACE PUMP "FAST_PUMP" AS INSERT INTO "FAST"
+  SELECT STREAM T.REC.COLUMN1, T.REC.COLUMN2 FROM
+    (SELECT STREAM FAST_REGEX_LOG_PARSER(SECTOR, '(.*)"="(.*)') AS REC
+     FROM "SOURCE_SQL_STREAM_001") AS T;
+"""
+
+
+def test_w3c_sys_log_and_fast_regex_parsing(engine: DuckDbEngine) -> None:
+    """The reference's W3C_LOG_PARSE COMMON example lines (and a COMMON WITH VHOST, an NCSA
+    EXTENDED and a custom format), SYS_LOG_PARSE's timestamp and text, and
+    FAST_REGEX_LOG_PARSER's lazy groups (the first '=' splits); other lines give NULLs."""
+    program = sql.compile_program(MORE_LOG_PARSING)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    at = records.to_timestamp(T0)
+    lines = [
+        '192.168.254.30 - John [24/May/2004:22:01:02 -0700] "GET /icons/apache_pb.gif HTTP/1.1"'
+        " 304 0",
+        'www.example.com 10.0.0.1 - - [24/May/2004:22:01:03 -0700] "GET / HTTP/1.1" 200 -',
+        '10.0.0.2 - - [24/May/2004:22:01:04 -0700] "GET /a HTTP/1.1" 200 12 "http://r/" '
+        '"Mozilla/5.0 (X11; Linux)"',
+        "Dec  6 20:01:02 myhost sshd[42]: Accepted key",
+        "key=a=b",
+    ]
+    pipe.push("SOURCE_SQL_STREAM_001", [(at, at, "QXZ", line, 1.0, None) for line in lines])
+    received = pipe.drain()
+    assert received["WEBLOG"][0] == (
+        at,
+        "192.168.254.30",
+        "John",
+        "[24/May/2004:22:01:02 -0700]",
+        "GET /icons/apache_pb.gif HTTP/1.1",
+        304,
+        0,
+    )
+    # The NCSA line starts with COMMON's fields but has more: it is not COMMON.
+    assert received["WEBLOG"][2][1:] == (None,) * 6
+    assert [r[1:] for r in received["AGENTS"]] == [
+        (None, None, None),
+        ("www.example.com", None, None),
+        (None, "Mozilla/5.0 (X11; Linux)", None),
+        (None, None, None),
+        (None, None, None),
+    ]
+    year = datetime.now(tz=UTC).year
+    assert received["SYSLOG"][3][1:] == (
+        datetime(year, 12, 6, 20, 1, 2),
+        "myhost sshd[42]: Accepted key",
+    )
+    assert received["SYSLOG"][0][1:] == (None, None)
+    assert [r[1:] for r in received["FAST"]][3:] == [(None, None), ("key", "a=b")]

@@ -630,3 +630,87 @@ async def test_the_hotspots_example(node: Node, kinesis: Any, analytics: Any) ->
             if not node.applications.running():
                 break
             await asyncio.sleep(0.05)
+
+
+LOG_EXAMPLE = """-- The SQL reference's W3C_LOG_PARSE COMMON columns, and SYS_LOG_PARSE.
+CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (HOST VARCHAR(64), LOG_USER VARCHAR(16),
+    REQUEST VARCHAR(256), STATUS INTEGER, LOGGED TIMESTAMP, MESSAGE VARCHAR(256));
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM l.w.COLUMN1, l.w.COLUMN3, l.w.COLUMN5, l.w.COLUMN6, l.s.COLUMN1, l.s.COLUMN2
+    FROM (SELECT STREAM W3C_LOG_PARSE(LINE, 'COMMON') AS w, SYS_LOG_PARSE(LINE) AS s
+          FROM "SOURCE_SQL_STREAM_001") AS l;
+"""
+
+
+async def test_the_log_parsing_functions(node: Node, kinesis: Any, analytics: Any) -> None:
+    for stream in ("logs", "parsed"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    schema = {
+        "RecordFormat": {
+            "RecordFormatType": "JSON",
+            "MappingParameters": {"JSONMappingParameters": {"RecordRowPath": "$"}},
+        },
+        "RecordColumns": [{"Name": "LINE", "Mapping": "$.line", "SqlType": "VARCHAR(1024)"}],
+    }
+    await call(
+        analytics.create_application,
+        ApplicationName="log-parsing",
+        ApplicationCode=LOG_EXAMPLE,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {"ResourceARN": STREAM_ARN.format("logs"), "RoleARN": ROLE},
+                "InputSchema": schema,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": "DESTINATION_SQL_STREAM",
+                "KinesisStreamsOutput": {
+                    "ResourceARN": STREAM_ARN.format("parsed"),
+                    "RoleARN": ROLE,
+                },
+                "DestinationSchema": {"RecordFormatType": "JSON"},
+            }
+        ],
+    )
+    lines = [
+        '192.168.254.30 - John [24/May/2004:22:01:02 -0700] "GET /icons/apache_pb.gif HTTP/1.1"'
+        " 304 0",
+        "Mar  1 09:05:00 web1 cron[7]: job done",
+    ]
+    await call(
+        kinesis.put_records,
+        StreamName="logs",
+        Records=[
+            {"Data": json.dumps({"line": line}).encode(), "PartitionKey": "k"} for line in lines
+        ],
+    )
+    await call(
+        analytics.start_application,
+        ApplicationName="log-parsing",
+        InputConfigurations=[
+            {
+                "Id": "1.1",
+                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
+            }
+        ],
+    )
+    parsed = [json.loads(data) for data in await read_all(kinesis, "parsed", 2)]
+    assert parsed[0] == {
+        "HOST": "192.168.254.30",
+        "LOG_USER": "John",
+        "REQUEST": "GET /icons/apache_pb.gif HTTP/1.1",
+        "STATUS": 304,
+        "LOGGED": None,
+        "MESSAGE": None,
+    }
+    assert parsed[1]["HOST"] is None
+    assert parsed[1]["MESSAGE"] == "web1 cron[7]: job done"
+    await call(analytics.stop_application, ApplicationName="log-parsing")
+    assert node.applications is not None
+    async with asyncio.timeout(10):
+        while True:  # the application leaves the node (bounded by the timeout)
+            if not node.applications.running():
+                break
+            await asyncio.sleep(0.05)

@@ -103,8 +103,16 @@ def test_step_over_an_event_time_column() -> None:
         (
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
             'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
-            "SELECT STREAM W3C_LOG_PARSE(SECTOR, 'COMMON').HOST FROM SOURCE_SQL_STREAM_001;",
-            "Line 3: Shoal cannot run W3C_LOG_PARSE",
+            "SELECT STREAM FAST_REGEX_LOG_PARSER(SECTOR, '(a)&(b)').COLUMN1\n"
+            "FROM SOURCE_SQL_STREAM_001;",
+            "Line 3: Shoal cannot run this log-parsing call: '&' in the Fast Regex",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM W3C_LOG_PARSE(SECTOR, 'NO FORMAT').COLUMN1 FROM SOURCE_SQL_STREAM_001;",
+            "Line 3: Shoal cannot run this log-parsing call: the format 'NO FORMAT' has no "
+            "specifier",
         ),
         (
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
