@@ -132,6 +132,8 @@ class DuckDbEngine:
                     self._check_scored(pump, source)
                     continue
                 self.run(pump.query, pump.input_columns(source), (), joined)
+                if pump.join is not None and joined is not None:
+                    _check_outer_join(self, pump.join, source, joined[0])
                 if pump.sliding is not None and pump.sliding.prune_query is not None:
                     self.run(pump.sliding.prune_query, source, ())
                 if pump.stagger is not None:
@@ -156,6 +158,19 @@ class DuckDbEngine:
                 f"Line {pump.line}: pump {pump.name}: {scored.function}: {error}.",
             ) from error
         self.run(pump.query, scored_columns(cursor, scored), ())
+
+
+def _check_outer_join(
+    engine: DuckDbEngine,
+    join: sql.StreamJoin,
+    left: tuple[sql.Column, ...],
+    right: tuple[sql.Column, ...],
+) -> None:
+    if join.outer_query is not None:
+        engine.run(join.outer_query, left, (), (right, ()))
+    if join.match_query is not None:
+        row_id = sql.Column(sql.ROW_ID, "BIGINT")
+        engine.run(join.match_query, (*left, row_id), (), ((*right, row_id), ()))
 
 
 class DuckDbChecker:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from broker.analytics import anomaly, hotspots, sql, windows
@@ -104,6 +105,16 @@ def reference_tables(
     }
 
 
+@dataclass(slots=True)
+class _JoinSide:
+    """One side of a stream-to-stream join: the rows it keeps, their ids, and (outer joins)
+    the ids ON matched."""
+
+    rows: list[Row] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    matched: set[int] = field(default_factory=set)
+
+
 class Pipeline:
     """Module docstring. Single-threaded; one per running application."""
 
@@ -128,9 +139,10 @@ class Pipeline:
             if pump.join is not None:
                 self._right_of[pump.join.right].append(pump)
         # Per join pump: the (left, right) rows later rows of the other side may pair with.
-        self._joined: dict[str, tuple[list[Row], list[Row]]] = {
-            pump.name: ([], []) for pump in program.pumps if pump.join is not None
+        self._joined: dict[str, tuple[_JoinSide, _JoinSide]] = {
+            pump.name: (_JoinSide(), _JoinSide()) for pump in program.pumps if pump.join is not None
         }
+        self._next_row_id = 0
         # Per windowed pump: window start -> the source rows buffered for it.
         self._open: dict[str, dict[int, list[Row]]] = {
             pump.name: {} for pump in program.pumps if pump.window is not None
@@ -196,7 +208,7 @@ class Pipeline:
             if pump.stagger is not None:
                 self._close_staggered(pump, pump.stagger.range_ms, watermark_ms)
             if pump.join is not None:
-                self._prune_joined(pump)
+                self._close_joined(pump)
 
     def closes_a_window(self, watermark_ms: int) -> bool:
         """Whether moving the watermark to `watermark_ms` would close (emit) a window."""
@@ -304,32 +316,80 @@ class Pipeline:
 
     def _run_join(self, pump: sql.Pump, rows: Sequence[Row], *, left: bool) -> None:
         """New rows of one side paired with the rows the other side kept (each pair is
-        emitted once: when its later row arrives); then the side keeps them."""
+        emitted once: when its later row arrives); an outer join also notes which rows ON
+        matched. Then the side keeps the rows, and rows whose window passed are closed."""
         join = pump.join
         assert join is not None
-        kept_left, kept_right = self._joined[pump.name]
-        left_rows, right_rows = (rows, kept_right) if left else (kept_left, rows)
-        result = self._engine.run(
-            pump.query,
-            self._columns[pump.source],
-            left_rows,
-            (self._columns[join.right], right_rows),
-        )
+        left_side, right_side = self._joined[pump.name]
+        ids = list(range(self._next_row_id, self._next_row_id + len(rows)))
+        self._next_row_id += len(rows)
+        left_columns, right_columns = self._columns[pump.source], self._columns[join.right]
+        left_rows, right_rows = (rows, right_side.rows) if left else (left_side.rows, rows)
+        result = self._engine.run(pump.query, left_columns, left_rows, (right_columns, right_rows))
         self.push(
             pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
         )
-        (kept_left if left else kept_right).extend(rows)
-        self._prune_joined(pump)
+        if join.match_query is not None:
+            left_ids, right_ids = (ids, right_side.ids) if left else (left_side.ids, ids)
+            row_id = sql.Column(sql.ROW_ID, "BIGINT")
+            pairs = self._engine.run(
+                join.match_query,
+                (*left_columns, row_id),
+                [(*row, i) for row, i in zip(left_rows, left_ids, strict=True)],
+                (
+                    (*right_columns, row_id),
+                    [(*row, i) for row, i in zip(right_rows, right_ids, strict=True)],
+                ),
+            )
+            for left_id, right_id in pairs:
+                left_side.matched.add(left_id)
+                right_side.matched.add(right_id)
+        side = left_side if left else right_side
+        side.rows.extend(rows)
+        side.ids.extend(ids)
+        self._close_joined(pump)
 
-    def _prune_joined(self, pump: sql.Pump) -> None:
-        """Drops the rows no later row can pair with: rows of the other side arriving from
-        now on have a ROWTIME at or after the watermark (earlier ones are late)."""
+    def _close_joined(self, pump: sql.Pump) -> None:
+        """Closes the kept rows no later row can pair with (rows of the other side arriving
+        from now on have a ROWTIME at or after the watermark; earlier ones are late): an outer
+        side's unmatched ones are emitted with NULLs for the other side, then all are
+        dropped."""
         join = pump.join
         assert join is not None
-        kept_left, kept_right = self._joined[pump.name]
-        for kept, range_ms in ((kept_left, join.left_range_ms), (kept_right, join.right_range_ms)):
-            if kept and from_timestamp(kept[0][0]) + range_ms < self.watermark_ms:
-                kept[:] = [r for r in kept if from_timestamp(r[0]) + range_ms >= self.watermark_ms]
+        left_side, right_side = self._joined[pump.name]
+        outer_left, outer_right = join.outer_sides()
+        sides = (
+            (left_side, join.left_range_ms, outer_left, True),
+            (right_side, join.right_range_ms, outer_right, False),
+        )
+        for side, range_ms, outer, is_left in sides:
+            open_ = [from_timestamp(row[0]) + range_ms >= self.watermark_ms for row in side.rows]
+            if all(open_):
+                continue
+            if outer and join.outer_query is not None:
+                unmatched = [
+                    row
+                    for row, row_id, is_open in zip(side.rows, side.ids, open_, strict=True)
+                    if not is_open and row_id not in side.matched
+                ]
+                if unmatched:
+                    none: list[Row] = []
+                    left_rows, right_rows = (unmatched, none) if is_left else (none, unmatched)
+                    result = self._engine.run(
+                        join.outer_query,
+                        self._columns[pump.source],
+                        left_rows,
+                        (self._columns[join.right], right_rows),
+                    )
+                    self.push(
+                        pump.target,
+                        [self._target_row(pump, values[-1], values[:-1]) for values in result],
+                    )
+            side.matched.difference_update(
+                row_id for row_id, is_open in zip(side.ids, open_, strict=True) if not is_open
+            )
+            side.rows = [row for row, is_open in zip(side.rows, open_, strict=True) if is_open]
+            side.ids = [i for i, is_open in zip(side.ids, open_, strict=True) if is_open]
 
     def _buffer(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
         window = pump.window

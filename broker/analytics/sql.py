@@ -25,7 +25,8 @@ over the partition's rows in the range before it (the pipeline keeps that histor
 A query may join its stream with reference tables (`JOIN "TABLE" ON ...`, the application's
 reference data sources, which the engine holds as tables of those names), or with another
 in-application stream through a window (`JOIN "S" OVER (RANGE INTERVAL ... PRECEDING) AS s ON
-...`: a `StreamJoin`; outer joins of streams and ROWS join windows are refused).
+...`: a `StreamJoin`, inner or LEFT/RIGHT/FULL outer; CROSS joins of streams and ROWS join
+windows are refused).
 
 A stagger window (`WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`) is a window
 per key, opened by the key's first row and closed the range later; the query runs grouped by
@@ -35,7 +36,7 @@ A pump may read `FROM TABLE(RANDOM_CUT_FOREST[_WITH_EXPLANATION](CURSOR(SELECT S
 ...))` or `TABLE(HOTSPOTS(CURSOR(...), ...))`: a `ScoredSource`, the cursor's rows scored in
 order by the pump's model (`anomaly.py`, `hotspots.py`).
 
-What Shoal does not run yet (outer stream-to-stream joins, subqueries, set operations) is
+What Shoal does not run yet (cross stream-to-stream joins, subqueries, set operations) is
 refused with CodeValidationException naming the line and the construct, never
 run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
@@ -43,6 +44,7 @@ run approximately. Pure: no I/O; the engine's own dry run
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import sqlglot
@@ -63,6 +65,8 @@ ROWTIME_ALIAS = "__shoal_rowtime"
 NEW_ROW = "__shoal_new"
 # The table a stream-to-stream join's query reads its right stream's rows from.
 JOIN_TABLE = "__shoal_join"
+# An outer join's row identity column, in the tables its match query reads.
+ROW_ID = "__shoal_row_id"
 # The alias a FROM subquery without one gets.
 DERIVED = "__shoal_derived"
 STATEMENTS_MAX = 1_000
@@ -142,6 +146,15 @@ class StreamJoin:
     right: str  # the in-application stream joined (the pump's source is the left side)
     left_range_ms: int
     right_range_ms: int
+    kind: str = "INNER"  # INNER, LEFT, RIGHT or FULL (OUTER)
+    # Outer joins: the query over the unmatched rows of a side whose window passed (the other
+    # side's table empty), and the query pairing the rows' ids (ROW_ID) by the ON condition.
+    outer_query: str | None = None
+    match_query: str | None = None
+
+    def outer_sides(self) -> tuple[bool, bool]:
+        """Whether the left and the right side keep their unmatched rows."""
+        return self.kind in ("LEFT", "FULL"), self.kind in ("RIGHT", "FULL")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -401,6 +414,16 @@ def _pump(statement: _Statement) -> Pump:
     except log_parsing.LogParseError as error:
         where = next((t.line for t in tokens if "_LOG_PARSE" in t.text.upper()), line)
         raise refused(where, "this log-parsing call", str(error)) from error
+    if join is not None and join.kind != "INNER":
+        join = dataclasses.replace(
+            join,
+            outer_query=_translate(
+                select, source, windowed=False, sliding=False, join=join, join_variant="outer"
+            ),
+            match_query=_translate(
+                select, source, windowed=False, sliding=False, join=join, join_variant="match"
+            ),
+        )
     if sliding is not None and sliding.rows is not None:
         sliding = SlidingWindow(
             range_ms=None, rows=sliding.rows, prune_query=_prune_query(select, sliding.rows)
@@ -566,11 +589,15 @@ def _stream_join(
     method = " ".join(
         str(join.args.get(part) or "").upper() for part in ("method", "side", "kind")
     ).split()
-    if method not in ([], ["INNER"]):
+    kinds = {(): "INNER", ("INNER",): "INNER", ("LEFT",): "LEFT", ("LEFT", "OUTER"): "LEFT"}
+    kinds |= {("RIGHT",): "RIGHT", ("RIGHT", "OUTER"): "RIGHT"}
+    kinds |= {("FULL",): "FULL", ("FULL", "OUTER"): "FULL"}
+    kind = kinds.get(tuple(method))
+    if kind is None:
         raise refused(
             where,
             f"a {' '.join(method)} JOIN of two streams",
-            "Shoal runs inner stream-to-stream joins",
+            "Shoal runs INNER, LEFT, RIGHT and FULL stream-to-stream joins",
         )
     if join.args.get("on") is None or join.args.get("using"):
         raise refused(where, "a stream-to-stream join without ON")
@@ -586,7 +613,9 @@ def _stream_join(
             f"a join of stream {source} with {right} without a window on {right}",
             "add OVER (RANGE INTERVAL 'n' unit PRECEDING) after the joined stream",
         )
-    return StreamJoin(right=right, left_range_ms=ranges.get(0, 0), right_range_ms=ranges[1])
+    return StreamJoin(
+        right=right, left_range_ms=ranges.get(0, 0), right_range_ms=ranges[1], kind=kind
+    )
 
 
 def _stagger_clause(statement: _Statement) -> tuple[str, int | None]:
@@ -854,9 +883,13 @@ def _translate(
     windowed: bool,
     sliding: bool,
     join: StreamJoin | None = None,
+    join_variant: str = "inner",
 ) -> str:
     """The select as DuckDB SQL over INPUT_TABLE (aliased as the source stream, so qualified
-    columns keep working), with identifiers normalized and KDA's functions rewritten."""
+    columns keep working), with identifiers normalized and KDA's functions rewritten. A
+    stream-to-stream join's query pairs rows as an inner join ("inner"), or is its own (outer)
+    join over the unmatched rows ("outer"), or gives the ids of the pairs ON matches
+    ("match")."""
     tree = select.copy()
     for identifier in tree.find_all(exp.Identifier):
         identifier.set("this", _normalize(identifier))
@@ -874,13 +907,17 @@ def _translate(
     assert isinstance(table, exp.Table)
     alias = table.alias or source
     table.replace(exp.to_table(INPUT_TABLE).as_(alias, quoted=True))
-    later: exp.Expr | None = _join_rowtime(tree, alias, join) if join is not None else None
+    later: exp.Expr | None = None
+    if join is not None:
+        later = _join_rowtime(tree, alias, join, join_variant)
     if derived is not None:
         if ROWTIME not in reader.named_selects:
             reader.select(exp.column(ROWTIME, table=alias, quoted=True), copy=False)
         alias = derived.alias
     rewritten = tree.transform(_rewrite_function)
     assert isinstance(rewritten, exp.Select)
+    if join is not None and join_variant == "match":
+        return _match_query(rewritten, alias)
     _star_without_rowtime(rewritten)
     for window in rewritten.find_all(exp.Window):
         if window.args.get("spec") is not None and window.args.get("order") is None:
@@ -911,11 +948,32 @@ def _star_without_rowtime(select: exp.Select) -> None:
             star.set("except_", [exp.column(ROWTIME, quoted=True)])
 
 
-def _join_rowtime(tree: exp.Select, left: str, join: StreamJoin) -> exp.Expr:
+def _match_query(rewritten: exp.Select, left: str) -> str:
+    """The ids of the left and right rows an outer join's ON pairs (its WHERE aside)."""
+    from_ = rewritten.args.get("from_") or rewritten.args.get("from")
+    assert isinstance(from_, exp.From)
+    joined = rewritten.args["joins"][0]
+    right = joined.this.alias
+    query = (
+        exp.select(
+            exp.column(ROW_ID, table=left, quoted=True),
+            exp.column(ROW_ID, table=right, quoted=True),
+        )
+        .from_(from_.this.copy())
+        .join(joined.copy())
+    )
+    return query.sql(dialect="duckdb")
+
+
+def _join_rowtime(tree: exp.Select, left: str, join: StreamJoin, variant: str) -> exp.Expr:
     """Binds a stream-to-stream join's right stream to JOIN_TABLE and adds its time condition
-    to ON; returns the joined row's ROWTIME (the later of the pair's), which an unqualified
-    ROWTIME in the query now means."""
+    to ON; returns the joined row's ROWTIME (the later of the pair's; for an unmatched row of
+    an outer join, the end of its window), which an unqualified ROWTIME in the query now
+    means."""
     joined = tree.args["joins"][0]
+    if variant != "outer":  # pairs are inner-joined; unmatched rows wait for their window
+        joined.set("side", None)
+        joined.set("kind", None)
     table = joined.this
     assert isinstance(table, exp.Table)
     right = table.alias or join.right
@@ -928,7 +986,13 @@ def _join_rowtime(tree: exp.Select, left: str, join: StreamJoin) -> exp.Expr:
         dialect="duckdb",
     )
     joined.set("on", exp.and_(exp.paren(joined.args["on"]), within))
-    later = exp.func("greatest", left_time, right_time)
+    later: exp.Expr = exp.func("greatest", left_time, right_time)
+    if variant == "outer":  # one side is NULL: greatest() is the other's window end
+        later = sqlglot.parse_one(
+            f"greatest({left_time.sql()} + INTERVAL {join.left_range_ms} MILLISECOND, "
+            f"{right_time.sql()} + INTERVAL {join.right_range_ms} MILLISECOND)",
+            dialect="duckdb",
+        )
     for column in list(tree.find_all(exp.Column)):
         if column.name == ROWTIME and not column.table:
             column.replace(later.copy())

@@ -301,6 +301,40 @@ CREATE OR REPLACE PUMP "JOIN_PUMP" AS INSERT INTO "MATCHED"
 """
 
 
+def test_an_outer_stream_to_stream_join(engine: DuckDbEngine) -> None:
+    """LEFT JOIN: an order no trade matched comes out with NULL trade columns once its window
+    passed (the watermark), at the window's end as ROWTIME; a matched order only as its pair
+    (a WHERE on the pair does not make it unmatched); FULL JOIN: unmatched trades too."""
+    left_join = JOIN_CODE.replace('  JOIN "TRADES"', '  LEFT OUTER JOIN "TRADES"').replace(
+        "ON o.TICKER = t.TICKER;", "ON o.TICKER = t.TICKER WHERE t.AMOUNT IS NULL OR t.AMOUNT > 5;"
+    )
+    program = sql.compile_program(left_join)
+    assert program.pumps[-1].join is not None
+    assert program.pumps[-1].join.kind == "LEFT"
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    source = "SOURCE_SQL_STREAM_001"
+    pipe.push(source, [sector_row(T0, "ABC", "TRADE", 10.0), sector_row(T0, "QRS", "TRADE", 1.0)])
+    pipe.push(source, [sector_row(T0 + 5_000, "ABC", "ORDER", 11.0)])  # matched
+    pipe.push(source, [sector_row(T0 + 6_000, "XYZ", "ORDER", 2.0)])  # no trade
+    pipe.push(source, [sector_row(T0 + 7_000, "QRS", "ORDER", 3.0)])  # matched, WHERE drops it
+    assert [r[2:] for r in pipe.drain()["MATCHED"]] == [("ABC", 11.0, 10.0)]
+    pipe.advance(T0 + 6_000)  # the XYZ order's window (its own instant) is still open
+    assert "MATCHED" not in pipe.drain()
+    pipe.advance(T0 + 8_000)
+    assert pipe.drain()["MATCHED"] == [
+        (records.to_timestamp(T0 + 6_000), records.to_timestamp(T0 + 6_000), "XYZ", 2.0, None)
+    ]
+
+    full = sql.compile_program(JOIN_CODE.replace('  JOIN "TRADES"', '  FULL JOIN "TRADES"'))
+    pipe = pipeline.Pipeline(full, pipeline.source_streams(SOURCE), engine)
+    pipe.push(source, [sector_row(T0, "ABC", "TRADE", 10.0)])
+    pipe.advance(T0 + 61_000)  # the trade's minute passed with no order
+    unmatched = pipe.drain()["MATCHED"]
+    window_end = records.to_timestamp(T0 + 60_000)
+    assert unmatched == [(window_end, window_end, None, None, 10.0)]
+
+
 def sector_row(at_ms: int, ticker: str, sector: str, price: float) -> records.Row:
     time = records.to_timestamp(at_ms)
     return (time, time, ticker, sector, price, None)
@@ -333,7 +367,8 @@ def test_a_windowed_stream_to_stream_join(engine: DuckDbEngine) -> None:
     pipe.push(source, [sector_row(T0 + 140_000, "ABC", "ORDER", 5.0)])
     assert "MATCHED" not in pipe.drain()
     kept_time = records.to_timestamp(T0 + 140_000)
-    assert pipe._joined["JOIN_PUMP"] == ([(kept_time, "ABC", 5.0)], [])
+    left, right = pipe._joined["JOIN_PUMP"]
+    assert (left.rows, right.rows) == ([(kept_time, "ABC", 5.0)], [])
 
 
 ANOMALY_CODE = """

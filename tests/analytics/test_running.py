@@ -363,8 +363,8 @@ async def test_rows_written_before_a_takeover_are_not_written_again(
     await stop()
 
 
-JOIN_EXAMPLE = """-- The SQL reference's windowed stream-to-stream join: orders with
--- the trades of the minute before them.
+JOIN_EXAMPLE = """-- The SQL reference's windowed stream-to-stream join (LEFT OUTER: an
+-- order without a trade too): orders with the trades of the minute before them.
 CREATE OR REPLACE STREAM "ORDERS" (TICKER VARCHAR(4), AMOUNT DOUBLE);
 CREATE OR REPLACE PUMP "ORDERS_PUMP" AS INSERT INTO "ORDERS"
     SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE SECTOR = 'ORDER';
@@ -376,7 +376,7 @@ CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (ORDER_TIME TIMESTAMP, TICKER 
 CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
     SELECT STREAM ROWTIME, o.TICKER, o.AMOUNT AS ORDER_AMOUNT, t.AMOUNT AS TRADE_AMOUNT
     FROM "ORDERS" AS o
-    JOIN "TRADES" OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS t
+    LEFT OUTER JOIN "TRADES" OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS t
     ON o.TICKER = t.TICKER;
 """
 
@@ -422,7 +422,7 @@ async def test_a_windowed_stream_to_stream_join(
     clock.advance(ms=30_000)
     abc_order = await put(("ABC", "ORDER", 0.0, 11.0))  # its trade 30 s before: paired
     clock.advance(ms=31_000)
-    await put(("XYZ", "ORDER", 0.0, 2.0))  # its trade 61 s before: not paired
+    xyz_order = await put(("XYZ", "ORDER", 0.0, 2.0))  # its trade 61 s before: not paired
     await put(("ABC", "TRADE", 0.0, 12.0))  # after the order, which has no window: not paired
     qrs = await put(("QRS", "ORDER", 0.0, 3.0), ("QRS", "TRADE", 0.0, 4.0))  # the same instant
     await call(
@@ -436,7 +436,8 @@ async def test_a_windowed_stream_to_stream_join(
         ],
     )
     await wait_read(node, 7)
-    matched = [json.loads(data) for data in await read_all(kinesis, "matched", 2)]
+    clock.advance(ms=2_000)  # past the XYZ order's window (its instant) and the in-flight time
+    matched = [json.loads(data) for data in await read_all(kinesis, "matched", 3)]
 
     def at(ms: int) -> str:
         return records.to_timestamp(ms).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
@@ -444,6 +445,7 @@ async def test_a_windowed_stream_to_stream_join(
     assert matched == [
         {"ORDER_TIME": at(abc_order), "TICKER": "ABC", "ORDER_AMOUNT": 11.0, "TRADE_AMOUNT": 10.0},
         {"ORDER_TIME": at(qrs), "TICKER": "QRS", "ORDER_AMOUNT": 3.0, "TRADE_AMOUNT": 4.0},
+        {"ORDER_TIME": at(xyz_order), "TICKER": "XYZ", "ORDER_AMOUNT": 2.0, "TRADE_AMOUNT": None},
     ]
     await call(analytics.stop_application, ApplicationName="order-trades")
     assert node.applications is not None

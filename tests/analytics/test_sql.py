@@ -170,8 +170,8 @@ def test_step_over_an_event_time_column() -> None:
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
             'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
             "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
-            "LEFT JOIN D OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS d ON s.SECTOR = d.A;",
-            "Line 4: Shoal cannot run a LEFT JOIN of two streams",
+            "CROSS JOIN D OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS d;",
+            "Line 4: Shoal cannot run a CROSS JOIN of two streams",
         ),
         (
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
