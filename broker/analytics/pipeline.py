@@ -359,10 +359,14 @@ class Pipeline:
         left_side, right_side = self._joined[pump.name]
         outer_left, outer_right = join.outer_sides()
         sides = (
-            (left_side, join.left_range_ms, outer_left, True),
-            (right_side, join.right_range_ms, outer_right, False),
+            (left_side, join.left_range_ms, join.left_rows, outer_left, True),
+            (right_side, join.right_range_ms, join.right_rows, outer_right, False),
         )
-        for side, range_ms, outer, is_left in sides:
+        for side, range_ms, last_rows, outer, is_left in sides:
+            if last_rows is not None:  # a ROWS window: the side's last rows, by arrival
+                del side.rows[: max(0, len(side.rows) - last_rows)]
+                del side.ids[: max(0, len(side.ids) - last_rows)]
+                continue
             open_ = [from_timestamp(row[0]) + range_ms >= self.watermark_ms for row in side.rows]
             if all(open_):
                 continue

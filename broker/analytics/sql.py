@@ -25,8 +25,8 @@ over the partition's rows in the range before it (the pipeline keeps that histor
 A query may join its stream with reference tables (`JOIN "TABLE" ON ...`, the application's
 reference data sources, which the engine holds as tables of those names), or with another
 in-application stream through a window (`JOIN "S" OVER (RANGE INTERVAL ... PRECEDING) AS s ON
-...`: a `StreamJoin`, inner or LEFT/RIGHT/FULL outer; CROSS joins of streams and ROWS join
-windows are refused).
+...` or `OVER (ROWS n PRECEDING)`: a `StreamJoin`, inner or LEFT/RIGHT/FULL outer; CROSS
+joins of streams and outer joins with a ROWS window are refused).
 
 A stagger window (`WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`) is a window
 per key, opened by the key's first row and closed the range later; the query runs grouped by
@@ -147,6 +147,9 @@ class StreamJoin:
     left_range_ms: int
     right_range_ms: int
     kind: str = "INNER"  # INNER, LEFT, RIGHT or FULL (OUTER)
+    # A ROWS window: the side's last n rows (inner joins), whatever their ROWTIME.
+    left_rows: int | None = None
+    right_rows: int | None = None
     # Outer joins: the query over the unmatched rows of a side whose window passed (the other
     # side's table empty), and the query pairing the rows' ids (ROW_ID) by the ON condition.
     outer_query: str | None = None
@@ -524,12 +527,13 @@ def _scored_source(
     return outer, ScoredSource(function=name, parameters=settings, cursor_query=cursor_query)
 
 
-def _join_windows(statement: _Statement, text: str) -> tuple[str, dict[int, int]]:
+def _join_windows(statement: _Statement, text: str) -> tuple[str, dict[int, tuple[str, int]]]:
     """The text with each stream's window in FROM/JOIN (`name OVER (RANGE INTERVAL ...
-    PRECEDING)`) blanked, and the ranges by the stream's position (0: the FROM stream, n: the
+    PRECEDING)` or `OVER (ROWS n PRECEDING)`) blanked, and the windows (RANGE and its
+    milliseconds, or ROWS and its count) by the stream's position (0: the FROM stream, n: the
     nth JOIN)."""
     tokens = statement.tokens
-    ranges: dict[int, int] = {}
+    ranges: dict[int, tuple[str, int]] = {}
     joins = 0
     for index, token in enumerate(tokens):
         if token.token_type is TokenType.JOIN:
@@ -555,16 +559,25 @@ def _join_windows(statement: _Statement, text: str) -> tuple[str, dict[int, int]
             text[tokens[index + 2].start : tokens[close - 1].end + 1] if close > index + 2 else ""
         )
         words = spec.split()
-        if len(words) < 2 or words[0].upper() != "RANGE" or words[-1].upper() != "PRECEDING":
+        frame = words[0].upper() if words else ""
+        if (
+            len(words) < 2
+            or frame not in ("RANGE", "ROWS")
+            or words[-1].upper() != "PRECEDING"
+            or (frame == "ROWS" and (len(words) != 3 or not words[1].isdigit()))
+        ):
             raise refused(
                 where,
                 f"the join window ({spec})",
-                "Shoal runs time-based join windows: OVER (RANGE INTERVAL 'n' unit PRECEDING)",
+                "Shoal runs OVER (RANGE INTERVAL 'n' unit PRECEDING) and OVER (ROWS n PRECEDING)",
             )
-        interval = _parse(f"SELECT {' '.join(words[1:-1])}", where).find(exp.Interval)
-        if interval is None:
-            raise refused(where, f"the join window ({spec})")
-        ranges[joins] = _interval_ms(interval, where)
+        if frame == "ROWS":
+            ranges[joins] = ("ROWS", int(words[1]))
+        else:
+            interval = _parse(f"SELECT {' '.join(words[1:-1])}", where).find(exp.Interval)
+            if interval is None:
+                raise refused(where, f"the join window ({spec})")
+            ranges[joins] = ("RANGE", _interval_ms(interval, where))
         span = text[token.start : tokens[close].end + 1]
         text = (
             text[: token.start]
@@ -577,7 +590,7 @@ def _join_windows(statement: _Statement, text: str) -> tuple[str, dict[int, int]
 def _stream_join(
     select: exp.Select,
     source: str,
-    ranges: dict[int, int],
+    ranges: dict[int, tuple[str, int]],
     tokens: tuple[Token, ...],
     line: int,
 ) -> StreamJoin:
@@ -613,8 +626,17 @@ def _stream_join(
             f"a join of stream {source} with {right} without a window on {right}",
             "add OVER (RANGE INTERVAL 'n' unit PRECEDING) after the joined stream",
         )
+    left_kind, left_amount = ranges.get(0, ("RANGE", 0))
+    right_kind, right_amount = ranges[1]
+    if kind != "INNER" and "ROWS" in (left_kind, right_kind):
+        raise refused(where, f"a {kind} JOIN with a ROWS window", "use a RANGE window")
     return StreamJoin(
-        right=right, left_range_ms=ranges.get(0, 0), right_range_ms=ranges[1], kind=kind
+        right=right,
+        left_range_ms=left_amount if left_kind == "RANGE" else 0,
+        right_range_ms=right_amount if right_kind == "RANGE" else 0,
+        kind=kind,
+        left_rows=left_amount if left_kind == "ROWS" else None,
+        right_rows=right_amount if right_kind == "ROWS" else None,
     )
 
 
@@ -980,12 +1002,19 @@ def _join_rowtime(tree: exp.Select, left: str, join: StreamJoin, variant: str) -
     table.replace(exp.to_table(JOIN_TABLE).as_(right, quoted=True))
     left_time = exp.column(ROWTIME, table=left, quoted=True)
     right_time = exp.column(ROWTIME, table=right, quoted=True)
-    within = sqlglot.parse_one(
-        f"{right_time.sql()} BETWEEN {left_time.sql()} - INTERVAL {join.right_range_ms} "
-        f"MILLISECOND AND {left_time.sql()} + INTERVAL {join.left_range_ms} MILLISECOND",
-        dialect="duckdb",
-    )
-    joined.set("on", exp.and_(exp.paren(joined.args["on"]), within))
+    bounds = []  # a ROWS side's rows pair whatever their ROWTIME: its side has no bound
+    if join.right_rows is None:
+        bounds.append(
+            f"{right_time.sql()} >= {left_time.sql()} - INTERVAL {join.right_range_ms} MILLISECOND"
+        )
+    if join.left_rows is None:
+        bounds.append(
+            f"{right_time.sql()} <= {left_time.sql()} + INTERVAL {join.left_range_ms} MILLISECOND"
+        )
+    on: exp.Expr = exp.paren(joined.args["on"])
+    if bounds:
+        on = exp.and_(on, sqlglot.parse_one(" AND ".join(bounds), dialect="duckdb"))
+    joined.set("on", on)
     later: exp.Expr = exp.func("greatest", left_time, right_time)
     if variant == "outer":  # one side is NULL: greatest() is the other's window end
         later = sqlglot.parse_one(

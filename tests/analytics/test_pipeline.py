@@ -335,6 +335,25 @@ def test_an_outer_stream_to_stream_join(engine: DuckDbEngine) -> None:
     assert unmatched == [(window_end, window_end, None, None, 10.0)]
 
 
+def test_a_stream_to_stream_join_over_the_last_rows(engine: DuckDbEngine) -> None:
+    """OVER (ROWS 2 PRECEDING) on the joined stream: an order pairs with its ticker's trades
+    among the last two trades, however old."""
+    program = sql.compile_program(
+        JOIN_CODE.replace("RANGE INTERVAL '1' MINUTE PRECEDING", "ROWS 2 PRECEDING")
+    )
+    assert program.pumps[-1].join == sql.StreamJoin(
+        right="TRADES", left_range_ms=0, right_range_ms=0, right_rows=2
+    )
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    source = "SOURCE_SQL_STREAM_001"
+    trades = [("ABC", 1.0), ("XYZ", 2.0), ("ABC", 3.0)]  # the first ABC trade drops out
+    pipe.push(source, [sector_row(T0 + i, t, "TRADE", a) for i, (t, a) in enumerate(trades)])
+    pipe.advance(T0 + 3_600_000)  # an hour later: a ROWS window keeps its rows
+    pipe.push(source, [sector_row(T0 + 3_600_000, "ABC", "ORDER", 9.0)])
+    assert [r[2:] for r in pipe.drain()["MATCHED"]] == [("ABC", 9.0, 3.0)]
+
+
 def sector_row(at_ms: int, ticker: str, sector: str, price: float) -> records.Row:
     time = records.to_timestamp(at_ms)
     return (time, time, ticker, sector, price, None)

@@ -177,8 +177,8 @@ def test_step_over_an_event_time_column() -> None:
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
             'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
             "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
-            "JOIN D OVER (ROWS 10 PRECEDING) AS d ON s.SECTOR = d.A;",
-            "Line 4: Shoal cannot run the join window (ROWS 10 PRECEDING)",
+            "LEFT JOIN D OVER (ROWS 10 PRECEDING) AS d ON s.SECTOR = d.A;",
+            "Line 4: Shoal cannot run a LEFT JOIN with a ROWS window",
         ),
         (
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
