@@ -95,8 +95,8 @@ class DuckDbEngine:
                     raise ShoalError(
                         ErrorCode.CODE_VALIDATION,
                         f"Line {pump.line}: Shoal cannot run a JOIN of pump {pump.name} with "
-                        f"stream {table}: stream-to-stream joins are not run; join a reference "
-                        "table.",
+                        f"stream {table} without a window: write JOIN {table} OVER (RANGE "
+                        "INTERVAL 'n' unit PRECEDING) AS alias ON ...",
                     )
                 if table not in tables and sources:
                     raise ShoalError(

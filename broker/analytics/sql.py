@@ -1255,8 +1255,8 @@ def _check_references(program: Program) -> None:
             if program.stream(table) is not None:
                 raise refused(
                     pump.line,
-                    f"a JOIN of pump {pump.name} with stream {table}",
-                    "stream-to-stream joins are not run; join a reference table",
+                    f"a JOIN of pump {pump.name} with stream {table} without a window",
+                    f"write JOIN {table} OVER (RANGE INTERVAL 'n' unit PRECEDING) AS alias ON ...",
                 )
         if pump.window is not None and pump.window.column != ROWTIME:
             # An event-time window needs the time column to be a TIMESTAMP of the source; the

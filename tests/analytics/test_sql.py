@@ -196,6 +196,14 @@ def test_step_over_an_event_time_column() -> None:
             "JOIN ELSEWHERE OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS e ON s.SECTOR = e.A;",
             "Line 2: pump P joins ELSEWHERE, which is neither an input's in-application stream",
         ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "JOIN D AS d ON s.SECTOR = d.A;",
+            "Line 2: Shoal cannot run a JOIN of pump P with stream D without a window: write "
+            "JOIN D OVER (RANGE INTERVAL",
+        ),
         ("CREATE VIEW V AS SELECT 1;", "Line 1: Shoal cannot run CREATE VIEW V AS"),
         (
             'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'
