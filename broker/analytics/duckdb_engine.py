@@ -96,7 +96,7 @@ class DuckDbEngine:
                         ErrorCode.CODE_VALIDATION,
                         f"Line {pump.line}: Shoal cannot run a JOIN of pump {pump.name} with "
                         f"stream {table} without a window: write JOIN {table} OVER (RANGE "
-                        "INTERVAL 'n' unit PRECEDING) AS alias ON ...",
+                        "INTERVAL 'n' unit PRECEDING) AS alias ON a condition.",
                     )
                 if table not in tables and sources:
                     raise ShoalError(

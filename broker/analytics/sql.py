@@ -1256,7 +1256,8 @@ def _check_references(program: Program) -> None:
                 raise refused(
                     pump.line,
                     f"a JOIN of pump {pump.name} with stream {table} without a window",
-                    f"write JOIN {table} OVER (RANGE INTERVAL 'n' unit PRECEDING) AS alias ON ...",
+                    f"write JOIN {table} OVER (RANGE INTERVAL 'n' unit PRECEDING) AS alias "
+                    "ON a condition",
                 )
         if pump.window is not None and pump.window.column != ROWTIME:
             # An event-time window needs the time column to be a TIMESTAMP of the source; the

@@ -138,6 +138,9 @@ class WorkerConfig:
     # Polling: the pause after a GetRecords that returned nothing (the KCL's
     # idleTimeBetweenReadsInMillis); a call that returned records is followed at once.
     polling_idle_interval_ms: int = 1_000
+    # The KCL's callProcessRecordsEvenForEmptyRecordList: an empty GetRecords answer reaches the
+    # processor too (records empty), so it learns MillisBehindLatest when nothing new came.
+    process_empty_batches: bool = False
     get_records_limit: int = limits.get_records_count_max
     initial_position: InitialPosition = InitialPosition.TRIM_HORIZON
     initial_timestamp: datetime | None = None  # for AT_TIMESTAMP
@@ -191,7 +194,8 @@ class InitializationInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessRecordsInput:
-    records: Sequence[UserRecord]  # de-aggregated, in order, never empty
+    # De-aggregated, in order; empty only with WorkerConfig.process_empty_batches.
+    records: Sequence[UserRecord]
     millis_behind_latest: int
     checkpointer: Checkpointer
 
@@ -1095,9 +1099,11 @@ class _ShardConsumer:
                 for user in deaggregate(record, shard_hash_range=shard.hash_range)
                 if start.is_sentinel or user.extended_sequence_number > resume_after
             ]
-            if users and not self._holding.lost:
-                self._checkpointer.largest_permitted = users[-1].extended_sequence_number
-                self._worker._count_delivered(len(users))
+            empty_delivered = not batch.records and self._worker.config.process_empty_batches
+            if (users or empty_delivered) and not self._holding.lost:
+                if users:
+                    self._checkpointer.largest_permitted = users[-1].extended_sequence_number
+                    self._worker._count_delivered(len(users))
                 await processor.process_records(
                     ProcessRecordsInput(
                         records=users,
