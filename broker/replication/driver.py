@@ -64,9 +64,9 @@ from broker.replication.driver_core import (
     run_calls,
 )
 from broker.replication.messages import Promise, ReplicationMessage
+from broker.replication.network import FetchRefused, SealAnswer, Transport
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.replica import ReplicaStatistics, ReplicationKnobs
-from broker.replication.transport import FetchRefused, SealAnswer, Transport
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Every node serves every request (decision 0002, "Routing"). Once `records.py` has resolved a
 record to its shard, it hands the append to `ShardClient.append`, which either serves it here,
 when this node is the shard's leader in the metadata image, or forwards it to the leader's node
-(`ShardForwarder`, the gRPC adapter in `broker/replication/peers.py`). That node's
+(`ShardForwarder`, the gRPC adapter in `broker/rpc/peers.py`). That node's
 `NodeService.ShardAppend` handler calls `serve_append` on its own ShardClient, so the local and
 the forwarded path run the same code: the shard's throttle, then the local replica.
 
