@@ -172,6 +172,28 @@ class ReplicationDriver:
         local = self._local(shard_uid)
         return None if local is None else local.replica.high_watermark
 
+    def knows_committed_end(self, shard_uid: ShardUid) -> bool:
+        """Whether the local replica's HW is the shard's committed end (it leads and has
+        committed in its epoch: `ShardReplica.knows_committed_end`)."""
+        local = self._local(shard_uid)
+        return local is not None and local.replica.knows_committed_end()
+
+    async def wait_committed_end(self, shard_uid: ShardUid, *, timeout_s: float) -> bool:
+        """While the local replica leads but has not committed in its epoch yet (a new leader,
+        its marker on the way to a majority), waits up to `timeout_s` for it; returns whether
+        the replica's HW is now the shard's committed end. A follower: False at once."""
+        assert timeout_s >= 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while True:  # bounded by the timeout
+                    local = self._local(shard_uid)
+                    if local is None or local.replica.role is not core.Role.LEADER:
+                        return False
+                    if local.replica.knows_committed_end():
+                        return True
+                    await self._turned.wait()
+        return self.knows_committed_end(shard_uid)
+
     async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
         """Returns once the local replica's high watermark passes `beyond`, it holds none, or
         `timeout_s` passed (enhanced fan-out's push: SubscribeToShard waits here rather than

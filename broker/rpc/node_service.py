@@ -290,6 +290,7 @@ def node_handler(
             readable_end=result.readable_end,
             throttled=result.throttled,
             next_offset=result.next_offset,
+            end_may_lag=not result.end_is_committed_end,
         )
         if result.timestamp_offset is not None:
             response.timestamp_offset = result.timestamp_offset
@@ -518,4 +519,5 @@ class GrpcShardForwarder:
                 Offset(answer.timestamp_offset) if answer.HasField("timestamp_offset") else None
             ),
             throttled=answer.throttled,
+            end_is_committed_end=not answer.end_may_lag,
         )
