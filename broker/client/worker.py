@@ -912,8 +912,8 @@ class _ShardConsumer:
                 for user in deaggregate(record, shard_hash_range=shard.hash_range)
                 if start.is_sentinel or user.extended_sequence_number > resume_after
             ]
-            deliver = bool(users) or self._worker.config.process_empty_batches
-            if deliver and not self._holding.lost:
+            empty_delivered = not batch.records and self._worker.config.process_empty_batches
+            if (users or empty_delivered) and not self._holding.lost:
                 if users:
                     self._checkpointer.largest_permitted = users[-1].extended_sequence_number
                     self._worker._count_delivered(len(users))

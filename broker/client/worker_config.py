@@ -52,8 +52,8 @@ class WorkerConfig:
     # Polling: the pause after a GetRecords that returned nothing (the KCL's
     # idleTimeBetweenReadsInMillis); a call that returned records is followed at once.
     polling_idle_interval_ms: int = 1_000
-    # Call process_records for a GetRecords that returned nothing too (the KCL's
-    # callProcessRecordsEvenForEmptyRecordList): the processor learns the shard is caught up.
+    # The KCL's callProcessRecordsEvenForEmptyRecordList: an empty GetRecords answer reaches the
+    # processor too (records empty), so it learns MillisBehindLatest when nothing new came.
     process_empty_batches: bool = False
     get_records_limit: int = limits.get_records_count_max
     initial_position: InitialPosition = InitialPosition.TRIM_HORIZON
