@@ -147,14 +147,21 @@ def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
 def _stored_to_proto(records: Sequence[StoredRecord]) -> list[pb.StoredRecord]:
     return [
         pb.StoredRecord(
-            offset=r.offset, arrival_ms=r.arrival_ms, partition_key=r.partition_key, data=r.data
+            offset=r.offset,
+            arrival_ms=r.arrival_ms,
+            partition_key=r.partition_key,
+            data=r.data,
+            encrypted=r.encrypted,
         )
         for r in records
     ]
 
 
 def _stored_from_proto(records: Sequence[pb.StoredRecord]) -> list[StoredRecord]:
-    return [StoredRecord(Offset(r.offset), r.arrival_ms, r.partition_key, r.data) for r in records]
+    return [
+        StoredRecord(Offset(r.offset), r.arrival_ms, r.partition_key, r.data, r.encrypted)
+        for r in records
+    ]
 
 
 # --- The serving side ------------------------------------------------------------------------

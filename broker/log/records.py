@@ -153,6 +153,10 @@ class StoredRecord(NamedTuple):
     arrival_ms: int  # epoch milliseconds; non-decreasing along a shard's offsets
     partition_key: str
     data: bytes
+    # Whether this replica stored the record's batch sealed (its stream was encrypted when the
+    # batch was appended here): a record's EncryptionType on reads, KMS or NONE, as AWS says
+    # it per record (records written before StartStreamEncryption stay NONE after it).
+    encrypted: bool = False
 
     @property
     def size_bytes(self) -> int:
@@ -497,6 +501,7 @@ def decode_records(
     position = _skip_records(value, BATCH_HEADER_BYTES, skip)
     unpack_from = _RECORD_HEADER.unpack_from
     arrival_ms = header.arrival_ms
+    encrypted = header.encrypted
     append = taken.append
     new_record = tuple.__new__
     room = records_max - len(taken)
@@ -522,6 +527,7 @@ def decode_records(
                         arrival_ms,
                         value[pk_at:data_at].decode("utf-8"),
                         value[data_at:position],
+                        encrypted,
                     ),
                 )
             )
