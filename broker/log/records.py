@@ -570,6 +570,24 @@ def decode_new_records(
     return tuple(taken)
 
 
+def sealed_batch(value: bytes, sealer: Sealer) -> bytes:
+    """The stored bytes of a batch in the clear (`value`, as encoded once and replicated) with
+    its payload sealed by `sealer`: the same header with the encrypted flag and a CRC over the
+    sealed bytes. The payload is taken as it is, so the records are neither decoded nor
+    encoded again (what an encrypted stream's leader and followers store)."""
+    version, flags, arrival_ms, epoch, count = _HEADER_BEFORE_CRC.unpack_from(value, 0)
+    assert not flags & FLAG_ENCRYPTED, "a sealed batch is never sealed again"
+    return _seal(
+        version=version,
+        arrival_ms=arrival_ms,
+        epoch=epoch,
+        flags=flags,
+        count=count,
+        payload=value[BATCH_HEADER_BYTES:],
+        sealer=sealer,
+    )
+
+
 def truncate_batch(
     value: bytes, header: BatchHeader, *, keep: int, sealer: Sealer | None = None
 ) -> bytes:
