@@ -61,7 +61,12 @@ from broker.gateway.aws_codec import (
 )
 from broker.gateway.error_mapping import to_aws_error
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
-from broker.gateway.sigv4 import HttpRequest, SigV4Verifier, claimed_region
+from broker.gateway.sigv4 import (
+    HttpRequest,
+    SigV4Verifier,
+    claimed_access_key_id,
+    claimed_region,
+)
 from broker.gateway.validation import KINESIS, validate_request
 from broker.metrics import GatewayProbe
 from broker.service.subscriptions import Subscription
@@ -358,6 +363,7 @@ class AwsHttpApp:
         if service is None or operation not in service.operations:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
         access_key_id = None
+        claimed_key_id = None
         request = HttpRequest(
             method=scope["method"],
             path=_raw_path(scope),
@@ -379,8 +385,10 @@ class AwsHttpApp:
                     operation=operation,
                 )
         else:
-            # No signatures checked: the scope still names the region the client addresses.
+            # No signatures checked: the scope still names the region the client addresses,
+            # and the key it claims is what the audit trail records (unverified).
             region = claimed_region(request) or self._region
+            claimed_key_id = claimed_access_key_id(request)
         if region != self._region and service.model != KINESIS:
             region = self._region  # only data streams are namespaced by region so far
         aws_request = decode_request(operation, parsed, wire, model=service.model)
@@ -388,7 +396,7 @@ class AwsHttpApp:
         caller = Caller(
             region=region,
             account_id=self._account_id,
-            access_key_id=access_key_id,
+            access_key_id=access_key_id or claimed_key_id,
             source_address=_client_address(scope),
             door="http",
         )

@@ -27,6 +27,7 @@ from broker.streams.account_settings import (
     BillingCommitment,
     CommitmentStatus,
 )
+from broker.streams.internal_names import counts_against_account
 from broker.streams.throttling import RATE_NAMES, StreamLimits, ThroughputLimits
 from broker.timestamps import datetime_from_ms
 
@@ -93,7 +94,12 @@ def account_limits_view(ctx: ServiceContext, image: MetadataImage) -> AccountLim
     """The limits in force on this node (a runtime value over its configuration) and the
     account's usage, as the state machine counts it."""
     now_ms = ctx.now_ms()
-    live = [meta for meta in image.streams.values() if not meta.is_gone(now_ms=now_ms)]
+    live = [
+        meta
+        for key, meta in image.streams.items()
+        if not meta.is_gone(now_ms=now_ms)
+        and counts_against_account(key, metadata_format=image.metadata_format)
+    ]
     account = image.account
     return AccountLimitsView(
         shard_limit=account.effective_shard_limit(ctx.config.shard_count_per_account_max),

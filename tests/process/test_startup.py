@@ -213,3 +213,42 @@ def test_json_logs_and_unknown_variables(tmp_path: Path) -> None:
     typo = by_event["unknown_setting_variable"]
     assert typo["level"] == "warning"
     assert "did you mean SHOAL_RAFT_PASSWORD?" in typo["detail"]
+
+
+def test_a_node_whose_master_key_cannot_open_the_data_keys_is_refused(tmp_path: Path) -> None:
+    """A node started with another key file than the one that wraps the cluster's data keys
+    (each node given its own `shoal encryption rotate-master-key` output, say) would be a
+    replica that can neither store nor serve encrypted streams: it refuses to start, naming
+    the setting and the fix."""
+    from broker.client.grpc_client import ShoalClient
+    from broker.crypto.master_keys import create_key_file
+
+    right, wrong = tmp_path / "right" / "keys.json", tmp_path / "wrong" / "keys.json"
+    create_key_file(right)
+    create_key_file(wrong)
+    key_env = {"SHOAL_ENCRYPTION_MASTER_KEY": "file", "SHOAL_ENCRYPTION_KEY_FILE": str(right)}
+    node = NodeProcess(tmp_path / "node", extra_env=key_env)
+    node.start()
+    try:
+        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="the node")
+        with ShoalClient(node.endpoint) as client:
+            client.call("CreateStream", {"StreamName": "vault", "ShardCount": 1})
+            client.call(
+                "StartStreamEncryption",
+                {"StreamName": "vault", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
+            )
+    finally:
+        node.terminate()
+    env = serve_env(
+        node.data_dir,
+        node_id="shoal-0",
+        grpc_port=str(node.grpc_port),
+        raft_port=str(node.raft_port),
+        http_port=str(node.http_port),
+        encryption_master_key="file",
+        encryption_key_file=str(wrong),
+    )
+    line = refused(serve(env))
+    assert "cannot unwrap the data keys of encrypted stream 'vault'" in line
+    assert f"encryption_key_file ({str(wrong)!r}) must be the same key file on every node" in line
+    assert "local:" in line  # which master key wraps them, never the key itself

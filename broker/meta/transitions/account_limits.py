@@ -16,6 +16,7 @@ from broker.meta.commands import UpdateAccountLimits, UpdateAccountSettings, Upd
 from broker.meta.image import MetadataImage, ReshardKind, StreamMeta, StreamMode
 from broker.meta.transitions.common import account_id, live_stream, region, with_stream
 from broker.streams import account_settings, throttling
+from broker.streams.internal_names import counts_against_account
 
 _LIMITS_PAGE = (
     "Refer to the AWS Service Limits page "
@@ -25,7 +26,13 @@ _LIMITS_PAGE = (
 
 
 def _live_streams(image: MetadataImage, *, now_ms: int) -> list[StreamMeta]:
-    return [meta for meta in image.streams.values() if not meta.is_gone(now_ms=now_ms)]
+    """The streams the account's limits count (not the audit trail's)."""
+    return [
+        meta
+        for key, meta in image.streams.items()
+        if not meta.is_gone(now_ms=now_ms)
+        and counts_against_account(key, metadata_format=image.metadata_format)
+    ]
 
 
 def open_shard_count(image: MetadataImage, *, now_ms: int) -> int:
