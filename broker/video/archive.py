@@ -69,6 +69,12 @@ class Position:
     sequence_number: str | None = None
     timestamp_ms: int | None = None
 
+    @classmethod
+    def after(cls, fragment_number: str) -> Position:
+        """Just after the fragment `fragment_number` (a fragment number is its first record's
+        sequence number)."""
+        return cls(iterator_type="AFTER_SEQUENCE_NUMBER", sequence_number=fragment_number)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewFragment:
@@ -288,6 +294,19 @@ class FragmentArchive:
         token = (await self._kinesis.call("GetShardIterator", request))["ShardIterator"]
         end = decode_iterator(token, secret=image.iterator_secret, now_ms=now_ms).offset
         return None if end == 0 else sequence_number_for(stream.shards[0], end - 1)
+
+    async def read_pass(
+        self, meta: VideoStreamMeta, position: Position, *, limit: int
+    ) -> AsyncIterator[StoredFragment]:
+        """At most `limit` fragments from `position` on, in log order, without waiting at the
+        log's end: one pass of a background follower (SNS notifications, image delivery),
+        which resumes at `Position.after` the last fragment it handled."""
+        count = 0
+        async for read in self.read(meta, position):
+            yield read.fragment
+            count += 1
+            if count >= limit:
+                return
 
     async def read(
         self, meta: VideoStreamMeta, position: Position, *, follow_s: float = 0.0

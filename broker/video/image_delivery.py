@@ -111,15 +111,11 @@ class ImageDelivery:
             cursor = (document, Position(iterator_type="AT_TIMESTAMP", timestamp_ms=since))
             self._cursors[stream.arn] = cursor
         delivered = 0
-        count = 0
-        async for read in self._archive.read(stream, cursor[1]):
-            delivered += await self._images_of(stream, config, read.fragment)
-            number = read.fragment.fragment_number
-            position = Position(iterator_type="AFTER_SEQUENCE_NUMBER", sequence_number=number)
+        passing = self._archive.read_pass(stream, cursor[1], limit=_FRAGMENTS_PER_PASS)
+        async for fragment in passing:
+            delivered += await self._images_of(stream, config, fragment)
+            position = Position.after(fragment.fragment_number)
             self._cursors[stream.arn] = (document, position)  # only once delivered
-            count += 1
-            if count >= _FRAGMENTS_PER_PASS:
-                break
         return delivered
 
     async def _images_of(

@@ -237,20 +237,15 @@ class NotificationDelivery:
             return 0  # another node won the lease
         cursor = self._cursors.get(stream.arn)
         if cursor is not None and cursor[0] == lease.lease_counter:
-            position = Position(iterator_type="AFTER_SEQUENCE_NUMBER", sequence_number=cursor[1])
+            position = Position.after(cursor[1])
         elif lease.checkpoint.is_sentinel:  # TRIM_HORIZON: the log was empty at the start
             position = Position(iterator_type="TRIM_HORIZON")
         else:
-            position = Position(
-                iterator_type="AFTER_SEQUENCE_NUMBER",
-                sequence_number=lease.checkpoint.sequence_number,
-            )
+            position = Position.after(lease.checkpoint.sequence_number)
         sent = 0
         last: str | None = None
-        count = 0
         publisher = self._publisher()
-        async for read in self._archive.read(stream, position):
-            fragment = read.fragment
+        async for fragment in self._archive.read_pass(stream, position, limit=_FRAGMENTS_PER_PASS):
             if fragment.metadata.notification is not None:
                 message = notification_message(stream, fragment)
                 await asyncio.to_thread(
@@ -258,9 +253,6 @@ class NotificationDelivery:
                 )
                 sent += 1
             last = fragment.fragment_number
-            count += 1
-            if count >= _FRAGMENTS_PER_PASS:
-                break
         if last is None:
             return sent
         self._cursors[stream.arn] = (lease.lease_counter, last)

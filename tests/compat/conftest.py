@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import boto3
 import botocore.config
+import botocore.exceptions
 import pytest
 
 from broker.node import Node
@@ -62,6 +63,24 @@ def boto_client(
 async def call(function: Callable[..., T], /, **kwargs: Any) -> T:
     """Run one blocking boto3 call off the loop that serves it."""
     return await asyncio.to_thread(function, **kwargs)
+
+
+async def error_of(function: Any, **kwargs: Any) -> tuple[str, str]:
+    """The error code and message of a boto3 call that must fail."""
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        await call(function, **kwargs)
+    error = caught.value.response["Error"]
+    return error["Code"], error.get("Message", "")
+
+
+async def on_demand_stream(kinesis: Any, name: str) -> str:
+    """Creates an on-demand stream through boto3; its ARN."""
+    await call(
+        kinesis.create_stream, StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"}
+    )
+    summary = await call(kinesis.describe_stream_summary, StreamName=name)
+    arn: str = summary["StreamDescriptionSummary"]["StreamARN"]
+    return arn
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import botocore.exceptions
 import cramjam
 import pytest
 import pytest_asyncio
@@ -18,7 +17,7 @@ from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.errors import ShoalError
 from broker.node import Node
-from tests.compat.conftest import call
+from tests.compat.conftest import call, error_of, on_demand_stream
 from tests.conftest import connected_client, node_config, running_node
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (a fixture)
 
@@ -56,22 +55,6 @@ async def node(
 async def client(node: Node) -> AsyncIterator[AsyncShoalClient]:
     async with connected_client(node) as connected:
         yield connected
-
-
-async def error_of(function: Any, **kwargs: Any) -> tuple[str, str]:
-    with pytest.raises(botocore.exceptions.ClientError) as caught:
-        await call(function, **kwargs)
-    error = caught.value.response["Error"]
-    return error["Code"], error.get("Message", "")
-
-
-async def on_demand_stream(kinesis: Any, name: str) -> str:
-    await call(
-        kinesis.create_stream, StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"}
-    )
-    summary = await call(kinesis.describe_stream_summary, StreamName=name)
-    arn: str = summary["StreamDescriptionSummary"]["StreamARN"]
-    return arn
 
 
 def s3_configuration(bucket: str, freshness_s: int = 60, **storage: Any) -> dict[str, Any]:

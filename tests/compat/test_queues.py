@@ -9,31 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import botocore.exceptions
 import pytest
 
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.errors import ShoalError
-from tests.compat.conftest import call
+from tests.compat.conftest import call, error_of, on_demand_stream
 
 pytestmark = pytest.mark.integration
-
-
-async def error_of(function: Any, **kwargs: Any) -> tuple[str, str]:
-    with pytest.raises(botocore.exceptions.ClientError) as caught:
-        await call(function, **kwargs)
-    error = caught.value.response["Error"]
-    return error["Code"], error.get("Message", "")
-
-
-async def on_demand_stream(kinesis: Any, name: str) -> str:
-    await call(
-        kinesis.create_stream, StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"}
-    )
-    summary = await call(kinesis.describe_stream_summary, StreamName=name)
-    arn: str = summary["StreamDescriptionSummary"]["StreamARN"]
-    return arn
 
 
 async def new_queue(kinesis: Any, name: str, stream_arn: str, **attributes: Any) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from broker.clock import ManualClock
 from tests.certificates import issue, make_authority
-from tests.firehose.conftest import call, wait_status
+from tests.firehose.conftest import advance_until, call, wait_status
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
@@ -120,9 +120,11 @@ async def test_records_arrive_in_aws_format(
         DeliveryStreamName="to-http",
         Records=[{"Data": data} for data in records],
     )
-    await _settle()
-    clock.advance(ms=61_000)
-    await _until(lambda: sum(len(doc["records"]) for _, doc in endpoint.requests) >= 30)
+
+    async def all_received() -> bool:
+        return sum(len(doc["records"]) for _, doc in endpoint.requests) >= 30
+
+    await advance_until(clock, all_received, interval_ms=60_000)
     received = sorted(
         base64.b64decode(item["data"]) for _, doc in endpoint.requests for item in doc["records"]
     )
@@ -159,9 +161,14 @@ async def test_refused_records_go_to_the_error_prefix_after_the_retry_duration(
     )
     await wait_status(firehose, "http-refused", "ACTIVE")
     await call(firehose.put_record, DeliveryStreamName="http-refused", Record={"Data": b"lost?\n"})
-    await _settle()
-    clock.advance(ms=61_000)
-    objects = await _until_objects(s3_server, "http-failed")
+    objects: dict[str, bytes] = {}
+
+    async def written_to_the_error_prefix() -> bool:
+        nonlocal objects
+        objects = await asyncio.to_thread(s3_server.objects, "http-failed")
+        return bool(objects)
+
+    await advance_until(clock, written_to_the_error_prefix, interval_ms=60_000)
     ((key, body),) = objects.items()
     assert key.startswith("backup/http-endpoint-failed/")
     (line,) = body.splitlines()
@@ -171,25 +178,3 @@ async def test_refused_records_go_to_the_error_prefix_after_the_retry_duration(
     assert failed["attemptsMade"] == 1
     assert len(endpoint.requests) == 1
     firehose.close()
-
-
-async def _settle() -> None:
-    """Lets the deliverer read what was just put (the interval has not passed)."""
-    await asyncio.sleep(0.5)
-
-
-async def _until(predicate: Any, deadline_s: float = 20) -> None:
-    async with asyncio.timeout(deadline_s):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.05)
-
-
-async def _until_objects(s3_server: S3Server, bucket: str) -> dict[str, bytes]:
-    async with asyncio.timeout(20):
-        while True:
-            found = await asyncio.to_thread(s3_server.objects, bucket)
-            if found:
-                return found
-            await asyncio.sleep(0.1)
