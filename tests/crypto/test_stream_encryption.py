@@ -115,7 +115,7 @@ async def encryption_types_by_door(
     stream_arn = (await summary(kinesis, name))["StreamARN"]
     consumer = await call(kinesis.register_stream_consumer, StreamARN=stream_arn, ConsumerName="t")
     consumer_arn = consumer["Consumer"]["ConsumerARN"]
-    clock.advance(ms=10_000)  # the consumer is ACTIVE
+    clock.advance(ms=200)  # the consumer is ACTIVE (consumer_creating_ms)
     async with connected_client(node) as grpc_client:
         token = (await grpc_client.call("GetShardIterator", start))["ShardIterator"]
         got = await grpc_client.call("GetRecords", {"ShardIterator": token})
