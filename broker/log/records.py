@@ -71,7 +71,7 @@ FLAG_ENCRYPTED = 0x02
 _FLAGS_KNOWN = FLAG_CONTROL | FLAG_ENCRYPTED
 
 # (payload, the header's bytes before the CRC) -> the sealed payload, and back.
-Sealer = Callable[[bytes, bytes], bytes]
+Sealer = Callable[[bytes | memoryview, bytes], bytes]
 Opener = Callable[[bytes, bytes], bytes]
 
 # version, flags, arrival_ms, epoch, count; then the CRC32 of (these 18 bytes + payload).
@@ -367,20 +367,20 @@ def _seal(
     epoch: int,
     flags: int,
     count: int,
-    payload: bytes,
+    payload: bytes | memoryview,
     sealer: Sealer | None,
 ) -> bytes:
     assert version in _READABLE_VERSIONS, version
     if sealer is not None:
         flags |= FLAG_ENCRYPTED
     header = _HEADER_BEFORE_CRC.pack(version, flags, arrival_ms, epoch, count)
-    if sealer is not None:
-        payload = sealer(payload, header)
+    # bytes(...) of a bytes object is that object (no copy); a view is only ever sealed.
+    stored = sealer(payload, header) if sealer is not None else bytes(payload)
     if version == _CRC32_BATCH_VERSION:
-        crc = zlib.crc32(payload, zlib.crc32(header))
+        crc = zlib.crc32(stored, zlib.crc32(header))
     else:
-        crc = google_crc32c.extend(google_crc32c.value(header), payload)
-    return b"".join((header, _CRC.pack(crc), payload))
+        crc = google_crc32c.extend(google_crc32c.value(header), stored)
+    return b"".join((header, _CRC.pack(crc), stored))
 
 
 def batch_crc(value: bytes, version: int) -> int:
@@ -583,7 +583,7 @@ def sealed_batch(value: bytes, sealer: Sealer) -> bytes:
         epoch=epoch,
         flags=flags,
         count=count,
-        payload=value[BATCH_HEADER_BYTES:],
+        payload=memoryview(value)[BATCH_HEADER_BYTES:],  # read by the cipher, not copied
         sealer=sealer,
     )
 
