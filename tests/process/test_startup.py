@@ -9,6 +9,7 @@ read-only tmpfs, another node's directory, a newer format), and signals.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -219,32 +220,36 @@ def test_a_node_whose_master_key_cannot_open_the_data_keys_is_refused(tmp_path: 
     """A node started with another key file than the one that wraps the cluster's data keys
     (each node given its own `shoal encryption rotate-master-key` output, say) would be a
     replica that can neither store nor serve encrypted streams: it refuses to start, naming
-    the setting and the fix."""
-    from broker.client.grpc_client import ShoalClient
+    the setting and the fix. The stream is encrypted by an in-process node on the same data
+    directory (cheaper than a first process); the refused start is a real `shoal serve`."""
+    from broker.clock import ManualClock
     from broker.crypto.master_keys import create_key_file
+    from tests.conftest import connected_client, node_config, running_node
 
     right, wrong = tmp_path / "right" / "keys.json", tmp_path / "wrong" / "keys.json"
     create_key_file(right)
     create_key_file(wrong)
-    key_env = {"SHOAL_ENCRYPTION_MASTER_KEY": "file", "SHOAL_ENCRYPTION_KEY_FILE": str(right)}
-    node = NodeProcess(tmp_path / "node", extra_env=key_env)
-    node.start()
-    try:
-        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="the node")
-        with ShoalClient(node.endpoint) as client:
-            client.call("CreateStream", {"StreamName": "vault", "ShardCount": 1})
-            client.call(
+    config = node_config(
+        tmp_path / "node",
+        settings={"encryption_master_key": "file", "encryption_key_file": right},
+    )
+
+    async def encrypt_a_stream() -> None:
+        clock = ManualClock(wall_ms=int(time.time() * 1000))
+        async with running_node(config, clock) as node, connected_client(node) as client:
+            await client.call("CreateStream", {"StreamName": "vault", "ShardCount": 1})
+            await client.call(
                 "StartStreamEncryption",
                 {"StreamName": "vault", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
             )
-    finally:
-        node.terminate()
+
+    asyncio.run(encrypt_a_stream())
     env = serve_env(
-        node.data_dir,
-        node_id="shoal-0",
-        grpc_port=str(node.grpc_port),
-        raft_port=str(node.raft_port),
-        http_port=str(node.http_port),
+        config.data_dir,
+        node_id=config.node_id,
+        grpc_port=str(config.grpc_port),
+        raft_port=str(config.raft_port),
+        http_port=str(config.http_port),
         encryption_master_key="file",
         encryption_key_file=str(wrong),
     )
