@@ -19,6 +19,7 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose import destinations
 from broker.firehose.describe import delivery_stream_description
+from broker.firehose.probe import FirehoseProbe
 from broker.meta import commands
 from broker.meta.delivery_streams import (
     DeliveryStreamMeta,
@@ -29,7 +30,6 @@ from broker.meta.delivery_streams import (
 )
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.transitions.delivery_streams import not_found
-from broker.metrics import FirehoseProbe
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]

@@ -45,20 +45,14 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
+from broker import limits
 from broker.errors import ErrorCode, ShoalError
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_SKEW_MS = limits.signature_clock_skew_ms_max  # the messages say "5 min."
 
-# Kinesis reports "Signature expired: ... (... - 5 min.)"; the same window bounds the future side.
-CLOCK_SKEW_MS_MAX = 5 * 60 * 1000
-# AWS refuses presigned URLs valid for more than a week ("X-Amz-Expires must be less than a week").
-PRESIGNED_EXPIRES_S_MAX = 7 * 24 * 60 * 60
-# Real clients sign about ten headers; the bound keeps a hostile list from costing a long loop.
-SIGNED_HEADERS_COUNT_MAX = 64
-# One derived key per (secret, day, region, service); old days fall out first.
-SIGNING_KEY_CACHE_ENTRIES_MAX = 64
 
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z")
@@ -232,9 +226,9 @@ class SigV4Verifier:
         for part in (date, region, self._service, TERMINATOR):
             key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
         self._signing_keys[cache_key] = key
-        if len(self._signing_keys) > SIGNING_KEY_CACHE_ENTRIES_MAX:
+        if len(self._signing_keys) > limits.signing_key_cache_entries_max:
             self._signing_keys.popitem(last=False)
-        assert len(self._signing_keys) <= SIGNING_KEY_CACHE_ENTRIES_MAX
+        assert len(self._signing_keys) <= limits.signing_key_cache_entries_max
         return key
 
 
@@ -424,11 +418,11 @@ def _expires_s(value: str | None) -> int | None:
     if _EXPIRES_PATTERN.fullmatch(value) is None:
         raise ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, "X-Amz-Expires should be a number")
     expires_s = int(value)
-    if expires_s > PRESIGNED_EXPIRES_S_MAX:
+    if expires_s > limits.presigned_expires_s_max:
         raise ShoalError(
             ErrorCode.INCOMPLETE_SIGNATURE,
             "X-Amz-Expires must be less than a week (in seconds) that is "
-            f"{PRESIGNED_EXPIRES_S_MAX}",
+            f"{limits.presigned_expires_s_max}",
         )
     return expires_s
 
@@ -443,11 +437,11 @@ def _check_date(claim: _Claim, *, now_ms: int) -> None:
     signed_at = _parse_amz_date(claim.amz_date)
     assert signed_at is not None, "_amz_date only returns well-formed dates"
     signed_ms = int(signed_at.timestamp()) * 1000
-    if signed_ms > now_ms + CLOCK_SKEW_MS_MAX:
+    if signed_ms > now_ms + _SKEW_MS:
         raise ShoalError(
             ErrorCode.INVALID_SIGNATURE,
             f"Signature not yet current: {claim.amz_date} is still later than "
-            f"{_format_ms(now_ms + CLOCK_SKEW_MS_MAX)} ({_format_ms(now_ms)} + 5 min.)",
+            f"{_format_ms(now_ms + _SKEW_MS)} ({_format_ms(now_ms)} + 5 min.)",
         )
     if claim.expires_s is not None:
         expires_ms = signed_ms + claim.expires_s * 1000
@@ -459,11 +453,11 @@ def _check_date(claim: _Claim, *, now_ms: int) -> None:
                 f"({_format_ms(now_ms)} - {claim.expires_s} sec.)",
             )
         return
-    if signed_ms < now_ms - CLOCK_SKEW_MS_MAX:
+    if signed_ms < now_ms - _SKEW_MS:
         raise ShoalError(
             ErrorCode.INVALID_SIGNATURE,
             f"Signature expired: {claim.amz_date} is now earlier than "
-            f"{_format_ms(now_ms - CLOCK_SKEW_MS_MAX)} ({_format_ms(now_ms)} - 5 min.)",
+            f"{_format_ms(now_ms - _SKEW_MS)} ({_format_ms(now_ms)} - 5 min.)",
         )
 
 
@@ -471,10 +465,10 @@ def _check_signed_headers(signed_headers: str) -> tuple[str, ...]:
     """The signed-header names, lower-cased, in the client's order. `host` or `:authority` must
     be among them: otherwise a signature could be replayed against another endpoint."""
     names = tuple(name.strip().lower() for name in signed_headers.split(";"))
-    if len(names) > SIGNED_HEADERS_COUNT_MAX:
+    if len(names) > limits.signed_headers_count_max:
         raise ShoalError(
             ErrorCode.INCOMPLETE_SIGNATURE,
-            f"At most {SIGNED_HEADERS_COUNT_MAX} headers may be signed, got {len(names)}.",
+            f"At most {limits.signed_headers_count_max} headers may be signed, got {len(names)}.",
         )
     if _AUTHORITY_HEADER_NAMES.isdisjoint(names):
         raise ShoalError(

@@ -34,12 +34,12 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import rest_json
 from broker.gateway.authentication import Authenticator
+from broker.gateway.probe import GatewayProbe
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.signaling_ws import serve_signaling
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
 from broker.iam.enforcer import AuthorizedService
-from broker.metrics import GatewayProbe
 from broker.video import hls
 from broker.video.channels import SIGNALING_OPERATIONS
 from broker.video.control import VideoControl

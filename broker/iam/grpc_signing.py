@@ -23,13 +23,14 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
+from broker import limits
+
 ALGORITHM = "SHOAL-HMAC-SHA256"
 SERVICE = "shoal-grpc"
 ACCESS_KEY_HEADER = "x-shoal-access-key-id"
 DATE_HEADER = "x-shoal-date"
 SIGNATURE_HEADER = "x-shoal-signature"
 NODE_SIGNATURE_HEADER = "x-shoal-node-signature"
-CLOCK_SKEW_MS_MAX = 5 * 60 * 1000
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
@@ -77,7 +78,7 @@ def node_signature(*, raft_password: str, method: str, date: str) -> str:
 def fresh(date: str, *, now_ms: int) -> bool:
     """Is `date` within the replay window of `now_ms`?"""
     stamp = date_ms(date)
-    return stamp is not None and abs(now_ms - stamp) <= CLOCK_SKEW_MS_MAX
+    return stamp is not None and abs(now_ms - stamp) <= limits.signature_clock_skew_ms_max
 
 
 class SigningKey:
