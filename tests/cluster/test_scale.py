@@ -9,6 +9,7 @@ open shards and a stream that would pass the account limit (lowered at runtime) 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -120,4 +121,20 @@ def test_a_thousand_open_shards(cluster: ClusterProcesses) -> None:
         with pytest.raises(ShoalError) as caught:
             client.call("CreateStream", {"StreamName": "one-too-many", "ShardCount": 11})
         assert caught.value.code.kinesis_name == "LimitExceededException"
-        client.call("CreateStream", {"StreamName": "fits", "ShardCount": 10})
+        # Placement needs three ACTIVE nodes: under heavy load a node's heartbeat can lapse
+        # for a moment (fenced, then ACTIVE again), so that refusal is waited out.
+        wait_until(
+            partial(_created, client, {"StreamName": "fits", "ShardCount": 10}),
+            deadline_s=60,
+            what="stream 'fits' created",
+        )
+
+
+def _created(client: ShoalClient, request: dict[str, Any]) -> bool:
+    try:
+        client.call("CreateStream", request)
+    except ShoalError as error:
+        if "nodes are ACTIVE" not in error.message:
+            raise
+        return False
+    return True
