@@ -22,6 +22,10 @@ POINTS: dict[str, str] = {
     "driver.drop_ack": "an AppendAck the driver sends is lost (the leader resends)",
     "driver.stale_image": "a turn keeps the previous metadata image (a late image delivery)",
     "disk.slow_fsync": "a group commit's fsync takes much longer than usual",
+    "node.crash_before_fsync": (
+        "a node crashes after sending a turn's Appends, before their fsync (its followers "
+        "may hold records it lost)"
+    ),
     "controller.change_during_seal": "a leader change starts while a shard is sealing",
 }
 

@@ -215,6 +215,27 @@ signed_headers_count_max = 64
 # One derived key per (secret, day, region, service); old days fall out first.
 signing_key_cache_entries_max = 64
 
+# --- Shard load reports and the capacity table (meta/capacity_table.py, shard_load.py) ------
+# Scaling events kept per stream in MetadataImage.capacity: enough to see what the controller
+# did over a day of a busy stream; the oldest go first.
+capacity_events_per_stream_max = 100
+# Hot keys carried per shard in a report. Reports cross the metadata quorum: this bounds their
+# size (a key is up to 256 characters) whatever the tracker keeps.
+load_report_keys_max = 10
+# ...and only keys guaranteed (by their lower bound) to carry at least this share of their
+# shard's load in the binding dimension. A key below it is not hot by any operator's measure,
+# and below ~3 % it is within the trackers' own error (N / 65 per window): reporting the ten
+# busiest keys of every shard regardless made a report of 1,000 busy shards with skewed keys
+# ~1.2 MB; with this filter it carries the few keys that matter (tests/service/
+# test_report_size.py).
+load_report_key_share_min_ppm = 50_000
+# Shards per report: a node leading more busy shards reports the busiest this many each period.
+load_report_shards_max = 2_000
+# A shard using less than this share of one shard's write capacity (AWS's 1 MiB/s, 1,000
+# records/s) is reported as idle: 1 % is 10 records/s. 1,000 shards trickling a few records a
+# second cost the metadata log nothing; the hot-shard view shows them at 0.
+load_report_floor_ppm = 10_000
+
 assert put_records_count_max * 1 <= get_records_count_max
 assert replication_append_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
 assert grpc_message_bytes_max >= replication_append_bytes_max * 2

@@ -18,8 +18,8 @@ from typing import Any
 
 import duckdb
 
-from broker.analytics import sql
-from broker.analytics.pipeline import reference_tables, source_streams
+from broker.analytics import anomaly, sql
+from broker.analytics.pipeline import reference_tables, scored_columns, source_streams
 from broker.analytics.records import Row
 from broker.errors import ErrorCode, ShoalError
 
@@ -38,11 +38,26 @@ class DuckDbEngine:
     def close(self) -> None:
         self._connection.close()
 
-    def run(self, query: str, columns: Sequence[sql.Column], rows: Sequence[Row]) -> list[Row]:
-        """The query's result rows over `rows` (tuples in `columns`' order)."""
+    def run(
+        self,
+        query: str,
+        columns: Sequence[sql.Column],
+        rows: Sequence[Row],
+        joined: tuple[Sequence[sql.Column], Sequence[Row]] | None = None,
+    ) -> list[Row]:
+        """The query's result rows over `rows` (tuples in `columns`' order), and for a
+        stream-to-stream join the right stream's rows `joined` (columns, rows)."""
         self._bind(columns, rows)
+        if joined is not None:
+            self.load_table(sql.JOIN_TABLE, *joined)
         result: list[Row] = self._connection.execute(query).fetchall()
         return result
+
+    def describe(self, query: str, columns: Sequence[sql.Column]) -> tuple[sql.Column, ...]:
+        """The columns (names and engine types) of the query's result over `columns`."""
+        self._bind(columns, ())
+        description = self._connection.execute(query).description or []
+        return tuple(sql.Column(str(column[0]), str(column[1])) for column in description)
 
     def _bind(self, columns: Sequence[sql.Column], rows: Sequence[Row]) -> None:
         self.load_table(sql.INPUT_TABLE, columns, rows)
@@ -80,8 +95,8 @@ class DuckDbEngine:
                     raise ShoalError(
                         ErrorCode.CODE_VALIDATION,
                         f"Line {pump.line}: Shoal cannot run a JOIN of pump {pump.name} with "
-                        f"stream {table}: stream-to-stream joins are not run; join a reference "
-                        "table.",
+                        f"stream {table} without a window: write JOIN {table} OVER (RANGE "
+                        "INTERVAL 'n' unit PRECEDING) AS alias ON a condition.",
                     )
                 if table not in tables and sources:
                     raise ShoalError(
@@ -90,6 +105,18 @@ class DuckDbEngine:
                         "reference data source's table of the application.",
                     )
             source = columns.get(pump.source)
+            joined: tuple[tuple[sql.Column, ...], tuple[Row, ...]] | None = None
+            if pump.join is not None and sources:
+                right = columns.get(pump.join.right)
+                if right is None:
+                    raise ShoalError(
+                        ErrorCode.CODE_VALIDATION,
+                        f"Line {pump.line}: pump {pump.name} joins {pump.join.right}, which is "
+                        "neither an input's in-application stream nor a CREATE OR REPLACE STREAM.",
+                    )
+                joined = (right, ())
+            elif pump.join is not None:
+                continue  # no input yet: checked again when one is added
             if source is None:
                 if not sources:
                     continue  # no input yet: checked again when one is added
@@ -101,7 +128,12 @@ class DuckDbEngine:
             if pump.window is not None:
                 _check_window_column(pump, source)
             try:
-                self.run(pump.query, pump.input_columns(source), ())
+                if pump.scored is not None:
+                    self._check_scored(pump, source)
+                    continue
+                self.run(pump.query, pump.input_columns(source), (), joined)
+                if pump.join is not None and joined is not None:
+                    _check_outer_join(self, pump.join, source, joined[0])
                 if pump.sliding is not None and pump.sliding.prune_query is not None:
                     self.run(pump.sliding.prune_query, source, ())
                 if pump.stagger is not None:
@@ -111,6 +143,34 @@ class DuckDbEngine:
                 raise ShoalError(
                     ErrorCode.CODE_VALIDATION, f"Line {pump.line}: pump {pump.name}: {message}"
                 ) from error
+
+    def _check_scored(self, pump: sql.Pump, source: tuple[sql.Column, ...]) -> None:
+        """A scoring pump's cursor (numeric columns, no DECIMAL), then its query over the
+        scored rows."""
+        scored = pump.scored
+        assert scored is not None
+        cursor = self.describe(scored.cursor_query, source)
+        try:
+            anomaly.numeric_columns([(c.name, c.sql_type) for c in cursor[:-1]])
+        except anomaly.AnomalyError as error:
+            raise ShoalError(
+                ErrorCode.CODE_VALIDATION,
+                f"Line {pump.line}: pump {pump.name}: {scored.function}: {error}.",
+            ) from error
+        self.run(pump.query, scored_columns(cursor, scored), ())
+
+
+def _check_outer_join(
+    engine: DuckDbEngine,
+    join: sql.StreamJoin,
+    left: tuple[sql.Column, ...],
+    right: tuple[sql.Column, ...],
+) -> None:
+    if join.outer_query is not None:
+        engine.run(join.outer_query, left, (), (right, ()))
+    if join.match_query is not None:
+        row_id = sql.Column(sql.ROW_ID, "BIGINT")
+        engine.run(join.match_query, (*left, row_id), (), ((*right, row_id), ()))
 
 
 class DuckDbChecker:

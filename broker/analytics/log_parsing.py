@@ -15,6 +15,11 @@ Each function of the KDA SQL Reference returns a row whose fields a query reads 
   field the characters from position n (0 is the first) for m characters (to the end without
   FOR), cast to its type (surrounding blanks trimmed for non-character types).
 
+- `W3C_LOG_PARSE(text, format)`: a predefined format (COMMON, COMMON WITH VHOST, NCSA
+  EXTENDED, REFERER, AGENT, IIS) or an Apache format string; one field COLUMNn per specifier.
+- `SYS_LOG_PARSE(text)`: COLUMN1 the syslog timestamp (TIMESTAMP), COLUMN2 the rest.
+- `FAST_REGEX_LOG_PARSER(text, pattern)`: a Fast Regex pattern's groups, matched lazily.
+
 Pure text in, text out; a specification Shoal cannot run raises `LogParseError`, which
 `sql.py` turns into CodeValidationException naming the line.
 """
@@ -167,3 +172,165 @@ def fixed_column_log_parse(text: str, fields: list[Field]) -> str:
             part = f"substring({text}, {field.start + 1}, {field.length})"
         values.append((field.name, _cast(part, field.sql_type)))
     return f"CASE WHEN {text} IS NOT NULL THEN {_struct(values)} END"
+
+
+# --- W3C_LOG_PARSE ----------------------------------------------------------------------------
+
+# The reference's predefined formats, by name.
+W3C_FORMATS = {
+    "COMMON": '%h %l %u %t "%r" %>s %b',
+    "COMMON WITH VHOST": '%v %h %l %u %t "%r" %>s %b',
+    "NCSA EXTENDED": '%h %l %u %t "%r" %>s %b "%[Referer]i" "%[User-agent]i"',
+    "REFERER": "%[Referer]i ---> %U",
+    "AGENT": "%[User-agent]i",
+}
+# IIS's log format: 15 comma-separated fields.
+IIS_FIELDS = 15
+# The specifiers whose values are numbers, as the reference types them (%b numeric, %B text).
+_W3C_TYPES = {
+    "b": "BIGINT",
+    "s": "INTEGER",
+    "D": "BIGINT",
+    "T": "BIGINT",
+    "p": "INTEGER",
+    "P": "INTEGER",
+    "I": "BIGINT",
+    "O": "BIGINT",
+}
+# One Apache format specifier: % [conditions] [<>] [{name} or [name]] letter.
+_W3C_SPECIFIER = re.compile(r"%(!?[0-9,]*)([<>]?)(\{[^}]*\}|\[[^\]]*\])?([a-zA-Z%])")
+
+
+def _w3c_fields(format_string: str) -> tuple[str, list[str]]:
+    """The RE2 pattern of an Apache log format (one group per specifier) and each group's
+    engine type."""
+    if format_string.upper() == "IIS":
+        group = "([^,]*)"
+        return ", ?".join([group] * IIS_FIELDS), [PARSED_TEXT_TYPE] * IIS_FIELDS
+    spec = W3C_FORMATS.get(" ".join(format_string.upper().split()), format_string)
+    pattern: list[str] = []
+    types: list[str] = []
+    position = 0
+    for match in _W3C_SPECIFIER.finditer(spec):
+        pattern.append(_w3c_literal(spec[position : match.start()]))
+        position = match.end()
+        letter = match[4]
+        if letter == "%":
+            pattern.append("%")
+            continue
+        quoted = match.start() > 0 and spec[match.start() - 1] == '"'
+        whole = match.start() == 0 and match.end() == len(spec)  # AGENT: the line is the value
+        if letter == "t" and match[3] is None:
+            pattern.append(r"(\[[^\]]*\])")
+        elif quoted:
+            pattern.append(r'((?:[^"\\]|\\.)*)')
+        elif whole:
+            pattern.append("(.*)")
+        else:
+            pattern.append(r"(\S+)")
+        types.append(_W3C_TYPES.get(letter, PARSED_TEXT_TYPE))
+    pattern.append(_w3c_literal(spec[position:]))
+    if not types:
+        raise LogParseError(
+            f"the format {format_string!r} has no specifier (Shoal runs COMMON, COMMON WITH "
+            "VHOST, NCSA EXTENDED, REFERER, AGENT, IIS and Apache format strings)"
+        )
+    return "".join(pattern), types
+
+
+def _w3c_literal(text: str) -> str:
+    """A format's literal text as a pattern: blanks match any run of blanks."""
+    return r"\s+".join(re.escape(part) for part in re.split(r"\s+", text))
+
+
+def w3c_log_parse(text: str, format_string: str) -> str:
+    """W3C_LOG_PARSE(text, format): COLUMN1..n, one per specifier (numbers for the numeric
+    specifiers, text otherwise); NULL when the line does not have the format."""
+    pattern, types = _w3c_fields(format_string)
+    return _typed_groups(text, f"^{pattern}\\s*$", types)
+
+
+def _typed_groups(text: str, pattern: str, types: list[str]) -> str:
+    anchored = literal(pattern)
+    values = [
+        (f"COLUMN{index}", _cast(f"regexp_extract({text}, {anchored}, {index})", sql_type))
+        for index, sql_type in enumerate(types, start=1)
+    ]
+    return f"CASE WHEN regexp_matches({text}, {anchored}) THEN {_struct(values)} END"
+
+
+# --- SYS_LOG_PARSE ----------------------------------------------------------------------------
+
+# RFC 3164's timestamp (`Mmm dd hh:mm:ss`, the day space-padded), then the rest of the line.
+_SYSLOG = r"^([A-Z][a-z]{2}) +([0-9]{1,2}) ([0-9]{2}:[0-9]{2}:[0-9]{2}) +(.*?)\s*$"
+
+
+def sys_log_parse(text: str) -> str:
+    """SYS_LOG_PARSE(text): COLUMN1 the timestamp (a TIMESTAMP; the format has no year: the
+    current one, as syslog receivers read it), COLUMN2 the rest (host and message)."""
+    pattern = literal(_SYSLOG)
+
+    def group(index: int) -> str:
+        return f"regexp_extract({text}, {pattern}, {index})"
+
+    stamp = (
+        f"try_strptime(CAST(year(current_date) AS VARCHAR) || ' ' || {group(1)} || ' ' || "
+        f"{group(2)} || ' ' || {group(3)}, '%Y %b %d %H:%M:%S')"
+    )
+    values = [("COLUMN1", stamp), ("COLUMN2", group(4))]
+    return f"CASE WHEN regexp_matches({text}, {pattern}) THEN {_struct(values)} END"
+
+
+# --- FAST_REGEX_LOG_PARSER --------------------------------------------------------------------
+
+
+def fast_regex_log_parse(text: str, pattern: str) -> str:
+    """FAST_REGEX_LOG_PARSER(text, pattern): the pattern's groups as COLUMN1..n (VARCHAR) when
+    the whole text matches, with lazy quantifiers (the shortest text at each step); NULL
+    otherwise. The Fast Regex syntax (`@` any string, `"..."` a literal string, classes,
+    `|`, `?*+{n,m}`) becomes RE2's; its intersection (&), complement (~), empty language (#),
+    named patterns and numeric intervals (<...>) are refused."""
+    translated = _fast_regex(pattern)
+    groups = group_count(translated)
+    if groups == 0:
+        raise LogParseError(f"the pattern {pattern!r} has no group: it would parse no column")
+    return _typed_groups(text, f"^(?:{translated})$", [PARSED_TEXT_TYPE] * groups)
+
+
+def _fast_regex(pattern: str) -> str:
+    result: list[str] = []
+    index = 0
+    in_class = False
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern):
+            result.append(pattern[index : index + 2])
+            index += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+            result.append(char)
+        elif char == "[":
+            in_class = True
+            result.append(char)
+        elif char == '"':
+            end = pattern.find('"', index + 1)
+            if end < 0:
+                raise LogParseError(f"an unclosed string in {pattern!r}")
+            result.append(f"(?:{re.escape(pattern[index + 1 : end])})")
+            index = end
+        elif char == "@":
+            result.append(".*?")
+        elif char in "&~#<":
+            raise LogParseError(
+                f"{char!r} in the Fast Regex {pattern!r} (intersection, complement, empty "
+                "language, named patterns and numeric intervals are not run by Shoal)"
+            )
+        elif char in "*+?":
+            result.append(char + "?")  # lazy: the shortest text at each step
+        elif char == "}":
+            result.append("}?")
+        else:
+            result.append(char)
+        index += 1
+    return "".join(result)

@@ -16,18 +16,60 @@ Pure apart from the injected engine: no I/O, no clock (the watermark is passed i
 
 from __future__ import annotations
 
+import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from broker.analytics import sql, windows
+from broker.analytics import anomaly, hotspots, sql, windows
 from broker.analytics.records import Row, from_timestamp, to_timestamp
 
 APPROXIMATE_ARRIVAL_TIME = "APPROXIMATE_ARRIVAL_TIME"
 
 
 class Engine(Protocol):
-    def run(self, query: str, columns: Sequence[sql.Column], rows: Sequence[Row]) -> list[Row]: ...
+    def run(
+        self,
+        query: str,
+        columns: Sequence[sql.Column],
+        rows: Sequence[Row],
+        joined: tuple[Sequence[sql.Column], Sequence[Row]] | None = None,
+    ) -> list[Row]: ...
+
+    def describe(self, query: str, columns: Sequence[sql.Column]) -> tuple[sql.Column, ...]: ...
+
+
+def scored_columns(
+    cursor: Sequence[sql.Column], scored: sql.ScoredSource
+) -> tuple[sql.Column, ...]:
+    """The columns of the rows a pump reads from TABLE(RANDOM_CUT_FOREST...(CURSOR(...))):
+    ROWTIME, the cursor's columns (its ROWTIME column and the engine's last one, the input
+    row's ROWTIME, left out), then ANOMALY_SCORE [and ANOMALY_EXPLANATION]."""
+    columns = [sql.Column(sql.ROWTIME, "TIMESTAMP")]
+    columns += [column for column in cursor[:-1] if column.name != sql.ROWTIME]
+    settings = scored.parameters
+    if isinstance(settings, hotspots.HotspotParameters):
+        columns.append(sql.Column(hotspots.HOTSPOTS_RESULT, "VARCHAR"))
+    else:
+        columns.append(sql.Column(anomaly.ANOMALY_SCORE, "DOUBLE"))
+        if settings.explain:
+            columns.append(sql.Column(anomaly.ANOMALY_EXPLANATION, "VARCHAR"))
+    return tuple(columns)
+
+
+class RowScorer(Protocol):
+    def score(self, values: Sequence[Any]) -> tuple[Any, ...]: ...
+
+
+def row_scorer(pump: sql.Pump, cursor: Sequence[sql.Column]) -> RowScorer:
+    """The model of a scoring pump (its cursor's columns without the engine's last one)."""
+    assert pump.scored is not None
+    settings = pump.scored.parameters
+    columns = [(column.name, column.sql_type) for column in cursor[:-1]]
+    if isinstance(settings, hotspots.HotspotParameters):
+        return hotspots.HotspotDetector(settings, columns)
+    return anomaly.AnomalyDetector(settings, columns, seed=zlib.crc32(pump.name.encode()))
 
 
 def source_streams(inputs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[sql.Column, ...]]:
@@ -63,6 +105,16 @@ def reference_tables(
     }
 
 
+@dataclass(slots=True)
+class _JoinSide:
+    """One side of a stream-to-stream join: the rows it keeps, their ids, and (outer joins)
+    the ids ON matched."""
+
+    rows: list[Row] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    matched: set[int] = field(default_factory=set)
+
+
 class Pipeline:
     """Module docstring. Single-threaded; one per running application."""
 
@@ -80,8 +132,17 @@ class Pipeline:
         for stream in program.streams:
             self._columns[stream.name] = stream.columns
         self._pumps: dict[str, list[sql.Pump]] = defaultdict(list)
+        # Per stream: the stream-to-stream joins it is the right side of.
+        self._right_of: dict[str, list[sql.Pump]] = defaultdict(list)
         for pump in program.pumps:
             self._pumps[pump.source].append(pump)
+            if pump.join is not None:
+                self._right_of[pump.join.right].append(pump)
+        # Per join pump: the (left, right) rows later rows of the other side may pair with.
+        self._joined: dict[str, tuple[_JoinSide, _JoinSide]] = {
+            pump.name: (_JoinSide(), _JoinSide()) for pump in program.pumps if pump.join is not None
+        }
+        self._next_row_id = 0
         # Per windowed pump: window start -> the source rows buffered for it.
         self._open: dict[str, dict[int, list[Row]]] = {
             pump.name: {} for pump in program.pumps if pump.window is not None
@@ -94,6 +155,10 @@ class Pipeline:
         self._staggered: dict[str, dict[tuple[Any, ...], list[tuple[int, list[Row]]]]] = {
             pump.name: {} for pump in program.pumps if pump.stagger is not None
         }
+        # Per scoring pump: its forest and the columns of its scored rows (made at its first
+        # rows: the cursor's columns are the engine's to tell).
+        self._detectors: dict[str, tuple[RowScorer, tuple[sql.Column, ...]]] = {}
+        self._kept_cursor_columns: dict[str, list[int]] = {}
         self._received: dict[str, list[Row]] = defaultdict(list)
         self.watermark_ms = watermark_ms
         self.late_rows = 0
@@ -117,8 +182,14 @@ class Pipeline:
                 self._buffer_staggered(pump, rows)
             elif pump.sliding is not None:
                 self._run_sliding(pump, rows)
+            elif pump.join is not None:
+                self._run_join(pump, rows, left=True)
+            elif pump.scored is not None:
+                self._run_scored(pump, rows)
             else:
                 self._run_continuous(pump, rows)
+        for pump in self._right_of.get(stream, ()):
+            self._run_join(pump, rows, left=False)
 
     def advance(self, watermark_ms: int) -> None:
         """Moves the watermark (never backwards) and emits every window it closes."""
@@ -136,6 +207,8 @@ class Pipeline:
         for pump in self._program.pumps:
             if pump.stagger is not None:
                 self._close_staggered(pump, pump.stagger.range_ms, watermark_ms)
+            if pump.join is not None:
+                self._close_joined(pump)
 
     def closes_a_window(self, watermark_ms: int) -> bool:
         """Whether moving the watermark to `watermark_ms` would close (emit) a window."""
@@ -217,6 +290,110 @@ class Pipeline:
             history[:] = [row for row in history if from_timestamp(row[0]) >= oldest_ms]
         elif sliding.prune_query is not None:
             history[:] = self._engine.run(sliding.prune_query, source, history)
+
+    def _run_scored(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
+        """The cursor's rows, each scored then learnt by the pump's forest in order, read by
+        the pump's query."""
+        scored = pump.scored
+        assert scored is not None
+        source = self._columns[pump.source]
+        if pump.name not in self._detectors:
+            cursor = self._engine.describe(scored.cursor_query, source)
+            detector = row_scorer(pump, cursor)
+            keep = [i for i, c in enumerate(cursor[:-1]) if c.name != sql.ROWTIME]
+            self._detectors[pump.name] = (detector, scored_columns(cursor, scored))
+            self._kept_cursor_columns[pump.name] = keep
+        detector, columns = self._detectors[pump.name]
+        keep = self._kept_cursor_columns[pump.name]
+        scored_rows: list[Row] = []
+        for values in self._engine.run(scored.cursor_query, source, rows):
+            extra = detector.score(values[:-1])
+            scored_rows.append((values[-1], *(values[i] for i in keep), *extra))
+        result = self._engine.run(pump.query, columns, scored_rows)
+        self.push(
+            pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
+        )
+
+    def _run_join(self, pump: sql.Pump, rows: Sequence[Row], *, left: bool) -> None:
+        """New rows of one side paired with the rows the other side kept (each pair is
+        emitted once: when its later row arrives); an outer join also notes which rows ON
+        matched. Then the side keeps the rows, and rows whose window passed are closed."""
+        join = pump.join
+        assert join is not None
+        left_side, right_side = self._joined[pump.name]
+        ids = list(range(self._next_row_id, self._next_row_id + len(rows)))
+        self._next_row_id += len(rows)
+        left_columns, right_columns = self._columns[pump.source], self._columns[join.right]
+        left_rows, right_rows = (rows, right_side.rows) if left else (left_side.rows, rows)
+        result = self._engine.run(pump.query, left_columns, left_rows, (right_columns, right_rows))
+        self.push(
+            pump.target, [self._target_row(pump, values[-1], values[:-1]) for values in result]
+        )
+        if join.match_query is not None:
+            left_ids, right_ids = (ids, right_side.ids) if left else (left_side.ids, ids)
+            row_id = sql.Column(sql.ROW_ID, "BIGINT")
+            pairs = self._engine.run(
+                join.match_query,
+                (*left_columns, row_id),
+                [(*row, i) for row, i in zip(left_rows, left_ids, strict=True)],
+                (
+                    (*right_columns, row_id),
+                    [(*row, i) for row, i in zip(right_rows, right_ids, strict=True)],
+                ),
+            )
+            for left_id, right_id in pairs:
+                left_side.matched.add(left_id)
+                right_side.matched.add(right_id)
+        side = left_side if left else right_side
+        side.rows.extend(rows)
+        side.ids.extend(ids)
+        self._close_joined(pump)
+
+    def _close_joined(self, pump: sql.Pump) -> None:
+        """Closes the kept rows no later row can pair with (rows of the other side arriving
+        from now on have a ROWTIME at or after the watermark; earlier ones are late): an outer
+        side's unmatched ones are emitted with NULLs for the other side, then all are
+        dropped."""
+        join = pump.join
+        assert join is not None
+        left_side, right_side = self._joined[pump.name]
+        outer_left, outer_right = join.outer_sides()
+        sides = (
+            (left_side, join.left_range_ms, join.left_rows, outer_left, True),
+            (right_side, join.right_range_ms, join.right_rows, outer_right, False),
+        )
+        for side, range_ms, last_rows, outer, is_left in sides:
+            if last_rows is not None:  # a ROWS window: the side's last rows, by arrival
+                del side.rows[: max(0, len(side.rows) - last_rows)]
+                del side.ids[: max(0, len(side.ids) - last_rows)]
+                continue
+            open_ = [from_timestamp(row[0]) + range_ms >= self.watermark_ms for row in side.rows]
+            if all(open_):
+                continue
+            if outer and join.outer_query is not None:
+                unmatched = [
+                    row
+                    for row, row_id, is_open in zip(side.rows, side.ids, open_, strict=True)
+                    if not is_open and row_id not in side.matched
+                ]
+                if unmatched:
+                    none: list[Row] = []
+                    left_rows, right_rows = (unmatched, none) if is_left else (none, unmatched)
+                    result = self._engine.run(
+                        join.outer_query,
+                        self._columns[pump.source],
+                        left_rows,
+                        (self._columns[join.right], right_rows),
+                    )
+                    self.push(
+                        pump.target,
+                        [self._target_row(pump, values[-1], values[:-1]) for values in result],
+                    )
+            side.matched.difference_update(
+                row_id for row_id, is_open in zip(side.ids, open_, strict=True) if not is_open
+            )
+            side.rows = [row for row, is_open in zip(side.rows, open_, strict=True) if is_open]
+            side.ids = [i for i, is_open in zip(side.ids, open_, strict=True) if is_open]
 
     def _buffer(self, pump: sql.Pump, rows: Sequence[Row]) -> None:
         window = pump.window

@@ -474,6 +474,11 @@ class _RunningApp:
             for p in program.pumps
             if p.sliding is not None and p.sliding.range_ms is not None
         )
+        self._retention_ms += sum(
+            max(p.join.left_range_ms, p.join.right_range_ms)
+            for p in program.pumps
+            if p.join is not None
+        )
         self._emitted_recorded = app.emitted_through_ms
         self._continuous_recorded = dict(app.continuous_through)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
@@ -548,6 +553,10 @@ class _RunningApp:
                 InitialPosition.LATEST if position == "NOW" else InitialPosition.TRIM_HORIZON
             ),
             polling_idle_interval_ms=settings.polling_idle_interval_ms,
+            # An empty read says the reader reached the shard's committed end (MillisBehindLatest
+            # 0): the watermark may then follow the clock, even when the last page with records
+            # came from a replica that could not tell (its MillisBehindLatest above 0).
+            process_empty_batches=True,
             shard_sync_interval_ms=5_000,
             parent_poll_interval_ms=1_000,
             clock=self.runner._clock,
@@ -597,7 +606,14 @@ class _RunningApp:
     async def process(self, shard_id: str, batch: ProcessRecordsInput) -> None:
         """Parses a batch into rows and pushes them; records replayed after a restart (at or
         below the shard's recorded continuous mark) rebuild the windows, and their continuous
-        rows, already written before, are dropped."""
+        rows, already written before, are dropped. An empty batch only updates how far behind
+        the shard's reader is."""
+        if not batch.records:
+            progress = self._shards.get(shard_id)
+            if progress is not None:
+                progress.caught_up = batch.millis_behind_latest == 0
+                progress.millis_behind_latest = batch.millis_behind_latest
+            return
         rows: dict[str, list[records.Row]] = {}
         replayed: dict[str, list[records.Row]] = {}
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]

@@ -23,21 +23,28 @@ PRECEDING`, ordered by ROWTIME as KDA does): each row is emitted at once, comput
 over the partition's rows in the range before it (the pipeline keeps that history).
 
 A query may join its stream with reference tables (`JOIN "TABLE" ON ...`, the application's
-reference data sources, which the engine holds as tables of those names); a join with another
-stream is refused.
+reference data sources, which the engine holds as tables of those names), or with another
+in-application stream through a window (`JOIN "S" OVER (RANGE INTERVAL ... PRECEDING) AS s ON
+...` or `OVER (ROWS n PRECEDING)`: a `StreamJoin`, inner or LEFT/RIGHT/FULL outer; CROSS
+joins of streams and outer joins with a ROWS window are refused).
 
 A stagger window (`WINDOWED BY STAGGER (PARTITION BY keys RANGE INTERVAL ...)`) is a window
 per key, opened by the key's first row and closed the range later; the query runs grouped by
 the keys when it closes, and its rows get the close time as ROWTIME.
 
-What Shoal does not run yet (stream-to-stream joins, subqueries, set operations, KDA's
-analytic functions) is refused with CodeValidationException naming the line
-and the construct, never run approximately. Pure: no I/O; the engine's own dry run
+A pump may read `FROM TABLE(RANDOM_CUT_FOREST[_WITH_EXPLANATION](CURSOR(SELECT STREAM ...),
+...))` or `TABLE(HOTSPOTS(CURSOR(...), ...))`: a `ScoredSource`, the cursor's rows scored in
+order by the pump's model (`anomaly.py`, `hotspots.py`).
+
+What Shoal does not run yet (cross stream-to-stream joins, subqueries, set operations) is
+refused with CodeValidationException naming the line and the construct, never
+run approximately. Pure: no I/O; the engine's own dry run
 (`duckdb_engine.check`) refuses what DuckDB cannot execute (an unknown function, a type error).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import sqlglot
@@ -45,7 +52,7 @@ from sqlglot import Token, TokenType, exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
-from broker.analytics import log_parsing
+from broker.analytics import anomaly, hotspots, log_parsing
 from broker.errors import ErrorCode, ShoalError
 
 ROWTIME = "ROWTIME"
@@ -56,6 +63,10 @@ ROWTIME_ALIAS = "__shoal_rowtime"
 # A sliding-window pump's input column: True for the batch's rows, False for the history rows
 # they are computed over (only new rows are emitted).
 NEW_ROW = "__shoal_new"
+# The table a stream-to-stream join's query reads its right stream's rows from.
+JOIN_TABLE = "__shoal_join"
+# An outer join's row identity column, in the tables its match query reads.
+ROW_ID = "__shoal_row_id"
 # The alias a FROM subquery without one gets.
 DERIVED = "__shoal_derived"
 STATEMENTS_MAX = 1_000
@@ -125,6 +136,42 @@ class StaggerWindow:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class StreamJoin:
+    """`FROM left [OVER (RANGE ...)] JOIN right OVER (RANGE INTERVAL ...) ON ...`: a windowed
+    stream-to-stream join. A side without OVER joins only its current row (a range of 0). Rows
+    `l` and `r` pair when `l.ROWTIME - right_range_ms <= r.ROWTIME <= l.ROWTIME + left_range_ms`
+    and the ON condition holds; the pair is emitted when its later row arrives, with the later
+    ROWTIME of the two as its ROWTIME (the query reads the right rows as `JOIN_TABLE`)."""
+
+    right: str  # the in-application stream joined (the pump's source is the left side)
+    left_range_ms: int
+    right_range_ms: int
+    kind: str = "INNER"  # INNER, LEFT, RIGHT or FULL (OUTER)
+    # A ROWS window: the side's last n rows (inner joins), whatever their ROWTIME.
+    left_rows: int | None = None
+    right_rows: int | None = None
+    # Outer joins: the query over the unmatched rows of a side whose window passed (the other
+    # side's table empty), and the query pairing the rows' ids (ROW_ID) by the ON condition.
+    outer_query: str | None = None
+    match_query: str | None = None
+
+    def outer_sides(self) -> tuple[bool, bool]:
+        """Whether the left and the right side keep their unmatched rows."""
+        return self.kind in ("LEFT", "FULL"), self.kind in ("RIGHT", "FULL")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScoredSource:
+    """`FROM TABLE(RANDOM_CUT_FOREST[_WITH_EXPLANATION](CURSOR(SELECT STREAM ... FROM s),
+    ...))`: the cursor's rows, each scored by the pump's forest (`anomaly.py`), are the rows the
+    pump's query reads: ROWTIME, the cursor's columns, ANOMALY_SCORE [, ANOMALY_EXPLANATION]."""
+
+    function: str
+    parameters: anomaly.ForestParameters | hotspots.HotspotParameters
+    cursor_query: str  # DuckDB SQL over INPUT_TABLE: the cursor's columns, then ROWTIME_ALIAS
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Pump:
     name: str
     source: str  # the in-application stream it reads
@@ -137,6 +184,8 @@ class Pump:
     # The tables the query joins (stream-to-table joins): the application's reference tables.
     tables: tuple[str, ...] = ()
     stagger: StaggerWindow | None = None
+    join: StreamJoin | None = None
+    scored: ScoredSource | None = None
 
     def input_columns(self, source: tuple[Column, ...]) -> tuple[Column, ...]:
         """The columns the query reads: the source's, and NEW_ROW for a sliding window."""
@@ -297,6 +346,7 @@ def _pump(statement: _Statement) -> Pump:
         )
     name = _token_name(tokens[4])
     text, stagger_range = _stagger_clause(statement)
+    text, join_ranges = _join_windows(statement, text)
     # Blank everything up to INSERT, and the STREAM of SELECT STREAM.
     text = (
         "".join("\n" if char == "\n" else " " for char in text[: tokens[6].start])
@@ -319,9 +369,18 @@ def _pump(statement: _Statement) -> Pump:
     if not isinstance(select, exp.Select):
         raise refused(statement.line, f"{select.key.upper()} in pump {name}")
     line = statement.line
+    scored: ScoredSource | None = None
+    table_function = _table_function(select)
+    if table_function is not None:
+        select, scored = _scored_source(select, table_function, tokens, line)
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
-    tables = _joined_tables(select, source, tokens, line)
+    join: StreamJoin | None = None
+    if join_ranges:
+        join = _stream_join(select, source, join_ranges, tokens, line)
+        tables: tuple[str, ...] = ()
+    else:
+        tables = _joined_tables(select, source, tokens, line)
     stagger: StaggerWindow | None = None
     if stagger_range is not None:
         window = None
@@ -335,16 +394,39 @@ def _pump(statement: _Statement) -> Pump:
         raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
     if _derived_table(select) is not None and (sliding is not None or stagger is not None):
         raise refused(line, "a sliding or stagger window over a subquery")
+    if scored is not None and (window or stagger or sliding or join or tables):
+        raise refused(
+            _line_of(tokens, "TABLE", line),
+            f"a query over {scored.function} that groups, joins or uses OVER",
+            "score in one pump and aggregate its output stream in another",
+        )
+    if join is not None and (window or stagger or sliding or _derived_table(select)):
+        raise refused(
+            _line_of(tokens, "JOIN", line),
+            "a stream-to-stream join that also groups, uses OVER or reads a subquery",
+            "join the streams in one pump and aggregate its output stream in another",
+        )
     try:
         query = _translate(
             select,
             source,
             windowed=window is not None or stagger is not None,
             sliding=sliding is not None,
+            join=join,
         )
     except log_parsing.LogParseError as error:
-        where = next((t.line for t in tokens if t.text.upper().endswith("_LOG_PARSE")), line)
+        where = next((t.line for t in tokens if "_LOG_PARSE" in t.text.upper()), line)
         raise refused(where, "this log-parsing call", str(error)) from error
+    if join is not None and join.kind != "INNER":
+        join = dataclasses.replace(
+            join,
+            outer_query=_translate(
+                select, source, windowed=False, sliding=False, join=join, join_variant="outer"
+            ),
+            match_query=_translate(
+                select, source, windowed=False, sliding=False, join=join, join_variant="match"
+            ),
+        )
     if sliding is not None and sliding.rows is not None:
         sliding = SlidingWindow(
             range_ms=None, rows=sliding.rows, prune_query=_prune_query(select, sliding.rows)
@@ -360,6 +442,201 @@ def _pump(statement: _Statement) -> Pump:
         sliding=sliding,
         tables=tables,
         stagger=stagger,
+        join=join,
+        scored=scored,
+    )
+
+
+def _table_function(select: exp.Select) -> exp.Anonymous | None:
+    """The `TABLE(...)` call a query reads FROM, if any."""
+    from_ = select.args.get("from_") or select.args.get("from")
+    if not isinstance(from_, exp.From) or not isinstance(from_.this, exp.Table):
+        return None
+    call = from_.this.this
+    if isinstance(call, exp.Anonymous) and str(call.this).upper() == "TABLE":
+        return call
+    return None
+
+
+def _scored_source(
+    select: exp.Select, table: exp.Anonymous, tokens: tuple[Token, ...], line: int
+) -> tuple[exp.Select, ScoredSource]:
+    """The query rewritten to read its cursor's stream (the scored rows stand in for that
+    stream's rows), and the scoring: the function, its parameters, the cursor's query."""
+    where = _line_of(tokens, "TABLE", line)
+    inner = table.expressions[0] if len(table.expressions) == 1 else None
+    name = str(inner.this).upper() if isinstance(inner, exp.Anonymous) else ""
+    if not isinstance(inner, exp.Anonymous) or name not in _ANOMALY_FUNCTIONS:
+        shown = name or (inner.sql() if inner is not None else "")
+        raise refused(
+            where,
+            f"TABLE({shown})",
+            "Shoal runs TABLE(RANDOM_CUT_FOREST(...)), "
+            "TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(...)) and TABLE(HOTSPOTS(...))",
+        )
+    arguments = inner.expressions
+    cursor = arguments[0] if arguments else None
+    if (
+        not isinstance(cursor, exp.Anonymous)
+        or str(cursor.this).upper() != "CURSOR"
+        or len(cursor.expressions) != 1
+        or not isinstance(cursor.expressions[0], exp.Select)
+    ):
+        raise refused(where, f"{name} without CURSOR(SELECT STREAM ... FROM a stream)")
+    cursor_select = cursor.expressions[0]
+    if (
+        cursor_select.args.get("group") is not None
+        or cursor_select.args.get("joins")
+        or cursor_select.find(exp.Window) is not None
+        or cursor_select.find(exp.AggFunc) is not None
+    ):
+        raise refused(where, f"a CURSOR of {name} that groups, joins or uses OVER")
+    _refuse_unsupported(cursor_select, where, tokens)
+    values: list[int | float | bool] = []
+    for argument in arguments[1:]:
+        if isinstance(argument, exp.Boolean):
+            values.append(bool(argument.this))
+        elif isinstance(argument, exp.Literal) and not argument.is_string:
+            text = str(argument.this)
+            try:
+                values.append(int(text) if text.lstrip("-").isdigit() else float(text))
+            except ValueError as error:
+                raise refused(where, f"{name} with {argument.sql()}") from error
+        else:
+            raise refused(where, f"{name} with {argument.sql()}", "its arguments are literals")
+    settings: anomaly.ForestParameters | hotspots.HotspotParameters
+    try:
+        if name == "HOTSPOTS":
+            settings = hotspots.parameters(values)
+        else:
+            settings = anomaly.parameters(name, values)
+    except anomaly.AnomalyError as error:
+        raise refused(where, f"this {name} call", str(error)) from error
+    source = _source(cursor_select, where)
+    try:
+        cursor_query = _translate(cursor_select, source, windowed=False, sliding=False)
+    except log_parsing.LogParseError as error:
+        raise refused(where, "this log-parsing call", str(error)) from error
+    outer = select.copy()
+    from_ = outer.args.get("from_") or outer.args.get("from")
+    assert isinstance(from_, exp.From)
+    assert isinstance(from_.this, exp.Table)
+    alias = from_.this.alias
+    stream = exp.Table(this=exp.to_identifier(source, quoted=True))
+    from_.this.replace(stream.as_(alias, quoted=True) if alias else stream)
+    return outer, ScoredSource(function=name, parameters=settings, cursor_query=cursor_query)
+
+
+def _join_windows(statement: _Statement, text: str) -> tuple[str, dict[int, tuple[str, int]]]:
+    """The text with each stream's window in FROM/JOIN (`name OVER (RANGE INTERVAL ...
+    PRECEDING)` or `OVER (ROWS n PRECEDING)`) blanked, and the windows (RANGE and its
+    milliseconds, or ROWS and its count) by the stream's position (0: the FROM stream, n: the
+    nth JOIN)."""
+    tokens = statement.tokens
+    ranges: dict[int, tuple[str, int]] = {}
+    joins = 0
+    for index, token in enumerate(tokens):
+        if token.token_type is TokenType.JOIN:
+            joins += 1
+        if token.token_type is not TokenType.OVER or index < 2:
+            continue
+        if tokens[index - 2].token_type not in (TokenType.FROM, TokenType.JOIN):
+            continue  # an analytic function's OVER, not a stream's window
+        where = token.line
+        if index + 1 >= len(tokens) or tokens[index + 1].token_type is not TokenType.L_PAREN:
+            raise refused(where, "a named window in a JOIN", "write OVER (RANGE INTERVAL ...)")
+        depth = 0
+        close = None
+        for position in range(index + 1, len(tokens)):
+            kind = tokens[position].token_type
+            depth += (kind is TokenType.L_PAREN) - (kind is TokenType.R_PAREN)
+            if depth == 0:
+                close = position
+                break
+        if close is None:
+            raise refused(where, "an unclosed OVER (...) in a JOIN")
+        spec = (
+            text[tokens[index + 2].start : tokens[close - 1].end + 1] if close > index + 2 else ""
+        )
+        words = spec.split()
+        frame = words[0].upper() if words else ""
+        if (
+            len(words) < 2
+            or frame not in ("RANGE", "ROWS")
+            or words[-1].upper() != "PRECEDING"
+            or (frame == "ROWS" and (len(words) != 3 or not words[1].isdigit()))
+        ):
+            raise refused(
+                where,
+                f"the join window ({spec})",
+                "Shoal runs OVER (RANGE INTERVAL 'n' unit PRECEDING) and OVER (ROWS n PRECEDING)",
+            )
+        if frame == "ROWS":
+            ranges[joins] = ("ROWS", int(words[1]))
+        else:
+            interval = _parse(f"SELECT {' '.join(words[1:-1])}", where).find(exp.Interval)
+            if interval is None:
+                raise refused(where, f"the join window ({spec})")
+            ranges[joins] = ("RANGE", _interval_ms(interval, where))
+        span = text[token.start : tokens[close].end + 1]
+        text = (
+            text[: token.start]
+            + "".join("\n" if char == "\n" else " " for char in span)
+            + text[tokens[close].end + 1 :]
+        )
+    return text, ranges
+
+
+def _stream_join(
+    select: exp.Select,
+    source: str,
+    ranges: dict[int, tuple[str, int]],
+    tokens: tuple[Token, ...],
+    line: int,
+) -> StreamJoin:
+    joins = select.args.get("joins") or []
+    where = _line_of(tokens, "JOIN", line)
+    if len(joins) != 1:
+        raise refused(where, "a stream-to-stream join of more than two streams")
+    join = joins[0]
+    method = " ".join(
+        str(join.args.get(part) or "").upper() for part in ("method", "side", "kind")
+    ).split()
+    kinds = {(): "INNER", ("INNER",): "INNER", ("LEFT",): "LEFT", ("LEFT", "OUTER"): "LEFT"}
+    kinds |= {("RIGHT",): "RIGHT", ("RIGHT", "OUTER"): "RIGHT"}
+    kinds |= {("FULL",): "FULL", ("FULL", "OUTER"): "FULL"}
+    kind = kinds.get(tuple(method))
+    if kind is None:
+        raise refused(
+            where,
+            f"a {' '.join(method)} JOIN of two streams",
+            "Shoal runs INNER, LEFT, RIGHT and FULL stream-to-stream joins",
+        )
+    if join.args.get("on") is None or join.args.get("using"):
+        raise refused(where, "a stream-to-stream join without ON")
+    table = join.this
+    if not isinstance(table, exp.Table):
+        raise refused(where, "a JOIN with something other than a stream")
+    right = _normalize(table.this)
+    if right == source:
+        raise refused(where, f"a JOIN of stream {right} with itself")
+    if 1 not in ranges:
+        raise refused(
+            where,
+            f"a join of stream {source} with {right} without a window on {right}",
+            "add OVER (RANGE INTERVAL 'n' unit PRECEDING) after the joined stream",
+        )
+    left_kind, left_amount = ranges.get(0, ("RANGE", 0))
+    right_kind, right_amount = ranges[1]
+    if kind != "INNER" and "ROWS" in (left_kind, right_kind):
+        raise refused(where, f"a {kind} JOIN with a ROWS window", "use a RANGE window")
+    return StreamJoin(
+        right=right,
+        left_range_ms=left_amount if left_kind == "RANGE" else 0,
+        right_range_ms=right_amount if right_kind == "RANGE" else 0,
+        kind=kind,
+        left_rows=left_amount if left_kind == "ROWS" else None,
+        right_rows=right_amount if right_kind == "ROWS" else None,
     )
 
 
@@ -495,16 +772,15 @@ _UNSUPPORTED: tuple[tuple[type[exp.Expr], str, str, int], ...] = (
     (exp.Intersect, "INTERSECT", "INTERSECT", 1),
     (exp.With, "WITH", "WITH", 1),
 )
+_ANOMALY_FUNCTIONS = ("RANDOM_CUT_FOREST", "RANDOM_CUT_FOREST_WITH_EXPLANATION", "HOTSPOTS")
 _UNSUPPORTED_FUNCTIONS = {
-    "RANDOM_CUT_FOREST": "RANDOM_CUT_FOREST",
-    "RANDOM_CUT_FOREST_WITH_EXPLANATION": "RANDOM_CUT_FOREST_WITH_EXPLANATION",
-    "HOTSPOTS": "HOTSPOTS",
-    "TABLE": "TABLE(...) (table functions)",
+    "RANDOM_CUT_FOREST": "RANDOM_CUT_FOREST outside FROM TABLE(...)",
+    "RANDOM_CUT_FOREST_WITH_EXPLANATION": (
+        "RANDOM_CUT_FOREST_WITH_EXPLANATION outside FROM TABLE(...)"
+    ),
+    "HOTSPOTS": "HOTSPOTS outside FROM TABLE(...)",
+    "TABLE": "TABLE(...) outside FROM",
     "CURSOR": "CURSOR(...)",
-    "W3C_LOG_PARSE": "W3C_LOG_PARSE",
-    "FAST_REGEX_LOG_PARSER": "FAST_REGEX_LOG_PARSER",
-    "FAST_REGEX_LOG_PARSE": "FAST_REGEX_LOG_PARSE",
-    "SYS_LOG_PARSE": "SYS_LOG_PARSE",
 }
 
 
@@ -622,9 +898,20 @@ def _interval_ms(interval: exp.Interval, line: int) -> int:
 # --- Translation to the engine's SQL ----------------------------------------------------------
 
 
-def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool) -> str:
+def _translate(
+    select: exp.Select,
+    source: str,
+    *,
+    windowed: bool,
+    sliding: bool,
+    join: StreamJoin | None = None,
+    join_variant: str = "inner",
+) -> str:
     """The select as DuckDB SQL over INPUT_TABLE (aliased as the source stream, so qualified
-    columns keep working), with identifiers normalized and KDA's functions rewritten."""
+    columns keep working), with identifiers normalized and KDA's functions rewritten. A
+    stream-to-stream join's query pairs rows as an inner join ("inner"), or is its own (outer)
+    join over the unmatched rows ("outer"), or gives the ids of the pairs ON matches
+    ("match")."""
     tree = select.copy()
     for identifier in tree.find_all(exp.Identifier):
         identifier.set("this", _normalize(identifier))
@@ -642,21 +929,26 @@ def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool
     assert isinstance(table, exp.Table)
     alias = table.alias or source
     table.replace(exp.to_table(INPUT_TABLE).as_(alias, quoted=True))
+    later: exp.Expr | None = None
+    if join is not None:
+        later = _join_rowtime(tree, alias, join, join_variant)
     if derived is not None:
         if ROWTIME not in reader.named_selects:
             reader.select(exp.column(ROWTIME, table=alias, quoted=True), copy=False)
         alias = derived.alias
     rewritten = tree.transform(_rewrite_function)
     assert isinstance(rewritten, exp.Select)
+    if join is not None and join_variant == "match":
+        return _match_query(rewritten, alias)
+    _star_without_rowtime(rewritten)
     for window in rewritten.find_all(exp.Window):
         if window.args.get("spec") is not None and window.args.get("order") is None:
             # KDA orders every window by ROWTIME, implicitly.
             order = exp.Order(expressions=[exp.Ordered(this=exp.column(ROWTIME, quoted=True))])
             window.set("order", order)
     if not windowed:
-        rewritten = rewritten.select(
-            exp.alias_(exp.column(ROWTIME, table=alias, quoted=True), ROWTIME_ALIAS, quoted=True)
-        )
+        rowtime = later or exp.column(ROWTIME, table=alias, quoted=True)
+        rewritten = rewritten.select(exp.alias_(rowtime, ROWTIME_ALIAS, quoted=True))
     if not sliding:
         return rewritten.sql(dialect="duckdb")
     rewritten = rewritten.select(
@@ -667,6 +959,73 @@ def _translate(select: exp.Select, source: str, *, windowed: bool, sliding: bool
         f'SELECT * EXCLUDE ("{NEW_ROW}") FROM ({inner}) AS __shoal_rows WHERE "{NEW_ROW}" '
         f'ORDER BY "{ROWTIME_ALIAS}"'
     )
+
+
+def _star_without_rowtime(select: exp.Select) -> None:
+    """KDA's `SELECT STREAM *` is a stream's columns without ROWTIME (the row's ROWTIME is
+    its own, not a column inserted by position)."""
+    for projection in select.expressions:
+        star = projection.this if isinstance(projection, exp.Column) else projection
+        if isinstance(star, exp.Star) and not star.args.get("except_"):
+            star.set("except_", [exp.column(ROWTIME, quoted=True)])
+
+
+def _match_query(rewritten: exp.Select, left: str) -> str:
+    """The ids of the left and right rows an outer join's ON pairs (its WHERE aside)."""
+    from_ = rewritten.args.get("from_") or rewritten.args.get("from")
+    assert isinstance(from_, exp.From)
+    joined = rewritten.args["joins"][0]
+    right = joined.this.alias
+    query = (
+        exp.select(
+            exp.column(ROW_ID, table=left, quoted=True),
+            exp.column(ROW_ID, table=right, quoted=True),
+        )
+        .from_(from_.this.copy())
+        .join(joined.copy())
+    )
+    return query.sql(dialect="duckdb")
+
+
+def _join_rowtime(tree: exp.Select, left: str, join: StreamJoin, variant: str) -> exp.Expr:
+    """Binds a stream-to-stream join's right stream to JOIN_TABLE and adds its time condition
+    to ON; returns the joined row's ROWTIME (the later of the pair's; for an unmatched row of
+    an outer join, the end of its window), which an unqualified ROWTIME in the query now
+    means."""
+    joined = tree.args["joins"][0]
+    if variant != "outer":  # pairs are inner-joined; unmatched rows wait for their window
+        joined.set("side", None)
+        joined.set("kind", None)
+    table = joined.this
+    assert isinstance(table, exp.Table)
+    right = table.alias or join.right
+    table.replace(exp.to_table(JOIN_TABLE).as_(right, quoted=True))
+    left_time = exp.column(ROWTIME, table=left, quoted=True)
+    right_time = exp.column(ROWTIME, table=right, quoted=True)
+    bounds = []  # a ROWS side's rows pair whatever their ROWTIME: its side has no bound
+    if join.right_rows is None:
+        bounds.append(
+            f"{right_time.sql()} >= {left_time.sql()} - INTERVAL {join.right_range_ms} MILLISECOND"
+        )
+    if join.left_rows is None:
+        bounds.append(
+            f"{right_time.sql()} <= {left_time.sql()} + INTERVAL {join.left_range_ms} MILLISECOND"
+        )
+    on: exp.Expr = exp.paren(joined.args["on"])
+    if bounds:
+        on = exp.and_(on, sqlglot.parse_one(" AND ".join(bounds), dialect="duckdb"))
+    joined.set("on", on)
+    later: exp.Expr = exp.func("greatest", left_time, right_time)
+    if variant == "outer":  # one side is NULL: greatest() is the other's window end
+        later = sqlglot.parse_one(
+            f"greatest({left_time.sql()} + INTERVAL {join.left_range_ms} MILLISECOND, "
+            f"{right_time.sql()} + INTERVAL {join.right_range_ms} MILLISECOND)",
+            dialect="duckdb",
+        )
+    for column in list(tree.find_all(exp.Column)):
+        if column.name == ROWTIME and not column.table:
+            column.replace(later.copy())
+    return later
 
 
 def _rewrite_function(node: exp.Expr) -> exp.Expr:
@@ -744,11 +1103,31 @@ def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
             fields = log_parsing.columns(_constant(name, columns), _log_parse_type, fixed=True)
             duckdb_sql = log_parsing.fixed_column_log_parse(_sql(text), fields)
             return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
-        case (("REGEX_LOG_PARSE" | "VARIABLE_COLUMN_LOG_PARSE" | "FIXED_COLUMN_LOG_PARSE"), _):
+        case "W3C_LOG_PARSE", [text, format_string]:
+            duckdb_sql = log_parsing.w3c_log_parse(_sql(text), _constant(name, format_string))
+            return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
+        case "SYS_LOG_PARSE", [text]:
+            return sqlglot.parse_one(log_parsing.sys_log_parse(_sql(text)), dialect="duckdb")
+        case (("FAST_REGEX_LOG_PARSER" | "FAST_REGEX_LOG_PARSE"), [text, pattern]):
+            duckdb_sql = log_parsing.fast_regex_log_parse(_sql(text), _constant(name, pattern))
+            return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
+        case (
+            (
+                "REGEX_LOG_PARSE"
+                | "VARIABLE_COLUMN_LOG_PARSE"
+                | "FIXED_COLUMN_LOG_PARSE"
+                | "W3C_LOG_PARSE"
+                | "SYS_LOG_PARSE"
+                | "FAST_REGEX_LOG_PARSER"
+                | "FAST_REGEX_LOG_PARSE"
+            ),
+            _,
+        ):
             raise log_parsing.LogParseError(
                 f"{name} with {len(arguments)} arguments (Shoal runs "
                 "REGEX_LOG_PARSE(text, pattern), VARIABLE_COLUMN_LOG_PARSE(text, columns, "
-                "delimiter) and FIXED_COLUMN_LOG_PARSE(text, columns))"
+                "delimiter), FIXED_COLUMN_LOG_PARSE(text, columns), W3C_LOG_PARSE(text, "
+                "format), SYS_LOG_PARSE(text) and FAST_REGEX_LOG_PARSER(text, pattern))"
             )
     return None
 
@@ -876,8 +1255,9 @@ def _check_references(program: Program) -> None:
             if program.stream(table) is not None:
                 raise refused(
                     pump.line,
-                    f"a JOIN of pump {pump.name} with stream {table}",
-                    "stream-to-stream joins are not run; join a reference table",
+                    f"a JOIN of pump {pump.name} with stream {table} without a window",
+                    f"write JOIN {table} OVER (RANGE INTERVAL 'n' unit PRECEDING) AS alias "
+                    "ON a condition",
                 )
         if pump.window is not None and pump.window.column != ROWTIME:
             # An event-time window needs the time column to be a TIMESTAMP of the source; the

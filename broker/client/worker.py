@@ -136,7 +136,8 @@ class InitializationInput:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessRecordsInput:
-    records: Sequence[UserRecord]  # de-aggregated, in order, never empty
+    # De-aggregated, in order; empty only with WorkerConfig.process_empty_batches.
+    records: Sequence[UserRecord]
     millis_behind_latest: int
     checkpointer: Checkpointer
 
@@ -907,9 +908,11 @@ class _ShardConsumer:
                 for user in deaggregate(record, shard_hash_range=shard.hash_range)
                 if start.is_sentinel or user.extended_sequence_number > resume_after
             ]
-            if users and not self._holding.lost:
-                self._checkpointer.largest_permitted = users[-1].extended_sequence_number
-                self._worker._count_delivered(len(users))
+            empty_delivered = not batch.records and self._worker.config.process_empty_batches
+            if (users or empty_delivered) and not self._holding.lost:
+                if users:
+                    self._checkpointer.largest_permitted = users[-1].extended_sequence_number
+                    self._worker._count_delivered(len(users))
                 await processor.process_records(
                     ProcessRecordsInput(
                         records=users,

@@ -52,6 +52,9 @@ class WorkerConfig:
     # Polling: the pause after a GetRecords that returned nothing (the KCL's
     # idleTimeBetweenReadsInMillis); a call that returned records is followed at once.
     polling_idle_interval_ms: int = 1_000
+    # The KCL's callProcessRecordsEvenForEmptyRecordList: an empty GetRecords answer reaches the
+    # processor too (records empty), so it learns MillisBehindLatest when nothing new came.
+    process_empty_batches: bool = False
     get_records_limit: int = limits.get_records_count_max
     initial_position: InitialPosition = InitialPosition.TRIM_HORIZON
     initial_timestamp: datetime | None = None  # for AT_TIMESTAMP

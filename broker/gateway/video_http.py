@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
@@ -233,7 +233,8 @@ class VideoHttpService:
         try:
             if not served:
                 raise ShoalError(
-                    ErrorCode.UNKNOWN_OPERATION, f"Shoal does not serve {operation} yet."
+                    ErrorCode.UNKNOWN_OPERATION,
+                    error_messages.video_operation_not_served(operation=operation),
                 )
             access_key_id = self._verify(scope, headers, body)
             request = rest_json.decode_request(

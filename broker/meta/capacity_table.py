@@ -7,27 +7,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from broker import limits
 from broker.streams.hot_keys import RATE_SPAN_MS_MIN, KeyLoad, ShardLoad
 from broker.types import NodeId, ShardIndex, StreamName, StreamUid
 
-# Enough to see what the controller did over a day of a busy stream; the oldest go first.
-EVENTS_PER_STREAM_MAX = 100
-# Hot keys carried per shard in a report. Reports cross the metadata quorum: this bounds their
-# size (a key is up to 256 characters) whatever the tracker keeps.
-REPORT_KEYS_MAX = 10
-# ...and only keys guaranteed (by their lower bound) to carry at least this share of their
-# shard's load in the binding dimension. A key below it is not hot by any operator's measure,
-# and below ~3 % it is within the trackers' own error (N / 65 per window): reporting the ten
-# busiest keys of every shard regardless made a report of 1,000 busy shards with skewed keys
-# ~1.2 MB; with this filter it carries the few keys that matter (tests/service/
-# test_report_size.py).
-REPORT_KEY_SHARE_MIN_PPM = 50_000
-# Shards per report: a node leading more busy shards reports the busiest this many each period.
-REPORT_SHARDS_MAX = 2_000
-# A shard using less than this share of one shard's write capacity (AWS's 1 MiB/s, 1,000
-# records/s) is reported as idle: 1 % is 10 records/s. 1,000 shards trickling a few records a
-# second cost the metadata log nothing; the hot-shard view shows them at 0.
-REPORT_FLOOR_PPM = 10_000
+# The table's bounds (why each is what it is: limits.py, "Shard load reports").
+EVENTS_PER_STREAM_MAX = limits.capacity_events_per_stream_max
+REPORT_KEYS_MAX = limits.load_report_keys_max
+REPORT_KEY_SHARE_MIN_PPM = limits.load_report_key_share_min_ppm
+REPORT_SHARDS_MAX = limits.load_report_shards_max
+REPORT_FLOOR_PPM = limits.load_report_floor_ppm
 PPM = 1_000_000  # hot-key shares in parts per million: JSON has no exact floats
 
 

@@ -102,13 +102,3 @@ def place_shards(
         loads.add(placement)
         placements.append(placement)
     return tuple(placements)
-
-
-def replacement_node(image: MetadataImage, shard: ShardMeta, *, now_ms: int) -> NodeId | None:
-    """The ACTIVE node, not already a replica of `shard`, holding the fewest replicas (ties by
-    node id): where a replica moved off a leaving node goes. None when there is none."""
-    loads = node_loads(image, now_ms=now_ms)
-    candidates = [node_id for node_id in loads.replicas if node_id not in shard.replicas]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda node_id: (loads.replicas[node_id], node_id))

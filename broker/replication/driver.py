@@ -10,15 +10,17 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
 2. applies the newest metadata image (creates a replica for every shard this node is in the
    replica set of, configures each with its epoch, leader, replicas and sealing; drops the
    replicas of shards it no longer holds), drains the bounded inbox into `step`, ticks;
-3. takes a `Ready` from every replica that has one, and executes them together, in the order
-   the replica requires: log resets, truncations, promises and high watermarks synchronously
-   (one worker-thread call), then every replica's appends through the node's
-   `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per group; then sends
-   `to_send` through the `Transport`; starts the log reads followers need to catch up (owned
-   tasks, their results fed back with `read_done`); answers producers up to `committed_end`
-   (a replica that `abandoned` its leadership keeps them until it learns whether their
-   records survived, `driver_core.Local`); `advance`s;
-   and finally answers the Prepares whose promises that turn made durable.
+3. takes a `Ready` from every replica that has one, sends the leaders' Appends at once
+   (`DriverCore.send_ahead`: the followers' writes overlap ours), and executes the Readys
+   together, in the order the replica requires: log resets, truncations, promises and high
+   watermarks synchronously (one worker-thread call), then every replica's appends through
+   the node's `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per
+   group; then sends the rest of `to_send` (acknowledgements) through the `Transport`;
+   starts the log reads followers need to catch up (owned tasks, their results fed back
+   with `read_done`); answers producers up to `committed_end` (a replica that `abandoned`
+   its leadership keeps them until it learns whether their records survived,
+   `driver_core.Local`); `advance`s; and finally answers the Prepares whose promises that
+   turn made durable.
 
 Producers call `append` (the service's `LocalReplicas.append`) on the loop: the replica assigns
 offsets synchronously in `propose`, so call order is log order, and the caller waits, bounded
@@ -352,6 +354,8 @@ class ReplicationDriver:
     async def _turn(self) -> None:
         turn = self._core.take_turn()
         if turn.work:
+            for envelope in self._core.send_ahead(turn):
+                self._transport.send(envelope)  # the followers write while we do
             try:
                 await self._persist(turn)
             except _PERSIST_ERRORS as error:
@@ -372,7 +376,8 @@ class ReplicationDriver:
     async def _recover(self, turn: Turn, error: Exception) -> None:
         """A persist failed (a full disk, a broken store): the replicas involved cannot know
         what is durable, so they are rebuilt from the store at the next turn, as after a
-        restart (nothing of the failed Ready was sent: sends follow persists). Their producers
+        restart (the failed Ready's Appends may have gone out: a rebuilt replica never leads
+        again in an epoch it promised before, replica.py rule 6). Their producers
         get an unknown outcome (retryable) and their Prepares no answer (the controller asks
         again). RocksDB keeps refusing every write after a failed WAL write until it is
         reopened, so it is, once the disk has room again. Backs off while failures repeat;

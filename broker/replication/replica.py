@@ -9,8 +9,10 @@ simulator's `sim/cluster.py`) runs this loop, one shard replica at a time:
     tick(now_ms) on a timer (a tick before next_tick_ms() does nothing, so a driver may
     skip it); propose(records) for producers on the leader; then
     ready = replica.ready()        # what to persist, send and answer
+    send the leader's Appends in ready.to_send (they may go before or while it persists)
     persist, in order: reset_to, truncate_from, promise, appends, high_watermark (durably)
-    send ready.to_send; run ready.reads (store.read_batches) and hand them to read_done
+    send the rest of ready.to_send (acknowledgements: only once durable); run ready.reads
+    (store.read_batches) and hand them to read_done
     answer producers up to ready.committed_end; fail every waiting one if ready.abandoned
     replica.advance(ready)
 
@@ -28,9 +30,21 @@ Safety rules (numbers from 0002):
    then truncates from the first record whose epoch differs, never below its HW (asserted).
 3. The leader's HW is the largest offset a majority (itself included) holds durably, counted
    only once it lies above the start of the leader's own epoch (the epoch-start control batch
-   it writes first): Raft's commit rule, which keeps the "Figure 8" case safe.
+   it writes first): Raft's commit rule, which keeps the "Figure 8" case safe. The leader
+   counts its own log only up to its durable end (`advance`), and its HW never passes that
+   end (its readers read below the HW): so its Appends may go out before its own write is
+   durable and its fsync overlaps the followers' (Raft §10.2.1).
 4. The HW never goes back (asserted); readers read below it.
 5. A follower that cannot match at the leader's log start drops its log and restarts there.
+6. A replica opened from its store (a restart, or a rebuild after a failed persist) never
+   leads again in an epoch it promised before: it may have sent records as leader in it
+   that it then lost (sent, not yet durable), which its followers may hold under the same
+   epoch; leading on in that epoch would write other records at those offsets that the
+   followers' epoch check takes for the same. It reports itself fenced instead
+   (`fenced()`, in heartbeats), and leads again only in a newer epoch, whose marker makes
+   the new leader's log win over any such tail (as a Raft leader that restarts must win a
+   new term). A single-replica set is exempt: it sends nothing (a replica set changes only
+   with a new epoch).
 
 A replica that lost its disk rejoins as a new, empty replica (`ReplicaDurableState.
 rejoin_floor`, decisions/0002 "Lost disk"). It forgot its log and its promises, so:
@@ -126,7 +140,9 @@ class Ready:
 
     Persist in this order: `reset_to` (store.reset_log), `truncate_from`
     (store.truncate_suffix), `promise` (store.promise), `appends` (store.append, in order),
-    `high_watermark` (store.set_high_watermark). Then send `to_send`, run `reads`, answer
+    `high_watermark` (store.set_high_watermark). The `Append`s in `to_send` (a leader's) may
+    be sent before or while persisting (rule 3); the rest of `to_send` (`AppendAck`s: "durable
+    here") only after. Then send the rest of `to_send`, run `reads`, answer
     producers whose records end at or below `committed_end` (leader only; None otherwise), and
     if `abandoned`, fail every producer still waiting (retryable: this replica stopped leading
     and cannot tell whether their records will survive). Then `advance(ready)`.
@@ -347,6 +363,9 @@ class ShardReplica:
         self._role = Role.FOLLOWER
         self._rejoin_floor = durable.rejoin_floor
         self._recovering = durable.rejoin_floor is not None
+        # Rule 6: epochs up to this one were promised before this replica was opened, so it
+        # may have led in them and lost a tail its followers hold; it never leads in them.
+        self._opened_promise = durable.promised_epoch
         # The log as it will be once everything decided is persisted.
         self._log_start = durable.log_start
         self._log_end = durable.log_end
@@ -428,6 +447,7 @@ class ShardReplica:
             and epoch >= 1
             and epoch == self._promised_epoch
             and not self._recovering
+            and self._may_lead(epoch)
         ):
             self._become_leader(now_ms)
         if self._role is Role.LEADER:
@@ -653,13 +673,20 @@ class ShardReplica:
         return self._role is Role.LEADER and self._hw >= self._lead_start_end
 
     def fenced(self) -> bool:
-        """Named leader by the image, but a newer epoch was promised (a leader change that
-        has not committed, or never will): cheap, for every heartbeat."""
+        """Named leader by the image, but it cannot lead in the image's epoch: a newer epoch
+        was promised (a leader change that has not committed, or never will), or the replica
+        was opened from its store after promising this one (rule 6). The controller then
+        runs a leader change. Cheap, for every heartbeat."""
         return (
             self._leader == self.node_id
             and self._role is Role.FOLLOWER
-            and self._promised_epoch > self._epoch
+            and (self._promised_epoch > self._epoch or not self._may_lead(self._epoch))
         )
+
+    def _may_lead(self, epoch: int) -> bool:
+        """Rule 6: not in an epoch promised before this replica was opened, unless it has
+        no follower to have sent anything to."""
+        return epoch > self._opened_promise or self._replicas == (self.node_id,)
 
     @property
     def role(self) -> Role:
@@ -686,11 +713,7 @@ class ShardReplica:
             sealing=self._sealing,
             recovering=self._recovering,
             rejoin_floor=self._rejoin_floor,
-            fenced=(
-                self._leader == self.node_id
-                and self._role is Role.FOLLOWER
-                and self._promised_epoch > self._epoch
-            ),
+            fenced=self.fenced(),
             followers=tuple(
                 FollowerStatistics(
                     node_id=node,
@@ -920,7 +943,9 @@ class ShardReplica:
         majority = len(self._replicas) // 2 + 1
         if len(ends) < majority:
             return
-        candidate = ends[majority - 1]
+        # Within our own durable log (rule 3): our Appends go out before our write is
+        # durable, so the followers' durable ends may pass ours.
+        candidate = min(ends[majority - 1], self._stable_end)
         if candidate <= self._epoch_start():
             return  # only a record of our own epoch commits (the Figure 8 rule)
         self._set_hw(candidate)

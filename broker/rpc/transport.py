@@ -372,8 +372,3 @@ def _replica_state(statistics: ReplicaStatistics, *, damaged: bool) -> pb.Replic
         recovering=statistics.recovering,
         damaged=damaged,
     )
-
-
-def replica_state_from_proto(state: pb.ReplicaState) -> tuple[Offset, Offset, int]:
-    """(durable log end, high watermark, last epoch) of a ReplicaStatus answer."""
-    return Offset(state.log_end), Offset(state.high_watermark), state.last_epoch

@@ -71,10 +71,6 @@ _new_tuple = tuple.__new__  # NamedTuple construction without its generated Pyth
 _Written = dict[str, str]
 
 
-def _record_bytes(partition_key: str, data: bytes) -> int:
-    return len(partition_key.encode()) + len(data)
-
-
 def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str) -> _Entry:
     """One record of a put: its size checked, its hash key chosen (the partition key's MD5,
     the explicit hash key, or, on an AUTO-distributed stream, uniformly at random)."""

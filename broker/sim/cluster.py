@@ -2,8 +2,10 @@
 
 Each simulated node runs the replication driver's synchronous core (`replication.driver_core`,
 the same code the node's async shell runs): messages, ticks, proposals and Prepares go into it,
-and a turn's Readys are executed as the shell does: `persist_plan` applied to the node's
-`SimLogStore`, the simulated fsync (a random disk delay, sometimes a slow one: BUGGIFY), then
+and a turn's Readys are executed as the shell does: the leaders' Appends sent at once
+(`send_ahead`: a crash before the fsync leaves followers holding records their leader lost),
+`persist_plan` applied to the node's `SimLogStore`, the simulated fsync (a random disk delay,
+sometimes a slow one, and sometimes a crash just before it: BUGGIFY), then
 `finish` (producers answered, orphans kept or failed, Prepares answered) and its sends and
 catch-up reads. One turn is in flight per node, as in the shell. A crash drops the node's
 unsynced writes and everything in flight for it (events carry the node's incarnation); a
@@ -248,6 +250,8 @@ class Faults(Protocol):
     fired: dict[str, int]
 
     def start(self) -> None: ...
+
+    def crash_and_restart(self, node: SimNode) -> None: ...
 
 
 class SimCluster:
@@ -570,10 +574,25 @@ class SimCluster:
         if not turn.work:
             self._after(node, core.finish(turn))
             return
+        ahead = core.send_ahead(turn)
+        for envelope in ahead:  # as the shell: before the fsync
+            self.network.send(node.node_id, envelope.to, envelope.message)
         plan = core.persist_plan(turn, wall_ms=now)
         run_calls(node.store, plan.before)
         if plan.appends:
             node.store.append(plan.appends)
+        if (
+            ahead
+            and plan.appends
+            and self.faults_active
+            and buggify.buggify("node.crash_before_fsync")
+        ):
+            # Next, before the fsync below can come (its event is void after a crash): the
+            # writes were sent and are lost here. A separate event, so the invariants first
+            # see what this turn's acknowledgements committed.
+            self.world.schedule(
+                0, f"crash before fsync {node.node_id}", lambda: self._crash_in(node, incarnation)
+            )
         delay = self._disk_rng.randint(0, self.config.disk_ms_max)
         if buggify.buggify("disk.slow_fsync"):
             delay += self._disk_rng.randint(50, 800)
@@ -587,6 +606,10 @@ class SimCluster:
             self._after(node, core.finish(turn))
 
         self.world.schedule(delay, f"fsync {node.node_id}", persisted)
+
+    def _crash_in(self, node: SimNode, incarnation: int) -> None:
+        if node.alive and node.incarnation == incarnation:
+            self.faults.crash_and_restart(node)
 
     def _read(self, node: SimNode, core: DriverCore, local: Local, request: ReadRequest) -> None:
         """A follower's catch-up read of this node's log, fed back to the core."""
@@ -656,7 +679,8 @@ class SimCluster:
 
     def _leader_healthy(self, image: ShardImage) -> bool:
         """What the real controller learns from heartbeats: the leader is up, reachable, and
-        not fenced (it reports a promised epoch above the image's)."""
+        not fenced (it reports a promised epoch above the image's, or cannot lead in the
+        image's epoch after a restart: replica.py rule 6)."""
         if image.leader is None:
             return False
         node = self.nodes[image.leader]
@@ -666,4 +690,4 @@ class SimCluster:
         if replica is None:
             return False
         stats = replica.statistics()
-        return not (stats.promised_epoch > image.epoch or stats.recovering)
+        return not (stats.promised_epoch > image.epoch or stats.recovering or stats.fenced)

@@ -45,10 +45,6 @@ class SimLogStore:
         self._volatile = MemoryLogStore()
         self._unsynced.clear()
 
-    @property
-    def unsynced_mutations(self) -> int:
-        return len(self._unsynced)
-
     def check_consistency(self, shard_uid: ShardUid) -> None:
         self._volatile.check_consistency(shard_uid)
 

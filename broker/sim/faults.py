@@ -49,7 +49,7 @@ class FaultPlans:
 
         self._cluster.world.schedule(self._rng.randint(low_ms, high_ms), f"fault {name}", fire)
 
-    def _restart_later(self, node: SimNode) -> None:
+    def _restart_later(self, node: SimNode, *, high_ms: int = 1_500) -> None:
         cluster = self._cluster
         incarnation = node.incarnation
 
@@ -57,7 +57,14 @@ class FaultPlans:
             if not node.alive and node.incarnation == incarnation:
                 cluster.restart(node)
 
-        cluster.world.schedule(self._rng.randint(20, 1_500), f"restart {node.node_id}", restart)
+        cluster.world.schedule(self._rng.randint(20, high_ms), f"restart {node.node_id}", restart)
+
+    def crash_and_restart(self, node: SimNode) -> None:
+        """Crashes `node` now and restarts it soon, often before the failure detector
+        noticed (a fault point's crash, as BUGGIFY's `node.crash_before_fsync`: the
+        restarted node is then still the image's leader)."""
+        self._cluster.crash(node)
+        self._restart_later(node, high_ms=150)
 
     def _attrition(self) -> None:
         cluster = self._cluster

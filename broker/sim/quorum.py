@@ -84,11 +84,6 @@ class SimMetadataQuorum:
         self._publish(image)
         return image
 
-    def set_sealing(self, shard_uid: ShardUid) -> None:
-        image = replace(self.shards[shard_uid], sealing=True)
-        self.shards[shard_uid] = image
-        self._publish(image)
-
     def prepared_epoch(self, shard_uid: ShardUid) -> int:
         """The highest epoch any Prepare for the shard has carried (or its image's)."""
         return max(self.shards[shard_uid].epoch, self._prepared[shard_uid])

@@ -56,10 +56,6 @@ class PutMediaRequest:
     producer_start_ms: int  # for RELATIVE timecodes; the session's start when not given
 
 
-class _Stop(Exception):
-    """Ends the session after an ERROR acknowledgement."""
-
-
 class PutMediaSession:
     def __init__(
         self,

@@ -3,16 +3,18 @@ continuous pumps, chains of in-application streams, late rows; and the pure wind
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.analytics import pipeline, records, sql, windows
+from broker.analytics import anomaly, hotspots, pipeline, records, sql, windows
 from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
+from broker.errors import ErrorCode, ShoalError
 from tests.analytics.test_sql import SOURCE
 
 T0 = 1_790_000_000_000  # a multiple of every window size below
@@ -280,3 +282,305 @@ def test_stagger_windows_open_per_key_and_close_a_range_later(engine: DuckDbEngi
         (records.to_timestamp(minute + 90_000), "ABC", event, 1),
         (records.to_timestamp(minute + 125_000), "QXZ", event, 1),
     ]
+
+
+JOIN_CODE = """
+CREATE OR REPLACE STREAM "ORDERS" (TICKER VARCHAR(4), AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "ORDERS_PUMP" AS INSERT INTO "ORDERS"
+  SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE SECTOR = 'ORDER';
+CREATE OR REPLACE STREAM "TRADES" (TICKER VARCHAR(4), AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "TRADES_PUMP" AS INSERT INTO "TRADES"
+  SELECT STREAM TICKER_SYMBOL, PRICE FROM "SOURCE_SQL_STREAM_001" WHERE SECTOR = 'TRADE';
+CREATE OR REPLACE STREAM "MATCHED" (ORDER_TIME TIMESTAMP, TICKER VARCHAR(4),
+                                    ORDER_AMOUNT DOUBLE, TRADE_AMOUNT DOUBLE);
+CREATE OR REPLACE PUMP "JOIN_PUMP" AS INSERT INTO "MATCHED"
+  SELECT STREAM ROWTIME, o.TICKER, o.AMOUNT AS ORDER_AMOUNT, t.AMOUNT AS TRADE_AMOUNT
+  FROM "ORDERS" AS o
+  JOIN "TRADES" OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS t
+  ON o.TICKER = t.TICKER;
+"""
+
+
+def test_an_outer_stream_to_stream_join(engine: DuckDbEngine) -> None:
+    """LEFT JOIN: an order no trade matched comes out with NULL trade columns once its window
+    passed (the watermark), at the window's end as ROWTIME; a matched order only as its pair
+    (a WHERE on the pair does not make it unmatched); FULL JOIN: unmatched trades too."""
+    left_join = JOIN_CODE.replace('  JOIN "TRADES"', '  LEFT OUTER JOIN "TRADES"').replace(
+        "ON o.TICKER = t.TICKER;", "ON o.TICKER = t.TICKER WHERE t.AMOUNT IS NULL OR t.AMOUNT > 5;"
+    )
+    program = sql.compile_program(left_join)
+    assert program.pumps[-1].join is not None
+    assert program.pumps[-1].join.kind == "LEFT"
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    source = "SOURCE_SQL_STREAM_001"
+    pipe.push(source, [sector_row(T0, "ABC", "TRADE", 10.0), sector_row(T0, "QRS", "TRADE", 1.0)])
+    pipe.push(source, [sector_row(T0 + 5_000, "ABC", "ORDER", 11.0)])  # matched
+    pipe.push(source, [sector_row(T0 + 6_000, "XYZ", "ORDER", 2.0)])  # no trade
+    pipe.push(source, [sector_row(T0 + 7_000, "QRS", "ORDER", 3.0)])  # matched, WHERE drops it
+    assert [r[2:] for r in pipe.drain()["MATCHED"]] == [("ABC", 11.0, 10.0)]
+    pipe.advance(T0 + 6_000)  # the XYZ order's window (its own instant) is still open
+    assert "MATCHED" not in pipe.drain()
+    pipe.advance(T0 + 8_000)
+    assert pipe.drain()["MATCHED"] == [
+        (records.to_timestamp(T0 + 6_000), records.to_timestamp(T0 + 6_000), "XYZ", 2.0, None)
+    ]
+
+    full = sql.compile_program(JOIN_CODE.replace('  JOIN "TRADES"', '  FULL JOIN "TRADES"'))
+    pipe = pipeline.Pipeline(full, pipeline.source_streams(SOURCE), engine)
+    pipe.push(source, [sector_row(T0, "ABC", "TRADE", 10.0)])
+    pipe.advance(T0 + 61_000)  # the trade's minute passed with no order
+    unmatched = pipe.drain()["MATCHED"]
+    window_end = records.to_timestamp(T0 + 60_000)
+    assert unmatched == [(window_end, window_end, None, None, 10.0)]
+
+
+def test_a_stream_to_stream_join_over_the_last_rows(engine: DuckDbEngine) -> None:
+    """OVER (ROWS 2 PRECEDING) on the joined stream: an order pairs with its ticker's trades
+    among the last two trades, however old."""
+    program = sql.compile_program(
+        JOIN_CODE.replace("RANGE INTERVAL '1' MINUTE PRECEDING", "ROWS 2 PRECEDING")
+    )
+    assert program.pumps[-1].join == sql.StreamJoin(
+        right="TRADES", left_range_ms=0, right_range_ms=0, right_rows=2
+    )
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    source = "SOURCE_SQL_STREAM_001"
+    trades = [("ABC", 1.0), ("XYZ", 2.0), ("ABC", 3.0)]  # the first ABC trade drops out
+    pipe.push(source, [sector_row(T0 + i, t, "TRADE", a) for i, (t, a) in enumerate(trades)])
+    pipe.advance(T0 + 3_600_000)  # an hour later: a ROWS window keeps its rows
+    pipe.push(source, [sector_row(T0 + 3_600_000, "ABC", "ORDER", 9.0)])
+    assert [r[2:] for r in pipe.drain()["MATCHED"]] == [("ABC", 9.0, 3.0)]
+
+
+def sector_row(at_ms: int, ticker: str, sector: str, price: float) -> records.Row:
+    time = records.to_timestamp(at_ms)
+    return (time, time, ticker, sector, price, None)
+
+
+def test_a_windowed_stream_to_stream_join(engine: DuckDbEngine) -> None:
+    """Each order pairs with the trades of its ticker in the minute before it (the windowed
+    side); a later trade pairs only with an order of its own ROWTIME (the side without a
+    window is its current row); the pair's ROWTIME is the later of the two; history beyond
+    the window is dropped once the watermark passes it."""
+    program = sql.compile_program(JOIN_CODE)
+    join = program.pumps[-1].join
+    assert join == sql.StreamJoin(right="TRADES", left_range_ms=0, right_range_ms=60_000)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    source = "SOURCE_SQL_STREAM_001"
+    pipe.push(source, [sector_row(T0, "ABC", "TRADE", 10.0), sector_row(T0, "XYZ", "TRADE", 1.0)])
+    pipe.push(source, [sector_row(T0 + 30_000, "ABC", "ORDER", 11.0)])  # trade 30 s before
+    pipe.push(source, [sector_row(T0 + 61_000, "XYZ", "ORDER", 2.0)])  # trade 61 s before
+    pipe.push(source, [sector_row(T0 + 62_000, "ABC", "TRADE", 12.0)])  # after the order
+    same_time = [sector_row(T0 + 70_000, "QRS", "ORDER", 3.0)]
+    pipe.push(source, same_time)
+    pipe.push(source, [sector_row(T0 + 70_000, "QRS", "TRADE", 4.0)])  # the order's instant
+    matched = pipe.drain()["MATCHED"]
+    assert [(records.from_timestamp(r[0]), *r[1:]) for r in matched] == [
+        (T0 + 30_000, records.to_timestamp(T0 + 30_000), "ABC", 11.0, 10.0),
+        (T0 + 70_000, records.to_timestamp(T0 + 70_000), "QRS", 3.0, 4.0),
+    ]
+    pipe.advance(T0 + 140_000)  # every kept row is now out of its window
+    pipe.push(source, [sector_row(T0 + 140_000, "ABC", "ORDER", 5.0)])
+    assert "MATCHED" not in pipe.drain()
+    kept_time = records.to_timestamp(T0 + 140_000)
+    left, right = pipe._joined["JOIN_PUMP"]
+    assert (left.rows, right.rows) == ([(kept_time, "ABC", 5.0)], [])
+
+
+ANOMALY_CODE = """
+CREATE OR REPLACE STREAM "TEMP_STREAM" ("TICKER_SYMBOL" VARCHAR(4), "SECTOR" VARCHAR(16),
+    "PRICE" REAL, "ANOMALY_SCORE" DOUBLE);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "TEMP_STREAM"
+SELECT STREAM "TICKER_SYMBOL", "SECTOR", "PRICE", "ANOMALY_SCORE"
+FROM TABLE(RANDOM_CUT_FOREST(
+    CURSOR(SELECT STREAM "TICKER_SYMBOL", "SECTOR", "PRICE" FROM "SOURCE_SQL_STREAM_001"),
+    50, 64));
+CREATE OR REPLACE STREAM "EXPLAINED" ("PRICE" REAL, "ANOMALY_SCORE" DOUBLE,
+    "ANOMALY_EXPLANATION" VARCHAR(512));
+CREATE OR REPLACE PUMP "EXPLAIN_PUMP" AS INSERT INTO "EXPLAINED"
+SELECT STREAM "PRICE", "ANOMALY_SCORE", "ANOMALY_EXPLANATION"
+FROM TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(
+    CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"), 100, 256, 100000, 1, true))
+WHERE "SECTOR" = 'TECHNOLOGY';
+"""
+
+
+def test_random_cut_forest_scores_a_planted_anomaly(engine: DuckDbEngine) -> None:
+    """The reference's anomaly-detection pumps: every row gets ANOMALY_SCORE (0 while the
+    forest warms up); a price far from the background scores far above every background row;
+    the explanation names the numeric column (PRICE) with its direction and strength. A forest
+    gives the same scores under the same seed."""
+
+    def run() -> dict[str, list[records.Row]]:
+        program = sql.compile_program(ANOMALY_CODE)
+        DuckDbChecker().check(program, SOURCE)
+        pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+        noise = [50.0 + (i * 37 % 11) / 10 for i in range(300)]
+        noise[250] = 95.0  # the planted anomaly
+        rows = [row(T0 + i * 100, "QXZ", price) for i, price in enumerate(noise)]
+        for start in range(0, len(rows), 50):  # micro-batches
+            pipe.push("SOURCE_SQL_STREAM_001", rows[start : start + 50])
+        return pipe.drain()
+
+    drained = run()
+    scored = drained["TEMP_STREAM"]
+    assert len(scored) == 300
+    assert scored[0][1:] == ("QXZ", "TECHNOLOGY", 50.0, 0.0)
+    background = [r[4] for i, r in enumerate(scored) if i != 250]
+    anomaly_score = scored[250][4]
+    assert anomaly_score > 3 * max(background)
+    explained = drained["EXPLAINED"]
+    assert len(explained) == 300
+    assert explained[250][2] > 3 * max(r[2] for i, r in enumerate(explained) if i != 250)
+    explanation = json.loads(explained[250][3])
+    assert list(explanation) == ["PRICE"]  # the one numeric column (times are not numeric)
+    assert explanation["PRICE"]["DIRECTION"] == "HIGH"
+    assert float(explanation["PRICE"]["ATTRIBUTION_SCORE"]) == pytest.approx(
+        explained[250][2], abs=1e-4
+    )
+    assert float(explanation["PRICE"]["STRENGTH"]) > 0.5 * explained[250][2]
+
+    def scores(seed: int) -> list[tuple[Any, ...]]:  # a small forest, the same rows
+        settings = anomaly.parameters("RANDOM_CUT_FOREST", [10, 16])
+        detector = anomaly.AnomalyDetector(settings, [("X", "DOUBLE")], seed=seed)
+        return [detector.score((float(i % 7),)) for i in range(60)]
+
+    assert scores(7) == scores(7)  # deterministic under a seed
+    assert scores(7) != scores(8)
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM PRICE FROM SOURCE_SQL_STREAM_001), 0)",
+            "numberOfTrees must be an integer from 1 to 1000",
+        ),
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM PRICE FROM SOURCE_SQL_STREAM_001), "
+            "100, 256, 100000, 1, true)",
+            "takes at most 4 arguments after its CURSOR",
+        ),
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM SECTOR FROM SOURCE_SQL_STREAM_001))",
+            "the CURSOR has no numeric column to score",
+        ),
+        (
+            "RANDOM_CUT_FOREST(CURSOR(SELECT STREAM CAST(PRICE AS DECIMAL(8, 2)) AS P "
+            "FROM SOURCE_SQL_STREAM_001))",
+            "column P is a DECIMAL; cast it to DOUBLE",
+        ),
+    ],
+)
+def test_random_cut_forest_refusals(call: str, expected: str) -> None:
+    code = (
+        'CREATE OR REPLACE STREAM "D" (S DOUBLE);\n'
+        'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+        f"SELECT STREAM ANOMALY_SCORE FROM TABLE({call});"
+    )
+    with pytest.raises(ShoalError) as raised:
+        DuckDbChecker().check(sql.compile_program(code), SOURCE)
+    assert raised.value.code is ErrorCode.CODE_VALIDATION
+    assert expected in raised.value.message
+
+
+def test_hotspots_find_the_dense_region_of_the_window() -> None:
+    """A dense cluster among spread points is one hotspot (its bounds and density); border
+    points join it; it leaves the result once its rows leave the window."""
+    settings = hotspots.parameters([100, 0.5, 20])
+    detector = hotspots.HotspotDetector(settings, [("LABEL", "VARCHAR"), ("X", "DOUBLE")])
+    results = [detector.score(("spread", 100.0 + 3 * i))[0] for i in range(40)]
+    assert json.loads(results[-1]) == {"hotspots": []}
+    cluster = [9.8 + (i % 5) / 10 for i in range(59)]  # 9.8 .. 10.2
+    results = [detector.score(("dense", x))[0] for x in [*cluster, 10.6]]  # 10.6: a border point
+    (hotspot,) = json.loads(results[-1])["hotspots"]
+    assert hotspot == {"density": pytest.approx(60 / 0.8), "maxValues": [10.6], "minValues": [9.8]}
+    results = [detector.score(("spread", 500.0 + 3 * i))[0] for i in range(100)]
+    assert json.loads(results[-1]) == {"hotspots": []}  # the cluster left the window
+
+
+@pytest.mark.parametrize(
+    ("arguments", "expected"),
+    [
+        ([99, 0.5, 20], "windowSize must be an integer from 100 to 1000"),
+        ([100, 0, 20], "scanRadius must be a number greater than 0"),
+        ([100, 0.5, 101], "minimumNumberOfPointsInAHotspot must be from 2 to windowSize"),
+        ([100, 0.5], "HOTSPOTS takes windowSize, scanRadius and"),
+    ],
+)
+def test_hotspots_parameters(arguments: list[float], expected: str) -> None:
+    with pytest.raises(anomaly.AnomalyError, match=expected):
+        hotspots.parameters(arguments)
+
+
+MORE_LOG_PARSING = """
+CREATE OR REPLACE STREAM "WEBLOG" (HOST VARCHAR(64), LOG_USER VARCHAR(16), TIME_DATES VARCHAR(32),
+    REQUEST VARCHAR(256), STATUS INTEGER, BYTES BIGINT);
+CREATE OR REPLACE PUMP "WEBLOG_PUMP" AS INSERT INTO "WEBLOG"
+  SELECT STREAM l.r.COLUMN1, l.r.COLUMN3, l.r.COLUMN4, l.r.COLUMN5, l.r.COLUMN6, l.r.COLUMN7
+  FROM (SELECT STREAM W3C_LOG_PARSE(SECTOR, 'COMMON') AS r FROM "SOURCE_SQL_STREAM_001") AS l;
+CREATE OR REPLACE STREAM "AGENTS" (VHOST VARCHAR(64), AGENT VARCHAR(256), METHOD VARCHAR(8));
+CREATE OR REPLACE PUMP "AGENTS_PUMP" AS INSERT INTO "AGENTS"
+  SELECT STREAM W3C_LOG_PARSE(SECTOR, 'COMMON WITH VHOST').COLUMN1,
+         W3C_LOG_PARSE(SECTOR, 'NCSA EXTENDED').COLUMN9,
+         W3C_LOG_PARSE(SECTOR, '%m %U').COLUMN1
+  FROM "SOURCE_SQL_STREAM_001";
+CREATE OR REPLACE STREAM "SYSLOG" (LOGGED TIMESTAMP, MESSAGE VARCHAR(256));
+CREATE OR REPLACE PUMP "SYSLOG_PUMP" AS INSERT INTO "SYSLOG"
+  SELECT STREAM SYS_LOG_PARSE(SECTOR).COLUMN1, SYS_LOG_PARSE(SECTOR).COLUMN2
+  FROM "SOURCE_SQL_STREAM_001";
+CREATE OR REPLACE STREAM "FAST" (KEY VARCHAR(64), VALUE VARCHAR(64));
+CREATE OR REPLACE PUMP "FAST_PUMP" AS INSERT INTO "FAST"
+  SELECT STREAM T.REC.COLUMN1, T.REC.COLUMN2 FROM
+    (SELECT STREAM FAST_REGEX_LOG_PARSER(SECTOR, '(.*)"="(.*)') AS REC
+     FROM "SOURCE_SQL_STREAM_001") AS T;
+"""
+
+
+def test_w3c_sys_log_and_fast_regex_parsing(engine: DuckDbEngine) -> None:
+    """The reference's W3C_LOG_PARSE COMMON example lines (and a COMMON WITH VHOST, an NCSA
+    EXTENDED and a custom format), SYS_LOG_PARSE's timestamp and text, and
+    FAST_REGEX_LOG_PARSER's lazy groups (the first '=' splits); other lines give NULLs."""
+    program = sql.compile_program(MORE_LOG_PARSING)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    at = records.to_timestamp(T0)
+    lines = [
+        '192.168.254.30 - John [24/May/2004:22:01:02 -0700] "GET /icons/apache_pb.gif HTTP/1.1"'
+        " 304 0",
+        'www.example.com 10.0.0.1 - - [24/May/2004:22:01:03 -0700] "GET / HTTP/1.1" 200 -',
+        '10.0.0.2 - - [24/May/2004:22:01:04 -0700] "GET /a HTTP/1.1" 200 12 "http://r/" '
+        '"Mozilla/5.0 (X11; Linux)"',
+        "Dec  6 20:01:02 myhost sshd[42]: Accepted key",
+        "key=a=b",
+    ]
+    pipe.push("SOURCE_SQL_STREAM_001", [(at, at, "QXZ", line, 1.0, None) for line in lines])
+    received = pipe.drain()
+    assert received["WEBLOG"][0] == (
+        at,
+        "192.168.254.30",
+        "John",
+        "[24/May/2004:22:01:02 -0700]",
+        "GET /icons/apache_pb.gif HTTP/1.1",
+        304,
+        0,
+    )
+    # The NCSA line starts with COMMON's fields but has more: it is not COMMON.
+    assert received["WEBLOG"][2][1:] == (None,) * 6
+    assert [r[1:] for r in received["AGENTS"]] == [
+        (None, None, None),
+        ("www.example.com", None, None),
+        (None, "Mozilla/5.0 (X11; Linux)", None),
+        (None, None, None),
+        (None, None, None),
+    ]
+    year = datetime.now(tz=UTC).year
+    assert received["SYSLOG"][3][1:] == (
+        datetime(year, 12, 6, 20, 1, 2),
+        "myhost sshd[42]: Accepted key",
+    )
+    assert received["SYSLOG"][0][1:] == (None, None)
+    assert [r[1:] for r in received["FAST"]][3:] == [(None, None), ("key", "a=b")]

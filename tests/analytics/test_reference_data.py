@@ -147,7 +147,7 @@ async def test_reference_join_from_s3_reloaded_on_update(
     )
     for code, construct in (
         (CODE.replace('"CompanyName"', '"Other"'), "not a reference data source's table"),
-        (CODE.replace('"CompanyName"', '"DESTINATION_SQL_STREAM"'), "stream-to-stream joins"),
+        (CODE.replace('"CompanyName"', '"DESTINATION_SQL_STREAM"'), "without a window"),
     ):
         with pytest.raises(ClientError) as raised:
             await call(

@@ -103,8 +103,16 @@ def test_step_over_an_event_time_column() -> None:
         (
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
             'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
-            "SELECT STREAM W3C_LOG_PARSE(SECTOR, 'COMMON').HOST FROM SOURCE_SQL_STREAM_001;",
-            "Line 3: Shoal cannot run W3C_LOG_PARSE",
+            "SELECT STREAM FAST_REGEX_LOG_PARSER(SECTOR, '(a)&(b)').COLUMN1\n"
+            "FROM SOURCE_SQL_STREAM_001;",
+            "Line 3: Shoal cannot run this log-parsing call: '&' in the Fast Regex",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM W3C_LOG_PARSE(SECTOR, 'NO FORMAT').COLUMN1 FROM SOURCE_SQL_STREAM_001;",
+            "Line 3: Shoal cannot run this log-parsing call: the format 'NO FORMAT' has no "
+            "specifier",
         ),
         (
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'
@@ -157,6 +165,44 @@ def test_step_over_an_event_time_column() -> None:
             "SELECT STREAM TICKER_SYMBOL, COUNT(*) FROM SOURCE_SQL_STREAM_001\n"
             "GROUP BY TICKER_SYMBOL, STEP(PRICE BY INTERVAL '1' SECOND);",
             "Line 2: the window of pump P is over PRICE, a REAL; it must be a TIMESTAMP",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "CROSS JOIN D OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS d;",
+            "Line 4: Shoal cannot run a CROSS JOIN of two streams",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "LEFT JOIN D OVER (ROWS 10 PRECEDING) AS d ON s.SECTOR = d.A;",
+            "Line 4: Shoal cannot run a LEFT JOIN with a ROWS window",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL\n"
+            "FROM SOURCE_SQL_STREAM_001 OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS s\n"
+            "JOIN D AS d ON s.SECTOR = d.A;",
+            "Line 5: Shoal cannot run a join of stream SOURCE_SQL_STREAM_001 with D without a "
+            "window on D",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "JOIN ELSEWHERE OVER (RANGE INTERVAL '1' MINUTE PRECEDING) AS e ON s.SECTOR = e.A;",
+            "Line 2: pump P joins ELSEWHERE, which is neither an input's in-application stream",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A VARCHAR(4));\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM s.TICKER_SYMBOL FROM SOURCE_SQL_STREAM_001 AS s\n"
+            "JOIN D AS d ON s.SECTOR = d.A;",
+            "Line 2: Shoal cannot run a JOIN of pump P with stream D without a window: write "
+            "JOIN D OVER (RANGE INTERVAL",
         ),
         ("CREATE VIEW V AS SELECT 1;", "Line 1: Shoal cannot run CREATE VIEW V AS"),
         (

@@ -94,6 +94,9 @@ class JournalProcessor:
         self.journal.events.append((self.worker_id, self.shard_id, "initialize"))
 
     async def process_records(self, process_records_input: ProcessRecordsInput) -> None:
+        if not process_records_input.records:  # only with WorkerConfig.process_empty_batches
+            behind = process_records_input.millis_behind_latest
+            self.journal.events.append((self.worker_id, self.shard_id, f"empty {behind}"))
         for record in process_records_input.records:
             assert record.sequence_number is not None
             self.journal.deliveries.append(
@@ -519,6 +522,25 @@ async def test_a_failing_processor_gives_the_shard_up_without_skipping(fleet: Fl
     first, second = fleet.journal.deliveries[:10], fleet.journal.deliveries[10:]
     assert {d.data for d in first} == {d.data for d in second} == records
     assert worker.statistics().leases_taken == 2
+
+
+async def test_empty_batches_reach_the_processor_only_when_asked(fleet: Fleet) -> None:
+    """The KCL's callProcessRecordsEvenForEmptyRecordList: with it, the processor hears of
+    the empty reads at the shard's end (MillisBehindLatest 0); without it, only of records."""
+    await create_stream(fleet.client, 1)
+    records = await put(fleet.client, "a", 3)
+    quiet = fleet.start("quiet")
+    await wait_for(lambda: records <= fleet.journal.delivered(), deadline_s=15, what="delivery")
+    polls = quiet.statistics()
+    await asyncio.sleep(0.2)  # ~10 empty polls at 20 ms (bounded: only absence is checked)
+    assert not any(event.startswith("empty") for _, _, event in fleet.journal.events), polls
+    await fleet.kill("quiet")
+    fleet.start("told", process_empty_batches=True)  # takes the lease once it expired
+    await wait_for(
+        lambda: fleet.journal.event_count("empty 0", "told") > 0,
+        deadline_s=15,
+        what="an empty batch delivered to the told worker",
+    )
 
 
 def test_initial_leases_follow_the_initial_position() -> None:

@@ -583,3 +583,57 @@ def test_append_batches_carry_epochs() -> None:
     piece = batch.slice(Offset(1), Offset(3))
     assert (piece.first_offset, len(piece.records), piece.epoch) == (1, 2, 4)
     assert batch.slice(Offset(0), Offset(9)) is batch
+
+
+def test_a_leader_that_lost_a_sent_tail_leads_again_only_in_a_new_epoch() -> None:
+    """Rules 3 and 6: the leader's Appends go out before its own write is durable. Its HW
+    stays within its durable log however far the followers acknowledge; after a crash that
+    lost the sent tail it does not lead on in that epoch (the followers hold the tail under
+    it), and in a new epoch its marker makes its log win."""
+    c = Cluster()
+    c.configure(1, A)
+    c.settle()
+    assert c[A].r.high_watermark == 1  # the marker
+    proposal = c[A].r.propose([rec("x")], c.now)
+    assert isinstance(proposal, Proposal)
+    ready = c[A].r.ready()  # sent before it is persisted (DriverCore.send_ahead)
+    for envelope in ready.to_send:
+        assert isinstance(envelope.message, Append)
+        c[envelope.to].r.step(envelope.message, c.now)
+        c[envelope.to].flush(c.now)
+    for ack in c[B].take() + c[C].take():
+        assert isinstance(ack, AppendAck) and ack.ok and ack.log_end == 2
+        c[A].r.step(ack, c.now)
+    assert c[A].r.high_watermark == 1  # a majority of followers holds x; the leader does not
+    # The leader crashes before its fsync: x is on B and C only, under epoch 1.
+    c[A].outbox.clear()
+    c[A].start()
+    assert c[A].store.log_end(SHARD) == 1
+    c[A].r.configure(epoch=1, leader=A, replicas=NODES, sealing=False, now_ms=c.now)
+    assert c[A].r.role is Role.FOLLOWER and c[A].r.fenced()
+    refused = c[A].r.propose([rec("y")], c.now)
+    assert isinstance(refused, Refusal) and refused.reason is RefusalReason.STALE_EPOCH
+    assert c[A].r.statistics().fenced  # in its heartbeats: the controller changes the epoch
+    # The controller's new epoch, led by A (the worst case: the shortest log of the three).
+    c.prepare(2, A, B, C)
+    c.configure(2, A)
+    assert c[A].r.role is Role.LEADER and not c[A].r.fenced()
+    c.propose(A, "y")
+    c.settle()
+    for node in c.nodes.values():
+        assert node.data() == [b"y"]  # x, never acknowledged, is gone everywhere
+        assert node.epochs() == [1, 2, 2]
+        assert node.r.high_watermark == 3
+
+
+def test_a_single_replica_leads_on_in_its_epoch_after_a_restart() -> None:
+    """Rule 6 spares a shard with one replica: it sent nothing to anyone."""
+    c = Cluster(nodes=(A,))
+    c.configure(1, A)
+    c.propose(A, "x")
+    c[A].start()
+    c[A].r.configure(epoch=1, leader=A, replicas=(A,), sealing=False, now_ms=c.now)
+    assert c[A].r.role is Role.LEADER and not c[A].r.fenced()
+    c.propose(A, "y")
+    c[A].flush()
+    assert c[A].data() == [b"x", b"y"]

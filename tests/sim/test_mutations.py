@@ -66,6 +66,19 @@ def test_orphans_answered_without_their_records_are_caught(
     assert _first_violation(range(12)).startswith("AcknowledgedNeverLost")
 
 
+def test_a_leader_leading_on_after_losing_a_sent_tail_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a replica reopened from its store leads again in the epoch it promised
+    before (replica.py rule 6 removed). A leader's Appends go out before its fsync
+    (`DriverCore.send_ahead`), so after a crash there (BUGGIFY `node.crash_before_fsync`) its
+    followers hold records it lost, under the same epoch; leading on, it writes others at
+    those offsets, which the followers' epoch check takes for the same records."""
+    monkeypatch.setattr(ShardReplica, "_may_lead", lambda self, epoch: True)
+    violation = _first_violation(range(7))
+    assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
+
+
 def test_a_driver_that_misreads_the_leader_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mutation: every replica takes itself for the image's leader."""
     configure = ShardReplica.configure
