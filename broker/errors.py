@@ -1,6 +1,6 @@
 """The one error table: every error a client can see, in both front doors.
 
-Internal code raises `ShoalError(ErrorCode.X, message)`. `gateway/error_mapping.py` turns it into
+Internal code raises `ShoalError(ErrorCode.X, message)`. `wire/error_mapping.py` turns it into
 a gRPC status (with the Kinesis name in a structured `ErrorInfo`) or an AWS JSON/CBOR error body
 (`__type` and `message`, with the HTTP status below). No other module builds wire errors.
 
@@ -20,7 +20,7 @@ class ErrorSpec:
 
     kinesis_name: str
     http_status: int
-    grpc_status: str  # a grpc.StatusCode member name; mapped in gateway/error_mapping.py
+    grpc_status: str  # a grpc.StatusCode member name; mapped in wire/error_mapping.py
     retryable: bool
     default_message: str
 

@@ -127,6 +127,10 @@ subscription_queue_events_max = 2
 # A read that finds nothing waits (on the shard's leader) at most this long for new records
 # before the subscription checks its timers and its consumer again.
 read_wait_ms_max = 1_000
+# A new shard leader answers a read only once its epoch's marker has committed (before, its
+# HW is the one it had as a follower, possibly short of acknowledged records): it waits this
+# long for that, then refuses and the reader's node routes again (`route_deadline_ms`).
+new_leader_read_wait_ms = 1_000
 subscriptions_per_node_max = 10_000
 
 # --- Shard replication (decisions/0002) --------------------------------------------------------
@@ -189,6 +193,7 @@ assert replication_tail_cache_bytes_max >= replication_append_bytes_max
 assert replication_resend_ms > replication_heartbeat_ms
 assert replication_idle_heartbeat_ms >= replication_heartbeat_ms
 assert read_wait_ms_max < forward_timeout_ms  # a long-polled read answers before it times out
+assert new_leader_read_wait_ms + read_wait_ms_max < forward_timeout_ms  # the same, both waits
 assert subscription_event_bytes_max <= subscription_bytes_per_second_default
 assert group_commit_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
 assert grpc_message_bytes_max >= put_records_bytes_max * 2  # base64-free, but headers and keys

@@ -85,12 +85,6 @@ from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
 from broker.gateway.http_service import AwsHttpApp
 from broker.gateway.iam_service import iam_handler
-from broker.gateway.internal_service import (
-    ClusterView,
-    GrpcShardForwarder,
-    admin_handler,
-    node_handler,
-)
 from broker.gateway.lease_service import lease_handler
 from broker.gateway.limits_service import limits_handler
 from broker.gateway.services import JsonService, RestService
@@ -118,9 +112,15 @@ from broker.metrics import ClusterView as MetricsClusterView
 from broker.metrics import MetricsServer, NodeMetrics
 from broker.metrics import views as metrics_views
 from broker.replication.driver import ReplicationDriver
-from broker.replication.peers import GrpcReplicaControl, send_heartbeat
 from broker.replication.scrubber import Scrubber, ScrubSettings
-from broker.replication.transport import (
+from broker.rpc.node_service import (
+    ClusterView,
+    GrpcShardForwarder,
+    admin_handler,
+    node_handler,
+)
+from broker.rpc.peers import GrpcReplicaControl, send_heartbeat
+from broker.rpc.transport import (
     SERVER_OPTIONS,
     Channels,
     GrpcTransport,

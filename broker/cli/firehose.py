@@ -35,9 +35,9 @@ from broker.api.firehose.v1 import firehose_pb2
 from broker.cli.common import add_group, print_response
 from broker.cli.wait import add_wait_arguments, wait_until
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.codec import dict_to_message, message_to_dict
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.tls import credentials_from_arguments, open_channel
+from broker.wire.codec import dict_to_message, message_to_dict
+from broker.wire.error_mapping import error_from_rpc_error
 
 _SERVICE = firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"]
 _TIMEOUT_S = 30.0

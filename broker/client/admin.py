@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 
 from broker.api.internal.v1 import internal_pb2 as pb
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.tls import open_channel
+from broker.wire.error_mapping import error_from_rpc_error
 
 _SERVICE = "broker.api.internal.v1.ClusterAdminService"
 DEFAULT_TIMEOUT_S = 30.0

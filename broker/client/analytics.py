@@ -18,9 +18,9 @@ from typing import Any
 import grpc
 
 from broker.api.analytics.v2 import analytics_pb2 as pb
-from broker.gateway.codec import dict_to_message, message_to_dict
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.tls import open_channel
+from broker.wire.codec import dict_to_message, message_to_dict
+from broker.wire.error_mapping import error_from_rpc_error
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["KinesisAnalyticsV2Service"]
 DEFAULT_TIMEOUT_S = 30.0

@@ -21,8 +21,8 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from broker.api.capacity.v1 import capacity_pb2 as pb
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.tls import open_channel
+from broker.wire.error_mapping import error_from_rpc_error
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["CapacityService"]
 DEFAULT_TIMEOUT_S = 10.0  # a read of the node's image: fast unless the node is unreachable

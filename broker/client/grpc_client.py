@@ -17,10 +17,10 @@ from google.protobuf.message import Message
 
 from broker import limits
 from broker.api.kinesis.v1 import kinesis_pb2
-from broker.gateway.codec import dict_to_message, message_to_dict
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.iam.grpc_signing import SigningKey
 from broker.tls import open_aio_channel, open_channel
+from broker.wire.codec import dict_to_message, message_to_dict
+from broker.wire.error_mapping import error_from_rpc_error
 
 _SERVICE = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"]
 _CHANNEL_OPTIONS = [

@@ -23,9 +23,9 @@ from google.protobuf.message import Message
 from broker.api.leases.v1 import leases_pb2 as pb
 from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
 from broker.errors import ShoalError
-from broker.gateway import lease_codec
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.tls import open_aio_channel
+from broker.wire import lease_codec
+from broker.wire.error_mapping import error_from_rpc_error
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["LeaseService"]
 # Lease calls are small and the worker paces them; a call slower than this is treated as an

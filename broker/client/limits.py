@@ -19,9 +19,9 @@ import grpc
 from google.protobuf.message import Message
 
 from broker.api.limits.v1 import limits_pb2 as pb
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.streams.throttling import RATE_NAMES
 from broker.tls import open_channel
+from broker.wire.error_mapping import error_from_rpc_error
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["LimitsService"]
 DEFAULT_TIMEOUT_S = 30.0  # a change waits for one metadata command (bounded by the node too)

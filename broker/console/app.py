@@ -72,11 +72,11 @@ from broker.console.web import (
 from broker.error_messages import stream_not_found
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.access import AccessControl
-from broker.gateway.internal_service import ClusterView
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.validation import validate_request
 from broker.iam.enforcer import CallableService
 from broker.meta.image import MetadataImage, NodeState, ShardMeta, StreamMeta
+from broker.rpc.node_service import ClusterView
 from broker.service.account import stream_limits_view, update_stream_limits
 from broker.service.context import CURRENT_CALLER
 from broker.service.kinesis import KinesisService

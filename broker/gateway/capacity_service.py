@@ -18,9 +18,9 @@ import grpc
 
 from broker.api.capacity.v1 import capacity_pb2 as pb
 from broker.clock import Clock
-from broker.gateway.error_mapping import NativeMethod, native_rpc
 from broker.meta.image import MetadataImage, StreamMeta
 from broker.service import capacity
+from broker.wire.error_mapping import NativeMethod, native_rpc
 
 log = logging.getLogger(__name__)
 

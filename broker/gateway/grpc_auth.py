@@ -39,10 +39,10 @@ from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import Authenticator
-from broker.gateway.error_mapping import to_grpc_status
 from broker.iam import grpc_signing
 from broker.iam.directory import Identity
 from broker.iam.enforcer import Authorizer, CallObserver
+from broker.wire.error_mapping import to_grpc_status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,9 +21,9 @@ from broker import error_messages
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import with_identity
-from broker.gateway.error_mapping import NativeMethod, native_rpc, to_grpc_status
 from broker.gateway.grpc_auth import current_identity
 from broker.service.context import CURRENT_CALLER
+from broker.wire.error_mapping import NativeMethod, native_rpc, to_grpc_status
 
 REGION_METADATA = "x-shoal-region"
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")

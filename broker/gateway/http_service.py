@@ -59,12 +59,12 @@ from broker.gateway.aws_codec import (
     parse_body,
     wire_format_for,
 )
-from broker.gateway.error_mapping import to_aws_error
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier, claimed_region
 from broker.gateway.validation import KINESIS, validate_request
 from broker.metrics import GatewayProbe
 from broker.service.subscriptions import Subscription
+from broker.wire.error_mapping import to_aws_error
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from broker.caller import Caller
 from broker.clock import Clock
 from broker.error_messages import invalid_policy
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.error_mapping import native_rpc
 from broker.gateway.grpc_auth import current_identity
 from broker.iam import identities
 from broker.iam.directory import KeyDirectory
@@ -34,6 +33,7 @@ from broker.iam.identities import AccessKey, KeyStatus, Principal, PrincipalKind
 from broker.iam.policy import PolicyError, Reason, parse_policy
 from broker.meta import commands
 from broker.meta.image import MetadataImage
+from broker.wire.error_mapping import native_rpc
 
 _DESCRIPTOR = pb.DESCRIPTOR.services_by_name["IamService"]
 SERVICE_NAME = _DESCRIPTOR.full_name

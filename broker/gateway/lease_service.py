@@ -29,14 +29,14 @@ from broker.caller import Caller
 from broker.clock import Clock
 from broker.consumers import leases
 from broker.consumers.leases import Lease
-from broker.gateway import lease_codec
-from broker.gateway.error_mapping import NativeMethod
 from broker.gateway.grpc_namespace import namespaced_rpc
 from broker.meta.commands import lease_command
 from broker.meta.frontend import MetadataFrontend
 from broker.service.context import CURRENT_CALLER
 from broker.streams import namespaces
 from broker.streams.namespaces import Namespace
+from broker.wire import lease_codec
+from broker.wire.error_mapping import NativeMethod
 
 log = logging.getLogger(__name__)
 

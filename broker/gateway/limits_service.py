@@ -24,11 +24,11 @@ from broker import error_messages
 from broker.api.limits.v1 import limits_pb2 as pb
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.error_mapping import NativeMethod
 from broker.gateway.grpc_namespace import namespaced_rpc
 from broker.service import account
 from broker.service.context import ServiceContext
 from broker.streams.throttling import RATE_NAMES, StreamLimits, ThroughputLimits
+from broker.wire.error_mapping import NativeMethod
 
 log = logging.getLogger(__name__)
 

@@ -62,9 +62,9 @@ from broker.replication.driver_core import (
     run_calls,
 )
 from broker.replication.messages import Promise, ReplicationMessage
+from broker.replication.network import FetchRefused, SealAnswer, Transport
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.replica import ReplicaStatistics, ReplicationKnobs
-from broker.replication.transport import FetchRefused, SealAnswer, Transport
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,28 @@ class ReplicationDriver:
     def readable_end(self, shard_uid: ShardUid) -> Offset | None:
         local = self._local(shard_uid)
         return None if local is None else local.replica.high_watermark
+
+    def knows_committed_end(self, shard_uid: ShardUid) -> bool:
+        """Whether the local replica's HW is the shard's committed end (it leads and has
+        committed in its epoch: `ShardReplica.knows_committed_end`)."""
+        local = self._local(shard_uid)
+        return local is not None and local.replica.knows_committed_end()
+
+    async def wait_committed_end(self, shard_uid: ShardUid, *, timeout_s: float) -> bool:
+        """While the local replica leads but has not committed in its epoch yet (a new leader,
+        its marker on the way to a majority), waits up to `timeout_s` for it; returns whether
+        the replica's HW is now the shard's committed end. A follower: False at once."""
+        assert timeout_s >= 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while True:  # bounded by the timeout
+                    local = self._local(shard_uid)
+                    if local is None or local.replica.role is not core.Role.LEADER:
+                        return False
+                    if local.replica.knows_committed_end():
+                        return True
+                    await self._turned.wait()
+        return self.knows_committed_end(shard_uid)
 
     async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
         """Returns once the local replica's high watermark passes `beyond`, it holds none, or

@@ -388,6 +388,7 @@ class ShardReplica:
         self._tail_bytes = 0
         self._uncommitted: collections.deque[tuple[Offset, int]] = collections.deque()
         self._uncommitted_bytes = 0
+        self._lead_start_end = Offset(0)  # the log end when it took the lead (marker included)
 
     # --- Inputs ---------------------------------------------------------------------------
 
@@ -641,6 +642,17 @@ class ShardReplica:
         """Readers on this node may read offsets below this (all durable here)."""
         return self._hw
 
+    def knows_committed_end(self) -> bool:
+        """Whether the high watermark is the shard's committed end, so a read that reaches it
+        is at the tip: only on a leader that has committed a record of its own epoch (its
+        marker). A follower learns the leader's HW one Append later, and a new leader starts
+        from the HW it had as a follower (Raft §8: a leader knows what is committed only once
+        an entry of its term is): either may be behind records already acknowledged. The test
+        is the HW covering the whole log the replica held when it took the lead (its new
+        epoch's marker included), which also holds for a leader resuming its own epoch after a
+        restart with a lazily written HW."""
+        return self._role is Role.LEADER and self._hw >= self._lead_start_end
+
     def fenced(self) -> bool:
         """Named leader by the image, but a newer epoch was promised (a leader change that
         has not committed, or never will): cheap, for every heartbeat."""
@@ -882,6 +894,7 @@ class ShardReplica:
                 arrival_ms=max(now_ms, self._last_arrival_ms),
             )
             self._write(marker)
+        self._lead_start_end = self._log_end
 
     def _step_down(self) -> None:
         if self._role is Role.LEADER:

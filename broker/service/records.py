@@ -468,7 +468,9 @@ class RecordsApi:
         records = read.records
         end = readable_end(shard, read.readable_end)
         next_offset = read.next_offset
-        millis_behind = self._millis_behind(records, next_offset, end, now_ms)
+        millis_behind = self._millis_behind(
+            records, next_offset, end, now_ms, at_tip_possible=read.end_is_committed_end
+        )
         response: Response = {
             "Records": records_shape(shard, records),
             "MillisBehindLatest": millis_behind,
@@ -504,9 +506,18 @@ class RecordsApi:
 
     @staticmethod
     def _millis_behind(
-        records: Sequence[StoredRecord], next_offset: int, end: int, now_ms: int
+        records: Sequence[StoredRecord],
+        next_offset: int,
+        end: int,
+        now_ms: int,
+        *,
+        at_tip_possible: bool,
     ) -> int:
-        if next_offset >= end or not records:
+        """0 once the read reached the shard's committed end ("no new records at this
+        moment", which readers take for the end); a page that reached only a follower's end
+        (`at_tip_possible` False) is as far behind as its last record (`ShardClient.read`
+        never answers an empty page from there)."""
+        if not records or (next_offset >= end and at_tip_possible):
             return 0
         return max(0, now_ms - records[-1].arrival_ms)
 

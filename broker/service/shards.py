@@ -3,7 +3,7 @@
 Every node serves every request (decision 0002, "Routing"). Once `records.py` has resolved a
 record to its shard, it hands the append to `ShardClient.append`, which either serves it here,
 when this node is the shard's leader in the metadata image, or forwards it to the leader's node
-(`ShardForwarder`, the gRPC adapter in `broker/replication/peers.py`). That node's
+(`ShardForwarder`, the gRPC adapter in `broker/rpc/peers.py`). That node's
 `NodeService.ShardAppend` handler calls `serve_append` on its own ShardClient, so the local and
 the forwarded path run the same code: the shard's throttle, then the local replica.
 
@@ -41,7 +41,7 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import LogCorruptionError, NewRecord, StoredRecord
 from broker.log.store import LogStore
-from broker.meta.image import MetadataImage, ShardMeta
+from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.replication.driver import DamagedRange
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.service.shard_load import ShardLoadRecorder
@@ -92,6 +92,11 @@ class ReadResult:
     next_offset: Offset  # where the next read continues (past skipped control records)
     timestamp_offset: Offset | None = None
     throttled: bool = False
+    # Whether `readable_end` is the shard's committed end: the serving replica leads and has
+    # committed in its epoch. Only then does a read that reached it mean "nothing more now"
+    # (MillisBehindLatest 0, LATEST): a follower's HW lags its leader's by up to an Append and
+    # a new leader starts from its follower HW, both possibly short of acknowledged records.
+    end_is_committed_end: bool = False
 
 
 class LocalReplicas(Protocol):
@@ -99,6 +104,15 @@ class LocalReplicas(Protocol):
 
     def readable_end(self, shard_uid: ShardUid) -> Offset | None:
         """The high watermark of the local replica, or None when this node holds none."""
+        ...
+
+    def knows_committed_end(self, shard_uid: ShardUid) -> bool:
+        """Whether the local replica's high watermark is the shard's committed end."""
+        ...
+
+    async def wait_committed_end(self, shard_uid: ShardUid, *, timeout_s: float) -> bool:
+        """A new local leader: waits (bounded) until it has committed in its epoch; returns
+        `knows_committed_end`."""
         ...
 
     async def append(
@@ -222,21 +236,35 @@ class ShardClient:
         shard: ShardMeta,
         request: ReadRequest,
     ) -> ReadResult:
+        """One read of the shard, answered only when the answer is whole (`_whole`): a read
+        that comes back empty from a replica whose HW may lag the shard's committed end goes
+        to the leader, or is refused for the caller to route again, never answered as the end
+        of the shard (a reader would stop short of records already acknowledged)."""
         leader = self.leader_of(shard)
         if leader == self.node_id or self._may_read_here(shard, request):
             try:
-                return await self.serve_read(shard.uid, request)
+                result = _whole(shard, request, await self.serve_read(shard.uid, request))
             except ShardRefusedError as refusal:
                 if refusal.reason is not RefusalReason.DAMAGED:
                     raise
                 return await self._read_elsewhere(
                     image, stream_uid, shard, request, damaged_on=self.node_id
                 )
+            if result is not None:
+                return result
+            if leader == self.node_id or leader is None:
+                # A new leader whose marker has not committed yet (serve_read waited for it).
+                raise ShardRefusedError(
+                    RefusalReason.NOT_SHARD_LEADER,
+                    shard_uid=shard.uid,
+                    detail="no record of this epoch committed yet",
+                )
+            # A follower's HW behind the leader's: the leader knows where the shard ends.
         if leader is None:
             raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard.uid)
         assert self._forwarder is not None, "a remote leader without a forwarder"
         try:
-            return await self._forwarder.read(
+            forwarded = await self._forwarder.read(
                 self._address(image, leader, shard),
                 stream_uid=stream_uid,
                 shard_uid=shard.uid,
@@ -250,13 +278,27 @@ class ShardClient:
                 )
             # The leader's node is away (until the controller moves the leadership, which may
             # not happen soon for a closed shard): what this node's replica has committed is
-            # as good an answer as any, if it holds one.
+            # as good an answer as any, if it holds one and it is whole.
             if refusal.reason not in (RefusalReason.UNAVAILABLE, RefusalReason.OUTCOME_UNKNOWN):
                 raise
             if self._local.readable_end(shard.uid) is None:
                 raise
             # Unchecked: the claim table is the leader's (a window while it is away).
-            return await self.serve_read(shard.uid, dataclasses.replace(request, claim=None))
+            local = await self.serve_read(shard.uid, dataclasses.replace(request, claim=None))
+            result = _whole(shard, request, local)
+            if result is None:
+                raise
+            return result
+        result = _whole(shard, request, forwarded)
+        if result is None:
+            # The node named leader no longer leads, or does not know the end yet.
+            raise ShardRefusedError(
+                RefusalReason.NOT_SHARD_LEADER,
+                shard_uid=shard.uid,
+                leader=leader,
+                detail="its high watermark may lag the shard's committed end",
+            )
+        return result
 
     async def _read_elsewhere(
         self,
@@ -275,17 +317,21 @@ class ShardClient:
         for node_id in (n for n in shard.replicas if n != damaged_on):
             try:
                 if node_id == self.node_id:
-                    return await self.serve_read(shard.uid, unchecked)
-                assert self._forwarder is not None, "a remote replica without a forwarder"
-                return await self._forwarder.read(
-                    self._address(image, node_id, shard),
-                    stream_uid=stream_uid,
-                    shard_uid=shard.uid,
-                    epoch=shard.epoch,
-                    request=unchecked,
-                )
+                    answer = await self.serve_read(shard.uid, unchecked)
+                else:
+                    assert self._forwarder is not None, "a remote replica without a forwarder"
+                    answer = await self._forwarder.read(
+                        self._address(image, node_id, shard),
+                        stream_uid=stream_uid,
+                        shard_uid=shard.uid,
+                        epoch=shard.epoch,
+                        request=unchecked,
+                    )
             except ShardRefusedError:
                 continue  # damaged there too, not committed there, or unreachable
+            result = _whole(shard, request, answer)
+            if result is not None:
+                return result
         raise ShoalError(
             ErrorCode.INTERNAL_FAILURE,
             error_messages.damaged_replica_range(
@@ -373,8 +419,14 @@ class ShardClient:
                     log_start=Offset(0),
                     readable_end=Offset(0),
                     next_offset=request.start_offset,
+                    end_is_committed_end=True,  # nothing was read: nothing to read elsewhere
                 )
             self._check_claim(shard_uid, request.claim, wait_ms=request.wait_ms)
+        if not self._local.knows_committed_end(shard_uid):
+            # A new leader: a moment for its marker to commit (a follower returns at once).
+            await self._local.wait_committed_end(
+                shard_uid, timeout_s=limits.new_leader_read_wait_ms / 1000
+            )
         end = self._local.readable_end(shard_uid)
         if request.wait_ms > 0 and end is not None and end <= request.start_offset:
             wait_s = min(request.wait_ms, limits.read_wait_ms_max) / 1000
@@ -382,6 +434,7 @@ class ShardClient:
             end = self._local.readable_end(shard_uid)
         if end is None:
             raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard_uid)
+        end_is_committed_end = self._local.knows_committed_end(shard_uid)
         now_ms = self._clock.monotonic_ms()
         read_throttle = self.throttles.read(shard_uid, now_ms=now_ms)
         match request.throttle:
@@ -419,6 +472,8 @@ class ShardClient:
             raise ShardRefusedError(
                 RefusalReason.DAMAGED, shard_uid=shard_uid, detail=str(error)
             ) from error
+        if end_is_committed_end:
+            result = dataclasses.replace(result, end_is_committed_end=True)
         if request.throttle is ReadThrottle.GET_RECORDS:
             read_throttle.record_read(
                 read_bytes=sum(r.size_bytes for r in result.records),
@@ -435,6 +490,25 @@ class ShardClient:
                 ErrorCode.RESOURCE_IN_USE,
                 error_messages.subscription_exists_on_this_shard(consumer_arn=claim.consumer_arn),
             )
+
+
+def _whole(shard: ShardMeta, request: ReadRequest, result: ReadResult) -> ReadResult | None:
+    """`result` as a reader may see it, or None when it must be read elsewhere. It is whole
+    when its end is the shard's committed end, when it carries records (the reader comes back
+    for the rest, and its MillisBehindLatest is not 0: records.py), or when it reaches a
+    closed shard's final end (which every replica holding it knows). A throttled answer is
+    the caller's to handle."""
+    if result.throttled or result.end_is_committed_end:
+        return result
+    if (
+        shard.state is ShardState.CLOSED
+        and shard.end_offset is not None
+        and result.readable_end >= shard.end_offset
+    ):
+        return dataclasses.replace(result, end_is_committed_end=True)
+    if request.records_max > 0 and result.records:
+        return result
+    return None
 
 
 def _read_store(

@@ -10,6 +10,10 @@
 - `SequenceNumbersUnique`: no record appears at two offsets (producers never retry here).
 - `AcknowledgedNeverLost`: an acknowledged record is in the committed log at its offset, when
   acknowledged and at the end.
+- `KnownEndCoversAcknowledged`: a replica that says its HW is the shard's committed end
+  (`ShardReplica.knows_committed_end`: readers take a read that reaches it for the end of the
+  shard) holds every acknowledged record below it, unless a newer epoch was prepared since
+  (a deposed leader not told yet: the stale-read window ARCHITECTURE "Reads" names).
 - `Liveness` (end only): after the faults stop, every shard converges within the deadline.
 """
 
@@ -43,6 +47,7 @@ class Invariants:
         self._hw_seen: dict[tuple[NodeId, ShardUid, int], Offset] = {}
         self._scanned: dict[tuple[NodeId, ShardUid, int], Offset] = {}
         self._leaders: dict[tuple[ShardUid, int], NodeId] = {}
+        self._acknowledged_end: dict[ShardUid, Offset] = {}
         self.checks = 0
 
     def replica_started(self, node: SimNode, shard_uid: ShardUid) -> None:
@@ -69,6 +74,25 @@ class Invariants:
                 if hw > self._scanned.get(key, Offset(0)):
                     self._scan(node, shard_uid, hw)
         self._check_acknowledged()
+        self._check_known_ends()
+
+    def _check_known_ends(self) -> None:
+        quorum = self._cluster.quorum
+        for node in self._cluster.nodes.values():
+            if not node.alive:
+                continue
+            for shard_uid, replica in node.replicas.items():
+                if not replica.knows_committed_end() or shard_uid not in quorum.shards:
+                    continue
+                if replica.epoch < quorum.prepared_epoch(shard_uid):
+                    continue
+                acknowledged = self._acknowledged_end.get(shard_uid, Offset(0))
+                if replica.high_watermark < acknowledged:
+                    raise InvariantViolation(
+                        "KnownEndCoversAcknowledged",
+                        f"{node.node_id} {shard_uid} epoch {replica.epoch}: HW "
+                        f"{replica.high_watermark} taken for the end, {acknowledged} acknowledged",
+                    )
 
     def check_leaders(self, node: SimNode) -> None:
         """`OneLeaderPerShardEpoch` for one node, inside a turn (see `SimCluster._turn`)."""
@@ -139,6 +163,8 @@ class Invariants:
                     "AcknowledgedNeverLost",
                     f"{shard_uid} offset {offset}: acknowledged {data!r}, committed {entry}",
                 )
+            end = self._acknowledged_end.get(shard_uid, Offset(0))
+            self._acknowledged_end[shard_uid] = Offset(max(end, offset + 1))
         workload.newly_acknowledged.clear()
 
     def observed_read(

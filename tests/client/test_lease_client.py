@@ -42,11 +42,11 @@ from broker.clock import ManualClock
 from broker.consumers import leases
 from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.gateway.lease_service import lease_handler
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.quorum import LocalQuorum
 from broker.node import Node
+from broker.wire.error_mapping import error_from_rpc_error
 from tests.meta.factories import create_stream, nodes_image
 
 pytestmark = pytest.mark.integration

@@ -30,9 +30,9 @@ from broker.api.firehose.v1 import firehose_pb2, firehose_pb2_grpc
 from broker.client.grpc_client import AsyncShoalClient
 from broker.client.video_producer import PutMediaTarget, put_media
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.codec import dict_to_message
 from broker.tls import client_credentials
 from broker.video.acks import AckEventType
+from broker.wire.codec import dict_to_message
 from tests.certificates import issue, make_authority
 from tests.deploy.prometheus_harness import PrometheusServer, dashboard_queries, substitute
 from tests.deploy.test_dashboard import DASHBOARD_PATH, RULES

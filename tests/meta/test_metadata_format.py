@@ -43,7 +43,7 @@ from broker.meta.quorum import LocalQuorum
 from broker.meta.state_machine import apply
 from broker.replication.messages import Append, Envelope
 from broker.replication.replica import batch_format_for
-from broker.replication.wire import envelope_to_proto
+from broker.rpc.replication_codec import envelope_to_proto
 from broker.types import NodeId, Offset, ShardUid
 from tests.cluster.test_rolling_upgrade import PREVIOUS
 from tests.meta.factories import create_stream, init_cluster, nodes_image, register_node
@@ -325,7 +325,12 @@ def _previous_reads_batches(code: Path, items: list[tuple[str, bytes]]) -> list[
         "import base64, json, sys\n"
         "from broker.api.internal.v1 import internal_pb2 as pb\n"
         "from broker.log.records import BatchHeader, decode_new_records\n"
-        "from broker.replication.wire import envelope_from_proto\n"
+        # The module's home before s24 first: the editable install's finder would otherwise
+        # find the new home in this checkout, not in the previous release.
+        "try:\n"
+        "    from broker.replication.wire import envelope_from_proto\n"
+        "except ImportError:\n"
+        "    from broker.rpc.replication_codec import envelope_from_proto\n"
         "out = []\n"
         "for kind, data in json.load(sys.stdin):\n"
         "    raw = base64.b64decode(data)\n"

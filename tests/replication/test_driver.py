@@ -23,8 +23,8 @@ from broker.log.records import AppendBatch, LogCorruptionError, new_record
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.replication.driver import ReplicationDriver
 from broker.replication.messages import Envelope
+from broker.replication.network import FetchRefused
 from broker.replication.refusals import RefusalReason, ShardRefusedError
-from broker.replication.transport import FetchRefused
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
 
 NODES = (NodeId("a"), NodeId("b"), NodeId("c"))

@@ -342,6 +342,33 @@ def test_stale_epoch_append_refused_and_prepare_fences_old_leader() -> None:
     assert late.promised_epoch == 2
 
 
+def test_only_a_leader_whose_marker_committed_knows_the_committed_end() -> None:
+    """A follower's HW lags its leader's by one Append, and a new leader starts from the HW
+    it had as a follower: both below a record already acknowledged. Readers must not take
+    either for the end of the shard (service/shards.py); `knows_committed_end` says when the
+    HW is the committed end. The issue-16 rolling upgrade read "x" missing this way."""
+    c = Cluster()
+    c.configure(1, A)
+    c.settle()
+    assert c[A].r.knows_committed_end()
+    c.propose(A, "x")  # offset 1
+    c.deliver(A, B)
+    c.deliver(B, A)
+    assert c[A].committed_end == 2  # acknowledged to its producer
+    assert c[B].r.high_watermark == 1  # B learns it with A's next Append
+    assert not c[B].r.knows_committed_end() and not c[C].r.knows_committed_end()
+    c[A].take()  # that Append never leaves: A is replaced (a preferred-leader move)
+    c.prepare(2, B, C)
+    c.configure(2, B, only=(B, C))
+    assert c[B].r.role is Role.LEADER
+    assert c[B].r.high_watermark == 1  # below "x": not the end of the shard
+    assert not c[B].r.knows_committed_end()
+    c.settle(down=(A,))  # "x" and the marker (offset 2) reach C, which acknowledges
+    assert c[B].r.high_watermark == 3
+    assert c[B].r.knows_committed_end()
+    assert not c[C].r.knows_committed_end()
+
+
 def test_raft_figure_8_old_epoch_record_on_a_majority_is_not_committed() -> None:
     """Raft's Figure 8: a new leader re-replicates an old-epoch record to a majority; it must
     not count as committed until a record of the leader's own epoch (its marker) is on a

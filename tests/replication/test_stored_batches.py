@@ -30,7 +30,7 @@ from broker.replication.replica import (
     ShardReplica,
     batch_format_for,
 )
-from broker.replication.wire import CorruptBatchError, envelope_from_proto, envelope_to_proto
+from broker.rpc.replication_codec import CorruptBatchError, envelope_from_proto, envelope_to_proto
 from broker.types import NodeId, Offset, ShardUid
 
 SHARD = ShardUid(7)

@@ -16,7 +16,7 @@ from broker.meta import controller_core
 from broker.meta.image import ShardMeta
 from broker.meta.placement import NodeLoads
 from broker.replication import driver_core
-from broker.replication.replica import ShardReplica
+from broker.replication.replica import Role, ShardReplica
 from broker.sim.cluster import run_seed
 from broker.sim.controller import run_controller_seed
 from broker.streams import resharding
@@ -76,6 +76,16 @@ def test_a_driver_that_misreads_the_leader_is_caught(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(ShardReplica, "configure", self_leader)
     assert _first_violation(range(3)).startswith("OneLeaderPerShardEpoch")
+
+
+def test_a_leader_taking_its_hw_for_the_end_before_its_marker_commits_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a leader says its HW is the shard's committed end as soon as it leads (what
+    reads assumed before issue 16's fix), though a new leader's HW is its follower HW until
+    its epoch's marker commits."""
+    monkeypatch.setattr(ShardReplica, "knows_committed_end", lambda self: self.role is Role.LEADER)
+    assert _first_violation(range(12)).startswith("KnownEndCoversAcknowledged")
 
 
 def test_a_replacement_on_a_node_holding_the_shard_is_caught(

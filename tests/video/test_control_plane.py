@@ -20,8 +20,8 @@ import pytest
 from broker.api.video.v1 import video_pb2, video_pb2_grpc
 from broker.clock import ManualClock
 from broker.errors import ErrorCode
-from broker.gateway.error_mapping import error_from_rpc_error
 from broker.node import Node
+from broker.wire.error_mapping import error_from_rpc_error
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -4,7 +4,7 @@ isort:skip_file
 Amazon Kinesis Analytics (kinesisanalytics 2015-08-14) as a gRPC service. Messages mirror the
 AWS shapes of botocore's model as kinesis.proto does: message names are the AWS shape names,
 field numbers follow the model's member order, and every field's json_name is the AWS member
-name, which broker/gateway/codec.py uses to translate between this API and AWS-shaped
+name, which broker/wire/codec.py uses to translate between this API and AWS-shaped
 requests. Enums travel as their AWS string values so both doors validate them against the
 same model. Written from the model (its shapes, member for member), then kept by hand.
 """

@@ -4,7 +4,7 @@ isort:skip_file
 The Amazon Kinesis Analytics API (kinesisanalyticsv2/2018-05-23) as a gRPC service.
 Written by scripts/proto-from-model from botocore's model: message names are the AWS
 shape names, field numbers follow the model's member order, and every field's json_name
-is the AWS member name (what broker/gateway/codec.py translates by). Enums travel as
+is the AWS member name (what broker/wire/codec.py translates by). Enums travel as
 their AWS string values, validated against the same model by both doors.
 """
 

@@ -4,7 +4,7 @@ isort:skip_file
 The node-to-node API of a Shoal cluster. Not for clients: these RPCs are served on every
 node's gRPC port beside the public KinesisService, and only other nodes (and the `shoal
 cluster` CLI, for ClusterAdminService) call them. Domain types mirror
-broker/replication/messages.py; broker/replication/wire.py is the only translation.
+broker/replication/messages.py; broker/rpc/replication_codec.py is the only translation.
 
 Refusals a caller reacts to by re-routing (NOT_SHARD_LEADER, STALE_EPOCH, SHARD_SEALED) leave
 as FAILED_PRECONDITION with a google.rpc.ErrorInfo in the rich status (domain
@@ -812,6 +812,7 @@ class ShardReadResponse(_message.Message):
     TIMESTAMP_OFFSET_FIELD_NUMBER: _builtins.int
     THROTTLED_FIELD_NUMBER: _builtins.int
     NEXT_OFFSET_FIELD_NUMBER: _builtins.int
+    END_MAY_LAG_FIELD_NUMBER: _builtins.int
     log_start: _builtins.int
     readable_end: _builtins.int
     """the HW the serving replica knows"""
@@ -819,6 +820,12 @@ class ShardReadResponse(_message.Message):
     throttled: _builtins.bool
     next_offset: _builtins.int
     """where the next read continues (past skipped control records)"""
+    end_may_lag: _builtins.bool
+    """readable_end may be short of the shard's committed end (the serving replica follows, or
+    leads but has not committed in its epoch yet): the reader's node does not take an empty
+    answer for the end of the shard. Unset by releases before it, whose answers are taken
+    as they always were.
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoredRecord]: ...
     def __init__(
@@ -830,10 +837,11 @@ class ShardReadResponse(_message.Message):
         timestamp_offset: _builtins.int | None = ...,
         throttled: _builtins.bool = ...,
         next_offset: _builtins.int = ...,
+        end_may_lag: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_timestamp_offset", b"_timestamp_offset", "timestamp_offset", b"timestamp_offset"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timestamp_offset", b"_timestamp_offset", "log_start", b"log_start", "next_offset", b"next_offset", "readable_end", b"readable_end", "records", b"records", "throttled", b"throttled", "timestamp_offset", b"timestamp_offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_timestamp_offset", b"_timestamp_offset", "end_may_lag", b"end_may_lag", "log_start", b"log_start", "next_offset", b"next_offset", "readable_end", b"readable_end", "records", b"records", "throttled", b"throttled", "timestamp_offset", b"timestamp_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__timestamp_offset: _TypeAlias = _typing.Literal["timestamp_offset"]  # noqa: Y015
     _WhichOneofArgType__timestamp_offset: _TypeAlias = _typing.Literal["_timestamp_offset", b"_timestamp_offset"]  # noqa: Y015

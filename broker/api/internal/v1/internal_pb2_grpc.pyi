@@ -4,7 +4,7 @@ isort:skip_file
 The node-to-node API of a Shoal cluster. Not for clients: these RPCs are served on every
 node's gRPC port beside the public KinesisService, and only other nodes (and the `shoal
 cluster` CLI, for ClusterAdminService) call them. Domain types mirror
-broker/replication/messages.py; broker/replication/wire.py is the only translation.
+broker/replication/messages.py; broker/rpc/replication_codec.py is the only translation.
 
 Refusals a caller reacts to by re-routing (NOT_SHARD_LEADER, STALE_EPOCH, SHARD_SEALED) leave
 as FAILED_PRECONDITION with a google.rpc.ErrorInfo in the rich status (domain

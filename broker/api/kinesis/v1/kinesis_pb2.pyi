@@ -4,7 +4,7 @@ isort:skip_file
 The Kinesis Data Streams API as a gRPC service. Messages mirror the AWS shapes of botocore's
 Kinesis model (kinesis/2013-12-02): message names are the AWS shape names, field numbers follow
 the model's member order, and every field's json_name is the AWS member name, which is what
-broker/gateway/codec.py uses to translate between this API and AWS-shaped requests. Enums
+broker/wire/codec.py uses to translate between this API and AWS-shaped requests. Enums
 travel as their AWS string values so both front doors validate them against the same model.
 """
 

@@ -1,9 +1,4 @@
-"""The node-to-node transport of replication messages, and the gRPC adapter behind it.
-
-`Transport` is the seam (STYLE B.3): `send(envelope)` never blocks and may drop; inbound
-messages reach the driver through the callback given to the adapter. Like Kafka's
-NetworkChannel it assumes neither ordering across streams, nor delivery, nor replies: the
-replica core resends what is not acknowledged (`replication_resend_ms`) and heartbeats its HW.
+"""The gRPC adapter of the node-to-node replication transport (`replication/network.py`).
 
 `GrpcTransport` keeps one long-lived `ReplicationService.Replicate` stream per peer node, over
 a channel from the shared `Channels` pool (the unary RPCs to that node use the same channel).
@@ -36,8 +31,9 @@ from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.log.records import AppendBatch
 from broker.replication.messages import Envelope, Promise, ReplicationMessage
+from broker.replication.network import FetchRefused, SealAnswer
 from broker.replication.replica import ReplicaStatistics
-from broker.replication.wire import (
+from broker.rpc.replication_codec import (
     CorruptBatchError,
     batch_to_proto,
     batches_from_proto,
@@ -73,30 +69,6 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
     ("grpc.http2.max_ping_strikes", 0),
 ]
-
-
-class Transport(Protocol):
-    """Sends replication messages to other nodes; never blocks, may drop."""
-
-    def send(self, envelope: Envelope) -> None: ...
-
-    async def fetch_batches(
-        self,
-        peer: NodeId,
-        shard_uid: ShardUid,
-        *,
-        start_offset: Offset,
-        end_offset: Offset,
-        bytes_max: int,
-    ) -> list[AppendBatch]:
-        """The peer's committed batches of [start_offset, end_offset), dense from the start
-        (a repair's source, 0002 "Corruption"). Raises `FetchRefused` when the peer holds no
-        healthy committed copy of the start, or cannot be reached in time."""
-        ...
-
-
-class FetchRefused(Exception):
-    """A peer could not give the batches asked for (see `Transport.fetch_batches`)."""
 
 
 class Channels:
@@ -293,11 +265,6 @@ class GrpcTransport:
 
 
 # --- The receiving side ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SealAnswer:
-    end_offset: Offset | None  # None: not sealed yet
 
 
 class ReplicationEndpoint(Protocol):

@@ -1,7 +1,7 @@
 """The internal front door: NodeService and ClusterAdminService, and the client that forwards.
 
 Thin like the public door: decode, call, encode (STYLE B.14). Served on the node's gRPC port
-beside KinesisService and ReplicationService (`replication/transport.py`).
+beside KinesisService and ReplicationService (`rpc/transport.py`).
 
 - `NodeService.ShardAppend` / `ShardRead`: another node's gateway forwards a shard append or
   read here because this node leads the shard (or, for reads, holds a caught-up replica);
@@ -38,20 +38,20 @@ from grpc_status import rpc_status
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway.error_mapping import error_from_rpc_error, to_grpc_status
 from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import encode_image
 from broker.meta.metadata_format import FIRST_FORMAT, METADATA_FORMAT_MAX
 from broker.meta.quorum import QuorumStatistics
-from broker.replication.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
 from broker.replication.refusals import RefusalReason, ShardRefusedError
-from broker.replication.transport import Channels, unary_handler
-from broker.replication.wire import records_from_proto, records_to_proto
+from broker.rpc.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
+from broker.rpc.replication_codec import records_from_proto, records_to_proto
+from broker.rpc.transport import Channels, unary_handler
 from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThrottle, ShardClient
 from broker.streams.subscription_claims import Claim
 from broker.types import NodeId, Offset, ShardUid, StreamUid
+from broker.wire.error_mapping import error_from_rpc_error, to_grpc_status
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -290,6 +290,7 @@ def node_handler(
             readable_end=result.readable_end,
             throttled=result.throttled,
             next_offset=result.next_offset,
+            end_may_lag=not result.end_is_committed_end,
         )
         if result.timestamp_offset is not None:
             response.timestamp_offset = result.timestamp_offset
@@ -518,4 +519,5 @@ class GrpcShardForwarder:
                 Offset(answer.timestamp_offset) if answer.HasField("timestamp_offset") else None
             ),
             throttled=answer.throttled,
+            end_is_committed_end=not answer.end_may_lag,
         )

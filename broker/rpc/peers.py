@@ -23,7 +23,7 @@ from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.controller_core import Promise, RejoiningReplica, ReplicaStatus
-from broker.replication.transport import REPLICATION_SERVICE, Channels
+from broker.rpc.transport import REPLICATION_SERVICE, Channels
 from broker.types import NodeId, Offset, ShardUid
 
 NODE_SERVICE = "broker.api.internal.v1.NodeService"
