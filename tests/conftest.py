@@ -23,11 +23,11 @@ _NODE_PROCESS_MARKERS = ("process", "cluster")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup` (scripts/test runs two workers): every
+    """Groups for pytest-xdist's `--dist loadgroup` (`scripts/test --parallel`): every
     file that starts node processes (`process` or `cluster` markers) runs on one worker, in
-    order, so at most one multi-node cluster runs at a time and the fault tests' timing is as
-    in a serial run, while the other worker runs the in-process tests. A file (a package, for
-    those in `_PACKAGES_RUN_WHOLE`) is never split, so module and package fixtures start once."""
+    order, so at most one multi-node cluster runs at a time, while the other worker runs the
+    in-process tests. A file (a package, for those in `_PACKAGES_RUN_WHOLE`) is never split,
+    so module and package fixtures start once. Without pytest-xdist nothing changes."""
     if not config.pluginmanager.hasplugin("xdist"):
         return
     tests_dir = Path(__file__).parent
