@@ -245,7 +245,7 @@ def invalid_next_token(token: str) -> str:
 
 TAG_INVALID_CHARACTERS = (
     "Some tags contain invalid characters. Valid characters: "
-    "Unicode letters, digits, white space, _ . / = + - % @."
+    "Unicode letters, digits, white space, _ . / = + - % @ :."
 )
 
 
@@ -254,7 +254,7 @@ def tag_percent_refused(verb: str, stream_name: str, account_id: str) -> str:
     return (
         f"Failed to {verb} stream {stream_name} under account {account_id} because some tags "
         "contained illegal characters. The allowed characters are Unicode letters, "
-        "white-spaces, '_',',','/','=','+','-','@'."
+        "white-spaces, '_',',','/','=','+','-','@',':'."
     )
 
 
@@ -910,3 +910,183 @@ def invalid_region(region: object) -> str:
 
 
 STREAM_NAME_EMPTY = "stream_name must not be empty."
+
+
+# gateway/sigv4.py: the AWS door's signature texts, as AWS sends them
+
+SIGNATURE_MISMATCH = (
+    "The request signature we calculated does not match the signature you provided. "
+    "Check your AWS Secret Access Key and signing method. "
+    "Consult the service documentation for details."
+)
+BOTH_AUTHORIZATION_FORMS = (
+    "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header."
+)
+AUTHORIZATION_NEEDS_A_DATE = (
+    "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
+)
+QUERY_SIGNATURE_REEXAMINE = "Re-examine the query-string parameters."
+EXPIRES_NOT_A_NUMBER = "X-Amz-Expires should be a number"
+HOST_NOT_SIGNED = "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization."
+PAYLOAD_HASH_MISMATCH = (
+    "The provided 'x-amz-content-sha256' header does not match what was computed."
+)
+
+
+def unsupported_signing_algorithm(*, algorithm: object, supported: object) -> str:
+    return f"Unsupported AWS 'algorithm': '{algorithm}' (only {supported} for now). "
+
+
+def credential_elements(*, credential: object) -> str:
+    return (
+        "Credential must have exactly 5 slash-delimited elements, "
+        f"e.g. keyid/date/region/service/term, got '{credential}'"
+    )
+
+
+def credential_region(*, region: object) -> str:
+    return f"Credential should be scoped to a valid region, not '{region}'."
+
+
+def credential_service(*, service: object) -> str:
+    return f"Credential should be scoped to correct service: '{service}'."
+
+
+def credential_terminator(*, expected: object, terminator: object) -> str:
+    return f"Credential should be scoped with a valid terminator: '{expected}', not '{terminator}'."
+
+
+def credential_date(*, date: object, amz_date: object) -> str:
+    return (
+        "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
+        f"from HTTP: '{date}' != '{str(amz_date)[:8]}', from '{amz_date}'."
+    )
+
+
+def authorization_pair(*, pair: object, authorization: object) -> str:
+    return (
+        f"'{pair}' not a valid key=value pair (missing equal-sign) in Authorization "
+        f"header: '{authorization}'."
+    )
+
+
+def authorization_needs(*, parameter: object) -> str:
+    return f"Authorization header requires '{parameter}' parameter. "
+
+
+def incomplete_authorization(*, problems: object, authorization: object) -> str:
+    return f"{problems}Authorization={authorization}"
+
+
+def query_signature_needs(*, parameter: object) -> str:
+    return f"AWS query-string parameters must include '{parameter}'. "
+
+
+def bad_signing_date(*, value: object) -> str:
+    return (
+        f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
+        "See http://en.wikipedia.org/wiki/ISO_8601"
+    )
+
+
+def expires_too_long(*, seconds_max: object) -> str:
+    return f"X-Amz-Expires must be less than a week (in seconds) that is {seconds_max}"
+
+
+def signature_not_yet_current(*, amz_date: object, latest: object, now: object) -> str:
+    return f"Signature not yet current: {amz_date} is still later than {latest} ({now} + 5 min.)"
+
+
+def signature_expired(*, amz_date: object, earliest: object, now: object, window: object) -> str:
+    """`window`: "5 min." for a signed request, "<n> sec." for a presigned one."""
+    return f"Signature expired: {amz_date} is now earlier than {earliest} ({now} - {window})"
+
+
+def too_many_signed_headers(*, count_max: object, count: object) -> str:
+    return f"At most {count_max} headers may be signed, got {count}."
+
+
+def unsupported_payload_hash(*, declared: object) -> str:
+    return f"The 'x-amz-content-sha256' value '{declared}' is not supported by this service."
+
+
+# gateway/iam_service.py (IAM's texts for a missing principal or key)
+
+
+def principal_not_found(*, arn: object) -> str:
+    return f"The principal {arn} cannot be found."
+
+
+def access_key_not_found(*, access_key_id: object) -> str:
+    return f"The Access Key with id {access_key_id} cannot be found."
+
+
+def key_status_not_in_enum(*, status: object) -> str:
+    return (
+        f"Value '{status}' at 'status' failed to satisfy constraint: "
+        "Member must satisfy enum value set: [Active, Inactive]"
+    )
+
+
+# gateway/lease_codec.py
+
+LEASE_CHECKPOINT_MISSING = "a checkpoint request needs a checkpoint"
+
+
+def invalid_lease_answer(*, problem: object) -> str:
+    return f"the lease service sent an invalid lease: {problem}"
+
+
+def too_many_leases(*, leases_max: object) -> str:
+    return f"at most {leases_max} leases per request"
+
+
+# gateway/rest_json.py (the REST-JSON services' bodies)
+
+BODY_NOT_JSON = "The body is not valid JSON."
+BODY_NOT_JSON_OBJECT = "The body is not a JSON object."
+
+
+# gateway/signaling_ws.py
+
+SIGNALING_CHANNEL_ARN_REQUIRED = "X-Amz-ChannelARN is required."
+SIGNALING_CLIENT_ID_INVALID = "X-Amz-ClientId is not valid."
+
+
+# gateway/video_http.py
+
+
+def video_operation_not_served(*, operation: object) -> str:
+    return f"Shoal does not serve {operation} yet."
+
+
+# gateway/iam_service.py: the IamService's request checks (Shoal's own API)
+
+IAM_ACCOUNT_ID_INVALID = "account_id must be 12 digits."
+IAM_NAME_INVALID = "name must be 1 to 64 characters of [A-Za-z0-9+=,.@_-]."
+IAM_KIND_INVALID = "kind must be user or role."
+IAM_POLICY_NAME_INVALID = "policy_name must be 1 to 128 characters of [A-Za-z0-9+=,.@_-]."
+IAM_ACTION_INVALID = "action must look like service:Operation, e.g. kinesis:PutRecord."
+
+
+def iam_max_results_out_of_range(*, results_max: object) -> str:
+    return f"max_results must be between 1 and {results_max}."
+
+
+# gateway/grpc_auth.py: the gRPC door's signature and node-identity refusals
+
+GRPC_NODE_SIGNATURE_INVALID = "The node signature is not valid."
+GRPC_SIGNATURE_INCOMPLETE = "The request signature is incomplete."
+GRPC_SIGNATURE_MISMATCH = "The request signature does not match."
+
+
+def grpc_signature_expired(*, date: object) -> str:
+    return f"Signature expired: {date} is not within 5 minutes of the node's time."
+
+
+def grpc_nodes_only(*, method: object) -> str:
+    return f"Only cluster nodes may call {method}"
+
+
+def grpc_not_for_nodes(*, method: object) -> str:
+    return f"A node identity cannot call {method}"

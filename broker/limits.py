@@ -183,7 +183,37 @@ replication_prepare_timeout_ms = 5_000  # a Prepare waits this long for its prom
 # SIGTERM and `shoal cluster drain`: how long a node waits for the controller to move its shard
 # leaderships away before it stops anyway (its shards then fail over as after a crash).
 drain_timeout_ms = 15_000
+drain_timeout_ms_max = 600_000  # the most a Drain RPC (`shoal cluster drain --timeout`) may ask
 replication_seal_wait_ms_max = 1_000  # one Seal call waits this long for the HW to reach the end
+
+# --- Internal RPC channels (rpc/channels.py, rpc/peers.py) ----------------------------------
+# Keepalive pings notice a dead peer within ~2 s even when no call is in flight.
+rpc_keepalive_ms = 1_000
+rpc_keepalive_timeout_ms = 1_000
+# The server accepts pings this often (its default policy answers them with GOAWAY).
+rpc_ping_interval_ms_min = 500
+# Reconnect quickly after a peer restarts (gRPC's default backoff grows to 120 s). While a
+# channel backs off, calls on it fail at once: a peer that restarted must be reachable again
+# within a fraction of the failover budget (a Prepare to it may be what a leader change waits
+# for). A connect attempt every 250 ms to a dead peer costs nothing.
+rpc_reconnect_backoff_ms_min = 100
+rpc_reconnect_backoff_ms_max = 250
+# Channels replaced after a certificate renewal close this long after (calls on them end).
+rpc_channel_retire_grace_ms = 5_000
+# The controller's crash probe: a dead node's port refuses at once (RST); a slower answer is
+# no proof of anything.
+rpc_probe_connect_timeout_ms = 250
+
+# --- Request signing (gateway/sigv4.py, iam/grpc_signing.py) ---------------------------------
+# Kinesis reports "Signature expired: ... (... - 5 min.)"; the same window bounds the future side,
+# for SigV4 on the AWS door and the signature of gRPC requests alike.
+signature_clock_skew_ms_max = 5 * 60 * 1000
+# AWS refuses presigned URLs valid for more than a week ("X-Amz-Expires must be less than a week").
+presigned_expires_s_max = 7 * 24 * 60 * 60
+# Real clients sign about ten headers; the bound keeps a hostile list from costing a long loop.
+signed_headers_count_max = 64
+# One derived key per (secret, day, region, service); old days fall out first.
+signing_key_cache_entries_max = 64
 
 assert put_records_count_max * 1 <= get_records_count_max
 assert replication_append_bytes_max >= put_records_bytes_max + put_records_count_max * KiB

@@ -100,7 +100,7 @@ from broker.log.retention import trim_expired
 from broker.log.rocks_store import RocksLogStore
 from broker.log.store import LogStoreError
 from broker.meta import commands
-from broker.meta.autoscaler import Autoscaler, autoscaler_settings
+from broker.meta.autoscaler import Autoscaler, AutoscalerSettings, policy_from_knobs
 from broker.meta.controller import Controller
 from broker.meta.controller_core import ControllerSettings
 from broker.meta.frontend import MetadataFrontend
@@ -113,20 +113,11 @@ from broker.metrics import MetricsServer, NodeMetrics
 from broker.metrics import views as metrics_views
 from broker.replication.driver import ReplicationDriver
 from broker.replication.scrubber import Scrubber, ScrubSettings
-from broker.rpc.node_service import (
-    ClusterView,
-    GrpcShardForwarder,
-    admin_handler,
-    node_handler,
-)
+from broker.rpc.channels import SERVER_OPTIONS, Channels
+from broker.rpc.forwarder import GrpcShardForwarder
+from broker.rpc.node_service import ClusterView, admin_handler, node_handler
 from broker.rpc.peers import GrpcReplicaControl, send_heartbeat
-from broker.rpc.transport import (
-    SERVER_OPTIONS,
-    Channels,
-    GrpcTransport,
-    InboundStreams,
-    replication_handler,
-)
+from broker.rpc.transport import GrpcTransport, InboundStreams, replication_handler
 from broker.service.context import ServiceContext, shard_throttles
 from broker.service.in_process import LocalKinesis, LocalLeaseClient
 from broker.service.kinesis import KinesisService
@@ -327,7 +318,7 @@ class Node:
             claims=ClaimTable(takeover_ms=config.knobs.subscription_takeover_ms),
         )
         self.autoscaler = Autoscaler(
-            quorum=self._quorum, clock=self.clock, settings=autoscaler_settings(config)
+            quorum=self._quorum, clock=self.clock, settings=_autoscaler_settings(config)
         )
         metrics_views.watch_node(
             self.metrics,
@@ -1431,4 +1422,25 @@ def _metrics_cluster_view(image: MetadataImage) -> MetricsClusterView:
         streams=len(image.streams),
         open_shards=len(open_shards),
         leaderless_shards=sum(1 for s in open_shards if s.leader is None),
+    )
+
+
+def _autoscaler_settings(config: Config) -> AutoscalerSettings:
+    """The node's autoscaler settings, from its configuration's knobs."""
+    knobs = config.knobs
+    return AutoscalerSettings(
+        policy=policy_from_knobs(
+            split_bytes_per_second=knobs.on_demand_split_bytes_per_second,
+            split_records_per_second=knobs.on_demand_split_records_per_second,
+            merge_percent=knobs.on_demand_merge_percent,
+            hot_for_ms=knobs.on_demand_hot_for_ms,
+            cold_for_ms=knobs.on_demand_cold_for_ms,
+            cooldown_ms=knobs.on_demand_cooldown_ms,
+            min_open_shards=knobs.on_demand_min_shards,
+            max_open_shards=knobs.on_demand_max_shards,
+        ),
+        pass_interval_ms=knobs.autoscaler_pass_interval_ms,
+        load_stale_ms=knobs.load_report_stale_ms,
+        stream_updating_ms=knobs.stream_updating_ms,
+        shard_count_per_account_max=config.shard_count_per_account_max,
     )

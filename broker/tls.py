@@ -23,7 +23,7 @@ admin), so one rule must protect both. The rule is mutual TLS at the transport:
 Certificates are re-read when their files change (size or modification time), which is how
 Kubernetes Secret volumes and cert-manager rotate them: the server's fetcher runs before each
 new handshake, and `PeerCredentials` checks at most every `check_interval_ms` so that
-`rpc.transport.Channels` can rebuild its channels with the renewed client certificate.
+`rpc.channels.Channels` can rebuild its channels with the renewed client certificate.
 Connections already open keep the certificate they were opened with. The Raft port is not
 covered here: pysyncobj speaks its own TCP protocol, protected by `raft_password` (Fernet:
 AES-128-CBC and HMAC-SHA256 over every message), see docs/operations.md.

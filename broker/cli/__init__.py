@@ -32,7 +32,7 @@ from broker.cli import (
     streams,
     video,
 )
-from broker.cli.common import DEFAULT_ENDPOINT
+from broker.cli.common import DEFAULT_ENDPOINT, REGION_HELP, ProfileNotFound, resolve_region
 from broker.cli.wait import WaitTimeout
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import add_client_arguments
@@ -70,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.group_help()
         return 2
     try:
+        args.region = resolve_region(args)
+    except ProfileNotFound as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
         if args.connect is None:
             return int(args.run(None, args))
         with args.connect(args) as client:
@@ -101,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         help="host:port of a node's gRPC API (env SHOAL_ENDPOINT)",
     )
     parser.add_argument("--json", action="store_true", help="print raw JSON responses")
+    parser.add_argument("--region", help=REGION_HELP)
+    parser.add_argument("--profile", help="the AWS config profile whose region to use")
     add_client_arguments(parser)
     commands = parser.add_subparsers(dest="command")
     for group in GROUPS:

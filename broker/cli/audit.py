@@ -18,6 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from broker.cli.common import REGION_HELP
 from broker.cli.iam import IamClient, iam_client
 
 _RELATIVE = re.compile(r"([0-9]+)([smhd])")
@@ -48,7 +49,7 @@ def add_commands(commands: Any) -> None:
     parser.add_argument("--table", action="store_true", help="a short table, not JSON lines")
     parser.add_argument("--access-key-id", default=os.environ.get("SHOAL_ACCESS_KEY_ID"))
     parser.add_argument("--secret-access-key", default=os.environ.get("SHOAL_SECRET_ACCESS_KEY"))
-    parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+    parser.add_argument("--region", default=argparse.SUPPRESS, help=REGION_HELP)
     parser.set_defaults(connect=iam_client, run=_run, group_help=parser.print_help)
 
 

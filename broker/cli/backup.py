@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.backup.logical import BackupError
-from broker.cli.common import kinesis_client
+from broker.cli.common import kinesis_client, signing_key
 from broker.cli.wait import wait_until
 from broker.tls import credentials_from_arguments
 
@@ -42,12 +42,19 @@ class _Leases:
     def __init__(self, args: argparse.Namespace) -> None:
         self._endpoint = args.endpoint
         self._credentials = credentials_from_arguments(args)
+        self._signing_key = signing_key(args)
+        self._region = args.region
 
     def _run(self, work: Any) -> Any:
         from broker.client.leases import GrpcLeaseClient
 
         async def run() -> Any:
-            async with GrpcLeaseClient(self._endpoint, credentials=self._credentials) as client:
+            async with GrpcLeaseClient(
+                self._endpoint,
+                credentials=self._credentials,
+                signing_key=self._signing_key,
+                region=self._region,
+            ) as client:
                 return await work(client)
 
         return asyncio.run(run())

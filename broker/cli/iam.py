@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 
-from broker.cli.common import add_group
+from broker.cli.common import REGION_HELP, add_group
 from broker.errors import ErrorCode, ShoalError, error_code_by_name
 from broker.tls import credentials_from_arguments, open_channel
 
@@ -45,7 +45,7 @@ def add_commands(commands: Any) -> None:
         parser.add_argument(
             "--secret-access-key", default=os.environ.get("SHOAL_SECRET_ACCESS_KEY")
         )
-        parser.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+        parser.add_argument("--region", default=argparse.SUPPRESS, help=REGION_HELP)
         parser.set_defaults(connect=iam_client, run=run)
         return parser
 
@@ -126,16 +126,14 @@ def iam_client(args: argparse.Namespace) -> Iterator[IamClient]:
     channel = open_channel(args.endpoint, credentials_from_arguments(args))
     clock = SystemClock()
 
-    def signer(method: str) -> tuple[tuple[str, str], ...]:
-        if not args.access_key_id or not args.secret_access_key:
-            return ()
-        return grpc_signing.signed_metadata(
-            access_key_id=args.access_key_id,
-            secret=args.secret_access_key,
-            region=args.region,
-            method=method,
-            wall_ms=clock.wall_ms(),
+    key = None
+    if args.access_key_id and args.secret_access_key:
+        key = grpc_signing.SigningKey(
+            args.access_key_id, args.secret_access_key, wall_ms=clock.wall_ms
         )
+
+    def signer(method: str) -> tuple[tuple[str, str], ...]:
+        return grpc_signing.call_metadata(method, region=args.region, key=key) or ()
 
     try:
         yield IamClient(iam_pb2_grpc.IamServiceStub(channel), signer)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from broker.cli.common import add_group, print_response
+from broker.cli.common import add_group, print_response, signing_key
 from broker.tls import credentials_from_arguments
 
 
@@ -44,7 +44,10 @@ def _sync(
             from broker.client.leases import GrpcLeaseClient  # asyncio and the lease API
 
             async with GrpcLeaseClient(
-                args.endpoint, credentials=credentials_from_arguments(args)
+                args.endpoint,
+                credentials=credentials_from_arguments(args),
+                signing_key=signing_key(args),
+                region=args.region,
             ) as client:
                 return await command(client, args)
 

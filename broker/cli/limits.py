@@ -16,6 +16,7 @@ import json
 from contextlib import AbstractContextManager
 from typing import Any
 
+from broker.cli.common import signing_key
 from broker.streams.throttling import RATE_NAMES
 from broker.tls import credentials_from_arguments
 
@@ -64,7 +65,12 @@ def add_commands(commands: Any) -> None:
 def _limits_client(args: argparse.Namespace) -> AbstractContextManager[Any]:
     from broker.client.limits import LimitsClient  # the gRPC stubs: only for this group
 
-    return LimitsClient(args.endpoint, credentials=credentials_from_arguments(args))
+    return LimitsClient(
+        args.endpoint,
+        credentials=credentials_from_arguments(args),
+        signing_key=signing_key(args),
+        region=args.region,
+    )
 
 
 def _print_stream(answer: dict[str, Any], *, as_json: bool) -> None:

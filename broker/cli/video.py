@@ -30,7 +30,7 @@ import botocore.config
 import botocore.exceptions
 import botocore.session
 
-from broker.cli.common import add_group
+from broker.cli.common import REGION_HELP, add_group
 from broker.client.video_producer import PutMediaRefused, PutMediaTarget, produce
 from broker.clock import SystemClock
 from broker.video.acks import Ack, AckEventType
@@ -83,10 +83,13 @@ def _add_endpoint_options(parser: argparse.ArgumentParser) -> None:
         help="the node's AWS door, http(s)://host:port, or several comma-separated to fail "
         "over between (env SHOAL_HTTP_ENDPOINT)",
     )
-    parser.add_argument(
-        "--region",
-        default=os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1")),
-    )
+    parser.add_argument("--region", default=argparse.SUPPRESS, help=REGION_HELP)
+
+
+def _region(args: argparse.Namespace) -> str:
+    """The region the AWS door's calls are signed for (video acts in the node's region; a
+    signature needs one: us-east-1 when no rule names one)."""
+    return str(args.region or "us-east-1")
 
 
 async def _read(source: IO[bytes]) -> AsyncIterator[bytes]:
@@ -105,7 +108,7 @@ def _data_endpoint(
     client = session.create_client(
         "kinesisvideo",
         endpoint_url=endpoint or args.http_endpoint.split(",")[0].strip(),
-        region_name=args.region,
+        region_name=_region(args),
         config=botocore.config.Config(retries={"mode": "standard", "total_max_attempts": 3}),
     )
     answer = client.get_data_endpoint(StreamName=args.stream, APIName=api)
@@ -139,7 +142,7 @@ def _put(_client: None, args: argparse.Namespace) -> int:
             stream_name=args.stream,
             timecode_type=args.timecode_type,
             producer_start_timestamp_s=start_s,
-            region=args.region,
+            region=_region(args),
             credentials=credentials,
         )
         for endpoint in [first, *(n for n in nodes[1:] if n != first)]
@@ -199,7 +202,7 @@ def _get(_client: None, args: argparse.Namespace) -> int:
     try:
         endpoint = _data_endpoint(args, session, api="GET_MEDIA")
         media: Any = session.create_client(
-            "kinesis-video-media", endpoint_url=endpoint, region_name=args.region
+            "kinesis-video-media", endpoint_url=endpoint, region_name=_region(args)
         )
         response = media.get_media(
             StreamName=args.stream, StartSelector={"StartSelectorType": args.start}

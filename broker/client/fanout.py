@@ -32,7 +32,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.client.grpc_client import AsyncEventStream, AsyncShoalClient
-from broker.client.worker import RecordBatch, RecordSource, ShardInfo, WorkerConfig
+from broker.client.retrieval import RecordBatch, RecordSource, ShardInfo
+from broker.client.worker_config import WorkerConfig
 from broker.consumers.leases import Checkpoint
 from broker.errors import ErrorCode, ShoalError
 

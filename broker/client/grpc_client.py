@@ -17,7 +17,7 @@ from google.protobuf.message import Message
 
 from broker import limits
 from broker.api.kinesis.v1 import kinesis_pb2
-from broker.iam.grpc_signing import SigningKey
+from broker.iam.grpc_signing import SigningKey, call_metadata
 from broker.tls import open_aio_channel, open_channel
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.error_mapping import error_from_rpc_error
@@ -58,16 +58,19 @@ class ShoalClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
         signing_key: SigningKey | None = None,
+        region: str | None = None,
     ) -> None:
         """`credentials`: TLS to a node that serves it (`broker.tls.client_credentials`);
         None: plaintext. `signing_key`: sign every call with this access key (a node with
-        access control wants it, unless a client certificate is mapped to a principal)."""
+        access control wants it, unless a client certificate is mapped to a principal).
+        `region`: the region whose streams the calls address, and sign for (None: the node's)."""
         self._channel = open_channel(target, credentials, _CHANNEL_OPTIONS)
         self._timeout_s = timeout_s
         self._signing_key = signing_key
+        self._region = region
 
     def _metadata(self, operation: str) -> tuple[tuple[str, str], ...] | None:
-        return None if self._signing_key is None else self._signing_key.metadata(_path(operation))
+        return call_metadata(_path(operation), region=self._region, key=self._signing_key)
 
     def call(self, operation: str, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
         input_class, output_class = _classes(operation)
@@ -126,13 +129,15 @@ class AsyncShoalClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
         signing_key: SigningKey | None = None,
+        region: str | None = None,
     ) -> None:
         self._channel = open_aio_channel(target, credentials, _CHANNEL_OPTIONS)
         self._timeout_s = timeout_s
         self._signing_key = signing_key
+        self._region = region
 
     def _metadata(self, operation: str) -> tuple[tuple[str, str], ...] | None:
-        return None if self._signing_key is None else self._signing_key.metadata(_path(operation))
+        return call_metadata(_path(operation), region=self._region, key=self._signing_key)
 
     async def call(
         self, operation: str, request: Mapping[str, Any] | None = None

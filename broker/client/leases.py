@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 from broker.api.leases.v1 import leases_pb2 as pb
 from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
 from broker.errors import ShoalError
+from broker.iam.grpc_signing import SigningKey, call_metadata
 from broker.tls import open_aio_channel
 from broker.wire import lease_codec
 from broker.wire.error_mapping import error_from_rpc_error
@@ -44,8 +45,14 @@ class GrpcLeaseClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
+        signing_key: SigningKey | None = None,
+        region: str | None = None,
     ) -> None:
+        """`signing_key` and `region` as `broker.client.grpc_client.ShoalClient`'s: the calls
+        act in that region's namespace (None: the node's), signed with the key if one is given."""
         assert timeout_s > 0
+        self._signing_key = signing_key
+        self._region = region
         self._channel = open_aio_channel(target, credentials)
         self._timeout_s = timeout_s
 
@@ -53,13 +60,18 @@ class GrpcLeaseClient:
         """The response message, or the call's error as a ShoalError."""
         descriptor = _SERVICE.methods_by_name[method]
         output_class = getattr(pb, descriptor.output_type.name)
+        path = f"/{_SERVICE.full_name}/{method}"
         stub = self._channel.unary_unary(
-            f"/{_SERVICE.full_name}/{method}",
+            path,
             request_serializer=type(request).SerializeToString,
             response_deserializer=output_class.FromString,
         )
         try:
-            return await stub(request, timeout=self._timeout_s)
+            return await stub(
+                request,
+                timeout=self._timeout_s,
+                metadata=call_metadata(path, region=self._region, key=self._signing_key),
+            )
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc_error(exc) from exc
 

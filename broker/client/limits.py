@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.message import Message
 
 from broker.api.limits.v1 import limits_pb2 as pb
+from broker.iam.grpc_signing import SigningKey, call_metadata
 from broker.streams.throttling import RATE_NAMES
 from broker.tls import open_channel
 from broker.wire.error_mapping import error_from_rpc_error
@@ -34,21 +35,32 @@ class LimitsClient:
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         credentials: grpc.ChannelCredentials | None = None,
+        signing_key: SigningKey | None = None,
+        region: str | None = None,
     ) -> None:
+        """`signing_key` and `region` as `broker.client.grpc_client.ShoalClient`'s: the calls
+        act in that region's namespace (None: the node's), signed with the key if one is given."""
         assert timeout_s > 0
+        self._signing_key = signing_key
+        self._region = region
         self._channel = open_channel(target, credentials)
         self._timeout_s = timeout_s
 
     def _call(self, method: str, request: Message) -> Any:
         descriptor = _SERVICE.methods_by_name[method]
         output_class = getattr(pb, descriptor.output_type.name)
+        path = f"/{_SERVICE.full_name}/{method}"
         stub: Any = self._channel.unary_unary(
-            f"/{_SERVICE.full_name}/{method}",
+            path,
             request_serializer=lambda message: message.SerializeToString(),
             response_deserializer=output_class.FromString,
         )
         try:
-            return stub(request, timeout=self._timeout_s)
+            return stub(
+                request,
+                timeout=self._timeout_s,
+                metadata=call_metadata(path, region=self._region, key=self._signing_key),
+            )
         except grpc.RpcError as exc:
             raise error_from_rpc_error(exc) from exc
 

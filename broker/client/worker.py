@@ -53,7 +53,7 @@ expiry in this worker's eyes); pacing uses asyncio's sleeps, capped at `_WAIT_MS
 manual clock is noticed promptly.
 
 Retrieval goes through `RecordSource`, chosen by `WorkerConfig.retrieval`: "polling"
-(`PollingRecordSource`, GetRecords) or "fanout" (`broker.client.fanout`: a stream consumer named
+(`retrieval.PollingRecordSource`, GetRecords) or "fanout" (`fanout.py`: a stream consumer named
 after the application, registered if absent, and SubscribeToShard per shard); or any source
 through `Worker(record_source_factory=...)`.
 """
@@ -62,20 +62,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
-import random
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from broker import limits
+from broker.client.fanout import FanOutRetrieval
 from broker.client.grpc_client import AsyncShoalClient
 from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate
-from broker.clock import Clock, SystemClock
+from broker.client.retrieval import (
+    KinesisCalls,
+    PollingRecordSource,
+    RecordBatch,
+    RecordSource,
+    RecordSourceFactory,
+    ShardInfo,
+    hash_range,
+)
+from broker.client.worker_config import InitialPosition, WorkerConfig
 from broker.consumers import balancing
 from broker.consumers import leases as leases_core
 from broker.consumers.leases import (
@@ -88,6 +93,25 @@ from broker.consumers.leases import (
 )
 from broker.errors import ErrorCode, ShoalError
 
+# The worker's public API: its knobs and record sources live in worker_config.py and
+# retrieval.py, and are named here too (users import them from this module).
+__all__ = [
+    "Checkpointer",
+    "InMemoryLeaseClient",
+    "InitialPosition",
+    "KinesisCalls",
+    "LeaseClient",
+    "LeaseLostError",
+    "PollingRecordSource",
+    "RecordBatch",
+    "RecordProcessor",
+    "RecordSource",
+    "RecordSourceFactory",
+    "ShardInfo",
+    "Worker",
+    "WorkerConfig",
+]
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -95,91 +119,12 @@ T = TypeVar("T")
 # The loop sleeps at most this long between checks, so a manual clock moved by a test, or a
 # shutdown request, is noticed promptly.
 _WAIT_MS_MAX = 50
-# KCL's epsilon: renew a little before a third of the failover time (CommonCalculations).
-_EPSILON_MS = 25
 _SHARD_LIST_PAGES_MAX = limits.shard_count_per_stream_max // 100 + 1
-# The default take interval is the failover time over this (WorkerConfig.lease_take_interval_ms).
-_TAKE_SCANS_PER_FAILOVER = 10
 
 
 class LeaseLostError(Exception):
     """The worker no longer holds the shard's lease: the checkpoint was not recorded (the KCL's
     ShutdownException). Let it propagate out of the processor's method."""
-
-
-class InitialPosition(enum.Enum):
-    """Where a lease never checkpointed starts (the KCL's InitialPositionInStream)."""
-
-    TRIM_HORIZON = "TRIM_HORIZON"
-    LATEST = "LATEST"
-    AT_TIMESTAMP = "AT_TIMESTAMP"
-
-
-def _default_worker_id() -> str:
-    return f"{socket.gethostname()}:{uuid.uuid4()}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WorkerConfig:
-    """Worker knobs; the defaults are the KCL's where it has one."""
-
-    worker_id: str = field(default_factory=_default_worker_id)
-    failover_ms: int = 10_000
-    lease_renew_interval_ms: int | None = None  # None: failover/3 - 25 ms (3,308 ms)
-    # None: failover/10 (1,000 ms). Not the KCL's 2 * (failover + 25 ms): a dead worker's
-    # shards are taken at the first scan after they expired, so the takeover comes up to two
-    # take intervals after the failover time (measured with the KCL's 20 s: 20-40 s for a 10 s
-    # failover; with 1 s: 1.2 x the failover time at most). Scanning costs a ListLeases, a read
-    # of the answering node's image, not a DynamoDB scan.
-    lease_take_interval_ms: int | None = None
-    max_leases_to_steal_at_one_time: int = balancing.MAX_LEASES_TO_STEAL_AT_ONE_TIME_DEFAULT
-    max_leases_for_worker: int | None = None
-    retrieval: Literal["polling", "fanout"] = "polling"
-    # Polling: the pause after a GetRecords that returned nothing (the KCL's
-    # idleTimeBetweenReadsInMillis); a call that returned records is followed at once.
-    polling_idle_interval_ms: int = 1_000
-    get_records_limit: int = limits.get_records_count_max
-    initial_position: InitialPosition = InitialPosition.TRIM_HORIZON
-    initial_timestamp: datetime | None = None  # for AT_TIMESTAMP
-    shard_sync_interval_ms: int = 60_000  # the KCL's shardSyncIntervalMillis
-    parent_poll_interval_ms: int = 10_000  # the KCL's parentShardPollIntervalMillis
-    retry_backoff_ms_min: int = 100
-    retry_backoff_ms_max: int = 5_000
-    shutdown_timeout_ms: int = 30_000  # graceful shutdown: wait this long for processors
-    clock: Clock = field(default_factory=SystemClock)
-    rng: random.Random = field(default_factory=random.Random)
-
-    def __post_init__(self) -> None:
-        assert 1 <= len(self.worker_id) <= leases_core.WORKER_ID_CHARS_MAX
-        assert self.failover_ms > 3 * _EPSILON_MS
-        assert 0 < self.renew_interval_ms < self.failover_ms, "renew well within a failover"
-        assert self.take_interval_ms > 0
-        assert self.max_leases_to_steal_at_one_time >= 0
-        if self.max_leases_for_worker is not None:
-            assert self.max_leases_for_worker >= 1
-        assert self.polling_idle_interval_ms >= 0
-        assert 1 <= self.get_records_limit <= limits.get_records_count_max
-        if self.initial_position is InitialPosition.AT_TIMESTAMP:
-            assert self.initial_timestamp is not None
-        assert self.shard_sync_interval_ms > 0
-        assert self.parent_poll_interval_ms > 0
-        assert 0 < self.retry_backoff_ms_min <= self.retry_backoff_ms_max
-        assert self.shutdown_timeout_ms > 0
-
-    @property
-    def renew_interval_ms(self) -> int:
-        if self.lease_renew_interval_ms is not None:
-            return self.lease_renew_interval_ms
-        return self.failover_ms // 3 - _EPSILON_MS
-
-    @property
-    def take_interval_ms(self) -> int:
-        if self.lease_take_interval_ms is not None:
-            return self.lease_take_interval_ms
-        return self.failover_ms // _TAKE_SCANS_PER_FAILOVER
-
-
-# --- The record-processor contract ----------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -442,137 +387,6 @@ def to_checkpoint(value: ExtendedSequenceNumber) -> Checkpoint:
     return Checkpoint(value.sequence_number, sub)
 
 
-# --- Retrieval ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ShardInfo:
-    """What the worker knows of one shard from ListShards or a parent's ChildShards."""
-
-    shard_id: str
-    parent_shard_ids: tuple[str, ...]
-    hash_range: tuple[int, int]  # inclusive
-    closed: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RecordBatch:
-    """One retrieval: Kinesis records as GetRecords returns them (AWS-shaped dicts, not yet
-    de-aggregated), and at the shard's end its children (then no batch follows)."""
-
-    records: Sequence[Mapping[str, Any]]
-    millis_behind_latest: int
-    child_shards: tuple[ShardInfo, ...] | None = None
-
-
-class RecordSource(Protocol):
-    """Where one shard consumer's records come from (polling or enhanced fan-out).
-
-    `start` positions the source; `next_batch` returns the next batch, possibly empty, within a
-    bounded time; after a batch with `child_shards` the source is finished. `idle_wait_ms` is
-    how long the consumer pauses after an empty batch (a push source returns 0). `aclose`
-    releases what the source holds (a subscription) when the lease period ends.
-    """
-
-    idle_wait_ms: int
-
-    async def start(self, position: Checkpoint) -> None: ...
-
-    async def next_batch(self) -> RecordBatch: ...
-
-    async def aclose(self) -> None: ...
-
-
-class KinesisCalls(Protocol):
-    """What polling needs of a Kinesis client: `AsyncShoalClient`, or a node's own service
-    (`broker.service.in_process.LocalKinesis`) for consumers that run inside a node."""
-
-    async def call(self, operation: str, request: Mapping[str, Any]) -> dict[str, Any]: ...
-
-
-class PollingRecordSource:
-    """GetRecords in a loop (the KCL's PollingConfig). A checkpointed sequence number resumes
-    AT_SEQUENCE_NUMBER (the consumer drops what is at or below the checkpoint); an expired
-    iterator resumes AFTER_SEQUENCE_NUMBER of the last Kinesis record returned."""
-
-    def __init__(
-        self, kinesis: KinesisCalls, *, stream_name: str, shard_id: str, config: WorkerConfig
-    ) -> None:
-        self._kinesis = kinesis
-        self._stream_name = stream_name
-        self._shard_id = shard_id
-        self._config = config
-        self._iterator: str | None = None
-        self._start_request: dict[str, Any] = {}
-        self._last_sequence_number: str | None = None
-        self.idle_wait_ms = config.polling_idle_interval_ms
-
-    async def start(self, position: Checkpoint) -> None:
-        request: dict[str, Any] = {"StreamName": self._stream_name, "ShardId": self._shard_id}
-        if not position.is_sentinel:
-            request["ShardIteratorType"] = "AT_SEQUENCE_NUMBER"
-            request["StartingSequenceNumber"] = position.sequence_number
-        elif position.sequence_number == "AT_TIMESTAMP":
-            assert self._config.initial_timestamp is not None
-            request["ShardIteratorType"] = "AT_TIMESTAMP"
-            request["Timestamp"] = self._config.initial_timestamp
-        else:
-            assert not position.is_shard_end, "a finished shard is never read"
-            request["ShardIteratorType"] = position.sequence_number
-        self._start_request = request
-        await self._get_iterator()
-
-    async def aclose(self) -> None:
-        """Nothing to release: an iterator is only a token."""
-
-    async def _get_iterator(self) -> None:
-        request = dict(self._start_request)
-        if self._last_sequence_number is not None:
-            request["ShardIteratorType"] = "AFTER_SEQUENCE_NUMBER"
-            request["StartingSequenceNumber"] = self._last_sequence_number
-            request.pop("Timestamp", None)
-        response = await self._kinesis.call("GetShardIterator", request)
-        self._iterator = response["ShardIterator"]
-
-    async def next_batch(self) -> RecordBatch:
-        assert self._iterator is not None, "start first; nothing follows the shard's end"
-        request = {"ShardIterator": self._iterator, "Limit": self._config.get_records_limit}
-        try:
-            response = await self._kinesis.call("GetRecords", request)
-        except ShoalError as error:
-            if error.code is not ErrorCode.EXPIRED_ITERATOR:
-                raise
-            await self._get_iterator()
-            return RecordBatch(records=(), millis_behind_latest=0)
-        records: list[dict[str, Any]] = response["Records"]
-        if records:
-            self._last_sequence_number = records[-1]["SequenceNumber"]
-        self._iterator = response.get("NextShardIterator")
-        children: tuple[ShardInfo, ...] | None = None
-        if self._iterator is None:
-            children = tuple(_child_shard(child) for child in response.get("ChildShards", []))
-        return RecordBatch(
-            records=records,
-            millis_behind_latest=response.get("MillisBehindLatest", 0),
-            child_shards=children,
-        )
-
-
-def _hash_range(shape: Mapping[str, str]) -> tuple[int, int]:
-    return int(shape["StartingHashKey"]), int(shape["EndingHashKey"])
-
-
-def _child_shard(shape: Mapping[str, Any]) -> ShardInfo:
-    return ShardInfo(
-        shard_id=shape["ShardId"],
-        parent_shard_ids=tuple(shape.get("ParentShards", ())),
-        hash_range=_hash_range(shape["HashKeyRange"]),
-    )
-
-
-RecordSourceFactory = Callable[[ShardInfo], RecordSource]
-
-
 # --- Checkpointer ---------------------------------------------------------------------------
 
 
@@ -671,8 +485,6 @@ class Worker:
         self._lease_client = lease_client
         self._kinesis = kinesis
         if record_source_factory is None and self.config.retrieval == "fanout":
-            from broker.client.fanout import FanOutRetrieval  # fanout imports this module
-
             if not isinstance(kinesis, AsyncShoalClient):
                 raise ValueError("fan-out retrieval needs an AsyncShoalClient")
             # The stream consumer is named after the application, as the KCL names it.
@@ -804,7 +616,7 @@ class Worker:
                 shards[shape["ShardId"]] = ShardInfo(
                     shard_id=shape["ShardId"],
                     parent_shard_ids=tuple(p for p in parents if p is not None),
-                    hash_range=_hash_range(shape["HashKeyRange"]),
+                    hash_range=hash_range(shape["HashKeyRange"]),
                     closed="EndingSequenceNumber" in shape["SequenceNumberRange"],
                 )
             token = response.get("NextToken")

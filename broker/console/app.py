@@ -87,6 +87,7 @@ from broker.types import StreamName
 log = logging.getLogger(__name__)
 
 PREFIX = "/console"
+REGION_COOKIE = "shoal_console_region"  # the region the visitor last chose (not a secret)
 RECORD_PAGE_DEFAULT = 25
 RECORD_PAGE_MAX = 100
 SHARD_PAGE_SIZE = 100  # shard rows on a stream's page (the drawing shows them all)
@@ -417,15 +418,46 @@ class ConsoleService:
     def _cluster_secret(self) -> bytes:
         return self._image().iterator_secret or b"shoal-console-uninitialised"
 
+    def _region_for(self, request: Request, *, secure: bool) -> tuple[str, tuple[str, ...]]:
+        """The region the visitor's pages act in, and the cookies that remember it: the
+        `region` query parameter (the selector's), else the region cookie, else the node's
+        region. Like the AWS console's, the choice is one region at a time; a name that is not
+        a region is ignored."""
+        chosen = request.query.get("region", "")
+        if namespaces.is_region(chosen):
+            return chosen, (_cookie(REGION_COOKIE, chosen, secure=secure),)
+        remembered = request.cookies.get(REGION_COOKIE, "")
+        if namespaces.is_region(remembered):
+            return remembered, ()
+        return self._region, ()
+
+    def _regions(self, caller: Caller) -> tuple[str, ...]:
+        """The selector's regions: the node's, the visitor's, and every region in which the
+        visitor's account has a stream."""
+        now_ms = self._clock.wall_ms()
+        found = {self._region, caller.region}
+        for stream in views.visible_streams(self._image(), now_ms=now_ms):
+            region, account = namespaces.namespace_of_arn(stream.arn)
+            if account == caller.account_id and namespaces.is_region(region):
+                found.add(region)
+        return tuple(sorted(found))
+
     def _visitor(self, request: Request, *, secure: bool) -> Visitor | None:
+        visitor = self._identified(request, secure=secure)
+        if visitor is None:
+            return None
+        return dataclasses.replace(visitor, regions=self._regions(visitor.caller))
+
+    def _identified(self, request: Request, *, secure: bool) -> Visitor | None:
         secret = self._cluster_secret()
+        region, region_cookies = self._region_for(request, secure=secure)
         caller = Caller(
-            region=self._region,
+            region=region,
             account_id=self._account_id,
             source_address=request.client,
             door="http",
         )
-        cookies: list[str] = []
+        cookies: list[str] = list(region_cookies)
         binding = request.cookies.get(sessions.CSRF_COOKIE, "")
         if not binding:
             binding = secrets.token_urlsafe(24)
@@ -444,7 +476,7 @@ class ConsoleService:
         if key is None:
             return None
         signed_in = Caller(
-            region=self._region,
+            region=region,
             account_id=self._account_id,
             access_key_id=key,
             source_address=request.client,

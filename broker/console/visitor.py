@@ -13,12 +13,14 @@ from broker.console.web import Request, Response
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Visitor:
     """Who is asking: the session's access key (None when access control is off) and the
-    CSRF token this browser's forms carry; `cookies` are the ones to set on the answer."""
+    CSRF token this browser's forms carry; `cookies` are the ones to set on the answer. The
+    caller's region is the one the visitor chose (`regions`: the selector's choices)."""
 
     access_key_id: str | None
     csrf: str
     cookies: tuple[str, ...]
     caller: Caller
+    regions: tuple[str, ...] = ()
 
 
 class Render(Protocol):

@@ -63,9 +63,9 @@ from broker.firehose.aws_clients import (
     S3Store,
     StoreError,
 )
+from broker.firehose.probe import FirehoseProbe
 from broker.firehose.retry import RetrySchedule
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
-from broker.metrics import FirehoseProbe
 
 if TYPE_CHECKING:  # imported when first used: pyiceberg and psycopg weigh on every node start
     from broker.firehose.iceberg_tables import IcebergTables

@@ -25,6 +25,7 @@ from broker.firehose import (
     copy_command,
     iceberg_routing,
     indexers,
+    messages,
     object_keys,
     partition_keys,
     processing,
@@ -51,10 +52,7 @@ def from_create(request: Mapping[str, Any]) -> dict[str, Any]:
     """The `{"<Kind>DestinationConfiguration": {...}}` document of a CreateDeliveryStream."""
     given = [key for key in request if key.endswith(_CONFIGURATION) and request[key] is not None]
     if len(given) != 1:
-        raise _invalid(
-            "Exactly one destination configuration is required; "
-            f"{len(given)} were given ({', '.join(sorted(given)) or 'none'})."
-        )
+        raise _invalid(messages.exactly_one_destination(given=given, what="configuration"))
     (member,) = given
     kind = _kind_of(member, _CONFIGURATION)
     configuration = copy.deepcopy(dict(request[member]))
@@ -66,10 +64,7 @@ def merged_update(current: Mapping[str, Any], request: Mapping[str, Any]) -> dic
     """The destination document after UpdateDestination `request` on `current`."""
     given = [key for key in request if key.endswith(_UPDATE) and request[key] is not None]
     if len(given) != 1:
-        raise _invalid(
-            "Exactly one destination update is required; "
-            f"{len(given)} were given ({', '.join(sorted(given)) or 'none'})."
-        )
+        raise _invalid(messages.exactly_one_destination(given=given, what="update"))
     (member,) = given
     kind = _kind_of(member, _UPDATE)
     update = _renamed(request[member])
@@ -103,20 +98,17 @@ def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str,
 def check(kind: str, configuration: Mapping[str, Any]) -> None:
     """InvalidArgumentException for a configuration Firehose (or Shoal) would refuse."""
     if kind not in DELIVERED_KINDS:
-        raise _invalid(
-            f"Shoal does not deliver to {kind} destinations yet; use an ExtendedS3 (or S3) "
-            "or an HttpEndpoint destination."
-        )
+        raise _invalid(messages.destination_not_delivered(kind=kind))
     unsupported = processing.check(configuration)
     if unsupported is not None:
         raise _invalid(unsupported)
     if kind == "HttpEndpoint":
         endpoint = configuration.get("EndpointConfiguration") or {}
         if not endpoint.get("Url"):
-            raise _invalid("EndpointConfiguration.Url is required for an HttpEndpoint destination.")
+            raise _invalid(messages.HTTP_ENDPOINT_URL_REQUIRED)
         backup = configuration.get("S3Configuration")
         if not backup:
-            raise _invalid("S3Configuration is required for an HttpEndpoint destination.")
+            raise _invalid(messages.HTTP_ENDPOINT_S3_REQUIRED)
         _check_s3("S3Configuration", backup)
         return
     if kind == "Redshift":
@@ -131,7 +123,7 @@ def check(kind: str, configuration: Mapping[str, Any]) -> None:
             raise _invalid(problem)
         backup = configuration.get("S3Configuration")
         if not backup:
-            raise _invalid(f"S3Configuration is required for a {kind} destination.")
+            raise _invalid(messages.s3_configuration_required(kind=kind))
         _check_s3("S3Configuration", backup)
         return
     partitioning = configuration.get("DynamicPartitioningConfiguration") or {}
@@ -150,7 +142,7 @@ def _check_backup(configuration: Mapping[str, Any]) -> None:
     if configuration.get("S3BackupMode", "Disabled") == "Enabled":
         backup = configuration.get("S3BackupConfiguration")
         if not backup:
-            raise _invalid("S3BackupConfiguration is required when S3BackupMode is Enabled.")
+            raise _invalid(messages.S3_BACKUP_REQUIRED)
         _check_s3("S3BackupConfiguration", backup)
 
 
@@ -162,10 +154,10 @@ def _check_iceberg(configuration: Mapping[str, Any]) -> None:
         raise _invalid(refused)
     warehouse = str((configuration.get("CatalogConfiguration") or {}).get("WarehouseLocation", ""))
     if not warehouse.startswith("s3://"):
-        raise _invalid("CatalogConfiguration.WarehouseLocation must be an s3:// location.")
+        raise _invalid(messages.WAREHOUSE_NOT_S3)
     backup = configuration.get("S3Configuration")
     if not backup:
-        raise _invalid("S3Configuration is required for an Iceberg destination.")
+        raise _invalid(messages.ICEBERG_S3_REQUIRED)
     _check_s3("S3Configuration", backup)
 
 
@@ -173,12 +165,10 @@ def _check_redshift(configuration: Mapping[str, Any]) -> None:
     """A Redshift destination: where to connect and as whom, a COPY Shoal can run, and the
     S3 staging (and backup) configurations."""
     if (configuration.get("SecretsManagerConfiguration") or {}).get("Enabled"):
-        raise _invalid(
-            "Shoal does not read credentials from Secrets Manager; set Username and Password."
-        )
+        raise _invalid(messages.SECRETS_MANAGER_NOT_READ)
     for required in ("RoleARN", "ClusterJDBCURL", "Username", "Password"):
         if not configuration.get(required):
-            raise _invalid(f"{required} is required for a Redshift destination.")
+            raise _invalid(messages.redshift_member_required(member=required))
     try:
         copy_command.target(str(configuration["ClusterJDBCURL"]))
         copy_command.plan(configuration.get("CopyCommand") or {})
@@ -186,12 +176,11 @@ def _check_redshift(configuration: Mapping[str, Any]) -> None:
         raise _invalid(str(error)) from error
     staging = configuration.get("S3Configuration")
     if not staging:
-        raise _invalid("S3Configuration is required for a Redshift destination.")
+        raise _invalid(messages.REDSHIFT_S3_REQUIRED)
     _check_s3("S3Configuration", staging)
     if staging.get("CompressionFormat") in _REDSHIFT_REFUSED_COMPRESSION:
         raise _invalid(
-            f"CompressionFormat {staging['CompressionFormat']} is not supported for a Redshift "
-            "destination: COPY reads UNCOMPRESSED or GZIP objects."
+            messages.redshift_compression_refused(compression=staging["CompressionFormat"])
         )
     _check_backup(configuration)
 
@@ -200,42 +189,34 @@ def _check_conversion(configuration: Mapping[str, Any], conversion: Mapping[str,
     """Firehose's rules for record format conversion."""
     schema = conversion.get("SchemaConfiguration") or {}
     if not schema.get("DatabaseName") or not schema.get("TableName"):
-        raise _invalid(
-            "SchemaConfiguration with DatabaseName and TableName is required for record format "
-            "conversion."
-        )
+        raise _invalid(messages.SCHEMA_REQUIRED)
     deserializer = (conversion.get("InputFormatConfiguration") or {}).get("Deserializer") or {}
     if not deserializer:
-        raise _invalid(
-            "InputFormatConfiguration needs a Deserializer (OpenXJsonSerDe or HiveJsonSerDe)."
-        )
+        raise _invalid(messages.DESERIALIZER_REQUIRED)
     serializer = (conversion.get("OutputFormatConfiguration") or {}).get("Serializer") or {}
     if len(serializer) != 1:
-        raise _invalid("OutputFormatConfiguration needs one Serializer (ParquetSerDe or OrcSerDe).")
+        raise _invalid(messages.SERIALIZER_REQUIRED)
     if (configuration.get("CompressionFormat") or "UNCOMPRESSED") != "UNCOMPRESSED":
-        raise _invalid(
-            "CompressionFormat must be UNCOMPRESSED with record format conversion (the "
-            "serializer compresses)."
-        )
+        raise _invalid(messages.CONVERSION_NEEDS_UNCOMPRESSED)
 
 
 def _check_partitioning(configuration: Mapping[str, Any]) -> None:
     """Dynamic partitioning: an ErrorOutputPrefix, and every partition key the prefix uses
     produced by a configured MetadataExtraction query or Lambda."""
     if not configuration.get("ErrorOutputPrefix"):
-        raise _invalid("ErrorOutputPrefix is required with dynamic partitioning.")
+        raise _invalid(messages.PARTITIONING_NEEDS_ERROR_PREFIX)
     names = object_keys.partition_key_names(str(configuration.get("Prefix") or ""))
     if not any(names.values()):
-        raise _invalid("The Prefix must use a partition key with dynamic partitioning.")
+        raise _invalid(messages.PARTITIONING_NEEDS_KEY)
     query = processing.metadata_query(configuration)
     if names["partitionKeyFromQuery"] and query is None:
-        raise _invalid("!{partitionKeyFromQuery:...} needs a MetadataExtraction processor.")
+        raise _invalid(messages.QUERY_KEY_NEEDS_EXTRACTION)
     if query is not None:
         problem = partition_keys.check_query(query)
         if problem is not None:
             raise _invalid(problem)
     if names["partitionKeyFromLambda"] and processing.lambda_processor(configuration) is None:
-        raise _invalid("!{partitionKeyFromLambda:...} needs a Lambda processor.")
+        raise _invalid(messages.LAMBDA_KEY_NEEDS_LAMBDA)
 
 
 def _check_s3(
@@ -243,12 +224,12 @@ def _check_s3(
 ) -> None:
     for required in ("RoleARN", "BucketARN"):
         if not configuration.get(required):
-            raise _invalid(f"{required} is required for {what}.")
+            raise _invalid(messages.member_required(member=required, what=what))
     if not str(configuration["BucketARN"]).startswith("arn:aws:s3:::"):
-        raise _invalid(f"BucketARN {configuration['BucketARN']} is not an S3 bucket ARN.")
+        raise _invalid(messages.not_a_bucket_arn(arn=configuration["BucketARN"]))
     hints = configuration.get("BufferingHints")
     if hints is not None and (("SizeInMBs" in hints) != ("IntervalInSeconds" in hints)):
-        raise _invalid("BufferingHints must set both SizeInMBs and IntervalInSeconds, or neither.")
+        raise _invalid(messages.BUFFERING_HINTS_PAIR)
     for member in ("Prefix", "ErrorOutputPrefix"):
         try:
             object_keys.check_prefix(
@@ -259,7 +240,7 @@ def _check_s3(
     prefix = str(configuration.get("Prefix") or "")
     error_prefix = configuration.get("ErrorOutputPrefix")
     if object_keys.EXPRESSION.search(prefix) and not error_prefix:
-        raise _invalid("ErrorOutputPrefix is required when the Prefix contains expressions.")
+        raise _invalid(messages.EXPRESSIONS_NEED_ERROR_PREFIX)
 
 
 def storage_bucket(kind: str, configuration: Mapping[str, Any]) -> str:

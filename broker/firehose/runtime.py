@@ -16,9 +16,9 @@ from broker.config import Config
 from broker.firehose.aws_clients import GlueCatalog, LambdaInvoker, S3Store
 from broker.firehose.deliverers import Deliverers, DelivererSettings
 from broker.firehose.lifecycle import Lifecycle, LifecycleSettings
+from broker.firehose.probe import FirehoseProbe
 from broker.firehose.service import FirehoseService
 from broker.meta.frontend import MetadataFrontend
-from broker.metrics import FirehoseProbe
 from broker.service.in_process import LocalKinesis, LocalLeaseClient
 from broker.service.kinesis import KinesisService
 

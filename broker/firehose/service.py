@@ -17,8 +17,9 @@ from typing import Any, Protocol
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
-from broker.firehose import destinations
+from broker.firehose import destinations, messages
 from broker.firehose.describe import delivery_stream_description
+from broker.firehose.probe import FirehoseProbe
 from broker.meta import commands
 from broker.meta.delivery_streams import (
     DeliveryStreamMeta,
@@ -29,7 +30,6 @@ from broker.meta.delivery_streams import (
 )
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.transitions.delivery_streams import not_found
-from broker.metrics import FirehoseProbe
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
@@ -122,30 +122,21 @@ class FirehoseService:
         stream_type = request.get("DeliveryStreamType") or "DirectPut"
         for unsupported in ("MSKSourceConfiguration", "DatabaseSourceConfiguration"):
             if request.get(unsupported) is not None:
-                raise _invalid(f"Shoal does not support {unsupported} sources yet.")
+                raise _invalid(messages.source_not_supported(source=unsupported))
         source = request.get("KinesisStreamSourceConfiguration")
         if stream_type == "KinesisStreamAsSource":
             if source is None:
-                raise _invalid(
-                    "KinesisStreamSourceConfiguration is required for a KinesisStreamAsSource "
-                    "delivery stream."
-                )
+                raise _invalid(messages.SOURCE_CONFIGURATION_REQUIRED)
         elif stream_type == "DirectPut":
             if source is not None:
-                raise _invalid(
-                    "KinesisStreamSourceConfiguration is only allowed for a "
-                    "KinesisStreamAsSource delivery stream."
-                )
+                raise _invalid(messages.SOURCE_CONFIGURATION_NOT_ALLOWED)
         else:
-            raise _invalid(f"Shoal does not support {stream_type} delivery streams yet.")
+            raise _invalid(messages.stream_type_not_supported(stream_type=stream_type))
         destination = destinations.from_create(request)
         encryption = request.get("DeliveryStreamEncryptionConfigurationInput") or {}
         key_type, key_arn = _encryption_key(encryption)
         if key_type and stream_type != "DirectPut":
-            raise _invalid(
-                "Server-side encryption is only for DirectPut delivery streams; a "
-                "KinesisStreamAsSource one is encrypted by its source stream."
-            )
+            raise _invalid(messages.ENCRYPTION_ONLY_FOR_DIRECT_PUT)
         tags = _tags(request.get("Tags") or [])
         meta = await self._propose(
             commands.CreateDeliveryStream(
@@ -210,7 +201,7 @@ class FirehoseService:
         try:
             version = int(request["CurrentDeliveryStreamVersionId"])
         except ValueError as error:
-            raise _invalid("CurrentDeliveryStreamVersionId must be a number.") from error
+            raise _invalid(messages.VERSION_ID_NOT_A_NUMBER) from error
         await self._propose(
             commands.UpdateDeliveryStreamDestination(
                 now_ms=self._clock.wall_ms(),
@@ -260,10 +251,7 @@ class FirehoseService:
     async def _start_encryption(self, request: Request, caller: Caller) -> Response:
         meta = self._meta(request, caller)
         if meta.delivery_stream_type != "DirectPut":
-            raise _invalid(
-                f"Firehose {meta.name} is not a DirectPut delivery stream; server-side "
-                "encryption applies to DirectPut delivery streams only."
-            )
+            raise _invalid(messages.encryption_needs_direct_put(name=meta.name))
         key_type, key_arn = _encryption_key(
             request.get("DeliveryStreamEncryptionConfigurationInput")
             or {"KeyType": "AWS_OWNED_CMK"}
@@ -304,15 +292,13 @@ class FirehoseService:
     def _writable(self, request: Request, caller: Caller) -> DeliveryStreamMeta:
         meta = self._meta(request, caller)
         if meta.delivery_stream_type != "DirectPut":
-            raise _invalid(
-                f"This operation is not permitted on {meta.delivery_stream_type} "
-                f"delivery stream type."
-            )
+            raise _invalid(messages.not_permitted_on_type(stream_type=meta.delivery_stream_type))
         if meta.status is not DeliveryStreamStatus.ACTIVE:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Firehose {meta.name} under account {meta.account_id} is not ACTIVE "
-                f"(it is {meta.status.value}).",
+                messages.not_active(
+                    name=meta.name, account_id=meta.account_id, status=meta.status.value
+                ),
             )
         return meta
 
@@ -334,7 +320,7 @@ class FirehoseService:
                 raise
             raise ShoalError(
                 ErrorCode.SERVICE_UNAVAILABLE_EXCEPTION,
-                f"The records could not be stored durably; retry. ({error.message})",
+                messages.not_stored_durably(problem=error.message),
             ) from error
         entries: list[dict[str, Any]] = response["Records"]
         assert len(entries) == len(records)
@@ -369,10 +355,7 @@ class FirehoseService:
         records = [record["Data"] for record in request["Records"]]
         total = sum(len(data) for data in records)
         if total > BATCH_BYTES_MAX:
-            raise _invalid(
-                f"Records size {total} bytes exceeds the PutRecordBatch limit of "
-                f"{BATCH_BYTES_MAX} bytes."
-            )
+            raise _invalid(messages.batch_too_large(total=total, bytes_max=BATCH_BYTES_MAX))
         responses: list[dict[str, Any]] = []
         failed = 0
         for entry in await self._append(meta, records):
@@ -453,9 +436,9 @@ def _encryption_key(encryption: Mapping[str, Any]) -> tuple[str, str]:
     key_type = str(encryption["KeyType"])
     key_arn = str(encryption.get("KeyARN") or "")
     if key_type == "CUSTOMER_MANAGED_CMK" and not key_arn:
-        raise _invalid("KeyARN is required when KeyType is CUSTOMER_MANAGED_CMK.")
+        raise _invalid(messages.KEY_ARN_REQUIRED)
     if key_type == "AWS_OWNED_CMK" and key_arn:
-        raise _invalid("KeyARN must not be given when KeyType is AWS_OWNED_CMK.")
+        raise _invalid(messages.KEY_ARN_NOT_ALLOWED)
     return key_type, key_arn
 
 

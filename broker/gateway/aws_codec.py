@@ -256,7 +256,9 @@ def _java_class(value: Any) -> str:
     if isinstance(value, bool):
         return "class java.lang.Boolean"
     if isinstance(value, int | float):
-        return "class java.math.BigDecimal"
+        # AWS's JSON reader (Coral) keeps every JSON number as this class: its texts name it
+        # whatever the number ("... TruncatingBigNumber can not be converted to an String").
+        return "class com.amazon.coral.value.json.numbers.TruncatingBigNumber"
     if isinstance(value, str):
         return "class java.lang.String"
     if isinstance(value, bytes | bytearray):

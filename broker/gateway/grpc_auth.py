@@ -35,6 +35,7 @@ from typing import Any
 
 import grpc
 
+from broker import error_messages
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
@@ -159,16 +160,20 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
             raise _refuse(ErrorCode.MISSING_AUTHENTICATION_TOKEN)
         if method.startswith(_NODE_SERVICES):
             if not who.node:
-                raise _refuse(ErrorCode.ACCESS_DENIED, "Only cluster nodes may call " + method)
+                raise _refuse(
+                    ErrorCode.ACCESS_DENIED, error_messages.grpc_nodes_only(method=method)
+                )
             return who
         if method.startswith(_OPERATION_SERVICES) or who.node:
             if who.node and method.startswith(_OPERATION_SERVICES):
-                raise _refuse(ErrorCode.ACCESS_DENIED, "A node identity cannot call " + method)
+                raise _refuse(
+                    ErrorCode.ACCESS_DENIED, error_messages.grpc_not_for_nodes(method=method)
+                )
             return who
         assert who.identity is not None
         action = "shoal:" + method.rsplit("/", 1)[1]
         caller = Caller(
-            region=self._region,
+            region=metadata.get(grpc_signing.REGION_HEADER, self._region),
             account_id=who.identity.account_id,
             principal_arn=who.identity.principal_arn,
             source_address=peer_address(context),
@@ -191,7 +196,9 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
             )
             if not grpc_signing.fresh(date, now_ms=now_ms) or not _equal(node_signature, expected):
                 self._authenticator.failed(peer_address(context))
-                raise _refuse(ErrorCode.INVALID_SIGNATURE, "The node signature is not valid.")
+                raise _refuse(
+                    ErrorCode.INVALID_SIGNATURE, error_messages.GRPC_NODE_SIGNATURE_INVALID
+                )
             return GrpcIdentity(identity=None, node=True)
         access_key_id = metadata.get(grpc_signing.ACCESS_KEY_HEADER)
         if access_key_id is not None:
@@ -218,21 +225,31 @@ class GrpcAuthInterceptor(grpc.aio.ServerInterceptor):
         date = metadata.get(grpc_signing.DATE_HEADER, "")
         provided = metadata.get(grpc_signing.SIGNATURE_HEADER, "")
         if grpc_signing.date_ms(date) is None or not provided:
-            raise _refuse(ErrorCode.INCOMPLETE_SIGNATURE, "The request signature is incomplete.")
+            raise _refuse(ErrorCode.INCOMPLETE_SIGNATURE, error_messages.GRPC_SIGNATURE_INCOMPLETE)
         if not grpc_signing.fresh(date, now_ms=now_ms):
             raise _refuse(
                 ErrorCode.INVALID_SIGNATURE,
-                f"Signature expired: {date} is not within 5 minutes of the node's time.",
+                error_messages.grpc_signature_expired(date=date),
             )
         secret = self._authenticator.directory.secret(access_key_id)
         if secret is None:
             raise _refuse(ErrorCode.UNRECOGNIZED_CLIENT)
-        expected = grpc_signing.signature(
-            secret=secret, region=self._region, method=method, date=date
-        )
-        if not _equal(provided, expected):
-            raise _refuse(ErrorCode.INVALID_SIGNATURE, "The request signature does not match.")
+        if not any(
+            _equal(
+                provided, grpc_signing.signature(secret=secret, region=r, method=method, date=date)
+            )
+            for r in self._signing_regions(metadata)
+        ):
+            raise _refuse(ErrorCode.INVALID_SIGNATURE, error_messages.GRPC_SIGNATURE_MISMATCH)
         return access_key_id
+
+    def _signing_regions(self, metadata: Mapping[str, str]) -> tuple[str, ...]:
+        """The regions a call's signature may be scoped to: the region it addresses
+        (`x-shoal-region`), or, naming none, the node's (by name, or the empty scope)."""
+        addressed = metadata.get(grpc_signing.REGION_HEADER)
+        if addressed is not None:
+            return (addressed,)
+        return (self._region, grpc_signing.NODE_REGION_SCOPE)
 
 
 def _streaming(

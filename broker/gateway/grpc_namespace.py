@@ -10,7 +10,6 @@ when access control identifies one, else the node's configured account.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,11 +21,12 @@ from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import with_identity
 from broker.gateway.grpc_auth import current_identity
+from broker.iam import grpc_signing
 from broker.service.context import CURRENT_CALLER
+from broker.streams import namespaces
 from broker.wire.error_mapping import NativeMethod, native_rpc, to_grpc_status
 
-REGION_METADATA = "x-shoal-region"
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+REGION_METADATA = grpc_signing.REGION_HEADER
 
 
 def addressed(caller: Caller, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
@@ -37,7 +37,7 @@ def addressed(caller: Caller, context: grpc.aio.ServicerContext[Any, Any]) -> Ca
             region = value if isinstance(value, str) else value.decode()
     if region is None or region == caller.region:
         return caller
-    if _REGION.fullmatch(region) is None:
+    if not namespaces.is_region(region):
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.invalid_region(region))
     return dataclasses.replace(caller, region=region)
 

@@ -29,9 +29,9 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import with_identity
 from broker.gateway.grpc_auth import current_identity, peer_address
 from broker.gateway.grpc_namespace import addressed
+from broker.gateway.probe import GatewayProbe
 from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, validate_request
-from broker.metrics import GatewayProbe
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.error_mapping import to_grpc_status
 

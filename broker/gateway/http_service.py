@@ -29,7 +29,9 @@ kinesalite (its `index.js` was written against the real service):
 | anything unexpected (logged with a traceback)   | 500    | InternalFailure               |
 
 An empty body is answered in JSON when the request said JSON, and in CBOR otherwise, as AWS
-does. Every answer carries `x-amzn-RequestId`; errors also `x-amzn-ErrorType`.
+does. A successful operation whose model has no output shape (CreateStream, DeleteStream,
+AddTagsToStream, ...) answers 200 with an empty body (Content-Length 0), as AWS and kinesalite
+do. Every answer carries `x-amzn-RequestId`; errors also `x-amzn-ErrorType`.
 
 Lifecycle: one instance per node, built by `node.py`, served by `http_server.py`. Loop-bound.
 """
@@ -59,10 +61,10 @@ from broker.gateway.aws_codec import (
     parse_body,
     wire_format_for,
 )
+from broker.gateway.probe import GatewayProbe
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier, claimed_region
-from broker.gateway.validation import KINESIS, validate_request
-from broker.metrics import GatewayProbe
+from broker.gateway.validation import KINESIS, service_model, validate_request
 from broker.service.subscriptions import Subscription
 from broker.wire.error_mapping import to_aws_error
 
@@ -398,6 +400,11 @@ class AwsHttpApp:
         events = response.get("EventStream")
         if isinstance(events, Subscription):
             return events
+        if (
+            not response
+            and service_model(service.model).operation_model(operation).output_shape is None
+        ):
+            return b""  # AWS answers an operation with no output shape with an empty body
         return encode_body(response, wire)
 
 

@@ -19,6 +19,7 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from broker import error_messages
 from broker.api.iam.v1 import iam_pb2 as pb
 from broker.audit.trail import AuditTrail, EventFilter
 from broker.caller import Caller
@@ -88,7 +89,9 @@ class _IamServicer:
     def _principal(self, arn: str) -> Principal:
         principal = self._image().iam.principals.get(arn)
         if principal is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"The principal {arn} cannot be found.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.principal_not_found(arn=arn)
+            )
         return principal
 
     def _new_key(self, principal_arn: str) -> tuple[AccessKey, str]:
@@ -104,14 +107,14 @@ class _IamServicer:
 
     async def create_principal(self, request: pb.CreatePrincipalRequest) -> pb.Principal:
         if not identities.ACCOUNT_PATTERN.fullmatch(request.account_id):
-            raise _invalid("account_id must be 12 digits.")
+            raise _invalid(error_messages.IAM_ACCOUNT_ID_INVALID)
         name = request.name
         if not identities.NAME_PATTERN.fullmatch(name) or len(name) > 64:
-            raise _invalid("name must be 1 to 64 characters of [A-Za-z0-9+=,.@_-].")
+            raise _invalid(error_messages.IAM_NAME_INVALID)
         try:
             kind = PrincipalKind(request.kind or "user")
         except ValueError:
-            raise _invalid("kind must be user or role.") from None
+            raise _invalid(error_messages.IAM_KIND_INVALID) from None
         principal = Principal(
             arn=identities.principal_arn(request.account_id, kind, name),
             account_id=request.account_id,
@@ -156,7 +159,7 @@ class _IamServicer:
         if old is None:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"The Access Key with id {request.access_key_id} cannot be found.",
+                error_messages.access_key_not_found(access_key_id=request.access_key_id),
             )
         key, secret = self._new_key(old.principal_arn)
         await self._propose(
@@ -186,8 +189,7 @@ class _IamServicer:
         except ValueError:
             raise ShoalError(
                 ErrorCode.VALIDATION,
-                f"Value '{request.status}' at 'status' failed to satisfy constraint: "
-                "Member must satisfy enum value set: [Active, Inactive]",
+                error_messages.key_status_not_in_enum(status=request.status),
             ) from None
         await self._propose(
             commands.UpdateAccessKey(
@@ -225,7 +227,7 @@ class _IamServicer:
             not identities.NAME_PATTERN.fullmatch(name)
             or len(name) > identities.POLICY_NAME_CHARS_MAX
         ):
-            raise _invalid("policy_name must be 1 to 128 characters of [A-Za-z0-9+=,.@_-].")
+            raise _invalid(error_messages.IAM_POLICY_NAME_INVALID)
         try:
             parse_policy(request.document, name=name)
         except PolicyError as error:
@@ -256,10 +258,10 @@ class _IamServicer:
         if identity is None:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"The principal {request.principal_arn} cannot be found.",
+                error_messages.principal_not_found(arn=request.principal_arn),
             )
         if ":" not in request.action:
-            raise _invalid("action must look like service:Operation, e.g. kinesis:PutRecord.")
+            raise _invalid(error_messages.IAM_ACTION_INVALID)
         caller = Caller(
             region=self._region,
             account_id=identity.account_id,
@@ -288,7 +290,9 @@ class _IamServicer:
         if self._trail is None:
             return pb.LookupEventsResponse()
         if request.max_results < 0 or request.max_results > LOOKUP_RESULTS_MAX:
-            raise _invalid(f"max_results must be between 1 and {LOOKUP_RESULTS_MAX}.")
+            raise _invalid(
+                error_messages.iam_max_results_out_of_range(results_max=LOOKUP_RESULTS_MAX)
+            )
         await self._trail.wait_written(timeout_s=5)  # what was done before this call
         events = await self._trail.lookup(
             EventFilter(

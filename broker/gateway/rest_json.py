@@ -20,6 +20,7 @@ from typing import Any
 
 import botocore.model
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.validation import service_model
 
@@ -87,9 +88,9 @@ def decode_request(
         try:
             document = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ShoalError(ErrorCode.SERIALIZATION, "The body is not valid JSON.") from error
+            raise ShoalError(ErrorCode.SERIALIZATION, error_messages.BODY_NOT_JSON) from error
         if not isinstance(document, dict):
-            raise ShoalError(ErrorCode.SERIALIZATION, "The body is not a JSON object.")
+            raise ShoalError(ErrorCode.SERIALIZATION, error_messages.BODY_NOT_JSON_OBJECT)
     query = urllib.parse.parse_qs(query_string.decode("latin-1"))
     for name, member in shape.members.items():
         location = member.serialization.get("location")

@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
+from broker import error_messages
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.services import Receive, Scope, Send
@@ -57,12 +58,14 @@ async def serve_signaling(
         who = caller()
         arns = query.get("X-Amz-ChannelARN", [])
         if len(arns) != 1:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "X-Amz-ChannelARN is required.")
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT, error_messages.SIGNALING_CHANNEL_ARN_REQUIRED
+            )
         meta = channels.find(who, name=None, arn=arns[0])
         client_ids = query.get("X-Amz-ClientId", [])
         client_id = client_ids[0] if client_ids else MASTER
         if client_ids and not valid_client_id(client_id):
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "X-Amz-ClientId is not valid.")
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.SIGNALING_CLIENT_ID_INVALID)
         channels.require_home(meta)
         peer = channels.hub.connect(meta.arn, client_id)
     except ShoalError as error:

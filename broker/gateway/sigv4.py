@@ -45,20 +45,15 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
+from broker.streams import namespaces
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_SKEW_MS = limits.signature_clock_skew_ms_max  # the messages say "5 min."
 
-# Kinesis reports "Signature expired: ... (... - 5 min.)"; the same window bounds the future side.
-CLOCK_SKEW_MS_MAX = 5 * 60 * 1000
-# AWS refuses presigned URLs valid for more than a week ("X-Amz-Expires must be less than a week").
-PRESIGNED_EXPIRES_S_MAX = 7 * 24 * 60 * 60
-# Real clients sign about ten headers; the bound keeps a hostile list from costing a long loop.
-SIGNED_HEADERS_COUNT_MAX = 64
-# One derived key per (secret, day, region, service); old days fall out first.
-SIGNING_KEY_CACHE_ENTRIES_MAX = 64
 
 _AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 _AMZ_DATE_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z")
@@ -69,11 +64,7 @@ _AUTH_PAIR_SEPARATOR = re.compile(r"[,\s]+")
 _AUTHORITY_HEADER_NAMES = frozenset({"host", ":authority"})
 _QUERY_SIGNATURE_PARAM = "X-Amz-Signature"
 
-SIGNATURE_MISMATCH_MESSAGE = (
-    "The request signature we calculated does not match the signature you provided. "
-    "Check your AWS Secret Access Key and signing method. "
-    "Consult the service documentation for details."
-)
+SIGNATURE_MISMATCH_MESSAGE = error_messages.SIGNATURE_MISMATCH
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,10 +94,6 @@ class _Claim:
     amz_date: str  # ISO-8601 basic format, e.g. 20250101T000000Z
     expires_s: int | None  # presigned form only
     query_params: tuple[tuple[bytes, bytes], ...]  # the params that go into the canonical query
-
-
-# AWS's region names (us-east-1, eu-west-3, ap-southeast-2, us-gov-west-1, cn-north-1, ...).
-_REGION_PATTERN = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 
 
 class SigV4Verifier:
@@ -151,7 +138,9 @@ class SigV4Verifier:
         if claim.algorithm != ALGORITHM:
             raise ShoalError(
                 ErrorCode.INCOMPLETE_SIGNATURE,
-                f"Unsupported AWS 'algorithm': '{claim.algorithm}' (only {ALGORITHM} for now). ",
+                error_messages.unsupported_signing_algorithm(
+                    algorithm=claim.algorithm, supported=ALGORITHM
+                ),
             )
         access_key_id, credential_date, region = self._check_credential(claim)
         secret = self._secret_for(access_key_id)
@@ -194,28 +183,21 @@ class SigV4Verifier:
         if len(parts) != 5:
             raise ShoalError(
                 ErrorCode.INCOMPLETE_SIGNATURE,
-                "Credential must have exactly 5 slash-delimited elements, "
-                f"e.g. keyid/date/region/service/term, got '{claim.credential}'",
+                error_messages.credential_elements(credential=claim.credential),
             )
         access_key_id, date, region, service, terminator = parts
         # AWS reports every scope problem at once, in this order.
         problems: list[str] = []
-        if region != self._region and not (
-            self._any_region and _REGION_PATTERN.fullmatch(region) is not None
-        ):
-            problems.append(f"Credential should be scoped to a valid region, not '{region}'.")
+        if region != self._region and not (self._any_region and namespaces.is_region(region)):
+            problems.append(error_messages.credential_region(region=region))
         if service != self._service:
-            problems.append(f"Credential should be scoped to correct service: '{self._service}'.")
+            problems.append(error_messages.credential_service(service=self._service))
         if terminator != TERMINATOR:
             problems.append(
-                f"Credential should be scoped with a valid terminator: '{TERMINATOR}', "
-                f"not '{terminator}'."
+                error_messages.credential_terminator(expected=TERMINATOR, terminator=terminator)
             )
         if date != claim.amz_date[:8]:
-            problems.append(
-                "Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date "
-                f"from HTTP: '{date}' != '{claim.amz_date[:8]}', from '{claim.amz_date}'."
-            )
+            problems.append(error_messages.credential_date(date=date, amz_date=claim.amz_date))
         if problems:
             raise ShoalError(ErrorCode.INVALID_SIGNATURE, " ".join(problems))
         assert len(date) == 8, date  # equal to amz_date[:8], which matched \d{8}
@@ -232,9 +214,9 @@ class SigV4Verifier:
         for part in (date, region, self._service, TERMINATOR):
             key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
         self._signing_keys[cache_key] = key
-        if len(self._signing_keys) > SIGNING_KEY_CACHE_ENTRIES_MAX:
+        if len(self._signing_keys) > limits.signing_key_cache_entries_max:
             self._signing_keys.popitem(last=False)
-        assert len(self._signing_keys) <= SIGNING_KEY_CACHE_ENTRIES_MAX
+        assert len(self._signing_keys) <= limits.signing_key_cache_entries_max
         return key
 
 
@@ -303,11 +285,7 @@ def _read_claim(request: HttpRequest) -> _Claim:
     query_names = {_decoded(name) for name, _ in query}
     has_query_auth = "X-Amz-Algorithm" in query_names
     if authorization is not None and has_query_auth:
-        raise ShoalError(
-            ErrorCode.INVALID_SIGNATURE,
-            "Found both 'X-Amz-Algorithm' as a query-string param "
-            "and 'Authorization' as HTTP header.",
-        )
+        raise ShoalError(ErrorCode.INVALID_SIGNATURE, error_messages.BOTH_AUTHORIZATION_FORMS)
     if has_query_auth:
         return _read_query_claim(query)
     # AWS treats an Authorization header of another scheme (Basic, Bearer) as no token at all.
@@ -328,22 +306,22 @@ def _read_header_claim(
         if not equals:
             raise ShoalError(
                 ErrorCode.INCOMPLETE_SIGNATURE,
-                f"'{pair}' not a valid key=value pair (missing equal-sign) in Authorization "
-                f"header: '{authorization}'.",
+                error_messages.authorization_pair(pair=pair, authorization=authorization),
             )
         params[key] = value
     message = ""
     for required in ("Credential", "Signature", "SignedHeaders"):
         if not params.get(required):
-            message += f"Authorization header requires '{required}' parameter. "
+            message += error_messages.authorization_needs(parameter=required)
     amz_date = _first_header(request, "x-amz-date")
     http_date = _first_header(request, "date")
     if amz_date is None and http_date is None:
-        message += (
-            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
-        )
+        message += error_messages.AUTHORIZATION_NEEDS_A_DATE
     if message:
-        raise ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, message + f"Authorization={authorization}")
+        raise ShoalError(
+            ErrorCode.INCOMPLETE_SIGNATURE,
+            error_messages.incomplete_authorization(problems=message, authorization=authorization),
+        )
     return _Claim(
         algorithm=algorithm,
         credential=params["Credential"],
@@ -368,10 +346,10 @@ def _read_query_claim(query: tuple[tuple[bytes, bytes], ...]) -> _Claim:
         "X-Amz-Date",
     ):
         if not params.get(required):
-            message += f"AWS query-string parameters must include '{required}'. "
+            message += error_messages.query_signature_needs(parameter=required)
     if message:
         raise ShoalError(
-            ErrorCode.INCOMPLETE_SIGNATURE, message + "Re-examine the query-string parameters."
+            ErrorCode.INCOMPLETE_SIGNATURE, message + error_messages.QUERY_SIGNATURE_REEXAMINE
         )
     return _Claim(
         algorithm=params["X-Amz-Algorithm"],
@@ -411,24 +389,19 @@ def _parse_amz_date(amz_date: str) -> datetime | None:
 
 
 def _bad_date(value: str) -> ShoalError:
-    return ShoalError(
-        ErrorCode.INCOMPLETE_SIGNATURE,
-        f"Date must be in ISO-8601 'basic format'. Got '{value}'. "
-        "See http://en.wikipedia.org/wiki/ISO_8601",
-    )
+    return ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, error_messages.bad_signing_date(value=value))
 
 
 def _expires_s(value: str | None) -> int | None:
     if value is None:
         return None
     if _EXPIRES_PATTERN.fullmatch(value) is None:
-        raise ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, "X-Amz-Expires should be a number")
+        raise ShoalError(ErrorCode.INCOMPLETE_SIGNATURE, error_messages.EXPIRES_NOT_A_NUMBER)
     expires_s = int(value)
-    if expires_s > PRESIGNED_EXPIRES_S_MAX:
+    if expires_s > limits.presigned_expires_s_max:
         raise ShoalError(
             ErrorCode.INCOMPLETE_SIGNATURE,
-            "X-Amz-Expires must be less than a week (in seconds) that is "
-            f"{PRESIGNED_EXPIRES_S_MAX}",
+            error_messages.expires_too_long(seconds_max=limits.presigned_expires_s_max),
         )
     return expires_s
 
@@ -443,27 +416,37 @@ def _check_date(claim: _Claim, *, now_ms: int) -> None:
     signed_at = _parse_amz_date(claim.amz_date)
     assert signed_at is not None, "_amz_date only returns well-formed dates"
     signed_ms = int(signed_at.timestamp()) * 1000
-    if signed_ms > now_ms + CLOCK_SKEW_MS_MAX:
+    if signed_ms > now_ms + _SKEW_MS:
         raise ShoalError(
             ErrorCode.INVALID_SIGNATURE,
-            f"Signature not yet current: {claim.amz_date} is still later than "
-            f"{_format_ms(now_ms + CLOCK_SKEW_MS_MAX)} ({_format_ms(now_ms)} + 5 min.)",
+            error_messages.signature_not_yet_current(
+                amz_date=claim.amz_date,
+                latest=_format_ms(now_ms + _SKEW_MS),
+                now=_format_ms(now_ms),
+            ),
         )
     if claim.expires_s is not None:
         expires_ms = signed_ms + claim.expires_s * 1000
         if now_ms > expires_ms:
             raise ShoalError(
                 ErrorCode.INVALID_SIGNATURE,
-                f"Signature expired: {claim.amz_date} is now earlier than "
-                f"{_format_ms(now_ms - claim.expires_s * 1000)} "
-                f"({_format_ms(now_ms)} - {claim.expires_s} sec.)",
+                error_messages.signature_expired(
+                    amz_date=claim.amz_date,
+                    earliest=_format_ms(now_ms - claim.expires_s * 1000),
+                    now=_format_ms(now_ms),
+                    window=f"{claim.expires_s} sec.",
+                ),
             )
         return
-    if signed_ms < now_ms - CLOCK_SKEW_MS_MAX:
+    if signed_ms < now_ms - _SKEW_MS:
         raise ShoalError(
             ErrorCode.INVALID_SIGNATURE,
-            f"Signature expired: {claim.amz_date} is now earlier than "
-            f"{_format_ms(now_ms - CLOCK_SKEW_MS_MAX)} ({_format_ms(now_ms)} - 5 min.)",
+            error_messages.signature_expired(
+                amz_date=claim.amz_date,
+                earliest=_format_ms(now_ms - _SKEW_MS),
+                now=_format_ms(now_ms),
+                window="5 min.",
+            ),
         )
 
 
@@ -471,16 +454,15 @@ def _check_signed_headers(signed_headers: str) -> tuple[str, ...]:
     """The signed-header names, lower-cased, in the client's order. `host` or `:authority` must
     be among them: otherwise a signature could be replayed against another endpoint."""
     names = tuple(name.strip().lower() for name in signed_headers.split(";"))
-    if len(names) > SIGNED_HEADERS_COUNT_MAX:
+    if len(names) > limits.signed_headers_count_max:
         raise ShoalError(
             ErrorCode.INCOMPLETE_SIGNATURE,
-            f"At most {SIGNED_HEADERS_COUNT_MAX} headers may be signed, got {len(names)}.",
+            error_messages.too_many_signed_headers(
+                count_max=limits.signed_headers_count_max, count=len(names)
+            ),
         )
     if _AUTHORITY_HEADER_NAMES.isdisjoint(names):
-        raise ShoalError(
-            ErrorCode.INVALID_SIGNATURE,
-            "'Host' or ':authority' must be a 'SignedHeader' in the AWS Authorization.",
-        )
+        raise ShoalError(ErrorCode.INVALID_SIGNATURE, error_messages.HOST_NOT_SIGNED)
     return names
 
 
@@ -509,16 +491,13 @@ def _payload_hash(request: HttpRequest, signed_header_names: tuple[str, ...]) ->
         return body_hash
     if _HEX_SHA256_PATTERN.fullmatch(declared) is not None:
         if not hmac.compare_digest(declared.lower(), body_hash):
-            raise ShoalError(
-                ErrorCode.INVALID_SIGNATURE,
-                "The provided 'x-amz-content-sha256' header does not match what was computed.",
-            )
+            raise ShoalError(ErrorCode.INVALID_SIGNATURE, error_messages.PAYLOAD_HASH_MISMATCH)
         return declared
     if declared == UNSIGNED_PAYLOAD and "x-amz-content-sha256" in signed_header_names:
         return declared
     raise ShoalError(
         ErrorCode.INVALID_SIGNATURE,
-        f"The 'x-amz-content-sha256' value '{declared}' is not supported by this service.",
+        error_messages.unsupported_payload_hash(declared=declared),
     )
 
 
@@ -538,6 +517,6 @@ def claimed_region(request: HttpRequest) -> str | None:
             return None
         text = "Credential=" + _decoded(credential)
     match = _CREDENTIAL_REGION.search(text)
-    if match is None or _REGION_PATTERN.fullmatch(match.group(1)) is None:
+    if match is None or not namespaces.is_region(match.group(1)):
         return None
     return match.group(1)

@@ -101,13 +101,23 @@ def _java_string(value: Any) -> str:
     return str(value)
 
 
+# Inputs whose members AWS reports in an order of its own, ahead of the rest (recorded by
+# kinesalite's tests against the real service: ListTagsForStream says `limit` before
+# `exclusiveStartTagKey`, where the model lists them the other way round).
+_RECORDED_FIRST = {"ListTagsForStreamInput": ("Limit", "ExclusiveStartTagKey")}
+
+
 def _member_order(model: str, shape: botocore.model.StructureShape) -> tuple[str, ...]:
     """The order AWS reports a structure's members in: the model's, except that Kinesis
     reports the stream-naming member StreamName after the operation's own members (as
     recorded by kinesalite: `shardId`, `shardIteratorType`, ..., `streamName`; `tags`,
-    `streamName`)."""
+    `streamName`), and the recorded exceptions of `_RECORDED_FIRST`."""
     names = tuple(shape.members)
-    if model != KINESIS or "StreamName" not in names:
+    if model != KINESIS:
+        return names
+    first = tuple(n for n in _RECORDED_FIRST.get(shape.name, ()) if n in names)
+    names = (*first, *(n for n in names if n not in first))
+    if "StreamName" not in names:
         return names
     return (*(n for n in names if n != "StreamName"), "StreamName")
 

@@ -11,8 +11,8 @@ import grpc
 from broker.api.video.v1 import video_pb2
 from broker.caller import Caller
 from broker.gateway.grpc_service import operation_handler
+from broker.gateway.probe import GatewayProbe
 from broker.gateway.services import OperationService
-from broker.metrics import GatewayProbe
 from broker.video.service import VideoControlPlane, VideoService
 
 MODEL = "kinesisvideo"

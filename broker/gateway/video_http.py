@@ -28,18 +28,18 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import rest_json
 from broker.gateway.authentication import Authenticator
+from broker.gateway.probe import GatewayProbe
 from broker.gateway.services import Receive, Scope, Send
 from broker.gateway.signaling_ws import serve_signaling
 from broker.gateway.sigv4 import HttpRequest, SigV4Verifier
 from broker.gateway.validation import validate_request
 from broker.iam.enforcer import AuthorizedService
-from broker.metrics import GatewayProbe
 from broker.video import hls
 from broker.video.channels import SIGNALING_OPERATIONS
 from broker.video.control import VideoControl
@@ -233,7 +233,8 @@ class VideoHttpService:
         try:
             if not served:
                 raise ShoalError(
-                    ErrorCode.UNKNOWN_OPERATION, f"Shoal does not serve {operation} yet."
+                    ErrorCode.UNKNOWN_OPERATION,
+                    error_messages.video_operation_not_served(operation=operation),
                 )
             access_key_id = self._verify(scope, headers, body)
             request = rest_json.decode_request(

@@ -7,10 +7,16 @@ A client signs each call with its access key (the same keys as the AWS door) in 
     x-shoal-signature:     hex HMAC-SHA256(signing key, "SHOAL-HMAC-SHA256\n<method>\n<date>")
 
 The signing key is SigV4's chain secret -> date -> region -> "shoal-grpc" -> "aws4_request",
-so a signature is only good for that key, day, region, method and instant. The node refuses a
-date more than 5 minutes away from its clock (SigV4's window): a captured signature replays
-for one method for at most that long, and over TLS it cannot be captured. The request body is
-not covered; TLS protects it, as it does the body of an `UNSIGNED-PAYLOAD` SigV4 request.
+so a signature is only good for that key, day, region, method and instant. The region is the
+one the call addresses (`x-shoal-region`, which a signed call sends whenever it names a region:
+the signing region and the namespace region are one, as SigV4's credential scope is on the AWS
+door); a call that names none is for the node's own region and is signed for the empty region
+`""` (the client need not know the node's region), or for the node's region by name.
+
+The node refuses a date more than 5 minutes away from its clock (SigV4's window): a captured
+signature replays for one method for at most that long, and over TLS it cannot be captured.
+The request body is not covered; TLS protects it, as it does the body of an `UNSIGNED-PAYLOAD`
+SigV4 request.
 
 Nodes sign the internal calls they make to each other with a key derived from the Raft
 password (`node_signature`), the cluster secret every node already holds.
@@ -23,13 +29,16 @@ import hmac
 from datetime import UTC, datetime
 from typing import Any
 
+from broker import limits
+
 ALGORITHM = "SHOAL-HMAC-SHA256"
 SERVICE = "shoal-grpc"
 ACCESS_KEY_HEADER = "x-shoal-access-key-id"
 DATE_HEADER = "x-shoal-date"
 SIGNATURE_HEADER = "x-shoal-signature"
 NODE_SIGNATURE_HEADER = "x-shoal-node-signature"
-CLOCK_SKEW_MS_MAX = 5 * 60 * 1000
+REGION_HEADER = "x-shoal-region"  # the region a call addresses (`gateway/grpc_namespace.py`)
+NODE_REGION_SCOPE = ""  # the signing region of a call that names no region: the node's
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
@@ -77,31 +86,40 @@ def node_signature(*, raft_password: str, method: str, date: str) -> str:
 def fresh(date: str, *, now_ms: int) -> bool:
     """Is `date` within the replay window of `now_ms`?"""
     stamp = date_ms(date)
-    return stamp is not None and abs(now_ms - stamp) <= CLOCK_SKEW_MS_MAX
+    return stamp is not None and abs(now_ms - stamp) <= limits.signature_clock_skew_ms_max
 
 
 class SigningKey:
-    """A client's access key: `metadata(method)` signs one call at the current wall time."""
+    """A client's access key: `metadata(method, region)` signs one call at the current wall
+    time, for `region` (sent in `x-shoal-region`), or for the node's region when None."""
 
-    def __init__(
-        self, access_key_id: str, secret: str, *, region: str = "us-east-1", wall_ms: Any = None
-    ) -> None:
+    def __init__(self, access_key_id: str, secret: str, *, wall_ms: Any = None) -> None:
         self.access_key_id = access_key_id
         self._secret = secret
-        self._region = region
         self._wall_ms = wall_ms or _system_wall_ms
 
-    def metadata(self, method: str) -> tuple[tuple[str, str], ...]:
-        return signed_metadata(
+    def metadata(self, method: str, region: str | None = None) -> tuple[tuple[str, str], ...]:
+        signed = signed_metadata(
             access_key_id=self.access_key_id,
             secret=self._secret,
-            region=self._region,
+            region=NODE_REGION_SCOPE if region is None else region,
             method=method,
             wall_ms=self._wall_ms(),
         )
+        return signed if region is None else ((REGION_HEADER, region), *signed)
 
     def __repr__(self) -> str:  # never the secret
         return f"SigningKey({self.access_key_id!r})"
+
+
+def call_metadata(
+    method: str, *, region: str | None, key: SigningKey | None
+) -> tuple[tuple[str, str], ...] | None:
+    """The metadata of one call addressed to `region` (None: the node's) and signed with `key`
+    (None: unsigned); None when there is nothing to send."""
+    if key is not None:
+        return key.metadata(method, region)
+    return None if region is None else ((REGION_HEADER, region),)
 
 
 def _system_wall_ms() -> int:

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
+from broker.log.probe import StorageProbe
 from broker.log.records import AppendBatch
 from broker.log.store import LogStore
-from broker.metrics import StorageProbe
 
 _log = logging.getLogger(__name__)
 

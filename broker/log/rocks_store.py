@@ -67,6 +67,7 @@ from broker.log.keys import (
     shard_prefix_end,
     time_key,
 )
+from broker.log.probe import StorageView
 from broker.log.records import (
     BATCH_HEADER_BYTES,
     AppendBatch,
@@ -90,7 +91,6 @@ from broker.log.store import (
     epoch_of,
     extend_history,
 )
-from broker.metrics import StorageView
 from broker.types import Offset, ShardUid
 
 log = logging.getLogger(__name__)

@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 
 from broker import limits
 from broker.clock import Clock
-from broker.config import Config
 from broker.errors import ShoalError
 from broker.meta import capacity
 from broker.meta.capacity_table import ScalingEvent, ScalingEventKind
 from broker.meta.commands import BeginReshard, Command, RecordScalingEvent
 from broker.meta.controller import ControllerQuorum
 from broker.meta.image import MetadataImage, ReshardKind, StreamMeta, StreamMode
-from broker.metrics import AutoscalerAction, AutoscalerProbe
+from broker.meta.probe import AutoscalerAction, AutoscalerProbe
 from broker.streams.autoscaling import (
     AutoscalingHistory,
     AutoscalingPolicy,
@@ -285,25 +284,4 @@ def policy_from_knobs(
         cooldown_ms=cooldown_ms,
         min_open_shards=min_open_shards,
         max_open_shards=max_open_shards,
-    )
-
-
-def autoscaler_settings(config: Config) -> AutoscalerSettings:
-    """The node's autoscaler settings, from its configuration's knobs."""
-    knobs = config.knobs
-    return AutoscalerSettings(
-        policy=policy_from_knobs(
-            split_bytes_per_second=knobs.on_demand_split_bytes_per_second,
-            split_records_per_second=knobs.on_demand_split_records_per_second,
-            merge_percent=knobs.on_demand_merge_percent,
-            hot_for_ms=knobs.on_demand_hot_for_ms,
-            cold_for_ms=knobs.on_demand_cold_for_ms,
-            cooldown_ms=knobs.on_demand_cooldown_ms,
-            min_open_shards=knobs.on_demand_min_shards,
-            max_open_shards=knobs.on_demand_max_shards,
-        ),
-        pass_interval_ms=knobs.autoscaler_pass_interval_ms,
-        load_stale_ms=knobs.load_report_stale_ms,
-        stream_updating_ms=knobs.stream_updating_ms,
-        shard_count_per_account_max=config.shard_count_per_account_max,
     )

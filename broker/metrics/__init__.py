@@ -23,8 +23,13 @@ Shape:
   `StorageProbe` (group commits, fsync, RocksDB), `QuorumProbe` (the metadata Raft),
   `ReplicationProbe` (shard replicas on this node), `ClusterProbe` (the metadata image's view),
   `CatalogProbe` (per-stream shards and consumers), `AutoscalerProbe` (on-demand scaling),
-  `TlsProbe` (certificate expiry), `VideoProbe` (media streams: PutMedia and GetMedia).
-  `TlsProbe` (certificate expiry), `AnalyticsProbe` (SQL applications).
+  `TlsProbe` (certificate expiry), `VideoProbe` (media streams: PutMedia and GetMedia),
+  `FirehoseProbe` (delivery streams), `AnalyticsProbe` (SQL applications).
+- The layers below the node own the protocols they report through (`log.probe`,
+  `replication.probe`, `meta.probe`, `service.probe`, `gateway.probe`, `video.probe`,
+  `firehose.probe`, with the values they hand over: `StorageView`, `ReplicationView`); the
+  classes here implement them, and node.py connects the two. So this package sits above every
+  layer it observes and none of them imports it (the layer contract in pyproject.toml).
 - Values that live elsewhere (Raft term, RocksDB sizes, replica counts) are read when Prometheus
   scrapes: `probe.watch(callback)` registers a function returning a small statistics object,
   so wiring a component is one line.
@@ -38,18 +43,21 @@ runs on whatever thread serves `/metrics`. Every mutable table is guarded by a l
 
 from __future__ import annotations
 
+from broker.log.probe import StorageView
+from broker.meta.probe import AutoscalerAction
 from broker.metrics.analytics import AnalyticsProbe, ApplicationView
 from broker.metrics.api import API_REQUEST_DURATION, API_REQUESTS, GatewayProbe
-from broker.metrics.catalog import AutoscalerAction, AutoscalerProbe, CatalogProbe, StreamView
+from broker.metrics.catalog import AutoscalerProbe, CatalogProbe, StreamView
 from broker.metrics.cluster import ClusterProbe, ClusterView, QuorumProbe, QuorumView
 from broker.metrics.families import FAMILIES, PREFIX, Family
 from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.node import MetricsServer, NodeMetrics, shoal_version
-from broker.metrics.replication import ReplicationProbe, ReplicationView
-from broker.metrics.storage import StorageProbe, StorageView
+from broker.metrics.replication import ReplicationProbe
+from broker.metrics.storage import StorageProbe
 from broker.metrics.streams import SHARD_LEVEL, StreamProbe
 from broker.metrics.tls import CertificateExpiry, TlsProbe
 from broker.metrics.video import VideoProbe
+from broker.replication.probe import ReplicationView
 
 __all__ = [
     "API_REQUESTS",

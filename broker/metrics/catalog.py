@@ -6,10 +6,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 from prometheus_client import CollectorRegistry
 
+from broker.meta.probe import AutoscalerAction
 from broker.metrics.collectors import CallbackCollector, Series, Watched
 from broker.metrics.families import declare
 
@@ -50,9 +50,6 @@ class StreamView:
     mode: str  # StreamModeDetails.StreamMode: "PROVISIONED" or "ON_DEMAND"
     open_shards: int
     consumers_by_status: Mapping[str, int] = field(default_factory=dict)  # gone ones excluded
-
-
-AutoscalerAction = Literal["split", "merge", "hot_key", "refused"]
 
 
 class CatalogProbe:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter
 
 from broker.metrics.collectors import CallbackCollector, Series, Watched
 from broker.metrics.families import declare
+from broker.replication.probe import ReplicationView
 
 # --- Shard replication: replicas hosted on this node (sum across nodes) ----------------------
 REPLICAS = declare(
@@ -81,18 +81,6 @@ SCRUB_PASSES = declare(
     "counter",
     "Complete passes of the scrubber over every replica on this node.",
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReplicationView:
-    """The shard replicas on one node summarised (the replication driver builds it)."""
-
-    leaders: int = 0
-    followers: int = 0
-    under_replicated: int = 0  # among the shards this node leads
-    follower_lag_records: Mapping[str, int] = field(default_factory=dict)  # max per follower
-    high_watermark_lag_records: int = 0
-    damaged_replicas: int = 0
 
 
 class ReplicationProbe:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from broker.log.probe import StorageView
 from broker.metrics.collectors import CallbackCollector, Series, Watched
 from broker.metrics.families import declare
 
@@ -84,19 +84,6 @@ RECORDS_REFUSED = declare(
     "gauge",
     "1 while this node refuses new records because its data directory is short of space.",
 )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StorageView:
-    """RocksDB properties of the node's store (`rocksdb.total-sst-files-size` etc.)."""
-
-    sst_files_bytes: int = 0
-    live_data_bytes: int = 0
-    pending_compaction_bytes: int = 0
-    memtable_bytes: int = 0
-    running_compactions: int = 0
-    write_stopped: bool = False
-    background_errors: int = 0  # failed flushes and compactions since the store opened
 
 
 class DiskGuardView(Protocol):

@@ -51,7 +51,6 @@ from broker.log.records import AppendBatch, LogCorruptionError, NewRecord
 from broker.log.store import LogStore, LogStoreError
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
-from broker.metrics import ReplicationProbe, ReplicationView
 from broker.replication import replica as core
 from broker.replication.driver_core import (
     Appended,
@@ -63,6 +62,7 @@ from broker.replication.driver_core import (
 )
 from broker.replication.messages import Promise, ReplicationMessage
 from broker.replication.network import FetchRefused, SealAnswer, Transport
+from broker.replication.probe import ReplicationProbe, ReplicationView
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.replica import ReplicaStatistics, ReplicationKnobs
 from broker.types import NodeId, Offset, ShardUid

@@ -66,7 +66,7 @@ class Completion(Protocol[T]):
 
 
 class LeadershipProbe(Protocol):
-    """What the core reports about leaderships (metrics.ReplicationProbe fits)."""
+    """What the core reports about leaderships (`probe.ReplicationProbe` fits)."""
 
     def leadership_gained(self) -> None: ...
 
@@ -217,14 +217,6 @@ class TurnEffects:
     again: bool
 
 
-_REFUSALS = {
-    core.RefusalReason.NOT_LEADER: RefusalReason.NOT_SHARD_LEADER,
-    core.RefusalReason.STALE_EPOCH: RefusalReason.STALE_EPOCH,
-    core.RefusalReason.SEALED: RefusalReason.SHARD_SEALED,
-    core.RefusalReason.OVERLOADED: RefusalReason.UNAVAILABLE,
-}
-
-
 class DriverCore:
     """Every shard replica of one node and the producers waiting on them (module docstring)."""
 
@@ -327,7 +319,7 @@ class DriverCore:
         self._touched.add(shard_uid)
         if isinstance(outcome, core.Refusal):
             raise ShardRefusedError(
-                _REFUSALS[outcome.reason], shard_uid=shard_uid, leader=outcome.leader, epoch=epoch
+                outcome.reason, shard_uid=shard_uid, leader=outcome.leader, epoch=epoch
             )
         local.waiters.append(
             Waiter(

@@ -28,6 +28,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from broker.log.records import AppendBatch
+from broker.meta import controller_core
 from broker.types import NodeId, Offset, ShardUid
 
 
@@ -85,14 +86,14 @@ class Prepare:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Promise:
+class Promise(controller_core.Promise):
+    """The answer to a Prepare (`meta.controller_core.Promise`: ok, last_epoch, log_end,
+    promised_epoch, defined once there) as a message: with the shard, the epoch of the Prepare
+    answered and the replica that answers. The controller takes it as it is."""
+
     shard_uid: ShardUid
     epoch: int  # the epoch of the Prepare answered
     sender: NodeId
-    ok: bool
-    last_epoch: int
-    log_end: Offset
-    promised_epoch: int
 
 
 ReplicationMessage = Append | AppendAck | Prepare | Promise

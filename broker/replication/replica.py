@@ -73,6 +73,7 @@ from broker.replication.messages import (
     Promise,
     ReplicationMessage,
 )
+from broker.replication.refusals import RefusalReason
 from broker.types import NodeId, Offset, ShardUid
 
 History = tuple[tuple[int, Offset], ...]
@@ -84,13 +85,6 @@ _EPOCH_MARKER = struct.Struct(">Q")
 class Role(enum.Enum):
     FOLLOWER = "follower"
     LEADER = "leader"
-
-
-class RefusalReason(enum.Enum):
-    NOT_LEADER = "not_leader"  # another node leads (Refusal.leader), or none is known
-    STALE_EPOCH = "stale_epoch"  # this node was named leader, but a newer epoch was promised
-    SEALED = "sealed"  # the shard is sealing: no new appends
-    OVERLOADED = "overloaded"  # too much proposed is not committed yet; retry later
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -105,6 +99,11 @@ class Proposal:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Refusal:
+    """Not accepted (`refusals.RefusalReason`): NOT_SHARD_LEADER (another node leads, named in
+    `leader`, or none is known), STALE_EPOCH (this node was named leader, but a newer epoch was
+    promised), SHARD_SEALED (the shard is sealing: no new appends), UNAVAILABLE (overloaded: too
+    much proposed is not committed yet; nothing was written, retry later)."""
+
     reason: RefusalReason
     leader: NodeId | None  # the leader in this replica's image, if another node
 
@@ -448,11 +447,11 @@ class ShardReplica:
         if self._role is not Role.LEADER:
             if self._leader == self.node_id:
                 return Refusal(reason=RefusalReason.STALE_EPOCH, leader=None)
-            return Refusal(reason=RefusalReason.NOT_LEADER, leader=self._leader)
+            return Refusal(reason=RefusalReason.NOT_SHARD_LEADER, leader=self._leader)
         if self._sealing:
-            return Refusal(reason=RefusalReason.SEALED, leader=self.node_id)
+            return Refusal(reason=RefusalReason.SHARD_SEALED, leader=self.node_id)
         if self._uncommitted_bytes >= self._knobs.uncommitted_bytes_max:
-            return Refusal(reason=RefusalReason.OVERLOADED, leader=self.node_id)
+            return Refusal(reason=RefusalReason.UNAVAILABLE, leader=self.node_id)
         batch = AppendBatch(
             shard_uid=self.shard_uid,
             first_offset=self._log_end,

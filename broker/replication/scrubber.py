@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from broker.clock import Clock
 from broker.log.records import LogCorruptionError
 from broker.log.store import LogStore, LogStoreError
-from broker.metrics import ReplicationProbe
+from broker.replication.probe import ReplicationProbe
 from broker.replication.replica import ReplicaStatistics
 from broker.types import Offset, ShardUid
 

@@ -1,4 +1,4 @@
-"""The internal front door: NodeService and ClusterAdminService, and the client that forwards.
+"""The internal front door: the NodeService and ClusterAdminService servers.
 
 Thin like the public door: decode, call, encode (STYLE B.14). Served on the node's gRPC port
 beside KinesisService and ReplicationService (`rpc/transport.py`).
@@ -13,12 +13,7 @@ beside KinesisService and ReplicationService (`rpc/transport.py`).
 - `NodeService.Heartbeat`: a node's liveness report, for the controller on this node.
 - `ClusterAdminService`: status, voters and drain, for the `shoal cluster` CLI.
 
-`GrpcShardForwarder` is the calling side (`service.shards.ShardForwarder`): it turns those
-statuses back into `ShardRefusedError` and Kinesis errors, and a node that does not answer
-within `limits.forward_timeout_ms` into a refusal with an unknown outcome. A forwarded append
-carries the hash key each record was routed by (`ShardAppendRequest.hash_keys`), so the leader's
-load tracker files a record with an ExplicitHashKey where the router put it, not at its
-partition key's MD5.
+The calling side of NodeService is `forwarder.py`; refusals on the wire are `refusals.py`.
 """
 
 from __future__ import annotations
@@ -26,135 +21,32 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import encode_image
 from broker.meta.metadata_format import FIRST_FORMAT, METADATA_FORMAT_MAX
 from broker.meta.quorum import QuorumStatistics
-from broker.replication.refusals import RefusalReason, ShardRefusedError
-from broker.rpc.peers import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary
-from broker.rpc.replication_codec import records_from_proto, records_to_proto
-from broker.rpc.transport import Channels, unary_handler
-from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThrottle, ShardClient
+from broker.replication.refusals import ShardRefusedError
+from broker.rpc.channels import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary_handler
+from broker.rpc.refusals import refusal_status
+from broker.rpc.replication_codec import records_from_proto
+from broker.rpc.shard_codec import hash_keys_from_wire, stored_to_proto
+from broker.service.shards import ReadRequest, ReadThrottle, ShardClient
 from broker.streams.subscription_claims import Claim
-from broker.types import NodeId, Offset, ShardUid, StreamUid
-from broker.wire.error_mapping import error_from_rpc_error, to_grpc_status
+from broker.types import NodeId, Offset, ShardUid
+from broker.wire.error_mapping import to_grpc_status
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-INTERNAL_ERROR_DOMAIN = "internal.shoal.dev"
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
-
-
-# --- Hash keys on the wire ----------------------------------------------------------------------
-
-_HASH_KEY_BYTES = 16  # a Kinesis hash key is 128 bits
-
-
-def hash_keys_to_wire(hash_keys: Sequence[int] | None) -> bytes:
-    """`ShardAppendRequest.hash_keys`: 16 bytes big-endian per key, in order (b"": none)."""
-    if hash_keys is None:
-        return b""
-    return b"".join([key.to_bytes(_HASH_KEY_BYTES, "big") for key in hash_keys])
-
-
-def hash_keys_from_wire(packed: bytes, records: int) -> list[int] | None:
-    """The keys `hash_keys_to_wire` packed for `records` records; None when none were sent.
-    Raises ValueError when the length does not match the records."""
-    if not packed:
-        return None
-    if len(packed) != records * _HASH_KEY_BYTES:
-        raise ValueError(f"{len(packed)} bytes of hash keys for {records} records")
-    from_bytes = int.from_bytes
-    return [
-        from_bytes(packed[i : i + _HASH_KEY_BYTES], "big")
-        for i in range(0, len(packed), _HASH_KEY_BYTES)
-    ]
-
-
-# --- Refusals on the wire -----------------------------------------------------------------------
-
-
-def refusal_status(refusal: ShardRefusedError) -> grpc.Status:
-    info = error_details_pb2.ErrorInfo(
-        reason=refusal.reason.value,
-        domain=INTERNAL_ERROR_DOMAIN,
-        metadata={"leader": refusal.leader or "", "epoch": str(refusal.epoch)},
-    )
-    detail = any_pb2.Any()
-    detail.Pack(info)
-    status = status_pb2.Status(
-        code=grpc.StatusCode.FAILED_PRECONDITION.value[0], message=str(refusal), details=[detail]
-    )
-    converted: grpc.Status = rpc_status.to_status(status)
-    return converted
-
-
-def refusal_from_rpc_error(exc: grpc.aio.AioRpcError, shard_uid: ShardUid) -> Exception:
-    """A ShardRefusedError for routing refusals and unreachable nodes; else the Kinesis error."""
-    for key, value in exc.trailing_metadata() or ():
-        if key != _STATUS_DETAILS_KEY:
-            continue
-        assert isinstance(value, bytes)
-        for detail in status_pb2.Status.FromString(value).details:
-            info = error_details_pb2.ErrorInfo()
-            if not (detail.Is(info.DESCRIPTOR) and detail.Unpack(info)):
-                continue
-            if info.domain == INTERNAL_ERROR_DOMAIN:
-                leader = info.metadata.get("leader") or None
-                return ShardRefusedError(
-                    RefusalReason(info.reason),
-                    shard_uid=shard_uid,
-                    leader=NodeId(leader) if leader else None,
-                    epoch=int(info.metadata.get("epoch", "0") or 0),
-                )
-    code = exc.code()
-    if code is grpc.StatusCode.UNAVAILABLE and _never_sent(exc):
-        return ShardRefusedError(RefusalReason.UNAVAILABLE, shard_uid=shard_uid, detail=str(code))
-    if code in (
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.CANCELLED,
-    ):
-        # Sent, perhaps served, answer lost: the node may have stored the records.
-        return ShardRefusedError(
-            RefusalReason.OUTCOME_UNKNOWN, shard_uid=shard_uid, detail=str(code)
-        )
-    return error_from_rpc_error(exc)
-
-
-def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
-    """gRPC's UNAVAILABLE before a connection existed (refused, unreachable): the request
-    never left this node. Any other UNAVAILABLE may have reached the server."""
-    details = (exc.details() or "").lower()
-    return "failed to connect" in details or "connection refused" in details
-
-
-def _stored_to_proto(records: Sequence[StoredRecord]) -> list[pb.StoredRecord]:
-    return [
-        pb.StoredRecord(
-            offset=r.offset, arrival_ms=r.arrival_ms, partition_key=r.partition_key, data=r.data
-        )
-        for r in records
-    ]
-
-
-def _stored_from_proto(records: Sequence[pb.StoredRecord]) -> list[StoredRecord]:
-    return [StoredRecord(Offset(r.offset), r.arrival_ms, r.partition_key, r.data) for r in records]
 
 
 # --- The serving side ------------------------------------------------------------------------
@@ -285,7 +177,7 @@ def node_handler(
         )
         result = await _served(context, shards.serve_read(ShardUid(request.shard_uid), read))
         response = pb.ShardReadResponse(
-            records=_stored_to_proto(result.records),
+            records=stored_to_proto(result.records),
             log_start=result.log_start,
             readable_end=result.readable_end,
             throttled=result.throttled,
@@ -343,7 +235,9 @@ def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:
         timeout_ms = request.timeout_ms or limits.drain_timeout_ms
         left = await _served(
             context,
-            backend.drain(NodeId(request.node_id), timeout_ms=min(timeout_ms, 600_000)),
+            backend.drain(
+                NodeId(request.node_id), timeout_ms=min(timeout_ms, limits.drain_timeout_ms_max)
+            ),
         )
         return pb.DrainResponse(leaderships_left=left)
 
@@ -432,92 +326,3 @@ def cluster_status_to_proto(view: ClusterView) -> pb.ClusterStatusResponse:
         metadata_format=image.metadata_format,
         metadata_format_max=METADATA_FORMAT_MAX,
     )
-
-
-# --- The calling side ------------------------------------------------------------------------
-
-
-class GrpcShardForwarder:
-    """`ShardForwarder` over NodeService; one deadline per call (module docstring)."""
-
-    def __init__(self, channels: Channels, *, timeout_ms: int = limits.forward_timeout_ms) -> None:
-        self._channels = channels
-        self._timeout_s = timeout_ms / 1000
-
-    async def append(
-        self,
-        address: str,
-        *,
-        stream_uid: StreamUid,
-        shard_uid: ShardUid,
-        epoch: int,
-        records: Sequence[NewRecord],
-        hash_keys: Sequence[int] | None = None,
-    ) -> AppendResult:
-        call = unary(
-            self._channels.get(address), NODE_SERVICE, "ShardAppend", pb.ShardAppendResponse
-        )
-        request = pb.ShardAppendRequest(
-            stream_uid=stream_uid,
-            shard_uid=shard_uid,
-            epoch=epoch,
-            records=records_to_proto(records),
-            hash_keys=hash_keys_to_wire(hash_keys),
-        )
-        try:
-            answer: pb.ShardAppendResponse = await call(request, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise refusal_from_rpc_error(exc, shard_uid) from exc
-        return AppendResult(
-            first_offset=Offset(answer.first_offset),
-            arrival_ms=answer.arrival_ms,
-            throttled=tuple(answer.throttled),
-        )
-
-    async def read(
-        self,
-        address: str,
-        *,
-        stream_uid: StreamUid,
-        shard_uid: ShardUid,
-        epoch: int,
-        request: ReadRequest,
-    ) -> ReadResult:
-        call = unary(self._channels.get(address), NODE_SERVICE, "ShardRead", pb.ShardReadResponse)
-        message = pb.ShardReadRequest(
-            stream_uid=stream_uid,
-            shard_uid=shard_uid,
-            epoch=epoch,
-            start_offset=request.start_offset,
-            records_max=request.records_max,
-            bytes_max=request.bytes_max,
-            arrival_ms_min=max(0, request.arrival_ms_min),
-            throttle_kind=int(request.throttle),
-            wait_ms=request.wait_ms,
-        )
-        if request.at_timestamp_ms is not None:
-            message.at_timestamp_ms = max(0, request.at_timestamp_ms)
-        if request.claim is not None:
-            message.claim.CopyFrom(
-                pb.SubscriptionClaim(
-                    consumer_arn=request.claim.consumer_arn,
-                    subscription_id=request.claim.subscription_id,
-                    started_ms=max(0, request.claim.started_ms),
-                    release=request.claim.release,
-                )
-            )
-        try:
-            answer: pb.ShardReadResponse = await call(message, timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise refusal_from_rpc_error(exc, shard_uid) from exc
-        return ReadResult(
-            records=_stored_from_proto(answer.records),
-            log_start=Offset(answer.log_start),
-            readable_end=Offset(answer.readable_end),
-            next_offset=Offset(answer.next_offset),
-            timestamp_offset=(
-                Offset(answer.timestamp_offset) if answer.HasField("timestamp_offset") else None
-            ),
-            throttled=answer.throttled,
-            end_is_committed_end=not answer.end_may_lag,
-        )

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -23,30 +21,8 @@ from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.controller_core import Promise, RejoiningReplica, ReplicaStatus
-from broker.rpc.transport import REPLICATION_SERVICE, Channels
+from broker.rpc.channels import NODE_SERVICE, REPLICATION_SERVICE, Channels, map_rpc_errors, unary
 from broker.types import NodeId, Offset, ShardUid
-
-NODE_SERVICE = "broker.api.internal.v1.NodeService"
-CLUSTER_ADMIN_SERVICE = "broker.api.internal.v1.ClusterAdminService"
-# A dead node's port refuses at once (RST); a slower answer is no proof of anything.
-_PROBE_CONNECT_TIMEOUT_S = 0.25
-
-
-@contextmanager
-def map_rpc_errors(what: str) -> Iterator[None]:
-    """A failed internal RPC as ShoalError(UNAVAILABLE); the cause keeps the gRPC details."""
-    try:
-        yield
-    except grpc.aio.AioRpcError as exc:
-        raise ShoalError(ErrorCode.UNAVAILABLE, f"{what}: {exc.code()} {exc.details()}") from exc
-
-
-def unary(channel: grpc.aio.Channel, service: str, method: str, response: Any) -> Any:
-    return channel.unary_unary(
-        f"/{service}/{method}",
-        request_serializer=lambda message: message.SerializeToString(),
-        response_deserializer=response.FromString,
-    )
 
 
 class GrpcReplicaControl:
@@ -119,7 +95,7 @@ class GrpcReplicaControl:
             return False
         host, _, port = address.rpartition(":")
         try:
-            async with asyncio.timeout(_PROBE_CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(limits.rpc_probe_connect_timeout_ms / 1000):
                 _, writer = await asyncio.open_connection(host.strip("[]"), int(port))
         except ConnectionRefusedError:
             return True

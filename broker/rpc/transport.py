@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from broker.log.records import AppendBatch
 from broker.replication.messages import Envelope, Promise, ReplicationMessage
 from broker.replication.network import FetchRefused, SealAnswer
 from broker.replication.replica import ReplicaStatistics
+from broker.rpc.channels import REPLICATION_SERVICE, Channels, unary, unary_handler
 from broker.rpc.replication_codec import (
     CorruptBatchError,
     batch_to_proto,
@@ -40,86 +40,9 @@ from broker.rpc.replication_codec import (
     envelope_from_proto,
     envelope_to_proto,
 )
-from broker.tls import PeerCredentials, open_aio_channel
 from broker.types import NodeId, Offset, ShardUid
 
 log = logging.getLogger(__name__)
-
-REPLICATION_SERVICE = "broker.api.internal.v1.ReplicationService"
-
-# Client side: notice a dead peer within ~2 s even when no call is in flight.
-CHANNEL_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
-    ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
-    ("grpc.keepalive_time_ms", 1_000),
-    ("grpc.keepalive_timeout_ms", 1_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    # Reconnect quickly after a peer restarts (gRPC's default backoff grows to 120 s). While a
-    # channel backs off, calls on it fail at once: a peer that restarted must be reachable
-    # again within a fraction of the failover budget (a Prepare to it may be what a leader
-    # change waits for). A connect attempt every 250 ms to a dead peer costs nothing.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 250),
-    ("grpc.min_reconnect_backoff_ms", 100),
-]
-# Server side: accept those pings (the default policy answers them with GOAWAY).
-SERVER_OPTIONS: list[tuple[str, Any]] = [
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 500),
-    ("grpc.http2.max_ping_strikes", 0),
-]
-
-
-class Channels:
-    """One grpc.aio channel per peer address, shared by the stream and the unary RPCs.
-
-    With `credentials` (broker/tls.py) the channels are mutual TLS; when the certificate files
-    change, every channel is replaced by one with the new credentials and the old ones are
-    closed after `_RETIRE_GRACE_S` (calls on them end; the stream reconnects on a new one)."""
-
-    _RETIRE_GRACE_S = 5.0
-
-    def __init__(
-        self,
-        *,
-        credentials: PeerCredentials | None = None,
-        interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (),
-    ) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
-        self._credentials = credentials
-        self._interceptors = interceptors  # the node signature, with access control on
-        self._generation = 0
-        self._retiring: set[asyncio.Task[None]] = set()
-
-    def get(self, address: str) -> grpc.aio.Channel:
-        credentials = None
-        if self._credentials is not None:
-            generation, credentials = self._credentials.current()
-            if generation != self._generation:
-                self._generation = generation
-                self._retire()
-        channel = self._channels.get(address)
-        if channel is None:
-            channel = open_aio_channel(address, credentials, CHANNEL_OPTIONS, self._interceptors)
-            self._channels[address] = channel
-        return channel
-
-    def _retire(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            task = asyncio.get_running_loop().create_task(channel.close(grace=self._RETIRE_GRACE_S))
-            self._retiring.add(task)
-            task.add_done_callback(self._retiring.discard)
-
-    async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.close()
-        for task in list(self._retiring):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,10 +110,11 @@ class GrpcTransport:
         address = self._resolve(peer)
         if address is None:
             raise FetchRefused(f"no address for {peer}")
-        call = self._channels.get(address).unary_unary(
-            f"/{REPLICATION_SERVICE}/FetchBatches",
-            request_serializer=pb.FetchBatchesRequest.SerializeToString,
-            response_deserializer=pb.FetchBatchesResponse.FromString,
+        call = unary(
+            self._channels.get(address),
+            REPLICATION_SERVICE,
+            "FetchBatches",
+            pb.FetchBatchesResponse,
         )
         request = pb.FetchBatchesRequest(
             shard_uid=shard_uid,
@@ -453,14 +377,3 @@ def _replica_state(statistics: ReplicaStatistics, *, damaged: bool) -> pb.Replic
 def replica_state_from_proto(state: pb.ReplicaState) -> tuple[Offset, Offset, int]:
     """(durable log end, high watermark, last epoch) of a ReplicaStatus answer."""
     return Offset(state.log_end), Offset(state.high_watermark), state.last_epoch
-
-
-def unary_handler(
-    handler: Any, request_class: Any, response_class: Any
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A unary gRPC server method of the internal API (shared by every internal servicer)."""
-    return grpc.unary_unary_rpc_method_handler(
-        handler,
-        request_deserializer=request_class.FromString,
-        response_serializer=response_class.SerializeToString,
-    )

@@ -27,6 +27,7 @@ from broker.streams.account_settings import (
     BillingCommitment,
     CommitmentStatus,
 )
+from broker.streams.namespaces import namespace_of_arn
 from broker.streams.throttling import RATE_NAMES, StreamLimits, ThroughputLimits
 from broker.timestamps import datetime_from_ms
 
@@ -91,9 +92,16 @@ class AccountLimitsView:
 
 def account_limits_view(ctx: ServiceContext, image: MetadataImage) -> AccountLimitsView:
     """The limits in force on this node (a runtime value over its configuration) and the
-    account's usage, as the state machine counts it."""
+    usage of the caller's account in the region it addressed (each namespace has its own
+    budget, as the state machine counts it: `meta/transitions/account_limits.py`)."""
     now_ms = ctx.now_ms()
-    live = [meta for meta in image.streams.values() if not meta.is_gone(now_ms=now_ms)]
+    namespace = ctx.namespace()
+    own = (namespace.region, namespace.account_id)
+    live = [
+        meta
+        for meta in image.streams.values()
+        if not meta.is_gone(now_ms=now_ms) and namespace_of_arn(meta.arn) == own
+    ]
     account = image.account
     return AccountLimitsView(
         shard_limit=account.effective_shard_limit(ctx.config.shard_count_per_account_max),

@@ -496,9 +496,11 @@ def _whole(shard: ShardMeta, request: ReadRequest, result: ReadResult) -> ReadRe
     """`result` as a reader may see it, or None when it must be read elsewhere. It is whole
     when its end is the shard's committed end, when it carries records (the reader comes back
     for the rest, and its MillisBehindLatest is not 0: records.py), or when it reaches a
-    closed shard's final end (which every replica holding it knows). A throttled answer is
-    the caller's to handle."""
-    if result.throttled or result.end_is_committed_end:
+    closed shard's final end (which every replica holding it knows). Positions
+    (GetShardIterator) are whole from any replica: a lagging end only starts LATEST before
+    records the reader then also gets, never after one. A throttled answer is the caller's
+    to handle."""
+    if result.throttled or result.end_is_committed_end or request.records_max == 0:
         return result
     if (
         shard.state is ShardState.CLOSED

@@ -22,7 +22,7 @@ from broker import error_messages
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import MetadataImage, StreamMeta
-from broker.metrics import StreamProbe
+from broker.service.probe import StreamProbe
 from broker.streams import throttling
 from broker.streams.throttling import ShardReadThrottle, ShardWriteThrottle, ThroughputLimits
 from broker.types import ShardUid, StreamUid

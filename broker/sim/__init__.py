@@ -5,5 +5,5 @@ streams. The real pure cores (`replication.replica.ShardReplica`) run against si
 adapters: `network.SimNetwork`, `disk.SimLogStore`, `quorum.SimMetadataQuorum`. Nothing here
 imports an I/O library or a real adapter (an import-linter contract holds that).
 
-Entry points: `cluster.run_seed(seed, steps=...)` (used by `tests/sim` and `scripts/sim`).
+Entry points: `run.run_seed(seed, steps=...)` (used by `tests/sim` and `scripts/sim`).
 """

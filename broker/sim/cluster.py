@@ -11,7 +11,7 @@ restart builds a new core, which opens its replicas from what the store kept dur
 current metadata image. The fault points of `broker.buggify` are enabled for the run, drawn
 from the seed.
 
-A run (`run_seed`) has a fault phase of a given number of events, with the fault plans of
+A run (`run.run_seed`) has a fault phase of a given number of events, with the fault plans of
 `faults.py` active, then a quiet phase: faults stop, the network heals, every node restarts,
 and the cluster must converge (every shard led, every replica caught up) within a bounded
 virtual time. `invariants.py` checks after every event and at the end.
@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from broker import buggify
 from broker.errors import ShoalError
-from broker.log.records import NewRecord
+from broker.log.records import NewRecord, StoredRecord
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.replication.driver_core import (
     Appended,
@@ -203,15 +205,63 @@ class _PromiseAnswer:
         del exception  # no answer: the controller's round times out
 
 
+class Load(Protocol):
+    """The workload as the cluster drives it (`workloads.Workload`)."""
+
+    stopped_at_ms: int
+    acknowledged_count: int
+    unknown_count: int
+
+    def start(self) -> None: ...
+
+    def stop_at(self, now_ms: int) -> None: ...
+
+    def acknowledged(self, write: PendingWrite) -> None: ...
+
+    def unknown(self) -> None: ...
+
+
+class Checks(Protocol):
+    """The invariants as the cluster reports to them (`invariants.Invariants`)."""
+
+    def after_step(self, label: str) -> None: ...
+
+    def replica_started(self, node: SimNode, shard_uid: ShardUid) -> None: ...
+
+    def check_leaders(self, node: SimNode) -> None: ...
+
+    def observed_read(
+        self,
+        node_id: NodeId,
+        shard_uid: ShardUid,
+        start: Offset,
+        hw: Offset,
+        records: Sequence[StoredRecord],
+    ) -> None: ...
+
+    def final_check(self) -> None: ...
+
+
+class Faults(Protocol):
+    """The fault plans as the cluster starts them (`faults.FaultPlans`)."""
+
+    fired: dict[str, int]
+
+    def start(self) -> None: ...
+
+
 class SimCluster:
-    """The simulated cluster; see the module docstring."""
+    """The simulated cluster; see the module docstring. `observers` builds its workload,
+    invariants and fault plans for it (`run.new_cluster`): they read the cluster, so the cluster
+    knows them only by these protocols."""
 
-    def __init__(self, seed: int, config: SimConfig | None = None) -> None:
-        # Imported here: workloads, invariants and faults take the cluster as an argument.
-        from broker.sim.faults import FaultPlans
-        from broker.sim.invariants import Invariants
-        from broker.sim.workloads import Workload
-
+    def __init__(
+        self,
+        seed: int,
+        config: SimConfig | None = None,
+        *,
+        observers: Callable[[SimCluster], tuple[Load, Checks, Faults]],
+    ) -> None:
         self.world = World(seed)
         self.config = config or SimConfig.randomized(self.world.random("config"))
         self._disk_rng = self.world.random("disk")
@@ -231,9 +281,7 @@ class SimCluster:
             disk_generation=lambda node: self.nodes[node].disk_generation,
             round_timeout_ms=self.config.election_timeout_ms,
         )
-        self.workload = Workload(self)
-        self.invariants = Invariants(self)
-        self.faults = FaultPlans(self)
+        self.workload, self.invariants, self.faults = observers(self)
         self.faults_active = True
         self._suspect_since: dict[ShardUid, int] = {}
         node_ids = sorted(self.nodes)
@@ -619,63 +667,3 @@ class SimCluster:
             return False
         stats = replica.statistics()
         return not (stats.promised_epoch > image.epoch or stats.recovering)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SimResult:
-    seed: int
-    steps: int
-    virtual_ms: int
-    violation: str | None
-    summary: str
-
-    @property
-    def ok(self) -> bool:
-        return self.violation is None
-
-
-QUIET_PRODUCE_MS = 1_000  # producers keep writing this long into the quiet phase
-
-
-def run_seed(seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000) -> SimResult:
-    """One simulated run: `steps` events with faults, then the quiet phase and final checks."""
-    from broker.sim.invariants import InvariantViolation
-
-    cluster = SimCluster(seed)  # enables the fault points (broker.buggify) for this run
-    try:
-        while cluster.world.steps < steps and cluster.step():
-            pass
-        cluster.heal()
-        cluster.workload.stop_at(cluster.world.now_ms + QUIET_PRODUCE_MS)
-        deadline = cluster.world.now_ms + quiet_ms_max
-        while cluster.world.now_ms < deadline:
-            if not cluster.step():
-                break
-            if cluster.world.now_ms > cluster.workload.stopped_at_ms and cluster.converged():
-                break
-        cluster.invariants.final_check()
-    except InvariantViolation as violation:
-        return SimResult(
-            seed=seed,
-            steps=cluster.world.steps,
-            virtual_ms=cluster.world.now_ms,
-            violation=str(violation),
-            summary=cluster.summary(),
-        )
-    except AssertionError as error:
-        return SimResult(
-            seed=seed,
-            steps=cluster.world.steps,
-            virtual_ms=cluster.world.now_ms,
-            violation=f"AssertionError (a core assertion): {error!r}",
-            summary=cluster.summary(),
-        )
-    finally:
-        buggify.disable()  # never left on for whatever runs next in this process
-    return SimResult(
-        seed=seed,
-        steps=cluster.world.steps,
-        virtual_ms=cluster.world.now_ms,
-        violation=None,
-        summary=cluster.summary(),
-    )

@@ -15,12 +15,9 @@ cluster's quiet phase starts (`SimCluster.faults_active`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from broker.sim.cluster import SimCluster, SimNode
 from broker.sim.quorum import CONTROLLER
-
-if TYPE_CHECKING:
-    from broker.sim.cluster import SimCluster, SimNode
 
 
 class FaultPlans:

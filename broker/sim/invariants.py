@@ -20,14 +20,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from broker.log.records import StoredRecord
 from broker.replication.replica import Role
+from broker.sim.cluster import SimCluster, SimNode
+from broker.sim.workloads import Workload
 from broker.types import NodeId, Offset, ShardUid
-
-if TYPE_CHECKING:
-    from broker.sim.cluster import SimCluster, SimNode
 
 _Committed = tuple[int, bool, str, bytes]  # epoch, control, partition key, data
 _READ_ALL = 2**40
@@ -40,8 +38,9 @@ class InvariantViolation(Exception):
 
 
 class Invariants:
-    def __init__(self, cluster: SimCluster) -> None:
+    def __init__(self, cluster: SimCluster, workload: Workload) -> None:
         self._cluster = cluster
+        self._workload = workload
         self.committed: dict[ShardUid, dict[Offset, _Committed]] = {}
         self._offset_of: dict[tuple[ShardUid, str, bytes], Offset] = {}
         self._hw_seen: dict[tuple[NodeId, ShardUid, int], Offset] = {}
@@ -155,7 +154,7 @@ class Invariants:
             )
 
     def _check_acknowledged(self) -> None:
-        workload = self._cluster.workload
+        workload = self._workload
         for shard_uid, offset, partition_key, data in workload.newly_acknowledged:
             entry = self.committed.get(shard_uid, {}).get(offset)
             if entry is None or entry[2:] != (partition_key, data) or entry[1]:
@@ -229,7 +228,7 @@ class Invariants:
                         f"{shard_uid} offset {offset}: committed {entry}, "
                         f"final {final.get(offset)}",
                     )
-            acknowledged = cluster.workload.acknowledged_records.get(shard_uid, {})
+            acknowledged = self._workload.acknowledged_records.get(shard_uid, {})
             for offset, (partition_key, data) in acknowledged.items():
                 found = final.get(offset)
                 if found is None or found[2:] != (partition_key, data):

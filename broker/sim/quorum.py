@@ -127,12 +127,7 @@ class SimMetadataQuorum:
         generation = current.disk_generations.get(message.sender)
         if generation != self._disk_generation(message.sender):
             return  # the promiser lost its disk since the round began
-        current.promises[message.sender] = ControllerPromise(
-            ok=message.ok,
-            last_epoch=message.last_epoch,
-            log_end=message.log_end,
-            promised_epoch=message.promised_epoch,
-        )
+        current.promises[message.sender] = message
         image = self.shards[message.shard_uid]
         # The real controller's rule, as soon as it can choose (meta/controller.py _prepare).
         leader = choose_leader(

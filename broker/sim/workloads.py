@@ -12,13 +12,9 @@ GetRecords takes), and `invariants.py` compares what they saw with the committed
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from broker.log.records import NewRecord
+from broker.sim.cluster import PendingWrite, SimCluster
 from broker.types import Offset, ShardUid
-
-if TYPE_CHECKING:
-    from broker.sim.cluster import PendingWrite, SimCluster
 
 
 class Workload:

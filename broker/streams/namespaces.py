@@ -19,9 +19,17 @@ Pure code: the default namespace is passed in.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 _SEPARATOR = "/"
+# A well-formed AWS region name (us-east-1, eu-central-2, us-gov-west-1, ...).
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+
+def is_region(text: str) -> bool:
+    """Whether `text` is a well-formed region name: one a namespace may be in."""
+    return _REGION.fullmatch(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,3 +81,12 @@ def keys_for_arn(arn: str) -> tuple[str, ...]:
         return (name,)
     region, account = parts[3], parts[4]
     return (name, _SEPARATOR.join((account, region, name)))
+
+
+def namespace_of_arn(arn: str) -> tuple[str, str]:
+    """(region, account) of a stream ARN: the budget its stream counts against (an ARN of
+    another shape, which only hand-made images hold, is a namespace of its own)."""
+    parts = arn.split(":")
+    if len(parts) < 6:
+        return "", arn
+    return parts[3], parts[4]

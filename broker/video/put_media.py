@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.video_table import VideoStreamMeta
-from broker.metrics import VideoProbe
 from broker.video.acks import Ack, AckErrorId, AckEventType
 from broker.video.archive import FragmentArchive, NewFragment
 from broker.video.fragment_records import FragmentMetadata
 from broker.video.mkv import FragmentStarted, MkvError, MkvFragment, MkvSplitter
+from broker.video.probe import VideoProbe
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
-from broker.metrics import VideoProbe
 from broker.service.in_process import LocalKinesis
 from broker.video import clips, media
 from broker.video.archive import FragmentArchive
 from broker.video.channels import SIGNALING_OPERATIONS
 from broker.video.control import VideoControl, VideoSettings
 from broker.video.hls_service import HlsService
+from broker.video.probe import VideoProbe
 from broker.video.put_media import PutMediaRequest, PutMediaSession, TimecodeType
 
 MEDIA_OPERATIONS = frozenset({"GetMedia"})

@@ -28,7 +28,7 @@ from broker.errors import ErrorCode, ShoalError, error_code_by_name
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "kinesis.shoal.dev"
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"  # the rich error model's trailer
+STATUS_DETAILS_KEY = "grpc-status-details-bin"  # the rich error model's trailer
 
 
 def grpc_status_code(code: ErrorCode) -> grpc.StatusCode:
@@ -69,7 +69,7 @@ def error_from_rpc_error(exc: grpc.RpcError) -> ShoalError:
     details = str(call.details())
     metadata: Any = call.trailing_metadata() or ()
     for key, value in metadata:
-        if key != _STATUS_DETAILS_KEY:
+        if key != STATUS_DETAILS_KEY:
             continue
         status = status_pb2.Status.FromString(value)
         for detail in status.details:

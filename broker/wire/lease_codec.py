@@ -9,6 +9,7 @@ proposed. Name, owner and size rules are the lease core's, checked when the oper
 
 from __future__ import annotations
 
+from broker import error_messages
 from broker.api.leases.v1 import leases_pb2 as pb
 from broker.consumers import leases
 from broker.consumers.leases import Checkpoint, Lease, NewLease
@@ -72,7 +73,7 @@ def lease_from_message(message: pb.Lease) -> Lease:
         )
     except (ValueError, AssertionError) as exc:
         raise ShoalError(
-            ErrorCode.INTERNAL_FAILURE, f"the lease service sent an invalid lease: {exc}"
+            ErrorCode.INTERNAL_FAILURE, error_messages.invalid_lease_answer(problem=exc)
         ) from exc
 
 
@@ -101,7 +102,7 @@ def create_leases_from_message(message: pb.CreateLeasesRequest) -> leases.Create
     if len(message.leases) > leases.LEASES_PER_REQUEST_MAX:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"at most {leases.LEASES_PER_REQUEST_MAX} leases per request",
+            error_messages.too_many_leases(leases_max=leases.LEASES_PER_REQUEST_MAX),
         )
     return leases.CreateLeases(
         application=message.application,
@@ -154,7 +155,7 @@ def release_from_message(message: pb.ReleaseLeaseRequest) -> leases.ReleaseLease
 
 def checkpoint_lease_from_message(message: pb.CheckpointRequest) -> leases.CheckpointLease:
     if not message.HasField("checkpoint"):
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "a checkpoint request needs a checkpoint")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.LEASE_CHECKPOINT_MISSING)
     return leases.CheckpointLease(
         application=message.application,
         stream_name=message.stream_name,

@@ -22,8 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -31,7 +29,6 @@ import botocore.config
 import pytest
 
 from broker.client.leases import GrpcLeaseClient
-from tests.cluster.helpers import wait_formed
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = pytest.mark.cluster
@@ -52,21 +49,10 @@ CREATE OR REPLACE PUMP "COPY_PUMP" AS INSERT INTO "COPY"
 """
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    """The shared 3-node cluster's set-up, with the shorter application failover time."""
-    processes = ClusterProcesses(
-        tmp_path, extra_env={"SHOAL_ANALYTICS_FAILOVER_MS": str(FAILOVER_MS)}
-    )
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    """The shared cluster (tests/cluster/conftest.py), with the shorter application failover."""
+    return {"SHOAL_ANALYTICS_FAILOVER_MS": str(FAILOVER_MS)}
 
 
 def client(service: str, http_port: int) -> Any:

@@ -12,7 +12,6 @@ The SST exists because a stopped node flushes its memtables; SIGTERM stops it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -102,18 +101,9 @@ def test_a_single_node_fails_loudly_at_the_damage_instead_of_ending_the_shard(
         node.terminate()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path, extra_env=SCRUB_FAST)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    return SCRUB_FAST
 
 
 def test_a_damaged_leader_is_read_around_and_repaired_from_a_follower(

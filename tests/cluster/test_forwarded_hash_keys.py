@@ -11,15 +11,12 @@ short load windows (env knobs), the public Kinesis and Capacity gRPC APIs, bound
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker.client.capacity import CapacityClient
 from broker.client.grpc_client import ShoalClient
-from tests.cluster.helpers import wait_formed
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -33,18 +30,9 @@ KNOBS = {
 LOW = 2**125  # every explicit hash key lies below: the traffic halves near 2^124
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path, extra_env=KNOBS)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    return KNOBS
 
 
 def _upper_half_keys(count: int) -> list[str]:

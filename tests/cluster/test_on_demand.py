@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +20,6 @@ import pytest
 from broker.client.capacity import CapacityClient
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ShoalError
-from tests.cluster.helpers import wait_formed
 from tests.support import ClusterProcesses, read_shard, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -43,18 +40,9 @@ KNOBS = {
 }
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path, extra_env=KNOBS)
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
+@pytest.fixture(scope="module")
+def cluster_env() -> dict[str, str]:
+    return KNOBS
 
 
 def _lower_quarter_keys(count: int) -> list[str]:

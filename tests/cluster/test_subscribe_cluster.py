@@ -26,7 +26,8 @@ import pytest
 
 from broker.client.grpc_client import EventStream, ShoalClient
 from broker.errors import ErrorCode, ShoalError
-from tests.cluster.helpers import shard_leaders, wait_formed
+from tests.cluster.conftest import formed_cluster
+from tests.cluster.helpers import shard_leaders
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -55,16 +56,7 @@ def cluster_without_takeover(tmp_path: Path) -> Iterator[ClusterProcesses]:
 
 
 def _cluster(tmp_path: Path, env: dict[str, str]) -> Iterator[ClusterProcesses]:
-    processes = ClusterProcesses(tmp_path, extra_env={"SHOAL_CONSUMER_CREATING_MS": "0", **env})
-    processes.start()
-    try:
-        wait_formed(processes)
-        yield processes
-    except BaseException:
-        print(processes.logs())
-        raise
-    finally:
-        processes.stop()
+    yield from formed_cluster(tmp_path, {"SHOAL_CONSUMER_CREATING_MS": "0", **env})
 
 
 class Subscriber:

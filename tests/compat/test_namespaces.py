@@ -297,3 +297,67 @@ async def test_queues_belong_to_the_region_they_are_created_in(endpoint: str) ->
     finally:
         west.close()
         east.close()
+
+
+async def test_account_limits_are_per_account_and_region(node: Node) -> None:
+    """Each account has its own shard and on-demand stream budget in each region, as on AWS:
+    one account's streams never use another's, DescribeLimits reports the caller's, and a
+    refusal names the caller's account and region. (With one cluster-wide budget of 10 shards
+    and one on-demand stream, the second account's creations below would be refused.)"""
+    await _native(
+        node,
+        "/broker.api.limits.v1.LimitsService/UpdateAccountLimits",
+        limits.UpdateAccountLimitsRequest(shard_limit=10, on_demand_stream_limit=1),
+        limits.AccountLimitsResponse,
+        None,
+    )
+    first = Caller(region="us-east-1", account_id="111111111111", door="grpc")
+    second = Caller(region="us-east-1", account_id="222222222222", door="grpc")
+    first_west = Caller(region="eu-west-1", account_id="111111111111", door="grpc")
+    second_west = Caller(region="eu-west-1", account_id="222222222222", door="grpc")
+    service = node.service
+    assert service is not None
+
+    async def refusal(operation: str, request: dict[str, Any], caller: Caller) -> str:
+        with pytest.raises(ShoalError) as caught:
+            await service.call(operation, request, caller)
+        assert caught.value.code is ErrorCode.LIMIT_EXCEEDED
+        return caught.value.message
+
+    await service.call("CreateStream", {"StreamName": "a", "ShardCount": 3}, first)
+    await service.call("CreateStream", {"StreamName": "a", "ShardCount": 8}, second)
+    message = await refusal("CreateStream", {"StreamName": "b", "ShardCount": 8}, first)
+    assert message.startswith(
+        "This request would exceed the shard limit for the account 111111111111 in us-east-1. "
+        "Current shard count for the account: 3. Limit: 10. Number of additional shards that "
+        "would have resulted from this request: 8."
+    )
+    scaling = {"StreamName": "a", "TargetShardCount": 16, "ScalingType": "UNIFORM_SCALING"}
+    message = await refusal("UpdateShardCount", scaling, second)
+    assert "for the account 222222222222 in us-east-1. Current shard count for the account: 8." in (
+        message
+    )
+    # The same account in another region starts from nothing.
+    await service.call("CreateStream", {"StreamName": "b", "ShardCount": 8}, first_west)
+    on_demand = {"StreamModeDetails": {"StreamMode": "ON_DEMAND"}}
+    await service.call("CreateStream", {"StreamName": "od", **on_demand}, second_west)
+    await service.call("CreateStream", {"StreamName": "od", **on_demand}, first)
+    message = await refusal("CreateStream", {"StreamName": "od2", **on_demand}, second_west)
+    assert message.startswith(
+        "This request would exceed the on-demand stream limit for the account 222222222222 in "
+        "eu-west-1. Current on-demand stream count for the account: 1. Limit: 1."
+    )
+    # DescribeLimits reports the caller's own usage.
+    for caller, shards, streams in (
+        (first, 3 + 4, 1),
+        (second, 8, 0),
+        (first_west, 8, 0),
+        (second_west, 4, 1),
+        (Caller(region="us-east-1", account_id=ACCOUNT, door="grpc"), 0, 0),
+    ):
+        described = await service.call("DescribeLimits", {}, caller)
+        assert (described["OpenShardCount"], described["OnDemandStreamCount"]) == (
+            shards,
+            streams,
+        ), caller
+        assert described["ShardLimit"] == 10 and described["OnDemandStreamCountLimit"] == 1

@@ -91,6 +91,52 @@ async def test_pages_render_and_hide_internal_streams(
         "text/javascript"
     )
 
+    await _region_selector_shows_one_region_at_a_time(node, web, api)
+
+
+async def _region_selector_shows_one_region_at_a_time(
+    node: Node, web: httpx.AsyncClient, api: Any
+) -> None:
+    """Two regions hold a stream of one name ("orders", made above in the node's region): the
+    console shows and acts in the region the selector chose (remembered in a cookie), as the
+    AWS console does. (Part of the first test, to share its node.)"""
+    west = boto3.client(
+        "kinesis",
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name="eu-west-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        config=BotoConfig(retries={"max_attempts": 1}),
+    )
+    try:
+        await asyncio.to_thread(west.create_stream, StreamName="orders", ShardCount=1)
+        await asyncio.to_thread(west.create_stream, StreamName="west-only", ShardCount=1)
+        home = await web.get("/console/streams")
+        assert "west-only" not in home.text  # the node's region first
+        assert '<option value="eu-west-1">' in home.text
+        assert '<option value="us-east-1" selected>' in home.text
+        chosen = await web.get("/console/streams", params={"region": "eu-west-1"})
+        assert "west-only" in chosen.text and '<option value="eu-west-1" selected>' in chosen.text
+        # The choice is remembered: the stream page is the west stream's.
+        page = await web.get("/console/streams/orders")
+        assert "arn:aws:kinesis:eu-west-1:" in page.text
+        assert "shardId-000000000000" in page.text and "shardId-000000000001" not in page.text
+        # Actions run in the chosen region.
+        token = await csrf_of(web, "/console/streams/new")
+        form = {"csrf": token, "name": "made-west", "mode": "PROVISIONED", "shard_count": "1"}
+        done = await web.post("/console/streams", data={**form, "confirmed": "yes"})
+        assert done.status_code == 303
+        west_names = (await asyncio.to_thread(west.list_streams))["StreamNames"]
+        east_names = (await asyncio.to_thread(api.list_streams))["StreamNames"]
+        assert "made-west" in west_names and "made-west" not in east_names
+        # A name that is not a region is ignored; switching back shows the east stream.
+        ignored = await web.get("/console/streams", params={"region": "<b>mars</b>"})
+        assert '<option value="eu-west-1" selected>' in ignored.text
+        back = await web.get("/console/streams/orders", params={"region": "us-east-1"})
+        assert "arn:aws:kinesis:us-east-1:" in back.text and "shardId-000000000001" in back.text
+    finally:
+        west.close()
+
 
 async def test_search_and_paging(node: Node, web: httpx.AsyncClient, api: Any) -> None:
     for index in range(7):

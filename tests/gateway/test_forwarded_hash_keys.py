@@ -1,5 +1,5 @@
 """A forwarded append carries the hash keys its records were routed by, and the leader's load
-tracker uses them (rpc/node_service.py, service/shard_load.py).
+tracker uses them (rpc/forwarder.py, rpc/shard_codec.py, service/shard_load.py).
 
 Goal: records with an ExplicitHashKey that reach the shard's leader through another node count
 at their explicit hash key, so the traffic split key the leader reports is where the traffic
@@ -28,12 +28,9 @@ from broker.log.records import NewRecord
 from broker.meta.image import ShardState
 from broker.meta.state_machine import apply
 from broker.node import Node
-from broker.rpc.node_service import (
-    GrpcShardForwarder,
-    hash_keys_from_wire,
-    hash_keys_to_wire,
-)
-from broker.rpc.transport import Channels
+from broker.rpc.channels import Channels
+from broker.rpc.forwarder import GrpcShardForwarder
+from broker.rpc.shard_codec import hash_keys_from_wire, hash_keys_to_wire
 from broker.service.shards import AppendResult, ShardClient
 from broker.types import NodeId, Offset, ShardUid, StreamName, StreamUid
 from tests.conftest import connected_client, node_config

@@ -26,10 +26,10 @@ from botocore.credentials import Credentials
 from hypothesis import given
 from hypothesis import strategies as st
 
+from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.sigv4 import (
     SIGNATURE_MISMATCH_MESSAGE,
-    SIGNING_KEY_CACHE_ENTRIES_MAX,
     HttpRequest,
     SigV4Verifier,
     canonical_uri,
@@ -535,7 +535,7 @@ def test_canonical_uri_matches_botocore(path: str, expected: str) -> None:
 
 def test_signing_keys_stay_correct_beyond_the_cache_bound() -> None:
     verifier = _verifier()
-    for day in range(SIGNING_KEY_CACHE_ENTRIES_MAX + 6):
+    for day in range(limits.signing_key_cache_entries_max + 6):
         signed_at = SIGNED_AT + timedelta(days=day)
         now_ms = SIGNED_AT_MS + day * 86_400_000
         assert verifier.verify(_botocore_request(signed_at=signed_at), now_ms=now_ms) == ACCESS_KEY

@@ -35,6 +35,24 @@ def test_missing_members_in_aws_order() -> None:
     )
 
 
+def test_list_tags_for_stream_reports_limit_first_as_aws_does() -> None:
+    request = {"StreamName": "", "ExclusiveStartTagKey": "", "Limit": 0}
+    assert message_of("ListTagsForStream", request) == "4 validation errors detected: " + "; ".join(
+        [
+            violation("'0'", "limit", "Member must have value greater than or equal to 1"),
+            violation(
+                "''", "exclusiveStartTagKey", "Member must have length greater than or equal to 1"
+            ),
+            violation(
+                "''",
+                "streamName",
+                f"Member must satisfy regular expression pattern: {NAME_PATTERN}",
+            ),
+            violation("''", "streamName", "Member must have length greater than or equal to 1"),
+        ]
+    )
+
+
 def test_empty_strings_fail_their_pattern_then_their_length_and_stream_name_comes_last() -> None:
     request = {
         "StreamName": "",

@@ -536,6 +536,23 @@ async def test_the_console_acts_as_the_signed_in_principal(iam: Iam) -> None:
         for family in ("/console/delivery-streams", "/console/video", "/console/applications"):
             refused_page = await web.get(family)
             assert refused_page.status_code == 403, family
+        # In the region the selector chose, the same name is another stream, and the policy
+        # (which names the us-east-1 stream) is checked against that region's ARN.
+        west_root = boto3.client(
+            "kinesis",
+            endpoint_url=f"http://127.0.0.1:{iam.node.http_port}",
+            region_name="eu-west-1",
+            aws_access_key_id=ROOT_KEY,
+            aws_secret_access_key=ROOT_SECRET,
+            config=botocore.config.Config(retries={"total_max_attempts": 1}),
+        )
+        await aws(west_root.create_stream, StreamName="console-open", ShardCount=1)
+        west_root.close()
+        west = await web.get("/console/streams/console-open", params={"region": "eu-west-1"})
+        assert west.status_code == 403
+        assert f"on resource: {open_arn.replace('us-east-1', 'eu-west-1')} because" in west.text
+        east = await web.get("/console/streams/console-open", params={"region": "us-east-1"})
+        assert east.status_code == 200, east.text
     # Another account's principal allowed everything in its own account sees none of it.
     _, other_key, other_secret = await iam.user(
         OTHER, "console-other", {"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}
@@ -594,6 +611,82 @@ async def test_grpc_door_signed_by_principal_keys(iam: Iam) -> None:
     finally:
         for client in (root, producer, unsigned):
             await client.close()
+
+
+async def test_cli_acts_in_the_region_it_resolves_and_signs_for(
+    iam: Iam, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One rule for the CLI's signing region and namespace region: `--region`, AWS_REGION,
+    AWS_DEFAULT_REGION, the AWS config profile's region, else the node's. A principal of
+    another account makes four streams of one name, one per rule, each in its own region of its
+    own account; the region header is covered by the signature."""
+    from broker.cli import main
+
+    _, key, secret = await iam.user(
+        OTHER, "regional", {"Effect": "Allow", "Action": ["kinesis:*", "shoal:*"], "Resource": "*"}
+    )
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = ap-south-1\n[profile west]\nregion = us-west-2\n")
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "SHOAL_ACCESS_KEY_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    base = ["--endpoint", f"127.0.0.1:{iam.node.grpc_port}", "--json"]
+    signed = {"SHOAL_ACCESS_KEY_ID": key, "SHOAL_SECRET_ACCESS_KEY": secret}
+
+    def shoal(*argv: str, env: dict[str, str] | None = None, code: int = 0) -> str:
+        with monkeypatch.context() as scoped:
+            for name, value in {**signed, **(env or {})}.items():
+                scoped.setenv(name, value)
+            assert main([*base, *argv]) == code, argv
+        captured = capsys.readouterr()
+        return captured.out if code == 0 else captured.err
+
+    rules: list[tuple[list[str], dict[str, str], str]] = [
+        ([], {}, "us-east-1"),  # no rule names one: the node's region
+        (["--region", "eu-west-1"], {"AWS_REGION": "eu-central-1"}, "eu-west-1"),
+        ([], {"AWS_REGION": "eu-central-1", "AWS_DEFAULT_REGION": "eu-north-1"}, "eu-central-1"),
+        ([], {"AWS_DEFAULT_REGION": "eu-north-1", "AWS_CONFIG_FILE": str(config)}, "eu-north-1"),
+        (["--profile", "west"], {"AWS_CONFIG_FILE": str(config)}, "us-west-2"),
+        ([], {"AWS_CONFIG_FILE": str(config)}, "ap-south-1"),
+    ]
+
+    def regional() -> None:
+        for shards, (flags, env, _) in enumerate(rules, start=1):
+            shoal(*flags, "create-stream", "cli-orders", "--shard-count", str(shards), env=env)
+        for shards, (flags, env, region) in enumerate(rules, start=1):
+            described = json.loads(shoal(*flags, "describe-stream", "cli-orders", env=env))
+            summary = described["Summary"]
+            assert summary["StreamARN"] == f"arn:aws:kinesis:{region}:{OTHER}:stream/cli-orders"
+            assert summary["OpenShardCount"] == shards
+        # Records, leases and limits stay in their region.
+        shoal("--region", "eu-west-1", "put", "cli-orders", "west", "-k", "k")
+        west = [
+            json.loads(line)
+            for line in shoal("--region", "eu-west-1", "read", "cli-orders").splitlines()
+        ]
+        assert [base64.b64decode(record["Data"]) for record in west] == [b"west"]
+        assert shoal("read", "cli-orders").strip() == ""
+        limits = json.loads(shoal("--region", "eu-west-1", "limits", "get", "cli-orders"))
+        assert limits["stream_name"] == "cli-orders"
+        missing = shoal("--region", "sa-east-1", "limits", "get", "cli-orders", code=1)
+        assert "ResourceNotFoundException" in missing and "cli-orders" in missing
+        # An unknown profile is a usage error, as the AWS CLI's.
+        assert "nowhere" in shoal("--profile", "nowhere", "list-streams", code=2)
+
+    await asyncio.to_thread(regional)
+
+    # The region header is signed: a signature for one region does not address another.
+    method = "/broker.api.kinesis.v1.KinesisService/ListStreams"
+    pairs = dict(SigningKey(key, secret).metadata(method, "eu-west-1"))
+    pairs[grpc_signing.REGION_HEADER] = "us-east-1"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{iam.node.grpc_port}") as channel:
+        stub = kinesis_pb2_grpc.KinesisServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.ListStreams(
+                kinesis_pb2.ListStreamsInput(), metadata=tuple(pairs.items()), timeout=10
+            )
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert "signature does not match" in str(raised.value.details())
 
 
 async def test_replayed_and_guessed_signatures_refused(iam: Iam) -> None:

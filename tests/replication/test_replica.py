@@ -22,11 +22,11 @@ from broker.replication.messages import (
     Promise,
     ReplicationMessage,
 )
+from broker.replication.refusals import RefusalReason
 from broker.replication.replica import (
     Proposal,
     Ready,
     Refusal,
-    RefusalReason,
     ReplicaDurableState,
     ReplicationKnobs,
     Role,
@@ -238,7 +238,7 @@ def test_refusals_on_followers_sealing_and_stale_epoch() -> None:
     c = Cluster()
     c.configure(1, A)
     refused = c[B].r.propose([rec("x")], 0)
-    assert refused == Refusal(reason=RefusalReason.NOT_LEADER, leader=A)
+    assert refused == Refusal(reason=RefusalReason.NOT_SHARD_LEADER, leader=A)
     c.prepare(2, B, C)  # A is not asked, but the image still names it
     c.settle()  # B and C refuse A's epoch 1 and tell it: A is fenced
     assert c[A].r.role is Role.FOLLOWER
@@ -433,7 +433,7 @@ def test_sealing_refuses_appends_then_reports_the_final_end() -> None:
     c.propose(A, "x", "y")
     c.configure(1, A, sealing=True)
     refused = c[A].r.propose([rec("z")], 0)
-    assert refused == Refusal(reason=RefusalReason.SEALED, leader=A)
+    assert refused == Refusal(reason=RefusalReason.SHARD_SEALED, leader=A)
     assert c[A].r.sealed_end() is None  # not committed yet
     c.settle()
     assert c[A].r.sealed_end() == 3

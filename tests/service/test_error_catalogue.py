@@ -1,6 +1,8 @@
-"""Every error text the Kinesis Data Streams code raises is written down once, in
-`broker/error_messages.py` (issue 14, item 6): a `ShoalError` built with a literal or an
-f-string message anywhere in these modules fails this test, naming the place."""
+"""Every error text the Kinesis Data Streams code and the front doors raise is written down
+once, in `broker/error_messages.py` (issue 14, item 6): a `ShoalError` (or the doors' `_refuse`
+and `_invalid` helpers) built with a literal, an f-string or a literal joined to a value
+anywhere in these modules fails this test, naming the place. The doors (`gateway/`) include the
+SigV4 and gRPC signature texts and the IAM service's checks."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ KINESIS_MODULES = (
     "service",
     "streams",
     "queues",
-    "firehose/channels.py",
+    "firehose",
     "meta/capacity.py",
     "meta/transitions/account_limits.py",
     "meta/transitions/common.py",
@@ -26,7 +28,11 @@ KINESIS_MODULES = (
     "meta/transitions/stream_features.py",
     "meta/transitions/stream_lifecycle.py",
     "meta/transitions/stream_settings.py",
+    "gateway",
+    "wire",
 )
+# The message's position in each error constructor the modules use.
+_MESSAGE_ARGUMENT = {"ShoalError": 1, "_refuse": 1, "_invalid": 0}
 
 
 def _sources() -> list[Path]:
@@ -38,20 +44,32 @@ def _sources() -> list[Path]:
 
 
 def literal_error_texts(path: Path, root: Path = BROKER.parent) -> list[str]:
-    """`file:line: text` for each ShoalError(code, <literal or f-string>) in `path`."""
+    """`file:line: text` for each ShoalError(code, <text>) (or `_refuse(code, <text>)`,
+    `_invalid(<text>)`) in `path`, where <text> is a literal, an f-string or a `+` with one."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if not isinstance(node, ast.Call) or len(node.args) < 2:
+        if not isinstance(node, ast.Call):
             continue
         function = node.func
         name = function.attr if isinstance(function, ast.Attribute) else None
         if isinstance(function, ast.Name):
             name = function.id
-        message = node.args[1]
-        if name == "ShoalError" and isinstance(message, ast.Constant | ast.JoinedStr):
+        position = _MESSAGE_ARGUMENT.get(name or "")
+        if position is None or len(node.args) <= position:
+            continue
+        message = node.args[position]
+        if _is_text(message):
             where = path.relative_to(root)
             found.append(f"{where}:{node.lineno}: {ast.unparse(message)[:80]}")
     return found
+
+
+def _is_text(node: ast.expr) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str)
+    if isinstance(node, ast.JoinedStr):
+        return True
+    return isinstance(node, ast.BinOp) and (_is_text(node.left) or _is_text(node.right))
 
 
 def test_every_raised_kinesis_error_text_is_in_the_catalogue() -> None:
@@ -66,5 +84,12 @@ def test_the_check_sees_a_literal_text(tmp_path: Path) -> None:
     planted.write_text(
         'raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Bad {thing}.")\n'
         "raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.INVALID_NEXT_TOKEN)\n"
+        'raise _refuse(ErrorCode.ACCESS_DENIED, "Only nodes may call " + method)\n'
+        'raise _invalid("name must be short.")\n'
+        "raise _invalid(error_messages.IAM_NAME_INVALID)\n"
     )
-    assert literal_error_texts(planted, tmp_path) == ["planted.py:1: f'Bad {thing}.'"]
+    assert literal_error_texts(planted, tmp_path) == [
+        "planted.py:1: f'Bad {thing}.'",
+        "planted.py:3: 'Only nodes may call ' + method",
+        "planted.py:4: 'name must be short.'",
+    ]

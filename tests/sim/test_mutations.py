@@ -17,8 +17,8 @@ from broker.meta.image import ShardMeta
 from broker.meta.placement import NodeLoads
 from broker.replication import driver_core
 from broker.replication.replica import Role, ShardReplica
-from broker.sim.cluster import run_seed
 from broker.sim.controller import run_controller_seed
+from broker.sim.run import run_seed
 from broker.streams import resharding
 from broker.types import NodeId
 

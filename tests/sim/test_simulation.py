@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from broker.log.memory_store import MemoryLogStore
-from broker.sim.cluster import SimCluster, run_seed
 from broker.sim.disk import SimLogStore
+from broker.sim.run import new_cluster, run_seed
 from broker.types import Offset
 from tests.log.conformance import A, LogStoreContract, StoreFactory, batch, read_all
 
@@ -53,7 +53,7 @@ def test_faults_and_elections_happen() -> None:
     fired: dict[str, int] = {}
     elections = acknowledged = 0
     for seed in range(6):
-        cluster = SimCluster(seed)
+        cluster = new_cluster(seed)
         while cluster.world.steps < 3_000 and cluster.step():
             pass
         for name, count in cluster.faults.fired.items():

@@ -2,8 +2,11 @@
 UpdateStreamMode and BeginReshard, and the commands that change limits at runtime
 (UpdateStreamLimits, UpdateAccountSettings, UpdateAccountLimits; issue 6).
 
-A runtime limit in the image wins over the proposer's configured one
-(`AccountSettings.effective_*`), so every replica checks against the same number.
+As on AWS, the limits are per account and per region: each namespace (the account and region
+a stream's ARN names, `streams/namespaces.py`) has its own budget, counted over its own
+streams only. The limit's value is the same for every namespace: a runtime limit in the image
+wins over the proposer's configured one (`AccountSettings.effective_*`), so every replica
+checks against the same number.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import UpdateAccountLimits, UpdateAccountSettings, UpdateStreamLimits
 from broker.meta.image import MetadataImage, ReshardKind, StreamMeta, StreamMode
-from broker.meta.transitions.common import account_id, live_stream, region, with_stream
+from broker.meta.transitions.common import live_stream, with_stream
 from broker.streams import account_settings, throttling
+from broker.streams.namespaces import namespace_of_arn
 
 _LIMITS_PAGE = (
     "Refer to the AWS Service Limits page "
@@ -24,17 +28,23 @@ _LIMITS_PAGE = (
 )
 
 
-def _live_streams(image: MetadataImage, *, now_ms: int) -> list[StreamMeta]:
-    return [meta for meta in image.streams.values() if not meta.is_gone(now_ms=now_ms)]
+def _live_streams(image: MetadataImage, *, now_ms: int, arn: str) -> list[StreamMeta]:
+    """The live streams of the namespace of the stream whose ARN is `arn`."""
+    namespace = namespace_of_arn(arn)
+    return [
+        meta
+        for meta in image.streams.values()
+        if not meta.is_gone(now_ms=now_ms) and namespace_of_arn(meta.arn) == namespace
+    ]
 
 
-def open_shard_count(image: MetadataImage, *, now_ms: int) -> int:
-    """Open shards, counting each reshard in flight as completed when it adds shards: a
-    split's parent is SEALING (open) and its children do not exist yet, so two streams
-    splitting at once would otherwise both fit under the limit and together pass it."""
+def open_shard_count(image: MetadataImage, *, now_ms: int, arn: str) -> int:
+    """Open shards of `arn`'s namespace, counting each reshard in flight as completed when it
+    adds shards: a split's parent is SEALING (open) and its children do not exist yet, so two
+    streams splitting at once would otherwise both fit under the limit and together pass it."""
     return sum(
         len(meta.open_shards()) + _reshard_growth(meta)
-        for meta in _live_streams(image, now_ms=now_ms)
+        for meta in _live_streams(image, now_ms=now_ms, arn=arn)
     )
 
 
@@ -52,27 +62,37 @@ def _reshard_growth(meta: StreamMeta) -> int:
     return 0
 
 
-def _on_demand_count(image: MetadataImage, *, now_ms: int) -> int:
+def _on_demand_count(image: MetadataImage, *, now_ms: int, arn: str) -> int:
     return sum(
-        1 for meta in _live_streams(image, now_ms=now_ms) if meta.mode is StreamMode.ON_DEMAND
+        1
+        for meta in _live_streams(image, now_ms=now_ms, arn=arn)
+        if meta.mode is StreamMode.ON_DEMAND
     )
 
 
 def check_shard_limit(
-    image: MetadataImage, *, now_ms: int, additional: int, limit: int, current: int | None = None
+    image: MetadataImage,
+    *,
+    now_ms: int,
+    arn: str,
+    additional: int,
+    limit: int,
+    current: int | None = None,
 ) -> None:
-    """LimitExceededException when `additional` more open shards would pass the account limit.
+    """LimitExceededException when `additional` more open shards would pass the limit of the
+    account and region of the stream `arn`.
 
-    `current` overrides the account's open-shard count (UpdateShardCount replaces a stream's
+    `current` overrides the namespace's open-shard count (UpdateShardCount replaces a stream's
     shards rather than adding to them)."""
-    count = open_shard_count(image, now_ms=now_ms) if current is None else current
+    region_name, account = namespace_of_arn(arn)
+    count = open_shard_count(image, now_ms=now_ms, arn=arn) if current is None else current
     limit = image.account.effective_shard_limit(limit)  # a runtime limit wins (issue 6)
     if additional > 0 and count + additional > limit:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
             error_messages.shard_limit_exceeded(
-                account_id=account_id(image),
-                region=region(image),
+                account_id=account,
+                region=region_name,
                 count=count,
                 limit=limit,
                 additional=additional,
@@ -81,15 +101,18 @@ def check_shard_limit(
         )
 
 
-def check_on_demand_limit(image: MetadataImage, *, now_ms: int, limit: int) -> None:
+def check_on_demand_limit(image: MetadataImage, *, now_ms: int, arn: str, limit: int) -> None:
+    """LimitExceededException when one more on-demand stream would pass the limit of the
+    account and region of the stream `arn`."""
+    region_name, account = namespace_of_arn(arn)
     limit = image.account.effective_on_demand_stream_limit(limit)
-    count = _on_demand_count(image, now_ms=now_ms)
+    count = _on_demand_count(image, now_ms=now_ms, arn=arn)
     if count + 1 > limit:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
             error_messages.on_demand_limit_exceeded(
-                account_id=account_id(image),
-                region=region(image),
+                account_id=account,
+                region=region_name,
                 count=count,
                 limit=limit,
                 limits_page=_LIMITS_PAGE,

@@ -104,7 +104,9 @@ def _validate_reshard(
                 new_starting_hash_key=request.new_starting_hash_key,
             )
             if account_max > 0:
-                check_shard_limit(image, now_ms=now_ms, additional=1, limit=account_max)
+                check_shard_limit(
+                    image, now_ms=now_ms, arn=meta.arn, additional=1, limit=account_max
+                )
         case ReshardKind.MERGE:
             assert request.shard_index is not None
             assert request.adjacent_shard_index is not None
@@ -119,11 +121,12 @@ def _validate_reshard(
                 meta, target_shard_count=request.target_shard_count, now_ms=now_ms
             )
             if account_max > 0:
-                current = open_shard_count(image, now_ms=now_ms)
+                current = open_shard_count(image, now_ms=now_ms, arn=meta.arn)
                 additional = request.target_shard_count - len(meta.open_shards())
                 check_shard_limit(
                     image,
                     now_ms=now_ms,
+                    arn=meta.arn,
                     additional=additional,
                     limit=account_max,
                     current=current,

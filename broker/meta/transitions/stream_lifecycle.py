@@ -94,11 +94,14 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
     check_shard_limit(
         image,
         now_ms=now_ms,
+        arn=command.arn,
         additional=command.shard_count,
         limit=command.shard_count_per_account_max,
     )
     if command.mode is StreamMode.ON_DEMAND:
-        check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
+        check_on_demand_limit(
+            image, now_ms=now_ms, arn=command.arn, limit=command.on_demand_streams_max
+        )
     elif command.warm_throughput_mibps is not None:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,

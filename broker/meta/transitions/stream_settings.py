@@ -150,7 +150,9 @@ def update_stream_mode(
         queues.refuse_if_stream_has_queues(image, meta.uid, meta.name)
         delivery_streams.refuse_if_stream_has_channels(image, meta.name, name_of(meta.name))
     if command.mode is StreamMode.ON_DEMAND:
-        check_on_demand_limit(image, now_ms=now_ms, limit=command.on_demand_streams_max)
+        check_on_demand_limit(
+            image, now_ms=now_ms, arn=meta.arn, limit=command.on_demand_streams_max
+        )
     changed = dataclasses.replace(
         meta,
         mode=command.mode,

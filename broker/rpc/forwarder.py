@@ -1,0 +1,112 @@
+"""`GrpcShardForwarder`: the calling side of NodeService (`service.shards.ShardForwarder`).
+
+A shard append or read for a shard this node does not lead (or, for reads, holds no caught-up
+replica of) goes to the node that does. The forwarder turns the serving node's statuses back
+into `ShardRefusedError` and Kinesis errors (`refusals.py`), and a node that does not answer
+within `limits.forward_timeout_ms` into a refusal with an unknown outcome. A forwarded append
+carries the hash key each record was routed by (`ShardAppendRequest.hash_keys`), so the
+leader's load tracker files a record with an ExplicitHashKey where the router put it, not at
+its partition key's MD5.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from broker import limits
+from broker.api.internal.v1 import internal_pb2 as pb
+from broker.log.records import NewRecord
+from broker.rpc.channels import NODE_SERVICE, Channels, unary
+from broker.rpc.refusals import refusal_from_rpc_error
+from broker.rpc.replication_codec import records_to_proto
+from broker.rpc.shard_codec import hash_keys_to_wire, stored_from_proto
+from broker.service.shards import AppendResult, ReadRequest, ReadResult
+from broker.types import Offset, ShardUid, StreamUid
+
+
+class GrpcShardForwarder:
+    """`ShardForwarder` over NodeService; one deadline per call (module docstring)."""
+
+    def __init__(self, channels: Channels, *, timeout_ms: int = limits.forward_timeout_ms) -> None:
+        self._channels = channels
+        self._timeout_s = timeout_ms / 1000
+
+    async def append(
+        self,
+        address: str,
+        *,
+        stream_uid: StreamUid,
+        shard_uid: ShardUid,
+        epoch: int,
+        records: Sequence[NewRecord],
+        hash_keys: Sequence[int] | None = None,
+    ) -> AppendResult:
+        call = unary(
+            self._channels.get(address), NODE_SERVICE, "ShardAppend", pb.ShardAppendResponse
+        )
+        request = pb.ShardAppendRequest(
+            stream_uid=stream_uid,
+            shard_uid=shard_uid,
+            epoch=epoch,
+            records=records_to_proto(records),
+            hash_keys=hash_keys_to_wire(hash_keys),
+        )
+        try:
+            answer: pb.ShardAppendResponse = await call(request, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise refusal_from_rpc_error(exc, shard_uid) from exc
+        return AppendResult(
+            first_offset=Offset(answer.first_offset),
+            arrival_ms=answer.arrival_ms,
+            throttled=tuple(answer.throttled),
+        )
+
+    async def read(
+        self,
+        address: str,
+        *,
+        stream_uid: StreamUid,
+        shard_uid: ShardUid,
+        epoch: int,
+        request: ReadRequest,
+    ) -> ReadResult:
+        call = unary(self._channels.get(address), NODE_SERVICE, "ShardRead", pb.ShardReadResponse)
+        message = pb.ShardReadRequest(
+            stream_uid=stream_uid,
+            shard_uid=shard_uid,
+            epoch=epoch,
+            start_offset=request.start_offset,
+            records_max=request.records_max,
+            bytes_max=request.bytes_max,
+            arrival_ms_min=max(0, request.arrival_ms_min),
+            throttle_kind=int(request.throttle),
+            wait_ms=request.wait_ms,
+        )
+        if request.at_timestamp_ms is not None:
+            message.at_timestamp_ms = max(0, request.at_timestamp_ms)
+        if request.claim is not None:
+            message.claim.CopyFrom(
+                pb.SubscriptionClaim(
+                    consumer_arn=request.claim.consumer_arn,
+                    subscription_id=request.claim.subscription_id,
+                    started_ms=max(0, request.claim.started_ms),
+                    release=request.claim.release,
+                )
+            )
+        try:
+            answer: pb.ShardReadResponse = await call(message, timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise refusal_from_rpc_error(exc, shard_uid) from exc
+        return ReadResult(
+            records=stored_from_proto(answer.records),
+            log_start=Offset(answer.log_start),
+            readable_end=Offset(answer.readable_end),
+            next_offset=Offset(answer.next_offset),
+            timestamp_offset=(
+                Offset(answer.timestamp_offset) if answer.HasField("timestamp_offset") else None
+            ),
+            throttled=answer.throttled,
+            end_is_committed_end=not answer.end_may_lag,
+        )
