@@ -285,7 +285,8 @@ class Config:
     # Access control (issue 15): when on, every request on both doors must be signed by a
     # known key (or come with a client certificate mapped to a principal) and is allowed only
     # by policies (default deny; the `aws_credentials` keys are the account's root user). Off
-    # by default, as `scripts/serve` runs it: callers are still identified and audited.
+    # by default, as `scripts/serve` runs it: callers are still identified and audited (the
+    # audit trail is kept either way).
     access_control: bool = False
     # The cluster's IAM key sealing access-key secrets in the metadata (32 bytes, raw or 64
     # hex digits, the same file on every node); unset: derived from `raft_password`.
@@ -293,6 +294,9 @@ class Config:
     # Audit data-plane calls (PutRecord(s), GetRecords, GetShardIterator, SubscribeToShard...)
     # too; control-plane calls and every refused call are always audited.
     audit_data_plane: bool = False
+    # How long the audit trail keeps its events (the retention of its internal stream, which
+    # bounds its size; AWS's retention range). Export with `shoal audit` to keep them longer.
+    audit_retention_hours: int = 168
     shard_count_per_account_max: int = limits.shard_count_per_account_default
     on_demand_streams_max: int = limits.on_demand_streams_per_account_default
     # Enhanced fan-out consumers per stream (RegisterStreamConsumer); AWS's default quota.
@@ -390,6 +394,15 @@ class Config:
         self.quorum_layout()  # raises ValueError for a pattern this node is not part of
         if not 1 <= self.replication_factor <= 7:
             raise ValueError("replication_factor must be within 1..7")
+        if (
+            not limits.retention_hours_min
+            <= self.audit_retention_hours
+            <= limits.retention_hours_max
+        ):
+            raise ValueError(
+                f"audit_retention_hours must be within {limits.retention_hours_min}.."
+                f"{limits.retention_hours_max}, got {self.audit_retention_hours}"
+            )
         if self.shard_count_per_account_max < 1 or self.on_demand_streams_max < 0:
             raise ValueError("account limits must be positive")
         if self.consumers_per_stream_max < 1:
@@ -538,6 +551,7 @@ _SETTINGS: dict[str, type] = {
     "access_control": bool,
     "iam_key_file": Path,
     "audit_data_plane": bool,
+    "audit_retention_hours": int,
     "shard_count_per_account_max": int,
     "on_demand_streams_max": int,
     "consumers_per_stream_max": int,

@@ -221,7 +221,9 @@ class Node:
         log_dir = config.data_dir / "log"
         disk_was_empty = not log_dir.exists()
         self.phase = "opening the master keys"
-        self.keyring = Keyring(_master_keys(config, self._image_or_empty), self._image_or_empty)
+        keyring = self.keyring = Keyring(
+            _master_keys(config, self._image_or_empty), self._image_or_empty
+        )
         self.phase = "opening the shard log"
         self._store = _open_store(log_dir, config.data_dir, keys=self.keyring)
         self._writer = GroupCommitWriter(self._store, probe=self.metrics.storage)
@@ -262,6 +264,8 @@ class Node:
         lost_disk = await self._join(metadata, disk_was_empty=disk_was_empty)
         self._marked_format = 0 if marker is None else marker.metadata_format
         await self._mark_metadata_format()
+        self.phase = "checking the master key"
+        _check_master_key(config, keyring, metadata.image())
         self.phase = "starting the servers"
         self._channels = Channels(
             credentials=None
@@ -358,15 +362,11 @@ class Node:
             clock=self.clock,
             data_plane=config.audit_data_plane,
             account_id=config.account_id,
+            retention_hours=config.audit_retention_hours,
         )
-        # The trail's internal stream counts against the account's shards and streams, so it
-        # is kept only with access control on: a node without it lists and counts as before.
-        self.access = build_access_control(
-            config,
-            self.clock,
-            metadata.image,
-            observer=self.audit if config.access_control else None,
-        )
+        # Kept whether or not access control is on (who changed what matters either way);
+        # its internal stream counts against no account limit (`streams/internal_names.py`).
+        self.access = build_access_control(config, self.clock, metadata.image, observer=self.audit)
         self.video = self._video_service(metadata)
         video_store = S3Store(region=config.region)  # boto3; AWS_ENDPOINT_URL_S3 picks a server
         self.video_images = ImageDelivery(
@@ -1353,6 +1353,36 @@ def _master_keys(config: Config, image: Callable[[], MetadataImage]) -> MasterKe
             "docs/operations.md, Encryption at rest"
         ) from error
     return WithClusterKey(keys, cluster)
+
+
+def _check_master_key(config: Config, keyring: Keyring, image: MetadataImage) -> None:
+    """Refuses the start of a node whose master key cannot unwrap the cluster's data keys
+    (another key file than the other nodes', another KMS key, a changed Raft password): it
+    could neither store nor serve those streams' sealed batches as a replica."""
+    missing = keyring.unopenable(image)
+    if missing is None:
+        return
+    what = (
+        f"this node's master key cannot unwrap the data keys of encrypted stream "
+        f"{missing.stream!r} (wrapped by {missing.wrapping}: {missing.error})"
+    )
+    if config.encryption_master_key == "file":
+        fix = (
+            f"encryption_key_file ({str(config.encryption_key_file)!r}) must be the same key "
+            "file on every node: copy the cluster's file (as the other nodes have it) here"
+        )
+    elif config.encryption_master_key == "kms":
+        fix = (
+            "encryption_master_key kms must reach the cluster's KMS key: check "
+            "AWS_ENDPOINT_URL_KMS and this node's AWS credentials"
+        )
+    else:
+        fix = (
+            "encryption_master_key cluster derives the key from raft_password: after a "
+            "password change set raft_password_previous to the old one, or use the "
+            "cluster's encryption_master_key and encryption_key_file"
+        )
+    raise startup.StartupError(f"{what}; {fix}, then start this node again")
 
 
 def _open_store(log_dir: Path, data_dir: Path, *, keys: Keyring) -> RocksLogStore:

@@ -17,6 +17,34 @@ from broker.config import Config, Knobs
 from broker.node import Node
 from tests.support import free_port
 
+# Files whose tests share fixtures of package scope: each package runs whole on one worker.
+_PACKAGES_RUN_WHOLE = ("firehose", "video")
+_NODE_PROCESS_MARKERS = ("process", "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's `--dist loadgroup` (`scripts/test --parallel`): every
+    file that starts node processes (`process` or `cluster` markers) runs on one worker, in
+    order, so at most one multi-node cluster runs at a time, while the other worker runs the
+    in-process tests. A file (a package, for those in `_PACKAGES_RUN_WHOLE`) is never split,
+    so module and package fixtures start once. Without pytest-xdist nothing changes."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    tests_dir = Path(__file__).parent
+    by_file: dict[Path, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(Path(str(item.path)), []).append(item)
+    for path, file_items in by_file.items():
+        relative = path.relative_to(tests_dir) if path.is_relative_to(tests_dir) else path
+        if any(item.get_closest_marker(m) for item in file_items for m in _NODE_PROCESS_MARKERS):
+            group = "node-processes"
+        elif relative.parts[0] in _PACKAGES_RUN_WHOLE:
+            group = relative.parts[0]
+        else:
+            group = relative.as_posix()
+        for item in file_items:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 def node_config(data_dir: Path, *, settings: dict[str, Any] | None = None, **knobs: int) -> Config:
     """A test node: free ports, state timers 0, per-shard throughput unlimited unless a test

@@ -22,8 +22,22 @@ LOOPBACK = "127.0.0.1"
 
 # Ports handed to servers come from below the kernel's ephemeral range (32768-60999 on Linux):
 # a port the OS picked from that range can be taken by any outgoing connection (a test's own
-# gRPC client) before the server binds it. Each test process walks its own stride of the range.
-_PORT_RANGE = (20_000, 32_000)
+# gRPC client) before the server binds it. Each test process walks its own stride of the range;
+# under pytest-xdist each worker walks only its own slice of it (gw0 the first, gw1 the next,
+# ...), so two workers never hand out the same port between its check and the server's bind.
+
+
+def _worker_port_range(low: int, high: int) -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index = int(worker[2:]) % count
+    width = (high - low) // count
+    return low + index * width, low + (index + 1) * width
+
+
+_PORT_RANGE = _worker_port_range(20_000, 32_000)
 _next_port = _PORT_RANGE[0] + (os.getpid() * 97) % (_PORT_RANGE[1] - _PORT_RANGE[0])
 
 

@@ -83,8 +83,11 @@ def _jsonable(value: Any) -> Any:
 def user_identity(
     principal_arn: str | None, account_id: str, access_key_id: str | None
 ) -> dict[str, Any]:
-    if principal_arn is None:
-        return {"type": "Unknown", "accountId": account_id}
+    if principal_arn is None:  # not identified: access control off, or refused before
+        unknown: dict[str, Any] = {"type": "Unknown", "accountId": account_id}
+        if access_key_id:
+            unknown["accessKeyId"] = access_key_id
+        return unknown
     if principal_arn.endswith(":root"):
         kind = "Root"
     elif ":role/" in principal_arn:

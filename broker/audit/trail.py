@@ -2,9 +2,12 @@
 
 Every call through an `AuthorizedService` (both doors, every service), every IamService call
 and every refused authentication is told to `AuditTrail` (it is the enforcer's
-`CallObserver`). Recorded: every control-plane call, every refused or failed call, and
-data-plane calls (CloudTrail's data events: PutRecord(s), GetRecords, ...) when
-`Config.audit_data_plane` is on.
+`CallObserver`), whether or not access control is on (with it off, callers are still
+identified by their access key and address). Recorded: every control-plane call (failed ones
+with their error), every refused call (access denied, failed authentication), and data-plane
+calls (CloudTrail's data events: PutRecord(s), GetRecords, ...) when `Config.audit_data_plane`
+is on. Other failures of data-plane calls (throttling, a missing stream) are not events, as
+CloudTrail logs data events only when asked: a throttled producer must not flood the trail.
 
 Durability: events are queued (bounded by `QUEUE_EVENTS_MAX`; beyond it the oldest is
 dropped, counted and logged, so a stuck trail never stops the service) and written by `run`
@@ -13,8 +16,10 @@ shard log replicates them like any record, so an event the trail acknowledged su
 loss of a minority of nodes. The window between a call and its event's write is the batch
 interval (`FLUSH_INTERVAL_MS`); an event still queued when the node is killed is lost (as
 CloudTrail's delivery is asynchronous too). The stream is created by the first node that
-writes (retention 7 days, no throughput limits), hidden from the public doors (internal
-name), and read back by `lookup` for `shoal audit`.
+writes, with the retention `Config.audit_retention_hours` (7 days by default; set again when
+the setting changes), which bounds the trail's size; it is hidden from the public doors
+(internal name), counts against no account limit, and is read back by `lookup` for
+`shoal audit`.
 
 Lifecycle: one per node (node.py); `run` is a background task of the node's TaskGroup.
 Loop-bound.
@@ -38,15 +43,24 @@ from broker.audit.events import cloudtrail_event, is_data_event
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
-from broker.streams.internal_names import internal_stream_name
+from broker.streams.internal_names import AUDIT_TRAIL_STREAM
 
 log = logging.getLogger(__name__)
 
-STREAM_NAME = internal_stream_name("audit", "trail")
+STREAM_NAME = AUDIT_TRAIL_STREAM
 QUEUE_EVENTS_MAX = 50_000
 BATCH_EVENTS_MAX = 500  # PutRecords' limit
+# Errors that are refusals of the caller: a data-plane call refused is always an event.
+REFUSALS = frozenset(
+    {
+        ErrorCode.ACCESS_DENIED,
+        ErrorCode.UNRECOGNIZED_CLIENT,
+        ErrorCode.INVALID_SIGNATURE,
+        ErrorCode.MISSING_AUTHENTICATION_TOKEN,
+        ErrorCode.INCOMPLETE_SIGNATURE,
+    }
+)
 FLUSH_INTERVAL_MS = 200
-RETENTION_HOURS = 168  # seven days, CloudTrail's event history keeps 90; export for longer
 LOOKUP_RECORDS_READ_MAX = 200_000  # one lookup reads at most this many events
 RETRY_BACKOFF_MS_MAX = 5_000
 
@@ -78,9 +92,16 @@ class EventFilter:
 
 class AuditTrail:
     def __init__(
-        self, *, kinesis: Kinesis, clock: Clock, data_plane: bool, account_id: str
+        self,
+        *,
+        kinesis: Kinesis,
+        clock: Clock,
+        data_plane: bool,
+        account_id: str,
+        retention_hours: int = 168,
     ) -> None:
         self.account_id = account_id  # the node's: calls refused before identification
+        self._retention_hours = retention_hours
         self._kinesis = kinesis
         self._clock = clock
         self._data_plane = data_plane
@@ -104,7 +125,11 @@ class AuditTrail:
         resource: str,
         error: ShoalError | None,
     ) -> None:
-        if error is None and not self._data_plane and is_data_event(signing_name, operation):
+        if (
+            not self._data_plane
+            and is_data_event(signing_name, operation)
+            and (error is None or error.code not in REFUSALS)
+        ):
             return
         self.record(
             cloudtrail_event(
@@ -170,10 +195,12 @@ class AuditTrail:
         description = summary["StreamDescriptionSummary"]
         if description["StreamStatus"] != "ACTIVE":
             raise ShoalError(ErrorCode.RESOURCE_IN_USE, "the audit stream is not ACTIVE yet")
-        if description["RetentionPeriodHours"] < RETENTION_HOURS:
+        current = description["RetentionPeriodHours"]
+        if current != self._retention_hours:
+            change = "Increase" if current < self._retention_hours else "Decrease"
             await self._kinesis.call(
-                "IncreaseStreamRetentionPeriod",
-                {"StreamName": STREAM_NAME, "RetentionPeriodHours": RETENTION_HOURS},
+                f"{change}StreamRetentionPeriod",
+                {"StreamName": STREAM_NAME, "RetentionPeriodHours": self._retention_hours},
             )
         self._ready = True
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from broker.crypto.master_keys import MasterKeyError, MasterKeys
 from broker.log.encryption import DataKey, KeyUnavailableError
@@ -24,6 +25,15 @@ from broker.meta.image import MetadataImage, StreamDataKey, StreamMeta
 from broker.types import ShardUid, StreamUid
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UnopenableKey:
+    """A data key of the cluster this node's master key does not open, and why."""
+
+    stream: str
+    wrapping: str  # which master key wraps it: `cluster:<id>`, `local:<id>` or `kms:<arn>`
+    error: str
 
 
 class Keyring:
@@ -65,6 +75,25 @@ class Keyring:
             f"shard {shard_uid}: stream {stream.name} has no data key {version} "
             "in this node's metadata image"
         )
+
+    def unopenable(self, image: MetadataImage) -> UnopenableKey | None:
+        """The first data key of `image` this node's master key cannot unwrap, trying one key
+        per wrapping (master key) in use; None when every wrapping opens. The wrapped data
+        keys in the quorum are the check values: a wrong master key fails their AEAD tag, so
+        nothing about the key itself is stored or compared."""
+        tried: set[str] = set()
+        for stream in image.streams.values():
+            for key in stream.data_keys:
+                if key.wrapping in tried:
+                    continue
+                tried.add(key.wrapping)
+                try:
+                    self._data_key(stream, key)
+                except KeyUnavailableError as error:
+                    return UnopenableKey(
+                        stream=stream.name, wrapping=key.wrapping, error=str(error)
+                    )
+        return None
 
     def warm(self, stream: StreamMeta) -> None:
         """Unwraps the stream's keys now (off the write path), raising what `unwrap` would."""

@@ -63,7 +63,12 @@ from broker.gateway.aws_codec import (
 )
 from broker.gateway.probe import GatewayProbe
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
-from broker.gateway.sigv4 import HttpRequest, SigV4Verifier, claimed_region
+from broker.gateway.sigv4 import (
+    HttpRequest,
+    SigV4Verifier,
+    claimed_access_key_id,
+    claimed_region,
+)
 from broker.gateway.validation import KINESIS, REGIONAL_MODELS, service_model, validate_request
 from broker.service.subscriptions import Subscription
 from broker.wire.error_mapping import to_aws_error
@@ -360,6 +365,7 @@ class AwsHttpApp:
         if service is None or operation not in service.operations:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
         access_key_id = None
+        claimed_key_id = None
         request = HttpRequest(
             method=scope["method"],
             path=_raw_path(scope),
@@ -381,8 +387,10 @@ class AwsHttpApp:
                     operation=operation,
                 )
         else:
-            # No signatures checked: the scope still names the region the client addresses.
+            # No signatures checked: the scope still names the region the client addresses,
+            # and the key it claims is what the audit trail records (unverified).
             region = claimed_region(request) or self._region
+            claimed_key_id = claimed_access_key_id(request)
         if region != self._region and service.model not in REGIONAL_MODELS:
             region = self._region  # the rest of the family serves the node's region
         aws_request = decode_request(operation, parsed, wire, model=service.model)
@@ -390,7 +398,7 @@ class AwsHttpApp:
         caller = Caller(
             region=region,
             account_id=self._account_id,
-            access_key_id=access_key_id,
+            access_key_id=access_key_id or claimed_key_id,
             source_address=_client_address(scope),
             door="http",
         )

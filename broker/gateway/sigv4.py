@@ -502,20 +502,36 @@ def _payload_hash(request: HttpRequest, signed_header_names: tuple[str, ...]) ->
 
 
 _CREDENTIAL_REGION = re.compile(r"Credential=[^/,\s]*/[0-9]{8}/([^/,\s]+)/")
+_CREDENTIAL_KEY = re.compile(r"Credential=([A-Za-z0-9]{1,128})/")
+
+
+def _claimed_credential(request: HttpRequest) -> str | None:
+    """The Credential the request's Authorization header or presigned query names, as text
+    (`Credential=KEY/DATE/REGION/...`), unverified; None when unsigned."""
+    authorization = _first_header(request, "authorization")
+    if authorization is not None:
+        return authorization
+    credential = dict(_parse_query(request.query_string)).get(b"X-Amz-Credential")
+    if credential is None:
+        return None
+    return "Credential=" + _decoded(credential)
+
+
+def claimed_access_key_id(request: HttpRequest) -> str | None:
+    """The access key id a request's credential names, read without verifying it: what the
+    audit trail records on nodes that check no signatures. None when unsigned or malformed."""
+    text = _claimed_credential(request)
+    match = None if text is None else _CREDENTIAL_KEY.search(text)
+    return None if match is None else match.group(1)
 
 
 def claimed_region(request: HttpRequest) -> str | None:
     """The region a request's credential scope names, read without verifying it: for nodes that
     check no signatures (no access keys configured), where the scope still says which region
     the client addresses. None when unsigned or not a well-formed region."""
-    authorization = _first_header(request, "authorization")
-    if authorization is not None:
-        text = authorization
-    else:
-        credential = dict(_parse_query(request.query_string)).get(b"X-Amz-Credential")
-        if credential is None:
-            return None
-        text = "Credential=" + _decoded(credential)
+    text = _claimed_credential(request)
+    if text is None:
+        return None
     match = _CREDENTIAL_REGION.search(text)
     if match is None or not namespaces.is_region(match.group(1)):
         return None

@@ -71,7 +71,7 @@ FLAG_ENCRYPTED = 0x02
 _FLAGS_KNOWN = FLAG_CONTROL | FLAG_ENCRYPTED
 
 # (payload, the header's bytes before the CRC) -> the sealed payload, and back.
-Sealer = Callable[[bytes, bytes], bytes]
+Sealer = Callable[[bytes | memoryview, bytes], bytes]
 Opener = Callable[[bytes, bytes], bytes]
 
 # version, flags, arrival_ms, epoch, count; then the CRC32 of (these 18 bytes + payload).
@@ -153,6 +153,10 @@ class StoredRecord(NamedTuple):
     arrival_ms: int  # epoch milliseconds; non-decreasing along a shard's offsets
     partition_key: str
     data: bytes
+    # Whether this replica stored the record's batch sealed (its stream was encrypted when the
+    # batch was appended here): a record's EncryptionType on reads, KMS or NONE, as AWS says
+    # it per record (records written before StartStreamEncryption stay NONE after it).
+    encrypted: bool = False
 
     @property
     def size_bytes(self) -> int:
@@ -363,20 +367,20 @@ def _seal(
     epoch: int,
     flags: int,
     count: int,
-    payload: bytes,
+    payload: bytes | memoryview,
     sealer: Sealer | None,
 ) -> bytes:
     assert version in _READABLE_VERSIONS, version
     if sealer is not None:
         flags |= FLAG_ENCRYPTED
     header = _HEADER_BEFORE_CRC.pack(version, flags, arrival_ms, epoch, count)
-    if sealer is not None:
-        payload = sealer(payload, header)
+    # bytes(...) of a bytes object is that object (no copy); a view is only ever sealed.
+    stored = sealer(payload, header) if sealer is not None else bytes(payload)
     if version == _CRC32_BATCH_VERSION:
-        crc = zlib.crc32(payload, zlib.crc32(header))
+        crc = zlib.crc32(stored, zlib.crc32(header))
     else:
-        crc = google_crc32c.extend(google_crc32c.value(header), payload)
-    return b"".join((header, _CRC.pack(crc), payload))
+        crc = google_crc32c.extend(google_crc32c.value(header), stored)
+    return b"".join((header, _CRC.pack(crc), stored))
 
 
 def batch_crc(value: bytes, version: int) -> int:
@@ -497,6 +501,7 @@ def decode_records(
     position = _skip_records(value, BATCH_HEADER_BYTES, skip)
     unpack_from = _RECORD_HEADER.unpack_from
     arrival_ms = header.arrival_ms
+    encrypted = header.encrypted
     append = taken.append
     new_record = tuple.__new__
     room = records_max - len(taken)
@@ -522,6 +527,7 @@ def decode_records(
                         arrival_ms,
                         value[pk_at:data_at].decode("utf-8"),
                         value[data_at:position],
+                        encrypted,
                     ),
                 )
             )
@@ -562,6 +568,24 @@ def decode_new_records(
     if stop == header.count and position != len(value):
         raise LogCorruptionError("batch has bytes after its records")
     return tuple(taken)
+
+
+def sealed_batch(value: bytes, sealer: Sealer) -> bytes:
+    """The stored bytes of a batch in the clear (`value`, as encoded once and replicated) with
+    its payload sealed by `sealer`: the same header with the encrypted flag and a CRC over the
+    sealed bytes. The payload is taken as it is, so the records are neither decoded nor
+    encoded again (what an encrypted stream's leader and followers store)."""
+    version, flags, arrival_ms, epoch, count = _HEADER_BEFORE_CRC.unpack_from(value, 0)
+    assert not flags & FLAG_ENCRYPTED, "a sealed batch is never sealed again"
+    return _seal(
+        version=version,
+        arrival_ms=arrival_ms,
+        epoch=epoch,
+        flags=flags,
+        count=count,
+        payload=memoryview(value)[BATCH_HEADER_BYTES:],  # read by the cipher, not copied
+        sealer=sealer,
+    )
 
 
 def truncate_batch(

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.streams import internal_names
+
 FIRST_FORMAT = 1  # the format of every cluster from before this negotiation existed
 
 
@@ -46,6 +48,12 @@ _FIRST_IMAGE_VERSION = 4
 # and travel as records, which every release reads: a follower stores what its leader sends,
 # so the format is the whole cluster's choice.
 STORED_BATCHES_LEVEL = 3
+
+# From this level on (the level of the audit trail kept with access control off too), the audit
+# trail's internal stream counts against no account limit (`streams/internal_names.py`). A
+# limit check is a state-machine decision, so every member must make it alike: below the level
+# a binary that counts every stream may still apply the same commands.
+AUDIT_UNCOUNTED_LEVEL = internal_names.AUDIT_UNCOUNTED_LEVEL
 
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
@@ -144,9 +152,11 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
             "StreamMeta": frozenset({"data_keys"}),
         },
         # And, with no command or member of its own: shard leaders write log batches in format
-        # 3 and replicate them as their stored bytes (STORED_BATCHES_LEVEL, issue 18).
+        # 3 and replicate them as their stored bytes (STORED_BATCHES_LEVEL, issue 18); the
+        # audit trail's stream leaves the account's limit counts (AUDIT_UNCOUNTED_LEVEL).
         summary="principals, access keys and identity policies; streams' wrapped data keys; "
-        "shard-log batches written in format 3 (CRC32C) and replicated as their stored bytes",
+        "shard-log batches written in format 3 (CRC32C) and replicated as their stored bytes; "
+        "the audit trail's stream counted against no account limit",
     ),
 )
 

@@ -37,11 +37,18 @@ def hash_keys_from_wire(packed: bytes, records: int) -> list[int] | None:
 def stored_to_proto(records: Sequence[StoredRecord]) -> list[pb.StoredRecord]:
     return [
         pb.StoredRecord(
-            offset=r.offset, arrival_ms=r.arrival_ms, partition_key=r.partition_key, data=r.data
+            offset=r.offset,
+            arrival_ms=r.arrival_ms,
+            partition_key=r.partition_key,
+            data=r.data,
+            encrypted=r.encrypted,  # the serving replica stored it sealed: EncryptionType KMS
         )
         for r in records
     ]
 
 
 def stored_from_proto(records: Sequence[pb.StoredRecord]) -> list[StoredRecord]:
-    return [StoredRecord(Offset(r.offset), r.arrival_ms, r.partition_key, r.data) for r in records]
+    return [
+        StoredRecord(Offset(r.offset), r.arrival_ms, r.partition_key, r.data, r.encrypted)
+        for r in records
+    ]

@@ -27,6 +27,7 @@ from broker.streams.account_settings import (
     BillingCommitment,
     CommitmentStatus,
 )
+from broker.streams.internal_names import counts_against_account
 from broker.streams.namespaces import namespace_of_arn
 from broker.streams.throttling import RATE_NAMES, StreamLimits, ThroughputLimits
 from broker.timestamps import datetime_from_ms
@@ -99,8 +100,10 @@ def account_limits_view(ctx: ServiceContext, image: MetadataImage) -> AccountLim
     own = (namespace.region, namespace.account_id)
     live = [
         meta
-        for meta in image.streams.values()
-        if not meta.is_gone(now_ms=now_ms) and namespace_of_arn(meta.arn) == own
+        for key, meta in image.streams.items()
+        if not meta.is_gone(now_ms=now_ms)
+        and namespace_of_arn(meta.arn) == own
+        and counts_against_account(key, metadata_format=image.metadata_format)
     ]
     account = image.account
     return AccountLimitsView(

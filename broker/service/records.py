@@ -625,7 +625,8 @@ def position_offset(kind: str, offset: int | None, shard: ShardMeta, positions: 
 def records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:
     """The Records of GetRecords and of a SubscribeToShardEvent. Offsets are consecutive apart
     from control records, and a batch shares one arrival time, so numbers and timestamps are
-    made once per run."""
+    made once per run. Each record says how it is stored (EncryptionType KMS when its batch
+    was sealed on the replica that served it, else NONE), as AWS does per record."""
     if not records:
         return []
     first = records[0].offset
@@ -643,6 +644,7 @@ def records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dic
                 "ApproximateArrivalTimestamp": arrival,
                 "Data": record.data,
                 "PartitionKey": record.partition_key,
+                "EncryptionType": "KMS" if record.encrypted else "NONE",
             }
         )
     return shaped

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
+import cbor2
+import httpx
 import pytest
 
 from broker.clock import ManualClock
@@ -24,7 +26,7 @@ from broker.crypto.master_keys import (
 from broker.node import Node
 from broker.types import StreamName
 from tests.compat.conftest import boto_client, call
-from tests.conftest import node_config, running_node
+from tests.conftest import connected_client, node_config, running_node
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +84,75 @@ async def read_all(kinesis: Any, name: str) -> list[bytes]:
     return [record["Data"] for record in answer["Records"]]
 
 
+async def encryption_types_by_door(
+    node: Node, kinesis: Any, clock: ManualClock, name: str
+) -> dict[str, list[str]]:
+    """Each record's EncryptionType from TRIM_HORIZON, as GetRecords answers it through boto3
+    (JSON), raw CBOR and gRPC, and as SubscribeToShard pushes it through boto3 and gRPC."""
+    shard = (await call(kinesis.list_shards, StreamName=name))["Shards"][0]["ShardId"]
+    start = {"StreamName": name, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"}
+    types: dict[str, list[str]] = {}
+
+    iterator = (await call(kinesis.get_shard_iterator, **start))["ShardIterator"]
+    answer = await call(kinesis.get_records, ShardIterator=iterator)
+    types["json"] = [record["EncryptionType"] for record in answer["Records"]]
+
+    iterator = (await call(kinesis.get_shard_iterator, **start))["ShardIterator"]
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            f"http://127.0.0.1:{node.http_port}",
+            headers={
+                "x-amz-target": "Kinesis_20131202.GetRecords",
+                "content-type": "application/x-amz-cbor-1.1",
+            },
+            content=cbor2.dumps({"ShardIterator": iterator}),
+        )
+    assert response.status_code == 200, response.content
+    # Tag 1 holds epoch milliseconds here (the Java SDK's reading), not cbor2's seconds.
+    answer = cbor2.loads(response.content, semantic_decoders={1: lambda value, _: value})
+    types["cbor"] = [record["EncryptionType"] for record in answer["Records"]]
+
+    stream_arn = (await summary(kinesis, name))["StreamARN"]
+    consumer = await call(kinesis.register_stream_consumer, StreamARN=stream_arn, ConsumerName="t")
+    consumer_arn = consumer["Consumer"]["ConsumerARN"]
+    clock.advance(ms=200)  # the consumer is ACTIVE (consumer_creating_ms)
+    async with connected_client(node) as grpc_client:
+        token = (await grpc_client.call("GetShardIterator", start))["ShardIterator"]
+        got = await grpc_client.call("GetRecords", {"ShardIterator": token})
+        types["grpc"] = [record["EncryptionType"] for record in got["Records"]]
+        count = len(got["Records"])
+
+        def subscribed_by_boto3() -> list[str]:
+            seen: list[str] = []
+            events = kinesis.subscribe_to_shard(
+                ConsumerARN=consumer_arn, ShardId=shard, StartingPosition={"Type": "TRIM_HORIZON"}
+            )["EventStream"]
+            for message in events:  # bounded by botocore's read timeout
+                seen += [r["EncryptionType"] for r in message["SubscribeToShardEvent"]["Records"]]
+                if len(seen) >= count:
+                    break
+            events.close()
+            return seen
+
+        types["boto3-subscribe"] = await asyncio.to_thread(subscribed_by_boto3)
+        stream = grpc_client.subscribe_to_shard(
+            {
+                "ConsumerARN": consumer_arn,
+                "ShardId": shard,
+                "StartingPosition": {"Type": "TRIM_HORIZON"},
+            }
+        )
+        seen: list[str] = []
+        while len(seen) < count:
+            event = await stream.next_event(timeout_s=10)
+            assert event is not None, seen
+            seen += [r["EncryptionType"] for r in event["SubscribeToShardEvent"]["Records"]]
+        await stream.aclose()
+        types["grpc-subscribe"] = seen
+    await call(kinesis.deregister_stream_consumer, ConsumerARN=consumer_arn)
+    return types
+
+
 async def error_of(function: Any, **kwargs: Any) -> tuple[str, str]:
     with pytest.raises(botocore.exceptions.ClientError) as caught:
         await call(function, **kwargs)
@@ -135,6 +206,12 @@ async def test_records_are_sealed_from_start_to_stop_and_keys_rotate(
         b"SEALED-rotated",
         *[b"AFTER-clear"] * 3,
     ]
+    # Each record says how it was stored, on every door: records written before the start
+    # stay NONE, those sealed stay KMS after the stop.
+    expected_types = ["NONE"] * 3 + ["KMS"] * 4 + ["NONE"] * 3
+    doors = ("json", "cbor", "grpc", "boto3-subscribe", "grpc-subscribe")
+    types = await encryption_types_by_door(node, kinesis, clock, "vault")
+    assert types == dict.fromkeys(doors, expected_types)
     on_disk = stored_bytes(node.data_dir)
     # The scan sees what is stored in the clear (so it can fail), and none of the sealed.
     assert b"BEFORE-cleartext" in on_disk

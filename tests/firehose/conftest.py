@@ -146,13 +146,16 @@ async def advance_until(
 ) -> None:
     """Moves the clock past a buffering interval until `predicate()` holds (bounded). Moving it
     again each round, rather than once, covers a deliverer that had not yet read the records
-    (its buffer opens when it reads them) when the clock first moved."""
+    (its buffer opens when it reads them) when the clock first moved. Each move is followed by
+    real time before the check: a jump longer than the node's session timeout lets the
+    controller fence the node until its next heartbeat, so the caller's next request should not
+    follow a jump at once."""
     async with asyncio.timeout(deadline_s):
         while True:
             clock.advance(ms=interval_ms + 1_000)
+            await asyncio.sleep(0.3)
             if await predicate():
                 return
-            await asyncio.sleep(0.3)
 
 
 def s3_destination(bucket: str, **extra: Any) -> dict[str, Any]:

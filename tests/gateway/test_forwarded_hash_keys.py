@@ -24,13 +24,18 @@ import pytest
 
 from broker.client.capacity import CapacityClient
 from broker.clock import ManualClock, SystemClock
-from broker.log.records import NewRecord
+from broker.log.records import NewRecord, StoredRecord
 from broker.meta.image import ShardState
 from broker.meta.state_machine import apply
 from broker.node import Node
 from broker.rpc.channels import Channels
 from broker.rpc.forwarder import GrpcShardForwarder
-from broker.rpc.shard_codec import hash_keys_from_wire, hash_keys_to_wire
+from broker.rpc.shard_codec import (
+    hash_keys_from_wire,
+    hash_keys_to_wire,
+    stored_from_proto,
+    stored_to_proto,
+)
 from broker.service.shards import AppendResult, ShardClient
 from broker.types import NodeId, Offset, ShardUid, StreamName, StreamUid
 from tests.conftest import connected_client, node_config
@@ -165,3 +170,14 @@ async def test_forwarded_explicit_hash_keys_place_the_split_key(leader: Node) ->
             await asyncio.sleep(0.05)
     assert loads[0]["records_per_second"] > 0
     assert 0 < int(loads[0]["split_hash_key"]) < LOW, loads[0]  # MD5s would put it >= 2^127
+
+
+def test_records_read_through_another_node_keep_how_they_were_stored() -> None:
+    """A ShardRead answered by another replica carries each record's sealed flag, so a
+    forwarded GetRecords says EncryptionType KMS or NONE as a local read does."""
+    records = [
+        StoredRecord(Offset(7), 1_000, "k", b"clear"),
+        StoredRecord(Offset(8), 1_001, "k", b"sealed", True),
+    ]
+    assert stored_from_proto(stored_to_proto(records)) == records
+    assert [r.encrypted for r in stored_from_proto(stored_to_proto(records))] == [False, True]

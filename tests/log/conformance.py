@@ -76,7 +76,11 @@ class LogStoreContract:
         assert [r.offset for r in records] == list(range(6))
         assert [r.arrival_ms for r in records] == [100] * 5 + [120]
         assert records[4] == StoredRecord(
-            offset=Offset(4), arrival_ms=100, partition_key="pk4", data=b"\x01" * 3
+            offset=Offset(4),
+            arrival_ms=100,
+            partition_key="pk4",
+            data=b"\x01" * 3,
+            encrypted=self.sealed,
         )
         assert store.log_start(A) == 0
         assert store.log_end(A) == 6
@@ -386,6 +390,7 @@ class LogStoreContract:
     # --- Replica state (decisions/0002): epochs, history, promise, HW, catch-up reads -------
 
     persistent = False  # stores whose make_store reopens the same data set this
+    sealed = False  # stores that seal every batch: their records read back as encrypted
 
     def test_append_keeps_each_batch_epoch_and_opens_history_entries(self, store: LogStore) -> None:
         assert store.epoch_history(A) == ()

@@ -44,6 +44,7 @@ class Keys:
 
 class TestEncryptedRocksLogStore(LogStoreContract):
     persistent = True
+    sealed = True
 
     # Not re-run sealed: these exercise only batch headers, offsets and replica state, which
     # sealing leaves in the clear and unchanged (TestRocksLogStore runs them). Sealing is a
@@ -88,6 +89,9 @@ def test_batches_are_sealed_on_disk_and_key_versions_open(tmp_path: Path) -> Non
     store.append([batch(A, 3, 2, arrival_ms=2, tag="rotated")])
     expected = read_all(store, A)
     assert [r.offset for r in expected] == [0, 1, 2, 3, 4]
+    # Each record read says whether its batch was stored sealed (GetRecords' EncryptionType).
+    assert all(r.encrypted for r in expected)
+    assert [r.encrypted for r in read_all(store, B)] == [False, False]
     assert [r.partition_key for r in expected] == [
         "pksecret0",
         "pksecret1",

@@ -400,3 +400,15 @@ def test_shard_log_batches_below_the_stored_level_are_what_the_previous_release_
     answers = _previous_reads_batches(previous_code, [("stored", stored), ("envelope", wire)])
     assert "unknown format version 3" in answers[0]
     assert "one,two" not in answers[1]
+
+
+def test_the_audit_trail_leaves_the_account_counts_at_level_3() -> None:
+    """Limit checks are state-machine decisions: below the level, a binary that counts every
+    stream may apply the same commands, so the audit trail's stream counts there too."""
+    from broker.meta.metadata_format import AUDIT_UNCOUNTED_LEVEL
+    from broker.streams.internal_names import AUDIT_TRAIL_STREAM, counts_against_account
+
+    assert AUDIT_UNCOUNTED_LEVEL == 3
+    assert counts_against_account(AUDIT_TRAIL_STREAM, metadata_format=2)
+    assert not counts_against_account(AUDIT_TRAIL_STREAM, metadata_format=3)
+    assert counts_against_account("orders", metadata_format=3)

@@ -9,6 +9,7 @@ read-only tmpfs, another node's directory, a newer format), and signals.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -213,3 +214,46 @@ def test_json_logs_and_unknown_variables(tmp_path: Path) -> None:
     typo = by_event["unknown_setting_variable"]
     assert typo["level"] == "warning"
     assert "did you mean SHOAL_RAFT_PASSWORD?" in typo["detail"]
+
+
+def test_a_node_whose_master_key_cannot_open_the_data_keys_is_refused(tmp_path: Path) -> None:
+    """A node started with another key file than the one that wraps the cluster's data keys
+    (each node given its own `shoal encryption rotate-master-key` output, say) would be a
+    replica that can neither store nor serve encrypted streams: it refuses to start, naming
+    the setting and the fix. The stream is encrypted by an in-process node on the same data
+    directory (cheaper than a first process); the refused start is a real `shoal serve`."""
+    from broker.clock import ManualClock
+    from broker.crypto.master_keys import create_key_file
+    from tests.conftest import connected_client, node_config, running_node
+
+    right, wrong = tmp_path / "right" / "keys.json", tmp_path / "wrong" / "keys.json"
+    create_key_file(right)
+    create_key_file(wrong)
+    config = node_config(
+        tmp_path / "node",
+        settings={"encryption_master_key": "file", "encryption_key_file": right},
+    )
+
+    async def encrypt_a_stream() -> None:
+        clock = ManualClock(wall_ms=int(time.time() * 1000))
+        async with running_node(config, clock) as node, connected_client(node) as client:
+            await client.call("CreateStream", {"StreamName": "vault", "ShardCount": 1})
+            await client.call(
+                "StartStreamEncryption",
+                {"StreamName": "vault", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
+            )
+
+    asyncio.run(encrypt_a_stream())
+    env = serve_env(
+        config.data_dir,
+        node_id=config.node_id,
+        grpc_port=str(config.grpc_port),
+        raft_port=str(config.raft_port),
+        http_port=str(config.http_port),
+        encryption_master_key="file",
+        encryption_key_file=str(wrong),
+    )
+    line = refused(serve(env))
+    assert "cannot unwrap the data keys of encrypted stream 'vault'" in line
+    assert f"encryption_key_file ({str(wrong)!r}) must be the same key file on every node" in line
+    assert "local:" in line  # which master key wraps them, never the key itself

@@ -19,6 +19,7 @@ from broker.meta.commands import UpdateAccountLimits, UpdateAccountSettings, Upd
 from broker.meta.image import MetadataImage, ReshardKind, StreamMeta, StreamMode
 from broker.meta.transitions.common import live_stream, with_stream
 from broker.streams import account_settings, throttling
+from broker.streams.internal_names import counts_against_account
 from broker.streams.namespaces import namespace_of_arn
 
 _LIMITS_PAGE = (
@@ -29,12 +30,15 @@ _LIMITS_PAGE = (
 
 
 def _live_streams(image: MetadataImage, *, now_ms: int, arn: str) -> list[StreamMeta]:
-    """The live streams of the namespace of the stream whose ARN is `arn`."""
+    """The live streams of the namespace of the stream whose ARN is `arn` that the account's
+    limits count (not the audit trail's)."""
     namespace = namespace_of_arn(arn)
     return [
         meta
-        for meta in image.streams.values()
-        if not meta.is_gone(now_ms=now_ms) and namespace_of_arn(meta.arn) == namespace
+        for key, meta in image.streams.items()
+        if not meta.is_gone(now_ms=now_ms)
+        and namespace_of_arn(meta.arn) == namespace
+        and counts_against_account(key, metadata_format=image.metadata_format)
     ]
 
 

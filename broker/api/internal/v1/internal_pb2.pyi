@@ -782,10 +782,13 @@ class StoredRecord(_message.Message):
     ARRIVAL_MS_FIELD_NUMBER: _builtins.int
     PARTITION_KEY_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    ENCRYPTED_FIELD_NUMBER: _builtins.int
     offset: _builtins.int
     arrival_ms: _builtins.int
     partition_key: _builtins.str
     data: _builtins.bytes
+    encrypted: _builtins.bool
+    """the serving replica stored it sealed: EncryptionType KMS on reads"""
     def __init__(
         self,
         *,
@@ -793,10 +796,11 @@ class StoredRecord(_message.Message):
         arrival_ms: _builtins.int = ...,
         partition_key: _builtins.str = ...,
         data: _builtins.bytes = ...,
+        encrypted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_ms", b"arrival_ms", "data", b"data", "offset", b"offset", "partition_key", b"partition_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrival_ms", b"arrival_ms", "data", b"data", "encrypted", b"encrypted", "offset", b"offset", "partition_key", b"partition_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
