@@ -170,6 +170,10 @@ async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_reco
     cluster: Cluster,
 ) -> None:
     await _append(cluster, NODES[0], 1, b"one")
+    # The test names the new leader itself rather than choosing the longest log among the
+    # promises as the controller does, so every replica must hold the record first (it is
+    # committed once one follower holds it, and b may not have it yet).
+    await _wait(lambda: all(cluster.statistics(n)[0] == 2 for n in NODES))
     for node in NODES[1:]:
         promise = await cluster.drivers[node].prepare(SHARD, 2)
         assert promise is not None
