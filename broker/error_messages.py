@@ -666,27 +666,42 @@ def invalid_sequence_number(*, text: object) -> str:
 
 
 def sequence_number_other_shard(
-    *, field: object, encoded_shard_id: object, shard_id: object, stream_name: object
+    *, field: object, encoded_shard_id: object, shard_id: object
 ) -> str:
     return (
         f"Invalid {field}. It encodes {encoded_shard_id}, while it was used in a call to a shard "
-        f"with {shard_id} in stream {stream_name}."
+        f"with {shard_id}"
     )
 
 
 def sequence_number_other_stream(
-    *, field: object, text: object, shard_id: object, stream_name: object
+    *,
+    field: object,
+    text: object,
+    operation: object,
+    shard_id: object,
+    stream_name: object,
+    account_id: object,
 ) -> str:
     return (
-        f"{field} {text} used on shard {shard_id} in stream {stream_name} is invalid because it "
-        "did not come from this stream."
+        f"{field} {text} used in {operation} on shard {shard_id} in stream {stream_name} under "
+        f"account {account_id} is invalid because it did not come from this stream."
     )
 
 
 def sequence_number_invalid(
-    *, field: object, text: object, shard_id: object, stream_name: object
+    *,
+    field: object,
+    text: object,
+    operation: object,
+    shard_id: object,
+    stream_name: object,
+    account_id: object,
 ) -> str:
-    return f"{field} {text} used on shard {shard_id} in stream {stream_name} is invalid."
+    return (
+        f"{field} {text} used in {operation} on shard {shard_id} in stream {stream_name} under "
+        f"account {account_id} is invalid."
+    )
 
 
 # streams/shard_listing.py

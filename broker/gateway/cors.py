@@ -17,6 +17,8 @@ PREFLIGHT_MAX_AGE_S = 172_800
 EXPOSED_HEADERS = (
     "x-amzn-RequestId,x-amzn-ErrorType,x-amz-request-id,x-amz-id-2,x-amzn-ErrorMessage,Date"
 )
+# What AWS's front end exposes on the errors it answers itself (the XML 403s).
+FRONT_END_EXPOSED_HEADERS = "x-amz-request-id, x-amz-id-2"
 _ID_2_BYTES = 72
 
 Headers = list[tuple[str, str]]
@@ -40,10 +42,12 @@ def preflight_headers(headers: Mapping[str, str]) -> Headers:
     return answer
 
 
-def answer_headers(headers: Mapping[str, str]) -> Headers:
-    """What every other answer carries besides its own headers."""
+def answer_headers(headers: Mapping[str, str], *, front_end: bool = False) -> Headers:
+    """What every other answer carries besides its own headers; `front_end` for the errors
+    AWS's front end answers itself, which expose only its request ids."""
     answer: Headers = [("x-amz-id-2", base64.b64encode(os.urandom(_ID_2_BYTES)).decode("ascii"))]
     if headers.get("origin"):
         answer.append(("access-control-allow-origin", "*"))
-        answer.append(("access-control-expose-headers", EXPOSED_HEADERS))
+        exposed = FRONT_END_EXPOSED_HEADERS if front_end else EXPOSED_HEADERS
+        answer.append(("access-control-expose-headers", exposed))
     return answer

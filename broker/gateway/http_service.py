@@ -76,6 +76,7 @@ from broker.wire.error_mapping import to_aws_error
 log = logging.getLogger(__name__)
 
 _NO_OPERATION_MESSAGE = "Unable to determine service/operation name to be authorized"
+_MISSING_TOKEN_MESSAGE = "Missing Authentication Token"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +84,9 @@ class _Response:
     status: int
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    # Answered by AWS's front end before any service (its XML errors): it exposes fewer
+    # headers to a page (cors.py).
+    front_end: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +122,10 @@ def _xml_error(status: int, name: str, message: str | None) -> _Response:
     else:
         body = f"<{name}>\n  <Message>{message}</Message>\n</{name}>\n"
     return _Response(
-        status=status, headers=(("x-amzn-errortype", name),), body=body.encode("utf-8")
+        status=status,
+        headers=(("x-amzn-errortype", name),),
+        body=body.encode("utf-8"),
+        front_end=True,
     )
 
 
@@ -129,12 +136,22 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+def _no_operation(scope: Scope, by_name: dict[str, str]) -> _Response:
+    """AWS's front end's answer to a request it cannot map to an operation (another method,
+    another content type): 403 in XML, MissingAuthenticationToken when the request carries no
+    signature at all, else AccessDenied."""
+    query = bytes(scope.get("query_string", b""))
+    if "authorization" not in by_name and b"X-Amz-Algorithm" not in query:
+        return _xml_error(403, "MissingAuthenticationTokenException", _MISSING_TOKEN_MESSAGE)
+    return _xml_error(403, "AccessDeniedException", _NO_OPERATION_MESSAGE)
+
+
 def _plain_json_answer(body: bytes) -> _Response:
     """AWS's answer to a non-empty `application/json` body (not the JSON 1.1 protocol): 200
     with Coral's generic envelope, SerializationException for a body that is not a JSON object
     and UnknownOperationException otherwise, whatever the target (as kinesalite recorded)."""
     try:
-        parsed = orjson.loads(body)
+        parsed = orjson.loads(body) if body else {}
     except ValueError:
         parsed = None
     if isinstance(parsed, dict):
@@ -271,7 +288,6 @@ class AwsHttpApp:
                 request_id,
             )
             return
-        extra = cors.answer_headers(request_headers)
         try:
             response = await self._respond(scope, receive)
         except _ClientGone:
@@ -282,6 +298,9 @@ class AwsHttpApp:
             response = _error_response(
                 ShoalError(ErrorCode.INTERNAL_FAILURE), wire or WireFormat.JSON
             )
+        extra = cors.answer_headers(
+            request_headers, front_end=isinstance(response, _Response) and response.front_end
+        )
         if isinstance(response, _Streaming):
             if self._probe is not None:
                 self._report(scope, _Response(status=200), time.perf_counter() - started)
@@ -320,7 +339,7 @@ class AwsHttpApp:
         headers = _headers(scope)
         by_name = dict(headers)
         if scope["method"] != "POST":
-            return _xml_error(403, "AccessDeniedException", _NO_OPERATION_MESSAGE)
+            return _no_operation(scope, by_name)
         http2 = scope.get("http_version") == "2"
         declared = _declared_length(by_name)
         if declared is not None and declared > limits.http_body_bytes_max and not http2:
@@ -332,17 +351,15 @@ class AwsHttpApp:
         service_name, _, operation = by_name.get("x-amz-target", "").partition(".")
         service = self._services.get(service_name)
         known = service is not None and operation in service.operations
-        if not body:
-            # AWS answers an empty body in JSON only when the request said JSON.
-            answer_in = WireFormat.JSON if wire is WireFormat.JSON else WireFormat.CBOR
-            code = ErrorCode.SERIALIZATION if known else ErrorCode.UNKNOWN_OPERATION
-            return _error_response(ShoalError(code, NO_MESSAGE), answer_in)
         if wire is None and _media_type(by_name.get("content-type", "")) == _PLAIN_JSON:
             return _plain_json_answer(body)
         if wire is None:
-            if not service_name or not operation:
-                return _xml_error(403, "AccessDeniedException", _NO_OPERATION_MESSAGE)
-            return _xml_error(404, "UnknownOperationException", None)
+            # Not a protocol AWS's front end serves: it cannot name the operation, whatever
+            # the target or the body (kinesalite's recordings of AWS).
+            return _no_operation(scope, by_name)
+        if not body:
+            code = ErrorCode.SERIALIZATION if known else ErrorCode.UNKNOWN_OPERATION
+            return _error_response(ShoalError(code, NO_MESSAGE), wire)
         try:
             document = await self._call(scope, headers, by_name, body, wire, operation, service)
         except ShoalError as error:

@@ -288,8 +288,9 @@ def _read_claim(request: HttpRequest) -> _Claim:
         raise ShoalError(ErrorCode.INVALID_SIGNATURE, error_messages.BOTH_AUTHORIZATION_FORMS)
     if has_query_auth:
         return _read_query_claim(query)
-    # AWS treats an Authorization header of another scheme (Basic, Bearer) as no token at all.
-    if authorization is None or not authorization.strip().startswith("AWS4-"):
+    # Any Authorization header is read as a SigV4 one: AWS answers a bare token or another
+    # scheme (Bearer, Basic) with IncompleteSignature naming what it lacks, not as no token.
+    if authorization is None:
         raise ShoalError(ErrorCode.MISSING_AUTHENTICATION_TOKEN)
     return _read_header_claim(request, authorization, query)
 

@@ -40,6 +40,7 @@ from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThr
 from broker.service.throughput import get_records_rate_exceeded, rate_exceeded
 from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_bytes_hash
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
+from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
     decode_sequence_number,
     offset_for_sequence_number,
@@ -394,7 +395,10 @@ class RecordsApi:
         if number is not None:
             # Checked before the shard is asked, so a bad number is an error even when throttled.
             offset = offset_for_sequence_number(
-                number, shard=shard, stream_name=stream.display_name
+                number,
+                shard=shard,
+                stream_name=stream.display_name,
+                account_id=namespace_of_arn(stream.arn)[1],
             )
         positions = await self._read_shard(
             stream,

@@ -99,6 +99,7 @@ from broker.service.records import (
     records_shape,
 )
 from broker.service.shards import ReadRequest, ReadResult, ReadThrottle
+from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
     offset_for_sequence_number,
     sequence_number_for,
@@ -608,7 +609,9 @@ class Subscriptions:
             offset = offset_for_sequence_number(
                 number,
                 shard=shard,
-                stream_name=stream.name,
+                stream_name=stream.display_name,
+                account_id=namespace_of_arn(stream.arn)[1],
+                operation="SubscribeToShard",
                 field="StartingPosition.SequenceNumber",
             )
         timestamp = position.get("Timestamp")

@@ -183,45 +183,100 @@ def encode_legacy_sequence_number(position: SequencePosition) -> str:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _ForeignNumber:
+    """How AWS reads a number of one of its own layouts: the shard index it encodes, and the
+    number as AWS echoes it when refusing it."""
+
+    shard_index: int
+    echoed: str
+
+
+# AWS's layouts, as kinesalite recorded AWS decoding them. Version 0 (2013): 128 bits whose
+# hex digits are a leading digit, the shard's creation in seconds (9), 18 opaque digits and
+# the shard index (4); smaller values read as if 2**124 were added, and AWS echoes them with a
+# leading 1. Versions 1 and 2 (today's 56 digits): a 188-bit number in [2**185, 1.5 * 2**185)
+# ending in its version digit, with the 32-bit shard index in the 8 hex digits before it.
+_AWS_V0_FLOOR = 2**124
+_AWS_V0_END = 2**129
+_AWS_V0_CREATED_S_END = 16025175000  # AWS refuses a creation time from this second on
+_AWS_V2_FLOOR = 2**185
+_AWS_V2_END = 3 * 2**184
+
+
+def _foreign_number(text: str) -> _ForeignNumber | None:
+    """AWS's reading of a number Shoal did not issue; None for one AWS calls invalid."""
+    if _SEQUENCE_NUMBER_PATTERN.fullmatch(text) is None:
+        return None
+    value = int(text)
+    if value < _AWS_V0_FLOOR:
+        value += _AWS_V0_FLOOR
+    digits = f"{value:x}"
+    if value < _AWS_V0_END:
+        if int(digits[1:10], 16) >= _AWS_V0_CREATED_S_END:
+            return None
+        return _ForeignNumber(
+            shard_index=int(digits[28:32], 16), echoed=str(int("1" + digits[1:], 16))
+        )
+    if not _AWS_V2_FLOOR < value < _AWS_V2_END:
+        return None
+    version = int(digits[-1], 16)
+    shard_digits = digits[38:46]
+    if version == 2 and (int(digits[11], 16) > 7 or int(shard_digits[0], 16) > 7):
+        return None  # the record counter or the shard index out of AWS's range
+    if version not in (1, 2):
+        return None
+    return _ForeignNumber(shard_index=int(shard_digits, 16), echoed=text)
+
+
 def offset_for_sequence_number(
     text: str,
     *,
     shard: ShardMeta,
     stream_name: str,
+    account_id: str,
+    operation: str = "GetShardIterator",
     field: str = "StartingSequenceNumber",
 ) -> int:
     """The offset in `shard` that `text` names; InvalidArgumentException if it is not from it.
 
-    `field` names the request member in messages (GetShardIterator's StartingSequenceNumber by
-    default; SequenceNumberForOrdering, checkpoints and so on pass their own). The offset is not
-    checked against the shard's log: whether it is past the end is the caller's question.
+    `field` and `operation` name the request member and the call in messages (GetShardIterator's
+    StartingSequenceNumber by default). A number Shoal did not issue is judged as AWS judges it
+    (`_foreign_number`): one of another shard is named as such, one of AWS's own layouts as not
+    from this stream, anything else as invalid. The offset is not checked against the shard's
+    log: whether it is past the end is the caller's question.
     """
+    where = {
+        "field": field,
+        "operation": operation,
+        "shard_id": shard.shard_id,
+        "stream_name": stream_name,
+        "account_id": account_id,
+    }
     try:
         position = decode_sequence_number(text)
     except ShoalError as error:
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT,
-            error_messages.sequence_number_invalid(
-                field=field, text=text, shard_id=shard.shard_id, stream_name=stream_name
-            ),
-        ) from error
+        foreign = _foreign_number(text)
+        if foreign is None:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                error_messages.sequence_number_invalid(text=text, **where),
+            ) from error
+        position = SequencePosition(shard_created_ms=-1, shard_index=foreign.shard_index, offset=0)
+        text = foreign.echoed
     if position.shard_index != shard.index:
-        encoded_shard_id = f"shardId-{position.shard_index:012d}"
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
             error_messages.sequence_number_other_shard(
                 field=field,
-                encoded_shard_id=encoded_shard_id,
+                encoded_shard_id=f"shardId-{position.shard_index:012d}",
                 shard_id=shard.shard_id,
-                stream_name=stream_name,
             ),
         )
     if position.shard_created_ms != shard.created_ms:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            error_messages.sequence_number_other_stream(
-                field=field, text=text, shard_id=shard.shard_id, stream_name=stream_name
-            ),
+            error_messages.sequence_number_other_stream(text=text, **where),
         )
     return position.offset
 

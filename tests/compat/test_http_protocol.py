@@ -294,13 +294,13 @@ def error_of(response: httpx.Response) -> tuple[int, str]:
 # (method, operation, content type, body) -> (status, __type, format of the answer); the
 # cases share one node, since each starts in about a second.
 MALFORMED = [
-    ("GET", None, None, b"", 403, "AccessDeniedException", None),
-    ("PUT", "ListStreams", JSON, b"{}", 403, "AccessDeniedException", None),
+    ("GET", None, None, b"", 403, "MissingAuthenticationTokenException", None),
+    ("PUT", "ListStreams", JSON, b"{}", 403, "MissingAuthenticationTokenException", None),
     ("POST", "ListStreams", JSON, b"", 400, "SerializationException", JSON),
     ("POST", "Nope", JSON, b"", 400, "UnknownOperationException", JSON),
     ("POST", "ListStreams", CBOR, b"", 400, "SerializationException", CBOR),
-    ("POST", "ListStreams", None, b"", 400, "SerializationException", CBOR),
-    ("POST", None, "text/plain", b"{}", 403, "AccessDeniedException", None),
+    ("POST", "ListStreams", None, b"", 403, "MissingAuthenticationTokenException", None),
+    ("POST", None, "text/plain", b"{}", 403, "MissingAuthenticationTokenException", None),
     ("POST", "ListStreams", JSON, b"{not json", 400, "SerializationException", JSON),
     ("POST", "ListStreams", JSON, b"[1, 2]", 400, "SerializationException", JSON),
     ("POST", "ListStreams", JSON, b"\xff\xfe", 400, "SerializationException", JSON),
@@ -330,6 +330,25 @@ async def test_malformed_requests(endpoint: str) -> None:
                 assert cbor2.loads(response.content)["__type"] == error, case
             else:
                 assert response.text.startswith(f"<{error}"), case
+        # AWS's front end (kinesalite's recordings): a request it cannot map to an operation
+        # is AccessDenied once it carries a signature, whatever the target or the body, and
+        # exposes only its request ids to a page.
+        for method, operation, content_type in [
+            ("GET", None, None),
+            ("POST", "ListStreams", None),
+            ("POST", "ListStream", None),
+            ("POST", None, "application/x-amz-json-1.0"),
+        ]:
+            signed = headers(operation, content_type) | {"authorization": "X", "origin": "o"}
+            response = await client.request(method, endpoint, headers=signed)
+            assert error_of(response) == (403, "AccessDeniedException"), (method, operation)
+            assert response.text == (
+                "<AccessDeniedException>\n  <Message>Unable to determine service/operation name "
+                "to be authorized</Message>\n</AccessDeniedException>\n"
+            )
+            assert response.headers["access-control-allow-origin"] == "*"
+            exposed = response.headers["access-control-expose-headers"]
+            assert exposed == "x-amz-request-id, x-amz-id-2"
 
 
 async def test_errors_aws_sends_without_a_message(endpoint: str) -> None:
@@ -365,9 +384,17 @@ async def test_application_json_is_answered_as_aws_answers_it(endpoint: str) -> 
                 "Output": {"__type": f"com.amazon.coral.service#{error_type}", key: None},
                 "Version": "1.0",
             }
-        empty = await client.post(endpoint, headers=headers("ListStreams", plain), content=b"")
-        assert empty.status_code == 400
-        assert empty.headers["content-type"] == CBOR  # as for every body that is not JSON 1.1
+        # An empty body too, with or without a target (kinesalite's recordings).
+        for operation in ("ListStreams", None):
+            empty = await client.post(endpoint, headers=headers(operation, plain), content=b"")
+            assert empty.status_code == 200
+            assert empty.json() == {
+                "Output": {
+                    "__type": "com.amazon.coral.service#UnknownOperationException",
+                    "message": None,
+                },
+                "Version": "1.0",
+            }
 
 
 async def test_cors_as_aws_serves_it(endpoint: str) -> None:

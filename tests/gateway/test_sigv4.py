@@ -183,10 +183,28 @@ def test_an_unknown_access_key_is_an_unrecognized_client() -> None:
 def test_an_unsigned_request_is_missing_its_authentication_token() -> None:
     unsigned = _drop_header(_botocore_request(), "authorization")
     assert _error(unsigned).code is ErrorCode.MISSING_AUTHENTICATION_TOKEN
+    assert _error(unsigned).message == "Missing Authentication Token"
+
+
+def test_an_authorization_header_of_another_form_is_an_incomplete_signature() -> None:
+    """AWS reads any Authorization header as SigV4 (kinesalite's recording of `Authorization:
+    X`; API clients sending a bare JWT or `Bearer <token>` to AWS get the same answers)."""
+    bare = _replace_header(_drop_header(_botocore_request(), "x-amz-date"), "authorization", "X")
+    error = _error(bare)
+    assert error.code is ErrorCode.INCOMPLETE_SIGNATURE
+    assert error.message == (
+        "Authorization header requires 'Credential' parameter. Authorization header requires "
+        "'Signature' parameter. Authorization header requires 'SignedHeaders' parameter. "
+        "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
+        "Authorization=X"
+    )
     basic = _replace_header(_botocore_request(), "authorization", "Basic dXNlcjpwYXNz")
     error = _error(basic)
-    assert error.code is ErrorCode.MISSING_AUTHENTICATION_TOKEN
-    assert error.message == "Missing Authentication Token"
+    assert error.code is ErrorCode.INCOMPLETE_SIGNATURE
+    assert error.message == (
+        "'dXNlcjpwYXNz' not a valid key=value pair (missing equal-sign) in Authorization header: "
+        "'Basic dXNlcjpwYXNz'."
+    )
 
 
 @pytest.mark.parametrize(

@@ -143,14 +143,14 @@ def test_offset_for_sequence_number_accepts_own_shard() -> None:
     stream = make_stream(2)
     shard = stream.shards[1]
     text = sequence_number_for(shard, 42)
-    assert offset_for_sequence_number(text, shard=shard, stream_name="s") == 42
+    assert offset_for_sequence_number(text, shard=shard, stream_name="s", account_id="1") == 42
 
 
 def test_offset_for_sequence_number_rejects_another_shard() -> None:
     stream = make_stream(2)
     text = sequence_number_for(stream.shards[0], 42)
     with pytest.raises(ShoalError) as caught:
-        offset_for_sequence_number(text, shard=stream.shards[1], stream_name="s")
+        offset_for_sequence_number(text, shard=stream.shards[1], stream_name="s", account_id="1")
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
     assert "It encodes shardId-000000000000" in caught.value.message
     assert "shardId-000000000001" in caught.value.message
@@ -160,7 +160,9 @@ def test_offset_for_sequence_number_rejects_another_incarnation() -> None:
     old = make_stream(1, created_ms=CREATED_MS).shards[0]
     new = make_stream(1, created_ms=CREATED_MS + 5).shards[0]
     with pytest.raises(ShoalError) as caught:
-        offset_for_sequence_number(sequence_number_for(old, 1), shard=new, stream_name="s")
+        offset_for_sequence_number(
+            sequence_number_for(old, 1), shard=new, stream_name="s", account_id="1"
+        )
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
     assert "did not come from this stream" in caught.value.message
 
@@ -169,10 +171,90 @@ def test_offset_for_sequence_number_rejects_garbage_with_context() -> None:
     shard = make_stream(1).shards[0]
     with pytest.raises(ShoalError) as caught:
         offset_for_sequence_number(
-            "123", shard=shard, stream_name="s", field="SequenceNumberForOrdering"
+            "123",
+            shard=shard,
+            stream_name="s",
+            account_id="000000000000",
+            operation="PutRecord",
+            field="SequenceNumberForOrdering",
         )
     assert caught.value.code is ErrorCode.INVALID_ARGUMENT
-    assert caught.value.message.startswith("SequenceNumberForOrdering 123 used on shard")
+    # 123 reads as AWS's 2013 layout, of shard 123.
+    assert caught.value.message == (
+        "Invalid SequenceNumberForOrdering. It encodes shardId-000000000123, while it was used "
+        "in a call to a shard with shardId-000000000000"
+    )
+
+
+# AWS's answers to numbers of its own layouts, as kinesalite recorded them
+# (test/getShardIterator.js): (number, shard index, AWS's message after the field's name).
+_AWS_READINGS = [
+    (
+        "5",
+        0,
+        "Invalid StartingSequenceNumber. It encodes shardId-000000000005, while it was used in "
+        "a call to a shard with shardId-000000000000",
+    ),
+    (
+        "0",
+        0,
+        "StartingSequenceNumber 21267647932558653966460912964485513216 used in GetShardIterator "
+        "on shard shardId-000000000000 in stream s under account 000000000000 is invalid "
+        "because it did not come from this stream.",
+    ),
+    (
+        "425352958651173072921826052383309826",
+        2,
+        "StartingSequenceNumber 21693000891209827039382739016868823042 used in GetShardIterator "
+        "on shard shardId-000000000002 in stream s under account 000000000000 is invalid "
+        "because it did not come from this stream.",
+    ),
+    (
+        str(int("f3bb2cc3d7ff7fffffffffffffff0000", 16)),
+        0,
+        "StartingSequenceNumber 26227199374821822965252748908982894592 used in GetShardIterator "
+        "on shard shardId-000000000000 in stream s under account 000000000000 is invalid "
+        "because it did not come from this stream.",
+    ),
+    (
+        "26227199374822427428162556223570313216",
+        0,
+        "StartingSequenceNumber 26227199374822427428162556223570313216 used in GetShardIterator "
+        "on shard shardId-000000000000 in stream s under account 000000000000 is invalid.",
+    ),
+    (
+        str(int("20000000000800000000000000000000000000000000002", 16)),
+        0,
+        f"StartingSequenceNumber {int('20000000000800000000000000000000000000000000002', 16)} "
+        "used in GetShardIterator on shard shardId-000000000000 in stream s under account "
+        "000000000000 is invalid.",
+    ),
+    (
+        str(int("20000000000000000000000000000000000000800000002", 16)),
+        0,
+        f"StartingSequenceNumber {int('20000000000000000000000000000000000000800000002', 16)} "
+        "used in GetShardIterator on shard shardId-000000000000 in stream s under account "
+        "000000000000 is invalid.",
+    ),
+    (
+        "49546986683135544286507457936321625675700192471156785154",
+        0,
+        "StartingSequenceNumber 49546986683135544286507457936321625675700192471156785154 used "
+        "in GetShardIterator on shard shardId-000000000000 in stream s under account "
+        "000000000000 is invalid because it did not come from this stream.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "shard_index", "message"), _AWS_READINGS)
+def test_numbers_shoal_did_not_issue_are_judged_as_aws_judges_them(
+    text: str, shard_index: int, message: str
+) -> None:
+    shard = make_stream(3).shards[shard_index]
+    with pytest.raises(ShoalError) as caught:
+        offset_for_sequence_number(text, shard=shard, stream_name="s", account_id="000000000000")
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert caught.value.message == message
 
 
 def test_starting_and_ending_sequence_numbers() -> None:
