@@ -56,6 +56,7 @@ retention_hours_default = 24
 iterator_age_ms_max = 300_000  # a shard iterator is valid for 5 minutes
 next_token_age_ms_max = 300_000  # ListShards / ListStreamConsumers tokens
 shard_iterator_chars_max = 512
+stream_name_chars_max = 128  # the model's StreamName length
 
 # --- Pagination (AWS) ----------------------------------------------------------------------
 list_streams_limit_default = 100

@@ -55,6 +55,11 @@ STORED_BATCHES_LEVEL = 3
 # a binary that counts every stream may still apply the same commands.
 AUDIT_UNCOUNTED_LEVEL = internal_names.AUDIT_UNCOUNTED_LEVEL
 
+# From this level on, CreateStream gives a stream's shards sequence numbers in AWS's layout
+# (`ShardMeta.aws_sequence_numbers`; their children inherit it). Streams created below it keep
+# the layout their consumers stored.
+AWS_SEQUENCE_NUMBERS_LEVEL = 3
+
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
         level=2,
@@ -150,11 +155,14 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
             # StartStreamEncryption's data key, and the stream's wrapped data keys.
             "SetStreamEncryption": frozenset({"data_key"}),
             "StreamMeta": frozenset({"data_keys"}),
+            # Sequence numbers in AWS's layout for the streams created from this level on.
+            "ShardMeta": frozenset({"aws_sequence_numbers"}),
         },
         # And, with no command or member of its own: shard leaders write log batches in format
         # 3 and replicate them as their stored bytes (STORED_BATCHES_LEVEL, issue 18); the
         # audit trail's stream leaves the account's limit counts (AUDIT_UNCOUNTED_LEVEL).
         summary="principals, access keys and identity policies; streams' wrapped data keys; "
+        "sequence numbers in AWS's layout for new streams; "
         "shard-log batches written in format 3 (CRC32C) and replicated as their stored bytes; "
         "the audit trail's stream counted against no account limit",
     ),

@@ -377,7 +377,11 @@ class RecordsApi:
             offset=offset,
             issued_ms=ctx.now_ms(),
         )
-        token = encode_iterator(position, secret=ctx.image().iterator_secret)
+        token = encode_iterator(
+            position,
+            secret=ctx.image().iterator_secret,
+            stream_name_chars=len(stream.display_name),
+        )
         return {"ShardIterator": token}
 
     async def _iterator_offset(self, stream: StreamMeta, shard: ShardMeta, request: Request) -> int:
@@ -500,7 +504,9 @@ class RecordsApi:
                 issued_ms=now_ms,
             )
             response["NextShardIterator"] = encode_iterator(
-                next_position, secret=image.iterator_secret
+                next_position,
+                secret=image.iterator_secret,
+                stream_name_chars=len(stream.display_name),
             )
         return response
 

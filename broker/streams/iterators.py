@@ -8,13 +8,13 @@ metadata image (`MetadataImage.iterator_secret`), so any gateway opens any token
 lookup.
 
 The shape is AWS's (as kinesalite recorded it): standard base64 of 8 bytes `00 .. 00 01`, then
-16-byte-aligned ciphertext, 224 characters here (AWS's run from 204 up with the stream name's
-length; the model allows 512). The bytes:
+16-byte-aligned ciphertext, `152 + 16 * ((len(stream name) + 2) // 16)` bytes in all (204 to
+376 characters; the model allows 512). The bytes:
 
-    prefix 00000000 00000001 (8) | nonce (12) | AES-256-GCM ciphertext (132) | GCM tag (16)
+    prefix 00000000 00000001 (8) | nonce (12) | AES-256-GCM ciphertext (116 + 16k) | tag (16)
 
 The plaintext is `version (1) | reserved, zero (1) | stream_uid (8) | shard_uid (8) |
-shard_index (4) | offset (8) | issued_ms (8)` and zero padding to 132 bytes. The nonce is
+shard_index (4) | offset (8) | issued_ms (8)` and zero padding to the token's length. The nonce is
 derived from the plaintext with a separate HMAC key (the SIV construction): equal positions
 give equal tokens, different ones never share a nonce, and the code needs no random source.
 The prefix is authenticated as associated data.
@@ -50,14 +50,22 @@ _NONCE_LABEL = b"shoal/shard-iterator/nonce\x00"
 _BODY = struct.Struct(">BBQQIQQ")  # version, reserved, stream_uid, shard_uid, index, offset, ms
 _NONCE_BYTES = 12
 _GCM_TAG_BYTES = 16
-_PLAINTEXT_BYTES = 132
-_TOKEN_BYTES = len(_PREFIX) + _NONCE_BYTES + _PLAINTEXT_BYTES + _GCM_TAG_BYTES
-assert _BODY.size <= _PLAINTEXT_BYTES
-assert _PLAINTEXT_BYTES % 16 == 4  # prefix + nonce + ciphertext + tag: 16-byte aligned after 8
-assert _TOKEN_BYTES % 3 == 0  # base64 without padding: one text per token
-TOKEN_CHARS = _TOKEN_BYTES // 3 * 4
-assert TOKEN_CHARS == 224
-assert limits.shard_iterator_chars_max >= TOKEN_CHARS
+_SHORTEST_TOKEN_BYTES = 152  # AWS's, for stream names of up to 13 characters
+_LONGEST_TOKEN_BYTES = _SHORTEST_TOKEN_BYTES + 16 * ((limits.stream_name_chars_max + 2) // 16)
+_SHORTEST_PLAINTEXT_BYTES = _SHORTEST_TOKEN_BYTES - len(_PREFIX) - _NONCE_BYTES - _GCM_TAG_BYTES
+assert _BODY.size <= _SHORTEST_PLAINTEXT_BYTES
+assert limits.shard_iterator_chars_max >= 4 * -(-_LONGEST_TOKEN_BYTES // 3)
+# The characters of a token for a stream name of 14 to 29 characters (and of tokens issued
+# before the length followed the name).
+TOKEN_CHARS = 224
+
+
+def token_bytes(stream_name_chars: int) -> int:
+    """The length of AWS's iterators for a stream name of this length (kinesalite)."""
+    return _SHORTEST_TOKEN_BYTES + 16 * ((stream_name_chars + 2) // 16)
+
+
+assert token_bytes(20) // 3 * 4 == TOKEN_CHARS
 
 # The previous format (HMAC-SHA256, URL-safe base64): opened, never issued.
 _V1_DOMAIN = b"shoal/shard-iterator\x00"
@@ -91,8 +99,12 @@ def _keys(secret: bytes) -> tuple[AESGCM, bytes]:
     return AESGCM(aes_key), nonce_key
 
 
-def encode_iterator(position: IteratorPosition, *, secret: bytes) -> str:
+def encode_iterator(
+    position: IteratorPosition, *, secret: bytes, stream_name_chars: int = 20
+) -> str:
+    """The token of `position`, as long as AWS's for a stream name of `stream_name_chars`."""
     assert secret  # an empty key would make every token forgeable
+    assert 1 <= stream_name_chars <= limits.stream_name_chars_max
     assert 0 <= position.stream_uid <= _U64_MAX
     assert 0 <= position.shard_uid <= _U64_MAX
     assert 0 <= position.shard_index <= _U32_MAX
@@ -107,13 +119,14 @@ def encode_iterator(position: IteratorPosition, *, secret: bytes) -> str:
         position.offset,
         position.issued_ms,
     )
-    plaintext = body.ljust(_PLAINTEXT_BYTES, b"\x00")
+    total = token_bytes(stream_name_chars)
+    plaintext = body.ljust(total - len(_PREFIX) - _NONCE_BYTES - _GCM_TAG_BYTES, b"\x00")
     cipher, nonce_key = _keys(secret)
     nonce = hmac.new(nonce_key, plaintext, hashlib.sha256).digest()[:_NONCE_BYTES]
     sealed = cipher.encrypt(nonce, plaintext, _PREFIX)
-    token = base64.b64encode(_PREFIX + nonce + sealed).decode("ascii")
-    assert len(token) == TOKEN_CHARS
-    return token
+    raw = _PREFIX + nonce + sealed
+    assert len(raw) == total
+    return base64.b64encode(raw).decode("ascii")
 
 
 def decode_iterator(token: str, *, secret: bytes, now_ms: int) -> IteratorPosition:
@@ -153,8 +166,12 @@ def decode_iterator(token: str, *, secret: bytes, now_ms: int) -> IteratorPositi
 def _open(token: str, secret: bytes) -> bytes:
     """The plaintext body of a current token, or InvalidArgumentException. The GCM tag is
     checked before any field is read; only the exact text we issue is accepted."""
-    raw = _strict_b64decode(token, chars=TOKEN_CHARS, altchars=None)
-    if len(raw) != _TOKEN_BYTES or raw[: len(_PREFIX)] != _PREFIX:
+    raw = _strict_b64decode(token, chars=None, altchars=None)
+    if (
+        not _SHORTEST_TOKEN_BYTES <= len(raw) <= _LONGEST_TOKEN_BYTES
+        or (len(raw) - _SHORTEST_TOKEN_BYTES) % 16
+        or raw[: len(_PREFIX)] != _PREFIX
+    ):
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
     nonce = raw[len(_PREFIX) : len(_PREFIX) + _NONCE_BYTES]
     cipher, _ = _keys(secret)
@@ -177,10 +194,11 @@ def _open_v1(token: str, secret: bytes) -> bytes:
     return body
 
 
-def _strict_b64decode(token: str, *, chars: int, altchars: bytes | None) -> bytes:
-    """`token`'s bytes if it is exactly `chars` characters of the given alphabet, spelled as
-    we spell it; InvalidArgumentException otherwise."""
-    if len(token) != chars or not token.isascii():
+def _strict_b64decode(token: str, *, chars: int | None, altchars: bytes | None) -> bytes:
+    """`token`'s bytes if it is exactly `chars` characters (any length the model allows when
+    None) of the given alphabet, spelled as we spell it; InvalidArgumentException otherwise."""
+    too_long = len(token) > limits.shard_iterator_chars_max
+    if (too_long if chars is None else len(token) != chars) or not token.isascii():
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
     try:
         # validate=True rejects characters outside the alphabet instead of skipping them.

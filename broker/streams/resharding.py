@@ -20,8 +20,10 @@ The rules follow AWS (REFERENCE §1.6) and kinesalite's reproductions of its mes
   and closed at once (empty). The layout is uniform when the count doubles or halves from a
   uniform one; otherwise it is as even as whole halves allow, as AWS's is.
 
-Children are created at max(now_ms, every parent's created_ms), so their sequence numbers sort
-after their parents' (see sequence_numbers.py). Callers check what needs the wider view: the
+Children are created at max(now_ms, every parent's created_ms), and for a stream with
+sequence numbers in AWS's layout (whose children inherit it) in a later second than every
+parent, so their sequence numbers sort after their parents' (`children_created_ms`,
+sequence_numbers.py). Callers check what needs the wider view: the
 stream is ACTIVE and PROVISIONED, and the account's shard limit.
 """
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -58,8 +60,11 @@ class ReshardOutcome:
     next_shard_uid: int
 
 
-def initial_shards(count: int, *, first_uid: int, now_ms: int) -> tuple[ShardMeta, ...]:
-    """CreateStream's shards: OPEN, indices 0..count-1, uniform ranges, uids from `first_uid`."""
+def initial_shards(
+    count: int, *, first_uid: int, now_ms: int, aws_sequence_numbers: bool = True
+) -> tuple[ShardMeta, ...]:
+    """CreateStream's shards: OPEN, indices 0..count-1, uniform ranges, uids from `first_uid`,
+    with sequence numbers in AWS's layout unless the cluster's metadata format is too low."""
     assert count >= 1
     assert first_uid >= 0
     assert now_ms >= 0
@@ -73,6 +78,7 @@ def initial_shards(count: int, *, first_uid: int, now_ms: int) -> tuple[ShardMet
             adjacent_parent_index=None,
             created_ms=now_ms,
             state=ShardState.OPEN,
+            aws_sequence_numbers=aws_sequence_numbers,
         )
         for i, (start, end) in enumerate(uniform_ranges(count))
     )
@@ -240,9 +246,12 @@ def complete_reshard(
     for parent in parents:
         assert parent.state is not ShardState.CLOSED
         assert end_offsets[parent.index] >= 0
-    created_ms = max([now_ms, *(p.created_ms for p in parents)])
+    aws_layout = any(p.aws_sequence_numbers for p in parents)
     builder = _ChildBuilder(
-        next_index=stream.next_shard_index, next_uid=next_shard_uid, created_ms=created_ms
+        next_index=stream.next_shard_index,
+        next_uid=next_shard_uid,
+        created_ms=children_created_ms(now_ms, parents, aws_layout=aws_layout),
+        aws_sequence_numbers=aws_layout,
     )
 
     match request.kind:
@@ -327,6 +336,20 @@ def _plan_uniform(builder: _ChildBuilder, live: list[ShardMeta], target: int) ->
             builder.merge(pieces[first], pieces[first + 1])
 
 
+def children_created_ms(now_ms: int, parents: Sequence[ShardMeta], *, aws_layout: bool) -> int:
+    """When a reshard's children are created: never before a parent; in AWS's layout, whose
+    most significant field after the leading digit is the creation second (then the index's
+    last hex digit, which wraps), in a later second than every parent, up to a second ahead of
+    `now_ms`."""
+    if not parents:
+        return now_ms
+    latest_parent_ms = max(p.created_ms for p in parents)
+    created_ms = max(now_ms, latest_parent_ms)
+    if aws_layout and created_ms // 1000 == latest_parent_ms // 1000:
+        created_ms = (latest_parent_ms // 1000 + 1) * 1000
+    return created_ms
+
+
 @dataclass(slots=True, kw_only=True)
 class _ChildBuilder:
     """Allocates indices and uids for new shards, and remembers which were consumed again."""
@@ -334,35 +357,42 @@ class _ChildBuilder:
     next_index: ShardIndex
     next_uid: int
     created_ms: int
+    aws_sequence_numbers: bool
     children: list[ShardMeta] = dataclasses.field(default_factory=list)
     consumed: set[ShardIndex] = dataclasses.field(default_factory=set)
 
     def split(self, parent: ShardMeta, new_starting_hash_key: int) -> tuple[ShardMeta, ShardMeta]:
         assert parent.hash_key_start < new_starting_hash_key <= parent.hash_key_end
         self.consumed.add(parent.index)
-        lower = self._add(parent.hash_key_start, new_starting_hash_key - 1, parent.index, None)
-        upper = self._add(new_starting_hash_key, parent.hash_key_end, parent.index, None)
+        lower = self._add(parent.hash_key_start, new_starting_hash_key - 1, parent, None)
+        upper = self._add(new_starting_hash_key, parent.hash_key_end, parent, None)
         return lower, upper
 
     def merge(self, shard: ShardMeta, adjacent: ShardMeta) -> ShardMeta:
         low, high = sorted((shard, adjacent), key=lambda s: s.hash_key_start)
         assert low.hash_key_end + 1 == high.hash_key_start
         self.consumed.update((shard.index, adjacent.index))
-        return self._add(low.hash_key_start, high.hash_key_end, shard.index, adjacent.index)
+        return self._add(low.hash_key_start, high.hash_key_end, shard, adjacent)
 
     def _add(
-        self, start: int, end: int, parent: ShardIndex, adjacent: ShardIndex | None
+        self, start: int, end: int, parent: ShardMeta, adjacent: ShardMeta | None
     ) -> ShardMeta:
         assert self.next_index <= limits.shard_index_max
+        parents = (parent,) if adjacent is None else (parent, adjacent)
         child = ShardMeta(
             index=self.next_index,
             uid=ShardUid(self.next_uid),
             hash_key_start=start,
             hash_key_end=end,
-            parent_index=parent,
-            adjacent_parent_index=adjacent,
-            created_ms=self.created_ms,
+            parent_index=parent.index,
+            adjacent_parent_index=None if adjacent is None else adjacent.index,
+            # Past the reshard's parents already; an intermediate shard's child (uniform
+            # scaling) goes one second further in AWS's layout.
+            created_ms=children_created_ms(
+                self.created_ms, parents, aws_layout=self.aws_sequence_numbers
+            ),
             state=ShardState.OPEN,
+            aws_sequence_numbers=self.aws_sequence_numbers,
         )
         self.children.append(child)
         self.next_index = ShardIndex(self.next_index + 1)

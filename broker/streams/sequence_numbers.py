@@ -1,29 +1,38 @@
 """Sequence numbers: (shard, offset) ⇄ the decimal string clients see.
 
-Shoal issues numbers in AWS's shape: 56 decimal digits, a 188-bit integer whose leading hex
-digit is 2 (AWS's numbers, e.g. 49546986683135544286507457936321625675700192471156785154, are
-47 hex digits starting with 2). The layout, from the most significant end:
+Shards of streams created at metadata format 3 or later (`ShardMeta.aws_sequence_numbers`)
+issue numbers in AWS's own layout, as kinesalite decodes AWS's: 56 decimal digits, a 188-bit
+integer whose 47 hex digits are, from the most significant end,
+
+    2 | created second (9) | index & 0xF (1) | counter (16) | 00 (2) | time second (9)
+    | shard index (8) | version 2 (1)
+
+(AWS's first numbers of consecutive shards differ by 2**144 + 16: the shard index in two
+places). Shoal's counter is `created_ms % 1000 << 48 | offset` and its time field the shard's
+created second, so a number is a pure function of (shard, offset), as below.
+
+Shards of streams from before (old data directories, and clusters held below format 3) keep
+the layout they were created with, for good, because consumers store their numbers and
+compare them (the KCL refuses a checkpoint below the last one; AWS-layout numbers sort below
+this one's):
 
     0x2 (4 bits) | shard created_ms (44) | shard index (32) | offset (48)
     | reserved, zero (56) | layout 0x3 (4)
 
-Why this shape:
-* Every number lies in [2**185, 3 * 2**184), so every one has exactly 56 digits: clients that
-  compare them as decimal strings and clients that compare them as integers agree.
-* Within a shard, numbers strictly increase with the offset (the fields above it are fixed).
-* Across a reshard, a child has `created_ms` >= every parent's and a larger index, so each of
-  its numbers is larger than any of its parents' (AWS: children's numbers follow the parents').
-* The shard index makes numbers unique across the stream, as the AWS model promises.
-* `created_ms` ties a number to one shard incarnation: a number from a deleted and recreated
-  stream (same index, different creation time) is rejected instead of silently misread.
-* The reserved bits and the layout nibble reject numbers that are not ours (AWS's own have
-  their shard index in the low bits, so they fail here).
+Both layouts:
+* lie in [2**185, 3 * 2**184), so every number has exactly 56 digits: clients that compare
+  them as decimal strings and clients that compare them as integers agree;
+* strictly increase with the offset within a shard (the fields above it are fixed);
+* sort a child's numbers after its parents' (children are created no earlier than their
+  parents, in the AWS layout in a later second: `resharding.children_created_ms`), as AWS's do;
+* carry the shard index, so numbers are unique across the stream, as the AWS model promises;
+* tie a number to one shard incarnation by its creation time: a number from a deleted and
+  recreated stream (same index, different creation) is refused instead of silently misread.
 
-Numbers of the previous layout (38 digits: `0x2 | created_ms (44) | index (32) | offset (48)`,
+Numbers of the first layout (38 digits: `0x2 | created_ms (44) | index (32) | offset (48)`,
 128 bits) are still decoded: KCL checkpoints, backups and video fragment numbers stored before
-the upgrade keep naming the same record. Every number of the old layout is below every number
-of the new one, so a stored old checkpoint never looks ahead of a new one. Pure code: no I/O,
-no clock.
+the 56-digit layouts keep naming the same record. Checkpoints of the 0x3 layout are stored in
+it (`stored_form`). Pure code: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -66,6 +75,22 @@ _LEGACY_CREATED_MS_SHIFT = _LEGACY_SHARD_INDEX_SHIFT + _SHARD_INDEX_BITS
 _LEGACY_VERSION_SHIFT = _LEGACY_CREATED_MS_SHIFT + _CREATED_MS_BITS
 assert _LEGACY_VERSION_SHIFT + 4 == 128
 
+# AWS's layout (188 bits, 47 hex digits), from the least significant end.
+_AWS_VERSION = 0x2
+_AWS_INDEX_SHIFT = 4
+_AWS_INDEX_BITS = 31  # AWS's shard ids stop at shardId-002147483647
+_AWS_TIME_SHIFT = _AWS_INDEX_SHIFT + 32
+_AWS_ZERO_BYTE_SHIFT = _AWS_TIME_SHIFT + 36
+_AWS_COUNTER_SHIFT = _AWS_ZERO_BYTE_SHIFT + 8
+_AWS_MS_IN_COUNTER = _OFFSET_BITS  # the counter: created_ms % 1000 above the offset
+_AWS_NIBBLE_SHIFT = _AWS_COUNTER_SHIFT + 64
+_AWS_CREATED_S_SHIFT = _AWS_NIBBLE_SHIFT + 4
+_AWS_LEADING_SHIFT = _AWS_CREATED_S_SHIFT + 36
+assert _AWS_LEADING_SHIFT == _LEADING_SHIFT
+AWS_SHARD_INDEX_MAX = 2**_AWS_INDEX_BITS - 1
+_AWS_SECONDS_MASK = 2**36 - 1
+assert CREATED_MS_MAX // 1000 <= _AWS_SECONDS_MASK
+
 # The model's SequenceNumber pattern (a canonical decimal of up to 129 digits). ASCII digits
 # only: `int()` would also read other scripts' digits.
 _SEQUENCE_NUMBER_PATTERN = re.compile(r"0|[1-9][0-9]{0,128}")
@@ -100,11 +125,42 @@ def _shard_base(created_ms: int, index: int) -> int:
     )
 
 
-def sequence_number_for(shard: ShardMeta, offset: int) -> str:
-    """The sequence number of the record at `offset` in `shard`."""
-    return encode_sequence_number(
-        SequencePosition(shard_created_ms=shard.created_ms, shard_index=shard.index, offset=offset)
+def _aws_shard_base(created_ms: int, index: int) -> int:
+    """The AWS-layout number of offset 0 of a shard, as an integer."""
+    seconds, ms = divmod(created_ms, 1000)
+    return (
+        (LEADING_NIBBLE << _AWS_LEADING_SHIFT)
+        | (seconds << _AWS_CREATED_S_SHIFT)
+        | ((index & 0xF) << _AWS_NIBBLE_SHIFT)
+        | (ms << (_AWS_COUNTER_SHIFT + _AWS_MS_IN_COUNTER))
+        | (seconds << _AWS_TIME_SHIFT)
+        | (index << _AWS_INDEX_SHIFT)
+        | _AWS_VERSION
     )
+
+
+def encode_aws_sequence_number(position: SequencePosition) -> str:
+    """A number in AWS's layout (the shards of `ShardMeta.aws_sequence_numbers`)."""
+    assert 0 <= position.shard_created_ms <= CREATED_MS_MAX
+    assert 0 <= position.shard_index <= AWS_SHARD_INDEX_MAX
+    assert 0 <= position.offset <= OFFSET_MAX
+    base = _aws_shard_base(position.shard_created_ms, position.shard_index)
+    return str(base | (position.offset << _AWS_COUNTER_SHIFT))
+
+
+def _base_and_shift(shard: ShardMeta) -> tuple[int, int]:
+    """The number of the shard's offset 0, and where its offset sits, in its layout."""
+    if shard.aws_sequence_numbers:
+        assert shard.index <= AWS_SHARD_INDEX_MAX
+        return _aws_shard_base(shard.created_ms, shard.index), _AWS_COUNTER_SHIFT
+    return _shard_base(shard.created_ms, shard.index), _OFFSET_SHIFT
+
+
+def sequence_number_for(shard: ShardMeta, offset: int) -> str:
+    """The sequence number of the record at `offset` in `shard`, in the shard's layout."""
+    assert 0 <= offset <= OFFSET_MAX
+    base, shift = _base_and_shift(shard)
+    return str(base | (offset << shift))
 
 
 def sequence_numbers_for(shard: ShardMeta, first_offset: int, count: int) -> list[str]:
@@ -113,21 +169,50 @@ def sequence_numbers_for(shard: ShardMeta, first_offset: int, count: int) -> lis
     assert count >= 0
     assert first_offset >= 0
     assert first_offset + count - 1 <= OFFSET_MAX
-    base = _shard_base(shard.created_ms, shard.index)
-    return [
-        str(base | (offset << _OFFSET_SHIFT))
-        for offset in range(first_offset, first_offset + count)
-    ]
+    base, shift = _base_and_shift(shard)
+    return [str(base | (offset << shift)) for offset in range(first_offset, first_offset + count)]
+
+
+def _decode_aws(value: int) -> SequencePosition | None:
+    """The position of a number Shoal issued in AWS's layout; None for any other number
+    (AWS's own included: their time field is a record's arrival, not the shard's creation)."""
+    if value >> _AWS_LEADING_SHIFT != LEADING_NIBBLE or value & 0xF != _AWS_VERSION:
+        return None
+    seconds = (value >> _AWS_CREATED_S_SHIFT) & _AWS_SECONDS_MASK
+    index = (value >> _AWS_INDEX_SHIFT) & (2**32 - 1)
+    counter = (value >> _AWS_COUNTER_SHIFT) & (2**64 - 1)
+    ms = counter >> _AWS_MS_IN_COUNTER
+    if (
+        index > AWS_SHARD_INDEX_MAX
+        or (value >> _AWS_NIBBLE_SHIFT) & 0xF != index & 0xF
+        or (value >> _AWS_ZERO_BYTE_SHIFT) & 0xFF != 0
+        or (value >> _AWS_TIME_SHIFT) & _AWS_SECONDS_MASK != seconds
+        or ms >= 1000
+    ):
+        return None
+    return SequencePosition(
+        shard_created_ms=seconds * 1000 + ms, shard_index=index, offset=counter & OFFSET_MAX
+    )
+
+
+def is_aws_layout(text: str) -> bool:
+    """Whether `text` is a number Shoal issued in AWS's layout."""
+    return _SEQUENCE_NUMBER_PATTERN.fullmatch(text) is not None and (
+        _decode_aws(int(text)) is not None
+    )
 
 
 def decode_sequence_number(text: str) -> SequencePosition:
-    """The position a client-supplied number encodes, in the current or the previous layout.
+    """The position a client-supplied number encodes, in any layout Shoal issues or issued.
 
     Raises InvalidArgumentException for anything Shoal did not issue: not a canonical decimal,
     of another width, or with the wrong fixed bits.
     """
     if _SEQUENCE_NUMBER_PATTERN.fullmatch(text) is not None:
         value = int(text)
+        aws = _decode_aws(value)
+        if aws is not None:
+            return aws
         if (
             value >> _LEADING_SHIFT == LEADING_NIBBLE
             and value & 0xF == LAYOUT
@@ -148,10 +233,13 @@ def decode_sequence_number(text: str) -> SequencePosition:
 
 
 def stored_form(text: str) -> str:
-    """`text` as the metadata stores it: a number of the current layout in the previous one
-    (same fields, same order, so the same ordering), anything else unchanged. KCL checkpoints
-    cross the metadata journal, which nodes of the previous release also apply during a rolling
-    upgrade; they read only 38-digit numbers."""
+    """`text` as the metadata stores it: a number of the 0x3 layout in the first one (same
+    fields, same order, so the same ordering), anything else unchanged. KCL checkpoints cross
+    the metadata journal, which nodes of the previous release also apply during a rolling
+    upgrade; they read only 38-digit numbers. AWS-layout numbers are stored as they are: only
+    streams created at metadata format 3 have them, which every member reads."""
+    if is_aws_layout(text):
+        return text
     try:
         position = decode_sequence_number(text)
     except ShoalError:
@@ -160,8 +248,10 @@ def stored_form(text: str) -> str:
 
 
 def api_form(text: str) -> str:
-    """The inverse of `stored_form`: a stored number as clients are given it (the current
-    layout), anything else unchanged."""
+    """The inverse of `stored_form`: a stored number as clients are given it (a first-layout
+    number in the 0x3 layout), anything else unchanged."""
+    if is_aws_layout(text):
+        return text
     try:
         position = decode_sequence_number(text)
     except ShoalError:

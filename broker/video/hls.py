@@ -39,6 +39,7 @@ from broker.streams.sequence_numbers import (
     OFFSET_MAX,
     SequencePosition,
     decode_sequence_number,
+    encode_aws_sequence_number,
     encode_sequence_number,
 )
 
@@ -73,6 +74,8 @@ class HlsSession:
     # The creation time of the internal stream's one shard: with a log offset, all a
     # fragment number encodes (segment URLs carry the offset).
     shard_created_ms: int = 0
+    # Whether that shard's numbers are in AWS's layout (streams/sequence_numbers.py).
+    aws_fragment_numbers: bool = False
 
     @property
     def live(self) -> bool:
@@ -130,9 +133,12 @@ def decode_token(token: str, *, key: bytes, now_ms: int) -> tuple[HlsSession, in
 
 def fragment_number(session: HlsSession, offset: int) -> str:
     """The fragment number of the fragment starting at `offset` of the session's stream."""
-    return encode_sequence_number(
-        SequencePosition(shard_created_ms=session.shard_created_ms, shard_index=0, offset=offset)
+    position = SequencePosition(
+        shard_created_ms=session.shard_created_ms, shard_index=0, offset=offset
     )
+    if session.aws_fragment_numbers:
+        return encode_aws_sequence_number(position)
+    return encode_sequence_number(position)
 
 
 def segment_token(session: HlsSession, segment: Segment, *, key: bytes) -> str:

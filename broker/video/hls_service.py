@@ -27,7 +27,7 @@ from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta
-from broker.streams.sequence_numbers import decode_sequence_number
+from broker.streams.sequence_numbers import decode_sequence_number, is_aws_layout
 from broker.video import hls
 from broker.video.archive import FragmentArchive, Position
 from broker.video.fragment_records import StoredFragment
@@ -140,7 +140,12 @@ class HlsService:
         newest = edge[0][0]  # LIVE: the newest fragment; LIVE_REPLAY: the first
         anchor = newest.timecode_ms + (newest.duration_ms if mode == "LIVE" else 0)
         shard_created_ms = decode_sequence_number(newest.fragment_number).shard_created_ms
-        session = dataclasses.replace(session, anchor_ms=anchor, shard_created_ms=shard_created_ms)
+        session = dataclasses.replace(
+            session,
+            anchor_ms=anchor,
+            shard_created_ms=shard_created_ms,
+            aws_fragment_numbers=is_aws_layout(newest.fragment_number),
+        )
         token = hls.encode_token(session, key=self._key())
         if dash:
             return (

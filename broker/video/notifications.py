@@ -47,7 +47,12 @@ from broker.errors import ShoalError
 from broker.meta.commands import lease_command
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta
-from broker.streams.sequence_numbers import decode_sequence_number, encode_sequence_number
+from broker.streams.sequence_numbers import (
+    decode_sequence_number,
+    encode_aws_sequence_number,
+    encode_sequence_number,
+    is_aws_layout,
+)
 from broker.video.archive import SHARD_ID, FragmentArchive, Position, internal_name
 from broker.video.fragment_records import StoredFragment
 from broker.video.signaling_rules import home_node
@@ -184,8 +189,10 @@ class NotificationDelivery:
         now_ms = self._clock.wall_ms()
         since = Position(iterator_type="AT_TIMESTAMP", timestamp_ms=now_ms - _LOOKBACK_MS)
         first = None
+        first_number = ""
         async for read in self._archive.read(stream, since):
-            first = decode_sequence_number(read.fragment.fragment_number)
+            first_number = read.fragment.fragment_number
+            first = decode_sequence_number(first_number)
             break
         if first is None:
             last = await self._archive.last_record(stream, now_ms=now_ms)
@@ -194,7 +201,9 @@ class NotificationDelivery:
             checkpoint = leases.TRIM_HORIZON
         else:  # the record before the first fragment: reading after it starts there
             before = dataclasses.replace(first, offset=first.offset - 1)
-            checkpoint = Checkpoint(encode_sequence_number(before))
+            aws = is_aws_layout(first_number)
+            encode = encode_aws_sequence_number if aws else encode_sequence_number
+            checkpoint = Checkpoint(encode(before))
         await self._propose(
             leases.CreateLeases(
                 application=APPLICATION,

@@ -16,6 +16,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.streams.sequence_numbers import (
     decode_sequence_number,
     encode_legacy_sequence_number,
+    is_aws_layout,
 )
 from tests.compat.conftest import call
 
@@ -36,6 +37,7 @@ async def test_sequence_numbers_and_iterators_in_aws_shape(
     assert numbers == sorted(numbers)  # as strings
     assert [int(n) for n in numbers] == sorted(int(n) for n in numbers)  # as integers
     assert len(set(numbers)) == 3
+    assert all(is_aws_layout(n) for n in numbers)  # a new stream: AWS's bit layout
 
     # SequenceNumberForOrdering takes one; the next number is above it.
     ordered = await call(
@@ -62,9 +64,9 @@ async def test_sequence_numbers_and_iterators_in_aws_shape(
             StartingSequenceNumber=numbers[0],
         )
     )["ShardIterator"]
-    assert len(after) == 224
     raw = base64.b64decode(after, validate=True)
     assert raw[:8] == bytes([0, 0, 0, 0, 0, 0, 0, 1])
+    assert len(raw) == 152  # AWS's length for a name of up to 13 characters ("formats")
     read = await call(kinesis.get_records, ShardIterator=after)
     assert [r["SequenceNumber"] for r in read["Records"]] == [
         *numbers[1:],

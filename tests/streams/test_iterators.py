@@ -64,6 +64,20 @@ def test_round_trip(position: IteratorPosition) -> None:
     assert decode_iterator(token, secret=SECRET, now_ms=position.issued_ms) == position
 
 
+@given(positions, st.integers(min_value=1, max_value=128))
+def test_length_follows_the_stream_name_as_awss(
+    position: IteratorPosition, name_chars: int
+) -> None:
+    """kinesalite's `assertShardIterator`: 152 + 16 * ((len(name) + 2) // 16) bytes, canonical
+    standard base64, whatever the stream name's length."""
+    token = encode_iterator(position, secret=SECRET, stream_name_chars=name_chars)
+    raw = base64.b64decode(token, validate=True)
+    assert len(raw) == 152 + 16 * ((name_chars + 2) // 16)
+    assert base64.b64encode(raw).decode() == token
+    assert len(token) <= limits.shard_iterator_chars_max
+    assert decode_iterator(token, secret=SECRET, now_ms=position.issued_ms) == position
+
+
 @given(positions, st.data())
 def test_flipping_any_byte_is_rejected(position: IteratorPosition, data: st.DataObject) -> None:
     raw = bytearray(base64.b64decode(encode_iterator(position, secret=SECRET)))

@@ -23,7 +23,11 @@ from broker.streams.resharding import (
     validate_split,
     validate_update_shard_count,
 )
-from broker.streams.sequence_numbers import sequence_number_for
+from broker.streams.sequence_numbers import (
+    is_aws_layout,
+    sequence_number_for,
+    starting_sequence_number,
+)
 from broker.types import Offset, ShardIndex
 from tests.streams.support import CREATED_MS, make_stream
 
@@ -163,7 +167,23 @@ def test_split_outcome_and_lineage() -> None:
 def test_child_created_ms_never_precedes_parent() -> None:
     # A node whose clock lags still produces children that sort after their parents.
     stream, _ = _apply(make_stream(1), _split(0, HALF), now_ms=CREATED_MS - 1000)
-    assert all(child.created_ms == CREATED_MS for child in stream.shards[1:])
+    # In AWS's layout (led by the creation second), in the parent's next second.
+    assert all(
+        child.created_ms == (CREATED_MS // 1000 + 1) * 1000 and child.aws_sequence_numbers
+        for child in stream.shards[1:]
+    )
+    # In the 0x3 layout of streams from before (led by the creation millisecond), at it.
+    old = make_stream(1)
+    old = dataclasses.replace(
+        old, shards=tuple(dataclasses.replace(s, aws_sequence_numbers=False) for s in old.shards)
+    )
+    stream, _ = _apply(old, _split(0, HALF), now_ms=CREATED_MS - 1000)
+    assert all(
+        child.created_ms == CREATED_MS and not child.aws_sequence_numbers
+        for child in stream.shards[1:]
+    )
+    for shard in (*old.shards, *stream.shards):
+        assert not is_aws_layout(starting_sequence_number(shard))
 
 
 def test_split_unknown_shard_is_not_found() -> None:

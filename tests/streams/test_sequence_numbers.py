@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from hypothesis import given
@@ -11,18 +12,24 @@ from hypothesis import strategies as st
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import ShardState
 from broker.streams.sequence_numbers import (
+    AWS_SHARD_INDEX_MAX,
     CREATED_MS_MAX,
     DIGITS,
     OFFSET_MAX,
     SHARD_INDEX_MAX,
     SequencePosition,
+    api_form,
     decode_sequence_number,
+    encode_aws_sequence_number,
     encode_legacy_sequence_number,
     encode_sequence_number,
     ending_sequence_number,
+    is_aws_layout,
     offset_for_sequence_number,
     sequence_number_for,
+    sequence_numbers_for,
     starting_sequence_number,
+    stored_form,
 )
 from broker.types import Offset, ShardIndex
 from tests.streams.support import CREATED_MS, make_stream
@@ -276,3 +283,69 @@ def test_sequence_number_for_uses_shard_identity() -> None:
     shard = dataclasses.replace(make_stream(1).shards[0], index=ShardIndex(5))
     position = decode_sequence_number(sequence_number_for(shard, 3))
     assert position == SequencePosition(shard_created_ms=CREATED_MS, shard_index=5, offset=3)
+
+
+# --- AWS's layout (streams created at metadata format 3 or later) ---------------------------
+
+aws_positions = st.builds(
+    SequencePosition,
+    shard_created_ms=st.integers(min_value=0, max_value=CREATED_MS_MAX),
+    shard_index=st.integers(min_value=0, max_value=AWS_SHARD_INDEX_MAX),
+    offset=st.integers(min_value=0, max_value=OFFSET_MAX),
+)
+
+
+@given(aws_positions, st.integers(min_value=0, max_value=OFFSET_MAX - 1))
+def test_aws_layout_round_trips_and_increases_within_a_shard(
+    position: SequencePosition, offset: int
+) -> None:
+    text = encode_aws_sequence_number(position)
+    assert len(text) == DIGITS
+    assert is_aws_layout(text)
+    assert decode_sequence_number(text) == position
+    assert stored_form(text) == api_form(text) == text  # kept as issued in the metadata
+    lower = encode_aws_sequence_number(dataclasses.replace(position, offset=offset))
+    higher = encode_aws_sequence_number(dataclasses.replace(position, offset=offset + 1))
+    assert int(lower) < int(higher)
+    assert lower < higher
+
+
+def test_aws_layout_is_what_kinesalite_decodes_as_awss() -> None:
+    """kinesalite's createStream and putRecord checks (test/createStream.js, helpers.js
+    `assertSequenceNumber`): consecutive shards start 2**144 + 16 apart, and the hex digits
+    are 2, the creation second, the index's last digit, a counter, 00, a second, the index
+    and the version 2."""
+    stream = make_stream(3)
+    assert all(shard.aws_sequence_numbers for shard in stream.shards)
+    starts = [int(starting_sequence_number(shard)) for shard in stream.shards]
+    assert starts[1] - starts[0] == starts[2] - starts[1] == 2**144 + 16
+    for shard in stream.shards:
+        digits = f"{int(sequence_number_for(shard, 12345)):x}"
+        index = f"{shard.index:x}"
+        assert re.fullmatch(
+            f"20[0-9a-f]{{8}}{index}[0-9a-f]{{16}}000[0-9a-f]{{8}}0000000{index}2", digits
+        )
+        assert int(digits[1:10], 16) == CREATED_MS // 1000
+        assert int(digits[29:38], 16) == CREATED_MS // 1000
+    # Numbers of AWS's own (a record's arrival second in the time field) are not ours.
+    assert not is_aws_layout("49546986683135544286507457936321625675700192471156785154")
+
+
+def test_aws_layout_children_follow_their_parents_and_old_numbers_still_decode() -> None:
+    parent = make_stream(1).shards[0]
+    # The reshard puts a child of an AWS-layout shard in a later second (resharding.py).
+    for index in (1, 15, 16, 17, 255):
+        child = dataclasses.replace(
+            parent, index=ShardIndex(index), created_ms=(CREATED_MS // 1000 + 1) * 1000
+        )
+        assert int(starting_sequence_number(child)) > int(sequence_number_for(parent, OFFSET_MAX))
+    # A number of the 0x3 layout or the first one names the same record of the same shard.
+    position = SequencePosition(shard_created_ms=CREATED_MS, shard_index=0, offset=7)
+    for text in (encode_sequence_number(position), encode_legacy_sequence_number(position)):
+        assert offset_for_sequence_number(text, shard=parent, stream_name="s", account_id="1") == 7
+    old_shard = dataclasses.replace(parent, aws_sequence_numbers=False)
+    assert sequence_number_for(old_shard, 7) == encode_sequence_number(position)
+    assert sequence_numbers_for(parent, 7, 2) == [
+        sequence_number_for(parent, 7),
+        sequence_number_for(parent, 8),
+    ]

@@ -28,7 +28,7 @@ from broker.meta.image import (
     StreamMode,
     StreamStatus,
 )
-from broker.meta.metadata_format import FIRST_FORMAT
+from broker.meta.metadata_format import AWS_SEQUENCE_NUMBERS_LEVEL, FIRST_FORMAT
 from broker.meta.placement import place_shards
 from broker.meta.transitions import delivery_streams, queues
 from broker.meta.transitions.account_limits import check_on_demand_limit, check_shard_limit
@@ -119,7 +119,10 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
     tags = merged_tags(image, command.name, {}, command.tags)
     check_replication_factor(image, command.replication_factor)
     shards = resharding.initial_shards(
-        command.shard_count, first_uid=ShardUid(image.next_shard_uid), now_ms=now_ms
+        command.shard_count,
+        first_uid=ShardUid(image.next_shard_uid),
+        now_ms=now_ms,
+        aws_sequence_numbers=image.metadata_format >= AWS_SEQUENCE_NUMBERS_LEVEL,
     )
     assert len(shards) == command.shard_count
     placements = place_shards(
