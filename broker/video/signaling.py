@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from broker import limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
+from broker.video import messages
 from broker.video.signaling_rules import (
     ClientMessage,
     SignalingMessageError,
@@ -76,7 +77,7 @@ class SignalingHub:
         if joining and viewers >= limits.video_channel_viewers_max:
             raise ShoalError(
                 ErrorCode.CLIENT_LIMIT_EXCEEDED,
-                f"The channel has {viewers} viewers connected, its limit.",
+                messages.viewers_at_limit(viewers=viewers),
             )
         old = channel.peers.get(client_id)
         if old is not None:

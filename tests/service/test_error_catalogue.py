@@ -30,6 +30,8 @@ KINESIS_MODULES = (
     "meta/transitions/stream_settings.py",
     "gateway",
     "wire",
+    # Kinesis Video Streams: its texts are in broker/video/messages.py.
+    "video",
 )
 # The message's position in each error constructor the modules use.
 _MESSAGE_ARGUMENT = {"ShoalError": 1, "_refuse": 1, "_invalid": 0}
