@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
@@ -213,7 +213,9 @@ class ChannelControl:
     async def _create(self, request: Request, caller: Caller, now_ms: int) -> dict[str, Any]:
         name: str = request["ChannelName"]
         if self._metadata.image().video.channel_by_name(caller.account_id, caller.region, name):
-            raise ShoalError(ErrorCode.RESOURCE_IN_USE, messages.channel_exists(name=name))
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE, error_messages.signaling_channel_exists(name=name)
+            )
         channel_type = request.get("ChannelType", "SINGLE_MASTER")
         if channel_type != "SINGLE_MASTER":
             raise ShoalError(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
@@ -178,7 +178,9 @@ class VideoControl:
         now_ms = self._clock.wall_ms()
         name: str = request["StreamName"]
         if self._metadata.image().video.by_name(caller.account_id, caller.region, name):
-            raise ShoalError(ErrorCode.RESOURCE_IN_USE, messages.stream_exists(name=name))
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE, error_messages.video_stream_exists(name=name)
+            )
         tags = dict(request.get("Tags") or {})
         if len(tags) > limits.video_tags_per_stream_max:
             raise ShoalError(ErrorCode.TAGS_PER_RESOURCE_EXCEEDED)

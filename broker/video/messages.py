@@ -7,7 +7,8 @@ them). botocore's models and AWS's API references document each error's meaning 
 not the text AWS sends with it, so these are Shoal's own, in AWS's style: a sentence naming the
 member and the rule. The texts an error
 always carries ("The requested stream is not found or not active.") are its default message in
-`broker/errors.py`."""
+`broker/errors.py`; the texts the metadata transitions raise too (a name already taken, a
+status, the retention range) are in `broker/error_messages.py`, which `broker/meta` may import."""
 
 from __future__ import annotations
 
@@ -20,14 +21,6 @@ NEXT_TOKEN_INVALID = "The NextToken is not valid."
 
 def stream_name_or_arn(*, arn_member: object) -> str:
     return f"Exactly one of StreamName and {arn_member} must be specified."
-
-
-def stream_exists(*, name: object) -> str:
-    return f"The stream {name} already exists."
-
-
-def channel_exists(*, name: object) -> str:
-    return f"The signaling channel {name} already exists."
 
 
 def unknown_api_name(*, api_name: object) -> str:
@@ -165,3 +158,14 @@ NO_FRAGMENTS = "No fragments found."
 
 def unknown_session_resource(*, name: object) -> str:
     return f"Unknown HLS resource {name}."
+
+
+# --- The web console's video pages (console/video_pages.py) --------------------------------
+
+
+def console_timestamp_unreadable(*, text: object) -> str:
+    return f"The timestamp {text!r} is neither ISO 8601 nor seconds since the epoch."
+
+
+def console_playback_mode_invalid(*, playback_modes: object) -> str:
+    return f"PlaybackMode must be one of {playback_modes}."
