@@ -12,6 +12,7 @@ a model or to Shoal is swept without touching the tests.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -28,6 +29,8 @@ from broker.wire.codec import dict_to_message
 from broker.wire.error_mapping import error_from_rpc_error
 from tests.compat.conftest import call
 from tests.compat.test_required_members import sample_request
+
+_IN_FLIGHT = 8  # requests a sweep has in flight at once
 
 Answer = tuple[int, str, str]  # HTTP status, error name ("" when it succeeded), message
 Ask = Callable[[str, dict[str, Any]], Awaitable[Answer]]
@@ -85,13 +88,24 @@ async def sweep(
 ) -> list[str]:
     """The problems of every request of every operation; the deletions come last, so the
     resources the samples name exist for the others."""
-    problems: list[str] = []
-    for operation in sorted(operations, key=lambda name: (name.startswith("Delete"), name)):
-        for label, request in requests_of(model, operation, samples, naming):
-            problem = judge(model, operation, label, request, await ask(operation, request))
-            if problem is not None:
-                problems.append(problem)
-    return problems
+    ordered = sorted(operations, key=lambda name: (name.startswith("Delete"), name))
+    cases = [
+        (operation, label, request)
+        for operation in ordered
+        for label, request in requests_of(model, operation, samples, naming)
+    ]
+    deleting = [case for case in cases if case[0].startswith("Delete")]
+    slots = asyncio.Semaphore(_IN_FLIGHT)
+
+    async def judged(operation: str, label: str, request: dict[str, Any]) -> str | None:
+        async with slots:
+            return judge(model, operation, label, request, await ask(operation, request))
+
+    # A few requests in flight at a time (the sweep is hundreds of calls); the deletions after
+    # the rest, one at a time.
+    found = await asyncio.gather(*(judged(*case) for case in cases if case not in deleting))
+    found += [await judged(*case) for case in deleting]
+    return [problem for problem in found if problem is not None]
 
 
 def boto3_ask(client: Any) -> Ask:
