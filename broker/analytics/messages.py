@@ -408,3 +408,158 @@ def runs_elsewhere(*, name: object, owner: object) -> str:
 
 def malformed_request(*, operation: object, error: object) -> str:
     return f"{operation}: malformed request ({error!r})."
+
+
+# --- The rules' own errors, which the answers carry (CodeValidation's details, UnableToDetect-
+#     Schema, reference data, the error_stream's rows) -------------------------------------------
+
+# --- anomaly.py -------------------------------------------------------------------------------
+
+
+def anomaly_too_many_arguments(*, function: object, most: object) -> str:
+    return f"{function} takes at most {most} arguments after its CURSOR"
+
+
+ANOMALY_DIRECTIONALITY = "withDirectionality must be TRUE or FALSE"
+ANOMALY_NO_NUMERIC_COLUMN = "the CURSOR has no numeric column to score"
+
+
+def anomaly_integer_range(*, name: object, lowest: object, highest: object) -> str:
+    return f"{name} must be an integer from {lowest} to {highest}"
+
+
+def anomaly_decimal_column(*, name: object) -> str:
+    return f"column {name} is a DECIMAL; cast it to DOUBLE"
+
+
+# --- hotspots.py ------------------------------------------------------------------------------
+
+HOTSPOTS_ARGUMENTS = (
+    "HOTSPOTS takes windowSize, scanRadius and minimumNumberOfPointsInAHotspot after its CURSOR"
+)
+
+
+def hotspots_window_size(*, lowest: object, highest: object) -> str:
+    return f"windowSize must be an integer from {lowest} to {highest}"
+
+
+HOTSPOTS_SCAN_RADIUS = "scanRadius must be a number greater than 0"
+HOTSPOTS_MINIMUM_POINTS = "minimumNumberOfPointsInAHotspot must be from 2 to windowSize"
+
+# --- log_parsing.py ---------------------------------------------------------------------------
+
+
+def log_pattern_without_group(*, pattern: object) -> str:
+    return f"the pattern {pattern!r} has no group: it would parse no column"
+
+
+def log_empty_column_description(*, spec: object) -> str:
+    return f"an empty column description in {spec!r}"
+
+
+LOG_EMPTY_DELIMITER = "an empty delimiter"
+
+
+def log_format_without_specifier(*, format_string: object) -> str:
+    return (
+        f"the format {format_string!r} has no specifier (Shoal runs COMMON, COMMON WITH VHOST,"
+        " NCSA EXTENDED, REFERER, AGENT, IIS and Apache format strings)"
+    )
+
+
+def log_column_description_invalid(*, description: object, expected: object) -> str:
+    return f"the column description {description!r} is not {expected}"
+
+
+def log_format_string_not_run(*, description: object) -> str:
+    return f"a format string in {description!r} (not run by Shoal)"
+
+
+def log_column_count(*, count: object) -> str:
+    return f"{count} columns"
+
+
+def log_column_type(*, name: object, error: object) -> str:
+    return f"the type of column {name}: {error}"
+
+
+def log_unclosed_string(*, pattern: object) -> str:
+    return f"an unclosed string in {pattern!r}"
+
+
+def fast_regex_construct_not_run(*, char: object, pattern: object) -> str:
+    return (
+        f"{char!r} in the Fast Regex {pattern!r} (intersection, complement, empty language, "
+        "named patterns and numeric intervals are not run by Shoal)"
+    )
+
+
+# --- records.py -------------------------------------------------------------------------------
+
+
+def record_not_a_timestamp(*, value: object) -> str:
+    return f"{value!r} is not a TIMESTAMP"
+
+
+def record_sql_type_not_supported(*, sql_type: object) -> str:
+    return f"SqlType {sql_type} is not supported"
+
+
+def record_mapping_not_json_path(*, path: object) -> str:
+    return f"mapping {path} is not a JSONPath"
+
+
+def record_column_count(*, count: object, expected: object) -> str:
+    return f"the line has {count} columns, the schema {expected}"
+
+
+def record_value_not_of_type(*, value: object, sql_type: object) -> str:
+    return f"{value!r} is not a {sql_type}"
+
+
+RECORD_NOT_UTF8 = "the record is not UTF-8"
+RECORD_NOT_JSON = "the record is not JSON"
+
+# --- reference_data.py ------------------------------------------------------------------------
+
+
+def not_a_bucket_arn(*, bucket_arn: object) -> str:
+    return f"{bucket_arn} is not an S3 bucket ARN."
+
+
+def reference_object_schema_mismatch(*, error: object) -> str:
+    return f"the object does not match its schema: {error}"
+
+
+def reference_object_too_large(*, bucket: object, key: object) -> str:
+    return f"s3://{bucket}/{key} is larger than 1 GiB."
+
+
+def reference_object_unreadable(*, bucket: object, key: object, error: object) -> str:
+    return f"s3://{bucket}/{key}: {error}"
+
+
+# --- runner.py --------------------------------------------------------------------------------
+
+
+def preprocessor_result(*, result: object) -> str:
+    return f"the Lambda preprocessor answered {result}"
+
+
+# --- sql.py -----------------------------------------------------------------------------------
+
+
+def function_needs_literal(*, function: object, argument: object) -> str:
+    return (
+        f"{function} needs a literal where it has {argument} (its columns are known when the "
+        "application is created)"
+    )
+
+
+def log_parse_arguments(*, name: object, count: object) -> str:
+    return (
+        f"{name} with {count} arguments (Shoal runs REGEX_LOG_PARSE(text, pattern), "
+        "VARIABLE_COLUMN_LOG_PARSE(text, columns, delimiter), FIXED_COLUMN_LOG_PARSE(text, "
+        "columns), W3C_LOG_PARSE(text, format), SYS_LOG_PARSE(text) and "
+        "FAST_REGEX_LOG_PARSER(text, pattern))"
+    )

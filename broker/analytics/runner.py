@@ -653,7 +653,7 @@ class _RunningApp:
                 continue
             try:
                 if result != "Ok":
-                    raise records.RecordError(f"the Lambda preprocessor answered {result}")
+                    raise records.RecordError(messages.preprocessor_result(result=result))
                 values = self._parser.rows(data)
             except records.RecordError as error:
                 self.counters.errors += 1

@@ -1127,10 +1127,7 @@ def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
             _,
         ):
             raise log_parsing.LogParseError(
-                f"{name} with {len(arguments)} arguments (Shoal runs "
-                "REGEX_LOG_PARSE(text, pattern), VARIABLE_COLUMN_LOG_PARSE(text, columns, "
-                "delimiter), FIXED_COLUMN_LOG_PARSE(text, columns), W3C_LOG_PARSE(text, "
-                "format), SYS_LOG_PARSE(text) and FAST_REGEX_LOG_PARSER(text, pattern))"
+                messages.log_parse_arguments(name=name, count=len(arguments))
             )
     return None
 
@@ -1144,8 +1141,7 @@ def _constant(function: str, argument: exp.Expr, *, numeric: bool = False) -> st
     if isinstance(argument, exp.Literal) and (argument.is_string or numeric):
         return str(argument.this)
     raise log_parsing.LogParseError(
-        f"{function} needs a literal where it has {argument.sql()} (its columns are known when "
-        "the application is created)"
+        messages.function_needs_literal(function=function, argument=argument.sql())
     )
 
 

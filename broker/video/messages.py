@@ -169,3 +169,103 @@ def console_timestamp_unreadable(*, text: object) -> str:
 
 def console_playback_mode_invalid(*, playback_modes: object) -> str:
     return f"PlaybackMode must be one of {playback_modes}."
+
+
+# --- The parsers' own errors, which PutMedia's acknowledgements and the signaling channel's
+#     status responses carry -------------------------------------------------------------------
+
+# --- ebml.py ----------------------------------------------------------------------------------
+
+EBML_VINT_WITHOUT_MARKER = "VINT with no length marker in its first byte"
+
+
+def ebml_size_too_large(*, size: object) -> str:
+    return f"size {size} does not fit in an EBML VINT"
+
+
+def ebml_float_size(*, size: object) -> str:
+    return f"float of {size} bytes"
+
+
+def ebml_id_too_long(*, length: object) -> str:
+    return f"element id of {length} bytes (EBML allows at most 4)"
+
+
+def ebml_unsigned_size(*, size: object) -> str:
+    return f"unsigned integer of {size} bytes"
+
+
+EBML_CHILD_TRUNCATED = "truncated or unknown-size child element"
+EBML_CHILD_PAST_PARENT = "child element runs past its parent"
+
+# --- mkv.py -----------------------------------------------------------------------------------
+
+
+def mkv_unexpected_top_element(*, element_id: object) -> str:
+    return f"expected an EBML header or a Segment, found element 0x{element_id:X}"
+
+
+def mkv_too_many_notification_tags(*, maximum: object) -> str:
+    return f"More than {maximum} notification metadata tags."
+
+
+MKV_TRUNCATED_BLOCK = "a truncated block"
+MKV_NESTED_SEGMENT = "a Segment inside a Segment"
+MKV_UNKNOWN_SIZE_IN_SEGMENT = "an unknown-size element in the Segment"
+
+
+def mkv_element_outside_cluster(*, element_id: object, size: object) -> str:
+    return f"element 0x{element_id:X} of {size} bytes outside a Cluster"
+
+
+MKV_UNKNOWN_SIZE_IN_CLUSTER = "an unknown-size element in a Cluster"
+
+
+def mkv_fragment_too_large(*, maximum: object) -> str:
+    return f"Fragment size is greater than the maximum, {maximum} bytes."
+
+
+MKV_ELEMENT_PAST_CLUSTER = "an element runs past its Cluster"
+MKV_CLUSTER_WITHOUT_TIMECODE = "a Cluster without a Timecode"
+MKV_TIMECODE_BACKWARDS = "Fragment timecode is less than the timecode of the previous fragment."
+
+
+def mkv_fragment_too_long(*, maximum: object) -> str:
+    return f"Fragment duration is greater than the maximum, {maximum} seconds."
+
+
+MKV_TRACKS_WITHOUT_ENTRY = "Tracks without a TrackEntry"
+
+
+def mkv_too_many_tracks(*, maximum: object) -> str:
+    return f"More than {maximum} tracks found in the MKV header."
+
+
+MKV_NOTIFICATION_TAG_TOO_LONG = (
+    "A notification metadata name is over 128 bytes or its value over 256."
+)
+MKV_BODY_ENDED_IN_CLUSTER = "the body ended inside a Cluster"
+MKV_BODY_ENDED_IN_ELEMENT = "the body ended inside an element"
+MKV_CLUSTER_BEFORE_TRACKS = "a Cluster before the Tracks"
+MKV_UNKNOWN_SIZE_EBML_HEADER = "an unknown-size EBML header"
+MKV_TRACK_ENTRY_WITHOUT_NUMBER = "a TrackEntry without a number"
+
+
+def mkv_frame_track_unknown(*, track: object) -> str:
+    return f"A frame's track number {track} is not in the MKV header."
+
+
+def mkv_track_without_frame(*, number: object) -> str:
+    return f"The fragment has no frame for track {number}."
+
+
+MKV_ZERO_TIMECODE_SCALE = "a TimecodeScale of 0"
+
+# --- signaling.py -----------------------------------------------------------------------------
+
+SIGNALING_MASTER_NEEDS_RECIPIENT = "A message from the master must name its recipientClientId."
+
+# --- signaling_rules.py -----------------------------------------------------------------------
+
+SIGNALING_NOT_AN_OBJECT = "The message is not a JSON object."
+SIGNALING_NOT_JSON = "The message is not JSON."

@@ -109,7 +109,7 @@ class SignalingHub:
         if sender.is_master:
             if message.recipient_client_id is None:
                 raise SignalingMessageError(
-                    "A message from the master must name its recipientClientId.",
+                    messages.SIGNALING_MASTER_NEEDS_RECIPIENT,
                     message.correlation_id,
                 )
             recipient = message.recipient_client_id

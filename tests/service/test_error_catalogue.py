@@ -3,8 +3,10 @@ once (issue 14, item 6): Kinesis Data Streams' and the doors' in `broker/error_m
 Firehose's in `broker/firehose/messages.py`, Kinesis Data Analytics' in
 `broker/analytics/messages.py`, Kinesis Video Streams' in `broker/video/messages.py`. A
 `ShoalError` (or the `_refuse` and `_invalid` helpers) built with a literal, an f-string or a
-literal joined to a value anywhere in these modules fails this test, naming the place. The
-doors (`gateway/`) include the SigV4 and gRPC signature texts and the IAM service's checks."""
+literal joined to a value anywhere in these modules fails this test, naming the place; so does
+one of the pure rules' own errors whose text an answer carries (the analytics parsers', the
+MKV and signaling parsers'). The doors (`gateway/`) include the SigV4 and gRPC signature texts
+and the IAM service's checks."""
 
 from __future__ import annotations
 
@@ -41,8 +43,21 @@ CATALOGUED_MODULES = (
     "meta/transitions/signaling_channels.py",
     "console/video_pages.py",
 )
-# The message's position in each error constructor the modules use.
-_MESSAGE_ARGUMENT = {"ShoalError": 1, "_refuse": 1, "_invalid": 0}
+# The message's position in each error constructor the modules use: ShoalError and the doors'
+# helpers, and the pure rules' own errors whose text an answer carries (a CodeValidation
+# detail, UnableToDetectSchema, a PutMedia acknowledgement's Message, a signaling status).
+_MESSAGE_ARGUMENT = {
+    "ShoalError": 1,
+    "_refuse": 1,
+    "_invalid": 0,
+    "AnomalyError": 0,
+    "LogParseError": 0,
+    "RecordError": 0,
+    "ReferenceDataError": 0,
+    "EbmlError": 0,
+    "MkvError": 1,
+    "SignalingMessageError": 0,
+}
 
 
 def _sources() -> list[Path]:
@@ -97,9 +112,11 @@ def test_the_check_sees_a_literal_text(tmp_path: Path) -> None:
         'raise _refuse(ErrorCode.ACCESS_DENIED, "Only nodes may call " + method)\n'
         'raise _invalid("name must be short.")\n'
         "raise _invalid(error_messages.IAM_NAME_INVALID)\n"
+        'raise MkvError(AckErrorId.INVALID_MKV_DATA, "a truncated block")\n'
     )
     assert literal_error_texts(planted, tmp_path) == [
         "planted.py:1: f'Bad {thing}.'",
         "planted.py:3: 'Only nodes may call ' + method",
         "planted.py:4: 'name must be short.'",
+        "planted.py:6: 'a truncated block'",
     ]
