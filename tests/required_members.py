@@ -156,3 +156,19 @@ def grpc_ask(channel: grpc.aio.Channel, service: ServiceDescriptor) -> Ask:
         return 200, "", ""
 
     return ask
+
+
+async def malformed_request_answer(
+    channel: grpc.aio.Channel, service: ServiceDescriptor, operation: str
+) -> tuple[grpc.StatusCode, str]:
+    """The status and ErrorInfo reason of bytes that are not the RPC's request message (the
+    door parses them itself: INVALID_ARGUMENT, SerializationException, never UNKNOWN)."""
+    stub: Any = channel.unary_unary(
+        f"/{service.full_name}/{operation}", request_serializer=None, response_deserializer=None
+    )
+    try:
+        await stub(b"\xff\xff\xff\xff", timeout=10)
+    except grpc.aio.AioRpcError as failed:
+        error: ShoalError = error_from_rpc_error(failed)
+        return failed.code(), error.code.kinesis_name
+    raise AssertionError(f"{operation} accepted bytes that are not its request")

@@ -21,7 +21,13 @@ from broker.gateway.validation import service_model
 from broker.node import Node
 from tests.analytics.conftest import MODULE_LOOP, analytics_client
 from tests.compat.conftest import REGION, call
-from tests.required_members import boto3_ask, grpc_ask, grpc_operations, sweep
+from tests.required_members import (
+    boto3_ask,
+    grpc_ask,
+    grpc_operations,
+    malformed_request_answer,
+    sweep,
+)
 
 pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
@@ -460,4 +466,6 @@ async def test_every_request_shape_through_grpc_never_answers_internal(node: Nod
             assert served == set(service_model(model).operation_names), model
             ask = grpc_ask(channel, service)
             problems += await sweep(model, served, _required_samples(application), ask)
+            answer = await malformed_request_answer(channel, service, "DescribeApplication")
+            assert answer == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException"), model
     assert not problems, "\n".join(problems)

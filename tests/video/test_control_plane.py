@@ -27,7 +27,13 @@ from broker.video.channels import SIGNALING_OPERATIONS
 from broker.video.control import VideoControl
 from broker.video.service import ARCHIVED_MEDIA_OPERATIONS, MEDIA_OPERATIONS
 from broker.wire.error_mapping import error_from_rpc_error
-from tests.required_members import boto3_ask, grpc_ask, grpc_operations, sweep
+from tests.required_members import (
+    boto3_ask,
+    grpc_ask,
+    grpc_operations,
+    malformed_request_answer,
+    sweep,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -391,4 +397,6 @@ async def test_every_request_shape_through_grpc_never_answers_internal(node: Nod
     assert served == VideoControl.OPERATIONS
     async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
         problems = await sweep("kinesisvideo", served, values, grpc_ask(channel, service), NAMING)
+        malformed = await malformed_request_answer(channel, service, "DescribeStream")
     assert not problems, "\n".join(problems)
+    assert malformed == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException")
