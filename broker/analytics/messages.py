@@ -1,14 +1,14 @@
-"""Kinesis Data Analytics' error texts, written down once (issue 14: every text a door sends
-is in a catalogue; `broker/error_messages.py` holds the Kinesis ones, `broker/firehose/
-messages.py` Firehose's, `broker/video/messages.py` Kinesis Video's). Pure: strings in,
-strings out; importable from the pure rules (`applications`, `snapshots`, `sql`) as from the
-services and the engine.
+"""Kinesis Data Analytics' error texts, written down once (issue 14: every text a door sends is in
+a catalogue; `broker/error_messages.py` holds the Kinesis ones, `broker/firehose/ messages.py`
+Firehose's, `broker/video/messages.py` Kinesis Video's). Pure: strings in, strings out;
+importable from the pure rules (`applications`, `snapshots`, `sql`) as from the services and the
+engine.
 
-The words are the ones the services sent before they were gathered here (their tests pin
-them). botocore's kinesisanalytics and kinesisanalyticsv2 models and AWS's API references
-document each error's meaning and status, not the text AWS sends with it, so these are
-Shoal's own, in AWS's style: a sentence naming the application, the member and the rule.
-The SQL texts (CodeValidationException) name the line and the construct, as AWS's do.
+The words are the ones the services sent before they were gathered here (their tests pin them).
+botocore's kinesisanalytics and kinesisanalyticsv2 models and AWS's API references document each
+error's meaning and status, not the text AWS sends with it, so where no AWS answer was on record
+the words are Shoal's own, in AWS's style: a sentence naming the application, the member and the
+rule. The SQL texts (CodeValidationException) name the line and the construct, as AWS's do.
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
-"""The Kinesis Video Streams family's error texts, written down once (issue 14: every text a
-door sends is in a catalogue; `broker/error_messages.py` holds the Kinesis ones and the
-video doors', `broker/firehose/messages.py` Firehose's). Pure: strings in, strings out.
+"""The Kinesis Video Streams family's error texts, written down once (issue 14: every text a door
+sends is in a catalogue; `broker/error_messages.py` holds the Kinesis ones and the video doors',
+`broker/firehose/messages.py` Firehose's). Pure: strings in, strings out.
 
-The words are the ones the services sent before they were gathered here (their tests pin
-them). botocore's models and AWS's API references document each error's meaning and status,
-not the text AWS sends with it, so these are Shoal's own, in AWS's style: a sentence naming the
-member and the rule. The texts an error always carries ("The requested stream is not found or
-not active.") are its default message in `broker/errors.py`; the texts the metadata
-transitions raise too (a name already taken, a status, the retention range) are in
-`broker/error_messages.py`, which `broker/meta` may import."""
+The words are the ones the services sent before they were gathered here (their tests pin them).
+botocore's models and AWS's API references document each error's meaning and status, not the
+text AWS sends with it, so where no AWS answer was on record the words are Shoal's own, in AWS's
+style: a sentence naming the member and the rule. The texts an error always carries ("The
+requested stream is not found or not active.") are its default message in `broker/errors.py`;
+the texts the metadata transitions raise too (a name already taken, a status, the retention
+range) are in `broker/error_messages.py`, which `broker/meta` may import."""
 
 from __future__ import annotations
 
