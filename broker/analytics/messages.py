@@ -1,5 +1,5 @@
 """Kinesis Data Analytics' error texts, written down once (issue 14: every text a door sends is in
-a catalogue; `broker/error_messages.py` holds the Kinesis ones, `broker/firehose/ messages.py`
+a catalogue; `broker/error_messages.py` holds the Kinesis ones, `broker/firehose/messages.py`
 Firehose's, `broker/video/messages.py` Kinesis Video's). Pure: strings in, strings out;
 importable from the pure rules (`applications`, `snapshots`, `sql`) as from the services and the
 engine.
