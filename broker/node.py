@@ -439,12 +439,12 @@ class Node:
                     )
                     if created == cluster_id:
                         # A new cluster: every member runs a binary that reads this format
-                        # (forming one with several versions is not supported), unless
-                        # `metadata_format_limit` holds it lower. Should this fail, the
-                        # controller raises it once every node has said so.
-                        level = config.knobs.metadata_format_limit or METADATA_FORMAT_MAX
+                        # (forming one with several versions is not supported). Should this
+                        # fail, the controller raises it once every node has said so.
                         await metadata.propose(
-                            commands.SetMetadataFormat(now_ms=self.clock.wall_ms(), level=level)
+                            commands.SetMetadataFormat(
+                                now_ms=self.clock.wall_ms(), level=METADATA_FORMAT_MAX
+                            )
                         )
                 registered_before = registered_before or self.node_id in metadata.image().nodes
                 node = await metadata.propose(

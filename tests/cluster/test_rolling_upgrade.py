@@ -23,6 +23,7 @@ import pytest
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.metadata_format import METADATA_FORMAT_MAX, STORED_BATCHES_LEVEL
+from broker.streams.sequence_numbers import is_aws_layout
 from tests.cluster.helpers import Producer, check_no_loss, cluster_status, wait_formed
 from tests.support import REPO, ClusterProcesses, NodeProcess, wait_until
 
@@ -139,6 +140,17 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
         assert not producer.lost
         for endpoint in cluster.endpoints:
             check_no_loss(endpoint, "orders", producer.acknowledged)
+        # Sequence numbers: the stream the previous release made keeps its layout for good
+        # (its consumers stored those numbers, and AWS's layout sorts below them), also for
+        # what was written after the raise; a stream made now gets AWS's.
+        numbers = [number for _, number in producer.acknowledged.values()]
+        assert numbers and not any(is_aws_layout(number) for number in numbers)
+        with ShoalClient(cluster.endpoints[0]) as client:
+            client.call("CreateStream", {"StreamName": "after-upgrade", "ShardCount": 2})
+            shards = client.call("ListShards", {"StreamName": "after-upgrade"})["Shards"]
+        starts = [int(s["SequenceNumberRange"]["StartingSequenceNumber"]) for s in shards]
+        assert all(is_aws_layout(str(start)) for start in starts)
+        assert starts[1] - starts[0] == 2**144 + 16
     except BaseException:
         print(cluster.logs())
         raise
