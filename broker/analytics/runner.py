@@ -37,7 +37,7 @@ import hashlib
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -322,10 +322,14 @@ class _Placement:
         finally:
             if running is not None:
                 if self.active is not None and not running.done():
-                    await self.active.shutdown()
+                    # Gracefully (its marks recorded), within the failover time: a successor
+                    # would take the placement by then anyway.
+                    self.active.stop()
+                    await asyncio.wait({running}, timeout=settings.failover_ms / 1000)
                 running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+                (outcome,) = await asyncio.gather(running, return_exceptions=True)
+                if isinstance(outcome, Exception):
+                    log.error("analytics_application_failed", exc_info=outcome)
             self.active = None
             if held is not None:
                 with contextlib.suppress(ShoalError):
@@ -406,9 +410,8 @@ class _ShardProgress:
     watermark_ms: int = 0
     millis_behind_latest: int = 0
     # Records processed but not checkpointed: (sequence number, the time until which a window
-    # may still need them), oldest first; and the newest record whose continuous rows are out.
+    # may still need them), oldest first.
     pending: deque[tuple[str, int]] = field(default_factory=deque)
-    continuous_written: str | None = None
     checkpointer: Checkpointer | None = None
 
 
@@ -441,24 +444,38 @@ class _RunningApp:
         self._lock = asyncio.Lock()
         self._worker: Worker | None = None
         self._restart = asyncio.Event()
+        self._stop = asyncio.Event()
         self._shards: dict[str, _ShardProgress] = {}
         self._engine = DuckDbEngine()
         self._running_version = 0
         self._lambda: LambdaInvoker | None = None
-        self._build(app)
+        # The marks: what the metadata quorum has recorded (`_*_recorded`), and what this
+        # process has written (each shard's last record whose continuous rows are out; the
+        # windows through the pipeline's watermark). They differ for up to a tick, and for
+        # longer when no quorum answers; a restart in this process (UpdateApplication) resumes
+        # from what it wrote, a successor on another node from what was recorded.
+        self._emitted_recorded = 0
+        self._continuous_recorded: dict[str, str] = {}
+        self._continuous_written: dict[str, str] = {}
+        self._restarted = False
+        self._build(app, emitted_ms=0)
 
-    def _build(self, app: Application) -> None:
-        """The pipeline, resumed from the application's recorded marks: windows that ended by
-        `emitted_through_ms` were written (their replayed rows are late, not emitted again);
-        records through `continuous_through` had their continuous rows written."""
+    def _build(self, app: Application, *, emitted_ms: int) -> None:
+        """The pipeline, resumed from the marks: windows that ended by the application's
+        `emitted_through_ms` (or `emitted_ms`, written here) were written (their replayed rows
+        are late, not emitted again); records through `continuous_through` (or this process's
+        `_continuous_written`) had their continuous rows written."""
         self.app = app
         program = sql.compile_program(app.code)
         inputs = app.input_descriptions()
+        self._emitted_recorded = max(self._emitted_recorded, app.emitted_through_ms)
+        _merge_marks(self._continuous_recorded, app.continuous_through)
+        _merge_marks(self._continuous_written, self._continuous_recorded.items())
         self._pipeline = pipeline.Pipeline(
             program,
             pipeline.source_streams(inputs),
             self._engine,
-            watermark_ms=app.emitted_through_ms,
+            watermark_ms=max(self._emitted_recorded, emitted_ms),
         )
         # A record may feed a window until its ROWTIME plus every window's size (a chain of
         # windows delays each stage by at most its size); it is checkpointed after that.
@@ -476,8 +493,6 @@ class _RunningApp:
             for p in program.pumps
             if p.join is not None
         )
-        self._emitted_recorded = app.emitted_through_ms
-        self._continuous_recorded = dict(app.continuous_through)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
         processor = inputs[0].get("InputProcessingConfigurationDescription", {})
         function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
@@ -507,18 +522,22 @@ class _RunningApp:
         self.app = app
         self._restart.set()
 
-    async def shutdown(self) -> None:
-        if self._worker is not None:
-            await self._worker.shutdown()
+    def stop(self) -> None:
+        """Graceful stop: the reader stops after its current batch, and the marks of what was
+        written are recorded (a LAST_STOPPED_POINT start replays nothing that is out)."""
+        self._stop.set()
+        self._restart.set()
 
     async def run(self) -> None:
         try:
-            while True:
+            while not self._stop.is_set():
                 self._restart.clear()
                 await self._run_once()
-                if not self._restart.is_set():
+                if self._stop.is_set():
                     return
-                self._build(self.app)
+                # UpdateApplication: the new version resumes from what this run wrote.
+                self._restarted = True
+                self._build(self.app, emitted_ms=self._pipeline.watermark_ms)
         finally:
             self._engine.close()
 
@@ -534,7 +553,9 @@ class _RunningApp:
     async def _run_once(self) -> None:
         app = self.app
         await self._load_references(app)
-        if app.emitted_through_ms or app.continuous_through:  # resumed: rows may be replayed
+        if not self._restarted and (app.emitted_through_ms or app.continuous_through):
+            # Resumed from recorded marks (a takeover, LAST_STOPPED_POINT): rows written after
+            # them may be replayed. A restart in this process knows what it wrote exactly.
             self._written = await self._recently_written()
         self._running_version = app.version_id
         settings = self.runner.settings
@@ -569,16 +590,23 @@ class _RunningApp:
         )
         async with asyncio.TaskGroup() as tasks:
             worker_task = tasks.create_task(self._worker.run())
-            ticker = tasks.create_task(self._tick_forever())
+            ticker = tasks.create_task(self._tick_until_restart())
             await self._restart.wait()
+            # Gracefully: the reader ends after its batch, the ticker after its tick (never
+            # cancelled halfway, between closing windows and writing their rows).
             await self._worker.shutdown()
-            ticker.cancel()
+            await ticker
             await worker_task
+        async with self._lock:  # what the last batches and tick wrote, recorded
+            await self._flush()
+            await self._record_progress()
 
-    async def _tick_forever(self) -> None:
-        while True:  # until cancelled by shutdown or restart
-            await asyncio.sleep(await self._until_next_tick_s())
-            await self.tick()
+    async def _tick_until_restart(self) -> None:
+        while not self._restart.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._restart.wait(), await self._until_next_tick_s())
+            if not self._restart.is_set():
+                await self.tick()
 
     async def _until_next_tick_s(self) -> float:
         """The wait before the next tick: the tick interval, or less when a caught-up reader's
@@ -629,7 +657,7 @@ class _RunningApp:
         rows: dict[str, list[records.Row]] = {}
         replayed: dict[str, list[records.Row]] = {}
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
-        replay_through = self._continuous_recorded.get(shard_id)
+        replay_through = self._continuous_written.get(shard_id)
         pending: list[tuple[str, int]] = []
         rowtimes: dict[int, Any] = {}
         errors: list[records.Row] = []  # KDA's error_stream rows
@@ -684,7 +712,7 @@ class _RunningApp:
             await self._write_errors(errors)
             progress.pending.extend(pending)
             if pending:
-                progress.continuous_written = pending[-1][0]
+                self._continuous_written[shard_id] = pending[-1][0]
         watermark_ms = self._next_watermark_ms()
         if watermark_ms is not None and self._pipeline.closes_a_window(watermark_ms):
             await self.tick()  # a record of a later window: close the window now, not next tick
@@ -792,10 +820,9 @@ class _RunningApp:
         (fenced by the placement lease: a deposed node's proposal is refused)."""
         emitted = self._pipeline.watermark_ms
         continuous = {
-            shard_id: progress.continuous_written
-            for shard_id, progress in self._shards.items()
-            if progress.continuous_written is not None
-            and progress.continuous_written != self._continuous_recorded.get(shard_id)
+            shard_id: sequence_number
+            for shard_id, sequence_number in self._continuous_written.items()
+            if sequence_number != self._continuous_recorded.get(shard_id)
         }
         if emitted <= self._emitted_recorded and not continuous:
             return
@@ -946,6 +973,14 @@ class _RunningApp:
             if batch:
                 await _deliver_to_lambda(invoker, function, self.app.arn, batch)
                 self.counters.records_out += len(batch)
+
+
+def _merge_marks(marks: dict[str, str], more: Iterable[tuple[str, str]]) -> None:
+    """Each shard's later sequence number of the two (marks only move forward)."""
+    for shard_id, sequence_number in more:
+        current = marks.get(shard_id)
+        if current is None or int(sequence_number) > int(current):
+            marks[shard_id] = sequence_number
 
 
 def _record_metadata(record: Any, shard_id: str, source: InputSource) -> dict[str, Any]:
