@@ -49,6 +49,7 @@ from broker.analytics.applications import (
     PLACEMENT_LEASE_KEY,
     Application,
     ApplicationStatus,
+    ApplicationTable,
     lease_application,
 )
 from broker.analytics.duckdb_engine import DuckDbEngine
@@ -163,7 +164,17 @@ class ApplicationRunner:
             async with asyncio.TaskGroup() as tasks:
                 while True:
                     self._reconcile(tasks)
-                    await asyncio.sleep(self.settings.tick_ms / 1000)
+                    # Again at the next change of the applications (a StartApplication is
+                    # placed at once), or after a tick for the transitions that time makes.
+                    seen = self._metadata.image().analytics
+
+                    def changed(image: MetadataImage, seen: ApplicationTable = seen) -> bool:
+                        return image.analytics is not seen
+
+                    with contextlib.suppress(ShoalError):
+                        await self._metadata.wait_for_image(
+                            changed, timeout_s=self.settings.tick_ms / 1000
+                        )
         finally:
             for placement in self._placements.values():
                 placement.cancel()
@@ -409,8 +420,8 @@ class _ShardProgress:
     caught_up: bool = False
     watermark_ms: int = 0
     millis_behind_latest: int = 0
-    # Records processed but not checkpointed: (sequence number, the time until which a window
-    # may still need them), oldest first.
+    # Batches processed but not checkpointed: (last sequence number, the time until which a
+    # window may still need its records), oldest first.
     pending: deque[tuple[str, int]] = field(default_factory=deque)
     checkpointer: Checkpointer | None = None
 
@@ -657,42 +668,46 @@ class _RunningApp:
         rows: dict[str, list[records.Row]] = {}
         replayed: dict[str, list[records.Row]] = {}
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
-        replay_through = self._continuous_written.get(shard_id)
-        pending: list[tuple[str, int]] = []
-        rowtimes: dict[int, Any] = {}
+        # Sequence numbers grow along a shard: a batch starting past the mark replays nothing.
+        mark = self._continuous_written.get(shard_id)
+        replay_through = int(mark) if mark is not None else -1
+        replaying = int(str(batch.records[0].sequence_number)) <= replay_through
+        rowtimes: dict[Any, tuple[int, Any]] = {}  # arrival -> (ms, ROWTIME)
         errors: list[records.Row] = []  # KDA's error_stream rows
         max_rowtime: int | None = None
         processed = await self._preprocess(shard_id, batch.records)
+        parse = self._parser.rows
         for index, record in enumerate(batch.records):
-            assert record.sequence_number is not None
             arrival = record.approximate_arrival_timestamp
-            arrival_ms = (
-                round(arrival.timestamp() * 1000)
-                if arrival is not None
-                else self.runner._clock.wall_ms()
-            )
-            max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
-            rowtime = rowtimes.get(arrival_ms)
-            if rowtime is None:  # records of one batch mostly share a few arrival times
-                rowtime = rowtimes[arrival_ms] = records.to_timestamp(arrival_ms)
-            pending.append((record.sequence_number, arrival_ms + self._retention_ms))
+            known = rowtimes.get(arrival)
+            if known is None:  # records of one batch mostly share a few arrival times
+                arrival_ms = (
+                    round(arrival.timestamp() * 1000)
+                    if arrival is not None
+                    else self.runner._clock.wall_ms()
+                )
+                known = rowtimes[arrival] = (arrival_ms, records.to_timestamp(arrival_ms))
+                max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
+            rowtime = known[1]
+            is_replay = replaying and int(str(record.sequence_number)) <= replay_through
             result, data = processed[index] if processed is not None else ("Ok", record.data)
             if result == "Dropped":
                 continue
             try:
                 if result != "Ok":
                     raise records.RecordError(f"the Lambda preprocessor answered {result}")
-                values = self._parser.rows(data)
+                values = parse(data)
             except records.RecordError as error:
                 self.counters.errors += 1
-                if replay_through is None or int(record.sequence_number) > int(replay_through):
+                if not is_replay:
                     errors.append(_error_row(rowtime, record.data, str(error)))
                 continue
-            is_replay = replay_through is not None and int(record.sequence_number) <= int(
-                replay_through
-            )
             target = replayed if is_replay else rows
             target.setdefault(stream, []).extend((rowtime, rowtime, *value) for value in values)
+        # Checkpointed per batch: through its last record once no window needs its latest.
+        last = str(batch.records[-1].sequence_number)
+        assert max_rowtime is not None
+        pending = (last, max_rowtime + self._retention_ms)
         self.counters.records_in += len(batch.records)
         progress = self._shards.setdefault(
             shard_id, _ShardProgress(started_ms=self.runner._clock.wall_ms())
@@ -710,9 +725,8 @@ class _RunningApp:
                 await asyncio.to_thread(self._pipeline.push, name, stream_rows)
             await self._flush()
             await self._write_errors(errors)
-            progress.pending.extend(pending)
-            if pending:
-                self._continuous_written[shard_id] = pending[-1][0]
+            progress.pending.append(pending)
+            self._continuous_written[shard_id] = last
         watermark_ms = self._next_watermark_ms()
         if watermark_ms is not None and self._pipeline.closes_a_window(watermark_ms):
             await self.tick()  # a record of a later window: close the window now, not next tick
