@@ -33,6 +33,8 @@ from dataclasses import dataclass
 
 import regex
 
+from broker.analytics import messages
+
 # KDA: "The columns will be of type varchar(1024)".
 PARSED_TEXT_TYPE = "VARCHAR"
 
@@ -76,7 +78,7 @@ def group_count(pattern: str) -> int:
 def regex_log_parse(text: str, pattern: str) -> str:
     groups = group_count(pattern)
     if groups == 0:
-        raise LogParseError(f"the pattern {pattern!r} has no group: it would parse no column")
+        raise LogParseError(messages.log_pattern_without_group(pattern=pattern))
     anchored = literal(f"^(?:{pattern})$")
     names = ", ".join(literal(f"COLUMN{index}") for index in range(1, groups + 1))
     return (
@@ -100,7 +102,7 @@ def _split_columns(spec: str) -> list[str]:
         current.append(char)
     parts.append("".join(current).strip())
     if any(not part for part in parts):
-        raise LogParseError(f"an empty column description in {spec!r}")
+        raise LogParseError(messages.log_empty_column_description(spec=spec))
     return parts
 
 
@@ -120,9 +122,11 @@ def columns(spec: str, engine_type: Callable[[str], str], *, fixed: bool) -> lis
         match = _COLUMN.match(description)
         if match is None:
             expected = "NAME TYPE type [NOT NULL]" + (" START n [FOR m]" if fixed else "")
-            raise LogParseError(f"the column description {description!r} is not {expected}")
+            raise LogParseError(
+                messages.log_column_description_invalid(description=description, expected=expected)
+            )
         if "'" in match["type"]:
-            raise LogParseError(f"a format string in {description!r} (not run by Shoal)")
+            raise LogParseError(messages.log_format_string_not_run(description=description))
         if fixed != (match["start"] is not None):
             raise LogParseError(
                 f"START in {description!r}" if not fixed else f"no START in {description!r}"
@@ -132,7 +136,7 @@ def columns(spec: str, engine_type: Callable[[str], str], *, fixed: bool) -> lis
         try:
             sql_type = engine_type(match["type"].strip())
         except ValueError as error:
-            raise LogParseError(f"the type of column {name}: {error}") from error
+            raise LogParseError(messages.log_column_type(name=name, error=error)) from error
         fields.append(
             Field(
                 name=name,
@@ -152,10 +156,10 @@ def _cast(value: str, sql_type: str) -> str:
 
 def variable_column_log_parse(text: str, fields: int | list[Field], delimiter: str) -> str:
     if not delimiter:
-        raise LogParseError("an empty delimiter")
+        raise LogParseError(messages.LOG_EMPTY_DELIMITER)
     if isinstance(fields, int):
         if fields < 1:
-            raise LogParseError(f"{fields} columns")
+            raise LogParseError(messages.log_column_count(count=fields))
         fields = [Field(f"COLUMN{index}", PARSED_TEXT_TYPE) for index in range(1, fields + 1)]
     parts = f"string_split({text}, {literal(delimiter)})"
     values = [
@@ -234,10 +238,7 @@ def _w3c_fields(format_string: str) -> tuple[str, list[str]]:
         types.append(_W3C_TYPES.get(letter, PARSED_TEXT_TYPE))
     pattern.append(_w3c_literal(spec[position:]))
     if not types:
-        raise LogParseError(
-            f"the format {format_string!r} has no specifier (Shoal runs COMMON, COMMON WITH "
-            "VHOST, NCSA EXTENDED, REFERER, AGENT, IIS and Apache format strings)"
-        )
+        raise LogParseError(messages.log_format_without_specifier(format_string=format_string))
     return "".join(pattern), types
 
 
@@ -307,9 +308,9 @@ def fast_regex_log_parse(text: str, pattern: str) -> str:
     try:
         groups = regex.compile(translated).groups
     except regex.error as error:
-        raise LogParseError(f"the Fast Regex {pattern!r} is not valid: {error}") from error
+        raise LogParseError(messages.fast_regex_invalid(pattern=pattern, error=error)) from error
     if groups == 0:
-        raise LogParseError(f"the pattern {pattern!r} has no group: it would parse no column")
+        raise LogParseError(messages.log_pattern_without_group(pattern=pattern))
     call = f"{FAST_REGEX_FUNCTION}({text}, {literal(translated)})"
     values = [(f"COLUMN{index}", f"{call}[{index}]") for index in range(1, groups + 1)]
     return f"CASE WHEN {call} IS NOT NULL THEN {_struct(values)} END"
@@ -421,13 +422,13 @@ def _fast_items(
             while end < len(pattern) and pattern[end] != "]":
                 end += 2 if pattern[end] == "\\" else 1
             if end >= len(pattern):
-                raise LogParseError(f"an unclosed class in {whole!r}")
+                raise LogParseError(messages.fast_regex_unclosed_class(pattern=whole))
             item = _simple(pattern[index : end + 1], 1)
             index = end + 1
         elif char == '"':
             end = pattern.find('"', index + 1)
             if end < 0:
-                raise LogParseError(f"an unclosed string in {whole!r}")
+                raise LogParseError(messages.log_unclosed_string(pattern=whole))
             content = pattern[index + 1 : end]
             item = _simple(f"(?:{regex.escape(content)})", len(content))
             index = end + 1
@@ -441,7 +442,7 @@ def _fast_items(
                 item = _Item(text, plain, _total(inner), inner=tuple(inner))
         elif char == ")":
             if top:
-                raise LogParseError(f"an unmatched ')' in {whole!r}")
+                raise LogParseError(messages.fast_regex_unmatched_parenthesis(pattern=whole))
             return items, alternatives, index + 1
         elif char == "|":
             alternatives = True
@@ -455,18 +456,15 @@ def _fast_items(
             item = _simple(".", 1)
             index += 1
         elif char in "&~#<":
-            raise LogParseError(
-                f"{char!r} in the Fast Regex {whole!r} (intersection, complement, empty "
-                "language, named patterns and numeric intervals are not run by Shoal)"
-            )
+            raise LogParseError(messages.fast_regex_construct_not_run(char=char, pattern=whole))
         elif char in "*+?{":
             if not items:
-                raise LogParseError(f"a quantifier with nothing before it in {whole!r}")
+                raise LogParseError(messages.fast_regex_quantifier_without_operand(pattern=whole))
             quantified = items.pop()
             if char == "{":
                 end = pattern.find("}", index)
                 if end < 0:
-                    raise LogParseError(f"an unclosed repetition in {whole!r}")
+                    raise LogParseError(messages.fast_regex_unclosed_repetition(pattern=whole))
                 bounds = pattern[index + 1 : end]
                 exact = bounds.isdigit()
                 length = (
@@ -492,7 +490,7 @@ def _fast_items(
             index += 1
         items.append(item)
     if not top:
-        raise LogParseError(f"an unclosed '(' in {whole!r}")
+        raise LogParseError(messages.fast_regex_unclosed_group(pattern=whole))
     return items, alternatives, index
 
 
