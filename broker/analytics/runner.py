@@ -53,6 +53,7 @@ from broker.analytics.applications import (
     lease_application,
 )
 from broker.analytics.duckdb_engine import DuckDbEngine
+from broker.analytics.hotspots import HotspotParameters
 from broker.caller import Caller
 from broker.client.worker import (
     Checkpointer,
@@ -421,8 +422,9 @@ class _ShardProgress:
     watermark_ms: int = 0
     millis_behind_latest: int = 0
     # Batches processed but not checkpointed: (last sequence number, the time until which a
-    # window may still need its records), oldest first.
-    pending: deque[tuple[str, int]] = field(default_factory=deque)
+    # window may still need its records, `records` after the batch), oldest first.
+    pending: deque[tuple[str, int, int]] = field(default_factory=deque)
+    records: int = 0  # records processed on the shard in this lease period
     checkpointer: Checkpointer | None = None
 
 
@@ -504,6 +506,10 @@ class _RunningApp:
             for p in program.pumps
             if p.join is not None
         )
+        # And a row-counted state (ROWS windows, HOTSPOTS' window, RANDOM_CUT_FOREST's sample)
+        # needs a shard's last rows: that many records of each shard are replayed, which
+        # rebuilds it on a successor (a forest from its last sample's worth of rows).
+        self._retention_rows = max((_rows_kept(pump) for pump in program.pumps), default=0)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
         processor = inputs[0].get("InputProcessingConfigurationDescription", {})
         function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
@@ -725,7 +731,8 @@ class _RunningApp:
                 await asyncio.to_thread(self._pipeline.push, name, stream_rows)
             await self._flush()
             await self._write_errors(errors)
-            progress.pending.append(pending)
+            progress.records += len(batch.records)
+            progress.pending.append((*pending, progress.records))
             self._continuous_written[shard_id] = last
         watermark_ms = self._next_watermark_ms()
         if watermark_ms is not None and self._pipeline.closes_a_window(watermark_ms):
@@ -860,15 +867,18 @@ class _RunningApp:
         self._continuous_recorded.update(continuous)
 
     async def _checkpoint(self) -> None:
-        """Checkpoints each shard through its last record that no open window needs and whose
-        continuous rows are recorded as written: a restart replays the rest, rebuilding the
-        open windows, and emits none that was written."""
+        """Checkpoints each shard through its last record that no open window needs, that has
+        `_retention_rows` records after it, and whose continuous rows are recorded as written:
+        a restart replays the rest, rebuilding the open windows and row-counted states, and
+        emits none that was written."""
         for shard_id, progress in list(self._shards.items()):
             safe: str | None = None
             recorded = self._continuous_recorded.get(shard_id)
             while progress.pending:
-                sequence_number, needed_until_ms = progress.pending[0]
+                sequence_number, needed_until_ms, records_then = progress.pending[0]
                 if needed_until_ms > self._emitted_recorded or recorded is None:
+                    break
+                if progress.records - records_then < self._retention_rows:
                     break
                 if int(sequence_number) > int(recorded):
                     break
@@ -987,6 +997,22 @@ class _RunningApp:
             if batch:
                 await _deliver_to_lambda(invoker, function, self.app.arn, batch)
                 self.counters.records_out += len(batch)
+
+
+def _rows_kept(pump: sql.Pump) -> int:
+    """The rows of its source a pump's state holds by count (0: none)."""
+    counts = [0]
+    if pump.sliding is not None and pump.sliding.rows is not None:
+        counts.append(pump.sliding.rows)
+    if pump.join is not None:
+        counts += [pump.join.left_rows or 0, pump.join.right_rows or 0]
+    if pump.scored is not None:
+        parameters = pump.scored.parameters
+        if isinstance(parameters, HotspotParameters):
+            counts.append(parameters.window_size)
+        else:  # a forest's full sample, and a shingle before its first point
+            counts.append(parameters.sub_sample_size + parameters.shingle_size - 1)
+    return max(counts)
 
 
 def _merge_marks(marks: dict[str, str], more: Iterable[tuple[str, str]]) -> None:

@@ -453,7 +453,8 @@ CREATE OR REPLACE PUMP "STREAM_PUMP" AS
 async def test_the_hotspots_example(node: Node, kinesis: Any, analytics: Any) -> None:
     """The reference's HOTSPOTS pump over ticker records: 70 spread prices, then 30 at one
     (CHANGE, PRICE): every record comes out with HOTSPOTS_RESULT; the last one's names the one
-    hotspot, its bounds and density (30 rows over a radius-sided square)."""
+    hotspot, its bounds and density (30 rows over a radius-sided square). Its window is
+    rebuilt when the application resumes."""
     for stream in ("quotes", "hot"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
     await create_application(
@@ -478,6 +479,16 @@ async def test_the_hotspots_example(node: Node, kinesis: Any, analytics: Any) ->
     (hotspot,) = json.loads(rows[-1]["HOTSPOTS_RESULT"])["hotspots"]
     assert hotspot["minValues"] == hotspot["maxValues"] == [0.5, 40.0]
     assert hotspot["density"] == pytest.approx(30 / 0.013**2)
+    # Stopped and started again from LAST_STOPPED_POINT (as a successor takes over): the
+    # window's last 100 records are read again, so the next row's window holds 31 dense
+    # rows, not 1; the rows written before are not written again.
+    await stop_application(node, analytics, "hotspots")
+    await start_application(analytics, "hotspots", "LAST_STOPPED_POINT")
+    await call(kinesis.put_records, StreamName="quotes", Records=[ticker_record(quotes[-1])])
+    rows = [json.loads(data) for data in await read_all(kinesis, "hot", len(quotes) + 1)]
+    assert len(rows) == len(quotes) + 1
+    (hotspot,) = json.loads(rows[-1]["HOTSPOTS_RESULT"])["hotspots"]
+    assert hotspot["density"] == pytest.approx(31 / 0.013**2)
     await stop_application(node, analytics, "hotspots")
 
 
