@@ -105,7 +105,7 @@ from broker.meta.controller import Controller
 from broker.meta.controller_core import ControllerSettings
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
-from broker.meta.metadata_format import METADATA_FORMAT_MAX
+from broker.meta.metadata_format import METADATA_FORMAT_MAX, RESEALED_SECRETS_LEVEL
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
 from broker.meta.quorum import QuorumConfig
 from broker.metrics import ClusterView as MetricsClusterView
@@ -878,6 +878,7 @@ class Node:
             if self._controller_node() != self.node_id:
                 continue
             image = ctx.image()
+            await self._reseal_access_keys(ctx, image)
             if not any(stream.data_keys for stream in image.streams.values()):
                 continue
             try:
@@ -897,6 +898,30 @@ class Node:
                         "data_keys_rewrapped",
                         extra={"stream": command.name, "keys": len(command.rewrapped)},
                     )
+
+    async def _reseal_access_keys(self, ctx: ServiceContext, image: MetadataImage) -> None:
+        """Access-key secrets a fallback key opens (sealed before metadata format 4 with the
+        Raft password alone, or with a previous Raft password) are sealed again with the
+        cluster's current IAM key, in one command (`iam/sealing.py`)."""
+        if image.metadata_format < RESEALED_SECRETS_LEVEL or not image.iam.keys:
+            return
+        assert self.access is not None
+        box = self.access.directory.box
+        resealed = []
+        for key in image.iam.keys.values():
+            sealed = box.reseal(key.access_key_id, key.sealed_secret)
+            if sealed is not None:
+                resealed.append((key.access_key_id, sealed))
+        if not resealed:
+            return
+        try:
+            await ctx.metadata.propose(
+                commands.ResealAccessKeys(now_ms=self.clock.wall_ms(), resealed=tuple(resealed))
+            )
+        except ShoalError as error:
+            log.warning("access_keys_reseal_failed", extra={"error": str(error)})
+        else:
+            log.info("access_keys_resealed", extra={"keys": len(resealed)})
 
     async def _run_master_key_checks(self, ctx: ServiceContext) -> None:
         """The start's master-key check, kept up while the node runs: every

@@ -903,6 +903,16 @@ class RotateAccessKey:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResealAccessKeys:
+    """Replaces access keys' sealed secrets by the same secrets sealed with the cluster's
+    current IAM key (`resealed`: access key id, sealed secret); ids no longer present are
+    skipped. Result: the number replaced."""
+
+    now_ms: int
+    resealed: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PutPrincipalPolicy:
     """Attaches (or replaces) the named policy; the proposer checked the document."""
 
@@ -926,6 +936,7 @@ IamCommand = (
     | UpdateAccessKey
     | DeleteAccessKey
     | RotateAccessKey
+    | ResealAccessKeys
     | PutPrincipalPolicy
     | DeletePrincipalPolicy
 )
@@ -1130,6 +1141,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateAccessKey,
         DeleteAccessKey,
         RotateAccessKey,
+        ResealAccessKeys,
         PutPrincipalPolicy,
         DeletePrincipalPolicy,
         RewrapStreamDataKeys,

@@ -61,6 +61,12 @@ AUDIT_UNCOUNTED_LEVEL = internal_names.AUDIT_UNCOUNTED_LEVEL
 # DISABLED at once, as the binaries of level 3 do.
 DELIVERY_ENCRYPTION_STATES_LEVEL = 4
 
+# From this level on, access-key secrets are sealed with the cluster's derived IAM key (the
+# master key's derivation under its own label, `iam/sealing.py`), and the secrets sealed with
+# the Raft password alone are re-sealed (`ResealAccessKeys`); a binary of level 3 opens only
+# the latter.
+RESEALED_SECRETS_LEVEL = 4
+
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
         level=2,
@@ -169,7 +175,7 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         # EncryptionStatus gains ENABLING, DISABLING, ENABLING_FAILED and DISABLING_FAILED:
         # a binary of level 3 cannot decode an image holding them.
         image_version=9,
-        commands=frozenset({"SettleDeliveryStreamEncryption"}),
+        commands=frozenset({"SettleDeliveryStreamEncryption", "ResealAccessKeys"}),
         members={
             "DeliveryStreamMeta": frozenset(
                 {
@@ -180,7 +186,8 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
             ),
         },
         summary="delivery-stream encryption through ENABLING and DISABLING, with "
-        "ENABLING_FAILED and DISABLING_FAILED and their FailureDescription",
+        "ENABLING_FAILED and DISABLING_FAILED and their FailureDescription; access-key "
+        "secrets sealed with the cluster's derived IAM key",
     ),
 )
 

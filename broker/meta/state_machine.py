@@ -81,6 +81,7 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    ResealAccessKeys,
     RewrapStreamDataKeys,
     RotateAccessKey,
     SetChannelMediaStorage,
@@ -282,6 +283,7 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             | UpdateAccessKey()
             | DeleteAccessKey()
             | RotateAccessKey()
+            | ResealAccessKeys()
             | PutPrincipalPolicy()
             | DeletePrincipalPolicy()
         ):
