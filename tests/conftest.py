@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.config import Config, Knobs
 from broker.node import Node
-from tests.support import free_port
+from tests.support import ClusterProcesses, free_port
 
 # Files whose tests share fixtures of package scope: each package runs whole on one worker.
 _PACKAGES_RUN_WHOLE = ("firehose", "video")
@@ -143,3 +143,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     left waiting for something that will never come), every thread's stack goes to stderr
     and the process exits with status 1 instead of holding CI until its own time limit."""
     faulthandler.dump_traceback_later(_EXIT_DEADLINE_S, exit=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran node processes shows each node's state and last errors."""
+    report = yield
+    if report.failed:
+        clusters = [
+            value
+            for value in getattr(item, "funcargs", {}).values()
+            if isinstance(value, ClusterProcesses)
+        ]
+        for cluster in clusters:
+            report.sections.append((f"node logs ({call.when})", cluster.failure_digest()))
+    return report

@@ -14,7 +14,7 @@ import grpc
 
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.client.grpc_client import ShoalClient
-from broker.errors import ShoalError
+from broker.errors import ErrorCode, ShoalError
 from broker.streams.sequence_numbers import decode_sequence_number
 from tests.support import ClusterProcesses, read_shard, wait_until
 
@@ -27,6 +27,28 @@ def _admin(endpoint: str, method: str, request: Any, response: Any, service: str
             response_deserializer=response.FromString,
         )
         return call(request, timeout=5)
+
+
+def create_stream(client: ShoalClient, name: str, shards: int, *, deadline_s: float = 60) -> None:
+    """CreateStream as a client that retries should: an UNAVAILABLE answer (the metadata
+    leader changed mid-command, as it may on a starved machine) leaves the outcome unknown,
+    so the call is made again, and ResourceInUse after such an answer means it was applied."""
+    retried = False
+
+    def attempt() -> bool:
+        nonlocal retried
+        try:
+            client.call("CreateStream", {"StreamName": name, "ShardCount": shards})
+        except ShoalError as error:
+            if error.code is ErrorCode.RESOURCE_IN_USE and retried:
+                return True
+            if error.code is not ErrorCode.UNAVAILABLE:
+                raise
+            retried = True
+            return False
+        return True
+
+    wait_until(attempt, deadline_s=deadline_s, what=f"{name} created")
 
 
 def cluster_status(endpoint: str) -> pb.ClusterStatusResponse:

@@ -18,6 +18,7 @@ from broker.client.grpc_client import ShoalClient
 from broker.client.limits import LimitsClient
 from broker.errors import ShoalError
 from broker.limits import hash_key_max
+from tests.cluster.helpers import create_stream
 from tests.support import ClusterProcesses, read_shard, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -69,7 +70,7 @@ def test_a_thousand_open_shards(cluster: ClusterProcesses) -> None:
         endpoint = cluster.endpoints[i % len(cluster.endpoints)]
         with ShoalClient(endpoint, timeout_s=60) as client:
             name = f"big-{i}"
-            client.call("CreateStream", {"StreamName": name, "ShardCount": SHARDS})
+            create_stream(client, name, SHARDS)
             records = [
                 {
                     "PartitionKey": "k",
