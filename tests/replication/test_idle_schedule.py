@@ -350,6 +350,7 @@ async def test_idle_replicas_are_not_ticked_and_a_write_still_reaches_every_foll
 
     monkeypatch.setattr(replica_module.ShardReplica, "tick", counting_tick)
     await clock.run_for(300)  # settle: the last HW heartbeats go out at `heartbeat_ms`
+    assert clock.next_due_ms() is not None  # the drivers' timers wait on the virtual clock
     ticks, sent = 0, drivers.sent
     await clock.run_for(500)  # 100 timer turns per driver (virtual); idle: no tick, no message
     assert (ticks, drivers.sent - sent) == (0, 0)
