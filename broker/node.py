@@ -846,6 +846,7 @@ class Node:
                     self.shard_load,
                     ctx.metadata.propose,
                     interval_ms=self.config.knobs.load_report_interval_ms,
+                    clock=self.clock,
                 ),
                 name="shard-load-reporter",
             )

@@ -77,7 +77,7 @@ _PERSIST_ERRORS = (ShoalError, LogStoreError, LogCorruptionError)
 
 # Replicas are ticked when their own timer comes due (`_tick_due`); every this often all of
 # them are ticked anyway, a cheap backstop for a schedule some code path forgot to update.
-_SWEEP_INTERVAL_S = 2.0
+_SWEEP_INTERVAL_MS = 2_000.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -87,7 +87,7 @@ class _Damage:
     start: Offset  # batch-aligned (store.damaged_range), moved up as pieces are repaired
     end: Offset
     attempts: int = 0
-    retry_at: float = 0.0  # the loop's clock
+    retry_at: float = 0.0  # the clock's timer time (ms)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -323,32 +323,29 @@ class ReplicationDriver:
 
     async def run(self) -> None:
         """Turns until cancelled: infinite on purpose (node stop cancels it)."""
-        loop = asyncio.get_running_loop()
-        tick_s = self._tick_ms / 1000
+        clock = self._clock
         async with asyncio.TaskGroup() as reads:
             self._reads = reads
             reads.create_task(self._run_repairs(), name="replica-repairs")
-            next_tick = loop.time()  # the timer runs on the loop's clock; replicas get wall ms
-            next_sweep = next_tick + _SWEEP_INTERVAL_S
+            next_tick = (
+                clock.timer_ms()
+            )  # the timer runs on the clock's timer; replicas get wall ms
+            next_sweep = next_tick + _SWEEP_INTERVAL_MS
             while True:
-                remaining_s = next_tick - loop.time()
-                if not self._wake.is_set() and remaining_s > 0:
+                remaining_ms = next_tick - clock.timer_ms()
+                if not self._wake.is_set() and remaining_ms > 0:
                     # Waiting on our own wake-up or the tick timer: no deadline needed.
-                    try:
-                        async with asyncio.timeout(remaining_s):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        pass
+                    await clock.wait(self._wake, remaining_ms)
                 self._wake.clear()
                 now_ms = self._now()
                 self.apply_image()
                 self._core.drain_inbox(now_ms, self._image())
-                if loop.time() >= next_tick:
+                if clock.timer_ms() >= next_tick:
                     self._core.tick_due(now_ms)
-                    next_tick = loop.time() + tick_s
-                if loop.time() >= next_sweep:
+                    next_tick = clock.timer_ms() + self._tick_ms
+                if clock.timer_ms() >= next_sweep:
                     self._core.tick_all(now_ms)
-                    next_sweep = loop.time() + _SWEEP_INTERVAL_S
+                    next_sweep = clock.timer_ms() + _SWEEP_INTERVAL_MS
                 await self._turn()
 
     async def _turn(self) -> None:
@@ -400,7 +397,7 @@ class ReplicationDriver:
         # while they live.
         _clear_frames(error)
         del error
-        await asyncio.sleep(delay_ms / 1000)  # a backoff while the disk refuses, not a sync
+        await self._clock.sleep(delay_ms)  # a backoff while the disk refuses, not a sync
         await self._reopen_store()
         self._core.forget_image()  # the next turn opens the dropped replicas from the store
         self._turned.set()
@@ -416,7 +413,7 @@ class ReplicationDriver:
         while True:
             if not self._room_to_reopen():
                 # Closing flushes the memtables, which blocks while the disk is still full.
-                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+                await self._clock.sleep(limits.replication_persist_backoff_ms_max)
                 continue
             try:
                 await asyncio.to_thread(self._store.reopen)
@@ -424,7 +421,7 @@ class ReplicationDriver:
             except LogStoreError as error:
                 attempt += 1
                 log.error("log_store_reopen_failed", extra={"error": repr(error), "try": attempt})
-                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+                await self._clock.sleep(limits.replication_persist_backoff_ms_max)
 
     def _room_to_reopen(self) -> bool:
         """Room for RocksDB to flush its memtables on close: not short by the guard's
@@ -532,20 +529,18 @@ class ReplicationDriver:
     async def _run_repairs(self) -> None:
         """Locates reported corruption and repairs damaged ranges, one shard at a time.
         Infinite on purpose: cancelled with the driver."""
-        loop = asyncio.get_running_loop()
+        clock = self._clock
         while True:
-            wait_s = min(
-                (max(0.0, d.retry_at - loop.time()) for d in self._damage.values()),
+            wait_ms = min(
+                (max(0.0, d.retry_at - clock.timer_ms()) for d in self._damage.values()),
                 default=None,
             )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):  # None: our own wake-up only, on purpose
-                    await self._repair_wake.wait()
+            await clock.wait(self._repair_wake, wait_ms)  # None: our own wake-up only, on purpose
             self._repair_wake.clear()
             suspects, self._suspects = self._suspects, {}
             for uid, offset in suspects.items():
                 await self._locate(uid, offset)
-            for uid in [u for u, d in self._damage.items() if d.retry_at <= loop.time()]:
+            for uid in [u for u, d in self._damage.items() if d.retry_at <= clock.timer_ms()]:
                 await self._repair(uid)
 
     async def _locate(self, shard_uid: ShardUid, offset: Offset | None) -> None:
@@ -596,7 +591,7 @@ class ReplicationDriver:
                     limits.replication_repair_backoff_ms_min * 2 ** min(damage.attempts, 10),
                     limits.replication_repair_backoff_ms_max,
                 )
-                damage.retry_at = asyncio.get_running_loop().time() + delay_ms / 1000
+                damage.retry_at = self._clock.timer_ms() + delay_ms
                 log.warning(
                     "log_repair_waiting",
                     extra={

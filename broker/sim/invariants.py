@@ -56,21 +56,24 @@ class Invariants:
     def after_step(self, label: str) -> None:
         del label
         self.checks += 1
+        # One pass over every live replica (the simulator's hottest loop: after every event).
+        hw_seen, scanned = self._hw_seen, self._scanned
         for node in self._cluster.nodes.values():
-            if not node.alive:
+            if not node.alive or node.core is None:
                 continue
-            for shard_uid, replica in node.replicas.items():
+            for shard_uid, local in node.core.locals.items():
+                replica = local.replica
                 hw = replica.high_watermark
                 key = (node.node_id, shard_uid, node.incarnation)
-                seen = self._hw_seen.get(key, Offset(0))
+                seen = hw_seen.get(key, Offset(0))
                 if hw < seen:
                     raise InvariantViolation(
                         "HighWatermarkMonotonic", f"{node.node_id} {shard_uid}: {seen} -> {hw}"
                     )
-                self._hw_seen[key] = hw
+                hw_seen[key] = hw
                 if replica.role is Role.LEADER:
                     self._one_leader(node.node_id, shard_uid, replica.epoch)
-                if hw > self._scanned.get(key, Offset(0)):
+                if hw > scanned.get(key, Offset(0)):
                     self._scan(node, shard_uid, hw)
         self._check_acknowledged()
         self._check_known_ends()
@@ -78,9 +81,10 @@ class Invariants:
     def _check_known_ends(self) -> None:
         quorum = self._cluster.quorum
         for node in self._cluster.nodes.values():
-            if not node.alive:
+            if not node.alive or node.core is None:
                 continue
-            for shard_uid, replica in node.replicas.items():
+            for shard_uid, local in node.core.locals.items():
+                replica = local.replica
                 if not replica.knows_committed_end() or shard_uid not in quorum.shards:
                     continue
                 if replica.epoch < quorum.prepared_epoch(shard_uid):
