@@ -1263,6 +1263,13 @@ class Node:
             await self._http.stop()
             self._http = None
         if self._server is not None:
+            if self.driver is not None:
+                # Producers waiting on replicas here (after a drain: on leaderships that just
+                # moved) get their answers while peers' Appends still arrive; then the
+                # replication streams can go.
+                left = await self.driver.wait_producers_answered(timeout_s=_GRPC_STOP_GRACE_S)
+                if left:
+                    log.warning("stopping_with_producers_waiting", extra={"waiting": left})
             self._inbound.close()  # peers' replication streams never end by themselves
             await self._server.stop(_GRPC_STOP_GRACE_S)
             self._server = None

@@ -302,6 +302,21 @@ class ReplicationDriver:
     def leader_count(self) -> int:
         return self._core.leader_count()
 
+    async def wait_producers_answered(self, *, timeout_s: float) -> int:
+        """Before the node stops: waits, at most `timeout_s`, until every producer waiting on
+        a replica here now has its answer (a leader's commit; after a drain, the orphans of a
+        moved leadership learn from the new leader's Appends whether their records survived),
+        while replication still flows. Returns how many are still waiting."""
+        waiting = [
+            waiter.completion
+            for local in self._locals.values()
+            for waiter in (*local.waiters, *local.orphans)
+            if isinstance(waiter.completion, asyncio.Future) and not waiter.completion.done()
+        ]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
+        return sum(not completion.done() for completion in waiting)
+
     # --- Configuration from the metadata image -------------------------------------------------
 
     def _local(self, shard_uid: ShardUid, *, epoch: int = 0) -> Local | None:

@@ -250,3 +250,21 @@ def test_image_factory_is_consistent() -> None:
     image = _image(leader=NODES[0], epoch=1)
     (stream,) = image.streams.values()
     assert dataclasses.replace(stream.shards[0], epoch=2).epoch == 2
+
+
+async def test_a_stopping_node_waits_for_its_producers_answers_bounded(cluster: Cluster) -> None:
+    """Node.stop waits for the producers waiting on its replicas before it closes the
+    replication streams: still waiting while no majority answers, answered once one does."""
+    leader = cluster.drivers[NODES[0]]
+    await _append(cluster, NODES[0], 1, b"one")
+    assert await leader.wait_producers_answered(timeout_s=1) == 0  # nobody waits
+    cluster.down = {NODES[1], NODES[2]}
+    pending = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"waits"))
+    await _wait(lambda: leader.statistics().leaders == 1 and not pending.done())
+    await asyncio.sleep(0.05)  # the proposal is queued on the leader
+    assert await leader.wait_producers_answered(timeout_s=0.2) == 1
+    assert not pending.done()
+    cluster.down = set()
+    assert await leader.wait_producers_answered(timeout_s=5) == 0
+    first, _ = await asyncio.wait_for(pending, timeout=1)
+    assert first == 2
