@@ -1257,6 +1257,8 @@ class Node:
             # Open SubscribeToShard streams would run for minutes and hold both doors' grace
             # periods: end them now (clients resubscribe elsewhere from their continuation).
             self.service.subscriptions.end_all()
+        if self.driver is not None:
+            self.driver.release_waiting_readers()  # long polls answer now, not in 1-2 s
         if self._http is not None:
             # First: no new AWS calls once stopping, and in-flight ones finish while the
             # service below them is still whole.

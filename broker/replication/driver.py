@@ -140,6 +140,7 @@ class ReplicationDriver:
         self._locals = self._core.locals  # the same dict: the repair code reads it
         self._wake = asyncio.Event()
         self._turned = asyncio.Event()  # set and replaced after every turn
+        self._readers_released = False  # stopping: reads wait for nothing more
         self._reads: asyncio.TaskGroup | None = None
         # Corruption (decisions/0002, "Corruption"): offsets where a read failed, not located
         # yet (None: the shard's time index), and the located damaged ranges being repaired.
@@ -185,7 +186,7 @@ class ReplicationDriver:
         assert timeout_s >= 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while True:  # bounded by the timeout
+                while not self._readers_released:  # bounded by the timeout
                     local = self._local(shard_uid)
                     if local is None or local.replica.role is not core.Role.LEADER:
                         return False
@@ -201,7 +202,7 @@ class ReplicationDriver:
         assert timeout_s >= 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while True:  # bounded by the timeout
+                while not self._readers_released:  # bounded by the timeout
                     end = self.readable_end(shard_uid)
                     if end is None or end > beyond:
                         return
@@ -301,6 +302,13 @@ class ReplicationDriver:
 
     def leader_count(self) -> int:
         return self._core.leader_count()
+
+    def release_waiting_readers(self) -> None:
+        """Before the node stops: reads waiting for records (a subscription's push, a
+        forwarded long poll) or for a new leader's first commit answer now with what there
+        is (an empty page that says its end may lag), and later ones do not wait."""
+        self._readers_released = True
+        self._turned.set()
 
     async def wait_producers_answered(self, *, timeout_s: float) -> int:
         """Before the node stops: waits, at most `timeout_s`, until every producer waiting on

@@ -268,3 +268,17 @@ async def test_a_stopping_node_waits_for_its_producers_answers_bounded(cluster: 
     assert await leader.wait_producers_answered(timeout_s=5) == 0
     first, _ = await asyncio.wait_for(pending, timeout=1)
     assert first == 2
+
+
+async def test_a_stopping_node_answers_its_waiting_readers_at_once(cluster: Cluster) -> None:
+    leader = cluster.drivers[NODES[0]]
+    await _append(cluster, NODES[0], 1, b"one")
+    end = leader.readable_end(SHARD)
+    assert end is not None
+    waiting = asyncio.ensure_future(leader.wait_readable(SHARD, end, timeout_s=60))
+    await asyncio.sleep(0.1)  # nothing new to read: it waits
+    assert not waiting.done()
+    leader.release_waiting_readers()
+    await asyncio.wait_for(waiting, timeout=5)  # well before its own 60 s
+    # Later reads do not wait either.
+    await asyncio.wait_for(leader.wait_readable(SHARD, end, timeout_s=60), timeout=5)
