@@ -129,7 +129,7 @@ async def cluster() -> AsyncIterator[Cluster]:
         writer.stop()
 
 
-async def _wait(predicate: object, *, timeout_s: float = 5.0) -> None:
+async def _wait(predicate: object, *, timeout_s: float = 30.0) -> None:  # a bound under load
     assert callable(predicate)
     async with asyncio.timeout(timeout_s):
         while not predicate():  # noqa: ASYNC110  # polls replica state; no event exists
