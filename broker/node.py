@@ -1330,12 +1330,21 @@ class Node:
             # Open SubscribeToShard streams would run for minutes and hold both doors' grace
             # periods: end them now (clients resubscribe elsewhere from their continuation).
             self.service.subscriptions.end_all()
+        if self.driver is not None:
+            self.driver.release_waiting_readers()  # long polls answer now, not in 1-2 s
         if self._http is not None:
             # First: no new AWS calls once stopping, and in-flight ones finish while the
             # service below them is still whole.
             await self._http.stop()
             self._http = None
         if self._server is not None:
+            if self.driver is not None:
+                # Producers waiting on replicas here (after a drain: on leaderships that just
+                # moved) get their answers while peers' Appends still arrive; then the
+                # replication streams can go.
+                left = await self.driver.wait_producers_answered(timeout_s=_GRPC_STOP_GRACE_S)
+                if left:
+                    log.warning("stopping_with_producers_waiting", extra={"waiting": left})
             self._inbound.close()  # peers' replication streams never end by themselves
             await self._server.stop(_GRPC_STOP_GRACE_S)
             self._server = None

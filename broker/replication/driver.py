@@ -140,6 +140,7 @@ class ReplicationDriver:
         self._locals = self._core.locals  # the same dict: the repair code reads it
         self._wake = asyncio.Event()
         self._turned = asyncio.Event()  # set and replaced after every turn
+        self._readers_released = False  # stopping: reads wait for nothing more
         self._reads: asyncio.TaskGroup | None = None
         # Corruption (decisions/0002, "Corruption"): offsets where a read failed, not located
         # yet (None: the shard's time index), and the located damaged ranges being repaired.
@@ -185,7 +186,7 @@ class ReplicationDriver:
         assert timeout_s >= 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while True:  # bounded by the timeout
+                while not self._readers_released:  # bounded by the timeout
                     local = self._local(shard_uid)
                     if local is None or local.replica.role is not core.Role.LEADER:
                         return False
@@ -201,7 +202,7 @@ class ReplicationDriver:
         assert timeout_s >= 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while True:  # bounded by the timeout
+                while not self._readers_released:  # bounded by the timeout
                     end = self.readable_end(shard_uid)
                     if end is None or end > beyond:
                         return
@@ -301,6 +302,28 @@ class ReplicationDriver:
 
     def leader_count(self) -> int:
         return self._core.leader_count()
+
+    def release_waiting_readers(self) -> None:
+        """Before the node stops: reads waiting for records (a subscription's push, a
+        forwarded long poll) or for a new leader's first commit answer now with what there
+        is (an empty page that says its end may lag), and later ones do not wait."""
+        self._readers_released = True
+        self._turned.set()
+
+    async def wait_producers_answered(self, *, timeout_s: float) -> int:
+        """Before the node stops: waits, at most `timeout_s`, until every producer waiting on
+        a replica here now has its answer (a leader's commit; after a drain, the orphans of a
+        moved leadership learn from the new leader's Appends whether their records survived),
+        while replication still flows. Returns how many are still waiting."""
+        waiting = [
+            waiter.completion
+            for local in self._locals.values()
+            for waiter in (*local.waiters, *local.orphans)
+            if isinstance(waiter.completion, asyncio.Future) and not waiter.completion.done()
+        ]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
+        return sum(not completion.done() for completion in waiting)
 
     # --- Configuration from the metadata image -------------------------------------------------
 

@@ -129,7 +129,7 @@ async def cluster() -> AsyncIterator[Cluster]:
         writer.stop()
 
 
-async def _wait(predicate: object, *, timeout_s: float = 5.0) -> None:
+async def _wait(predicate: object, *, timeout_s: float = 30.0) -> None:  # a bound under load
     assert callable(predicate)
     async with asyncio.timeout(timeout_s):
         while not predicate():  # noqa: ASYNC110  # polls replica state; no event exists
@@ -250,3 +250,35 @@ def test_image_factory_is_consistent() -> None:
     image = _image(leader=NODES[0], epoch=1)
     (stream,) = image.streams.values()
     assert dataclasses.replace(stream.shards[0], epoch=2).epoch == 2
+
+
+async def test_a_stopping_node_waits_for_its_producers_answers_bounded(cluster: Cluster) -> None:
+    """Node.stop waits for the producers waiting on its replicas before it closes the
+    replication streams: still waiting while no majority answers, answered once one does."""
+    leader = cluster.drivers[NODES[0]]
+    await _append(cluster, NODES[0], 1, b"one")
+    assert await leader.wait_producers_answered(timeout_s=1) == 0  # nobody waits
+    cluster.down = {NODES[1], NODES[2]}
+    pending = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"waits"))
+    await _wait(lambda: leader.statistics().leaders == 1 and not pending.done())
+    await asyncio.sleep(0.05)  # the proposal is queued on the leader
+    assert await leader.wait_producers_answered(timeout_s=0.2) == 1
+    assert not pending.done()
+    cluster.down = set()
+    assert await leader.wait_producers_answered(timeout_s=5) == 0
+    first, _ = await asyncio.wait_for(pending, timeout=1)
+    assert first == 2
+
+
+async def test_a_stopping_node_answers_its_waiting_readers_at_once(cluster: Cluster) -> None:
+    leader = cluster.drivers[NODES[0]]
+    await _append(cluster, NODES[0], 1, b"one")
+    end = leader.readable_end(SHARD)
+    assert end is not None
+    waiting = asyncio.ensure_future(leader.wait_readable(SHARD, end, timeout_s=60))
+    await asyncio.sleep(0.1)  # nothing new to read: it waits
+    assert not waiting.done()
+    leader.release_waiting_readers()
+    await asyncio.wait_for(waiting, timeout=5)  # well before its own 60 s
+    # Later reads do not wait either.
+    await asyncio.wait_for(leader.wait_readable(SHARD, end, timeout_s=60), timeout=5)
