@@ -15,7 +15,8 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
    together, in the order the replica requires: log resets, truncations, promises and high
    watermarks synchronously (one worker-thread call), then every replica's appends through
    the node's `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per
-   group; then sends the rest of `to_send` (acknowledgements) through the `Transport`;
+   group (meanwhile it steps the messages that arrive: `_persist_stepping`); then sends
+   the rest of `to_send` (acknowledgements) through the `Transport`;
    starts the log reads followers need to catch up (owned tasks, their results fed back
    with `read_done`); answers producers up to `committed_end` (a replica that `abandoned`
    its leadership keeps them until it learns whether their records survived,
