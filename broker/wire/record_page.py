@@ -58,8 +58,8 @@ def _arrival_field(moment: datetime) -> bytes:
 
 
 def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
-    """Straight-line on purpose (this runs once per record of every page): no helper calls
-    but `varint` for lengths of 128 and more."""
+    """Straight-line on purpose (this runs once per record of every page): lengths of one
+    and two varint bytes are written inline, `varint` is called only from 16 KiB up."""
     parts: list[bytes] = []
     append = parts.append
     moment: object = None
@@ -85,7 +85,13 @@ def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
         n_number, n_key, n_data = len(number), len(key), len(data)
         number_head = bytes((n_number,)) if n_number < 0x80 else varint(n_number)
         key_head = bytes((n_key,)) if n_key < 0x80 else varint(n_key)
-        data_head = bytes((n_data,)) if n_data < 0x80 else varint(n_data)
+        data_head = (
+            bytes((n_data,))
+            if n_data < 0x80
+            else bytes(((n_data & 0x7F) | 0x80, n_data >> 7))
+            if n_data < 0x4000
+            else varint(n_data)
+        )
         size = (
             3  # the three tags written below
             + len(number_head)
@@ -101,7 +107,11 @@ def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
             b"".join(
                 (
                     _RECORDS,
-                    bytes((size,)) if size < 0x80 else varint(size),
+                    bytes((size,))
+                    if size < 0x80
+                    else bytes(((size & 0x7F) | 0x80, size >> 7))
+                    if size < 0x4000
+                    else varint(size),
                     _SEQUENCE_NUMBER,
                     number_head,
                     number,
