@@ -1086,3 +1086,27 @@ def grpc_nodes_only(*, method: object) -> str:
 
 def grpc_not_for_nodes(*, method: object) -> str:
     return f"A node identity cannot call {method}"
+
+
+# --- Kinesis Video Streams' metadata transitions (meta/transitions/video_streams.py, ---------
+# --- signaling_channels.py; the rest of Kinesis Video's texts: broker/video/messages.py) ------
+
+
+def video_stream_exists(*, name: object) -> str:
+    return f"The stream {name} already exists."
+
+
+def video_stream_not_active(*, name: object, status: object) -> str:
+    return f"The stream {name} is {status}; it must be ACTIVE for this operation."
+
+
+def video_retention_out_of_range(*, hours: object, maximum: object) -> str:
+    return f"The data retention would be {hours} hours; it must be between 0 and {maximum}."
+
+
+def signaling_channel_exists(*, name: object) -> str:
+    return f"The signaling channel {name} already exists."
+
+
+def signaling_channel_not_active(*, name: object, status: object) -> str:
+    return f"The signaling channel {name} is {status}; it must be ACTIVE."

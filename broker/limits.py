@@ -79,6 +79,7 @@ warm_throughput_mibps_max = 10 * 1024  # on-demand warm throughput up to 10 GiB/
 group_commit_bytes_max = 32 * MiB  # one WriteBatch; must hold the largest PutRecords
 group_commit_records_max = 20_000
 append_queue_batches_max = 4_096  # appends waiting for the writer thread before backpressure
+log_writer_idle_check_s = 1.0  # an idle log writer looks this often whether the process exits
 route_retry_attempts_max = 20  # a put refused by a sealing shard re-resolves at most this often
 route_retry_wait_ms_max = 5_000  # total wait for a reshard to publish the children
 # A shard append or read refused by its leader (moved, fenced, sealed, unreachable) is routed

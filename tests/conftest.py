@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from tests.support import free_port
 # Files whose tests share fixtures of package scope: each package runs whole on one worker.
 _PACKAGES_RUN_WHOLE = ("firehose", "video")
 _NODE_PROCESS_MARKERS = ("process", "cluster")
+# After its summary, the run has this long to exit before every thread's stack is printed.
+_EXIT_DEADLINE_S = 60
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -131,3 +134,12 @@ def shared_node_fixtures() -> tuple[Any, Any, Any]:
             yield connected
 
     return shared_clock, shared_node, shared_client
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run never hangs after its summary: if the interpreter has not exited
+    `_EXIT_DEADLINE_S` after pytest is done (a thread or an exit handler that a failed test
+    left waiting for something that will never come), every thread's stack goes to stderr
+    and the process exits with status 1 instead of holding CI until its own time limit."""
+    faulthandler.dump_traceback_later(_EXIT_DEADLINE_S, exit=True)

@@ -10,6 +10,7 @@ Pure rules (no I/O, no asyncio, clock passed in):
     records.py       input records to rows (JSON and CSV schemas, mappings, SQL types) and rows
                      to output records (JSON, CSV)
     pipeline.py      one application's in-application streams and pumps over micro-batches
+    messages.py      every error text the package raises (the catalogue, issue 14)
 
 Adapters and operations:
     duckdb_engine.py the one module importing duckdb: runs a pump's query over rows

@@ -37,6 +37,8 @@ from typing import Any, cast
 
 import krcf
 
+from broker.analytics import messages
+
 NUMERIC_TYPES = ("DOUBLE", "FLOAT", "REAL", "INTEGER", "BIGINT", "SMALLINT", "TINYINT")
 ANOMALY_SCORE = "ANOMALY_SCORE"
 ANOMALY_EXPLANATION = "ANOMALY_EXPLANATION"
@@ -68,16 +70,18 @@ def parameters(function: str, values: Sequence[int | float | bool]) -> ForestPar
     explain = function == "RANDOM_CUT_FOREST_WITH_EXPLANATION"
     most = len(PARAMETERS) + (1 if explain else 0)
     if len(values) > most:
-        raise AnomalyError(f"{function} takes at most {most} arguments after its CURSOR")
+        raise AnomalyError(messages.anomaly_too_many_arguments(function=function, most=most))
     numbers: list[int] = []
     for index, (name, default, lowest, highest) in enumerate(PARAMETERS):
         value = values[index] if index < len(values) else default
         if isinstance(value, bool) or not isinstance(value, int) or not lowest <= value <= highest:
-            raise AnomalyError(f"{name} must be an integer from {lowest} to {highest}")
+            raise AnomalyError(
+                messages.anomaly_integer_range(name=name, lowest=lowest, highest=highest)
+            )
         numbers.append(value)
     directionality = values[len(PARAMETERS)] if len(values) > len(PARAMETERS) else False
     if not isinstance(directionality, bool):
-        raise AnomalyError("withDirectionality must be TRUE or FALSE")
+        raise AnomalyError(messages.ANOMALY_DIRECTIONALITY)
     return ForestParameters(
         number_of_trees=numbers[0],
         sub_sample_size=numbers[1],
@@ -94,11 +98,11 @@ def numeric_columns(columns: Sequence[tuple[str, str]]) -> list[int]:
     for index, (name, sql_type) in enumerate(columns):
         base = sql_type.split("(")[0].upper()
         if base == "DECIMAL":
-            raise AnomalyError(f"column {name} is a DECIMAL; cast it to DOUBLE")
+            raise AnomalyError(messages.anomaly_decimal_column(name=name))
         if base in NUMERIC_TYPES:
             positions.append(index)
     if not positions:
-        raise AnomalyError("the CURSOR has no numeric column to score")
+        raise AnomalyError(messages.ANOMALY_NO_NUMERIC_COLUMN)
     return positions
 
 

@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker.analytics import messages
 from broker.analytics.snapshots import Snapshot
 from broker.errors import ErrorCode, ShoalError
 
@@ -298,7 +299,8 @@ class ApplicationTable:
 
 def not_found(name: str, account_id: str) -> ShoalError:
     return ShoalError(
-        ErrorCode.RESOURCE_NOT_FOUND, f"Application {name} not found in account {account_id}."
+        ErrorCode.RESOURCE_NOT_FOUND,
+        messages.application_not_found(name=name, account_id=account_id),
     )
 
 
@@ -310,8 +312,7 @@ def check_version(app: Application, expected: int) -> None:
     if expected != app.version_id:
         raise ShoalError(
             ErrorCode.CONCURRENT_MODIFICATION,
-            f"Current application version is {app.version_id}, "
-            f"but the request gave CurrentApplicationVersionId {expected}.",
+            messages.version_mismatch(version_id=app.version_id, expected=expected),
         )
 
 
@@ -321,7 +322,7 @@ def require_status(app: Application, now_ms: int, *allowed: ApplicationStatus) -
         wanted = " or ".join(state.value for state in allowed)
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Application {app.name} is in {status.value} state; the operation needs {wanted}.",
+            messages.wrong_status(name=app.name, status=status.value, wanted=wanted),
         )
 
 
@@ -339,7 +340,7 @@ def input_description(request: Mapping[str, Any], input_id: str) -> Document:
     prefix = str(request["NamePrefix"])
     count = int(request.get("InputParallelism", {}).get("Count", 1))
     if not 1 <= count <= IN_APP_STREAMS_MAX:
-        raise _invalid(f"InputParallelism Count must be between 1 and {IN_APP_STREAMS_MAX}.")
+        raise _invalid(messages.input_parallelism_range(maximum=IN_APP_STREAMS_MAX))
     described: Document = {
         "InputId": input_id,
         "NamePrefix": prefix,
@@ -350,7 +351,7 @@ def input_description(request: Mapping[str, Any], input_id: str) -> Document:
     }
     sources = [key for key in ("KinesisStreamsInput", "KinesisFirehoseInput") if key in request]
     if len(sources) != 1:
-        raise _invalid("An input needs exactly one of KinesisStreamsInput, KinesisFirehoseInput.")
+        raise _invalid(messages.INPUT_NEEDS_ONE_SOURCE)
     described[f"{sources[0]}Description"] = _described(request[sources[0]])
     processing = request.get("InputProcessingConfiguration")
     if processing is not None:
@@ -371,10 +372,7 @@ def output_description(request: Mapping[str, Any], output_id: str) -> Document:
     kinds = ("KinesisStreamsOutput", "KinesisFirehoseOutput", "LambdaOutput")
     destinations = [key for key in kinds if key in request]
     if len(destinations) != 1:
-        raise _invalid(
-            "An output needs exactly one of KinesisStreamsOutput, KinesisFirehoseOutput, "
-            "LambdaOutput."
-        )
+        raise _invalid(messages.OUTPUT_NEEDS_ONE_DESTINATION)
     described[f"{destinations[0]}Description"] = _described(request[destinations[0]])
     return described
 
@@ -426,17 +424,14 @@ def create(
     runtime's is `configuration` (the v2 create form), and it has no SQL parts."""
     if runtime != SQL_RUNTIME and (inputs or outputs or references or code):
         raise _invalid(
-            f"Inputs, outputs, reference data sources and SQL code belong to {SQL_RUNTIME} "
-            f"applications, not to a {runtime} application."
+            messages.sql_parts_on_other_runtime(sql_runtime=SQL_RUNTIME, runtime=runtime)
         )
     if len(inputs) > INPUTS_MAX:
-        raise _invalid(f"An application has at most {INPUTS_MAX} input.")
+        raise _invalid(messages.inputs_max(maximum=INPUTS_MAX))
     if len(outputs) > OUTPUTS_MAX:
-        raise ShoalError(
-            ErrorCode.LIMIT_EXCEEDED, f"An application has at most {OUTPUTS_MAX} outputs."
-        )
+        raise ShoalError(ErrorCode.LIMIT_EXCEEDED, messages.outputs_max(maximum=OUTPUTS_MAX))
     if len(dict(tags)) > TAGS_MAX:
-        raise ShoalError(ErrorCode.TOO_MANY_TAGS, f"An application has at most {TAGS_MAX} tags.")
+        raise ShoalError(ErrorCode.TOO_MANY_TAGS, messages.application_tags_max(maximum=TAGS_MAX))
     next_id = 1
     described_inputs = []
     for request in inputs:
@@ -447,7 +442,7 @@ def create(
         described_outputs.append(output_description(request, f"{next_id}.1"))
         next_id += 1
     if len(references) > REFERENCE_DATA_SOURCES_MAX:
-        raise _invalid(f"An application has at most {REFERENCE_DATA_SOURCES_MAX} reference source.")
+        raise _invalid(messages.reference_data_sources_max(maximum=REFERENCE_DATA_SOURCES_MAX))
     described_references = []
     for request in references:
         described_references.append(reference_description(request, f"{next_id}.1"))
@@ -492,7 +487,7 @@ def create(
 def _check_unique_outputs(outputs: Sequence[Mapping[str, Any]]) -> None:
     names = [str(output["Name"]) for output in outputs]
     if len(set(names)) != len(names):
-        raise _invalid("Two outputs write the same in-application stream.")
+        raise _invalid(messages.OUTPUTS_SHARE_A_STREAM)
 
 
 def _changed(app: Application, *, now_ms: int, updating_ms: int, **changes: Any) -> Application:
@@ -521,7 +516,8 @@ def _find(items: list[Document], key: str, wanted: str, what: str, app: Applicat
         if item.get(key) == wanted:
             return index
     raise ShoalError(
-        ErrorCode.RESOURCE_NOT_FOUND, f"{what} {wanted} not found in application {app.name}."
+        ErrorCode.RESOURCE_NOT_FOUND,
+        messages.member_not_found(what=what, wanted=wanted, name=app.name),
     )
 
 
@@ -595,13 +591,19 @@ def _runtime_update(app: Application, runtime: str) -> str:
     application stays SQL and a ZEPPELIN one stays ZEPPELIN."""
     family = runtime.rsplit("-", 1)[0]
     if app.is_sql or runtime == SQL_RUNTIME or family != app.runtime.rsplit("-", 1)[0]:
-        raise _invalid(f"Application {app.name} cannot change from {app.runtime} to {runtime}.")
+        raise _invalid(
+            messages.runtime_change_refused(
+                name=app.name, from_runtime=app.runtime, to_runtime=runtime
+            )
+        )
     return runtime
 
 
 def _not_sql(app: Application, what: str) -> ShoalError:
     return _invalid(
-        f"{what} belong to {SQL_RUNTIME} applications; application {app.name} is {app.runtime}."
+        messages.sql_only_configuration(
+            what=what, sql_runtime=SQL_RUNTIME, name=app.name, runtime=app.runtime
+        )
     )
 
 
@@ -640,7 +642,7 @@ def _updated_input(described: Document, change: Mapping[str, Any]) -> Document:
     if "InputParallelismUpdate" in change:
         count = int(change["InputParallelismUpdate"]["CountUpdate"])
         if not 1 <= count <= IN_APP_STREAMS_MAX:
-            raise _invalid(f"InputParallelism Count must be between 1 and {IN_APP_STREAMS_MAX}.")
+            raise _invalid(messages.input_parallelism_range(maximum=IN_APP_STREAMS_MAX))
         result["InputParallelism"] = {"Count": count}
     count = int(result["InputParallelism"]["Count"])
     prefix = str(result["NamePrefix"])
@@ -733,7 +735,7 @@ def add_vpc_configuration(
 ) -> Application:
     """AddApplicationVpcConfiguration (Managed Service for Apache Flink applications only)."""
     if app.is_sql:
-        raise _invalid("VPC configurations are not supported for SQL applications.")
+        raise _invalid(messages.VPC_NOT_FOR_SQL)
     vpc_id, next_id = _next_id(app)
     configuration = app.configuration_document()
     configuration["VpcConfigurations"] = [*_vpcs(app), vpc_description(request, vpc_id)]
@@ -750,7 +752,7 @@ def delete_vpc_configuration(
     app: Application, vpc_id: str, *, now_ms: int, updating_ms: int
 ) -> Application:
     if app.is_sql:
-        raise _invalid("VPC configurations are not supported for SQL applications.")
+        raise _invalid(messages.VPC_NOT_FOR_SQL)
     vpcs = _vpcs(app)
     del vpcs[_find(vpcs, "VpcConfigurationId", vpc_id, "VPC configuration", app)]
     configuration = app.configuration_document()
@@ -770,15 +772,14 @@ def update_maintenance(app: Application, window_start: str) -> Application:
         raise _unsupported(app, "UpdateApplicationMaintenanceConfiguration")
     hours, _, minutes = window_start.partition(":")
     if not (hours.isdigit() and minutes.isdigit() and int(hours) < 24 and int(minutes) < 60):
-        raise _invalid(f"{window_start} is not a time of day in HH:MM form.")
+        raise _invalid(messages.maintenance_window_invalid(window_start=window_start))
     return dataclasses.replace(app, maintenance_window_start=f"{int(hours):02d}:{minutes}")
 
 
 def _unsupported(app: Application, operation: str) -> ShoalError:
     return ShoalError(
         ErrorCode.UNSUPPORTED_OPERATION,
-        f"{operation} is supported for Managed Service for Apache Flink applications only; "
-        f"application {app.name} is {SQL_RUNTIME}.",
+        messages.flink_only_operation(operation=operation, name=app.name, sql_runtime=SQL_RUNTIME),
     )
 
 
@@ -839,7 +840,7 @@ def add_input(
         raise _not_sql(app, "Inputs")
     inputs = app.input_descriptions()
     if len(inputs) >= INPUTS_MAX:
-        raise _invalid(f"Application {app.name} already has an input.")
+        raise _invalid(messages.already_has_input(name=app.name))
     input_id, next_id = _next_id(app)
     inputs.append(input_description(request, input_id))
     return _changed(
@@ -854,9 +855,7 @@ def add_output(
         raise _not_sql(app, "Outputs")
     outputs = app.output_descriptions()
     if len(outputs) >= OUTPUTS_MAX:
-        raise ShoalError(
-            ErrorCode.LIMIT_EXCEEDED, f"An application has at most {OUTPUTS_MAX} outputs."
-        )
+        raise ShoalError(ErrorCode.LIMIT_EXCEEDED, messages.outputs_max(maximum=OUTPUTS_MAX))
     output_id, next_id = _next_id(app)
     outputs.append(output_description(request, output_id))
     _check_unique_outputs(outputs)
@@ -872,7 +871,7 @@ def add_reference(
         raise _not_sql(app, "Reference data sources")
     references = app.reference_descriptions()
     if len(references) >= REFERENCE_DATA_SOURCES_MAX:
-        raise _invalid(f"Application {app.name} already has a reference data source.")
+        raise _invalid(messages.already_has_reference_data_source(name=app.name))
     reference_id, next_id = _next_id(app)
     references.append(reference_description(request, reference_id))
     return _changed(
@@ -889,7 +888,9 @@ def add_logging_option(
 ) -> Application:
     options = app.logging_descriptions()
     if any(option["LogStreamARN"] == request["LogStreamARN"] for option in options):
-        raise _invalid(f"Application {app.name} already logs to {request['LogStreamARN']}.")
+        raise _invalid(
+            messages.already_logs_to(name=app.name, log_stream_arn=request["LogStreamARN"])
+        )
     option_id, next_id = _next_id(app)
     options.append(logging_description(request, option_id))
     return _changed(
@@ -912,7 +913,7 @@ def add_input_processing(
     inputs = app.input_descriptions()
     index = _find(inputs, "InputId", input_id, "Input", app)
     if "InputProcessingConfigurationDescription" in inputs[index]:
-        raise _invalid(f"Input {input_id} already has an input processing configuration.")
+        raise _invalid(messages.already_has_input_processing(input_id=input_id))
     inputs[index]["InputProcessingConfigurationDescription"] = processing_description(request)
     return _changed(app, now_ms=now_ms, updating_ms=updating_ms, inputs=canonical(inputs))
 
@@ -925,7 +926,7 @@ def delete_input_processing(
     if inputs[index].pop("InputProcessingConfigurationDescription", None) is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Input {input_id} has no input processing configuration.",
+            messages.no_input_processing(input_id=input_id),
         )
     return _changed(app, now_ms=now_ms, updating_ms=updating_ms, inputs=canonical(inputs))
 
@@ -974,7 +975,7 @@ def start(
     if not inputs:
         raise ShoalError(
             ErrorCode.INVALID_APPLICATION_CONFIGURATION,
-            f"Application {app.name} has no input to read from.",
+            messages.no_input(name=app.name),
         )
     for configuration in input_configurations:
         index = _find(inputs, "InputId", str(configuration["Id"]), "Input", app)
@@ -1005,8 +1006,7 @@ def require_sql(app: Application) -> None:
     if not app.is_sql:
         raise ShoalError(
             ErrorCode.UNSUPPORTED_OPERATION,
-            f"Application {app.name} is {app.runtime}: Shoal stores applications of that "
-            f"runtime but runs only {SQL_RUNTIME} (Kinesis Data Analytics SQL) applications.",
+            messages.runtime_not_run(name=app.name, runtime=app.runtime, sql_runtime=SQL_RUNTIME),
         )
 
 
@@ -1022,7 +1022,7 @@ def record_progress(
     if reader != app.reader:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Application {app.name} reads as {app.reader} now, not {reader}.",
+            messages.reader_changed(name=app.name, reader=app.reader, wanted=reader),
         )
     through = dict(app.continuous_through)
     for shard_id, sequence_number in continuous_through:
@@ -1058,12 +1058,10 @@ def delete(
     if not _same_timestamp(create_timestamp_ms, app.created_ms):
         raise ShoalError(
             ErrorCode.CONCURRENT_MODIFICATION,
-            f"CreateTimestamp does not match application {app.name}'s creation time.",
+            messages.create_timestamp_mismatch(name=app.name),
         )
     if app.status_at(now_ms) is ApplicationStatus.DELETING:
-        raise ShoalError(
-            ErrorCode.RESOURCE_IN_USE, f"Application {app.name} is already being deleted."
-        )
+        raise ShoalError(ErrorCode.RESOURCE_IN_USE, messages.already_deleting(name=app.name))
     return dataclasses.replace(
         app,
         status=ApplicationStatus.READY,
@@ -1088,5 +1086,5 @@ def change_tags(
     for key in removed:
         tags.pop(key, None)
     if len(tags) > TAGS_MAX:
-        raise ShoalError(ErrorCode.TOO_MANY_TAGS, f"An application has at most {TAGS_MAX} tags.")
+        raise ShoalError(ErrorCode.TOO_MANY_TAGS, messages.application_tags_max(maximum=TAGS_MAX))
     return dataclasses.replace(app, tags=tuple(sorted(tags.items())))

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from broker.analytics import anomaly, sql
+from broker.analytics import anomaly, messages, sql
 from broker.analytics.pipeline import reference_tables, scored_columns, source_streams
 from broker.analytics.records import Row
 from broker.errors import ErrorCode, ShoalError
@@ -94,15 +94,16 @@ class DuckDbEngine:
                 if table in columns:
                     raise ShoalError(
                         ErrorCode.CODE_VALIDATION,
-                        f"Line {pump.line}: Shoal cannot run a JOIN of pump {pump.name} with "
-                        f"stream {table} without a window: write JOIN {table} OVER (RANGE "
-                        "INTERVAL 'n' unit PRECEDING) AS alias ON a condition.",
+                        messages.stream_join_without_window(
+                            line=pump.line, pump=pump.name, table=table
+                        ),
                     )
                 if table not in tables and sources:
                     raise ShoalError(
                         ErrorCode.CODE_VALIDATION,
-                        f"Line {pump.line}: pump {pump.name} joins {table}, which is not a "
-                        "reference data source's table of the application.",
+                        messages.join_not_reference_table(
+                            line=pump.line, pump=pump.name, table=table
+                        ),
                     )
             source = columns.get(pump.source)
             joined: tuple[tuple[sql.Column, ...], tuple[Row, ...]] | None = None
@@ -111,8 +112,9 @@ class DuckDbEngine:
                 if right is None:
                     raise ShoalError(
                         ErrorCode.CODE_VALIDATION,
-                        f"Line {pump.line}: pump {pump.name} joins {pump.join.right}, which is "
-                        "neither an input's in-application stream nor a CREATE OR REPLACE STREAM.",
+                        messages.join_stream_undefined(
+                            line=pump.line, pump=pump.name, right=pump.join.right
+                        ),
                     )
                 joined = (right, ())
             elif pump.join is not None:
@@ -122,8 +124,9 @@ class DuckDbEngine:
                     continue  # no input yet: checked again when one is added
                 raise ShoalError(
                     ErrorCode.CODE_VALIDATION,
-                    f"Line {pump.line}: pump {pump.name} reads {pump.source}, which is neither "
-                    "an input's in-application stream nor a CREATE OR REPLACE STREAM.",
+                    messages.pump_source_undefined(
+                        line=pump.line, pump=pump.name, source=pump.source
+                    ),
                 )
             if pump.window is not None:
                 _check_window_column(pump, source)
@@ -141,7 +144,10 @@ class DuckDbEngine:
             except duckdb.Error as error:
                 message = str(error).splitlines()[0]
                 raise ShoalError(
-                    ErrorCode.CODE_VALIDATION, f"Line {pump.line}: pump {pump.name}: {message}"
+                    ErrorCode.CODE_VALIDATION,
+                    messages.pump_refused_by_engine(
+                        line=pump.line, pump=pump.name, message=message
+                    ),
                 ) from error
 
     def _check_scored(self, pump: sql.Pump, source: tuple[sql.Column, ...]) -> None:
@@ -155,7 +161,9 @@ class DuckDbEngine:
         except anomaly.AnomalyError as error:
             raise ShoalError(
                 ErrorCode.CODE_VALIDATION,
-                f"Line {pump.line}: pump {pump.name}: {scored.function}: {error}.",
+                messages.pump_scoring_refused(
+                    line=pump.line, pump=pump.name, function=scored.function, error=error
+                ),
             ) from error
         self.run(pump.query, scored_columns(cursor, scored), ())
 
@@ -188,7 +196,7 @@ class DuckDbChecker:
                 names = ", ".join(sorted({t for pump in program.pumps for t in pump.tables}))
                 raise ShoalError(
                     ErrorCode.CODE_VALIDATION,
-                    f"The code joins {names}, but the application has no reference data source.",
+                    messages.joins_without_reference_data(names=names),
                 )
             return  # no input nor reference yet: checked again when they are added
         engine = DuckDbEngine()
@@ -205,7 +213,8 @@ def _check_window_column(pump: sql.Pump, source: tuple[sql.Column, ...]) -> None
             if column.sql_type != "TIMESTAMP":
                 raise ShoalError(
                     ErrorCode.CODE_VALIDATION,
-                    f"Line {pump.line}: the window of pump {pump.name} is over "
-                    f"{column.name}, a {column.sql_type}; it must be a TIMESTAMP.",
+                    messages.window_column_not_timestamp(
+                        line=pump.line, pump=pump.name, column=column.name, sql_type=column.sql_type
+                    ),
                 )
             return

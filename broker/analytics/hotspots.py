@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broker.analytics import messages
 from broker.analytics.anomaly import AnomalyError, numeric_columns
 
 HOTSPOTS_RESULT = "HOTSPOTS_RESULT"
@@ -46,10 +47,7 @@ class HotspotParameters:
 def parameters(values: Sequence[int | float | bool]) -> HotspotParameters:
     """The parameters after the CURSOR, checked against the reference's bounds."""
     if len(values) != 3:
-        raise AnomalyError(
-            "HOTSPOTS takes windowSize, scanRadius and minimumNumberOfPointsInAHotspot "
-            "after its CURSOR"
-        )
+        raise AnomalyError(messages.HOTSPOTS_ARGUMENTS)
     window_size, scan_radius, minimum_points = values
     if (
         isinstance(window_size, bool)
@@ -57,16 +55,16 @@ def parameters(values: Sequence[int | float | bool]) -> HotspotParameters:
         or not WINDOW_SIZE_MIN <= window_size <= WINDOW_SIZE_MAX
     ):
         raise AnomalyError(
-            f"windowSize must be an integer from {WINDOW_SIZE_MIN} to {WINDOW_SIZE_MAX}"
+            messages.hotspots_window_size(lowest=WINDOW_SIZE_MIN, highest=WINDOW_SIZE_MAX)
         )
     if isinstance(scan_radius, bool) or not scan_radius > 0:
-        raise AnomalyError("scanRadius must be a number greater than 0")
+        raise AnomalyError(messages.HOTSPOTS_SCAN_RADIUS)
     if (
         isinstance(minimum_points, bool)
         or not isinstance(minimum_points, int)
         or not 2 <= minimum_points <= window_size
     ):
-        raise AnomalyError("minimumNumberOfPointsInAHotspot must be from 2 to windowSize")
+        raise AnomalyError(messages.HOTSPOTS_MINIMUM_POINTS)
     return HotspotParameters(
         window_size=window_size, scan_radius=float(scan_radius), minimum_points=minimum_points
     )

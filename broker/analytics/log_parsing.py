@@ -30,6 +30,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from broker.analytics import messages
+
 # KDA: "The columns will be of type varchar(1024)".
 PARSED_TEXT_TYPE = "VARCHAR"
 
@@ -73,7 +75,7 @@ def group_count(pattern: str) -> int:
 def regex_log_parse(text: str, pattern: str) -> str:
     groups = group_count(pattern)
     if groups == 0:
-        raise LogParseError(f"the pattern {pattern!r} has no group: it would parse no column")
+        raise LogParseError(messages.log_pattern_without_group(pattern=pattern))
     anchored = literal(f"^(?:{pattern})$")
     names = ", ".join(literal(f"COLUMN{index}") for index in range(1, groups + 1))
     return (
@@ -97,7 +99,7 @@ def _split_columns(spec: str) -> list[str]:
         current.append(char)
     parts.append("".join(current).strip())
     if any(not part for part in parts):
-        raise LogParseError(f"an empty column description in {spec!r}")
+        raise LogParseError(messages.log_empty_column_description(spec=spec))
     return parts
 
 
@@ -117,9 +119,11 @@ def columns(spec: str, engine_type: Callable[[str], str], *, fixed: bool) -> lis
         match = _COLUMN.match(description)
         if match is None:
             expected = "NAME TYPE type [NOT NULL]" + (" START n [FOR m]" if fixed else "")
-            raise LogParseError(f"the column description {description!r} is not {expected}")
+            raise LogParseError(
+                messages.log_column_description_invalid(description=description, expected=expected)
+            )
         if "'" in match["type"]:
-            raise LogParseError(f"a format string in {description!r} (not run by Shoal)")
+            raise LogParseError(messages.log_format_string_not_run(description=description))
         if fixed != (match["start"] is not None):
             raise LogParseError(
                 f"START in {description!r}" if not fixed else f"no START in {description!r}"
@@ -129,7 +133,7 @@ def columns(spec: str, engine_type: Callable[[str], str], *, fixed: bool) -> lis
         try:
             sql_type = engine_type(match["type"].strip())
         except ValueError as error:
-            raise LogParseError(f"the type of column {name}: {error}") from error
+            raise LogParseError(messages.log_column_type(name=name, error=error)) from error
         fields.append(
             Field(
                 name=name,
@@ -149,10 +153,10 @@ def _cast(value: str, sql_type: str) -> str:
 
 def variable_column_log_parse(text: str, fields: int | list[Field], delimiter: str) -> str:
     if not delimiter:
-        raise LogParseError("an empty delimiter")
+        raise LogParseError(messages.LOG_EMPTY_DELIMITER)
     if isinstance(fields, int):
         if fields < 1:
-            raise LogParseError(f"{fields} columns")
+            raise LogParseError(messages.log_column_count(count=fields))
         fields = [Field(f"COLUMN{index}", PARSED_TEXT_TYPE) for index in range(1, fields + 1)]
     parts = f"string_split({text}, {literal(delimiter)})"
     values = [
@@ -231,10 +235,7 @@ def _w3c_fields(format_string: str) -> tuple[str, list[str]]:
         types.append(_W3C_TYPES.get(letter, PARSED_TEXT_TYPE))
     pattern.append(_w3c_literal(spec[position:]))
     if not types:
-        raise LogParseError(
-            f"the format {format_string!r} has no specifier (Shoal runs COMMON, COMMON WITH "
-            "VHOST, NCSA EXTENDED, REFERER, AGENT, IIS and Apache format strings)"
-        )
+        raise LogParseError(messages.log_format_without_specifier(format_string=format_string))
     return "".join(pattern), types
 
 
@@ -293,7 +294,7 @@ def fast_regex_log_parse(text: str, pattern: str) -> str:
     translated = _fast_regex(pattern)
     groups = group_count(translated)
     if groups == 0:
-        raise LogParseError(f"the pattern {pattern!r} has no group: it would parse no column")
+        raise LogParseError(messages.log_pattern_without_group(pattern=pattern))
     return _typed_groups(text, f"^(?:{translated})$", [PARSED_TEXT_TYPE] * groups)
 
 
@@ -316,16 +317,13 @@ def _fast_regex(pattern: str) -> str:
         elif char == '"':
             end = pattern.find('"', index + 1)
             if end < 0:
-                raise LogParseError(f"an unclosed string in {pattern!r}")
+                raise LogParseError(messages.log_unclosed_string(pattern=pattern))
             result.append(f"(?:{re.escape(pattern[index + 1 : end])})")
             index = end
         elif char == "@":
             result.append(".*?")
         elif char in "&~#<":
-            raise LogParseError(
-                f"{char!r} in the Fast Regex {pattern!r} (intersection, complement, empty "
-                "language, named patterns and numeric intervals are not run by Shoal)"
-            )
+            raise LogParseError(messages.fast_regex_construct_not_run(char=char, pattern=pattern))
         elif char in "*+?":
             result.append(char + "?")  # lazy: the shortest text at each step
         elif char == "}":

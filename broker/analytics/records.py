@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from broker.analytics import messages
+
 Row = tuple[Any, ...]
 
 _TIMESTAMP_FORMATS = (
@@ -67,7 +69,7 @@ def converter(sql_type: str) -> Converter:
         return _to_text
     convert_one = _CONVERSIONS.get(base)
     if convert_one is None:
-        raise RecordError(f"SqlType {sql_type} is not supported")
+        raise RecordError(messages.record_sql_type_not_supported(sql_type=sql_type))
 
     def convert_value(value: Any) -> Any:
         if value is None or value == "":
@@ -75,7 +77,9 @@ def converter(sql_type: str) -> Converter:
         try:
             return convert_one(value)
         except (ValueError, TypeError, ArithmeticError) as error:
-            raise RecordError(f"{value!r} is not a {sql_type}") from error
+            raise RecordError(
+                messages.record_value_not_of_type(value=value, sql_type=sql_type)
+            ) from error
 
     return convert_value
 
@@ -107,13 +111,13 @@ def _timestamp(value: Any) -> datetime:
             return datetime.strptime(text, layout)
         except ValueError:
             continue
-    raise RecordError(f"{value!r} is not a TIMESTAMP")
+    raise RecordError(messages.record_not_a_timestamp(value=value))
 
 
 def compile_path(path: str) -> tuple[str | int, ...]:
     """A simple JSONPath (`$.a.b`, `$.a[0]`) as its steps: member names and list indexes."""
     if not path.startswith("$"):
-        raise RecordError(f"mapping {path} is not a JSONPath")
+        raise RecordError(messages.record_mapping_not_json_path(path=path))
     steps: list[str | int] = []
     for match in _PATH_STEP.finditer(path, 1):
         key, index = match.group(1), match.group(2)
@@ -166,7 +170,7 @@ class RecordParser:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise RecordError("the record is not UTF-8") from error
+            raise RecordError(messages.RECORD_NOT_UTF8) from error
         if self.format == "JSON":
             return [self._json_row(text)]
         return [self._csv_row(line) for line in text.splitlines() if line.strip()]
@@ -175,7 +179,7 @@ class RecordParser:
         try:
             document = orjson.loads(text)
         except orjson.JSONDecodeError as error:
-            raise RecordError("the record is not JSON") from error
+            raise RecordError(messages.RECORD_NOT_JSON) from error
         base = _json_path(document, self.row_path) if self.row_path else document
         if self._flat:
             if not isinstance(base, dict):
@@ -187,7 +191,9 @@ class RecordParser:
     def _csv_row(self, line: str) -> tuple[Any, ...]:
         fields = next(csv.reader([line], delimiter=self.column_delimiter[:1] or ","))
         if len(fields) < len(self.columns):
-            raise RecordError(f"the line has {len(fields)} columns, the schema {len(self.columns)}")
+            raise RecordError(
+                messages.record_column_count(count=len(fields), expected=len(self.columns))
+            )
         return tuple(
             convert(fields[index], sql_type) for index, (_, _, sql_type) in enumerate(self.columns)
         )

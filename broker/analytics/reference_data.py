@@ -23,6 +23,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from broker.analytics import messages
 from broker.analytics.records import RecordError, RecordParser, Row
 
 # KDA's limit on a reference data object (Kinesis Data Analytics developer guide, "Limits").
@@ -36,7 +37,7 @@ class ReferenceDataError(Exception):
 def bucket_of(bucket_arn: str) -> str:
     prefix = "arn:aws:s3:::"
     if not bucket_arn.startswith(prefix) or not bucket_arn[len(prefix) :]:
-        raise ReferenceDataError(f"{bucket_arn} is not an S3 bucket ARN.")
+        raise ReferenceDataError(messages.not_a_bucket_arn(bucket_arn=bucket_arn))
     return bucket_arn[len(prefix) :]
 
 
@@ -66,7 +67,7 @@ def parse_rows(data: bytes, schema: Mapping[str, Any]) -> list[Row]:
         else:
             rows.extend(parser.rows(data))
     except RecordError as error:
-        raise ReferenceDataError(f"the object does not match its schema: {error}") from error
+        raise ReferenceDataError(messages.reference_object_schema_mismatch(error=error)) from error
     return rows
 
 
@@ -84,13 +85,17 @@ def read_object(bucket_arn: str, key: str, *, region: str) -> bytes:
     try:
         response = client.get_object(Bucket=bucket, Key=key)
         if int(response.get("ContentLength", 0)) > REFERENCE_OBJECT_BYTES_MAX:
-            raise ReferenceDataError(f"s3://{bucket}/{key} is larger than 1 GiB.")
+            raise ReferenceDataError(messages.reference_object_too_large(bucket=bucket, key=key))
         data = response["Body"].read()
     except botocore.exceptions.BotoCoreError as error:
-        raise ReferenceDataError(f"s3://{bucket}/{key}: {error}") from error
+        raise ReferenceDataError(
+            messages.reference_object_unreadable(bucket=bucket, key=key, error=error)
+        ) from error
     except botocore.exceptions.ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
-        raise ReferenceDataError(f"s3://{bucket}/{key}: {code or error}") from error
+        raise ReferenceDataError(
+            messages.reference_object_unreadable(bucket=bucket, key=key, error=code or error)
+        ) from error
     finally:
         client.close()
     assert isinstance(data, bytes)

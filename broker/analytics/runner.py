@@ -44,7 +44,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from broker.analytics import pipeline, records, reference_data, sql, windows
+from broker.analytics import messages, pipeline, records, reference_data, sql, windows
 from broker.analytics.applications import (
     PLACEMENT_LEASE_KEY,
     Application,
@@ -541,7 +541,7 @@ class _RunningApp:
         position = _starting_position(app)
         source = self.runner.input_of(app)
         if source is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"The input of {app.arn} is gone.")
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, messages.input_gone(arn=app.arn))
         self._source = source
         config = WorkerConfig(
             worker_id=self.runner._worker_id,
@@ -653,7 +653,7 @@ class _RunningApp:
                 continue
             try:
                 if result != "Ok":
-                    raise records.RecordError(f"the Lambda preprocessor answered {result}")
+                    raise records.RecordError(messages.preprocessor_result(result=result))
                 values = self._parser.rows(data)
             except records.RecordError as error:
                 self.counters.errors += 1

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from broker.analytics import applications as rules
-from broker.analytics import records, reference_data, sql
+from broker.analytics import messages, records, reference_data, sql
 from broker.analytics.applications import Application
 from broker.caller import Caller
 from broker.clock import Clock
@@ -152,7 +152,7 @@ class AnalyticsService:
             or app.region != caller.region
             or not self._sees(app)
         ):
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Resource {arn} not found.")
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, messages.resource_not_found(arn=arn))
         return app
 
     # --- Changes -----------------------------------------------------------------------------
@@ -249,9 +249,7 @@ class AnalyticsService:
         s3 = request.get("S3Configuration")
         arn = request.get("ResourceARN")
         if (s3 is None) == (arn is None):
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, "Give one of ResourceARN and S3Configuration."
-            )
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.DISCOVERY_SOURCE_ONE_OF)
         if s3 is not None:
             samples = await self._sample_object(str(s3["BucketARN"]), str(s3["FileKey"]), caller)
         else:
@@ -261,7 +259,7 @@ class AnalyticsService:
             )
             samples = await self._sample(stream, position, _stream_caller(str(arn), caller))
         if not samples:
-            raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, "No records were found to sample.")
+            raise ShoalError(ErrorCode.UNABLE_TO_DETECT_SCHEMA, messages.NO_RECORDS_TO_SAMPLE)
         try:
             schema, parsed = records.discover_schema(samples)
         except ValueError as error:
@@ -341,8 +339,9 @@ def _check_runnable(app: Application) -> None:
         if name not in streams and name.lower() != "error_stream":
             raise ShoalError(
                 ErrorCode.INVALID_APPLICATION_CONFIGURATION,
-                f"Output {output['OutputId']} of application {app.name} reads the "
-                f"in-application stream {name}, which the application code does not create.",
+                messages.output_stream_not_created(
+                    output_id=output["OutputId"], name=app.name, stream=name
+                ),
             )
 
 
@@ -363,7 +362,7 @@ def _stream_caller(arn: str, caller: Caller) -> Caller:
     ARN without them (`arn:aws:kinesis:::stream/x`) names the caller's."""
     parts = arn.split(":")
     if len(parts) < 6:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{arn} is not a Kinesis stream ARN.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.not_a_stream_arn(arn=arn))
     return Caller(
         region=parts[3] or caller.region,
         account_id=parts[4] or caller.account_id,
@@ -374,7 +373,7 @@ def _stream_caller(arn: str, caller: Caller) -> Caller:
 def _stream_name(arn: str) -> str:
     _, _, name = arn.partition(":stream/")
     if not name:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{arn} is not a Kinesis stream ARN.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.not_a_stream_arn(arn=arn))
     return name
 
 

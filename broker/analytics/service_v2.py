@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from broker.analytics import applications as rules
-from broker.analytics import snapshot_storage, snapshots, v2_shapes
+from broker.analytics import messages, snapshot_storage, snapshots, v2_shapes
 from broker.analytics.applications import SQL_RUNTIME, Application, ApplicationStatus
 from broker.analytics.service import (
     AnalyticsService,
@@ -180,8 +180,9 @@ class AnalyticsV2Service(AnalyticsService):
         if app.is_sql:
             raise ShoalError(
                 ErrorCode.UNSUPPORTED_OPERATION,
-                f"{operation} is supported for Managed Service for Apache Flink applications "
-                f"only; application {app.name} is {SQL_RUNTIME}.",
+                messages.flink_only_operation(
+                    operation=operation, name=app.name, sql_runtime=SQL_RUNTIME
+                ),
             )
         return app
 
@@ -197,7 +198,7 @@ class AnalyticsV2Service(AnalyticsService):
         token = request.get("NextToken")
         if token is not None:
             if not str(token).isdigit():
-                raise _invalid(f"NextToken {token} is not valid.")
+                raise _invalid(messages.next_token_invalid(token=token))
             ids = [version for version in ids if version < int(token)]
         limit = int(request.get("Limit", 50))
         versions = [
@@ -219,7 +220,7 @@ class AnalyticsV2Service(AnalyticsService):
         if version is None:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Application {app.name} has no version {wanted}.",
+                messages.version_not_found(name=app.name, wanted=wanted),
             )
         detail = self.detail(version)
         if version is not app:
@@ -232,8 +233,7 @@ class AnalyticsV2Service(AnalyticsService):
         status = app.status_at(self._clock.wall_ms())
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Application {app.name} is {status.value}; a rollback needs an UPDATING, "
-            f"AUTOSCALING or RUNNING application (Shoal does not run {app.runtime}).",
+            messages.rollback_needs_status(name=app.name, status=status.value, runtime=app.runtime),
         )
 
     async def _list_snapshots(self, request: Request, caller: Caller) -> Response:
@@ -244,7 +244,7 @@ class AnalyticsV2Service(AnalyticsService):
         app = self._not_sql(request, caller, "Application snapshots")
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Application {app.name} has no snapshot {request['SnapshotName']}.",
+            messages.no_application_snapshot(name=app.name, snapshot_name=request["SnapshotName"]),
         )
 
     async def _create_snapshot(self, request: Request, caller: Caller) -> Response:
@@ -252,8 +252,9 @@ class AnalyticsV2Service(AnalyticsService):
         status = app.status_at(self._clock.wall_ms())
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Application {app.name} is {status.value}; snapshots are taken of RUNNING "
-            f"applications (Shoal does not run {app.runtime}).",
+            messages.application_snapshot_needs_running(
+                name=app.name, status=status.value, runtime=app.runtime
+            ),
         )
 
     # --- Enhanced snapshots (account-level; broker.analytics.snapshots) ----------------------
@@ -316,25 +317,29 @@ class AnalyticsV2Service(AnalyticsService):
         if app.is_sql:
             raise ShoalError(
                 ErrorCode.UNSUPPORTED_OPERATION,
-                f"CreateSnapshot is supported for Managed Service for Apache Flink "
-                f"applications only; application {app.name} is {SQL_RUNTIME}.",
+                messages.flink_only_operation(
+                    operation="CreateSnapshot", name=app.name, sql_runtime=SQL_RUNTIME
+                ),
             )
         if self._snapshot_exists(str(request["SnapshotName"]), caller):
             raise ShoalError(
-                ErrorCode.RESOURCE_IN_USE, f"Snapshot {request['SnapshotName']} already exists."
+                ErrorCode.RESOURCE_IN_USE,
+                messages.snapshot_exists(snapshot_name=request["SnapshotName"]),
             )
         status = app.status_at(self._clock.wall_ms())
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Application {app.name} is {status.value}; CreateSnapshot needs a RUNNING "
-            f"application (Shoal stores {app.runtime} applications but runs only "
-            f"{SQL_RUNTIME}). ImportSnapshot takes a savepoint from S3.",
+            messages.create_snapshot_needs_running(
+                name=app.name, status=status.value, runtime=app.runtime, sql_runtime=SQL_RUNTIME
+            ),
         )
 
     async def _import_snapshot(self, request: Request, caller: Caller) -> Response:
         name = str(request["SnapshotName"])
         if self._snapshot_exists(name, caller):
-            raise ShoalError(ErrorCode.RESOURCE_IN_USE, f"Snapshot {name} already exists.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE, messages.snapshot_exists(snapshot_name=name)
+            )
         source = request["ImportSourceConfiguration"]["SourceS3PrefixLocation"]
         found = await asyncio.to_thread(snapshot_storage.inspect, source, region=caller.region)
         snapshot = await self._propose_snapshot("ImportSnapshot", name, request, caller, found)
@@ -420,7 +425,7 @@ class AnalyticsV2Service(AnalyticsService):
                 return {"SnapshotOperationInfoDetails": _snapshot_times(item)}
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Operation {wanted} not found for snapshot {snapshot.name}.",
+            messages.snapshot_operation_not_found(wanted=wanted, name=snapshot.name),
         )
 
     # --- Tags (applications and snapshots) ---------------------------------------------------
@@ -435,7 +440,7 @@ class AnalyticsV2Service(AnalyticsService):
             now_ms=self._clock.wall_ms(),
         )
         if found is None or found.arn != arn:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Resource {arn} not found.")
+            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, messages.resource_not_found(arn=arn))
         return found
 
     async def _list_tags_v2(self, request: Request, caller: Caller) -> Response:
@@ -467,9 +472,9 @@ class AnalyticsV2Service(AnalyticsService):
         if runtime == SQL_RUNTIME:
             extra = sorted(set(configuration) - set(_SQL_CONFIGURATION))
             if extra:
-                raise _invalid(f"{', '.join(extra)} is not supported for SQL applications.")
+                raise _invalid(messages.members_not_for_sql(extra=", ".join(extra)))
             if "ApplicationMode" in request:
-                raise _invalid("ApplicationMode is not supported for SQL applications.")
+                raise _invalid(messages.APPLICATION_MODE_NOT_FOR_SQL)
             sql_parts = dict(configuration.get("SqlApplicationConfiguration", {}))
             code = _sql_code(configuration.get("ApplicationCodeConfiguration"))
             inputs = list(sql_parts.get("Inputs", ()))
@@ -484,7 +489,9 @@ class AnalyticsV2Service(AnalyticsService):
         else:
             if "SqlApplicationConfiguration" in configuration:
                 raise _invalid(
-                    f"SqlApplicationConfiguration is for {SQL_RUNTIME} applications, not {runtime}."
+                    messages.sql_configuration_not_for_runtime(
+                        sql_runtime=SQL_RUNTIME, runtime=runtime
+                    )
                 )
             configuration = _stored_configuration(configuration)
         default_mode = "INTERACTIVE" if runtime.startswith("ZEPPELIN") else "STREAMING"
@@ -523,8 +530,7 @@ class AnalyticsV2Service(AnalyticsService):
             if token != conditional_token(app):
                 raise ShoalError(
                     ErrorCode.CONCURRENT_MODIFICATION,
-                    f"ConditionalToken does not match application {app.name}'s current "
-                    f"version {app.version_id}.",
+                    messages.conditional_token_mismatch(name=app.name, version_id=app.version_id),
                 )
             guard.setdefault("CurrentApplicationVersionId", app.version_id)
         return guard
@@ -538,7 +544,7 @@ class AnalyticsV2Service(AnalyticsService):
                 **self._versioned(request, caller),
             }
             if "CurrentApplicationVersionId" not in v1_request:
-                raise _invalid("CurrentApplicationVersionId or ConditionalToken is required.")
+                raise _invalid(messages.VERSION_OR_TOKEN_REQUIRED)
             app = await self._apply(operation, v1_request, caller)
             response: Response = {"ApplicationARN": app.arn, "ApplicationVersionId": app.version_id}
             for member in answer:
@@ -563,7 +569,7 @@ class AnalyticsV2Service(AnalyticsService):
                     *extra,
                     *(["RunConfigurationUpdate"] if "RunConfigurationUpdate" in request else []),
                 ]
-                raise _invalid(f"{', '.join(members)} is not supported for SQL applications.")
+                raise _invalid(messages.members_not_for_sql(extra=", ".join(members)))
             sql_update = configuration.get("SqlApplicationConfigurationUpdate", {})
             for member in ("InputUpdates", "OutputUpdates", "ReferenceDataSourceUpdates"):
                 if member in sql_update:
@@ -574,7 +580,7 @@ class AnalyticsV2Service(AnalyticsService):
         else:
             if "SqlApplicationConfigurationUpdate" in configuration:
                 raise _invalid(
-                    f"SqlApplicationConfigurationUpdate is for {SQL_RUNTIME} applications."
+                    messages.sql_configuration_update_not_for_runtime(sql_runtime=SQL_RUNTIME)
                 )
             if "RunConfigurationUpdate" in request:
                 configuration["RunConfigurationUpdate"] = request["RunConfigurationUpdate"]
@@ -591,7 +597,7 @@ class AnalyticsV2Service(AnalyticsService):
             **self._versioned(request, caller),
         }
         if "CurrentApplicationVersionId" not in v1_request:
-            raise _invalid("CurrentApplicationVersionId or ConditionalToken is required.")
+            raise _invalid(messages.VERSION_OR_TOKEN_REQUIRED)
         changed = await self._apply("UpdateApplication", v1_request, caller)
         return {
             "ApplicationDetail": self.detail(changed),
@@ -639,7 +645,7 @@ class AnalyticsV2Service(AnalyticsService):
         ConditionalToken (AWS requires one of them)."""
         guard = self._versioned(request, caller)
         if "CurrentApplicationVersionId" not in guard:
-            raise _invalid("CurrentApplicationVersionId or ConditionalToken is required.")
+            raise _invalid(messages.VERSION_OR_TOKEN_REQUIRED)
         return await self._apply(operation, {**change, **guard}, caller)
 
     async def _update_maintenance(self, request: Request, caller: Caller) -> Response:
@@ -673,7 +679,7 @@ class AnalyticsV2Service(AnalyticsService):
         if token is not None:
             ids = [item["OperationId"] for item in records]
             if token not in ids:
-                raise _invalid(f"NextToken {token} is not valid.")
+                raise _invalid(messages.next_token_invalid(token=token))
             records = records[ids.index(token) + 1 :]
         limit = int(request.get("Limit", 50))
         response: Response = {
@@ -710,7 +716,7 @@ class AnalyticsV2Service(AnalyticsService):
                 return {"ApplicationOperationInfoDetails": details}
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"Operation {wanted} not found for application {app.name}.",
+            messages.application_operation_not_found(wanted=wanted, name=app.name),
         )
 
     async def _presigned_url(self, request: Request, caller: Caller) -> Response:
@@ -720,14 +726,19 @@ class AnalyticsV2Service(AnalyticsService):
         app = self._application(str(request["ApplicationName"]), caller)
         url_type = str(request["UrlType"])
         if app.is_sql:
-            raise _invalid(f"{url_type} is not available for {SQL_RUNTIME} applications.")
+            raise _invalid(
+                messages.url_type_not_for_sql(url_type=url_type, sql_runtime=SQL_RUNTIME)
+            )
         if url_type == "ZEPPELIN_UI_URL" and app.mode != "INTERACTIVE":
-            raise _invalid(f"ZEPPELIN_UI_URL is for Studio notebooks; {app.name} is {app.runtime}.")
+            raise _invalid(
+                messages.zeppelin_url_not_for_runtime(name=app.name, runtime=app.runtime)
+            )
         status = app.status_at(self._clock.wall_ms())
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Application {app.name} is {status.value}; a presigned URL needs a RUNNING "
-            f"application (Shoal stores {app.runtime} applications but runs only {SQL_RUNTIME}).",
+            messages.presigned_url_needs_running(
+                name=app.name, status=status.value, runtime=app.runtime, sql_runtime=SQL_RUNTIME
+            ),
         )
 
     async def _start_v2(self, request: Request, caller: Caller) -> Response:
@@ -771,7 +782,7 @@ def _paged(
     if token is not None:
         keys = [item[key] for item in items]
         if token not in keys:
-            raise _invalid(f"NextToken {token} is not valid.")
+            raise _invalid(messages.next_token_invalid(token=token))
         items = items[keys.index(token) + 1 :]
     limit = int(request.get("Limit", 50))
     following = str(items[limit - 1][key]) if len(items) > limit else None
@@ -800,19 +811,19 @@ def _sql_code(code_configuration: Mapping[str, Any] | None) -> str:
     if code_configuration is None:
         return ""
     if code_configuration.get("CodeContentType") != "PLAINTEXT":
-        raise _invalid("A SQL application's code has CodeContentType PLAINTEXT.")
+        raise _invalid(messages.SQL_CODE_IS_PLAINTEXT)
     content = code_configuration.get("CodeContent", {})
     if set(content) - {"TextContent"}:
-        raise _invalid("A SQL application's code is TextContent.")
+        raise _invalid(messages.SQL_CODE_IS_TEXT_CONTENT)
     return str(content.get("TextContent", ""))
 
 
 def _sql_code_update(code_update: Mapping[str, Any]) -> str:
     if code_update.get("CodeContentTypeUpdate", "PLAINTEXT") != "PLAINTEXT":
-        raise _invalid("A SQL application's code has CodeContentType PLAINTEXT.")
+        raise _invalid(messages.SQL_CODE_IS_PLAINTEXT)
     content = code_update.get("CodeContentUpdate", {})
     if set(content) - {"TextContentUpdate"}:
-        raise _invalid("A SQL application's code is TextContent.")
+        raise _invalid(messages.SQL_CODE_IS_TEXT_CONTENT)
     return str(content.get("TextContentUpdate", ""))
 
 

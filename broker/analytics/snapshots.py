@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broker.analytics import messages
 from broker.errors import ErrorCode, ShoalError
 
 Document = dict[str, Any]
@@ -116,13 +117,13 @@ def _invalid(message: str) -> ShoalError:
 
 
 def not_found(name: str) -> ShoalError:
-    return ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Snapshot {name} not found.")
+    return ShoalError(ErrorCode.RESOURCE_NOT_FOUND, messages.snapshot_not_found(name=name))
 
 
 def _tags(tags: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str], ...]:
     pairs = {str(tag["Key"]): str(tag.get("Value", "")) for tag in tags}
     if len(pairs) > TAGS_MAX:
-        raise ShoalError(ErrorCode.TOO_MANY_TAGS, f"A snapshot has at most {TAGS_MAX} tags.")
+        raise ShoalError(ErrorCode.TOO_MANY_TAGS, messages.snapshot_tags_max(maximum=TAGS_MAX))
     return tuple(sorted(pairs.items()))
 
 
@@ -227,7 +228,7 @@ def require_ready(snapshot: Snapshot, now_ms: int, operation: str) -> None:
     if status != "READY":
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Snapshot {snapshot.name} is {status}; {operation} needs a READY snapshot.",
+            messages.snapshot_not_ready(name=snapshot.name, status=status, operation=operation),
         )
 
 
@@ -249,7 +250,7 @@ def exported(
         ):
             raise ShoalError(
                 ErrorCode.LIMIT_EXCEEDED,
-                f"An export of snapshot {snapshot.name} is already in progress.",
+                messages.snapshot_export_in_progress(name=snapshot.name),
             )
     destination = request["ExportDestinationConfiguration"]
     details: Document = {
@@ -280,13 +281,13 @@ def deleted(snapshot: Snapshot, created_ms: int, *, now_ms: int, deleting_ms: in
     ):
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"SnapshotCreationTimestamp does not match snapshot {snapshot.name}'s.",
+            messages.snapshot_timestamp_mismatch(name=snapshot.name),
         )
     status = snapshot.status_at(now_ms)
     if status not in ("READY", "FAILED"):
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Snapshot {snapshot.name} is {status}; only READY or FAILED snapshots are deleted.",
+            messages.snapshot_not_deletable(name=snapshot.name, status=status),
         )
     if any(
         record["SnapshotOperationStatus"] == "IN_PROGRESS"
@@ -294,7 +295,7 @@ def deleted(snapshot: Snapshot, created_ms: int, *, now_ms: int, deleting_ms: in
     ):
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Snapshot {snapshot.name} has an operation in progress.",
+            messages.snapshot_operation_in_progress(name=snapshot.name),
         )
     gone = dataclasses.replace(
         snapshot, transient_status="DELETING", status_until_ms=now_ms + deleting_ms
@@ -310,7 +311,7 @@ def change_tags(
     for key in removed:
         tags.pop(key, None)
     if len(tags) > TAGS_MAX:
-        raise ShoalError(ErrorCode.TOO_MANY_TAGS, f"A snapshot has at most {TAGS_MAX} tags.")
+        raise ShoalError(ErrorCode.TOO_MANY_TAGS, messages.snapshot_tags_max(maximum=TAGS_MAX))
     return dataclasses.replace(snapshot, tags=tuple(sorted(tags.items())))
 
 
@@ -344,4 +345,4 @@ def details(snapshot: Snapshot, now_ms: int) -> Document:
 def check_list_filters(request: Mapping[str, Any], members: Sequence[str]) -> None:
     given = [member for member in members if member in request]
     if len(given) > 1:
-        raise _invalid(f"Give at most one of {', '.join(members)} (the request gave {given}).")
+        raise _invalid(messages.at_most_one_of(members=", ".join(members), given=given))

@@ -52,7 +52,7 @@ from sqlglot import Token, TokenType, exp, parser
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
 
-from broker.analytics import anomaly, hotspots, log_parsing
+from broker.analytics import anomaly, hotspots, log_parsing, messages
 from broker.errors import ErrorCode, ShoalError
 
 ROWTIME = "ROWTIME"
@@ -208,7 +208,7 @@ def refused(line: int, construct: str, detail: str = "") -> ShoalError:
     suffix = f": {detail}" if detail else ""
     return ShoalError(
         ErrorCode.CODE_VALIDATION,
-        f"Line {line}: Shoal cannot run {construct}{suffix}.",
+        messages.construct_not_run(line=line, construct=construct, suffix=suffix),
     )
 
 
@@ -243,7 +243,7 @@ def _statements(code: str) -> list[_Statement]:
     try:
         tokens = sqlglot.tokenize(code)
     except TokenError as error:
-        raise ShoalError(ErrorCode.CODE_VALIDATION, f"Unreadable SQL: {error}") from error
+        raise ShoalError(ErrorCode.CODE_VALIDATION, messages.unreadable_sql(error=error)) from error
     statements: list[_Statement] = []
     current: list[Token] = []
     for token in [*tokens, None]:
@@ -254,9 +254,7 @@ def _statements(code: str) -> list[_Statement]:
             continue
         current.append(token)
     if len(statements) > STATEMENTS_MAX:
-        raise ShoalError(
-            ErrorCode.CODE_VALIDATION, f"An application has at most {STATEMENTS_MAX} statements."
-        )
+        raise ShoalError(ErrorCode.CODE_VALIDATION, messages.statements_max(maximum=STATEMENTS_MAX))
     return statements
 
 
@@ -280,8 +278,11 @@ def _parse(text: str, line: int) -> exp.Expr:
         where = int(first.get("line") or line)
         raise ShoalError(
             ErrorCode.CODE_VALIDATION,
-            f"Line {where}: {first.get('description', 'syntax error')} "
-            f"near '{first.get('highlight', '')}'.",
+            messages.syntax_error(
+                where=where,
+                description=first.get("description", "syntax error"),
+                highlight=first.get("highlight", ""),
+            ),
         ) from error
     return parsed
 
@@ -331,7 +332,9 @@ def parse_sql_type(sql_type: str) -> str:
     try:
         kind = exp.DataType.build(sql_type)
     except (ParseError, ValueError) as error:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Unknown SqlType {sql_type}.") from error
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, messages.unknown_sql_type(sql_type=sql_type)
+        ) from error
     return engine_type(kind)
 
 
@@ -1124,10 +1127,7 @@ def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
             _,
         ):
             raise log_parsing.LogParseError(
-                f"{name} with {len(arguments)} arguments (Shoal runs "
-                "REGEX_LOG_PARSE(text, pattern), VARIABLE_COLUMN_LOG_PARSE(text, columns, "
-                "delimiter), FIXED_COLUMN_LOG_PARSE(text, columns), W3C_LOG_PARSE(text, "
-                "format), SYS_LOG_PARSE(text) and FAST_REGEX_LOG_PARSER(text, pattern))"
+                messages.log_parse_arguments(name=name, count=len(arguments))
             )
     return None
 
@@ -1141,8 +1141,7 @@ def _constant(function: str, argument: exp.Expr, *, numeric: bool = False) -> st
     if isinstance(argument, exp.Literal) and (argument.is_string or numeric):
         return str(argument.this)
     raise log_parsing.LogParseError(
-        f"{function} needs a literal where it has {argument.sql()} (its columns are known when "
-        "the application is created)"
+        messages.function_needs_literal(function=function, argument=argument.sql())
     )
 
 
@@ -1184,7 +1183,7 @@ def java_date_format(pattern: exp.Expr) -> str:
     """A SimpleDateFormat pattern ('yyyy-MM-dd HH:mm:ss') as a strftime format; refused
     (CodeValidation) if not a string literal or using a letter Shoal does not translate."""
     if not isinstance(pattern, exp.Literal) or not pattern.is_string:
-        raise ShoalError(ErrorCode.CODE_VALIDATION, "A date format must be a string literal.")
+        raise ShoalError(ErrorCode.CODE_VALIDATION, messages.DATE_FORMAT_NOT_LITERAL)
     text = str(pattern.this)
     result: list[str] = []
     index = 0
@@ -1197,7 +1196,9 @@ def java_date_format(pattern: exp.Expr) -> str:
                 index += 2
                 continue
             if end < 0:
-                raise ShoalError(ErrorCode.CODE_VALIDATION, f"Unclosed quote in '{text}'.")
+                raise ShoalError(
+                    ErrorCode.CODE_VALIDATION, messages.date_format_unclosed_quote(text=text)
+                )
             result.append(text[index + 1 : end].replace("%", "%%"))
             index = end + 1
             continue
@@ -1217,7 +1218,7 @@ def java_date_format(pattern: exp.Expr) -> str:
         if directive is None:
             raise ShoalError(
                 ErrorCode.CODE_VALIDATION,
-                f"The date format '{text}' uses {char * length}, which Shoal does not translate.",
+                messages.date_format_letter_not_translated(text=text, letters=char * length),
             )
         result.append(directive)
         index = run
@@ -1228,7 +1229,7 @@ def _similar_to_regex(pattern: exp.Expr) -> str:
     """SQL's SIMILAR TO pattern as a regular expression: % is any string, _ any character;
     the rest (| * + ? ( ) [ ]) is already regex syntax."""
     if not isinstance(pattern, exp.Literal) or not pattern.is_string:
-        raise ShoalError(ErrorCode.CODE_VALIDATION, "SIMILAR TO needs a string literal pattern.")
+        raise ShoalError(ErrorCode.CODE_VALIDATION, messages.SIMILAR_TO_NOT_LITERAL)
     return str(pattern.this).replace(".", "\\.").replace("%", ".*").replace("_", ".")
 
 
@@ -1248,8 +1249,7 @@ def _check_references(program: Program) -> None:
         if target is None:
             raise ShoalError(
                 ErrorCode.CODE_VALIDATION,
-                f"Line {pump.line}: pump {pump.name} inserts into {pump.target}, "
-                "which no CREATE OR REPLACE STREAM defines.",
+                messages.pump_target_undefined(line=pump.line, pump=pump.name, target=pump.target),
             )
         for table in pump.tables:
             if program.stream(table) is not None:

@@ -19,6 +19,7 @@ from broker.console.visitor import Render, Visitor
 from broker.console.web import Request, Response, url
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.validation import validate_request
+from broker.video import messages
 
 CONTROL_OPERATIONS = frozenset({"ListStreams", "DescribeStream"})
 ARCHIVED_MEDIA = "kinesis-video-archived-media"
@@ -44,7 +45,7 @@ def parse_timestamp(text: str) -> datetime.datetime:
     except ValueError:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"The timestamp {text!r} is neither ISO 8601 nor seconds since the epoch.",
+            messages.console_timestamp_unreadable(text=text),
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
@@ -124,7 +125,8 @@ class VideoPages:
         mode = request.arg("mode", "ON_DEMAND")
         if mode not in PLAYBACK_MODES:
             raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, f"PlaybackMode must be one of {PLAYBACK_MODES}."
+                ErrorCode.INVALID_ARGUMENT,
+                messages.console_playback_mode_invalid(playback_modes=PLAYBACK_MODES),
             )
         call: dict[str, Any] = {"StreamName": name, "PlaybackMode": mode}
         if mode == "ON_DEMAND":

@@ -8,6 +8,9 @@ Concurrent puts to one or many shards therefore share a WriteBatch and an fsync.
 
 Lifecycle: `start()` on the loop thread; `append()` / `submit()` from that loop only; `stop()`
 drains what is queued, then joins the thread. After `stop()`, appends fail with UNAVAILABLE.
+The thread is not a daemon, so an exiting interpreter waits for what is queued; if the process
+exits without `stop()` (its loop died of an exception), the idle thread notices the main thread
+has ended and returns instead of keeping the process alive forever.
 
 Backpressure: at most `queue_batches_max` batches wait for (or are in) a group commit; further
 appends wait for a slot on the loop, so a slow disk slows producers instead of growing memory.
@@ -166,7 +169,9 @@ class GroupCommitWriter:
         """Blocks until something is queued; takes as much as one group may hold."""
         with self._condition:
             while not self._queue and not self._stopping:
-                self._condition.wait()
+                if not threading.main_thread().is_alive():  # exiting without stop()
+                    return None
+                self._condition.wait(timeout=limits.log_writer_idle_check_s)
             if not self._queue:
                 return None
             group = [self._queue.popleft()]

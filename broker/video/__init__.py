@@ -8,6 +8,7 @@ Pure rules (no I/O, no asyncio; named in the "pure cores" import contract):
     fragment_records.py  a fragment as records of the internal stream (chunked), and back
     media_chunks.py      GetMedia's MKV chunks with AWS's tags
     hls.py               HLS session tokens and playlists
+    messages.py          every error text the package raises (the catalogue, issue 14)
 
 The adapter for FFmpeg (the one module importing PyAV, blocking: run in a worker thread):
 

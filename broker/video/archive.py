@@ -36,6 +36,7 @@ from broker.streams.internal_names import internal_stream_name
 from broker.streams.iterators import decode_iterator
 from broker.streams.sequence_numbers import sequence_number_for
 from broker.streams.throttling import StreamLimits
+from broker.video import messages
 from broker.video.fragment_records import (
     PARTITION_KEY,
     FragmentAssembler,
@@ -212,7 +213,9 @@ class FragmentArchive:
             if described["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
                 return
             if loop.time() > give_up:
-                raise ShoalError(ErrorCode.UNAVAILABLE, f"internal stream {name} not ACTIVE")
+                raise ShoalError(
+                    ErrorCode.UNAVAILABLE, messages.internal_stream_not_active(name=name)
+                )
             await asyncio.sleep(_ACTIVE_POLL_S)  # a bounded poll of the stream's state timer
 
     async def delete(self, meta: VideoStreamMeta) -> None:
@@ -263,7 +266,9 @@ class FragmentArchive:
                 if "ErrorCode" in outcome:
                     failure = ShoalError(
                         ErrorCode.INTERNAL_FAILURE,
-                        f"{outcome['ErrorCode']}: {outcome.get('ErrorMessage', '')}",
+                        messages.archive_append_failed(
+                            code=outcome["ErrorCode"], message=outcome.get("ErrorMessage", "")
+                        ),
                     )
                     return AppendResult(numbers=_leading(firsts, complete), error=failure)
                 firsts.setdefault(index, outcome["SequenceNumber"])
@@ -289,7 +294,7 @@ class FragmentArchive:
         image = self._metadata.image()
         stream = image.stream(name, now_ms=now_ms)
         if stream is None:
-            raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "The stream has no log yet.")
+            raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.STREAM_HAS_NO_LOG)
         request = {"StreamName": name, "ShardId": SHARD_ID, "ShardIteratorType": "LATEST"}
         token = (await self._kinesis.call("GetShardIterator", request))["ShardIterator"]
         end = decode_iterator(token, secret=image.iterator_secret, now_ms=now_ms).offset
@@ -335,7 +340,7 @@ class FragmentArchive:
         except ShoalError as error:
             if error.code is ErrorCode.INVALID_ARGUMENT:
                 raise ShoalError(
-                    ErrorCode.INVALID_ARGUMENT, "The fragment number is not of this stream."
+                    ErrorCode.INVALID_ARGUMENT, messages.FRAGMENT_NOT_OF_STREAM
                 ) from error
             raise
         assembler = FragmentAssembler()

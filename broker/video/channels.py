@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
@@ -28,6 +28,7 @@ from broker.meta import commands
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta, VideoStreamStatus
 from broker.types import NodeId
+from broker.video import messages
 from broker.video.signaling import MASTER, SignalingHub
 from broker.video.signaling_rules import ClientMessage, home_node, turn_credentials
 
@@ -109,7 +110,7 @@ class ChannelControl:
         if (name is None) == (arn is None):
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                "Exactly one of ChannelName and ChannelARN must be specified.",
+                messages.CHANNEL_NAME_OR_ARN,
             )
         table = self._metadata.image().video
         meta = (
@@ -118,9 +119,7 @@ class ChannelControl:
             else table.channel_by_name(caller.account_id, caller.region, str(name))
         )
         if meta is None or not meta.belongs_to(caller.account_id, caller.region):
-            raise ShoalError(
-                ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "The requested channel is not found."
-            )
+            raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.CHANNEL_NOT_FOUND)
         return meta
 
     def channel_of(self, arn: str) -> SignalingChannelMeta | None:
@@ -142,8 +141,7 @@ class ChannelControl:
         if not here:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"The channel {meta.name} is served at {endpoint}; ask "
-                "GetSignalingChannelEndpoint for its endpoint.",
+                messages.channel_served_elsewhere(name=meta.name, endpoint=endpoint),
             )
 
     # --- Control plane -------------------------------------------------------------------------
@@ -216,12 +214,13 @@ class ChannelControl:
         name: str = request["ChannelName"]
         if self._metadata.image().video.channel_by_name(caller.account_id, caller.region, name):
             raise ShoalError(
-                ErrorCode.RESOURCE_IN_USE, f"The signaling channel {name} already exists."
+                ErrorCode.RESOURCE_IN_USE, error_messages.signaling_channel_exists(name=name)
             )
         channel_type = request.get("ChannelType", "SINGLE_MASTER")
         if channel_type != "SINGLE_MASTER":
             raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, f"ChannelType {channel_type} is not supported."
+                ErrorCode.INVALID_ARGUMENT,
+                messages.channel_type_not_supported(channel_type=channel_type),
             )  # AWS refuses FULL_MESH the same way: it is reserved
         tags = {tag["Key"]: tag["Value"] for tag in request.get("Tags") or ()}
         if len(tags) > limits.video_tags_per_stream_max:
@@ -261,9 +260,7 @@ class ChannelControl:
             try:
                 after = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
             except (ValueError, UnicodeError) as error:
-                raise ShoalError(
-                    ErrorCode.INVALID_ARGUMENT, "The NextToken is not valid."
-                ) from error
+                raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.NEXT_TOKEN_INVALID) from error
             channels = [meta for meta in channels if meta.name > after]
         page = channels[: request.get("MaxResults", limits.video_list_page_max)]
         response: dict[str, Any] = {
@@ -281,7 +278,7 @@ class ChannelControl:
         if unserved:  # WEBRTC: the WebRTC ingestion media server
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"Protocols {', '.join(unserved)} are not served by Shoal (WSS and HTTPS are).",
+                messages.protocols_not_served(protocols=", ".join(unserved)),
             )
         endpoint, _ = self.home_endpoint(meta.arn)
         tls = endpoint.startswith("https://")
@@ -304,7 +301,7 @@ class ChannelControl:
         if enabled and not stream_arn:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                "MediaStorageConfiguration.StreamARN is required when Status is ENABLED.",
+                messages.MEDIA_STORAGE_STREAM_ARN_REQUIRED,
             )
         if stream_arn:
             stream = self._find_stream(caller, name=None, arn=stream_arn)
@@ -372,9 +369,7 @@ class ChannelControl:
         SDP_ANSWER (ICE candidates are not relayed back: Alexa's offer carries them all)."""
         client_id: str = request["SenderClientId"]
         if MASTER not in self.hub.connected(meta.arn):
-            raise ShoalError(
-                ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No master is connected to the channel."
-            )
+            raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.NO_MASTER_CONNECTED)
         peer = self.hub.connect(meta.arn, client_id)
         try:
             self.hub.relay(
@@ -400,9 +395,7 @@ class ChannelControl:
             pass
         finally:
             self.hub.disconnect(peer)
-        raise ShoalError(
-            ErrorCode.CLIENT_LIMIT_EXCEEDED, "The master did not answer the offer in time."
-        )
+        raise ShoalError(ErrorCode.CLIENT_LIMIT_EXCEEDED, messages.MASTER_DID_NOT_ANSWER)
 
 
 def _configuration_kind(operation: str) -> str:
@@ -421,31 +414,27 @@ def _check_configuration(
         if not uri.startswith("arn:aws:sns:"):
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                "NotificationConfiguration.DestinationConfig.Uri must be an SNS topic ARN.",
+                messages.NOTIFICATION_URI_NOT_SNS,
             )
         return
     if not uri.startswith("s3://"):
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            "ImageGenerationConfiguration.DestinationConfig.Uri must be an s3:// URI.",
+            messages.IMAGE_GENERATION_URI_NOT_S3,
         )
     if configuration["DestinationConfig"]["DestinationRegion"] != stream.region:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"DestinationRegion must be the stream's Region, {stream.region}.",
+            messages.destination_region(region=stream.region),
         )
     interval = configuration["SamplingInterval"]
     if not 200 <= interval <= 20_000:
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, "SamplingInterval must be between 200 and 20000 ms."
-        )
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.IMAGE_GENERATION_SAMPLING_INTERVAL)
     format_config = configuration.get("FormatConfig") or {}
     for key, value in format_config.items():
         if key != "JPEGQuality" or configuration["Format"] != "JPEG":
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, "FormatConfig takes only JPEGQuality, for JPEG."
-            )
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.FORMAT_CONFIG_ONLY_JPEG_QUALITY)
         if not (value.isdigit() and 1 <= int(value) <= 100):
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "JPEGQuality must be 1 to 100.")
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.JPEG_QUALITY_RANGE)
     if configuration.get("HeightPixels", 1) > 2160:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "HeightPixels must be at most 2160.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.HEIGHT_PIXELS_MAX)

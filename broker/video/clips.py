@@ -22,6 +22,7 @@ from typing import Any
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.video_table import VideoStreamMeta
+from broker.video import messages
 from broker.video.archive import FragmentArchive, Position
 from broker.video.fragment_records import StoredFragment
 from broker.video.media_codec import (
@@ -84,7 +85,7 @@ async def get_clip(
     start_ms = _ms(selector["TimestampRange"]["StartTimestamp"])
     end_ms = _ms(selector["TimestampRange"]["EndTimestamp"])
     if start_ms > end_ms:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "StartTimestamp must be before EndTimestamp.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.START_BEFORE_END)
     header: bytes | None = None
     clusters: list[bytes] = []
     size = 0
@@ -100,13 +101,13 @@ async def get_clip(
         if len(clusters) > limits.video_clip_fragments_max or size > limits.video_clip_bytes_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"The clip is over {limits.video_clip_fragments_max} fragments or "
-                f"{limits.video_clip_bytes_max} bytes; ask for a shorter range.",
+                messages.clip_too_large(
+                    fragments_max=limits.video_clip_fragments_max,
+                    bytes_max=limits.video_clip_bytes_max,
+                ),
             )
     if header is None:
-        raise ShoalError(
-            ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No fragments found in the requested range."
-        )
+        raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.NO_FRAGMENTS_IN_RANGE)
     try:
         clip = await asyncio.to_thread(clip_mp4, fragment_as_mkv(header, b"".join(clusters)))
     except MediaCodecError as error:
@@ -124,7 +125,7 @@ def _page_start(token: str | None) -> int:
     try:
         return int(base64.b64decode(token, validate=True).decode("ascii"))
     except (binascii.Error, ValueError, UnicodeError) as error:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "The NextToken is not valid.") from error
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.NEXT_TOKEN_INVALID) from error
 
 
 async def get_images(
@@ -133,16 +134,14 @@ async def get_images(
     server = request["ImageSelectorType"] == "SERVER_TIMESTAMP"
     start_ms, end_ms = _ms(request["StartTimestamp"]), _ms(request["EndTimestamp"])
     if not 0 <= end_ms - start_ms <= IMAGES_RANGE_MS_MAX:
-        raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT,
-            "EndTimestamp must follow StartTimestamp by at most 300 seconds.",
-        )
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.IMAGES_RANGE_MAX)
     interval = request.get("SamplingInterval", SAMPLING_INTERVAL_MS_DEFAULT)
     if not SAMPLING_INTERVAL_MS_MIN <= interval <= SAMPLING_INTERVAL_MS_MAX:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"SamplingInterval must be between {SAMPLING_INTERVAL_MS_MIN} and "
-            f"{SAMPLING_INTERVAL_MS_MAX} milliseconds.",
+            messages.images_sampling_interval(
+                minimum=SAMPLING_INTERVAL_MS_MIN, maximum=SAMPLING_INTERVAL_MS_MAX
+            ),
         )
     first = _page_start(request.get("NextToken"))
     page_size = int(request.get("MaxResults", IMAGES_PAGE_DEFAULT))
@@ -150,7 +149,7 @@ async def get_images(
     times = list(every[first : first + page_size])
     quality = int((request.get("FormatConfig") or {}).get("JPEGQuality", JPEG_QUALITY_DEFAULT))
     if not 1 <= quality <= 100:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "JPEGQuality must be between 1 and 100.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.IMAGES_JPEG_QUALITY_RANGE)
     images: dict[int, bytes | None] = {}
     if times:
         async for fragment in fragments_in_range(

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import SignalingChannelMeta, VideoStreamMeta, VideoStreamStatus
+from broker.video import messages
 from broker.video.channels import (
     CHANNEL_OPERATIONS,
     STREAM_CONFIGURATION_OPERATIONS,
@@ -151,7 +152,7 @@ class VideoControl:
         if (name is None) == (arn is None):
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"Exactly one of StreamName and {arn_member} must be specified.",
+                messages.stream_name_or_arn(arn_member=arn_member),
             )
         table = self._metadata.image().video
         if arn is not None:
@@ -177,7 +178,9 @@ class VideoControl:
         now_ms = self._clock.wall_ms()
         name: str = request["StreamName"]
         if self._metadata.image().video.by_name(caller.account_id, caller.region, name):
-            raise ShoalError(ErrorCode.RESOURCE_IN_USE, f"The stream {name} already exists.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE, error_messages.video_stream_exists(name=name)
+            )
         tags = dict(request.get("Tags") or {})
         if len(tags) > limits.video_tags_per_stream_max:
             raise ShoalError(ErrorCode.TAGS_PER_RESOURCE_EXCEEDED)
@@ -272,7 +275,9 @@ class VideoControl:
     async def _get_data_endpoint(self, request: Request, caller: Caller) -> dict[str, Any]:
         self._find(request, caller)
         if request["APIName"] not in _DATA_APIS:  # the model's enum already checked it
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Unknown APIName {request['APIName']}")
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT, messages.unknown_api_name(api_name=request["APIName"])
+            )
         return {"DataEndpoint": self._settings.data_endpoint()}
 
     async def _tag(
@@ -340,4 +345,4 @@ def _decode_token(token: str | None) -> str | None:
     try:
         return base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
     except (binascii.Error, UnicodeError, ValueError) as error:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "The NextToken is not valid.") from error
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.NEXT_TOKEN_INVALID) from error

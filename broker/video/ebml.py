@@ -17,6 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from broker.video import messages
+
 UNKNOWN_SIZE = -1
 _VINT_LENGTH_MAX = 8
 
@@ -39,7 +41,7 @@ def _vint_length(first: int) -> int:
     for length in range(1, _VINT_LENGTH_MAX + 1):
         if first & (0x80 >> (length - 1)):
             return length
-    raise EbmlError("VINT with no length marker in its first byte")
+    raise EbmlError(messages.EBML_VINT_WITHOUT_MARKER)
 
 
 def read_id(data: bytes | bytearray | memoryview, offset: int) -> tuple[int, int] | None:
@@ -48,7 +50,7 @@ def read_id(data: bytes | bytearray | memoryview, offset: int) -> tuple[int, int
         return None
     length = _vint_length(data[offset])
     if length > 4:
-        raise EbmlError(f"element id of {length} bytes (EBML allows at most 4)")
+        raise EbmlError(messages.ebml_id_too_long(length=length))
     if offset + length > len(data):
         return None
     return int.from_bytes(data[offset : offset + length], "big"), length
@@ -93,7 +95,7 @@ def encode_size(size: int) -> bytes:
     for length in range(1, _VINT_LENGTH_MAX + 1):
         if size < (1 << (7 * length)) - 1:
             return ((1 << (7 * length)) | size).to_bytes(length, "big")
-    raise EbmlError(f"size {size} does not fit in an EBML VINT")
+    raise EbmlError(messages.ebml_size_too_large(size=size))
 
 
 def unknown_size() -> bytes:
@@ -116,7 +118,7 @@ def string_element(element_id: int, value: str) -> bytes:
 
 def read_uint(payload: bytes | bytearray | memoryview) -> int:
     if len(payload) > 8:
-        raise EbmlError(f"unsigned integer of {len(payload)} bytes")
+        raise EbmlError(messages.ebml_unsigned_size(size=len(payload)))
     return int.from_bytes(payload, "big")
 
 
@@ -129,7 +131,7 @@ def read_float(payload: bytes | bytearray | memoryview) -> float:
         return value
     if len(payload) == 0:
         return 0.0
-    raise EbmlError(f"float of {len(payload)} bytes")
+    raise EbmlError(messages.ebml_float_size(size=len(payload)))
 
 
 def children(payload: bytes | bytearray | memoryview) -> list[tuple[int, memoryview]]:
@@ -141,11 +143,11 @@ def children(payload: bytes | bytearray | memoryview) -> list[tuple[int, memoryv
     while offset < len(view):  # bounded: every pass moves past one element
         header = read_header(view, offset)
         if header is None or header.size == UNKNOWN_SIZE:
-            raise EbmlError("truncated or unknown-size child element")
+            raise EbmlError(messages.EBML_CHILD_TRUNCATED)
         start = offset + header.header_length
         end = start + header.size
         if end > len(view):
-            raise EbmlError("child element runs past its parent")
+            raise EbmlError(messages.EBML_CHILD_PAST_PARENT)
         found.append((header.element_id, view[start:end]))
         offset = end
     return found

@@ -41,6 +41,7 @@ from broker.streams.sequence_numbers import (
     decode_sequence_number,
     encode_sequence_number,
 )
+from broker.video import messages
 
 MASTER_PLAYLIST = "getHLSMasterPlaylist.m3u8"
 MEDIA_PLAYLIST = "getHLSMediaPlaylist.m3u8"
@@ -117,13 +118,13 @@ def decode_token(token: str, *, key: bytes, now_ms: int) -> tuple[HlsSession, in
         if len(slot) != _FRAGMENT_SLOT_BYTES:
             raise ValueError("the fragment slot is not 7 bytes")
     except (binascii.Error, ValueError) as error:
-        raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token is not valid.") from error
+        raise ShoalError(ErrorCode.NOT_AUTHORIZED, messages.SESSION_TOKEN_INVALID) from error
     expected = hmac.new(key, payload + b"." + slot, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, signature):
-        raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token is not valid.")
+        raise ShoalError(ErrorCode.NOT_AUTHORIZED, messages.SESSION_TOKEN_INVALID)
     session = HlsSession(**json.loads(payload))
     if now_ms >= session.expires_ms:
-        raise ShoalError(ErrorCode.NOT_AUTHORIZED, "The session token has expired.")
+        raise ShoalError(ErrorCode.NOT_AUTHORIZED, messages.SESSION_TOKEN_EXPIRED)
     offset = int.from_bytes(slot, "big")
     return session, None if offset == _NO_FRAGMENT else offset
 

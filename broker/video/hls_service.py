@@ -28,7 +28,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta
 from broker.streams.sequence_numbers import decode_sequence_number
-from broker.video import hls
+from broker.video import hls, messages
 from broker.video.archive import FragmentArchive, Position
 from broker.video.fragment_records import StoredFragment
 from broker.video.media_codec import (
@@ -82,14 +82,12 @@ class HlsService:
         live = mode != "ON_DEMAND"
         start_ms = end_ms = 0
         if mode == "LIVE" and timestamps:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, "TimestampRange must not be set for PlaybackMode LIVE."
-            )
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.TIMESTAMP_RANGE_NOT_FOR_LIVE)
         if mode == "LIVE_REPLAY":
             if "StartTimestamp" not in timestamps:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    "TimestampRange.StartTimestamp is required for PlaybackMode LIVE_REPLAY.",
+                    messages.LIVE_REPLAY_NEEDS_START,
                 )
             start_ms = _ms(timestamps["StartTimestamp"])
             if "EndTimestamp" in timestamps:
@@ -97,20 +95,19 @@ class HlsService:
                 if not 0 <= end_ms - start_ms <= _RANGE_MS_MAX:
                     raise ShoalError(
                         ErrorCode.INVALID_ARGUMENT,
-                        "EndTimestamp must follow StartTimestamp by at most 24 hours.",
+                        messages.SESSION_RANGE_MAX,
                     )
         if mode == "ON_DEMAND":
             if "StartTimestamp" not in timestamps or "EndTimestamp" not in timestamps:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    "TimestampRange with StartTimestamp and EndTimestamp is required for "
-                    "PlaybackMode ON_DEMAND.",
+                    messages.ON_DEMAND_NEEDS_RANGE,
                 )
             start_ms, end_ms = _ms(timestamps["StartTimestamp"]), _ms(timestamps["EndTimestamp"])
             if not 0 <= end_ms - start_ms <= _RANGE_MS_MAX:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    "EndTimestamp must follow StartTimestamp by at most 24 hours.",
+                    messages.SESSION_RANGE_MAX,
                 )
         limit_member = "MaxManifestFragmentResults" if dash else "MaxMediaPlaylistFragmentResults"
         default_limit = _LIVE_FRAGMENTS_DEFAULT if live else _ON_DEMAND_FRAGMENTS_DEFAULT
@@ -135,7 +132,7 @@ class HlsService:
         if not edge:
             raise ShoalError(
                 ErrorCode.VIDEO_RESOURCE_NOT_FOUND,
-                "No fragments found in the stream for the streaming request.",
+                messages.NO_FRAGMENTS_FOR_SESSION,
             )
         newest = edge[0][0]  # LIVE: the newest fragment; LIVE_REPLAY: the first
         anchor = newest.timecode_ms + (newest.duration_ms if mode == "LIVE" else 0)
@@ -235,7 +232,7 @@ class HlsService:
         """(content type, body) of one request of a session."""
         token = query.get("SessionToken")
         if token is None:
-            raise ShoalError(ErrorCode.INVALID_ARGUMENT, "SessionToken is required.")
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.SESSION_TOKEN_REQUIRED)
         key = self._key()
         session, fragment_offset = hls.decode_token(token, key=key, now_ms=self._clock.wall_ms())
         stream = self._metadata.image().video.by_arn(session.stream_arn)
@@ -244,7 +241,7 @@ class HlsService:
         if name == hls.DASH_MANIFEST:
             listed, ended = await self._listed(stream, session, limit=session.max_fragments)
             if not listed:
-                raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No fragments found.")
+                raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.NO_FRAGMENTS)
             segments = [segment for segment, _ in listed]
             seconds = max(1, sum(s.duration_ms for s in segments)) / 1000
             bandwidth = round(sum(size for _, size in listed) * 8 / seconds)
@@ -273,14 +270,14 @@ class HlsService:
         if name == hls.MP4_INIT:
             listed = await self._segments(stream, session, limit=1)
             if not listed:
-                raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, "No fragments found.")
+                raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.NO_FRAGMENTS)
             fragment = await self._fragment(stream, listed[0][0].fragment_number)
             init, _ = await self._remux(fragment, SegmentFormat.FRAGMENTED_MP4)
             return "video/mp4", init
         if name in (hls.MP4_MEDIA, hls.TS_MEDIA):
             if fragment_offset is None:
                 raise ShoalError(
-                    ErrorCode.INVALID_ARGUMENT, "The session token names no media fragment."
+                    ErrorCode.INVALID_ARGUMENT, messages.SESSION_TOKEN_NAMES_NO_FRAGMENT
                 )
             fragment = await self._fragment(stream, hls.fragment_number(session, fragment_offset))
             if name == hls.TS_MEDIA:
@@ -288,7 +285,7 @@ class HlsService:
                 return "video/mp2t", segment
             _, segment = await self._remux(fragment, SegmentFormat.FRAGMENTED_MP4)
             return "video/mp4", segment
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"Unknown HLS resource {name}.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.unknown_session_resource(name=name))
 
     async def _fragment(self, stream: VideoStreamMeta, number: str) -> StoredFragment:
         position = Position(iterator_type="AT_SEQUENCE_NUMBER", sequence_number=number)
@@ -301,7 +298,9 @@ class HlsService:
         except ShoalError as error:
             if error.code is not ErrorCode.INVALID_ARGUMENT:
                 raise
-        raise ShoalError(ErrorCode.VIDEO_RESOURCE_NOT_FOUND, f"Fragment {number} was not found.")
+        raise ShoalError(
+            ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.fragment_not_found(number=number)
+        )
 
     async def _remux(
         self, fragment: StoredFragment, segment_format: SegmentFormat

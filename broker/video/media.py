@@ -22,6 +22,7 @@ from typing import Any
 from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.video_table import VideoStreamMeta
+from broker.video import messages
 from broker.video.archive import FragmentArchive, Position
 from broker.video.fragment_records import StoredFragment
 from broker.video.media_chunks import fragment_chunk
@@ -37,7 +38,10 @@ def _datetime(ms: int) -> datetime:
 
 def _check_fragment_number(number: str, member: str) -> str:
     if not number.isascii() or not number.isdigit() or len(number) > 128:  # the model: 1..128
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{member} {number!r} is not valid.")
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            messages.fragment_number_invalid(member=member, number=number),
+        )
     return number
 
 
@@ -56,7 +60,8 @@ def start_position(selector: Mapping[str, Any]) -> tuple[Position, Skip]:
         value = selector.get(member)
         if value is None:
             raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, f"{member} is required for StartSelectorType {kind}."
+                ErrorCode.INVALID_ARGUMENT,
+                messages.selector_member_required(member=member, kind=kind),
             )
         number = _check_fragment_number(value, member)
         return (
@@ -66,7 +71,8 @@ def start_position(selector: Mapping[str, Any]) -> tuple[Position, Skip]:
     start = selector.get("StartTimestamp")
     if start is None:
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"StartTimestamp is required for StartSelectorType {kind}."
+            ErrorCode.INVALID_ARGUMENT,
+            messages.selector_member_required(member="StartTimestamp", kind=kind),
         )
     start_ms = _ms(start)
     if kind == "SERVER_TIMESTAMP":
@@ -119,7 +125,7 @@ def _decode_next_token(token: str) -> str:
         document = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
         return _check_fragment_number(str(document["after"]), "NextToken")
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError) as error:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "The NextToken is not valid.") from error
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.NEXT_TOKEN_INVALID) from error
 
 
 async def list_fragments(
@@ -136,9 +142,7 @@ async def list_fragments(
         start_ms = _ms(selector["TimestampRange"]["StartTimestamp"])
         end_ms = _ms(selector["TimestampRange"]["EndTimestamp"])
         if start_ms > end_ms:
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT, "StartTimestamp must be before EndTimestamp."
-            )
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.START_BEFORE_END)
         server = selector["FragmentSelectorType"] == "SERVER_TIMESTAMP"
 
     def in_range(fragment: StoredFragment) -> bool:
@@ -176,7 +180,7 @@ async def get_media_for_fragment_list(
         fragment = await _fragment_at(archive, stream, number)
         if fragment is None:
             raise ShoalError(
-                ErrorCode.VIDEO_RESOURCE_NOT_FOUND, f"Fragment {number} was not found."
+                ErrorCode.VIDEO_RESOURCE_NOT_FOUND, messages.fragment_not_found(number=number)
             )
         found.append(fragment)
     return _chunks(found)

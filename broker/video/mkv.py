@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from broker import limits
-from broker.video import ebml
+from broker.video import ebml, messages
 from broker.video.acks import AckErrorId
 
 EBML_HEADER = 0x1A45DFA3
@@ -148,10 +148,10 @@ class MkvSplitter:
         events: list[MkvEvent] = []
         if self._phase == "cluster" and not self._unread():
             if self._cluster_remaining not in (ebml.UNKNOWN_SIZE, 0):
-                raise MkvError(AckErrorId.STREAM_READ_ERROR, "the body ended inside a Cluster")
+                raise MkvError(AckErrorId.STREAM_READ_ERROR, messages.MKV_BODY_ENDED_IN_CLUSTER)
             events.append(self._complete_cluster())
         elif self._unread():
-            raise MkvError(AckErrorId.STREAM_READ_ERROR, "the body ended inside an element")
+            raise MkvError(AckErrorId.STREAM_READ_ERROR, messages.MKV_BODY_ENDED_IN_ELEMENT)
         return events
 
     def _unread(self) -> int:
@@ -171,7 +171,7 @@ class MkvSplitter:
             return self._top_step(header)
         if header.element_id == CLUSTER:
             if not self._tracks_element:
-                raise MkvError(AckErrorId.INVALID_MKV_DATA, "a Cluster before the Tracks")
+                raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_CLUSTER_BEFORE_TRACKS)
             self._pos += header.header_length
             self._phase = "cluster"
             self._cluster = bytearray()
@@ -182,9 +182,9 @@ class MkvSplitter:
             self._phase = "top"  # a new stream header follows; its Tracks replace these
             return True
         if header.element_id == SEGMENT:
-            raise MkvError(AckErrorId.INVALID_MKV_DATA, "a Segment inside a Segment")
+            raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_NESTED_SEGMENT)
         if header.size == ebml.UNKNOWN_SIZE:
-            raise MkvError(AckErrorId.INVALID_MKV_DATA, "an unknown-size element in the Segment")
+            raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_UNKNOWN_SIZE_IN_SEGMENT)
         whole = self._take_element(header)
         if whole is None:
             return False
@@ -203,7 +203,7 @@ class MkvSplitter:
     def _top_step(self, header: ebml.ElementHeader) -> bool:
         if header.element_id == EBML_HEADER:
             if header.size == ebml.UNKNOWN_SIZE:
-                raise MkvError(AckErrorId.INVALID_MKV_DATA, "an unknown-size EBML header")
+                raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_UNKNOWN_SIZE_EBML_HEADER)
             whole = self._take_element(header)
             if whole is None:
                 return False
@@ -218,7 +218,7 @@ class MkvSplitter:
             return True
         raise MkvError(
             AckErrorId.INVALID_MKV_DATA,
-            f"expected an EBML header or a Segment, found element 0x{header.element_id:X}",
+            messages.mkv_unexpected_top_element(element_id=header.element_id),
         )
 
     def _take_element(self, header: ebml.ElementHeader) -> bytes | None:
@@ -227,7 +227,9 @@ class MkvSplitter:
         if end > limits.video_header_element_bytes_max:
             raise MkvError(
                 AckErrorId.FRAGMENT_METADATA_LIMIT_REACHED,
-                f"element 0x{header.element_id:X} of {header.size} bytes outside a Cluster",
+                messages.mkv_element_outside_cluster(
+                    element_id=header.element_id, size=header.size
+                ),
             )
         if self._unread() < end:
             return None
@@ -246,15 +248,15 @@ class MkvSplitter:
             events.append(self._complete_cluster())
             return True
         if header.size == ebml.UNKNOWN_SIZE:
-            raise MkvError(AckErrorId.INVALID_MKV_DATA, "an unknown-size element in a Cluster")
+            raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_UNKNOWN_SIZE_IN_CLUSTER)
         end = header.header_length + header.size
         if len(self._cluster) + end > self._fragment_bytes_max:
             raise MkvError(
                 AckErrorId.MAX_FRAGMENT_SIZE_REACHED,
-                f"Fragment size is greater than the maximum, {self._fragment_bytes_max} bytes.",
+                messages.mkv_fragment_too_large(maximum=self._fragment_bytes_max),
             )
         if self._cluster_remaining != ebml.UNKNOWN_SIZE and end > self._cluster_remaining:
-            raise MkvError(AckErrorId.INVALID_MKV_DATA, "an element runs past its Cluster")
+            raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_ELEMENT_PAST_CLUSTER)
         if self._unread() < end:
             return False
         child = bytes(self._buffer[self._pos : self._pos + end])
@@ -272,12 +274,12 @@ class MkvSplitter:
         payload = bytes(self._cluster)
         self._cluster = bytearray()
         if self._cluster_timecode is None:
-            raise MkvError(AckErrorId.INVALID_MKV_DATA, "a Cluster without a Timecode")
+            raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_CLUSTER_WITHOUT_TIMECODE)
         timecode_ms = self._to_ms(self._cluster_timecode)
         if self._previous_timecode_ms is not None and timecode_ms < self._previous_timecode_ms:
             raise MkvError(
                 AckErrorId.FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS,
-                "Fragment timecode is less than the timecode of the previous fragment.",
+                messages.MKV_TIMECODE_BACKWARDS,
             )
         self._previous_timecode_ms = timecode_ms
         frames, last_ns = self._read_blocks(payload)
@@ -285,8 +287,7 @@ class MkvSplitter:
         if duration_ms > self._fragment_duration_ms_max:
             raise MkvError(
                 AckErrorId.MAX_FRAGMENT_DURATION_REACHED,
-                "Fragment duration is greater than the maximum, "
-                f"{self._fragment_duration_ms_max // 1000} seconds.",
+                messages.mkv_fragment_too_long(maximum=self._fragment_duration_ms_max // 1000),
             )
         notification, self._notification = self._notification, None
         return MkvFragment(
@@ -312,17 +313,17 @@ class MkvSplitter:
                 if child_id == TRACK_NUMBER:
                     number = ebml.read_uint(value)
             if number is None:
-                raise MkvError(AckErrorId.INVALID_MKV_DATA, "a TrackEntry without a number")
+                raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_TRACK_ENTRY_WITHOUT_NUMBER)
             for child_id, value in ebml.children(entry):  # DefaultDuration may come first
                 if child_id == DEFAULT_DURATION:
                     tracks.frame_duration_ns[number] = ebml.read_uint(value)
             numbers.append(number)
         if not numbers:
-            raise MkvError(AckErrorId.INVALID_MKV_DATA, "Tracks without a TrackEntry")
+            raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_TRACKS_WITHOUT_ENTRY)
         if len(numbers) > self._tracks_max:
             raise MkvError(
                 AckErrorId.MORE_THAN_ALLOWED_TRACKS_FOUND,
-                f"More than {self._tracks_max} tracks found in the MKV header.",
+                messages.mkv_too_many_tracks(maximum=self._tracks_max),
             )
         tracks.numbers = tuple(numbers)
         return tracks
@@ -347,7 +348,7 @@ class MkvSplitter:
             if track not in self._tracks.numbers:
                 raise MkvError(
                     AckErrorId.TRACK_NUMBER_MISMATCH,
-                    f"A frame's track number {track} is not in the MKV header.",
+                    messages.mkv_frame_track_unknown(track=track),
                 )
             frames += 1
             seen.setdefault(track, []).append(relative * self._timecode_scale_ns)
@@ -355,7 +356,7 @@ class MkvSplitter:
             if number not in seen:
                 raise MkvError(
                     AckErrorId.FRAMES_MISSING_FOR_TRACK,
-                    f"The fragment has no frame for track {number}.",
+                    messages.mkv_track_without_frame(number=number),
                 )
         for track, times in seen.items():
             frame_ns = self._tracks.frame_duration_ns.get(track)
@@ -384,7 +385,7 @@ def notification_of(tags_payload: bytes) -> tuple[tuple[str, str], ...] | None:
     if len(payload) > limits.video_notification_keys_max:
         raise MkvError(
             AckErrorId.FRAGMENT_METADATA_LIMIT_REACHED,
-            f"More than {limits.video_notification_keys_max} notification metadata tags.",
+            messages.mkv_too_many_notification_tags(maximum=limits.video_notification_keys_max),
         )
     for name, value in payload:
         if (
@@ -393,7 +394,7 @@ def notification_of(tags_payload: bytes) -> tuple[tuple[str, str], ...] | None:
         ):
             raise MkvError(
                 AckErrorId.FRAGMENT_METADATA_LIMIT_REACHED,
-                "A notification metadata name is over 128 bytes or its value over 256.",
+                messages.MKV_NOTIFICATION_TAG_TOO_LONG,
             )
     return tuple(payload)
 
@@ -420,7 +421,7 @@ def _timecode_scale(info_payload: bytes) -> int:
         if element_id == TIMECODE_SCALE:
             scale = ebml.read_uint(value)
             if scale <= 0:
-                raise MkvError(AckErrorId.INVALID_MKV_DATA, "a TimecodeScale of 0")
+                raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_ZERO_TIMECODE_SCALE)
             return scale
     return DEFAULT_TIMECODE_SCALE_NS
 
@@ -429,7 +430,7 @@ def _block_track_and_timecode(block: memoryview) -> tuple[int, int]:
     """A (Simple)Block's track number and its timecode relative to the Cluster's."""
     size = ebml.read_size(block, 0)
     if size is None or size[0] == ebml.UNKNOWN_SIZE or len(block) < size[1] + 3:
-        raise MkvError(AckErrorId.INVALID_MKV_DATA, "a truncated block")
+        raise MkvError(AckErrorId.INVALID_MKV_DATA, messages.MKV_TRUNCATED_BLOCK)
     track, length = size
     relative = int.from_bytes(block[length : length + 2], "big", signed=True)
     return track, relative

@@ -16,7 +16,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
 from broker.service.in_process import LocalKinesis
-from broker.video import clips, media
+from broker.video import clips, media, messages
 from broker.video.archive import FragmentArchive
 from broker.video.channels import SIGNALING_OPERATIONS
 from broker.video.control import VideoControl, VideoSettings
@@ -135,15 +135,14 @@ class VideoService:
         now_ms = self._clock.wall_ms()
         if stream.status(now_ms=now_ms) is VideoStreamStatus.CREATING:
             raise ShoalError(
-                ErrorCode.RESOURCE_IN_USE, f"The stream {stream.name} is still CREATING."
+                ErrorCode.RESOURCE_IN_USE, messages.stream_still_creating(name=stream.name)
             )
         try:
             kind = TimecodeType(timecode_type or "RELATIVE")
         except ValueError as error:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
-                f"x-amzn-fragment-timecode-type must be ABSOLUTE or RELATIVE, not "
-                f"{timecode_type!r}.",
+                messages.timecode_type_invalid(timecode_type=timecode_type),
             ) from error
         start_ms = now_ms
         if producer_start is not None:
@@ -152,13 +151,10 @@ class VideoService:
             except ValueError as error:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"x-amzn-producer-start-timestamp {producer_start!r} is not a number of "
-                    "seconds.",
+                    messages.producer_start_not_seconds(value=producer_start),
                 ) from error
             if start_ms < 0:
-                raise ShoalError(
-                    ErrorCode.INVALID_ARGUMENT, "x-amzn-producer-start-timestamp is negative."
-                )
+                raise ShoalError(ErrorCode.INVALID_ARGUMENT, messages.PRODUCER_START_NEGATIVE)
         arn = stream.arn
         return PutMediaSession(
             PutMediaRequest(stream=stream, timecode_type=kind, producer_start_ms=start_ms),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from broker import limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
+from broker.video import messages
 from broker.video.signaling_rules import (
     ClientMessage,
     SignalingMessageError,
@@ -76,7 +77,7 @@ class SignalingHub:
         if joining and viewers >= limits.video_channel_viewers_max:
             raise ShoalError(
                 ErrorCode.CLIENT_LIMIT_EXCEEDED,
-                f"The channel has {viewers} viewers connected, its limit.",
+                messages.viewers_at_limit(viewers=viewers),
             )
         old = channel.peers.get(client_id)
         if old is not None:
@@ -108,7 +109,7 @@ class SignalingHub:
         if sender.is_master:
             if message.recipient_client_id is None:
                 raise SignalingMessageError(
-                    "A message from the master must name its recipientClientId.",
+                    messages.SIGNALING_MASTER_NEEDS_RECIPIENT,
                     message.correlation_id,
                 )
             recipient = message.recipient_client_id

@@ -28,6 +28,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from broker.video import messages
+
 ACTIONS = frozenset({"SDP_OFFER", "SDP_ANSWER", "ICE_CANDIDATE"})
 MESSAGE_BYTES_MAX = 10_000  # the model's MessagePayload length limit (base64 text)
 CLIENT_ID_PATTERN_CHARS = frozenset(
@@ -73,9 +75,9 @@ def parse_client_message(text: str) -> ClientMessage:
     try:
         document = json.loads(text)
     except ValueError as error:
-        raise SignalingMessageError("The message is not JSON.") from error
+        raise SignalingMessageError(messages.SIGNALING_NOT_JSON) from error
     if not isinstance(document, dict):
-        raise SignalingMessageError("The message is not a JSON object.")
+        raise SignalingMessageError(messages.SIGNALING_NOT_AN_OBJECT)
     correlation = document.get("correlationId")
     correlation_id = correlation if isinstance(correlation, str) else None
     action = document.get("action")

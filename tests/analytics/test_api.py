@@ -12,12 +12,22 @@ from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from botocore.exceptions import ClientError, ParamValidationError
 
 from broker.api.analytics.v1 import analytics_pb2, analytics_pb2_grpc
+from broker.api.analytics.v2 import analytics_pb2 as v2_pb2
+from broker.gateway.validation import service_model
 from broker.node import Node
 from tests.analytics.conftest import MODULE_LOOP, analytics_client
 from tests.compat.conftest import REGION, call
+from tests.required_members import (
+    boto3_ask,
+    grpc_ask,
+    grpc_operations,
+    malformed_request_answer,
+    sweep,
+)
 
 pytestmark = [pytest.mark.integration, MODULE_LOOP]
 
@@ -370,3 +380,92 @@ async def test_the_grpc_service(node: Node) -> None:
                 analytics_pb2.DescribeApplicationRequest(application_name="absent")
             )
         assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+# --- Every request shape of both models (tests/required_members.py) ---------------------------
+# Every operation of botocore's kinesisanalytics and kinesisanalyticsv2 models, with nothing,
+# with only its required members and with each required member missing, through boto3 (its own
+# validation off) and through gRPC: a missing member is AWS's ValidationException naming it,
+# never a 500/INTERNAL. The requests name one SQL application of each API that exists, so
+# "required only" reaches the service's own checks, not just the not-found answer.
+
+V1 = "kinesisanalytics"
+V2 = "kinesisanalyticsv2"
+REQUIRED_V1_APP = "required-v1"
+REQUIRED_V2_APP = "required-v2"
+SERVICES = {
+    V1: analytics_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsService"],
+    V2: v2_pb2.DESCRIPTOR.services_by_name["KinesisAnalyticsV2Service"],
+}
+
+
+def _required_samples(application: str) -> dict[str, Any]:
+    """Values for members whose model shape alone does not give a useful value."""
+    return {
+        "ApplicationName": application,
+        "ResourceARN": f"arn:aws:kinesisanalytics:{REGION}:{ACCOUNT}:application/{application}",
+        "ServiceExecutionRole": ROLE,
+        "RoleARN": ROLE,
+        "CurrentApplicationVersionId": 1,
+        "ApplicationVersionId": 1,
+        "RuntimeEnvironment": "SQL-1_0",
+        "InputId": "1.1",
+        "OutputId": "1.1",
+        "ReferenceId": "1.1",
+        "CloudWatchLoggingOptionId": "1.1",
+        "SnapshotName": "snap",
+        "OperationId": "op",
+        "SnapshotOperationId": "op",
+        "UrlType": "FLINK_DASHBOARD_URL",
+        "LogStreamARN": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:g:log-stream:s",
+        "BucketARN": "arn:aws:s3:::bucket",
+        "FileKey": "key",
+        "TagKeys": ["missing"],
+    }
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def required_applications(node: Node) -> None:
+    """One SQL application per API (v1's has no input; v2's is created with its role)."""
+    v1 = analytics_client(node)
+    v2 = analytics_client(node, service=V2)
+    try:
+        await call(v1.create_application, ApplicationName=REQUIRED_V1_APP)
+        await call(
+            v2.create_application,
+            ApplicationName=REQUIRED_V2_APP,
+            RuntimeEnvironment="SQL-1_0",
+            ServiceExecutionRole=ROLE,
+        )
+    finally:
+        v1.close()
+        v2.close()
+
+
+@pytest.mark.usefixtures("required_applications")
+async def test_every_request_shape_through_boto3_never_answers_500(node: Node) -> None:
+    problems: list[str] = []
+    for model, application in ((V1, REQUIRED_V1_APP), (V2, REQUIRED_V2_APP)):
+        client = analytics_client(node, parameter_validation=False, service=model)
+        try:
+            operations = service_model(model).operation_names
+            samples = _required_samples(application)
+            problems += await sweep(model, operations, samples, boto3_ask(client))
+        finally:
+            client.close()
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.usefixtures("required_applications")
+async def test_every_request_shape_through_grpc_never_answers_internal(node: Node) -> None:
+    problems: list[str] = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+        for model, application in ((V1, REQUIRED_V1_APP), (V2, REQUIRED_V2_APP)):
+            service = SERVICES[model]
+            served = grpc_operations(service)
+            assert served == set(service_model(model).operation_names), model
+            ask = grpc_ask(channel, service)
+            problems += await sweep(model, served, _required_samples(application), ask)
+            answer = await malformed_request_answer(channel, service, "DescribeApplication")
+            assert answer == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException"), model
+    assert not problems, "\n".join(problems)

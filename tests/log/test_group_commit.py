@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -151,3 +154,29 @@ async def test_stop_drains_then_refuses(make_writer: WriterFactory) -> None:
     with pytest.raises(ShoalError) as raised:
         await writer.append(batch(ShardUid(0), 5, 1, arrival_ms=1))
     assert raised.value.code is ErrorCode.UNAVAILABLE
+
+
+_EXIT_WITHOUT_STOP = """
+import asyncio
+from broker.log.memory_store import MemoryLogStore
+from broker.log.group_commit import GroupCommitWriter
+
+async def main() -> None:
+    GroupCommitWriter(MemoryLogStore()).start()  # and never stopped: the loop "died"
+
+asyncio.run(main())
+"""
+
+
+def test_a_process_that_never_stops_its_writer_still_exits() -> None:
+    """The writer thread is not a daemon (queued writes finish at exit), but a process whose
+    loop died without `stop()` must not wait for it forever (seen: pytest hanging after its
+    summary when a driver crashed in a fixture)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_WITHOUT_STOP],
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=30,
+        capture_output=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()

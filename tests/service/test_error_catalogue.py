@@ -1,8 +1,12 @@
-"""Every error text the Kinesis Data Streams code and the front doors raise is written down
-once, in `broker/error_messages.py` (issue 14, item 6): a `ShoalError` (or the doors' `_refuse`
-and `_invalid` helpers) built with a literal, an f-string or a literal joined to a value
-anywhere in these modules fails this test, naming the place. The doors (`gateway/`) include the
-SigV4 and gRPC signature texts and the IAM service's checks."""
+"""Every error text the Kinesis family's services and the front doors raise is written down
+once (issue 14, item 6): Kinesis Data Streams' and the doors' in `broker/error_messages.py`,
+Firehose's in `broker/firehose/messages.py`, Kinesis Data Analytics' in
+`broker/analytics/messages.py`, Kinesis Video Streams' in `broker/video/messages.py`. A
+`ShoalError` (or the `_refuse` and `_invalid` helpers) built with a literal, an f-string or a
+literal joined to a value anywhere in these modules fails this test, naming the place; so does
+one of the pure rules' own errors whose text an answer carries (the analytics parsers', the
+MKV and signaling parsers'). The doors (`gateway/`) include the SigV4 and gRPC signature texts
+and the IAM service's checks."""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from pathlib import Path
 
 BROKER = Path(__file__).resolve().parents[2] / "broker"
 
-# The Kinesis Data Streams service: both doors' operations, its pure rules, its metadata
+# Kinesis Data Streams and Firehose: both doors' operations, their pure rules, their metadata
 # transitions (streams, consumers, reshards, limits, queues, nodes) and the channels.
-KINESIS_MODULES = (
+CATALOGUED_MODULES = (
     "service",
     "streams",
     "queues",
@@ -30,14 +34,35 @@ KINESIS_MODULES = (
     "meta/transitions/stream_settings.py",
     "gateway",
     "wire",
+    # Kinesis Data Analytics (both APIs, the SQL engine and the runner) and Kinesis Video
+    # Streams: their texts are in broker/analytics/messages.py and broker/video/messages.py.
+    "analytics",
+    "meta/transitions/analytics_applications.py",
+    "video",
+    "meta/transitions/video_streams.py",
+    "meta/transitions/signaling_channels.py",
+    "console/video_pages.py",
 )
-# The message's position in each error constructor the modules use.
-_MESSAGE_ARGUMENT = {"ShoalError": 1, "_refuse": 1, "_invalid": 0}
+# The message's position in each error constructor the modules use: ShoalError and the doors'
+# helpers, and the pure rules' own errors whose text an answer carries (a CodeValidation
+# detail, UnableToDetectSchema, a PutMedia acknowledgement's Message, a signaling status).
+_MESSAGE_ARGUMENT = {
+    "ShoalError": 1,
+    "_refuse": 1,
+    "_invalid": 0,
+    "AnomalyError": 0,
+    "LogParseError": 0,
+    "RecordError": 0,
+    "ReferenceDataError": 0,
+    "EbmlError": 0,
+    "MkvError": 1,
+    "SignalingMessageError": 0,
+}
 
 
 def _sources() -> list[Path]:
     found: list[Path] = []
-    for entry in KINESIS_MODULES:
+    for entry in CATALOGUED_MODULES:
         path = BROKER / entry
         found.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
     return found
@@ -72,11 +97,11 @@ def _is_text(node: ast.expr) -> bool:
     return isinstance(node, ast.BinOp) and (_is_text(node.left) or _is_text(node.right))
 
 
-def test_every_raised_kinesis_error_text_is_in_the_catalogue() -> None:
+def test_every_raised_error_text_is_in_a_catalogue() -> None:
     sources = _sources()
     assert len(sources) > 30, sources  # the scope is real
     outside = [text for path in sources for text in literal_error_texts(path)]
-    assert outside == [], "error texts outside broker/error_messages.py:\n" + "\n".join(outside)
+    assert outside == [], "error texts outside the catalogues:\n" + "\n".join(outside)
 
 
 def test_the_check_sees_a_literal_text(tmp_path: Path) -> None:
@@ -87,9 +112,11 @@ def test_the_check_sees_a_literal_text(tmp_path: Path) -> None:
         'raise _refuse(ErrorCode.ACCESS_DENIED, "Only nodes may call " + method)\n'
         'raise _invalid("name must be short.")\n'
         "raise _invalid(error_messages.IAM_NAME_INVALID)\n"
+        'raise MkvError(AckErrorId.INVALID_MKV_DATA, "a truncated block")\n'
     )
     assert literal_error_texts(planted, tmp_path) == [
         "planted.py:1: f'Bad {thing}.'",
         "planted.py:3: 'Only nodes may call ' + method",
         "planted.py:4: 'name must be short.'",
+        "planted.py:6: 'a truncated block'",
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -20,8 +21,19 @@ import pytest
 from broker.api.video.v1 import video_pb2, video_pb2_grpc
 from broker.clock import ManualClock
 from broker.errors import ErrorCode
+from broker.gateway.validation import service_model
 from broker.node import Node
+from broker.video.channels import SIGNALING_OPERATIONS
+from broker.video.control import VideoControl
+from broker.video.service import ARCHIVED_MEDIA_OPERATIONS, MEDIA_OPERATIONS
 from broker.wire.error_mapping import error_from_rpc_error
+from tests.required_members import (
+    boto3_ask,
+    grpc_ask,
+    grpc_operations,
+    malformed_request_answer,
+    sweep,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -276,3 +288,115 @@ async def test_native_grpc_control_plane(node: Node, kvs: Any) -> None:
     assert channel["SingleMasterConfiguration"] == {"MessageTtlSeconds": 40}
     notification = await call(kvs.describe_notification_configuration, StreamName="native")
     assert notification["NotificationConfiguration"]["Status"] == "DISABLED"
+
+
+# --- Every request shape of the four models (tests/required_members.py) -----------------------
+# Every operation Shoal serves of botocore's four Kinesis Video models (kinesisvideo,
+# kinesis-video-media, kinesis-video-archived-media, kinesis-video-signaling), with nothing,
+# with only its required members and with each required member missing, through boto3 (its own
+# validation off), and the control plane's through gRPC too (the other three are HTTP-only
+# APIs): a missing member is AWS's ValidationException naming it, never a 500/INTERNAL. The
+# requests name a stream and a signaling channel that exist, so "required only" reaches the
+# service's own checks. The operations of the models Shoal does not serve (edge agents, stream
+# storage, mapped resources) answer UnknownOperationException by design and are listed, so
+# serving one adds it to the sweep.
+
+REQUIRED_STREAM = "required-video"
+REQUIRED_CHANNEL = "required-channel"
+SERVED = {  # the control plane last: its sweep deletes the stream and the channel
+    "kinesis-video-media": MEDIA_OPERATIONS,
+    "kinesis-video-archived-media": ARCHIVED_MEDIA_OPERATIONS,
+    "kinesis-video-signaling": SIGNALING_OPERATIONS,
+    "kinesisvideo": VideoControl.OPERATIONS,
+}
+NOT_SERVED = {
+    "DeleteEdgeConfiguration",
+    "DescribeEdgeConfiguration",
+    "DescribeMappedResourceConfiguration",
+    "DescribeStreamStorageConfiguration",
+    "ListEdgeAgentConfigurations",
+    "StartEdgeConfigurationUpdate",
+    "UpdateStreamStorageConfiguration",
+}
+
+
+def _unvalidated_client(node: Node, service: str) -> Any:
+    return boto3.client(
+        service,
+        endpoint_url=f"http://127.0.0.1:{node.http_port}",
+        region_name=REGION,
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=botocore.config.Config(
+            parameter_validation=False,
+            retries={"mode": "standard", "total_max_attempts": 1},
+            connect_timeout=5,
+            read_timeout=30,
+        ),
+    )
+
+
+NAMING = ("StreamName", "StreamARN", "ChannelName", "ChannelARN")
+
+
+async def _required_samples(node: Node, door: str) -> dict[str, Any]:
+    """A stream and a signaling channel of the door's own (each sweep deletes them last)."""
+    stream_name = f"{REQUIRED_STREAM}-{door}"
+    channel_name = f"{REQUIRED_CHANNEL}-{door}"
+    kvs = _unvalidated_client(node, "kinesisvideo")
+    try:
+        stream_arn = (
+            await call(kvs.create_stream, StreamName=stream_name, DataRetentionInHours=1)
+        )["StreamARN"]
+        created = await call(kvs.create_signaling_channel, ChannelName=channel_name)
+        stream = (await call(kvs.describe_stream, StreamARN=stream_arn))["StreamInfo"]
+    finally:
+        kvs.close()
+    return {
+        "StreamName": stream_name,
+        "StreamARN": stream_arn,
+        "ChannelName": channel_name,
+        "ChannelARN": created["ChannelARN"],
+        "ResourceARN": stream_arn,
+        "CurrentVersion": stream["Version"],
+        "DataRetentionChangeInHours": 1,
+        "Operation": "INCREASE_DATA_RETENTION",
+        "APIName": "GET_MEDIA",
+        "TagKeyList": ["missing"],
+        "StartTimestamp": datetime(2020, 1, 1, tzinfo=UTC),
+        "EndTimestamp": datetime(2020, 1, 1, 0, 1, tzinfo=UTC),
+        "Fragments": ["91343852333181432392682062607743920146264772717"],
+        "SenderClientId": "viewer",
+        "MessagePayload": "e30=",
+    }
+
+
+async def test_the_unserved_operations_are_the_known_ones() -> None:
+    modelled = set(service_model("kinesisvideo").operation_names)
+    assert modelled - VideoControl.OPERATIONS == NOT_SERVED
+    for model, served in SERVED.items():
+        assert served <= set(service_model(model).operation_names), model
+
+
+async def test_every_request_shape_through_boto3_never_answers_500(node: Node) -> None:
+    values = await _required_samples(node, "http")
+    problems: list[str] = []
+    for model, served in SERVED.items():
+        client = _unvalidated_client(node, model)
+        try:
+            problems += await sweep(model, served, values, boto3_ask(client), NAMING)
+        finally:
+            client.close()
+    assert not problems, "\n".join(problems)
+
+
+async def test_every_request_shape_through_grpc_never_answers_internal(node: Node) -> None:
+    values = await _required_samples(node, "grpc")
+    service = video_pb2.DESCRIPTOR.services_by_name["VideoStreamsService"]
+    served = grpc_operations(service)
+    assert served == VideoControl.OPERATIONS
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+        problems = await sweep("kinesisvideo", served, values, grpc_ask(channel, service), NAMING)
+        malformed = await malformed_request_answer(channel, service, "DescribeStream")
+    assert not problems, "\n".join(problems)
+    assert malformed == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException")

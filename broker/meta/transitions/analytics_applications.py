@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from broker.analytics import applications as rules
-from broker.analytics import snapshots
+from broker.analytics import messages, snapshots
 from broker.analytics.applications import Application, ApplicationTable
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
@@ -33,19 +33,20 @@ def create_application(
     table = image.analytics
     key = rules.application_key(command.account_id, command.region, command.name)
     if table.get(key, now_ms=now_ms) is not None:
-        raise ShoalError(ErrorCode.RESOURCE_IN_USE, f"Application {command.name} already exists.")
+        raise ShoalError(ErrorCode.RESOURCE_IN_USE, messages.application_exists(name=command.name))
     if len(table.live(command.account_id, command.region, now_ms=now_ms)) >= (
         command.applications_max
     ):
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"The account has {command.applications_max} applications, its limit.",
+            messages.applications_limit(maximum=command.applications_max),
         )
     try:
         app = _created(command)
     except (KeyError, TypeError, ValueError) as error:  # as in change_application
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"CreateApplication: malformed request ({error!r})."
+            ErrorCode.INVALID_ARGUMENT,
+            messages.malformed_request(operation="CreateApplication", error=error),
         ) from error
     return _stored(image, table, app), app
 
@@ -91,7 +92,8 @@ def change_application(
         # A request the doors let through but the rules cannot read: refused the same way on
         # every replica, never an apply that fails the state machine.
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"{command.operation}: malformed request ({error!r})."
+            ErrorCode.INVALID_ARGUMENT,
+            messages.malformed_request(operation=command.operation, error=error),
         ) from error
     return _stored(image, table, changed), changed
 
@@ -183,7 +185,7 @@ def record_progress(
     if placement is None or placement.lease_owner != command.owner:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Application {app.name} runs elsewhere: {command.owner} does not hold its placement.",
+            messages.runs_elsewhere(name=app.name, owner=command.owner),
         )
     changed = rules.record_progress(
         app,
@@ -209,7 +211,7 @@ def change_snapshot(
         if command.operation == "ImportSnapshot":
             if current is not None:
                 raise ShoalError(
-                    ErrorCode.RESOURCE_IN_USE, f"Snapshot {command.name} already exists."
+                    ErrorCode.RESOURCE_IN_USE, messages.snapshot_exists(snapshot_name=command.name)
                 )
             changed = snapshots.imported(
                 account_id=command.account_id,
@@ -241,7 +243,8 @@ def change_snapshot(
             raise AssertionError(f"not a snapshot change: {command.operation}")
     except (KeyError, TypeError, ValueError) as error:  # as in change_application
         raise ShoalError(
-            ErrorCode.INVALID_ARGUMENT, f"{command.operation}: malformed request ({error!r})."
+            ErrorCode.INVALID_ARGUMENT,
+            messages.malformed_request(operation=command.operation, error=error),
         ) from error
     stored = dataclasses.replace(image, analytics=table.with_snapshot(changed, now_ms=now_ms))
     return stored, changed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     CreateSignalingChannel,
@@ -44,7 +45,7 @@ def create(image: MetadataImage, command: CreateSignalingChannel) -> tuple[Metad
     channel = command.channel
     if image.video.channel_by_name(channel.account_id, channel.region, channel.name):
         raise ShoalError(
-            ErrorCode.RESOURCE_IN_USE, f"The signaling channel {channel.name} already exists."
+            ErrorCode.RESOURCE_IN_USE, error_messages.signaling_channel_exists(name=channel.name)
         )
     if image.video.channel_count(channel.account_id, channel.region) >= command.channels_max:
         raise ShoalError(ErrorCode.ACCOUNT_CHANNEL_LIMIT_EXCEEDED)
@@ -65,7 +66,7 @@ def update(image: MetadataImage, command: UpdateSignalingChannel) -> tuple[Metad
     if status is not VideoStreamStatus.ACTIVE:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"The signaling channel {meta.name} is {status.value}; it must be ACTIVE.",
+            error_messages.signaling_channel_not_active(name=meta.name, status=status.value),
         )
     ttl = meta.message_ttl_seconds
     changed = dataclasses.replace(

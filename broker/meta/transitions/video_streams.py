@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     CreateVideoStream,
@@ -41,7 +42,7 @@ def _require_active(meta: VideoStreamMeta, *, now_ms: int) -> None:
     if status is not VideoStreamStatus.ACTIVE:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"The stream {meta.name} is {status.value}; it must be ACTIVE for this operation.",
+            error_messages.video_stream_not_active(name=meta.name, status=status.value),
         )
 
 
@@ -52,7 +53,9 @@ def _store(image: MetadataImage, meta: VideoStreamMeta) -> tuple[MetadataImage, 
 def create(image: MetadataImage, command: CreateVideoStream) -> tuple[MetadataImage, object]:
     stream = command.stream
     if image.video.by_name(stream.account_id, stream.region, stream.name) is not None:
-        raise ShoalError(ErrorCode.RESOURCE_IN_USE, f"The stream {stream.name} already exists.")
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE, error_messages.video_stream_exists(name=stream.name)
+        )
     if image.video.count(stream.account_id, stream.region) >= command.streams_max:
         raise ShoalError(ErrorCode.ACCOUNT_STREAM_LIMIT_EXCEEDED)
     assert image.video.by_arn(stream.arn) is None, stream.arn  # the creation ms differs
@@ -91,8 +94,9 @@ def update_retention(
     if hours < 0 or hours > command.retention_hours_max:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"The data retention would be {hours} hours; it must be between 0 and "
-            f"{command.retention_hours_max}.",
+            error_messages.video_retention_out_of_range(
+                hours=hours, maximum=command.retention_hours_max
+            ),
         )
     changed = dataclasses.replace(
         meta,
