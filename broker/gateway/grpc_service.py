@@ -36,7 +36,7 @@ from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.error_mapping import to_grpc_status
-from broker.wire.record_page import get_records_output
+from broker.wire.record_page import get_records_output, subscribe_to_shard_event_stream
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +84,13 @@ def _parse(raw: bytes, input_class: type[Message]) -> Message:
 
 
 def _encoder(output: type[Message]) -> Callable[[dict[str, Any]], Message | bytes]:
-    """How an operation's answer becomes its output: GetRecords pages are written straight
-    to bytes (`record_page`: no message per record), the rest through `dict_to_message`."""
+    """How an operation's answer (or a stream's event) becomes its output: GetRecords pages
+    and SubscribeToShard events are written straight to bytes (`record_page`: no message
+    per record), the rest through `dict_to_message`."""
     if output is kinesis_pb2.GetRecordsOutput:
         return get_records_output
+    if output is kinesis_pb2.SubscribeToShardEventStream:
+        return subscribe_to_shard_event_stream
     return functools.partial(dict_to_message, message_class=output)
 
 
@@ -129,7 +132,7 @@ def _rpc(
 
 def _stream_rpc(
     bound: _Bound, operation: str, input_class: type[Message], output: type[Message]
-) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]:
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message | bytes]]:
     """One server-streaming RPC (SubscribeToShard): the operation answers `{"EventStream":
     async iterator of event dicts}`; each event becomes one message of the stream.
 
@@ -140,10 +143,11 @@ def _stream_rpc(
 
     service, probe = bound.service, bound.probe
     label = bound.label_prefix + operation
+    encode = _encoder(output)
 
     async def handle(
         raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncIterator[Message | bytes]:
         started = time.perf_counter()
         code = "OK"
         try:
@@ -163,7 +167,7 @@ def _stream_rpc(
         events = response["EventStream"]
         try:
             async for event in events:
-                yield dict_to_message(event, output)
+                yield encode(event)
         except ShoalError as error:
             await context.abort_with_status(to_grpc_status(error))
         finally:
@@ -199,7 +203,7 @@ def operation_handler(
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _stream_rpc(bound, method.name, input_class, output_class),
-                response_serializer=output_class.SerializeToString,
+                response_serializer=_serialize,
             )
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(

@@ -1,4 +1,5 @@
-"""A GetRecords answer as protobuf bytes, its records written straight to the wire format.
+"""A GetRecords answer (and a SubscribeToShard event) as protobuf bytes, its records written
+straight to the wire format.
 
 The generic path (`codec.dict_to_message`, then upb's `SerializeToString`) builds one upb
 message per record from keyword arguments and serializes them again: about 2.5 ms of a
@@ -20,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.message import Message
+
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.wire.codec import dict_to_message
 
@@ -33,6 +36,7 @@ _ARRIVAL = b"\x12"  # Record.approximate_arrival_timestamp = 2
 _DATA = b"\x1a"  # Record.data = 3
 _PARTITION_KEY = b"\x22"  # Record.partition_key = 4
 _ENCRYPTION_TYPE = b"\x2a"  # Record.encryption_type = 5
+_EVENT = b"\x0a"  # SubscribeToShardEventStream.subscribe_to_shard_event = 1
 
 
 def varint(value: int) -> bytes:
@@ -126,10 +130,28 @@ def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
     return parts
 
 
+def _page(response: Mapping[str, Any], message_class: type[Message]) -> bytes:
+    """`response` as `message_class` bytes, its `Records` (field 1) written here."""
+    records = response.get("Records") or ()
+    rest = {key: value for key, value in response.items() if key != "Records"}
+    tail = dict_to_message(rest, message_class).SerializeToString()
+    return b"".join((*_records_bytes(records), tail))
+
+
 def get_records_output(response: Mapping[str, Any]) -> bytes:
     """The serialized `GetRecordsOutput` of the service's GetRecords answer (an AWS-shaped
     dict): the same bytes as `dict_to_message(response, GetRecordsOutput).SerializeToString()`."""
-    records = response.get("Records") or ()
-    rest = {key: value for key, value in response.items() if key != "Records"}
-    tail = dict_to_message(rest, kinesis_pb2.GetRecordsOutput).SerializeToString()
-    return b"".join((*_records_bytes(records), tail))
+    return _page(response, kinesis_pb2.GetRecordsOutput)
+
+
+def subscribe_to_shard_event_stream(event: Mapping[str, Any]) -> bytes:
+    """One serialized `SubscribeToShardEventStream` message of SubscribeToShard: a
+    SubscribeToShardEvent (its Records, field 1 as in GetRecordsOutput, written here) in
+    field 1, or any other member of the union through `dict_to_message`. The same bytes as
+    `dict_to_message(event, SubscribeToShardEventStream).SerializeToString()`."""
+    inner = event.get("SubscribeToShardEvent")
+    if len(event) != 1 or inner is None:
+        message = dict_to_message(event, kinesis_pb2.SubscribeToShardEventStream)
+        return message.SerializeToString()
+    body = _page(inner, kinesis_pb2.SubscribeToShardEvent)
+    return _EVENT + varint(len(body)) + body

@@ -1,5 +1,6 @@
-"""`wire.record_page`: a GetRecords page written straight to protobuf bytes is byte for byte
-what upb writes for the same answer (the gRPC door sends it as the GetRecordsOutput), for
+"""`wire.record_page`: a GetRecords page (and a SubscribeToShard event) written straight to
+protobuf bytes is byte for byte what upb writes for the same answer (the gRPC door sends it
+as the GetRecordsOutput or SubscribeToShardEventStream), for
 every shape a record can take: empty and large payloads (multi-byte varint lengths), long and
 non-ASCII partition keys, both encryption types, several arrival times in one page, records
 of another shape (the generic path), and the rest of the answer (ChildShards)."""
@@ -13,7 +14,11 @@ import pytest
 
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.wire.codec import dict_to_message
-from broker.wire.record_page import get_records_output, varint
+from broker.wire.record_page import (
+    get_records_output,
+    subscribe_to_shard_event_stream,
+    varint,
+)
 
 _T0 = datetime(2026, 12, 7, 0, 0, 0, 123_000, tzinfo=UTC)
 
@@ -79,3 +84,46 @@ def test_a_page_is_byte_for_byte_what_upb_writes() -> None:
 )
 def test_an_empty_page_is_what_upb_writes(response: dict[str, Any]) -> None:
     assert get_records_output(response) == _upb(response)
+
+
+def _event_upb(event: dict[str, Any]) -> bytes:
+    message = dict_to_message(event, kinesis_pb2.SubscribeToShardEventStream)
+    return message.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {
+            "SubscribeToShardEvent": {
+                "Records": [
+                    _record(0, data=b"a" * 200, key="k", at=_T0),
+                    _record(1, data=b"", key="ключ", at=_T0, kms=True),
+                ],
+                "ContinuationSequenceNumber": "49600000000000000000000000000000000000000000000001",
+                "MillisBehindLatest": 0,
+            }
+        },
+        {"SubscribeToShardEvent": {"Records": [], "MillisBehindLatest": 12}},
+        {  # the last event of a closed shard: no continuation, its children
+            "SubscribeToShardEvent": {
+                "Records": [_record(2, data=b"x" * 20_000, key="k", at=_T0)],
+                "MillisBehindLatest": 0,
+                "ChildShards": [
+                    {
+                        "ShardId": "shardId-000000000002",
+                        "ParentShards": ["shardId-000000000000"],
+                        "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": "9"},
+                    }
+                ],
+            }
+        },
+    ],
+)
+def test_a_subscribe_to_shard_event_is_what_upb_writes(event: dict[str, Any]) -> None:
+    written = subscribe_to_shard_event_stream(event)
+    assert written == _event_upb(event)
+    parsed = kinesis_pb2.SubscribeToShardEventStream.FromString(written)
+    assert len(parsed.subscribe_to_shard_event.records) == len(
+        event["SubscribeToShardEvent"]["Records"]
+    )
