@@ -15,7 +15,8 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
    together, in the order the replica requires: log resets, truncations, promises and high
    watermarks synchronously (one worker-thread call), then every replica's appends through
    the node's `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per
-   group; then sends the rest of `to_send` (acknowledgements) through the `Transport`;
+   group (meanwhile it steps the messages that arrive: `_persist_stepping`); then sends
+   the rest of `to_send` (acknowledgements) through the `Transport`;
    starts the log reads followers need to catch up (owned tasks, their results fed back
    with `read_done`); answers producers up to `committed_end` (a replica that `abandoned`
    its leadership keeps them until it learns whether their records survived,
@@ -377,7 +378,7 @@ class ReplicationDriver:
             for envelope in self._core.send_ahead(turn):
                 self._transport.send(envelope)  # the followers write while we do
             try:
-                await self._persist(turn)
+                await self._persist_stepping(turn)
             except _PERSIST_ERRORS as error:
                 await self._recover(turn, error)
                 return
@@ -453,6 +454,38 @@ class ReplicationDriver:
         if disk is None or disk.last is None:
             return True  # nothing measures the disk here (tests): try
         return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
+
+    async def _persist_stepping(self, turn: Turn) -> None:
+        """Persists `turn` and, while its writes and fsync are in flight, steps whatever
+        arrives: a follower's AppendAck raises a leader's HW and answers its producers at once
+        (`DriverCore.drain_inbox`) instead of after this node's own next fsync, and a
+        follower's next Appends are in its log when the next turn starts. Safe because a
+        replica counts nothing of the Ready in flight as durable before `advance` (its HW
+        stays at or below its durable end, replica.py rule 3), and `step` between `ready` and
+        `advance` is part of the replica's contract. Ticks, reads and the next Ready wait for
+        the turn's end as before."""
+        persist = asyncio.ensure_future(self._persist(turn))
+        woken = False
+        try:
+            while not persist.done():
+                wake = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait((persist, wake), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
+                if not self._wake.is_set():
+                    continue
+                self._wake.clear()
+                woken = True  # also a proposal's or a Prepare's: the run loop turns again
+                if self._core.inbox_waiting():
+                    self.apply_image()
+                    self._core.drain_inbox(self._now(), self._image())
+        finally:
+            if not persist.done():
+                persist.cancel()  # the node stops: the driver task was cancelled
+            if woken:
+                self._wake.set()
+        await persist
 
     async def _persist(self, turn: Turn) -> None:
         """Makes every Ready durable in the order the replica requires (module docstring)."""

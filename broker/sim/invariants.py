@@ -10,6 +10,10 @@
 - `SequenceNumbersUnique`: no record appears at two offsets (producers never retry here).
 - `AcknowledgedNeverLost`: an acknowledged record is in the committed log at its offset, when
   acknowledged and at the end.
+- `AcknowledgedDurableOnMajority`: when a record is acknowledged, a majority of the shard's
+  replica count holds it synced (what a crash of every node would keep), unless a disk was
+  lost while it was pending. Leaders send before their fsync and step acks while a turn's
+  fsync is in flight: this is what keeps those orderings honest.
 - `KnownEndCoversAcknowledged`: a replica that says its HW is the shard's committed end
   (`ShardReplica.knows_committed_end`: readers take a read that reaches it for the end of the
   shard) holds every acknowledged record below it, unless a newer epoch was prepared since
@@ -159,16 +163,36 @@ class Invariants:
 
     def _check_acknowledged(self) -> None:
         workload = self._workload
-        for shard_uid, offset, partition_key, data in workload.newly_acknowledged:
+        for shard_uid, offset, partition_key, data, disks_kept in workload.newly_acknowledged:
             entry = self.committed.get(shard_uid, {}).get(offset)
             if entry is None or entry[2:] != (partition_key, data) or entry[1]:
                 raise InvariantViolation(
                     "AcknowledgedNeverLost",
                     f"{shard_uid} offset {offset}: acknowledged {data!r}, committed {entry}",
                 )
+            if disks_kept:
+                self._check_durable_on_majority(shard_uid, offset, (partition_key, data))
             end = self._acknowledged_end.get(shard_uid, Offset(0))
             self._acknowledged_end[shard_uid] = Offset(max(end, offset + 1))
         workload.newly_acknowledged.clear()
+
+    def _check_durable_on_majority(
+        self, shard_uid: ShardUid, offset: Offset, record: tuple[str, bytes]
+    ) -> None:
+        image = self._cluster.quorum.shards.get(shard_uid)
+        if image is None:
+            return
+        holders = sorted(
+            node.node_id
+            for node in self._cluster.nodes.values()
+            if node.store.durable_record(shard_uid, offset) == record
+        )
+        if len(holders) <= len(image.replicas) // 2:
+            raise InvariantViolation(
+                "AcknowledgedDurableOnMajority",
+                f"{shard_uid} offset {offset}: acknowledged while synced only on {holders} "
+                f"of {list(image.replicas)}",
+            )
 
     def observed_read(
         self,
