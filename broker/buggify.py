@@ -20,6 +20,10 @@ from dataclasses import dataclass, field
 # The fault points, with what taking them means. A point not listed here is a typo.
 POINTS: dict[str, str] = {
     "driver.drop_ack": "an AppendAck the driver sends is lost (the leader resends)",
+    "driver.step_late": (
+        "messages that arrive while a turn waits for its fsync are stepped late, sometimes "
+        "only by the next turn"
+    ),
     "driver.stale_image": "a turn keeps the previous metadata image (a late image delivery)",
     "disk.slow_fsync": "a group commit's fsync takes much longer than usual",
     "node.crash_before_fsync": (

@@ -47,6 +47,10 @@ class Knobs:
     # The controller's node looks this often for data keys an older master key wraps (after a
     # key-file rotation or a Raft password change) and re-wraps them.
     key_rewrap_interval_ms: int = 5_000
+    # Every node checks this often (and within a second of its master key file changing) that
+    # its master key still unwraps the cluster's data keys; a node whose key no longer does
+    # reports it in readiness and `kinesis_encryption_master_key_usable`.
+    master_key_check_interval_ms: int = 60_000
     # Cluster liveness. A node heartbeats the controller this often; the controller fences a
     # node silent for `session_timeout_ms` and moves its shard leaderships (0002). Several
     # heartbeats fit in a session, so one lost or late heartbeat never fences a live node;

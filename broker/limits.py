@@ -112,6 +112,20 @@ http_header_read_s = 20.0
 assert http_header_read_s < http_keep_alive_s
 http_shutdown_grace_s = 5.0  # in-flight requests get this long when the node stops
 
+# --- Consumer leases (the KCL's timings; client/worker_config.py, consumers/balancing.py) ----
+# A lease not renewed for this long is expired: another worker may take it (failoverTimeMillis).
+lease_failover_ms_default = 10_000
+# Renewals come a little before every third of the failover time, so two renewals may fail
+# before the lease expires: failover / 3 - this (the KCL's epsilon, CommonCalculations).
+lease_renew_epsilon_ms = 25
+# Workers look for expired leases this many times per failover time (the default take
+# interval): a dead worker's shards are taken within 1.2 failover times. Not the KCL's
+# 2 * (failover + epsilon): a scan here is a ListLeases of the node's image, not a table scan.
+lease_take_scans_per_failover = 10
+# Leases a worker steals from a busier one per scan (the KCL's maxLeasesToStealAtOneTime).
+lease_steals_per_scan_default = 1
+assert lease_failover_ms_default > 3 * lease_renew_epsilon_ms  # a renewal interval above zero
+
 # --- Enhanced fan-out (SubscribeToShard; service/subscriptions.py) ---------------------------
 subscription_bytes_per_second_default = 2 * MiB  # AWS: 2 MB/s per consumer and shard
 subscription_lifetime_ms_default = 300_000  # AWS: a subscription lasts 5 minutes

@@ -66,7 +66,7 @@ from broker.caller import Caller
 from broker.clock import Clock, SystemClock
 from broker.config import DEFAULT_RAFT_PASSWORD, Config, QuorumLayout
 from broker.console.app import ConsoleService
-from broker.crypto.keyring import Keyring
+from broker.crypto.keyring import Keyring, UnopenableKey
 from broker.crypto.master_keys import (
     ClusterMasterKey,
     KmsMasterKeys,
@@ -105,7 +105,7 @@ from broker.meta.controller import Controller
 from broker.meta.controller_core import ControllerSettings
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
-from broker.meta.metadata_format import METADATA_FORMAT_MAX
+from broker.meta.metadata_format import METADATA_FORMAT_MAX, RESEALED_SECRETS_LEVEL
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
 from broker.meta.quorum import QuorumConfig
 from broker.metrics import ClusterView as MetricsClusterView
@@ -195,6 +195,9 @@ class Node:
         self._health: health.aio.HealthServicer | None = None
         self._seen_streams: dict[StreamName, tuple[str, ...]] = {}  # name -> enhanced metrics
         self._draining = False
+        # Why this node's master key no longer unwraps the cluster's data keys (a key file
+        # replaced, a KMS key disabled while it runs); None while it does.
+        self.master_key_problem: str | None = None
         self._liveness_task: asyncio.Future[None] | None = None
         self._shutting_down = False
         self.failed = asyncio.Event()  # a background task died: the process should exit
@@ -843,12 +846,14 @@ class Node:
                     self.shard_load,
                     ctx.metadata.propose,
                     interval_ms=self.config.knobs.load_report_interval_ms,
+                    clock=self.clock,
                 ),
                 name="shard-load-reporter",
             )
             group.create_task(self._run_heartbeats(), name="heartbeats")
             group.create_task(self._run_housekeeping(ctx), name="housekeeping")
             group.create_task(self._run_key_rewraps(ctx), name="key-rewraps")
+            group.create_task(self._run_master_key_checks(ctx), name="master-key-checks")
             group.create_task(self._run_disk_checks(), name="disk-checks")
             if self.scrubber is not None:
                 group.create_task(self.scrubber.run(), name="scrubber")
@@ -874,6 +879,7 @@ class Node:
             if self._controller_node() != self.node_id:
                 continue
             image = ctx.image()
+            await self._reseal_access_keys(ctx, image)
             if not any(stream.data_keys for stream in image.streams.values()):
                 continue
             try:
@@ -893,6 +899,71 @@ class Node:
                         "data_keys_rewrapped",
                         extra={"stream": command.name, "keys": len(command.rewrapped)},
                     )
+
+    async def _reseal_access_keys(self, ctx: ServiceContext, image: MetadataImage) -> None:
+        """Access-key secrets a fallback key opens (sealed before metadata format 4 with the
+        Raft password alone, or with a previous Raft password) are sealed again with the
+        cluster's current IAM key, in one command (`iam/sealing.py`)."""
+        if image.metadata_format < RESEALED_SECRETS_LEVEL or not image.iam.keys:
+            return
+        assert self.access is not None
+        box = self.access.directory.box
+        resealed = []
+        for key in image.iam.keys.values():
+            sealed = box.reseal(key.access_key_id, key.sealed_secret)
+            if sealed is not None:
+                resealed.append((key.access_key_id, sealed))
+        if not resealed:
+            return
+        try:
+            await ctx.metadata.propose(
+                commands.ResealAccessKeys(now_ms=self.clock.wall_ms(), resealed=tuple(resealed))
+            )
+        except ShoalError as error:
+            log.warning("access_keys_reseal_failed", extra={"error": str(error)})
+        else:
+            log.info("access_keys_resealed", extra={"keys": len(resealed)})
+
+    async def _run_master_key_checks(self, ctx: ServiceContext) -> None:
+        """The start's master-key check, kept up while the node runs: every
+        `master_key_check_interval_ms`, and within a second of the key file changing, the
+        master key itself (never the cache of unwrapped keys) must still unwrap one data key
+        per wrapping in use. A node whose key no longer does is not ready (readiness names
+        the stream and the setting), shows `kinesis_encryption_master_key_usable` 0 and logs
+        `master_key_unusable` once; it recovers when the key is put back."""
+        assert self.keyring is not None
+        keyring = self.keyring
+        interval_ms = self.config.knobs.master_key_check_interval_ms
+        key_file = (
+            self.config.encryption_key_file if self.config.encryption_master_key == "file" else None
+        )
+        loop = asyncio.get_running_loop()  # real time, as the other background passes
+        file_seen = _file_stamp(key_file)
+        checked_s = loop.time()
+        while True:  # infinite on purpose: cancelled by stop()
+            await asyncio.sleep(min(1.0, interval_ms / 1000))
+            stamp = _file_stamp(key_file)
+            due = (loop.time() - checked_s) * 1000 >= interval_ms
+            if stamp == file_seen and not due:
+                continue
+            file_seen = stamp
+            checked_s = loop.time()
+            image = ctx.image()
+            if not any(stream.data_keys for stream in image.streams.values()):
+                problem = None
+            else:
+                try:
+                    missing = await asyncio.to_thread(keyring.unopenable, image)
+                except Exception:  # a KMS or file hiccup must not stop the node: next pass
+                    log.exception("master_key_check_failed")
+                    continue
+                problem = None if missing is None else _master_key_problem(self.config, missing)
+            if problem is not None and self.master_key_problem is None:
+                log.error("master_key_unusable", extra={"problem": problem})
+            elif problem is None and self.master_key_problem is not None:
+                log.info("master_key_usable_again")
+            self.master_key_problem = problem
+            self.metrics.encryption.master_key_checked(usable=problem is None)
 
     def _image_or_empty(self) -> MetadataImage:
         """The applied metadata image; an empty one before the quorum is open (the keyring
@@ -946,6 +1017,8 @@ class Node:
             return "not registered ACTIVE"
         if not self.driver.caught_up():
             return "shard replicas recovering"
+        if self.master_key_problem is not None:
+            return self.master_key_problem
         return None
 
     async def _run_health(self) -> None:
@@ -1257,12 +1330,21 @@ class Node:
             # Open SubscribeToShard streams would run for minutes and hold both doors' grace
             # periods: end them now (clients resubscribe elsewhere from their continuation).
             self.service.subscriptions.end_all()
+        if self.driver is not None:
+            self.driver.release_waiting_readers()  # long polls answer now, not in 1-2 s
         if self._http is not None:
             # First: no new AWS calls once stopping, and in-flight ones finish while the
             # service below them is still whole.
             await self._http.stop()
             self._http = None
         if self._server is not None:
+            if self.driver is not None:
+                # Producers waiting on replicas here (after a drain: on leaderships that just
+                # moved) get their answers while peers' Appends still arrive; then the
+                # replication streams can go.
+                left = await self.driver.wait_producers_answered(timeout_s=_GRPC_STOP_GRACE_S)
+                if left:
+                    log.warning("stopping_with_producers_waiting", extra={"waiting": left})
             self._inbound.close()  # peers' replication streams never end by themselves
             await self._server.stop(_GRPC_STOP_GRACE_S)
             self._server = None
@@ -1362,6 +1444,12 @@ def _check_master_key(config: Config, keyring: Keyring, image: MetadataImage) ->
     missing = keyring.unopenable(image)
     if missing is None:
         return
+    problem = _master_key_problem(config, missing)
+    raise startup.StartupError(f"{problem}, then start this node again")
+
+
+def _master_key_problem(config: Config, missing: UnopenableKey) -> str:
+    """One line: which stream's data keys this node's master key cannot unwrap, and the fix."""
     what = (
         f"this node's master key cannot unwrap the data keys of encrypted stream "
         f"{missing.stream!r} (wrapped by {missing.wrapping}: {missing.error})"
@@ -1382,7 +1470,18 @@ def _check_master_key(config: Config, keyring: Keyring, image: MetadataImage) ->
             "password change set raft_password_previous to the old one, or use the "
             "cluster's encryption_master_key and encryption_key_file"
         )
-    raise startup.StartupError(f"{what}; {fix}, then start this node again")
+    return f"{what}; {fix}"
+
+
+def _file_stamp(path: Path | None) -> tuple[int, int] | None:
+    """When and how big the file was last written (None: no file, or not readable now)."""
+    if path is None:
+        return None
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size)
 
 
 def _open_store(log_dir: Path, data_dir: Path, *, keys: Keyring) -> RocksLogStore:

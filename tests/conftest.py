@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import faulthandler
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,33 @@ from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.config import Config, Knobs
 from broker.node import Node
-from tests.support import free_port
+from tests import process_leaks
+from tests.support import ClusterProcesses, free_port
+
+process_leaks.mark_session()  # before any test or fixture starts a process
 
 # Files whose tests share fixtures of package scope: each package runs whole on one worker.
 _PACKAGES_RUN_WHOLE = ("firehose", "video")
 _NODE_PROCESS_MARKERS = ("process", "cluster")
 # After its summary, the run has this long to exit before every thread's stack is printed.
 _EXIT_DEADLINE_S = 60
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session() -> Any:
+    """Set up first, torn down last: fails the session (an error at the last test's teardown,
+    also under pytest-xdist) when a process a test or fixture started is still running after
+    every fixture stopped what it started, and kills it, so that it cannot keep holding
+    pytest's output pipe (a CI step then never ends), its ports or its directories."""
+    yield
+    left = process_leaks.wait_gone(deadline_s=10)
+    if left:
+        process_leaks.kill(left)
+        lines = "\n".join(f"  pid {p.pid}: {p.command}" for p in left)
+        raise AssertionError(
+            f"{len(left)} processes started by the tests outlived the session (killed now):\n"
+            f"{lines}"
+        )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -143,3 +163,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     left waiting for something that will never come), every thread's stack goes to stderr
     and the process exits with status 1 instead of holding CI until its own time limit."""
     faulthandler.dump_traceback_later(_EXIT_DEADLINE_S, exit=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that ran node processes shows each node's state and last errors."""
+    report = yield
+    if report.failed:
+        clusters = [
+            value
+            for value in getattr(item, "funcargs", {}).values()
+            if isinstance(value, ClusterProcesses)
+        ]
+        for cluster in clusters:
+            report.sections.append((f"node logs ({call.when})", cluster.failure_digest()))
+    return report

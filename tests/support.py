@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -67,6 +68,10 @@ def wait_until(predicate: Callable[[], T], *, deadline_s: float, what: str) -> T
         if time.monotonic() > give_up:
             raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
         time.sleep(0.05)
+
+
+# Lines of a node log worth showing when a test fails.
+_ALARMING = re.compile(r"ERROR|CRITICAL|Traceback|Error:|assert|exited")
 
 
 class NodeProcess:
@@ -220,6 +225,22 @@ class ClusterProcesses:
 
     def logs(self) -> str:
         return "\n".join(f"--- {n.data_dir.name}\n{n.log_text()[-4000:]}" for n in self.nodes)
+
+    def failure_digest(self, *, lines_max: int = 40) -> str:
+        """What a failed test's report shows of each node: whether its process is alive, its
+        last errors and tracebacks, and the end of its log (CI keeps no temporary files)."""
+        parts = []
+        for node in self.nodes:
+            lines = node.log_text().splitlines()
+            code = None if node.process is None else node.process.poll()
+            state = "stopped by the test" if node.process is None else f"exited with {code}"
+            if code is None and node.process is not None:
+                state = "running"
+            errors = [i for i, line in enumerate(lines) if _ALARMING.search(line)]
+            shown = sorted({*errors[-lines_max:], *range(max(len(lines) - 10, 0), len(lines))})
+            body = "\n".join(lines[i][:400] for i in shown)
+            parts.append(f"--- {node.data_dir.name} ({node.endpoint}, {state})\n{body}")
+        return "\n".join(parts)
 
 
 def serving(endpoint: str) -> bool:

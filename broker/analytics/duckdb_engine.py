@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import duckdb
+import duckdb.func
 
-from broker.analytics import anomaly, messages, sql
+from broker.analytics import anomaly, log_parsing, messages, sql
 from broker.analytics.pipeline import reference_tables, scored_columns, source_streams
 from broker.analytics.records import Row
 from broker.errors import ErrorCode, ShoalError
@@ -34,6 +35,15 @@ class DuckDbEngine:
         # sqlglot writes DuckDB lambdas in the arrow form (`x -> ...`, for list functions), which
         # DuckDB 2.0 refuses unless asked to accept it.
         self._connection.execute("SET lambda_syntax = 'ENABLE_SINGLE_ARROW'")
+        # FAST_REGEX_LOG_PARSER's matcher (KDA's lazy evaluation without backtracking, which
+        # RE2 cannot express: atomic groups), called by the SQL `log_parsing` writes.
+        self._connection.create_function(
+            log_parsing.FAST_REGEX_FUNCTION,
+            log_parsing.fast_regex_groups,
+            [duckdb.sqltypes.VARCHAR, duckdb.sqltypes.VARCHAR],
+            self._connection.list_type(duckdb.sqltypes.VARCHAR),
+            null_handling=duckdb.func.SPECIAL,  # it answers NULL for a text it does not match
+        )
 
     def close(self) -> None:
         self._connection.close()

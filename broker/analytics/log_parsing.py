@@ -18,7 +18,8 @@ Each function of the KDA SQL Reference returns a row whose fields a query reads 
 - `W3C_LOG_PARSE(text, format)`: a predefined format (COMMON, COMMON WITH VHOST, NCSA
   EXTENDED, REFERER, AGENT, IIS) or an Apache format string; one field COLUMNn per specifier.
 - `SYS_LOG_PARSE(text)`: COLUMN1 the syslog timestamp (TIMESTAMP), COLUMN2 the rest.
-- `FAST_REGEX_LOG_PARSER(text, pattern)`: a Fast Regex pattern's groups, matched lazily.
+- `FAST_REGEX_LOG_PARSER(text, pattern)`: a Fast Regex pattern's groups, each expression
+  matched lazily and never backtracked into (KDA's evaluation; a function the engine adds).
 
 Pure text in, text out; a specification Shoal cannot run raises `LogParseError`, which
 `sql.py` turns into CodeValidationException naming the line.
@@ -29,6 +30,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import regex
 
 from broker.analytics import messages
 
@@ -285,50 +288,216 @@ def sys_log_parse(text: str) -> str:
 # --- FAST_REGEX_LOG_PARSER --------------------------------------------------------------------
 
 
+# The DuckDB function (registered by the engine) that runs a translated Fast Regex over a
+# text: its groups (VARCHAR[]), or NULL when the text does not match.
+FAST_REGEX_FUNCTION = "shoal_fast_regex"
+
+
 def fast_regex_log_parse(text: str, pattern: str) -> str:
     """FAST_REGEX_LOG_PARSER(text, pattern): the pattern's groups as COLUMN1..n (VARCHAR) when
-    the whole text matches, with lazy quantifiers (the shortest text at each step); NULL
-    otherwise. The Fast Regex syntax (`@` any string, `"..."` a literal string, classes,
-    `|`, `?*+{n,m}`) becomes RE2's; its intersection (&), complement (~), empty language (#),
-    named patterns and numeric intervals (<...>) are refused."""
-    translated = _fast_regex(pattern)
-    groups = group_count(translated)
+    the whole text is accounted for, NULL otherwise, evaluated as KDA's reference describes:
+    the pattern is cut into expressions (each top-level group, and each run between groups),
+    a fixed-length start of an expression moves to the end of the previous one (a wholly
+    fixed-length expression merges with it), and the expressions match in turn, each lazily
+    (the shortest text followed by that fixed-length part) and with no backtracking: once an
+    expression has matched, it is never reconsidered (`fast_regex`). The Fast Regex syntax:
+    `@` any string, `"..."` a literal string, classes, `.`, `|`, `?*+{n}{n,}{n,m}`; its
+    intersection (&), complement (~), empty language (#), named patterns and numeric intervals
+    (<...>) are refused."""
+    translated = fast_regex(pattern)
+    try:
+        groups = regex.compile(translated).groups
+    except regex.error as error:
+        raise LogParseError(messages.fast_regex_invalid(pattern=pattern, error=error)) from error
     if groups == 0:
         raise LogParseError(messages.log_pattern_without_group(pattern=pattern))
-    return _typed_groups(text, f"^(?:{translated})$", [PARSED_TEXT_TYPE] * groups)
+    call = f"{FAST_REGEX_FUNCTION}({text}, {literal(translated)})"
+    values = [(f"COLUMN{index}", f"{call}[{index}]") for index in range(1, groups + 1)]
+    return f"CASE WHEN {call} IS NOT NULL THEN {_struct(values)} END"
 
 
-def _fast_regex(pattern: str) -> str:
-    result: list[str] = []
-    index = 0
-    in_class = False
+def fast_regex_groups(text: str | None, translated: str) -> list[str | None] | None:
+    """The engine's `FAST_REGEX_FUNCTION`: the groups of `translated` (from `fast_regex`) when
+    it accounts for all of `text`, else None."""
+    if text is None:
+        return None
+    match = _compiled(translated).fullmatch(text)
+    return list(match.groups()) if match is not None else None
+
+
+_COMPILED: dict[str, regex.Pattern[str]] = {}
+
+
+def _compiled(translated: str) -> regex.Pattern[str]:
+    found = _COMPILED.get(translated)
+    if found is None:
+        if len(_COMPILED) >= 256:  # the patterns of the applications running here
+            _COMPILED.clear()
+        found = _COMPILED[translated] = regex.compile(translated, regex.DOTALL)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """One top-level piece of a Fast Regex: its `regex` text, the same without capturing
+    groups (for lookaheads), its length when fixed (None: variable), and for a group its own
+    items (None otherwise; empty for a group holding a union)."""
+
+    text: str
+    plain: str
+    length: int | None
+    inner: tuple[_Item, ...] | None = None
+
+
+def _simple(text: str, length: int | None) -> _Item:
+    return _Item(text, text, length)
+
+
+def fast_regex(pattern: str) -> str:
+    """A Fast Regex as a `regex`-module pattern with KDA's evaluation (`fast_regex_log_parse`):
+    each expression an atomic group `(?>...)` (never backtracked into) whose lazy quantifiers
+    stop at the first place where the fixed-length text after it follows (a lookahead)."""
+    items, alternatives = _fast_items(pattern, 0, pattern, top=True)[0:2]
+    if alternatives:  # a union at the top: one expression
+        return f"(?>(?:{''.join(i.text for i in items)})\\Z)"
+    expressions: list[list[_Item]] = []
+    for item in items:  # each group its own expression; the runs between them one each
+        if item.inner is not None or not expressions or expressions[-1][-1].inner is not None:
+            expressions.append([item])
+        else:
+            expressions[-1].append(item)
+    parts = []
+    for index, expression in enumerate(expressions):
+        following = [i for later in expressions[index + 1 :] for i in later]
+        look = _fixed_start(following)
+        text = "".join(item.text for item in expression)
+        parts.append(f"(?>{text}(?={look}))" if look else f"(?>{text})")
+    return "".join(parts)
+
+
+def _fixed_start(items: list[_Item]) -> str:
+    """The fixed-length text the items start with (into a group's own start), with `\\Z` when
+    that reaches the pattern's end."""
+    fixed: list[str] = []
+    for item in items:
+        if item.length is not None:
+            fixed.append(item.plain)
+            continue
+        if item.inner is not None:  # a group of variable length: its fixed-length start
+            start = _fixed_start_of(list(item.inner))
+            if start:
+                fixed.append(f"(?:{start})")
+        return "".join(fixed)
+    return "".join(fixed) + "\\Z"
+
+
+def _fixed_start_of(items: list[_Item]) -> str:
+    fixed = []
+    for item in items:
+        if item.length is None:
+            break
+        fixed.append(item.plain)
+    return "".join(fixed)
+
+
+def _fast_items(
+    pattern: str, index: int, whole: str, *, top: bool = False
+) -> tuple[list[_Item], bool, int]:
+    """The items from `index` to the end (top) or to the closing parenthesis; whether a union
+    `|` was among them; the index after them."""
+    items: list[_Item] = []
+    alternatives = False
     while index < len(pattern):
         char = pattern[index]
+        item: _Item | None = None
         if char == "\\" and index + 1 < len(pattern):
-            result.append(pattern[index : index + 2])
+            item = _simple(regex.escape(pattern[index + 1]), 1)
             index += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-            result.append(char)
         elif char == "[":
-            in_class = True
-            result.append(char)
+            end = index + 1
+            if end < len(pattern) and pattern[end] == "^":
+                end += 1
+            if end < len(pattern) and pattern[end] == "]":
+                end += 1
+            while end < len(pattern) and pattern[end] != "]":
+                end += 2 if pattern[end] == "\\" else 1
+            if end >= len(pattern):
+                raise LogParseError(messages.fast_regex_unclosed_class(pattern=whole))
+            item = _simple(pattern[index : end + 1], 1)
+            index = end + 1
         elif char == '"':
             end = pattern.find('"', index + 1)
             if end < 0:
-                raise LogParseError(messages.log_unclosed_string(pattern=pattern))
-            result.append(f"(?:{re.escape(pattern[index + 1 : end])})")
-            index = end
+                raise LogParseError(messages.log_unclosed_string(pattern=whole))
+            content = pattern[index + 1 : end]
+            item = _simple(f"(?:{regex.escape(content)})", len(content))
+            index = end + 1
+        elif char == "(":
+            inner, inner_alternatives, index = _fast_items(pattern, index + 1, whole)
+            text = "(" + "".join(i.text for i in inner) + ")"
+            plain = "(?:" + "".join(i.plain for i in inner) + ")"
+            if inner_alternatives:  # a union inside: variable, no fixed-length start known
+                item = _Item(text, plain, None, inner=())
+            else:
+                item = _Item(text, plain, _total(inner), inner=tuple(inner))
+        elif char == ")":
+            if top:
+                raise LogParseError(messages.fast_regex_unmatched_parenthesis(pattern=whole))
+            return items, alternatives, index + 1
+        elif char == "|":
+            alternatives = True
+            items.append(_simple("|", None))
+            index += 1
+            continue
         elif char == "@":
-            result.append(".*?")
+            item = _simple(".*?", None)
+            index += 1
+        elif char == ".":
+            item = _simple(".", 1)
+            index += 1
         elif char in "&~#<":
-            raise LogParseError(messages.fast_regex_construct_not_run(char=char, pattern=pattern))
-        elif char in "*+?":
-            result.append(char + "?")  # lazy: the shortest text at each step
-        elif char == "}":
-            result.append("}?")
+            raise LogParseError(messages.fast_regex_construct_not_run(char=char, pattern=whole))
+        elif char in "*+?{":
+            if not items:
+                raise LogParseError(messages.fast_regex_quantifier_without_operand(pattern=whole))
+            quantified = items.pop()
+            if char == "{":
+                end = pattern.find("}", index)
+                if end < 0:
+                    raise LogParseError(messages.fast_regex_unclosed_repetition(pattern=whole))
+                bounds = pattern[index + 1 : end]
+                exact = bounds.isdigit()
+                length = (
+                    quantified.length * int(bounds)
+                    if exact and quantified.length is not None
+                    else None
+                )
+                suffix = f"{{{bounds}}}?"
+                items.append(
+                    _Item(
+                        f"(?:{quantified.text}){suffix}", f"(?:{quantified.plain}){suffix}", length
+                    )
+                )
+                index = end + 1
+            else:  # lazy: the shortest text at each step
+                items.append(
+                    _Item(f"(?:{quantified.text}){char}?", f"(?:{quantified.plain}){char}?", None)
+                )
+                index += 1
+            continue
         else:
-            result.append(char)
-        index += 1
-    return "".join(result)
+            item = _simple(regex.escape(char), 1)
+            index += 1
+        items.append(item)
+    if not top:
+        raise LogParseError(messages.fast_regex_unclosed_group(pattern=whole))
+    return items, alternatives, index
+
+
+def _total(items: list[_Item]) -> int | None:
+    total = 0
+    for item in items:
+        if item.length is None:
+            return None
+        total += item.length
+    return total

@@ -494,6 +494,30 @@ def fast_regex_construct_not_run(*, char: object, pattern: object) -> str:
     )
 
 
+def fast_regex_invalid(*, pattern: object, error: object) -> str:
+    return f"the Fast Regex {pattern!r} is not valid: {error}"
+
+
+def fast_regex_unclosed_class(*, pattern: object) -> str:
+    return f"an unclosed class in {pattern!r}"
+
+
+def fast_regex_unclosed_group(*, pattern: object) -> str:
+    return f"an unclosed '(' in {pattern!r}"
+
+
+def fast_regex_unmatched_parenthesis(*, pattern: object) -> str:
+    return f"an unmatched ')' in {pattern!r}"
+
+
+def fast_regex_quantifier_without_operand(*, pattern: object) -> str:
+    return f"a quantifier with nothing before it in {pattern!r}"
+
+
+def fast_regex_unclosed_repetition(*, pattern: object) -> str:
+    return f"an unclosed repetition in {pattern!r}"
+
+
 # --- records.py -------------------------------------------------------------------------------
 
 

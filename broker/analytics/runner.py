@@ -37,7 +37,7 @@ import hashlib
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -49,9 +49,11 @@ from broker.analytics.applications import (
     PLACEMENT_LEASE_KEY,
     Application,
     ApplicationStatus,
+    ApplicationTable,
     lease_application,
 )
 from broker.analytics.duckdb_engine import DuckDbEngine
+from broker.analytics.hotspots import HotspotParameters
 from broker.caller import Caller
 from broker.client.worker import (
     Checkpointer,
@@ -163,7 +165,17 @@ class ApplicationRunner:
             async with asyncio.TaskGroup() as tasks:
                 while True:
                     self._reconcile(tasks)
-                    await asyncio.sleep(self.settings.tick_ms / 1000)
+                    # Again at the next change of the applications (a StartApplication is
+                    # placed at once), or after a tick for the transitions that time makes.
+                    seen = self._metadata.image().analytics
+
+                    def changed(image: MetadataImage, seen: ApplicationTable = seen) -> bool:
+                        return image.analytics is not seen
+
+                    with contextlib.suppress(ShoalError):
+                        await self._metadata.wait_for_image(
+                            changed, timeout_s=self.settings.tick_ms / 1000
+                        )
         finally:
             for placement in self._placements.values():
                 placement.cancel()
@@ -322,10 +334,14 @@ class _Placement:
         finally:
             if running is not None:
                 if self.active is not None and not running.done():
-                    await self.active.shutdown()
+                    # Gracefully (its marks recorded), within the failover time: a successor
+                    # would take the placement by then anyway.
+                    self.active.stop()
+                    await asyncio.wait({running}, timeout=settings.failover_ms / 1000)
                 running.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await running
+                (outcome,) = await asyncio.gather(running, return_exceptions=True)
+                if isinstance(outcome, Exception):
+                    log.error("analytics_application_failed", exc_info=outcome)
             self.active = None
             if held is not None:
                 with contextlib.suppress(ShoalError):
@@ -405,10 +421,10 @@ class _ShardProgress:
     caught_up: bool = False
     watermark_ms: int = 0
     millis_behind_latest: int = 0
-    # Records processed but not checkpointed: (sequence number, the time until which a window
-    # may still need them), oldest first; and the newest record whose continuous rows are out.
-    pending: deque[tuple[str, int]] = field(default_factory=deque)
-    continuous_written: str | None = None
+    # Batches processed but not checkpointed: (last sequence number, the time until which a
+    # window may still need its records, `records` after the batch), oldest first.
+    pending: deque[tuple[str, int, int]] = field(default_factory=deque)
+    records: int = 0  # records processed on the shard in this lease period
     checkpointer: Checkpointer | None = None
 
 
@@ -441,24 +457,38 @@ class _RunningApp:
         self._lock = asyncio.Lock()
         self._worker: Worker | None = None
         self._restart = asyncio.Event()
+        self._stop = asyncio.Event()
         self._shards: dict[str, _ShardProgress] = {}
         self._engine = DuckDbEngine()
         self._running_version = 0
         self._lambda: LambdaInvoker | None = None
-        self._build(app)
+        # The marks: what the metadata quorum has recorded (`_*_recorded`), and what this
+        # process has written (each shard's last record whose continuous rows are out; the
+        # windows through the pipeline's watermark). They differ for up to a tick, and for
+        # longer when no quorum answers; a restart in this process (UpdateApplication) resumes
+        # from what it wrote, a successor on another node from what was recorded.
+        self._emitted_recorded = 0
+        self._continuous_recorded: dict[str, str] = {}
+        self._continuous_written: dict[str, str] = {}
+        self._restarted = False
+        self._build(app, emitted_ms=0)
 
-    def _build(self, app: Application) -> None:
-        """The pipeline, resumed from the application's recorded marks: windows that ended by
-        `emitted_through_ms` were written (their replayed rows are late, not emitted again);
-        records through `continuous_through` had their continuous rows written."""
+    def _build(self, app: Application, *, emitted_ms: int) -> None:
+        """The pipeline, resumed from the marks: windows that ended by the application's
+        `emitted_through_ms` (or `emitted_ms`, written here) were written (their replayed rows
+        are late, not emitted again); records through `continuous_through` (or this process's
+        `_continuous_written`) had their continuous rows written."""
         self.app = app
         program = sql.compile_program(app.code)
         inputs = app.input_descriptions()
+        self._emitted_recorded = max(self._emitted_recorded, app.emitted_through_ms)
+        _merge_marks(self._continuous_recorded, app.continuous_through)
+        _merge_marks(self._continuous_written, self._continuous_recorded.items())
         self._pipeline = pipeline.Pipeline(
             program,
             pipeline.source_streams(inputs),
             self._engine,
-            watermark_ms=app.emitted_through_ms,
+            watermark_ms=max(self._emitted_recorded, emitted_ms),
         )
         # A record may feed a window until its ROWTIME plus every window's size (a chain of
         # windows delays each stage by at most its size); it is checkpointed after that.
@@ -476,8 +506,10 @@ class _RunningApp:
             for p in program.pumps
             if p.join is not None
         )
-        self._emitted_recorded = app.emitted_through_ms
-        self._continuous_recorded = dict(app.continuous_through)
+        # And a row-counted state (ROWS windows, HOTSPOTS' window, RANDOM_CUT_FOREST's sample)
+        # needs a shard's last rows: that many records of each shard are replayed, which
+        # rebuilds it on a successor (a forest from its last sample's worth of rows).
+        self._retention_rows = max((_rows_kept(pump) for pump in program.pumps), default=0)
         self._parser = records.RecordParser(inputs[0]["InputSchema"])
         processor = inputs[0].get("InputProcessingConfigurationDescription", {})
         function = processor.get("InputLambdaProcessorDescription", {}).get("ResourceARN")
@@ -507,18 +539,22 @@ class _RunningApp:
         self.app = app
         self._restart.set()
 
-    async def shutdown(self) -> None:
-        if self._worker is not None:
-            await self._worker.shutdown()
+    def stop(self) -> None:
+        """Graceful stop: the reader stops after its current batch, and the marks of what was
+        written are recorded (a LAST_STOPPED_POINT start replays nothing that is out)."""
+        self._stop.set()
+        self._restart.set()
 
     async def run(self) -> None:
         try:
-            while True:
+            while not self._stop.is_set():
                 self._restart.clear()
                 await self._run_once()
-                if not self._restart.is_set():
+                if self._stop.is_set():
                     return
-                self._build(self.app)
+                # UpdateApplication: the new version resumes from what this run wrote.
+                self._restarted = True
+                self._build(self.app, emitted_ms=self._pipeline.watermark_ms)
         finally:
             self._engine.close()
 
@@ -534,7 +570,9 @@ class _RunningApp:
     async def _run_once(self) -> None:
         app = self.app
         await self._load_references(app)
-        if app.emitted_through_ms or app.continuous_through:  # resumed: rows may be replayed
+        if not self._restarted and (app.emitted_through_ms or app.continuous_through):
+            # Resumed from recorded marks (a takeover, LAST_STOPPED_POINT): rows written after
+            # them may be replayed. A restart in this process knows what it wrote exactly.
             self._written = await self._recently_written()
         self._running_version = app.version_id
         settings = self.runner.settings
@@ -569,16 +607,23 @@ class _RunningApp:
         )
         async with asyncio.TaskGroup() as tasks:
             worker_task = tasks.create_task(self._worker.run())
-            ticker = tasks.create_task(self._tick_forever())
+            ticker = tasks.create_task(self._tick_until_restart())
             await self._restart.wait()
+            # Gracefully: the reader ends after its batch, the ticker after its tick (never
+            # cancelled halfway, between closing windows and writing their rows).
             await self._worker.shutdown()
-            ticker.cancel()
+            await ticker
             await worker_task
+        async with self._lock:  # what the last batches and tick wrote, recorded
+            await self._flush()
+            await self._record_progress()
 
-    async def _tick_forever(self) -> None:
-        while True:  # until cancelled by shutdown or restart
-            await asyncio.sleep(await self._until_next_tick_s())
-            await self.tick()
+    async def _tick_until_restart(self) -> None:
+        while not self._restart.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._restart.wait(), await self._until_next_tick_s())
+            if not self._restart.is_set():
+                await self.tick()
 
     async def _until_next_tick_s(self) -> float:
         """The wait before the next tick: the tick interval, or less when a caught-up reader's
@@ -629,42 +674,46 @@ class _RunningApp:
         rows: dict[str, list[records.Row]] = {}
         replayed: dict[str, list[records.Row]] = {}
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
-        replay_through = self._continuous_recorded.get(shard_id)
-        pending: list[tuple[str, int]] = []
-        rowtimes: dict[int, Any] = {}
+        # Sequence numbers grow along a shard: a batch starting past the mark replays nothing.
+        mark = self._continuous_written.get(shard_id)
+        replay_through = int(mark) if mark is not None else -1
+        replaying = int(str(batch.records[0].sequence_number)) <= replay_through
+        rowtimes: dict[Any, tuple[int, Any]] = {}  # arrival -> (ms, ROWTIME)
         errors: list[records.Row] = []  # KDA's error_stream rows
         max_rowtime: int | None = None
         processed = await self._preprocess(shard_id, batch.records)
+        parse = self._parser.rows
         for index, record in enumerate(batch.records):
-            assert record.sequence_number is not None
             arrival = record.approximate_arrival_timestamp
-            arrival_ms = (
-                round(arrival.timestamp() * 1000)
-                if arrival is not None
-                else self.runner._clock.wall_ms()
-            )
-            max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
-            rowtime = rowtimes.get(arrival_ms)
-            if rowtime is None:  # records of one batch mostly share a few arrival times
-                rowtime = rowtimes[arrival_ms] = records.to_timestamp(arrival_ms)
-            pending.append((record.sequence_number, arrival_ms + self._retention_ms))
+            known = rowtimes.get(arrival)
+            if known is None:  # records of one batch mostly share a few arrival times
+                arrival_ms = (
+                    round(arrival.timestamp() * 1000)
+                    if arrival is not None
+                    else self.runner._clock.wall_ms()
+                )
+                known = rowtimes[arrival] = (arrival_ms, records.to_timestamp(arrival_ms))
+                max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
+            rowtime = known[1]
+            is_replay = replaying and int(str(record.sequence_number)) <= replay_through
             result, data = processed[index] if processed is not None else ("Ok", record.data)
             if result == "Dropped":
                 continue
             try:
                 if result != "Ok":
                     raise records.RecordError(messages.preprocessor_result(result=result))
-                values = self._parser.rows(data)
+                values = parse(data)
             except records.RecordError as error:
                 self.counters.errors += 1
-                if replay_through is None or int(record.sequence_number) > int(replay_through):
+                if not is_replay:
                     errors.append(_error_row(rowtime, record.data, str(error)))
                 continue
-            is_replay = replay_through is not None and int(record.sequence_number) <= int(
-                replay_through
-            )
             target = replayed if is_replay else rows
             target.setdefault(stream, []).extend((rowtime, rowtime, *value) for value in values)
+        # Checkpointed per batch: through its last record once no window needs its latest.
+        last = str(batch.records[-1].sequence_number)
+        assert max_rowtime is not None
+        pending = (last, max_rowtime + self._retention_ms)
         self.counters.records_in += len(batch.records)
         progress = self._shards.setdefault(
             shard_id, _ShardProgress(started_ms=self.runner._clock.wall_ms())
@@ -682,9 +731,9 @@ class _RunningApp:
                 await asyncio.to_thread(self._pipeline.push, name, stream_rows)
             await self._flush()
             await self._write_errors(errors)
-            progress.pending.extend(pending)
-            if pending:
-                progress.continuous_written = pending[-1][0]
+            progress.records += len(batch.records)
+            progress.pending.append((*pending, progress.records))
+            self._continuous_written[shard_id] = last
         watermark_ms = self._next_watermark_ms()
         if watermark_ms is not None and self._pipeline.closes_a_window(watermark_ms):
             await self.tick()  # a record of a later window: close the window now, not next tick
@@ -792,10 +841,9 @@ class _RunningApp:
         (fenced by the placement lease: a deposed node's proposal is refused)."""
         emitted = self._pipeline.watermark_ms
         continuous = {
-            shard_id: progress.continuous_written
-            for shard_id, progress in self._shards.items()
-            if progress.continuous_written is not None
-            and progress.continuous_written != self._continuous_recorded.get(shard_id)
+            shard_id: sequence_number
+            for shard_id, sequence_number in self._continuous_written.items()
+            if sequence_number != self._continuous_recorded.get(shard_id)
         }
         if emitted <= self._emitted_recorded and not continuous:
             return
@@ -819,15 +867,18 @@ class _RunningApp:
         self._continuous_recorded.update(continuous)
 
     async def _checkpoint(self) -> None:
-        """Checkpoints each shard through its last record that no open window needs and whose
-        continuous rows are recorded as written: a restart replays the rest, rebuilding the
-        open windows, and emits none that was written."""
+        """Checkpoints each shard through its last record that no open window needs, that has
+        `_retention_rows` records after it, and whose continuous rows are recorded as written:
+        a restart replays the rest, rebuilding the open windows and row-counted states, and
+        emits none that was written."""
         for shard_id, progress in list(self._shards.items()):
             safe: str | None = None
             recorded = self._continuous_recorded.get(shard_id)
             while progress.pending:
-                sequence_number, needed_until_ms = progress.pending[0]
+                sequence_number, needed_until_ms, records_then = progress.pending[0]
                 if needed_until_ms > self._emitted_recorded or recorded is None:
+                    break
+                if progress.records - records_then < self._retention_rows:
                     break
                 if int(sequence_number) > int(recorded):
                     break
@@ -946,6 +997,30 @@ class _RunningApp:
             if batch:
                 await _deliver_to_lambda(invoker, function, self.app.arn, batch)
                 self.counters.records_out += len(batch)
+
+
+def _rows_kept(pump: sql.Pump) -> int:
+    """The rows of its source a pump's state holds by count (0: none)."""
+    counts = [0]
+    if pump.sliding is not None and pump.sliding.rows is not None:
+        counts.append(pump.sliding.rows)
+    if pump.join is not None:
+        counts += [pump.join.left_rows or 0, pump.join.right_rows or 0]
+    if pump.scored is not None:
+        parameters = pump.scored.parameters
+        if isinstance(parameters, HotspotParameters):
+            counts.append(parameters.window_size)
+        else:  # a forest's full sample, and a shingle before its first point
+            counts.append(parameters.sub_sample_size + parameters.shingle_size - 1)
+    return max(counts)
+
+
+def _merge_marks(marks: dict[str, str], more: Iterable[tuple[str, str]]) -> None:
+    """Each shard's later sequence number of the two (marks only move forward)."""
+    for shard_id, sequence_number in more:
+        current = marks.get(shard_id)
+        if current is None or int(sequence_number) > int(current):
+            marks[shard_id] = sequence_number
 
 
 def _record_metadata(record: Any, shard_id: str, source: InputSource) -> dict[str, Any]:

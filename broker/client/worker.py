@@ -710,16 +710,32 @@ class Worker:
             max_leases_to_steal_at_one_time=self.config.max_leases_to_steal_at_one_time,
             max_leases_for_worker=self.config.max_leases_for_worker,
         )
-        for lease in plan.take:
-            taken = await self._lease_client.take(
-                application=self.application,
-                stream_name=self.lease_stream_name,
-                lease_key=lease.lease_key,
-                owner=self.worker_id,
-                expected_owner=lease.lease_owner,
-                expected_counter=lease.lease_counter,
-            )
-            self._start(taken, stolen=False)
+        # The takes at once (one quorum round for all, not one each): a worker starting on a
+        # stream of many shards reads them all from its first scan.
+        takes = await asyncio.gather(
+            *(
+                self._lease_client.take(
+                    application=self.application,
+                    stream_name=self.lease_stream_name,
+                    lease_key=lease.lease_key,
+                    owner=self.worker_id,
+                    expected_owner=lease.lease_owner,
+                    expected_counter=lease.lease_counter,
+                )
+                for lease in plan.take
+            ),
+            return_exceptions=True,
+        )
+        failure: ShoalError | None = None
+        for taken in takes:
+            if isinstance(taken, ShoalError):
+                failure = taken  # unknown outcome: the next scan sees what happened
+            elif isinstance(taken, BaseException):
+                raise taken
+            else:
+                self._start(taken, stolen=False)
+        if failure is not None:
+            raise failure
         for lease in plan.steal:
             assert lease.lease_owner is not None
             stolen = await self._lease_client.steal(

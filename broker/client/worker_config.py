@@ -12,13 +12,7 @@ from typing import Literal
 
 from broker import limits
 from broker.clock import Clock, SystemClock
-from broker.consumers import balancing
 from broker.consumers import leases as leases_core
-
-# KCL's epsilon: renew a little before a third of the failover time (CommonCalculations).
-_EPSILON_MS = 25
-# The default take interval is the failover time over this (WorkerConfig.lease_take_interval_ms).
-_TAKE_SCANS_PER_FAILOVER = 10
 
 
 class InitialPosition(enum.Enum):
@@ -38,7 +32,7 @@ class WorkerConfig:
     """Worker knobs; the defaults are the KCL's where it has one."""
 
     worker_id: str = field(default_factory=_default_worker_id)
-    failover_ms: int = 10_000
+    failover_ms: int = limits.lease_failover_ms_default
     lease_renew_interval_ms: int | None = None  # None: failover/3 - 25 ms (3,308 ms)
     # None: failover/10 (1,000 ms). Not the KCL's 2 * (failover + 25 ms): a dead worker's
     # shards are taken at the first scan after they expired, so the takeover comes up to two
@@ -46,7 +40,7 @@ class WorkerConfig:
     # failover; with 1 s: 1.2 x the failover time at most). Scanning costs a ListLeases, a read
     # of the answering node's image, not a DynamoDB scan.
     lease_take_interval_ms: int | None = None
-    max_leases_to_steal_at_one_time: int = balancing.MAX_LEASES_TO_STEAL_AT_ONE_TIME_DEFAULT
+    max_leases_to_steal_at_one_time: int = limits.lease_steals_per_scan_default
     max_leases_for_worker: int | None = None
     retrieval: Literal["polling", "fanout"] = "polling"
     # Polling: the pause after a GetRecords that returned nothing (the KCL's
@@ -68,7 +62,7 @@ class WorkerConfig:
 
     def __post_init__(self) -> None:
         assert 1 <= len(self.worker_id) <= leases_core.WORKER_ID_CHARS_MAX
-        assert self.failover_ms > 3 * _EPSILON_MS
+        assert self.failover_ms > 3 * limits.lease_renew_epsilon_ms
         assert 0 < self.renew_interval_ms < self.failover_ms, "renew well within a failover"
         assert self.take_interval_ms > 0
         assert self.max_leases_to_steal_at_one_time >= 0
@@ -87,13 +81,13 @@ class WorkerConfig:
     def renew_interval_ms(self) -> int:
         if self.lease_renew_interval_ms is not None:
             return self.lease_renew_interval_ms
-        return self.failover_ms // 3 - _EPSILON_MS
+        return self.failover_ms // 3 - limits.lease_renew_epsilon_ms
 
     @property
     def take_interval_ms(self) -> int:
         if self.lease_take_interval_ms is not None:
             return self.lease_take_interval_ms
-        return self.failover_ms // _TAKE_SCANS_PER_FAILOVER
+        return self.failover_ms // limits.lease_take_scans_per_failover
 
 
 # --- The record-processor contract ----------------------------------------------------------

@@ -33,9 +33,10 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from broker import limits
 from broker.consumers.leases import Lease, parents_done_in
 
-MAX_LEASES_TO_STEAL_AT_ONE_TIME_DEFAULT = 1  # the KCL's maxLeasesToStealAtOneTime
+MAX_LEASES_TO_STEAL_AT_ONE_TIME_DEFAULT = limits.lease_steals_per_scan_default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

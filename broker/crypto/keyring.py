@@ -80,7 +80,9 @@ class Keyring:
         """The first data key of `image` this node's master key cannot unwrap, trying one key
         per wrapping (master key) in use; None when every wrapping opens. The wrapped data
         keys in the quorum are the check values: a wrong master key fails their AEAD tag, so
-        nothing about the key itself is stored or compared."""
+        nothing about the key itself is stored or compared. Asks the master key itself (a
+        key file read again if it changed, a KMS Decrypt), never the cache of unwrapped keys,
+        so a running node finds a key file replaced or a KMS key disabled under it."""
         tried: set[str] = set()
         for stream in image.streams.values():
             for key in stream.data_keys:
@@ -88,8 +90,8 @@ class Keyring:
                     continue
                 tried.add(key.wrapping)
                 try:
-                    self._data_key(stream, key)
-                except KeyUnavailableError as error:
+                    self._master.unwrap(key, stream_arn=stream.arn)
+                except MasterKeyError as error:
                     return UnopenableKey(
                         stream=stream.name, wrapping=key.wrapping, error=str(error)
                     )

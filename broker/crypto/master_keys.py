@@ -354,13 +354,18 @@ class ClusterMasterKey(_SymmetricMasterKeys):
         )
 
 
-def _derive(cluster_secret: bytes, password: str) -> _LocalKey:
-    material = HKDF(
-        algorithm=hashes.SHA256(),
-        length=DATA_KEY_BYTES,
-        salt=cluster_secret,
-        info=_CLUSTER_KEY_INFO,
+def derive_cluster_key(cluster_secret: bytes, password: str, *, label: bytes) -> bytes:
+    """The one key derivation of the cluster's own keys: HKDF-SHA256 of the Raft password,
+    salted with the cluster's random secret, one `label` (HKDF's info) per use, so the keys
+    of two uses never coincide. Uses: the cluster master key wrapping streams' data keys
+    (`_CLUSTER_KEY_INFO`) and the key sealing access-key secrets (`iam/sealing.py`)."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=DATA_KEY_BYTES, salt=cluster_secret, info=label
     ).derive(password.encode("utf-8"))
+
+
+def _derive(cluster_secret: bytes, password: str) -> _LocalKey:
+    material = derive_cluster_key(cluster_secret, password, label=_CLUSTER_KEY_INFO)
     # A stable id that says nothing about the key: a KMS-shaped UUID from an HMAC of it.
     tag = hmac.new(material, b"key id", hashlib.sha256).digest()[:16]
     return _LocalKey(str(uuid.UUID(bytes=tag)), material, 0)

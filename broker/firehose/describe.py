@@ -119,6 +119,11 @@ def delivery_stream_description(meta: DeliveryStreamMeta) -> dict[str, Any]:
         encryption["KeyType"] = meta.encryption_key_type
     if meta.encryption_key_arn:
         encryption["KeyARN"] = meta.encryption_key_arn
+    if meta.encryption_failure_type:  # ENABLING_FAILED or DISABLING_FAILED
+        encryption["FailureDescription"] = {
+            "Type": meta.encryption_failure_type,
+            "Details": meta.encryption_failure_details,
+        }
     description: dict[str, Any] = {
         "DeliveryStreamName": meta.name,
         "DeliveryStreamARN": meta.arn,

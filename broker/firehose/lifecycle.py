@@ -10,6 +10,13 @@ stream exists. A destination that is definitely unusable (no such bucket, no suc
 makes it CREATING_FAILED with a FailureDescription; one that cannot be reached is retried until
 `creation_timeout_ms`, then fails the same way.
 
+ACTIVE: ENABLING or DISABLING (Start/StopDeliveryStreamEncryption): bring the internal stream
+to the key asked for (StartStreamEncryption) or to clear, then settle the delivery stream
+ENABLED or DISABLED; a key that cannot be used settles it ENABLING_FAILED with the
+FailureDescription AWS gives (KMS_KEY_NOT_FOUND, DISABLED_KMS_KEY, ...), and the internal stream
+keeps the key it had. ENABLED or DISABLED: keep the internal stream so (a change made while it
+could not be reached).
+
 DELETING: delete the internal stream and the deliverer's leases, then forget the incarnation.
 """
 
@@ -26,9 +33,14 @@ from broker.consumers import leases
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose import destinations
 from broker.firehose.aws_clients import S3Store, StoreError
-from broker.firehose.service import KinesisCalls, encrypt_internal_stream, internal_key_id
+from broker.firehose.service import (
+    KinesisCalls,
+    UnusableKey,
+    encrypt_internal_stream,
+    internal_key_id,
+)
 from broker.meta import commands
-from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus
+from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus, EncryptionStatus
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage
 from broker.streams.throttling import StreamLimits
@@ -127,8 +139,56 @@ class Lifecycle:
                 await self._advance_creation(meta)
             elif meta.status is DeliveryStreamStatus.DELETING:
                 await self._finish_deletion(meta)
-            elif meta.source() is None and not _encrypted_as_asked(image, meta):
+            elif meta.status is not DeliveryStreamStatus.ACTIVE:
+                continue
+            elif meta.encryption_status.in_progress:
+                await self._settle_encryption(meta)
+            elif (
+                meta.encryption_status in _SETTLED
+                and meta.source() is None
+                and not _encrypted_as_asked(image, meta)
+            ):
                 await self._reconcile_encryption(meta)
+
+    async def _settle_encryption(self, meta: DeliveryStreamMeta) -> None:
+        """ENABLING -> ENABLED or ENABLING_FAILED; DISABLING -> DISABLED or DISABLING_FAILED.
+        Anything else that goes wrong (the internal stream's shard unreachable, KMS
+        throttling) is retried at the next pass."""
+        enabling = meta.encryption_status is EncryptionStatus.ENABLING
+        key_type = meta.encryption_key_type if enabling else ""
+        key_arn = meta.encryption_key_arn if enabling else ""
+        failure: UnusableKey | None = None
+        if meta.source() is None:
+            try:
+                await encrypt_internal_stream(
+                    self._kinesis, meta.internal_stream, key_type, key_arn
+                )
+            except UnusableKey as unusable:
+                failure = unusable
+            except ShoalError as error:
+                log.warning(
+                    "firehose_encryption_pending", extra={"arn": meta.arn, "error": str(error)}
+                )
+                return
+        await self._metadata.propose(
+            commands.SettleDeliveryStreamEncryption(
+                now_ms=self._clock.wall_ms(),
+                arn=meta.arn,
+                uid=meta.uid,
+                key_type=key_type,
+                key_arn=key_arn,
+                failure_type="" if failure is None else failure.failure_type,
+                failure_details="" if failure is None else _key_failure_details(meta, failure),
+            )
+        )
+        log.info(
+            "firehose_encryption_settled",
+            extra={
+                "arn": meta.arn,
+                "enabling": enabling,
+                "failure": None if failure is None else failure.failure_type,
+            },
+        )
 
     async def _reconcile_encryption(self, meta: DeliveryStreamMeta) -> None:
         """The internal stream's encryption follows the delivery stream's (set at creation,
@@ -150,7 +210,7 @@ class Lifecycle:
                 return
             await self._check_destination(meta)
         except _Unusable as unusable:
-            await self._activate(meta, failure=str(unusable))
+            await self._activate(meta, failure=str(unusable), failure_type=unusable.failure_type)
             return
         except (StoreError, ShoalError) as error:
             waited_ms = self._clock.wall_ms() - meta.created_ms
@@ -197,10 +257,10 @@ class Lifecycle:
             await encrypt_internal_stream(
                 self._kinesis, name, meta.encryption_key_type, meta.encryption_key_arn
             )
-        except ShoalError as error:
-            if error.code is ErrorCode.INVALID_KMS_RESOURCE:
-                raise _Unusable(f"The KMS key cannot be used: {error.message}") from error
-            raise
+        except UnusableKey as unusable:
+            raise _Unusable(
+                _key_failure_details(meta, unusable), failure_type=unusable.failure_type
+            ) from unusable
         return True
 
     async def _check_destination(self, meta: DeliveryStreamMeta) -> None:
@@ -213,13 +273,15 @@ class Lifecycle:
                 raise _Unusable(f"The S3 bucket {bucket} does not exist.") from error
             raise
 
-    async def _activate(self, meta: DeliveryStreamMeta, *, failure: str | None) -> None:
+    async def _activate(
+        self, meta: DeliveryStreamMeta, *, failure: str | None, failure_type: str = "UNKNOWN_ERROR"
+    ) -> None:
         await self._metadata.propose(
             commands.ActivateDeliveryStream(
                 now_ms=self._clock.wall_ms(),
                 arn=meta.arn,
                 uid=meta.uid,
-                failure_type="" if failure is None else "UNKNOWN_ERROR",
+                failure_type="" if failure is None else failure_type,
                 failure_details=failure or "",
             )
         )
@@ -253,4 +315,18 @@ class Lifecycle:
 
 
 class _Unusable(Exception):
-    """The delivery stream's source or destination cannot be used: CREATING_FAILED."""
+    """The delivery stream's source, destination or key cannot be used: CREATING_FAILED with
+    this DeliveryStreamFailureType."""
+
+    def __init__(self, details: str, *, failure_type: str = "UNKNOWN_ERROR") -> None:
+        super().__init__(details)
+        self.failure_type = failure_type
+
+
+_SETTLED = (EncryptionStatus.ENABLED, EncryptionStatus.DISABLED)
+
+
+def _key_failure_details(meta: DeliveryStreamMeta, unusable: UnusableKey) -> str:
+    """A FailureDescription's Details for a key that cannot be used."""
+    key = meta.encryption_key_arn or meta.encryption_key_type
+    return f"The KMS key {key} cannot be used: {unusable.message}"

@@ -24,11 +24,11 @@ from broker.meta import commands
 from broker.meta.delivery_streams import (
     DeliveryStreamMeta,
     DeliveryStreamStatus,
-    EncryptionStatus,
     canonical_json,
     delivery_stream_arn,
 )
 from broker.meta.frontend import MetadataFrontend
+from broker.meta.metadata_format import DELIVERY_ENCRYPTION_STATES_LEVEL
 from broker.meta.transitions.delivery_streams import not_found
 
 Request = Mapping[str, Any]
@@ -256,6 +256,30 @@ class FirehoseService:
             request.get("DeliveryStreamEncryptionConfigurationInput")
             or {"KeyType": "AWS_OWNED_CMK"}
         )
+        if self._settled_at_once():
+            await self._start_encryption_at_once(meta, key_type, key_arn)
+            return {}
+        # ENABLING: the lifecycle reconciler encrypts the internal stream that holds the
+        # records, then settles it ENABLED, or ENABLING_FAILED when the key cannot be used
+        # (as AWS: asynchronous, the call returns at once).
+        await self._set_encryption(meta, key_type, key_arn)
+        return {}
+
+    async def _stop_encryption(self, request: Request, caller: Caller) -> Response:
+        meta = self._meta(request, caller)
+        await self._set_encryption(meta, "", "")  # first: as in _start_encryption_at_once
+        if self._settled_at_once() and meta.delivery_stream_type == "DirectPut":
+            await encrypt_internal_stream(self._kinesis, meta.internal_stream, "", "")
+        return {}
+
+    def _settled_at_once(self) -> bool:
+        """Below metadata format 4 there are no ENABLING and DISABLING states: the change is
+        made during the call, as the binaries of level 3 make it."""
+        return self._metadata.image().metadata_format < DELIVERY_ENCRYPTION_STATES_LEVEL
+
+    async def _start_encryption_at_once(
+        self, meta: DeliveryStreamMeta, key_type: str, key_arn: str
+    ) -> None:
         # The setting first, then the internal stream that holds the records: the lifecycle
         # reconciler brings the internal stream to the delivery stream's setting, so in the
         # other order it could undo the change before the setting lands. A key that cannot
@@ -267,14 +291,6 @@ class FirehoseService:
             if error.code is ErrorCode.INVALID_KMS_RESOURCE:
                 await self._set_encryption(meta, meta.encryption_key_type, meta.encryption_key_arn)
             raise
-        return {}
-
-    async def _stop_encryption(self, request: Request, caller: Caller) -> Response:
-        meta = self._meta(request, caller)
-        await self._set_encryption(meta, "", "")  # first: as in _start_encryption
-        if meta.delivery_stream_type == "DirectPut":
-            await encrypt_internal_stream(self._kinesis, meta.internal_stream, "", "")
-        return {}
 
     async def _set_encryption(self, meta: DeliveryStreamMeta, key_type: str, key_arn: str) -> None:
         await self._propose(
@@ -302,9 +318,13 @@ class FirehoseService:
             )
         return meta
 
-    async def _append(self, meta: DeliveryStreamMeta, records: list[bytes]) -> list[dict[str, Any]]:
-        """Appends `records` to the internal stream; one Kinesis result entry per record. A
-        call that failed as a whole is a ServiceUnavailableException (retryable, as AWS's)."""
+    async def _append(
+        self, meta: DeliveryStreamMeta, records: list[bytes]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Appends `records` to the internal stream: one Kinesis result entry per record, and
+        whether they were stored encrypted (the internal stream's answer, so records put while
+        ENABLING are not, as on AWS). A call that failed as a whole is a
+        ServiceUnavailableException (retryable, as AWS's)."""
         try:
             response = await self._kinesis.call(
                 "PutRecords",
@@ -324,6 +344,7 @@ class FirehoseService:
             ) from error
         entries: list[dict[str, Any]] = response["Records"]
         assert len(entries) == len(records)
+        encrypted = response.get("EncryptionType") == "KMS"
         if self._probe is not None:
             stored = [
                 data
@@ -338,17 +359,14 @@ class FirehoseService:
             self._probe.records_put(
                 meta.name, records=len(stored), size=sum(map(len, stored)), throttled=throttled
             )
-        return entries
+        return entries, encrypted
 
     async def _put_record(self, request: Request, caller: Caller) -> Response:
         meta = self._writable(request, caller)
-        (entry,) = await self._append(meta, [request["Record"]["Data"]])
+        (entry,), encrypted = await self._append(meta, [request["Record"]["Data"]])
         if "SequenceNumber" not in entry:
             raise ShoalError(ErrorCode.SERVICE_UNAVAILABLE_EXCEPTION, _failure_message(entry))
-        return {
-            "RecordId": entry["SequenceNumber"],
-            "Encrypted": meta.encryption_status is EncryptionStatus.ENABLED,
-        }
+        return {"RecordId": entry["SequenceNumber"], "Encrypted": encrypted}
 
     async def _put_record_batch(self, request: Request, caller: Caller) -> Response:
         meta = self._writable(request, caller)
@@ -358,7 +376,8 @@ class FirehoseService:
             raise _invalid(messages.batch_too_large(total=total, bytes_max=BATCH_BYTES_MAX))
         responses: list[dict[str, Any]] = []
         failed = 0
-        for entry in await self._append(meta, records):
+        entries, encrypted = await self._append(meta, records)
+        for entry in entries:
             if "SequenceNumber" in entry:
                 responses.append({"RecordId": entry["SequenceNumber"]})
                 continue
@@ -371,7 +390,7 @@ class FirehoseService:
             )
         return {
             "FailedPutCount": failed,
-            "Encrypted": meta.encryption_status is EncryptionStatus.ENABLED,
+            "Encrypted": encrypted,
             "RequestResponses": responses,
         }
 
@@ -396,12 +415,32 @@ def internal_key_id(key_type: str, key_arn: str) -> str | None:
     return key_arn if key_type == "CUSTOMER_MANAGED_CMK" else AWS_OWNED_KEY_ID
 
 
+# The DeliveryStreamFailureType of each KMS error Kinesis reports for a key that cannot be used
+# (KMSThrottlingException is not one: it is retried).
+_KMS_FAILURE_TYPES = {
+    ErrorCode.KMS_NOT_FOUND: "KMS_KEY_NOT_FOUND",
+    ErrorCode.KMS_DISABLED: "DISABLED_KMS_KEY",
+    ErrorCode.KMS_INVALID_STATE: "INVALID_KMS_KEY",
+    ErrorCode.KMS_ACCESS_DENIED: "KMS_ACCESS_DENIED",
+    ErrorCode.KMS_OPT_IN_REQUIRED: "KMS_OPT_IN_REQUIRED",
+}
+
+
+class UnusableKey(ShoalError):
+    """InvalidKMSResourceException, as Firehose reports a key that cannot be used, with the
+    DeliveryStreamFailureType a FailureDescription gives it."""
+
+    def __init__(self, failure_type: str, message: str) -> None:
+        super().__init__(ErrorCode.INVALID_KMS_RESOURCE, message)
+        self.failure_type = failure_type
+
+
 async def encrypt_internal_stream(
     kinesis: KinesisCalls, stream_name: str, key_type: str, key_arn: str
 ) -> None:
     """Brings the internal stream's encryption to what the delivery stream asks for: Start
     (a new data key) or StopStreamEncryption, or nothing when it already is. A key that
-    cannot be used is InvalidKMSResourceException, as Firehose reports it."""
+    cannot be used is `UnusableKey` (InvalidKMSResourceException, as Firehose reports it)."""
     wanted = internal_key_id(key_type, key_arn)
     try:
         summary = await kinesis.call("DescribeStreamSummary", {"StreamName": stream_name})
@@ -425,8 +464,9 @@ async def encrypt_internal_stream(
             {"StreamName": stream_name, "EncryptionType": "KMS", "KeyId": wanted},
         )
     except ShoalError as error:
-        if error.code.kinesis_name.startswith("KMS"):
-            raise ShoalError(ErrorCode.INVALID_KMS_RESOURCE, error.message) from error
+        failure_type = _KMS_FAILURE_TYPES.get(error.code)
+        if failure_type is not None:
+            raise UnusableKey(failure_type, error.message) from error
         raise
 
 

@@ -28,6 +28,7 @@ from broker.iam.lookups import (
 )
 from broker.iam.sealing import SecretBox
 from broker.meta.image import MetadataImage
+from broker.meta.metadata_format import RESEALED_SECRETS_LEVEL
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,10 +60,18 @@ def node_signer(raft_password: str, clock: Clock) -> Callable[[str], tuple[tuple
     return node_metadata
 
 
-def secret_box(config: Config) -> SecretBox:
+def secret_box(config: Config, image: Callable[[], MetadataImage]) -> SecretBox:
+    """The IAM key file's key, or the cluster's derived IAM key (`iam/sealing.py`)."""
     if config.iam_key_file is not None:
         return SecretBox.from_file(config.iam_key_file)
-    return SecretBox.from_password(config.raft_password)
+    return SecretBox.derived(
+        password=config.raft_password,
+        previous_passwords=(config.raft_password_previous,)
+        if config.raft_password_previous
+        else (),
+        cluster_secret=lambda: image().iterator_secret,
+        sealing_is_derived=lambda: image().metadata_format >= RESEALED_SECRETS_LEVEL,
+    )
 
 
 def build_access_control(
@@ -75,7 +84,7 @@ def build_access_control(
     directory = KeyDirectory(
         static_keys=config.access_keys,
         account_id=config.account_id,
-        box=secret_box(config),
+        box=secret_box(config, image),
         iam_table=lambda: image().iam,
     )
     authorizer = Authorizer(

@@ -1,7 +1,8 @@
 """The native front door: one gRPC service per service of the family, one RPC per operation.
 
 Thin by design: decode the message into an AWS-shaped dict (`codec`), validate it against the
-service's botocore model (`validation`), call the service, encode the response. A server-streaming
+service's botocore model (`validation`), call the service, encode the response (a GetRecords
+page straight to bytes, `record_page`). A server-streaming
 RPC (SubscribeToShard) encodes each event of the operation's `EventStream` as one message.
 Errors leave through `error_mapping`; bytes that do not parse as the RPC's message are a
 SerializationException (INVALID_ARGUMENT), parsed here rather than by gRPC's deserializer.
@@ -12,6 +13,7 @@ served as soon as the service implements it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +36,7 @@ from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.error_mapping import to_grpc_status
+from broker.wire.record_page import get_records_output, subscribe_to_shard_event_stream
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +83,38 @@ def _parse(raw: bytes, input_class: type[Message]) -> Message:
         ) from None
 
 
+def _encoder(output: type[Message]) -> Callable[[dict[str, Any]], Message | bytes]:
+    """How an operation's answer (or a stream's event) becomes its output: GetRecords pages
+    and SubscribeToShard events are written straight to bytes (`record_page`: no message
+    per record), the rest through `dict_to_message`."""
+    if output is kinesis_pb2.GetRecordsOutput:
+        return get_records_output
+    if output is kinesis_pb2.SubscribeToShardEventStream:
+        return subscribe_to_shard_event_stream
+    return functools.partial(dict_to_message, message_class=output)
+
+
+def _serialize(message: Message | bytes) -> bytes:
+    """The response serializer: bytes an encoder already wrote go out as they are."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
 def _rpc(
     bound: _Bound, operation: str, input_class: type[Message], output: type[Message]
-) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message]]:
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | bytes]]:
     """One unary RPC bound to one operation (a coroutine function, as grpc.aio needs)."""
     service, probe = bound.service, bound.probe
     label = bound.label_prefix + operation
+    encode = _encoder(output)
 
-    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+    async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
         started = time.perf_counter()
         code = "OK"
         try:
             request = message_to_dict(_parse(raw, input_class))
             validate_request(operation, request, model=bound.model)
             response = await service.call(operation, request, _caller(bound, context))
-            return dict_to_message(response, output)
+            return encode(response)
         except ShoalError as error:
             code = error.code.kinesis_name
             await context.abort_with_status(to_grpc_status(error))
@@ -112,7 +132,7 @@ def _rpc(
 
 def _stream_rpc(
     bound: _Bound, operation: str, input_class: type[Message], output: type[Message]
-) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message]]:
+) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Message | bytes]]:
     """One server-streaming RPC (SubscribeToShard): the operation answers `{"EventStream":
     async iterator of event dicts}`; each event becomes one message of the stream.
 
@@ -123,10 +143,11 @@ def _stream_rpc(
 
     service, probe = bound.service, bound.probe
     label = bound.label_prefix + operation
+    encode = _encoder(output)
 
     async def handle(
         raw: bytes, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncIterator[Message | bytes]:
         started = time.perf_counter()
         code = "OK"
         try:
@@ -146,7 +167,7 @@ def _stream_rpc(
         events = response["EventStream"]
         try:
             async for event in events:
-                yield dict_to_message(event, output)
+                yield encode(event)
         except ShoalError as error:
             await context.abort_with_status(to_grpc_status(error))
         finally:
@@ -182,12 +203,12 @@ def operation_handler(
         if method.server_streaming:
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
                 _stream_rpc(bound, method.name, input_class, output_class),
-                response_serializer=output_class.SerializeToString,
+                response_serializer=_serialize,
             )
             continue
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _rpc(bound, method.name, input_class, output_class),
-            response_serializer=output_class.SerializeToString,
+            response_serializer=_serialize,
         )
     return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
 

@@ -2,9 +2,15 @@
 
 Every node verifies signatures, so every node must open every secret: the key is a cluster
 secret, read from `Config.iam_key_file` (32 random bytes, raw or as 64 hex digits) or, when
-that is not set, derived with HKDF-SHA256 from the Raft password (which every node of a
-cluster already shares). A cluster that still uses the development Raft password therefore
-seals with a well-known key: docs/operations.md says to set one of the two.
+that is not set, derived like the cluster master key that wraps streams' data keys
+(`crypto.master_keys.derive_cluster_key`: HKDF-SHA256 of the Raft password salted with the
+cluster's random secret) under its own label, `IAM_KEY_LABEL`.
+
+Secrets sealed before metadata format 4 used the Raft password alone (`_LEGACY_INFO`, no
+salt). Those keys still open them (the fallback), and the controller's node re-seals them
+with the derived key (`ResealAccessKeys`, `reseal`); a binary of format 3 opens only the
+legacy form, so new secrets are sealed so until the cluster's format reaches 4. Older Raft
+passwords (`raft_password_previous`) open, and get re-sealed, the same way.
 
 A sealed secret is `nonce (12 bytes) || ciphertext+tag`; the access key id is the associated
 data, so a sealed secret moved onto another key id does not open. The nonce is random
@@ -14,6 +20,7 @@ data, so a sealed secret moved onto another key id does not open. The nonce is r
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -21,23 +28,67 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from broker.crypto.master_keys import derive_cluster_key
+
 KEY_BYTES = 32
 NONCE_BYTES = 12
-_HKDF_INFO = b"shoal/iam-secrets/v1"
+IAM_KEY_LABEL = b"shoal iam secrets v2"
+_LEGACY_INFO = b"shoal/iam-secrets/v1"
+
+
+def legacy_key(password: str) -> bytes:
+    """The key of the secrets sealed before metadata format 4: the Raft password alone."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_LEGACY_INFO)
+    return hkdf.derive(password.encode("utf-8"))
 
 
 class SecretBox:
-    """Seals and opens access-key secrets. Built once per node; thread-safe (stateless)."""
+    """Seals and opens access-key secrets. Built once per node; thread-safe (its derived keys
+    are replaced by one assignment).
+
+    `SecretBox(key)`: one fixed key (the IAM key file, or a test). `SecretBox.derived(...)`:
+    the cluster's derived key, with the legacy and previous-password keys as fallbacks."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"the IAM key must be {KEY_BYTES} bytes")
-        self._aead = AESGCM(key)
+        fixed = AESGCM(key)
+        self._keys: Callable[[], tuple[AESGCM, tuple[AESGCM, ...]]] = lambda: (fixed, ())
 
     @classmethod
-    def from_password(cls, password: str) -> SecretBox:
-        hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=_HKDF_INFO)
-        return cls(hkdf.derive(password.encode("utf-8")))
+    def derived(
+        cls,
+        *,
+        password: str,
+        previous_passwords: tuple[str, ...] = (),
+        cluster_secret: Callable[[], bytes],
+        sealing_is_derived: Callable[[], bool],
+    ) -> SecretBox:
+        """`cluster_secret` reads the applied image's secret (empty before the node joined);
+        `sealing_is_derived` says whether the cluster's format lets new secrets be sealed
+        with the derived key (4 on), else they are sealed with the legacy one."""
+        box = cls(legacy_key(password))
+        passwords = (password, *previous_passwords)  # the current one first
+        legacy = tuple(AESGCM(legacy_key(p)) for p in passwords)
+        cache: list[tuple[bytes, tuple[AESGCM, ...]]] = []
+
+        def keys() -> tuple[AESGCM, tuple[AESGCM, ...]]:
+            secret = cluster_secret()
+            derived: tuple[AESGCM, ...] = ()
+            if secret:
+                if not cache or cache[0][0] != secret:
+                    made = tuple(
+                        AESGCM(derive_cluster_key(secret, p, label=IAM_KEY_LABEL))
+                        for p in passwords
+                    )
+                    cache[:] = [(secret, made)]
+                derived = cache[0][1]
+            if derived and sealing_is_derived():
+                return derived[0], (*derived[1:], *legacy)
+            return legacy[0], (*derived, *legacy[1:])
+
+        box._keys = keys
+        return box
 
     @classmethod
     def from_file(cls, path: Path) -> SecretBox:
@@ -47,15 +98,40 @@ class SecretBox:
         return cls(raw)
 
     def seal(self, access_key_id: str, secret: str) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, secret.encode("utf-8"), access_key_id.encode())
+        current, _ = self._keys()
+        return _seal(current, access_key_id, secret)
 
     def open(self, access_key_id: str, sealed: bytes) -> str | None:
         """The secret, or None when it was sealed with another key (or for another id)."""
-        try:
-            plain = self._aead.decrypt(
-                sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], access_key_id.encode()
-            )
-        except (InvalidTag, ValueError):
+        current, fallbacks = self._keys()
+        for aead in (current, *fallbacks):
+            plain = _open(aead, access_key_id, sealed)
+            if plain is not None:
+                return plain
+        return None
+
+    def reseal(self, access_key_id: str, sealed: bytes) -> bytes | None:
+        """The secret sealed with the current key when a fallback (the legacy derivation, a
+        previous Raft password) is what opens it; None when the current key does (nothing to
+        do) or none does (not this node's to fix)."""
+        current, fallbacks = self._keys()
+        if _open(current, access_key_id, sealed) is not None:
             return None
-        return plain.decode("utf-8")
+        for aead in fallbacks:
+            plain = _open(aead, access_key_id, sealed)
+            if plain is not None:
+                return _seal(current, access_key_id, plain)
+        return None
+
+
+def _seal(aead: AESGCM, access_key_id: str, secret: str) -> bytes:
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + aead.encrypt(nonce, secret.encode("utf-8"), access_key_id.encode())
+
+
+def _open(aead: AESGCM, access_key_id: str, sealed: bytes) -> str | None:
+    try:
+        plain = aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], access_key_id.encode())
+    except (InvalidTag, ValueError):
+        return None
+    return plain.decode("utf-8")

@@ -154,8 +154,8 @@ class StoredRecord(NamedTuple):
     partition_key: str
     data: bytes
     # Whether this replica stored the record's batch sealed (its stream was encrypted when the
-    # batch was appended here): a record's EncryptionType on reads, KMS or NONE, as AWS says
-    # it per record (records written before StartStreamEncryption stay NONE after it).
+    # batch was appended here): a record's EncryptionType on reads, KMS or absent (NONE), as
+    # AWS says it per record (records written before StartStreamEncryption stay clear after it).
     encrypted: bool = False
 
     @property

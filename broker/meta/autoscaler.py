@@ -96,7 +96,7 @@ class Autoscaler:
         """Passes forever; ends when cancelled. Refusals and timeouts are outcomes of a pass
         (`_propose`); anything else is a bug, and stops the node as any background failure."""
         while True:
-            await asyncio.sleep(self._settings.pass_interval_ms / 1000)
+            await self._clock.sleep(self._settings.pass_interval_ms)
             await self.run_pass()
 
     def _current_history(self) -> AutoscalingHistory | None:

@@ -750,13 +750,30 @@ class ChangeDeliveryStreamTags:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetDeliveryStreamEncryption:
-    """Start (key type set) or Stop ("") server-side encryption. Result: meta."""
+    """Start (key type set) or Stop ("") server-side encryption: ENABLING or DISABLING from
+    metadata format 4 on, ENABLED or DISABLED at once below it. Result: meta."""
 
     now_ms: int
     arn: str
     name: str
     key_type: str
     key_arn: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleDeliveryStreamEncryption:
+    """Ends an ENABLING (`key_type` set) or DISABLING (`key_type` "") of incarnation `uid`
+    with that key: ENABLED or DISABLED, or ENABLING_FAILED / DISABLING_FAILED when
+    `failure_type` (a DeliveryStreamFailureType) is set. Anything else (another attempt, another
+    incarnation) is left alone. Result: meta, or None when the delivery stream is gone."""
+
+    now_ms: int
+    arn: str
+    uid: str
+    key_type: str
+    key_arn: str = ""
+    failure_type: str = ""
+    failure_details: str = ""
 
 
 DeliveryStreamCommand = (
@@ -767,6 +784,7 @@ DeliveryStreamCommand = (
     | UpdateDeliveryStreamDestination
     | ChangeDeliveryStreamTags
     | SetDeliveryStreamEncryption
+    | SettleDeliveryStreamEncryption
 )
 
 
@@ -885,6 +903,16 @@ class RotateAccessKey:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResealAccessKeys:
+    """Replaces access keys' sealed secrets by the same secrets sealed with the cluster's
+    current IAM key (`resealed`: access key id, sealed secret); ids no longer present are
+    skipped. Result: the number replaced."""
+
+    now_ms: int
+    resealed: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PutPrincipalPolicy:
     """Attaches (or replaces) the named policy; the proposer checked the document."""
 
@@ -908,6 +936,7 @@ IamCommand = (
     | UpdateAccessKey
     | DeleteAccessKey
     | RotateAccessKey
+    | ResealAccessKeys
     | PutPrincipalPolicy
     | DeletePrincipalPolicy
 )
@@ -1100,6 +1129,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateDeliveryStreamDestination,
         ChangeDeliveryStreamTags,
         SetDeliveryStreamEncryption,
+        SettleDeliveryStreamEncryption,
         PutResourcePolicy,
         DeleteResourcePolicy,
         SetStreamEncryption,
@@ -1111,6 +1141,7 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         UpdateAccessKey,
         DeleteAccessKey,
         RotateAccessKey,
+        ResealAccessKeys,
         PutPrincipalPolicy,
         DeletePrincipalPolicy,
         RewrapStreamDataKeys,

@@ -186,12 +186,12 @@ class Controller:
 
     async def run(self) -> None:
         """Passes forever: infinite on purpose, ends when cancelled (node stop)."""
-        interval_s = self._settings.pass_interval_ms / 1000
+        interval_ms = self._settings.pass_interval_ms
         while True:
             acted = await self.run_pass()
             # Right after acting, look again soon: the next step (e.g. a leader change after
             # a fence) should not wait a whole interval.
-            await asyncio.sleep(interval_s / 10 if acted else interval_s)
+            await self._clock.sleep(interval_ms / 10 if acted else interval_ms)
 
     async def run_pass(self) -> int:
         """One bounded pass: decide, execute, report. Returns the number of actions taken."""

@@ -32,10 +32,22 @@ class DeliveryStreamStatus(enum.Enum):
 
 
 class EncryptionStatus(enum.Enum):
-    """DeliveryStreamEncryptionConfiguration.Status (server-side encryption, state only)."""
+    """DeliveryStreamEncryptionConfiguration.Status. Start/StopDeliveryStreamEncryption move a
+    delivery stream to ENABLING or DISABLING; the lifecycle reconciler then brings its internal
+    stream there and settles it (ENABLED, DISABLED, or the *_FAILED status of that attempt, with
+    its FailureDescription). The transitional and failed states exist from metadata format 4
+    (`metadata_format.DELIVERY_ENCRYPTION_STATES_LEVEL`)."""
 
     ENABLED = "ENABLED"
+    ENABLING = "ENABLING"
+    ENABLING_FAILED = "ENABLING_FAILED"
     DISABLED = "DISABLED"
+    DISABLING = "DISABLING"
+    DISABLING_FAILED = "DISABLING_FAILED"
+
+    @property
+    def in_progress(self) -> bool:
+        return self in (EncryptionStatus.ENABLING, EncryptionStatus.DISABLING)
 
 
 def canonical_json(document: Any) -> str:
@@ -62,8 +74,17 @@ class DeliveryStreamMeta:
     destination_json: str
     source_json: str = ""  # KinesisStreamSourceConfiguration, when the source is a stream
     encryption_status: EncryptionStatus = EncryptionStatus.DISABLED
-    encryption_key_type: str = ""  # AWS_OWNED_CMK | CUSTOMER_MANAGED_CMK while enabled
+    # AWS_OWNED_CMK | CUSTOMER_MANAGED_CMK: the key of the last StartDeliveryStreamEncryption
+    # (kept through DISABLING; "" once DISABLED).
+    encryption_key_type: str = ""
     encryption_key_arn: str = ""
+    # The encryption FailureDescription (a DeliveryStreamFailureType and its details), while
+    # the status is ENABLING_FAILED or DISABLING_FAILED.
+    encryption_failure_type: str = ""
+    encryption_failure_details: str = ""
+    # When each Start/StopDeliveryStreamEncryption of the last 24 hours was accepted (AWS
+    # allows 25 per delivery stream per 24 hours).
+    encryption_changes_ms: tuple[int, ...] = ()
     failure_type: str = ""  # DeliveryStreamFailureType, when CREATING_FAILED
     failure_details: str = ""
     tags: tuple[tuple[str, str], ...] = ()  # sorted by key

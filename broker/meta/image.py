@@ -169,7 +169,7 @@ class ShardMeta:
     # When the current epoch began (its SetShardLeader's proposer clock; 0 for the first):
     # a new leader's throttle buckets refill from empty since then (streams/throttling.py).
     leader_since_ms: int = 0
-    # Sequence numbers in AWS's layout (streams created at metadata format 3 or later, and
+    # Sequence numbers in AWS's layout (streams created at metadata format 4 or later, and
     # their children); False: the 0x3 layout the stream was created with, kept for good
     # (streams/sequence_numbers.py).
     aws_sequence_numbers: bool = False

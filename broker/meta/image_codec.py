@@ -45,13 +45,14 @@ from broker.streams.sequence_numbers import api_form, stored_form
 # account settings, leaders' start times (issues 5 and 6). 3: consumer leases (issue 5). 2:
 # nodes, shard placement and replication factors (issue 4). Version 1 images (issue 2's
 # single-node snapshots) are refused rather than guessed at: their shards have no replicas.
-# Versions 2 to 7 are read as version 8 images whose newer members take their defaults (they
+# Versions 2 to 8 are read as version 9 images whose newer members take their defaults (they
 # are exactly that); an older node refuses a newer image by its version. 7: the cluster's
 # metadata format (`metadata_format.py`), which also decides the version written: 4 at format
 # 1, with none of the members a binary of that format cannot read; 7 at format 2; 8 from
-# format 3 on (issue 15: principals, access keys and identity policies; streams' data keys).
+# format 3 (issue 15: principals, access keys and identity policies; streams' data keys); 9
+# from format 4 on (delivery streams' transitional encryption states).
 IMAGE_FORMAT_VERSION = image_version(METADATA_FORMAT_MAX)
-_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, IMAGE_FORMAT_VERSION)
+_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, 8, IMAGE_FORMAT_VERSION)
 
 JsonValue = Any  # what json.loads returns; checked member by member while decoding
 

@@ -55,10 +55,22 @@ STORED_BATCHES_LEVEL = 3
 # a binary that counts every stream may still apply the same commands.
 AUDIT_UNCOUNTED_LEVEL = internal_names.AUDIT_UNCOUNTED_LEVEL
 
+# From this level on, Start/StopDeliveryStreamEncryption go through AWS's transitional states
+# (ENABLING, DISABLING, and ENABLING_FAILED or DISABLING_FAILED with a FailureDescription): the
+# transitions decide by the image's level, so below it every member still answers ENABLED or
+# DISABLED at once, as the binaries of level 3 do.
+DELIVERY_ENCRYPTION_STATES_LEVEL = 4
+
+# From this level on, access-key secrets are sealed with the cluster's derived IAM key (the
+# master key's derivation under its own label, `iam/sealing.py`), and the secrets sealed with
+# the Raft password alone are re-sealed (`ResealAccessKeys`); a binary of level 3 opens only
+# the latter.
+RESEALED_SECRETS_LEVEL = 4
+
 # From this level on, CreateStream gives a stream's shards sequence numbers in AWS's layout
 # (`ShardMeta.aws_sequence_numbers`; their children inherit it). Streams created below it keep
 # the layout their consumers stored.
-AWS_SEQUENCE_NUMBERS_LEVEL = 3
+AWS_SEQUENCE_NUMBERS_LEVEL = 4
 
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
@@ -155,16 +167,35 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
             # StartStreamEncryption's data key, and the stream's wrapped data keys.
             "SetStreamEncryption": frozenset({"data_key"}),
             "StreamMeta": frozenset({"data_keys"}),
-            # Sequence numbers in AWS's layout for the streams created from this level on.
-            "ShardMeta": frozenset({"aws_sequence_numbers"}),
         },
         # And, with no command or member of its own: shard leaders write log batches in format
         # 3 and replicate them as their stored bytes (STORED_BATCHES_LEVEL, issue 18); the
         # audit trail's stream leaves the account's limit counts (AUDIT_UNCOUNTED_LEVEL).
         summary="principals, access keys and identity policies; streams' wrapped data keys; "
-        "sequence numbers in AWS's layout for new streams; "
         "shard-log batches written in format 3 (CRC32C) and replicated as their stored bytes; "
         "the audit trail's stream counted against no account limit",
+    ),
+    FormatChange(
+        level=DELIVERY_ENCRYPTION_STATES_LEVEL,
+        # EncryptionStatus gains ENABLING, DISABLING, ENABLING_FAILED and DISABLING_FAILED:
+        # a binary of level 3 cannot decode an image holding them.
+        image_version=9,
+        commands=frozenset({"SettleDeliveryStreamEncryption", "ResealAccessKeys"}),
+        members={
+            "DeliveryStreamMeta": frozenset(
+                {
+                    "encryption_failure_type",
+                    "encryption_failure_details",
+                    "encryption_changes_ms",
+                }
+            ),
+            # Sequence numbers in AWS's layout for the streams created from this level on.
+            "ShardMeta": frozenset({"aws_sequence_numbers"}),
+        },
+        summary="delivery-stream encryption through ENABLING and DISABLING, with "
+        "ENABLING_FAILED and DISABLING_FAILED and their FailureDescription; access-key "
+        "secrets sealed with the cluster's derived IAM key; sequence numbers in AWS's layout "
+        "for new streams",
     ),
 )
 

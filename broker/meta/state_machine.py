@@ -81,6 +81,7 @@ from broker.meta.commands import (
     RemoveTags,
     RenewLeaseCommand,
     ReportShardLoads,
+    ResealAccessKeys,
     RewrapStreamDataKeys,
     RotateAccessKey,
     SetChannelMediaStorage,
@@ -90,6 +91,7 @@ from broker.meta.commands import (
     SetNodeState,
     SetShardLeader,
     SetStreamEncryption,
+    SettleDeliveryStreamEncryption,
     SettleQueueRecords,
     SetVideoStreamConfiguration,
     StealLeaseCommand,
@@ -272,6 +274,8 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return delivery_streams.change_tags(image, command)
         case SetDeliveryStreamEncryption():
             return delivery_streams.set_encryption(image, command)
+        case SettleDeliveryStreamEncryption():
+            return delivery_streams.settle_encryption(image, command)
         case (
             CreatePrincipal()
             | DeletePrincipal()
@@ -279,6 +283,7 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             | UpdateAccessKey()
             | DeleteAccessKey()
             | RotateAccessKey()
+            | ResealAccessKeys()
             | PutPrincipalPolicy()
             | DeletePrincipalPolicy()
         ):

@@ -9,6 +9,7 @@ Layout (one module per family group; each declares its families and the probe th
 `families` (`Family`, `FAMILIES`), `collectors` (scrape-time readers and series tables), `api`
 (requests), `streams` (records, shards, throttling, fan-out), `cluster` (metadata quorum and
 image), `replication`, `storage`, `catalog` (streams, consumers, autoscaler), `tls`,
+`encryption` (the master key),
 `analytics` (the SQL applications a node runs), `node`
 (`NodeMetrics`, `MetricsServer`, identity) and `views` (the node's wiring from its metadata
 image; imported by the node, not here, as it depends on `broker.meta`). The names other code
@@ -23,7 +24,8 @@ Shape:
   `StorageProbe` (group commits, fsync, RocksDB), `QuorumProbe` (the metadata Raft),
   `ReplicationProbe` (shard replicas on this node), `ClusterProbe` (the metadata image's view),
   `CatalogProbe` (per-stream shards and consumers), `AutoscalerProbe` (on-demand scaling),
-  `TlsProbe` (certificate expiry), `VideoProbe` (media streams: PutMedia and GetMedia),
+  `TlsProbe` (certificate expiry), `EncryptionProbe` (the master key), `VideoProbe` (media
+  streams: PutMedia and GetMedia),
   `FirehoseProbe` (delivery streams), `AnalyticsProbe` (SQL applications).
 - The layers below the node own the protocols they report through (`log.probe`,
   `replication.probe`, `meta.probe`, `service.probe`, `gateway.probe`, `video.probe`,
@@ -49,6 +51,7 @@ from broker.metrics.analytics import AnalyticsProbe, ApplicationView
 from broker.metrics.api import API_REQUEST_DURATION, API_REQUESTS, GatewayProbe
 from broker.metrics.catalog import AutoscalerProbe, CatalogProbe, StreamView
 from broker.metrics.cluster import ClusterProbe, ClusterView, QuorumProbe, QuorumView
+from broker.metrics.encryption import EncryptionProbe
 from broker.metrics.families import FAMILIES, PREFIX, Family
 from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.node import MetricsServer, NodeMetrics, shoal_version
@@ -73,6 +76,7 @@ __all__ = [
     "CertificateExpiry",
     "ClusterProbe",
     "ClusterView",
+    "EncryptionProbe",
     "Family",
     "FirehoseProbe",
     "GatewayProbe",

@@ -31,6 +31,7 @@ from broker.metrics.api import GatewayProbe
 from broker.metrics.catalog import AutoscalerProbe, CatalogProbe
 from broker.metrics.cluster import ClusterProbe, QuorumProbe
 from broker.metrics.collectors import CallbackCollector
+from broker.metrics.encryption import EncryptionProbe
 from broker.metrics.families import declare
 from broker.metrics.firehose import FirehoseProbe
 from broker.metrics.replication import ReplicationProbe
@@ -106,6 +107,7 @@ class NodeMetrics:
         self.catalog = CatalogProbe(self.registry)
         self.autoscaler = AutoscalerProbe(self.registry)
         self.tls = TlsProbe(self.registry)
+        self.encryption = EncryptionProbe(self.registry)
         self.video = VideoProbe(self.registry)
         self.analytics = AnalyticsProbe(self.registry)
         self.firehose = FirehoseProbe(self.registry)

@@ -15,7 +15,8 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
    together, in the order the replica requires: log resets, truncations, promises and high
    watermarks synchronously (one worker-thread call), then every replica's appends through
    the node's `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per
-   group; then sends the rest of `to_send` (acknowledgements) through the `Transport`;
+   group (meanwhile it steps the messages that arrive: `_persist_stepping`); then sends
+   the rest of `to_send` (acknowledgements) through the `Transport`;
    starts the log reads followers need to catch up (owned tasks, their results fed back
    with `read_done`); answers producers up to `committed_end` (a replica that `abandoned`
    its leadership keeps them until it learns whether their records survived,
@@ -77,7 +78,7 @@ _PERSIST_ERRORS = (ShoalError, LogStoreError, LogCorruptionError)
 
 # Replicas are ticked when their own timer comes due (`_tick_due`); every this often all of
 # them are ticked anyway, a cheap backstop for a schedule some code path forgot to update.
-_SWEEP_INTERVAL_S = 2.0
+_SWEEP_INTERVAL_MS = 2_000.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -87,7 +88,7 @@ class _Damage:
     start: Offset  # batch-aligned (store.damaged_range), moved up as pieces are repaired
     end: Offset
     attempts: int = 0
-    retry_at: float = 0.0  # the loop's clock
+    retry_at: float = 0.0  # the clock's timer time (ms)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,6 +141,7 @@ class ReplicationDriver:
         self._locals = self._core.locals  # the same dict: the repair code reads it
         self._wake = asyncio.Event()
         self._turned = asyncio.Event()  # set and replaced after every turn
+        self._readers_released = False  # stopping: reads wait for nothing more
         self._reads: asyncio.TaskGroup | None = None
         # Corruption (decisions/0002, "Corruption"): offsets where a read failed, not located
         # yet (None: the shard's time index), and the located damaged ranges being repaired.
@@ -185,7 +187,7 @@ class ReplicationDriver:
         assert timeout_s >= 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while True:  # bounded by the timeout
+                while not self._readers_released:  # bounded by the timeout
                     local = self._local(shard_uid)
                     if local is None or local.replica.role is not core.Role.LEADER:
                         return False
@@ -201,7 +203,7 @@ class ReplicationDriver:
         assert timeout_s >= 0
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
-                while True:  # bounded by the timeout
+                while not self._readers_released:  # bounded by the timeout
                     end = self.readable_end(shard_uid)
                     if end is None or end > beyond:
                         return
@@ -302,6 +304,28 @@ class ReplicationDriver:
     def leader_count(self) -> int:
         return self._core.leader_count()
 
+    def release_waiting_readers(self) -> None:
+        """Before the node stops: reads waiting for records (a subscription's push, a
+        forwarded long poll) or for a new leader's first commit answer now with what there
+        is (an empty page that says its end may lag), and later ones do not wait."""
+        self._readers_released = True
+        self._turned.set()
+
+    async def wait_producers_answered(self, *, timeout_s: float) -> int:
+        """Before the node stops: waits, at most `timeout_s`, until every producer waiting on
+        a replica here now has its answer (a leader's commit; after a drain, the orphans of a
+        moved leadership learn from the new leader's Appends whether their records survived),
+        while replication still flows. Returns how many are still waiting."""
+        waiting = [
+            waiter.completion
+            for local in self._locals.values()
+            for waiter in (*local.waiters, *local.orphans)
+            if isinstance(waiter.completion, asyncio.Future) and not waiter.completion.done()
+        ]
+        if waiting:
+            await asyncio.wait(waiting, timeout=timeout_s)
+        return sum(not completion.done() for completion in waiting)
+
     # --- Configuration from the metadata image -------------------------------------------------
 
     def _local(self, shard_uid: ShardUid, *, epoch: int = 0) -> Local | None:
@@ -323,32 +347,29 @@ class ReplicationDriver:
 
     async def run(self) -> None:
         """Turns until cancelled: infinite on purpose (node stop cancels it)."""
-        loop = asyncio.get_running_loop()
-        tick_s = self._tick_ms / 1000
+        clock = self._clock
         async with asyncio.TaskGroup() as reads:
             self._reads = reads
             reads.create_task(self._run_repairs(), name="replica-repairs")
-            next_tick = loop.time()  # the timer runs on the loop's clock; replicas get wall ms
-            next_sweep = next_tick + _SWEEP_INTERVAL_S
+            next_tick = (
+                clock.timer_ms()
+            )  # the timer runs on the clock's timer; replicas get wall ms
+            next_sweep = next_tick + _SWEEP_INTERVAL_MS
             while True:
-                remaining_s = next_tick - loop.time()
-                if not self._wake.is_set() and remaining_s > 0:
+                remaining_ms = next_tick - clock.timer_ms()
+                if not self._wake.is_set() and remaining_ms > 0:
                     # Waiting on our own wake-up or the tick timer: no deadline needed.
-                    try:
-                        async with asyncio.timeout(remaining_s):
-                            await self._wake.wait()
-                    except TimeoutError:
-                        pass
+                    await clock.wait(self._wake, remaining_ms)
                 self._wake.clear()
                 now_ms = self._now()
                 self.apply_image()
                 self._core.drain_inbox(now_ms, self._image())
-                if loop.time() >= next_tick:
+                if clock.timer_ms() >= next_tick:
                     self._core.tick_due(now_ms)
-                    next_tick = loop.time() + tick_s
-                if loop.time() >= next_sweep:
+                    next_tick = clock.timer_ms() + self._tick_ms
+                if clock.timer_ms() >= next_sweep:
                     self._core.tick_all(now_ms)
-                    next_sweep = loop.time() + _SWEEP_INTERVAL_S
+                    next_sweep = clock.timer_ms() + _SWEEP_INTERVAL_MS
                 await self._turn()
 
     async def _turn(self) -> None:
@@ -357,7 +378,7 @@ class ReplicationDriver:
             for envelope in self._core.send_ahead(turn):
                 self._transport.send(envelope)  # the followers write while we do
             try:
-                await self._persist(turn)
+                await self._persist_stepping(turn)
             except _PERSIST_ERRORS as error:
                 await self._recover(turn, error)
                 return
@@ -400,7 +421,7 @@ class ReplicationDriver:
         # while they live.
         _clear_frames(error)
         del error
-        await asyncio.sleep(delay_ms / 1000)  # a backoff while the disk refuses, not a sync
+        await self._clock.sleep(delay_ms)  # a backoff while the disk refuses, not a sync
         await self._reopen_store()
         self._core.forget_image()  # the next turn opens the dropped replicas from the store
         self._turned.set()
@@ -416,7 +437,7 @@ class ReplicationDriver:
         while True:
             if not self._room_to_reopen():
                 # Closing flushes the memtables, which blocks while the disk is still full.
-                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+                await self._clock.sleep(limits.replication_persist_backoff_ms_max)
                 continue
             try:
                 await asyncio.to_thread(self._store.reopen)
@@ -424,7 +445,7 @@ class ReplicationDriver:
             except LogStoreError as error:
                 attempt += 1
                 log.error("log_store_reopen_failed", extra={"error": repr(error), "try": attempt})
-                await asyncio.sleep(limits.replication_persist_backoff_ms_max / 1000)
+                await self._clock.sleep(limits.replication_persist_backoff_ms_max)
 
     def _room_to_reopen(self) -> bool:
         """Room for RocksDB to flush its memtables on close: not short by the guard's
@@ -433,6 +454,38 @@ class ReplicationDriver:
         if disk is None or disk.last is None:
             return True  # nothing measures the disk here (tests): try
         return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
+
+    async def _persist_stepping(self, turn: Turn) -> None:
+        """Persists `turn` and, while its writes and fsync are in flight, steps whatever
+        arrives: a follower's AppendAck raises a leader's HW and answers its producers at once
+        (`DriverCore.drain_inbox`) instead of after this node's own next fsync, and a
+        follower's next Appends are in its log when the next turn starts. Safe because a
+        replica counts nothing of the Ready in flight as durable before `advance` (its HW
+        stays at or below its durable end, replica.py rule 3), and `step` between `ready` and
+        `advance` is part of the replica's contract. Ticks, reads and the next Ready wait for
+        the turn's end as before."""
+        persist = asyncio.ensure_future(self._persist(turn))
+        woken = False
+        try:
+            while not persist.done():
+                wake = asyncio.ensure_future(self._wake.wait())
+                try:
+                    await asyncio.wait((persist, wake), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    wake.cancel()
+                if not self._wake.is_set():
+                    continue
+                self._wake.clear()
+                woken = True  # also a proposal's or a Prepare's: the run loop turns again
+                if self._core.inbox_waiting():
+                    self.apply_image()
+                    self._core.drain_inbox(self._now(), self._image())
+        finally:
+            if not persist.done():
+                persist.cancel()  # the node stops: the driver task was cancelled
+            if woken:
+                self._wake.set()
+        await persist
 
     async def _persist(self, turn: Turn) -> None:
         """Makes every Ready durable in the order the replica requires (module docstring)."""
@@ -532,20 +585,18 @@ class ReplicationDriver:
     async def _run_repairs(self) -> None:
         """Locates reported corruption and repairs damaged ranges, one shard at a time.
         Infinite on purpose: cancelled with the driver."""
-        loop = asyncio.get_running_loop()
+        clock = self._clock
         while True:
-            wait_s = min(
-                (max(0.0, d.retry_at - loop.time()) for d in self._damage.values()),
+            wait_ms = min(
+                (max(0.0, d.retry_at - clock.timer_ms()) for d in self._damage.values()),
                 default=None,
             )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):  # None: our own wake-up only, on purpose
-                    await self._repair_wake.wait()
+            await clock.wait(self._repair_wake, wait_ms)  # None: our own wake-up only, on purpose
             self._repair_wake.clear()
             suspects, self._suspects = self._suspects, {}
             for uid, offset in suspects.items():
                 await self._locate(uid, offset)
-            for uid in [u for u, d in self._damage.items() if d.retry_at <= loop.time()]:
+            for uid in [u for u, d in self._damage.items() if d.retry_at <= clock.timer_ms()]:
                 await self._repair(uid)
 
     async def _locate(self, shard_uid: ShardUid, offset: Offset | None) -> None:
@@ -596,7 +647,7 @@ class ReplicationDriver:
                     limits.replication_repair_backoff_ms_min * 2 ** min(damage.attempts, 10),
                     limits.replication_repair_backoff_ms_max,
                 )
-                damage.retry_at = asyncio.get_running_loop().time() + delay_ms / 1000
+                damage.retry_at = self._clock.timer_ms() + delay_ms
                 log.warning(
                     "log_repair_waiting",
                     extra={

@@ -287,6 +287,10 @@ class DriverCore:
         self._inbox.append(message)
         return True
 
+    def inbox_waiting(self) -> bool:
+        """Messages were delivered and not stepped yet."""
+        return bool(self._inbox)
+
     def touch(self, shard_uid: ShardUid) -> None:
         """Asks the next turn for this replica's Ready (something outside changed it)."""
         self._touched.add(shard_uid)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -226,30 +226,36 @@ class ReplicationEndpoint(Protocol):
 class InboundStreams:
     """The Replicate streams other nodes keep open to this one. They never end by themselves,
     so a stopping node ends them (`close`) before the gRPC server's grace period, which would
-    otherwise wait the whole grace for them."""
+    otherwise wait the whole grace for them.
+
+    Each stream's handler returns when they close, so gRPC ends the call with a status the
+    peer sees at once. Cancelling the handler's task instead would not: gRPC then sends no
+    status, and the call stays open until the peer gives up or the grace period ends (5 s of
+    every SIGTERM). Peers reconnect with backoff and are refused until this node is back."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._closed = False
+        self._closed = asyncio.Event()
 
-    def enter(self) -> bool:
-        task = asyncio.current_task()
-        assert task is not None
-        if self._closed:
-            return False
-        self._tasks.add(task)
-        return True
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
 
-    def leave(self) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.discard(task)
+    async def serve(self, receiving: Coroutine[Any, Any, None]) -> None:
+        """Runs one stream's `receiving` until it ends (its exception propagates) or the
+        streams close (it is cancelled and this returns normally)."""
+        receiver = asyncio.ensure_future(receiving)
+        closing = asyncio.ensure_future(self._closed.wait())
+        try:
+            await asyncio.wait((receiver, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            receiver.cancel()
+            closing.cancel()
+            await asyncio.gather(receiver, closing, return_exceptions=True)
+        if not receiver.cancelled():
+            receiver.result()
 
     def close(self) -> None:
-        self._closed = True
-        for task in self._tasks:
-            task.cancel()
-        self._tasks.clear()
+        self._closed.set()
 
 
 def replication_handler(
@@ -264,12 +270,8 @@ def replication_handler(
     async def replicate(
         requests: AsyncIterator[pb.ReplicationEnvelope], context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        if not streams.enter():
-            return
-        try:
-            await _receive(requests)
-        finally:
-            streams.leave()
+        if not streams.closed:
+            await streams.serve(_receive(requests))
 
     async def _receive(requests: AsyncIterator[pb.ReplicationEnvelope]) -> None:
         async for envelope in requests:

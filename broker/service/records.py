@@ -635,8 +635,10 @@ def position_offset(kind: str, offset: int | None, shard: ShardMeta, positions: 
 def records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:
     """The Records of GetRecords and of a SubscribeToShardEvent. Offsets are consecutive apart
     from control records, and a batch shares one arrival time, so numbers and timestamps are
-    made once per run. Each record says how it is stored (EncryptionType KMS when its batch
-    was sealed on the replica that served it, else NONE), as AWS does per record."""
+    made once per run. A record sealed on the replica that served it carries EncryptionType
+    KMS; a clear one carries no EncryptionType, as AWS answers (the member is optional in the
+    model, and AWS's own Lambda event fixtures show it only on encrypted records; clients read
+    its absence as NONE)."""
     if not records:
         return []
     first = records[0].offset
@@ -648,13 +650,13 @@ def records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dic
         if record.arrival_ms != arrival_ms:
             arrival_ms = record.arrival_ms
             arrival = datetime_from_ms(arrival_ms)
-        shaped.append(
-            {
-                "SequenceNumber": numbers[record.offset - first],
-                "ApproximateArrivalTimestamp": arrival,
-                "Data": record.data,
-                "PartitionKey": record.partition_key,
-                "EncryptionType": "KMS" if record.encrypted else "NONE",
-            }
-        )
+        shape = {
+            "SequenceNumber": numbers[record.offset - first],
+            "ApproximateArrivalTimestamp": arrival,
+            "Data": record.data,
+            "PartitionKey": record.partition_key,
+        }
+        if record.encrypted:
+            shape["EncryptionType"] = "KMS"
+        shaped.append(shape)
     return shaped

@@ -32,7 +32,6 @@ Loop only (not thread-safe); no I/O except `run_reporter`'s proposals.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -310,12 +309,14 @@ async def run_reporter(
     propose: Callable[[Command], Awaitable[object]],
     *,
     interval_ms: int,
+    clock: Clock,
 ) -> None:
-    """Reports every `interval_ms`. Infinite on purpose: cancelled at node stop. A failed
-    proposal (no quorum leader, a timeout) is logged and the next period reports afresh."""
+    """Reports every `interval_ms` (on `clock`'s timer). Infinite on purpose: cancelled at node
+    stop. A failed proposal (no quorum leader, a timeout) is logged and the next period reports
+    afresh."""
     assert interval_ms > 0
     while True:
-        await asyncio.sleep(interval_ms / 1000)
+        await clock.sleep(interval_ms)
         command = recorder.report()
         if command is None:
             continue

@@ -332,7 +332,7 @@ class Subscription:
                 if available <= 0:
                     # Spent: wait for the refill (bounded, then the timers are checked again).
                     deficit_ms = (1 - available) * 1000 / bucket.rate_per_second
-                    await asyncio.sleep(min(deficit_ms, settings.read_wait_ms) / 1000)
+                    await clock.sleep(min(deficit_ms, settings.read_wait_ms))
                     continue
                 bytes_max = max(1, min(bytes_max, int(available)))
             since_ms = settings.heartbeat_ms if last_event_ms is None else now_ms - last_event_ms

@@ -7,11 +7,13 @@ and a turn's Readys are executed as the shell does: the leaders' Appends sent at
 `persist_plan` applied to the node's `SimLogStore`, the simulated fsync (a random disk delay,
 sometimes a slow one, and sometimes a crash just before it: BUGGIFY), then
 `finish` (producers answered, orphans kept or failed, Prepares answered) and its sends and
-catch-up reads. One turn is in flight per node, as in the shell. A crash drops the node's
-unsynced writes and everything in flight for it (events carry the node's incarnation); a
-restart builds a new core, which opens its replicas from what the store kept durable and the
-current metadata image. The fault points of `broker.buggify` are enabled for the run, drawn
-from the seed.
+catch-up reads. One turn is in flight per node, as in the shell; messages that arrive
+meanwhile are stepped at once, as the shell steps them during its fsync (a leader answers
+the producers an ack commits), sometimes late (BUGGIFY `driver.step_late`). A crash drops
+the node's unsynced writes and everything in flight for it (events carry the node's
+incarnation); a restart builds a new core, which opens its replicas from what the store kept
+durable and the current metadata image. The fault points of `broker.buggify` are enabled for
+the run, drawn from the seed.
 
 A run (`run.run_seed`) has a fault phase of a given number of events, with the fault plans of
 `faults.py` active, then a quiet phase: faults stop, the network heals, every node restarts,
@@ -117,6 +119,9 @@ class PendingWrite:
     first_offset: Offset
     end_offset: Offset
     records: tuple[NewRecord, ...]
+    # No disk was lost between the proposal and the acknowledgement: a majority of the
+    # replicas must then hold the records durably (`AcknowledgedDurableOnMajority`).
+    disks_kept: bool = True
 
 
 @dataclass(slots=True, kw_only=True)
@@ -135,6 +140,7 @@ class SimNode:
     turn_scheduled: bool = False
     in_flight: bool = False  # a turn waits for its fsync
     dirty: bool = False  # an input arrived while a turn was in flight
+    stepping_scheduled: bool = False  # messages that arrived in flight are about to be stepped
     next_sweep_ms: int = _SWEEP_INTERVAL_MS
 
     @property
@@ -160,6 +166,7 @@ class _ProducerAnswer:
         self._shard_uid = shard_uid
         self._records = records
         self._done = False
+        self._disk_losses = cluster.disk_losses()
 
     def done(self) -> bool:
         return self._done
@@ -174,6 +181,7 @@ class _ProducerAnswer:
                 first_offset=first,
                 end_offset=Offset(first + len(self._records)),
                 records=self._records,
+                disks_kept=self._disk_losses == self._cluster.disk_losses(),
             )
         )
 
@@ -394,7 +402,10 @@ class SimCluster:
                 local.fail_waiters(_UNKNOWN)  # their producers learn nothing more
         node.image.clear()
         node.metadata = MetadataImage()
-        node.turn_scheduled = node.in_flight = node.dirty = False
+        node.turn_scheduled = node.in_flight = node.dirty = node.stepping_scheduled = False
+
+    def disk_losses(self) -> int:
+        return sum(node.disk_generation for node in self.nodes.values())
 
     def lose_disk(self, node: SimNode) -> None:
         self.crash(node)
@@ -553,12 +564,39 @@ class SimCluster:
         """A turn soon (at once, as the shell's wake-up), unless one is already coming."""
         if node.in_flight:
             node.dirty = True
+            self._schedule_stepping(node)
             return
         if node.turn_scheduled:
             return
         node.turn_scheduled = True
         incarnation = node.incarnation
         self.world.schedule(0, f"turn {node.node_id}", lambda: self._turn(node, incarnation))
+
+    def _schedule_stepping(self, node: SimNode) -> None:
+        """As the shell's `_persist_stepping`: messages that arrive while a turn waits for its
+        fsync are stepped at once (a leader answers the producers a follower's ack commits),
+        or, BUGGIFY `driver.step_late`, a little later, sometimes only by the next turn."""
+        core = node.core
+        if node.stepping_scheduled or core is None or not core.inbox_waiting():
+            return
+        node.stepping_scheduled = True
+        delay = 0
+        if buggify.buggify("driver.step_late"):
+            delay = self._disk_rng.randint(1, max(1, self.config.disk_ms_max))
+        incarnation = node.incarnation
+        self.world.schedule(
+            delay, f"step {node.node_id}", lambda: self._step_in_flight(node, incarnation)
+        )
+
+    def _step_in_flight(self, node: SimNode, incarnation: int) -> None:
+        if not node.alive or node.incarnation != incarnation or node.core is None:
+            return
+        node.stepping_scheduled = False
+        if not node.in_flight:
+            return  # the turn ended first: the next one steps them
+        self._apply(node)
+        self.invariants.check_leaders(node)
+        node.core.drain_inbox(self.world.now_ms, node.metadata)
 
     def _turn(self, node: SimNode, incarnation: int) -> None:
         if not node.alive or node.incarnation != incarnation or node.core is None:

@@ -10,6 +10,10 @@
 - `SequenceNumbersUnique`: no record appears at two offsets (producers never retry here).
 - `AcknowledgedNeverLost`: an acknowledged record is in the committed log at its offset, when
   acknowledged and at the end.
+- `AcknowledgedDurableOnMajority`: when a record is acknowledged, a majority of the shard's
+  replica count holds it synced (what a crash of every node would keep), unless a disk was
+  lost while it was pending. Leaders send before their fsync and step acks while a turn's
+  fsync is in flight: this is what keeps those orderings honest.
 - `KnownEndCoversAcknowledged`: a replica that says its HW is the shard's committed end
   (`ShardReplica.knows_committed_end`: readers take a read that reaches it for the end of the
   shard) holds every acknowledged record below it, unless a newer epoch was prepared since
@@ -56,21 +60,24 @@ class Invariants:
     def after_step(self, label: str) -> None:
         del label
         self.checks += 1
+        # One pass over every live replica (the simulator's hottest loop: after every event).
+        hw_seen, scanned = self._hw_seen, self._scanned
         for node in self._cluster.nodes.values():
-            if not node.alive:
+            if not node.alive or node.core is None:
                 continue
-            for shard_uid, replica in node.replicas.items():
+            for shard_uid, local in node.core.locals.items():
+                replica = local.replica
                 hw = replica.high_watermark
                 key = (node.node_id, shard_uid, node.incarnation)
-                seen = self._hw_seen.get(key, Offset(0))
+                seen = hw_seen.get(key, Offset(0))
                 if hw < seen:
                     raise InvariantViolation(
                         "HighWatermarkMonotonic", f"{node.node_id} {shard_uid}: {seen} -> {hw}"
                     )
-                self._hw_seen[key] = hw
+                hw_seen[key] = hw
                 if replica.role is Role.LEADER:
                     self._one_leader(node.node_id, shard_uid, replica.epoch)
-                if hw > self._scanned.get(key, Offset(0)):
+                if hw > scanned.get(key, Offset(0)):
                     self._scan(node, shard_uid, hw)
         self._check_acknowledged()
         self._check_known_ends()
@@ -78,9 +85,10 @@ class Invariants:
     def _check_known_ends(self) -> None:
         quorum = self._cluster.quorum
         for node in self._cluster.nodes.values():
-            if not node.alive:
+            if not node.alive or node.core is None:
                 continue
-            for shard_uid, replica in node.replicas.items():
+            for shard_uid, local in node.core.locals.items():
+                replica = local.replica
                 if not replica.knows_committed_end() or shard_uid not in quorum.shards:
                     continue
                 if replica.epoch < quorum.prepared_epoch(shard_uid):
@@ -155,16 +163,36 @@ class Invariants:
 
     def _check_acknowledged(self) -> None:
         workload = self._workload
-        for shard_uid, offset, partition_key, data in workload.newly_acknowledged:
+        for shard_uid, offset, partition_key, data, disks_kept in workload.newly_acknowledged:
             entry = self.committed.get(shard_uid, {}).get(offset)
             if entry is None or entry[2:] != (partition_key, data) or entry[1]:
                 raise InvariantViolation(
                     "AcknowledgedNeverLost",
                     f"{shard_uid} offset {offset}: acknowledged {data!r}, committed {entry}",
                 )
+            if disks_kept:
+                self._check_durable_on_majority(shard_uid, offset, (partition_key, data))
             end = self._acknowledged_end.get(shard_uid, Offset(0))
             self._acknowledged_end[shard_uid] = Offset(max(end, offset + 1))
         workload.newly_acknowledged.clear()
+
+    def _check_durable_on_majority(
+        self, shard_uid: ShardUid, offset: Offset, record: tuple[str, bytes]
+    ) -> None:
+        image = self._cluster.quorum.shards.get(shard_uid)
+        if image is None:
+            return
+        holders = sorted(
+            node.node_id
+            for node in self._cluster.nodes.values()
+            if node.store.durable_record(shard_uid, offset) == record
+        )
+        if len(holders) <= len(image.replicas) // 2:
+            raise InvariantViolation(
+                "AcknowledgedDurableOnMajority",
+                f"{shard_uid} offset {offset}: acknowledged while synced only on {holders} "
+                f"of {list(image.replicas)}",
+            )
 
     def observed_read(
         self,

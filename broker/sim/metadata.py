@@ -19,7 +19,6 @@ Pure and deterministic: `run_metadata_seed(seed)` returns the same result every 
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from typing import Any
 
 from broker.meta import commands as cmd
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, StreamMode
-from broker.meta.image_codec import encode_image, image_from_document, image_to_document
+from broker.meta.image_codec import image_from_document, image_to_document
 from broker.meta.state_machine import apply
 from broker.types import NodeId, Offset, ShardIndex, StreamName, StreamUid
 
@@ -40,7 +39,9 @@ _STREAMS = ("a", "b", "c")
 class _Voter:
     image: MetadataImage = field(default_factory=MetadataImage)
     applied: int = 0  # log entries applied
-    snapshot: tuple[int, dict[str, Any]] | None = None  # (entries, image document)
+    # (entries, image): images are immutable, so the snapshot's document is written only
+    # when a restart or an install reads it back (`_snapshot_document`): the same bytes.
+    snapshot: tuple[int, MetadataImage] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,10 +147,6 @@ def _command(rng: random.Random, image: MetadataImage, now_ms: int) -> cmd.Comma
     )
 
 
-def _digest(image: MetadataImage) -> str:
-    return hashlib.sha256(encode_image(image)).hexdigest()
-
-
 def run_metadata_seed(
     seed: int,
     *,
@@ -171,7 +168,7 @@ def run_metadata_seed(
         log.append(cmd.encode_command(command))
         proposer = apply(proposer, command).image
     group = [_Voter() for _ in range(voters)]
-    seen: dict[int, str] = {}  # applied commands -> the digest every image must have
+    seen: dict[int, MetadataImage] = {}  # applied commands -> the image every voter must have
     events = 0
     while any(v.applied < len(log) for v in group) and events < 50 * len(log):
         events += 1
@@ -182,7 +179,7 @@ def run_metadata_seed(
             voter.image = apply(voter.image, cmd.decode_command(log[voter.applied])).image
             voter.applied += 1
         elif action < 0.90:
-            voter.snapshot = (voter.applied, image_to_document(voter.image))
+            voter.snapshot = (voter.applied, voter.image)
             continue
         elif action < 0.97:
             _restart(voter, log, restore)  # a crash: snapshot plus journal, replayed
@@ -191,13 +188,13 @@ def run_metadata_seed(
             _wipe_and_install(voter, group, rng, restore)  # a lost disk: a peer's snapshot
             rebuilt = True
         image = voter.image
-        # Encoding is most of the cost: compare every image rebuilt from a snapshot, and the
-        # others at every CHECK_EVERY-th count (a divergence persists, so it shows there).
+        # Compare every image rebuilt from a snapshot, and the others at every CHECK_EVERY-th
+        # count (a divergence persists, so it shows there). Images compare by value (frozen
+        # dataclasses): every field, as the snapshot codec's canonical document would.
         if not rebuilt and image.applied_commands % CHECK_EVERY:
             continue
-        digest = _digest(image)
-        expected = seen.setdefault(image.applied_commands, digest)
-        if digest != expected:
+        expected = seen.setdefault(image.applied_commands, image)
+        if image != expected:
             return MetadataSimResult(
                 seed=seed,
                 entries=len(log),
@@ -217,8 +214,8 @@ def _restart(
     if voter.snapshot is None:
         voter.image, voter.applied = MetadataImage(), 0
     else:
-        voter.applied, document = voter.snapshot
-        voter.image = restore(document)
+        voter.applied, snapshot = voter.snapshot
+        voter.image = restore(image_to_document(snapshot))
     while voter.applied < applied:  # the journal past the snapshot, re-applied
         voter.image = apply(voter.image, cmd.decode_command(log[voter.applied])).image
         voter.applied += 1

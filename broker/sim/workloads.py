@@ -27,7 +27,8 @@ class Workload:
         self.acknowledged_records: dict[ShardUid, dict[Offset, tuple[str, bytes]]] = {}
         self.acknowledged_count = 0
         self.unknown_count = 0
-        self.newly_acknowledged: list[tuple[ShardUid, Offset, str, bytes]] = []
+        # (shard, offset, partition key, data, whether no disk was lost while it was pending)
+        self.newly_acknowledged: list[tuple[ShardUid, Offset, str, bytes, bool]] = []
 
     def start(self) -> None:
         self._cluster.world.schedule(1, "produce", self._produce)
@@ -68,7 +69,7 @@ class Workload:
             assert offset not in records, ("two acknowledged records at one offset", offset)
             records[offset] = (record.partition_key, record.data)
             self.newly_acknowledged.append(
-                (write.shard_uid, offset, record.partition_key, record.data)
+                (write.shard_uid, offset, record.partition_key, record.data, write.disks_kept)
             )
         self.acknowledged_count += 1
 

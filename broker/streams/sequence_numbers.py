@@ -1,6 +1,6 @@
 """Sequence numbers: (shard, offset) ⇄ the decimal string clients see.
 
-Shards of streams created at metadata format 3 or later (`ShardMeta.aws_sequence_numbers`)
+Shards of streams created at metadata format 4 or later (`ShardMeta.aws_sequence_numbers`)
 issue numbers in AWS's own layout, as kinesalite decodes AWS's: 56 decimal digits, a 188-bit
 integer whose 47 hex digits are, from the most significant end,
 
@@ -11,7 +11,7 @@ integer whose 47 hex digits are, from the most significant end,
 places). Shoal's counter is `created_ms % 1000 << 48 | offset` and its time field the shard's
 created second, so a number is a pure function of (shard, offset), as below.
 
-Shards of streams from before (old data directories, and clusters held below format 3) keep
+Shards of streams from before (old data directories, and clusters held below format 4) keep
 the layout they were created with, for good, because consumers store their numbers and
 compare them (the KCL refuses a checkpoint below the last one; AWS-layout numbers sort below
 this one's):
@@ -237,7 +237,7 @@ def stored_form(text: str) -> str:
     fields, same order, so the same ordering), anything else unchanged. KCL checkpoints cross
     the metadata journal, which nodes of the previous release also apply during a rolling
     upgrade; they read only 38-digit numbers. AWS-layout numbers are stored as they are: only
-    streams created at metadata format 3 have them, which every member reads."""
+    streams created at metadata format 4 have them, which every member reads."""
     if is_aws_layout(text):
         return text
     try:

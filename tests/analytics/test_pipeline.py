@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.analytics import anomaly, hotspots, pipeline, records, sql, windows
+from broker.analytics import anomaly, hotspots, log_parsing, pipeline, records, sql, windows
 from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
 from broker.errors import ErrorCode, ShoalError
 from tests.analytics.test_sql import SOURCE
@@ -586,3 +586,43 @@ def test_w3c_sys_log_and_fast_regex_parsing(engine: DuckDbEngine) -> None:
     )
     assert received["SYSLOG"][0][1:] == (None, None)
     assert [r[1:] for r in received["FAST"]][3:] == [(None, None), ("key", "a=b")]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "line", "columns"),
+    [
+        # Each expression lazily up to the fixed text after it: the first '=' splits.
+        ('(@)"="(@)', "key=a=b", ["key", "a=b"]),
+        ('(@)" "(@)" "(@)', "GET /x HTTP/1.1", ["GET", "/x", "HTTP/1.1"]),
+        ('([0-9]+)"."([0-9]+)', "12.34", ["12", "34"]),
+        # No backtracking: the first group stopped at the first ':', and what follows is not
+        # digits; a backtracking matcher would answer ("a:b", "12").
+        ('(@)":"([0-9]+)', "a:b:12", None),
+        ('(@)":"([0-9]+)', "a:12", ["a", "12"]),
+        # A fixed-length group is its own column; the end of the line ends the last group.
+        ('("GET"|"PUT")" "(@)', "PUT /y", ["PUT", "/y"]),
+        ('(@)"b"', "abab", ["aba"]),
+        ("(..)(@)", "x", None),
+    ],
+)
+def test_fast_regex_matches_each_expression_lazily_without_backtracking(
+    engine: DuckDbEngine, pattern: str, line: str, columns: list[str] | None
+) -> None:
+    """KDA's FAST_REGEX_LOG_PARSER evaluation: expressions in turn, each the shortest text
+    followed by the fixed-length text after it, never reconsidered; through the engine's
+    function as a query calls it."""
+    assert log_parsing.fast_regex_groups(line, log_parsing.fast_regex(pattern)) == columns
+    call = log_parsing.fast_regex_log_parse("LINE", pattern)
+    (row,) = engine._connection.execute(
+        f"SELECT {call} FROM (VALUES ($1)) t(LINE)", [line]
+    ).fetchall()
+    assert row[0] == (
+        None if columns is None else {f"COLUMN{i + 1}": c for i, c in enumerate(columns)}
+    )
+
+
+def test_a_pathological_fast_regex_runs_in_linear_time() -> None:
+    """Expressions never backtracked into: a pattern that makes a backtracking matcher
+    explore every split of the line (exponentially many) fails at once here."""
+    pattern = log_parsing.fast_regex('(@)(@)(@)(@)(@)(@)(@)(@)"!"')
+    assert log_parsing.fast_regex_groups("a" * 5_000, pattern) is None

@@ -20,6 +20,7 @@ import pytest
 import pytest_asyncio
 from botocore.exceptions import ClientError
 
+from broker.analytics.runner import _RunningApp
 from broker.clock import ManualClock
 from broker.node import Node
 from tests.analytics.conftest import MODULE_LOOP, analytics_client
@@ -87,9 +88,14 @@ async def wait_version(node: Node, version_id: int, *, deadline_s: float = 30) -
             await asyncio.sleep(0.05)
 
 
+async def _records_nothing(self: _RunningApp) -> None:
+    """`_RunningApp._record_progress` while no quorum records the marks."""
+
+
 async def test_reference_join_from_s3_reloaded_on_update(
     s3_node: Node,
     s3_server: S3Server,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     s3 = s3_server.client()
     s3.create_bucket(Bucket="reference")
@@ -173,6 +179,10 @@ async def test_reference_join_from_s3_reloaded_on_update(
             ticker_record(("XYZ", "ENERGY", 2.0, 20.0)),
         ],
     )
+    # The update below restarts the application in this node before the quorum has its marks
+    # (as when UpdateApplication lands between an output write and the next tick's record,
+    # which once wrote the ABC row twice): the restart resumes from what it wrote itself.
+    monkeypatch.setattr(_RunningApp, "_record_progress", _records_nothing)
     await call(
         analytics.start_application,
         ApplicationName="enrich",

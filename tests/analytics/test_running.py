@@ -93,6 +93,64 @@ async def read_all(kinesis: Any, stream: str, want: int, *, deadline_s: float = 
     return found
 
 
+async def create_application(
+    analytics: Any,
+    name: str,
+    code: str,
+    *,
+    source: str,
+    outputs: list[tuple[str, str, str]],
+    schema: dict[str, Any] = SCHEMA,
+    arn: str = STREAM_ARN,
+) -> dict[str, Any]:
+    """CreateApplication reading stream `source` with `schema`, each output an in-application
+    stream written to a Kinesis stream as (in-application stream, stream, record format)."""
+    answer: dict[str, Any] = await call(
+        analytics.create_application,
+        ApplicationName=name,
+        ApplicationCode=code,
+        Inputs=[
+            {
+                "NamePrefix": "SOURCE_SQL_STREAM",
+                "KinesisStreamsInput": {"ResourceARN": arn.format(source), "RoleARN": ROLE},
+                "InputSchema": schema,
+            }
+        ],
+        Outputs=[
+            {
+                "Name": in_application,
+                "KinesisStreamsOutput": {"ResourceARN": arn.format(stream), "RoleARN": ROLE},
+                "DestinationSchema": {"RecordFormatType": record_format},
+            }
+            for in_application, stream, record_format in outputs
+        ],
+    )
+    return answer
+
+
+async def start_application(analytics: Any, name: str, position: str = "TRIM_HORIZON") -> None:
+    await call(
+        analytics.start_application,
+        ApplicationName=name,
+        InputConfigurations=[
+            {"Id": "1.1", "InputStartingPositionConfiguration": {"InputStartingPosition": position}}
+        ],
+    )
+
+
+async def stop_application(
+    node: Node, analytics: Any, name: str, *, deadline_s: float = 10
+) -> None:
+    """StopApplication, then until the application has left the node (bounded)."""
+    await call(analytics.stop_application, ApplicationName=name)
+    assert node.applications is not None
+    async with asyncio.timeout(deadline_s):
+        while True:  # bounded by the timeout
+            if not node.applications.running():
+                return
+            await asyncio.sleep(0.02)
+
+
 async def wait_read(node: Node, records_in: int, *, deadline_s: float = 30) -> None:
     assert node.applications is not None
     statistics: list[Any] = []
@@ -112,42 +170,15 @@ async def test_tumbling_window_and_filter_from_the_guide(
 ) -> None:
     for stream in ("ticker", "counts", "tech", "errors"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=2)
-    await call(
-        analytics.create_application,
-        ApplicationName="ticker-counts",
-        ApplicationCode=CODE,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {
-                    "ResourceARN": STREAM_ARN.format("ticker"),
-                    "RoleARN": ROLE,
-                },
-                "InputSchema": SCHEMA,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "DESTINATION_SQL_STREAM",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("counts"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            },
-            {
-                "Name": "TECH_STREAM",
-                "KinesisStreamsOutput": {"ResourceARN": STREAM_ARN.format("tech"), "RoleARN": ROLE},
-                "DestinationSchema": {"RecordFormatType": "CSV"},
-            },
-            {
-                "Name": "error_stream",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("errors"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            },
+    await create_application(
+        analytics,
+        "ticker-counts",
+        CODE,
+        source="ticker",
+        outputs=[
+            ("DESTINATION_SQL_STREAM", "counts", "JSON"),
+            ("TECH_STREAM", "tech", "CSV"),
+            ("error_stream", "errors", "JSON"),
         ],
     )
     # The clock starts on a 10-second boundary: the first window is [t, t + 10 s).
@@ -160,16 +191,7 @@ async def test_tumbling_window_and_filter_from_the_guide(
             {"Data": b"not a ticker record", "PartitionKey": "bad"},
         ],
     )
-    await call(
-        analytics.start_application,
-        ApplicationName="ticker-counts",
-        InputConfigurations=[
-            {
-                "Id": "1.1",
-                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
-            }
-        ],
-    )
+    await start_application(analytics, "ticker-counts")
     await wait_read(node, len(WINDOW_1) + 1)
     clock.advance(ms=10_000)  # the second window; the first is not closed yet (in flight)
     await call(
@@ -198,13 +220,7 @@ async def test_tumbling_window_and_filter_from_the_guide(
     assert statistics.records_out == 7
     assert statistics.late_rows == 0
 
-    await call(analytics.stop_application, ApplicationName="ticker-counts")
-    assert node.applications is not None
-    async with asyncio.timeout(10):
-        while True:  # the application leaves the node (bounded by the timeout)
-            if not node.applications.running():
-                break
-            await asyncio.sleep(0.05)
+    await stop_application(node, analytics, "ticker-counts")
 
 
 REGEX_EXAMPLE = """-- The SQL reference's REGEX_LOG_PARSE example 1, unchanged.
@@ -221,55 +237,22 @@ CREATE OR REPLACE PUMP "STREAM_PUMP" AS INSERT INTO "DESTINATION_SQL_STREAM"
 async def test_the_regex_log_parse_example(node: Node, kinesis: Any, analytics: Any) -> None:
     for stream in ("sectors", "matches"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
-    await call(
-        analytics.create_application,
-        ApplicationName="regex-example",
-        ApplicationCode=REGEX_EXAMPLE,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {
-                    "ResourceARN": STREAM_ARN.format("sectors"),
-                    "RoleARN": ROLE,
-                },
-                "InputSchema": SCHEMA,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "DESTINATION_SQL_STREAM",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("matches"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            }
-        ],
+    await create_application(
+        analytics,
+        "regex-example",
+        REGEX_EXAMPLE,
+        source="sectors",
+        outputs=[("DESTINATION_SQL_STREAM", "matches", "JSON")],
     )
     await call(
         kinesis.put_records,
         StreamName="sectors",
         Records=[ticker_record(r) for r in (WINDOW_2[0], WINDOW_1[1])],  # ENERGY, TECHNOLOGY
     )
-    await call(
-        analytics.start_application,
-        ApplicationName="regex-example",
-        InputConfigurations=[
-            {
-                "Id": "1.1",
-                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
-            }
-        ],
-    )
+    await start_application(analytics, "regex-example")
     matches = [json.loads(data) for data in await read_all(kinesis, "matches", 2)]
     assert matches == [{"MATCH1": "EN", "MATCH2": "RGY"}, {"MATCH1": None, "MATCH2": None}]
-    await call(analytics.stop_application, ApplicationName="regex-example")
-    assert node.applications is not None
-    async with asyncio.timeout(10):
-        while True:  # the application leaves the node (bounded by the timeout)
-            if not node.applications.running():
-                break
-            await asyncio.sleep(0.05)
+    await stop_application(node, analytics, "regex-example")
 
 
 COPY = """CREATE OR REPLACE STREAM "COPIES" (TICKER VARCHAR(4));
@@ -288,57 +271,18 @@ async def test_rows_written_before_a_takeover_are_not_written_again(
     while the application is stopped; it then continues from LAST_STOPPED_POINT."""
     for stream in ("copy-in", "copies"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
-    await call(
-        analytics.create_application,
-        ApplicationName="copier",
-        ApplicationCode=COPY,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {
-                    "ResourceARN": STREAM_ARN.format("copy-in"),
-                    "RoleARN": ROLE,
-                },
-                "InputSchema": SCHEMA,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "COPIES",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("copies"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            }
-        ],
+    await create_application(
+        analytics,
+        "copier",
+        COPY,
+        source="copy-in",
+        outputs=[("COPIES", "copies", "JSON")],
     )
 
-    async def start(position: str) -> None:
-        await call(
-            analytics.start_application,
-            ApplicationName="copier",
-            InputConfigurations=[
-                {
-                    "Id": "1.1",
-                    "InputStartingPositionConfiguration": {"InputStartingPosition": position},
-                }
-            ],
-        )
-
-    async def stop() -> None:
-        await call(analytics.stop_application, ApplicationName="copier")
-        assert node.applications is not None
-        async with asyncio.timeout(10):
-            while True:  # the application leaves the node (bounded by the timeout)
-                if not node.applications.running():
-                    break
-                await asyncio.sleep(0.05)
-
     await call(kinesis.put_records, StreamName="copy-in", Records=[ticker_record(WINDOW_1[0])])
-    await start("TRIM_HORIZON")
+    await start_application(analytics, "copier")
     assert len(await read_all(kinesis, "copies", 1)) == 1
-    await stop()
+    await stop_application(node, analytics, "copier")
     await call(kinesis.put_records, StreamName="copy-in", Records=[ticker_record(WINDOW_2[0])])
     # The dead holder's write: BBB's copy, keyed as the runner keys it.
     (shard,) = (await call(kinesis.list_shards, StreamName="copy-in"))["Shards"]
@@ -356,13 +300,13 @@ async def test_rows_written_before_a_takeover_are_not_written_again(
     key = hashlib.md5(f"COPIES|{arrival_ms}|".encode() + copy, usedforsecurity=False).hexdigest()
     await call(kinesis.put_record, StreamName="copies", Data=copy, PartitionKey=key)
 
-    await start("LAST_STOPPED_POINT")
+    await start_application(analytics, "copier", "LAST_STOPPED_POINT")
     await call(kinesis.put_records, StreamName="copy-in", Records=[ticker_record(WINDOW_2[2])])
     copies = [json.loads(data) for data in await read_all(kinesis, "copies", 3)]
     await asyncio.sleep(0.5)  # a copy written again would come with the next one's
     copies = [json.loads(data) for data in await read_all(kinesis, "copies", 3)]
     assert copies == [{"TICKER": "QXZ"}, {"TICKER": "XYZ"}, {"TICKER": "XYZ"}]
-    await stop()
+    await stop_application(node, analytics, "copier")
 
 
 JOIN_EXAMPLE = """-- The SQL reference's windowed stream-to-stream join (LEFT OUTER: an
@@ -388,30 +332,12 @@ async def test_a_windowed_stream_to_stream_join(
 ) -> None:
     for stream in ("trading", "matched"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
-    await call(
-        analytics.create_application,
-        ApplicationName="order-trades",
-        ApplicationCode=JOIN_EXAMPLE,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {
-                    "ResourceARN": STREAM_ARN.format("trading"),
-                    "RoleARN": ROLE,
-                },
-                "InputSchema": SCHEMA,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "DESTINATION_SQL_STREAM",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("matched"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            }
-        ],
+    await create_application(
+        analytics,
+        "order-trades",
+        JOIN_EXAMPLE,
+        source="trading",
+        outputs=[("DESTINATION_SQL_STREAM", "matched", "JSON")],
     )
 
     async def put(*rows: tuple[str, str, float, float]) -> int:
@@ -427,16 +353,7 @@ async def test_a_windowed_stream_to_stream_join(
     xyz_order = await put(("XYZ", "ORDER", 0.0, 2.0))  # its trade 61 s before: not paired
     await put(("ABC", "TRADE", 0.0, 12.0))  # after the order, which has no window: not paired
     qrs = await put(("QRS", "ORDER", 0.0, 3.0), ("QRS", "TRADE", 0.0, 4.0))  # the same instant
-    await call(
-        analytics.start_application,
-        ApplicationName="order-trades",
-        InputConfigurations=[
-            {
-                "Id": "1.1",
-                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
-            }
-        ],
-    )
+    await start_application(analytics, "order-trades")
     await wait_read(node, 7)
     clock.advance(ms=2_000)  # past the XYZ order's window (its instant) and the in-flight time
     matched = [json.loads(data) for data in await read_all(kinesis, "matched", 3)]
@@ -449,13 +366,7 @@ async def test_a_windowed_stream_to_stream_join(
         {"ORDER_TIME": at(qrs), "TICKER": "QRS", "ORDER_AMOUNT": 3.0, "TRADE_AMOUNT": 4.0},
         {"ORDER_TIME": at(xyz_order), "TICKER": "XYZ", "ORDER_AMOUNT": 2.0, "TRADE_AMOUNT": None},
     ]
-    await call(analytics.stop_application, ApplicationName="order-trades")
-    assert node.applications is not None
-    async with asyncio.timeout(10):
-        while True:  # the application leaves the node (bounded by the timeout)
-            if not node.applications.running():
-                break
-            await asyncio.sleep(0.05)
+    await stop_application(node, analytics, "order-trades")
 
 
 ANOMALY_EXAMPLE = """-- The developer guide's anomaly detection example, unchanged.
@@ -488,30 +399,12 @@ async def test_the_anomaly_detection_example(node: Node, kinesis: Any, analytics
     spike: every record comes out with its ANOMALY_SCORE, the spike's far above the rest."""
     for stream in ("prices", "scored"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
-    await call(
-        analytics.create_application,
-        ApplicationName="anomalies",
-        ApplicationCode=ANOMALY_EXAMPLE,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {
-                    "ResourceARN": STREAM_ARN.format("prices"),
-                    "RoleARN": ROLE,
-                },
-                "InputSchema": SCHEMA,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "DESTINATION_SQL_STREAM",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("scored"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            }
-        ],
+    await create_application(
+        analytics,
+        "anomalies",
+        ANOMALY_EXAMPLE,
+        source="prices",
+        outputs=[("DESTINATION_SQL_STREAM", "scored", "JSON")],
     )
     prices = [80.0 + (i * 7 % 13) / 4 for i in range(150)]  # exact in a REAL
     prices[120] = 160.0  # the planted spike
@@ -524,16 +417,7 @@ async def test_the_anomaly_detection_example(node: Node, kinesis: Any, analytics
                 for price in prices[start : start + 50]
             ],
         )
-    await call(
-        analytics.start_application,
-        ApplicationName="anomalies",
-        InputConfigurations=[
-            {
-                "Id": "1.1",
-                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
-            }
-        ],
-    )
+    await start_application(analytics, "anomalies")
     scored = [json.loads(data) for data in await read_all(kinesis, "scored", len(prices))]
     assert len(scored) == len(prices)
     assert sorted(row["PRICE"] for row in scored) == sorted(prices)
@@ -541,13 +425,7 @@ async def test_the_anomaly_detection_example(node: Node, kinesis: Any, analytics
     spike = next(row for row in scored if row["PRICE"] == 160.0)
     others = [row["ANOMALY_SCORE"] for row in scored if row is not spike]
     assert spike["ANOMALY_SCORE"] > 3 * max(others)
-    await call(analytics.stop_application, ApplicationName="anomalies")
-    assert node.applications is not None
-    async with asyncio.timeout(10):
-        while True:  # the application leaves the node (bounded by the timeout)
-            if not node.applications.running():
-                break
-            await asyncio.sleep(0.05)
+    await stop_application(node, analytics, "anomalies")
 
 
 HOTSPOTS_EXAMPLE = """-- The SQL reference's HOTSPOTS example 1, unchanged.
@@ -575,33 +453,16 @@ CREATE OR REPLACE PUMP "STREAM_PUMP" AS
 async def test_the_hotspots_example(node: Node, kinesis: Any, analytics: Any) -> None:
     """The reference's HOTSPOTS pump over ticker records: 70 spread prices, then 30 at one
     (CHANGE, PRICE): every record comes out with HOTSPOTS_RESULT; the last one's names the one
-    hotspot, its bounds and density (30 rows over a radius-sided square)."""
+    hotspot, its bounds and density (30 rows over a radius-sided square). Its window is
+    rebuilt when the application resumes."""
     for stream in ("quotes", "hot"):
         await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
-    await call(
-        analytics.create_application,
-        ApplicationName="hotspots",
-        ApplicationCode=HOTSPOTS_EXAMPLE,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {
-                    "ResourceARN": STREAM_ARN.format("quotes"),
-                    "RoleARN": ROLE,
-                },
-                "InputSchema": SCHEMA,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "DESTINATION_SQL_STREAM",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("hot"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            }
-        ],
+    await create_application(
+        analytics,
+        "hotspots",
+        HOTSPOTS_EXAMPLE,
+        source="quotes",
+        outputs=[("DESTINATION_SQL_STREAM", "hot", "JSON")],
     )
     quotes = [("ABC", "TECHNOLOGY", 0.25, 10.0 + i) for i in range(70)]
     quotes += [("XYZ", "ENERGY", 0.5, 40.0)] * 30
@@ -611,29 +472,24 @@ async def test_the_hotspots_example(node: Node, kinesis: Any, analytics: Any) ->
             StreamName="quotes",
             Records=[ticker_record(quote) for quote in quotes[start : start + 50]],
         )
-    await call(
-        analytics.start_application,
-        ApplicationName="hotspots",
-        InputConfigurations=[
-            {
-                "Id": "1.1",
-                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
-            }
-        ],
-    )
+    await start_application(analytics, "hotspots")
     rows = [json.loads(data) for data in await read_all(kinesis, "hot", len(quotes))]
     assert len(rows) == len(quotes)
     assert json.loads(rows[69]["HOTSPOTS_RESULT"]) == {"hotspots": []}
     (hotspot,) = json.loads(rows[-1]["HOTSPOTS_RESULT"])["hotspots"]
     assert hotspot["minValues"] == hotspot["maxValues"] == [0.5, 40.0]
     assert hotspot["density"] == pytest.approx(30 / 0.013**2)
-    await call(analytics.stop_application, ApplicationName="hotspots")
-    assert node.applications is not None
-    async with asyncio.timeout(10):
-        while True:  # the application leaves the node (bounded by the timeout)
-            if not node.applications.running():
-                break
-            await asyncio.sleep(0.05)
+    # Stopped and started again from LAST_STOPPED_POINT (as a successor takes over): the
+    # window's last 100 records are read again, so the next row's window holds 31 dense
+    # rows, not 1; the rows written before are not written again.
+    await stop_application(node, analytics, "hotspots")
+    await start_application(analytics, "hotspots", "LAST_STOPPED_POINT")
+    await call(kinesis.put_records, StreamName="quotes", Records=[ticker_record(quotes[-1])])
+    rows = [json.loads(data) for data in await read_all(kinesis, "hot", len(quotes) + 1)]
+    assert len(rows) == len(quotes) + 1
+    (hotspot,) = json.loads(rows[-1]["HOTSPOTS_RESULT"])["hotspots"]
+    assert hotspot["density"] == pytest.approx(31 / 0.013**2)
+    await stop_application(node, analytics, "hotspots")
 
 
 LOG_EXAMPLE = """-- The SQL reference's W3C_LOG_PARSE COMMON columns, and SYS_LOG_PARSE.
@@ -656,27 +512,13 @@ async def test_the_log_parsing_functions(node: Node, kinesis: Any, analytics: An
         },
         "RecordColumns": [{"Name": "LINE", "Mapping": "$.line", "SqlType": "VARCHAR(1024)"}],
     }
-    await call(
-        analytics.create_application,
-        ApplicationName="log-parsing",
-        ApplicationCode=LOG_EXAMPLE,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {"ResourceARN": STREAM_ARN.format("logs"), "RoleARN": ROLE},
-                "InputSchema": schema,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "DESTINATION_SQL_STREAM",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": STREAM_ARN.format("parsed"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            }
-        ],
+    await create_application(
+        analytics,
+        "log-parsing",
+        LOG_EXAMPLE,
+        source="logs",
+        outputs=[("DESTINATION_SQL_STREAM", "parsed", "JSON")],
+        schema=schema,
     )
     lines = [
         '192.168.254.30 - John [24/May/2004:22:01:02 -0700] "GET /icons/apache_pb.gif HTTP/1.1"'
@@ -690,16 +532,7 @@ async def test_the_log_parsing_functions(node: Node, kinesis: Any, analytics: An
             {"Data": json.dumps({"line": line}).encode(), "PartitionKey": "k"} for line in lines
         ],
     )
-    await call(
-        analytics.start_application,
-        ApplicationName="log-parsing",
-        InputConfigurations=[
-            {
-                "Id": "1.1",
-                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
-            }
-        ],
-    )
+    await start_application(analytics, "log-parsing")
     parsed = [json.loads(data) for data in await read_all(kinesis, "parsed", 2)]
     assert parsed[0] == {
         "HOST": "192.168.254.30",
@@ -711,13 +544,7 @@ async def test_the_log_parsing_functions(node: Node, kinesis: Any, analytics: An
     }
     assert parsed[1]["HOST"] is None
     assert parsed[1]["MESSAGE"] == "web1 cron[7]: job done"
-    await call(analytics.stop_application, ApplicationName="log-parsing")
-    assert node.applications is not None
-    async with asyncio.timeout(10):
-        while True:  # the application leaves the node (bounded by the timeout)
-            if not node.applications.running():
-                break
-            await asyncio.sleep(0.05)
+    await stop_application(node, analytics, "log-parsing")
 
 
 async def test_an_application_of_another_region_reads_and_writes_its_streams(
@@ -747,40 +574,17 @@ async def test_an_application_of_another_region_reads_and_writes_its_streams(
     await call(
         west.put_records, StreamName="ns-in", Records=[ticker_record(WINDOW_2[0]) | second_shard]
     )
-    created = await call(
-        west_analytics.create_application,
-        ApplicationName="ns-copier",
-        ApplicationCode=COPY,
-        Inputs=[
-            {
-                "NamePrefix": "SOURCE_SQL_STREAM",
-                "KinesisStreamsInput": {"ResourceARN": west_arn.format("ns-in"), "RoleARN": ROLE},
-                "InputSchema": SCHEMA,
-            }
-        ],
-        Outputs=[
-            {
-                "Name": "COPIES",
-                "KinesisStreamsOutput": {
-                    "ResourceARN": west_arn.format("ns-out"),
-                    "RoleARN": ROLE,
-                },
-                "DestinationSchema": {"RecordFormatType": "JSON"},
-            }
-        ],
+    created = await create_application(
+        west_analytics,
+        "ns-copier",
+        COPY,
+        source="ns-in",
+        outputs=[("COPIES", "ns-out", "JSON")],
+        arn=west_arn,
     )
     arn = created["ApplicationSummary"]["ApplicationARN"]
     assert arn == "arn:aws:kinesisanalytics:eu-west-1:000000000000:application/ns-copier"
-    await call(
-        west_analytics.start_application,
-        ApplicationName="ns-copier",
-        InputConfigurations=[
-            {
-                "Id": "1.1",
-                "InputStartingPositionConfiguration": {"InputStartingPosition": "TRIM_HORIZON"},
-            }
-        ],
-    )
+    await start_application(west_analytics, "ns-copier")
     copies = [json.loads(data) for data in await read_all(west, "ns-out", 1, deadline_s=10)]
     assert copies == [{"TICKER": "XYZ"}]  # west's record, not the default region's QXZ
     await call(west.put_records, StreamName="ns-in", Records=[ticker_record(WINDOW_1[1])])
@@ -805,12 +609,6 @@ async def test_an_application_of_another_region_reads_and_writes_its_streams(
             if app.continuous_through:
                 break
             await asyncio.sleep(0.05)
-    await call(west_analytics.stop_application, ApplicationName="ns-copier")
-    assert node.applications is not None
-    async with asyncio.timeout(10):
-        while True:  # the application leaves the node (bounded by the timeout)
-            if not node.applications.running():
-                break
-            await asyncio.sleep(0.05)
+    await stop_application(node, west_analytics, "ns-copier")
     west.close()
     west_analytics.close()

@@ -83,7 +83,8 @@ def formed(endpoint: str, size: int) -> bool:
     return len(active) == size and bool(status.controller)
 
 
-def wait_formed(cluster: ClusterProcesses, *, deadline_s: float = 60) -> None:
+def wait_formed(cluster: ClusterProcesses, *, deadline_s: float = 120) -> None:
+    # A bound, not a speed: three nodes importing at once take ~2 s quiet, 30+ s at load 40.
     size = len(cluster.nodes)
     for endpoint in cluster.endpoints:
         wait_until(

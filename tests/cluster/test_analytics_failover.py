@@ -6,14 +6,15 @@ Method: a 3-node cluster whose nodes take a dead node's applications over after 
 6-second tumbling
 windows (output "out") and copying every row (a continuous pump, output "seen"), over a
 one-shard stream, started from TRIM_HORIZON. AAA's window is closed and written first. Then,
-just after a window boundary, BBB's records are written and read (their copies are in "seen")
-while their window is still open; the node holding the application's placement lease (the
+just after a window boundary, a new ticker's records (B000; B001 and so on when a loaded
+machine let the window close before they were read) are written and read (their copies are
+in "seen") while their window is still open; the node holding the application's placement lease (the
 lease table, through the public LeaseService) is killed -9, and CCC's records are written.
 Another node takes the placement once the dead node's lease has gone unrenewed for the
 failover time, then the shard's lease; it resumes from the shard's checkpoint, which was held
-back to before BBB (its window was open), replays BBB to rebuild the window, and skips what
+back to before them (their window was open), replays them to rebuild the window, and skips what
 the recorded marks say was written, and the rows the output streams received since the last
-mark (BBB's copies, when the kill came before the marks covering them were recorded). Every
+mark (their copies, when the kill came before the marks covering them were recorded). Every
 count and copy is checked exactly.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from functools import partial
 from typing import Any
 
 import boto3
@@ -109,6 +111,10 @@ def placement_owner(endpoint: str) -> str | None:
     return asyncio.run(owner())
 
 
+def copied(kinesis: Any, ticker: str, count: int) -> bool:
+    return copies(kinesis).get(ticker) == count
+
+
 def put(kinesis: Any, ticker: str, count: int) -> None:
     records = [{"Data": json.dumps({"TICKER": ticker}).encode(), "PartitionKey": ticker}] * count
     kinesis.put_records(StreamName="in", Records=records)
@@ -159,30 +165,43 @@ def test_application_moves_when_its_node_dies(cluster: ClusterProcesses) -> None
             }
         ],
     )
-    wait_until(lambda: counts(kinesis).get("AAA") == 3, deadline_s=30, what="first window")
-    # Just after a window boundary, so BBB's window stays open until well after the kill.
+    wait_until(lambda: counts(kinesis).get("AAA") == 3, deadline_s=90, what="first window")
     owner = placement_owner(first.endpoint)
     assert owner is not None
     victim = cluster.node_named(owner.split(":", 1)[0])
-    time.sleep(WINDOW_S - time.time() % WINDOW_S + 0.5)
-    put(kinesis, "BBB", 4)
-    wait_until(lambda: copies(kinesis).get("BBB") == 4, deadline_s=5, what="BBB read")
-    # Killed at once: the marks covering BBB's copies may not be recorded yet (the runner
+    # Just after a window boundary, four records of a new ticker, read back (their copies are
+    # in "seen") while their window is still open. On a loaded machine the window may close
+    # first: that ticker is then an ordinary closed window, and the next boundary is tried.
+    open_ticker = None
+    tickers: list[str] = []
+    give_up = time.monotonic() + 90
+    while open_ticker is None:
+        assert time.monotonic() < give_up, f"no window stayed open long enough: {tickers}"
+        time.sleep(WINDOW_S - time.time() % WINDOW_S + 0.5)  # to the next boundary
+        closes_at = (time.time() // WINDOW_S + 1) * WINDOW_S
+        ticker = f"B{len(tickers):03d}"
+        tickers.append(ticker)
+        put(kinesis, ticker, 4)
+        wait_until(partial(copied, kinesis, ticker, 4), deadline_s=30, what=f"{ticker} read")
+        if time.time() < closes_at - 1:  # a second of margin for the kill to land
+            open_ticker = ticker
+    # Killed at once: the marks covering the copies may not be recorded yet (the runner
     # records them at its next tick); the successor then finds the copies in "seen" and skips
-    # them rather than copying BBB again.
+    # them rather than copying them again.
     victim.kill()
     survivor = next(node for node in cluster.nodes if node is not victim)
     kinesis = client("kinesis", survivor.http_port)
-    assert "BBB" not in counts(kinesis)  # its window was open: its state died with the node
+    assert open_ticker not in counts(kinesis)  # its window was open: its state died
     started = time.monotonic()
     put(kinesis, "CCC", 2)
     wait_until(
-        lambda: counts(kinesis).get("CCC") == 2, deadline_s=60, what="a window after the kill"
+        lambda: counts(kinesis).get("CCC") == 2, deadline_s=90, what="a window after the kill"
     )
     moved_to = placement_owner(survivor.endpoint)
     assert moved_to is not None and not moved_to.startswith(owner.split(":", 1)[0] + ":")
-    # None lost, none emitted twice: BBB's window was rebuilt from the replayed records.
-    assert counts(kinesis) == {"AAA": 3, "BBB": 4, "CCC": 2}
-    assert copies(kinesis) == {"AAA": 3, "BBB": 4, "CCC": 2}
+    # None lost, none emitted twice: the open window was rebuilt from the replayed records.
+    expected = {"AAA": 3, "CCC": 2, **dict.fromkeys(tickers, 4)}
+    assert counts(kinesis) == expected
+    assert copies(kinesis) == expected
     skipped = "analytics_rows_already_written" in cluster.logs()
     print(f"failover: {time.monotonic() - started:.1f} s; copies found written: {skipped}")

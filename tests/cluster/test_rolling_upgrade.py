@@ -22,7 +22,12 @@ import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ErrorCode, ShoalError
-from broker.meta.metadata_format import METADATA_FORMAT_MAX, STORED_BATCHES_LEVEL
+from broker.meta.metadata_format import (
+    FIRST_FORMAT,
+    METADATA_FORMAT_MAX,
+    STORED_BATCHES_LEVEL,
+    members_after,
+)
 from broker.streams.sequence_numbers import is_aws_layout
 from tests.cluster.helpers import Producer, check_no_loss, cluster_status, wait_formed
 from tests.support import REPO, ClusterProcesses, NodeProcess, wait_until
@@ -97,7 +102,9 @@ def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
         with ShoalClient(newest.endpoint) as client, pytest.raises(ShoalError) as refused:
             client.call("StartStreamEncryption", encrypt)
         assert refused.value.code is ErrorCode.INVALID_ARGUMENT
-        assert f"metadata format {METADATA_FORMAT_MAX}" in refused.value.message
+        # The level of a stream's data key (which StartStreamEncryption carries).
+        needed = members_after(FIRST_FORMAT, "SetStreamEncryption")["data_key"]
+        assert f"metadata format {needed}" in refused.value.message
         producer.wait_acknowledged(len(producer.acknowledged) + 100)
         newest.terminate()
         run_from(newest, previous)

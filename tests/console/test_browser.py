@@ -422,6 +422,9 @@ def test_cluster_page_of_three_nodes(
         browser.save_screenshot(str(shots / "cluster-node-down.png"))
         assert console_errors(browser) == []
         api.close()
+    except BaseException:
+        print(cluster.logs())  # why the cluster did not form or heal, with the failure
+        raise
     finally:
         cluster.stop()
 

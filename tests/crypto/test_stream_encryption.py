@@ -87,15 +87,16 @@ async def read_all(kinesis: Any, name: str) -> list[bytes]:
 async def encryption_types_by_door(
     node: Node, kinesis: Any, clock: ManualClock, name: str
 ) -> dict[str, list[str]]:
-    """Each record's EncryptionType from TRIM_HORIZON, as GetRecords answers it through boto3
-    (JSON), raw CBOR and gRPC, and as SubscribeToShard pushes it through boto3 and gRPC."""
+    """Each record's EncryptionType ("absent" when it has none) from TRIM_HORIZON, as
+    GetRecords answers it through boto3 (JSON), raw CBOR and gRPC, and as SubscribeToShard
+    pushes it through boto3 and gRPC."""
     shard = (await call(kinesis.list_shards, StreamName=name))["Shards"][0]["ShardId"]
     start = {"StreamName": name, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"}
     types: dict[str, list[str]] = {}
 
     iterator = (await call(kinesis.get_shard_iterator, **start))["ShardIterator"]
     answer = await call(kinesis.get_records, ShardIterator=iterator)
-    types["json"] = [record["EncryptionType"] for record in answer["Records"]]
+    types["json"] = [record.get("EncryptionType", "absent") for record in answer["Records"]]
 
     iterator = (await call(kinesis.get_shard_iterator, **start))["ShardIterator"]
     async with httpx.AsyncClient(timeout=30) as http:
@@ -110,7 +111,7 @@ async def encryption_types_by_door(
     assert response.status_code == 200, response.content
     # Tag 1 holds epoch milliseconds here (the Java SDK's reading), not cbor2's seconds.
     answer = cbor2.loads(response.content, semantic_decoders={1: lambda value, _: value})
-    types["cbor"] = [record["EncryptionType"] for record in answer["Records"]]
+    types["cbor"] = [record.get("EncryptionType", "absent") for record in answer["Records"]]
 
     stream_arn = (await summary(kinesis, name))["StreamARN"]
     consumer = await call(kinesis.register_stream_consumer, StreamARN=stream_arn, ConsumerName="t")
@@ -119,7 +120,7 @@ async def encryption_types_by_door(
     async with connected_client(node) as grpc_client:
         token = (await grpc_client.call("GetShardIterator", start))["ShardIterator"]
         got = await grpc_client.call("GetRecords", {"ShardIterator": token})
-        types["grpc"] = [record["EncryptionType"] for record in got["Records"]]
+        types["grpc"] = [record.get("EncryptionType", "absent") for record in got["Records"]]
         count = len(got["Records"])
 
         def subscribed_by_boto3() -> list[str]:
@@ -128,7 +129,10 @@ async def encryption_types_by_door(
                 ConsumerARN=consumer_arn, ShardId=shard, StartingPosition={"Type": "TRIM_HORIZON"}
             )["EventStream"]
             for message in events:  # bounded by botocore's read timeout
-                seen += [r["EncryptionType"] for r in message["SubscribeToShardEvent"]["Records"]]
+                seen += [
+                    r.get("EncryptionType", "absent")
+                    for r in message["SubscribeToShardEvent"]["Records"]
+                ]
                 if len(seen) >= count:
                     break
             events.close()
@@ -146,7 +150,9 @@ async def encryption_types_by_door(
         while len(seen) < count:
             event = await stream.next_event(timeout_s=10)
             assert event is not None, seen
-            seen += [r["EncryptionType"] for r in event["SubscribeToShardEvent"]["Records"]]
+            seen += [
+                r.get("EncryptionType", "absent") for r in event["SubscribeToShardEvent"]["Records"]
+            ]
         await stream.aclose()
         types["grpc-subscribe"] = seen
     await call(kinesis.deregister_stream_consumer, ConsumerARN=consumer_arn)
@@ -206,9 +212,9 @@ async def test_records_are_sealed_from_start_to_stop_and_keys_rotate(
         b"SEALED-rotated",
         *[b"AFTER-clear"] * 3,
     ]
-    # Each record says how it was stored, on every door: records written before the start
-    # stay NONE, those sealed stay KMS after the stop.
-    expected_types = ["NONE"] * 3 + ["KMS"] * 4 + ["NONE"] * 3
+    # Each record says how it was stored, on every door, as AWS does: a sealed record carries
+    # EncryptionType KMS (and stays so after the stop), a clear one none (read as NONE).
+    expected_types = ["absent"] * 3 + ["KMS"] * 4 + ["absent"] * 3
     doors = ("json", "cbor", "grpc", "boto3-subscribe", "grpc-subscribe")
     types = await encryption_types_by_door(node, kinesis, clock, "vault")
     assert types == dict.fromkeys(doors, expected_types)

@@ -122,6 +122,18 @@ async def wait_status(firehose: Any, name: str, status: str, *, deadline_s: floa
             await asyncio.sleep(0.05)
 
 
+async def wait_encryption(firehose: Any, name: str, status: str, *, deadline_s: float = 20) -> Any:
+    """The description once its DeliveryStreamEncryptionConfiguration shows `status`
+    (bounded): Start/StopDeliveryStreamEncryption settle asynchronously, as on AWS."""
+    async with asyncio.timeout(deadline_s):
+        while True:
+            described = await call(firehose.describe_delivery_stream, DeliveryStreamName=name)
+            description = described["DeliveryStreamDescription"]
+            if description["DeliveryStreamEncryptionConfiguration"]["Status"] == status:
+                return description
+            await asyncio.sleep(0.05)
+
+
 async def wait_gone(firehose: Any, name: str, *, deadline_s: float = 20) -> None:
     """Returns once DescribeDeliveryStream answers ResourceNotFoundException (bounded)."""
     async with asyncio.timeout(deadline_s):

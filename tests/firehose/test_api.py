@@ -14,7 +14,14 @@ from broker.api.firehose.v1 import firehose_pb2, firehose_pb2_grpc
 from broker.clock import ManualClock
 from broker.errors import ErrorCode, ShoalError
 from broker.node import Node
-from tests.firehose.conftest import call, firehose_client, s3_destination, wait_gone, wait_status
+from tests.firehose.conftest import (
+    call,
+    firehose_client,
+    s3_destination,
+    wait_encryption,
+    wait_gone,
+    wait_status,
+)
 from tests.s3_server import S3Server, running_s3_node
 
 pytestmark = pytest.mark.integration
@@ -181,7 +188,7 @@ async def test_puts_update_destination_tags_and_encryption(
         DeliveryStreamName="puts",
         DeliveryStreamEncryptionConfigurationInput={"KeyType": "AWS_OWNED_CMK"},
     )
-    described = await wait_status(firehose, "puts", "ACTIVE")
+    described = await wait_encryption(firehose, "puts", "ENABLED")
     assert described["DeliveryStreamEncryptionConfiguration"] == {
         "Status": "ENABLED",
         "KeyType": "AWS_OWNED_CMK",

@@ -194,9 +194,11 @@ async def test_on_demand_stream_splits_where_traffic_halves_and_merges_when_idle
     )
     keys = _lower_quarter_keys(40)
     acknowledged: dict[str, list[bytes]] = {key: [] for key in keys}
+    in_children = 0  # records acknowledged by a shard other than the first
     stop = asyncio.Event()
 
     async def produce() -> None:
+        nonlocal in_children
         counter = 0
         while not stop.is_set():
             batch: list[dict[str, Any]] = []
@@ -208,6 +210,7 @@ async def test_on_demand_stream_splits_where_traffic_halves_and_merges_when_idle
             for sent, result in zip(batch, answer["Records"], strict=True):
                 if "SequenceNumber" in result:
                     acknowledged[sent["PartitionKey"]].append(sent["Data"])
+                    in_children += result["ShardId"] != "shardId-000000000000"
             await asyncio.sleep(0.04)  # about 200 records/s: four times the split rate
 
     producer = asyncio.create_task(produce())
@@ -218,7 +221,10 @@ async def test_on_demand_stream_splits_where_traffic_halves_and_merges_when_idle
             deadline_s=30,
             what="an automatic split",
         )
-        await asyncio.sleep(1.0)  # keep writing into the children for a while
+        # Keep writing until the children hold records too (the read-back below spans both).
+        await _eventually(
+            lambda: in_children, lambda count: count >= 50, deadline_s=10, what="children's records"
+        )
     finally:
         stop.set()
         await producer

@@ -10,7 +10,7 @@ import pytest
 from broker.errors import ErrorCode
 from broker.iam.directory import KeyDirectory
 from broker.iam.identities import ACCESS_KEYS_PER_PRINCIPAL_MAX, IamTable, KeyStatus
-from broker.iam.sealing import SecretBox
+from broker.iam.sealing import SecretBox, legacy_key
 from broker.meta.commands import CreateAccessKey, CreatePrincipal, UpdateAccessKey
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import decode_image, encode_image
@@ -57,15 +57,47 @@ def test_image_with_principals_round_trips() -> None:
     assert decode_image(data) == image
 
 
+def _derived(
+    password: str, *, level_4: bool = True, secret: bytes = b"cluster secret", previous: str = ""
+) -> SecretBox:
+    return SecretBox.derived(
+        password=password,
+        previous_passwords=(previous,) if previous else (),
+        cluster_secret=lambda: secret,
+        sealing_is_derived=lambda: level_4,
+    )
+
+
 def test_sealed_secrets_open_only_with_the_key_and_id() -> None:
-    box = SecretBox.from_password("cluster password")
+    box = _derived("cluster password")
     sealed = box.seal("AKIA1", "s3cr3t")
     assert b"s3cr3t" not in sealed
     assert box.open("AKIA1", sealed) == "s3cr3t"
     assert box.open("AKIA2", sealed) is None  # moved to another key id
-    assert SecretBox.from_password("other").open("AKIA1", sealed) is None
+    assert _derived("other").open("AKIA1", sealed) is None
+    # The cluster's random secret is in the derivation, as in the data keys' master key.
+    assert _derived("cluster password", secret=b"another cluster").open("AKIA1", sealed) is None
     with pytest.raises(ValueError, match="32 bytes"):
         SecretBox(b"short")
+
+
+def test_secrets_sealed_the_old_way_open_and_are_resealed_with_the_derived_key() -> None:
+    # Before metadata format 4 every node seals with the Raft password alone (what a binary
+    # of format 3 opens); from 4 on with the derived key, and the old form is re-sealed.
+    old = _derived("pw", level_4=False).seal("AKIA1", "s1")
+    assert SecretBox(legacy_key("pw")).open("AKIA1", old) == "s1"  # the previous release's key
+    box = _derived("pw")
+    assert box.open("AKIA1", old) == "s1"
+    resealed = box.reseal("AKIA1", old)
+    assert resealed is not None and resealed != old
+    assert box.reseal("AKIA1", resealed) is None  # already current
+    assert SecretBox(legacy_key("pw")).open("AKIA1", resealed) is None
+    assert _derived("pw").open("AKIA1", resealed) == "s1"
+    # After a Raft password change, the previous password opens and is re-sealed too.
+    changed = _derived("new", previous="pw")
+    again = changed.reseal("AKIA1", resealed)
+    assert again is not None and _derived("new").open("AKIA1", again) == "s1"
+    assert _derived("stranger").reseal("AKIA1", old) is None  # not this node's to fix
 
 
 def test_directory_static_keys_are_root_and_inactive_keys_nobody() -> None:

@@ -10,6 +10,7 @@ from broker.meta.commands import (
     DeleteDeliveryStream,
     ForgetDeliveryStream,
     SetDeliveryStreamEncryption,
+    SettleDeliveryStreamEncryption,
     UpdateDeliveryStreamDestination,
 )
 from broker.meta.delivery_streams import canonical_json, delivery_stream_arn
@@ -55,6 +56,7 @@ def every_delivery_stream_command(*, now_ms: int) -> list[Command]:
         SetDeliveryStreamEncryption(
             now_ms=now_ms, arn=ARN, name="orders", key_type="AWS_OWNED_CMK"
         ),
+        SettleDeliveryStreamEncryption(now_ms=now_ms, arn=ARN, uid="u1", key_type="AWS_OWNED_CMK"),
         DeleteDeliveryStream(now_ms=now_ms, arn=ARN, name="orders"),
         ForgetDeliveryStream(now_ms=now_ms, arn=ARN, uid="u1"),
     ]

@@ -17,6 +17,7 @@ from broker.meta.commands import (
     DeletePrincipal,
     DeletePrincipalPolicy,
     PutPrincipalPolicy,
+    ResealAccessKeys,
     RotateAccessKey,
     UpdateAccessKey,
 )
@@ -57,6 +58,7 @@ def every_iam_command(*, now_ms: int) -> list[Command]:
         PutPrincipalPolicy(
             now_ms=now_ms, principal_arn=ALICE, policy_name="streams", document=POLICY
         ),
+        ResealAccessKeys(now_ms=now_ms, resealed=(("AKIATWO", b"resealed"), ("AKIAGONE", b"x"))),
         DeletePrincipalPolicy(now_ms=now_ms, principal_arn=ALICE, policy_name="streams"),
         DeleteAccessKey(now_ms=now_ms, access_key_id="AKIATWO"),
         DeletePrincipal(now_ms=now_ms, arn=ALICE),

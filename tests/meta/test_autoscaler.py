@@ -4,9 +4,10 @@ refusals. The decision rules themselves are tested in tests/streams/test_autosca
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
-from broker.clock import ManualClock
+from broker.clock import ManualClock, VirtualClock
 from broker.meta.autoscaler import Autoscaler, AutoscalerSettings
 from broker.meta.capacity import scaling_events
 from broker.meta.capacity_table import ReportedLoad, ScalingEventKind, split_hash_key
@@ -125,6 +126,35 @@ async def test_a_sustained_hot_shard_is_split_at_its_traffic_split_key() -> None
     (event,) = scaling_events(quorum.image(), stream)
     assert event.kind is ScalingEventKind.SPLIT
     assert "halves its recent traffic" in event.reason
+
+
+async def test_the_running_autoscaler_splits_a_hot_shard_on_virtual_time() -> None:
+    """`Autoscaler.run` sleeps a pass interval on its clock: the shard reported hot for two
+    passes is split at the second pass, a virtual second later, not before."""
+    clock = VirtualClock(wall_ms=1_800_000_000_000)
+    image = _ok(
+        nodes_image(1),
+        create_stream("s1", mode=StreamMode.ON_DEMAND, shard_count=2, now_ms=clock.wall_ms()),
+    )
+    clock.advance(ms=5_000)  # past CREATING
+    quorum = LocalQuorum(image)
+    await quorum.start()
+    settings = AutoscalerSettings(policy=POLICY, load_stale_ms=10_000)
+    scaler = Autoscaler(quorum=quorum, clock=clock, settings=settings)
+    running = asyncio.create_task(scaler.run())
+    try:
+        async with asyncio.timeout(10):  # real time; the loop's own schedule is virtual
+            for _ in range(2):
+                stream = quorum.image().streams[StreamName("s1")]
+                assert stream.reshard is None
+                now_ms = clock.wall_ms()
+                await _report(quorum, _hot(0, now_ms=now_ms, split_at_ppm=None), now_ms=now_ms)
+                await clock.run_for(settings.pass_interval_ms)
+        stream = quorum.image().streams[StreamName("s1")]
+        assert stream.reshard is not None
+        assert stream.shards[0].state is ShardState.SEALING
+    finally:
+        running.cancel()
 
 
 async def test_nothing_happens_on_a_node_that_does_not_lead_the_quorum() -> None:

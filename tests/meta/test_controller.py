@@ -14,7 +14,7 @@ from collections import Counter
 
 import pytest
 
-from broker.clock import ManualClock
+from broker.clock import ManualClock, VirtualClock
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.commands import Command
@@ -672,6 +672,40 @@ async def test_controller_fences_a_dead_leader_and_elects_the_longest_log() -> N
         (N3, 2),
     }
     assert await controller.run_pass() == 0
+
+
+async def test_the_running_controller_fences_a_silent_node_on_virtual_time() -> None:
+    """`Controller.run` sleeps on its clock: a virtual session passes in milliseconds, and the
+    silent node is fenced at the first pass after its session, not before."""
+    image = stream_image(3, shard_count=1, factor=3)
+    quorum = LocalQuorum(image)
+    await quorum.start()
+    clock = VirtualClock(wall_ms=WALL_MS, monotonic_ms=0)
+    controller = Controller(
+        quorum=quorum, replicas=MemoryReplicas(), clock=clock, settings=SETTINGS, node_id=N1
+    )
+    passes = 0
+    real_pass = controller.run_pass
+
+    async def counted_pass() -> int:
+        nonlocal passes
+        passes += 1
+        return await real_pass()
+
+    controller.run_pass = counted_pass  # type: ignore[method-assign]
+    running = asyncio.create_task(controller.run())
+    try:
+        async with asyncio.timeout(10):  # real time; the loop's own schedule is virtual
+            for _ in range(SESSION_MS // 1_000):  # n3 is silent
+                await clock.run_for(1_000)
+                assert controller.on_heartbeat(node_id=N1, incarnation=1)
+                assert controller.on_heartbeat(node_id=N2, incarnation=1)
+            assert quorum.image().nodes[N3].state is NodeState.ACTIVE  # its session: 6 s
+            assert passes == SESSION_MS // SETTINGS.pass_interval_ms + 1  # one at 0, then 100 ms
+            await clock.run_for(SETTINGS.pass_interval_ms)
+            assert quorum.image().nodes[N3].state is NodeState.FENCED
+    finally:
+        running.cancel()
 
 
 async def test_controller_fences_a_crashed_leader_without_waiting_for_its_session() -> None:

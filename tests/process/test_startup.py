@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -234,6 +234,12 @@ def test_a_node_whose_master_key_cannot_open_the_data_keys_is_refused(tmp_path: 
         settings={"encryption_master_key": "file", "encryption_key_file": right},
     )
 
+    async def wait_for(what: str, condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 15  # the file is looked at every second
+        while not condition():
+            assert time.monotonic() < deadline, f"waited 15 s for {what}"
+            await asyncio.sleep(0.05)
+
     async def encrypt_a_stream() -> None:
         clock = ManualClock(wall_ms=int(time.time() * 1000))
         async with running_node(config, clock) as node, connected_client(node) as client:
@@ -242,6 +248,23 @@ def test_a_node_whose_master_key_cannot_open_the_data_keys_is_refused(tmp_path: 
                 "StartStreamEncryption",
                 {"StreamName": "vault", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
             )
+            # The check keeps running: a key file replaced under the running node is found
+            # (readiness and the metric), and putting the cluster's file back heals it.
+            assert node.readiness_problem() is None
+            original = right.read_bytes()
+            right.write_bytes(wrong.read_bytes())
+            await wait_for("the wrong key found", lambda: node.master_key_problem is not None)
+            problem = node.readiness_problem() or ""
+            assert "cannot unwrap the data keys of encrypted stream 'vault'" in problem
+            assert "encryption_key_file" in problem
+            usable = "kinesis_encryption_master_key_usable 0.0"
+            assert usable in node.metrics.exposition()[0].decode()
+            right.write_bytes(original)
+            await wait_for("the key put back", lambda: node.master_key_problem is None)
+            assert "kinesis_encryption_master_key_usable 1.0" in (
+                node.metrics.exposition()[0].decode()
+            )
+            await wait_for("ready again", lambda: node.readiness_problem() is None)
 
     asyncio.run(encrypt_a_stream())
     env = serve_env(

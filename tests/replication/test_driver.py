@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -129,7 +130,7 @@ async def cluster() -> AsyncIterator[Cluster]:
         writer.stop()
 
 
-async def _wait(predicate: object, *, timeout_s: float = 5.0) -> None:
+async def _wait(predicate: object, *, timeout_s: float = 30.0) -> None:  # a bound under load
     assert callable(predicate)
     async with asyncio.timeout(timeout_s):
         while not predicate():  # noqa: ASYNC110  # polls replica state; no event exists
@@ -164,6 +165,52 @@ async def test_a_minority_cannot_commit_and_the_producer_is_not_answered(
     cluster.down = set()
     first, _ = await asyncio.wait_for(pending, timeout=5)
     assert first == 2
+
+
+def _gate(cluster: Cluster, node: NodeId) -> threading.Event:
+    """Holds `node`'s group commits (its writer thread waits) until the event is set."""
+    store = cluster.stores[node]
+    gate = threading.Event()
+    append = store.append
+
+    def gated(batches: Sequence[AppendBatch]) -> None:
+        gate.wait(timeout=10)  # bounded: a failing test must not hang the writer's join
+        append(batches)
+
+    store.append = gated  # type: ignore[method-assign]
+    return gate
+
+
+async def test_acks_answer_producers_while_the_leaders_next_fsync_is_in_flight(
+    cluster: Cluster,
+) -> None:
+    """The driver steps what arrives while a turn's writes are in flight: the followers'
+    acks commit a record (and answer its producer) while the leader's own write of the next
+    one still waits for its disk, and that next one is answered only once the leader's copy
+    is durable too (replica.py rule 3)."""
+    await _append(cluster, NODES[0], 1, b"zero")
+    followers = [_gate(cluster, node) for node in NODES[1:]]
+    leader = _gate(cluster, NODES[0])
+    try:
+        leader.set()
+        first = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"one"))
+        await _wait(lambda: cluster.statistics(NODES[0])[0] == 3)  # durable on the leader
+        leader.clear()
+        second = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"two"))
+        await asyncio.sleep(0.1)  # the leader's turn for "two" is now waiting on its disk
+        assert not first.done()
+        for gate in followers:
+            gate.set()
+        await asyncio.wait_for(asyncio.shield(first), timeout=5)
+        await _wait(lambda: all(cluster.statistics(n)[0] == 4 for n in NODES[1:]))
+        await asyncio.sleep(0.1)  # a window in which an unsafe leader would answer "two"
+        assert not second.done()
+        assert cluster.statistics(NODES[0])[1] == 3  # its HW stops at its durable end
+        leader.set()
+        assert (await asyncio.wait_for(second, timeout=5))[0] == 3
+    finally:
+        for gate in (*followers, leader):
+            gate.set()
 
 
 async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_records(
@@ -250,3 +297,35 @@ def test_image_factory_is_consistent() -> None:
     image = _image(leader=NODES[0], epoch=1)
     (stream,) = image.streams.values()
     assert dataclasses.replace(stream.shards[0], epoch=2).epoch == 2
+
+
+async def test_a_stopping_node_waits_for_its_producers_answers_bounded(cluster: Cluster) -> None:
+    """Node.stop waits for the producers waiting on its replicas before it closes the
+    replication streams: still waiting while no majority answers, answered once one does."""
+    leader = cluster.drivers[NODES[0]]
+    await _append(cluster, NODES[0], 1, b"one")
+    assert await leader.wait_producers_answered(timeout_s=1) == 0  # nobody waits
+    cluster.down = {NODES[1], NODES[2]}
+    pending = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"waits"))
+    await _wait(lambda: leader.statistics().leaders == 1 and not pending.done())
+    await asyncio.sleep(0.05)  # the proposal is queued on the leader
+    assert await leader.wait_producers_answered(timeout_s=0.2) == 1
+    assert not pending.done()
+    cluster.down = set()
+    assert await leader.wait_producers_answered(timeout_s=5) == 0
+    first, _ = await asyncio.wait_for(pending, timeout=1)
+    assert first == 2
+
+
+async def test_a_stopping_node_answers_its_waiting_readers_at_once(cluster: Cluster) -> None:
+    leader = cluster.drivers[NODES[0]]
+    await _append(cluster, NODES[0], 1, b"one")
+    end = leader.readable_end(SHARD)
+    assert end is not None
+    waiting = asyncio.ensure_future(leader.wait_readable(SHARD, end, timeout_s=60))
+    await asyncio.sleep(0.1)  # nothing new to read: it waits
+    assert not waiting.done()
+    leader.release_waiting_readers()
+    await asyncio.wait_for(waiting, timeout=5)  # well before its own 60 s
+    # Later reads do not wait either.
+    await asyncio.wait_for(leader.wait_readable(SHARD, end, timeout_s=60), timeout=5)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from broker.clock import SystemClock
+from broker.clock import VirtualClock
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, NewRecord, new_record
@@ -267,6 +267,7 @@ def _image() -> MetadataImage:
 class Drivers:
     drivers: dict[NodeId, ReplicationDriver] = field(default_factory=dict)
     sent: int = 0
+    clock: VirtualClock = field(default_factory=VirtualClock)  # every driver's timers
 
 
 @pytest.fixture
@@ -307,7 +308,7 @@ async def drivers() -> AsyncIterator[Drivers]:
                 store=store,
                 writer=writer,
                 transport=Loopback(node),
-                clock=SystemClock(),
+                clock=wired.clock,
                 image=lambda: image,
                 tick_ms=5,
                 knobs=ReplicationKnobs(heartbeat_ms=20, resend_ms=200, idle_heartbeat_ms=60_000),
@@ -334,17 +335,11 @@ def _all_caught_up(wired: Drivers) -> bool:
     return len(ends) == SHARDS  # every replica of a shard agrees on its end and HW
 
 
-async def _until(predicate: object, *, timeout_s: float = 10.0) -> None:
-    assert callable(predicate)
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110  # polls replica state; no event exists
-            await asyncio.sleep(0.01)
-
-
 async def test_idle_replicas_are_not_ticked_and_a_write_still_reaches_every_follower(
     drivers: Drivers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    await _until(lambda: _all_caught_up(drivers))
+    clock = drivers.clock
+    await clock.run_until(lambda: _all_caught_up(drivers), step_ms=5)
     ticks = 0
     real_tick = replica_module.ShardReplica.tick
 
@@ -354,18 +349,22 @@ async def test_idle_replicas_are_not_ticked_and_a_write_still_reaches_every_foll
         real_tick(self, now_ms)
 
     monkeypatch.setattr(replica_module.ShardReplica, "tick", counting_tick)
-    await asyncio.sleep(0.3)  # settle: the last HW heartbeats go out at `heartbeat_ms`
+    await clock.run_for(300)  # settle: the last HW heartbeats go out at `heartbeat_ms`
+    assert clock.next_due_ms() is not None  # the drivers' timers wait on the virtual clock
     ticks, sent = 0, drivers.sent
-    await asyncio.sleep(0.5)  # 100 timer turns per driver; idle: no tick, no message
+    await clock.run_for(500)  # 100 timer turns per driver (virtual); idle: no tick, no message
     assert (ticks, drivers.sent - sent) == (0, 0)
     shard = ShardUid(100)
     leader = drivers.drivers[A]
-    first, _ = await leader.append(
-        shard, epoch=1, records=[new_record("k", b"v")], now_ms=SystemClock().wall_ms()
+    appending = asyncio.create_task(
+        leader.append(shard, epoch=1, records=[new_record("k", b"v")], now_ms=clock.wall_ms())
     )
+    await clock.run_until(appending.done, step_ms=5)
+    first, _ = appending.result()
     # The followers learn the new HW from the leader's next (scheduled) heartbeat.
-    await _until(
+    await clock.run_until(
         lambda: all(d.readable_end(shard) == first + 1 for d in drivers.drivers.values()),
-        timeout_s=5.0,
+        step_ms=5,
+        deadline_s=5.0,
     )
     assert ticks > 0

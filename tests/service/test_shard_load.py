@@ -3,9 +3,10 @@ nothing. Pure over a hand-built image and a manual clock."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 
-from broker.clock import ManualClock
+from broker.clock import VirtualClock
 from broker.log.records import NewRecord
 from broker.meta import capacity
 from broker.meta.capacity_table import (
@@ -16,7 +17,7 @@ from broker.meta.capacity_table import (
 from broker.meta.commands import Command, ReportShardLoads, SetShardLeader
 from broker.meta.image import MetadataImage
 from broker.meta.state_machine import apply
-from broker.service.shard_load import ShardLoadRecorder
+from broker.service.shard_load import ShardLoadRecorder, run_reporter
 from broker.streams.hot_keys import LoadTrackerConfig
 from broker.types import NodeId, ShardIndex, ShardUid, StreamName, StreamUid
 from tests.meta.factories import create_stream, nodes_image
@@ -36,7 +37,7 @@ class World:
         self, *, refresh_ms: int = 15_000, change_fraction: float = 0.1, floor_ppm: int = 0
     ) -> None:
         self.image = _ok(nodes_image(1), create_stream("s1", shard_count=2))
-        self.clock = ManualClock(wall_ms=1_800_000_000_000, monotonic_ms=0)
+        self.clock = VirtualClock(wall_ms=1_800_000_000_000, monotonic_ms=0)
         self.recorder = ShardLoadRecorder(
             node_id=N1,
             clock=self.clock,
@@ -72,6 +73,35 @@ def _keys_for_shard(world: World, index: int, count: int) -> list[str]:
     shard = world.image.streams[StreamName("s1")].shards[index]
     keys = (f"k{i}" for i in range(100 * count))
     return [k for k in keys if shard.hash_key_start <= _md5(k) <= shard.hash_key_end][:count]
+
+
+async def test_the_running_reporter_proposes_once_per_interval_on_virtual_time() -> None:
+    """`run_reporter` sleeps its interval on the clock: a write is proposed at the end of the
+    interval it fell in, and a quiet interval proposes nothing."""
+    world = World()
+    proposed: list[tuple[int, Command]] = []
+
+    async def propose(command: Command) -> None:
+        proposed.append((world.clock.monotonic_ms(), command))
+        world.image = _ok(world.image, command)
+        world.recorder.reported(command)  # type: ignore[arg-type]
+
+    running = asyncio.create_task(
+        run_reporter(world.recorder, propose, interval_ms=1_000, clock=world.clock)
+    )
+    try:
+        async with asyncio.timeout(10):  # real time; the loop's own schedule is virtual
+            await world.clock.run_for(1_500)
+            assert proposed == []  # nothing written: nothing to say
+            world.put(0, _keys_for_shard(world, 0, 20))
+            await world.clock.run_for(499)
+            assert proposed == []  # the interval has not ended
+            await world.clock.run_for(1)
+            assert [at for at, _ in proposed] == [2_000]
+            await world.clock.run_for(5_000)  # the rate decays: later reports say so
+            assert all(at % 1_000 == 0 for at, _ in proposed)  # only at an interval's end
+    finally:
+        running.cancel()
 
 
 def test_nothing_to_report_without_traffic() -> None:

@@ -16,7 +16,7 @@ from broker.meta import controller_core
 from broker.meta.image import ShardMeta
 from broker.meta.placement import NodeLoads
 from broker.replication import driver_core
-from broker.replication.replica import Role, ShardReplica
+from broker.replication.replica import Ready, Role, ShardReplica
 from broker.sim.controller import run_controller_seed
 from broker.sim.run import run_seed
 from broker.streams import resharding
@@ -77,6 +77,27 @@ def test_a_leader_leading_on_after_losing_a_sent_tail_is_caught(
     monkeypatch.setattr(ShardReplica, "_may_lead", lambda self, epoch: True)
     violation = _first_violation(range(7))
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
+
+
+def test_a_leader_counting_its_write_in_flight_as_durable_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a leader counts the Ready it hands out as durable at once, rather than at
+    `advance` (replica.py rule 3). The driver steps acks while a turn's fsync is in flight
+    (`ReplicationDriver._persist_stepping`, the simulator's `_schedule_stepping`), so its HW
+    then rises over records only in its page cache and it acknowledges them while a single
+    replica holds them synced. Without that ordering the mutation is harmless (acks are
+    stepped only after `advance`): the catch shows the simulator reaches it."""
+    ready = ShardReplica.ready
+
+    def durable_at_once(self: ShardReplica) -> Ready:
+        handed_out = ready(self)
+        self._stable_end = self._log_end
+        return handed_out
+
+    monkeypatch.setattr(ShardReplica, "ready", durable_at_once)
+    violation = _first_violation(range(4))
+    assert violation.startswith("AcknowledgedDurableOnMajority"), violation
 
 
 def test_a_driver_that_misreads_the_leader_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:

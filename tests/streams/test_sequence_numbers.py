@@ -285,7 +285,7 @@ def test_sequence_number_for_uses_shard_identity() -> None:
     assert position == SequencePosition(shard_created_ms=CREATED_MS, shard_index=5, offset=3)
 
 
-# --- AWS's layout (streams created at metadata format 3 or later) ---------------------------
+# --- AWS's layout (streams created at metadata format 4 or later) ---------------------------
 
 aws_positions = st.builds(
     SequencePosition,

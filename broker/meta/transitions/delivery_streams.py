@@ -20,12 +20,26 @@ from broker.meta.commands import (
     DeleteDeliveryStream,
     ForgetDeliveryStream,
     SetDeliveryStreamEncryption,
+    SettleDeliveryStreamEncryption,
     UpdateDeliveryStreamDestination,
 )
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus, EncryptionStatus
 from broker.meta.image import MetadataImage
+from broker.meta.metadata_format import DELIVERY_ENCRYPTION_STATES_LEVEL
 
 FIRST_DESTINATION_ID = "destinationId-000000000001"
+
+# AWS: "The StartDeliveryStreamEncryption and StopDeliveryStreamEncryption operations have a
+# combined limit of 25 calls per Firehose stream per 24 hours."
+ENCRYPTION_CHANGES_MAX = 25
+ENCRYPTION_CHANGES_WINDOW_MS = 24 * 3600 * 1000
+
+# The DeliveryStreamFailureTypes a KMS key that cannot be used gives (CreateDeliveryStream and
+# StartDeliveryStreamEncryption): they also mark the encryption itself failed.
+KMS_FAILURE_TYPES = frozenset(
+    {"KMS_ACCESS_DENIED", "DISABLED_KMS_KEY", "INVALID_KMS_KEY", "KMS_KEY_NOT_FOUND"}
+    | {"KMS_OPT_IN_REQUIRED", "CREATE_KMS_GRANT_FAILED", "RETIRE_KMS_GRANT_FAILED"}
+)
 
 
 def not_found(name: str, account_id: str) -> ShoalError:
@@ -109,6 +123,18 @@ def activate(image: MetadataImage, command: ActivateDeliveryStream) -> tuple[Met
             failure_type=command.failure_type,
             failure_details=command.failure_details,
         )
+        if (
+            command.failure_type in KMS_FAILURE_TYPES
+            and meta.encryption_status is EncryptionStatus.ENABLED
+            and image.metadata_format >= DELIVERY_ENCRYPTION_STATES_LEVEL
+        ):
+            # The key it was created with cannot be used: the encryption failed with it.
+            changed = dataclasses.replace(
+                changed,
+                encryption_status=EncryptionStatus.ENABLING_FAILED,
+                encryption_failure_type=command.failure_type,
+                encryption_failure_details=command.failure_details,
+            )
     else:
         changed = dataclasses.replace(meta, status=DeliveryStreamStatus.ACTIVE)
     return _with(image, changed), changed
@@ -189,13 +215,82 @@ def set_encryption(
 ) -> tuple[MetadataImage, object]:
     meta = _existing(image, command.arn, command.name)
     _require_active(meta, "changing server-side encryption")
+    if image.metadata_format < DELIVERY_ENCRYPTION_STATES_LEVEL:
+        # As the binaries of level 3 apply it: settled at once.
+        if command.key_type:
+            changed = dataclasses.replace(
+                meta,
+                encryption_status=EncryptionStatus.ENABLED,
+                encryption_key_type=command.key_type,
+                encryption_key_arn=command.key_arn,
+            )
+        else:
+            changed = dataclasses.replace(
+                meta,
+                encryption_status=EncryptionStatus.DISABLED,
+                encryption_key_type="",
+                encryption_key_arn="",
+            )
+        return _with(image, changed), changed
+    if meta.encryption_status.in_progress:
+        raise ShoalError(
+            ErrorCode.RESOURCE_IN_USE,
+            f"Firehose {meta.name} under account {meta.account_id} has its encryption status "
+            f"{meta.encryption_status.value}; wait until it is settled before starting or "
+            "stopping encryption again.",
+        )
+    since_ms = command.now_ms - ENCRYPTION_CHANGES_WINDOW_MS
+    recent = tuple(at for at in meta.encryption_changes_ms if at > since_ms)
+    if len(recent) >= ENCRYPTION_CHANGES_MAX:
+        raise ShoalError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"Firehose {meta.name} under account {meta.account_id} has reached the limit of "
+            f"{ENCRYPTION_CHANGES_MAX} StartDeliveryStreamEncryption and "
+            "StopDeliveryStreamEncryption calls per 24 hours.",
+        )
     if command.key_type:
         changed = dataclasses.replace(
             meta,
-            encryption_status=EncryptionStatus.ENABLED,
+            encryption_status=EncryptionStatus.ENABLING,
             encryption_key_type=command.key_type,
             encryption_key_arn=command.key_arn,
         )
+    else:
+        # The key stays described while it is being disabled.
+        changed = dataclasses.replace(meta, encryption_status=EncryptionStatus.DISABLING)
+    changed = dataclasses.replace(
+        changed,
+        encryption_failure_type="",
+        encryption_failure_details="",
+        encryption_changes_ms=(*recent, command.now_ms),
+    )
+    return _with(image, changed), changed
+
+
+def settle_encryption(
+    image: MetadataImage, command: SettleDeliveryStreamEncryption
+) -> tuple[MetadataImage, object]:
+    meta = image.delivery_streams.get(command.arn)
+    if meta is None or meta.uid != command.uid:
+        return image, meta
+    enabling = bool(command.key_type)
+    expected = EncryptionStatus.ENABLING if enabling else EncryptionStatus.DISABLING
+    if meta.encryption_status is not expected or (
+        enabling
+        and (meta.encryption_key_type, meta.encryption_key_arn)
+        != (command.key_type, command.key_arn)
+    ):
+        return image, meta  # another attempt's outcome, or this one's applied already
+    if command.failure_type:
+        failed = EncryptionStatus.ENABLING_FAILED if enabling else EncryptionStatus.DISABLING_FAILED
+        changed = dataclasses.replace(
+            meta,
+            encryption_status=failed,
+            encryption_failure_type=command.failure_type,
+            encryption_failure_details=command.failure_details,
+        )
+    elif enabling:
+        changed = dataclasses.replace(meta, encryption_status=EncryptionStatus.ENABLED)
     else:
         changed = dataclasses.replace(
             meta,

@@ -22,6 +22,7 @@ from broker.meta.commands import (
     DeletePrincipalPolicy,
     IamCommand,
     PutPrincipalPolicy,
+    ResealAccessKeys,
     RotateAccessKey,
     UpdateAccessKey,
 )
@@ -126,6 +127,14 @@ def _next_table(table: IamTable, command: IamCommand) -> tuple[IamTable, object]
                 )
             rotated = _add_key(table.without_key(old.access_key_id), command.key)
             return rotated, command.key.access_key_id
+        case ResealAccessKeys():
+            replaced = 0
+            for access_key_id, sealed in command.resealed:
+                present = table.keys.get(access_key_id)
+                if present is not None:  # deleted or rotated meanwhile: nothing to re-seal
+                    table = table.with_key(dataclasses.replace(present, sealed_secret=sealed))
+                    replaced += 1
+            return table, replaced
         case PutPrincipalPolicy():
             return _put_policy(table, command), None
         case DeletePrincipalPolicy():
