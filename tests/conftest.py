@@ -46,7 +46,7 @@ def no_process_outlives_the_session() -> Any:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Groups for pytest-xdist's `--dist loadgroup` (`scripts/test --parallel`): every
+    """Groups for pytest-xdist's `--dist loadgroup` (`scripts/test`'s default): every
     file that starts node processes (`process` or `cluster` markers) runs on one worker, in
     order, so at most one multi-node cluster runs at a time, while the other worker runs the
     in-process tests. A file (a package, for those in `_PACKAGES_RUN_WHOLE`) is never split,
