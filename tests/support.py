@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,6 +70,21 @@ def wait_until(predicate: Callable[[], T], *, deadline_s: float, what: str) -> T
         if time.monotonic() > give_up:
             raise AssertionError(f"timed out after {deadline_s} s waiting for {what}")
         time.sleep(0.05)
+
+
+def export_code(revision: str, into: Path) -> Path:
+    """The `broker` package as it was at `revision` (`git archive`), under `into`: an older
+    release's code for upgrade and format tests. Skips the test when the clone lacks the commit."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "broker"],
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        pytest.skip(f"commit {revision} is not in this clone: {archive.stderr.decode().strip()}")
+    into.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
 
 
 # Lines of a node log worth showing when a test fails.

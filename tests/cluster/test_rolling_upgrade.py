@@ -14,8 +14,6 @@ and rolled back, then all are rolled forward.
 from __future__ import annotations
 
 import json
-import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -30,27 +28,11 @@ from broker.meta.metadata_format import (
 )
 from broker.streams.sequence_numbers import is_aws_layout
 from tests.cluster.helpers import Producer, check_no_loss, cluster_status, wait_formed
-from tests.support import REPO, ClusterProcesses, NodeProcess, wait_until
+from tests.support import REPO, ClusterProcesses, NodeProcess, export_code, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 PREVIOUS = "1faf780"  # main before issue 16 (cli: one broker/cli/ package ...)
-
-
-def export_previous(into: Path) -> Path:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS, "broker"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        pytest.skip(f"commit {PREVIOUS} is not in this clone: {archive.stderr.decode().strip()}")
-    into.mkdir(parents=True, exist_ok=True)
-    tar_path = into / "previous.tar"
-    tar_path.write_bytes(archive.stdout)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def run_from(node: NodeProcess, code: Path) -> None:
@@ -78,7 +60,7 @@ def _marked_format(node: NodeProcess) -> int:
 
 
 def test_roll_forward_and_back_under_load(tmp_path: Path) -> None:
-    previous = export_previous(tmp_path / "previous")
+    previous = export_code(PREVIOUS, tmp_path / "previous")
     (tmp_path / "data").mkdir()
     cluster = ClusterProcesses(tmp_path / "data")
     producer: Producer | None = None

@@ -49,7 +49,7 @@ from tests.cluster.test_rolling_upgrade import PREVIOUS
 from tests.meta.factories import create_stream, init_cluster, nodes_image, register_node
 from tests.meta.iam_factories import every_iam_command
 from tests.meta.test_controller import SETTINGS
-from tests.support import REPO
+from tests.support import REPO, export_code
 
 
 def _image_at_first_format() -> MetadataImage:
@@ -68,16 +68,7 @@ def _image_at_first_format() -> MetadataImage:
 
 @pytest.fixture(scope="module")
 def previous_code(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    into = tmp_path_factory.mktemp("previous")
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", PREVIOUS, "broker"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        pytest.skip(f"commit {PREVIOUS} is not in this clone: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into
+    return export_code(PREVIOUS, tmp_path_factory.mktemp("previous"))
 
 
 def _previous_decodes(code: Path, items: list[tuple[str, bytes]]) -> list[str]:

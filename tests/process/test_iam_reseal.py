@@ -6,8 +6,6 @@ them with the cluster's derived IAM key (the master key's derivation under its o
 from __future__ import annotations
 
 import socket
-import subprocess
-import tarfile
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,7 @@ import pytest
 from broker.api.iam.v1 import iam_pb2, iam_pb2_grpc
 from broker.clock import SystemClock
 from broker.iam import grpc_signing
-from tests.support import REPO, NodeProcess, wait_until
+from tests.support import REPO, NodeProcess, export_code, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.slow]
 
@@ -29,22 +27,6 @@ pytestmark = [pytest.mark.process, pytest.mark.slow]
 # password alone and write metadata format 3.
 MAIN = "a99cd8c"
 ROOT_KEY, ROOT_SECRET = "AKIDROOT", "root-secret"
-
-
-def export_main(into: Path) -> Path:
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", MAIN, "broker"],
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        pytest.skip(f"commit {MAIN} is not in this clone: {archive.stderr.decode().strip()}")
-    into.mkdir(parents=True, exist_ok=True)
-    tar_path = into / "main.tar"
-    tar_path.write_bytes(archive.stdout)
-    with tarfile.open(tar_path) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def _signed(method: str) -> Any:
@@ -95,7 +77,7 @@ def _serving(node: NodeProcess) -> None:
 
 
 def test_secrets_sealed_by_main_open_and_are_resealed(tmp_path: Path) -> None:
-    main_code = export_main(tmp_path / "main")
+    main_code = export_code(MAIN, tmp_path / "main")
     node = NodeProcess(
         tmp_path / "node",
         extra_env={
