@@ -20,7 +20,7 @@ import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.client.routing import RoutingShoalClient
-from broker.errors import ShoalError
+from broker.errors import ErrorCode, ShoalError
 from tests.cluster.helpers import (
     Producer,
     check_no_loss,
@@ -37,19 +37,24 @@ from tests.support import ClusterProcesses, wait_until
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
-def _create(endpoint: str, stream: str, shards: int) -> None:
-    with ShoalClient(endpoint) as client:
+def _create(endpoints: list[str], stream: str, shards: int) -> None:
+    """CreateStream through the first node, then wait until every node's metadata replica has
+    applied it: a node answers from its own replica, which may trail the one that acknowledged."""
+    with ShoalClient(endpoints[0]) as client:
         client.call("CreateStream", {"StreamName": stream, "ShardCount": shards})
-        wait_until(
-            lambda: (
-                client.call("DescribeStreamSummary", {"StreamName": stream})[
-                    "StreamDescriptionSummary"
-                ]["StreamStatus"]
-                == "ACTIVE"
-            ),
-            deadline_s=30,
-            what="stream ACTIVE",
-        )
+    for endpoint in endpoints:
+        with ShoalClient(endpoint) as client:
+            wait_until(lambda: _active(client, stream), deadline_s=30, what=f"ACTIVE on {endpoint}")
+
+
+def _active(client: ShoalClient, stream: str) -> bool:
+    try:
+        summary = client.call("DescribeStreamSummary", {"StreamName": stream})
+    except ShoalError as error:
+        if error.code is ErrorCode.RESOURCE_NOT_FOUND:
+            return False
+        raise
+    return bool(summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
 
 
 def _replicas_agree(cluster: ClusterProcesses, nodes: list[int]) -> bool:
@@ -94,7 +99,7 @@ def test_kill_9_of_a_shard_leader_fails_over_without_losing_acknowledged_records
 ) -> None:
     """Goal: writes to the killed leader's shards resume on another replica within seconds,
     every acknowledged record survives, and the restarted node catches up."""
-    _create(cluster.endpoints[0], "failover", 3)
+    _create(cluster.endpoints, "failover", 3)
     leader = _leader_of_shard_0(cluster, cluster.endpoints[0], "failover")
     victim = cluster.node_named(leader)
     survivors = [n.endpoint for n in cluster.nodes if n is not victim]
@@ -123,10 +128,15 @@ def test_kill_9_of_a_shard_leader_fails_over_without_losing_acknowledged_records
 
 
 def test_sigterm_drains_leaderships_before_stopping(cluster: ClusterProcesses) -> None:
-    _create(cluster.endpoints[0], "drain", 3)
+    _create(cluster.endpoints, "drain", 3)
     victim = cluster.nodes[0]
     others = [n.endpoint for n in cluster.nodes[1:]]
-    assert "node-1" in shard_leaders(others[0], "drain").values()
+    # CreateStream answered ACTIVE on node-1; node-2's metadata replica may apply it a moment later.
+    wait_until(
+        lambda: "node-1" in shard_leaders(others[0], "drain").values(),
+        deadline_s=20,
+        what="node-2 sees node-1 leading a shard",
+    )
     producer = Producer(others, "drain").start()
     try:
         producer.wait_acknowledged(200)
@@ -160,7 +170,7 @@ def test_cluster_forms_and_serves_every_operation_through_every_node(
     cluster = module_cluster
     status = cluster_status(cluster.endpoints[0])
     assert sorted(n.node_id for n in status.nodes) == ["node-1", "node-2", "node-3"]
-    _create(cluster.endpoints[0], "everywhere", 3)
+    _create(cluster.endpoints, "everywhere", 3)
     shards = cluster_status(cluster.endpoints[1]).shards
     assert all(sorted(s.replicas) == ["node-1", "node-2", "node-3"] for s in shards)
     assert len({s.leader for s in shards}) == 3  # one leader per node
@@ -257,7 +267,7 @@ def test_split_and_merge_with_writes_in_flight_lose_and_double_nothing(
     module_cluster: ClusterProcesses,
 ) -> None:
     cluster = module_cluster
-    _create(cluster.endpoints[0], "reshard", 2)
+    _create(cluster.endpoints, "reshard", 2)
     producers = [
         Producer(cluster.endpoints[i:] + cluster.endpoints[:i], "reshard", name=f"p{i}").start()
         for i in range(3)
@@ -350,7 +360,7 @@ def _writes_resume(endpoint: str, stream: str, shard_hash_key: str) -> float:
 def test_sigstop_of_a_shard_leader_then_sigcont(module_cluster: ClusterProcesses) -> None:
     """A paused leader is fenced like a dead one; once resumed it follows the new epoch."""
     cluster = module_cluster
-    _create(cluster.endpoints[0], "paused", 2)
+    _create(cluster.endpoints, "paused", 2)
     leader = _leader_of_shard_0(cluster, cluster.endpoints[0], "paused")
     victim = cluster.node_named(leader)
     survivors = [n.endpoint for n in cluster.nodes if n is not victim]
@@ -381,7 +391,7 @@ def test_rolling_restart_under_load_fails_no_request(module_cluster: ClusterProc
     producer writing through all nodes never has a record fail past its retries. Shares the
     module's cluster with the SIGSTOP test (which leaves every node running and caught up)."""
     cluster = module_cluster
-    _create(cluster.endpoints[0], "rolling", 3)
+    _create(cluster.endpoints, "rolling", 3)
     producer = Producer(cluster.endpoints, "rolling").start()
     try:
         producer.wait_acknowledged(200)
