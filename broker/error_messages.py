@@ -1125,3 +1125,28 @@ def signaling_channel_exists(*, name: object) -> str:
 
 def signaling_channel_not_active(*, name: object, status: object) -> str:
     return f"The signaling channel {name} is {status}; it must be ACTIVE."
+
+
+def video_edge_configuration_busy(*, name: object, status: object) -> str:
+    return (
+        f"The edge configuration of stream {name} is {status}; wait until it is IN_SYNC or "
+        "SYNC_FAILED before updating it."
+    )
+
+
+def video_edge_other_hub_device(*, name: object, hub_device_arn: object) -> str:
+    return (
+        f"The edge configuration of stream {name} is for the hub device {hub_device_arn}; "
+        "delete it (DeleteEdgeConfiguration) before configuring another hub device."
+    )
+
+
+# --- The metadata format gate (meta/frontend.py) ---------------------------------------------
+
+
+def metadata_format_needed(*, needed: object, active: object) -> str:
+    return (
+        f"This needs metadata format {needed}; the cluster writes format {active} "
+        "until every node runs a version that reads the newer one (a rolling upgrade "
+        "in progress, or held by metadata_format_limit). Retry once the upgrade is done."
+    )
