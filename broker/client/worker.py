@@ -67,7 +67,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from broker import limits
+from broker import error_messages, limits
 from broker.client.fanout import FanOutRetrieval
 from broker.client.grpc_client import AsyncShoalClient
 from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate
@@ -628,7 +628,7 @@ class Worker:
             if not token:
                 return shards
             request = {"NextToken": token}
-        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "ListShards did not end")
+        raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.LIST_SHARDS_DID_NOT_END)
 
     async def _sync_shards(self) -> None:
         """ListShards, then create the leases that are missing (the KCL's ShardSyncTask)."""
@@ -841,7 +841,9 @@ class Worker:
             self._shards.update(await self._list_shards())
         shard = self._shards.get(shard_id)
         if shard is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"shard {shard_id} is not listed")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.shard_not_listed(shard_id=shard_id)
+            )
         return shard
 
     def _count_delivered(self, count: int) -> None:

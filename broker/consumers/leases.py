@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, assert_never
 
+from broker import error_messages
 from broker.errors import ErrorCode
 
 # --- Limits (candidates for broker/limits.py) ----------------------------------------------
@@ -291,15 +292,15 @@ def _invalid(message: str) -> LeaseError:
 
 def _check_names(application: str, stream_name: str) -> LeaseError | None:
     if APPLICATION_NAME_PATTERN.fullmatch(application) is None:
-        return _invalid(f"application name {application!r} must match [a-zA-Z0-9_.-]{{1,255}}")
+        return _invalid(error_messages.lease_application_name_pattern(application=application))
     if STREAM_NAME_PATTERN.fullmatch(stream_name) is None:
-        return _invalid(f"stream name {stream_name!r} must match [a-zA-Z0-9_.-]{{1,128}}")
+        return _invalid(error_messages.lease_stream_name_pattern(stream_name=stream_name))
     return None
 
 
 def _check_owner(owner: str) -> LeaseError | None:
     if not 1 <= len(owner) <= WORKER_ID_CHARS_MAX or not owner.isprintable():
-        return _invalid(f"a worker id has 1 to {WORKER_ID_CHARS_MAX} printable characters")
+        return _invalid(error_messages.lease_worker_id_invalid(chars_max=WORKER_ID_CHARS_MAX))
     return None
 
 
@@ -313,7 +314,9 @@ def _find(
     if lease is None:
         return LeaseError(
             refusal=LeaseRefusal.NOT_FOUND,
-            message=f"no lease for {application}/{stream_name}/{lease_key}",
+            message=error_messages.lease_not_found(
+                application=application, stream_name=stream_name, lease_key=lease_key
+            ),
         )
     return lease
 
@@ -321,9 +324,12 @@ def _find(
 def _conflict(lease: Lease, *, expected_owner: str | None, expected_counter: int) -> LeaseError:
     return LeaseError(
         refusal=LeaseRefusal.CONFLICT,
-        message=(
-            f"lease {lease.lease_key} is held by {lease.lease_owner!r} at counter "
-            f"{lease.lease_counter}, not by {expected_owner!r} at {expected_counter}"
+        message=error_messages.lease_held_by_another(
+            lease_key=lease.lease_key,
+            owner=lease.lease_owner,
+            counter=lease.lease_counter,
+            expected_owner=expected_owner,
+            expected_counter=expected_counter,
         ),
     )
 
@@ -362,14 +368,14 @@ def create_leases(
     if invalid is not None:
         return table, invalid
     if len(leases) > LEASES_PER_REQUEST_MAX:
-        return table, _invalid(f"at most {LEASES_PER_REQUEST_MAX} leases per request")
+        return table, _invalid(error_messages.too_many_leases(leases_max=LEASES_PER_REQUEST_MAX))
     for new in leases:
         if not 1 <= len(new.shard_id) <= SHARD_ID_CHARS_MAX:
-            return table, _invalid(f"shard id {new.shard_id!r} has 1 to 128 characters")
+            return table, _invalid(error_messages.lease_shard_id_length(shard_id=new.shard_id))
         if len(new.parent_shard_ids) > PARENT_SHARDS_MAX:
-            return table, _invalid(f"shard {new.shard_id} has more than two parents")
+            return table, _invalid(error_messages.lease_too_many_parents(shard_id=new.shard_id))
         if new.shard_id in new.parent_shard_ids:
-            return table, _invalid(f"shard {new.shard_id} is its own parent")
+            return table, _invalid(error_messages.lease_own_parent(shard_id=new.shard_id))
     existing = table.stream_leases(application, stream_name)
     changed: dict[str, Lease] = {}
     for new in leases:
@@ -439,7 +445,7 @@ def steal(
     """`take` of a lease held by another (live) worker, for balancing. The victim's next renew
     or checkpoint fails with CONFLICT, and it stops processing the shard."""
     if expected_owner == owner:
-        return table, _invalid(f"worker {owner!r} cannot steal its own lease")
+        return table, _invalid(error_messages.lease_steal_own(owner=owner))
     return take(
         table,
         application=application,
@@ -530,8 +536,12 @@ def checkpoint(
         return table, lease
     if value < lease.checkpoint:
         return table, _invalid(
-            f"checkpoint {value.sequence_number}/{value.sub_sequence_number} is below "
-            f"{lease.checkpoint.sequence_number}/{lease.checkpoint.sub_sequence_number}"
+            error_messages.lease_checkpoint_below(
+                checkpoint=f"{value.sequence_number}/{value.sub_sequence_number}",
+                current=(
+                    f"{lease.checkpoint.sequence_number}/{lease.checkpoint.sub_sequence_number}"
+                ),
+            )
         )
     if pending:
         updated = replace(lease, pending_checkpoint=value)
@@ -554,7 +564,7 @@ def delete_lease(
     if isinstance(lease, LeaseError):
         return table, lease
     if not lease.checkpoint.is_shard_end:
-        return table, _invalid(f"lease {lease_key} is not finished (checkpoint not SHARD_END)")
+        return table, _invalid(error_messages.lease_not_finished(lease_key=lease_key))
     return table.without_lease(application, stream_name, lease_key), lease
 
 
@@ -563,11 +573,12 @@ def delete_application(
 ) -> tuple[LeaseTable, int | LeaseError]:
     """Forget every lease of `application` (all streams); returns how many there were."""
     if APPLICATION_NAME_PATTERN.fullmatch(application) is None:
-        return table, _invalid(f"application name {application!r} is not valid")
+        return table, _invalid(error_messages.lease_application_invalid(application=application))
     streams = table.applications.get(application)
     if streams is None:
         return table, LeaseError(
-            refusal=LeaseRefusal.NOT_FOUND, message=f"no application {application}"
+            refusal=LeaseRefusal.NOT_FOUND,
+            message=error_messages.lease_no_application(application=application),
         )
     count = sum(len(leases) for leases in streams.values())
     return table.without_application(application), count

@@ -48,8 +48,7 @@ class MetadataFrontend:
         except TimeoutError as exc:
             raise ShoalError(
                 ErrorCode.UNAVAILABLE,
-                "Metadata unavailable: the metadata command timed out. "
-                "The command may still be applied.",
+                error_messages.METADATA_COMMAND_TIMED_OUT,
             ) from exc
 
     def require_format(self, needed: int) -> None:
