@@ -23,8 +23,16 @@ from typing import Any
 from broker import limits
 from broker.errors import ShoalError
 from broker.meta import commands
-from broker.meta.image import MetadataImage, ReshardKind, StreamMeta
+from broker.meta.image import (
+    MetadataImage,
+    ReshardKind,
+    ShardState,
+    StreamMeta,
+    StreamMode,
+    StreamStatus,
+)
 from broker.service.context import ServiceContext
+from broker.streams import resharding
 from broker.streams.hash_keys import parse_hash_key
 
 Request = Mapping[str, Any]
@@ -55,6 +63,18 @@ async def merge_shards(ctx: ServiceContext, request: Request) -> Response:
     stream = ctx.stream_for(request)
     shard = ctx.shard_for(stream, request["ShardToMerge"])
     adjacent = ctx.shard_for(stream, request["AdjacentShardToMerge"])
+    if (
+        stream.status(now_ms=ctx.now_ms()) is StreamStatus.ACTIVE
+        and stream.mode is StreamMode.PROVISIONED
+        and shard.state is ShardState.OPEN
+        and adjacent.state is ShardState.OPEN
+    ):
+        # The state machine judges the stream's state and the shards' first (ResourceInUse,
+        # already merged or split, not adjacent at all); only a pair it would accept is
+        # refused here, for its order.
+        resharding.check_merge_order(
+            stream, shard_index=shard.index, adjacent_shard_index=adjacent.index
+        )
     await _run(
         ctx,
         stream,

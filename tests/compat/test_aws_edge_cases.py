@@ -123,6 +123,48 @@ async def test_sequence_number_for_ordering_zero_is_accepted(kinesis: Any) -> No
         SequenceNumberForOrdering=first["SequenceNumber"],
     )
     assert int(second["SequenceNumber"]) > int(first["SequenceNumber"])
+    # A number of AWS's own layout, from any stream, is accepted; one AWS cannot read is
+    # refused with AWS's text (kinesalite's recordings).
+    aws_own = str(int("2ffffffffff7fffffffffffffff000000000007fffffff2", 16))
+    await call(
+        kinesis.put_record,
+        StreamName="ordered",
+        PartitionKey="k",
+        Data=b"c",
+        SequenceNumberForOrdering=aws_own,
+    )
+    unreadable = str(int("20000000000000000000000000000000000000000000004", 16))
+    assert await error_of(
+        kinesis.put_record,
+        StreamName="ordered",
+        PartitionKey="k",
+        Data=b"d",
+        SequenceNumberForOrdering=unreadable,
+    ) == (
+        "InvalidArgumentException",
+        f"ExclusiveMinimumSequenceNumber {unreadable} used in PutRecord on stream ordered "
+        f"under account {ACCOUNT} is invalid.",
+    )
+
+
+async def test_merge_names_the_lower_shard_first_as_aws_does(kinesis: Any) -> None:
+    await call(kinesis.create_stream, StreamName="merging", ShardCount=2)
+    assert await error_of(
+        kinesis.merge_shards,
+        StreamName="merging",
+        ShardToMerge="shardId-000000000001",
+        AdjacentShardToMerge="shardId-000000000000",
+    ) == (
+        "InvalidArgumentException",
+        "Shards shardId-000000000001 and shardId-000000000000 in stream merging under account "
+        f"{ACCOUNT} are not an adjacent pair of shards eligible for merging",
+    )
+    await call(
+        kinesis.merge_shards,
+        StreamName="merging",
+        ShardToMerge="shardId-000000000000",
+        AdjacentShardToMerge="shardId-000000000001",
+    )
 
 
 async def test_a_creating_stream_shows_no_shards_and_may_be_deleted(
