@@ -304,8 +304,10 @@ def shard_count_updates_per_day(limit: int, stream: str, calls: int) -> str:
     )
 
 
-def reshard_shard_not_found(shard_id: str, stream: str) -> str:
-    return f"Could not find shard {shard_id} in stream {stream}."
+def reshard_shard_not_found(shard_id: str, stream: str, account_id: str) -> str:
+    """SplitShard's and MergeShards' text for a shard the stream does not have (kinesalite's
+    recordings; GetShardIterator and the data plane say `shard_not_found`)."""
+    return f"Could not find shard {shard_id} in stream {stream} under account {account_id}."
 
 
 def shard_not_eligible(shard_id: str, stream: str) -> str:

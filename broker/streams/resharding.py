@@ -210,7 +210,9 @@ def _open_shard(stream: StreamMeta, shard_index: int) -> ShardMeta:
     if shard is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            error_messages.reshard_shard_not_found(f"shardId-{shard_index:012d}", stream.name),
+            error_messages.reshard_shard_not_found(
+                f"shardId-{shard_index:012d}", stream.name, _account_of(stream)
+            ),
         )
     # SEALING counts as taken: it is the parent of a reshard in progress.
     if shard.state is not ShardState.OPEN:

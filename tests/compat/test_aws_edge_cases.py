@@ -159,6 +159,29 @@ async def test_merge_names_the_lower_shard_first_as_aws_does(kinesis: Any) -> No
         "Shards shardId-000000000001 and shardId-000000000000 in stream merging under account "
         f"{ACCOUNT} are not an adjacent pair of shards eligible for merging",
     )
+    # Split and merge name a missing shard with their own text; a key past 2^128-1 gets the
+    # split's range text (kinesalite's recordings).
+    assert await error_of(
+        kinesis.split_shard,
+        StreamName="merging",
+        ShardToSplit="shardId-5",
+        NewStartingHashKey="2",
+    ) == (
+        "ResourceNotFoundException",
+        f"Could not find shard shardId-000000000005 in stream merging under account {ACCOUNT}.",
+    )
+    too_big = "9" * 39
+    assert await error_of(
+        kinesis.split_shard,
+        StreamName="merging",
+        ShardToSplit="shard-1",
+        NewStartingHashKey=too_big,
+    ) == (
+        "InvalidArgumentException",
+        f"NewStartingHashKey {too_big} used in SplitShard() on shard shardId-000000000001 in "
+        f"stream merging under account {ACCOUNT} is not both greater than one plus the shard's "
+        f"StartingHashKey {2**127} and less than the shard's EndingHashKey {2**128 - 1}.",
+    )
     await call(
         kinesis.merge_shards,
         StreamName="merging",

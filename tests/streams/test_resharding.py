@@ -190,7 +190,10 @@ def test_child_created_ms_never_precedes_parent() -> None:
 def test_split_unknown_shard_is_not_found() -> None:
     error = _error(lambda: validate_split(make_stream(1), shard_index=1, new_starting_hash_key=5))
     assert error.code is ErrorCode.RESOURCE_NOT_FOUND
-    assert error.message == "Could not find shard shardId-000000000001 in stream s."
+    assert (
+        error.message
+        == "Could not find shard shardId-000000000001 in stream s under account 000000000000."
+    )
 
 
 @pytest.mark.parametrize("state", [ShardState.CLOSED, ShardState.SEALING])
