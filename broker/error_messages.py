@@ -257,18 +257,20 @@ def tag_percent_refused(verb: str, stream_name: str, account_id: str) -> str:
 # --- Resharding (SplitShard, MergeShards, UpdateShardCount; streams/resharding.py) ----------
 
 
-def split_key_out_of_range(key: int, shard_id: str, stream: str, start: int, end: int) -> str:
+def split_key_out_of_range(
+    key: int, shard_id: str, stream: str, account_id: str, start: int, end: int
+) -> str:
     return (
         f"NewStartingHashKey {key} used in SplitShard() on shard {shard_id} in stream {stream} "
-        f"is not both greater than one plus the shard's StartingHashKey {start} and less than "
-        f"the shard's EndingHashKey {end}."
+        f"under account {account_id} is not both greater than one plus the shard's "
+        f"StartingHashKey {start} and less than the shard's EndingHashKey {end}."
     )
 
 
-def shards_not_adjacent(shard_id: str, adjacent_id: str, stream: str) -> str:
+def shards_not_adjacent(shard_id: str, adjacent_id: str, stream: str, account_id: str) -> str:
     return (
-        f"Shards {shard_id} and {adjacent_id} in stream {stream} are not an adjacent pair of "
-        "shards eligible for merging"
+        f"Shards {shard_id} and {adjacent_id} in stream {stream} under account {account_id} "
+        "are not an adjacent pair of shards eligible for merging"
     )
 
 
@@ -302,8 +304,10 @@ def shard_count_updates_per_day(limit: int, stream: str, calls: int) -> str:
     )
 
 
-def reshard_shard_not_found(shard_id: str, stream: str) -> str:
-    return f"Could not find shard {shard_id} in stream {stream}."
+def reshard_shard_not_found(shard_id: str, stream: str, account_id: str) -> str:
+    """SplitShard's and MergeShards' text for a shard the stream does not have (kinesalite's
+    recordings; GetShardIterator and the data plane say `shard_not_found`)."""
+    return f"Could not find shard {shard_id} in stream {stream} under account {account_id}."
 
 
 def shard_not_eligible(shard_id: str, stream: str) -> str:
@@ -686,6 +690,14 @@ def sequence_number_other_stream(
     return (
         f"{field} {text} used in {operation} on shard {shard_id} in stream {stream_name} under "
         f"account {account_id} is invalid because it did not come from this stream."
+    )
+
+
+def exclusive_minimum_invalid(*, text: object, stream_name: object, account_id: object) -> str:
+    """PutRecord's SequenceNumberForOrdering that AWS cannot read (kinesalite's recordings)."""
+    return (
+        f"ExclusiveMinimumSequenceNumber {text} used in PutRecord on stream {stream_name} under "
+        f"account {account_id} is invalid."
     )
 
 
