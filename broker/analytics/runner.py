@@ -680,8 +680,8 @@ class _RunningApp:
                 progress.caught_up = batch.millis_behind_latest == 0
                 progress.millis_behind_latest = batch.millis_behind_latest
             return
-        rows: dict[str, list[records.Row]] = {}
-        replayed: dict[str, list[records.Row]] = {}
+        rows: list[records.Row] = []  # of the shard's source stream
+        replayed: list[records.Row] = []  # rows of records whose continuous rows are out
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
         # Sequence numbers grow along a shard: a batch starting past the mark replays nothing.
         mark = self._continuous_written.get(shard_id)
@@ -692,22 +692,32 @@ class _RunningApp:
         max_rowtime: int | None = None
         processed = await self._preprocess(shard_id, batch.records)
         parse = self._parser.rows
+        last_arrival: Any = rowtimes  # no record's: the first record looks its arrival up
+        rowtime: Any = None
+        result, data = "Ok", b""
         for index, record in enumerate(batch.records):
             arrival = record.approximate_arrival_timestamp
-            known = rowtimes.get(arrival)
-            if known is None:  # records of one batch mostly share a few arrival times
-                arrival_ms = (
-                    round(arrival.timestamp() * 1000)
-                    if arrival is not None
-                    else self.runner._clock.wall_ms()
-                )
-                known = rowtimes[arrival] = (arrival_ms, records.to_timestamp(arrival_ms))
-                max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
-            rowtime = known[1]
+            if arrival is not last_arrival:  # a page shares one object per run of arrivals
+                last_arrival = arrival
+                known = rowtimes.get(arrival)
+                if known is None:  # records of one batch mostly share a few arrival times
+                    arrival_ms = (
+                        round(arrival.timestamp() * 1000)
+                        if arrival is not None
+                        else self.runner._clock.wall_ms()
+                    )
+                    known = rowtimes[arrival] = (arrival_ms, records.to_timestamp(arrival_ms))
+                    max_rowtime = (
+                        arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
+                    )
+                rowtime = known[1]
             is_replay = replaying and int(str(record.sequence_number)) <= replay_through
-            result, data = processed[index] if processed is not None else ("Ok", record.data)
-            if result == "Dropped":
-                continue
+            if processed is None:
+                data = record.data
+            else:
+                result, data = processed[index]
+                if result == "Dropped":
+                    continue
             try:
                 if result != "Ok":
                     raise records.RecordError(messages.preprocessor_result(result=result))
@@ -717,8 +727,9 @@ class _RunningApp:
                 if not is_replay:
                     errors.append(_error_row(rowtime, record.data, str(error)))
                 continue
-            target = replayed if is_replay else rows
-            target.setdefault(stream, []).extend((rowtime, rowtime, *value) for value in values)
+            append = replayed.append if is_replay else rows.append
+            for value in values:
+                append((rowtime, rowtime, *value))
         # Checkpointed per batch: through its last record once no window needs its latest.
         last = str(batch.records[-1].sequence_number)
         assert max_rowtime is not None
@@ -733,11 +744,11 @@ class _RunningApp:
             progress.max_rowtime_ms = max(progress.max_rowtime_ms or max_rowtime, max_rowtime)
         progress.checkpointer = batch.checkpointer
         async with self._lock:
-            for name, stream_rows in replayed.items():
-                await asyncio.to_thread(self._pipeline.push, name, stream_rows)
+            if replayed:
+                await asyncio.to_thread(self._pipeline.push, stream, replayed)
             self._pipeline.drain()  # the replayed records' continuous rows: written before
-            for name, stream_rows in rows.items():
-                await asyncio.to_thread(self._pipeline.push, name, stream_rows)
+            if rows:
+                await asyncio.to_thread(self._pipeline.push, stream, rows)
             position = _continuous_position(shard_id, last)
             await self._flush(position)
             await self._write_errors(errors, position)
