@@ -70,7 +70,7 @@ from typing import Any, Protocol, TypeVar
 from broker import error_messages, limits
 from broker.client.fanout import FanOutRetrieval
 from broker.client.grpc_client import AsyncShoalClient
-from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate
+from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate_batch
 from broker.client.retrieval import (
     KinesisCalls,
     PollingRecordSource,
@@ -914,6 +914,7 @@ class _ShardConsumer:
         start = self._holding.lease.checkpoint
         await self._retrying(lambda: source.start(start))
         resume_after = to_extended(start)
+        resuming = not start.is_sentinel
         # Infinite on purpose: ends at the shard's end, on a lost lease, or on shutdown.
         while True:
             if self._holding.lost:
@@ -924,12 +925,13 @@ class _ShardConsumer:
                 )
                 return
             batch = await self._retrying(source.next_batch)
-            users = [
-                user
-                for record in batch.records
-                for user in deaggregate(record, shard_hash_range=shard.hash_range)
-                if start.is_sentinel or user.extended_sequence_number > resume_after
-            ]
+            users = deaggregate_batch(batch.records, shard_hash_range=shard.hash_range)
+            if resuming and users:
+                # Only the user records past the checkpoint (an aggregate's records up to it
+                # were processed); once a batch starts past it, so does every later one.
+                resuming = not users[0].extended_sequence_number > resume_after
+                if resuming:
+                    users = [u for u in users if u.extended_sequence_number > resume_after]
             empty_delivered = not batch.records and self._worker.config.process_empty_batches
             if (users or empty_delivered) and not self._holding.lost:
                 if users:
