@@ -264,7 +264,10 @@ class InMemoryLeaseClient:
         self, *, application: str, stream_name: str, leases: Sequence[NewLease]
     ) -> tuple[Lease, ...] | LeaseError:
         self.table, result = leases_core.create_leases(
-            self.table, application=application, stream_name=stream_name, leases=leases
+            self.table,
+            leases_core.CreateLeases(
+                application=application, stream_name=stream_name, leases=tuple(leases)
+            ),
         )
         return result
 
@@ -283,12 +286,14 @@ class InMemoryLeaseClient:
     ) -> Lease | LeaseError:
         self.table, result = leases_core.take(
             self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_owner=expected_owner,
-            expected_counter=expected_counter,
+            leases_core.TakeLease(
+                application=application,
+                stream_name=stream_name,
+                lease_key=lease_key,
+                owner=owner,
+                expected_owner=expected_owner,
+                expected_counter=expected_counter,
+            ),
         )
         return result
 
@@ -304,12 +309,14 @@ class InMemoryLeaseClient:
     ) -> Lease | LeaseError:
         self.table, result = leases_core.steal(
             self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_owner=expected_owner,
-            expected_counter=expected_counter,
+            leases_core.StealLease(
+                application=application,
+                stream_name=stream_name,
+                lease_key=lease_key,
+                owner=owner,
+                expected_owner=expected_owner,
+                expected_counter=expected_counter,
+            ),
         )
         return result
 
@@ -324,11 +331,13 @@ class InMemoryLeaseClient:
     ) -> Lease | LeaseError:
         self.table, result = leases_core.renew(
             self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
+            leases_core.RenewLease(
+                application=application,
+                stream_name=stream_name,
+                lease_key=lease_key,
+                owner=owner,
+                expected_counter=expected_counter,
+            ),
         )
         return result
 
@@ -343,11 +352,13 @@ class InMemoryLeaseClient:
     ) -> Lease | LeaseError:
         self.table, result = leases_core.release(
             self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
+            leases_core.ReleaseLease(
+                application=application,
+                stream_name=stream_name,
+                lease_key=lease_key,
+                owner=owner,
+                expected_counter=expected_counter,
+            ),
         )
         return result
 
@@ -364,18 +375,22 @@ class InMemoryLeaseClient:
     ) -> Lease | LeaseError:
         self.table, result = leases_core.checkpoint(
             self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-            value=value,
-            pending=pending,
+            leases_core.CheckpointLease(
+                application=application,
+                stream_name=stream_name,
+                lease_key=lease_key,
+                owner=owner,
+                expected_counter=expected_counter,
+                checkpoint=value,
+                pending=pending,
+            ),
         )
         return result
 
     async def delete_application(self, *, application: str) -> int | LeaseError:
-        self.table, result = leases_core.delete_application(self.table, application=application)
+        self.table, result = leases_core.delete_application(
+            self.table, leases_core.DeleteApplication(application=application)
+        )
         return result
 
 

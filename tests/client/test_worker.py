@@ -464,12 +464,14 @@ async def test_the_checkpointer_refuses_out_of_range_values_and_lost_leases(
     assert lease.lease_owner == "w0"
     fleet.lease_client.table, taken = leases.take(
         fleet.lease_client.table,
-        application=APP,
-        stream_name=STREAM,
-        lease_key=lease.lease_key,
-        owner="other",
-        expected_owner="w0",
-        expected_counter=lease.lease_counter,
+        leases.TakeLease(
+            application=APP,
+            stream_name=STREAM,
+            lease_key=lease.lease_key,
+            owner="other",
+            expected_owner="w0",
+            expected_counter=lease.lease_counter,
+        ),
     )
     assert isinstance(taken, Lease)
     checkpoints_before = len(fleet.lease_client.checkpoints)
