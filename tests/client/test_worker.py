@@ -34,7 +34,7 @@ from broker.client.worker import (
     Worker,
     WorkerConfig,
 )
-from broker.consumers.leases import Checkpoint, Lease, LeaseError
+from broker.consumers.leases import Checkpoint, CheckpointLease, Lease, LeaseError
 
 pytestmark = pytest.mark.integration
 
@@ -135,10 +135,10 @@ class AuditedLeaseClient(InMemoryLeaseClient):
         super().__init__()
         self.checkpoints: list[tuple[str, int, str]] = []  # (shard, counter, owner)
 
-    async def checkpoint(self, **kwargs: Any) -> Lease | LeaseError:
-        result = await super().checkpoint(**kwargs)
+    async def checkpoint(self, operation: CheckpointLease) -> Lease | LeaseError:
+        result = await super().checkpoint(operation)
         if isinstance(result, Lease):
-            self.checkpoints.append((result.lease_key, kwargs["expected_counter"], kwargs["owner"]))
+            self.checkpoints.append((result.lease_key, operation.expected_counter, operation.owner))
         return result
 
     def assert_one_checkpointer_per_period(self) -> None:
