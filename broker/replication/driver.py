@@ -13,7 +13,8 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
 3. takes a `Ready` from every replica that has one, sends the leaders' Appends at once
    (`DriverCore.send_ahead`: the followers' writes overlap ours), and executes the Readys
    together, in the order the replica requires: log resets, truncations, promises and high
-   watermarks synchronously (one worker-thread call), then every replica's appends through
+   watermarks synchronously (one worker-thread call; high watermarks alone go beside the
+   appends instead, `PersistPlan.beside`), then every replica's appends through
    the node's `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per
    group (meanwhile it steps the messages that arrive: `_persist_stepping`); then sends
    the rest of `to_send` (acknowledgements) through the `Transport`;
@@ -492,13 +493,21 @@ class ReplicationDriver:
         plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
         if plan.before:
             await asyncio.to_thread(run_calls, self._store, plan.before)
-        futures = [
+        waits: list[asyncio.Future[None]] = [
             await self._writer.submit(functools.partial(_same, batch)) for batch in plan.appends
         ]
-        if futures:
-            # A failed group commit leaves the replicas unable to know what is durable: the
-            # error propagates and stops the node (STYLE B.1 #4); a restart recovers.
-            await asyncio.gather(*futures)
+        if plan.beside:  # high watermarks, in no order with the appends (PersistPlan)
+            waits.append(
+                asyncio.ensure_future(asyncio.to_thread(run_calls, self._store, plan.beside))
+            )
+        if waits:
+            # Every write ends before the turn does, even when one fails (the store may be
+            # reopened next). A failed group commit leaves the replicas unable to know what is
+            # durable: the error propagates (`_recover`).
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
     async def _read(self, local: Local, request: core.ReadRequest) -> None:
         """A follower's catch-up read of our log, fed back to the replica. A damaged range
