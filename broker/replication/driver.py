@@ -10,8 +10,9 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
 2. applies the newest metadata image (creates a replica for every shard this node is in the
    replica set of, configures each with its epoch, leader, replicas and sealing; drops the
    replicas of shards it no longer holds), drains the bounded inbox into `step`, ticks;
-3. takes a `Ready` from every replica that has one, sends the leaders' Appends at once
-   (`DriverCore.send_ahead`: the followers' writes overlap ours), and executes the Readys
+3. takes a `Ready` from every replica that has one, hands their appends to the writer
+   thread when nothing must precede them (its fsync starts first), sends the leaders' Appends
+   at once (`DriverCore.send_ahead`: the followers' writes overlap ours), and executes the Readys
    together, in the order the replica requires: log resets, truncations, promises and high
    watermarks synchronously (one worker-thread call; high watermarks alone go beside the
    appends instead, `PersistPlan.beside`), then every replica's appends through
@@ -61,6 +62,7 @@ from broker.replication.driver_core import (
     DriverCore,
     DriverStatistics,
     Local,
+    PersistPlan,
     Turn,
     run_calls,
 )
@@ -376,10 +378,16 @@ class ReplicationDriver:
     async def _turn(self) -> None:
         turn = self._core.take_turn()
         if turn.work:
-            for envelope in self._core.send_ahead(turn):
-                self._transport.send(envelope)  # the followers write while we do
+            plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
             try:
-                await self._persist_stepping(turn)
+                queued: list[asyncio.Future[None]] | None = None
+                if not plan.before and self._writer.has_room(len(plan.appends)):
+                    # Our appends go to the writer thread first, so our fsync starts while
+                    # the loop encodes the Appends (submit does not wait: there is room).
+                    queued = [await self._submit(batch) for batch in plan.appends]
+                for envelope in self._core.send_ahead(turn):
+                    self._transport.send(envelope)  # the followers write while we do
+                await self._persist_stepping(plan, queued)
             except _PERSIST_ERRORS as error:
                 await self._recover(turn, error)
                 return
@@ -456,8 +464,10 @@ class ReplicationDriver:
             return True  # nothing measures the disk here (tests): try
         return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
 
-    async def _persist_stepping(self, turn: Turn) -> None:
-        """Persists `turn` and, while its writes and fsync are in flight, steps whatever
+    async def _persist_stepping(
+        self, plan: PersistPlan, queued: list[asyncio.Future[None]] | None
+    ) -> None:
+        """Persists `plan` and, while its writes and fsync are in flight, steps whatever
         arrives: a follower's AppendAck raises a leader's HW and answers its producers at once
         (`DriverCore.drain_inbox`) instead of after this node's own next fsync, and a
         follower's next Appends are in its log when the next turn starts. Safe because a
@@ -465,7 +475,7 @@ class ReplicationDriver:
         stays at or below its durable end, replica.py rule 3), and `step` between `ready` and
         `advance` is part of the replica's contract. Ticks, reads and the next Ready wait for
         the turn's end as before."""
-        persist = asyncio.ensure_future(self._persist(turn))
+        persist = asyncio.ensure_future(self._persist(plan, queued))
         woken = False
         try:
             while not persist.done():
@@ -488,14 +498,14 @@ class ReplicationDriver:
                 self._wake.set()
         await persist
 
-    async def _persist(self, turn: Turn) -> None:
-        """Makes every Ready durable in the order the replica requires (module docstring)."""
-        plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
-        if plan.before:
-            await asyncio.to_thread(run_calls, self._store, plan.before)
-        waits: list[asyncio.Future[None]] = [
-            await self._writer.submit(functools.partial(_same, batch)) for batch in plan.appends
-        ]
+    async def _persist(self, plan: PersistPlan, queued: list[asyncio.Future[None]] | None) -> None:
+        """Makes every Ready durable in the order the replica requires (module docstring);
+        `queued`: the plan's appends, already given to the writer (`_turn`)."""
+        if queued is None:
+            if plan.before:
+                await asyncio.to_thread(run_calls, self._store, plan.before)
+            queued = [await self._submit(batch) for batch in plan.appends]
+        waits = list(queued)
         if plan.beside:  # high watermarks, in no order with the appends (PersistPlan)
             waits.append(
                 asyncio.ensure_future(asyncio.to_thread(run_calls, self._store, plan.beside))
@@ -508,6 +518,9 @@ class ReplicationDriver:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
+
+    async def _submit(self, batch: AppendBatch) -> asyncio.Future[None]:
+        return await self._writer.submit(functools.partial(_same, batch))
 
     async def _read(self, local: Local, request: core.ReadRequest) -> None:
         """A follower's catch-up read of our log, fed back to the replica. A damaged range
