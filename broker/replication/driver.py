@@ -10,9 +10,8 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
 2. applies the newest metadata image (creates a replica for every shard this node is in the
    replica set of, configures each with its epoch, leader, replicas and sealing; drops the
    replicas of shards it no longer holds), drains the bounded inbox into `step`, ticks;
-3. takes a `Ready` from every replica that has one, hands their appends to the writer
-   thread when nothing must precede them (its fsync starts first), sends the leaders' Appends
-   at once (`DriverCore.send_ahead`: the followers' writes overlap ours), and executes the Readys
+3. takes a `Ready` from every replica that has one, sends the leaders' Appends at once
+   (`DriverCore.send_ahead`: the followers' writes overlap ours), and executes the Readys
    together, in the order the replica requires: log resets, truncations, promises and high
    watermarks synchronously (one worker-thread call; high watermarks alone go beside the
    appends instead, `PersistPlan.beside`), then every replica's appends through
@@ -380,13 +379,16 @@ class ReplicationDriver:
         if turn.work:
             plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
             try:
-                queued: list[asyncio.Future[None]] | None = None
-                if not plan.before and self._writer.has_room(len(plan.appends)):
-                    # Our appends go to the writer thread first, so our fsync starts while
-                    # the loop encodes the Appends (submit does not wait: there is room).
-                    queued = [await self._submit(batch) for batch in plan.appends]
-                for envelope in self._core.send_ahead(turn):
+                ahead = self._core.send_ahead(turn)
+                for envelope in ahead:
                     self._transport.send(envelope)  # the followers write while we do
+                queued: list[asyncio.Future[None]] | None = None
+                if not ahead and not plan.before and self._writer.has_room(len(plan.appends)):
+                    # A follower's turn: its appends go to the writer thread at once (submit
+                    # does not wait: there is room), not one task step later. A leader's wait
+                    # until the loop has encoded its Appends: the writer thread holds the GIL
+                    # while it writes, which would delay the followers' copies.
+                    queued = [await self._submit(batch) for batch in plan.appends]
                 await self._persist_stepping(plan, queued)
             except _PERSIST_ERRORS as error:
                 await self._recover(turn, error)
