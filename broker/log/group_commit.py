@@ -80,6 +80,7 @@ class GroupCommitWriter:
         self._group_bytes_max = group_bytes_max
         self._group_records_max = group_records_max
         self._slots = asyncio.Semaphore(queue_batches_max)
+        self._free_slots = queue_batches_max  # what `_slots` holds (`has_room`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # Guards _queue, _stopping and the counters; shared by the loop and the writer thread.
@@ -119,6 +120,7 @@ class GroupCommitWriter:
         assert loop is not None, "GroupCommitWriter.submit() before start()"
         assert asyncio.get_running_loop() is loop, "submit() only from the loop that started us"
         await self._slots.acquire()
+        self._free_slots -= 1
         try:
             batch = make_batch()
             size_bytes = batch.size_bytes
@@ -133,8 +135,13 @@ class GroupCommitWriter:
                 self._condition.notify()
         except BaseException:
             self._slots.release()
+            self._free_slots += 1
             raise
         return future
+
+    def has_room(self, batches: int) -> bool:
+        """Whether `batches` more can be submitted now without waiting for a slot."""
+        return self._free_slots >= batches and not self._slots.locked()
 
     def stop(self) -> None:
         """Lets the thread finish what is queued, then joins it. Idempotent; blocks."""
@@ -224,6 +231,7 @@ class GroupCommitWriter:
         """On the loop: settle the group's futures (in queue order) and free their slots."""
         for pending in group:
             self._slots.release()
+            self._free_slots += 1
             if pending.future.done():  # cancelled by its owner; the write happened anyway
                 continue
             if error is None:
