@@ -518,6 +518,25 @@ async def test_edge_and_storage_on_the_grpc_door(node: Node, kvs: Any) -> None:
     assert described["EdgeConfig"]["HubDeviceArn"] == HUB
 
 
+async def test_the_webrtc_storage_api_is_refused_not_faked(node: Node) -> None:
+    """JoinStorageSession(AsViewer) need WebRTC ingestion's media server, which Shoal does not
+    run (GetSignalingChannelEndpoint refuses WEBRTC too): a call gets an error naming the
+    operation, never a 200 the client would take for a joined session."""
+    storage = video_client(node, "kinesis-video-webrtc-storage")
+    channel = "arn:aws:kinesisvideo:us-east-1:000000000000:channel/webrtc/1"
+    try:
+        for method, extra in (
+            (storage.join_storage_session, {}),
+            (storage.join_storage_session_as_viewer, {"clientId": "viewer"}),
+        ):
+            with pytest.raises(botocore.exceptions.ClientError) as raised:
+                await call(method, channelArn=channel, **extra)
+            assert _error(raised) == ("UnknownOperationException", 400)
+            assert "JoinStorageSession" in raised.value.response["Error"]["Message"]
+    finally:
+        storage.close()
+
+
 # --- Every request shape of the four models (tests/required_members.py) -----------------------
 # Every operation Shoal serves of botocore's four Kinesis Video models (kinesisvideo,
 # kinesis-video-media, kinesis-video-archived-media, kinesis-video-signaling), with nothing,
