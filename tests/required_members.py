@@ -204,7 +204,8 @@ def _jsonable(value: object) -> Any:
 def wrong_type_bodies(model: str, samples: dict[str, Any]) -> list[tuple[str, str, bytes]]:
     """(operation, label, body) for every operation of `model`: its required members (from
     `samples` and the model) with each member, top level and one level down, replaced by a
-    value of another JSON type; and bodies that are a JSON array or not JSON at all."""
+    value of another JSON type (one nested member of each type per member: the doors check
+    each type the same way wherever it is); and bodies that are a JSON array or not JSON."""
     service = service_model(model)
     bodies: list[tuple[str, str, bytes]] = []
     for operation in service.operation_names:
@@ -218,7 +219,11 @@ def wrong_type_bodies(model: str, samples: dict[str, Any]) -> list[tuple[str, st
                 continue  # a header, query or path member: not in the body
             wrong = {**valid, name: _WRONG_JSON[member.type_name]}
             bodies.append((operation, name, json.dumps(wrong).encode()))
+            seen_types: set[str] = set()
             for inner_name, inner in getattr(member, "members", {}).items():
+                if inner.type_name in seen_types:
+                    continue
+                seen_types.add(inner.type_name)
                 inner_wrong = {**valid.get(name, {}), inner_name: _WRONG_JSON[inner.type_name]}
                 wrong = {**valid, name: inner_wrong}
                 bodies.append((operation, f"{name}.{inner_name}", json.dumps(wrong).encode()))
