@@ -69,7 +69,15 @@ from broker.client.worker import (
     WorkerConfig,
 )
 from broker.clock import Clock
-from broker.consumers.leases import Lease, LeaseError, NewLease
+from broker.consumers.leases import (
+    CreateLeases,
+    Lease,
+    LeaseError,
+    NewLease,
+    ReleaseLease,
+    RenewLease,
+    TakeLease,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import LambdaError, LambdaInvoker
 from broker.meta.commands import RecordAnalyticsProgress
@@ -346,11 +354,13 @@ class _Placement:
             if held is not None:
                 with contextlib.suppress(ShoalError):
                     await self.runner._lease_client.release(
-                        application=self._lease_name,
-                        stream_name=stream,
-                        lease_key=PLACEMENT_LEASE_KEY,
-                        owner=self.runner._worker_id,
-                        expected_counter=held.lease_counter,
+                        ReleaseLease(
+                            application=self._lease_name,
+                            stream_name=stream,
+                            lease_key=PLACEMENT_LEASE_KEY,
+                            owner=self.runner._worker_id,
+                            expected_counter=held.lease_counter,
+                        )
                     )
 
     async def _latest(self, stream: str) -> Application:
@@ -377,19 +387,23 @@ class _Placement:
         now = self.runner._clock.monotonic_ms()
         if held is not None:
             renewed = await client.renew(
-                application=self._lease_name,
-                stream_name=stream,
-                lease_key=PLACEMENT_LEASE_KEY,
-                owner=me,
-                expected_counter=held.lease_counter,
+                RenewLease(
+                    application=self._lease_name,
+                    stream_name=stream,
+                    lease_key=PLACEMENT_LEASE_KEY,
+                    owner=me,
+                    expected_counter=held.lease_counter,
+                )
             )
             return (None, None) if isinstance(renewed, LeaseError) else (renewed, None)
         current = await client.list_leases(application=self._lease_name, stream_name=stream)
         if not current:
             created = await client.create_leases(
-                application=self._lease_name,
-                stream_name=stream,
-                leases=[NewLease(shard_id=PLACEMENT_LEASE_KEY)],
+                CreateLeases(
+                    application=self._lease_name,
+                    stream_name=stream,
+                    leases=(NewLease(shard_id=PLACEMENT_LEASE_KEY),),
+                )
             )
             if isinstance(created, LeaseError):
                 return None, None
@@ -401,12 +415,14 @@ class _Placement:
         expired = now - seen[2] >= self.runner.settings.failover_ms
         if lease.lease_owner is None or lease.lease_owner == me or expired:
             taken = await client.take(
-                application=self._lease_name,
-                stream_name=stream,
-                lease_key=PLACEMENT_LEASE_KEY,
-                owner=me,
-                expected_owner=lease.lease_owner,
-                expected_counter=lease.lease_counter,
+                TakeLease(
+                    application=self._lease_name,
+                    stream_name=stream,
+                    lease_key=PLACEMENT_LEASE_KEY,
+                    owner=me,
+                    expected_owner=lease.lease_owner,
+                    expected_counter=lease.lease_counter,
+                )
             )
             if not isinstance(taken, LeaseError):
                 log.info("analytics_application_placed", extra={"application": self.app.name})
