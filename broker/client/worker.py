@@ -67,10 +67,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from broker import limits
+from broker import error_messages, limits
 from broker.client.fanout import FanOutRetrieval
 from broker.client.grpc_client import AsyncShoalClient
-from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate
+from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate_batch
 from broker.client.retrieval import (
     KinesisCalls,
     PollingRecordSource,
@@ -503,7 +503,7 @@ class Worker:
             if not token:
                 return shards
             request = {"NextToken": token}
-        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "ListShards did not end")
+        raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.LIST_SHARDS_DID_NOT_END)
 
     async def _sync_shards(self) -> None:
         """ListShards, then create the leases that are missing (the KCL's ShardSyncTask)."""
@@ -728,7 +728,9 @@ class Worker:
             self._shards.update(await self._list_shards())
         shard = self._shards.get(shard_id)
         if shard is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"shard {shard_id} is not listed")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.shard_not_listed(shard_id=shard_id)
+            )
         return shard
 
     def _count_delivered(self, count: int) -> None:
@@ -799,6 +801,7 @@ class _ShardConsumer:
         start = self._holding.lease.checkpoint
         await self._retrying(lambda: source.start(start))
         resume_after = to_extended(start)
+        resuming = not start.is_sentinel
         # Infinite on purpose: ends at the shard's end, on a lost lease, or on shutdown.
         while True:
             if self._holding.lost:
@@ -809,12 +812,13 @@ class _ShardConsumer:
                 )
                 return
             batch = await self._retrying(source.next_batch)
-            users = [
-                user
-                for record in batch.records
-                for user in deaggregate(record, shard_hash_range=shard.hash_range)
-                if start.is_sentinel or user.extended_sequence_number > resume_after
-            ]
+            users = deaggregate_batch(batch.records, shard_hash_range=shard.hash_range)
+            if resuming and users:
+                # Only the user records past the checkpoint (an aggregate's records up to it
+                # were processed); once a batch starts past it, so does every later one.
+                resuming = not users[0].extended_sequence_number > resume_after
+                if resuming:
+                    users = [u for u in users if u.extended_sequence_number > resume_after]
             empty_delivered = not batch.records and self._worker.config.process_empty_batches
             if (users or empty_delivered) and not self._holding.lost:
                 if users:

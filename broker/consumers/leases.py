@@ -51,6 +51,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, assert_never
 
+from broker import error_messages
 from broker.errors import ErrorCode
 
 # --- Limits (candidates for broker/limits.py) ----------------------------------------------
@@ -397,15 +398,15 @@ def _invalid(message: str) -> LeaseError:
 
 def _check_names(application: str, stream_name: str) -> LeaseError | None:
     if APPLICATION_NAME_PATTERN.fullmatch(application) is None:
-        return _invalid(f"application name {application!r} must match [a-zA-Z0-9_.-]{{1,255}}")
+        return _invalid(error_messages.lease_application_name_pattern(application=application))
     if STREAM_NAME_PATTERN.fullmatch(stream_name) is None:
-        return _invalid(f"stream name {stream_name!r} must match [a-zA-Z0-9_.-]{{1,128}}")
+        return _invalid(error_messages.lease_stream_name_pattern(stream_name=stream_name))
     return None
 
 
 def _check_owner(owner: str) -> LeaseError | None:
     if not 1 <= len(owner) <= WORKER_ID_CHARS_MAX or not owner.isprintable():
-        return _invalid(f"a worker id has 1 to {WORKER_ID_CHARS_MAX} printable characters")
+        return _invalid(error_messages.lease_worker_id_invalid(chars_max=WORKER_ID_CHARS_MAX))
     return None
 
 
@@ -419,7 +420,9 @@ def _find(table: LeaseTable, operation: _KeyedOperation) -> Lease | LeaseError:
     if lease is None:
         return LeaseError(
             refusal=LeaseRefusal.NOT_FOUND,
-            message=f"no lease for {application}/{stream_name}/{operation.lease_key}",
+            message=error_messages.lease_not_found(
+                application=application, stream_name=stream_name, lease_key=operation.lease_key
+            ),
         )
     return lease
 
@@ -427,9 +430,12 @@ def _find(table: LeaseTable, operation: _KeyedOperation) -> Lease | LeaseError:
 def _conflict(lease: Lease, *, expected_owner: str | None, expected_counter: int) -> LeaseError:
     return LeaseError(
         refusal=LeaseRefusal.CONFLICT,
-        message=(
-            f"lease {lease.lease_key} is held by {lease.lease_owner!r} at counter "
-            f"{lease.lease_counter}, not by {expected_owner!r} at {expected_counter}"
+        message=error_messages.lease_held_by_another(
+            lease_key=lease.lease_key,
+            owner=lease.lease_owner,
+            counter=lease.lease_counter,
+            expected_owner=expected_owner,
+            expected_counter=expected_counter,
         ),
     )
 
@@ -468,14 +474,14 @@ def create_leases(
     if invalid is not None:
         return table, invalid
     if len(leases) > LEASES_PER_REQUEST_MAX:
-        return table, _invalid(f"at most {LEASES_PER_REQUEST_MAX} leases per request")
+        return table, _invalid(error_messages.too_many_leases(leases_max=LEASES_PER_REQUEST_MAX))
     for new in leases:
         if not 1 <= len(new.shard_id) <= SHARD_ID_CHARS_MAX:
-            return table, _invalid(f"shard id {new.shard_id!r} has 1 to 128 characters")
+            return table, _invalid(error_messages.lease_shard_id_length(shard_id=new.shard_id))
         if len(new.parent_shard_ids) > PARENT_SHARDS_MAX:
-            return table, _invalid(f"shard {new.shard_id} has more than two parents")
+            return table, _invalid(error_messages.lease_too_many_parents(shard_id=new.shard_id))
         if new.shard_id in new.parent_shard_ids:
-            return table, _invalid(f"shard {new.shard_id} is its own parent")
+            return table, _invalid(error_messages.lease_own_parent(shard_id=new.shard_id))
     existing = table.stream_leases(application, stream_name)
     changed: dict[str, Lease] = {}
     for new in leases:
@@ -530,7 +536,7 @@ def steal(table: LeaseTable, operation: StealLease) -> tuple[LeaseTable, Lease |
     """`take` of a lease held by another (live) worker, for balancing. The victim's next renew
     or checkpoint fails with CONFLICT, and it stops processing the shard."""
     if operation.expected_owner == operation.owner:
-        return table, _invalid(f"worker {operation.owner!r} cannot steal its own lease")
+        return table, _invalid(error_messages.lease_steal_own(owner=operation.owner))
     return take(table, operation)
 
 
@@ -570,8 +576,12 @@ def checkpoint(
     value = operation.checkpoint
     if value < lease.checkpoint:
         return table, _invalid(
-            f"checkpoint {value.sequence_number}/{value.sub_sequence_number} is below "
-            f"{lease.checkpoint.sequence_number}/{lease.checkpoint.sub_sequence_number}"
+            error_messages.lease_checkpoint_below(
+                checkpoint=f"{value.sequence_number}/{value.sub_sequence_number}",
+                current=(
+                    f"{lease.checkpoint.sequence_number}/{lease.checkpoint.sub_sequence_number}"
+                ),
+            )
         )
     if operation.pending:
         updated = replace(lease, pending_checkpoint=value)
@@ -594,9 +604,7 @@ def delete_lease(
     if isinstance(lease, LeaseError):
         return table, lease
     if not lease.checkpoint.is_shard_end:
-        return table, _invalid(
-            f"lease {operation.lease_key} is not finished (checkpoint not SHARD_END)"
-        )
+        return table, _invalid(error_messages.lease_not_finished(lease_key=operation.lease_key))
     return table.without_lease(lease.application, lease.stream_name, lease.lease_key), lease
 
 
@@ -606,11 +614,12 @@ def delete_application(
     """Forget every lease of `application` (all streams); returns how many there were."""
     application = operation.application
     if APPLICATION_NAME_PATTERN.fullmatch(application) is None:
-        return table, _invalid(f"application name {application!r} is not valid")
+        return table, _invalid(error_messages.lease_application_invalid(application=application))
     streams = table.applications.get(application)
     if streams is None:
         return table, LeaseError(
-            refusal=LeaseRefusal.NOT_FOUND, message=f"no application {application}"
+            refusal=LeaseRefusal.NOT_FOUND,
+            message=error_messages.lease_no_application(application=application),
         )
     count = sum(len(leases) for leases in streams.values())
     return table.without_application(application), count
