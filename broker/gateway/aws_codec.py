@@ -221,8 +221,8 @@ def _flat_list_decoder(
     an object of known members, strings as strings, blobs as canonical base64 or, in CBOR,
     byte strings); anything else, including a null, goes to the generic decoder from the
     start, so every error is the generic one, raised at the same item."""
-    known = frozenset(shape.members)
     blobs = frozenset(name for name, m in shape.members.items() if m.type_name == "blob")
+    strings = frozenset(name for name, m in shape.members.items() if m.type_name == "string")
     json = wire is WireFormat.JSON
 
     def decode_flat_list(value: Any, depth: int) -> Any:
@@ -231,7 +231,7 @@ def _flat_list_decoder(
         decoded: list[dict[str, Any]] = []
         append = decoded.append
         for item in value:
-            if type(item) is not dict or not item.keys() <= known:
+            if type(item) is not dict:
                 return generic(value, depth)
             entry: dict[str, Any] = {}
             for name, member in item.items():
@@ -243,7 +243,7 @@ def _flat_list_decoder(
                             return generic(value, depth)
                     elif kind is not bytes or json:
                         return generic(value, depth)
-                elif kind is not str:
+                elif kind is not str or name not in strings:
                     return generic(value, depth)
                 entry[name] = member
             append(entry)
