@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from broker import error_messages
 from broker.cli.common import jsonable, kinesis_client, print_response
 from broker.cli.wait import add_wait_arguments, wait_until
 from broker.client.grpc_client import ShoalClient
@@ -326,7 +327,7 @@ def _split(client: ShoalClient, args: argparse.Namespace) -> int:
         if args.shard_id not in ranges:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Could not find shard {args.shard_id} in stream {args.stream}.",
+                error_messages.reshard_shard_not_found(args.shard_id, args.stream),
             )
         low = int(ranges[args.shard_id]["StartingHashKey"])
         high = int(ranges[args.shard_id]["EndingHashKey"])

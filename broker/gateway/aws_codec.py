@@ -390,10 +390,30 @@ def _blob(value: Any) -> bytes:
         # library's speed; every PutRecords entry carries a blob.
         decoded: bytes = pybase64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise _blob_error(value, "Invalid Base64 character") from exc
+        raise _blob_error(value, _invalid_base64_reason(value)) from exc
     if value and not _canonical_tail(value, decoded):
         raise _blob_error(value, "Invalid last non-pad Base64 character dectected")
     return decoded
+
+
+_BASE64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+
+
+def _invalid_base64_reason(value: str) -> str:
+    """AWS's reason naming the first character that cannot stand where it is (kinesalite's
+    recording: `'=+/='` is refused for its leading `=`): outside the alphabet, or padding
+    anywhere but the last two places or followed by anything but padding."""
+    for position, char in enumerate(value):
+        if char in _BASE64_ALPHABET:
+            continue
+        if (
+            char == "="
+            and position >= len(value) - 2
+            and value[position:] == "=" * (len(value) - position)
+        ):
+            continue
+        return f"Invalid Base64 character: '{_echo(char)}'"
+    return "Invalid Base64 character"
 
 
 def _blob_error(value: str, reason: str) -> ShoalError:

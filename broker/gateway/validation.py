@@ -105,25 +105,44 @@ def _java_string(value: Any) -> str:
     return str(value)
 
 
-# Inputs whose members AWS reports in an order of its own, ahead of the rest (recorded by
-# kinesalite's tests against the real service: ListTagsForStream says `limit` before
-# `exclusiveStartTagKey`, where the model lists them the other way round).
-_RECORDED_FIRST = {"ListTagsForStreamInput": ("Limit", "ExclusiveStartTagKey")}
+# Structures whose members AWS reports in an order of its own, ahead of the rest, as
+# kinesalite's tests recorded the real service reporting them (ListTagsForStream says `limit`
+# before `exclusiveStartTagKey`, where the model lists them the other way round; SplitShard
+# names `streamName` between its own two members). Members the recording names are reported in
+# its order, StreamName included; the rest follow in the model's order.
+_RECORDED_ORDER = {
+    "ListTagsForStreamInput": ("Limit", "ExclusiveStartTagKey"),
+    "GetRecordsInput": ("Limit", "ShardIterator"),
+    "ListShardsInput": (
+        "ExclusiveStartShardId",
+        "MaxResults",
+        "NextToken",
+        "StreamCreationTimestamp",
+    ),
+    "PutRecordInput": (
+        "SequenceNumberForOrdering",
+        "PartitionKey",
+        "ExplicitHashKey",
+        "Data",
+    ),
+    "PutRecordsRequestEntry": ("PartitionKey", "ExplicitHashKey", "Data"),
+    "SplitShardInput": ("NewStartingHashKey", "StreamName", "ShardToSplit"),
+}
 
 
 def _member_order(model: str, shape: botocore.model.StructureShape) -> tuple[str, ...]:
     """The order AWS reports a structure's members in: the model's, except that Kinesis
     reports the stream-naming member StreamName after the operation's own members (as
     recorded by kinesalite: `shardId`, `shardIteratorType`, ..., `streamName`; `tags`,
-    `streamName`), and the recorded exceptions of `_RECORDED_FIRST`."""
+    `streamName`), and the recorded exceptions of `_RECORDED_ORDER`."""
     names = tuple(shape.members)
     if model != KINESIS:
         return names
-    first = tuple(n for n in _RECORDED_FIRST.get(shape.name, ()) if n in names)
-    names = (*first, *(n for n in names if n not in first))
-    if "StreamName" not in names:
-        return names
-    return (*(n for n in names if n != "StreamName"), "StreamName")
+    first = tuple(n for n in _RECORDED_ORDER.get(shape.name, ()) if n in names)
+    rest = tuple(n for n in names if n not in first)
+    if "StreamName" in first or "StreamName" not in rest:
+        return (*first, *rest)
+    return (*first, *(n for n in rest if n != "StreamName"), "StreamName")
 
 
 def validate_request(operation: str, request: Mapping[str, Any], *, model: str = KINESIS) -> None:

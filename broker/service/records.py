@@ -42,7 +42,7 @@ from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
 from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
-    decode_sequence_number,
+    is_valid_ordering_number,
     offset_for_sequence_number,
     sequence_numbers_for,
 )
@@ -345,11 +345,22 @@ class RecordsApi:
         stream = ctx.stream_for_data(request)
         entry = _entry(stream, 0, request, "data")
         ordering = request.get("SequenceNumberForOrdering")
-        if ordering is not None and ordering != "0":  # AWS accepts 0: "before everything"
+        if (
+            ordering is not None
+            and ordering != "0"  # AWS accepts 0: "before everything"
+            and not is_valid_ordering_number(ordering, now_ms=ctx.now_ms())
+        ):
             # Our numbers already grow with arrival within a shard and from parents to
             # children, so a serial producer always gets a larger number than the one it
-            # passes; we only check that it is a number Shoal issued.
-            decode_sequence_number(ordering)
+            # passes; we only check that it is a number AWS would read.
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                error_messages.exclusive_minimum_invalid(
+                    text=ordering,
+                    stream_name=stream.display_name,
+                    account_id=ctx.namespace().account_id,
+                ),
+            )
         outcome = (await _write(ctx, self._router, stream, [entry]))[0]
         if isinstance(outcome, ShoalError):
             raise outcome
