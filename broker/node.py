@@ -53,7 +53,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from broker import limits, startup, tls
+from broker import error_messages, limits, startup, tls
 from broker.analytics.duckdb_engine import DuckDbChecker
 from broker.analytics.runner import ApplicationRunner, RunnerSettings
 from broker.analytics.service import AnalyticsService, AnalyticsSettings
@@ -1252,7 +1252,9 @@ class Node:
         assert self._metadata is not None
         node = self._metadata.image().nodes.get(node_id)
         if node is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Node {node_id} is not registered.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.node_not_registered(node_id=node_id)
+            )
         if node.state is not NodeState.DRAINING:
             await self._metadata.propose(
                 commands.SetNodeState(
@@ -1272,12 +1274,14 @@ class Node:
         assert self._quorum is not None
         node = self._metadata.image().nodes.get(node_id)
         if node is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Node {node_id} is not registered.")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.node_not_registered(node_id=node_id)
+            )
         held = _replica_count(self._metadata.image(), node_id)
         if held:
             raise ShoalError(
                 ErrorCode.RESOURCE_IN_USE,
-                f"Node {node_id} still holds {held} shard replicas; drain it first.",
+                error_messages.node_holds_replicas(node_id=node_id, held=held),
             )
         was_voter = (
             bool(node.raft_address) and node.raft_address in self._quorum.membership().voters
@@ -1400,7 +1404,7 @@ class _NodeFirehose:
     ) -> dict[str, Any]:
         firehose = self._node.firehose
         if firehose is None:
-            raise ShoalError(ErrorCode.UNAVAILABLE, "Firehose is not started yet.")
+            raise ShoalError(ErrorCode.UNAVAILABLE, error_messages.FIREHOSE_NOT_STARTED)
         return await firehose.service.call(operation, request, caller)
 
 

@@ -265,12 +265,18 @@ def _reshard(
     known = set(report.shard_ids.values())
     parent = report.shard_ids[entry["parent"]]
     if entry["adjacent_parent"] is not None:
+        # Lower hash range first, as MergeShards requires (a backup taken from an older
+        # release may record a merge that named the pair the other way round).
+        low, high = sorted(
+            (shards[entry["parent"]], shards[entry["adjacent_parent"]]),
+            key=lambda s: int(s["hash_start"]),
+        )
         call(
             "MergeShards",
             {
                 "StreamName": target,
-                "ShardToMerge": parent,
-                "AdjacentShardToMerge": report.shard_ids[entry["adjacent_parent"]],
+                "ShardToMerge": report.shard_ids[low["shard_id"]],
+                "AdjacentShardToMerge": report.shard_ids[high["shard_id"]],
             },
         )
     else:

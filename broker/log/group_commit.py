@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.log.probe import StorageProbe
 from broker.log.records import AppendBatch
@@ -130,7 +130,7 @@ class GroupCommitWriter:
             future: asyncio.Future[None] = loop.create_future()
             with self._condition:
                 if self._stopping:
-                    raise ShoalError(ErrorCode.UNAVAILABLE, "the log writer is stopping")
+                    raise ShoalError(ErrorCode.UNAVAILABLE, error_messages.LOG_WRITER_STOPPING)
                 self._queue.append(_Pending(batch=batch, size_bytes=size_bytes, future=future))
                 self._condition.notify()
         except BaseException:
@@ -238,7 +238,9 @@ class GroupCommitWriter:
                 pending.future.set_result(None)
             else:
                 # One exception object per future: each awaiter adds its own traceback.
-                failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "writing the shard log failed")
+                failure = ShoalError(
+                    ErrorCode.INTERNAL_FAILURE, error_messages.SHARD_LOG_WRITE_FAILED
+                )
                 failure.__cause__ = error
                 pending.future.set_exception(failure)
 

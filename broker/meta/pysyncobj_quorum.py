@@ -82,6 +82,7 @@ from pysyncobj.journal import Journal, MemoryJournal
 from pysyncobj.pickle import pickle as pysyncobj_pickle
 from pysyncobj.utility import TcpUtility, UtilityException
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError, StartupRefused
 from broker.meta import state_machine
 from broker.meta.commands import Command, decode_command, encode_command
@@ -703,13 +704,13 @@ class _MetadataSyncObj(SyncObj):  # type: ignore[misc]  # pysyncobj ships no typ
 # --- The quorum --------------------------------------------------------------------------------
 
 _FAILURE_TEXT = {
-    FAIL_REASON.QUEUE_FULL: "too many metadata commands are waiting for a leader",
-    FAIL_REASON.MISSING_LEADER: "the metadata quorum has no leader",
-    FAIL_REASON.DISCARDED: "a new metadata leader replaced the command",
-    FAIL_REASON.NOT_LEADER: "the metadata leader changed before the command committed",
-    FAIL_REASON.LEADER_CHANGED: "the metadata leader changed; the outcome is unknown",
-    FAIL_REASON.REQUEST_DENIED: "the metadata leader denied the command",
-    FAIL_REASON.UNKNOWN_OUTCOME: "the outcome of the metadata command is unknown",
+    FAIL_REASON.QUEUE_FULL: error_messages.METADATA_QUEUE_FULL,
+    FAIL_REASON.MISSING_LEADER: error_messages.METADATA_NO_LEADER,
+    FAIL_REASON.DISCARDED: error_messages.METADATA_COMMAND_DISCARDED,
+    FAIL_REASON.NOT_LEADER: error_messages.METADATA_LEADER_CHANGED_BEFORE_COMMIT,
+    FAIL_REASON.LEADER_CHANGED: error_messages.METADATA_LEADER_CHANGED,
+    FAIL_REASON.REQUEST_DENIED: error_messages.METADATA_COMMAND_DENIED,
+    FAIL_REASON.UNKNOWN_OUTCOME: error_messages.METADATA_OUTCOME_UNKNOWN,
 }
 _RAFT_ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -786,7 +787,7 @@ class PysyncobjQuorum:
             await self.stop()
             raise ShoalError(
                 ErrorCode.UNAVAILABLE,
-                f"The metadata quorum could not listen on {self._config.self_address}.",
+                error_messages.metadata_quorum_cannot_listen(address=self._config.self_address),
             ) from exc
 
     async def stop(self) -> None:
@@ -795,13 +796,15 @@ class PysyncobjQuorum:
             await asyncio.to_thread(syncobj.destroy_synchronous)
         for future in self._pending:
             if not future.done():
-                future.set_exception(_unavailable("the metadata quorum stopped", unknown=True))
+                future.set_exception(
+                    _unavailable(error_messages.METADATA_QUORUM_STOPPED, unknown=True)
+                )
         self._pending.clear()
 
     async def propose(self, command: Command) -> object:
         syncobj, state = self._syncobj, self._state
         if syncobj is None or state is None:
-            raise ShoalError(ErrorCode.UNAVAILABLE, "The metadata quorum is not started.")
+            raise ShoalError(ErrorCode.UNAVAILABLE, error_messages.METADATA_QUORUM_NOT_STARTED)
         if state.failure is not None:
             raise ShoalError(ErrorCode.INTERNAL_FAILURE, state.failure)
         data = encode_command(command)
@@ -816,7 +819,9 @@ class PysyncobjQuorum:
             async with asyncio.timeout(self._config.propose_timeout_s):
                 return await future
         except TimeoutError as exc:
-            raise _unavailable("the metadata command timed out", unknown=True) from exc
+            raise _unavailable(
+                error_messages.METADATA_COMMAND_TIMEOUT_REASON, unknown=True
+            ) from exc
         finally:
             self._pending.discard(future)
 
@@ -839,7 +844,7 @@ class PysyncobjQuorum:
     ) -> MetadataImage:
         state = self._state
         if state is None:
-            raise ShoalError(ErrorCode.UNAVAILABLE, "The metadata quorum is not started.")
+            raise ShoalError(ErrorCode.UNAVAILABLE, error_messages.METADATA_QUORUM_NOT_STARTED)
         return await wait_for_image_change(
             lambda: state.image, lambda: state.changed, predicate, timeout_s=timeout_s
         )
@@ -924,11 +929,11 @@ class PysyncobjQuorum:
         self_address = self._config.self_address
         if self.is_quorum_leader() and not await self.transfer_leadership(timeout_s=timeout_s):
             raise ShoalError(
-                ErrorCode.UNAVAILABLE, "Metadata unavailable: no voter took over the leadership."
+                ErrorCode.UNAVAILABLE, error_messages.METADATA_NO_VOTER_TOOK_LEADERSHIP
             )
         leader = self.quorum_leader_address()
         if leader is None or leader == self_address:
-            raise _unavailable("the metadata quorum has no other leader", unknown=False)
+            raise _unavailable(error_messages.METADATA_NO_OTHER_LEADER, unknown=False)
         remaining_s = max(0.1, deadline - loop.time())
         answer = await asyncio.to_thread(
             _utility_command,
@@ -938,7 +943,7 @@ class PysyncobjQuorum:
             timeout_s=remaining_s,
         )
         if not answer.startswith("SUCCESS"):
-            raise _unavailable(f"the leader answered {answer!r}", unknown=True)
+            raise _unavailable(error_messages.metadata_leader_answered(answer=answer), unknown=True)
 
     async def transfer_leadership(self, *, timeout_s: float, to: str | None = None) -> bool:
         syncobj, state = self._syncobj, self._state
@@ -971,7 +976,7 @@ class PysyncobjQuorum:
     async def _change_membership(self, kind: str, address: str, *, timeout_s: float) -> None:
         syncobj, state = self._syncobj, self._state
         if syncobj is None or state is None:
-            raise ShoalError(ErrorCode.UNAVAILABLE, "The metadata quorum is not started.")
+            raise ShoalError(ErrorCode.UNAVAILABLE, error_messages.METADATA_QUORUM_NOT_STARTED)
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
         def on_done(_result: object, reason: int) -> None:  # tick thread
@@ -983,13 +988,15 @@ class PysyncobjQuorum:
             async with asyncio.timeout(timeout_s):
                 reason = await done
         except TimeoutError as exc:
-            raise _unavailable("the membership change timed out", unknown=True) from exc
+            raise _unavailable(
+                error_messages.METADATA_MEMBERSHIP_CHANGE_TIMED_OUT, unknown=True
+            ) from exc
         if reason == FAIL_REASON.REQUEST_DENIED:
             # The leader allows one uncommitted change at a time, and none before its first
             # entry of the term committed.
             raise ShoalError(
                 ErrorCode.RESOURCE_IN_USE,
-                "Another metadata membership change is still in progress; retry.",
+                error_messages.METADATA_MEMBERSHIP_CHANGE_IN_PROGRESS,
             )
         if reason != FAIL_REASON.SUCCESS:
             unknown = reason in (FAIL_REASON.LEADER_CHANGED, FAIL_REASON.UNKNOWN_OUTCOME)
@@ -1013,7 +1020,9 @@ def _utility_command(address: str, command: list[str], *, password: str, timeout
 def _check_address(address: str) -> None:
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, f"{address!r} is not a host:port address.")
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT, error_messages.not_a_host_port(address=address)
+        )
 
 
 def _resolve(future: asyncio.Future[int], reason: int) -> None:
@@ -1039,8 +1048,10 @@ def _settle(future: asyncio.Future[object], result: object, reason: int) -> None
 
 
 def _unavailable(reason: str, *, unknown: bool) -> ShoalError:
-    suffix = " The command may still be applied." if unknown else ""
-    return ShoalError(ErrorCode.UNAVAILABLE, f"Metadata unavailable: {reason}.{suffix}")
+    return ShoalError(
+        ErrorCode.UNAVAILABLE,
+        error_messages.metadata_unavailable(reason=reason, outcome_unknown=unknown),
+    )
 
 
 # --- Forcing a new quorum (shoal recover-quorum) --------------------------------------------------

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from broker import limits
+from broker import error_messages, limits
 from broker.buggify import buggify
 from broker.errors import ErrorCode, ShoalError
 from broker.log.disk_guard import DiskGuard
@@ -605,7 +605,7 @@ class DriverCore:
         for _, completion in turn.promises:
             if not completion.done():
                 completion.set_exception(
-                    ShoalError(ErrorCode.UNAVAILABLE, "the replica could not persist its promise")
+                    ShoalError(ErrorCode.UNAVAILABLE, error_messages.REPLICA_PROMISE_NOT_PERSISTED)
                 )
         self.turns += 1
 

@@ -19,6 +19,7 @@ from broker.crypto.master_keys import MasterKeys
 from broker.error_messages import (
     STREAM_NAME_OR_ARN,
     missing_member,
+    reshard_shard_not_found,
     shard_id_not_understood,
     shard_not_found,
     stream_not_found,
@@ -202,9 +203,12 @@ class ServiceContext:
             raise self.stream_not_found(stream.name)
         return stream
 
-    def shard_for(self, stream: StreamMeta, shard_id: str) -> ShardMeta:
+    def shard_for(
+        self, stream: StreamMeta, shard_id: str, *, resharding: bool = False
+    ) -> ShardMeta:
         """The shard a caller's shard id names, in the forms AWS accepts: `shardId-<n>`, or
-        any text whose part after the last dash (or the whole) is the shard number."""
+        any text whose part after the last dash (or the whole) is the shard number.
+        `resharding`: SplitShard's and MergeShards' text for a shard the stream lacks."""
         account = self.namespace().account_id
         index = shard_index_of(shard_id)
         if index is None:
@@ -217,9 +221,10 @@ class ServiceContext:
             now_ms=self.now_ms(), retention_hours=stream.retention_hours
         )
         if shard is None or expired:
+            missing = reshard_shard_not_found if resharding else shard_not_found
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                shard_not_found(f"shardId-{index:012d}", stream.display_name, account),
+                missing(f"shardId-{index:012d}", stream.display_name, account),
             )
         return shard
 

@@ -42,7 +42,7 @@ from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
 from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
-    decode_sequence_number,
+    is_valid_ordering_number,
     offset_for_sequence_number,
     sequence_numbers_for,
 )
@@ -100,6 +100,37 @@ def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str)
         hash_key = partition_key_bytes_hash(partition_key_utf8)
     entry: _Entry = _new_tuple(_Entry, (position, hash_key, new_record(partition_key, data), size))
     return entry
+
+
+def _put_records_path(position: int) -> str:
+    return f"records.{position + 1}.member.data"
+
+
+def _entries(stream: StreamMeta, raw_records: Sequence[Mapping[str, Any]]) -> list[_Entry]:
+    """`_entry` of every record of a PutRecords, in one loop: the common record (a partition
+    key, no explicit hash key, within the size limit, on a stream routed by key) is made
+    inline; any other goes through `_entry`, which also raises the error of a bad one, so the
+    first error is the same as record-by-record."""
+    if stream.record_distribution is RecordDistribution.AUTO:
+        return [_entry(stream, i, raw, _put_records_path(i)) for i, raw in enumerate(raw_records)]
+    size_max = stream.max_record_size_kib * limits.KiB
+    entries: list[_Entry] = []
+    append = entries.append
+    for position, raw in enumerate(raw_records):
+        partition_key = raw.get("PartitionKey")
+        if partition_key is None or "ExplicitHashKey" in raw:
+            append(_entry(stream, position, raw, _put_records_path(position)))
+            continue
+        data: bytes = raw["Data"]
+        partition_key_utf8 = partition_key.encode()
+        size = len(partition_key_utf8) + len(data)
+        if size > size_max:
+            append(_entry(stream, position, raw, _put_records_path(position)))  # raises
+            continue
+        hash_key = partition_key_bytes_hash(partition_key_utf8)
+        record = _new_tuple(NewRecord, (partition_key, data))
+        append(_new_tuple(_Entry, (position, hash_key, record, size)))
+    return entries
 
 
 class Router:
@@ -314,11 +345,22 @@ class RecordsApi:
         stream = ctx.stream_for_data(request)
         entry = _entry(stream, 0, request, "data")
         ordering = request.get("SequenceNumberForOrdering")
-        if ordering is not None and ordering != "0":  # AWS accepts 0: "before everything"
+        if (
+            ordering is not None
+            and ordering != "0"  # AWS accepts 0: "before everything"
+            and not is_valid_ordering_number(ordering, now_ms=ctx.now_ms())
+        ):
             # Our numbers already grow with arrival within a shard and from parents to
             # children, so a serial producer always gets a larger number than the one it
-            # passes; we only check that it is a number Shoal issued.
-            decode_sequence_number(ordering)
+            # passes; we only check that it is a number AWS would read.
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                error_messages.exclusive_minimum_invalid(
+                    text=ordering,
+                    stream_name=stream.display_name,
+                    account_id=ctx.namespace().account_id,
+                ),
+            )
         outcome = (await _write(ctx, self._router, stream, [entry]))[0]
         if isinstance(outcome, ShoalError):
             raise outcome
@@ -328,10 +370,7 @@ class RecordsApi:
         ctx = self._ctx
         stream = ctx.stream_for_data(request)
         raw_records = request["Records"]
-        entries = [
-            _entry(stream, i, raw, f"records.{i + 1}.member.data")
-            for i, raw in enumerate(raw_records)
-        ]
+        entries = _entries(stream, raw_records)
         if sum(entry.size_bytes for entry in entries) > limits.put_records_bytes_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,

@@ -9,8 +9,10 @@ stop moving. CompleteReshard closes the parents at those counts and opens the ch
 The rules follow AWS (REFERENCE §1.6) and kinesalite's reproductions of its messages:
 * Split: the shard must be OPEN; NewStartingHashKey must be greater than StartingHashKey + 1
   and less than EndingHashKey. The lower child takes the next index, the upper the one after.
-* Merge: both shards OPEN and adjacent (their ranges are contiguous, in either order). The child
-  names ShardToMerge as parent and AdjacentShardToMerge as adjacent parent.
+* Merge: both shards OPEN and adjacent (their ranges are contiguous). The child names
+  ShardToMerge as parent and AdjacentShardToMerge as adjacent parent. The state machine
+  accepts either order; the proposing node refuses AdjacentShardToMerge below ShardToMerge,
+  as AWS does (`check_merge_order`).
 * UpdateShardCount (UNIFORM_SCALING): AWS's topology, which only splits shards in half and
   merges adjacent pairs. Scaling up from n to t (n < t <= 2n) splits every open shard in
   half and merges 2n - t adjacent pairs of halves; scaling down (n/2 <= t < n) merges n - t
@@ -96,7 +98,12 @@ def validate_split(stream: StreamMeta, *, shard_index: int, new_starting_hash_ke
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
             error_messages.split_key_out_of_range(
-                key, shard.shard_id, stream.name, shard.hash_key_start, shard.hash_key_end
+                key,
+                shard.shard_id,
+                stream.name,
+                _account_of(stream),
+                shard.hash_key_start,
+                shard.hash_key_end,
             ),
         )
 
@@ -112,8 +119,32 @@ def validate_merge(stream: StreamMeta, *, shard_index: int, adjacent_shard_index
     if shard.index == adjacent.index or not contiguous:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            error_messages.shards_not_adjacent(shard.shard_id, adjacent.shard_id, stream.name),
+            error_messages.shards_not_adjacent(
+                shard.shard_id, adjacent.shard_id, stream.name, _account_of(stream)
+            ),
         )
+
+
+def check_merge_order(stream: StreamMeta, *, shard_index: int, adjacent_shard_index: int) -> None:
+    """AWS's reading of MergeShards' two members: AdjacentShardToMerge is the shard just above
+    ShardToMerge in the hash space (kinesalite recorded AWS refusing the pair given the other
+    way round, with the not-adjacent message). Checked by the node that proposes the merge,
+    not in the state machine, whose `validate_merge` still accepts either order: a member of a
+    previous release applying the same BeginReshard must reach the same verdict."""
+    shard = stream.shards[shard_index]
+    adjacent = stream.shards[adjacent_shard_index]
+    if adjacent.hash_key_start < shard.hash_key_start:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.shards_not_adjacent(
+                shard.shard_id, adjacent.shard_id, stream.name, _account_of(stream)
+            ),
+        )
+
+
+def _account_of(stream: StreamMeta) -> str:
+    """The account in the stream's ARN (arn:aws:kinesis:region:account:stream/name)."""
+    return stream.arn.split(":")[4]
 
 
 def validate_update_shard_count(
@@ -179,7 +210,9 @@ def _open_shard(stream: StreamMeta, shard_index: int) -> ShardMeta:
     if shard is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            error_messages.reshard_shard_not_found(f"shardId-{shard_index:012d}", stream.name),
+            error_messages.reshard_shard_not_found(
+                f"shardId-{shard_index:012d}", stream.name, _account_of(stream)
+            ),
         )
     # SEALING counts as taken: it is the parent of a reshard in progress.
     if shard.state is not ShardState.OPEN:

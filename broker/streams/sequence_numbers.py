@@ -280,6 +280,7 @@ class _ForeignNumber:
 
     shard_index: int
     echoed: str
+    time_ms: int = 0  # the second the number says its record arrived (0: the layout has none)
 
 
 # AWS's layouts, as kinesalite recorded AWS decoding them. Version 0 (2013): 128 bits whose
@@ -316,7 +317,22 @@ def _foreign_number(text: str) -> _ForeignNumber | None:
         return None  # the record counter or the shard index out of AWS's range
     if version not in (1, 2):
         return None
-    return _ForeignNumber(shard_index=int(shard_digits, 16), echoed=text)
+    time_digits = digits[29:38] if version == 2 else digits[13:22]
+    return _ForeignNumber(
+        shard_index=int(shard_digits, 16), echoed=text, time_ms=int(time_digits, 16) * 1000
+    )
+
+
+def is_valid_ordering_number(text: str, *, now_ms: int) -> bool:
+    """Whether PutRecord's SequenceNumberForOrdering is a number AWS accepts there: one Shoal
+    issued, or one of AWS's own layouts (any shard, any stream: it only orders the caller's
+    writes) whose time is not in the future, as kinesalite recorded AWS judging them."""
+    try:
+        decode_sequence_number(text)
+    except ShoalError:
+        foreign = _foreign_number(text)
+        return foreign is not None and foreign.time_ms <= now_ms
+    return True
 
 
 def offset_for_sequence_number(

@@ -123,6 +123,71 @@ async def test_sequence_number_for_ordering_zero_is_accepted(kinesis: Any) -> No
         SequenceNumberForOrdering=first["SequenceNumber"],
     )
     assert int(second["SequenceNumber"]) > int(first["SequenceNumber"])
+    # A number of AWS's own layout, from any stream, is accepted; one AWS cannot read is
+    # refused with AWS's text (kinesalite's recordings).
+    aws_own = str(int("2ffffffffff7fffffffffffffff000000000007fffffff2", 16))
+    await call(
+        kinesis.put_record,
+        StreamName="ordered",
+        PartitionKey="k",
+        Data=b"c",
+        SequenceNumberForOrdering=aws_own,
+    )
+    unreadable = str(int("20000000000000000000000000000000000000000000004", 16))
+    assert await error_of(
+        kinesis.put_record,
+        StreamName="ordered",
+        PartitionKey="k",
+        Data=b"d",
+        SequenceNumberForOrdering=unreadable,
+    ) == (
+        "InvalidArgumentException",
+        f"ExclusiveMinimumSequenceNumber {unreadable} used in PutRecord on stream ordered "
+        f"under account {ACCOUNT} is invalid.",
+    )
+
+
+async def test_merge_names_the_lower_shard_first_as_aws_does(kinesis: Any) -> None:
+    await call(kinesis.create_stream, StreamName="merging", ShardCount=2)
+    assert await error_of(
+        kinesis.merge_shards,
+        StreamName="merging",
+        ShardToMerge="shardId-000000000001",
+        AdjacentShardToMerge="shardId-000000000000",
+    ) == (
+        "InvalidArgumentException",
+        "Shards shardId-000000000001 and shardId-000000000000 in stream merging under account "
+        f"{ACCOUNT} are not an adjacent pair of shards eligible for merging",
+    )
+    # Split and merge name a missing shard with their own text; a key past 2^128-1 gets the
+    # split's range text (kinesalite's recordings).
+    assert await error_of(
+        kinesis.split_shard,
+        StreamName="merging",
+        ShardToSplit="shardId-5",
+        NewStartingHashKey="2",
+    ) == (
+        "ResourceNotFoundException",
+        f"Could not find shard shardId-000000000005 in stream merging under account {ACCOUNT}.",
+    )
+    too_big = "9" * 39
+    assert await error_of(
+        kinesis.split_shard,
+        StreamName="merging",
+        ShardToSplit="shard-1",
+        NewStartingHashKey=too_big,
+    ) == (
+        "InvalidArgumentException",
+        f"NewStartingHashKey {too_big} used in SplitShard() on shard shardId-000000000001 in "
+        f"stream merging under account {ACCOUNT} is not both greater than one plus the shard's "
+        f"StartingHashKey {2**127} and less than the shard's EndingHashKey {2**128 - 1}.",
+    )
+    await call(
+        kinesis.merge_shards,
+        StreamName="merging",
+        ShardToMerge="shardId-000000000000",
+        AdjacentShardToMerge="shardId-000000000001",
+    )
 
 
 async def test_a_creating_stream_shows_no_shards_and_may_be_deleted(

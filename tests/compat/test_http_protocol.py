@@ -499,7 +499,12 @@ WRONG_TYPES: list[tuple[str, dict[str, Any], str]] = [
     (
         "PutRecord",
         {"StreamName": "s", "PartitionKey": "k", "Data": "ab!="},
-        "'ab!=' can not be converted to a Blob: Invalid Base64 character",
+        "'ab!=' can not be converted to a Blob: Invalid Base64 character: '!'",
+    ),
+    (  # kinesalite's recording: the padding cannot lead
+        "PutRecord",
+        {"StreamName": "s", "PartitionKey": "k", "Data": "=+/="},
+        "'=+/=' can not be converted to a Blob: Invalid Base64 character: '='",
     ),
     (
         "PutRecord",

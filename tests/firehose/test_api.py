@@ -3,6 +3,7 @@ service, against an in-process node whose S3 is moto's server on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -287,3 +288,142 @@ async def test_puts_over_the_delivery_stream_limits_are_answered_slow_down(
             await call(client.put_record, DeliveryStreamName="limited", Record={"Data": b"x"})
         assert _error(raised) == "ServiceUnavailableException"
         client.close()
+
+
+# --- Every request shape of the firehose model (tests/required_members.py) --------------------
+# Every operation of botocore's firehose model, with nothing, with only its required members and
+# with each required member missing, through boto3 (its own validation off) and the gRPC door,
+# and with each member of a wrong JSON type through the AWS JSON door: a missing member is
+# AWS's ValidationException naming it, a wrong type a 4xx, never a 500/INTERNAL. The requests
+# name a delivery stream of the door's own that exists, so "required only" reaches the service's
+# own checks (the deletions come last).
+
+
+async def _sweep_samples(firehose: Any, s3_server: S3Server, door: str) -> dict[str, Any]:
+    name = f"api-sweep-{door}"
+    s3_server.client().create_bucket(Bucket=name)
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=s3_destination(name),
+    )
+    description = await wait_status(firehose, name, "ACTIVE")
+    return {
+        "DeliveryStreamName": name,
+        "CurrentDeliveryStreamVersionId": description["VersionId"],
+        "DestinationId": description["Destinations"][0]["DestinationId"],
+        "Record": {"Data": b"x"},
+        "Records": [{"Data": b"x"}],
+        "Tags": [{"Key": "sweep", "Value": "v"}],
+        "TagKeys": ["sweep"],
+    }
+
+
+def test_every_operation_of_the_model_is_served(fh_node: Node) -> None:
+    from broker.gateway.validation import service_model
+    from tests.required_members import grpc_operations
+
+    modelled = set(service_model("firehose").operation_names)
+    service = firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"]
+    assert grpc_operations(service) == modelled
+
+
+async def test_every_request_shape_through_boto3_never_answers_500(
+    fh_node: Node, firehose: Any, s3_server: S3Server
+) -> None:
+    from broker.gateway.validation import service_model
+    from tests.required_members import boto3_ask, sweep
+
+    samples = await _sweep_samples(firehose, s3_server, "http")
+    client = firehose_client(f"http://127.0.0.1:{fh_node.http_port}", parameter_validation=False)
+    try:
+        operations = service_model("firehose").operation_names
+        problems = await sweep("firehose", operations, samples, boto3_ask(client))
+    finally:
+        client.close()
+    assert not problems, "\n".join(problems)
+
+
+async def test_every_request_shape_through_grpc_never_answers_internal(
+    fh_node: Node, firehose: Any, s3_server: S3Server
+) -> None:
+    from tests.required_members import grpc_ask, grpc_operations, malformed_request_answer, sweep
+
+    samples = await _sweep_samples(firehose, s3_server, "grpc")
+    service = firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{fh_node.grpc_port}") as channel:
+        served = grpc_operations(service)
+        problems = await sweep("firehose", served, samples, grpc_ask(channel, service))
+        malformed = await malformed_request_answer(channel, service, "DescribeDeliveryStream")
+    assert not problems, "\n".join(problems)
+    assert malformed == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException")
+
+
+_WRONG_JSON = {  # a value of another JSON type than the member's shape
+    "string": 7,
+    "integer": "seven",
+    "long": "seven",
+    "boolean": "yes",
+    "blob": 7,
+    "timestamp": "not a time",
+    "list": "not a list",
+    "map": ["not", "a", "map"],
+    "structure": "not an object",
+}
+
+
+def _jsonable(value: object) -> str:
+    """A blob's base64 (what the AWS JSON protocol sends); boto3 would encode it so."""
+    import base64
+
+    assert isinstance(value, bytes), value
+    return base64.b64encode(value).decode()
+
+
+async def test_every_member_of_a_wrong_type_gets_a_client_error(fh_node: Node) -> None:
+    """Each member of each operation's input, top level and one level down, as a value of
+    another JSON type (and bodies that are not a JSON object): a 4xx, never a 5xx."""
+    import json
+
+    import httpx
+
+    from broker.gateway.validation import service_model
+    from tests.compat.test_required_members import sample_request
+
+    model = service_model("firehose")
+    target = model.metadata["targetPrefix"]
+    samples = {"DeliveryStreamName": "api-wrong-types", "Record": {"Data": "eA=="}}
+    bodies: list[tuple[str, str, bytes]] = []
+    for operation in model.operation_names:
+        shape = model.operation_model(operation).input_shape
+        bodies += [(operation, "array", b"[]"), (operation, "not JSON", b"{")]
+        if shape is None:
+            continue
+        valid = json.loads(json.dumps(sample_request(shape, samples), default=_jsonable))
+        for name, member in shape.members.items():
+            wrong = {**valid, name: _WRONG_JSON[member.type_name]}
+            bodies.append((operation, name, json.dumps(wrong).encode()))
+            for inner_name, inner in getattr(member, "members", {}).items():
+                inner_wrong = {**valid.get(name, {}), inner_name: _WRONG_JSON[inner.type_name]}
+                wrong = {**valid, name: inner_wrong}
+                bodies.append((operation, f"{name}.{inner_name}", json.dumps(wrong).encode()))
+    problems: list[str] = []
+    slots = asyncio.Semaphore(8)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+
+        async def ask(operation: str, label: str, body: bytes) -> None:
+            async with slots:
+                answer = await client.post(
+                    f"http://127.0.0.1:{fh_node.http_port}/",
+                    headers={
+                        "Content-Type": "application/x-amz-json-1.1",
+                        "X-Amz-Target": f"{target}.{operation}",
+                    },
+                    content=body,
+                )
+            if not 400 <= answer.status_code < 500:
+                problems.append(f"{operation} ({label}): {answer.status_code} {answer.text[:160]}")
+
+        await asyncio.gather(*(ask(*case) for case in bodies))
+    assert len(bodies) > 100  # the scope is real
+    assert not problems, "\n".join(problems)

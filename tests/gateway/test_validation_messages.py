@@ -53,6 +53,30 @@ def test_list_tags_for_stream_reports_limit_first_as_aws_does() -> None:
     )
 
 
+def test_get_records_and_split_shard_report_members_in_awss_recorded_order() -> None:
+    # kinesalite's recordings: GetRecords says `limit` first; SplitShard puts `streamName`
+    # between its own two members.
+    long = "a" * 513
+    assert message_of("GetRecords", {"ShardIterator": long, "Limit": 100000}) == (
+        "2 validation errors detected: "
+        + violation("'100000'", "limit", "Member must have value less than or equal to 10000")
+        + "; "
+        + violation(
+            f"'{long}'", "shardIterator", "Member must have length less than or equal to 512"
+        )
+    )
+    name = "a" * 129
+    request = {"StreamName": name, "ShardToSplit": name, "NewStartingHashKey": "0"}
+    assert message_of("SplitShard", request) == (
+        "2 validation errors detected: "
+        + violation(f"'{name}'", "streamName", "Member must have length less than or equal to 128")
+        + "; "
+        + violation(
+            f"'{name}'", "shardToSplit", "Member must have length less than or equal to 128"
+        )
+    )
+
+
 def test_empty_strings_fail_their_pattern_then_their_length_and_stream_name_comes_last() -> None:
     request = {
         "StreamName": "",

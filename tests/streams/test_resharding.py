@@ -16,6 +16,7 @@ from broker.streams.hash_keys import tiles_hash_space, uniform_ranges
 from broker.streams.resharding import (
     DAY_MS,
     ReshardOutcome,
+    check_merge_order,
     complete_reshard,
     initial_shards,
     shards_to_seal,
@@ -189,7 +190,10 @@ def test_child_created_ms_never_precedes_parent() -> None:
 def test_split_unknown_shard_is_not_found() -> None:
     error = _error(lambda: validate_split(make_stream(1), shard_index=1, new_starting_hash_key=5))
     assert error.code is ErrorCode.RESOURCE_NOT_FOUND
-    assert error.message == "Could not find shard shardId-000000000001 in stream s."
+    assert (
+        error.message
+        == "Could not find shard shardId-000000000001 in stream s under account 000000000000."
+    )
 
 
 @pytest.mark.parametrize("state", [ShardState.CLOSED, ShardState.SEALING])
@@ -236,8 +240,8 @@ def test_merge_of_non_adjacent_shards_is_invalid() -> None:
     error = _error(lambda: validate_merge(stream, shard_index=0, adjacent_shard_index=2))
     assert error.code is ErrorCode.INVALID_ARGUMENT
     assert error.message == (
-        "Shards shardId-000000000000 and shardId-000000000002 in stream s are not an adjacent "
-        "pair of shards eligible for merging"
+        "Shards shardId-000000000000 and shardId-000000000002 in stream s under account "
+        "000000000000 are not an adjacent pair of shards eligible for merging"
     )
     error = _error(lambda: validate_merge(stream, shard_index=1, adjacent_shard_index=1))
     assert error.code is ErrorCode.INVALID_ARGUMENT
@@ -254,9 +258,21 @@ def test_merge_errors_name_the_missing_or_closed_shard() -> None:
 
 
 def test_validate_merge_accepts_either_order() -> None:
+    # The state machine's rule: members of the previous release apply it too.
     stream = make_stream(2)
     validate_merge(stream, shard_index=0, adjacent_shard_index=1)
     validate_merge(stream, shard_index=1, adjacent_shard_index=0)
+
+
+def test_the_proposer_refuses_the_adjacent_shard_below_the_shard_to_merge() -> None:
+    stream = make_stream(2)
+    check_merge_order(stream, shard_index=0, adjacent_shard_index=1)
+    error = _error(lambda: check_merge_order(stream, shard_index=1, adjacent_shard_index=0))
+    assert error.code is ErrorCode.INVALID_ARGUMENT
+    assert error.message == (  # kinesalite's recording of AWS
+        "Shards shardId-000000000001 and shardId-000000000000 in stream s under account "
+        "000000000000 are not an adjacent pair of shards eligible for merging"
+    )
 
 
 # --- UpdateShardCount ----------------------------------------------------------------------

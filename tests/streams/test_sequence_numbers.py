@@ -25,6 +25,7 @@ from broker.streams.sequence_numbers import (
     encode_sequence_number,
     ending_sequence_number,
     is_aws_layout,
+    is_valid_ordering_number,
     offset_for_sequence_number,
     sequence_number_for,
     sequence_numbers_for,
@@ -349,3 +350,36 @@ def test_aws_layout_children_follow_their_parents_and_old_numbers_still_decode()
         sequence_number_for(parent, 7),
         sequence_number_for(parent, 8),
     ]
+
+
+NOW_MS = 1_800_000_000_000
+
+
+@pytest.mark.parametrize(
+    ("hex_digits", "valid"),
+    [
+        # kinesalite's PutRecord recordings of AWS: AWS's layouts, any shard, are accepted...
+        ("2ffffffffff7fffffffffffffff000000000007fffffff2", True),
+        ("20000000000000000000000000000000000000000000002", True),
+        ("20000000000000000000000000000000000000000000001", True),
+        # ...unless the version, the leading digit, the counter or shard index, or the time
+        # is out of AWS's range,
+        ("20000000000000000000000000000000000000000000000", False),
+        ("20000000000000000000000000000000000000000000004", False),
+        ("30000000000000000000000000000000000000000000001", False),
+        ("1ffffffffff7fffffffffffffff000000000007fffffff2", False),
+        ("20000000000800000000000000000000000000000000002", False),
+        ("20000000000000000000000000000000000000800000002", False),
+        ("13bb2cc3d80000000000000000000000", False),
+        (f"200000000000000000000000000000{NOW_MS // 1000 + 2:08x}000000002", False),
+        (f"2ffffffffff7fffffff7fffffff000{NOW_MS // 1000 - 2:08x}7fffffff2", True),
+    ],
+)
+def test_ordering_numbers_are_judged_as_aws_judges_them(hex_digits: str, valid: bool) -> None:
+    assert is_valid_ordering_number(str(int(hex_digits, 16)), now_ms=NOW_MS) is valid
+
+
+def test_every_number_shoal_issues_is_a_valid_ordering_number() -> None:
+    shard = dataclasses.replace(make_stream(1).shards[0], aws_sequence_numbers=True)
+    for offset in (0, 1, 2**40):
+        assert is_valid_ordering_number(sequence_number_for(shard, offset), now_ms=NOW_MS)
