@@ -300,8 +300,10 @@ def stranded_by_leaving(image: MetadataImage, node_id: NodeId, *, wall_ms: int) 
     scaled down), waited for it forever (`controller_leader_not_chosen ... re_prepare`). A
     node stopping on SIGTERM therefore waits, bounded, until the controller has added the
     replacement (`Node.drain_for_shutdown`). A set the controller is not changing (a stream
-    of replication factor 1 or 2 on healthy nodes) is not waited for: nothing would change."""
+    of replication factor 1 or 2 on healthy nodes), or cannot change (no ACTIVE node outside
+    the set to take a replica), is not waited for: nothing would change."""
     stranded = []
+    active_nodes = {n.node_id for n in image.nodes.values() if n.state is NodeState.ACTIVE}
     for stream in image.streams.values():
         if stream.is_gone(now_ms=wall_ms):
             continue
@@ -313,8 +315,9 @@ def stranded_by_leaving(image: MetadataImage, node_id: NodeId, *, wall_ms: int) 
                 n for n in replicas if n in image.nodes and image.nodes[n].state is NodeState.ACTIVE
             ]
             repairing = len(replicas) < stream.replication_factor or len(active) < len(replicas)
+            spare = bool(active_nodes - set(replicas))  # a node the replacement could go to
             others = sum(1 for n in active if n != node_id)
-            if repairing and others <= len(replicas) // 2:
+            if repairing and spare and others <= len(replicas) // 2:
                 stranded.append(f"{stream.name}/{shard.shard_id}")
     return tuple(stranded)
 

@@ -494,6 +494,9 @@ def test_a_node_stopping_while_its_shard_is_one_short_waits_for_the_replacement(
     assert stranded_by_leaving(two, shards(two)[0].replicas[0], wall_ms=WALL_MS) == ()
     one = stream_image(1, shard_count=1, factor=1)
     assert stranded_by_leaving(one, N1, wall_ms=WALL_MS) == ()
+    # Nor one it cannot change: no ACTIVE node outside the set to take the replacement.
+    three = set_state(stream_image(3, shard_count=1, factor=3), N3, NodeState.FENCED)
+    assert stranded_by_leaving(three, N2, wall_ms=WALL_MS) == ()
 
 
 def test_reshard_completes_once_every_parent_has_a_live_leader() -> None:
