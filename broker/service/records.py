@@ -23,7 +23,7 @@ from broker.error_messages import (
     timestamp_in_the_future,
 )
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import NewRecord, StoredRecord, new_record
+from broker.log.records import NewRecord, StoredRecord, new_record, records_size_bytes
 from broker.meta.image import (
     HOUR_MS,
     MetadataImage,
@@ -524,7 +524,7 @@ class RecordsApi:
                 stream.name,
                 shard.shard_id,
                 len(records),
-                sum(r.size_bytes for r in records),
+                records_size_bytes(records),
                 millis_behind,
                 stream.enhanced_metrics,
             )

@@ -87,7 +87,7 @@ from typing import Any
 from broker import error_messages, limits
 from broker.consumers.registry import ConsumerStatus, StreamConsumer
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import StoredRecord
+from broker.log.records import StoredRecord, records_size_bytes
 from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
 from broker.service import describe
 from broker.service.context import ServiceContext
@@ -349,7 +349,7 @@ class Subscription:
                     self._offset = result.next_offset  # past control records only
                 continue
             self._offset = Offset(max(self._offset, result.next_offset))
-            size = sum(r.size_bytes for r in records)
+            size = records_size_bytes(records)
             if bucket is not None and size:
                 bucket.overdraw(size, now_ms=clock.monotonic_ms())
             event = self._event(records, readable_end=readable_end(shard, result.readable_end))

@@ -15,6 +15,7 @@ from broker.log.records import (
     StoredRecord,
     decode_records,
     encode_batch,
+    records_size_bytes,
     truncate_batch,
 )
 from broker.types import Offset, ShardUid
@@ -176,6 +177,15 @@ def test_stored_record_keeps_its_attributes() -> None:
         b"ab",
     )
     assert record.size_bytes == len("ключ".encode()) + 2
+
+
+def test_a_page_size_is_the_sum_of_its_records() -> None:
+    page = [
+        StoredRecord(offset=Offset(i), arrival_ms=9, partition_key=key, data=b"x" * i)
+        for i, key in enumerate(("k", "ключ", "鍵" * 256, ""))
+    ]
+    assert records_size_bytes(page) == sum(r.size_bytes for r in page)
+    assert records_size_bytes([]) == 0
 
 
 def test_keys_sort_numerically_and_stay_inside_their_shard() -> None:
