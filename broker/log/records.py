@@ -47,10 +47,9 @@ flag bits are reserved and must be 0. This module knows nothing of keys: the sto
 
 from __future__ import annotations
 
-import operator
 import struct
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -120,11 +119,16 @@ def record_size_bytes(*, partition_key: str, data: bytes) -> int:
     return len(partition_key.encode("utf-8")) + len(data)
 
 
-def records_size_bytes(records: Sequence[StoredRecord]) -> int:
-    """The summed `record_size_bytes` of a page of records, iterated in C (a GetRecords page
-    holds up to 10,000): what the read throttles and the read metrics count."""
-    data = sum(map(len, map(_record_data, records)))
-    return data + sum(map(len, map(str.encode, map(_record_partition_key, records))))
+def records_size_bytes(records: Iterable[StoredRecord]) -> int:
+    """The summed `size_bytes` of a page of records, without two calls per record (a read's
+    throttle and its metrics count up to 10,000 per GetRecords)."""
+    return sum(
+        [
+            len(record.data)
+            + (len(key) if (key := record.partition_key).isascii() else len(key.encode()))
+            for record in records
+        ]
+    )
 
 
 class NewRecord(NamedTuple):
@@ -613,7 +617,3 @@ def truncate_batch(
         payload=value[BATCH_HEADER_BYTES:end],
         sealer=sealer,
     )
-
-
-_record_data = operator.attrgetter("data")
-_record_partition_key = operator.attrgetter("partition_key")

@@ -101,8 +101,8 @@ from broker.service.records import (
 from broker.service.shards import ReadRequest, ReadResult, ReadThrottle
 from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
+    bound_number_for,
     offset_for_sequence_number,
-    sequence_number_for,
 )
 from broker.streams.subscription_claims import Claim
 from broker.streams.throttling import TokenBucket
@@ -152,6 +152,8 @@ class SubscriptionStatistics:
     events_sent: int
     records_sent: int
     next_offset: int
+    reader_parked: bool  # the reader waits on a full queue: the subscriber is behind
+    byte_rate_waits: int  # times the reader waited for its byte rate's refill
 
 
 @dataclass(slots=True)
@@ -160,6 +162,8 @@ class _Counters:
     queued_events_peak: int = 0
     events_sent: int = 0
     records_sent: int = 0
+    reader_parked: bool = False
+    byte_rate_waits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +204,8 @@ class Subscription:
         self.claim = claim  # carried by every read, checked on the shard's leader
         self.released = False  # the release of its claim was sent (or is not to be)
         self._offset = start_offset
+        # (next offset, ContinuationSequenceNumber) of the last event: see `_continuation`.
+        self._continuation_at: tuple[Offset, str] | None = None
         self._queue: asyncio.Queue[tuple[Event, int] | _End] = asyncio.Queue(
             maxsize=owner.settings.queue_events_max
         )
@@ -286,6 +292,8 @@ class Subscription:
             events_sent=counters.events_sent,
             records_sent=counters.records_sent,
             next_offset=self._offset,
+            reader_parked=counters.reader_parked,
+            byte_rate_waits=counters.byte_rate_waits,
         )
 
     # --- The reader task ------------------------------------------------------------------------
@@ -333,6 +341,7 @@ class Subscription:
                     # Spent: wait for the refill (bounded, then the timers are checked again).
                     deficit_ms = (1 - available) * 1000 / bucket.rate_per_second
                     await clock.sleep(min(deficit_ms, settings.read_wait_ms))
+                    self._counters.byte_rate_waits += 1
                     continue
                 bytes_max = max(1, min(bytes_max, int(available)))
             since_ms = settings.heartbeat_ms if last_event_ms is None else now_ms - last_event_ms
@@ -377,7 +386,11 @@ class Subscription:
     async def _put(self, event: Event, *, records: int, size: int) -> None:
         """Queue one event, waiting while the subscriber is behind (the backpressure)."""
         counters = self._counters
-        await self._queue.put((event, size))
+        counters.reader_parked = self._queue.full()
+        try:
+            await self._queue.put((event, size))
+        finally:
+            counters.reader_parked = False
         counters.queued_bytes += size
         counters.queued_events_peak = max(counters.queued_events_peak, self._queue.qsize())
         counters.events_sent += 1
@@ -391,13 +404,26 @@ class Subscription:
         behind = 0
         if records and self._offset < readable_end:
             behind = max(0, now_ms - records[-1].arrival_ms)
+        shaped = records_shape(shard, records)
         return {
             "SubscribeToShardEvent": {
-                "Records": records_shape(shard, records),
-                "ContinuationSequenceNumber": continuation_number(shard, self._offset),
+                "Records": shaped,
+                "ContinuationSequenceNumber": self._continuation(shaped, records),
                 "MillisBehindLatest": behind,
             }
         }
+
+    def _continuation(self, shaped: list[dict[str, Any]], records: Sequence[StoredRecord]) -> str:
+        """The last delivered record's own number while the next offset is right after it,
+        repeated by the heartbeats that follow; otherwise `continuation_number`. Either way
+        the numbers never go down from one event to the next."""
+        at = self._continuation_at
+        if records and records[-1].offset == self._offset - 1:
+            at = (self._offset, shaped[-1]["SequenceNumber"])
+        elif at is None or at[0] != self._offset:
+            at = (self._offset, continuation_number(self._target.shard, self._offset))
+        self._continuation_at = at
+        return at[1]
 
     def _final_event(self) -> Event:
         stream, shard = self._target.stream, self._target.shard
@@ -694,14 +720,16 @@ def settings_from(ctx: ServiceContext) -> SubscriptionSettings:
 def continuation_number(shard: ShardMeta, next_offset: Offset) -> str:
     """ContinuationSequenceNumber when the next record to deliver is at `next_offset`: the
     number of the last position delivered, so AFTER_SEQUENCE_NUMBER of it (what the KCL and
-    `client/fanout.py` resubscribe with) resumes exactly at `next_offset`.
+    `client/fanout.py` resubscribe with) resumes exactly at `next_offset`. It is at or above
+    the number of the record there whenever it arrived (`bound_number_for`), so continuation
+    numbers never go down from one event to the next.
 
     Offset 0 has no position before it, so an empty shard's events name offset 0 itself. That
     skips nothing: offset 0 of every shard is its first leader's epoch marker, a control record
     no reader receives (replication/replica.py, `epoch_marker`); the test
     `test_continuation_from_an_empty_shard_does_not_skip_its_first_record` holds it to that.
     """
-    return sequence_number_for(shard, max(next_offset - 1, 0))
+    return bound_number_for(shard, max(next_offset - 1, 0))
 
 
 def _at_shard_end(shard: ShardMeta, offset: Offset) -> bool:
