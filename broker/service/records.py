@@ -381,7 +381,7 @@ class RecordsApi:
 
     async def get_shard_iterator(self, request: Request) -> Response:
         ctx = self._ctx
-        stream = ctx.stream_for_data(request)
+        stream = ctx.stream_for_shard(request, (request["ShardId"],), data=True)
         shard = ctx.shard_for(stream, request["ShardId"])
         offset = await self._iterator_offset(stream, shard, request)
         position = IteratorPosition(
@@ -470,7 +470,13 @@ class RecordsApi:
                 ),
             )
         if stream.is_gone(now_ms=now_ms):
-            raise ctx.stream_not_found(stream.name)
+            # AWS names the iterator's shard (kinesalite's recording), not the stream.
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                error_messages.shard_not_found(
+                    shard.shard_id, stream.display_name, ctx.namespace().account_id
+                ),
+            )
         limit = request.get("Limit", limits.get_records_count_max)
         read = await self._read_shard(
             stream,
