@@ -2,16 +2,33 @@
 
 What one run measures (issue 12 point 7):
 
-- **Throughput.** `--records` (default 100,000) stock-ticker JSON records are put into a
-  4-shard stream first; then an application counting records per ticker in 1-second tumbling
-  windows (the guide's query) is started from TRIM_HORIZON, and the time from StartApplication
-  to the moment the output stream holds every record's count (the sum of the windows' counts
-  equals the records put) gives its input records/s. The baseline, measured in the same run:
-  the same SQL run by the engine directly (`DuckDbEngine`, the same query text) over the same
-  records, parsed by the same `RecordParser`, in one batch. The goal is at least 50 % of it.
-  The application's figure includes everything the baseline does not: reading the stream
-  (GetRecords), the worker, the watermark's in-flight allowance (1 s) before the last window
-  closes, and writing the output.
+- **Throughput** (the issue's "input records/s a tumbling-window aggregation application
+  sustains"). `--records` (default 300,000) stock-ticker JSON records are put into a 4-shard
+  stream first; then an application counting records per ticker in 1-second tumbling windows
+  (the guide's query) is started from TRIM_HORIZON and reads that backlog as fast as it can.
+  The **sustained** rate runs from the first moment the node's
+  `kinesis_analytics_input_records_total` shows records read (polled every 20 ms; the records
+  counted by then are left out) to the moment the output stream (polled every 100 ms) holds
+  every record's count (the sum of the windows' counts equals the records put): reading
+  (GetRecords), parsing,
+  window buffering, every window's query and every output write, start-up left out. The
+  baseline, in the same run: the same SQL run by the engine directly (`DuckDbEngine`, the same
+  query text) over the same records, parsed by the same `RecordParser`, in one batch, three
+  times (the median: one run swings 2x when other work shares the machine). The goal is at
+  least 50 % of it.
+
+  Why not from StartApplication, as before stop 26 (still printed, "the whole run"): that
+  figure mostly measured start-up. At the engine's ~120k-200k records/s, 100,000 records left
+  the application about one second, and StartApplication alone (placement lease, shard leases,
+  the first reads: quorum rounds) takes ~0.5-1 s here, a fixed cost that a long-running
+  application pays once. A backlog read at full speed is what "sustains" means for a consumer
+  (its rate once running, with nothing idle between records), and it needs no producer in
+  this process competing for the two cores, as a paced live producer would; a larger backlog
+  keeps the first-poll and the last window's closing tick (<= 200 ms: the backlog's last
+  window is long past the in-flight allowance once the reader catches up) small next to the
+  run. CPU time per record is printed for both sides as well: a load-independent comparison
+  for A/B runs on a shared machine (the node's over the sustained part, every thread; this
+  process's for the engine, DuckDB's threads included).
 - **Latency.** With the application reading from NOW, a producer puts `--rate` records/s
   (default 1,000) for `--seconds` (default 10); for each window, the latency is the arrival
   time (ApproximateArrivalTimestamp) of its last row in the output stream minus the window's
@@ -33,6 +50,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -40,7 +58,7 @@ from typing import Any
 
 import boto3
 
-from benchmarks.bench import now_s, shoal_node
+from benchmarks.bench import NodeAddress, now_s, shoal_node
 from broker.analytics import pipeline, records, sql
 from broker.analytics.duckdb_engine import DuckDbEngine
 from broker.clock import SystemClock
@@ -52,6 +70,13 @@ IN_FLIGHT_S = 1.0  # RunnerSettings.in_flight_ms
 GOAL_RATIO = 0.5
 GOAL_P99_S = 1.0
 DEADLINE_S = 300.0
+RECORDS = 300_000  # the backlog (see the module docstring)
+# How often the backlog run looks at the node's counter (for the first record read), then at the
+# output stream: each look costs the measured node a request, so the output is polled less often
+# (100 ms in a run of several seconds).
+FIRST_READ_POLL_S = 0.02
+OUTPUT_POLL_S = 0.1
+BASELINE_RUNS = 3  # the engine-alone figure is their median (it swings under load)
 ARN = "arn:aws:kinesis:us-east-1:000000000000:stream/{}"
 ROLE = "arn:aws:iam::000000000000:role/bench"
 CODE = f"""CREATE OR REPLACE STREAM "DESTINATION_SQL_STREAM" (
@@ -80,9 +105,17 @@ SCHEMA: dict[str, Any] = {
 @dataclass(frozen=True, slots=True)
 class AnalyticsFigures:
     records: int
-    application_records_per_s: float
-    engine_records_per_s: float
-    ratio: float
+    application_records_per_s: float  # sustained: from the first record read
+    engine_records_per_s: float  # the median of BASELINE_RUNS
+    ratio: float  # the goal's ratio: sustained / engine alone
+    engine_runs_records_per_s: tuple[float, ...]
+    start_up_s: float
+    whole_run_records_per_s: float  # the earlier definition: from StartApplication
+    whole_run_ratio: float
+    # CPU time per record (the node's over the sustained part; this process's for the engine):
+    # steadier than records/s when other work shares the machine.
+    application_cpu_us_per_record: float
+    engine_cpu_us_per_record: float
     windows: int
     latency_p50_s: float
     latency_p99_s: float
@@ -107,8 +140,14 @@ def ticker_records(count: int, rng: random.Random) -> list[bytes]:
     ]
 
 
-def engine_baseline(data: list[bytes]) -> float:
-    """Records/s of the same SQL over the same records, parsed and run in one batch."""
+@dataclass(frozen=True, slots=True)
+class EngineRun:
+    records_per_s: float
+    cpu_us_per_record: float  # this process's CPU time (DuckDB's threads included)
+
+
+def engine_baseline(data: list[bytes]) -> EngineRun:
+    """The same SQL over the same records, parsed and run in one batch."""
     program = sql.compile_program(CODE)
     (pump,) = program.pumps
     inputs = [{"NamePrefix": "SOURCE_SQL_STREAM", "InputSchema": SCHEMA}]
@@ -116,15 +155,21 @@ def engine_baseline(data: list[bytes]) -> float:
     parser = records.RecordParser(SCHEMA)
     engine = DuckDbEngine()
     try:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         now = records.to_timestamp(1_790_000_000_000)
         rows = [(now, now, *values) for item in data for values in parser.rows(item)]
         result = engine.run(pump.query, columns, rows)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     finally:
         engine.close()
     assert sum(row[1] for row in result) == len(data)
-    return len(data) / elapsed
+    return EngineRun(len(data) / elapsed, cpu / len(data) * 1e6)
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user and system, every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def clients(http_url: str) -> tuple[Any, Any]:
@@ -209,22 +254,58 @@ def first_iterator(kinesis: Any, stream: str) -> str:
     return iterator
 
 
-def throughput(kinesis: Any, kda: Any, data: list[bytes]) -> float:
+@dataclass(frozen=True, slots=True)
+class BacklogRun:
+    whole_records_per_s: float  # StartApplication -> every count in the output stream
+    sustained_records_per_s: float  # the first record read -> every count in the output
+    start_up_s: float  # StartApplication -> the first record read
+    cpu_us_per_record: float  # the node's CPU time over the sustained part, per record
+
+
+def records_read(metrics_url: str, application: str) -> int:
+    """The node's `kinesis_analytics_input_records_total` for one application (0 before it
+    runs)."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+        text = answer.read().decode()
+    series = f'kinesis_analytics_input_records_total{{application="{application}"}} '
+    for line in text.splitlines():
+        if line.startswith(series):
+            return int(float(line[len(series) :]))
+    return 0
+
+
+def throughput(kinesis: Any, kda: Any, node: NodeAddress, data: list[bytes]) -> BacklogRun:
     create_stream(kinesis, "bench-ticker", 4)
     create_stream(kinesis, "bench-counts", 1)
     put_all(kinesis, "bench-ticker", data)
     started = now_s()
     run_application(kinesis, kda, "bench-backlog", "bench-ticker", "bench-counts", "TRIM_HORIZON")
     iterator = first_iterator(kinesis, "bench-counts")
+    first_read: tuple[float, int, float] | None = None  # (when, records read, node CPU)
     counted = 0
     while counted < len(data):
-        if now_s() - started > DEADLINE_S:
+        now = now_s()
+        if now - started > DEADLINE_S:
             raise RuntimeError(f"the application counted {counted} of {len(data)} records")
+        if first_read is None:
+            read = records_read(node.metrics_url, "bench-backlog")
+            if read:
+                first_read = (now, read, cpu_s(node.pid))
+            time.sleep(FIRST_READ_POLL_S)
+            continue
         rows, iterator = output_rows(kinesis, "bench-counts", iterator)
         counted += sum(int(row["TICKER_SYMBOL_COUNT"]) for row in rows)
-        time.sleep(0.05)
+        time.sleep(OUTPUT_POLL_S)
+    finished, cpu_finished = now_s(), cpu_s(node.pid)
     assert counted == len(data), counted
-    return len(data) / (now_s() - started)
+    assert first_read is not None
+    read_at, read_then, cpu_then = first_read
+    return BacklogRun(
+        whole_records_per_s=len(data) / (finished - started),
+        sustained_records_per_s=(len(data) - read_then) / (finished - read_at),
+        start_up_s=read_at - started,
+        cpu_us_per_record=(cpu_finished - cpu_then) / (len(data) - read_then) * 1e6,
+    )
 
 
 def latency(kinesis: Any, kda: Any, rate: int, seconds: float) -> tuple[list[float], list[float]]:
@@ -273,25 +354,33 @@ def _quantile(samples: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench --only analytics", description=__doc__)
-    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--records", type=int, default=RECORDS)
     parser.add_argument("--rate", type=int, default=1_000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args, _ = parser.parse_known_args(argv)
     data = ticker_records(args.records, random.Random(12))
-    engine_rate = engine_baseline(data)
+    engine_runs = [engine_baseline(data) for _ in range(BASELINE_RUNS)]
+    engine_rate = statistics.median(run.records_per_s for run in engine_runs)
+    engine_cpu = statistics.median(run.cpu_us_per_record for run in engine_runs)
     with (
         tempfile.TemporaryDirectory(prefix="shoal-bench-analytics-") as tmp,
         shoal_node(Path(tmp)) as node,
     ):
         kinesis, kda = clients(node.http_url)
-        application_rate = throughput(kinesis, kda, data)
+        backlog = throughput(kinesis, kda, node, data)
         samples, idle_samples = latency(kinesis, kda, args.rate, args.seconds)
     figures = AnalyticsFigures(
         records=args.records,
-        application_records_per_s=application_rate,
+        application_records_per_s=backlog.sustained_records_per_s,
         engine_records_per_s=engine_rate,
-        ratio=application_rate / engine_rate,
+        ratio=backlog.sustained_records_per_s / engine_rate,
+        engine_runs_records_per_s=tuple(run.records_per_s for run in engine_runs),
+        application_cpu_us_per_record=backlog.cpu_us_per_record,
+        engine_cpu_us_per_record=engine_cpu,
+        start_up_s=backlog.start_up_s,
+        whole_run_records_per_s=backlog.whole_records_per_s,
+        whole_run_ratio=backlog.whole_records_per_s / engine_rate,
         windows=len(samples),
         latency_p50_s=statistics.median(samples),
         latency_p99_s=_quantile(samples, 0.99),
@@ -299,10 +388,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     cpus = os.cpu_count()
     print(f"SQL application, 1-second tumbling window count per ticker ({cpus} CPUs)")
+    runs = ", ".join(f"{rate:,.0f}" for rate in figures.engine_runs_records_per_s)
     print(
-        f"  throughput: {figures.application_records_per_s:,.0f} records/s from a "
-        f"{args.records:,}-record backlog; the engine alone {figures.engine_records_per_s:,.0f}"
-        f" records/s: ratio {figures.ratio:.2f} (goal >= {GOAL_RATIO})"
+        f"  sustained throughput: {figures.application_records_per_s:,.0f} records/s through a "
+        f"{args.records:,}-record backlog, from the first record read to the last count out; "
+        f"the engine alone {figures.engine_records_per_s:,.0f} records/s (median of {runs}): "
+        f"ratio {figures.ratio:.2f} (goal >= {GOAL_RATIO})"
+    )
+    print(
+        f"  the whole run from StartApplication (start-up {figures.start_up_s:.2f} s to the "
+        f"first record read): {figures.whole_run_records_per_s:,.0f} records/s, ratio "
+        f"{figures.whole_run_ratio:.2f} (the figure before stop 26)"
+    )
+    print(
+        f"  CPU time per record: the application's node {figures.application_cpu_us_per_record:.1f}"
+        f" us, the engine alone {figures.engine_cpu_us_per_record:.1f} us (ratio "
+        f"{figures.engine_cpu_us_per_record / figures.application_cpu_us_per_record:.2f})"
     )
     print(
         f"  latency over {figures.windows} windows at {args.rate} records/s: window end -> its "

@@ -334,12 +334,15 @@ def _list_streams_works(target: str) -> bool:
 class NodeAddress:
     grpc_target: str  # host:port
     http_url: str  # the AWS door: http://host:port
+    metrics_url: str = ""  # the Prometheus endpoint: http://host:port/metrics
+    pid: int = 0  # the node's process (its CPU time: /proc/<pid>/stat)
 
 
 @contextmanager
 def shoal_node(workdir: Path) -> Iterator[NodeAddress]:
     """A `python -m broker serve` child on free ports; yields its gRPC and AWS HTTP addresses."""
     grpc_port, raft_port, http_port = free_port(), free_port(), free_port()
+    metrics_port = free_port()
     env = {
         **os.environ,
         "SHOAL_DATA_DIR": str(workdir / "node"),
@@ -347,7 +350,7 @@ def shoal_node(workdir: Path) -> Iterator[NodeAddress]:
         "SHOAL_RAFT_PORT": str(raft_port),
         "SHOAL_HTTP_PORT": str(http_port),
         # Not the default 9464: other nodes on the machine (a second benchmark) may hold it.
-        "SHOAL_METRICS_PORT": str(free_port()),
+        "SHOAL_METRICS_PORT": str(metrics_port),
         "SHOAL_STREAM_CREATING_MS": "0",
         "SHOAL_STREAM_UPDATING_MS": "0",
         "SHOAL_STREAM_DELETING_MS": "0",
@@ -372,7 +375,12 @@ def shoal_node(workdir: Path) -> Iterator[NodeAddress]:
                 raise RuntimeError(f"the Shoal node did not start; its log ends:\n{tail}")
             time.sleep(0.1)
         _say(f"node pid {process.pid} (attach a profiler to it while a scenario runs)")
-        yield NodeAddress(grpc_target=target, http_url=f"http://127.0.0.1:{http_port}")
+        yield NodeAddress(
+            grpc_target=target,
+            http_url=f"http://127.0.0.1:{http_port}",
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+            pid=process.pid,
+        )
     finally:
         _stop(process)
 

@@ -24,6 +24,10 @@ POINTS: dict[str, str] = {
         "messages that arrive while a turn waits for its fsync are stepped late, sometimes "
         "only by the next turn"
     ),
+    "driver.hw_after_fsync": (
+        "a turn's high watermarks written beside its appends land after their fsync (they "
+        "ride the next one)"
+    ),
     "driver.stale_image": "a turn keeps the previous metadata image (a late image delivery)",
     "disk.slow_fsync": "a group commit's fsync takes much longer than usual",
     "node.crash_before_fsync": (

@@ -1137,3 +1137,326 @@ def signaling_channel_exists(*, name: object) -> str:
 
 def signaling_channel_not_active(*, name: object, status: object) -> str:
     return f"The signaling channel {name} is {status}; it must be ACTIVE."
+
+
+def video_edge_configuration_busy(*, name: object, status: object) -> str:
+    return (
+        f"The edge configuration of stream {name} is {status}; wait until it is IN_SYNC or "
+        "SYNC_FAILED before updating it."
+    )
+
+
+def video_edge_other_hub_device(*, name: object, hub_device_arn: object) -> str:
+    return (
+        f"The edge configuration of stream {name} is for the hub device {hub_device_arn}; "
+        "delete it (DeleteEdgeConfiguration) before configuring another hub device."
+    )
+
+
+# --- The metadata format gate (meta/frontend.py) ---------------------------------------------
+
+
+def metadata_format_needed(*, needed: object, active: object) -> str:
+    return (
+        f"This needs metadata format {needed}; the cluster writes format {active} "
+        "until every node runs a version that reads the newer one (a rolling upgrade "
+        "in progress, or held by metadata_format_limit). Retry once the upgrade is done."
+    )
+
+
+# --- Firehose's metadata transitions (meta/transitions/delivery_streams.py; the rest of ------
+# --- Firehose's texts: broker/firehose/messages.py, which broker/meta may not import) --------
+
+
+def delivery_stream_not_found(*, name: object, account_id: object) -> str:
+    return f"Firehose {name} under account {account_id} not found."
+
+
+def delivery_stream_not_active(
+    *, name: object, account_id: object, status: object, action: object
+) -> str:
+    return (
+        f"Firehose {name} under account {account_id} is in state {status}; "
+        f"{action} needs it ACTIVE."
+    )
+
+
+def delivery_stream_exists(*, name: object, account_id: object) -> str:
+    return f"Firehose {name} under accountId {account_id} already exists"
+
+
+def delivery_streams_quota(*, maximum: object, region: object, account_id: object) -> str:
+    return (
+        f"You have already consumed your firehose quota of {maximum} "
+        f"hoses in {region} for account {account_id}."
+    )
+
+
+def delivery_stream_still_creating(*, name: object, account_id: object) -> str:
+    return (
+        f"Firehose {name} under account {account_id} is in CREATING state; "
+        "it can be deleted once it is ACTIVE or CREATING_FAILED."
+    )
+
+
+def delivery_stream_version_mismatch(*, name: object, current: object, specified: object) -> str:
+    return (
+        f"Cannot update firehose: {name} since the current version id: "
+        f"{current} and specified version id: {specified} "
+        "do not match"
+    )
+
+
+def delivery_stream_destination_not_found(*, destination_id: object, name: object) -> str:
+    return f"Destination Id {destination_id} not found for firehose {name}."
+
+
+def delivery_stream_tags_limit(*, name: object, tags: object, maximum: object) -> str:
+    return f"Firehose {name} would have {tags} tags; the limit is {maximum}."
+
+
+def delivery_stream_encryption_unsettled(
+    *, name: object, account_id: object, status: object
+) -> str:
+    return (
+        f"Firehose {name} under account {account_id} has its encryption status "
+        f"{status}; wait until it is settled before starting or "
+        "stopping encryption again."
+    )
+
+
+def delivery_stream_encryption_changes_limit(
+    *, name: object, account_id: object, maximum: object
+) -> str:
+    return (
+        f"Firehose {name} under account {account_id} has reached the limit of "
+        f"{maximum} StartDeliveryStreamEncryption and "
+        "StopDeliveryStreamEncryption calls per 24 hours."
+    )
+
+
+# --- IAM's metadata transitions (meta/transitions/iam.py; principal_not_found and ------------
+# --- access_key_not_found above) -------------------------------------------------------------
+
+
+def iam_quota_exceeded(*, quota: object, maximum: object) -> str:
+    return f"Cannot exceed quota for {quota}: {maximum}"
+
+
+def iam_principal_exists(*, arn: object) -> str:
+    return f"The principal {arn} already exists."
+
+
+def iam_policy_not_found(*, policy_name: object, arn: object) -> str:
+    return f"The policy {policy_name} of {arn} cannot be found."
+
+
+def iam_certificate_subject_mapped(*, subject: object, arn: object) -> str:
+    return f"The certificate subject {subject} is already mapped to {arn}."
+
+
+def iam_key_of_another_principal(*, access_key_id: object) -> str:
+    return f"The Access Key {access_key_id} belongs to another principal."
+
+
+# --- The metadata quorum (meta/quorum.py, meta/pysyncobj_quorum.py, meta/frontend.py) -------
+
+METADATA_QUORUM_NOT_STARTED = "The metadata quorum is not started."
+METADATA_COMMAND_TIMED_OUT = (
+    "Metadata unavailable: the metadata command timed out. The command may still be applied."
+)
+METADATA_NO_VOTER_TOOK_LEADERSHIP = "Metadata unavailable: no voter took over the leadership."
+METADATA_MEMBERSHIP_CHANGE_IN_PROGRESS = (
+    "Another metadata membership change is still in progress; retry."
+)
+LOCAL_QUORUM_ONE_VOTER = "A local quorum has one voter."
+
+
+# Why the metadata is unavailable (the reason in `metadata_unavailable`'s text).
+METADATA_QUORUM_STOPPED = "the metadata quorum stopped"
+METADATA_COMMAND_TIMEOUT_REASON = "the metadata command timed out"
+METADATA_NO_OTHER_LEADER = "the metadata quorum has no other leader"
+METADATA_MEMBERSHIP_CHANGE_TIMED_OUT = "the membership change timed out"
+METADATA_QUEUE_FULL = "too many metadata commands are waiting for a leader"
+METADATA_NO_LEADER = "the metadata quorum has no leader"
+METADATA_COMMAND_DISCARDED = "a new metadata leader replaced the command"
+METADATA_LEADER_CHANGED_BEFORE_COMMIT = "the metadata leader changed before the command committed"
+METADATA_LEADER_CHANGED = "the metadata leader changed; the outcome is unknown"
+METADATA_COMMAND_DENIED = "the metadata leader denied the command"
+METADATA_OUTCOME_UNKNOWN = "the outcome of the metadata command is unknown"
+
+
+def metadata_leader_answered(*, answer: object) -> str:
+    return f"the leader answered {answer!r}"
+
+
+def metadata_unavailable(*, reason: object, outcome_unknown: bool) -> str:
+    suffix = " The command may still be applied." if outcome_unknown else ""
+    return f"Metadata unavailable: {reason}.{suffix}"
+
+
+def not_a_host_port(*, address: str) -> str:
+    return f"{address!r} is not a host:port address."
+
+
+def metadata_quorum_cannot_listen(*, address: object) -> str:
+    return f"The metadata quorum could not listen on {address}."
+
+
+def metadata_state_not_reached(*, timeout_s: object) -> str:
+    return f"The metadata did not reach the expected state within {timeout_s} s."
+
+
+# --- The node, its shard logs and replicas (node.py, log/, replication/, rpc/) --------------
+
+FIREHOSE_NOT_STARTED = "Firehose is not started yet."
+SHARD_LOG_WRITE_FAILED = "writing the shard log failed"
+LOG_WRITER_STOPPING = "the log writer is stopping"
+REPLICA_PROMISE_NOT_PERSISTED = "the replica could not persist its promise"
+
+
+def node_holds_replicas(*, node_id: object, held: object) -> str:
+    return f"Node {node_id} still holds {held} shard replicas; drain it first."
+
+
+def node_rpc_failed(*, what: object, code: object, details: object) -> str:
+    return f"{what}: {code} {details}"
+
+
+def node_holds_no_replica(*, node_id: object, shard_uid: object) -> str:
+    return f"node {node_id} holds no replica of {shard_uid}"
+
+
+def node_has_no_address(*, node_id: object) -> str:
+    return f"node {node_id} has no known address"
+
+
+# --- Encryption keys (crypto/master_keys.py: KMS's words for a key it cannot use) -----------
+
+
+def kms_key_disabled(*, arn: object) -> str:
+    return f"{arn} is disabled."
+
+
+def kms_key_state(*, arn: object, state_words: object) -> str:
+    return f"{arn} is {state_words}."
+
+
+def kms_key_not_symmetric(*, arn: object) -> str:
+    return f"{arn} is not a symmetric encryption key."
+
+
+def kms_unreachable(*, error: object) -> str:
+    return f"KMS is not reachable: {error}"
+
+
+# --- The audit trail (audit/trail.py) ---------------------------------------------------------
+
+AUDIT_STREAM_NOT_ACTIVE = "the audit stream is not ACTIVE yet"
+AUDIT_EVENTS_NOT_WRITTEN = "some audit events were not written"
+
+
+# --- The lease table (consumers/leases.py, the lease service's rules) -----------------------
+
+
+def lease_application_name_pattern(*, application: str) -> str:
+    return f"application name {application!r} must match [a-zA-Z0-9_.-]{{1,255}}"
+
+
+def lease_stream_name_pattern(*, stream_name: str) -> str:
+    return f"stream name {stream_name!r} must match [a-zA-Z0-9_.-]{{1,128}}"
+
+
+def lease_worker_id_invalid(*, chars_max: object) -> str:
+    return f"a worker id has 1 to {chars_max} printable characters"
+
+
+def lease_shard_id_length(*, shard_id: str) -> str:
+    return f"shard id {shard_id!r} has 1 to 128 characters"
+
+
+def lease_too_many_parents(*, shard_id: object) -> str:
+    return f"shard {shard_id} has more than two parents"
+
+
+def lease_own_parent(*, shard_id: object) -> str:
+    return f"shard {shard_id} is its own parent"
+
+
+def lease_steal_own(*, owner: str) -> str:
+    return f"worker {owner!r} cannot steal its own lease"
+
+
+def lease_checkpoint_below(*, checkpoint: object, current: object) -> str:
+    return f"checkpoint {checkpoint} is below {current}"
+
+
+def lease_not_finished(*, lease_key: object) -> str:
+    return f"lease {lease_key} is not finished (checkpoint not SHARD_END)"
+
+
+def lease_application_invalid(*, application: str) -> str:
+    return f"application name {application!r} is not valid"
+
+
+def lease_not_found(*, application: object, stream_name: object, lease_key: object) -> str:
+    return f"no lease for {application}/{stream_name}/{lease_key}"
+
+
+def lease_held_by_another(
+    *,
+    lease_key: object,
+    owner: str | None,
+    counter: object,
+    expected_owner: str | None,
+    expected_counter: object,
+) -> str:
+    return (
+        f"lease {lease_key} is held by {owner!r} at counter "
+        f"{counter}, not by {expected_owner!r} at {expected_counter}"
+    )
+
+
+def lease_no_application(*, application: object) -> str:
+    return f"no application {application}"
+
+
+# --- The Python client and the command line (client/, cli/) ---------------------------------
+
+LIST_SHARDS_DID_NOT_END = "ListShards did not end"
+
+
+def consumer_not_active_in_time(*, arn: object) -> str:
+    return f"Consumer {arn} did not become ACTIVE in time."
+
+
+def consumer_disappeared(*, arn: object) -> str:
+    return f"Consumer {arn} disappeared."
+
+
+def shard_not_listed(*, shard_id: object) -> str:
+    return f"shard {shard_id} is not listed"
+
+
+def delivery_stream_creating_failed(*, name: object, failure_type: object, details: object) -> str:
+    return f"{name} is CREATING_FAILED: {failure_type}: {details}"
+
+
+# --- The web console (console/app.py, console/actions.py) -------------------------------------
+
+CONSOLE_KEY_UNKNOWN = "Unknown access key id or wrong secret."
+
+
+def console_field_required(*, label: object) -> str:
+    return f"{label} is required."
+
+
+def console_not_a_whole_number(*, label: object, raw: str) -> str:
+    return f"{label} must be a whole number, got {raw!r}."
+
+
+def console_too_many_shards(*, maximum: object, name: object, shards: object) -> str:
+    return (
+        f"Reading every shard at once is offered up to {maximum} shards; "
+        f"{name} has {shards}: pick one."
+    )

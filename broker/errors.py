@@ -210,6 +210,13 @@ class ErrorCode(enum.Enum):
         retryable=False,
         default_message="The caller is not authorized to perform this operation.",
     )
+    STREAM_EDGE_CONFIGURATION_NOT_FOUND = ErrorSpec(
+        kinesis_name="StreamEdgeConfigurationNotFoundException",
+        http_status=404,
+        grpc_status="NOT_FOUND",
+        retryable=False,
+        default_message="The stream has no edge configuration.",
+    )
     NO_DATA_RETENTION = ErrorSpec(
         kinesis_name="NoDataRetentionException",
         http_status=400,

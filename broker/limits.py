@@ -293,6 +293,10 @@ video_channel_viewers_max = 10  # AWS: 10 viewers per channel; the 11th is refus
 video_channel_pending_messages_max = 100  # undelivered messages held per recipient (TTL'd)
 video_channel_pending_recipients_max = 100  # recipients not connected with messages waiting
 video_alexa_answer_timeout_ms = 5_000  # SendAlexaOfferToMaster waits this long for the answer
+# An edge configuration no Edge Agent acknowledges turns SYNC_FAILED after this long (AWS: the
+# connectivity is retried for 15 minutes); ListEdgeAgentConfigurations' default page is 5.
+video_edge_sync_timeout_ms = 15 * 60_000
+video_edge_list_page_default = 5
 video_list_page_max = 10_000  # ListStreams/ListFragments MaxResults ceiling (the model's 10000)
 video_put_media_idle_ms = 30_000  # a PutMedia session with no data this long is closed (AWS)
 video_ack_idle_interval_ms = 3_000  # IDLE acknowledgements while a producer sends nothing

@@ -413,16 +413,27 @@ class Pipeline:
         assert window is not None
         index = self._column_index(pump.source, window.column)
         open_ = self._open[pump.name]
+        # Rows come in runs sharing one time (a batch's ROWTIMEs are a few arrival times):
+        # each distinct time is placed once, its run appended to its window's rows.
+        last_time: Any = None
+        bucket: list[Row] | None = None  # the last time's window rows (None: late)
         for row in rows:
             time = row[index]
             if time is None:
                 self.late_rows += 1  # no time: it belongs to no window (KDA drops it too)
                 continue
-            time_ms = from_timestamp(time)
-            if windows.is_late(time_ms, window.size_ms, self.watermark_ms):
+            if time is not last_time and time != last_time:
+                last_time = time
+                time_ms = from_timestamp(time)
+                if windows.is_late(time_ms, window.size_ms, self.watermark_ms):
+                    bucket = None
+                else:
+                    start = windows.window_start(time_ms, window.size_ms)
+                    bucket = open_.setdefault(start, [])
+            if bucket is None:
                 self.late_rows += 1
                 continue
-            open_.setdefault(windows.window_start(time_ms, window.size_ms), []).append(row)
+            bucket.append(row)
 
     def _emit_window(self, pump: sql.Pump, end_ms: int, rows: Sequence[Row]) -> None:
         result = self._engine.run(pump.query, self._columns[pump.source], rows)

@@ -69,7 +69,15 @@ from broker.client.worker import (
     WorkerConfig,
 )
 from broker.clock import Clock
-from broker.consumers.leases import Lease, LeaseError, NewLease
+from broker.consumers.leases import (
+    CreateLeases,
+    Lease,
+    LeaseError,
+    NewLease,
+    ReleaseLease,
+    RenewLease,
+    TakeLease,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose.aws_clients import LambdaError, LambdaInvoker
 from broker.meta.commands import RecordAnalyticsProgress
@@ -346,11 +354,13 @@ class _Placement:
             if held is not None:
                 with contextlib.suppress(ShoalError):
                     await self.runner._lease_client.release(
-                        application=self._lease_name,
-                        stream_name=stream,
-                        lease_key=PLACEMENT_LEASE_KEY,
-                        owner=self.runner._worker_id,
-                        expected_counter=held.lease_counter,
+                        ReleaseLease(
+                            application=self._lease_name,
+                            stream_name=stream,
+                            lease_key=PLACEMENT_LEASE_KEY,
+                            owner=self.runner._worker_id,
+                            expected_counter=held.lease_counter,
+                        )
                     )
 
     async def _latest(self, stream: str) -> Application:
@@ -377,19 +387,23 @@ class _Placement:
         now = self.runner._clock.monotonic_ms()
         if held is not None:
             renewed = await client.renew(
-                application=self._lease_name,
-                stream_name=stream,
-                lease_key=PLACEMENT_LEASE_KEY,
-                owner=me,
-                expected_counter=held.lease_counter,
+                RenewLease(
+                    application=self._lease_name,
+                    stream_name=stream,
+                    lease_key=PLACEMENT_LEASE_KEY,
+                    owner=me,
+                    expected_counter=held.lease_counter,
+                )
             )
             return (None, None) if isinstance(renewed, LeaseError) else (renewed, None)
         current = await client.list_leases(application=self._lease_name, stream_name=stream)
         if not current:
             created = await client.create_leases(
-                application=self._lease_name,
-                stream_name=stream,
-                leases=[NewLease(shard_id=PLACEMENT_LEASE_KEY)],
+                CreateLeases(
+                    application=self._lease_name,
+                    stream_name=stream,
+                    leases=(NewLease(shard_id=PLACEMENT_LEASE_KEY),),
+                )
             )
             if isinstance(created, LeaseError):
                 return None, None
@@ -401,12 +415,14 @@ class _Placement:
         expired = now - seen[2] >= self.runner.settings.failover_ms
         if lease.lease_owner is None or lease.lease_owner == me or expired:
             taken = await client.take(
-                application=self._lease_name,
-                stream_name=stream,
-                lease_key=PLACEMENT_LEASE_KEY,
-                owner=me,
-                expected_owner=lease.lease_owner,
-                expected_counter=lease.lease_counter,
+                TakeLease(
+                    application=self._lease_name,
+                    stream_name=stream,
+                    lease_key=PLACEMENT_LEASE_KEY,
+                    owner=me,
+                    expected_owner=lease.lease_owner,
+                    expected_counter=lease.lease_counter,
+                )
             )
             if not isinstance(taken, LeaseError):
                 log.info("analytics_application_placed", extra={"application": self.app.name})
@@ -615,7 +631,7 @@ class _RunningApp:
             await ticker
             await worker_task
         async with self._lock:  # what the last batches and tick wrote, recorded
-            await self._flush()
+            await self._flush(_window_position(self._pipeline.watermark_ms))
             await self._record_progress()
 
     async def _tick_until_restart(self) -> None:
@@ -640,9 +656,11 @@ class _RunningApp:
         return min(settings.tick_ms, due_ms) / 1000
 
     async def _recently_written(self) -> Counter[str]:
-        """The partition keys of the records each Kinesis output stream received in the last
-        `rewrite_lookback_ms`: the rows a previous holder wrote in the moment between its last
-        output write and the marks it recorded, which the replay produces again."""
+        """The rows (`_row_key`, counted) each Kinesis output stream received in the last
+        `rewrite_lookback_ms` past the recorded marks: the rows a previous holder wrote in the
+        moment between its last output write and the marks it recorded, which the replay
+        produces again. A row's partition key names the progress that produced it, so a row
+        the marks cover is not counted (a new row equal to it is written)."""
         since = self.runner._clock.wall_ms() - self.runner.settings.rewrite_lookback_ms
         keys: Counter[str] = Counter()
         for output in self._outputs:
@@ -651,7 +669,14 @@ class _RunningApp:
                 continue
             arn = str(destination["ResourceARN"])
             calls = _LocalCalls(self.runner._kinesis, stream_caller(arn))
-            keys.update(await _partition_keys_since(calls, arn.partition(":stream/")[2], since))
+            for partition_key in await _partition_keys_since(
+                calls, arn.partition(":stream/")[2], since
+            ):
+                row_key = _past_the_marks(
+                    partition_key, self._continuous_recorded, self._emitted_recorded
+                )
+                if row_key is not None:
+                    keys[row_key] += 1
         return keys
 
     def shard_started(self, shard_id: str) -> None:
@@ -671,8 +696,8 @@ class _RunningApp:
                 progress.caught_up = batch.millis_behind_latest == 0
                 progress.millis_behind_latest = batch.millis_behind_latest
             return
-        rows: dict[str, list[records.Row]] = {}
-        replayed: dict[str, list[records.Row]] = {}
+        rows: list[records.Row] = []  # of the shard's source stream
+        replayed: list[records.Row] = []  # rows of records whose continuous rows are out
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
         # Sequence numbers grow along a shard: a batch starting past the mark replays nothing.
         mark = self._continuous_written.get(shard_id)
@@ -683,22 +708,32 @@ class _RunningApp:
         max_rowtime: int | None = None
         processed = await self._preprocess(shard_id, batch.records)
         parse = self._parser.rows
+        last_arrival: Any = rowtimes  # no record's: the first record looks its arrival up
+        rowtime: Any = None
+        result, data = "Ok", b""
         for index, record in enumerate(batch.records):
             arrival = record.approximate_arrival_timestamp
-            known = rowtimes.get(arrival)
-            if known is None:  # records of one batch mostly share a few arrival times
-                arrival_ms = (
-                    round(arrival.timestamp() * 1000)
-                    if arrival is not None
-                    else self.runner._clock.wall_ms()
-                )
-                known = rowtimes[arrival] = (arrival_ms, records.to_timestamp(arrival_ms))
-                max_rowtime = arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
-            rowtime = known[1]
+            if arrival is not last_arrival:  # a page shares one object per run of arrivals
+                last_arrival = arrival
+                known = rowtimes.get(arrival)
+                if known is None:  # records of one batch mostly share a few arrival times
+                    arrival_ms = (
+                        round(arrival.timestamp() * 1000)
+                        if arrival is not None
+                        else self.runner._clock.wall_ms()
+                    )
+                    known = rowtimes[arrival] = (arrival_ms, records.to_timestamp(arrival_ms))
+                    max_rowtime = (
+                        arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
+                    )
+                rowtime = known[1]
             is_replay = replaying and int(str(record.sequence_number)) <= replay_through
-            result, data = processed[index] if processed is not None else ("Ok", record.data)
-            if result == "Dropped":
-                continue
+            if processed is None:
+                data = record.data
+            else:
+                result, data = processed[index]
+                if result == "Dropped":
+                    continue
             try:
                 if result != "Ok":
                     raise records.RecordError(messages.preprocessor_result(result=result))
@@ -708,8 +743,9 @@ class _RunningApp:
                 if not is_replay:
                     errors.append(_error_row(rowtime, record.data, str(error)))
                 continue
-            target = replayed if is_replay else rows
-            target.setdefault(stream, []).extend((rowtime, rowtime, *value) for value in values)
+            append = replayed.append if is_replay else rows.append
+            for value in values:
+                append((rowtime, rowtime, *value))
         # Checkpointed per batch: through its last record once no window needs its latest.
         last = str(batch.records[-1].sequence_number)
         assert max_rowtime is not None
@@ -724,13 +760,14 @@ class _RunningApp:
             progress.max_rowtime_ms = max(progress.max_rowtime_ms or max_rowtime, max_rowtime)
         progress.checkpointer = batch.checkpointer
         async with self._lock:
-            for name, stream_rows in replayed.items():
-                await asyncio.to_thread(self._pipeline.push, name, stream_rows)
+            if replayed:
+                await asyncio.to_thread(self._pipeline.push, stream, replayed)
             self._pipeline.drain()  # the replayed records' continuous rows: written before
-            for name, stream_rows in rows.items():
-                await asyncio.to_thread(self._pipeline.push, name, stream_rows)
-            await self._flush()
-            await self._write_errors(errors)
+            if rows:
+                await asyncio.to_thread(self._pipeline.push, stream, rows)
+            position = _continuous_position(shard_id, last)
+            await self._flush(position)
+            await self._write_errors(errors, position)
             progress.records += len(batch.records)
             progress.pending.append((*pending, progress.records))
             self._continuous_written[shard_id] = last
@@ -832,7 +869,7 @@ class _RunningApp:
             return
         async with self._lock:
             await asyncio.to_thread(self._pipeline.advance, watermark_ms)
-            await self._flush()
+            await self._flush(_window_position(self._pipeline.watermark_ms))
             await self._record_progress()
         await self._checkpoint()
 
@@ -891,27 +928,30 @@ class _RunningApp:
             except (LeaseLostError, ValueError, ShoalError) as error:
                 log.info("analytics_checkpoint_skipped", extra={"error": str(error)})
 
-    async def _flush(self) -> None:
+    async def _flush(self, position: str) -> None:
+        """Writes the rows the pipeline produced since the last flush; `position` is the
+        progress that produced them (`_continuous_position`, `_window_position`)."""
         received = self._pipeline.drain()
         for output in self._outputs:
             rows = received.get(str(output["Name"]))
             if not rows:
                 continue
-            await self._write(output, rows)
+            await self._write(output, rows, position)
 
-    async def _write_errors(self, rows: Sequence[records.Row]) -> None:
+    async def _write_errors(self, rows: Sequence[records.Row], position: str) -> None:
         """Records that did not match the input schema go to the output named error_stream,
         if the application has one (as in KDA), with KDA's error columns."""
         if not rows:
             return
         for output in self._outputs:
             if str(output["Name"]).lower() == ERROR_STREAM:
-                await self._write(output, rows, names=ERROR_COLUMNS)
+                await self._write(output, rows, position, names=ERROR_COLUMNS)
 
     async def _write(
         self,
         output: dict[str, Any],
         rows: Sequence[records.Row],
+        position: str,
         *,
         names: Sequence[str] | None = None,
     ) -> None:
@@ -937,13 +977,13 @@ class _RunningApp:
         skipped = 0
         for row, data in zip(rows, payloads, strict=True):
             key = _row_key(str(output["Name"]), row, data)
-            if self._written.get(key):  # written before a takeover, replayed since
+            if self._written.get(key):  # written after the marks before a takeover, replayed
                 self._written[key] -= 1
                 if not self._written[key]:
                     del self._written[key]
                 skipped += 1
                 continue
-            entries.append({"Data": data, "PartitionKey": key})
+            entries.append({"Data": data, "PartitionKey": f"{key}:{position}"})
         if skipped:
             log.info(
                 "analytics_rows_already_written",
@@ -1040,9 +1080,47 @@ def _record_metadata(record: Any, shard_id: str, source: InputSource) -> dict[st
     }
 
 
+def _continuous_position(shard_id: str, sequence_number: str) -> str:
+    """The progress that produced the rows written after a batch: its shard and last record
+    (the continuous mark that covers them once recorded)."""
+    return f"c:{shard_id}:{sequence_number}"
+
+
+def _window_position(watermark_ms: int) -> str:
+    """The progress that produced the rows of the windows a watermark closed (the emitted mark
+    that covers them once recorded)."""
+    return f"w:{watermark_ms}"
+
+
+def _past_the_marks(
+    partition_key: str, continuous: Mapping[str, str], emitted_ms: int
+) -> str | None:
+    """The row key of an output record written past the recorded marks (its position is
+    beyond them: a replay produces it again), None for one they cover. A key without a position
+    (written by a release before stop 26) counts as past them, as those releases did."""
+    row_key, _, position = partition_key.partition(":")
+    kind, _, where = position.partition(":")
+    if len(row_key) != ROW_KEY_CHARACTERS:
+        return None  # another producer's record
+    if not position:
+        return row_key
+    shard_id, _, sequence_number = where.partition(":")
+    mark = continuous.get(shard_id)
+    with contextlib.suppress(ValueError):
+        if kind == "w":
+            return row_key if int(where) > emitted_ms else None
+        if kind == "c":
+            return row_key if mark is None or int(sequence_number) > int(mark) else None
+    return None
+
+
+ROW_KEY_CHARACTERS = 32  # an MD5 digest in hex
+
+
 def _row_key(output: str, row: records.Row, data: bytes) -> str:
-    """A row's partition key in an output stream: its output, ROWTIME and record, hashed, so
-    the same row replayed after a takeover has the same key (and rows spread over shards)."""
+    """A row's identity in an output stream: its output, ROWTIME and record, hashed, so the
+    same row replayed after a takeover has the same key (and rows spread over shards). Its
+    partition key is this key, ':', and the position that produced it (`_*_position`)."""
     rowtime_ms = records.from_timestamp(row[0]) if row[0] is not None else 0
     digest = hashlib.md5(f"{output}|{rowtime_ms}|".encode(), usedforsecurity=False)
     digest.update(data)

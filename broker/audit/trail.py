@@ -39,6 +39,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from broker import error_messages
 from broker.audit.events import cloudtrail_event, is_data_event
 from broker.caller import Caller
 from broker.clock import Clock
@@ -194,7 +195,7 @@ class AuditTrail:
         summary = await self._kinesis.call("DescribeStreamSummary", {"StreamName": STREAM_NAME})
         description = summary["StreamDescriptionSummary"]
         if description["StreamStatus"] != "ACTIVE":
-            raise ShoalError(ErrorCode.RESOURCE_IN_USE, "the audit stream is not ACTIVE yet")
+            raise ShoalError(ErrorCode.RESOURCE_IN_USE, error_messages.AUDIT_STREAM_NOT_ACTIVE)
         current = description["RetentionPeriodHours"]
         if current != self._retention_hours:
             change = "Increase" if current < self._retention_hours else "Decrease"
@@ -219,7 +220,7 @@ class AuditTrail:
         self.written += len(batch) - len(failed)
         self._queue.extendleft(reversed(failed))  # retried first, in their order
         if failed:
-            raise ShoalError(ErrorCode.THROUGHPUT_EXCEEDED, "some audit events were not written")
+            raise ShoalError(ErrorCode.THROUGHPUT_EXCEEDED, error_messages.AUDIT_EVENTS_NOT_WRITTEN)
 
     # --- Reading -----------------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ class _Leases:
         return rows
 
     def create_leases(self, application: str, stream: str, leases: list[dict[str, Any]]) -> None:
-        from broker.consumers.leases import Checkpoint, LeaseError, NewLease
+        from broker.consumers.leases import Checkpoint, CreateLeases, LeaseError, NewLease
 
         new = [
             NewLease(
@@ -93,7 +93,7 @@ class _Leases:
 
         async def work(client: Any) -> Any:
             return await client.create_leases(
-                application=application, stream_name=stream, leases=new
+                CreateLeases(application=application, stream_name=stream, leases=tuple(new))
             )
 
         answer = self._run(work)

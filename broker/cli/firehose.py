@@ -30,7 +30,7 @@ import grpc
 from google.protobuf import symbol_database
 from google.protobuf.message import Message
 
-from broker import limits
+from broker import error_messages, limits
 from broker.api.firehose.v1 import firehose_pb2
 from broker.cli.common import add_group, print_response
 from broker.cli.wait import add_wait_arguments, wait_until
@@ -168,7 +168,9 @@ def _status(client: FirehoseClient, name: str) -> str:
         failure = description.get("FailureDescription") or {}
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"{name} is CREATING_FAILED: {failure.get('Type')}: {failure.get('Details')}",
+            error_messages.delivery_stream_creating_failed(
+                name=name, failure_type=failure.get("Type"), details=failure.get("Details")
+            ),
         )
     return status
 

@@ -104,9 +104,9 @@ def _checkpoint_text(value: Any) -> str:
 
 
 async def _leases_delete_application(client: Any, args: argparse.Namespace) -> int:
-    from broker.consumers.leases import LeaseError
+    from broker.consumers.leases import DeleteApplication, LeaseError
 
-    result = await client.delete_application(application=args.application)
+    result = await client.delete_application(DeleteApplication(application=args.application))
     if isinstance(result, LeaseError):
         print(f"error: {result.error_code.kinesis_name}: {result.message}", file=sys.stderr)
         return 1

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import Any
 
+from broker import error_messages
 from broker.cli.common import jsonable, kinesis_client, print_response
 from broker.cli.wait import add_wait_arguments, wait_until
 from broker.client.grpc_client import ShoalClient
@@ -318,6 +319,12 @@ def _update_shard_count(client: ShoalClient, args: argparse.Namespace) -> int:
     return print_response(args, response, text)
 
 
+def _account_of(client: ShoalClient, stream: str) -> str:
+    """The account in the stream's ARN (arn:aws:kinesis:region:account:stream/name)."""
+    summary = client.call("DescribeStreamSummary", {"StreamName": stream})
+    return str(summary["StreamDescriptionSummary"]["StreamARN"].split(":")[4])
+
+
 def _split(client: ShoalClient, args: argparse.Namespace) -> int:
     key = args.new_starting_hash_key
     if key is None:
@@ -326,7 +333,9 @@ def _split(client: ShoalClient, args: argparse.Namespace) -> int:
         if args.shard_id not in ranges:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND,
-                f"Could not find shard {args.shard_id} in stream {args.stream}.",
+                error_messages.reshard_shard_not_found(
+                    args.shard_id, args.stream, _account_of(client, args.stream)
+                ),
             )
         low = int(ranges[args.shard_id]["StartingHashKey"])
         high = int(ranges[args.shard_id]["EndingHashKey"])

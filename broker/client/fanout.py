@@ -31,6 +31,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from broker import error_messages
 from broker.client.grpc_client import AsyncEventStream, AsyncShoalClient
 from broker.client.retrieval import RecordBatch, RecordSource, ShardInfo
 from broker.client.worker_config import WorkerConfig
@@ -90,12 +91,14 @@ class ConsumerRegistration:
         while description["ConsumerStatus"] != "ACTIVE":  # bounded by give_up_at
             if loop.time() > give_up_at:
                 raise ShoalError(
-                    ErrorCode.RESOURCE_IN_USE, f"Consumer {arn} did not become ACTIVE in time."
+                    ErrorCode.RESOURCE_IN_USE, error_messages.consumer_not_active_in_time(arn=arn)
                 )
             await asyncio.sleep(_ACTIVE_POLL_MS / 1000)
             found = await self._describe({"ConsumerARN": arn})
             if found is None:
-                raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"Consumer {arn} disappeared.")
+                raise ShoalError(
+                    ErrorCode.RESOURCE_NOT_FOUND, error_messages.consumer_disappeared(arn=arn)
+                )
             description = found
         log.info("fanout_consumer_ready", extra={"consumer_arn": arn})
         return arn

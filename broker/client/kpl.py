@@ -383,6 +383,29 @@ def deaggregate(
     ]
 
 
+def deaggregate_batch(
+    records: Sequence[KinesisRecordLike], *, shard_hash_range: tuple[int, int] | None = None
+) -> list[UserRecord]:
+    """`deaggregate` over a batch read from one shard, in order: what a consumer calls on each
+    GetRecords page. A record that does not start with the KPL's magic (most streams hold no
+    aggregates) becomes its user record directly, without the aggregate checks."""
+    users: list[UserRecord] = []
+    for record in records:
+        data: bytes = record["Data"]
+        if data.startswith(MAGIC):
+            users += deaggregate(record, shard_hash_range=shard_hash_range)
+            continue
+        users.append(
+            UserRecord(
+                partition_key=record["PartitionKey"],
+                data=data,
+                sequence_number=record["SequenceNumber"],
+                approximate_arrival_timestamp=record.get("ApproximateArrivalTimestamp"),
+            )
+        )
+    return users
+
+
 @dataclass(frozen=True, slots=True)
 class ExtendedSequenceNumber:
     """A KCL checkpoint: a sequence number (or a sentinel) and a sub-sequence number.

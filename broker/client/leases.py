@@ -14,14 +14,25 @@ handles (`worker.LeaseClient`). asyncio; create and use it on one event loop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
 from broker.api.leases.v1 import leases_pb2 as pb
-from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
+from broker.consumers.leases import (
+    CheckpointLease,
+    CreateLeases,
+    DeleteApplication,
+    DeleteLease,
+    Lease,
+    LeaseError,
+    LeaseRefusal,
+    ReleaseLease,
+    RenewLease,
+    StealLease,
+    TakeLease,
+)
 from broker.errors import ShoalError
 from broker.iam.grpc_signing import SigningKey, call_metadata
 from broker.tls import open_aio_channel
@@ -37,7 +48,8 @@ _REFUSALS = {refusal.error_code: refusal for refusal in LeaseRefusal}
 
 class GrpcLeaseClient:
     """A `broker.client.worker.LeaseClient` over gRPC, plus the listing and deletion calls the
-    CLI uses. One channel; the target is any node of the cluster."""
+    CLI uses. Each mutating call takes its operation value (`broker.consumers.leases`). One
+    channel; the target is any node of the cluster."""
 
     def __init__(
         self,
@@ -82,14 +94,8 @@ class GrpcLeaseClient:
             return _refusal(error)
         return lease_codec.lease_from_message(response.lease)
 
-    async def create_leases(
-        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
-    ) -> tuple[Lease, ...] | LeaseError:
-        request = pb.CreateLeasesRequest(
-            application=application,
-            stream_name=stream_name,
-            leases=[lease_codec.new_lease_to_message(new) for new in leases],
-        )
+    async def create_leases(self, operation: CreateLeases) -> tuple[Lease, ...] | LeaseError:
+        request = lease_codec.create_leases_to_message(operation)
         try:
             response: pb.CreateLeasesResponse = await self._call("CreateLeases", request)
         except ShoalError as error:
@@ -113,115 +119,28 @@ class GrpcLeaseClient:
         )
         return tuple(response.applications)
 
-    async def take(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str | None,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        request = pb.TakeLeaseRequest(
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-        )
-        if expected_owner is not None:
-            request.expected_owner = expected_owner
-        return await self._lease_call("TakeLease", request)
+    async def take(self, operation: TakeLease) -> Lease | LeaseError:
+        return await self._lease_call("TakeLease", lease_codec.take_to_message(operation))
 
-    async def steal(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        request = pb.StealLeaseRequest(
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_owner=expected_owner,
-            expected_counter=expected_counter,
-        )
-        return await self._lease_call("StealLease", request)
+    async def steal(self, operation: StealLease) -> Lease | LeaseError:
+        return await self._lease_call("StealLease", lease_codec.steal_to_message(operation))
 
-    async def renew(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        request = pb.RenewLeaseRequest(
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-        )
-        return await self._lease_call("RenewLease", request)
+    async def renew(self, operation: RenewLease) -> Lease | LeaseError:
+        return await self._lease_call("RenewLease", lease_codec.renew_to_message(operation))
 
-    async def release(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        request = pb.ReleaseLeaseRequest(
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-        )
-        return await self._lease_call("ReleaseLease", request)
+    async def release(self, operation: ReleaseLease) -> Lease | LeaseError:
+        return await self._lease_call("ReleaseLease", lease_codec.release_to_message(operation))
 
-    async def checkpoint(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-        value: Checkpoint,
-        pending: bool = False,
-    ) -> Lease | LeaseError:
-        request = pb.CheckpointRequest(
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-            checkpoint=lease_codec.checkpoint_to_message(value),
-            pending=pending,
-        )
+    async def checkpoint(self, operation: CheckpointLease) -> Lease | LeaseError:
+        request = lease_codec.checkpoint_lease_to_message(operation)
         return await self._lease_call("Checkpoint", request)
 
-    async def delete_lease(
-        self, *, application: str, stream_name: str, lease_key: str
-    ) -> Lease | LeaseError:
-        request = pb.DeleteLeaseRequest(
-            application=application, stream_name=stream_name, lease_key=lease_key
-        )
+    async def delete_lease(self, operation: DeleteLease) -> Lease | LeaseError:
+        request = lease_codec.delete_lease_to_message(operation)
         return await self._lease_call("DeleteLease", request)
 
-    async def delete_application(self, *, application: str) -> int | LeaseError:
-        request = pb.DeleteApplicationRequest(application=application)
+    async def delete_application(self, operation: DeleteApplication) -> int | LeaseError:
+        request = lease_codec.delete_application_to_message(operation)
         try:
             response: pb.DeleteApplicationResponse = await self._call("DeleteApplication", request)
         except ShoalError as error:

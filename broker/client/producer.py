@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from broker import limits
+from broker import error_messages, limits
 from broker.client.grpc_client import AsyncShoalClient
 from broker.client.kpl import AggregateBuilder, UserRecord, validate_user_record
 from broker.clock import Clock, SystemClock
@@ -693,4 +693,4 @@ class KinesisProducer:
             if not token:
                 return shards
             request = {"NextToken": token}
-        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "ListShards did not end")
+        raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.LIST_SHARDS_DID_NOT_END)

@@ -67,10 +67,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from broker import limits
+from broker import error_messages, limits
 from broker.client.fanout import FanOutRetrieval
 from broker.client.grpc_client import AsyncShoalClient
-from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate
+from broker.client.kpl import ExtendedSequenceNumber, UserRecord, deaggregate_batch
 from broker.client.retrieval import (
     KinesisCalls,
     PollingRecordSource,
@@ -85,11 +85,18 @@ from broker.consumers import balancing
 from broker.consumers import leases as leases_core
 from broker.consumers.leases import (
     Checkpoint,
+    CheckpointLease,
+    CreateLeases,
+    DeleteApplication,
     Lease,
     LeaseError,
     LeaseRefusal,
     LeaseTable,
     NewLease,
+    ReleaseLease,
+    RenewLease,
+    StealLease,
+    TakeLease,
 )
 from broker.errors import ErrorCode, ShoalError
 
@@ -179,7 +186,8 @@ class RecordProcessor(Protocol):
 
 
 class LeaseClient(Protocol):
-    """The lease operations of `broker.consumers.leases`, remote and async.
+    """The lease operations of `broker.consumers.leases`, remote and async: each mutating call
+    takes its operation value (`TakeLease`, `RenewLease`, ...), the lease API.
 
     Refusals come back as `LeaseError` values (CONFLICT, NOT_FOUND, INVALID, as in
     `leases`); a failure to reach the lease service raises `ShoalError`, and then the outcome
@@ -187,67 +195,21 @@ class LeaseClient(Protocol):
     was applied, which a worker treats as a lost lease: safe, at worst a spurious handover).
     """
 
-    async def create_leases(
-        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
-    ) -> tuple[Lease, ...] | LeaseError: ...
+    async def create_leases(self, operation: CreateLeases) -> tuple[Lease, ...] | LeaseError: ...
 
     async def list_leases(self, *, application: str, stream_name: str) -> tuple[Lease, ...]: ...
 
-    async def take(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str | None,
-        expected_counter: int,
-    ) -> Lease | LeaseError: ...
+    async def take(self, operation: TakeLease) -> Lease | LeaseError: ...
 
-    async def steal(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError: ...
+    async def steal(self, operation: StealLease) -> Lease | LeaseError: ...
 
-    async def renew(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError: ...
+    async def renew(self, operation: RenewLease) -> Lease | LeaseError: ...
 
-    async def release(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError: ...
+    async def release(self, operation: ReleaseLease) -> Lease | LeaseError: ...
 
-    async def checkpoint(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-        value: Checkpoint,
-        pending: bool = False,
-    ) -> Lease | LeaseError: ...
+    async def checkpoint(self, operation: CheckpointLease) -> Lease | LeaseError: ...
 
-    async def delete_application(self, *, application: str) -> int | LeaseError: ...
+    async def delete_application(self, operation: DeleteApplication) -> int | LeaseError: ...
 
 
 class InMemoryLeaseClient:
@@ -260,122 +222,35 @@ class InMemoryLeaseClient:
     def __init__(self, table: LeaseTable | None = None) -> None:
         self.table = table if table is not None else leases_core.EMPTY
 
-    async def create_leases(
-        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
-    ) -> tuple[Lease, ...] | LeaseError:
-        self.table, result = leases_core.create_leases(
-            self.table, application=application, stream_name=stream_name, leases=leases
-        )
+    async def create_leases(self, operation: CreateLeases) -> tuple[Lease, ...] | LeaseError:
+        self.table, result = leases_core.create_leases(self.table, operation)
         return result
 
     async def list_leases(self, *, application: str, stream_name: str) -> tuple[Lease, ...]:
         return leases_core.list_leases(self.table, application=application, stream_name=stream_name)
 
-    async def take(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str | None,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        self.table, result = leases_core.take(
-            self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_owner=expected_owner,
-            expected_counter=expected_counter,
-        )
+    async def take(self, operation: TakeLease) -> Lease | LeaseError:
+        self.table, result = leases_core.take(self.table, operation)
         return result
 
-    async def steal(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        self.table, result = leases_core.steal(
-            self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_owner=expected_owner,
-            expected_counter=expected_counter,
-        )
+    async def steal(self, operation: StealLease) -> Lease | LeaseError:
+        self.table, result = leases_core.steal(self.table, operation)
         return result
 
-    async def renew(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        self.table, result = leases_core.renew(
-            self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-        )
+    async def renew(self, operation: RenewLease) -> Lease | LeaseError:
+        self.table, result = leases_core.renew(self.table, operation)
         return result
 
-    async def release(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        self.table, result = leases_core.release(
-            self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-        )
+    async def release(self, operation: ReleaseLease) -> Lease | LeaseError:
+        self.table, result = leases_core.release(self.table, operation)
         return result
 
-    async def checkpoint(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-        value: Checkpoint,
-        pending: bool = False,
-    ) -> Lease | LeaseError:
-        self.table, result = leases_core.checkpoint(
-            self.table,
-            application=application,
-            stream_name=stream_name,
-            lease_key=lease_key,
-            owner=owner,
-            expected_counter=expected_counter,
-            value=value,
-            pending=pending,
-        )
+    async def checkpoint(self, operation: CheckpointLease) -> Lease | LeaseError:
+        self.table, result = leases_core.checkpoint(self.table, operation)
         return result
 
-    async def delete_application(self, *, application: str) -> int | LeaseError:
-        self.table, result = leases_core.delete_application(self.table, application=application)
+    async def delete_application(self, operation: DeleteApplication) -> int | LeaseError:
+        self.table, result = leases_core.delete_application(self.table, operation)
         return result
 
 
@@ -628,7 +503,7 @@ class Worker:
             if not token:
                 return shards
             request = {"NextToken": token}
-        raise ShoalError(ErrorCode.INTERNAL_FAILURE, "ListShards did not end")
+        raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.LIST_SHARDS_DID_NOT_END)
 
     async def _sync_shards(self) -> None:
         """ListShards, then create the leases that are missing (the KCL's ShardSyncTask)."""
@@ -646,7 +521,9 @@ class Worker:
 
     async def _create_leases(self, new: Sequence[NewLease]) -> None:
         result = await self._lease_client.create_leases(
-            application=self.application, stream_name=self.lease_stream_name, leases=new
+            CreateLeases(
+                application=self.application, stream_name=self.lease_stream_name, leases=tuple(new)
+            )
         )
         if isinstance(result, LeaseError):
             raise ShoalError(result.error_code, result.message)
@@ -663,11 +540,13 @@ class Worker:
                 return
             try:
                 result = await self._lease_client.renew(
-                    application=self.application,
-                    stream_name=self.lease_stream_name,
-                    lease_key=holding.lease.lease_key,
-                    owner=self.worker_id,
-                    expected_counter=holding.lease.lease_counter,
+                    RenewLease(
+                        application=self.application,
+                        stream_name=self.lease_stream_name,
+                        lease_key=holding.lease.lease_key,
+                        owner=self.worker_id,
+                        expected_counter=holding.lease.lease_counter,
+                    )
                 )
             except ShoalError as error:
                 # Unknown outcome. Past the failover time others may have taken it: stop.
@@ -715,12 +594,14 @@ class Worker:
         takes = await asyncio.gather(
             *(
                 self._lease_client.take(
-                    application=self.application,
-                    stream_name=self.lease_stream_name,
-                    lease_key=lease.lease_key,
-                    owner=self.worker_id,
-                    expected_owner=lease.lease_owner,
-                    expected_counter=lease.lease_counter,
+                    TakeLease(
+                        application=self.application,
+                        stream_name=self.lease_stream_name,
+                        lease_key=lease.lease_key,
+                        owner=self.worker_id,
+                        expected_owner=lease.lease_owner,
+                        expected_counter=lease.lease_counter,
+                    )
                 )
                 for lease in plan.take
             ),
@@ -739,12 +620,14 @@ class Worker:
         for lease in plan.steal:
             assert lease.lease_owner is not None
             stolen = await self._lease_client.steal(
-                application=self.application,
-                stream_name=self.lease_stream_name,
-                lease_key=lease.lease_key,
-                owner=self.worker_id,
-                expected_owner=lease.lease_owner,
-                expected_counter=lease.lease_counter,
+                StealLease(
+                    application=self.application,
+                    stream_name=self.lease_stream_name,
+                    lease_key=lease.lease_key,
+                    owner=self.worker_id,
+                    expected_owner=lease.lease_owner,
+                    expected_counter=lease.lease_counter,
+                )
             )
             self._start(stolen, stolen=True)
 
@@ -775,13 +658,15 @@ class Worker:
             if holding.lost or holding.released:
                 raise LeaseLostError(holding.lease.lease_key)
             result = await self._lease_client.checkpoint(
-                application=self.application,
-                stream_name=self.lease_stream_name,
-                lease_key=holding.lease.lease_key,
-                owner=self.worker_id,
-                expected_counter=holding.lease.lease_counter,
-                value=value,
-                pending=pending,
+                CheckpointLease(
+                    application=self.application,
+                    stream_name=self.lease_stream_name,
+                    lease_key=holding.lease.lease_key,
+                    owner=self.worker_id,
+                    expected_counter=holding.lease.lease_counter,
+                    checkpoint=value,
+                    pending=pending,
+                )
             )
             if isinstance(result, LeaseError):
                 if result.refusal is LeaseRefusal.INVALID:
@@ -795,11 +680,13 @@ class Worker:
             if holding.lost or holding.released:
                 return
             result = await self._lease_client.release(
-                application=self.application,
-                stream_name=self.lease_stream_name,
-                lease_key=holding.lease.lease_key,
-                owner=self.worker_id,
-                expected_counter=holding.lease.lease_counter,
+                ReleaseLease(
+                    application=self.application,
+                    stream_name=self.lease_stream_name,
+                    lease_key=holding.lease.lease_key,
+                    owner=self.worker_id,
+                    expected_counter=holding.lease.lease_counter,
+                )
             )
             holding.released = True
             if isinstance(result, LeaseError):
@@ -841,7 +728,9 @@ class Worker:
             self._shards.update(await self._list_shards())
         shard = self._shards.get(shard_id)
         if shard is None:
-            raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"shard {shard_id} is not listed")
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND, error_messages.shard_not_listed(shard_id=shard_id)
+            )
         return shard
 
     def _count_delivered(self, count: int) -> None:
@@ -912,6 +801,7 @@ class _ShardConsumer:
         start = self._holding.lease.checkpoint
         await self._retrying(lambda: source.start(start))
         resume_after = to_extended(start)
+        resuming = not start.is_sentinel
         # Infinite on purpose: ends at the shard's end, on a lost lease, or on shutdown.
         while True:
             if self._holding.lost:
@@ -922,12 +812,13 @@ class _ShardConsumer:
                 )
                 return
             batch = await self._retrying(source.next_batch)
-            users = [
-                user
-                for record in batch.records
-                for user in deaggregate(record, shard_hash_range=shard.hash_range)
-                if start.is_sentinel or user.extended_sequence_number > resume_after
-            ]
+            users = deaggregate_batch(batch.records, shard_hash_range=shard.hash_range)
+            if resuming and users:
+                # Only the user records past the checkpoint (an aggregate's records up to it
+                # were processed); once a batch starts past it, so does every later one.
+                resuming = not users[0].extended_sequence_number > resume_after
+                if resuming:
+                    users = [u for u in users if u.extended_sequence_number > resume_after]
             empty_delivered = not batch.records and self._worker.config.process_empty_batches
             if (users or empty_delivered) and not self._holding.lost:
                 if users:

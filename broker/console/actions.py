@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.image import StreamMeta
 from broker.streams.throttling import RATE_NAMES
@@ -30,14 +31,14 @@ def _integer(form: Form, name: str, label: str) -> int:
         return int(raw)
     except ValueError:
         raise ShoalError(
-            ErrorCode.VALIDATION, f"{label} must be a whole number, got {raw!r}."
+            ErrorCode.VALIDATION, error_messages.console_not_a_whole_number(label=label, raw=raw)
         ) from None
 
 
 def _text(form: Form, name: str, label: str) -> str:
     value = form.get(name, "").strip()
     if not value:
-        raise ShoalError(ErrorCode.VALIDATION, f"{label} is required.")
+        raise ShoalError(ErrorCode.VALIDATION, error_messages.console_field_required(label=label))
     return value
 
 

@@ -42,6 +42,7 @@ from typing import Any
 import jinja2
 from prometheus_client import CollectorRegistry
 
+from broker import error_messages
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.console import actions, payloads, sessions, views
@@ -515,9 +516,7 @@ class ConsoleService:
                 now_ms=self._clock.wall_ms(),
             )
             if token is None:
-                raise ShoalError(
-                    ErrorCode.INVALID_SIGNATURE, "Unknown access key id or wrong secret."
-                )
+                raise ShoalError(ErrorCode.INVALID_SIGNATURE, error_messages.CONSOLE_KEY_UNKNOWN)
             return token
 
         if self._access is None:
@@ -731,8 +730,9 @@ class ConsoleService:
             if len(shards) > ALL_SHARDS_MAX:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"Reading every shard at once is offered up to {ALL_SHARDS_MAX} shards; "
-                    f"{stream.name} has {len(shards)}: pick one.",
+                    error_messages.console_too_many_shards(
+                        maximum=ALL_SHARDS_MAX, name=stream.name, shards=len(shards)
+                    ),
                 )
             shown, positions, behind = await self._read_all_shards(
                 stream, kind, request, limit, visitor

@@ -5,9 +5,11 @@ One lease per (application, stream, shard), as the KCL keeps one DynamoDB row pe
 `lease_owner` (a worker id, or None), `lease_counter`, `checkpoint` (+ sub-sequence number),
 `pending_checkpoint`, `owner_switches_since_checkpoint`, parent and child shard ids.
 
-Every operation is `op(table, ...) -> (new table, result | LeaseError)`: deterministic, no clock,
-no randomness, no I/O, so the metadata state machine can apply it on every replica and get the
-same image. On an error the table comes back unchanged (the same object).
+Every operation is a value (`TakeLease`, `RenewLease`, ...: the lease API, which the clients and
+the state machine's commands take too) and a function `op(table, value) -> (new table, result |
+LeaseError)`: deterministic, no clock, no randomness, no I/O, so the metadata state machine can
+apply it on every replica and get the same image. On an error the table comes back unchanged
+(the same object).
 
 **Fencing.** take, steal, renew, release and checkpoint are compare-and-set on the lease's
 `lease_counter` and `lease_owner` (take and steal: the owner and counter the taker observed;
@@ -45,10 +47,11 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, assert_never
 
+from broker import error_messages
 from broker.errors import ErrorCode
 
 # --- Limits (candidates for broker/limits.py) ----------------------------------------------
@@ -282,6 +285,110 @@ class LeaseTable:
 
 EMPTY = LeaseTable()
 
+# --- Operations as values: the lease API ------------------------------------------------------
+# One value per operation, used everywhere an operation is named: the core functions below take
+# it, the state machine's commands carry it, and every lease client (gRPC, in-process, in
+# memory) takes it, so the parameters of an operation are written down once.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateLeases:
+    """Create a lease for each of `leases` that has none (`create_leases`)."""
+
+    application: str
+    stream_name: str
+    leases: tuple[NewLease, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakeLease:
+    """`owner` takes the lease it observed held by `expected_owner` at `expected_counter`."""
+
+    application: str
+    stream_name: str
+    lease_key: str
+    owner: str
+    expected_owner: str | None
+    expected_counter: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StealLease:
+    """`owner` takes a lease a live worker (`expected_owner`) holds, for balancing."""
+
+    application: str
+    stream_name: str
+    lease_key: str
+    owner: str
+    expected_owner: str
+    expected_counter: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenewLease:
+    """`owner`'s heartbeat on a lease it holds at `expected_counter`."""
+
+    application: str
+    stream_name: str
+    lease_key: str
+    owner: str
+    expected_counter: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseLease:
+    """`owner` gives up a lease it holds at `expected_counter`."""
+
+    application: str
+    stream_name: str
+    lease_key: str
+    owner: str
+    expected_counter: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CheckpointLease:
+    """`owner` records `checkpoint` (or, `pending`, prepares it) on a lease it holds."""
+
+    application: str
+    stream_name: str
+    lease_key: str
+    owner: str
+    expected_counter: int
+    checkpoint: Checkpoint
+    pending: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteLease:
+    """Forget a finished lease."""
+
+    application: str
+    stream_name: str
+    lease_key: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteApplication:
+    """Forget every lease of an application."""
+
+    application: str
+
+
+LeaseOperation = (
+    CreateLeases
+    | TakeLease
+    | StealLease
+    | RenewLease
+    | ReleaseLease
+    | CheckpointLease
+    | DeleteLease
+    | DeleteApplication
+)
+LeaseResult = Lease | tuple[Lease, ...] | int | LeaseError
+_OwnerOperation = RenewLease | ReleaseLease | CheckpointLease
+_KeyedOperation = TakeLease | StealLease | _OwnerOperation | DeleteLease
+
 # --- Operations --------------------------------------------------------------------------
 
 
@@ -291,29 +398,31 @@ def _invalid(message: str) -> LeaseError:
 
 def _check_names(application: str, stream_name: str) -> LeaseError | None:
     if APPLICATION_NAME_PATTERN.fullmatch(application) is None:
-        return _invalid(f"application name {application!r} must match [a-zA-Z0-9_.-]{{1,255}}")
+        return _invalid(error_messages.lease_application_name_pattern(application=application))
     if STREAM_NAME_PATTERN.fullmatch(stream_name) is None:
-        return _invalid(f"stream name {stream_name!r} must match [a-zA-Z0-9_.-]{{1,128}}")
+        return _invalid(error_messages.lease_stream_name_pattern(stream_name=stream_name))
     return None
 
 
 def _check_owner(owner: str) -> LeaseError | None:
     if not 1 <= len(owner) <= WORKER_ID_CHARS_MAX or not owner.isprintable():
-        return _invalid(f"a worker id has 1 to {WORKER_ID_CHARS_MAX} printable characters")
+        return _invalid(error_messages.lease_worker_id_invalid(chars_max=WORKER_ID_CHARS_MAX))
     return None
 
 
-def _find(
-    table: LeaseTable, application: str, stream_name: str, lease_key: str
-) -> Lease | LeaseError:
+def _find(table: LeaseTable, operation: _KeyedOperation) -> Lease | LeaseError:
+    """The lease the operation names, or the refusal."""
+    application, stream_name = operation.application, operation.stream_name
     invalid = _check_names(application, stream_name)
     if invalid is not None:
         return invalid
-    lease = table.get(application, stream_name, lease_key)
+    lease = table.get(application, stream_name, operation.lease_key)
     if lease is None:
         return LeaseError(
             refusal=LeaseRefusal.NOT_FOUND,
-            message=f"no lease for {application}/{stream_name}/{lease_key}",
+            message=error_messages.lease_not_found(
+                application=application, stream_name=stream_name, lease_key=operation.lease_key
+            ),
         )
     return lease
 
@@ -321,36 +430,34 @@ def _find(
 def _conflict(lease: Lease, *, expected_owner: str | None, expected_counter: int) -> LeaseError:
     return LeaseError(
         refusal=LeaseRefusal.CONFLICT,
-        message=(
-            f"lease {lease.lease_key} is held by {lease.lease_owner!r} at counter "
-            f"{lease.lease_counter}, not by {expected_owner!r} at {expected_counter}"
+        message=error_messages.lease_held_by_another(
+            lease_key=lease.lease_key,
+            owner=lease.lease_owner,
+            counter=lease.lease_counter,
+            expected_owner=expected_owner,
+            expected_counter=expected_counter,
         ),
     )
 
 
-def _held(
-    table: LeaseTable,
-    *,
-    application: str,
-    stream_name: str,
-    lease_key: str,
-    owner: str,
-    expected_counter: int,
-) -> Lease | LeaseError:
-    """The lease, if `owner` holds it at `expected_counter` (the owner-side CAS)."""
-    lease = _find(table, application, stream_name, lease_key)
+def _held(table: LeaseTable, operation: _OwnerOperation) -> Lease | LeaseError:
+    """The lease, if the operation's owner holds it at its expected counter (the owner-side
+    CAS)."""
+    lease = _find(table, operation)
     if isinstance(lease, LeaseError):
         return lease
-    invalid = _check_owner(owner)
+    invalid = _check_owner(operation.owner)
     if invalid is not None:
         return invalid
-    if lease.lease_owner != owner or lease.lease_counter != expected_counter:
-        return _conflict(lease, expected_owner=owner, expected_counter=expected_counter)
+    if lease.lease_owner != operation.owner or lease.lease_counter != operation.expected_counter:
+        return _conflict(
+            lease, expected_owner=operation.owner, expected_counter=operation.expected_counter
+        )
     return lease
 
 
 def create_leases(
-    table: LeaseTable, *, application: str, stream_name: str, leases: Sequence[NewLease]
+    table: LeaseTable, operation: CreateLeases
 ) -> tuple[LeaseTable, tuple[Lease, ...] | LeaseError]:
     """Create a lease for each shard that has none, unowned at counter 0 with its checkpoint.
 
@@ -358,18 +465,23 @@ def create_leases(
     so racing workers that discover the same shards agree. Each existing parent lease gets the
     new child in `child_shard_ids`. Returns the leases for `leases`, in order, as they now are.
     """
+    application, stream_name, leases = (
+        operation.application,
+        operation.stream_name,
+        operation.leases,
+    )
     invalid = _check_names(application, stream_name)
     if invalid is not None:
         return table, invalid
     if len(leases) > LEASES_PER_REQUEST_MAX:
-        return table, _invalid(f"at most {LEASES_PER_REQUEST_MAX} leases per request")
+        return table, _invalid(error_messages.too_many_leases(leases_max=LEASES_PER_REQUEST_MAX))
     for new in leases:
         if not 1 <= len(new.shard_id) <= SHARD_ID_CHARS_MAX:
-            return table, _invalid(f"shard id {new.shard_id!r} has 1 to 128 characters")
+            return table, _invalid(error_messages.lease_shard_id_length(shard_id=new.shard_id))
         if len(new.parent_shard_ids) > PARENT_SHARDS_MAX:
-            return table, _invalid(f"shard {new.shard_id} has more than two parents")
+            return table, _invalid(error_messages.lease_too_many_parents(shard_id=new.shard_id))
         if new.shard_id in new.parent_shard_ids:
-            return table, _invalid(f"shard {new.shard_id} is its own parent")
+            return table, _invalid(error_messages.lease_own_parent(shard_id=new.shard_id))
     existing = table.stream_leases(application, stream_name)
     changed: dict[str, Lease] = {}
     for new in leases:
@@ -395,105 +507,52 @@ def create_leases(
 
 
 def take(
-    table: LeaseTable,
-    *,
-    application: str,
-    stream_name: str,
-    lease_key: str,
-    owner: str,
-    expected_owner: str | None,
-    expected_counter: int,
+    table: LeaseTable, operation: TakeLease | StealLease
 ) -> tuple[LeaseTable, Lease | LeaseError]:
     """Make `owner` the owner, if the lease is still as observed (`expected_owner` at
     `expected_counter`): unowned, expired in the taker's eyes, or (via `steal`) held by a live
     worker. Increments the counter and `owner_switches_since_checkpoint`."""
-    lease = _find(table, application, stream_name, lease_key)
+    lease = _find(table, operation)
     if isinstance(lease, LeaseError):
         return table, lease
-    invalid = _check_owner(owner)
+    invalid = _check_owner(operation.owner)
     if invalid is not None:
         return table, invalid
+    expected_owner, expected_counter = operation.expected_owner, operation.expected_counter
     if lease.lease_owner != expected_owner or lease.lease_counter != expected_counter:
         return table, _conflict(
             lease, expected_owner=expected_owner, expected_counter=expected_counter
         )
     taken = replace(
         lease,
-        lease_owner=owner,
+        lease_owner=operation.owner,
         lease_counter=lease.lease_counter + 1,
         owner_switches_since_checkpoint=lease.owner_switches_since_checkpoint + 1,
     )
     return table.with_lease(taken), taken
 
 
-def steal(
-    table: LeaseTable,
-    *,
-    application: str,
-    stream_name: str,
-    lease_key: str,
-    owner: str,
-    expected_owner: str,
-    expected_counter: int,
-) -> tuple[LeaseTable, Lease | LeaseError]:
+def steal(table: LeaseTable, operation: StealLease) -> tuple[LeaseTable, Lease | LeaseError]:
     """`take` of a lease held by another (live) worker, for balancing. The victim's next renew
     or checkpoint fails with CONFLICT, and it stops processing the shard."""
-    if expected_owner == owner:
-        return table, _invalid(f"worker {owner!r} cannot steal its own lease")
-    return take(
-        table,
-        application=application,
-        stream_name=stream_name,
-        lease_key=lease_key,
-        owner=owner,
-        expected_owner=expected_owner,
-        expected_counter=expected_counter,
-    )
+    if operation.expected_owner == operation.owner:
+        return table, _invalid(error_messages.lease_steal_own(owner=operation.owner))
+    return take(table, operation)
 
 
-def renew(
-    table: LeaseTable,
-    *,
-    application: str,
-    stream_name: str,
-    lease_key: str,
-    owner: str,
-    expected_counter: int,
-) -> tuple[LeaseTable, Lease | LeaseError]:
+def renew(table: LeaseTable, operation: RenewLease) -> tuple[LeaseTable, Lease | LeaseError]:
     """Increment the counter of a lease `owner` holds: the heartbeat observers watch."""
-    lease = _held(
-        table,
-        application=application,
-        stream_name=stream_name,
-        lease_key=lease_key,
-        owner=owner,
-        expected_counter=expected_counter,
-    )
+    lease = _held(table, operation)
     if isinstance(lease, LeaseError):
         return table, lease
     renewed = replace(lease, lease_counter=lease.lease_counter + 1)
     return table.with_lease(renewed), renewed
 
 
-def release(
-    table: LeaseTable,
-    *,
-    application: str,
-    stream_name: str,
-    lease_key: str,
-    owner: str,
-    expected_counter: int,
-) -> tuple[LeaseTable, Lease | LeaseError]:
+def release(table: LeaseTable, operation: ReleaseLease) -> tuple[LeaseTable, Lease | LeaseError]:
     """Graceful handoff: `owner` gives the lease up (owner None, counter + 1), so another
     worker can take it at once instead of waiting for it to expire. Checkpoint first."""
-    lease = _held(
-        table,
-        application=application,
-        stream_name=stream_name,
-        lease_key=lease_key,
-        owner=owner,
-        expected_counter=expected_counter,
-    )
+    lease = _held(table, operation)
     if isinstance(lease, LeaseError):
         return table, lease
     released = replace(lease, lease_owner=None, lease_counter=lease.lease_counter + 1)
@@ -501,39 +560,30 @@ def release(
 
 
 def checkpoint(
-    table: LeaseTable,
-    *,
-    application: str,
-    stream_name: str,
-    lease_key: str,
-    owner: str,
-    expected_counter: int,
-    value: Checkpoint,
-    pending: bool = False,
+    table: LeaseTable, operation: CheckpointLease
 ) -> tuple[LeaseTable, Lease | LeaseError]:
     """Record progress, fenced by owner and counter (the counter does not move).
 
-    `pending=False`: the checkpoint becomes `value`, the pending checkpoint is cleared and
-    `owner_switches_since_checkpoint` resets. `pending=True` (the KCL's prepareCheckpoint):
-    only `pending_checkpoint` becomes `value`. Either way `value` may not be below the current
-    checkpoint, and nothing but SHARD_END may follow SHARD_END: a checkpoint never moves back.
+    `pending=False`: the checkpoint becomes `checkpoint`, the pending checkpoint is cleared
+    and `owner_switches_since_checkpoint` resets. `pending=True` (the KCL's
+    prepareCheckpoint): only `pending_checkpoint` becomes `checkpoint`. Either way the value
+    may not be below the current checkpoint, and nothing but SHARD_END may follow SHARD_END:
+    a checkpoint never moves back.
     """
-    lease = _held(
-        table,
-        application=application,
-        stream_name=stream_name,
-        lease_key=lease_key,
-        owner=owner,
-        expected_counter=expected_counter,
-    )
+    lease = _held(table, operation)
     if isinstance(lease, LeaseError):
         return table, lease
+    value = operation.checkpoint
     if value < lease.checkpoint:
         return table, _invalid(
-            f"checkpoint {value.sequence_number}/{value.sub_sequence_number} is below "
-            f"{lease.checkpoint.sequence_number}/{lease.checkpoint.sub_sequence_number}"
+            error_messages.lease_checkpoint_below(
+                checkpoint=f"{value.sequence_number}/{value.sub_sequence_number}",
+                current=(
+                    f"{lease.checkpoint.sequence_number}/{lease.checkpoint.sub_sequence_number}"
+                ),
+            )
         )
-    if pending:
+    if operation.pending:
         updated = replace(lease, pending_checkpoint=value)
     else:
         updated = replace(
@@ -543,34 +593,61 @@ def checkpoint(
 
 
 def delete_lease(
-    table: LeaseTable, *, application: str, stream_name: str, lease_key: str
+    table: LeaseTable, operation: DeleteLease
 ) -> tuple[LeaseTable, Lease | LeaseError]:
     """Forget a finished lease (checkpoint SHARD_END), as the KCL's LeaseCleanupManager does.
 
     Only finished leases: deleting an unfinished parent would unblock its children early
     (`parents_done` treats a missing parent as trimmed). Returns the deleted lease.
     """
-    lease = _find(table, application, stream_name, lease_key)
+    lease = _find(table, operation)
     if isinstance(lease, LeaseError):
         return table, lease
     if not lease.checkpoint.is_shard_end:
-        return table, _invalid(f"lease {lease_key} is not finished (checkpoint not SHARD_END)")
-    return table.without_lease(application, stream_name, lease_key), lease
+        return table, _invalid(error_messages.lease_not_finished(lease_key=operation.lease_key))
+    return table.without_lease(lease.application, lease.stream_name, lease.lease_key), lease
 
 
 def delete_application(
-    table: LeaseTable, *, application: str
+    table: LeaseTable, operation: DeleteApplication
 ) -> tuple[LeaseTable, int | LeaseError]:
     """Forget every lease of `application` (all streams); returns how many there were."""
+    application = operation.application
     if APPLICATION_NAME_PATTERN.fullmatch(application) is None:
-        return table, _invalid(f"application name {application!r} is not valid")
+        return table, _invalid(error_messages.lease_application_invalid(application=application))
     streams = table.applications.get(application)
     if streams is None:
         return table, LeaseError(
-            refusal=LeaseRefusal.NOT_FOUND, message=f"no application {application}"
+            refusal=LeaseRefusal.NOT_FOUND,
+            message=error_messages.lease_no_application(application=application),
         )
     count = sum(len(leases) for leases in streams.values())
     return table.without_application(application), count
+
+
+def apply_lease_operation(
+    table: LeaseTable, operation: LeaseOperation
+) -> tuple[LeaseTable, LeaseResult]:
+    """Apply one operation: the single entry point for the metadata state machine."""
+    match operation:
+        case CreateLeases():
+            return create_leases(table, operation)
+        case TakeLease():
+            return take(table, operation)
+        case StealLease():
+            return steal(table, operation)
+        case RenewLease():
+            return renew(table, operation)
+        case ReleaseLease():
+            return release(table, operation)
+        case CheckpointLease():
+            return checkpoint(table, operation)
+        case DeleteLease():
+            return delete_lease(table, operation)
+        case DeleteApplication():
+            return delete_application(table, operation)
+        case _:
+            assert_never(operation)
 
 
 def list_leases(
@@ -663,161 +740,3 @@ def table_to_list(table: LeaseTable) -> list[dict[str, Any]]:
 
 def table_from_list(data: Iterable[Mapping[str, Any]]) -> LeaseTable:
     return EMPTY.with_leases(lease_from_dict(item) for item in data)
-
-
-# --- Operations as values, for the state machine's commands ----------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreateLeases:
-    application: str
-    stream_name: str
-    leases: tuple[NewLease, ...]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TakeLease:
-    application: str
-    stream_name: str
-    lease_key: str
-    owner: str
-    expected_owner: str | None
-    expected_counter: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StealLease:
-    application: str
-    stream_name: str
-    lease_key: str
-    owner: str
-    expected_owner: str
-    expected_counter: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RenewLease:
-    application: str
-    stream_name: str
-    lease_key: str
-    owner: str
-    expected_counter: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReleaseLease:
-    application: str
-    stream_name: str
-    lease_key: str
-    owner: str
-    expected_counter: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CheckpointLease:
-    application: str
-    stream_name: str
-    lease_key: str
-    owner: str
-    expected_counter: int
-    checkpoint: Checkpoint
-    pending: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteLease:
-    application: str
-    stream_name: str
-    lease_key: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeleteApplication:
-    application: str
-
-
-LeaseOperation = (
-    CreateLeases
-    | TakeLease
-    | StealLease
-    | RenewLease
-    | ReleaseLease
-    | CheckpointLease
-    | DeleteLease
-    | DeleteApplication
-)
-LeaseResult = Lease | tuple[Lease, ...] | int | LeaseError
-
-
-def apply_lease_operation(
-    table: LeaseTable, operation: LeaseOperation
-) -> tuple[LeaseTable, LeaseResult]:
-    """Apply one operation: the single entry point for the metadata state machine."""
-    match operation:
-        case CreateLeases():
-            return create_leases(
-                table,
-                application=operation.application,
-                stream_name=operation.stream_name,
-                leases=operation.leases,
-            )
-        case TakeLease():
-            return take(
-                table,
-                application=operation.application,
-                stream_name=operation.stream_name,
-                lease_key=operation.lease_key,
-                owner=operation.owner,
-                expected_owner=operation.expected_owner,
-                expected_counter=operation.expected_counter,
-            )
-        case StealLease():
-            return steal(
-                table,
-                application=operation.application,
-                stream_name=operation.stream_name,
-                lease_key=operation.lease_key,
-                owner=operation.owner,
-                expected_owner=operation.expected_owner,
-                expected_counter=operation.expected_counter,
-            )
-        case RenewLease():
-            return renew(
-                table,
-                application=operation.application,
-                stream_name=operation.stream_name,
-                lease_key=operation.lease_key,
-                owner=operation.owner,
-                expected_counter=operation.expected_counter,
-            )
-        case ReleaseLease():
-            return release(
-                table,
-                application=operation.application,
-                stream_name=operation.stream_name,
-                lease_key=operation.lease_key,
-                owner=operation.owner,
-                expected_counter=operation.expected_counter,
-            )
-        case CheckpointLease():
-            return checkpoint(
-                table,
-                application=operation.application,
-                stream_name=operation.stream_name,
-                lease_key=operation.lease_key,
-                owner=operation.owner,
-                expected_counter=operation.expected_counter,
-                value=operation.checkpoint,
-                pending=operation.pending,
-            )
-        case DeleteLease():
-            return delete_lease(
-                table,
-                application=operation.application,
-                stream_name=operation.stream_name,
-                lease_key=operation.lease_key,
-            )
-        case DeleteApplication():
-            return delete_application(table, application=operation.application)
-        case _:
-            assert_never(operation)

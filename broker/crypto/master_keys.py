@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from broker import error_messages
 from broker.clock import SystemClock
 from broker.errors import ErrorCode, ShoalError
 from broker.log.encryption import DATA_KEY_BYTES, NONCE_BYTES
@@ -453,7 +454,9 @@ class KmsMasterKeys:
             code = _KMS_ERRORS.get(str(error.get("Code")), ErrorCode.KMS_INVALID_STATE)
             raise ShoalError(code, str(error.get("Message") or code.spec.default_message)) from exc
         except BotoCoreError as exc:
-            raise ShoalError(ErrorCode.KMS_THROTTLING, f"KMS is not reachable: {exc}") from exc
+            raise ShoalError(
+                ErrorCode.KMS_THROTTLING, error_messages.kms_unreachable(error=exc)
+            ) from exc
         wrapped = WrappedDataKey(
             wrapped=bytes(answer["CiphertextBlob"]), wrapping=f"kms:{answer['KeyId']}"
         )
@@ -488,14 +491,17 @@ def _check_usable(metadata: dict[str, Any]) -> None:
     arn = metadata.get("Arn", metadata.get("KeyId"))
     state = metadata.get("KeyState", "Enabled")
     if state == "Disabled":
-        raise ShoalError(ErrorCode.KMS_DISABLED, f"{arn} is disabled.")
+        raise ShoalError(ErrorCode.KMS_DISABLED, error_messages.kms_key_disabled(arn=arn))
     if state != "Enabled":
-        raise ShoalError(ErrorCode.KMS_INVALID_STATE, f"{arn} is {_state_words(state)}.")
+        raise ShoalError(
+            ErrorCode.KMS_INVALID_STATE,
+            error_messages.kms_key_state(arn=arn, state_words=_state_words(state)),
+        )
     if (
         metadata.get("KeyUsage", "ENCRYPT_DECRYPT") != "ENCRYPT_DECRYPT"
         or metadata.get("KeySpec", "SYMMETRIC_DEFAULT") != "SYMMETRIC_DEFAULT"
     ):
-        raise ShoalError(ErrorCode.KMS_INVALID_STATE, f"{arn} is not a symmetric encryption key.")
+        raise ShoalError(ErrorCode.KMS_INVALID_STATE, error_messages.kms_key_not_symmetric(arn=arn))
 
 
 def _state_words(state: str) -> str:

@@ -75,7 +75,7 @@ log = logging.getLogger(__name__)
 
 Watermark = tuple[int, int]  # (sequence number, sub-sequence number) of a source record
 
-_TIMER_WAIT_MS_MAX = 200  # the timer looks again at least this often (a manual clock moves)
+TIMER_WAIT_MS_MAX = 200  # the timer looks again at least this often (a manual clock moves)
 
 
 @dataclass(slots=True)
@@ -85,6 +85,7 @@ class DeliveryStatistics:
     objects: int = 0
     records: int = 0
     bytes: int = 0
+    records_read: int = 0  # taken into a buffer (delivered, or waiting for its hints)
     failed_attempts: int = 0
     abandoned_records: int = 0
     failed_records: int = 0  # written to the error output (S3 backup) after the retries
@@ -210,6 +211,7 @@ class DeliveryProcessor:
                 and buffering.flush_reason(self._state, hints, now_ms=now_ms) == "size"
             ):
                 await self._deliver()
+            self._statistics.records_read += len(process_records_input.records)
 
     async def lease_lost(self, lease_lost_input: LeaseLostInput) -> None:
         await self._stop_timer()
@@ -244,7 +246,7 @@ class DeliveryProcessor:
             hints = self._hints()
             due = None if hints is None else buffering.flush_due_ms(self._state, hints)
             now_ms = self._clock.monotonic_ms()
-            wait_ms = _TIMER_WAIT_MS_MAX if due is None else min(_TIMER_WAIT_MS_MAX, due - now_ms)
+            wait_ms = TIMER_WAIT_MS_MAX if due is None else min(TIMER_WAIT_MS_MAX, due - now_ms)
             await asyncio.sleep(max(wait_ms, 0) / 1000)
             if hints is None:
                 continue

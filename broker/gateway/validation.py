@@ -226,7 +226,10 @@ def _compile(shape: botocore.model.Shape, done: dict[str, Check]) -> Check:
         enum = frozenset(shape.enum) if isinstance(shape, botocore.model.StringShape) else None
 
         def check_string(value: Any) -> bool:
-            if not isinstance(value, str) or not _within(len(value), low, high):
+            if type(value) is not str and not isinstance(value, str):
+                return False
+            size = len(value)
+            if (low is not None and size < low) or (high is not None and size > high):
                 return False
             if pattern is not None and pattern.fullmatch(value) is None:
                 return False
@@ -244,7 +247,14 @@ def _compile(shape: botocore.model.Shape, done: dict[str, Check]) -> Check:
             and _within_number(value, low, high)
         )
     if kind == "blob":
-        return lambda value: isinstance(value, bytes | bytearray) and _within(len(value), low, high)
+
+        def check_blob(value: Any) -> bool:
+            if type(value) is not bytes and not isinstance(value, bytes | bytearray):
+                return False
+            size = len(value)
+            return (low is None or size >= low) and (high is None or size <= high)
+
+        return check_blob
     if kind == "boolean":
         return lambda value: isinstance(value, bool)
     if kind == "timestamp":
@@ -257,7 +267,7 @@ def _compile_structure(shape: botocore.model.StructureShape, done: dict[str, Che
     members: dict[str, Check] = {}
 
     def check_structure(value: Any) -> bool:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):  # the ABC check is slow
             return False
         for name in required:
             if value.get(name) is None:

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.log.probe import StorageProbe
 from broker.log.records import AppendBatch
@@ -80,6 +80,7 @@ class GroupCommitWriter:
         self._group_bytes_max = group_bytes_max
         self._group_records_max = group_records_max
         self._slots = asyncio.Semaphore(queue_batches_max)
+        self._free_slots = queue_batches_max  # what `_slots` holds (`has_room`)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         # Guards _queue, _stopping and the counters; shared by the loop and the writer thread.
@@ -119,6 +120,7 @@ class GroupCommitWriter:
         assert loop is not None, "GroupCommitWriter.submit() before start()"
         assert asyncio.get_running_loop() is loop, "submit() only from the loop that started us"
         await self._slots.acquire()
+        self._free_slots -= 1
         try:
             batch = make_batch()
             size_bytes = batch.size_bytes
@@ -128,13 +130,18 @@ class GroupCommitWriter:
             future: asyncio.Future[None] = loop.create_future()
             with self._condition:
                 if self._stopping:
-                    raise ShoalError(ErrorCode.UNAVAILABLE, "the log writer is stopping")
+                    raise ShoalError(ErrorCode.UNAVAILABLE, error_messages.LOG_WRITER_STOPPING)
                 self._queue.append(_Pending(batch=batch, size_bytes=size_bytes, future=future))
                 self._condition.notify()
         except BaseException:
             self._slots.release()
+            self._free_slots += 1
             raise
         return future
+
+    def has_room(self, batches: int) -> bool:
+        """Whether `batches` more can be submitted now without waiting for a slot."""
+        return self._free_slots >= batches and not self._slots.locked()
 
     def stop(self) -> None:
         """Lets the thread finish what is queued, then joins it. Idempotent; blocks."""
@@ -224,13 +231,16 @@ class GroupCommitWriter:
         """On the loop: settle the group's futures (in queue order) and free their slots."""
         for pending in group:
             self._slots.release()
+            self._free_slots += 1
             if pending.future.done():  # cancelled by its owner; the write happened anyway
                 continue
             if error is None:
                 pending.future.set_result(None)
             else:
                 # One exception object per future: each awaiter adds its own traceback.
-                failure = ShoalError(ErrorCode.INTERNAL_FAILURE, "writing the shard log failed")
+                failure = ShoalError(
+                    ErrorCode.INTERNAL_FAILURE, error_messages.SHARD_LOG_WRITE_FAILED
+                )
                 failure.__cause__ = error
                 pending.future.set_exception(failure)
 

@@ -530,6 +530,44 @@ class SetVideoStreamConfiguration:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SetVideoEdgeConfiguration:
+    """StartEdgeConfigurationUpdate: the stream's edge configuration becomes `document` (the
+    validated EdgeConfig as canonical JSON) for `hub_device_arn`, SYNCING from `now_ms`.
+    Refused while the current one is SYNCING or DELETING (ResourceInUseException), and for
+    another hub device than the current one's (InvalidArgumentException: delete it first)."""
+
+    now_ms: int
+    arn: str
+    document: str
+    hub_device_arn: str
+    sync_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteVideoEdgeConfiguration:
+    """DeleteEdgeConfiguration: the stream's edge configuration shows DELETING for
+    `deleting_ms`, then is gone (StreamEdgeConfigurationNotFoundException if there is none)."""
+
+    now_ms: int
+    arn: str
+    deleting_ms: int
+    sync_timeout_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdateVideoStorageTier:
+    """UpdateStreamStorageConfiguration: a new DefaultStorageTier and version, UPDATING for
+    `updating_ms`, as UpdateStream is."""
+
+    now_ms: int
+    arn: str
+    current_version: str
+    new_version: str
+    storage_tier: str
+    updating_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class CreateSignalingChannel:
     """Adds `channel` (built whole by the proposer); refused when the account already has a
     channel of that name in the region, or `channels_max` of them."""
@@ -578,6 +616,9 @@ VideoCommand = (
     | TagVideoStream
     | UntagVideoStream
     | SetVideoStreamConfiguration
+    | SetVideoEdgeConfiguration
+    | DeleteVideoEdgeConfiguration
+    | UpdateVideoStorageTier
     | CreateSignalingChannel
     | DeleteSignalingChannel
     | UpdateSignalingChannel
@@ -1114,6 +1155,9 @@ _COMMAND_TYPES: dict[str, type[Any]] = {
         TagVideoStream,
         UntagVideoStream,
         SetVideoStreamConfiguration,
+        SetVideoEdgeConfiguration,
+        DeleteVideoEdgeConfiguration,
+        UpdateVideoStorageTier,
         CreateSignalingChannel,
         DeleteSignalingChannel,
         UpdateSignalingChannel,

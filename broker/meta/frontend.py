@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import Command, SetMetadataFormat, required_format
 from broker.meta.image import MetadataImage
@@ -38,30 +38,33 @@ class MetadataFrontend:
     async def propose(self, command: Command) -> object:
         """The command's result, or its ShoalError. UNAVAILABLE (no leader, deadline passed)
         is an unknown outcome: the command may still be applied."""
-        image = self._quorum.image()
-        # An image that has not applied InitCluster yet (a node still catching up) does not
-        # know the cluster's format: only the first is safe.
-        active = image.metadata_format if image.cluster_id else FIRST_FORMAT
-        needed = required_format(command)
         # SetMetadataFormat is the exception: its proposer (the controller, or the node that
         # just created the cluster) knows that every member reads it.
-        if needed > active and not isinstance(command, SetMetadataFormat):
-            # The level only rises, so a stale image here can only refuse too early.
-            raise ShoalError(
-                ErrorCode.INVALID_ARGUMENT,
-                f"This needs metadata format {needed}; the cluster writes format {active} "
-                "until every node runs a version that reads the newer one (a rolling upgrade "
-                "in progress, or held by metadata_format_limit). Retry once the upgrade is done.",
-            )
+        if not isinstance(command, SetMetadataFormat):
+            self.require_format(required_format(command))
         try:
             async with asyncio.timeout(self._propose_timeout_s):
                 return await self._quorum.propose(command)
         except TimeoutError as exc:
             raise ShoalError(
                 ErrorCode.UNAVAILABLE,
-                "Metadata unavailable: the metadata command timed out. "
-                "The command may still be applied.",
+                error_messages.METADATA_COMMAND_TIMED_OUT,
             ) from exc
+
+    def require_format(self, needed: int) -> None:
+        """Refuses (InvalidArgumentException) what needs a metadata format above the cluster's:
+        a command, or a member of one whose level `required_format` cannot see (a nested
+        record's)."""
+        image = self._quorum.image()
+        # An image that has not applied InitCluster yet (a node still catching up) does not
+        # know the cluster's format: only the first is safe.
+        active = image.metadata_format if image.cluster_id else FIRST_FORMAT
+        if needed > active:
+            # The level only rises, so a stale image here can only refuse too early.
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                error_messages.metadata_format_needed(needed=needed, active=active),
+            )
 
     def image(self) -> MetadataImage:
         """This node's latest image (may lag the leader)."""

@@ -72,6 +72,10 @@ RESEALED_SECRETS_LEVEL = 4
 # the layout their consumers stored.
 AWS_SEQUENCE_NUMBERS_LEVEL = 4
 
+# From this level on, video streams carry an edge configuration and a storage tier
+# (Start/DeleteEdgeConfiguration, UpdateStreamStorageConfiguration, CreateStream's WARM tier).
+VIDEO_EDGE_LEVEL = 5
+
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
         level=2,
@@ -196,6 +200,20 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         "ENABLING_FAILED and DISABLING_FAILED and their FailureDescription; access-key "
         "secrets sealed with the cluster's derived IAM key; sequence numbers in AWS's layout "
         "for new streams",
+    ),
+    FormatChange(
+        level=VIDEO_EDGE_LEVEL,
+        image_version=10,
+        commands=frozenset(
+            {
+                # Kinesis Video Streams' edge configurations and storage tiers (issue 14).
+                "SetVideoEdgeConfiguration",
+                "DeleteVideoEdgeConfiguration",
+                "UpdateVideoStorageTier",
+            }
+        ),
+        members={"VideoStreamMeta": frozenset({"storage_tier", "edge"})},
+        summary="video streams' edge configurations and storage tiers",
     ),
 )
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import state_machine
 from broker.meta.commands import Command
@@ -198,7 +199,7 @@ class LocalQuorum:
 
     async def propose(self, command: Command) -> object:
         if not self._started:
-            raise ShoalError(ErrorCode.UNAVAILABLE, "The metadata quorum is not started.")
+            raise ShoalError(ErrorCode.UNAVAILABLE, error_messages.METADATA_QUORUM_NOT_STARTED)
         applied = state_machine.apply(self._image, command)
         self._set_image(applied.image)
         if applied.error is not None:
@@ -244,10 +245,10 @@ class LocalQuorum:
         return QuorumMembership(self_address="local", voters=("local",), read_only=False)
 
     async def add_voter(self, address: str, *, timeout_s: float) -> None:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "A local quorum has one voter.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.LOCAL_QUORUM_ONE_VOTER)
 
     async def remove_voter(self, address: str, *, timeout_s: float) -> None:
-        raise ShoalError(ErrorCode.INVALID_ARGUMENT, "A local quorum has one voter.")
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.LOCAL_QUORUM_ONE_VOTER)
 
     async def transfer_leadership(self, *, timeout_s: float, to: str | None = None) -> bool:
         return False
@@ -281,5 +282,5 @@ async def wait_for_image_change(
     except TimeoutError as exc:
         raise ShoalError(
             ErrorCode.UNAVAILABLE,
-            f"The metadata did not reach the expected state within {timeout_s} s.",
+            error_messages.metadata_state_not_reached(timeout_s=timeout_s),
         ) from exc

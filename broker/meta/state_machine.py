@@ -65,6 +65,7 @@ from broker.meta.commands import (
     DeleteResourcePolicy,
     DeleteSignalingChannel,
     DeleteStream,
+    DeleteVideoEdgeConfiguration,
     DeleteVideoStream,
     DeregisterStreamConsumer,
     ForgetDeliveryStream,
@@ -93,6 +94,7 @@ from broker.meta.commands import (
     SetStreamEncryption,
     SettleDeliveryStreamEncryption,
     SettleQueueRecords,
+    SetVideoEdgeConfiguration,
     SetVideoStreamConfiguration,
     StealLeaseCommand,
     TagVideoStream,
@@ -110,6 +112,7 @@ from broker.meta.commands import (
     UpdateStreamMode,
     UpdateStreamWarmThroughput,
     UpdateVideoRetention,
+    UpdateVideoStorageTier,
     UpdateVideoStream,
 )
 from broker.meta.image import MetadataImage
@@ -244,6 +247,12 @@ def _dispatch(image: MetadataImage, command: Command) -> tuple[MetadataImage, ob
             return video_streams.untag(image, command)
         case SetVideoStreamConfiguration():
             return signaling_channels.set_stream_configuration(image, command)
+        case SetVideoEdgeConfiguration():
+            return video_streams.set_edge(image, command)
+        case DeleteVideoEdgeConfiguration():
+            return video_streams.delete_edge(image, command)
+        case UpdateVideoStorageTier():
+            return video_streams.update_storage_tier(image, command)
         case CreateSignalingChannel():
             return signaling_channels.create(image, command)
         case DeleteSignalingChannel():

@@ -23,6 +23,39 @@ class VideoStreamStatus(enum.Enum):
     DELETING = "DELETING"
 
 
+class EdgeSyncStatus(enum.Enum):
+    """The model's SyncStatus values that a configuration with no Edge Agent reaches."""
+
+    SYNCING = "SYNCING"
+    SYNC_FAILED = "SYNC_FAILED"
+    DELETING = "DELETING"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeConfiguration:
+    """A stream's edge configuration (StartEdgeConfigurationUpdate): the validated EdgeConfig
+    as canonical JSON, for the Edge Agent on `hub_device_arn`.
+
+    Its SyncStatus follows from time alone, as AWS's does for a hub device that never
+    connects: SYNCING from each update until the sync deadline, then SYNC_FAILED; after
+    DeleteEdgeConfiguration, DELETING until `deleting_until_ms`, then gone. (Shoal runs no
+    Edge Agent: nothing ever acknowledges a configuration, see docs/ARCHITECTURE.md.)"""
+
+    document: str
+    hub_device_arn: str
+    created_ms: int
+    updated_ms: int
+    deleting_until_ms: int = 0  # 0: not being deleted
+
+    def status(self, *, now_ms: int, sync_timeout_ms: int) -> EdgeSyncStatus | None:
+        """The SyncStatus at `now_ms`; None once a deletion has finished."""
+        if self.deleting_until_ms:
+            return EdgeSyncStatus.DELETING if now_ms < self.deleting_until_ms else None
+        if now_ms < self.updated_ms + sync_timeout_ms:
+            return EdgeSyncStatus.SYNCING
+        return EdgeSyncStatus.SYNC_FAILED
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VideoStreamMeta:
     arn: str
@@ -44,6 +77,10 @@ class VideoStreamMeta:
     # configuration as canonical JSON (the model's shape), "" for none.
     notification_json: str = ""
     image_generation_json: str = ""
+    # StreamStorageConfiguration's DefaultStorageTier (CreateStream,
+    # UpdateStreamStorageConfiguration): "HOT" or "WARM".
+    storage_tier: str = "HOT"
+    edge: EdgeConfiguration | None = None  # StartEdgeConfigurationUpdate's, None for none
 
     def status(self, *, now_ms: int) -> VideoStreamStatus:
         if self.transient_status is not None and now_ms < self.status_until_ms:

@@ -13,7 +13,8 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
 3. takes a `Ready` from every replica that has one, sends the leaders' Appends at once
    (`DriverCore.send_ahead`: the followers' writes overlap ours), and executes the Readys
    together, in the order the replica requires: log resets, truncations, promises and high
-   watermarks synchronously (one worker-thread call), then every replica's appends through
+   watermarks synchronously (one worker-thread call; high watermarks alone go beside the
+   appends instead, `PersistPlan.beside`), then every replica's appends through
    the node's `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per
    group (meanwhile it steps the messages that arrive: `_persist_stepping`); then sends
    the rest of `to_send` (acknowledgements) through the `Transport`;
@@ -60,6 +61,7 @@ from broker.replication.driver_core import (
     DriverCore,
     DriverStatistics,
     Local,
+    PersistPlan,
     Turn,
     run_calls,
 )
@@ -375,10 +377,19 @@ class ReplicationDriver:
     async def _turn(self) -> None:
         turn = self._core.take_turn()
         if turn.work:
-            for envelope in self._core.send_ahead(turn):
-                self._transport.send(envelope)  # the followers write while we do
+            plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
             try:
-                await self._persist_stepping(turn)
+                ahead = self._core.send_ahead(turn)
+                for envelope in ahead:
+                    self._transport.send(envelope)  # the followers write while we do
+                queued: list[asyncio.Future[None]] | None = None
+                if not ahead and not plan.before and self._writer.has_room(len(plan.appends)):
+                    # A follower's turn: its appends go to the writer thread at once (submit
+                    # does not wait: there is room), not one task step later. A leader's wait
+                    # until the loop has encoded its Appends: the writer thread holds the GIL
+                    # while it writes, which would delay the followers' copies.
+                    queued = [await self._submit(batch) for batch in plan.appends]
+                await self._persist_stepping(plan, queued)
             except _PERSIST_ERRORS as error:
                 await self._recover(turn, error)
                 return
@@ -455,8 +466,10 @@ class ReplicationDriver:
             return True  # nothing measures the disk here (tests): try
         return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
 
-    async def _persist_stepping(self, turn: Turn) -> None:
-        """Persists `turn` and, while its writes and fsync are in flight, steps whatever
+    async def _persist_stepping(
+        self, plan: PersistPlan, queued: list[asyncio.Future[None]] | None
+    ) -> None:
+        """Persists `plan` and, while its writes and fsync are in flight, steps whatever
         arrives: a follower's AppendAck raises a leader's HW and answers its producers at once
         (`DriverCore.drain_inbox`) instead of after this node's own next fsync, and a
         follower's next Appends are in its log when the next turn starts. Safe because a
@@ -464,7 +477,7 @@ class ReplicationDriver:
         stays at or below its durable end, replica.py rule 3), and `step` between `ready` and
         `advance` is part of the replica's contract. Ticks, reads and the next Ready wait for
         the turn's end as before."""
-        persist = asyncio.ensure_future(self._persist(turn))
+        persist = asyncio.ensure_future(self._persist(plan, queued))
         woken = False
         try:
             while not persist.done():
@@ -487,18 +500,29 @@ class ReplicationDriver:
                 self._wake.set()
         await persist
 
-    async def _persist(self, turn: Turn) -> None:
-        """Makes every Ready durable in the order the replica requires (module docstring)."""
-        plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
-        if plan.before:
-            await asyncio.to_thread(run_calls, self._store, plan.before)
-        futures = [
-            await self._writer.submit(functools.partial(_same, batch)) for batch in plan.appends
-        ]
-        if futures:
-            # A failed group commit leaves the replicas unable to know what is durable: the
-            # error propagates and stops the node (STYLE B.1 #4); a restart recovers.
-            await asyncio.gather(*futures)
+    async def _persist(self, plan: PersistPlan, queued: list[asyncio.Future[None]] | None) -> None:
+        """Makes every Ready durable in the order the replica requires (module docstring);
+        `queued`: the plan's appends, already given to the writer (`_turn`)."""
+        if queued is None:
+            if plan.before:
+                await asyncio.to_thread(run_calls, self._store, plan.before)
+            queued = [await self._submit(batch) for batch in plan.appends]
+        waits = list(queued)
+        if plan.beside:  # high watermarks, in no order with the appends (PersistPlan)
+            waits.append(
+                asyncio.ensure_future(asyncio.to_thread(run_calls, self._store, plan.beside))
+            )
+        if waits:
+            # Every write ends before the turn does, even when one fails (the store may be
+            # reopened next). A failed group commit leaves the replicas unable to know what is
+            # durable: the error propagates (`_recover`).
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+    async def _submit(self, batch: AppendBatch) -> asyncio.Future[None]:
+        return await self._writer.submit(functools.partial(_same, batch))
 
     async def _read(self, local: Local, request: core.ReadRequest) -> None:
         """A follower's catch-up read of our log, fed back to the replica. A damaged range

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from broker import limits
+from broker import error_messages, limits
 from broker.buggify import buggify
 from broker.errors import ErrorCode, ShoalError
 from broker.log.disk_guard import DiskGuard
@@ -191,10 +191,16 @@ StoreCall = Callable[[LogStore], object]
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PersistPlan:
     """What makes a turn durable, in order: `before` (resets, truncations, promises, high
-    watermarks: each a call on the store), then `appends` (the group commit), then an fsync."""
+    watermarks: each a call on the store), then `appends` (the group commit), then an fsync.
+
+    `beside`: high watermarks written alongside the appends, in no order with them (on another
+    thread, maybe after their fsync), when nothing of the turn must precede the appends. They
+    are lazily durable (store.py) and never exceed what was durable before the turn, so their
+    order does not matter; putting them first would delay the turn's appends by a write."""
 
     before: tuple[StoreCall, ...]
     appends: tuple[AppendBatch, ...]
+    beside: tuple[StoreCall, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -539,7 +545,11 @@ class DriverCore:
             # this Ready (nor a truncation point), so it may go first.
             hws, self._pending_hws = self._pending_hws, {}
             self._hws_written_ms = wall_ms
-            before[:0] = [_set_hw(uid, hw) for uid, hw in hws.items()]
+            writes = [_set_hw(uid, hw) for uid, hw in hws.items()]
+            appends = tuple(batch for _, ready in turn.work for batch in ready.appends)
+            if not before:  # nothing must precede the appends: the HWs go beside them
+                return PersistPlan(before=(), appends=appends, beside=tuple(writes))
+            before[:0] = writes
         appends = tuple(batch for _, ready in turn.work for batch in ready.appends)
         return PersistPlan(before=tuple(before), appends=appends)
 
@@ -595,7 +605,7 @@ class DriverCore:
         for _, completion in turn.promises:
             if not completion.done():
                 completion.set_exception(
-                    ShoalError(ErrorCode.UNAVAILABLE, "the replica could not persist its promise")
+                    ShoalError(ErrorCode.UNAVAILABLE, error_messages.REPLICA_PROMISE_NOT_PERSISTED)
                 )
         self.turns += 1
 

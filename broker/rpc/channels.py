@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 
-from broker import limits
+from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.tls import PeerCredentials, open_aio_channel
 
@@ -103,7 +103,10 @@ def map_rpc_errors(what: str) -> Iterator[None]:
     try:
         yield
     except grpc.aio.AioRpcError as exc:
-        raise ShoalError(ErrorCode.UNAVAILABLE, f"{what}: {exc.code()} {exc.details()}") from exc
+        raise ShoalError(
+            ErrorCode.UNAVAILABLE,
+            error_messages.node_rpc_failed(what=what, code=exc.code(), details=exc.details()),
+        ) from exc
 
 
 def unary(channel: grpc.aio.Channel, service: str, method: str, response: Any) -> Any:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 import grpc
 
-from broker import limits
+from broker import error_messages, limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.controller_core import Promise, RejoiningReplica, ReplicaStatus
@@ -44,7 +44,9 @@ class GrpcReplicaControl:
     def _channel(self, node_id: NodeId) -> grpc.aio.Channel:
         address = self._resolve(node_id)
         if address is None:
-            raise ShoalError(ErrorCode.UNAVAILABLE, f"node {node_id} has no known address")
+            raise ShoalError(
+                ErrorCode.UNAVAILABLE, error_messages.node_has_no_address(node_id=node_id)
+            )
         return self._channels.get(address)
 
     async def prepare(self, node_id: NodeId, shard_uid: ShardUid, epoch: int) -> Promise:
@@ -87,7 +89,10 @@ class GrpcReplicaControl:
                     hw=Offset(state.high_watermark),
                     last_epoch=state.last_epoch,
                 )
-        raise ShoalError(ErrorCode.UNAVAILABLE, f"node {node_id} holds no replica of {shard_uid}")
+        raise ShoalError(
+            ErrorCode.UNAVAILABLE,
+            error_messages.node_holds_no_replica(node_id=node_id, shard_uid=shard_uid),
+        )
 
     async def refuses_connections(self, node_id: NodeId) -> bool:
         address = self._resolve(node_id)

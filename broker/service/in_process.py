@@ -17,13 +17,13 @@ Loop-bound, like the services they wrap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.consumers import leases
-from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
+from broker.consumers.leases import Lease, LeaseError, LeaseRefusal
 from broker.errors import ShoalError
 from broker.meta.commands import lease_command
 from broker.meta.frontend import MetadataFrontend
@@ -67,143 +67,40 @@ class LocalLeaseClient:
         assert isinstance(result, Lease | LeaseError), result
         return result
 
-    async def create_leases(
-        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
-    ) -> tuple[Lease, ...] | LeaseError:
-        result = await self._propose(
-            _ops.CreateLeases(
-                application=application, stream_name=stream_name, leases=tuple(leases)
-            )
-        )
+    async def create_leases(self, operation: leases.CreateLeases) -> tuple[Lease, ...] | LeaseError:
+        result = await self._propose(operation)
         assert isinstance(result, tuple | LeaseError), result
         return result
 
     async def list_leases(
         self, *, application: str, stream_name: str | None = None
     ) -> tuple[Lease, ...]:
-        return tuple(
-            _ops.list_leases(
-                self._frontend.image().leases, application=application, stream_name=stream_name
-            )
+        return leases.list_leases(
+            self._frontend.image().leases, application=application, stream_name=stream_name
         )
 
     async def list_applications(self) -> tuple[str, ...]:
-        return tuple(_ops.list_applications(self._frontend.image().leases))
+        return leases.list_applications(self._frontend.image().leases)
 
-    async def take(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str | None,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        return await self._lease(
-            _ops.TakeLease(
-                application=application,
-                stream_name=stream_name,
-                lease_key=lease_key,
-                owner=owner,
-                expected_owner=expected_owner,
-                expected_counter=expected_counter,
-            )
-        )
+    async def take(self, operation: leases.TakeLease) -> Lease | LeaseError:
+        return await self._lease(operation)
 
-    async def steal(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        return await self._lease(
-            _ops.StealLease(
-                application=application,
-                stream_name=stream_name,
-                lease_key=lease_key,
-                owner=owner,
-                expected_owner=expected_owner,
-                expected_counter=expected_counter,
-            )
-        )
+    async def steal(self, operation: leases.StealLease) -> Lease | LeaseError:
+        return await self._lease(operation)
 
-    async def renew(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        return await self._lease(
-            _ops.RenewLease(
-                application=application,
-                stream_name=stream_name,
-                lease_key=lease_key,
-                owner=owner,
-                expected_counter=expected_counter,
-            )
-        )
+    async def renew(self, operation: leases.RenewLease) -> Lease | LeaseError:
+        return await self._lease(operation)
 
-    async def release(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-    ) -> Lease | LeaseError:
-        return await self._lease(
-            _ops.ReleaseLease(
-                application=application,
-                stream_name=stream_name,
-                lease_key=lease_key,
-                owner=owner,
-                expected_counter=expected_counter,
-            )
-        )
+    async def release(self, operation: leases.ReleaseLease) -> Lease | LeaseError:
+        return await self._lease(operation)
 
-    async def checkpoint(
-        self,
-        *,
-        application: str,
-        stream_name: str,
-        lease_key: str,
-        owner: str,
-        expected_counter: int,
-        value: Checkpoint,
-        pending: bool = False,
-    ) -> Lease | LeaseError:
-        return await self._lease(
-            _ops.CheckpointLease(
-                application=application,
-                stream_name=stream_name,
-                lease_key=lease_key,
-                owner=owner,
-                expected_counter=expected_counter,
-                checkpoint=value,
-                pending=pending,
-            )
-        )
+    async def checkpoint(self, operation: leases.CheckpointLease) -> Lease | LeaseError:
+        return await self._lease(operation)
 
-    async def delete_lease(
-        self, *, application: str, stream_name: str, lease_key: str
-    ) -> Lease | LeaseError:
-        return await self._lease(
-            _ops.DeleteLease(application=application, stream_name=stream_name, lease_key=lease_key)
-        )
+    async def delete_lease(self, operation: leases.DeleteLease) -> Lease | LeaseError:
+        return await self._lease(operation)
 
-    async def delete_application(self, *, application: str) -> int | LeaseError:
-        result = await self._propose(_ops.DeleteApplication(application=application))
+    async def delete_application(self, operation: leases.DeleteApplication) -> int | LeaseError:
+        result = await self._propose(operation)
         assert isinstance(result, int | LeaseError), result
         return result
-
-
-_ops = leases  # the module, under a name that does not clash with the `leases` parameters

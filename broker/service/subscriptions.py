@@ -87,7 +87,7 @@ from typing import Any
 from broker import error_messages, limits
 from broker.consumers.registry import ConsumerStatus, StreamConsumer
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import StoredRecord
+from broker.log.records import StoredRecord, records_size_bytes
 from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
 from broker.service import describe
 from broker.service.context import ServiceContext
@@ -152,6 +152,8 @@ class SubscriptionStatistics:
     events_sent: int
     records_sent: int
     next_offset: int
+    reader_parked: bool  # the reader waits on a full queue: the subscriber is behind
+    byte_rate_waits: int  # times the reader waited for its byte rate's refill
 
 
 @dataclass(slots=True)
@@ -160,6 +162,8 @@ class _Counters:
     queued_events_peak: int = 0
     events_sent: int = 0
     records_sent: int = 0
+    reader_parked: bool = False
+    byte_rate_waits: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +292,8 @@ class Subscription:
             events_sent=counters.events_sent,
             records_sent=counters.records_sent,
             next_offset=self._offset,
+            reader_parked=counters.reader_parked,
+            byte_rate_waits=counters.byte_rate_waits,
         )
 
     # --- The reader task ------------------------------------------------------------------------
@@ -335,6 +341,7 @@ class Subscription:
                     # Spent: wait for the refill (bounded, then the timers are checked again).
                     deficit_ms = (1 - available) * 1000 / bucket.rate_per_second
                     await clock.sleep(min(deficit_ms, settings.read_wait_ms))
+                    self._counters.byte_rate_waits += 1
                     continue
                 bytes_max = max(1, min(bytes_max, int(available)))
             since_ms = settings.heartbeat_ms if last_event_ms is None else now_ms - last_event_ms
@@ -351,7 +358,7 @@ class Subscription:
                     self._offset = result.next_offset  # past control records only
                 continue
             self._offset = Offset(max(self._offset, result.next_offset))
-            size = sum(r.size_bytes for r in records)
+            size = records_size_bytes(records)
             if bucket is not None and size:
                 bucket.overdraw(size, now_ms=clock.monotonic_ms())
             event = self._event(records, readable_end=readable_end(shard, result.readable_end))
@@ -379,7 +386,11 @@ class Subscription:
     async def _put(self, event: Event, *, records: int, size: int) -> None:
         """Queue one event, waiting while the subscriber is behind (the backpressure)."""
         counters = self._counters
-        await self._queue.put((event, size))
+        counters.reader_parked = self._queue.full()
+        try:
+            await self._queue.put((event, size))
+        finally:
+            counters.reader_parked = False
         counters.queued_bytes += size
         counters.queued_events_peak = max(counters.queued_events_peak, self._queue.qsize())
         counters.events_sent += 1

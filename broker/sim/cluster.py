@@ -5,7 +5,8 @@ the same code the node's async shell runs): messages, ticks, proposals and Prepa
 and a turn's Readys are executed as the shell does: the leaders' Appends sent at once
 (`send_ahead`: a crash before the fsync leaves followers holding records their leader lost),
 `persist_plan` applied to the node's `SimLogStore`, the simulated fsync (a random disk delay,
-sometimes a slow one, and sometimes a crash just before it: BUGGIFY), then
+sometimes a slow one, and sometimes a crash just before it: BUGGIFY; high watermarks written
+beside the appends land before it or, BUGGIFY `driver.hw_after_fsync`, after it), then
 `finish` (producers answered, orphans kept or failed, Prepares answered) and its sends and
 catch-up reads. One turn is in flight per node, as in the shell; messages that arrive
 meanwhile are stepped at once, as the shell steps them during its fsync (a leader answers
@@ -37,6 +38,7 @@ from broker.replication.driver_core import (
     Appended,
     DriverCore,
     Local,
+    StoreCall,
     TurnEffects,
     run_calls,
 )
@@ -619,6 +621,13 @@ class SimCluster:
         run_calls(node.store, plan.before)
         if plan.appends:
             node.store.append(plan.appends)
+        # High watermarks beside the appends: the shell writes them on another thread, so
+        # they land before the fsync or, BUGGIFY, after it (then only the next one carries them).
+        late: tuple[StoreCall, ...] = ()
+        if plan.beside and buggify.buggify("driver.hw_after_fsync"):
+            late = plan.beside
+        else:
+            run_calls(node.store, plan.beside)
         if (
             ahead
             and plan.appends
@@ -640,6 +649,7 @@ class SimCluster:
             if not node.alive or node.incarnation != incarnation or node.core is not core:
                 return
             node.store.sync()
+            run_calls(node.store, late)
             node.in_flight = False
             self._after(node, core.finish(turn))
 

@@ -32,6 +32,13 @@ from broker.video.channels import (
     ChannelControl,
     ChannelSettings,
 )
+from broker.video.edge_storage import (
+    EDGE_STORAGE_OPERATIONS,
+    EdgeStorageControl,
+    EdgeStorageSettings,
+    require_storage_tier_format,
+    storage_tier_of,
+)
 
 Request = Mapping[str, Any]
 
@@ -60,6 +67,8 @@ class VideoSettings:
     creating_ms: int  # how long a new stream shows CREATING
     updating_ms: int  # how long an updated stream shows UPDATING
     channels: ChannelSettings
+    # How long an edge configuration no Edge Agent acknowledges shows SYNCING (AWS: 15 min).
+    edge_sync_timeout_ms: int = limits.video_edge_sync_timeout_ms
 
 
 def stream_arn(caller: Caller, name: str, created_ms: int) -> str:
@@ -114,7 +123,12 @@ class VideoControl:
             "ListTagsForResource",
         }
     )
-    OPERATIONS = STREAM_OPERATIONS | CHANNEL_OPERATIONS | STREAM_CONFIGURATION_OPERATIONS
+    OPERATIONS = (
+        STREAM_OPERATIONS
+        | CHANNEL_OPERATIONS
+        | STREAM_CONFIGURATION_OPERATIONS
+        | EDGE_STORAGE_OPERATIONS
+    )
 
     def __init__(
         self, *, metadata: MetadataFrontend, clock: Clock, settings: VideoSettings
@@ -129,6 +143,15 @@ class VideoControl:
             find_stream=self.find,
             new_version=new_version,
         )
+        self.edge_storage = EdgeStorageControl(
+            metadata=metadata,
+            clock=clock,
+            settings=EdgeStorageSettings(
+                updating_ms=settings.updating_ms, sync_timeout_ms=settings.edge_sync_timeout_ms
+            ),
+            find_stream=self.find,
+            new_version=new_version,
+        )
 
     @property
     def operations(self) -> frozenset[str]:
@@ -137,6 +160,8 @@ class VideoControl:
     async def call(self, operation: str, request: Request, caller: Caller) -> dict[str, Any]:
         if operation in CHANNEL_OPERATIONS or operation in STREAM_CONFIGURATION_OPERATIONS:
             return await self.channels.call(operation, request, caller)
+        if operation in EDGE_STORAGE_OPERATIONS:
+            return await self.edge_storage.call(operation, request, caller)
         handler = getattr(self, "_" + _snake(operation), None)
         if operation not in self.OPERATIONS or handler is None:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
@@ -184,6 +209,8 @@ class VideoControl:
         tags = dict(request.get("Tags") or {})
         if len(tags) > limits.video_tags_per_stream_max:
             raise ShoalError(ErrorCode.TAGS_PER_RESOURCE_EXCEEDED)
+        storage_tier = storage_tier_of(request)
+        require_storage_tier_format(self._metadata, storage_tier)
         creating = self._settings.creating_ms
         stream = VideoStreamMeta(
             arn=stream_arn(caller, name, now_ms),
@@ -199,6 +226,7 @@ class VideoControl:
             tags=tuple(sorted(tags.items())),
             transient_status=VideoStreamStatus.CREATING if creating > 0 else None,
             status_until_ms=now_ms + creating,
+            storage_tier=storage_tier,
         )
         await self._propose(
             commands.CreateVideoStream(

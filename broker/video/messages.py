@@ -269,3 +269,20 @@ SIGNALING_MASTER_NEEDS_RECIPIENT = "A message from the master must name its reci
 
 SIGNALING_NOT_AN_OBJECT = "The message is not a JSON object."
 SIGNALING_NOT_JSON = "The message is not JSON."
+
+
+# --- Edge configurations, storage tiers, mapped resources (edge_storage.py) ------------------
+
+
+def edge_sync_failed(*, hub_device_arn: object, minutes: object) -> str:
+    return (
+        f"No Edge Agent on the hub device {hub_device_arn} acknowledged the edge configuration "
+        f"within {minutes} minutes."
+    )
+
+
+def schedule_expression_invalid(*, member: object, expression: object) -> str:
+    return (
+        f"{member} '{expression}' is not a Quartz cron expression: it must have 6 or 7 fields "
+        "(seconds, minutes, hours, day of month, month, day of week, and an optional year)."
+    )

@@ -2,9 +2,10 @@
 
 The only place the lease service's wire types meet domain values: the servicer
 (`gateway/lease_service.py`) decodes requests into lease operations and encodes leases, and the
-client (`client/leases.py`) does the reverse. Decoding a request is strict: a checkpoint that is
-neither a sequence number nor a sentinel raises ShoalError(INVALID_ARGUMENT) before anything is
-proposed. Name, owner and size rules are the lease core's, checked when the operation applies.
+client (`client/leases.py`) does the reverse (`*_to_message` of an operation value). Decoding a
+request is strict: a checkpoint that is neither a sequence number nor a sentinel raises
+ShoalError(INVALID_ARGUMENT) before anything is proposed. Name, owner and size rules are the
+lease core's, checked when the operation applies.
 """
 
 from __future__ import annotations
@@ -179,3 +180,84 @@ def delete_application_from_message(
     message: pb.DeleteApplicationRequest,
 ) -> leases.DeleteApplication:
     return leases.DeleteApplication(application=message.application)
+
+
+# --- Operation values -> requests (the client side) --------------------------------------------
+
+
+def create_leases_to_message(operation: leases.CreateLeases) -> pb.CreateLeasesRequest:
+    return pb.CreateLeasesRequest(
+        application=operation.application,
+        stream_name=operation.stream_name,
+        leases=[new_lease_to_message(new) for new in operation.leases],
+    )
+
+
+def take_to_message(operation: leases.TakeLease) -> pb.TakeLeaseRequest:
+    request = pb.TakeLeaseRequest(
+        application=operation.application,
+        stream_name=operation.stream_name,
+        lease_key=operation.lease_key,
+        owner=operation.owner,
+        expected_counter=operation.expected_counter,
+    )
+    if operation.expected_owner is not None:
+        request.expected_owner = operation.expected_owner
+    return request
+
+
+def steal_to_message(operation: leases.StealLease) -> pb.StealLeaseRequest:
+    return pb.StealLeaseRequest(
+        application=operation.application,
+        stream_name=operation.stream_name,
+        lease_key=operation.lease_key,
+        owner=operation.owner,
+        expected_owner=operation.expected_owner,
+        expected_counter=operation.expected_counter,
+    )
+
+
+def renew_to_message(operation: leases.RenewLease) -> pb.RenewLeaseRequest:
+    return pb.RenewLeaseRequest(
+        application=operation.application,
+        stream_name=operation.stream_name,
+        lease_key=operation.lease_key,
+        owner=operation.owner,
+        expected_counter=operation.expected_counter,
+    )
+
+
+def release_to_message(operation: leases.ReleaseLease) -> pb.ReleaseLeaseRequest:
+    return pb.ReleaseLeaseRequest(
+        application=operation.application,
+        stream_name=operation.stream_name,
+        lease_key=operation.lease_key,
+        owner=operation.owner,
+        expected_counter=operation.expected_counter,
+    )
+
+
+def checkpoint_lease_to_message(operation: leases.CheckpointLease) -> pb.CheckpointRequest:
+    return pb.CheckpointRequest(
+        application=operation.application,
+        stream_name=operation.stream_name,
+        lease_key=operation.lease_key,
+        owner=operation.owner,
+        expected_counter=operation.expected_counter,
+        checkpoint=checkpoint_to_message(operation.checkpoint),
+        pending=operation.pending,
+    )
+
+
+def delete_lease_to_message(operation: leases.DeleteLease) -> pb.DeleteLeaseRequest:
+    return pb.DeleteLeaseRequest(
+        application=operation.application,
+        stream_name=operation.stream_name,
+        lease_key=operation.lease_key,
+    )
+
+
+def delete_application_to_message(
+    operation: leases.DeleteApplication,
+) -> pb.DeleteApplicationRequest:
+    return pb.DeleteApplicationRequest(application=operation.application)

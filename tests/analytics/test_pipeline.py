@@ -286,6 +286,78 @@ def test_stagger_windows_open_per_key_and_close_a_range_later(engine: DuckDbEngi
     ]
 
 
+TOP_K = """
+CREATE OR REPLACE STREAM DESTINATION_SQL_STREAM (
+  "TICKER_SYMBOL" VARCHAR(4),
+  "MOST_FREQUENT_VALUES" BIGINT
+);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS
+    INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM *
+        FROM TABLE (TOP_K_ITEMS_TUMBLING(
+            CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"),
+            'TICKER_SYMBOL',         -- name of column in single quotes
+            2,                       -- number of the most frequently occurring values
+            60                       -- tumbling window size in seconds
+            )
+        );
+CREATE OR REPLACE STREAM "DISTINCT_TICKERS" ("NUMBER_OF_DISTINCT_ITEMS" BIGINT);
+CREATE OR REPLACE PUMP "DISTINCT_PUMP" AS INSERT INTO "DISTINCT_TICKERS"
+    SELECT STREAM * FROM TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(
+        CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001" WHERE PRICE < 100),
+        'TICKER_SYMBOL', 60));
+"""
+
+
+def test_the_tumbling_item_functions_count_per_window(engine: DuckDbEngine) -> None:
+    """The SQL reference's TOP_K_ITEMS_TUMBLING example (K 2 here) and
+    COUNT_DISTINCT_ITEMS_TUMBLING: per 60-second tumbling window of the cursor's rows, the K
+    most frequent tickers with their counts, and the number of distinct tickers, emitted when
+    the window closes (ROWTIME its end)."""
+    program = sql.compile_program(TOP_K)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    minute = T0 - T0 % 60_000 + 60_000
+    tickers = ["QXZ", "ABC", "QXZ", "XYZ", "QXZ", "ABC", "NFLX"]
+    pipe.push(
+        "SOURCE_SQL_STREAM_001",
+        [
+            row(minute + i * 1_000, ticker, 150.0 if ticker == "NFLX" else 50.0)
+            for i, ticker in enumerate(tickers)
+        ],
+    )
+    pipe.push("SOURCE_SQL_STREAM_001", [row(minute + 61_000, "ABC", 10.0)])
+    pipe.advance(minute + 60_000)
+    received = pipe.drain()
+    end = records.to_timestamp(minute + 60_000)
+    assert received["DESTINATION_SQL_STREAM"] == [(end, "QXZ", 3), (end, "ABC", 2)]
+    assert received["DISTINCT_TICKERS"] == [(end, 3)]  # NFLX's row is filtered out
+    pipe.advance(minute + 120_000)
+    received = pipe.drain()
+    end = records.to_timestamp(minute + 120_000)
+    assert received["DESTINATION_SQL_STREAM"] == [(end, "ABC", 1)]
+    assert received["DISTINCT_TICKERS"] == [(end, 1)]
+
+
+@pytest.mark.parametrize(
+    ("call", "refusal"),
+    [
+        ("TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), 'C', 5, 3601)", "windowSize 3601"),
+        ("TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), 'C', 0, 60)", "with K 0"),
+        ("TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), C, 5, 60)", "this TOP_K_ITEMS"),
+        ("COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), 'C', 5, 60)", "this COUNT"),
+    ],
+)
+def test_a_tumbling_item_function_call_kda_refuses_is_refused(call: str, refusal: str) -> None:
+    code = f"""CREATE OR REPLACE STREAM D (C VARCHAR(4), N BIGINT);
+CREATE OR REPLACE PUMP P AS INSERT INTO D
+  SELECT STREAM * FROM TABLE({call});"""
+    with pytest.raises(ShoalError) as raised:
+        sql.compile_program(code)
+    assert raised.value.code is ErrorCode.CODE_VALIDATION
+    assert "Line 3" in str(raised.value) and refusal in str(raised.value)
+
+
 JOIN_CODE = """
 CREATE OR REPLACE STREAM "ORDERS" (TICKER VARCHAR(4), AMOUNT DOUBLE);
 CREATE OR REPLACE PUMP "ORDERS_PUMP" AS INSERT INTO "ORDERS"

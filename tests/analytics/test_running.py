@@ -298,7 +298,9 @@ async def test_rows_written_before_a_takeover_are_not_written_again(
     arrival_ms = round(last["ApproximateArrivalTimestamp"].timestamp() * 1000)
     copy = records.format_record(["TICKER"], ["XYZ"], "JSON")
     key = hashlib.md5(f"COPIES|{arrival_ms}|".encode() + copy, usedforsecurity=False).hexdigest()
-    await call(kinesis.put_record, StreamName="copies", Data=copy, PartitionKey=key)
+    # With the position that produced it: the batch ending at BBB's record, past the marks.
+    position = f"c:{shard['ShardId']}:{last['SequenceNumber']}"
+    await call(kinesis.put_record, StreamName="copies", Data=copy, PartitionKey=f"{key}:{position}")
 
     await start_application(analytics, "copier", "LAST_STOPPED_POINT")
     await call(kinesis.put_records, StreamName="copy-in", Records=[ticker_record(WINDOW_2[2])])
@@ -307,6 +309,31 @@ async def test_rows_written_before_a_takeover_are_not_written_again(
     copies = [json.loads(data) for data in await read_all(kinesis, "copies", 3)]
     assert copies == [{"TICKER": "QXZ"}, {"TICKER": "XYZ"}, {"TICKER": "XYZ"}]
     await stop_application(node, analytics, "copier")
+
+
+async def test_a_new_row_equal_to_one_the_marks_cover_is_written_after_a_resume(
+    node: Node, kinesis: Any, analytics: Any
+) -> None:
+    """The resumed application skips only rows written past the recorded marks: a new row
+    equal to a row they cover (same output, ROWTIME and record) is written. The node's
+    ManualClock stands still, so the second record arrives in the same millisecond as the
+    first, with the same data."""
+    for stream in ("twins-in", "twins"):
+        await call(kinesis.create_stream, StreamName=stream, ShardCount=1)
+    await create_application(
+        analytics, "twins", COPY, source="twins-in", outputs=[("COPIES", "twins", "JSON")]
+    )
+    twin = ticker_record(WINDOW_1[0])
+    await call(kinesis.put_records, StreamName="twins-in", Records=[twin])
+    await start_application(analytics, "twins")
+    assert len(await read_all(kinesis, "twins", 1)) == 1
+    await stop_application(node, analytics, "twins")  # its marks cover the first copy
+
+    await call(kinesis.put_records, StreamName="twins-in", Records=[twin])
+    await start_application(analytics, "twins", "LAST_STOPPED_POINT")
+    copies = [json.loads(data) for data in await read_all(kinesis, "twins", 2, deadline_s=10)]
+    assert copies == [{"TICKER": "QXZ"}, {"TICKER": "QXZ"}]
+    await stop_application(node, analytics, "twins")
 
 
 JOIN_EXAMPLE = """-- The SQL reference's windowed stream-to-stream join (LEFT OUTER: an

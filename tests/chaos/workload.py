@@ -39,7 +39,13 @@ from tests.chaos import disks
 from tests.chaos.checker import Ack, Report, SourceRead, WriteHistory, check
 from tests.chaos.nemesis import Event, Nemesis, Plan, kinds
 from tests.chaos.network import Network, unusable_reason
-from tests.cluster.helpers import cluster_status, formed, replica_status, wait_formed
+from tests.cluster.helpers import (
+    cluster_status,
+    formed,
+    replica_status,
+    wait_applied_everywhere,
+    wait_formed,
+)
 from tests.support import ClusterProcesses, wait_until
 
 NODE_SERVICE = "broker.api.internal.v1.NodeService"
@@ -437,6 +443,7 @@ def run_chaos(
     `disks.DiskMounts`)."""
     stream = f"chaos-{seed}"
     create_stream(cluster.endpoints[0], stream, shards)
+    wait_applied_everywhere(cluster.endpoints)  # producers start on every node
     workers = [
         ChaosProducer(cluster.endpoints, stream, name=f"p{i}").start(first_endpoint=i)
         for i in range(producers)

@@ -40,7 +40,21 @@ from broker.client.worker import (
 )
 from broker.clock import ManualClock
 from broker.consumers import leases
-from broker.consumers.leases import Checkpoint, Lease, LeaseError, LeaseRefusal, NewLease
+from broker.consumers.leases import (
+    Checkpoint,
+    CheckpointLease,
+    CreateLeases,
+    DeleteApplication,
+    DeleteLease,
+    Lease,
+    LeaseError,
+    LeaseRefusal,
+    NewLease,
+    ReleaseLease,
+    RenewLease,
+    StealLease,
+    TakeLease,
+)
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.lease_service import lease_handler
 from broker.meta.frontend import MetadataFrontend
@@ -102,9 +116,11 @@ async def lease_client(lease_server: LeaseServer) -> AsyncIterator[GrpcLeaseClie
 
 async def create(client: GrpcLeaseClient, *shard_ids: str) -> tuple[Lease, ...]:
     result = await client.create_leases(
-        application=APP,
-        stream_name=STREAM,
-        leases=[NewLease(shard_id=shard_id) for shard_id in shard_ids],
+        CreateLeases(
+            application=APP,
+            stream_name=STREAM,
+            leases=tuple(NewLease(shard_id=shard_id) for shard_id in shard_ids),
+        )
     )
     assert not isinstance(result, LeaseError), result
     return result
@@ -127,29 +143,37 @@ async def test_the_lease_operations_over_grpc(
     assert [lease.lease_key for lease in created] == [SHARD_0, SHARD_1]
     key = KEY_0
     taken = lease_of(
-        await lease_client.take(**key, owner="w1", expected_owner=None, expected_counter=0)
+        await lease_client.take(
+            TakeLease(**key, owner="w1", expected_owner=None, expected_counter=0)
+        )
     )
     assert (taken.lease_owner, taken.lease_counter) == ("w1", 1)
-    renewed = lease_of(await lease_client.renew(**key, owner="w1", expected_counter=1))
+    renewed = lease_of(await lease_client.renew(RenewLease(**key, owner="w1", expected_counter=1)))
     assert renewed.lease_counter == 2
     pending = lease_of(
         await lease_client.checkpoint(
-            **key, owner="w1", expected_counter=2, value=Checkpoint("42", 7), pending=True
+            CheckpointLease(
+                **key, owner="w1", expected_counter=2, checkpoint=Checkpoint("42", 7), pending=True
+            )
         )
     )
     assert pending.pending_checkpoint == Checkpoint("42", 7)
     done = lease_of(
         await lease_client.checkpoint(
-            **key, owner="w1", expected_counter=2, value=Checkpoint("42", 7)
+            CheckpointLease(**key, owner="w1", expected_counter=2, checkpoint=Checkpoint("42", 7))
         )
     )
     assert done.checkpoint == Checkpoint("42", 7)
     assert done.pending_checkpoint is None
     stolen = lease_of(
-        await lease_client.steal(**key, owner="w2", expected_owner="w1", expected_counter=2)
+        await lease_client.steal(
+            StealLease(**key, owner="w2", expected_owner="w1", expected_counter=2)
+        )
     )
     assert (stolen.lease_owner, stolen.lease_counter) == ("w2", 3)
-    released = lease_of(await lease_client.release(**key, owner="w2", expected_counter=3))
+    released = lease_of(
+        await lease_client.release(ReleaseLease(**key, owner="w2", expected_counter=3))
+    )
     assert released.lease_owner is None
     # What the client returns is what the quorum holds.
     image_lease = lease_server.quorum.image().leases.get(APP, STREAM, SHARD_0)
@@ -164,55 +188,75 @@ async def test_the_lease_operations_over_grpc(
 async def test_refusals_come_back_as_lease_errors(lease_client: GrpcLeaseClient) -> None:
     await create(lease_client, SHARD_0)
     key = KEY_0
-    lease_of(await lease_client.take(**key, owner="w1", expected_owner=None, expected_counter=0))
+    lease_of(
+        await lease_client.take(
+            TakeLease(**key, owner="w1", expected_owner=None, expected_counter=0)
+        )
+    )
     # A second taker with a stale observation: CONFLICT.
-    late = await lease_client.take(**key, owner="w2", expected_owner=None, expected_counter=0)
+    late = await lease_client.take(
+        TakeLease(**key, owner="w2", expected_owner=None, expected_counter=0)
+    )
     assert refusal_of(late) is LeaseRefusal.CONFLICT
     # A zombie's checkpoint (w2 took it over): CONFLICT, and the checkpoint does not move.
-    lease_of(await lease_client.take(**key, owner="w2", expected_owner="w1", expected_counter=1))
+    lease_of(
+        await lease_client.take(
+            TakeLease(**key, owner="w2", expected_owner="w1", expected_counter=1)
+        )
+    )
     zombie = await lease_client.checkpoint(
-        **key, owner="w1", expected_counter=1, value=Checkpoint("5")
+        CheckpointLease(**key, owner="w1", expected_counter=1, checkpoint=Checkpoint("5"))
     )
     assert refusal_of(zombie) is LeaseRefusal.CONFLICT
     (lease,) = await lease_client.list_leases(application=APP, stream_name=STREAM)
     assert lease.checkpoint == leases.TRIM_HORIZON
     # NOT_FOUND: no such lease, stream or application.
     missing = await lease_client.renew(
-        application=APP, stream_name=STREAM, lease_key=SHARD_1, owner="w1", expected_counter=0
+        RenewLease(
+            application=APP, stream_name=STREAM, lease_key=SHARD_1, owner="w1", expected_counter=0
+        )
     )
     assert refusal_of(missing) is LeaseRefusal.NOT_FOUND
     no_stream = await lease_client.create_leases(
-        application=APP, stream_name="nope", leases=[NewLease(shard_id=SHARD_0)]
+        CreateLeases(application=APP, stream_name="nope", leases=(NewLease(shard_id=SHARD_0),))
     )
     assert refusal_of(no_stream) is LeaseRefusal.NOT_FOUND
-    assert refusal_of(await lease_client.delete_application(application="x")) is (
-        LeaseRefusal.NOT_FOUND
-    )
+    assert refusal_of(
+        await lease_client.delete_application(DeleteApplication(application="x"))
+    ) is (LeaseRefusal.NOT_FOUND)
     # INVALID: a steal from oneself, a checkpoint moving back, deleting an unfinished lease.
     self_steal = await lease_client.steal(
-        **key, owner="w2", expected_owner="w2", expected_counter=2
+        StealLease(**key, owner="w2", expected_owner="w2", expected_counter=2)
     )
     assert refusal_of(self_steal) is LeaseRefusal.INVALID
     lease_of(
-        await lease_client.checkpoint(**key, owner="w2", expected_counter=2, value=Checkpoint("9"))
+        await lease_client.checkpoint(
+            CheckpointLease(**key, owner="w2", expected_counter=2, checkpoint=Checkpoint("9"))
+        )
     )
     back = await lease_client.checkpoint(
-        **key, owner="w2", expected_counter=2, value=Checkpoint("8")
+        CheckpointLease(**key, owner="w2", expected_counter=2, checkpoint=Checkpoint("8"))
     )
     assert refusal_of(back) is LeaseRefusal.INVALID
-    assert refusal_of(await lease_client.delete_lease(**key)) is LeaseRefusal.INVALID
+    assert refusal_of(await lease_client.delete_lease(DeleteLease(**key))) is LeaseRefusal.INVALID
 
 
 async def test_delete_lease_and_application(lease_client: GrpcLeaseClient) -> None:
     await create(lease_client, SHARD_0, SHARD_1)
     key = KEY_0
-    lease_of(await lease_client.take(**key, owner="w1", expected_owner=None, expected_counter=0))
     lease_of(
-        await lease_client.checkpoint(**key, owner="w1", expected_counter=1, value=leases.SHARD_END)
+        await lease_client.take(
+            TakeLease(**key, owner="w1", expected_owner=None, expected_counter=0)
+        )
     )
-    deleted = lease_of(await lease_client.delete_lease(**key))
+    lease_of(
+        await lease_client.checkpoint(
+            CheckpointLease(**key, owner="w1", expected_counter=1, checkpoint=leases.SHARD_END)
+        )
+    )
+    deleted = lease_of(await lease_client.delete_lease(DeleteLease(**key)))
     assert deleted.checkpoint.is_shard_end
-    assert await lease_client.delete_application(application=APP) == 1
+    assert await lease_client.delete_application(DeleteApplication(application=APP)) == 1
     assert await lease_client.list_applications() == ()
 
 
@@ -259,11 +303,13 @@ async def test_transport_failures_raise() -> None:
     async with GrpcLeaseClient("127.0.0.1:1", timeout_s=2) as client:
         with pytest.raises(ShoalError) as raised:
             await client.renew(
-                application=APP,
-                stream_name=STREAM,
-                lease_key=SHARD_0,
-                owner="w1",
-                expected_counter=0,
+                RenewLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key=SHARD_0,
+                    owner="w1",
+                    expected_counter=0,
+                )
             )
         assert raised.value.code is ErrorCode.UNAVAILABLE
         with pytest.raises(ShoalError):
@@ -276,12 +322,14 @@ async def test_the_leases_cli(
     await create(lease_client, SHARD_0, SHARD_1)
     lease_of(
         await lease_client.take(
-            application=APP,
-            stream_name=STREAM,
-            lease_key=SHARD_1,
-            owner="worker-1",
-            expected_owner=None,
-            expected_counter=0,
+            TakeLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key=SHARD_1,
+                owner="worker-1",
+                expected_owner=None,
+                expected_counter=0,
+            )
         )
     )
     endpoint = ["--endpoint", lease_server.target]
@@ -323,10 +371,10 @@ class AuditedGrpcLeaseClient(GrpcLeaseClient):
         super().__init__(target)
         self.checkpoints = checkpoints
 
-    async def checkpoint(self, **kwargs: Any) -> Lease | LeaseError:
-        result = await super().checkpoint(**kwargs)
+    async def checkpoint(self, operation: CheckpointLease) -> Lease | LeaseError:
+        result = await super().checkpoint(operation)
         if isinstance(result, Lease):
-            self.checkpoints.append((result.lease_key, kwargs["expected_counter"], kwargs["owner"]))
+            self.checkpoints.append((result.lease_key, operation.expected_counter, operation.owner))
         return result
 
 
@@ -478,9 +526,11 @@ async def test_every_node_serves_the_lease_service(node: Node, client: AsyncShoa
     await client.call("CreateStream", {"StreamName": "leased", "ShardCount": 1})
     async with GrpcLeaseClient(f"127.0.0.1:{node.grpc_port}") as remote:
         created = await remote.create_leases(
-            application="app",
-            stream_name="leased",
-            leases=(NewLease(shard_id="shardId-000000000000"),),
+            CreateLeases(
+                application="app",
+                stream_name="leased",
+                leases=(NewLease(shard_id="shardId-000000000000"),),
+            )
         )
         assert not isinstance(created, LeaseError)
         assert await remote.list_applications() == ("app",)

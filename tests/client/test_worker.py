@@ -34,7 +34,7 @@ from broker.client.worker import (
     Worker,
     WorkerConfig,
 )
-from broker.consumers.leases import Checkpoint, Lease, LeaseError
+from broker.consumers.leases import Checkpoint, CheckpointLease, Lease, LeaseError
 
 pytestmark = pytest.mark.integration
 
@@ -135,10 +135,10 @@ class AuditedLeaseClient(InMemoryLeaseClient):
         super().__init__()
         self.checkpoints: list[tuple[str, int, str]] = []  # (shard, counter, owner)
 
-    async def checkpoint(self, **kwargs: Any) -> Lease | LeaseError:
-        result = await super().checkpoint(**kwargs)
+    async def checkpoint(self, operation: CheckpointLease) -> Lease | LeaseError:
+        result = await super().checkpoint(operation)
         if isinstance(result, Lease):
-            self.checkpoints.append((result.lease_key, kwargs["expected_counter"], kwargs["owner"]))
+            self.checkpoints.append((result.lease_key, operation.expected_counter, operation.owner))
         return result
 
     def assert_one_checkpointer_per_period(self) -> None:
@@ -464,12 +464,14 @@ async def test_the_checkpointer_refuses_out_of_range_values_and_lost_leases(
     assert lease.lease_owner == "w0"
     fleet.lease_client.table, taken = leases.take(
         fleet.lease_client.table,
-        application=APP,
-        stream_name=STREAM,
-        lease_key=lease.lease_key,
-        owner="other",
-        expected_owner="w0",
-        expected_counter=lease.lease_counter,
+        leases.TakeLease(
+            application=APP,
+            stream_name=STREAM,
+            lease_key=lease.lease_key,
+            owner="other",
+            expected_owner="w0",
+            expected_counter=lease.lease_counter,
+        ),
     )
     assert isinstance(taken, Lease)
     checkpoints_before = len(fleet.lease_client.checkpoints)

@@ -73,6 +73,45 @@ def replica_status(endpoint: str) -> pb.ReplicaStatusResponse:
     return status
 
 
+def applied_commands(endpoint: str) -> int | None:
+    """How many metadata commands `endpoint`'s replica has applied (MetadataImage.applied_commands,
+    the same count on every node for the same log prefix); None while it does not answer."""
+    try:
+        digest: pb.MetadataDigestResponse = _admin(
+            endpoint,
+            "MetadataDigest",
+            pb.MetadataDigestRequest(),
+            pb.MetadataDigestResponse,
+            "ClusterAdminService",
+        )
+    except grpc.RpcError:
+        return None
+    return digest.applied_commands
+
+
+def wait_applied_everywhere(endpoints: Sequence[str], *, deadline_s: float = 30) -> None:
+    """Waits until every node of `endpoints` has applied every metadata command that any of
+    them had applied when called. A node answers DescribeStream, ListShards, ClusterStatus, ...
+    from its own replica, which may trail the node that acknowledged a write by a moment: call
+    this after a metadata write (CreateStream, UpdateShardCount, RegisterStreamConsumer, ...)
+    before reading through or asserting on another node. The node that acknowledged a command
+    has applied it, so the highest count covers it."""
+    counts = [applied_commands(endpoint) for endpoint in endpoints]
+    target = max((count for count in counts if count is not None), default=None)
+    if target is None:
+        raise AssertionError(f"no node of {list(endpoints)} answered MetadataDigest")
+    for endpoint in endpoints:
+        wait_until(
+            partial(_has_applied, endpoint, target),
+            deadline_s=deadline_s,
+            what=f"{endpoint} applied {target} metadata commands",
+        )
+
+
+def _has_applied(endpoint: str, count: int) -> bool:
+    return (applied_commands(endpoint) or 0) >= count
+
+
 def formed(endpoint: str, size: int) -> bool:
     """Every node registered and ACTIVE, a controller known, as `endpoint` sees it."""
     try:
@@ -99,6 +138,23 @@ def shard_leaders(endpoint: str, stream: str) -> dict[str, str]:
         for s in cluster_status(endpoint).shards
         if s.stream_name == stream and s.state != "CLOSED"
     }
+
+
+def wait_shards_led(endpoint: str, stream: str, *, deadline_s: float = 30) -> dict[str, str]:
+    """shard id -> leader of the stream's open shards once `endpoint` sees a leader for each:
+    a stream is ACTIVE by its timer, and the controller chooses its leaders by a command of
+    its own a moment later."""
+    leaders: dict[str, str] = wait_until(
+        partial(_all_led, endpoint, stream),
+        deadline_s=deadline_s,
+        what=f"every shard of {stream} led, as {endpoint} sees it",
+    )
+    return leaders
+
+
+def _all_led(endpoint: str, stream: str) -> dict[str, str]:
+    leaders = shard_leaders(endpoint, stream)
+    return leaders if all(leaders.values()) else {}
 
 
 def read_stream(endpoint: str, stream: str) -> dict[bytes, list[tuple[str, str]]]:

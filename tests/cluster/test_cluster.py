@@ -31,6 +31,7 @@ from tests.cluster.helpers import (
     shard_leaders,
     unexplained_copies,
     wait_formed,
+    wait_shards_led,
 )
 from tests.support import ClusterProcesses, wait_until
 
@@ -171,7 +172,10 @@ def test_cluster_forms_and_serves_every_operation_through_every_node(
     status = cluster_status(cluster.endpoints[0])
     assert sorted(n.node_id for n in status.nodes) == ["node-1", "node-2", "node-3"]
     _create(cluster.endpoints, "everywhere", 3)
-    shards = cluster_status(cluster.endpoints[1]).shards
+    wait_shards_led(cluster.endpoints[1], "everywhere")
+    shards = [
+        s for s in cluster_status(cluster.endpoints[1]).shards if s.stream_name == "everywhere"
+    ]
     assert all(sorted(s.replicas) == ["node-1", "node-2", "node-3"] for s in shards)
     assert len({s.leader for s in shards}) == 3  # one leader per node
     acknowledged: dict[bytes, tuple[str, str]] = {}
@@ -329,7 +333,7 @@ def test_split_and_merge_with_writes_in_flight_lose_and_double_nothing(
 
 
 def _leader_of_shard_0(cluster: ClusterProcesses, endpoint: str, stream: str) -> str:
-    return shard_leaders(endpoint, stream)["shardId-000000000000"]
+    return wait_shards_led(endpoint, stream)["shardId-000000000000"]
 
 
 def _writes_resume(endpoint: str, stream: str, shard_hash_key: str) -> float:

@@ -17,6 +17,7 @@ import pytest
 
 from broker.client.capacity import CapacityClient
 from broker.client.grpc_client import ShoalClient
+from tests.cluster.helpers import wait_applied_everywhere
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -64,6 +65,7 @@ def test_explicit_hash_keys_through_non_leaders_place_the_split_key(
             what="stream ACTIVE",
         )
     wait_until(lambda: bool(_shard_load(endpoints[0])["leader"]), deadline_s=30, what="a leader")
+    wait_applied_everywhere(endpoints)  # the writes go through the other nodes
     leader = cluster.node_named(_shard_load(endpoints[0])["leader"]).endpoint
     others = [endpoint for endpoint in endpoints if endpoint != leader]
     assert len(others) == 2

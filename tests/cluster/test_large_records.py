@@ -10,7 +10,7 @@ import botocore.config
 import pytest
 
 from broker.client.grpc_client import ShoalClient
-from tests.cluster.helpers import shard_leaders
+from tests.cluster.helpers import shard_leaders, wait_applied_everywhere
 from tests.support import ClusterProcesses, read_shard, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -31,6 +31,8 @@ def test_ten_mib_records_cross_the_cluster(cluster: ClusterProcesses) -> None:
             "StreamDescriptionSummary"
         ]["StreamARN"]
         client.call("UpdateMaxRecordSize", {"StreamARN": arn, "MaxRecordSizeInKiB": 10240})
+    # The other nodes check the size against their own metadata replica.
+    wait_applied_everywhere(cluster.endpoints)
     leader = shard_leaders(first, "big")["shardId-000000000000"]
     others = [n for n in cluster.nodes if n is not cluster.node_named(leader)]
     data = bytes(range(256)) * (10 * MiB // 256 - 1) + b"g" * 255

@@ -26,7 +26,7 @@ from broker.client.admin import ClusterAdminClient
 from broker.client.grpc_client import ShoalClient
 from broker.client.limits import LimitsClient
 from broker.errors import ShoalError
-from tests.cluster.helpers import shard_leaders
+from tests.cluster.helpers import shard_leaders, wait_applied_everywhere
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -110,6 +110,7 @@ def test_write_limit_holds_across_a_leader_change(cluster: ClusterProcesses) -> 
         )
     with LimitsClient(first) as limits:
         limits.update_stream("lim", {"write_records_per_second": RATE})
+    wait_applied_everywhere(cluster.endpoints)  # each leader enforces it from its own replica
     leader = shard_leaders(first, "lim")["shardId-000000000000"]
     gateways = [n.endpoint for n in cluster.nodes if n is not cluster.node_named(leader)]
     producers = [GreedyProducer(e, f"p{i}").start() for i, e in enumerate(gateways)]
@@ -125,8 +126,12 @@ def test_write_limit_holds_across_a_leader_change(cluster: ClusterProcesses) -> 
             left = admin.drain(leader, timeout_ms=15_000)
         assert left == 0
         changed_at = time.monotonic()
-        new_leader = shard_leaders(gateways[0], "lim")["shardId-000000000000"]
-        assert new_leader not in ("", leader)
+        # The drain's answer comes from the controller; this node's replica may trail it.
+        wait_until(
+            lambda: shard_leaders(gateways[0], "lim")["shardId-000000000000"] not in ("", leader),
+            deadline_s=20,
+            what="the new leader in the gateway's metadata",
+        )
         throttled_before = sum(len(p.throttled) for p in producers)
         wait_until(
             lambda: sum(len(p.throttled) for p in producers) > throttled_before + BATCH,

@@ -28,6 +28,7 @@ from tests.cluster.helpers import (
     replica_status,
     shard_leaders,
     wait_formed,
+    wait_shards_led,
 )
 from tests.support import ClusterProcesses, NodeProcess, wait_until
 
@@ -51,6 +52,7 @@ def _create(endpoint: str, stream: str, shards: int) -> None:
             deadline_s=30,
             what="stream ACTIVE",
         )
+    wait_shards_led(endpoint, stream)  # _victim picks a node by the leaders
 
 
 def _rejoined(cluster: ClusterProcesses, victim: NodeProcess) -> bool:
@@ -194,5 +196,9 @@ def test_a_node_with_a_corrupt_metadata_journal_is_refused_and_recovers(
     (victim.data_dir / "meta").rename(victim.data_dir / "meta.corrupt")
     victim.start()
     wait_formed(cluster)
-    status = cluster_status(victim.endpoint)
-    assert any(s.stream_name == "journal" for s in status.shards)
+    # Its metadata comes back from the others' log and snapshot: bounded, not at once.
+    wait_until(
+        lambda: any(s.stream_name == "journal" for s in cluster_status(victim.endpoint).shards),
+        deadline_s=30,
+        what="the victim's rebuilt metadata holds the stream",
+    )

@@ -20,6 +20,7 @@ import pytest
 from broker.client.capacity import CapacityClient
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ShoalError
+from tests.cluster.helpers import wait_applied_everywhere
 from tests.support import ClusterProcesses, read_shard, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -151,6 +152,7 @@ def test_an_on_demand_stream_splits_under_load_and_merges_when_it_stops(
     finally:
         producer.stop()
 
+    wait_applied_everywhere(endpoints)  # node 3 has the split node 2 reported
     with ShoalClient(endpoints[2]) as client:
         shards = client.call("ListShards", {"StreamName": "auto"})["Shards"]
     children = [s for s in shards if s.get("ParentShardId") == "shardId-000000000000"]

@@ -17,6 +17,7 @@ import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ShoalError
+from tests.cluster.helpers import wait_applied_everywhere
 from tests.support import ClusterProcesses, serving, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -68,6 +69,8 @@ def test_acknowledged_records_stay_acknowledged_through_kill_9(cluster: ClusterP
         assert sorted(r["Data"] for r in received) == [f"job-{i}".encode() for i in range(6)]
         acknowledged, pending = received[:3], received[3:]
         acknowledge(client, arn, acknowledged)
+    # Node 2 answers from its own metadata replica: it must hold the acknowledgements first.
+    wait_applied_everywhere(cluster.endpoints)
     first.kill()
 
     redelivered: list[dict[str, Any]] = []

@@ -18,7 +18,7 @@ from broker.client.grpc_client import ShoalClient
 from broker.client.limits import LimitsClient
 from broker.errors import ShoalError
 from broker.limits import hash_key_max
-from tests.cluster.helpers import create_stream
+from tests.cluster.helpers import create_stream, wait_applied_everywhere
 from tests.support import ClusterProcesses, read_shard, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -83,6 +83,8 @@ def test_a_thousand_open_shards(cluster: ClusterProcesses) -> None:
             wait_until(stream_probes.put, deadline_s=60, what=f"{name} writable")
             allowed.update(stream_probes.copies_allowed)
 
+    # Streams were made through every node; node 2 answers from its own replica.
+    wait_applied_everywhere(cluster.endpoints)
     with ShoalClient(cluster.endpoints[1], timeout_s=60) as client:
         limits = client.call("DescribeLimits", {})
         assert limits["OpenShardCount"] == STREAMS * SHARDS
@@ -118,6 +120,7 @@ def test_a_thousand_open_shards(cluster: ClusterProcesses) -> None:
 
     with LimitsClient(cluster.endpoints[2]) as limits_client:
         limits_client.update_account(shard_limit=STREAMS * SHARDS + 10)
+    wait_applied_everywhere(cluster.endpoints)  # node 1 checks the new limit in its replica
     with ShoalClient(cluster.endpoints[0], timeout_s=60) as client:
         with pytest.raises(ShoalError) as caught:
             client.call("CreateStream", {"StreamName": "one-too-many", "ShardCount": 11})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pytest
 from broker.client.grpc_client import EventStream, ShoalClient
 from broker.errors import ErrorCode, ShoalError
 from tests.cluster.conftest import formed_cluster
-from tests.cluster.helpers import shard_leaders
+from tests.cluster.helpers import shard_leaders, wait_applied_everywhere
 from tests.support import ClusterProcesses, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -98,10 +98,12 @@ class Subscriber:
         self._client.close()
 
 
-def _stream_with_consumer(endpoint: str, stream: str, consumers: int = 1) -> str:
-    """Creates a 1-shard stream and registers a consumer; returns the consumer ARN (of the
-    first, with `consumers` > 1: the others are named fan1, fan2, ... by `_consumer`)."""
-    with ShoalClient(endpoint) as client:
+def _stream_with_consumer(endpoints: Sequence[str], stream: str, consumers: int = 1) -> str:
+    """Creates a 1-shard stream and registers a consumer through the first endpoint, and waits
+    until every node's metadata replica has both (a subscriber on another node looks the
+    consumer up in its own); returns the consumer ARN (of the first, with `consumers` > 1: the
+    others are named fan1, fan2, ... by `_consumer`)."""
+    with ShoalClient(endpoints[0]) as client:
         client.call("CreateStream", {"StreamName": stream, "ShardCount": 1})
 
         def active() -> str | None:
@@ -118,8 +120,9 @@ def _stream_with_consumer(endpoint: str, stream: str, consumers: int = 1) -> str
             )["Consumer"]["ConsumerARN"]
             for n in range(consumers)
         ]
-        arn: str = arns[0]
-        return arn
+    wait_applied_everywhere(endpoints)
+    arn: str = arns[0]
+    return arn
 
 
 def _consumers(endpoint: str, stream: str) -> list[str]:
@@ -169,7 +172,7 @@ def test_a_subscriber_on_any_node_gets_records_as_they_commit(
 ) -> None:
     cluster = shared_cluster
     endpoints = cluster.endpoints
-    _stream_with_consumer(endpoints[0], "s", consumers=len(endpoints))
+    _stream_with_consumer(endpoints, "s", consumers=len(endpoints))
     leader = _leader(endpoints[0], "s")
     leader_endpoint = cluster.node_named(leader).endpoint
     others = [e for e in endpoints if e != leader_endpoint]
@@ -194,7 +197,7 @@ def test_a_subscriber_on_any_node_gets_records_as_they_commit(
 
 def test_a_subscription_survives_the_leaders_death(cluster: ClusterProcesses) -> None:
     endpoints = cluster.endpoints
-    arn = _stream_with_consumer(endpoints[0], "s")
+    arn = _stream_with_consumer(endpoints, "s")
     leader = _leader(endpoints[0], "s")
     victim = cluster.node_named(leader)
     survivor = next(e for e in endpoints if e != victim.endpoint)
@@ -227,7 +230,7 @@ def test_a_subscriber_on_the_dying_leader_resumes_on_a_survivor(
     on a survivor AFTER its last ContinuationSequenceNumber, and gets every record written
     before, during and after the failover once, in order."""
     endpoints = cluster.endpoints
-    arn = _stream_with_consumer(endpoints[0], "s")
+    arn = _stream_with_consumer(endpoints, "s")
     leader = _leader(endpoints[0], "s")
     victim = cluster.node_named(leader)
     survivor = next(e for e in endpoints if e != victim.endpoint)
@@ -273,7 +276,7 @@ def test_a_second_subscription_through_another_node_is_refused(
     ResourceInUseException before any event (the leader's claim table refuses its first read),
     the first is untouched; once the first ends, its claim expires and a new one works."""
     cluster = cluster_without_takeover
-    arn = _stream_with_consumer(cluster.endpoints[0], "s")
+    arn = _stream_with_consumer(cluster.endpoints, "s")
     leader_endpoint = cluster.node_named(_leader(cluster.endpoints[0], "s")).endpoint
     follower = next(e for e in cluster.endpoints if e != leader_endpoint)
     third = next(e for e in cluster.endpoints if e not in (leader_endpoint, follower))
@@ -319,7 +322,7 @@ def test_a_subscription_through_another_node_takes_over_an_old_one(
     """After the takeover time (2 s here) a subscription through another node takes over: it
     gets the records, and the first ends with ResourceInUseException within a long-poll."""
     cluster = shared_cluster
-    arn = _stream_with_consumer(cluster.endpoints[0], "takeover")
+    arn = _stream_with_consumer(cluster.endpoints, "takeover")
     leader_endpoint = cluster.node_named(_leader(cluster.endpoints[0], "takeover")).endpoint
     follower = next(e for e in cluster.endpoints if e != leader_endpoint)
     first = Subscriber(leader_endpoint, arn)

@@ -43,7 +43,7 @@ from broker.video.acks import AckEventType
 from broker.video.archive import internal_name
 from broker.video.media_chunks import read_tags, split_chunks
 from broker.video.mkv import MkvFragment, MkvSplitter
-from tests.cluster.helpers import shard_leaders, wait_formed
+from tests.cluster.helpers import shard_leaders, wait_applied_everywhere, wait_formed
 from tests.meta.video_factories import video_stream
 from tests.support import REPO, ClusterProcesses, wait_until
 from tests.video.media import decoded_frame_times_ms, h264_mkv
@@ -153,6 +153,7 @@ def test_playback_resumes_on_another_node_with_the_continuation_token(
     upload.thread.join(timeout=60)
     assert len(upload.persisted) == FRAGMENTS, upload.errors
     numbers = [upload.persisted[1000 * i] for i in range(FRAGMENTS)]
+    wait_applied_everywhere(cluster.endpoints)  # the reader's node knows the stream
 
     media = _client("kinesis-video-media", f"http://127.0.0.1:{reader_node.http_port}")
     response = media.get_media(
@@ -207,6 +208,7 @@ def test_producer_resumes_on_another_node_and_nothing_persisted_is_lost(
         if warmup.persisted:
             break
     assert list(warmup.persisted) == [0], warmup.errors
+    wait_applied_everywhere(cluster.endpoints)  # every node knows both streams
     created_ms = int(arn.rsplit("/", 1)[1])
     internal = internal_name(video_stream("porch-resume", created_ms=created_ms))
     leader_id = wait_until(
@@ -274,6 +276,7 @@ def test_shoal_video_put_fails_over_to_the_next_node(cluster: ClusterProcesses) 
     first = cluster.nodes[0]
     kvs = _client("kinesisvideo", f"http://127.0.0.1:{first.http_port}")
     kvs.create_stream(StreamName="porch-put", DataRetentionInHours=24)
+    wait_applied_everywhere(cluster.endpoints)  # the producer starts on node 2
     video = h264_mkv(frames=FRAGMENTS * FPS, fps=FPS)
     fragments = [e for e in MkvSplitter().feed(video) if isinstance(e, MkvFragment)]
     header, clusters = fragments[0].header, [f.cluster for f in fragments]

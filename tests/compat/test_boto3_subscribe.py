@@ -298,11 +298,12 @@ async def test_a_subscriber_that_stops_reading_over_http2_is_held_back(
         await asyncio.to_thread(put_all)  # nobody reads meanwhile
         loop = asyncio.get_running_loop()
         give_up = loop.time() + 10
-        while subscriptions.statistics()[0].queued_events < 2:
-            assert loop.time() < give_up, f"the queue never filled: {subscriptions.statistics()}"
+        # The reader parks on its full queue (a reader that ignored the bound never does).
+        while not subscriptions.statistics()[0].reader_parked:
+            assert loop.time() < give_up, f"the reader never parked: {subscriptions.statistics()}"
             await asyncio.sleep(0.05)
-        await asyncio.sleep(0.5)
         (stats,) = subscriptions.statistics()
+        assert stats.queued_events == 2
         assert stats.queued_events_peak <= 2
         assert stats.records_sent < 5_000  # held back, not buffered
         async with asyncio.timeout(30):

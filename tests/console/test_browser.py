@@ -362,7 +362,7 @@ def test_live_tail_shows_a_put_record(browser: Any, node: NodeProcess, api: Any)
 def test_cluster_page_of_three_nodes(
     browser: Any, tmp_path_factory: pytest.TempPathFactory, shots: Path
 ) -> None:
-    from tests.cluster.helpers import wait_formed
+    from tests.cluster.helpers import wait_applied_everywhere, wait_formed
     from tests.support import ClusterProcesses
 
     cluster = ClusterProcesses(tmp_path_factory.mktemp("console-cluster"), size=3)
@@ -378,6 +378,8 @@ def test_cluster_page_of_three_nodes(
             aws_secret_access_key="test",
         )
         api.create_stream(StreamName="replicated", ShardCount=3)
+        # Each console shows its own node's metadata replica, which may trail node-1's.
+        wait_applied_everywhere(cluster.endpoints)
 
         def overview_text() -> str:
             open_page(browser, console(third))
@@ -403,6 +405,7 @@ def test_cluster_page_of_three_nodes(
         assert not any("no answer" in row.text for row in rows)
         assert all(row.find_elements(By.TAG_NAME, "meter") for row in rows)
         browser.save_screenshot(str(shots / "cluster.png"))
+        wait_applied_everywhere(cluster.endpoints)  # node-2 has the leaders node-3 showed
         open_page(browser, console(second, "/streams/replicated"))
         shard_rows = browser.find_elements(By.CSS_SELECTOR, "table.shards tbody tr")
         assert len(shard_rows) == 3

@@ -17,7 +17,7 @@ from botocore.config import Config as BotoConfig
 from broker.clock import ManualClock
 from broker.console import sessions
 from broker.console.peers import NodeStats
-from broker.consumers.leases import Checkpoint, NewLease
+from broker.consumers.leases import Checkpoint, CreateLeases, NewLease
 from broker.node import Node
 from broker.service.account import describe_stream_limits
 from broker.service.in_process import LocalLeaseClient
@@ -411,15 +411,17 @@ async def test_kcl_leases_and_their_lag(
     assert node.service is not None
     leases = LocalLeaseClient(node.service.ctx.metadata, clock)
     created = await leases.create_leases(
-        application="billing",
-        stream_name="leased",
-        leases=[
-            NewLease(
-                shard_id="shardId-000000000000",
-                checkpoint=Checkpoint(first["SequenceNumber"]),
+        CreateLeases(
+            application="billing",
+            stream_name="leased",
+            leases=(
+                NewLease(
+                    shard_id="shardId-000000000000",
+                    checkpoint=Checkpoint(first["SequenceNumber"]),
+                ),
+                NewLease(shard_id="shardId-000000000001"),
             ),
-            NewLease(shard_id="shardId-000000000001"),
-        ],
+        )
     )
     assert isinstance(created, tuple)
     page = await web.get("/console/streams/leased")

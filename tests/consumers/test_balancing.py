@@ -53,11 +53,13 @@ class Fleet:
                 continue
             self.table, result = leases.renew(
                 self.table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key=lease.lease_key,
-                owner=owner,
-                expected_counter=lease.lease_counter,
+                leases.RenewLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key=lease.lease_key,
+                    owner=owner,
+                    expected_counter=lease.lease_counter,
+                ),
             )
             assert not isinstance(result, LeaseError)
 
@@ -79,12 +81,14 @@ class Fleet:
             assert not lease.checkpoint.is_shard_end
             self.table, result = leases.take(
                 self.table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key=lease.lease_key,
-                owner=worker.worker_id,
-                expected_owner=lease.lease_owner,
-                expected_counter=lease.lease_counter,
+                leases.TakeLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key=lease.lease_key,
+                    owner=worker.worker_id,
+                    expected_owner=lease.lease_owner,
+                    expected_counter=lease.lease_counter,
+                ),
             )
             assert isinstance(result, Lease), "a sequential fleet never races"
             self.takes.append((worker.worker_id, result))
@@ -113,9 +117,11 @@ class Fleet:
 def fleet_of(shard_count: int, worker_count: int, seed: int) -> Fleet:
     table, _ = leases.create_leases(
         leases.EMPTY,
-        application=APP,
-        stream_name=STREAM,
-        leases=[NewLease(shard_id=f"shard-{i:03d}") for i in range(shard_count)],
+        leases.CreateLeases(
+            application=APP,
+            stream_name=STREAM,
+            leases=tuple([NewLease(shard_id=f"shard-{i:03d}") for i in range(shard_count)]),
+        ),
     )
     workers = {
         f"w{i}": SimWorker(worker_id=f"w{i}", rng=random.Random(seed * 100 + i))
@@ -208,12 +214,14 @@ def test_no_lease_is_taken_while_its_owner_keeps_renewing(
     for i, lease in enumerate(fleet.stream()):
         fleet.table, _ = leases.take(
             fleet.table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key=lease.lease_key,
-            owner=ids[i % worker_count],
-            expected_owner=None,
-            expected_counter=0,
+            leases.TakeLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key=lease.lease_key,
+                owner=ids[i % worker_count],
+                expected_owner=None,
+                expected_counter=0,
+            ),
         )
     last_renew_ms = 0
     for kind, who, gap_ms in events:
@@ -242,12 +250,14 @@ def test_a_dead_workers_leases_expire_after_the_failover_time() -> None:
     for key, owner in [("shard-000", "w0"), ("shard-001", "w1")]:
         fleet.table, _ = leases.take(
             fleet.table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key=key,
-            owner=owner,
-            expected_owner=None,
-            expected_counter=0,
+            leases.TakeLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key=key,
+                owner=owner,
+                expected_owner=None,
+                expected_counter=0,
+            ),
         )
     fleet.workers["w0"].alive = False
     fleet.now_ms = 5_000
@@ -320,7 +330,7 @@ def test_children_are_never_taken_before_their_parents(
     rng = random.Random(seed)
     fleet = fleet_of(0, worker_count, seed)
     fleet.table, _ = leases.create_leases(
-        fleet.table, application=APP, stream_name=STREAM, leases=lineage
+        fleet.table, leases.CreateLeases(application=APP, stream_name=STREAM, leases=tuple(lineage))
     )
     closed = {parent for shard in lineage for parent in shard.parent_shard_ids}
     finished_at: dict[str, int] = {}
@@ -331,21 +341,25 @@ def test_children_are_never_taken_before_their_parents(
                 continue
             fleet.table, done = leases.checkpoint(
                 fleet.table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key=lease.lease_key,
-                owner=owner,
-                expected_counter=lease.lease_counter,
-                value=SHARD_END,
+                leases.CheckpointLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key=lease.lease_key,
+                    owner=owner,
+                    expected_counter=lease.lease_counter,
+                    checkpoint=SHARD_END,
+                ),
             )
             assert isinstance(done, Lease)
             fleet.table, _ = leases.release(
                 fleet.table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key=lease.lease_key,
-                owner=owner,
-                expected_counter=done.lease_counter,
+                leases.ReleaseLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key=lease.lease_key,
+                    owner=owner,
+                    expected_counter=done.lease_counter,
+                ),
             )
             finished_at[lease.lease_key] = step
         taken_before = len(fleet.takes)

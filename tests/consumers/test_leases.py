@@ -44,7 +44,8 @@ SEQ_2 = "49000000000000000000000000000000000002"
 
 def table_with(*shards: NewLease, application: str = APP, stream: str = STREAM) -> LeaseTable:
     table, result = leases.create_leases(
-        leases.EMPTY, application=application, stream_name=stream, leases=shards
+        leases.EMPTY,
+        leases.CreateLeases(application=application, stream_name=stream, leases=tuple(shards)),
     )
     assert not isinstance(result, LeaseError)
     return table
@@ -75,12 +76,14 @@ def take(table: LeaseTable, owner: str, shard: str = "shard-0") -> tuple[LeaseTa
     return ok(
         leases.take(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key=shard,
-            owner=owner,
-            expected_owner=lease.lease_owner,
-            expected_counter=lease.lease_counter,
+            leases.TakeLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key=shard,
+                owner=owner,
+                expected_owner=lease.lease_owner,
+                expected_counter=lease.lease_counter,
+            ),
         )
     )
 
@@ -90,13 +93,15 @@ def do_checkpoint(
 ) -> tuple[LeaseTable, Lease | LeaseError]:
     return leases.checkpoint(
         table,
-        application=APP,
-        stream_name=STREAM,
-        lease_key="shard-0",
-        owner=owner,
-        expected_counter=counter,
-        value=value,
-        pending=pending,
+        leases.CheckpointLease(
+            application=APP,
+            stream_name=STREAM,
+            lease_key="shard-0",
+            owner=owner,
+            expected_counter=counter,
+            checkpoint=value,
+            pending=pending,
+        ),
     )
 
 
@@ -147,12 +152,14 @@ def test_create_leases_is_idempotent_and_links_children() -> None:
     again, result = ok(
         leases.create_leases(
             table,
-            application=APP,
-            stream_name=STREAM,
-            leases=[
-                NewLease(shard_id="shard-0", checkpoint=Checkpoint("LATEST")),
-                NewLease(shard_id="shard-2", parent_shard_ids=("shard-0", "shard-1")),
-            ],
+            leases.CreateLeases(
+                application=APP,
+                stream_name=STREAM,
+                leases=(
+                    NewLease(shard_id="shard-0", checkpoint=Checkpoint("LATEST")),
+                    NewLease(shard_id="shard-2", parent_shard_ids=("shard-0", "shard-1")),
+                ),
+            ),
         )
     )
     existing, child = result
@@ -165,9 +172,11 @@ def test_create_leases_is_idempotent_and_links_children() -> None:
     same, _ = ok(
         leases.create_leases(
             again,
-            application=APP,
-            stream_name=STREAM,
-            leases=[NewLease(shard_id="shard-2", parent_shard_ids=("shard-0", "shard-1"))],
+            leases.CreateLeases(
+                application=APP,
+                stream_name=STREAM,
+                leases=(NewLease(shard_id="shard-2", parent_shard_ids=("shard-0", "shard-1")),),
+            ),
         )
     )
     assert same is again
@@ -186,7 +195,8 @@ def test_create_leases_is_idempotent_and_links_children() -> None:
 def test_create_leases_refuses_bad_requests(application: str, stream: str, new: NewLease) -> None:
     refused(
         leases.create_leases(
-            leases.EMPTY, application=application, stream_name=stream, leases=[new]
+            leases.EMPTY,
+            leases.CreateLeases(application=application, stream_name=stream, leases=(new,)),
         ),
         leases.EMPTY,
         LeaseRefusal.INVALID,
@@ -214,12 +224,14 @@ def test_take_refuses_a_stale_observation() -> None:
         message = refused(
             leases.take(
                 table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key="shard-0",
-                owner="w3",
-                expected_owner=expected_owner,
-                expected_counter=expected_counter,
+                leases.TakeLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key="shard-0",
+                    owner="w3",
+                    expected_owner=expected_owner,
+                    expected_counter=expected_counter,
+                ),
             ),
             table,
             LeaseRefusal.CONFLICT,
@@ -233,23 +245,27 @@ def test_steal_takes_a_live_lease_and_fences_the_victim() -> None:
     table, stolen = ok(
         leases.steal(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="thief",
-            expected_owner="victim",
-            expected_counter=1,
+            leases.StealLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="thief",
+                expected_owner="victim",
+                expected_counter=1,
+            ),
         )
     )
     assert (stolen.lease_owner, stolen.lease_counter) == ("thief", 2)
     refused(
         leases.renew(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="victim",
-            expected_counter=1,
+            leases.RenewLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="victim",
+                expected_counter=1,
+            ),
         ),
         table,
         LeaseRefusal.CONFLICT,
@@ -257,12 +273,14 @@ def test_steal_takes_a_live_lease_and_fences_the_victim() -> None:
     refused(
         leases.steal(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="thief",
-            expected_owner="thief",
-            expected_counter=2,
+            leases.StealLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="thief",
+                expected_owner="thief",
+                expected_counter=2,
+            ),
         ),
         table,
         LeaseRefusal.INVALID,
@@ -275,11 +293,13 @@ def test_renew_moves_the_counter_only_for_the_owner_at_its_counter() -> None:
     table, renewed = ok(
         leases.renew(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="w1",
-            expected_counter=1,
+            leases.RenewLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="w1",
+                expected_counter=1,
+            ),
         )
     )
     assert (renewed.lease_owner, renewed.lease_counter) == ("w1", 2)
@@ -288,11 +308,13 @@ def test_renew_moves_the_counter_only_for_the_owner_at_its_counter() -> None:
         refused(
             leases.renew(
                 table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key="shard-0",
-                owner=owner,
-                expected_counter=counter,
+                leases.RenewLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key="shard-0",
+                    owner=owner,
+                    expected_counter=counter,
+                ),
             ),
             table,
             LeaseRefusal.CONFLICT,
@@ -305,22 +327,26 @@ def test_release_hands_over_without_expiry() -> None:
     table, released = ok(
         leases.release(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="w1",
-            expected_counter=1,
+            leases.ReleaseLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="w1",
+                expected_counter=1,
+            ),
         )
     )
     assert (released.lease_owner, released.lease_counter) == (None, 2)
     refused(
         leases.release(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="w1",
-            expected_counter=2,
+            leases.ReleaseLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="w1",
+                expected_counter=2,
+            ),
         ),
         table,
         LeaseRefusal.CONFLICT,
@@ -334,11 +360,13 @@ def test_operations_on_a_missing_lease_are_not_found() -> None:
     refused(
         leases.renew(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-9",
-            owner="w1",
-            expected_counter=0,
+            leases.RenewLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-9",
+                owner="w1",
+                expected_counter=0,
+            ),
         ),
         table,
         LeaseRefusal.NOT_FOUND,
@@ -346,12 +374,14 @@ def test_operations_on_a_missing_lease_are_not_found() -> None:
     refused(
         leases.take(
             table,
-            application="other",
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="w1",
-            expected_owner=None,
-            expected_counter=0,
+            leases.TakeLease(
+                application="other",
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="w1",
+                expected_owner=None,
+                expected_counter=0,
+            ),
         ),
         table,
         LeaseRefusal.NOT_FOUND,
@@ -404,11 +434,13 @@ def test_a_zombie_worker_cannot_checkpoint() -> None:
     refused(
         leases.release(
             table,
-            application=APP,
-            stream_name=STREAM,
-            lease_key="shard-0",
-            owner="w1",
-            expected_counter=old.lease_counter,
+            leases.ReleaseLease(
+                application=APP,
+                stream_name=STREAM,
+                lease_key="shard-0",
+                owner="w1",
+                expected_counter=old.lease_counter,
+            ),
         ),
         table,
         LeaseRefusal.CONFLICT,
@@ -444,21 +476,25 @@ def test_one_checkpointer_per_lease_period(steps: list[tuple[str, str]]) -> None
         if action == "take":
             table, result = leases.take(
                 table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key="shard-0",
-                owner=worker,
-                expected_owner=before.lease_owner,
-                expected_counter=before.lease_counter,
+                leases.TakeLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key="shard-0",
+                    owner=worker,
+                    expected_owner=before.lease_owner,
+                    expected_counter=before.lease_counter,
+                ),
             )
         elif action == "renew":
             table, result = leases.renew(
                 table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key="shard-0",
-                owner=worker,
-                expected_counter=seen.get(worker, -1),
+                leases.RenewLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key="shard-0",
+                    owner=worker,
+                    expected_counter=seen.get(worker, -1),
+                ),
             )
         else:
             position += 1
@@ -485,10 +521,16 @@ def test_one_checkpointer_per_lease_period(steps: list[tuple[str, str]]) -> None
 def test_delete_application_and_list() -> None:
     table = table_with(NewLease(shard_id="shard-0"), NewLease(shard_id="shard-1"))
     table = leases.create_leases(
-        table, application=APP, stream_name="t", leases=[NewLease(shard_id="shard-0")]
+        table,
+        leases.CreateLeases(
+            application=APP, stream_name="t", leases=(NewLease(shard_id="shard-0"),)
+        ),
     )[0]
     table = leases.create_leases(
-        table, application="other", stream_name=STREAM, leases=[NewLease(shard_id="shard-0")]
+        table,
+        leases.CreateLeases(
+            application="other", stream_name=STREAM, leases=(NewLease(shard_id="shard-0"),)
+        ),
     )[0]
     assert leases.list_applications(table) == ("app", "other")
     listed = leases.list_leases(table, application=APP)
@@ -499,25 +541,33 @@ def test_delete_application_and_list() -> None:
     ]
     assert len(leases.list_leases(table, application=APP, stream_name="t")) == 1
     assert leases.list_leases(table, application="nobody") == ()
-    after, count = ok(leases.delete_application(table, application=APP))
+    after, count = ok(leases.delete_application(table, leases.DeleteApplication(application=APP)))
     assert count == 3
     assert leases.list_applications(after) == ("other",)
     assert table.lease_count() == 4, "the old table is a snapshot"
-    refused(leases.delete_application(after, application=APP), after, LeaseRefusal.NOT_FOUND)
+    refused(
+        leases.delete_application(after, leases.DeleteApplication(application=APP)),
+        after,
+        LeaseRefusal.NOT_FOUND,
+    )
     assert after.without_stream(STREAM) == leases.EMPTY
 
 
 def test_delete_lease_only_when_finished() -> None:
     table = table_with(NewLease(shard_id="shard-0"))
     refused(
-        leases.delete_lease(table, application=APP, stream_name=STREAM, lease_key="shard-0"),
+        leases.delete_lease(
+            table, leases.DeleteLease(application=APP, stream_name=STREAM, lease_key="shard-0")
+        ),
         table,
         LeaseRefusal.INVALID,
     )
     table, lease = take(table, "w1")
     table, _ = ok(do_checkpoint(table, "w1", lease.lease_counter, SHARD_END))
     table, deleted = ok(
-        leases.delete_lease(table, application=APP, stream_name=STREAM, lease_key="shard-0")
+        leases.delete_lease(
+            table, leases.DeleteLease(application=APP, stream_name=STREAM, lease_key="shard-0")
+        )
     )
     assert deleted.checkpoint == SHARD_END
     assert table == leases.EMPTY
@@ -541,12 +591,14 @@ def test_parents_done() -> None:
         table, _ = ok(
             leases.checkpoint(
                 table,
-                application=APP,
-                stream_name=STREAM,
-                lease_key=shard,
-                owner="w1",
-                expected_counter=lease.lease_counter,
-                value=SHARD_END,
+                leases.CheckpointLease(
+                    application=APP,
+                    stream_name=STREAM,
+                    lease_key=shard,
+                    owner="w1",
+                    expected_counter=lease.lease_counter,
+                    checkpoint=SHARD_END,
+                ),
             )
         )
         assert leases.parents_done(table, APP, STREAM, "shard-2") is expected

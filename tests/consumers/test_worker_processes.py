@@ -32,7 +32,7 @@ import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.client.worker import WorkerConfig
-from tests.cluster.helpers import wait_formed
+from tests.cluster.helpers import wait_applied_everywhere, wait_formed
 from tests.consumers.process_fleet import (
     PacedProducer,
     WorkerFleet,
@@ -82,10 +82,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterProcess
         processes.stop()
 
 
-def _create(endpoint: str, stream: str, shards: int) -> None:
-    with ShoalClient(endpoint) as client:
+def _create(endpoints: list[str], stream: str, shards: int) -> None:
+    """CreateStream through the first node; workers start on every node, each answering from
+    its own metadata replica, so every node must have applied it first."""
+    with ShoalClient(endpoints[0]) as client:
         client.call("CreateStream", {"StreamName": stream, "ShardCount": shards})
         _wait_active(client, stream)
+    wait_applied_everywhere(endpoints)
 
 
 def _wait_active(client: ShoalClient, stream: str) -> None:
@@ -165,7 +168,7 @@ def test_workers_fail_over_and_rebalance_as_they_join_and_leave(
 ) -> None:
     endpoints = cluster.endpoints
     stream = "balance"
-    _create(endpoints[0], stream, 6)
+    _create(endpoints, stream, 6)
     fleet = WorkerFleet(
         tmp_path / "workers", application="app-balance", stream=stream, settings=SETTINGS
     )
@@ -233,7 +236,7 @@ def test_split_and_merge_during_consumption(
 ) -> None:
     endpoints = cluster.endpoints
     stream = f"reshard-{retrieval}"
-    _create(endpoints[0], stream, 2)
+    _create(endpoints, stream, 2)
     fleet = WorkerFleet(
         tmp_path / "workers",
         application=f"app-reshard-{retrieval}",

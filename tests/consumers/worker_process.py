@@ -57,7 +57,17 @@ from broker.client.worker import (
     Worker,
     WorkerConfig,
 )
-from broker.consumers.leases import Checkpoint, Lease, LeaseError, NewLease
+from broker.consumers.leases import (
+    CheckpointLease,
+    CreateLeases,
+    DeleteApplication,
+    Lease,
+    LeaseError,
+    ReleaseLease,
+    RenewLease,
+    StealLease,
+    TakeLease,
+)
 from broker.errors import ShoalError
 
 
@@ -129,60 +139,54 @@ class JournalingLeaseClient:
         self._record(op, key, expected, result, **extra)
         return result
 
-    async def create_leases(
-        self, *, application: str, stream_name: str, leases: Sequence[NewLease]
-    ) -> tuple[Lease, ...] | LeaseError:
-        return await self._inner.create_leases(
-            application=application, stream_name=stream_name, leases=leases
-        )
+    async def create_leases(self, operation: CreateLeases) -> tuple[Lease, ...] | LeaseError:
+        return await self._inner.create_leases(operation)
 
     async def list_leases(self, *, application: str, stream_name: str) -> tuple[Lease, ...]:
         return await self._inner.list_leases(application=application, stream_name=stream_name)
 
-    async def take(self, **kwargs: Any) -> Lease | LeaseError:
-        key, counter = kwargs["lease_key"], kwargs["expected_counter"]
+    async def take(self, operation: TakeLease) -> Lease | LeaseError:
         result: Lease | LeaseError = await self._journaled(
-            "take", key, counter, self._inner.take(**kwargs)
+            "take", operation.lease_key, operation.expected_counter, self._inner.take(operation)
         )
         return result
 
-    async def steal(self, **kwargs: Any) -> Lease | LeaseError:
-        key, counter = kwargs["lease_key"], kwargs["expected_counter"]
+    async def steal(self, operation: StealLease) -> Lease | LeaseError:
         result: Lease | LeaseError = await self._journaled(
-            "steal", key, counter, self._inner.steal(**kwargs)
+            "steal", operation.lease_key, operation.expected_counter, self._inner.steal(operation)
         )
         return result
 
-    async def renew(self, **kwargs: Any) -> Lease | LeaseError:
-        key, counter = kwargs["lease_key"], kwargs["expected_counter"]
+    async def renew(self, operation: RenewLease) -> Lease | LeaseError:
         result: Lease | LeaseError = await self._journaled(
-            "renew", key, counter, self._inner.renew(**kwargs)
+            "renew", operation.lease_key, operation.expected_counter, self._inner.renew(operation)
         )
         return result
 
-    async def release(self, **kwargs: Any) -> Lease | LeaseError:
-        key, counter = kwargs["lease_key"], kwargs["expected_counter"]
+    async def release(self, operation: ReleaseLease) -> Lease | LeaseError:
         result: Lease | LeaseError = await self._journaled(
-            "release", key, counter, self._inner.release(**kwargs)
+            "release",
+            operation.lease_key,
+            operation.expected_counter,
+            self._inner.release(operation),
         )
         return result
 
-    async def checkpoint(self, **kwargs: Any) -> Lease | LeaseError:
-        key, counter = kwargs["lease_key"], kwargs["expected_counter"]
-        value: Checkpoint = kwargs["value"]
+    async def checkpoint(self, operation: CheckpointLease) -> Lease | LeaseError:
+        value = operation.checkpoint
         result: Lease | LeaseError = await self._journaled(
             "checkpoint",
-            key,
-            counter,
-            self._inner.checkpoint(**kwargs),
+            operation.lease_key,
+            operation.expected_counter,
+            self._inner.checkpoint(operation),
             checkpoint=value.sequence_number,
             sub=value.sub_sequence_number,
-            pending=kwargs.get("pending", False),
+            pending=operation.pending,
         )
         return result
 
-    async def delete_application(self, *, application: str) -> int | LeaseError:
-        return await self._inner.delete_application(application=application)
+    async def delete_application(self, operation: DeleteApplication) -> int | LeaseError:
+        return await self._inner.delete_application(operation)
 
 
 class JournalProcessor:

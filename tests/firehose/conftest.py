@@ -111,6 +111,19 @@ async def call(function: Callable[..., T], /, **kwargs: Any) -> T:
     return await asyncio.to_thread(function, **kwargs)
 
 
+def records_read(node: Node) -> int:
+    """How many records the node's deliverers have taken into their buffers so far."""
+    assert node.firehose is not None
+    return node.firehose.deliverers.statistics.records_read
+
+
+async def wait_read(node: Node, count: int, *, deadline_s: float = 20) -> None:
+    """Until the node's deliverers have taken `count` records into their buffers (bounded)."""
+    async with asyncio.timeout(deadline_s):
+        while records_read(node) < count:  # noqa: ASYNC110  # a counter; no event exists
+            await asyncio.sleep(0.02)
+
+
 async def wait_status(firehose: Any, name: str, status: str, *, deadline_s: float = 20) -> Any:
     """The description once the delivery stream shows `status` (bounded)."""
     async with asyncio.timeout(deadline_s):

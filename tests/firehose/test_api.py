@@ -287,3 +287,95 @@ async def test_puts_over_the_delivery_stream_limits_are_answered_slow_down(
             await call(client.put_record, DeliveryStreamName="limited", Record={"Data": b"x"})
         assert _error(raised) == "ServiceUnavailableException"
         client.close()
+
+
+# --- Every request shape of the firehose model (tests/required_members.py) --------------------
+# Every operation of botocore's firehose model, with nothing, with only its required members and
+# with each required member missing, through boto3 (its own validation off) and the gRPC door,
+# and with each member of a wrong JSON type through the AWS JSON door: a missing member is
+# AWS's ValidationException naming it, a wrong type a 4xx, never a 500/INTERNAL. The requests
+# name a delivery stream of the door's own that exists, so "required only" reaches the service's
+# own checks (the deletions come last).
+
+
+async def _sweep_samples(firehose: Any, s3_server: S3Server, door: str) -> dict[str, Any]:
+    name = f"api-sweep-{door}"
+    s3_server.client().create_bucket(Bucket=name)
+    await call(
+        firehose.create_delivery_stream,
+        DeliveryStreamName=name,
+        ExtendedS3DestinationConfiguration=s3_destination(name),
+    )
+    description = await wait_status(firehose, name, "ACTIVE")
+    return {
+        "DeliveryStreamName": name,
+        "CurrentDeliveryStreamVersionId": description["VersionId"],
+        "DestinationId": description["Destinations"][0]["DestinationId"],
+        "Record": {"Data": b"x"},
+        "Records": [{"Data": b"x"}],
+        "Tags": [{"Key": "sweep", "Value": "v"}],
+        "TagKeys": ["sweep"],
+    }
+
+
+def test_every_operation_of_the_model_is_served(fh_node: Node) -> None:
+    from broker.gateway.validation import service_model
+    from tests.required_members import grpc_operations
+
+    modelled = set(service_model("firehose").operation_names)
+    service = firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"]
+    assert grpc_operations(service) == modelled
+
+
+async def test_every_request_shape_through_boto3_never_answers_500(
+    fh_node: Node, firehose: Any, s3_server: S3Server
+) -> None:
+    from broker.gateway.validation import service_model
+    from tests.required_members import boto3_ask, sweep
+
+    samples = await _sweep_samples(firehose, s3_server, "http")
+    client = firehose_client(f"http://127.0.0.1:{fh_node.http_port}", parameter_validation=False)
+    try:
+        operations = service_model("firehose").operation_names
+        problems = await sweep("firehose", operations, samples, boto3_ask(client))
+    finally:
+        client.close()
+    assert not problems, "\n".join(problems)
+
+
+async def test_every_request_shape_through_grpc_never_answers_internal(
+    fh_node: Node, firehose: Any, s3_server: S3Server
+) -> None:
+    from tests.required_members import grpc_ask, grpc_operations, malformed_request_answer, sweep
+
+    samples = await _sweep_samples(firehose, s3_server, "grpc")
+    service = firehose_pb2.DESCRIPTOR.services_by_name["FirehoseService"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{fh_node.grpc_port}") as channel:
+        served = grpc_operations(service)
+        problems = await sweep("firehose", served, samples, grpc_ask(channel, service))
+        malformed = await malformed_request_answer(channel, service, "DescribeDeliveryStream")
+    assert not problems, "\n".join(problems)
+    assert malformed == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException")
+
+
+async def test_every_member_of_a_wrong_type_gets_a_client_error(fh_node: Node) -> None:
+    """Each member of each operation's input, top level and one level down, as a value of
+    another JSON type (and bodies that are not a JSON object): a 4xx, never a 5xx."""
+    from broker.gateway.validation import service_model
+    from tests.required_members import wrong_type_bodies, wrong_type_problems
+
+    target = service_model("firehose").metadata["targetPrefix"]
+    samples = {"DeliveryStreamName": "api-wrong-types", "Record": {"Data": b"x"}}
+    bodies = wrong_type_bodies("firehose", samples)
+    assert len(bodies) > 100  # the scope is real
+    requests = [
+        (
+            f"{operation} ({label})",
+            "/",
+            {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"{target}.{operation}"},
+            body,
+        )
+        for operation, label, body in bodies
+    ]
+    problems = await wrong_type_problems(f"http://127.0.0.1:{fh_node.http_port}", requests)
+    assert not problems, "\n".join(problems)

@@ -11,9 +11,16 @@ from typing import Any
 import pytest
 
 from broker.clock import ManualClock
-from broker.firehose import compression
+from broker.firehose import compression, delivery
 from broker.node import Node
-from tests.firehose.conftest import advance_until, call, s3_destination, wait_status
+from tests.firehose.conftest import (
+    advance_until,
+    call,
+    records_read,
+    s3_destination,
+    wait_read,
+    wait_status,
+)
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
@@ -122,7 +129,7 @@ async def test_a_full_buffer_is_delivered_at_once_in_order(
 
 
 async def test_the_interval_delivers_a_partial_buffer_under_the_default_layout(
-    firehose: Any, s3_server: S3Server, clock: ManualClock
+    firehose: Any, s3_server: S3Server, clock: ManualClock, fh_node: Node
 ) -> None:
     s3_server.client().create_bucket(Bucket="by-time")
     await _create(
@@ -134,12 +141,15 @@ async def test_the_interval_delivers_a_partial_buffer_under_the_default_layout(
     )
     put_at = datetime.fromtimestamp(clock.wall_ms() / 1000, tz=UTC)
     records = [f"r{i}\n".encode() for i in range(50)]
+    read_before = records_read(fh_node)
     await call(
         firehose.put_record_batch,
         DeliveryStreamName="by-time",
         Records=[{"Data": data} for data in records],
     )
-    await asyncio.sleep(1.0)  # the deliverer reads them; the interval has not passed
+    await wait_read(fh_node, read_before + len(records))  # the deliverer reads them
+    # The interval has not passed: two looks of the buffer timer deliver nothing.
+    await asyncio.sleep(2 * delivery.TIMER_WAIT_MS_MAX / 1000)
     assert await asyncio.to_thread(s3_server.objects, "by-time") == {}
     clock.advance(ms=61_000)
     assert await _lines(s3_server, "by-time", count=len(records)) == sorted(records)

@@ -11,14 +11,15 @@ from typing import Any
 import pytest
 
 from broker.clock import ManualClock
-from tests.firehose.conftest import call, s3_destination, wait_status
+from broker.node import Node
+from tests.firehose.conftest import call, records_read, s3_destination, wait_read, wait_status
 from tests.s3_server import S3Server
 
 pytestmark = pytest.mark.integration
 
 
 async def test_records_land_under_their_partition_keys(
-    firehose: Any, s3_server: S3Server, clock: ManualClock
+    firehose: Any, s3_server: S3Server, clock: ManualClock, fh_node: Node
 ) -> None:
     s3_server.client().create_bucket(Bucket="partitioned")
     await call(
@@ -51,12 +52,13 @@ async def test_records_land_under_their_partition_keys(
     await wait_status(firehose, "by-customer", "ACTIVE")
     rows = [{"customer_id": customer, "n": i} for i in range(10) for customer in ("a", "b")]
     records = [json.dumps(row).encode() for row in rows] + [b"not json"]
+    read_before = records_read(fh_node)
     await call(
         firehose.put_record_batch,
         DeliveryStreamName="by-customer",
         Records=[{"Data": data} for data in records],
     )
-    await asyncio.sleep(0.5)
+    await wait_read(fh_node, read_before + len(records))  # the deliverer reads them
     clock.advance(ms=61_000)
     async with asyncio.timeout(20):
         while True:

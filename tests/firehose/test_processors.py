@@ -15,7 +15,7 @@ import pytest
 from broker.clock import ManualClock
 from broker.firehose import processing
 from broker.node import Node
-from tests.firehose.conftest import call, s3_destination, wait_status
+from tests.firehose.conftest import call, records_read, s3_destination, wait_read, wait_status
 from tests.s3_server import S3Server
 
 
@@ -121,12 +121,13 @@ async def test_cloudwatch_logs_are_delivered_as_lines_and_their_source_backed_up
     assert extended["S3BackupMode"] == "Enabled"
     assert extended["S3BackupDescription"]["Prefix"] == "raw/"
     sources = [_log_record(f"line {i}a", f"line {i}b") for i in range(10)]
+    read_before = records_read(fh_node)
     await call(
         firehose.put_record_batch,
         DeliveryStreamName="cw-logs",
         Records=[{"Data": data} for data in sources],
     )
-    await asyncio.sleep(0.5)  # the deliverer reads them; then the interval passes
+    await wait_read(fh_node, read_before + len(sources))  # the deliverer reads them
     clock.advance(ms=61_000)
     async with asyncio.timeout(30):
         while True:

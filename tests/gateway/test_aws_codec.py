@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime
 
 import cbor2
+import pybase64
 import pytest
 
 from broker.errors import ShoalError
+from broker.gateway import aws_codec
 from broker.gateway.aws_codec import (
     WireFormat,
     decode_request,
@@ -89,3 +92,92 @@ def test_out_of_range_or_mistyped_timestamps(timestamp: object) -> None:
     with pytest.raises(ShoalError) as caught:
         decode_request("GetShardIterator", body, WireFormat.CBOR)
     assert caught.value.code.kinesis_name == "SerializationException"
+
+
+def put_records(records: object) -> dict[str, object]:
+    return {"StreamName": "s", "Records": records}
+
+
+GOOD = {"Data": "aGk=", "PartitionKey": "k"}
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        ([GOOD, {"Data": "abc", "PartitionKey": "k"}], "Base64 encoded length is expected a"),
+        ([GOOD, {"Data": "YR==", "PartitionKey": "k"}], "Invalid last non-pad Base64 character"),
+        ([GOOD, {"Data": "aGl=", "PartitionKey": "k"}], "Invalid last non-pad Base64 character"),
+        ([GOOD, {"Data": "a$==", "PartitionKey": "k"}], "Invalid Base64 character"),
+        ([GOOD, {"Data": 5, "PartitionKey": "k"}], "TruncatingBigNumber can not be converted"),
+        ([{"Data": "aGk=", "PartitionKey": 5}], "TruncatingBigNumber can not be converted"),
+        ([{"Data": "aGk=", "PartitionKey": ["k"]}], "Start of list found where not expected"),
+        ([GOOD, ["x"]], "Start of list found where not expected"),
+        ([GOOD, "x"], "Expected null"),
+        ({"a": GOOD}, "Start of structure or map found where not expected."),
+    ],
+)
+def test_put_records_entries_refused_as_aws_words_it(records: object, message: str) -> None:
+    """PutRecords' entries take a one-loop decoder; what it does not take falls back to the
+    member-by-member one, whose messages are AWS's (the first bad entry is the one named)."""
+    with pytest.raises(ShoalError) as caught:
+        decode_request("PutRecords", put_records(records), WireFormat.JSON)
+    assert caught.value.code.kinesis_name == "SerializationException"
+    assert message in caught.value.message
+
+
+def test_put_records_entries_decode_alike_on_both_wires() -> None:
+    json_records = [
+        GOOD,
+        None,  # dropped, as a null member is
+        {"Data": "", "PartitionKey": "k", "ExplicitHashKey": "7"},
+        {"Data": "aGVsbG8=", "PartitionKey": "k", "Unknown": 1, "ExplicitHashKey": None},
+    ]
+    expected = [
+        {"Data": b"hi", "PartitionKey": "k"},
+        {"Data": b"", "PartitionKey": "k", "ExplicitHashKey": "7"},
+        {"Data": b"hello", "PartitionKey": "k"},
+    ]
+    decoded = decode_request("PutRecords", put_records(json_records), WireFormat.JSON)
+    assert decoded["Records"] == expected
+    cbor_records = [{"Data": b"hi", "PartitionKey": "k"}, {"Data": "aGk=", "PartitionKey": "k"}]
+    decoded = decode_request("PutRecords", put_records(cbor_records), WireFormat.CBOR)
+    assert decoded["Records"] == [{"Data": b"hi", "PartitionKey": "k"}] * 2
+
+
+def test_the_fast_base64_check_agrees_with_the_full_one() -> None:
+    """Random near-base64 strings: `_canonical_blob` takes exactly what `_blob` takes."""
+    rng = random.Random(18)
+    alphabet = "AQgwEIMUYcko048Bz+/=-_ "
+    for _ in range(20_000):
+        if rng.random() < 0.5:
+            text = list(pybase64.b64encode_as_string(rng.randbytes(rng.randrange(9))))
+            if text:
+                text[rng.randrange(len(text))] = rng.choice(alphabet)
+            candidate = "".join(text)
+        else:
+            candidate = "".join(rng.choice(alphabet) for _ in range(rng.choice((0, 3, 4, 8))))
+        try:
+            full: bytes | None = aws_codec._blob(candidate)
+        except ShoalError:
+            full = None
+        assert aws_codec._canonical_blob(candidate) == full, candidate
+
+
+def test_cbor_responses_carry_millisecond_tags_at_any_depth() -> None:
+    response = {
+        "StreamDescription": {"StreamCreationTimestamp": MOMENT, "Shards": [], "Open": True},
+        "Pairs": ("a", "b"),
+        "Before1970": datetime(1960, 1, 1, tzinfo=UTC),
+    }
+    decoded = cbor2.loads(
+        encode_body(response, WireFormat.CBOR), semantic_decoders={1: lambda v, _i: ("tag1", v)}
+    )
+    assert decoded == {
+        "StreamDescription": {
+            "StreamCreationTimestamp": ("tag1", MOMENT_MS),
+            "Shards": [],
+            "Open": True,
+        },
+        "Pairs": ["a", "b"],
+        "Before1970": ("tag1", -315_619_200_000),
+    }

@@ -402,13 +402,14 @@ async def test_a_subscriber_that_does_not_read_holds_a_bounded_queue(
                 "Records": [{"PartitionKey": f"{batch}-{i}", "Data": payload} for i in range(500)],
             },
         )
-    # The reader fills its queue, then blocks on it: the peak never passes the bound.
+    # The reader fills its queue, then blocks on it (a reader that ignored the bound never
+    # parks): the peak never passes the bound.
     await wait_for(
-        lambda: subscriptions.statistics()[0].queued_events == limits.subscription_queue_events_max,
-        what=f"a full queue ({subscriptions.statistics()})",
+        lambda: subscriptions.statistics()[0].reader_parked,
+        what=f"the reader parked on a full queue ({subscriptions.statistics()})",
     )
-    await asyncio.sleep(0.5)  # give a reader that ignored the bound time to overrun it
     (stats,) = subscriptions.statistics()
+    assert stats.queued_events == limits.subscription_queue_events_max
     assert stats.queued_events_peak <= limits.subscription_queue_events_max
     assert stats.queued_bytes <= limits.subscription_queue_events_max * (
         limits.subscription_event_bytes_max
@@ -457,7 +458,12 @@ async def test_each_subscription_gets_its_own_byte_rate(tmp_path: Path, clock: M
         events = subscribe(client, arn, {"Type": "TRIM_HORIZON"})
         received = await records_until(events, 4)  # the first 2 MiB
         assert len(received) == 4
-        await asyncio.sleep(1.5)  # real time passes, the node's clock does not
+        # The reader waits for the refill twice (real time passes, the node's clock does not:
+        # a bucket on real time would have released the next record after the first wait).
+        await wait_for(
+            lambda: subscriptions_of(node).statistics()[0].byte_rate_waits >= 2,
+            what=f"two waits for the byte rate ({subscriptions_of(node).statistics()})",
+        )
         assert subscriptions_of(node).statistics()[0].records_sent == 4
         clock.advance(ms=1_000)
         rest = await records_until(events, 2)

@@ -116,6 +116,14 @@ def allowed(client: Any) -> bool:
     return True
 
 
+def _active(client: Any, stream: str) -> bool:
+    try:
+        summary = client.describe_stream_summary(StreamName=stream)
+    except client.exceptions.ResourceNotFoundException:
+        return False
+    return bool(summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
+
+
 def test_replication_works_and_policy_changes_reach_every_node(cluster: ClusterProcesses) -> None:
     first, second = cluster.nodes
     root = kinesis(first, ROOT_KEY, ROOT_SECRET)
@@ -130,11 +138,12 @@ def test_replication_works_and_policy_changes_reach_every_node(cluster: ClusterP
         deadline_s=30,
         what="stream ACTIVE",
     )
+    # The second node answers from its own metadata replica, which may trail the first's.
+    writer = kinesis(second, ROOT_KEY, ROOT_SECRET)
+    wait_until(partial(_active, writer, "shared"), deadline_s=30, what="stream on node 2")
     # Written through one node, read through another: forwarding and replication between
     # nodes carry the node signature.
-    put = kinesis(second, ROOT_KEY, ROOT_SECRET).put_record(
-        StreamName="shared", Data=b"hello", PartitionKey="k"
-    )
+    put = writer.put_record(StreamName="shared", Data=b"hello", PartitionKey="k")
     reader = kinesis(first, ROOT_KEY, ROOT_SECRET)
     iterator = reader.get_shard_iterator(
         StreamName="shared", ShardId=put["ShardId"], ShardIteratorType="TRIM_HORIZON"

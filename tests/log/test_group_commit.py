@@ -110,9 +110,12 @@ async def test_full_queue_makes_appends_wait(make_writer: WriterFactory) -> None
     store = GatedStore()
     writer = make_writer(store, queue_batches_max=2)
     b0, b1, b2 = (batch(ShardUid(1), i, 1, arrival_ms=1) for i in range(3))
+    assert writer.has_room(2) and not writer.has_room(3)
     f0 = await writer.submit(const(b0))
     await store.wait_entered()  # b0 is in the (held) commit: one slot taken
+    assert writer.has_room(1) and not writer.has_room(2)
     f1 = await writer.submit(const(b1))  # queued: the second slot
+    assert not writer.has_room(1)
     third = asyncio.create_task(writer.append(b2))
     for _ in range(20):  # give it every chance to get in; only the writer can free a slot
         await asyncio.sleep(0)
@@ -121,6 +124,7 @@ async def test_full_queue_makes_appends_wait(make_writer: WriterFactory) -> None
     store.release()
     await asyncio.gather(f0, f1, third)
     assert store.log_end(ShardUid(1)) == 3
+    assert writer.has_room(2)
 
 
 async def test_failed_commit_fails_its_group_and_the_writer_goes_on(

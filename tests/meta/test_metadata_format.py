@@ -35,6 +35,7 @@ from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.metadata_format import (
     FIRST_FORMAT,
     STORED_BATCHES_LEVEL,
+    VIDEO_EDGE_LEVEL,
     command_level,
     image_version,
     members_after,
@@ -49,6 +50,7 @@ from tests.cluster.test_rolling_upgrade import PREVIOUS
 from tests.meta.factories import create_stream, init_cluster, nodes_image, register_node
 from tests.meta.iam_factories import every_iam_command
 from tests.meta.test_controller import SETTINGS
+from tests.meta.video_factories import every_video_command
 from tests.support import REPO, export_code
 
 
@@ -148,6 +150,15 @@ def test_commands_are_gated_by_what_they_carry() -> None:
     assert required_format(dataclasses.replace(start, data_key=key)) == 3
     rewrap = RewrapStreamDataKeys(now_ms=0, name="s", stream_uid=1, rewrapped=())
     assert required_format(rewrap) == 3
+    # Video streams' edge configurations and storage tiers (issue 14).
+    edge_and_storage = {
+        "SetVideoEdgeConfiguration",
+        "DeleteVideoEdgeConfiguration",
+        "UpdateVideoStorageTier",
+    }
+    for command in every_video_command(now_ms=0):
+        if type(command).__name__ in edge_and_storage:
+            assert required_format(command) == VIDEO_EDGE_LEVEL
 
 
 def test_an_image_at_the_first_format_cannot_carry_what_it_cannot_encode() -> None:
@@ -199,6 +210,14 @@ async def test_the_frontend_refuses_a_command_the_cluster_cannot_carry_yet() -> 
     await frontend.propose(SetMetadataFormat(now_ms=6, level=2))
     await frontend.propose(policy)
     assert quorum.image().streams[stream.name].resource_policy == "{}"
+    # A member nested where required_format cannot see it (CreateStream's WARM storage tier
+    # inside the VideoStreamMeta) is gated by its proposer through require_format.
+    with pytest.raises(ShoalError) as refused:
+        frontend.require_format(VIDEO_EDGE_LEVEL)
+    assert refused.value.code is ErrorCode.INVALID_ARGUMENT
+    assert f"metadata format {VIDEO_EDGE_LEVEL}" in refused.value.message
+    await frontend.propose(SetMetadataFormat(now_ms=7, level=VIDEO_EDGE_LEVEL))
+    frontend.require_format(VIDEO_EDGE_LEVEL)
 
 
 # --- The controller raises the format once every node reads it ------------------------------

@@ -9,16 +9,19 @@ import dataclasses
 from broker.errors import ErrorCode
 from broker.meta.commands import (
     CreateVideoStream,
+    DeleteVideoEdgeConfiguration,
     DeleteVideoStream,
+    SetVideoEdgeConfiguration,
     TagVideoStream,
     UntagVideoStream,
     UpdateVideoRetention,
+    UpdateVideoStorageTier,
     UpdateVideoStream,
 )
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.state_machine import Applied, apply
-from broker.meta.video_table import VideoStreamStatus
+from broker.meta.video_table import EdgeSyncStatus, VideoStreamStatus
 from tests.meta.video_factories import video_stream
 
 
@@ -212,3 +215,104 @@ def test_signaling_channels_and_configurations_through_apply() -> None:
 
     deleted = apply(image, DeleteSignalingChannel(now_ms=2_000, arn=channel.arn))
     assert deleted.error is None and deleted.image.video.channels == {}
+
+
+HUB = "arn:aws:iot:us-east-1:000000000000:thing/hub"
+SYNC_MS = 900_000
+
+
+def _set_edge(image: MetadataImage, now_ms: int, hub: str = HUB) -> Applied:
+    return apply(
+        image,
+        SetVideoEdgeConfiguration(
+            now_ms=now_ms,
+            arn=video_stream().arn,
+            document=f'{{"HubDeviceArn":"{hub}"}}',
+            hub_device_arn=hub,
+            sync_timeout_ms=SYNC_MS,
+        ),
+    )
+
+
+def _delete_edge(image: MetadataImage, now_ms: int) -> Applied:
+    return apply(
+        image,
+        DeleteVideoEdgeConfiguration(
+            now_ms=now_ms, arn=video_stream().arn, deleting_ms=100, sync_timeout_ms=SYNC_MS
+        ),
+    )
+
+
+def test_edge_configuration_states_at_apply_time() -> None:
+    """SYNCING refuses an update until the sync deadline (then SYNC_FAILED takes one for the
+    same hub device only); a deletion is DELETING (refusing updates, idempotent) until its
+    time has passed, then gone; everything round-trips through the image codec."""
+    arn = video_stream().arn
+    image = _created()
+    none = _delete_edge(image, 2_000)
+    assert none.error is not None
+    assert none.error.code is ErrorCode.STREAM_EDGE_CONFIGURATION_NOT_FOUND
+    image = _set_edge(image, 2_000).image
+    edge = image.video.streams[arn].edge
+    assert edge is not None and (edge.created_ms, edge.updated_ms) == (2_000, 2_000)
+    assert edge.status(now_ms=2_000 + SYNC_MS - 1, sync_timeout_ms=SYNC_MS) is (
+        EdgeSyncStatus.SYNCING
+    )
+    busy = _set_edge(image, 3_000)
+    assert busy.error is not None and busy.error.code is ErrorCode.RESOURCE_IN_USE
+    failed_at = 2_000 + SYNC_MS
+    assert edge.status(now_ms=failed_at, sync_timeout_ms=SYNC_MS) is EdgeSyncStatus.SYNC_FAILED
+    other = _set_edge(image, failed_at, hub=HUB + "-2")
+    assert other.error is not None and other.error.code is ErrorCode.INVALID_ARGUMENT
+    image = _set_edge(image, failed_at).image
+    edge = image.video.streams[arn].edge
+    assert edge is not None and (edge.created_ms, edge.updated_ms) == (2_000, failed_at)
+    assert decode_image(encode_image(image)) == image
+
+    deleting = _delete_edge(image, failed_at + 10).image
+    edge = deleting.video.streams[arn].edge
+    assert edge is not None
+    assert edge.status(now_ms=failed_at + 50, sync_timeout_ms=SYNC_MS) is EdgeSyncStatus.DELETING
+    again = _delete_edge(deleting, failed_at + 20)  # already deleting: unchanged
+    assert again.error is None and again.image.video.streams[arn] == deleting.video.streams[arn]
+    refused = _set_edge(deleting, failed_at + 50)
+    assert refused.error is not None and refused.error.code is ErrorCode.RESOURCE_IN_USE
+    assert edge.status(now_ms=failed_at + 110, sync_timeout_ms=SYNC_MS) is None
+    gone = _delete_edge(deleting, failed_at + 110)
+    assert gone.error is not None
+    assert gone.error.code is ErrorCode.STREAM_EDGE_CONFIGURATION_NOT_FOUND
+    moved = _set_edge(deleting, failed_at + 110, hub=HUB + "-2").image.video.streams[arn].edge
+    assert moved is not None and moved.created_ms == failed_at + 110  # a new configuration
+
+    no_retention = dataclasses.replace(video_stream(), data_retention_hours=0)
+    bare = apply(
+        MetadataImage(), CreateVideoStream(now_ms=1_000, stream=no_retention, streams_max=10)
+    ).image
+    refused = _set_edge(bare, 2_000)
+    assert refused.error is not None and refused.error.code is ErrorCode.NO_DATA_RETENTION
+
+
+def test_storage_tier_update_needs_the_version_and_an_active_stream() -> None:
+    arn = video_stream().arn
+    image = _created()
+
+    def update(version: str, now_ms: int) -> Applied:
+        return apply(
+            image,
+            UpdateVideoStorageTier(
+                now_ms=now_ms,
+                arn=arn,
+                current_version=version,
+                new_version="v2",
+                storage_tier="WARM",
+                updating_ms=100,
+            ),
+        )
+
+    creating = update("v1", 1_100)
+    assert creating.error is not None and creating.error.code is ErrorCode.RESOURCE_IN_USE
+    stale = update("v0", 2_000)
+    assert stale.error is not None and stale.error.code is ErrorCode.VERSION_MISMATCH
+    changed = update("v1", 2_000).image.video.streams[arn]
+    assert (changed.storage_tier, changed.version) == ("WARM", "v2")
+    assert changed.status(now_ms=2_050) is VideoStreamStatus.UPDATING

@@ -6,13 +6,16 @@ from broker.meta.commands import (
     CreateSignalingChannel,
     CreateVideoStream,
     DeleteSignalingChannel,
+    DeleteVideoEdgeConfiguration,
     DeleteVideoStream,
     SetChannelMediaStorage,
+    SetVideoEdgeConfiguration,
     SetVideoStreamConfiguration,
     TagVideoStream,
     UntagVideoStream,
     UpdateSignalingChannel,
     UpdateVideoRetention,
+    UpdateVideoStorageTier,
     UpdateVideoStream,
     VideoCommand,
 )
@@ -66,6 +69,24 @@ def every_video_command(*, now_ms: int) -> list[VideoCommand]:
         UntagVideoStream(now_ms=now_ms, arn=stream.arn, keys=("a",)),
         SetVideoStreamConfiguration(
             now_ms=now_ms, arn=stream.arn, kind="notification", document='{"Status":"ENABLED"}'
+        ),
+        SetVideoEdgeConfiguration(
+            now_ms=now_ms,
+            arn=stream.arn,
+            document='{"HubDeviceArn":"arn:aws:iot:us-east-1:000000000000:thing/hub"}',
+            hub_device_arn="arn:aws:iot:us-east-1:000000000000:thing/hub",
+            sync_timeout_ms=900_000,
+        ),
+        DeleteVideoEdgeConfiguration(
+            now_ms=now_ms, arn=stream.arn, deleting_ms=0, sync_timeout_ms=900_000
+        ),
+        UpdateVideoStorageTier(
+            now_ms=now_ms,
+            arn=stream.arn,
+            current_version="v3",
+            new_version="v4",
+            storage_tier="WARM",
+            updating_ms=0,
         ),
         CreateSignalingChannel(now_ms=now_ms, channel=signaling_channel(), channels_max=10),
         UpdateSignalingChannel(

@@ -79,33 +79,46 @@ async def lease_rows(endpoint: str, stream: str) -> dict[str, tuple[str, tuple[s
 async def checkpoint_shard_0(endpoint: str, sequence_number: str) -> None:
     """The KCL's way: create the application's leases, take shard 0's, checkpoint it."""
     from broker.client.leases import GrpcLeaseClient
-    from broker.consumers.leases import Checkpoint, Lease, NewLease
+    from broker.consumers.leases import (
+        Checkpoint,
+        CheckpointLease,
+        CreateLeases,
+        Lease,
+        NewLease,
+        TakeLease,
+    )
 
     async with GrpcLeaseClient(endpoint) as client:
         await client.create_leases(
-            application="app",
-            stream_name="orders",
-            leases=[
-                NewLease(shard_id="shardId-000000000000"),
-                NewLease(shard_id="shardId-000000000001"),
-            ],
+            CreateLeases(
+                application="app",
+                stream_name="orders",
+                leases=(
+                    NewLease(shard_id="shardId-000000000000"),
+                    NewLease(shard_id="shardId-000000000001"),
+                ),
+            )
         )
         taken = await client.take(
-            application="app",
-            stream_name="orders",
-            lease_key="shardId-000000000000",
-            owner="worker-1",
-            expected_owner=None,
-            expected_counter=0,
+            TakeLease(
+                application="app",
+                stream_name="orders",
+                lease_key="shardId-000000000000",
+                owner="worker-1",
+                expected_owner=None,
+                expected_counter=0,
+            )
         )
         assert isinstance(taken, Lease), taken
         done = await client.checkpoint(
-            application="app",
-            stream_name="orders",
-            lease_key="shardId-000000000000",
-            owner="worker-1",
-            expected_counter=taken.lease_counter,
-            value=Checkpoint(sequence_number),
+            CheckpointLease(
+                application="app",
+                stream_name="orders",
+                lease_key="shardId-000000000000",
+                owner="worker-1",
+                expected_counter=taken.lease_counter,
+                checkpoint=Checkpoint(sequence_number),
+            )
         )
         assert isinstance(done, Lease), done
 

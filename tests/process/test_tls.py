@@ -14,6 +14,7 @@ kill -9 of a shard leader at the end.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,16 @@ def cluster_status(
             return admin.cluster_status()
     except ShoalError:
         return None
+
+
+def _active(client: ShoalClient, stream: str) -> bool:
+    try:
+        summary = client.call("DescribeStreamSummary", {"StreamName": stream})
+    except ShoalError as error:
+        if error.code is ErrorCode.RESOURCE_NOT_FOUND:
+            return False
+        raise
+    return bool(summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE")
 
 
 def replica_ends(endpoint: str, creds: grpc.ChannelCredentials | None) -> dict[int, int]:
@@ -123,16 +134,15 @@ def test_tls_cluster_serves_replicates_and_refuses_strangers(
     ]
     with ShoalClient(endpoints[0], credentials=creds) as client:
         client.call("CreateStream", {"StreamName": STREAM, "ShardCount": 2})
-        wait_until(
-            lambda: (
-                client.call("DescribeStreamSummary", {"StreamName": STREAM})[
-                    "StreamDescriptionSummary"
-                ]["StreamStatus"]
-                == "ACTIVE"
-            ),
-            deadline_s=30,
-            what="the stream to be ACTIVE",
-        )
+    # Each node answers from its own metadata replica, which may trail the one that
+    # acknowledged: wait for ACTIVE on every node before writing through it.
+    for endpoint in endpoints:
+        with ShoalClient(endpoint, credentials=creds) as client:
+            wait_until(
+                partial(_active, client, STREAM),
+                deadline_s=30,
+                what=f"the stream ACTIVE on {endpoint}",
+            )
     for index, endpoint in enumerate(endpoints):
         with ShoalClient(endpoint, credentials=creds) as client:
             answer = client.call(

@@ -4,7 +4,13 @@ MemoryLogStore and GroupCommitWriter, wired by a loopback transport that can dro
 Goal: the driver executes Ready in the order the replica needs (persist, send, answer,
 advance), keeps ticking (followers learn the leader's HW from heartbeats, not only from the
 next append), answers Prepare only once the promise is durable, and never answers a producer
-whose records did not commit. Waits are bounded by the drivers' own timeouts.
+whose records did not commit.
+
+The drivers' timers run on one VirtualClock: a test moves it while it waits (`_wait`,
+`_append`), each wait bounded by a real deadline (the writer threads take real time). A
+"nothing may happen" window first waits for what would make an unsafe driver act (a write
+durable, a disk turn blocked), then runs the clock: the drivers tick and sweep through it in
+no real time.
 """
 
 from __future__ import annotations
@@ -12,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
 
-from broker.clock import SystemClock
+from broker.clock import VirtualClock
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, LogCorruptionError, new_record
@@ -63,6 +69,7 @@ def _image(*, leader: NodeId, epoch: int) -> MetadataImage:
 @dataclass
 class Cluster:
     image: MetadataImage
+    clock: VirtualClock = field(default_factory=VirtualClock)  # every driver's timers
     drivers: dict[NodeId, ReplicationDriver] = field(default_factory=dict)
     stores: dict[NodeId, MemoryLogStore] = field(default_factory=dict)
     down: set[NodeId] = field(default_factory=set)
@@ -102,7 +109,6 @@ class Cluster:
 async def cluster() -> AsyncIterator[Cluster]:
     cluster = Cluster(image=_image(leader=NODES[0], epoch=1))
     writers = []
-    clock = SystemClock()
     async with asyncio.TaskGroup() as group:
         for node in NODES:
             store = MemoryLogStore()
@@ -114,7 +120,7 @@ async def cluster() -> AsyncIterator[Cluster]:
                 store=store,
                 writer=writer,
                 transport=cluster.transport(node),  # type: ignore[arg-type]
-                clock=clock,
+                clock=cluster.clock,
                 image=lambda: cluster.image,
                 tick_ms=10,
             )
@@ -130,27 +136,44 @@ async def cluster() -> AsyncIterator[Cluster]:
         writer.stop()
 
 
-async def _wait(predicate: object, *, timeout_s: float = 30.0) -> None:  # a bound under load
-    assert callable(predicate)
-    async with asyncio.timeout(timeout_s):
-        while not predicate():  # noqa: ASYNC110  # polls replica state; no event exists
-            await asyncio.sleep(0.01)
+async def _wait(cluster: Cluster, predicate: Callable[[], bool]) -> None:
+    """Runs the drivers' clock until `predicate()` holds; 30 s real at most (a bound under
+    load: the writer threads take real time)."""
+    await cluster.clock.run_until(predicate, step_ms=10, deadline_s=30.0)
 
 
-async def _append(cluster: Cluster, node: NodeId, epoch: int, data: bytes) -> tuple[int, int]:
-    first, arrival = await cluster.drivers[node].append(
-        SHARD, epoch=epoch, records=[new_record("k", data)], now_ms=SystemClock().wall_ms()
+def _start_append(
+    cluster: Cluster, node: NodeId, epoch: int, data: bytes
+) -> asyncio.Future[tuple[int, int]]:
+    """An append to `node` as a future; the clock runs only while a test waits (`_wait`)."""
+    return asyncio.ensure_future(
+        cluster.drivers[node].append(
+            SHARD, epoch=epoch, records=[new_record("k", data)], now_ms=cluster.clock.wall_ms()
+        )
     )
-    return first, arrival
+
+
+async def _until_answered(cluster: Cluster, pending: asyncio.Future[tuple[int, int]]) -> int:
+    """The first offset of an append's records, once answered (the clock runs meanwhile)."""
+    await _wait(cluster, pending.done)
+    return pending.result()[0]
+
+
+async def _append(cluster: Cluster, node: NodeId, epoch: int, data: bytes) -> int:
+    return await _until_answered(cluster, _start_append(cluster, node, epoch, data))
+
+
+def _durable_end(cluster: Cluster, node: NodeId) -> int:
+    return cluster.statistics(node)[0]
 
 
 async def test_append_commits_on_a_majority_and_followers_learn_the_hw(cluster: Cluster) -> None:
-    first, _ = await _append(cluster, NODES[0], 1, b"one")
+    first = await _append(cluster, NODES[0], 1, b"one")
     assert first == 1  # offset 0 is the epoch-start marker
     leader_end, leader_hw = cluster.statistics(NODES[0])
     assert leader_hw == leader_end == 2
     # No further append: the HW reaches the followers by heartbeat (ticks).
-    await _wait(lambda: all(cluster.statistics(n) == (2, 2) for n in NODES))
+    await _wait(cluster, lambda: all(cluster.statistics(n) == (2, 2) for n in NODES))
     assert cluster.drivers[NODES[1]].readable_end(SHARD) == 2
 
 
@@ -159,22 +182,35 @@ async def test_a_minority_cannot_commit_and_the_producer_is_not_answered(
 ) -> None:
     await _append(cluster, NODES[0], 1, b"one")
     cluster.down = {NODES[1], NODES[2]}
-    pending = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"alone"))
-    await asyncio.sleep(0.2)  # a window in which an unsafe driver would have answered
+    pending = _start_append(cluster, NODES[0], 1, b"alone")
+    # Durable on the leader: an unsafe driver answers now. Then 20 ticks (virtual).
+    await _wait(cluster, lambda: _durable_end(cluster, NODES[0]) == 3)
+    await cluster.clock.run_for(200)
     assert not pending.done()
     cluster.down = set()
-    first, _ = await asyncio.wait_for(pending, timeout=5)
-    assert first == 2
+    assert await _until_answered(cluster, pending) == 2
 
 
-def _gate(cluster: Cluster, node: NodeId) -> threading.Event:
-    """Holds `node`'s group commits (its writer thread waits) until the event is set."""
+class _Gate(threading.Event):
+    """Holds a node's group commits (its writer thread waits) until it is set; `held` counts
+    the writes waiting at it now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = 0
+
+
+def _gate(cluster: Cluster, node: NodeId) -> _Gate:
     store = cluster.stores[node]
-    gate = threading.Event()
+    gate = _Gate()
     append = store.append
 
     def gated(batches: Sequence[AppendBatch]) -> None:
-        gate.wait(timeout=10)  # bounded: a failing test must not hang the writer's join
+        gate.held += 1
+        try:
+            gate.wait(timeout=10)  # bounded: a failing test must not hang the writer's join
+        finally:
+            gate.held -= 1
         append(batches)
 
     store.append = gated  # type: ignore[method-assign]
@@ -193,21 +229,23 @@ async def test_acks_answer_producers_while_the_leaders_next_fsync_is_in_flight(
     leader = _gate(cluster, NODES[0])
     try:
         leader.set()
-        first = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"one"))
-        await _wait(lambda: cluster.statistics(NODES[0])[0] == 3)  # durable on the leader
+        first = _start_append(cluster, NODES[0], 1, b"one")
+        await _wait(cluster, lambda: _durable_end(cluster, NODES[0]) == 3)  # durable on the leader
         leader.clear()
-        second = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"two"))
-        await asyncio.sleep(0.1)  # the leader's turn for "two" is now waiting on its disk
+        second = _start_append(cluster, NODES[0], 1, b"two")
+        # The leader's turn for "two" waits on its disk.
+        await _wait(cluster, lambda: leader.held == 1)
         assert not first.done()
         for gate in followers:
             gate.set()
-        await asyncio.wait_for(asyncio.shield(first), timeout=5)
-        await _wait(lambda: all(cluster.statistics(n)[0] == 4 for n in NODES[1:]))
-        await asyncio.sleep(0.1)  # a window in which an unsafe leader would answer "two"
+        await _until_answered(cluster, first)
+        await _wait(cluster, lambda: all(_durable_end(cluster, n) == 4 for n in NODES[1:]))
+        # The followers' acks for "two" are in: an unsafe leader answers now. 10 ticks more.
+        await cluster.clock.run_for(100)
         assert not second.done()
         assert cluster.statistics(NODES[0])[1] == 3  # its HW stops at its durable end
         leader.set()
-        assert (await asyncio.wait_for(second, timeout=5))[0] == 3
+        assert await _until_answered(cluster, second) == 3
     finally:
         for gate in (*followers, leader):
             gate.set()
@@ -220,7 +258,7 @@ async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_reco
     # The test names the new leader itself rather than choosing the longest log among the
     # promises as the controller does, so every replica must hold the record first (it is
     # committed once one follower holds it, and b may not have it yet).
-    await _wait(lambda: all(cluster.statistics(n)[0] == 2 for n in NODES))
+    await _wait(cluster, lambda: all(cluster.statistics(n)[0] == 2 for n in NODES))
     for node in NODES[1:]:
         promise = await cluster.drivers[node].prepare(SHARD, 2)
         assert promise is not None
@@ -230,8 +268,10 @@ async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_reco
     # the new leader's log cuts the record off, and is then told: outcome unknown. (If a
     # follower's answer already told the old leader of epoch 2, it refuses the append before
     # storing it: STALE_EPOCH at once, which is as safe. Never a success.)
-    fenced = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"fenced"))
-    await asyncio.sleep(0.1)  # a window in which an unsafe driver would have answered
+    fenced = _start_append(cluster, NODES[0], 1, b"fenced")
+    # Refused, or durable on the old leader (an unsafe driver answers now); then 10 ticks.
+    await _wait(cluster, lambda: fenced.done() or _durable_end(cluster, NODES[0]) == 3)
+    await cluster.clock.run_for(100)
     refused_at_once = fenced.done()
     if refused_at_once:
         assert isinstance(fenced.exception(), ShardRefusedError)
@@ -240,9 +280,10 @@ async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_reco
     with pytest.raises(ShardRefusedError) as stale:
         await _append(cluster, NODES[1], 1, b"old epoch")
     assert stale.value.reason is RefusalReason.STALE_EPOCH
-    first, _ = await _append(cluster, NODES[1], 2, b"two")
+    first = await _append(cluster, NODES[1], 2, b"two")
+    await _wait(cluster, fenced.done)
     with pytest.raises(ShardRefusedError) as cut:
-        await asyncio.wait_for(fenced, timeout=5)
+        fenced.result()
     if not refused_at_once:
         assert cut.value.reason is RefusalReason.OUTCOME_UNKNOWN
     records = cluster.stores[NODES[1]].read(
@@ -253,7 +294,11 @@ async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_reco
         bytes_max=1 << 20,
     )
     assert [r.data for r in records] == [b"one", b"two"]
-    await _wait(lambda: len({cluster.statistics(n) for n in NODES}) == 1)
+    await _wait(cluster, lambda: len({cluster.statistics(n) for n in NODES}) == 1)
+
+
+def _repaired(driver: ReplicationDriver) -> Callable[[], bool]:
+    return lambda: not driver.repair_pending(SHARD)
 
 
 async def test_a_damaged_range_is_repaired_from_another_replica(cluster: Cluster) -> None:
@@ -262,7 +307,7 @@ async def test_a_damaged_range_is_repaired_from_another_replica(cluster: Cluster
     holds it committed (the leader first, a follower for the leader's own), and reads back."""
     for i in range(5):
         await _append(cluster, NODES[0], 1, b"r%d" % i)
-    await _wait(lambda: all(cluster.statistics(n) == (6, 6) for n in NODES))
+    await _wait(cluster, lambda: all(cluster.statistics(n) == (6, 6) for n in NODES))
     for node, offset in ((NODES[1], 2), (NODES[0], 4)):
         cluster.stores[node].corrupt(SHARD, Offset(offset), count=2)
         with pytest.raises(LogCorruptionError) as failed:
@@ -271,7 +316,7 @@ async def test_a_damaged_range_is_repaired_from_another_replica(cluster: Cluster
             )
         driver = cluster.drivers[node]
         driver.report_corruption(failed.value)
-        await _wait(lambda driver=driver: not driver.repair_pending(SHARD))
+        await _wait(cluster, _repaired(driver))
         records = cluster.stores[node].read(
             SHARD, start_offset=Offset(0), end_offset=Offset(6), records_max=10, bytes_max=99
         )
@@ -280,13 +325,13 @@ async def test_a_damaged_range_is_repaired_from_another_replica(cluster: Cluster
 
 async def test_a_range_no_other_replica_holds_stays_damaged(cluster: Cluster) -> None:
     await _append(cluster, NODES[0], 1, b"only")
-    await _wait(lambda: all(cluster.statistics(n) == (2, 2) for n in NODES))
+    await _wait(cluster, lambda: all(cluster.statistics(n) == (2, 2) for n in NODES))
     cluster.down = {NODES[1], NODES[2]}
     cluster.stores[NODES[0]].corrupt(SHARD, Offset(1))
     driver = cluster.drivers[NODES[0]]
     driver.report_corruption(LogCorruptionError("test", shard_uid=SHARD, offset=Offset(1)))
-    await _wait(lambda: driver.damaged(SHARD) is not None)
-    await asyncio.sleep(0.2)  # a window in which a careless repair would have given up
+    await _wait(cluster, lambda: driver.damaged(SHARD) is not None)
+    await cluster.clock.run_for(5_000)  # virtual: a careless repair would have given up
     damage = driver.damaged(SHARD)
     assert damage is not None
     assert (damage.start, damage.end) == (1, 2)
@@ -306,15 +351,18 @@ async def test_a_stopping_node_waits_for_its_producers_answers_bounded(cluster: 
     await _append(cluster, NODES[0], 1, b"one")
     assert await leader.wait_producers_answered(timeout_s=1) == 0  # nobody waits
     cluster.down = {NODES[1], NODES[2]}
-    pending = asyncio.ensure_future(_append(cluster, NODES[0], 1, b"waits"))
-    await _wait(lambda: leader.statistics().leaders == 1 and not pending.done())
-    await asyncio.sleep(0.05)  # the proposal is queued on the leader
-    assert await leader.wait_producers_answered(timeout_s=0.2) == 1
+    pending = _start_append(cluster, NODES[0], 1, b"waits")
+    # The proposal is queued on the leader (durable there, unanswered).
+    await _wait(cluster, lambda: _durable_end(cluster, NODES[0]) == 3)
+    assert await leader.wait_producers_answered(timeout_s=0.01) == 1  # bounded: still waiting
     assert not pending.done()
     cluster.down = set()
-    assert await leader.wait_producers_answered(timeout_s=5) == 0
-    first, _ = await asyncio.wait_for(pending, timeout=1)
-    assert first == 2
+    # Replication flows again on the clock; the wait ends with the answer.
+    answered = asyncio.ensure_future(leader.wait_producers_answered(timeout_s=30))
+    await _wait(cluster, answered.done)
+    assert answered.result() == 0
+    assert pending.done()
+    assert pending.result()[0] == 2
 
 
 async def test_a_stopping_node_answers_its_waiting_readers_at_once(cluster: Cluster) -> None:
@@ -323,7 +371,7 @@ async def test_a_stopping_node_answers_its_waiting_readers_at_once(cluster: Clus
     end = leader.readable_end(SHARD)
     assert end is not None
     waiting = asyncio.ensure_future(leader.wait_readable(SHARD, end, timeout_s=60))
-    await asyncio.sleep(0.1)  # nothing new to read: it waits
+    await cluster.clock.run_for(100)  # nothing new to read: it waits
     assert not waiting.done()
     leader.release_waiting_readers()
     await asyncio.wait_for(waiting, timeout=5)  # well before its own 60 s

@@ -1,12 +1,14 @@
 """Every error text the Kinesis family's services and the front doors raise is written down
 once (issue 14, item 6): Kinesis Data Streams' and the doors' in `broker/error_messages.py`,
 Firehose's in `broker/firehose/messages.py`, Kinesis Data Analytics' in
-`broker/analytics/messages.py`, Kinesis Video Streams' in `broker/video/messages.py`. A
-`ShoalError` (or the `_refuse` and `_invalid` helpers) built with a literal, an f-string or a
-literal joined to a value anywhere in these modules fails this test, naming the place; so does
-one of the pure rules' own errors whose text an answer carries (the analytics parsers', the
-MKV and signaling parsers'). The doors (`gateway/`) include the SigV4 and gRPC signature texts
-and the IAM service's checks."""
+`broker/analytics/messages.py`, Kinesis Video Streams' in `broker/video/messages.py`; the
+node's own (the metadata quorum, replication, the lease table, the client, the command line,
+the console) in `broker/error_messages.py` too. A `ShoalError` (or the `_refuse` and
+`_invalid` helpers) built with a literal, an f-string or a literal joined to a value anywhere
+in the `broker` package outside those four catalogues fails this test, naming the place,
+whether the text is passed by position or as `message=`; so does one of the pure rules' own
+errors whose text an answer carries (the analytics parsers', the MKV and signaling parsers',
+the lease table's refusals, the metadata quorum's unavailability reasons)."""
 
 from __future__ import annotations
 
@@ -15,38 +17,18 @@ from pathlib import Path
 
 BROKER = Path(__file__).resolve().parents[2] / "broker"
 
-# Kinesis Data Streams and Firehose: both doors' operations, their pure rules, their metadata
-# transitions (streams, consumers, reshards, limits, queues, nodes) and the channels.
-CATALOGUED_MODULES = (
-    "service",
-    "streams",
-    "queues",
-    "firehose",
-    "meta/capacity.py",
-    "meta/transitions/account_limits.py",
-    "meta/transitions/common.py",
-    "meta/transitions/nodes.py",
-    "meta/transitions/queues.py",
-    "meta/transitions/reshards.py",
-    "meta/transitions/stream_consumers.py",
-    "meta/transitions/stream_features.py",
-    "meta/transitions/stream_lifecycle.py",
-    "meta/transitions/stream_settings.py",
-    "gateway",
-    "wire",
-    # Kinesis Data Analytics (both APIs, the SQL engine and the runner) and Kinesis Video
-    # Streams: their texts are in broker/analytics/messages.py and broker/video/messages.py.
-    "analytics",
-    "meta/transitions/analytics_applications.py",
-    "video",
-    "meta/transitions/video_streams.py",
-    "meta/transitions/signaling_channels.py",
-    "console/video_pages.py",
+# The whole package: every module but the catalogues themselves (where the texts are written
+# down), with no exception list.
+CATALOGUES = (
+    "error_messages.py",
+    "firehose/messages.py",
+    "analytics/messages.py",
+    "video/messages.py",
 )
 # The message's position in each error constructor the modules use: ShoalError and the doors'
 # helpers, and the pure rules' own errors whose text an answer carries (a CodeValidation
 # detail, UnableToDetectSchema, a PutMedia acknowledgement's Message, a signaling status).
-_MESSAGE_ARGUMENT = {
+_MESSAGE_ARGUMENT: dict[str, int | None] = {
     "ShoalError": 1,
     "_refuse": 1,
     "_invalid": 0,
@@ -57,35 +39,42 @@ _MESSAGE_ARGUMENT = {
     "EbmlError": 0,
     "MkvError": 1,
     "SignalingMessageError": 0,
+    # The lease table's refusals (consumers/leases.py) and the metadata quorum's reasons.
+    "LeaseError": None,
+    "_unavailable": 0,
 }
+_MESSAGE_KEYWORDS = frozenset({"message", "reason"})
 
 
 def _sources() -> list[Path]:
-    found: list[Path] = []
-    for entry in CATALOGUED_MODULES:
-        path = BROKER / entry
-        found.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
-    return found
+    catalogues = {BROKER / entry for entry in CATALOGUES}
+    return [path for path in sorted(BROKER.rglob("*.py")) if path not in catalogues]
 
 
 def literal_error_texts(path: Path, root: Path = BROKER.parent) -> list[str]:
     """`file:line: text` for each ShoalError(code, <text>) (or `_refuse(code, <text>)`,
     `_invalid(<text>)`) in `path`, where <text> is a literal, an f-string or a `+` with one."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    found: list[str] = []
+    source = path.read_text()
+    if not any(f"{name}(" in source for name in _MESSAGE_ARGUMENT):
+        return found  # no error constructor in the file: nothing to parse
+    for node in ast.walk(ast.parse(source, str(path))):
         if not isinstance(node, ast.Call):
             continue
         function = node.func
         name = function.attr if isinstance(function, ast.Attribute) else None
         if isinstance(function, ast.Name):
             name = function.id
-        position = _MESSAGE_ARGUMENT.get(name or "")
-        if position is None or len(node.args) <= position:
+        if name not in _MESSAGE_ARGUMENT:
             continue
-        message = node.args[position]
-        if _is_text(message):
-            where = path.relative_to(root)
-            found.append(f"{where}:{node.lineno}: {ast.unparse(message)[:80]}")
+        position = _MESSAGE_ARGUMENT[name]
+        messages = [k.value for k in node.keywords if k.arg in _MESSAGE_KEYWORDS]
+        if position is not None and len(node.args) > position:
+            messages.append(node.args[position])
+        for message in messages:
+            if _is_text(message):
+                where = path.relative_to(root)
+                found.append(f"{where}:{node.lineno}: {ast.unparse(message)[:80]}")
     return found
 
 
@@ -113,10 +102,14 @@ def test_the_check_sees_a_literal_text(tmp_path: Path) -> None:
         'raise _invalid("name must be short.")\n'
         "raise _invalid(error_messages.IAM_NAME_INVALID)\n"
         'raise MkvError(AckErrorId.INVALID_MKV_DATA, "a truncated block")\n'
+        'return LeaseError(refusal=LeaseRefusal.NOT_FOUND, message=f"no {application}")\n'
+        'raise ShoalError(ErrorCode.UNAVAILABLE, message="stopping")\n'
     )
     assert literal_error_texts(planted, tmp_path) == [
         "planted.py:1: f'Bad {thing}.'",
         "planted.py:3: 'Only nodes may call ' + method",
         "planted.py:4: 'name must be short.'",
         "planted.py:6: 'a truncated block'",
+        "planted.py:7: f'no {application}'",
+        "planted.py:8: 'stopping'",
     ]

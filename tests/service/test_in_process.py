@@ -26,7 +26,7 @@ from broker.client.worker import (
     Worker,
     WorkerConfig,
 )
-from broker.consumers.leases import LeaseError
+from broker.consumers.leases import LeaseError, RenewLease
 from broker.errors import ErrorCode, ShoalError
 from broker.node import Node
 from broker.service.in_process import LocalKinesis, LocalLeaseClient
@@ -156,10 +156,12 @@ async def test_a_worker_inside_the_node_consumes_an_internal_stream(node: Node) 
             await run
 
     stale = await leases.renew(
-        application="deliverer",
-        stream_name=INTERNAL,
-        lease_key=listed[0].lease_key,
-        owner="node-worker",
-        expected_counter=listed[0].lease_counter - 1,
+        RenewLease(
+            application="deliverer",
+            stream_name=INTERNAL,
+            lease_key=listed[0].lease_key,
+            owner="node-worker",
+            expected_counter=listed[0].lease_counter - 1,
+        )
     )
     assert isinstance(stale, LeaseError)

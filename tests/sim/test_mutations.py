@@ -168,3 +168,28 @@ def test_controller_sim(seed: int) -> None:
     result = run_controller_seed(seed)
     assert result.ok, f"seed {seed}: {result.violation} (repro: scripts/sim --seed {seed})"
     assert result.epoch_changes > 0
+
+
+def test_ordered_writes_moved_beside_the_appends_are_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a turn's truncations, resets and promises go beside its appends, with its
+    high watermarks (`PersistPlan.beside`: written in no order with them, sometimes after the
+    fsync, BUGGIFY `driver.hw_after_fsync`), instead of before them. Only high watermarks may:
+    a truncation then cuts records the turn appended (and acknowledged), a promise may not be
+    durable when answered. The catch shows the simulator reaches the new ordering (without
+    the mutation the same seeds pass)."""
+    persist_plan = driver_core.DriverCore.persist_plan
+
+    def all_beside(
+        self: driver_core.DriverCore, turn: driver_core.Turn, *, wall_ms: int
+    ) -> driver_core.PersistPlan:
+        plan = persist_plan(self, turn, wall_ms=wall_ms)
+        return driver_core.PersistPlan(
+            before=(), appends=plan.appends, beside=plan.before + plan.beside
+        )
+
+    monkeypatch.setattr(driver_core.DriverCore, "persist_plan", all_beside)
+    # The store refuses an append past a truncation that has not run yet (seeds 0 and 3).
+    violation = _first_violation(range(4))
+    assert violation.startswith("AssertionError"), violation

@@ -290,6 +290,254 @@ async def test_native_grpc_control_plane(node: Node, kvs: Any) -> None:
     assert notification["NotificationConfiguration"]["Status"] == "DISABLED"
 
 
+# --- Edge configurations, storage tiers, mapped resources (broker/video/edge_storage.py) -------
+
+HUB = "arn:aws:iot:us-east-1:000000000000:thing/hub-1"
+CHANNEL_ARN_PREFIX = "arn:aws:kinesisvideo:us-east-1:000000000000:channel"
+SECRET = "arn:aws:secretsmanager:us-east-1:000000000000:secret:camera-1"
+
+
+def _edge_config(hub: str = HUB, **extra: Any) -> dict[str, Any]:
+    return {
+        "HubDeviceArn": hub,
+        "RecorderConfig": {
+            "MediaSourceConfig": {"MediaUriSecretArn": SECRET, "MediaUriType": "RTSP_URI"}
+        },
+        **extra,
+    }
+
+
+async def test_edge_configuration_lifecycle_with_no_edge_agent(
+    kvs: Any, clock: ManualClock
+) -> None:
+    """AWS's edge-configuration API for a hub device that never connects: SYNCING, refused
+    while syncing, SYNC_FAILED after the 15-minute deadline with its details, updatable
+    again (same hub only), listed by hub device, then deleted."""
+    arn = (await call(kvs.create_stream, StreamName="edge-1", DataRetentionInHours=24))["StreamARN"]
+    await call(kvs.create_stream, StreamName="edge-0")
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.describe_edge_configuration, StreamName="edge-1")
+    assert _error(raised) == ("StreamEdgeConfigurationNotFoundException", 404)
+    with pytest.raises(botocore.exceptions.ClientError) as raised:  # retention 0
+        await call(
+            kvs.start_edge_configuration_update, StreamName="edge-0", EdgeConfig=_edge_config()
+        )
+    assert _error(raised) == ("NoDataRetentionException", 400)
+    schedule = {"ScheduleExpression": "0 0 * * * ?", "DurationInSeconds": 600}
+    with pytest.raises(botocore.exceptions.ClientError) as raised:  # not a Quartz expression
+        await call(
+            kvs.start_edge_configuration_update,
+            StreamName="edge-1",
+            EdgeConfig=_edge_config(
+                UploaderConfig={"ScheduleConfig": {**schedule, "ScheduleExpression": "every hour!"}}
+            ),
+        )
+    assert _error(raised) == ("InvalidArgumentException", 400)
+
+    config = _edge_config(
+        UploaderConfig={"ScheduleConfig": schedule},
+        DeletionConfig={"EdgeRetentionInHours": 24, "DeleteAfterUpload": True},
+    )
+    started = await call(kvs.start_edge_configuration_update, StreamARN=arn, EdgeConfig=config)
+    assert started["StreamName"] == "edge-1" and started["StreamARN"] == arn
+    assert started["SyncStatus"] == "SYNCING"
+    assert started["EdgeConfig"] == config
+    created = started["CreationTime"]
+    assert created == started["LastUpdatedTime"]
+    described = await call(kvs.describe_edge_configuration, StreamName="edge-1")
+    assert described["SyncStatus"] == "SYNCING" and described["EdgeConfig"] == config
+    assert "EdgeAgentStatus" not in described and "FailedStatusDetails" not in described
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.start_edge_configuration_update, StreamARN=arn, EdgeConfig=config)
+    assert _error(raised) == ("ResourceInUseException", 400)
+
+    clock.advance(ms=15 * 60_000)
+    failed = await call(kvs.describe_edge_configuration, StreamARN=arn)
+    assert failed["SyncStatus"] == "SYNC_FAILED"
+    assert HUB in failed["FailedStatusDetails"]
+    with pytest.raises(botocore.exceptions.ClientError) as raised:  # another hub: delete first
+        await call(
+            kvs.start_edge_configuration_update,
+            StreamARN=arn,
+            EdgeConfig=_edge_config("arn:aws:iot:us-east-1:000000000000:thing/hub-2"),
+        )
+    assert _error(raised) == ("InvalidArgumentException", 400)
+    clock.advance(ms=1_000)
+    again = await call(
+        kvs.start_edge_configuration_update, StreamARN=arn, EdgeConfig=_edge_config()
+    )
+    assert again["SyncStatus"] == "SYNCING"
+    assert again["CreationTime"] == created and again["LastUpdatedTime"] > created
+
+    await call(kvs.create_stream, StreamName="edge-2", DataRetentionInHours=1)
+    await call(kvs.start_edge_configuration_update, StreamName="edge-2", EdgeConfig=config)
+    listed = await call(kvs.list_edge_agent_configurations, HubDeviceArn=HUB)
+    assert [c["StreamName"] for c in listed["EdgeConfigs"]] == ["edge-1", "edge-2"]
+    assert listed["EdgeConfigs"][1]["EdgeConfig"] == config
+    page = await call(kvs.list_edge_agent_configurations, HubDeviceArn=HUB, MaxResults=1)
+    assert [c["StreamName"] for c in page["EdgeConfigs"]] == ["edge-1"]
+    rest = await call(
+        kvs.list_edge_agent_configurations,
+        HubDeviceArn=HUB,
+        MaxResults=1,
+        NextToken=page["NextToken"],
+    )
+    assert [c["StreamName"] for c in rest["EdgeConfigs"]] == ["edge-2"]
+    assert "NextToken" not in rest
+    other = await call(
+        kvs.list_edge_agent_configurations,
+        HubDeviceArn="arn:aws:iot:us-east-1:000000000000:thing/elsewhere",
+    )
+    assert other["EdgeConfigs"] == []
+
+    # DELETING lasts the stream update time, 0 on this node (tests/meta pins the state).
+    await call(kvs.delete_edge_configuration, StreamName="edge-2")
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.describe_edge_configuration, StreamName="edge-2")
+    assert _error(raised) == ("StreamEdgeConfigurationNotFoundException", 404)
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.delete_edge_configuration, StreamName="edge-2")
+    assert _error(raised) == ("StreamEdgeConfigurationNotFoundException", 404)
+    listed = await call(kvs.list_edge_agent_configurations, HubDeviceArn=HUB)
+    assert [c["StreamName"] for c in listed["EdgeConfigs"]] == ["edge-1"]
+    # Deleted, a stream takes another hub device's configuration.
+    moved = await call(
+        kvs.start_edge_configuration_update,
+        StreamName="edge-2",
+        EdgeConfig=_edge_config("arn:aws:iot:us-east-1:000000000000:thing/hub-2"),
+    )
+    assert moved["SyncStatus"] == "SYNCING" and moved["CreationTime"] > created
+
+
+async def test_storage_tier_and_mapped_resources(kvs: Any) -> None:
+    await call(kvs.create_stream, StreamName="tier-hot", DataRetentionInHours=1)
+    warm_arn = (
+        await call(
+            kvs.create_stream,
+            StreamName="tier-warm",
+            DataRetentionInHours=720,
+            StreamStorageConfiguration={"DefaultStorageTier": "WARM"},
+        )
+    )["StreamARN"]
+    hot = await call(kvs.describe_stream_storage_configuration, StreamName="tier-hot")
+    assert hot["StreamStorageConfiguration"] == {"DefaultStorageTier": "HOT"}
+    assert hot["StreamName"] == "tier-hot"
+    warm = await call(kvs.describe_stream_storage_configuration, StreamARN=warm_arn)
+    assert warm["StreamStorageConfiguration"] == {"DefaultStorageTier": "WARM"}
+
+    version = (await call(kvs.describe_stream, StreamName="tier-hot"))["StreamInfo"]["Version"]
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(
+            kvs.update_stream_storage_configuration,
+            StreamName="tier-hot",
+            CurrentVersion="stale",
+            StreamStorageConfiguration={"DefaultStorageTier": "WARM"},
+        )
+    assert _error(raised) == ("VersionMismatchException", 400)
+    await call(
+        kvs.update_stream_storage_configuration,
+        StreamName="tier-hot",
+        CurrentVersion=version,
+        StreamStorageConfiguration={"DefaultStorageTier": "WARM"},
+    )
+    info = (await call(kvs.describe_stream, StreamName="tier-hot"))["StreamInfo"]
+    assert info["Version"] != version  # (UPDATING for the update time: 0 on this node)
+    tier = await call(kvs.describe_stream_storage_configuration, StreamName="tier-hot")
+    assert tier["StreamStorageConfiguration"] == {"DefaultStorageTier": "WARM"}
+
+    # The stream's mapped resource: the signaling channel whose media it stores.
+    assert (await call(kvs.describe_mapped_resource_configuration, StreamARN=warm_arn))[
+        "MappedResourceConfigurationList"
+    ] == []
+    channel_arn = (await call(kvs.create_signaling_channel, ChannelName="tier-channel"))[
+        "ChannelARN"
+    ]
+    await call(
+        kvs.update_media_storage_configuration,
+        ChannelARN=channel_arn,
+        MediaStorageConfiguration={"Status": "ENABLED", "StreamARN": warm_arn},
+    )
+    mapped = await call(
+        kvs.describe_mapped_resource_configuration, StreamName="tier-warm", MaxResults=1
+    )
+    assert mapped["MappedResourceConfigurationList"] == [
+        {"Type": "SIGNALING_CHANNEL", "ARN": channel_arn}
+    ]
+    with pytest.raises(botocore.exceptions.ClientError) as raised:
+        await call(kvs.describe_mapped_resource_configuration, StreamName="tier-none")
+    assert _error(raised) == ("ResourceNotFoundException", 404)
+
+
+async def test_edge_and_storage_on_the_grpc_door(node: Node, kvs: Any) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.grpc_port}") as channel:
+        stub = video_pb2_grpc.VideoStreamsServiceStub(channel)
+        await stub.CreateStream(
+            video_pb2.CreateStreamInput(
+                stream_name="edge-grpc",
+                data_retention_in_hours=2,
+                stream_storage_configuration=video_pb2.StreamStorageConfiguration(
+                    default_storage_tier="WARM"
+                ),
+            )
+        )
+        tier = await stub.DescribeStreamStorageConfiguration(
+            video_pb2.DescribeStreamStorageConfigurationInput(stream_name="edge-grpc")
+        )
+        assert tier.stream_storage_configuration.default_storage_tier == "WARM"
+        started = await stub.StartEdgeConfigurationUpdate(
+            video_pb2.StartEdgeConfigurationUpdateInput(
+                stream_name="edge-grpc",
+                edge_config=video_pb2.EdgeConfig(
+                    hub_device_arn=HUB,
+                    recorder_config=video_pb2.RecorderConfig(
+                        media_source_config=video_pb2.MediaSourceConfig(
+                            media_uri_secret_arn=SECRET, media_uri_type="FILE_URI"
+                        )
+                    ),
+                ),
+            )
+        )
+        assert started.sync_status == "SYNCING"
+        assert started.edge_config.recorder_config.media_source_config.media_uri_type == (
+            "FILE_URI"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.DescribeEdgeConfiguration(
+                video_pb2.DescribeEdgeConfigurationInput(stream_name="edge-none")
+            )
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.DeleteEdgeConfiguration(
+                video_pb2.DeleteEdgeConfigurationInput(stream_name="tier-hot")
+            )
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert error_from_rpc_error(raised.value).code.kinesis_name == (
+            "StreamEdgeConfigurationNotFoundException"
+        )
+    # The same configuration through boto3.
+    described = await call(kvs.describe_edge_configuration, StreamName="edge-grpc")
+    assert described["EdgeConfig"]["HubDeviceArn"] == HUB
+
+
+async def test_the_webrtc_storage_api_is_refused_not_faked(node: Node) -> None:
+    """JoinStorageSession(AsViewer) need WebRTC ingestion's media server, which Shoal does not
+    run (GetSignalingChannelEndpoint refuses WEBRTC too): a call gets an error naming the
+    operation, never a 200 the client would take for a joined session."""
+    storage = video_client(node, "kinesis-video-webrtc-storage")
+    channel = "arn:aws:kinesisvideo:us-east-1:000000000000:channel/webrtc/1"
+    try:
+        for method, extra in (
+            (storage.join_storage_session, {}),
+            (storage.join_storage_session_as_viewer, {"clientId": "viewer"}),
+        ):
+            with pytest.raises(botocore.exceptions.ClientError) as raised:
+                await call(method, channelArn=channel, **extra)
+            assert _error(raised) == ("UnknownOperationException", 400)
+            assert "JoinStorageSession" in raised.value.response["Error"]["Message"]
+    finally:
+        storage.close()
+
+
 # --- Every request shape of the four models (tests/required_members.py) -----------------------
 # Every operation Shoal serves of botocore's four Kinesis Video models (kinesisvideo,
 # kinesis-video-media, kinesis-video-archived-media, kinesis-video-signaling), with nothing,
@@ -297,9 +545,7 @@ async def test_native_grpc_control_plane(node: Node, kvs: Any) -> None:
 # validation off), and the control plane's through gRPC too (the other three are HTTP-only
 # APIs): a missing member is AWS's ValidationException naming it, never a 500/INTERNAL. The
 # requests name a stream and a signaling channel that exist, so "required only" reaches the
-# service's own checks. The operations of the models Shoal does not serve (edge agents, stream
-# storage, mapped resources) answer UnknownOperationException by design and are listed, so
-# serving one adds it to the sweep.
+# service's own checks. Every operation of the four models is served.
 
 REQUIRED_STREAM = "required-video"
 REQUIRED_CHANNEL = "required-channel"
@@ -308,15 +554,6 @@ SERVED = {  # the control plane last: its sweep deletes the stream and the chann
     "kinesis-video-archived-media": ARCHIVED_MEDIA_OPERATIONS,
     "kinesis-video-signaling": SIGNALING_OPERATIONS,
     "kinesisvideo": VideoControl.OPERATIONS,
-}
-NOT_SERVED = {
-    "DeleteEdgeConfiguration",
-    "DescribeEdgeConfiguration",
-    "DescribeMappedResourceConfiguration",
-    "DescribeStreamStorageConfiguration",
-    "ListEdgeAgentConfigurations",
-    "StartEdgeConfigurationUpdate",
-    "UpdateStreamStorageConfiguration",
 }
 
 
@@ -368,14 +605,15 @@ async def _required_samples(node: Node, door: str) -> dict[str, Any]:
         "Fragments": ["91343852333181432392682062607743920146264772717"],
         "SenderClientId": "viewer",
         "MessagePayload": "e30=",
+        "HubDeviceArn": HUB,
+        "MediaUriSecretArn": SECRET,
+        "StreamStorageConfiguration": {"DefaultStorageTier": "HOT"},
     }
 
 
-async def test_the_unserved_operations_are_the_known_ones() -> None:
-    modelled = set(service_model("kinesisvideo").operation_names)
-    assert modelled - VideoControl.OPERATIONS == NOT_SERVED
+async def test_every_operation_of_the_models_is_served() -> None:
     for model, served in SERVED.items():
-        assert served <= set(service_model(model).operation_names), model
+        assert served == set(service_model(model).operation_names), model
 
 
 async def test_every_request_shape_through_boto3_never_answers_500(node: Node) -> None:
@@ -400,3 +638,21 @@ async def test_every_request_shape_through_grpc_never_answers_internal(node: Nod
         malformed = await malformed_request_answer(channel, service, "DescribeStream")
     assert not problems, "\n".join(problems)
     assert malformed == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException")
+
+
+async def test_every_member_of_a_wrong_type_gets_a_client_error(node: Node) -> None:
+    """The control plane's REST-JSON bodies with each member (and nested member) of another
+    JSON type, or not a JSON object: a 4xx, never a 5xx."""
+    from broker.gateway import rest_json
+    from tests.required_members import wrong_type_bodies, wrong_type_problems
+
+    paths = {operation: path for path, operation in rest_json.routes("kinesisvideo").items()}
+    samples = {"StreamName": "wrong-types", "ChannelARN": f"{CHANNEL_ARN_PREFIX}/wrong/1"}
+    bodies = wrong_type_bodies("kinesisvideo", samples)
+    assert len(bodies) > 100  # the scope is real
+    requests = [
+        (f"{operation} ({label})", paths[operation], {"Content-Type": "application/json"}, body)
+        for operation, label, body in bodies
+    ]
+    problems = await wrong_type_problems(f"http://127.0.0.1:{node.http_port}", requests)
+    assert not problems, "\n".join(problems)

@@ -45,7 +45,7 @@ KMS_FAILURE_TYPES = frozenset(
 def not_found(name: str, account_id: str) -> ShoalError:
     return ShoalError(
         ErrorCode.RESOURCE_NOT_FOUND,
-        f"Firehose {name} under account {account_id} not found.",
+        error_messages.delivery_stream_not_found(name=name, account_id=account_id),
     )
 
 
@@ -67,8 +67,9 @@ def _require_active(meta: DeliveryStreamMeta, action: str) -> None:
     if meta.status is not DeliveryStreamStatus.ACTIVE:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Firehose {meta.name} under account {meta.account_id} is in state "
-            f"{meta.status.value}; {action} needs it ACTIVE.",
+            error_messages.delivery_stream_not_active(
+                name=meta.name, account_id=meta.account_id, status=meta.status.value, action=action
+            ),
         )
 
 
@@ -76,7 +77,7 @@ def create(image: MetadataImage, command: CreateDeliveryStream) -> tuple[Metadat
     if command.arn in image.delivery_streams:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Firehose {command.name} under accountId {command.account_id} already exists",
+            error_messages.delivery_stream_exists(name=command.name, account_id=command.account_id),
         )
     in_region = sum(
         1
@@ -86,8 +87,11 @@ def create(image: MetadataImage, command: CreateDeliveryStream) -> tuple[Metadat
     if in_region >= command.delivery_streams_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"You have already consumed your firehose quota of {command.delivery_streams_max} "
-            f"hoses in {command.region} for account {command.account_id}.",
+            error_messages.delivery_streams_quota(
+                maximum=command.delivery_streams_max,
+                region=command.region,
+                account_id=command.account_id,
+            ),
         )
     encrypted = bool(command.encryption_key_type)
     meta = DeliveryStreamMeta(
@@ -147,8 +151,9 @@ def delete(image: MetadataImage, command: DeleteDeliveryStream) -> tuple[Metadat
     if meta.status is DeliveryStreamStatus.CREATING and not meta.is_channel:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Firehose {meta.name} under account {meta.account_id} is in CREATING state; "
-            "it can be deleted once it is ACTIVE or CREATING_FAILED.",
+            error_messages.delivery_stream_still_creating(
+                name=meta.name, account_id=meta.account_id
+            ),
         )
     if meta.status is DeliveryStreamStatus.DELETING:
         return image, meta
@@ -173,14 +178,16 @@ def update_destination(
     if command.current_version_id != meta.version_id:
         raise ShoalError(
             ErrorCode.CONCURRENT_MODIFICATION,
-            f"Cannot update firehose: {meta.name} since the current version id: "
-            f"{meta.version_id} and specified version id: {command.current_version_id} "
-            "do not match",
+            error_messages.delivery_stream_version_mismatch(
+                name=meta.name, current=meta.version_id, specified=command.current_version_id
+            ),
         )
     if command.destination_id != meta.destination_id:
         raise ShoalError(
             ErrorCode.INVALID_ARGUMENT,
-            f"Destination Id {command.destination_id} not found for firehose {meta.name}.",
+            error_messages.delivery_stream_destination_not_found(
+                destination_id=command.destination_id, name=meta.name
+            ),
         )
     changed = dataclasses.replace(
         meta,
@@ -204,7 +211,9 @@ def change_tags(
     if len(tags) > command.tags_max:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"Firehose {meta.name} would have {len(tags)} tags; the limit is {command.tags_max}.",
+            error_messages.delivery_stream_tags_limit(
+                name=meta.name, tags=len(tags), maximum=command.tags_max
+            ),
         )
     changed = dataclasses.replace(meta, tags=tuple(sorted(tags.items())))
     return _with(image, changed), changed
@@ -235,18 +244,18 @@ def set_encryption(
     if meta.encryption_status.in_progress:
         raise ShoalError(
             ErrorCode.RESOURCE_IN_USE,
-            f"Firehose {meta.name} under account {meta.account_id} has its encryption status "
-            f"{meta.encryption_status.value}; wait until it is settled before starting or "
-            "stopping encryption again.",
+            error_messages.delivery_stream_encryption_unsettled(
+                name=meta.name, account_id=meta.account_id, status=meta.encryption_status.value
+            ),
         )
     since_ms = command.now_ms - ENCRYPTION_CHANGES_WINDOW_MS
     recent = tuple(at for at in meta.encryption_changes_ms if at > since_ms)
     if len(recent) >= ENCRYPTION_CHANGES_MAX:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"Firehose {meta.name} under account {meta.account_id} has reached the limit of "
-            f"{ENCRYPTION_CHANGES_MAX} StartDeliveryStreamEncryption and "
-            "StopDeliveryStreamEncryption calls per 24 hours.",
+            error_messages.delivery_stream_encryption_changes_limit(
+                name=meta.name, account_id=meta.account_id, maximum=ENCRYPTION_CHANGES_MAX
+            ),
         )
     if command.key_type:
         changed = dataclasses.replace(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.iam import identities
 from broker.iam.identities import AccessKey, AttachedPolicy, IamTable, Principal
@@ -32,7 +33,7 @@ from broker.meta.image import MetadataImage
 def _principal(table: IamTable, arn: str) -> Principal:
     principal = table.principals.get(arn)
     if principal is None:
-        raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, f"The principal {arn} cannot be found.")
+        raise ShoalError(ErrorCode.RESOURCE_NOT_FOUND, error_messages.principal_not_found(arn=arn))
     return principal
 
 
@@ -41,7 +42,7 @@ def _key(table: IamTable, access_key_id: str) -> AccessKey:
     if key is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"The Access Key with id {access_key_id} cannot be found.",
+            error_messages.access_key_not_found(access_key_id=access_key_id),
         )
     return key
 
@@ -52,8 +53,9 @@ def _add_key(table: IamTable, key: AccessKey) -> IamTable:
     if len(table.keys_of(key.principal_arn)) >= identities.ACCESS_KEYS_PER_PRINCIPAL_MAX:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            "Cannot exceed quota for AccessKeysPerUser: "
-            f"{identities.ACCESS_KEYS_PER_PRINCIPAL_MAX}",
+            error_messages.iam_quota_exceeded(
+                quota="AccessKeysPerUser", maximum=identities.ACCESS_KEYS_PER_PRINCIPAL_MAX
+            ),
         )
     return table.with_key(key)
 
@@ -62,19 +64,21 @@ def _create_principal(table: IamTable, command: CreatePrincipal) -> IamTable:
     principal = command.principal
     if principal.arn in table.principals:
         raise ShoalError(
-            ErrorCode.RESOURCE_IN_USE, f"The principal {principal.arn} already exists."
+            ErrorCode.RESOURCE_IN_USE, error_messages.iam_principal_exists(arn=principal.arn)
         )
     if len(table.principals) >= identities.PRINCIPALS_MAX:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"Cannot exceed quota for UsersPerAccount: {identities.PRINCIPALS_MAX}",
+            error_messages.iam_quota_exceeded(
+                quota="UsersPerAccount", maximum=identities.PRINCIPALS_MAX
+            ),
         )
     for subject in principal.certificate_subjects:
         owner = table.by_certificate_subject(subject)
         if owner is not None:
             raise ShoalError(
                 ErrorCode.RESOURCE_IN_USE,
-                f"The certificate subject {subject} is already mapped to {owner.arn}.",
+                error_messages.iam_certificate_subject_mapped(subject=subject, arn=owner.arn),
             )
     return table.with_principal(principal)
 
@@ -85,7 +89,9 @@ def _put_policy(table: IamTable, command: PutPrincipalPolicy) -> IamTable:
     if len(others) >= identities.POLICIES_PER_PRINCIPAL_MAX:
         raise ShoalError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"Cannot exceed quota for PoliciesPerUser: {identities.POLICIES_PER_PRINCIPAL_MAX}",
+            error_messages.iam_quota_exceeded(
+                quota="PoliciesPerUser", maximum=identities.POLICIES_PER_PRINCIPAL_MAX
+            ),
         )
     attached = AttachedPolicy(name=command.policy_name, document=command.document)
     policies = tuple(sorted((*others, attached), key=lambda p: p.name))
@@ -97,7 +103,7 @@ def _delete_policy(table: IamTable, command: DeletePrincipalPolicy) -> IamTable:
     if principal.policy(command.policy_name) is None:
         raise ShoalError(
             ErrorCode.RESOURCE_NOT_FOUND,
-            f"The policy {command.policy_name} of {principal.arn} cannot be found.",
+            error_messages.iam_policy_not_found(policy_name=command.policy_name, arn=principal.arn),
         )
     policies = tuple(p for p in principal.policies if p.name != command.policy_name)
     return table.with_principal(dataclasses.replace(principal, policies=policies))
@@ -123,7 +129,7 @@ def _next_table(table: IamTable, command: IamCommand) -> tuple[IamTable, object]
             if old.principal_arn != command.key.principal_arn:
                 raise ShoalError(
                     ErrorCode.INVALID_ARGUMENT,
-                    f"The Access Key {old.access_key_id} belongs to another principal.",
+                    error_messages.iam_key_of_another_principal(access_key_id=old.access_key_id),
                 )
             rotated = _add_key(table.without_key(old.access_key_id), command.key)
             return rotated, command.key.access_key_id

@@ -1,5 +1,7 @@
 """Video streams' lifecycle and settings: CreateVideoStream, DeleteVideoStream,
-UpdateVideoStream, UpdateVideoRetention, TagVideoStream, UntagVideoStream.
+UpdateVideoStream, UpdateVideoRetention, TagVideoStream, UntagVideoStream, and the edge
+configuration and storage tier (SetVideoEdgeConfiguration, DeleteVideoEdgeConfiguration,
+UpdateVideoStorageTier).
 
 The same contract as every transition (pure, time from `command.now_ms`, preconditions
 checked here at apply time): two racing CreateStream calls for one name both pass the
@@ -15,14 +17,22 @@ from broker import error_messages
 from broker.errors import ErrorCode, ShoalError
 from broker.meta.commands import (
     CreateVideoStream,
+    DeleteVideoEdgeConfiguration,
     DeleteVideoStream,
+    SetVideoEdgeConfiguration,
     TagVideoStream,
     UntagVideoStream,
     UpdateVideoRetention,
+    UpdateVideoStorageTier,
     UpdateVideoStream,
 )
 from broker.meta.image import MetadataImage
-from broker.meta.video_table import VideoStreamMeta, VideoStreamStatus
+from broker.meta.video_table import (
+    EdgeConfiguration,
+    EdgeSyncStatus,
+    VideoStreamMeta,
+    VideoStreamStatus,
+)
 
 
 def _stream(image: MetadataImage, arn: str) -> VideoStreamMeta:
@@ -138,3 +148,76 @@ def untag(image: MetadataImage, command: UntagVideoStream) -> tuple[MetadataImag
     removed = set(command.keys)
     kept = tuple((k, v) for k, v in _tags_of(image, command.arn) if k not in removed)
     return _retagged(image, command.arn, kept)
+
+
+def update_storage_tier(
+    image: MetadataImage, command: UpdateVideoStorageTier
+) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    _check_version(meta, command.current_version)
+    _require_active(meta, now_ms=command.now_ms)
+    changed = dataclasses.replace(
+        meta,
+        storage_tier=command.storage_tier,
+        version=command.new_version,
+        transient_status=VideoStreamStatus.UPDATING,
+        status_until_ms=command.now_ms + command.updating_ms,
+    )
+    return _store(image, changed)
+
+
+def _current_edge(
+    meta: VideoStreamMeta, *, now_ms: int, sync_timeout_ms: int
+) -> tuple[EdgeConfiguration, EdgeSyncStatus] | None:
+    """The stream's edge configuration and its status, None when it has none (or its deletion
+    has finished)."""
+    if meta.edge is None:
+        return None
+    status = meta.edge.status(now_ms=now_ms, sync_timeout_ms=sync_timeout_ms)
+    return None if status is None else (meta.edge, status)
+
+
+def set_edge(
+    image: MetadataImage, command: SetVideoEdgeConfiguration
+) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    if meta.data_retention_hours == 0:
+        raise ShoalError(ErrorCode.NO_DATA_RETENTION)
+    current = _current_edge(meta, now_ms=command.now_ms, sync_timeout_ms=command.sync_timeout_ms)
+    created_ms = command.now_ms
+    if current is not None:
+        edge, status = current
+        if status is not EdgeSyncStatus.SYNC_FAILED:
+            raise ShoalError(
+                ErrorCode.RESOURCE_IN_USE,
+                error_messages.video_edge_configuration_busy(name=meta.name, status=status.value),
+            )
+        if edge.hub_device_arn != command.hub_device_arn:
+            raise ShoalError(
+                ErrorCode.INVALID_ARGUMENT,
+                error_messages.video_edge_other_hub_device(
+                    name=meta.name, hub_device_arn=edge.hub_device_arn
+                ),
+            )
+        created_ms = edge.created_ms
+    edge = EdgeConfiguration(
+        document=command.document,
+        hub_device_arn=command.hub_device_arn,
+        created_ms=created_ms,
+        updated_ms=command.now_ms,
+    )
+    return _store(image, dataclasses.replace(meta, edge=edge))
+
+
+def delete_edge(
+    image: MetadataImage, command: DeleteVideoEdgeConfiguration
+) -> tuple[MetadataImage, object]:
+    meta = _stream(image, command.arn)
+    current = _current_edge(meta, now_ms=command.now_ms, sync_timeout_ms=command.sync_timeout_ms)
+    if current is None:
+        raise ShoalError(ErrorCode.STREAM_EDGE_CONFIGURATION_NOT_FOUND)
+    edge, status = current
+    if status is EdgeSyncStatus.DELETING:
+        return image, meta  # already being deleted
+    deleting = dataclasses.replace(edge, deleting_until_ms=command.now_ms + command.deleting_ms)
+    return _store(image, dataclasses.replace(meta, edge=deleting))

@@ -269,6 +269,50 @@ class CreateStreamOutput(_message.Message):
 Global___CreateStreamOutput: _TypeAlias = CreateStreamOutput  # noqa: Y015
 
 @_typing.final
+class DeleteEdgeConfigurationInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___DeleteEdgeConfigurationInput: _TypeAlias = DeleteEdgeConfigurationInput  # noqa: Y015
+
+@_typing.final
+class DeleteEdgeConfigurationOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteEdgeConfigurationOutput: _TypeAlias = DeleteEdgeConfigurationOutput  # noqa: Y015
+
+@_typing.final
 class DeleteSignalingChannelInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -357,6 +401,127 @@ class DeleteStreamOutput(_message.Message):
 Global___DeleteStreamOutput: _TypeAlias = DeleteStreamOutput  # noqa: Y015
 
 @_typing.final
+class DeletionConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EDGE_RETENTION_IN_HOURS_FIELD_NUMBER: _builtins.int
+    LOCAL_SIZE_CONFIG_FIELD_NUMBER: _builtins.int
+    DELETE_AFTER_UPLOAD_FIELD_NUMBER: _builtins.int
+    edge_retention_in_hours: _builtins.int
+    delete_after_upload: _builtins.bool
+    @_builtins.property
+    def local_size_config(self) -> Global___LocalSizeConfig: ...
+    def __init__(
+        self,
+        *,
+        edge_retention_in_hours: _builtins.int | None = ...,
+        local_size_config: Global___LocalSizeConfig | None = ...,
+        delete_after_upload: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delete_after_upload", b"_delete_after_upload", "_edge_retention_in_hours", b"_edge_retention_in_hours", "delete_after_upload", b"delete_after_upload", "edge_retention_in_hours", b"edge_retention_in_hours", "local_size_config", b"local_size_config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delete_after_upload", b"_delete_after_upload", "_edge_retention_in_hours", b"_edge_retention_in_hours", "delete_after_upload", b"delete_after_upload", "edge_retention_in_hours", b"edge_retention_in_hours", "local_size_config", b"local_size_config"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delete_after_upload: _TypeAlias = _typing.Literal["delete_after_upload"]  # noqa: Y015
+    _WhichOneofArgType__delete_after_upload: _TypeAlias = _typing.Literal["_delete_after_upload", b"_delete_after_upload"]  # noqa: Y015
+    _WhichOneofReturnType__edge_retention_in_hours: _TypeAlias = _typing.Literal["edge_retention_in_hours"]  # noqa: Y015
+    _WhichOneofArgType__edge_retention_in_hours: _TypeAlias = _typing.Literal["_edge_retention_in_hours", b"_edge_retention_in_hours"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delete_after_upload) -> _WhichOneofReturnType__delete_after_upload | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__edge_retention_in_hours) -> _WhichOneofReturnType__edge_retention_in_hours | None: ...
+
+Global___DeletionConfig: _TypeAlias = DeletionConfig  # noqa: Y015
+
+@_typing.final
+class DescribeEdgeConfigurationInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___DescribeEdgeConfigurationInput: _TypeAlias = DescribeEdgeConfigurationInput  # noqa: Y015
+
+@_typing.final
+class DescribeEdgeConfigurationOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    CREATION_TIME_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_TIME_FIELD_NUMBER: _builtins.int
+    SYNC_STATUS_FIELD_NUMBER: _builtins.int
+    FAILED_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
+    EDGE_CONFIG_FIELD_NUMBER: _builtins.int
+    EDGE_AGENT_STATUS_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    sync_status: _builtins.str
+    failed_status_details: _builtins.str
+    @_builtins.property
+    def creation_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_updated_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def edge_config(self) -> Global___EdgeConfig: ...
+    @_builtins.property
+    def edge_agent_status(self) -> Global___EdgeAgentStatus: ...
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        creation_time: _timestamp_pb2.Timestamp | None = ...,
+        last_updated_time: _timestamp_pb2.Timestamp | None = ...,
+        sync_status: _builtins.str | None = ...,
+        failed_status_details: _builtins.str | None = ...,
+        edge_config: Global___EdgeConfig | None = ...,
+        edge_agent_status: Global___EdgeAgentStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "_sync_status", b"_sync_status", "creation_time", b"creation_time", "edge_agent_status", b"edge_agent_status", "edge_config", b"edge_config", "failed_status_details", b"failed_status_details", "last_updated_time", b"last_updated_time", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "sync_status", b"sync_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "_sync_status", b"_sync_status", "creation_time", b"creation_time", "edge_agent_status", b"edge_agent_status", "edge_config", b"edge_config", "failed_status_details", b"failed_status_details", "last_updated_time", b"last_updated_time", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "sync_status", b"sync_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__failed_status_details: _TypeAlias = _typing.Literal["failed_status_details"]  # noqa: Y015
+    _WhichOneofArgType__failed_status_details: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    _WhichOneofReturnType__sync_status: _TypeAlias = _typing.Literal["sync_status"]  # noqa: Y015
+    _WhichOneofArgType__sync_status: _TypeAlias = _typing.Literal["_sync_status", b"_sync_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_status_details) -> _WhichOneofReturnType__failed_status_details | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sync_status) -> _WhichOneofReturnType__sync_status | None: ...
+
+Global___DescribeEdgeConfigurationOutput: _TypeAlias = DescribeEdgeConfigurationOutput  # noqa: Y015
+
+@_typing.final
 class DescribeImageGenerationConfigurationInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -404,6 +569,74 @@ class DescribeImageGenerationConfigurationOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeImageGenerationConfigurationOutput: _TypeAlias = DescribeImageGenerationConfigurationOutput  # noqa: Y015
+
+@_typing.final
+class DescribeMappedResourceConfigurationInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    max_results: _builtins.int
+    next_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        max_results: _builtins.int | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "max_results", b"max_results", "next_token", b"next_token", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_results", b"_max_results", "_next_token", b"_next_token", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "max_results", b"max_results", "next_token", b"next_token", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_results: _TypeAlias = _typing.Literal["max_results"]  # noqa: Y015
+    _WhichOneofArgType__max_results: _TypeAlias = _typing.Literal["_max_results", b"_max_results"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_results) -> _WhichOneofReturnType__max_results | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___DescribeMappedResourceConfigurationInput: _TypeAlias = DescribeMappedResourceConfigurationInput  # noqa: Y015
+
+@_typing.final
+class DescribeMappedResourceConfigurationOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPED_RESOURCE_CONFIGURATION_LIST_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def mapped_resource_configuration_list(self) -> _containers.RepeatedCompositeFieldContainer[Global___MappedResourceConfigurationListItem]: ...
+    def __init__(
+        self,
+        *,
+        mapped_resource_configuration_list: _abc.Iterable[Global___MappedResourceConfigurationListItem] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "mapped_resource_configuration_list", b"mapped_resource_configuration_list", "next_token", b"next_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___DescribeMappedResourceConfigurationOutput: _TypeAlias = DescribeMappedResourceConfigurationOutput  # noqa: Y015
 
 @_typing.final
 class DescribeMediaStorageConfigurationInput(_message.Message):
@@ -600,6 +833,125 @@ class DescribeStreamOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DescribeStreamOutput: _TypeAlias = DescribeStreamOutput  # noqa: Y015
+
+@_typing.final
+class DescribeStreamStorageConfigurationInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___DescribeStreamStorageConfigurationInput: _TypeAlias = DescribeStreamStorageConfigurationInput  # noqa: Y015
+
+@_typing.final
+class DescribeStreamStorageConfigurationOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    STREAM_STORAGE_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    @_builtins.property
+    def stream_storage_configuration(self) -> Global___StreamStorageConfiguration: ...
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        stream_storage_configuration: Global___StreamStorageConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "stream_storage_configuration", b"stream_storage_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "stream_storage_configuration", b"stream_storage_configuration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___DescribeStreamStorageConfigurationOutput: _TypeAlias = DescribeStreamStorageConfigurationOutput  # noqa: Y015
+
+@_typing.final
+class EdgeAgentStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LAST_RECORDER_STATUS_FIELD_NUMBER: _builtins.int
+    LAST_UPLOADER_STATUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def last_recorder_status(self) -> Global___LastRecorderStatus: ...
+    @_builtins.property
+    def last_uploader_status(self) -> Global___LastUploaderStatus: ...
+    def __init__(
+        self,
+        *,
+        last_recorder_status: Global___LastRecorderStatus | None = ...,
+        last_uploader_status: Global___LastUploaderStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_recorder_status", b"last_recorder_status", "last_uploader_status", b"last_uploader_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_recorder_status", b"last_recorder_status", "last_uploader_status", b"last_uploader_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdgeAgentStatus: _TypeAlias = EdgeAgentStatus  # noqa: Y015
+
+@_typing.final
+class EdgeConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HUB_DEVICE_ARN_FIELD_NUMBER: _builtins.int
+    RECORDER_CONFIG_FIELD_NUMBER: _builtins.int
+    UPLOADER_CONFIG_FIELD_NUMBER: _builtins.int
+    DELETION_CONFIG_FIELD_NUMBER: _builtins.int
+    hub_device_arn: _builtins.str
+    @_builtins.property
+    def recorder_config(self) -> Global___RecorderConfig: ...
+    @_builtins.property
+    def uploader_config(self) -> Global___UploaderConfig: ...
+    @_builtins.property
+    def deletion_config(self) -> Global___DeletionConfig: ...
+    def __init__(
+        self,
+        *,
+        hub_device_arn: _builtins.str | None = ...,
+        recorder_config: Global___RecorderConfig | None = ...,
+        uploader_config: Global___UploaderConfig | None = ...,
+        deletion_config: Global___DeletionConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_hub_device_arn", b"_hub_device_arn", "deletion_config", b"deletion_config", "hub_device_arn", b"hub_device_arn", "recorder_config", b"recorder_config", "uploader_config", b"uploader_config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_hub_device_arn", b"_hub_device_arn", "deletion_config", b"deletion_config", "hub_device_arn", b"hub_device_arn", "recorder_config", b"recorder_config", "uploader_config", b"uploader_config"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__hub_device_arn: _TypeAlias = _typing.Literal["hub_device_arn"]  # noqa: Y015
+    _WhichOneofArgType__hub_device_arn: _TypeAlias = _typing.Literal["_hub_device_arn", b"_hub_device_arn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hub_device_arn) -> _WhichOneofReturnType__hub_device_arn | None: ...
+
+Global___EdgeConfig: _TypeAlias = EdgeConfig  # noqa: Y015
 
 @_typing.final
 class GetDataEndpointInput(_message.Message):
@@ -816,6 +1168,196 @@ class ImageGenerationDestinationConfig(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__uri) -> _WhichOneofReturnType__uri | None: ...
 
 Global___ImageGenerationDestinationConfig: _TypeAlias = ImageGenerationDestinationConfig  # noqa: Y015
+
+@_typing.final
+class LastRecorderStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
+    LAST_COLLECTED_TIME_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_TIME_FIELD_NUMBER: _builtins.int
+    RECORDER_STATUS_FIELD_NUMBER: _builtins.int
+    job_status_details: _builtins.str
+    recorder_status: _builtins.str
+    @_builtins.property
+    def last_collected_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_updated_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        job_status_details: _builtins.str | None = ...,
+        last_collected_time: _timestamp_pb2.Timestamp | None = ...,
+        last_updated_time: _timestamp_pb2.Timestamp | None = ...,
+        recorder_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_job_status_details", b"_job_status_details", "_recorder_status", b"_recorder_status", "job_status_details", b"job_status_details", "last_collected_time", b"last_collected_time", "last_updated_time", b"last_updated_time", "recorder_status", b"recorder_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_status_details", b"_job_status_details", "_recorder_status", b"_recorder_status", "job_status_details", b"job_status_details", "last_collected_time", b"last_collected_time", "last_updated_time", b"last_updated_time", "recorder_status", b"recorder_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__job_status_details: _TypeAlias = _typing.Literal["job_status_details"]  # noqa: Y015
+    _WhichOneofArgType__job_status_details: _TypeAlias = _typing.Literal["_job_status_details", b"_job_status_details"]  # noqa: Y015
+    _WhichOneofReturnType__recorder_status: _TypeAlias = _typing.Literal["recorder_status"]  # noqa: Y015
+    _WhichOneofArgType__recorder_status: _TypeAlias = _typing.Literal["_recorder_status", b"_recorder_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__job_status_details) -> _WhichOneofReturnType__job_status_details | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__recorder_status) -> _WhichOneofReturnType__recorder_status | None: ...
+
+Global___LastRecorderStatus: _TypeAlias = LastRecorderStatus  # noqa: Y015
+
+@_typing.final
+class LastUploaderStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
+    LAST_COLLECTED_TIME_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_TIME_FIELD_NUMBER: _builtins.int
+    UPLOADER_STATUS_FIELD_NUMBER: _builtins.int
+    job_status_details: _builtins.str
+    uploader_status: _builtins.str
+    @_builtins.property
+    def last_collected_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_updated_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        job_status_details: _builtins.str | None = ...,
+        last_collected_time: _timestamp_pb2.Timestamp | None = ...,
+        last_updated_time: _timestamp_pb2.Timestamp | None = ...,
+        uploader_status: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_job_status_details", b"_job_status_details", "_uploader_status", b"_uploader_status", "job_status_details", b"job_status_details", "last_collected_time", b"last_collected_time", "last_updated_time", b"last_updated_time", "uploader_status", b"uploader_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_job_status_details", b"_job_status_details", "_uploader_status", b"_uploader_status", "job_status_details", b"job_status_details", "last_collected_time", b"last_collected_time", "last_updated_time", b"last_updated_time", "uploader_status", b"uploader_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__job_status_details: _TypeAlias = _typing.Literal["job_status_details"]  # noqa: Y015
+    _WhichOneofArgType__job_status_details: _TypeAlias = _typing.Literal["_job_status_details", b"_job_status_details"]  # noqa: Y015
+    _WhichOneofReturnType__uploader_status: _TypeAlias = _typing.Literal["uploader_status"]  # noqa: Y015
+    _WhichOneofArgType__uploader_status: _TypeAlias = _typing.Literal["_uploader_status", b"_uploader_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__job_status_details) -> _WhichOneofReturnType__job_status_details | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__uploader_status) -> _WhichOneofReturnType__uploader_status | None: ...
+
+Global___LastUploaderStatus: _TypeAlias = LastUploaderStatus  # noqa: Y015
+
+@_typing.final
+class ListEdgeAgentConfigurationsEdgeConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    CREATION_TIME_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_TIME_FIELD_NUMBER: _builtins.int
+    SYNC_STATUS_FIELD_NUMBER: _builtins.int
+    FAILED_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
+    EDGE_CONFIG_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    sync_status: _builtins.str
+    failed_status_details: _builtins.str
+    @_builtins.property
+    def creation_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_updated_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def edge_config(self) -> Global___EdgeConfig: ...
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        creation_time: _timestamp_pb2.Timestamp | None = ...,
+        last_updated_time: _timestamp_pb2.Timestamp | None = ...,
+        sync_status: _builtins.str | None = ...,
+        failed_status_details: _builtins.str | None = ...,
+        edge_config: Global___EdgeConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "_sync_status", b"_sync_status", "creation_time", b"creation_time", "edge_config", b"edge_config", "failed_status_details", b"failed_status_details", "last_updated_time", b"last_updated_time", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "sync_status", b"sync_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "_sync_status", b"_sync_status", "creation_time", b"creation_time", "edge_config", b"edge_config", "failed_status_details", b"failed_status_details", "last_updated_time", b"last_updated_time", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "sync_status", b"sync_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__failed_status_details: _TypeAlias = _typing.Literal["failed_status_details"]  # noqa: Y015
+    _WhichOneofArgType__failed_status_details: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    _WhichOneofReturnType__sync_status: _TypeAlias = _typing.Literal["sync_status"]  # noqa: Y015
+    _WhichOneofArgType__sync_status: _TypeAlias = _typing.Literal["_sync_status", b"_sync_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_status_details) -> _WhichOneofReturnType__failed_status_details | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sync_status) -> _WhichOneofReturnType__sync_status | None: ...
+
+Global___ListEdgeAgentConfigurationsEdgeConfig: _TypeAlias = ListEdgeAgentConfigurationsEdgeConfig  # noqa: Y015
+
+@_typing.final
+class ListEdgeAgentConfigurationsInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HUB_DEVICE_ARN_FIELD_NUMBER: _builtins.int
+    MAX_RESULTS_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    hub_device_arn: _builtins.str
+    max_results: _builtins.int
+    next_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        hub_device_arn: _builtins.str | None = ...,
+        max_results: _builtins.int | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_hub_device_arn", b"_hub_device_arn", "_max_results", b"_max_results", "_next_token", b"_next_token", "hub_device_arn", b"hub_device_arn", "max_results", b"max_results", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_hub_device_arn", b"_hub_device_arn", "_max_results", b"_max_results", "_next_token", b"_next_token", "hub_device_arn", b"hub_device_arn", "max_results", b"max_results", "next_token", b"next_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__hub_device_arn: _TypeAlias = _typing.Literal["hub_device_arn"]  # noqa: Y015
+    _WhichOneofArgType__hub_device_arn: _TypeAlias = _typing.Literal["_hub_device_arn", b"_hub_device_arn"]  # noqa: Y015
+    _WhichOneofReturnType__max_results: _TypeAlias = _typing.Literal["max_results"]  # noqa: Y015
+    _WhichOneofArgType__max_results: _TypeAlias = _typing.Literal["_max_results", b"_max_results"]  # noqa: Y015
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__hub_device_arn) -> _WhichOneofReturnType__hub_device_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_results) -> _WhichOneofReturnType__max_results | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListEdgeAgentConfigurationsInput: _TypeAlias = ListEdgeAgentConfigurationsInput  # noqa: Y015
+
+@_typing.final
+class ListEdgeAgentConfigurationsOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EDGE_CONFIGS_FIELD_NUMBER: _builtins.int
+    NEXT_TOKEN_FIELD_NUMBER: _builtins.int
+    next_token: _builtins.str
+    @_builtins.property
+    def edge_configs(self) -> _containers.RepeatedCompositeFieldContainer[Global___ListEdgeAgentConfigurationsEdgeConfig]: ...
+    def __init__(
+        self,
+        *,
+        edge_configs: _abc.Iterable[Global___ListEdgeAgentConfigurationsEdgeConfig] | None = ...,
+        next_token: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "next_token", b"next_token"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_next_token", b"_next_token", "edge_configs", b"edge_configs", "next_token", b"next_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__next_token: _TypeAlias = _typing.Literal["next_token"]  # noqa: Y015
+    _WhichOneofArgType__next_token: _TypeAlias = _typing.Literal["_next_token", b"_next_token"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__next_token) -> _WhichOneofReturnType__next_token | None: ...
+
+Global___ListEdgeAgentConfigurationsOutput: _TypeAlias = ListEdgeAgentConfigurationsOutput  # noqa: Y015
 
 @_typing.final
 class ListSignalingChannelsInput(_message.Message):
@@ -1089,6 +1631,93 @@ class ListTagsForStreamOutput(_message.Message):
 Global___ListTagsForStreamOutput: _TypeAlias = ListTagsForStreamOutput  # noqa: Y015
 
 @_typing.final
+class LocalSizeConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_LOCAL_MEDIA_SIZE_IN_MB_FIELD_NUMBER: _builtins.int
+    STRATEGY_ON_FULL_SIZE_FIELD_NUMBER: _builtins.int
+    max_local_media_size_in_mb: _builtins.int
+    strategy_on_full_size: _builtins.str
+    def __init__(
+        self,
+        *,
+        max_local_media_size_in_mb: _builtins.int | None = ...,
+        strategy_on_full_size: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_local_media_size_in_mb", b"_max_local_media_size_in_mb", "_strategy_on_full_size", b"_strategy_on_full_size", "max_local_media_size_in_mb", b"max_local_media_size_in_mb", "strategy_on_full_size", b"strategy_on_full_size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_local_media_size_in_mb", b"_max_local_media_size_in_mb", "_strategy_on_full_size", b"_strategy_on_full_size", "max_local_media_size_in_mb", b"max_local_media_size_in_mb", "strategy_on_full_size", b"strategy_on_full_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_local_media_size_in_mb: _TypeAlias = _typing.Literal["max_local_media_size_in_mb"]  # noqa: Y015
+    _WhichOneofArgType__max_local_media_size_in_mb: _TypeAlias = _typing.Literal["_max_local_media_size_in_mb", b"_max_local_media_size_in_mb"]  # noqa: Y015
+    _WhichOneofReturnType__strategy_on_full_size: _TypeAlias = _typing.Literal["strategy_on_full_size"]  # noqa: Y015
+    _WhichOneofArgType__strategy_on_full_size: _TypeAlias = _typing.Literal["_strategy_on_full_size", b"_strategy_on_full_size"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_local_media_size_in_mb) -> _WhichOneofReturnType__max_local_media_size_in_mb | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__strategy_on_full_size) -> _WhichOneofReturnType__strategy_on_full_size | None: ...
+
+Global___LocalSizeConfig: _TypeAlias = LocalSizeConfig  # noqa: Y015
+
+@_typing.final
+class MappedResourceConfigurationListItem(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    ARN_FIELD_NUMBER: _builtins.int
+    type: _builtins.str
+    arn: _builtins.str
+    def __init__(
+        self,
+        *,
+        type: _builtins.str | None = ...,
+        arn: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_arn", b"_arn", "_type", b"_type", "arn", b"arn", "type", b"type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_arn", b"_arn", "_type", b"_type", "arn", b"arn", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__arn: _TypeAlias = _typing.Literal["arn"]  # noqa: Y015
+    _WhichOneofArgType__arn: _TypeAlias = _typing.Literal["_arn", b"_arn"]  # noqa: Y015
+    _WhichOneofReturnType__type: _TypeAlias = _typing.Literal["type"]  # noqa: Y015
+    _WhichOneofArgType__type: _TypeAlias = _typing.Literal["_type", b"_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__arn) -> _WhichOneofReturnType__arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__type) -> _WhichOneofReturnType__type | None: ...
+
+Global___MappedResourceConfigurationListItem: _TypeAlias = MappedResourceConfigurationListItem  # noqa: Y015
+
+@_typing.final
+class MediaSourceConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_URI_SECRET_ARN_FIELD_NUMBER: _builtins.int
+    MEDIA_URI_TYPE_FIELD_NUMBER: _builtins.int
+    media_uri_secret_arn: _builtins.str
+    media_uri_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        media_uri_secret_arn: _builtins.str | None = ...,
+        media_uri_type: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_media_uri_secret_arn", b"_media_uri_secret_arn", "_media_uri_type", b"_media_uri_type", "media_uri_secret_arn", b"media_uri_secret_arn", "media_uri_type", b"media_uri_type"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_media_uri_secret_arn", b"_media_uri_secret_arn", "_media_uri_type", b"_media_uri_type", "media_uri_secret_arn", b"media_uri_secret_arn", "media_uri_type", b"media_uri_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__media_uri_secret_arn: _TypeAlias = _typing.Literal["media_uri_secret_arn"]  # noqa: Y015
+    _WhichOneofArgType__media_uri_secret_arn: _TypeAlias = _typing.Literal["_media_uri_secret_arn", b"_media_uri_secret_arn"]  # noqa: Y015
+    _WhichOneofReturnType__media_uri_type: _TypeAlias = _typing.Literal["media_uri_type"]  # noqa: Y015
+    _WhichOneofArgType__media_uri_type: _TypeAlias = _typing.Literal["_media_uri_type", b"_media_uri_type"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__media_uri_secret_arn) -> _WhichOneofReturnType__media_uri_secret_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__media_uri_type) -> _WhichOneofReturnType__media_uri_type | None: ...
+
+Global___MediaSourceConfig: _TypeAlias = MediaSourceConfig  # noqa: Y015
+
+@_typing.final
 class MediaStorageConfiguration(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1164,6 +1793,30 @@ class NotificationDestinationConfig(_message.Message):
 Global___NotificationDestinationConfig: _TypeAlias = NotificationDestinationConfig  # noqa: Y015
 
 @_typing.final
+class RecorderConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_SOURCE_CONFIG_FIELD_NUMBER: _builtins.int
+    SCHEDULE_CONFIG_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def media_source_config(self) -> Global___MediaSourceConfig: ...
+    @_builtins.property
+    def schedule_config(self) -> Global___ScheduleConfig: ...
+    def __init__(
+        self,
+        *,
+        media_source_config: Global___MediaSourceConfig | None = ...,
+        schedule_config: Global___ScheduleConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["media_source_config", b"media_source_config", "schedule_config", b"schedule_config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["media_source_config", b"media_source_config", "schedule_config", b"schedule_config"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecorderConfig: _TypeAlias = RecorderConfig  # noqa: Y015
+
+@_typing.final
 class ResourceEndpointListItem(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1191,6 +1844,35 @@ class ResourceEndpointListItem(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__resource_endpoint) -> _WhichOneofReturnType__resource_endpoint | None: ...
 
 Global___ResourceEndpointListItem: _TypeAlias = ResourceEndpointListItem  # noqa: Y015
+
+@_typing.final
+class ScheduleConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_EXPRESSION_FIELD_NUMBER: _builtins.int
+    DURATION_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    schedule_expression: _builtins.str
+    duration_in_seconds: _builtins.int
+    def __init__(
+        self,
+        *,
+        schedule_expression: _builtins.str | None = ...,
+        duration_in_seconds: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_duration_in_seconds", b"_duration_in_seconds", "_schedule_expression", b"_schedule_expression", "duration_in_seconds", b"duration_in_seconds", "schedule_expression", b"schedule_expression"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_duration_in_seconds", b"_duration_in_seconds", "_schedule_expression", b"_schedule_expression", "duration_in_seconds", b"duration_in_seconds", "schedule_expression", b"schedule_expression"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__duration_in_seconds: _TypeAlias = _typing.Literal["duration_in_seconds"]  # noqa: Y015
+    _WhichOneofArgType__duration_in_seconds: _TypeAlias = _typing.Literal["_duration_in_seconds", b"_duration_in_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__schedule_expression: _TypeAlias = _typing.Literal["schedule_expression"]  # noqa: Y015
+    _WhichOneofArgType__schedule_expression: _TypeAlias = _typing.Literal["_schedule_expression", b"_schedule_expression"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__duration_in_seconds) -> _WhichOneofReturnType__duration_in_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__schedule_expression) -> _WhichOneofReturnType__schedule_expression | None: ...
+
+Global___ScheduleConfig: _TypeAlias = ScheduleConfig  # noqa: Y015
 
 @_typing.final
 class SingleMasterChannelEndpointConfiguration(_message.Message):
@@ -1237,6 +1919,94 @@ class SingleMasterConfiguration(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__message_ttl_seconds) -> _WhichOneofReturnType__message_ttl_seconds | None: ...
 
 Global___SingleMasterConfiguration: _TypeAlias = SingleMasterConfiguration  # noqa: Y015
+
+@_typing.final
+class StartEdgeConfigurationUpdateInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    EDGE_CONFIG_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    @_builtins.property
+    def edge_config(self) -> Global___EdgeConfig: ...
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        edge_config: Global___EdgeConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "edge_config", b"edge_config", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "edge_config", b"edge_config", "stream_arn", b"stream_arn", "stream_name", b"stream_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___StartEdgeConfigurationUpdateInput: _TypeAlias = StartEdgeConfigurationUpdateInput  # noqa: Y015
+
+@_typing.final
+class StartEdgeConfigurationUpdateOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    CREATION_TIME_FIELD_NUMBER: _builtins.int
+    LAST_UPDATED_TIME_FIELD_NUMBER: _builtins.int
+    SYNC_STATUS_FIELD_NUMBER: _builtins.int
+    FAILED_STATUS_DETAILS_FIELD_NUMBER: _builtins.int
+    EDGE_CONFIG_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    sync_status: _builtins.str
+    failed_status_details: _builtins.str
+    @_builtins.property
+    def creation_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_updated_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def edge_config(self) -> Global___EdgeConfig: ...
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        creation_time: _timestamp_pb2.Timestamp | None = ...,
+        last_updated_time: _timestamp_pb2.Timestamp | None = ...,
+        sync_status: _builtins.str | None = ...,
+        failed_status_details: _builtins.str | None = ...,
+        edge_config: Global___EdgeConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "_sync_status", b"_sync_status", "creation_time", b"creation_time", "edge_config", b"edge_config", "failed_status_details", b"failed_status_details", "last_updated_time", b"last_updated_time", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "sync_status", b"sync_status"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "_sync_status", b"_sync_status", "creation_time", b"creation_time", "edge_config", b"edge_config", "failed_status_details", b"failed_status_details", "last_updated_time", b"last_updated_time", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "sync_status", b"sync_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__failed_status_details: _TypeAlias = _typing.Literal["failed_status_details"]  # noqa: Y015
+    _WhichOneofArgType__failed_status_details: _TypeAlias = _typing.Literal["_failed_status_details", b"_failed_status_details"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    _WhichOneofReturnType__sync_status: _TypeAlias = _typing.Literal["sync_status"]  # noqa: Y015
+    _WhichOneofArgType__sync_status: _TypeAlias = _typing.Literal["_sync_status", b"_sync_status"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_status_details) -> _WhichOneofReturnType__failed_status_details | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sync_status) -> _WhichOneofReturnType__sync_status | None: ...
+
+Global___StartEdgeConfigurationUpdateOutput: _TypeAlias = StartEdgeConfigurationUpdateOutput  # noqa: Y015
 
 @_typing.final
 class StreamInfo(_message.Message):
@@ -1901,3 +2671,78 @@ class UpdateStreamOutput(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UpdateStreamOutput: _TypeAlias = UpdateStreamOutput  # noqa: Y015
+
+@_typing.final
+class UpdateStreamStorageConfigurationInput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STREAM_NAME_FIELD_NUMBER: _builtins.int
+    STREAM_ARN_FIELD_NUMBER: _builtins.int
+    CURRENT_VERSION_FIELD_NUMBER: _builtins.int
+    STREAM_STORAGE_CONFIGURATION_FIELD_NUMBER: _builtins.int
+    stream_name: _builtins.str
+    stream_arn: _builtins.str
+    current_version: _builtins.str
+    @_builtins.property
+    def stream_storage_configuration(self) -> Global___StreamStorageConfiguration: ...
+    def __init__(
+        self,
+        *,
+        stream_name: _builtins.str | None = ...,
+        stream_arn: _builtins.str | None = ...,
+        current_version: _builtins.str | None = ...,
+        stream_storage_configuration: Global___StreamStorageConfiguration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_current_version", b"_current_version", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "current_version", b"current_version", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "stream_storage_configuration", b"stream_storage_configuration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_current_version", b"_current_version", "_stream_arn", b"_stream_arn", "_stream_name", b"_stream_name", "current_version", b"current_version", "stream_arn", b"stream_arn", "stream_name", b"stream_name", "stream_storage_configuration", b"stream_storage_configuration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__current_version: _TypeAlias = _typing.Literal["current_version"]  # noqa: Y015
+    _WhichOneofArgType__current_version: _TypeAlias = _typing.Literal["_current_version", b"_current_version"]  # noqa: Y015
+    _WhichOneofReturnType__stream_arn: _TypeAlias = _typing.Literal["stream_arn"]  # noqa: Y015
+    _WhichOneofArgType__stream_arn: _TypeAlias = _typing.Literal["_stream_arn", b"_stream_arn"]  # noqa: Y015
+    _WhichOneofReturnType__stream_name: _TypeAlias = _typing.Literal["stream_name"]  # noqa: Y015
+    _WhichOneofArgType__stream_name: _TypeAlias = _typing.Literal["_stream_name", b"_stream_name"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__current_version) -> _WhichOneofReturnType__current_version | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_arn) -> _WhichOneofReturnType__stream_arn | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stream_name) -> _WhichOneofReturnType__stream_name | None: ...
+
+Global___UpdateStreamStorageConfigurationInput: _TypeAlias = UpdateStreamStorageConfigurationInput  # noqa: Y015
+
+@_typing.final
+class UpdateStreamStorageConfigurationOutput(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateStreamStorageConfigurationOutput: _TypeAlias = UpdateStreamStorageConfigurationOutput  # noqa: Y015
+
+@_typing.final
+class UploaderConfig(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SCHEDULE_CONFIG_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def schedule_config(self) -> Global___ScheduleConfig: ...
+    def __init__(
+        self,
+        *,
+        schedule_config: Global___ScheduleConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["schedule_config", b"schedule_config"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["schedule_config", b"schedule_config"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploaderConfig: _TypeAlias = UploaderConfig  # noqa: Y015

@@ -46,6 +46,11 @@ class VideoStreamsServiceStub:
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamOutput.FromString,
                 _registered_method=True)
+        self.DeleteEdgeConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DeleteEdgeConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteEdgeConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteEdgeConfigurationOutput.FromString,
+                _registered_method=True)
         self.DeleteSignalingChannel = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/DeleteSignalingChannel',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelInput.SerializeToString,
@@ -56,10 +61,20 @@ class VideoStreamsServiceStub:
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamOutput.FromString,
                 _registered_method=True)
+        self.DescribeEdgeConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeEdgeConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeEdgeConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeEdgeConfigurationOutput.FromString,
+                _registered_method=True)
         self.DescribeImageGenerationConfiguration = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/DescribeImageGenerationConfiguration',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationOutput.FromString,
+                _registered_method=True)
+        self.DescribeMappedResourceConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeMappedResourceConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMappedResourceConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMappedResourceConfigurationOutput.FromString,
                 _registered_method=True)
         self.DescribeMediaStorageConfiguration = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/DescribeMediaStorageConfiguration',
@@ -81,6 +96,11 @@ class VideoStreamsServiceStub:
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.FromString,
                 _registered_method=True)
+        self.DescribeStreamStorageConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/DescribeStreamStorageConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamStorageConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamStorageConfigurationOutput.FromString,
+                _registered_method=True)
         self.GetDataEndpoint = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/GetDataEndpoint',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetDataEndpointInput.SerializeToString,
@@ -90,6 +110,11 @@ class VideoStreamsServiceStub:
                 '/broker.api.video.v1.VideoStreamsService/GetSignalingChannelEndpoint',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointOutput.FromString,
+                _registered_method=True)
+        self.ListEdgeAgentConfigurations = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/ListEdgeAgentConfigurations',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListEdgeAgentConfigurationsInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListEdgeAgentConfigurationsOutput.FromString,
                 _registered_method=True)
         self.ListSignalingChannels = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/ListSignalingChannels',
@@ -110,6 +135,11 @@ class VideoStreamsServiceStub:
                 '/broker.api.video.v1.VideoStreamsService/ListTagsForStream',
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForStreamOutput.FromString,
+                _registered_method=True)
+        self.StartEdgeConfigurationUpdate = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/StartEdgeConfigurationUpdate',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.StartEdgeConfigurationUpdateInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.StartEdgeConfigurationUpdateOutput.FromString,
                 _registered_method=True)
         self.TagResource = channel.unary_unary(
                 '/broker.api.video.v1.VideoStreamsService/TagResource',
@@ -161,6 +191,11 @@ class VideoStreamsServiceStub:
                 request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.SerializeToString,
                 response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.FromString,
                 _registered_method=True)
+        self.UpdateStreamStorageConfiguration = channel.unary_unary(
+                '/broker.api.video.v1.VideoStreamsService/UpdateStreamStorageConfiguration',
+                request_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamStorageConfigurationInput.SerializeToString,
+                response_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamStorageConfigurationOutput.FromString,
+                _registered_method=True)
 
 
 class VideoStreamsServiceServicer:
@@ -180,6 +215,12 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteEdgeConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DeleteSignalingChannel(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -192,7 +233,19 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeEdgeConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DescribeImageGenerationConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeMappedResourceConfiguration(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,6 +275,12 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DescribeStreamStorageConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetDataEndpoint(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -229,6 +288,12 @@ class VideoStreamsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetSignalingChannelEndpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEdgeAgentConfigurations(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -253,6 +318,12 @@ class VideoStreamsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTagsForStream(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartEdgeConfigurationUpdate(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -318,6 +389,12 @@ class VideoStreamsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateStreamStorageConfiguration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VideoStreamsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -331,6 +408,11 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.CreateStreamOutput.SerializeToString,
             ),
+            'DeleteEdgeConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteEdgeConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteEdgeConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteEdgeConfigurationOutput.SerializeToString,
+            ),
             'DeleteSignalingChannel': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteSignalingChannel,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteSignalingChannelInput.FromString,
@@ -341,10 +423,20 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteStreamOutput.SerializeToString,
             ),
+            'DescribeEdgeConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeEdgeConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeEdgeConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeEdgeConfigurationOutput.SerializeToString,
+            ),
             'DescribeImageGenerationConfiguration': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeImageGenerationConfiguration,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationOutput.SerializeToString,
+            ),
+            'DescribeMappedResourceConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeMappedResourceConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMappedResourceConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMappedResourceConfigurationOutput.SerializeToString,
             ),
             'DescribeMediaStorageConfiguration': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeMediaStorageConfiguration,
@@ -366,6 +458,11 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamOutput.SerializeToString,
             ),
+            'DescribeStreamStorageConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeStreamStorageConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamStorageConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamStorageConfigurationOutput.SerializeToString,
+            ),
             'GetDataEndpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetDataEndpoint,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetDataEndpointInput.FromString,
@@ -375,6 +472,11 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
                     servicer.GetSignalingChannelEndpoint,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointOutput.SerializeToString,
+            ),
+            'ListEdgeAgentConfigurations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEdgeAgentConfigurations,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListEdgeAgentConfigurationsInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListEdgeAgentConfigurationsOutput.SerializeToString,
             ),
             'ListSignalingChannels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListSignalingChannels,
@@ -395,6 +497,11 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
                     servicer.ListTagsForStream,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForStreamOutput.SerializeToString,
+            ),
+            'StartEdgeConfigurationUpdate': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartEdgeConfigurationUpdate,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.StartEdgeConfigurationUpdateInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.StartEdgeConfigurationUpdateOutput.SerializeToString,
             ),
             'TagResource': grpc.unary_unary_rpc_method_handler(
                     servicer.TagResource,
@@ -445,6 +552,11 @@ def add_VideoStreamsServiceServicer_to_server(servicer, server):
                     servicer.UpdateStream,
                     request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.FromString,
                     response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.SerializeToString,
+            ),
+            'UpdateStreamStorageConfiguration': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateStreamStorageConfiguration,
+                    request_deserializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamStorageConfigurationInput.FromString,
+                    response_serializer=broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamStorageConfigurationOutput.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -514,6 +626,33 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
+    def DeleteEdgeConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/DeleteEdgeConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteEdgeConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DeleteEdgeConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DeleteSignalingChannel(request,
             target,
             options=(),
@@ -568,6 +707,33 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
+    def DescribeEdgeConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/DescribeEdgeConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeEdgeConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeEdgeConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def DescribeImageGenerationConfiguration(request,
             target,
             options=(),
@@ -584,6 +750,33 @@ class VideoStreamsService:
             '/broker.api.video.v1.VideoStreamsService/DescribeImageGenerationConfiguration',
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationInput.SerializeToString,
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeImageGenerationConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeMappedResourceConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/DescribeMappedResourceConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMappedResourceConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeMappedResourceConfigurationOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -703,6 +896,33 @@ class VideoStreamsService:
             _registered_method=True)
 
     @staticmethod
+    def DescribeStreamStorageConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/DescribeStreamStorageConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamStorageConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.DescribeStreamStorageConfigurationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetDataEndpoint(request,
             target,
             options=(),
@@ -746,6 +966,33 @@ class VideoStreamsService:
             '/broker.api.video.v1.VideoStreamsService/GetSignalingChannelEndpoint',
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointInput.SerializeToString,
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.GetSignalingChannelEndpointOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEdgeAgentConfigurations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/ListEdgeAgentConfigurations',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListEdgeAgentConfigurationsInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListEdgeAgentConfigurationsOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -854,6 +1101,33 @@ class VideoStreamsService:
             '/broker.api.video.v1.VideoStreamsService/ListTagsForStream',
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForStreamInput.SerializeToString,
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.ListTagsForStreamOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartEdgeConfigurationUpdate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/StartEdgeConfigurationUpdate',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.StartEdgeConfigurationUpdateInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.StartEdgeConfigurationUpdateOutput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1124,6 +1398,33 @@ class VideoStreamsService:
             '/broker.api.video.v1.VideoStreamsService/UpdateStream',
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamInput.SerializeToString,
             broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateStreamStorageConfiguration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/broker.api.video.v1.VideoStreamsService/UpdateStreamStorageConfiguration',
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamStorageConfigurationInput.SerializeToString,
+            broker_dot_api_dot_video_dot_v1_dot_video__pb2.UpdateStreamStorageConfigurationOutput.FromString,
             options,
             channel_credentials,
             insecure,

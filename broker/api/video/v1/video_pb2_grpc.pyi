@@ -42,19 +42,25 @@ class VideoStreamsServiceStub:
     def __new__(cls, channel: _aio.Channel) -> VideoStreamsServiceAsyncStub: ...
     CreateSignalingChannel: _grpc.UnaryUnaryMultiCallable[_video_pb2.CreateSignalingChannelInput, _video_pb2.CreateSignalingChannelOutput]
     CreateStream: _grpc.UnaryUnaryMultiCallable[_video_pb2.CreateStreamInput, _video_pb2.CreateStreamOutput]
+    DeleteEdgeConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.DeleteEdgeConfigurationInput, _video_pb2.DeleteEdgeConfigurationOutput]
     DeleteSignalingChannel: _grpc.UnaryUnaryMultiCallable[_video_pb2.DeleteSignalingChannelInput, _video_pb2.DeleteSignalingChannelOutput]
     DeleteStream: _grpc.UnaryUnaryMultiCallable[_video_pb2.DeleteStreamInput, _video_pb2.DeleteStreamOutput]
+    DescribeEdgeConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeEdgeConfigurationInput, _video_pb2.DescribeEdgeConfigurationOutput]
     DescribeImageGenerationConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeImageGenerationConfigurationInput, _video_pb2.DescribeImageGenerationConfigurationOutput]
+    DescribeMappedResourceConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeMappedResourceConfigurationInput, _video_pb2.DescribeMappedResourceConfigurationOutput]
     DescribeMediaStorageConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeMediaStorageConfigurationInput, _video_pb2.DescribeMediaStorageConfigurationOutput]
     DescribeNotificationConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeNotificationConfigurationInput, _video_pb2.DescribeNotificationConfigurationOutput]
     DescribeSignalingChannel: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeSignalingChannelInput, _video_pb2.DescribeSignalingChannelOutput]
     DescribeStream: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeStreamInput, _video_pb2.DescribeStreamOutput]
+    DescribeStreamStorageConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.DescribeStreamStorageConfigurationInput, _video_pb2.DescribeStreamStorageConfigurationOutput]
     GetDataEndpoint: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetDataEndpointInput, _video_pb2.GetDataEndpointOutput]
     GetSignalingChannelEndpoint: _grpc.UnaryUnaryMultiCallable[_video_pb2.GetSignalingChannelEndpointInput, _video_pb2.GetSignalingChannelEndpointOutput]
+    ListEdgeAgentConfigurations: _grpc.UnaryUnaryMultiCallable[_video_pb2.ListEdgeAgentConfigurationsInput, _video_pb2.ListEdgeAgentConfigurationsOutput]
     ListSignalingChannels: _grpc.UnaryUnaryMultiCallable[_video_pb2.ListSignalingChannelsInput, _video_pb2.ListSignalingChannelsOutput]
     ListStreams: _grpc.UnaryUnaryMultiCallable[_video_pb2.ListStreamsInput, _video_pb2.ListStreamsOutput]
     ListTagsForResource: _grpc.UnaryUnaryMultiCallable[_video_pb2.ListTagsForResourceInput, _video_pb2.ListTagsForResourceOutput]
     ListTagsForStream: _grpc.UnaryUnaryMultiCallable[_video_pb2.ListTagsForStreamInput, _video_pb2.ListTagsForStreamOutput]
+    StartEdgeConfigurationUpdate: _grpc.UnaryUnaryMultiCallable[_video_pb2.StartEdgeConfigurationUpdateInput, _video_pb2.StartEdgeConfigurationUpdateOutput]
     TagResource: _grpc.UnaryUnaryMultiCallable[_video_pb2.TagResourceInput, _video_pb2.TagResourceOutput]
     TagStream: _grpc.UnaryUnaryMultiCallable[_video_pb2.TagStreamInput, _video_pb2.TagStreamOutput]
     UntagResource: _grpc.UnaryUnaryMultiCallable[_video_pb2.UntagResourceInput, _video_pb2.UntagResourceOutput]
@@ -65,6 +71,7 @@ class VideoStreamsServiceStub:
     UpdateNotificationConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.UpdateNotificationConfigurationInput, _video_pb2.UpdateNotificationConfigurationOutput]
     UpdateSignalingChannel: _grpc.UnaryUnaryMultiCallable[_video_pb2.UpdateSignalingChannelInput, _video_pb2.UpdateSignalingChannelOutput]
     UpdateStream: _grpc.UnaryUnaryMultiCallable[_video_pb2.UpdateStreamInput, _video_pb2.UpdateStreamOutput]
+    UpdateStreamStorageConfiguration: _grpc.UnaryUnaryMultiCallable[_video_pb2.UpdateStreamStorageConfigurationInput, _video_pb2.UpdateStreamStorageConfigurationOutput]
 
 @_typing.type_check_only
 class VideoStreamsServiceAsyncStub(VideoStreamsServiceStub):
@@ -75,19 +82,25 @@ class VideoStreamsServiceAsyncStub(VideoStreamsServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateSignalingChannel: _aio.UnaryUnaryMultiCallable[_video_pb2.CreateSignalingChannelInput, _video_pb2.CreateSignalingChannelOutput]  # type: ignore[assignment]
     CreateStream: _aio.UnaryUnaryMultiCallable[_video_pb2.CreateStreamInput, _video_pb2.CreateStreamOutput]  # type: ignore[assignment]
+    DeleteEdgeConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.DeleteEdgeConfigurationInput, _video_pb2.DeleteEdgeConfigurationOutput]  # type: ignore[assignment]
     DeleteSignalingChannel: _aio.UnaryUnaryMultiCallable[_video_pb2.DeleteSignalingChannelInput, _video_pb2.DeleteSignalingChannelOutput]  # type: ignore[assignment]
     DeleteStream: _aio.UnaryUnaryMultiCallable[_video_pb2.DeleteStreamInput, _video_pb2.DeleteStreamOutput]  # type: ignore[assignment]
+    DescribeEdgeConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeEdgeConfigurationInput, _video_pb2.DescribeEdgeConfigurationOutput]  # type: ignore[assignment]
     DescribeImageGenerationConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeImageGenerationConfigurationInput, _video_pb2.DescribeImageGenerationConfigurationOutput]  # type: ignore[assignment]
+    DescribeMappedResourceConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeMappedResourceConfigurationInput, _video_pb2.DescribeMappedResourceConfigurationOutput]  # type: ignore[assignment]
     DescribeMediaStorageConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeMediaStorageConfigurationInput, _video_pb2.DescribeMediaStorageConfigurationOutput]  # type: ignore[assignment]
     DescribeNotificationConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeNotificationConfigurationInput, _video_pb2.DescribeNotificationConfigurationOutput]  # type: ignore[assignment]
     DescribeSignalingChannel: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeSignalingChannelInput, _video_pb2.DescribeSignalingChannelOutput]  # type: ignore[assignment]
     DescribeStream: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeStreamInput, _video_pb2.DescribeStreamOutput]  # type: ignore[assignment]
+    DescribeStreamStorageConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.DescribeStreamStorageConfigurationInput, _video_pb2.DescribeStreamStorageConfigurationOutput]  # type: ignore[assignment]
     GetDataEndpoint: _aio.UnaryUnaryMultiCallable[_video_pb2.GetDataEndpointInput, _video_pb2.GetDataEndpointOutput]  # type: ignore[assignment]
     GetSignalingChannelEndpoint: _aio.UnaryUnaryMultiCallable[_video_pb2.GetSignalingChannelEndpointInput, _video_pb2.GetSignalingChannelEndpointOutput]  # type: ignore[assignment]
+    ListEdgeAgentConfigurations: _aio.UnaryUnaryMultiCallable[_video_pb2.ListEdgeAgentConfigurationsInput, _video_pb2.ListEdgeAgentConfigurationsOutput]  # type: ignore[assignment]
     ListSignalingChannels: _aio.UnaryUnaryMultiCallable[_video_pb2.ListSignalingChannelsInput, _video_pb2.ListSignalingChannelsOutput]  # type: ignore[assignment]
     ListStreams: _aio.UnaryUnaryMultiCallable[_video_pb2.ListStreamsInput, _video_pb2.ListStreamsOutput]  # type: ignore[assignment]
     ListTagsForResource: _aio.UnaryUnaryMultiCallable[_video_pb2.ListTagsForResourceInput, _video_pb2.ListTagsForResourceOutput]  # type: ignore[assignment]
     ListTagsForStream: _aio.UnaryUnaryMultiCallable[_video_pb2.ListTagsForStreamInput, _video_pb2.ListTagsForStreamOutput]  # type: ignore[assignment]
+    StartEdgeConfigurationUpdate: _aio.UnaryUnaryMultiCallable[_video_pb2.StartEdgeConfigurationUpdateInput, _video_pb2.StartEdgeConfigurationUpdateOutput]  # type: ignore[assignment]
     TagResource: _aio.UnaryUnaryMultiCallable[_video_pb2.TagResourceInput, _video_pb2.TagResourceOutput]  # type: ignore[assignment]
     TagStream: _aio.UnaryUnaryMultiCallable[_video_pb2.TagStreamInput, _video_pb2.TagStreamOutput]  # type: ignore[assignment]
     UntagResource: _aio.UnaryUnaryMultiCallable[_video_pb2.UntagResourceInput, _video_pb2.UntagResourceOutput]  # type: ignore[assignment]
@@ -98,6 +111,7 @@ class VideoStreamsServiceAsyncStub(VideoStreamsServiceStub):
     UpdateNotificationConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.UpdateNotificationConfigurationInput, _video_pb2.UpdateNotificationConfigurationOutput]  # type: ignore[assignment]
     UpdateSignalingChannel: _aio.UnaryUnaryMultiCallable[_video_pb2.UpdateSignalingChannelInput, _video_pb2.UpdateSignalingChannelOutput]  # type: ignore[assignment]
     UpdateStream: _aio.UnaryUnaryMultiCallable[_video_pb2.UpdateStreamInput, _video_pb2.UpdateStreamOutput]  # type: ignore[assignment]
+    UpdateStreamStorageConfiguration: _aio.UnaryUnaryMultiCallable[_video_pb2.UpdateStreamStorageConfigurationInput, _video_pb2.UpdateStreamStorageConfigurationOutput]  # type: ignore[assignment]
 
 class VideoStreamsServiceServicer(metaclass=_abc_1.ABCMeta):
     """One RPC per operation. Errors: the gRPC status carries a google.rpc.Status whose
@@ -119,6 +133,13 @@ class VideoStreamsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_video_pb2.CreateStreamOutput, _abc.Awaitable[_video_pb2.CreateStreamOutput]]: ...
 
     @_abc_1.abstractmethod
+    def DeleteEdgeConfiguration(
+        self,
+        request: _video_pb2.DeleteEdgeConfigurationInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.DeleteEdgeConfigurationOutput, _abc.Awaitable[_video_pb2.DeleteEdgeConfigurationOutput]]: ...
+
+    @_abc_1.abstractmethod
     def DeleteSignalingChannel(
         self,
         request: _video_pb2.DeleteSignalingChannelInput,
@@ -133,11 +154,25 @@ class VideoStreamsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_video_pb2.DeleteStreamOutput, _abc.Awaitable[_video_pb2.DeleteStreamOutput]]: ...
 
     @_abc_1.abstractmethod
+    def DescribeEdgeConfiguration(
+        self,
+        request: _video_pb2.DescribeEdgeConfigurationInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.DescribeEdgeConfigurationOutput, _abc.Awaitable[_video_pb2.DescribeEdgeConfigurationOutput]]: ...
+
+    @_abc_1.abstractmethod
     def DescribeImageGenerationConfiguration(
         self,
         request: _video_pb2.DescribeImageGenerationConfigurationInput,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.DescribeImageGenerationConfigurationOutput, _abc.Awaitable[_video_pb2.DescribeImageGenerationConfigurationOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeMappedResourceConfiguration(
+        self,
+        request: _video_pb2.DescribeMappedResourceConfigurationInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.DescribeMappedResourceConfigurationOutput, _abc.Awaitable[_video_pb2.DescribeMappedResourceConfigurationOutput]]: ...
 
     @_abc_1.abstractmethod
     def DescribeMediaStorageConfiguration(
@@ -168,6 +203,13 @@ class VideoStreamsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_video_pb2.DescribeStreamOutput, _abc.Awaitable[_video_pb2.DescribeStreamOutput]]: ...
 
     @_abc_1.abstractmethod
+    def DescribeStreamStorageConfiguration(
+        self,
+        request: _video_pb2.DescribeStreamStorageConfigurationInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.DescribeStreamStorageConfigurationOutput, _abc.Awaitable[_video_pb2.DescribeStreamStorageConfigurationOutput]]: ...
+
+    @_abc_1.abstractmethod
     def GetDataEndpoint(
         self,
         request: _video_pb2.GetDataEndpointInput,
@@ -180,6 +222,13 @@ class VideoStreamsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.GetSignalingChannelEndpointInput,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.GetSignalingChannelEndpointOutput, _abc.Awaitable[_video_pb2.GetSignalingChannelEndpointOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def ListEdgeAgentConfigurations(
+        self,
+        request: _video_pb2.ListEdgeAgentConfigurationsInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.ListEdgeAgentConfigurationsOutput, _abc.Awaitable[_video_pb2.ListEdgeAgentConfigurationsOutput]]: ...
 
     @_abc_1.abstractmethod
     def ListSignalingChannels(
@@ -208,6 +257,13 @@ class VideoStreamsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.ListTagsForStreamInput,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.ListTagsForStreamOutput, _abc.Awaitable[_video_pb2.ListTagsForStreamOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def StartEdgeConfigurationUpdate(
+        self,
+        request: _video_pb2.StartEdgeConfigurationUpdateInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.StartEdgeConfigurationUpdateOutput, _abc.Awaitable[_video_pb2.StartEdgeConfigurationUpdateOutput]]: ...
 
     @_abc_1.abstractmethod
     def TagResource(
@@ -278,5 +334,12 @@ class VideoStreamsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _video_pb2.UpdateStreamInput,
         context: _ServicerContext,
     ) -> _typing.Union[_video_pb2.UpdateStreamOutput, _abc.Awaitable[_video_pb2.UpdateStreamOutput]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateStreamStorageConfiguration(
+        self,
+        request: _video_pb2.UpdateStreamStorageConfigurationInput,
+        context: _ServicerContext,
+    ) -> _typing.Union[_video_pb2.UpdateStreamStorageConfigurationOutput, _abc.Awaitable[_video_pb2.UpdateStreamStorageConfigurationOutput]]: ...
 
 def add_VideoStreamsServiceServicer_to_server(servicer: VideoStreamsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
