@@ -203,36 +203,6 @@ class ServiceContext:
             raise self.stream_not_found(stream.name)
         return stream
 
-    def stream_for_shard(
-        self, request: Mapping[str, Any], shard_ids: tuple[str, ...], *, data: bool
-    ) -> StreamMeta:
-        """The stream of a request that also names shards, with AWS's precedence when the
-        stream is unknown, as kinesalite recorded it from the real service:
-        GetShardIterator (`data`) reports the shard, not the stream ("Shard shardId-… in
-        stream … does not exist", or "Could not find shard <raw id> …" for an id it cannot
-        read); SplitShard and MergeShards report a shard id they cannot read, and otherwise
-        the stream."""
-        try:
-            return self.stream_for_data(request) if data else self.stream_for(request)
-        except ShoalError as error:
-            if error.code is not ErrorCode.RESOURCE_NOT_FOUND:
-                raise
-            name = namespaces.name_of(self.requested_stream_name(request))
-            account = self.namespace().account_id
-            for shard_id in shard_ids:
-                index = shard_index_of(shard_id)
-                if index is None:
-                    raise ShoalError(
-                        ErrorCode.RESOURCE_NOT_FOUND,
-                        shard_id_not_understood(shard_id, name, account),
-                    ) from error
-                if data:
-                    raise ShoalError(
-                        ErrorCode.RESOURCE_NOT_FOUND,
-                        shard_not_found(f"shardId-{index:012d}", name, account),
-                    ) from error
-            raise
-
     def shard_for(
         self, stream: StreamMeta, shard_id: str, *, resharding: bool = False
     ) -> ShardMeta:

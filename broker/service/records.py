@@ -409,7 +409,7 @@ class RecordsApi:
 
     async def get_shard_iterator(self, request: Request) -> Response:
         ctx = self._ctx
-        stream = ctx.stream_for_shard(request, (request["ShardId"],), data=True)
+        stream = ctx.stream_for_data(request)
         shard = ctx.shard_for(stream, request["ShardId"])
         offset = await self._iterator_offset(stream, shard, request)
         position = IteratorPosition(
@@ -498,13 +498,7 @@ class RecordsApi:
                 ),
             )
         if stream.is_gone(now_ms=now_ms):
-            # AWS names the iterator's shard (kinesalite's recording), not the stream.
-            raise ShoalError(
-                ErrorCode.RESOURCE_NOT_FOUND,
-                error_messages.shard_not_found(
-                    shard.shard_id, stream.display_name, ctx.namespace().account_id
-                ),
-            )
+            raise ctx.stream_not_found(stream.name)
         limit = request.get("Limit", limits.get_records_count_max)
         read = await self._read_shard(
             stream,

