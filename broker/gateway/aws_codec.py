@@ -466,7 +466,7 @@ def encode_body(document: Mapping[str, Any], wire: WireFormat) -> bytes:
         # orjson walks the document in C and calls back only for blobs and timestamps; a
         # 10,000-record GetRecords page is the largest thing this door writes.
         encoded: bytes = orjson.dumps(
-            document, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
+            document, default=_JsonDefault(), option=orjson.OPT_PASSTHROUGH_DATETIME
         )
         return encoded
     records = document.get("Records")
@@ -495,12 +495,27 @@ def _cbor_page(document: Mapping[str, Any], records: list[Any]) -> bytes | None:
     return b"".join(parts)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray):
-        return pybase64.b64encode_as_string(value)
-    if isinstance(value, datetime):
-        return ms_from_datetime(value) / 1000  # epoch seconds with millisecond precision
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+class _JsonDefault:
+    """orjson's callback for what JSON has no type for, one per document: blobs as base64,
+    timestamps as epoch seconds with millisecond precision. The records of a batch share one
+    arrival time object (`records_shape`), so the last timestamp's seconds are kept: a
+    10,000-record page converts a handful of times instead of 10,000 (half its encoding)."""
+
+    __slots__ = ("_moment", "_seconds")
+
+    def __init__(self) -> None:
+        self._moment: datetime | None = None
+        self._seconds = 0.0
+
+    def __call__(self, value: Any) -> Any:
+        if type(value) is bytes or isinstance(value, bytes | bytearray):
+            return pybase64.b64encode_as_string(value)
+        if value is self._moment:
+            return self._seconds
+        if isinstance(value, datetime):
+            self._moment, self._seconds = value, ms_from_datetime(value) / 1000
+            return self._seconds
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
 def _cbor_timestamp(encoder: cbor2.CBOREncoder, value: datetime) -> None:

@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.analytics import anomaly, hotspots, log_parsing, pipeline, records, sql, windows
+from broker.analytics import (
+    anomaly,
+    hotspots,
+    log_parsing,
+    pipeline,
+    records,
+    runner,
+    sql,
+    windows,
+)
 from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
 from broker.errors import ErrorCode, ShoalError
 from tests.analytics.test_sql import SOURCE
@@ -698,3 +707,20 @@ def test_a_pathological_fast_regex_runs_in_linear_time() -> None:
     explore every split of the line (exponentially many) fails at once here."""
     pattern = log_parsing.fast_regex('(@)(@)(@)(@)(@)(@)(@)(@)"!"')
     assert log_parsing.fast_regex_groups("a" * 5_000, pattern) is None
+
+
+def test_a_resume_counts_only_output_rows_written_past_the_recorded_marks() -> None:
+    """An output record's partition key is its row key and the position that produced it: a
+    batch's shard and last record, or the watermark that closed its windows. A resumed
+    application counts (to skip their replay) only the rows past the recorded marks; a key
+    without a position (an older release's) counts, another producer's record does not."""
+    digest = "0123456789abcdef0123456789abcdef"
+    marks = {"shardId-000000000000": "49600"}
+    assert runner._past_the_marks(f"{digest}:c:shardId-000000000000:49600", marks, 0) is None
+    assert runner._past_the_marks(f"{digest}:c:shardId-000000000000:49601", marks, 0) == digest
+    assert runner._past_the_marks(f"{digest}:c:shardId-000000000001:1", marks, 0) == digest
+    assert runner._past_the_marks(f"{digest}:w:60000", marks, 60_000) is None
+    assert runner._past_the_marks(f"{digest}:w:61000", marks, 60_000) == digest
+    assert runner._past_the_marks(digest, marks, 60_000) == digest
+    assert runner._past_the_marks("a-producers-key", marks, 0) is None
+    assert runner._past_the_marks(f"{digest}:w:soon", marks, 0) is None

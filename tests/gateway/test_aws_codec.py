@@ -181,3 +181,15 @@ def test_cbor_responses_carry_millisecond_tags_at_any_depth() -> None:
         "Pairs": ["a", "b"],
         "Before1970": ("tag1", -315_619_200_000),
     }
+
+
+def test_json_timestamps_of_alternating_moments() -> None:
+    """Each record's timestamp is its own, when the moments of neighbours differ or repeat
+    (the JSON encoder keeps the last moment's seconds)."""
+    later = datetime(2026, 1, 2, 3, 4, 6, 1_000, tzinfo=UTC)
+    moments = [MOMENT, MOMENT, later, MOMENT, later, later]
+    response = {"Records": [{"ApproximateArrivalTimestamp": m, "Data": b"x"} for m in moments]}
+    decoded = json.loads(encode_body(response, WireFormat.JSON))
+    assert [r["ApproximateArrivalTimestamp"] for r in decoded["Records"]] == [
+        m.timestamp() for m in moments
+    ]

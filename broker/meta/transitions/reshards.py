@@ -117,6 +117,20 @@ def _validate_reshard(
             )
         case ReshardKind.UNIFORM_SCALING:
             assert request.target_shard_count is not None
+            if account_max > 0:
+                # Scaling up past the account's whole limit is reported first, in
+                # UpdateShardCount's own words (kinesalite's recording of AWS). Every binary
+                # refuses such a request (the account check below does: the account's open
+                # shards include the stream's), so only the text is new.
+                limit = image.account.effective_shard_limit(account_max)
+                open_count = len(meta.open_shards())
+                if request.target_shard_count > max(limit, open_count):
+                    raise ShoalError(
+                        ErrorCode.LIMIT_EXCEEDED,
+                        error_messages.shard_count_above_maximum(
+                            limit, open_count, request.target_shard_count
+                        ),
+                    )
             resharding.validate_update_shard_count(
                 meta, target_shard_count=request.target_shard_count, now_ms=now_ms
             )
