@@ -270,6 +270,11 @@ async def _append_watching(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, ShoalError, ShardRefusedError):
                     await task
+            elif not task.cancelled():
+                # Both may end in one loop step (the watch's timeout is the forward's): the one
+                # not awaited above must still have its exception read, or asyncio logs it as
+                # never retrieved.
+                task.exception()
 
 
 def _settle(

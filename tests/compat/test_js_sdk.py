@@ -86,7 +86,7 @@ def _start(tmp_path: Path, env: dict[str, str], *, tls: bool = False) -> NodePro
     try:
         wait_until(
             lambda: _http_answers(node.http_port, tls=tls),
-            deadline_s=60,
+            deadline_s=120,
             what=f"the AWS HTTP port {node.http_port} to answer",
         )
     except BaseException as err:
