@@ -102,7 +102,7 @@ from broker.log.store import LogStoreError
 from broker.meta import commands
 from broker.meta.autoscaler import Autoscaler, AutoscalerSettings, policy_from_knobs
 from broker.meta.controller import Controller
-from broker.meta.controller_core import ControllerSettings
+from broker.meta.controller_core import ControllerSettings, stranded_by_leaving
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
 from broker.meta.metadata_format import METADATA_FORMAT_MAX, RESEALED_SECRETS_LEVEL
@@ -1302,6 +1302,21 @@ class Node:
             )
         return _leader_count(self._metadata.image(), node_id)
 
+    async def _wait_stranding_none(self, *, timeout_ms: int) -> tuple[str, ...]:
+        """Waits, bounded, until leaving strands no shard (`stranded_by_leaving`): the
+        controller first adds the replacement a shard short of replicas needs, while this
+        node can still promise. Returns the shards still stranded."""
+        assert self._metadata is not None
+
+        def stranded(image: MetadataImage) -> tuple[str, ...]:
+            return stranded_by_leaving(image, self.node_id, wall_ms=self.clock.wall_ms())
+
+        with contextlib.suppress(ShoalError):
+            await self._metadata.wait_for_image(
+                lambda image: not stranded(image), timeout_s=timeout_ms / 1000
+            )
+        return stranded(self._metadata.image())
+
     # --- Shutdown -------------------------------------------------------------------------------
 
     async def drain_for_shutdown(self, *, timeout_ms: int = limits.drain_timeout_ms) -> int:
@@ -1320,8 +1335,15 @@ class Node:
             return _leader_count(image, self.node_id)
         self._shutting_down = True
         await self.heartbeat_once()
+        started_ms = self.clock.monotonic_ms()
         left = await self._wait_led_by_none(self.node_id, timeout_ms=timeout_ms)
-        log.info("node_drained", extra={"node_id": self.node_id, "leaderships_left": left})
+        # One bound for both waits (a pod's grace period is one).
+        remaining_ms = max(0, timeout_ms - (self.clock.monotonic_ms() - started_ms))
+        stranded = await self._wait_stranding_none(timeout_ms=remaining_ms)
+        log.info(
+            "node_drained",
+            extra={"node_id": self.node_id, "leaderships_left": left, "stranded": list(stranded)},
+        )
         if self._quorum.is_quorum_leader():
             moved = await self._quorum.transfer_leadership(timeout_s=timeout_ms / 1000)
             log.info("quorum_leadership_handed_over", extra={"moved": moved})

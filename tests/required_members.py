@@ -13,11 +13,14 @@ a model or to Shoal is swept without touching the tests.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import botocore.exceptions
 import grpc
+import httpx
 from google.protobuf import symbol_database
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
@@ -172,3 +175,74 @@ async def malformed_request_answer(
         error: ShoalError = error_from_rpc_error(failed)
         return failed.code(), error.code.kinesis_name
     raise AssertionError(f"{operation} accepted bytes that are not its request")
+
+
+# --- Members of a wrong JSON type (the AWS JSON and REST-JSON doors) ----------------------------
+
+_WRONG_JSON = {  # a value of another JSON type than the member's shape
+    "string": 7,
+    "integer": "seven",
+    "long": "seven",
+    "float": "seven",
+    "double": "seven",
+    "boolean": "yes",
+    "blob": 7,
+    "timestamp": "not a time",
+    "list": "not a list",
+    "map": ["not", "a", "map"],
+    "structure": "not an object",
+}
+
+
+def _jsonable(value: object) -> Any:
+    """What the JSON protocols send for a value JSON has no type for."""
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
+
+
+def wrong_type_bodies(model: str, samples: dict[str, Any]) -> list[tuple[str, str, bytes]]:
+    """(operation, label, body) for every operation of `model`: its required members (from
+    `samples` and the model) with each member, top level and one level down, replaced by a
+    value of another JSON type (one nested member of each type per member: the doors check
+    each type the same way wherever it is); and bodies that are a JSON array or not JSON."""
+    service = service_model(model)
+    bodies: list[tuple[str, str, bytes]] = []
+    for operation in service.operation_names:
+        shape = service.operation_model(operation).input_shape
+        bodies += [(operation, "array", b"[]"), (operation, "not JSON", b"{")]
+        if shape is None:
+            continue
+        valid = json.loads(json.dumps(sample_request(shape, samples), default=_jsonable))
+        for name, member in shape.members.items():
+            if member.serialization.get("location"):
+                continue  # a header, query or path member: not in the body
+            wrong = {**valid, name: _WRONG_JSON[member.type_name]}
+            bodies.append((operation, name, json.dumps(wrong).encode()))
+            seen_types: set[str] = set()
+            for inner_name, inner in getattr(member, "members", {}).items():
+                if inner.type_name in seen_types:
+                    continue
+                seen_types.add(inner.type_name)
+                inner_wrong = {**valid.get(name, {}), inner_name: _WRONG_JSON[inner.type_name]}
+                wrong = {**valid, name: inner_wrong}
+                bodies.append((operation, f"{name}.{inner_name}", json.dumps(wrong).encode()))
+    return bodies
+
+
+async def wrong_type_problems(
+    endpoint: str, requests: Iterable[tuple[str, str, dict[str, str], bytes]]
+) -> list[str]:
+    """POSTs each (label, path, headers, body), 8 in flight; the answers that are not 4xx."""
+    problems: list[str] = []
+    slots = asyncio.Semaphore(_IN_FLIGHT)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+
+        async def ask(label: str, path: str, headers: dict[str, str], body: bytes) -> None:
+            async with slots:
+                answer = await client.post(endpoint + path, headers=headers, content=body)
+            if not 400 <= answer.status_code < 500:
+                problems.append(f"{label}: {answer.status_code} {answer.text[:160]}")
+
+        await asyncio.gather(*(ask(*request) for request in requests))
+    return problems

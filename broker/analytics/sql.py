@@ -374,7 +374,9 @@ def _pump(statement: _Statement) -> Pump:
     line = statement.line
     scored: ScoredSource | None = None
     table_function = _table_function(select)
-    if table_function is not None:
+    if table_function is not None and _table_function_name(table_function) in _ITEM_FUNCTIONS:
+        select = _item_window(select, table_function, tokens, line)
+    elif table_function is not None:
         select, scored = _scored_source(select, table_function, tokens, line)
     _refuse_unsupported(select, line, tokens)
     source = _source(select, line)
@@ -461,6 +463,108 @@ def _table_function(select: exp.Select) -> exp.Anonymous | None:
     return None
 
 
+def _table_function_name(table: exp.Anonymous) -> str:
+    inner = table.expressions[0] if len(table.expressions) == 1 else None
+    return str(inner.this).upper() if isinstance(inner, exp.Anonymous) else ""
+
+
+# KDA's tumbling item functions: the columns of their rows (after the counted column for
+# TOP_K_ITEMS_TUMBLING), and their parameters' ranges (the SQL reference's).
+_ITEM_FUNCTIONS = ("TOP_K_ITEMS_TUMBLING", "COUNT_DISTINCT_ITEMS_TUMBLING")
+TOP_K_COUNT_COLUMN = "MOST_FREQUENT_VALUES"
+DISTINCT_COUNT_COLUMN = "NUMBER_OF_DISTINCT_ITEMS"
+_TOP_K_MAX = 100_000
+_ITEM_WINDOW_S_MAX = 3_600
+
+
+def _item_window(
+    select: exp.Select, table: exp.Anonymous, tokens: tuple[Token, ...], line: int
+) -> exp.Select:
+    """`SELECT STREAM * FROM TABLE(TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM ... FROM s),
+    'column', K, windowSize))` (and COUNT_DISTINCT_ITEMS_TUMBLING(cursor, 'column',
+    windowSize)) as the tumbling-window query it is: over the cursor's rows, grouped by
+    STEP(ROWTIME BY INTERVAL 'windowSize' SECOND), the K most frequent values of the column
+    with their counts (most frequent first; exact counts, which the function's approximation
+    allows), or the number of distinct values."""
+    where = _line_of(tokens, "TABLE", line)
+    inner = table.expressions[0]
+    assert isinstance(inner, exp.Anonymous)
+    name = str(inner.this).upper()
+    top_k = name == "TOP_K_ITEMS_TUMBLING"
+    arguments = inner.expressions
+    shape = (
+        "(CURSOR(SELECT STREAM ...), 'column', K, windowSize)"
+        if top_k
+        else ("(CURSOR(SELECT STREAM ...), 'column', windowSize)")
+    )
+    cursor = arguments[0] if arguments else None
+    if (
+        len(arguments) != (4 if top_k else 3)
+        or not isinstance(cursor, exp.Anonymous)
+        or str(cursor.this).upper() != "CURSOR"
+        or len(cursor.expressions) != 1
+        or not isinstance(cursor.expressions[0], exp.Select)
+        or not isinstance(arguments[1], exp.Literal)
+        or not arguments[1].is_string
+        or not all(
+            isinstance(a, exp.Literal) and not a.is_string and str(a.this).isdigit()
+            for a in arguments[2:]
+        )
+    ):
+        raise refused(where, f"this {name} call", f"write {name}{shape}")
+    outer_from = select.args.get("from_") or select.args.get("from")
+    if (
+        len(select.expressions) != 1
+        or not isinstance(select.expressions[0], exp.Star)
+        or any(select.args.get(part) for part in ("where", "group", "having", "order", "joins"))
+        or outer_from is None
+    ):
+        raise refused(
+            where,
+            f"a query over {name} other than SELECT STREAM * FROM TABLE(...)",
+            "filter or aggregate its output stream in another pump",
+        )
+    cursor_select = cursor.expressions[0]
+    if (
+        cursor_select.args.get("group") is not None
+        or cursor_select.args.get("joins")
+        or cursor_select.find(exp.Window) is not None
+        or cursor_select.find(exp.AggFunc) is not None
+    ):
+        raise refused(where, f"a CURSOR of {name} that groups, joins or uses OVER")
+    _refuse_unsupported(cursor_select, where, tokens)
+    numbers = [int(str(argument.this)) for argument in arguments[2:]]
+    window_s = numbers[-1]
+    if not 1 <= window_s <= _ITEM_WINDOW_S_MAX:
+        raise refused(where, f"{name} with windowSize {window_s}", "it is 1 to 3600 seconds")
+    if top_k and not 1 <= numbers[0] <= _TOP_K_MAX:
+        raise refused(where, f"{name} with K {numbers[0]}", "it is 1 to 100000")
+    column = exp.column(str(arguments[1].this), quoted=True)
+    step = exp.Anonymous(
+        this="STEP",
+        expressions=[
+            exp.column(ROWTIME),
+            exp.Interval(this=exp.Literal.string(str(window_s)), unit=exp.var("SECOND")),
+        ],
+    )
+    grouped = cursor_select.copy()
+    if top_k:
+        count = exp.alias_(exp.Count(this=exp.Star()), TOP_K_COUNT_COLUMN, quoted=True)
+        grouped.set("expressions", [column.copy(), count])
+        grouped.set("group", exp.Group(expressions=[column.copy(), step]))
+        order = [
+            exp.Ordered(this=exp.column(TOP_K_COUNT_COLUMN, quoted=True), desc=True),
+            exp.Ordered(this=column.copy()),
+        ]
+        grouped.set("order", exp.Order(expressions=order))
+        grouped.set("limit", exp.Limit(expression=exp.Literal.number(numbers[0])))
+    else:
+        distinct = exp.Count(this=exp.Distinct(expressions=[column.copy()]))
+        grouped.set("expressions", [exp.alias_(distinct, DISTINCT_COUNT_COLUMN, quoted=True)])
+        grouped.set("group", exp.Group(expressions=[step]))
+    return grouped
+
+
 def _scored_source(
     select: exp.Select, table: exp.Anonymous, tokens: tuple[Token, ...], line: int
 ) -> tuple[exp.Select, ScoredSource]:
@@ -475,7 +579,8 @@ def _scored_source(
             where,
             f"TABLE({shown})",
             "Shoal runs TABLE(RANDOM_CUT_FOREST(...)), "
-            "TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(...)) and TABLE(HOTSPOTS(...))",
+            "TABLE(RANDOM_CUT_FOREST_WITH_EXPLANATION(...)), TABLE(HOTSPOTS(...)), "
+            "TABLE(TOP_K_ITEMS_TUMBLING(...)) and TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(...))",
         )
     arguments = inner.expressions
     cursor = arguments[0] if arguments else None

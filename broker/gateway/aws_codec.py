@@ -41,6 +41,7 @@ import pybase64
 
 from broker.error_messages import NO_MESSAGE
 from broker.errors import ErrorCode, ShoalError
+from broker.gateway import cbor_page
 from broker.gateway.validation import KINESIS, service_model
 from broker.timestamps import ms_from_datetime
 
@@ -49,6 +50,7 @@ CBOR_CONTENT_TYPE = "application/x-amz-cbor-1.1"
 
 _CBOR_EPOCH_TAG = 1
 _CBOR_TAG_MAJOR_TYPE = 6
+_CBOR_MAP_MAJOR_TYPE = 5
 # Nesting deeper than any Kinesis shape (PutRecords is 3 levels) is refused, so a hostile body
 # cannot exhaust the stack of either parser.
 _NESTING_DEPTH_MAX = 32
@@ -221,8 +223,8 @@ def _flat_list_decoder(
     an object of known members, strings as strings, blobs as canonical base64 or, in CBOR,
     byte strings); anything else, including a null, goes to the generic decoder from the
     start, so every error is the generic one, raised at the same item."""
-    known = frozenset(shape.members)
     blobs = frozenset(name for name, m in shape.members.items() if m.type_name == "blob")
+    strings = frozenset(name for name, m in shape.members.items() if m.type_name == "string")
     json = wire is WireFormat.JSON
 
     def decode_flat_list(value: Any, depth: int) -> Any:
@@ -231,7 +233,7 @@ def _flat_list_decoder(
         decoded: list[dict[str, Any]] = []
         append = decoded.append
         for item in value:
-            if type(item) is not dict or not item.keys() <= known:
+            if type(item) is not dict:
                 return generic(value, depth)
             entry: dict[str, Any] = {}
             for name, member in item.items():
@@ -243,7 +245,7 @@ def _flat_list_decoder(
                             return generic(value, depth)
                     elif kind is not bytes or json:
                         return generic(value, depth)
-                elif kind is not str:
+                elif kind is not str or name not in strings:
                     return generic(value, depth)
                 entry[name] = member
             append(entry)
@@ -467,8 +469,30 @@ def encode_body(document: Mapping[str, Any], wire: WireFormat) -> bytes:
             document, default=_json_default, option=orjson.OPT_PASSTHROUGH_DATETIME
         )
         return encoded
+    records = document.get("Records")
+    if type(records) is list and records:
+        page = _cbor_page(document, records)
+        if page is not None:
+            return page
     # cbor2 walks the document in C; only timestamps call back (`_CBOR_ENCODERS`).
     return cbor2.dumps(document, encoders=_CBOR_ENCODERS)
+
+
+def _cbor_page(document: Mapping[str, Any], records: list[Any]) -> bytes | None:
+    """A document holding a page of records (GetRecords, a SubscribeToShard event) with the
+    records written by `cbor_page` and its other members by cbor2, in the document's order;
+    None when the records are not all of the page's shape."""
+    array = cbor_page.records_array(records)
+    if array is None:
+        return None
+    parts = [cbor_page.item_head(_CBOR_MAP_MAJOR_TYPE, len(document))]
+    for name, value in document.items():
+        parts.append(cbor2.dumps(name))
+        if name == "Records":
+            parts.append(array)
+        else:
+            parts.append(cbor2.dumps(value, encoders=_CBOR_ENCODERS))
+    return b"".join(parts)
 
 
 def _json_default(value: Any) -> Any:

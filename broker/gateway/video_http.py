@@ -57,6 +57,10 @@ _MODELS = {
     "kinesis-video-media": MEDIA_OPERATIONS,
     "kinesis-video-archived-media": ARCHIVED_MEDIA_OPERATIONS,
     "kinesis-video-signaling": SIGNALING_OPERATIONS,
+    # WebRTC ingestion's storage sessions need a WebRTC media server, which Shoal does not run:
+    # their paths are claimed so that a call is refused (UnknownOperationException), not
+    # answered by the Kinesis door's 200 envelope for an application/json body.
+    "kinesis-video-webrtc-storage": frozenset(),
 }
 
 

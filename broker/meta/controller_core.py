@@ -289,6 +289,36 @@ def choose_leader(
     return None
 
 
+def stranded_by_leaving(image: MetadataImage, node_id: NodeId, *, wall_ms: int) -> tuple[str, ...]:
+    """The shards ("stream/shard id") whose other ACTIVE replicas would not be a majority of
+    the replica set once `node_id` stops, while the controller is still repairing that set
+    (below its replication factor, or holding a replica on a node that is not ACTIVE).
+
+    A leader change needs promises from a majority of the set (`choose_leader`), so such a
+    shard could not get a leader again until `node_id` came back: a two-replica set left by
+    the removal of a fenced replica, whose other member then stops for good (a StatefulSet
+    scaled down), waited for it forever (`controller_leader_not_chosen ... re_prepare`). A
+    node stopping on SIGTERM therefore waits, bounded, until the controller has added the
+    replacement (`Node.drain_for_shutdown`). A set the controller is not changing (a stream
+    of replication factor 1 or 2 on healthy nodes) is not waited for: nothing would change."""
+    stranded = []
+    for stream in image.streams.values():
+        if stream.is_gone(now_ms=wall_ms):
+            continue
+        for shard in stream.shards:
+            replicas = shard.replicas
+            if node_id not in replicas or len(replicas) < 2 or shard.state is ShardState.CLOSED:
+                continue
+            active = [
+                n for n in replicas if n in image.nodes and image.nodes[n].state is NodeState.ACTIVE
+            ]
+            repairing = len(replicas) < stream.replication_factor or len(active) < len(replicas)
+            others = sum(1 for n in active if n != node_id)
+            if repairing and others <= len(replicas) // 2:
+                stranded.append(f"{stream.name}/{shard.shard_id}")
+    return tuple(stranded)
+
+
 def is_caught_up(leader: ReplicaStatus, replica: ReplicaStatus) -> bool:
     """The replica holds everything the leader has committed, in the leader's epoch."""
     return replica.last_epoch == leader.last_epoch and replica.log_end >= leader.hw

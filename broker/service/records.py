@@ -23,7 +23,7 @@ from broker.error_messages import (
     timestamp_in_the_future,
 )
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import NewRecord, StoredRecord, new_record
+from broker.log.records import NewRecord, StoredRecord, new_record, records_size_bytes
 from broker.meta.image import (
     HOUR_MS,
     MetadataImage,
@@ -44,6 +44,7 @@ from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
     is_valid_ordering_number,
     offset_for_sequence_number,
+    record_sequence_numbers,
     sequence_numbers_for,
 )
 from broker.timestamps import datetime_from_ms, ms_from_datetime
@@ -293,7 +294,9 @@ def _settle(
     if not admitted:
         return
     shard_id = shard.shard_id
-    numbers = sequence_numbers_for(shard, outcome.first_offset, len(admitted))
+    numbers = sequence_numbers_for(
+        shard, outcome.first_offset, len(admitted), arrival_ms=outcome.arrival_ms
+    )
     for entry, number in zip(admitted, numbers, strict=True):
         results[entry.position] = {"ShardId": shard_id, "SequenceNumber": number}
 
@@ -524,7 +527,7 @@ class RecordsApi:
                 stream.name,
                 shard.shard_id,
                 len(records),
-                sum(r.size_bytes for r in records),
+                records_size_bytes(records),
                 millis_behind,
                 stream.enhanced_metrics,
             )
@@ -672,25 +675,24 @@ def position_offset(kind: str, offset: int | None, shard: ShardMeta, positions: 
 
 
 def records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:
-    """The Records of GetRecords and of a SubscribeToShardEvent. Offsets are consecutive apart
-    from control records, and a batch shares one arrival time, so numbers and timestamps are
-    made once per run. A record sealed on the replica that served it carries EncryptionType
-    KMS; a clear one carries no EncryptionType, as AWS answers (the member is optional in the
-    model, and AWS's own Lambda event fixtures show it only on encrypted records; clients read
-    its absence as NONE)."""
+    """The Records of GetRecords and of a SubscribeToShardEvent. A batch shares one arrival
+    time (in the AWS layout, also the time field of its numbers), so the shard's bits and the
+    timestamps are made once per run. A record sealed on the replica that served it carries
+    EncryptionType KMS; a clear one carries no EncryptionType, as AWS answers (the member is
+    optional in the model, and AWS's own Lambda event fixtures show it only on encrypted
+    records; clients read its absence as NONE)."""
     if not records:
         return []
-    first = records[0].offset
-    numbers = sequence_numbers_for(shard, first, records[-1].offset - first + 1)
+    numbers = record_sequence_numbers(shard, ((r.offset, r.arrival_ms) for r in records))
     arrival_ms = -1
     arrival = datetime_from_ms(0)
     shaped = []
-    for record in records:
+    for record, number in zip(records, numbers, strict=True):
         if record.arrival_ms != arrival_ms:
             arrival_ms = record.arrival_ms
             arrival = datetime_from_ms(arrival_ms)
         shape = {
-            "SequenceNumber": numbers[record.offset - first],
+            "SequenceNumber": number,
             "ApproximateArrivalTimestamp": arrival,
             "Data": record.data,
             "PartitionKey": record.partition_key,

@@ -39,7 +39,7 @@ from typing import Protocol
 from broker import error_messages, limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import LogCorruptionError, NewRecord, StoredRecord
+from broker.log.records import LogCorruptionError, NewRecord, StoredRecord, records_size_bytes
 from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.replication.driver import DamagedRange
@@ -476,7 +476,7 @@ class ShardClient:
             result = dataclasses.replace(result, end_is_committed_end=True)
         if request.throttle is ReadThrottle.GET_RECORDS:
             read_throttle.record_read(
-                read_bytes=sum(r.size_bytes for r in result.records),
+                read_bytes=records_size_bytes(result.records),
                 now_ms=self._clock.monotonic_ms(),
             )
         return result

@@ -87,7 +87,7 @@ from typing import Any
 from broker import error_messages, limits
 from broker.consumers.registry import ConsumerStatus, StreamConsumer
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import StoredRecord
+from broker.log.records import StoredRecord, records_size_bytes
 from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
 from broker.service import describe
 from broker.service.context import ServiceContext
@@ -101,8 +101,8 @@ from broker.service.records import (
 from broker.service.shards import ReadRequest, ReadResult, ReadThrottle
 from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
+    bound_number_for,
     offset_for_sequence_number,
-    sequence_number_for,
 )
 from broker.streams.subscription_claims import Claim
 from broker.streams.throttling import TokenBucket
@@ -204,6 +204,8 @@ class Subscription:
         self.claim = claim  # carried by every read, checked on the shard's leader
         self.released = False  # the release of its claim was sent (or is not to be)
         self._offset = start_offset
+        # (next offset, ContinuationSequenceNumber) of the last event: see `_continuation`.
+        self._continuation_at: tuple[Offset, str] | None = None
         self._queue: asyncio.Queue[tuple[Event, int] | _End] = asyncio.Queue(
             maxsize=owner.settings.queue_events_max
         )
@@ -356,7 +358,7 @@ class Subscription:
                     self._offset = result.next_offset  # past control records only
                 continue
             self._offset = Offset(max(self._offset, result.next_offset))
-            size = sum(r.size_bytes for r in records)
+            size = records_size_bytes(records)
             if bucket is not None and size:
                 bucket.overdraw(size, now_ms=clock.monotonic_ms())
             event = self._event(records, readable_end=readable_end(shard, result.readable_end))
@@ -402,13 +404,26 @@ class Subscription:
         behind = 0
         if records and self._offset < readable_end:
             behind = max(0, now_ms - records[-1].arrival_ms)
+        shaped = records_shape(shard, records)
         return {
             "SubscribeToShardEvent": {
-                "Records": records_shape(shard, records),
-                "ContinuationSequenceNumber": continuation_number(shard, self._offset),
+                "Records": shaped,
+                "ContinuationSequenceNumber": self._continuation(shaped, records),
                 "MillisBehindLatest": behind,
             }
         }
+
+    def _continuation(self, shaped: list[dict[str, Any]], records: Sequence[StoredRecord]) -> str:
+        """The last delivered record's own number while the next offset is right after it,
+        repeated by the heartbeats that follow; otherwise `continuation_number`. Either way
+        the numbers never go down from one event to the next."""
+        at = self._continuation_at
+        if records and records[-1].offset == self._offset - 1:
+            at = (self._offset, shaped[-1]["SequenceNumber"])
+        elif at is None or at[0] != self._offset:
+            at = (self._offset, continuation_number(self._target.shard, self._offset))
+        self._continuation_at = at
+        return at[1]
 
     def _final_event(self) -> Event:
         stream, shard = self._target.stream, self._target.shard
@@ -705,14 +720,16 @@ def settings_from(ctx: ServiceContext) -> SubscriptionSettings:
 def continuation_number(shard: ShardMeta, next_offset: Offset) -> str:
     """ContinuationSequenceNumber when the next record to deliver is at `next_offset`: the
     number of the last position delivered, so AFTER_SEQUENCE_NUMBER of it (what the KCL and
-    `client/fanout.py` resubscribe with) resumes exactly at `next_offset`.
+    `client/fanout.py` resubscribe with) resumes exactly at `next_offset`. It is at or above
+    the number of the record there whenever it arrived (`bound_number_for`), so continuation
+    numbers never go down from one event to the next.
 
     Offset 0 has no position before it, so an empty shard's events name offset 0 itself. That
     skips nothing: offset 0 of every shard is its first leader's epoch marker, a control record
     no reader receives (replication/replica.py, `epoch_marker`); the test
     `test_continuation_from_an_empty_shard_does_not_skip_its_first_record` holds it to that.
     """
-    return sequence_number_for(shard, max(next_offset - 1, 0))
+    return bound_number_for(shard, max(next_offset - 1, 0))
 
 
 def _at_shard_end(shard: ShardMeta, offset: Offset) -> bool:

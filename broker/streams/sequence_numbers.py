@@ -8,8 +8,14 @@ integer whose 47 hex digits are, from the most significant end,
     | shard index (8) | version 2 (1)
 
 (AWS's first numbers of consecutive shards differ by 2**144 + 16: the shard index in two
-places). Shoal's counter is `created_ms % 1000 << 48 | offset` and its time field the shard's
-created second, so a number is a pure function of (shard, offset), as below.
+places). Shoal's counter is `created_ms % 1000 << 48 | offset`. The time field is, as in AWS's
+numbers, the second the record arrived (its stored ApproximateArrivalTimestamp, never before
+the shard's created second): it lies below the counter, so it cannot change how two numbers of
+a shard compare, whatever the clocks of the leaders that stamped them did; decoding ignores it.
+Numbers that name a position rather than a record carry the shard's created second (the
+starting number) or the field's largest value (the ending number and SubscribeToShard's
+continuation number, `bound_number_for`), so they are at or above every record's number at
+their position, as AWS's ending numbers are.
 
 Shards of streams from before (old data directories, and clusters held below format 4) keep
 the layout they were created with, for good, because consumers store their numbers and
@@ -38,6 +44,7 @@ it (`stored_form`). Pure code: no I/O, no clock.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from broker import error_messages, limits
@@ -126,17 +133,30 @@ def _shard_base(created_ms: int, index: int) -> int:
 
 
 def _aws_shard_base(created_ms: int, index: int) -> int:
-    """The AWS-layout number of offset 0 of a shard, as an integer."""
+    """The AWS-layout number of offset 0 of a shard, as an integer, with its time field
+    empty (`_aws_time_field` fills it)."""
     seconds, ms = divmod(created_ms, 1000)
     return (
         (LEADING_NIBBLE << _AWS_LEADING_SHIFT)
         | (seconds << _AWS_CREATED_S_SHIFT)
         | ((index & 0xF) << _AWS_NIBBLE_SHIFT)
         | (ms << (_AWS_COUNTER_SHIFT + _AWS_MS_IN_COUNTER))
-        | (seconds << _AWS_TIME_SHIFT)
         | (index << _AWS_INDEX_SHIFT)
         | _AWS_VERSION
     )
+
+
+def _aws_time_field(created_ms: int, arrival_ms: int | None) -> int:
+    """The time field of an AWS-layout number: the record's arrival second, never before the
+    shard's created second (AWS's rule: kinesalite's split and merge recordings); the created
+    second when the number names no record."""
+    seconds = created_ms // 1000
+    if arrival_ms is not None:
+        seconds = min(max(seconds, arrival_ms // 1000), _AWS_SECONDS_MASK)
+    return seconds << _AWS_TIME_SHIFT
+
+
+_AWS_TIME_FIELD_MAX = _AWS_SECONDS_MASK << _AWS_TIME_SHIFT
 
 
 def encode_aws_sequence_number(position: SequencePosition) -> str:
@@ -145,37 +165,75 @@ def encode_aws_sequence_number(position: SequencePosition) -> str:
     assert 0 <= position.shard_index <= AWS_SHARD_INDEX_MAX
     assert 0 <= position.offset <= OFFSET_MAX
     base = _aws_shard_base(position.shard_created_ms, position.shard_index)
-    return str(base | (position.offset << _AWS_COUNTER_SHIFT))
+    time_field = _aws_time_field(position.shard_created_ms, None)
+    return str(base | time_field | (position.offset << _AWS_COUNTER_SHIFT))
 
 
-def _base_and_shift(shard: ShardMeta) -> tuple[int, int]:
-    """The number of the shard's offset 0, and where its offset sits, in its layout."""
+def _base_and_shift(shard: ShardMeta, arrival_ms: int | None) -> tuple[int, int]:
+    """The number of the shard's offset 0 for a record that arrived at `arrival_ms` (None: no
+    record), and where its offset sits, in the shard's layout."""
     if shard.aws_sequence_numbers:
         assert shard.index <= AWS_SHARD_INDEX_MAX
-        return _aws_shard_base(shard.created_ms, shard.index), _AWS_COUNTER_SHIFT
+        base = _aws_shard_base(shard.created_ms, shard.index)
+        return base | _aws_time_field(shard.created_ms, arrival_ms), _AWS_COUNTER_SHIFT
     return _shard_base(shard.created_ms, shard.index), _OFFSET_SHIFT
 
 
-def sequence_number_for(shard: ShardMeta, offset: int) -> str:
-    """The sequence number of the record at `offset` in `shard`, in the shard's layout."""
+def sequence_number_for(shard: ShardMeta, offset: int, *, arrival_ms: int | None = None) -> str:
+    """The sequence number of the record at `offset` in `shard` that arrived at `arrival_ms`,
+    in the shard's layout (None: the number of the position, with the created second)."""
     assert 0 <= offset <= OFFSET_MAX
-    base, shift = _base_and_shift(shard)
+    base, shift = _base_and_shift(shard, arrival_ms)
     return str(base | (offset << shift))
 
 
-def sequence_numbers_for(shard: ShardMeta, first_offset: int, count: int) -> list[str]:
-    """The sequence numbers of `count` consecutive records from `first_offset`: the hot path of
-    PutRecords and GetRecords, so the shard's bits are combined once, not per record."""
+def bound_number_for(shard: ShardMeta, offset: int) -> str:
+    """A number naming position `offset` that is at or above the number of the record there,
+    whenever it arrived: the AWS layout's largest time field (other layouts have none)."""
+    assert 0 <= offset <= OFFSET_MAX
+    base, shift = _base_and_shift(shard, None)
+    if shard.aws_sequence_numbers:
+        base |= _AWS_TIME_FIELD_MAX
+    return str(base | (offset << shift))
+
+
+def sequence_numbers_for(
+    shard: ShardMeta, first_offset: int, count: int, *, arrival_ms: int | None = None
+) -> list[str]:
+    """The sequence numbers of `count` consecutive records from `first_offset` that arrived
+    together at `arrival_ms` (one append): the hot path of PutRecords, so the shard's bits
+    are combined once, not per record."""
     assert count >= 0
     assert first_offset >= 0
     assert first_offset + count - 1 <= OFFSET_MAX
-    base, shift = _base_and_shift(shard)
+    base, shift = _base_and_shift(shard, arrival_ms)
     return [str(base | (offset << shift)) for offset in range(first_offset, first_offset + count)]
 
 
+def record_sequence_numbers(
+    shard: ShardMeta, offsets_and_arrivals: Iterable[tuple[int, int]]
+) -> list[str]:
+    """The numbers of stored records given as (offset, arrival_ms): GetRecords' and
+    SubscribeToShard's hot path. Records of one append share their arrival, so the shard's
+    bits are combined once per run of equal arrivals."""
+    numbers: list[str] = []
+    append = numbers.append
+    shift = _AWS_COUNTER_SHIFT if shard.aws_sequence_numbers else _OFFSET_SHIFT
+    base = 0
+    arrival_seen: int | None = None
+    for offset, arrival_ms in offsets_and_arrivals:
+        if arrival_ms != arrival_seen or arrival_seen is None:
+            arrival_seen = arrival_ms
+            base = _base_and_shift(shard, arrival_ms)[0]
+        append(str(base | (offset << shift)))
+    return numbers
+
+
 def _decode_aws(value: int) -> SequencePosition | None:
-    """The position of a number Shoal issued in AWS's layout; None for any other number
-    (AWS's own included: their time field is a record's arrival, not the shard's creation)."""
+    """The position of a number in AWS's layout that Shoal could have issued; None for any
+    other number. The time field (a record's arrival) says nothing about the position and is
+    not read: a number of AWS's own reads as a position too, whose shard incarnation
+    (`offset_for_sequence_number`) then tells it is not from the stream."""
     if value >> _AWS_LEADING_SHIFT != LEADING_NIBBLE or value & 0xF != _AWS_VERSION:
         return None
     seconds = (value >> _AWS_CREATED_S_SHIFT) & _AWS_SECONDS_MASK
@@ -186,7 +244,6 @@ def _decode_aws(value: int) -> SequencePosition | None:
         index > AWS_SHARD_INDEX_MAX
         or (value >> _AWS_NIBBLE_SHIFT) & 0xF != index & 0xF
         or (value >> _AWS_ZERO_BYTE_SHIFT) & 0xFF != 0
-        or (value >> _AWS_TIME_SHIFT) & _AWS_SECONDS_MASK != seconds
         or ms >= 1000
     ):
         return None
@@ -326,12 +383,17 @@ def _foreign_number(text: str) -> _ForeignNumber | None:
 def is_valid_ordering_number(text: str, *, now_ms: int) -> bool:
     """Whether PutRecord's SequenceNumberForOrdering is a number AWS accepts there: one Shoal
     issued, or one of AWS's own layouts (any shard, any stream: it only orders the caller's
-    writes) whose time is not in the future, as kinesalite recorded AWS judging them."""
+    writes) whose time is not in the future, as kinesalite recorded AWS judging them. Shoal's
+    AWS-layout numbers carry their record's arrival second, so one passed back at once to a
+    node whose clock runs more than a second behind the leader that stamped it is refused
+    like a number from the future.)"""
+    foreign = _foreign_number(text)
+    if foreign is not None:  # AWS's layouts, Shoal's AWS-layout numbers among them
+        return foreign.time_ms <= now_ms
     try:
-        decode_sequence_number(text)
+        decode_sequence_number(text)  # Shoal's other layouts
     except ShoalError:
-        foreign = _foreign_number(text)
-        return foreign is not None and foreign.time_ms <= now_ms
+        return False
     return True
 
 
@@ -395,11 +457,12 @@ def starting_sequence_number(shard: ShardMeta) -> str:
 def ending_sequence_number(shard: ShardMeta) -> str | None:
     """SequenceNumberRange.EndingSequenceNumber: set only once the shard is CLOSED.
 
-    It is the number of the last record (offset end_offset - 1); an empty closed shard reports
-    its starting number, so the range is never inverted.
+    It names the last record's position (offset end_offset - 1; an empty closed shard its
+    first position, so the range is never inverted), at or above that record's number
+    (`bound_number_for`).
     """
     if shard.state is not ShardState.CLOSED:
         return None
     assert shard.end_offset is not None
     assert shard.end_offset >= 0
-    return sequence_number_for(shard, max(shard.end_offset - 1, 0))
+    return bound_number_for(shard, max(shard.end_offset - 1, 0))

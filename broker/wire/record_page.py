@@ -9,8 +9,9 @@ read). A `Record` has five fields whose encoding is simple, so the page's `recor
 once per batch, and the rest of the answer (iterator, MillisBehindLatest, ChildShards) is
 serialized by upb and appended: protobuf parses a concatenation of encodings as one message.
 The bytes are identical to upb's (tests/wire/test_record_page.py), since upb writes fields in
-number order as this does. A record dict with other members than the five goes through
-`dict_to_message`, so no shape is ever dropped silently.
+number order as this does. A record dict with other members than the five (or the four of a
+clear record, which has no EncryptionType) goes through `dict_to_message`, so no shape is ever
+dropped silently.
 
 Pure: values in, bytes out.
 """
@@ -26,9 +27,12 @@ from google.protobuf.message import Message
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.wire.codec import dict_to_message
 
+# The members a record written here has: a sealed one all five, a clear one (which AWS
+# answers without EncryptionType) the first four.
 _RECORD_KEYS = frozenset(
     ("SequenceNumber", "ApproximateArrivalTimestamp", "Data", "PartitionKey", "EncryptionType")
 )
+_CLEAR_RECORD_KEYS = _RECORD_KEYS - {"EncryptionType"}
 # Tags (field number << 3 | wire type 2, length-delimited) of the fields written here.
 _RECORDS = b"\x0a"  # GetRecordsOutput.records = 1
 _SEQUENCE_NUMBER = b"\x0a"  # Record.sequence_number = 1
@@ -68,10 +72,11 @@ def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
     append = parts.append
     moment: object = None
     arrival = b""
-    encryption: dict[str, bytes] = {}
+    encryption: dict[str | None, bytes] = {}
     for record in records:
         stamp = record.get("ApproximateArrivalTimestamp")
-        if len(record) != len(_RECORD_KEYS) or not isinstance(stamp, datetime):
+        keys = record.keys()
+        if (keys != _CLEAR_RECORD_KEYS and keys != _RECORD_KEYS) or not isinstance(stamp, datetime):
             body = dict_to_message(record, kinesis_pb2.Record).SerializeToString()
             append(_RECORDS + varint(len(body)))
             append(body)
@@ -79,10 +84,12 @@ def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
         if stamp != moment:
             moment = stamp
             arrival = _arrival_field(stamp)
-        kind = record["EncryptionType"]
+        kind = record.get("EncryptionType")
         encrypted = encryption.get(kind)
         if encrypted is None:
-            encrypted = encryption[kind] = _field(_ENCRYPTION_TYPE, kind.encode())
+            encrypted = encryption[kind] = (
+                b"" if kind is None else _field(_ENCRYPTION_TYPE, kind.encode())
+            )
         number = record["SequenceNumber"].encode()
         key = record["PartitionKey"].encode()
         data: bytes = record["Data"]

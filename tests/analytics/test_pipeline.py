@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker.analytics import anomaly, hotspots, log_parsing, pipeline, records, sql, windows
+from broker.analytics import (
+    anomaly,
+    hotspots,
+    log_parsing,
+    pipeline,
+    records,
+    runner,
+    sql,
+    windows,
+)
 from broker.analytics.duckdb_engine import DuckDbChecker, DuckDbEngine
 from broker.errors import ErrorCode, ShoalError
 from tests.analytics.test_sql import SOURCE
@@ -284,6 +293,78 @@ def test_stagger_windows_open_per_key_and_close_a_range_later(engine: DuckDbEngi
         (records.to_timestamp(minute + 90_000), "ABC", event, 1),
         (records.to_timestamp(minute + 125_000), "QXZ", event, 1),
     ]
+
+
+TOP_K = """
+CREATE OR REPLACE STREAM DESTINATION_SQL_STREAM (
+  "TICKER_SYMBOL" VARCHAR(4),
+  "MOST_FREQUENT_VALUES" BIGINT
+);
+CREATE OR REPLACE PUMP "STREAM_PUMP" AS
+    INSERT INTO "DESTINATION_SQL_STREAM"
+    SELECT STREAM *
+        FROM TABLE (TOP_K_ITEMS_TUMBLING(
+            CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001"),
+            'TICKER_SYMBOL',         -- name of column in single quotes
+            2,                       -- number of the most frequently occurring values
+            60                       -- tumbling window size in seconds
+            )
+        );
+CREATE OR REPLACE STREAM "DISTINCT_TICKERS" ("NUMBER_OF_DISTINCT_ITEMS" BIGINT);
+CREATE OR REPLACE PUMP "DISTINCT_PUMP" AS INSERT INTO "DISTINCT_TICKERS"
+    SELECT STREAM * FROM TABLE(COUNT_DISTINCT_ITEMS_TUMBLING(
+        CURSOR(SELECT STREAM * FROM "SOURCE_SQL_STREAM_001" WHERE PRICE < 100),
+        'TICKER_SYMBOL', 60));
+"""
+
+
+def test_the_tumbling_item_functions_count_per_window(engine: DuckDbEngine) -> None:
+    """The SQL reference's TOP_K_ITEMS_TUMBLING example (K 2 here) and
+    COUNT_DISTINCT_ITEMS_TUMBLING: per 60-second tumbling window of the cursor's rows, the K
+    most frequent tickers with their counts, and the number of distinct tickers, emitted when
+    the window closes (ROWTIME its end)."""
+    program = sql.compile_program(TOP_K)
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    minute = T0 - T0 % 60_000 + 60_000
+    tickers = ["QXZ", "ABC", "QXZ", "XYZ", "QXZ", "ABC", "NFLX"]
+    pipe.push(
+        "SOURCE_SQL_STREAM_001",
+        [
+            row(minute + i * 1_000, ticker, 150.0 if ticker == "NFLX" else 50.0)
+            for i, ticker in enumerate(tickers)
+        ],
+    )
+    pipe.push("SOURCE_SQL_STREAM_001", [row(minute + 61_000, "ABC", 10.0)])
+    pipe.advance(minute + 60_000)
+    received = pipe.drain()
+    end = records.to_timestamp(minute + 60_000)
+    assert received["DESTINATION_SQL_STREAM"] == [(end, "QXZ", 3), (end, "ABC", 2)]
+    assert received["DISTINCT_TICKERS"] == [(end, 3)]  # NFLX's row is filtered out
+    pipe.advance(minute + 120_000)
+    received = pipe.drain()
+    end = records.to_timestamp(minute + 120_000)
+    assert received["DESTINATION_SQL_STREAM"] == [(end, "ABC", 1)]
+    assert received["DISTINCT_TICKERS"] == [(end, 1)]
+
+
+@pytest.mark.parametrize(
+    ("call", "refusal"),
+    [
+        ("TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), 'C', 5, 3601)", "windowSize 3601"),
+        ("TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), 'C', 0, 60)", "with K 0"),
+        ("TOP_K_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), C, 5, 60)", "this TOP_K_ITEMS"),
+        ("COUNT_DISTINCT_ITEMS_TUMBLING(CURSOR(SELECT STREAM * FROM S), 'C', 5, 60)", "this COUNT"),
+    ],
+)
+def test_a_tumbling_item_function_call_kda_refuses_is_refused(call: str, refusal: str) -> None:
+    code = f"""CREATE OR REPLACE STREAM D (C VARCHAR(4), N BIGINT);
+CREATE OR REPLACE PUMP P AS INSERT INTO D
+  SELECT STREAM * FROM TABLE({call});"""
+    with pytest.raises(ShoalError) as raised:
+        sql.compile_program(code)
+    assert raised.value.code is ErrorCode.CODE_VALIDATION
+    assert "Line 3" in str(raised.value) and refusal in str(raised.value)
 
 
 JOIN_CODE = """
@@ -626,3 +707,20 @@ def test_a_pathological_fast_regex_runs_in_linear_time() -> None:
     explore every split of the line (exponentially many) fails at once here."""
     pattern = log_parsing.fast_regex('(@)(@)(@)(@)(@)(@)(@)(@)"!"')
     assert log_parsing.fast_regex_groups("a" * 5_000, pattern) is None
+
+
+def test_a_resume_counts_only_output_rows_written_past_the_recorded_marks() -> None:
+    """An output record's partition key is its row key and the position that produced it: a
+    batch's shard and last record, or the watermark that closed its windows. A resumed
+    application counts (to skip their replay) only the rows past the recorded marks; a key
+    without a position (an older release's) counts, another producer's record does not."""
+    digest = "0123456789abcdef0123456789abcdef"
+    marks = {"shardId-000000000000": "49600"}
+    assert runner._past_the_marks(f"{digest}:c:shardId-000000000000:49600", marks, 0) is None
+    assert runner._past_the_marks(f"{digest}:c:shardId-000000000000:49601", marks, 0) == digest
+    assert runner._past_the_marks(f"{digest}:c:shardId-000000000001:1", marks, 0) == digest
+    assert runner._past_the_marks(f"{digest}:w:60000", marks, 60_000) is None
+    assert runner._past_the_marks(f"{digest}:w:61000", marks, 60_000) == digest
+    assert runner._past_the_marks(digest, marks, 60_000) == digest
+    assert runner._past_the_marks("a-producers-key", marks, 0) is None
+    assert runner._past_the_marks(f"{digest}:w:soon", marks, 0) is None

@@ -3,7 +3,6 @@ service, against an in-process node whose S3 is moto's server on loopback."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -359,71 +358,24 @@ async def test_every_request_shape_through_grpc_never_answers_internal(
     assert malformed == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException")
 
 
-_WRONG_JSON = {  # a value of another JSON type than the member's shape
-    "string": 7,
-    "integer": "seven",
-    "long": "seven",
-    "boolean": "yes",
-    "blob": 7,
-    "timestamp": "not a time",
-    "list": "not a list",
-    "map": ["not", "a", "map"],
-    "structure": "not an object",
-}
-
-
-def _jsonable(value: object) -> str:
-    """A blob's base64 (what the AWS JSON protocol sends); boto3 would encode it so."""
-    import base64
-
-    assert isinstance(value, bytes), value
-    return base64.b64encode(value).decode()
-
-
 async def test_every_member_of_a_wrong_type_gets_a_client_error(fh_node: Node) -> None:
     """Each member of each operation's input, top level and one level down, as a value of
     another JSON type (and bodies that are not a JSON object): a 4xx, never a 5xx."""
-    import json
-
-    import httpx
-
     from broker.gateway.validation import service_model
-    from tests.compat.test_required_members import sample_request
+    from tests.required_members import wrong_type_bodies, wrong_type_problems
 
-    model = service_model("firehose")
-    target = model.metadata["targetPrefix"]
-    samples = {"DeliveryStreamName": "api-wrong-types", "Record": {"Data": "eA=="}}
-    bodies: list[tuple[str, str, bytes]] = []
-    for operation in model.operation_names:
-        shape = model.operation_model(operation).input_shape
-        bodies += [(operation, "array", b"[]"), (operation, "not JSON", b"{")]
-        if shape is None:
-            continue
-        valid = json.loads(json.dumps(sample_request(shape, samples), default=_jsonable))
-        for name, member in shape.members.items():
-            wrong = {**valid, name: _WRONG_JSON[member.type_name]}
-            bodies.append((operation, name, json.dumps(wrong).encode()))
-            for inner_name, inner in getattr(member, "members", {}).items():
-                inner_wrong = {**valid.get(name, {}), inner_name: _WRONG_JSON[inner.type_name]}
-                wrong = {**valid, name: inner_wrong}
-                bodies.append((operation, f"{name}.{inner_name}", json.dumps(wrong).encode()))
-    problems: list[str] = []
-    slots = asyncio.Semaphore(8)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
-
-        async def ask(operation: str, label: str, body: bytes) -> None:
-            async with slots:
-                answer = await client.post(
-                    f"http://127.0.0.1:{fh_node.http_port}/",
-                    headers={
-                        "Content-Type": "application/x-amz-json-1.1",
-                        "X-Amz-Target": f"{target}.{operation}",
-                    },
-                    content=body,
-                )
-            if not 400 <= answer.status_code < 500:
-                problems.append(f"{operation} ({label}): {answer.status_code} {answer.text[:160]}")
-
-        await asyncio.gather(*(ask(*case) for case in bodies))
+    target = service_model("firehose").metadata["targetPrefix"]
+    samples = {"DeliveryStreamName": "api-wrong-types", "Record": {"Data": b"x"}}
+    bodies = wrong_type_bodies("firehose", samples)
     assert len(bodies) > 100  # the scope is real
+    requests = [
+        (
+            f"{operation} ({label})",
+            "/",
+            {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"{target}.{operation}"},
+            body,
+        )
+        for operation, label, body in bodies
+    ]
+    problems = await wrong_type_problems(f"http://127.0.0.1:{fh_node.http_port}", requests)
     assert not problems, "\n".join(problems)

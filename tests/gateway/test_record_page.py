@@ -23,14 +23,19 @@ from broker.wire.record_page import (
 _T0 = datetime(2026, 12, 7, 0, 0, 0, 123_000, tzinfo=UTC)
 
 
-def _record(i: int, *, data: bytes, key: str, at: datetime, kms: bool = False) -> dict[str, Any]:
-    return {
+def _record(
+    i: int, *, data: bytes, key: str, at: datetime, kms: bool = False, clear: bool = False
+) -> dict[str, Any]:
+    record = {
         "SequenceNumber": f"{49_600_000_000_000_000_000_000_000_000_000_000_000_000_000 + i}",
         "ApproximateArrivalTimestamp": at,
         "Data": data,
         "PartitionKey": key,
         "EncryptionType": "KMS" if kms else "NONE",
     }
+    if clear:  # as the service answers a clear record: no EncryptionType
+        del record["EncryptionType"]
+    return record
 
 
 def _upb(response: dict[str, Any]) -> bytes:
@@ -53,6 +58,9 @@ def test_a_page_is_byte_for_byte_what_upb_writes() -> None:
         _record(4, data=b"z", key="k", at=later),
         {"SequenceNumber": "5", "Data": b"no arrival", "PartitionKey": "k"},  # another shape
         _record(6, data=b"after", key="k", at=_T0 + timedelta(seconds=-5)),
+        _record(7, data=b"clear", key="k", at=_T0, clear=True),
+        _record(8, data=b"sealed", key="k", at=_T0, kms=True),
+        _record(9, data=b"clear again", key="k", at=_T0, clear=True),
     ]
     response = {
         "Records": records,
@@ -72,6 +80,30 @@ def test_a_page_is_byte_for_byte_what_upb_writes() -> None:
     assert [r.data for r in parsed.records][3] == records[3]["Data"]
     assert parsed.records[2].partition_key == "ключ-🔑"
     assert parsed.records[2].encryption_type == "KMS"
+    assert not parsed.records[7].HasField("encryption_type")
+
+
+def test_clear_and_sealed_records_are_written_here_not_through_upb(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the page's tail goes through `dict_to_message`: records as the service shapes
+    them (a clear one without EncryptionType) take the direct path."""
+    from broker.wire import record_page
+
+    records = [
+        _record(i, data=b"d", key="k", at=_T0, clear=i % 2 == 0, kms=i % 2 == 1) for i in range(6)
+    ]
+    response = {"Records": records, "NextShardIterator": "it", "MillisBehindLatest": 0}
+    expected = _upb(response)
+    generic = []
+
+    def counting(value: Any, message_class: Any) -> Any:
+        generic.append(message_class)
+        return dict_to_message(value, message_class)
+
+    monkeypatch.setattr(record_page, "dict_to_message", counting)
+    assert get_records_output(response) == expected
+    assert generic.count(kinesis_pb2.Record) == 1  # the arrival timestamp, once per page
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from broker.log.records import (
     StoredRecord,
     decode_records,
     encode_batch,
+    records_size_bytes,
     truncate_batch,
 )
 from broker.types import Offset, ShardUid
@@ -188,3 +189,13 @@ def test_keys_sort_numerically_and_stay_inside_their_shard() -> None:
     assert time_key(top, 2**64 - 1, Offset(2**64 - 1)) < shard_prefix_end(top)
     # Replica-state keys (later) extend the meta key and still name their shard.
     assert parse_meta_key(record_key(uid, Offset(1))[:8] + b"\x01epoch") == uid
+
+
+def test_records_size_bytes_is_the_sum_of_each_records_size() -> None:
+    records = [
+        StoredRecord(Offset(0), 1, "k", b"abc"),
+        StoredRecord(Offset(1), 1, "ключ-🔑", b""),  # UTF-8 bytes, not characters
+        StoredRecord(Offset(2), 1, "", b"x" * 1_000),
+    ]
+    assert records_size_bytes(records) == sum(r.size_bytes for r in records) == 1_017
+    assert records_size_bytes([]) == 0

@@ -33,6 +33,7 @@ from broker.meta.controller_core import (
     UnfenceNode,
     choose_leader,
     is_caught_up,
+    stranded_by_leaving,
 )
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, ShardMeta
 from broker.meta.quorum import LocalQuorum
@@ -440,6 +441,59 @@ def test_replicas_move_off_a_draining_node_one_step_at_a_time() -> None:
     assert decide(core, image, 3) == ()
     image = ok(image, commands.RemoveNode(now_ms=WALL_MS, node_id=N3))
     assert image.nodes[N3].state is NodeState.REMOVED
+
+
+def test_a_node_stopping_while_its_shard_is_one_short_waits_for_the_replacement() -> None:
+    """s25's statefulset stall: a fenced replica was dropped (a set of two, one short), then
+    the other member stopped for good. A leader change needs promises from both of a
+    two-replica set, so the survivor could never lead (`controller_leader_not_chosen ...
+    re_prepare` every 5 s). `stranded_by_leaving` names such shards; the stopping node waits
+    until the controller, which it can still answer, has added the replacement."""
+    image = stream_image(4, shard_count=1, factor=3)
+    (shard,) = shards(image)
+    assert shard.replicas == (N1, N2, N3)
+    assert stranded_by_leaving(image, N2, wall_ms=WALL_MS) == ()  # healthy: leave at once
+    image = set_state(image, N3, NodeState.FENCED)  # silent past the absent-node bound
+    absent_ms = 2 * SESSION_MS
+    core = ControllerCore(
+        settings=dataclasses.replace(SETTINGS, absent_node_replace_after_ms=absent_ms), now_ms=0
+    )
+    now_ms = absent_ms + SESSION_MS
+    for node_id in (N1, N2, N4):
+        core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=now_ms)
+    (remove,) = decide(core, image, now_ms)
+    assert isinstance(remove, EpochChange) and remove.reason == "remove_replica"
+    image = execute(image, remove)
+    assert shards(image)[0].replicas == (N1, N2)
+    # N2 now gets SIGTERM: leaving would strand the shard, as it did before.
+    assert stranded_by_leaving(image, N2, wall_ms=WALL_MS) == ("s1/shardId-000000000000",)
+    assert (
+        choose_leader({N1: promise(9)}, replicas=(N1, N2), new_replicas=(N1, N2), eligible=(N1,))
+        is None
+    )
+    # So it stays, shutting down, and answers the controller's Prepare for the replacement.
+    core.on_heartbeat(node_id=N2, incarnation=1, now_ms=now_ms + 1, shutting_down=True)
+    (add,) = [a for a in decide(core, image, now_ms + 2) if isinstance(a, EpochChange)]
+    assert add.reason == "add_replica" and add.new_replicas == (N1, N2, N4)
+    image = execute(image, add)
+    assert stranded_by_leaving(image, N2, wall_ms=WALL_MS) == ()
+    # Then it stops for good: the two left promise a majority, and the set is repaired.
+    image = set_state(image, N2, NodeState.FENCED)
+    (shard,) = shards(image)
+    assert (
+        choose_leader(
+            {N1: promise(9), N4: promise(9)},
+            replicas=shard.replicas,
+            new_replicas=(N1, N4),
+            eligible=(N1, N4),
+        )
+        == N1
+    )
+    # A set the controller is not changing is not waited for: nothing would change it.
+    two = stream_image(3, shard_count=1, factor=2)
+    assert stranded_by_leaving(two, shards(two)[0].replicas[0], wall_ms=WALL_MS) == ()
+    one = stream_image(1, shard_count=1, factor=1)
+    assert stranded_by_leaving(one, N1, wall_ms=WALL_MS) == ()
 
 
 def test_reshard_completes_once_every_parent_has_a_live_leader() -> None:

@@ -289,6 +289,48 @@ async def test_every_voter_of_a_new_cluster_counts_once_a_leader_is_elected(
             await quorum.stop()
 
 
+async def test_a_follower_past_its_election_timeout_asks_first_and_a_dead_leader_is_replaced(
+    tmp_path: Path,
+) -> None:
+    """Pre-vote: a follower whose election deadline passed while the leader is healthy (what a
+    starved CPU or a paused process leaves behind) no longer raises the term, so the leader
+    stays; when the leader really stops, the others still elect a new one within seconds."""
+    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    quorums = [
+        PysyncobjQuorum(config(tmp_path / f"n{i}", a, tuple(b for b in addresses if b != a)))
+        for i, a in enumerate(addresses)
+    ]
+    for quorum in quorums:
+        await quorum.start()
+    try:
+        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+        leader = next(q for q in quorums if q.statistics().role == "leader")
+        await leader.propose(register_node("n1"))
+        term = leader.statistics().term
+        follower = next(q for q in quorums if q is not leader)
+        syncobj = follower._syncobj
+        assert syncobj is not None
+
+        def deadline_passed() -> None:  # on the tick thread, as a starved stretch leaves it
+            syncobj._SyncObj__raftElectionDeadline = 0.0
+
+        for _ in range(20):  # without pre-vote the first of these starts an election
+            syncobj.call_on_tick_thread(deadline_passed)
+            await asyncio.sleep(0.05)
+        await follower.propose(create_stream("after"))  # the quorum works: the follower follows
+        assert leader.is_quorum_leader()
+        assert {q.statistics().term for q in quorums} == {term}
+
+        await leader.stop()
+        others = [q for q in quorums if q is not leader]
+        await wait_until(
+            lambda: any(q.is_quorum_leader() for q in others), what="a new leader", deadline_s=10
+        )
+    finally:
+        for quorum in quorums:
+            await quorum.stop()
+
+
 # pysyncobj (0.3.17, serializer.py getTransmissionData) never closes the snapshot file it
 # streams to a follower; the garbage collector does, with a ResourceWarning. Not ours to fix
 # here; an fd per snapshot transfer until collection.

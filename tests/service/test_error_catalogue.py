@@ -54,8 +54,11 @@ def _sources() -> list[Path]:
 def literal_error_texts(path: Path, root: Path = BROKER.parent) -> list[str]:
     """`file:line: text` for each ShoalError(code, <text>) (or `_refuse(code, <text>)`,
     `_invalid(<text>)`) in `path`, where <text> is a literal, an f-string or a `+` with one."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    found: list[str] = []
+    source = path.read_text()
+    if not any(f"{name}(" in source for name in _MESSAGE_ARGUMENT):
+        return found  # no error constructor in the file: nothing to parse
+    for node in ast.walk(ast.parse(source, str(path))):
         if not isinstance(node, ast.Call):
             continue
         function = node.func

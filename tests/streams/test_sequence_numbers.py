@@ -19,6 +19,7 @@ from broker.streams.sequence_numbers import (
     SHARD_INDEX_MAX,
     SequencePosition,
     api_form,
+    bound_number_for,
     decode_sequence_number,
     encode_aws_sequence_number,
     encode_legacy_sequence_number,
@@ -27,6 +28,7 @@ from broker.streams.sequence_numbers import (
     is_aws_layout,
     is_valid_ordering_number,
     offset_for_sequence_number,
+    record_sequence_numbers,
     sequence_number_for,
     sequence_numbers_for,
     starting_sequence_number,
@@ -121,7 +123,6 @@ def test_encode_asserts_field_ranges() -> None:
         str(3 << 124),  # version nibble 3
         str(2**128),
         "9" * 56,
-        "49546986683135544286507457936321625675700192471156785154",  # one of AWS's
         str(
             int(
                 encode_sequence_number(
@@ -277,7 +278,10 @@ def test_starting_and_ending_sequence_numbers() -> None:
     assert decode_sequence_number(ending).offset == 9
 
     empty = dataclasses.replace(closed, end_offset=Offset(0))
-    assert ending_sequence_number(empty) == starting_sequence_number(empty)
+    empty_ending = ending_sequence_number(empty)
+    assert empty_ending is not None
+    assert decode_sequence_number(empty_ending).offset == 0
+    assert int(empty_ending) >= int(starting_sequence_number(empty))
 
 
 def test_sequence_number_for_uses_shard_identity() -> None:
@@ -328,8 +332,56 @@ def test_aws_layout_is_what_kinesalite_decodes_as_awss() -> None:
         )
         assert int(digits[1:10], 16) == CREATED_MS // 1000
         assert int(digits[29:38], 16) == CREATED_MS // 1000
-    # Numbers of AWS's own (a record's arrival second in the time field) are not ours.
-    assert not is_aws_layout("49546986683135544286507457936321625675700192471156785154")
+    # A number of AWS's own (a record's arrival second in the time field) reads as a position
+    # of a shard incarnation that is not ours.
+    real = "49546986683135544286507457936321625675700192471156785154"
+    assert decode_sequence_number(real) == SequencePosition(
+        shard_created_ms=1421279230000, shard_index=0, offset=469
+    )
+    with pytest.raises(ShoalError, match="did not come from this stream"):
+        offset_for_sequence_number(
+            real, shard=stream.shards[0], stream_name="s", account_id="000000000000"
+        )
+
+
+@given(
+    offset=st.integers(min_value=0, max_value=OFFSET_MAX - 1),
+    arrivals=st.lists(
+        st.integers(min_value=0, max_value=2**42), min_size=2, max_size=2, unique=True
+    ),
+)
+def test_arrival_seconds_never_change_the_order_or_the_position(
+    offset: int, arrivals: list[int]
+) -> None:
+    """The time field carries each record's arrival second (clamped up to the shard's created
+    second), below the counter: whatever the leaders' clocks did, numbers of a shard order by
+    offset alone and decode to it; the bound number of a position is at or above the number
+    of the record there, and below the next position's."""
+    shard = make_stream(1).shards[0]
+    assert shard.aws_sequence_numbers
+    here = [sequence_number_for(shard, offset, arrival_ms=a) for a in arrivals]
+    after = [sequence_number_for(shard, offset + 1, arrival_ms=a) for a in arrivals]
+    assert max(int(n) for n in here) < min(int(n) for n in after)
+    assert {decode_sequence_number(n).offset for n in here} == {offset}
+    bound = int(bound_number_for(shard, offset))
+    assert max(int(n) for n in here) <= bound < min(int(n) for n in after)
+    for arrival, number in zip(arrivals, here, strict=True):
+        digits = f"{int(number):x}"
+        assert int(digits[29:38], 16) == max(arrival // 1000, CREATED_MS // 1000)
+
+
+def test_records_carry_their_arrival_second_as_kinesalite_checks_it() -> None:
+    shard = make_stream(1).shards[0]
+    arrival = CREATED_MS + 5_500
+    numbers = record_sequence_numbers(shard, [(7, arrival), (8, arrival), (9, arrival + 2_000)])
+    assert numbers == [
+        sequence_number_for(shard, 7, arrival_ms=arrival),
+        sequence_number_for(shard, 8, arrival_ms=arrival),
+        sequence_number_for(shard, 9, arrival_ms=arrival + 2_000),
+    ]
+    assert numbers[:2] == sequence_numbers_for(shard, 7, 2, arrival_ms=arrival)
+    seconds = [int(f"{int(n):x}"[29:38], 16) for n in numbers]
+    assert seconds == [arrival // 1000, arrival // 1000, (arrival + 2_000) // 1000]
 
 
 def test_aws_layout_children_follow_their_parents_and_old_numbers_still_decode() -> None:

@@ -293,6 +293,7 @@ async def test_native_grpc_control_plane(node: Node, kvs: Any) -> None:
 # --- Edge configurations, storage tiers, mapped resources (broker/video/edge_storage.py) -------
 
 HUB = "arn:aws:iot:us-east-1:000000000000:thing/hub-1"
+CHANNEL_ARN_PREFIX = "arn:aws:kinesisvideo:us-east-1:000000000000:channel"
 SECRET = "arn:aws:secretsmanager:us-east-1:000000000000:secret:camera-1"
 
 
@@ -518,6 +519,25 @@ async def test_edge_and_storage_on_the_grpc_door(node: Node, kvs: Any) -> None:
     assert described["EdgeConfig"]["HubDeviceArn"] == HUB
 
 
+async def test_the_webrtc_storage_api_is_refused_not_faked(node: Node) -> None:
+    """JoinStorageSession(AsViewer) need WebRTC ingestion's media server, which Shoal does not
+    run (GetSignalingChannelEndpoint refuses WEBRTC too): a call gets an error naming the
+    operation, never a 200 the client would take for a joined session."""
+    storage = video_client(node, "kinesis-video-webrtc-storage")
+    channel = "arn:aws:kinesisvideo:us-east-1:000000000000:channel/webrtc/1"
+    try:
+        for method, extra in (
+            (storage.join_storage_session, {}),
+            (storage.join_storage_session_as_viewer, {"clientId": "viewer"}),
+        ):
+            with pytest.raises(botocore.exceptions.ClientError) as raised:
+                await call(method, channelArn=channel, **extra)
+            assert _error(raised) == ("UnknownOperationException", 400)
+            assert "JoinStorageSession" in raised.value.response["Error"]["Message"]
+    finally:
+        storage.close()
+
+
 # --- Every request shape of the four models (tests/required_members.py) -----------------------
 # Every operation Shoal serves of botocore's four Kinesis Video models (kinesisvideo,
 # kinesis-video-media, kinesis-video-archived-media, kinesis-video-signaling), with nothing,
@@ -618,3 +638,21 @@ async def test_every_request_shape_through_grpc_never_answers_internal(node: Nod
         malformed = await malformed_request_answer(channel, service, "DescribeStream")
     assert not problems, "\n".join(problems)
     assert malformed == (grpc.StatusCode.INVALID_ARGUMENT, "SerializationException")
+
+
+async def test_every_member_of_a_wrong_type_gets_a_client_error(node: Node) -> None:
+    """The control plane's REST-JSON bodies with each member (and nested member) of another
+    JSON type, or not a JSON object: a 4xx, never a 5xx."""
+    from broker.gateway import rest_json
+    from tests.required_members import wrong_type_bodies, wrong_type_problems
+
+    paths = {operation: path for path, operation in rest_json.routes("kinesisvideo").items()}
+    samples = {"StreamName": "wrong-types", "ChannelARN": f"{CHANNEL_ARN_PREFIX}/wrong/1"}
+    bodies = wrong_type_bodies("kinesisvideo", samples)
+    assert len(bodies) > 100  # the scope is real
+    requests = [
+        (f"{operation} ({label})", paths[operation], {"Content-Type": "application/json"}, body)
+        for operation, label, body in bodies
+    ]
+    problems = await wrong_type_problems(f"http://127.0.0.1:{node.http_port}", requests)
+    assert not problems, "\n".join(problems)
