@@ -464,9 +464,7 @@ class Worker:
             due = min(next_renew, next_take, next_sync)
             wait_ms = min(max(due - self._clock.monotonic_ms(), 0), _WAIT_MS_MAX)
             self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_ms / 1000):
-                    await self._wakeup.wait()
+            await self._clock.wait(self._wakeup, wait_ms)  # the loop's timers: on its clock
 
     async def _scan(self, *, sync: bool, take: bool) -> None:
         """Shard sync, then take: the loop's background scan."""

@@ -211,7 +211,8 @@ class Turn:
     promises: list[tuple[Promise, Completion[Promise]]]
     candidates: list[Local]
     every: bool
-    sent_ahead: bool = False  # `send_ahead` handed out its Appends: `finish` leaves them out
+    # The replicas whose Appends `send_ahead` handed out: `finish` leaves those out.
+    sent_ahead: set[ShardUid] = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -518,14 +519,20 @@ class DriverCore:
         Safe by the replica's rules 3 and 6 (replica.py): its HW counts its own log only up
         to its durable end, and a replica reopened after losing such a tail never leads in
         that epoch again. Acknowledgements ("durable here") still wait for `finish`, which
-        leaves out what this returned."""
-        turn.sent_ahead = True
-        return tuple(
-            envelope
-            for _, ready in turn.work
-            for envelope in ready.to_send
-            if isinstance(envelope.message, Append)
-        )
+        leaves out what this returned.
+
+        Not the Appends of a Ready that also persists the replica's promise: rule 6 knows the
+        epochs a reopened replica may have led in from its durable promise. A leader that
+        raised its promise itself (configured for an epoch it was not prepared for: a new
+        shard's first epoch) and crashed before this fsync would reopen without it and lead
+        in that epoch again, writing other records at offsets its followers hold under it."""
+        ahead: list[Envelope] = []
+        for local, ready in turn.work:
+            if ready.promise is not None:
+                continue  # sent by `finish`, once the promise is durable
+            turn.sent_ahead.add(local.replica.shard_uid)
+            ahead.extend(e for e in ready.to_send if isinstance(e.message, Append))
+        return tuple(ahead)
 
     def persist_plan(self, turn: Turn, *, wall_ms: int) -> PersistPlan:
         """The store calls that make `turn` durable, in the order the replica requires."""
@@ -562,7 +569,9 @@ class DriverCore:
             for envelope in ready.to_send:
                 if isinstance(envelope.message, AppendAck) and buggify("driver.drop_ack"):
                     continue
-                if turn.sent_ahead and isinstance(envelope.message, Append):
+                if local.replica.shard_uid in turn.sent_ahead and isinstance(
+                    envelope.message, Append
+                ):
                     continue
                 sends.append(envelope)
             reads.extend((local, request) for request in ready.reads)

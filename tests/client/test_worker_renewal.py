@@ -31,6 +31,7 @@ from broker.client.worker import (
     Worker,
     WorkerConfig,
 )
+from broker.clock import VirtualClock
 from broker.consumers.leases import Lease
 
 pytestmark = pytest.mark.integration
@@ -42,13 +43,14 @@ SLOW_LIST_S = 2.0
 
 
 class SlowListingLeaseClient(InMemoryLeaseClient):
-    def __init__(self) -> None:
+    def __init__(self, clock: VirtualClock) -> None:
         super().__init__()
+        self.clock = clock
         self.list_delay_s = 0.0
 
     async def list_leases(self, *, application: str, stream_name: str) -> tuple[Lease, ...]:
         if self.list_delay_s:
-            await asyncio.sleep(self.list_delay_s)
+            await self.clock.sleep(self.list_delay_s * 1000)  # virtual, as the worker's timers
         return await super().list_leases(application=application, stream_name=stream_name)
 
 
@@ -87,13 +89,15 @@ async def test_renewals_keep_their_schedule_during_a_slow_take_scan(
     client: AsyncShoalClient,
 ) -> None:
     await client.call("CreateStream", {"StreamName": STREAM, "ShardCount": 1})
-    lease_client = SlowListingLeaseClient()
+    clock = VirtualClock()  # the worker's loop and the slow listing wait on it
+    lease_client = SlowListingLeaseClient(clock)
     config = WorkerConfig(
         worker_id="w0",
         failover_ms=1_500,  # renew every 475 ms
         lease_take_interval_ms=200,
         polling_idle_interval_ms=20,
         rng=random.Random(0),
+        clock=clock,
     )
     worker = Worker(
         application=APP,
@@ -105,24 +109,24 @@ async def test_renewals_keep_their_schedule_during_a_slow_take_scan(
     )
     task = asyncio.create_task(worker.run())
     try:
-        await _wait(
-            lambda: worker.statistics().held_shard_ids == (SHARD,), deadline_s=10, what="taken"
+        await clock.run_until(
+            lambda: worker.statistics().held_shard_ids == (SHARD,), step_ms=20, deadline_s=10
         )
-        await asyncio.sleep(0.3)  # the consumer's one listing (its parents) is done
+        await clock.run_for(300)  # the consumer's one listing (its parents) is done
         lease_client.list_delay_s = SLOW_LIST_S
         owner, before = _counter(lease_client)
         assert owner == "w0"
-        # Two and a half renew intervals: at least two renewals, although every take scan
-        # meanwhile spends 2 s in its listing.
-        await asyncio.sleep(2.5 * config.renew_interval_ms / 1000)
+        # Two and a half renew intervals (virtual): at least two renewals, although every take
+        # scan meanwhile spends 2 s in its listing.
+        await clock.run_for(int(2.5 * config.renew_interval_ms))
         owner, after = _counter(lease_client)
         assert owner == "w0"
         assert after - before >= 2, f"{after - before} renewals during a slow take scan"
         assert worker.statistics().leases_lost == 0
         lease_client.list_delay_s = 0.0
-        async with asyncio.timeout(15):
-            await worker.shutdown()
-            await task
+        stopping = asyncio.ensure_future(worker.shutdown())
+        await clock.run_until(lambda: stopping.done() and task.done(), step_ms=20, deadline_s=15)
+        await task
     finally:
         task.cancel()
     owner, _ = _counter(lease_client)

@@ -16,6 +16,7 @@ from broker.meta import controller_core
 from broker.meta.image import ShardMeta
 from broker.meta.placement import NodeLoads
 from broker.replication import driver_core
+from broker.replication.messages import Append
 from broker.replication.replica import Ready, Role, ShardReplica
 from broker.sim.controller import run_controller_seed
 from broker.sim.run import run_seed
@@ -76,7 +77,34 @@ def test_a_leader_leading_on_after_losing_a_sent_tail_is_caught(
     those offsets, which the followers' epoch check takes for the same records."""
     monkeypatch.setattr(ShardReplica, "_may_lead", lambda self, epoch: True)
     violation = _first_violation(range(7))
-    assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
+    # The followers ack the offsets they already hold, so the leader's new record there is
+    # acknowledged while only the leader has it (or, later, the logs differ or lose it).
+    assert violation.startswith(
+        ("AcknowledgedDurableOnMajority", "AcknowledgedNeverLost", "CommittedPrefixIdentical")
+    ), violation
+
+
+def test_a_leader_sending_ahead_before_its_promise_is_durable_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: `DriverCore.send_ahead` also sends the Appends of a Ready that persists the
+    replica's promise (a new shard's first epoch, which its leader promises itself). After a
+    crash before that fsync the leader reopens without the promise, so rule 6 lets it lead in
+    that epoch again, over records its followers hold under it. Seed 203 (found by the
+    10,000-seed run) reaches it."""
+
+    def send_everything(self: driver_core.DriverCore, turn: driver_core.Turn) -> tuple[object, ...]:
+        turn.sent_ahead.update(local.replica.shard_uid for local, _ in turn.work)
+        return tuple(
+            envelope
+            for _, ready in turn.work
+            for envelope in ready.to_send
+            if isinstance(envelope.message, Append)
+        )
+
+    monkeypatch.setattr(driver_core.DriverCore, "send_ahead", send_everything)
+    violation = _first_violation(range(203, 204))
+    assert violation.startswith("AcknowledgedDurableOnMajority"), violation
 
 
 def test_a_leader_counting_its_write_in_flight_as_durable_is_caught(
