@@ -7,10 +7,11 @@ Every wait has a deadline; waits poll a condition, never sleep for a fixed time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -171,22 +172,26 @@ async def test_no_majority_means_unavailable(tmp_path: Path) -> None:
 # --- Three nodes ----------------------------------------------------------------------------------
 
 
-async def test_three_nodes_command_on_a_follower_applies_everywhere(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def three_voters(tmp_path: Path) -> AsyncIterator[list[PysyncobjQuorum]]:
+    """Three voters on loopback, started and with a leader; stopped at the end."""
     addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
     quorums = [
-        PysyncobjQuorum(
-            config(
-                tmp_path / f"n{i}",
-                address,
-                tuple(a for a in addresses if a != address),
-            )
-        )
-        for i, address in enumerate(addresses)
+        PysyncobjQuorum(config(tmp_path / f"n{i}", a, tuple(b for b in addresses if b != a)))
+        for i, a in enumerate(addresses)
     ]
     for quorum in quorums:
         await quorum.start()
     try:
         await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+        yield quorums
+    finally:
+        for quorum in quorums:
+            await quorum.stop()
+
+
+async def test_three_nodes_command_on_a_follower_applies_everywhere(tmp_path: Path) -> None:
+    async with three_voters(tmp_path) as quorums:
         leaders = {q.statistics().quorum_leader for q in quorums}
         assert len(leaders) == 1
         follower = next(q for q in quorums if q.statistics().role != "leader")
@@ -208,9 +213,6 @@ async def test_three_nodes_command_on_a_follower_applies_everywhere(tmp_path: Pa
         assert sum(isinstance(r, StreamMeta) for r in results) == 1
         errors = [r for r in results if isinstance(r, ShoalError)]
         assert [e.code for e in errors] == [ErrorCode.RESOURCE_IN_USE]
-    finally:
-        for quorum in quorums:
-            await quorum.stop()
 
 
 async def test_a_voter_that_lost_its_journal_votes_only_once_caught_up(tmp_path: Path) -> None:
@@ -263,15 +265,7 @@ async def test_every_voter_of_a_new_cluster_counts_once_a_leader_is_elected(
     and once stayed blank for good: after it lost the leadership it withheld its vote from
     every candidate, so with one other voter cut off no leader could be elected again (the
     isolated-node fencing stall of tests/chaos). Being elected proves its log complete."""
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    quorums = [
-        PysyncobjQuorum(config(tmp_path / f"n{i}", a, tuple(b for b in addresses if b != a)))
-        for i, a in enumerate(addresses)
-    ]
-    for quorum in quorums:
-        await quorum.start()
-    try:
-        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+    async with three_voters(tmp_path) as quorums:
         leader = next(q for q in quorums if q.statistics().role == "leader")
         await leader.propose(register_node("n1"))
         syncobjs = [q._syncobj for q in quorums]
@@ -284,9 +278,6 @@ async def test_every_voter_of_a_new_cluster_counts_once_a_leader_is_elected(
         await leader.stop()
         others = [q for q in quorums if q is not leader]
         await wait_until(lambda: any(q.is_quorum_leader() for q in others), what="a new leader")
-    finally:
-        for quorum in quorums:
-            await quorum.stop()
 
 
 async def test_a_follower_past_its_election_timeout_asks_first_and_a_dead_leader_is_replaced(
@@ -295,15 +286,7 @@ async def test_a_follower_past_its_election_timeout_asks_first_and_a_dead_leader
     """Pre-vote: a follower whose election deadline passed while the leader is healthy (what a
     starved CPU or a paused process leaves behind) no longer raises the term, so the leader
     stays; when the leader really stops, the others still elect a new one within seconds."""
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    quorums = [
-        PysyncobjQuorum(config(tmp_path / f"n{i}", a, tuple(b for b in addresses if b != a)))
-        for i, a in enumerate(addresses)
-    ]
-    for quorum in quorums:
-        await quorum.start()
-    try:
-        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+    async with three_voters(tmp_path) as quorums:
         leader = next(q for q in quorums if q.statistics().role == "leader")
         await leader.propose(register_node("n1"))
         term = leader.statistics().term
@@ -326,9 +309,6 @@ async def test_a_follower_past_its_election_timeout_asks_first_and_a_dead_leader
         await wait_until(
             lambda: any(q.is_quorum_leader() for q in others), what="a new leader", deadline_s=10
         )
-    finally:
-        for quorum in quorums:
-            await quorum.stop()
 
 
 # pysyncobj (0.3.17, serializer.py getTransmissionData) never closes the snapshot file it
@@ -544,15 +524,7 @@ async def test_a_stale_heartbeat_truncated_applied_entries_and_no_longer_does(
     lags (as after a nextIndex rewind). pysyncobj's own handler cuts the applied entries with
     its CRITICAL warning (they come back identical, so the images agree); through our handler
     nothing is cut."""
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(3)]
-    quorums = [
-        PysyncobjQuorum(config(tmp_path / f"n{i}", a, tuple(x for x in addresses if x != a)))
-        for i, a in enumerate(addresses)
-    ]
-    for quorum in quorums:
-        await quorum.start()
-    try:
-        await wait_until(lambda: all(q.is_ready() for q in quorums), what="a leader")
+    async with three_voters(tmp_path) as quorums:
         leader = next(q for q in quorums if q.statistics().role == "leader")
         await leader.propose(register_node("n1"))
         for i in range(6):
@@ -597,6 +569,3 @@ async def test_a_stale_heartbeat_truncated_applied_entries_and_no_longer_does(
             for q in quorums
         ]
         assert len({encode_image(image) for image in images}) == 1
-    finally:
-        for quorum in quorums:
-            await quorum.stop()
