@@ -214,6 +214,9 @@ rpc_ping_interval_ms_min = 500
 # for). A connect attempt every 250 ms to a dead peer costs nothing.
 rpc_reconnect_backoff_ms_min = 100
 rpc_reconnect_backoff_ms_max = 250
+# The public gRPC client (client/grpc_client.py) backs off a little longer: one attempt a
+# second to a node that is down, and a restarted node is reached again within a second.
+client_reconnect_backoff_ms_max = 1_000
 # Channels replaced after a certificate renewal close this long after (calls on them end).
 rpc_channel_retire_grace_ms = 5_000
 # The controller's crash probe: a dead node's port refuses at once (RST); a slower answer is

@@ -26,6 +26,14 @@ _SERVICE = kinesis_pb2.DESCRIPTOR.services_by_name["KinesisService"]
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
     ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+    # gRPC shares a process's connections to one address between channels by default, with
+    # their reconnect backoff (up to 120 s): a new client of a node that restarted failed at
+    # once with the old "connection refused" while an older client of the same process was
+    # still backing off. Each client connects on its own and retries a restarted node soon.
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.initial_reconnect_backoff_ms", limits.rpc_reconnect_backoff_ms_min),
+    ("grpc.min_reconnect_backoff_ms", limits.rpc_reconnect_backoff_ms_min),
+    ("grpc.max_reconnect_backoff_ms", limits.client_reconnect_backoff_ms_max),
 ]
 DEFAULT_TIMEOUT_S = 30.0
 # A subscription lasts 5 minutes on the server (its own timer ends it normally); the client's
