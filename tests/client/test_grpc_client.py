@@ -31,7 +31,9 @@ def test_a_new_client_reaches_a_node_that_came_back_while_an_older_client_backs_
         for _ in range(3):  # nothing listens yet: refused, and its connection backs off
             with pytest.raises(ShoalError):
                 older.call("ListStreams", {})
-        handler = grpc.unary_unary_rpc_method_handler(_empty_answer)
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(
+            _empty_answer
+        )
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(_KINESIS, {"ListStreams": handler}),)
         )
