@@ -105,7 +105,12 @@ def test_scale_up_then_down_without_a_manual_step(tmp_path: Path) -> None:
             if len(seen) != 5 or any(state != "ACTIVE" for state, _, _ in seen.values()):
                 return False
             held = [replicas for _, _, replicas in seen.values()]
-            return max(held) - min(held) <= 1
+            # And no replica change in flight: every open shard has its three replicas and a
+            # leader (a node stopped in the middle of a change that includes it can leave a set
+            # one short whose leader change waits for it: the known gap in docs/ARCHITECTURE.md).
+            shards = [s for s in cluster_status(first).shards if s.state != "CLOSED"]
+            settled = all(len(s.replicas) == 3 and s.leader for s in shards)
+            return max(held) - min(held) <= 1 and settled
 
         try:
             wait_until(balanced, deadline_s=60, what="the new pods to take their share")
