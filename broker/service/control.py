@@ -14,7 +14,8 @@ from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, StreamStatus
-from broker.service import describe
+from broker.meta.metadata_format import ENCRYPTED_CREATION_LEVEL
+from broker.service import describe, stream_features
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
 from broker.streams import namespaces, tag_rules
@@ -24,6 +25,14 @@ from broker.timestamps import ms_from_datetime
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
+
+# The node's own callers (door "internal") create an internal stream whose encryption is
+# decided before its first record (a video stream's fragments, an encrypted delivery stream's)
+# already encrypted, under the KeyId this request member names: one CreateStream command
+# carries the stream's first data key, so no node holds a replica of it without the key. Not
+# a member of AWS's CreateStream; honoured for internal stream names only, which outside
+# callers cannot create.
+CREATE_ENCRYPTED_UNDER = "ShoalEncryptedUnderKeyId"
 
 
 async def create_stream(ctx: ServiceContext, request: Request) -> Response:
@@ -53,11 +62,17 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
         account_id=ctx.config.account_id,
     )
     name = ctx.stream_key(display_name)  # in the caller's account and region
+    arn = ctx.stream_arn(name)
+    key_id = request.get(CREATE_ENCRYPTED_UNDER) if is_internal(display_name) else None
+    data_key = None
+    if key_id is not None:
+        ctx.metadata.require_format(ENCRYPTED_CREATION_LEVEL)
+        data_key = await stream_features.new_data_key(ctx, key_id, stream_arn=arn)
     await ctx.metadata.propose(
         commands.CreateStream(
             now_ms=ctx.now_ms(),
             name=name,
-            arn=ctx.stream_arn(name),
+            arn=arn,
             shard_count=shard_count,
             mode=mode,
             retention_hours=limits.retention_hours_default,
@@ -77,6 +92,8 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             replication_factor=max(
                 1, min(ctx.config.replication_factor, len(ctx.image().active_node_ids()))
             ),
+            key_id=key_id,
+            data_key=data_key,
         )
     )
     return {}
