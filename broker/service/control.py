@@ -26,10 +26,22 @@ Request = Mapping[str, Any]
 Response = dict[str, Any]
 
 
+def _requested_mode(request: Request) -> StreamMode:
+    """The capacity mode CreateStream asks for. With neither a mode nor a shard count, AWS
+    creates an on-demand stream of 4 shards (recorded by localstack's `test_create_stream_
+    without_shard_count` against AWS, 2022-08-26; "for the data streams with a provisioned
+    mode, you must specify the number of shards"); a shard count alone means provisioned."""
+    mode_details = request.get("StreamModeDetails")
+    if mode_details:
+        return StreamMode(mode_details["StreamMode"])
+    if request.get("ShardCount") is None:
+        return StreamMode.ON_DEMAND
+    return StreamMode.PROVISIONED
+
+
 async def create_stream(ctx: ServiceContext, request: Request) -> Response:
-    mode_details = request.get("StreamModeDetails") or {}
-    mode = StreamMode(mode_details.get("StreamMode", StreamMode.PROVISIONED.value))
     shard_count = request.get("ShardCount")
+    mode = _requested_mode(request)
     if shard_count is None:
         if mode is StreamMode.PROVISIONED:
             raise ShoalError(

@@ -256,3 +256,51 @@ async def test_tag_characters_as_aws_checks_them(kinesis: Any) -> None:
     listed = (await call(kinesis.list_tags_for_stream, StreamName="tagged"))["Tags"]
     assert {t["Key"]: t["Value"] for t in listed} == tags
     await call(kinesis.remove_tags_from_stream, StreamName="tagged", TagKeys=list(tags))
+
+
+async def test_a_stream_created_without_shard_count_is_on_demand_with_four_shards(
+    kinesis: Any,
+) -> None:
+    """localstack's test_create_stream_without_shard_count, recorded against AWS: four open
+    shards. A shard count alone still means provisioned; provisioned without one is refused."""
+    await call(kinesis.create_stream, StreamName="unsized")
+    summary = (await call(kinesis.describe_stream_summary, StreamName="unsized"))[
+        "StreamDescriptionSummary"
+    ]
+    assert summary["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+    assert summary["OpenShardCount"] == 4
+    await call(kinesis.create_stream, StreamName="sized", ShardCount=1)
+    summary = (await call(kinesis.describe_stream_summary, StreamName="sized"))[
+        "StreamDescriptionSummary"
+    ]
+    assert summary["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
+    assert await error_of(
+        kinesis.create_stream,
+        StreamName="unsized-provisioned",
+        StreamModeDetails={"StreamMode": "PROVISIONED"},
+    ) == (
+        "ValidationException",
+        "1 validation error detected: Value null at 'shardCount' failed to satisfy "
+        "constraint: Member must not be null",
+    )
+
+
+async def test_get_records_opens_an_iterator_in_double_quotes(kinesis: Any) -> None:
+    """localstack's test_get_records_shard_iterator_with_surrounding_quotes, validated against
+    AWS: `"<iterator>"` reads as the iterator."""
+    await call(kinesis.create_stream, StreamName="quoted", ShardCount=1)
+    await call(kinesis.put_record, StreamName="quoted", Data=b"x", PartitionKey="k")
+    iterator = (
+        await call(
+            kinesis.get_shard_iterator,
+            StreamName="quoted",
+            ShardId="shardId-000000000000",
+            ShardIteratorType="TRIM_HORIZON",
+        )
+    )["ShardIterator"]
+    answer = await call(kinesis.get_records, ShardIterator=f'"{iterator}"')
+    assert [record["Data"] for record in answer["Records"]] == [b"x"]
+    assert await error_of(kinesis.get_records, ShardIterator=f'"{iterator}') == (
+        "InvalidArgumentException",
+        "Invalid ShardIterator.",
+    )
