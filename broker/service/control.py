@@ -19,6 +19,7 @@ from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
 from broker.streams import namespaces, tag_rules
 from broker.streams.internal_names import is_internal
+from broker.streams.published_topology import published
 from broker.streams.shard_listing import list_shards_filtered
 from broker.timestamps import ms_from_datetime
 
@@ -109,9 +110,15 @@ async def delete_stream(ctx: ServiceContext, request: Request) -> Response:
     return {}
 
 
+def _as_published(ctx: ServiceContext, stream: StreamMeta, *, now_ms: int) -> StreamMeta:
+    """The stream with the topology AWS shows: the previous one while a reshard's UPDATING
+    lasts (streams/published_topology.py)."""
+    return published(stream, now_ms=now_ms, updating_ms=ctx.config.knobs.stream_updating_ms)
+
+
 async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
-    stream = ctx.stream_for(request)
     now_ms = ctx.now_ms()
+    stream = _as_published(ctx, ctx.stream_for(request), now_ms=now_ms)
     limit = min(
         request.get("Limit", limits.describe_stream_limit_default), limits.describe_stream_limit_max
     )
@@ -131,8 +138,8 @@ async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
 
 
 async def describe_stream_summary(ctx: ServiceContext, request: Request) -> Response:
-    stream = ctx.stream_for(request)
     now_ms = ctx.now_ms()
+    stream = _as_published(ctx, ctx.stream_for(request), now_ms=now_ms)
     summary = describe.stream_description_summary_shape(stream, now_ms=now_ms)
     summary["ConsumerCount"] = len(ctx.image().consumers.for_stream(stream.uid, now_ms=now_ms))
     return {"StreamDescriptionSummary": summary}
@@ -202,7 +209,7 @@ async def list_shards(ctx: ServiceContext, request: Request) -> Response:
             raise ctx.stream_not_found(stream.name)
     serialized_filter = _serialized_filter(shard_filter)
     shards = list_shards_filtered(
-        stream,
+        _as_published(ctx, stream, now_ms=now_ms),
         filter_type=serialized_filter.get("Type"),
         shard_id=serialized_filter.get("ShardId"),
         timestamp_ms=serialized_filter.get("TimestampMs"),

@@ -304,3 +304,86 @@ async def test_get_records_opens_an_iterator_in_double_quotes(kinesis: Any) -> N
         "InvalidArgumentException",
         "Invalid ShardIterator.",
     )
+
+
+async def test_an_updating_stream_shows_its_previous_topology_until_active(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """AWS keeps the old shards on view while a reshard makes the stream UPDATING (kinesalite:
+    2 shards during a 2 -> 4 UpdateShardCount); the new topology shows once it is ACTIVE."""
+    config = node_config(tmp_path / "node", stream_updating_ms=60_000)
+    async with running_node(config, clock) as node:
+        kinesis = boto_client(f"http://127.0.0.1:{node.http_port}")
+        try:
+            await call(kinesis.create_stream, StreamName="growing", ShardCount=2)
+            before = (await call(kinesis.list_shards, StreamName="growing"))["Shards"]
+            await call(kinesis.put_record, StreamName="growing", Data=b"x", PartitionKey="k")
+
+            async def topology() -> tuple[str, list[Any], list[Any], int]:
+                description = (await call(kinesis.describe_stream, StreamName="growing"))[
+                    "StreamDescription"
+                ]
+                listed = (await call(kinesis.list_shards, StreamName="growing"))["Shards"]
+                summary = (await call(kinesis.describe_stream_summary, StreamName="growing"))[
+                    "StreamDescriptionSummary"
+                ]
+                return (
+                    description["StreamStatus"],
+                    description["Shards"],
+                    listed,
+                    summary["OpenShardCount"],
+                )
+
+            await call(
+                kinesis.update_shard_count,
+                StreamName="growing",
+                TargetShardCount=4,
+                ScalingType="UNIFORM_SCALING",
+            )
+            status, described, listed, open_count = await topology()
+            assert status == "UPDATING"
+            assert described == listed == before
+            assert open_count == 2
+            clock.advance(ms=60_000)
+            status, described, listed, open_count = await topology()
+            assert status == "ACTIVE"
+            assert described == listed
+            assert len(described) == 6
+            assert open_count == 4
+            assert [s["ShardId"] for s in described[:2]] == [s["ShardId"] for s in before]
+            assert all("EndingSequenceNumber" in s["SequenceNumberRange"] for s in described[:2])
+
+            # A merge and a split: the same, each until its UPDATING ends.
+            children = [
+                s for s in described if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+            ]
+            await call(
+                kinesis.merge_shards,
+                StreamName="growing",
+                ShardToMerge=children[0]["ShardId"],
+                AdjacentShardToMerge=children[1]["ShardId"],
+            )
+            status, during, listed, open_count = await topology()
+            assert (status, during, listed, open_count) == ("UPDATING", described, described, 4)
+            clock.advance(ms=60_000)
+            status, merged, _, open_count = await topology()
+            assert (status, len(merged), open_count) == ("ACTIVE", 7, 3)
+            await call(
+                kinesis.split_shard,
+                StreamName="growing",
+                ShardToSplit=merged[-1]["ShardId"],
+                NewStartingHashKey=str(
+                    (
+                        int(merged[-1]["HashKeyRange"]["StartingHashKey"])
+                        + int(merged[-1]["HashKeyRange"]["EndingHashKey"])
+                    )
+                    // 2
+                ),
+            )
+            status, during, listed, open_count = await topology()
+            assert (status, during, listed, open_count) == ("UPDATING", merged, merged, 3)
+            clock.advance(ms=60_000)
+            status, split, _, open_count = await topology()
+            assert (status, len(split), open_count) == ("ACTIVE", 9, 4)
+        finally:
+            kinesis.close()
