@@ -387,3 +387,37 @@ async def test_an_updating_stream_shows_its_previous_topology_until_active(
             assert (status, len(split), open_count) == ("ACTIVE", 9, 4)
         finally:
             kinesis.close()
+
+
+async def test_an_iterator_outlives_its_stream_as_awss_does(kinesis: Any) -> None:
+    """kinesalite's recording of AWS: an iterator names its stream; once the stream is deleted
+    and created again under that name, the iterator of a shard the new stream has reads that
+    shard (200, no records yet, a next iterator), and that of a shard it lacks is not found."""
+    await call(kinesis.create_stream, StreamName="reborn", ShardCount=2)
+    iterators = [
+        (
+            await call(
+                kinesis.get_shard_iterator,
+                StreamName="reborn",
+                ShardId=f"shardId-{index}",
+                ShardIteratorType="LATEST",
+            )
+        )["ShardIterator"]
+        for index in (0, 1)
+    ]
+    await call(kinesis.delete_stream, StreamName="reborn")
+    # Deleted: the stream is reported (issue 14's precedence).
+    assert await error_of(kinesis.get_records, ShardIterator=iterators[0]) == (
+        "ResourceNotFoundException",
+        f"Stream reborn under account {ACCOUNT} not found.",
+    )
+    await call(kinesis.create_stream, StreamName="reborn", ShardCount=1)
+    assert await error_of(kinesis.get_records, ShardIterator=iterators[1]) == (
+        "ResourceNotFoundException",
+        f"Shard shardId-000000000001 in stream reborn under account {ACCOUNT} does not exist",
+    )
+    answer = await call(kinesis.get_records, ShardIterator=iterators[0])
+    assert answer["Records"] == []
+    await call(kinesis.put_record, StreamName="reborn", Data=b"new", PartitionKey="k")
+    answer = await call(kinesis.get_records, ShardIterator=answer["NextShardIterator"])
+    assert [record["Data"] for record in answer["Records"]] == [b"new"]
