@@ -3,7 +3,9 @@
 - `Attrition`: crash a random node (losing its unsynced writes), restart it later.
 - `Partition`: split the nodes (and the controller) in two for a while, then heal.
 - `LeaderKill`: crash the node leading a random shard, restart it later.
-- `LeaderChange`: the controller moves a random shard's leadership (a drain or rebalance).
+- `LeaderChange`: the controller moves a random shard's leadership (a drain or rebalance);
+  with the real controller (`control.SimController`), a metadata-leader change instead: a
+  new controller beside the old one's actions in flight.
 - `DiskLoss`: crash a node and wipe its disk (a replaced pod), restart it recovering; only
   while no other node is down or recovering, so it stays the minority's one failure.
 - Message loss and duplication are `SimNetwork` probabilities, set from the config.
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from broker.sim.cluster import SimCluster, SimNode
-from broker.sim.quorum import CONTROLLER
+from broker.sim.quorum import CONTROLLER, SimMetadataQuorum
 
 
 class FaultPlans:
@@ -83,7 +85,13 @@ class FaultPlans:
 
     def _leader_change(self) -> None:
         cluster = self._cluster
-        cluster.quorum.start_election(self._rng.choice(sorted(cluster.quorum.shards)))
+        shard_uid = self._rng.choice(sorted(cluster.quorum.shards))
+        if isinstance(cluster.quorum, SimMetadataQuorum):
+            cluster.quorum.start_election(shard_uid)
+        else:
+            # The real controller changes leaders only when it decides to: the fault is a
+            # metadata-leader change, a new controller beside the old one's actions in flight.
+            cluster.quorum.new_term()
 
     def _partition(self) -> None:
         cluster = self._cluster
