@@ -10,7 +10,8 @@ counter unchanged for the failover time), so when the running node dies another 
 application over within about the failover time.
 
 The node that holds the placement runs a KCL-style `Worker` (`broker/client/worker.py`) over
-the input stream, in process (`LocalKinesis`, `LocalLeaseClient`): it is the application's
+the input stream, in process (`LocalLeaseClient`; each shard read inside the node by
+`shard_reader.ShardReader`, GetRecords' read without its page shapes): it is the application's
 only worker, so it takes every shard's lease; its record processors parse the records into rows
 (`records.py`) and push them into the application's `Pipeline`. A tick advances the watermark
 (`windows.next_watermark` per shard, the minimum over shards) so idle streams close their
@@ -713,11 +714,11 @@ class _RunningApp:
         page = batch.records
         if not isinstance(page, StoredPage):  # not read by ShardReader: its columns
             page = StoredPage.of_users(page, missing_arrival_ms=self.runner._clock.wall_ms())
-        numbers = page.numbers
+        number = page.number
         # Sequence numbers grow along a shard: a batch starting past the mark replays nothing.
         mark = self._continuous_written.get(shard_id)
         replay_through = int(mark) if mark is not None else -1
-        replaying = int(numbers[0]) <= replay_through
+        replaying = int(number(0)) <= replay_through
         errors: list[records.Row] = []  # KDA's error_stream rows
         processed = await self._preprocess(shard_id, page)
         parse = self._parser.rows
@@ -729,7 +730,7 @@ class _RunningApp:
             if arrival_ms != last_arrival_ms:  # records of one page share a few arrival times
                 last_arrival_ms = arrival_ms
                 rowtime = records.to_timestamp(arrival_ms)
-            is_replay = replaying and int(numbers[index]) <= replay_through
+            is_replay = replaying and int(number(index)) <= replay_through
             if processed is None:
                 data = payloads[index]
             else:
@@ -749,7 +750,7 @@ class _RunningApp:
             for value in values:
                 append((rowtime, rowtime, *value))
         # Checkpointed per batch: through its last record once no window needs its latest.
-        last = numbers[-1]
+        last = number(len(page) - 1)
         max_rowtime = max(page.arrivals_ms)
         pending = (last, max_rowtime + self._retention_ms)
         self.counters.records_in += len(batch.records)

@@ -23,7 +23,7 @@ from typing import overload
 
 from broker import limits
 from broker.caller import Caller
-from broker.client.kpl import MAGIC, ExtendedSequenceNumber, UserRecord, deaggregate
+from broker.client.kpl import MAGIC, UserRecord, deaggregate
 from broker.client.retrieval import RecordBatch, ShardInfo, child_shard
 from broker.client.worker_config import WorkerConfig
 from broker.consumers.leases import Checkpoint
@@ -41,24 +41,29 @@ from broker.types import Offset, ShardUid, StreamUid
 
 
 class StoredPage(Sequence[UserRecord]):
-    """The user records of one read, in order, as columns: `data`, `arrivals_ms` (epoch ms,
-    one int object per run of records that arrived together) and `numbers` (sequence
-    numbers). Plain records keep their `StoredRecord` and become a `UserRecord` only when
-    indexed; a de-aggregated record is its `UserRecord` already."""
+    """The user records of one read, in order, as columns: `data` and `arrivals_ms` (epoch
+    ms, one int object per run of records that arrived together); `number(i)` is a record's
+    sequence number (made on demand: the runner needs a page's first and last). Plain records
+    keep their `StoredRecord` and become a `UserRecord` only when indexed; a de-aggregated
+    record is its `UserRecord` already."""
 
-    __slots__ = ("_made", "_stored", "arrivals_ms", "data", "numbers")
+    __slots__ = ("_made", "_numbers", "_shard", "_stored", "arrivals_ms", "data")
 
     def __init__(
         self,
         data: list[bytes],
         arrivals_ms: list[int],
-        numbers: list[str],
-        stored: Sequence[StoredRecord | None],
-        made: Sequence[UserRecord | None] | None,
+        *,
+        numbers: list[str] | None = None,
+        shard: ShardMeta | None = None,
+        stored: Sequence[StoredRecord] = (),
+        made: list[UserRecord] | None = None,
     ) -> None:
+        assert numbers is not None or (shard is not None and len(stored) == len(data))
         self.data = data
         self.arrivals_ms = arrivals_ms
-        self.numbers = numbers
+        self._numbers = numbers
+        self._shard = shard
         self._stored = stored
         self._made = made
 
@@ -70,10 +75,10 @@ class StoredPage(Sequence[UserRecord]):
         hash_range: tuple[int, int] | None = None,
     ) -> StoredPage:
         """The page of `stored`, records of `shard` in offset order."""
-        numbers = record_sequence_numbers(shard, [(r.offset, r.arrival_ms) for r in stored])
         data = [r.data for r in stored]
         if not any(d.startswith(MAGIC) for d in data):
-            return cls(data, [r.arrival_ms for r in stored], numbers, stored, None)
+            return cls(data, [r.arrival_ms for r in stored], shard=shard, stored=stored)
+        numbers = record_sequence_numbers(shard, [(r.offset, r.arrival_ms) for r in stored])
         users: list[UserRecord] = []
         for record, number in zip(stored, numbers, strict=True):
             users += deaggregate(
@@ -100,10 +105,17 @@ class StoredPage(Sequence[UserRecord]):
         return cls(
             [u.data for u in users],
             arrivals,
-            [str(u.sequence_number) for u in users],
-            [None] * len(users),
-            list(users),
+            numbers=[str(u.sequence_number) for u in users],
+            made=list(users),
         )
+
+    def number(self, index: int) -> str:
+        """The sequence number of the record at `index`."""
+        if self._numbers is not None:
+            return self._numbers[index]
+        assert self._shard is not None
+        record = self._stored[index]
+        return record_sequence_numbers(self._shard, ((record.offset, record.arrival_ms),))[0]
 
     def __len__(self) -> int:
         return len(self.data)
@@ -119,29 +131,24 @@ class StoredPage(Sequence[UserRecord]):
             return StoredPage(
                 self.data[index],
                 self.arrivals_ms[index],
-                self.numbers[index],
-                self._stored[index],
-                self._made[index] if self._made is not None else None,
+                numbers=self._numbers[index] if self._numbers is not None else None,
+                shard=self._shard,
+                stored=self._stored[index],
+                made=self._made[index] if self._made is not None else None,
             )
-        made = self._made[index] if self._made is not None else None
-        if made is not None:
-            return made
+        if self._made is not None:
+            return self._made[index]
         stored = self._stored[index]
-        assert stored is not None
         return UserRecord(
             partition_key=stored.partition_key,
             data=stored.data,
-            sequence_number=self.numbers[index],
+            sequence_number=self.number(index),
             approximate_arrival_timestamp=datetime_from_ms(stored.arrival_ms),
         )
 
     def __iter__(self) -> Iterator[UserRecord]:
         for index in range(len(self.data)):
             yield self[index]
-
-    def checkpoint_at(self, index: int) -> ExtendedSequenceNumber:
-        """The checkpoint that marks the record at `index` processed."""
-        return self[index].extended_sequence_number
 
 
 class ShardReader:
