@@ -55,7 +55,9 @@ manual clock is noticed promptly.
 Retrieval goes through `RecordSource`, chosen by `WorkerConfig.retrieval`: "polling"
 (`retrieval.PollingRecordSource`, GetRecords) or "fanout" (`fanout.py`: a stream consumer named
 after the application, registered if absent, and SubscribeToShard per shard); or any source
-through `Worker(record_source_factory=...)`.
+through `Worker(record_source_factory=...)` (one that reads a node's log itself, as a SQL
+application's `ShardReader` does, hands its user records over already de-aggregated:
+`RecordBatch.users`).
 """
 
 from __future__ import annotations
