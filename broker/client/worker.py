@@ -817,14 +817,28 @@ class _ShardConsumer:
                 )
                 return
             batch = await self._retrying(source.next_batch)
-            users = deaggregate_batch(batch.records, shard_hash_range=shard.hash_range)
+            users: Sequence[UserRecord] = (
+                batch.users
+                if batch.users is not None
+                else deaggregate_batch(batch.records, shard_hash_range=shard.hash_range)
+            )
             if resuming and users:
                 # Only the user records past the checkpoint (an aggregate's records up to it
-                # were processed); once a batch starts past it, so does every later one.
+                # were processed); once a batch starts past it, so does every later one. They
+                # are in order, so those past it are a suffix (sliced: a source's own sequence
+                # type is kept).
                 resuming = not users[0].extended_sequence_number > resume_after
                 if resuming:
-                    users = [u for u in users if u.extended_sequence_number > resume_after]
-            empty_delivered = not batch.records and self._worker.config.process_empty_batches
+                    past = next(
+                        (
+                            i
+                            for i, u in enumerate(users)
+                            if u.extended_sequence_number > resume_after
+                        ),
+                        len(users),
+                    )
+                    users = users[past:]
+            empty_delivered = batch.empty and self._worker.config.process_empty_batches
             if (users or empty_delivered) and not self._holding.lost:
                 if users:
                     self._checkpointer.largest_permitted = users[-1].extended_sequence_number
@@ -839,7 +853,7 @@ class _ShardConsumer:
             if batch.child_shards is not None:
                 await self._shard_end(processor, batch.child_shards)
                 return
-            if not batch.records:
+            if batch.empty:
                 self._worker._count_empty_batch()
                 await self._pause(source.idle_wait_ms)
 

@@ -19,8 +19,10 @@ Two parts, in the etcd-raft shape (STYLE B.1 #2):
 When a pass decides, and the decisions in the order `decide` makes them: `controller_core`.
 
 The leader-change procedure (0002): Prepare(epoch + 1) to every replica of the old and new
-set, wait (bounded) for promises from a majority of both, pick the promiser with the highest
-(last_epoch, log_end) (ties: preference order), propose SetShardLeader(expected_epoch=epoch).
+set, wait (bounded) for promises from a majority of both (of an even old set, half suffices
+when the best log holds a record of the current epoch: `choose_leader`), pick the promiser
+with the highest (last_epoch, log_end) (ties: preference order), propose
+SetShardLeader(expected_epoch=epoch).
 The round ends as soon as the promises in hand allow a choice: a paused replica's Prepare is
 cancelled rather than waited for (`Controller._prepare` says why that is safe).
 Once a Prepare went out the old leader is fenced, so a failed attempt is retried (with
@@ -358,7 +360,7 @@ class Controller:
     ) -> tuple[dict[NodeId, Promise], NodeId | None]:
         """Prepare(epoch) to every replica of the old and new set, in parallel; returns the
         promises in hand and the leader chosen from them as soon as `choose_leader` can choose
-        one (a majority of both sets promised and an eligible promiser holds the highest log
+        one (`choose_leader`'s quorums promised and an eligible promiser holds the highest log
         among them), without waiting for the stragglers: a paused or partitioned replica would
         otherwise hold every failover for the whole `replica_rpc_timeout_ms`.
 
@@ -368,7 +370,9 @@ class Controller:
         the new leader's appends will carry anyway, and a straggler that refused (a higher
         promised epoch: a concurrent controller) makes the SetShardLeader compare-and-set on the
         epoch fail, as it would have without the early return. When no leader can be chosen
-        the round waits for every answer (each bounded by its own deadline)."""
+        the round waits for every answer (each bounded by its own deadline), and then asks
+        `choose_leader` again with the current epoch (its rule for an even set missing a
+        member that will not answer)."""
         targets = tuple(dict.fromkeys((*action.replicas, *action.new_replicas)))
         tasks = {
             asyncio.create_task(self._call(self._replicas.prepare(n, uid, epoch))): n
@@ -390,6 +394,29 @@ class Controller:
                     new_replicas=action.new_replicas,
                     eligible=action.eligible,
                 )
+            if leader is None:
+                # Every replica answered or failed: the current-epoch rule may choose from
+                # fewer than a majority. Only now, so that a replica merely slower than the
+                # others still has its longer log (a leaving leader's records awaiting commit)
+                # counted, as it would in a healthy set.
+                leader = choose_leader(
+                    promises,
+                    replicas=action.replicas,
+                    new_replicas=action.new_replicas,
+                    eligible=action.eligible,
+                    epoch=action.epoch,
+                )
+                if leader is not None:
+                    log.warning(
+                        "controller_leader_chosen_without_majority",
+                        extra={
+                            "stream": action.shard.stream_name,
+                            "shard_index": action.shard.shard_index,
+                            "epoch": epoch,
+                            "leader": leader,
+                            "promised": sorted(n for n, p in promises.items() if p.ok),
+                        },
+                    )
         finally:
             for task in pending:
                 task.cancel()

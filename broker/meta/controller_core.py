@@ -259,27 +259,36 @@ def choose_leader(
     replicas: Sequence[NodeId],
     new_replicas: Sequence[NodeId],
     eligible: Sequence[NodeId],
+    epoch: int | None = None,
 ) -> NodeId | None:
     """The new leader given the promises gathered, or None when it cannot be chosen safely.
 
-    Safe means: promises from a majority of the old set and, unless the change only adds a
-    replica, of the new set (so every record acknowledged in the old epoch is held by some
-    promiser), and the chosen replica holds the
-    highest (last_epoch, log_end) among all of them (Raft's election restriction). When only
-    ineligible replicas hold the highest log, nobody is chosen: waiting is safe, a shorter
-    log is not."""
+    Safe means: every record acknowledged so far is held by the chosen replica, and the old
+    leader can acknowledge no more. The chosen replica holds the highest (last_epoch,
+    log_end) among the promisers (Raft's election restriction); when only ineligible replicas
+    hold it, nobody is chosen: waiting is safe, a shorter log is not. The promisers must be:
+
+    - a majority of the old set `replicas` (it intersects every earlier epoch's commit
+      quorum when sets change one member at a time), or, when `epoch` (the shard's current
+      epoch, whose set is `replicas`) is given, `_current_epoch_quorum`: half of an even set
+      whose best log holds a record of `epoch` (a two-replica set left by a dropped replica
+      whose other member then stopped for good otherwise waited for it forever);
+    - and, unless the change only adds a replica, a majority of the new set. Adding one (the
+      new set contains the old) needs only the old set, as DESIGN §4 says: that fences the
+      old leader and holds every acknowledged record, and the newcomer (which hosts nothing
+      to promise about yet) counts only for later commits."""
     assert replicas
     assert new_replicas
     promised = {node_id: p for node_id, p in promises.items() if p.ok}
-    # Adding a replica (the new set contains the old) needs only the old set's majority, as
-    # DESIGN §4 says: it fences the old leader and holds every acknowledged record, and the
-    # newcomer (which hosts nothing to promise about yet) counts only for later commits. Any
-    # other change needs both majorities.
-    groups = (replicas,) if set(new_replicas) >= set(replicas) else (replicas, new_replicas)
-    for group in groups:
-        if sum(1 for node_id in group if node_id in promised) <= len(group) // 2:
-            return None
+    if not promised:
+        return None
     best = max((p.last_epoch, p.log_end) for p in promised.values())
+    if not _majority(promised, replicas) and not _current_epoch_quorum(
+        promised, replicas, epoch=epoch, best_epoch=best[0]
+    ):
+        return None
+    if not set(new_replicas) >= set(replicas) and not _majority(promised, new_replicas):
+        return None
     for node_id in eligible:
         promise = promised.get(node_id)
         if promise is None or node_id not in new_replicas:
@@ -287,6 +296,46 @@ def choose_leader(
         if (promise.last_epoch, promise.log_end) == best:
             return node_id
     return None
+
+
+def _majority(promised: Mapping[NodeId, Promise], group: Sequence[NodeId]) -> bool:
+    return sum(1 for node_id in group if node_id in promised) > len(group) // 2
+
+
+def _current_epoch_quorum(
+    promised: Mapping[NodeId, Promise],
+    replicas: Sequence[NodeId],
+    *,
+    epoch: int | None,
+    best_epoch: int,
+) -> bool:
+    """Promisers that hold everything committed although they are no majority: at least
+    half of the set (`len - len // 2`), whose best log holds a record of the current epoch.
+
+    Why no acknowledged record is lost (Flexible Paxos: the quorum that elects must meet
+    every quorum that commits, not every other electing one):
+    - A record of the current epoch was acknowledged once a majority of `replicas` held it
+      (the leader counts acknowledgements only from this set, only above its epoch-start
+      batch). Every majority meets any half of the set (a majority is more than half), so
+      a promiser holds it; logs of one epoch are prefixes of its leader's log, so the
+      longest promiser log of the current epoch holds every such record.
+    - A record acknowledged in an earlier epoch is in the current leader's log before its
+      epoch-start batch (that leader was chosen by this same rule, inductively). A replica
+      holding a record of the current epoch took the leader's log up to it, so it holds
+      every earlier acknowledged record too. Hence the best log must be of the current
+      epoch; if no promiser has one, nothing proves what the others held, and the choice
+      waits for a majority.
+    - The old leader is fenced: every majority it could still count meets the promisers,
+      which refuse its epoch now.
+    - Two leaders for one epoch: the leader is only set by SetShardLeader's compare-and-set
+      on the epoch, so one choice of all those made at an epoch wins.
+    For an odd set, half rounded up is already a majority: this only helps even sets, the
+    ones a replica change passes through (one short of a factor of 3, or one over it)."""
+    if epoch is None or best_epoch != epoch:
+        return False
+    return (
+        sum(1 for node_id in replicas if node_id in promised) >= len(replicas) - len(replicas) // 2
+    )
 
 
 def stranded_by_leaving(image: MetadataImage, node_id: NodeId, *, wall_ms: int) -> tuple[str, ...]:
