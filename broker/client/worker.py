@@ -340,6 +340,8 @@ class WorkerStatistics:
     leases_taken: int
     leases_stolen: int
     leases_lost: int
+    empty_batches: int  # reads that returned no record (the processor hears of them only
+    # with WorkerConfig.process_empty_batches)
 
 
 class Worker:
@@ -385,6 +387,7 @@ class Worker:
         self._tasks: asyncio.TaskGroup | None = None
         self._done = asyncio.Event()
         self._delivered = 0
+        self._empty_batches = 0
         self._taken = 0
         self._stolen = 0
         self._lost = 0
@@ -400,6 +403,7 @@ class Worker:
             leases_taken=self._taken,
             leases_stolen=self._stolen,
             leases_lost=self._lost,
+            empty_batches=self._empty_batches,
         )
 
     def _polling_source(self, shard: ShardInfo) -> RecordSource:
@@ -736,6 +740,9 @@ class Worker:
     def _count_delivered(self, count: int) -> None:
         self._delivered += count
 
+    def _count_empty_batch(self) -> None:
+        self._empty_batches += 1
+
 
 class _ShardConsumer:
     """The KCL's ShardConsumer for one lease period: block on parents, initialize, process,
@@ -849,6 +856,7 @@ class _ShardConsumer:
                 await self._shard_end(processor, batch.child_shards)
                 return
             if batch.empty:
+                self._worker._count_empty_batch()
                 await self._pause(source.idle_wait_ms)
 
     async def _shard_end(self, processor: RecordProcessor, children: Sequence[ShardInfo]) -> None:
