@@ -55,7 +55,7 @@ from broker.meta.controller_core import (
     ReplicaStatus,
     UnfenceNode,
     choose_leader,
-    is_caught_up,
+    statuses_caught_up,
 )
 from broker.meta.image import MetadataImage, NodeState
 from broker.meta.metadata_format import FIRST_FORMAT
@@ -348,9 +348,7 @@ class Controller:
             *(self._call(self._replicas.replica_status(n, uid)) for n in nodes)
         )
         leader_status, *others = statuses
-        if leader_status is None:
-            return False
-        return all(s is not None and is_caught_up(leader_status, s) for s in others)
+        return statuses_caught_up(action, leader_status, others)
 
     async def _change_epoch(self, action: EpochChange) -> str:
         """The leader-change procedure of 0002; see the module docstring."""

@@ -377,6 +377,22 @@ def is_caught_up(leader: ReplicaStatus, replica: ReplicaStatus) -> bool:
     return replica.last_epoch == leader.last_epoch and replica.log_end >= leader.hw
 
 
+def statuses_caught_up(
+    action: EpochChange, leader: ReplicaStatus | None, others: Sequence[ReplicaStatus | None]
+) -> bool:
+    """Whether `action` may go ahead: its `caught_up` replicas (`others`, in that order)
+    answered and each holds the leader's log (`is_caught_up`), and the leader has begun the
+    shard's current epoch (its last record, the epoch's marker, is of that epoch). Before
+    its marker a leader's HW may trail what earlier epochs committed, and a replica whose
+    last epoch is the same older one could lack records committed beyond that HW; a replica
+    holding the marker holds the leader's whole log before it (log matching)."""
+    if not action.caught_up:
+        return True
+    if leader is None or leader.last_epoch != action.epoch:
+        return False
+    return all(status is not None and is_caught_up(leader, status) for status in others)
+
+
 @dataclass(slots=True)
 class _Session:
     incarnation: int
@@ -873,7 +889,7 @@ class ControllerCore:
                 shard,
                 (*shard.replicas, target),
                 eligible=self._eligible(image, shard.replicas, shard.uid),
-                caught_up=(),
+                caught_up=_holders_before_add(image, shard),
                 reason="add_replica",
             )
         new_replicas = tuple(n for n in shard.replicas if n != leaving[0])
@@ -933,7 +949,7 @@ class ControllerCore:
             shard,
             (*shard.replicas, target),
             eligible=self._eligible(image, shard.replicas, shard.uid),
-            caught_up=(),
+            caught_up=_holders_before_add(image, shard),
             reason="add_replica",
         )
 
@@ -1014,7 +1030,7 @@ class ControllerCore:
                     shard,
                     (*shard.replicas, target),
                     eligible=self._eligible(image, shard.replicas, shard.uid),
-                    caught_up=(),
+                    caught_up=_holders_before_add(image, shard),
                     reason="balance_replicas",
                 )
             )
@@ -1229,6 +1245,21 @@ def _action_key(action: Action) -> ShardUid | StreamUid | NodeId:
             return action.shard.shard_uid
         case CompleteReshardAction():
             return action.stream_uid
+
+
+def _holders_before_add(image: MetadataImage, shard: ShardMeta) -> tuple[NodeId, ...]:
+    """The replicas that must hold the leader's log (`statuses_caught_up`) before a replica
+    is added: with the leader, at least half of the new set, so every majority of it holds
+    every committed record. The newcomer holds nothing, and a replica set changed before
+    its leader's epoch committed (Raft's rule: a leader commits in its own term before a
+    membership change) could otherwise choose its next leader from the newcomer and a
+    replica that missed records the old set committed (found by the simulator: seed 12 of
+    `run_seed(real_controller=True)`). The live (not FENCED) replicas when they are
+    enough, else all of them (the change waits)."""
+    others = [n for n in shard.replicas if n != shard.leader]
+    needed = (len(shard.replicas) + 2) // 2 - 1  # half the new set, rounded up, less the leader
+    live = [n for n in others if n in image.nodes and image.nodes[n].state is not NodeState.FENCED]
+    return tuple(live if len(live) >= needed else others)
 
 
 def _ref(stream: StreamMeta, shard: ShardMeta) -> ShardRef:

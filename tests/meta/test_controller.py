@@ -33,6 +33,7 @@ from broker.meta.controller_core import (
     UnfenceNode,
     choose_leader,
     is_caught_up,
+    statuses_caught_up,
     stranded_by_leaving,
 )
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, ShardMeta
@@ -305,6 +306,33 @@ def test_is_caught_up() -> None:
     assert is_caught_up(leader, ReplicaStatus(log_end=Offset(8), hw=Offset(5), last_epoch=3))
     assert not is_caught_up(leader, ReplicaStatus(log_end=Offset(7), hw=Offset(5), last_epoch=3))
     assert not is_caught_up(leader, ReplicaStatus(log_end=Offset(9), hw=Offset(5), last_epoch=2))
+
+
+def test_a_replica_is_added_only_once_the_set_holds_the_leaders_log() -> None:
+    """Found by the simulator (seed 12 of `run_seed(real_controller=True)`): a replica added
+    while the other replica of a two-replica set still missed records its old set had
+    committed (the leader's epoch had not committed yet) let the next leader change choose
+    from that replica and the empty newcomer, a majority of the new set, and lose them. An
+    add now names the replicas that must hold the leader's log first (`caught_up`), and
+    `statuses_caught_up` also wants the leader to have begun its epoch."""
+    image = stream_image(4, shard_count=1, factor=3)
+    image = set_state(image, N3, NodeState.DRAINING)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    (add,) = decide(core, image, 1)
+    assert isinstance(add, EpochChange) and add.reason == "add_replica"
+    assert set(add.caught_up) == {N2, N3}
+    epoch = add.epoch
+    leader = ReplicaStatus(log_end=Offset(10), hw=Offset(8), last_epoch=epoch)
+    held = ReplicaStatus(log_end=Offset(9), hw=Offset(8), last_epoch=epoch)
+    behind = ReplicaStatus(log_end=Offset(45), hw=Offset(8), last_epoch=epoch - 1)
+    assert statuses_caught_up(add, leader, [held, held])
+    assert not statuses_caught_up(add, leader, [held, behind])
+    assert not statuses_caught_up(add, leader, [held, None])
+    # A leader before its epoch's marker: its HW may trail what the old set committed.
+    before_marker = ReplicaStatus(log_end=Offset(50), hw=Offset(19), last_epoch=epoch - 1)
+    assert not statuses_caught_up(add, before_marker, [behind, behind])
+    assert statuses_caught_up(dataclasses.replace(add, caught_up=()), None, [])
 
 
 # --- Leader changes and replica moves -------------------------------------------------------------
