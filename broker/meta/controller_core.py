@@ -26,8 +26,9 @@ Decisions, in the order `decide` makes them:
    cut-off node accepts or drops connections rather than refusing them, so only a dead
    process gets this fast path; everything else waits for the session timeout. Heartbeat
    arrival is recorded at once (`on_heartbeat`), before any other work, so an
-   overloaded controller does not fence live nodes (KAFKA-15019). A newly elected controller
-   heard nobody yet: every node gets a fresh session from the moment the core was created.
+   overloaded controller does not fence live nodes (KAFKA-15019), and time the controller's
+   own loop stalled is nobody's silence (`on_stall`). A newly elected controller heard
+   nobody yet: every node gets a fresh session from the moment the core was created.
 2. Leader changes: a shard whose leader is missing, FENCED, REMOVED, DRAINING or shutting
    down gets a new epoch led by the best replica (`choose_leader`).
 3. Replica moves off leaving nodes: add a replacement (one more replica, epoch + 1), wait
@@ -376,6 +377,22 @@ def is_caught_up(leader: ReplicaStatus, replica: ReplicaStatus) -> bool:
     return replica.last_epoch == leader.last_epoch and replica.log_end >= leader.hw
 
 
+def statuses_caught_up(
+    action: EpochChange, leader: ReplicaStatus | None, others: Sequence[ReplicaStatus | None]
+) -> bool:
+    """Whether `action` may go ahead: its `caught_up` replicas (`others`, in that order)
+    answered and each holds the leader's log (`is_caught_up`), and the leader has begun the
+    shard's current epoch (its last record, the epoch's marker, is of that epoch). Before
+    its marker a leader's HW may trail what earlier epochs committed, and a replica whose
+    last epoch is the same older one could lack records committed beyond that HW; a replica
+    holding the marker holds the leader's whole log before it (log matching)."""
+    if not action.caught_up:
+        return True
+    if leader is None or leader.last_epoch != action.epoch:
+        return False
+    return all(status is not None and is_caught_up(leader, status) for status in others)
+
+
 @dataclass(slots=True)
 class _Session:
     incarnation: int
@@ -484,6 +501,26 @@ class ControllerCore:
             metadata_format_max=metadata_format_max,
         )
         self._refused.pop(node_id, None)
+
+    def on_stall(self, *, stalled_ms: int, now_ms: int) -> None:
+        """The shell's event loop ran `stalled_ms` late (its process starved of CPU, or
+        blocked), ending at `now_ms`: that time is nobody's silence. Heartbeats sent meanwhile
+        are still queued, and the first pass after a stall would otherwise fence every node
+        at once (seen at load 40: four nodes fenced within 0.3 s, each "silent" 2.7 s, while
+        the controller's own node, heard in-process, was not). Every session, and the grace
+        of this controller's start and of new registrations, moves on by the stall (never
+        past `now_ms`). A node that is really gone is still fenced once it has been silent
+        for a session of the controller's own running time, and at once if its port refuses
+        connections (a probe)."""
+        assert stalled_ms >= 0
+        self.started_ms = min(self.started_ms + stalled_ms, now_ms)
+        for session in self._sessions.values():
+            session.heard_ms = min(session.heard_ms + stalled_ms, now_ms)
+        self._registered_ms = {
+            node_id: (incarnation, min(at_ms + stalled_ms, now_ms))
+            for node_id, (incarnation, at_ms) in self._registered_ms.items()
+        }
+        self._changed = True
 
     def nodes_to_probe(self, image: MetadataImage, *, now_ms: int) -> tuple[NodeId, ...]:
         """ACTIVE or DRAINING nodes silent for `probe_after_ms` (or not heard by this
@@ -852,7 +889,7 @@ class ControllerCore:
                 shard,
                 (*shard.replicas, target),
                 eligible=self._eligible(image, shard.replicas, shard.uid),
-                caught_up=(),
+                caught_up=_holders_before_add(image, shard),
                 reason="add_replica",
             )
         new_replicas = tuple(n for n in shard.replicas if n != leaving[0])
@@ -912,7 +949,7 @@ class ControllerCore:
             shard,
             (*shard.replicas, target),
             eligible=self._eligible(image, shard.replicas, shard.uid),
-            caught_up=(),
+            caught_up=_holders_before_add(image, shard),
             reason="add_replica",
         )
 
@@ -993,7 +1030,7 @@ class ControllerCore:
                     shard,
                     (*shard.replicas, target),
                     eligible=self._eligible(image, shard.replicas, shard.uid),
-                    caught_up=(),
+                    caught_up=_holders_before_add(image, shard),
                     reason="balance_replicas",
                 )
             )
@@ -1208,6 +1245,21 @@ def _action_key(action: Action) -> ShardUid | StreamUid | NodeId:
             return action.shard.shard_uid
         case CompleteReshardAction():
             return action.stream_uid
+
+
+def _holders_before_add(image: MetadataImage, shard: ShardMeta) -> tuple[NodeId, ...]:
+    """The replicas that must hold the leader's log (`statuses_caught_up`) before a replica
+    is added: with the leader, at least half of the new set, so every majority of it holds
+    every committed record. The newcomer holds nothing, and a replica set changed before
+    its leader's epoch committed (Raft's rule: a leader commits in its own term before a
+    membership change) could otherwise choose its next leader from the newcomer and a
+    replica that missed records the old set committed (found by the simulator: seed 12 of
+    `run_seed(real_controller=True)`). The live (not FENCED) replicas when they are
+    enough, else all of them (the change waits)."""
+    others = [n for n in shard.replicas if n != shard.leader]
+    needed = (len(shard.replicas) + 2) // 2 - 1  # half the new set, rounded up, less the leader
+    live = [n for n in others if n in image.nodes and image.nodes[n].state is not NodeState.FENCED]
+    return tuple(live if len(live) >= needed else others)
 
 
 def _ref(stream: StreamMeta, shard: ShardMeta) -> ShardRef:

@@ -25,10 +25,14 @@ A fault (`new_term`) replaces the core as a metadata-leader change does: a new c
 with fresh sessions and no memory of its predecessor's prepares starts its passes at once,
 while the old one's actions still in flight finish (their compare-and-set decides).
 
-Replica sets stay as placed here (`replica_moves_max = 0`, no absent-node replacement): the
-cluster's replicas are configured at creation and by leader changes only. The image is
-checked after every command, and every decided `EpochChange` before it runs:
-`ReplicasDistinct` (no two replicas of a shard on one node) and `LeaderIsReplica`.
+Replica sets change too: a node FENCED and silent for two sessions is absent, its replicas
+are dropped and replaced on another node (with 5 nodes; `absent_node_replace_after_ms`), and
+one replica balancing move runs at a time (`replica_moves_max = 1`). An `EpochChange` with
+`caught_up` replicas goes ahead only when `statuses_caught_up` says so, from the statuses
+the nodes answer. The image is checked after every command, and every decided
+`EpochChange` before it runs: `ReplicasDistinct` (no two replicas of a shard on one node)
+and `LeaderIsReplica`. This run found seed 12: a replica added before the set held its
+leader's log (`controller_core._holders_before_add`).
 """
 
 from __future__ import annotations
@@ -56,7 +60,6 @@ from broker.meta.controller_core import (
     RemoveAbsentNode,
     ReplicaStatus,
     UnfenceNode,
-    is_caught_up,
 )
 from broker.meta.image import MetadataImage, NodeState, ShardState, StreamMode
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
@@ -124,8 +127,8 @@ class ControlTiming:
                 probe_after_ms=session_ms // 3,
                 full_pass_interval_ms=10 * check_ms,
                 stream_updating_ms=0,
-                absent_node_replace_after_ms=0,
-                replica_moves_max=0,
+                absent_node_replace_after_ms=2 * session_ms,
+                replica_moves_max=1,
             ),
             propose_ms_max=10,
         )
@@ -414,13 +417,8 @@ class SimController:
             return False
         uid = action.shard.shard_uid
         leader = self._nodes.replica_status(action.leader, uid)
-        if leader is None:
-            return False
-        for node_id in action.caught_up:
-            status = self._nodes.replica_status(node_id, uid)
-            if status is None or not is_caught_up(leader, status):
-                return False
-        return True
+        others = [self._nodes.replica_status(node_id, uid) for node_id in action.caught_up]
+        return controller_core.statuses_caught_up(action, leader, others)
 
     def receive(self, message: ReplicationMessage) -> None:
         """A Promise arrived at the controller: every round waiting on it takes it."""

@@ -109,6 +109,12 @@ class FaultPlans:
         cluster = self._cluster
         if any(not node.alive or node.rejoin_floors for node in cluster.nodes.values()):
             return
+        factor = cluster.config.replication_factor
+        if any(len(image.replicas) < factor for image in cluster.quorum.shards.values()):
+            # A set one short (the real controller dropped an absent replica and has not
+            # added its replacement yet) already lost its one failure: a wiped disk now is
+            # a second one, which no two-replica set survives (docs/ARCHITECTURE.md's gap).
+            return
         node = cluster.nodes[self._rng.choice(sorted(cluster.nodes))]
         cluster.lose_disk(node)
         self._restart_later(node)

@@ -219,7 +219,7 @@ def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
     """Mutation of the state machine's SetShardLeader: no compare-and-set on the epoch (a
     command for the epoch the shard already has overwrites its leader). Two controllers (a
     new term beside the old one's change in flight) then install two leaders in one epoch.
-    Seed 26 is one where that happens (found by running seeds 0-59 with the mutation)."""
+    Seed 30 is one where that happens (seeds 30 and 54 of 0-79 with the mutation)."""
     set_shard_leader = nodes.set_shard_leader
 
     def without_compare_and_set(
@@ -236,8 +236,53 @@ def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
         return set_shard_leader(image, dataclasses.replace(command, expected_epoch=shard.epoch))
 
     monkeypatch.setattr(nodes, "set_shard_leader", without_compare_and_set)
-    violation = run_seed(26, steps=3_000, real_controller=True).violation or ""
+    violation = run_seed(30, steps=3_000, real_controller=True).violation or ""
     assert violation.startswith("OneLeaderPerShardEpoch"), violation
+
+
+def test_a_replica_added_on_a_node_holding_the_shard_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation, in the replica cluster run by the real controller: an under-replicated
+    shard's replacement is chosen among every live node, its own replicas' too."""
+
+    def any_live_node(
+        self: controller_core.ControllerCore,
+        image: MetadataImage,
+        ref: controller_core.ShardRef,
+        shard: ShardMeta,
+        *,
+        loads: NodeLoads,
+        now_ms: int,
+    ) -> controller_core.EpochChange | None:
+        options = [n for n in loads.replicas if self._alive(image, n, now_ms)]
+        if not options:
+            return None
+        target = min(options, key=lambda n: (loads.replicas[n], n))
+        return self._epoch_change(
+            ref,
+            shard,
+            (*shard.replicas, target),
+            eligible=self._eligible(image, shard.replicas, shard.uid),
+            caught_up=(),
+            reason="add_replica",
+        )
+
+    monkeypatch.setattr(controller_core.ControllerCore, "_add_replacement", any_live_node)
+    violation = run_seed(3, steps=3_000, real_controller=True).violation or ""
+    assert violation.startswith("ReplicasDistinct"), violation
+
+
+def test_a_replica_added_before_the_set_holds_the_leaders_log_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a replica is added while the other replicas may lack the leader's log (no
+    `caught_up` for an add, as before the simulator found seed 12). The new set's next
+    leader is then chosen from the empty newcomer and a replica that missed records the
+    old set committed."""
+    monkeypatch.setattr(controller_core, "_holders_before_add", lambda image, shard: ())
+    violation = run_seed(12, steps=3_000, real_controller=True).violation or ""
+    assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
 
 @pytest.mark.parametrize("seed", range(4))
