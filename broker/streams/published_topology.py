@@ -50,9 +50,10 @@ def published(stream: StreamMeta, *, now_ms: int, updating_ms: int) -> StreamMet
     if not created:
         return stream
     first_created = min(created)
-    # New shards take the indices after every older one, so dropping them keeps each
-    # remaining shard at its index.
-    assert created == set(range(first_created, len(stream.shards)))
+    if created != set(range(first_created, len(stream.shards))):
+        # New shards take the indices after every older one (dropping them keeps each
+        # remaining shard at its index); anything else is not a reshard's outcome: shown as is.
+        return stream
     shards = tuple(
         _reopened(shard) if shard.index in parents else shard
         for shard in stream.shards[:first_created]
