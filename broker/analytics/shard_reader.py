@@ -28,7 +28,7 @@ from broker.client.retrieval import RecordBatch, ShardInfo, child_shard
 from broker.client.worker_config import WorkerConfig
 from broker.consumers.leases import Checkpoint
 from broker.log.records import StoredRecord, records_size_bytes
-from broker.meta.image import HOUR_MS, ShardMeta, ShardState, StreamMeta
+from broker.meta.image import HOUR_MS, ShardMeta, ShardState, StreamMeta, StreamStatus
 from broker.service import describe
 from broker.service.context import CURRENT_CALLER, ServiceContext
 from broker.service.records import position_offset, read_routed, readable_end
@@ -38,6 +38,9 @@ from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import offset_for_sequence_number, record_sequence_numbers
 from broker.timestamps import datetime_from_ms, ms_from_datetime
 from broker.types import Offset, ShardUid, StreamUid
+
+# The statuses a stream takes reads in (GetShardIterator's `stream_for_data`).
+_READABLE = (StreamStatus.ACTIVE, StreamStatus.UPDATING)
 
 
 class StoredPage(Sequence[UserRecord]):
@@ -198,8 +201,8 @@ class ShardReader:
         ctx = self._ctx
         now_ms = ctx.now_ms()
         stream = ctx.image().stream(self._stream_key, now_ms=now_ms)
-        if stream is None:
-            raise ctx.stream_not_found(self._stream_key)
+        if stream is None or stream.status(now_ms=now_ms) not in _READABLE:
+            raise ctx.stream_not_found(self._stream_key)  # as GetShardIterator answers
         shard = ctx.shard_for(stream, self._shard_info.shard_id)
         self._stream_uid, self._shard_uid, self._shard_index = stream.uid, shard.uid, shard.index
         number: str | None = None

@@ -55,7 +55,9 @@ manual clock is noticed promptly.
 Retrieval goes through `RecordSource`, chosen by `WorkerConfig.retrieval`: "polling"
 (`retrieval.PollingRecordSource`, GetRecords) or "fanout" (`fanout.py`: a stream consumer named
 after the application, registered if absent, and SubscribeToShard per shard); or any source
-through `Worker(record_source_factory=...)`.
+through `Worker(record_source_factory=...)` (one that reads a node's log itself, as a SQL
+application's `ShardReader` does, hands its user records over already de-aggregated:
+`RecordBatch.users`).
 """
 
 from __future__ import annotations
@@ -338,6 +340,8 @@ class WorkerStatistics:
     leases_taken: int
     leases_stolen: int
     leases_lost: int
+    empty_batches: int  # reads that returned no record (the processor hears of them only
+    # with WorkerConfig.process_empty_batches)
 
 
 class Worker:
@@ -383,6 +387,7 @@ class Worker:
         self._tasks: asyncio.TaskGroup | None = None
         self._done = asyncio.Event()
         self._delivered = 0
+        self._empty_batches = 0
         self._taken = 0
         self._stolen = 0
         self._lost = 0
@@ -398,6 +403,7 @@ class Worker:
             leases_taken=self._taken,
             leases_stolen=self._stolen,
             leases_lost=self._lost,
+            empty_batches=self._empty_batches,
         )
 
     def _polling_source(self, shard: ShardInfo) -> RecordSource:
@@ -734,6 +740,9 @@ class Worker:
     def _count_delivered(self, count: int) -> None:
         self._delivered += count
 
+    def _count_empty_batch(self) -> None:
+        self._empty_batches += 1
+
 
 class _ShardConsumer:
     """The KCL's ShardConsumer for one lease period: block on parents, initialize, process,
@@ -847,6 +856,7 @@ class _ShardConsumer:
                 await self._shard_end(processor, batch.child_shards)
                 return
             if batch.empty:
+                self._worker._count_empty_batch()
                 await self._pause(source.idle_wait_ms)
 
     async def _shard_end(self, processor: RecordProcessor, children: Sequence[ShardInfo]) -> None:

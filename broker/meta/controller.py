@@ -138,6 +138,9 @@ class Controller:
         self._core: ControllerCore | None = None
         self._term: int | None = None
         self._passes = 0
+        # When this node's event loop was last seen running (a pass, a heartbeat, the stall
+        # watch): a gap much longer than a pass interval means the loop stalled (`_awake`).
+        self._awake_ms: int | None = None
 
     def is_active(self) -> bool:
         """This node is the controller (as of the last pass or heartbeat)."""
@@ -159,6 +162,7 @@ class Controller:
         core = self._current_core()
         if core is None:
             return False
+        self._awake(core)
         core.on_heartbeat(
             node_id=node_id,
             incarnation=incarnation,
@@ -183,23 +187,50 @@ class Controller:
         if self._core is None or self._term != term:
             self._core = ControllerCore(settings=self._settings, now_ms=self._clock.monotonic_ms())
             self._term = term
+            self._awake_ms = None  # a new core starts every session afresh anyway
             log.info("controller_started", extra={"node_id": self._node_id, "term": term})
         return self._core
 
     async def run(self) -> None:
         """Passes forever: infinite on purpose, ends when cancelled (node stop)."""
-        interval_ms = self._settings.pass_interval_ms
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_stalls())
+            interval_ms = self._settings.pass_interval_ms
+            while True:
+                acted = await self.run_pass()
+                # Right after acting, look again soon: the next step (e.g. a leader change
+                # after a fence) should not wait a whole interval.
+                await self._clock.sleep(interval_ms / 10 if acted else interval_ms)
+
+    async def _watch_stalls(self) -> None:
+        """Looks at the loop every pass interval, so that a stall is seen even while a pass
+        waits on replicas (infinite on purpose, like `run`)."""
         while True:
-            acted = await self.run_pass()
-            # Right after acting, look again soon: the next step (e.g. a leader change after
-            # a fence) should not wait a whole interval.
-            await self._clock.sleep(interval_ms / 10 if acted else interval_ms)
+            await self._clock.sleep(self._settings.pass_interval_ms)
+            core = self._current_core()
+            if core is not None:
+                self._awake(core)
+
+    def _awake(self, core: ControllerCore) -> None:
+        """The loop runs now. If it was last seen running longer ago than a pass interval
+        plus a quarter of a node session, it stalled (CPU starvation, a blocked loop): the
+        core discounts that time from every node's silence (`ControllerCore.on_stall`), so
+        heartbeats still queued behind the stall do not get every node fenced."""
+        now_ms = self._clock.monotonic_ms()
+        last_ms, self._awake_ms = self._awake_ms, now_ms
+        if last_ms is None:
+            return
+        stalled_ms = now_ms - last_ms - self._settings.pass_interval_ms
+        if stalled_ms > self._settings.node_session_timeout_ms // 4:
+            log.warning("controller_stalled", extra={"stalled_ms": stalled_ms})
+            core.on_stall(stalled_ms=stalled_ms, now_ms=now_ms)
 
     async def run_pass(self) -> int:
         """One bounded pass: decide, execute, report. Returns the number of actions taken."""
         core = self._current_core()
         if core is None:
             return 0
+        self._awake(core)
         self._passes += 1
         await self._probe_late_nodes(core)
         image, now_ms = self._quorum.image(), self._clock.monotonic_ms()

@@ -27,6 +27,7 @@ from broker.client.retrieval import RecordBatch, child_shard
 from broker.client.worker_config import WorkerConfig
 from broker.clock import ManualClock
 from broker.consumers.leases import Checkpoint
+from broker.errors import ErrorCode, ShoalError
 from broker.node import Node
 from broker.timestamps import ms_from_datetime
 from tests.analytics.conftest import MODULE_LOOP
@@ -784,6 +785,9 @@ async def test_a_closed_shard_ends_with_its_children_as_get_records_does(
     assert [u.data for u in read] == [u.data for u in expected] == [b"before"]
     assert last.child_shards == tuple(child_shard(c) for c in children)
     assert all(c.parent_shard_ids == (shard["ShardId"],) for c in last.child_shards)
+    with pytest.raises(ShoalError) as raised:  # as GetShardIterator answers
+        await _reader(node, "reader-no-such-stream", shard, limit=1).start(Checkpoint("LATEST"))
+    assert raised.value.code is ErrorCode.RESOURCE_NOT_FOUND
 
 
 async def test_an_application_reads_a_split_shard_then_its_children_once(

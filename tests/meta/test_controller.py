@@ -1075,6 +1075,47 @@ async def test_controller_elects_the_survivor_of_a_two_replica_set_once_the_othe
     assert after.leader == survivor and after.epoch == 2
 
 
+async def test_a_stalled_controller_does_not_fence_the_nodes_whose_heartbeats_wait_behind_it() -> (
+    None
+):
+    """The controller's own loop stalled past a session (its process starved: load 40 in a
+    parallel run fenced four nodes within 0.3 s, each "silent" 2.7 s). The stall is nobody's
+    silence: no node is fenced by the pass after it; one that stays silent is fenced a
+    session of running time later."""
+    image = stream_image(3, shard_count=1, factor=3)
+    controller, quorum, _, clock = await started_controller(image)
+    for node_id in (N1, N2, N3):
+        assert controller.on_heartbeat(node_id=node_id, incarnation=1)
+    assert await controller.run_pass() == 0
+    clock.advance(ms=SESSION_MS + 500)  # nothing ran meanwhile: not a pass, not a heartbeat
+    assert await controller.run_pass() == 0
+    assert all(n.state is NodeState.ACTIVE for n in quorum.image().nodes.values())
+    for _ in range(SESSION_MS // 1000):  # n3 stays silent while the loop runs
+        clock.advance(ms=1_000)
+        for node_id in (N1, N2):
+            assert controller.on_heartbeat(node_id=node_id, incarnation=1)
+        await controller.run_pass()
+    clock.advance(ms=1)
+    await controller.run_pass()
+    assert quorum.image().nodes[N3].state is NodeState.FENCED
+    assert quorum.image().nodes[N2].state is NodeState.ACTIVE
+
+
+def test_a_stall_moves_every_session_on_but_not_past_now() -> None:
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    image = stream_image(3, shard_count=1, factor=3)
+    heartbeat_all(core, image, 1_000)
+    core.on_stall(stalled_ms=SESSION_MS, now_ms=SESSION_MS + 1_500)
+    assert not [a for a in decide(core, image, SESSION_MS + 1_500) if isinstance(a, FenceNode)]
+    # Silent for a whole session of running time after the stall: fenced.
+    fenced = decide(core, image, 2 * SESSION_MS + 1_001)
+    assert {a.node_id for a in fenced if isinstance(a, FenceNode)} == {N1, N2, N3}
+    # A heartbeat heard after the stall began is not moved into the future.
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=3 * SESSION_MS)
+    core.on_stall(stalled_ms=SESSION_MS, now_ms=3 * SESSION_MS)
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=3 * SESSION_MS)
+
+
 async def test_controller_completes_a_reshard_when_the_leaders_have_sealed() -> None:
     image = stream_image(3, shard_count=1, factor=3)
     image = ok(
