@@ -219,16 +219,29 @@ def restore(
         raise BackupError(f"no backup of stream {stream} in {store.describe()}")
     target = as_name or stream
     shards = {s["shard_id"]: s for s in manifest["shards"]}
-    roots = [s for s in manifest["shards"] if s["parent"] not in shards]
+    roots = sorted(
+        (s for s in manifest["shards"] if s["parent"] not in shards),
+        key=lambda s: int(s["hash_start"]),
+    )
+    # CreateStream lays out uniform ranges. Roots that are not (their parents expired before
+    # the backup: a stream resharded unevenly more than its retention ago) are carved from
+    # one shard by splits, so their shard ids differ (`RestoreReport.shard_ids` maps them).
+    uniform = [r["hash_start"] for r in roots] == _uniform_starts(len(roots))
     # The record size limit from the start: records above 1 MiB are then accepted.
-    created: dict[str, Any] = {"StreamName": target, "ShardCount": len(roots)}
+    created: dict[str, Any] = {"StreamName": target, "ShardCount": len(roots) if uniform else 1}
     if manifest["settings"]["max_record_size_kib"] != 1024:
         created["MaxRecordSizeInKiB"] = manifest["settings"]["max_record_size_kib"]
     call("CreateStream", created)
     wait_active(target)
     _restore_encryption(call, target, manifest, wait_active, wait_keyed)
     report = RestoreReport(stream=target)
-    restored = {s["HashKeyRange"]["StartingHashKey"]: s for s in _paged_shards(call, target)}
+    if not uniform:
+        _carve_roots(call, target, roots, wait_active)
+    restored = {
+        s["HashKeyRange"]["StartingHashKey"]: s
+        for s in _paged_shards(call, target)
+        if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    }
     for root in roots:
         new = restored.get(root["hash_start"])
         if new is None or new["HashKeyRange"]["EndingHashKey"] != root["hash_end"]:
@@ -250,6 +263,36 @@ def restore(
     if leases is not None:
         _restore_leases(leases, target, manifest, report)
     return report
+
+
+def _uniform_starts(count: int) -> list[str]:
+    """The starting hash keys of CreateStream's `count` shards (boundary i at i * 2^128 //
+    count, as AWS lays them out)."""
+    return [str((i * 2**128) // count) for i in range(count)]
+
+
+def _carve_roots(
+    call: Call, target: str, roots: list[dict[str, Any]], wait_active: Callable[[str], None]
+) -> None:
+    """Splits the new one-shard stream at each root's starting hash key, in hash order: the
+    open shards then have the roots' ranges."""
+    for root in roots[1:]:
+        covering = next(
+            s
+            for s in _paged_shards(call, target)
+            if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+            and int(s["HashKeyRange"]["StartingHashKey"]) < int(root["hash_start"])
+            and int(root["hash_start"]) <= int(s["HashKeyRange"]["EndingHashKey"])
+        )
+        call(
+            "SplitShard",
+            {
+                "StreamName": target,
+                "ShardToSplit": covering["ShardId"],
+                "NewStartingHashKey": root["hash_start"],
+            },
+        )
+        wait_active(target)
 
 
 def _restore_encryption(
@@ -356,7 +399,11 @@ def _reshard(
             },
         )
     wait_active(target)
-    created = [s for s in _paged_shards(call, target) if s["ShardId"] not in known]
+    created = [  # open: not a parent (nor a shard closed carving the roots)
+        s
+        for s in _paged_shards(call, target)
+        if s["ShardId"] not in known and "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    ]
     by_start = {s["HashKeyRange"]["StartingHashKey"]: s["ShardId"] for s in created}
     for old in shards.values():
         made_here = old["parent"] == entry["parent"] and old["hash_start"] in by_start

@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from broker.backup.logical import back_up, restore
+from broker.backup.logical import back_up, manifest_key, restore
 from broker.backup.store import DirectoryStore
 from broker.client.grpc_client import ShoalClient
 from broker.node import Node
 from tests.conftest import shared_node_fixtures
+from tests.support import read_shard
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -187,5 +188,69 @@ async def test_a_restored_stream_keeps_every_property_set_on_it(node: Node, tmp_
         first_record = operations.index("PutRecords")
         assert operations[:3] == ["CreateStream", "StartStreamEncryption", "(every replica keyed)"]
         assert first_record > 2
+    finally:
+        api.client.close()
+
+
+def _split_unevenly(api: Recorded, name: str) -> None:
+    call = api.client.call
+    call("CreateStream", {"StreamName": name, "ShardCount": 1})
+    api.wait_active(name)
+    call(
+        "SplitShard",
+        {
+            "StreamName": name,
+            "ShardToSplit": "shardId-000000000000",
+            "NewStartingHashKey": str(2**125),  # an eighth: not where CreateStream cuts
+        },
+    )
+    api.wait_active(name)
+    records = [{"PartitionKey": f"k{i}", "Data": b"u%d" % i} for i in range(40)]
+    call("PutRecords", {"StreamName": name, "Records": records})
+
+
+def _open_shards(api: Recorded, name: str) -> dict[tuple[str, str], list[bytes]]:
+    """Hash range -> the open shard's records' data, in order."""
+    shards = api.client.call("ListShards", {"StreamName": name})["Shards"]
+    return {
+        (s["HashKeyRange"]["StartingHashKey"], s["HashKeyRange"]["EndingHashKey"]): [
+            r["Data"] for r in read_shard(api.client, name, s["ShardId"])
+        ]
+        for s in shards
+        if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    }
+
+
+async def test_roots_whose_parent_expired_are_restored_with_their_hash_ranges(
+    node: Node, tmp_path: Path
+) -> None:
+    """A backup taken after the parent of a split expired lists only the children: roots that
+    CreateStream cannot lay out. The restore carves them from one shard."""
+    api = Recorded(f"127.0.0.1:{node.grpc_port}")
+    try:
+        await asyncio.to_thread(_split_unevenly, api, "uneven")
+        store = DirectoryStore(tmp_path)
+        await asyncio.to_thread(back_up, api.call, store, "uneven")
+        manifest_path = tmp_path / manifest_key("uneven")
+        manifest = json.loads(manifest_path.read_text())
+        # As ListShards shows the stream once the parent is past its retention.
+        manifest["shards"] = [s for s in manifest["shards"] if s["parent"] is not None]
+        assert len(manifest["shards"]) == 2
+        manifest_path.write_text(json.dumps(manifest))
+        report = await asyncio.to_thread(
+            lambda: restore(
+                api.call,
+                store,
+                "uneven",
+                as_name="uneven-restored",
+                wait_active=api.wait_active,
+                wait_keyed=api.wait_keyed,
+            )
+        )
+        source = await asyncio.to_thread(_open_shards, api, "uneven")
+        restored = await asyncio.to_thread(_open_shards, api, "uneven-restored")
+        assert restored == source
+        assert sum(len(records) for records in restored.values()) == 40
+        assert sorted(report.shard_ids) == ["shardId-000000000001", "shardId-000000000002"]
     finally:
         api.client.close()
