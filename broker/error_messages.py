@@ -118,6 +118,7 @@ def warm_throughput_too_high(requested: int, maximum: int) -> str:
 
 ENCRYPTION_TYPE_MUST_BE_KMS = "Only KMS is a valid EncryptionType for this operation."
 ENCRYPTION_NOT_CONFIGURED = "Encryption at rest is not available on this node (no master keys)."
+CREATED_ENCRYPTED_NEEDS_BOTH = "A stream created encrypted needs both its KeyId and its data key."
 
 
 def encryption_key_mismatch(key_id: str, stream_name: str) -> str:

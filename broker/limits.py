@@ -326,3 +326,8 @@ channels_per_account_max = 5_000
 list_channels_page_max = list_queues_page_max
 channel_freshness_s_min = 0
 channel_freshness_s_max = 900
+
+# A serving node's young-generation collection threshold (`gc.set_threshold`'s first value;
+# CPython's default is 700): collections are rarer, so far fewer writes carry a pause
+# (broker/cli/serve.py `_settle_the_heap`; each pause grows with it, about 1 ms at this value).
+gc_young_allocations = 20_000

@@ -44,6 +44,14 @@ class DuckDbEngine:
             self._connection.list_type(duckdb.sqltypes.VARCHAR),
             null_handling=duckdb.func.SPECIAL,  # it answers NULL for a text it does not match
         )
+        # VARIABLE_COLUMN_LOG_PARSE with an escape or quote string (string_split has neither).
+        self._connection.create_function(
+            log_parsing.SPLIT_FUNCTION,
+            log_parsing.split_fields,
+            [duckdb.sqltypes.VARCHAR] * 4,
+            self._connection.list_type(duckdb.sqltypes.VARCHAR),
+            null_handling=duckdb.func.SPECIAL,  # NULL text: NULL
+        )
 
     def close(self) -> None:
         self._connection.close()

@@ -7,10 +7,12 @@ Each function of the KDA SQL Reference returns a row whose fields a query reads 
   (VARCHAR); NULL when the pattern does not match the whole text (Java's `Matcher.matches`).
   DuckDB's regular expressions are RE2's: Java's backreferences and lookarounds are refused
   by the engine's dry run at CreateApplication, not run differently.
-- `VARIABLE_COLUMN_LOG_PARSE(text, columns, delimiter)`: the text split at every delimiter
-  (a character or a string); `columns` is a count (fields COLUMN1..COLUMNn, VARCHAR) or a list
-  `'NAME TYPE type [NOT NULL], ...'` (each field cast to its type, NULL when it does not
-  convert). Missing fields are NULL, extra ones are ignored.
+- `VARIABLE_COLUMN_LOG_PARSE(text, columns, delimiter [, escape, quote])`: the text split at
+  every delimiter (a character or a string); `columns` is a count (fields COLUMN1..COLUMNn,
+  VARCHAR) or a list `'NAME TYPE type [NOT NULL], ...'` (each field cast to its type, NULL
+  when it does not convert). Missing fields are NULL, extra ones are ignored. With an escape
+  or a quote string, a function the engine adds splits (`split_fields`): an escaped
+  character or a quoted run keeps a delimiter inside its field.
 - `FIXED_COLUMN_LOG_PARSE(text, 'NAME TYPE type [NOT NULL] START n [FOR m], ...')`: each
   field the characters from position n (0 is the first) for m characters (to the end without
   FOR), cast to its type (surrounding blanks trimmed for non-character types).
@@ -154,19 +156,69 @@ def _cast(value: str, sql_type: str) -> str:
     return f"TRY_CAST(trim({value}) AS {sql_type})"
 
 
-def variable_column_log_parse(text: str, fields: int | list[Field], delimiter: str) -> str:
+def variable_column_log_parse(
+    text: str,
+    fields: int | list[Field],
+    delimiter: str,
+    escape: str = "",
+    quote: str = "",
+) -> str:
     if not delimiter:
         raise LogParseError(messages.LOG_EMPTY_DELIMITER)
+    if len(quote) > 2:
+        raise LogParseError(messages.log_quote_string(quote=quote))
     if isinstance(fields, int):
         if fields < 1:
             raise LogParseError(messages.log_column_count(count=fields))
         fields = [Field(f"COLUMN{index}", PARSED_TEXT_TYPE) for index in range(1, fields + 1)]
-    parts = f"string_split({text}, {literal(delimiter)})"
+    if escape or quote:
+        arguments = ", ".join(literal(a) for a in (delimiter, escape, quote))
+        parts = f"{SPLIT_FUNCTION}({text}, {arguments})"
+    else:
+        parts = f"string_split({text}, {literal(delimiter)})"
     values = [
         (field.name, _cast(f"{parts}[{index}]", field.sql_type))
         for index, field in enumerate(fields, start=1)
     ]
     return f"CASE WHEN {text} IS NOT NULL THEN {_struct(values)} END"
+
+
+SPLIT_FUNCTION = "shoal_split_fields"
+
+
+def split_fields(text: str | None, delimiter: str, escape: str, quote: str) -> list[str] | None:
+    """The engine's `SPLIT_FUNCTION`: VARIABLE_COLUMN_LOG_PARSE's split with an escape string
+    (the character after it is taken as is, so `a\\,b` is the one field `a,b`) and a quote
+    string (its first character begins a quoted run, its second, or the first again, ends it;
+    a delimiter inside the run is text). The escape and quote characters are not kept."""
+    if text is None:
+        return None
+    begin = quote[:1]
+    end = quote[1:2] or begin
+    fields: list[str] = []
+    field: list[str] = []
+    quoted = False
+    index = 0
+    while index < len(text):
+        if escape and text.startswith(escape, index) and index + len(escape) < len(text):
+            index += len(escape)
+            field.append(text[index])
+            index += 1
+        elif quoted and text[index] == end:
+            quoted = False
+            index += 1
+        elif not quoted and begin and text[index] == begin:
+            quoted = True
+            index += 1
+        elif not quoted and text.startswith(delimiter, index):
+            fields.append("".join(field))
+            field = []
+            index += len(delimiter)
+        else:
+            field.append(text[index])
+            index += 1
+    fields.append("".join(field))
+    return fields
 
 
 def fixed_column_log_parse(text: str, fields: list[Field]) -> str:

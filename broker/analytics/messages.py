@@ -475,6 +475,10 @@ def log_format_string_not_run(*, description: object) -> str:
     return f"a format string in {description!r} (not run by Shoal)"
 
 
+def log_quote_string(*, quote: object) -> str:
+    return f"the quote string {quote!r} (one or two characters: begin and end quote)"
+
+
 def log_column_count(*, count: object) -> str:
     return f"{count} columns"
 

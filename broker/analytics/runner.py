@@ -10,7 +10,8 @@ counter unchanged for the failover time), so when the running node dies another 
 application over within about the failover time.
 
 The node that holds the placement runs a KCL-style `Worker` (`broker/client/worker.py`) over
-the input stream, in process (`LocalKinesis`, `LocalLeaseClient`): it is the application's
+the input stream, in process (`LocalLeaseClient`; each shard read inside the node by
+`shard_reader.ShardReader`, GetRecords' read without its page shapes): it is the application's
 only worker, so it takes every shard's lease; its record processors parse the records into rows
 (`records.py`) and push them into the application's `Pipeline`. A tick advances the watermark
 (`windows.next_watermark` per shard, the minimum over shards) so idle streams close their
@@ -54,7 +55,9 @@ from broker.analytics.applications import (
 )
 from broker.analytics.duckdb_engine import DuckDbEngine
 from broker.analytics.hotspots import HotspotParameters
+from broker.analytics.shard_reader import ShardReader, StoredPage
 from broker.caller import Caller
+from broker.client.retrieval import ShardInfo
 from broker.client.worker import (
     Checkpointer,
     InitializationInput,
@@ -612,6 +615,14 @@ class _RunningApp:
             parent_poll_interval_ms=1_000,
             clock=self.runner._clock,
         )
+        ctx = self.runner._kinesis.ctx
+
+        def reader(shard: ShardInfo) -> ShardReader:
+            # The shard's log read inside the node (shard_reader.py), not through GetRecords.
+            return ShardReader(
+                ctx, stream_key=source.key, shard=shard, caller=source.caller, config=config
+            )
+
         self._worker = Worker(
             application=lease_application(app, app.reader),
             stream_name=source.stream,
@@ -620,6 +631,7 @@ class _RunningApp:
             lease_client=self.runner._lease_client,
             kinesis=_LocalCalls(self.runner._kinesis, source.caller),
             config=config,
+            record_source_factory=reader,
         )
         async with asyncio.TaskGroup() as tasks:
             worker_task = tasks.create_task(self._worker.run())
@@ -699,37 +711,28 @@ class _RunningApp:
         rows: list[records.Row] = []  # of the shard's source stream
         replayed: list[records.Row] = []  # rows of records whose continuous rows are out
         stream = self._source_names[_stream_index(shard_id, len(self._source_names))]
+        page = batch.records
+        if not isinstance(page, StoredPage):  # not read by ShardReader: its columns
+            page = StoredPage.of_users(page, missing_arrival_ms=self.runner._clock.wall_ms())
+        number = page.number
         # Sequence numbers grow along a shard: a batch starting past the mark replays nothing.
         mark = self._continuous_written.get(shard_id)
         replay_through = int(mark) if mark is not None else -1
-        replaying = int(str(batch.records[0].sequence_number)) <= replay_through
-        rowtimes: dict[Any, tuple[int, Any]] = {}  # arrival -> (ms, ROWTIME)
+        replaying = int(number(0)) <= replay_through
         errors: list[records.Row] = []  # KDA's error_stream rows
-        max_rowtime: int | None = None
-        processed = await self._preprocess(shard_id, batch.records)
+        processed = await self._preprocess(shard_id, page)
         parse = self._parser.rows
-        last_arrival: Any = rowtimes  # no record's: the first record looks its arrival up
+        last_arrival_ms = -1
         rowtime: Any = None
         result, data = "Ok", b""
-        for index, record in enumerate(batch.records):
-            arrival = record.approximate_arrival_timestamp
-            if arrival is not last_arrival:  # a page shares one object per run of arrivals
-                last_arrival = arrival
-                known = rowtimes.get(arrival)
-                if known is None:  # records of one batch mostly share a few arrival times
-                    arrival_ms = (
-                        round(arrival.timestamp() * 1000)
-                        if arrival is not None
-                        else self.runner._clock.wall_ms()
-                    )
-                    known = rowtimes[arrival] = (arrival_ms, records.to_timestamp(arrival_ms))
-                    max_rowtime = (
-                        arrival_ms if max_rowtime is None else max(max_rowtime, arrival_ms)
-                    )
-                rowtime = known[1]
-            is_replay = replaying and int(str(record.sequence_number)) <= replay_through
+        payloads = page.data
+        for index, arrival_ms in enumerate(page.arrivals_ms):
+            if arrival_ms != last_arrival_ms:  # records of one page share a few arrival times
+                last_arrival_ms = arrival_ms
+                rowtime = records.to_timestamp(arrival_ms)
+            is_replay = replaying and int(number(index)) <= replay_through
             if processed is None:
-                data = record.data
+                data = payloads[index]
             else:
                 result, data = processed[index]
                 if result == "Dropped":
@@ -741,14 +744,14 @@ class _RunningApp:
             except records.RecordError as error:
                 self.counters.errors += 1
                 if not is_replay:
-                    errors.append(_error_row(rowtime, record.data, str(error)))
+                    errors.append(_error_row(rowtime, payloads[index], str(error)))
                 continue
             append = replayed.append if is_replay else rows.append
             for value in values:
                 append((rowtime, rowtime, *value))
         # Checkpointed per batch: through its last record once no window needs its latest.
-        last = str(batch.records[-1].sequence_number)
-        assert max_rowtime is not None
+        last = number(len(page) - 1)
+        max_rowtime = max(page.arrivals_ms)
         pending = (last, max_rowtime + self._retention_ms)
         self.counters.records_in += len(batch.records)
         progress = self._shards.setdefault(

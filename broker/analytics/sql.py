@@ -397,8 +397,13 @@ def _pump(statement: _Statement) -> Pump:
         raise refused(line, "a sliding window (OVER) in a stagger-window query")
     if tables and sliding is not None:
         raise refused(_line_of(tokens, "JOIN", line), "a JOIN in a sliding-window query")
-    if _derived_table(select) is not None and (sliding is not None or stagger is not None):
-        raise refused(line, "a sliding or stagger window over a subquery")
+    derived = _derived_table(select)
+    if derived is not None and stagger is not None:
+        raise refused(line, "a stagger window over a subquery")
+    if derived is not None and sliding is not None and _outer_windows(select, derived):
+        # A sliding window inside the subquery, filtered outside it, is the guide's throttled
+        # alerts; one over the subquery's rows would need its rows kept as history instead.
+        raise refused(_line_of(tokens, "OVER", line), "a sliding window (OVER) over a subquery")
     if scored is not None and (window or stagger or sliding or join or tables):
         raise refused(
             _line_of(tokens, "TABLE", line),
@@ -925,19 +930,22 @@ def _derived_table(select: exp.Select) -> exp.Subquery | None:
     return None
 
 
+def _outer_windows(select: exp.Select, derived: exp.Subquery) -> bool:
+    """Whether `select` has an OVER clause of its own (not inside its FROM subquery)."""
+    return any(w.find_ancestor(exp.Subquery) is not derived for w in select.find_all(exp.Window))
+
+
 def _source(select: exp.Select, line: int) -> str:
     derived = _derived_table(select)
     if derived is not None:
         inner = derived.this
         if not isinstance(inner, exp.Select):
             raise refused(line, "a subquery that is not a SELECT STREAM")
-        if (
-            inner.args.get("group") is not None
-            or inner.args.get("joins")
-            or inner.find(exp.AggFunc) is not None
-            or inner.find(exp.Window) is not None
-        ):
-            raise refused(line, "a subquery that groups, joins or uses OVER")
+        grouped = any(  # an aggregate OVER a window is a sliding window's (below)
+            agg.find_ancestor(exp.Window) is None for agg in inner.find_all(exp.AggFunc)
+        )
+        if inner.args.get("group") is not None or inner.args.get("joins") or grouped:
+            raise refused(line, "a subquery that groups or joins")
         select = inner
     from_ = select.args.get("from_") or select.args.get("from")
     if not isinstance(from_, exp.From) or not isinstance(from_.this, exp.Table):
@@ -1043,6 +1051,8 @@ def _translate(
     if derived is not None:
         if ROWTIME not in reader.named_selects:
             reader.select(exp.column(ROWTIME, table=alias, quoted=True), copy=False)
+        if sliding:  # its OVER: which rows are the batch's (the rest are history)
+            reader.select(exp.column(NEW_ROW, table=alias, quoted=True), copy=False)
         alias = derived.alias
     rewritten = tree.transform(_rewrite_function)
     assert isinstance(rewritten, exp.Select)
@@ -1196,15 +1206,19 @@ def _kda_function(name: str, arguments: list[exp.Expr]) -> exp.Expr | None:
         case "REGEX_LOG_PARSE", [text, pattern]:
             duckdb_sql = log_parsing.regex_log_parse(_sql(text), _constant(name, pattern))
             return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
-        case "VARIABLE_COLUMN_LOG_PARSE", [text, columns, delimiter]:
+        case "VARIABLE_COLUMN_LOG_PARSE", [text, columns, delimiter, *escape_and_quote] if len(
+            escape_and_quote
+        ) in (0, 2):
             spec = _constant(name, columns, numeric=True)
             fields: int | list[log_parsing.Field] = (
                 int(spec)
                 if spec.isdigit()
                 else log_parsing.columns(spec, _log_parse_type, fixed=False)
             )
+            escape = _constant(name, escape_and_quote[0]) if escape_and_quote else ""
+            quote = _constant(name, escape_and_quote[1]) if escape_and_quote else ""
             duckdb_sql = log_parsing.variable_column_log_parse(
-                _sql(text), fields, _constant(name, delimiter)
+                _sql(text), fields, _constant(name, delimiter), escape, quote
             )
             return sqlglot.parse_one(duckdb_sql, dialect="duckdb")
         case "FIXED_COLUMN_LOG_PARSE", [text, columns]:

@@ -570,6 +570,7 @@ class KinesisProducer:
     ) -> None:
         """Aggregates stored in an unpredicted shard: the shard map was stale (a reshard)."""
         await self._refresh_shard_map(unless_fetched_since_ms=started_ms)
+        await self._await_listed({result["ShardId"] for _, result in misplaced})
         assert self._shard_map is not None
         for record, result in misplaced:
             shard = self._shard_map.get(result["ShardId"])
@@ -577,6 +578,25 @@ class KinesisProducer:
                 self._succeed(record, result)
             else:
                 self._retry_or_fail(record.members, _WRONG_SHARD, "stored in an unpredicted shard")
+
+    async def _await_listed(self, shard_ids: set[str]) -> None:
+        """Waits (bounded by the longest retry backoff) until the shard map lists `shard_ids`.
+
+        The stream stored records in shards its listing does not show yet: a reshard it still
+        shows UPDATING for keeps the old shards listed until ACTIVE, as AWS's does. Judging
+        those aggregates only once their shard is listed keeps one already stored in range from
+        being written twice."""
+        assert self._shard_map is not None
+        delay_ms = self._config.retry_backoff_ms_min
+        waited_ms = 0
+        while any(self._shard_map.get(shard_id) is None for shard_id in shard_ids):
+            if waited_ms >= self._config.retry_backoff_ms_max:
+                return  # the retry path decides, as for any record of an unknown shard
+            await self._clock.sleep(delay_ms)
+            waited_ms += delay_ms
+            delay_ms = min(delay_ms * 2, self._config.retry_backoff_ms_max)
+            await self._refresh_shard_map()
+            assert self._shard_map is not None
 
     def _succeed(self, record: _Outgoing, result: dict[str, Any]) -> None:
         for index, pending in enumerate(record.members):

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker.client.worker_config import WorkerConfig
 from broker.consumers.leases import Checkpoint
 from broker.errors import ErrorCode, ShoalError
+
+if TYPE_CHECKING:
+    from broker.client.kpl import UserRecord
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -26,11 +29,19 @@ class ShardInfo:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecordBatch:
     """One retrieval: Kinesis records as GetRecords returns them (AWS-shaped dicts, not yet
-    de-aggregated), and at the shard's end its children (then no batch follows)."""
+    de-aggregated), and at the shard's end its children (then no batch follows). A source that
+    reads the log itself (a node's own consumers) may hand over its `users` already
+    de-aggregated instead, in order, with `records` empty: the worker then skips its own
+    de-aggregation."""
 
     records: Sequence[Mapping[str, Any]]
     millis_behind_latest: int
     child_shards: tuple[ShardInfo, ...] | None = None
+    users: Sequence[UserRecord] | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.records and not self.users
 
 
 class RecordSource(Protocol):

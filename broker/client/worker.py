@@ -55,7 +55,9 @@ manual clock is noticed promptly.
 Retrieval goes through `RecordSource`, chosen by `WorkerConfig.retrieval`: "polling"
 (`retrieval.PollingRecordSource`, GetRecords) or "fanout" (`fanout.py`: a stream consumer named
 after the application, registered if absent, and SubscribeToShard per shard); or any source
-through `Worker(record_source_factory=...)`.
+through `Worker(record_source_factory=...)` (one that reads a node's log itself, as a SQL
+application's `ShardReader` does, hands its user records over already de-aggregated:
+`RecordBatch.users`).
 """
 
 from __future__ import annotations
@@ -338,6 +340,8 @@ class WorkerStatistics:
     leases_taken: int
     leases_stolen: int
     leases_lost: int
+    empty_batches: int  # reads that returned no record (the processor hears of them only
+    # with WorkerConfig.process_empty_batches)
 
 
 class Worker:
@@ -383,6 +387,7 @@ class Worker:
         self._tasks: asyncio.TaskGroup | None = None
         self._done = asyncio.Event()
         self._delivered = 0
+        self._empty_batches = 0
         self._taken = 0
         self._stolen = 0
         self._lost = 0
@@ -398,6 +403,7 @@ class Worker:
             leases_taken=self._taken,
             leases_stolen=self._stolen,
             leases_lost=self._lost,
+            empty_batches=self._empty_batches,
         )
 
     def _polling_source(self, shard: ShardInfo) -> RecordSource:
@@ -734,6 +740,9 @@ class Worker:
     def _count_delivered(self, count: int) -> None:
         self._delivered += count
 
+    def _count_empty_batch(self) -> None:
+        self._empty_batches += 1
+
 
 class _ShardConsumer:
     """The KCL's ShardConsumer for one lease period: block on parents, initialize, process,
@@ -810,14 +819,28 @@ class _ShardConsumer:
                 )
                 return
             batch = await self._retrying(source.next_batch)
-            users = deaggregate_batch(batch.records, shard_hash_range=shard.hash_range)
+            users: Sequence[UserRecord] = (
+                batch.users
+                if batch.users is not None
+                else deaggregate_batch(batch.records, shard_hash_range=shard.hash_range)
+            )
             if resuming and users:
                 # Only the user records past the checkpoint (an aggregate's records up to it
-                # were processed); once a batch starts past it, so does every later one.
+                # were processed); once a batch starts past it, so does every later one. They
+                # are in order, so those past it are a suffix (sliced: a source's own sequence
+                # type is kept).
                 resuming = not users[0].extended_sequence_number > resume_after
                 if resuming:
-                    users = [u for u in users if u.extended_sequence_number > resume_after]
-            empty_delivered = not batch.records and self._worker.config.process_empty_batches
+                    past = next(
+                        (
+                            i
+                            for i, u in enumerate(users)
+                            if u.extended_sequence_number > resume_after
+                        ),
+                        len(users),
+                    )
+                    users = users[past:]
+            empty_delivered = batch.empty and self._worker.config.process_empty_batches
             if (users or empty_delivered) and not self._holding.lost:
                 if users:
                     self._checkpointer.largest_permitted = users[-1].extended_sequence_number
@@ -832,7 +855,8 @@ class _ShardConsumer:
             if batch.child_shards is not None:
                 await self._shard_end(processor, batch.child_shards)
                 return
-            if not batch.records:
+            if batch.empty:
+                self._worker._count_empty_batch()
                 await self._pause(source.idle_wait_ms)
 
     async def _shard_end(self, processor: RecordProcessor, children: Sequence[ShardInfo]) -> None:

@@ -90,6 +90,9 @@ class DeliveryStatistics:
     abandoned_records: int = 0
     failed_records: int = 0  # written to the error output (S3 backup) after the retries
     freshness_ms: list[int] = field(default_factory=list)  # the last deliveries' data age
+    # Records each buffer ("delivery stream/shard id") held when its timer last looked and
+    # found nothing due: a test proves a look passed without waiting a fixed time.
+    held_at_timer_look: dict[str, int] = field(default_factory=dict)
     probe: FirehoseProbe | None = None  # the node's Prometheus metrics
 
 
@@ -247,14 +250,17 @@ class DeliveryProcessor:
             due = None if hints is None else buffering.flush_due_ms(self._state, hints)
             now_ms = self._clock.monotonic_ms()
             wait_ms = TIMER_WAIT_MS_MAX if due is None else min(TIMER_WAIT_MS_MAX, due - now_ms)
-            await asyncio.sleep(max(wait_ms, 0) / 1000)
-            if hints is None:
+            await self._clock.sleep(max(wait_ms, 0))
+            meta = self._target()
+            if hints is None or meta is None:
                 continue
             async with self._lock:
                 reason = buffering.flush_reason(
                     self._state, hints, now_ms=self._clock.monotonic_ms()
                 )
                 if reason is None:
+                    looked = f"{meta.name}/{self._shard_id}"
+                    self._statistics.held_at_timer_look[looked] = len(self._records)
                     continue
                 try:
                     await self._deliver()

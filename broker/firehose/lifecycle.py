@@ -2,13 +2,14 @@
 DELETING -> gone. Runs on the controller's node (the metadata quorum leader's), so one node
 acts at a time; every step is idempotent, so a new controller simply carries on.
 
-CREATING, DirectPut: create the internal stream (`DeliveryStreamMeta.internal_stream`, AWS's
-24 hours of retention, the configured shard count, no per-shard rate limits: the delivery
-stream's own limits apply at its door), wait until it is ACTIVE, check that the destination is
-usable (its S3 bucket exists), then activate. KinesisStreamAsSource: check that the source
-stream exists. A destination that is definitely unusable (no such bucket, no such stream)
-makes it CREATING_FAILED with a FailureDescription; one that cannot be reached is retried until
-`creation_timeout_ms`, then fails the same way.
+CREATING, DirectPut: create the internal stream (`DeliveryStreamMeta.internal_stream`, AWS's 24
+hours of retention, the configured shard count, no per-shard rate limits: the delivery stream's
+own limits apply at its door; encrypted from its creation when the delivery stream is, so no
+replica can store a record of it in the clear), wait until it is ACTIVE, check that the
+destination is usable (its S3 bucket exists), then activate. KinesisStreamAsSource: check that
+the source stream exists. A destination that is definitely unusable (no such bucket, no such
+stream) makes it CREATING_FAILED with a FailureDescription; one that cannot be reached is
+retried until `creation_timeout_ms`, then fails the same way.
 
 ACTIVE: ENABLING or DISABLING (Start/StopDeliveryStreamEncryption): bring the internal stream
 to the key asked for (StartStreamEncryption) or to clear, then settle the delivery stream
@@ -38,11 +39,14 @@ from broker.firehose.service import (
     UnusableKey,
     encrypt_internal_stream,
     internal_key_id,
+    kms_failures_as_unusable,
 )
 from broker.meta import commands
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus, EncryptionStatus
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage
+from broker.meta.metadata_format import ENCRYPTED_CREATION_LEVEL
+from broker.service.control import CREATE_ENCRYPTED_UNDER
 from broker.streams.throttling import StreamLimits
 from broker.types import StreamName
 
@@ -236,11 +240,24 @@ class Lifecycle:
                 raise
             return True
         name = meta.internal_stream
+        request: dict[str, object] = {
+            "StreamName": name,
+            "ShardCount": self._settings.internal_shards,
+        }
+        wanted = internal_key_id(meta.encryption_key_type, meta.encryption_key_arn)
+        if (
+            wanted is not None
+            and self._metadata.image().metadata_format >= ENCRYPTED_CREATION_LEVEL
+        ):
+            # Created encrypted: no node ever holds a replica of it without its key, so no
+            # replica can store a record in the clear (the step below then finds it so).
+            request[CREATE_ENCRYPTED_UNDER] = wanted
         try:
-            await self._kinesis.call(
-                "CreateStream",
-                {"StreamName": name, "ShardCount": self._settings.internal_shards},
-            )
+            await kms_failures_as_unusable(self._kinesis.call("CreateStream", request))
+        except UnusableKey as unusable:
+            raise _Unusable(
+                _key_failure_details(meta, unusable), failure_type=unusable.failure_type
+            ) from unusable
         except ShoalError as error:
             if error.code is not ErrorCode.RESOURCE_IN_USE:
                 raise

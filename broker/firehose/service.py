@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from broker.caller import Caller
 from broker.clock import Clock
@@ -458,11 +458,21 @@ async def encrypt_internal_stream(
             return
     elif wanted is None:
         return
-    try:
-        await kinesis.call(
+    await kms_failures_as_unusable(
+        kinesis.call(
             "StartStreamEncryption",
             {"StreamName": stream_name, "EncryptionType": "KMS", "KeyId": wanted},
         )
+    )
+
+
+T = TypeVar("T")
+
+
+async def kms_failures_as_unusable(call: Awaitable[T]) -> T:
+    """Awaits `call`, raising a KMS error about a key that cannot be used as `UnusableKey`."""
+    try:
+        return await call
     except ShoalError as error:
         failure_type = _KMS_FAILURE_TYPES.get(error.code)
         if failure_type is not None:

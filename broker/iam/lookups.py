@@ -56,10 +56,14 @@ def iterator_stream_lookup(image: Callable[[], MetadataImage]) -> Callable[[str]
         snapshot = image()
         if not snapshot.iterator_secret:
             return None
-        uid = peek_stream_uid(token, secret=snapshot.iterator_secret)
-        if uid is None:
+        named = peek_stream_uid(token, secret=snapshot.iterator_secret)
+        if named is None:
             return None
+        uid, key = named
         meta = snapshot.stream_by_uid(StreamUid(uid))
+        if meta is None and key is not None:
+            # The stream was deleted and created again: GetRecords reads the new one.
+            meta = snapshot.streams.get(StreamName(key))
         return None if meta is None else meta.arn
 
     return iterator_stream

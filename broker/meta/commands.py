@@ -87,6 +87,11 @@ class CreateStream:
     # On-demand streams only (InvalidArgumentException for a provisioned one).
     record_distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
     warm_throughput_mibps: int | None = None
+    # Created encrypted (internal streams whose encryption is decided before their first
+    # record): the KeyId and the first data key, wrapped. Every image holding the stream's
+    # shards then holds its key, so no replica can store a record of it in the clear.
+    key_id: str | None = None
+    data_key: WrappedDataKey | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

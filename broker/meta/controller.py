@@ -19,8 +19,10 @@ Two parts, in the etcd-raft shape (STYLE B.1 #2):
 When a pass decides, and the decisions in the order `decide` makes them: `controller_core`.
 
 The leader-change procedure (0002): Prepare(epoch + 1) to every replica of the old and new
-set, wait (bounded) for promises from a majority of both, pick the promiser with the highest
-(last_epoch, log_end) (ties: preference order), propose SetShardLeader(expected_epoch=epoch).
+set, wait (bounded) for promises from a majority of both (of an even old set, half suffices
+when the best log holds a record of the current epoch: `choose_leader`), pick the promiser
+with the highest (last_epoch, log_end) (ties: preference order), propose
+SetShardLeader(expected_epoch=epoch).
 The round ends as soon as the promises in hand allow a choice: a paused replica's Prepare is
 cancelled rather than waited for (`Controller._prepare` says why that is safe).
 Once a Prepare went out the old leader is fenced, so a failed attempt is retried (with
@@ -53,7 +55,7 @@ from broker.meta.controller_core import (
     ReplicaStatus,
     UnfenceNode,
     choose_leader,
-    is_caught_up,
+    statuses_caught_up,
 )
 from broker.meta.image import MetadataImage, NodeState
 from broker.meta.metadata_format import FIRST_FORMAT
@@ -136,6 +138,9 @@ class Controller:
         self._core: ControllerCore | None = None
         self._term: int | None = None
         self._passes = 0
+        # When this node's event loop was last seen running (a pass, a heartbeat, the stall
+        # watch): a gap much longer than a pass interval means the loop stalled (`_awake`).
+        self._awake_ms: int | None = None
 
     def is_active(self) -> bool:
         """This node is the controller (as of the last pass or heartbeat)."""
@@ -157,6 +162,7 @@ class Controller:
         core = self._current_core()
         if core is None:
             return False
+        self._awake(core)
         core.on_heartbeat(
             node_id=node_id,
             incarnation=incarnation,
@@ -181,23 +187,50 @@ class Controller:
         if self._core is None or self._term != term:
             self._core = ControllerCore(settings=self._settings, now_ms=self._clock.monotonic_ms())
             self._term = term
+            self._awake_ms = None  # a new core starts every session afresh anyway
             log.info("controller_started", extra={"node_id": self._node_id, "term": term})
         return self._core
 
     async def run(self) -> None:
         """Passes forever: infinite on purpose, ends when cancelled (node stop)."""
-        interval_ms = self._settings.pass_interval_ms
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._watch_stalls())
+            interval_ms = self._settings.pass_interval_ms
+            while True:
+                acted = await self.run_pass()
+                # Right after acting, look again soon: the next step (e.g. a leader change
+                # after a fence) should not wait a whole interval.
+                await self._clock.sleep(interval_ms / 10 if acted else interval_ms)
+
+    async def _watch_stalls(self) -> None:
+        """Looks at the loop every pass interval, so that a stall is seen even while a pass
+        waits on replicas (infinite on purpose, like `run`)."""
         while True:
-            acted = await self.run_pass()
-            # Right after acting, look again soon: the next step (e.g. a leader change after
-            # a fence) should not wait a whole interval.
-            await self._clock.sleep(interval_ms / 10 if acted else interval_ms)
+            await self._clock.sleep(self._settings.pass_interval_ms)
+            core = self._current_core()
+            if core is not None:
+                self._awake(core)
+
+    def _awake(self, core: ControllerCore) -> None:
+        """The loop runs now. If it was last seen running longer ago than a pass interval
+        plus a quarter of a node session, it stalled (CPU starvation, a blocked loop): the
+        core discounts that time from every node's silence (`ControllerCore.on_stall`), so
+        heartbeats still queued behind the stall do not get every node fenced."""
+        now_ms = self._clock.monotonic_ms()
+        last_ms, self._awake_ms = self._awake_ms, now_ms
+        if last_ms is None:
+            return
+        stalled_ms = now_ms - last_ms - self._settings.pass_interval_ms
+        if stalled_ms > self._settings.node_session_timeout_ms // 4:
+            log.warning("controller_stalled", extra={"stalled_ms": stalled_ms})
+            core.on_stall(stalled_ms=stalled_ms, now_ms=now_ms)
 
     async def run_pass(self) -> int:
         """One bounded pass: decide, execute, report. Returns the number of actions taken."""
         core = self._current_core()
         if core is None:
             return 0
+        self._awake(core)
         self._passes += 1
         await self._probe_late_nodes(core)
         image, now_ms = self._quorum.image(), self._clock.monotonic_ms()
@@ -315,9 +348,7 @@ class Controller:
             *(self._call(self._replicas.replica_status(n, uid)) for n in nodes)
         )
         leader_status, *others = statuses
-        if leader_status is None:
-            return False
-        return all(s is not None and is_caught_up(leader_status, s) for s in others)
+        return statuses_caught_up(action, leader_status, others)
 
     async def _change_epoch(self, action: EpochChange) -> str:
         """The leader-change procedure of 0002; see the module docstring."""
@@ -360,7 +391,7 @@ class Controller:
     ) -> tuple[dict[NodeId, Promise], NodeId | None]:
         """Prepare(epoch) to every replica of the old and new set, in parallel; returns the
         promises in hand and the leader chosen from them as soon as `choose_leader` can choose
-        one (a majority of both sets promised and an eligible promiser holds the highest log
+        one (`choose_leader`'s quorums promised and an eligible promiser holds the highest log
         among them), without waiting for the stragglers: a paused or partitioned replica would
         otherwise hold every failover for the whole `replica_rpc_timeout_ms`.
 
@@ -370,7 +401,9 @@ class Controller:
         the new leader's appends will carry anyway, and a straggler that refused (a higher
         promised epoch: a concurrent controller) makes the SetShardLeader compare-and-set on the
         epoch fail, as it would have without the early return. When no leader can be chosen
-        the round waits for every answer (each bounded by its own deadline)."""
+        the round waits for every answer (each bounded by its own deadline), and then asks
+        `choose_leader` again with the current epoch (its rule for an even set missing a
+        member that will not answer)."""
         targets = tuple(dict.fromkeys((*action.replicas, *action.new_replicas)))
         tasks = {
             asyncio.create_task(self._call(self._replicas.prepare(n, uid, epoch))): n
@@ -392,6 +425,29 @@ class Controller:
                     new_replicas=action.new_replicas,
                     eligible=action.eligible,
                 )
+            if leader is None:
+                # Every replica answered or failed: the current-epoch rule may choose from
+                # fewer than a majority. Only now, so that a replica merely slower than the
+                # others still has its longer log (a leaving leader's records awaiting commit)
+                # counted, as it would in a healthy set.
+                leader = choose_leader(
+                    promises,
+                    replicas=action.replicas,
+                    new_replicas=action.new_replicas,
+                    eligible=action.eligible,
+                    epoch=action.epoch,
+                )
+                if leader is not None:
+                    log.warning(
+                        "controller_leader_chosen_without_majority",
+                        extra={
+                            "stream": action.shard.stream_name,
+                            "shard_index": action.shard.shard_index,
+                            "epoch": epoch,
+                            "leader": leader,
+                            "promised": sorted(n for n, p in promises.items() if p.ok),
+                        },
+                    )
         finally:
             for task in pending:
                 task.cancel()

@@ -26,8 +26,9 @@ Decisions, in the order `decide` makes them:
    cut-off node accepts or drops connections rather than refusing them, so only a dead
    process gets this fast path; everything else waits for the session timeout. Heartbeat
    arrival is recorded at once (`on_heartbeat`), before any other work, so an
-   overloaded controller does not fence live nodes (KAFKA-15019). A newly elected controller
-   heard nobody yet: every node gets a fresh session from the moment the core was created.
+   overloaded controller does not fence live nodes (KAFKA-15019), and time the controller's
+   own loop stalled is nobody's silence (`on_stall`). A newly elected controller heard
+   nobody yet: every node gets a fresh session from the moment the core was created.
 2. Leader changes: a shard whose leader is missing, FENCED, REMOVED, DRAINING or shutting
    down gets a new epoch led by the best replica (`choose_leader`).
 3. Replica moves off leaving nodes: add a replacement (one more replica, epoch + 1), wait
@@ -259,27 +260,36 @@ def choose_leader(
     replicas: Sequence[NodeId],
     new_replicas: Sequence[NodeId],
     eligible: Sequence[NodeId],
+    epoch: int | None = None,
 ) -> NodeId | None:
     """The new leader given the promises gathered, or None when it cannot be chosen safely.
 
-    Safe means: promises from a majority of the old set and, unless the change only adds a
-    replica, of the new set (so every record acknowledged in the old epoch is held by some
-    promiser), and the chosen replica holds the
-    highest (last_epoch, log_end) among all of them (Raft's election restriction). When only
-    ineligible replicas hold the highest log, nobody is chosen: waiting is safe, a shorter
-    log is not."""
+    Safe means: every record acknowledged so far is held by the chosen replica, and the old
+    leader can acknowledge no more. The chosen replica holds the highest (last_epoch,
+    log_end) among the promisers (Raft's election restriction); when only ineligible replicas
+    hold it, nobody is chosen: waiting is safe, a shorter log is not. The promisers must be:
+
+    - a majority of the old set `replicas` (it intersects every earlier epoch's commit
+      quorum when sets change one member at a time), or, when `epoch` (the shard's current
+      epoch, whose set is `replicas`) is given, `_current_epoch_quorum`: half of an even set
+      whose best log holds a record of `epoch` (a two-replica set left by a dropped replica
+      whose other member then stopped for good otherwise waited for it forever);
+    - and, unless the change only adds a replica, a majority of the new set. Adding one (the
+      new set contains the old) needs only the old set, as DESIGN §4 says: that fences the
+      old leader and holds every acknowledged record, and the newcomer (which hosts nothing
+      to promise about yet) counts only for later commits."""
     assert replicas
     assert new_replicas
     promised = {node_id: p for node_id, p in promises.items() if p.ok}
-    # Adding a replica (the new set contains the old) needs only the old set's majority, as
-    # DESIGN §4 says: it fences the old leader and holds every acknowledged record, and the
-    # newcomer (which hosts nothing to promise about yet) counts only for later commits. Any
-    # other change needs both majorities.
-    groups = (replicas,) if set(new_replicas) >= set(replicas) else (replicas, new_replicas)
-    for group in groups:
-        if sum(1 for node_id in group if node_id in promised) <= len(group) // 2:
-            return None
+    if not promised:
+        return None
     best = max((p.last_epoch, p.log_end) for p in promised.values())
+    if not _majority(promised, replicas) and not _current_epoch_quorum(
+        promised, replicas, epoch=epoch, best_epoch=best[0]
+    ):
+        return None
+    if not set(new_replicas) >= set(replicas) and not _majority(promised, new_replicas):
+        return None
     for node_id in eligible:
         promise = promised.get(node_id)
         if promise is None or node_id not in new_replicas:
@@ -287,6 +297,46 @@ def choose_leader(
         if (promise.last_epoch, promise.log_end) == best:
             return node_id
     return None
+
+
+def _majority(promised: Mapping[NodeId, Promise], group: Sequence[NodeId]) -> bool:
+    return sum(1 for node_id in group if node_id in promised) > len(group) // 2
+
+
+def _current_epoch_quorum(
+    promised: Mapping[NodeId, Promise],
+    replicas: Sequence[NodeId],
+    *,
+    epoch: int | None,
+    best_epoch: int,
+) -> bool:
+    """Promisers that hold everything committed although they are no majority: at least
+    half of the set (`len - len // 2`), whose best log holds a record of the current epoch.
+
+    Why no acknowledged record is lost (Flexible Paxos: the quorum that elects must meet
+    every quorum that commits, not every other electing one):
+    - A record of the current epoch was acknowledged once a majority of `replicas` held it
+      (the leader counts acknowledgements only from this set, only above its epoch-start
+      batch). Every majority meets any half of the set (a majority is more than half), so
+      a promiser holds it; logs of one epoch are prefixes of its leader's log, so the
+      longest promiser log of the current epoch holds every such record.
+    - A record acknowledged in an earlier epoch is in the current leader's log before its
+      epoch-start batch (that leader was chosen by this same rule, inductively). A replica
+      holding a record of the current epoch took the leader's log up to it, so it holds
+      every earlier acknowledged record too. Hence the best log must be of the current
+      epoch; if no promiser has one, nothing proves what the others held, and the choice
+      waits for a majority.
+    - The old leader is fenced: every majority it could still count meets the promisers,
+      which refuse its epoch now.
+    - Two leaders for one epoch: the leader is only set by SetShardLeader's compare-and-set
+      on the epoch, so one choice of all those made at an epoch wins.
+    For an odd set, half rounded up is already a majority: this only helps even sets, the
+    ones a replica change passes through (one short of a factor of 3, or one over it)."""
+    if epoch is None or best_epoch != epoch:
+        return False
+    return (
+        sum(1 for node_id in replicas if node_id in promised) >= len(replicas) - len(replicas) // 2
+    )
 
 
 def stranded_by_leaving(image: MetadataImage, node_id: NodeId, *, wall_ms: int) -> tuple[str, ...]:
@@ -325,6 +375,22 @@ def stranded_by_leaving(image: MetadataImage, node_id: NodeId, *, wall_ms: int) 
 def is_caught_up(leader: ReplicaStatus, replica: ReplicaStatus) -> bool:
     """The replica holds everything the leader has committed, in the leader's epoch."""
     return replica.last_epoch == leader.last_epoch and replica.log_end >= leader.hw
+
+
+def statuses_caught_up(
+    action: EpochChange, leader: ReplicaStatus | None, others: Sequence[ReplicaStatus | None]
+) -> bool:
+    """Whether `action` may go ahead: its `caught_up` replicas (`others`, in that order)
+    answered and each holds the leader's log (`is_caught_up`), and the leader has begun the
+    shard's current epoch (its last record, the epoch's marker, is of that epoch). Before
+    its marker a leader's HW may trail what earlier epochs committed, and a replica whose
+    last epoch is the same older one could lack records committed beyond that HW; a replica
+    holding the marker holds the leader's whole log before it (log matching)."""
+    if not action.caught_up:
+        return True
+    if leader is None or leader.last_epoch != action.epoch:
+        return False
+    return all(status is not None and is_caught_up(leader, status) for status in others)
 
 
 @dataclass(slots=True)
@@ -435,6 +501,26 @@ class ControllerCore:
             metadata_format_max=metadata_format_max,
         )
         self._refused.pop(node_id, None)
+
+    def on_stall(self, *, stalled_ms: int, now_ms: int) -> None:
+        """The shell's event loop ran `stalled_ms` late (its process starved of CPU, or
+        blocked), ending at `now_ms`: that time is nobody's silence. Heartbeats sent meanwhile
+        are still queued, and the first pass after a stall would otherwise fence every node
+        at once (seen at load 40: four nodes fenced within 0.3 s, each "silent" 2.7 s, while
+        the controller's own node, heard in-process, was not). Every session, and the grace
+        of this controller's start and of new registrations, moves on by the stall (never
+        past `now_ms`). A node that is really gone is still fenced once it has been silent
+        for a session of the controller's own running time, and at once if its port refuses
+        connections (a probe)."""
+        assert stalled_ms >= 0
+        self.started_ms = min(self.started_ms + stalled_ms, now_ms)
+        for session in self._sessions.values():
+            session.heard_ms = min(session.heard_ms + stalled_ms, now_ms)
+        self._registered_ms = {
+            node_id: (incarnation, min(at_ms + stalled_ms, now_ms))
+            for node_id, (incarnation, at_ms) in self._registered_ms.items()
+        }
+        self._changed = True
 
     def nodes_to_probe(self, image: MetadataImage, *, now_ms: int) -> tuple[NodeId, ...]:
         """ACTIVE or DRAINING nodes silent for `probe_after_ms` (or not heard by this
@@ -803,7 +889,7 @@ class ControllerCore:
                 shard,
                 (*shard.replicas, target),
                 eligible=self._eligible(image, shard.replicas, shard.uid),
-                caught_up=(),
+                caught_up=_holders_before_add(image, shard),
                 reason="add_replica",
             )
         new_replicas = tuple(n for n in shard.replicas if n != leaving[0])
@@ -863,7 +949,7 @@ class ControllerCore:
             shard,
             (*shard.replicas, target),
             eligible=self._eligible(image, shard.replicas, shard.uid),
-            caught_up=(),
+            caught_up=_holders_before_add(image, shard),
             reason="add_replica",
         )
 
@@ -944,7 +1030,7 @@ class ControllerCore:
                     shard,
                     (*shard.replicas, target),
                     eligible=self._eligible(image, shard.replicas, shard.uid),
-                    caught_up=(),
+                    caught_up=_holders_before_add(image, shard),
                     reason="balance_replicas",
                 )
             )
@@ -1159,6 +1245,21 @@ def _action_key(action: Action) -> ShardUid | StreamUid | NodeId:
             return action.shard.shard_uid
         case CompleteReshardAction():
             return action.stream_uid
+
+
+def _holders_before_add(image: MetadataImage, shard: ShardMeta) -> tuple[NodeId, ...]:
+    """The replicas that must hold the leader's log (`statuses_caught_up`) before a replica
+    is added: with the leader, at least half of the new set, so every majority of it holds
+    every committed record. The newcomer holds nothing, and a replica set changed before
+    its leader's epoch committed (Raft's rule: a leader commits in its own term before a
+    membership change) could otherwise choose its next leader from the newcomer and a
+    replica that missed records the old set committed (found by the simulator: seed 12 of
+    `run_seed(real_controller=True)`). The live (not FENCED) replicas when they are
+    enough, else all of them (the change waits)."""
+    others = [n for n in shard.replicas if n != shard.leader]
+    needed = (len(shard.replicas) + 2) // 2 - 1  # half the new set, rounded up, less the leader
+    live = [n for n in others if n in image.nodes and image.nodes[n].state is not NodeState.FENCED]
+    return tuple(live if len(live) >= needed else others)
 
 
 def _ref(stream: StreamMeta, shard: ShardMeta) -> ShardRef:

@@ -76,6 +76,13 @@ AWS_SEQUENCE_NUMBERS_LEVEL = 4
 # (Start/DeleteEdgeConfiguration, UpdateStreamStorageConfiguration, CreateStream's WARM tier).
 VIDEO_EDGE_LEVEL = 5
 
+# From this level on, CreateStream may carry the stream's first data key (an internal stream
+# whose encryption is decided before its first record: a video stream's fragments, an
+# encrypted delivery stream's records), so no node ever holds one of its replicas without its
+# key. Below it, such a stream is created, then encrypted: a replica whose node applies the
+# encryption late may store the first records in the clear.
+ENCRYPTED_CREATION_LEVEL = 6
+
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
         level=2,
@@ -214,6 +221,13 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         ),
         members={"VideoStreamMeta": frozenset({"storage_tier", "edge"})},
         summary="video streams' edge configurations and storage tiers",
+    ),
+    FormatChange(
+        level=ENCRYPTED_CREATION_LEVEL,
+        image_version=10,  # the image gains nothing: a stream's data keys are level 3's
+        commands=frozenset(),
+        members={"CreateStream": frozenset({"key_id", "data_key"})},
+        summary="streams created encrypted (their first data key in CreateStream)",
     ),
 )
 

@@ -141,7 +141,7 @@ class ReplicationDriver:
             probe=probe,
         )
         self._locals = self._core.locals  # the same dict: the repair code reads it
-        self._wake = asyncio.Event()
+        self._wake = _Wake()
         self._turned = asyncio.Event()  # set and replaced after every turn
         self._readers_released = False  # stopping: reads wait for nothing more
         self._reads: asyncio.TaskGroup | None = None
@@ -361,7 +361,7 @@ class ReplicationDriver:
                 remaining_ms = next_tick - clock.timer_ms()
                 if not self._wake.is_set() and remaining_ms > 0:
                     # Waiting on our own wake-up or the tick timer: no deadline needed.
-                    await clock.wait(self._wake, remaining_ms)
+                    await clock.wait(self._wake.event, remaining_ms)
                 self._wake.clear()
                 now_ms = self._now()
                 self.apply_image()
@@ -477,15 +477,27 @@ class ReplicationDriver:
         stays at or below its durable end, replica.py rule 3), and `step` between `ready` and
         `advance` is part of the replica's contract. Ticks, reads and the next Ready wait for
         the turn's end as before."""
-        persist = asyncio.ensure_future(self._persist(plan, queued))
+        if queued is not None and not plan.beside:
+            # Only appends already queued: wait on the writer's own futures, no task between
+            # its answer and the rest of this turn.
+            waits: list[asyncio.Future[None]] = queued
+        else:
+            waits = [asyncio.ensure_future(self._persist(plan, queued))]
+        left = len(waits)
+
+        def ended(_: asyncio.Future[None]) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                self._wake.release()
+
+        for wait in waits:
+            wait.add_done_callback(ended)
         woken = False
         try:
-            while not persist.done():
-                wake = asyncio.ensure_future(self._wake.wait())
-                try:
-                    await asyncio.wait((persist, wake), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    wake.cancel()
+            while left:
+                if not self._wake.is_set():
+                    await self._wake.wait_step()  # a write ended, or the wake was set
                 if not self._wake.is_set():
                     continue
                 self._wake.clear()
@@ -494,11 +506,18 @@ class ReplicationDriver:
                     self.apply_image()
                     self._core.drain_inbox(self._now(), self._image())
         finally:
-            if not persist.done():
-                persist.cancel()  # the node stops: the driver task was cancelled
+            for wait in waits:
+                if not wait.done():
+                    wait.cancel()  # the node stops: the driver task was cancelled
             if woken:
                 self._wake.set()
-        await persist
+        # Every write has ended (even when one failed: the store may be reopened next). A failed
+        # group commit leaves the replicas unable to know what is durable: the first error
+        # propagates (`_recover`).
+        for wait in waits:
+            error = wait.exception()
+            if error is not None:
+                raise error
 
     async def _persist(self, plan: PersistPlan, queued: list[asyncio.Future[None]] | None) -> None:
         """Makes every Ready durable in the order the replica requires (module docstring);
@@ -732,6 +751,41 @@ class ReplicationDriver:
         # arrival times from the same `now_ms` that drives its heartbeat and resend timers, so
         # every input must use one clock. A wall-clock jump only delays or hastens a resend.
         return self._clock.wall_ms()
+
+
+class _Wake:
+    """The run loop's wake-up: the event its idle wait watches (`clock.wait`), and while a
+    turn's writes are in flight the one future that turn waits on (`_persist_stepping`),
+    resolved by `set` or by the end of the writes (`release`): no task between an inbound
+    message or a finished write and the turn that handles it."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self._step: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self.event.set()
+        self.release()
+
+    def clear(self) -> None:
+        self.event.clear()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def release(self) -> None:
+        """Wakes a turn waiting in `wait_step`, without setting the event."""
+        step = self._step
+        if step is not None and not step.done():
+            step.set_result(None)
+
+    async def wait_step(self) -> None:
+        """Until the next `set` or `release`."""
+        step = self._step = asyncio.get_running_loop().create_future()
+        try:
+            await step
+        finally:
+            self._step = None
 
 
 def _clear_frames(error: BaseException) -> None:

@@ -14,22 +14,44 @@ from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, StreamStatus
-from broker.service import describe
+from broker.meta.metadata_format import ENCRYPTED_CREATION_LEVEL
+from broker.service import describe, stream_features
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
 from broker.streams import namespaces, tag_rules
 from broker.streams.internal_names import is_internal
+from broker.streams.published_topology import published
 from broker.streams.shard_listing import list_shards_filtered
 from broker.timestamps import ms_from_datetime
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
 
+# The node's own callers (door "internal") create an internal stream whose encryption is
+# decided before its first record (a video stream's fragments, an encrypted delivery stream's)
+# already encrypted, under the KeyId this request member names: one CreateStream command
+# carries the stream's first data key, so no node holds a replica of it without the key. Not
+# a member of AWS's CreateStream; honoured for internal stream names only, which outside
+# callers cannot create.
+CREATE_ENCRYPTED_UNDER = "ShoalEncryptedUnderKeyId"
+
+
+def _requested_mode(request: Request) -> StreamMode:
+    """The capacity mode CreateStream asks for. With neither a mode nor a shard count, AWS
+    creates an on-demand stream of 4 shards (recorded by localstack's `test_create_stream_
+    without_shard_count` against AWS, 2022-08-26; "for the data streams with a provisioned
+    mode, you must specify the number of shards"); a shard count alone means provisioned."""
+    mode_details = request.get("StreamModeDetails")
+    if mode_details:
+        return StreamMode(mode_details["StreamMode"])
+    if request.get("ShardCount") is None:
+        return StreamMode.ON_DEMAND
+    return StreamMode.PROVISIONED
+
 
 async def create_stream(ctx: ServiceContext, request: Request) -> Response:
-    mode_details = request.get("StreamModeDetails") or {}
-    mode = StreamMode(mode_details.get("StreamMode", StreamMode.PROVISIONED.value))
     shard_count = request.get("ShardCount")
+    mode = _requested_mode(request)
     if shard_count is None:
         if mode is StreamMode.PROVISIONED:
             raise ShoalError(
@@ -53,11 +75,17 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
         account_id=ctx.config.account_id,
     )
     name = ctx.stream_key(display_name)  # in the caller's account and region
+    arn = ctx.stream_arn(name)
+    key_id = request.get(CREATE_ENCRYPTED_UNDER) if is_internal(display_name) else None
+    data_key = None
+    if key_id is not None:
+        ctx.metadata.require_format(ENCRYPTED_CREATION_LEVEL)
+        data_key = await stream_features.new_data_key(ctx, key_id, stream_arn=arn)
     await ctx.metadata.propose(
         commands.CreateStream(
             now_ms=ctx.now_ms(),
             name=name,
-            arn=ctx.stream_arn(name),
+            arn=arn,
             shard_count=shard_count,
             mode=mode,
             retention_hours=limits.retention_hours_default,
@@ -77,6 +105,8 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             replication_factor=max(
                 1, min(ctx.config.replication_factor, len(ctx.image().active_node_ids()))
             ),
+            key_id=key_id,
+            data_key=data_key,
         )
     )
     return {}
@@ -97,9 +127,15 @@ async def delete_stream(ctx: ServiceContext, request: Request) -> Response:
     return {}
 
 
+def _as_published(ctx: ServiceContext, stream: StreamMeta, *, now_ms: int) -> StreamMeta:
+    """The stream with the topology AWS shows: the previous one while a reshard's UPDATING
+    lasts (streams/published_topology.py)."""
+    return published(stream, now_ms=now_ms, updating_ms=ctx.config.knobs.stream_updating_ms)
+
+
 async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
-    stream = ctx.stream_for(request)
     now_ms = ctx.now_ms()
+    stream = _as_published(ctx, ctx.stream_for(request), now_ms=now_ms)
     limit = min(
         request.get("Limit", limits.describe_stream_limit_default), limits.describe_stream_limit_max
     )
@@ -119,8 +155,8 @@ async def describe_stream(ctx: ServiceContext, request: Request) -> Response:
 
 
 async def describe_stream_summary(ctx: ServiceContext, request: Request) -> Response:
-    stream = ctx.stream_for(request)
     now_ms = ctx.now_ms()
+    stream = _as_published(ctx, ctx.stream_for(request), now_ms=now_ms)
     summary = describe.stream_description_summary_shape(stream, now_ms=now_ms)
     summary["ConsumerCount"] = len(ctx.image().consumers.for_stream(stream.uid, now_ms=now_ms))
     return {"StreamDescriptionSummary": summary}
@@ -190,7 +226,7 @@ async def list_shards(ctx: ServiceContext, request: Request) -> Response:
             raise ctx.stream_not_found(stream.name)
     serialized_filter = _serialized_filter(shard_filter)
     shards = list_shards_filtered(
-        stream,
+        _as_published(ctx, stream, now_ms=now_ms),
         filter_type=serialized_filter.get("Type"),
         shard_id=serialized_filter.get("ShardId"),
         timestamp_ms=serialized_filter.get("TimestampMs"),

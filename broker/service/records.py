@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections.abc import Mapping, Sequence
@@ -349,6 +350,12 @@ async def _wait_for_routes(
         await ctx.metadata.wait_for_image(changed, timeout_s=min(wait_ms / 1000, timeout_s))
 
 
+def _token_key(stream: StreamMeta) -> str | None:
+    """The stream key an iterator of `stream` carries (None, an unnamed token, for a key that
+    is not ASCII: never a client's stream, whose names the model limits to [a-zA-Z0-9_.-])."""
+    return stream.name if stream.name.isascii() else None
+
+
 class RecordsApi:
     """The data-plane operations of one node. Loop only."""
 
@@ -431,6 +438,7 @@ class RecordsApi:
             shard_index=shard.index,
             offset=offset,
             issued_ms=ctx.now_ms(),
+            stream_key=_token_key(stream),
         )
         token = encode_iterator(
             position,
@@ -501,6 +509,8 @@ class RecordsApi:
         stream = image.stream_by_uid(StreamUid(position.stream_uid))
         if stream is not None and not ctx.in_callers_namespace(stream.name):
             stream = None  # another account's or region's stream: as if it did not exist
+        if stream is None and position.stream_key is not None:
+            stream, position = self._in_recreated_stream(position, now_ms=now_ms)
         shard = stream.shard_by_index(position.shard_index) if stream is not None else None
         if stream is None or shard is None or shard.uid != position.shard_uid:
             raise ShoalError(
@@ -559,6 +569,7 @@ class RecordsApi:
                 shard_index=shard.index,
                 offset=next_offset,
                 issued_ms=now_ms,
+                stream_key=_token_key(stream),
             )
             response["NextShardIterator"] = encode_iterator(
                 next_position,
@@ -566,6 +577,33 @@ class RecordsApi:
                 stream_name_chars=len(stream.display_name),
             )
         return response
+
+    def _in_recreated_stream(
+        self, position: IteratorPosition, *, now_ms: int
+    ) -> tuple[StreamMeta, IteratorPosition]:
+        """An iterator whose stream incarnation is gone, read as AWS reads it: by its stream's
+        name (kinesalite's recording). A stream of that name with the iterator's shard is read
+        from that shard's start (every number of the new incarnation is above the old one's,
+        in AWS's layout); otherwise the stream or the shard is not found."""
+        ctx = self._ctx
+        key = position.stream_key
+        assert key is not None
+        stream = ctx.image().stream(key, now_ms=now_ms)
+        if stream is None or not ctx.in_callers_namespace(key):
+            raise ctx.stream_not_found(key)
+        shard = stream.shard_by_index(position.shard_index)
+        if shard is None:
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                error_messages.shard_not_found(
+                    describe.shard_id_of(position.shard_index),
+                    stream.display_name,
+                    ctx.namespace().account_id,
+                ),
+            )
+        return stream, dataclasses.replace(
+            position, stream_uid=stream.uid, shard_uid=shard.uid, offset=0
+        )
 
     @staticmethod
     def _millis_behind(

@@ -102,8 +102,6 @@ async def start_stream_encryption(ctx: ServiceContext, request: Request) -> Resp
 async def start_encryption(ctx: ServiceContext, stream: StreamMeta, *, key_id: str) -> None:
     """Encrypts `stream`'s new records under `key_id` with a new data key (also how the
     delivery and video services encrypt their internal streams)."""
-    if ctx.master_keys is None:
-        raise ShoalError(ErrorCode.KMS_INVALID_STATE, error_messages.ENCRYPTION_NOT_CONFIGURED)
     status = stream.status(now_ms=ctx.now_ms())
     if status is not StreamStatus.ACTIVE:  # checked again at apply; this spares a KMS call
         raise ShoalError(
@@ -114,10 +112,7 @@ async def start_encryption(ctx: ServiceContext, stream: StreamMeta, *, key_id: s
                 status=status.value,
             ),
         )
-    # KMS is a network call (and a key file a disk read): off the event loop.
-    _, wrapped = await asyncio.to_thread(
-        ctx.master_keys.new_data_key, key_id, stream_arn=stream.arn
-    )
+    wrapped = await new_data_key(ctx, key_id, stream_arn=stream.arn)
     await ctx.metadata.propose(
         commands.SetStreamEncryption(
             now_ms=ctx.now_ms(),
@@ -128,6 +123,20 @@ async def start_encryption(ctx: ServiceContext, stream: StreamMeta, *, key_id: s
             data_key=wrapped,
         )
     )
+
+
+async def new_data_key(
+    ctx: ServiceContext, key_id: str, *, stream_arn: str
+) -> commands.WrappedDataKey:
+    """A new data key for the stream `stream_arn` under `key_id`, wrapped (KMS's errors for a
+    key that cannot be used)."""
+    if ctx.master_keys is None:
+        raise ShoalError(ErrorCode.KMS_INVALID_STATE, error_messages.ENCRYPTION_NOT_CONFIGURED)
+    # KMS is a network call (and a key file a disk read): off the event loop.
+    _, wrapped = await asyncio.to_thread(
+        ctx.master_keys.new_data_key, key_id, stream_arn=stream_arn
+    )
+    return wrapped
 
 
 async def stop_stream_encryption(ctx: ServiceContext, request: Request) -> Response:

@@ -33,6 +33,7 @@ from typing import Protocol
 from broker import buggify
 from broker.errors import ShoalError
 from broker.log.records import NewRecord, StoredRecord
+from broker.meta.controller_core import ReplicaStatus
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.replication.driver_core import (
     Appended,
@@ -45,6 +46,7 @@ from broker.replication.driver_core import (
 from broker.replication.messages import Prepare, Promise, ReplicationMessage
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.replica import ReadRequest, ReplicationKnobs, Role, ShardReplica
+from broker.sim.control import ControlTiming, Heartbeat, SimController
 from broker.sim.disk import SimLogStore
 from broker.sim.network import SimNetwork
 from broker.sim.quorum import CONTROLLER, ShardImage, SimMetadataQuorum
@@ -79,6 +81,9 @@ class SimConfig:
     leader_kills: bool = True
     leader_changes: bool = True
     disk_loss: bool = True
+    # The real controller decides the leader changes (control.SimController) instead of the
+    # simulator's own failure detector (quorum.SimMetadataQuorum).
+    real_controller: bool = False
 
     @staticmethod
     def randomized(rng: random.Random) -> SimConfig:
@@ -288,26 +293,52 @@ class SimCluster:
         self.nodes: dict[NodeId, SimNode] = {
             NodeId(f"n{i}"): SimNode(node_id=NodeId(f"n{i}")) for i in range(self.config.nodes)
         }
-        self.quorum = SimMetadataQuorum(
-            self.world,
-            send=self.network.send,
-            publish=self._publish,
-            disk_generation=lambda node: self.nodes[node].disk_generation,
-            round_timeout_ms=self.config.election_timeout_ms,
-        )
+        node_ids = sorted(self.nodes)
+        self.controller: SimController | None = None
+        self._legacy: SimMetadataQuorum | None = None
+        self.quorum: SimController | SimMetadataQuorum
+        if self.config.real_controller:
+            self.quorum = self.controller = SimController(
+                self.world,
+                node_ids=node_ids,
+                shards=self.config.shards,
+                replication_factor=self.config.replication_factor,
+                timing=ControlTiming.for_run(
+                    failure_detect_ms=self.config.failure_detect_ms,
+                    check_ms=self.config.controller_check_ms,
+                    round_timeout_ms=self.config.election_timeout_ms,
+                ),
+                nodes=self,
+                send=self.network.send,
+                publish=self._publish,
+                reachable=lambda node_id: not self.network.is_blocked(node_id, CONTROLLER),
+            )
+        else:
+            self.quorum = self._legacy = SimMetadataQuorum(
+                self.world,
+                send=self.network.send,
+                publish=self._publish,
+                disk_generation=self.disk_generation,
+                round_timeout_ms=self.config.election_timeout_ms,
+            )
         self.workload, self.invariants, self.faults = observers(self)
         self.faults_active = True
         self._suspect_since: dict[ShardUid, int] = {}
-        node_ids = sorted(self.nodes)
         for node in self.nodes.values():
             node.core = self._new_core(node)
-        for index in range(self.config.shards):
-            shard_uid = ShardUid(100 + index)
-            replicas = tuple(self._placement_rng.sample(node_ids, self.config.replication_factor))
-            self.quorum.create_shard(shard_uid, replicas)
+        if self._legacy is not None:
+            for index in range(self.config.shards):
+                shard_uid = ShardUid(100 + index)
+                replicas = tuple(
+                    self._placement_rng.sample(node_ids, self.config.replication_factor)
+                )
+                self._legacy.create_shard(shard_uid, replicas)
         for node in self.nodes.values():
             self._schedule_tick(node)
-        self.world.schedule(self.config.controller_check_ms, "controller", self._controller_check)
+        if self._legacy is not None:
+            self.world.schedule(
+                self.config.controller_check_ms, "controller", self._controller_check
+            )
         self.workload.start()
         self.faults.start()
 
@@ -406,6 +437,31 @@ class SimCluster:
         node.metadata = MetadataImage()
         node.turn_scheduled = node.in_flight = node.dirty = node.stepping_scheduled = False
 
+    # --- The nodes as the real controller reaches them (control.Nodes) ---------------------
+
+    def heartbeat(self, node_id: NodeId) -> Heartbeat | None:
+        node = self.nodes[node_id]
+        core = node.core
+        if not node.alive or core is None:
+            return None
+        return Heartbeat(rejoining=core.rejoining(), fenced=core.fenced_leaderships())
+
+    def refuses_connections(self, node_id: NodeId) -> bool:
+        return not self.nodes[node_id].alive
+
+    def replica_status(self, node_id: NodeId, shard_uid: ShardUid) -> ReplicaStatus | None:
+        node = self.nodes[node_id]
+        replica = node.replicas.get(shard_uid)
+        if replica is None or self.network.is_blocked(CONTROLLER, node_id):
+            return None
+        stats = replica.statistics()
+        return ReplicaStatus(
+            log_end=stats.log_end, hw=stats.high_watermark, last_epoch=stats.last_epoch
+        )
+
+    def disk_generation(self, node_id: NodeId) -> int:
+        return self.nodes[node_id].disk_generation
+
     def disk_losses(self) -> int:
         return sum(node.disk_generation for node in self.nodes.values())
 
@@ -425,6 +481,8 @@ class SimCluster:
     def restart(self, node: SimNode) -> None:
         assert not node.alive
         node.alive = True
+        if self.controller is not None:
+            self.controller.node_started(node.node_id)  # registers: a new incarnation
         node.core = self._new_core(node)
         for shard_uid, image in sorted(self.quorum.shards.items()):
             if node.node_id in image.replicas:
@@ -451,7 +509,11 @@ class SimCluster:
         if not node.alive or node.incarnation != incarnation:
             return
         known = node.image.get(image.shard_uid)
-        if known is not None and (known.epoch, known.sealing) >= (image.epoch, image.sealing):
+        if known is not None and (known.version, known.epoch, known.sealing) >= (
+            image.version,
+            image.epoch,
+            image.sealing,
+        ):
             return
         node.image[image.shard_uid] = image
         self._configure(node)
@@ -698,17 +760,19 @@ class SimCluster:
     # --- The controller's failure detector --------------------------------------------------
 
     def _controller_check(self) -> None:
+        quorum = self._legacy
+        assert quorum is not None
         now = self.world.now_ms
-        for shard_uid, image in sorted(self.quorum.shards.items()):
-            if self._rejoined(image) and not self.quorum.electing(shard_uid):
-                self.quorum.start_election(shard_uid)  # the real controller's "rejoined"
+        for shard_uid, image in sorted(quorum.shards.items()):
+            if self._rejoined(image) and not quorum.electing(shard_uid):
+                quorum.start_election(shard_uid)  # the real controller's "rejoined"
                 continue
             if self._leader_healthy(image):
                 self._suspect_since.pop(shard_uid, None)
                 continue
             since = self._suspect_since.setdefault(shard_uid, now)
-            if now - since >= self.config.failure_detect_ms and not self.quorum.electing(shard_uid):
-                self.quorum.start_election(shard_uid)
+            if now - since >= self.config.failure_detect_ms and not quorum.electing(shard_uid):
+                quorum.start_election(shard_uid)
                 self._suspect_since.pop(shard_uid, None)
         self.world.schedule(self.config.controller_check_ms, "controller", self._controller_check)
 

@@ -3,7 +3,9 @@
 - `Attrition`: crash a random node (losing its unsynced writes), restart it later.
 - `Partition`: split the nodes (and the controller) in two for a while, then heal.
 - `LeaderKill`: crash the node leading a random shard, restart it later.
-- `LeaderChange`: the controller moves a random shard's leadership (a drain or rebalance).
+- `LeaderChange`: the controller moves a random shard's leadership (a drain or rebalance);
+  with the real controller (`control.SimController`), a metadata-leader change instead: a
+  new controller beside the old one's actions in flight.
 - `DiskLoss`: crash a node and wipe its disk (a replaced pod), restart it recovering; only
   while no other node is down or recovering, so it stays the minority's one failure.
 - Message loss and duplication are `SimNetwork` probabilities, set from the config.
@@ -17,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from broker.sim.cluster import SimCluster, SimNode
-from broker.sim.quorum import CONTROLLER
+from broker.sim.quorum import CONTROLLER, SimMetadataQuorum
 
 
 class FaultPlans:
@@ -83,7 +85,13 @@ class FaultPlans:
 
     def _leader_change(self) -> None:
         cluster = self._cluster
-        cluster.quorum.start_election(self._rng.choice(sorted(cluster.quorum.shards)))
+        shard_uid = self._rng.choice(sorted(cluster.quorum.shards))
+        if isinstance(cluster.quorum, SimMetadataQuorum):
+            cluster.quorum.start_election(shard_uid)
+        else:
+            # The real controller changes leaders only when it decides to: the fault is a
+            # metadata-leader change, a new controller beside the old one's actions in flight.
+            cluster.quorum.new_term()
 
     def _partition(self) -> None:
         cluster = self._cluster
@@ -100,6 +108,12 @@ class FaultPlans:
     def _disk_loss(self) -> None:
         cluster = self._cluster
         if any(not node.alive or node.rejoin_floors for node in cluster.nodes.values()):
+            return
+        factor = cluster.config.replication_factor
+        if any(len(image.replicas) < factor for image in cluster.quorum.shards.values()):
+            # A set one short (the real controller dropped an absent replica and has not
+            # added its replacement yet) already lost its one failure: a wiped disk now is
+            # a second one, which no two-replica set survives (docs/ARCHITECTURE.md's gap).
             return
         node = cluster.nodes[self._rng.choice(sorted(cluster.nodes))]
         cluster.lose_disk(node)

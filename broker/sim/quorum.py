@@ -37,6 +37,9 @@ class ShardImage:
     leader: NodeId | None
     epoch: int
     sealing: bool = False
+    # The metadata command that produced this entry, in commit order (control.SimController;
+    # 0 here): a node applies the entries of one shard in that order, as it applies the log.
+    version: int = 0
 
 
 @dataclass(slots=True, kw_only=True)

@@ -14,7 +14,14 @@ The shape is AWS's (as kinesalite recorded it): standard base64 of 8 bytes `00 .
     prefix 00000000 00000001 (8) | nonce (12) | AES-256-GCM ciphertext (116 + 16k) | tag (16)
 
 The plaintext is `version (1) | reserved, zero (1) | stream_uid (8) | shard_uid (8) |
-shard_index (4) | offset (8) | issued_ms (8)` and zero padding to the token's length. The nonce is
+shard_index (4) | offset (8) | issued_ms (8)`, then (version 3) the stream's metadata key (its
+name, with its account and region outside the node's own, `streams/namespaces.py`),
+`length (1) | ASCII`, and zero padding to the token's length; the padding always has room for
+the key, since the length follows the name's. AWS's iterators name their stream:
+an iterator of a stream deleted and created again under the same name reads the new stream
+(kinesalite recorded AWS answering 200 with no records for a shard the new stream has, and
+"Shard … in stream … does not exist" for one it lacks), which GetRecords needs the name for.
+Version 2 tokens (no name) are still opened. The nonce is
 derived from the plaintext with a separate HMAC key (the SIV construction): equal positions
 give equal tokens, different ones never share a nonce, and the code needs no random source.
 The prefix is authenticated as associated data.
@@ -43,7 +50,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 
-VERSION = 2
+VERSION = 3
+_UNNAMED_VERSION = 2  # the previous version: no stream name; opened, issued only unnamed
 _PREFIX = bytes([0, 0, 0, 0, 0, 0, 0, 1])  # what AWS's iterators start with
 _KEY_LABEL = b"shoal/shard-iterator/aes-256-gcm\x00"
 _NONCE_LABEL = b"shoal/shard-iterator/nonce\x00"
@@ -52,7 +60,8 @@ _NONCE_BYTES = 12
 _GCM_TAG_BYTES = 16
 _SHORTEST_TOKEN_BYTES = 152  # AWS's, for stream names of up to 13 characters
 _LONGEST_TOKEN_BYTES = _SHORTEST_TOKEN_BYTES + 16 * ((limits.stream_name_chars_max + 2) // 16)
-_SHORTEST_PLAINTEXT_BYTES = _SHORTEST_TOKEN_BYTES - len(_PREFIX) - _NONCE_BYTES - _GCM_TAG_BYTES
+_SEALING_BYTES = len(_PREFIX) + _NONCE_BYTES + _GCM_TAG_BYTES
+_SHORTEST_PLAINTEXT_BYTES = _SHORTEST_TOKEN_BYTES - _SEALING_BYTES
 assert _BODY.size <= _SHORTEST_PLAINTEXT_BYTES
 assert limits.shard_iterator_chars_max >= 4 * -(-_LONGEST_TOKEN_BYTES // 3)
 # The characters of a token for a stream name of 14 to 29 characters (and of tokens issued
@@ -88,6 +97,8 @@ class IteratorPosition:
     shard_index: int
     offset: int  # the next record to return
     issued_ms: int
+    # The stream's metadata key (`StreamMeta.name`); None in tokens of the versions before 3.
+    stream_key: str | None = None
 
 
 @functools.lru_cache(maxsize=4)
@@ -102,8 +113,10 @@ def _keys(secret: bytes) -> tuple[AESGCM, bytes]:
 def encode_iterator(
     position: IteratorPosition, *, secret: bytes, stream_name_chars: int = 20
 ) -> str:
-    """The token of `position`, as long as AWS's for a stream name of `stream_name_chars`."""
+    """The token of `position`, as long as AWS's for a stream name of `stream_name_chars`; a
+    version 2 token when the position names no stream key."""
     assert secret  # an empty key would make every token forgeable
+    name = position.stream_key
     assert 1 <= stream_name_chars <= limits.stream_name_chars_max
     assert 0 <= position.stream_uid <= _U64_MAX
     assert 0 <= position.shard_uid <= _U64_MAX
@@ -111,7 +124,7 @@ def encode_iterator(
     assert 0 <= position.offset <= _U64_MAX
     assert 0 <= position.issued_ms <= _U64_MAX
     body = _BODY.pack(
-        VERSION,
+        _UNNAMED_VERSION if name is None else VERSION,
         0,
         position.stream_uid,
         position.shard_uid,
@@ -120,6 +133,12 @@ def encode_iterator(
         position.issued_ms,
     )
     total = token_bytes(stream_name_chars)
+    if name is not None:
+        assert name.isascii()
+        # The key is the name, or the name behind an account and a region (some 35 more
+        # characters); the padding holds at least 64 more than the name (token_bytes).
+        assert 0 < len(name) <= min(255, total - _SEALING_BYTES - _BODY.size - 1), name
+        body += bytes([len(name)]) + name.encode("ascii")
     plaintext = body.ljust(total - len(_PREFIX) - _NONCE_BYTES - _GCM_TAG_BYTES, b"\x00")
     cipher, nonce_key = _keys(secret)
     nonce = hmac.new(nonce_key, plaintext, hashlib.sha256).digest()[:_NONCE_BYTES]
@@ -136,14 +155,16 @@ def decode_iterator(token: str, *, secret: bytes, now_ms: int) -> IteratorPositi
     ExpiredIteratorException once it is older than `limits.iterator_age_ms_max`.
     """
     assert secret
+    token = _unquoted(token)
+    stream_key: str | None = None
     if len(token) == _V1_TOKEN_CHARS:
         body = _open_v1(token, secret)
-        expected_version = 1
+        versions: tuple[int, ...] = (1,)
     else:
-        body = _open(token, secret)
-        expected_version = VERSION
+        body, stream_key = _open(token, secret)
+        versions = (_UNNAMED_VERSION,) if stream_key is None else (VERSION,)
     version, reserved, stream_uid, shard_uid, shard_index, offset, issued_ms = _BODY.unpack(body)
-    if version != expected_version or reserved != 0:
+    if version not in versions or reserved != 0:
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
     if now_ms - issued_ms > limits.iterator_age_ms_max:
         raise ShoalError(
@@ -160,12 +181,23 @@ def decode_iterator(token: str, *, secret: bytes, now_ms: int) -> IteratorPositi
         shard_index=shard_index,
         offset=offset,
         issued_ms=issued_ms,
+        stream_key=stream_key,
     )
 
 
-def _open(token: str, secret: bytes) -> bytes:
-    """The plaintext body of a current token, or InvalidArgumentException. The GCM tag is
-    checked before any field is read; only the exact text we issue is accepted."""
+def _unquoted(token: str) -> str:
+    """`token` without one pair of surrounding double quotes: AWS opens `"<iterator>"` as the
+    iterator (localstack's `test_get_records_shard_iterator_with_surrounding_quotes`, validated
+    against AWS), which a shell script passing a JSON string on gets."""
+    if len(token) >= 2 and token[0] == token[-1] == '"':
+        return token[1:-1]
+    return token
+
+
+def _open(token: str, secret: bytes) -> tuple[bytes, str | None]:
+    """The plaintext body of a current token and the stream key it carries (None for version
+    2), or InvalidArgumentException. The GCM tag is checked before any field is read; only the
+    exact text we issue is accepted."""
     raw = _strict_b64decode(token, chars=None, altchars=None)
     if (
         not _SHORTEST_TOKEN_BYTES <= len(raw) <= _LONGEST_TOKEN_BYTES
@@ -179,9 +211,16 @@ def _open(token: str, secret: bytes) -> bytes:
         plaintext = cipher.decrypt(nonce, raw[len(_PREFIX) + _NONCE_BYTES :], _PREFIX)
     except InvalidTag as error:
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE) from error
-    if any(plaintext[_BODY.size :]):
+    body, rest = plaintext[: _BODY.size], plaintext[_BODY.size :]
+    if body[0] == _UNNAMED_VERSION:
+        if any(rest):
+            raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
+        return body, None
+    length = rest[0]
+    name, padding = rest[1 : 1 + length], rest[1 + length :]
+    if not 0 < length == len(name) or not name.isascii() or any(padding):
         raise ShoalError(ErrorCode.INVALID_ARGUMENT, _INVALID_MESSAGE)
-    return plaintext[: _BODY.size]
+    return body, name.decode("ascii")
 
 
 def _open_v1(token: str, secret: bytes) -> bytes:
@@ -218,14 +257,20 @@ def _iso(ms: int) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def peek_stream_uid(token: str, *, secret: bytes) -> int | None:
-    """The stream uid a token names, whatever its age (None when it is not one of ours).
+def peek_stream_uid(token: str, *, secret: bytes) -> tuple[int, str | None] | None:
+    """The stream uid and key a token names, whatever its age (None when it is not one of
+    ours; no key in the tokens before version 3).
 
     For access control, which must name GetRecords' stream before the service reads the
     token; the tag is checked here too, so a forged token names nothing."""
+    token = _unquoted(token)
+    key: str | None = None
     try:
-        body = _open_v1(token, secret) if len(token) == _V1_TOKEN_CHARS else _open(token, secret)
+        if len(token) == _V1_TOKEN_CHARS:
+            body = _open_v1(token, secret)
+        else:
+            body, key = _open(token, secret)
     except ShoalError:
         return None
     stream_uid: int = _BODY.unpack(body)[2]
-    return stream_uid
+    return stream_uid, key

@@ -5,7 +5,9 @@ The internal stream (`internal_stream_name("video", "<account>.<region>.<name>.<
 ms>")`) has one shard, so its fragments have one total order, and its retention follows the
 video stream's (clamped to Kinesis' 24 hours to 365 days; a fragment is never kept for less
 than the video stream asks), and follows UpdateDataRetention. It is created when the first
-fragment arrives and deleted with the video stream. Its per-shard rate limits are lifted: a
+fragment arrives, already encrypted under the video stream's KmsKeyId (one metadata command
+carries its first data key, so every replica's node knows the key before any fragment can
+reach it), and deleted with the video stream. Its per-shard rate limits are lifted: a
 video stream is limited by what its producer sends, not by Kinesis' 1 MiB/s.
 
 An append returns only once the log acknowledged it, which it does only once the records are
@@ -29,8 +31,9 @@ from broker import limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.frontend import MetadataFrontend
-from broker.meta.metadata_format import FIRST_FORMAT, members_after
+from broker.meta.metadata_format import ENCRYPTED_CREATION_LEVEL, FIRST_FORMAT, members_after
 from broker.meta.video_table import VideoStreamMeta
+from broker.service.control import CREATE_ENCRYPTED_UNDER
 from broker.service.in_process import LocalKinesis
 from broker.streams.internal_names import internal_stream_name
 from broker.streams.iterators import decode_iterator
@@ -160,8 +163,13 @@ class FragmentArchive:
             if name in self._unsealed:
                 await self._encrypt(name, meta.kms_key_id)
             return name
+        request: dict[str, object] = {"StreamName": name, "ShardCount": 1}
+        if self._metadata.image().metadata_format >= ENCRYPTED_CREATION_LEVEL:
+            # Created encrypted: no node ever holds a replica of it without its key, so no
+            # replica can store a fragment in the clear (`_encrypt` below then finds it so).
+            request[CREATE_ENCRYPTED_UNDER] = meta.kms_key_id
         try:
-            await self._kinesis.call("CreateStream", {"StreamName": name, "ShardCount": 1})
+            await self._kinesis.call("CreateStream", request)
         except ShoalError as error:
             if error.code is not ErrorCode.RESOURCE_IN_USE:
                 raise

@@ -724,3 +724,109 @@ def test_a_resume_counts_only_output_rows_written_past_the_recorded_marks() -> N
     assert runner._past_the_marks(digest, marks, 60_000) == digest
     assert runner._past_the_marks("a-producers-key", marks, 0) is None
     assert runner._past_the_marks(f"{digest}:w:soon", marks, 0) is None
+
+
+# The guide's "Creating Throttled Alerts" (its code, whitespace aside): a sliding window inside
+# a FROM subquery, filtered outside it.
+THROTTLED_ALERTS = """
+CREATE OR REPLACE STREAM "CHANGE_STREAM" (ticker_symbol VARCHAR(4), sector VARCHAR(12),
+                                          change DOUBLE, price DOUBLE);
+CREATE OR REPLACE PUMP "change_pump" AS INSERT INTO "CHANGE_STREAM"
+  SELECT STREAM ticker_symbol, sector, change, price FROM "SOURCE_SQL_STREAM_001"
+  WHERE (ABS(Change / (Price - Change)) * 100) > 1;
+CREATE OR REPLACE STREAM TRIGGER_COUNT_STREAM (
+  ticker_symbol VARCHAR(4),
+  change REAL,
+  trigger_count INTEGER);
+CREATE OR REPLACE PUMP trigger_count_pump AS INSERT INTO TRIGGER_COUNT_STREAM
+SELECT STREAM ticker_symbol, change, trigger_count
+FROM (
+    SELECT STREAM ticker_symbol, change, COUNT(*) OVER W1 as trigger_count
+    FROM "CHANGE_STREAM"
+    --window to perform aggregations over last minute to keep track of triggers
+    WINDOW W1 AS (PARTITION BY ticker_symbol RANGE INTERVAL '1' MINUTE PRECEDING)
+)
+WHERE trigger_count >= {limit};
+"""
+
+TICKER_SOURCE = [
+    {
+        "NamePrefix": "SOURCE_SQL_STREAM",
+        "InAppStreamNames": ["SOURCE_SQL_STREAM_001"],
+        "InputSchema": {
+            "RecordFormat": {"RecordFormatType": "JSON"},
+            "RecordColumns": [
+                {"Name": "TICKER_SYMBOL", "Mapping": "$.TICKER_SYMBOL", "SqlType": "VARCHAR(4)"},
+                {"Name": "SECTOR", "Mapping": "$.SECTOR", "SqlType": "VARCHAR(12)"},
+                {"Name": "CHANGE", "Mapping": "$.CHANGE", "SqlType": "DOUBLE"},
+                {"Name": "PRICE", "Mapping": "$.PRICE", "SqlType": "DOUBLE"},
+            ],
+        },
+    }
+]
+
+
+def ticker_row(at_ms: int, ticker: str, change: float, price: float) -> records.Row:
+    time = records.to_timestamp(at_ms)
+    return (time, time, ticker, "TECHNOLOGY", change, price)
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_the_throttled_alerts_example_filters_a_sliding_window_in_a_subquery(
+    engine: DuckDbEngine, limit: int
+) -> None:
+    """Each change above 1 % is counted over its ticker's changes of the minute before it
+    (across batches), and only the rows whose count passes the outer WHERE go out: every one
+    with the guide's `>= 1`, from the second in a minute with `>= 2`."""
+    program = sql.compile_program(THROTTLED_ALERTS.replace("{limit}", str(limit)))
+    DuckDbChecker().check(program, TICKER_SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(TICKER_SOURCE), engine)
+    pipe.push(
+        "SOURCE_SQL_STREAM_001",
+        [
+            ticker_row(T0, "A", 2.0, 100.0),  # 2.04 %: a trigger
+            ticker_row(T0 + 1_000, "A", 0.1, 100.0),  # 0.1 %: not
+            ticker_row(T0 + 2_000, "B", 5.0, 50.0),  # a trigger of another ticker
+            ticker_row(T0 + 3_000, "A", -3.0, 90.0),  # the second of A in the minute
+        ],
+    )
+    first = [r[1:] for r in pipe.drain()["TRIGGER_COUNT_STREAM"]]
+    pipe.push("SOURCE_SQL_STREAM_001", [ticker_row(T0 + 61_000, "A", 4.0, 80.0)])
+    second = [r[1:] for r in pipe.drain()["TRIGGER_COUNT_STREAM"]]
+    # T0's trigger is out of the minute before T0 + 61 s; T0 + 3 s's is in.
+    counted = [("A", 2.0, 1), ("B", 5.0, 1), ("A", -3.0, 2)]
+    assert first == [r for r in counted if r[2] >= limit]
+    assert second == [("A", 4.0, 2)]
+
+
+def test_variable_column_log_parse_with_an_escape_and_a_quote_string(
+    engine: DuckDbEngine,
+) -> None:
+    """The reference's escape example (`a\\,b` is the one field `a,b`) and quoted runs, with one
+    quote character for both ends and with a begin and an end one."""
+    program = sql.compile_program(
+        'CREATE OR REPLACE STREAM "PARTS" (A VARCHAR(16), B VARCHAR(16), C VARCHAR(16));\n'
+        'CREATE OR REPLACE PUMP "P" AS INSERT INTO "PARTS"\n'
+        "SELECT STREAM T.F.COLUMN1, T.F.COLUMN2, T.F.COLUMN3 FROM (\n"
+        "  SELECT STREAM VARIABLE_COLUMN_LOG_PARSE(SECTOR, 3, ',', '\\', '\"') AS F\n"
+        "  FROM SOURCE_SQL_STREAM_001) AS T;\n"
+        'CREATE OR REPLACE STREAM "BRACKETED" (A VARCHAR(16), B VARCHAR(16));\n'
+        'CREATE OR REPLACE PUMP "P2" AS INSERT INTO "BRACKETED"\n'
+        "SELECT STREAM T.F.COLUMN1, T.F.COLUMN2 FROM (\n"
+        "  SELECT STREAM VARIABLE_COLUMN_LOG_PARSE(SECTOR, 2, ' ', '', '[]') AS F\n"
+        "  FROM SOURCE_SQL_STREAM_001) AS T;"
+    )
+    DuckDbChecker().check(program, SOURCE)
+    pipe = pipeline.Pipeline(program, pipeline.source_streams(SOURCE), engine)
+    at = records.to_timestamp(T0)
+    texts = ["a,b", "a\\,b,c", '"x,y",z', "[p q] r"]
+    pipe.push("SOURCE_SQL_STREAM_001", [(at, at, "QXZ", text, 1.0, None) for text in texts])
+    received = pipe.drain()
+    assert [r[1:] for r in received["PARTS"]] == [
+        ("a", "b", None),
+        ("a,b", "c", None),
+        ("x,y", "z", None),
+        ("[p q] r", None, None),
+    ]
+    assert [r[1:] for r in received["BRACKETED"]][3] == ("p q", "r")
+    assert log_parsing.split_fields(None, ",", "\\", '"') is None

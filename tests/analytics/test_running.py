@@ -21,8 +21,15 @@ import botocore.config
 import pytest
 
 from broker.analytics import records
+from broker.analytics.shard_reader import ShardReader, StoredPage
+from broker.client.kpl import UserRecord, aggregate, deaggregate_batch
+from broker.client.retrieval import RecordBatch, child_shard
+from broker.client.worker_config import WorkerConfig
 from broker.clock import ManualClock
+from broker.consumers.leases import Checkpoint
+from broker.errors import ErrorCode, ShoalError
 from broker.node import Node
+from broker.timestamps import ms_from_datetime
 from tests.analytics.conftest import MODULE_LOOP
 from tests.analytics.test_api import ROLE, SCHEMA, STREAM_ARN
 from tests.compat.conftest import call
@@ -639,3 +646,201 @@ async def test_an_application_of_another_region_reads_and_writes_its_streams(
     await stop_application(node, west_analytics, "ns-copier")
     west.close()
     west_analytics.close()
+
+
+# --- The input read inside the node (`broker/analytics/shard_reader.py`) ----------------------
+# Reading a shard's log inside the node hands the runner exactly what a GetRecords consumer
+# (the KCL's de-aggregation included) would get: the same user records in the same order with
+# the same sequence numbers, sub-sequence numbers and arrival times; a closed shard ends with the
+# same children, and the application reads the parent before its children.
+
+
+async def _create(kinesis: Any, name: str, shards: int) -> dict[str, Any]:
+    await call(kinesis.create_stream, StreamName=name, ShardCount=shards)
+    async with asyncio.timeout(10):
+        while True:  # bounded by the timeout
+            described = await call(kinesis.describe_stream, StreamName=name)
+            if described["StreamDescription"]["StreamStatus"] == "ACTIVE":
+                return dict(described["StreamDescription"]["Shards"][0])
+            await asyncio.sleep(0.02)
+
+
+def _reader(node: Node, stream: str, shard: dict[str, Any], *, limit: int) -> ShardReader:
+    info = child_shard({**shard, "ParentShards": ()})
+    assert node.service is not None
+    return ShardReader(
+        node.service.ctx,
+        stream_key=stream,
+        shard=info,
+        caller=None,
+        config=WorkerConfig(get_records_limit=limit),
+    )
+
+
+async def _read_to_end(reader: ShardReader) -> tuple[list[UserRecord], RecordBatch]:
+    users: list[UserRecord] = []
+    async with asyncio.timeout(10):
+        while True:  # bounded by the timeout
+            batch = await reader.next_batch()
+            assert not batch.records and isinstance(batch.users, StoredPage)
+            users += list(batch.users)
+            if batch.child_shards is not None or batch.empty:
+                return users, batch
+
+
+async def _get_records(kinesis: Any, stream: str, shard_id: str) -> tuple[list[UserRecord], Any]:
+    iterator = (
+        await call(
+            kinesis.get_shard_iterator,
+            StreamName=stream,
+            ShardId=shard_id,
+            ShardIteratorType="TRIM_HORIZON",
+        )
+    )["ShardIterator"]
+    records: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        while True:  # bounded by the timeout
+            answer = await call(kinesis.get_records, ShardIterator=iterator, Limit=3)
+            records += answer["Records"]
+            if not answer["Records"] or "NextShardIterator" not in answer:
+                return deaggregate_batch(records), answer.get("ChildShards")
+            iterator = answer["NextShardIterator"]
+
+
+def _fields(users: list[UserRecord]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            u.partition_key,
+            u.data,
+            u.sequence_number,
+            u.sub_sequence_number,
+            u.aggregated,
+            ms_from_datetime(u.approximate_arrival_timestamp)
+            if u.approximate_arrival_timestamp is not None
+            else None,
+        )
+        for u in users
+    ]
+
+
+async def test_the_reader_hands_over_what_get_records_and_deaggregation_give(
+    node: Node, kinesis: Any
+) -> None:
+    stream = "reader-equivalence"
+    shard = await _create(kinesis, stream, 1)
+    plain = [{"Data": f"plain-{i}".encode(), "PartitionKey": f"k{i}"} for i in range(5)]
+    blob = aggregate(
+        [UserRecord(partition_key=f"a{i}", data=f"agg-{i}".encode()) for i in range(4)]
+    )
+    await call(kinesis.put_records, StreamName=stream, Records=plain[:3])
+    await call(
+        kinesis.put_record, StreamName=stream, Data=blob.data, PartitionKey=blob.partition_key
+    )
+    await call(kinesis.put_records, StreamName=stream, Records=plain[3:])
+
+    reader = _reader(node, stream, shard, limit=3)  # pages of 3: an aggregate inside one
+    await reader.start(Checkpoint("TRIM_HORIZON"))
+    read, _ = await _read_to_end(reader)
+    expected, _ = await _get_records(kinesis, stream, shard["ShardId"])
+    assert len(expected) == 9 and sum(u.aggregated for u in expected) == 4
+    assert _fields(read) == _fields(expected)
+
+    # A checkpoint inside the aggregate: read from its record again (the worker drops what is
+    # at or below the checkpoint); a plain record's checkpoint: from that record.
+    resumed = _reader(node, stream, shard, limit=100)
+    await resumed.start(Checkpoint(str(expected[5].sequence_number), 2))
+    again, _ = await _read_to_end(resumed)
+    assert _fields(again) == _fields(expected[3:])
+
+
+async def test_a_closed_shard_ends_with_its_children_as_get_records_does(
+    node: Node, kinesis: Any
+) -> None:
+    stream = "reader-split"
+    shard = await _create(kinesis, stream, 1)
+    await call(
+        kinesis.put_records,
+        StreamName=stream,
+        Records=[{"Data": b"before", "PartitionKey": "p"}],
+    )
+    middle = str((int(shard["HashKeyRange"]["EndingHashKey"]) + 1) // 2)
+    await call(
+        kinesis.split_shard,
+        StreamName=stream,
+        ShardToSplit=shard["ShardId"],
+        NewStartingHashKey=middle,
+    )
+    async with asyncio.timeout(10):
+        while True:  # bounded by the timeout: the split commits through the quorum
+            described = await call(kinesis.describe_stream, StreamName=stream)
+            closed = described["StreamDescription"]["Shards"][0]["SequenceNumberRange"]
+            if "EndingSequenceNumber" in closed:
+                break
+            await asyncio.sleep(0.02)
+    reader = _reader(node, stream, shard, limit=100)
+    await reader.start(Checkpoint("TRIM_HORIZON"))
+    read, last = await _read_to_end(reader)
+    assert last.child_shards is not None
+    expected, children = await _get_records(kinesis, stream, shard["ShardId"])
+    assert [u.data for u in read] == [u.data for u in expected] == [b"before"]
+    assert last.child_shards == tuple(child_shard(c) for c in children)
+    assert all(c.parent_shard_ids == (shard["ShardId"],) for c in last.child_shards)
+    with pytest.raises(ShoalError) as raised:  # as GetShardIterator answers
+        await _reader(node, "reader-no-such-stream", shard, limit=1).start(Checkpoint("LATEST"))
+    assert raised.value.code is ErrorCode.RESOURCE_NOT_FOUND
+
+
+async def test_an_application_reads_a_split_shard_then_its_children_once(
+    node: Node, clock: ManualClock, kinesis: Any, analytics: Any
+) -> None:
+    """Through the in-node reader: a closed parent's records, then its children's, each once
+    (the parent's end hands the worker the children, whose leases wait for the parent)."""
+    shard = await _create(kinesis, "resharded-in", 1)
+    await _create(kinesis, "resharded", 1)
+    await create_application(
+        analytics,
+        "resharded",
+        COPY,
+        source="resharded-in",
+        outputs=[("COPIES", "resharded", "JSON")],
+    )
+    before = [
+        {"Data": json.dumps({"TICKER_SYMBOL": f"P{i}"}).encode(), "PartitionKey": f"k{i}"}
+        for i in range(3)
+    ]
+    await call(kinesis.put_records, StreamName="resharded-in", Records=before)
+    middle = str((int(shard["HashKeyRange"]["EndingHashKey"]) + 1) // 2)
+    await call(
+        kinesis.split_shard,
+        StreamName="resharded-in",
+        ShardToSplit=shard["ShardId"],
+        NewStartingHashKey=middle,
+    )
+    async with asyncio.timeout(10):
+        while True:  # bounded by the timeout: the children take writes once the split commits
+            described = await call(kinesis.describe_stream, StreamName="resharded-in")
+            if described["StreamDescription"]["StreamStatus"] == "ACTIVE":
+                break
+            await asyncio.sleep(0.02)
+    after = [
+        {"Data": json.dumps({"TICKER_SYMBOL": f"C{i}"}).encode(), "PartitionKey": f"k{i}"}
+        for i in range(6)
+    ]
+    await call(kinesis.put_records, StreamName="resharded-in", Records=after)
+    # Started after the split: the parent, closed, is read to its end before either child.
+    await start_application(analytics, "resharded")
+    async with asyncio.timeout(30):
+        while True:  # bounded by the timeout
+            # The worker's scans run on the node's ManualClock: a second on, it takes the
+            # children's leases (the parent checkpointed SHARD_END).
+            clock.advance(ms=1_000)
+            try:
+                found = await read_all(kinesis, "resharded", 9, deadline_s=0.5)
+                break
+            except TimeoutError:
+                continue
+    copies = [json.loads(data)["TICKER"] for data in found]
+    assert len(copies) == 9
+    assert copies[:3] == ["P0", "P1", "P2"]  # the parent, in order, before any child's
+    assert sorted(copies[3:]) == [f"C{i}" for i in range(6)]  # each child's record once
+    await stop_application(node, analytics, "resharded")

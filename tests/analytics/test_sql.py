@@ -98,7 +98,14 @@ def test_step_over_an_event_time_column() -> None:
             'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
             "SELECT STREAM T.N FROM\n"
             "  (SELECT STREAM COUNT(*) AS N FROM SOURCE_SQL_STREAM_001 GROUP BY SECTOR) AS T;",
-            "Line 2: Shoal cannot run a subquery that groups, joins or uses OVER",
+            "Line 2: Shoal cannot run a subquery that groups or joins",
+        ),
+        (
+            'CREATE OR REPLACE STREAM "D" (A INTEGER);\n'
+            'CREATE OR REPLACE PUMP "P" AS INSERT INTO "D"\n'
+            "SELECT STREAM COUNT(*) OVER (RANGE INTERVAL '1' MINUTE PRECEDING) FROM\n"
+            "  (SELECT STREAM PRICE FROM SOURCE_SQL_STREAM_001) AS T;",
+            "Line 3: Shoal cannot run a sliding window (OVER) over a subquery",
         ),
         (
             'CREATE OR REPLACE STREAM "D" (A VARCHAR(8));\n'

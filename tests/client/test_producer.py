@@ -326,6 +326,36 @@ async def test_a_reshard_under_a_stale_shard_map_stores_every_record_once(
     """The producer predicts from one shard; the stream is split to two before it sends, so
     its aggregates land in a child holding records of both children. Those are sent again
     and their first copy is the one the KCL's range check drops."""
+    await _reshard_under_a_stale_map(client)
+
+
+async def test_a_reshard_still_updating_is_judged_once_its_shards_are_listed(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """While the reshard keeps the stream UPDATING, its listing shows the old shard (as AWS's
+    does) though records already land in the children: the producer waits until the children
+    are listed before judging, so an aggregate stored in range is not written twice."""
+    node = Node(node_config(tmp_path / "node", stream_updating_ms=60_000), clock=clock)
+    await node.start()
+    client = AsyncShoalClient(f"127.0.0.1:{node.grpc_port}")
+
+    async def updating_ends() -> None:
+        await asyncio.sleep(0.3)  # the producer meets the old listing first
+        clock.advance(ms=60_000)
+
+    try:
+        results = await _reshard_under_a_stale_map(client, after_reshard=updating_ends)
+    finally:
+        await client.close()
+        await node.stop()
+    # The first records (the low half's keys only; the aggregate holding the 100th may hold
+    # mixed ones too) were misplaced in range: kept at once, never written twice.
+    assert all(result.attempts == 1 for result in results[:50])
+
+
+async def _reshard_under_a_stale_map(
+    client: AsyncShoalClient, *, after_reshard: Callable[[], Awaitable[None]] | None = None
+) -> list[PutResult]:
     await create_stream(client, "s", 1)
     config = ProducerConfig(record_max_buffered_time_ms=600_000, aggregation_bytes_max=1_000)
     # The split puts the children's boundary at 2^127. First records of the low half only (their
@@ -341,10 +371,14 @@ async def test_a_reshard_under_a_stale_shard_map_stores_every_record_once(
             "UpdateShardCount",
             {"StreamName": "s", "TargetShardCount": 2, "ScalingType": "UNIFORM_SCALING"},
         )
+        ending = None if after_reshard is None else asyncio.ensure_future(after_reshard())
         await producer.flush(timeout_ms=30_000)
+        if ending is not None:
+            await ending
         assert producer.statistics().retries > 0
     results = [f.result() for f in futures]
     assert {r.shard_id for r in results} == {"shardId-000000000001", "shardId-000000000002"}
     assert any(r.attempts == 1 for r in results)  # misplaced, but every record in range: kept
     assert any(r.attempts > 1 for r in results)  # misplaced with out-of-range records: resent
     await check_stored_once(client, "s", records, results)
+    return results

@@ -533,9 +533,13 @@ async def test_empty_batches_reach_the_processor_only_when_asked(fleet: Fleet) -
     records = await put(fleet.client, "a", 3)
     quiet = fleet.start("quiet")
     await wait_for(lambda: records <= fleet.journal.delivered(), deadline_s=15, what="delivery")
-    polls = quiet.statistics()
-    await asyncio.sleep(0.2)  # ~10 empty polls at 20 ms (bounded: only absence is checked)
-    assert not any(event.startswith("empty") for _, _, event in fleet.journal.events), polls
+    empty_before = quiet.statistics().empty_batches
+    await wait_for(  # empty reads at the shard's end, each one not delivered
+        lambda: quiet.statistics().empty_batches >= empty_before + 3,
+        deadline_s=10,
+        what="three empty reads",
+    )
+    assert not any(event.startswith("empty") for _, _, event in fleet.journal.events)
     await fleet.kill("quiet")
     fleet.start("told", process_empty_batches=True)  # takes the lease once it expired
     await wait_for(

@@ -256,3 +256,154 @@ async def test_tag_characters_as_aws_checks_them(kinesis: Any) -> None:
     listed = (await call(kinesis.list_tags_for_stream, StreamName="tagged"))["Tags"]
     assert {t["Key"]: t["Value"] for t in listed} == tags
     await call(kinesis.remove_tags_from_stream, StreamName="tagged", TagKeys=list(tags))
+
+
+async def test_a_stream_created_without_shard_count_is_on_demand_with_four_shards(
+    kinesis: Any,
+) -> None:
+    """localstack's test_create_stream_without_shard_count, recorded against AWS: four open
+    shards. A shard count alone still means provisioned; provisioned without one is refused."""
+    await call(kinesis.create_stream, StreamName="unsized")
+    summary = (await call(kinesis.describe_stream_summary, StreamName="unsized"))[
+        "StreamDescriptionSummary"
+    ]
+    assert summary["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+    assert summary["OpenShardCount"] == 4
+    await call(kinesis.create_stream, StreamName="sized", ShardCount=1)
+    summary = (await call(kinesis.describe_stream_summary, StreamName="sized"))[
+        "StreamDescriptionSummary"
+    ]
+    assert summary["StreamModeDetails"] == {"StreamMode": "PROVISIONED"}
+    assert await error_of(
+        kinesis.create_stream,
+        StreamName="unsized-provisioned",
+        StreamModeDetails={"StreamMode": "PROVISIONED"},
+    ) == (
+        "ValidationException",
+        "1 validation error detected: Value null at 'shardCount' failed to satisfy "
+        "constraint: Member must not be null",
+    )
+
+
+async def test_an_updating_stream_shows_its_previous_topology_until_active(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """AWS keeps the old shards on view while a reshard makes the stream UPDATING (kinesalite:
+    2 shards during a 2 -> 4 UpdateShardCount); the new topology shows once it is ACTIVE."""
+    config = node_config(tmp_path / "node", stream_updating_ms=60_000)
+    async with running_node(config, clock) as node:
+        kinesis = boto_client(f"http://127.0.0.1:{node.http_port}")
+        try:
+            await call(kinesis.create_stream, StreamName="growing", ShardCount=2)
+            before = (await call(kinesis.list_shards, StreamName="growing"))["Shards"]
+            await call(kinesis.put_record, StreamName="growing", Data=b"x", PartitionKey="k")
+
+            async def topology() -> tuple[str, list[Any], list[Any], int]:
+                description = (await call(kinesis.describe_stream, StreamName="growing"))[
+                    "StreamDescription"
+                ]
+                listed = (await call(kinesis.list_shards, StreamName="growing"))["Shards"]
+                summary = (await call(kinesis.describe_stream_summary, StreamName="growing"))[
+                    "StreamDescriptionSummary"
+                ]
+                return (
+                    description["StreamStatus"],
+                    description["Shards"],
+                    listed,
+                    summary["OpenShardCount"],
+                )
+
+            await call(
+                kinesis.update_shard_count,
+                StreamName="growing",
+                TargetShardCount=4,
+                ScalingType="UNIFORM_SCALING",
+            )
+            status, described, listed, open_count = await topology()
+            assert status == "UPDATING"
+            assert described == listed == before
+            assert open_count == 2
+            clock.advance(ms=60_000)
+            status, described, listed, open_count = await topology()
+            assert status == "ACTIVE"
+            assert described == listed
+            assert len(described) == 6
+            assert open_count == 4
+            assert [s["ShardId"] for s in described[:2]] == [s["ShardId"] for s in before]
+            assert all("EndingSequenceNumber" in s["SequenceNumberRange"] for s in described[:2])
+
+            # A merge and a split: the same, each until its UPDATING ends.
+            children = [
+                s for s in described if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+            ]
+            await call(
+                kinesis.merge_shards,
+                StreamName="growing",
+                ShardToMerge=children[0]["ShardId"],
+                AdjacentShardToMerge=children[1]["ShardId"],
+            )
+            status, during, listed, open_count = await topology()
+            assert (status, during, listed, open_count) == ("UPDATING", described, described, 4)
+            clock.advance(ms=60_000)
+            status, merged, _, open_count = await topology()
+            assert (status, len(merged), open_count) == ("ACTIVE", 7, 3)
+            await call(
+                kinesis.split_shard,
+                StreamName="growing",
+                ShardToSplit=merged[-1]["ShardId"],
+                NewStartingHashKey=str(
+                    (
+                        int(merged[-1]["HashKeyRange"]["StartingHashKey"])
+                        + int(merged[-1]["HashKeyRange"]["EndingHashKey"])
+                    )
+                    // 2
+                ),
+            )
+            status, during, listed, open_count = await topology()
+            assert (status, during, listed, open_count) == ("UPDATING", merged, merged, 3)
+            clock.advance(ms=60_000)
+            status, split, _, open_count = await topology()
+            assert (status, len(split), open_count) == ("ACTIVE", 9, 4)
+        finally:
+            kinesis.close()
+
+
+async def test_an_iterator_outlives_its_stream_as_awss_does(kinesis: Any) -> None:
+    """kinesalite's recording of AWS: an iterator names its stream; once the stream is deleted
+    and created again under that name, the iterator of a shard the new stream has reads that
+    shard (200, no records yet, a next iterator), and that of a shard it lacks is not found."""
+    await call(kinesis.create_stream, StreamName="reborn", ShardCount=2)
+    iterators = [
+        (
+            await call(
+                kinesis.get_shard_iterator,
+                StreamName="reborn",
+                ShardId=f"shardId-{index}",
+                ShardIteratorType="LATEST",
+            )
+        )["ShardIterator"]
+        for index in (0, 1)
+    ]
+    await call(kinesis.delete_stream, StreamName="reborn")
+    # Deleted: the stream is reported (issue 14's precedence).
+    assert await error_of(kinesis.get_records, ShardIterator=iterators[0]) == (
+        "ResourceNotFoundException",
+        f"Stream reborn under account {ACCOUNT} not found.",
+    )
+    await call(kinesis.create_stream, StreamName="reborn", ShardCount=1)
+    assert await error_of(kinesis.get_records, ShardIterator=iterators[1]) == (
+        "ResourceNotFoundException",
+        f"Shard shardId-000000000001 in stream reborn under account {ACCOUNT} does not exist",
+    )
+    answer = await call(kinesis.get_records, ShardIterator=iterators[0])
+    assert answer["Records"] == []
+    await call(kinesis.put_record, StreamName="reborn", Data=b"new", PartitionKey="k")
+    # In double quotes, an iterator reads as itself (localstack's
+    # test_get_records_shard_iterator_with_surrounding_quotes, validated against AWS).
+    quoted = f'"{answer["NextShardIterator"]}"'
+    answer = await call(kinesis.get_records, ShardIterator=quoted)
+    assert [record["Data"] for record in answer["Records"]] == [b"new"]
+    assert await error_of(kinesis.get_records, ShardIterator=quoted[:-1]) == (
+        "InvalidArgumentException",
+        "Invalid ShardIterator.",
+    )

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from broker.clock import ManualClock
-from broker.firehose import compression, delivery
+from broker.firehose import compression
 from broker.node import Node
 from tests.firehose.conftest import (
     advance_until,
@@ -148,8 +148,12 @@ async def test_the_interval_delivers_a_partial_buffer_under_the_default_layout(
         Records=[{"Data": data} for data in records],
     )
     await wait_read(fh_node, read_before + len(records))  # the deliverer reads them
-    # The interval has not passed: two looks of the buffer timer deliver nothing.
-    await asyncio.sleep(2 * delivery.TIMER_WAIT_MS_MAX / 1000)
+    # The interval has not passed: the buffers' timers look at every record and deliver nothing.
+    assert fh_node.firehose is not None
+    held = fh_node.firehose.deliverers.statistics.held_at_timer_look
+    async with asyncio.timeout(20):
+        while sum(n for key, n in held.items() if key.startswith("by-time/")) < len(records):  # noqa: ASYNC110  # a counter; no event exists
+            await asyncio.sleep(0.02)
     assert await asyncio.to_thread(s3_server.objects, "by-time") == {}
     clock.advance(ms=61_000)
     assert await _lines(s3_server, "by-time", count=len(records)) == sorted(records)

@@ -140,7 +140,8 @@ async def test_create_stream_rejects_bad_input(client: AsyncShoalClient) -> None
         {"StreamName": "bad name", "ShardCount": 1},
         {"StreamName": "x" * 129, "ShardCount": 1},
         {"StreamName": "zero", "ShardCount": 0},
-        {"StreamName": "noshards"},
+        # Provisioned needs a shard count (with neither, AWS makes an on-demand stream).
+        {"StreamName": "noshards", "StreamModeDetails": {"StreamMode": "PROVISIONED"}},
         {"StreamName": "toomany", "ShardCount": 100_000},
     ):
         await expect_error("ValidationException", client.call("CreateStream", request_fields))

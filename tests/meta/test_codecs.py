@@ -242,6 +242,15 @@ def test_big_hash_keys_and_bytes_are_exact() -> None:
     assert init == EVERY_COMMAND[0]
 
 
+def test_a_stream_created_encrypted_keeps_its_data_key_bytes() -> None:
+    command = create_stream(
+        "s2",
+        key_id="alias/aws/kinesis",
+        data_key=WrappedDataKey(wrapped=b"\x00first\xff", wrapping="cluster:c1"),
+    )
+    assert decode_command(encode_command(command)) == command
+
+
 def _document(command: Command) -> dict[str, object]:
     document: dict[str, object] = json.loads(encode_command(command))
     return document

@@ -33,6 +33,7 @@ from broker.meta.controller_core import (
     UnfenceNode,
     choose_leader,
     is_caught_up,
+    statuses_caught_up,
     stranded_by_leaving,
 )
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, ShardMeta
@@ -307,6 +308,33 @@ def test_is_caught_up() -> None:
     assert not is_caught_up(leader, ReplicaStatus(log_end=Offset(9), hw=Offset(5), last_epoch=2))
 
 
+def test_a_replica_is_added_only_once_the_set_holds_the_leaders_log() -> None:
+    """Found by the simulator (seed 12 of `run_seed(real_controller=True)`): a replica added
+    while the other replica of a two-replica set still missed records its old set had
+    committed (the leader's epoch had not committed yet) let the next leader change choose
+    from that replica and the empty newcomer, a majority of the new set, and lose them. An
+    add now names the replicas that must hold the leader's log first (`caught_up`), and
+    `statuses_caught_up` also wants the leader to have begun its epoch."""
+    image = stream_image(4, shard_count=1, factor=3)
+    image = set_state(image, N3, NodeState.DRAINING)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    heartbeat_all(core, image, 0)
+    (add,) = decide(core, image, 1)
+    assert isinstance(add, EpochChange) and add.reason == "add_replica"
+    assert set(add.caught_up) == {N2, N3}
+    epoch = add.epoch
+    leader = ReplicaStatus(log_end=Offset(10), hw=Offset(8), last_epoch=epoch)
+    held = ReplicaStatus(log_end=Offset(9), hw=Offset(8), last_epoch=epoch)
+    behind = ReplicaStatus(log_end=Offset(45), hw=Offset(8), last_epoch=epoch - 1)
+    assert statuses_caught_up(add, leader, [held, held])
+    assert not statuses_caught_up(add, leader, [held, behind])
+    assert not statuses_caught_up(add, leader, [held, None])
+    # A leader before its epoch's marker: its HW may trail what the old set committed.
+    before_marker = ReplicaStatus(log_end=Offset(50), hw=Offset(19), last_epoch=epoch - 1)
+    assert not statuses_caught_up(add, before_marker, [behind, behind])
+    assert statuses_caught_up(dataclasses.replace(add, caught_up=()), None, [])
+
+
 # --- Leader changes and replica moves -------------------------------------------------------------
 
 
@@ -497,6 +525,165 @@ def test_a_node_stopping_while_its_shard_is_one_short_waits_for_the_replacement(
     # Nor one it cannot change: no ACTIVE node outside the set to take the replacement.
     three = set_state(stream_image(3, shard_count=1, factor=3), N3, NodeState.FENCED)
     assert stranded_by_leaving(three, N2, wall_ms=WALL_MS) == ()
+
+
+def test_a_two_replica_set_whose_other_member_stopped_gets_a_leader_from_the_survivor() -> None:
+    """The stop-25 and s26 fresh-clone stall, stepped through the real ControllerCore: a
+    fenced replica was dropped (a set of two); the replacement's Prepare went out just as the
+    other member stopped (a StatefulSet pod SIGTERM'd ~1 s after it joined, before its image
+    showed the set, so it did not wait: `stranded=[]`). Only the survivor promised, the
+    change failed, and every retry (`re_prepare`, a majority of two) needed the stopped one.
+
+    The survivor holds the current epoch's start batch, so it holds every acknowledged record
+    (`choose_leader`'s current-epoch rule): it leads, the stopped node's replica is dropped,
+    and the set gets its factor back on the others."""
+    image = ok(nodes_image(4), register_node("n5", voter=False))
+    image = ok(image, create_stream("s1", shard_count=1, replication_factor=3))
+    (shard,) = shards(image)
+    assert shard.replicas == (N1, N2, N3)
+    n5 = NodeId("n5")
+    absent_ms = 2 * SESSION_MS
+    core = ControllerCore(
+        settings=dataclasses.replace(SETTINGS, absent_node_replace_after_ms=absent_ms), now_ms=0
+    )
+    alive = {N1, N2, N4, n5}
+    now_ms = absent_ms + SESSION_MS
+
+    def heartbeats() -> None:
+        for node_id in sorted(alive):
+            core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=now_ms)
+
+    def promises(action: EpochChange) -> dict[NodeId, Promise]:
+        """Every live replica's promise; each holds its shard's current epoch."""
+        (current,) = shards(image)
+        return {
+            n: promise(100, last_epoch=current.epoch)
+            for n in (*action.replicas, *action.new_replicas)
+            if n in alive
+        }
+
+    def elect(action: EpochChange) -> NodeId | None:
+        chosen = choose_leader(
+            promises(action),
+            replicas=action.replicas,
+            new_replicas=action.new_replicas,
+            eligible=action.eligible,
+        )
+        if chosen is None:  # the shell's second try, once every replica answered or failed
+            chosen = choose_leader(
+                promises(action),
+                replicas=action.replicas,
+                new_replicas=action.new_replicas,
+                eligible=action.eligible,
+                epoch=action.epoch,
+            )
+        return chosen
+
+    # n3 was silent past the absent-node bound: its replica is dropped, a set of two.
+    image = set_state(image, N3, NodeState.FENCED)
+    heartbeats()
+    (remove,) = decide(core, image, now_ms)
+    assert isinstance(remove, EpochChange) and remove.reason == "remove_replica"
+    image = execute(image, remove)
+    (shard,) = shards(image)
+    assert shard.replicas == (N1, N2) and shard.epoch == 2
+    # The replacement's Prepare goes out as n2 stops: only n1 promises, and the change fails.
+    now_ms += 1
+    heartbeats()
+    (add,) = [a for a in decide(core, image, now_ms) if isinstance(a, EpochChange)]
+    assert add.reason == "add_replica"
+    alive.discard(N2)
+    assert (
+        choose_leader(
+            promises(add),
+            replicas=add.replicas,
+            new_replicas=add.new_replicas,
+            eligible=add.eligible,
+        )
+        is None
+    )  # a majority of (n1, n2): the old rule, which stalled here forever
+    core.on_outcome(add, Outcome.FAILED, now_ms=now_ms)
+    # Every retry is now a re_prepare of (n1, n2); n1 alone holds everything committed.
+    now_ms += SETTINGS.retry_backoff_ms_min
+    heartbeats()
+    (retry,) = [a for a in decide(core, image, now_ms) if isinstance(a, EpochChange)]
+    assert retry.reason == "re_prepare" and retry.replicas == (N1, N2)
+    # Without a record of the current epoch (n1 never got the epoch-2 leader's first batch)
+    # nothing proves n1 holds what n2 acknowledged: no choice, waiting is the safe answer.
+    assert (
+        choose_leader(
+            {N1: promise(100, last_epoch=1)},
+            replicas=retry.replicas,
+            new_replicas=retry.new_replicas,
+            eligible=retry.eligible,
+            epoch=retry.epoch,
+        )
+        is None
+    )
+    # Step the controller until the set is repaired: every change gets a leader.
+    for _ in range(50):
+        now_ms += SESSION_MS // 2
+        heartbeats()
+        actions = decide(core, image, now_ms)
+        for action in actions:
+            if isinstance(action, EpochChange):
+                chosen = elect(action)
+                assert chosen is not None, action
+                image = ok(
+                    image,
+                    commands.SetShardLeader(
+                        now_ms=WALL_MS,
+                        stream_uid=action.shard.stream_uid,
+                        shard_index=action.shard.shard_index,
+                        leader=chosen,
+                        epoch=action.epoch + 1,
+                        expected_epoch=action.epoch,
+                        replicas=action.new_replicas,
+                    ),
+                )
+            else:
+                image = execute(image, action)
+        (shard,) = shards(image)
+        if N2 not in shard.replicas and len(shard.replicas) == 3:
+            break
+    assert sorted(shard.replicas) == [N1, N4, n5] and shard.leader == N1
+
+
+def test_choose_leader_from_half_of_an_even_set_only_with_a_record_of_the_current_epoch() -> None:
+    """Half of an even set meets every majority of it (the commit quorums), so when its best
+    log holds a record of the current epoch it holds every acknowledged record."""
+    four = (N1, N2, N3, N4)
+    half = {N1: promise(7, last_epoch=5), N2: promise(9, last_epoch=5)}
+    assert choose_leader(half, replicas=four, new_replicas=four, eligible=four) is None
+    assert choose_leader(half, replicas=four, new_replicas=four, eligible=four, epoch=5) == N2
+    # The longest log is the one chosen, never the preferred shorter one.
+    assert choose_leader(half, replicas=four, new_replicas=four, eligible=(N1,), epoch=5) is None
+    # The best log is of an earlier epoch: a majority is needed, as before.
+    older = {N1: promise(7, last_epoch=4), N2: promise(9, last_epoch=4)}
+    assert choose_leader(older, replicas=four, new_replicas=four, eligible=four, epoch=5) is None
+    # Fewer than half: no choice.
+    one = {N1: promise(9, last_epoch=5)}
+    assert choose_leader(one, replicas=four, new_replicas=four, eligible=four, epoch=5) is None
+    # An odd set still needs its majority (half rounded up is one).
+    three = (N1, N2, N3)
+    assert choose_leader(one, replicas=three, new_replicas=three, eligible=three, epoch=5) is None
+    # A removal still needs the new set's majority: half of the old is not enough alone.
+    assert (
+        choose_leader(
+            {N1: promise(9, last_epoch=5)}, replicas=(N1, N2), new_replicas=(N1, N3), eligible=(N1,)
+        )
+        is None
+    )
+    assert (
+        choose_leader(
+            {N1: promise(9, last_epoch=5)},
+            replicas=(N1, N2),
+            new_replicas=(N1,),
+            eligible=(N1,),
+            epoch=5,
+        )
+        == N1
+    )
 
 
 def test_reshard_completes_once_every_parent_has_a_live_leader() -> None:
@@ -870,6 +1057,63 @@ async def test_controller_retries_a_leader_change_without_a_majority() -> None:
     assert await controller.run_pass() == 1
     assert shards(quorum.image())[0].leader in (N2, N3)
     assert shards(quorum.image())[0].epoch == 2
+
+
+async def test_controller_elects_the_survivor_of_a_two_replica_set_once_the_other_failed() -> None:
+    """A set of two whose leader is gone: the survivor's promise is no majority, but once the
+    other's Prepare failed the shell asks again with the current epoch, and the survivor
+    (its log of that epoch) leads. Before, the shard waited for the dead leader forever."""
+    image = set_state(stream_image(3, shard_count=1, factor=2), N1, NodeState.FENCED)
+    (shard,) = shards(image)
+    assert shard.replicas[0] == N1 and shard.leader == N1 and shard.epoch == 1
+    survivor = shard.replicas[1]
+    controller, quorum, replicas, _clock = await started_controller(image)
+    replicas.down.add(N1)
+    replicas.log_end[(survivor, shard.uid)] = 7
+    assert await controller.run_pass() == 1
+    (after,) = shards(quorum.image())
+    assert after.leader == survivor and after.epoch == 2
+
+
+async def test_a_stalled_controller_does_not_fence_the_nodes_whose_heartbeats_wait_behind_it() -> (
+    None
+):
+    """The controller's own loop stalled past a session (its process starved: load 40 in a
+    parallel run fenced four nodes within 0.3 s, each "silent" 2.7 s). The stall is nobody's
+    silence: no node is fenced by the pass after it; one that stays silent is fenced a
+    session of running time later."""
+    image = stream_image(3, shard_count=1, factor=3)
+    controller, quorum, _, clock = await started_controller(image)
+    for node_id in (N1, N2, N3):
+        assert controller.on_heartbeat(node_id=node_id, incarnation=1)
+    assert await controller.run_pass() == 0
+    clock.advance(ms=SESSION_MS + 500)  # nothing ran meanwhile: not a pass, not a heartbeat
+    assert await controller.run_pass() == 0
+    assert all(n.state is NodeState.ACTIVE for n in quorum.image().nodes.values())
+    for _ in range(SESSION_MS // 1000):  # n3 stays silent while the loop runs
+        clock.advance(ms=1_000)
+        for node_id in (N1, N2):
+            assert controller.on_heartbeat(node_id=node_id, incarnation=1)
+        await controller.run_pass()
+    clock.advance(ms=1)
+    await controller.run_pass()
+    assert quorum.image().nodes[N3].state is NodeState.FENCED
+    assert quorum.image().nodes[N2].state is NodeState.ACTIVE
+
+
+def test_a_stall_moves_every_session_on_but_not_past_now() -> None:
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    image = stream_image(3, shard_count=1, factor=3)
+    heartbeat_all(core, image, 1_000)
+    core.on_stall(stalled_ms=SESSION_MS, now_ms=SESSION_MS + 1_500)
+    assert not [a for a in decide(core, image, SESSION_MS + 1_500) if isinstance(a, FenceNode)]
+    # Silent for a whole session of running time after the stall: fenced.
+    fenced = decide(core, image, 2 * SESSION_MS + 1_001)
+    assert {a.node_id for a in fenced if isinstance(a, FenceNode)} == {N1, N2, N3}
+    # A heartbeat heard after the stall began is not moved into the future.
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=3 * SESSION_MS)
+    core.on_stall(stalled_ms=SESSION_MS, now_ms=3 * SESSION_MS)
+    core.on_heartbeat(node_id=N1, incarnation=1, now_ms=3 * SESSION_MS)
 
 
 async def test_controller_completes_a_reshard_when_the_leaders_have_sealed() -> None:

@@ -33,6 +33,7 @@ from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, RecordDistribution
 from broker.meta.image_codec import decode_image, encode_image
 from broker.meta.metadata_format import (
+    ENCRYPTED_CREATION_LEVEL,
     FIRST_FORMAT,
     STORED_BATCHES_LEVEL,
     VIDEO_EDGE_LEVEL,
@@ -150,6 +151,9 @@ def test_commands_are_gated_by_what_they_carry() -> None:
     assert required_format(dataclasses.replace(start, data_key=key)) == 3
     rewrap = RewrapStreamDataKeys(now_ms=0, name="s", stream_uid=1, rewrapped=())
     assert required_format(rewrap) == 3
+    # A stream created encrypted (its first data key in CreateStream).
+    created_encrypted = create_stream("s", key_id="alias/aws/kinesis", data_key=key)
+    assert required_format(created_encrypted) == ENCRYPTED_CREATION_LEVEL
     # Video streams' edge configurations and storage tiers (issue 14).
     edge_and_storage = {
         "SetVideoEdgeConfiguration",

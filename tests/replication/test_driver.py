@@ -27,6 +27,7 @@ from broker.clock import VirtualClock
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, LogCorruptionError, new_record
+from broker.log.store import LogStoreError
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.replication.driver import ReplicationDriver
 from broker.replication.messages import Envelope
@@ -249,6 +250,38 @@ async def test_acks_answer_producers_while_the_leaders_next_fsync_is_in_flight(
     finally:
         for gate in (*followers, leader):
             gate.set()
+
+
+async def test_a_followers_failed_write_is_not_acknowledged_and_it_recovers(
+    cluster: Cluster,
+) -> None:
+    """A follower's turn waits on its writer's own futures (`_persist_stepping`): a failed
+    group commit must fail that turn (no ack for records not on its disk) and rebuild the
+    replica from its store; the resent records commit once its disk works again."""
+    await _append(cluster, NODES[0], 1, b"zero")
+    follower = NODES[1]
+    cluster.down = {NODES[2]}  # the leader's majority needs this follower's write
+    store = cluster.stores[follower]
+    append = store.append
+    failures = 0
+    failing = True
+
+    def failing_append(batches: Sequence[AppendBatch]) -> None:
+        nonlocal failures
+        if failing:
+            failures += 1
+            raise LogStoreError("disk on fire")
+        append(batches)
+
+    store.append = failing_append  # type: ignore[method-assign]
+    pending = _start_append(cluster, NODES[0], 1, b"one")
+    await _wait(cluster, lambda: failures >= 2)  # failed, recovered, failed again on a resend
+    await cluster.clock.run_for(300)
+    assert not pending.done()
+    assert store.log_end(SHARD) == 2  # its disk (the replica may be reopening from it now)
+    failing = False
+    assert await _until_answered(cluster, pending) == 2
+    assert store.log_end(SHARD) == 3
 
 
 async def test_prepare_fences_the_leader_and_the_new_leader_keeps_committed_records(

@@ -9,12 +9,15 @@ catches means the invariant, or the simulator's reach, has a hole.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 
 import pytest
 
-from broker.meta import controller_core
-from broker.meta.image import ShardMeta
+from broker.meta import commands, controller_core
+from broker.meta.image import MetadataImage, ShardMeta
 from broker.meta.placement import NodeLoads
+from broker.meta.transitions import nodes
+from broker.meta.transitions.common import with_stream
 from broker.replication import driver_core
 from broker.replication.messages import Append
 from broker.replication.replica import Ready, Role, ShardReplica
@@ -187,6 +190,99 @@ def test_a_split_that_loses_a_hash_key_is_caught(monkeypatch: pytest.MonkeyPatch
 
 def _shorter(shard: ShardMeta) -> ShardMeta:
     return dataclasses.replace(shard, hash_key_end=shard.hash_key_end - 1)
+
+
+def test_a_controller_choosing_a_shorter_log_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation, in the replica cluster run by the real controller: `choose_leader` takes the
+    first eligible promiser once a majority promised, not the one with the highest log."""
+
+    def first_eligible(
+        promises: Mapping[NodeId, controller_core.Promise],
+        *,
+        replicas: Sequence[NodeId],
+        new_replicas: Sequence[NodeId],
+        eligible: Sequence[NodeId],
+    ) -> NodeId | None:
+        promised = {node_id for node_id, promise in promises.items() if promise.ok}
+        if sum(1 for node_id in replicas if node_id in promised) <= len(replicas) // 2:
+            return None
+        return next((n for n in eligible if n in promised and n in new_replicas), None)
+
+    monkeypatch.setattr(controller_core, "choose_leader", first_eligible)
+    violation = run_seed(0, steps=_STEPS, real_controller=True).violation or ""
+    assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
+
+
+def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation of the state machine's SetShardLeader: no compare-and-set on the epoch (a
+    command for the epoch the shard already has overwrites its leader). Two controllers (a
+    new term beside the old one's change in flight) then install two leaders in one epoch.
+    Seed 30 is one where that happens (seeds 30 and 54 of 0-79 with the mutation)."""
+    set_shard_leader = nodes.set_shard_leader
+
+    def without_compare_and_set(
+        image: MetadataImage, command: commands.SetShardLeader
+    ) -> tuple[MetadataImage, object]:
+        stream = image.stream_by_uid(command.stream_uid)
+        shard = stream.shard_by_index(command.shard_index) if stream is not None else None
+        if stream is None or shard is None or shard.epoch > command.epoch:
+            return set_shard_leader(image, command)
+        if shard.epoch == command.epoch:
+            changed = dataclasses.replace(shard, leader=command.leader)
+            shards = tuple(changed if s.index == shard.index else s for s in stream.shards)
+            return with_stream(image, dataclasses.replace(stream, shards=shards)), changed
+        return set_shard_leader(image, dataclasses.replace(command, expected_epoch=shard.epoch))
+
+    monkeypatch.setattr(nodes, "set_shard_leader", without_compare_and_set)
+    violation = run_seed(30, steps=3_000, real_controller=True).violation or ""
+    assert violation.startswith("OneLeaderPerShardEpoch"), violation
+
+
+def test_a_replica_added_on_a_node_holding_the_shard_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation, in the replica cluster run by the real controller: an under-replicated
+    shard's replacement is chosen among every live node, its own replicas' too."""
+
+    def any_live_node(
+        self: controller_core.ControllerCore,
+        image: MetadataImage,
+        ref: controller_core.ShardRef,
+        shard: ShardMeta,
+        *,
+        loads: NodeLoads,
+        now_ms: int,
+    ) -> controller_core.EpochChange | None:
+        options = [n for n in loads.replicas if self._alive(image, n, now_ms)]
+        if not options:
+            return None
+        target = min(options, key=lambda n: (loads.replicas[n], n))
+        return self._epoch_change(
+            ref,
+            shard,
+            (*shard.replicas, target),
+            eligible=self._eligible(image, shard.replicas, shard.uid),
+            caught_up=(),
+            reason="add_replica",
+        )
+
+    monkeypatch.setattr(controller_core.ControllerCore, "_add_replacement", any_live_node)
+    violation = run_seed(3, steps=3_000, real_controller=True).violation or ""
+    assert violation.startswith("ReplicasDistinct"), violation
+
+
+def test_a_replica_added_before_the_set_holds_the_leaders_log_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a replica is added while the other replicas may lack the leader's log (no
+    `caught_up` for an add, as before the simulator found seed 12). The new set's next
+    leader is then chosen from the empty newcomer and a replica that missed records the
+    old set committed."""
+    monkeypatch.setattr(controller_core, "_holders_before_add", lambda image, shard: ())
+    violation = run_seed(12, steps=3_000, real_controller=True).violation or ""
+    assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
 
 @pytest.mark.parametrize("seed", range(4))

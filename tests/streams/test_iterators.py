@@ -4,12 +4,13 @@ and tokens of the previous format."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker import limits
@@ -43,7 +44,13 @@ def _position(**changes: int) -> IteratorPosition:
         "issued_ms": 1_700_000_000_000,
     }
     fields.update(changes)
-    return IteratorPosition(**fields)
+    return IteratorPosition(
+        stream_uid=fields["stream_uid"],
+        shard_uid=fields["shard_uid"],
+        shard_index=fields["shard_index"],
+        offset=fields["offset"],
+        issued_ms=fields["issued_ms"],
+    )
 
 
 def _expect_invalid(token: str, *, secret: bytes = SECRET) -> None:
@@ -189,3 +196,34 @@ def test_tokens_of_the_previous_format_are_still_opened() -> None:
     raw[20] ^= 1
     _expect_invalid(base64.urlsafe_b64encode(bytes(raw)).decode("ascii"))
     _expect_invalid(old, secret=b"other secret")
+
+
+NAMES = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-",
+    min_size=1,
+    max_size=limits.stream_name_chars_max,
+)
+
+
+@settings(max_examples=40)
+@given(positions, NAMES)
+def test_a_token_carries_its_streams_name_within_awss_length(
+    position: IteratorPosition, name: str
+) -> None:
+    """Version 3 names the stream (AWS reads an iterator by its stream's name); its key, even
+    behind an account and a region, fits in the padding of a token as long as AWS's for the
+    name."""
+    named = dataclasses.replace(position, stream_key=name)
+    token = encode_iterator(named, secret=SECRET, stream_name_chars=len(name))
+    unnamed = encode_iterator(position, secret=SECRET, stream_name_chars=len(name))
+    assert len(token) == len(unnamed)
+    assert decode_iterator(token, secret=SECRET, now_ms=position.issued_ms) == named
+    # Version 2 tokens (no name) still open, as before.
+    assert decode_iterator(unnamed, secret=SECRET, now_ms=position.issued_ms) == position
+    assert decode_iterator(f'"{token}"', secret=SECRET, now_ms=position.issued_ms) == named
+    key = f"123456789012/ap-southeast-2/{name}"
+    token = encode_iterator(
+        dataclasses.replace(position, stream_key=key), secret=SECRET, stream_name_chars=len(name)
+    )
+    assert len(token) == len(unnamed)
+    assert decode_iterator(token, secret=SECRET, now_ms=position.issued_ms).stream_key == key

@@ -24,6 +24,7 @@ from broker.meta.commands import (
 from broker.meta.image import (
     MetadataImage,
     RecordDistribution,
+    StreamDataKey,
     StreamMeta,
     StreamMode,
     StreamStatus,
@@ -152,6 +153,8 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
         record_distribution=command.record_distribution,
         warm_throughput_mibps=command.warm_throughput_mibps,
     )
+    if command.data_key is not None or command.key_id is not None:
+        meta = _created_encrypted(meta, command)
     # A gone incarnation under this name is replaced here; its shard uids leave the image, so
     # the nodes may drop its log data.
     created = _without_stream_leases(with_stream(image, meta), meta.name)
@@ -161,6 +164,19 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
         next_shard_uid=image.next_shard_uid + len(shards),
     )
     return created, meta
+
+
+def _created_encrypted(meta: StreamMeta, command: CreateStream) -> StreamMeta:
+    """`meta` encrypted from its creation under the command's KeyId: its data key version 1."""
+    if command.data_key is None or command.key_id is None:
+        raise ShoalError(ErrorCode.INVALID_ARGUMENT, error_messages.CREATED_ENCRYPTED_NEEDS_BOTH)
+    key = StreamDataKey(
+        version=1,
+        wrapped=command.data_key.wrapped,
+        wrapping=command.data_key.wrapping,
+        created_ms=command.now_ms,
+    )
+    return dataclasses.replace(meta, encryption_type="KMS", key_id=command.key_id, data_keys=(key,))
 
 
 def delete_stream(image: MetadataImage, command: DeleteStream) -> tuple[MetadataImage, object]:
