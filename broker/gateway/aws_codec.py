@@ -41,8 +41,9 @@ import pybase64
 
 from broker.error_messages import NO_MESSAGE
 from broker.errors import ErrorCode, ShoalError
-from broker.gateway import cbor_page
+from broker.gateway import cbor_page, json_page
 from broker.gateway.validation import KINESIS, service_model
+from broker.service.records import shaped_answer
 from broker.timestamps import ms_from_datetime
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -461,14 +462,17 @@ def _iso_timestamp(value: str) -> datetime:
 
 def encode_body(document: Mapping[str, Any], wire: WireFormat) -> bytes:
     """A response (or an error document) in `wire`'s format. Service responses never hold
-    None values (absent members are absent keys), so nothing needs stripping."""
+    None values (absent members are absent keys), so nothing needs stripping. GetRecords'
+    page (`ShardPage`) is written from its batch bytes in JSON (`json_page`) and shaped into
+    record dicts for CBOR (`cbor_page`)."""
     if wire is WireFormat.JSON:
+        page = json_page.get_records_json(document, _json)
+        if page is not None:
+            return page
         # orjson walks the document in C and calls back only for blobs and timestamps; a
         # 10,000-record GetRecords page is the largest thing this door writes.
-        encoded: bytes = orjson.dumps(
-            document, default=_JsonDefault(), option=orjson.OPT_PASSTHROUGH_DATETIME
-        )
-        return encoded
+        return _json(shaped_answer(document))
+    document = shaped_answer(document)
     records = document.get("Records")
     if type(records) is list and records:
         page = _cbor_page(document, records)
@@ -476,6 +480,13 @@ def encode_body(document: Mapping[str, Any], wire: WireFormat) -> bytes:
             return page
     # cbor2 walks the document in C; only timestamps call back (`_CBOR_ENCODERS`).
     return cbor2.dumps(document, encoders=_CBOR_ENCODERS)
+
+
+def _json(document: Mapping[str, Any]) -> bytes:
+    encoded: bytes = orjson.dumps(
+        document, default=_JsonDefault(), option=orjson.OPT_PASSTHROUGH_DATETIME
+    )
+    return encoded
 
 
 def _cbor_page(document: Mapping[str, Any], records: list[Any]) -> bytes | None:

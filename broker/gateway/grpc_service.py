@@ -31,12 +31,13 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import with_identity
 from broker.gateway.grpc_auth import current_identity, peer_address
 from broker.gateway.grpc_namespace import addressed
+from broker.gateway.grpc_page import get_records_output
 from broker.gateway.probe import GatewayProbe
 from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.error_mapping import to_grpc_status
-from broker.wire.record_page import get_records_output, subscribe_to_shard_event_stream
+from broker.wire.record_page import subscribe_to_shard_event_stream
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from broker.log.keys import EMPTY_SHARD_META, ShardMeta
-from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, StoredRecord
+from broker.log.records import (
+    AppendBatch,
+    LogCorruptionError,
+    NewRecord,
+    RecordPage,
+    StoredRecord,
+)
 from broker.log.store import (
     advance_meta,
     check_history,
@@ -232,6 +238,26 @@ class MemoryLogStore:
                 taken.append(record)
                 taken_bytes += size
             return taken
+
+    def read_page(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        records_max: int,
+        bytes_max: int,
+    ) -> RecordPage:
+        """`read`'s records (this store keeps no batch bytes: a page without runs)."""
+        return RecordPage.of(
+            self.read(
+                shard_uid,
+                start_offset=start_offset,
+                end_offset=end_offset,
+                records_max=records_max,
+                bytes_max=bytes_max,
+            )
+        )
 
     def first_offset_at_or_after_time(self, shard_uid: ShardUid, arrival_ms: int) -> Offset | None:
         with self._lock:

@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import google_crc32c
 
@@ -121,7 +121,9 @@ def record_size_bytes(*, partition_key: str, data: bytes) -> int:
 
 def records_size_bytes(records: Iterable[StoredRecord]) -> int:
     """The summed `size_bytes` of a page of records, without two calls per record (a read's
-    throttle and its metrics count up to 10,000 per GetRecords)."""
+    throttle and its metrics count up to 10,000 per GetRecords); a `RecordPage` knows its own."""
+    if isinstance(records, RecordPage):
+        return records.size_bytes
     return sum(
         [
             len(record.data)
@@ -173,6 +175,150 @@ class StoredRecord(NamedTuple):
     @property
     def size_bytes(self) -> int:
         return record_size_bytes(partition_key=self.partition_key, data=self.data)
+
+
+class RecordRun(NamedTuple):
+    """Consecutive records of one stored batch, as a read returns them without decoding them:
+    the batch's bytes in the clear (`plain_value`) and where the run lies in them.
+
+    The records are at byte positions [start, end) of `value`, in the stored layout (module
+    docstring); the first is at `first_offset`, the rest follow densely. `size_bytes` is the
+    sum of their `size_bytes` (data plus partition key, AWS's measure)."""
+
+    value: bytes
+    first_offset: Offset
+    arrival_ms: int
+    encrypted: bool
+    record_count: int
+    start: int
+    end: int
+    size_bytes: int
+
+
+class RecordPage(Sequence[StoredRecord]):
+    """The records one read returns (`LogStore.read_page`), kept as runs of stored batch
+    bytes (issue 18: per-batch work on the read path). A door that writes records to its wire
+    walks `runs` and copies each record's bytes once, with no object per record; anything else
+    uses the page as a sequence of `StoredRecord`s, decoded on first use and kept.
+
+    A page made from records (`RecordPage.of`: a remote replica's answer, the memory store)
+    has no runs (`runs` is None). Immutable by contract."""
+
+    __slots__ = ("_records", "_runs", "_size_bytes")
+
+    def __init__(self, runs: Sequence[RecordRun] = ()) -> None:
+        self._runs: tuple[RecordRun, ...] | None = tuple(runs)
+        self._records: list[StoredRecord] | None = None
+        self._size_bytes: int | None = None
+
+    @classmethod
+    def of(cls, records: Sequence[StoredRecord]) -> RecordPage:
+        """A page of records already decoded (no runs)."""
+        page = cls()
+        page._runs = None
+        page._records = list(records)
+        return page
+
+    @property
+    def runs(self) -> tuple[RecordRun, ...] | None:
+        return self._runs
+
+    @property
+    def size_bytes(self) -> int:
+        if self._size_bytes is None:
+            if self._runs is not None:
+                self._size_bytes = sum(run.size_bytes for run in self._runs)
+            else:
+                self._size_bytes = records_size_bytes(self.records())
+        return self._size_bytes
+
+    def records(self) -> list[StoredRecord]:
+        """The page's records, decoded once (the caller must not change the list)."""
+        if self._records is None:
+            assert self._runs is not None
+            taken: list[StoredRecord] = []
+            for run in self._runs:
+                decode_run(run, taken)
+            self._records = taken
+        return self._records
+
+    def first_arrival_ms(self) -> int:
+        """The first record's arrival (the page is not empty)."""
+        if self._runs is not None:
+            return self._runs[0].arrival_ms
+        return self.records()[0].arrival_ms
+
+    def last_arrival_ms(self) -> int:
+        """The last record's arrival (the page is not empty)."""
+        if self._runs is not None:
+            return self._runs[-1].arrival_ms
+        return self.records()[-1].arrival_ms
+
+    def next_offset(self) -> Offset:
+        """The offset after the last record (the page is not empty)."""
+        if self._runs is not None:
+            last = self._runs[-1]
+            return Offset(last.first_offset + last.record_count)
+        return Offset(self.records()[-1].offset + 1)
+
+    def from_offset(self, offset: Offset) -> RecordPage:
+        """The same page without its records below `offset`."""
+        if self._runs is None:
+            return RecordPage.of([r for r in self.records() if r.offset >= offset])
+        runs: list[RecordRun] = []
+        for run in self._runs:
+            if run.first_offset + run.record_count <= offset:
+                continue
+            if run.first_offset < offset:
+                run = _run_suffix(run, offset - run.first_offset)
+            runs.append(run)
+        return RecordPage(runs)
+
+    def __len__(self) -> int:
+        if self._runs is not None:
+            return sum(run.record_count for run in self._runs)
+        assert self._records is not None
+        return len(self._records)
+
+    def __bool__(self) -> bool:
+        return bool(self._runs) if self._runs is not None else bool(self._records)
+
+    def __iter__(self) -> Iterator[StoredRecord]:
+        return iter(self.records())
+
+    @overload
+    def __getitem__(self, index: int) -> StoredRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[StoredRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> StoredRecord | list[StoredRecord]:
+        return self.records()[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RecordPage):
+            return self.records() == other.records()
+        if isinstance(other, list):
+            return self.records() == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # compared by records, like a list
+
+    def __repr__(self) -> str:
+        return f"RecordPage({self.records()!r})"
+
+
+def _run_suffix(run: RecordRun, skip: int) -> RecordRun:
+    """`run` without its first `skip` records (0 < skip < run.record_count)."""
+    assert 0 < skip < run.record_count, (skip, run.record_count)
+    start = _skip_records(run.value, run.start, skip)
+    skipped = start - run.start - RECORD_HEADER_BYTES * skip
+    return run._replace(
+        first_offset=Offset(run.first_offset + skip),
+        record_count=run.record_count - skip,
+        start=start,
+        size_bytes=run.size_bytes - skipped,
+    )
 
 
 class AppendBatch:
@@ -556,6 +702,100 @@ def decode_records(
     if index == header.count and position != len(value):
         raise LogCorruptionError(f"batch at offset {first_offset} has bytes after its records")
     return taken_bytes, capped
+
+
+def page_run(
+    value: bytes,
+    header: BatchHeader,
+    *,
+    first_offset: Offset,
+    start_offset: Offset,
+    end_offset: Offset,
+    records_max: int,
+    bytes_max: int,
+    taken_records: int,
+    taken_bytes: int,
+) -> tuple[RecordRun | None, int, bool]:
+    """This batch's records in [start_offset, end_offset) within the caps, as a run of its
+    bytes (`value` in the clear): `decode_records`' rules and checks, with no object per
+    record. The caps count over the whole read so far (`taken_records`, `taken_bytes`), and
+    the first record of the whole read is always taken. Returns (the run, or None when the
+    caps leave no room for one, the new byte total, whether a cap stopped the read)."""
+    assert first_offset <= start_offset < first_offset + header.count, (first_offset, header)
+    assert taken_records < records_max
+    skip = start_offset - first_offset
+    stop = min(header.count, end_offset - first_offset)
+    unpack_from = _RECORD_HEADER.unpack_from
+    room = records_max - taken_records
+    try:
+        start = position = _skip_records(value, BATCH_HEADER_BYTES, skip)
+        index = skip
+        run_bytes = 0
+        capped = False
+        while index < stop:
+            pk_len, data_len = unpack_from(value, position)
+            size = pk_len + data_len
+            if taken_bytes + run_bytes + size > bytes_max and (taken_records or index > skip):
+                capped = True
+                break
+            position += RECORD_HEADER_BYTES + size
+            run_bytes += size
+            index += 1
+            if index - skip == room:
+                capped = True
+                break
+    except struct.error as exc:  # only reachable past a CRC collision
+        raise LogCorruptionError(f"batch at offset {first_offset} has a broken layout") from exc
+    if position > len(value):
+        raise LogCorruptionError(f"batch at offset {first_offset} runs past its value")
+    if index == header.count and position != len(value):
+        raise LogCorruptionError(f"batch at offset {first_offset} has bytes after its records")
+    if index == skip:
+        return None, taken_bytes, capped
+    run = RecordRun(
+        value,
+        Offset(first_offset + skip),
+        header.arrival_ms,
+        header.encrypted,
+        index - skip,
+        start,
+        position,
+        run_bytes,
+    )
+    return run, taken_bytes + run_bytes, capped
+
+
+def decode_run(run: RecordRun, taken: list[StoredRecord]) -> None:
+    """Appends the run's records to `taken`, as `StoredRecord`s."""
+    value = run.value
+    unpack_from = _RECORD_HEADER.unpack_from
+    append = taken.append
+    new_record = tuple.__new__
+    arrival_ms = run.arrival_ms
+    encrypted = run.encrypted
+    position = run.start
+    offset: int = run.first_offset
+    try:
+        for offset in range(run.first_offset, run.first_offset + run.record_count):
+            pk_len, data_len = unpack_from(value, position)
+            pk_at = position + RECORD_HEADER_BYTES
+            data_at = pk_at + pk_len
+            position = data_at + data_len
+            append(
+                new_record(
+                    StoredRecord,
+                    (
+                        offset,
+                        arrival_ms,
+                        value[pk_at:data_at].decode("utf-8"),
+                        value[data_at:position],
+                        encrypted,
+                    ),
+                )
+            )
+    except (struct.error, UnicodeDecodeError) as exc:  # only reachable past a CRC collision
+        raise LogCorruptionError(f"batch at offset {offset} has a broken layout") from exc
+    assert position == run.end, (position, run.end)
 
 
 def decode_new_records(

@@ -73,10 +73,12 @@ from broker.log.records import (
     AppendBatch,
     BatchHeader,
     LogCorruptionError,
+    RecordPage,
+    RecordRun,
     StoredRecord,
     check_layout,
     decode_new_records,
-    decode_records,
+    page_run,
     plain_value,
     sealed_batch,
     truncate_batch,
@@ -478,6 +480,23 @@ class RocksLogStore:
         records_max: int,
         bytes_max: int,
     ) -> list[StoredRecord]:
+        return self.read_page(
+            shard_uid,
+            start_offset=start_offset,
+            end_offset=end_offset,
+            records_max=records_max,
+            bytes_max=bytes_max,
+        ).records()
+
+    def read_page(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        records_max: int,
+        bytes_max: int,
+    ) -> RecordPage:
         check_read_arguments(
             start_offset=start_offset,
             end_offset=end_offset,
@@ -485,17 +504,17 @@ class RocksLogStore:
             bytes_max=bytes_max,
         )
         if end_offset <= start_offset:
-            return []
+            return RecordPage()
         h = self._open_handles()
-        taken: list[StoredRecord] = []
-        taken_bytes = 0
+        runs: list[RecordRun] = []
+        taken_records = taken_bytes = 0
         with _engine_errors("read"):
             for first, value, header in self._scan(h, shard_uid, start_offset, end_offset):
                 if first + header.count <= start_offset or header.control:
                     continue
                 value = self._plain(shard_uid, first, value, header)
                 try:
-                    taken_bytes, capped = decode_records(
+                    run, taken_bytes, capped = page_run(
                         value,
                         header,
                         first_offset=first,
@@ -503,14 +522,17 @@ class RocksLogStore:
                         end_offset=end_offset,
                         records_max=records_max,
                         bytes_max=bytes_max,
-                        taken=taken,
+                        taken_records=taken_records,
                         taken_bytes=taken_bytes,
                     )
                 except LogCorruptionError as error:
                     raise error.at(shard_uid, first) from error
+                if run is not None:
+                    runs.append(run)
+                    taken_records += run.record_count
                 if capped:
                     break
-        return taken
+        return RecordPage(runs)
 
     def _scan(
         self, h: _Handles, shard_uid: ShardUid, start_offset: Offset, end_offset: Offset

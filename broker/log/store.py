@@ -55,7 +55,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from broker.log.keys import ShardMeta
-from broker.log.records import AppendBatch, StoredRecord
+from broker.log.records import AppendBatch, RecordPage, StoredRecord
 from broker.types import Offset, ShardUid
 
 
@@ -91,6 +91,19 @@ class LogStore(Protocol):
         Records of control batches are skipped and count against neither cap, so a range
         holding only control records reads as [].
         """
+        ...
+
+    def read_page(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        records_max: int,
+        bytes_max: int,
+    ) -> RecordPage:
+        """`read`'s records as a page: a store that keeps batch bytes answers runs of them
+        (`RecordPage.runs`, no object per record) for the doors to write out directly."""
         ...
 
     def first_offset_at_or_after_time(self, shard_uid: ShardUid, arrival_ms: int) -> Offset | None:

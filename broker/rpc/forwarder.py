@@ -17,7 +17,7 @@ import grpc
 
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
-from broker.log.records import NewRecord
+from broker.log.records import NewRecord, RecordPage
 from broker.rpc.channels import NODE_SERVICE, Channels, unary
 from broker.rpc.refusals import refusal_from_rpc_error
 from broker.rpc.replication_codec import records_to_proto
@@ -100,7 +100,7 @@ class GrpcShardForwarder:
         except grpc.aio.AioRpcError as exc:
             raise refusal_from_rpc_error(exc, shard_uid) from exc
         return ReadResult(
-            records=stored_from_proto(answer.records),
+            records=RecordPage.of(stored_from_proto(answer.records)),
             log_start=Offset(answer.log_start),
             readable_end=Offset(answer.readable_end),
             next_offset=Offset(answer.next_offset),

@@ -12,7 +12,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.queues.operations import QueueOperations
 from broker.service import account, control, reshard, stream_consumers, stream_features
 from broker.service.context import CURRENT_CALLER, ServiceContext
-from broker.service.records import RecordsApi
+from broker.service.records import RecordsApi, shaped_answer
 from broker.service.subscriptions import Subscriptions
 from broker.streams.internal_names import INTERNAL_PREFIX, is_internal
 
@@ -20,6 +20,9 @@ Request = Mapping[str, Any]
 Response = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Response]]
 
+# The doors that write GetRecords' `ShardPage` to their wire themselves (gateway/grpc_page.py,
+# gateway/aws_codec.py); every other caller gets its Records as record dicts.
+_PAGE_WRITING_DOORS = frozenset({"grpc", "http"})
 _STREAM_NAMING_MEMBERS = ("StreamName", "StreamARN", "ConsumerARN", "ResourceARN")
 _STREAM_IN_ARN = re.compile(r":stream/([^/]+)")
 _QUEUE_ARN = re.compile(r"arn:aws[\w-]*:kinesis:[\w-]+:\d{12}:queue/\S+")
@@ -139,9 +142,12 @@ class KinesisService:
             self._refuse_internal_streams(operation, request)
         token = CURRENT_CALLER.set(caller)
         try:
-            return await handler(request)
+            response = await handler(request)
         finally:
             CURRENT_CALLER.reset(token)
+        if caller is None or caller.door not in _PAGE_WRITING_DOORS:
+            return shaped_answer(response)
+        return response
 
     def _refuse_internal_streams(self, operation: str, request: Request) -> None:
         """An outside caller naming an internal stream (by name or in any ARN) is answered as

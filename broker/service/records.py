@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from broker import error_messages, limits
@@ -24,7 +25,13 @@ from broker.error_messages import (
     timestamp_in_the_future,
 )
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import NewRecord, StoredRecord, new_record, records_size_bytes
+from broker.log.records import (
+    NewRecord,
+    RecordPage,
+    StoredRecord,
+    new_record,
+    records_size_bytes,
+)
 from broker.meta.image import (
     HOUR_MS,
     MetadataImage,
@@ -45,6 +52,7 @@ from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
     is_valid_ordering_number,
     offset_for_sequence_number,
+    record_number_base,
     record_sequence_numbers,
     sequence_numbers_for,
 )
@@ -533,7 +541,9 @@ class RecordsApi:
             records, next_offset, end, now_ms, at_tip_possible=read.end_is_committed_end
         )
         response: Response = {
-            "Records": records_shape(shard, records),
+            # The doors write the page from its stored bytes; KinesisService.call shapes it
+            # into record dicts for everyone else (`ShardPage`).
+            "Records": ShardPage(shard, records),
             "MillisBehindLatest": millis_behind,
         }
         meter = ctx.shards.meter
@@ -597,7 +607,7 @@ class RecordsApi:
 
     @staticmethod
     def _millis_behind(
-        records: Sequence[StoredRecord],
+        records: RecordPage,
         next_offset: int,
         end: int,
         now_ms: int,
@@ -610,7 +620,7 @@ class RecordsApi:
         never answers an empty page from there)."""
         if not records or (next_offset >= end and at_tip_possible):
             return 0
-        return max(0, now_ms - records[-1].arrival_ms)
+        return max(0, now_ms - records.last_arrival_ms())
 
 
 # --- Shared with SubscribeToShard (service/subscriptions.py) ----------------------------------
@@ -715,6 +725,35 @@ def position_offset(kind: str, offset: int | None, shard: ShardMeta, positions: 
     if kind == "AFTER_SEQUENCE_NUMBER":
         offset += 1
     return min(offset, end)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardPage:
+    """GetRecords' Records as the service answers them: the page read from `shard`'s log, as
+    runs of stored batch bytes where the replica that served it keeps them. The doors write it
+    to their wire themselves (the gRPC door from the batch bytes, no object per record; the
+    AWS door through `shaped`); `KinesisService.call` answers `shaped()` to every other
+    caller, so in-process readers see AWS's record dicts as before."""
+
+    shard: ShardMeta
+    page: RecordPage
+
+    def number_base(self, arrival_ms: int) -> tuple[int, int]:
+        """(base, shift) of the sequence numbers of records that arrived at `arrival_ms`: the
+        record at offset o is numbered `str(base | (o << shift))`."""
+        return record_number_base(self.shard, arrival_ms)
+
+    def shaped(self) -> list[dict[str, Any]]:
+        """The records as AWS-shaped dicts (`records_shape`)."""
+        return records_shape(self.shard, self.page)
+
+
+def shaped_answer(response: Mapping[str, Any]) -> dict[str, Any]:
+    """`response` with a `ShardPage` in its Records turned into record dicts."""
+    page = response.get("Records")
+    if isinstance(page, ShardPage):
+        return {**response, "Records": page.shaped()}
+    return response if isinstance(response, dict) else dict(response)
 
 
 def records_shape(shard: ShardMeta, records: Sequence[StoredRecord]) -> list[dict[str, Any]]:

@@ -39,7 +39,7 @@ from typing import Protocol
 from broker import error_messages, limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import LogCorruptionError, NewRecord, StoredRecord, records_size_bytes
+from broker.log.records import LogCorruptionError, NewRecord, RecordPage, records_size_bytes
 from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.replication.driver import DamagedRange
@@ -86,7 +86,7 @@ class ReadRequest:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReadResult:
-    records: list[StoredRecord]
+    records: RecordPage
     log_start: Offset
     readable_end: Offset  # the HW the serving replica knows
     next_offset: Offset  # where the next read continues (past skipped control records)
@@ -415,7 +415,7 @@ class ShardClient:
             if request.claim.release:
                 self.claims.release(request.claim, shard_uid)
                 return ReadResult(
-                    records=[],
+                    records=RecordPage(),
                     log_start=Offset(0),
                     readable_end=Offset(0),
                     next_offset=request.start_offset,
@@ -448,7 +448,7 @@ class ShardClient:
             if self.meter is not None and request.throttle is ReadThrottle.GET_RECORDS:
                 self.meter.read_throttled(shard_uid)
             return ReadResult(
-                records=[],
+                records=RecordPage(),
                 log_start=Offset(0),
                 readable_end=end,
                 next_offset=request.start_offset,
@@ -523,7 +523,7 @@ def _read_store(
     timestamp_offset = None
     if request.at_timestamp_ms is not None:
         timestamp_offset = store.first_offset_at_or_after_time(shard_uid, request.at_timestamp_ms)
-    records: list[StoredRecord] = []
+    records = RecordPage()
     start = request.start_offset
     next_offset = Offset(max(start, 0))
     if request.records_max > 0 and start < read_end:
@@ -541,11 +541,11 @@ def _read_store(
 
 def _read_retained(
     store: LogStore, shard_uid: ShardUid, request: ReadRequest, end: Offset
-) -> tuple[list[StoredRecord], Offset]:
+) -> tuple[RecordPage, Offset]:
     """Committed records in [start, end) without those past retention, and the next offset."""
     start = request.start_offset
     for _ in range(limits.read_retention_skips_max):
-        records = store.read(
+        records = store.read_page(
             shard_uid,
             start_offset=start,
             end_offset=end,
@@ -556,16 +556,16 @@ def _read_retained(
             # Nothing readable in [start, end): only control records (epoch-start markers) or
             # trimmed ones. Readers continue at the end, or they could never pass a marker
             # that ends a closed shard.
-            return [], end
-        if records[0].arrival_ms >= request.arrival_ms_min:
-            return records, Offset(records[-1].offset + 1)
+            return RecordPage(), end
+        if records.first_arrival_ms() >= request.arrival_ms_min:
+            return records, records.next_offset()
         # Past retention but not trimmed yet: unreadable at once, as on AWS. Arrival times are
         # non-decreasing per shard, so the expired records are a prefix.
         first_live = store.first_offset_at_or_after_time(shard_uid, request.arrival_ms_min)
         if first_live is None or first_live >= end:
-            return [], request.start_offset
-        live = [r for r in records if r.offset >= first_live]
+            return RecordPage(), request.start_offset
+        live = records.from_offset(first_live)
         if live:
-            return live, Offset(live[-1].offset + 1)
+            return live, live.next_offset()
         start = first_live
     raise ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.EXPIRED_READ_DID_NOT_CONVERGE)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from broker.log.memory_store import MemoryLogStore
-from broker.log.records import AppendBatch, StoredRecord
+from broker.log.records import AppendBatch, RecordPage, StoredRecord
 from broker.types import Offset, ShardUid
 
 _Mutation = Callable[[MemoryLogStore], object]
@@ -84,6 +84,23 @@ class SimLogStore:
         bytes_max: int,
     ) -> list[StoredRecord]:
         return self._volatile.read(
+            shard_uid,
+            start_offset=start_offset,
+            end_offset=end_offset,
+            records_max=records_max,
+            bytes_max=bytes_max,
+        )
+
+    def read_page(
+        self,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        records_max: int,
+        bytes_max: int,
+    ) -> RecordPage:
+        return self._volatile.read_page(
             shard_uid,
             start_offset=start_offset,
             end_offset=end_offset,

@@ -179,6 +179,12 @@ def _base_and_shift(shard: ShardMeta, arrival_ms: int | None) -> tuple[int, int]
     return _shard_base(shard.created_ms, shard.index), _OFFSET_SHIFT
 
 
+def record_number_base(shard: ShardMeta, arrival_ms: int) -> tuple[int, int]:
+    """(base, shift): the number of the record at offset o that arrived at `arrival_ms` is
+    `str(base | (o << shift))`. For writers that number a whole stored batch at once."""
+    return _base_and_shift(shard, arrival_ms)
+
+
 def sequence_number_for(shard: ShardMeta, offset: int, *, arrival_ms: int | None = None) -> str:
     """The sequence number of the record at `offset` in `shard` that arrived at `arrival_ms`,
     in the shard's layout (None: the number of the position, with the created second)."""

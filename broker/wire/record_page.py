@@ -60,7 +60,8 @@ def _field(tag: bytes, value: bytes) -> bytes:
     return tag + varint(len(value)) + value
 
 
-def _arrival_field(moment: datetime) -> bytes:
+def arrival_field(moment: datetime) -> bytes:
+    """A Record's approximate_arrival_timestamp field (tag, length, Timestamp), whole."""
     stamp = dict_to_message({"ApproximateArrivalTimestamp": moment}, kinesis_pb2.Record)
     return _field(_ARRIVAL, stamp.approximate_arrival_timestamp.SerializeToString())
 
@@ -83,7 +84,7 @@ def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
             continue
         if stamp != moment:
             moment = stamp
-            arrival = _arrival_field(stamp)
+            arrival = arrival_field(stamp)
         kind = record.get("EncryptionType")
         encrypted = encryption.get(kind)
         if encrypted is None:
@@ -137,12 +138,17 @@ def _records_bytes(records: Sequence[Mapping[str, Any]]) -> list[bytes]:
     return parts
 
 
+def page_tail(response: Mapping[str, Any], message_class: type[Message]) -> bytes:
+    """Every member of `response` but its Records, as `message_class` bytes (written after
+    the records: protobuf parses a concatenation of encodings as one message)."""
+    rest = {key: value for key, value in response.items() if key != "Records"}
+    return dict_to_message(rest, message_class).SerializeToString()
+
+
 def _page(response: Mapping[str, Any], message_class: type[Message]) -> bytes:
     """`response` as `message_class` bytes, its `Records` (field 1) written here."""
     records = response.get("Records") or ()
-    rest = {key: value for key, value in response.items() if key != "Records"}
-    tail = dict_to_message(rest, message_class).SerializeToString()
-    return b"".join((*_records_bytes(records), tail))
+    return b"".join((*_records_bytes(records), page_tail(response, message_class)))
 
 
 def get_records_output(response: Mapping[str, Any]) -> bytes:

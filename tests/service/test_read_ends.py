@@ -23,7 +23,7 @@ import pytest
 
 from broker.clock import ManualClock
 from broker.log.memory_store import MemoryLogStore
-from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, StoredRecord
+from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, RecordPage, StoredRecord
 from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.meta.state_machine import apply
 from broker.replication.driver import DamagedRange
@@ -143,7 +143,7 @@ def _leaders_answer(shard_uid: ShardUid) -> ReadResult:
         offset=Offset(1), arrival_ms=1_000, partition_key="k", data=b"acknowledged"
     )
     return ReadResult(
-        records=[record],
+        records=RecordPage.of([record]),
         log_start=Offset(0),
         readable_end=Offset(2),
         next_offset=Offset(2),
@@ -204,7 +204,10 @@ async def test_an_answer_from_a_node_no_longer_leading_is_not_taken_for_the_end(
     image, stream_uid, shard = _image()
     follower = next(n for n in shard.replicas if n != shard.leader)
     lagging = dataclasses.replace(
-        _leaders_answer(shard.uid), records=[], readable_end=Offset(1), end_is_committed_end=False
+        _leaders_answer(shard.uid),
+        records=RecordPage(),
+        readable_end=Offset(1),
+        end_is_committed_end=False,
     )
     client = _client(follower, shard.uid, StaleReplica(0, knows=False), LeaderNode(lagging))
     with pytest.raises(ShardRefusedError) as refused:
