@@ -1,8 +1,9 @@
 """Logical backup and restore of streams through the public API (`shoal backup`/`restore`).
 
 A backup is a set of objects under one root, in a directory or an S3-compatible bucket
-(`store.py`): per stream a manifest (settings, tags, consumers, the shard lineage, and per
-shard its segments and the last sequence number copied) and segments of records (JSON lines:
+(`store.py`): per stream a manifest (settings with the encryption type and KeyId, tags,
+resource policies, consumers, leases, the shard lineage, and per shard its segments and the
+last sequence number copied) and segments of records (JSON lines:
 sequence number, partition key, arrival time, data). Everything is read and written through
 the Kinesis operations (`logical.py`), never the metadata image or RocksDB, so a backup
 survives changes to either. Must not import node internals (meta, log, replication).

@@ -1,20 +1,26 @@
 """Logical backup and restore of streams through the Kinesis API.
 
-**Backup** (`back_up`), per stream: the settings (retention, mode, enhanced monitoring, record
-size), tags and registered consumers, and every shard of its lineage (hash range, parents),
-read first; then each shard's records from where the previous backup stopped
-(AFTER_SEQUENCE_NUMBER of the last one copied, else TRIM_HORIZON) up to its tip, written as
-new segments; the manifest last. So a backup is incremental, and consistent per shard: every
-segment is a gap-free run of the shard's records, and a reader of the manifest sees only
-segments that were completely written. A closed shard read to its end is not read again.
+**Backup** (`back_up`), per stream, read first: the settings (retention, capacity mode, an
+on-demand stream's warm throughput and record distribution, enhanced monitoring, record size
+limit, encryption type and KeyId: never a key), tags, resource policies, registered consumers
+and each one's resource policy, and every shard of its lineage (hash range, parents); then each
+shard's records from where the previous backup stopped (AFTER_SEQUENCE_NUMBER of the last one
+copied, else TRIM_HORIZON) up to its tip, written as new segments; the manifest last. So a
+backup is incremental, and consistent per shard: every segment is a gap-free run of the shard's
+records, and a reader of the manifest sees only segments that were completely written. A
+closed shard read to its end is not read again.
 
 **Restore** (`restore`) recreates a stream on another cluster: CreateStream with the root
-shards, then every split and merge of the lineage in shard order (so the same shard ids and
-hash ranges come out), each shard's records written to it (PutRecords with an explicit hash
-key inside the shard, in their order) before it is resharded; then tags, retention, enhanced
-monitoring, record size, consumers and the capacity mode. Sequence numbers and arrival times are
-new (the API cannot set them; `RestoreReport.sequence_map` maps old to new, for consumers'
-checkpoints); record order within each shard and across the lineage is kept.
+shards and the record size limit; for a stream backed up encrypted, StartStreamEncryption under
+the same KeyId and a wait until every node holding one of its replicas has applied it
+(`wait_keyed`), so no replica stores a restored record in the clear; then every split and merge
+of the lineage in shard order (so the same shard ids and hash ranges come out), each shard's
+records written to it (PutRecords with an explicit hash key inside the shard, in their order)
+before it is resharded; then tags, retention, enhanced monitoring, consumers, the capacity mode
+(with warm throughput and record distribution), and last the resource policies, their old ARNs
+replaced by the new ones. Sequence numbers, arrival times and consumer ARNs are new (the API
+cannot set them; `RestoreReport.sequence_map` maps old to new, for consumers' checkpoints);
+record order within each shard and across the lineage is kept.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ _PUT_BATCH_BYTES_MAX = 4 * 1024 * 1024  # below PutRecords' 5 MiB
 _PUT_ATTEMPTS_MAX = 50
 
 Call = Callable[[str, dict[str, Any]], dict[str, Any]]
+_DEFAULT_DISTRIBUTION = "USER_PARTITION_KEY"
 _SENTINELS = ("TRIM_HORIZON", "LATEST", "SHARD_END", "AT_TIMESTAMP")
 
 
@@ -73,7 +80,7 @@ def back_up(
     previous = _load_manifest(store, stream)
     summary = call("DescribeStreamSummary", {"StreamName": stream})["StreamDescriptionSummary"]
     tags = _paged_tags(call, stream)
-    consumers = _consumer_names(call, summary["StreamARN"])
+    consumers = _consumers(call, summary["StreamARN"])
     # Read before the records: every checkpoint then points at a record the backup holds.
     lease_rows = leases.list_leases(stream) if leases is not None else []
     listed = _paged_shards(call, stream)
@@ -97,9 +104,27 @@ def back_up(
             "mode": summary["StreamModeDetails"]["StreamMode"],
             "enhanced_metrics": sorted(monitoring[0].get("ShardLevelMetrics", [])),
             "max_record_size_kib": summary.get("MaxRecordSizeInKiB", 1024),
+            "encryption": {
+                "type": summary.get("EncryptionType", "NONE"),
+                "key_id": summary.get("KeyId"),
+            },
+            "warm_throughput_mibps": (summary.get("WarmThroughput") or {}).get("TargetMiBps"),
+            "record_distribution": summary.get("RecordDistributionStrategy"),
         },
+        "stream_arn": summary["StreamARN"],
+        "resource_policy": _policy(call, summary["StreamARN"]),
         "tags": tags,
-        "consumers": consumers,
+        "consumers": sorted(consumers),
+        "consumer_tags": {
+            name: tags
+            for name, arn in sorted(consumers.items())
+            if (tags := _resource_tags(call, arn))
+        },
+        "consumer_policies": {
+            name: {"arn": arn, "policy": policy}
+            for name, arn in sorted(consumers.items())
+            if (policy := _policy(call, arn)) is not None
+        },
         "leases": lease_rows,
         "shards": shards,
     }
@@ -183,18 +208,40 @@ def restore(
     *,
     as_name: str | None = None,
     wait_active: Callable[[str], None],
+    wait_keyed: Callable[[str], None],
     leases: LeaseAccess | None = None,
 ) -> RestoreReport:
+    """`wait_active(name)` returns once the stream is ACTIVE; `wait_keyed(name)` once every
+    node holding a replica of the stream has applied the metadata the caller's last call
+    changed (so each of them seals what it stores under the stream's key)."""
     manifest = _load_manifest(store, stream)
     if manifest is None:
         raise BackupError(f"no backup of stream {stream} in {store.describe()}")
     target = as_name or stream
     shards = {s["shard_id"]: s for s in manifest["shards"]}
-    roots = [s for s in manifest["shards"] if s["parent"] not in shards]
-    call("CreateStream", {"StreamName": target, "ShardCount": len(roots)})
+    roots = sorted(
+        (s for s in manifest["shards"] if s["parent"] not in shards),
+        key=lambda s: int(s["hash_start"]),
+    )
+    # CreateStream lays out uniform ranges. Roots that are not (their parents expired before
+    # the backup: a stream resharded unevenly more than its retention ago) are carved from
+    # one shard by splits, so their shard ids differ (`RestoreReport.shard_ids` maps them).
+    uniform = [r["hash_start"] for r in roots] == _uniform_starts(len(roots))
+    # The record size limit from the start: records above 1 MiB are then accepted.
+    created: dict[str, Any] = {"StreamName": target, "ShardCount": len(roots) if uniform else 1}
+    if manifest["settings"]["max_record_size_kib"] != 1024:
+        created["MaxRecordSizeInKiB"] = manifest["settings"]["max_record_size_kib"]
+    call("CreateStream", created)
     wait_active(target)
+    _restore_encryption(call, target, manifest, wait_active, wait_keyed)
     report = RestoreReport(stream=target)
-    restored = {s["HashKeyRange"]["StartingHashKey"]: s for s in _paged_shards(call, target)}
+    if not uniform:
+        _carve_roots(call, target, roots, wait_active)
+    restored = {
+        s["HashKeyRange"]["StartingHashKey"]: s
+        for s in _paged_shards(call, target)
+        if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    }
     for root in roots:
         new = restored.get(root["hash_start"])
         if new is None or new["HashKeyRange"]["EndingHashKey"] != root["hash_end"]:
@@ -216,6 +263,61 @@ def restore(
     if leases is not None:
         _restore_leases(leases, target, manifest, report)
     return report
+
+
+def _uniform_starts(count: int) -> list[str]:
+    """The starting hash keys of CreateStream's `count` shards (boundary i at i * 2^128 //
+    count, as AWS lays them out)."""
+    return [str((i * 2**128) // count) for i in range(count)]
+
+
+def _carve_roots(
+    call: Call, target: str, roots: list[dict[str, Any]], wait_active: Callable[[str], None]
+) -> None:
+    """Splits the new one-shard stream at each root's starting hash key, in hash order: the
+    open shards then have the roots' ranges."""
+    for root in roots[1:]:
+        covering = next(
+            s
+            for s in _paged_shards(call, target)
+            if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+            and int(s["HashKeyRange"]["StartingHashKey"]) < int(root["hash_start"])
+            and int(root["hash_start"]) <= int(s["HashKeyRange"]["EndingHashKey"])
+        )
+        call(
+            "SplitShard",
+            {
+                "StreamName": target,
+                "ShardToSplit": covering["ShardId"],
+                "NewStartingHashKey": root["hash_start"],
+            },
+        )
+        wait_active(target)
+
+
+def _restore_encryption(
+    call: Call,
+    target: str,
+    manifest: dict[str, Any],
+    wait_active: Callable[[str], None],
+    wait_keyed: Callable[[str], None],
+) -> None:
+    """Encrypts the new, still empty stream under the backed-up KeyId before its first record.
+    AWS's CreateStream cannot carry a key, and a node seals a replica's records with the key
+    its own applied metadata holds: so the restore waits until every replica's node holds it.
+    A KeyId the target cannot use fails the restore (KMS's error), before any record."""
+    encryption = manifest["settings"].get("encryption") or {"type": "NONE"}
+    if encryption["type"] == "NONE":
+        return
+    call(
+        "StartStreamEncryption",
+        {"StreamName": target, "EncryptionType": encryption["type"], "KeyId": encryption["key_id"]},
+    )
+    wait_active(target)
+    wait_keyed(target)
+    summary = call("DescribeStreamSummary", {"StreamName": target})["StreamDescriptionSummary"]
+    if summary.get("EncryptionType") != encryption["type"]:
+        raise BackupError(f"{target} is not encrypted after StartStreamEncryption: {summary}")
 
 
 def _restore_leases(
@@ -297,7 +399,11 @@ def _reshard(
             },
         )
     wait_active(target)
-    created = [s for s in _paged_shards(call, target) if s["ShardId"] not in known]
+    created = [  # open: not a parent (nor a shard closed carving the roots)
+        s
+        for s in _paged_shards(call, target)
+        if s["ShardId"] not in known and "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    ]
     by_start = {s["HashKeyRange"]["StartingHashKey"]: s["ShardId"] for s in created}
     for old in shards.values():
         made_here = old["parent"] == entry["parent"] and old["hash_start"] in by_start
@@ -395,21 +501,53 @@ def _restore_settings(
     arn = call("DescribeStreamSummary", {"StreamName": target})["StreamDescriptionSummary"][
         "StreamARN"
     ]
-    if settings["max_record_size_kib"] != 1024:
-        wait_active(target)
-        call(
-            "UpdateMaxRecordSize",
-            {"StreamARN": arn, "MaxRecordSizeInKiB": settings["max_record_size_kib"]},
-        )
+    new_consumers: dict[str, str] = {}  # name -> its new ARN
     for name in manifest["consumers"]:
-        call("RegisterStreamConsumer", {"StreamARN": arn, "ConsumerName": name})
+        registered = {"StreamARN": arn, "ConsumerName": name}
+        if manifest.get("consumer_tags", {}).get(name):
+            registered["Tags"] = manifest["consumer_tags"][name]
+        answer = call("RegisterStreamConsumer", registered)
+        new_consumers[name] = answer["Consumer"]["ConsumerARN"]
     if settings["mode"] == "ON_DEMAND":
         wait_active(target)
         call(
             "UpdateStreamMode",
             {"StreamARN": arn, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}},
         )
+        # Both need an on-demand stream.
+        if settings.get("warm_throughput_mibps"):
+            wait_active(target)
+            call(
+                "UpdateStreamWarmThroughput",
+                {"StreamARN": arn, "WarmThroughputMiBps": settings["warm_throughput_mibps"]},
+            )
+        distribution = settings.get("record_distribution")
+        if distribution not in (None, _DEFAULT_DISTRIBUTION):
+            wait_active(target)
+            call(
+                "UpdateStreamRecordDistributionStrategy",
+                {"StreamARN": arn, "RecordDistributionStrategy": distribution},
+            )
     wait_active(target)
+    # Policies last: one may deny the calls above. The old ARNs in them name the new ones.
+    old_arn = manifest.get("stream_arn")
+    if manifest.get("resource_policy"):
+        call(
+            "PutResourcePolicy",
+            {"ResourceARN": arn, "Policy": _renamed(manifest["resource_policy"], old_arn, arn)},
+        )
+    for name, entry in manifest.get("consumer_policies", {}).items():
+        new_arn = new_consumers[name]
+        policy = _renamed(_renamed(entry["policy"], entry["arn"], new_arn), old_arn, arn)
+        call("PutResourcePolicy", {"ResourceARN": new_arn, "Policy": policy})
+
+
+def _renamed(policy: str, old_arn: str | None, new_arn: str) -> str:
+    """The policy with `old_arn` (exactly, as a whole JSON string or a prefix of a longer
+    ARN: a consumer's under its stream's) replaced by `new_arn`."""
+    if old_arn is None or old_arn == new_arn:
+        return policy
+    return policy.replace(f'"{old_arn}"', f'"{new_arn}"').replace(f'"{old_arn}/', f'"{new_arn}/')
 
 
 def _load_manifest(store: BackupStore, stream: str) -> dict[str, Any] | None:
@@ -447,12 +585,24 @@ def _paged_tags(call: Call, stream: str) -> dict[str, str]:
         request = {"StreamName": stream, "ExclusiveStartTagKey": page["Tags"][-1]["Key"]}
 
 
-def _consumer_names(call: Call, stream_arn: str) -> list[str]:
-    names: list[str] = []
+def _consumers(call: Call, stream_arn: str) -> dict[str, str]:
+    """Name -> ARN of each registered consumer."""
+    consumers: dict[str, str] = {}
     request: dict[str, Any] = {"StreamARN": stream_arn}
     while True:
         page = call("ListStreamConsumers", request)
-        names.extend(c["ConsumerName"] for c in page.get("Consumers", []))
+        consumers.update((c["ConsumerName"], c["ConsumerARN"]) for c in page.get("Consumers", []))
         if not page.get("NextToken"):
-            return names
+            return consumers
         request = {"StreamARN": stream_arn, "NextToken": page["NextToken"]}
+
+
+def _resource_tags(call: Call, resource_arn: str) -> dict[str, str]:
+    tags = call("ListTagsForResource", {"ResourceARN": resource_arn}).get("Tags", [])
+    return {tag["Key"]: tag.get("Value", "") for tag in tags}
+
+
+def _policy(call: Call, resource_arn: str) -> str | None:
+    """The resource's policy document, None when it has none."""
+    policy: str = call("GetResourcePolicy", {"ResourceARN": resource_arn})["Policy"]
+    return None if policy in ("", "{}") else policy

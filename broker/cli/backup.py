@@ -127,6 +127,9 @@ def _restore(client: Any, args: argparse.Namespace) -> int:
 
         wait_until(check, timeout_s=args.timeout, what=f"restoring {name}")
 
+    def wait_keyed(name: str) -> None:
+        _wait_replica_nodes_applied(args, name)
+
     store = open_store(args.source)
     report = restore(
         client.call,
@@ -134,6 +137,7 @@ def _restore(client: Any, args: argparse.Namespace) -> int:
         args.stream,
         as_name=args.as_name,
         wait_active=wait_active,
+        wait_keyed=wait_keyed,
         leases=_Leases(args),
     )
     if args.sequence_map is not None:
@@ -143,3 +147,34 @@ def _restore(client: Any, args: argparse.Namespace) -> int:
         f"{len(report.shard_ids)} shards from {store.describe()}"
     )
     return 0
+
+
+def _wait_replica_nodes_applied(args: argparse.Namespace, stream: str) -> None:
+    """Waits (bounded by --timeout) until every node holding a replica of `stream` has applied
+    as many metadata commands as the node this command talks to (which answered the last
+    change, so holds it). A stream of that name in any account counts: waiting on a node too
+    many is harmless."""
+    from broker.client.admin import ClusterAdminClient
+
+    credentials = credentials_from_arguments(args)
+    with ClusterAdminClient(args.endpoint, credentials=credentials) as here:
+        wanted = here.applied_commands()
+        status = here.cluster_status()
+    holders = {
+        node_id
+        for shard in status.shards
+        if shard.stream_name == stream or shard.stream_name.endswith(f"/{stream}")
+        for node_id in shard.replicas
+    }
+    for node in status.nodes:
+        if node.node_id not in holders:
+            continue
+        with ClusterAdminClient(node.api_address, credentials=credentials) as there:
+
+            def check(there: ClusterAdminClient = there) -> tuple[bool, str]:
+                applied = there.applied_commands()
+                return applied >= wanted, f"{applied} of {wanted} metadata commands applied"
+
+            wait_until(
+                check, timeout_s=args.timeout, what=f"node {node.node_id} applying {stream}'s key"
+            )

@@ -46,6 +46,13 @@ class ClusterAdminClient:
         )
         return status
 
+    def applied_commands(self) -> int:
+        """How many metadata commands this node has applied (its current image's count)."""
+        answer: pb.MetadataDigestResponse = self._call(
+            "MetadataDigest", pb.MetadataDigestRequest(), pb.MetadataDigestResponse
+        )
+        return answer.applied_commands
+
     def add_voter(self, raft_address: str) -> None:
         self._call("AddVoter", pb.AddVoterRequest(raft_address=raft_address), pb.AddVoterResponse)
 

@@ -3,8 +3,10 @@
 Goal (issue 16 item 5): a backup copies a stream's records (with their shard and order),
 lineage, settings, tags and consumers to a bucket or a directory, incrementally; a restore on
 another cluster recreates the stream with the same shard ids, lineage and per-shard record
-order. Method: two single-node clusters (separate processes and data), moto's S3 server on
-loopback reached through AWS_ENDPOINT_URL_S3, the CLI as an operator runs it.
+order, and its encryption: a stream backed up encrypted is restored encrypted under the same
+KeyId, no restored record ever stored in the clear. Method: two single-node clusters (separate
+processes and data), moto's S3 server on loopback reached through AWS_ENDPOINT_URL_S3, the
+CLI as an operator runs it.
 """
 
 from __future__ import annotations
@@ -123,13 +125,32 @@ async def checkpoint_shard_0(endpoint: str, sequence_number: str) -> None:
         assert isinstance(done, Lease), done
 
 
+PAYLOAD = b"order-payload-"  # every record's data starts with it: the disk scan looks for it
+
+
+def stored_bytes(node: NodeProcess) -> bytes:
+    """Every file of the node's shard log (RocksDB's SSTs and WAL), read while it runs."""
+    log = node.data_dir / "log"
+    return b"".join(path.read_bytes() for path in log.rglob("*") if path.is_file())
+
+
+def encryption(endpoint: str, stream: str) -> tuple[str, str | None]:
+    with ShoalClient(endpoint) as client:
+        summary = client.call("DescribeStreamSummary", {"StreamName": stream})
+    return summary["StreamDescriptionSummary"]["EncryptionType"], summary[
+        "StreamDescriptionSummary"
+    ].get("KeyId")
+
+
 def put(endpoint: str, stream: str, keys: range, tag: str) -> None:
     with ShoalClient(endpoint) as client:
         client.call(
             "PutRecords",
             {
                 "StreamName": stream,
-                "Records": [{"PartitionKey": f"k{i}", "Data": f"{tag}-{i}".encode()} for i in keys],
+                "Records": [
+                    {"PartitionKey": f"k{i}", "Data": PAYLOAD + f"{tag}-{i}".encode()} for i in keys
+                ],
             },
         )
 
@@ -169,6 +190,11 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
                 ]["StreamARN"]
                 client.call("RegisterStreamConsumer", {"StreamARN": arn, "ConsumerName": "app"})
             put(source.endpoint, "orders", range(50), "first")
+            with ShoalClient(source.endpoint) as client:  # its first records stay clear here
+                client.call(
+                    "StartStreamEncryption",
+                    {"StreamName": "orders", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
+                )
             with ShoalClient(source.endpoint) as client:
                 shard_0 = read_shard(client, "orders", "shardId-000000000000")
             checkpointed = shard_0[4]["SequenceNumber"]
@@ -200,6 +226,12 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
             assert stream_contents(target.endpoint, "orders") == stream_contents(
                 source.endpoint, "orders"
             )
+            # Restored encrypted, under the same KeyId, before its first record: none of the
+            # records is on the target's disk in the clear (the scan can see one: the
+            # source's records written before its encryption are there in the clear).
+            assert PAYLOAD in stored_bytes(source)
+            assert PAYLOAD not in stored_bytes(target), "a restored record is stored in the clear"
+            assert encryption(target.endpoint, "orders") == ("KMS", "alias/aws/kinesis")
             sequence_map = json.loads(mapping.read_text())
             assert len(sequence_map) == 120
             # The consumer's lease came along, its checkpoint on the same record's new number.
@@ -223,6 +255,8 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
         )
         copy = stream_contents(target.endpoint, "orders-copy")
         assert copy["shards"] == stream_contents(source.endpoint, "orders")["shards"]
+        assert encryption(target.endpoint, "orders-copy") == ("KMS", "alias/aws/kinesis")
+        assert PAYLOAD not in stored_bytes(target), "a restored record is stored in the clear"
     finally:
         source.terminate()
         target.terminate()

@@ -67,7 +67,7 @@ def test_faults_and_elections_happen() -> None:
     assert acknowledged > 0
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(3))
 def test_seed_with_the_real_controller(seed: int) -> None:
     """The replica cluster with its leader changes decided by the real controller
     (broker/sim/control.py: ControllerCore over the real state machine, Prepares and promises
@@ -82,13 +82,13 @@ def test_seed_with_the_real_controller(seed: int) -> None:
 def test_the_real_controller_decides() -> None:
     """Not vacuous: across a few seeds the real controller fenced silent nodes and unfenced
     them, moved leaderships off unavailable nodes and back to the preferred replica,
-    prepared again after a change that did not commit, and was replaced by new terms; the
-    leader changes it committed are the ones the nodes led in."""
+    prepared again after a change that did not commit, dropped an absent node's replica
+    and added its replacement, and was replaced by new terms."""
     decided: Counter[str] = Counter()
     terms = committed = acknowledged = 0
-    for seed in range(6):
+    for seed in range(4):
         cluster = new_cluster(seed, controlled_config(seed))
-        while cluster.world.steps < DEFAULT_STEPS and cluster.step():
+        while cluster.world.steps < 2_000 and cluster.step():
             pass
         controller = cluster.controller
         assert controller is not None
@@ -96,9 +96,8 @@ def test_the_real_controller_decides() -> None:
         terms += controller.terms - 1
         committed += controller.elections_committed
         acknowledged += cluster.workload.acknowledged_count
-    assert {"FenceNode", "UnfenceNode", "leader_unavailable", "preferred", "re_prepare"} <= set(
-        decided
-    ), decided
+    kinds = {"FenceNode", "UnfenceNode", "leader_unavailable", "preferred", "re_prepare"}
+    assert kinds | {"remove_replica", "add_replica"} <= set(decided), decided
     assert terms > 0
     assert committed > 0
     assert acknowledged > 0

@@ -10,7 +10,7 @@ import hmac
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker import limits
@@ -205,6 +205,7 @@ NAMES = st.text(
 )
 
 
+@settings(max_examples=40)
 @given(positions, NAMES)
 def test_a_token_carries_its_streams_name_within_awss_length(
     position: IteratorPosition, name: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from broker.meta.image import ReshardKind, ReshardRequest, ShardState, StreamMeta, StreamStatus
@@ -42,6 +42,7 @@ def _uniform(target: int) -> ReshardRequest:
     return ReshardRequest(kind=ReshardKind.UNIFORM_SCALING, target_shard_count=target)
 
 
+@settings(max_examples=40)
 @given(
     current=st.integers(min_value=1, max_value=8),
     data=st.data(),
