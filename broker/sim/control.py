@@ -409,7 +409,20 @@ class SimController:
         self._world.schedule(
             self._timing.settings.replica_rpc_timeout_ms,
             f"prepare timeout {uid} e{epoch}",
-            lambda: self._end_round(current, None),
+            lambda: self._end_round(current, self._choice_once_answered(current)),
+        )
+
+    @staticmethod
+    def _choice_once_answered(current: _Round) -> NodeId | None:
+        """The shell's second try once every target answered or failed (`Controller._prepare`):
+        `choose_leader` with the current epoch (half of an even set may then choose)."""
+        action = current.action
+        return controller_core.choose_leader(
+            current.promises,
+            replicas=action.replicas,
+            new_replicas=action.new_replicas,
+            eligible=action.eligible,
+            epoch=action.epoch,
         )
 
     def _caught_up(self, action: EpochChange) -> bool:
@@ -443,6 +456,8 @@ class SimController:
                 new_replicas=action.new_replicas,
                 eligible=action.eligible,
             )
+            if leader is None and len(current.promises) == len(current.targets):
+                leader = self._choice_once_answered(current)
             if leader is not None or len(current.promises) == len(current.targets):
                 self._end_round(current, leader)
 

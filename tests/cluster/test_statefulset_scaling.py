@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.errors import ErrorCode, ShoalError
 from tests.cluster.helpers import Producer, check_no_loss, cluster_status
 from tests.support import REPO, NodeProcess, free_port, node_host, serving, wait_until
 
@@ -47,9 +48,14 @@ class StatefulSet:
             "SHOAL_NODE_ID": f"shoal-{ordinal}",
             "SHOAL_PEERS_FROM_DNS": f"127.0.0.{{{first}..{last}}}:{self.ports['raft']}",
             "SHOAL_HEARTBEAT_INTERVAL_MS": "100",
-            "SHOAL_SESSION_TIMEOUT_MS": "1000",
+            # Short enough for a quick test, long enough that a loaded machine (load 33-45 in
+            # parallel runs) does not take a live pod for gone: with 1 s / 3 s a starved
+            # shoal-3 was fenced, then REMOVED as absent (it held nothing yet) while running;
+            # with 6 s a new pod took 9.7 s from its registration to serving (the controller's
+            # probe was refused meanwhile, so it was fenced) and was REMOVED 0.6 s before.
+            "SHOAL_SESSION_TIMEOUT_MS": "2000",
             "SHOAL_CONTROLLER_PASS_INTERVAL_MS": "50",
-            "SHOAL_ABSENT_NODE_REPLACE_AFTER_MS": "3000",
+            "SHOAL_ABSENT_NODE_REPLACE_AFTER_MS": "12000",
             "SHOAL_RAFT_PASSWORD": "statefulset-test-secret",
         }
         pod.start()
@@ -90,8 +96,19 @@ def test_scale_up_then_down_without_a_manual_step(tmp_path: Path) -> None:
         )
         from broker.client.grpc_client import ShoalClient
 
-        with ShoalClient(first) as client:
-            client.call("CreateStream", {"StreamName": "orders", "ShardCount": 6})
+        def created() -> bool:
+            """A voter fenced for a moment under load leaves two ACTIVE nodes for three
+            replicas (LimitExceeded "Cannot place"): ask again until it is back."""
+            try:
+                with ShoalClient(first) as client:
+                    client.call("CreateStream", {"StreamName": "orders", "ShardCount": 6})
+            except ShoalError as error:
+                if error.code is ErrorCode.LIMIT_EXCEEDED and "Cannot place" in error.message:
+                    return False
+                raise
+            return True
+
+        wait_until(created, deadline_s=60, what="the stream created on three ACTIVE nodes")
         wait_until(lambda: serving(first), deadline_s=30, what="stream")
         producer = Producer([p.endpoint for p in sts.pods.values()], "orders").start()
         producer.wait_acknowledged(200)
@@ -105,12 +122,7 @@ def test_scale_up_then_down_without_a_manual_step(tmp_path: Path) -> None:
             if len(seen) != 5 or any(state != "ACTIVE" for state, _, _ in seen.values()):
                 return False
             held = [replicas for _, _, replicas in seen.values()]
-            # And no replica change in flight: every open shard has its three replicas and a
-            # leader (a node stopped in the middle of a change that includes it can leave a set
-            # one short whose leader change waits for it: the known gap in docs/ARCHITECTURE.md).
-            shards = [s for s in cluster_status(first).shards if s.state != "CLOSED"]
-            settled = all(len(s.replicas) == 3 and s.leader for s in shards)
-            return max(held) - min(held) <= 1 and settled
+            return max(held) - min(held) <= 1
 
         try:
             wait_until(balanced, deadline_s=60, what="the new pods to take their share")
@@ -150,10 +162,14 @@ def test_scale_up_then_down_without_a_manual_step(tmp_path: Path) -> None:
         producer.wait_acknowledged(len(producer.acknowledged) + 200)
         producer.stop()
         assert not producer.lost
-        status = cluster_status(first)
-        for shard in status.shards:
-            if shard.state != "CLOSED":
-                assert sorted(shard.replicas) == ["shoal-0", "shoal-1", "shoal-2"], shard
+
+        def on_the_three() -> bool:
+            """Every open shard on the three that remain (under load a voter fenced a moment
+            ago may still be getting its replica back: a set of two being repaired)."""
+            shards = [s for s in cluster_status(first).shards if s.state != "CLOSED"]
+            return all(sorted(s.replicas) == ["shoal-0", "shoal-1", "shoal-2"] for s in shards)
+
+        wait_until(on_the_three, deadline_s=90, what="every open shard on shoal-0..2")
         check_no_loss(first, "orders", producer.acknowledged)
     except BaseException:
         print(sts.logs())

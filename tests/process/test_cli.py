@@ -31,7 +31,7 @@ def test_cli_round_trip(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "node")
     node.start()
     try:
-        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="node to serve")
+        wait_until(lambda: serving(node.endpoint), deadline_s=120, what="node to serve")
         created = shoal(node.endpoint, "create-stream", "clicks", "--shard-count", "2")
         assert created.returncode == 0, created.stderr
         assert "created stream clicks" in created.stdout

@@ -44,7 +44,7 @@ def test_wait_follow_and_delete(tmp_path: Path) -> None:
     node.start()
     follower: subprocess.Popen[str] | None = None
     try:
-        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="node to serve")
+        wait_until(lambda: serving(node.endpoint), deadline_s=120, what="node to serve")
         created = shoal(node.endpoint, "create-stream", "s", "--shard-count", "1", "--wait")
         assert created.returncode == 0, created.stderr
         assert created.stdout.strip() == "created stream s (ACTIVE)"

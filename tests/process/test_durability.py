@@ -25,7 +25,7 @@ def test_kill_9_after_acknowledgement_loses_nothing(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "node")
     node.start()
     try:
-        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="node to serve")
+        wait_until(lambda: serving(node.endpoint), deadline_s=120, what="node to serve")
         acknowledged: dict[bytes, tuple[str, str]] = {}
         lock = threading.Lock()
         with ShoalClient(node.endpoint) as client:

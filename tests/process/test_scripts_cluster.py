@@ -76,7 +76,7 @@ def test_one_node_dying_leaves_the_others_serving(tmp_path: Path) -> None:
         )
     try:
         wait_until(
-            lambda: all(serving(e) for e in endpoints), deadline_s=90, what="three nodes serving"
+            lambda: all(serving(e) for e in endpoints), deadline_s=180, what="three nodes serving"
         )
         with ShoalClient(endpoints[0]) as client:
             client.call("CreateStream", {"StreamName": "s", "ShardCount": 2})

@@ -202,7 +202,7 @@ def test_json_logs_and_unknown_variables(tmp_path: Path) -> None:
     )
     node.start()
     try:
-        wait_until(lambda: serving(node.endpoint), deadline_s=60, what="node to serve")
+        wait_until(lambda: serving(node.endpoint), deadline_s=120, what="node to serve")
     finally:
         node.terminate()
     lines = node.log_text().splitlines()
