@@ -81,6 +81,7 @@ from broker.rpc.node_service import ClusterView
 from broker.service.account import stream_limits_view, update_stream_limits
 from broker.service.context import CURRENT_CALLER
 from broker.service.kinesis import KinesisService
+from broker.service.records import shaped_answer
 from broker.streams import namespaces
 from broker.streams.internal_names import is_internal
 from broker.types import StreamName
@@ -979,8 +980,10 @@ class ConsoleService:
         """One Kinesis operation exactly as the API doors run it."""
         if not validated:
             validate_request(operation, request)
-        answer: dict[str, Any] = await self._kinesis_calls.call(operation, request, visitor.caller)
-        return answer
+        answer = await self._kinesis_calls.call(operation, request, visitor.caller)
+        # The console's caller is of the AWS door ("http"), whose GetRecords answers a
+        # ShardPage that the door writes itself: the console reads record dicts.
+        return shaped_answer(answer)
 
     async def _call_native(self, operation: str, request: dict[str, Any], visitor: Visitor) -> None:
         """One operation of the native LimitsService, as its gRPC door runs it, in the
