@@ -65,7 +65,7 @@ from broker.meta.image import MetadataImage, NodeState, ShardState, StreamMode
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from broker.meta.state_machine import apply
 from broker.replication.messages import Prepare, Promise, ReplicationMessage
-from broker.sim.controller import ControllerViolation
+from broker.sim.controller import ControllerViolation, check_replica_set
 from broker.sim.quorum import CONTROLLER, ShardImage
 from broker.sim.world import World
 from broker.types import NodeId, ShardUid, StreamName
@@ -258,14 +258,7 @@ class SimController:
     def _check_image(self) -> None:
         for stream in self.image.streams.values():
             for shard in stream.shards:
-                if len(set(shard.replicas)) != len(shard.replicas):
-                    raise ControllerViolation(
-                        "ReplicasDistinct", f"{shard.shard_id}: {shard.replicas}"
-                    )
-                if shard.leader is not None and shard.leader not in shard.replicas:
-                    raise ControllerViolation(
-                        "LeaderIsReplica", f"{shard.shard_id}: {shard.leader} of {shard.replicas}"
-                    )
+                check_replica_set(shard.shard_id, shard)
 
     def _refresh_shards(self) -> None:
         stream = self.image.streams.get(STREAM)

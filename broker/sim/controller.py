@@ -42,7 +42,14 @@ from broker.meta.controller_core import (
     UnfenceNode,
     choose_leader,
 )
-from broker.meta.image import MetadataImage, NodeState, ReshardKind, ShardState, StreamMode
+from broker.meta.image import (
+    MetadataImage,
+    NodeState,
+    ReshardKind,
+    ShardMeta,
+    ShardState,
+    StreamMode,
+)
 from broker.meta.state_machine import apply
 from broker.streams.hash_keys import tiles_hash_space
 from broker.types import NodeId, Offset, ShardIndex, StreamName
@@ -64,6 +71,15 @@ class ControllerViolation(Exception):
     def __init__(self, name: str, detail: str) -> None:
         self.name = name
         super().__init__(f"{name}: {detail}")
+
+
+def check_replica_set(where: str, shard: ShardMeta) -> None:
+    """The placement invariants of one shard: its replicas on distinct nodes (ReplicasDistinct)
+    and its leader one of them (LeaderIsReplica)."""
+    if len(set(shard.replicas)) != len(shard.replicas):
+        raise ControllerViolation("ReplicasDistinct", f"{where}: {shard.replicas}")
+    if shard.leader is not None and shard.leader not in shard.replicas:
+        raise ControllerViolation("LeaderIsReplica", f"{where}: {shard.leader} of {shard.replicas}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,14 +126,7 @@ class _Run:
                     "HashKeysCoveredOnce", f"stream {stream.name}: live ranges {sorted(live)}"
                 )
             for shard in stream.shards:
-                if len(set(shard.replicas)) != len(shard.replicas):
-                    raise ControllerViolation(
-                        "ReplicasDistinct", f"{stream.name} {shard.shard_id}: {shard.replicas}"
-                    )
-                if shard.leader is not None and shard.leader not in shard.replicas:
-                    raise ControllerViolation(
-                        "LeaderIsReplica", f"{stream.name} {shard.shard_id}: {shard.leader}"
-                    )
+                check_replica_set(f"{stream.name} {shard.shard_id}", shard)
 
     # --- The world ------------------------------------------------------------------------
 
