@@ -77,11 +77,7 @@ def runs_bytes(
             arrival = arrivals[run.arrival_ms] = arrival_field(datetime_from_ms(run.arrival_ms))
         encryption = _KMS if run.encrypted else b""
         base, shift = number_base(run.arrival_ms)
-        first = run.first_offset
-        numbers = [
-            str(base | (offset << shift)).encode()
-            for offset in range(first, first + run.record_count)
-        ]
+        numbers = run.sequence_numbers(base, shift)
         # Per record: three tags and the number's one length byte (under 128 digits), the
         # arrival and encryption fields, then what varies.
         fixed = 4 + len(arrival) + len(encryption)

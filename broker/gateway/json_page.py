@@ -65,11 +65,7 @@ def runs_json(
         arrival = orjson.dumps(run.arrival_ms / 1000)
         tail = b'","EncryptionType":"KMS"}' if run.encrypted else b'"}'
         base, shift = number_base(run.arrival_ms)
-        first = run.first_offset
-        numbers = [
-            str(base | (offset << shift)).encode()
-            for offset in range(first, first + run.record_count)
-        ]
+        numbers = run.sequence_numbers(base, shift)
         value = run.value
         position = run.start
         for number in numbers:

@@ -194,6 +194,15 @@ class RecordRun(NamedTuple):
     end: int
     size_bytes: int
 
+    def sequence_numbers(self, base: int, shift: int) -> list[bytes]:
+        """The run's sequence numbers as ASCII digits, in a layout where a record's number is
+        `base | (offset << shift)` (the service computes base and shift once per batch)."""
+        first = self.first_offset
+        return [
+            str(base | (offset << shift)).encode()
+            for offset in range(first, first + self.record_count)
+        ]
+
 
 class RecordPage(Sequence[StoredRecord]):
     """The records one read returns (`LogStore.read_page`), kept as runs of stored batch
