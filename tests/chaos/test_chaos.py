@@ -197,7 +197,10 @@ def test_no_anomalies_under_process_network_and_disk_faults(
         print(cluster.logs())
         raise
     print(result.format())
-    detail = f"{result.format()}\n{'' if result.report.ok else cluster.logs()}"
+    # The nodes' logs whenever the run fails, also when only a heal timed out (a node not
+    # caught up, fewer faults than required): the cause is in them.
+    passed = result.report.ok and result.converged and result.faults >= 3
+    detail = f"{result.format()}\n{'' if passed else cluster.logs()}"
     assert result.report.ok, detail
     assert result.converged, detail
     assert result.faults >= 3, detail
