@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +330,7 @@ async def test_a_reshard_under_a_stale_shard_map_stores_every_record_once(
 
 
 async def test_a_reshard_still_updating_is_judged_once_its_shards_are_listed(
-    tmp_path: Path, clock: ManualClock
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the reshard keeps the stream UPDATING, its listing shows the old shard (as AWS's
     does) though records already land in the children: the producer waits until the children
@@ -338,9 +338,23 @@ async def test_a_reshard_still_updating_is_judged_once_its_shards_are_listed(
     node = Node(node_config(tmp_path / "node", stream_updating_ms=60_000), clock=clock)
     await node.start()
     client = AsyncShoalClient(f"127.0.0.1:{node.grpc_port}")
+    listed = asyncio.Event()  # a ListShards answered since the reshard
+    call = client.call
+
+    async def counting_call(
+        operation: str, request: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        answer = await call(operation, request)
+        if operation == "ListShards":
+            listed.set()
+        return answer
+
+    monkeypatch.setattr(client, "call", counting_call)
 
     async def updating_ends() -> None:
-        await asyncio.sleep(0.3)  # the producer meets the old listing first
+        # The producer meets the old listing first (the one UPDATING shows), then it ends.
+        listed.clear()
+        await asyncio.wait_for(listed.wait(), timeout=30)
         clock.advance(ms=60_000)
 
     try:
