@@ -191,6 +191,12 @@ replication_inbox_messages_max = 10_000
 replication_send_queue_max = 1_000  # per peer
 replication_reconnect_ms_min = 50  # a broken peer stream is reopened after this, doubling
 replication_reconnect_ms_max = 1_000
+# The framed replication port (rpc/framed.py): one frame carries one envelope, as large as a
+# gRPC message may be; the listener's frames to a dialler (challenge, accept, pongs) are tiny.
+# A connection must be admitted (TLS handshake, challenge, signed hello) within the timeout.
+replication_frame_bytes_max = 64 * MiB
+replication_frame_control_bytes_max = 4 * KiB
+replication_hello_timeout_ms = 5_000
 # A producer waits this long for its records to commit on a majority; then its append is an
 # unknown outcome (routed again), which happens only while a majority of replicas is away.
 replication_commit_timeout_ms = 10_000

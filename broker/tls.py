@@ -24,7 +24,13 @@ Certificates are re-read when their files change (size or modification time), wh
 Kubernetes Secret volumes and cert-manager rotate them: the server's fetcher runs before each
 new handshake, and `PeerCredentials` checks at most every `check_interval_ms` so that
 `rpc.channels.Channels` can rebuild its channels with the renewed client certificate.
-Connections already open keep the certificate they were opened with. The Raft port is not
+Connections already open keep the certificate they were opened with.
+
+The framed replication port (`replication_port`, broker/rpc/framed.py) uses the same files and
+the same rule through Python's `ssl`: `SslContexts` gives its listener a context that requires
+a client certificate signed by the CA (with `tls_client_auth = "require"`) and its dialler one
+that presents the node's certificate and verifies the listener's against the CA and the
+address it dialled, as gRPC does; both are rebuilt when the files change. The Raft port is not
 covered here: pysyncobj speaks its own TCP protocol, protected by `raft_password` (Fernet:
 AES-128-CBC and HMAC-SHA256 over every message), see docs/operations.md.
 
@@ -36,6 +42,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -184,6 +191,80 @@ class PeerCredentials:
                 self._generation += 1
                 log.info("tls_peer_certificate_reloaded", extra={"generation": self._generation})
         return self._generation, self._credentials
+
+
+class SslContexts:
+    """`ssl` contexts of the framed replication port from the node's TLS files, rebuilt when
+    the files change (looked at most every `check_interval_ms`). A listener's context keeps
+    serving: each handshake switches to the newest server context (`sni_callback` runs for
+    every handshake, with or without a server name). Loop-bound."""
+
+    def __init__(
+        self,
+        files: TlsFiles,
+        *,
+        clock: Clock,
+        check_interval_ms: int = PEER_CHECK_INTERVAL_MS,
+    ) -> None:
+        self._files = files
+        self._clock = clock
+        self._check_interval_ms = check_interval_ms
+        self._material = _read(files)  # raises OSError / ValueError: the node does not start
+        self._server = self._server_context()
+        self._client = self._client_context()
+        self._checked_ms = clock.monotonic_ms()
+
+    def _server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self._files.cert_file, self._files.key_file)
+        if self._material.ca is not None:
+            context.load_verify_locations(cadata=self._material.ca.decode("ascii"))
+        context.verify_mode = (
+            ssl.CERT_REQUIRED if self._files.require_client_auth else ssl.CERT_NONE
+        )
+        return context
+
+    def _client_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the server and its name
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self._material.ca is not None:
+            context.load_verify_locations(cadata=self._material.ca.decode("ascii"))
+        else:
+            context.load_default_certs()
+        context.load_cert_chain(self._files.cert_file, self._files.key_file)
+        return context
+
+    def _refresh(self) -> None:
+        now_ms = self._clock.monotonic_ms()
+        if now_ms - self._checked_ms < self._check_interval_ms:
+            return
+        self._checked_ms = now_ms
+        fresh = _changed(self._files, self._material)
+        if fresh is None:
+            return
+        try:
+            self._material = fresh
+            self._server, self._client = self._server_context(), self._client_context()
+        except (OSError, ValueError, ssl.SSLError) as error:
+            log.warning("tls_reload_failed", extra={"error": str(error)})
+            return
+        log.info("tls_replication_certificate_reloaded", extra={"file": str(self._files.cert_file)})
+
+    def listener(self) -> ssl.SSLContext:
+        """The context to listen with: it hands each handshake to the newest server context."""
+        base = self._server_context()
+
+        def newest(connection: ssl.SSLObject, name: str | None, context: ssl.SSLContext) -> None:
+            self._refresh()
+            connection.context = self._server
+
+        base.sni_callback = newest
+        return base
+
+    def dialler(self) -> ssl.SSLContext:
+        self._refresh()
+        return self._client
 
 
 def node_files(config: Config) -> TlsFiles | None:
