@@ -257,6 +257,12 @@ class Config:
     # A plaintext gRPC port serving only the health checking protocol (liveness, readiness),
     # for probes that cannot speak (mutual) TLS such as the kubelet's gRPC probe. None: off.
     health_port: int | None = None
+    # The framed replication port (broker/rpc/framed.py): the other nodes send this node their
+    # Append/AppendAck messages over one persistent TCP connection each (TLS with the files
+    # above, and the node signature of `raft_password`) instead of the gRPC Replicate stream.
+    # Advertised in the node's registration; a peer reaches a node that advertises none (or
+    # a cluster below the metadata format that carries it) over gRPC. None: off.
+    replication_port: int | None = None
     # SigV4 access keys as "ACCESS_KEY_ID:SECRET" pairs. Empty: requests are not
     # authenticated (the development default of `scripts/serve`); any key: every request must
     # be signed by one of them.
@@ -372,6 +378,11 @@ class Config:
             raise ValueError("tls_client_auth must be require or none")
         if self.health_port is not None and not 0 <= self.health_port <= 65_535:
             raise ValueError(f"health_port must be a TCP port, got {self.health_port}")
+        if self.replication_port is not None and not 1 <= self.replication_port <= 65_535:
+            # Advertised before it is bound: 0 (any free port) cannot be told to the others.
+            raise ValueError(
+                f"replication_port must be a TCP port from 1, got {self.replication_port}"
+            )
         for pair in self.aws_credentials:
             key_id, _, secret = pair.partition(":")
             if not key_id or not secret:
@@ -428,7 +439,14 @@ class Config:
         """Two of this node's own listeners on one port: refused here, not at bind time."""
         named = [
             (name, getattr(self, name))
-            for name in ("grpc_port", "raft_port", "http_port", "metrics_port", "health_port")
+            for name in (
+                "grpc_port",
+                "raft_port",
+                "http_port",
+                "metrics_port",
+                "health_port",
+                "replication_port",
+            )
         ]
         seen: dict[int, str] = {}
         for name, port in named:
@@ -474,6 +492,13 @@ class Config:
     def api_address(self) -> str:
         """Where clients and other nodes reach this node's gRPC API."""
         return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def replication_address(self) -> str:
+        """Where the other nodes reach this node's framed replication port ("" when off)."""
+        if self.replication_port is None:
+            return ""
+        return f"{self.host}:{self.replication_port}"
 
     @property
     def http_address(self) -> str:
@@ -543,6 +568,7 @@ _SETTINGS: dict[str, type] = {
     "tls_ca_file": Path,
     "tls_client_auth": str,
     "health_port": int,
+    "replication_port": int,
     "aws_credentials": tuple,
     "peers": tuple,
     "join": tuple,

@@ -105,7 +105,11 @@ from broker.meta.controller import Controller
 from broker.meta.controller_core import ControllerSettings, stranded_by_leaving
 from broker.meta.frontend import MetadataFrontend
 from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardState
-from broker.meta.metadata_format import METADATA_FORMAT_MAX, RESEALED_SECRETS_LEVEL
+from broker.meta.metadata_format import (
+    METADATA_FORMAT_MAX,
+    REPLICATION_ADDRESS_LEVEL,
+    RESEALED_SECRETS_LEVEL,
+)
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
 from broker.meta.quorum import QuorumConfig
 from broker.metrics import ClusterView as MetricsClusterView
@@ -115,8 +119,10 @@ from broker.replication.driver import ReplicationDriver
 from broker.replication.scrubber import Scrubber, ScrubSettings
 from broker.rpc.channels import SERVER_OPTIONS, Channels
 from broker.rpc.forwarder import GrpcShardForwarder
+from broker.rpc.framed import FramedListener, FramedSettings, FramedTransport
 from broker.rpc.node_service import ClusterView, admin_handler, node_handler
 from broker.rpc.peers import GrpcReplicaControl, send_heartbeat
+from broker.rpc.routed import RoutedTransport
 from broker.rpc.transport import GrpcTransport, InboundStreams, replication_handler
 from broker.service.context import ServiceContext, shard_throttles
 from broker.service.in_process import LocalKinesis, LocalLeaseClient
@@ -171,6 +177,7 @@ class Node:
         self._background: asyncio.Task[None] | None = None
         self._layout: QuorumLayout | None = None
         self._inbound = InboundStreams()
+        self._framed_listener: FramedListener | None = None  # with replication_port
         self.driver: ReplicationDriver | None = None
         self.controller: Controller | None = None
         self.autoscaler: Autoscaler | None = None  # on-demand scaling (acts while leading)
@@ -280,8 +287,12 @@ class Node:
             if config.access_control
             else (),
         )
-        transport = GrpcTransport(
-            node_id=self.node_id, channels=self._channels, resolve=self._address_of
+        transport = RoutedTransport(
+            grpc=GrpcTransport(
+                node_id=self.node_id, channels=self._channels, resolve=self._address_of
+            ),
+            framed=self._framed_transport(),
+            framed_address=self._replication_address_of,
         )
         self.driver = ReplicationDriver(
             node_id=self.node_id,
@@ -402,6 +413,7 @@ class Node:
             channels.handlers(), resource_arn=CHANNEL_ARN, tagging=channels.tagging()
         )
         await self._start_grpc(shards)
+        await self._start_framed_listener()
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
         self._background.add_done_callback(self._on_background_done)
@@ -458,6 +470,7 @@ class Node:
                         http_address=config.http_address,
                         raft_address="" if layout.read_only else layout.self_address,
                         voter=not layout.read_only,
+                        replication_address=self._advertised_replication_address(metadata),
                     )
                 )
                 assert isinstance(node, NodeMeta)
@@ -475,6 +488,22 @@ class Node:
                     log.info("node_join_waiting", extra={"reason": error.message})
                     next_log_at = loop.time() + _JOIN_WAIT_LOG_INTERVAL_S
                 await asyncio.sleep(_START_RETRY_S)  # a retry pause, not a synchronisation
+
+    def _advertised_replication_address(self, metadata: MetadataFrontend) -> str:
+        """The framed replication address to register: "" while the port is off, or while the
+        cluster's metadata format cannot carry it (peers then reach this node over gRPC; it
+        registers the address at its first start after the format is raised)."""
+        address = self.config.replication_address
+        if address and metadata.image().metadata_format < REPLICATION_ADDRESS_LEVEL:
+            log.info(
+                "replication_port_not_advertised",
+                extra={
+                    "metadata_format": metadata.image().metadata_format,
+                    "needs": REPLICATION_ADDRESS_LEVEL,
+                },
+            )
+            return ""
+        return address
 
     async def _start_quorum(self) -> None:
         assert self._quorum is not None
@@ -501,6 +530,51 @@ class Node:
                     "the Raft port can read and change the metadata"
                 },
             )
+
+    def _framed_transport(self) -> FramedTransport | None:
+        """The sender of the framed replication port, when this node has the port."""
+        if self.config.replication_port is None:
+            return None
+        contexts = None if self._tls is None else tls.SslContexts(self._tls, clock=self.clock)
+        return FramedTransport(
+            node_id=self.node_id,
+            resolve=self._replication_address_of,
+            settings=FramedSettings(raft_password=self.config.raft_password),
+            clock=self.clock,
+            ssl_context=None if contexts is None else contexts.dialler,
+        )
+
+    def _replication_address_of(self, node_id: NodeId) -> str | None:
+        """The peer's framed replication address; None: reach it over gRPC."""
+        assert self._metadata is not None
+        node = self._metadata.image().nodes.get(node_id)
+        if node is None or node.state is NodeState.REMOVED or not node.replication_address:
+            return None
+        return node.replication_address
+
+    async def _start_framed_listener(self) -> None:
+        """The framed replication port (`Config.replication_port`), when set."""
+        config = self.config
+        if config.replication_port is None:
+            return
+        assert self.driver is not None
+        try:
+            contexts = None if self._tls is None else tls.SslContexts(self._tls, clock=self.clock)
+        except (OSError, ValueError) as error:
+            raise startup.tls_files_unusable(error) from error
+        listener = FramedListener(
+            self.driver,
+            settings=FramedSettings(raft_password=config.raft_password),
+            clock=self.clock,
+            ssl_context=None if contexts is None else contexts.listener(),
+        )
+        try:
+            await listener.start(config.bind_host, config.replication_port)
+        except OSError as error:
+            raise startup.port_in_use(
+                "replication_port", config.bind_host, config.replication_port, error
+            ) from error
+        self._framed_listener = listener
 
     def _address_of(self, node_id: NodeId) -> str | None:
         assert self._metadata is not None
@@ -828,7 +902,7 @@ class Node:
 
     # --- Background work ----------------------------------------------------------------------
 
-    async def _run_background(self, ctx: ServiceContext, transport: GrpcTransport) -> None:
+    async def _run_background(self, ctx: ServiceContext, transport: RoutedTransport) -> None:
         """Owns every background task; they run until stop() cancels this one."""
         assert self.driver is not None
         assert self.controller is not None
@@ -1372,8 +1446,14 @@ class Node:
                 if left:
                     log.warning("stopping_with_producers_waiting", extra={"waiting": left})
             self._inbound.close()  # peers' replication streams never end by themselves
+            if self._framed_listener is not None:
+                await self._framed_listener.close()
+                self._framed_listener = None
             await self._server.stop(_GRPC_STOP_GRACE_S)
             self._server = None
+        if self._framed_listener is not None:  # a start that failed before the gRPC server
+            await self._framed_listener.close()
+            self._framed_listener = None
         if self._health_server is not None:
             await self._health_server.stop(None)
             self._health_server = None

@@ -34,7 +34,14 @@ from broker.config import Config, setting_source
 DATA_DIR_MARKER = "shoal-data.json"
 _MARKER_VERSION = 1
 _PROBE_NAME = ".shoal-write-probe"
-_PORT_SETTINGS = ("grpc_port", "http_port", "raft_port", "metrics_port", "health_port")
+_PORT_SETTINGS = (
+    "grpc_port",
+    "http_port",
+    "raft_port",
+    "metrics_port",
+    "health_port",
+    "replication_port",
+)
 
 
 class StartupError(Exception):

@@ -44,6 +44,12 @@ _PORT_RANGE = _worker_port_range(20_000, 32_000)
 _next_port = _PORT_RANGE[0] + (os.getpid() * 97) % (_PORT_RANGE[1] - _PORT_RANGE[0])
 
 
+def framed_replication() -> bool:
+    """Do the node processes of this test run replicate over their framed ports? (Set
+    TEST_REPLICATION_TRANSPORT=framed to run a suite that way; gRPC otherwise.)"""
+    return os.environ.get("TEST_REPLICATION_TRANSPORT", "grpc") == "framed"
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port that was free a moment ago on `host`, outside the ephemeral range."""
     global _next_port
@@ -107,6 +113,10 @@ class NodeProcess:
         self.grpc_port = free_port(host)
         self.raft_port = free_port(host)
         self.http_port = free_port(host)
+        # The framed replication port (broker/rpc/framed.py): on when the tests run with
+        # TEST_REPLICATION_TRANSPORT=framed, unless a test sets `framed` itself.
+        self.replication_port = free_port(host)
+        self.framed = framed_replication()
         self.extra_env = extra_env or {}
         self.cgroup_procs: Path | None = None
         # The working directory `python -m broker` runs from, so the `broker` package there is
@@ -139,6 +149,11 @@ class NodeProcess:
             "SHOAL_STREAM_UPDATING_MS": "0",
             "SHOAL_STREAM_DELETING_MS": "0",
             **({} if self.host == LOOPBACK else {"SHOAL_HOST": self.host}),
+            **(
+                {"SHOAL_REPLICATION_PORT": str(self.replication_port)}
+                if self.framed and self.code_dir == REPO
+                else {}
+            ),
             **self.extra_env,
         }
         command = [sys.executable, "-m", "broker", "serve"]

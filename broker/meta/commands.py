@@ -204,6 +204,7 @@ class RegisterNode:
     http_address: str
     raft_address: str
     voter: bool
+    replication_address: str = ""  # from REPLICATION_ADDRESS_LEVEL on (metadata_format.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -121,6 +121,9 @@ class NodeMeta:
     state: NodeState
     incarnation: int
     registered_ms: int  # the proposer's wall clock at the last registration
+    # The framed replication port's host:port ("" for none: peers replicate to it over gRPC),
+    # from the metadata format REPLICATION_ADDRESS_LEVEL on.
+    replication_address: str = ""
 
     def is_placeable(self) -> bool:
         """New replicas and leaderships may go here (ACTIVE only)."""

@@ -52,7 +52,7 @@ from broker.streams.sequence_numbers import api_form, stored_form
 # format 3 (issue 15: principals, access keys and identity policies; streams' data keys); 9
 # from format 4 on (delivery streams' transitional encryption states).
 IMAGE_FORMAT_VERSION = image_version(METADATA_FORMAT_MAX)
-_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, 8, 9, IMAGE_FORMAT_VERSION)
+_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, 8, 9, 10, IMAGE_FORMAT_VERSION)
 
 JsonValue = Any  # what json.loads returns; checked member by member while decoding
 

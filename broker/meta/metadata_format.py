@@ -83,6 +83,12 @@ VIDEO_EDGE_LEVEL = 5
 # encryption late may store the first records in the clear.
 ENCRYPTED_CREATION_LEVEL = 6
 
+# From this level on, a node registers the address of its framed replication port
+# (`replication_port`, broker/rpc/framed.py); peers send it their Append/AppendAck there rather
+# than over the gRPC Replicate stream. Below it (and for a node that registered below it, until
+# it registers again), peers reach it over gRPC, which every release serves.
+REPLICATION_ADDRESS_LEVEL = 7
+
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
         level=2,
@@ -228,6 +234,16 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         commands=frozenset(),
         members={"CreateStream": frozenset({"key_id", "data_key"})},
         summary="streams created encrypted (their first data key in CreateStream)",
+    ),
+    FormatChange(
+        level=REPLICATION_ADDRESS_LEVEL,
+        image_version=11,  # NodeMeta gains replication_address
+        commands=frozenset(),
+        members={
+            "RegisterNode": frozenset({"replication_address"}),
+            "NodeMeta": frozenset({"replication_address"}),
+        },
+        summary="nodes' framed replication addresses (replication_port)",
     ),
 )
 

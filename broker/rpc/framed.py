@@ -448,6 +448,9 @@ class FramedTransport:
                     extra={"peer": link.node_id, "error": str(error), "retry_ms": backoff_ms},
                 )
             else:
+                log.info(
+                    "replication_frames_connected", extra={"peer": link.node_id, "to": address}
+                )
                 backoff_ms = limits.replication_reconnect_ms_min
                 link.connection = connection
                 link.ready.clear()

@@ -72,6 +72,7 @@ def register_node(image: MetadataImage, command: RegisterNode) -> tuple[Metadata
         state=NodeState.DRAINING if draining else NodeState.ACTIVE,
         incarnation=incarnation,
         registered_ms=command.now_ms,
+        replication_address=command.replication_address,
     )
     return _with_node(image, node), node
 

@@ -1,0 +1,66 @@
+"""The node's replication `Transport` (replication/network.py): each message goes to its peer
+over the framed port when both nodes have one (this node's `replication_port` is set and the
+peer advertised its address in its registration), over the gRPC Replicate stream otherwise, so
+a peer on an older release, or one with the port off, is reached as before (rolling upgrades).
+
+The choice is made per message from the current metadata image, so a peer that re-registers
+with or without the port moves to the other path at once. Neither path promises order or
+delivery across the switch, and none is needed (the replica core resends). Repair reads
+(`fetch_batches`) stay unary gRPC calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from broker.log.records import AppendBatch
+from broker.replication.messages import Envelope
+from broker.rpc.framed import FramedTransport
+from broker.rpc.transport import GrpcTransport, TransportStatistics
+from broker.types import NodeId, Offset, ShardUid
+
+
+class RoutedTransport:
+    """`Transport` over `framed` for the peers `framed_address` knows, `grpc` for the rest."""
+
+    def __init__(
+        self,
+        *,
+        grpc: GrpcTransport,
+        framed: FramedTransport | None,
+        framed_address: Callable[[NodeId], str | None],
+    ) -> None:
+        self._grpc = grpc
+        self._framed = framed
+        self._framed_address = framed_address
+
+    def send(self, envelope: Envelope) -> None:
+        if self._framed is not None and self._framed_address(envelope.to):
+            self._framed.send(envelope)
+        else:
+            self._grpc.send(envelope)
+
+    async def fetch_batches(
+        self,
+        peer: NodeId,
+        shard_uid: ShardUid,
+        *,
+        start_offset: Offset,
+        end_offset: Offset,
+        bytes_max: int,
+    ) -> list[AppendBatch]:
+        return await self._grpc.fetch_batches(
+            peer, shard_uid, start_offset=start_offset, end_offset=end_offset, bytes_max=bytes_max
+        )
+
+    def statistics(self) -> tuple[TransportStatistics, TransportStatistics | None]:
+        """(gRPC, framed) counters."""
+        return self._grpc.statistics(), None if self._framed is None else self._framed.statistics()
+
+    async def run(self) -> None:
+        """Runs both senders. Infinite on purpose: cancelled at node stop."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._grpc.run(), name="replication-grpc")
+            if self._framed is not None:
+                group.create_task(self._framed.run(), name="replication-framed")
