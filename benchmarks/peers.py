@@ -281,16 +281,21 @@ class PeersReport:
     nats_latency: Latency | None = None
     nats_skipped: str | None = None
     wall_s: float = 0.0
+    replication: str = "grpc"  # Shoal's node-to-node transport: grpc, or framed (replication_port)
 
 
-def run(seconds: float, warmup_s: float, command: str) -> PeersReport:
-    report = PeersReport(command=command, seconds=seconds, nproc=os.cpu_count())
+def run(seconds: float, warmup_s: float, command: str, *, replication: str = "grpc") -> PeersReport:
+    report = PeersReport(
+        command=command, seconds=seconds, nproc=os.cpu_count(), replication=replication
+    )
     latency_s = min(seconds, 3.0)
     started = now_s()
     with tempfile.TemporaryDirectory(prefix="shoal-bench-peers-") as tmp:
         workdir = Path(tmp)
         (workdir / "shoal").mkdir()
         cluster = ClusterProcesses(workdir / "shoal", size=NODES, extra_env=PRODUCTION_LIVENESS)
+        for node in cluster.nodes:
+            node.framed = replication == "framed"
         cluster.start()
         try:
             _wait_formed(cluster)
@@ -339,7 +344,7 @@ def format_report(report: PeersReport) -> str:
         "",
         f"Peers: 3-node clusters, 3 replicas of one log, 1 KiB records, one after the other on "
         f"this machine (nproc={report.nproc}), {report.seconds:g} s per scenario, took "
-        f"{report.wall_s:.0f} s",
+        f"{report.wall_s:.0f} s; Shoal replicates over {report.replication}",
         f"reproduce: {report.command}",
     ]
     shoal, nats = report.shoal, report.nats
@@ -391,11 +396,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per scenario (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="before each (default 1)")
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument(
+        "--replication",
+        choices=("grpc", "framed"),
+        default="grpc",
+        help="Shoal's node-to-node replication: the gRPC stream (default) or the framed port",
+    )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0:
         parser.error("--seconds must be > 0, --warmup >= 0")
     command = shlex.join(["scripts/bench", "--only", "peers", *(argv or [])])
-    report = run(args.seconds, args.warmup, command)
+    report = run(args.seconds, args.warmup, command, replication=args.replication)
     print(format_report(report))
     if args.json is not None:
         args.json.write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -443,10 +443,11 @@ class FramedTransport:
             try:
                 connection = await self._connect(link, address)
             except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as error:
-                log.info(
-                    "replication_frames_connect_failed",
-                    extra={"peer": link.node_id, "error": str(error), "retry_ms": backoff_ms},
-                )
+                if backoff_ms == limits.replication_reconnect_ms_min:  # once per outage
+                    log.info(
+                        "replication_frames_connect_failed",
+                        extra={"peer": link.node_id, "error": str(error) or type(error).__name__},
+                    )
             else:
                 log.info(
                     "replication_frames_connected", extra={"peer": link.node_id, "to": address}
