@@ -90,7 +90,9 @@ class _Inbound(asyncio.Protocol):
 
     def __init__(self, listener: FramedListener) -> None:
         self._listener = listener
-        self._reader = FrameReader(frame_bytes_max=listener.settings.frame_bytes_max)
+        # Until its HELLO is admitted a dialler may send only small frames: an unknown peer
+        # cannot make the listener buffer an envelope's worth of bytes.
+        self._reader = FrameReader(frame_bytes_max=limits.replication_frame_control_bytes_max)
         self._challenge = os.urandom(frames.CHALLENGE_BYTES)
         self._transport: asyncio.Transport | None = None
         self._peer: str | None = None  # the authenticated sender, once its HELLO is admitted
@@ -165,6 +167,7 @@ class _Inbound(asyncio.Protocol):
             self._refuse(f"HELLO from {hello.sender!r}: {refusal}")
             return
         self._peer = hello.sender
+        self._reader.frame_bytes_max = listener.settings.frame_bytes_max
         assert self._transport is not None
         self._transport.write(ACCEPT)
 

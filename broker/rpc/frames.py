@@ -61,7 +61,7 @@ class FrameReader:
 
     def __init__(self, *, frame_bytes_max: int) -> None:
         assert frame_bytes_max >= 1
-        self._frame_bytes_max = frame_bytes_max
+        self.frame_bytes_max = frame_bytes_max  # may change between feeds (after a HELLO)
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[tuple[FrameKind, bytes]]:
@@ -74,8 +74,8 @@ class FrameReader:
         end = len(buffer)
         while end - start >= HEADER.size:
             length, kind = HEADER.unpack_from(buffer, start)
-            if length > self._frame_bytes_max:
-                raise FrameTooLarge(f"a frame of {length} bytes (limit {self._frame_bytes_max})")
+            if length > self.frame_bytes_max:
+                raise FrameTooLarge(f"a frame of {length} bytes (limit {self.frame_bytes_max})")
             if end - start - HEADER.size < length:
                 break
             try:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.clock import SystemClock
 from broker.log.records import BATCH_FORMAT_VERSION, AppendBatch, new_record
@@ -303,7 +304,8 @@ async def test_an_oversize_frame_or_an_unsigned_envelope_closes_the_connection(
     async with asyncio.timeout(DEADLINE_S):
         assert await reader.read() == b""  # closed by the listener
     await _close(writer)
-    # An envelope before any HELLO: refused, never delivered.
+    # An envelope before any HELLO: refused, never delivered; and before a HELLO the limit is
+    # a control frame's, so an unknown peer cannot make the listener buffer megabytes.
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(_envelope_bytes(_ack(1)))
     async with asyncio.timeout(DEADLINE_S):
@@ -311,6 +313,16 @@ async def test_an_oversize_frame_or_an_unsigned_envelope_closes_the_connection(
             pass
     await _close(writer)
     assert pair.endpoint.delivered == []
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        frames.HEADER.pack(limits.replication_frame_control_bytes_max + 1, FrameKind.HELLO)
+    )
+    # Closed on that header, long before the HELLO timeout (5 s) would close it anyway.
+    async with asyncio.timeout(limits.replication_hello_timeout_ms / 1000 / 2):
+        while await reader.read(1 << 16):
+            pass
+    await _close(writer)
+    assert pair.listener.connections == set()
 
 
 async def test_a_dialler_without_the_cluster_key_gets_nothing_in() -> None:
