@@ -269,6 +269,7 @@ class _Outbound(asyncio.Protocol):
         self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.paused = False
+        self._answered = False
         self._heard_s = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -288,7 +289,8 @@ class _Outbound(asyncio.Protocol):
         for kind, payload in received:
             if kind is FrameKind.PONG and self.accepted.done():
                 continue
-            if kind is FrameKind.CHALLENGE and self.transport is not None:
+            if kind is FrameKind.CHALLENGE and not self._answered:
+                self._answered = True  # one HELLO per connection: a listener gets no second
                 self._answer(payload)
             elif kind is FrameKind.ACCEPT and not self.accepted.done():
                 self.accepted.set_result(None)
@@ -298,6 +300,9 @@ class _Outbound(asyncio.Protocol):
                 return
 
     def _answer(self, challenge: bytes) -> None:
+        if len(challenge) != frames.CHALLENGE_BYTES:
+            self._drop(f"a challenge of {len(challenge)} bytes")
+            return
         link = self._link
         hello = frames.make_hello(
             challenge=challenge,
