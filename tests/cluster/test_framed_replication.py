@@ -61,7 +61,7 @@ def test_framed_and_grpc_peers_replicate_and_survive_a_kill_9(tmp_path: Path) ->
             client.call("CreateStream", {"StreamName": "frames", "ShardCount": 3})
         leaders = wait_shards_led(cluster.endpoints[0], "frames")
         producer = Producer(cluster.endpoints, "frames").start()
-        producer.wait_acknowledged(300)
+        producer.wait_acknowledged(100)
         # Each node with the port dials the other's; nobody dials the node without one.
         for node in framed:
             other = next(n for n in framed if n is not node)
@@ -74,10 +74,10 @@ def test_framed_and_grpc_peers_replicate_and_survive_a_kill_9(tmp_path: Path) ->
         before_kill = producer
         producer = Producer(survivors, "frames", name="after-kill").start()
         victim.kill()
-        producer.wait_acknowledged(300)
+        producer.wait_acknowledged(100)
         victim.start()
         wait_until(lambda: formed(survivors[0], 3), deadline_s=60, what="restarted node ACTIVE")
-        producer.wait_acknowledged(len(producer.acknowledged) + 200)
+        producer.wait_acknowledged(len(producer.acknowledged) + 100)
         producer.stop()
         wait_until(lambda: _agree(cluster), deadline_s=60, what="every replica caught up")
         assert not producer.lost and not before_kill.lost
