@@ -83,11 +83,20 @@ VIDEO_EDGE_LEVEL = 5
 # encryption late may store the first records in the clear.
 ENCRYPTED_CREATION_LEVEL = 6
 
-# From this level on, a node registers the address of its framed replication port
-# (`replication_port`, broker/rpc/framed.py); peers send it their Append/AppendAck there rather
-# than over the gRPC Replicate stream. Below it (and for a node that registered below it, until
-# it registers again), peers reach it over gRPC, which every release serves.
-REPLICATION_ADDRESS_LEVEL = 7
+# From this level on, a stream created while fewer nodes than the configured replication factor
+# are ACTIVE keeps the factor it asked for (CreateStream's `requested_replication_factor`): its
+# shards start on the nodes there are and the controller grows each replica set to the factor
+# as nodes join. Below it, such a stream keeps the smaller factor for good. And a node the
+# controller removed as absent is marked so (RemoveNode's `absent`, NodeMeta's
+# `removed_absent`): one that was alive after all registers again, while a node an operator
+# decommissioned stays REMOVED.
+REQUESTED_FACTOR_LEVEL = 7
+# And from this level on (the same release's level), a node registers the address of its
+# framed replication port (`replication_port`, broker/rpc/framed.py); peers send it their
+# Append/AppendAck there rather than over the gRPC Replicate stream. Below it (and for a node
+# that registered below it, until it registers again), peers reach it over gRPC, which every
+# release serves.
+REPLICATION_ADDRESS_LEVEL = REQUESTED_FACTOR_LEVEL
 
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
@@ -236,14 +245,17 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         summary="streams created encrypted (their first data key in CreateStream)",
     ),
     FormatChange(
-        level=REPLICATION_ADDRESS_LEVEL,
-        image_version=11,  # NodeMeta gains replication_address
+        level=REQUESTED_FACTOR_LEVEL,
+        image_version=11,  # NodeMeta gains `removed_absent` and `replication_address`
         commands=frozenset(),
         members={
+            "CreateStream": frozenset({"requested_replication_factor"}),
+            "RemoveNode": frozenset({"absent"}),
             "RegisterNode": frozenset({"replication_address"}),
-            "NodeMeta": frozenset({"replication_address"}),
+            "NodeMeta": frozenset({"removed_absent", "replication_address"}),
         },
-        summary="nodes' framed replication addresses (replication_port)",
+        summary="streams grown to the replication factor they asked for; nodes removed as "
+        "absent register again; nodes' framed replication addresses (replication_port)",
     ),
 )
 
