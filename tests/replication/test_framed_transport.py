@@ -19,13 +19,15 @@ import pytest
 
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
-from broker.clock import SystemClock
+from broker.clock import ManualClock, SystemClock
+from broker.config import load_config
 from broker.log.records import BATCH_FORMAT_VERSION, AppendBatch, new_record
 from broker.replication.messages import Append, AppendAck, Envelope, ReplicationMessage
 from broker.rpc import frames
 from broker.rpc.framed import FramedListener, FramedSettings, FramedTransport
 from broker.rpc.frames import FrameError, FrameKind, FrameReader, FrameTooLarge, encode_frame
 from broker.rpc.replication_codec import envelope_to_proto
+from broker.rpc.routed import RoutedTransport
 from broker.tls import SslContexts, TlsFiles
 from broker.types import NodeId, Offset, ShardUid
 from tests.certificates import issue, make_authority
@@ -394,3 +396,75 @@ async def test_mutual_tls_admits_the_clusters_certificates_only(tmp_path: Path) 
         pair.transport.send(Envelope(to=B, message=_ack(1)))
         await _eventually(lambda: pair.transport.reconnects >= 2)
         assert pair.endpoint.delivered == []
+
+
+# --- the node's choice of path, its setting, renewed certificates ----------------------------
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[Envelope] = []
+
+    def send(self, envelope: Envelope) -> None:
+        self.sent.append(envelope)
+
+
+def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
+    grpc_side, framed_side = _Recorder(), _Recorder()
+    advertised = {B: "127.0.0.1:1"}
+    routed = RoutedTransport(
+        grpc=grpc_side,  # type: ignore[arg-type]
+        framed=framed_side,  # type: ignore[arg-type]
+        framed_address=advertised.get,
+    )
+    routed.send(Envelope(to=B, message=_ack(1)))
+    routed.send(Envelope(to=NodeId("c"), message=_ack(2)))
+    del advertised[B]  # B registered again without the port: gRPC from the next message
+    routed.send(Envelope(to=B, message=_ack(3)))
+    assert [e.message.log_end for e in framed_side.sent] == [1]  # type: ignore[union-attr]
+    assert [e.message.log_end for e in grpc_side.sent] == [2, 3]  # type: ignore[union-attr]
+    # This node without the port: gRPC to everyone, whatever they advertise.
+    grpc_only = _Recorder()
+    routed = RoutedTransport(
+        grpc=grpc_only,  # type: ignore[arg-type]
+        framed=None,
+        framed_address={B: "127.0.0.1:1"}.get,
+    )
+    routed.send(Envelope(to=B, message=_ack(4)))
+    assert len(grpc_only.sent) == 1
+
+
+def test_the_setting_is_a_real_port_distinct_from_the_others(tmp_path: Path) -> None:
+    config = load_config(
+        flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "50054"}
+    )
+    assert config.replication_port == 50054
+    assert config.replication_address == "127.0.0.1:50054"
+    assert load_config(flags={"data_dir": str(tmp_path)}, environ={}).replication_address == ""
+    with pytest.raises(ValueError, match="replication_port"):
+        load_config(flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "0"})
+    with pytest.raises(ValueError, match="replication_port"):
+        load_config(
+            flags={"data_dir": str(tmp_path)},
+            environ={"SHOAL_REPLICATION_PORT": "50051", "SHOAL_GRPC_PORT": "50051"},
+        )
+
+
+def test_renewed_certificate_files_are_used_for_new_connections(tmp_path: Path) -> None:
+    ca = make_authority(tmp_path / "ca", "cluster-ca")
+    first = issue(ca, tmp_path / "ca", "node")
+    clock = ManualClock(wall_ms=1_790_000_000_000)
+    files = TlsFiles(
+        cert_file=first.cert_file,
+        key_file=first.key_file,
+        ca_file=ca.cert_file,
+        require_client_auth=True,
+    )
+    contexts = SslContexts(files, clock=clock, check_interval_ms=1_000)
+    before = contexts.dialler()
+    renewed = issue(ca, tmp_path / "renewed", "node")
+    first.cert_file.write_bytes(renewed.cert_file.read_bytes() + b"\n")  # another size
+    first.key_file.write_bytes(renewed.key_file.read_bytes())
+    assert contexts.dialler() is before  # looked at no more than every check interval
+    clock.advance(ms=1_000)
+    assert contexts.dialler() is not before
