@@ -67,26 +67,33 @@ class FrameReader:
     def feed(self, data: bytes) -> list[tuple[FrameKind, bytes]]:
         """The frames `data` completes, in order. Raises `FrameTooLarge` for a header that
         announces more than the limit, `FrameError` for an unknown kind."""
-        buffer = self._buffer
-        buffer += data
+        if self._buffer:
+            self._buffer += data
+            source: bytes | bytearray = self._buffer
+        else:
+            source = data  # the usual case: frames parsed from the piece itself, one copy each
         frames: list[tuple[FrameKind, bytes]] = []
         start = 0
-        end = len(buffer)
-        while end - start >= HEADER.size:
-            length, kind = HEADER.unpack_from(buffer, start)
-            if length > self.frame_bytes_max:
-                raise FrameTooLarge(f"a frame of {length} bytes (limit {self.frame_bytes_max})")
-            if end - start - HEADER.size < length:
-                break
-            try:
-                frame_kind = FrameKind(kind)
-            except ValueError as error:
-                raise FrameError(f"a frame of unknown kind {kind}") from error
-            body = start + HEADER.size
-            frames.append((frame_kind, bytes(buffer[body : body + length])))
-            start = body + length
-        if start:
-            del buffer[:start]
+        end = len(source)
+        with memoryview(source) as view:
+            while end - start >= HEADER.size:
+                length, kind = HEADER.unpack_from(view, start)
+                if length > self.frame_bytes_max:
+                    raise FrameTooLarge(f"a frame of {length} bytes (limit {self.frame_bytes_max})")
+                if end - start - HEADER.size < length:
+                    break
+                try:
+                    frame_kind = FrameKind(kind)
+                except ValueError as error:
+                    raise FrameError(f"a frame of unknown kind {kind}") from error
+                body = start + HEADER.size
+                frames.append((frame_kind, bytes(view[body : body + length])))
+                start = body + length
+            rest = bytes(view[start:]) if source is data and start < end else b""
+        if source is data:
+            self._buffer += rest
+        elif start:
+            del self._buffer[:start]
         return frames
 
     @property
