@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker import error_messages
+from broker import arns, error_messages
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
@@ -149,7 +149,9 @@ class ServiceContext:
         namespace = self.namespace()
         caller = CURRENT_CALLER.get()
         granted = caller is not None and caller.granted_account == account
-        if region != namespace.region or "/" in name:
+        parsed = arns.parse(arn)
+        foreign = parsed is None or not arns.of_region_partition(parsed)  # aws in cn-north-1
+        if region != namespace.region or "/" in name or foreign:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
             )
