@@ -45,13 +45,18 @@ def partition_of(region: str) -> str:
 
 def regional(service: str, region: str, account_id: str, resource: str) -> str:
     """The ARN of a regional resource: `arn:<region's partition>:<service>:<region>:…`."""
-    return f"arn:{partition_of(region)}:{service}:{region}:{account_id}:{resource}"
+    return _written(partition_of(region), service, region, account_id, resource)
 
 
-def global_resource(service: str, account_id: str, resource: str, *, region: str) -> str:
-    """The ARN of a resource with no region field (IAM principals, S3 buckets), in the
-    partition of `region` (where the caller is)."""
-    return f"arn:{partition_of(region)}:{service}::{account_id}:{resource}"
+def global_resource(service: str, account_id: str, resource: str, *, partition: str) -> str:
+    """The ARN of a resource with no region field (IAM principals, S3 buckets) in
+    `partition` (`partition_of` the region the caller is in, or the partition of an ARN of
+    the same principal)."""
+    return _written(partition, service, "", account_id, resource)
+
+
+def _written(partition: str, service: str, region: str, account_id: str, resource: str) -> str:
+    return f"arn:{partition}:{service}:{region}:{account_id}:{resource}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -36,7 +36,7 @@ def test_arns_are_built_and_read_back() -> None:
     assert arns.of_region_partition(parsed)
     foreign = arns.parse("arn:aws:kinesis:cn-north-1:123456789012:stream/s")
     assert foreign is not None and not arns.of_region_partition(foreign)
-    assert arns.global_resource("iam", "123456789012", "root", region="us-gov-west-1") == (
+    assert arns.global_resource("iam", "123456789012", "root", partition="aws-us-gov") == (
         "arn:aws-us-gov:iam::123456789012:root"
     )
     # A resource may hold colons (consumer ARNs: `…/consumer/<name>:<created>`).
