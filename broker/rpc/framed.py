@@ -141,7 +141,7 @@ class _Inbound(asyncio.Protocol):
                 return
             if kind is FrameKind.ENVELOPE and self._peer is not None:
                 self._envelope(payload)
-            elif kind is FrameKind.PING:
+            elif kind is FrameKind.PING and self._peer is not None:
                 transport.write(PONG)
             elif kind is FrameKind.HELLO and self._peer is None:
                 self._hello(payload)
