@@ -200,6 +200,10 @@ replication_reconnect_ms_max = 1_000
 replication_frame_bytes_max = 64 * MiB
 replication_frame_control_bytes_max = 4 * KiB
 replication_hello_timeout_ms = 5_000
+# A node with the port whose metadata image is below the format that carries its address waits
+# this long for it before registering without (a new cluster's format is set just after it is
+# created; a cluster still below the format costs each such start this much).
+replication_address_wait_ms = 3_000
 # A producer waits this long for its records to commit on a majority; then its append is an
 # unknown outcome (routed again), which happens only while a majority of replicas is away.
 replication_commit_timeout_ms = 10_000

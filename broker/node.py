@@ -478,11 +478,19 @@ class Node:
                     next_log_at = loop.time() + _JOIN_WAIT_LOG_INTERVAL_S
                 await asyncio.sleep(_START_RETRY_S)  # a retry pause, not a synchronisation
 
-    def _advertised_replication_address(self, metadata: MetadataFrontend) -> str:
+    async def _advertised_replication_address(self, metadata: MetadataFrontend) -> str:
         """The framed replication address to register: "" while the port is off, or while the
         cluster's metadata format cannot carry it (peers then reach this node over gRPC; it
         registers the address at its first start after the format is raised)."""
         address = self.config.replication_address
+        if address and metadata.image().metadata_format < REPLICATION_ADDRESS_LEVEL:
+            # A new cluster's creator sets the format just after InitCluster: a node whose
+            # image does not show it yet waits a moment rather than go without for good.
+            with contextlib.suppress(ShoalError):
+                await metadata.wait_for_image(
+                    lambda image: image.metadata_format >= REPLICATION_ADDRESS_LEVEL,
+                    timeout_s=limits.replication_address_wait_ms / 1000,
+                )
         if address and metadata.image().metadata_format < REPLICATION_ADDRESS_LEVEL:
             log.info(
                 "replication_port_not_advertised",
@@ -507,7 +515,7 @@ class Node:
                 http_address=config.http_address,
                 raft_address="" if layout.read_only else layout.self_address,
                 voter=not layout.read_only,
-                replication_address=self._advertised_replication_address(metadata),
+                replication_address=await self._advertised_replication_address(metadata),
             )
         )
         assert isinstance(node, NodeMeta)
