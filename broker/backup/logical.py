@@ -21,6 +21,15 @@ before it is resharded; then tags, retention, enhanced monitoring, consumers, th
 replaced by the new ones. Sequence numbers, arrival times and consumer ARNs are new (the API
 cannot set them; `RestoreReport.sequence_map` maps old to new, for consumers' checkpoints);
 record order within each shard and across the lineage is kept.
+
+**Sealing**: an encrypted stream's segments are sealed (AES-256-GCM, `sealing.py`) under a data
+key per backup run made by the cluster's master keys under the stream's KeyId (`BackupKeys`,
+the BackupKeyService); the manifest keeps the keys wrapped, never in the clear, and each sealed
+segment's place (data key, the sequence number it follows, its last one, its record count),
+which the cipher authenticates with the stream's ARN, the shard and the segment's index. A
+restore opens every data key and authenticates every segment before it creates anything: a
+missing or disabled key is KMS's error, a tampered, truncated or swapped segment a BackupError,
+and nothing is half restored. A clear stream's backup is unchanged (manifest version 1).
 """
 
 from __future__ import annotations
@@ -33,9 +42,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from broker.backup import sealing
 from broker.backup.store import BackupStore
 
-MANIFEST_VERSION = 1
+# 1: every segment in the clear; 2: an encrypted stream's segments sealed (`sealing.py`),
+# written only when a manifest has sealed segments, so older releases still restore the rest.
+MANIFEST_VERSION = 2
+_CLEAR_MANIFEST_VERSION = 1
 SEGMENT_RECORDS_MAX = 10_000
 _PUT_BATCH_RECORDS_MAX = 500  # PutRecords' limit
 _PUT_BATCH_BYTES_MAX = 4 * 1024 * 1024  # below PutRecords' 5 MiB
@@ -59,6 +72,19 @@ class LeaseAccess(Protocol):
         ...
 
 
+class BackupKeys(Protocol):
+    """Backup data keys made and opened by the cluster's master keys under the stream's KeyId
+    (the BackupKeyService: `broker/client/backup_keys.py`). Raise `ShoalError` (KMS*)."""
+
+    def generate(self, stream: str) -> tuple[bytes, dict[str, str]]:
+        """A new data key for a backup of `stream`, and its wrapped form (JSON-ready)."""
+        ...
+
+    def open(self, wrapped: dict[str, str]) -> bytes:
+        """The data key `generate` gave, from its wrapped form."""
+        ...
+
+
 class BackupError(Exception):
     """A backup or restore that cannot proceed; the message is for the operator."""
 
@@ -74,11 +100,65 @@ class BackupReport:
     shards: int = 0
 
 
+class _Sealer:
+    """Seals this run's segments of an encrypted stream under one new data key, asked for
+    when the first segment is written (so a run copying nothing makes no key)."""
+
+    def __init__(self, keys: BackupKeys, stream: str, data_keys: list[dict[str, Any]]) -> None:
+        self._keys = keys
+        self._stream = stream
+        self.data_keys = data_keys  # the manifest's: earlier runs' keys, then this run's
+        self._current: tuple[int, bytes, str] | None = None  # id, material, stream ARN
+
+    def seal(self, entry: dict[str, Any], key: str, body: bytes, last: str, count: int) -> bytes:
+        if self._current is None:
+            material, wrapped = self._keys.generate(self._stream)
+            self._current = (len(self.data_keys), material, wrapped["stream_arn"])
+            self.data_keys.append({"id": self._current[0], "wrapped": wrapped})
+        key_id, material, stream_arn = self._current
+        place = {
+            "data_key": key_id,
+            "after": entry["last_sequence"],
+            "last": last,
+            "records": count,
+        }
+        entry.setdefault("sealed", {})[key] = place
+        return sealing.seal(material, body, _binding(stream_arn, entry, key, place))
+
+
+def _binding(stream_arn: str, entry: dict[str, Any], key: str, place: dict[str, Any]) -> bytes:
+    return sealing.binding(
+        stream_arn=stream_arn,
+        shard_id=entry["shard_id"],
+        index=entry["segments"].index(key) if key in entry["segments"] else len(entry["segments"]),
+        after=place["after"],
+        last=place["last"],
+        records=place["records"],
+        data_key=place["data_key"],
+    )
+
+
 def back_up(
-    call: Call, store: BackupStore, stream: str, *, leases: LeaseAccess | None = None
+    call: Call,
+    store: BackupStore,
+    stream: str,
+    *,
+    leases: LeaseAccess | None = None,
+    keys: BackupKeys | None = None,
 ) -> BackupReport:
+    """An encrypted stream's new segments are sealed under a data key `keys` makes under the
+    stream's KeyId (BackupError without `keys`); a clear stream's are JSON lines, as before."""
     previous = _load_manifest(store, stream)
     summary = call("DescribeStreamSummary", {"StreamName": stream})["StreamDescriptionSummary"]
+    sealer: _Sealer | None = None
+    data_keys: list[dict[str, Any]] = list(previous.get("data_keys", [])) if previous else []
+    if summary.get("EncryptionType", "NONE") != "NONE":
+        if keys is None:
+            raise BackupError(
+                f"stream {stream} is encrypted: its backup is sealed with a key from the "
+                "cluster's BackupKeyService, and none was given"
+            )
+        sealer = _Sealer(keys, stream, data_keys)
     tags = _paged_tags(call, stream)
     consumers = _consumers(call, summary["StreamARN"])
     # Read before the records: every checkpoint then points at a record the backup holds.
@@ -91,12 +171,12 @@ def back_up(
         entry = dict(before.get(shard["ShardId"]) or _shard_entry(shard))
         entry["closed"] = "EndingSequenceNumber" in shard["SequenceNumberRange"]
         if not entry.get("complete"):
-            copied = _copy_shard(call, store, stream, entry)
+            copied = _copy_shard(call, store, stream, entry, sealer)
             report.records_copied += copied
         shards.append(entry)
     monitoring = summary.get("EnhancedMonitoring") or [{}]
     manifest = {
-        "v": MANIFEST_VERSION,
+        "v": MANIFEST_VERSION if data_keys else _CLEAR_MANIFEST_VERSION,
         "stream": stream,
         "backed_up_at": datetime.now(UTC).isoformat(),
         "settings": {
@@ -128,6 +208,8 @@ def back_up(
         "leases": lease_rows,
         "shards": shards,
     }
+    if data_keys:
+        manifest["data_keys"] = data_keys
     store.put(manifest_key(stream), json.dumps(manifest, indent=1).encode())
     return report
 
@@ -146,8 +228,11 @@ def _shard_entry(shard: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _copy_shard(call: Call, store: BackupStore, stream: str, entry: dict[str, Any]) -> int:
-    """Appends the shard's records after `last_sequence` as new segments; returns how many."""
+def _copy_shard(
+    call: Call, store: BackupStore, stream: str, entry: dict[str, Any], sealer: _Sealer | None
+) -> int:
+    """Appends the shard's records after `last_sequence` as new segments (sealed by `sealer`
+    when given); returns how many."""
     request: dict[str, Any] = {"StreamName": stream, "ShardId": entry["shard_id"]}
     if entry["last_sequence"] is None:
         request["ShardIteratorType"] = "TRIM_HORIZON"
@@ -162,8 +247,12 @@ def _copy_shard(call: Call, store: BackupStore, stream: str, entry: dict[str, An
         nonlocal pending
         if not pending:
             return
-        key = f"streams/{stream}/shards/{entry['shard_id']}/{len(entry['segments']):06d}.jsonl"
-        store.put(key, b"".join(json.dumps(r).encode() + b"\n" for r in pending))
+        suffix = "jsonl" if sealer is None else "sealed"
+        key = f"streams/{stream}/shards/{entry['shard_id']}/{len(entry['segments']):06d}.{suffix}"
+        body = b"".join(json.dumps(r).encode() + b"\n" for r in pending)
+        if sealer is not None:
+            body = sealer.seal(entry, key, body, pending[-1]["seq"], len(pending))
+        store.put(key, body)
         entry["segments"].append(key)
         entry["last_sequence"] = pending[-1]["seq"]
         entry["records"] += len(pending)
@@ -210,13 +299,21 @@ def restore(
     wait_active: Callable[[str], None],
     wait_keyed: Callable[[str], None],
     leases: LeaseAccess | None = None,
+    keys: BackupKeys | None = None,
 ) -> RestoreReport:
     """`wait_active(name)` returns once the stream is ACTIVE; `wait_keyed(name)` once every
     node holding a replica of the stream has applied the metadata the caller's last call
-    changed (so each of them seals what it stores under the stream's key)."""
+    changed (so each of them seals what it stores under the stream's key). `keys` opens a
+    sealed backup's data keys (BackupError without them)."""
     manifest = _load_manifest(store, stream)
     if manifest is None:
         raise BackupError(f"no backup of stream {stream} in {store.describe()}")
+    # Before anything is created: every data key opens here (a missing or disabled key is
+    # KMS's error) and every sealed segment authenticates where the manifest places it.
+    opened = _open_data_keys(manifest, keys)
+    for entry in manifest["shards"]:
+        for _ in _records(store, entry, opened):
+            pass
     target = as_name or stream
     shards = {s["shard_id"]: s for s in manifest["shards"]}
     roots = sorted(
@@ -247,7 +344,7 @@ def restore(
         if new is None or new["HashKeyRange"]["EndingHashKey"] != root["hash_end"]:
             raise BackupError(f"{root['shard_id']}'s hash range is not a root shard's range")
         report.shard_ids[root["shard_id"]] = new["ShardId"]
-        _write_records(call, store, target, root, new["ShardId"], report)
+        _write_records(call, store, target, root, new["ShardId"], report, opened)
     # In shard order each reshard comes after those that made its parents, and a child's
     # records are written while it is open, right after the reshard that made it.
     for entry in manifest["shards"]:
@@ -258,7 +355,9 @@ def restore(
         if entry["shard_id"] not in report.shard_ids:
             raise BackupError(f"replaying the reshard that made {entry['shard_id']} made no match")
         for old_id in sorted(set(report.shard_ids) - before):
-            _write_records(call, store, target, shards[old_id], report.shard_ids[old_id], report)
+            _write_records(
+                call, store, target, shards[old_id], report.shard_ids[old_id], report, opened
+            )
     _restore_settings(call, target, manifest, wait_active)
     if leases is not None:
         _restore_leases(leases, target, manifest, report)
@@ -418,11 +517,12 @@ def _write_records(
     entry: dict[str, Any],
     shard_id: str,
     report: RestoreReport,
+    opened: dict[int, tuple[bytes, str]],
 ) -> None:
     low, high = int(entry["hash_start"]), int(entry["hash_end"])
     batch: list[dict[str, Any]] = []
     size = 0
-    for record in _records(store, entry):
+    for record in _records(store, entry, opened):
         data = base64.b64decode(record["data"])
         # The partition key's own hash when it falls in the shard (as it did when first
         # written), else the shard's first key (it was written with an explicit hash key).
@@ -473,13 +573,61 @@ def _put_in_order(
     raise BackupError(f"{shard_id}: PutRecords kept refusing records (throttled?)")
 
 
-def _records(store: BackupStore, entry: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def _open_data_keys(
+    manifest: dict[str, Any], keys: BackupKeys | None
+) -> dict[int, tuple[bytes, str]]:
+    """Each data key of a sealed backup: id -> (material, the stream ARN it is bound to)."""
+    data_keys = manifest.get("data_keys", [])
+    if not data_keys:
+        return {}
+    if keys is None:
+        raise BackupError(
+            f"the backup of {manifest['stream']} is sealed: restoring it needs the cluster's "
+            "BackupKeyService, and none was given"
+        )
+    return {int(k["id"]): (keys.open(k["wrapped"]), k["wrapped"]["stream_arn"]) for k in data_keys}
+
+
+def _records(
+    store: BackupStore, entry: dict[str, Any], opened: dict[int, tuple[bytes, str]]
+) -> Iterator[dict[str, Any]]:
+    """The shard's records in order. A sealed segment opens only in its place, and the
+    segments chain: each starts after the previous one's last record, the last one ends at
+    the manifest's `last_sequence`."""
+    sealed = entry.get("sealed", {})
+    previous_last: str | None = None
     for key in entry["segments"]:
         data = store.get(key)
         if data is None:
             raise BackupError(f"segment {key} named by the manifest is missing")
-        for line in data.splitlines():
-            yield json.loads(line)
+        place = sealed.get(key)
+        if place is None and sealing.is_sealed(data):
+            raise BackupError(f"segment {key} is sealed, and the manifest lists it as clear")
+        if place is not None:
+            if place["after"] != previous_last:
+                raise BackupError(f"segment {key} does not follow the one before it: refused")
+            if int(place["data_key"]) not in opened:
+                raise BackupError(f"segment {key} names a data key the manifest lacks")
+            material, stream_arn = opened[int(place["data_key"])]
+            try:
+                data = sealing.open_sealed(
+                    material, data, _binding(stream_arn, entry, key, place), name=key
+                )
+            except sealing.SegmentRefusedError as error:
+                raise BackupError(str(error)) from error
+        records = [json.loads(line) for line in data.splitlines()]
+        if place is not None and (
+            len(records) != place["records"] or records[-1]["seq"] != place["last"]
+        ):
+            raise BackupError(f"segment {key} does not hold what the manifest says: refused")
+        if records:
+            previous_last = records[-1]["seq"]
+        yield from records
+    if previous_last != entry["last_sequence"]:
+        raise BackupError(
+            f"shard {entry['shard_id']}'s segments end at {previous_last}, and the manifest "
+            f"says {entry['last_sequence']}: a segment is missing"
+        )
 
 
 def _restore_settings(
@@ -555,9 +703,10 @@ def _load_manifest(store: BackupStore, stream: str) -> dict[str, Any] | None:
     if data is None:
         return None
     manifest: dict[str, Any] = json.loads(data)
-    if manifest.get("v") != MANIFEST_VERSION:
+    if manifest.get("v") not in (_CLEAR_MANIFEST_VERSION, MANIFEST_VERSION):
         raise BackupError(
-            f"backup manifest version {manifest.get('v')!r} is not {MANIFEST_VERSION}"
+            f"backup manifest version {manifest.get('v')!r} is not one this release reads "
+            f"({_CLEAR_MANIFEST_VERSION} or {MANIFEST_VERSION})"
         )
     return manifest
 

@@ -21,6 +21,7 @@ import pytest
 
 from broker.backup.logical import back_up, manifest_key, restore
 from broker.backup.store import DirectoryStore
+from broker.client.backup_keys import BackupKeyClient
 from broker.client.grpc_client import ShoalClient
 from broker.node import Node
 from tests.conftest import shared_node_fixtures
@@ -56,6 +57,7 @@ class Recorded:
 
     def __init__(self, endpoint: str) -> None:
         self.client = ShoalClient(endpoint)
+        self.keys = BackupKeyClient(endpoint)  # seals an encrypted stream's backup
         self.operations: list[str] = []
 
     def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -163,7 +165,7 @@ async def test_a_restored_stream_keeps_every_property_set_on_it(node: Node, tmp_
     try:
         await asyncio.to_thread(_set_everything, api, "everything")
         store = DirectoryStore(tmp_path)
-        await asyncio.to_thread(back_up, api.call, store, "everything")
+        await asyncio.to_thread(lambda: back_up(api.call, store, "everything", keys=api.keys))
         api.operations.clear()
         report = await asyncio.to_thread(
             lambda: restore(
@@ -173,6 +175,7 @@ async def test_a_restored_stream_keeps_every_property_set_on_it(node: Node, tmp_
                 as_name="everything-restored",
                 wait_active=api.wait_active,
                 wait_keyed=api.wait_keyed,
+                keys=api.keys,
             )
         )
         assert report.records_written == 21
@@ -190,6 +193,7 @@ async def test_a_restored_stream_keeps_every_property_set_on_it(node: Node, tmp_
         assert first_record > 2
     finally:
         api.client.close()
+        api.keys.close()
 
 
 def _split_unevenly(api: Recorded, name: str) -> None:
@@ -254,3 +258,4 @@ async def test_roots_whose_parent_expired_are_restored_with_their_hash_ranges(
         assert sorted(report.shard_ids) == ["shardId-000000000001", "shardId-000000000002"]
     finally:
         api.client.close()
+        api.keys.close()
