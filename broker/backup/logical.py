@@ -3,9 +3,10 @@
 **Backup** (`back_up`), per stream, read first: the settings (retention, capacity mode, an
 on-demand stream's warm throughput and record distribution, enhanced monitoring, record size
 limit, encryption type and KeyId: never a key), tags, resource policies, registered consumers
-and each one's resource policy, and every shard of its lineage (hash range, parents); then each
-shard's records from where the previous backup stopped (AFTER_SEQUENCE_NUMBER of the last one
-copied, else TRIM_HORIZON) up to its tip, written as new segments; the manifest last. So a
+and each one's resource policy, the throughput limits set on it (LimitsService), and every
+shard of its lineage (hash range, parents); then each shard's records from where the previous
+backup stopped (AFTER_SEQUENCE_NUMBER of the last one copied, else TRIM_HORIZON) up to its
+tip, written as new segments; the manifest last. So a
 backup is incremental, and consistent per shard: every segment is a gap-free run of the shard's
 records, and a reader of the manifest sees only segments that were completely written. A
 closed shard read to its end is not read again.
@@ -18,7 +19,8 @@ of the lineage in shard order (so the same shard ids and hash ranges come out), 
 records written to it (PutRecords with an explicit hash key inside the shard, in their order)
 before it is resharded; then tags, retention, enhanced monitoring, consumers, the capacity mode
 (with warm throughput and record distribution), and last the resource policies, their old ARNs
-replaced by the new ones. Sequence numbers, arrival times and consumer ARNs are new (the API
+replaced by the new ones, and the throughput limits set with `shoal limits` (LimitsService).
+Sequence numbers, arrival times and consumer ARNs are new (the API
 cannot set them; `RestoreReport.sequence_map` maps old to new, for consumers' checkpoints);
 record order within each shard and across the lineage is kept.
 
@@ -70,6 +72,16 @@ class LeaseAccess(Protocol):
     def create_leases(self, application: str, stream: str, leases: list[dict[str, Any]]) -> None:
         """Creates leases {lease_key, checkpoint, sub_sequence, parents}."""
         ...
+
+
+class LimitsAccess(Protocol):
+    """A stream's throughput limit overrides through the public LimitsService (`shoal limits`)."""
+
+    def stream_overrides(self, stream: str) -> dict[str, int]:
+        """The rates set on `stream` (unset ones follow the cluster default)."""
+        ...
+
+    def set_stream_overrides(self, stream: str, rates: dict[str, int]) -> None: ...
 
 
 class BackupKeys(Protocol):
@@ -145,6 +157,7 @@ def back_up(
     *,
     leases: LeaseAccess | None = None,
     keys: BackupKeys | None = None,
+    limits: LimitsAccess | None = None,
 ) -> BackupReport:
     """An encrypted stream's new segments are sealed under a data key `keys` makes under the
     stream's KeyId (BackupError without `keys`); a clear stream's are JSON lines, as before."""
@@ -163,6 +176,7 @@ def back_up(
     consumers = _consumers(call, summary["StreamARN"])
     # Read before the records: every checkpoint then points at a record the backup holds.
     lease_rows = leases.list_leases(stream) if leases is not None else []
+    overrides = limits.stream_overrides(stream) if limits is not None else {}
     listed = _paged_shards(call, stream)
     before = {s["shard_id"]: s for s in previous["shards"]} if previous else {}
     report = BackupReport(stream=stream, shards=len(listed))
@@ -208,6 +222,8 @@ def back_up(
         "leases": lease_rows,
         "shards": shards,
     }
+    if overrides:
+        manifest["throughput_limits"] = overrides
     if data_keys:
         manifest["data_keys"] = data_keys
     store.put(manifest_key(stream), json.dumps(manifest, indent=1).encode())
@@ -300,11 +316,13 @@ def restore(
     wait_keyed: Callable[[str], None],
     leases: LeaseAccess | None = None,
     keys: BackupKeys | None = None,
+    limits: LimitsAccess | None = None,
 ) -> RestoreReport:
     """`wait_active(name)` returns once the stream is ACTIVE; `wait_keyed(name)` once every
     node holding a replica of the stream has applied the metadata the caller's last call
     changed (so each of them seals what it stores under the stream's key). `keys` opens a
-    sealed backup's data keys (BackupError without them)."""
+    sealed backup's data keys (BackupError without them); `limits` sets the stream's
+    throughput limit overrides (after the records, which they would otherwise throttle)."""
     manifest = _load_manifest(store, stream)
     if manifest is None:
         raise BackupError(f"no backup of stream {stream} in {store.describe()}")
@@ -314,6 +332,7 @@ def restore(
     for entry in manifest["shards"]:
         for _ in _records(store, entry, opened):
             pass
+    _check_account_settings(call, manifest)
     target = as_name or stream
     shards = {s["shard_id"]: s for s in manifest["shards"]}
     roots = sorted(
@@ -359,9 +378,27 @@ def restore(
                 call, store, target, shards[old_id], report.shard_ids[old_id], report, opened
             )
     _restore_settings(call, target, manifest, wait_active)
+    if limits is not None and manifest.get("throughput_limits"):
+        limits.set_stream_overrides(target, manifest["throughput_limits"])
     if leases is not None:
         _restore_leases(leases, target, manifest, report)
     return report
+
+
+def _check_account_settings(call: Call, manifest: dict[str, Any]) -> None:
+    """What the target account must allow before anything is created: warm throughput needs
+    the minimum throughput billing commitment, an account setting a backup does not carry."""
+    if not manifest["settings"].get("warm_throughput_mibps"):
+        return
+    settings = call("DescribeAccountSettings", {})
+    status = settings.get("MinimumThroughputBillingCommitment", {}).get("Status", "DISABLED")
+    if status == "DISABLED":
+        raise BackupError(
+            f"{manifest['stream']} has warm throughput "
+            f"({manifest['settings']['warm_throughput_mibps']} MiB/s), which needs the account "
+            "setting MinimumThroughputBillingCommitment enabled on this cluster "
+            "(UpdateAccountSettings); nothing was restored"
+        )
 
 
 def _uniform_starts(count: int) -> list[str]:

@@ -103,6 +103,32 @@ class _Leases:
             raise BackupError(f"restoring {application}'s leases on {stream}: {answer}")
 
 
+class _Limits:
+    """`LimitsAccess` over the LimitsService of the node the command talks to."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+
+    def _client(self) -> Any:
+        from broker.client.limits import LimitsClient
+
+        return LimitsClient(
+            self._args.endpoint,
+            credentials=credentials_from_arguments(self._args),
+            signing_key=signing_key(self._args),
+            region=self._args.region,
+        )
+
+    def stream_overrides(self, stream: str) -> dict[str, int]:
+        with self._client() as limits:
+            overrides: dict[str, int] = limits.describe_stream(stream)["overrides"]
+            return overrides
+
+    def set_stream_overrides(self, stream: str, rates: dict[str, int]) -> None:
+        with self._client() as limits:
+            limits.update_stream(stream, rates)
+
+
 class _Keys:
     """`BackupKeys` over the BackupKeyService of the node the command talks to."""
 
@@ -136,7 +162,9 @@ def _backup(client: Any, args: argparse.Namespace) -> int:
 
     store = open_store(args.to)
     for stream in args.streams:
-        report = back_up(client.call, store, stream, leases=_Leases(args), keys=_Keys(args))
+        report = back_up(
+            client.call, store, stream, leases=_Leases(args), keys=_Keys(args), limits=_Limits(args)
+        )
         print(
             f"backed up {stream}: {report.records_copied} new records, {report.shards} shards, "
             f"to {store.describe()}"
@@ -169,6 +197,7 @@ def _restore(client: Any, args: argparse.Namespace) -> int:
         wait_keyed=wait_keyed,
         leases=_Leases(args),
         keys=_Keys(args),
+        limits=_Limits(args),
     )
     if args.sequence_map is not None:
         args.sequence_map.write_text(json.dumps(report.sequence_map, indent=1))
