@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from broker.client.grpc_client import ShoalClient
+from broker.client.limits import LimitsClient
 from broker.crypto.master_keys import create_key_file
 from tests.s3_server import running_s3_server
 from tests.support import REPO, NodeProcess, read_shard, serving, wait_until
@@ -210,6 +211,8 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
                     "StreamDescriptionSummary"
                 ]["StreamARN"]
                 client.call("RegisterStreamConsumer", {"StreamARN": arn, "ConsumerName": "app"})
+            with LimitsClient(source.endpoint) as limits:  # `shoal limits set`, carried along
+                limits.update_stream("orders", {"read_calls_per_second": 50})
             put(source.endpoint, "orders", range(50), "first")
             with ShoalClient(source.endpoint) as client:  # its first records stay clear here
                 client.call(
@@ -260,6 +263,10 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
             assert PAYLOAD in stored_bytes(source)
             assert PAYLOAD not in stored_bytes(target), "a restored record is stored in the clear"
             assert encryption(target.endpoint, "orders") == ("KMS", "alias/aws/kinesis")
+            with LimitsClient(target.endpoint) as limits:
+                assert limits.describe_stream("orders")["overrides"] == {
+                    "read_calls_per_second": 50
+                }
             sequence_map = json.loads(mapping.read_text())
             assert len(sequence_map) == 120
             # The consumer's lease came along, its checkpoint on the same record's new number.
