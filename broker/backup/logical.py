@@ -52,6 +52,9 @@ from broker.backup.store import BackupStore
 MANIFEST_VERSION = 2
 _CLEAR_MANIFEST_VERSION = 1
 SEGMENT_RECORDS_MAX = 10_000
+# A segment is one object, held whole in memory while written and read: bounded in bytes too
+# (10,000 records of 1 MiB would be a 13 GiB object in base64).
+SEGMENT_BYTES_MAX = 64 * 1024 * 1024
 _PUT_BATCH_RECORDS_MAX = 500  # PutRecords' limit
 _PUT_BATCH_BYTES_MAX = 4 * 1024 * 1024  # below PutRecords' 5 MiB
 _PUT_ATTEMPTS_MAX = 50
@@ -257,10 +260,11 @@ def _copy_shard(
         request["StartingSequenceNumber"] = entry["last_sequence"]
     iterator: str | None = call("GetShardIterator", request)["ShardIterator"]
     pending: list[dict[str, Any]] = []
+    pending_bytes = 0
     copied = 0
 
     def flush() -> None:
-        nonlocal pending
+        nonlocal pending, pending_bytes
         if not pending:
             return
         suffix = "jsonl" if sealer is None else "sealed"
@@ -272,7 +276,7 @@ def _copy_shard(
         entry["segments"].append(key)
         entry["last_sequence"] = pending[-1]["seq"]
         entry["records"] += len(pending)
-        pending = []
+        pending, pending_bytes = [], 0
 
     while iterator is not None:
         response = call("GetRecords", {"ShardIterator": iterator, "Limit": 10_000})
@@ -286,7 +290,8 @@ def _copy_shard(
                 }
             )
             copied += 1
-            if len(pending) >= SEGMENT_RECORDS_MAX:
+            pending_bytes += len(pending[-1]["data"]) + len(record["PartitionKey"])
+            if len(pending) >= SEGMENT_RECORDS_MAX or pending_bytes >= SEGMENT_BYTES_MAX:
                 flush()
         iterator = response.get("NextShardIterator")
         if iterator is None:
@@ -327,11 +332,13 @@ def restore(
     if manifest is None:
         raise BackupError(f"no backup of stream {stream} in {store.describe()}")
     # Before anything is created: every data key opens here (a missing or disabled key is
-    # KMS's error) and every sealed segment authenticates where the manifest places it.
+    # KMS's error) and every sealed segment authenticates where the manifest places it (a
+    # clear backup is read once, as before: it has nothing to authenticate).
     opened = _open_data_keys(manifest, keys)
-    for entry in manifest["shards"]:
-        for _ in _records(store, entry, opened):
-            pass
+    if opened:
+        for entry in manifest["shards"]:
+            for _ in _records(store, entry, opened):
+                pass
     _check_account_settings(call, manifest)
     target = as_name or stream
     shards = {s["shard_id"]: s for s in manifest["shards"]}
@@ -652,14 +659,15 @@ def _records(
                 )
             except sealing.SegmentRefusedError as error:
                 raise BackupError(str(error)) from error
-        records = [json.loads(line) for line in data.splitlines()]
-        if place is not None and (
-            len(records) != place["records"] or records[-1]["seq"] != place["last"]
-        ):
+        count, last = 0, None
+        for line in data.splitlines():
+            record = json.loads(line)
+            count, last = count + 1, record["seq"]
+            yield record
+        if place is not None and (count != place["records"] or last != place["last"]):
             raise BackupError(f"segment {key} does not hold what the manifest says: refused")
-        if records:
-            previous_last = records[-1]["seq"]
-        yield from records
+        if last is not None:
+            previous_last = last
     if previous_last != entry["last_sequence"]:
         raise BackupError(
             f"shard {entry['shard_id']}'s segments end at {previous_last}, and the manifest "

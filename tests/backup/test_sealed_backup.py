@@ -251,14 +251,19 @@ async def test_a_key_this_cluster_lacks_is_a_kms_error_before_anything_is_create
 
 
 async def test_a_clear_streams_backup_is_unchanged_and_an_encrypted_one_needs_keys(
-    api: Api, tmp_path: Path
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Segments are bounded in bytes as well as records: here one record each.
+    monkeypatch.setattr(logical, "SEGMENT_BYTES_MAX", 1)
     await asyncio.to_thread(api.make, "plain", encrypted=False)
     await asyncio.to_thread(api.put, "plain", range(6))
     store = DirectoryStore(tmp_path)
     await asyncio.to_thread(back_up, api.call, store, "plain")  # no keys needed
     manifest = json.loads((tmp_path / manifest_key("plain")).read_text())
     assert manifest["v"] == 1 and "data_keys" not in manifest
+    assert [len(s["segments"]) for s in manifest["shards"]] == [
+        s["records"] for s in manifest["shards"]
+    ]
     segment = segments_of(tmp_path, "plain", "shardId-000000000000")[0]
     assert segment.suffix == ".jsonl"
     assert all(
