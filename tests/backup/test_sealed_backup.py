@@ -287,3 +287,31 @@ async def test_a_clear_streams_backup_is_unchanged_and_an_encrypted_one_needs_ke
     with pytest.raises(ShoalError) as raised:  # the service refuses a clear stream's key
         await asyncio.to_thread(api.keys.generate, "plain")
     assert raised.value.code.kinesis_name == "InvalidArgumentException"
+
+
+async def test_a_stream_encrypted_between_two_backups_restores_from_both_kinds(
+    api: Api, tmp_path: Path
+) -> None:
+    """The first run copies the clear stream in the clear; once it is encrypted, the next run
+    seals what it copies (manifest version 2); the restore reads both kinds, in order."""
+    await asyncio.to_thread(api.make, "turned", encrypted=False)
+    await asyncio.to_thread(api.put, "turned", range(8))
+    store = DirectoryStore(tmp_path)
+    await asyncio.to_thread(lambda: back_up(api.call, store, "turned", keys=api.keys))
+    await asyncio.to_thread(
+        api.call,
+        "StartStreamEncryption",
+        {"StreamName": "turned", "EncryptionType": "KMS", "KeyId": KEY_ID},
+    )
+    await asyncio.to_thread(api.wait_active, "turned")
+    await asyncio.to_thread(api.put, "turned", range(8, 16))
+    await asyncio.to_thread(lambda: back_up(api.call, store, "turned", keys=api.keys))
+    manifest = json.loads((tmp_path / manifest_key("turned")).read_text())
+    assert manifest["v"] == 2
+    suffixes = {Path(key).suffix for s in manifest["shards"] for key in s["segments"]}
+    assert suffixes == {".jsonl", ".sealed"}
+    report = await asyncio.to_thread(api.restore, store, "turned", "turned-restored")
+    assert report.records_written == 16
+    assert await asyncio.to_thread(api.contents, "turned-restored") == await asyncio.to_thread(
+        api.contents, "turned"
+    )
