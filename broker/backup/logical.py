@@ -28,10 +28,12 @@ record order within each shard and across the lineage is kept.
 key per backup run made by the cluster's master keys under the stream's KeyId (`BackupKeys`,
 the BackupKeyService); the manifest keeps the keys wrapped, never in the clear, and each sealed
 segment's place (data key, the sequence number it follows, its last one, its record count),
-which the cipher authenticates with the stream's ARN, the shard and the segment's index. A
-restore opens every data key and authenticates every segment before it creates anything: a
-missing or disabled key is KMS's error, a tampered, truncated or swapped segment a BackupError,
-and nothing is half restored. A clear stream's backup is unchanged (manifest version 1).
+which the cipher authenticates with the stream's ARN, the shard and the segment's index; the
+manifest itself carries a seal (a tag under the run's key over all the rest of it). A restore
+checks the seal, opens every data key and authenticates every segment before it creates
+anything: a missing or disabled key is KMS's error, an edited manifest or a tampered,
+truncated or swapped segment a BackupError, and nothing is half restored. A clear stream's
+backup is unchanged (manifest version 1).
 """
 
 from __future__ import annotations
@@ -116,29 +118,105 @@ class BackupReport:
 
 
 class _Sealer:
-    """Seals this run's segments of an encrypted stream under one new data key, asked for
-    when the first segment is written (so a run copying nothing makes no key)."""
+    """Seals this run's segments and its manifest under the run's data key (`material`,
+    `wrapped`). The key joins the manifest's `data_keys` once a segment uses it; the manifest's
+    seal names it itself, so a run copying nothing adds no key to open at restore."""
 
-    def __init__(self, keys: BackupKeys, stream: str, data_keys: list[dict[str, Any]]) -> None:
-        self._keys = keys
-        self._stream = stream
+    def __init__(
+        self, material: bytes, wrapped: dict[str, str], data_keys: list[dict[str, Any]]
+    ) -> None:
+        self.material = material
+        self.wrapped = wrapped
         self.data_keys = data_keys  # the manifest's: earlier runs' keys, then this run's
-        self._current: tuple[int, bytes, str] | None = None  # id, material, stream ARN
+        self._id: int | None = None
 
     def seal(self, entry: dict[str, Any], key: str, body: bytes, last: str, count: int) -> bytes:
-        if self._current is None:
-            material, wrapped = self._keys.generate(self._stream)
-            self._current = (len(self.data_keys), material, wrapped["stream_arn"])
-            self.data_keys.append({"id": self._current[0], "wrapped": wrapped})
-        key_id, material, stream_arn = self._current
+        if self._id is None:
+            self._id = len(self.data_keys)
+            self.data_keys.append({"id": self._id, "wrapped": self.wrapped})
         place = {
-            "data_key": key_id,
+            "data_key": self._id,
             "after": entry["last_sequence"],
             "last": last,
             "records": count,
         }
         entry.setdefault("sealed", {})[key] = place
-        return sealing.seal(material, body, _binding(stream_arn, entry, key, place))
+        bound = _binding(self.wrapped["stream_arn"], entry, key, place)
+        return sealing.seal(self.material, body, bound)
+
+
+def _run_key(
+    keys: BackupKeys | None,
+    stream: str,
+    encrypted: bool,
+    previous: dict[str, Any] | None,
+) -> tuple[bytes, dict[str, str]] | None:
+    """The data key sealing this run: a new one for an encrypted stream; for a stream no
+    longer encrypted whose backup is sealed, the previous seal's (its manifest stays sealed);
+    None for a clear stream's clear backup."""
+    sealed_before = previous is not None and "seal" in previous
+    if not encrypted and not sealed_before:
+        return None
+    if keys is None:
+        raise BackupError(
+            f"stream {stream} is encrypted (or its backup sealed): the backup is sealed with a "
+            "key from the cluster's BackupKeyService, and none was given"
+        )
+    if encrypted:
+        return keys.generate(stream)
+    assert previous is not None
+    wrapped: dict[str, str] = previous["seal"]["wrapped"]
+    return keys.open(wrapped), wrapped
+
+
+def _manifest_seal(
+    material: bytes, wrapped: dict[str, str], manifest: dict[str, Any]
+) -> dict[str, Any]:
+    """The seal of a sealed backup's manifest: AES-GCM over nothing, authenticating the rest
+    of the manifest (canonical JSON: settings, policies, leases, the segment lists and places)
+    bound to the stream, so no part of it can be edited, dropped or swapped unnoticed."""
+    blob = sealing.seal(material, b"", _manifest_bound(wrapped, manifest))
+    return {"wrapped": wrapped, "tag": base64.b64encode(blob).decode()}
+
+
+def _manifest_bound(wrapped: dict[str, str], manifest: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in manifest.items() if k != "seal"}
+    return (
+        b"manifest\x00"
+        + json.dumps(
+            {"stream_arn": wrapped["stream_arn"], "manifest": body},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+    )
+
+
+def _check_manifest_seal(manifest: dict[str, Any], keys: BackupKeys | None) -> None:
+    """A sealed backup's manifest (one with data keys or a seal) must carry a seal that
+    authenticates it; its key opens through `keys` (KMS's errors when it cannot)."""
+    if "seal" not in manifest and not manifest.get("data_keys"):
+        return  # a clear backup: nothing to authenticate
+    if "seal" not in manifest:
+        raise BackupError(f"the manifest of {manifest['stream']}'s sealed backup has no seal")
+    if keys is None:
+        raise BackupError(
+            f"the backup of {manifest['stream']} is sealed: restoring it needs the cluster's "
+            "BackupKeyService, and none was given"
+        )
+    seal = manifest["seal"]
+    material = keys.open(seal["wrapped"])
+    try:
+        sealing.open_sealed(
+            material,
+            base64.b64decode(seal["tag"]),
+            _manifest_bound(seal["wrapped"], manifest),
+            name=manifest_key(manifest["stream"]),
+        )
+    except (sealing.SegmentRefusedError, ValueError) as error:
+        raise BackupError(
+            f"the manifest of {manifest['stream']}'s backup does not authenticate (edited, or "
+            "another backup's): refused"
+        ) from error
 
 
 def _binding(stream_arn: str, entry: dict[str, Any], key: str, place: dict[str, Any]) -> bytes:
@@ -166,15 +244,11 @@ def back_up(
     stream's KeyId (BackupError without `keys`); a clear stream's are JSON lines, as before."""
     previous = _load_manifest(store, stream)
     summary = call("DescribeStreamSummary", {"StreamName": stream})["StreamDescriptionSummary"]
-    sealer: _Sealer | None = None
     data_keys: list[dict[str, Any]] = list(previous.get("data_keys", [])) if previous else []
-    if summary.get("EncryptionType", "NONE") != "NONE":
-        if keys is None:
-            raise BackupError(
-                f"stream {stream} is encrypted: its backup is sealed with a key from the "
-                "cluster's BackupKeyService, and none was given"
-            )
-        sealer = _Sealer(keys, stream, data_keys)
+    encrypted = summary.get("EncryptionType", "NONE") != "NONE"
+    run_key = _run_key(keys, stream, encrypted, previous)
+    sealer = _Sealer(*run_key, data_keys) if run_key is not None else None
+    segment_sealer = sealer if encrypted else None
     tags = _paged_tags(call, stream)
     consumers = _consumers(call, summary["StreamARN"])
     # Read before the records: every checkpoint then points at a record the backup holds.
@@ -188,7 +262,7 @@ def back_up(
         entry = dict(before.get(shard["ShardId"]) or _shard_entry(shard))
         entry["closed"] = "EndingSequenceNumber" in shard["SequenceNumberRange"]
         if not entry.get("complete"):
-            copied = _copy_shard(call, store, stream, entry, sealer)
+            copied = _copy_shard(call, store, stream, entry, segment_sealer)
             report.records_copied += copied
         shards.append(entry)
     monitoring = summary.get("EnhancedMonitoring") or [{}]
@@ -229,6 +303,9 @@ def back_up(
         manifest["throughput_limits"] = overrides
     if data_keys:
         manifest["data_keys"] = data_keys
+    if sealer is not None:
+        manifest["v"] = MANIFEST_VERSION
+        manifest["seal"] = _manifest_seal(sealer.material, sealer.wrapped, manifest)
     store.put(manifest_key(stream), json.dumps(manifest, indent=1).encode())
     return report
 
@@ -334,6 +411,7 @@ def restore(
     # Before anything is created: every data key opens here (a missing or disabled key is
     # KMS's error) and every sealed segment authenticates where the manifest places it (a
     # clear backup is read once, as before: it has nothing to authenticate).
+    _check_manifest_seal(manifest, keys)
     opened = _open_data_keys(manifest, keys)
     if opened:
         for entry in manifest["shards"]:

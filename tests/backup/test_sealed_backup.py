@@ -185,14 +185,29 @@ def _tampered(root: Path, stream: str) -> Iterator[tuple[str, Callable[[], None]
         manifest["shards"][0]["sealed"] = {}
         manifest_path.write_text(json.dumps(manifest))
 
+    def grant_access() -> None:  # the policy a restore would put on the new stream
+        manifest_path = root / manifest_key(stream)
+        manifest = json.loads(manifest_path.read_text())
+        manifest["resource_policy"] = '{"Statement": [{"Effect": "Allow", "Action": "*"}]}'
+        manifest_path.write_text(json.dumps(manifest))
+
+    def unseal() -> None:  # a sealed backup's manifest without its seal
+        manifest_path = root / manifest_key(stream)
+        manifest = json.loads(manifest_path.read_text())
+        del manifest["seal"]
+        manifest_path.write_text(json.dumps(manifest))
+
     unauthentic = "does not authenticate as the manifest places it"
     yield from (
         ("a flipped byte", flip_a_byte, unauthentic),
         ("two segments reordered", reorder, unauthentic),
         ("another shard's segment", swap_shards, unauthentic),
         ("a truncated segment", truncate, unauthentic),
-        ("the last segment dropped", drop_the_last, "a segment is missing"),
-        ("a sealed segment listed as clear", claim_clear, "the manifest lists it as clear"),
+        # The manifest is sealed too: any edit of it is refused.
+        ("the last segment dropped", drop_the_last, "manifest .* does not authenticate"),
+        ("a sealed segment listed as clear", claim_clear, "manifest .* does not authenticate"),
+        ("the resource policy edited", grant_access, "manifest .* does not authenticate"),
+        ("the manifest's seal removed", unseal, "has no seal"),
     )
 
 
@@ -243,6 +258,7 @@ async def test_a_key_this_cluster_lacks_is_a_kms_error_before_anything_is_create
     for code, change in cases.items():
         manifest = json.loads(original)
         manifest["data_keys"][0]["wrapped"].update(change)
+        manifest["seal"]["wrapped"].update(change)  # the same key seals the manifest
         manifest_path.write_text(json.dumps(manifest))
         with pytest.raises(ShoalError) as raised:
             await asyncio.to_thread(api.restore, DirectoryStore(tmp_path), "keyed", "keyed-copy")
@@ -315,3 +331,17 @@ async def test_a_stream_encrypted_between_two_backups_restores_from_both_kinds(
     assert await asyncio.to_thread(api.contents, "turned-restored") == await asyncio.to_thread(
         api.contents, "turned"
     )
+    # Encryption stopped: new segments are clear, and the manifest stays sealed (its key is
+    # the previous seal's, opened again), so the sealed part stays authenticated.
+    await asyncio.to_thread(
+        api.call,
+        "StopStreamEncryption",
+        {"StreamName": "turned", "EncryptionType": "KMS", "KeyId": KEY_ID},
+    )
+    await asyncio.to_thread(api.wait_active, "turned")
+    await asyncio.to_thread(api.put, "turned", range(16, 20))
+    await asyncio.to_thread(lambda: back_up(api.call, store, "turned", keys=api.keys))
+    manifest = json.loads((tmp_path / manifest_key("turned")).read_text())
+    assert manifest["v"] == 2 and "seal" in manifest and len(manifest["data_keys"]) == 1
+    report = await asyncio.to_thread(api.restore, store, "turned", "turned-again")
+    assert report.records_written == 20

@@ -297,9 +297,11 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
         # nothing is created.
         manifest_path = tmp_path / "dir-backup" / "streams" / "orders" / "manifest.json"
         manifest = json.loads(manifest_path.read_text())
-        for data_key in manifest["data_keys"]:
-            assert data_key["wrapped"]["wrapping"].startswith("local:")
-            data_key["wrapped"]["wrapping"] = "local:00000000-0000-0000-0000-000000000000"
+        for wrapped in [k["wrapped"] for k in manifest["data_keys"]] + [
+            manifest["seal"]["wrapped"]
+        ]:
+            assert wrapped["wrapping"].startswith("local:")
+            wrapped["wrapping"] = "local:00000000-0000-0000-0000-000000000000"
         manifest_path.write_text(json.dumps(manifest))
         refused = run_shoal(
             target.endpoint,
