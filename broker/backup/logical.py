@@ -153,8 +153,9 @@ def _run_key(
 ) -> tuple[bytes, dict[str, str]] | None:
     """The data key sealing this run: a new one for an encrypted stream; for a stream no
     longer encrypted whose backup is sealed, the previous seal's (its manifest stays sealed);
-    None for a clear stream's clear backup."""
-    sealed_before = previous is not None and "seal" in previous
+    None for a clear stream's clear backup. A sealed previous manifest is authenticated
+    first: a run builds only on segment lists and keys nobody edited."""
+    sealed_before = previous is not None and ("seal" in previous or "data_keys" in previous)
     if not encrypted and not sealed_before:
         return None
     if keys is None:
@@ -162,11 +163,12 @@ def _run_key(
             f"stream {stream} is encrypted (or its backup sealed): the backup is sealed with a "
             "key from the cluster's BackupKeyService, and none was given"
         )
+    previous_key = _check_manifest_seal(previous, keys) if previous is not None else None
     if encrypted:
         return keys.generate(stream)
     assert previous is not None
-    wrapped: dict[str, str] = previous["seal"]["wrapped"]
-    return keys.open(wrapped), wrapped
+    assert previous_key is not None
+    return previous_key, previous["seal"]["wrapped"]
 
 
 def _manifest_seal(
@@ -191,11 +193,12 @@ def _manifest_bound(wrapped: dict[str, str], manifest: dict[str, Any]) -> bytes:
     )
 
 
-def _check_manifest_seal(manifest: dict[str, Any], keys: BackupKeys | None) -> None:
+def _check_manifest_seal(manifest: dict[str, Any], keys: BackupKeys | None) -> bytes | None:
     """A sealed backup's manifest (one with data keys or a seal) must carry a seal that
-    authenticates it; its key opens through `keys` (KMS's errors when it cannot)."""
+    authenticates it; its key opens through `keys` (KMS's errors when it cannot), and is
+    returned (None for a clear backup's manifest, which has nothing to authenticate)."""
     if "seal" not in manifest and not manifest.get("data_keys"):
-        return  # a clear backup: nothing to authenticate
+        return None
     if "seal" not in manifest:
         raise BackupError(f"the manifest of {manifest['stream']}'s sealed backup has no seal")
     if keys is None:
@@ -217,6 +220,7 @@ def _check_manifest_seal(manifest: dict[str, Any], keys: BackupKeys | None) -> N
             f"the manifest of {manifest['stream']}'s backup does not authenticate (edited, or "
             "another backup's): refused"
         ) from error
+    return material
 
 
 def _binding(stream_arn: str, entry: dict[str, Any], key: str, place: dict[str, Any]) -> bytes:

@@ -149,6 +149,14 @@ async def test_an_encrypted_streams_backup_holds_no_record_in_the_clear(
     restored = await asyncio.to_thread(api.contents, "vault-restored")
     assert restored == source and sum(len(r) for r in restored.values()) == 30
 
+    # A run builds only on an authenticated manifest: one edited since is not re-sealed.
+    manifest["shards"][0]["last_sequence"] = manifest["shards"][0]["sealed"][
+        manifest["shards"][0]["segments"][0]
+    ]["last"]
+    (tmp_path / manifest_key("vault")).write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="does not authenticate"):
+        await asyncio.to_thread(lambda: back_up(api.call, store, "vault", keys=api.keys))
+
 
 def _tampered(root: Path, stream: str) -> Iterator[tuple[str, Callable[[], None], str]]:
     """(what, how, the refusal's words): each damages a copy of the backup one way."""
