@@ -85,7 +85,8 @@ def _one(
     def read_all() -> None:
         manifest = logical._load_manifest(store, name)  # the restore's own first pass
         assert manifest is not None
-        opened = logical._open_data_keys(manifest, keys)
+        seal_key = logical._check_manifest_seal(manifest, keys)
+        opened = logical._open_data_keys(manifest, keys, seal_key)
         for entry in manifest["shards"]:
             for _ in logical._records(store, entry, opened):
                 pass

@@ -415,8 +415,8 @@ def restore(
     # Before anything is created: every data key opens here (a missing or disabled key is
     # KMS's error) and every sealed segment authenticates where the manifest places it (a
     # clear backup is read once, as before: it has nothing to authenticate).
-    _check_manifest_seal(manifest, keys)
-    opened = _open_data_keys(manifest, keys)
+    seal_key = _check_manifest_seal(manifest, keys)
+    opened = _open_data_keys(manifest, keys, seal_key)
     if opened:
         for entry in manifest["shards"]:
             for _ in _records(store, entry, opened):
@@ -700,9 +700,11 @@ def _put_in_order(
 
 
 def _open_data_keys(
-    manifest: dict[str, Any], keys: BackupKeys | None
+    manifest: dict[str, Any], keys: BackupKeys | None, seal_key: bytes | None
 ) -> dict[int, tuple[bytes, str]]:
-    """Each data key of a sealed backup: id -> (material, the stream ARN it is bound to)."""
+    """Each data key of a sealed backup: id -> (material, the stream ARN it is bound to). The
+    last run's key usually sealed the manifest as well: `seal_key`, already open, is reused
+    (one KMS Decrypt fewer)."""
     data_keys = manifest.get("data_keys", [])
     if not data_keys:
         return {}
@@ -711,7 +713,15 @@ def _open_data_keys(
             f"the backup of {manifest['stream']} is sealed: restoring it needs the cluster's "
             "BackupKeyService, and none was given"
         )
-    return {int(k["id"]): (keys.open(k["wrapped"]), k["wrapped"]["stream_arn"]) for k in data_keys}
+    seal_wrapped = manifest.get("seal", {}).get("wrapped")
+    opened = {}
+    for k in data_keys:
+        if seal_key is not None and k["wrapped"] == seal_wrapped:
+            material = seal_key
+        else:
+            material = keys.open(k["wrapped"])
+        opened[int(k["id"])] = (material, k["wrapped"]["stream_arn"])
+    return opened
 
 
 def _records(

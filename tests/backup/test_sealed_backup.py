@@ -143,8 +143,21 @@ async def test_an_encrypted_streams_backup_holds_no_record_in_the_clear(
     assert {k["wrapped"]["key_id"] for k in manifest["data_keys"]} == {KEY_ID}
     assert all(s["sealed"] for s in manifest["shards"])
 
-    report = await asyncio.to_thread(api.restore, store, "vault", "vault-restored")
+    opened: list[str] = []
+    real_open = api.keys.open
+
+    def counted_open(wrapped: dict[str, str]) -> bytes:
+        opened.append(wrapped["ciphertext"])
+        return real_open(wrapped)
+
+    api.keys.open = counted_open  # type: ignore[method-assign]
+    try:
+        report = await asyncio.to_thread(api.restore, store, "vault", "vault-restored")
+    finally:
+        api.keys.open = real_open  # type: ignore[method-assign]
     assert report.records_written == 30
+    # Each key opened once: the last run's also sealed the manifest, and is not opened twice.
+    assert sorted(opened) == sorted(k["wrapped"]["ciphertext"] for k in manifest["data_keys"])
     source = await asyncio.to_thread(api.contents, "vault")
     restored = await asyncio.to_thread(api.contents, "vault-restored")
     assert restored == source and sum(len(r) for r in restored.values()) == 30
