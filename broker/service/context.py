@@ -212,7 +212,9 @@ class ServiceContext:
         (kinesalite's recordings, 2015; a 2023 report of AWS answering shardId-000000000000 of
         a 1-shard stream the caller had not made, in ca-central-1, with the shard text). A
         stream that exists but takes no reads yet (CREATING, DELETING) is reported as the
-        stream. Every other operation reports an unknown stream first."""
+        stream. SplitShard and MergeShards: `stream_for_reshard`; GetRecords on a deleted
+        stream's iterator: `RecordsApi.get_records`; every other operation reports an unknown
+        stream first."""
         key = self.requested_stream_name(request)
         if self.image().stream(key, now_ms=self.now_ms()) is None:
             shard_id = request["ShardId"]
