@@ -3,7 +3,7 @@
 Thin by design: decode the message into an AWS-shaped dict (`codec`), validate it against the
 service's botocore model (`validation`), call the service, encode the response (a GetRecords
 page straight to bytes, `grpc_page`). PutRecords, the hot write path, is read and checked in
-one loop over its entries and answered straight to bytes (`grpc_put`). A server-streaming
+one loop over its entries and answered straight to bytes (`put_records`). A server-streaming
 RPC (SubscribeToShard) encodes each event of the operation's `EventStream` as one message.
 Errors leave through `error_mapping`; bytes that do not parse as the RPC's message are a
 SerializationException (INVALID_ARGUMENT), parsed here rather than by gRPC's deserializer.
@@ -33,8 +33,8 @@ from broker.gateway.authentication import with_identity
 from broker.gateway.grpc_auth import current_identity, peer_address
 from broker.gateway.grpc_namespace import addressed
 from broker.gateway.grpc_page import get_records_output
-from broker.gateway.grpc_put import put_records_output, put_records_request
 from broker.gateway.probe import GatewayProbe
+from broker.gateway.put_records import put_records_output, put_records_request
 from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
@@ -90,7 +90,7 @@ def _decoder(
     operation: str, input_class: type[Message], model: str
 ) -> Callable[[bytes], dict[str, Any]]:
     """How an RPC's request bytes become its validated AWS-shaped request: PutRecords' entries
-    are read and checked in one loop (`grpc_put`), the rest through `message_to_dict` and
+    are read and checked in one loop (`put_records`), the rest through `message_to_dict` and
     `validate_request`."""
     if input_class is kinesis_pb2.PutRecordsInput:
 
@@ -112,7 +112,7 @@ def _decoder(
 def _encoder(output: type[Message]) -> Callable[[dict[str, Any]], Message | bytes]:
     """How an operation's answer (or a stream's event) becomes its output: GetRecords pages,
     PutRecords answers and SubscribeToShard events are written straight to bytes
-    (`grpc_page`, `grpc_put`, `record_page`: no message per record), the rest through
+    (`grpc_page`, `put_records`, `record_page`: no message per record), the rest through
     `dict_to_message`."""
     if output is kinesis_pb2.GetRecordsOutput:
         return get_records_output

@@ -1,4 +1,4 @@
-"""PutRecords on the gRPC door: its entries read and checked in one loop, its answer written
+"""PutRecords on the doors: its entries read and checked in one loop, its gRPC answer written
 straight to bytes.
 
 The generic door path reads every request into an AWS-shaped dict (`wire.codec`) and then
@@ -8,12 +8,13 @@ key of 1..256 characters, data of 1 byte up to the model's maximum, no explicit 
 read and checked in one loop over the message; the rest of the request is checked by the model
 as before, with one of those entries standing in for the list. Any other entry (an explicit
 hash key, an empty or missing member) sends the whole request down the generic path from the
-start, so every validation error keeps its words, its order and its count.
+start, so every validation error keeps its words, its order and its count. The AWS door's
+decoded request is checked the same way (`validate_put_records`).
 
 The answer (`PutRecordsOutput`) is written as protobuf bytes from the service's dicts: a
 written record's result entry is two length-prefixed ASCII strings (the shard id's made once
 per answer), formatted as text and encoded once per run of such entries. The bytes are
-identical to upb's serialization of the same dicts (tests/gateway/test_grpc_put.py); an entry
+identical to upb's serialization of the same dicts (tests/gateway/test_put_records.py); an entry
 of another shape is serialized by upb.
 
 Pure: values in, bytes or dicts out.
@@ -77,15 +78,46 @@ def put_records_request(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any]:
         return request
     message.ClearField("records")
     request = message_to_dict(message)
-    # The entries passed the model's checks above: one of them stands in for the list, whose
-    # length is within the model's bounds. A request whose other members fail is checked again
-    # whole, so its messages are the model's for the request as it came.
-    request["Records"] = records[:1]
-    passed = passes("PutRecords", request)
     request["Records"] = records
+    _check_with_stand_in(request, records)
+    return request
+
+
+def validate_put_records(request: dict[str, Any]) -> None:
+    """`validate_request("PutRecords", request)` for a request decoded by the AWS door: its
+    common entries (exactly Data, bytes of 1 byte up to the model's maximum, and PartitionKey,
+    a string of 1..256 characters) checked in one loop, any other takes the model's check."""
+    records = request.get("Records")
+    if type(records) is list and _RECORDS_MIN <= len(records) <= _RECORDS_MAX:
+        for entry in records:
+            if type(entry) is not dict or len(entry) != 2:
+                break
+            data = entry.get("Data")
+            key = entry.get("PartitionKey")
+            if (
+                type(data) is not bytes
+                or type(key) is not str
+                or not 0 < len(data) <= _DATA_MAX
+                or not _KEY_MIN <= len(key) <= _KEY_MAX
+            ):
+                break
+        else:
+            _check_with_stand_in(request, records)
+            return
+    validate_request("PutRecords", request)
+
+
+def _check_with_stand_in(request: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """The rest of a request whose `records` passed the entry checks, by the model: one entry
+    stands in for the list (whose length is within the model's bounds). A request whose other
+    members fail is checked again whole, so its messages are the model's for it as it came."""
+    request["Records"] = records[:1]
+    try:
+        passed = passes("PutRecords", request)
+    finally:
+        request["Records"] = records
     if not passed:
         validate_request("PutRecords", request)
-    return request
 
 
 # PutRecordsOutput: failed_record_count = 1 (varint, tag 0x08), records = 2 (0x12),

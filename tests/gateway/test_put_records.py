@@ -1,4 +1,4 @@
-"""The gRPC door's PutRecords path (`grpc_put`): the one-loop reader gives the request (or the
+"""The gRPC door's PutRecords path (`put_records`): the one-loop reader gives the request (or the
 error) the generic path gives (`message_to_dict` + `validate_request`), for well-formed and
 broken requests alike; the answer's bytes are upb's serialization of the same dicts."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.errors import ShoalError
-from broker.gateway.grpc_put import put_records_output, put_records_request
+from broker.gateway.put_records import put_records_output, put_records_request, validate_put_records
 from broker.gateway.validation import validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
 
@@ -129,6 +129,50 @@ def test_random_requests_agree() -> None:
                 fields["explicit_hash_key"] = hash_key
             entries.append(_entry(**fields))
         _same(_input(entries, stream_name=rng.choice(["s", "", "a b"])))
+
+
+def _outcome(check: Any, request: dict[str, Any]) -> str:
+    try:
+        check(request)
+    except ShoalError as error:
+        return f"{error.code.kinesis_name}: {error.message}"
+    return "ok"
+
+
+def _dict_agrees(request: dict[str, Any]) -> str:
+    generic = _outcome(lambda r: validate_request("PutRecords", r), request)
+    before = repr(request)
+    assert _outcome(validate_put_records, request) == generic
+    assert repr(request) == before  # the stand-in is put back
+    return generic
+
+
+def test_the_aws_doors_check_agrees_with_the_model() -> None:
+    common = {"Data": _DATA, "PartitionKey": _KEY}
+    assert _dict_agrees({"StreamName": "s", "Records": [common] * 500}) == "ok"
+    odd_entries: list[Any] = [
+        {"Data": _DATA},
+        {"PartitionKey": _KEY},
+        {"Data": b"", "PartitionKey": _KEY},
+        {"Data": bytearray(b"x"), "PartitionKey": _KEY},
+        {"Data": "x", "PartitionKey": _KEY},
+        {"Data": _DATA, "PartitionKey": ""},
+        {"Data": _DATA, "PartitionKey": "鍵" * 257},
+        {"Data": _DATA, "PartitionKey": 5},
+        {"Data": _DATA, "PartitionKey": None},
+        {"Data": b"x" * (10 * 1024 * 1024 + 1), "PartitionKey": _KEY},
+        {"Data": _DATA, "PartitionKey": _KEY, "ExplicitHashKey": "1"},
+        {"Data": _DATA, "PartitionKey": _KEY, "ExplicitHashKey": "x"},
+        {"Data": _DATA, "Unknown": _KEY},
+        "not an entry",
+    ]
+    for odd in odd_entries:
+        for top in ({"StreamName": "s"}, {"StreamName": "bad name"}, {}):
+            _dict_agrees({**top, "Records": [common, odd, common]})
+    for records in ([], [common] * 501, None, "x", ({"Data": b"x", "PartitionKey": "k"},)):
+        _dict_agrees({"StreamName": "s", "Records": records})
+    for top in ({"StreamName": ""}, {"StreamARN": "nope"}, {"StreamName": "s", "DryRun": "x"}):
+        _dict_agrees({**top, "Records": [common] * 3})
 
 
 def _upb(response: dict[str, Any]) -> bytes:
