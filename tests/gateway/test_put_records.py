@@ -160,7 +160,6 @@ def test_the_aws_doors_check_agrees_with_the_model() -> None:
         {"Data": _DATA, "PartitionKey": "鍵" * 257},
         {"Data": _DATA, "PartitionKey": 5},
         {"Data": _DATA, "PartitionKey": None},
-        {"Data": b"x" * (10 * 1024 * 1024 + 1), "PartitionKey": _KEY},
         {"Data": _DATA, "PartitionKey": _KEY, "ExplicitHashKey": "1"},
         {"Data": _DATA, "PartitionKey": _KEY, "ExplicitHashKey": "x"},
         {"Data": _DATA, "Unknown": _KEY},
@@ -169,6 +168,8 @@ def test_the_aws_doors_check_agrees_with_the_model() -> None:
     for odd in odd_entries:
         for top in ({"StreamName": "s"}, {"StreamName": "bad name"}, {}):
             _dict_agrees({**top, "Records": [common, odd, common]})
+    big = {"Data": b"x" * (10 * 1024 * 1024 + 1), "PartitionKey": _KEY}  # over the model's max
+    _dict_agrees({"StreamName": "s", "Records": [common, big]})
     for records in ([], [common] * 501, None, "x", ({"Data": b"x", "PartitionKey": "k"},)):
         _dict_agrees({"StreamName": "s", "Records": records})
     for top in ({"StreamName": ""}, {"StreamARN": "nope"}, {"StreamName": "s", "DryRun": "x"}):
