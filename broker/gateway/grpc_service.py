@@ -92,7 +92,7 @@ def _decoder(
     """How an RPC's request bytes become its validated AWS-shaped request: PutRecords' entries
     are read and checked in one loop (`put_records`), the rest through `message_to_dict` and
     `validate_request`."""
-    if input_class is kinesis_pb2.PutRecordsInput:
+    if input_class is kinesis_pb2.PutRecordsInput and model == KINESIS:
 
         def decode_put_records(raw: bytes) -> dict[str, Any]:
             message = _parse(raw, input_class)

@@ -73,12 +73,12 @@ def put_records_request(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any]:
                 break
             append({"Data": data, "PartitionKey": key})
     if not records:
-        request = message_to_dict(message)
-        validate_request("PutRecords", request)
-        return request
+        generic = message_to_dict(message)
+        validate_request("PutRecords", generic)
+        return generic
     message.ClearField("records")
-    request = message_to_dict(message)
-    request["Records"] = records
+    request: dict[str, Any] = {"Records": records}  # first, as the generic reader orders it
+    request.update(message_to_dict(message))
     _check_with_stand_in(request, records)
     return request
 
