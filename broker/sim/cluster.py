@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker import buggify
+from broker import arns, buggify
 from broker.errors import ShoalError
 from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import ReplicaStatus
@@ -470,10 +470,12 @@ class SimCluster:
         node.store.lose_disk()
         node.disk_generation += 1
         # The real controller prepares image epoch + 1, so the node's floor is the image's
-        # epoch (node.py); this one prepares above every epoch it prepared before, so the
-        # floor is just below the highest epoch any Prepare carried so far.
+        # epoch (node.py); the legacy quorum prepares above every epoch it prepared before, so
+        # there the floor is also at least just below the highest epoch any Prepare carried so
+        # far. Never below the image's epoch: its leader may have counted the node's lost log
+        # (its view of the node goes back only for acks flagged rejoining, replica.py).
         node.rejoin_floors = {
-            shard_uid: self.quorum.prepared_epoch(shard_uid) - 1
+            shard_uid: max(image.epoch, self.quorum.prepared_epoch(shard_uid) - 1)
             for shard_uid, image in self.quorum.shards.items()
             if node.node_id in image.replicas
         }
@@ -540,7 +542,7 @@ class SimCluster:
         stream = StreamMeta(
             name=StreamName("sim"),
             uid=StreamUid(1),
-            arn="arn:aws:kinesis:us-east-1:000000000000:stream/sim",
+            arn=arns.regional("kinesis", "us-east-1", "000000000000", "stream/sim"),
             created_ms=0,
             mode=StreamMode.PROVISIONED,
             retention_hours=24,
