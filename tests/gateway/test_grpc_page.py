@@ -20,6 +20,7 @@ from broker.meta.image import ShardMeta, ShardState
 from broker.service.records import ShardPage, shaped_answer
 from broker.types import Offset, ShardIndex, ShardUid
 from broker.wire.codec import dict_to_message
+from tests.gateway.test_record_fields import WRITERS, Writer
 from tests.log.test_encrypted_store import Keys
 
 UID = ShardUid(7)
@@ -82,8 +83,12 @@ def by_upb(response: dict[str, Any]) -> bytes:
     return dict_to_message(shaped, kinesis_pb2.GetRecordsOutput).SerializeToString()
 
 
+@pytest.mark.parametrize("write", WRITERS)
 @pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
-def test_pages_are_upbs_bytes_and_the_memory_stores_records(tmp_path: Path, sealed: bool) -> None:
+def test_pages_are_upbs_bytes_and_the_memory_stores_records(
+    tmp_path: Path, sealed: bool, write: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grpc_page, "write_page", write)
     rng = random.Random(5)
     written = batches(rng)
     rocks = RocksLogStore(tmp_path / "log", keys=Keys() if sealed else None)
