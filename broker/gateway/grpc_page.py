@@ -28,10 +28,11 @@ from broker.log.records import RecordRun
 from broker.service.records import ShardPage
 from broker.timestamps import datetime_from_ms
 from broker.wire import record_page
-from broker.wire.record_page import arrival_field, page_tail
+from broker.wire.record_page import arrival_field, page_tail, varint
 
 # A sealed record's Record.encryption_type (field 5, wire type 2: tag 0x2a) = "KMS".
 _KMS = b"\x2a\x03KMS"
+_EVENT = b"\x0a"  # SubscribeToShardEventStream.subscribe_to_shard_event = 1
 
 
 def get_records_output(response: Mapping[str, Any]) -> bytes:
@@ -45,6 +46,25 @@ def get_records_output(response: Mapping[str, Any]) -> bytes:
     return write_page(
         run_fields(runs, page.number_base), page_tail(response, kinesis_pb2.GetRecordsOutput)
     )
+
+
+def subscribe_to_shard_event_stream(event: Mapping[str, Any]) -> bytes:
+    """One serialized `SubscribeToShardEventStream` message: a SubscribeToShardEvent whose
+    Records are a `ShardPage` with runs is written from the batch bytes (its records, then the
+    rest by upb, in field 1 of the union); any other event by `wire.record_page`."""
+    inner = event.get("SubscribeToShardEvent")
+    page = inner.get("Records") if len(event) == 1 and isinstance(inner, Mapping) else None
+    if not isinstance(page, ShardPage):
+        return record_page.subscribe_to_shard_event_stream(event)
+    assert inner is not None
+    if page.page.runs is None:
+        shaped = {"SubscribeToShardEvent": {**inner, "Records": page.shaped()}}
+        return record_page.subscribe_to_shard_event_stream(shaped)
+    body = write_page(
+        run_fields(page.page.runs, page.number_base),
+        page_tail(inner, kinesis_pb2.SubscribeToShardEvent),
+    )
+    return _EVENT + varint(len(body)) + body
 
 
 def run_fields(
