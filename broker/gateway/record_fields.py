@@ -11,23 +11,18 @@ one copy of each byte, the sequence numbers in base-10^18 limbs (issue 18, the d
 The C module is optional: `scripts/install` (and the image's build stage) compile it with the
 package when a C compiler is there; without one the build goes on and this module uses the
 Python writer. A compiled module built from another version of the C source than the one next
-to it (an editable install not rebuilt after an edit) is not used: it carries its source's
-SHA-256 (setup.py), checked here against the file.
+to it (an editable install not rebuilt after an edit) is not used (`broker.compiled`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
 import struct
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
+from broker import compiled
 from broker.log.records import RECORD_HEADER_BYTES
 from broker.wire.record_page import varint
-
-_log = logging.getLogger(__name__)
 
 _RECORD_HEADER = struct.Struct(">HI")  # the stored layout's pk_len, data_len (log/records.py)
 assert _RECORD_HEADER.size == RECORD_HEADER_BYTES
@@ -136,22 +131,11 @@ def write_page_python(runs: Sequence[RunFields], tail: bytes) -> bytes:
 
 
 def _compiled() -> Callable[[Sequence[tuple[object, ...]], bytes], bytes] | None:
-    try:
-        from broker.gateway import _record_fields
-    except ImportError:
+    module = compiled.load("broker.gateway._record_fields")
+    if module is None:
         return None
-    source = Path(__file__).with_name("_record_fields.c")
-    if source.exists():  # a source tree (editable install): the build must be of this source
-        digest = hashlib.sha256(source.read_bytes()).hexdigest()
-        if digest != _record_fields.SOURCE_SHA256:
-            _log.warning(
-                "%s was built from another version of %s; writing GetRecords pages in Python "
-                "(run scripts/install to rebuild it)",
-                _record_fields.__file__,
-                source.name,
-            )
-            return None
-    return _record_fields.write_page
+    write: Callable[[Sequence[tuple[object, ...]], bytes], bytes] = module.write_page
+    return write
 
 
 _C_WRITE_PAGE = _compiled()

@@ -16,6 +16,7 @@ import pytest
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.gateway import event_stream, grpc_page
 from broker.gateway.aws_codec import WireFormat, _json, encode_body
+from broker.log import records
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, NewRecord, RecordPage, records_size_bytes
 from broker.log.rocks_store import RocksLogStore
@@ -96,12 +97,18 @@ def by_upb(response: dict[str, Any]) -> bytes:
     return dict_to_message(shaped, kinesis_pb2.GetRecordsOutput).SerializeToString()
 
 
+@pytest.mark.parametrize("walk", ["c", "python"])
 @pytest.mark.parametrize("write", WRITERS)
 @pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
 def test_pages_are_upbs_bytes_and_the_memory_stores_records(
-    tmp_path: Path, sealed: bool, write: Writer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, sealed: bool, write: Writer, walk: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The RocksDB store's pages (walked in C where built, and in Python) hold the memory
+    store's records, and both writers write them as upb does."""
     monkeypatch.setattr(grpc_page, "write_page", write)
+    if walk == "python":
+        monkeypatch.setattr(records, "_skip", records._skip_in_python)
+        monkeypatch.setattr(records, "_take", records._take_in_python)
     rng = random.Random(5)
     written = batches(rng)
     rocks = RocksLogStore(tmp_path / "log", keys=Keys() if sealed else None)

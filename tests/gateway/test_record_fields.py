@@ -4,7 +4,6 @@ limbs' carries, across batch boundaries and at the largest positions."""
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -186,16 +185,3 @@ def test_the_c_writer_refuses_broken_runs() -> None:
             _record_fields.write_page([bad], b"")
     with pytest.raises(TypeError):
         _record_fields.write_page([("not", "a", "run")], b"")
-
-
-@pytest.mark.skipif(not record_fields.COMPILED, reason=NOT_BUILT)
-def test_a_build_of_another_source_is_not_used(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from broker.gateway import _record_fields
-
-    assert record_fields._compiled() is _record_fields.write_page
-    monkeypatch.setattr(_record_fields, "SOURCE_SHA256", "0" * 64)
-    with caplog.at_level(logging.WARNING, logger=record_fields.__name__):
-        assert record_fields._compiled() is None
-    assert "built from another version" in caplog.text
