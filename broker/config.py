@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import limits
+from broker import arns, limits
 from broker.consumers.registry import CONSUMERS_PER_STREAM_DEFAULT
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
 
@@ -483,7 +483,7 @@ class Config:
         return f"{self.host}:{self.http_port}"
 
     def stream_arn(self, stream_name: str) -> str:
-        return f"arn:aws:kinesis:{self.region}:{self.account_id}:stream/{stream_name}"
+        return arns.regional("kinesis", self.region, self.account_id, f"stream/{stream_name}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
