@@ -470,10 +470,12 @@ class SimCluster:
         node.store.lose_disk()
         node.disk_generation += 1
         # The real controller prepares image epoch + 1, so the node's floor is the image's
-        # epoch (node.py); this one prepares above every epoch it prepared before, so the
-        # floor is just below the highest epoch any Prepare carried so far.
+        # epoch (node.py); the legacy quorum prepares above every epoch it prepared before, so
+        # there the floor is also at least just below the highest epoch any Prepare carried so
+        # far. Never below the image's epoch: its leader may have counted the node's lost log
+        # (its view of the node goes back only for acks flagged rejoining, replica.py).
         node.rejoin_floors = {
-            shard_uid: self.quorum.prepared_epoch(shard_uid) - 1
+            shard_uid: max(image.epoch, self.quorum.prepared_epoch(shard_uid) - 1)
             for shard_uid, image in self.quorum.shards.items()
             if node.node_id in image.replicas
         }
