@@ -344,3 +344,8 @@ channel_freshness_s_max = 900
 # CPython's default is 700): collections are rarer, so far fewer writes carry a pause
 # (broker/cli/serve.py `_settle_the_heap`; each pause grows with it, about 1 ms at this value).
 gc_young_allocations = 20_000
+# A serving node's glibc malloc (broker/cli/serve.py `_keep_page_memory`): allocations up to
+# the first come from its heap (glibc's largest allowed value), and up to the second of freed
+# memory stays there rather than going back to the kernel, so 10 MB pages reuse memory.
+malloc_mmap_threshold_bytes = 32 * 2**20
+malloc_trim_threshold_bytes = 64 * 2**20

@@ -43,7 +43,7 @@ from broker.error_messages import NO_MESSAGE
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway import cbor_page, json_page
 from broker.gateway.validation import KINESIS, service_model
-from broker.service.records import shaped_answer
+from broker.service.records import ShardPage, shaped_answer
 from broker.timestamps import ms_from_datetime
 
 JSON_CONTENT_TYPE = "application/x-amz-json-1.1"
@@ -463,8 +463,8 @@ def _iso_timestamp(value: str) -> datetime:
 def encode_body(document: Mapping[str, Any], wire: WireFormat) -> bytes:
     """A response (or an error document) in `wire`'s format. Service responses never hold
     None values (absent members are absent keys), so nothing needs stripping. GetRecords'
-    page (`ShardPage`) is written from its batch bytes in JSON (`json_page`) and shaped into
-    record dicts for CBOR (`cbor_page`)."""
+    page (`ShardPage`) is written from its batch bytes, in JSON by `json_page` and in CBOR by
+    `cbor_page.runs_array`."""
     if wire is WireFormat.JSON:
         page = json_page.get_records_json(document, _json)
         if page is not None:
@@ -472,12 +472,16 @@ def encode_body(document: Mapping[str, Any], wire: WireFormat) -> bytes:
         # orjson walks the document in C and calls back only for blobs and timestamps; a
         # 10,000-record GetRecords page is the largest thing this door writes.
         return _json(shaped_answer(document))
+    page = document.get("Records")
+    if isinstance(page, ShardPage) and page.page.runs is not None:
+        runs, number_base = page.page.runs, page.number_base
+        return _cbor_document(document, lambda: cbor_page.runs_array(runs, number_base))
     document = shaped_answer(document)
     records = document.get("Records")
     if type(records) is list and records:
-        page = _cbor_page(document, records)
-        if page is not None:
-            return page
+        array = cbor_page.records_array(records)
+        if array is not None:
+            return _cbor_document(document, lambda: array)
     # cbor2 walks the document in C; only timestamps call back (`_CBOR_ENCODERS`).
     return cbor2.dumps(document, encoders=_CBOR_ENCODERS)
 
@@ -489,18 +493,15 @@ def _json(document: Mapping[str, Any]) -> bytes:
     return encoded
 
 
-def _cbor_page(document: Mapping[str, Any], records: list[Any]) -> bytes | None:
-    """A document holding a page of records (GetRecords, a SubscribeToShard event) with the
-    records written by `cbor_page` and its other members by cbor2, in the document's order;
-    None when the records are not all of the page's shape."""
-    array = cbor_page.records_array(records)
-    if array is None:
-        return None
+def _cbor_document(document: Mapping[str, Any], records: Callable[[], bytes]) -> bytes:
+    """A document holding a page of records (GetRecords, a SubscribeToShard event) with its
+    Records written by `records()` (`cbor_page`) and its other members by cbor2, in the
+    document's order."""
     parts = [cbor_page.item_head(_CBOR_MAP_MAJOR_TYPE, len(document))]
     for name, value in document.items():
         parts.append(cbor2.dumps(name))
         if name == "Records":
-            parts.append(array)
+            parts.append(records())
         else:
             parts.append(cbor2.dumps(value, encoders=_CBOR_ENCODERS))
     return b"".join(parts)

@@ -32,14 +32,13 @@ from broker.errors import ErrorCode, ShoalError
 from broker.gateway.authentication import with_identity
 from broker.gateway.grpc_auth import current_identity, peer_address
 from broker.gateway.grpc_namespace import addressed
-from broker.gateway.grpc_page import get_records_output
+from broker.gateway.grpc_page import get_records_output, subscribe_to_shard_event_stream
 from broker.gateway.probe import GatewayProbe
 from broker.gateway.put_records import put_records_output, put_records_request
 from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.error_mapping import to_grpc_status
-from broker.wire.record_page import subscribe_to_shard_event_stream
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +110,8 @@ def _decoder(
 
 def _encoder(output: type[Message]) -> Callable[[dict[str, Any]], Message | bytes]:
     """How an operation's answer (or a stream's event) becomes its output: GetRecords pages,
-    PutRecords answers and SubscribeToShard events are written straight to bytes
-    (`grpc_page`, `put_records`, `record_page`: no message per record), the rest through
+    PutRecords answers and SubscribeToShard events are written straight to bytes (`grpc_page`:
+    from the stored batch bytes; `put_records`: no message per record), the rest through
     `dict_to_message`."""
     if output is kinesis_pb2.GetRecordsOutput:
         return get_records_output

@@ -13,15 +13,16 @@ from broker.queues.operations import QueueOperations
 from broker.service import account, control, reshard, stream_consumers, stream_features
 from broker.service.context import CURRENT_CALLER, ServiceContext
 from broker.service.records import RecordsApi, shaped_answer
-from broker.service.subscriptions import Subscriptions
+from broker.service.subscriptions import Subscription, Subscriptions
 from broker.streams.internal_names import INTERNAL_PREFIX, is_internal
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
 Handler = Callable[[Request], Awaitable[Response]]
 
-# The doors that write GetRecords' `ShardPage` to their wire themselves (gateway/grpc_page.py,
-# gateway/aws_codec.py); every other caller gets its Records as record dicts.
+# The doors that write GetRecords' `ShardPage` (and SubscribeToShard events') to their wire
+# themselves (gateway/grpc_page.py, gateway/aws_codec.py); every other caller gets its Records
+# as record dicts.
 _PAGE_WRITING_DOORS = frozenset({"grpc", "http"})
 _STREAM_NAMING_MEMBERS = ("StreamName", "StreamARN", "ConsumerARN", "ResourceARN")
 _STREAM_IN_ARN = re.compile(r":stream/([^/]+)")
@@ -147,6 +148,9 @@ class KinesisService:
             CURRENT_CALLER.reset(token)
         if caller is None or caller.door not in _PAGE_WRITING_DOORS:
             return shaped_answer(response)
+        events = response.get("EventStream")
+        if isinstance(events, Subscription):
+            events.pages_for_doors = True  # events queued before this one carry dicts: fine
         return response
 
     def _refuse_internal_streams(self, operation: str, request: Request) -> None:

@@ -80,29 +80,30 @@ import contextlib
 import dataclasses
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from broker import error_messages, limits
 from broker.consumers.registry import ConsumerStatus, StreamConsumer
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import StoredRecord, records_size_bytes
+from broker.log.records import RecordPage, records_size_bytes
 from broker.meta.image import HOUR_MS, MetadataImage, ShardMeta, ShardState, StreamMeta
 from broker.service import describe
 from broker.service.context import ServiceContext
 from broker.service.records import (
+    ShardPage,
     check_position_members,
     position_offset,
     read_routed,
     readable_end,
-    records_shape,
 )
 from broker.service.shards import ReadRequest, ReadResult, ReadThrottle
 from broker.streams.namespaces import namespace_of_arn
 from broker.streams.sequence_numbers import (
     bound_number_for,
     offset_for_sequence_number,
+    sequence_number_for,
 )
 from broker.streams.subscription_claims import Claim
 from broker.streams.throttling import TokenBucket
@@ -212,6 +213,10 @@ class Subscription:
         self._counters = _Counters()
         self._finished = False
         self._task: asyncio.Task[None] | None = None
+        # Whether events carry their Records as a `ShardPage` (the doors that write pages from
+        # the stored batch bytes: `KinesisService.call` sets it before the first event is
+        # read) rather than record dicts.
+        self.pages_for_doors = False
 
     @property
     def consumer_arn(self) -> str:
@@ -398,28 +403,34 @@ class Subscription:
         body = event["SubscribeToShardEvent"]
         self._owner.report(self._target, records, size, body["MillisBehindLatest"])
 
-    def _event(self, records: Sequence[StoredRecord], *, readable_end: Offset) -> Event:
+    def _event(self, records: RecordPage, *, readable_end: Offset) -> Event:
+        """An event of `records`, as a `ShardPage` the doors write from the stored batch bytes
+        (`pages_for_doors`) or as record dicts (`records_shape`) for everyone else."""
         shard = self._target.shard
         now_ms = self._owner.ctx.now_ms()
         behind = 0
         if records and self._offset < readable_end:
-            behind = max(0, now_ms - records[-1].arrival_ms)
-        shaped = records_shape(shard, records)
+            behind = max(0, now_ms - records.last_arrival_ms())
+        page = ShardPage(shard, records)
         return {
             "SubscribeToShardEvent": {
-                "Records": shaped,
-                "ContinuationSequenceNumber": self._continuation(shaped, records),
+                "Records": page if self.pages_for_doors else page.shaped(),
+                "ContinuationSequenceNumber": self._continuation(records),
                 "MillisBehindLatest": behind,
             }
         }
 
-    def _continuation(self, shaped: list[dict[str, Any]], records: Sequence[StoredRecord]) -> str:
+    def _continuation(self, records: RecordPage) -> str:
         """The last delivered record's own number while the next offset is right after it,
         repeated by the heartbeats that follow; otherwise `continuation_number`. Either way
         the numbers never go down from one event to the next."""
         at = self._continuation_at
-        if records and records[-1].offset == self._offset - 1:
-            at = (self._offset, shaped[-1]["SequenceNumber"])
+        if records and records.next_offset() == self._offset:
+            last = Offset(self._offset - 1)
+            number = sequence_number_for(
+                self._target.shard, last, arrival_ms=records.last_arrival_ms()
+            )
+            at = (self._offset, number)
         elif at is None or at[0] != self._offset:
             at = (self._offset, continuation_number(self._target.shard, self._offset))
         self._continuation_at = at

@@ -3,7 +3,10 @@ millisecond timestamps), and declines any record of another shape."""
 
 from __future__ import annotations
 
+import dataclasses
+import random
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -12,10 +15,14 @@ import pytest
 from broker.gateway import cbor_page
 from broker.gateway.aws_codec import WireFormat, encode_body
 from broker.log.records import StoredRecord
+from broker.log.rocks_store import RocksLogStore
 from broker.meta.image import ShardMeta, ShardState
-from broker.service.records import records_shape
+from broker.service.records import ShardPage, records_shape, shaped_answer
 from broker.timestamps import ms_from_datetime
 from broker.types import Offset, ShardIndex, ShardUid
+from tests.gateway.test_grpc_page import SHARD as GRPC_SHARD
+from tests.gateway.test_grpc_page import UID, answer, batches
+from tests.log.test_encrypted_store import Keys
 
 SHARD = ShardMeta(
     index=ShardIndex(3),
@@ -84,3 +91,33 @@ def test_heads_are_the_shortest_form() -> None:
     for length in (0, 23, 24, 255, 256, 65_535, 65_536, 2**32 - 1, 2**32, 2**64 - 1):
         assert cbor_page.item_head(0, length) == cbor2.dumps(length)
     assert cbor_page.item_head(2, 300) == cbor2.dumps(b"\x00" * 300)[:-300]
+
+
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
+def test_pages_from_batch_bytes_are_cbor2s(tmp_path: Path, sealed: bool) -> None:
+    """GetRecords' ShardPage written from its runs: the bytes cbor2 writes for the same
+    answer shaped into record dicts, in both number layouts, with ChildShards, and when the
+    page is empty or holds records of many keys and sizes (tests.gateway.test_grpc_page)."""
+    written = batches(random.Random(9))
+    end = written[-1].end_offset
+    rocks = RocksLogStore(tmp_path / "log", keys=Keys() if sealed else None)
+    rocks.append(written)
+    try:
+        for start, records_max in [(0, 10_000), (2, 7), (44, 10_000), (end, 10)]:
+            page = rocks.read_page(
+                UID,
+                start_offset=Offset(start),
+                end_offset=end,
+                records_max=records_max,
+                bytes_max=10 * 2**20,
+            )
+            assert page.runs is not None
+            for aws_layout in (False, True):
+                shard = dataclasses.replace(GRPC_SHARD, aws_sequence_numbers=aws_layout)
+                response: dict[str, Any] = answer(ShardPage(shard, page))
+                response["ChildShards"] = [
+                    {"ShardId": "shardId-000000000001", "ParentShards": ["shardId-000000000000"]}
+                ]
+                assert encode_body(response, WireFormat.CBOR) == by_cbor2(shaped_answer(response))
+    finally:
+        rocks.close()

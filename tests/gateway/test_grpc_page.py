@@ -6,20 +6,26 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 
 from broker.api.kinesis.v1 import kinesis_pb2
-from broker.gateway import grpc_page
+from broker.gateway import event_stream, grpc_page
+from broker.gateway.aws_codec import WireFormat, _json, encode_body
+from broker.log import records
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, NewRecord, RecordPage, records_size_bytes
 from broker.log.rocks_store import RocksLogStore
 from broker.meta.image import ShardMeta, ShardState
 from broker.service.records import ShardPage, shaped_answer
+from broker.timestamps import ms_from_datetime
 from broker.types import Offset, ShardIndex, ShardUid
 from broker.wire.codec import dict_to_message
+from tests.gateway.test_record_fields import WRITERS, Writer
 from tests.log.test_encrypted_store import Keys
 
 UID = ShardUid(7)
@@ -73,6 +79,15 @@ def batches(rng: random.Random) -> list[AppendBatch]:
     return made
 
 
+def by_cbor2(document: Any) -> bytes:
+    """cbor2's bytes, timestamps as the AWS door writes them (tag 1, epoch milliseconds)."""
+
+    def timestamp(encoder: cbor2.CBOREncoder, value: datetime) -> None:
+        encoder.encode(cbor2.CBORTag(1, ms_from_datetime(value)))
+
+    return cbor2.dumps(document, encoders={datetime: timestamp})
+
+
 def answer(page: Any) -> dict[str, Any]:
     return {"Records": page, "NextShardIterator": "AAAA" * 30, "MillisBehindLatest": 42}
 
@@ -82,8 +97,18 @@ def by_upb(response: dict[str, Any]) -> bytes:
     return dict_to_message(shaped, kinesis_pb2.GetRecordsOutput).SerializeToString()
 
 
+@pytest.mark.parametrize("walk", ["c", "python"])
+@pytest.mark.parametrize("write", WRITERS)
 @pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
-def test_pages_are_upbs_bytes_and_the_memory_stores_records(tmp_path: Path, sealed: bool) -> None:
+def test_pages_are_upbs_bytes_and_the_memory_stores_records(
+    tmp_path: Path, sealed: bool, write: Writer, walk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The RocksDB store's pages (walked in C where built, and in Python) hold the memory
+    store's records, and both writers write them as upb does."""
+    monkeypatch.setattr(grpc_page, "write_page", write)
+    if walk == "python":
+        monkeypatch.setattr(records, "_skip", records._skip_in_python)
+        monkeypatch.setattr(records, "_take", records._take_in_python)
     rng = random.Random(5)
     written = batches(rng)
     rocks = RocksLogStore(tmp_path / "log", keys=Keys() if sealed else None)
@@ -152,3 +177,62 @@ def test_pages_without_runs_and_dict_answers_take_the_generic_writer() -> None:
     assert grpc_page.get_records_output(shaped) == by_upb(response)
     empty = answer(ShardPage(SHARD, RecordPage()))
     assert grpc_page.get_records_output(empty) == by_upb(empty)
+
+
+@pytest.mark.parametrize("write", WRITERS)
+@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
+def test_subscribe_events_are_upbs_and_the_generic_encoders_bytes(
+    tmp_path: Path, sealed: bool, write: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SubscribeToShard event whose Records are a ShardPage: on gRPC the bytes upb writes for
+    the shaped event; on the AWS door (JSON and CBOR, in its event-stream message) the bytes
+    orjson and cbor2 write for it. Also the last event of a closed shard and a page without
+    runs."""
+    monkeypatch.setattr(grpc_page, "write_page", write)
+    written = batches(random.Random(11))
+    rocks = RocksLogStore(tmp_path / "log", keys=Keys() if sealed else None)
+    memory = MemoryLogStore()
+    rocks.append(written)
+    memory.append(written)
+    end = written[-1].end_offset
+    children = [{"ShardId": "shardId-000000000004", "ParentShards": ["shardId-000000000003"]}]
+    try:
+        for store in (rocks, memory):
+            for start in (0, 3, end):
+                page = store.read_page(
+                    UID,
+                    start_offset=Offset(start),
+                    end_offset=end,
+                    records_max=10_000,
+                    bytes_max=10 * 2**20,
+                )
+                for aws_layout in (False, True):
+                    shard = dataclasses.replace(SHARD, aws_sequence_numbers=aws_layout)
+                    for rest in (
+                        {"ContinuationSequenceNumber": "4" * 56, "MillisBehindLatest": 9},
+                        {"MillisBehindLatest": 0, "ChildShards": children},
+                    ):
+                        inner = {"Records": ShardPage(shard, page), **rest}
+                        event = {"SubscribeToShardEvent": inner}
+                        shaped = {"SubscribeToShardEvent": shaped_answer(inner)}
+                        assert grpc_page.subscribe_to_shard_event_stream(event) == (
+                            dict_to_message(
+                                shaped, kinesis_pb2.SubscribeToShardEventStream
+                            ).SerializeToString()
+                        )
+                        for wire, generic in (
+                            (WireFormat.JSON, _json),
+                            (WireFormat.CBOR, by_cbor2),
+                        ):
+                            message = event_stream.event_message(
+                                "SubscribeToShardEvent",
+                                encode_body(inner, wire),
+                                wire.content_type,
+                            )
+                            assert message == event_stream.event_message(
+                                "SubscribeToShardEvent",
+                                generic(shaped["SubscribeToShardEvent"]),
+                                wire.content_type,
+                            )
+    finally:
+        rocks.close()

@@ -1,0 +1,84 @@
+"""The walk of a stored batch's record lengths in C (broker/log/_record_walk.c) gives what the
+Python walk gives, caps and layout errors included, and a read takes the same pages with
+either (tests.gateway.test_grpc_page runs the store through both)."""
+
+from __future__ import annotations
+
+import random
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from broker import compiled
+from broker.log import records
+
+walk = compiled.load("broker.log._record_walk")
+NOT_BUILT = "the C walk was not built (no C compiler when scripts/install ran)"
+needs_c = pytest.mark.skipif(walk is None, reason=NOT_BUILT)
+
+
+def payload(rng: random.Random, count: int) -> bytes:
+    lengths = [(rng.choice((0, 1, 9, 256)), rng.choice((0, 1, 100, 70_000))) for _ in range(count)]
+    return b"HEAD" + b"".join(struct.pack(">HI", k, d) + b"k" * k + b"d" * d for k, d in lengths)
+
+
+def outcome(call: Callable[..., Any], *arguments: Any) -> Any:
+    try:
+        return call(*arguments)
+    except struct.error:
+        return "struct.error"
+
+
+@needs_c
+def test_the_c_walk_gives_the_python_walks_results() -> None:
+    assert walk is not None
+    rng = random.Random(3)
+    for _ in range(300):
+        count = rng.randint(0, 12)
+        value = payload(rng, count)
+        if rng.random() < 0.3:  # cut short, or with bytes after the records
+            value = value[: rng.randint(0, len(value))] if rng.random() < 0.5 else value + b"x"
+        skip = rng.randint(0, count)
+        start = outcome(records._skip_in_python, value, 4, skip)
+        assert outcome(walk.skip, value, 4, skip) == start
+        if start == "struct.error":
+            continue
+        arguments = (
+            value,
+            start,
+            skip,
+            rng.randint(skip, count + 1),  # stop
+            rng.randint(1, 10),  # room
+            rng.choice((0, 50, 300)),  # taken_bytes
+            rng.choice((1, 100, 1_000, 200_000)),  # bytes_max
+            rng.random() < 0.5,  # first_taken
+        )
+        assert outcome(walk.take, *arguments) == outcome(records._take_in_python, *arguments), (
+            arguments
+        )
+
+
+@needs_c
+def test_the_c_walk_refuses_arguments_of_other_types() -> None:
+    assert walk is not None
+    with pytest.raises(TypeError):
+        walk.skip("text", 0, 1)
+    with pytest.raises(struct.error):
+        walk.skip(b"\x00" * 5, 0, 1)
+    with pytest.raises(struct.error):
+        walk.take(b"\x00" * 6, 7, 0, 1, 1, 0, 10, False)
+
+
+@pytest.mark.parametrize("name", ["broker.log._record_walk", "broker.gateway._record_fields"])
+def test_a_build_of_another_source_is_not_used(
+    name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    module = compiled.load(name)
+    if module is None:
+        pytest.skip(f"{name} was not built (no C compiler when scripts/install ran)")
+    monkeypatch.setattr(module, "SOURCE_SHA256", "0" * 64)
+    with caplog.at_level("WARNING", logger="broker.compiled"):
+        assert compiled.load(name) is None
+    assert "built from another version" in caplog.text
