@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker import limits
+from broker import arns, limits
 from broker.consumers.registry import CONSUMERS_PER_STREAM_DEFAULT
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
 
@@ -274,8 +274,9 @@ class Config:
     join: tuple[str, ...] = ()
     peers_from_dns: str = ""
     # Replicas per shard for new streams (DESIGN §4): 3 survives one failed node with a
-    # majority left. Capped at CreateStream by the nodes that are ACTIVE, so a one-node
-    # cluster keeps factor 1.
+    # majority left. A stream created while fewer nodes are ACTIVE starts on those and the
+    # controller adds the rest as nodes join; a node started alone (no peers, nothing to
+    # join) keeps factor 1.
     replication_factor: int = 3
     # Encrypts and authenticates Raft traffic (pysyncobj pickles its messages: without a
     # password anyone reaching the Raft port could run code). Set a real secret in production.
@@ -396,8 +397,10 @@ class Config:
         if sum(map(bool, (self.peers, self.join, self.peers_from_dns))) > 1:
             raise ValueError("set at most one of peers, join and peers_from_dns")
         self.quorum_layout()  # raises ValueError for a pattern this node is not part of
-        if not 1 <= self.replication_factor <= 7:
-            raise ValueError("replication_factor must be within 1..7")
+        if not 1 <= self.replication_factor <= limits.replication_factor_max:
+            raise ValueError(
+                f"replication_factor must be within 1..{limits.replication_factor_max}"
+            )
         if (
             not limits.retention_hours_min
             <= self.audit_retention_hours
@@ -480,7 +483,7 @@ class Config:
         return f"{self.host}:{self.http_port}"
 
     def stream_arn(self, stream_name: str) -> str:
-        return f"arn:aws:kinesis:{self.region}:{self.account_id}:stream/{stream_name}"
+        return arns.regional("kinesis", self.region, self.account_id, f"stream/{stream_name}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -752,6 +752,13 @@ def replication_factor_too_small(*, replication_factor: object) -> str:
     )
 
 
+def requested_replication_factor_invalid(*, requested: object, placed: object) -> str:
+    return (
+        f"The requested replication factor {requested} must be above the {placed} replicas "
+        "placed now and at most 7."
+    )
+
+
 def too_few_active_nodes(*, replication_factor: object, active: object) -> str:
     return f"Cannot place {replication_factor} replicas per shard: only {active} nodes are ACTIVE."
 

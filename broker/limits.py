@@ -150,6 +150,9 @@ new_leader_read_wait_ms = 1_000
 subscriptions_per_node_max = 10_000
 
 # --- Shard replication (decisions/0002) --------------------------------------------------------
+
+replication_factor_max = 7  # replicas per shard (config.replication_factor, CreateStream)
+
 # Records in one Append message; must hold the largest PutRecords as one batch.
 replication_append_bytes_max = 16 * MiB
 replication_inflight_appends_max = 8  # Appends sent to one follower and not yet acknowledged

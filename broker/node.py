@@ -450,17 +450,7 @@ class Node:
                             )
                         )
                 registered_before = registered_before or self.node_id in metadata.image().nodes
-                node = await metadata.propose(
-                    commands.RegisterNode(
-                        now_ms=self.clock.wall_ms(),
-                        node_id=self.node_id,
-                        api_address=config.api_address,
-                        http_address=config.http_address,
-                        raft_address="" if layout.read_only else layout.self_address,
-                        voter=not layout.read_only,
-                    )
-                )
-                assert isinstance(node, NodeMeta)
+                node = await self._register(metadata)
                 self.incarnation = node.incarnation
                 # Registered before (the local image may not show it yet: a wiped node gets
                 # the metadata back from the leader only after it starts).
@@ -475,6 +465,54 @@ class Node:
                     log.info("node_join_waiting", extra={"reason": error.message})
                     next_log_at = loop.time() + _JOIN_WAIT_LOG_INTERVAL_S
                 await asyncio.sleep(_START_RETRY_S)  # a retry pause, not a synchronisation
+
+    async def _register(self, metadata: MetadataFrontend) -> NodeMeta:
+        """RegisterNode: this node, ACTIVE under a new incarnation (DRAINING stays DRAINING)."""
+        config = self.config
+        layout = self._layout
+        assert layout is not None
+        node = await metadata.propose(
+            commands.RegisterNode(
+                now_ms=self.clock.wall_ms(),
+                node_id=self.node_id,
+                api_address=config.api_address,
+                http_address=config.http_address,
+                raft_address="" if layout.read_only else layout.self_address,
+                voter=not layout.read_only,
+            )
+        )
+        assert isinstance(node, NodeMeta)
+        return node
+
+    async def _register_again_if_removed_absent(self) -> None:
+        """A node the controller removed as absent while it was alive after all registers
+        again, as a restart would: a new incarnation, ACTIVE and holding nothing (the removal
+        waited until its replicas had moved). It happens when its API port refused the
+        controller's probes through a slow start (it registers before it serves) or when it
+        was paused longer than `absent_node_replace_after_ms`; without this it stayed REMOVED,
+        and unready, until restarted. An operator's decommission (RemoveNode without
+        `absent`) stays final while the process runs."""
+        assert self._metadata is not None
+        me = self._metadata.image().nodes.get(self.node_id)
+        if (
+            me is None
+            or me.state is not NodeState.REMOVED
+            or not me.removed_absent
+            or me.incarnation != self.incarnation
+            or self._draining
+            or self._shutting_down
+        ):
+            return
+        try:
+            node = await self._register(self._metadata)
+        except ShoalError as error:  # no quorum leader now: the next heartbeat asks again
+            log.warning("node_register_again_failed", extra={"error": error.message})
+            return
+        log.warning(
+            "node_registered_again",
+            extra={"removed_incarnation": me.incarnation, "incarnation": node.incarnation},
+        )
+        self.incarnation = node.incarnation
 
     async def _start_quorum(self) -> None:
         assert self._quorum is not None
@@ -1067,6 +1105,7 @@ class Node:
         """Heartbeats to the controller. Infinite on purpose: cancelled by stop()."""
         interval_s = self.config.knobs.heartbeat_interval_ms / 1000
         while True:
+            await self._register_again_if_removed_absent()
             await self.heartbeat_once()
             await self._mark_metadata_format()
             await asyncio.sleep(interval_s)

@@ -39,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker import arns
 from broker.analytics import messages
 from broker.analytics.snapshots import Snapshot
 from broker.errors import ErrorCode, ShoalError
@@ -74,7 +75,7 @@ def application_key(account_id: str, region: str, name: str) -> str:
 
 
 def application_arn(account_id: str, region: str, name: str) -> str:
-    return f"arn:aws:kinesisanalytics:{region}:{account_id}:application/{name}"
+    return arns.regional("kinesisanalytics", region, account_id, f"application/{name}")
 
 
 # The placement lease's key: every stream's first shard (the lease table keys leases by shard).

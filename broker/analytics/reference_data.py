@@ -23,6 +23,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from broker import arns
 from broker.analytics import messages
 from broker.analytics.records import RecordError, RecordParser, Row
 
@@ -35,10 +36,10 @@ class ReferenceDataError(Exception):
 
 
 def bucket_of(bucket_arn: str) -> str:
-    prefix = "arn:aws:s3:::"
-    if not bucket_arn.startswith(prefix) or not bucket_arn[len(prefix) :]:
+    bucket = arns.s3_bucket(bucket_arn)
+    if bucket is None:
         raise ReferenceDataError(messages.not_a_bucket_arn(bucket_arn=bucket_arn))
-    return bucket_arn[len(prefix) :]
+    return bucket
 
 
 def s3_client(region: str) -> Any:

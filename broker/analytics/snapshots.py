@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from broker import arns
 from broker.analytics import messages
 from broker.errors import ErrorCode, ShoalError
 
@@ -42,7 +43,7 @@ def snapshot_key(account_id: str, region: str, name: str) -> str:
 
 
 def snapshot_arn(account_id: str, region: str, name: str) -> str:
-    return f"arn:aws:kinesisanalytics:{region}:{account_id}:snapshot/{name}"
+    return arns.regional("kinesisanalytics", region, account_id, f"snapshot/{name}")
 
 
 def canonical(value: Any) -> str:

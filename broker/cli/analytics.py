@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from broker import arns
 from broker.cli.common import add_group, print_response
 from broker.tls import credentials_from_arguments
 
@@ -87,7 +88,7 @@ def _detail(client: Any, name: str) -> dict[str, Any]:
 
 def _stream_arn(detail_or_region: dict[str, Any], stream: str) -> str:
     _, _, _, region, account, _ = str(detail_or_region["ApplicationARN"]).split(":", 5)
-    return f"arn:aws:kinesis:{region}:{account}:stream/{stream}"
+    return arns.regional("kinesis", region, account, f"stream/{stream}")
 
 
 def _list(client: Any, args: argparse.Namespace) -> int:

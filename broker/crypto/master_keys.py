@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from broker import error_messages
+from broker import arns, error_messages
 from broker.clock import SystemClock
 from broker.errors import ErrorCode, ShoalError
 from broker.log.encryption import DATA_KEY_BYTES, NONCE_BYTES
@@ -174,14 +174,14 @@ class _SymmetricMasterKeys:
         return self._keys()[-1].key_id
 
     def key_arn(self, key_id: str) -> str:
-        return f"arn:aws:kms:{self._region}:{self._account_id}:key/{key_id}"
+        return arns.regional("kms", self._region, self._account_id, f"key/{key_id}")
 
     def _by_id(self, key_id: str) -> _LocalKey | None:
         return next((key for key in self._keys() if key.key_id == key_id), None)
 
     def resolve(self, key_id: str) -> _LocalKey:
         """The master key a stream's KeyId names; KMSNotFoundException if none."""
-        arn_prefix = f"arn:aws:kms:{self._region}:{self._account_id}:"
+        arn_prefix = arns.regional("kms", self._region, self._account_id, "")
         name = _KMS_ARN_PREFIX.sub("", key_id)
         if name in AWS_MANAGED_ALIASES:
             return self._current()

@@ -29,7 +29,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from broker import error_messages, limits
+from broker import arns, error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.delivery_streams import DeliveryStreamMeta, DeliveryStreamStatus, canonical_json
@@ -85,7 +85,7 @@ class ChannelOperations:
 
     def _arn(self, name: str) -> str:
         namespace = self._ctx.namespace()
-        return f"arn:aws:kinesis:{namespace.region}:{namespace.account_id}:channel/{name}"
+        return arns.regional("kinesis", namespace.region, namespace.account_id, f"channel/{name}")
 
     def _channel(self, arn: str) -> DeliveryStreamMeta:
         meta = self._ctx.image().delivery_streams.get(arn)

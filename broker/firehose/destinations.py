@@ -20,6 +20,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from broker import arns
 from broker.errors import ErrorCode, ShoalError
 from broker.firehose import (
     copy_command,
@@ -225,7 +226,7 @@ def _check_s3(
     for required in ("RoleARN", "BucketARN"):
         if not configuration.get(required):
             raise _invalid(messages.member_required(member=required, what=what))
-    if not str(configuration["BucketARN"]).startswith("arn:aws:s3:::"):
+    if arns.s3_bucket(str(configuration["BucketARN"])) is None:
         raise _invalid(messages.not_a_bucket_arn(arn=configuration["BucketARN"]))
     hints = configuration.get("BufferingHints")
     if hints is not None and (("SizeInMBs" in hints) != ("IntervalInSeconds" in hints)):
@@ -251,4 +252,6 @@ def storage_bucket(kind: str, configuration: Mapping[str, Any]) -> str:
 
 
 def bucket_name(configuration: Mapping[str, Any]) -> str:
-    return str(configuration["BucketARN"]).removeprefix("arn:aws:s3:::")
+    arn = str(configuration["BucketARN"])
+    bucket = arns.s3_bucket(arn)
+    return arn if bucket is None else bucket

@@ -84,6 +84,7 @@ def build_access_control(
     directory = KeyDirectory(
         static_keys=config.access_keys,
         account_id=config.account_id,
+        region=config.region,
         box=secret_box(config, image),
         iam_table=lambda: image().iam,
     )

@@ -116,7 +116,7 @@ class _IamServicer:
         except ValueError:
             raise _invalid(error_messages.IAM_KIND_INVALID) from None
         principal = Principal(
-            arn=identities.principal_arn(request.account_id, kind, name),
+            arn=identities.principal_arn(request.account_id, kind, name, region=self._region),
             account_id=request.account_id,
             kind=kind,
             name=name,

@@ -15,29 +15,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from broker import arns
+
 ANY_RESOURCE = "*"
 
-# Per signing name: (ARN members in priority order, (name member, ARN template) pairs).
-# Templates take region, account and the name.
+# Per signing name: (ARN members in priority order, (name member, service, resource) triples).
+# Resources take the name; the ARN is built in the request's region and account.
 _ARN_MEMBERS: dict[str, tuple[str, ...]] = {
     "kinesis": ("ConsumerARN", "ResourceARN", "StreamARN", "QueueARN", "ChannelARN"),
     "firehose": ("DeliveryStreamARN",),
     "kinesisanalytics": ("ResourceARN",),
     "kinesisvideo": ("ResourceARN", "StreamARN", "ChannelARN"),
 }
-_NAME_MEMBERS: dict[str, tuple[tuple[str, str], ...]] = {
-    "kinesis": (("StreamName", "arn:aws:kinesis:{region}:{account}:stream/{name}"),),
-    "firehose": (
-        ("DeliveryStreamName", "arn:aws:firehose:{region}:{account}:deliverystream/{name}"),
-    ),
-    "kinesisanalytics": (
-        ("ApplicationName", "arn:aws:kinesisanalytics:{region}:{account}:application/{name}"),
-    ),
+_NAME_MEMBERS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "kinesis": (("StreamName", "kinesis", "stream/{name}"),),
+    "firehose": (("DeliveryStreamName", "firehose", "deliverystream/{name}"),),
+    "kinesisanalytics": (("ApplicationName", "kinesisanalytics", "application/{name}"),),
     # A video stream's ARN ends in its creation time, which a name does not tell: `/*`
     # stands for it, so a policy naming `stream/<name>/*` matches the stream by name too.
     "kinesisvideo": (
-        ("StreamName", "arn:aws:kinesisvideo:{region}:{account}:stream/{name}/*"),
-        ("ChannelName", "arn:aws:kinesisvideo:{region}:{account}:channel/{name}/*"),
+        ("StreamName", "kinesisvideo", "stream/{name}/*"),
+        ("ChannelName", "kinesisvideo", "channel/{name}/*"),
     ),
 }
 
@@ -47,7 +45,7 @@ def action_name(signing_name: str, operation: str) -> str:
 
 
 def stream_arn(region: str, account: str, name: str) -> str:
-    return f"arn:aws:kinesis:{region}:{account}:stream/{name}"
+    return arns.regional("kinesis", region, account, f"stream/{name}")
 
 
 def resource_arn(
@@ -64,10 +62,10 @@ def resource_arn(
         value = request.get(member)
         if isinstance(value, str) and value:
             return value
-    for member, template in _NAME_MEMBERS.get(signing_name, ()):
+    for member, service, resource in _NAME_MEMBERS.get(signing_name, ()):
         value = request.get(member)
         if isinstance(value, str) and value:
-            return template.format(region=region, account=account, name=value)
+            return arns.regional(service, region, account, resource.format(name=value))
     iterator = request.get("ShardIterator")
     if signing_name == "kinesis" and isinstance(iterator, str) and iterator_stream is not None:
         arn = iterator_stream(iterator)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from broker import arns
 from broker.iam.identities import IamTable, KeyStatus, Principal
 from broker.iam.policy import Policy, PolicyError, parse_policy, root_arn
 from broker.iam.sealing import SecretBox
@@ -37,12 +38,14 @@ class KeyDirectory:
         *,
         static_keys: Mapping[str, str],
         account_id: str,
+        region: str,
         box: SecretBox,
         iam_table: Callable[[], IamTable],
     ) -> None:
         self._static = dict(static_keys)
         self.account_id = account_id  # the node's account (its root holds the static keys)
-        self._root = Identity(principal_arn=root_arn(account_id), account_id=account_id)
+        root = root_arn(account_id, partition=arns.partition_of(region))
+        self._root = Identity(principal_arn=root, account_id=account_id)
         self._box = box
         self._iam_table = iam_table
         self._cached_table: IamTable | None = None

@@ -16,6 +16,8 @@ import enum
 import re
 from dataclasses import dataclass, field
 
+from broker import arns
+
 # IAM's own limits: 2 access keys per user, 64-character user names, 128-character policy
 # names; 10 inline policies per principal keeps the per-request evaluation bounded.
 ACCESS_KEYS_PER_PRINCIPAL_MAX = 2
@@ -66,8 +68,11 @@ class AccessKey:
     created_ms: int
 
 
-def principal_arn(account_id: str, kind: PrincipalKind, name: str) -> str:
-    return f"arn:aws:iam::{account_id}:{kind.value}/{name}"
+def principal_arn(account_id: str, kind: PrincipalKind, name: str, *, region: str) -> str:
+    """A user's or role's ARN, in the partition of the node's region."""
+    return arns.global_resource(
+        "iam", account_id, f"{kind.value}/{name}", partition=arns.partition_of(region)
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from broker import arns
 from broker.consumers.registry import parse_consumer_arn
 from broker.meta.image import MetadataImage, StreamMeta
 from broker.streams import namespaces
@@ -33,7 +34,7 @@ def _stream_for_arn(image: MetadataImage, arn: str) -> StreamMeta | None:
 
 def resource_policy_lookup(image: Callable[[], MetadataImage]) -> Callable[[str], str | None]:
     def resource_policy(arn: str) -> str | None:
-        if not arn.startswith("arn:aws:kinesis:"):
+        if (parsed := arns.parse(arn)) is None or parsed.service != "kinesis":
             return None
         snapshot = image()
         consumer = parse_consumer_arn(arn)

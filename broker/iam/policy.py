@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker import arns
 from broker.iam.conditions import ContextValues, conditions_hold, is_known_operator
 from broker.iam.wildcards import wildcard_match
 
@@ -96,7 +97,9 @@ class Request:
 
     @property
     def is_root(self) -> bool:
-        return self.principal_arn == root_arn(self.principal_account)
+        return self.principal_arn == root_arn(
+            self.principal_account, partition=partition_of_principal(self.principal_arn)
+        )
 
 
 class Reason(enum.Enum):
@@ -126,8 +129,15 @@ class Decision:
         )
 
 
-def root_arn(account_id: str) -> str:
-    return f"arn:aws:iam::{account_id}:root"
+def root_arn(account_id: str, *, partition: str = arns.DEFAULT_PARTITION) -> str:
+    """The account's root user, in `partition` (IAM is per partition: `aws-cn` accounts'
+    principals are `arn:aws-cn:iam::…`)."""
+    return arns.global_resource("iam", account_id, "root", partition=partition)
+
+
+def partition_of_principal(principal_arn: str) -> str:
+    parsed = arns.parse(principal_arn)
+    return arns.DEFAULT_PARTITION if parsed is None else parsed.partition
 
 
 # --- Parsing --------------------------------------------------------------------------------
@@ -268,7 +278,13 @@ def _principal_named(statement: Statement, request: Request) -> tuple[bool, bool
     for entry in statement.principals:
         if entry == "*" or entry == request.principal_arn:
             named = by_arn = True
-        elif entry in (request.principal_account, root_arn(request.principal_account)):
+        elif entry in (
+            request.principal_account,
+            root_arn(
+                request.principal_account,
+                partition=partition_of_principal(request.principal_arn),
+            ),
+        ):
             named = True
     if statement.not_principal:
         return not named, not named

@@ -81,8 +81,9 @@ class CreateStream:
     creating_ms: int  # how long the stream shows CREATING
     shard_count_per_account_max: int
     on_demand_streams_max: int
-    # Replicas per shard. The proposer passes min(its configured default, ACTIVE nodes it
-    # sees); apply re-checks against the ACTIVE nodes at apply time (LimitExceeded if fewer).
+    # Replicas per shard placed now. The proposer passes min(its configured default, ACTIVE
+    # nodes it sees); apply re-checks against the ACTIVE nodes at apply time (LimitExceeded if
+    # fewer).
     replication_factor: int = 1
     # On-demand streams only (InvalidArgumentException for a provisioned one).
     record_distribution: RecordDistribution = RecordDistribution.USER_PARTITION_KEY
@@ -92,6 +93,10 @@ class CreateStream:
     # shards then holds its key, so no replica can store a record of it in the clear.
     key_id: str | None = None
     data_key: WrappedDataKey | None = None
+    # The factor asked for when it is above `replication_factor` (fewer nodes ACTIVE than the
+    # configured default): the stream keeps it and the controller adds the missing replicas
+    # as nodes join. 0: `replication_factor` is the stream's factor.
+    requested_replication_factor: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -248,6 +253,9 @@ class RemoveNode:
 
     now_ms: int
     node_id: NodeId
+    # The controller's removal of a node gone for `absent_node_replace_after_ms` (not an
+    # operator's decommission): the node, should it be alive after all, registers again.
+    absent: bool = False
 
 
 # --- Consumer leases (issue 5) -------------------------------------------------------------------

@@ -58,7 +58,7 @@ from broker.meta.controller_core import (
     statuses_caught_up,
 )
 from broker.meta.image import MetadataImage, NodeState
-from broker.meta.metadata_format import FIRST_FORMAT
+from broker.meta.metadata_format import FIRST_FORMAT, REQUESTED_FACTOR_LEVEL
 from broker.meta.quorum import QuorumStatistics
 from broker.types import NodeId, Offset, ShardUid
 
@@ -294,8 +294,13 @@ class Controller:
                     "controller_absent_node_removed",
                     extra={"node": action.node_id, "silent_ms": action.silent_ms},
                 )
+                # Marked absent where the format carries it: were it alive after all (a slow
+                # start whose port refused the probes), the node registers again.
+                absent = self._quorum.image().metadata_format >= REQUESTED_FACTOR_LEVEL
                 return await self._propose(
-                    commands.RemoveNode(now_ms=self._clock.wall_ms(), node_id=action.node_id)
+                    commands.RemoveNode(
+                        now_ms=self._clock.wall_ms(), node_id=action.node_id, absent=absent
+                    )
                 )
             case EpochChange():
                 return await self._change_epoch(action)

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from broker import arns
 from broker.streams.internal_names import internal_stream_name
 
 
@@ -123,4 +124,4 @@ class DeliveryStreamMeta:
 
 
 def delivery_stream_arn(*, region: str, account_id: str, name: str) -> str:
-    return f"arn:aws:firehose:{region}:{account_id}:deliverystream/{name}"
+    return arns.regional("firehose", region, account_id, f"deliverystream/{name}")

@@ -121,6 +121,9 @@ class NodeMeta:
     state: NodeState
     incarnation: int
     registered_ms: int  # the proposer's wall clock at the last registration
+    # REMOVED by the controller as absent (RemoveNode's `absent`), not by an operator: a node
+    # that sees this of its own incarnation was alive after all, and registers again.
+    removed_absent: bool = False
 
     def is_placeable(self) -> bool:
         """New replicas and leaderships may go here (ACTIVE only)."""
@@ -207,7 +210,9 @@ class StreamMeta:
     reshard: ReshardRequest | None = None
     shard_count_updates_ms: tuple[int, ...] = ()  # UpdateShardCount calls in the last 24 h
     mode_updates_ms: tuple[int, ...] = ()  # UpdateStreamMode calls in the last 24 h
-    replication_factor: int = 1  # replicas per shard, fixed at CreateStream
+    # Replicas per shard, fixed at CreateStream: the factor asked for. A shard may hold fewer
+    # (created while fewer nodes were ACTIVE, or a replica lost): the controller adds them.
+    replication_factor: int = 1
     # Per-shard rate overrides for this stream (UpdateStreamLimits); unset fields follow
     # the cluster's configuration.
     throughput_limits: StreamLimits = field(default_factory=StreamLimits)

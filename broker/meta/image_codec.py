@@ -31,7 +31,7 @@ from typing import Any
 
 from broker.consumers import leases
 from broker.consumers.leases import Checkpoint, Lease, LeaseTable
-from broker.meta.image import MetadataImage, StreamMeta
+from broker.meta.image import MetadataImage, NodeMeta, StreamMeta
 from broker.meta.metadata_format import (
     FIRST_FORMAT,
     METADATA_FORMAT_MAX,
@@ -45,14 +45,15 @@ from broker.streams.sequence_numbers import api_form, stored_form
 # account settings, leaders' start times (issues 5 and 6). 3: consumer leases (issue 5). 2:
 # nodes, shard placement and replication factors (issue 4). Version 1 images (issue 2's
 # single-node snapshots) are refused rather than guessed at: their shards have no replicas.
-# Versions 2 to 8 are read as version 9 images whose newer members take their defaults (they
+# Versions 2 to 10 are read as version 11 images whose newer members take their defaults (they
 # are exactly that); an older node refuses a newer image by its version. 7: the cluster's
 # metadata format (`metadata_format.py`), which also decides the version written: 4 at format
 # 1, with none of the members a binary of that format cannot read; 7 at format 2; 8 from
 # format 3 (issue 15: principals, access keys and identity policies; streams' data keys); 9
-# from format 4 on (delivery streams' transitional encryption states).
+# from format 4 on (delivery streams' transitional encryption states); 10 from format 5 (video
+# edge configurations and storage tiers); 11 from format 7 (nodes removed as absent).
 IMAGE_FORMAT_VERSION = image_version(METADATA_FORMAT_MAX)
-_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, 8, 9, IMAGE_FORMAT_VERSION)
+_IMAGE_FORMAT_VERSIONS_READ = (2, 3, 4, 5, 6, 7, 8, 9, 10, IMAGE_FORMAT_VERSION)
 
 JsonValue = Any  # what json.loads returns; checked member by member while decoding
 
@@ -271,6 +272,9 @@ def image_to_document(image: MetadataImage) -> dict[str, JsonValue]:
     stream_members = members_after(level, StreamMeta.__name__)
     for name, stream in encoded["streams"].items():
         too_new.extend(f"streams.{name}.{m}" for m in stream_members if m in stream)
+    node_members = members_after(level, NodeMeta.__name__)
+    for node_id, node in encoded["nodes"].items():
+        too_new.extend(f"nodes.{node_id}.{m}" for m in node_members if m in node)
     if too_new:
         raise ValueError(f"metadata format {level} cannot carry {sorted(too_new)}")
     return document

@@ -83,6 +83,15 @@ VIDEO_EDGE_LEVEL = 5
 # encryption late may store the first records in the clear.
 ENCRYPTED_CREATION_LEVEL = 6
 
+# From this level on, a stream created while fewer nodes than the configured replication factor
+# are ACTIVE keeps the factor it asked for (CreateStream's `requested_replication_factor`): its
+# shards start on the nodes there are and the controller grows each replica set to the factor
+# as nodes join. Below it, such a stream keeps the smaller factor for good. And a node the
+# controller removed as absent is marked so (RemoveNode's `absent`, NodeMeta's
+# `removed_absent`): one that was alive after all registers again, while a node an operator
+# decommissioned stays REMOVED.
+REQUESTED_FACTOR_LEVEL = 7
+
 FORMAT_CHANGES: tuple[FormatChange, ...] = (
     FormatChange(
         level=2,
@@ -228,6 +237,18 @@ FORMAT_CHANGES: tuple[FormatChange, ...] = (
         commands=frozenset(),
         members={"CreateStream": frozenset({"key_id", "data_key"})},
         summary="streams created encrypted (their first data key in CreateStream)",
+    ),
+    FormatChange(
+        level=REQUESTED_FACTOR_LEVEL,
+        image_version=11,  # NodeMeta gains `removed_absent`
+        commands=frozenset(),
+        members={
+            "CreateStream": frozenset({"requested_replication_factor"}),
+            "RemoveNode": frozenset({"absent"}),
+            "NodeMeta": frozenset({"removed_absent"}),
+        },
+        summary="streams grown to the replication factor they asked for; nodes removed as "
+        "absent register again",
     ),
 )
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker import error_messages, limits
+from broker import arns, error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import StoredRecord
 from broker.meta import commands
@@ -137,7 +137,9 @@ class QueueOperations:
         result = await ctx.metadata.propose(
             commands.CreateQueue(
                 now_ms=now_ms,
-                arn=f"arn:aws:kinesis:{namespace.region}:{namespace.account_id}:queue/{queue_id}",
+                arn=arns.regional(
+                    "kinesis", namespace.region, namespace.account_id, f"queue/{queue_id}"
+                ),
                 queue_id=queue_id,
                 name=request["QueueName"],
                 account_id=namespace.account_id,

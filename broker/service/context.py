@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker import error_messages
+from broker import arns, error_messages
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.config import Config
@@ -149,7 +149,9 @@ class ServiceContext:
         namespace = self.namespace()
         caller = CURRENT_CALLER.get()
         granted = caller is not None and caller.granted_account == account
-        if region != namespace.region or "/" in name:
+        parsed = arns.parse(arn)
+        foreign = parsed is None or not arns.of_region_partition(parsed)  # aws in cn-north-1
+        if region != namespace.region or "/" in name or foreign:
             raise ShoalError(
                 ErrorCode.RESOURCE_NOT_FOUND, error_messages.stream_arn_not_found(arn=arn)
             )
@@ -202,6 +204,28 @@ class ServiceContext:
         if status not in (StreamStatus.ACTIVE, StreamStatus.UPDATING):
             raise self.stream_not_found(stream.name)
         return stream
+
+    def stream_for_shard_iterator(self, request: Mapping[str, Any]) -> StreamMeta:
+        """GetShardIterator's stream. A stream the caller's namespace does not hold is
+        reported by the shard the request names, as AWS reports it: "Shard shardId-… in stream
+        … does not exist", or "Could not find shard <raw id> …" for an id it cannot read
+        (kinesalite's recordings, 2015; a 2023 report of AWS answering shardId-000000000000 of
+        a 1-shard stream the caller had not made, in ca-central-1, with the shard text). A
+        stream that exists but takes no reads yet (CREATING, DELETING) is reported as the
+        stream. Every other operation reports an unknown stream first."""
+        key = self.requested_stream_name(request)
+        if self.image().stream(key, now_ms=self.now_ms()) is None:
+            shard_id = request["ShardId"]
+            name = namespaces.name_of(key)
+            account = self.namespace().account_id
+            index = shard_index_of(shard_id)
+            raise ShoalError(
+                ErrorCode.RESOURCE_NOT_FOUND,
+                shard_id_not_understood(shard_id, name, account)
+                if index is None
+                else shard_not_found(f"shardId-{index:012d}", name, account),
+            )
+        return self.stream_for_data(request)
 
     def shard_for(
         self, stream: StreamMeta, shard_id: str, *, resharding: bool = False

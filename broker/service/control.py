@@ -14,7 +14,7 @@ from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
 from broker.meta import commands
 from broker.meta.image import RecordDistribution, StreamMeta, StreamMode, StreamStatus
-from broker.meta.metadata_format import ENCRYPTED_CREATION_LEVEL
+from broker.meta.metadata_format import ENCRYPTED_CREATION_LEVEL, REQUESTED_FACTOR_LEVEL
 from broker.service import describe, stream_features
 from broker.service.context import ServiceContext
 from broker.service.tokens import decode_token, encode_token
@@ -81,6 +81,7 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
     if key_id is not None:
         ctx.metadata.require_format(ENCRYPTED_CREATION_LEVEL)
         data_key = await stream_features.new_data_key(ctx, key_id, stream_arn=arn)
+    placed, requested = _replication_factors(ctx)
     await ctx.metadata.propose(
         commands.CreateStream(
             now_ms=ctx.now_ms(),
@@ -100,16 +101,32 @@ async def create_stream(ctx: ServiceContext, request: Request) -> Response:
             creating_ms=ctx.config.knobs.stream_creating_ms,
             shard_count_per_account_max=ctx.config.shard_count_per_account_max,
             on_demand_streams_max=ctx.config.on_demand_streams_max,
-            # The configured factor, capped by the nodes that can take replicas now (a
-            # one-node cluster has factor 1); apply checks it again against its own image.
-            replication_factor=max(
-                1, min(ctx.config.replication_factor, len(ctx.image().active_node_ids()))
-            ),
+            replication_factor=placed,
+            requested_replication_factor=requested,
             key_id=key_id,
             data_key=data_key,
         )
     )
     return {}
+
+
+def _replication_factors(ctx: ServiceContext) -> tuple[int, int]:
+    """(replicas placed now, the factor the stream keeps if above them; 0: the same).
+
+    The configured factor, capped by the nodes that can take replicas now (apply checks it
+    again against its own image). When fewer nodes are ACTIVE (a StatefulSet starting its
+    pods one by one), the stream still asks for the configured factor and the controller adds
+    the replicas as nodes join; a cluster below `REQUESTED_FACTOR_LEVEL` (a rolling upgrade)
+    cannot carry that, and keeps the smaller factor. A node started alone (no peers, nothing
+    to join) keeps factor 1, as before: it expects no other node."""
+    image = ctx.image()
+    config = ctx.config
+    configured = config.replication_factor
+    placed = max(1, min(configured, len(image.active_node_ids())))
+    alone = not (config.peers or config.join or config.peers_from_dns)
+    if placed == configured or alone or image.metadata_format < REQUESTED_FACTOR_LEVEL:
+        return placed, 0
+    return placed, configured
 
 
 async def delete_stream(ctx: ServiceContext, request: Request) -> Response:

@@ -429,7 +429,7 @@ class RecordsApi:
 
     async def get_shard_iterator(self, request: Request) -> Response:
         ctx = self._ctx
-        stream = ctx.stream_for_data(request)
+        stream = ctx.stream_for_shard_iterator(request)
         shard = ctx.shard_for(stream, request["ShardId"])
         offset = await self._iterator_offset(stream, shard, request)
         position = IteratorPosition(

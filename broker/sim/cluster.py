@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker import buggify
+from broker import arns, buggify
 from broker.errors import ShoalError
 from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import ReplicaStatus
@@ -510,7 +510,7 @@ class SimCluster:
         stream = StreamMeta(
             name=StreamName("sim"),
             uid=StreamUid(1),
-            arn="arn:aws:kinesis:us-east-1:000000000000:stream/sim",
+            arn=arns.regional("kinesis", "us-east-1", "000000000000", "stream/sim"),
             created_ms=0,
             mode=StreamMode.PROVISIONED,
             retention_hours=24,

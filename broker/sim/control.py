@@ -45,6 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from broker import arns
 from broker.meta import commands as cmd
 from broker.meta import controller_core
 from broker.meta.controller_core import (
@@ -205,7 +206,7 @@ class SimController:
             cmd.CreateStream(
                 now_ms=world.now_ms,
                 name=STREAM,
-                arn=f"arn:aws:kinesis:us-east-1:000000000000:stream/{STREAM}",
+                arn=arns.regional("kinesis", "us-east-1", "000000000000", f"stream/{STREAM}"),
                 shard_count=shards,
                 mode=StreamMode.PROVISIONED,
                 retention_hours=24,

@@ -27,7 +27,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
-from broker import buggify
+from broker import arns, buggify
 from broker.meta import commands as cmd
 from broker.meta.controller_core import (
     CompleteReshardAction,
@@ -175,7 +175,7 @@ class _Run:
                 cmd.CreateStream(
                     now_ms=self.now_ms,
                     name=name,
-                    arn=f"arn:aws:kinesis:us-east-1:000000000000:stream/{name}",
+                    arn=arns.regional("kinesis", "us-east-1", "000000000000", f"stream/{name}"),
                     shard_count=rng.randint(1, 4),
                     mode=StreamMode.PROVISIONED,
                     retention_hours=24,

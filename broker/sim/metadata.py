@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from broker import arns
 from broker.meta import commands as cmd
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, StreamMode
 from broker.meta.image_codec import image_from_document, image_to_document
@@ -75,7 +76,7 @@ def _command(rng: random.Random, image: MetadataImage, now_ms: int) -> cmd.Comma
         return cmd.CreateStream(
             now_ms=now_ms,
             name=name,
-            arn=f"arn:aws:kinesis:us-east-1:000000000000:stream/{name}",
+            arn=arns.regional("kinesis", "us-east-1", "000000000000", f"stream/{name}"),
             shard_count=rng.randint(1, 4),
             mode=rng.choice((StreamMode.PROVISIONED, StreamMode.ON_DEMAND)),
             retention_hours=24,

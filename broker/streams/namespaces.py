@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from broker import arns
+
 _SEPARATOR = "/"
 # A well-formed AWS region name (us-east-1, eu-central-2, us-gov-west-1, ...).
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
@@ -66,7 +68,7 @@ def is_stream_key(text: str) -> bool:
 
 
 def stream_arn(name: str, namespace: Namespace) -> str:
-    return f"arn:aws:kinesis:{namespace.region}:{namespace.account_id}:stream/{name}"
+    return arns.regional("kinesis", namespace.region, namespace.account_id, f"stream/{name}")
 
 
 def keys_for_arn(arn: str) -> tuple[str, ...]:

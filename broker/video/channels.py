@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import error_messages, limits
+from broker import arns, error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
@@ -70,7 +70,9 @@ class ChannelSettings:
 
 
 def channel_arn(caller: Caller, name: str, created_ms: int) -> str:
-    return f"arn:aws:kinesisvideo:{caller.region}:{caller.account_id}:channel/{name}/{created_ms}"
+    return arns.regional(
+        "kinesisvideo", caller.region, caller.account_id, f"channel/{name}/{created_ms}"
+    )
 
 
 def channel_info(meta: SignalingChannelMeta, *, now_ms: int) -> dict[str, Any]:
@@ -411,7 +413,7 @@ def _check_configuration(
         raise ShoalError(ErrorCode.NO_DATA_RETENTION)
     uri: str = configuration["DestinationConfig"]["Uri"]
     if member == "NotificationConfiguration":
-        if not uri.startswith("arn:aws:sns:"):
+        if (parsed := arns.parse(uri)) is None or parsed.service != "sns":
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
                 messages.NOTIFICATION_URI_NOT_SNS,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from broker import error_messages, limits
+from broker import arns, error_messages, limits
 from broker.caller import Caller
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
@@ -72,11 +72,13 @@ class VideoSettings:
 
 
 def stream_arn(caller: Caller, name: str, created_ms: int) -> str:
-    return f"arn:aws:kinesisvideo:{caller.region}:{caller.account_id}:stream/{name}/{created_ms}"
+    return arns.regional(
+        "kinesisvideo", caller.region, caller.account_id, f"stream/{name}/{created_ms}"
+    )
 
 
 def default_kms_key(caller: Caller) -> str:
-    return f"arn:aws:kms:{caller.region}:{caller.account_id}:alias/aws/kinesisvideo"
+    return arns.regional("kms", caller.region, caller.account_id, "alias/aws/kinesisvideo")
 
 
 def new_version() -> str:

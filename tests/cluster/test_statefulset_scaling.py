@@ -13,14 +13,18 @@ ones join as non-voting members). A producer writes through every node the whole
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from broker.errors import ErrorCode, ShoalError
-from tests.cluster.helpers import Producer, check_no_loss, cluster_status
+from tests.cluster.helpers import Producer, check_no_loss, cluster_status, create_stream
 from tests.support import REPO, NodeProcess, free_port, node_host, serving, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -30,8 +34,9 @@ DECOMMISSION_3 = ("cluster", "decommission", "shoal-3", "--timeout", "90")
 
 
 class StatefulSet:
-    def __init__(self, base_dir: Path) -> None:
+    def __init__(self, base_dir: Path, *, env: dict[str, str] | None = None) -> None:
         self.base_dir = base_dir
+        self.env = env or {}  # on top of the settings below
         self.ports = {name: free_port() for name in ("grpc", "http", "raft")}
         self.pods: dict[int, NodeProcess] = {}
 
@@ -57,6 +62,7 @@ class StatefulSet:
             "SHOAL_CONTROLLER_PASS_INTERVAL_MS": "50",
             "SHOAL_ABSENT_NODE_REPLACE_AFTER_MS": "12000",
             "SHOAL_RAFT_PASSWORD": "statefulset-test-secret",
+            **self.env,
         }
         pod.start()
         self.pods[ordinal] = pod
@@ -76,6 +82,26 @@ class StatefulSet:
 def nodes(endpoint: str) -> dict[str, tuple[str, bool, int]]:
     """node id -> (state, voter, replicas held)."""
     return {n.node_id: (n.state, n.voter, n.replica_count) for n in cluster_status(endpoint).nodes}
+
+
+def on_exactly(endpoint: str, node_ids: tuple[str, ...]) -> bool:
+    """Every open shard (internal streams' too) has a replica on each of `node_ids`, on no
+    other node, and a leader."""
+    shards = [s for s in cluster_status(endpoint).shards if s.state != "CLOSED"]
+    return bool(shards) and all(
+        sorted(s.replicas) == sorted(node_ids) and bool(s.leader) for s in shards
+    )
+
+
+def ready(endpoint: str) -> bool:
+    """The node's gRPC readiness check (what the pod's readinessProbe asks) says SERVING."""
+    try:
+        with grpc.insecure_channel(endpoint) as channel:
+            stub: Any = health_pb2_grpc.HealthStub(channel)
+            answer = stub.Check(health_pb2.HealthCheckRequest(service="readiness"), timeout=2)
+    except grpc.RpcError:
+        return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 def test_scale_up_then_down_without_a_manual_step(tmp_path: Path) -> None:
@@ -164,22 +190,89 @@ def test_scale_up_then_down_without_a_manual_step(tmp_path: Path) -> None:
         assert not producer.lost
 
         def on_the_three() -> bool:
-            """Every open shard of "orders" on the three that remain (under load a voter fenced
-            a moment ago may still be getting its replica back: a set of two being repaired),
-            and every other open shard only on them. An internal stream (the audit trail)
-            created while fewer than three nodes were ACTIVE keeps the smaller replication
-            factor it was created with (a known gap in docs/ARCHITECTURE.md)."""
-            three = ["shoal-0", "shoal-1", "shoal-2"]
-            shards = [s for s in cluster_status(first).shards if s.state != "CLOSED"]
-            return all(
-                sorted(s.replicas) == three
-                if s.stream_name == "orders"
-                else bool(s.replicas) and set(s.replicas) <= set(three) and bool(s.leader)
-                for s in shards
-            )
+            """Every open shard on the three that remain, led (under load a voter fenced a
+            moment ago may still be getting its replica back: a set of two being repaired).
+            The audit trail's internal stream too, although it was created while fewer than
+            three nodes were ACTIVE: it keeps the factor it asked for."""
+            return on_exactly(first, ("shoal-0", "shoal-1", "shoal-2"))
 
         wait_until(on_the_three, deadline_s=90, what="every open shard on shoal-0..2")
         check_no_loss(first, "orders", producer.acknowledged)
+    except BaseException:
+        print(sts.logs())
+        raise
+    finally:
+        if producer is not None and producer._thread is not None and producer._thread.is_alive():
+            producer.stop()
+        sts.stop_all()
+
+
+def test_streams_created_before_the_pods_joined_grow_to_the_factor(tmp_path: Path) -> None:
+    """A StatefulSet's pods start one by one: the stream (and the audit trail's) created while
+    two of three were ACTIVE asks for three replicas and gets the third when shoal-2 joins, so
+    a kill -9 of the first pod then loses no acknowledged record and writes go on. On the way,
+    a running pod removed as absent (paused past the absence; a slow start whose port refused
+    the probes is the same) registers again and turns ready without a restart."""
+    sts = StatefulSet(
+        tmp_path,
+        env={
+            # Quick absence, no balancing moves: shoal-3 holds nothing, so it is removable.
+            "SHOAL_ABSENT_NODE_REPLACE_AFTER_MS": "5000",
+            "SHOAL_REPLICA_MOVES_MAX": "0",
+        },
+    )
+    producer: Producer | None = None
+    try:
+        for ordinal in (0, 1):
+            sts.start(ordinal)
+        first = sts.pods[0].endpoint
+        wait_until(
+            lambda: (
+                serving(first) and [s for s, _, _ in nodes(first).values()].count("ACTIVE") == 2
+            ),
+            deadline_s=120,
+            what="the first two voters",
+        )
+        from broker.client.grpc_client import ShoalClient
+
+        with ShoalClient(first) as client:
+            create_stream(client, "orders", 4)
+        producer = Producer([sts.pods[0].endpoint, sts.pods[1].endpoint], "orders").start()
+        producer.wait_acknowledged(200)
+        assert not any(len(s.replicas) == 3 for s in cluster_status(first).shards)
+
+        sts.start(2)
+        three = ("shoal-0", "shoal-1", "shoal-2")
+        wait_until(lambda: on_exactly(first, three), deadline_s=120, what="three replicas each")
+
+        # A running pod the controller removes as absent comes back by itself.
+        pod = sts.start(3)
+        wait_until(lambda: ready(pod.endpoint), deadline_s=120, what="shoal-3 ready")
+        (before,) = [n.incarnation for n in cluster_status(first).nodes if n.node_id == "shoal-3"]
+        assert pod.process is not None
+        pod.process.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: nodes(first)["shoal-3"][0] == "REMOVED",
+                deadline_s=60,
+                what="shoal-3 removed as absent",
+            )
+        finally:
+            pod.process.send_signal(signal.SIGCONT)
+
+        def registered_again() -> bool:
+            (node,) = [n for n in cluster_status(first).nodes if n.node_id == "shoal-3"]
+            return node.state == "ACTIVE" and node.incarnation > before and ready(pod.endpoint)
+
+        wait_until(registered_again, deadline_s=60, what="shoal-3 registered again and ready")
+
+        producer.wait_acknowledged(len(producer.acknowledged) + 100)
+        sts.pods[0].kill()
+        survivor = sts.pods[1].endpoint
+        producer.wait_acknowledged(len(producer.acknowledged) + 200, deadline_s=120)
+        producer.stop()
+        assert not producer.lost
+        check_no_loss(survivor, "orders", producer.acknowledged)
     except BaseException:
         print(sts.logs())
         raise

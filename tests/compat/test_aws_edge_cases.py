@@ -57,11 +57,20 @@ async def test_shard_ids_in_every_form_aws_accepts(kinesis: Any) -> None:
             "ResourceNotFoundException",
             f"Could not find shard {raw} in stream forms under account {ACCOUNT}.",
         )
-    # The stream is reported before any shard.
+    # GetShardIterator on a stream the caller does not have names the shard, as AWS does
+    # (kinesalite's recordings; a 2023 AWS answer for shard 0 of a stream never made).
     assert await iterator_error(kinesis, "absent", "ABKLFD8") == (
         "ResourceNotFoundException",
-        f"Stream absent under account {ACCOUNT} not found.",
+        f"Could not find shard ABKLFD8 in stream absent under account {ACCOUNT}.",
     )
+    assert await iterator_error(kinesis, "absent", "shardId-7") == (
+        "ResourceNotFoundException",
+        f"Shard shardId-000000000007 in stream absent under account {ACCOUNT} does not exist",
+    )
+    # Every other operation names the unknown stream before any shard.
+    assert await error_of(
+        kinesis.split_shard, StreamName="absent", ShardToSplit="ABKLFD8", NewStartingHashKey="2"
+    ) == ("ResourceNotFoundException", f"Stream absent under account {ACCOUNT} not found.")
 
 
 async def test_get_shard_iterator_position_texts(kinesis: Any) -> None:

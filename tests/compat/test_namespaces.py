@@ -364,3 +364,44 @@ async def test_account_limits_are_per_account_and_region(node: Node) -> None:
             streams,
         ), caller
         assert described["ShardLimit"] == 10 and described["OnDemandStreamCountLimit"] == 1
+
+
+async def test_arns_carry_the_partition_of_their_region(endpoint: str) -> None:
+    """cn-* regions are AWS's aws-cn partition and us-gov-* its aws-us-gov: their ARNs say so,
+    and an ARN naming a region in another partition (arn:aws:…:cn-north-1) names nothing."""
+    china = regional_client(endpoint, "cn-north-1")
+    gov = regional_client(endpoint, "us-gov-east-1")
+    try:
+        await call(china.create_stream, StreamName="parts", ShardCount=1)
+        await call(gov.create_stream, StreamName="parts", ShardCount=1)
+        china_arn = f"arn:aws-cn:kinesis:cn-north-1:{ACCOUNT}:stream/parts"
+        gov_arn = f"arn:aws-us-gov:kinesis:us-gov-east-1:{ACCOUNT}:stream/parts"
+        summary = (await call(china.describe_stream_summary, StreamName="parts"))[
+            "StreamDescriptionSummary"
+        ]
+        assert summary["StreamARN"] == china_arn
+        described = (await call(gov.describe_stream, StreamName="parts"))["StreamDescription"]
+        assert described["StreamARN"] == gov_arn
+        listed = await call(china.list_streams)
+        assert [s["StreamARN"] for s in listed["StreamSummaries"]] == [china_arn]
+
+        # The ARN works where a name does; consumers' ARNs extend the stream's.
+        put = await call(china.put_record, StreamARN=china_arn, Data=b"x", PartitionKey="k")
+        assert put["ShardId"] == "shardId-000000000000"
+        consumer = (
+            await call(china.register_stream_consumer, StreamARN=china_arn, ConsumerName="c")
+        )["Consumer"]
+        assert consumer["ConsumerARN"].startswith(f"{china_arn}/consumer/c:")
+
+        # The same region and account in the aws partition is no stream of AWS's.
+        for wrong in (
+            f"arn:aws:kinesis:cn-north-1:{ACCOUNT}:stream/parts",
+            f"arn:aws-cn:kinesis:us-gov-east-1:{ACCOUNT}:stream/parts",
+        ):
+            client = china if ":cn-north-1:" in wrong else gov
+            with pytest.raises(botocore.exceptions.ClientError) as caught:
+                await call(client.describe_stream_summary, StreamARN=wrong)
+            assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
+    finally:
+        china.close()
+        gov.close()

@@ -108,11 +108,19 @@ def test_directory_static_keys_are_root_and_inactive_keys_nobody() -> None:
     image = apply(image, CreateAccessKey(now_ms=6, key=key)).image
     current = {"table": image.iam}
     directory = KeyDirectory(
-        static_keys={"ROOT": "rs"}, account_id="000000000000", box=box,
+        static_keys={"ROOT": "rs"}, account_id="000000000000", region="us-east-1", box=box,
         iam_table=lambda: current["table"],
     )  # fmt: skip
     root = directory.identity_for_key("ROOT")
     assert root is not None and root.principal_arn == "arn:aws:iam::000000000000:root"
+    # IAM is per partition: a node in a China region has aws-cn principals.
+    china = KeyDirectory(
+        static_keys={"ROOT": "rs"}, account_id="000000000000", region="cn-north-1", box=box,
+        iam_table=lambda: current["table"],
+    )  # fmt: skip
+    china_root = china.identity_for_key("ROOT")
+    assert china_root is not None
+    assert china_root.principal_arn == "arn:aws-cn:iam::000000000000:root"
     assert directory.secret("AKIAX") == "sx"
     alice = directory.identity_for_key("AKIAX")
     assert alice is not None and alice.account_id == "111122223333"

@@ -117,6 +117,25 @@ def test_root_allowed_in_own_account_only() -> None:
     assert evaluate(ask(principal=root), []).allowed
     b_root = root_arn(B)
     assert not evaluate(ask(principal=b_root, account=B), []).allowed
+    # A root of another partition is that partition's root (IAM is per partition).
+    china_root = root_arn(A, partition="aws-cn")
+    assert china_root == f"arn:aws-cn:iam::{A}:root"
+    assert evaluate(ask(principal=china_root), []).allowed
+
+
+def test_a_resource_policy_names_roots_in_their_own_partition() -> None:
+    china_bob = f"arn:aws-cn:iam::{B}:user/bob"
+    request = ask(principal=china_bob, account=B)
+    bob_allows = identity(allow())
+
+    def granted_to(principal: str) -> bool:
+        grant = resource(
+            {"Effect": "Allow", "Principal": {"AWS": principal}, "Action": "kinesis:*"}
+        )
+        return evaluate(request, [bob_allows], grant).allowed
+
+    assert granted_to(f"arn:aws-cn:iam::{B}:root")
+    assert not granted_to(f"arn:aws:iam::{B}:root")
 
 
 @pytest.mark.parametrize(

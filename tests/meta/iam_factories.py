@@ -22,7 +22,7 @@ from broker.meta.commands import (
     UpdateAccessKey,
 )
 
-ALICE = principal_arn("111122223333", PrincipalKind.USER, "alice")
+ALICE = principal_arn("111122223333", PrincipalKind.USER, "alice", region="us-east-1")
 POLICY = '{"Statement": {"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}}'
 
 

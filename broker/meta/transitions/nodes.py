@@ -206,5 +206,5 @@ def remove_node(image: MetadataImage, command: RemoveNode) -> tuple[MetadataImag
                         node_id=node.node_id, shard_id=shard.shard_id, name=stream.name
                     ),
                 )
-    removed = dataclasses.replace(node, state=NodeState.REMOVED)
+    removed = dataclasses.replace(node, state=NodeState.REMOVED, removed_absent=command.absent)
     return _with_node(image, removed), removed

@@ -119,6 +119,14 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
         )
     tags = merged_tags(image, command.name, {}, command.tags)
     check_replication_factor(image, command.replication_factor)
+    requested = command.requested_replication_factor
+    if requested and not command.replication_factor < requested <= limits.replication_factor_max:
+        raise ShoalError(
+            ErrorCode.INVALID_ARGUMENT,
+            error_messages.requested_replication_factor_invalid(
+                requested=requested, placed=command.replication_factor
+            ),
+        )
     shards = resharding.initial_shards(
         command.shard_count,
         first_uid=ShardUid(image.next_shard_uid),
@@ -149,7 +157,7 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
         max_record_size_kib=command.max_record_size_kib,
         transient_status=StreamStatus.CREATING,
         status_until_ms=now_ms + command.creating_ms,
-        replication_factor=command.replication_factor,
+        replication_factor=max(command.replication_factor, requested),
         record_distribution=command.record_distribution,
         warm_throughput_mibps=command.warm_throughput_mibps,
     )
