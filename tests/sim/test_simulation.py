@@ -105,6 +105,10 @@ def test_sim_store_crash_loses_exactly_the_unsynced_writes() -> None:
     store.append([batch(A, 2, 2, arrival_ms=2)])
     store.promise(A, 4)
     assert store.log_end(A) == 4
+    # What a crash would keep (AcknowledgedDurableOnMajority reads it): the synced records only.
+    first = read_all(store, A)[1]
+    assert store.durable_record(A, Offset(1)) == (first.partition_key, first.data)
+    assert store.durable_record(A, Offset(2)) is None
     store.crash()
     assert store.log_end(A) == 2
     assert store.promised_epoch(A) == 3
