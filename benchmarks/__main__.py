@@ -32,6 +32,8 @@ PutRecord p50/p99 with access control on next to off), also left out of the full
 `--only encryption` runs issue 15's encryption-at-rest figures (benchmarks/encryption.py:
 PutRecords throughput and PutRecord p99 of an encrypted stream next to a clear one, and the
 log store's CPU per GiB with and without a data key), also left out of the full run.
+`--only backup` runs the backup figures (benchmarks/backup.py: `shoal backup` and `restore` of
+an encrypted stream, sealed, next to a clear one with the same records), also left out.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import sys
 from benchmarks import (
     access,
     analytics,
+    backup,
     bench,
     cluster,
     console,
@@ -99,6 +102,11 @@ def _dispatch(argv: list[str]) -> int:
         return disk.main(argv[:at] + argv[at + 2 :])
     if "--only=disk" in argv:
         return disk.main([a for a in argv if a != "--only=disk"])
+    if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["backup"]:
+        at = argv.index("--only")
+        return backup.main(argv[:at] + argv[at + 2 :])
+    if "--only=backup" in argv:
+        return backup.main([a for a in argv if a != "--only=backup"])
     if "--only" in argv and argv[argv.index("--only") + 1 :][:1] == ["encryption"]:
         at = argv.index("--only")
         return encryption.main(argv[:at] + argv[at + 2 :])

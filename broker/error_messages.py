@@ -1342,6 +1342,26 @@ def node_has_no_address(*, node_id: object) -> str:
 # --- Encryption keys (crypto/master_keys.py: KMS's words for a key it cannot use) -----------
 
 
+def backup_stream_not_encrypted(*, stream: object) -> str:
+    return f"Stream {stream} is not encrypted: its backup is not sealed."
+
+
+BACKUP_KEY_INCOMPLETE = (
+    "A wrapped backup key needs its key_id, stream_arn, wrapping and ciphertext."
+)
+
+
+def backup_master_key_missing(*, stream_arn: object, wrapping: object, error: object) -> str:
+    return (
+        f"The master key that wraps this backup of {stream_arn} ({wrapping}) is not available "
+        f"on this cluster: {error}"
+    )
+
+
+def backup_key_unopenable(*, stream_arn: object, key_id: object, error: object) -> str:
+    return f"The backup data key of {stream_arn} under {key_id} does not open: {error}"
+
+
 def kms_key_disabled(*, arn: object) -> str:
     return f"{arn} is disabled."
 

@@ -80,6 +80,7 @@ from broker.firehose.aws_clients import S3Store
 from broker.firehose.channels import CHANNEL_ARN, ChannelOperations
 from broker.firehose.runtime import FIREHOSE, FirehoseRuntime
 from broker.gateway.access import AccessControl, build_access_control, node_signer
+from broker.gateway.backup_key_service import backup_key_handler
 from broker.gateway.capacity_service import CapacitySettings, capacity_handler
 from broker.gateway.grpc_service import kinesis_handler, operation_handler
 from broker.gateway.http_server import HttpServer, start_http_server
@@ -640,6 +641,7 @@ class Node:
                     ),
                 ),
                 limits_handler(self.service.ctx),
+                backup_key_handler(self.service.ctx),
                 iam_handler(
                     image=self._metadata.image,
                     propose=self._metadata.propose,

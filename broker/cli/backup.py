@@ -4,7 +4,9 @@
     shoal restore orders --from s3://bucket/shoal [--as orders-copy]
 
 S3 is reached with boto3's usual configuration (AWS_* variables or files, and
-AWS_ENDPOINT_URL_S3 for an S3-compatible server). A restore prints how many records it wrote
+AWS_ENDPOINT_URL_S3 for an S3-compatible server). An encrypted stream's backup is sealed with
+data keys from the node's BackupKeyService (under the stream's KeyId), so restoring it needs a
+cluster holding that master key. A restore prints how many records it wrote
 and, with --sequence-map FILE, writes the old -> new sequence numbers as JSON.
 """
 
@@ -101,13 +103,68 @@ class _Leases:
             raise BackupError(f"restoring {application}'s leases on {stream}: {answer}")
 
 
+class _Limits:
+    """`LimitsAccess` over the LimitsService of the node the command talks to."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+
+    def _client(self) -> Any:
+        from broker.client.limits import LimitsClient
+
+        return LimitsClient(
+            self._args.endpoint,
+            credentials=credentials_from_arguments(self._args),
+            signing_key=signing_key(self._args),
+            region=self._args.region,
+        )
+
+    def stream_overrides(self, stream: str) -> dict[str, int]:
+        with self._client() as limits:
+            overrides: dict[str, int] = limits.describe_stream(stream)["overrides"]
+            return overrides
+
+    def set_stream_overrides(self, stream: str, rates: dict[str, int]) -> None:
+        with self._client() as limits:
+            limits.update_stream(stream, rates)
+
+
+class _Keys:
+    """`BackupKeys` over the BackupKeyService of the node the command talks to."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self._args = args
+
+    def _client(self) -> Any:
+        from broker.client.backup_keys import BackupKeyClient
+
+        return BackupKeyClient(
+            self._args.endpoint,
+            credentials=credentials_from_arguments(self._args),
+            signing_key=signing_key(self._args),
+            region=self._args.region,
+        )
+
+    def generate(self, stream: str) -> tuple[bytes, dict[str, str]]:
+        with self._client() as keys:
+            made: tuple[bytes, dict[str, str]] = keys.generate(stream)
+            return made
+
+    def open(self, wrapped: dict[str, str]) -> bytes:
+        with self._client() as keys:
+            material: bytes = keys.open(wrapped)
+            return material
+
+
 def _backup(client: Any, args: argparse.Namespace) -> int:
     from broker.backup.logical import back_up
     from broker.backup.store import open_store
 
     store = open_store(args.to)
     for stream in args.streams:
-        report = back_up(client.call, store, stream, leases=_Leases(args))
+        report = back_up(
+            client.call, store, stream, leases=_Leases(args), keys=_Keys(args), limits=_Limits(args)
+        )
         print(
             f"backed up {stream}: {report.records_copied} new records, {report.shards} shards, "
             f"to {store.describe()}"
@@ -139,6 +196,8 @@ def _restore(client: Any, args: argparse.Namespace) -> int:
         wait_active=wait_active,
         wait_keyed=wait_keyed,
         leases=_Leases(args),
+        keys=_Keys(args),
+        limits=_Limits(args),
     )
     if args.sequence_map is not None:
         args.sequence_map.write_text(json.dumps(report.sequence_map, indent=1))

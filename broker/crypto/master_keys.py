@@ -33,6 +33,7 @@ opens the data keys made before the switch (a key file re-wraps them at once).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -41,7 +42,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -75,6 +76,11 @@ class MasterKeyError(Exception):
     file, an unreachable KMS). Callers on the data path turn it into `KeyUnavailableError`."""
 
 
+class MasterKeyMissingError(MasterKeyError):
+    """The master key that wraps a data key is not one this node has (another cluster's key,
+    another key file, another kind of master key, a KMS key that does not exist)."""
+
+
 class MasterKeys(Protocol):
     def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
         """A fresh data key for a stream encrypted under `key_id` (a key id, key ARN, alias
@@ -82,8 +88,14 @@ class MasterKeys(Protocol):
         KMS* code when the key cannot be used."""
         ...
 
+    def check_key(self, key_id: str) -> None:
+        """Raises `ShoalError` with a KMS* code when `key_id` cannot be used here (not
+        found, disabled, pending deletion, not a symmetric encryption key)."""
+        ...
+
     def unwrap(self, key: StreamDataKey, *, stream_arn: str) -> bytes:
-        """The material of a stored data key; raises `MasterKeyError`."""
+        """The material of a stored data key; raises `MasterKeyError` (`MasterKeyMissingError`
+        when the master key wrapping it is not here)."""
         ...
 
     def rewrap(self, key: StreamDataKey, *, stream_arn: str) -> WrappedDataKey | None:
@@ -196,6 +208,9 @@ class _SymmetricMasterKeys:
         except MasterKeyError as error:  # no key to make data keys with: not the caller's
             raise ShoalError(ErrorCode.KMS_INVALID_STATE, str(error)) from error
 
+    def check_key(self, key_id: str) -> None:
+        self.resolve(key_id)
+
     def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
         master = self.resolve(key_id)
         material = os.urandom(DATA_KEY_BYTES)
@@ -207,13 +222,13 @@ class _SymmetricMasterKeys:
     def unwrap(self, key: StreamDataKey, *, stream_arn: str) -> bytes:
         kind, _, key_id = key.wrapping.partition(":")
         if kind != self._kind:
-            raise MasterKeyError(
+            raise MasterKeyMissingError(
                 f"data key {key.version} of {stream_arn} is wrapped by {key.wrapping}, and "
                 f"this node's master keys are {self._kind} keys"
             )
         master = self._by_id(key_id)
         if master is None:
-            raise MasterKeyError(
+            raise MasterKeyMissingError(
                 f"master key {key_id} (wrapping data key {key.version} of {stream_arn}) is "
                 f"not here: {self._missing(key_id)}"
             )
@@ -383,6 +398,9 @@ class WithClusterKey:
         self.primary = primary
         self._cluster = cluster
 
+    def check_key(self, key_id: str) -> None:
+        self.primary.check_key(key_id)
+
     def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
         return self.primary.new_data_key(key_id, stream_arn=stream_arn)
 
@@ -439,24 +457,18 @@ class KmsMasterKeys:
 
         return KmsMasterKeys(boto3.client("kms", region_name=region))
 
-    def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
-        from botocore.exceptions import BotoCoreError, ClientError
+    def check_key(self, key_id: str) -> None:
+        with _kinesis_errors():
+            _check_usable(self._client.describe_key(KeyId=key_id)["KeyMetadata"])
 
-        try:
+    def new_data_key(self, key_id: str, *, stream_arn: str) -> tuple[bytes, WrappedDataKey]:
+        with _kinesis_errors():
             # DescribeKey first: KMS refuses a disabled or doomed key in GenerateDataKey
             # itself, but not every KMS-compatible service does (moto does not).
             _check_usable(self._client.describe_key(KeyId=key_id)["KeyMetadata"])
             answer = self._client.generate_data_key(
                 KeyId=key_id, KeySpec="AES_256", EncryptionContext=_context(stream_arn)
             )
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            code = _KMS_ERRORS.get(str(error.get("Code")), ErrorCode.KMS_INVALID_STATE)
-            raise ShoalError(code, str(error.get("Message") or code.spec.default_message)) from exc
-        except BotoCoreError as exc:
-            raise ShoalError(
-                ErrorCode.KMS_THROTTLING, error_messages.kms_unreachable(error=exc)
-            ) from exc
         wrapped = WrappedDataKey(
             wrapped=bytes(answer["CiphertextBlob"]), wrapping=f"kms:{answer['KeyId']}"
         )
@@ -466,7 +478,7 @@ class KmsMasterKeys:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if not key.wrapping.startswith("kms:"):
-            raise MasterKeyError(
+            raise MasterKeyMissingError(
                 f"data key {key.version} of {stream_arn} is wrapped by {key.wrapping}, and "
                 "this node uses KMS"
             )
@@ -476,7 +488,13 @@ class KmsMasterKeys:
                 EncryptionContext=_context(stream_arn),
                 KeyId=key.wrapping.removeprefix("kms:"),
             )
-        except (ClientError, BotoCoreError) as exc:
+        except ClientError as exc:
+            missing = exc.response.get("Error", {}).get("Code") == "NotFoundException"
+            error = MasterKeyMissingError if missing else MasterKeyError
+            raise error(
+                f"KMS cannot decrypt data key {key.version} of {stream_arn}: {exc}"
+            ) from exc
+        except BotoCoreError as exc:
             raise MasterKeyError(
                 f"KMS cannot decrypt data key {key.version} of {stream_arn}: {exc}"
             ) from exc
@@ -484,6 +502,23 @@ class KmsMasterKeys:
 
     def rewrap(self, key: StreamDataKey, *, stream_arn: str) -> WrappedDataKey | None:
         return None  # KMS rotates key material behind the same key id
+
+
+@contextlib.contextmanager
+def _kinesis_errors() -> Iterator[None]:
+    """KMS's errors as Kinesis reports them (its KMS* exceptions)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = _KMS_ERRORS.get(str(error.get("Code")), ErrorCode.KMS_INVALID_STATE)
+        raise ShoalError(code, str(error.get("Message") or code.spec.default_message)) from exc
+    except BotoCoreError as exc:
+        raise ShoalError(
+            ErrorCode.KMS_THROTTLING, error_messages.kms_unreachable(error=exc)
+        ) from exc
 
 
 def _check_usable(metadata: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ What each may call, with access control on (`Config.access_control`):
   certificates only; a principal's key, even the root's, is refused (they bypass policies);
 - the operation services (Kinesis, Firehose, Analytics, Video): any authenticated principal,
   then each call is authorized by `iam.enforcer.AuthorizedService` like on the AWS door;
-- the other native services (ClusterAdmin, Iam, Lease, Capacity, Limits): the action
+- the other native services (ClusterAdmin, Iam, Lease, Capacity, Limits, BackupKey): the action
   `shoal:<Method>` on `*` must be allowed (the root user is; others need a policy), or a node;
 - health checks: anyone.
 With access control off, nothing is refused for lack of credentials, but a signed call is

@@ -54,7 +54,8 @@ rejoin_floor`, decisions/0002 "Lost disk"). It forgot its log and its promises, 
   leader's epoch is at or below the floor: the shard's epoch in a metadata image read after the
   loss. The controller prepares at most image epoch + 1, so every promise the replica may have
   forgotten is at most floor + 1; a leader of epoch > floor was elected after every such
-  promise, and counting the replica for it cannot help commit what a forgotten promise fenced;
+  promise, and counting the replica for it cannot help commit what a forgotten promise fenced
+  (so such a leader counts it even before it has caught up: `_rejoining_in`);
 - it fences nobody: the current leader keeps leading (its majority is the others), and once
   the replica has caught up the controller moves the shard to a new epoch (same leader), from
   which on the replica counts again (`statistics().rejoin_floor`, reported in heartbeats).
@@ -1154,9 +1155,13 @@ class ShardReplica:
             self._rejoin_floor = None
 
     def _rejoining_in(self, epoch: int) -> bool:
-        """Whether our acknowledgement must not count for a leader of `epoch`."""
-        if self._recovering:
-            return True
+        """Whether our acknowledgement must not count for a leader of `epoch`: one of an epoch
+        at or below the floor (module docstring). A leader of a later epoch counts it even
+        while we still copy the log: what we acknowledge is its log, durably, and we promise
+        nothing until caught up, so the acknowledgement can only help commit. Counting it only
+        once caught up deadlocked a set of two whose leader lost its disk: the survivor, chosen
+        by the controller's current-epoch rule, could not commit its epoch's marker without
+        us, and we stop copying only once a record of its epoch is committed."""
         return self._rejoin_floor is not None and epoch <= self._rejoin_floor
 
     def _ack(self, append: Append, *, ok: bool, log_end: Offset) -> None:

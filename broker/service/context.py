@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +212,9 @@ class ServiceContext:
         (kinesalite's recordings, 2015; a 2023 report of AWS answering shardId-000000000000 of
         a 1-shard stream the caller had not made, in ca-central-1, with the shard text). A
         stream that exists but takes no reads yet (CREATING, DELETING) is reported as the
-        stream. Every other operation reports an unknown stream first."""
+        stream. SplitShard and MergeShards: `stream_for_reshard`; GetRecords on a deleted
+        stream's iterator: `RecordsApi.get_records`; every other operation reports an unknown
+        stream first."""
         key = self.requested_stream_name(request)
         if self.image().stream(key, now_ms=self.now_ms()) is None:
             shard_id = request["ShardId"]
@@ -226,6 +228,30 @@ class ServiceContext:
                 else shard_not_found(f"shardId-{index:012d}", name, account),
             )
         return self.stream_for_data(request)
+
+    def stream_for_reshard(
+        self, request: Mapping[str, Any], shard_ids: Sequence[str]
+    ) -> StreamMeta:
+        """SplitShard's and MergeShards' stream (`shard_ids`: the request's shard ids in AWS's
+        order: ShardToSplit; ShardToMerge, AdjacentShardToMerge). A stream the caller's
+        namespace does not hold is reported by the first of those ids that names no shard
+        number AWS can read ("Could not find shard <raw id> …"), and otherwise as the stream:
+        kinesalite's recordings of AWS (2015), which the 2023 GetShardIterator answer
+        (`stream_for_shard_iterator`) shows still hold. A stream that exists is looked up
+        first, and its shards after (`shard_for`)."""
+        key = self.requested_stream_name(request)
+        stream = self.image().stream(key, now_ms=self.now_ms())
+        if stream is not None:
+            return stream
+        for shard_id in shard_ids:
+            if shard_index_of(shard_id) is None:
+                raise ShoalError(
+                    ErrorCode.RESOURCE_NOT_FOUND,
+                    shard_id_not_understood(
+                        shard_id, namespaces.name_of(key), self.namespace().account_id
+                    ),
+                )
+        raise self.stream_not_found(key)
 
     def shard_for(
         self, stream: StreamMeta, shard_id: str, *, resharding: bool = False

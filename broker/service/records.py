@@ -48,7 +48,7 @@ from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThr
 from broker.service.throughput import get_records_rate_exceeded, rate_exceeded
 from broker.streams.hash_keys import ShardRouter, parse_hash_key, partition_key_bytes_hash
 from broker.streams.iterators import IteratorPosition, decode_iterator, encode_iterator
-from broker.streams.namespaces import namespace_of_arn
+from broker.streams.namespaces import name_of, namespace_of_arn
 from broker.streams.sequence_numbers import (
     is_valid_ordering_number,
     offset_for_sequence_number,
@@ -178,12 +178,16 @@ async def _write(
             raise ctx.stream_not_found(stream.name)
         shard_router = router.for_stream(current)
         groups: dict[ShardUid, tuple[ShardMeta, list[_Entry]]] = {}
-        for entry in pending:
-            shard = shard_router.find(entry.hash_key)
-            group = groups.get(shard.uid)
-            if group is None:
-                group = groups[shard.uid] = (shard, [])
-            group[1].append(entry)
+        if len(shard_router.shards) == 1:
+            only = shard_router.shards[0]  # it covers every hash key: no lookup per record
+            groups[only.uid] = (only, pending)
+        else:
+            for entry in pending:
+                shard = shard_router.find(entry.hash_key)
+                group = groups.get(shard.uid)
+                if group is None:
+                    group = groups[shard.uid] = (shard, [])
+                group[1].append(entry)
         outcomes = await asyncio.gather(
             *(
                 _append_watching(ctx, image, stream.uid, shard, items)
@@ -521,7 +525,7 @@ class RecordsApi:
                 ),
             )
         if stream.is_gone(now_ms=now_ms):
-            raise ctx.stream_not_found(stream.name)
+            raise self._iterator_shard_not_found(stream.name, position.shard_index)
         limit = request.get("Limit", limits.get_records_count_max)
         read = await self._read_shard(
             stream,
@@ -584,25 +588,33 @@ class RecordsApi:
         """An iterator whose stream incarnation is gone, read as AWS reads it: by its stream's
         name (kinesalite's recording). A stream of that name with the iterator's shard is read
         from that shard's start (every number of the new incarnation is above the old one's,
-        in AWS's layout); otherwise the stream or the shard is not found."""
+        in AWS's layout); otherwise the iterator's shard is not found, also when no stream of
+        that name exists (AWS names the shard there too, not the stream)."""
         ctx = self._ctx
         key = position.stream_key
         assert key is not None
         stream = ctx.image().stream(key, now_ms=now_ms)
         if stream is None or not ctx.in_callers_namespace(key):
-            raise ctx.stream_not_found(key)
+            raise self._iterator_shard_not_found(key, position.shard_index)
         shard = stream.shard_by_index(position.shard_index)
         if shard is None:
-            raise ShoalError(
-                ErrorCode.RESOURCE_NOT_FOUND,
-                error_messages.shard_not_found(
-                    describe.shard_id_of(position.shard_index),
-                    stream.display_name,
-                    ctx.namespace().account_id,
-                ),
-            )
+            raise self._iterator_shard_not_found(key, position.shard_index)
         return stream, dataclasses.replace(
             position, stream_uid=stream.uid, shard_uid=shard.uid, offset=0
+        )
+
+    def _iterator_shard_not_found(self, stream_key: str, shard_index: int) -> ShoalError:
+        """GetRecords' answer to an iterator whose stream is deleted (or lacks its shard):
+        "Shard shardId-… in stream … under account … does not exist", as kinesalite recorded
+        AWS answering it (2015; the 2023 GetShardIterator answer shows AWS still names the
+        shard of a stream the caller does not have)."""
+        return ShoalError(
+            ErrorCode.RESOURCE_NOT_FOUND,
+            error_messages.shard_not_found(
+                describe.shard_id_of(shard_index),
+                name_of(stream_key),
+                self._ctx.namespace().account_id,
+            ),
         )
 
     @staticmethod

@@ -41,7 +41,7 @@ Response = dict[str, Any]
 
 
 async def split_shard(ctx: ServiceContext, request: Request) -> Response:
-    stream = ctx.stream_for(request)
+    stream = ctx.stream_for_reshard(request, (request["ShardToSplit"],))
     shard = ctx.shard_for(stream, request["ShardToSplit"], resharding=True)
     new_key = _new_starting_hash_key(ctx, stream, shard, request["NewStartingHashKey"])
     await _run(
@@ -81,7 +81,8 @@ def _new_starting_hash_key(
 
 
 async def merge_shards(ctx: ServiceContext, request: Request) -> Response:
-    stream = ctx.stream_for(request)
+    shard_ids = (request["ShardToMerge"], request["AdjacentShardToMerge"])
+    stream = ctx.stream_for_reshard(request, shard_ids)
     shard = ctx.shard_for(stream, request["ShardToMerge"], resharding=True)
     adjacent = ctx.shard_for(stream, request["AdjacentShardToMerge"], resharding=True)
     if (

@@ -442,9 +442,11 @@ class SimCluster:
         node.store.lose_disk()
         node.disk_generation += 1
         # The controller prepares image epoch + 1, so the node's floor is the image's epoch
-        # (node.py), or just below the epoch of a Prepare already in flight.
+        # (node.py), or just below the epoch of a Prepare already in flight. Never below the
+        # image's epoch: its leader may have counted the node's lost log (its view of the node
+        # goes back only for acks flagged rejoining, replica.py).
         node.rejoin_floors = {
-            shard_uid: self.controller.prepared_epoch(shard_uid) - 1
+            shard_uid: max(image.epoch, self.controller.prepared_epoch(shard_uid) - 1)
             for shard_uid, image in self.controller.shards.items()
             if node.node_id in image.replicas
         }

@@ -5,9 +5,10 @@ Kinesis user sets on it, not only its records and lineage: encryption (type and 
 stream encrypted before its first restored record), the record size limit (in force before
 the first record: a record above 1 MiB is restored), retention, enhanced monitoring, tags,
 the capacity mode with an on-demand stream's warm throughput and record distribution, its
-consumers, and the resource policies of the stream and of each consumer (naming the new
-ARNs). Method: back up a stream with all of them set to a directory, restore it under another
-name on the same node through the real gRPC API, compare what the API shows.
+consumers, the resource policies of the stream and of each consumer (naming the new ARNs),
+and (s28) the throughput limits set on it with `shoal limits`. Method: back up a stream with
+all of them set to a directory, restore it under another name on the same node through the
+real gRPC API, compare what the API shows.
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from broker.backup.logical import back_up, manifest_key, restore
+from broker.backup.logical import BackupError, back_up, manifest_key, restore
 from broker.backup.store import DirectoryStore
+from broker.client.backup_keys import BackupKeyClient
 from broker.client.grpc_client import ShoalClient
+from broker.client.limits import LimitsClient
 from broker.node import Node
 from tests.conftest import shared_node_fixtures
 from tests.support import read_shard
@@ -56,6 +59,8 @@ class Recorded:
 
     def __init__(self, endpoint: str) -> None:
         self.client = ShoalClient(endpoint)
+        self.keys = BackupKeyClient(endpoint)  # seals an encrypted stream's backup
+        self.limits = LimitsClient(endpoint)
         self.operations: list[str] = []
 
     def call(self, operation: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -74,6 +79,14 @@ class Recorded:
             self.operations.append("(waited)")
         raise AssertionError(f"{name} never became ACTIVE")
 
+    # `LimitsAccess`: the stream's throughput limits through the LimitsService.
+    def stream_overrides(self, stream: str) -> dict[str, int]:
+        overrides: dict[str, int] = self.limits.describe_stream(stream)["overrides"]
+        return overrides
+
+    def set_stream_overrides(self, stream: str, rates: dict[str, int]) -> None:
+        self.limits.update_stream(stream, rates)
+
     def wait_keyed(self, name: str) -> None:
         self.operations.append("(every replica keyed)")
 
@@ -90,6 +103,7 @@ class Recorded:
             "warm": summary.get("WarmThroughput", {}).get("TargetMiBps"),
             "distribution": summary.get("RecordDistributionStrategy"),
             "max_record_kib": summary["MaxRecordSizeInKiB"],
+            "throughput_limits": self.stream_overrides(name),
             "tags": sorted((t["Key"], t["Value"]) for t in tags),
             # Each policy with the resource's own ARN written as "<self>".
             "policy": self._policy_of(arn),
@@ -151,6 +165,9 @@ def _set_everything(api: Recorded, name: str) -> None:
         {"StreamARN": arn, "RecordDistributionStrategy": "AUTO"},
     )
     api.wait_active(name)
+    # Throughput limits (`shoal limits set`), low enough that the restore's writes would be
+    # throttled if they were set before the records.
+    api.set_stream_overrides(name, {"write_records_per_second": 5, "read_calls_per_second": 20})
     call("PutResourcePolicy", {"ResourceARN": arn, "Policy": _policy(arn, "kinesis:GetRecords")})
     call(
         "PutResourcePolicy",
@@ -163,7 +180,9 @@ async def test_a_restored_stream_keeps_every_property_set_on_it(node: Node, tmp_
     try:
         await asyncio.to_thread(_set_everything, api, "everything")
         store = DirectoryStore(tmp_path)
-        await asyncio.to_thread(back_up, api.call, store, "everything")
+        await asyncio.to_thread(
+            lambda: back_up(api.call, store, "everything", keys=api.keys, limits=api)
+        )
         api.operations.clear()
         report = await asyncio.to_thread(
             lambda: restore(
@@ -173,6 +192,8 @@ async def test_a_restored_stream_keeps_every_property_set_on_it(node: Node, tmp_
                 as_name="everything-restored",
                 wait_active=api.wait_active,
                 wait_keyed=api.wait_keyed,
+                keys=api.keys,
+                limits=api,
             )
         )
         assert report.records_written == 21
@@ -181,15 +202,26 @@ async def test_a_restored_stream_keeps_every_property_set_on_it(node: Node, tmp_
         assert after == before
         assert before["encryption"] == ("KMS", KEY_ID)  # the comparison compares something
         assert before["warm"] == 30 and before["distribution"] == "AUTO"
+        assert before["throughput_limits"] == {
+            "write_records_per_second": 5,
+            "read_calls_per_second": 20,
+        }
         assert "<self>" in before["policy"] and "<self>" in before["consumers"]["reader"][0]
         assert before["consumers"]["reader"][1] == [("owner", "analytics")]
         # Encrypted, and every replica keyed, before the first record is written.
         operations = [op for op in api.operations if op != "(waited)"]
         first_record = operations.index("PutRecords")
-        assert operations[:3] == ["CreateStream", "StartStreamEncryption", "(every replica keyed)"]
-        assert first_record > 2
+        assert operations[:4] == [
+            "DescribeAccountSettings",  # warm throughput allowed here, before anything
+            "CreateStream",
+            "StartStreamEncryption",
+            "(every replica keyed)",
+        ]
+        assert first_record > 3
     finally:
         api.client.close()
+        api.keys.close()
+        api.limits.close()
 
 
 def _split_unevenly(api: Recorded, name: str) -> None:
@@ -254,3 +286,37 @@ async def test_roots_whose_parent_expired_are_restored_with_their_hash_ranges(
         assert sorted(report.shard_ids) == ["shardId-000000000001", "shardId-000000000002"]
     finally:
         api.client.close()
+        api.keys.close()
+        api.limits.close()
+
+
+async def test_warm_throughput_the_target_account_does_not_allow_stops_the_restore_first(
+    tmp_path: Path,
+) -> None:
+    """Warm throughput needs the account's MinimumThroughputBillingCommitment, which a backup
+    does not carry: without it the restore stops before CreateStream (it used to fail at
+    UpdateStreamWarmThroughput, after every record was written)."""
+    manifest = {
+        "v": 1,
+        "stream": "warm",
+        "settings": {"warm_throughput_mibps": 30, "max_record_size_kib": 1024},
+        "shards": [],
+    }
+    (tmp_path / "streams" / "warm").mkdir(parents=True)
+    (tmp_path / manifest_key("warm")).write_text(json.dumps(manifest))
+    called: list[str] = []
+
+    def call(operation: str, request: dict[str, Any]) -> dict[str, Any]:
+        called.append(operation)
+        assert operation == "DescribeAccountSettings", operation
+        return {"MinimumThroughputBillingCommitment": {"Status": "DISABLED"}}
+
+    with pytest.raises(BackupError, match="MinimumThroughputBillingCommitment"):
+        restore(
+            call,
+            DirectoryStore(tmp_path),
+            "warm",
+            wait_active=lambda _: None,
+            wait_keyed=lambda _: None,
+        )
+    assert called == ["DescribeAccountSettings"]

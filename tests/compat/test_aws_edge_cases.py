@@ -67,10 +67,69 @@ async def test_shard_ids_in_every_form_aws_accepts(kinesis: Any) -> None:
         "ResourceNotFoundException",
         f"Shard shardId-000000000007 in stream absent under account {ACCOUNT} does not exist",
     )
-    # Every other operation names the unknown stream before any shard.
+    # SplitShard and MergeShards name a shard id they cannot read, and otherwise the stream
+    # (one node for both: the suite's time).
+    await split_and_merge_name_an_unreadable_shard_id(kinesis, known="forms")
+
+
+# Shard ids AWS reads no shard number from (past 2^31-1, not digits), and ids it reads
+# (kinesalite's recordings of both, 2015).
+UNREADABLE_SHARD_IDS = ("2147483648", "shardId-002147483648", "ABKLFD8", "2.14E4")
+READABLE_SHARD_IDS = ("2147483647", "anything-2147483647", "a-00002147483647", "-00002147483647")
+
+
+async def split_and_merge_name_an_unreadable_shard_id(kinesis: Any, *, known: str) -> None:
+    """kinesalite's recordings of AWS: SplitShard and MergeShards on a stream the caller does
+    not have report the first shard id they cannot read (ShardToMerge before
+    AdjacentShardToMerge), as the caller sent it; with readable ids, the stream. `known`: a
+    stream of two shards."""
+    stream_missing = (
+        "ResourceNotFoundException",
+        f"Stream gone under account {ACCOUNT} not found.",
+    )
+
+    def shard_missing(raw: str) -> tuple[str, str]:
+        return (
+            "ResourceNotFoundException",
+            f"Could not find shard {raw} in stream gone under account {ACCOUNT}.",
+        )
+
+    for raw in UNREADABLE_SHARD_IDS + READABLE_SHARD_IDS:
+        expected = shard_missing(raw) if raw in UNREADABLE_SHARD_IDS else stream_missing
+        split = await error_of(
+            kinesis.split_shard, StreamName="gone", ShardToSplit=raw, NewStartingHashKey="0"
+        )
+        assert split == expected, raw
+        for shard, adjacent in ((raw, "x-0"), ("x-0", raw)):
+            merge = await error_of(
+                kinesis.merge_shards,
+                StreamName="gone",
+                ShardToMerge=shard,
+                AdjacentShardToMerge=adjacent,
+            )
+            assert merge == expected, (shard, adjacent)
     assert await error_of(
-        kinesis.split_shard, StreamName="absent", ShardToSplit="ABKLFD8", NewStartingHashKey="2"
-    ) == ("ResourceNotFoundException", f"Stream absent under account {ACCOUNT} not found.")
+        kinesis.merge_shards,
+        StreamName="gone",
+        ShardToMerge="ABKLFD8",
+        AdjacentShardToMerge="2.14E4",
+    ) == shard_missing("ABKLFD8")
+    # A stream the caller has: the stream is looked up first, then its shards in order.
+    assert await error_of(
+        kinesis.merge_shards,
+        StreamName=known,
+        ShardToMerge="shardId-5",
+        AdjacentShardToMerge="ABKLFD8",
+    ) == (
+        "ResourceNotFoundException",
+        f"Could not find shard shardId-000000000005 in stream {known} under account {ACCOUNT}.",
+    )
+    assert await error_of(
+        kinesis.split_shard, StreamName=known, ShardToSplit="2.14E4", NewStartingHashKey="0"
+    ) == (
+        "ResourceNotFoundException",
+        f"Could not find shard 2.14E4 in stream {known} under account {ACCOUNT}.",
+    )
 
 
 async def test_get_shard_iterator_position_texts(kinesis: Any) -> None:
@@ -394,11 +453,13 @@ async def test_an_iterator_outlives_its_stream_as_awss_does(kinesis: Any) -> Non
         for index in (0, 1)
     ]
     await call(kinesis.delete_stream, StreamName="reborn")
-    # Deleted: the stream is reported (issue 14's precedence).
-    assert await error_of(kinesis.get_records, ShardIterator=iterators[0]) == (
-        "ResourceNotFoundException",
-        f"Stream reborn under account {ACCOUNT} not found.",
-    )
+    # Deleted: each iterator's shard is reported, not the stream (kinesalite's recording).
+    for index, iterator in enumerate(iterators):
+        assert await error_of(kinesis.get_records, ShardIterator=iterator) == (
+            "ResourceNotFoundException",
+            f"Shard shardId-00000000000{index} in stream reborn under account {ACCOUNT} "
+            "does not exist",
+        )
     await call(kinesis.create_stream, StreamName="reborn", ShardCount=1)
     assert await error_of(kinesis.get_records, ShardIterator=iterators[1]) == (
         "ResourceNotFoundException",

@@ -365,6 +365,56 @@ async def test_errors_aws_sends_without_a_message(endpoint: str) -> None:
             assert set(response.json()) == {"__type"}, (operation, body)
 
 
+async def test_not_found_names_the_shard_where_aws_names_it(endpoint: str) -> None:
+    """The exact bodies of kinesalite's recordings of AWS for a stream that does not exist:
+    SplitShard and MergeShards name a shard id they cannot read, raw; GetRecords on an
+    iterator of a deleted stream names its shard; a readable id leaves the stream named."""
+    account = "000000000000"
+
+    async def not_found(operation: str, body: dict[str, Any]) -> str:
+        response = await post(client, endpoint, operation, body)
+        assert response.status_code == 400, (operation, body)
+        answer = response.json()
+        assert answer["__type"] == "ResourceNotFoundException", answer
+        assert set(answer) == {"__type", "message"}, answer
+        return str(answer["message"])
+
+    async with httpx.AsyncClient(timeout=_TIMEOUT) as client:
+        assert await not_found(
+            "SplitShard",
+            {
+                "StreamName": "void",
+                "ShardToSplit": "shardId-002147483648",
+                "NewStartingHashKey": "0",
+            },
+        ) == (f"Could not find shard shardId-002147483648 in stream void under account {account}.")
+        assert await not_found(
+            "MergeShards",
+            {"StreamName": "void", "ShardToMerge": "s-0", "AdjacentShardToMerge": "2.14E4"},
+        ) == (f"Could not find shard 2.14E4 in stream void under account {account}.")
+        assert await not_found(
+            "MergeShards",
+            {"StreamName": "void", "ShardToMerge": "s-0", "AdjacentShardToMerge": "s-1"},
+        ) == (f"Stream void under account {account} not found.")
+
+        created = await post(
+            client, endpoint, "CreateStream", {"StreamName": "brief", "ShardCount": 2}
+        )
+        assert created.status_code == 200
+        issued = await post(
+            client,
+            endpoint,
+            "GetShardIterator",
+            {"StreamName": "brief", "ShardId": "shardId-1", "ShardIteratorType": "LATEST"},
+        )
+        iterator = issued.json()["ShardIterator"]
+        deleted = await post(client, endpoint, "DeleteStream", {"StreamName": "brief"})
+        assert deleted.status_code == 200
+        assert await not_found("GetRecords", {"ShardIterator": iterator}) == (
+            f"Shard shardId-000000000001 in stream brief under account {account} does not exist"
+        )
+
+
 async def test_application_json_is_answered_as_aws_answers_it(endpoint: str) -> None:
     """Not the JSON 1.1 protocol: Coral's generic 200 envelope, whatever the target."""
     plain = "application/json"

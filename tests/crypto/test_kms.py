@@ -6,6 +6,8 @@ KMS's refusals are Kinesis's KMS* exceptions; records are sealed on disk and rea
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -107,3 +109,68 @@ async def test_kms_data_keys_seal_records_and_refusals_are_kms_exceptions(
         "StreamDescriptionSummary"
     ]
     assert summary["EncryptionType"] == "NONE"
+
+
+async def test_a_kms_streams_backup_is_sealed_by_kms_and_a_disabled_key_stops_its_restore(
+    node: Node, kms: Any, tmp_path: Path
+) -> None:
+    """The backup's data keys come from KMS under the stream's key (encryption context: the
+    backup label, KeyId and stream ARN); with the key disabled, the restore fails with
+    KMSDisabledException before it creates anything, and restores once it is enabled again."""
+    from broker.backup.logical import back_up, restore
+    from broker.backup.store import DirectoryStore
+    from broker.client.backup_keys import BackupKeyClient
+    from broker.client.grpc_client import ShoalClient
+    from broker.errors import ShoalError
+
+    key = kms.create_key(Description="backups")["KeyMetadata"]
+    endpoint = f"127.0.0.1:{node.grpc_port}"
+    root = tmp_path / "backup"
+    store = DirectoryStore(root)
+
+    def wait_active(shoal: ShoalClient, name: str) -> None:
+        for _ in range(500):
+            summary = shoal.call("DescribeStreamSummary", {"StreamName": name})
+            if summary["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
+                return
+        raise AssertionError(name)
+
+    def restored(shoal: ShoalClient, keys: BackupKeyClient) -> int:
+        report = restore(
+            shoal.call,
+            store,
+            "sealed",
+            as_name="sealed-copy",
+            wait_active=lambda name: wait_active(shoal, name),
+            wait_keyed=lambda _: None,
+            keys=keys,
+        )
+        return report.records_written
+
+    def scenario() -> None:  # blocking clients: off the loop serving the node
+        with ShoalClient(endpoint) as shoal, BackupKeyClient(endpoint) as keys:
+            shoal.call("CreateStream", {"StreamName": "sealed", "ShardCount": 1})
+            wait_active(shoal, "sealed")
+            shoal.call(
+                "StartStreamEncryption",
+                {"StreamName": "sealed", "EncryptionType": "KMS", "KeyId": key["Arn"]},
+            )
+            wait_active(shoal, "sealed")
+            records = [{"PartitionKey": "k", "Data": b"KMS-BACKUP-%d" % i} for i in range(5)]
+            shoal.call("PutRecords", {"StreamName": "sealed", "Records": records})
+            back_up(shoal.call, store, "sealed", keys=keys)
+            backed_up = b"".join(p.read_bytes() for p in root.rglob("*") if p.is_file())
+            assert b"KMS-BACKUP-" not in backed_up
+            manifest = json.loads((root / "streams/sealed/manifest.json").read_text())
+            assert manifest["data_keys"][0]["wrapped"]["wrapping"] == f"kms:{key['Arn']}"
+
+            kms.disable_key(KeyId=key["KeyId"])
+            with pytest.raises(ShoalError) as raised:
+                restored(shoal, keys)
+            assert raised.value.code.kinesis_name == "KMSDisabledException"
+            assert "sealed-copy" not in shoal.call("ListStreams", {})["StreamNames"]
+
+            kms.enable_key(KeyId=key["KeyId"])
+            assert restored(shoal, keys) == 5
+
+    await asyncio.to_thread(scenario)

@@ -306,6 +306,15 @@ async def test_iterator_errors(client: AsyncShoalClient, clock: ManualClock) -> 
         iterator(client, "s", "shardId-000000000000", "AT_SEQUENCE_NUMBER"),
     )
     await expect_error("ResourceNotFoundException", iterator(client, "s", "shardId-000000000007"))
+    # The gRPC door reports an unknown stream as the HTTP door does (the not-found precedence).
+    unreadable = await expect_error(
+        "ResourceNotFoundException",
+        client.call(
+            "MergeShards",
+            {"StreamName": "nowhere", "ShardToMerge": "s-0", "AdjacentShardToMerge": "2.14E4"},
+        ),
+    )
+    assert unreadable.message.startswith("Could not find shard 2.14E4 in stream nowhere ")
     token = await iterator(client, "s", "shardId-000000000001")
     tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
     await expect_error(

@@ -613,6 +613,66 @@ async def test_grpc_door_signed_by_principal_keys(iam: Iam) -> None:
             await client.close()
 
 
+async def test_backup_keys_need_their_shoal_actions(iam: Iam) -> None:
+    """The BackupKeyService hands out the data keys that open a sealed backup: only a
+    principal allowed `shoal:GenerateBackupKey` / `shoal:OpenBackupKey` gets one (Kinesis
+    permissions on the stream are not enough); nobody unsigned."""
+    from broker.client.backup_keys import BackupKeyClient
+
+    endpoint = f"127.0.0.1:{iam.node.grpc_port}"
+    root = AsyncShoalClient(endpoint, signing_key=SigningKey(ROOT_KEY, ROOT_SECRET))
+    try:
+        await root.call("CreateStream", {"StreamName": "vaulted", "ShardCount": 1})
+        await root.call(
+            "StartStreamEncryption",
+            {"StreamName": "vaulted", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"},
+        )
+    finally:
+        await root.close()
+    reader_arn, reader_key, reader_secret = await iam.user(
+        ACCOUNT, "stream-admin", {"Effect": "Allow", "Action": "kinesis:*", "Resource": "*"}
+    )
+    _, operator_key, operator_secret = await iam.user(
+        ACCOUNT,
+        "backup-operator",
+        {
+            "Effect": "Allow",
+            "Action": ["shoal:GenerateBackupKey", "shoal:OpenBackupKey"],
+            "Resource": "*",
+        },
+    )
+
+    def keys(signing_key: SigningKey | None) -> BackupKeyClient:
+        return BackupKeyClient(endpoint, signing_key=signing_key)
+
+    def generate(signing_key: SigningKey | None) -> tuple[bytes, dict[str, str]]:
+        with keys(signing_key) as client:
+            return client.generate("vaulted")
+
+    with pytest.raises(ShoalError) as raised:
+        await asyncio.to_thread(generate, SigningKey(reader_key, reader_secret))
+    assert raised.value.code is ErrorCode.ACCESS_DENIED
+    assert f"User: {reader_arn} is not authorized to perform: shoal:GenerateBackupKey" in (
+        raised.value.message
+    )
+    with pytest.raises(ShoalError) as raised:
+        await asyncio.to_thread(generate, None)
+    assert raised.value.code is ErrorCode.MISSING_AUTHENTICATION_TOKEN
+
+    operator = SigningKey(operator_key, operator_secret)
+    material, wrapped = await asyncio.to_thread(generate, operator)
+    assert len(material) == 32 and wrapped["key_id"] == "alias/aws/kinesis"
+
+    def open_key(signing_key: SigningKey) -> bytes:
+        with keys(signing_key) as client:
+            return client.open(wrapped)
+
+    assert await asyncio.to_thread(open_key, operator) == material
+    with pytest.raises(ShoalError) as raised:
+        await asyncio.to_thread(open_key, SigningKey(reader_key, reader_secret))
+    assert raised.value.code is ErrorCode.ACCESS_DENIED
+
+
 async def test_cli_acts_in_the_region_it_resolves_and_signs_for(
     iam: Iam, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -4,14 +4,17 @@ Goal (issue 16 item 5): a backup copies a stream's records (with their shard and
 lineage, settings, tags and consumers to a bucket or a directory, incrementally; a restore on
 another cluster recreates the stream with the same shard ids, lineage and per-shard record
 order, and its encryption: a stream backed up encrypted is restored encrypted under the same
-KeyId, no restored record ever stored in the clear. Method: two single-node clusters (separate
-processes and data), moto's S3 server on loopback reached through AWS_ENDPOINT_URL_S3, the
-CLI as an operator runs it.
+KeyId, no restored record ever stored in the clear. Goal (s28): the backup itself holds none
+of an encrypted stream's records in the clear (segments sealed under the stream's master key),
+and a restore where that key is missing fails with KMS's error before creating anything.
+Method: two single-node clusters (separate processes and data) sharing one master key file,
+moto's S3 server on loopback reached through AWS_ENDPOINT_URL_S3, the CLI as an operator runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -22,6 +25,8 @@ from typing import Any
 import pytest
 
 from broker.client.grpc_client import ShoalClient
+from broker.client.limits import LimitsClient
+from broker.crypto.master_keys import create_key_file
 from tests.s3_server import running_s3_server
 from tests.support import REPO, NodeProcess, read_shard, serving, wait_until
 
@@ -29,7 +34,13 @@ pytestmark = [pytest.mark.process, pytest.mark.slow]
 
 
 def shoal(endpoint: str, env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
+    result = run_shoal(endpoint, env, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def run_shoal(endpoint: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "broker", "--endpoint", endpoint, *args],
         env={**os.environ, **env},
         cwd=REPO,
@@ -38,8 +49,6 @@ def shoal(endpoint: str, env: dict[str, str], *args: str) -> str:
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def stream_contents(endpoint: str, stream: str) -> dict[str, Any]:
@@ -155,8 +164,21 @@ def put(endpoint: str, stream: str, keys: range, tag: str) -> None:
         )
 
 
+def bucket_bytes(s3: Any, bucket: str) -> bytes:
+    """Every object of the bucket, concatenated."""
+    client = s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]]
+    return b"".join(client.get_object(Bucket=bucket, Key=k)["Body"].read() for k in keys)
+
+
 def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Path) -> None:
-    source, target = NodeProcess(tmp_path / "source"), NodeProcess(tmp_path / "target")
+    # One master key file for both clusters (as for a cluster and its disaster-recovery twin):
+    # the backup's data keys are wrapped by it, so only a cluster holding it restores them.
+    key_file = tmp_path / "master-keys.json"
+    create_key_file(key_file)
+    keyed = {"SHOAL_ENCRYPTION_MASTER_KEY": "file", "SHOAL_ENCRYPTION_KEY_FILE": str(key_file)}
+    source = NodeProcess(tmp_path / "source", extra_env=keyed)
+    target = NodeProcess(tmp_path / "target", extra_env=keyed)
     source.start()
     target.start()
     try:
@@ -189,6 +211,8 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
                     "StreamDescriptionSummary"
                 ]["StreamARN"]
                 client.call("RegisterStreamConsumer", {"StreamARN": arn, "ConsumerName": "app"})
+            with LimitsClient(source.endpoint) as limits:  # `shoal limits set`, carried along
+                limits.update_stream("orders", {"read_calls_per_second": 50})
             put(source.endpoint, "orders", range(50), "first")
             with ShoalClient(source.endpoint) as client:  # its first records stay clear here
                 client.call(
@@ -210,6 +234,13 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
             assert "70 new records" in out
             keys = {o["Key"] for o in s3.client().list_objects_v2(Bucket="backups")["Contents"]}
             assert "nightly/streams/orders/manifest.json" in keys
+            # Sealed: no object of the bucket holds a record's data (the 50 records stored
+            # in the clear on the source included), nor a clear segment's partition key.
+            backed_up = bucket_bytes(s3, "backups")
+            assert PAYLOAD not in backed_up, "a backed-up record is in the clear"
+            # A clear segment holds data in base64: every record's starts with this.
+            assert base64.b64encode(PAYLOAD[:12]) not in backed_up, "a record in base64"
+            assert b'"pk": ' not in backed_up  # a clear segment's field
 
             mapping = tmp_path / "sequence-map.json"
             out = shoal(
@@ -232,6 +263,10 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
             assert PAYLOAD in stored_bytes(source)
             assert PAYLOAD not in stored_bytes(target), "a restored record is stored in the clear"
             assert encryption(target.endpoint, "orders") == ("KMS", "alias/aws/kinesis")
+            with LimitsClient(target.endpoint) as limits:
+                assert limits.describe_stream("orders")["overrides"] == {
+                    "read_calls_per_second": 50
+                }
             sequence_map = json.loads(mapping.read_text())
             assert len(sequence_map) == 120
             # The consumer's lease came along, its checkpoint on the same record's new number.
@@ -257,6 +292,31 @@ def test_backup_to_s3_incrementally_and_restore_on_another_cluster(tmp_path: Pat
         assert copy["shards"] == stream_contents(source.endpoint, "orders")["shards"]
         assert encryption(target.endpoint, "orders-copy") == ("KMS", "alias/aws/kinesis")
         assert PAYLOAD not in stored_bytes(target), "a restored record is stored in the clear"
+
+        # A backup whose data keys a master key this cluster lacks wraps: KMS's error, and
+        # nothing is created.
+        manifest_path = tmp_path / "dir-backup" / "streams" / "orders" / "manifest.json"
+        manifest = json.loads(manifest_path.read_text())
+        for wrapped in [k["wrapped"] for k in manifest["data_keys"]] + [
+            manifest["seal"]["wrapped"]
+        ]:
+            assert wrapped["wrapping"].startswith("local:")
+            wrapped["wrapping"] = "local:00000000-0000-0000-0000-000000000000"
+        manifest_path.write_text(json.dumps(manifest))
+        refused = run_shoal(
+            target.endpoint,
+            {},
+            "restore",
+            "orders",
+            "--from",
+            str(tmp_path / "dir-backup"),
+            "--as",
+            "orders-lost",
+        )
+        assert refused.returncode == 1 and "KMSNotFoundException" in refused.stderr, refused
+        with ShoalClient(target.endpoint) as client:
+            names = client.call("ListStreams", {})["StreamNames"]
+        assert "orders-lost" not in names
     finally:
         source.terminate()
         target.terminate()

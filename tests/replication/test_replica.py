@@ -536,6 +536,32 @@ def test_a_rejoining_replica_cannot_help_the_leader_its_lost_promise_fenced() ->
     assert c[A].r.high_watermark == hw  # ...but A could not commit it
 
 
+def test_a_set_of_two_whose_leader_lost_its_disk_commits_again_under_the_survivor() -> None:
+    """C led a set of two and lost its disk. A, the survivor, is chosen for epoch 2 (the
+    controller's current-epoch rule: half of the set, holding a record of epoch 1). A's epoch
+    marker and records need C's acknowledgement to commit, and C, still copying the log,
+    stopped copying only once a record of epoch 2 was committed: neither ever happened (a
+    rejoining replica's acks counted only once caught up), so the shard took no more writes
+    and C never caught up. Epoch 2 is above C's floor, so A counts C's acks."""
+    c = Cluster((A, C))
+    c.configure(1, C)
+    c.propose(C, "x")
+    c.settle()
+    c[C].store = MemoryLogStore()
+    c[C].start(rejoin_floor=1)
+    c[C].r.configure(epoch=1, leader=C, replicas=(A, C), sealing=False, now_ms=0)
+    c[C].flush()
+    assert [p.ok for p in c.prepare(2, A, C)] == [True, False]
+    c.configure(2, A)
+    c.propose(A, "y")
+    c.settle()
+    assert c[A].r.high_watermark == c[A].r.statistics().log_end  # y committed with C
+    assert c[C].data() == [b"x", b"y"]
+    stats = c[C].r.statistics()
+    assert not stats.recovering and stats.rejoin_floor is None  # caught up, counts again
+    assert [p.ok for p in c.prepare(3, A, C)] == [True, True]
+
+
 def test_a_replica_that_lost_its_disk_never_leads_what_it_lacks() -> None:
     """C was the leader of epoch 1 and lost its disk: named leader by the image, it does not
     lead (it lacks the log) until an epoch change elects another replica."""
