@@ -277,6 +277,16 @@ class MemoryLogStore:
     def log_end(self, shard_uid: ShardUid) -> Offset:
         return self._meta(shard_uid).log_end
 
+    def data_record_at(self, shard_uid: ShardUid, offset: Offset) -> StoredRecord | None:
+        """The data record at `offset`, or None (no such offset, or a control record). A
+        direct look-up for checkers (the simulator's invariants); not part of `LogStore`."""
+        with self._lock:
+            shard = self._shards.get(shard_uid)
+            if shard is None or not shard.meta.log_start <= offset < shard.meta.log_end:
+                return None
+            index = offset - shard.meta.log_start
+            return None if shard.control[index] else shard.records[index]
+
     def last_arrival_ms(self, shard_uid: ShardUid) -> int:
         return self._meta(shard_uid).last_arrival_ms
 

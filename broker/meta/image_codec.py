@@ -96,26 +96,53 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-def to_document(value: Any, tp: Any) -> JsonValue:
-    """The JSON-ready form of `value`, whose declared type is `tp`."""
-    tp = _base_type(tp)
+@functools.cache
+def _shape(declared: Any) -> tuple[str, Any, Any]:
+    """(kind, resolved type, detail) of a declared type; cached, because the codec meets the
+    same few types for every value of every image and command it encodes or decodes."""
+    tp = _base_type(declared)
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = (arg for arg in typing.get_args(tp) if arg is not type(None))
-        return to_document(value, inner)
+        inner = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        if len(inner) != 1:
+            return "unknown", tp, None  # only `X | None` has an encoding
+        return "optional", tp, inner[0]
     if origin is tuple:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
-            return [to_document(item, args[0]) for item in value]
-        assert len(args) == len(value)
-        return [to_document(item, arg) for item, arg in zip(value, args, strict=True)]
+            return "sequence", tp, args[0]
+        return "tuple", tp, args
     if origin is dict:
         key_type, value_type = typing.get_args(tp)
+        return "dict", tp, (key_type, value_type)
+    if tp is Checkpoint:
+        return "checkpoint", tp, None
+    if tp is LeaseTable:
+        return "leases", tp, None
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return "dataclass", tp, None
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "enum", tp, None
+    if tp in (bytes, bool, int, str):
+        return tp.__name__, tp, None
+    return "unknown", tp, None
+
+
+def to_document(value: Any, tp: Any) -> JsonValue:
+    """The JSON-ready form of `value`, whose declared type is `tp`."""
+    kind, tp, detail = _shape(tp)
+    if kind == "optional":
+        return None if value is None else to_document(value, detail)
+    if kind == "sequence":
+        return [to_document(item, detail) for item in value]
+    if kind == "tuple":
+        assert len(detail) == len(value)
+        return [to_document(item, arg) for item, arg in zip(value, detail, strict=True)]
+    if kind == "dict":
+        key_type, value_type = detail
         assert _base_type(key_type) is str
         return {str(key): to_document(item, value_type) for key, item in value.items()}
-    if tp is Checkpoint:
+    if kind == "checkpoint":
         assert isinstance(value, Checkpoint)
         return {
             # The previous release's 38-digit layout: it applies these commands too during a
@@ -123,34 +150,34 @@ def to_document(value: Any, tp: Any) -> JsonValue:
             "sequence_number": stored_form(value.sequence_number),
             "sub_sequence_number": value.sub_sequence_number,
         }
-    if tp is LeaseTable:
+    if kind == "leases":
         assert isinstance(value, LeaseTable)
         return [
             to_document(lease, Lease)
             for application in value.application_names()
             for lease in leases.list_leases(value, application=application)
         ]
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+    if kind == "dataclass":
         gated = _gated_defaults(tp)
         return {
             name: to_document(getattr(value, name), field_type)
             for name, field_type, _ in _field_types(tp)
             if name not in gated or getattr(value, name) != gated[name]
         }
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+    if kind == "enum":
         assert isinstance(value, tp)
         return value.value
-    if tp is bytes:
+    if kind == "bytes":
         assert isinstance(value, bytes)
         return base64.b64encode(value).decode("ascii")
-    if tp is bool:
+    if kind == "bool":
         assert isinstance(value, bool)
         return value
-    if tp is int:
+    if kind == "int":
         assert isinstance(value, int)
         assert not isinstance(value, bool)
         return value
-    if tp is str:
+    if kind == "str":
         assert isinstance(value, str)
         return value
     raise AssertionError(f"no encoding for type {tp!r}")
@@ -158,50 +185,46 @@ def to_document(value: Any, tp: Any) -> JsonValue:
 
 def from_document(document: JsonValue, tp: Any) -> Any:
     """The value of type `tp` that `document` encodes; raises ValueError when malformed."""
-    tp = _base_type(tp)
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if document is None:
-            return None
-        (inner,) = (arg for arg in typing.get_args(tp) if arg is not type(None))
-        return from_document(document, inner)
-    if origin is tuple:
+    kind, tp, detail = _shape(tp)
+    if kind == "optional":
+        return None if document is None else from_document(document, detail)
+    if kind == "sequence":
         _expect(document, list, tp)
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_document(item, args[0]) for item in document)
-        if len(args) != len(document):
-            raise ValueError(f"expected {len(args)} items for {tp!r}, got {len(document)}")
-        return tuple(from_document(item, arg) for item, arg in zip(document, args, strict=True))
-    if origin is dict:
+        return tuple(from_document(item, detail) for item in document)
+    if kind == "tuple":
+        _expect(document, list, tp)
+        if len(detail) != len(document):
+            raise ValueError(f"expected {len(detail)} items for {tp!r}, got {len(document)}")
+        return tuple(from_document(item, arg) for item, arg in zip(document, detail, strict=True))
+    if kind == "dict":
         _expect(document, dict, tp)
-        _, value_type = typing.get_args(tp)
+        _, value_type = detail
         return {str(key): from_document(item, value_type) for key, item in document.items()}
-    if tp is Checkpoint:
+    if kind == "checkpoint":
         return _checkpoint_from_document(document)
-    if tp is LeaseTable:
+    if kind == "leases":
         return _lease_table_from_document(document)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+    if kind == "dataclass":
         return _dataclass_from_document(document, tp)
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+    if kind == "enum":
         try:
             return tp(document)
         except ValueError as exc:
             raise ValueError(f"{document!r} is not a {tp.__name__}") from exc
-    if tp is bytes:
+    if kind == "bytes":
         _expect(document, str, tp)
         try:
             return base64.b64decode(document.encode("ascii"), validate=True)
         except (ValueError, UnicodeEncodeError) as exc:
             raise ValueError(f"bad base64 for bytes: {document!r}") from exc
-    if tp is bool:
+    if kind == "bool":
         _expect(document, bool, tp)
         return document
-    if tp is int:
+    if kind == "int":
         if isinstance(document, bool) or not isinstance(document, int):
             raise ValueError(f"expected an integer, got {document!r}")
         return document
-    if tp is str:
+    if kind == "str":
         _expect(document, str, tp)
         return document
     raise AssertionError(f"no decoding for type {tp!r}")

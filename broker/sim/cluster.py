@@ -46,10 +46,9 @@ from broker.replication.driver_core import (
 from broker.replication.messages import Prepare, Promise, ReplicationMessage
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.replication.replica import ReadRequest, ReplicationKnobs, Role, ShardReplica
-from broker.sim.control import ControlTiming, Heartbeat, SimController
+from broker.sim.control import CONTROLLER, ControlTiming, Heartbeat, ShardImage, SimController
 from broker.sim.disk import SimLogStore
 from broker.sim.network import SimNetwork
-from broker.sim.quorum import CONTROLLER, ShardImage, SimMetadataQuorum
 from broker.sim.world import World
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
 
@@ -81,9 +80,6 @@ class SimConfig:
     leader_kills: bool = True
     leader_changes: bool = True
     disk_loss: bool = True
-    # The real controller decides the leader changes (control.SimController) instead of the
-    # simulator's own failure detector (quorum.SimMetadataQuorum).
-    real_controller: bool = False
 
     @staticmethod
     def randomized(rng: random.Random) -> SimConfig:
@@ -284,7 +280,6 @@ class SimCluster:
         self.world = World(seed)
         self.config = config or SimConfig.randomized(self.world.random("config"))
         self._disk_rng = self.world.random("disk")
-        self._placement_rng = self.world.random("placement")
         buggify.enable(self.world.random("buggify"))
         self.network = SimNetwork(self.world, self._deliver)
         self.network.drop_probability = self.config.drop_probability
@@ -293,52 +288,29 @@ class SimCluster:
         self.nodes: dict[NodeId, SimNode] = {
             NodeId(f"n{i}"): SimNode(node_id=NodeId(f"n{i}")) for i in range(self.config.nodes)
         }
-        node_ids = sorted(self.nodes)
-        self.controller: SimController | None = None
-        self._legacy: SimMetadataQuorum | None = None
-        self.quorum: SimController | SimMetadataQuorum
-        if self.config.real_controller:
-            self.quorum = self.controller = SimController(
-                self.world,
-                node_ids=node_ids,
-                shards=self.config.shards,
-                replication_factor=self.config.replication_factor,
-                timing=ControlTiming.for_run(
-                    failure_detect_ms=self.config.failure_detect_ms,
-                    check_ms=self.config.controller_check_ms,
-                    round_timeout_ms=self.config.election_timeout_ms,
-                ),
-                nodes=self,
-                send=self.network.send,
-                publish=self._publish,
-                reachable=lambda node_id: not self.network.is_blocked(node_id, CONTROLLER),
-            )
-        else:
-            self.quorum = self._legacy = SimMetadataQuorum(
-                self.world,
-                send=self.network.send,
-                publish=self._publish,
-                disk_generation=self.disk_generation,
+        # The metadata side: the real controller decides every leader change and replica move
+        # over the real state machine (control.SimController).
+        self.controller = SimController(
+            self.world,
+            node_ids=sorted(self.nodes),
+            shards=self.config.shards,
+            replication_factor=self.config.replication_factor,
+            timing=ControlTiming.for_run(
+                failure_detect_ms=self.config.failure_detect_ms,
+                check_ms=self.config.controller_check_ms,
                 round_timeout_ms=self.config.election_timeout_ms,
-            )
+            ),
+            nodes=self,
+            send=self.network.send,
+            publish=self._publish,
+            reachable=lambda node_id: not self.network.is_blocked(node_id, CONTROLLER),
+        )
         self.workload, self.invariants, self.faults = observers(self)
         self.faults_active = True
-        self._suspect_since: dict[ShardUid, int] = {}
         for node in self.nodes.values():
             node.core = self._new_core(node)
-        if self._legacy is not None:
-            for index in range(self.config.shards):
-                shard_uid = ShardUid(100 + index)
-                replicas = tuple(
-                    self._placement_rng.sample(node_ids, self.config.replication_factor)
-                )
-                self._legacy.create_shard(shard_uid, replicas)
         for node in self.nodes.values():
             self._schedule_tick(node)
-        if self._legacy is not None:
-            self.world.schedule(
-                self.config.controller_check_ms, "controller", self._controller_check
-            )
         self.workload.start()
         self.faults.start()
 
@@ -363,7 +335,7 @@ class SimCluster:
 
     def converged(self) -> bool:
         """Every shard has its image's leader leading, with every replica caught up."""
-        for shard_uid, image in self.quorum.shards.items():
+        for shard_uid, image in self.controller.shards.items():
             if image.leader is None:
                 return False
             leader_node = self.nodes[image.leader]
@@ -391,11 +363,11 @@ class SimCluster:
         parts = [
             f"t={self.world.now_ms}ms steps={self.world.steps}",
             f"acked={self.workload.acknowledged_count} unknown={self.workload.unknown_count}",
-            f"elections={self.quorum.elections_committed}/{self.quorum.elections_started}",
+            f"elections={self.controller.elections_committed}/{self.controller.elections_started}",
             f"sent={self.network.sent} dropped={self.network.dropped}",
             f"buggify={','.join(f'{k}:{v}' for k, v in sorted(fired.items())) or '-'}",
         ]
-        for shard_uid, image in sorted(self.quorum.shards.items()):
+        for shard_uid, image in sorted(self.controller.shards.items()):
             states = []
             for node_id in image.replicas:
                 node = self.nodes[node_id]
@@ -469,24 +441,22 @@ class SimCluster:
         self.crash(node)
         node.store.lose_disk()
         node.disk_generation += 1
-        # The real controller prepares image epoch + 1, so the node's floor is the image's
-        # epoch (node.py); the legacy quorum prepares above every epoch it prepared before, so
-        # there the floor is also at least just below the highest epoch any Prepare carried so
-        # far. Never below the image's epoch: its leader may have counted the node's lost log
-        # (its view of the node goes back only for acks flagged rejoining, replica.py).
+        # The controller prepares image epoch + 1, so the node's floor is the image's epoch
+        # (node.py), or just below the epoch of a Prepare already in flight. Never below the
+        # image's epoch: its leader may have counted the node's lost log (its view of the node
+        # goes back only for acks flagged rejoining, replica.py).
         node.rejoin_floors = {
-            shard_uid: max(image.epoch, self.quorum.prepared_epoch(shard_uid) - 1)
-            for shard_uid, image in self.quorum.shards.items()
+            shard_uid: max(image.epoch, self.controller.prepared_epoch(shard_uid) - 1)
+            for shard_uid, image in self.controller.shards.items()
             if node.node_id in image.replicas
         }
 
     def restart(self, node: SimNode) -> None:
         assert not node.alive
         node.alive = True
-        if self.controller is not None:
-            self.controller.node_started(node.node_id)  # registers: a new incarnation
+        self.controller.node_started(node.node_id)  # registers: a new incarnation
         node.core = self._new_core(node)
-        for shard_uid, image in sorted(self.quorum.shards.items()):
+        for shard_uid, image in sorted(self.controller.shards.items()):
             if node.node_id in image.replicas:
                 node.image[shard_uid] = image  # a restarting node reads the current image
         self._configure(node)
@@ -575,7 +545,7 @@ class SimCluster:
     def _deliver(self, sender: NodeId, receiver: NodeId, message: ReplicationMessage) -> None:
         del sender
         if receiver == CONTROLLER:
-            self.quorum.receive(message)
+            self.controller.receive(message)
             return
         node = self.nodes[receiver]
         if not node.alive or node.core is None:
@@ -758,50 +728,3 @@ class SimCluster:
         if effects.again or node.dirty:
             node.dirty = False
             self._kick(node)
-
-    # --- The controller's failure detector --------------------------------------------------
-
-    def _controller_check(self) -> None:
-        quorum = self._legacy
-        assert quorum is not None
-        now = self.world.now_ms
-        for shard_uid, image in sorted(quorum.shards.items()):
-            if self._rejoined(image) and not quorum.electing(shard_uid):
-                quorum.start_election(shard_uid)  # the real controller's "rejoined"
-                continue
-            if self._leader_healthy(image):
-                self._suspect_since.pop(shard_uid, None)
-                continue
-            since = self._suspect_since.setdefault(shard_uid, now)
-            if now - since >= self.config.failure_detect_ms and not quorum.electing(shard_uid):
-                quorum.start_election(shard_uid)
-                self._suspect_since.pop(shard_uid, None)
-        self.world.schedule(self.config.controller_check_ms, "controller", self._controller_check)
-
-    def _rejoined(self, image: ShardImage) -> bool:
-        """A replica lost with its disk caught up and waits for a new epoch to count again
-        (what its heartbeats tell the real controller)."""
-        for node_id in image.replicas:
-            node = self.nodes[node_id]
-            replica = node.replicas.get(image.shard_uid)
-            if not node.alive or replica is None:
-                continue
-            stats = replica.statistics()
-            if stats.rejoin_floor is not None and not stats.recovering:
-                return stats.epoch == image.epoch
-        return False
-
-    def _leader_healthy(self, image: ShardImage) -> bool:
-        """What the real controller learns from heartbeats: the leader is up, reachable, and
-        not fenced (it reports a promised epoch above the image's, or cannot lead in the
-        image's epoch after a restart: replica.py rule 6)."""
-        if image.leader is None:
-            return False
-        node = self.nodes[image.leader]
-        if not node.alive or self.network.is_blocked(CONTROLLER, node.node_id):
-            return False
-        replica = node.replicas.get(image.shard_uid)
-        if replica is None:
-            return False
-        stats = replica.statistics()
-        return not (stats.promised_epoch > image.epoch or stats.recovering or stats.fenced)

@@ -1,7 +1,7 @@
 """`SimController`: the real controller deciding the replica cluster's leader changes (issue 19).
 
-The replica cluster (`cluster.SimCluster`) runs with one of two metadata sides. The older one,
-`quorum.SimMetadataQuorum`, is a failure detector written for the simulator. This one runs
+The metadata side of the replica cluster (`cluster.SimCluster`). It keeps no decision logic
+of its own (the simulator's earlier failure detector and leader election are gone): it runs
 the real decision code: `meta.controller_core.ControllerCore` over a `MetadataImage` that only
 the real state machine (`meta.state_machine.apply`) changes, executed the way its async shell
 (`meta/controller.py`) executes it:
@@ -67,12 +67,26 @@ from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from broker.meta.state_machine import apply
 from broker.replication.messages import Prepare, Promise, ReplicationMessage
 from broker.sim.controller import ControllerViolation, check_replica_set
-from broker.sim.quorum import CONTROLLER, ShardImage
 from broker.sim.world import World
 from broker.types import NodeId, ShardUid, StreamName
 
 STREAM = StreamName("sim")
+CONTROLLER = NodeId("controller")  # the controller's address on the simulated network
 FIRST_SHARD_UID = 100  # shard uids from here, so a shard's index is its uid - 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShardImage:
+    """One shard's entry in the metadata image, as it reaches the nodes."""
+
+    shard_uid: ShardUid
+    replicas: tuple[NodeId, ...]
+    leader: NodeId | None
+    epoch: int
+    sealing: bool = False
+    # The metadata command that produced this entry, in commit order: a node applies the
+    # entries of one shard in that order, as it applies the log.
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -55,18 +55,8 @@ class SimLogStore:
 
     def durable_record(self, shard_uid: ShardUid, offset: Offset) -> tuple[str, bytes] | None:
         """(partition key, data) of the record at `offset` as a crash would leave it: synced."""
-        durable = self._durable
-        if shard_uid not in durable.shard_uids():
-            return None
-        if not durable.log_start(shard_uid) <= offset < durable.log_end(shard_uid):
-            return None
-        for batch in durable.read_batches(
-            shard_uid, start_offset=offset, end_offset=Offset(offset + 1), bytes_max=1
-        ):
-            if batch.first_offset <= offset < batch.end_offset and not batch.control:
-                record = batch.records[offset - batch.first_offset]
-                return record.partition_key, record.data
-        return None
+        record = self._durable.data_record_at(shard_uid, offset)
+        return None if record is None else (record.partition_key, record.data)
 
     # --- LogStore ------------------------------------------------------------------------
 

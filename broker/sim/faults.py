@@ -3,9 +3,8 @@
 - `Attrition`: crash a random node (losing its unsynced writes), restart it later.
 - `Partition`: split the nodes (and the controller) in two for a while, then heal.
 - `LeaderKill`: crash the node leading a random shard, restart it later.
-- `LeaderChange`: the controller moves a random shard's leadership (a drain or rebalance);
-  with the real controller (`control.SimController`), a metadata-leader change instead: a
-  new controller beside the old one's actions in flight.
+- `LeaderChange`: a metadata-leader change: a new controller (`control.SimController.new_term`)
+  beside the old one's actions in flight.
 - `DiskLoss`: crash a node and wipe its disk (a replaced pod), restart it recovering; only
   while no other node is down or recovering, so it stays the minority's one failure.
 - Message loss and duplication are `SimNetwork` probabilities, set from the config.
@@ -19,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from broker.sim.cluster import SimCluster, SimNode
-from broker.sim.quorum import CONTROLLER, SimMetadataQuorum
+from broker.sim.control import CONTROLLER
 
 
 class FaultPlans:
@@ -77,7 +76,7 @@ class FaultPlans:
 
     def _leader_kill(self) -> None:
         cluster = self._cluster
-        image = cluster.quorum.shards[self._rng.choice(sorted(cluster.quorum.shards))]
+        image = cluster.controller.shards[self._rng.choice(sorted(cluster.controller.shards))]
         if image.leader is not None and cluster.nodes[image.leader].alive:
             node = cluster.nodes[image.leader]
             cluster.crash(node)
@@ -85,13 +84,11 @@ class FaultPlans:
 
     def _leader_change(self) -> None:
         cluster = self._cluster
-        shard_uid = self._rng.choice(sorted(cluster.quorum.shards))
-        if isinstance(cluster.quorum, SimMetadataQuorum):
-            cluster.quorum.start_election(shard_uid)
-        else:
-            # The real controller changes leaders only when it decides to: the fault is a
-            # metadata-leader change, a new controller beside the old one's actions in flight.
-            cluster.quorum.new_term()
+        # The controller changes leaders only when it decides to: the fault is a metadata-
+        # leader change, a new controller beside the old one's actions in flight. (The draw
+        # of a shard is kept: it keeps the fault schedule's random stream as it was.)
+        self._rng.choice(sorted(cluster.controller.shards))
+        cluster.controller.new_term()
 
     def _partition(self) -> None:
         cluster = self._cluster
@@ -110,7 +107,7 @@ class FaultPlans:
         if any(not node.alive or node.rejoin_floors for node in cluster.nodes.values()):
             return
         factor = cluster.config.replication_factor
-        if any(len(image.replicas) < factor for image in cluster.quorum.shards.values()):
+        if any(len(image.replicas) < factor for image in cluster.controller.shards.values()):
             # A set one short (the real controller dropped an absent replica and has not
             # added its replacement yet) already lost its one failure: a wiped disk now is
             # a second one, which no two-replica set survives (docs/ARCHITECTURE.md's gap).

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from broker.log.records import StoredRecord
-from broker.replication.replica import Role
+from broker.replication.replica import Role, ShardReplica
 from broker.sim.cluster import SimCluster, SimNode
 from broker.sim.workloads import Workload
 from broker.types import NodeId, Offset, ShardUid
@@ -61,45 +61,54 @@ class Invariants:
         del label
         self.checks += 1
         # One pass over every live replica (the simulator's hottest loop: after every event).
-        hw_seen, scanned = self._hw_seen, self._scanned
+        # The replicas that take their HW for the shard's end are kept for the known-end check,
+        # which must see this event's acknowledgements first (`_check_acknowledged`); nothing
+        # between the two changes a replica.
+        hw_seen, scanned, leaders = self._hw_seen, self._scanned, self._leaders
+        known_ends: list[tuple[NodeId, ShardUid, ShardReplica]] = []
         for node in self._cluster.nodes.values():
-            if not node.alive or node.core is None:
+            core = node.core
+            if not node.alive or core is None:
                 continue
-            for shard_uid, local in node.core.locals.items():
+            node_id, incarnation = node.node_id, node.incarnation
+            for shard_uid, local in core.locals.items():
                 replica = local.replica
                 hw = replica.high_watermark
-                key = (node.node_id, shard_uid, node.incarnation)
-                seen = hw_seen.get(key, Offset(0))
+                key = (node_id, shard_uid, incarnation)
+                seen = hw_seen.get(key, 0)
                 if hw < seen:
                     raise InvariantViolation(
-                        "HighWatermarkMonotonic", f"{node.node_id} {shard_uid}: {seen} -> {hw}"
+                        "HighWatermarkMonotonic", f"{node_id} {shard_uid}: {seen} -> {hw}"
                     )
-                hw_seen[key] = hw
+                if hw != seen:
+                    hw_seen[key] = hw
                 if replica.role is Role.LEADER:
-                    self._one_leader(node.node_id, shard_uid, replica.epoch)
-                if hw > scanned.get(key, Offset(0)):
+                    leader = leaders.setdefault((shard_uid, replica.epoch), node_id)
+                    if leader != node_id:
+                        self._one_leader(node_id, shard_uid, replica.epoch)
+                if hw > scanned.get(key, 0):
                     self._scan(node, shard_uid, hw)
-        self._check_acknowledged()
-        self._check_known_ends()
+                if replica.knows_committed_end():
+                    known_ends.append((node_id, shard_uid, replica))
+        if self._workload.newly_acknowledged:
+            self._check_acknowledged()
+        if known_ends:
+            self._check_known_ends(known_ends)
 
-    def _check_known_ends(self) -> None:
-        quorum = self._cluster.quorum
-        for node in self._cluster.nodes.values():
-            if not node.alive or node.core is None:
+    def _check_known_ends(self, known_ends: list[tuple[NodeId, ShardUid, ShardReplica]]) -> None:
+        quorum = self._cluster.controller
+        for node_id, shard_uid, replica in known_ends:
+            if shard_uid not in quorum.shards:
                 continue
-            for shard_uid, local in node.core.locals.items():
-                replica = local.replica
-                if not replica.knows_committed_end() or shard_uid not in quorum.shards:
-                    continue
-                if replica.epoch < quorum.prepared_epoch(shard_uid):
-                    continue
-                acknowledged = self._acknowledged_end.get(shard_uid, Offset(0))
-                if replica.high_watermark < acknowledged:
-                    raise InvariantViolation(
-                        "KnownEndCoversAcknowledged",
-                        f"{node.node_id} {shard_uid} epoch {replica.epoch}: HW "
-                        f"{replica.high_watermark} taken for the end, {acknowledged} acknowledged",
-                    )
+            if replica.epoch < quorum.prepared_epoch(shard_uid):
+                continue
+            acknowledged = self._acknowledged_end.get(shard_uid, Offset(0))
+            if replica.high_watermark < acknowledged:
+                raise InvariantViolation(
+                    "KnownEndCoversAcknowledged",
+                    f"{node_id} {shard_uid} epoch {replica.epoch}: HW "
+                    f"{replica.high_watermark} taken for the end, {acknowledged} acknowledged",
+                )
 
     def check_leaders(self, node: SimNode) -> None:
         """`OneLeaderPerShardEpoch` for one node, inside a turn (see `SimCluster._turn`)."""
@@ -179,7 +188,7 @@ class Invariants:
     def _check_durable_on_majority(
         self, shard_uid: ShardUid, offset: Offset, record: tuple[str, bytes]
     ) -> None:
-        image = self._cluster.quorum.shards.get(shard_uid)
+        image = self._cluster.controller.shards.get(shard_uid)
         if image is None:
             return
         holders = sorted(
@@ -228,7 +237,7 @@ class Invariants:
         cluster = self._cluster
         if not cluster.converged():
             raise InvariantViolation("Liveness", f"no convergence: {cluster.summary()}")
-        for shard_uid, image in sorted(cluster.quorum.shards.items()):
+        for shard_uid, image in sorted(cluster.controller.shards.items()):
             assert image.leader is not None
             leader = cluster.nodes[image.leader]
             end = leader.replicas[shard_uid].statistics().log_end

@@ -4,7 +4,6 @@ checks). Used by `tests/sim` and `scripts/sim`."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 from broker import buggify
@@ -13,7 +12,6 @@ from broker.sim.controller import ControllerViolation
 from broker.sim.faults import FaultPlans
 from broker.sim.invariants import Invariants, InvariantViolation
 from broker.sim.workloads import Workload
-from broker.sim.world import World
 
 
 def _observers(cluster: SimCluster) -> tuple[Workload, Invariants, FaultPlans]:
@@ -43,19 +41,9 @@ class SimResult:
 QUIET_PRODUCE_MS = 1_000  # producers keep writing this long into the quiet phase
 
 
-def controlled_config(seed: int) -> SimConfig:
-    """The seed's configuration, with the real controller deciding leader changes."""
-    drawn = SimConfig.randomized(World(seed).random("config"))
-    return dataclasses.replace(drawn, real_controller=True)
-
-
-def run_seed(
-    seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000, real_controller: bool = False
-) -> SimResult:
-    """One simulated run: `steps` events with faults, then the quiet phase and final checks.
-    `real_controller`: the leader changes are the real controller's (`control.py`)."""
-    config = controlled_config(seed) if real_controller else None
-    cluster = new_cluster(seed, config)  # enables the fault points (broker.buggify)
+def run_seed(seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000) -> SimResult:
+    """One simulated run: `steps` events with faults, then the quiet phase and final checks."""
+    cluster = new_cluster(seed)  # enables the fault points (broker.buggify)
     try:
         while cluster.world.steps < steps and cluster.step():
             pass

@@ -43,8 +43,8 @@ class Workload:
         cluster = self._cluster
         if cluster.world.now_ms >= self.stopped_at_ms:
             return
-        shard_uid = self._rng.choice(sorted(cluster.quorum.shards))
-        image = cluster.quorum.shards[shard_uid]
+        shard_uid = self._rng.choice(sorted(cluster.controller.shards))
+        image = cluster.controller.shards[shard_uid]
         if image.leader is not None and self._rng.random() < 0.9:
             node_id = image.leader
         else:

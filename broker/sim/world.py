@@ -1,9 +1,11 @@
 """`World`: the simulator's event heap, virtual clock and seeded randomness.
 
-Events are `(due_ms, sequence_no, action)`; ties break by insertion order, never by object
-identity, so a seed replays exactly. Randomness comes from `random(name)`: one `Random` per
-named stream derived from the seed, so adding draws to one stream (say, a new workload) does
-not change another's (the fault schedule).
+Events are `(due_ms, sequence_no, label, action)` tuples (compared in C: the heap is the
+simulator's hottest structure); ties break by insertion order (sequence numbers are unique, so
+labels and actions are never compared), never by object identity, so a seed replays exactly.
+Randomness comes from `random(name)`: one `Random` per named stream derived from the seed, so
+adding draws to one stream (say, a new workload) does not change another's (the fault
+schedule).
 """
 
 from __future__ import annotations
@@ -11,15 +13,8 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-
-@dataclass(order=True, slots=True)
-class _Event:
-    due_ms: int
-    sequence_no: int
-    label: str = field(compare=False)
-    action: Callable[[], None] = field(compare=False)
+_Event = tuple[int, int, str, Callable[[], None]]  # due_ms, sequence_no, label, action
 
 
 class World:
@@ -44,18 +39,18 @@ class World:
     def schedule(self, delay_ms: int, label: str, action: Callable[[], None]) -> None:
         assert delay_ms >= 0
         self._sequence_no += 1
-        heapq.heappush(self._heap, _Event(self.now_ms + delay_ms, self._sequence_no, label, action))
+        heapq.heappush(self._heap, (self.now_ms + delay_ms, self._sequence_no, label, action))
 
     def step(self) -> str | None:
         """Runs the next event; returns its label, or None if nothing is scheduled."""
         if not self._heap:
             return None
-        event = heapq.heappop(self._heap)
-        assert event.due_ms >= self.now_ms
-        self.now_ms = event.due_ms
+        due_ms, _, label, action = heapq.heappop(self._heap)
+        assert due_ms >= self.now_ms
+        self.now_ms = due_ms
         self.steps += 1
-        event.action()
-        return event.label
+        action()
+        return label
 
     @property
     def pending(self) -> int:

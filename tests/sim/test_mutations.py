@@ -50,7 +50,7 @@ def test_acknowledging_before_the_commit_is_caught(monkeypatch: pytest.MonkeyPat
                 waiter.completion.set_result((waiter.first_offset, waiter.arrival_ms))
 
     monkeypatch.setattr(driver_core.Local, "answer", answer_everyone)
-    assert _first_violation(range(5)).startswith("AcknowledgedNeverLost")
+    assert _first_violation(range(1)).startswith("AcknowledgedNeverLost")
 
 
 def test_orphans_answered_without_their_records_are_caught(
@@ -67,7 +67,7 @@ def test_orphans_answered_without_their_records_are_caught(
         self.waiters.clear()
 
     monkeypatch.setattr(driver_core.Local, "abandon", abandon_and_answer)
-    assert _first_violation(range(12)).startswith("AcknowledgedNeverLost")
+    assert _first_violation(range(1)).startswith("AcknowledgedNeverLost")
 
 
 def test_a_leader_leading_on_after_losing_a_sent_tail_is_caught(
@@ -79,7 +79,8 @@ def test_a_leader_leading_on_after_losing_a_sent_tail_is_caught(
     followers hold records it lost, under the same epoch; leading on, it writes others at
     those offsets, which the followers' epoch check takes for the same records."""
     monkeypatch.setattr(ShardReplica, "_may_lead", lambda self, epoch: True)
-    violation = _first_violation(range(7))
+    # Seed 6 (seeds 0 and 16 trip the replica's own assertion on the ack first).
+    violation = _first_violation(range(6, 7))
     # The followers ack the offsets they already hold, so the leader's new record there is
     # acknowledged while only the leader has it (or, later, the logs differ or lose it).
     assert violation.startswith(
@@ -93,8 +94,10 @@ def test_a_leader_sending_ahead_before_its_promise_is_durable_is_caught(
     """Mutation: `DriverCore.send_ahead` also sends the Appends of a Ready that persists the
     replica's promise (a new shard's first epoch, which its leader promises itself). After a
     crash before that fsync the leader reopens without the promise, so rule 6 lets it lead in
-    that epoch again, over records its followers hold under it. Seed 203 (found by the
-    10,000-seed run) reaches it."""
+    that epoch again, over records its followers hold under it. Seed 203 reaches it: the
+    first of seeds 0-299 at 5,000 events where an invariant catches it (seed 144 trips a
+    core assertion first). The leader writes other records at offsets its followers hold,
+    which then differ below the HW."""
 
     def send_everything(self: driver_core.DriverCore, turn: driver_core.Turn) -> tuple[object, ...]:
         turn.sent_ahead.update(local.replica.shard_uid for local, _ in turn.work)
@@ -107,7 +110,7 @@ def test_a_leader_sending_ahead_before_its_promise_is_durable_is_caught(
 
     monkeypatch.setattr(driver_core.DriverCore, "send_ahead", send_everything)
     violation = _first_violation(range(203, 204))
-    assert violation.startswith("AcknowledgedDurableOnMajority"), violation
+    assert violation.startswith("CommittedPrefixIdentical"), violation
 
 
 def test_a_leader_counting_its_write_in_flight_as_durable_is_caught(
@@ -127,7 +130,7 @@ def test_a_leader_counting_its_write_in_flight_as_durable_is_caught(
         return handed_out
 
     monkeypatch.setattr(ShardReplica, "ready", durable_at_once)
-    violation = _first_violation(range(4))
+    violation = _first_violation(range(6, 7))
     assert violation.startswith("AcknowledgedDurableOnMajority"), violation
 
 
@@ -140,7 +143,7 @@ def test_a_driver_that_misreads_the_leader_is_caught(monkeypatch: pytest.MonkeyP
         configure(self, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(ShardReplica, "configure", self_leader)
-    assert _first_violation(range(3)).startswith("OneLeaderPerShardEpoch")
+    assert _first_violation(range(1)).startswith("OneLeaderPerShardEpoch")
 
 
 def test_a_leader_taking_its_hw_for_the_end_before_its_marker_commits_is_caught(
@@ -150,7 +153,7 @@ def test_a_leader_taking_its_hw_for_the_end_before_its_marker_commits_is_caught(
     reads assumed before issue 16's fix), though a new leader's HW is its follower HW until
     its epoch's marker commits."""
     monkeypatch.setattr(ShardReplica, "knows_committed_end", lambda self: self.role is Role.LEADER)
-    assert _first_violation(range(12)).startswith("KnownEndCoversAcknowledged")
+    assert _first_violation(range(1)).startswith("KnownEndCoversAcknowledged")
 
 
 def test_a_replacement_on_a_node_holding_the_shard_is_caught(
@@ -210,7 +213,7 @@ def test_a_controller_choosing_a_shorter_log_is_caught(monkeypatch: pytest.Monke
         return next((n for n in eligible if n in promised and n in new_replicas), None)
 
     monkeypatch.setattr(controller_core, "choose_leader", first_eligible)
-    violation = run_seed(0, steps=_STEPS, real_controller=True).violation or ""
+    violation = run_seed(0, steps=_STEPS).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
 
@@ -234,11 +237,11 @@ def test_a_half_quorum_without_a_record_of_the_current_epoch_is_caught(
         return sum(1 for n in replicas if n in promised) >= len(replicas) - len(replicas) // 2
 
     monkeypatch.setattr(controller_core, "_current_epoch_quorum", any_epoch)
-    violation = run_seed(3, steps=5_000, real_controller=True).violation or ""
+    violation = run_seed(3, steps=5_000).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
     # And the rule as it is passes the same seed.
     monkeypatch.undo()
-    assert run_seed(3, steps=5_000, real_controller=True).ok
+    assert run_seed(3, steps=5_000).ok
 
 
 def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
@@ -264,7 +267,7 @@ def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
         return set_shard_leader(image, dataclasses.replace(command, expected_epoch=shard.epoch))
 
     monkeypatch.setattr(nodes, "set_shard_leader", without_compare_and_set)
-    violation = run_seed(30, steps=3_000, real_controller=True).violation or ""
+    violation = run_seed(30, steps=3_000).violation or ""
     assert violation.startswith("OneLeaderPerShardEpoch"), violation
 
 
@@ -297,7 +300,7 @@ def test_a_replica_added_on_a_node_holding_the_shard_is_caught(
         )
 
     monkeypatch.setattr(controller_core.ControllerCore, "_add_replacement", any_live_node)
-    violation = run_seed(3, steps=3_000, real_controller=True).violation or ""
+    violation = run_seed(3, steps=3_000).violation or ""
     assert violation.startswith("ReplicasDistinct"), violation
 
 
@@ -309,7 +312,7 @@ def test_a_replica_added_before_the_set_holds_the_leaders_log_is_caught(
     leader is then chosen from the empty newcomer and a replica that missed records the
     old set committed."""
     monkeypatch.setattr(controller_core, "_holders_before_add", lambda image, shard: ())
-    violation = run_seed(12, steps=3_000, real_controller=True).violation or ""
+    violation = run_seed(12, steps=3_000).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
 
@@ -342,6 +345,6 @@ def test_ordered_writes_moved_beside_the_appends_are_caught(
         )
 
     monkeypatch.setattr(driver_core.DriverCore, "persist_plan", all_beside)
-    # The store refuses an append past a truncation that has not run yet (seeds 0 and 3).
-    violation = _first_violation(range(4))
+    # The store refuses an append past a truncation that has not run yet (seed 0).
+    violation = _first_violation(range(1))
     assert violation.startswith("AssertionError"), violation
