@@ -1254,7 +1254,7 @@ def _holders_before_add(image: MetadataImage, shard: ShardMeta) -> tuple[NodeId,
     its leader's epoch committed (Raft's rule: a leader commits in its own term before a
     membership change) could otherwise choose its next leader from the newcomer and a
     replica that missed records the old set committed (found by the simulator: seed 12 of
-    `run_seed(real_controller=True)`). The live (not FENCED) replicas when they are
+    `run_seed`). The live (not FENCED) replicas when they are
     enough, else all of them (the change waits)."""
     others = [n for n in shard.replicas if n != shard.leader]
     needed = (len(shard.replicas) + 2) // 2 - 1  # half the new set, rounded up, less the leader

@@ -309,7 +309,7 @@ def test_is_caught_up() -> None:
 
 
 def test_a_replica_is_added_only_once_the_set_holds_the_leaders_log() -> None:
-    """Found by the simulator (seed 12 of `run_seed(real_controller=True)`): a replica added
+    """Found by the simulator (seed 12 of `run_seed`): a replica added
     while the other replica of a two-replica set still missed records its old set had
     committed (the leader's epoch had not committed yet) let the next leader change choose
     from that replica and the empty newcomer, a majority of the new set, and lose them. An
