@@ -506,9 +506,11 @@ async def test_edge_and_storage_on_the_grpc_door(node: Node, kvs: Any) -> None:
                 video_pb2.DescribeEdgeConfigurationInput(stream_name="edge-none")
             )
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        # A stream of this test's own with no edge configuration (not another test's).
+        await stub.CreateStream(video_pb2.CreateStreamInput(stream_name="edge-grpc-bare"))
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.DeleteEdgeConfiguration(
-                video_pb2.DeleteEdgeConfigurationInput(stream_name="tier-hot")
+                video_pb2.DeleteEdgeConfigurationInput(stream_name="edge-grpc-bare")
             )
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
         assert error_from_rpc_error(raised.value).code.kinesis_name == (
