@@ -16,14 +16,14 @@ from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.config import Config, Knobs
 from broker.node import Node
-from tests import process_leaks
+from tests import fast_tier, process_leaks
 from tests.support import ClusterProcesses, free_port
 
 process_leaks.mark_session()  # before any test or fixture starts a process
+fast_tier.install()  # a test starting a node process must be marked (tests/fast_tier.py)
 
 # Files whose tests share fixtures of package scope: each package runs whole on one worker.
 _PACKAGES_RUN_WHOLE = ("firehose", "video")
-_NODE_PROCESS_MARKERS = ("process", "cluster")
 # After its summary, the run has this long to exit before every thread's stack is printed.
 _EXIT_DEADLINE_S = 60
 
@@ -59,7 +59,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         by_file.setdefault(Path(str(item.path)), []).append(item)
     for path, file_items in by_file.items():
         relative = path.relative_to(tests_dir) if path.is_relative_to(tests_dir) else path
-        if any(item.get_closest_marker(m) for item in file_items for m in _NODE_PROCESS_MARKERS):
+        if any(
+            item.get_closest_marker(m)
+            for item in file_items
+            for m in fast_tier.NODE_PROCESS_MARKERS
+        ):
             group = "node-processes"
         elif relative.parts[0] in _PACKAGES_RUN_WHOLE:
             group = relative.parts[0]
@@ -163,6 +167,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     left waiting for something that will never come), every thread's stack goes to stderr
     and the process exits with status 1 instead of holding CI until its own time limit."""
     faulthandler.dump_traceback_later(_EXIT_DEADLINE_S, exit=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Tells the fast tier's guard which test runs (its setup, call and teardown)."""
+    fast_tier.running(item)
+    try:
+        return (yield)
+    finally:
+        fast_tier.running(None)
 
 
 @pytest.hookimpl(wrapper=True)
