@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from broker.config import Knobs
 from tests import fast_tier
+from tests.conftest import node_config
 from tests.support import REPO
 
 
@@ -70,3 +73,16 @@ def test_scripts_test_fast_selects_by_the_same_markers() -> None:
     assert f'-m "{fast_tier.FAST_TIER_SELECTION}"' in script
     for marker in fast_tier.NODE_PROCESS_MARKERS:
         assert f"not {marker}" in fast_tier.FAST_TIER_SELECTION
+
+
+def test_a_test_node_alone_elects_itself_quickly_and_voters_keep_the_default(
+    tmp_path: Path,
+) -> None:
+    """tests/conftest.py's `node_config`: a single voter's Raft heartbeat is 10 ms (its
+    election timeout 40-140 ms); a node with other voters keeps pysyncobj's timing."""
+    alone = node_config(tmp_path / "alone")
+    voter = node_config(tmp_path / "voter", settings={"peers": ("127.0.0.1:1",)})
+    assert alone.knobs.raft_heartbeat_ms == 10
+    assert voter.knobs.raft_heartbeat_ms == Knobs().raft_heartbeat_ms == 100
+    with pytest.raises(ValueError, match="raft_heartbeat_ms"):
+        Knobs(raft_heartbeat_ms=5).validate()
