@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings
 
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
@@ -21,6 +22,11 @@ from tests.support import ClusterProcesses, free_port
 
 process_leaks.mark_session()  # before any test or fixture starts a process
 fast_tier.install()  # a test starting a node process must be marked (tests/fast_tier.py)
+
+# Property tests assert behaviour, never speed: Hypothesis' 200 ms per-example deadline fails
+# examples on a loaded shared machine (test_namespaces at load ~34), so it is off everywhere.
+settings.register_profile("shoal", deadline=None)
+settings.load_profile("shoal")
 
 # Files whose tests share fixtures of package scope: each package runs whole on one worker.
 _PACKAGES_RUN_WHOLE = ("firehose", "video")

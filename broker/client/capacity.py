@@ -16,44 +16,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from broker.api.capacity.v1 import capacity_pb2 as pb
-from broker.tls import open_channel
-from broker.wire.error_mapping import error_from_rpc_error
-
-_SERVICE = pb.DESCRIPTOR.services_by_name["CapacityService"]
-DEFAULT_TIMEOUT_S = 10.0  # a read of the node's image: fast unless the node is unreachable
+from broker.client.unary import UnaryServiceClient
 
 
-class CapacityClient:
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        credentials: grpc.ChannelCredentials | None = None,
-    ) -> None:
-        assert timeout_s > 0
-        self._channel = open_channel(target, credentials)
-        self._timeout_s = timeout_s
+class CapacityClient(UnaryServiceClient):
+    _MODULE = pb
+    _SERVICE_NAME = "CapacityService"
+    DEFAULT_TIMEOUT_S = 10.0  # a read of the node's image: fast unless the node is unreachable
 
-    def _call(self, method: str, request: Message) -> dict[str, Any]:
-        descriptor = _SERVICE.methods_by_name[method]
-        output_class = getattr(pb, descriptor.output_type.name)
-        stub: Any = self._channel.unary_unary(
-            f"/{_SERVICE.full_name}/{method}",
-            request_serializer=lambda message: message.SerializeToString(),
-            response_deserializer=output_class.FromString,
-        )
-        try:
-            answer = stub(request, timeout=self._timeout_s)
-        except grpc.RpcError as exc:
-            raise error_from_rpc_error(exc) from exc
+    def _call_dict(self, method: str, request: Message) -> dict[str, Any]:
         return json_format.MessageToDict(
-            answer,
+            self._call(method, request),
             preserving_proto_field_name=True,
             always_print_fields_with_no_presence=True,
         )
@@ -64,7 +41,7 @@ class CapacityClient:
         request = pb.DescribeHotShardsRequest(stream_name=stream_name)
         if limit is not None:
             request.limit = limit
-        return self._call("DescribeHotShards", request)
+        return self._call_dict("DescribeHotShards", request)
 
     def describe_hot_keys(
         self, stream_name: str, *, shard_id: str | None = None, limit: int | None = None
@@ -76,7 +53,7 @@ class CapacityClient:
             request.shard_id = shard_id
         if limit is not None:
             request.limit = limit
-        return self._call("DescribeHotKeys", request)
+        return self._call_dict("DescribeHotKeys", request)
 
     def list_scaling_events(self, stream_name: str, *, limit: int | None = None) -> dict[str, Any]:
         """{"stream_name", "stream_mode", "events": [{"time_ms", "kind", "shard_ids",
@@ -84,13 +61,4 @@ class CapacityClient:
         request = pb.ListScalingEventsRequest(stream_name=stream_name)
         if limit is not None:
             request.limit = limit
-        return self._call("ListScalingEvents", request)
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> CapacityClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+        return self._call_dict("ListScalingEvents", request)

@@ -15,54 +15,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import grpc
 from google.protobuf.message import Message
 
 from broker.api.limits.v1 import limits_pb2 as pb
-from broker.iam.grpc_signing import SigningKey, call_metadata
+from broker.client.unary import UnaryServiceClient
 from broker.streams.throttling import RATE_NAMES
-from broker.tls import open_channel
-from broker.wire.error_mapping import error_from_rpc_error
-
-_SERVICE = pb.DESCRIPTOR.services_by_name["LimitsService"]
-DEFAULT_TIMEOUT_S = 30.0  # a change waits for one metadata command (bounded by the node too)
 
 
-class LimitsClient:
-    def __init__(
-        self,
-        target: str,
-        *,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        credentials: grpc.ChannelCredentials | None = None,
-        signing_key: SigningKey | None = None,
-        region: str | None = None,
-    ) -> None:
-        """`signing_key` and `region` as `broker.client.grpc_client.ShoalClient`'s: the calls
-        act in that region's namespace (None: the node's), signed with the key if one is given."""
-        assert timeout_s > 0
-        self._signing_key = signing_key
-        self._region = region
-        self._channel = open_channel(target, credentials)
-        self._timeout_s = timeout_s
-
-    def _call(self, method: str, request: Message) -> Any:
-        descriptor = _SERVICE.methods_by_name[method]
-        output_class = getattr(pb, descriptor.output_type.name)
-        path = f"/{_SERVICE.full_name}/{method}"
-        stub: Any = self._channel.unary_unary(
-            path,
-            request_serializer=lambda message: message.SerializeToString(),
-            response_deserializer=output_class.FromString,
-        )
-        try:
-            return stub(
-                request,
-                timeout=self._timeout_s,
-                metadata=call_metadata(path, region=self._region, key=self._signing_key),
-            )
-        except grpc.RpcError as exc:
-            raise error_from_rpc_error(exc) from exc
+class LimitsClient(UnaryServiceClient):
+    _MODULE = pb
+    _SERVICE_NAME = "LimitsService"
+    DEFAULT_TIMEOUT_S = 30.0  # a change waits for one metadata command (bounded by the node too)
 
     def describe_stream(self, stream_name: str) -> dict[str, Any]:
         """{"stream_name", "overrides": {set rates}, "effective": {every rate}}."""
@@ -99,15 +62,6 @@ class LimitsClient:
             shard_limit=shard_limit, on_demand_stream_limit=on_demand_stream_limit, reset=reset
         )
         return _account_limits(self._call("UpdateAccountLimits", request))
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> LimitsClient:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
 
 
 def _rates(message: Message) -> dict[str, int]:

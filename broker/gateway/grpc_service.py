@@ -2,7 +2,8 @@
 
 Thin by design: decode the message into an AWS-shaped dict (`codec`), validate it against the
 service's botocore model (`validation`), call the service, encode the response (a GetRecords
-page straight to bytes, `record_page`). A server-streaming
+page straight to bytes, `grpc_page`). PutRecords, the hot write path, is read and checked in
+one loop over its entries and answered straight to bytes (`put_records`). A server-streaming
 RPC (SubscribeToShard) encodes each event of the operation's `EventStream` as one message.
 Errors leave through `error_mapping`; bytes that do not parse as the RPC's message are a
 SerializationException (INVALID_ARGUMENT), parsed here rather than by gRPC's deserializer.
@@ -33,6 +34,7 @@ from broker.gateway.grpc_auth import current_identity, peer_address
 from broker.gateway.grpc_namespace import addressed
 from broker.gateway.grpc_page import get_records_output
 from broker.gateway.probe import GatewayProbe
+from broker.gateway.put_records import put_records_output, put_records_request
 from broker.gateway.services import OperationService
 from broker.gateway.validation import KINESIS, REGIONAL_MODELS, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
@@ -84,12 +86,38 @@ def _parse(raw: bytes, input_class: type[Message]) -> Message:
         ) from None
 
 
+def _decoder(
+    operation: str, input_class: type[Message], model: str
+) -> Callable[[bytes], dict[str, Any]]:
+    """How an RPC's request bytes become its validated AWS-shaped request: PutRecords' entries
+    are read and checked in one loop (`put_records`), the rest through `message_to_dict` and
+    `validate_request`."""
+    if input_class is kinesis_pb2.PutRecordsInput and model == KINESIS:
+
+        def decode_put_records(raw: bytes) -> dict[str, Any]:
+            message = _parse(raw, input_class)
+            assert isinstance(message, kinesis_pb2.PutRecordsInput)
+            return put_records_request(message)
+
+        return decode_put_records
+
+    def decode(raw: bytes) -> dict[str, Any]:
+        request = message_to_dict(_parse(raw, input_class))
+        validate_request(operation, request, model=model)
+        return request
+
+    return decode
+
+
 def _encoder(output: type[Message]) -> Callable[[dict[str, Any]], Message | bytes]:
-    """How an operation's answer (or a stream's event) becomes its output: GetRecords pages
-    and SubscribeToShard events are written straight to bytes (`record_page`: no message
-    per record), the rest through `dict_to_message`."""
+    """How an operation's answer (or a stream's event) becomes its output: GetRecords pages,
+    PutRecords answers and SubscribeToShard events are written straight to bytes
+    (`grpc_page`, `put_records`, `record_page`: no message per record), the rest through
+    `dict_to_message`."""
     if output is kinesis_pb2.GetRecordsOutput:
         return get_records_output
+    if output is kinesis_pb2.PutRecordsOutput:
+        return put_records_output
     if output is kinesis_pb2.SubscribeToShardEventStream:
         return subscribe_to_shard_event_stream
     return functools.partial(dict_to_message, message_class=output)
@@ -106,14 +134,14 @@ def _rpc(
     """One unary RPC bound to one operation (a coroutine function, as grpc.aio needs)."""
     service, probe = bound.service, bound.probe
     label = bound.label_prefix + operation
+    decode = _decoder(operation, input_class, bound.model)
     encode = _encoder(output)
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message | bytes:
         started = time.perf_counter()
         code = "OK"
         try:
-            request = message_to_dict(_parse(raw, input_class))
-            validate_request(operation, request, model=bound.model)
+            request = decode(raw)
             response = await service.call(operation, request, _caller(bound, context))
             return encode(response)
         except ShoalError as error:

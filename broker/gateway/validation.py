@@ -161,6 +161,12 @@ def validate_request(operation: str, request: Mapping[str, Any], *, model: str =
     raise ShoalError(ErrorCode.VALIDATION, validation_errors(problems))
 
 
+def passes(operation: str, request: Mapping[str, Any], *, model: str = KINESIS) -> bool:
+    """Whether `request` satisfies the model's constraints: `validate_request`'s compiled
+    check alone, no messages (a caller that finds False calls `validate_request` for them)."""
+    return _compiled_check(model, operation)(request)
+
+
 class _Problems(list[str]):
     """The violations found so far; AWS stops looking after ten (and counts ten)."""
 

@@ -178,12 +178,16 @@ async def _write(
             raise ctx.stream_not_found(stream.name)
         shard_router = router.for_stream(current)
         groups: dict[ShardUid, tuple[ShardMeta, list[_Entry]]] = {}
-        for entry in pending:
-            shard = shard_router.find(entry.hash_key)
-            group = groups.get(shard.uid)
-            if group is None:
-                group = groups[shard.uid] = (shard, [])
-            group[1].append(entry)
+        if len(shard_router.shards) == 1:
+            only = shard_router.shards[0]  # it covers every hash key: no lookup per record
+            groups[only.uid] = (only, pending)
+        else:
+            for entry in pending:
+                shard = shard_router.find(entry.hash_key)
+                group = groups.get(shard.uid)
+                if group is None:
+                    group = groups[shard.uid] = (shard, [])
+                group[1].append(entry)
         outcomes = await asyncio.gather(
             *(
                 _append_watching(ctx, image, stream.uid, shard, items)

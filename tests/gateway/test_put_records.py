@@ -1,0 +1,222 @@
+"""The gRPC door's PutRecords path (`put_records`): the one-loop reader gives the request (or the
+error) the generic path gives (`message_to_dict` + `validate_request`), for well-formed and
+broken requests alike; the answer's bytes are upb's serialization of the same dicts."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from broker.api.kinesis.v1 import kinesis_pb2
+from broker.errors import ShoalError
+from broker.gateway.put_records import put_records_output, put_records_request, validate_put_records
+from broker.gateway.validation import validate_request
+from broker.wire.codec import dict_to_message, message_to_dict
+
+_KEY = "k" * 16
+_DATA = b"d" * 1024
+
+
+def _generic(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any] | str:
+    request = message_to_dict(message)
+    try:
+        validate_request("PutRecords", request)
+    except ShoalError as error:
+        return f"{error.code.kinesis_name}: {error.message}"
+    return request
+
+
+def _fast(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any] | str:
+    try:
+        return put_records_request(message)
+    except ShoalError as error:
+        return f"{error.code.kinesis_name}: {error.message}"
+
+
+def _entry(**fields: Any) -> kinesis_pb2.PutRecordsRequestEntry:
+    return kinesis_pb2.PutRecordsRequestEntry(**fields)
+
+
+def _input(entries: list[kinesis_pb2.PutRecordsRequestEntry], **top: Any) -> bytes:
+    return kinesis_pb2.PutRecordsInput(records=entries, **top).SerializeToString()
+
+
+def _same(raw: bytes) -> dict[str, Any] | str:
+    """Both paths on the same wire bytes; each parses its own message (the fast one clears
+    its records)."""
+    generic = _generic(kinesis_pb2.PutRecordsInput.FromString(raw))
+    fast = _fast(kinesis_pb2.PutRecordsInput.FromString(raw))
+    assert fast == generic
+    if isinstance(fast, dict) and isinstance(generic, dict):
+        assert list(fast) == list(generic)  # the members in the same order too
+    return fast
+
+
+def test_common_entries_read_as_the_generic_path_reads_them() -> None:
+    entries = [_entry(data=_DATA, partition_key=f"{i:016x}") for i in range(500)]
+    request = _same(_input(entries, stream_name="orders"))
+    assert isinstance(request, dict)
+    assert request["StreamName"] == "orders"
+    assert request["Records"][7] == {"Data": _DATA, "PartitionKey": "0000000000000007"}
+    assert list(request["Records"][0]) == ["Data", "PartitionKey"]  # the generic key order
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        _entry(data=_DATA),  # no partition key (valid on an AUTO stream)
+        _entry(data=_DATA, partition_key=""),  # present, too short
+        _entry(data=_DATA, partition_key="x" * 257),  # too long
+        _entry(data=_DATA, partition_key="鍵" * 256),  # at the limit in characters
+        _entry(partition_key=_KEY),  # no data
+        _entry(data=b"", partition_key=_KEY),  # empty data, present
+        _entry(data=b"x" * (10 * 1024 * 1024 + 1), partition_key=_KEY),  # over the model's max
+        _entry(data=_DATA, partition_key=_KEY, explicit_hash_key="12"),
+        _entry(data=_DATA, partition_key=_KEY, explicit_hash_key=""),  # present, bad pattern
+        _entry(data=_DATA, partition_key=_KEY, explicit_hash_key="0x1"),
+    ],
+)
+def test_an_odd_entry_anywhere_gives_the_generic_answer(
+    odd: kinesis_pb2.PutRecordsRequestEntry,
+) -> None:
+    big = len(odd.data) > 1024  # one position is enough for the 10 MiB case (its message)
+    for position in (3,) if big else (0, 3):
+        entries = [_entry(data=_DATA, partition_key=_KEY) for _ in range(4)]
+        entries[position] = odd
+        _same(_input(entries, stream_name="s"))
+
+
+@pytest.mark.parametrize(
+    "top",
+    [
+        {},  # no stream named: valid to the model (the service resolves it)
+        {"stream_name": ""},
+        {"stream_name": "bad name!"},
+        {"stream_name": "s" * 129},
+        {"stream_arn": "arn:aws:kinesis:us-east-1:123456789012:stream/s"},
+        {"stream_arn": "not-an-arn"},
+        {"stream_name": "s", "stream_id": "nope"},
+        {"stream_name": "", "stream_arn": "x", "dry_run": True},
+    ],
+)
+def test_the_other_members_are_checked_by_the_model(top: dict[str, Any]) -> None:
+    entries = [_entry(data=_DATA, partition_key=_KEY) for _ in range(3)]
+    _same(_input(entries, **top))
+    # With a bad entry as well, the messages list both, in the model's order.
+    _same(_input([*entries, _entry(data=_DATA, partition_key="")], **top))
+
+
+@pytest.mark.parametrize("count", [0, 1, 500, 501])
+def test_the_entry_count_bounds(count: int) -> None:
+    _same(_input([_entry(data=b"x", partition_key="k") for _ in range(count)], stream_name="s"))
+
+
+def test_random_requests_agree() -> None:
+    rng = random.Random(18)
+    keys = ["", "k", "x" * 256, "x" * 257, "é" * 3, "鍵" * 200]
+    datas = [b"", b"x", _DATA]
+    hash_keys = [None, "", "0", "340282366920938463463374607431768211455", "01"]
+    for _ in range(300):
+        entries = []
+        for _ in range(rng.randint(1, 6)):
+            fields: dict[str, Any] = {}
+            if rng.random() < 0.9:
+                fields["partition_key"] = rng.choice(keys)
+            if rng.random() < 0.9:
+                fields["data"] = rng.choice(datas)
+            hash_key = rng.choice(hash_keys) if rng.random() < 0.2 else None
+            if hash_key is not None:
+                fields["explicit_hash_key"] = hash_key
+            entries.append(_entry(**fields))
+        _same(_input(entries, stream_name=rng.choice(["s", "", "a b"])))
+
+
+def _outcome(check: Any, request: dict[str, Any]) -> str:
+    try:
+        check(request)
+    except ShoalError as error:
+        return f"{error.code.kinesis_name}: {error.message}"
+    return "ok"
+
+
+def _dict_agrees(request: dict[str, Any]) -> str:
+    generic = _outcome(lambda r: validate_request("PutRecords", r), request)
+    before = repr(request)
+    assert _outcome(validate_put_records, request) == generic
+    assert repr(request) == before  # the stand-in is put back
+    return generic
+
+
+def test_the_aws_doors_check_agrees_with_the_model() -> None:
+    common = {"Data": _DATA, "PartitionKey": _KEY}
+    assert _dict_agrees({"StreamName": "s", "Records": [common] * 500}) == "ok"
+    odd_entries: list[Any] = [
+        {"Data": _DATA},
+        {"PartitionKey": _KEY},
+        {"Data": b"", "PartitionKey": _KEY},
+        {"Data": bytearray(b"x"), "PartitionKey": _KEY},
+        {"Data": "x", "PartitionKey": _KEY},
+        {"Data": _DATA, "PartitionKey": ""},
+        {"Data": _DATA, "PartitionKey": "鍵" * 257},
+        {"Data": _DATA, "PartitionKey": 5},
+        {"Data": _DATA, "PartitionKey": None},
+        {"Data": _DATA, "PartitionKey": _KEY, "ExplicitHashKey": "1"},
+        {"Data": _DATA, "PartitionKey": _KEY, "ExplicitHashKey": "x"},
+        {"Data": _DATA, "Unknown": _KEY},
+        "not an entry",
+    ]
+    for odd in odd_entries:
+        for top in ({"StreamName": "s"}, {"StreamName": "bad name"}, {}):
+            _dict_agrees({**top, "Records": [common, odd, common]})
+    big = {"Data": b"x" * (10 * 1024 * 1024 + 1), "PartitionKey": _KEY}  # over the model's max
+    _dict_agrees({"StreamName": "s", "Records": [common, big]})
+    for records in ([], [common] * 501, None, "x", ({"Data": b"x", "PartitionKey": "k"},)):
+        _dict_agrees({"StreamName": "s", "Records": records})
+    for top in ({"StreamName": ""}, {"StreamARN": "nope"}, {"StreamName": "s", "DryRun": "x"}):
+        _dict_agrees({**top, "Records": [common] * 3})
+
+
+def _upb(response: dict[str, Any]) -> bytes:
+    return dict_to_message(response, kinesis_pb2.PutRecordsOutput).SerializeToString()
+
+
+def _written(number: int, shard: str = "shardId-000000000000") -> dict[str, str]:
+    return {"ShardId": shard, "SequenceNumber": str(number)}
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        {
+            "FailedRecordCount": 0,
+            "Records": [
+                _written(49_600_000_000_000_000_000_000_000 * 10**29 + i) for i in range(500)
+            ],
+            "EncryptionType": "NONE",
+        },
+        {
+            "FailedRecordCount": 2,
+            "Records": [
+                _written(1),
+                {"ErrorCode": "ProvisionedThroughputExceededException", "ErrorMessage": "é" * 90},
+                _written(2, "shardId-000000000001"),
+                {"ErrorCode": "InternalFailure", "ErrorMessage": "Internal service failure."},
+                _written(3),
+            ],
+            "EncryptionType": "KMS",
+        },
+        {"FailedRecordCount": 300, "Records": []},  # a two-byte varint
+        {"Records": [_written(10**130), _written(5, "鍵" * 3), _written(6, "s" * 200)]},
+        {"FailedRecordCount": 0, "Records": [{"ShardId": "x", "SequenceNumber": None}]},
+        {},
+    ],
+)
+def test_the_answer_is_upbs_bytes(response: dict[str, Any]) -> None:
+    assert put_records_output(response) == _upb(response)
+
+
+def test_an_unknown_member_fails_as_upbs_path_does() -> None:
+    with pytest.raises(AssertionError):
+        put_records_output({"FailedRecordCount": 0, "Records": [], "Extra": 1})
