@@ -58,6 +58,10 @@ class Knobs:
     # metadata command, well under a second on a LAN).
     heartbeat_interval_ms: int = 250
     session_timeout_ms: int = 2_000
+    # The metadata quorum's Raft heartbeat (pysyncobj's appendEntriesPeriod); the election
+    # timeout is drawn from 4 to 14 heartbeats (pysyncobj's defaults: 0.1 s, 0.4-1.4 s). A
+    # single-voter test node shortens it: it elects itself after one election timeout.
+    raft_heartbeat_ms: int = 100
     # The replication driver's timer: replicas resend unacknowledged appends and leaders
     # heartbeat their high watermark on ticks (etcd-raft's tick).
     replication_tick_ms: int = 50
@@ -171,6 +175,8 @@ class Knobs:
             raise ValueError("heartbeat_interval_ms must be within 10..60000")
         if self.session_timeout_ms < 3 * self.heartbeat_interval_ms:
             raise ValueError("session_timeout_ms must be at least 3 heartbeat intervals")
+        if not 10 <= self.raft_heartbeat_ms <= 1_000:
+            raise ValueError("raft_heartbeat_ms must be within 10..1000")
         if not 1 <= self.replication_tick_ms <= 10_000:
             raise ValueError("replication_tick_ms must be within 1..10000")
         if not 10 <= self.controller_pass_interval_ms < self.session_timeout_ms:

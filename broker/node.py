@@ -112,7 +112,7 @@ from broker.meta.metadata_format import (
     RESEALED_SECRETS_LEVEL,
 )
 from broker.meta.pysyncobj_quorum import PysyncobjQuorum
-from broker.meta.quorum import QuorumConfig
+from broker.meta.quorum import ELECTION_TIMEOUT_HEARTBEATS, QuorumConfig
 from broker.metrics import ClusterView as MetricsClusterView
 from broker.metrics import MetricsServer, NodeMetrics
 from broker.metrics import views as metrics_views
@@ -245,6 +245,7 @@ class Node:
         self.check_disk()  # a node starting on a full disk refuses records from the start
         self._serve_metrics()
         layout = self._layout = config.quorum_layout()
+        raft_heartbeat_s = config.knobs.raft_heartbeat_ms / 1000
         self._quorum = PysyncobjQuorum(
             QuorumConfig(
                 self_address=layout.self_address,
@@ -255,6 +256,9 @@ class Node:
                 bind_address=config.listen_address(config.raft_port),
                 data_dir=config.data_dir / "meta",
                 password=config.raft_password,
+                heartbeat_interval_s=raft_heartbeat_s,
+                election_timeout_min_s=raft_heartbeat_s * ELECTION_TIMEOUT_HEARTBEATS[0],
+                election_timeout_max_s=raft_heartbeat_s * ELECTION_TIMEOUT_HEARTBEATS[1],
             )
         )
         self.phase = "opening the metadata journal"

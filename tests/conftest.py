@@ -17,10 +17,11 @@ from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from broker.config import Config, Knobs
 from broker.node import Node
-from tests import process_leaks
+from tests import fast_tier, process_leaks
 from tests.support import ClusterProcesses, free_port
 
 process_leaks.mark_session()  # before any test or fixture starts a process
+fast_tier.install()  # a test starting a node process must be marked (tests/fast_tier.py)
 
 # Property tests assert behaviour, never speed: Hypothesis' 200 ms per-example deadline fails
 # examples on a loaded shared machine (test_namespaces at load ~34), so it is off everywhere.
@@ -29,7 +30,8 @@ settings.load_profile("shoal")
 
 # Files whose tests share fixtures of package scope: each package runs whole on one worker.
 _PACKAGES_RUN_WHOLE = ("firehose", "video")
-_NODE_PROCESS_MARKERS = ("process", "cluster")
+# A single-voter test node's Raft heartbeat (`node_config`).
+_ALONE_RAFT_HEARTBEAT_MS = 10
 # After its summary, the run has this long to exit before every thread's stack is printed.
 _EXIT_DEADLINE_S = 60
 
@@ -65,7 +67,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         by_file.setdefault(Path(str(item.path)), []).append(item)
     for path, file_items in by_file.items():
         relative = path.relative_to(tests_dir) if path.is_relative_to(tests_dir) else path
-        if any(item.get_closest_marker(m) for item in file_items for m in _NODE_PROCESS_MARKERS):
+        if any(
+            item.get_closest_marker(m)
+            for item in file_items
+            for m in fast_tier.NODE_PROCESS_MARKERS
+        ):
             group = "node-processes"
         elif relative.parts[0] in _PACKAGES_RUN_WHOLE:
             group = relative.parts[0]
@@ -77,7 +83,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def node_config(data_dir: Path, *, settings: dict[str, Any] | None = None, **knobs: int) -> Config:
     """A test node: free ports, state timers 0, per-shard throughput unlimited unless a test
-    sets `settings` (Config fields) or knobs."""
+    sets `settings` (Config fields) or knobs. A single voter's Raft heartbeat is 10 ms: it
+    elects itself after 40-140 ms instead of pysyncobj's 0.4-1.4 s (every test node start
+    waited for that, with no one to hear from)."""
     defaults: dict[str, Any] = {
         "shard_write_bytes_per_second": 0,
         "shard_write_records_per_second": 0,
@@ -93,9 +101,21 @@ def node_config(data_dir: Path, *, settings: dict[str, Any] | None = None, **kno
         metrics_port=0,
         **{**defaults, **(settings or {})},
         knobs=dataclasses.replace(
-            Knobs(stream_creating_ms=0, stream_updating_ms=0, stream_deleting_ms=0), **knobs
+            Knobs(
+                stream_creating_ms=0,
+                stream_updating_ms=0,
+                stream_deleting_ms=0,
+                raft_heartbeat_ms=_heartbeat_ms(settings or {}),
+            ),
+            **knobs,
         ),
     )
+
+
+def _heartbeat_ms(settings: dict[str, Any]) -> int:
+    """10 ms for a node alone (no one to miss its heartbeats); the default with other voters."""
+    alone = not settings.get("peers") and not settings.get("join")
+    return _ALONE_RAFT_HEARTBEAT_MS if alone else Knobs().raft_heartbeat_ms
 
 
 @pytest.fixture
@@ -169,6 +189,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     left waiting for something that will never come), every thread's stack goes to stderr
     and the process exits with status 1 instead of holding CI until its own time limit."""
     faulthandler.dump_traceback_later(_EXIT_DEADLINE_S, exit=True)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Tells the fast tier's guard which test runs (its setup, call and teardown)."""
+    fast_tier.running(item)
+    try:
+        return (yield)
+    finally:
+        fast_tier.running(None)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -47,6 +47,11 @@ class QuorumMembership:
     read_only: bool  # this node follows the log without voting (QuorumConfig.read_only)
 
 
+# The election timeout's range in heartbeats, as pysyncobj's defaults (0.1 s; 0.4-1.4 s) have
+# it: above 3 heartbeats, so a follower that misses one or two does not stand for election.
+ELECTION_TIMEOUT_HEARTBEATS = (4, 14)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuorumConfig:
     """How one node joins the metadata quorum. Timing defaults are pysyncobj's settings as

@@ -1,0 +1,86 @@
+"""The fast tier's guard: a test that starts a node process must say so with a marker.
+
+`scripts/test --fast` selects the tests that need no node process by marker
+(`FAST_TIER_SELECTION`). A test that starts a `shoal serve` (or `scripts/serve`,
+`scripts/cluster`) child without the `process` or `cluster` marker would slip into that tier
+and make it wait for node start-ups again. So every `subprocess.Popen` the test session makes
+is seen by an audit hook (`install`), and one that starts a node process while an unmarked test
+runs fails that test at once, in every tier, naming the test and the command.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import PurePath
+from typing import Any
+
+import pytest
+
+NODE_PROCESS_MARKERS = ("process", "cluster")
+# What `scripts/test --fast` leaves out (its `-m` expression says the same).
+FAST_TIER_SELECTION = "not process and not cluster and not slow"
+# Scripts of this repository that start node processes.
+_NODE_SCRIPTS = frozenset({"serve", "cluster"})
+
+_running: pytest.Item | None = None
+_installed = False
+
+
+class UnmarkedNodeProcess(AssertionError):
+    """A test without the `process` or `cluster` marker started a node process."""
+
+
+def starts_node_process(words: Sequence[str]) -> bool:
+    """Whether this command line starts a node: `python -m broker serve`, `shoal serve`
+    (also through the chaos tests' `sh -c ... exec` wrapper), `scripts/serve` or
+    `scripts/cluster`."""
+    for index, word in enumerate(words):
+        path = PurePath(word)
+        if path.name in ("broker", "shoal") and "serve" in words[index + 1 :]:
+            return True
+        if path.parent.name == "scripts" and path.name in _NODE_SCRIPTS:
+            return True
+    return False
+
+
+def check(item: pytest.Item | None, argv: Sequence[str]) -> None:
+    """Raises `UnmarkedNodeProcess` if `item` (the running test) lacks a node-process marker
+    and `argv` starts a node."""
+    if item is None or any(item.get_closest_marker(m) for m in NODE_PROCESS_MARKERS):
+        return
+    if starts_node_process(argv):
+        raise UnmarkedNodeProcess(
+            f"{item.nodeid} starts a node process ({' '.join(argv)}) but is "
+            f"not marked {' or '.join(NODE_PROCESS_MARKERS)}: it would run in `scripts/test "
+            "--fast`. Mark the test (or its module) with pytest.mark.process or "
+            "pytest.mark.cluster."
+        )
+
+
+def running(item: pytest.Item | None) -> None:
+    """The test whose setup, call or teardown runs now (None between tests)."""
+    global _running
+    _running = item
+
+
+def _audit(event: str, arguments: tuple[Any, ...]) -> None:
+    if event != "subprocess.Popen":
+        return
+    _executable, argv, _cwd, _env = arguments
+    if isinstance(argv, (str, bytes)):
+        words = os.fsdecode(argv).split()  # shell=True: one command line
+    elif isinstance(argv, os.PathLike):
+        words = [os.fsdecode(argv)]
+    else:
+        words = [os.fsdecode(word) for word in argv]
+    check(_running, words)
+
+
+def install() -> None:
+    """Adds the audit hook to this process (once: audit hooks cannot be removed)."""
+    global _installed
+    if not _installed:
+        sys.addaudithook(_audit)
+        _installed = True
