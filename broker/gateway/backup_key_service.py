@@ -12,7 +12,6 @@ With access control on, `grpc_auth` admits a call only if `shoal:<Method>` is al
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import grpc
 
@@ -23,6 +22,7 @@ from broker.crypto import backup_keys
 from broker.crypto.master_keys import MasterKeys
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.grpc_namespace import namespaced_rpc
+from broker.gateway.unary_handlers import unary_service_handler
 from broker.service.context import ServiceContext
 from broker.wire.error_mapping import NativeMethod
 
@@ -84,14 +84,11 @@ def backup_key_handler(ctx: ServiceContext) -> grpc.GenericRpcHandler:
         "OpenBackupKey": servicer.open,
     }
     node_caller = Caller(region=ctx.config.region, account_id=ctx.config.account_id)
-    assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in _DESCRIPTOR.methods:
-        input_class = getattr(pb, method.input_type.name)
-        output_class = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            namespaced_rpc("backup", method.name, methods[method.name], caller=node_caller),
-            request_deserializer=input_class.FromString,
-            response_serializer=output_class.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return unary_service_handler(
+        _DESCRIPTOR,
+        pb,
+        {
+            name: namespaced_rpc("backup", name, method, caller=node_caller)
+            for name, method in methods.items()
+        },
+    )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
 from broker.api.capacity.v1 import capacity_pb2 as pb
 from broker.clock import Clock
+from broker.gateway.unary_handlers import unary_service_handler
 from broker.meta.image import MetadataImage, StreamMeta
 from broker.service import capacity
 from broker.wire.error_mapping import NativeMethod, native_rpc
@@ -159,14 +159,8 @@ def capacity_handler(
         "DescribeHotKeys": servicer.describe_hot_keys,
         "ListScalingEvents": servicer.list_scaling_events,
     }
-    assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in _DESCRIPTOR.methods:
-        input_class = getattr(pb, method.input_type.name)
-        output_class = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            native_rpc("capacity", method.name, methods[method.name]),
-            request_deserializer=input_class.FromString,
-            response_serializer=output_class.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return unary_service_handler(
+        _DESCRIPTOR,
+        pb,
+        {name: native_rpc("capacity", name, method) for name, method in methods.items()},
+    )

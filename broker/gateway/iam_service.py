@@ -27,6 +27,7 @@ from broker.clock import Clock
 from broker.error_messages import invalid_policy
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.grpc_auth import current_identity
+from broker.gateway.unary_handlers import unary_service_handler
 from broker.iam import identities
 from broker.iam.directory import KeyDirectory
 from broker.iam.enforcer import Authorizer
@@ -380,16 +381,11 @@ def iam_handler(
         "Simulate": servicer.simulate,
         "LookupEvents": servicer.lookup_events,
     }
-    assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in _DESCRIPTOR.methods:
-        input_class = getattr(pb, method.input_type.name)
-        output_class = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            native_rpc(
-                "iam", method.name, _audited(method.name, methods[method.name], trail, region)
-            ),
-            request_deserializer=input_class.FromString,
-            response_serializer=output_class.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return unary_service_handler(
+        _DESCRIPTOR,
+        pb,
+        {
+            name: native_rpc("iam", name, _audited(name, method, trail, region))
+            for name, method in methods.items()
+        },
+    )

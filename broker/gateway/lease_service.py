@@ -19,7 +19,7 @@ ResourceNotFoundException, INVALID: InvalidArgumentException).
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -30,6 +30,7 @@ from broker.clock import Clock
 from broker.consumers import leases
 from broker.consumers.leases import Lease
 from broker.gateway.grpc_namespace import namespaced_rpc
+from broker.gateway.unary_handlers import unary_service_handler
 from broker.meta.commands import lease_command
 from broker.meta.frontend import MetadataFrontend
 from broker.service.context import CURRENT_CALLER
@@ -202,14 +203,11 @@ def lease_handler(
     node's region and account (the default namespace; each call's region is its metadata's)."""
     default = Namespace(account_id=caller.account_id, region=caller.region)
     methods = _methods(_LeaseServicer(frontend, clock, default))
-    assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in _DESCRIPTOR.methods:
-        input_class = getattr(pb, method.input_type.name)
-        output_class = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            namespaced_rpc("leases", method.name, methods[method.name], caller=caller),
-            request_deserializer=input_class.FromString,
-            response_serializer=output_class.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return unary_service_handler(
+        _DESCRIPTOR,
+        pb,
+        {
+            name: namespaced_rpc("leases", name, method, caller=caller)
+            for name, method in methods.items()
+        },
+    )

@@ -15,7 +15,6 @@ error name).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import grpc
 from google.protobuf.message import Message
@@ -25,6 +24,7 @@ from broker.api.limits.v1 import limits_pb2 as pb
 from broker.caller import Caller
 from broker.errors import ErrorCode, ShoalError
 from broker.gateway.grpc_namespace import namespaced_rpc
+from broker.gateway.unary_handlers import unary_service_handler
 from broker.service import account
 from broker.service.context import ServiceContext
 from broker.streams.throttling import RATE_NAMES, StreamLimits, ThroughputLimits
@@ -138,14 +138,11 @@ def limits_handler(ctx: ServiceContext) -> grpc.GenericRpcHandler:
     methods = _methods(_LimitsServicer(ctx))
     # Each call acts in its caller's namespace: the region its metadata names (grpc_namespace).
     node_caller = Caller(region=ctx.config.region, account_id=ctx.config.account_id)
-    assert set(methods) == {method.name for method in _DESCRIPTOR.methods}
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-    for method in _DESCRIPTOR.methods:
-        input_class = getattr(pb, method.input_type.name)
-        output_class = getattr(pb, method.output_type.name)
-        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            namespaced_rpc("limits", method.name, methods[method.name], caller=node_caller),
-            request_deserializer=input_class.FromString,
-            response_serializer=output_class.SerializeToString,
-        )
-    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+    return unary_service_handler(
+        _DESCRIPTOR,
+        pb,
+        {
+            name: namespaced_rpc("limits", name, method, caller=node_caller)
+            for name, method in methods.items()
+        },
+    )
