@@ -74,7 +74,7 @@ def test_dockerignore_admits_only_the_package() -> None:
     ]
     assert lines[0] == "*"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"broker", "pyproject.toml", "README.md", "LICENSE", "wheels"}
+    assert allowed == {"broker", "pyproject.toml", "setup.py", "README.md", "LICENSE", "wheels"}
 
 
 def test_compose_matches_the_compose_spec() -> None:
