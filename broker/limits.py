@@ -200,6 +200,9 @@ replication_reconnect_ms_max = 1_000
 replication_frame_bytes_max = 64 * MiB
 replication_frame_control_bytes_max = 4 * KiB
 replication_hello_timeout_ms = 5_000
+# Connections not yet admitted at once (each held at most the hello timeout, 4 KiB buffered):
+# beyond this a new one is closed at once, so unknown diallers cannot pile up sockets.
+replication_unadmitted_connections_max = 64
 # A node with the port whose metadata image is below the format that carries its address waits
 # this long for it before registering without (a new cluster's format is set just after it is
 # created; a cluster still below the format costs each such start this much).

@@ -102,7 +102,9 @@ class _Inbound(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        if self._listener.closed:
+        if self._listener.closed or (
+            self._listener.unadmitted() >= limits.replication_unadmitted_connections_max
+        ):
             transport.abort()
             return
         self._listener.connections.add(self)
@@ -111,6 +113,10 @@ class _Inbound(asyncio.Protocol):
         transport.write(encode_frame(FrameKind.CHALLENGE, self._challenge))
         settings = self._listener.settings
         self._timer = loop.call_later(settings.hello_timeout_ms / 1000, self._check_silence)
+
+    @property
+    def admitted(self) -> bool:
+        return self._peer is not None
 
     def _check_silence(self) -> None:
         settings = self._listener.settings
@@ -229,6 +235,10 @@ class FramedListener:
         self.port = 0  # once listening
         self.received = 0
         self.refused = 0
+
+    def unadmitted(self) -> int:
+        """Open connections whose HELLO is not admitted yet."""
+        return sum(1 for connection in self.connections if not connection.admitted)
 
     async def start(self, host: str, port: int) -> int:
         """Listen on host:port (0: any free port); the bound port. Raises OSError."""

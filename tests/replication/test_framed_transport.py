@@ -327,6 +327,24 @@ async def test_an_oversize_frame_or_an_unsigned_envelope_closes_the_connection(
     assert pair.listener.connections == set()
 
 
+async def test_connections_waiting_for_admission_are_bounded(
+    pair: _Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(limits, "replication_unadmitted_connections_max", 2)
+    port = pair.listener.port
+    waiting = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    await _eventually(lambda: pair.listener.unadmitted() == 2)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    async with asyncio.timeout(DEADLINE_S):
+        assert await reader.read() == b""  # the third is closed at once, not after 5 s
+    await _close(writer)
+    for _, held in waiting:
+        await _close(held)
+    await _eventually(lambda: pair.listener.unadmitted() == 0)
+    pair.transport.send(Envelope(to=B, message=_ack(1)))  # an admitted peer still gets in
+    await pair.endpoint.wait_for(1)
+
+
 async def test_a_dialler_without_the_cluster_key_gets_nothing_in() -> None:
     async with _serving(dialler_password="not-the-cluster-one") as pair:
         for end in range(3):
