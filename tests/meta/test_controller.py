@@ -740,13 +740,18 @@ def test_a_set_of_two_whose_leader_dies_in_its_first_epoch_gets_a_leader_and_its
     assert change.reason == "leader_unavailable" and change.epoch == 1
     assert change.new_replicas == (*shard.replicas, N3)
     empty = {survivor: promise(0, last_epoch=0), N3: promise(0, last_epoch=0)}
-    fields = {
-        "replicas": change.replicas,
-        "new_replicas": change.new_replicas,
-        "eligible": change.eligible,
-    }
-    assert choose_leader(empty, **fields) is None  # no majority of the old set: wait for all
-    leader = choose_leader(empty, **fields, epoch=change.epoch)
+
+    def choose(epoch: int | None) -> NodeId | None:
+        return choose_leader(
+            empty,
+            replicas=change.replicas,
+            new_replicas=change.new_replicas,
+            eligible=change.eligible,
+            epoch=epoch,
+        )
+
+    assert choose(None) is None  # no majority of the old set: wait for every answer
+    leader = choose(change.epoch)
     assert leader == survivor
     image = ok(
         image,

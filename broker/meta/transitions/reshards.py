@@ -267,9 +267,10 @@ def _inherit_placement(
     shards: tuple[ShardMeta, ...], *, first_child: ShardIndex
 ) -> tuple[ShardMeta, ...]:
     """Children (indices from `first_child`) take their parent's replica set and leader at
-    FIRST_SHARD_EPOCH (their logs start empty); a merge's child takes ShardToMerge's (its `parent_index`). The parent's log stays
-    where it is, so its readers and the child's writers meet on the same nodes. Intermediate
-    shards of a uniform scaling are parents too: shards are resolved in index order."""
+    FIRST_SHARD_EPOCH (their logs start empty); a merge's child takes ShardToMerge's (its
+    `parent_index`). The parent's log stays where it is, so its readers and the child's
+    writers meet on the same nodes. Intermediate shards of a uniform scaling are parents too:
+    shards are resolved in index order."""
     resolved: list[ShardMeta] = []
     for shard in shards:
         if shard.index >= first_child:
