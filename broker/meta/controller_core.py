@@ -842,9 +842,11 @@ class ControllerCore:
         if self._prepared.get(shard.uid, 0) > shard.epoch or self._leader_fenced(image, shard):
             eligible = self._eligible(image, shard.replicas, shard.uid)
             if eligible:
-                grown = shard.replicas
-                if leader_unavailable:
-                    grown = self._grown_at_failover(image, stream, shard, loads, now_ms)
+                grown = (
+                    self._grown_at_failover(image, stream, shard, loads, now_ms)
+                    if leader_unavailable
+                    else shard.replicas
+                )
                 if grown is None:
                     return None
                 return self._epoch_change(
@@ -858,9 +860,11 @@ class ControllerCore:
             better = [n for n in eligible if self.can_lead(image, n)]
             if not eligible or (leader_operating and not better):
                 return None  # nobody better: a leaving leader keeps leading meanwhile
-            grown = shard.replicas
-            if not leader_operating:
-                grown = self._grown_at_failover(image, stream, shard, loads, now_ms)
+            grown = (
+                shard.replicas
+                if leader_operating
+                else self._grown_at_failover(image, stream, shard, loads, now_ms)
+            )
             if grown is None:
                 return None
             reason = "leader_leaving" if leader_operating else "leader_unavailable"
