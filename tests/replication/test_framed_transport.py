@@ -20,7 +20,7 @@ import pytest
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.clock import ManualClock, SystemClock
-from broker.config import load_config
+from broker.config import DEFAULT_REPLICATION_PORT, load_config
 from broker.log.records import BATCH_FORMAT_VERSION, AppendBatch, new_record
 from broker.replication.messages import Append, AppendAck, Envelope, ReplicationMessage
 from broker.rpc import frames
@@ -458,7 +458,22 @@ def test_the_setting_is_a_real_port_distinct_from_the_others(tmp_path: Path) -> 
     )
     assert config.replication_port == 50054
     assert config.replication_address == "127.0.0.1:50054"
-    assert load_config(flags={"data_dir": str(tmp_path)}, environ={}).replication_address == ""
+    # On by default, on its own port; "off" (any case, from the environment, a flag or the
+    # file) turns it off: gRPC to every peer.
+    default = load_config(flags={"data_dir": str(tmp_path)}, environ={})
+    assert default.replication_address == f"127.0.0.1:{DEFAULT_REPLICATION_PORT}"
+    for environ, flags in (
+        ({"SHOAL_REPLICATION_PORT": "off"}, {}),
+        ({"SHOAL_REPLICATION_PORT": "50054"}, {"replication_port": "OFF"}),
+    ):
+        off = load_config(flags={"data_dir": str(tmp_path), **flags}, environ=environ)
+        assert off.replication_port is None and off.replication_address == ""
+    file = tmp_path / "shoal.toml"
+    file.write_text('replication_port = "off"\n')
+    from_file = load_config(flags={"data_dir": str(tmp_path)}, environ={}, config_file=file)
+    assert from_file.replication_port is None
+    with pytest.raises(ValueError, match="replication_port must be an integer"):
+        load_config(flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "of"})
     with pytest.raises(ValueError, match="replication_port"):
         load_config(flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "0"})
     with pytest.raises(ValueError, match="replication_port"):
