@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -235,6 +236,34 @@ async def test_envelopes_arrive_in_order_and_checked(pair: _Pair) -> None:
     assert [a.log_end for a in acks if isinstance(a, AppendAck)] == list(range(1, 50))
     assert pair.listener.received == 50
     assert pair.transport.statistics().sent == 50
+
+
+async def test_small_frames_of_one_loop_turn_leave_in_one_write(pair: _Pair) -> None:
+    pair.transport.send(Envelope(to=B, message=_ack(1)))
+    await pair.endpoint.wait_for(1)  # connected and admitted
+    writes = pair.transport.writes
+    for end in range(2, 32):  # one turn: the acks of one group commit, say
+        pair.transport.send(Envelope(to=B, message=_ack(end)))
+    assert pair.transport.writes == writes  # nothing written yet: at the end of the turn
+    await pair.endpoint.wait_for(31)
+    assert pair.transport.writes == writes + 1
+    acks = [m.log_end for m in pair.endpoint.delivered if isinstance(m, AppendAck)]
+    assert acks == list(range(1, 32))
+    # A large frame goes at once, after the small ones queued before it (order kept).
+    big_batch = AppendBatch(
+        shard_uid=SHARD,
+        first_offset=Offset(0),
+        arrival_ms=1_000,
+        records=(new_record("k", b"z" * limits.replication_frame_coalesce_bytes_max),),
+        epoch=2,
+        version=BATCH_FORMAT_VERSION,
+    )
+    big = dataclasses.replace(_append(), batches=(big_batch,))
+    pair.transport.send(Envelope(to=B, message=_ack(32)))
+    pair.transport.send(Envelope(to=B, message=big))
+    assert pair.transport.writes == writes + 2  # written in the send, with the ack before it
+    await pair.endpoint.wait_for(33)
+    assert pair.endpoint.delivered[-2:] == [_ack(32), big]
 
 
 async def _raw_admitted(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
