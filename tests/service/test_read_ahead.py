@@ -125,7 +125,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RocksLogSt
 
 def _client(store: RocksLogStore, replica: Replica) -> ShardClient:
     return ShardClient(
-        node_id=NodeId(1),
+        node_id=NodeId("node-1"),
         clock=ManualClock(),
         store=store,
         local=replica,
