@@ -971,9 +971,11 @@ class ControllerCore:
     ) -> tuple[NodeId, ...] | None:
         """The new set of a failover: the same, or, in the shard's first epoch below its
         replication factor, one replica more (on the live node holding the fewest); None:
-        wait, as no node is live to take it yet and the old leader has been silent for less
-        than a session (a node starting beside it registers before its port listens and is
-        fenced meanwhile: its probe is refused), after which the set stays as it is.
+        wait, as no node is live to take it yet and the old leader, FENCED, has been silent
+        for less than a session (a node starting beside it registers before its port listens
+        and is fenced meanwhile: its probe is refused), after which the set stays as it is.
+        A leader that is heard (recovering a lost disk) is not waited for: its replica counts
+        for the next epoch's commits (replica.py `_rejoining_in`).
 
         A set of two created while only two nodes were ACTIVE (format 7's
         requested_replication_factor) whose leader died at once gets its survivor as leader
@@ -994,6 +996,7 @@ class ControllerCore:
         old_leader = image.nodes.get(shard.leader) if shard.leader is not None else None
         if (
             old_leader is not None
+            and old_leader.state is NodeState.FENCED
             and self.silent_ms(old_leader, now_ms=now_ms) < self.settings.node_session_timeout_ms
         ):
             return None

@@ -812,6 +812,19 @@ def test_a_first_epoch_failover_waits_a_session_for_a_node_to_grow_onto() -> Non
     for node_id in (survivor, N3):
         core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=3_000)
     assert failover(core, 3_000) == [("leader_unavailable", (*shard.replicas, N3))]
+    # A leader heard but recovering a lost disk is not waited for: it counts for the next
+    # epoch's commits once it copies the log (replica.py `_rejoining_in`).
+    image = set_state(set_state(image, N3, NodeState.FENCED), dead, NodeState.ACTIVE)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    rejoining = RejoiningReplica(shard_uid=shard.uid, epoch=shard.epoch, caught_up=False)
+    for node_id in (survivor, dead):
+        core.on_heartbeat(
+            node_id=node_id,
+            incarnation=1,
+            now_ms=1_000,
+            rejoining=(rejoining,) if node_id == dead else (),
+        )
+    assert failover(core, 1_000) == [("leader_unavailable", shard.replicas)]
 
 
 def test_reshard_completes_once_every_parent_has_a_live_leader() -> None:
