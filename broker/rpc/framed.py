@@ -451,11 +451,26 @@ class FramedTransport:
 
     def send(self, envelope: Envelope) -> None:
         assert envelope.to != self.node_id, "a message to ourselves"
-        link = self._links.get(envelope.to)
+        self._link(envelope.to).send(envelope)
+
+    def connected(self, node_id: NodeId) -> bool:
+        """Whether the connection to `node_id` is up and admitted (`send` then writes to it)."""
+        link = self._links.get(node_id)
+        return link is not None and link.connection is not None
+
+    def dial(self, node_id: NodeId) -> None:
+        """Connects to `node_id` in the background if not connected (with the reconnect
+        backoff), without sending anything: the caller reaches it another way meanwhile."""
+        link = self._link(node_id)
+        if link.connection is None:
+            link.ready.set()
+
+    def _link(self, node_id: NodeId) -> _Link:
+        link = self._links.get(node_id)
         if link is None:
-            link = self._links[envelope.to] = _Link(self, envelope.to)
+            link = self._links[node_id] = _Link(self, node_id)
             self._new_links.put_nowait(link)
-        link.send(envelope)
+        return link
 
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(

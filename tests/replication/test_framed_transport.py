@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from broker.tls import SslContexts, TlsFiles
 from broker.types import NodeId, Offset, ShardUid
 from tests.certificates import issue, make_authority
 
-A, B = NodeId("a"), NodeId("b")
+A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
 SHARD = ShardUid(3)
 PASSWORD = "cluster-secret"
 CLOCK = SystemClock()
@@ -487,6 +488,9 @@ class _Recorder:
     def send(self, envelope: Envelope) -> None:
         self.sent.append(envelope)
 
+    def connected(self, node_id: NodeId) -> bool:  # a framed side whose links are all up
+        return True
+
 
 def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
     grpc_side, framed_side = _Recorder(), _Recorder()
@@ -511,6 +515,50 @@ def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
     )
     routed.send(Envelope(to=B, message=_ack(4)))
     assert len(grpc_only.sent) == 1
+
+
+async def test_a_peer_whose_framed_port_cannot_be_reached_gets_grpc_until_it_can() -> None:
+    endpoint = _Endpoint()
+    listener = FramedListener(
+        endpoint, settings=FramedSettings(raft_password=PASSWORD), clock=CLOCK
+    )
+    port = await listener.start("127.0.0.1", 0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a port nobody answers on
+    advertised = {B: f"127.0.0.1:{port}", C: f"127.0.0.1:{closed.getsockname()[1]}"}
+    framed = FramedTransport(
+        node_id=A,
+        resolve=advertised.get,
+        settings=FramedSettings(raft_password=PASSWORD),
+        clock=CLOCK,
+    )
+    grpc_side = _Recorder()
+    routed = RoutedTransport(
+        grpc=grpc_side,  # type: ignore[arg-type]
+        framed=framed,
+        framed_address=advertised.get,
+    )
+    runner = asyncio.create_task(framed.run())
+    try:
+        routed.send(Envelope(to=B, message=_ack(1)))  # not connected yet: gRPC, and a dial
+        assert [e.message for e in grpc_side.sent] == [_ack(1)]
+        await _eventually(lambda: framed.connected(B))
+        routed.send(Envelope(to=B, message=_ack(2)))
+        await endpoint.wait_for(1)
+        assert endpoint.delivered == [_ack(2)] and len(grpc_side.sent) == 1
+        # C's framed port does not answer (a firewall that lets only the gRPC port through):
+        # every message to C goes over gRPC while the framed side keeps trying; none is lost.
+        for end in range(3, 13):
+            routed.send(Envelope(to=C, message=_ack(end)))
+            await asyncio.sleep(0.01)  # the dial's attempts run meanwhile (and fail)
+        ends = [e.message.log_end for e in grpc_side.sent[1:]]  # type: ignore[union-attr]
+        assert ends == list(range(3, 13))
+        assert not framed.connected(C) and framed.statistics().dropped == 0
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await listener.close()
+        closed.close()
 
 
 def test_the_setting_is_a_real_port_distinct_from_the_others(tmp_path: Path) -> None:
