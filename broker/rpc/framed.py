@@ -45,7 +45,7 @@ from broker.clock import Clock
 from broker.replication.messages import Envelope, ReplicationMessage
 from broker.rpc import frames
 from broker.rpc.frames import FrameError, FrameKind, FrameReader, encode_frame
-from broker.rpc.replication_codec import CorruptBatchError, EnvelopeEncoder, envelope_from_proto
+from broker.rpc.replication_codec import CorruptBatchError, envelope_from_proto, envelope_to_proto
 from broker.rpc.transport import TransportStatistics
 from broker.types import NodeId
 
@@ -415,7 +415,7 @@ class _Link:
 
     def _write(self, connection: _Outbound, envelope: Envelope) -> None:
         owner = self.owner
-        message = owner.encoder.encode(envelope, sender=owner.node_id)
+        message = envelope_to_proto(envelope, sender=owner.node_id).SerializeToString()
         connection.write_envelope(encode_frame(FrameKind.ENVELOPE, message))
         owner.sent += 1
 
@@ -447,7 +447,6 @@ class FramedTransport:
         self.dropped = 0
         self.reconnects = 0
         self.writes = 0  # socket writes of envelope frames (several frames each, coalesced)
-        self.encoder = EnvelopeEncoder(bytes_max=limits.replication_encoded_batches_bytes_max)
 
     def send(self, envelope: Envelope) -> None:
         assert envelope.to != self.node_id, "a message to ourselves"

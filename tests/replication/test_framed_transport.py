@@ -28,7 +28,7 @@ from broker.replication.messages import Append, AppendAck, Envelope, Replication
 from broker.rpc import frames
 from broker.rpc.framed import FramedListener, FramedSettings, FramedTransport
 from broker.rpc.frames import FrameError, FrameKind, FrameReader, FrameTooLarge, encode_frame
-from broker.rpc.replication_codec import EnvelopeEncoder, envelope_from_proto, envelope_to_proto
+from broker.rpc.replication_codec import envelope_to_proto
 from broker.rpc.routed import RoutedTransport
 from broker.tls import SslContexts, TlsFiles
 from broker.types import NodeId, Offset, ShardUid
@@ -265,38 +265,6 @@ async def test_small_frames_of_one_loop_turn_leave_in_one_write(pair: _Pair) -> 
     assert pair.transport.writes == writes + 2  # written in the send, with the ack before it
     await pair.endpoint.wait_for(33)
     assert pair.endpoint.delivered[-2:] == [_ack(32), big]
-
-
-def test_an_appends_batches_are_serialised_once_for_every_follower() -> None:
-    encoder = EnvelopeEncoder(bytes_max=1 * 1024 * 1024)
-    first = _append()
-    second = AppendBatch.from_value(
-        shard_uid=SHARD,
-        first_offset=first.end_offset,
-        value=AppendBatch(
-            shard_uid=SHARD,
-            first_offset=first.end_offset,
-            arrival_ms=2_000,
-            records=(new_record("m", b"w" * 500),),
-            epoch=2,
-            version=BATCH_FORMAT_VERSION,
-        ).value,
-    )
-    two = dataclasses.replace(first, batches=(*first.batches, second), leader_hw=Offset(1))
-    heartbeat = dataclasses.replace(first, batches=(), leader_hw=Offset(2))
-    c = NodeId("c")
-    for message in (first, two, heartbeat, _ack(7)):
-        for to in (B, c):  # the same message to two followers
-            envelope = Envelope(to=to, message=message)
-            parsed = pb.ReplicationEnvelope.FromString(encoder.encode(envelope, sender=A))
-            assert parsed == envelope_to_proto(envelope, sender=A)
-            assert envelope_from_proto(parsed) == message
-    assert encoder.batches_encoded == 2  # `first`'s batch once (also in `two`), `second` once
-    # Bounded: with room for one batch only, sending both again serialises both again.
-    small = EnvelopeEncoder(bytes_max=len(first.batches[0].value) + 64)
-    for _ in range(2):
-        small.encode(Envelope(to=B, message=two), sender=A)
-    assert small.batches_encoded == 4
 
 
 async def _raw_admitted(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
