@@ -204,6 +204,14 @@ replication_reconnect_ms_max = 1_000
 # A connection must be admitted (TLS handshake, challenge, signed hello) within the timeout.
 replication_frame_bytes_max = 64 * MiB
 replication_frame_control_bytes_max = 4 * KiB
+# Frames smaller than this that a node sends one peer in one loop turn (the acks of one group
+# commit, the Appends and heartbeats of one driver turn) go out in one socket write at the end
+# of the turn; a larger frame flushes them and itself at once (broker/rpc/framed.py).
+replication_frame_coalesce_bytes_max = 64 * KiB
+# The serialised forms of the last batches the framed sender sent (at most this many bytes),
+# so that each goes through protobuf once for all the followers it is sent to, in one driver
+# turn (rpc/replication_codec.EnvelopeEncoder); a larger one is not kept.
+replication_encoded_batches_bytes_max = 4 * MiB
 replication_hello_timeout_ms = 5_000
 # Connections not yet admitted at once (each held at most the hello timeout, 4 KiB buffered):
 # beyond this a new one is closed at once, so unknown diallers cannot pile up sockets.
