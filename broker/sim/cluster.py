@@ -34,7 +34,7 @@ from broker import arns, buggify
 from broker.errors import ShoalError
 from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import ReplicaStatus
-from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.meta.image import MetadataImage, StreamMeta, StreamMode
 from broker.replication.driver_core import (
     Appended,
     DriverCore,
@@ -80,6 +80,7 @@ class SimConfig:
     leader_kills: bool = True
     leader_changes: bool = True
     disk_loss: bool = True
+    reshards: bool = True  # splits, merges and shard-count updates (workloads.Workload)
 
     @staticmethod
     def randomized(rng: random.Random) -> SimConfig:
@@ -111,6 +112,7 @@ class SimConfig:
             leader_kills=rng.random() < 0.6,
             leader_changes=rng.random() < 0.6,
             disk_loss=rng.random() < 0.4,
+            reshards=rng.random() < 0.6,
         )
 
 
@@ -334,7 +336,10 @@ class SimCluster:
                 self.restart(node)
 
     def converged(self) -> bool:
-        """Every shard has its image's leader leading, with every replica caught up."""
+        """No reshard under way, and every shard has its image's leader leading, with every
+        replica caught up."""
+        if any(stream.reshard is not None for stream in self.controller.image.streams.values()):
+            return False
         for shard_uid, image in self.controller.shards.items():
             if image.leader is None:
                 return False
@@ -434,6 +439,58 @@ class SimCluster:
     def disk_generation(self, node_id: NodeId) -> int:
         return self.nodes[node_id].disk_generation
 
+    def seal(
+        self,
+        node_id: NodeId,
+        shard_uid: ShardUid,
+        epoch: int,
+        answer: Callable[[Offset | None], None],
+    ) -> None:
+        """The controller's seal request, served as the driver shell's `seal` serves it: the
+        node applies its newest image, then asks `DriverCore.sealed_end` after its turns until
+        it answers or the request's wait runs out. The request and its answer cross the
+        network (a partition or a crash leaves the controller without one until its timeout).
+        BUGGIFY `controller.change_during_seal`: the leader crashes just after answering, so a
+        leader change of the parent runs while the controller completes the reshard."""
+        rng = self.world.random("seals")
+        timeout_ms = self.config.election_timeout_ms
+        deadline = self.world.now_ms + timeout_ms
+        node = self.nodes[node_id]
+        incarnation = node.incarnation
+
+        def lost() -> None:
+            answer(None)
+
+        def reply(end: Offset | None) -> None:
+            if self.network.is_blocked(node_id, CONTROLLER):
+                self.world.schedule(max(0, deadline - self.world.now_ms), "seal lost", lost)
+                return
+            delay = rng.randint(0, self.config.network_delay_ms_max)
+            self.world.schedule(delay, f"seal answer {shard_uid}", lambda: answer(end))
+
+        def ask() -> None:
+            if not node.alive or node.incarnation != incarnation or node.core is None:
+                self.world.schedule(max(0, deadline - self.world.now_ms), "seal lost", lost)
+                return
+            self._apply(node)
+            end = node.core.sealed_end(shard_uid, epoch)
+            if end is None and self.world.now_ms < deadline:
+                self._kick(node)
+                self.world.schedule(max(1, self.config.disk_ms_max), f"seal {shard_uid}", ask)
+                return
+            reply(end)
+            if (
+                end is not None
+                and self.faults_active
+                and buggify.buggify("controller.change_during_seal")
+            ):
+                self.faults.crash_and_restart(node)
+
+        if not node.alive or self.network.is_blocked(CONTROLLER, node_id):
+            self.world.schedule(timeout_ms, "seal lost", lost)
+            return
+        self.world.schedule(rng.randint(0, self.config.network_delay_ms_max), "seal", ask)
+
     def disk_losses(self) -> int:
         return sum(node.disk_generation for node in self.nodes.values())
 
@@ -492,23 +549,9 @@ class SimCluster:
 
     def _configure(self, node: SimNode) -> None:
         """The node's view of the metadata as the real image: one stream holding the shards
-        whose entries reached it."""
-        shards = tuple(
-            ShardMeta(
-                index=ShardIndex(uid - 100),
-                uid=uid,
-                hash_key_start=0,
-                hash_key_end=_HASH_KEYS - 1,
-                parent_index=None,
-                adjacent_parent_index=None,
-                created_ms=0,
-                state=ShardState.SEALING if image.sealing else ShardState.OPEN,
-                replicas=image.replicas,
-                leader=image.leader,
-                epoch=image.epoch,
-            )
-            for uid, image in sorted(node.image.items())
-        )
+        whose entries reached it (children appear there once CompleteReshard's entries
+        arrive, and the core opens them as the node's driver does: `DriverCore.apply_image`)."""
+        shards = tuple(image.meta for _, image in sorted(node.image.items()))
         stream = StreamMeta(
             name=StreamName("sim"),
             uid=StreamUid(1),
