@@ -482,7 +482,7 @@ class SimCluster:
             if (
                 end is not None
                 and self.faults_active
-                and buggify.buggify("controller.change_during_seal")
+                and buggify.buggify("controller.change_during_seal", rate=0.5)
             ):
                 self.faults.crash_and_restart(node)
 

@@ -1,10 +1,11 @@
 """Producers and readers for the simulator, remembering what was acknowledged (STYLE B.5).
 
 Producers write uniquely identifiable records (the data names the shard and a sequence number;
-producers never retry, so every record is written at most once) to the shard, not closed, whose
-hash keys hold a random key (refused while it seals; sometimes to any shard, closed ones too:
-stale routing), at the node they believe leads it, usually the committed image's leader,
-sometimes a random node.
+producers never retry, so every record is written at most once) to a random shard that is not
+closed (refused while it seals; once a reshard closed a parent, sometimes to any shard, closed
+ones too: stale routing), at the node they believe leads it, usually the committed image's
+leader, sometimes a random node. (A shard, not a hash key, is drawn: without reshards a seed
+replays as it did before them.)
 
 Reshards (`SimConfig.reshards`): now and then an operator splits a shard, merges two or
 updates the shard count (`SimController.begin_reshard`, the real BeginReshard), while the
@@ -23,7 +24,7 @@ from broker.meta.image import ShardState
 from broker.sim.cluster import PendingWrite, SimCluster
 from broker.types import Offset, ShardUid
 
-_HASH_KEYS = 2**128
+_CLOSED = ShardState.CLOSED
 # Reshards per run, and the open shards a reshard may lead to: each shard, closed ones too,
 # is a replica on every node of its set for the rest of the run (the simulator's speed).
 _RESHARDS_MAX = 3
@@ -62,16 +63,10 @@ class Workload:
         if cluster.world.now_ms >= self.stopped_at_ms:
             return
         shards = cluster.controller.shards
-        if self._rng.random() < 0.05:
-            shard_uid = self._rng.choice(sorted(shards))  # stale routing: maybe a parent
-        else:
-            key = self._rng.randrange(_HASH_KEYS)
-            shard_uid = next(  # the one (HashKeysCoveredOnce) not closed: it refuses if sealing
-                uid
-                for uid, image in sorted(shards.items())
-                if image.meta.state is not ShardState.CLOSED
-                and image.meta.hash_key_start <= key <= image.meta.hash_key_end
-            )
+        live = sorted(uid for uid, image in shards.items() if image.meta.state is not _CLOSED)
+        if len(live) < len(shards) and self._rng.random() < 0.05:
+            live = sorted(shards)  # stale routing, to a closed parent too
+        shard_uid = self._rng.choice(live)
         image = shards[shard_uid]
         if image.leader is not None and self._rng.random() < 0.9:
             node_id = image.leader
