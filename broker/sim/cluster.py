@@ -369,6 +369,7 @@ class SimCluster:
             f"t={self.world.now_ms}ms steps={self.world.steps}",
             f"acked={self.workload.acknowledged_count} unknown={self.workload.unknown_count}",
             f"elections={self.controller.elections_committed}/{self.controller.elections_started}",
+            f"reshards={self.controller.reshards_completed}/{self.controller.reshards_begun}",
             f"sent={self.network.sent} dropped={self.network.dropped}",
             f"buggify={','.join(f'{k}:{v}' for k, v in sorted(fired.items())) or '-'}",
         ]
@@ -386,7 +387,10 @@ class SimCluster:
                     f"{node_id} {role} e{stats.epoch}/p{stats.promised_epoch}"
                     f" end={stats.log_end} hw={stats.high_watermark}"
                 )
-            parts.append(f"[{shard_uid} e{image.epoch} L={image.leader}: {'; '.join(states)}]")
+            state = image.meta.state.name[0]  # Open, Sealing, Closed
+            parts.append(
+                f"[{shard_uid} {state} e{image.epoch} L={image.leader}: {'; '.join(states)}]"
+            )
         return " ".join(parts)
 
     # --- Nodes ------------------------------------------------------------------------------

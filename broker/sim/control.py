@@ -211,7 +211,8 @@ class SimController:
         self._prepared: dict[ShardUid, int] = {}
         self._rounds: list[_Round] = []
         self.elections_started = 0
-        self.reshards_begun = 0
+        self.reshards_proposed = 0  # BeginReshard proposed (some refused: a shard limit, ...)
+        self.reshards_begun = 0  # ... and accepted
         self.reshards_completed = 0
         self.elections_committed = 0
         self.terms = 1
@@ -423,8 +424,11 @@ class SimController:
             stream, rng, now_ms=self._world.now_ms, target_shard_count_max=target_shard_count_max
         )
         if command is not None:
-            self.reshards_begun += 1
-            self._propose(command, lambda accepted: None)
+            self.reshards_proposed += 1
+            self._propose(command, self._reshard_begun)
+
+    def _reshard_begun(self, accepted: bool) -> None:
+        self.reshards_begun += accepted
 
     def _complete_reshard(
         self, action: CompleteReshardAction, report: Callable[[str], None]

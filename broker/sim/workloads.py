@@ -84,7 +84,7 @@ class Workload:
             return
         controller = cluster.controller
         open_shards = sum(not image.sealing for image in controller.shards.values())
-        if controller.reshards_begun < _RESHARDS_MAX and open_shards < _OPEN_SHARDS_MAX:
+        if controller.reshards_proposed < _RESHARDS_MAX and open_shards < _OPEN_SHARDS_MAX:
             controller.begin_reshard(self._reshard_rng, target_shard_count_max=_OPEN_SHARDS_MAX)
         cluster.world.schedule(
             self._reshard_rng.randint(*_RESHARD_EVERY_MS), "reshard", self._reshard
