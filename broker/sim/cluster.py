@@ -16,10 +16,14 @@ incarnation); a restart builds a new core, which opens its replicas from what th
 durable and the current metadata image. The fault points of `broker.buggify` are enabled for
 the run, drawn from the seed.
 
+The nodes' metadata is the real image's entries as they reached each node (hash keys, state,
+parents): children of a reshard are opened by the core from it, as on a real node, and the
+controller's seal requests are answered by the core (`seal`).
+
 A run (`run.run_seed`) has a fault phase of a given number of events, with the fault plans of
 `faults.py` active, then a quiet phase: faults stop, the network heals, every node restarts,
-and the cluster must converge (every shard led, every replica caught up) within a bounded
-virtual time. `invariants.py` checks after every event and at the end.
+and the cluster must converge (every reshard completed, every shard led, every replica caught
+up) within a bounded virtual time. `invariants.py` checks after every event and at the end.
 """
 
 from __future__ import annotations
@@ -54,7 +58,6 @@ from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, Strea
 
 _SWEEP_INTERVAL_MS = 2_000  # the driver shell's backstop tick of every replica
 _UNKNOWN = RefusalReason.OUTCOME_UNKNOWN
-_HASH_KEYS = 2**128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

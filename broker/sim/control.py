@@ -33,6 +33,15 @@ the nodes answer. The image is checked after every command, and every decided
 `EpochChange` before it runs: `ReplicasDistinct` (no two replicas of a shard on one node)
 and `LeaderIsReplica`. This run found seed 12: a replica added before the set held its
 leader's log (`controller_core._holders_before_add`).
+
+Reshards: the workload proposes the real `BeginReshard` (`begin_reshard`: a split, a merge or
+an UpdateShardCount), which seals the parents in the image; the core's
+`CompleteReshardAction` is executed as the shell's `_complete_reshard`: a seal request to each
+parent's leader at its epoch (`Nodes.seal`, served by the node's real
+`DriverCore.sealed_end`), then `CompleteReshard` with the ends once every parent answered
+one (NOT_READY otherwise), which closes the parents and adds the children with their parents'
+replica sets and leaders at epoch 1; every image is checked to cover each hash key once
+(`HashKeysCoveredOnce`).
 """
 
 from __future__ import annotations
