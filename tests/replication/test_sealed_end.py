@@ -85,9 +85,9 @@ def test_a_seal_is_answered_once_everything_accepted_before_it_is_committed() ->
     # The record accepted before the seal is not committed yet: not yet (the caller asks
     # again after the next turn).
     assert core.sealed_end(SHARD, 1) is None
-    assert not answer.answered
+    assert not answer.done()
     _turns(core, store)
-    assert answer.answered
+    assert answer.done()
     end = core.sealed_end(SHARD, 1)
     assert end is not None and end > Offset(0)
     assert end == store.log_end(SHARD)
