@@ -91,6 +91,11 @@ route_backoff_ms_min = 20  # first wait for a newer metadata image before routin
 route_backoff_ms_max = 1_000
 forward_timeout_ms = 5_000  # one ShardAppend/ShardRead to another node (a paused node hangs)
 read_retention_skips_max = 4  # reads that land on expired-but-untrimmed records retry this often
+# Read-ahead (service/read_ahead.py): a read that stops short of the readable end reads the next
+# page at once; at most this many pages are held (each up to get_records_bytes_max), each for at
+# most this long unless a reader takes it.
+read_ahead_pages_max = 4
+read_ahead_ms = 1_000
 reshard_wait_ms = 10_000  # SplitShard & co. wait this long for the controller to complete them
 metadata_propose_timeout_ms = 10_000  # a metadata command not applied by then fails
 grpc_message_bytes_max = 64 * MiB  # above the largest request or response we build
@@ -199,6 +204,14 @@ replication_reconnect_ms_max = 1_000
 # A connection must be admitted (TLS handshake, challenge, signed hello) within the timeout.
 replication_frame_bytes_max = 64 * MiB
 replication_frame_control_bytes_max = 4 * KiB
+# Frames smaller than this that a node sends one peer in one loop turn (the acks of one group
+# commit, the Appends and heartbeats of one driver turn) go out in one socket write at the end
+# of the turn; a larger frame flushes them and itself at once (broker/rpc/framed.py).
+replication_frame_coalesce_bytes_max = 64 * KiB
+# The serialised forms of the last batches the framed sender sent (at most this many bytes),
+# so that each goes through protobuf once for all the followers it is sent to, in one driver
+# turn (rpc/replication_codec.EnvelopeEncoder); a larger one is not kept.
+replication_encoded_batches_bytes_max = 4 * MiB
 replication_hello_timeout_ms = 5_000
 # Connections not yet admitted at once (each held at most the hello timeout, 4 KiB buffered):
 # beyond this a new one is closed at once, so unknown diallers cannot pile up sockets.

@@ -18,7 +18,7 @@ from broker.clock import ManualClock
 from broker.config import Config, Knobs
 from broker.node import Node
 from tests import fast_tier, process_leaks
-from tests.support import ClusterProcesses, free_port
+from tests.support import ClusterProcesses, framed_replication, free_port
 
 process_leaks.mark_session()  # before any test or fixture starts a process
 fast_tier.install()  # a test starting a node process must be marked (tests/fast_tier.py)
@@ -99,6 +99,8 @@ def node_config(data_dir: Path, *, settings: dict[str, Any] | None = None, **kno
         raft_port=free_port(),
         http_port=free_port(),
         metrics_port=0,
+        # Never the default port, which nodes of parallel tests would share.
+        replication_port=free_port() if framed_replication() else None,
         **{**defaults, **(settings or {})},
         knobs=dataclasses.replace(
             Knobs(

@@ -83,7 +83,14 @@ class SimConfig:
     leader_kills: bool = True
     leader_changes: bool = True
     disk_loss: bool = True
-    reshards: bool = True  # splits, merges and shard-count updates (workloads.Workload)
+    # Replicas each shard is created on, below the factor (0: the factor): the stream asks for
+    # `replication_factor` and is placed on fewer (format 7's requested_replication_factor),
+    # as when only that many nodes were ACTIVE; the controller grows the sets.
+    placed_replicas: int = 0
+    # The first shard's leader crashes before its first batch reaches anyone (the liveness
+    # gap of a two-replica creation whose leader died at once), and restarts later.
+    first_leader_kill: bool = False
+    reshards: bool = False  # splits, merges and shard-count updates (workloads.Workload)
 
     @staticmethod
     def randomized(rng: random.Random) -> SimConfig:
@@ -115,6 +122,8 @@ class SimConfig:
             leader_kills=rng.random() < 0.6,
             leader_changes=rng.random() < 0.6,
             disk_loss=rng.random() < 0.4,
+            placed_replicas=(placed := rng.choice([0, 0, 0, 2])),
+            first_leader_kill=placed != 0 and rng.random() < 0.5,
             reshards=rng.random() < 0.6,
         )
 
@@ -300,6 +309,7 @@ class SimCluster:
             node_ids=sorted(self.nodes),
             shards=self.config.shards,
             replication_factor=self.config.replication_factor,
+            placed_replicas=self.config.placed_replicas,
             timing=ControlTiming.for_run(
                 failure_detect_ms=self.config.failure_detect_ms,
                 check_ms=self.config.controller_check_ms,

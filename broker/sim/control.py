@@ -201,6 +201,7 @@ class SimController:
         node_ids: Sequence[NodeId],
         shards: int,
         replication_factor: int,
+        placed_replicas: int = 0,
         timing: ControlTiming,
         nodes: Nodes,
         send: Send,
@@ -245,7 +246,8 @@ class SimController:
                 creating_ms=0,
                 shard_count_per_account_max=256,
                 on_demand_streams_max=10,
-                replication_factor=replication_factor,
+                replication_factor=placed_replicas or replication_factor,
+                requested_replication_factor=replication_factor if placed_replicas else 0,
             )
         )
         assert created, "the simulated stream could not be created"

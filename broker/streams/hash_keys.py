@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import itertools
+import operator
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from broker import error_messages, limits
 from broker.errors import ErrorCode, ShoalError
@@ -50,6 +52,17 @@ def partition_key_bytes_hash(partition_key_utf8: bytes) -> int:
     """`partition_key_hash` of an already encoded key (the put path encodes it once)."""
     digest = _md5(partition_key_utf8).digest()
     return int.from_bytes(digest, "big", signed=False)  # 16 bytes: always within 0..2^128-1
+
+
+_digest = operator.methodcaller("digest")
+
+
+def partition_keys_bytes_hashes(partition_keys_utf8: Iterable[bytes]) -> Iterator[int]:
+    """`partition_key_bytes_hash` of each key, column-wise: MD5, its digest and the digest as
+    an int each a `map`, so a PutRecords' 500 keys take no Python step per key."""
+    digests = map(_digest, map(_md5, partition_keys_utf8))
+    big: itertools.repeat[Literal["big"]] = itertools.repeat("big")
+    return map(int.from_bytes, digests, big)
 
 
 def parse_hash_key(text: str, *, field: str) -> int:

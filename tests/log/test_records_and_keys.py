@@ -9,12 +9,15 @@ from hypothesis import strategies as st
 from broker.log.keys import parse_meta_key, record_key, shard_prefix_end, time_key
 from broker.log.records import (
     BATCH_HEADER_BYTES,
+    AppendBatch,
     BatchHeader,
     LogCorruptionError,
     NewRecord,
     StoredRecord,
     decode_records,
     encode_batch,
+    new_records_size_bytes,
+    record_size_bytes,
     records_size_bytes,
     truncate_batch,
 )
@@ -177,6 +180,30 @@ def test_stored_record_keeps_its_attributes() -> None:
         b"ab",
     )
     assert record.size_bytes == len("ключ".encode()) + 2
+
+
+@given(
+    st.lists(
+        st.tuples(st.text(min_size=1, max_size=8), st.binary(max_size=8)), min_size=1, max_size=9
+    )
+)
+def test_a_batch_counts_its_size_as_its_records_do(pairs: list[tuple[str, bytes]]) -> None:
+    """The column-wise sum (keys joined, encoded once) is the sum of each record's size, for
+    keys of any script; a key that cannot be encoded (a lone surrogate) fails as it does
+    alone."""
+    records = [NewRecord(key, data) for key, data in pairs]
+    each = [record_size_bytes(partition_key=key, data=data) for key, data in pairs]
+    assert new_records_size_bytes(records) == sum(each)
+    batch = AppendBatch(shard_uid=ShardUid(1), first_offset=FIRST, arrival_ms=5, records=records)
+    assert batch.size_bytes == sum(each)
+
+
+def test_a_key_that_cannot_be_encoded_fails_the_size_as_alone() -> None:
+    records = [NewRecord("a", b"x"), NewRecord("\ud800", b"y")]
+    with pytest.raises(UnicodeEncodeError):
+        record_size_bytes(partition_key="\ud800", data=b"y")
+    with pytest.raises(UnicodeEncodeError):
+        new_records_size_bytes(records)
 
 
 def test_keys_sort_numerically_and_stay_inside_their_shard() -> None:

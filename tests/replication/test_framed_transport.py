@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,13 +21,13 @@ import pytest
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.clock import ManualClock, SystemClock
-from broker.config import load_config
+from broker.config import DEFAULT_REPLICATION_PORT, load_config
 from broker.log.records import BATCH_FORMAT_VERSION, AppendBatch, new_record
 from broker.replication.messages import Append, AppendAck, Envelope, ReplicationMessage
 from broker.rpc import frames
 from broker.rpc.framed import FramedListener, FramedSettings, FramedTransport
 from broker.rpc.frames import FrameError, FrameKind, FrameReader, FrameTooLarge, encode_frame
-from broker.rpc.replication_codec import envelope_to_proto
+from broker.rpc.replication_codec import EnvelopeEncoder, envelope_from_proto, envelope_to_proto
 from broker.rpc.routed import RoutedTransport
 from broker.tls import SslContexts, TlsFiles
 from broker.types import NodeId, Offset, ShardUid
@@ -235,6 +236,66 @@ async def test_envelopes_arrive_in_order_and_checked(pair: _Pair) -> None:
     assert [a.log_end for a in acks if isinstance(a, AppendAck)] == list(range(1, 50))
     assert pair.listener.received == 50
     assert pair.transport.statistics().sent == 50
+
+
+async def test_small_frames_of_one_loop_turn_leave_in_one_write(pair: _Pair) -> None:
+    pair.transport.send(Envelope(to=B, message=_ack(1)))
+    await pair.endpoint.wait_for(1)  # connected and admitted
+    writes = pair.transport.writes
+    for end in range(2, 32):  # one turn: the acks of one group commit, say
+        pair.transport.send(Envelope(to=B, message=_ack(end)))
+    assert pair.transport.writes == writes  # nothing written yet: at the end of the turn
+    await pair.endpoint.wait_for(31)
+    assert pair.transport.writes == writes + 1
+    acks = [m.log_end for m in pair.endpoint.delivered if isinstance(m, AppendAck)]
+    assert acks == list(range(1, 32))
+    # A large frame goes at once, after the small ones queued before it (order kept).
+    big_batch = AppendBatch(
+        shard_uid=SHARD,
+        first_offset=Offset(0),
+        arrival_ms=1_000,
+        records=(new_record("k", b"z" * limits.replication_frame_coalesce_bytes_max),),
+        epoch=2,
+        version=BATCH_FORMAT_VERSION,
+    )
+    big = dataclasses.replace(_append(), batches=(big_batch,))
+    pair.transport.send(Envelope(to=B, message=_ack(32)))
+    pair.transport.send(Envelope(to=B, message=big))
+    assert pair.transport.writes == writes + 2  # written in the send, with the ack before it
+    await pair.endpoint.wait_for(33)
+    assert pair.endpoint.delivered[-2:] == [_ack(32), big]
+
+
+def test_an_appends_batches_are_serialised_once_for_every_follower() -> None:
+    encoder = EnvelopeEncoder(bytes_max=1 * 1024 * 1024)
+    first = _append()
+    second = AppendBatch.from_value(
+        shard_uid=SHARD,
+        first_offset=first.end_offset,
+        value=AppendBatch(
+            shard_uid=SHARD,
+            first_offset=first.end_offset,
+            arrival_ms=2_000,
+            records=(new_record("m", b"w" * 500),),
+            epoch=2,
+            version=BATCH_FORMAT_VERSION,
+        ).value,
+    )
+    two = dataclasses.replace(first, batches=(*first.batches, second), leader_hw=Offset(1))
+    heartbeat = dataclasses.replace(first, batches=(), leader_hw=Offset(2))
+    c = NodeId("c")
+    for message in (first, two, heartbeat, _ack(7)):
+        for to in (B, c):  # the same message to two followers
+            envelope = Envelope(to=to, message=message)
+            parsed = pb.ReplicationEnvelope.FromString(encoder.encode(envelope, sender=A))
+            assert parsed == envelope_to_proto(envelope, sender=A)
+            assert envelope_from_proto(parsed) == message
+    assert encoder.batches_encoded == 2  # `first`'s batch once (also in `two`), `second` once
+    # Bounded: with room for one batch only, sending both again serialises both again.
+    small = EnvelopeEncoder(bytes_max=len(first.batches[0].value) + 64)
+    for _ in range(2):
+        small.encode(Envelope(to=B, message=two), sender=A)
+    assert small.batches_encoded == 4
 
 
 async def _raw_admitted(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -458,7 +519,22 @@ def test_the_setting_is_a_real_port_distinct_from_the_others(tmp_path: Path) -> 
     )
     assert config.replication_port == 50054
     assert config.replication_address == "127.0.0.1:50054"
-    assert load_config(flags={"data_dir": str(tmp_path)}, environ={}).replication_address == ""
+    # On by default, on its own port; "off" (any case, from the environment, a flag or the
+    # file) turns it off: gRPC to every peer.
+    default = load_config(flags={"data_dir": str(tmp_path)}, environ={})
+    assert default.replication_address == f"127.0.0.1:{DEFAULT_REPLICATION_PORT}"
+    for environ, flags in (
+        ({"SHOAL_REPLICATION_PORT": "off"}, {}),
+        ({"SHOAL_REPLICATION_PORT": "50054"}, {"replication_port": "OFF"}),
+    ):
+        off = load_config(flags={"data_dir": str(tmp_path), **flags}, environ=environ)
+        assert off.replication_port is None and off.replication_address == ""
+    file = tmp_path / "shoal.toml"
+    file.write_text('replication_port = "off"\n')
+    from_file = load_config(flags={"data_dir": str(tmp_path)}, environ={}, config_file=file)
+    assert from_file.replication_port is None
+    with pytest.raises(ValueError, match="replication_port must be an integer"):
+        load_config(flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "of"})
     with pytest.raises(ValueError, match="replication_port"):
         load_config(flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "0"})
     with pytest.raises(ValueError, match="replication_port"):

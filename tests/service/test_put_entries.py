@@ -4,10 +4,12 @@ record: the same hash keys, sizes and records, and the same first error."""
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import pytest
 
+from broker import limits
 from broker.errors import ShoalError
 from broker.meta.image import RecordDistribution, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.service import records
@@ -76,3 +78,55 @@ def test_auto_distributed_streams_ignore_partition_keys() -> None:
     auto = dataclasses.replace(STREAM, record_distribution=RecordDistribution.AUTO)
     entries = records._entries(auto, [{"Data": b"a"}, {"Data": b"b", "PartitionKey": "k"}])
     assert [(e.record.partition_key, e.size_bytes) for e in entries] == [("", 1), ("k", 2)]
+
+
+def _random_raw(rng: random.Random) -> dict[str, Any]:
+    """Mostly the common record; sometimes one of the odd ones, in any combination."""
+    raw: dict[str, Any] = {
+        "Data": rng.randbytes(rng.choice((1, 5, 1000, 1020, 1024))),
+        "PartitionKey": rng.choice(("k", "ключ", "x" * 24, "🦈" * 3)),
+    }
+    odd = rng.random()
+    if odd < 0.03:
+        del raw["PartitionKey"]
+    elif odd < 0.06:
+        raw["ExplicitHashKey"] = rng.choice(("7", str(2**128), "007"))
+    elif odd < 0.08:
+        del raw["PartitionKey"]
+        raw["ExplicitHashKey"] = "12"  # two members, but not the common two
+    return raw
+
+
+def test_random_puts_match_record_by_record() -> None:
+    """Random PutRecords (the common record column by column, any odd one sends the request
+    down the loop): the same entries, or the same first error, as record by record."""
+    rng = random.Random(29)
+    columns = 0
+    for _ in range(600):
+        raws = [_random_raw(rng) for _ in range(rng.choice((1, 2, 7, 40)))]
+        try:
+            expected: list[records._Entry] | tuple[Any, str] = one_by_one(STREAM, raws)
+        except ShoalError as error:
+            expected = (error.code, error.message)
+        try:
+            got: list[records._Entry] | tuple[Any, str] = records._entries(STREAM, raws)
+        except ShoalError as error:
+            got = (error.code, error.message)
+        assert got == expected, raws
+        columns += records._common_entries(raws, limits.KiB) is not None
+    assert columns > 100  # the column path was taken, not only the loop
+
+
+def test_common_records_are_made_column_by_column() -> None:
+    raws: list[dict[str, Any]] = [
+        {"Data": b"a", "PartitionKey": "k"},
+        {"Data": b"bc", "PartitionKey": "ключ"},
+        {"PartitionKey": "🦈", "Data": b"d" * 1020},
+    ]
+    assert records._common_entries(raws, limits.KiB) == one_by_one(STREAM, raws)
+    # A record over the size, or one of three members, leaves it to the loop.
+    assert (
+        records._common_entries([*raws, {"Data": b"e" * 1024, "PartitionKey": "k"}], 1024) is None
+    )
+    odd = {"Data": b"f", "PartitionKey": "k", "ExplicitHashKey": "1"}
+    assert records._common_entries([*raws, odd, {"Data": b"g"}], limits.KiB) is None

@@ -324,7 +324,8 @@ def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
     """Mutation of the state machine's SetShardLeader: no compare-and-set on the epoch (a
     command for the epoch the shard already has overwrites its leader). Two controllers (a
     new term beside the old one's change in flight) then install two leaders in one epoch.
-    Seed 30 is one where that happens (seeds 30 and 54 of 0-79 with the mutation)."""
+    Seed 54 is one where that happens (seeds 26 and 54 of 25-79 with the mutation, since
+    runs may create their stream on two replicas: `SimConfig.placed_replicas`)."""
     set_shard_leader = nodes.set_shard_leader
 
     def without_compare_and_set(
@@ -341,7 +342,7 @@ def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
         return set_shard_leader(image, dataclasses.replace(command, expected_epoch=shard.epoch))
 
     monkeypatch.setattr(nodes, "set_shard_leader", without_compare_and_set)
-    violation = run_seed(30, steps=3_000, reshards=False).violation or ""
+    violation = run_seed(54, steps=3_000, reshards=False).violation or ""
     assert violation.startswith("OneLeaderPerShardEpoch"), violation
 
 
