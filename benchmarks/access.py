@@ -73,6 +73,7 @@ def _node(workdir: Path, *, access_control: bool) -> Iterator[tuple[str, str]]:
         "SHOAL_RAFT_PORT": str(raft_port),
         "SHOAL_HTTP_PORT": str(http_port),
         "SHOAL_METRICS_PORT": "0",
+        "SHOAL_REPLICATION_PORT": str(free_port()),
         "SHOAL_STREAM_CREATING_MS": "0",
         "SHOAL_AWS_CREDENTIALS": f"{ROOT_KEY}:{ROOT_SECRET}",
         "SHOAL_ACCESS_CONTROL": "true" if access_control else "false",

@@ -351,6 +351,7 @@ def shoal_node(workdir: Path) -> Iterator[NodeAddress]:
         "SHOAL_HTTP_PORT": str(http_port),
         # Not the default 9464: other nodes on the machine (a second benchmark) may hold it.
         "SHOAL_METRICS_PORT": str(metrics_port),
+        "SHOAL_REPLICATION_PORT": str(free_port()),  # on, as by default; not the default port
         "SHOAL_STREAM_CREATING_MS": "0",
         "SHOAL_STREAM_UPDATING_MS": "0",
         "SHOAL_STREAM_DELETING_MS": "0",

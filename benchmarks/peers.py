@@ -281,10 +281,12 @@ class PeersReport:
     nats_latency: Latency | None = None
     nats_skipped: str | None = None
     wall_s: float = 0.0
-    replication: str = "grpc"  # Shoal's node-to-node transport: grpc, or framed (replication_port)
+    replication: str = "framed"  # Shoal's node-to-node transport: framed (the default), or grpc
 
 
-def run(seconds: float, warmup_s: float, command: str, *, replication: str = "grpc") -> PeersReport:
+def run(
+    seconds: float, warmup_s: float, command: str, *, replication: str = "framed"
+) -> PeersReport:
     report = PeersReport(
         command=command, seconds=seconds, nproc=os.cpu_count(), replication=replication
     )
@@ -399,8 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--replication",
         choices=("grpc", "framed"),
-        default="grpc",
-        help="Shoal's node-to-node replication: the gRPC stream (default) or the framed port",
+        default="framed",
+        help="Shoal's node-to-node replication: the framed port (default) or the gRPC stream",
     )
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.warmup < 0:

@@ -24,6 +24,11 @@ from broker.meta.metadata_format import METADATA_FORMAT_MAX
 
 # The development value of `raft_password`; a node with peers warns when it still uses it.
 DEFAULT_RAFT_PASSWORD = "shoal-development-only"
+# The framed replication port's default (`Config.replication_port`): clear of the gRPC API
+# (50051), Raft (50052) and the health ports the deployment files use (50053, 50054).
+DEFAULT_REPLICATION_PORT = 50055
+# What turns the framed replication port off (SHOAL_REPLICATION_PORT=off, or "off" in the file).
+REPLICATION_PORT_OFF = "off"
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -267,8 +272,9 @@ class Config:
     # Append/AppendAck messages over one persistent TCP connection each (TLS with the files
     # above, and the node signature of `raft_password`) instead of the gRPC Replicate stream.
     # Advertised in the node's registration; a peer reaches a node that advertises none (or
-    # a cluster below the metadata format that carries it) over gRPC. None: off.
-    replication_port: int | None = None
+    # a cluster below the metadata format that carries it) over gRPC. On by default
+    # (DEFAULT_REPLICATION_PORT); None (the setting's value "off"): off, gRPC to every peer.
+    replication_port: int | None = DEFAULT_REPLICATION_PORT
     # SigV4 access keys as "ACCESS_KEY_ID:SECRET" pairs. Empty: requests are not
     # authenticated (the development default of `scripts/serve`); any key: every request must
     # be signed by one of them.
@@ -634,6 +640,8 @@ _HELP = {
     "the same file on every node; make one with `shoal encryption rotate-master-key`)",
     "raft_password_previous": "the raft_password before the last change, until the data keys "
     "wrapped by the master key derived from it are re-wrapped",
+    "replication_port": "the framed replication port other nodes send this node's replicas "
+    f"their appends on ({DEFAULT_REPLICATION_PORT}); off: gRPC only",
 }
 
 
@@ -679,6 +687,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(name: str, kind: type, raw: Any) -> Any:
+    if name == "replication_port" and str(raw).strip().lower() == REPLICATION_PORT_OFF:
+        return None
     if kind is tuple:
         if isinstance(raw, str):
             return tuple(item.strip() for item in raw.split(",") if item.strip())

@@ -18,13 +18,15 @@ from broker.clock import ManualClock
 from broker.config import Config, Knobs
 from broker.node import Node
 from tests import fast_tier, process_leaks
-from tests.support import ClusterProcesses, free_port
+from tests.support import ClusterProcesses, framed_replication, free_port
 
 process_leaks.mark_session()  # before any test or fixture starts a process
 fast_tier.install()  # a test starting a node process must be marked (tests/fast_tier.py)
 
 # Property tests assert behaviour, never speed: Hypothesis' 200 ms per-example deadline fails
 # examples on a loaded shared machine (test_namespaces at load ~34), so it is off everywhere.
+# The fast tier tries fewer examples (`fast_tier.examples`; `pytest_configure` loads
+# "shoal-fast" there).
 settings.register_profile("shoal", deadline=None)
 settings.load_profile("shoal")
 
@@ -34,6 +36,18 @@ _PACKAGES_RUN_WHOLE = ("firehose", "video")
 _ALONE_RAFT_HEARTBEAT_MS = 10
 # After its summary, the run has this long to exit before every thread's stack is printed.
 _EXIT_DEADLINE_S = 60
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the fast tier, property tests without their own count try fewer examples too."""
+    fast_tier.configure(config)
+    if fast_tier.selected():
+        settings.register_profile(
+            "shoal-fast",
+            parent=settings.get_profile("shoal"),
+            max_examples=fast_tier.examples(fast_tier.DEFAULT_EXAMPLES),
+        )
+        settings.load_profile("shoal-fast")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -99,6 +113,8 @@ def node_config(data_dir: Path, *, settings: dict[str, Any] | None = None, **kno
         raft_port=free_port(),
         http_port=free_port(),
         metrics_port=0,
+        # Never the default port, which nodes of parallel tests would share.
+        replication_port=free_port() if framed_replication() else None,
         **{**defaults, **(settings or {})},
         knobs=dataclasses.replace(
             Knobs(

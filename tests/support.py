@@ -45,9 +45,18 @@ _next_port = _PORT_RANGE[0] + (os.getpid() * 97) % (_PORT_RANGE[1] - _PORT_RANGE
 
 
 def framed_replication() -> bool:
-    """Do the node processes of this test run replicate over their framed ports? (Set
-    TEST_REPLICATION_TRANSPORT=framed to run a suite that way; gRPC otherwise.)"""
-    return os.environ.get("TEST_REPLICATION_TRANSPORT", "grpc") == "framed"
+    """Do the nodes of this test run replicate over their framed ports? Yes, as a node does
+    by default; TEST_REPLICATION_TRANSPORT=grpc runs a suite with the port off (gRPC only)."""
+    transport = os.environ.get("TEST_REPLICATION_TRANSPORT", "framed")
+    if transport not in ("framed", "grpc"):
+        raise ValueError(f"TEST_REPLICATION_TRANSPORT must be framed or grpc, got {transport!r}")
+    return transport == "framed"
+
+
+def replication_port_setting(host: str = LOOPBACK) -> str:
+    """SHOAL_REPLICATION_PORT for a node of this test run: a free port, or "off" when the run
+    replicates over gRPC (never the default port, which nodes on one machine would share)."""
+    return str(free_port(host)) if framed_replication() else "off"
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -113,8 +122,8 @@ class NodeProcess:
         self.grpc_port = free_port(host)
         self.raft_port = free_port(host)
         self.http_port = free_port(host)
-        # The framed replication port (broker/rpc/framed.py): on when the tests run with
-        # TEST_REPLICATION_TRANSPORT=framed, unless a test sets `framed` itself.
+        # The framed replication port (broker/rpc/framed.py): on unless the tests run with
+        # TEST_REPLICATION_TRANSPORT=grpc or a test sets `framed` itself.
         self.replication_port = free_port(host)
         self.framed = framed_replication()
         self.extra_env = extra_env or {}
@@ -149,11 +158,7 @@ class NodeProcess:
             "SHOAL_STREAM_UPDATING_MS": "0",
             "SHOAL_STREAM_DELETING_MS": "0",
             **({} if self.host == LOOPBACK else {"SHOAL_HOST": self.host}),
-            **(
-                {"SHOAL_REPLICATION_PORT": str(self.replication_port)}
-                if self.framed and self.code_dir == REPO
-                else {}
-            ),
+            **self._replication_port_env(),
             **self.extra_env,
         }
         command = [sys.executable, "-m", "broker", "serve"]
@@ -171,6 +176,14 @@ class NodeProcess:
             cwd=self.code_dir,
         )
         log.close()
+
+    def _replication_port_env(self) -> dict[str, str]:
+        """SHOAL_REPLICATION_PORT: this node's free port, or "off" (never the default port,
+        which every node on this machine would share). Another version's code (upgrade tests)
+        gets nothing: the releases they run predate the port's default (and "off")."""
+        if self.code_dir != REPO:
+            return {}
+        return {"SHOAL_REPLICATION_PORT": str(self.replication_port) if self.framed else "off"}
 
     def kill(self) -> None:
         """kill -9: no shutdown code runs."""

@@ -65,7 +65,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from broker.meta.image import MetadataImage, NodeMeta, NodeState, ShardMeta, ShardState, StreamMeta
+from broker.meta.image import (
+    FIRST_SHARD_EPOCH,
+    MetadataImage,
+    NodeMeta,
+    NodeState,
+    ShardMeta,
+    ShardState,
+    StreamMeta,
+)
 from broker.meta.metadata_format import FIRST_FORMAT, METADATA_FORMAT_MAX
 from broker.meta.placement import NodeLoads, node_loads
 from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
@@ -272,8 +280,9 @@ def choose_leader(
     - a majority of the old set `replicas` (it intersects every earlier epoch's commit
       quorum when sets change one member at a time), or, when `epoch` (the shard's current
       epoch, whose set is `replicas`) is given, `_current_epoch_quorum`: half of an even set
-      whose best log holds a record of `epoch` (a two-replica set left by a dropped replica
-      whose other member then stopped for good otherwise waited for it forever);
+      whose best log holds a record of `epoch`, or any half while `epoch` is the shard's first
+      (a two-replica set left by a dropped replica whose other member then stopped for good,
+      or created on two nodes whose leader died at once, otherwise waited for it forever);
     - and, unless the change only adds a replica, a majority of the new set. Adding one (the
       new set contains the old) needs only the old set, as DESIGN §4 says: that fences the
       old leader and holds every acknowledged record, and the newcomer (which hosts nothing
@@ -311,7 +320,8 @@ def _current_epoch_quorum(
     best_epoch: int,
 ) -> bool:
     """Promisers that hold everything committed although they are no majority: at least
-    half of the set (`len - len // 2`), whose best log holds a record of the current epoch.
+    half of the set (`len - len // 2`), whose best log holds a record of the current epoch,
+    or of no epoch at all while the current one is the shard's first (FIRST_SHARD_EPOCH).
 
     Why no acknowledged record is lost (Flexible Paxos: the quorum that elects must meet
     every quorum that commits, not every other electing one):
@@ -326,13 +336,23 @@ def _current_epoch_quorum(
       every earlier acknowledged record too. Hence the best log must be of the current
       epoch; if no promiser has one, nothing proves what the others held, and the choice
       waits for a majority.
+    - In the shard's first epoch there is no earlier epoch: the set is the one the shard was
+      created with (every set change raises the epoch), its logs started empty (a new shard
+      uid: a new stream's shard or a reshard's child), so every acknowledged record is of
+      this epoch, and by the first point a promiser holds it. A promiser with no record of
+      the epoch then proves that nothing was acknowledged: a set of two created while only
+      two nodes were ACTIVE, whose leader died before its first batch reached the other,
+      otherwise had no leader until the dead node returned. A replica that forgot its log
+      (a lost disk) does not promise until it caught up (replica.py, "lost its disk"; its
+      node marks every shard of an image read after it registered, which holds every shard
+      it could have acknowledged for), so an empty promiser is one that never acknowledged.
     - The old leader is fenced: every majority it could still count meets the promisers,
       which refuse its epoch now.
     - Two leaders for one epoch: the leader is only set by SetShardLeader's compare-and-set
       on the epoch, so one choice of all those made at an epoch wins.
     For an odd set, half rounded up is already a majority: this only helps even sets, the
     ones a replica change passes through (one short of a factor of 3, or one over it)."""
-    if epoch is None or best_epoch != epoch:
+    if epoch is None or (best_epoch != epoch and epoch != FIRST_SHARD_EPOCH):
         return False
     return (
         sum(1 for node_id in replicas if node_id in promised) >= len(replicas) - len(replicas) // 2
@@ -814,19 +834,23 @@ class ControllerCore:
         """A leader change if the leader cannot stay, else the next step of a replica move."""
         ref = _ref(stream, shard)
         leader = shard.leader
-        if self._prepared.get(shard.uid, 0) > shard.epoch or self._leader_fenced(image, shard):
-            eligible = self._eligible(image, shard.replicas, shard.uid)
-            if eligible:
-                return self._epoch_change(
-                    ref, shard, shard.replicas, eligible=eligible, caught_up=(), reason="re_prepare"
-                )
-        else:
-            self._prepared.pop(shard.uid, None)
-        if (
+        leader_unavailable = (
             leader is None
             or not self.can_lead(image, leader)
             or self.recovering(image, leader, shard.uid)
-        ):
+        )
+        if self._prepared.get(shard.uid, 0) > shard.epoch or self._leader_fenced(image, shard):
+            eligible = self._eligible(image, shard.replicas, shard.uid)
+            if eligible:
+                new_replicas = shard.replicas
+                if leader_unavailable:
+                    new_replicas = self._grown_at_failover(image, stream, shard, loads, now_ms)
+                return self._epoch_change(
+                    ref, shard, new_replicas, eligible=eligible, caught_up=(), reason="re_prepare"
+                )
+        else:
+            self._prepared.pop(shard.uid, None)
+        if leader_unavailable:
             eligible = self._eligible(image, shard.replicas, shard.uid)
             leader_operating = leader is not None and leader in eligible
             better = [n for n in eligible if self.can_lead(image, n)]
@@ -839,8 +863,11 @@ class ControllerCore:
             if leader is not None and leader in loads.leaders:
                 loads.leaders[leader] -= 1
             loads.leaders[eligible[0]] = loads.leaders.get(eligible[0], 0) + 1
+            new_replicas = shard.replicas
+            if not leader_operating:
+                new_replicas = self._grown_at_failover(image, stream, shard, loads, now_ms)
             return self._epoch_change(
-                ref, shard, shard.replicas, eligible=eligible, caught_up=(), reason=reason
+                ref, shard, new_replicas, eligible=eligible, caught_up=(), reason=reason
             )
         if self._rejoined(image, shard):
             assert leader is not None
@@ -926,6 +953,46 @@ class ControllerCore:
                 return True
         return False
 
+    def _grown_at_failover(
+        self,
+        image: MetadataImage,
+        stream: StreamMeta,
+        shard: ShardMeta,
+        loads: NodeLoads,
+        now_ms: int,
+    ) -> tuple[NodeId, ...]:
+        """The new set of a failover: the same, or, in the shard's first epoch below its
+        replication factor, one replica more (on the live node holding the fewest).
+
+        A set of two created while only two nodes were ACTIVE (format 7's
+        requested_replication_factor) whose leader died at once gets its survivor as leader
+        by the first-epoch rule (`_current_epoch_quorum`), but an epoch led by one of two
+        commits nothing until the other returns, and the later growth waits for the dead
+        replica to catch up (`_holders_before_add`). Adding the replica in the failover's
+        own epoch is safe only in the first epoch: an add is a single-server change (every
+        majority of the new set meets every majority of the old one, the set every record
+        was committed by, as no epoch before it exists), and the leader is chosen by the
+        old set's quorum alone, which holds every acknowledged record. In a later epoch the
+        old set may hold records an earlier set committed that some of its members miss
+        (the reason `_holders_before_add` waits for the leader's log first)."""
+        if shard.epoch != FIRST_SHARD_EPOCH or len(shard.replicas) >= stream.replication_factor:
+            return shard.replicas
+        target = self._replacement_target(image, shard, loads, now_ms)
+        return shard.replicas if target is None else (*shard.replicas, target)
+
+    def _replacement_target(
+        self, image: MetadataImage, shard: ShardMeta, loads: NodeLoads, now_ms: int
+    ) -> NodeId | None:
+        """The live node outside the set holding the fewest replicas (counted as taken)."""
+        options = [
+            n for n in loads.replicas if n not in shard.replicas and self._alive(image, n, now_ms)
+        ]
+        if not options:
+            return None
+        target = min(options, key=lambda n: (loads.replicas[n], n))
+        loads.replicas[target] += 1
+        return target
+
     def _add_replacement(
         self,
         image: MetadataImage,
@@ -937,13 +1004,9 @@ class ControllerCore:
     ) -> EpochChange | None:
         """A shard below its replication factor (a dead replica was dropped) gets one on the
         ACTIVE node holding the fewest replicas."""
-        options = [
-            n for n in loads.replicas if n not in shard.replicas and self._alive(image, n, now_ms)
-        ]
-        if not options:
+        target = self._replacement_target(image, shard, loads, now_ms)
+        if target is None:
             return None
-        target = min(options, key=lambda n: (loads.replicas[n], n))
-        loads.replicas[target] += 1
         return self._epoch_change(
             ref,
             shard,

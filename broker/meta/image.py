@@ -152,6 +152,12 @@ class ReshardRequest:
     sealed: tuple[ShardIndex, ...] = ()  # the shards BeginReshard put in SEALING
 
 
+# A shard's epoch when it is created (CreateStream, a reshard's children): its replica set is
+# the one it was created with, its logs are empty, and nothing was committed in an earlier
+# epoch (the controller's first-epoch rule, `controller_core._current_epoch_quorum`).
+FIRST_SHARD_EPOCH = 1
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShardMeta:
     """One shard of one stream incarnation."""
@@ -167,8 +173,9 @@ class ShardMeta:
     closed_ms: int | None = None
     end_offset: Offset | None = None  # CLOSED: the number of records the shard holds
     # Placement (0002). The replica set in preference order: the first is the preferred
-    # leader. The leader is one of them (or None while none can lead). The epoch starts at 1
-    # and only SetShardLeader raises it; 0 only for shards built without placement.
+    # leader. The leader is one of them (or None while none can lead). The epoch starts at
+    # FIRST_SHARD_EPOCH and only SetShardLeader raises it; 0 only for shards built without
+    # placement.
     replicas: tuple[NodeId, ...] = ()
     leader: NodeId | None = None
     epoch: int = 0

@@ -282,6 +282,7 @@ class _Outbound(asyncio.Protocol):
         self._answered = False
         self._heard_s = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._coalesced: list[bytes] = []  # envelope frames waiting for the end of the turn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -340,6 +341,25 @@ class _Outbound(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def write_envelope(self, frame: bytes) -> None:
+        """Writes an ENVELOPE frame: a small one at the end of this loop turn, with the others
+        of the turn in one socket write (one system call here, one read and one callback on
+        the peer's loop); a large one at once, after those (order kept)."""
+        if len(frame) >= limits.replication_frame_coalesce_bytes_max:
+            self._coalesced.append(frame)
+            self._write_coalesced()
+            return
+        if not self._coalesced:
+            asyncio.get_running_loop().call_soon(self._write_coalesced)
+        self._coalesced.append(frame)
+
+    def _write_coalesced(self) -> None:
+        pending, self._coalesced = self._coalesced, []
+        if not pending or self.transport is None or self.transport.is_closing():
+            return  # lost with the connection, as queued frames are (module docstring)
+        self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self._link.owner.writes += 1
+
     def pause_writing(self) -> None:
         self.paused = True
 
@@ -396,8 +416,7 @@ class _Link:
     def _write(self, connection: _Outbound, envelope: Envelope) -> None:
         owner = self.owner
         message = envelope_to_proto(envelope, sender=owner.node_id).SerializeToString()
-        assert connection.transport is not None
-        connection.transport.write(encode_frame(FrameKind.ENVELOPE, message))
+        connection.write_envelope(encode_frame(FrameKind.ENVELOPE, message))
         owner.sent += 1
 
 
@@ -427,14 +446,30 @@ class FramedTransport:
         self.sent = 0
         self.dropped = 0
         self.reconnects = 0
+        self.writes = 0  # socket writes of envelope frames (several frames each, coalesced)
 
     def send(self, envelope: Envelope) -> None:
         assert envelope.to != self.node_id, "a message to ourselves"
-        link = self._links.get(envelope.to)
+        self._link(envelope.to).send(envelope)
+
+    def connected(self, node_id: NodeId) -> bool:
+        """Whether the connection to `node_id` is up and admitted (`send` then writes to it)."""
+        link = self._links.get(node_id)
+        return link is not None and link.connection is not None
+
+    def dial(self, node_id: NodeId) -> None:
+        """Connects to `node_id` in the background if not connected (with the reconnect
+        backoff), without sending anything: the caller reaches it another way meanwhile."""
+        link = self._link(node_id)
+        if link.connection is None:
+            link.ready.set()
+
+    def _link(self, node_id: NodeId) -> _Link:
+        link = self._links.get(node_id)
         if link is None:
-            link = self._links[envelope.to] = _Link(self, envelope.to)
+            link = self._links[node_id] = _Link(self, node_id)
             self._new_links.put_nowait(link)
-        link.send(envelope)
+        return link
 
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +45,7 @@ from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.replication.driver import DamagedRange
 from broker.replication.refusals import RefusalReason, ShardRefusedError
+from broker.service.read_ahead import ReadAhead, sealed
 from broker.service.shard_load import ShardLoadRecorder
 from broker.service.throughput import ShardMeter, Throttles
 from broker.streams.subscription_claims import Claim, ClaimTable, Verdict
@@ -193,6 +195,10 @@ class ShardClient:
         self.store = store
         self._local = local
         self._forwarder = forwarder
+        # The next page of a read that stopped short of the readable end (read_ahead.py).
+        self.read_ahead = ReadAhead(
+            pages_max=limits.read_ahead_pages_max, keep_ms=limits.read_ahead_ms
+        )
 
     # --- The caller's side: route --------------------------------------------------------------
 
@@ -464,9 +470,7 @@ class ShardClient:
             if request.start_offset < damage.start:
                 read_end = Offset(min(end, damage.start))  # the next read goes elsewhere
         try:
-            result = await asyncio.to_thread(
-                _read_store, self.store, shard_uid, request, end, read_end
-            )
+            result = await self._read_page(shard_uid, request, end, read_end)
         except LogCorruptionError as error:
             self._local.report_corruption(error)
             raise ShardRefusedError(
@@ -478,6 +482,42 @@ class ShardClient:
             read_throttle.record_read(
                 read_bytes=records_size_bytes(result.records),
                 now_ms=self._clock.monotonic_ms(),
+            )
+        return result
+
+    async def _read_page(
+        self, shard_uid: ShardUid, request: ReadRequest, end: Offset, read_end: Offset
+    ) -> ReadResult:
+        """`_read_store` in a worker thread, or the page read ahead for it; a page that stops
+        short of `read_end` starts reading the next one (service/read_ahead.py)."""
+        if request.records_max == 0 or request.at_timestamp_ms is not None:
+            return await asyncio.to_thread(
+                _read_store, self.store, shard_uid, request, end, read_end
+            )
+        ahead = await self.read_ahead.take(
+            shard_uid,
+            start_offset=request.start_offset,
+            records_max=request.records_max,
+            bytes_max=request.bytes_max,
+            readable_end=read_end,
+            arrival_ms_min=request.arrival_ms_min,
+        )
+        if isinstance(ahead, ReadResult):
+            result = dataclasses.replace(ahead, readable_end=end)
+        else:
+            result = await asyncio.to_thread(
+                _read_store, self.store, shard_uid, request, end, read_end
+            )
+        if result.records and result.next_offset < read_end and not sealed(result.records):
+            following = dataclasses.replace(request, start_offset=result.next_offset)
+            self.read_ahead.start(
+                shard_uid,
+                start_offset=following.start_offset,
+                records_max=following.records_max,
+                bytes_max=following.bytes_max,
+                read=functools.partial(
+                    _read_store, self.store, shard_uid, following, end, read_end
+                ),
             )
         return result
 

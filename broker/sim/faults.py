@@ -7,6 +7,8 @@
   beside the old one's actions in flight.
 - `DiskLoss`: crash a node and wipe its disk (a replaced pod), restart it recovering; only
   while no other node is down or recovering, so it stays the minority's one failure.
+- The first leader kill (`SimConfig.first_leader_kill`): before any event, the first shard's
+  leader crashes (its first batch reached nobody), and restarts later.
 - Message loss and duplication are `SimNetwork` probabilities, set from the config.
 
 Which plans run, and how often, comes from the seed's `SimConfig`. Nothing fires once the
@@ -39,6 +41,9 @@ class FaultPlans:
             self._later("leader change", 100, 1_000, self._leader_change)
         if config.disk_loss:
             self._later("disk loss", 500, 3_000, self._disk_loss)
+        if config.first_leader_kill:
+            self.fired["first leader kill"] = 1
+            self._first_leader_kill()
 
     def _later(self, name: str, low_ms: int, high_ms: int, action: Callable[[], None]) -> None:
         def fire() -> None:
@@ -81,6 +86,16 @@ class FaultPlans:
             node = cluster.nodes[image.leader]
             cluster.crash(node)
             self._restart_later(node)
+
+    def _first_leader_kill(self) -> None:
+        """Before any event: the first shard's leader crashes holding its epoch's first batch
+        alone (a stream's creation whose leader died at once); it restarts much later."""
+        cluster = self._cluster
+        image = cluster.controller.shards[min(cluster.controller.shards)]
+        assert image.leader is not None
+        node = cluster.nodes[image.leader]
+        cluster.crash(node)
+        self._restart_later(node, high_ms=5_000)
 
     def _leader_change(self) -> None:
         cluster = self._cluster

@@ -62,6 +62,18 @@ def cluster_status(endpoint: str) -> pb.ClusterStatusResponse:
     return status
 
 
+def drain(endpoint: str, node_id: str) -> None:
+    """Marks `node_id` DRAINING (its leaderships and replicas move off; it keeps running and,
+    if it votes, voting), without waiting for the moves (`shoal cluster drain`)."""
+    _admin(
+        endpoint,
+        "Drain",
+        pb.DrainRequest(node_id=node_id, timeout_ms=1),
+        pb.DrainResponse,
+        "ClusterAdminService",
+    )
+
+
 def replica_status(endpoint: str) -> pb.ReplicaStatusResponse:
     status: pb.ReplicaStatusResponse = _admin(
         endpoint,

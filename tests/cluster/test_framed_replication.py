@@ -5,9 +5,9 @@ Goal: the two nodes with `replication_port` send each other their Append/AppendA
 and reach the third (which advertises none) over the gRPC stream, which it also uses towards
 them; a kill -9 of a shard leader loses no acknowledged record, and the restarted node
 reconnects and catches up. Method: `ClusterProcesses` with SHOAL_REPLICATION_PORT on two
-nodes, a producer thread through the survivors, every shard read back through every node.
-The whole replication suites can also run with the port on every node:
-TEST_REPLICATION_TRANSPORT=framed (tests/support.py).
+nodes and "off" on the third, a producer thread through the survivors, every shard read back
+through every node. The other process suites run with the port on every node (the default),
+or off on every node with TEST_REPLICATION_TRANSPORT=grpc (tests/support.py).
 """
 
 from __future__ import annotations

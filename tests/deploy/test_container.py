@@ -63,7 +63,7 @@ def test_dockerfile_shape() -> None:
     assert "pip uninstall --yes --no-input pip setuptools" in runs  # not in the runtime venv
     assert "apt-get clean" in runs and "/var/lib/apt/lists/*" in runs
     exposed = " ".join(args for keyword, args in final if keyword == "EXPOSE").split()
-    assert set(exposed) == {"4567", "50051", "50052", "9464"}
+    assert set(exposed) == {"4567", "50051", "50052", "50055", "9464"}
 
 
 def test_dockerignore_admits_only_the_package() -> None:

@@ -132,10 +132,19 @@ def test_services(base: list[dict[str, Any]]) -> None:
     headless = one(base, "Service", "shoal-headless")["spec"]
     assert headless["clusterIP"] == "None"
     assert headless["publishNotReadyAddresses"] is True
-    assert {p["port"] for p in headless["ports"]} == {50051, 50052, 9464}
+    assert {p["port"] for p in headless["ports"]} == {50051, 50052, 50055, 9464}
     client = one(base, "Service", "shoal")["spec"]
     assert {p["port"] for p in client["ports"]} == {4567, 50051, 9464}
-    assert 50052 not in {p["port"] for p in client["ports"]}  # Raft stays internal
+    # Raft and framed replication stay internal
+    assert not {50052, 50055} & {p["port"] for p in client["ports"]}
+    config = next(
+        d["data"]
+        for d in base
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("shoal-config")
+    )
+    assert config["SHOAL_REPLICATION_PORT"] == "50055"
+    container = one(base, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "replication", "containerPort": 50055} in container["ports"]
     pod_labels = one(base, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     for service in (headless, client):
         assert service["selector"].items() <= pod_labels.items()
@@ -148,14 +157,16 @@ def test_disruption_budget(base: list[dict[str, Any]]) -> None:
     assert pdb["selector"]["matchLabels"]
 
 
-def test_network_policy_keeps_raft_to_the_statefulset(base: list[dict[str, Any]]) -> None:
+def test_network_policy_keeps_raft_and_replication_to_the_statefulset(
+    base: list[dict[str, Any]],
+) -> None:
     policy = one(base, "NetworkPolicy", "shoal")["spec"]
     pod_labels = one(base, "StatefulSet")["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items()
     for rule in policy["ingress"]:
         ports = {p["port"] for p in rule["ports"]}
-        if "raft" in ports:
-            assert ports == {"raft"}
+        if "raft" in ports or "replication" in ports:
+            assert ports == {"raft", "replication"}
             (peer,) = rule["from"]
             assert peer["podSelector"]["matchLabels"].items() <= pod_labels.items()
         else:

@@ -4,6 +4,7 @@ limbs' carries, across batch boundaries and at the largest positions."""
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,6 +100,23 @@ def test_writers_write_upbs_bytes_at_every_carry(write: Writer) -> None:
     runs.append(run_of(pieces[2], 2**185 + 5 * 2**136, 2**136, KMS))
     assert write(runs, TAIL) == by_upb(runs, pieces)
     assert write([], TAIL) == TAIL
+
+
+@pytest.mark.parametrize("write", WRITERS)
+def test_writers_write_upbs_bytes_for_numbers_of_every_length(write: Writer) -> None:
+    """The C writer keeps each number's digits and writes again only the limbs that changed:
+    numbers of each length from 1 to 72 digits (the top limb odd and even wide), steps within
+    one limb and across limbs, carries into every limb."""
+    rng = random.Random(29)
+    records = [(b"k", b"d")] * 30
+    for digits in range(1, 73):
+        low, high = 10 ** (digits - 1) if digits > 1 else 0, 10**digits - 1
+        for step in (1, rng.randrange(1, 10**18), rng.randrange(10**18, 10**40), 2**60):
+            if high - low < step * len(records):
+                continue
+            for first in (low, high - step * len(records), rng.randrange(low, high - step * 30)):
+                runs = [run_of(records, first, step)]
+                assert write(runs, TAIL) == by_upb(runs, [records]), (first, step)
 
 
 @pytest.mark.parametrize("write", WRITERS)

@@ -686,6 +686,94 @@ def test_choose_leader_from_half_of_an_even_set_only_with_a_record_of_the_curren
     )
 
 
+def test_choose_leader_from_half_of_an_even_set_in_the_shards_first_epoch_without_a_record() -> (
+    None
+):
+    """In the shard's first epoch every acknowledged record is of that epoch and was held by
+    a majority of the set it was created with, which any half meets: a half whose best log
+    holds no record of it proves nothing was acknowledged, and may choose."""
+    two = (N1, N2)
+    survivor = {N2: promise(0, last_epoch=0)}
+    assert choose_leader(survivor, replicas=two, new_replicas=two, eligible=(N2,)) is None
+    assert choose_leader(survivor, replicas=two, new_replicas=two, eligible=(N2,), epoch=1) == N2
+    # Beyond the first epoch the set may have changed since records were committed: wait.
+    assert choose_leader(survivor, replicas=two, new_replicas=two, eligible=(N2,), epoch=2) is None
+    # Growing the set in the same change: the newcomer counts for nothing, the survivor
+    # (holding the best log among the promisers) leads.
+    grown = (N1, N2, N3)
+    both = {N2: promise(0, last_epoch=0), N3: promise(0, last_epoch=0)}
+    assert choose_leader(both, replicas=two, new_replicas=grown, eligible=(N2,), epoch=1) == N2
+    # A record of the first epoch on the survivor: it leads with it, whatever the epoch rule.
+    held = {N2: promise(3, last_epoch=1), N3: promise(0, last_epoch=0)}
+    assert choose_leader(held, replicas=two, new_replicas=grown, eligible=(N2,), epoch=1) == N2
+    # A replica that lost its disk promises nothing (ok=False): no choice.
+    wiped = {N2: promise(0, last_epoch=0, accepted=False)}
+    assert choose_leader(wiped, replicas=two, new_replicas=two, eligible=(N2,), epoch=1) is None
+    # An odd first-epoch set still needs its majority.
+    assert (
+        choose_leader(survivor, replicas=grown, new_replicas=grown, eligible=(N2,), epoch=1) is None
+    )
+
+
+def test_a_set_of_two_whose_leader_dies_in_its_first_epoch_gets_a_leader_and_its_factor() -> None:
+    """A stream created while only two of three nodes were ACTIVE (factor 3 requested) starts
+    on two replicas; its leader dies before the other holds a record. The failover chooses
+    the survivor from its promise alone (the first-epoch rule) and adds the third node in
+    the same epoch, so the new leader commits with the newcomer (the dead node's return is
+    not waited for)."""
+    image = set_state(nodes_image(3), N3, NodeState.FENCED)
+    image = ok(
+        image,
+        create_stream("s1", shard_count=1, replication_factor=2, requested_replication_factor=3),
+    )
+    (shard,) = shards(image)
+    assert len(shard.replicas) == 2 and shard.epoch == 1
+    dead = shard.leader
+    assert dead is not None
+    (survivor,) = [n for n in shard.replicas if n != dead]
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    now_ms = SESSION_MS + 1
+    image = set_state(set_state(image, N3, NodeState.ACTIVE), dead, NodeState.FENCED)
+    for node_id in (survivor, N3):
+        core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=now_ms)
+    (change,) = [a for a in decide(core, image, now_ms) if isinstance(a, EpochChange)]
+    assert change.reason == "leader_unavailable" and change.epoch == 1
+    assert change.new_replicas == (*shard.replicas, N3)
+    empty = {survivor: promise(0, last_epoch=0), N3: promise(0, last_epoch=0)}
+
+    def choose(epoch: int | None) -> NodeId | None:
+        return choose_leader(
+            empty,
+            replicas=change.replicas,
+            new_replicas=change.new_replicas,
+            eligible=change.eligible,
+            epoch=epoch,
+        )
+
+    assert choose(None) is None  # no majority of the old set: wait for every answer
+    leader = choose(change.epoch)
+    assert leader == survivor
+    image = ok(
+        image,
+        commands.SetShardLeader(
+            now_ms=WALL_MS,
+            stream_uid=change.shard.stream_uid,
+            shard_index=change.shard.shard_index,
+            leader=leader,
+            epoch=change.epoch + 1,
+            expected_epoch=change.epoch,
+            replicas=change.new_replicas,
+        ),
+    )
+    (shard,) = shards(image)
+    assert shard.leader == survivor and shard.epoch == 2 and len(shard.replicas) == 3
+    # Grown and past the first epoch: a failover changes the leader only.
+    image = set_state(image, survivor, NodeState.FENCED)
+    core.on_heartbeat(node_id=N3, incarnation=1, now_ms=now_ms + 1)
+    later = [a for a in decide(core, image, now_ms + 1) if isinstance(a, EpochChange)]
+    assert [(a.reason, a.new_replicas) for a in later] == [("leader_unavailable", shard.replicas)]
+
+
 def test_reshard_completes_once_every_parent_has_a_live_leader() -> None:
     image = stream_image(3, shard_count=2, factor=3)
     image = ok(

@@ -54,7 +54,7 @@ def cluster_pids(data_dir: Path) -> dict[str, int]:
 
 
 def test_one_node_dying_leaves_the_others_serving(tmp_path: Path) -> None:
-    grpc, http, raft, metrics = port_bases(4, 3)
+    grpc, http, raft, metrics, replication = port_bases(5, 3)
     data_dir = tmp_path / "cluster"
     output = tmp_path / "script.out"
     endpoints = [f"127.0.0.1:{grpc + n}" for n in (1, 2, 3)]
@@ -65,7 +65,7 @@ def test_one_node_dying_leaves_the_others_serving(tmp_path: Path) -> None:
                 "--dir",
                 str(data_dir),
                 "--ports",
-                f"{grpc},{http},{raft},{metrics}",
+                f"{grpc},{http},{raft},{metrics},{replication}",
                 "--heartbeat-interval-ms",
                 "100",
                 "--session-timeout-ms",

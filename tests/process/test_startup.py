@@ -28,7 +28,7 @@ from tests.support import REPO, NodeProcess, free_port, serving, wait_until
 
 pytestmark = [pytest.mark.process]
 
-_PORTS = ("grpc_port", "http_port", "raft_port", "metrics_port")
+_PORTS = ("grpc_port", "http_port", "raft_port", "metrics_port", "replication_port")
 
 
 def serve_env(data_dir: Path, **settings: str) -> dict[str, str]:

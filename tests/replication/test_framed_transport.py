@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +22,7 @@ import pytest
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.clock import ManualClock, SystemClock
-from broker.config import load_config
+from broker.config import DEFAULT_REPLICATION_PORT, load_config
 from broker.log.records import BATCH_FORMAT_VERSION, AppendBatch, new_record
 from broker.replication.messages import Append, AppendAck, Envelope, ReplicationMessage
 from broker.rpc import frames
@@ -32,7 +34,7 @@ from broker.tls import SslContexts, TlsFiles
 from broker.types import NodeId, Offset, ShardUid
 from tests.certificates import issue, make_authority
 
-A, B = NodeId("a"), NodeId("b")
+A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
 SHARD = ShardUid(3)
 PASSWORD = "cluster-secret"
 CLOCK = SystemClock()
@@ -237,6 +239,34 @@ async def test_envelopes_arrive_in_order_and_checked(pair: _Pair) -> None:
     assert pair.transport.statistics().sent == 50
 
 
+async def test_small_frames_of_one_loop_turn_leave_in_one_write(pair: _Pair) -> None:
+    pair.transport.send(Envelope(to=B, message=_ack(1)))
+    await pair.endpoint.wait_for(1)  # connected and admitted
+    writes = pair.transport.writes
+    for end in range(2, 32):  # one turn: the acks of one group commit, say
+        pair.transport.send(Envelope(to=B, message=_ack(end)))
+    assert pair.transport.writes == writes  # nothing written yet: at the end of the turn
+    await pair.endpoint.wait_for(31)
+    assert pair.transport.writes == writes + 1
+    acks = [m.log_end for m in pair.endpoint.delivered if isinstance(m, AppendAck)]
+    assert acks == list(range(1, 32))
+    # A large frame goes at once, after the small ones queued before it (order kept).
+    big_batch = AppendBatch(
+        shard_uid=SHARD,
+        first_offset=Offset(0),
+        arrival_ms=1_000,
+        records=(new_record("k", b"z" * limits.replication_frame_coalesce_bytes_max),),
+        epoch=2,
+        version=BATCH_FORMAT_VERSION,
+    )
+    big = dataclasses.replace(_append(), batches=(big_batch,))
+    pair.transport.send(Envelope(to=B, message=_ack(32)))
+    pair.transport.send(Envelope(to=B, message=big))
+    assert pair.transport.writes == writes + 2  # written in the send, with the ack before it
+    await pair.endpoint.wait_for(33)
+    assert pair.endpoint.delivered[-2:] == [_ack(32), big]
+
+
 async def _raw_admitted(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A hand-made dialler that passes the challenge."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -426,6 +456,9 @@ class _Recorder:
     def send(self, envelope: Envelope) -> None:
         self.sent.append(envelope)
 
+    def connected(self, node_id: NodeId) -> bool:  # a framed side whose links are all up
+        return True
+
 
 def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
     grpc_side, framed_side = _Recorder(), _Recorder()
@@ -452,13 +485,72 @@ def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
     assert len(grpc_only.sent) == 1
 
 
+async def test_a_peer_whose_framed_port_cannot_be_reached_gets_grpc_until_it_can() -> None:
+    endpoint = _Endpoint()
+    listener = FramedListener(
+        endpoint, settings=FramedSettings(raft_password=PASSWORD), clock=CLOCK
+    )
+    port = await listener.start("127.0.0.1", 0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a port nobody answers on
+    advertised = {B: f"127.0.0.1:{port}", C: f"127.0.0.1:{closed.getsockname()[1]}"}
+    framed = FramedTransport(
+        node_id=A,
+        resolve=advertised.get,
+        settings=FramedSettings(raft_password=PASSWORD),
+        clock=CLOCK,
+    )
+    grpc_side = _Recorder()
+    routed = RoutedTransport(
+        grpc=grpc_side,  # type: ignore[arg-type]
+        framed=framed,
+        framed_address=advertised.get,
+    )
+    runner = asyncio.create_task(framed.run())
+    try:
+        routed.send(Envelope(to=B, message=_ack(1)))  # not connected yet: gRPC, and a dial
+        assert [e.message for e in grpc_side.sent] == [_ack(1)]
+        await _eventually(lambda: framed.connected(B))
+        routed.send(Envelope(to=B, message=_ack(2)))
+        await endpoint.wait_for(1)
+        assert endpoint.delivered == [_ack(2)] and len(grpc_side.sent) == 1
+        # C's framed port does not answer (a firewall that lets only the gRPC port through):
+        # every message to C goes over gRPC while the framed side keeps trying; none is lost.
+        for end in range(3, 13):
+            routed.send(Envelope(to=C, message=_ack(end)))
+            await asyncio.sleep(0.01)  # the dial's attempts run meanwhile (and fail)
+        ends = [e.message.log_end for e in grpc_side.sent[1:]]  # type: ignore[union-attr]
+        assert ends == list(range(3, 13))
+        assert not framed.connected(C) and framed.statistics().dropped == 0
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await listener.close()
+        closed.close()
+
+
 def test_the_setting_is_a_real_port_distinct_from_the_others(tmp_path: Path) -> None:
     config = load_config(
         flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "50054"}
     )
     assert config.replication_port == 50054
     assert config.replication_address == "127.0.0.1:50054"
-    assert load_config(flags={"data_dir": str(tmp_path)}, environ={}).replication_address == ""
+    # On by default, on its own port; "off" (any case, from the environment, a flag or the
+    # file) turns it off: gRPC to every peer.
+    default = load_config(flags={"data_dir": str(tmp_path)}, environ={})
+    assert default.replication_address == f"127.0.0.1:{DEFAULT_REPLICATION_PORT}"
+    for environ, flags in (
+        ({"SHOAL_REPLICATION_PORT": "off"}, {}),
+        ({"SHOAL_REPLICATION_PORT": "50054"}, {"replication_port": "OFF"}),
+    ):
+        off = load_config(flags={"data_dir": str(tmp_path), **flags}, environ=environ)
+        assert off.replication_port is None and off.replication_address == ""
+    file = tmp_path / "shoal.toml"
+    file.write_text('replication_port = "off"\n')
+    from_file = load_config(flags={"data_dir": str(tmp_path)}, environ={}, config_file=file)
+    assert from_file.replication_port is None
+    with pytest.raises(ValueError, match="replication_port must be an integer"):
+        load_config(flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "of"})
     with pytest.raises(ValueError, match="replication_port"):
         load_config(flags={"data_dir": str(tmp_path)}, environ={"SHOAL_REPLICATION_PORT": "0"})
     with pytest.raises(ValueError, match="replication_port"):

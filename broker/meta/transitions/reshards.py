@@ -17,6 +17,7 @@ from broker.errors import ErrorCode, ShoalError
 from broker.meta import capacity
 from broker.meta.commands import BeginReshard, CompleteReshard
 from broker.meta.image import (
+    FIRST_SHARD_EPOCH,
     MetadataImage,
     ReshardKind,
     ReshardRequest,
@@ -266,9 +267,10 @@ def _inherit_placement(
     shards: tuple[ShardMeta, ...], *, first_child: ShardIndex
 ) -> tuple[ShardMeta, ...]:
     """Children (indices from `first_child`) take their parent's replica set and leader at
-    epoch 1; a merge's child takes ShardToMerge's (its `parent_index`). The parent's log stays
-    where it is, so its readers and the child's writers meet on the same nodes. Intermediate
-    shards of a uniform scaling are parents too: shards are resolved in index order."""
+    FIRST_SHARD_EPOCH (their logs start empty); a merge's child takes ShardToMerge's (its
+    `parent_index`). The parent's log stays where it is, so its readers and the child's
+    writers meet on the same nodes. Intermediate shards of a uniform scaling are parents too:
+    shards are resolved in index order."""
     resolved: list[ShardMeta] = []
     for shard in shards:
         if shard.index >= first_child:
@@ -277,7 +279,7 @@ def _inherit_placement(
             parent = resolved[shard.parent_index]
             assert parent.replicas, "every parent has a replica set"
             shard = dataclasses.replace(
-                shard, replicas=parent.replicas, leader=parent.leader, epoch=1
+                shard, replicas=parent.replicas, leader=parent.leader, epoch=FIRST_SHARD_EPOCH
             )
         resolved.append(shard)
     return tuple(resolved)

@@ -22,6 +22,7 @@ from broker.meta.commands import (
     SetMetadataFormat,
 )
 from broker.meta.image import (
+    FIRST_SHARD_EPOCH,
     MetadataImage,
     RecordDistribution,
     StreamDataKey,
@@ -141,7 +142,12 @@ def create_stream(image: MetadataImage, command: CreateStream) -> tuple[Metadata
         now_ms=now_ms,
     )
     shards = tuple(
-        dataclasses.replace(shard, replicas=placement.replicas, leader=placement.leader, epoch=1)
+        dataclasses.replace(
+            shard,
+            replicas=placement.replicas,
+            leader=placement.leader,
+            epoch=FIRST_SHARD_EPOCH,
+        )
         for shard, placement in zip(shards, placements, strict=True)
     )
     meta = StreamMeta(
