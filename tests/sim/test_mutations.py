@@ -206,9 +206,9 @@ def test_a_split_that_loses_a_hash_key_is_caught_in_the_replica_cluster(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The replica cluster, whose workload splits through the real BeginReshard and whose
-    controller completes it, under `_lose_a_hash_key_in_splits`: seed 1's first split."""
+    controller completes it, under `_lose_a_hash_key_in_splits`: seed 2's first split."""
     _lose_a_hash_key_in_splits(monkeypatch)
-    violation = _first_violation(range(1, 2), reshards=True)
+    violation = _first_violation(range(2, 3), reshards=True)
     assert violation.startswith("HashKeysCoveredOnce"), violation
 
 
@@ -226,7 +226,7 @@ def test_a_seal_answered_before_its_tail_commits_is_caught(
         return self.high_watermark
 
     monkeypatch.setattr(ShardReplica, "sealed_end", answered_at_the_hw)
-    violation = _first_violation(range(1), reshards=True)
+    violation = _first_violation(range(2, 3), reshards=True)
     assert violation.startswith("ParentsBeforeChildren"), violation
 
 
@@ -244,7 +244,7 @@ def test_a_sealing_leader_that_accepts_appends_is_caught(monkeypatch: pytest.Mon
             self._sealing = sealing
 
     monkeypatch.setattr(ShardReplica, "propose", accepting)
-    violation = _first_violation(range(1), reshards=True)
+    violation = _first_violation(range(3, 4), reshards=True)
     assert violation.startswith("ParentsBeforeChildren"), violation
 
 
@@ -265,7 +265,7 @@ def test_a_leader_chosen_during_a_seal_that_forgets_it_is_caught(
         configure(self, **kwargs)
 
     monkeypatch.setattr(ShardReplica, "configure", forgetful)
-    violation = _first_violation(range(1, 2), reshards=True)
+    violation = _first_violation(range(2, 3), reshards=True)
     assert violation.startswith("ParentsBeforeChildren"), violation
 
 
