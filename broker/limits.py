@@ -279,6 +279,10 @@ load_report_shards_max = 2_000
 # records/s) is reported as idle: 1 % is 10 records/s. 1,000 shards trickling a few records a
 # second cost the metadata log nothing; the hot-shard view shows them at 0.
 load_report_floor_ppm = 10_000
+# CapacityService's hot-shard and hot-key lists (`shoal hot-shards`, `hot-keys`): the rows a
+# request gets without a Limit, and the most it may ask for.
+capacity_list_limit_default = 10
+capacity_list_limit_max = 1_000
 
 assert put_records_count_max * 1 <= get_records_count_max
 assert replication_append_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
@@ -327,6 +331,9 @@ video_edge_sync_timeout_ms = 15 * 60_000
 video_edge_list_page_default = 5
 video_list_page_max = 10_000  # ListStreams/ListFragments MaxResults ceiling (the model's 10000)
 video_put_media_idle_ms = 30_000  # a PutMedia session with no data this long is closed (AWS)
+# Tagged fragments' SNS notifications (video/notifications.py): a delivery pass looks for new
+# fragments this often; a refused publish is retried on the next pass.
+video_notification_pass_interval_ms = 1_000
 video_ack_idle_interval_ms = 3_000  # IDLE acknowledgements while a producer sends nothing
 video_get_media_poll_ms = 200  # a GetMedia at the live edge looks for new fragments this often
 video_get_media_idle_ms = 3_000  # ... and ends its response after this long with none (AWS)

@@ -105,9 +105,8 @@ class Replica:
         self.corruptions.append(error)
 
 
-@pytest.fixture(params=[False, True], ids=["clear", "sealed"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RocksLogStore]:
-    rocks = RocksLogStore(tmp_path / "log", keys=Keys() if request.param else None)
+def _filled_store(path: Path, *, sealed: bool) -> RocksLogStore:
+    rocks = RocksLogStore(path, keys=Keys() if sealed else None)
     rocks.append(
         [
             AppendBatch(
@@ -119,6 +118,20 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RocksLogSt
             for b in range(BATCHES)
         ]
     )
+    return rocks
+
+
+@pytest.fixture(params=[False, True], ids=["clear", "sealed"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RocksLogStore]:
+    rocks = _filled_store(tmp_path / "log", sealed=request.param)
+    yield rocks
+    rocks.close()
+
+
+@pytest.fixture
+def clear_store(tmp_path: Path) -> Iterator[RocksLogStore]:
+    """The tests of what a read ahead returns: sealed (encrypted) pages are not read ahead."""
+    rocks = _filled_store(tmp_path / "log", sealed=False)
     yield rocks
     rocks.close()
 
@@ -176,13 +189,11 @@ async def test_the_next_page_is_read_ahead_and_the_next_read_takes_it(
 
 
 async def test_a_page_read_ahead_that_passed_retention_or_other_caps_is_read_again(
-    store: RocksLogStore,
+    clear_store: RocksLogStore,
 ) -> None:
-    if _sealed(store):
-        pytest.skip("sealed pages are not read ahead")
     end = BATCHES * PER_BATCH
-    recorder = Recorder(store)
-    client = _client(store, Replica(end))
+    recorder = Recorder(clear_store)
+    client = _client(clear_store, Replica(end))
     await client.serve_read(UID, _request(0))
     await recorder.read_at(PER_BATCH)
     # The read ahead's first record (batch 1) is now past retention: batch 2 on is returned.
@@ -190,24 +201,22 @@ async def test_a_page_read_ahead_that_passed_retention_or_other_caps_is_read_aga
     page = await client.serve_read(UID, retained)
     assert page.records.first_arrival_ms() == ARRIVAL_MS + 2
     assert recorder.starts.count(PER_BATCH) == 2
-    assert _data(page) == _data(await _fresh(store, retained, end))
+    assert _data(page) == _data(await _fresh(clear_store, retained, end))
 
     await recorder.read_at(3 * PER_BATCH)  # read ahead after that page
     smaller = _request(3 * PER_BATCH, records_max=3)
     page = await client.serve_read(UID, smaller)
-    assert _data(page) == _data(await _fresh(store, smaller, end))
+    assert _data(page) == _data(await _fresh(clear_store, smaller, end))
     assert len(page.records) == 3
 
 
 async def test_a_read_ahead_that_fails_is_dropped_and_the_readers_own_read_reports(
-    store: RocksLogStore,
+    clear_store: RocksLogStore,
 ) -> None:
-    if _sealed(store):
-        pytest.skip("sealed pages are not read ahead")
     end = BATCHES * PER_BATCH
-    recorder = Recorder(store)
+    recorder = Recorder(clear_store)
     replica = Replica(end)
-    client = _client(store, replica)
+    client = _client(clear_store, replica)
     recorder.refused[PER_BATCH] = LogCorruptionError("a corrupt block")
     await client.serve_read(UID, _request(0))
     await recorder.read_at(PER_BATCH)
@@ -218,19 +227,17 @@ async def test_a_read_ahead_that_fails_is_dropped_and_the_readers_own_read_repor
     assert len(replica.corruptions) == 1
     del recorder.refused[PER_BATCH]  # repaired: read again, no read ahead left over
     page = await client.serve_read(UID, _request(PER_BATCH))
-    assert _data(page) == _data(await _fresh(store, _request(PER_BATCH), end))
+    assert _data(page) == _data(await _fresh(clear_store, _request(PER_BATCH), end))
 
 
 async def test_a_page_read_ahead_past_the_end_a_read_is_served_with_is_not_taken(
-    store: RocksLogStore,
+    clear_store: RocksLogStore,
 ) -> None:
     """A read served with a lower end (another replica's view) never returns records past it."""
-    if _sealed(store):
-        pytest.skip("sealed pages are not read ahead")
     end = BATCHES * PER_BATCH
-    recorder = Recorder(store)
+    recorder = Recorder(clear_store)
     replica = Replica(end)
-    client = _client(store, replica)
+    client = _client(clear_store, replica)
     await client.serve_read(UID, _request(0, records_max=15))  # ahead: [15, 30)
     await recorder.read_at(15)
     replica.hw = Offset(20)
