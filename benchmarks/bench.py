@@ -134,7 +134,7 @@ def raw_stub(channel: grpc.Channel, operation: str) -> grpc.UnaryUnaryMultiCalla
     return channel.unary_unary(f"/{SERVICE_NAME}/{operation}")
 
 
-def _failed_put_records(response: bytes) -> int:
+def failed_put_records(response: bytes) -> int:
     return kinesis_pb2.PutRecordsOutput.FromString(response).failed_record_count
 
 
@@ -176,34 +176,50 @@ def _produce(
     rng = random.Random(spec.seed)
     if spec.kind == "PutRecords":
         payloads = [put_records_request(spec.stream_name, rng) for _ in range(REQUEST_POOL)]
-        per_call, failed_in = BATCH_RECORDS, _failed_put_records
+        per_call, failed_in = BATCH_RECORDS, failed_put_records
     else:
         payloads = [put_record_request(spec.stream_name, rng) for _ in range(LATENCY_POOL)]
         per_call, failed_in = 1, _failed_put_record
     with grpc.insecure_channel(spec.target, options=CHANNEL_OPTIONS) as channel:
         stub = raw_stub(channel, spec.kind)
-        stub(payloads[0], timeout=CALL_TIMEOUT_S)  # connects; fails fast if the path is wrong
-        events.put(("ready", spec.index, None))
-        # Warm-up: keep both ends hot until the parent says go (bounded by its deadline).
-        give_up = now_s() + PRODUCERS_READY_DEADLINE_S + 60
-        sent = 1
-        while not go.is_set():
-            stub(payloads[sent % len(payloads)], timeout=CALL_TIMEOUT_S)
-            sent += 1
-            if now_s() > give_up:
-                raise TimeoutError("the parent never said go")
-        latencies: list[float] = []
-        calls = failed = 0
-        start = done = now_s()
-        end = start + spec.seconds
-        while done < end:
-            before = now_s()
-            response = stub(payloads[sent % len(payloads)], timeout=CALL_TIMEOUT_S)
-            done = now_s()
-            latencies.append(done - before)
-            failed += failed_in(response)
-            calls += 1
-            sent += 1
+
+        def send(n: int) -> int:
+            return failed_in(stub(payloads[n % len(payloads)], timeout=CALL_TIMEOUT_S))
+
+        return drive_producer(spec, send, per_call, events, go)
+
+
+def drive_producer(
+    spec: ProducerSpec,
+    send: Callable[[int], int],
+    per_call: int,
+    events: multiprocessing.Queue[Any],
+    go: multiprocessing.synchronize.Event,
+) -> ProducerResult:
+    """One producer's run: `send(n)` makes the n-th call (cycling through pre-built requests)
+    and returns its failed record count; reports ready after the first call, keeps calling
+    until the parent says go, then times `spec.seconds` of calls."""
+    send(0)  # connects; fails fast if the path is wrong
+    events.put(("ready", spec.index, None))
+    # Warm-up: keep both ends hot until the parent says go (bounded by its deadline).
+    give_up = now_s() + PRODUCERS_READY_DEADLINE_S + 60
+    sent = 1
+    while not go.is_set():
+        send(sent)
+        sent += 1
+        if now_s() > give_up:
+            raise TimeoutError("the parent never said go")
+    latencies: list[float] = []
+    calls = failed = 0
+    start = done = now_s()
+    end = start + spec.seconds
+    while done < end:
+        before = now_s()
+        failed += send(sent)
+        done = now_s()
+        latencies.append(done - before)
+        calls += 1
+        sent += 1
     return ProducerResult(
         index=spec.index,
         calls=calls,
@@ -215,11 +231,15 @@ def _produce(
 
 
 def producer_main(
-    spec: ProducerSpec, events: multiprocessing.Queue[Any], go: multiprocessing.synchronize.Event
+    spec: ProducerSpec,
+    events: multiprocessing.Queue[Any],
+    go: multiprocessing.synchronize.Event,
+    produce: Callable[..., ProducerResult] = _produce,
 ) -> None:
-    """Entry point of one producer process; reports ready, then its result or its error."""
+    """Entry point of one producer process; reports ready, then its result or its error.
+    `produce(spec, events, go)` runs it (raw gRPC to `spec.target` by default)."""
     try:
-        result = _produce(spec, events, go)
+        result = produce(spec, events, go)
     except Exception as exc:  # any failure is reported to the parent, which stops the run
         events.put(("error", spec.index, repr(exc)))
         return

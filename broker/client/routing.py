@@ -82,6 +82,11 @@ class RoutingShoalClient:
                     self._forget(request["StreamName"])
         return self._any(operation, request)
 
+    def leader_address(self, stream: str, record: Mapping[str, Any]) -> str | None:
+        """The gRPC address of the leader of the shard `record` (a PutRecords entry:
+        PartitionKey, optional ExplicitHashKey) maps to; None while that shard has none."""
+        return self._route(stream, record)
+
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         with self._lock:
