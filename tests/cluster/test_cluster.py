@@ -211,8 +211,14 @@ def test_cluster_forms_and_serves_every_operation_through_every_node(
             },
         )
         assert routed["FailedRecordCount"] == 0
+        leaders = shard_leaders(cluster.endpoints[0], "everywhere")
         for j, result in enumerate(routed["Records"]):
             acknowledged[f"r-{j}".encode()] = (result["ShardId"], result["SequenceNumber"])
+            # `leader_address` (the producers' split in `scripts/bench --only cluster`) names
+            # the node that leads the shard the record landed in.
+            leader = cluster.node_named(leaders[result["ShardId"]])
+            address = routing.leader_address("everywhere", {"PartitionKey": f"r{j}"})
+            assert address == leader.endpoint
     # The AWS door of another node: boto3 sees the same stream and records.
     node = cluster.nodes[2]
     kinesis = boto3.client(
