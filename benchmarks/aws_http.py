@@ -32,6 +32,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from benchmarks.bench import (
@@ -41,7 +42,6 @@ from benchmarks.bench import (
     DRAIN_DEADLINE_S,
     GET_RECORDS_LIMIT,
     NODE_START_DEADLINE_S,
-    PRODUCERS_READY_DEADLINE_S,
     RECORD_DATA_BYTES,
     REQUEST_POOL,
     Drain,
@@ -53,7 +53,9 @@ from benchmarks.bench import (
     _rate,
     _say,
     create_stream,
+    drive_producer,
     now_s,
+    producer_main,
     run_producers,
     throughput_of,
 )
@@ -226,52 +228,21 @@ def _produce_http(
 ) -> ProducerResult:
     batches = _batches(spec)  # botocore still validates, base64-encodes and serializes each call
     client = boto3_client(spec.target)
+
+    def send(n: int) -> int:
+        response = client.put_records(
+            StreamName=spec.stream_name, Records=batches[n % len(batches)]
+        )
+        return int(response["FailedRecordCount"])
+
     try:
-        client.put_records(StreamName=spec.stream_name, Records=batches[0])  # connects
-        events.put(("ready", spec.index, None))
-        give_up = now_s() + PRODUCERS_READY_DEADLINE_S + 60
-        sent = 1
-        while not go.is_set():  # warm-up, until the parent says go
-            client.put_records(StreamName=spec.stream_name, Records=batches[sent % len(batches)])
-            sent += 1
-            if now_s() > give_up:
-                raise TimeoutError("the parent never said go")
-        latencies: list[float] = []
-        calls = failed = 0
-        start = done = now_s()
-        end = start + spec.seconds
-        while done < end:
-            before = now_s()
-            response = client.put_records(
-                StreamName=spec.stream_name, Records=batches[sent % len(batches)]
-            )
-            done = now_s()
-            latencies.append(done - before)
-            failed += response["FailedRecordCount"]
-            calls += 1
-            sent += 1
+        return drive_producer(spec, send, BATCH_RECORDS, events, go)
     finally:
         client.close()
-    return ProducerResult(
-        index=spec.index,
-        calls=calls,
-        records=calls * BATCH_RECORDS - failed,
-        failed_records=failed,
-        elapsed_s=done - start,
-        latencies_s=latencies,
-    )
 
 
-def http_producer_main(
-    spec: ProducerSpec, events: multiprocessing.Queue[Any], go: multiprocessing.synchronize.Event
-) -> None:
-    """Entry point of one boto3 producer process; reports ready, then its result or its error."""
-    try:
-        result = _produce_http(spec, events, go)
-    except Exception as exc:  # any failure is reported to the parent, which stops the run
-        events.put(("error", spec.index, repr(exc)))
-        return
-    events.put(("result", spec.index, result))
+# Entry point of one boto3 producer process; reports ready, then its result or its error.
+http_producer_main = partial(producer_main, produce=_produce_http)
 
 
 def run_http_producers(
