@@ -193,6 +193,9 @@ class SimController:
         self._version = 0  # of the last shard entry changed (`ShardImage.version`)
         self._prepared: dict[ShardUid, int] = {}
         self._rounds: list[_Round] = []
+        # The new sets of the epoch changes executing now (decided, not yet reported: the
+        # Prepare round or the SetShardLeader proposal is still out), by action.
+        self._changing: dict[int, tuple[NodeId, ...]] = {}
         self.elections_started = 0
         self.elections_committed = 0
         self.terms = 1
@@ -231,6 +234,11 @@ class SimController:
     def prepared_epoch(self, shard_uid: ShardUid) -> int:
         """The highest epoch any Prepare for the shard carried (or its image's)."""
         return max(self.shards[shard_uid].epoch, self._prepared.get(shard_uid, 0))
+
+    def sets_changing_to(self) -> tuple[tuple[NodeId, ...], ...]:
+        """The replica sets the epoch changes in flight would leave (an image may show one
+        at any moment: the fault plans count a shrink in flight as done)."""
+        return tuple(self._changing.values())
 
     def node_started(self, node_id: NodeId) -> None:
         """A node process starts: it registers, as node.py does, with a new incarnation."""
@@ -402,6 +410,13 @@ class SimController:
         if action.caught_up and not self._caught_up(action):
             report(Outcome.NOT_READY)
             return
+        change = id(action)
+        self._changing[change] = action.new_replicas
+
+        def reported(outcome: str) -> None:
+            del self._changing[change]
+            report(outcome)
+
         epoch = action.epoch + 1
         self._prepared[uid] = max(self._prepared.get(uid, 0), epoch)
         targets = tuple(dict.fromkeys((*action.replicas, *action.new_replicas)))
@@ -410,7 +425,7 @@ class SimController:
             epoch=epoch,
             targets=targets,
             disk_generations={n: self._nodes.disk_generation(n) for n in targets},
-            report=report,
+            report=reported,
         )
         self._rounds.append(current)
         self.elections_started += 1
