@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from broker import buggify
 from broker.sim.cluster import SimCluster, SimConfig
+from broker.sim.control import Trace
 from broker.sim.controller import ControllerViolation
 from broker.sim.faults import FaultPlans
 from broker.sim.invariants import Invariants, InvariantViolation
@@ -41,9 +42,14 @@ class SimResult:
 QUIET_PRODUCE_MS = 1_000  # producers keep writing this long into the quiet phase
 
 
-def run_seed(seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000) -> SimResult:
-    """One simulated run: `steps` events with faults, then the quiet phase and final checks."""
+def run_seed(
+    seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000, trace: Trace | None = None
+) -> SimResult:
+    """One simulated run: `steps` events with faults, then the quiet phase and final checks;
+    `trace` is told the controller's decisions, Prepares, promises and images and the nodes'
+    crashes, disk losses and restarts as they happen (`scripts/sim --trace-shard`)."""
     cluster = new_cluster(seed)  # enables the fault points (broker.buggify)
+    cluster.controller.trace = trace
     try:
         while cluster.world.steps < steps and cluster.step():
             pass
