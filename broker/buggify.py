@@ -48,8 +48,10 @@ class _Buggify:
 _STATE = _Buggify()
 
 
-def buggify(point: str) -> bool:
-    """Whether to take the rare path at `point` now (always False unless enabled)."""
+def buggify(point: str, *, rate: float = 0.05) -> bool:
+    """Whether to take the rare path at `point` now (always False unless enabled). `rate`:
+    how often the point fires in a run where it is hot (FoundationDB's BUGGIFY_WITH_PROB),
+    for a point asked so seldom (once a seal) that the usual rate would hardly ever fire."""
     state = _STATE
     if state.rng is None:
         return False
@@ -57,7 +59,7 @@ def buggify(point: str) -> bool:
     probability = state.hot.get(point)
     if probability is None:
         # Like FoundationDB: a quarter of the points are active in a run, each at its own rate.
-        probability = state.rng.choice((0.0, 0.0, 0.0, 0.05))
+        probability = state.rng.choice((0.0, 0.0, 0.0, rate))
         state.hot[point] = probability
     if probability and state.rng.random() < probability:
         state.fired[point] = state.fired.get(point, 0) + 1

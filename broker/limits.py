@@ -208,10 +208,6 @@ replication_frame_control_bytes_max = 4 * KiB
 # commit, the Appends and heartbeats of one driver turn) go out in one socket write at the end
 # of the turn; a larger frame flushes them and itself at once (broker/rpc/framed.py).
 replication_frame_coalesce_bytes_max = 64 * KiB
-# The serialised forms of the last batches the framed sender sent (at most this many bytes),
-# so that each goes through protobuf once for all the followers it is sent to, in one driver
-# turn (rpc/replication_codec.EnvelopeEncoder); a larger one is not kept.
-replication_encoded_batches_bytes_max = 4 * MiB
 replication_hello_timeout_ms = 5_000
 # Connections not yet admitted at once (each held at most the hello timeout, 4 KiB buffered):
 # beyond this a new one is closed at once, so unknown diallers cannot pile up sockets.
@@ -283,6 +279,10 @@ load_report_shards_max = 2_000
 # records/s) is reported as idle: 1 % is 10 records/s. 1,000 shards trickling a few records a
 # second cost the metadata log nothing; the hot-shard view shows them at 0.
 load_report_floor_ppm = 10_000
+# CapacityService's hot-shard and hot-key lists (`shoal hot-shards`, `hot-keys`): the rows a
+# request gets without a Limit, and the most it may ask for.
+capacity_list_limit_default = 10
+capacity_list_limit_max = 1_000
 
 assert put_records_count_max * 1 <= get_records_count_max
 assert replication_append_bytes_max >= put_records_bytes_max + put_records_count_max * KiB
@@ -331,6 +331,9 @@ video_edge_sync_timeout_ms = 15 * 60_000
 video_edge_list_page_default = 5
 video_list_page_max = 10_000  # ListStreams/ListFragments MaxResults ceiling (the model's 10000)
 video_put_media_idle_ms = 30_000  # a PutMedia session with no data this long is closed (AWS)
+# Tagged fragments' SNS notifications (video/notifications.py): a delivery pass looks for new
+# fragments this often; a refused publish is retried on the next pass.
+video_notification_pass_interval_ms = 1_000
 video_ack_idle_interval_ms = 3_000  # IDLE acknowledgements while a producer sends nothing
 video_get_media_poll_ms = 200  # a GetMedia at the live edge looks for new fragments this often
 video_get_media_idle_ms = 3_000  # ... and ends its response after this long with none (AWS)

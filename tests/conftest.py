@@ -25,6 +25,8 @@ fast_tier.install()  # a test starting a node process must be marked (tests/fast
 
 # Property tests assert behaviour, never speed: Hypothesis' 200 ms per-example deadline fails
 # examples on a loaded shared machine (test_namespaces at load ~34), so it is off everywhere.
+# The fast tier tries fewer examples (`fast_tier.examples`; `pytest_configure` loads
+# "shoal-fast" there).
 settings.register_profile("shoal", deadline=None)
 settings.load_profile("shoal")
 
@@ -34,6 +36,18 @@ _PACKAGES_RUN_WHOLE = ("firehose", "video")
 _ALONE_RAFT_HEARTBEAT_MS = 10
 # After its summary, the run has this long to exit before every thread's stack is printed.
 _EXIT_DEADLINE_S = 60
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the fast tier, property tests without their own count try fewer examples too."""
+    fast_tier.configure(config)
+    if fast_tier.selected():
+        settings.register_profile(
+            "shoal-fast",
+            parent=settings.get_profile("shoal"),
+            max_examples=fast_tier.examples(fast_tier.DEFAULT_EXAMPLES),
+        )
+        settings.load_profile("shoal-fast")
 
 
 @pytest.fixture(scope="session", autouse=True)

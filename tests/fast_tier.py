@@ -6,6 +6,9 @@
 and make it wait for node start-ups again. So every `subprocess.Popen` the test session makes
 is seen by an audit hook (`install`), and one that starts a node process while an unmarked test
 runs fails that test at once, in every tier, naming the test and the command.
+
+Property tests try fewer examples in the fast tier (`examples`, `configure`): a quarter of what
+the default run and CI try, which still run every property at its full count.
 """
 
 from __future__ import annotations
@@ -24,8 +27,15 @@ FAST_TIER_SELECTION = "not process and not cluster and not slow"
 # Scripts of this repository that start node processes.
 _NODE_SCRIPTS = frozenset({"serve", "cluster"})
 
+# The share of a property test's examples that the fast tier tries, and the fewest it tries.
+FAST_EXAMPLES_SHARE = 0.25
+FAST_EXAMPLES_MIN = 10
+# Hypothesis' default count (a property test without `max_examples`).
+DEFAULT_EXAMPLES = 100
+
 _running: pytest.Item | None = None
 _installed = False
+_selected = False
 
 
 class UnmarkedNodeProcess(AssertionError):
@@ -76,6 +86,26 @@ def _audit(event: str, arguments: tuple[Any, ...]) -> None:
     else:
         words = [os.fsdecode(word) for word in argv]
     check(_running, words)
+
+
+def configure(config: pytest.Config) -> None:
+    """Notes whether this run is the fast tier (its marker selection), before any test module
+    is imported: `examples` is read when a module's decorators run."""
+    global _selected
+    _selected = config.option.markexpr == FAST_TIER_SELECTION
+
+
+def selected() -> bool:
+    """Whether this run is `scripts/test --fast` (or any run with its `-m` selection)."""
+    return _selected
+
+
+def examples(full: int) -> int:
+    """How many examples a property test tries in this run: `full` in the default run and CI,
+    `FAST_EXAMPLES_SHARE` of it (at least `FAST_EXAMPLES_MIN`) in the fast tier."""
+    if not _selected:
+        return full
+    return min(full, max(FAST_EXAMPLES_MIN, round(full * FAST_EXAMPLES_SHARE)))
 
 
 def install() -> None:

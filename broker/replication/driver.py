@@ -250,8 +250,7 @@ class ReplicationDriver:
             return SealAnswer(end_offset=None)
         try:
             async with asyncio.timeout(wait_ms / 1000):
-                while (end := local.replica.sealed_end()) is None:
-                    self._core.touch(shard_uid)
+                while (end := self._core.sealed_end(shard_uid, epoch)) is None:
                     self._wake.set()
                     await self._turned.wait()
                 return SealAnswer(end_offset=end)

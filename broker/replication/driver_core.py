@@ -302,6 +302,19 @@ class DriverCore:
         """Asks the next turn for this replica's Ready (something outside changed it)."""
         self._touched.add(shard_uid)
 
+    def sealed_end(self, shard_uid: ShardUid, epoch: int) -> Offset | None:
+        """The controller's seal request answered now: the final end of a sealing shard this
+        node leads at `epoch`, once everything it appended is committed. None while not yet
+        (the next turn is asked to move the replica on: the caller asks again after it) or
+        when the replica here is not at `epoch` (a leader change came first)."""
+        local = self.locals.get(shard_uid)
+        if local is None or local.epoch != epoch:
+            return None
+        end = local.replica.sealed_end()
+        if end is None:
+            self.touch(shard_uid)
+        return end
+
     def propose(
         self,
         shard_uid: ShardUid,

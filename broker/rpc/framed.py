@@ -45,7 +45,7 @@ from broker.clock import Clock
 from broker.replication.messages import Envelope, ReplicationMessage
 from broker.rpc import frames
 from broker.rpc.frames import FrameError, FrameKind, FrameReader, encode_frame
-from broker.rpc.replication_codec import CorruptBatchError, EnvelopeEncoder, envelope_from_proto
+from broker.rpc.replication_codec import CorruptBatchError, envelope_from_proto, envelope_to_proto
 from broker.rpc.transport import TransportStatistics
 from broker.types import NodeId
 
@@ -415,7 +415,7 @@ class _Link:
 
     def _write(self, connection: _Outbound, envelope: Envelope) -> None:
         owner = self.owner
-        message = owner.encoder.encode(envelope, sender=owner.node_id)
+        message = envelope_to_proto(envelope, sender=owner.node_id).SerializeToString()
         connection.write_envelope(encode_frame(FrameKind.ENVELOPE, message))
         owner.sent += 1
 
@@ -447,15 +447,29 @@ class FramedTransport:
         self.dropped = 0
         self.reconnects = 0
         self.writes = 0  # socket writes of envelope frames (several frames each, coalesced)
-        self.encoder = EnvelopeEncoder(bytes_max=limits.replication_encoded_batches_bytes_max)
 
     def send(self, envelope: Envelope) -> None:
         assert envelope.to != self.node_id, "a message to ourselves"
-        link = self._links.get(envelope.to)
+        self._link(envelope.to).send(envelope)
+
+    def connected(self, node_id: NodeId) -> bool:
+        """Whether the connection to `node_id` is up and admitted (`send` then writes to it)."""
+        link = self._links.get(node_id)
+        return link is not None and link.connection is not None
+
+    def dial(self, node_id: NodeId) -> None:
+        """Connects to `node_id` in the background if not connected (with the reconnect
+        backoff), without sending anything: the caller reaches it another way meanwhile."""
+        link = self._link(node_id)
+        if link.connection is None:
+            link.ready.set()
+
+    def _link(self, node_id: NodeId) -> _Link:
+        link = self._links.get(node_id)
         if link is None:
-            link = self._links[envelope.to] = _Link(self, envelope.to)
+            link = self._links[node_id] = _Link(self, node_id)
             self._new_links.put_nowait(link)
-        link.send(envelope)
+        return link
 
     def statistics(self) -> TransportStatistics:
         return TransportStatistics(

@@ -11,7 +11,6 @@ travels as its records with its epoch and control flag, which every release read
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterable, Sequence
 
 from broker.api.internal.v1 import internal_pb2 as pb
@@ -83,7 +82,16 @@ def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEn
             return pb.ReplicationEnvelope(
                 from_node=sender,
                 to_node=envelope.to,
-                append=_append_to_proto(message, [batch_to_proto(b) for b in message.batches]),
+                append=pb.Append(
+                    shard_uid=message.shard_uid,
+                    epoch=message.epoch,
+                    leader=message.leader,
+                    first_offset=message.first_offset,
+                    prev_epoch=message.prev_epoch,
+                    batches=[batch_to_proto(b) for b in message.batches],
+                    leader_hw=message.leader_hw,
+                    leader_log_start=message.leader_log_start,
+                ),
             )
         case AppendAck():
             return pb.ReplicationEnvelope(
@@ -102,69 +110,6 @@ def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEn
             )
         case _:
             raise AssertionError(f"{type(message).__name__} does not travel on the stream")
-
-
-def _append_to_proto(message: Append, batches: list[pb.Batch]) -> pb.Append:
-    return pb.Append(
-        shard_uid=message.shard_uid,
-        epoch=message.epoch,
-        leader=message.leader,
-        first_offset=message.first_offset,
-        prev_epoch=message.prev_epoch,
-        batches=batches,
-        leader_hw=message.leader_hw,
-        leader_log_start=message.leader_log_start,
-    )
-
-
-class EnvelopeEncoder:
-    """Serialised envelopes (`envelope_to_proto(...).SerializeToString()`), each batch of an
-    Append serialised once for all the followers it goes to, not once per follower.
-
-    How: protobuf parses concatenated serialisations of a message as their merge (a repeated
-    field's elements appended in order, an embedded message merged), so an Append's envelope is
-    its head (from, to and the Append's scalar fields) followed by one
-    `ReplicationEnvelope{append: Append{batches: [batch]}}` per batch, which is the same for
-    every follower and kept for the last batches sent, up to `bytes_max` (by identity: the
-    leader's replicas send the same `AppendBatch` objects from their tail to every follower). The
-    receiver parses it as the one message `envelope_to_proto` builds (tested)."""
-
-    def __init__(self, *, bytes_max: int) -> None:
-        assert bytes_max >= 1
-        self._bytes_max = bytes_max
-        # id(batch) -> (batch, its bytes); the batch is held so its id is not reused meanwhile.
-        self._batches: collections.OrderedDict[int, tuple[AppendBatch, bytes]] = (
-            collections.OrderedDict()
-        )
-        self._bytes = 0
-        self.batches_encoded = 0  # batch serialisations made (a cached one is not counted)
-
-    def encode(self, envelope: Envelope, *, sender: NodeId) -> bytes:
-        message = envelope.message
-        if not isinstance(message, Append) or not message.batches:
-            return envelope_to_proto(envelope, sender=sender).SerializeToString()
-        head = pb.ReplicationEnvelope(
-            from_node=sender, to_node=envelope.to, append=_append_to_proto(message, [])
-        ).SerializeToString()
-        return b"".join((head, *(self._batch_bytes(batch) for batch in message.batches)))
-
-    def _batch_bytes(self, batch: AppendBatch) -> bytes:
-        cached = self._batches.get(id(batch))
-        if cached is not None and cached[0] is batch:
-            self._batches.move_to_end(id(batch))
-            return cached[1]
-        encoded = pb.ReplicationEnvelope(
-            append=pb.Append(batches=[batch_to_proto(batch)])
-        ).SerializeToString()
-        self.batches_encoded += 1
-        if len(encoded) > self._bytes_max:
-            return encoded
-        self._batches[id(batch)] = (batch, encoded)
-        self._bytes += len(encoded)
-        while self._bytes > self._bytes_max:
-            _, (_, dropped) = self._batches.popitem(last=False)
-            self._bytes -= len(dropped)
-        return encoded
 
 
 def envelope_from_proto(envelope: pb.ReplicationEnvelope) -> ReplicationMessage | None:

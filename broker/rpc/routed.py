@@ -1,7 +1,10 @@
 """The node's replication `Transport` (replication/network.py): each message goes to its peer
 over the framed port when both nodes have one (this node's `replication_port` is set and the
-peer advertised its address in its registration), over the gRPC Replicate stream otherwise, so
-a peer on an older release, or one with the port off, is reached as before (rolling upgrades).
+peer advertised its address in its registration) and the connection to it is up, over the gRPC
+Replicate stream otherwise, so a peer on an older release, or one with the port off, is reached
+as before (rolling upgrades), and so is one whose framed port cannot be reached (a firewall
+that lets only the gRPC port through, a connection being re-established): the framed side
+keeps dialling it in the background (with its backoff) and takes over once connected.
 
 The choice is made per message from the current metadata image, so a peer that re-registers
 with or without the port moves to the other path at once. Neither path promises order or
@@ -36,10 +39,13 @@ class RoutedTransport:
         self._framed_address = framed_address
 
     def send(self, envelope: Envelope) -> None:
-        if self._framed is not None and self._framed_address(envelope.to):
-            self._framed.send(envelope)
-        else:
-            self._grpc.send(envelope)
+        framed = self._framed
+        if framed is not None and self._framed_address(envelope.to):
+            if framed.connected(envelope.to):
+                framed.send(envelope)
+                return
+            framed.dial(envelope.to)  # gRPC carries this one; framed from the connection on
+        self._grpc.send(envelope)
 
     async def fetch_batches(
         self,

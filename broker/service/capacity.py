@@ -17,8 +17,8 @@ from broker.meta.capacity_table import ReportedLoad, ScalingEvent
 from broker.meta.image import MetadataImage, ShardMeta, StreamMeta
 from broker.streams.hot_keys import KeyLoad
 
-LIMIT_DEFAULT = 10
-LIMIT_MAX = 1_000
+LIMIT_DEFAULT = limits.capacity_list_limit_default
+LIMIT_MAX = limits.capacity_list_limit_max
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

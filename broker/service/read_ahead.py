@@ -77,7 +77,9 @@ class ReadAhead:
         read: Callable[[], Ahead],
     ) -> None:
         """Runs `read` (blocking: a worker thread) for the page at `start_offset` with these
-        caps, unless that page is being read ahead already."""
+        caps, unless that page is being read ahead already. The thread starts on the loop's
+        next turn (a task's first step), so the caller's answer is written and handed to the
+        transport first, without the read's thread holding the GIL against it."""
         if self._pages_max == 0:
             return
         key = _Key(shard_uid, start_offset, records_max, bytes_max)

@@ -164,11 +164,11 @@ def _common_entries(raw_records: Sequence[Mapping[str, Any]], size_max: int) -> 
     record is not the common one (the caller's loop then makes them, and raises the error of
     the first bad one); nothing here has an effect, so that costs only the time."""
     count = len(raw_records)
-    # Two members each, and every one has both keys (itemgetter raises otherwise): no
-    # ExplicitHashKey anywhere.
-    if sum(map(len, raw_records)) != 2 * count:
-        return None
     try:
+        # Two members each, and every one has both keys (itemgetter raises otherwise): no
+        # ExplicitHashKey anywhere.
+        if sum(map(len, raw_records)) != 2 * count:
+            return None
         keys = list(map(_partition_keys, raw_records))
         datas = list(map(_datas, raw_records))
         keys_utf8 = list(map(str.encode, keys))

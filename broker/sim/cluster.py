@@ -16,10 +16,14 @@ incarnation); a restart builds a new core, which opens its replicas from what th
 durable and the current metadata image. The fault points of `broker.buggify` are enabled for
 the run, drawn from the seed.
 
+The nodes' metadata is the real image's entries as they reached each node (hash keys, state,
+parents): children of a reshard are opened by the core from it, as on a real node, and the
+controller's seal requests are answered by the core (`seal`).
+
 A run (`run.run_seed`) has a fault phase of a given number of events, with the fault plans of
 `faults.py` active, then a quiet phase: faults stop, the network heals, every node restarts,
-and the cluster must converge (every shard led, every replica caught up) within a bounded
-virtual time. `invariants.py` checks after every event and at the end.
+and the cluster must converge (every reshard completed, every shard led, every replica caught
+up) within a bounded virtual time. `invariants.py` checks after every event and at the end.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from broker import arns, buggify
 from broker.errors import ShoalError
 from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import ReplicaStatus
-from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.meta.image import MetadataImage, StreamMeta, StreamMode
 from broker.replication.driver_core import (
     Appended,
     DriverCore,
@@ -54,7 +58,6 @@ from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, Strea
 
 _SWEEP_INTERVAL_MS = 2_000  # the driver shell's backstop tick of every replica
 _UNKNOWN = RefusalReason.OUTCOME_UNKNOWN
-_HASH_KEYS = 2**128
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -87,6 +90,7 @@ class SimConfig:
     # The first shard's leader crashes before its first batch reaches anyone (the liveness
     # gap of a two-replica creation whose leader died at once), and restarts later.
     first_leader_kill: bool = False
+    reshards: bool = False  # splits, merges and shard-count updates (workloads.Workload)
 
     @staticmethod
     def randomized(rng: random.Random) -> SimConfig:
@@ -120,6 +124,7 @@ class SimConfig:
             disk_loss=rng.random() < 0.4,
             placed_replicas=(placed := rng.choice([0, 0, 0, 2])),
             first_leader_kill=placed != 0 and rng.random() < 0.5,
+            reshards=rng.random() < 0.6,
         )
 
 
@@ -345,7 +350,10 @@ class SimCluster:
                 self.restart(node)
 
     def converged(self) -> bool:
-        """Every shard has its image's leader leading, with every replica caught up."""
+        """No reshard under way, and every shard has its image's leader leading, with every
+        replica caught up."""
+        if any(stream.reshard is not None for stream in self.controller.image.streams.values()):
+            return False
         for shard_uid, image in self.controller.shards.items():
             if image.leader is None:
                 return False
@@ -375,6 +383,7 @@ class SimCluster:
             f"t={self.world.now_ms}ms steps={self.world.steps}",
             f"acked={self.workload.acknowledged_count} unknown={self.workload.unknown_count}",
             f"elections={self.controller.elections_committed}/{self.controller.elections_started}",
+            f"reshards={self.controller.reshards_completed}/{self.controller.reshards_begun}",
             f"sent={self.network.sent} dropped={self.network.dropped}",
             f"buggify={','.join(f'{k}:{v}' for k, v in sorted(fired.items())) or '-'}",
         ]
@@ -392,7 +401,10 @@ class SimCluster:
                     f"{node_id} {role} e{stats.epoch}/p{stats.promised_epoch}"
                     f" end={stats.log_end} hw={stats.high_watermark}"
                 )
-            parts.append(f"[{shard_uid} e{image.epoch} L={image.leader}: {'; '.join(states)}]")
+            state = image.meta.state.name[0]  # Open, Sealing, Closed
+            parts.append(
+                f"[{shard_uid} {state} e{image.epoch} L={image.leader}: {'; '.join(states)}]"
+            )
         return " ".join(parts)
 
     # --- Nodes ------------------------------------------------------------------------------
@@ -445,6 +457,58 @@ class SimCluster:
 
     def disk_generation(self, node_id: NodeId) -> int:
         return self.nodes[node_id].disk_generation
+
+    def seal(
+        self,
+        node_id: NodeId,
+        shard_uid: ShardUid,
+        epoch: int,
+        answer: Callable[[Offset | None], None],
+    ) -> None:
+        """The controller's seal request, served as the driver shell's `seal` serves it: the
+        node applies its newest image, then asks `DriverCore.sealed_end` after its turns until
+        it answers or the request's wait runs out. The request and its answer cross the
+        network (a partition or a crash leaves the controller without one until its timeout).
+        BUGGIFY `controller.change_during_seal`: the leader crashes just after answering, so a
+        leader change of the parent runs while the controller completes the reshard."""
+        rng = self.world.random("seals")
+        timeout_ms = self.config.election_timeout_ms
+        deadline = self.world.now_ms + timeout_ms
+        node = self.nodes[node_id]
+        incarnation = node.incarnation
+
+        def lost() -> None:
+            answer(None)
+
+        def reply(end: Offset | None) -> None:
+            if self.network.is_blocked(node_id, CONTROLLER):
+                self.world.schedule(max(0, deadline - self.world.now_ms), "seal lost", lost)
+                return
+            delay = rng.randint(0, self.config.network_delay_ms_max)
+            self.world.schedule(delay, f"seal answer {shard_uid}", lambda: answer(end))
+
+        def ask() -> None:
+            if not node.alive or node.incarnation != incarnation or node.core is None:
+                self.world.schedule(max(0, deadline - self.world.now_ms), "seal lost", lost)
+                return
+            self._apply(node)
+            end = node.core.sealed_end(shard_uid, epoch)
+            if end is None and self.world.now_ms < deadline:
+                self._kick(node)
+                self.world.schedule(max(1, self.config.disk_ms_max), f"seal {shard_uid}", ask)
+                return
+            reply(end)
+            if (
+                end is not None
+                and self.faults_active
+                and buggify.buggify("controller.change_during_seal", rate=0.5)
+            ):
+                self.faults.crash_and_restart(node)
+
+        if not node.alive or self.network.is_blocked(CONTROLLER, node_id):
+            self.world.schedule(timeout_ms, "seal lost", lost)
+            return
+        self.world.schedule(rng.randint(0, self.config.network_delay_ms_max), "seal", ask)
 
     def disk_losses(self) -> int:
         return sum(node.disk_generation for node in self.nodes.values())
@@ -508,23 +572,9 @@ class SimCluster:
 
     def _configure(self, node: SimNode) -> None:
         """The node's view of the metadata as the real image: one stream holding the shards
-        whose entries reached it."""
-        shards = tuple(
-            ShardMeta(
-                index=ShardIndex(uid - 100),
-                uid=uid,
-                hash_key_start=0,
-                hash_key_end=_HASH_KEYS - 1,
-                parent_index=None,
-                adjacent_parent_index=None,
-                created_ms=0,
-                state=ShardState.SEALING if image.sealing else ShardState.OPEN,
-                replicas=image.replicas,
-                leader=image.leader,
-                epoch=image.epoch,
-            )
-            for uid, image in sorted(node.image.items())
-        )
+        whose entries reached it (children appear there once CompleteReshard's entries
+        arrive, and the core opens them as the node's driver does: `DriverCore.apply_image`)."""
+        shards = tuple(image.meta for _, image in sorted(node.image.items()))
         stream = StreamMeta(
             name=StreamName("sim"),
             uid=StreamUid(1),

@@ -33,6 +33,15 @@ the nodes answer. The image is checked after every command, and every decided
 `EpochChange` before it runs: `ReplicasDistinct` (no two replicas of a shard on one node)
 and `LeaderIsReplica`. This run found seed 12: a replica added before the set held its
 leader's log (`controller_core._holders_before_add`).
+
+Reshards: the workload proposes the real `BeginReshard` (`begin_reshard`: a split, a merge or
+an UpdateShardCount), which seals the parents in the image; the core's
+`CompleteReshardAction` is executed as the shell's `_complete_reshard`: a seal request to each
+parent's leader at its epoch (`Nodes.seal`, served by the node's real
+`DriverCore.sealed_end`), then `CompleteReshard` with the ends once every parent answered
+one (NOT_READY otherwise), which closes the parents and adds the children with their parents'
+replica sets and leaders at epoch 1; every image is checked to cover each hash key once
+(`HashKeysCoveredOnce`).
 """
 
 from __future__ import annotations
@@ -62,13 +71,18 @@ from broker.meta.controller_core import (
     ReplicaStatus,
     UnfenceNode,
 )
-from broker.meta.image import MetadataImage, NodeState, ShardState, StreamMode
+from broker.meta.image import MetadataImage, NodeState, ShardMeta, ShardState, StreamMode
 from broker.meta.metadata_format import METADATA_FORMAT_MAX
 from broker.meta.state_machine import apply
 from broker.replication.messages import Prepare, Promise, ReplicationMessage
-from broker.sim.controller import ControllerViolation, check_replica_set
+from broker.sim.controller import (
+    ControllerViolation,
+    check_hash_keys,
+    check_replica_set,
+    reshard_command,
+)
 from broker.sim.world import World
-from broker.types import NodeId, ShardUid, StreamName
+from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName
 
 STREAM = StreamName("sim")
 CONTROLLER = NodeId("controller")  # the controller's address on the simulated network
@@ -83,7 +97,9 @@ class ShardImage:
     replicas: tuple[NodeId, ...]
     leader: NodeId | None
     epoch: int
-    sealing: bool = False
+    sealing: bool = False  # SEALING or CLOSED: no new appends
+    # The whole entry, as the node's image holds it (hash keys, state, parents, end offset).
+    meta: ShardMeta
     # The metadata command that produced this entry, in commit order: a node applies the
     # entries of one shard in that order, as it applies the log.
     version: int = 0
@@ -113,6 +129,17 @@ class Nodes(Protocol):
         ...
 
     def disk_generation(self, node_id: NodeId) -> int: ...
+
+    def seal(
+        self,
+        node_id: NodeId,
+        shard_uid: ShardUid,
+        epoch: int,
+        answer: Callable[[Offset | None], None],
+    ) -> None:
+        """The shell's seal request to the parent's leader (`ReplicaControl.seal`): `answer`
+        gets the final end, or None (not yet, not leading at `epoch`, or no answer in time)."""
+        ...
 
 
 Send = Callable[[NodeId, NodeId, ReplicationMessage], None]
@@ -200,6 +227,9 @@ class SimController:
         # Prepare round or the SetShardLeader proposal is still out), by action.
         self._changing: dict[int, tuple[NodeId, ...]] = {}
         self.elections_started = 0
+        self.reshards_proposed = 0  # BeginReshard proposed (some refused: a shard limit, ...)
+        self.reshards_begun = 0  # ... and accepted
+        self.reshards_completed = 0
         self.elections_committed = 0
         self.terms = 1
         # What the controller decided, by kind ("FenceNode", ...) and leader-change reason
@@ -291,6 +321,7 @@ class SimController:
 
     def _check_image(self) -> None:
         for stream in self.image.streams.values():
+            check_hash_keys(stream)
             for shard in stream.shards:
                 check_replica_set(shard.shard_id, shard)
 
@@ -305,7 +336,8 @@ class SimController:
                 replicas=shard.replicas,
                 leader=shard.leader,
                 epoch=shard.epoch,
-                sealing=shard.state is ShardState.SEALING,
+                sealing=shard.state is not ShardState.OPEN,
+                meta=shard,
                 version=0 if known is None else known.version,
             )
             if known != entry:
@@ -410,7 +442,63 @@ class SimController:
             self._propose(cmd.SetMetadataFormat(now_ms=now, level=action.level), outcome)
         else:
             assert isinstance(action, CompleteReshardAction)
-            raise AssertionError(f"no reshards in this simulation: {action}")
+            self._complete_reshard(action, report)
+
+    # --- Reshards (the workload's BeginReshard, the shell's _complete_reshard) ---------------
+
+    def begin_reshard(self, rng: random.Random, *, target_shard_count_max: int) -> None:
+        """An operator's split, merge or UpdateShardCount of the stream, drawn from `rng`,
+        proposed unless a reshard is already under way."""
+        stream = self.image.streams[STREAM]
+        if stream.reshard is not None:
+            return
+        command = reshard_command(
+            stream, rng, now_ms=self._world.now_ms, target_shard_count_max=target_shard_count_max
+        )
+        if command is not None:
+            self.reshards_proposed += 1
+            self._propose(command, self._reshard_begun)
+
+    def _reshard_begun(self, accepted: bool) -> None:
+        self.reshards_begun += accepted
+
+    def _complete_reshard(
+        self, action: CompleteReshardAction, report: Callable[[str], None]
+    ) -> None:
+        """Every parent's leader seals it (through its driver); once each answered its final
+        end, `CompleteReshard` with those ends; NOT_READY while any did not."""
+        finals: dict[ShardIndex, Offset | None] = {}
+
+        def sealed(index: ShardIndex, end: Offset | None) -> None:
+            finals[index] = end
+            if len(finals) < len(action.parents):
+                return
+            ends = tuple((i, e) for i, e in sorted(finals.items()) if e is not None)
+            if len(ends) < len(action.parents):
+                report(Outcome.NOT_READY)
+                return
+
+            def completed(accepted: bool) -> None:
+                self.reshards_completed += accepted
+                report(Outcome.DONE if accepted else Outcome.FAILED)
+
+            self._propose(
+                cmd.CompleteReshard(
+                    now_ms=self._world.now_ms,
+                    stream_uid=action.stream_uid,
+                    end_offsets=ends,
+                    updating_ms=self._timing.settings.stream_updating_ms,
+                ),
+                completed,
+            )
+
+        for parent in action.parents:
+            self._nodes.seal(
+                parent.leader,
+                parent.shard_uid,
+                parent.epoch,
+                functools.partial(sealed, ShardIndex(parent.index)),
+            )
 
     # --- Leader changes (the shell's _change_epoch and _prepare) -----------------------------
 

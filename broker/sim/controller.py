@@ -48,6 +48,7 @@ from broker.meta.image import (
     ReshardKind,
     ShardMeta,
     ShardState,
+    StreamMeta,
     StreamMode,
 )
 from broker.meta.state_machine import apply
@@ -80,6 +81,62 @@ def check_replica_set(where: str, shard: ShardMeta) -> None:
         raise ControllerViolation("ReplicasDistinct", f"{where}: {shard.replicas}")
     if shard.leader is not None and shard.leader not in shard.replicas:
         raise ControllerViolation("LeaderIsReplica", f"{where}: {shard.leader} of {shard.replicas}")
+
+
+def check_hash_keys(stream: StreamMeta) -> None:
+    """HashKeysCoveredOnce: the shards of `stream` that are not closed cover every hash key
+    exactly once (a reshard never loses or doubles a key)."""
+    live = [
+        (shard.hash_key_start, shard.hash_key_end)
+        for shard in stream.shards
+        if shard.state is not ShardState.CLOSED
+    ]
+    if not tiles_hash_space(live):
+        raise ControllerViolation(
+            "HashKeysCoveredOnce", f"stream {stream.name}: live ranges {sorted(live)}"
+        )
+
+
+def reshard_command(
+    stream: StreamMeta, rng: random.Random, *, now_ms: int, target_shard_count_max: int
+) -> cmd.BeginReshard | None:
+    """A reshard of `stream` drawn from `rng`: a split of an open shard at a random key, a
+    merge of an open shard with its open upper neighbour, or an UpdateShardCount to 1..
+    `target_shard_count_max` shards (also when a one-key shard is drawn for a split); None
+    when the draw names a merge with no open neighbour."""
+    open_shards = [s for s in stream.shards if s.state is ShardState.OPEN]
+    if not open_shards:
+        return None
+    shard = rng.choice(open_shards)
+    choice = rng.randrange(3)
+    if choice == 0 and shard.hash_key_end > shard.hash_key_start:
+        return cmd.BeginReshard(
+            now_ms=now_ms,
+            name=stream.name,
+            kind=ReshardKind.SPLIT,
+            shard_index=ShardIndex(shard.index),
+            new_starting_hash_key=rng.randint(shard.hash_key_start + 1, shard.hash_key_end),
+            shard_count_per_account_max=256,
+        )
+    if choice == 1:
+        neighbours = [s for s in open_shards if s.hash_key_start == shard.hash_key_end + 1]
+        if not neighbours:
+            return None
+        return cmd.BeginReshard(
+            now_ms=now_ms,
+            name=stream.name,
+            kind=ReshardKind.MERGE,
+            shard_index=ShardIndex(shard.index),
+            adjacent_shard_index=ShardIndex(neighbours[0].index),
+            shard_count_per_account_max=256,
+        )
+    return cmd.BeginReshard(
+        now_ms=now_ms,
+        name=stream.name,
+        kind=ReshardKind.UNIFORM_SCALING,
+        target_shard_count=rng.randint(1, target_shard_count_max),
+        shard_count_per_account_max=256,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,15 +173,7 @@ class _Run:
 
     def check_image(self) -> None:
         for stream in self.image.streams.values():
-            live = [
-                (shard.hash_key_start, shard.hash_key_end)
-                for shard in stream.shards
-                if shard.state is not ShardState.CLOSED
-            ]
-            if not tiles_hash_space(live):
-                raise ControllerViolation(
-                    "HashKeysCoveredOnce", f"stream {stream.name}: live ranges {sorted(live)}"
-                )
+            check_hash_keys(stream)
             for shard in stream.shards:
                 check_replica_set(f"{stream.name} {shard.shard_id}", shard)
 
@@ -191,43 +240,11 @@ class _Run:
             self.begin_reshard(name)
 
     def begin_reshard(self, name: StreamName) -> None:
-        rng = self.rng
-        stream = self.image.streams[name]
-        open_shards = [s for s in stream.shards if s.state is ShardState.OPEN]
-        if not open_shards:
-            return
-        shard = rng.choice(open_shards)
-        choice = rng.randrange(3)
-        if choice == 0 and shard.hash_key_end > shard.hash_key_start:
-            command = cmd.BeginReshard(
-                now_ms=self.now_ms,
-                name=name,
-                kind=ReshardKind.SPLIT,
-                shard_index=ShardIndex(shard.index),
-                new_starting_hash_key=rng.randint(shard.hash_key_start + 1, shard.hash_key_end),
-                shard_count_per_account_max=256,
-            )
-        elif choice == 1:
-            neighbours = [s for s in open_shards if s.hash_key_start == shard.hash_key_end + 1]
-            if not neighbours:
-                return
-            command = cmd.BeginReshard(
-                now_ms=self.now_ms,
-                name=name,
-                kind=ReshardKind.MERGE,
-                shard_index=ShardIndex(shard.index),
-                adjacent_shard_index=ShardIndex(neighbours[0].index),
-                shard_count_per_account_max=256,
-            )
-        else:
-            command = cmd.BeginReshard(
-                now_ms=self.now_ms,
-                name=name,
-                kind=ReshardKind.UNIFORM_SCALING,
-                target_shard_count=rng.randint(1, 6),
-                shard_count_per_account_max=256,
-            )
-        self.propose(command)
+        command = reshard_command(
+            self.image.streams[name], self.rng, now_ms=self.now_ms, target_shard_count_max=6
+        )
+        if command is not None:
+            self.propose(command)
 
     # --- The controller, as its shell runs it ---------------------------------------------
 

@@ -18,6 +18,13 @@
   (`ShardReplica.knows_committed_end`: readers take a read that reaches it for the end of the
   shard) holds every acknowledged record below it, unless a newer epoch was prepared since
   (a deposed leader not told yet: the stale-read window ARCHITECTURE "Reads" names).
+- `HashKeysCoveredOnce` (`control.SimController`, after every command applied): the stream's
+  shards that are not closed cover every hash key exactly once, through every reshard.
+- `ParentsBeforeChildren`: a closed parent holds no data record, acknowledged or committed, at
+  or past the end offset its reshard recorded (`ShardMeta.end_offset`, the seal's answer), so
+  a reader that reads the parent to its end and then its children reads every acknowledged
+  record, the parent's first. A seal that answered before everything it accepted was
+  committed, or a sealing leader that still accepts appends, shows here.
 - `Liveness` (end only): after the faults stop, every shard converges within the deadline.
 """
 
@@ -51,6 +58,8 @@ class Invariants:
         self._scanned: dict[tuple[NodeId, ShardUid, int], Offset] = {}
         self._leaders: dict[tuple[ShardUid, int], NodeId] = {}
         self._acknowledged_end: dict[ShardUid, Offset] = {}
+        self._image = cluster.controller.image  # the last metadata image looked at
+        self._sealed_ends: dict[ShardUid, Offset] = {}  # closed parents' end offsets
         self.checks = 0
 
     def replica_started(self, node: SimNode, shard_uid: ShardUid) -> None:
@@ -90,10 +99,37 @@ class Invariants:
                     self._scan(node, shard_uid, hw)
                 if replica.knows_committed_end():
                     known_ends.append((node_id, shard_uid, replica))
+        if self._cluster.controller.image is not self._image:
+            self._new_image()
         if self._workload.newly_acknowledged:
             self._check_acknowledged()
         if known_ends:
             self._check_known_ends(known_ends)
+
+    def _new_image(self) -> None:
+        """Parents closed by the image just applied: what was acknowledged and committed on
+        them so far lies below their end (`ParentsBeforeChildren`); later records are checked
+        as they come (`_record_committed`, `_check_acknowledged`)."""
+        image = self._image = self._cluster.controller.image
+        for stream in image.streams.values():
+            for shard in stream.shards:
+                if shard.end_offset is None or shard.uid in self._sealed_ends:
+                    continue
+                end = self._sealed_ends[shard.uid] = shard.end_offset
+                acknowledged = self._workload.acknowledged_records.get(shard.uid, {})
+                for offset in acknowledged:
+                    self._within_sealed_end(shard.uid, offset, "acknowledged")
+                for offset, entry in self.committed.get(shard.uid, {}).items():
+                    if offset >= end and not entry[1]:
+                        self._within_sealed_end(shard.uid, offset, "committed")
+
+    def _within_sealed_end(self, shard_uid: ShardUid, offset: Offset, what: str) -> None:
+        end = self._sealed_ends.get(shard_uid)
+        if end is not None and offset >= end:
+            raise InvariantViolation(
+                "ParentsBeforeChildren",
+                f"{shard_uid} closed at end offset {end}: a data record {what} at {offset}",
+            )
 
     def _check_known_ends(self, known_ends: list[tuple[NodeId, ShardUid, ShardReplica]]) -> None:
         quorum = self._cluster.controller
@@ -157,6 +193,7 @@ class Invariants:
         if known is None:
             log[offset] = entry
             if not entry[1]:
+                self._within_sealed_end(shard_uid, offset, "committed")
                 identity = (shard_uid, entry[2], entry[3])
                 other = self._offset_of.setdefault(identity, offset)
                 if other != offset:
@@ -181,6 +218,7 @@ class Invariants:
                 )
             if disks_kept:
                 self._check_durable_on_majority(shard_uid, offset, (partition_key, data))
+            self._within_sealed_end(shard_uid, offset, "acknowledged")
             end = self._acknowledged_end.get(shard_uid, Offset(0))
             self._acknowledged_end[shard_uid] = Offset(max(end, offset + 1))
         workload.newly_acknowledged.clear()

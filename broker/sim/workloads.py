@@ -1,8 +1,15 @@
 """Producers and readers for the simulator, remembering what was acknowledged (STYLE B.5).
 
 Producers write uniquely identifiable records (the data names the shard and a sequence number;
-producers never retry, so every record is written at most once) to the node they believe leads
-the shard, usually the committed image's leader, sometimes a random node (stale routing).
+producers never retry, so every record is written at most once) to a random shard that is not
+closed (refused while it seals; once a reshard closed a parent, sometimes to any shard, closed
+ones too: stale routing), at the node they believe leads it, usually the committed image's
+leader, sometimes a random node. (A shard, not a hash key, is drawn: without reshards a seed
+replays as it did before them.)
+
+Reshards (`SimConfig.reshards`): now and then an operator splits a shard, merges two or
+updates the shard count (`SimController.begin_reshard`, the real BeginReshard), while the
+producers go on; the real controller seals the parents and completes it.
 A write is acknowledged when its node's Ready reports it committed; it is "unknown" if the
 node crashed or stopped leading first (it may or may not survive: both are correct).
 
@@ -13,14 +20,23 @@ GetRecords takes), and `invariants.py` compares what they saw with the committed
 from __future__ import annotations
 
 from broker.log.records import NewRecord
+from broker.meta.image import ShardState
 from broker.sim.cluster import PendingWrite, SimCluster
 from broker.types import Offset, ShardUid
+
+_CLOSED = ShardState.CLOSED
+# Reshards per run, and the open shards a reshard may lead to: each shard, closed ones too,
+# is a replica on every node of its set for the rest of the run (the simulator's speed).
+_RESHARDS_MAX = 3
+_OPEN_SHARDS_MAX = 4
+_RESHARD_EVERY_MS = (30, 300)
 
 
 class Workload:
     def __init__(self, cluster: SimCluster) -> None:
         self._cluster = cluster
         self._rng = cluster.world.random("workload")
+        self._reshard_rng = cluster.world.random("reshards")
         self._next_id = 0
         self.stopped_at_ms = 2**62
         # shard -> offset -> (partition key, data) of every acknowledged record
@@ -31,8 +47,11 @@ class Workload:
         self.newly_acknowledged: list[tuple[ShardUid, Offset, str, bytes, bool]] = []
 
     def start(self) -> None:
-        self._cluster.world.schedule(1, "produce", self._produce)
-        self._cluster.world.schedule(5, "read", self._read)
+        world = self._cluster.world
+        world.schedule(1, "produce", self._produce)
+        world.schedule(5, "read", self._read)
+        if self._cluster.config.reshards:
+            world.schedule(self._reshard_rng.randint(*_RESHARD_EVERY_MS), "reshard", self._reshard)
 
     def stop_at(self, now_ms: int) -> None:
         self.stopped_at_ms = now_ms
@@ -43,8 +62,12 @@ class Workload:
         cluster = self._cluster
         if cluster.world.now_ms >= self.stopped_at_ms:
             return
-        shard_uid = self._rng.choice(sorted(cluster.controller.shards))
-        image = cluster.controller.shards[shard_uid]
+        shards = cluster.controller.shards
+        live = sorted(uid for uid, image in shards.items() if image.meta.state is not _CLOSED)
+        if len(live) < len(shards) and self._rng.random() < 0.05:
+            live = sorted(shards)  # stale routing, to a closed parent too
+        shard_uid = self._rng.choice(live)
+        image = shards[shard_uid]
         if image.leader is not None and self._rng.random() < 0.9:
             node_id = image.leader
         else:
@@ -53,6 +76,18 @@ class Workload:
         cluster.propose(cluster.nodes[node_id], shard_uid, records)
         cluster.world.schedule(
             self._rng.randint(1, cluster.config.produce_interval_ms_max), "produce", self._produce
+        )
+
+    def _reshard(self) -> None:
+        cluster = self._cluster
+        if cluster.world.now_ms >= self.stopped_at_ms:
+            return
+        controller = cluster.controller
+        open_shards = sum(not image.sealing for image in controller.shards.values())
+        if controller.reshards_proposed < _RESHARDS_MAX and open_shards < _OPEN_SHARDS_MAX:
+            controller.begin_reshard(self._reshard_rng, target_shard_count_max=_OPEN_SHARDS_MAX)
+        cluster.world.schedule(
+            self._reshard_rng.randint(*_RESHARD_EVERY_MS), "reshard", self._reshard
         )
 
     def _record(self, shard_uid: ShardUid) -> NewRecord:

@@ -25,7 +25,8 @@ anything is published, with its checkpoint just before the first fragment of the
 `_LOOKBACK_MS` (or at the log's end when there is none), so from then on every fragment is
 covered whatever node fails: the moment a configuration starts to act is not exact (AWS: "at
 least one minute" after the update), and it is durable from the first pass on.
-A refused publish (an SNS error) stops the pass; the next pass (every second) retries it.
+A refused publish (an SNS error) stops the pass; the next pass (every
+`limits.video_notification_pass_interval_ms`) retries it.
 
 The SNS client is injected (`Publisher`; the node passes boto3's, `AWS_ENDPOINT_URL_SNS`
 selecting an SNS-compatible server). Loop-bound.
@@ -40,6 +41,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from broker import limits
 from broker.clock import Clock
 from broker.consumers import leases
 from broker.consumers.leases import Checkpoint, Lease
@@ -61,7 +63,6 @@ log = logging.getLogger(__name__)
 
 APPLICATION = "__shoal.video.notifications"
 SUBJECT = "Kinesis Video Streams Notification"
-_PASS_INTERVAL_S = 1.0
 _LOOKBACK_MS = 10_000  # a new configuration covers the fragments this recent
 _FRAGMENTS_PER_PASS = 100
 _IDLE_CHECKPOINT_MS = 10_000  # untagged fragments move the checkpoint at most this often
@@ -125,7 +126,7 @@ class NotificationDelivery:
                 await self.deliver_once()
             except Exception:
                 log.exception("video_notification_delivery_failed")
-            await asyncio.sleep(_PASS_INTERVAL_S)
+            await asyncio.sleep(limits.video_notification_pass_interval_ms / 1000)
 
     async def deliver_once(self) -> int:
         """One pass over the streams this node is home to; the number of messages sent."""

@@ -28,6 +28,7 @@ from broker.client.kpl import (
     deaggregate,
     is_aggregated,
 )
+from tests.fast_tier import examples
 
 MAGIC = bytes([0xF3, 0x89, 0x9A, 0xC2])
 SEQUENCE = "49590338271490256608559692538361571095921575989136588898"
@@ -286,7 +287,7 @@ user_records = st.builds(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(user_records, min_size=1, max_size=40))
 def test_round_trip(records: list[UserRecord]) -> None:
     blob = aggregate(records)
@@ -306,7 +307,7 @@ def test_round_trip(records: list[UserRecord]) -> None:
         )
 
 
-@settings(max_examples=100)
+@settings(max_examples=examples(100))
 @given(st.lists(user_records, min_size=1, max_size=60), st.integers(64, 4_000))
 def test_builder_packs_exactly_up_to_the_bound(records: list[UserRecord], bytes_max: int) -> None:
     """Filling aggregates greedily never exceeds the bound, and a record is refused only when

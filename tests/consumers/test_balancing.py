@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from broker.consumers import balancing, leases
 from broker.consumers.leases import SHARD_END, Lease, LeaseError, LeaseTable, NewLease
+from tests.fast_tier import examples
 
 APP = "app"
 STREAM = "s"
@@ -136,7 +137,7 @@ def assert_balanced(fleet: Fleet, shard_count: int) -> None:
     assert max(counts.values()) - min(counts.values()) <= 1, counts
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     shard_count=st.integers(1, 24),
     worker_count=st.integers(1, 6),
@@ -192,7 +193,7 @@ def test_stealing_is_bounded_per_round() -> None:
     assert all(lease.lease_owner == "w0" for lease in plan.steal)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     shard_count=st.integers(1, 20),
     worker_count=st.integers(2, 5),
@@ -319,7 +320,7 @@ def lineages(draw: st.DrawFn) -> list[NewLease]:
     return shards
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(lineage=lineages(), worker_count=st.integers(1, 4), seed=st.integers(0, 2**16))
 def test_children_are_never_taken_before_their_parents(
     lineage: list[NewLease], worker_count: int, seed: int

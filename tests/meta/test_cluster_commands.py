@@ -24,6 +24,7 @@ from broker.meta.image import MetadataImage, NodeState, ReshardKind, ShardMeta, 
 from broker.meta.image_codec import encode_image
 from broker.meta.state_machine import apply
 from broker.types import NodeId, Offset, ShardIndex, StreamName, StreamUid
+from tests.fast_tier import examples
 from tests.meta.factories import create_stream, node_ids, nodes_image, register_node
 from tests.meta.test_state_machine import ACTIVE_MS, fails, ok
 
@@ -372,7 +373,7 @@ def test_merge_child_inherits_shard_to_merge_and_uniform_scaling_places_everythi
 # --- Properties -----------------------------------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     node_count=st.integers(min_value=1, max_value=7),
     streams=st.lists(st.tuples(st.integers(1, 12), st.integers(1, 3)), min_size=1, max_size=6),
@@ -405,7 +406,7 @@ def test_placement_keeps_replica_counts_within_one(
         assert max(leaders.values()) - min(leaders.values()) <= 1
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     node_order=st.permutations(["n1", "n2", "n3", "n4", "n5"]),
     shard_count=st.integers(1, 20),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,13 +28,13 @@ from broker.replication.messages import Append, AppendAck, Envelope, Replication
 from broker.rpc import frames
 from broker.rpc.framed import FramedListener, FramedSettings, FramedTransport
 from broker.rpc.frames import FrameError, FrameKind, FrameReader, FrameTooLarge, encode_frame
-from broker.rpc.replication_codec import EnvelopeEncoder, envelope_from_proto, envelope_to_proto
+from broker.rpc.replication_codec import envelope_to_proto
 from broker.rpc.routed import RoutedTransport
 from broker.tls import SslContexts, TlsFiles
 from broker.types import NodeId, Offset, ShardUid
 from tests.certificates import issue, make_authority
 
-A, B = NodeId("a"), NodeId("b")
+A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
 SHARD = ShardUid(3)
 PASSWORD = "cluster-secret"
 CLOCK = SystemClock()
@@ -266,38 +267,6 @@ async def test_small_frames_of_one_loop_turn_leave_in_one_write(pair: _Pair) -> 
     assert pair.endpoint.delivered[-2:] == [_ack(32), big]
 
 
-def test_an_appends_batches_are_serialised_once_for_every_follower() -> None:
-    encoder = EnvelopeEncoder(bytes_max=1 * 1024 * 1024)
-    first = _append()
-    second = AppendBatch.from_value(
-        shard_uid=SHARD,
-        first_offset=first.end_offset,
-        value=AppendBatch(
-            shard_uid=SHARD,
-            first_offset=first.end_offset,
-            arrival_ms=2_000,
-            records=(new_record("m", b"w" * 500),),
-            epoch=2,
-            version=BATCH_FORMAT_VERSION,
-        ).value,
-    )
-    two = dataclasses.replace(first, batches=(*first.batches, second), leader_hw=Offset(1))
-    heartbeat = dataclasses.replace(first, batches=(), leader_hw=Offset(2))
-    c = NodeId("c")
-    for message in (first, two, heartbeat, _ack(7)):
-        for to in (B, c):  # the same message to two followers
-            envelope = Envelope(to=to, message=message)
-            parsed = pb.ReplicationEnvelope.FromString(encoder.encode(envelope, sender=A))
-            assert parsed == envelope_to_proto(envelope, sender=A)
-            assert envelope_from_proto(parsed) == message
-    assert encoder.batches_encoded == 2  # `first`'s batch once (also in `two`), `second` once
-    # Bounded: with room for one batch only, sending both again serialises both again.
-    small = EnvelopeEncoder(bytes_max=len(first.batches[0].value) + 64)
-    for _ in range(2):
-        small.encode(Envelope(to=B, message=two), sender=A)
-    assert small.batches_encoded == 4
-
-
 async def _raw_admitted(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A hand-made dialler that passes the challenge."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -487,6 +456,9 @@ class _Recorder:
     def send(self, envelope: Envelope) -> None:
         self.sent.append(envelope)
 
+    def connected(self, node_id: NodeId) -> bool:  # a framed side whose links are all up
+        return True
+
 
 def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
     grpc_side, framed_side = _Recorder(), _Recorder()
@@ -511,6 +483,50 @@ def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
     )
     routed.send(Envelope(to=B, message=_ack(4)))
     assert len(grpc_only.sent) == 1
+
+
+async def test_a_peer_whose_framed_port_cannot_be_reached_gets_grpc_until_it_can() -> None:
+    endpoint = _Endpoint()
+    listener = FramedListener(
+        endpoint, settings=FramedSettings(raft_password=PASSWORD), clock=CLOCK
+    )
+    port = await listener.start("127.0.0.1", 0)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: a port nobody answers on
+    advertised = {B: f"127.0.0.1:{port}", C: f"127.0.0.1:{closed.getsockname()[1]}"}
+    framed = FramedTransport(
+        node_id=A,
+        resolve=advertised.get,
+        settings=FramedSettings(raft_password=PASSWORD),
+        clock=CLOCK,
+    )
+    grpc_side = _Recorder()
+    routed = RoutedTransport(
+        grpc=grpc_side,  # type: ignore[arg-type]
+        framed=framed,
+        framed_address=advertised.get,
+    )
+    runner = asyncio.create_task(framed.run())
+    try:
+        routed.send(Envelope(to=B, message=_ack(1)))  # not connected yet: gRPC, and a dial
+        assert [e.message for e in grpc_side.sent] == [_ack(1)]
+        await _eventually(lambda: framed.connected(B))
+        routed.send(Envelope(to=B, message=_ack(2)))
+        await endpoint.wait_for(1)
+        assert endpoint.delivered == [_ack(2)] and len(grpc_side.sent) == 1
+        # C's framed port does not answer (a firewall that lets only the gRPC port through):
+        # every message to C goes over gRPC while the framed side keeps trying; none is lost.
+        for end in range(3, 13):
+            routed.send(Envelope(to=C, message=_ack(end)))
+            await asyncio.sleep(0.01)  # the dial's attempts run meanwhile (and fail)
+        ends = [e.message.log_end for e in grpc_side.sent[1:]]  # type: ignore[union-attr]
+        assert ends == list(range(3, 13))
+        assert not framed.connected(C) and framed.statistics().dropped == 0
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await listener.close()
+        closed.close()
 
 
 def test_the_setting_is_a_real_port_distinct_from_the_others(tmp_path: Path) -> None:

@@ -130,3 +130,16 @@ def test_common_records_are_made_column_by_column() -> None:
     )
     odd = {"Data": b"f", "PartitionKey": "k", "ExplicitHashKey": "1"}
     assert records._common_entries([*raws, odd, {"Data": b"g"}], limits.KiB) is None
+
+
+def test_an_entry_of_another_type_fails_as_record_by_record() -> None:
+    """Not a mapping, or a key that is not a string (never past the doors' validation): the
+    column path leaves it to the loop, which fails as it always did."""
+    for odd in (None, {"Data": b"a", "PartitionKey": 7}, {"Data": None, "PartitionKey": "k"}):
+        raws: list[Any] = [{"Data": b"a", "PartitionKey": "k"}, odd]
+        assert records._common_entries(raws, limits.KiB) is None
+        with pytest.raises((AttributeError, TypeError)) as expected:
+            one_by_one(STREAM, raws)
+        with pytest.raises((AttributeError, TypeError)) as caught:
+            records._entries(STREAM, raws)
+        assert type(caught.value) is type(expected.value)

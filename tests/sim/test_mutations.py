@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pytest
 
@@ -24,16 +25,17 @@ from broker.replication.replica import Ready, Role, ShardReplica
 from broker.sim.controller import run_controller_seed
 from broker.sim.run import run_seed
 from broker.streams import resharding
-from broker.types import NodeId
+from broker.types import NodeId, Offset
 
 pytestmark = pytest.mark.sim
 
 _STEPS = 1_500
 
 
-def _first_violation(seeds: range) -> str:
+def _first_violation(seeds: range, *, reshards: bool = False) -> str:
+    """The first seed's violation (the seeds below were chosen on runs without reshards)."""
     for seed in seeds:
-        result = run_seed(seed, steps=_STEPS)
+        result = run_seed(seed, steps=_STEPS, reshards=reshards)
         if not result.ok:
             return result.violation or ""
     return ""
@@ -172,7 +174,7 @@ def test_a_replacement_on_a_node_holding_the_shard_is_caught(
     assert any(v.startswith("ReplicasDistinct") for v in violations), violations
 
 
-def test_a_split_that_loses_a_hash_key_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def _lose_a_hash_key_in_splits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mutation: a split's lower child ends one key early (and the core's own tiling
     assertion is gone, as it would be if it had the same bug)."""
     split = resharding._ChildBuilder.split
@@ -187,12 +189,84 @@ def test_a_split_that_loses_a_hash_key_is_caught(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(resharding._ChildBuilder, "split", lossy_split)
     monkeypatch.setattr(resharding, "tiles_hash_space", lambda ranges: True)
-    violations = [run_controller_seed(seed).violation or "" for seed in range(6)]
-    assert any(v.startswith("HashKeysCoveredOnce") for v in violations), violations
 
 
 def _shorter(shard: ShardMeta) -> ShardMeta:
     return dataclasses.replace(shard, hash_key_end=shard.hash_key_end - 1)
+
+
+def test_a_split_that_loses_a_hash_key_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The controller over the state machine, under `_lose_a_hash_key_in_splits`."""
+    _lose_a_hash_key_in_splits(monkeypatch)
+    violations = [run_controller_seed(seed).violation or "" for seed in range(6)]
+    assert any(v.startswith("HashKeysCoveredOnce") for v in violations), violations
+
+
+def test_a_split_that_loses_a_hash_key_is_caught_in_the_replica_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The replica cluster, whose workload splits through the real BeginReshard and whose
+    controller completes it, under `_lose_a_hash_key_in_splits`: seed 2's first split."""
+    _lose_a_hash_key_in_splits(monkeypatch)
+    violation = _first_violation(range(2, 3), reshards=True)
+    assert violation.startswith("HashKeysCoveredOnce"), violation
+
+
+def test_a_seal_answered_before_its_tail_commits_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a sealing leader answers the seal with its HW, not waiting for the records it
+    accepted before the seal to commit (`ShardReplica.sealed_end`). The reshard closes the
+    parent at that end, and those records commit and are acknowledged past it, where no
+    reader of the parent-then-children order looks."""
+
+    def answered_at_the_hw(self: ShardReplica) -> Offset | None:
+        if self.role is not Role.LEADER or not self._sealing:
+            return None
+        return self.high_watermark
+
+    monkeypatch.setattr(ShardReplica, "sealed_end", answered_at_the_hw)
+    violation = _first_violation(range(2, 3), reshards=True)
+    assert violation.startswith("ParentsBeforeChildren"), violation
+
+
+def test_a_sealing_leader_that_accepts_appends_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: a leader accepts appends while its shard seals (and once it is closed):
+    the SHARD_SEALED refusal of `ShardReplica.propose` is gone. Records are acknowledged on
+    the parent past the end its reshard recorded."""
+    propose = ShardReplica.propose
+
+    def accepting(self: ShardReplica, *args: Any, **kwargs: Any) -> object:
+        sealing, self._sealing = self._sealing, False
+        try:
+            return propose(self, *args, **kwargs)
+        finally:
+            self._sealing = sealing
+
+    monkeypatch.setattr(ShardReplica, "propose", accepting)
+    violation = _first_violation(range(3, 4), reshards=True)
+    assert violation.startswith("ParentsBeforeChildren"), violation
+
+
+def test_a_leader_chosen_during_a_seal_that_forgets_it_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a replica keeps a shard's sealing only in the epoch it learned it in; once a
+    leader change of the sealing parent comes (in the middle of its seal: a crash or a fence,
+    or BUGGIFY `controller.change_during_seal` right after the seal's answer), the new
+    leader accepts appends. The reshard closes the parent at the end the seal answered, and
+    the new leader's records commit past it."""
+    configure = ShardReplica.configure
+    sealed_in: dict[int, int] = {}  # id of a replica -> the epoch it learned it was sealing
+
+    def forgetful(self: ShardReplica, **kwargs: Any) -> None:
+        if kwargs["sealing"] and kwargs["epoch"] > sealed_in.setdefault(id(self), kwargs["epoch"]):
+            kwargs["sealing"] = False
+        configure(self, **kwargs)
+
+    monkeypatch.setattr(ShardReplica, "configure", forgetful)
+    violation = _first_violation(range(2, 3), reshards=True)
+    assert violation.startswith("ParentsBeforeChildren"), violation
 
 
 def test_a_controller_choosing_a_shorter_log_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -213,7 +287,7 @@ def test_a_controller_choosing_a_shorter_log_is_caught(monkeypatch: pytest.Monke
         return next((n for n in eligible if n in promised and n in new_replicas), None)
 
     monkeypatch.setattr(controller_core, "choose_leader", first_eligible)
-    violation = run_seed(0, steps=_STEPS).violation or ""
+    violation = run_seed(0, steps=_STEPS, reshards=False).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
 
@@ -237,11 +311,11 @@ def test_a_half_quorum_without_a_record_of_the_current_epoch_is_caught(
         return sum(1 for n in replicas if n in promised) >= len(replicas) - len(replicas) // 2
 
     monkeypatch.setattr(controller_core, "_current_epoch_quorum", any_epoch)
-    violation = run_seed(3, steps=5_000).violation or ""
+    violation = run_seed(3, steps=5_000, reshards=False).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
     # And the rule as it is passes the same seed.
     monkeypatch.undo()
-    assert run_seed(3, steps=5_000).ok
+    assert run_seed(3, steps=5_000, reshards=False).ok
 
 
 def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
@@ -268,7 +342,7 @@ def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(
         return set_shard_leader(image, dataclasses.replace(command, expected_epoch=shard.epoch))
 
     monkeypatch.setattr(nodes, "set_shard_leader", without_compare_and_set)
-    violation = run_seed(54, steps=3_000).violation or ""
+    violation = run_seed(54, steps=3_000, reshards=False).violation or ""
     assert violation.startswith("OneLeaderPerShardEpoch"), violation
 
 
@@ -301,7 +375,7 @@ def test_a_replica_added_on_a_node_holding_the_shard_is_caught(
         )
 
     monkeypatch.setattr(controller_core.ControllerCore, "_add_replacement", any_live_node)
-    violation = run_seed(3, steps=3_000).violation or ""
+    violation = run_seed(3, steps=3_000, reshards=False).violation or ""
     assert violation.startswith("ReplicasDistinct"), violation
 
 
@@ -313,7 +387,7 @@ def test_a_replica_added_before_the_set_holds_the_leaders_log_is_caught(
     leader is then chosen from the empty newcomer and a replica that missed records the
     old set committed."""
     monkeypatch.setattr(controller_core, "_holders_before_add", lambda image, shard: ())
-    violation = run_seed(12, steps=3_000).violation or ""
+    violation = run_seed(12, steps=3_000, reshards=False).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
 

@@ -37,6 +37,7 @@ from broker.streams.hash_keys import ShardRouter, partition_key_hash
 from broker.streams.hot_keys import ShardLoad, ShardLoadTracker
 from broker.streams.resharding import complete_reshard, shards_to_seal
 from broker.types import ShardIndex, StreamUid
+from tests.fast_tier import examples
 from tests.streams.support import CREATED_MS, make_stream
 
 KiB = 1024
@@ -418,7 +419,7 @@ def test_streams_that_are_not_active_on_demand_and_idle_are_not_touched(case: st
 rates = st.sampled_from([0.0, 5 * KiB, 100 * KiB, 400 * KiB, 700 * KiB, 3_000 * KiB])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     initial=st.integers(1, 6),
     floor=st.integers(1, 4),

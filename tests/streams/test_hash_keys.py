@@ -21,6 +21,7 @@ from broker.streams.hash_keys import (
     uniform_ranges,
 )
 from broker.types import Offset, ShardIndex, ShardUid
+from tests.fast_tier import examples
 from tests.streams.support import make_stream
 
 hash_keys = st.integers(min_value=0, max_value=limits.hash_key_max)
@@ -73,7 +74,7 @@ def test_parse_hash_key_accepts_the_bounds() -> None:
     assert parse_hash_key(str(2**128 - 1), field="F") == 2**128 - 1
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.integers(min_value=1, max_value=10_000))
 def test_uniform_ranges_tile_the_space(count: int) -> None:
     ranges = uniform_ranges(count)
@@ -96,7 +97,7 @@ def test_tiles_hash_space_detects_gaps_and_overlaps() -> None:
     assert tiles_hash_space([(11, 2**128 - 1), (0, 10)])
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(st.integers(min_value=1, max_value=64), st.lists(hash_keys, min_size=1, max_size=20))
 def test_router_and_find_shard_agree_with_linear_scan(count: int, keys: list[int]) -> None:
     stream = make_stream(count)

@@ -18,6 +18,7 @@ from broker.streams.hot_keys import (
     LoadTrackerConfig,
     ShardLoadTracker,
 )
+from tests.fast_tier import examples
 
 FULL = (0, limits.hash_key_max)
 
@@ -89,7 +90,7 @@ puts_strategy = st.lists(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(batches=puts_strategy)
 def test_tracker_bounds_hold_over_the_live_windows(
     batches: list[tuple[int, list[tuple[str, int]]]],
@@ -199,7 +200,7 @@ def test_binding_dimension_follows_the_fuller_capacity() -> None:
 # --- The traffic split key -------------------------------------------------------------------
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(
     shard=st.sampled_from([FULL, *uniform_ranges(3), (1000, 1063), (7, 12), (7, 9)]),
     weights=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 100)), min_size=1, max_size=60),

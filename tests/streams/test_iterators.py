@@ -21,6 +21,7 @@ from broker.streams.iterators import (
     decode_iterator,
     encode_iterator,
 )
+from tests.fast_tier import examples
 
 SECRET = b"k" * 32
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
@@ -205,7 +206,7 @@ NAMES = st.text(
 )
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(positions, NAMES)
 def test_a_token_carries_its_streams_name_within_awss_length(
     position: IteratorPosition, name: str

@@ -11,6 +11,7 @@ from broker.meta.image import ReshardKind, ReshardRequest, ShardState, StreamMet
 from broker.streams.published_topology import published
 from broker.streams.resharding import complete_reshard, shards_to_seal
 from broker.types import ShardIndex
+from tests.fast_tier import examples
 from tests.streams.support import CREATED_MS, make_stream
 
 UPDATING_MS = 30_000
@@ -42,7 +43,7 @@ def _uniform(target: int) -> ReshardRequest:
     return ReshardRequest(kind=ReshardKind.UNIFORM_SCALING, target_shard_count=target)
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(
     current=st.integers(min_value=1, max_value=8),
     data=st.data(),

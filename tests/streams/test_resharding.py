@@ -30,6 +30,7 @@ from broker.streams.sequence_numbers import (
     starting_sequence_number,
 )
 from broker.types import Offset, ShardIndex
+from tests.fast_tier import examples
 from tests.streams.support import CREATED_MS, make_stream
 
 NOW_MS = CREATED_MS + 60_000
@@ -397,7 +398,7 @@ def reshard_plans(draw: st.DrawFn) -> tuple[int, list[tuple[str, int, int]]]:
     return initial, steps
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(reshard_plans())
 def test_any_sequence_of_reshards_keeps_every_invariant(
     plan: tuple[int, list[tuple[str, int, int]]],

@@ -37,6 +37,10 @@ from tests.video.test_media_end_to_end import PRODUCER_START_S, _upload
 pytestmark = pytest.mark.integration
 
 DEADLINE_S = 30.0
+# The in-process node's delivery passes come this often, so that "a few passes" (what the test
+# waits out when it shows that nothing is sent, or that refused publishes stay owed) is short.
+PASS_INTERVAL_MS = 100
+PASSES_S = 4 * PASS_INTERVAL_MS / 1000
 
 
 def tags_element(*pairs: tuple[str, str], notify: bool = True) -> bytes:
@@ -152,6 +156,7 @@ async def _wait_for(server: S3Server, queue_url: str, count: int) -> list[dict[s
 async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
     aws_server: S3Server, tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(limits, "video_notification_pass_interval_ms", PASS_INTERVAL_MS)
     for name, value in aws_server.environment().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SNS", aws_server.endpoint_url)
@@ -176,7 +181,7 @@ async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
         acks = await _upload(node, "door", tagged)
         persisted = [a.fragment_number for a in acks if a.event_type is AckEventType.PERSISTED]
         assert len(persisted) == 3
-        await asyncio.sleep(1.5)  # a delivery pass or two, each refused
+        await asyncio.sleep(PASSES_S)  # a few delivery passes, each refused
     # The node stops; a minute later (longer than a new configuration looks back) the topic
     # exists and the node runs again on the same disk: it sends what it owed, once.
     clock.advance(ms=60_000)
@@ -206,7 +211,7 @@ async def test_tagged_fragments_are_notified_at_least_once_across_a_restart(
             knocked,
             {"EVENT": "knock"},
         )
-        await asyncio.sleep(1.5)  # another pass or two: nothing is sent again
+        await asyncio.sleep(PASSES_S)  # a few more passes: nothing is sent again
         assert await asyncio.to_thread(_received, aws_server, queue_url) == []
 
 
