@@ -53,12 +53,6 @@ def framed_replication() -> bool:
     return transport == "framed"
 
 
-def replication_port_setting(host: str = LOOPBACK) -> str:
-    """SHOAL_REPLICATION_PORT for a node of this test run: a free port, or "off" when the run
-    replicates over gRPC (never the default port, which nodes on one machine would share)."""
-    return str(free_port(host)) if framed_replication() else "off"
-
-
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port that was free a moment ago on `host`, outside the ephemeral range."""
     global _next_port

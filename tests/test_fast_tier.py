@@ -86,3 +86,34 @@ def test_a_test_node_alone_elects_itself_quickly_and_voters_keep_the_default(
     assert voter.knobs.raft_heartbeat_ms == Knobs().raft_heartbeat_ms == 100
     with pytest.raises(ValueError, match="raft_heartbeat_ms"):
         Knobs(raft_heartbeat_ms=5).validate()
+
+
+def test_property_tests_try_a_quarter_of_their_examples_in_the_fast_tier_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`fast_tier.examples`: the full count in the default run, a quarter (at least 10, never
+    more than the full count) when the run selects the fast tier's markers."""
+    monkeypatch.setattr(fast_tier, "_selected", False)
+    assert [fast_tier.examples(n) for n in (5, 30, 200)] == [5, 30, 200]
+    monkeypatch.setattr(fast_tier, "_selected", True)
+    assert [fast_tier.examples(n) for n in (5, 30, 200)] == [5, 10, 50]
+
+
+def test_the_fast_tier_is_recognised_by_its_marker_selection(
+    pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast_tier, "_selected", fast_tier.selected())  # restored afterwards
+    monkeypatch.setattr(pytestconfig.option, "markexpr", fast_tier.FAST_TIER_SELECTION)
+    fast_tier.configure(pytestconfig)
+    assert fast_tier.selected()
+    monkeypatch.setattr(pytestconfig.option, "markexpr", "not slow")
+    fast_tier.configure(pytestconfig)
+    assert not fast_tier.selected()
+
+
+def test_scripts_test_keeps_compiled_bytecode_out_of_the_tree() -> None:
+    """Without bytecode every pytest worker rewrote every test module's asserts on every run
+    (PYTHONDONTWRITEBYTECODE is set on the shared machines): scripts/test keeps it under .venv/."""
+    script = (REPO / "scripts" / "test").read_text()
+    assert "export PYTHONDONTWRITEBYTECODE=\n" in script
+    assert 'export PYTHONPYCACHEPREFIX="$PWD/.venv/pycache"' in script

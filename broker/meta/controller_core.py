@@ -842,11 +842,15 @@ class ControllerCore:
         if self._prepared.get(shard.uid, 0) > shard.epoch or self._leader_fenced(image, shard):
             eligible = self._eligible(image, shard.replicas, shard.uid)
             if eligible:
-                new_replicas = shard.replicas
-                if leader_unavailable:
-                    new_replicas = self._grown_at_failover(image, stream, shard, loads, now_ms)
+                grown = (
+                    self._grown_at_failover(image, stream, shard, loads, now_ms)
+                    if leader_unavailable
+                    else shard.replicas
+                )
+                if grown is None:
+                    return None
                 return self._epoch_change(
-                    ref, shard, new_replicas, eligible=eligible, caught_up=(), reason="re_prepare"
+                    ref, shard, grown, eligible=eligible, caught_up=(), reason="re_prepare"
                 )
         else:
             self._prepared.pop(shard.uid, None)
@@ -856,6 +860,13 @@ class ControllerCore:
             better = [n for n in eligible if self.can_lead(image, n)]
             if not eligible or (leader_operating and not better):
                 return None  # nobody better: a leaving leader keeps leading meanwhile
+            grown = (
+                shard.replicas
+                if leader_operating
+                else self._grown_at_failover(image, stream, shard, loads, now_ms)
+            )
+            if grown is None:
+                return None
             reason = "leader_leaving" if leader_operating else "leader_unavailable"
             # Among equally good logs, the node leading the fewest shards (failovers in one
             # pass spread out instead of piling onto each shard's second replica).
@@ -863,11 +874,8 @@ class ControllerCore:
             if leader is not None and leader in loads.leaders:
                 loads.leaders[leader] -= 1
             loads.leaders[eligible[0]] = loads.leaders.get(eligible[0], 0) + 1
-            new_replicas = shard.replicas
-            if not leader_operating:
-                new_replicas = self._grown_at_failover(image, stream, shard, loads, now_ms)
             return self._epoch_change(
-                ref, shard, new_replicas, eligible=eligible, caught_up=(), reason=reason
+                ref, shard, grown, eligible=eligible, caught_up=(), reason=reason
             )
         if self._rejoined(image, shard):
             assert leader is not None
@@ -960,9 +968,14 @@ class ControllerCore:
         shard: ShardMeta,
         loads: NodeLoads,
         now_ms: int,
-    ) -> tuple[NodeId, ...]:
+    ) -> tuple[NodeId, ...] | None:
         """The new set of a failover: the same, or, in the shard's first epoch below its
-        replication factor, one replica more (on the live node holding the fewest).
+        replication factor, one replica more (on the live node holding the fewest); None:
+        wait, as no node is live to take it yet and the old leader, FENCED, has been silent
+        for less than a session (a node starting beside it registers before its port listens
+        and is fenced meanwhile: its probe is refused), after which the set stays as it is.
+        A leader that is heard (recovering a lost disk) is not waited for: its replica counts
+        for the next epoch's commits (replica.py `_rejoining_in`).
 
         A set of two created while only two nodes were ACTIVE (format 7's
         requested_replication_factor) whose leader died at once gets its survivor as leader
@@ -978,7 +991,16 @@ class ControllerCore:
         if shard.epoch != FIRST_SHARD_EPOCH or len(shard.replicas) >= stream.replication_factor:
             return shard.replicas
         target = self._replacement_target(image, shard, loads, now_ms)
-        return shard.replicas if target is None else (*shard.replicas, target)
+        if target is not None:
+            return (*shard.replicas, target)
+        old_leader = image.nodes.get(shard.leader) if shard.leader is not None else None
+        if (
+            old_leader is not None
+            and old_leader.state is NodeState.FENCED
+            and self.silent_ms(old_leader, now_ms=now_ms) < self.settings.node_session_timeout_ms
+        ):
+            return None
+        return shard.replicas
 
     def _replacement_target(
         self, image: MetadataImage, shard: ShardMeta, loads: NodeLoads, now_ms: int

@@ -774,6 +774,59 @@ def test_a_set_of_two_whose_leader_dies_in_its_first_epoch_gets_a_leader_and_its
     assert [(a.reason, a.new_replicas) for a in later] == [("leader_unavailable", shard.replicas)]
 
 
+def test_a_first_epoch_failover_waits_a_session_for_a_node_to_grow_onto() -> None:
+    """No live node outside the set (the third one starting: registered, its port not yet
+    listening, so fenced): the failover waits until the dead leader has been silent for a
+    session, then changes the leader only (writes then wait for the dead node, as for any
+    set of two that lost one); a node live meanwhile is added in the failover's epoch."""
+    image = set_state(nodes_image(3), N3, NodeState.FENCED)
+    image = ok(
+        image,
+        create_stream("s1", shard_count=1, replication_factor=2, requested_replication_factor=3),
+    )
+    (shard,) = shards(image)
+    dead = shard.leader
+    assert dead is not None
+    (survivor,) = [n for n in shard.replicas if n != dead]
+    image = set_state(image, dead, NodeState.FENCED)
+
+    def failover(core: ControllerCore, now_ms: int) -> list[tuple[str, tuple[NodeId, ...]]]:
+        return [
+            (a.reason, a.new_replicas)
+            for a in decide(core, image, now_ms)
+            if isinstance(a, EpochChange)
+        ]
+
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    core.on_heartbeat(node_id=dead, incarnation=1, now_ms=1_000)  # its last word
+    for now_ms in (1_500, 3_000, 1_000 + SESSION_MS - 1):
+        core.on_heartbeat(node_id=survivor, incarnation=1, now_ms=now_ms)
+        assert failover(core, now_ms) == []
+    now_ms = 1_000 + SESSION_MS
+    core.on_heartbeat(node_id=survivor, incarnation=1, now_ms=now_ms)
+    assert failover(core, now_ms) == [("leader_unavailable", shard.replicas)]
+    # The same, with the third node heard (ACTIVE again) before the session ran out.
+    image = set_state(image, N3, NodeState.ACTIVE)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    core.on_heartbeat(node_id=dead, incarnation=1, now_ms=1_000)
+    for node_id in (survivor, N3):
+        core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=3_000)
+    assert failover(core, 3_000) == [("leader_unavailable", (*shard.replicas, N3))]
+    # A leader heard but recovering a lost disk is not waited for: it counts for the next
+    # epoch's commits once it copies the log (replica.py `_rejoining_in`).
+    image = set_state(set_state(image, N3, NodeState.FENCED), dead, NodeState.ACTIVE)
+    core = ControllerCore(settings=SETTINGS, now_ms=0)
+    rejoining = RejoiningReplica(shard_uid=shard.uid, epoch=shard.epoch, caught_up=False)
+    for node_id in (survivor, dead):
+        core.on_heartbeat(
+            node_id=node_id,
+            incarnation=1,
+            now_ms=1_000,
+            rejoining=(rejoining,) if node_id == dead else (),
+        )
+    assert failover(core, 1_000) == [("leader_unavailable", shard.replicas)]
+
+
 def test_reshard_completes_once_every_parent_has_a_live_leader() -> None:
     image = stream_image(3, shard_count=2, factor=3)
     image = ok(

@@ -81,8 +81,9 @@ def test_one_node_dying_leaves_the_others_serving(tmp_path: Path) -> None:
             lambda: all(serving(e) for e in endpoints), deadline_s=180, what="three nodes serving"
         )
         # Serving is not yet registered ACTIVE: a stream created while a node is not ACTIVE
-        # starts on fewer replicas (docs/ARCHITECTURE.md, known gaps); this test is about a
-        # three-replica stream losing one of them.
+        # starts on fewer replicas (tests/cluster/test_first_epoch_failover.py covers losing
+        # the leader of such a set at once); this test is about a three-replica stream losing
+        # one of them.
         wait_until(partial(formed, endpoints[0], 3), deadline_s=120, what="three nodes ACTIVE")
         with ShoalClient(endpoints[0]) as client:
             client.call("CreateStream", {"StreamName": "s", "ShardCount": 2})
