@@ -233,13 +233,23 @@ async def _write(
                 if group is None:
                     group = groups[shard.uid] = (shard, [])
                 group[1].append(entry)
-        outcomes = await asyncio.gather(
-            *(
-                _append_watching(ctx, image, stream.uid, shard, items)
-                for shard, items in groups.values()
-            ),
-            return_exceptions=True,
-        )
+        outcomes: list[AppendResult | BaseException]
+        if len(groups) == 1:
+            # One shard (every put to a one-shard stream): awaited here, as gather's
+            # return_exceptions would hand it back, without a task and a loop step per call.
+            ((shard, items),) = groups.values()
+            try:
+                outcomes = [await _append_watching(ctx, image, stream.uid, shard, items)]
+            except Exception as error:  # sorted below, as gather's outcomes are
+                outcomes = [error]
+        else:
+            outcomes = await asyncio.gather(
+                *(
+                    _append_watching(ctx, image, stream.uid, shard, items)
+                    for shard, items in groups.values()
+                ),
+                return_exceptions=True,
+            )
         pending = []
         refused: list[tuple[ShardMeta, ShardRefusedError]] = []
         for (shard, items), outcome in zip(groups.values(), outcomes, strict=True):

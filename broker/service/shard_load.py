@@ -33,6 +33,7 @@ Loop only (not thread-safe); no I/O except `run_reporter`'s proposals.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -56,6 +57,9 @@ from broker.streams.hot_keys import LoadTrackerConfig, ShardLoadTracker
 from broker.types import NodeId, ShardIndex, ShardUid, StreamUid
 
 log = logging.getLogger(__name__)
+
+# A batch's keys by `map`: no Python step per record.
+_partition_key_of = operator.attrgetter("partition_key")
 
 
 @dataclass(slots=True)
@@ -136,7 +140,7 @@ class ShardLoadRecorder:
             tracker.record_put(hash_keys[0], records[0].partition_key, sizes[0], now_ms)
         else:
             tracker.record_puts(
-                zip(hash_keys, [r.partition_key for r in records], sizes, strict=True),
+                zip(hash_keys, map(_partition_key_of, records), sizes, strict=True),
                 now_ms=now_ms,
             )
 

@@ -341,6 +341,7 @@ class SimCluster:
     def heal(self) -> None:
         """The quiet phase: no more faults, a healed network, every node up."""
         self.faults_active = False
+        self.controller.say(None, "quiet phase: no more faults, the network healed, all up")
         buggify.disable()
         self.network.heal()
         self.network.quiet()
@@ -421,6 +422,7 @@ class SimCluster:
             return
         node.alive = False
         node.incarnation += 1
+        self.controller.say(None, f"{node.node_id} crashes")
         node.store.crash()
         core = node.core
         node.core = None
@@ -524,9 +526,13 @@ class SimCluster:
             for shard_uid, image in self.controller.shards.items()
             if node.node_id in image.replicas
         }
+        self.controller.say(
+            None, f"{node.node_id} lost its disk: rejoin floors {node.rejoin_floors}"
+        )
 
     def restart(self, node: SimNode) -> None:
         assert not node.alive
+        self.controller.say(None, f"{node.node_id} restarts")
         node.alive = True
         self.controller.node_started(node.node_id)  # registers: a new incarnation
         node.core = self._new_core(node)

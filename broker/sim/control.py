@@ -143,6 +143,9 @@ class Nodes(Protocol):
 
 
 Send = Callable[[NodeId, NodeId, ReplicationMessage], None]
+# A line of the replay trace (`scripts/sim --trace-shard`): the shard it is about, or None
+# for a node's crash, disk loss or restart, which concerns all of them.
+Trace = Callable[[ShardUid | None, str], None]
 Publish = Callable[[ShardImage], None]
 Reachable = Callable[[NodeId], bool]
 
@@ -220,6 +223,9 @@ class SimController:
         self._version = 0  # of the last shard entry changed (`ShardImage.version`)
         self._prepared: dict[ShardUid, int] = {}
         self._rounds: list[_Round] = []
+        # The new sets of the epoch changes executing now (decided, not yet reported: the
+        # Prepare round or the SetShardLeader proposal is still out), by action.
+        self._changing: dict[int, tuple[NodeId, ...]] = {}
         self.elections_started = 0
         self.reshards_proposed = 0  # BeginReshard proposed (some refused: a shard limit, ...)
         self.reshards_begun = 0  # ... and accepted
@@ -231,6 +237,7 @@ class SimController:
         self.decided: Counter[str] = Counter()
         self.commits: list[tuple[ShardUid, int, NodeId]] = []
         self.incarnations: dict[NodeId, int] = {}
+        self.trace: Trace | None = None  # `scripts/sim --trace-shard`: the replay's story
         for node_id in node_ids:
             self.node_started(node_id)
         created = self._apply(
@@ -262,6 +269,11 @@ class SimController:
         """The highest epoch any Prepare for the shard carried (or its image's)."""
         return max(self.shards[shard_uid].epoch, self._prepared.get(shard_uid, 0))
 
+    def sets_changing_to(self) -> tuple[tuple[NodeId, ...], ...]:
+        """The replica sets the epoch changes in flight would leave (an image may show one
+        at any moment: the fault plans count a shrink in flight as done)."""
+        return tuple(self._changing.values())
+
     def node_started(self, node_id: NodeId) -> None:
         """A node process starts: it registers, as node.py does, with a new incarnation."""
         self._apply(
@@ -275,6 +287,11 @@ class SimController:
             )
         )
         self.incarnations[node_id] = self.image.nodes[node_id].incarnation
+
+    def say(self, shard_uid: ShardUid | None, line: str) -> None:
+        """A line of the replay trace, stamped with the virtual time (when one is kept)."""
+        if self.trace is not None:
+            self.trace(shard_uid, f"t={self._world.now_ms}ms {line}")
 
     def new_term(self) -> None:
         """A metadata-leader change: a new controller (fresh sessions, no memory of the old
@@ -329,6 +346,10 @@ class SimController:
                 self.shards[shard.uid] = entry
                 if shard.leader is not None:
                     self.commits.append((shard.uid, shard.epoch, shard.leader))
+                self.say(
+                    shard.uid,
+                    f"image e{shard.epoch} leader={shard.leader} replicas={list(shard.replicas)}",
+                )
                 self._publish(entry)
 
     # --- Heartbeats --------------------------------------------------------------------------
@@ -487,9 +508,24 @@ class SimController:
                 "ReplicasDistinct", f"{action.reason} of {action.shard}: {action.new_replicas}"
             )
         uid = action.shard.shard_uid
+        self.say(
+            uid,
+            f"{action.reason} from e{action.epoch} leader={action.leader}"
+            f" {list(action.replicas)} -> {list(action.new_replicas)}"
+            f" eligible={list(action.eligible)} caught_up={list(action.caught_up)}",
+        )
         if action.caught_up and not self._caught_up(action):
+            self.say(uid, f"{action.reason} from e{action.epoch}: not ready")
             report(Outcome.NOT_READY)
             return
+        change = id(action)
+        self._changing[change] = action.new_replicas
+
+        def reported(outcome: str) -> None:
+            del self._changing[change]
+            self.say(uid, f"{action.reason} from e{action.epoch}: {outcome}")
+            report(outcome)
+
         epoch = action.epoch + 1
         self._prepared[uid] = max(self._prepared.get(uid, 0), epoch)
         targets = tuple(dict.fromkeys((*action.replicas, *action.new_replicas)))
@@ -498,10 +534,11 @@ class SimController:
             epoch=epoch,
             targets=targets,
             disk_generations={n: self._nodes.disk_generation(n) for n in targets},
-            report=report,
+            report=reported,
         )
         self._rounds.append(current)
         self.elections_started += 1
+        self.say(uid, f"prepare e{epoch} to {list(targets)}")
         for node_id in targets:
             self._send(CONTROLLER, node_id, Prepare(shard_uid=uid, epoch=epoch))
         self._world.schedule(
@@ -547,6 +584,12 @@ class SimController:
                 message.sender
             ):
                 continue  # the promiser lost its disk since: the log it described is gone
+            self.say(
+                message.shard_uid,
+                f"promise e{message.epoch} from {message.sender} ok={message.ok}"
+                f" last_epoch={message.last_epoch} log_end={message.log_end}"
+                f" promised={message.promised_epoch}",
+            )
             current.promises[message.sender] = message
             leader = controller_core.choose_leader(
                 current.promises,
@@ -564,6 +607,12 @@ class SimController:
             return
         current.done = True
         self._rounds.remove(current)
+        self.say(
+            current.action.shard.shard_uid,
+            f"prepare e{current.epoch} ends: leader={leader}"
+            f" promisers={sorted(n for n, p in current.promises.items() if p.ok)}"
+            f" refusers={sorted(n for n, p in current.promises.items() if not p.ok)}",
+        )
         if leader is None:
             current.report(Outcome.FAILED)
             return

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from broker import buggify
 from broker.sim.cluster import SimCluster, SimConfig
+from broker.sim.control import Trace
 from broker.sim.controller import ControllerViolation
 from broker.sim.faults import FaultPlans
 from broker.sim.invariants import Invariants, InvariantViolation
@@ -44,15 +45,23 @@ QUIET_PRODUCE_MS = 1_000  # producers keep writing this long into the quiet phas
 
 
 def run_seed(
-    seed: int, *, steps: int = 3_000, quiet_ms_max: int = 30_000, reshards: bool = True
+    seed: int,
+    *,
+    steps: int = 3_000,
+    quiet_ms_max: int = 30_000,
+    reshards: bool = True,
+    trace: Trace | None = None,
 ) -> SimResult:
     """One simulated run: `steps` events with faults, then the quiet phase and final checks.
     `reshards=False` runs the seed without the reshards its config may draw (the run it had
-    before reshards were simulated: tests chose seeds on those)."""
+    before reshards were simulated: tests chose seeds on those). `trace` is told the
+    controller's decisions, Prepares, promises and images and the nodes' crashes, disk losses
+    and restarts as they happen (`scripts/sim --trace-shard`)."""
     config = SimConfig.randomized(World(seed).random("config"))
     if not reshards:
         config = dataclasses.replace(config, reshards=False)
     cluster = new_cluster(seed, config)  # enables the fault points (broker.buggify)
+    cluster.controller.trace = trace
     try:
         while cluster.world.steps < steps and cluster.step():
             pass

@@ -687,3 +687,53 @@ async def test_sequence_numbers_decode_to_shard_and_offset(client: AsyncShoalCli
     first = positions[0].offset
     assert [p.offset for p in positions] == [first, first + 1, first + 2]
     assert first == 1
+
+
+async def test_a_paged_drain_takes_pages_read_ahead_and_never_a_record_past_retention(
+    client: AsyncShoalClient, clock: ManualClock, node: Node
+) -> None:
+    """Through gRPC: each page that stops short of the end leaves the next one read ahead
+    (service/read_ahead.py); following NextShardIterator returns every record once, in order,
+    records written meanwhile included; and a page read ahead whose records passed retention
+    before the reader came back is not returned (the next page starts after them)."""
+    assert node.service is not None
+    read_ahead = node.service.ctx.shards.read_ahead
+    await create(client, "s", 1)
+
+    async def put_batch(tag: str, count: int) -> list[bytes]:
+        data = [f"{tag}-{i}".encode() for i in range(count)]
+        entries = [{"PartitionKey": "k", "Data": d} for d in data]
+        await client.call("PutRecords", {"StreamName": "s", "Records": entries})
+        return data
+
+    written = await put_batch("a", 25)
+    token = await iterator(client, "s", "shardId-000000000000")
+    seen: list[bytes] = []
+    for page_number in range(20):
+        page = await client.call("GetRecords", {"ShardIterator": token, "Limit": 7})
+        seen.extend(record["Data"] for record in page["Records"])
+        if page["MillisBehindLatest"] == 0 and not page["Records"]:
+            break
+        if len(seen) < len(written):
+            assert len(read_ahead) == 1  # the next page is being read already
+        if page_number == 1:
+            written += await put_batch("b", 9)  # past the end the read ahead was bounded by
+        token = page["NextShardIterator"]
+    assert seen == written
+
+    # Retention: "old" arrives, "new" 24 h - 2 min later (retention is 24 h); the reader takes
+    # a first page of "old" (the rest is read ahead), and comes back 3 min later.
+    await create(client, "r", 1)
+    old = [{"PartitionKey": "k", "Data": f"old-{i}".encode()} for i in range(10)]
+    await client.call("PutRecords", {"StreamName": "r", "Records": old})
+    clock.advance(ms=24 * HOUR_MS - 120_000)
+    await client.call("PutRecord", {"StreamName": "r", "PartitionKey": "k", "Data": b"new"})
+    token = await iterator(client, "r", "shardId-000000000000")
+    first = await client.call("GetRecords", {"ShardIterator": token, "Limit": 4})
+    assert [r["Data"] for r in first["Records"]] == [f"old-{i}".encode() for i in range(4)]
+    assert len(read_ahead) == 1
+    clock.advance(ms=180_000)
+    second = await client.call(
+        "GetRecords", {"ShardIterator": first["NextShardIterator"], "Limit": 4}
+    )
+    assert [r["Data"] for r in second["Records"]] == [b"new"]

@@ -16,6 +16,7 @@ from broker import buggify
 from broker.log.memory_store import MemoryLogStore
 from broker.sim.cluster import SimConfig
 from broker.sim.disk import SimLogStore
+from broker.sim.faults import FaultPlans
 from broker.sim.run import new_cluster, run_seed
 from broker.sim.workloads import Workload
 from broker.types import Offset
@@ -195,3 +196,47 @@ def test_sim_store_crash_loses_exactly_the_unsynced_writes() -> None:
     assert store.log_end(A) == 0
     assert isinstance(MemoryLogStore().copy(), MemoryLogStore)
     assert store.high_watermark(A) == Offset(0)
+
+
+def test_seed_1498_a_disk_lost_while_a_set_shrinks_is_not_drawn() -> None:
+    """Seed 1498 (found by the long run at 738d85c): the controller dropped a fenced replica
+    from a set of three, and the disk-loss fault wiped the leader it was choosing while that
+    change was still out; the image then named the wiped node leader of a set of two whose
+    survivor held an older, shorter log, and the shard (rightly) never got a leader again: a
+    second failure of a set one short, which the fault plans must not draw."""
+    result = run_seed(1498, steps=5_000, reshards=False)  # the run the long run found
+    assert result.ok, f"{result.violation}\n  state: {result.summary}"
+
+
+def test_no_disk_loss_while_a_set_shrinks_below_the_factor() -> None:
+    """The fault plan's rule behind seed 1498, directed: a node stays down until the real
+    controller drops its replicas (three nodes: no replacement); from the Prepare of that
+    change on, a disk loss would be the set's second failure and is not drawn."""
+    config = SimConfig(
+        nodes=3,
+        shards=1,
+        replication_factor=3,
+        attrition=False,
+        partitions=False,
+        leader_kills=False,
+        leader_changes=False,
+        disk_loss=False,
+    )
+    cluster = new_cluster(3, config)
+    faults = cluster.faults
+    assert isinstance(faults, FaultPlans)
+    (image,) = cluster.controller.shards.values()
+    assert faults.disk_loss_is_one_failure()
+    dead = next(n for n in image.replicas if n != image.leader)
+    cluster.crash(cluster.nodes[dead])
+    deadline_ms = 20_000
+    while cluster.world.now_ms < deadline_ms and cluster.step():
+        shrinking = [s for s in cluster.controller.sets_changing_to() if len(s) < 3]
+        if shrinking:
+            break
+    else:
+        pytest.fail(f"the controller never dropped {dead}: {cluster.summary()}")
+    cluster.restart(cluster.nodes[dead])  # every node is up again, the drop still out
+    (image,) = cluster.controller.shards.values()
+    assert len(image.replicas) == 3  # the image still shows the full set
+    assert not faults.disk_loss_is_one_failure()
