@@ -694,6 +694,11 @@ class ShardReplica:
         return self._role
 
     @property
+    def replica_set(self) -> tuple[NodeId, ...]:
+        """The replica set of the last image applied: the set a leader counts acks from."""
+        return self._replicas
+
+    @property
     def epoch(self) -> int:
         """The epoch of the last metadata image applied."""
         return self._epoch

@@ -136,8 +136,13 @@ class PendingWrite:
     first_offset: Offset
     end_offset: Offset
     records: tuple[NewRecord, ...]
-    # No disk was lost between the proposal and the acknowledgement: a majority of the
-    # replicas must then hold the records durably (`AcknowledgedDurableOnMajority`).
+    # The set the acknowledging leader counts from when it answers (its current epoch's: the
+    # image may already show the next epoch's set, e.g. one replica more, while a leader of
+    # the previous epoch, not yet told, acknowledges on a majority of its own set; and a
+    # write proposed under one set may be answered under the next, the same leader's).
+    replica_set: tuple[NodeId, ...]
+    # No disk was lost between the proposal and the acknowledgement: a majority of
+    # `replica_set` must then hold the records durably (`AcknowledgedDurableOnMajority`).
     disks_kept: bool = True
 
 
@@ -177,11 +182,16 @@ class _ProducerAnswer:
     """The completion of a producer's append (`driver_core.Completion`)."""
 
     def __init__(
-        self, cluster: SimCluster, shard_uid: ShardUid, records: tuple[NewRecord, ...]
+        self,
+        cluster: SimCluster,
+        shard_uid: ShardUid,
+        records: tuple[NewRecord, ...],
+        node: SimNode,
     ) -> None:
         self._cluster = cluster
         self._shard_uid = shard_uid
         self._records = records
+        self._node = node
         self._done = False
         self._disk_losses = cluster.disk_losses()
 
@@ -192,12 +202,15 @@ class _ProducerAnswer:
         assert not self._done
         self._done = True
         first = result[0]
+        core = self._node.core
+        assert core is not None, "an acknowledgement from a node without a driver core"
         self._cluster.workload.acknowledged(
             PendingWrite(
                 shard_uid=self._shard_uid,
                 first_offset=first,
                 end_offset=Offset(first + len(self._records)),
                 records=self._records,
+                replica_set=core.locals[self._shard_uid].replica.replica_set,
                 disks_kept=self._disk_losses == self._cluster.disk_losses(),
             )
         )
@@ -644,7 +657,7 @@ class SimCluster:
                 epoch=local.epoch,
                 records=records,
                 now_ms=self.world.now_ms,
-                completion=_ProducerAnswer(self, shard_uid, records),
+                completion=_ProducerAnswer(self, shard_uid, records, node),
             )
         except (ShardRefusedError, ShoalError):
             return False

@@ -22,7 +22,7 @@ from __future__ import annotations
 from broker.log.records import NewRecord
 from broker.meta.image import ShardState
 from broker.sim.cluster import PendingWrite, SimCluster
-from broker.types import Offset, ShardUid
+from broker.types import NodeId, Offset, ShardUid
 
 _CLOSED = ShardState.CLOSED
 # Reshards per run, and the open shards a reshard may lead to: each shard, closed ones too,
@@ -44,7 +44,10 @@ class Workload:
         self.acknowledged_count = 0
         self.unknown_count = 0
         # (shard, offset, partition key, data, whether no disk was lost while it was pending)
-        self.newly_acknowledged: list[tuple[ShardUid, Offset, str, bytes, bool]] = []
+        # (shard, offset, key, data, the acknowledging leader's set, no disk lost meanwhile)
+        self.newly_acknowledged: list[
+            tuple[ShardUid, Offset, str, bytes, tuple[NodeId, ...], bool]
+        ] = []
 
     def start(self) -> None:
         world = self._cluster.world
@@ -104,7 +107,14 @@ class Workload:
             assert offset not in records, ("two acknowledged records at one offset", offset)
             records[offset] = (record.partition_key, record.data)
             self.newly_acknowledged.append(
-                (write.shard_uid, offset, record.partition_key, record.data, write.disks_kept)
+                (
+                    write.shard_uid,
+                    offset,
+                    record.partition_key,
+                    record.data,
+                    write.replica_set,
+                    write.disks_kept,
+                )
             )
         self.acknowledged_count += 1
 

@@ -312,7 +312,11 @@ def test_a_half_quorum_without_a_record_of_the_current_epoch_is_caught(
 
     monkeypatch.setattr(controller_core, "_current_epoch_quorum", any_epoch)
     violation = run_seed(3, steps=5_000, reshards=False).violation or ""
-    assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
+    # Judged by the acknowledging leader's own set (seed 6988), the wrongly chosen leader's
+    # first acknowledgement short of its set's majority is caught before the loss itself.
+    assert violation.startswith(
+        ("AcknowledgedNeverLost", "CommittedPrefixIdentical", "AcknowledgedDurableOnMajority")
+    ), violation
     # And the rule as it is passes the same seed.
     monkeypatch.undo()
     assert run_seed(3, steps=5_000, reshards=False).ok

@@ -208,6 +208,17 @@ def test_seed_1498_a_disk_lost_while_a_set_shrinks_is_not_drawn() -> None:
     assert result.ok, f"{result.violation}\n  state: {result.summary}"
 
 
+def test_seed_6988_an_ack_is_judged_by_the_set_its_leader_counted_from() -> None:
+    """Seed 6988 (found by the long run at 8a6c40c): the controller added a fourth replica
+    (balance_replicas, e2 -> e3) and chose the new leader from two promisers of the old
+    three holding the record; the previous leader, not yet told, then acknowledged it on two
+    of its three, which the protocol allows. `AcknowledgedDurableOnMajority` counted it against
+    the image's four and reported a loss that was not one: it must judge an acknowledgement by
+    the set the acknowledging leader counted from."""
+    result = run_seed(6988, steps=5_000)
+    assert result.ok, f"{result.violation}\n  state: {result.summary}"
+
+
 def test_no_disk_loss_while_a_set_shrinks_below_the_factor() -> None:
     """The fault plan's rule behind seed 1498, directed: a node stays down until the real
     controller drops its replicas (three nodes: no replacement); from the Prepare of that
