@@ -12,8 +12,8 @@
   acknowledged and at the end.
 - `AcknowledgedDurableOnMajority`: when a record is acknowledged, a majority of the set the
   acknowledging leader counts from holds it synced (what a crash of every node would keep),
-  unless a disk was lost while it was pending. Leaders send before their fsync and step acks while a turn's
-  fsync is in flight: this is what keeps those orderings honest.
+  unless a disk was lost while it was pending. Leaders send before their fsync and step
+  acks while a turn's fsync is in flight: this is what keeps those orderings honest.
 - `KnownEndCoversAcknowledged`: a replica that says its HW is the shard's committed end
   (`ShardReplica.knows_committed_end`: readers take a read that reaches it for the end of the
   shard) holds every acknowledged record below it, unless a newer epoch was prepared since
