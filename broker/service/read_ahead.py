@@ -86,7 +86,6 @@ class ReadAhead:
         if key in self._entries:
             return
         loop = asyncio.get_running_loop()
-        self._drop_expired(loop.time())
         while len(self._entries) >= self._pages_max:
             self._entries.popitem(last=False)
         future = asyncio.ensure_future(asyncio.to_thread(read))
@@ -127,10 +126,6 @@ class ReadAhead:
         """Drops the page of `key` (its memory) if it is still the one read as `future`."""
         entry = self._entries.get(key)
         if entry is not None and entry.read is future:
-            del self._entries[key]
-
-    def _drop_expired(self, now: float) -> None:
-        for key in [key for key, entry in self._entries.items() if entry.expires_at < now]:
             del self._entries[key]
 
 
