@@ -22,7 +22,7 @@ Pure: values in, bytes or dicts out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import botocore.model
@@ -30,6 +30,7 @@ import botocore.model
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.gateway.validation import KINESIS, passes, service_model, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
+from broker.wire.put_entries import read_put_entries
 from broker.wire.record_page import varint
 
 
@@ -51,10 +52,21 @@ _KEY_MIN, _KEY_MAX, _DATA_MAX, _RECORDS_MIN, _RECORDS_MAX = _entry_limits()
 assert _KEY_MIN >= 1  # an empty key (present or not) therefore always takes the generic path
 
 
-def put_records_request(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any]:
-    """The validated AWS-shaped request of a parsed PutRecordsInput (ShoalError VALIDATION, in
-    the model's words, when it breaks the model). `message` is consumed: its records are
-    cleared once read."""
+def put_records_request(message: kinesis_pb2.PutRecordsInput, raw: bytes) -> dict[str, Any]:
+    """The validated AWS-shaped request of a parsed PutRecordsInput, `raw` its bytes (ShoalError
+    VALIDATION, in the model's words, when it breaks the model). `message` is consumed: its
+    records are cleared once read. Common records are read as columns straight from `raw`
+    where the C reader was built (`wire.put_entries`: "Records" is then a `PutEntries`)."""
+    columns = read_put_entries(
+        raw,
+        key_min=_KEY_MIN,
+        key_max=_KEY_MAX,
+        data_max=_DATA_MAX,
+        count_min=_RECORDS_MIN,
+        count_max=_RECORDS_MAX,
+    )
+    if columns is not None:
+        return _request_with(message, columns)
     entries = message.records
     records: list[dict[str, Any]] = []
     if _RECORDS_MIN <= len(entries) <= _RECORDS_MAX:
@@ -76,6 +88,14 @@ def put_records_request(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any]:
         generic = message_to_dict(message)
         validate_request("PutRecords", generic)
         return generic
+    return _request_with(message, records)
+
+
+def _request_with(
+    message: kinesis_pb2.PutRecordsInput, records: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The request of `message` whose common `records` were read (and checked) already: the
+    rest of it read and checked by the model."""
     message.ClearField("records")
     request: dict[str, Any] = {"Records": records}  # first, as the generic reader orders it
     request.update(message_to_dict(message))
@@ -107,7 +127,7 @@ def validate_put_records(request: dict[str, Any]) -> None:
     validate_request("PutRecords", request)
 
 
-def _check_with_stand_in(request: dict[str, Any], records: list[dict[str, Any]]) -> None:
+def _check_with_stand_in(request: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
     """The rest of a request whose `records` passed the entry checks, by the model: one entry
     stands in for the list (whose length is within the model's bounds). A request whose other
     members fail is checked again whole, so its messages are the model's for it as it came."""
@@ -116,8 +136,8 @@ def _check_with_stand_in(request: dict[str, Any], records: list[dict[str, Any]])
         passed = passes("PutRecords", request)
     finally:
         request["Records"] = records
-    if not passed:
-        validate_request("PutRecords", request)
+    if not passed:  # the model's messages for the request as it came (a list of records)
+        validate_request("PutRecords", {**request, "Records": list(records)})
 
 
 # PutRecordsOutput: failed_record_count = 1 (varint, tag 0x08), records = 2 (0x12),

@@ -13,7 +13,9 @@ from broker.api.kinesis.v1 import kinesis_pb2
 from broker.errors import ShoalError
 from broker.gateway.put_records import put_records_output, put_records_request, validate_put_records
 from broker.gateway.validation import validate_request
+from broker.wire import put_entries
 from broker.wire.codec import dict_to_message, message_to_dict
+from broker.wire.put_entries import PutEntries
 
 _KEY = "k" * 16
 _DATA = b"d" * 1024
@@ -28,9 +30,19 @@ def _generic(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any] | str:
     return request
 
 
-def _fast(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any] | str:
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def entry_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs with the C entry reader (wire/put_entries.py) and without it."""
+    if request.param == "python":
+        monkeypatch.setattr(put_entries, "_compiled", None)
+    elif not put_entries.compiled_reader():
+        pytest.skip("the C entry reader was not built (no C compiler when scripts/install ran)")
+    return str(request.param)
+
+
+def _fast(message: kinesis_pb2.PutRecordsInput, raw: bytes) -> dict[str, Any] | str:
     try:
-        return put_records_request(message)
+        return put_records_request(message, raw)
     except ShoalError as error:
         return f"{error.code.kinesis_name}: {error.message}"
 
@@ -47,7 +59,7 @@ def _same(raw: bytes) -> dict[str, Any] | str:
     """Both paths on the same wire bytes; each parses its own message (the fast one clears
     its records)."""
     generic = _generic(kinesis_pb2.PutRecordsInput.FromString(raw))
-    fast = _fast(kinesis_pb2.PutRecordsInput.FromString(raw))
+    fast = _fast(kinesis_pb2.PutRecordsInput.FromString(raw), raw)
     assert fast == generic
     if isinstance(fast, dict) and isinstance(generic, dict):
         assert list(fast) == list(generic)  # the members in the same order too
@@ -61,6 +73,8 @@ def test_common_entries_read_as_the_generic_path_reads_them() -> None:
     assert request["StreamName"] == "orders"
     assert request["Records"][7] == {"Data": _DATA, "PartitionKey": "0000000000000007"}
     assert list(request["Records"][0]) == ["Data", "PartitionKey"]  # the generic key order
+    # Read as columns where the C reader runs, as dicts otherwise.
+    assert isinstance(request["Records"], PutEntries) == put_entries.compiled_reader()
 
 
 @pytest.mark.parametrize(
