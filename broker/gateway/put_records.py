@@ -22,15 +22,17 @@ Pure: values in, bytes or dicts out.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import botocore.model
 
 from broker.api.kinesis.v1 import kinesis_pb2
+from broker.gateway.aws_codec import WireFormat, canonical_blobs, decode_request
 from broker.gateway.validation import KINESIS, passes, service_model, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
-from broker.wire.put_entries import read_put_entries
+from broker.wire.put_entries import PutEntries, read_json_entries, read_put_entries
 from broker.wire.record_page import varint
 
 
@@ -101,6 +103,50 @@ def _request_with(
     request.update(message_to_dict(message))
     _check_with_stand_in(request, records)
     return request
+
+
+def put_records_from_body(body: dict[str, Any], wire: WireFormat) -> dict[str, Any]:
+    """The AWS door's validated PutRecords request from its parsed `body`: `decode_request` and
+    `validate_put_records`, except that a JSON body whose records are all the common one (a
+    Data string in canonical base64 of 1 byte up to the model's maximum, a PartitionKey of
+    1..256 characters, nothing else) has them read as columns (`wire.put_entries`: "Records" is
+    then a `PutEntries`), the rest of the body decoded and checked as before."""
+    records = body.get("Records")
+    entries = _json_entries(records) if wire is WireFormat.JSON and type(records) is list else None
+    if entries is None:
+        request = decode_request("PutRecords", body, wire)
+        validate_put_records(request)
+        return request
+    rest = decode_request("PutRecords", {k: v for k, v in body.items() if k != "Records"}, wire)
+    # The members in the body's order, as the generic decoder puts them.
+    request = {
+        name: entries if name == "Records" else rest[name]
+        for name in body
+        if name == "Records" or name in rest
+    }
+    _check_with_stand_in(request, entries)
+    return request
+
+
+def _json_entries(records: list[Any]) -> PutEntries | None:
+    columns = read_json_entries(
+        records,
+        key_min=_KEY_MIN,
+        key_max=_KEY_MAX,
+        count_min=_RECORDS_MIN,
+        count_max=_RECORDS_MAX,
+    )
+    if columns is None:
+        return None
+    keys, keys_utf8, texts = columns
+    datas = canonical_blobs(texts)
+    if datas is None:
+        return None
+    data_sizes = list(map(len, datas))
+    if min(data_sizes) < 1 or max(data_sizes) > _DATA_MAX:
+        return None
+    sizes = list(map(operator.add, map(len, keys_utf8), data_sizes))
+    return PutEntries(keys, keys_utf8, datas, sizes)
 
 
 def validate_put_records(request: dict[str, Any]) -> None:

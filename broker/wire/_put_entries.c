@@ -13,10 +13,26 @@
  * record's size (UTF-8 key length + data length). None when an entry is not the common one or
  * the number of entries (field 1 of PutRecordsInput) lies outside count_min..count_max. Other
  * fields of PutRecordsInput are skipped (the caller reads them from the parsed message).
+ *
+ * read_json(records, key_min, key_max, count_min, count_max) ->
+ *     (partition_keys, partition_keys_utf8, data_texts) | None
+ *
+ * The same for the AWS door's JSON body: `records` is its "Records" list as parsed, each
+ * common entry an object of exactly "Data" (a string: its base64, decoded by the caller) and
+ * "PartitionKey" (a string of key_min..key_max characters). None otherwise.
+ *
+ * split_base64(decoded, texts) -> list[bytes] | None
+ *
+ * The bytes of each base64 text of `texts` (a list of str), given `decoded`: the decode of the
+ * texts joined with every "=" turned into "A". None when any text is not canonical base64 (a
+ * length that is not a multiple of 4, padding before the end or after a character whose
+ * unused bits are not zero) or `decoded` is not that decode's length. broker/gateway/
+ * aws_codec.py's `canonical_blobs` holds the Python loop with the same results.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifndef SOURCE_SHA256
 #define SOURCE_SHA256 ""
@@ -192,10 +208,150 @@ done:
     return result;
 }
 
+static PyObject *data_name, *key_name; /* "Data", "PartitionKey": kept for good */
+
+/* The AWS door's JSON body: its "Records" list as orjson made it. */
+static PyObject *read_json_columns(PyObject *module, PyObject *args) {
+    PyObject *records;
+    Py_ssize_t key_min, key_max, count_min, count_max;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!nnnn:read_json", &PyList_Type, &records, &key_min, &key_max,
+                          &count_min, &count_max)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(records);
+    if (count < count_min || count > count_max) {
+        Py_RETURN_NONE;
+    }
+    PyObject *keys = PyList_New(count), *keys_utf8 = PyList_New(count), *texts = PyList_New(count);
+    PyObject *result = NULL;
+    if (keys == NULL || keys_utf8 == NULL || texts == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(records, i);
+        if (!PyDict_CheckExact(item) || PyDict_GET_SIZE(item) != 2) {
+            goto not_common;
+        }
+        PyObject *text = PyDict_GetItemWithError(item, data_name); /* borrowed */
+        PyObject *key = text == NULL ? NULL : PyDict_GetItemWithError(item, key_name);
+        if (key == NULL) {
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            goto not_common;
+        }
+        if (!PyUnicode_CheckExact(text) || !PyUnicode_CheckExact(key)) {
+            goto not_common;
+        }
+        Py_ssize_t characters = PyUnicode_GET_LENGTH(key);
+        if (characters < key_min || characters > key_max) {
+            goto not_common;
+        }
+        PyObject *utf8 = PyUnicode_AsUTF8String(key);
+        if (utf8 == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                goto done;
+            }
+            PyErr_Clear(); /* a lone surrogate: the generic path says what is wrong */
+            goto not_common;
+        }
+        PyList_SET_ITEM(keys_utf8, i, utf8);
+        PyList_SET_ITEM(keys, i, Py_NewRef(key));
+        PyList_SET_ITEM(texts, i, Py_NewRef(text));
+    }
+    result = PyTuple_Pack(3, keys, keys_utf8, texts);
+    goto done;
+not_common:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(keys);
+    Py_XDECREF(keys_utf8);
+    Py_XDECREF(texts);
+    return result;
+}
+
+/* Whether `c` may stand before "==" (two data bits, then four zero bits) or before "=" (four
+ * data bits, then two zero bits) in canonical base64. */
+static int canonical_before_two_pads(unsigned char c) {
+    return c == 'A' || c == 'Q' || c == 'g' || c == 'w';
+}
+
+static int canonical_before_one_pad(unsigned char c) {
+    return c != 0 && strchr("AEIMQUYcgkosw048", c) != NULL;
+}
+
+/* The AWS door's blobs: `decoded` is the base64 decode of `texts` joined with every "=" made
+ * "A" (so each text decodes to its bytes then as many zero bytes as it had pads). */
+static PyObject *split_base64(PyObject *module, PyObject *args) {
+    const char *decoded;
+    Py_ssize_t decoded_length;
+    PyObject *texts;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y#O!:split_base64", &decoded, &decoded_length, &PyList_Type,
+                          &texts)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(texts), start = 0;
+    PyObject *blobs = PyList_New(count);
+    if (blobs == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i);
+        if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) {
+            goto not_canonical;
+        }
+        Py_ssize_t length = PyUnicode_GET_LENGTH(text), pads = 0;
+        const unsigned char *chars = PyUnicode_1BYTE_DATA(text);
+        if (length % 4) {
+            goto not_canonical;
+        }
+        if (length && chars[length - 1] == '=') {
+            if (chars[length - 2] == '=') {
+                if (!canonical_before_two_pads(chars[length - 3])) {
+                    goto not_canonical;
+                }
+                pads = 2;
+            } else if (canonical_before_one_pad(chars[length - 2])) {
+                pads = 1;
+            } else {
+                goto not_canonical;
+            }
+        }
+        if (memchr(chars, '=', (size_t)(length - pads)) != NULL) {
+            goto not_canonical; /* padding before the end */
+        }
+        Py_ssize_t stride = length / 4 * 3;
+        if (stride > decoded_length - start) {
+            goto not_canonical;
+        }
+        PyObject *blob = PyBytes_FromStringAndSize(decoded + start, stride - pads);
+        if (blob == NULL) {
+            Py_DECREF(blobs);
+            return NULL;
+        }
+        PyList_SET_ITEM(blobs, i, blob);
+        start += stride;
+    }
+    if (start != decoded_length) {
+        goto not_canonical;
+    }
+    return blobs;
+not_canonical:
+    Py_DECREF(blobs);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"read", read_columns, METH_VARARGS,
      "read(raw, key_min, key_max, data_max, count_min, count_max) -> "
      "(partition_keys, partition_keys_utf8, datas, sizes) | None"},
+    {"read_json", read_json_columns, METH_VARARGS,
+     "read_json(records, key_min, key_max, count_min, count_max) -> "
+     "(partition_keys, partition_keys_utf8, data_texts) | None"},
+    {"split_base64", split_base64, METH_VARARGS,
+     "split_base64(decoded, texts) -> list[bytes] | None"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -209,7 +365,10 @@ PyMODINIT_FUNC PyInit__put_entries(void) {
     if (module == NULL) {
         return NULL;
     }
-    if (PyModule_AddStringConstant(module, "SOURCE_SHA256", SOURCE_SHA256) < 0) {
+    data_name = PyUnicode_InternFromString("Data");
+    key_name = PyUnicode_InternFromString("PartitionKey");
+    if (data_name == NULL || key_name == NULL
+        || PyModule_AddStringConstant(module, "SOURCE_SHA256", SOURCE_SHA256) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -9,6 +9,10 @@ limits and throttles count). `PutEntries` carries them where the request's "Reco
 it is a read-only sequence of the same dicts (made on access), and the service reads its columns
 instead (`broker/service/records.py`).
 
+The AWS door's JSON body is read the same way (`read_json_entries`): its "Records" list, as
+orjson parsed it, into the keys and the base64 texts of the data, which the door decodes in one
+call (`aws_codec.canonical_blobs`).
+
 Only the common entry is read here; any other (an explicit hash key, an empty or missing
 member, an unknown or repeated field) gives None, as does a count outside the model's bounds,
 and the caller reads the message through upb as before (the pure-Python path, the same
@@ -101,6 +105,31 @@ def read_put_entries(
         return None
     keys, keys_utf8, datas, sizes = columns
     return PutEntries(keys, keys_utf8, datas, sizes)
+
+
+def read_json_entries(
+    records: list[Any], *, key_min: int, key_max: int, count_min: int, count_max: int
+) -> tuple[list[str], list[bytes], list[str]] | None:
+    """The AWS door's JSON "Records" list (as parsed) as (partition keys, their UTF-8, the
+    Data texts: base64, for the caller to decode), when every entry is an object of exactly a
+    "Data" string and a "PartitionKey" string of key_min..key_max characters and there are
+    count_min to count_max of them; None otherwise, and always without the compiled module."""
+    if _compiled is None:
+        return None
+    columns: tuple[list[str], list[bytes], list[str]] | None = _compiled.read_json(
+        records, key_min, key_max, count_min, count_max
+    )
+    return columns
+
+
+def split_base64(decoded: bytes, texts: list[str]) -> list[bytes] | None:
+    """Each of `texts` decoded, given `decoded`, the base64 decode of the texts joined with every
+    "=" turned into "A" (aws_codec.canonical_blobs); None when any is not canonical base64, or
+    without the compiled module (the caller's Python loop then does it)."""
+    if _compiled is None:
+        return None
+    blobs: list[bytes] | None = _compiled.split_base64(decoded, texts)
+    return blobs
 
 
 def compiled_reader() -> bool:

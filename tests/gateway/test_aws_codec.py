@@ -19,6 +19,7 @@ from broker.gateway.aws_codec import (
     parse_body,
     wire_format_for,
 )
+from broker.wire import put_entries
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
 MOMENT_MS = 1_767_323_045_678
@@ -161,26 +162,38 @@ def _full_blob(text: str) -> bytes | None:
         return None
 
 
+@pytest.fixture(params=["compiled", "python"])
+def blob_splitter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """`canonical_blobs` with the C checks and cut (wire/put_entries.py) and without them."""
+    if request.param == "python":
+        monkeypatch.setattr(put_entries, "_compiled", None)
+    elif not put_entries.compiled_reader():
+        pytest.skip("the C module was not built (no C compiler when scripts/install ran)")
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("blob_splitter")
 def test_the_fast_base64_check_agrees_with_the_full_one() -> None:
     """Random runs of near-base64 strings (padding anywhere, non-zero pad bits, other
-    alphabets, odd lengths): `_canonical_blobs` decodes a run exactly as `_blob` decodes each
+    alphabets, odd lengths): `canonical_blobs` decodes a run exactly as `_blob` decodes each
     of its texts, and refuses the run when `_blob` refuses any one of them."""
     rng = random.Random(18)
     for _ in range(20_000):
         texts = [_near_base64(rng) for _ in range(rng.choice((1, 1, 2, 5)))]
         each = [_full_blob(text) for text in texts]
         expected = None if None in each else each
-        assert aws_codec._canonical_blobs(texts) == expected, texts
+        assert aws_codec.canonical_blobs(texts) == expected, texts
 
 
+@pytest.mark.usefixtures("blob_splitter")
 def test_a_run_of_blobs_keeps_each_texts_bytes() -> None:
     """Texts of every padding next to each other decode to their own bytes (the joined decode
     places each one's bytes after the zero bytes of the padding before it)."""
     rng = random.Random(7)
     datas = [rng.randbytes(size) for size in (1, 2, 3, 1024, 0, 5, 1023, 1)]
     texts = [pybase64.b64encode_as_string(data) for data in datas]
-    assert aws_codec._canonical_blobs(texts) == datas
-    assert aws_codec._canonical_blobs([]) == []
+    assert aws_codec.canonical_blobs(texts) == datas
+    assert aws_codec.canonical_blobs([]) == []
 
 
 def test_cbor_responses_carry_millisecond_tags_at_any_depth() -> None:

@@ -135,3 +135,44 @@ def test_the_sequence_reads_as_the_dicts() -> None:
     assert read == dicts
     assert read != dicts[:4]
     assert dicts == read
+
+
+def _read_json(records: list[Any], **bounds: int) -> Any:
+    limits = {"key_min": 1, "key_max": 256, "count_min": 1, "count_max": 500, **bounds}
+    return put_entries.read_json_entries(records, **limits)
+
+
+def test_json_records_read_as_columns() -> None:
+    records = [{"Data": "eA==", "PartitionKey": "k"}, {"PartitionKey": "鍵", "Data": ""}]
+    assert _read_json(records) == (["k", "鍵"], [b"k", "鍵".encode()], ["eA==", ""])
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"Data": "eA=="},
+        {"PartitionKey": "k"},
+        {"Data": "eA==", "PartitionKey": "k", "ExplicitHashKey": "1"},
+        {"Data": "eA==", "Key": "k"},
+        {"Data": b"x", "PartitionKey": "k"},
+        {"Data": "eA==", "PartitionKey": 5},
+        {"Data": None, "PartitionKey": "k"},
+        {"Data": "eA==", "PartitionKey": ""},
+        {"Data": "eA==", "PartitionKey": "k" * 257},
+        {"Data": "eA==", "PartitionKey": "\ud800"},  # a lone surrogate has no UTF-8
+        ["Data", "PartitionKey"],
+        "entry",
+        None,
+    ],
+)
+def test_an_odd_json_record_gives_none(odd: Any) -> None:
+    common = {"Data": "eA==", "PartitionKey": "k"}
+    assert _read_json([common, odd, common]) is None
+    assert _read_json([common] * 3) is not None
+
+
+def test_json_count_bounds() -> None:
+    common = {"Data": "eA==", "PartitionKey": "k"}
+    assert _read_json([]) is None
+    assert _read_json([common] * 3, count_max=2) is None
+    assert _read_json([common] * 3, count_min=4) is None
