@@ -280,6 +280,7 @@ def test_a_controller_choosing_a_shorter_log_is_caught(monkeypatch: pytest.Monke
         new_replicas: Sequence[NodeId],
         eligible: Sequence[NodeId],
         epoch: int | None = None,
+        leader: NodeId | None = None,
     ) -> NodeId | None:
         promised = {node_id for node_id, promise in promises.items() if promise.ok}
         if sum(1 for node_id in replicas if node_id in promised) <= len(replicas) // 2:
