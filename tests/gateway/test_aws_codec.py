@@ -19,7 +19,6 @@ from broker.gateway.aws_codec import (
     parse_body,
     wire_format_for,
 )
-from broker.wire import put_entries
 
 MOMENT = datetime(2026, 1, 2, 3, 4, 5, 678_000, tzinfo=UTC)
 MOMENT_MS = 1_767_323_045_678
@@ -162,17 +161,7 @@ def _full_blob(text: str) -> bytes | None:
         return None
 
 
-@pytest.fixture(params=["compiled", "python"])
-def blob_splitter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """`canonical_blobs` with the C checks and cut (wire/put_entries.py) and without them."""
-    if request.param == "python":
-        monkeypatch.setattr(put_entries, "_compiled", None)
-    elif not put_entries.compiled_reader():
-        pytest.skip("the C module was not built (no C compiler when scripts/install ran)")
-    return str(request.param)
-
-
-@pytest.mark.usefixtures("blob_splitter")
+@pytest.mark.usefixtures("put_entries_both_ways")
 def test_the_fast_base64_check_agrees_with_the_full_one() -> None:
     """Random runs of near-base64 strings (padding anywhere, non-zero pad bits, other
     alphabets, odd lengths): `canonical_blobs` decodes a run exactly as `_blob` decodes each
@@ -185,7 +174,7 @@ def test_the_fast_base64_check_agrees_with_the_full_one() -> None:
         assert aws_codec.canonical_blobs(texts) == expected, texts
 
 
-@pytest.mark.usefixtures("blob_splitter")
+@pytest.mark.usefixtures("put_entries_both_ways")
 def test_a_run_of_blobs_keeps_each_texts_bytes() -> None:
     """Texts of every padding next to each other decode to their own bytes (the joined decode
     places each one's bytes after the zero bytes of the padding before it)."""

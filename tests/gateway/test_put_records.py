@@ -25,6 +25,9 @@ from broker.wire import put_entries
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.put_entries import PutEntries
 
+# Every test runs with the C entry reader (wire/put_entries.py) and without it.
+pytestmark = pytest.mark.usefixtures("put_entries_both_ways")
+
 _KEY = "k" * 16
 _ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
 _DATA = b"d" * 1024
@@ -37,16 +40,6 @@ def _generic(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any] | str:
     except ShoalError as error:
         return f"{error.code.kinesis_name}: {error.message}"
     return request
-
-
-@pytest.fixture(autouse=True, params=["compiled", "python"])
-def entry_reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Every test runs with the C entry reader (wire/put_entries.py) and without it."""
-    if request.param == "python":
-        monkeypatch.setattr(put_entries, "_compiled", None)
-    elif not put_entries.compiled_reader():
-        pytest.skip("the C entry reader was not built (no C compiler when scripts/install ran)")
-    return str(request.param)
 
 
 def _fast(message: kinesis_pb2.PutRecordsInput, raw: bytes) -> dict[str, Any] | str:
