@@ -58,7 +58,7 @@ from typing import Any
 
 import boto3
 
-from benchmarks.bench import NodeAddress, now_s, shoal_node
+from benchmarks.bench import NodeAddress, cpu_s, now_s, shoal_node
 from broker.analytics import pipeline, records, sql
 from broker.analytics.duckdb_engine import DuckDbEngine
 from broker.clock import SystemClock
@@ -164,12 +164,6 @@ def engine_baseline(data: list[bytes]) -> EngineRun:
         engine.close()
     assert sum(row[1] for row in result) == len(data)
     return EngineRun(len(data) / elapsed, cpu / len(data) * 1e6)
-
-
-def cpu_s(pid: int) -> float:
-    """A process's CPU time so far (user and system, every thread)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def clients(http_url: str) -> tuple[Any, Any]:

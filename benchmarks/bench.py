@@ -21,7 +21,10 @@ And the ceilings of the same stack, in the same run, on the same machine:
   PutRecordsInput / PutRecordInput; its GetRecords returns a prebuilt 10000 x 1 KiB reply.
 
 Every Shoal figure is printed with its ratio to the matching ceiling (same call, same producer
-count) and to the slower of the two. The goal from the issue: PutRecords throughput at least 50%
+count) and to the slower of the two. PutRecords also gets the node's CPU per call of 500 records
+(its process, every thread, from /proc/<pid>/stat over the measured span) next to the storage
+ceiling's CPU per WriteBatch of 500 (this process over its timed loop): on a machine shared with
+other work, wall time stretches with the load while CPU per call moves much less. The goal from the issue: PutRecords throughput at least 50%
 of the slower ceiling, and 4-producer runs where no producer starves.
 
 Producers are separate processes (multiprocessing "spawn": gRPC is not fork-safe once a channel
@@ -40,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import functools
 import json
 import multiprocessing
 import multiprocessing.synchronize
@@ -97,6 +102,12 @@ DRAIN_DEADLINE_S = 120.0
 UNTHROTTLED = ("write_bytes", "write_records", "read_calls", "read_bytes")
 MiB = 1024 * 1024
 Kind = Literal["PutRecords", "PutRecord"]
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU time so far (user and system, every thread), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def now_s() -> float:
@@ -266,10 +277,12 @@ def run_producers(
     seconds: float,
     warmup_s: float,
     entry: Callable[..., None] = producer_main,
+    on_go: Callable[[], None] | None = None,
 ) -> list[ProducerResult]:
     """Runs `count` producer processes against `target` at once; returns their results.
 
-    `entry(spec, events, go)` is the processes' main: gRPC producers by default.
+    `entry(spec, events, go)` is the processes' main: gRPC producers by default. `on_go()` is
+    called as the measured span starts (after the warm-up).
     """
     context = multiprocessing.get_context("spawn")
     events: multiprocessing.Queue[Any] = context.Queue()
@@ -300,6 +313,8 @@ def run_producers(
         for _ in range(count):
             _next_event(events, deadline, f"{count} producers to connect")
         time.sleep(warmup_s)
+        if on_go is not None:
+            on_go()
         go.set()
         results: list[ProducerResult] = []
         deadline = now_s() + seconds + CALL_TIMEOUT_S + CHILD_EXIT_DEADLINE_S
@@ -484,10 +499,20 @@ class Throughput:
     seconds: float
     producer_share: float | None = None  # slowest / fastest producer, with several producers
     failed_records: int = 0  # refused per record (not counted in `records`)
+    # CPU seconds the measured side spent meanwhile (the node's process, or this process for a
+    # storage ceiling): a figure the machine's other load disturbs far less than wall time.
+    cpu_s: float | None = None
 
     @property
     def records_per_s(self) -> float:
         return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_ms_per_batch(self) -> float | None:
+        """CPU milliseconds per BATCH_RECORDS records (one PutRecords call, one WriteBatch)."""
+        if self.cpu_s is None or self.records <= 0:
+            return None
+        return self.cpu_s * 1000 * BATCH_RECORDS / self.records
 
     @property
     def mib_per_s(self) -> float:
@@ -582,12 +607,17 @@ def storage_ceilings(path: Path, seconds: float, warmup_s: float) -> tuple[Throu
             _write_durable_batch(db, values, offset)
             offset += len(values)
         first = offset
+        cpu_start = time.process_time()  # this process: the writes and RocksDB's own threads
         start = done = now_s()
         while done - start < seconds:
             _write_durable_batch(db, values, offset)
             offset += len(values)
             done = now_s()
-        write = Throughput(records=offset - first, seconds=done - start)
+        write = Throughput(
+            records=offset - first,
+            seconds=done - start,
+            cpu_s=time.process_time() - cpu_start,
+        )
         read = _read_all(db, seconds)
     finally:
         db.close()
@@ -742,7 +772,7 @@ def run(seconds: float, warmup_s: float, command: str, parts: Sequence[Part]) ->
         workdir = Path(tmp)
         with shoal_node(workdir) as node:
             if "grpc" in parts:
-                _run_grpc(report, workdir, node.grpc_target, seconds, warmup_s)
+                _run_grpc(report, workdir, node, seconds, warmup_s)
             if "http" in parts:
                 report.http = aws_http.run_http(
                     grpc_target=node.grpc_target,
@@ -754,7 +784,10 @@ def run(seconds: float, warmup_s: float, command: str, parts: Sequence[Part]) ->
     return report
 
 
-def _run_grpc(report: Report, workdir: Path, node: str, seconds: float, warmup_s: float) -> None:
+def _run_grpc(
+    report: Report, workdir: Path, address: NodeAddress, seconds: float, warmup_s: float
+) -> None:
+    node = address.grpc_target
     latency_s = min(seconds, 3.0)
     with nothing_server() as nothing:
         _measure_storage(report, workdir / "ceiling-1", seconds, warmup_s)
@@ -787,15 +820,18 @@ def _run_grpc(report: Report, workdir: Path, node: str, seconds: float, warmup_s
             _say(f"shoal: PutRecords, {shards} shard(s), {producers} producer(s)")
             name = f"bench-{shards}s-{producers}p"
             create_stream(node, name, shards)
-            report.put_records[(shards, producers)] = throughput_of(
-                run_producers(
-                    target=node,
-                    stream_name=name,
-                    kind="PutRecords",
-                    count=producers,
-                    seconds=seconds,
-                    warmup_s=warmup_s,
-                )
+            cpu_at_go: list[float] = []
+            results = run_producers(
+                target=node,
+                stream_name=name,
+                kind="PutRecords",
+                count=producers,
+                seconds=seconds,
+                warmup_s=warmup_s,
+                on_go=functools.partial(_append_cpu, cpu_at_go, address.pid),
+            )
+            report.put_records[(shards, producers)] = dataclasses.replace(
+                throughput_of(results), cpu_s=cpu_s(address.pid) - cpu_at_go[0]
             )
         _say("shoal: PutRecord latency")
         create_stream(node, "bench-latency", 1)
@@ -915,6 +951,7 @@ def _format_grpc(report: Report) -> list[str]:
             f"{_pct(shoal.records_per_s, slower):>8}  {share:>13}  "
             f"{'ok' if meets else 'BELOW 50%'}"
         )
+    lines += _cpu_lines(report.put_records, storage)
     failed = sum(t.failed_records for t in report.put_records.values())
     if failed:
         lines.append(f"  WARNING: {failed:,} records were refused (FailedRecordCount); not counted")
@@ -940,6 +977,31 @@ def _format_grpc(report: Report) -> list[str]:
     return lines
 
 
+def _append_cpu(marks: list[float], pid: int) -> None:
+    marks.append(cpu_s(pid))
+
+
+def _cpu_lines(put_records: dict[tuple[int, int], Throughput], storage: Throughput) -> list[str]:
+    """The node's CPU per PutRecords call of 500 records next to the storage ceiling's CPU per
+    WriteBatch of 500: the same comparison as the table's, in the figure a shared machine's
+    other load disturbs least (wall time stretches with it, CPU per call much less)."""
+    ceiling = storage.cpu_ms_per_batch
+    if ceiling is None or ceiling <= 0:
+        return []
+    lines = [
+        f"  CPU per 500 records (node process, all threads; storage: this process, {ceiling:.2f} ms"
+        " per WriteBatch + flush_wal):"
+    ]
+    for (shards, producers), shoal in put_records.items():
+        node = shoal.cpu_ms_per_batch
+        if node is not None:
+            lines.append(
+                f"  {shards:>6} {producers:>4}  node {node:6.2f} ms  = "
+                f"x{node / ceiling:.2f} storage's"
+            )
+    return lines
+
+
 def report_json(report: Report) -> dict[str, Any]:
     from benchmarks import aws_http
 
@@ -950,6 +1012,7 @@ def report_json(report: Report) -> dict[str, Any]:
             **asdict(value),
             "records_per_s": value.records_per_s,
             "mib_per_s": value.mib_per_s,
+            "cpu_ms_per_batch": value.cpu_ms_per_batch,
         }
 
     return {
