@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -52,7 +51,7 @@ from broker.errors import ShoalError
 from broker.log.disk_guard import DiskGuard
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.records import AppendBatch, LogCorruptionError, NewRecord
-from broker.log.store import LogStore, LogStoreError
+from broker.log.store import LogStore, LogStoreError, clear_frames
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
 from broker.replication import replica as core
@@ -429,7 +428,7 @@ class ReplicationDriver:
         )
         # The failed write's frames hold the store's old handles; RocksDB cannot be reopened
         # while they live.
-        _clear_frames(error)
+        clear_frames(error)
         del error
         await self._clock.sleep(delay_ms)  # a backoff while the disk refuses, not a sync
         await self._reopen_store()
@@ -545,7 +544,7 @@ class ReplicationDriver:
     async def _read(self, local: Local, request: core.ReadRequest) -> None:
         """A follower's catch-up read of our log, fed back to the replica. A damaged range
         cannot be sent: it is reported (and repaired); the replica asks again after its resend
-        timeout."""
+        timeout, as when the store is being reopened."""
         try:
             batches = await asyncio.to_thread(
                 self._store.read_batches,
@@ -556,6 +555,10 @@ class ReplicationDriver:
             )
         except LogCorruptionError as error:
             self.report_corruption(error)
+            return
+        except LogStoreError as error:
+            # Being reopened (a failed write, corrupt files dropped): the replica asks again.
+            log.info("replica_read_store_unavailable", extra={"error": str(error)})
             return
         if self._core.read_done(local, request, batches, self._now()):
             self._wake.set()
@@ -785,17 +788,6 @@ class _Wake:
             await step
         finally:
             self._step = None
-
-
-def _clear_frames(error: BaseException) -> None:
-    """Drops the locals of every finished frame in the error's traceback chain."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if current.__traceback__ is not None:
-            traceback.clear_frames(current.__traceback__)
-        current = current.__cause__ or current.__context__
 
 
 def _same(batch: AppendBatch) -> AppendBatch:

@@ -8,7 +8,9 @@ closed; 64 bytes in the middle of that file overwritten (a data block); the stor
 
 from __future__ import annotations
 
+import gc
 import random
+import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -179,3 +181,104 @@ def test_a_batch_written_before_crc32c_still_reads() -> None:
     value[-1] ^= 0xFF
     with pytest.raises(LogCorruptionError):
         BatchHeader.parse(bytes(value))
+
+
+# --- A corrupt block shared by two shards -------------------------------------------------
+
+SHARDS = [ShardUid(uid) for uid in range(1, 6)]
+SMALL_BATCHES = 40  # per shard: the five shards' first records make one small SST
+
+
+def _small_batches(
+    shard: ShardUid, first: int, count: int, noise: random.Random
+) -> list[AppendBatch]:
+    return [
+        AppendBatch(
+            shard_uid=shard,
+            first_offset=Offset(first + i),
+            arrival_ms=1_000 + first + i,
+            records=(NewRecord("k", f"{shard}:{first + i}:".encode() + noise.randbytes(30)),),
+            epoch=1,
+        )
+        for i in range(count)
+    ]
+
+
+def _failing_shards(store: RocksLogStore, ends: dict[ShardUid, Offset]) -> dict[ShardUid, Offset]:
+    """Each shard whose log does not read back, with the offset the check names."""
+    failing = {}
+    for shard in SHARDS:
+        try:
+            store.verify(shard, start_offset=Offset(0), end_offset=ends[shard], bytes_max=1 << 30)
+        except LogCorruptionError as error:
+            failing[shard] = Offset(error.offset or 0)  # every read names the offset
+    return failing
+
+
+def _shared_block_damage(tmp_path: Path, pristine: Path) -> Path:
+    """A copy of `pristine` with 64 bytes overwritten in a data block holding the records of
+    two shards (the end of one and the start of the next): the first offset into the SST
+    where reads of two shards fail."""
+    sst_name = max(pristine.glob("*.sst"), key=lambda f: f.stat().st_size).name  # the records'
+    ends = {shard: Offset(SMALL_BATCHES) for shard in SHARDS}
+    for tenth in range(2, 9):
+        copy = tmp_path / f"try-{tenth}"
+        shutil.copytree(pristine, copy)
+        sst = copy / sst_name
+        with sst.open("r+b") as file:
+            file.seek(sst.stat().st_size * tenth // 10)
+            file.write(b"\xaa" * 64)
+        store = RocksLogStore(copy)
+        try:
+            if len(_failing_shards(store, ends)) == 2:
+                return copy
+        finally:
+            store.close()
+            gc.collect()  # the errors' frames hold iterators, which keep RocksDB's lock
+    raise AssertionError("no block of the SST holds two shards' records")
+
+
+def test_a_corrupt_block_holding_two_shards_records_is_repaired_for_good(tmp_path: Path) -> None:
+    """Seen in the chaos test (seed 855155360): a block holding the end of one shard's records
+    and the start of the next one's. After both ranges were repaired, every seek into the rest
+    of the first shard still read the corrupt block (the repair's range tombstone ends where
+    the shard's records in it end, and the block's next keys are the other shard's), so the
+    same range was found damaged again at once, and repaired, forever. Now the repair that
+    does not fence the block off drops the file; the batches it held are found missing and
+    repaired in turn, and the log reads back whole, also what was written after the damage."""
+    noise = random.Random(21)
+    batches = {shard: _small_batches(shard, 0, SMALL_BATCHES, noise) for shard in SHARDS}
+    pristine = tmp_path / "pristine"
+    store = RocksLogStore(pristine)
+    for shard in SHARDS:
+        store.append(batches[shard])
+    store.close()  # flushes the memtables: one small records SST with every shard's
+    path = _shared_block_damage(tmp_path, pristine)
+    store = RocksLogStore(path)
+    try:
+        for shard in SHARDS:  # newer records, above the damage, in the memtable
+            later = _small_batches(shard, SMALL_BATCHES, 5, noise)
+            store.append(later)
+            batches[shard] += later
+        ends = {shard: batches[shard][-1].end_offset for shard in SHARDS}
+        rounds = 0
+        while failing := _failing_shards(store, ends):
+            rounds += 1
+            assert rounds <= 4, f"the damage is found again after every repair: {failing}"
+            for shard, offset in failing.items():
+                start, end = store.damaged_range(shard, offset)
+                assert store.repair(
+                    shard, [b for b in batches[shard] if start <= b.first_offset < end]
+                )
+        assert list((path / "lost").glob("**/*.sst")), "the corrupt file was dropped"
+        for shard in SHARDS:
+            read = store.read(
+                shard,
+                start_offset=Offset(0),
+                end_offset=ends[shard],
+                records_max=1_000,
+                bytes_max=1 << 30,
+            )
+            assert [r.data for r in read] == [r.data for b in batches[shard] for r in b.records]
+    finally:
+        store.close()
