@@ -107,12 +107,18 @@ COLUMN_FAMILIES = (RECORDS_CF, TIME_INDEX_CF, SHARD_META_CF)
 @contextlib.contextmanager
 def _engine_errors(operation: str) -> Iterator[None]:
     """Translates rocksdict's exceptions into `LogStoreError`, or `LogCorruptionError` for a
-    RocksDB `Corruption` status (a block checksum mismatch, a broken table), keeping our own."""
+    RocksDB `Corruption` status (a block checksum mismatch, a broken table), keeping our own;
+    drops the locals of the failed call's finished frames either way."""
     try:
         yield
-    except (AssertionError, LogCorruptionError, LogStoreError):
+    except (AssertionError, LogCorruptionError, LogStoreError) as error:
+        clear_frames(error)  # see below
         raise
     except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+        # The finished frames of the call hold its iterators, which keep RocksDB open (and
+        # its lock taken) for as long as the error lives: a failed read kept by the read-ahead
+        # cache would stop the store from being reopened.
+        clear_frames(exc)
         raise _translated(operation, exc) from exc
 
 
@@ -186,6 +192,13 @@ class _Handles:
     records_cf: rocksdict.ColumnFamily  # column family handles, for WriteBatch
     time_index_cf: rocksdict.ColumnFamily
     shard_meta_cf: rocksdict.ColumnFamily
+
+    def release(self) -> None:
+        """Drops every object, so whatever still holds this instance (the frames of an
+        error's traceback, kept by a cached failed read) no longer keeps RocksDB open; a call
+        still using it fails (`LogStoreError`, retryable)."""
+        for name in self.__slots__:
+            delattr(self, name)
 
 
 _METRIC_PROPERTIES = (
@@ -450,7 +463,8 @@ class RocksLogStore:
         self._histories.clear()
         if handles is not None:
             db = handles.db
-            del handles  # every view and handle first, or the close does not close
+            handles.release()  # every view and handle first, or the close does not close
+            del handles
             with contextlib.suppress(Exception):  # its error is the one we reopen for
                 db.close()
             del db
@@ -878,17 +892,19 @@ class RocksLogStore:
         hold RocksDB's lock, as `reopen` does."""
         with self._write_lock:
             self._close_handles()
-            with _engine_errors("drop_corrupt_files"):
-                for attempt in range(attempts):
-                    try:
-                        rocksdict.Rdict.repair(str(self._path), db_options())
-                        break
-                    except Exception:  # rocksdict raises bare Exception: the lock, mostly
-                        if attempt == attempts - 1:
-                            raise
-                        gc.collect()  # old handles caught in reference cycles
-                        time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
-            self._open_retrying(attempts, pause_s)
+            try:
+                with _engine_errors("drop_corrupt_files"):
+                    for attempt in range(attempts):
+                        try:
+                            rocksdict.Rdict.repair(str(self._path), db_options())
+                            break
+                        except Exception:  # rocksdict raises bare Exception: the lock, mostly
+                            if attempt == attempts - 1:
+                                raise
+                            gc.collect()  # old handles caught in reference cycles
+                            time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+            finally:
+                self._open_retrying(attempts, pause_s)  # open again, repaired or not
         lost = sorted(p.name for p in (self._path / "lost").glob("**/*.sst"))
         log.error("log_store_corrupt_files_dropped", extra={"path": str(self._path), "lost": lost})
 

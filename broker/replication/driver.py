@@ -659,7 +659,11 @@ class ReplicationDriver:
                 self._probe.corruption_detected()
                 self._probe.range_repaired()
             return
-        start, end = await asyncio.to_thread(self._store.damaged_range, shard_uid, offset)
+        try:
+            start, end = await asyncio.to_thread(self._store.damaged_range, shard_uid, offset)
+        except LogStoreError as error:  # being reopened: the next read or scrub reports it again
+            log.warning("log_repair_store_unavailable", extra={"error": str(error)})
+            return
         if end <= start:
             return
         known = self._damage.get(shard_uid)
@@ -738,11 +742,15 @@ class ReplicationDriver:
                 continue
             if not batches or batches[0].first_offset != damage.start:
                 continue
-            if await asyncio.to_thread(self._store.repair, shard_uid, batches):
-                damage.start = batches[-1].end_offset
-                return True
-            # Not our records there (the log moved on meanwhile): look again.
-            known_end = await asyncio.to_thread(self._store.log_end, shard_uid)
+            try:
+                if await asyncio.to_thread(self._store.repair, shard_uid, batches):
+                    damage.start = batches[-1].end_offset
+                    return True
+                # Not our records there (the log moved on meanwhile): look again.
+                known_end = await asyncio.to_thread(self._store.log_end, shard_uid)
+            except LogStoreError as error:  # being reopened: the next attempt, after a backoff
+                log.warning("log_repair_store_unavailable", extra={"error": str(error)})
+                return False
             if damage.start >= known_end:
                 damage.start = damage.end  # truncated away: nothing left to repair
                 return True

@@ -8,9 +8,7 @@ closed; 64 bytes in the middle of that file overwritten (a data block); the stor
 
 from __future__ import annotations
 
-import gc
 import random
-import shutil
 import struct
 import zlib
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from broker.log.records import (
 )
 from broker.log.rocks_store import RocksLogStore
 from broker.types import Offset, ShardUid
+from tests.chaos import disks
 
 pytestmark = pytest.mark.integration
 
@@ -215,29 +214,6 @@ def _failing_shards(store: RocksLogStore, ends: dict[ShardUid, Offset]) -> dict[
     return failing
 
 
-def _shared_block_damage(tmp_path: Path, pristine: Path) -> Path:
-    """A copy of `pristine` with 64 bytes overwritten in a data block holding the records of
-    two shards (the end of one and the start of the next): the first offset into the SST
-    where reads of two shards fail."""
-    sst_name = max(pristine.glob("*.sst"), key=lambda f: f.stat().st_size).name  # the records'
-    ends = {shard: Offset(SMALL_BATCHES) for shard in SHARDS}
-    for tenth in range(2, 9):
-        copy = tmp_path / f"try-{tenth}"
-        shutil.copytree(pristine, copy)
-        sst = copy / sst_name
-        with sst.open("r+b") as file:
-            file.seek(sst.stat().st_size * tenth // 10)
-            file.write(b"\xaa" * 64)
-        store = RocksLogStore(copy)
-        try:
-            if len(_failing_shards(store, ends)) == 2:
-                return copy
-        finally:
-            store.close()
-            gc.collect()  # the errors' frames hold iterators, which keep RocksDB's lock
-    raise AssertionError("no block of the SST holds two shards' records")
-
-
 def test_a_corrupt_block_holding_two_shards_records_is_repaired_for_good(tmp_path: Path) -> None:
     """Seen in the chaos test (seed 855155360): a block holding the end of one shard's records
     and the start of the next one's. After both ranges were repaired, every seek into the rest
@@ -248,12 +224,12 @@ def test_a_corrupt_block_holding_two_shards_records_is_repaired_for_good(tmp_pat
     repaired in turn, and the log reads back whole, also what was written after the damage."""
     noise = random.Random(21)
     batches = {shard: _small_batches(shard, 0, SMALL_BATCHES, noise) for shard in SHARDS}
-    pristine = tmp_path / "pristine"
-    store = RocksLogStore(pristine)
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
     for shard in SHARDS:
         store.append(batches[shard])
     store.close()  # flushes the memtables: one small records SST with every shard's
-    path = _shared_block_damage(tmp_path, pristine)
+    disks.corrupt_block_of_two_shards(path, {shard: Offset(SMALL_BATCHES) for shard in SHARDS})
     store = RocksLogStore(path)
     try:
         for shard in SHARDS:  # newer records, above the damage, in the memtable
