@@ -166,6 +166,31 @@ def test_a_compaction_over_a_corrupt_block_does_not_stop_writes(
     )
 
 
+def test_kept_read_errors_do_not_stop_the_store_from_reopening(
+    damaged: tuple[RocksLogStore, list[AppendBatch]],
+) -> None:
+    """A failed read's error, kept (the read-ahead cache keeps a failed page until it
+    expires), held the read's handles and iterators through its frames, and with them
+    RocksDB's lock: the store could not be reopened (nor its corrupt files dropped) while it
+    lived. Both ways a read fails here: a forward step, and a seek into the damage."""
+    store, batches = damaged
+    kept: list[LogCorruptionError] = []
+    with pytest.raises(LogCorruptionError) as stepped:
+        _read_all(store)
+    kept.append(stepped.value)
+    offset = stepped.value.offset
+    assert offset is not None
+    with pytest.raises(LogCorruptionError) as sought:
+        _read_all(store, offset + 1)
+    kept.append(sought.value)
+    del stepped, sought
+    store.reopen(attempts=3, pause_s=0.05)
+    start, end = store.damaged_range(SHARD, offset)
+    assert store.repair(SHARD, [b for b in batches if start <= b.first_offset < end])
+    assert len(_read_all(store)) == END
+    assert len(kept) == 2
+
+
 def test_a_batch_written_before_crc32c_still_reads() -> None:
     """Format version 2 (zlib's CRC32), from data directories written before version 3: read
     as is, no migration step (records.py)."""
