@@ -225,6 +225,10 @@ replication_prepare_timeout_ms = 5_000  # a Prepare waits this long for its prom
 # leaderships away before it stops anyway (its shards then fail over as after a crash).
 drain_timeout_ms = 15_000
 drain_timeout_ms_max = 600_000  # the most a Drain RPC (`shoal cluster drain --timeout`) may ask
+# After the drain: every step of a node's stop is bounded (about 20 s in all); a stop still
+# running after this long (a step stuck on a peer or a thread) ends the process at once, as a
+# crash would (cli/serve.py). Kubernetes' grace (90 s) covers the drain plus this.
+node_stop_timeout_ms = 30_000
 replication_seal_wait_ms_max = 1_000  # one Seal call waits this long for the HW to reach the end
 
 # --- Internal RPC channels (rpc/channels.py, rpc/peers.py) ----------------------------------

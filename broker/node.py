@@ -1477,7 +1477,10 @@ class Node:
         return left
 
     async def stop(self) -> None:
+        """Every step is bounded; `phase` says which one runs (serve's stop bound names it)."""
+        was_serving = self.phase == "serving"
         if self.firehose is not None:
+            self.phase = "stopping the delivery streams"
             await self.firehose.stop()  # deliverers hand their leases over while all else runs
         if self.service is not None:
             # Open SubscribeToShard streams would run for minutes and hold both doors' grace
@@ -1486,18 +1489,21 @@ class Node:
         if self.driver is not None:
             self.driver.release_waiting_readers()  # long polls answer now, not in 1-2 s
         if self._http is not None:
+            self.phase = "stopping the AWS API server"
             # First: no new AWS calls once stopping, and in-flight ones finish while the
             # service below them is still whole.
             await self._http.stop()
             self._http = None
         if self._server is not None:
             if self.driver is not None:
+                self.phase = "answering producers waiting on replicas"
                 # Producers waiting on replicas here (after a drain: on leaderships that just
                 # moved) get their answers while peers' Appends still arrive; then the
                 # replication streams can go.
                 left = await self.driver.wait_producers_answered(timeout_s=_GRPC_STOP_GRACE_S)
                 if left:
                     log.warning("stopping_with_producers_waiting", extra={"waiting": left})
+            self.phase = "stopping the gRPC server"
             self._inbound.close()  # peers' replication streams never end by themselves
             if self._framed_listener is not None:
                 await self._framed_listener.close()
@@ -1511,6 +1517,7 @@ class Node:
             await self._health_server.stop(None)
             self._health_server = None
         if self._background is not None:
+            self.phase = "stopping the background tasks"
             self._background.cancel()
             try:
                 await self._background
@@ -1520,21 +1527,25 @@ class Node:
                 pass
             self._background = None
         if self._channels is not None:
+            self.phase = "closing the channels to peers"
             await self._channels.close()
             self._channels = None
         if self._quorum is not None:
+            self.phase = "leaving the metadata quorum"
             await self._quorum.stop()
             self._quorum = None
         if self._writer is not None:
+            self.phase = "stopping the log writer"
             self._writer.stop()
             self._writer = None
         if self._store is not None:
+            self.phase = "closing the store"
             self._store.close()
             self._store = None
         if self._metrics_server is not None:
             self._metrics_server.close()
             self._metrics_server = None
-        if self.phase == "serving":  # a refused start says why in one line, nothing more
+        if was_serving:  # a refused start says why in one line, nothing more
             log.info("node_stopped", extra={"node_id": self.config.node_id})
         self.phase = "stopped"
 

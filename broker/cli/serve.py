@@ -3,7 +3,8 @@
 Exit codes: 0 stopped by SIGTERM or SIGINT (also while still starting, e.g. waiting for its
 metadata quorum: the stop is prompt and says what it interrupted); 1 the node could not start
 (`startup.StartupError`: one line naming the setting and the fix) or a background task failed
-(so a supervisor restarts it); 2 the settings are invalid.
+(so a supervisor restarts it), or its stop did not finish within `limits.node_stop_timeout_ms`
+(the step it was stuck in is logged); 2 the settings are invalid.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from broker import limits
@@ -93,8 +96,39 @@ async def _run(config: Config, *, data_dir: str) -> int:
         # Hand shard and quorum leaderships to other nodes first (bounded), so producers
         # see a planned move instead of a failover.
         await node.drain_for_shutdown()
+    exit_unless_stopped_within(node)
     await node.stop()
     return 0 if stopping.is_set() else 1  # a background task failed: let it restart us
+
+
+def exit_unless_stopped_within(
+    node: Any,
+    *,
+    timeout_s: float = limits.node_stop_timeout_ms / 1000,
+    exit_now: Callable[[int], Any] | None = None,
+) -> threading.Timer:
+    """Call as a stop begins: if the process still runs `timeout_s` later, log the step `node`
+    is in and end the process at once with status 1. A watchdog thread, so it also covers what
+    follows the stop (`asyncio.run` and the interpreter's exit wait without end for a worker
+    thread that is stuck). Ending the process is a crash the node recovers from at its next
+    start: everything it acknowledged is already durable."""
+
+    def timed_out() -> None:
+        log.error(
+            "node_stop_timed_out",
+            extra={"detail": f"still {node.phase} after {timeout_s:g} s; exiting now"},
+        )
+        (exit_now or _exit_at_once)(1)
+
+    watchdog = threading.Timer(timeout_s, timed_out)
+    watchdog.daemon = True  # a process that ends in time ends with it
+    watchdog.start()
+    return watchdog
+
+
+def _exit_at_once(status: int) -> None:
+    logging.shutdown()  # what was logged reaches the log before the process ends
+    os._exit(status)
 
 
 def _settle_the_heap() -> None:
@@ -150,12 +184,14 @@ async def _start_or_stop(node: Any, stopping: asyncio.Event) -> bool:
         phase = node.phase
         start.cancel()
         await asyncio.gather(start, return_exceptions=True)
+        exit_unless_stopped_within(node)
         await node.stop()
         print(f"shoal: node {node.config.node_id} stopped while {phase}", file=sys.stderr)
         return False
     try:
         start.result()
     except BaseException:
+        exit_unless_stopped_within(node)
         await node.stop()
         raise
     return True

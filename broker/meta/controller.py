@@ -20,7 +20,8 @@ When a pass decides, and the decisions in the order `decide` makes them: `contro
 
 The leader-change procedure (0002): Prepare(epoch + 1) to every replica of the old and new
 set, wait (bounded) for promises from a majority of both (of an even old set, half suffices
-when the best log holds a record of the current epoch: `choose_leader`), pick the promiser
+when the best log holds a record of the current epoch, and of a set of two its current leader
+alone: `choose_leader`), pick the promiser
 with the highest (last_epoch, log_end) (ties: preference order), propose
 SetShardLeader(expected_epoch=epoch).
 The round ends as soon as the promises in hand allow a choice: a paused replica's Prepare is
@@ -55,6 +56,7 @@ from broker.meta.controller_core import (
     ReplicaStatus,
     UnfenceNode,
     choose_leader,
+    choose_leader_once_answered,
     statuses_caught_up,
 )
 from broker.meta.image import MetadataImage, NodeState
@@ -407,8 +409,8 @@ class Controller:
         promised epoch: a concurrent controller) makes the SetShardLeader compare-and-set on the
         epoch fail, as it would have without the early return. When no leader can be chosen
         the round waits for every answer (each bounded by its own deadline), and then asks
-        `choose_leader` again with the current epoch (its rule for an even set missing a
-        member that will not answer)."""
+        `choose_leader` again with the current epoch and its leader (its rules for an even set
+        missing a member that will not answer: `choose_leader_once_answered`)."""
         targets = tuple(dict.fromkeys((*action.replicas, *action.new_replicas)))
         tasks = {
             asyncio.create_task(self._call(self._replicas.prepare(n, uid, epoch))): n
@@ -435,13 +437,7 @@ class Controller:
                 # fewer than a majority. Only now, so that a replica merely slower than the
                 # others still has its longer log (a leaving leader's records awaiting commit)
                 # counted, as it would in a healthy set.
-                leader = choose_leader(
-                    promises,
-                    replicas=action.replicas,
-                    new_replicas=action.new_replicas,
-                    eligible=action.eligible,
-                    epoch=action.epoch,
-                )
+                leader = choose_leader_once_answered(promises, action)
                 if leader is not None:
                     log.warning(
                         "controller_leader_chosen_without_majority",

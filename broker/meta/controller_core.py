@@ -269,6 +269,7 @@ def choose_leader(
     new_replicas: Sequence[NodeId],
     eligible: Sequence[NodeId],
     epoch: int | None = None,
+    leader: NodeId | None = None,
 ) -> NodeId | None:
     """The new leader given the promises gathered, or None when it cannot be chosen safely.
 
@@ -283,6 +284,10 @@ def choose_leader(
       whose best log holds a record of `epoch`, or any half while `epoch` is the shard's first
       (a two-replica set left by a dropped replica whose other member then stopped for good,
       or created on two nodes whose leader died at once, otherwise waited for it forever);
+      or, when `epoch` and `leader` (the image's leader of `epoch`) are given,
+      `_pair_leader_alone`: in a set of two, that leader alone (a set of two whose other
+      member is rejoining after a lost disk, and can catch up only from a leader, otherwise
+      had none again once that leader promised an epoch whose change then failed);
     - and, unless the change only adds a replica, a majority of the new set. Adding one (the
       new set contains the old) needs only the old set, as DESIGN §4 says: that fences the
       old leader and holds every acknowledged record, and the newcomer (which hosts nothing
@@ -293,8 +298,10 @@ def choose_leader(
     if not promised:
         return None
     best = max((p.last_epoch, p.log_end) for p in promised.values())
-    if not _majority(promised, replicas) and not _current_epoch_quorum(
-        promised, replicas, epoch=epoch, best_epoch=best[0]
+    if not (
+        _majority(promised, replicas)
+        or _current_epoch_quorum(promised, replicas, epoch=epoch, best_epoch=best[0])
+        or _pair_leader_alone(promised, replicas, epoch=epoch, leader=leader)
     ):
         return None
     if not set(new_replicas) >= set(replicas) and not _majority(promised, new_replicas):
@@ -306,6 +313,22 @@ def choose_leader(
         if (promise.last_epoch, promise.log_end) == best:
             return node_id
     return None
+
+
+def choose_leader_once_answered(
+    promises: Mapping[NodeId, Promise], action: EpochChange
+) -> NodeId | None:
+    """`choose_leader` for `action` once every replica it prepared answered or failed (the
+    shell's second try, `Controller._prepare`): with the current epoch and its leader, so the
+    rules for fewer than a majority (`_current_epoch_quorum`, `_pair_leader_alone`) apply."""
+    return choose_leader(
+        promises,
+        replicas=action.replicas,
+        new_replicas=action.new_replicas,
+        eligible=action.eligible,
+        epoch=action.epoch,
+        leader=action.leader,
+    )
 
 
 def _majority(promised: Mapping[NodeId, Promise], group: Sequence[NodeId]) -> bool:
@@ -357,6 +380,52 @@ def _current_epoch_quorum(
     return (
         sum(1 for node_id in replicas if node_id in promised) >= len(replicas) - len(replicas) // 2
     )
+
+
+def _pair_leader_alone(
+    promised: Mapping[NodeId, Promise],
+    replicas: Sequence[NodeId],
+    *,
+    epoch: int | None,
+    leader: NodeId | None,
+) -> bool:
+    """In a set of two, the promise of the current epoch's leader alone: it holds every
+    acknowledged record, whatever its log's last epoch (the current-epoch rule wants a record
+    of `epoch`, which a leader that has not written its epoch's marker yet lacks).
+
+    Why no acknowledged record is lost (`leader` is the leader the image names for `epoch`,
+    `replicas` the set it counts acknowledgements from; the choice only takes effect if
+    SetShardLeader's compare-and-set finds the shard still at `epoch`, so both were the
+    shard's when it is applied):
+    - A record acknowledged in `epoch` was acknowledged by `leader`, the only replica that
+      leads in it (one SetShardLeader per epoch). Its HW counts its own log only up to its
+      durable end (replica.py rule 3) and needs a majority of two: both members, so the
+      record was durable in `leader`'s log. Nothing has removed it since: as leader it only
+      appends; once it promised a later epoch it takes Appends only from a leader of a later
+      epoch, and none exists while the shard is at `epoch`; a crash loses only writes not yet
+      durable; and a lost disk leaves it unable to promise until it has caught up from a
+      leader of an epoch at or above its floor, the image's epoch after the loss, so at
+      least `epoch` (replica.py, "lost its disk"): none but itself, and it does not lead
+      while recovering.
+    - A record acknowledged in an earlier epoch was in `leader`'s log when it was chosen for
+      `epoch` (by these same rules, inductively; a promise is sent only once the log it
+      describes is durable), and nothing has removed it since, as above. No earlier leader
+      acknowledges more: the quorum that chose `leader` fenced it.
+    - The old leader is fenced: it is `leader` itself, and it promised the new epoch.
+    - One leader for the new epoch: SetShardLeader's compare-and-set on the epoch.
+    The new set's majority then needs no exception: `leader` must be in the new set, which,
+    one member in or out, is `leader` alone, the same two, or three (an add, whose new set
+    is not needed).
+
+    Only for a set of two, where one member down or rejoining already leaves no majority.
+    (Rule 3 makes every commit need its leader's durable log in a set of any size, so the
+    records' argument would hold in a larger set too; but a set of three without a majority
+    of promises has two members down or rejoining, two failures, more than it tolerates.)
+    Only once every replica answered or failed (`Controller._prepare`), as the current-epoch
+    rule: the other member, if it answers, has its log counted by the majority rule."""
+    if epoch is None or leader is None or len(replicas) != 2:
+        return False
+    return leader in replicas and leader in promised
 
 
 def stranded_by_leaving(image: MetadataImage, node_id: NodeId, *, wall_ms: int) -> tuple[str, ...]:

@@ -550,15 +550,9 @@ class SimController:
     @staticmethod
     def _choice_once_answered(current: _Round) -> NodeId | None:
         """The shell's second try once every target answered or failed (`Controller._prepare`):
-        `choose_leader` with the current epoch (half of an even set may then choose)."""
-        action = current.action
-        return controller_core.choose_leader(
-            current.promises,
-            replicas=action.replicas,
-            new_replicas=action.new_replicas,
-            eligible=action.eligible,
-            epoch=action.epoch,
-        )
+        `choose_leader` with the current epoch and its leader (half of an even set, or a set of
+        two's current leader alone, may then choose)."""
+        return controller_core.choose_leader_once_answered(current.promises, current.action)
 
     def _caught_up(self, action: EpochChange) -> bool:
         if action.leader is None:

@@ -30,8 +30,10 @@ from broker.meta.controller_core import (
     Promise,
     RejoiningReplica,
     ReplicaStatus,
+    ShardRef,
     UnfenceNode,
     choose_leader,
+    choose_leader_once_answered,
     is_caught_up,
     statuses_caught_up,
     stranded_by_leaving,
@@ -39,7 +41,7 @@ from broker.meta.controller_core import (
 from broker.meta.image import MetadataImage, NodeState, ReshardKind, ShardMeta
 from broker.meta.quorum import LocalQuorum
 from broker.meta.state_machine import apply
-from broker.types import NodeId, Offset, ShardIndex, ShardUid
+from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
 from tests.meta.factories import create_stream, node_ids, nodes_image, register_node
 
 N1, N2, N3, N4 = (NodeId(f"n{i}") for i in range(1, 5))
@@ -715,6 +717,114 @@ def test_choose_leader_from_half_of_an_even_set_in_the_shards_first_epoch_withou
     )
 
 
+def test_choose_leader_takes_a_set_of_twos_current_leader_alone_once_every_replica_answered() -> (
+    None
+):
+    """A set of two whose leader (of epoch 5) has no record of it yet, and whose other member
+    does not promise (down, or rejoining after a lost disk: ok=False): every commit of epoch
+    5 needed both members, the leader's log durably, and the leader held every earlier one
+    when it was chosen, so its promise alone may choose it again (`_pair_leader_alone`).
+    Before, no rule applied and the shard never had a leader again (seed 1066)."""
+    two = (N1, N2)
+    alone = {N1: promise(36, last_epoch=4)}
+    rejoining = {N1: promise(36, last_epoch=4), N2: promise(26, last_epoch=2, accepted=False)}
+    for promises in (alone, rejoining):
+        # Not before every replica answered: the other member's log would count then.
+        assert choose_leader(promises, replicas=two, new_replicas=two, eligible=(N1,)) is None
+        assert (
+            choose_leader(
+                promises, replicas=two, new_replicas=two, eligible=(N1,), epoch=5, leader=N1
+            )
+            == N1
+        )
+        # The same set, the other member dropped, or a third added: the new set's majority
+        # needs no exception (the leader alone is a majority of the set of one; an add needs
+        # only the old set).
+        for new in (two, (N1,), (N1, N2, N3)):
+            assert (
+                choose_leader(
+                    promises, replicas=two, new_replicas=new, eligible=(N1,), epoch=5, leader=N1
+                )
+                == N1
+            )
+    # As the shell and the simulator ask: from the action's epoch and leader.
+    change = EpochChange(
+        shard=ShardRef(
+            stream_name=StreamName("s1"),
+            stream_uid=StreamUid(1),
+            shard_index=ShardIndex(0),
+            shard_uid=ShardUid(7),
+        ),
+        epoch=5,
+        leader=N1,
+        replicas=two,
+        new_replicas=(N1,),
+        eligible=(N1,),
+        caught_up=(),
+        reason="remove_replica",
+    )
+    assert choose_leader_once_answered(alone, change) == N1
+    assert choose_leader_once_answered(alone, dataclasses.replace(change, leader=N2)) is None
+
+
+def test_choose_leader_never_takes_a_lone_promiser_that_is_not_a_set_of_twos_current_leader() -> (
+    None
+):
+    """The counter-cases of `_pair_leader_alone`: each one promiser without a majority and
+    without a record of the current epoch, where nothing proves it holds every acknowledged
+    record (or the rule is not needed), so nobody is chosen."""
+    two = (N1, N2)
+    behind = {N1: promise(36, last_epoch=4)}
+    # Not the current epoch's leader: the other member's commits of epoch 5 were made with
+    # the leader's acks, not this one's log (it may have missed them while down).
+    follower = {N2: promise(26, last_epoch=4)}
+    assert (
+        choose_leader(follower, replicas=two, new_replicas=two, eligible=(N2,), epoch=5, leader=N1)
+        is None
+    )
+    # No leader named (the image's shard has none), or no epoch (the first, early try).
+    assert choose_leader(behind, replicas=two, new_replicas=two, eligible=(N1,), epoch=5) is None
+    assert choose_leader(behind, replicas=two, new_replicas=two, eligible=(N1,), leader=N1) is None
+    # A set of three (or four): not a set of two, a majority (or the half rule) is needed.
+    three = (N1, N2, N3)
+    assert (
+        choose_leader(
+            behind, replicas=three, new_replicas=three, eligible=three, epoch=5, leader=N1
+        )
+        is None
+    )
+    four = (N1, N2, N3, N4)
+    assert (
+        choose_leader(behind, replicas=four, new_replicas=four, eligible=four, epoch=5, leader=N1)
+        is None
+    )
+    # The leader refused (it lost its disk and has not caught up: ok=False).
+    wiped = {N1: promise(0, last_epoch=0, accepted=False)}
+    assert (
+        choose_leader(wiped, replicas=two, new_replicas=two, eligible=(N1,), epoch=5, leader=N1)
+        is None
+    )
+    # The leader promised but may not lead (not eligible), or leaves the set (the other
+    # member, which did not promise, would be the new set's majority).
+    assert (
+        choose_leader(behind, replicas=two, new_replicas=two, eligible=(N2,), epoch=5, leader=N1)
+        is None
+    )
+    assert (
+        choose_leader(behind, replicas=two, new_replicas=(N2,), eligible=(N2,), epoch=5, leader=N1)
+        is None
+    )
+    # Both promised: the majority rule chooses the best log, never the leader's shorter one.
+    both = {N1: promise(36, last_epoch=4), N2: promise(40, last_epoch=4)}
+    assert (
+        choose_leader(both, replicas=two, new_replicas=two, eligible=two, epoch=5, leader=N1) == N2
+    )
+    assert (
+        choose_leader(both, replicas=two, new_replicas=two, eligible=(N1,), epoch=5, leader=N1)
+        is None
+    )
+
+
 def test_a_set_of_two_whose_leader_dies_in_its_first_epoch_gets_a_leader_and_its_factor() -> None:
     """A stream created while only two of three nodes were ACTIVE (factor 3 requested) starts
     on two replicas; its leader dies before the other holds a record. The failover chooses
@@ -1214,6 +1324,38 @@ async def test_controller_elects_the_survivor_of_a_two_replica_set_once_the_othe
     assert await controller.run_pass() == 1
     (after,) = shards(quorum.image())
     assert after.leader == survivor and after.epoch == 2
+
+
+async def test_controller_elects_a_set_of_twos_leader_again_without_a_record_of_its_epoch() -> None:
+    """Seed 1066's shape through the shell: a set of two at epoch 2 whose leader n1 wrote no
+    record of it (its log's last epoch is 1), promised a later epoch in a change that failed
+    (it reports itself fenced), and whose other member cannot promise (unreachable; in the
+    seed, rejoining after a lost disk). Once the other's Prepare failed, the second try
+    chooses n1 from its promise alone (`_pair_leader_alone`); before, the shard never had a
+    leader again."""
+    image = stream_image(3, shard_count=1, factor=2)
+    (shard,) = shards(image)
+    leader, other = shard.replicas
+    image = ok(
+        image,
+        commands.SetShardLeader(
+            now_ms=WALL_MS,
+            stream_uid=image.streams["s1"].uid,  # type: ignore[index]
+            shard_index=shard.index,
+            leader=leader,
+            epoch=2,
+            expected_epoch=1,
+            replicas=shard.replicas,
+        ),
+    )
+    controller, quorum, replicas, _clock = await started_controller(image)
+    replicas.down.add(other)
+    replicas.log_end[(leader, shard.uid)] = 7
+    assert controller.on_heartbeat(node_id=leader, incarnation=1, fenced=[(shard.uid, 2)])
+    assert await controller.run_pass() == 1
+    (after,) = shards(quorum.image())
+    assert after.leader == leader and after.epoch == 3 and after.replicas == shard.replicas
+    assert ("prepare", other, shard.uid, 3) in replicas.calls
 
 
 async def test_a_stalled_controller_does_not_fence_the_nodes_whose_heartbeats_wait_behind_it() -> (

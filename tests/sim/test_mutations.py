@@ -280,6 +280,7 @@ def test_a_controller_choosing_a_shorter_log_is_caught(monkeypatch: pytest.Monke
         new_replicas: Sequence[NodeId],
         eligible: Sequence[NodeId],
         epoch: int | None = None,
+        leader: NodeId | None = None,
     ) -> NodeId | None:
         promised = {node_id for node_id, promise in promises.items() if promise.ok}
         if sum(1 for node_id in replicas if node_id in promised) <= len(replicas) // 2:
@@ -320,6 +321,30 @@ def test_a_half_quorum_without_a_record_of_the_current_epoch_is_caught(
     # And the rule as it is passes the same seed.
     monkeypatch.undo()
     assert run_seed(3, steps=5_000, reshards=False).ok
+
+
+def test_a_pair_rule_taking_any_lone_promiser_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation of `choose_leader`'s rule for a set of two (`_pair_leader_alone`): any one
+    promiser of the two is enough, not only the current epoch's leader. A follower's log need
+    not hold what its leader committed in the epoch (or an earlier one, when it was behind),
+    so a leader chosen from it loses acknowledged records. Seed 3 is one where that happens."""
+
+    def any_member(
+        promised: Mapping[NodeId, controller_core.Promise],
+        replicas: Sequence[NodeId],
+        *,
+        epoch: int | None,
+        leader: NodeId | None,
+    ) -> bool:
+        del leader
+        return epoch is not None and len(replicas) == 2 and any(n in promised for n in replicas)
+
+    monkeypatch.setattr(controller_core, "_pair_leader_alone", any_member)
+    violation = run_seed(3, steps=5_000, reshards=False).violation or ""
+    assert violation.startswith(
+        ("AcknowledgedNeverLost", "CommittedPrefixIdentical", "AcknowledgedDurableOnMajority")
+    ), violation
+    # The rule as it is passes the same seed: test_a_half_quorum_without_a_record_... above.
 
 
 def test_a_shard_leader_committed_without_its_compare_and_set_is_caught(

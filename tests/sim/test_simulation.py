@@ -219,6 +219,21 @@ def test_seed_6988_an_ack_is_judged_by_the_set_its_leader_counted_from() -> None
     assert result.ok, f"{result.violation}\n  state: {result.summary}"
 
 
+@pytest.mark.parametrize("seed", [1066, 3106, 5657, 6585])
+def test_a_set_of_two_whose_second_member_rejoins_gets_its_leader_again(seed: int) -> None:
+    """Seeds 1066, 3106, 5657 and 6585 (found by the long run at 8a6c40c, one liveness family):
+    a set of two whose second member is rejoining after a lost disk (it refuses Prepares until
+    it has caught up from a leader) and whose leader had no record of the current epoch yet.
+    An epoch change tried while the rejoining member was down made the leader promise the new
+    epoch and stop leading; the Prepare then had no majority, the current-epoch rule wanted a
+    record the leader never wrote, and the rejoining member, which can catch up only from a
+    leader, refused every later Prepare: no leader again, and the run never converged. A set
+    of two's current leader may now be chosen again from its promise alone
+    (`controller_core._pair_leader_alone`). `scripts/sim --seed 1066 --trace-shard 113`."""
+    result = run_seed(seed, steps=5_000)
+    assert result.ok, f"{result.violation}\n  state: {result.summary}"
+
+
 def test_no_disk_loss_while_a_set_shrinks_below_the_factor() -> None:
     """The fault plan's rule behind seed 1498, directed: a node stays down until the real
     controller drops its replicas (three nodes: no replacement); from the Prepare of that
