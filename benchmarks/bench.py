@@ -24,8 +24,9 @@ Every Shoal figure is printed with its ratio to the matching ceiling (same call,
 count) and to the slower of the two. PutRecords also gets the node's CPU per call of 500 records
 (its process, every thread, from /proc/<pid>/stat over the measured span) next to the storage
 ceiling's CPU per WriteBatch of 500 (this process over its timed loop): on a machine shared with
-other work, wall time stretches with the load while CPU per call moves much less. The goal from the issue: PutRecords throughput at least 50%
-of the slower ceiling, and 4-producer runs where no producer starves.
+other work, wall time stretches with the load while CPU per call moves much less. The goal
+from the issue: PutRecords throughput at least 50% of the slower ceiling, and 4-producer runs
+where no producer starves.
 
 Producers are separate processes (multiprocessing "spawn": gRPC is not fork-safe once a channel
 exists) that pre-serialize a small pool of requests, so client-side encoding stays out of the
