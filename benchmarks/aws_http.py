@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import multiprocessing
 import multiprocessing.synchronize
@@ -48,10 +49,12 @@ from benchmarks.bench import (
     ProducerResult,
     ProducerSpec,
     Throughput,
+    _append_cpu,
     _partition_key,
     _pct,
     _rate,
     _say,
+    cpu_s,
     create_stream,
     drive_producer,
     now_s,
@@ -246,19 +249,31 @@ http_producer_main = partial(producer_main, produce=_produce_http)
 
 
 def run_http_producers(
-    *, url: str, stream_name: str, count: int, seconds: float, warmup_s: float
+    *,
+    url: str,
+    stream_name: str,
+    count: int,
+    seconds: float,
+    warmup_s: float,
+    server_pid: int | None = None,
 ) -> Throughput:
-    return throughput_of(
-        run_producers(
-            target=url,
-            stream_name=stream_name,
-            kind="PutRecords",
-            count=count,
-            seconds=seconds,
-            warmup_s=warmup_s,
-            entry=http_producer_main,
-        )
+    """`count` boto3 producers; with `server_pid`, that process's CPU over the measured span
+    too (`Throughput.cpu_s`)."""
+    cpu_at_go: list[float] = []
+    results = run_producers(
+        target=url,
+        stream_name=stream_name,
+        kind="PutRecords",
+        count=count,
+        seconds=seconds,
+        warmup_s=warmup_s,
+        entry=http_producer_main,
+        on_go=None if server_pid is None else partial(_append_cpu, cpu_at_go, server_pid),
     )
+    measured = throughput_of(results)
+    if server_pid is None:
+        return measured
+    return dataclasses.replace(measured, cpu_s=cpu_s(server_pid) - cpu_at_go[0])
 
 
 # --- boto3 GetRecords consumer (this process) -----------------------------------------------
@@ -329,7 +344,9 @@ class HttpReport:
     ceiling_drain: Throughput
 
 
-def run_http(*, grpc_target: str, http_url: str, seconds: float, warmup_s: float) -> HttpReport:
+def run_http(
+    *, grpc_target: str, http_url: str, seconds: float, warmup_s: float, node_pid: int | None = None
+) -> HttpReport:
     import boto3
 
     ceiling_put: dict[int, Throughput] = {}
@@ -353,6 +370,7 @@ def run_http(*, grpc_target: str, http_url: str, seconds: float, warmup_s: float
                 count=producers,
                 seconds=seconds,
                 warmup_s=warmup_s,
+                server_pid=node_pid,
             )
         drained = f"http-{HTTP_SHARDS}s-{HTTP_PRODUCERS[-1]}p"
         _say(f"shoal: boto3 GetRecords drain of {drained}")
@@ -400,6 +418,11 @@ def format_http(http: HttpReport) -> list[str]:
             f"{shoal_ms:.1f} ms against Shoal: the node adds {shoal_ms - client_ms:.1f} ms "
             f"(80% needs <= {client_ms * (1 / GOAL - 1):.1f} ms)"
         )
+        node_cpu_ms = one.cpu_ms_per_batch
+        if node_cpu_ms is not None:
+            lines.append(
+                f"  the node's CPU per call (its process, every thread): {node_cpu_ms:.2f} ms"
+            )
     failed = sum(t.failed_records for t in http.put_records.values())
     if failed:
         lines.append(f"  WARNING: {failed:,} records were refused (FailedRecordCount); not counted")

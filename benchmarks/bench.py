@@ -780,6 +780,7 @@ def run(seconds: float, warmup_s: float, command: str, parts: Sequence[Part]) ->
                     http_url=node.http_url,
                     seconds=seconds,
                     warmup_s=warmup_s,
+                    node_pid=node.pid,
                 )
     report.wall_s = now_s() - started
     return report
@@ -979,6 +980,7 @@ def _format_grpc(report: Report) -> list[str]:
 
 
 def _append_cpu(marks: list[float], pid: int) -> None:
+    """`on_go` of a run whose server's CPU is measured: the CPU time at the start."""
     marks.append(cpu_s(pid))
 
 
