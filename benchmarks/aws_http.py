@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import json
 import multiprocessing
 import multiprocessing.synchronize
@@ -49,18 +48,15 @@ from benchmarks.bench import (
     ProducerResult,
     ProducerSpec,
     Throughput,
-    _append_cpu,
     _partition_key,
     _pct,
     _rate,
     _say,
-    cpu_s,
     create_stream,
     drive_producer,
     now_s,
     producer_main,
-    run_producers,
-    throughput_of,
+    throughput_with_cpu,
 )
 
 HTTP_SHARDS = 1
@@ -259,8 +255,8 @@ def run_http_producers(
 ) -> Throughput:
     """`count` boto3 producers; with `server_pid`, that process's CPU over the measured span
     too (`Throughput.cpu_s`)."""
-    cpu_at_go: list[float] = []
-    results = run_producers(
+    return throughput_with_cpu(
+        server_pid,
         target=url,
         stream_name=stream_name,
         kind="PutRecords",
@@ -268,12 +264,7 @@ def run_http_producers(
         seconds=seconds,
         warmup_s=warmup_s,
         entry=http_producer_main,
-        on_go=None if server_pid is None else partial(_append_cpu, cpu_at_go, server_pid),
     )
-    measured = throughput_of(results)
-    if server_pid is None:
-        return measured
-    return dataclasses.replace(measured, cpu_s=cpu_s(server_pid) - cpu_at_go[0])
 
 
 # --- boto3 GetRecords consumer (this process) -----------------------------------------------

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import functools
 import json
 import multiprocessing
 import multiprocessing.synchronize
@@ -539,6 +538,17 @@ def throughput_of(results: Sequence[ProducerResult]) -> Throughput:
     )
 
 
+def throughput_with_cpu(server_pid: int | None, **producers: Any) -> Throughput:
+    """`throughput_of(run_producers(**producers))`, with the CPU process `server_pid` spent over
+    the measured span (`Throughput.cpu_s`; None without a pid)."""
+    at_go: list[float] = []
+    on_go = None if server_pid is None else (lambda: at_go.append(cpu_s(server_pid)))
+    measured = throughput_of(run_producers(on_go=on_go, **producers))
+    if server_pid is None:
+        return measured
+    return dataclasses.replace(measured, cpu_s=cpu_s(server_pid) - at_go[0])
+
+
 def latency_of(results: Sequence[ProducerResult]) -> Latency:
     samples = sorted(s for result in results for s in result.latencies_s)
     assert len(samples) >= 2
@@ -822,18 +832,14 @@ def _run_grpc(
             _say(f"shoal: PutRecords, {shards} shard(s), {producers} producer(s)")
             name = f"bench-{shards}s-{producers}p"
             create_stream(node, name, shards)
-            cpu_at_go: list[float] = []
-            results = run_producers(
+            report.put_records[(shards, producers)] = throughput_with_cpu(
+                address.pid,
                 target=node,
                 stream_name=name,
                 kind="PutRecords",
                 count=producers,
                 seconds=seconds,
                 warmup_s=warmup_s,
-                on_go=functools.partial(_append_cpu, cpu_at_go, address.pid),
-            )
-            report.put_records[(shards, producers)] = dataclasses.replace(
-                throughput_of(results), cpu_s=cpu_s(address.pid) - cpu_at_go[0]
             )
         _say("shoal: PutRecord latency")
         create_stream(node, "bench-latency", 1)
@@ -977,11 +983,6 @@ def _format_grpc(report: Report) -> list[str]:
         f"/slower {_pct(drain.records_per_s, slower_read)}",
     ]
     return lines
-
-
-def _append_cpu(marks: list[float], pid: int) -> None:
-    """`on_go` of a run whose server's CPU is measured: the CPU time at the start."""
-    marks.append(cpu_s(pid))
 
 
 def _cpu_lines(put_records: dict[tuple[int, int], Throughput], storage: Throughput) -> list[str]:
