@@ -25,7 +25,13 @@ from pathlib import Path
 import rocksdict
 
 from broker.log.records import LogCorruptionError
-from broker.log.rocks_store import RocksLogStore, column_family_options, db_options
+from broker.log.rocks_store import (
+    SHARD_META_CF,
+    RocksLogStore,
+    column_family_options,
+    db_options,
+    sst_numbers,
+)
 from broker.types import Offset, ShardUid
 from tests.support import ClusterProcesses
 
@@ -89,6 +95,28 @@ def corrupt_block_of_two_shards(log_dir: Path, ends: dict[ShardUid, Offset]) -> 
                 _overwrite(sst, at)
                 return f"{sst.name} bytes {at}..{at + 63} of {sst.stat().st_size}"
     raise AssertionError(f"no block of {sst} holds the records of two shards")
+
+
+def corrupt_shard_meta(log_dir: Path) -> str:
+    """Overwrites 64 bytes in the middle of the largest SST of the shard-meta column family
+    (replica state: promises, log ends, epochs) of a stopped store; returns what was done."""
+    db = rocksdict.Rdict(
+        str(log_dir),
+        options=db_options(),
+        column_families=column_family_options(),
+        access_type=rocksdict.AccessType.read_only(False),
+    )
+    try:
+        view = db.get_column_family(SHARD_META_CF)
+        numbers = sst_numbers(view)
+        del view
+    finally:
+        db.close()
+    assert numbers, f"{log_dir} has no shard-meta SST file"
+    sst = max((log_dir / f"{n:06d}.sst" for n in numbers), key=lambda f: f.stat().st_size)
+    at = sst.stat().st_size // 2
+    _overwrite(sst, at)
+    return f"{sst.name} bytes {at}..{at + 63} of {sst.stat().st_size}"
 
 
 def _overwrite(sst: Path, at: int) -> None:
