@@ -26,7 +26,6 @@ import rocksdict
 
 from broker.log.records import LogCorruptionError
 from broker.log.rocks_store import (
-    SHARD_META_CF,
     RocksLogStore,
     column_family_options,
     db_options,
@@ -97,9 +96,10 @@ def corrupt_block_of_two_shards(log_dir: Path, ends: dict[ShardUid, Offset]) -> 
     raise AssertionError(f"no block of {sst} holds the records of two shards")
 
 
-def corrupt_shard_meta(log_dir: Path) -> str:
-    """Overwrites 64 bytes in the middle of the largest SST of the shard-meta column family
-    (replica state: promises, log ends, epochs) of a stopped store; returns what was done."""
+def corrupt_column_family(log_dir: Path, name: str, *, at_fraction: float) -> str:
+    """Overwrites 64 bytes of the largest SST of column family `name` (SHARD_META_CF: replica
+    state, promises, log ends, epochs; TIME_INDEX_CF) of a stopped store, `at_fraction` of
+    the way into the file (0: its first data block); returns what was done."""
     db = rocksdict.Rdict(
         str(log_dir),
         options=db_options(),
@@ -107,14 +107,14 @@ def corrupt_shard_meta(log_dir: Path) -> str:
         access_type=rocksdict.AccessType.read_only(False),
     )
     try:
-        view = db.get_column_family(SHARD_META_CF)
+        view = db.get_column_family(name)
         numbers = sst_numbers(view)
         del view
     finally:
         db.close()
-    assert numbers, f"{log_dir} has no shard-meta SST file"
+    assert numbers, f"{log_dir} has no SST file of column family {name}"
     sst = max((log_dir / f"{n:06d}.sst" for n in numbers), key=lambda f: f.stat().st_size)
-    at = sst.stat().st_size // 2
+    at = int(sst.stat().st_size * at_fraction)
     _overwrite(sst, at)
     return f"{sst.name} bytes {at}..{at + 63} of {sst.stat().st_size}"
 

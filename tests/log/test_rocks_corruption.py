@@ -25,7 +25,7 @@ from broker.log.records import (
     decode_new_records,
     encode_batch,
 )
-from broker.log.rocks_store import RocksLogStore
+from broker.log.rocks_store import SHARD_META_CF, RocksLogStore
 from broker.log.store import LogStoreLostError
 from broker.types import Offset, ShardUid
 from tests.chaos import disks
@@ -321,7 +321,8 @@ def test_a_dropped_shard_meta_file_gives_the_log_up_as_a_lost_disk(tmp_path: Pat
         store.promise(shard, 7)
     store.close()  # flushes the memtables: a records SST and a shard-meta SST
     disks.corrupt_block_of_two_shards(path, ends)
-    disks.corrupt_shard_meta(path)  # a block of the other shards' promises: nothing reads it
+    # A block of the other shards' promises, in the middle of the file: nothing reads it.
+    disks.corrupt_column_family(path, SHARD_META_CF, at_fraction=0.5)
     store = RocksLogStore(path)
     try:
         assert store.promised_epoch(SHARDS[0]) == 0  # the first block still reads
