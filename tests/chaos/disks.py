@@ -77,13 +77,16 @@ def corrupt_records(data_dir: Path, rng: random.Random) -> str | None:
     return f"{path.name} bytes {offset}..{offset + 63} of {size}"
 
 
-def corrupt_block_of_two_shards(log_dir: Path, ends: dict[ShardUid, Offset]) -> str:
-    """Overwrites 64 bytes of the largest SST under `log_dir` (a stopped store, its records'
-    file) inside a data block holding the records of two shards of `ends` (shard -> log
-    end): the end of one and the start of the next, as in a small first SST. Tries tenths of
-    the file on copies until a reopened copy fails to read back exactly two shards; raises
-    AssertionError if none does. Returns what was done."""
-    sst = max(log_dir.glob("*.sst"), key=lambda f: f.stat().st_size)
+def corrupt_block_of_two_shards(
+    log_dir: Path, ends: dict[ShardUid, Offset], *, sst: Path | None = None
+) -> str:
+    """Overwrites 64 bytes of `sst` (default: the largest SST under `log_dir`, a stopped
+    store's records file) inside a data block holding the records of two shards of `ends`
+    (shard -> log end): the end of one and the start of the next, as in a small first SST.
+    Tries tenths of the file on copies until a reopened copy fails to read back exactly two
+    shards; raises AssertionError if none does. Returns what was done."""
+    if sst is None:
+        sst = max(log_dir.glob("*.sst"), key=lambda f: f.stat().st_size)
     with tempfile.TemporaryDirectory(prefix="shoal-corrupt-") as tmp:
         for tenth in range(2, 9):
             at = sst.stat().st_size * tenth // 10

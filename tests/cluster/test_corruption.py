@@ -208,19 +208,22 @@ def test_a_node_whose_repair_drops_more_than_records_rejoins_as_a_lost_disk(
     back to older values: decisions/0002, "Corruption"). So the node gives its log up: moved
     aside, it exits with status 1, and started again (as its supervisor would) it rejoins each
     replica as after a lost disk. No acknowledged record is lost."""
-    create_stream(cluster.endpoints[0], "rotten", 2)
-    first = Producer(cluster.endpoints, "rotten", name="a", batch_size=20).start()
-    first.wait_acknowledged(600)
-    first.stop()
-    # Another stream's time index entries, one per batch: after "rotten"'s in the index file,
-    # in blocks of their own (the rot goes there; a repair of "rotten" reads its own entries).
+    node = cluster.nodes[1]
+    node_id = "node-2"
+    # Another stream's time index entries, one per batch, flushed into files of their own by
+    # the node's restart: the rot goes there (a repair of "rotten" reads its own entries).
     create_stream(cluster.endpoints[0], "indexed", 1)
     indexed = Producer(cluster.endpoints, "indexed", name="i", batch_size=1).start()
     indexed.wait_acknowledged(600, deadline_s=120)
     indexed.stop()
+    node.terminate()
+    node.start()
+    wait_formed(cluster)
+    create_stream(cluster.endpoints[0], "rotten", 2)
+    first = Producer(cluster.endpoints, "rotten", name="a", batch_size=20).start()
+    first.wait_acknowledged(600)
+    first.stop()
     shards = [s for s in cluster_status(cluster.endpoints[0]).shards if s.stream_name == "rotten"]
-    node = cluster.nodes[1]
-    node_id = "node-2"
     assert all(node_id in s.replicas for s in shards)
     uids = {s.shard_uid for s in shards}
 
@@ -235,8 +238,9 @@ def test_a_node_whose_repair_drops_more_than_records_rejoins_as_a_lost_disk(
     }
     node.terminate()
     log_dir = node.data_dir / "log"
-    disks.corrupt_block_of_two_shards(log_dir, ends)
-    disks.corrupt_column_family(log_dir, TIME_INDEX_CF, at_fraction=0.6)
+    newest = max(disks.record_ssts(node.data_dir), key=lambda file: int(file[0].stem))[0]
+    disks.corrupt_block_of_two_shards(log_dir, ends, sst=newest)  # "rotten"'s records only
+    disks.corrupt_column_family(log_dir, TIME_INDEX_CF, at_fraction=0.5)  # "indexed"'s
     node.start()
     second = Producer(cluster.endpoints, "rotten", name="b", batch_size=20).start()
     try:
