@@ -928,7 +928,12 @@ class RocksLogStore:
                 _repair_db(repairing, attempts, pause_s)
             except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
                 clear_frames(exc)
-                self._lose_log(repairing, f"RocksDB's repair failed: {exc}")
+                if "lock" not in str(exc).lower():
+                    self._lose_log(repairing, f"RocksDB's repair failed: {exc}")
+                # Old handles still hold the lock: RepairDB changed nothing. Back as it was.
+                _rename_durably(repairing, self._path)
+                self._open_retrying(attempts, pause_s)
+                raise LogStoreError(f"RocksDB drop_corrupt_files failed: {exc}") from None
             dropped = sorted(_lost_ssts(repairing) - lost_before)
             log.error(
                 "log_store_corrupt_files_dropped", extra={"path": str(self._path), "lost": dropped}
