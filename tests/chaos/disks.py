@@ -14,12 +14,14 @@ wipe a node's data directory, fill a node's file system.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import rocksdict
@@ -39,11 +41,9 @@ FILLER_NAME = "nemesis-filler"
 MiB = 1 << 20
 
 
-def record_ssts(data_dir: Path) -> list[tuple[Path, int]]:
-    """(path, size) of the live SST files holding shard records, from a read-only open."""
-    log_dir = data_dir / "log"
-    if not (log_dir / "CURRENT").exists():
-        return []
+@contextlib.contextmanager
+def _read_only(log_dir: Path) -> Iterator[rocksdict.Rdict]:
+    """A read-only open of a (stopped) node's RocksDB, from this process."""
     db = rocksdict.Rdict(
         str(log_dir),
         options=db_options(),
@@ -51,9 +51,18 @@ def record_ssts(data_dir: Path) -> list[tuple[Path, int]]:
         access_type=rocksdict.AccessType.read_only(False),
     )
     try:
-        files = db.live_files()
+        yield db
     finally:
         db.close()
+
+
+def record_ssts(data_dir: Path) -> list[tuple[Path, int]]:
+    """(path, size) of the live SST files holding shard records, from a read-only open."""
+    log_dir = data_dir / "log"
+    if not (log_dir / "CURRENT").exists():
+        return []
+    with _read_only(log_dir) as db:
+        files = db.live_files()
     found = []
     for file in files:
         if len(file["start_key"]) == RECORD_KEY_BYTES and len(file["end_key"]) == RECORD_KEY_BYTES:
@@ -103,18 +112,10 @@ def corrupt_column_family(log_dir: Path, name: str, *, at_fraction: float) -> st
     """Overwrites 64 bytes of the largest SST of column family `name` (SHARD_META_CF: replica
     state, promises, log ends, epochs; TIME_INDEX_CF) of a stopped store, `at_fraction` of
     the way into the file (0: its first data block); returns what was done."""
-    db = rocksdict.Rdict(
-        str(log_dir),
-        options=db_options(),
-        column_families=column_family_options(),
-        access_type=rocksdict.AccessType.read_only(False),
-    )
-    try:
+    with _read_only(log_dir) as db:
         view = db.get_column_family(name)
         numbers = sst_numbers(view)
         del view
-    finally:
-        db.close()
     assert numbers, f"{log_dir} has no SST file of column family {name}"
     sst = max((log_dir / f"{n:06d}.sst" for n in numbers), key=lambda f: f.stat().st_size)
     at = int(sst.stat().st_size * at_fraction)

@@ -164,17 +164,7 @@ def test_a_block_holding_two_shards_records_is_repaired_for_good(
     node = cluster.nodes[1]
     node_id = "node-2"
     assert all(node_id in s.replicas for s in shards)
-    uids = {s.shard_uid for s in shards}
-
-    def caught_up() -> bool:
-        return len({(r.log_end, r.high_watermark) for r in _replicas_of(cluster, uids)}) == 2
-
-    wait_until(caught_up, deadline_s=30, what="every replica holding what was committed")
-    ends = {
-        ShardUid(r.shard_uid): Offset(r.log_end)
-        for r in replica_status(node.endpoint).replicas
-        if r.shard_uid in uids
-    }
+    ends = _caught_up_ends(cluster, node, {s.shard_uid for s in shards})
     node.terminate()  # drains, then flushes its memtables into one small SST
     disks.corrupt_block_of_two_shards(node.data_dir / "log", ends)
     node.start()
@@ -225,17 +215,7 @@ def test_a_node_whose_repair_drops_more_than_records_rejoins_as_a_lost_disk(
     first.stop()
     shards = [s for s in cluster_status(cluster.endpoints[0]).shards if s.stream_name == "rotten"]
     assert all(node_id in s.replicas for s in shards)
-    uids = {s.shard_uid for s in shards}
-
-    def caught_up() -> bool:
-        return len({(r.log_end, r.high_watermark) for r in _replicas_of(cluster, uids)}) == 2
-
-    wait_until(caught_up, deadline_s=30, what="every replica holding what was committed")
-    ends = {
-        ShardUid(r.shard_uid): Offset(r.log_end)
-        for r in replica_status(node.endpoint).replicas
-        if r.shard_uid in uids
-    }
+    ends = _caught_up_ends(cluster, node, {s.shard_uid for s in shards})
     node.terminate()
     log_dir = node.data_dir / "log"
     newest = max(disks.record_ssts(node.data_dir), key=lambda file: int(file[0].stem))[0]
@@ -274,6 +254,22 @@ def test_a_node_whose_repair_drops_more_than_records_rejoins_as_a_lost_disk(
     for endpoint in cluster.endpoints:
         check_no_loss(endpoint, "rotten", {**first.acknowledged, **second.acknowledged})
         check_no_loss(endpoint, "indexed", indexed.acknowledged)
+
+
+def _caught_up_ends(
+    cluster: ClusterProcesses, node: NodeProcess, uids: set[int]
+) -> dict[ShardUid, Offset]:
+    """Once every replica of the shards holds what was committed: the log ends on `node`."""
+
+    def caught_up() -> bool:
+        return len({(r.log_end, r.high_watermark) for r in _replicas_of(cluster, uids)}) == 2
+
+    wait_until(caught_up, deadline_s=30, what="every replica holding what was committed")
+    return {
+        ShardUid(r.shard_uid): Offset(r.log_end)
+        for r in replica_status(node.endpoint).replicas
+        if r.shard_uid in uids
+    }
 
 
 def _replicas_of(cluster: ClusterProcesses, uids: set[int]) -> list[Any]:

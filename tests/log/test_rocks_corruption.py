@@ -263,15 +263,7 @@ def test_a_corrupt_block_holding_two_shards_records_is_repaired_for_good(tmp_pat
             store.append(later)
             batches[shard] += later
         ends = {shard: batches[shard][-1].end_offset for shard in SHARDS}
-        rounds = 0
-        while failing := _failing_shards(store, ends):
-            rounds += 1
-            assert rounds <= 4, f"the damage is found again after every repair: {failing}"
-            for shard, offset in failing.items():
-                start, end = store.damaged_range(shard, offset)
-                assert store.repair(
-                    shard, [b for b in batches[shard] if start <= b.first_offset < end]
-                )
+        _repair_until_read_back(store, batches, ends)
         assert list((path / "lost").glob("**/*.sst")), "the corrupt file was dropped"
         for shard in SHARDS:
             read = store.read(
