@@ -9,6 +9,9 @@ import random
 from typing import Any
 
 import pytest
+from google.protobuf.message import DecodeError
+from hypothesis import given
+from hypothesis import strategies as st
 
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.wire import put_entries
@@ -176,3 +179,74 @@ def test_json_count_bounds() -> None:
     assert _read_json([]) is None
     assert _read_json([common] * 3, count_max=2) is None
     assert _read_json([common] * 3, count_min=4) is None
+
+
+_entries = st.lists(
+    st.fixed_dictionaries(
+        {
+            "data": st.binary(min_size=0, max_size=40),
+            "partition_key": st.text(min_size=0, max_size=8),
+        },
+        optional={"explicit_hash_key": st.sampled_from(["1", ""])},
+    ),
+    min_size=0,
+    max_size=6,
+)
+
+
+@given(
+    entries=_entries,
+    cut=st.integers(min_value=0),
+    flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=4),
+    inserted=st.binary(max_size=6),
+)
+def test_damaged_bytes_read_as_upb_reads_them_or_give_none(
+    entries: list[dict[str, Any]], cut: int, flips: list[tuple[int, int]], inserted: bytes
+) -> None:
+    """Untrusted bytes: a request cut short, with bytes changed or inserted anywhere, never
+    crashes the reader, and from bytes upb parses (the gRPC door parses them with upb first)
+    the columns it reads are what upb reads."""
+    raw = bytearray(_raw(entries))
+    for at, value in flips:
+        if raw:
+            raw[at % len(raw)] = value
+    at = cut % (len(raw) + 1)
+    damaged = bytes(raw[:at] + inserted + raw[at:])
+    for candidate in (damaged, damaged[:at]):
+        read = _read(candidate)
+        try:
+            kinesis_pb2.PutRecordsInput.FromString(candidate)
+        except DecodeError:
+            continue  # refused by the door before the reader sees it
+        if read is None:
+            continue
+        columns = (read.partition_keys, read.partition_keys_utf8, read.datas, read.sizes)
+        assert columns == _upb_columns(candidate)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=6,
+)
+_json_record = st.one_of(
+    _json,
+    st.dictionaries(
+        st.sampled_from(["Data", "PartitionKey", "ExplicitHashKey"]),
+        st.text(max_size=4) | _json,
+    ),
+)
+
+
+@given(st.lists(_json_record, max_size=5))
+def test_any_json_records_read_as_their_strings_or_give_none(records: list[Any]) -> None:
+    """Whatever a JSON body's "Records" list holds, the reader never crashes, and what it reads
+    are exactly the records' two strings."""
+    read = _read_json(records)
+    if read is None:
+        return
+    keys, utf8, texts = read
+    assert all(type(r) is dict and r.keys() == {"Data", "PartitionKey"} for r in records)
+    assert keys == [r["PartitionKey"] for r in records]
+    assert utf8 == [k.encode() for k in keys]
+    assert texts == [r["Data"] for r in records]
