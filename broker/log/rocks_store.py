@@ -833,7 +833,8 @@ class RocksLogStore:
         into the rest of this shard still reads it, so the same range would be found damaged
         again at once, and repaired, forever. Then the files that do not read back whole go
         (`_drop_corrupt_files`); what else they held is found missing like any damage and
-        repaired from the other replicas in turn."""
+        repaired from the other replicas in turn. Raises `LogStoreLostError` when that drop
+        would take more than records, or dropped nothing and the range still fails."""
         assert batches
         first = batches[0].first_offset
         end = batches[-1].end_offset
