@@ -18,8 +18,8 @@ lock (pure work on its own arguments). Reads take no lock: a RocksDB iterator re
 one consistent view, and every mutation is a single atomic WriteBatch.
 
 Errors: rocksdict raises bare `Exception` for every RocksDB status; `_engine_errors` turns them
-into `LogStoreError` here, at the boundary (STYLE B.8). Our own asserts and
-`LogCorruptionError` pass through untouched.
+into `LogStoreError` here, at the boundary (STYLE B.8). Our own asserts, `LogCorruptionError`
+and `LogStoreLostError` pass through untouched.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import contextlib
 import gc
 import itertools
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -85,6 +87,7 @@ from broker.log.records import (
 )
 from broker.log.store import (
     LogStoreError,
+    LogStoreLostError,
     advance_meta,
     check_history,
     check_read_arguments,
@@ -111,7 +114,7 @@ def _engine_errors(operation: str) -> Iterator[None]:
     drops the locals of the failed call's finished frames either way."""
     try:
         yield
-    except (AssertionError, LogCorruptionError, LogStoreError) as error:
+    except (AssertionError, LogCorruptionError, LogStoreError, LogStoreLostError) as error:
         clear_frames(error)  # see below
         raise
     except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
@@ -225,6 +228,7 @@ class RocksLogStore:
         # with every mutation, so `append` decides on a new entry without a read.
         self._histories: dict[ShardUid, list[tuple[int, Offset]]] = {}
         self._closed = False
+        self._lost: str | None = None  # why the log was given up (`_lose_log`), and where it went
         self._handles: _Handles | None = self._open()
         # sync=False on write, then one flush_wal(sync=True): see the module docstring.
         self._write_options = rocksdict.WriteOptions()
@@ -451,6 +455,8 @@ class RocksLogStore:
         open; calls meanwhile raise `LogStoreError` (retryable) and the caller tries again."""
         assert attempts >= 1
         with self._write_lock:
+            if self._lost is not None:  # never a new, empty log in its place
+                raise LogStoreLostError(f"the shard log in {self._path} was given up: {self._lost}")
             self._close_handles()
             self._open_retrying(attempts, pause_s)
         log.warning("log_store_reopened", extra={"path": str(self._path)})
@@ -827,7 +833,8 @@ class RocksLogStore:
         into the rest of this shard still reads it, so the same range would be found damaged
         again at once, and repaired, forever. Then the files that do not read back whole go
         (`_drop_corrupt_files`); what else they held is found missing like any damage and
-        repaired from the other replicas in turn."""
+        repaired from the other replicas in turn. Raises `LogStoreLostError` when that drop
+        would take more than records, or dropped nothing and the range still fails."""
         assert batches
         first = batches[0].first_offset
         end = batches[-1].end_offset
@@ -864,8 +871,18 @@ class RocksLogStore:
                 )
             self._write_durably(h, batch_write)
         del h
-        if self._still_damaged(shard_uid, first, end, sum(len(v) for v in values)):
-            self._drop_corrupt_files()
+        size = sum(len(v) for v in values)
+        # Still unreadable after RepairDB dropped nothing: the next repair would only run it
+        # again, and again, so the log is given up instead.
+        if (
+            self._still_damaged(shard_uid, first, end, size)
+            and not self._drop_corrupt_files()
+            and self._still_damaged(shard_uid, first, end, size)
+        ):
+            self._lose(
+                f"shard {shard_uid} offsets {first}..{end} do not read back after a repair "
+                "and RocksDB's repair found no file to drop"
+            )
         return True
 
     def _still_damaged(self, shard_uid: ShardUid, first: Offset, end: Offset, size: int) -> bool:
@@ -882,31 +899,79 @@ class RocksLogStore:
             return where is None or first <= where <= end
         return False
 
-    def _drop_corrupt_files(self, *, attempts: int = 50, pause_s: float = 0.1) -> None:
+    def _drop_corrupt_files(self, *, attempts: int = 50, pause_s: float = 0.1) -> list[str]:
         """Closes RocksDB, runs its repair (RepairDB: every SST file that does not read back
         whole is moved to `lost/` under the log directory, the WAL is kept) and opens it
-        again. The blocks a range tombstone cannot fence off are gone with their files; so
-        are the healthy batches those files held, which every read then finds missing (an
-        error at their offsets, never the end of the log) and the replication driver repairs
-        from the other replicas like any damaged range. Retries while old handles still
-        hold RocksDB's lock, as `reopen` does."""
+        again; returns the names of the files dropped. The blocks a range tombstone cannot
+        fence off are gone with their files; so are the healthy batches those files held,
+        which every read then finds missing (an error at their offsets, never the end of the
+        log) and the replication driver repairs from the other replicas like any damaged
+        range. Retries while old handles still hold RocksDB's lock, as `reopen` does.
+
+        Only records files may go: a dropped shard-meta file would silently take a replica's
+        promise, log end or epochs back to older values (it could then promise an epoch
+        again, or take Appends from a fenced leader), and a dropped time-index file would
+        silently skip records in a lookup by time. So if RepairDB drops any other file (or
+        fails), the log is no longer this node's replica state: `_lose_log` moves it aside and
+        raises `LogStoreLostError`. The repair runs on the directory renamed to
+        `<log>.repairing`, so a crash meanwhile also leaves the node without its log (a lost
+        disk), never with a half-repaired one."""
+        with self._write_lock:
+            h = self._open_handles()
+            with _engine_errors("drop_corrupt_files"):
+                droppable = sst_numbers(h.records)
+            del h
+            lost_before = _lost_ssts(self._path)
+            self._close_handles()
+            repairing = self._path.with_name(f"{self._path.name}.repairing")
+            _rename_durably(self._path, repairing)
+            try:
+                _repair_db(repairing, attempts, pause_s)
+            except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+                clear_frames(exc)
+                if "lock" not in str(exc).lower():
+                    self._lose_log(repairing, f"RocksDB's repair failed: {exc}")
+                # Old handles still hold the lock: RepairDB changed nothing. Back as it was.
+                _rename_durably(repairing, self._path)
+                self._open_retrying(attempts, pause_s)
+                raise LogStoreError(f"RocksDB drop_corrupt_files failed: {exc}") from None
+            dropped = sorted(_lost_ssts(repairing) - lost_before)
+            log.error(
+                "log_store_corrupt_files_dropped", extra={"path": str(self._path), "lost": dropped}
+            )
+            kept_state = [name for name in dropped if _sst_number(name) not in droppable]
+            if kept_state:
+                self._lose_log(
+                    repairing,
+                    f"RocksDB's repair dropped {', '.join(kept_state)}, which held replica "
+                    "state or time index entries, not only records",
+                )
+            _rename_durably(repairing, self._path)
+            self._open_retrying(attempts, pause_s)
+        return dropped
+
+    def _lose(self, reason: str) -> None:
+        """Closes RocksDB and gives up this log (`_lose_log`)."""
         with self._write_lock:
             self._close_handles()
-            try:
-                with _engine_errors("drop_corrupt_files"):
-                    for attempt in range(attempts):
-                        try:
-                            rocksdict.Rdict.repair(str(self._path), db_options())
-                            break
-                        except Exception:  # rocksdict raises bare Exception: the lock, mostly
-                            if attempt == attempts - 1:
-                                raise
-                            gc.collect()  # old handles caught in reference cycles
-                            time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
-            finally:
-                self._open_retrying(attempts, pause_s)  # open again, repaired or not
-        lost = sorted(p.name for p in (self._path / "lost").glob("**/*.sst"))
-        log.error("log_store_corrupt_files_dropped", extra={"path": str(self._path), "lost": lost})
+            self._lose_log(self._path, reason)
+
+    def _lose_log(self, directory: Path, reason: str) -> None:
+        """Moves the (closed) log `directory` aside to `<log>.lost-<UTC time>` and raises
+        `LogStoreLostError`; every later call raises it too. Call with _write_lock held. The
+        node stops on it; started again without a log, it rejoins every replica it holds as
+        after a lost disk (empty, with a floor: no vote, no leadership until caught up)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        aside = self._path.with_name(f"{self._path.name}.lost-{stamp}")
+        _rename_durably(directory, aside)
+        self._lost = f"{reason}; moved to {aside}"
+        log.error(
+            "log_store_lost", extra={"path": str(self._path), "moved_to": str(aside), "why": reason}
+        )
+        raise LogStoreLostError(
+            f"the shard log in {self._path} can no longer be trusted ({reason}): moved to "
+            f"{aside}; this node stops and rejoins its replicas as after a lost disk"
+        )
 
     def _index_keys_between(
         self,
@@ -1044,6 +1109,8 @@ class RocksLogStore:
     def _open_handles(self) -> _Handles:
         handles = self._handles
         if handles is None:
+            if self._lost is not None:
+                raise LogStoreLostError(f"the shard log in {self._path} was given up: {self._lost}")
             assert not self._closed, f"log store at {self._path} used after close()"
             raise LogStoreError(f"the log store at {self._path} is being reopened")
         return handles
@@ -1188,6 +1255,47 @@ class RocksLogStore:
         options.set_prefix_same_as_start(True)  # with the 8-byte prefix extractor
         options.set_verify_checksums(True)  # RocksDB's block checksums, besides our CRC
         return options
+
+
+def sst_numbers(view: rocksdict.Rdict) -> set[int]:
+    """The numbers of a column family's live SST files, from its `rocksdb.sstables` property
+    (a line per file: ` 12:4970[...]`, number and size); live_files() does not say which
+    column family a file is in."""
+    listing = view.property_value("rocksdb.sstables") or ""
+    return {int(number) for number in re.findall(r"^\s*(\d+):", listing, re.MULTILINE)}
+
+
+def _sst_number(name: str) -> int:
+    return int(Path(name).stem)
+
+
+def _lost_ssts(log_dir: Path) -> set[str]:
+    """The SST files RocksDB's repairs moved to `lost/` (any repair, any earlier one too)."""
+    return {path.name for path in (log_dir / "lost").glob("**/*.sst")}
+
+
+def _repair_db(log_dir: Path, attempts: int, pause_s: float) -> None:
+    """RepairDB on a closed log, `attempts` times `pause_s` apart while old handles still
+    hold its lock; raises rocksdict's last error."""
+    for attempt in range(attempts):
+        try:
+            rocksdict.Rdict.repair(str(log_dir), db_options())
+            return
+        except Exception:  # rocksdict raises bare Exception: the lock, mostly
+            if attempt == attempts - 1:
+                raise
+            gc.collect()  # old handles caught in reference cycles
+            time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+
+
+def _rename_durably(source: Path, target: Path) -> None:
+    """Renames a directory and syncs its parent, so a crash keeps the new name."""
+    source.rename(target)
+    parent = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(parent)
+    finally:
+        os.close(parent)
 
 
 def _offset_bound(shard_uid: ShardUid, end_offset: Offset) -> bytes:

@@ -68,6 +68,15 @@ class LogStoreError(Exception):
     """
 
 
+class LogStoreLostError(Exception):
+    """The shard log can no longer be trusted as this node's replica state: RocksDB's repair
+    dropped a file that held more than records (a replica's promise, log end, epochs, HW, or
+    time index entries, whose loss nothing would notice), or a corrupt block that the repair
+    could not drop. The log directory was moved aside (`<log>.lost-<UTC time>`); the node must
+    stop and start again, and rejoins each replica as after a lost disk (decisions/0002).
+    Not a `LogStoreError`: nothing retries it, it ends the node."""
+
+
 class LogStore(Protocol):
     """Every shard log on this node. Thread-safety: see the module docstring."""
 

@@ -14,18 +14,25 @@ wipe a node's data directory, fill a node's file system.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import random
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import rocksdict
 
 from broker.log.records import LogCorruptionError
-from broker.log.rocks_store import RocksLogStore, column_family_options, db_options
+from broker.log.rocks_store import (
+    RocksLogStore,
+    column_family_options,
+    db_options,
+    sst_numbers,
+)
 from broker.types import Offset, ShardUid
 from tests.support import ClusterProcesses
 
@@ -34,11 +41,9 @@ FILLER_NAME = "nemesis-filler"
 MiB = 1 << 20
 
 
-def record_ssts(data_dir: Path) -> list[tuple[Path, int]]:
-    """(path, size) of the live SST files holding shard records, from a read-only open."""
-    log_dir = data_dir / "log"
-    if not (log_dir / "CURRENT").exists():
-        return []
+@contextlib.contextmanager
+def _read_only(log_dir: Path) -> Iterator[rocksdict.Rdict]:
+    """A read-only open of a (stopped) node's RocksDB, from this process."""
     db = rocksdict.Rdict(
         str(log_dir),
         options=db_options(),
@@ -46,9 +51,18 @@ def record_ssts(data_dir: Path) -> list[tuple[Path, int]]:
         access_type=rocksdict.AccessType.read_only(False),
     )
     try:
-        files = db.live_files()
+        yield db
     finally:
         db.close()
+
+
+def record_ssts(data_dir: Path) -> list[tuple[Path, int]]:
+    """(path, size) of the live SST files holding shard records, from a read-only open."""
+    log_dir = data_dir / "log"
+    if not (log_dir / "CURRENT").exists():
+        return []
+    with _read_only(log_dir) as db:
+        files = db.live_files()
     found = []
     for file in files:
         if len(file["start_key"]) == RECORD_KEY_BYTES and len(file["end_key"]) == RECORD_KEY_BYTES:
@@ -72,13 +86,16 @@ def corrupt_records(data_dir: Path, rng: random.Random) -> str | None:
     return f"{path.name} bytes {offset}..{offset + 63} of {size}"
 
 
-def corrupt_block_of_two_shards(log_dir: Path, ends: dict[ShardUid, Offset]) -> str:
-    """Overwrites 64 bytes of the largest SST under `log_dir` (a stopped store, its records'
-    file) inside a data block holding the records of two shards of `ends` (shard -> log
-    end): the end of one and the start of the next, as in a small first SST. Tries tenths of
-    the file on copies until a reopened copy fails to read back exactly two shards; raises
-    AssertionError if none does. Returns what was done."""
-    sst = max(log_dir.glob("*.sst"), key=lambda f: f.stat().st_size)
+def corrupt_block_of_two_shards(
+    log_dir: Path, ends: dict[ShardUid, Offset], *, sst: Path | None = None
+) -> str:
+    """Overwrites 64 bytes of `sst` (default: the largest SST under `log_dir`, a stopped
+    store's records file) inside a data block holding the records of two shards of `ends`
+    (shard -> log end): the end of one and the start of the next, as in a small first SST.
+    Tries tenths of the file on copies until a reopened copy fails to read back exactly two
+    shards; raises AssertionError if none does. Returns what was done."""
+    if sst is None:
+        sst = max(log_dir.glob("*.sst"), key=lambda f: f.stat().st_size)
     with tempfile.TemporaryDirectory(prefix="shoal-corrupt-") as tmp:
         for tenth in range(2, 9):
             at = sst.stat().st_size * tenth // 10
@@ -89,6 +106,21 @@ def corrupt_block_of_two_shards(log_dir: Path, ends: dict[ShardUid, Offset]) -> 
                 _overwrite(sst, at)
                 return f"{sst.name} bytes {at}..{at + 63} of {sst.stat().st_size}"
     raise AssertionError(f"no block of {sst} holds the records of two shards")
+
+
+def corrupt_column_family(log_dir: Path, name: str, *, at_fraction: float) -> str:
+    """Overwrites 64 bytes of the largest SST of column family `name` (SHARD_META_CF: replica
+    state, promises, log ends, epochs; TIME_INDEX_CF) of a stopped store, `at_fraction` of
+    the way into the file (0: its first data block); returns what was done."""
+    with _read_only(log_dir) as db:
+        view = db.get_column_family(name)
+        numbers = sst_numbers(view)
+        del view
+    assert numbers, f"{log_dir} has no SST file of column family {name}"
+    sst = max((log_dir / f"{n:06d}.sst" for n in numbers), key=lambda f: f.stat().st_size)
+    at = int(sst.stat().st_size * at_fraction)
+    _overwrite(sst, at)
+    return f"{sst.name} bytes {at}..{at + 63} of {sst.stat().st_size}"
 
 
 def _overwrite(sst: Path, at: int) -> None:

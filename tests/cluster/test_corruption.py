@@ -20,6 +20,7 @@ import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ErrorCode, ShoalError
+from broker.log.rocks_store import TIME_INDEX_CF
 from broker.types import Offset, ShardUid
 from tests.chaos import disks
 from tests.chaos.workload import create_stream, read_replica
@@ -163,17 +164,7 @@ def test_a_block_holding_two_shards_records_is_repaired_for_good(
     node = cluster.nodes[1]
     node_id = "node-2"
     assert all(node_id in s.replicas for s in shards)
-    uids = {s.shard_uid for s in shards}
-
-    def caught_up() -> bool:
-        return len({(r.log_end, r.high_watermark) for r in _replicas_of(cluster, uids)}) == 2
-
-    wait_until(caught_up, deadline_s=30, what="every replica holding what was committed")
-    ends = {
-        ShardUid(r.shard_uid): Offset(r.log_end)
-        for r in replica_status(node.endpoint).replicas
-        if r.shard_uid in uids
-    }
+    ends = _caught_up_ends(cluster, node, {s.shard_uid for s in shards})
     node.terminate()  # drains, then flushes its memtables into one small SST
     disks.corrupt_block_of_two_shards(node.data_dir / "log", ends)
     node.start()
@@ -196,6 +187,89 @@ def test_a_block_holding_two_shards_records_is_repaired_for_good(
     wait_until(whole, deadline_s=90, what="both damaged replicas reading back whole")
     assert "log_store_corrupt_files_dropped" in node.log_text()
     assert not any(r.damaged for r in replica_status(node.endpoint).replicas)
+
+
+def test_a_node_whose_repair_drops_more_than_records_rejoins_as_a_lost_disk(
+    cluster: ClusterProcesses,
+) -> None:
+    """As above, but the node's time index file is corrupt too (rot that nothing has read
+    yet). RocksDB's repair drops it with the records file; the index's loss would go unseen
+    (a lookup by time would skip records), as would a shard-meta file's (promises and epochs
+    back to older values: decisions/0002, "Corruption"). So the node gives its log up: moved
+    aside, it exits with status 1, and started again (as its supervisor would) it rejoins each
+    replica as after a lost disk. No acknowledged record is lost."""
+    node = cluster.nodes[1]
+    node_id = "node-2"
+    # Another stream's time index entries, one per batch, flushed into files of their own by
+    # the node's restart: the rot goes there (a repair of "rotten" reads its own entries).
+    create_stream(cluster.endpoints[0], "indexed", 1)
+    indexed = Producer(cluster.endpoints, "indexed", name="i", batch_size=1).start()
+    indexed.wait_acknowledged(600, deadline_s=120)
+    indexed.stop()
+    node.terminate()
+    node.start()
+    wait_formed(cluster)
+    create_stream(cluster.endpoints[0], "rotten", 2)
+    first = Producer(cluster.endpoints, "rotten", name="a", batch_size=20).start()
+    first.wait_acknowledged(600)
+    first.stop()
+    shards = [s for s in cluster_status(cluster.endpoints[0]).shards if s.stream_name == "rotten"]
+    assert all(node_id in s.replicas for s in shards)
+    ends = _caught_up_ends(cluster, node, {s.shard_uid for s in shards})
+    node.terminate()
+    log_dir = node.data_dir / "log"
+    newest = max(disks.record_ssts(node.data_dir), key=lambda file: int(file[0].stem))[0]
+    disks.corrupt_block_of_two_shards(log_dir, ends, sst=newest)  # "rotten"'s records only
+    disks.corrupt_column_family(log_dir, TIME_INDEX_CF, at_fraction=0.5)  # "indexed"'s
+    node.start()
+    second = Producer(cluster.endpoints, "rotten", name="b", batch_size=20).start()
+    try:
+        assert node.process is not None
+        code = node.process.wait(timeout=120)
+        node.process = None
+        assert code == 1, "a node that gave its log up exits for its supervisor to restart it"
+        assert "log_store_lost" in node.log_text()
+        assert not log_dir.exists()
+        assert list(node.data_dir.glob("log.lost-*")), "the given-up log is kept aside"
+        node.start()
+        wait_formed(cluster)
+        second.wait_acknowledged(200, deadline_s=60)
+    finally:
+        second.stop()
+    written = set(first.acknowledged) | set(second.acknowledged)
+
+    def rejoined() -> bool:
+        held: set[bytes] = set()
+        try:
+            if any(r.recovering or r.damaged for r in replica_status(node.endpoint).replicas):
+                return False
+            for shard in shards:
+                own = read_replica(node.endpoint, node_id, shard.shard_id, shard.shard_uid)
+                held |= {data for _, data in own.records}
+        except grpc.RpcError:
+            return False
+        return written <= held
+
+    wait_until(rejoined, deadline_s=90, what="the node's replicas rejoined, holding every record")
+    for endpoint in cluster.endpoints:
+        check_no_loss(endpoint, "rotten", {**first.acknowledged, **second.acknowledged})
+        check_no_loss(endpoint, "indexed", indexed.acknowledged)
+
+
+def _caught_up_ends(
+    cluster: ClusterProcesses, node: NodeProcess, uids: set[int]
+) -> dict[ShardUid, Offset]:
+    """Once every replica of the shards holds what was committed: the log ends on `node`."""
+
+    def caught_up() -> bool:
+        return len({(r.log_end, r.high_watermark) for r in _replicas_of(cluster, uids)}) == 2
+
+    wait_until(caught_up, deadline_s=30, what="every replica holding what was committed")
+    return {
+        ShardUid(r.shard_uid): Offset(r.log_end)
+        for r in replica_status(node.endpoint).replicas
+        if r.shard_uid in uids
+    }
 
 
 def _replicas_of(cluster: ClusterProcesses, uids: set[int]) -> list[Any]:

@@ -25,7 +25,8 @@ from broker.log.records import (
     decode_new_records,
     encode_batch,
 )
-from broker.log.rocks_store import RocksLogStore
+from broker.log.rocks_store import SHARD_META_CF, RocksLogStore
+from broker.log.store import LogStoreLostError
 from broker.types import Offset, ShardUid
 from tests.chaos import disks
 
@@ -262,15 +263,7 @@ def test_a_corrupt_block_holding_two_shards_records_is_repaired_for_good(tmp_pat
             store.append(later)
             batches[shard] += later
         ends = {shard: batches[shard][-1].end_offset for shard in SHARDS}
-        rounds = 0
-        while failing := _failing_shards(store, ends):
-            rounds += 1
-            assert rounds <= 4, f"the damage is found again after every repair: {failing}"
-            for shard, offset in failing.items():
-                start, end = store.damaged_range(shard, offset)
-                assert store.repair(
-                    shard, [b for b in batches[shard] if start <= b.first_offset < end]
-                )
+        _repair_until_read_back(store, batches, ends)
         assert list((path / "lost").glob("**/*.sst")), "the corrupt file was dropped"
         for shard in SHARDS:
             read = store.read(
@@ -281,5 +274,81 @@ def test_a_corrupt_block_holding_two_shards_records_is_repaired_for_good(tmp_pat
                 bytes_max=1 << 30,
             )
             assert [r.data for r in read] == [r.data for b in batches[shard] for r in b.records]
+    finally:
+        store.close()
+
+
+OTHER_SHARDS = [ShardUid(uid) for uid in range(1_000, 1_300)]  # replica state in several blocks
+
+
+def _repair_until_read_back(
+    store: RocksLogStore, batches: dict[ShardUid, list[AppendBatch]], ends: dict[ShardUid, Offset]
+) -> None:
+    """What the scrubber and the replication driver do: find, locate, repair, until every
+    shard reads back (at most 4 rounds)."""
+    rounds = 0
+    while failing := _failing_shards(store, ends):
+        rounds += 1
+        assert rounds <= 4, f"the damage is found again after every repair: {failing}"
+        for shard, offset in failing.items():
+            start, end = store.damaged_range(shard, offset)
+            assert store.repair(shard, [b for b in batches[shard] if start <= b.first_offset < end])
+
+
+def test_a_dropped_shard_meta_file_gives_the_log_up_as_a_lost_disk(tmp_path: Path) -> None:
+    """RocksDB's repair (run when a repaired range still does not read back) drops every SST
+    file that does not read back whole. A shard-meta file holds replica state (promises, log
+    ends, epochs): had it been dropped with the records file, the store would have gone on
+    with every promise in it back at 0, free to promise an epoch again. Instead the log is
+    given up: moved aside, every later call fails, and the node starting again finds no log
+    (a lost disk: each replica rejoins empty, with a floor)."""
+    noise = random.Random(21)
+    batches = {shard: _small_batches(shard, 0, SMALL_BATCHES, noise) for shard in SHARDS}
+    ends = {shard: Offset(SMALL_BATCHES) for shard in SHARDS}
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    for shard in SHARDS:
+        store.append(batches[shard])
+    for shard in OTHER_SHARDS:
+        store.promise(shard, 7)
+    store.close()  # flushes the memtables: a records SST and a shard-meta SST
+    disks.corrupt_block_of_two_shards(path, ends)
+    # A block of the other shards' promises, in the middle of the file: nothing reads it.
+    disks.corrupt_column_family(path, SHARD_META_CF, at_fraction=0.5)
+    store = RocksLogStore(path)
+    try:
+        assert store.promised_epoch(SHARDS[0]) == 0  # the first block still reads
+        with pytest.raises(LogStoreLostError, match="held replica state"):
+            _repair_until_read_back(store, batches, ends)
+        assert not path.exists(), "no log left in place: the node starts as a lost disk"
+        (aside,) = tmp_path.glob("log.lost-*")
+        assert list((aside / "lost").glob("*.sst")), "what RocksDB dropped is kept aside"
+        with pytest.raises(LogStoreLostError):
+            store.promised_epoch(OTHER_SHARDS[0])
+        with pytest.raises(LogStoreLostError):
+            store.reopen(attempts=1)  # never a new, empty log in its place
+        assert not path.exists()
+    finally:
+        store.close()
+
+
+def test_a_range_still_unreadable_after_a_repair_that_dropped_nothing_gives_the_log_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A repaired range that does not read back, where RocksDB's repair finds no file to drop
+    (the read failure is not a file's): every later repair of it would run RepairDB again, a
+    full scan of the log each time, for ever. The first such repair gives the log up."""
+    noise = random.Random(5)
+    batches = _small_batches(SHARDS[0], 0, SMALL_BATCHES, noise)
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    try:
+        store.append(batches)
+        # The range reads back wrong every time, whatever is dropped.
+        monkeypatch.setattr(store, "_still_damaged", lambda *_: True)
+        with pytest.raises(LogStoreLostError, match="found no file to drop"):
+            store.repair(SHARDS[0], batches[:3])
+        assert not path.exists()
+        assert len(list(tmp_path.glob("log.lost-*"))) == 1
     finally:
         store.close()
