@@ -1,6 +1,7 @@
-"""The optional C modules of the read path (broker/compiled.py): GetRecords' gRPC page writer
-(broker/gateway/_record_fields.c) and the walk of a stored batch's record lengths
-(broker/log/_record_walk.c). The rest of the build is in pyproject.toml.
+"""The optional C modules (broker/compiled.py): GetRecords' gRPC page writer
+(broker/gateway/_record_fields.c), the walk of a stored batch's record lengths
+(broker/log/_record_walk.c) and the reader of PutRecords' common entries from the request's
+bytes (broker/wire/_put_entries.c). The rest of the build is in pyproject.toml.
 
 Without a C compiler the build goes on without them (`optional=True`) and the Python code they
 stand in for runs instead: the same results, slower. Each module carries its source's SHA-256,
@@ -12,7 +13,11 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-SOURCES = ("broker/gateway/_record_fields.c", "broker/log/_record_walk.c")
+SOURCES = (
+    "broker/gateway/_record_fields.c",
+    "broker/log/_record_walk.c",
+    "broker/wire/_put_entries.c",
+)
 
 
 def extension(source: str) -> Extension:

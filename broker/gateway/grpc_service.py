@@ -96,7 +96,7 @@ def _decoder(
         def decode_put_records(raw: bytes) -> dict[str, Any]:
             message = _parse(raw, input_class)
             assert isinstance(message, kinesis_pb2.PutRecordsInput)
-            return put_records_request(message)
+            return put_records_request(message, raw)
 
         return decode_put_records
 

@@ -62,7 +62,7 @@ from broker.gateway.aws_codec import (
     wire_format_for,
 )
 from broker.gateway.probe import GatewayProbe
-from broker.gateway.put_records import validate_put_records
+from broker.gateway.put_records import put_records_from_body
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
 from broker.gateway.sigv4 import (
     HttpRequest,
@@ -411,10 +411,10 @@ class AwsHttpApp:
             claimed_key_id = claimed_access_key_id(request)
         if region != self._region and service.model not in REGIONAL_MODELS:
             region = self._region  # the rest of the family serves the node's region
-        aws_request = decode_request(operation, parsed, wire, model=service.model)
         if operation == "PutRecords" and service.model == KINESIS:
-            validate_put_records(aws_request)  # the same check, its entries in one loop
+            aws_request = put_records_from_body(parsed, wire)  # its entries read in one loop
         else:
+            aws_request = decode_request(operation, parsed, wire, model=service.model)
             validate_request(operation, aws_request, model=service.model)
         caller = Caller(
             region=region,

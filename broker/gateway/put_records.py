@@ -22,14 +22,17 @@ Pure: values in, bytes or dicts out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import operator
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import botocore.model
 
 from broker.api.kinesis.v1 import kinesis_pb2
+from broker.gateway.aws_codec import WireFormat, canonical_blobs, decode_request
 from broker.gateway.validation import KINESIS, passes, service_model, validate_request
 from broker.wire.codec import dict_to_message, message_to_dict
+from broker.wire.put_entries import PutEntries, read_json_entries, read_put_entries
 from broker.wire.record_page import varint
 
 
@@ -51,10 +54,21 @@ _KEY_MIN, _KEY_MAX, _DATA_MAX, _RECORDS_MIN, _RECORDS_MAX = _entry_limits()
 assert _KEY_MIN >= 1  # an empty key (present or not) therefore always takes the generic path
 
 
-def put_records_request(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any]:
-    """The validated AWS-shaped request of a parsed PutRecordsInput (ShoalError VALIDATION, in
-    the model's words, when it breaks the model). `message` is consumed: its records are
-    cleared once read."""
+def put_records_request(message: kinesis_pb2.PutRecordsInput, raw: bytes) -> dict[str, Any]:
+    """The validated AWS-shaped request of a parsed PutRecordsInput, `raw` its bytes (ShoalError
+    VALIDATION, in the model's words, when it breaks the model). `message` is consumed: its
+    records are cleared once read. Common records are read as columns straight from `raw`
+    where the C reader was built (`wire.put_entries`: "Records" is then a `PutEntries`)."""
+    columns = read_put_entries(
+        raw,
+        key_min=_KEY_MIN,
+        key_max=_KEY_MAX,
+        data_max=_DATA_MAX,
+        count_min=_RECORDS_MIN,
+        count_max=_RECORDS_MAX,
+    )
+    if columns is not None:
+        return _request_with(message, columns)
     entries = message.records
     records: list[dict[str, Any]] = []
     if _RECORDS_MIN <= len(entries) <= _RECORDS_MAX:
@@ -76,11 +90,63 @@ def put_records_request(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any]:
         generic = message_to_dict(message)
         validate_request("PutRecords", generic)
         return generic
+    return _request_with(message, records)
+
+
+def _request_with(
+    message: kinesis_pb2.PutRecordsInput, records: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """The request of `message` whose common `records` were read (and checked) already: the
+    rest of it read and checked by the model."""
     message.ClearField("records")
     request: dict[str, Any] = {"Records": records}  # first, as the generic reader orders it
     request.update(message_to_dict(message))
     _check_with_stand_in(request, records)
     return request
+
+
+def put_records_from_body(body: dict[str, Any], wire: WireFormat) -> dict[str, Any]:
+    """The AWS door's validated PutRecords request from its parsed `body`: `decode_request` and
+    `validate_put_records`, except that a JSON body whose records are all the common one (a
+    Data string in canonical base64 of 1 byte up to the model's maximum, a PartitionKey of
+    1..256 characters, nothing else) has them read as columns (`wire.put_entries`: "Records" is
+    then a `PutEntries`), the rest of the body decoded and checked as before."""
+    records = body.get("Records")
+    entries = _json_entries(records) if wire is WireFormat.JSON and type(records) is list else None
+    if entries is None:
+        request = decode_request("PutRecords", body, wire)
+        validate_put_records(request)
+        return request
+    rest = decode_request("PutRecords", {k: v for k, v in body.items() if k != "Records"}, wire)
+    # The members in the body's order, as the generic decoder puts them.
+    request = {
+        name: entries if name == "Records" else rest[name]
+        for name in body
+        if name == "Records" or name in rest
+    }
+    _check_with_stand_in(request, entries)
+    return request
+
+
+def _json_entries(records: list[Any]) -> PutEntries | None:
+    columns = read_json_entries(
+        records,
+        key_min=_KEY_MIN,
+        key_max=_KEY_MAX,
+        count_min=_RECORDS_MIN,
+        count_max=_RECORDS_MAX,
+    )
+    if columns is None:
+        return None
+    keys, keys_utf8, texts = columns
+    datas = canonical_blobs(texts)
+    if datas is None:
+        return None
+    data_sizes = list(map(len, datas))
+    if min(data_sizes) < 1 or max(data_sizes) > _DATA_MAX:
+        return None
+    sizes = list(map(operator.add, map(len, keys_utf8), data_sizes))
+    return PutEntries(keys, keys_utf8, datas, sizes)
 
 
 def validate_put_records(request: dict[str, Any]) -> None:
@@ -107,7 +173,7 @@ def validate_put_records(request: dict[str, Any]) -> None:
     validate_request("PutRecords", request)
 
 
-def _check_with_stand_in(request: dict[str, Any], records: list[dict[str, Any]]) -> None:
+def _check_with_stand_in(request: dict[str, Any], records: Sequence[dict[str, Any]]) -> None:
     """The rest of a request whose `records` passed the entry checks, by the model: one entry
     stands in for the list (whose length is within the model's bounds). A request whose other
     members fail is checked again whole, so its messages are the model's for it as it came."""
@@ -116,8 +182,8 @@ def _check_with_stand_in(request: dict[str, Any], records: list[dict[str, Any]])
         passed = passes("PutRecords", request)
     finally:
         request["Records"] = records
-    if not passed:
-        validate_request("PutRecords", request)
+    if not passed:  # the model's messages for the request as it came (a list of records)
+        validate_request("PutRecords", {**request, "Records": list(records)})
 
 
 # PutRecordsOutput: failed_record_count = 1 (varint, tag 0x08), records = 2 (0x12),

@@ -89,6 +89,7 @@ from broker.log.store import (
     check_history,
     check_read_arguments,
     check_truncate_suffix,
+    clear_frames,
     cut_history,
     epoch_of,
     extend_history,
@@ -106,12 +107,18 @@ COLUMN_FAMILIES = (RECORDS_CF, TIME_INDEX_CF, SHARD_META_CF)
 @contextlib.contextmanager
 def _engine_errors(operation: str) -> Iterator[None]:
     """Translates rocksdict's exceptions into `LogStoreError`, or `LogCorruptionError` for a
-    RocksDB `Corruption` status (a block checksum mismatch, a broken table), keeping our own."""
+    RocksDB `Corruption` status (a block checksum mismatch, a broken table), keeping our own;
+    drops the locals of the failed call's finished frames either way."""
     try:
         yield
-    except (AssertionError, LogCorruptionError, LogStoreError):
+    except (AssertionError, LogCorruptionError, LogStoreError) as error:
+        clear_frames(error)  # see below
         raise
     except Exception as exc:  # rocksdict raises bare Exception for every RocksDB status
+        # The finished frames of the call hold its iterators, which keep RocksDB open (and
+        # its lock taken) for as long as the error lives: a failed read kept by the read-ahead
+        # cache would stop the store from being reopened.
+        clear_frames(exc)
         raise _translated(operation, exc) from exc
 
 
@@ -185,6 +192,13 @@ class _Handles:
     records_cf: rocksdict.ColumnFamily  # column family handles, for WriteBatch
     time_index_cf: rocksdict.ColumnFamily
     shard_meta_cf: rocksdict.ColumnFamily
+
+    def release(self) -> None:
+        """Drops every object, so whatever still holds this instance (the frames of an
+        error's traceback, kept by a cached failed read) no longer keeps RocksDB open; a call
+        still using it fails (`LogStoreError`, retryable)."""
+        for name in self.__slots__:
+            delattr(self, name)
 
 
 _METRIC_PROPERTIES = (
@@ -437,25 +451,37 @@ class RocksLogStore:
         open; calls meanwhile raise `LogStoreError` (retryable) and the caller tries again."""
         assert attempts >= 1
         with self._write_lock:
-            assert not self._closed, "reopen after close()"
-            handles, self._handles = self._handles, None
-            self._histories.clear()
-            if handles is not None:
-                db = handles.db
-                del handles  # every view and handle first, or the close does not close
-                with contextlib.suppress(Exception):  # its error is the one we reopen for
-                    db.close()
-                del db
-            for attempt in range(attempts):
-                try:
-                    self._handles = self._open()
-                    break
-                except LogStoreError:
-                    if attempt == attempts - 1:
-                        raise
-                    gc.collect()  # old handles caught in reference cycles
-                    time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+            self._close_handles()
+            self._open_retrying(attempts, pause_s)
         log.warning("log_store_reopened", extra={"path": str(self._path)})
+
+    def _close_handles(self) -> None:
+        """Drops the handles and closes RocksDB (errors ignored: a reopen follows); call with
+        _write_lock held. Calls meanwhile raise `LogStoreError` (retryable)."""
+        assert not self._closed, "reopen after close()"
+        handles, self._handles = self._handles, None
+        self._histories.clear()
+        if handles is not None:
+            db = handles.db
+            handles.release()  # every view and handle first, or the close does not close
+            del handles
+            with contextlib.suppress(Exception):  # its error is the one we reopen for
+                db.close()
+            del db
+
+    def _open_retrying(self, attempts: int, pause_s: float) -> None:
+        """Opens RocksDB, `attempts` times `pause_s` apart while the old handles still hold
+        its lock; call with _write_lock held."""
+        assert attempts >= 1
+        for attempt in range(attempts):
+            try:
+                self._handles = self._open()
+                return
+            except LogStoreError:
+                if attempt == attempts - 1:
+                    raise
+                gc.collect()  # old handles caught in reference cycles
+                time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
 
     def close(self) -> None:
         with self._write_lock:
@@ -796,7 +822,12 @@ class RocksLogStore:
         record at an offset in an epoch). False, with nothing written, when they are not (a
         truncation or trim moved the log meanwhile, or the copy came from a diverged log).
         The new values shadow the damaged ones; a range tombstone over them keeps reads
-        from touching the corrupt blocks again (`_scan`)."""
+        from touching the corrupt blocks again (`_scan`), unless a corrupt block also holds
+        keys past the range (the next shard's first batches, in a small file): every seek
+        into the rest of this shard still reads it, so the same range would be found damaged
+        again at once, and repaired, forever. Then the files that do not read back whole go
+        (`_drop_corrupt_files`); what else they held is found missing like any damage and
+        repaired from the other replicas in turn."""
         assert batches
         first = batches[0].first_offset
         end = batches[-1].end_offset
@@ -832,7 +863,50 @@ class RocksLogStore:
                     h.time_index_cf,
                 )
             self._write_durably(h, batch_write)
-            return True
+        del h
+        if self._still_damaged(shard_uid, first, end, sum(len(v) for v in values)):
+            self._drop_corrupt_files()
+        return True
+
+    def _still_damaged(self, shard_uid: ShardUid, first: Offset, end: Offset, size: int) -> bool:
+        """Whether a read of the just repaired range (and of the batch after it) still fails
+        in it or right at its end: a corrupt block the range tombstone does not fence off."""
+        try:
+            log_end = self.log_end(shard_uid)
+            self.verify(shard_uid, start_offset=first, end_offset=log_end, bytes_max=size + 1)
+        except LogCorruptionError as error:
+            where = error.offset
+            # The error's frames hold iterators, which keep RocksDB open (`reopen`).
+            clear_frames(error)
+            del error
+            return where is None or first <= where <= end
+        return False
+
+    def _drop_corrupt_files(self, *, attempts: int = 50, pause_s: float = 0.1) -> None:
+        """Closes RocksDB, runs its repair (RepairDB: every SST file that does not read back
+        whole is moved to `lost/` under the log directory, the WAL is kept) and opens it
+        again. The blocks a range tombstone cannot fence off are gone with their files; so
+        are the healthy batches those files held, which every read then finds missing (an
+        error at their offsets, never the end of the log) and the replication driver repairs
+        from the other replicas like any damaged range. Retries while old handles still
+        hold RocksDB's lock, as `reopen` does."""
+        with self._write_lock:
+            self._close_handles()
+            try:
+                with _engine_errors("drop_corrupt_files"):
+                    for attempt in range(attempts):
+                        try:
+                            rocksdict.Rdict.repair(str(self._path), db_options())
+                            break
+                        except Exception:  # rocksdict raises bare Exception: the lock, mostly
+                            if attempt == attempts - 1:
+                                raise
+                            gc.collect()  # old handles caught in reference cycles
+                            time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+            finally:
+                self._open_retrying(attempts, pause_s)  # open again, repaired or not
+        lost = sorted(p.name for p in (self._path / "lost").glob("**/*.sst"))
+        log.error("log_store_corrupt_files_dropped", extra={"path": str(self._path), "lost": lost})
 
     def _index_keys_between(
         self,

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import traceback
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -304,3 +305,16 @@ def check_history(history: Sequence[tuple[int, Offset]]) -> None:
     for (epoch_a, start_a), (epoch_b, start_b) in itertools.pairwise(history):
         assert epoch_a < epoch_b, history
         assert start_a <= start_b, history
+
+
+def clear_frames(error: BaseException) -> None:
+    """Drops the locals of every finished frame in the error's traceback chain: an error
+    raised by a store call keeps the store's handles (iterators) alive through its frames,
+    and RocksDB cannot be reopened while they live (`reopen`)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__

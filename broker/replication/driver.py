@@ -42,7 +42,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -52,7 +51,7 @@ from broker.errors import ShoalError
 from broker.log.disk_guard import DiskGuard
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.records import AppendBatch, LogCorruptionError, NewRecord
-from broker.log.store import LogStore, LogStoreError
+from broker.log.store import LogStore, LogStoreError, clear_frames
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
 from broker.replication import replica as core
@@ -382,11 +381,13 @@ class ReplicationDriver:
                 for envelope in ahead:
                     self._transport.send(envelope)  # the followers write while we do
                 queued: list[asyncio.Future[None]] | None = None
-                if not ahead and not plan.before and self._writer.has_room(len(plan.appends)):
-                    # A follower's turn: its appends go to the writer thread at once (submit
-                    # does not wait: there is room), not one task step later. A leader's wait
-                    # until the loop has encoded its Appends: the writer thread holds the GIL
-                    # while it writes, which would delay the followers' copies.
+                if not plan.before and self._writer.has_room(len(plan.appends)):
+                    # The appends go to the writer thread at once (submit does not wait: there
+                    # is room), not one task step later: a leader's too, once its Appends are
+                    # sent (encoded, and a large one written to the socket, by `send`). Queued
+                    # behind the requests in the loop's ready queue, a leader's own write
+                    # started 3 ms after its followers' at 3 producers (issue 18), and the
+                    # commit waits for it (replica.py rule 3).
                     queued = [await self._submit(batch) for batch in plan.appends]
                 await self._persist_stepping(plan, queued)
             except _PERSIST_ERRORS as error:
@@ -429,7 +430,7 @@ class ReplicationDriver:
         )
         # The failed write's frames hold the store's old handles; RocksDB cannot be reopened
         # while they live.
-        _clear_frames(error)
+        clear_frames(error)
         del error
         await self._clock.sleep(delay_ms)  # a backoff while the disk refuses, not a sync
         await self._reopen_store()
@@ -545,7 +546,7 @@ class ReplicationDriver:
     async def _read(self, local: Local, request: core.ReadRequest) -> None:
         """A follower's catch-up read of our log, fed back to the replica. A damaged range
         cannot be sent: it is reported (and repaired); the replica asks again after its resend
-        timeout."""
+        timeout, as when the store is being reopened."""
         try:
             batches = await asyncio.to_thread(
                 self._store.read_batches,
@@ -556,6 +557,10 @@ class ReplicationDriver:
             )
         except LogCorruptionError as error:
             self.report_corruption(error)
+            return
+        except LogStoreError as error:
+            # Being reopened (a failed write, corrupt files dropped): the replica asks again.
+            log.info("replica_read_store_unavailable", extra={"error": str(error)})
             return
         if self._core.read_done(local, request, batches, self._now()):
             self._wake.set()
@@ -656,7 +661,11 @@ class ReplicationDriver:
                 self._probe.corruption_detected()
                 self._probe.range_repaired()
             return
-        start, end = await asyncio.to_thread(self._store.damaged_range, shard_uid, offset)
+        try:
+            start, end = await asyncio.to_thread(self._store.damaged_range, shard_uid, offset)
+        except LogStoreError as error:  # being reopened: the next read or scrub reports it again
+            log.warning("log_repair_store_unavailable", extra={"error": str(error)})
+            return
         if end <= start:
             return
         known = self._damage.get(shard_uid)
@@ -735,11 +744,15 @@ class ReplicationDriver:
                 continue
             if not batches or batches[0].first_offset != damage.start:
                 continue
-            if await asyncio.to_thread(self._store.repair, shard_uid, batches):
-                damage.start = batches[-1].end_offset
-                return True
-            # Not our records there (the log moved on meanwhile): look again.
-            known_end = await asyncio.to_thread(self._store.log_end, shard_uid)
+            try:
+                if await asyncio.to_thread(self._store.repair, shard_uid, batches):
+                    damage.start = batches[-1].end_offset
+                    return True
+                # Not our records there (the log moved on meanwhile): look again.
+                known_end = await asyncio.to_thread(self._store.log_end, shard_uid)
+            except LogStoreError as error:  # being reopened: the next attempt, after a backoff
+                log.warning("log_repair_store_unavailable", extra={"error": str(error)})
+                return False
             if damage.start >= known_end:
                 damage.start = damage.end  # truncated away: nothing left to repair
                 return True
@@ -785,17 +798,6 @@ class _Wake:
             await step
         finally:
             self._step = None
-
-
-def _clear_frames(error: BaseException) -> None:
-    """Drops the locals of every finished frame in the error's traceback chain."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if current.__traceback__ is not None:
-            traceback.clear_frames(current.__traceback__)
-        current = current.__cause__ or current.__context__
 
 
 def _same(batch: AppendBatch) -> AppendBatch:

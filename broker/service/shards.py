@@ -410,7 +410,11 @@ class ShardClient:
         if self.meter is not None:
             self.meter.written(shard_uid, len(records), sum(sizes))
         if self.load is not None:
-            self.load.written(shard_uid, records, sizes, hash_keys)
+            # Counted once the answer is on its way (the next loop step): the trackers' figures
+            # are rates over seconds, and the producer's call does not wait on a loop per record.
+            asyncio.get_running_loop().call_soon(
+                self.load.written, shard_uid, records, sizes, hash_keys
+            )
         return AppendResult(first_offset=first_offset, arrival_ms=arrival_ms, throttled=throttled)
 
     async def serve_read(self, shard_uid: ShardUid, request: ReadRequest) -> ReadResult:

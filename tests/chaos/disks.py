@@ -14,15 +14,19 @@ wipe a node's data directory, fill a node's file system.
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import rocksdict
 
-from broker.log.rocks_store import column_family_options, db_options
+from broker.log.records import LogCorruptionError
+from broker.log.rocks_store import RocksLogStore, column_family_options, db_options
+from broker.types import Offset, ShardUid
 from tests.support import ClusterProcesses
 
 RECORD_KEY_BYTES = 16
@@ -66,6 +70,46 @@ def corrupt_records(data_dir: Path, rng: random.Random) -> str | None:
         file.seek(offset)
         file.write(rng.randbytes(64))
     return f"{path.name} bytes {offset}..{offset + 63} of {size}"
+
+
+def corrupt_block_of_two_shards(log_dir: Path, ends: dict[ShardUid, Offset]) -> str:
+    """Overwrites 64 bytes of the largest SST under `log_dir` (a stopped store, its records'
+    file) inside a data block holding the records of two shards of `ends` (shard -> log
+    end): the end of one and the start of the next, as in a small first SST. Tries tenths of
+    the file on copies until a reopened copy fails to read back exactly two shards; raises
+    AssertionError if none does. Returns what was done."""
+    sst = max(log_dir.glob("*.sst"), key=lambda f: f.stat().st_size)
+    with tempfile.TemporaryDirectory(prefix="shoal-corrupt-") as tmp:
+        for tenth in range(2, 9):
+            at = sst.stat().st_size * tenth // 10
+            copy = Path(tmp) / f"try-{tenth}"
+            shutil.copytree(log_dir, copy)
+            _overwrite(copy / sst.name, at)
+            if len(_unreadable_shards(copy, ends)) == 2:
+                _overwrite(sst, at)
+                return f"{sst.name} bytes {at}..{at + 63} of {sst.stat().st_size}"
+    raise AssertionError(f"no block of {sst} holds the records of two shards")
+
+
+def _overwrite(sst: Path, at: int) -> None:
+    with sst.open("r+b") as file:
+        file.seek(at)
+        file.write(b"\xaa" * 64)
+
+
+def _unreadable_shards(log_dir: Path, ends: dict[ShardUid, Offset]) -> set[ShardUid]:
+    store = RocksLogStore(log_dir)
+    unreadable = set()
+    try:
+        for shard, end in ends.items():
+            try:
+                store.verify(shard, start_offset=Offset(0), end_offset=end, bytes_max=1 << 30)
+            except LogCorruptionError:
+                unreadable.add(shard)
+    finally:
+        store.close()
+        gc.collect()  # the errors' frames hold iterators, which keep RocksDB's lock
+    return unreadable
 
 
 def wipe(data_dir: Path) -> None:

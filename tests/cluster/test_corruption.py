@@ -13,17 +13,21 @@ The SST exists because a stopped node flushes its memtables; SIGTERM stops it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
 from broker.client.grpc_client import ShoalClient
 from broker.errors import ErrorCode, ShoalError
+from broker.types import Offset, ShardUid
+from tests.chaos import disks
 from tests.chaos.workload import create_stream, read_replica
 from tests.cluster.helpers import (
     Producer,
     check_no_loss,
     cluster_status,
+    replica_status,
     shard_leaders,
     wait_formed,
 )
@@ -140,3 +144,64 @@ def test_a_damaged_leader_is_read_around_and_repaired_from_a_follower(
 
     wait_until(repaired, deadline_s=60, what="the damaged replica repaired from a healthy one")
     assert "log_corruption_detected" in preferred.log_text()
+
+
+def test_a_block_holding_two_shards_records_is_repaired_for_good(
+    cluster: ClusterProcesses,
+) -> None:
+    """The chaos test's seed 855155360: a node's first, small SST, with a block holding the end
+    of one shard's records and the start of the next one's, corrupted while the node is
+    stopped. Repairing the ranges is not enough there (every seek into the rest of the first
+    shard still reads the block, rocks_store.repair): the node drops the file (to lost/),
+    copies back what it held, and both its replicas read back whole again, with what was
+    written since."""
+    create_stream(cluster.endpoints[0], "shared", 2)
+    first = Producer(cluster.endpoints, "shared", name="a", batch_size=20).start()
+    first.wait_acknowledged(600)
+    first.stop()
+    shards = [s for s in cluster_status(cluster.endpoints[0]).shards if s.stream_name == "shared"]
+    node = cluster.nodes[1]
+    node_id = "node-2"
+    assert all(node_id in s.replicas for s in shards)
+    uids = {s.shard_uid for s in shards}
+
+    def caught_up() -> bool:
+        return len({(r.log_end, r.high_watermark) for r in _replicas_of(cluster, uids)}) == 2
+
+    wait_until(caught_up, deadline_s=30, what="every replica holding what was committed")
+    ends = {
+        ShardUid(r.shard_uid): Offset(r.log_end)
+        for r in replica_status(node.endpoint).replicas
+        if r.shard_uid in uids
+    }
+    node.terminate()  # drains, then flushes its memtables into one small SST
+    disks.corrupt_block_of_two_shards(node.data_dir / "log", ends)
+    node.start()
+    wait_formed(cluster)
+    second = Producer(cluster.endpoints, "shared", name="b", batch_size=20).start()
+    second.wait_acknowledged(200)
+    second.stop()
+    written = set(first.acknowledged) | set(second.acknowledged)
+
+    def whole() -> bool:
+        held: set[bytes] = set()
+        for shard in shards:
+            try:
+                own = read_replica(node.endpoint, node_id, shard.shard_id, shard.shard_uid)
+            except grpc.RpcError:
+                return False
+            held |= {data for _, data in own.records}
+        return written <= held
+
+    wait_until(whole, deadline_s=90, what="both damaged replicas reading back whole")
+    assert "log_store_corrupt_files_dropped" in node.log_text()
+    assert not any(r.damaged for r in replica_status(node.endpoint).replicas)
+
+
+def _replicas_of(cluster: ClusterProcesses, uids: set[int]) -> list[Any]:
+    return [
+        r
+        for endpoint in cluster.endpoints
+        for r in replica_status(endpoint).replicas
+        if r.shard_uid in uids
+    ]

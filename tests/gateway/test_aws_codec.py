@@ -161,26 +161,28 @@ def _full_blob(text: str) -> bytes | None:
         return None
 
 
+@pytest.mark.usefixtures("put_entries_both_ways")
 def test_the_fast_base64_check_agrees_with_the_full_one() -> None:
     """Random runs of near-base64 strings (padding anywhere, non-zero pad bits, other
-    alphabets, odd lengths): `_canonical_blobs` decodes a run exactly as `_blob` decodes each
+    alphabets, odd lengths): `canonical_blobs` decodes a run exactly as `_blob` decodes each
     of its texts, and refuses the run when `_blob` refuses any one of them."""
     rng = random.Random(18)
     for _ in range(20_000):
         texts = [_near_base64(rng) for _ in range(rng.choice((1, 1, 2, 5)))]
         each = [_full_blob(text) for text in texts]
         expected = None if None in each else each
-        assert aws_codec._canonical_blobs(texts) == expected, texts
+        assert aws_codec.canonical_blobs(texts) == expected, texts
 
 
+@pytest.mark.usefixtures("put_entries_both_ways")
 def test_a_run_of_blobs_keeps_each_texts_bytes() -> None:
     """Texts of every padding next to each other decode to their own bytes (the joined decode
     places each one's bytes after the zero bytes of the padding before it)."""
     rng = random.Random(7)
     datas = [rng.randbytes(size) for size in (1, 2, 3, 1024, 0, 5, 1023, 1)]
     texts = [pybase64.b64encode_as_string(data) for data in datas]
-    assert aws_codec._canonical_blobs(texts) == datas
-    assert aws_codec._canonical_blobs([]) == []
+    assert aws_codec.canonical_blobs(texts) == datas
+    assert aws_codec.canonical_blobs([]) == []
 
 
 def test_cbor_responses_carry_millisecond_tags_at_any_depth() -> None:

@@ -4,18 +4,32 @@ broken requests alike; the answer's bytes are upb's serialization of the same di
 
 from __future__ import annotations
 
+import base64
 import random
 from typing import Any
 
+import orjson
 import pytest
 
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.errors import ShoalError
-from broker.gateway.put_records import put_records_output, put_records_request, validate_put_records
+from broker.gateway.aws_codec import WireFormat, decode_request
+from broker.gateway.put_records import (
+    put_records_from_body,
+    put_records_output,
+    put_records_request,
+    validate_put_records,
+)
 from broker.gateway.validation import validate_request
+from broker.wire import put_entries
 from broker.wire.codec import dict_to_message, message_to_dict
+from broker.wire.put_entries import PutEntries
+
+# Every test runs with the C entry reader (wire/put_entries.py) and without it.
+pytestmark = pytest.mark.usefixtures("put_entries_both_ways")
 
 _KEY = "k" * 16
+_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
 _DATA = b"d" * 1024
 
 
@@ -28,9 +42,9 @@ def _generic(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any] | str:
     return request
 
 
-def _fast(message: kinesis_pb2.PutRecordsInput) -> dict[str, Any] | str:
+def _fast(message: kinesis_pb2.PutRecordsInput, raw: bytes) -> dict[str, Any] | str:
     try:
-        return put_records_request(message)
+        return put_records_request(message, raw)
     except ShoalError as error:
         return f"{error.code.kinesis_name}: {error.message}"
 
@@ -47,7 +61,7 @@ def _same(raw: bytes) -> dict[str, Any] | str:
     """Both paths on the same wire bytes; each parses its own message (the fast one clears
     its records)."""
     generic = _generic(kinesis_pb2.PutRecordsInput.FromString(raw))
-    fast = _fast(kinesis_pb2.PutRecordsInput.FromString(raw))
+    fast = _fast(kinesis_pb2.PutRecordsInput.FromString(raw), raw)
     assert fast == generic
     if isinstance(fast, dict) and isinstance(generic, dict):
         assert list(fast) == list(generic)  # the members in the same order too
@@ -61,6 +75,8 @@ def test_common_entries_read_as_the_generic_path_reads_them() -> None:
     assert request["StreamName"] == "orders"
     assert request["Records"][7] == {"Data": _DATA, "PartitionKey": "0000000000000007"}
     assert list(request["Records"][0]) == ["Data", "PartitionKey"]  # the generic key order
+    # Read as columns where the C reader runs, as dicts otherwise.
+    assert isinstance(request["Records"], PutEntries) == put_entries.compiled_reader()
 
 
 @pytest.mark.parametrize(
@@ -220,3 +236,93 @@ def test_the_answer_is_upbs_bytes(response: dict[str, Any]) -> None:
 def test_an_unknown_member_fails_as_upbs_path_does() -> None:
     with pytest.raises(AssertionError):
         put_records_output({"FailedRecordCount": 0, "Records": [], "Extra": 1})
+
+
+def _from_body(read: Any, body: dict[str, Any]) -> dict[str, Any] | str:
+    try:
+        return dict(read(body))
+    except ShoalError as error:
+        return f"{error.code.kinesis_name}: {error.message}"
+
+
+def _generic_body(body: dict[str, Any]) -> dict[str, Any]:
+    request = decode_request("PutRecords", body, WireFormat.JSON)
+    validate_put_records(request)
+    return request
+
+
+def _body_agrees(body: dict[str, Any]) -> dict[str, Any] | str:
+    """The AWS door's reading of a JSON body (columns where the C reader runs) against
+    `decode_request` + `validate_put_records`, each on its own copy of the parsed body."""
+    generic = _from_body(_generic_body, orjson.loads(orjson.dumps(body)))
+    fast = _from_body(lambda b: put_records_from_body(b, WireFormat.JSON), body)
+    assert fast == generic
+    if isinstance(fast, dict) and isinstance(generic, dict):
+        assert list(fast) == list(generic)
+    return fast
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_the_aws_doors_json_body_reads_as_the_generic_path_reads_it() -> None:
+    common = {"Data": _b64(_DATA), "PartitionKey": _KEY}
+    request = _body_agrees({"StreamName": "s", "Records": [common] * 500})
+    assert isinstance(request, dict)
+    assert request["Records"][0] == {"Data": _DATA, "PartitionKey": _KEY}
+    assert isinstance(request["Records"], PutEntries) == put_entries.compiled_reader()
+    assert list(_body_agrees({"Records": [common], "StreamARN": _ARN, "StreamName": "s"})) == [
+        "Records",
+        "StreamARN",
+        "StreamName",
+    ]
+    _body_agrees({"Records": [common], "StreamName": None, "Unknown": 1})
+    odd_entries: list[Any] = [
+        {"Data": _b64(_DATA)},
+        {"PartitionKey": _KEY},
+        {"Data": "", "PartitionKey": _KEY},  # empty data
+        {"Data": "eHk", "PartitionKey": _KEY},  # not canonical base64
+        {"Data": "eHl=", "PartitionKey": _KEY},  # nonzero bits before the padding
+        {"Data": "e$k=", "PartitionKey": _KEY},
+        {"Data": 5, "PartitionKey": _KEY},
+        {"Data": None, "PartitionKey": _KEY},
+        {"Data": _b64(_DATA), "PartitionKey": ""},
+        {"Data": _b64(_DATA), "PartitionKey": "鍵" * 256},  # at the limit
+        {"Data": _b64(_DATA), "PartitionKey": "鍵" * 257},
+        {"Data": _b64(_DATA), "PartitionKey": 5},
+        {"Data": _b64(_DATA), "PartitionKey": None},
+        {"Data": _b64(_DATA), "PartitionKey": _KEY, "ExplicitHashKey": "1"},
+        {"Data": _b64(_DATA), "PartitionKey": _KEY, "ExplicitHashKey": "x"},
+        {"Data": _b64(_DATA), "Unknown": _KEY},
+        {"Data": _b64(b"x" * (1024 * 1024 + 1)), "PartitionKey": _KEY},  # over the model's max
+        [],
+        "not an entry",
+        None,
+    ]
+    for odd in odd_entries:
+        for top in ({"StreamName": "s"}, {"StreamName": "bad name"}, {}):
+            _body_agrees({**top, "Records": [common, odd, common]})
+    for records in ([], [common] * 501, None, "x", {"Data": "eA=="}):
+        _body_agrees({"StreamName": "s", "Records": records})
+    for top in ({"StreamName": ""}, {"StreamARN": "nope"}, {"StreamName": "s", "DryRun": "x"}):
+        _body_agrees({**top, "Records": [common] * 3})
+        _body_agrees({"Records": [common] * 3, **top})
+
+
+def test_random_json_bodies_agree() -> None:
+    rng = random.Random(30)
+    keys = ["", "k", "x" * 256, "x" * 257, "é" * 3, "鍵" * 200]
+    datas = ["", "eA==", "eHk=", "eHl6", "eA", "e===", _b64(_DATA)]
+    for _ in range(300):
+        records = []
+        for _ in range(rng.randint(1, 6)):
+            entry: dict[str, Any] = {}
+            if rng.random() < 0.95:
+                entry["Data"] = rng.choice(datas)
+            if rng.random() < 0.95:
+                entry["PartitionKey"] = rng.choice(keys)
+            if rng.random() < 0.05:
+                entry["ExplicitHashKey"] = "1"
+            records.append(entry)
+        _body_agrees({"StreamName": rng.choice(["s", "", "a b"]), "Records": records})

@@ -27,6 +27,7 @@ from broker.log.records import (
 )
 from broker.log.rocks_store import RocksLogStore
 from broker.types import Offset, ShardUid
+from tests.chaos import disks
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +166,31 @@ def test_a_compaction_over_a_corrupt_block_does_not_stop_writes(
     )
 
 
+def test_kept_read_errors_do_not_stop_the_store_from_reopening(
+    damaged: tuple[RocksLogStore, list[AppendBatch]],
+) -> None:
+    """A failed read's error, kept (the read-ahead cache keeps a failed page until it
+    expires), held the read's handles and iterators through its frames, and with them
+    RocksDB's lock: the store could not be reopened (nor its corrupt files dropped) while it
+    lived. Both ways a read fails here: a forward step, and a seek into the damage."""
+    store, batches = damaged
+    kept: list[LogCorruptionError] = []
+    with pytest.raises(LogCorruptionError) as stepped:
+        _read_all(store)
+    kept.append(stepped.value)
+    offset = stepped.value.offset
+    assert offset is not None
+    with pytest.raises(LogCorruptionError) as sought:
+        _read_all(store, offset + 1)
+    kept.append(sought.value)
+    del stepped, sought
+    store.reopen(attempts=3, pause_s=0.05)
+    start, end = store.damaged_range(SHARD, offset)
+    assert store.repair(SHARD, [b for b in batches if start <= b.first_offset < end])
+    assert len(_read_all(store)) == END
+    assert len(kept) == 2
+
+
 def test_a_batch_written_before_crc32c_still_reads() -> None:
     """Format version 2 (zlib's CRC32), from data directories written before version 3: read
     as is, no migration step (records.py)."""
@@ -179,3 +205,81 @@ def test_a_batch_written_before_crc32c_still_reads() -> None:
     value[-1] ^= 0xFF
     with pytest.raises(LogCorruptionError):
         BatchHeader.parse(bytes(value))
+
+
+# --- A corrupt block shared by two shards -------------------------------------------------
+
+SHARDS = [ShardUid(uid) for uid in range(1, 6)]
+SMALL_BATCHES = 40  # per shard: the five shards' first records make one small SST
+
+
+def _small_batches(
+    shard: ShardUid, first: int, count: int, noise: random.Random
+) -> list[AppendBatch]:
+    return [
+        AppendBatch(
+            shard_uid=shard,
+            first_offset=Offset(first + i),
+            arrival_ms=1_000 + first + i,
+            records=(NewRecord("k", f"{shard}:{first + i}:".encode() + noise.randbytes(30)),),
+            epoch=1,
+        )
+        for i in range(count)
+    ]
+
+
+def _failing_shards(store: RocksLogStore, ends: dict[ShardUid, Offset]) -> dict[ShardUid, Offset]:
+    """Each shard whose log does not read back, with the offset the check names."""
+    failing = {}
+    for shard in SHARDS:
+        try:
+            store.verify(shard, start_offset=Offset(0), end_offset=ends[shard], bytes_max=1 << 30)
+        except LogCorruptionError as error:
+            failing[shard] = Offset(error.offset or 0)  # every read names the offset
+    return failing
+
+
+def test_a_corrupt_block_holding_two_shards_records_is_repaired_for_good(tmp_path: Path) -> None:
+    """Seen in the chaos test (seed 855155360): a block holding the end of one shard's records
+    and the start of the next one's. After both ranges were repaired, every seek into the rest
+    of the first shard still read the corrupt block (the repair's range tombstone ends where
+    the shard's records in it end, and the block's next keys are the other shard's), so the
+    same range was found damaged again at once, and repaired, forever. Now the repair that
+    does not fence the block off drops the file; the batches it held are found missing and
+    repaired in turn, and the log reads back whole, also what was written after the damage."""
+    noise = random.Random(21)
+    batches = {shard: _small_batches(shard, 0, SMALL_BATCHES, noise) for shard in SHARDS}
+    path = tmp_path / "log"
+    store = RocksLogStore(path)
+    for shard in SHARDS:
+        store.append(batches[shard])
+    store.close()  # flushes the memtables: one small records SST with every shard's
+    disks.corrupt_block_of_two_shards(path, {shard: Offset(SMALL_BATCHES) for shard in SHARDS})
+    store = RocksLogStore(path)
+    try:
+        for shard in SHARDS:  # newer records, above the damage, in the memtable
+            later = _small_batches(shard, SMALL_BATCHES, 5, noise)
+            store.append(later)
+            batches[shard] += later
+        ends = {shard: batches[shard][-1].end_offset for shard in SHARDS}
+        rounds = 0
+        while failing := _failing_shards(store, ends):
+            rounds += 1
+            assert rounds <= 4, f"the damage is found again after every repair: {failing}"
+            for shard, offset in failing.items():
+                start, end = store.damaged_range(shard, offset)
+                assert store.repair(
+                    shard, [b for b in batches[shard] if start <= b.first_offset < end]
+                )
+        assert list((path / "lost").glob("**/*.sst")), "the corrupt file was dropped"
+        for shard in SHARDS:
+            read = store.read(
+                shard,
+                start_offset=Offset(0),
+                end_offset=ends[shard],
+                records_max=1_000,
+                bytes_max=1 << 30,
+            )
+            assert [r.data for r in read] == [r.data for b in batches[shard] for r in b.records]
+    finally:
+        store.close()

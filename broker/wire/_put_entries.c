@@ -1,0 +1,376 @@
+/*
+ * The optional C reader of PutRecords' entries straight from a serialized PutRecordsInput
+ * (broker/wire/put_entries.py holds the contract; broker/compiled.py loads this module). The
+ * request was parsed by upb before (so it is a well-formed message with valid UTF-8); this
+ * reads only the common entry, the one the doors' fast path takes: exactly one `data` (field 1,
+ * 1 byte up to data_max) and one `partition_key` (field 3, key_min..key_max characters), no
+ * other field. Anything else gives None and the caller reads the message through upb.
+ *
+ * read(raw, key_min, key_max, data_max, count_min, count_max) ->
+ *     (partition_keys, partition_keys_utf8, datas, sizes) | None
+ *
+ * Four lists in request order: the keys as str and as their UTF-8 bytes, the data, and each
+ * record's size (UTF-8 key length + data length). None when an entry is not the common one or
+ * the number of entries (field 1 of PutRecordsInput) lies outside count_min..count_max. Other
+ * fields of PutRecordsInput are skipped (the caller reads them from the parsed message).
+ *
+ * read_json(records, key_min, key_max, count_min, count_max) ->
+ *     (partition_keys, partition_keys_utf8, data_texts) | None
+ *
+ * The same for the AWS door's JSON body: `records` is its "Records" list as parsed, each
+ * common entry an object of exactly "Data" (a string: its base64, decoded by the caller) and
+ * "PartitionKey" (a string of key_min..key_max characters). None otherwise.
+ *
+ * split_base64(decoded, texts) -> list[bytes] | None
+ *
+ * The bytes of each base64 text of `texts` (a list of str), given `decoded`: the decode of the
+ * texts joined with every "=" turned into "A". None when any text is not canonical base64 (a
+ * length that is not a multiple of 4, padding before the end or after a character whose
+ * unused bits are not zero) or `decoded` is not that decode's length. broker/gateway/
+ * aws_codec.py's `canonical_blobs` holds the Python loop with the same results.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef SOURCE_SHA256
+#define SOURCE_SHA256 ""
+#endif
+
+enum { WIRE_VARINT = 0, WIRE_FIXED64 = 1, WIRE_LENGTH = 2, WIRE_FIXED32 = 5 };
+
+/* A varint at *at (below end) into *value; 0 when it runs past end or over ten bytes. */
+static int read_varint(const unsigned char **at, const unsigned char *end, uint64_t *value) {
+    uint64_t result = 0;
+    for (int shift = 0; shift < 70 && *at < end; shift += 7) {
+        unsigned char byte = *(*at)++;
+        result |= (uint64_t)(byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *value = result;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A length-delimited field's bounds; 0 when its length runs past end. */
+static int read_length(const unsigned char **at, const unsigned char *end,
+                       const unsigned char **start, Py_ssize_t *length) {
+    uint64_t size;
+    if (!read_varint(at, end, &size) || size > (uint64_t)(end - *at)) {
+        return 0;
+    }
+    *start = *at;
+    *length = (Py_ssize_t)size;
+    *at += size;
+    return 1;
+}
+
+/* Steps over a field of `wire_type`; 0 for a group or anything malformed. */
+static int skip_field(const unsigned char **at, const unsigned char *end, uint64_t wire_type) {
+    uint64_t ignored;
+    const unsigned char *start;
+    Py_ssize_t length;
+    switch (wire_type) {
+    case WIRE_VARINT:
+        return read_varint(at, end, &ignored);
+    case WIRE_FIXED64:
+        if (end - *at < 8) {
+            return 0;
+        }
+        *at += 8;
+        return 1;
+    case WIRE_LENGTH:
+        return read_length(at, end, &start, &length);
+    case WIRE_FIXED32:
+        if (end - *at < 4) {
+            return 0;
+        }
+        *at += 4;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+typedef struct {
+    Py_ssize_t key_min, key_max, data_max;
+    PyObject *keys, *keys_utf8, *datas, *sizes;
+} Columns;
+
+/* Appends one entry's columns: 1 when appended, 0 when it is not the common entry, -1 on a
+ * Python error. */
+static int read_entry(const unsigned char *at, const unsigned char *end, Columns *columns) {
+    const unsigned char *data = NULL, *key = NULL;
+    Py_ssize_t data_length = 0, key_length = 0;
+    while (at < end) {
+        uint64_t tag;
+        if (!read_varint(&at, end, &tag)) {
+            return 0;
+        }
+        if (tag == ((1 << 3) | WIRE_LENGTH) && data == NULL) {
+            if (!read_length(&at, end, &data, &data_length)) {
+                return 0;
+            }
+        } else if (tag == ((3 << 3) | WIRE_LENGTH) && key == NULL) {
+            if (!read_length(&at, end, &key, &key_length)) {
+                return 0;
+            }
+        } else {
+            return 0; /* an explicit hash key, a repeated or unknown field */
+        }
+    }
+    if (data == NULL || key == NULL || data_length < 1 || data_length > columns->data_max) {
+        return 0;
+    }
+    PyObject *key_text = PyUnicode_DecodeUTF8((const char *)key, key_length, "strict");
+    if (key_text == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            return -1;
+        }
+        PyErr_Clear(); /* upb checked it already; the generic path says what is wrong */
+        return 0;
+    }
+    Py_ssize_t characters = PyUnicode_GET_LENGTH(key_text);
+    if (characters < columns->key_min || characters > columns->key_max) {
+        Py_DECREF(key_text);
+        return 0;
+    }
+    int failed = PyList_Append(columns->keys, key_text) < 0;
+    Py_DECREF(key_text);
+    PyObject *made = failed ? NULL : PyBytes_FromStringAndSize((const char *)key, key_length);
+    failed = made == NULL || PyList_Append(columns->keys_utf8, made) < 0;
+    Py_XDECREF(made);
+    made = failed ? NULL : PyBytes_FromStringAndSize((const char *)data, data_length);
+    failed = made == NULL || PyList_Append(columns->datas, made) < 0;
+    Py_XDECREF(made);
+    made = failed ? NULL : PyLong_FromSsize_t(key_length + data_length);
+    failed = made == NULL || PyList_Append(columns->sizes, made) < 0;
+    Py_XDECREF(made);
+    return failed ? -1 : 1;
+}
+
+static PyObject *read_columns(PyObject *module, PyObject *args) {
+    const unsigned char *raw;
+    Py_ssize_t raw_length, count_min, count_max;
+    Columns columns = {0};
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y#nnnnn:read", &raw, &raw_length, &columns.key_min,
+                          &columns.key_max, &columns.data_max, &count_min, &count_max)) {
+        return NULL;
+    }
+    columns.keys = PyList_New(0);
+    columns.keys_utf8 = PyList_New(0);
+    columns.datas = PyList_New(0);
+    columns.sizes = PyList_New(0);
+    PyObject *result = NULL;
+    if (columns.keys == NULL || columns.keys_utf8 == NULL || columns.datas == NULL
+        || columns.sizes == NULL) {
+        goto done;
+    }
+    const unsigned char *at = raw, *end = raw + raw_length;
+    Py_ssize_t count = 0;
+    while (at < end) {
+        uint64_t tag;
+        if (!read_varint(&at, end, &tag)) {
+            goto not_common;
+        }
+        if (tag == ((1 << 3) | WIRE_LENGTH)) {
+            const unsigned char *entry;
+            Py_ssize_t entry_length;
+            if (!read_length(&at, end, &entry, &entry_length) || ++count > count_max) {
+                goto not_common;
+            }
+            int read = read_entry(entry, entry + entry_length, &columns);
+            if (read < 0) {
+                goto done;
+            }
+            if (read == 0) {
+                goto not_common;
+            }
+        } else if ((tag >> 3) == 1 || !skip_field(&at, end, tag & 7)) {
+            goto not_common;
+        }
+    }
+    if (count < count_min) {
+        goto not_common;
+    }
+    result = PyTuple_Pack(4, columns.keys, columns.keys_utf8, columns.datas, columns.sizes);
+    goto done;
+not_common:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(columns.keys);
+    Py_XDECREF(columns.keys_utf8);
+    Py_XDECREF(columns.datas);
+    Py_XDECREF(columns.sizes);
+    return result;
+}
+
+static PyObject *data_name, *key_name; /* "Data", "PartitionKey": kept for good */
+
+/* The AWS door's JSON body: its "Records" list as orjson made it. */
+static PyObject *read_json_columns(PyObject *module, PyObject *args) {
+    PyObject *records;
+    Py_ssize_t key_min, key_max, count_min, count_max;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!nnnn:read_json", &PyList_Type, &records, &key_min, &key_max,
+                          &count_min, &count_max)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(records);
+    if (count < count_min || count > count_max) {
+        Py_RETURN_NONE;
+    }
+    PyObject *keys = PyList_New(count), *keys_utf8 = PyList_New(count), *texts = PyList_New(count);
+    PyObject *result = NULL;
+    if (keys == NULL || keys_utf8 == NULL || texts == NULL) {
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(records, i);
+        if (!PyDict_CheckExact(item) || PyDict_GET_SIZE(item) != 2) {
+            goto not_common;
+        }
+        PyObject *text = PyDict_GetItemWithError(item, data_name); /* borrowed */
+        PyObject *key = text == NULL ? NULL : PyDict_GetItemWithError(item, key_name);
+        if (key == NULL) {
+            if (PyErr_Occurred()) {
+                goto done;
+            }
+            goto not_common;
+        }
+        if (!PyUnicode_CheckExact(text) || !PyUnicode_CheckExact(key)) {
+            goto not_common;
+        }
+        Py_ssize_t characters = PyUnicode_GET_LENGTH(key);
+        if (characters < key_min || characters > key_max) {
+            goto not_common;
+        }
+        PyObject *utf8 = PyUnicode_AsUTF8String(key);
+        if (utf8 == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) {
+                goto done;
+            }
+            PyErr_Clear(); /* a lone surrogate: the generic path says what is wrong */
+            goto not_common;
+        }
+        PyList_SET_ITEM(keys_utf8, i, utf8);
+        PyList_SET_ITEM(keys, i, Py_NewRef(key));
+        PyList_SET_ITEM(texts, i, Py_NewRef(text));
+    }
+    result = PyTuple_Pack(3, keys, keys_utf8, texts);
+    goto done;
+not_common:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(keys);
+    Py_XDECREF(keys_utf8);
+    Py_XDECREF(texts);
+    return result;
+}
+
+/* Whether `c` may stand before "==" (two data bits, then four zero bits) or before "=" (four
+ * data bits, then two zero bits) in canonical base64. */
+static int canonical_before_two_pads(unsigned char c) {
+    return c == 'A' || c == 'Q' || c == 'g' || c == 'w';
+}
+
+static int canonical_before_one_pad(unsigned char c) {
+    return c != 0 && strchr("AEIMQUYcgkosw048", c) != NULL;
+}
+
+/* The AWS door's blobs: `decoded` is the base64 decode of `texts` joined with every "=" made
+ * "A" (so each text decodes to its bytes then as many zero bytes as it had pads). */
+static PyObject *split_base64(PyObject *module, PyObject *args) {
+    const char *decoded;
+    Py_ssize_t decoded_length;
+    PyObject *texts;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y#O!:split_base64", &decoded, &decoded_length, &PyList_Type,
+                          &texts)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(texts), start = 0;
+    PyObject *blobs = PyList_New(count);
+    if (blobs == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i);
+        if (!PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) {
+            goto not_canonical;
+        }
+        Py_ssize_t length = PyUnicode_GET_LENGTH(text), pads = 0;
+        const unsigned char *chars = PyUnicode_1BYTE_DATA(text);
+        if (length % 4) {
+            goto not_canonical;
+        }
+        if (length && chars[length - 1] == '=') {
+            if (chars[length - 2] == '=') {
+                if (!canonical_before_two_pads(chars[length - 3])) {
+                    goto not_canonical;
+                }
+                pads = 2;
+            } else if (canonical_before_one_pad(chars[length - 2])) {
+                pads = 1;
+            } else {
+                goto not_canonical;
+            }
+        }
+        if (memchr(chars, '=', (size_t)(length - pads)) != NULL) {
+            goto not_canonical; /* padding before the end */
+        }
+        Py_ssize_t stride = length / 4 * 3;
+        if (stride > decoded_length - start) {
+            goto not_canonical;
+        }
+        PyObject *blob = PyBytes_FromStringAndSize(decoded + start, stride - pads);
+        if (blob == NULL) {
+            Py_DECREF(blobs);
+            return NULL;
+        }
+        PyList_SET_ITEM(blobs, i, blob);
+        start += stride;
+    }
+    if (start != decoded_length) {
+        goto not_canonical;
+    }
+    return blobs;
+not_canonical:
+    Py_DECREF(blobs);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"read", read_columns, METH_VARARGS,
+     "read(raw, key_min, key_max, data_max, count_min, count_max) -> "
+     "(partition_keys, partition_keys_utf8, datas, sizes) | None"},
+    {"read_json", read_json_columns, METH_VARARGS,
+     "read_json(records, key_min, key_max, count_min, count_max) -> "
+     "(partition_keys, partition_keys_utf8, data_texts) | None"},
+    {"split_base64", split_base64, METH_VARARGS,
+     "split_base64(decoded, texts) -> list[bytes] | None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_definition = {
+    PyModuleDef_HEAD_INIT, "_put_entries",
+    "The C reader of PutRecords' common entries (see broker/wire/put_entries.py).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__put_entries(void) {
+    PyObject *module = PyModule_Create(&module_definition);
+    if (module == NULL) {
+        return NULL;
+    }
+    data_name = PyUnicode_InternFromString("Data");
+    key_name = PyUnicode_InternFromString("PartitionKey");
+    if (data_name == NULL || key_name == NULL
+        || PyModule_AddStringConstant(module, "SOURCE_SHA256", SOURCE_SHA256) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
