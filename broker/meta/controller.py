@@ -21,9 +21,8 @@ When a pass decides, and the decisions in the order `decide` makes them: `contro
 The leader-change procedure (0002): Prepare(epoch + 1) to every replica of the old and new
 set, wait (bounded) for promises from a majority of both (of an even old set, half suffices
 when the best log holds a record of the current epoch, and of a set of two its current leader
-alone: `choose_leader`), pick the promiser
-with the highest (last_epoch, log_end) (ties: preference order), propose
-SetShardLeader(expected_epoch=epoch).
+alone: `choose_leader`), pick the promiser with the highest (last_epoch, log_end) (ties:
+preference order), propose SetShardLeader(expected_epoch=epoch).
 The round ends as soon as the promises in hand allow a choice: a paused replica's Prepare is
 cancelled rather than waited for (`Controller._prepare` says why that is safe).
 Once a Prepare went out the old leader is fenced, so a failed attempt is retried (with

@@ -398,15 +398,16 @@ def _pair_leader_alone(
     SetShardLeader's compare-and-set finds the shard still at `epoch`, so both were the
     shard's when it is applied):
     - A record acknowledged in `epoch` was acknowledged by `leader`, the only replica that
-      leads in it (one SetShardLeader per epoch). Its HW counts its own log only up to its
-      durable end (replica.py rule 3) and needs a majority of two: both members, so the
-      record was durable in `leader`'s log. Nothing has removed it since: as leader it only
+      leads in it (the image names one leader per epoch). Its HW counts its own log only up
+      to its durable end (replica.py rule 3) and needs a majority of two: both members, so
+      the record was durable in `leader`'s log. Nothing has removed it since: as leader it only
       appends; once it promised a later epoch it takes Appends only from a leader of a later
       epoch, and none exists while the shard is at `epoch`; a crash loses only writes not yet
-      durable; and a lost disk leaves it unable to promise until it has caught up from a
-      leader of an epoch at or above its floor, the image's epoch after the loss, so at
-      least `epoch` (replica.py, "lost its disk"): none but itself, and it does not lead
-      while recovering.
+      durable; and after a lost disk it promises nothing until it has caught up from a
+      leader, which gives it every committed record again (replica.py, "lost its disk"). Had
+      it lost its disk while leading `epoch`, that leader would have to be of `epoch` or
+      later (its floor: the image it read after the loss named it leader of `epoch`), and
+      there is none but itself, which does not lead while recovering: it never promises.
     - A record acknowledged in an earlier epoch was in `leader`'s log when it was chosen for
       `epoch` (by these same rules, inductively; a promise is sent only once the log it
       describes is durable), and nothing has removed it since, as above. No earlier leader
