@@ -32,9 +32,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import rocksdict
 
@@ -478,16 +479,7 @@ class RocksLogStore:
     def _open_retrying(self, attempts: int, pause_s: float) -> None:
         """Opens RocksDB, `attempts` times `pause_s` apart while the old handles still hold
         its lock; call with _write_lock held."""
-        assert attempts >= 1
-        for attempt in range(attempts):
-            try:
-                self._handles = self._open()
-                return
-            except LogStoreError:
-                if attempt == attempts - 1:
-                    raise
-                gc.collect()  # old handles caught in reference cycles
-                time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+        self._handles = _while_locked(self._open, attempts, pause_s, retried=LogStoreError)
 
     def close(self) -> None:
         with self._write_lock:
@@ -1274,18 +1266,37 @@ def _lost_ssts(log_dir: Path) -> set[str]:
     return {path.name for path in (log_dir / "lost").glob("**/*.sst")}
 
 
+_T = TypeVar("_T")
+
+
 def _repair_db(log_dir: Path, attempts: int, pause_s: float) -> None:
     """RepairDB on a closed log, `attempts` times `pause_s` apart while old handles still
     hold its lock; raises rocksdict's last error."""
-    for attempt in range(attempts):
+    _while_locked(
+        lambda: rocksdict.Rdict.repair(str(log_dir), db_options()),
+        attempts,
+        pause_s,
+        retried=Exception,  # rocksdict raises bare Exception: the lock, mostly
+    )
+
+
+def _while_locked(
+    call: Callable[[], _T],
+    attempts: int,
+    pause_s: float,
+    *,
+    retried: type[Exception],
+) -> _T:
+    """`call()`, tried `attempts` times `pause_s` apart while it raises `retried` (old handles
+    still holding RocksDB's lock); the last error when none succeeds."""
+    assert attempts >= 1
+    for _ in range(attempts - 1):
         try:
-            rocksdict.Rdict.repair(str(log_dir), db_options())
-            return
-        except Exception:  # rocksdict raises bare Exception: the lock, mostly
-            if attempt == attempts - 1:
-                raise
+            return call()
+        except retried:
             gc.collect()  # old handles caught in reference cycles
             time.sleep(pause_s)  # a worker thread's wait for the lock, bounded
+    return call()
 
 
 def _rename_durably(source: Path, target: Path) -> None:
