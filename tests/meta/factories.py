@@ -12,9 +12,9 @@ from broker.meta.commands import (
     RegisterNode,
     lease_command,
 )
-from broker.meta.image import MetadataImage, StreamMode
+from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.meta.state_machine import apply
-from broker.types import NodeId
+from broker.types import NodeId, ShardIndex, ShardUid, StreamName, StreamUid
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -75,6 +75,40 @@ def nodes_image(count: int = 1, image: MetadataImage | None = None) -> MetadataI
         assert applied.error is None, applied.error
         image = applied.image
     return image
+
+
+def shard_meta(uid: int, *, index: int = 0, **overrides: Any) -> ShardMeta:
+    """An OPEN shard over the whole hash key range unless `overrides` say otherwise (replicas,
+    leader, epoch, state, hash keys...), built directly: for tests below the state machine."""
+    fields: dict[str, Any] = {
+        "index": ShardIndex(index),
+        "uid": ShardUid(uid),
+        "hash_key_start": 0,
+        "hash_key_end": 2**128 - 1,
+        "parent_index": None,
+        "adjacent_parent_index": None,
+        "created_ms": 0,
+        "state": ShardState.OPEN,
+    }
+    fields.update(overrides)
+    return ShardMeta(**fields)
+
+
+def one_stream_image(*shards: ShardMeta) -> MetadataImage:
+    """An image holding one provisioned stream "s" (uid 1) of `shards`, built directly (no
+    commands): for tests of the layers below the state machine."""
+    stream = StreamMeta(
+        name=StreamName("s"),
+        uid=StreamUid(1),
+        arn="arn:aws:kinesis:us-east-1:000000000000:stream/s",
+        created_ms=0,
+        mode=StreamMode.PROVISIONED,
+        retention_hours=24,
+        shards=shards,
+        next_shard_index=ShardIndex(len(shards)),
+        transient_status=None,
+    )
+    return MetadataImage(streams={stream.name: stream})
 
 
 def every_lease_command(now_ms: int = 20) -> list[LeaseCommand]:

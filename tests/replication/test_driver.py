@@ -28,43 +28,20 @@ from broker.log.group_commit import GroupCommitWriter
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, LogCorruptionError, new_record
 from broker.log.store import LogStoreError
-from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.meta.image import MetadataImage
 from broker.replication.driver import ReplicationDriver
 from broker.replication.messages import Append, Envelope
 from broker.replication.network import FetchRefused
 from broker.replication.refusals import RefusalReason, ShardRefusedError
-from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
+from broker.types import NodeId, Offset, ShardUid
+from tests.meta.factories import one_stream_image, shard_meta
 
 NODES = (NodeId("a"), NodeId("b"), NodeId("c"))
 SHARD = ShardUid(7)
 
 
 def _image(*, leader: NodeId, epoch: int) -> MetadataImage:
-    shard = ShardMeta(
-        index=ShardIndex(0),
-        uid=SHARD,
-        hash_key_start=0,
-        hash_key_end=2**128 - 1,
-        parent_index=None,
-        adjacent_parent_index=None,
-        created_ms=0,
-        state=ShardState.OPEN,
-        replicas=NODES,
-        leader=leader,
-        epoch=epoch,
-    )
-    stream = StreamMeta(
-        name=StreamName("s"),
-        uid=StreamUid(1),
-        arn="arn:aws:kinesis:us-east-1:000000000000:stream/s",
-        created_ms=0,
-        mode=StreamMode.PROVISIONED,
-        retention_hours=24,
-        shards=(shard,),
-        next_shard_index=ShardIndex(1),
-        transient_status=None,
-    )
-    return MetadataImage(streams={stream.name: stream})
+    return one_stream_image(shard_meta(SHARD, replicas=NODES, leader=leader, epoch=epoch))
 
 
 @dataclass

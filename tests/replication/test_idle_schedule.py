@@ -22,7 +22,7 @@ from broker.clock import VirtualClock
 from broker.log.group_commit import GroupCommitWriter
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, NewRecord, new_record
-from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.meta.image import MetadataImage
 from broker.replication import replica as replica_module
 from broker.replication.driver import ReplicationDriver
 from broker.replication.messages import Append, AppendAck, Envelope
@@ -32,7 +32,8 @@ from broker.replication.replica import (
     Role,
     ShardReplica,
 )
-from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
+from broker.types import NodeId, Offset, ShardUid
+from tests.meta.factories import one_stream_image, shard_meta
 
 A, B, C = NodeId("a"), NodeId("b"), NodeId("c")
 NODES = (A, B, C)
@@ -233,34 +234,20 @@ SHARDS = 40
 
 
 def _image() -> MetadataImage:
-    shards = tuple(
-        ShardMeta(
-            index=ShardIndex(i),
-            uid=ShardUid(100 + i),
-            hash_key_start=i,
-            hash_key_end=i if i < SHARDS - 1 else 2**128 - 1,
-            parent_index=None,
-            adjacent_parent_index=None,
-            created_ms=0,
-            state=ShardState.OPEN,
-            replicas=NODES,
-            leader=NODES[i % 3],
-            epoch=1,
+    return one_stream_image(
+        *(
+            shard_meta(
+                100 + i,
+                index=i,
+                hash_key_start=i,
+                hash_key_end=i if i < SHARDS - 1 else 2**128 - 1,
+                replicas=NODES,
+                leader=NODES[i % 3],
+                epoch=1,
+            )
+            for i in range(SHARDS)
         )
-        for i in range(SHARDS)
     )
-    stream = StreamMeta(
-        name=StreamName("s"),
-        uid=StreamUid(1),
-        arn="arn:aws:kinesis:us-east-1:000000000000:stream/s",
-        created_ms=0,
-        mode=StreamMode.PROVISIONED,
-        retention_hours=24,
-        shards=shards,
-        next_shard_index=ShardIndex(SHARDS),
-        transient_status=None,
-    )
-    return MetadataImage(streams={stream.name: stream})
 
 
 @dataclass

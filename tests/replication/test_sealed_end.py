@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import new_record
-from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.meta.image import MetadataImage, ShardState
 from broker.replication.driver_core import DriverCore, run_calls
-from broker.types import NodeId, Offset, ShardIndex, ShardUid, StreamName, StreamUid
+from broker.types import NodeId, Offset, ShardUid
+from tests.meta.factories import one_stream_image, shard_meta
 
 NODE = NodeId("a")
 SHARD = ShardUid(7)
@@ -30,31 +31,10 @@ class _Answer:
 
 
 def _image(*, state: ShardState, epoch: int = 1) -> MetadataImage:
-    shard = ShardMeta(
-        index=ShardIndex(0),
-        uid=SHARD,
-        hash_key_start=0,
-        hash_key_end=2**128 - 1,
-        parent_index=None,
-        adjacent_parent_index=None,
-        created_ms=0,
-        state=state,
-        replicas=(NODE,),  # one replica: what it persists is committed
-        leader=NODE,
-        epoch=epoch,
+    # One replica: what it persists is committed.
+    return one_stream_image(
+        shard_meta(SHARD, state=state, replicas=(NODE,), leader=NODE, epoch=epoch)
     )
-    stream = StreamMeta(
-        name=StreamName("s"),
-        uid=StreamUid(1),
-        arn="arn:aws:kinesis:us-east-1:000000000000:stream/s",
-        created_ms=0,
-        mode=StreamMode.PROVISIONED,
-        retention_hours=24,
-        shards=(shard,),
-        next_shard_index=ShardIndex(1),
-        transient_status=None,
-    )
-    return MetadataImage(streams={stream.name: stream})
 
 
 def _turns(core: DriverCore, store: MemoryLogStore) -> None:
