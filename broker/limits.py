@@ -161,6 +161,10 @@ replication_factor_max = 7  # replicas per shard (config.replication_factor, Cre
 # Records in one Append message; must hold the largest PutRecords as one batch.
 replication_append_bytes_max = 16 * MiB
 replication_inflight_appends_max = 8  # Appends sent to one follower and not yet acknowledged
+# Turns of a node's replication driver being persisted at once (driver.py): the next turn's
+# appends go to the group commit while the last turn's are fsynced (etcd-raft's asynchronous
+# storage writes). 1: one turn at a time.
+replication_turns_in_flight_max = 4
 # A shard leader refuses proposals (OVERLOADED) while this much it proposed is not committed.
 replication_uncommitted_bytes_max = 64 * MiB
 # A leader keeps the batches some follower still needs in memory up to this; older ones are

@@ -16,7 +16,10 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
    watermarks synchronously (one worker-thread call; high watermarks alone go beside the
    appends instead, `PersistPlan.beside`), then every replica's appends through
    the node's `GroupCommitWriter`, so all shards share one WriteBatch and one fsync per
-   group (meanwhile it steps the messages that arrive: `_persist_stepping`); then sends
+   group. Meanwhile it steps the messages that arrive and takes the next turns (pipelined:
+   up to `limits.replication_turns_in_flight_max` in flight, appends only,
+   `DriverCore.take_pipelined_turn`), whose appends the writer takes with its next fsync.
+   Each turn finishes in the order taken, once its own writes are durable: it sends
    the rest of `to_send` (acknowledgements) through the `Transport`;
    starts the log reads followers need to catch up (owned tasks, their results fed back
    with `read_done`); answers producers up to `committed_end` (a replica that `abandoned`
@@ -39,6 +42,7 @@ node stop), before the GroupCommitWriter stops. Loop-bound; not thread-safe. A n
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -119,8 +123,13 @@ class ReplicationDriver:
         disk: DiskGuard | None = None,
         inbox_max: int = limits.replication_inbox_messages_max,
         probe: ReplicationProbe | None = None,
+        turns_in_flight_max: int | None = None,
     ) -> None:
         assert tick_ms >= 1
+        if turns_in_flight_max is None:
+            turns_in_flight_max = limits.replication_turns_in_flight_max
+        assert turns_in_flight_max >= 1
+        self._turns_in_flight_max = turns_in_flight_max
         self._node_id = node_id
         self._probe = probe
         self._store = store
@@ -348,52 +357,106 @@ class ReplicationDriver:
     async def run(self) -> None:
         """Turns until cancelled: infinite on purpose (node stop cancels it)."""
         clock = self._clock
-        async with asyncio.TaskGroup() as reads:
-            self._reads = reads
-            reads.create_task(self._run_repairs(), name="replica-repairs")
-            next_tick = (
-                clock.timer_ms()
-            )  # the timer runs on the clock's timer; replicas get wall ms
-            next_sweep = next_tick + _SWEEP_INTERVAL_MS
-            while True:
-                remaining_ms = next_tick - clock.timer_ms()
-                if not self._wake.is_set() and remaining_ms > 0:
-                    # Waiting on our own wake-up or the tick timer: no deadline needed.
-                    await clock.wait(self._wake.event, remaining_ms)
-                self._wake.clear()
-                now_ms = self._now()
-                self.apply_image()
-                self._core.drain_inbox(now_ms, self._image())
-                if clock.timer_ms() >= next_tick:
-                    self._core.tick_due(now_ms)
-                    next_tick = clock.timer_ms() + self._tick_ms
-                if clock.timer_ms() >= next_sweep:
-                    self._core.tick_all(now_ms)
-                    next_sweep = clock.timer_ms() + _SWEEP_INTERVAL_MS
-                await self._turn()
+        in_flight: collections.deque[_InFlight] = collections.deque()
+        try:
+            async with asyncio.TaskGroup() as reads:
+                self._reads = reads
+                reads.create_task(self._run_repairs(), name="replica-repairs")
+                next_tick = clock.timer_ms()  # the timer's clock; replicas get wall ms
+                next_sweep = next_tick + _SWEEP_INTERVAL_MS
+                while True:
+                    remaining_ms = next_tick - clock.timer_ms()
+                    if not self._wake.is_set() and remaining_ms > 0:
+                        # Our own wake-up (set also when a turn's writes end) or the tick
+                        # timer: no deadline needed.
+                        await clock.wait(self._wake.event, remaining_ms)
+                    self._wake.clear()
+                    if not await self._finish_written(in_flight):
+                        continue  # a persist failed: the replicas are reopened first
+                    now_ms = self._now()
+                    self.apply_image()
+                    self._core.drain_inbox(now_ms, self._image())
+                    if clock.timer_ms() >= next_tick:
+                        self._core.tick_due(now_ms)
+                        next_tick = clock.timer_ms() + self._tick_ms
+                    if clock.timer_ms() >= next_sweep:
+                        self._core.tick_all(now_ms)
+                        next_sweep = clock.timer_ms() + _SWEEP_INTERVAL_MS
+                    await self._turn(in_flight)
+        finally:
+            for flight in in_flight:
+                flight.cancel()  # the node stops: the driver task was cancelled
 
-    async def _turn(self) -> None:
-        turn = self._core.take_turn()
-        if turn.work:
-            plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
-            try:
-                ahead = self._core.send_ahead(turn)
-                for envelope in ahead:
-                    self._transport.send(envelope)  # the followers write while we do
-                queued: list[asyncio.Future[None]] | None = None
-                if not plan.before and self._writer.has_room(len(plan.appends)):
-                    # The appends go to the writer thread at once (submit does not wait: there
-                    # is room), not one task step later: a leader's too, once its Appends are
-                    # sent (encoded, and a large one written to the socket, by `send`). Queued
-                    # behind the requests in the loop's ready queue, a leader's own write
-                    # started 3 ms after its followers' at 3 producers (issue 18), and the
-                    # commit waits for it (replica.py rule 3).
-                    queued = [await self._submit(batch) for batch in plan.appends]
-                await self._persist_stepping(plan, queued)
-            except _PERSIST_ERRORS as error:
-                await self._recover(turn, error)
-                return
+    async def _turn(self, in_flight: collections.deque[_InFlight]) -> None:
+        """Takes a turn and starts persisting it: with turns in flight, a pipelined one
+        (`DriverCore.take_pipelined_turn`: appends and high watermarks only), up to
+        `turns_in_flight_max`. Its appends go to the writer at once, so the group commit takes
+        them while the turn before is fsynced; `_finish_written` finishes the turns in order,
+        each once its own writes are durable."""
+        if not in_flight:
+            turn: Turn | None = self._core.take_turn()
+        elif len(in_flight) < self._turns_in_flight_max:
+            turn = self._core.take_pipelined_turn()
+        else:
+            turn = None
+        if turn is None:
+            return  # taken once the turns in flight end (each end sets the wake)
+        if not turn.work:
+            # Nothing to send or answer (a pipelined turn holds no Prepare): finishing it
+            # now, before the turns in flight, only reschedules its replicas' ticks.
+            self._finish(turn)
+            return
+        plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
+        ahead = self._core.send_ahead(turn)
+        for envelope in ahead:
+            self._transport.send(envelope)  # the followers write while we do
+        waits: list[asyncio.Future[None]] = []
+        flight = _InFlight(turn=turn, waits=waits)
+        in_flight.append(flight)
+        try:
+            if plan.before:
+                waits.append(asyncio.ensure_future(self._persist(plan)))
+            else:
+                # The appends go to the writer thread at once (submit does not wait while
+                # there is room), not one task step later: a leader's too, once its Appends
+                # are sent (encoded, and a large one written to the socket, by `send`).
+                # Queued behind the requests in the loop's ready queue, a leader's own write
+                # started 3 ms after its followers' at 3 producers (issue 18), and the commit
+                # waits for it (replica.py rule 3).
+                for batch in plan.appends:  # one by one: a failed submit keeps the queued
+                    waits.append(await self._submit(batch))  # noqa: PERF401
+                if plan.beside:  # high watermarks, in no order with the appends (PersistPlan)
+                    waits.append(
+                        asyncio.ensure_future(
+                            asyncio.to_thread(run_calls, self._store, plan.beside)
+                        )
+                    )
+        except _PERSIST_ERRORS as error:
+            flight.error = error  # finished (failed) in order, with what it queued
+        flight.notify(self._wake)
+
+    async def _finish_written(self, in_flight: collections.deque[_InFlight]) -> bool:
+        """Finishes, in the order they were taken, the turns whose writes have all ended;
+        False if one failed (every turn in flight is then failed: `_recover`)."""
+        while in_flight and in_flight[0].ended():
+            flight = in_flight[0]
+            error = flight.failure()
+            if error is not None:
+                # Later turns' writes may depend on this one's (the same shards): every
+                # turn in flight ends first, then all of them are failed together.
+                await asyncio.gather(
+                    *(wait for f in in_flight for wait in f.waits), return_exceptions=True
+                )
+                turns = [f.turn for f in in_flight]
+                in_flight.clear()
+                await self._recover(turns, error)
+                return False
+            in_flight.popleft()
             self._persist_failures = 0
+            self._finish(flight.turn)
+        return True
+
+    def _finish(self, turn: Turn) -> None:
         effects = self._core.finish(turn)
         for envelope in effects.sends:
             self._transport.send(envelope)
@@ -405,7 +468,7 @@ class ReplicationDriver:
         if effects.again:
             self._wake.set()
 
-    async def _recover(self, turn: Turn, error: Exception) -> None:
+    async def _recover(self, turns: Sequence[Turn], error: Exception) -> None:
         """A persist failed (a full disk, a broken store): the replicas involved cannot know
         what is durable, so they are rebuilt from the store at the next turn, as after a
         restart (the failed Ready's Appends may have gone out: a rebuilt replica never leads
@@ -419,11 +482,12 @@ class ReplicationDriver:
             "replica_persist_failed",
             extra={
                 "error": repr(error),
-                "replicas": len(turn.work),
+                "replicas": sum(len(turn.work) for turn in turns),
                 "failures": self._persist_failures,
             },
         )
-        self._core.fail(turn)
+        for turn in turns:
+            self._core.fail(turn)
         delay_ms = min(
             limits.replication_persist_backoff_ms_min * 2 ** min(self._persist_failures - 1, 10),
             limits.replication_persist_backoff_ms_max,
@@ -466,68 +530,13 @@ class ReplicationDriver:
             return True  # nothing measures the disk here (tests): try
         return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
 
-    async def _persist_stepping(
-        self, plan: PersistPlan, queued: list[asyncio.Future[None]] | None
-    ) -> None:
-        """Persists `plan` and, while its writes and fsync are in flight, steps whatever
-        arrives: a follower's AppendAck raises a leader's HW and answers its producers at once
-        (`DriverCore.drain_inbox`) instead of after this node's own next fsync, and a
-        follower's next Appends are in its log when the next turn starts. Safe because a
-        replica counts nothing of the Ready in flight as durable before `advance` (its HW
-        stays at or below its durable end, replica.py rule 3), and `step` between `ready` and
-        `advance` is part of the replica's contract. Ticks, reads and the next Ready wait for
-        the turn's end as before."""
-        if queued is not None and not plan.beside:
-            # Only appends already queued: wait on the writer's own futures, no task between
-            # its answer and the rest of this turn.
-            waits: list[asyncio.Future[None]] = queued
-        else:
-            waits = [asyncio.ensure_future(self._persist(plan, queued))]
-        left = len(waits)
-
-        def ended(_: asyncio.Future[None]) -> None:
-            nonlocal left
-            left -= 1
-            if left == 0:
-                self._wake.release()
-
-        for wait in waits:
-            wait.add_done_callback(ended)
-        woken = False
-        try:
-            while left:
-                if not self._wake.is_set():
-                    await self._wake.wait_step()  # a write ended, or the wake was set
-                if not self._wake.is_set():
-                    continue
-                self._wake.clear()
-                woken = True  # also a proposal's or a Prepare's: the run loop turns again
-                if self._core.inbox_waiting():
-                    self.apply_image()
-                    self._core.drain_inbox(self._now(), self._image())
-        finally:
-            for wait in waits:
-                if not wait.done():
-                    wait.cancel()  # the node stops: the driver task was cancelled
-            if woken:
-                self._wake.set()
-        # Every write has ended (even when one failed: the store may be reopened next). A failed
-        # group commit leaves the replicas unable to know what is durable: the first error
-        # propagates (`_recover`).
-        for wait in waits:
-            error = wait.exception()
-            if error is not None:
-                raise error
-
-    async def _persist(self, plan: PersistPlan, queued: list[asyncio.Future[None]] | None) -> None:
-        """Makes every Ready durable in the order the replica requires (module docstring);
-        `queued`: the plan's appends, already given to the writer (`_turn`)."""
-        if queued is None:
-            if plan.before:
-                await asyncio.to_thread(run_calls, self._store, plan.before)
-            queued = [await self._submit(batch) for batch in plan.appends]
-        waits = list(queued)
-        if plan.beside:  # high watermarks, in no order with the appends (PersistPlan)
+    async def _persist(self, plan: PersistPlan) -> None:
+        """Makes a turn that resets, truncates or promises durable in the order the replica
+        requires (module docstring); nothing else is in flight for its replicas."""
+        if plan.before:
+            await asyncio.to_thread(run_calls, self._store, plan.before)
+        waits = [await self._submit(batch) for batch in plan.appends]
+        if plan.beside:
             waits.append(
                 asyncio.ensure_future(asyncio.to_thread(run_calls, self._store, plan.beside))
             )
@@ -766,18 +775,14 @@ class ReplicationDriver:
 
 
 class _Wake:
-    """The run loop's wake-up: the event its idle wait watches (`clock.wait`), and while a
-    turn's writes are in flight the one future that turn waits on (`_persist_stepping`),
-    resolved by `set` or by the end of the writes (`release`): no task between an inbound
-    message or a finished write and the turn that handles it."""
+    """The run loop's wake-up: an inbound message, a proposal, a Prepare, a new image, or
+    the end of a turn's writes."""
 
     def __init__(self) -> None:
         self.event = asyncio.Event()
-        self._step: asyncio.Future[None] | None = None
 
     def set(self) -> None:
         self.event.set()
-        self.release()
 
     def clear(self) -> None:
         self.event.clear()
@@ -785,19 +790,54 @@ class _Wake:
     def is_set(self) -> bool:
         return self.event.is_set()
 
-    def release(self) -> None:
-        """Wakes a turn waiting in `wait_step`, without setting the event."""
-        step = self._step
-        if step is not None and not step.done():
-            step.set_result(None)
 
-    async def wait_step(self) -> None:
-        """Until the next `set` or `release`."""
-        step = self._step = asyncio.get_running_loop().create_future()
-        try:
-            await step
-        finally:
-            self._step = None
+@dataclass(slots=True, kw_only=True)
+class _InFlight:
+    """A turn being persisted: its writes (the group commit's futures, a worker thread's
+    calls), or the error that stopped them from being queued."""
+
+    turn: Turn
+    waits: list[asyncio.Future[None]]
+    error: Exception | None = None
+
+    def notify(self, wake: _Wake) -> None:
+        """Sets `wake` once every write has ended (at once if none is left)."""
+        pending = [wait for wait in self.waits if not wait.done()]
+        if not pending:
+            wake.set()
+            return
+        left = len(pending)
+
+        def ended(_: asyncio.Future[None]) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                wake.set()
+
+        for wait in pending:
+            wait.add_done_callback(ended)
+
+    def ended(self) -> bool:
+        return all(wait.done() for wait in self.waits)
+
+    def failure(self) -> Exception | None:
+        """The first error among its writes (a failed group commit, a store call); one that
+        is not a persist failure is a bug, raised out of the driver as before."""
+        if self.error is not None:
+            return self.error
+        for wait in self.waits:
+            error = None if wait.cancelled() else wait.exception()
+            if error is None:
+                continue
+            if not isinstance(error, _PERSIST_ERRORS):
+                raise error
+            return error
+        return None
+
+    def cancel(self) -> None:
+        for wait in self.waits:
+            if not wait.done():
+                wait.cancel()
 
 
 def _same(batch: AppendBatch) -> AppendBatch:

@@ -515,12 +515,28 @@ class DriverCore:
 
     def take_turn(self) -> Turn:
         """The Readys of every replica touched since the last turn (all after a new image)."""
+        return self._take(self._candidates())
+
+    def take_pipelined_turn(self) -> Turn | None:
+        """`take_turn` while earlier turns are still being persisted. It may then hold only
+        appends and high watermarks (replica.py: a reset, truncation or promise waits until
+        no Ready of the replica is in flight); if a replica it would take needs such a step,
+        or a Prepare waits for its answer, None: nothing is taken, and the caller takes the
+        turn once every turn in flight has finished (so the pipeline drains for them instead
+        of starving them). The caller finishes turns in the order they were taken."""
+        candidates = self._candidates()
+        if self._promises or any(local.replica.needs_order() for local in candidates):
+            return None
+        return self._take(candidates)
+
+    def _candidates(self) -> list[Local]:
+        if self._touch_all:
+            return list(self.locals.values())
+        return [self.locals[u] for u in self._touched if u in self.locals]
+
+    def _take(self, candidates: list[Local]) -> Turn:
         promises, self._promises = self._promises, []
         every = self._touch_all
-        if every:
-            candidates = list(self.locals.values())
-        else:
-            candidates = [self.locals[u] for u in self._touched if u in self.locals]
         self._touch_all = False
         self._touched = set()
         work = [(local, local.replica.ready()) for local in candidates if local.replica.has_ready()]

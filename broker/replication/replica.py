@@ -16,9 +16,15 @@ simulator's `sim/cluster.py`) runs this loop, one shard replica at a time:
     answer producers up to ready.committed_end; fail every waiting one if ready.abandoned
     replica.advance(ready)
 
-At most one Ready is outstanding: `ready()` may be called again only after `advance`. While a
-Ready is being persisted, `step`, `tick`, `propose` and `configure` may be called; what they
-decide goes into the next Ready.
+Readys are advanced in the order they were taken. While Readys are being persisted, `step`,
+`tick`, `propose` and `configure` may be called; what they decide goes into the next Ready.
+Several Readys may be outstanding (pipelined, as etcd-raft's asynchronous storage writes: the
+next batch goes to the writer while the last is being fsynced), but only ones that persist
+appends and high watermarks: a Ready that resets, truncates or promises is handed out only
+when none is outstanding, and none is handed out behind it until it is advanced
+(`has_ready`). So a write in flight never lands after a truncation of its offsets (nothing is
+truncated while one is in flight), and what a replica counts as durable, acknowledges or
+counts towards its HW moves only as each Ready is advanced, in order (rule 3).
 
 A `Promise` returned by `step(Prepare)` reports a log that may include writes still to be
 persisted: the driver sends it only after the next Ready (taken after that step) is advanced.
@@ -296,6 +302,26 @@ class _Snapshot:
     high_watermark: Offset
 
 
+@dataclass(slots=True, kw_only=True)
+class _Outstanding:
+    """A Ready handed out and not advanced yet, the log as it will be once it is persisted,
+    and the lowest cut of the log decided since it was handed out (the records past it are
+    going away, so they never count as durable: `advance`)."""
+
+    ready: Ready
+    snapshot: _Snapshot
+    cut: Offset | None = None
+
+    def ordered(self) -> bool:
+        """Whether it resets, truncates or promises: nothing may be persisted beside it."""
+        ready = self.ready
+        return (
+            ready.reset_to is not None
+            or ready.truncate_from is not None
+            or ready.promise is not None
+        )
+
+
 def epoch_at(history: Sequence[tuple[int, Offset]], offset: int) -> int:
     """The epoch of the record at `offset` by the history; 0 if before every entry."""
     if offset < 0:
@@ -387,9 +413,7 @@ class ShardReplica:
         # The end of the persisted log that still equals this log: a truncation decided but
         # not persisted yet lowers it at once, since the records past it are going away.
         self._stable_end = durable.log_end
-        self._cut_since_ready: Offset | None = None
-        self._outstanding: Ready | None = None
-        self._outstanding_snapshot: _Snapshot | None = None
+        self._outstanding: collections.deque[_Outstanding] = collections.deque()
         # Decided, not yet handed out in a Ready.
         self._reset_to: Offset | None = None
         self._truncate_from: Offset | None = None
@@ -582,9 +606,23 @@ class ShardReplica:
 
     # --- Outputs --------------------------------------------------------------------------
 
+    def needs_order(self) -> bool:
+        """Whether the next Ready resets, truncates or promises: it is handed out only once
+        every outstanding Ready is advanced (module docstring)."""
+        return (
+            self._reset_to is not None
+            or self._truncate_from is not None
+            or self._promised_epoch != self._submitted.promised_epoch
+        )
+
+    def outstanding(self) -> int:
+        """How many Readys are handed out and not advanced yet."""
+        return len(self._outstanding)
+
     def has_ready(self) -> bool:
-        """Whether `ready()` has anything to do (and no Ready is outstanding)."""
-        if self._outstanding is not None:
+        """Whether `ready()` has anything to do and may be called now: with Readys
+        outstanding, only if neither they nor the next one reset, truncate or promise."""
+        if self._outstanding and (self.needs_order() or self._outstanding[-1].ordered()):
             return False
         return (
             self._reset_to is not None
@@ -599,7 +637,9 @@ class ShardReplica:
 
     def ready(self) -> Ready:
         """Hands out everything decided since the last Ready; call `advance` when done."""
-        assert self._outstanding is None, "advance() the outstanding Ready first"
+        assert not self._outstanding or not (
+            self.needs_order() or self._outstanding[-1].ordered()
+        ), "advance() the outstanding Ready first: this one or the last one is ordered"
         submitted = self._submitted
         ready = Ready(
             reset_to=self._reset_to,
@@ -627,23 +667,21 @@ class ShardReplica:
         self._to_send = []
         self._reads = []
         self._abandoned = False
-        self._cut_since_ready = None
-        self._outstanding = ready
-        self._outstanding_snapshot = snapshot
+        self._outstanding.append(_Outstanding(ready=ready, snapshot=snapshot))
         self._submitted = snapshot
         return ready
 
     def advance(self, ready: Ready) -> None:
-        """The driver persisted `ready` durably (and sent what it asked)."""
-        assert ready is self._outstanding, "advance() takes the outstanding Ready"
-        snapshot = self._outstanding_snapshot
-        assert snapshot is not None
-        self._outstanding = None
-        self._outstanding_snapshot = None
+        """The driver persisted `ready` durably (and sent what it asked): the oldest
+        outstanding Ready, and every one before it (Readys are advanced in order)."""
+        assert self._outstanding, "advance() without an outstanding Ready"
+        assert ready is self._outstanding[0].ready, "advance() takes the oldest outstanding Ready"
+        entry = self._outstanding.popleft()
+        snapshot = entry.snapshot
         self._durable = snapshot
         self._stable_end = snapshot.log_end
-        if self._cut_since_ready is not None:
-            self._stable_end = Offset(min(self._stable_end, self._cut_since_ready))
+        if entry.cut is not None:
+            self._stable_end = Offset(min(self._stable_end, entry.cut))
         if self._role is Role.LEADER:
             self._advance_hw()
         else:
@@ -1119,8 +1157,9 @@ class ShardReplica:
 
     def _note_cut(self, offset: Offset) -> None:
         self._stable_end = Offset(min(self._stable_end, offset))
-        if self._cut_since_ready is None or offset < self._cut_since_ready:
-            self._cut_since_ready = offset
+        for entry in self._outstanding:
+            if entry.cut is None or offset < entry.cut:
+                entry.cut = offset
 
     def _raise_promise(self, epoch: int) -> None:
         assert epoch >= self._promised_epoch

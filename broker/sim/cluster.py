@@ -8,9 +8,11 @@ and a turn's Readys are executed as the shell does: the leaders' Appends sent at
 sometimes a slow one, and sometimes a crash just before it: BUGGIFY; high watermarks written
 beside the appends land before it or, BUGGIFY `driver.hw_after_fsync`, after it), then
 `finish` (producers answered, orphans kept or failed, Prepares answered) and its sends and
-catch-up reads. One turn is in flight per node, as in the shell; messages that arrive
-meanwhile are stepped at once, as the shell steps them during its fsync (a leader answers
-the producers an ack commits), sometimes late (BUGGIFY `driver.step_late`). A crash drops
+catch-up reads. Up to `turns_in_flight_max` turns are in flight per node (drawn per seed:
+1, 2 or the shell's limit), as in the shell: while turns wait for their fsync, messages that
+arrive start a pipelined turn (`DriverCore.take_pipelined_turn`: appends only) or, when the
+pipeline is full, are stepped at once (a leader answers the producers an ack commits),
+sometimes late (BUGGIFY `driver.step_late`); turns finish in the order taken. A crash drops
 the node's unsynced writes and everything in flight for it (events carry the node's
 incarnation); a restart builds a new core, which opens its replicas from what the store kept
 durable and the current metadata image. The fault points of `broker.buggify` are enabled for
@@ -28,13 +30,14 @@ up) within a bounded virtual time. `invariants.py` checks after every event and 
 
 from __future__ import annotations
 
+import collections
 import functools
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from broker import arns, buggify
+from broker import arns, buggify, limits
 from broker.errors import ShoalError
 from broker.log.records import NewRecord, StoredRecord
 from broker.meta.controller_core import ReplicaStatus
@@ -44,6 +47,7 @@ from broker.replication.driver_core import (
     DriverCore,
     Local,
     StoreCall,
+    Turn,
     TurnEffects,
     run_calls,
 )
@@ -91,6 +95,9 @@ class SimConfig:
     # gap of a two-replica creation whose leader died at once), and restarts later.
     first_leader_kill: bool = False
     reshards: bool = False  # splits, merges and shard-count updates (workloads.Workload)
+    # Turns a node persists at once (the shell's `turns_in_flight_max`); None: drawn from the
+    # seed's own stream (`SimCluster`), so the other draws stay what they were.
+    turns_in_flight_max: int | None = None
 
     @staticmethod
     def randomized(rng: random.Random) -> SimConfig:
@@ -147,6 +154,14 @@ class PendingWrite:
 
 
 @dataclass(slots=True, kw_only=True)
+class _SimFlight:
+    """A turn waiting for its fsync (`synced` once it came)."""
+
+    turn: Turn
+    synced: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
 class SimNode:
     node_id: NodeId
     store: SimLogStore = field(default_factory=SimLogStore)
@@ -160,10 +175,16 @@ class SimNode:
     image: dict[ShardUid, ShardImage] = field(default_factory=dict)  # what reached this node
     metadata: MetadataImage = field(default_factory=MetadataImage)  # `image` as the core reads it
     turn_scheduled: bool = False
-    in_flight: bool = False  # a turn waits for its fsync
+    # Turns waiting for their fsync, oldest first (finished in this order, as in the shell).
+    flights: collections.deque[_SimFlight] = field(default_factory=collections.deque)
     dirty: bool = False  # an input arrived while a turn was in flight
     stepping_scheduled: bool = False  # messages that arrived in flight are about to be stepped
     next_sweep_ms: int = _SWEEP_INTERVAL_MS
+
+    @property
+    def in_flight(self) -> bool:
+        """A turn waits for its fsync."""
+        return bool(self.flights)
 
     @property
     def replicas(self) -> dict[ShardUid, ShardReplica]:
@@ -307,6 +328,11 @@ class SimCluster:
         self.world = World(seed)
         self.config = config or SimConfig.randomized(self.world.random("config"))
         self._disk_rng = self.world.random("disk")
+        # Turns of a node persisted at once (the shell's `turns_in_flight_max`): one at a
+        # time in some runs, pipelined in most; its own stream, so the other draws stay put.
+        self.turns_in_flight_max = self.config.turns_in_flight_max or self.world.random(
+            "turns"
+        ).choice([1, 2, limits.replication_turns_in_flight_max])
         buggify.enable(self.world.random("buggify"))
         self.network = SimNetwork(self.world, self._deliver)
         self.network.drop_probability = self.config.drop_probability
@@ -444,7 +470,8 @@ class SimCluster:
                 local.fail_waiters(_UNKNOWN)  # their producers learn nothing more
         node.image.clear()
         node.metadata = MetadataImage()
-        node.turn_scheduled = node.in_flight = node.dirty = node.stepping_scheduled = False
+        node.turn_scheduled = node.dirty = node.stepping_scheduled = False
+        node.flights.clear()
 
     # --- The nodes as the real controller reaches them (control.Nodes) ---------------------
 
@@ -676,8 +703,10 @@ class SimCluster:
             self.invariants.replica_started(node, shard_uid)
 
     def _kick(self, node: SimNode) -> None:
-        """A turn soon (at once, as the shell's wake-up), unless one is already coming."""
-        if node.in_flight:
+        """A turn soon (at once, as the shell's wake-up), unless one is already coming; with
+        turns in flight, a pipelined one while there is room (the shell's
+        `turns_in_flight_max`), else the messages are stepped meanwhile."""
+        if len(node.flights) >= self.turns_in_flight_max:
             node.dirty = True
             self._schedule_stepping(node)
             return
@@ -688,7 +717,7 @@ class SimCluster:
         self.world.schedule(0, f"turn {node.node_id}", lambda: self._turn(node, incarnation))
 
     def _schedule_stepping(self, node: SimNode) -> None:
-        """As the shell's `_persist_stepping`: messages that arrive while a turn waits for its
+        """As the shell with a full pipeline: messages that arrive while turns wait for their
         fsync are stepped at once (a leader answers the producers a follower's ack commits),
         or, BUGGIFY `driver.step_late`, a little later, sometimes only by the next turn."""
         core = node.core
@@ -723,8 +752,18 @@ class SimCluster:
         # Before any message meets the new configuration: a second leader shows here first.
         self.invariants.check_leaders(node)
         core.drain_inbox(now, node.metadata)
-        turn = core.take_turn()
+        flights = node.flights
+        if not flights:
+            turn: Turn | None = core.take_turn()
+        elif len(flights) < self.turns_in_flight_max:
+            turn = core.take_pipelined_turn()
+        else:
+            turn = None
+        if turn is None:
+            node.dirty = True  # taken once the turns in flight end
+            return
         if not turn.work:
+            # As the shell: nothing to send or answer (a pipelined turn holds no Prepare).
             self._after(node, core.finish(turn))
             return
         ahead = core.send_ahead(turn)
@@ -756,17 +795,24 @@ class SimCluster:
         delay = self._disk_rng.randint(0, self.config.disk_ms_max)
         if buggify.buggify("disk.slow_fsync"):
             delay += self._disk_rng.randint(50, 800)
-        node.in_flight = True
+        flight = _SimFlight(turn=turn)
+        flights.append(flight)
 
         def persisted() -> None:
             if not node.alive or node.incarnation != incarnation or node.core is not core:
                 return
             node.store.sync()
             run_calls(node.store, late)
-            node.in_flight = False
-            self._after(node, core.finish(turn))
+            flight.synced = True
+            self._finish_synced(node, core)
 
         self.world.schedule(delay, f"fsync {node.node_id}", persisted)
+
+    def _finish_synced(self, node: SimNode, core: DriverCore) -> None:
+        """Finishes the turns whose fsync came, in the order they were taken: a later
+        turn's fsync may come first (random disk delays), its finish waits."""
+        while node.flights and node.flights[0].synced:
+            self._after(node, core.finish(node.flights.popleft().turn))
 
     def _crash_in(self, node: SimNode, incarnation: int) -> None:
         if node.alive and node.incarnation == incarnation:

@@ -265,10 +265,39 @@ async def test_a_leaders_own_write_is_queued_in_the_step_that_sends_its_appends(
     assert seen_at_send == [1, 1]  # one Append to each follower, the leader's batch queued
 
 
+async def test_a_followers_next_batch_goes_to_its_writer_while_the_last_is_fsynced(
+    cluster: Cluster,
+) -> None:
+    """Turns are pipelined (issue 18, etcd-raft's asynchronous storage writes): while a
+    follower's write waits for its disk, the next Append's batch is queued to its writer
+    behind it (the group commit takes it with the next fsync), and nothing of either counts
+    as durable, is acknowledged or commits before its own write is durable."""
+    await _append(cluster, NODES[0], 1, b"zero")
+    follower = NODES[1]
+    cluster.down = {NODES[2]}  # the leader's majority needs this follower's writes
+    gate = _gate(cluster, follower)
+    try:
+        first = _start_append(cluster, NODES[0], 1, b"one")
+        await _wait(cluster, lambda: gate.held == 1)  # the follower's write of "one" waits
+        second = _start_append(cluster, NODES[0], 1, b"two")
+        writer = cluster.writers[follower]
+        await _wait(cluster, lambda: writer.statistics().queued_batches == 1)
+        await cluster.clock.run_for(100)  # an unsafe follower acknowledges now
+        assert not first.done() and not second.done()
+        assert _durable_end(cluster, follower) == 2
+        assert cluster.statistics(NODES[0])[1] == 2  # the leader's HW: "zero" only
+        gate.set()
+        assert await _until_answered(cluster, first) == 2
+        assert await _until_answered(cluster, second) == 3
+        assert _durable_end(cluster, follower) == 4
+    finally:
+        gate.set()
+
+
 async def test_a_followers_failed_write_is_not_acknowledged_and_it_recovers(
     cluster: Cluster,
 ) -> None:
-    """A follower's turn waits on its writer's own futures (`_persist_stepping`): a failed
+    """A follower's turn ends when its writer's own futures do (`ReplicationDriver.run`): a failed
     group commit must fail that turn (no ack for records not on its disk) and rebuild the
     replica from its store; the resent records commit once its disk works again."""
     await _append(cluster, NODES[0], 1, b"zero")

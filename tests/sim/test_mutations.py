@@ -9,6 +9,7 @@ catches means the invariant, or the simulator's reach, has a hole.
 from __future__ import annotations
 
 import dataclasses
+import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from broker.meta.transitions.common import with_stream
 from broker.replication import driver_core
 from broker.replication.messages import Append
 from broker.replication.replica import Ready, Role, ShardReplica
+from broker.sim.cluster import SimConfig
 from broker.sim.controller import run_controller_seed
 from broker.sim.run import run_seed
 from broker.streams import resharding
@@ -111,8 +113,21 @@ def test_a_leader_sending_ahead_before_its_promise_is_durable_is_caught(
         )
 
     monkeypatch.setattr(driver_core.DriverCore, "send_ahead", send_everything)
+    # Found with one turn in flight per node; the mutation does not depend on pipelining, and
+    # the seed's other draws do not depend on that one.
+    _one_turn_in_flight(monkeypatch)
     violation = _first_violation(range(203, 204))
     assert violation.startswith("CommittedPrefixIdentical"), violation
+
+
+def _one_turn_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs the seeds with one turn in flight per node (SimConfig.turns_in_flight_max)."""
+    randomized = SimConfig.randomized
+
+    def one_turn(rng: random.Random) -> SimConfig:
+        return dataclasses.replace(randomized(rng), turns_in_flight_max=1)
+
+    monkeypatch.setattr(SimConfig, "randomized", staticmethod(one_turn))
 
 
 def test_a_leader_counting_its_write_in_flight_as_durable_is_caught(
@@ -120,7 +135,7 @@ def test_a_leader_counting_its_write_in_flight_as_durable_is_caught(
 ) -> None:
     """Mutation: a leader counts the Ready it hands out as durable at once, rather than at
     `advance` (replica.py rule 3). The driver steps acks while a turn's fsync is in flight
-    (`ReplicationDriver._persist_stepping`, the simulator's `_schedule_stepping`), so its HW
+    (`ReplicationDriver.run`'s pipelined turns, the simulator's `_schedule_stepping`), so its HW
     then rises over records only in its page cache and it acknowledges them while a single
     replica holds them synced. Without that ordering the mutation is harmless (acks are
     stepped only after `advance`): the catch shows the simulator reaches it."""
@@ -132,7 +147,7 @@ def test_a_leader_counting_its_write_in_flight_as_durable_is_caught(
         return handed_out
 
     monkeypatch.setattr(ShardReplica, "ready", durable_at_once)
-    violation = _first_violation(range(6, 7))
+    violation = _first_violation(range(9, 10))
     assert violation.startswith("AcknowledgedDurableOnMajority"), violation
 
 

@@ -147,7 +147,7 @@ def test_reshards_happen_under_faults() -> None:
     (BUGGIFY `controller.change_during_seal`)."""
     completed = acknowledged_on_children = 0
     fired = 0
-    for seed in (2, 3):
+    for seed in (16, 17):  # seed 17 has the leader change land in a seal
         cluster = new_cluster(seed)
         while cluster.world.steps < 3_000 and cluster.step():
             pass
