@@ -395,12 +395,13 @@ class ReplicationDriver:
         each once its own writes are durable."""
         if not in_flight:
             turn: Turn | None = self._core.take_turn()
-        elif len(in_flight) < self._turns_in_flight_max:
+        elif len(in_flight) < self._turns_in_flight_max and in_flight[-1].queued:
+            # Behind a turn whose appends are all queued: the writer keeps log order.
             turn = self._core.take_pipelined_turn()
         else:
             turn = None
         if turn is None:
-            return  # taken once the turns in flight end (each end sets the wake)
+            return  # taken once the turns in flight are queued or end (each sets the wake)
         if not turn.work:
             # Nothing to send or answer (a pipelined turn holds no Prepare): finishing it
             # now, before the turns in flight, only reschedules its replicas' ticks.
@@ -414,8 +415,9 @@ class ReplicationDriver:
         flight = _InFlight(turn=turn, waits=waits)
         in_flight.append(flight)
         try:
-            if plan.before:
-                waits.append(asyncio.ensure_future(self._persist(plan)))
+            if plan.before or not self._writer.has_room(len(plan.appends)):
+                # In order, or waiting for the writer's room: in a task, the loop steps on.
+                waits.append(asyncio.ensure_future(self._persist(plan, flight)))
             else:
                 # The appends go to the writer thread at once (submit does not wait while
                 # there is room), not one task step later: a leader's too, once its Appends
@@ -431,6 +433,7 @@ class ReplicationDriver:
                             asyncio.to_thread(run_calls, self._store, plan.beside)
                         )
                     )
+                flight.queued = True
         except _PERSIST_ERRORS as error:
             flight.error = error  # finished (failed) in order, with what it queued
         flight.notify(self._wake)
@@ -530,12 +533,15 @@ class ReplicationDriver:
             return True  # nothing measures the disk here (tests): try
         return not disk.full and disk.last.free_bytes >= limits.store_reopen_free_bytes_min
 
-    async def _persist(self, plan: PersistPlan) -> None:
-        """Makes a turn that resets, truncates or promises durable in the order the replica
-        requires (module docstring); nothing else is in flight for its replicas."""
+    async def _persist(self, plan: PersistPlan, flight: _InFlight) -> None:
+        """Makes a turn durable in the order the replica requires (module docstring): one that
+        resets, truncates or promises (nothing else is then in flight for its replicas), or
+        one whose appends wait for room in the writer's queue."""
         if plan.before:
             await asyncio.to_thread(run_calls, self._store, plan.before)
         waits = [await self._submit(batch) for batch in plan.appends]
+        flight.queued = True
+        self._wake.set()  # a pipelined turn may go behind it now
         if plan.beside:
             waits.append(
                 asyncio.ensure_future(asyncio.to_thread(run_calls, self._store, plan.beside))
@@ -799,6 +805,7 @@ class _InFlight:
     turn: Turn
     waits: list[asyncio.Future[None]]
     error: Exception | None = None
+    queued: bool = False  # all its appends are in the writer's queue: the next may follow
 
     def notify(self, wake: _Wake) -> None:
         """Sets `wake` once every write has ended (at once if none is left)."""
