@@ -523,9 +523,14 @@ class DriverCore:
         no Ready of the replica is in flight); if a replica it would take needs such a step,
         or a Prepare waits for its answer, None: nothing is taken, and the caller takes the
         turn once every turn in flight has finished (so the pipeline drains for them instead
-        of starving them). The caller finishes turns in the order they were taken."""
+        of starving them). None too when no replica has records to hand out: a turn of
+        acknowledgements, high watermarks or heartbeats alone waits for the turns in flight,
+        as before pipelining (one per ack cost CPU and gained nothing). The caller finishes
+        turns in the order they were taken."""
         candidates = self._candidates()
         if self._promises or any(local.replica.needs_order() for local in candidates):
+            return None
+        if not any(local.replica.has_appends() for local in candidates):
             return None
         return self._take(candidates)
 

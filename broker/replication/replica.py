@@ -615,6 +615,10 @@ class ShardReplica:
             or self._promised_epoch != self._submitted.promised_epoch
         )
 
+    def has_appends(self) -> bool:
+        """Whether records wait to be handed out in a Ready (what pipelining is for)."""
+        return bool(self._appends)
+
     def outstanding(self) -> int:
         """How many Readys are handed out and not advanced yet."""
         return len(self._outstanding)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import pytest
 
+from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch
+from broker.replication.driver_core import DriverCore, run_calls
 from broker.replication.messages import Append, AppendAck
 from broker.replication.replica import Ready, ShardReplica
 from broker.types import NodeId, Offset
+from tests.meta.factories import one_stream_image, shard_meta
 from tests.replication.test_replica import SHARD, A, B, C, Cluster, rec
 
 
@@ -98,8 +101,6 @@ def test_a_truncation_waits_for_the_write_in_flight_and_what_it_cuts_never_count
     write to be advanced; the cut record is not counted durable though its write landed; the
     acknowledgement of the old write stays in epoch 1, so no leader of epoch 2 counts it."""
     c, follower = _leader_with_follower()
-    in_flight = follower.ready() if follower.has_ready() else None
-    assert in_flight is None
     follower.step(_append_to(c, B, "x"), c.now)
     in_flight = follower.ready()
     assert [(a.epoch, a.log_end) for a in _acks(in_flight)] == [(1, 2)]
@@ -137,3 +138,58 @@ def test_a_truncation_waits_for_the_write_in_flight_and_what_it_cuts_never_count
     assert not follower.has_ready()  # nothing goes behind an ordered Ready either
     follower.advance(cut)
     assert _durable_end(follower) == 2
+
+
+def _single_replica_core() -> tuple[DriverCore, MemoryLogStore]:
+    """A node leading a one-replica shard, its first turns persisted."""
+    store = MemoryLogStore()
+    core = DriverCore(node_id=A, store=store)
+    image = one_stream_image(shard_meta(SHARD, replicas=(A,), leader=A, epoch=1))
+    core.apply_image(image, now_ms=0, wall_ms=0)
+    turn = core.take_turn()
+    plan = core.persist_plan(turn, wall_ms=0)
+    run_calls(store, plan.before)
+    store.append(plan.appends)
+    core.finish(turn)
+    return core, store
+
+
+class _Answer:
+    def __init__(self) -> None:
+        self.result: object = None
+
+    def done(self) -> bool:
+        return self.result is not None
+
+    def set_result(self, result: object, /) -> None:
+        self.result = result
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        self.result = exception
+
+
+def test_a_pipelined_turn_carries_records_only_and_a_prepare_waits_for_the_pipeline() -> None:
+    """`DriverCore.take_pipelined_turn`: a turn behind one in flight takes the records
+    proposed meanwhile; with nothing to append it waits (a turn per acknowledgement or high
+    watermark costs CPU and gains nothing); a Prepare, whose promise must be persisted in
+    order and answered only once durable, stops the pipeline until it drains."""
+    core, _ = _single_replica_core()
+    core.propose(SHARD, epoch=1, records=[rec("x")], now_ms=1, completion=_Answer())
+    first = core.take_turn()
+    assert [len(r.appends) for _, r in first.work] == [1]
+    assert core.take_pipelined_turn() is None  # nothing proposed since
+    core.propose(SHARD, epoch=1, records=[rec("y")], now_ms=2, completion=_Answer())
+    second = core.take_pipelined_turn()
+    assert second is not None and [len(r.appends) for _, r in second.work] == [1]
+    core.propose(SHARD, epoch=1, records=[rec("z")], now_ms=3, completion=_Answer())
+    promised = _Answer()
+    assert core.prepare(SHARD, 2, now_ms=3, completion=promised)
+    assert core.take_pipelined_turn() is None
+    core.finish(first)
+    core.finish(second)
+    third = core.take_turn()
+    ((_, ready),) = third.work
+    assert ready.promise == 2 and len(ready.appends) == 1
+    assert not promised.done()
+    core.finish(third)
+    assert promised.done()
