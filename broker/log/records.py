@@ -335,7 +335,8 @@ def _run_suffix(run: RecordRun, skip: int) -> RecordRun:
 class NewRecords(Sequence[NewRecord]):
     """The records of one append as ONE immutable columnar value (issue 18, item 1): their
     partition keys (as str and UTF-8), data, AWS sizes (UTF-8 key + data), the hash keys they
-    were routed by (or None when nobody computed them) and the total size, computed once.
+    were routed by (None: each partition key's MD5, computed only where needed, or not known
+    by a forwarding node) and the total size, computed once.
 
     The service builds it once per request (from a door's `PutEntries` columns, or from the
     records it checked one by one) and every layer after it takes it as it is: the shard's

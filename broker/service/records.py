@@ -188,7 +188,10 @@ def _common_records(raw_records: Sequence[Mapping[str, Any]], size_max: int) -> 
             return None
     if not sizes or max(sizes) > size_max:
         return None
-    return NewRecords(keys, keys_utf8, datas, sizes, partition_keys_bytes_hashes(keys_utf8))
+    # No hash keys: a common record's is its key's MD5, computed where it is needed (routing
+    # over several shards, `_routing_keys`; the leader's load tracker, after the answer), not
+    # on a one-shard stream's way to the disk.
+    return NewRecords(keys, keys_utf8, datas, sizes)
 
 
 class Router:
@@ -206,9 +209,28 @@ class Router:
         return router
 
 
+class _Results:
+    """A put's result per record, in request order (`written`: each a `_Written` or the
+    ShoalError it failed with), and the positions that failed (each at most once: a failure
+    is final, only refused records are routed again), so that nothing walks every record to
+    find the failures."""
+
+    __slots__ = ("failed", "written")
+
+    def __init__(self, count: int, failure: ShoalError) -> None:
+        self.written: list[_Written | ShoalError] = [failure] * count  # each one set
+        self.failed: list[int] = []
+
+    def fail(self, positions: Sequence[int], error: ShoalError) -> None:
+        written = self.written
+        for position in positions:
+            written[position] = error
+        self.failed.extend(positions)
+
+
 async def _write(
     ctx: ServiceContext, router: Router, stream: StreamMeta, records: NewRecords
-) -> list[_Written | ShoalError]:
+) -> _Results:
     """Append `records`, grouped by shard, each group on its shard's leader; a result per
     record, in request order.
 
@@ -217,7 +239,7 @@ async def _write(
     and `limits.route_deadline_ms`; past that their records fail with InternalFailure.
     """
     failure = ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE)
-    results: list[_Written | ShoalError] = [failure] * len(records)  # each one set below
+    results = _Results(len(records), failure)
     pending: Sequence[int] = range(len(records))  # positions in the request
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + limits.route_deadline_ms / 1000
@@ -232,8 +254,7 @@ async def _write(
             only = shard_router.shards[0]  # it covers every hash key: no lookup per record
             groups[only.uid] = (only, pending)
         else:
-            hash_keys = records.hash_keys
-            assert hash_keys is not None, "the service routes by the hash keys it computed"
+            hash_keys = _routing_keys(records)
             split: dict[ShardUid, tuple[ShardMeta, list[int]]] = {}
             for position in pending:
                 shard = shard_router.find(hash_keys[position])
@@ -267,15 +288,15 @@ async def _write(
             if isinstance(outcome, ShardRefusedError):
                 if outcome.reason is RefusalReason.OUTCOME_UNKNOWN:
                     # Maybe stored: never routed again behind the client's back (refusals.py).
-                    _fail(results, positions, failure)
+                    results.fail(positions, failure)
                     continue
                 refused_positions.extend(positions)
                 refused.append((shard, outcome))
             elif isinstance(outcome, ShoalError):
-                _fail(results, positions, outcome)
+                results.fail(positions, outcome)
             elif isinstance(outcome, BaseException):
                 log.error("append_failed", extra={"shard_uid": shard.uid}, exc_info=outcome)
-                _fail(results, positions, failure)
+                results.fail(positions, failure)
             else:
                 _settle(ctx, current, shard, positions, outcome, results)
         if not refused_positions:
@@ -286,8 +307,16 @@ async def _write(
             break
         await _wait_for_routes(ctx, stream.uid, refused, attempt=attempt, timeout_s=remaining_s)
     log.warning("append_route_exhausted", extra={"stream": stream.name, "records": len(pending)})
-    _fail(results, pending, failure)
+    results.fail(pending, failure)
     return results
+
+
+def _routing_keys(records: NewRecords) -> Sequence[int]:
+    """The hash keys the records are routed by: those they carry, else (common records) each
+    partition key's MD5."""
+    if records.hash_keys is not None:
+        return records.hash_keys
+    return list(partition_keys_bytes_hashes(records.partition_keys_utf8))
 
 
 def _part(records: NewRecords, positions: Sequence[int]) -> NewRecords:
@@ -296,13 +325,6 @@ def _part(records: NewRecords, positions: Sequence[int]) -> NewRecords:
     if len(positions) == len(records) and positions == range(len(records)):
         return records
     return records.take(positions)
-
-
-def _fail(
-    results: list[_Written | ShoalError], positions: Sequence[int], error: ShoalError
-) -> None:
-    for position in positions:
-        results[position] = error
 
 
 async def _append_watching(
@@ -364,7 +386,7 @@ def _settle(
     shard: ShardMeta,
     positions: Sequence[int],
     outcome: AppendResult,
-    results: list[_Written | ShoalError],
+    results: _Results,
 ) -> None:
     """Per-record results of one shard's append of the records at `positions`: sequence
     numbers, or the throttle's refusal."""
@@ -372,20 +394,25 @@ def _settle(
     if outcome.throttled:
         throttled = set(outcome.throttled)
         admitted = [p for i, p in enumerate(positions) if i not in throttled]
-        for i in outcome.throttled:
-            results[positions[i]] = rate_exceeded(
-                shard_id=shard.shard_id,
-                stream_name=stream.display_name,
-                account_id=ctx.namespace().account_id,
-            )
+        refusal = rate_exceeded(
+            shard_id=shard.shard_id,
+            stream_name=stream.display_name,
+            account_id=ctx.namespace().account_id,
+        )
+        results.fail([positions[i] for i in outcome.throttled], refusal)
     if not admitted:
         return
     shard_id = shard.shard_id
     numbers = sequence_numbers_for(
         shard, outcome.first_offset, len(admitted), arrival_ms=outcome.arrival_ms
     )
-    for position, number in zip(admitted, numbers, strict=True):
-        results[position] = {"ShardId": shard_id, "SequenceNumber": number}
+    entries = [{"ShardId": shard_id, "SequenceNumber": number} for number in numbers]
+    written = results.written
+    if len(admitted) == len(written):  # all of the put (positions are distinct)
+        written[:] = entries
+    else:
+        for position, entry in zip(admitted, entries, strict=True):
+            written[position] = entry
 
 
 async def _wait_for_routes(
@@ -457,7 +484,7 @@ class RecordsApi:
                     account_id=ctx.namespace().account_id,
                 ),
             )
-        outcome = (await _write(ctx, self._router, stream, _columns([entry])))[0]
+        outcome = (await _write(ctx, self._router, stream, _columns([entry]))).written[0]
         if isinstance(outcome, ShoalError):
             raise outcome
         return {**outcome, "EncryptionType": stream.encryption_type}
@@ -474,14 +501,11 @@ class RecordsApi:
                     put_records_bytes_max=limits.put_records_bytes_max // limits.MiB
                 ),
             )
+        results = await _write(ctx, self._router, stream, records)
         # Per batch: the written records' entries are ready-made; only failures are reshaped.
-        result_entries: list[Any] = await _write(ctx, self._router, stream, records)
-        errors = [
-            (position, outcome)
-            for position, outcome in enumerate(result_entries)
-            if isinstance(outcome, ShoalError)
-        ]
-        for position, error in errors:
+        result_entries: list[Any] = results.written
+        errors: list[ShoalError] = [result_entries[position] for position in results.failed]
+        for position, error in zip(results.failed, errors, strict=True):
             result_entries[position] = {
                 "ErrorCode": error.code.kinesis_name,
                 "ErrorMessage": error.message,
@@ -489,7 +513,7 @@ class RecordsApi:
         failed = len(errors)
         meter = ctx.shards.meter
         if meter is not None:
-            throttled = sum(1 for _, error in errors if error.code is ErrorCode.THROUGHPUT_EXCEEDED)
+            throttled = sum(1 for error in errors if error.code is ErrorCode.THROUGHPUT_EXCEEDED)
             meter.probe.put_records_finished(
                 stream.name, len(records) - failed, throttled, failed - throttled
             )

@@ -32,6 +32,7 @@ Loop only (not thread-safe); no I/O except `run_reporter`'s proposals.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from broker.meta.capacity_table import (
 )
 from broker.meta.commands import Command, ReportShardLoads
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta
-from broker.streams.hash_keys import partition_key_bytes_hash
+from broker.streams.hash_keys import partition_keys_bytes_hashes
 from broker.streams.hot_keys import LoadTrackerConfig, ShardLoadTracker
 from broker.types import NodeId, ShardIndex, ShardUid, StreamUid
 
@@ -128,11 +129,12 @@ class ShardLoadRecorder:
         now_ms = self._clock.monotonic_ms()
         hash_keys: Sequence[int] | None = records.hash_keys
         if hash_keys is None:
-            start, end = tracker.hash_key_start, tracker.hash_key_end
-            hash_keys = [
-                min(max(partition_key_bytes_hash(key), start), end)
-                for key in records.partition_keys_utf8
-            ]
+            # Each key's MD5 (a common record's hash key), column-wise; kept inside the shard
+            # (records forwarded without their keys may have been routed by explicit ones).
+            hashes = partition_keys_bytes_hashes(records.partition_keys_utf8)
+            start = itertools.repeat(tracker.hash_key_start)
+            end = itertools.repeat(tracker.hash_key_end)
+            hash_keys = list(map(min, map(max, hashes, start), end))
         keys = records.partition_keys
         if len(records) == 1:
             tracker.record_put(hash_keys[0], keys[0], records.sizes[0], now_ms)

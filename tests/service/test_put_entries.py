@@ -43,13 +43,13 @@ Columns = tuple[tuple[Any, ...], ...]
 
 
 def whole(value: NewRecords | None) -> Columns | None:
-    """Every column of the value (its equality compares the records only)."""
+    """Every column of the value (its equality compares the records only), with the hash keys
+    it is routed by (a common record carries none: its key's MD5)."""
     if value is None:
         return None
     columns = (value.partition_keys, value.partition_keys_utf8, value.datas, value.sizes)
-    assert value.hash_keys is not None
     assert value.size_bytes == sum(value.sizes)
-    return (*columns, value.hash_keys)
+    return (*columns, tuple(records._routing_keys(value)))
 
 
 def one_by_one(stream: StreamMeta, raws: list[dict[str, Any]]) -> Columns | None:
