@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import operator
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -263,28 +263,37 @@ async def _write(
                     group = split[shard.uid] = (shard, [])
                 group[1].append(position)
             groups.update(split)
+        answers = [
+            _Answer(ctx, current, shard, positions, len(records))
+            for shard, positions in groups.values()
+        ]
         outcomes: list[AppendResult | BaseException]
         if len(groups) == 1:
             # One shard (every put to a one-shard stream): awaited here, as gather's
             # return_exceptions would hand it back, without a task and a loop step per call.
             ((shard, positions),) = groups.values()
+            part = _part(records, positions)
             try:
                 outcomes = [
-                    await _append_watching(ctx, image, stream.uid, shard, _part(records, positions))
+                    await _append_watching(ctx, image, stream.uid, shard, part, answers[0].prepare)
                 ]
             except Exception as error:  # sorted below, as gather's outcomes are
                 outcomes = [error]
         else:
             outcomes = await asyncio.gather(
                 *(
-                    _append_watching(ctx, image, stream.uid, shard, _part(records, positions))
-                    for shard, positions in groups.values()
+                    _append_watching(
+                        ctx, image, stream.uid, shard, _part(records, positions), answer.prepare
+                    )
+                    for (shard, positions), answer in zip(groups.values(), answers, strict=True)
                 ),
                 return_exceptions=True,
             )
         refused_positions: list[int] = []
         refused: list[tuple[ShardMeta, ShardRefusedError]] = []
-        for (shard, positions), outcome in zip(groups.values(), outcomes, strict=True):
+        for (shard, positions), outcome, answer in zip(
+            groups.values(), outcomes, answers, strict=True
+        ):
             if isinstance(outcome, ShardRefusedError):
                 if outcome.reason is RefusalReason.OUTCOME_UNKNOWN:
                     # Maybe stored: never routed again behind the client's back (refusals.py).
@@ -298,7 +307,7 @@ async def _write(
                 log.error("append_failed", extra={"shard_uid": shard.uid}, exc_info=outcome)
                 results.fail(positions, failure)
             else:
-                _settle(ctx, current, shard, positions, outcome, results)
+                answer.settle(outcome, results)
         if not refused_positions:
             return results
         pending = sorted(refused_positions)
@@ -333,11 +342,12 @@ async def _append_watching(
     stream_uid: StreamUid,
     shard: ShardMeta,
     records: NewRecords,
+    placed: Callable[[AppendResult], object],
 ) -> AppendResult:
     """One shard's append; a forwarded one is abandoned (as an unknown outcome) as soon as the
     image fences the leader's node and names another leader, so a paused leader (which will
     not answer) costs a failover, not the whole forward deadline."""
-    append = ctx.shards.append(image, stream_uid, shard, records)
+    append = ctx.shards.append(image, stream_uid, shard, records, placed)
     if ctx.shards.leader_of(shard) == ctx.shards.node_id:
         return await append
     route = (shard.leader, shard.epoch)
@@ -413,6 +423,55 @@ def _settle(
     else:
         for position, entry in zip(admitted, entries, strict=True):
             written[position] = entry
+
+
+class _Answer:
+    """One shard's part of a put's answer (`_settle`), prepared while its records are written
+    (`prepare`, `ShardClient.append`'s `placed`: during the log writer's fsync, when the loop
+    has nothing else to do) and taken as it is once they are committed with the outcome it
+    was prepared for (`settle`); otherwise (a forwarded append, a writer that had not started
+    yet) made then, as before."""
+
+    __slots__ = ("_count", "_ctx", "_positions", "_prepared", "_shard", "_stream")
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        stream: StreamMeta,
+        shard: ShardMeta,
+        positions: Sequence[int],
+        count: int,
+    ) -> None:
+        self._ctx = ctx
+        self._stream = stream
+        self._shard = shard
+        self._positions = positions
+        self._count = count  # the put's records
+        self._prepared: tuple[AppendResult, _Results] | None = None
+
+    def prepare(self, outcome: AppendResult) -> None:
+        results = _Results(self._count, _NOT_ANSWERED)
+        _settle(self._ctx, self._stream, self._shard, self._positions, outcome, results)
+        self._prepared = (outcome, results)
+
+    def settle(self, outcome: AppendResult, results: _Results) -> None:
+        """Sets the results of this shard's records, committed with `outcome`."""
+        prepared = self._prepared
+        if prepared is None or prepared[0] != outcome:
+            _settle(self._ctx, self._stream, self._shard, self._positions, outcome, results)
+            return
+        made = prepared[1]
+        if len(self._positions) == self._count:  # all of the put (positions are distinct)
+            results.written[:] = made.written
+        else:
+            written, taken = results.written, made.written
+            for position in self._positions:
+                written[position] = taken[position]
+        results.failed.extend(made.failed)
+
+
+# What a prepared answer holds for the put's records of other shards (never read).
+_NOT_ANSWERED = ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE)
 
 
 async def _wait_for_routes(

@@ -33,6 +33,7 @@ import asyncio
 import dataclasses
 import enum
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -49,6 +50,17 @@ from broker.service.shard_load import ShardLoadRecorder
 from broker.service.throughput import ShardMeter, Throttles
 from broker.streams.subscription_claims import Claim, ClaimTable, Verdict
 from broker.types import NodeId, Offset, ShardUid, StreamUid
+
+
+def _placing(
+    placed: Callable[[AppendResult], object], throttled: tuple[int, ...]
+) -> Callable[[Offset, int], None]:
+    """The local replica's `placed(first offset, arrival_ms)` as the append's result."""
+
+    def place(first_offset: Offset, arrival_ms: int) -> None:
+        placed(AppendResult(first_offset=first_offset, arrival_ms=arrival_ms, throttled=throttled))
+
+    return place
 
 
 class ReadThrottle(enum.IntEnum):
@@ -117,9 +129,16 @@ class LocalReplicas(Protocol):
         ...
 
     async def append(
-        self, shard_uid: ShardUid, *, epoch: int, records: NewRecords, now_ms: int
+        self,
+        shard_uid: ShardUid,
+        *,
+        epoch: int,
+        records: NewRecords,
+        now_ms: int,
+        placed: Callable[[Offset, int], object] | None = None,
     ) -> tuple[Offset, int]:
-        """(first offset, arrival_ms) once committed; raises ShardRefusedError or ShoalError."""
+        """(first offset, arrival_ms) once committed; raises ShardRefusedError or ShoalError.
+        `placed(first offset, arrival_ms)` runs while the records are being written."""
         ...
 
     async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
@@ -211,14 +230,19 @@ class ShardClient:
         stream_uid: StreamUid,
         shard: ShardMeta,
         records: NewRecords,
+        placed: Callable[[AppendResult], object] | None = None,
     ) -> AppendResult:
         """Appends `records` (their AWS sizes count for the throttle, their hash keys for the
-        load tracker when served here) to the shard's leader."""
+        load tracker when served here) to the shard's leader. Served here, `placed` gets the
+        result the append will have if it succeeds, while its records are being written (so
+        the caller prepares its answer meanwhile); a forwarded append never calls it."""
         leader = self.leader_of(shard)
         if leader is None:
             raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard.uid)
         if leader == self.node_id:
-            return await self.serve_append(shard.uid, epoch=shard.epoch, records=records)
+            return await self.serve_append(
+                shard.uid, epoch=shard.epoch, records=records, placed=placed
+            )
         assert self._forwarder is not None, "a remote leader without a forwarder"
         return await self._forwarder.append(
             self._address(image, leader, shard),
@@ -369,8 +393,10 @@ class ShardClient:
         *,
         epoch: int,
         records: NewRecords,
+        placed: Callable[[AppendResult], object] | None = None,
     ) -> AppendResult:
-        """Throttle record by record, then append what was admitted to the local replica."""
+        """Throttle record by record, then append what was admitted to the local replica.
+        `placed`: as for `append`."""
         assert records
         throttled: tuple[int, ...] = ()
         if self.throttles.writes_limited_for(shard_uid):
@@ -391,7 +417,11 @@ class ShardClient:
                     return AppendResult(first_offset=Offset(0), arrival_ms=0, throttled=throttled)
                 records = records.take(admitted_positions)
         first_offset, arrival_ms = await self._local.append(
-            shard_uid, epoch=epoch, records=records, now_ms=self._clock.wall_ms()
+            shard_uid,
+            epoch=epoch,
+            records=records,
+            now_ms=self._clock.wall_ms(),
+            placed=None if placed is None else _placing(placed, throttled),
         )
         if self.meter is not None:
             self.meter.written(shard_uid, len(records), records.size_bytes)

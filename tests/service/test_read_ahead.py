@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from broker.clock import ManualClock
-from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, RecordPage, StoredRecord
+from broker.log.records import (
+    AppendBatch,
+    LogCorruptionError,
+    NewRecord,
+    NewRecords,
+    RecordPage,
+    StoredRecord,
+)
 from broker.log.rocks_store import RocksLogStore
 from broker.replication.driver import DamagedRange
 from broker.replication.refusals import RefusalReason, ShardRefusedError
@@ -94,7 +101,13 @@ class Replica:
         return None
 
     async def append(
-        self, shard_uid: ShardUid, *, epoch: int, records: Sequence[NewRecord], now_ms: int
+        self,
+        shard_uid: ShardUid,
+        *,
+        epoch: int,
+        records: NewRecords,
+        now_ms: int,
+        placed: Callable[[Offset, int], object] | None = None,
     ) -> tuple[Offset, int]:
         raise AssertionError("no appends here")
 

@@ -16,14 +16,21 @@ local replica's HW and leadership, and a recording forwarder playing the leader'
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from broker.clock import ManualClock
 from broker.log.memory_store import MemoryLogStore
-from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, RecordPage, StoredRecord
+from broker.log.records import (
+    AppendBatch,
+    LogCorruptionError,
+    NewRecord,
+    NewRecords,
+    RecordPage,
+    StoredRecord,
+)
 from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.meta.state_machine import apply
 from broker.replication.driver import DamagedRange
@@ -74,7 +81,13 @@ class StaleReplica:
         return None
 
     async def append(
-        self, shard_uid: ShardUid, *, epoch: int, records: Sequence[NewRecord], now_ms: int
+        self,
+        shard_uid: ShardUid,
+        *,
+        epoch: int,
+        records: NewRecords,
+        now_ms: int,
+        placed: Callable[[Offset, int], object] | None = None,
     ) -> tuple[Offset, int]:
         raise AssertionError("no appends here")
 
