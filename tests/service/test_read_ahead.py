@@ -10,20 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.clock import ManualClock
-from broker.log.records import (
-    AppendBatch,
-    LogCorruptionError,
-    NewRecord,
-    NewRecords,
-    RecordPage,
-    StoredRecord,
-)
+from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, RecordPage, StoredRecord
 from broker.log.rocks_store import RocksLogStore
 from broker.replication.driver import DamagedRange
 from broker.replication.refusals import RefusalReason, ShardRefusedError
@@ -100,15 +94,7 @@ class Replica:
     async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
         return None
 
-    async def append(
-        self,
-        shard_uid: ShardUid,
-        *,
-        epoch: int,
-        records: NewRecords,
-        now_ms: int,
-        placed: Callable[[Offset, int], object] | None = None,
-    ) -> tuple[Offset, int]:
+    async def append(self, *_: Any, **__: Any) -> tuple[Offset, int]:
         raise AssertionError("no appends here")
 
     def damaged(self, shard_uid: ShardUid) -> DamagedRange | None:

@@ -16,21 +16,13 @@ local replica's HW and leadership, and a recording forwarder playing the leader'
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from broker.clock import ManualClock
 from broker.log.memory_store import MemoryLogStore
-from broker.log.records import (
-    AppendBatch,
-    LogCorruptionError,
-    NewRecord,
-    NewRecords,
-    RecordPage,
-    StoredRecord,
-)
+from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, RecordPage, StoredRecord
 from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.meta.state_machine import apply
 from broker.replication.driver import DamagedRange
@@ -80,15 +72,7 @@ class StaleReplica:
     async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
         return None
 
-    async def append(
-        self,
-        shard_uid: ShardUid,
-        *,
-        epoch: int,
-        records: NewRecords,
-        now_ms: int,
-        placed: Callable[[Offset, int], object] | None = None,
-    ) -> tuple[Offset, int]:
+    async def append(self, *_: Any, **__: Any) -> tuple[Offset, int]:
         raise AssertionError("no appends here")
 
     def damaged(self, shard_uid: ShardUid) -> DamagedRange | None:
