@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -56,6 +57,9 @@ class GroupCommitStatistics:
     records: int
     bytes: int  # record bytes (data + partition key), as AWS counts them
     queued_batches: int  # waiting for the writer thread right now
+
+
+_Callback = tuple[contextvars.Context, Callable[[], object]]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -91,9 +95,9 @@ class GroupCommitWriter:
         # Guards _queue, _stopping and the counters; shared by the loop and the writer thread.
         self._condition = threading.Condition()
         self._queue: collections.deque[_Pending] = collections.deque()
-        # Callbacks for the next group's write (`when_writing`): the loop appends, the thread
-        # pops (a deque's append and popleft are atomic).
-        self._on_writing: collections.deque[Callable[[], object]] = collections.deque()
+        # Callbacks for the next group's write (`when_writing`), each with the context it was
+        # given in: the loop appends, the thread pops (a deque's append and popleft are atomic).
+        self._on_writing: collections.deque[_Callback] = collections.deque()
         self._stopping = False
         self._commits = 0
         self._failed_commits = 0
@@ -151,8 +155,9 @@ class GroupCommitWriter:
         """Runs `callback` on the loop once the thread has encoded its next group and is
         writing it (module docstring): at most once, and never when no group is written
         after this call. For work whose result is used only once the write is durable; it
-        must not raise (an error is logged). Loop only."""
-        self._on_writing.append(callback)
+        must not raise (an error is logged). It runs in the context it was given in (context
+        variables: the caller's, as `call_soon` would). Loop only."""
+        self._on_writing.append((contextvars.copy_context(), callback))
 
     def has_room(self, batches: int) -> bool:
         """Whether `batches` more can be submitted now without waiting for a slot."""
@@ -251,7 +256,7 @@ class GroupCommitWriter:
         waiting = self._on_writing
         if not waiting:
             return
-        callbacks: list[Callable[[], object]] = []
+        callbacks: list[_Callback] = []
         with contextlib.suppress(IndexError):  # the loop only appends
             while waiting:
                 callbacks.append(waiting.popleft())
@@ -278,10 +283,10 @@ class GroupCommitWriter:
                 pending.future.set_exception(failure)
 
 
-def _run_each(callbacks: list[Callable[[], object]]) -> None:
-    for callback in callbacks:
+def _run_each(callbacks: list[_Callback]) -> None:
+    for context, callback in callbacks:
         try:
-            callback()
+            context.run(callback)
         except Exception:  # one callback's bug must not cost the others their turn
             _log.exception("log_when_writing_callback_failed")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -162,6 +163,7 @@ async def test_stop_drains_then_refuses(make_writer: WriterFactory) -> None:
 
 _EXIT_WITHOUT_STOP = """
 import asyncio
+import contextvars
 from broker.log.memory_store import MemoryLogStore
 from broker.log.group_commit import GroupCommitWriter
 
@@ -235,3 +237,23 @@ async def test_when_writing_waits_for_the_next_group(make_writer: WriterFactory)
     second = await writer.submit(const(batch(ShardUid(1), 1, 1, arrival_ms=1)))
     await asyncio.wait_for(second, timeout=30)
     assert ran == ["next"]
+
+
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
+
+
+async def test_when_writing_runs_in_the_context_it_was_given_in(make_writer: WriterFactory) -> None:
+    """A put's answer names the caller's account (a context variable of the request): the
+    callback sees the context of the code that gave it, not the writer thread's."""
+    store = GatedStore()
+    store.release()
+    writer = make_writer(store)
+    seen: list[str] = []
+    token = _CALLER.set("account-1")
+    try:
+        writer.when_writing(lambda: seen.append(_CALLER.get()))
+    finally:
+        _CALLER.reset(token)
+    durable = await writer.submit(const(batch(ShardUid(1), 0, 1, arrival_ms=1)))
+    await asyncio.wait_for(durable, timeout=30)
+    assert seen == ["account-1"]
