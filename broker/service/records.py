@@ -17,7 +17,7 @@ import operator
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from broker import error_messages, limits
 from broker.error_messages import (
@@ -213,19 +213,36 @@ class _Results:
     """A put's result per record, in request order (`written`: each a `_Written` or the
     ShoalError it failed with), and the positions that failed (each at most once: a failure
     is final, only refused records are routed again), so that nothing walks every record to
-    find the failures."""
+    find the failures. `run`: (shard id, sequence numbers) when one shard's append wrote
+    every record of the put (`WrittenRun`)."""
 
-    __slots__ = ("failed", "written")
+    __slots__ = ("failed", "run", "written")
 
     def __init__(self, count: int, failure: ShoalError) -> None:
         self.written: list[_Written | ShoalError] = [failure] * count  # each one set
         self.failed: list[int] = []
+        self.run: tuple[str, list[str]] | None = None
 
     def fail(self, positions: Sequence[int], error: ShoalError) -> None:
         written = self.written
         for position in positions:
             written[position] = error
         self.failed.extend(positions)
+        self.run = None
+
+
+class WrittenRun(list[_Written]):
+    """PutRecords' Records when one shard's append wrote every record of the put: the result
+    entries (a list like any other answer's), with the same as columns: `shard_id` and the
+    sequence numbers in request order (`numbers`), from which the gRPC door writes them in one
+    join (gateway/put_records.py). Never changed once made."""
+
+    __slots__ = ("numbers", "shard_id")
+
+    def __init__(self, entries: list[_Written], shard_id: str, numbers: list[str]) -> None:
+        super().__init__(entries)
+        self.shard_id = shard_id
+        self.numbers = numbers
 
 
 async def _write(
@@ -420,6 +437,7 @@ def _settle(
     written = results.written
     if len(admitted) == len(written):  # all of the put (positions are distinct)
         written[:] = entries
+        results.run = (shard_id, numbers)
     else:
         for position, entry in zip(admitted, entries, strict=True):
             written[position] = entry
@@ -463,6 +481,7 @@ class _Answer:
         made = prepared[1]
         if len(self._positions) == self._count:  # all of the put (positions are distinct)
             results.written[:] = made.written
+            results.run = made.run
         else:
             written, taken = results.written, made.written
             for position in self._positions:
@@ -563,6 +582,9 @@ class RecordsApi:
         results = await _write(ctx, self._router, stream, records)
         # Per batch: the written records' entries are ready-made; only failures are reshaped.
         result_entries: list[Any] = results.written
+        if results.run is not None and not results.failed:
+            written = cast("list[_Written]", results.written)  # no failure among them
+            result_entries = WrittenRun(written, *results.run)
         errors: list[ShoalError] = [result_entries[position] for position in results.failed]
         for position, error in zip(results.failed, errors, strict=True):
             result_entries[position] = {

@@ -34,6 +34,9 @@ def test_a_prepared_answer_is_taken_for_its_outcome() -> None:
     answer.settle(outcome, results)
     assert results.written == _expected(5, 3) and results.failed == []
     assert all(a is b for a, b in zip(results.written, prepared[1].written, strict=True))
+    # The whole put, written by one shard: its columns for the door (`WrittenRun`).
+    numbers = [entry["SequenceNumber"] for entry in _expected(5, 3)]
+    assert results.run == (SHARD.shard_id, numbers)
 
 
 def test_an_answer_prepared_for_another_outcome_is_made_again() -> None:
@@ -54,4 +57,4 @@ def test_one_shards_part_of_a_put_fills_its_positions_only() -> None:
         answer.settle(outcome, results)
         first, second = _expected(7, 2)
         assert results.written == [first, FAILURE, second]
-        assert results.failed == []
+        assert results.failed == [] and results.run is None
