@@ -398,6 +398,8 @@ class NewRecords(Sequence[NewRecord]):
 
     def take(self, positions: Sequence[int]) -> NewRecords:
         """The records at `positions` (in that order), with their sizes and hash keys."""
+        if not positions:
+            return NewRecords((), (), (), (), None if self.hash_keys is None else ())
         pick = operator.itemgetter(*positions)
         if len(positions) == 1:
             (p,) = positions

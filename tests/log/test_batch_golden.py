@@ -132,6 +132,7 @@ def test_the_value_reads_as_its_records() -> None:
     assert list(part) == [records[2], records[0]]
     assert (part.sizes, part.hash_keys, part.size_bytes) == ((4, 2), (7, 5), 6)
     assert value.take([1]).hash_keys == (6,)
+    assert len(value.take([])) == 0 and value.take([]).size_bytes == 0
     sliced = value[1:]
     assert list(sliced) == records[1:] and sliced.hash_keys == (6, 7)
     assert NewRecords.of(value) is value
