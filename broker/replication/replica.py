@@ -676,8 +676,8 @@ class ShardReplica:
         return ready
 
     def advance(self, ready: Ready) -> None:
-        """The driver persisted `ready` durably (and sent what it asked): the oldest
-        outstanding Ready, and every one before it (Readys are advanced in order)."""
+        """The driver persisted `ready` durably (and sent what it asked). It must be the
+        oldest outstanding Ready: Readys are advanced in the order they were handed out."""
         assert self._outstanding, "advance() without an outstanding Ready"
         assert ready is self._outstanding[0].ready, "advance() takes the oldest outstanding Ready"
         entry = self._outstanding.popleft()
