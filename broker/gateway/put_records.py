@@ -31,6 +31,7 @@ import botocore.model
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.gateway.aws_codec import WireFormat, canonical_blobs, decode_request
 from broker.gateway.validation import KINESIS, passes, service_model, validate_request
+from broker.service.records import WrittenRun
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.put_entries import PutEntries, read_json_entries, read_put_entries
 from broker.wire.record_page import varint
@@ -203,12 +204,17 @@ def put_records_output(response: Mapping[str, Any]) -> bytes:
         if failed < 0:  # negative int32s take ten bytes; never answered, left to upb
             return _upb(response, kinesis_pb2.PutRecordsOutput)
         parts.append(b"\x08" + varint(failed))
+    records = response.get("Records") or ()
+    whole = _written_run(records) if type(records) is WrittenRun else None
+    if whole is not None:
+        records = ()
+        parts.append(whole)
     # A written record's entry is all ASCII with one-byte lengths: made as text, and the run
     # of such entries encoded once (one format per record). Any other entry is upb's.
     run: list[str] = []
     add = run.append
     shard_fields: dict[str, str | None] = {}
-    for entry in response.get("Records") or ():
+    for entry in records:
         shard_id = entry.get("ShardId")
         number = entry.get("SequenceNumber")
         if len(entry) == 2 and type(shard_id) is str and type(number) is str and number.isascii():
@@ -233,6 +239,26 @@ def put_records_output(response: Mapping[str, Any]) -> bytes:
         raw = encryption.encode()
         parts.append(b"\x1a" + varint(len(raw)) + raw)
     return b"".join(parts)
+
+
+def _written_run(records: WrittenRun) -> bytes | None:
+    """The entries of a put written whole by one shard, from its columns (the numbers of one
+    length, as a shard's are): each entry is a head, its number and the shard's field, so
+    they all are one join, no step per record. None when they do not fit that (the loop in
+    `put_records_output` then writes them one by one)."""
+    numbers = records.numbers
+    shard_field = _ascii_field("\x12", records.shard_id)
+    if shard_field is None or not numbers:
+        return None
+    size = len(numbers[0])
+    body_size = size + 2 + len(shard_field)
+    if body_size >= 0x80 or min(map(len, numbers)) != size or max(map(len, numbers)) != size:
+        return None
+    text = "".join(numbers)
+    if not text.isascii():
+        return None
+    head = f"\x12{chr(body_size)}\x0a{chr(size)}"
+    return (head + (shard_field + head).join(numbers) + shard_field).encode()
 
 
 def _ascii_field(tag: str, text: str) -> str | None:

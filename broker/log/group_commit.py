@@ -15,6 +15,11 @@ has ended and returns instead of keeping the process alive forever.
 Backpressure: at most `queue_batches_max` batches wait for (or are in) a group commit; further
 appends wait for a slot on the loop, so a slow disk slows producers instead of growing memory.
 
+While a group is written: `when_writing` runs a callback on the loop once the thread has encoded
+its next group and hands it to the store (RocksDB's write and WAL fsync, during which the thread
+lets go of the GIL), so that loop work which waits for nothing but durability (a put's answer:
+sequence numbers, result entries) is done during the fsync rather than after it.
+
 Failure: if `store.append` raises, every batch of that group fails with
 `ShoalError(INTERNAL_FAILURE)` (the store's exception as `__cause__`), an error event is logged,
 and the thread keeps serving later groups. Whether those batches reached the disk is unknown;
@@ -26,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import logging
 import threading
 import time
@@ -51,6 +57,9 @@ class GroupCommitStatistics:
     records: int
     bytes: int  # record bytes (data + partition key), as AWS counts them
     queued_batches: int  # waiting for the writer thread right now
+
+
+_Callback = tuple[contextvars.Context, Callable[[], object]]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -86,6 +95,9 @@ class GroupCommitWriter:
         # Guards _queue, _stopping and the counters; shared by the loop and the writer thread.
         self._condition = threading.Condition()
         self._queue: collections.deque[_Pending] = collections.deque()
+        # Callbacks for the next group's write (`when_writing`), each with the context it was
+        # given in: the loop appends, the thread pops (a deque's append and popleft are atomic).
+        self._on_writing: collections.deque[_Callback] = collections.deque()
         self._stopping = False
         self._commits = 0
         self._failed_commits = 0
@@ -138,6 +150,14 @@ class GroupCommitWriter:
             self._free_slots += 1
             raise
         return future
+
+    def when_writing(self, callback: Callable[[], object]) -> None:
+        """Runs `callback` on the loop once the thread has encoded its next group and is
+        writing it (module docstring): at most once, and never when no group is written
+        after this call. For work whose result is used only once the write is durable; it
+        must not raise (an error is logged). It runs in the context it was given in (context
+        variables: the caller's, as `call_soon` would). Loop only."""
+        self._on_writing.append((contextvars.copy_context(), callback))
 
     def has_room(self, batches: int) -> bool:
         """Whether `batches` more can be submitted now without waiting for a slot."""
@@ -199,7 +219,11 @@ class GroupCommitWriter:
         error: Exception | None = None
         started = time.perf_counter()
         try:
-            self._store.append([pending.batch for pending in group])
+            batches = [pending.batch for pending in group]
+            for batch in batches:
+                batch.value  # noqa: B018 - encoded here (kept on the batch), before the hand-off
+            self._announce_writing()
+            self._store.append(batches)
         except Exception as exc:  # any failure: fail this group, keep serving (module docstring)
             _log.error(
                 "log_group_commit_failed",
@@ -227,6 +251,20 @@ class GroupCommitWriter:
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._resolve, group, error)
 
+    def _announce_writing(self) -> None:
+        """On the thread: hands the loop the callbacks that wait for a write to start."""
+        waiting = self._on_writing
+        if not waiting:
+            return
+        callbacks: list[_Callback] = []
+        with contextlib.suppress(IndexError):  # the loop only appends
+            while waiting:
+                callbacks.append(waiting.popleft())
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # a closed loop has nobody left to tell
+            loop.call_soon_threadsafe(_run_each, callbacks)
+
     def _resolve(self, group: list[_Pending], error: Exception | None) -> None:
         """On the loop: settle the group's futures (in queue order) and free their slots."""
         for pending in group:
@@ -243,6 +281,14 @@ class GroupCommitWriter:
                 )
                 failure.__cause__ = error
                 pending.future.set_exception(failure)
+
+
+def _run_each(callbacks: list[_Callback]) -> None:
+    for context, callback in callbacks:
+        try:
+            context.run(callback)
+        except Exception:  # one callback's bug must not cost the others their turn
+            _log.exception("log_when_writing_callback_failed")
 
 
 def _retrieve_outcome(future: asyncio.Future[None]) -> None:

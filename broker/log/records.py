@@ -47,6 +47,7 @@ flag bits are reserved and must be 0. This module knows nothing of keys: the sto
 
 from __future__ import annotations
 
+import operator
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -331,13 +332,133 @@ def _run_suffix(run: RecordRun, skip: int) -> RecordRun:
     )
 
 
-def new_records_size_bytes(records: Sequence[NewRecord]) -> int:
-    """The summed `record_size_bytes` of non-empty new records, column-wise: the keys' and the
-    data's columns taken apart in C (`zip`), the data lengths summed in C and the keys' UTF-8
-    lengths as the length of their joined encoding (UTF-8 encodes a concatenation as the
-    concatenation of the encodings), so no Python step per record."""
-    keys, datas = zip(*records, strict=True)
-    return sum(map(len, datas)) + len("".join(keys).encode("utf-8"))
+class NewRecords(Sequence[NewRecord]):
+    """The records of one append as ONE immutable columnar value (issue 18, item 1): their
+    partition keys (as str and UTF-8), data, AWS sizes (UTF-8 key + data), the hash keys they
+    were routed by (None: each partition key's MD5, computed only where needed, or not known
+    by a forwarding node) and the total size, computed once.
+
+    The service builds it once per request (from a door's `PutEntries` columns, or from the
+    records it checked one by one) and every layer after it takes it as it is: the shard's
+    throttle and meters read `sizes` and `size_bytes`, the load tracker `hash_keys`, the
+    replica's `AppendBatch` keeps it and counts `size_bytes`, and `encode_batch` writes the
+    UTF-8 keys and data columns straight into the stored layout; nothing re-zips it or
+    recomputes a size. It still reads as the sequence of `NewRecord`s it stands for, for
+    everything off the hot path (the memory store, forwarding, tests).
+
+    Columns are tuples of one length (request order); never changed once made."""
+
+    __slots__ = (
+        "datas",
+        "hash_keys",
+        "partition_keys",
+        "partition_keys_utf8",
+        "size_bytes",
+        "sizes",
+    )
+
+    partition_keys: tuple[str, ...]
+    partition_keys_utf8: tuple[bytes, ...]
+    datas: tuple[bytes, ...]
+    sizes: tuple[int, ...]
+    hash_keys: tuple[int, ...] | None
+    size_bytes: int
+
+    def __init__(
+        self,
+        partition_keys: Iterable[str],
+        partition_keys_utf8: Iterable[bytes],
+        datas: Iterable[bytes],
+        sizes: Iterable[int],
+        hash_keys: Iterable[int] | None = None,
+    ) -> None:
+        self.partition_keys = tuple(partition_keys)
+        self.partition_keys_utf8 = tuple(partition_keys_utf8)
+        self.datas = tuple(datas)
+        self.sizes = tuple(sizes)
+        self.hash_keys = None if hash_keys is None else tuple(hash_keys)
+        count = len(self.datas)
+        assert len(self.partition_keys) == len(self.partition_keys_utf8) == count
+        assert len(self.sizes) == count
+        assert self.hash_keys is None or len(self.hash_keys) == count
+        self.size_bytes = sum(self.sizes)
+
+    @classmethod
+    def of(cls, records: Iterable[NewRecord], hash_keys: Iterable[int] | None = None) -> NewRecords:
+        """The value of `records` (itself when it already is one and brings its hash keys, or
+        no others are given): the keys encoded and the sizes counted column-wise, in C."""
+        if type(records) is NewRecords and (hash_keys is None or records.hash_keys is not None):
+            return records
+        pairs = tuple(records)
+        keys: tuple[str, ...] = tuple(map(_partition_key_of, pairs))
+        datas: tuple[bytes, ...] = tuple(map(_data_of, pairs))
+        keys_utf8 = tuple(map(str.encode, keys))
+        sizes = map(operator.add, map(len, keys_utf8), map(len, datas))
+        return cls(keys, keys_utf8, datas, sizes, hash_keys)
+
+    def take(self, positions: Sequence[int]) -> NewRecords:
+        """The records at `positions` (in that order), with their sizes and hash keys."""
+        if not positions:
+            return NewRecords((), (), (), (), None if self.hash_keys is None else ())
+        pick = operator.itemgetter(*positions)
+        if len(positions) == 1:
+            (p,) = positions
+            hash_keys = None if self.hash_keys is None else (self.hash_keys[p],)
+            return NewRecords(
+                (self.partition_keys[p],),
+                (self.partition_keys_utf8[p],),
+                (self.datas[p],),
+                (self.sizes[p],),
+                hash_keys,
+            )
+        return NewRecords(
+            pick(self.partition_keys),
+            pick(self.partition_keys_utf8),
+            pick(self.datas),
+            pick(self.sizes),
+            None if self.hash_keys is None else pick(self.hash_keys),
+        )
+
+    def __len__(self) -> int:
+        return len(self.datas)
+
+    @overload
+    def __getitem__(self, index: int) -> NewRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> NewRecords: ...
+
+    def __getitem__(self, index: int | slice) -> NewRecord | NewRecords:
+        if isinstance(index, slice):
+            return NewRecords(
+                self.partition_keys[index],
+                self.partition_keys_utf8[index],
+                self.datas[index],
+                self.sizes[index],
+                None if self.hash_keys is None else self.hash_keys[index],
+            )
+        return new_record(self.partition_keys[index], self.datas[index])
+
+    def __iter__(self) -> Iterator[NewRecord]:
+        return map(new_record, self.partition_keys, self.datas)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to any sequence of the same records (hash keys are routing, not content)."""
+        if isinstance(other, NewRecords):
+            return (self.partition_keys, self.datas) == (other.partition_keys, other.datas)
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return tuple(self) == tuple(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))  # as the tuple of its records, which it equals
+
+    def __repr__(self) -> str:
+        return f"NewRecords({list(self)!r})"
+
+
+_partition_key_of = operator.itemgetter(0)
+_data_of = operator.itemgetter(1)
 
 
 class AppendBatch:
@@ -394,10 +515,12 @@ class AppendBatch:
         self.control = control
         self.epoch = epoch
         self.version = version
-        self.count = len(records)
-        self._records: tuple[NewRecord, ...] | None = tuple(records)
+        # The put path hands in its `NewRecords` as it is: nothing re-zipped or recounted.
+        columns = NewRecords.of(records)
+        self.count = len(columns)
+        self._records: NewRecords | None = columns
         self._value: bytes | None = None
-        self.size_bytes = new_records_size_bytes(records)
+        self.size_bytes = columns.size_bytes
 
     @classmethod
     def from_value(
@@ -430,11 +553,13 @@ class AppendBatch:
         return batch
 
     @property
-    def records(self) -> tuple[NewRecord, ...]:
+    def records(self) -> NewRecords:
         if self._records is None:
             assert self._value is not None
             header = BatchHeader.parse(self._value, verify_crc=False)
-            self._records = decode_new_records(self._value, header, begin=0, stop=self.count)
+            self._records = NewRecords.of(
+                decode_new_records(self._value, header, begin=0, stop=self.count)
+            )
         return self._records
 
     @property
@@ -478,7 +603,7 @@ class AppendBatch:
             self.shard_uid,
             self.first_offset,
             self.arrival_ms,
-            self.records,
+            tuple(self.records),
             self.control,
             self.epoch,
         )
@@ -510,14 +635,15 @@ def encode_batch(
     sealer: Sealer | None = None,
 ) -> bytes:
     """The stored bytes of one batch in format `version` (layout in the module docstring);
-    sealed with `sealer` when given (an encrypted stream's batch)."""
+    sealed with `sealer` when given (an encrypted stream's batch). A `NewRecords` (the put
+    path's value) is written from its UTF-8 keys and data columns as they are."""
     assert records
     assert 0 <= arrival_ms <= _U64_MAX
     assert 0 <= epoch <= _U32_MAX
-    # Column-wise, so the per-record work runs in C (zip, map, slicing, join), not in a Python
-    # loop.
-    keys, datas = zip(*records, strict=True)
-    pks = list(map(str.encode, keys))  # UTF-8
+    # Column-wise, so the per-record work runs in C (map, slicing, join), not in a Python loop.
+    columns = NewRecords.of(records)
+    pks = columns.partition_keys_utf8
+    datas = columns.datas
     assert max(map(len, pks)) <= _U16_MAX
     assert max(map(len, datas)) <= _U32_MAX
     pieces: list[bytes] = [b""] * (3 * len(pks))

@@ -211,17 +211,28 @@ class ReplicationDriver:
                     await self._turned.wait()
 
     async def append(
-        self, shard_uid: ShardUid, *, epoch: int, records: Sequence[NewRecord], now_ms: int
+        self,
+        shard_uid: ShardUid,
+        *,
+        epoch: int,
+        records: Sequence[NewRecord],
+        now_ms: int,
+        placed: Callable[[Offset, int], object] | None = None,
     ) -> tuple[Offset, int]:
         """Proposes `records` on the local leader replica; returns (first offset, arrival_ms)
-        once a majority holds them. Raises ShardRefusedError (the caller routes again)."""
+        once a majority holds them. Raises ShardRefusedError (the caller routes again).
+        `placed(first offset, arrival_ms)` runs on the loop while the log writer writes them
+        (`GroupCommitWriter.when_writing`): the caller prepares its answer there, to use once
+        they are committed."""
         self.apply_image()  # cheap when unchanged; a stale epoch must be refused as such
         self._local(shard_uid, epoch=epoch)
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
-        self._core.propose(
+        first_offset, arrival_ms = self._core.propose(
             shard_uid, epoch=epoch, records=records, now_ms=now_ms, completion=future
         )
         self._wake.set()
+        if placed is not None:
+            self._writer.when_writing(functools.partial(placed, first_offset, arrival_ms))
         try:
             async with asyncio.timeout(limits.replication_commit_timeout_ms / 1000):
                 return await future

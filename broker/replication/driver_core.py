@@ -323,9 +323,10 @@ class DriverCore:
         records: Sequence[NewRecord],
         now_ms: int,
         completion: Completion[Appended],
-    ) -> None:
-        """Proposes `records` on the local leader replica at `epoch`; `completion` is
-        answered once a majority holds them (or failed). Raises ShardRefusedError at once
+    ) -> Appended:
+        """Proposes `records` on the local leader replica at `epoch`; returns where they go
+        (first offset, arrival_ms); `completion` is answered with the same once a majority
+        holds them (or failed). Raises ShardRefusedError at once
         when this replica cannot take them (the caller routes again), ShoalError when the disk
         is full. The caller applies the newest image first."""
         local = self.locals.get(shard_uid)
@@ -354,6 +355,7 @@ class DriverCore:
                 completion=completion,
             )
         )
+        return outcome.first_offset, outcome.arrival_ms
 
     def prepare(
         self, shard_uid: ShardUid, epoch: int, *, now_ms: int, completion: Completion[Promise]

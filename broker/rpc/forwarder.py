@@ -11,13 +11,11 @@ its partition key's MD5.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import grpc
 
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
-from broker.log.records import NewRecord, RecordPage
+from broker.log.records import NewRecords, RecordPage
 from broker.rpc.channels import NODE_SERVICE, Channels, unary
 from broker.rpc.refusals import refusal_from_rpc_error
 from broker.rpc.replication_codec import records_to_proto
@@ -40,8 +38,7 @@ class GrpcShardForwarder:
         stream_uid: StreamUid,
         shard_uid: ShardUid,
         epoch: int,
-        records: Sequence[NewRecord],
-        hash_keys: Sequence[int] | None = None,
+        records: NewRecords,
     ) -> AppendResult:
         call = unary(
             self._channels.get(address), NODE_SERVICE, "ShardAppend", pb.ShardAppendResponse
@@ -51,7 +48,7 @@ class GrpcShardForwarder:
             shard_uid=shard_uid,
             epoch=epoch,
             records=records_to_proto(records),
-            hash_keys=hash_keys_to_wire(hash_keys),
+            hash_keys=hash_keys_to_wire(records.hash_keys),
         )
         try:
             answer: pb.ShardAppendResponse = await call(request, timeout=self._timeout_s)

@@ -30,6 +30,7 @@ import grpc
 from broker import limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
+from broker.log.records import NewRecords
 from broker.meta.controller_core import RejoiningReplica
 from broker.meta.image import MetadataImage
 from broker.meta.image_codec import encode_image
@@ -134,15 +135,12 @@ def node_handler(
             hash_keys = hash_keys_from_wire(request.hash_keys, len(records))
         except ValueError as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        sizes = [len(r.partition_key.encode()) + len(r.data) for r in records]
         result = await _served(
             context,
             shards.serve_append(
                 ShardUid(request.shard_uid),
                 epoch=request.epoch,
-                records=records,
-                sizes=sizes,
-                hash_keys=hash_keys,
+                records=NewRecords.of(records, hash_keys),
             ),
         )
         return pb.ShardAppendResponse(

@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import logging
 import operator
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from broker import error_messages, limits
 from broker.error_messages import (
@@ -28,10 +27,9 @@ from broker.error_messages import (
 )
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import (
-    NewRecord,
+    NewRecords,
     RecordPage,
     StoredRecord,
-    new_record,
     records_size_bytes,
 )
 from broker.meta.image import (
@@ -74,16 +72,14 @@ log = logging.getLogger(__name__)
 
 
 class _Entry(NamedTuple):
-    """One record of a put on its way to a shard (a tuple: PutRecords makes 500 per call)."""
+    """One record of a put, checked and routed, made one by one (PutRecord, and a PutRecords
+    that is not all common records); the common PutRecords is made as columns at once."""
 
-    position: int  # index in the request
-    hash_key: int
-    record: NewRecord
+    partition_key: str
+    partition_key_utf8: bytes
+    data: bytes
     size_bytes: int  # partition key (UTF-8) + data, what limits and throttles count
-
-
-_new_tuple = tuple.__new__  # NamedTuple construction without its generated Python __new__
-_size_bytes = operator.itemgetter(3)  # an entry's size, read in C (`map`)
+    hash_key: int
 
 
 # A written record's result, already in its response shape (PutRecords' result entry, what
@@ -91,7 +87,7 @@ _size_bytes = operator.itemgetter(3)  # an entry's size, read in C (`map`)
 _Written = dict[str, str]
 
 
-def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str) -> _Entry:
+def _entry(stream: StreamMeta, raw: Mapping[str, Any], path: str) -> _Entry:
     """One record of a put: its size checked, its hash key chosen (the partition key's MD5,
     the explicit hash key, or, on an AUTO-distributed stream, uniformly at random)."""
     partition_key: str | None = raw.get("PartitionKey")
@@ -117,23 +113,30 @@ def _entry(stream: StreamMeta, position: int, raw: Mapping[str, Any], path: str)
         hash_key = parse_hash_key(explicit, field="ExplicitHashKey")
     else:
         hash_key = partition_key_bytes_hash(partition_key_utf8)
-    entry: _Entry = _new_tuple(_Entry, (position, hash_key, new_record(partition_key, data), size))
-    return entry
+    return _Entry(partition_key, partition_key_utf8, data, size, hash_key)
+
+
+def _columns(entries: Sequence[_Entry]) -> NewRecords:
+    """The append's one value (`NewRecords`) of entries made one by one."""
+    keys, keys_utf8, datas, sizes, hash_keys = zip(*entries, strict=True)
+    return NewRecords(keys, keys_utf8, datas, sizes, hash_keys)
 
 
 def _put_records_path(position: int) -> str:
     return f"records.{position + 1}.member.data"
 
 
-def _entries(stream: StreamMeta, raw_records: Sequence[Mapping[str, Any]]) -> list[_Entry]:
-    """`_entry` of every record of a PutRecords: column by column when every record is the
-    common one (`_common_entries`), else in one loop where the common record is made inline
-    and any other goes through `_entry`, which also raises the error of a bad one, so the
-    first error is the same as record-by-record."""
+def _new_records(stream: StreamMeta, raw_records: Sequence[Mapping[str, Any]]) -> NewRecords:
+    """A PutRecords' records as the one value every layer below takes (`NewRecords`): column
+    by column when every record is the common one (`_common_records`), else in one loop where
+    the common record is made inline and any other goes through `_entry`, which also raises
+    the error of a bad one, so the first error is the same as record-by-record."""
     if stream.record_distribution is RecordDistribution.AUTO:
-        return [_entry(stream, i, raw, _put_records_path(i)) for i, raw in enumerate(raw_records)]
+        return _columns(
+            [_entry(stream, raw, _put_records_path(i)) for i, raw in enumerate(raw_records)]
+        )
     size_max = stream.max_record_size_kib * limits.KiB
-    common = _common_entries(raw_records, size_max)
+    common = _common_records(raw_records, size_max)
     if common is not None:
         return common
     entries: list[_Entry] = []
@@ -141,42 +144,41 @@ def _entries(stream: StreamMeta, raw_records: Sequence[Mapping[str, Any]]) -> li
     for position, raw in enumerate(raw_records):
         partition_key = raw.get("PartitionKey")
         if partition_key is None or "ExplicitHashKey" in raw:
-            append(_entry(stream, position, raw, _put_records_path(position)))
+            append(_entry(stream, raw, _put_records_path(position)))
             continue
         data: bytes = raw["Data"]
         partition_key_utf8 = partition_key.encode()
         size = len(partition_key_utf8) + len(data)
         if size > size_max:
-            append(_entry(stream, position, raw, _put_records_path(position)))  # raises
+            append(_entry(stream, raw, _put_records_path(position)))  # raises
             continue
         hash_key = partition_key_bytes_hash(partition_key_utf8)
-        record = _new_tuple(NewRecord, (partition_key, data))
-        append(_new_tuple(_Entry, (position, hash_key, record, size)))
-    return entries
+        append(_new_tuple(_Entry, (partition_key, partition_key_utf8, data, size, hash_key)))
+    return _columns(entries)
 
 
+_new_tuple = tuple.__new__  # NamedTuple construction without its generated Python __new__
 _partition_keys = operator.itemgetter("PartitionKey")
 _datas = operator.itemgetter("Data")
 
 
-def _common_entries(raw_records: Sequence[Mapping[str, Any]], size_max: int) -> list[_Entry] | None:
-    """The entries of a PutRecords whose records are all the common one (exactly Data and a
+def _common_records(raw_records: Sequence[Mapping[str, Any]], size_max: int) -> NewRecords | None:
+    """The records of a PutRecords whose records are all the common one (exactly Data and a
     PartitionKey, within `size_max`) on a stream routed by key, made column by column: each
     step (`map` over a column) runs its loop in C, no Python step per record. None when any
     record is not the common one (the caller's loop then makes them, and raises the error of
     the first bad one); nothing here has an effect, so that costs only the time. A door's
     `PutEntries` brings its columns ready-made."""
-    count = len(raw_records)
     if type(raw_records) is PutEntries:  # read as columns by the door (wire/put_entries.py)
-        keys = raw_records.partition_keys
-        keys_utf8 = raw_records.partition_keys_utf8
-        datas = raw_records.datas
-        sizes = raw_records.sizes
+        keys: Sequence[str] = raw_records.partition_keys
+        keys_utf8: Sequence[bytes] = raw_records.partition_keys_utf8
+        datas: Sequence[bytes] = raw_records.datas
+        sizes: Sequence[int] = raw_records.sizes
     else:
         try:
             # Two members each, and every one has both keys (itemgetter raises otherwise): no
             # ExplicitHashKey anywhere.
-            if sum(map(len, raw_records)) != 2 * count:
+            if sum(map(len, raw_records)) != 2 * len(raw_records):
                 return None
             keys = list(map(_partition_keys, raw_records))
             datas = list(map(_datas, raw_records))
@@ -186,15 +188,10 @@ def _common_entries(raw_records: Sequence[Mapping[str, Any]], size_max: int) -> 
             return None
     if not sizes or max(sizes) > size_max:
         return None
-    hash_keys = partition_keys_bytes_hashes(keys_utf8)
-    records = map(_new_tuple, itertools.repeat(NewRecord), zip(keys, datas, strict=True))
-    return list(
-        map(
-            _new_tuple,
-            itertools.repeat(_Entry),
-            zip(range(count), hash_keys, records, sizes, strict=True),
-        )
-    )
+    # No hash keys: a common record's is its key's MD5, computed where it is needed (routing
+    # over several shards, `_routing_keys`; the leader's load tracker, after the answer), not
+    # on a one-shard stream's way to the disk.
+    return NewRecords(keys, keys_utf8, datas, sizes)
 
 
 class Router:
@@ -212,17 +209,55 @@ class Router:
         return router
 
 
+class _Results:
+    """A put's result per record, in request order (`written`: each a `_Written` or the
+    ShoalError it failed with), and the positions that failed (each at most once: a failure
+    is final, only refused records are routed again), so that nothing walks every record to
+    find the failures. `run`: (shard id, sequence numbers) when one shard's append wrote
+    every record of the put (`WrittenRun`)."""
+
+    __slots__ = ("failed", "run", "written")
+
+    def __init__(self, count: int, failure: ShoalError) -> None:
+        self.written: list[_Written | ShoalError] = [failure] * count  # each one set
+        self.failed: list[int] = []
+        self.run: tuple[str, list[str]] | None = None
+
+    def fail(self, positions: Sequence[int], error: ShoalError) -> None:
+        written = self.written
+        for position in positions:
+            written[position] = error
+        self.failed.extend(positions)
+        self.run = None
+
+
+class WrittenRun(list[_Written]):
+    """PutRecords' Records when one shard's append wrote every record of the put: the result
+    entries (a list like any other answer's), with the same as columns: `shard_id` and the
+    sequence numbers in request order (`numbers`), from which the gRPC door writes them in one
+    join (gateway/put_records.py). Never changed once made."""
+
+    __slots__ = ("numbers", "shard_id")
+
+    def __init__(self, entries: list[_Written], shard_id: str, numbers: list[str]) -> None:
+        super().__init__(entries)
+        self.shard_id = shard_id
+        self.numbers = numbers
+
+
 async def _write(
-    ctx: ServiceContext, router: Router, stream: StreamMeta, entries: Sequence[_Entry]
-) -> dict[int, _Written | ShoalError]:
-    """Append entries, grouped by shard, each group on its shard's leader; results by position.
+    ctx: ServiceContext, router: Router, stream: StreamMeta, records: NewRecords
+) -> _Results:
+    """Append `records`, grouped by shard, each group on its shard's leader; a result per
+    record, in request order.
 
     Groups refused by a shard (sealed by a reshard, leader moved or unreachable) are routed
     again once a newer image shows where they go, within `limits.route_retry_attempts_max`
     and `limits.route_deadline_ms`; past that their records fail with InternalFailure.
     """
-    results: dict[int, _Written | ShoalError] = {}
-    pending = list(entries)
+    failure = ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE)
+    results = _Results(len(records), failure)
+    pending: Sequence[int] = range(len(records))  # positions in the request
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + limits.route_deadline_ms / 1000
     for attempt in range(limits.route_retry_attempts_max):
@@ -231,67 +266,91 @@ async def _write(
         if current is None or current.is_gone(now_ms=ctx.now_ms()):
             raise ctx.stream_not_found(stream.name)
         shard_router = router.for_stream(current)
-        groups: dict[ShardUid, tuple[ShardMeta, list[_Entry]]] = {}
+        groups: dict[ShardUid, tuple[ShardMeta, Sequence[int]]] = {}
         if len(shard_router.shards) == 1:
             only = shard_router.shards[0]  # it covers every hash key: no lookup per record
             groups[only.uid] = (only, pending)
         else:
-            for entry in pending:
-                shard = shard_router.find(entry.hash_key)
-                group = groups.get(shard.uid)
+            hash_keys = _routing_keys(records)
+            split: dict[ShardUid, tuple[ShardMeta, list[int]]] = {}
+            for position in pending:
+                shard = shard_router.find(hash_keys[position])
+                group = split.get(shard.uid)
                 if group is None:
-                    group = groups[shard.uid] = (shard, [])
-                group[1].append(entry)
+                    group = split[shard.uid] = (shard, [])
+                group[1].append(position)
+            groups.update(split)
+        answers = [
+            _Answer(ctx, current, shard, positions, len(records))
+            for shard, positions in groups.values()
+        ]
         outcomes: list[AppendResult | BaseException]
         if len(groups) == 1:
             # One shard (every put to a one-shard stream): awaited here, as gather's
             # return_exceptions would hand it back, without a task and a loop step per call.
-            ((shard, items),) = groups.values()
+            ((shard, positions),) = groups.values()
+            part = _part(records, positions)
             try:
-                outcomes = [await _append_watching(ctx, image, stream.uid, shard, items)]
+                outcomes = [
+                    await _append_watching(ctx, image, stream.uid, shard, part, answers[0].prepare)
+                ]
             except Exception as error:  # sorted below, as gather's outcomes are
                 outcomes = [error]
         else:
             outcomes = await asyncio.gather(
                 *(
-                    _append_watching(ctx, image, stream.uid, shard, items)
-                    for shard, items in groups.values()
+                    _append_watching(
+                        ctx, image, stream.uid, shard, _part(records, positions), answer.prepare
+                    )
+                    for (shard, positions), answer in zip(groups.values(), answers, strict=True)
                 ),
                 return_exceptions=True,
             )
-        pending = []
+        refused_positions: list[int] = []
         refused: list[tuple[ShardMeta, ShardRefusedError]] = []
-        for (shard, items), outcome in zip(groups.values(), outcomes, strict=True):
+        for (shard, positions), outcome, answer in zip(
+            groups.values(), outcomes, answers, strict=True
+        ):
             if isinstance(outcome, ShardRefusedError):
                 if outcome.reason is RefusalReason.OUTCOME_UNKNOWN:
                     # Maybe stored: never routed again behind the client's back (refusals.py).
-                    failure = ShoalError(
-                        ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE
-                    )
-                    results.update((e.position, failure) for e in items)
+                    results.fail(positions, failure)
                     continue
-                pending.extend(items)
+                refused_positions.extend(positions)
                 refused.append((shard, outcome))
             elif isinstance(outcome, ShoalError):
-                results.update((e.position, outcome) for e in items)
+                results.fail(positions, outcome)
             elif isinstance(outcome, BaseException):
                 log.error("append_failed", extra={"shard_uid": shard.uid}, exc_info=outcome)
-                failure = ShoalError(
-                    ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE
-                )
-                results.update((e.position, failure) for e in items)
+                results.fail(positions, failure)
             else:
-                _settle(ctx, current, shard, items, outcome, results)
-        if not pending:
+                answer.settle(outcome, results)
+        if not refused_positions:
             return results
+        pending = sorted(refused_positions)
         remaining_s = give_up_at - loop.time()
         if remaining_s <= 0:
             break
         await _wait_for_routes(ctx, stream.uid, refused, attempt=attempt, timeout_s=remaining_s)
     log.warning("append_route_exhausted", extra={"stream": stream.name, "records": len(pending)})
-    failure = ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE)
-    results.update((e.position, failure) for e in pending)
+    results.fail(pending, failure)
     return results
+
+
+def _routing_keys(records: NewRecords) -> Sequence[int]:
+    """The hash keys the records are routed by: those they carry, else (common records) each
+    partition key's MD5."""
+    if records.hash_keys is not None:
+        return records.hash_keys
+    return list(partition_keys_bytes_hashes(records.partition_keys_utf8))
+
+
+def _part(records: NewRecords, positions: Sequence[int]) -> NewRecords:
+    """The records at `positions`: the value itself when they are all of it, in order (a
+    one-shard stream's first attempt), else the records taken out."""
+    if len(positions) == len(records) and positions == range(len(records)):
+        return records
+    return records.take(positions)
 
 
 async def _append_watching(
@@ -299,14 +358,13 @@ async def _append_watching(
     image: MetadataImage,
     stream_uid: StreamUid,
     shard: ShardMeta,
-    items: Sequence[_Entry],
+    records: NewRecords,
+    placed: Callable[[AppendResult], object],
 ) -> AppendResult:
     """One shard's append; a forwarded one is abandoned (as an unknown outcome) as soon as the
     image fences the leader's node and names another leader, so a paused leader (which will
     not answer) costs a failover, not the whole forward deadline."""
-    # The entries' columns taken apart in C (items is never empty).
-    _, hash_keys, records, sizes = zip(*items, strict=True)
-    append = ctx.shards.append(image, stream_uid, shard, records, sizes, hash_keys)
+    append = ctx.shards.append(image, stream_uid, shard, records, placed)
     if ctx.shards.leader_of(shard) == ctx.shards.node_id:
         return await append
     route = (shard.leader, shard.epoch)
@@ -353,29 +411,86 @@ def _settle(
     ctx: ServiceContext,
     stream: StreamMeta,
     shard: ShardMeta,
-    items: Sequence[_Entry],
+    positions: Sequence[int],
     outcome: AppendResult,
-    results: dict[int, _Written | ShoalError],
+    results: _Results,
 ) -> None:
-    """Per-record results of one shard's append: sequence numbers, or the throttle's refusal."""
-    admitted: Sequence[_Entry] = items
+    """Per-record results of one shard's append of the records at `positions`: sequence
+    numbers, or the throttle's refusal."""
+    admitted: Sequence[int] = positions
     if outcome.throttled:
         throttled = set(outcome.throttled)
-        admitted = [e for i, e in enumerate(items) if i not in throttled]
-        for i in outcome.throttled:
-            results[items[i].position] = rate_exceeded(
-                shard_id=shard.shard_id,
-                stream_name=stream.display_name,
-                account_id=ctx.namespace().account_id,
-            )
+        admitted = [p for i, p in enumerate(positions) if i not in throttled]
+        refusal = rate_exceeded(
+            shard_id=shard.shard_id,
+            stream_name=stream.display_name,
+            account_id=ctx.namespace().account_id,
+        )
+        results.fail([positions[i] for i in outcome.throttled], refusal)
     if not admitted:
         return
     shard_id = shard.shard_id
     numbers = sequence_numbers_for(
         shard, outcome.first_offset, len(admitted), arrival_ms=outcome.arrival_ms
     )
-    for entry, number in zip(admitted, numbers, strict=True):
-        results[entry.position] = {"ShardId": shard_id, "SequenceNumber": number}
+    entries = [{"ShardId": shard_id, "SequenceNumber": number} for number in numbers]
+    written = results.written
+    if len(admitted) == len(written):  # all of the put (positions are distinct)
+        written[:] = entries
+        results.run = (shard_id, numbers)
+    else:
+        for position, entry in zip(admitted, entries, strict=True):
+            written[position] = entry
+
+
+class _Answer:
+    """One shard's part of a put's answer (`_settle`), prepared while its records are written
+    (`prepare`, `ShardClient.append`'s `placed`: during the log writer's fsync, when the loop
+    has nothing else to do) and taken as it is once they are committed with the outcome it
+    was prepared for (`settle`); otherwise (a forwarded append, a writer that had not started
+    yet) made then, as before."""
+
+    __slots__ = ("_count", "_ctx", "_positions", "_prepared", "_shard", "_stream")
+
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        stream: StreamMeta,
+        shard: ShardMeta,
+        positions: Sequence[int],
+        count: int,
+    ) -> None:
+        self._ctx = ctx
+        self._stream = stream
+        self._shard = shard
+        self._positions = positions
+        self._count = count  # the put's records
+        self._prepared: tuple[AppendResult, _Results] | None = None
+
+    def prepare(self, outcome: AppendResult) -> None:
+        results = _Results(self._count, _NOT_ANSWERED)
+        _settle(self._ctx, self._stream, self._shard, self._positions, outcome, results)
+        self._prepared = (outcome, results)
+
+    def settle(self, outcome: AppendResult, results: _Results) -> None:
+        """Sets the results of this shard's records, committed with `outcome`."""
+        prepared = self._prepared
+        if prepared is None or prepared[0] != outcome:
+            _settle(self._ctx, self._stream, self._shard, self._positions, outcome, results)
+            return
+        made = prepared[1]
+        if len(self._positions) == self._count:  # all of the put (positions are distinct)
+            results.written[:] = made.written
+            results.run = made.run
+        else:
+            written, taken = results.written, made.written
+            for position in self._positions:
+                written[position] = taken[position]
+        results.failed.extend(made.failed)
+
+
+# What a prepared answer holds for the put's records of other shards (never read).
+_NOT_ANSWERED = ShoalError(ErrorCode.INTERNAL_FAILURE, error_messages.INTERNAL_SERVICE_FAILURE)
 
 
 async def _wait_for_routes(
@@ -429,7 +544,7 @@ class RecordsApi:
     async def put_record(self, request: Request) -> Response:
         ctx = self._ctx
         stream = ctx.stream_for_data(request)
-        entry = _entry(stream, 0, request, "data")
+        entry = _entry(stream, request, "data")
         ordering = request.get("SequenceNumberForOrdering")
         if (
             ordering is not None
@@ -447,7 +562,7 @@ class RecordsApi:
                     account_id=ctx.namespace().account_id,
                 ),
             )
-        outcome = (await _write(ctx, self._router, stream, [entry]))[0]
+        outcome = (await _write(ctx, self._router, stream, _columns([entry]))).written[0]
         if isinstance(outcome, ShoalError):
             raise outcome
         return {**outcome, "EncryptionType": stream.encryption_type}
@@ -456,23 +571,22 @@ class RecordsApi:
         ctx = self._ctx
         stream = ctx.stream_for_data(request)
         raw_records = request["Records"]
-        entries = _entries(stream, raw_records)
-        if sum(map(_size_bytes, entries)) > limits.put_records_bytes_max:
+        records = _new_records(stream, raw_records)
+        if records.size_bytes > limits.put_records_bytes_max:
             raise ShoalError(
                 ErrorCode.INVALID_ARGUMENT,
                 error_messages.put_records_too_large(
                     put_records_bytes_max=limits.put_records_bytes_max // limits.MiB
                 ),
             )
-        outcomes = await _write(ctx, self._router, stream, entries)
+        results = await _write(ctx, self._router, stream, records)
         # Per batch: the written records' entries are ready-made; only failures are reshaped.
-        result_entries: list[Any] = [outcomes[position] for position in range(len(entries))]
-        errors = [
-            (position, outcome)
-            for position, outcome in enumerate(result_entries)
-            if isinstance(outcome, ShoalError)
-        ]
-        for position, error in errors:
+        result_entries: list[Any] = results.written
+        if results.run is not None and not results.failed:
+            written = cast("list[_Written]", results.written)  # no failure among them
+            result_entries = WrittenRun(written, *results.run)
+        errors: list[ShoalError] = [result_entries[position] for position in results.failed]
+        for position, error in zip(results.failed, errors, strict=True):
             result_entries[position] = {
                 "ErrorCode": error.code.kinesis_name,
                 "ErrorMessage": error.message,
@@ -480,9 +594,9 @@ class RecordsApi:
         failed = len(errors)
         meter = ctx.shards.meter
         if meter is not None:
-            throttled = sum(1 for _, error in errors if error.code is ErrorCode.THROUGHPUT_EXCEEDED)
+            throttled = sum(1 for error in errors if error.code is ErrorCode.THROUGHPUT_EXCEEDED)
             meter.probe.put_records_finished(
-                stream.name, len(entries) - failed, throttled, failed - throttled
+                stream.name, len(records) - failed, throttled, failed - throttled
             )
         return {
             "FailedRecordCount": failed,

@@ -32,8 +32,8 @@ Loop only (not thread-safe); no I/O except `run_reporter`'s proposals.
 
 from __future__ import annotations
 
+import itertools
 import logging
-import operator
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -41,7 +41,7 @@ from broker import limits
 from broker.clock import Clock
 from broker.config import Config
 from broker.errors import ShoalError
-from broker.log.records import NewRecord
+from broker.log.records import NewRecords
 from broker.meta import capacity
 from broker.meta.capacity_table import (
     PPM,
@@ -52,14 +52,13 @@ from broker.meta.capacity_table import (
 )
 from broker.meta.commands import Command, ReportShardLoads
 from broker.meta.image import MetadataImage, ShardMeta, ShardState, StreamMeta
-from broker.streams.hash_keys import partition_key_bytes_hash
+from broker.streams.hash_keys import partition_keys_bytes_hashes
 from broker.streams.hot_keys import LoadTrackerConfig, ShardLoadTracker
 from broker.types import NodeId, ShardIndex, ShardUid, StreamUid
 
 log = logging.getLogger(__name__)
 
 # A batch's keys by `map`: no Python step per record.
-_partition_key_of = operator.attrgetter("partition_key")
 
 
 @dataclass(slots=True)
@@ -118,9 +117,7 @@ class ShardLoadRecorder:
     def written(
         self,
         shard_uid: ShardUid,
-        records: Sequence[NewRecord],
-        sizes: Sequence[int],
-        hash_keys: Sequence[int] | None,
+        records: NewRecords,
     ) -> None:
         """Count records the local replica just committed as this shard's leader."""
         tracked = self._trackers.get(shard_uid)
@@ -130,19 +127,19 @@ class ShardLoadRecorder:
                 return  # not in this node's image (yet): nothing to attribute it to
         tracker = tracked.tracker
         now_ms = self._clock.monotonic_ms()
+        hash_keys: Sequence[int] | None = records.hash_keys
         if hash_keys is None:
-            start, end = tracker.hash_key_start, tracker.hash_key_end
-            hash_keys = [
-                min(max(partition_key_bytes_hash(r.partition_key.encode()), start), end)
-                for r in records
-            ]
+            # Each key's MD5 (a common record's hash key), column-wise; kept inside the shard
+            # (records forwarded without their keys may have been routed by explicit ones).
+            hashes = partition_keys_bytes_hashes(records.partition_keys_utf8)
+            start = itertools.repeat(tracker.hash_key_start)
+            end = itertools.repeat(tracker.hash_key_end)
+            hash_keys = list(map(min, map(max, hashes, start), end))
+        keys = records.partition_keys
         if len(records) == 1:
-            tracker.record_put(hash_keys[0], records[0].partition_key, sizes[0], now_ms)
+            tracker.record_put(hash_keys[0], keys[0], records.sizes[0], now_ms)
         else:
-            tracker.record_puts(
-                zip(hash_keys, map(_partition_key_of, records), sizes, strict=True),
-                now_ms=now_ms,
-            )
+            tracker.record_puts(zip(hash_keys, keys, records.sizes, strict=True), now_ms=now_ms)
 
     def _start(self, shard_uid: ShardUid) -> _Tracked | None:
         found = self._lookup(shard_uid)

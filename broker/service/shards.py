@@ -33,14 +33,14 @@ import asyncio
 import dataclasses
 import enum
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from broker import error_messages, limits
 from broker.clock import Clock
 from broker.errors import ErrorCode, ShoalError
-from broker.log.records import LogCorruptionError, NewRecord, RecordPage, records_size_bytes
+from broker.log.records import LogCorruptionError, NewRecords, RecordPage, records_size_bytes
 from broker.log.store import LogStore
 from broker.meta.image import MetadataImage, ShardMeta, ShardState
 from broker.replication.driver import DamagedRange
@@ -50,6 +50,17 @@ from broker.service.shard_load import ShardLoadRecorder
 from broker.service.throughput import ShardMeter, Throttles
 from broker.streams.subscription_claims import Claim, ClaimTable, Verdict
 from broker.types import NodeId, Offset, ShardUid, StreamUid
+
+
+def _placing(
+    placed: Callable[[AppendResult], object], throttled: tuple[int, ...]
+) -> Callable[[Offset, int], None]:
+    """The local replica's `placed(first offset, arrival_ms)` as the append's result."""
+
+    def place(first_offset: Offset, arrival_ms: int) -> None:
+        placed(AppendResult(first_offset=first_offset, arrival_ms=arrival_ms, throttled=throttled))
+
+    return place
 
 
 class ReadThrottle(enum.IntEnum):
@@ -118,9 +129,16 @@ class LocalReplicas(Protocol):
         ...
 
     async def append(
-        self, shard_uid: ShardUid, *, epoch: int, records: Sequence[NewRecord], now_ms: int
+        self,
+        shard_uid: ShardUid,
+        *,
+        epoch: int,
+        records: NewRecords,
+        now_ms: int,
+        placed: Callable[[Offset, int], object] | None = None,
     ) -> tuple[Offset, int]:
-        """(first offset, arrival_ms) once committed; raises ShardRefusedError or ShoalError."""
+        """(first offset, arrival_ms) once committed; raises ShardRefusedError or ShoalError.
+        `placed(first offset, arrival_ms)` runs while the records are being written."""
         ...
 
     async def wait_readable(self, shard_uid: ShardUid, beyond: Offset, *, timeout_s: float) -> None:
@@ -146,12 +164,11 @@ class ShardForwarder(Protocol):
         stream_uid: StreamUid,
         shard_uid: ShardUid,
         epoch: int,
-        records: Sequence[NewRecord],
-        hash_keys: Sequence[int] | None = None,
+        records: NewRecords,
     ) -> AppendResult:
         """Raises ShardRefusedError (incl. UNAVAILABLE when the node does not answer in time)
-        or the node's ShoalError. `hash_keys` (the keys the records were routed by) travel with
-        them for the leader's load tracker."""
+        or the node's ShoalError. The records' hash keys (the keys they were routed by) travel
+        with them for the leader's load tracker."""
         ...
 
     async def read(
@@ -212,18 +229,19 @@ class ShardClient:
         image: MetadataImage,
         stream_uid: StreamUid,
         shard: ShardMeta,
-        records: Sequence[NewRecord],
-        sizes: Sequence[int],
-        hash_keys: Sequence[int] | None = None,
+        records: NewRecords,
+        placed: Callable[[AppendResult], object] | None = None,
     ) -> AppendResult:
-        """Appends `records` (with their AWS sizes, for the throttle, and their hash keys, for
-        the load tracker when served here) to the shard's leader."""
+        """Appends `records` (their AWS sizes count for the throttle, their hash keys for the
+        load tracker when served here) to the shard's leader. Served here, `placed` gets the
+        result the append will have if it succeeds, while its records are being written (so
+        the caller prepares its answer meanwhile); a forwarded append never calls it."""
         leader = self.leader_of(shard)
         if leader is None:
             raise ShardRefusedError(RefusalReason.NOT_SHARD_LEADER, shard_uid=shard.uid)
         if leader == self.node_id:
             return await self.serve_append(
-                shard.uid, epoch=shard.epoch, records=records, sizes=sizes, hash_keys=hash_keys
+                shard.uid, epoch=shard.epoch, records=records, placed=placed
             )
         assert self._forwarder is not None, "a remote leader without a forwarder"
         return await self._forwarder.append(
@@ -232,7 +250,6 @@ class ShardClient:
             shard_uid=shard.uid,
             epoch=shard.epoch,
             records=records,
-            hash_keys=hash_keys,
         )
 
     async def read(
@@ -375,13 +392,11 @@ class ShardClient:
         shard_uid: ShardUid,
         *,
         epoch: int,
-        records: Sequence[NewRecord],
-        sizes: Sequence[int],
-        hash_keys: Sequence[int] | None = None,
+        records: NewRecords,
+        placed: Callable[[AppendResult], object] | None = None,
     ) -> AppendResult:
         """Throttle record by record, then append what was admitted to the local replica.
-        `hash_keys`: the records' hash keys when the caller knows them (shard_load.py)."""
-        assert len(records) == len(sizes)
+        `placed`: as for `append`."""
         assert records
         throttled: tuple[int, ...] = ()
         if self.throttles.writes_limited_for(shard_uid):
@@ -389,7 +404,7 @@ class ShardClient:
             throttle = self.throttles.write(shard_uid, now_ms=now_ms)
             admitted_positions = []
             refused = []
-            for position, size in enumerate(sizes):
+            for position, size in enumerate(records.sizes):
                 if throttle.admit(record_bytes=size, now_ms=now_ms):
                     admitted_positions.append(position)
                 else:
@@ -398,23 +413,22 @@ class ShardClient:
                 throttled = tuple(refused)
                 if self.meter is not None:
                     self.meter.write_throttled(shard_uid, len(refused))
-                records = [records[p] for p in admitted_positions]
-                sizes = [sizes[p] for p in admitted_positions]
-                if hash_keys is not None:
-                    hash_keys = [hash_keys[p] for p in admitted_positions]
-                if not records:
+                if not admitted_positions:
                     return AppendResult(first_offset=Offset(0), arrival_ms=0, throttled=throttled)
+                records = records.take(admitted_positions)
         first_offset, arrival_ms = await self._local.append(
-            shard_uid, epoch=epoch, records=records, now_ms=self._clock.wall_ms()
+            shard_uid,
+            epoch=epoch,
+            records=records,
+            now_ms=self._clock.wall_ms(),
+            placed=None if placed is None else _placing(placed, throttled),
         )
         if self.meter is not None:
-            self.meter.written(shard_uid, len(records), sum(sizes))
+            self.meter.written(shard_uid, len(records), records.size_bytes)
         if self.load is not None:
             # Counted once the answer is on its way (the next loop step): the trackers' figures
             # are rates over seconds, and the producer's call does not wait on a loop per record.
-            asyncio.get_running_loop().call_soon(
-                self.load.written, shard_uid, records, sizes, hash_keys
-            )
+            asyncio.get_running_loop().call_soon(self.load.written, shard_uid, records)
         return AppendResult(first_offset=first_offset, arrival_ms=arrival_ms, throttled=throttled)
 
     async def serve_read(self, shard_uid: ShardUid, request: ReadRequest) -> ReadResult:

@@ -24,7 +24,7 @@ import pytest
 
 from broker.client.capacity import CapacityClient
 from broker.clock import ManualClock, SystemClock
-from broker.log.records import NewRecord, StoredRecord
+from broker.log.records import NewRecord, NewRecords, StoredRecord
 from broker.meta.image import ShardState
 from broker.meta.state_machine import apply
 from broker.node import Node
@@ -77,10 +77,9 @@ class _RecordingForwarder:
         stream_uid: StreamUid,
         shard_uid: ShardUid,
         epoch: int,
-        records: Sequence[NewRecord],
-        hash_keys: Sequence[int] | None = None,
+        records: NewRecords,
     ) -> AppendResult:
-        self.hash_keys.append(hash_keys)
+        self.hash_keys.append(records.hash_keys)
         return AppendResult(first_offset=Offset(0), arrival_ms=1, throttled=())
 
     async def read(self, *_: Any, **__: Any) -> Any:
@@ -103,8 +102,8 @@ async def test_shard_client_hands_the_hash_keys_to_the_forwarder() -> None:
         throttles=unused,
         forwarder=forwarder,
     )
-    await client.append(image, stream.uid, shard, [NewRecord("k", b"x")], [2], [12345])
-    assert forwarder.hash_keys == [[12345]]
+    await client.append(image, stream.uid, shard, NewRecords.of([NewRecord("k", b"x")], [12345]))
+    assert forwarder.hash_keys == [(12345,)]
 
 
 @pytest.fixture
@@ -153,8 +152,7 @@ async def test_forwarded_explicit_hash_keys_place_the_split_key(leader: Node) ->
                 stream_uid=stream.uid,
                 shard_uid=shard.uid,
                 epoch=shard.epoch,
-                records=[NewRecord(key, b"x" * 100) for key in keys],
-                hash_keys=explicit,
+                records=NewRecords.of([NewRecord(key, b"x" * 100) for key in keys], explicit),
             )
             assert result.throttled == ()
     finally:

@@ -21,6 +21,7 @@ from broker.gateway.put_records import (
     validate_put_records,
 )
 from broker.gateway.validation import validate_request
+from broker.service.records import WrittenRun
 from broker.wire import put_entries
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.put_entries import PutEntries
@@ -326,3 +327,26 @@ def test_random_json_bodies_agree() -> None:
                 entry["ExplicitHashKey"] = "1"
             records.append(entry)
         _body_agrees({"StreamName": rng.choice(["s", "", "a b"]), "Records": records})
+
+
+@pytest.mark.parametrize(
+    ("shard_id", "numbers"),
+    [
+        ("shardId-000000000000", [str(49_600 * 10**51 + i) for i in range(500)]),
+        ("shardId-000000000007", ["7"]),
+        ("shardId-000000000001", ["12", "3"]),  # numbers of two lengths: one by one
+        ("鍵" * 3, ["5", "6"]),  # not ASCII: one by one
+        ("s" * 200, ["5"]),  # a two-byte length: upb's
+        ("shardId-000000000000", [str(10**130)]),  # an entry past one-byte lengths: upb's
+    ],
+)
+def test_a_put_written_whole_by_one_shard_is_upbs_bytes(shard_id: str, numbers: list[str]) -> None:
+    """`WrittenRun` (every record written by one shard's append) is written from its columns
+    in one join: the same bytes as its entries one by one, and as upb's."""
+    entries = [{"ShardId": shard_id, "SequenceNumber": number} for number in numbers]
+    run = WrittenRun(entries, shard_id, numbers)
+    assert run == entries
+    response = {"FailedRecordCount": 0, "Records": run, "EncryptionType": "NONE"}
+    expected = _upb({**response, "Records": entries})
+    assert put_records_output(response) == expected
+    assert put_records_output({**response, "Records": entries}) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -162,6 +163,7 @@ async def test_stop_drains_then_refuses(make_writer: WriterFactory) -> None:
 
 _EXIT_WITHOUT_STOP = """
 import asyncio
+import contextvars
 from broker.log.memory_store import MemoryLogStore
 from broker.log.group_commit import GroupCommitWriter
 
@@ -184,3 +186,74 @@ def test_a_process_that_never_stops_its_writer_still_exits() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr.decode()
+
+
+async def test_when_writing_runs_on_the_loop_while_the_group_is_written(
+    make_writer: WriterFactory,
+) -> None:
+    """A put prepares its answer during the write (issue 18): the callback runs on the loop
+    while the store still holds the group (the gate is shut), after the thread encoded it, and
+    before the group is durable; one that raises costs the others nothing."""
+    store = GatedStore()
+    writer = make_writer(store)
+    loop = asyncio.get_running_loop()
+    ran: list[tuple[str, bool]] = []
+    written: asyncio.Future[None] = loop.create_future()
+    first = batch(ShardUid(1), 0, 3, arrival_ms=1)
+
+    def failing() -> None:
+        raise RuntimeError("a bug in one callback")
+
+    def last() -> None:
+        ran.append(("b", durable.done()))
+        written.set_result(None)
+
+    writer.when_writing(lambda: ran.append(("a", durable.done())))
+    writer.when_writing(failing)
+    writer.when_writing(last)
+    durable = await writer.submit(const(first))
+    await store.wait_entered()
+    await asyncio.wait_for(written, timeout=30)
+    assert ran == [("a", False), ("b", False)]
+    assert first._value is not None  # encoded by the thread before the store took it
+    assert not durable.done()
+    store.release()
+    await asyncio.wait_for(durable, timeout=30)
+
+
+async def test_when_writing_waits_for_the_next_group(make_writer: WriterFactory) -> None:
+    """A callback given while a group is being written runs with the next group's write, not
+    that one's; with no next group, never."""
+    store = GatedStore()
+    writer = make_writer(store)
+    ran: list[str] = []
+    first = await writer.submit(const(batch(ShardUid(1), 0, 1, arrival_ms=1)))
+    await store.wait_entered()
+    writer.when_writing(lambda: ran.append("next"))
+    store.release()
+    await asyncio.wait_for(first, timeout=30)
+    await asyncio.sleep(0.05)  # the loop runs what the thread handed it, if anything
+    assert ran == []
+    second = await writer.submit(const(batch(ShardUid(1), 1, 1, arrival_ms=1)))
+    await asyncio.wait_for(second, timeout=30)
+    assert ran == ["next"]
+
+
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
+
+
+async def test_when_writing_runs_in_the_context_it_was_given_in(make_writer: WriterFactory) -> None:
+    """A put's answer names the caller's account (a context variable of the request): the
+    callback sees the context of the code that gave it, not the writer thread's."""
+    store = GatedStore()
+    store.release()
+    writer = make_writer(store)
+    seen: list[str] = []
+    token = _CALLER.set("account-1")
+    try:
+        writer.when_writing(lambda: seen.append(_CALLER.get()))
+    finally:
+        _CALLER.reset(token)
+    durable = await writer.submit(const(batch(ShardUid(1), 0, 1, arrival_ms=1)))
+    await asyncio.wait_for(durable, timeout=30)
+    assert seen == ["account-1"]

@@ -13,10 +13,10 @@ from broker.log.records import (
     BatchHeader,
     LogCorruptionError,
     NewRecord,
+    NewRecords,
     StoredRecord,
     decode_records,
     encode_batch,
-    new_records_size_bytes,
     record_size_bytes,
     records_size_bytes,
     truncate_batch,
@@ -193,7 +193,7 @@ def test_a_batch_counts_its_size_as_its_records_do(pairs: list[tuple[str, bytes]
     alone."""
     records = [NewRecord(key, data) for key, data in pairs]
     each = [record_size_bytes(partition_key=key, data=data) for key, data in pairs]
-    assert new_records_size_bytes(records) == sum(each)
+    assert NewRecords.of(records).size_bytes == sum(each)
     batch = AppendBatch(shard_uid=ShardUid(1), first_offset=FIRST, arrival_ms=5, records=records)
     assert batch.size_bytes == sum(each)
 
@@ -203,7 +203,7 @@ def test_a_key_that_cannot_be_encoded_fails_the_size_as_alone() -> None:
     with pytest.raises(UnicodeEncodeError):
         record_size_bytes(partition_key="\ud800", data=b"y")
     with pytest.raises(UnicodeEncodeError):
-        new_records_size_bytes(records)
+        NewRecords.of(records)
 
 
 def test_keys_sort_numerically_and_stay_inside_their_shard() -> None:

@@ -423,3 +423,24 @@ async def test_a_stopping_node_answers_its_waiting_readers_at_once(cluster: Clus
     await asyncio.wait_for(waiting, timeout=5)  # well before its own 60 s
     # Later reads do not wait either.
     await asyncio.wait_for(leader.wait_readable(SHARD, end, timeout_s=60), timeout=5)
+
+
+async def test_placed_gets_the_appends_place_before_it_commits(cluster: Cluster) -> None:
+    """`append`'s `placed` (the service prepares its answer there) runs once, while the
+    leader's writer writes the records, with the first offset and arrival time the append then
+    answers; it never stands for the commit: it runs before the answer."""
+    await _append(cluster, NODES[0], 1, b"one")
+    placed: list[tuple[int, int, bool]] = []
+    pending: asyncio.Future[tuple[Offset, int]] = asyncio.ensure_future(
+        cluster.drivers[NODES[0]].append(
+            SHARD,
+            epoch=1,
+            records=[new_record("k", b"two")],
+            now_ms=cluster.clock.wall_ms(),
+            placed=lambda first, arrival: placed.append((first, arrival, pending.done())),
+        )
+    )
+    await _wait(cluster, pending.done)
+    first, arrival_ms = pending.result()
+    assert placed == [(first, arrival_ms, False)]
+    assert first == 2

@@ -1,5 +1,5 @@
-"""PutRecords' entries made in one loop (`records._entries`) are those of `_entry`, record by
-record: the same hash keys, sizes and records, and the same first error."""
+"""PutRecords' records made at once (`records._new_records`: columns, or one loop) are those of
+`_entry`, record by record: the same keys, data, sizes and hash keys, and the same first error."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from broker import limits
 from broker.errors import ShoalError
+from broker.log.records import NewRecords
 from broker.meta.image import RecordDistribution, ShardMeta, ShardState, StreamMeta, StreamMode
 from broker.service import records
 from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
@@ -38,10 +39,28 @@ STREAM = StreamMeta(
 )
 
 
-def one_by_one(stream: StreamMeta, raws: list[dict[str, Any]]) -> list[records._Entry]:
-    return [
-        records._entry(stream, i, raw, records._put_records_path(i)) for i, raw in enumerate(raws)
-    ]
+Columns = tuple[tuple[Any, ...], ...]
+
+
+def whole(value: NewRecords | None) -> Columns | None:
+    """Every column of the value (its equality compares the records only), with the hash keys
+    it is routed by (a common record carries none: its key's MD5)."""
+    if value is None:
+        return None
+    columns = (value.partition_keys, value.partition_keys_utf8, value.datas, value.sizes)
+    assert value.size_bytes == sum(value.sizes)
+    return (*columns, tuple(records._routing_keys(value)))
+
+
+def one_by_one(stream: StreamMeta, raws: list[dict[str, Any]]) -> Columns | None:
+    return whole(
+        records._columns(
+            [
+                records._entry(stream, raw, records._put_records_path(i))
+                for i, raw in enumerate(raws)
+            ]
+        )
+    )
 
 
 def test_entries_match_record_by_record() -> None:
@@ -51,7 +70,7 @@ def test_entries_match_record_by_record() -> None:
         {"Data": b"b", "PartitionKey": "k", "ExplicitHashKey": "12345"},
         {"Data": b"c" * 1000, "PartitionKey": "x" * 24},  # exactly 1 KiB
     ]
-    assert records._entries(STREAM, raws) == one_by_one(STREAM, raws)
+    assert whole(records._new_records(STREAM, raws)) == one_by_one(STREAM, raws)
 
 
 @pytest.mark.parametrize(
@@ -67,7 +86,7 @@ def test_the_first_error_is_record_by_records(bad: dict[str, Any]) -> None:
     with pytest.raises(ShoalError) as expected:
         one_by_one(STREAM, raws)
     with pytest.raises(ShoalError) as caught:
-        records._entries(STREAM, raws)
+        records._new_records(STREAM, raws)
     assert (caught.value.code, caught.value.message) == (
         expected.value.code,
         expected.value.message,
@@ -76,8 +95,8 @@ def test_the_first_error_is_record_by_records(bad: dict[str, Any]) -> None:
 
 def test_auto_distributed_streams_ignore_partition_keys() -> None:
     auto = dataclasses.replace(STREAM, record_distribution=RecordDistribution.AUTO)
-    entries = records._entries(auto, [{"Data": b"a"}, {"Data": b"b", "PartitionKey": "k"}])
-    assert [(e.record.partition_key, e.size_bytes) for e in entries] == [("", 1), ("k", 2)]
+    made = records._new_records(auto, [{"Data": b"a"}, {"Data": b"b", "PartitionKey": "k"}])
+    assert (made.partition_keys, made.sizes, made.size_bytes) == (("", "k"), (1, 2), 3)
 
 
 def _random_raw(rng: random.Random) -> dict[str, Any]:
@@ -105,15 +124,15 @@ def test_random_puts_match_record_by_record() -> None:
     for _ in range(600):
         raws = [_random_raw(rng) for _ in range(rng.choice((1, 2, 7, 40)))]
         try:
-            expected: list[records._Entry] | tuple[Any, str] = one_by_one(STREAM, raws)
+            expected: Columns | tuple[Any, str] | None = one_by_one(STREAM, raws)
         except ShoalError as error:
             expected = (error.code, error.message)
         try:
-            got: list[records._Entry] | tuple[Any, str] = records._entries(STREAM, raws)
+            got: Columns | tuple[Any, str] | None = whole(records._new_records(STREAM, raws))
         except ShoalError as error:
             got = (error.code, error.message)
         assert got == expected, raws
-        columns += records._common_entries(raws, limits.KiB) is not None
+        columns += records._common_records(raws, limits.KiB) is not None
     assert columns > 100  # the column path was taken, not only the loop
 
 
@@ -123,13 +142,13 @@ def test_common_records_are_made_column_by_column() -> None:
         {"Data": b"bc", "PartitionKey": "ключ"},
         {"PartitionKey": "🦈", "Data": b"d" * 1020},
     ]
-    assert records._common_entries(raws, limits.KiB) == one_by_one(STREAM, raws)
+    assert whole(records._common_records(raws, limits.KiB)) == one_by_one(STREAM, raws)
     # A record over the size, or one of three members, leaves it to the loop.
     assert (
-        records._common_entries([*raws, {"Data": b"e" * 1024, "PartitionKey": "k"}], 1024) is None
+        records._common_records([*raws, {"Data": b"e" * 1024, "PartitionKey": "k"}], 1024) is None
     )
     odd = {"Data": b"f", "PartitionKey": "k", "ExplicitHashKey": "1"}
-    assert records._common_entries([*raws, odd, {"Data": b"g"}], limits.KiB) is None
+    assert records._common_records([*raws, odd, {"Data": b"g"}], limits.KiB) is None
 
 
 def test_an_entry_of_another_type_fails_as_record_by_record() -> None:
@@ -137,9 +156,9 @@ def test_an_entry_of_another_type_fails_as_record_by_record() -> None:
     column path leaves it to the loop, which fails as it always did."""
     for odd in (None, {"Data": b"a", "PartitionKey": 7}, {"Data": None, "PartitionKey": "k"}):
         raws: list[Any] = [{"Data": b"a", "PartitionKey": "k"}, odd]
-        assert records._common_entries(raws, limits.KiB) is None
+        assert records._common_records(raws, limits.KiB) is None
         with pytest.raises((AttributeError, TypeError)) as expected:
             one_by_one(STREAM, raws)
         with pytest.raises((AttributeError, TypeError)) as caught:
-            records._entries(STREAM, raws)
+            records._new_records(STREAM, raws)
         assert type(caught.value) is type(expected.value)

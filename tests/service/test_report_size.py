@@ -14,6 +14,7 @@ import random
 import pytest
 
 from broker.clock import ManualClock
+from broker.log.records import NewRecords
 from broker.meta.capacity_table import REPORT_KEYS_MAX
 from broker.meta.commands import ReportShardLoads, encode_command
 from broker.meta.image import MetadataImage, StreamMeta
@@ -69,12 +70,11 @@ def _busy_report(mix: str, *, steady_reports: list[int] | None = None) -> Report
     width = min(shard.hash_key_end - shard.hash_key_start for s in streams for shard in s.shards)
     for _ in range(config.window_count):
         keys = _keys(mix, rng, RECORDS_PER_SHARD)
-        records = [_Record(key) for key in keys]
         offsets = [rng.randint(0, width) for _ in keys]
         for stream in streams:
             for shard in stream.shards:
                 hash_keys = [shard.hash_key_start + offset for offset in offsets]
-                recorder.written(shard.uid, records, sizes, hash_keys)  # type: ignore[arg-type]
+                recorder.written(shard.uid, _records(keys, sizes, hash_keys))
         clock.advance(ms=config.window_ms)
     command = recorder.report()
     assert command is not None
@@ -84,15 +84,11 @@ def _busy_report(mix: str, *, steady_reports: list[int] | None = None) -> Report
         recorder.reported(command)
         for period in range(6):  # the same load keeps coming, reported every 5 s for 30 s
             for _ in range(5):
-                records = [_Record(key) for key in _keys(mix, rng, RECORDS_PER_SHARD)]
+                keys = _keys(mix, rng, RECORDS_PER_SHARD)
                 for stream in streams:
                     for shard in stream.shards:
-                        recorder.written(
-                            shard.uid,
-                            records,  # type: ignore[arg-type]
-                            sizes,
-                            [shard.hash_key_start + 2 + period] * len(records),
-                        )
+                        hash_keys = [shard.hash_key_start + 2 + period] * len(keys)
+                        recorder.written(shard.uid, _records(keys, sizes, hash_keys))
                 clock.advance(ms=config.window_ms)
             steady = recorder.report()
             steady_reports.append(0 if steady is None else len(encode_command(steady)))
@@ -108,13 +104,9 @@ def _applied(image: MetadataImage, command: ReportShardLoads) -> MetadataImage:
     return applied.image
 
 
-class _Record:
-    """What the recorder reads of a NewRecord: its partition key."""
-
-    __slots__ = ("partition_key",)
-
-    def __init__(self, partition_key: str) -> None:
-        self.partition_key = partition_key
+def _records(keys: list[str], sizes: list[int], hash_keys: list[int]) -> NewRecords:
+    """What the recorder reads of an append: keys, sizes and hash keys (no data needed)."""
+    return NewRecords(keys, map(str.encode, keys), [b""] * len(keys), sizes, hash_keys)
 
 
 @pytest.mark.slow

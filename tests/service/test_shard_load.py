@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 
 from broker.clock import VirtualClock
-from broker.log.records import NewRecord
+from broker.log.records import NewRecord, NewRecords
 from broker.meta import capacity
 from broker.meta.capacity_table import (
     REPORT_FLOOR_PPM,
@@ -52,10 +52,8 @@ class World:
         return self.image.streams[StreamName("s1")].shards[index].uid
 
     def put(self, index: int, keys: list[str], *, hash_keys: list[int] | None = None) -> None:
-        records = [NewRecord(key, b"x" * 10) for key in keys]
-        self.recorder.written(
-            self.shard_uid(index), records, [len(k) + 10 for k in keys], hash_keys
-        )
+        records = NewRecords.of([NewRecord(key, b"x" * 10) for key in keys], hash_keys)
+        self.recorder.written(self.shard_uid(index), records)
 
     def report(self) -> ReportShardLoads | None:
         command = self.recorder.report()
