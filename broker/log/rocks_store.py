@@ -173,7 +173,7 @@ def db_options() -> rocksdict.Options:
 def _recycle_wal_files(options: rocksdict.Options) -> None:
     """Spent WAL files are overwritten rather than deleted and created anew (limits.py says why:
     a sync of a recycled file changes no file size, so it waits for no filesystem journal commit,
-    which on a shared disk is where a WAL sync's outliers come from).
+    which every writer on the file system shares: a source of a WAL sync's latency and outliers).
 
     Crash safety is unchanged. A recycled file's records carry their log number (RocksDB's
     "recyclable" record format), so on recovery the stale tail of the file's previous life is
