@@ -13,8 +13,9 @@ And the ceilings of the same stack, in the same run, on the same machine:
 
 - storage: a rocksdict `WriteBatch` of 500 entries shaped like Shoal's (16-byte key, value =
   19-byte header + partition key + 1 KiB), `write(sync=False)` then `flush_wal(sync=True)` per
-  batch, from one thread; and reading those entries back with a raw iterator. Measured before
-  and after the Shoal scenarios in a scratch DB that is then deleted (so its compactions do not
+  batch, from one thread, in a RocksDB opened with the node's options (`db_options`: the same
+  WAL work per sync); and reading those entries back with a raw iterator. Measured before and
+  after the Shoal scenarios in a scratch DB that is then deleted (so its compactions do not
   slow the node); the better run is the ceiling, and both are printed.
 - transport: a gRPC server (grpc.aio, like the node) that does nothing: raw bytes in, a canned
   reply out, on the same method paths. The same producer processes send it the same serialized
@@ -607,9 +608,10 @@ def storage_ceilings(path: Path, seconds: float, warmup_s: float) -> tuple[Throu
     """
     import rocksdict
 
+    from broker.log.rocks_store import db_options
+
     values = storage_values(random.Random(11))
-    options = rocksdict.Options(raw_mode=True)
-    options.create_if_missing(True)
+    options = db_options()  # the node's own (WAL recycling and cap, recovery mode): same disk work
     db = rocksdict.Rdict(str(path), options=options)
     try:
         offset = 0

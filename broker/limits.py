@@ -81,6 +81,14 @@ group_commit_bytes_max = 32 * MiB  # one WriteBatch; must hold the largest PutRe
 group_commit_records_max = 20_000
 append_queue_batches_max = 4_096  # appends waiting for the writer thread before backpressure
 log_writer_idle_check_s = 1.0  # an idle log writer looks this often whether the process exits
+# The shard logs' RocksDB WAL (log/rocks_store.py `db_options`). A spent WAL file is kept and
+# overwritten instead of deleted (RocksDB's recycle_log_file_num): a sync then flushes data
+# blocks only, without the file-size change that makes every fdatasync of a growing file wait for
+# a filesystem journal commit. The WAL's total size is capped, so that the small column families
+# (shard meta, time index) are flushed and spent WAL files exist to recycle; without a cap they
+# pin every WAL until RocksDB's default (4 x every memtable, ~1.5 GiB) and none is ever reused.
+rocksdb_wal_files_recycled = 2
+rocksdb_wal_bytes_max = 128 * MiB
 route_retry_attempts_max = 20  # a put refused by a sealing shard re-resolves at most this often
 route_retry_wait_ms_max = 5_000  # total wait for a reshard to publish the children
 # A shard append or read refused by its leader (moved, fenced, sealed, unreachable) is routed

@@ -16,9 +16,9 @@ Backpressure: at most `queue_batches_max` batches wait for (or are in) a group c
 appends wait for a slot on the loop, so a slow disk slows producers instead of growing memory.
 
 While a group is written: `when_writing` runs a callback on the loop once the thread has encoded
-its next group and hands it to the store (RocksDB's write and WAL fsync, during which the thread
-lets go of the GIL), so that loop work which waits for nothing but durability (a put's answer:
-sequence numbers, result entries) is done during the fsync rather than after it.
+its next group and hands it to the store (RocksDB's write, then its WAL fsync: most of the time,
+spent blocked without the GIL), so that loop work which waits for nothing but durability (a put's
+answer: sequence numbers, result entries) is done during the fsync rather than after it.
 
 Failure: if `store.append` raises, every batch of that group fails with
 `ShoalError(INTERNAL_FAILURE)` (the store's exception as `__cause__`), an error event is logged,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.caller import Caller
 from broker.client.grpc_client import AsyncShoalClient
 from broker.clock import ManualClock
 from tests.conftest import connected_client, node_config, running_node
@@ -79,3 +80,24 @@ async def test_get_records_calls_are_limited(limited: AsyncShoalClient, clock: M
     assert refused.message == (
         "Rate exceeded for shard shardId-000000000001 in stream s under account 000000000000."
     )
+
+
+async def test_a_throttled_record_names_its_callers_account(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The answer of a put is made while its records are written, on a callback of the log
+    writer (service/records.py `_Answer`): a throttled record's refusal still names the
+    caller's account, not the node's (the caller is a context variable of the request)."""
+    config = node_config(tmp_path / "node", settings={"shard_write_records_per_second": 10})
+    caller = Caller(region="us-east-1", account_id="111111111111", door="grpc")
+    async with running_node(config, clock) as node:
+        service = node.service
+        assert service is not None
+        await service.call("CreateStream", {"StreamName": "s", "ShardCount": 1}, caller)
+        entries = [{"PartitionKey": "k", "Data": b"x"} for _ in range(15)]
+        response = await service.call("PutRecords", {"StreamName": "s", "Records": entries}, caller)
+    assert response["FailedRecordCount"] == 5
+    failed = [r for r in response["Records"] if "ErrorCode" in r]
+    assert {r["ErrorMessage"] for r in failed} == {
+        "Rate exceeded for shard shardId-000000000000 in stream s under account 111111111111."
+    }
