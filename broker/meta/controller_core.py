@@ -279,7 +279,9 @@ def choose_leader(
     hold it, nobody is chosen: waiting is safe, a shorter log is not. The promisers must be:
 
     - a majority of the old set `replicas` (it intersects every earlier epoch's commit
-      quorum when sets change one member at a time), or, when `epoch` (the shard's current
+      quorum, as sets change one member at a time and each change starts only once, with
+      the leader, half the new set holds the leader's log: `_holders_before_change`; one
+      member at a time alone is not enough, see there), or, when `epoch` (the shard's current
       epoch, whose set is `replicas`) is given, `_current_epoch_quorum`: half of an even set
       whose best log holds a record of `epoch`, or any half while `epoch` is the shard's first
       (a two-replica set left by a dropped replica whose other member then stopped for good,
@@ -981,7 +983,7 @@ class ControllerCore:
                 shard,
                 new_replicas,
                 eligible=self._eligible(image, new_replicas, shard.uid),
-                caught_up=(),
+                caught_up=_holders_before_change(image, shard, new_replicas),
                 reason="remove_replica",
             )
         if len(shard.replicas) <= stream.replication_factor:
@@ -994,19 +996,16 @@ class ControllerCore:
                 shard,
                 (*shard.replicas, target),
                 eligible=self._eligible(image, shard.replicas, shard.uid),
-                caught_up=_holders_before_add(image, shard),
+                caught_up=_holders_before_change(image, shard, (*shard.replicas, target)),
                 reason="add_replica",
             )
         new_replicas = tuple(n for n in shard.replicas if n != leaving[0])
-        waiting_for = tuple(
-            n for n in new_replicas if n != leader and image.nodes[n].state is not NodeState.FENCED
-        )
         return self._epoch_change(
             ref,
             shard,
             new_replicas,
             eligible=self._eligible(image, new_replicas, shard.uid),
-            caught_up=waiting_for,
+            caught_up=_holders_before_change(image, shard, new_replicas),
             reason="remove_replica",
         )
 
@@ -1051,13 +1050,13 @@ class ControllerCore:
         requested_replication_factor) whose leader died at once gets its survivor as leader
         by the first-epoch rule (`_current_epoch_quorum`), but an epoch led by one of two
         commits nothing until the other returns, and the later growth waits for the dead
-        replica to catch up (`_holders_before_add`). Adding the replica in the failover's
+        replica to catch up (`_holders_before_change`). Adding the replica in the failover's
         own epoch is safe only in the first epoch: an add is a single-server change (every
         majority of the new set meets every majority of the old one, the set every record
         was committed by, as no epoch before it exists), and the leader is chosen by the
         old set's quorum alone, which holds every acknowledged record. In a later epoch the
         old set may hold records an earlier set committed that some of its members miss
-        (the reason `_holders_before_add` waits for the leader's log first)."""
+        (the reason `_holders_before_change` waits for the leader's log first)."""
         if shard.epoch != FIRST_SHARD_EPOCH or len(shard.replicas) >= stream.replication_factor:
             return shard.replicas
         target = self._replacement_target(image, shard, loads, now_ms)
@@ -1104,7 +1103,7 @@ class ControllerCore:
             shard,
             (*shard.replicas, target),
             eligible=self._eligible(image, shard.replicas, shard.uid),
-            caught_up=_holders_before_add(image, shard),
+            caught_up=_holders_before_change(image, shard, (*shard.replicas, target)),
             reason="add_replica",
         )
 
@@ -1122,11 +1121,6 @@ class ControllerCore:
 
         drop = max(shard.replicas, key=weight)
         new_replicas = tuple(n for n in shard.replicas if n != drop)
-        waiting_for = tuple(
-            n
-            for n in new_replicas
-            if n != shard.leader and image.nodes[n].state is not NodeState.FENCED
-        )
         if drop in loads.replicas:
             loads.replicas[drop] -= 1
         return self._epoch_change(
@@ -1134,7 +1128,7 @@ class ControllerCore:
             shard,
             new_replicas,
             eligible=self._eligible(image, new_replicas, shard.uid),
-            caught_up=waiting_for,
+            caught_up=_holders_before_change(image, shard, new_replicas),
             reason="remove_surplus",
         )
 
@@ -1185,7 +1179,7 @@ class ControllerCore:
                     shard,
                     (*shard.replicas, target),
                     eligible=self._eligible(image, shard.replicas, shard.uid),
-                    caught_up=_holders_before_add(image, shard),
+                    caught_up=_holders_before_change(image, shard, (*shard.replicas, target)),
                     reason="balance_replicas",
                 )
             )
@@ -1402,17 +1396,44 @@ def _action_key(action: Action) -> ShardUid | StreamUid | NodeId:
             return action.stream_uid
 
 
-def _holders_before_add(image: MetadataImage, shard: ShardMeta) -> tuple[NodeId, ...]:
-    """The replicas that must hold the leader's log (`statuses_caught_up`) before a replica
-    is added: with the leader, at least half of the new set, so every majority of it holds
-    every committed record. The newcomer holds nothing, and a replica set changed before
-    its leader's epoch committed (Raft's rule: a leader commits in its own term before a
-    membership change) could otherwise choose its next leader from the newcomer and a
-    replica that missed records the old set committed (found by the simulator: seed 12 of
-    `run_seed`). The live (not FENCED) replicas when they are
-    enough, else all of them (the change waits)."""
-    others = [n for n in shard.replicas if n != shard.leader]
-    needed = (len(shard.replicas) + 2) // 2 - 1  # half the new set, rounded up, less the leader
+def _holders_before_change(
+    image: MetadataImage, shard: ShardMeta, new_replicas: Sequence[NodeId]
+) -> tuple[NodeId, ...]:
+    """The replicas that must hold the leader's log (`statuses_caught_up`: a record of the
+    current epoch, the leader's marker, and everything up to the leader's HW) before the
+    replica set changes to `new_replicas` (one member added or removed): with the leader, at
+    least half of the new set, so every majority of the new set holds every record committed
+    so far (a leader that leaves the set does not count). The live (not FENCED) members of
+    both sets besides the leader when they are enough (the newcomer of an add holds nothing;
+    the removed member does not count), else all of them (the change waits until they
+    answer).
+
+    Why: one-member changes keep every majority of the new set meeting every commit quorum
+    of the old set, but not of the set before it. Two changes in a row with nothing
+    committed under the set between them (Raft's single-server membership change bug,
+    Ongaro 2015; Raft's fix: a leader commits an entry of its own term before it changes
+    the configuration) let a majority of the newest set miss a record that only an older
+    set's quorum held. Found by the simulator twice: seed 12 of `run_seed` (an add from a
+    set whose leader had not committed), and seed 49 at commit 98a185c (the add of n4 to
+    {n1, n2, n3}, whose epoch-5 marker was committed by {n2, n3}; then the removal of dead
+    n2 at once, before the epoch-7 leader n3's marker reached n1 or n4; then n3 crashed and
+    {n1, n4}, a majority of {n1, n3, n4}, chose n1, which never held the record). Waiting
+    for the leader's marker on at least half of the new set is the condition the new set's
+    elections need (the chosen leader, which holds every committed record, and replicas
+    holding its marker, which hold its whole log before it by log matching, meet every
+    majority of the new set); it does not wait for a commit of the current epoch itself, so
+    a set with a dead member still changes while the leader and enough live members run.
+    Records the current epoch commits after the check are held by a majority of the old
+    set, which one member in or out keeps meeting every majority of the new set.
+
+    Not covered: a replica's reported status is its log, not its durable end, so a holder
+    that crashes before the marker's write is durable may lose it again; a Raft commit counts
+    durable acks only. The leader's HW past its marker would prove a durable majority of the
+    old set, but the controller does not know the marker's offset (ReplicaStatus carries no
+    epoch start)."""
+    others = [n for n in shard.replicas if n in new_replicas and n != shard.leader]
+    half = len(new_replicas) - len(new_replicas) // 2
+    needed = half - 1 if shard.leader in new_replicas else half  # the leader counts if it stays
     live = [n for n in others if n in image.nodes and image.nodes[n].state is not NodeState.FENCED]
     return tuple(live if len(live) >= needed else others)
 

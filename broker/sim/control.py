@@ -32,7 +32,8 @@ one replica balancing move runs at a time (`replica_moves_max = 1`). An `EpochCh
 the nodes answer. The image is checked after every command, and every decided
 `EpochChange` before it runs: `ReplicasDistinct` (no two replicas of a shard on one node)
 and `LeaderIsReplica`. This run found seed 12: a replica added before the set held its
-leader's log (`controller_core._holders_before_add`).
+leader's log, and seed 49 (at commit 98a185c): a dead replica removed right after an add,
+before the set held its leader's log (`controller_core._holders_before_change`).
 
 Reshards: the workload proposes the real `BeginReshard` (`begin_reshard`: a split, a merge or
 an UpdateShardCount), which seals the parents in the image; the core's

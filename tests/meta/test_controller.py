@@ -337,6 +337,62 @@ def test_a_replica_is_added_only_once_the_set_holds_the_leaders_log() -> None:
     assert statuses_caught_up(dataclasses.replace(add, caught_up=()), None, [])
 
 
+def test_a_dead_replica_is_removed_only_once_half_the_new_set_holds_the_leaders_log() -> None:
+    """Found by the simulator (seed 49 at commit 98a185c, shard 100): epoch 5's marker at
+    offset 3 was committed by {n2, n3} of {n1, n2, n3}; n4 was added (epoch 6: the old set's
+    majority prepares an add), its leader crashed, n3 led epoch 7 in {n1, n2, n3, n4}; 5 ms
+    later the dead n2 was removed (epoch 8, `caught_up=()`), before n3's epoch-7 marker
+    reached n1 or n4; n3 crashed and {n1, n4}, a majority of {n1, n3, n4} (`_majority`),
+    chose n1, which never held offset 3. Two one-member changes with nothing committed in
+    between: the newest set's majority need not meet the oldest set's commit quorum.
+
+    Here, with the same shape (leader n1, the record committed on n1 and n2 only, n2
+    dead): the removal waits until, with the leader, half the new set holds the leader's
+    log (a record of its epoch and everything up to its HW)."""
+    image = stream_image(4, shard_count=1, factor=3)
+    image = set_state(image, N3, NodeState.DRAINING)  # a move: n4 is added first
+    absent_ms = 2 * SESSION_MS
+    core = ControllerCore(
+        settings=dataclasses.replace(SETTINGS, absent_node_replace_after_ms=absent_ms), now_ms=0
+    )
+    heartbeat_all(core, image, 0)
+    (add,) = decide(core, image, 1)
+    assert isinstance(add, EpochChange) and add.reason == "add_replica"
+    image = execute(image, add)
+    (shard,) = shards(image)
+    assert shard.replicas == (N1, N2, N3, N4) and shard.leader == N1
+    image = set_state(image, N2, NodeState.FENCED)  # n2 dies, stays silent: it goes first
+    now_ms = absent_ms + SESSION_MS
+    for node_id in (N1, N3, N4):
+        core.on_heartbeat(node_id=node_id, incarnation=1, now_ms=now_ms)
+    (remove,) = decide(core, image, now_ms)
+    assert isinstance(remove, EpochChange) and remove.reason == "remove_replica"
+    assert remove.new_replicas == (N1, N3, N4)
+    assert set(remove.caught_up) == {N3, N4}
+    # The leader has written its epoch's marker (offset 4); n3 and n4 have not received it:
+    # n3 holds the log of an older epoch without the committed offset 3, n4 nothing.
+    epoch = remove.epoch
+    leader = ReplicaStatus(log_end=Offset(5), hw=Offset(4), last_epoch=epoch)
+    n3_old = ReplicaStatus(log_end=Offset(3), hw=Offset(3), last_epoch=epoch - 1)
+    n4_empty = ReplicaStatus(log_end=Offset(0), hw=Offset(0), last_epoch=0)
+    assert not statuses_caught_up(remove, leader, [n3_old, n4_empty])
+    # Had the removal gone ahead, then the leader crashed: {n3, n4} is a majority of the new
+    # set, and the next epoch's choice would lose offset 3 (choose_leader cannot know).
+    assert (
+        choose_leader(
+            {N3: promise(3, last_epoch=epoch - 1), N4: promise(0, last_epoch=0)},
+            replicas=remove.new_replicas,
+            new_replicas=remove.new_replicas,
+            eligible=(N3, N4),
+        )
+        == N3
+    )
+    # Once the live members named hold the marker and the leader's log up to its HW, it goes.
+    held = ReplicaStatus(log_end=Offset(5), hw=Offset(4), last_epoch=epoch)
+    assert not statuses_caught_up(remove, leader, [held, n4_empty])
+    assert statuses_caught_up(remove, leader, [held, held])
+
+
 # --- Leader changes and replica moves -------------------------------------------------------------
 
 

@@ -430,7 +430,9 @@ def test_a_replica_added_before_the_set_holds_the_leaders_log_is_caught(
     `caught_up` for an add, as before the simulator found seed 12). The new set's next
     leader is then chosen from the empty newcomer and a replica that missed records the
     old set committed."""
-    monkeypatch.setattr(controller_core, "_holders_before_add", lambda image, shard: ())
+    monkeypatch.setattr(
+        controller_core, "_holders_before_change", lambda image, shard, new_replicas: ()
+    )
     violation = run_seed(12, steps=3_000, reshards=False).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
