@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from broker.meta import commands, controller_core
-from broker.meta.image import MetadataImage, ShardMeta
+from broker.meta.image import MetadataImage, NodeState, ShardMeta
 from broker.meta.placement import NodeLoads
 from broker.meta.transitions import nodes
 from broker.meta.transitions.common import with_stream
@@ -429,12 +429,61 @@ def test_a_replica_added_before_the_set_holds_the_leaders_log_is_caught(
     """Mutation: a replica is added while the other replicas may lack the leader's log (no
     `caught_up` for an add, as before the simulator found seed 12). The new set's next
     leader is then chosen from the empty newcomer and a replica that missed records the
-    old set committed."""
-    monkeypatch.setattr(
-        controller_core, "_holders_before_change", lambda image, shard, new_replicas: ()
-    )
+    old set committed. The loss needs two unguarded changes in a row: seed 12's add came
+    right after the removal of a dead replica, which now waits for the holders too (seed 49,
+    below), so the mutation takes that guard away as well, as the code was then (no seed of
+    0-399 is caught with the adds' guard alone gone)."""
+    _dead_removed_at_once(monkeypatch, adds_too=True)
     violation = run_seed(12, steps=3_000, reshards=False).violation or ""
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
+
+
+def test_a_dead_replica_removed_before_the_set_holds_the_leaders_log_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: a dead (FENCED, absent) replica is removed with no replica named to hold the
+    leader's log first (`caught_up=()`, as before seed 49 at commit 98a185c). Seed 49 with
+    that commit's pipelined turns (a turn taken on every wake-up, records or not) then adds
+    n4 to {n1, n2, n3}, whose epoch-5 marker {n2, n3} committed, removes the dead n2 before
+    the next leader's marker reached n1 or n4, and {n1, n4} chooses n1, which lacks the
+    record. Without the mutation the same run passes (the regression for that seed)."""
+    _pipelined_turns_as_at_98a185c(monkeypatch)
+    assert run_seed(49, steps=5_000).ok
+    _dead_removed_at_once(monkeypatch, adds_too=False)
+    violation = run_seed(49, steps=5_000).violation or ""
+    assert violation.startswith("CommittedPrefixIdentical"), violation
+
+
+def _dead_removed_at_once(monkeypatch: pytest.MonkeyPatch, *, adds_too: bool) -> None:
+    """`_holders_before_change` names nobody for the removal of a FENCED replica (and, with
+    `adds_too`, for an add), as before seed 49."""
+    holders = controller_core._holders_before_change
+
+    def unguarded(
+        image: MetadataImage, shard: ShardMeta, new_replicas: Sequence[NodeId]
+    ) -> tuple[NodeId, ...]:
+        removed = [n for n in shard.replicas if n not in new_replicas]
+        if removed and image.nodes[removed[0]].state is NodeState.FENCED:
+            return ()
+        if adds_too and len(new_replicas) > len(shard.replicas):
+            return ()
+        return holders(image, shard, new_replicas)
+
+    monkeypatch.setattr(controller_core, "_holders_before_change", unguarded)
+
+
+def _pipelined_turns_as_at_98a185c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`DriverCore.take_pipelined_turn` as at commit 98a185c: a pipelined turn whenever no
+    Prepare waits and no replica needs order, records to hand out or not (the timings that
+    reached seed 49's chained replica-set changes)."""
+
+    def take_pipelined_turn(self: driver_core.DriverCore) -> driver_core.Turn | None:
+        candidates = self._candidates()
+        if self._promises or any(local.replica.needs_order() for local in candidates):
+            return None
+        return self._take(candidates)
+
+    monkeypatch.setattr(driver_core.DriverCore, "take_pipelined_turn", take_pipelined_turn)
 
 
 @pytest.mark.parametrize("seed", range(4))
