@@ -1426,11 +1426,13 @@ def _holders_before_change(
     Records the current epoch commits after the check are held by a majority of the old
     set, which one member in or out keeps meeting every majority of the new set.
 
-    Not covered: a replica's reported status is its log, not its durable end, so a holder
-    that crashes before the marker's write is durable may lose it again; a Raft commit counts
-    durable acks only. The leader's HW past its marker would prove a durable majority of the
-    old set, but the controller does not know the marker's offset (ReplicaStatus carries no
-    epoch start)."""
+    Not covered: a node reports a replica's durable end as its log end (rpc/transport
+    `_replica_state`) but the last epoch of its whole log, which may end in a marker not
+    durable yet (the simulator reports the log end itself), so a holder that crashes before
+    the marker's write is durable may lose it again; a Raft commit counts durable acks only.
+    Reporting the last epoch of the durable log would close it; so would the leader's HW past
+    its marker (a durable majority of the old set), but the controller does not know the
+    marker's offset (ReplicaStatus carries no epoch start)."""
     others = [n for n in shard.replicas if n in new_replicas and n != shard.leader]
     half = len(new_replicas) - len(new_replicas) // 2
     needed = half - 1 if shard.leader in new_replicas else half  # the leader counts if it stays
