@@ -222,21 +222,30 @@ async def test_when_writing_runs_on_the_loop_while_the_group_is_written(
 
 
 async def test_when_writing_waits_for_the_next_group(make_writer: WriterFactory) -> None:
-    """A callback given while a group is being written runs with the next group's write, not
-    that one's; with no next group, never."""
+    """A callback given while a group is being written runs once, with the next group's
+    write, not at the end of that one's (it would then run before the test, woken by the
+    first group's answer, submits the second)."""
     store = GatedStore()
     writer = make_writer(store)
-    ran: list[str] = []
+    loop = asyncio.get_running_loop()
+    second_submitted = False
+    seen: list[bool] = []  # whether the second group was submitted when the callback ran
+    ran: asyncio.Future[None] = loop.create_future()
+
+    def callback() -> None:
+        seen.append(second_submitted)
+        ran.set_result(None)
+
     first = await writer.submit(const(batch(ShardUid(1), 0, 1, arrival_ms=1)))
     await store.wait_entered()
-    writer.when_writing(lambda: ran.append("next"))
+    writer.when_writing(callback)
     store.release()
     await asyncio.wait_for(first, timeout=30)
-    await asyncio.sleep(0.05)  # the loop runs what the thread handed it, if anything
-    assert ran == []
+    second_submitted = True
     second = await writer.submit(const(batch(ShardUid(1), 1, 1, arrival_ms=1)))
+    await asyncio.wait_for(ran, timeout=30)
     await asyncio.wait_for(second, timeout=30)
-    assert ran == ["next"]
+    assert seen == [True]
 
 
 _CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
