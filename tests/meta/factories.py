@@ -94,20 +94,27 @@ def shard_meta(uid: int, *, index: int = 0, **overrides: Any) -> ShardMeta:
     return ShardMeta(**fields)
 
 
+def one_stream(*shards: ShardMeta, **overrides: Any) -> StreamMeta:
+    """A provisioned stream "s" (uid 1) of `shards` unless `overrides` say otherwise, built
+    directly (no commands): for tests of the layers below the state machine."""
+    fields: dict[str, Any] = {
+        "name": StreamName("s"),
+        "uid": StreamUid(1),
+        "arn": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
+        "created_ms": 0,
+        "mode": StreamMode.PROVISIONED,
+        "retention_hours": 24,
+        "shards": shards,
+        "next_shard_index": ShardIndex(len(shards)),
+        "transient_status": None,
+    }
+    fields.update(overrides)
+    return StreamMeta(**fields)
+
+
 def one_stream_image(*shards: ShardMeta) -> MetadataImage:
-    """An image holding one provisioned stream "s" (uid 1) of `shards`, built directly (no
-    commands): for tests of the layers below the state machine."""
-    stream = StreamMeta(
-        name=StreamName("s"),
-        uid=StreamUid(1),
-        arn="arn:aws:kinesis:us-east-1:000000000000:stream/s",
-        created_ms=0,
-        mode=StreamMode.PROVISIONED,
-        retention_hours=24,
-        shards=shards,
-        next_shard_index=ShardIndex(len(shards)),
-        transient_status=None,
-    )
+    """An image holding `one_stream(*shards)`."""
+    stream = one_stream(*shards)
     return MetadataImage(streams={stream.name: stream})
 
 

@@ -12,31 +12,12 @@ import pytest
 from broker import limits
 from broker.errors import ShoalError
 from broker.log.records import NewRecords
-from broker.meta.image import RecordDistribution, ShardMeta, ShardState, StreamMeta, StreamMode
+from broker.meta.image import RecordDistribution, StreamMeta
 from broker.service import records
-from broker.types import ShardIndex, ShardUid, StreamName, StreamUid
+from tests.meta.factories import one_stream, shard_meta
 
-SHARD = ShardMeta(
-    index=ShardIndex(0),
-    uid=ShardUid(1),
-    hash_key_start=0,
-    hash_key_end=2**128 - 1,
-    parent_index=None,
-    adjacent_parent_index=None,
-    created_ms=1_700_000_000_000,
-    state=ShardState.OPEN,
-)
-STREAM = StreamMeta(
-    name=StreamName("s"),
-    uid=StreamUid(1),
-    arn="arn:aws:kinesis:us-east-1:000000000000:stream/s",
-    created_ms=0,
-    mode=StreamMode.PROVISIONED,
-    retention_hours=24,
-    shards=(SHARD,),
-    next_shard_index=ShardIndex(1),
-    max_record_size_kib=1,
-)
+SHARD = shard_meta(1, created_ms=1_700_000_000_000)
+STREAM = one_stream(SHARD, max_record_size_kib=1)
 
 
 Columns = tuple[tuple[Any, ...], ...]
