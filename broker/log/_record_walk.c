@@ -1,8 +1,13 @@
 /*
- * The optional C walk of a stored batch's record lengths (broker/log/records.py holds the
- * contract and the Python walk with the same results; broker/compiled.py loads this module).
+ * The optional C walk of a stored batch's record lengths, and the writing of a batch's
+ * payload (broker/log/records.py holds the contract and the Python code with the same
+ * results; broker/compiled.py loads this module).
  *
  * The payload is count x (pk_len u16 | data_len u32 | partition key | data), big-endian.
+ *
+ * payload(keys, datas) -> bytes: the payload of the records whose UTF-8 partition keys and
+ *     data are the bytes objects of the tuples `keys` and `datas` (of one length), in one
+ *     allocation; ValueError when a key is longer than a u16 or a data longer than a u32.
  *
  * skip(value, position, count) -> position: the position after `count` records from
  *     `position`.
@@ -20,6 +25,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifndef SOURCE_SHA256
 #define SOURCE_SHA256 ""
@@ -89,17 +95,71 @@ static PyObject *take(PyObject *module, PyObject *args) {
     return Py_BuildValue("nnnO", position, index, run_bytes, capped ? Py_True : Py_False);
 }
 
+static PyObject *payload(PyObject *module, PyObject *args) {
+    PyObject *keys, *datas;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "O!O!:payload", &PyTuple_Type, &keys, &PyTuple_Type, &datas)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(keys);
+    if (PyTuple_GET_SIZE(datas) != count) {
+        PyErr_SetString(PyExc_ValueError, "keys and datas differ in length");
+        return NULL;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k), *data = PyTuple_GET_ITEM(datas, k);
+        if (!PyBytes_CheckExact(key) || !PyBytes_CheckExact(data)) {
+            PyErr_SetString(PyExc_TypeError, "a key or a data is not bytes");
+            return NULL;
+        }
+        Py_ssize_t key_length = PyBytes_GET_SIZE(key), data_length = PyBytes_GET_SIZE(data);
+        if (key_length > 0xFFFF || (uint64_t)data_length > 0xFFFFFFFFu) {
+            PyErr_SetString(PyExc_ValueError, "a key or a data is too long for its length head");
+            return NULL;
+        }
+        if (total > PY_SSIZE_T_MAX - RECORD_HEADER - key_length - data_length) {
+            return PyErr_NoMemory();
+        }
+        total += RECORD_HEADER + key_length + data_length;
+    }
+    PyObject *result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL) {
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k), *data = PyTuple_GET_ITEM(datas, k);
+        uint64_t key_length = (uint64_t)PyBytes_GET_SIZE(key);
+        uint64_t data_length = (uint64_t)PyBytes_GET_SIZE(data);
+        out[0] = (unsigned char)(key_length >> 8);
+        out[1] = (unsigned char)key_length;
+        out[2] = (unsigned char)(data_length >> 24);
+        out[3] = (unsigned char)(data_length >> 16);
+        out[4] = (unsigned char)(data_length >> 8);
+        out[5] = (unsigned char)data_length;
+        out += RECORD_HEADER;
+        memcpy(out, PyBytes_AS_STRING(key), (size_t)key_length);
+        out += key_length;
+        memcpy(out, PyBytes_AS_STRING(data), (size_t)data_length);
+        out += data_length;
+    }
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"skip", skip, METH_VARARGS, "skip(value, position, count) -> position"},
     {"take", take, METH_VARARGS,
      "take(value, position, index, stop, room, taken_bytes, bytes_max, first_taken) -> "
      "(position, index, run_bytes, capped)"},
+    {"payload", payload, METH_VARARGS, "payload(keys, datas) -> bytes"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_definition = {
     PyModuleDef_HEAD_INIT, "_record_walk",
-    "The C walk of a stored batch's record lengths (see broker/log/records.py).", -1, methods,
+    "The C walk of a stored batch's record lengths and its payload (see broker/log/records.py).",
+    -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__record_walk(void) {

@@ -640,25 +640,30 @@ def encode_batch(
     assert records
     assert 0 <= arrival_ms <= _U64_MAX
     assert 0 <= epoch <= _U32_MAX
-    # Column-wise, so the per-record work runs in C (map, slicing, join), not in a Python loop.
     columns = NewRecords.of(records)
     pks = columns.partition_keys_utf8
-    datas = columns.datas
-    assert max(map(len, pks)) <= _U16_MAX
-    assert max(map(len, datas)) <= _U32_MAX
-    pieces: list[bytes] = [b""] * (3 * len(pks))
-    pieces[0::3] = map(_RECORD_HEADER.pack, map(len, pks), map(len, datas))
-    pieces[1::3] = pks
-    pieces[2::3] = datas
     return _seal(
         version=version,
         arrival_ms=arrival_ms,
         epoch=epoch,
         flags=FLAG_CONTROL if control else 0,
         count=len(pks),
-        payload=b"".join(pieces),
+        payload=_payload(pks, columns.datas),
         sealer=sealer,
     )
+
+
+def _payload_in_python(pks: tuple[bytes, ...], datas: tuple[bytes, ...]) -> bytes:
+    """The payload of records with these UTF-8 partition keys and data (module docstring's
+    layout). Column-wise, so the per-record work runs in C (map, slicing, join), not in a
+    Python loop."""
+    if max(map(len, pks)) > _U16_MAX or max(map(len, datas)) > _U32_MAX:
+        raise ValueError("a key or a data is too long for its length head")
+    pieces: list[bytes] = [b""] * (3 * len(pks))
+    pieces[0::3] = map(_RECORD_HEADER.pack, map(len, pks), map(len, datas))
+    pieces[1::3] = pks
+    pieces[2::3] = datas
+    return b"".join(pieces)
 
 
 def _seal(
@@ -801,6 +806,11 @@ _skip: Callable[[bytes, int, int], int] = (
 )
 _take: Callable[[bytes, int, int, int, int, int, int, bool], tuple[int, int, int, bool]] = (
     _compiled_walk.take if _compiled_walk is not None else _take_in_python
+)
+# A batch's payload written in one allocation (the put path's 500 records: 0.095 -> ~0.04 ms
+# per 512 KB encode, issue 18), else joined from pieces.
+_payload: Callable[[tuple[bytes, ...], tuple[bytes, ...]], bytes] = (
+    _compiled_walk.payload if _compiled_walk is not None else _payload_in_python
 )
 
 

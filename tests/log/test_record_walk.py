@@ -1,6 +1,7 @@
 """The walk of a stored batch's record lengths in C (broker/log/_record_walk.c) gives what the
 Python walk gives, caps and layout errors included, and a read takes the same pages with
-either (tests.gateway.test_grpc_page runs the store through both)."""
+either (tests.gateway.test_grpc_page runs the store through both); its payload writer writes
+the bytes the Python join writes."""
 
 from __future__ import annotations
 
@@ -82,3 +83,26 @@ def test_a_build_of_another_source_is_not_used(
     with caplog.at_level("WARNING", logger="broker.compiled"):
         assert compiled.load(name) is None
     assert "built from another version" in caplog.text
+
+
+@needs_c
+def test_the_c_payload_is_the_python_payload() -> None:
+    """A batch's payload written by C (`payload`) is byte for byte the one joined in Python, and
+    both refuse a key or a data too long for its length head."""
+    assert walk is not None
+    rng = random.Random(5)
+    for _ in range(200):
+        count = rng.randint(1, 40)
+        keys = tuple(rng.randbytes(rng.choice((0, 1, 17, 256, 1024))) for _ in range(count))
+        datas = tuple(rng.randbytes(rng.choice((0, 1, 1024, 70_000))) for _ in range(count))
+        assert walk.payload(keys, datas) == records._payload_in_python(keys, datas)
+    too_long_key = (b"k" * 65_536,)
+    for write in (walk.payload, records._payload_in_python):
+        with pytest.raises(ValueError, match="too long"):
+            write(too_long_key, (b"d",))
+    with pytest.raises(ValueError, match="differ"):
+        walk.payload((b"k",), ())
+    with pytest.raises(TypeError):
+        walk.payload((b"k",), ("text",))
+    with pytest.raises(TypeError):
+        walk.payload([b"k"], [b"d"])
