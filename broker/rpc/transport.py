@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,6 +97,10 @@ class GrpcTransport:
             return
         peer.queue.append(envelope)
         peer.ready.set()
+
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self.send(envelope)
 
     async def fetch_batches(
         self,
