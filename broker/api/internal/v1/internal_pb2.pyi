@@ -675,6 +675,66 @@ class ShardAppendResponse(_message.Message):
 Global___ShardAppendResponse: _TypeAlias = ShardAppendResponse  # noqa: Y015
 
 @_typing.final
+class FramedAppend(_message.Message):
+    """A ShardAppend carried over the framed replication connection (broker/rpc/framed.py) rather
+    than as a unary gRPC call: the dialler sends it in an APPEND frame, the listener answers in an
+    ANSWER frame with the same `call_id` (unique per connection). Sent only to a listener whose
+    ACCEPT said it serves them (an older one does not: the dialler then calls ShardAppend).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    @_builtins.property
+    def request(self) -> Global___ShardAppendRequest: ...
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        request: Global___ShardAppendRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FramedAppend: _TypeAlias = FramedAppend  # noqa: Y015
+
+@_typing.final
+class FramedAppendAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    status: _builtins.bytes
+    """Otherwise the status the gRPC ShardAppend would have ended with (its code, message and
+    rich details: a routing refusal or the Kinesis error), as google.rpc.Status.
+    """
+    @_builtins.property
+    def response(self) -> Global___ShardAppendResponse:
+        """when served"""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        response: Global___ShardAppendResponse | None = ...,
+        status: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "response", b"response", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FramedAppendAnswer: _TypeAlias = FramedAppendAnswer  # noqa: Y015
+
+@_typing.final
 class ShardReadRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
