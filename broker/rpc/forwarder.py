@@ -28,7 +28,7 @@ from broker.rpc.channels import NODE_SERVICE, Channels, unary
 from broker.rpc.framed import FramedTransport
 from broker.rpc.refusals import error_from_wire_status, refusal_from_rpc_error
 from broker.rpc.replication_codec import records_to_proto
-from broker.rpc.shard_codec import hash_keys_to_wire, stored_from_proto
+from broker.rpc.shard_codec import hash_keys_to_wire, put_columns, stored_from_proto
 from broker.service.shards import AppendResult, ReadRequest, ReadResult
 from broker.types import NodeId, Offset, ShardUid, StreamUid
 
@@ -65,11 +65,11 @@ class GrpcShardForwarder:
             stream_uid=stream_uid,
             shard_uid=shard_uid,
             epoch=epoch,
-            records=records_to_proto(records),
             hash_keys=hash_keys_to_wire(records.hash_keys),
         )
-        answer = await self._append_framed(address, request)
+        answer = await self._append_framed(address, request, records)
         if answer is None:
+            request.records.extend(records_to_proto(records))  # what every release reads
             call = unary(
                 self._channels.get(address), NODE_SERVICE, "ShardAppend", pb.ShardAppendResponse
             )
@@ -84,17 +84,21 @@ class GrpcShardForwarder:
         )
 
     async def _append_framed(
-        self, address: str, request: pb.ShardAppendRequest
+        self, address: str, request: pb.ShardAppendRequest, records: NewRecords
     ) -> pb.ShardAppendResponse | None:
-        """The answer over the framed connection; None when the append did not go that way
-        (it was not sent: the caller uses gRPC). Raises what a gRPC call's failure becomes."""
+        """The answer over the framed connection, `records` sent as columns (shard_codec);
+        None when the append did not go that way (it was not sent: the caller uses gRPC, and
+        `request` is as it was). Raises what a gRPC call's failure becomes."""
         framed = self._framed
         node_id = None if framed is None else self._node_at(address)
-        if framed is None or node_id is None:
+        if framed is None or node_id is None or not framed.serves_appends(node_id):
             return None
         shard_uid = ShardUid(request.shard_uid)
+        columns = pb.ShardAppendRequest()
+        columns.CopyFrom(request)
+        put_columns(columns, records)
         try:
-            answer = await framed.append(node_id, request, timeout_s=self._timeout_s)
+            answer = await framed.append(node_id, columns, timeout_s=self._timeout_s)
         except (TimeoutError, ConnectionError) as error:
             # Sent, perhaps served, answer lost: the node may have stored the records.
             raise ShardRefusedError(

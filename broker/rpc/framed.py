@@ -225,18 +225,19 @@ class _Inbound(asyncio.Protocol):
     def _append(self, payload: bytes) -> None:
         try:
             call = pb.FramedAppend.FromString(payload)
+            request = pb.ShardAppendRequest.FromString(call.request)
         except Exception as error:  # protobuf's DecodeError, whatever the implementation
             self._refuse(f"an append that does not parse: {error}")
             return
-        task = asyncio.ensure_future(self._serve(call))
+        task = asyncio.ensure_future(self._serve(call.call_id, request))
         self.serving.add(task)
         task.add_done_callback(self.serving.discard)
 
-    async def _serve(self, call: pb.FramedAppend) -> None:
+    async def _serve(self, call_id: int, request: pb.ShardAppendRequest) -> None:
         appends = self._listener.appends
         assert appends is not None
-        outcome = await appends(call.request)
-        answer = pb.FramedAppendAnswer(call_id=call.call_id)
+        outcome = await appends(request)
+        answer = pb.FramedAppendAnswer(call_id=call_id)
         if isinstance(outcome, grpc.Status):
             answer.status = status_to_wire(outcome)
         else:
@@ -390,7 +391,7 @@ class _Outbound(asyncio.Protocol):
         call_id = next(self._call_ids)
         future: asyncio.Future[pb.FramedAppendAnswer] = asyncio.get_running_loop().create_future()
         self._calls[call_id] = future
-        call = pb.FramedAppend(call_id=call_id, request=request)
+        call = pb.FramedAppend(call_id=call_id, request=request.SerializeToString())
         self.write_frame(encode_frame(FrameKind.APPEND, call.SerializeToString()))
         return call_id, future
 
@@ -568,6 +569,16 @@ class FramedTransport:
             if not future.done():
                 connection.forget_call(call_id)
                 future.cancel()
+
+    def serves_appends(self, node_id: NodeId) -> bool:
+        """Whether `append` to `node_id` would send now (connected, writable, a listener that
+        serves them); a False costs a dial when not connected (for the next ones)."""
+        link = self._links.get(node_id)
+        connection = None if link is None else link.connection
+        if connection is None:
+            self.dial(node_id)
+            return False
+        return connection.serves_appends and connection.writable()
 
     def connected(self, node_id: NodeId) -> bool:
         """Whether the connection to `node_id` is up and admitted (`send` then writes to it)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -40,7 +41,7 @@ from broker.replication.refusals import ShardRefusedError
 from broker.rpc.channels import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary_handler
 from broker.rpc.refusals import refusal_status
 from broker.rpc.replication_codec import records_from_proto
-from broker.rpc.shard_codec import hash_keys_from_wire, stored_to_proto
+from broker.rpc.shard_codec import columns_of, hash_keys_from_wire, stored_to_proto
 from broker.service.shards import ReadRequest, ReadThrottle, ShardClient
 from broker.streams.subscription_claims import Claim
 from broker.types import NodeId, Offset, ShardUid
@@ -185,19 +186,14 @@ async def answer_shard_append(
     """A forwarded append served here: its answer, or the status the call ends with. The one
     server of both ways it arrives: the gRPC ShardAppend and the framed connection's APPEND
     frames (`framed.FramedListener`)."""
-    records = records_from_proto(request.records)
-    if not records:
-        return _invalid("an append of no records")
     try:
-        hash_keys = hash_keys_from_wire(request.hash_keys, len(records))
+        records = _records_of(request)
     except ValueError as error:
         return _invalid(str(error))
+    if not records:
+        return _invalid("an append of no records")
     result = await _outcome(
-        shards.serve_append(
-            ShardUid(request.shard_uid),
-            epoch=request.epoch,
-            records=NewRecords.of(records, hash_keys),
-        )
+        shards.serve_append(ShardUid(request.shard_uid), epoch=request.epoch, records=records)
     )
     if isinstance(result, grpc.Status):
         return result
@@ -206,6 +202,20 @@ async def answer_shard_append(
         arrival_ms=result.arrival_ms,
         throttled=list(result.throttled),
     )
+
+
+def _records_of(request: pb.ShardAppendRequest) -> NewRecords:
+    """The records of a forwarded append, from `records` or from the columns (shard_codec).
+    Raises ValueError for columns or hash keys that do not add up, or both forms at once."""
+    if request.data_sizes or request.datas or request.keys:
+        if request.records:
+            raise ValueError("an append with its records both as messages and as columns")
+        keys, keys_utf8, datas = columns_of(request)
+        sizes = map(operator.add, map(len, keys_utf8), map(len, datas))
+        hash_keys = hash_keys_from_wire(request.hash_keys, len(datas))
+        return NewRecords(keys, keys_utf8, datas, sizes, hash_keys)
+    records = records_from_proto(request.records)
+    return NewRecords.of(records, hash_keys_from_wire(request.hash_keys, len(records)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from broker.rpc.refusals import (
     refusal_status,
     status_to_wire,
 )
+from broker.rpc.shard_codec import columns_of, hash_keys_from_wire, put_columns
 from broker.service.shards import AppendResult
 from broker.types import NodeId, ShardUid, StreamUid
 from broker.wire.error_mapping import to_grpc_status
@@ -253,8 +254,46 @@ async def test_an_append_frame_to_a_listener_without_the_flag_is_refused() -> No
         )
         writer.write(encode_frame(FrameKind.HELLO, frames.encode_hello(hello)))
         assert await reader.readexactly(frames.HEADER.size) == encode_frame(FrameKind.ACCEPT)
-        call = pb.FramedAppend(call_id=1, request=_request(1))
+        call = pb.FramedAppend(call_id=1, request=_request(1).SerializeToString())
         writer.write(encode_frame(FrameKind.APPEND, call.SerializeToString()))
         async with asyncio.timeout(DEADLINE_S):
             assert await reader.read() == b""  # closed, no answer
         writer.close()
+
+
+async def test_a_forwarded_append_carries_its_records_as_columns() -> None:
+    leader = _Leader()
+    records = NewRecords.of(
+        (new_record("k", b"data"), new_record("ключ-é", b""), new_record("k", b"\x00" * 3000)),
+        (1, 2**128 - 1, 7),
+    )
+    async with _pair(leader.serve) as (_, transport):
+        await _forwarder(transport).append(
+            B_ADDRESS, stream_uid=StreamUid(1), shard_uid=SHARD, epoch=4, records=records
+        )
+    (request,) = leader.requests
+    assert not request.records  # no message per record
+    keys, keys_utf8, datas = columns_of(request)
+    assert (keys, keys_utf8, datas) == (
+        list(records.partition_keys),
+        list(records.partition_keys_utf8),
+        list(records.datas),
+    )
+    assert hash_keys_from_wire(request.hash_keys, 3) == [1, 2**128 - 1, 7]
+
+
+def test_columns_that_do_not_add_up_are_refused() -> None:
+    request = pb.ShardAppendRequest()
+    put_columns(request, NewRecords.of((new_record("ab", b"xyz"), new_record("c", b"")), None))
+    assert columns_of(request) == (["ab", "c"], [b"ab", b"c"], [b"xyz", b""])
+    for damage in (
+        lambda r: r.key_sizes.append(1),
+        lambda r: setattr(r, "datas", r.datas + b"!"),
+        lambda r: r.data_sizes.__setitem__(0, 2),
+        lambda r: setattr(r, "keys", b"\xff\xfe" + r.keys[2:]),
+    ):
+        damaged = pb.ShardAppendRequest()
+        damaged.CopyFrom(request)
+        damage(damaged)
+        with pytest.raises(ValueError, match=r"partition keys|data|UTF-8"):
+            columns_of(damaged)
