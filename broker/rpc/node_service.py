@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from broker import limits
+from broker import error_messages, limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import NewRecords
@@ -191,7 +191,7 @@ async def answer_shard_append(
     except ValueError as error:
         return _invalid(str(error))
     if not records:
-        return _invalid("an append of no records")
+        return _invalid(error_messages.FORWARDED_APPEND_EMPTY)
     result = await _outcome(
         shards.serve_append(ShardUid(request.shard_uid), epoch=request.epoch, records=records)
     )
