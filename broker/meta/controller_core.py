@@ -1426,13 +1426,10 @@ def _holders_before_change(
     Records the current epoch commits after the check are held by a majority of the old
     set, which one member in or out keeps meeting every majority of the new set.
 
-    Not covered: a node reports a replica's durable end as its log end (rpc/transport
-    `_replica_state`) but the last epoch of its whole log, which may end in a marker not
-    durable yet (the simulator reports the log end itself), so a holder that crashes before
-    the marker's write is durable may lose it again; a Raft commit counts durable acks only.
-    Reporting the last epoch of the durable log would close it; so would the leader's HW past
-    its marker (a durable majority of the old set), but the controller does not know the
-    marker's offset (ReplicaStatus carries no epoch start)."""
+    A holder counts by its durable log only: a replica reports its durable end and the last
+    epoch of the records below it (rpc/transport `replica_state`, the simulator's
+    `replica_status`), so a marker still being written does not count (a holder that crashed
+    before the write lands would lose it again; a Raft commit counts durable acks only)."""
     others = [n for n in shard.replicas if n in new_replicas and n != shard.leader]
     half = len(new_replicas) - len(new_replicas) // 2
     needed = half - 1 if shard.leader in new_replicas else half  # the leader counts if it stays

@@ -420,8 +420,7 @@ class ReplicationDriver:
             return
         plan = self._core.persist_plan(turn, wall_ms=self._clock.wall_ms())
         ahead = self._core.send_ahead(turn)
-        for envelope in ahead:
-            self._transport.send(envelope)  # the followers write while we do
+        self._transport.send_all(ahead)  # now: the followers write while we do
         waits: list[asyncio.Future[None]] = []
         flight = _InFlight(turn=turn, waits=waits)
         in_flight.append(flight)
@@ -472,8 +471,7 @@ class ReplicationDriver:
 
     def _finish(self, turn: Turn) -> None:
         effects = self._core.finish(turn)
-        for envelope in effects.sends:
-            self._transport.send(envelope)
+        self._transport.send_all(effects.sends)  # now, not at the end of the loop turn
         for local, request in effects.reads:
             assert self._reads is not None
             self._reads.create_task(self._read(local, request))

@@ -8,6 +8,7 @@ streams, nor delivery, nor replies: the replica core resends what is not acknowl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -20,6 +21,13 @@ class Transport(Protocol):
     """Sends replication messages to other nodes; never blocks, may drop."""
 
     def send(self, envelope: Envelope) -> None: ...
+
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
+        """Sends `envelopes` now, in order: a driver turn's Appends or acknowledgements, on
+        the critical path of a commit. Those to one peer leave together where the transport
+        can (framed: one socket write per peer in this call, where `send`'s small frames wait
+        for the end of the loop turn)."""
+        ...
 
     async def fetch_batches(
         self,

@@ -264,7 +264,8 @@ class ReplicaStatistics:
     log_start: Offset
     log_end: Offset  # including writes not yet persisted
     durable_end: Offset  # persisted (advanced)
-    last_epoch: int
+    last_epoch: int  # of the last record, persisted or not
+    durable_last_epoch: int  # of the last persisted record (below durable_end); 0 if none
     high_watermark: Offset
     sealing: bool
     recovering: bool  # lost its disk and not caught up yet: no vote, cannot lead
@@ -757,6 +758,7 @@ class ShardReplica:
             log_end=self._log_end,
             durable_end=self._stable_end,
             last_epoch=self._last_epoch(),
+            durable_last_epoch=epoch_at(self._history, self._stable_end - 1),
             high_watermark=self._hw,
             sealing=self._sealing,
             recovering=self._recovering,

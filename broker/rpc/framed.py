@@ -46,7 +46,7 @@ import itertools
 import logging
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -433,16 +433,17 @@ class _Outbound(asyncio.Protocol):
     def write_frame(self, frame: bytes) -> None:
         """Writes an ENVELOPE or APPEND frame: a small one at the end of this loop turn, with
         the others of the turn in one socket write (one system call here, one read and one
-        callback on the peer's loop); a large one at once, after those (order kept)."""
+        callback on the peer's loop); a large one at once, after those (order kept).
+        `send_all` writes its burst's at once too."""
         if len(frame) >= limits.replication_frame_coalesce_bytes_max:
             self._coalesced.append(frame)
-            self._write_coalesced()
+            self.write_coalesced()
             return
         if not self._coalesced:
-            asyncio.get_running_loop().call_soon(self._write_coalesced)
+            asyncio.get_running_loop().call_soon(self.write_coalesced)
         self._coalesced.append(frame)
 
-    def _write_coalesced(self) -> None:
+    def write_coalesced(self) -> None:
         pending, self._coalesced = self._coalesced, []
         if not pending or self.transport is None or self.transport.is_closing():
             return  # lost with the connection, as queued frames are (module docstring)
@@ -579,6 +580,17 @@ class FramedTransport:
             self.dial(node_id)
             return False
         return connection.serves_appends and connection.writable()
+
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
+        """`send`s each, then writes the touched connections' small frames now (one socket
+        write per peer) rather than at the end of the loop turn."""
+        links: dict[NodeId, _Link] = {}
+        for envelope in envelopes:
+            self.send(envelope)
+            links[envelope.to] = self._links[envelope.to]
+        for link in links.values():
+            if link.connection is not None:
+                link.connection.write_coalesced()
 
     def connected(self, node_id: NodeId) -> bool:
         """Whether the connection to `node_id` is up and admitted (`send` then writes to it)."""

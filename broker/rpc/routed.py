@@ -15,7 +15,7 @@ delivery across the switch, and none is needed (the replica core resends). Repai
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from broker.log.records import AppendBatch
 from broker.replication.messages import Envelope
@@ -46,6 +46,19 @@ class RoutedTransport:
                 return
             framed.dial(envelope.to)  # gRPC carries this one; framed from the connection on
         self._grpc.send(envelope)
+
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
+        framed = self._framed
+        if framed is None:
+            self._grpc.send_all(envelopes)
+            return
+        by_frames: list[Envelope] = []
+        for envelope in envelopes:
+            if self._framed_address(envelope.to) and framed.connected(envelope.to):
+                by_frames.append(envelope)
+            else:
+                self.send(envelope)  # gRPC, and the framed side dials meanwhile
+        framed.send_all(by_frames)
 
     async def fetch_batches(
         self,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,6 +97,10 @@ class GrpcTransport:
             return
         peer.queue.append(envelope)
         peer.ready.set()
+
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            self.send(envelope)
 
     async def fetch_batches(
         self,
@@ -336,7 +340,7 @@ def replication_handler(
         return pb.ReplicaStatusResponse(
             node_id=endpoint.node_id,
             replicas=[
-                _replica_state(s, damaged=endpoint.repair_pending(s.shard_uid))
+                replica_state(s, damaged=endpoint.repair_pending(s.shard_uid))
                 for s in endpoint.replica_statistics(uids)
             ],
         )
@@ -359,7 +363,7 @@ def replication_handler(
     return grpc.method_handlers_generic_handler(REPLICATION_SERVICE, handlers)
 
 
-def _replica_state(statistics: ReplicaStatistics, *, damaged: bool) -> pb.ReplicaState:
+def replica_state(statistics: ReplicaStatistics, *, damaged: bool) -> pb.ReplicaState:
     return pb.ReplicaState(
         shard_uid=statistics.shard_uid,
         role=statistics.role.value,
@@ -369,7 +373,7 @@ def _replica_state(statistics: ReplicaStatistics, *, damaged: bool) -> pb.Replic
         log_start=statistics.log_start,
         log_end=statistics.durable_end,
         high_watermark=statistics.high_watermark,
-        last_epoch=statistics.last_epoch,
+        last_epoch=statistics.durable_last_epoch,  # of the log below log_end: both durable
         sealed=statistics.sealing,
         recovering=statistics.recovering,
         damaged=damaged,

@@ -492,7 +492,9 @@ class SimCluster:
             return None
         stats = replica.statistics()
         return ReplicaStatus(
-            log_end=stats.log_end, hw=stats.high_watermark, last_epoch=stats.last_epoch
+            log_end=stats.durable_end,
+            hw=stats.high_watermark,
+            last_epoch=stats.durable_last_epoch,
         )
 
     def disk_generation(self, node_id: NodeId) -> int:

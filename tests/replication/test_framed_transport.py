@@ -14,7 +14,7 @@ import contextlib
 import dataclasses
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -267,6 +267,19 @@ async def test_small_frames_of_one_loop_turn_leave_in_one_write(pair: _Pair) -> 
     assert pair.endpoint.delivered[-2:] == [_ack(32), big]
 
 
+async def test_send_all_writes_its_frames_in_the_call_one_write_per_peer(pair: _Pair) -> None:
+    pair.transport.send(Envelope(to=B, message=_ack(1)))
+    await pair.endpoint.wait_for(1)  # connected and admitted
+    writes = pair.transport.writes
+    pair.transport.send(Envelope(to=B, message=_ack(2)))  # would wait for the end of the turn
+    pair.transport.send_all([Envelope(to=B, message=_ack(end)) for end in range(3, 20)])
+    assert pair.transport.writes == writes + 1  # written in the call, the earlier one first
+    await pair.endpoint.wait_for(19)
+    assert pair.transport.writes == writes + 1
+    acks = [m.log_end for m in pair.endpoint.delivered if isinstance(m, AppendAck)]
+    assert acks == list(range(1, 20))
+
+
 async def _raw_admitted(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A hand-made dialler that passes the challenge."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -456,6 +469,9 @@ class _Recorder:
     def send(self, envelope: Envelope) -> None:
         self.sent.append(envelope)
 
+    def send_all(self, envelopes: Sequence[Envelope]) -> None:
+        self.sent.extend(envelopes)
+
     def connected(self, node_id: NodeId) -> bool:  # a framed side whose links are all up
         return True
 
@@ -483,6 +499,16 @@ def test_a_peer_is_reached_framed_only_when_it_advertises_the_port() -> None:
     )
     routed.send(Envelope(to=B, message=_ack(4)))
     assert len(grpc_only.sent) == 1
+    # `send_all` chooses the same way, message by message.
+    grpc_side, framed_side = _Recorder(), _Recorder()
+    routed = RoutedTransport(
+        grpc=grpc_side,  # type: ignore[arg-type]
+        framed=framed_side,  # type: ignore[arg-type]
+        framed_address={B: "127.0.0.1:1"}.get,
+    )
+    routed.send_all([Envelope(to=B, message=_ack(5)), Envelope(to=C, message=_ack(6))])
+    assert [e.message.log_end for e in framed_side.sent] == [5]  # type: ignore[union-attr]
+    assert [e.message.log_end for e in grpc_side.sent] == [6]  # type: ignore[union-attr]
 
 
 async def test_a_peer_whose_framed_port_cannot_be_reached_gets_grpc_until_it_can() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -270,6 +270,10 @@ async def drivers() -> AsyncIterator[Drivers]:
         def send(self, envelope: Envelope) -> None:
             wired.sent += 1
             wired.drivers[envelope.to].deliver(envelope.message)
+
+        def send_all(self, envelopes: Sequence[Envelope]) -> None:
+            for envelope in envelopes:
+                self.send(envelope)
 
         async def fetch_batches(
             self,

@@ -16,6 +16,7 @@ from broker.log.records import AppendBatch
 from broker.replication.driver_core import DriverCore, run_calls
 from broker.replication.messages import Append, AppendAck
 from broker.replication.replica import Ready, ShardReplica
+from broker.rpc.transport import replica_state
 from broker.types import NodeId, Offset
 from tests.meta.factories import one_stream_image, shard_meta
 from tests.replication.test_replica import SHARD, A, B, C, Cluster, rec
@@ -67,6 +68,27 @@ def test_a_follower_takes_its_next_ready_while_the_last_is_in_flight_and_advance
     assert _durable_end(follower) == 2
     follower.advance(second)
     assert _durable_end(follower) == 3 and follower.outstanding() == 0
+
+
+def test_a_replicas_reported_state_is_its_durable_log_until_a_new_epochs_marker_is_advanced() -> (
+    None
+):
+    """The controller's set-change guard (`_holders_before_change`) counts a replica holding
+    the leader's marker by its ReplicaStatus (last epoch, log end); a marker still in flight
+    must not count, or a holder that crashes before the write lands loses it again."""
+    c, follower = _leader_with_follower()
+    c.configure(2, A)
+    (marker,) = [m for m in c[A].take(B) if isinstance(m, Append) and m.batches]
+    follower.step(marker, c.now)
+    in_flight = follower.ready()
+    stats = follower.statistics()
+    assert (stats.last_epoch, stats.log_end) == (2, 2)
+    assert (stats.durable_last_epoch, stats.durable_end) == (1, 1)
+    state = replica_state(stats, damaged=False)
+    assert (state.last_epoch, state.log_end) == (1, 1)
+    follower.advance(in_flight)
+    state = replica_state(follower.statistics(), damaged=False)
+    assert (state.last_epoch, state.log_end) == (2, 2)
 
 
 def test_a_leaders_hw_follows_its_own_durable_end_ready_by_ready() -> None:

@@ -438,20 +438,19 @@ def test_a_replica_added_before_the_set_holds_the_leaders_log_is_caught(
     assert violation.startswith(("AcknowledgedNeverLost", "CommittedPrefixIdentical")), violation
 
 
-def test_a_dead_replica_removed_before_the_set_holds_the_leaders_log_is_caught(
+def test_seed_49_with_the_pipelined_turns_of_98a185c_keeps_every_committed_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Mutation: a dead (FENCED, absent) replica is removed with no replica named to hold the
-    leader's log first (`caught_up=()`, as before seed 49 at commit 98a185c). Seed 49 with
-    that commit's pipelined turns (a turn taken on every wake-up, records or not) then adds
-    n4 to {n1, n2, n3}, whose epoch-5 marker {n2, n3} committed, removes the dead n2 before
-    the next leader's marker reached n1 or n4, and {n1, n4} chooses n1, which lacks the
-    record. Without the mutation the same run passes (the regression for that seed)."""
+    """Seed 49 with that commit's pipelined turns (a turn taken on every wake-up, records or
+    not) added n4 to {n1, n2, n3}, whose epoch-5 marker {n2, n3} committed, removed the dead
+    n2 before the next leader's marker reached n1 or n4 (`caught_up=()`), and {n1, n4} chose
+    n1, which lacked the record. The regression for that seed. Since replicas report the last
+    epoch of their durable log (not of writes in flight), the seed's timings no longer reach
+    the removal with the dead-removal guard taken away (no seed of 0-1,399 at 5,000 steps does,
+    with or without these turns); the guard itself is pinned by tests/meta/test_controller.py
+    (`test_a_dead_replica_is_removed_only_once_half_the_new_set_holds_the_leaders_log`)."""
     _pipelined_turns_as_at_98a185c(monkeypatch)
     assert run_seed(49, steps=5_000).ok
-    _dead_removed_at_once(monkeypatch, adds_too=False)
-    violation = run_seed(49, steps=5_000).violation or ""
-    assert violation.startswith("CommittedPrefixIdentical"), violation
 
 
 def _dead_removed_at_once(monkeypatch: pytest.MonkeyPatch, *, adds_too: bool) -> None:
