@@ -1321,6 +1321,7 @@ FIREHOSE_NOT_STARTED = "Firehose is not started yet."
 SHARD_LOG_WRITE_FAILED = "writing the shard log failed"
 LOG_WRITER_STOPPING = "the log writer is stopping"
 REPLICA_PROMISE_NOT_PERSISTED = "the replica could not persist its promise"
+FORWARDED_APPEND_EMPTY = "an append of no records"  # NodeService.ShardAppend
 
 
 def node_holds_replicas(*, node_id: object, held: object) -> str:

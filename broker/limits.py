@@ -216,6 +216,9 @@ replication_reconnect_ms_max = 1_000
 # A connection must be admitted (TLS handshake, challenge, signed hello) within the timeout.
 replication_frame_bytes_max = 64 * MiB
 replication_frame_control_bytes_max = 4 * KiB
+# An ANSWER to a forwarded append (framed.py): offsets and throttled positions, or a status whose
+# message is bounded (wire/error_mapping._bounded); the dialler reads no larger frame.
+replication_frame_answer_bytes_max = 64 * KiB
 # Frames smaller than this that a node sends one peer in one loop turn (the acks of one group
 # commit, the Appends and heartbeats of one driver turn) go out in one socket write at the end
 # of the turn; a larger frame flushes them and itself at once (broker/rpc/framed.py).

@@ -47,6 +47,7 @@ import shutil
 import ssl
 import uuid
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,12 @@ from broker.replication.scrubber import Scrubber, ScrubSettings
 from broker.rpc.channels import SERVER_OPTIONS, Channels
 from broker.rpc.forwarder import GrpcShardForwarder
 from broker.rpc.framed import FramedListener, FramedSettings, FramedTransport
-from broker.rpc.node_service import ClusterView, admin_handler, node_handler
+from broker.rpc.node_service import (
+    ClusterView,
+    admin_handler,
+    answer_shard_append,
+    node_handler,
+)
 from broker.rpc.peers import GrpcReplicaControl, send_heartbeat
 from broker.rpc.routed import RoutedTransport
 from broker.rpc.transport import GrpcTransport, InboundStreams, replication_handler
@@ -292,11 +298,12 @@ class Node:
             if config.access_control
             else (),
         )
+        framed = self._framed_transport()
         transport = RoutedTransport(
             grpc=GrpcTransport(
                 node_id=self.node_id, channels=self._channels, resolve=self._address_of
             ),
-            framed=self._framed_transport(),
+            framed=framed,
             framed_address=self._replication_address_of,
         )
         self.driver = ReplicationDriver(
@@ -335,7 +342,9 @@ class Node:
             store=self._store,
             local=self.driver,
             throttles=shard_throttles(config, image=metadata.image, clock=self.clock),
-            forwarder=GrpcShardForwarder(self._channels),
+            forwarder=GrpcShardForwarder(
+                self._channels, framed=framed, node_at=self._framed_node_at
+            ),
             meter=ShardMeter(self.metrics.streams, metadata.image),
             load=self.shard_load,
             claims=ClaimTable(takeover_ms=config.knobs.subscription_takeover_ms),
@@ -418,7 +427,7 @@ class Node:
             channels.handlers(), resource_arn=CHANNEL_ARN, tagging=channels.tagging()
         )
         await self._start_grpc(shards)
-        await self._start_framed_listener()
+        await self._start_framed_listener(shards)
         await self._start_http()
         self._background = asyncio.create_task(self._run_background(ctx, transport))
         self._background.add_done_callback(self._on_background_done)
@@ -603,7 +612,7 @@ class Node:
             return None
         return node.replication_address
 
-    async def _start_framed_listener(self) -> None:
+    async def _start_framed_listener(self, shards: ShardClient) -> None:
         """The framed replication port (`Config.replication_port`), when set."""
         config = self.config
         if config.replication_port is None:
@@ -618,6 +627,7 @@ class Node:
             settings=FramedSettings(raft_password=config.raft_password),
             clock=self.clock,
             ssl_context=None if contexts is None else contexts.listener(),
+            appends=partial(answer_shard_append, shards),
         )
         try:
             await listener.start(config.bind_host, config.replication_port)
@@ -626,6 +636,15 @@ class Node:
                 "replication_port", config.bind_host, config.replication_port, error
             ) from error
         self._framed_listener = listener
+
+    def _framed_node_at(self, api_address: str) -> NodeId | None:
+        """The node at this gRPC address, when a forwarded append to it may take the framed
+        connection (it has a framed address); None: the append goes over gRPC."""
+        assert self._metadata is not None
+        for node_id, node in self._metadata.image().nodes.items():
+            if node.api_address == api_address and self._replication_address_of(node_id):
+                return node_id
+        return None
 
     def _address_of(self, node_id: NodeId) -> str | None:
         assert self._metadata is not None

@@ -17,6 +17,13 @@ The conversation (broker/rpc/framed.py runs it):
 4. Then ENVELOPE frames (a `ReplicationEnvelope` protobuf, exactly what the gRPC `Replicate`
    stream carries) flow from the dialler to the listener, and PING/PONG both ways keep the
    two sides sure the other is alive.
+5. APPEND frames (a `FramedAppend`: a forwarded ShardAppend with a call id) flow from the
+   dialler to the listener, and ANSWER frames (a `FramedAppendAnswer`, the same call id) back,
+   when the listener's ACCEPT said it serves them (`ACCEPT_SERVES_APPENDS`). An older listener
+   sends an empty ACCEPT (and would close the connection on an APPEND, an unknown kind): the
+   dialler then forwards over gRPC as before. An older dialler ignores ACCEPT's payload and
+   never sends an APPEND. So a mixed-version cluster forwards over gRPC between an old and a
+   new node and over the framed connection between two new ones.
 """
 
 from __future__ import annotations
@@ -41,6 +48,21 @@ class FrameKind(enum.IntEnum):
     ENVELOPE = 4
     PING = 5
     PONG = 6
+    APPEND = 7
+    ANSWER = 8
+
+
+# ACCEPT's payload: one byte of flags (empty from an older listener, which has none).
+ACCEPT_SERVES_APPENDS = 0x01  # the listener answers APPEND frames
+
+
+def accept_payload(*, serves_appends: bool) -> bytes:
+    return bytes([ACCEPT_SERVES_APPENDS]) if serves_appends else b""
+
+
+def serves_appends(accept: bytes) -> bool:
+    """Whether an ACCEPT with this payload promises ANSWERs to APPEND frames."""
+    return bool(accept) and bool(accept[0] & ACCEPT_SERVES_APPENDS)
 
 
 class FrameError(Exception):

@@ -21,13 +21,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import operator
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import grpc
 
-from broker import limits
+from broker import error_messages, limits
 from broker.api.internal.v1 import internal_pb2 as pb
 from broker.errors import ErrorCode, ShoalError
 from broker.log.records import NewRecords
@@ -40,7 +41,7 @@ from broker.replication.refusals import ShardRefusedError
 from broker.rpc.channels import CLUSTER_ADMIN_SERVICE, NODE_SERVICE, unary_handler
 from broker.rpc.refusals import refusal_status
 from broker.rpc.replication_codec import records_from_proto
-from broker.rpc.shard_codec import hash_keys_from_wire, stored_to_proto
+from broker.rpc.shard_codec import columns_of, hash_keys_from_wire, stored_to_proto
 from broker.service.shards import ReadRequest, ReadThrottle, ShardClient
 from broker.streams.subscription_claims import Claim
 from broker.types import NodeId, Offset, ShardUid
@@ -128,26 +129,11 @@ def node_handler(
     async def shard_append(
         request: pb.ShardAppendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ShardAppendResponse:
-        records = records_from_proto(request.records)
-        if not records:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "an append of no records")
-        try:
-            hash_keys = hash_keys_from_wire(request.hash_keys, len(records))
-        except ValueError as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        result = await _served(
-            context,
-            shards.serve_append(
-                ShardUid(request.shard_uid),
-                epoch=request.epoch,
-                records=NewRecords.of(records, hash_keys),
-            ),
-        )
-        return pb.ShardAppendResponse(
-            first_offset=result.first_offset,
-            arrival_ms=result.arrival_ms,
-            throttled=list(result.throttled),
-        )
+        answer = await answer_shard_append(shards, request)
+        if isinstance(answer, grpc.Status):
+            await context.abort_with_status(answer)
+            raise AssertionError("abort_with_status returns only by raising")
+        return answer
 
     async def shard_read(
         request: pb.ShardReadRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -194,17 +180,75 @@ def node_handler(
     return grpc.method_handlers_generic_handler(NODE_SERVICE, handlers)
 
 
-async def _served(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[_T]) -> _T:
+async def answer_shard_append(
+    shards: ShardClient, request: pb.ShardAppendRequest
+) -> pb.ShardAppendResponse | grpc.Status:
+    """A forwarded append served here: its answer, or the status the call ends with. The one
+    server of both ways it arrives: the gRPC ShardAppend and the framed connection's APPEND
+    frames (`framed.FramedListener`)."""
+    try:
+        records = _records_of(request)
+    except ValueError as error:
+        return _invalid(str(error))
+    if not records:
+        return _invalid(error_messages.FORWARDED_APPEND_EMPTY)
+    result = await _outcome(
+        shards.serve_append(ShardUid(request.shard_uid), epoch=request.epoch, records=records)
+    )
+    if isinstance(result, grpc.Status):
+        return result
+    return pb.ShardAppendResponse(
+        first_offset=result.first_offset,
+        arrival_ms=result.arrival_ms,
+        throttled=list(result.throttled),
+    )
+
+
+def _records_of(request: pb.ShardAppendRequest) -> NewRecords:
+    """The records of a forwarded append, from `records` or from the columns (shard_codec).
+    Raises ValueError for columns or hash keys that do not add up, or both forms at once."""
+    if request.data_sizes or request.datas or request.keys:
+        if request.records:
+            raise ValueError("an append with its records both as messages and as columns")
+        keys, keys_utf8, datas = columns_of(request)
+        sizes = map(operator.add, map(len, keys_utf8), map(len, datas))
+        hash_keys = hash_keys_from_wire(request.hash_keys, len(datas))
+        return NewRecords(keys, keys_utf8, datas, sizes, hash_keys)
+    records = records_from_proto(request.records)
+    return NewRecords.of(records, hash_keys_from_wire(request.hash_keys, len(records)))
+
+
+@dataclass(frozen=True, slots=True)
+class _Status(grpc.Status):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+
+
+def _invalid(message: str) -> grpc.Status:
+    return _Status(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+async def _outcome(call: Awaitable[_T]) -> _T | grpc.Status:
+    """The call's result, or the status it ends the RPC with (a refusal, a Kinesis error, or
+    INTERNAL_FAILURE for anything else, logged)."""
     try:
         return await call
     except ShardRefusedError as refusal:
-        await context.abort_with_status(refusal_status(refusal))
+        return refusal_status(refusal)
     except ShoalError as error:
-        await context.abort_with_status(to_grpc_status(error))
+        return to_grpc_status(error)
     except Exception:
         log.exception("internal_operation_failed")
-        await context.abort_with_status(to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE)))
-    raise AssertionError("abort_with_status returns only by raising")
+        return to_grpc_status(ShoalError(ErrorCode.INTERNAL_FAILURE))
+
+
+async def _served(context: grpc.aio.ServicerContext[Any, Any], call: Awaitable[_T]) -> _T:
+    outcome = await _outcome(call)
+    if isinstance(outcome, grpc.Status):
+        await context.abort_with_status(outcome)
+        raise AssertionError("abort_with_status returns only by raising")
+    return outcome
 
 
 def admin_handler(backend: AdminBackend) -> grpc.GenericRpcHandler:

@@ -69,6 +69,35 @@ def refusal_from_rpc_error(exc: grpc.aio.AioRpcError, shard_uid: ShardUid) -> Ex
     return error_from_rpc_error(exc)
 
 
+def status_to_wire(status: grpc.Status) -> bytes:
+    """A status a NodeService handler ends with, as the google.rpc.Status a framed ANSWER
+    carries (`FramedAppendAnswer.status`): its rich details when it has them (refusals and
+    Kinesis errors do), else its code and message."""
+    for key, value in status.trailing_metadata or ():
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return value
+    plain = status_pb2.Status(code=status.code.value[0], message=status.details or "")
+    encoded: bytes = plain.SerializeToString()
+    return encoded
+
+
+def error_from_wire_status(raw: bytes, shard_uid: ShardUid) -> Exception:
+    """What `refusal_from_rpc_error` makes of the failed gRPC call that `status_to_wire`'s
+    status stands for (one decoding for both paths)."""
+    status = status_pb2.Status.FromString(raw)
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    failed = grpc.aio.AioRpcError(
+        code,
+        initial_metadata=grpc.aio.Metadata(),
+        trailing_metadata=grpc.aio.Metadata((STATUS_DETAILS_KEY, raw)),
+        details=status.message,
+    )
+    return refusal_from_rpc_error(failed, shard_uid)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def _never_sent(exc: grpc.aio.AioRpcError) -> bool:
     """gRPC's UNAVAILABLE before a connection existed (refused, unreachable): the request
     never left this node. Any other UNAVAILABLE may have reached the server."""

@@ -79,20 +79,25 @@ def envelope_to_proto(envelope: Envelope, *, sender: NodeId) -> pb.ReplicationEn
     message = envelope.message
     match message:
         case Append():
-            return pb.ReplicationEnvelope(
-                from_node=sender,
-                to_node=envelope.to,
-                append=pb.Append(
-                    shard_uid=message.shard_uid,
-                    epoch=message.epoch,
-                    leader=message.leader,
-                    first_offset=message.first_offset,
-                    prev_epoch=message.prev_epoch,
-                    batches=[batch_to_proto(b) for b in message.batches],
-                    leader_hw=message.leader_hw,
-                    leader_log_start=message.leader_log_start,
-                ),
-            )
+            # Built in place: a message given to a constructor is copied (deeply, its batches'
+            # bytes too), so `append=pb.Append(batches=[pb.Batch(...)])` copied every batch
+            # three times before the serialization's own copy (~0.1 ms per 125 KiB batch).
+            proto = pb.ReplicationEnvelope(from_node=sender, to_node=envelope.to)
+            append = proto.append
+            append.shard_uid = message.shard_uid
+            append.epoch = message.epoch
+            append.leader = message.leader
+            append.first_offset = message.first_offset
+            append.prev_epoch = message.prev_epoch
+            append.leader_hw = message.leader_hw
+            append.leader_log_start = message.leader_log_start
+            add_batch = append.batches.add
+            for batch in message.batches:
+                if batch.version >= BATCH_FORMAT_VERSION:
+                    add_batch(first_offset=batch.first_offset, value=batch.value)
+                else:
+                    add_batch().CopyFrom(batch_to_proto(batch))
+            return proto
         case AppendAck():
             return pb.ReplicationEnvelope(
                 from_node=sender,

@@ -1,13 +1,14 @@
-"""NodeService's values on the wire: the routing hash keys of a forwarded append, and the
-records a forwarded read returns (the appended records travel as replication's
-`NewRecord`s, `replication_codec.records_to_proto`)."""
+"""NodeService's values on the wire: the routing hash keys of a forwarded append, its records
+as columns (over the framed connection; over gRPC they travel as replication's `NewRecord`s,
+`replication_codec.records_to_proto`), and the records a forwarded read returns."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from broker.api.internal.v1 import internal_pb2 as pb
-from broker.log.records import StoredRecord
+from broker.log.records import NewRecords, StoredRecord
 from broker.types import Offset
 
 _HASH_KEY_BYTES = 16  # a Kinesis hash key is 128 bits
@@ -32,6 +33,36 @@ def hash_keys_from_wire(packed: bytes, records: int) -> list[int] | None:
         from_bytes(packed[i : i + _HASH_KEY_BYTES], "big")
         for i in range(0, len(packed), _HASH_KEY_BYTES)
     ]
+
+
+def put_columns(request: pb.ShardAppendRequest, records: NewRecords) -> None:
+    """Sets `request`'s record columns (keys, key_sizes, datas, data_sizes) to `records`."""
+    request.keys = b"".join(records.partition_keys_utf8)
+    request.key_sizes.extend(map(len, records.partition_keys_utf8))
+    request.datas = b"".join(records.datas)
+    request.data_sizes.extend(map(len, records.datas))
+
+
+def columns_of(request: pb.ShardAppendRequest) -> tuple[list[str], list[bytes], list[bytes]]:
+    """The (partition keys, their UTF-8, data) `put_columns` set. Raises ValueError when the
+    columns do not add up or a key is not UTF-8."""
+    key_sizes, data_sizes = request.key_sizes, request.data_sizes
+    if len(key_sizes) != len(data_sizes):
+        raise ValueError(f"{len(key_sizes)} partition keys for {len(data_sizes)} records")
+    keys_utf8 = _cut(request.keys, key_sizes, "partition keys")
+    datas = _cut(request.datas, data_sizes, "data")
+    try:
+        keys = list(map(bytes.decode, keys_utf8))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"a partition key that is not UTF-8: {error}") from error
+    return keys, keys_utf8, datas
+
+
+def _cut(joined: bytes, sizes: Sequence[int], what: str) -> list[bytes]:
+    ends = list(itertools.accumulate(sizes))
+    if (ends[-1] if ends else 0) != len(joined):
+        raise ValueError(f"{len(joined)} bytes of {what} for sizes adding up to {sum(sizes)}")
+    return [joined[start:end] for start, end in zip([0, *ends], ends, strict=False)]
 
 
 def stored_to_proto(records: Sequence[StoredRecord]) -> list[pb.StoredRecord]:

@@ -241,3 +241,59 @@ def test_an_encrypted_streams_batch_travels_in_the_clear_and_is_sealed_by_each_s
     for path in (tmp_path / "a", tmp_path / "b"):
         (stored,) = raw_values(path).values()
         assert BatchHeader.parse(stored).encrypted and b"secret-0" not in stored
+
+
+@pytest.mark.parametrize("version", [WRITTEN_BATCH_FORMAT_VERSION, BATCH_FORMAT_VERSION])
+def test_an_appends_envelope_is_the_bytes_its_messages_make(version: int) -> None:
+    """`envelope_to_proto` builds an Append in place (no copies of its batches before the
+    serialization's): the bytes are those of the same messages made by their constructors."""
+    batches = tuple(
+        AppendBatch(
+            shard_uid=SHARD,
+            first_offset=Offset(first),
+            arrival_ms=1_000 + first,
+            records=(NewRecord(f"k{first}", b"x" * 300), NewRecord("j", b"")),
+            epoch=3,
+            version=version,
+        )
+        for first in (4, 6)
+    )
+    append = Append(
+        shard_uid=SHARD,
+        epoch=3,
+        leader=A,
+        first_offset=Offset(4),
+        prev_epoch=2,
+        batches=batches,
+        leader_hw=Offset(3),
+        leader_log_start=Offset(1),
+    )
+    expected = pb.ReplicationEnvelope(
+        from_node=A,
+        to_node=B,
+        append=pb.Append(
+            shard_uid=SHARD,
+            epoch=3,
+            leader=A,
+            first_offset=4,
+            prev_epoch=2,
+            batches=[
+                pb.Batch(first_offset=b.first_offset, value=b.value)
+                if version >= BATCH_FORMAT_VERSION
+                else pb.Batch(
+                    first_offset=b.first_offset,
+                    arrival_ms=b.arrival_ms,
+                    epoch=3,
+                    records=[
+                        pb.Record(partition_key=r.partition_key, data=r.data) for r in b.records
+                    ],
+                )
+                for b in batches
+            ],
+            leader_hw=3,
+            leader_log_start=1,
+        ),
+    )
+    wire = envelope_to_proto(Envelope(to=B, message=append), sender=A).SerializeToString()
+    assert wire == expected.SerializeToString()
+    assert envelope_from_proto(pb.ReplicationEnvelope.FromString(wire)) == append

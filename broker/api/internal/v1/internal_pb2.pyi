@@ -616,6 +616,10 @@ class ShardAppendRequest(_message.Message):
     EPOCH_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
     HASH_KEYS_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    KEY_SIZES_FIELD_NUMBER: _builtins.int
+    DATAS_FIELD_NUMBER: _builtins.int
+    DATA_SIZES_FIELD_NUMBER: _builtins.int
     stream_uid: _builtins.int
     shard_uid: _builtins.int
     epoch: _builtins.int
@@ -626,8 +630,19 @@ class ShardAppendRequest(_message.Message):
     key); one field rather than per-record ones so the cost is the 16 bytes alone. Empty: not
     sent (a sender from before this field), the leader hashes the partition keys again.
     """
+    keys: _builtins.bytes
+    """The records as columns instead of `records` (no message per record): the UTF-8 partition
+    keys end to end and their byte lengths, the data end to end and theirs. Only over the
+    framed connection (FramedAppend), whose listener's ACCEPT promises it reads them; a gRPC
+    ShardAppend carries `records`, which every release reads.
+    """
+    datas: _builtins.bytes
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___Record]: ...
+    @_builtins.property
+    def key_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def data_sizes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
         self,
         *,
@@ -636,10 +651,14 @@ class ShardAppendRequest(_message.Message):
         epoch: _builtins.int = ...,
         records: _abc.Iterable[Global___Record] | None = ...,
         hash_keys: _builtins.bytes = ...,
+        keys: _builtins.bytes = ...,
+        key_sizes: _abc.Iterable[_builtins.int] | None = ...,
+        datas: _builtins.bytes = ...,
+        data_sizes: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "hash_keys", b"hash_keys", "records", b"records", "shard_uid", b"shard_uid", "stream_uid", b"stream_uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data_sizes", b"data_sizes", "datas", b"datas", "epoch", b"epoch", "hash_keys", b"hash_keys", "key_sizes", b"key_sizes", "keys", b"keys", "records", b"records", "shard_uid", b"shard_uid", "stream_uid", b"stream_uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -673,6 +692,66 @@ class ShardAppendResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShardAppendResponse: _TypeAlias = ShardAppendResponse  # noqa: Y015
+
+@_typing.final
+class FramedAppend(_message.Message):
+    """A ShardAppend carried over the framed replication connection (broker/rpc/framed.py) rather
+    than as a unary gRPC call: the dialler sends it in an APPEND frame, the listener answers in an
+    ANSWER frame with the same `call_id` (unique per connection). Sent only to a listener whose
+    ACCEPT said it serves them (an older one does not: the dialler then calls ShardAppend).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    request: _builtins.bytes
+    """a serialized ShardAppendRequest (as bytes: wrapped without a copy of it)"""
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        request: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FramedAppend: _TypeAlias = FramedAppend  # noqa: Y015
+
+@_typing.final
+class FramedAppendAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.int
+    status: _builtins.bytes
+    """Otherwise the status the gRPC ShardAppend would have ended with (its code, message and
+    rich details: a routing refusal or the Kinesis error), as google.rpc.Status.
+    """
+    @_builtins.property
+    def response(self) -> Global___ShardAppendResponse:
+        """when served"""
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.int = ...,
+        response: Global___ShardAppendResponse | None = ...,
+        status: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "response", b"response", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FramedAppendAnswer: _TypeAlias = FramedAppendAnswer  # noqa: Y015
 
 @_typing.final
 class ShardReadRequest(_message.Message):
