@@ -59,6 +59,7 @@ from benchmarks.cluster import (
     PRODUCTION_LIVENESS,
     _latency,
     _node_index,
+    _node_pids,
     _shards,
     _throughput,
     _wait_formed,
@@ -306,7 +307,9 @@ def run(
             assert len(shard.replicas) == 3, shard
             leader = cluster.nodes[_node_index(shard.leader)].endpoint
             _say(f"shoal: PutRecords, 1 shard, factor 3, {PRODUCERS} producers to the leader")
-            report.shoal = _throughput([leader], "peers", seconds, warmup_s)
+            report.shoal = _throughput(
+                [leader], "peers", seconds, warmup_s, pids=_node_pids(cluster)
+            )
             create_stream(cluster.endpoints[0], "peers-latency", 1)
             (shard,) = _shards(cluster, "peers-latency")
             leader = cluster.nodes[_node_index(shard.leader)].endpoint
