@@ -202,7 +202,7 @@ def authorize_cost_us(calls: int = 20_000) -> float:
     authorizer = Authorizer(
         enabled=True,
         directory=KeyDirectory(
-            static_keys={}, account_id=ACCOUNT, box=SecretBox(b"k" * 32),
+            static_keys={}, account_id=ACCOUNT, region="us-east-1", box=SecretBox(b"k" * 32),
             iam_table=lambda: table,
         ),
         resource_policy=lambda _: None,

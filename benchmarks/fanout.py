@@ -193,6 +193,7 @@ def _cluster(workdir: Path, records: int, gap_ms: int) -> list[FanOutLatency]:
             deadline_s=FORMED_DEADLINE_S,
             what="a shard leader",
         )
+        assert leader_id is not None
         leader = cluster.node_named(leader_id).endpoint
         other = next(e for e in endpoints if e != leader)
         results = []
