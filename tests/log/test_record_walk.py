@@ -106,3 +106,16 @@ def test_the_c_payload_is_the_python_payload() -> None:
         walk.payload((b"k",), ("text",))
     with pytest.raises(TypeError):
         walk.payload([b"k"], [b"d"])
+
+
+def test_a_batch_whose_data_is_not_bytes_is_encoded_as_if_it_were() -> None:
+    """The C payload takes bytes only; a bytearray or memoryview data (outside NewRecord's
+    typed contract, but what a library typed Any could hand over, and what the Python join
+    takes) is encoded by the Python code, to the same stored bytes, not refused."""
+    plain = [records.NewRecord("k", b"data"), records.NewRecord("j", b"")]
+    other = [
+        records.NewRecord("k", bytearray(b"data")),  # type: ignore[arg-type]
+        records.NewRecord("j", memoryview(b"")),  # type: ignore[arg-type]
+    ]
+    encoded = records.encode_batch(arrival_ms=7, epoch=1, control=False, records=plain)
+    assert records.encode_batch(arrival_ms=7, epoch=1, control=False, records=other) == encoded
