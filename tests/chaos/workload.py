@@ -221,6 +221,25 @@ def read_replica(endpoint: str, node_id: str, shard_id: str, shard_uid: int) -> 
     )
 
 
+def read_replica_repaired(endpoint: str, node_id: str, shard_id: str, shard_uid: int) -> SourceRead:
+    """`read_replica`, waiting (until CONVERGE_DEADLINE_S) for the repair of a damaged range the
+    read itself found. A block corrupted while its node ran stays latent until something
+    reads it, and this full read of every replica is often the first: the node refuses to
+    serve it (FAILED_PRECONDITION, DAMAGED) and repairs it from another replica. A range that
+    stays damaged past the deadline is reported unavailable."""
+    give_up = time.monotonic() + CONVERGE_DEADLINE_S
+    while True:
+        try:
+            return read_replica(endpoint, node_id, shard_id, shard_uid)
+        except grpc.RpcError as exc:
+            damaged = exc.code() is grpc.StatusCode.FAILED_PRECONDITION and (
+                "DAMAGED" in (exc.details() or "")
+            )
+            if not damaged or time.monotonic() > give_up:
+                raise
+            time.sleep(0.2)  # the repair loop fetches the range from another replica
+
+
 def read_gateway(endpoint: str, node_id: str, stream: str) -> list[SourceRead]:
     """Every shard of the stream through a node's public door, GetRecords from TRIM_HORIZON."""
     reads = []
@@ -333,7 +352,7 @@ def read_everything(cluster: ClusterProcesses, stream: str) -> tuple[list[Source
             if node_id not in replicas:
                 continue
             try:
-                reads.append(read_replica(node.endpoint, node_id, shard_id, shard_uid))
+                reads.append(read_replica_repaired(node.endpoint, node_id, shard_id, shard_uid))
             except grpc.RpcError as exc:
                 unavailable.append(f"replica {node_id} {shard_id}: {exc!r}"[:300])
     return reads, unavailable
