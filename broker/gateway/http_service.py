@@ -62,7 +62,11 @@ from broker.gateway.aws_codec import (
     wire_format_for,
 )
 from broker.gateway.probe import GatewayProbe
-from broker.gateway.put_records import put_records_from_body
+from broker.gateway.put_records import (
+    put_records_from_body,
+    put_records_from_json,
+    read_common_json_body,
+)
 from broker.gateway.services import JsonService, Receive, RestService, Scope, Send
 from broker.gateway.sigv4 import (
     HttpRequest,
@@ -379,9 +383,17 @@ class AwsHttpApp:
         operation: str,
         service: JsonService | None,
     ) -> bytes | Subscription:
-        parsed = parse_body(body, wire)
         if service is None or operation not in service.operations:
+            parse_body(body, wire)  # a body that is not an object is refused first, as AWS does
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
+        # The common JSON PutRecords body is read in one C pass instead of being parsed; any
+        # other body is parsed here, before the signature, as before.
+        common = (
+            read_common_json_body(body)
+            if operation == "PutRecords" and service.model == KINESIS and wire is WireFormat.JSON
+            else None
+        )
+        parsed = parse_body(body, wire) if common is None else {}
         access_key_id = None
         claimed_key_id = None
         request = HttpRequest(
@@ -411,7 +423,9 @@ class AwsHttpApp:
             claimed_key_id = claimed_access_key_id(request)
         if region != self._region and service.model not in REGIONAL_MODELS:
             region = self._region  # the rest of the family serves the node's region
-        if operation == "PutRecords" and service.model == KINESIS:
+        if common is not None:
+            aws_request = put_records_from_json(common)
+        elif operation == "PutRecords" and service.model == KINESIS:
             aws_request = put_records_from_body(parsed, wire)  # its entries read in one loop
         else:
             aws_request = decode_request(operation, parsed, wire, model=service.model)

@@ -22,18 +22,27 @@ Pure: values in, bytes or dicts out.
 
 from __future__ import annotations
 
+import binascii
 import operator
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import botocore.model
+import pybase64
 
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.gateway.aws_codec import WireFormat, canonical_blobs, decode_request
 from broker.gateway.validation import KINESIS, passes, service_model, validate_request
 from broker.service.records import WrittenRun
 from broker.wire.codec import dict_to_message, message_to_dict
-from broker.wire.put_entries import PutEntries, read_json_entries, read_put_entries
+from broker.wire.put_entries import (
+    PutEntries,
+    cut_blobs,
+    read_json_body,
+    read_json_entries,
+    read_put_entries,
+)
 from broker.wire.record_page import varint
 
 
@@ -106,6 +115,54 @@ def _request_with(
     return request
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JsonPutRecords:
+    """A common JSON PutRecords body read by `read_common_json_body`: its top-level members in
+    the body's order ("Records" mapped to None) and its entries."""
+
+    members: dict[str, str | None]
+    entries: PutEntries
+
+
+def read_common_json_body(body: bytes) -> JsonPutRecords | None:
+    """A JSON PutRecords `body` (unparsed) read in one C pass when it is the common one (every
+    entry exactly Data in canonical base64 of 1 byte up to the model's maximum and a
+    PartitionKey of 1..256 printable ASCII characters, the other members strings): its members
+    and its entries as columns, with every Data decoded in one base64 call. None otherwise, and
+    always without the compiled module: the caller then parses the body (`parse_body`) and
+    takes `put_records_from_body`, which says what is wrong, if anything."""
+    columns = read_json_body(
+        body,
+        key_min=_KEY_MIN,
+        key_max=_KEY_MAX,
+        count_min=_RECORDS_MIN,
+        count_max=_RECORDS_MAX,
+    )
+    if columns is None:
+        return None
+    data_sizes = columns.data_sizes
+    if min(data_sizes) < 1 or max(data_sizes) > _DATA_MAX:
+        return None
+    try:
+        decoded: bytes = pybase64.b64decode(columns.base64, validate=True)
+    except (binascii.Error, ValueError):
+        return None  # not reached: read_json_body let through the base64 alphabet only
+    datas = cut_blobs(decoded, data_sizes)
+    if datas is None:
+        return None
+    keys_utf8 = columns.partition_keys_utf8
+    sizes = list(map(operator.add, map(len, keys_utf8), data_sizes))
+    entries = PutEntries(columns.partition_keys, keys_utf8, datas, sizes)
+    return JsonPutRecords(members=columns.members, entries=entries)
+
+
+def put_records_from_json(read: JsonPutRecords) -> dict[str, Any]:
+    """The AWS door's validated PutRecords request from a body `read_common_json_body` read:
+    the same request `put_records_from_body` makes of the parsed body ("Records" a
+    `PutEntries`), the rest of the body decoded and checked by the model as there."""
+    return _request_around(read.members, read.entries, WireFormat.JSON)
+
+
 def put_records_from_body(body: dict[str, Any], wire: WireFormat) -> dict[str, Any]:
     """The AWS door's validated PutRecords request from its parsed `body`: `decode_request` and
     `validate_put_records`, except that a JSON body whose records are all the common one (a
@@ -118,8 +175,16 @@ def put_records_from_body(body: dict[str, Any], wire: WireFormat) -> dict[str, A
         request = decode_request("PutRecords", body, wire)
         validate_put_records(request)
         return request
+    return _request_around(body, entries, wire)
+
+
+def _request_around(
+    body: Mapping[str, Any], entries: PutEntries, wire: WireFormat
+) -> dict[str, Any]:
+    """The request of a body whose "Records" were read as `entries`: the other members decoded
+    and everything checked by the model, the members in the body's order, as the generic
+    decoder puts them."""
     rest = decode_request("PutRecords", {k: v for k, v in body.items() if k != "Records"}, wire)
-    # The members in the body's order, as the generic decoder puts them.
     request = {
         name: entries if name == "Records" else rest[name]
         for name in body

@@ -28,6 +28,30 @@
  * length that is not a multiple of 4, padding before the end or after a character whose
  * unused bits are not zero) or `decoded` is not that decode's length. broker/gateway/
  * aws_codec.py's `canonical_blobs` holds the Python loop with the same results.
+ *
+ * read_json_body(body, key_min, key_max, count_min, count_max) ->
+ *     (members, partition_keys, partition_keys_utf8, base64, data_sizes) | None
+ *
+ * The AWS door's whole JSON PutRecords body (bytes, not parsed yet) read in one pass, without
+ * building a Python object per JSON value: for the common body only, a top-level object whose
+ * "Records" (once) is an array of count_min..count_max common entries, each an object of
+ * exactly "Data" (canonical base64, see split_base64) and "PartitionKey" (key_min..key_max
+ * characters), in either order, and whose every other member is a string. Every string must be
+ * printable ASCII without escapes (what every SDK sends for these members); anything else (an
+ * escape, a non-ASCII or control character, a number, a nested value, a repeated "Records",
+ * trailing bytes) gives None and the caller parses the body as before, which keeps every error
+ * and its words. `members` maps each top-level name to its string in the body's order (a
+ * repeated one keeps its first place and its last value, as a JSON parser's dict does), with
+ * "Records" mapped to None; `base64` is every entry's Data joined, each "=" turned into "A"
+ * (so one base64 call decodes them all), and `data_sizes` each entry's decoded length. The
+ * Data strings' characters are checked by that call, not here: the caller must decode
+ * `base64` validating its alphabet, and take the body as not common when that fails (a Data
+ * with an escape, a control or a non-ASCII character fails it).
+ *
+ * cut_blobs(decoded, data_sizes) -> list[bytes] | None
+ *
+ * The blobs of `decoded` (the decode of read_json_body's `base64`): entry i's bytes start where
+ * the previous entry's 3-byte groups end. None when `decoded` is not their total length.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -343,6 +367,302 @@ not_canonical:
     Py_RETURN_NONE;
 }
 
+/* --- read_json_body: the JSON body's common PutRecords, without a parser's objects --------- */
+
+typedef struct {
+    const unsigned char *at, *end;
+} Cursor;
+
+static void skip_space(Cursor *c) {
+    while (c->at < c->end && (*c->at == ' ' || *c->at == '\t' || *c->at == '\n' || *c->at == '\r')) {
+        c->at++;
+    }
+}
+
+/* The next byte after any whitespace is `expected`: consumed, 1; else 0. */
+static int take(Cursor *c, unsigned char expected) {
+    skip_space(c);
+    if (c->at < c->end && *c->at == expected) {
+        c->at++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A string of printable ASCII without escapes: its characters' bounds, cursor past its end
+ * quote; 0 for anything else (the caller's generic parser then decides). */
+static int plain_string(Cursor *c, const unsigned char **start, Py_ssize_t *length) {
+    if (!take(c, '"')) {
+        return 0;
+    }
+    const unsigned char *first = c->at;
+    while (c->at < c->end && *c->at != '"') {
+        unsigned char byte = *c->at;
+        if (byte < 0x20 || byte > 0x7e || byte == '\\') {
+            return 0;
+        }
+        c->at++;
+    }
+    if (c->at == c->end) {
+        return 0;
+    }
+    *start = first;
+    *length = c->at - first;
+    c->at++;
+    return 1;
+}
+
+static int is_name(const unsigned char *start, Py_ssize_t length, const char *name) {
+    return (size_t)length == strlen(name) && memcmp(start, name, (size_t)length) == 0;
+}
+
+/* A Data string copied to *out with its padding as "A", its decoded size in *size, when its
+ * length and padding are canonical base64's (split_base64's checks). Its other characters are
+ * not looked at here: the caller's base64 decode of everything copied (validating) refuses any
+ * outside base64's alphabet, an escape's backslash or a control character included. 0 when it
+ * is not so. memchr and memcpy run a word or a vector at a time; a byte loop here cost more
+ * than the whole parse it replaces. */
+static int data_text(Cursor *c, unsigned char **out, Py_ssize_t *size) {
+    if (!take(c, '"')) {
+        return 0;
+    }
+    const unsigned char *chars = c->at;
+    const unsigned char *quote = memchr(chars, '"', (size_t)(c->end - chars));
+    if (quote == NULL) {
+        return 0;
+    }
+    Py_ssize_t length = quote - chars, pads = 0;
+    if (length % 4) {
+        return 0;
+    }
+    if (length && chars[length - 1] == '=') {
+        if (chars[length - 2] == '=') {
+            if (!canonical_before_two_pads(chars[length - 3])) {
+                return 0;
+            }
+            pads = 2;
+        } else if (canonical_before_one_pad(chars[length - 2])) {
+            pads = 1;
+        } else {
+            return 0;
+        }
+    }
+    if (memchr(chars, '=', (size_t)(length - pads)) != NULL) {
+        return 0; /* padding before the end */
+    }
+    memcpy(*out, chars, (size_t)(length - pads));
+    memset(*out + length - pads, 'A', (size_t)pads);
+    *out += length;
+    *size = length / 4 * 3 - pads;
+    c->at = quote + 1;
+    return 1;
+}
+
+typedef struct {
+    PyObject *keys, *keys_utf8, *sizes; /* lists */
+    unsigned char *out;                 /* the next byte of the joined base64 */
+} JsonColumns;
+
+/* One common entry {"Data": ..., "PartitionKey": ...} (either order) into the columns: 1; 0 when
+ * it is not one; -1 with an exception set. */
+static int json_entry(Cursor *c, JsonColumns *columns, Py_ssize_t key_min, Py_ssize_t key_max) {
+    int seen_data = 0, seen_key = 0;
+    const unsigned char *key = NULL;
+    Py_ssize_t key_length = 0, size = 0;
+    if (!take(c, '{')) {
+        return 0;
+    }
+    for (int member = 0; member < 2; member++) {
+        const unsigned char *name;
+        Py_ssize_t name_length;
+        if ((member && !take(c, ',')) || !plain_string(c, &name, &name_length) || !take(c, ':')) {
+            return 0;
+        }
+        if (!seen_data && is_name(name, name_length, "Data")) {
+            seen_data = 1;
+            if (!data_text(c, &columns->out, &size)) {
+                return 0;
+            }
+        } else if (!seen_key && is_name(name, name_length, "PartitionKey")) {
+            seen_key = 1;
+            if (!plain_string(c, &key, &key_length)) {
+                return 0;
+            }
+        } else {
+            return 0;
+        }
+    }
+    if (!take(c, '}') || key_length < key_min || key_length > key_max) {
+        return 0; /* ASCII: characters and UTF-8 bytes are the same count */
+    }
+    PyObject *text = PyUnicode_DecodeASCII((const char *)key, key_length, NULL);
+    PyObject *utf8 = PyBytes_FromStringAndSize((const char *)key, key_length);
+    PyObject *data_size = PyLong_FromSsize_t(size);
+    int failed = text == NULL || utf8 == NULL || data_size == NULL
+                 || PyList_Append(columns->keys, text) < 0
+                 || PyList_Append(columns->keys_utf8, utf8) < 0
+                 || PyList_Append(columns->sizes, data_size) < 0;
+    Py_XDECREF(text);
+    Py_XDECREF(utf8);
+    Py_XDECREF(data_size);
+    return failed ? -1 : 1;
+}
+
+/* The "Records" array: 1 when every entry is common and their count is within bounds. */
+static int json_records(Cursor *c, JsonColumns *columns, Py_ssize_t key_min, Py_ssize_t key_max,
+                        Py_ssize_t count_max) {
+    if (!take(c, '[')) {
+        return 0;
+    }
+    if (take(c, ']')) {
+        return 1; /* empty: the count check refuses it */
+    }
+    for (Py_ssize_t count = 0;; count++) { /* bounded: each pass consumes an entry's bytes */
+        if (count >= count_max) {
+            return 0;
+        }
+        int read = json_entry(c, columns, key_min, key_max);
+        if (read != 1) {
+            return read;
+        }
+        if (take(c, ']')) {
+            return 1;
+        }
+        if (!take(c, ',')) {
+            return 0;
+        }
+    }
+}
+
+static PyObject *read_json_body(PyObject *module, PyObject *args) {
+    const char *body;
+    Py_ssize_t body_length, key_min, key_max, count_min, count_max;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y#nnnn:read_json_body", &body, &body_length, &key_min, &key_max,
+                          &count_min, &count_max)) {
+        return NULL;
+    }
+    Cursor c = {(const unsigned char *)body, (const unsigned char *)body + body_length};
+    PyObject *members = PyDict_New(), *joined = PyBytes_FromStringAndSize(NULL, body_length);
+    JsonColumns columns = {PyList_New(0), PyList_New(0), PyList_New(0), NULL};
+    PyObject *result = NULL;
+    int seen_records = 0;
+    if (members == NULL || joined == NULL || columns.keys == NULL || columns.keys_utf8 == NULL
+        || columns.sizes == NULL) {
+        goto done;
+    }
+    columns.out = (unsigned char *)PyBytes_AS_STRING(joined);
+    if (!take(&c, '{')) {
+        goto not_common;
+    }
+    for (int first = 1;; first = 0) { /* bounded: each pass consumes a member's bytes */
+        const unsigned char *name;
+        Py_ssize_t name_length;
+        if (first && take(&c, '}')) {
+            break;
+        }
+        if ((!first && !take(&c, ',')) || !plain_string(&c, &name, &name_length)
+            || !take(&c, ':')) {
+            goto not_common;
+        }
+        PyObject *key = PyUnicode_DecodeASCII((const char *)name, name_length, NULL), *value;
+        if (key == NULL) {
+            goto done;
+        }
+        if (is_name(name, name_length, "Records")) {
+            int read = seen_records ? 0 : json_records(&c, &columns, key_min, key_max, count_max);
+            seen_records = 1;
+            if (read != 1) {
+                Py_DECREF(key);
+                if (read < 0) {
+                    goto done;
+                }
+                goto not_common;
+            }
+            value = Py_NewRef(Py_None);
+        } else {
+            const unsigned char *start;
+            Py_ssize_t length;
+            if (!plain_string(&c, &start, &length)) {
+                Py_DECREF(key);
+                goto not_common;
+            }
+            value = PyUnicode_DecodeASCII((const char *)start, length, NULL);
+        }
+        int failed = value == NULL || PyDict_SetItem(members, key, value) < 0;
+        Py_DECREF(key);
+        Py_XDECREF(value);
+        if (failed) {
+            goto done;
+        }
+        if (take(&c, '}')) {
+            break;
+        }
+    }
+    skip_space(&c);
+    Py_ssize_t count = PyList_GET_SIZE(columns.keys);
+    if (c.at != c.end || !seen_records || count < count_min) {
+        goto not_common;
+    }
+    if (_PyBytes_Resize(&joined, (char *)columns.out - PyBytes_AS_STRING(joined)) < 0) {
+        goto done; /* joined is NULL now */
+    }
+    result = PyTuple_Pack(5, members, columns.keys, columns.keys_utf8, joined, columns.sizes);
+    goto done;
+not_common:
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(members);
+    Py_XDECREF(joined);
+    Py_XDECREF(columns.keys);
+    Py_XDECREF(columns.keys_utf8);
+    Py_XDECREF(columns.sizes);
+    return result;
+}
+
+static PyObject *cut_blobs(PyObject *module, PyObject *args) {
+    const char *decoded;
+    Py_ssize_t decoded_length, start = 0;
+    PyObject *sizes;
+    (void)module;
+    if (!PyArg_ParseTuple(args, "y#O!:cut_blobs", &decoded, &decoded_length, &PyList_Type,
+                          &sizes)) {
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(sizes);
+    PyObject *blobs = PyList_New(count);
+    if (blobs == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t size = PyLong_AsSsize_t(PyList_GET_ITEM(sizes, i));
+        if (size < 0) {
+            Py_DECREF(blobs);
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        Py_ssize_t stride = (size + 2) / 3 * 3; /* the entry's whole 3-byte groups */
+        if (stride > decoded_length - start) {
+            Py_DECREF(blobs);
+            Py_RETURN_NONE;
+        }
+        PyObject *blob = PyBytes_FromStringAndSize(decoded + start, size);
+        if (blob == NULL) {
+            Py_DECREF(blobs);
+            return NULL;
+        }
+        PyList_SET_ITEM(blobs, i, blob);
+        start += stride;
+    }
+    if (start != decoded_length) {
+        Py_DECREF(blobs);
+        Py_RETURN_NONE;
+    }
+    return blobs;
+}
+
 static PyMethodDef methods[] = {
     {"read", read_columns, METH_VARARGS,
      "read(raw, key_min, key_max, data_max, count_min, count_max) -> "
@@ -352,6 +672,10 @@ static PyMethodDef methods[] = {
      "(partition_keys, partition_keys_utf8, data_texts) | None"},
     {"split_base64", split_base64, METH_VARARGS,
      "split_base64(decoded, texts) -> list[bytes] | None"},
+    {"read_json_body", read_json_body, METH_VARARGS,
+     "read_json_body(body, key_min, key_max, count_min, count_max) -> "
+     "(members, partition_keys, partition_keys_utf8, base64, data_sizes) | None"},
+    {"cut_blobs", cut_blobs, METH_VARARGS, "cut_blobs(decoded, data_sizes) -> list[bytes] | None"},
     {NULL, NULL, 0, NULL},
 };
 

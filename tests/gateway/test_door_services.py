@@ -16,16 +16,21 @@ import botocore.auth
 import botocore.awsrequest
 import botocore.credentials
 import httpx
+import pytest
 
 from broker.caller import Caller
 from broker.clock import ManualClock
+from broker.gateway import aws_codec
+from broker.gateway.aws_codec import WireFormat
 from broker.gateway.http_service import AwsHttpApp
 from broker.gateway.services import JsonService, Receive, Scope, Send
 from broker.gateway.sigv4 import SigV4Verifier
+from broker.wire import put_entries
 
 ACCESS_KEY = "AKIDDOORTEST"
 SECRET = "door-test-secret"
 JSON = "application/x-amz-json-1.1"
+PUT_RECORDS = "Kinesis_20131202.PutRecords"
 
 
 class _Recorder:
@@ -199,3 +204,51 @@ async def test_rest_paths_go_to_the_rest_service_and_post_slash_stays_json() -> 
     answer = await _send(app, _signed("Kinesis_20131202.ListStreams", {}, service="kinesis"))
     assert answer.status_code == 200
     assert kinesis.calls[0][0] == "ListStreams"
+
+
+async def test_a_common_put_records_body_is_read_from_its_bytes_after_the_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SDKs' PutRecords body is read by the C reader without a JSON parse where it was
+    built (`put_records.read_common_json_body`); the signature is still checked first and the
+    rest of the request by the model, with the parsed path's answers."""
+    parsed: list[bytes] = []
+    parse = aws_codec.parse_body
+
+    def counted(body: bytes, wire: WireFormat) -> dict[str, Any]:
+        parsed.append(body)
+        return parse(body, wire)
+
+    monkeypatch.setattr("broker.gateway.http_service.parse_body", counted)
+    clock = _now()
+    kinesis = _Recorder(frozenset({"PutRecords"}))
+    app = _app(clock, JsonService("kinesis", kinesis))
+    records = [{"Data": "eA==", "PartitionKey": "k"}, {"PartitionKey": "j", "Data": "eXk="}]
+
+    answer = await _send(
+        app, _signed(PUT_RECORDS, {"StreamName": "s", "Records": records}, service="kinesis")
+    )
+
+    assert answer.status_code == 200, answer.text
+    operation, request, _ = kinesis.calls[0]
+    assert operation == "PutRecords"
+    assert list(request) == ["StreamName", "Records"]
+    assert request["StreamName"] == "s"
+    assert list(request["Records"]) == [
+        {"Data": b"x", "PartitionKey": "k"},
+        {"Data": b"yy", "PartitionKey": "j"},
+    ]
+    assert len(parsed) == (0 if put_entries.compiled_reader() else 1)
+
+    tampered = _signed(PUT_RECORDS, {"StreamName": "s", "Records": records}, service="kinesis")
+    tampered.headers["Authorization"] = tampered.headers["Authorization"][:-4] + "0000"
+    refused = await _send(app, tampered)
+    assert refused.status_code == 400
+    assert refused.json()["__type"] == "InvalidSignatureException"
+
+    invalid = await _send(
+        app, _signed(PUT_RECORDS, {"StreamName": "", "Records": records}, service="kinesis")
+    )
+    assert invalid.status_code == 400
+    assert invalid.json()["__type"] == "ValidationException"
+    assert len(kinesis.calls) == 1

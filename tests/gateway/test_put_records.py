@@ -16,8 +16,10 @@ from broker.errors import ShoalError
 from broker.gateway.aws_codec import WireFormat, decode_request
 from broker.gateway.put_records import (
     put_records_from_body,
+    put_records_from_json,
     put_records_output,
     put_records_request,
+    read_common_json_body,
     validate_put_records,
 )
 from broker.gateway.validation import validate_request
@@ -254,13 +256,35 @@ def _generic_body(body: dict[str, Any]) -> dict[str, Any]:
 
 def _body_agrees(body: dict[str, Any]) -> dict[str, Any] | str:
     """The AWS door's reading of a JSON body (columns where the C reader runs) against
-    `decode_request` + `validate_put_records`, each on its own copy of the parsed body."""
+    `decode_request` + `validate_put_records`, each on its own copy of the parsed body; and
+    the reading of its bytes before any parse (`read_common_json_body`) where that takes it."""
     generic = _from_body(_generic_body, orjson.loads(orjson.dumps(body)))
     fast = _from_body(lambda b: put_records_from_body(b, WireFormat.JSON), body)
     assert fast == generic
     if isinstance(fast, dict) and isinstance(generic, dict):
         assert list(fast) == list(generic)
+    _bytes_agree(orjson.dumps(body), generic)
     return fast
+
+
+def _bytes_agree(raw: bytes, generic: dict[str, Any] | str) -> bool:
+    """When `read_common_json_body` takes `raw`, its request (or error) is `generic`'s, the
+    members in the same order; whether it took it."""
+    read = read_common_json_body(raw)
+    if read is None:
+        return False
+    from_bytes = _from_body(lambda _: put_records_from_json(read), {})
+    assert from_bytes == generic
+    if isinstance(from_bytes, dict) and isinstance(generic, dict):
+        assert list(from_bytes) == list(generic)
+        assert isinstance(from_bytes["Records"], PutEntries)
+        assert from_bytes["Records"].sizes == [
+            len(key.encode()) + len(data)
+            for key, data in zip(
+                from_bytes["Records"].partition_keys, from_bytes["Records"].datas, strict=True
+            )
+        ]
+    return True
 
 
 def _b64(data: bytes) -> str:
@@ -327,6 +351,102 @@ def test_random_json_bodies_agree() -> None:
                 entry["ExplicitHashKey"] = "1"
             records.append(entry)
         _body_agrees({"StreamName": rng.choice(["s", "", "a b"]), "Records": records})
+
+
+def _generic_of_bytes(raw: bytes) -> dict[str, Any] | str:
+    return _from_body(_generic_body, orjson.loads(raw))
+
+
+def test_the_common_body_is_read_from_its_bytes() -> None:
+    """The bytes an SDK sends, in any spacing and member order, are read without a parse where
+    the C reader runs (and never without it), as the parsed body reads."""
+    data = _b64(_DATA)
+    bodies = [
+        b'{"StreamName":"s","Records":[{"Data":"%s","PartitionKey":"k"}]}' % data.encode(),
+        b' \r\n{ "Records" : [ { "PartitionKey" : "k 1" , "Data" : "eA==" } ,\t'
+        b'{"Data":"eHk=","PartitionKey":"~!"} ] , "StreamARN" : "%s" }\n ' % _ARN.encode(),
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}],"StreamName":"a","StreamName":"s"}',
+        b'{"StreamName":"","Records":[{"Data":"eA==","PartitionKey":"k"}]}',  # the model refuses
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}],"DryRun":"x"}',  # an unknown member
+    ]
+    for raw in bodies:
+        assert _bytes_agree(raw, _generic_of_bytes(raw)) == put_entries.compiled_reader(), raw
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"Records":[{"Data":"Z\\/vYmE=","PartitionKey":"k"}]}',  # an escape in Data
+        b'{"Records":[{"Data":"eA==","PartitionKey":"\\u006b"}]}',  # an escape in a key
+        b'{"Records":[{"Data":"eA==","PartitionKey":"\xc3\xa9"}]}',  # not ASCII
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k\x01"}]}',  # a control character
+        b'{"Records":[{"Data":"e\x01A=","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"e A=","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}],"StreamName":5}',
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}],"StreamName":null}',
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}],"Tags":{"a":"b"}}',
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}],"Records":[]}',  # repeated
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k","Data":"eA=="}]}',
+        b'{"Records":[{"Data":"eA==","Data":"eA=="}]}',
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"},]}',  # not JSON
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}]}x',
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}]',
+        b'{"Records":[{"Data":"eA==","PartitionKey":"k"}]}}',
+        b'{"Records":[]}',
+        b'{"Records":[{"Data":"","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"eA=A","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"eHl=","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"eA=","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"eA==","PartitionKey":""}]}',
+        b'{"StreamName":"s"}',
+        b"{}",
+        b"[]",
+        b"",
+    ],
+)
+def test_a_body_that_is_not_the_common_one_is_left_to_the_parser(raw: bytes) -> None:
+    assert read_common_json_body(raw) is None
+
+
+def test_the_count_bounds_of_the_bytes() -> None:
+    entry = b'{"Data":"eA==","PartitionKey":"k"}'
+    for count, taken in ((1, True), (500, True), (501, False)):
+        raw = b'{"Records":[%s]}' % b",".join([entry] * count)
+        assert _bytes_agree(raw, _generic_of_bytes(raw)) == (
+            taken and put_entries.compiled_reader()
+        )
+
+
+def test_damaged_bodies_are_read_as_parsed_or_left_to_the_parser() -> None:
+    """Untrusted bytes: a body cut short, with bytes changed or inserted anywhere, never
+    crashes the reader, and whatever it takes reads as the parsed body does."""
+    rng = random.Random(33)
+    entries = b",".join(
+        b'{"Data":"%s","PartitionKey":"%s"}'
+        % (_b64(rng.randbytes(rng.randint(1, 7))).encode(), str(i).encode())
+        for i in range(4)
+    )
+    base = b'{"StreamName":"s","Records":[%s]}' % entries
+    alphabet = b'{}[],:"\\ =Ae\x00\x7f\xc3/+'
+    taken = 0
+    for _ in range(3000):
+        raw = bytearray(base)
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(raw) + 1)
+            if rng.random() < 0.5 and at < len(raw):
+                raw[at] = rng.choice(alphabet)
+            else:
+                raw[at:at] = bytes([rng.choice(alphabet)])
+        if rng.random() < 0.1:
+            del raw[rng.randrange(len(raw)) :]
+        damaged = bytes(raw)
+        try:
+            generic = _generic_of_bytes(damaged)
+        except orjson.JSONDecodeError:
+            assert read_common_json_body(damaged) is None
+            continue
+        taken += _bytes_agree(damaged, generic)
+    assert taken > 0 or not put_entries.compiled_reader()
 
 
 @pytest.mark.parametrize(
