@@ -146,7 +146,9 @@ def read_common_json_body(body: bytes) -> JsonPutRecords | None:
     try:
         decoded: bytes = pybase64.b64decode(columns.base64, validate=True)
     except (binascii.Error, ValueError):
-        return None  # not reached: read_json_body let through the base64 alphabet only
+        # What checks the Data strings' characters (read_json_body only found their ends): an
+        # escape, a control or non-ASCII character is a body for the parser.
+        return None
     datas = cut_blobs(decoded, data_sizes)
     if datas is None:
         return None

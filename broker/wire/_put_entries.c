@@ -36,11 +36,11 @@
  * building a Python object per JSON value: for the common body only, a top-level object whose
  * "Records" (once) is an array of count_min..count_max common entries, each an object of
  * exactly "Data" (canonical base64, see split_base64) and "PartitionKey" (key_min..key_max
- * characters), in either order, and whose every other member is a string. Every string must be
- * printable ASCII without escapes (what every SDK sends for these members); anything else (an
- * escape, a non-ASCII or control character, a number, a nested value, a repeated "Records",
- * trailing bytes) gives None and the caller parses the body as before, which keeps every error
- * and its words. `members` maps each top-level name to its string in the body's order (a
+ * characters), in either order, and whose every other member is a string. Every name and
+ * string but Data must be printable ASCII without escapes (what the SDKs send for these
+ * members); anything else (an escape, a non-ASCII or control character, a number, a nested
+ * value, a repeated "Records", trailing bytes) gives None and the caller parses the body as
+ * before, which keeps every error and its words. `members` maps each top-level name to its string in the body's order (a
  * repeated one keeps its first place and its last value, as a JSON parser's dict does), with
  * "Records" mapped to None; `base64` is every entry's Data joined, each "=" turned into "A"
  * (so one base64 call decodes them all), and `data_sizes` each entry's decoded length. The

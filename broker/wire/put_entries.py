@@ -145,10 +145,12 @@ def read_json_body(
 ) -> JsonBodyColumns | None:
     """The AWS door's JSON PutRecords `body` (its bytes, unparsed) as columns, when it is the
     common body: a "Records" array (once) of count_min..count_max entries of exactly "Data" (in
-    canonical base64) and "PartitionKey" (key_min..key_max characters), every other top-level
-    member a string, every string printable ASCII without escapes. None otherwise (also for a
-    body that is not JSON at all), and always without the compiled module: the caller parses
-    the body then, which says what is wrong with it."""
+    canonical base64's length and padding) and "PartitionKey" (key_min..key_max characters),
+    every other top-level member a string, every name and string but Data printable ASCII
+    without escapes. None otherwise (also for a body that is not JSON at all), and always
+    without the compiled module: the caller parses the body then, which says what is wrong with
+    it. Data's other characters are not checked here: the caller must decode `base64`
+    validating its alphabet and take the body as not common when that fails."""
     if _compiled is None:
         return None
     read = _compiled.read_json_body(body, key_min, key_max, count_min, count_max)
