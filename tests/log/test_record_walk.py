@@ -72,7 +72,7 @@ def test_the_c_walk_refuses_arguments_of_other_types() -> None:
         walk.take(b"\x00" * 6, 7, 0, 1, 1, 0, 10, False)
 
 
-@pytest.mark.parametrize("name", ["broker.log._record_walk", "broker.gateway._record_fields"])
+@pytest.mark.parametrize("name", ["broker.log._record_walk", "broker.wire._record_fields"])
 def test_a_build_of_another_source_is_not_used(
     name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -119,3 +119,4 @@ def test_a_batch_whose_data_is_not_bytes_is_encoded_as_if_it_were() -> None:
     ]
     encoded = records.encode_batch(arrival_ms=7, epoch=1, control=False, records=plain)
     assert records.encode_batch(arrival_ms=7, epoch=1, control=False, records=other) == encoded
+

@@ -9,6 +9,7 @@ replica's readable end."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,6 +186,29 @@ async def test_the_next_page_is_read_ahead_and_the_next_read_takes_it(
     # Each page read once; none past the end (the last page reached it).
     assert sorted(recorder.starts) == list(range(0, end, PER_BATCH))
     assert len(client.read_ahead) == 0
+
+
+async def test_a_page_read_ahead_comes_with_the_readers_prepare_of_it(
+    clear_store: RocksLogStore,
+) -> None:
+    """`ReadRequest.prepare` (the gRPC door's records, written in the worker thread) runs on
+    each page read ahead, and the read that takes the page gets its result; a page the reader
+    waits on is answered without it (its door writes it as it answers)."""
+    end = BATCHES * PER_BATCH
+    recorder = Recorder(clear_store)
+    client = _client(clear_store, Replica(end))
+    prepared_in: list[str] = []
+
+    def prepare(page: RecordPage) -> bytes:
+        prepared_in.append(threading.current_thread().name)
+        return b"|".join(record.data for record in page.records())
+
+    first = await client.serve_read(UID, dataclasses.replace(_request(0), prepare=prepare))
+    assert first.records and first.prepared is None
+    await recorder.read_at(PER_BATCH)
+    second = await client.serve_read(UID, dataclasses.replace(_request(PER_BATCH), prepare=prepare))
+    assert _data(second) and second.prepared == b"|".join(_data(second))
+    assert prepared_in and threading.main_thread().name not in prepared_in
 
 
 async def test_a_page_read_ahead_that_passed_retention_or_other_caps_is_read_again(
