@@ -70,6 +70,12 @@ class ReadAhead:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def holds(self, shard_uid: ShardUid, start_offset: Offset) -> bool:
+        """Whether a page of `shard_uid` starting at `start_offset` is held (any caps)."""
+        return any(
+            key.shard_uid == shard_uid and key.start_offset == start_offset for key in self._entries
+        )
+
     def start(
         self,
         shard_uid: ShardUid,

@@ -623,6 +623,19 @@ class RecordsApi:
             secret=ctx.image().iterator_secret,
             stream_name_chars=len(stream.display_name),
         )
+        if stream.encryption_type == "NONE":
+            # The reader's first GetRecords (at the default Limit) finds its page read already.
+            ctx.shards.read_ahead_from(
+                shard,
+                ReadRequest(
+                    start_offset=Offset(offset),
+                    records_max=limits.get_records_count_max,
+                    bytes_max=limits.get_records_bytes_max,
+                    arrival_ms_min=position.issued_ms - stream.retention_hours * HOUR_MS,
+                    throttle=ReadThrottle.GET_RECORDS,
+                    prepare=_grpc_records_ahead(shard) if _door() == "grpc" else None,
+                ),
+            )
         return {"ShardIterator": token}
 
     async def _iterator_offset(self, stream: StreamMeta, shard: ShardMeta, request: Request) -> int:

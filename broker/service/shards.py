@@ -545,6 +545,25 @@ class ShardClient:
             )
         return result
 
+    def read_ahead_from(self, shard: ShardMeta, request: ReadRequest) -> None:
+        """Starts reading ahead the page `request` asks for, for a reader about to ask for it
+        (GetShardIterator's position: a reader takes an iterator to read from it at once). Only
+        where this node leads the shard, knows its committed end, and the page lies below it
+        with no damaged range; the page is then taken, checked, as any page read ahead."""
+        uid = shard.uid
+        if self.leader_of(shard) != self.node_id or not self._local.knows_committed_end(uid):
+            return
+        end = self._local.readable_end(uid)
+        if end is None or request.start_offset >= end or self._local.damaged(uid) is not None:
+            return
+        self.read_ahead.start(
+            uid,
+            start_offset=request.start_offset,
+            records_max=request.records_max,
+            bytes_max=request.bytes_max,
+            read=functools.partial(_read_ahead, self.store, uid, request, end, end),
+        )
+
     def _check_claim(self, shard_uid: ShardUid, claim: Claim, *, wait_ms: int) -> None:
         verdict = self.claims.claim(
             claim, shard_uid, now_ms=self._clock.monotonic_ms(), wait_ms=wait_ms
@@ -608,8 +627,12 @@ def _read_ahead(
 ) -> ReadResult:
     """In a worker thread: `_read_store`, then the request's `prepare` of the page (nobody
     waits on a page read ahead, so its door's writing is done here, off the reader's wait; a
-    read the reader waits on is written by its door as it answers)."""
+    read the reader waits on is written by its door as it answers). A sealed page is dropped
+    at once (its reader's `take` finds no page)."""
     result = _read_store(store, shard_uid, request, end, read_end)
+    if sealed(result.records):
+        # Never kept (read_ahead.py): the reader reads it afresh, with the key's state then.
+        return dataclasses.replace(result, records=RecordPage())
     if request.prepare is None or not result.records:
         return result
     return dataclasses.replace(result, prepared=request.prepare(result.records))
