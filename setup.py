@@ -1,5 +1,5 @@
 """The optional C modules (broker/compiled.py): GetRecords' gRPC page writer
-(broker/gateway/_record_fields.c), the walk of a stored batch's record lengths
+(broker/wire/_record_fields.c), the walk of a stored batch's record lengths
 (broker/log/_record_walk.c) and the reader of PutRecords' common entries from the request's
 bytes (broker/wire/_put_entries.c). The rest of the build is in pyproject.toml.
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 SOURCES = (
-    "broker/gateway/_record_fields.c",
+    "broker/wire/_record_fields.c",
     "broker/log/_record_walk.c",
     "broker/wire/_put_entries.c",
 )

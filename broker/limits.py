@@ -100,8 +100,8 @@ route_backoff_ms_max = 1_000
 forward_timeout_ms = 5_000  # one ShardAppend/ShardRead to another node (a paused node hangs)
 read_retention_skips_max = 4  # reads that land on expired-but-untrimmed records retry this often
 # Read-ahead (service/read_ahead.py): a read that stops short of the readable end reads the next
-# page at once; at most this many pages are held (each up to get_records_bytes_max), each for at
-# most this long unless a reader takes it.
+# page at once; at most this many pages are held (each up to get_records_bytes_max, twice that
+# with a gRPC reader's records written ahead), each for at most this long unless taken.
 read_ahead_pages_max = 4
 read_ahead_ms = 1_000
 reshard_wait_ms = 10_000  # SplitShard & co. wait this long for the controller to complete them

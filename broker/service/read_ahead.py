@@ -15,8 +15,11 @@ retention the request carries (else the page is read afresh). A page of a sealed
 stream is never kept, so a key's state is always that of the moment of the read. A page not
 taken within `limits.read_ahead_ms` is dropped, and at most `limits.read_ahead_pages_max` are
 held at once (the oldest goes first), which bounds the memory to that many pages of
-`limits.get_records_bytes_max`. A read ahead that fails (a corrupt block) is dropped: the
-reader's own read then meets the failure and reports it as any read does.
+`limits.get_records_bytes_max` (twice that where a reader's `ReadRequest.prepare` keeps its
+door's writing of the page too: the gRPC door's records fields, written in the same worker
+thread so that the page's writing also leaves the reader's wait). A read ahead that fails (a
+corrupt block) is dropped: the reader's own read then meets the failure and reports it as any
+read does.
 
 Loop only; the reads themselves run in worker threads.
 """
@@ -66,6 +69,12 @@ class ReadAhead:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def holds(self, shard_uid: ShardUid, start_offset: Offset) -> bool:
+        """Whether a page of `shard_uid` starting at `start_offset` is held (any caps)."""
+        return any(
+            key.shard_uid == shard_uid and key.start_offset == start_offset for key in self._entries
+        )
 
     def start(
         self,

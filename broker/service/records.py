@@ -43,7 +43,7 @@ from broker.meta.image import (
 )
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.service import describe
-from broker.service.context import ServiceContext
+from broker.service.context import CURRENT_CALLER, ServiceContext
 from broker.service.shards import AppendResult, ReadRequest, ReadResult, ReadThrottle
 from broker.service.throughput import get_records_rate_exceeded, rate_exceeded
 from broker.streams.hash_keys import (
@@ -64,6 +64,7 @@ from broker.streams.sequence_numbers import (
 from broker.timestamps import datetime_from_ms, ms_from_datetime
 from broker.types import Offset, ShardUid, StreamUid
 from broker.wire.put_entries import PutEntries
+from broker.wire.record_fields import records_ahead
 
 Request = Mapping[str, Any]
 Response = dict[str, Any]
@@ -622,6 +623,19 @@ class RecordsApi:
             secret=ctx.image().iterator_secret,
             stream_name_chars=len(stream.display_name),
         )
+        if stream.encryption_type == "NONE":
+            # The reader's first GetRecords (at the default Limit) finds its page read already.
+            ctx.shards.read_ahead_from(
+                shard,
+                ReadRequest(
+                    start_offset=Offset(offset),
+                    records_max=limits.get_records_count_max,
+                    bytes_max=limits.get_records_bytes_max,
+                    arrival_ms_min=position.issued_ms - stream.retention_hours * HOUR_MS,
+                    throttle=ReadThrottle.GET_RECORDS,
+                    prepare=_grpc_records_ahead(shard) if _door() == "grpc" else None,
+                ),
+            )
         return {"ShardIterator": token}
 
     async def _iterator_offset(self, stream: StreamMeta, shard: ShardMeta, request: Request) -> int:
@@ -709,6 +723,7 @@ class RecordsApi:
                 bytes_max=limits.get_records_bytes_max,
                 arrival_ms_min=now_ms - stream.retention_hours * HOUR_MS,
                 throttle=ReadThrottle.GET_RECORDS,
+                prepare=_grpc_records_ahead(shard) if _door() == "grpc" else None,
             ),
         )
         records = read.records
@@ -720,7 +735,7 @@ class RecordsApi:
         response: Response = {
             # The doors write the page from its stored bytes; KinesisService.call shapes it
             # into record dicts for everyone else (`ShardPage`).
-            "Records": ShardPage(shard, records),
+            "Records": ShardPage(shard, records, read.prepared),
             "MillisBehindLatest": millis_behind,
         }
         meter = ctx.shards.meter
@@ -922,6 +937,10 @@ class ShardPage:
 
     shard: ShardMeta
     page: RecordPage
+    # The gRPC door's records fields of `page`, written while it was read ahead (None: the
+    # door writes them as it answers). Made with `shard`'s uid, whose number layout (created
+    # time, index, AWS layout) never changes, so it is the page's under any image.
+    records_written: bytes | None = None
 
     def number_base(self, arrival_ms: int) -> tuple[int, int]:
         """(base, shift) of the sequence numbers of records that arrived at `arrival_ms`: the
@@ -931,6 +950,25 @@ class ShardPage:
     def shaped(self) -> list[dict[str, Any]]:
         """The records as AWS-shaped dicts (`records_shape`)."""
         return records_shape(self.shard, self.page)
+
+
+def _door() -> str | None:
+    """The door the current call came through ("grpc", "http", "internal"), if any."""
+    caller = CURRENT_CALLER.get()
+    return caller.door if caller is not None else None
+
+
+def _grpc_records_ahead(shard: ShardMeta) -> Callable[[RecordPage], bytes | None]:
+    """A gRPC reader's `ReadRequest.prepare`: the records fields of a page read ahead, written
+    in the read-ahead's worker thread (`wire.record_fields.records_ahead`)."""
+
+    def write(page: RecordPage) -> bytes | None:
+        runs = page.runs
+        if runs is None:
+            return None
+        return records_ahead(runs, lambda arrival_ms: record_number_base(shard, arrival_ms))
+
+    return write
 
 
 def shaped_answer(response: Mapping[str, Any]) -> dict[str, Any]:

@@ -95,6 +95,10 @@ class ReadRequest:
     # SubscribeToShard: the subscription reading; the leader refuses the read with
     # ResourceInUseException while another one holds the (consumer, shard) slot.
     claim: Claim | None = None
+    # What a door writes of a page read ahead for this reader, done in the read-ahead's worker
+    # thread (service/read_ahead.py; the gRPC door's records fields): `ReadResult.prepared`.
+    # Local only: never sent to another node (a forwarded read answers without it).
+    prepare: Callable[[RecordPage], bytes | None] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +114,8 @@ class ReadResult:
     # (MillisBehindLatest 0, LATEST): a follower's HW lags its leader's by up to an Append and
     # a new leader starts from its follower HW, both possibly short of acknowledged records.
     end_is_committed_end: bool = False
+    # `ReadRequest.prepare` of `records`, when the page was read ahead for a request with one.
+    prepared: bytes | None = None
 
 
 class LocalReplicas(Protocol):
@@ -534,10 +540,29 @@ class ShardClient:
                 records_max=following.records_max,
                 bytes_max=following.bytes_max,
                 read=functools.partial(
-                    _read_store, self.store, shard_uid, following, end, read_end
+                    _read_ahead, self.store, shard_uid, following, end, read_end
                 ),
             )
         return result
+
+    def read_ahead_from(self, shard: ShardMeta, request: ReadRequest) -> None:
+        """Starts reading ahead the page `request` asks for, for a reader about to ask for it
+        (GetShardIterator's position: a reader takes an iterator to read from it at once). Only
+        where this node leads the shard, knows its committed end, and the page lies below it
+        with no damaged range; the page is then taken, checked, as any page read ahead."""
+        uid = shard.uid
+        if self.leader_of(shard) != self.node_id or not self._local.knows_committed_end(uid):
+            return
+        end = self._local.readable_end(uid)
+        if end is None or request.start_offset >= end or self._local.damaged(uid) is not None:
+            return
+        self.read_ahead.start(
+            uid,
+            start_offset=request.start_offset,
+            records_max=request.records_max,
+            bytes_max=request.bytes_max,
+            read=functools.partial(_read_ahead, self.store, uid, request, end, end),
+        )
 
     def _check_claim(self, shard_uid: ShardUid, claim: Claim, *, wait_ms: int) -> None:
         verdict = self.claims.claim(
@@ -595,6 +620,22 @@ def _read_store(
         next_offset=next_offset,
         timestamp_offset=timestamp_offset,
     )
+
+
+def _read_ahead(
+    store: LogStore, shard_uid: ShardUid, request: ReadRequest, end: Offset, read_end: Offset
+) -> ReadResult:
+    """In a worker thread: `_read_store`, then the request's `prepare` of the page (nobody
+    waits on a page read ahead, so its door's writing is done here, off the reader's wait; a
+    read the reader waits on is written by its door as it answers). A sealed page is dropped
+    at once (its reader's `take` finds no page)."""
+    result = _read_store(store, shard_uid, request, end, read_end)
+    if sealed(result.records):
+        # Never kept (read_ahead.py): the reader reads it afresh, with the key's state then.
+        return dataclasses.replace(result, records=RecordPage())
+    if request.prepare is None or not result.records:
+        return result
+    return dataclasses.replace(result, prepared=request.prepare(result.records))
 
 
 def _read_retained(

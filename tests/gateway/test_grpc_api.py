@@ -19,7 +19,9 @@ from broker.clock import ManualClock
 from broker.errors import ShoalError
 from broker.node import Node
 from broker.streams.hash_keys import partition_key_hash
+from broker.streams.iterators import decode_iterator
 from broker.streams.sequence_numbers import decode_sequence_number
+from broker.types import Offset, ShardUid
 
 pytestmark = pytest.mark.integration
 
@@ -689,6 +691,14 @@ async def test_sequence_numbers_decode_to_shard_and_offset(client: AsyncShoalCli
     assert first == 1
 
 
+def _position(node: Node, token: str) -> tuple[ShardUid, Offset]:
+    """The shard and offset an iterator names (what a page read ahead for it is keyed by)."""
+    assert node.service is not None
+    ctx = node.service.ctx
+    position = decode_iterator(token, secret=ctx.image().iterator_secret, now_ms=ctx.now_ms())
+    return ShardUid(position.shard_uid), Offset(position.offset)
+
+
 async def test_a_paged_drain_takes_pages_read_ahead_and_never_a_record_past_retention(
     client: AsyncShoalClient, clock: ManualClock, node: Node
 ) -> None:
@@ -715,7 +725,7 @@ async def test_a_paged_drain_takes_pages_read_ahead_and_never_a_record_past_rete
         if page["MillisBehindLatest"] == 0 and not page["Records"]:
             break
         if len(seen) < len(written):
-            assert len(read_ahead) == 1  # the next page is being read already
+            assert read_ahead.holds(*_position(node, page["NextShardIterator"]))  # being read
         if page_number == 1:
             written += await put_batch("b", 9)  # past the end the read ahead was bounded by
         token = page["NextShardIterator"]
@@ -731,9 +741,30 @@ async def test_a_paged_drain_takes_pages_read_ahead_and_never_a_record_past_rete
     token = await iterator(client, "r", "shardId-000000000000")
     first = await client.call("GetRecords", {"ShardIterator": token, "Limit": 4})
     assert [r["Data"] for r in first["Records"]] == [f"old-{i}".encode() for i in range(4)]
-    assert len(read_ahead) == 1
+    assert read_ahead.holds(*_position(node, first["NextShardIterator"]))
     clock.advance(ms=180_000)
     second = await client.call(
         "GetRecords", {"ShardIterator": first["NextShardIterator"], "Limit": 4}
     )
     assert [r["Data"] for r in second["Records"]] == [b"new"]
+
+
+async def test_an_iterators_first_page_is_read_ahead_and_its_first_read_takes_it(
+    client: AsyncShoalClient, node: Node
+) -> None:
+    """GetShardIterator starts reading the page at its position (at the default Limit): a
+    reader's first GetRecords takes it, written ahead for the gRPC door, with the records an
+    ordinary read returns; at the shard's end (LATEST) nothing is read ahead."""
+    assert node.service is not None
+    read_ahead = node.service.ctx.shards.read_ahead
+    await create(client, "first", 1)
+    data = [f"r-{i}".encode() for i in range(30)]
+    entries = [{"PartitionKey": "k", "Data": d} for d in data]
+    await client.call("PutRecords", {"StreamName": "first", "Records": entries})
+    latest = await iterator(client, "first", "shardId-000000000000", "LATEST")
+    assert not read_ahead.holds(*_position(node, latest))
+    token = await iterator(client, "first", "shardId-000000000000")
+    assert read_ahead.holds(*_position(node, token))
+    page = await client.call("GetRecords", {"ShardIterator": token})
+    assert [record["Data"] for record in page["Records"]] == data
+    assert not read_ahead.holds(*_position(node, token))  # taken

@@ -14,8 +14,7 @@ import cbor2
 import pytest
 
 from broker.api.kinesis.v1 import kinesis_pb2
-from broker.gateway import event_stream, grpc_page
-from broker.gateway.aws_codec import WireFormat, _json, encode_body
+from broker.gateway import grpc_page
 from broker.log import records
 from broker.log.memory_store import MemoryLogStore
 from broker.log.records import AppendBatch, NewRecord, RecordPage, records_size_bytes
@@ -25,6 +24,7 @@ from broker.service.records import ShardPage, shaped_answer
 from broker.timestamps import ms_from_datetime
 from broker.types import Offset, ShardIndex, ShardUid
 from broker.wire.codec import dict_to_message
+from broker.wire.record_fields import records_ahead
 from tests.gateway.test_record_fields import WRITERS, Writer
 from tests.log.test_encrypted_store import Keys
 
@@ -159,6 +159,10 @@ def test_pages_are_upbs_bytes_and_the_memory_stores_records(
                 shard = dataclasses.replace(SHARD, aws_sequence_numbers=aws_layout)
                 response = answer(ShardPage(shard, page))
                 assert grpc_page.get_records_output(response) == by_upb(response)
+                # Its records written while it was read ahead: the same answer.
+                ahead_bytes = records_ahead(page.runs, ShardPage(shard, page).number_base)
+                ahead = answer(ShardPage(shard, page, ahead_bytes))
+                assert grpc_page.get_records_output(ahead) == by_upb(response)
     finally:
         rocks.close()
 
@@ -179,60 +183,19 @@ def test_pages_without_runs_and_dict_answers_take_the_generic_writer() -> None:
     assert grpc_page.get_records_output(empty) == by_upb(empty)
 
 
-@pytest.mark.parametrize("write", WRITERS)
-@pytest.mark.parametrize("sealed", [False, True], ids=["clear", "sealed"])
-def test_subscribe_events_are_upbs_and_the_generic_encoders_bytes(
-    tmp_path: Path, sealed: bool, write: Writer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A SubscribeToShard event whose Records are a ShardPage: on gRPC the bytes upb writes for
-    the shaped event; on the AWS door (JSON and CBOR, in its event-stream message) the bytes
-    orjson and cbor2 write for it. Also the last event of a closed shard and a page without
-    runs."""
-    monkeypatch.setattr(grpc_page, "write_page", write)
-    written = batches(random.Random(11))
-    rocks = RocksLogStore(tmp_path / "log", keys=Keys() if sealed else None)
-    memory = MemoryLogStore()
-    rocks.append(written)
-    memory.append(written)
-    end = written[-1].end_offset
-    children = [{"ShardId": "shardId-000000000004", "ParentShards": ["shardId-000000000003"]}]
+def test_a_page_with_its_records_written_ahead_answers_those_bytes(tmp_path: Path) -> None:
+    """The door answers `records_written` and the tail as they are, without writing the
+    records again (a page read ahead for a gRPC reader: service/records.py)."""
+    rocks = RocksLogStore(tmp_path / "log")
     try:
-        for store in (rocks, memory):
-            for start in (0, 3, end):
-                page = store.read_page(
-                    UID,
-                    start_offset=Offset(start),
-                    end_offset=end,
-                    records_max=10_000,
-                    bytes_max=10 * 2**20,
-                )
-                for aws_layout in (False, True):
-                    shard = dataclasses.replace(SHARD, aws_sequence_numbers=aws_layout)
-                    for rest in (
-                        {"ContinuationSequenceNumber": "4" * 56, "MillisBehindLatest": 9},
-                        {"MillisBehindLatest": 0, "ChildShards": children},
-                    ):
-                        inner = {"Records": ShardPage(shard, page), **rest}
-                        event = {"SubscribeToShardEvent": inner}
-                        shaped = {"SubscribeToShardEvent": shaped_answer(inner)}
-                        assert grpc_page.subscribe_to_shard_event_stream(event) == (
-                            dict_to_message(
-                                shaped, kinesis_pb2.SubscribeToShardEventStream
-                            ).SerializeToString()
-                        )
-                        for wire, generic in (
-                            (WireFormat.JSON, _json),
-                            (WireFormat.CBOR, by_cbor2),
-                        ):
-                            message = event_stream.event_message(
-                                "SubscribeToShardEvent",
-                                encode_body(inner, wire),
-                                wire.content_type,
-                            )
-                            assert message == event_stream.event_message(
-                                "SubscribeToShardEvent",
-                                generic(shaped["SubscribeToShardEvent"]),
-                                wire.content_type,
-                            )
+        rocks.append(batches(random.Random(8)))
+        page = rocks.read_page(
+            UID, start_offset=Offset(0), end_offset=Offset(100), records_max=100, bytes_max=2**24
+        )
     finally:
         rocks.close()
+    assert page.runs is not None
+    written = b"\x0a\x00"  # one empty Record: not what the page's records would write
+    response = answer(ShardPage(SHARD, page, written))
+    tail = by_upb(answer(ShardPage(SHARD, RecordPage())))
+    assert grpc_page.get_records_output(response) == written + tail

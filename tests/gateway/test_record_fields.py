@@ -1,4 +1,4 @@
-"""The gRPC page's record writers (broker/gateway/record_fields.py): the C writer and the
+"""The gRPC page's record writers (broker/wire/record_fields.py): the C writer and the
 Python one write upb's bytes, each record numbered as the general encoder numbers it, at the
 limbs' carries, across batch boundaries and at the largest positions."""
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from broker.api.kinesis.v1 import kinesis_pb2
-from broker.gateway import grpc_page, record_fields
-from broker.gateway.record_fields import RunFields
+from broker.gateway import grpc_page
 from broker.log.records import AppendBatch, NewRecord
 from broker.log.rocks_store import RocksLogStore
 from broker.meta.image import ShardMeta, ShardState
@@ -21,6 +20,8 @@ from broker.service.records import ShardPage
 from broker.streams.sequence_numbers import OFFSET_MAX, sequence_number_for
 from broker.timestamps import datetime_from_ms
 from broker.types import Offset, ShardIndex, ShardUid
+from broker.wire import record_fields
+from broker.wire.record_fields import RunFields
 from broker.wire.record_page import arrival_field
 
 Writer = Callable[[Sequence[RunFields], bytes], bytes]
@@ -179,7 +180,7 @@ def test_numbers_are_the_encoders_up_to_the_largest_offset(
 
 @pytest.mark.skipif(not record_fields.COMPILED, reason=NOT_BUILT)
 def test_the_c_writer_refuses_broken_runs() -> None:
-    from broker.gateway import _record_fields
+    from broker.wire import _record_fields
 
     good = run_of([(b"k", b"data"), (b"", b"")], 2**185, 2**60)
     c_run = record_fields._c_run(good)
@@ -203,3 +204,10 @@ def test_the_c_writer_refuses_broken_runs() -> None:
             _record_fields.write_page([bad], b"")
     with pytest.raises(TypeError):
         _record_fields.write_page([("not", "a", "run")], b"")
+
+
+def test_the_writer_reads_the_stored_record_layout() -> None:
+    """The wire layer restates the stored layout's record head (it sits below the log)."""
+    from broker.log import records
+
+    assert record_fields.RECORD_HEADER_BYTES == records.RECORD_HEADER_BYTES

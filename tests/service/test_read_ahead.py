@@ -9,6 +9,7 @@ replica's readable end."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +20,28 @@ import pytest
 from broker.clock import ManualClock
 from broker.log.records import AppendBatch, LogCorruptionError, NewRecord, RecordPage, StoredRecord
 from broker.log.rocks_store import RocksLogStore
+from broker.meta.image import ShardMeta, ShardState
 from broker.replication.driver import DamagedRange
 from broker.replication.refusals import RefusalReason, ShardRefusedError
 from broker.service.read_ahead import ReadAhead
 from broker.service.shards import ReadRequest, ReadResult, ReadThrottle, ShardClient
 from broker.service.throughput import Throttles
-from broker.types import NodeId, Offset, ShardUid
+from broker.types import NodeId, Offset, ShardIndex, ShardUid
 from tests.log.test_encrypted_store import Keys
 from tests.service.test_read_ends import UNLIMITED
 
 UID = ShardUid(9)
+_SHARD = ShardMeta(
+    index=ShardIndex(0),
+    uid=UID,
+    hash_key_start=0,
+    hash_key_end=2**128 - 1,
+    parent_index=None,
+    adjacent_parent_index=None,
+    created_ms=1,
+    state=ShardState.OPEN,
+    leader=NodeId("node-1"),
+)
 BATCHES = 4
 PER_BATCH = 10
 ARRIVAL_MS = 1_000_000  # batch b arrived at ARRIVAL_MS + b
@@ -185,6 +198,53 @@ async def test_the_next_page_is_read_ahead_and_the_next_read_takes_it(
     # Each page read once; none past the end (the last page reached it).
     assert sorted(recorder.starts) == list(range(0, end, PER_BATCH))
     assert len(client.read_ahead) == 0
+
+
+async def test_a_page_read_ahead_comes_with_the_readers_prepare_of_it(
+    clear_store: RocksLogStore,
+) -> None:
+    """`ReadRequest.prepare` (the gRPC door's records, written in the worker thread) runs on
+    each page read ahead, and the read that takes the page gets its result; a page the reader
+    waits on is answered without it (its door writes it as it answers)."""
+    end = BATCHES * PER_BATCH
+    recorder = Recorder(clear_store)
+    client = _client(clear_store, Replica(end))
+    prepared_in: list[str] = []
+
+    def prepare(page: RecordPage) -> bytes:
+        prepared_in.append(threading.current_thread().name)
+        return b"|".join(record.data for record in page.records())
+
+    first = await client.serve_read(UID, dataclasses.replace(_request(0), prepare=prepare))
+    assert first.records and first.prepared is None
+    await recorder.read_at(PER_BATCH)
+    second = await client.serve_read(UID, dataclasses.replace(_request(PER_BATCH), prepare=prepare))
+    assert _data(second) and second.prepared == b"|".join(_data(second))
+    assert prepared_in and threading.main_thread().name not in prepared_in
+
+
+async def test_a_readers_first_page_is_read_ahead_from_its_iterators_position(
+    store: RocksLogStore,
+) -> None:
+    """`read_ahead_from` (GetShardIterator's position) reads the page there ahead, and the
+    reader's first read takes it; a sealed page is not kept (read afresh), and nothing is read
+    ahead at or past the readable end or where this node does not lead."""
+    end = BATCHES * PER_BATCH
+    expected = await _fresh(store, _request(PER_BATCH), end)
+    recorder = Recorder(store)
+    client = _client(store, Replica(end))
+    client.read_ahead_from(_SHARD, _request(PER_BATCH))
+    await recorder.read_at(PER_BATCH)
+    if not _sealed(store):
+        recorder.refused[PER_BATCH] = AssertionError("the page at 10 was read ahead already")
+    page = await client.serve_read(UID, _request(PER_BATCH))
+    assert _data(page) == _data(expected)
+    assert recorder.starts.count(PER_BATCH) == (2 if _sealed(store) else 1)
+    before = len(recorder.starts)
+    client.read_ahead_from(_SHARD, _request(end))
+    client.read_ahead_from(dataclasses.replace(_SHARD, leader=NodeId("node-2")), _request(0))
+    await asyncio.sleep(0)
+    assert len(recorder.starts) == before and len(client.read_ahead) <= 1
 
 
 async def test_a_page_read_ahead_that_passed_retention_or_other_caps_is_read_again(

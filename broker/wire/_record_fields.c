@@ -1,8 +1,8 @@
 /*
- * The optional C writer of GetRecords' gRPC page (broker/gateway/record_fields.py holds the
+ * The optional C writer of GetRecords' gRPC page (broker/wire/record_fields.py holds the
  * contract, the pure-Python writer with the same output, and the choice between the two).
  *
- * write_page(runs, tail) -> bytes: for each run, each record's GetRecordsOutput.records field
+ * write_page(runs, tail[, release_gil]) -> bytes: for each run, each record's GetRecordsOutput.records field
  * (tag, length, then the Record's sequence_number, approximate_arrival_timestamp, data,
  * partition_key and encryption_type fields in field order), written straight from the stored
  * batch bytes into one bytes object, followed by `tail`. A run is the tuple
@@ -18,8 +18,13 @@
  * The layout is checked before anything is written (ValueError, never a read past a buffer).
  * The page is sized exactly first, so each data and key byte is copied once. A record's sequence
  * number is the previous record's digits with only the limbs that changed written again (two
- * digits per division). The GIL stays held: the page takes about a millisecond, and giving the
- * GIL up costs up to a switch interval (5 ms) to take it back while another thread runs Python.
+ * digits per division). By default the GIL stays held: the page takes a few milliseconds, and
+ * giving the GIL up costs up to a switch interval (5 ms) to take it back while another thread
+ * runs Python, which a request waiting on the page would pay. A page written ahead in a worker
+ * thread (`release_gil` true) gives it up while it copies: the event loop goes on meanwhile, and
+ * the worker's wait for the GIL delays only a page nobody waits on yet. The copy touches only
+ * the page (not yet shared) and the runs' values, which `runs` keeps alive; nothing it reads
+ * can change, as bytes objects are immutable.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -207,15 +212,19 @@ static PyObject *write_page(PyObject *module, PyObject *args) {
     PyObject *runs_object;
     const char *tail;
     Py_ssize_t tail_length;
+    int release_gil = 0;
     (void)module;
-    if (!PyArg_ParseTuple(args, "Oy#:write_page", &runs_object, &tail, &tail_length)) {
+    if (!PyArg_ParseTuple(
+            args, "Oy#|p:write_page", &runs_object, &tail, &tail_length, &release_gil)) {
         return NULL;
     }
-    PyObject *runs = PySequence_Fast(runs_object, "runs must be a sequence");
+    /* A tuple of the runs, not the caller's list: while the GIL is released, another thread
+       could change a list and free a run (and its value) the copy is reading. */
+    PyObject *runs = PySequence_Tuple(runs_object);
     if (runs == NULL) {
         return NULL;
     }
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(runs);
+    Py_ssize_t count = PyTuple_GET_SIZE(runs);
     run_t *parsed = PyMem_Calloc((size_t)(count ? count : 1), sizeof(run_t));
     PyObject *page = NULL;
     if (parsed == NULL) {
@@ -224,7 +233,7 @@ static PyObject *write_page(PyObject *module, PyObject *args) {
     }
     Py_ssize_t total = tail_length;
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (parse_run(PySequence_Fast_GET_ITEM(runs, i), &parsed[i]) < 0) {
+        if (parse_run(PyTuple_GET_ITEM(runs, i), &parsed[i]) < 0) {
             goto done;
         }
         Py_ssize_t run_bytes = run_page_bytes(&parsed[i]);
@@ -238,10 +247,14 @@ static PyObject *write_page(PyObject *module, PyObject *args) {
         goto done;
     }
     char *out = PyBytes_AS_STRING(page);
+    PyThreadState *saved = release_gil ? PyEval_SaveThread() : NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
         out = write_run(&parsed[i], out);
     }
     memcpy(out, tail, (size_t)tail_length);
+    if (saved != NULL) {
+        PyEval_RestoreThread(saved);
+    }
     assert(out + tail_length == PyBytes_AS_STRING(page) + total);
 done:
     PyMem_Free(parsed);
@@ -251,13 +264,14 @@ done:
 
 static PyMethodDef methods[] = {
     {"write_page", write_page, METH_VARARGS,
-     "write_page(runs, tail) -> bytes: the records fields of the runs, then tail."},
+     "write_page(runs, tail[, release_gil]) -> bytes: the records fields of the runs, then "
+     "tail; with release_gil, the copy runs without the GIL."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module_definition = {
     PyModuleDef_HEAD_INIT, "_record_fields",
-    "The C writer of GetRecords' gRPC page (see broker/gateway/record_fields.py).", -1,
+    "The C writer of GetRecords' gRPC page (see broker/wire/record_fields.py).", -1,
     methods,
 };
 

@@ -18,18 +18,43 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from broker import compiled
-from broker.log.records import RECORD_HEADER_BYTES
-from broker.wire.record_page import varint
+from broker.timestamps import datetime_from_ms
+from broker.wire.record_page import arrival_field, varint
 
-_RECORD_HEADER = struct.Struct(">HI")  # the stored layout's pk_len, data_len (log/records.py)
-assert _RECORD_HEADER.size == RECORD_HEADER_BYTES
+# The stored layout's pk_len, data_len (log/records.py RECORD_HEADER_BYTES; the wire layer sits
+# below the log, so the layout is restated here and tests/gateway/test_record_fields.py checks
+# that the two agree).
+_RECORD_HEADER = struct.Struct(">HI")
+RECORD_HEADER_BYTES = _RECORD_HEADER.size
+
+
+class Run(Protocol):
+    """A run of stored records as a read returns it (`log.records.RecordRun`)."""
+
+    @property
+    def value(self) -> bytes: ...
+    @property
+    def first_offset(self) -> int: ...
+    @property
+    def arrival_ms(self) -> int: ...
+    @property
+    def encrypted(self) -> bool: ...
+    @property
+    def record_count(self) -> int: ...
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+
 
 _LIMB = 10**18
 _LIMBS = 4
 DIGITS_MAX = 18 * _LIMBS  # the C writer's four limbs; the layouts' numbers have 56 digits
+# A sealed record's Record.encryption_type (field 5, wire type 2: tag 0x2a) = "KMS".
+_KMS = b"\x2a\x03KMS"
 
 
 class RunFields(NamedTuple):
@@ -130,11 +155,14 @@ def write_page_python(runs: Sequence[RunFields], tail: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _compiled() -> Callable[[Sequence[tuple[object, ...]], bytes], bytes] | None:
-    module = compiled.load("broker.gateway._record_fields")
+_CWriter = Callable[[Sequence[tuple[object, ...]], bytes, bool], bytes]
+
+
+def _compiled() -> _CWriter | None:
+    module = compiled.load("broker.wire._record_fields")
     if module is None:
         return None
-    write: Callable[[Sequence[tuple[object, ...]], bytes], bytes] = module.write_page
+    write: _CWriter = module.write_page
     return write
 
 
@@ -142,8 +170,9 @@ _C_WRITE_PAGE = _compiled()
 COMPILED = _C_WRITE_PAGE is not None  # what `write_page` uses (scripts/bench prints it)
 
 
-def write_page_c(runs: Sequence[RunFields], tail: bytes) -> bytes:
-    """The page by the C writer (only when `COMPILED`); a run it cannot take goes to Python."""
+def write_page_c(runs: Sequence[RunFields], tail: bytes, *, release_gil: bool = False) -> bytes:
+    """The page by the C writer (only when `COMPILED`); a run it cannot take goes to Python.
+    `release_gil`: the copy runs without the GIL (for a worker thread; `_record_fields.c`)."""
     assert _C_WRITE_PAGE is not None
     c_runs = []
     for run in runs:
@@ -151,7 +180,58 @@ def write_page_c(runs: Sequence[RunFields], tail: bytes) -> bytes:
         if c_run is None:
             return write_page_python(runs, tail)
         c_runs.append(c_run)
-    return _C_WRITE_PAGE(c_runs, tail)
+    return _C_WRITE_PAGE(c_runs, tail, release_gil)
 
 
-write_page = write_page_c if COMPILED else write_page_python
+def _write_page_python(
+    runs: Sequence[RunFields], tail: bytes, *, release_gil: bool = False
+) -> bytes:
+    """`write_page_python` under `write_page`'s signature (Python cannot give the GIL up)."""
+    return write_page_python(runs, tail)
+
+
+write_page = write_page_c if COMPILED else _write_page_python
+
+
+def run_fields(
+    runs: Sequence[Run], number_base: Callable[[int], tuple[int, int]]
+) -> list[RunFields]:
+    """What the record writer needs of each run; `number_base(arrival_ms)` is (base, shift) of
+    the run's sequence numbers (`streams.sequence_numbers.record_number_base`).
+
+    The arrival timestamp and the EncryptionType field are made once per batch, and so is the
+    sequence-number arithmetic: the record at offset o is numbered `base | (o << shift)`, and
+    since the offset's bits lie clear of the base's, a run's numbers are `first + k * step`
+    with `step = 1 << shift`."""
+    fields: list[RunFields] = []
+    arrivals: dict[int, bytes] = {}
+    for run in runs:
+        arrival = arrivals.get(run.arrival_ms)
+        if arrival is None:
+            arrival = arrivals[run.arrival_ms] = arrival_field(datetime_from_ms(run.arrival_ms))
+        base, shift = number_base(run.arrival_ms)
+        first = base | (run.first_offset << shift)
+        step = 1 << shift
+        # The sum stands for the OR only while the offset field holds the offsets.
+        last = run.first_offset + max(run.record_count - 1, 0)
+        assert first + (last - run.first_offset) * step == base | (last << shift), (base, shift)
+        fields.append(
+            RunFields(
+                run.value,
+                run.start,
+                run.end,
+                run.record_count,
+                first,
+                step,
+                arrival,
+                _KMS if run.encrypted else b"",
+            )
+        )
+    return fields
+
+
+def records_ahead(runs: Sequence[Run], number_base: Callable[[int], tuple[int, int]]) -> bytes:
+    """The records fields of a page read ahead, written in the read's worker thread (the C
+    copy without the GIL): the gRPC door then answers `records_ahead + tail` (issue 18, the
+    drain: the page's writing leaves the reader's wait)."""
+    return write_page(run_fields(runs, number_base), b"", release_gil=True)

@@ -1,6 +1,0 @@
-# The C writer of GetRecords' gRPC page (_record_fields.c; broker/gateway/record_fields.py).
-from collections.abc import Sequence
-
-SOURCE_SHA256: str
-
-def write_page(runs: Sequence[tuple[object, ...]], tail: bytes, /) -> bytes: ...
