@@ -145,9 +145,10 @@ def test_a_two_replica_stream_whose_leader_dies_at_once_gets_a_leader_and_a_thir
 
         leader.start()  # back: nothing acknowledged is missing, whoever answers
         wait_until(
-            lambda: _state(survivor.endpoint, leader_id) == "ACTIVE",
+            # Serving too: a node registers ACTIVE before its gRPC port listens (as node-4 above).
+            lambda: serving(leader.endpoint) and _state(survivor.endpoint, leader_id) == "ACTIVE",
             deadline_s=120,
-            what=f"{leader_id} back",
+            what=f"{leader_id} back and serving",
         )
         for endpoint in (survivor.endpoint, joiner.endpoint, leader.endpoint):
             check_no_loss(endpoint, stream, producer.acknowledged)

@@ -240,6 +240,11 @@ async def test_a_readers_first_page_is_read_ahead_from_its_iterators_position(
     page = await client.serve_read(UID, _request(PER_BATCH))
     assert _data(page) == _data(expected)
     assert recorder.starts.count(PER_BATCH) == (2 if _sealed(store) else 1)
+    if not _sealed(store):
+        # That read stopped short of the end: the next page's read ahead (never for a sealed
+        # page) starts in a worker thread, maybe only now; it is not one of the reads that the
+        # calls below must not start.
+        await recorder.read_at(2 * PER_BATCH)
     before = len(recorder.starts)
     client.read_ahead_from(_SHARD, _request(end))
     client.read_ahead_from(dataclasses.replace(_SHARD, leader=NodeId("node-2")), _request(0))
