@@ -146,7 +146,8 @@ def read_common_json_body(body: bytes) -> JsonPutRecords | None:
         decoded: bytes = pybase64.b64decode(columns.base64, validate=True)
     except (binascii.Error, ValueError):
         # What checks the Data strings' characters (read_json_body only found their ends): an
-        # escape, a control or non-ASCII character is a body for the parser.
+        # escape, a control or non-ASCII character, a "=" before the final padding (valid only
+        # at the very end of `base64`, which never ends with one) is a body for the parser.
         return None
     datas = cut_blobs(decoded, columns.data_sizes)
     if datas is None:

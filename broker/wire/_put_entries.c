@@ -43,12 +43,13 @@
  * value, a repeated "Records", trailing bytes) gives None and the caller parses the body as
  * before, which keeps every error and its words. `members` maps each top-level name to its string in the body's order (a
  * repeated one keeps its first place and its last value, as a JSON parser's dict does), with
- * "Records" mapped to None; `base64` is every entry's Data joined, each "=" turned into "A"
- * (so one base64 call decodes them all), `data_sizes` each entry's decoded length and `sizes`
- * each record's size (key length + decoded length, as `read` gives them). The
- * Data strings' characters are checked by that call, not here: the caller must decode
- * `base64` validating its alphabet, and take the body as not common when that fails (a Data
- * with an escape, a control or a non-ASCII character fails it).
+ * "Records" mapped to None; `base64` is every entry's Data joined, each one's final padding
+ * turned into "A" (so one base64 call decodes them all), `data_sizes` each entry's decoded
+ * length and `sizes` each record's size (key length + decoded length, as `read` gives them).
+ * The Data strings' characters are checked by that call, not here: the caller must decode
+ * `base64` validating its alphabet (a "=" only at the very end, which `base64` never has), and
+ * take the body as not common when that fails (a Data with an escape, a control or a non-ASCII
+ * character, or a "=" before its final padding fails it).
  *
  * cut_blobs(decoded, data_sizes) -> list[bytes] | None
  *
@@ -419,10 +420,10 @@ static int is_name(const unsigned char *start, Py_ssize_t length, const char *na
 }
 
 /* A Data string copied to *out with its padding as "A", its decoded size in *size, when its
- * length and padding are canonical base64's (split_base64's checks). Its other characters are
- * not looked at here: the caller's base64 decode of everything copied (validating) refuses any
- * outside base64's alphabet, an escape's backslash or a control character included. 0 when it
- * is not so. memchr and memcpy run a word or a vector at a time; a byte loop here cost more
+ * length and final padding are canonical base64's (split_base64's checks). Its other characters
+ * are not looked at here: the caller's base64 decode of everything copied (validating) refuses
+ * any outside base64's alphabet, an escape's backslash, a control character or a "=" before the
+ * end included. 0 when it is not so. memchr and memcpy run a word or a vector at a time; a byte loop here cost more
  * than the whole parse it replaces. */
 static int data_text(Cursor *c, unsigned char **out, Py_ssize_t *size) {
     if (!take(c, '"')) {
@@ -449,9 +450,9 @@ static int data_text(Cursor *c, unsigned char **out, Py_ssize_t *size) {
             return 0;
         }
     }
-    if (memchr(chars, '=', (size_t)(length - pads)) != NULL) {
-        return 0; /* padding before the end */
-    }
+    /* A "=" before the padding is left as it is: "=" is only valid at the very end of the
+     * joined text, which ends with "A"s or a character other than "=", so the caller's
+     * validating decode refuses it (one pass less over the data than looking for it here). */
     memcpy(*out, chars, (size_t)(length - pads));
     memset(*out + length - pads, 'A', (size_t)pads);
     *out += length;
