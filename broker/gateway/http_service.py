@@ -285,7 +285,8 @@ class AwsHttpApp:
                 return
         request_id = str(uuid.uuid4())
         started = time.perf_counter()
-        request_headers = dict(_headers(scope))
+        headers = _headers(scope)
+        request_headers = dict(headers)
         if cors.is_preflight(scope["method"], request_headers):
             await _send_response(
                 send,
@@ -294,12 +295,12 @@ class AwsHttpApp:
             )
             return
         try:
-            response = await self._respond(scope, receive)
+            response = await self._respond(scope, receive, headers, request_headers)
         except _ClientGone:
             return
         except Exception:
             log.exception("http_request_failed", extra={"request_id": request_id})
-            wire = wire_format_for(dict(_headers(scope)).get("content-type", ""))
+            wire = wire_format_for(request_headers.get("content-type", ""))
             response = _error_response(
                 ShoalError(ErrorCode.INTERNAL_FAILURE), wire or WireFormat.JSON
             )
@@ -340,9 +341,14 @@ class AwsHttpApp:
             )
         self._probe.request_finished(operation, code, seconds)
 
-    async def _respond(self, scope: Scope, receive: Receive) -> _Response | _Streaming:
-        headers = _headers(scope)
-        by_name = dict(headers)
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        headers: tuple[tuple[str, str], ...],
+        by_name: dict[str, str],
+    ) -> _Response | _Streaming:
+        """The answer to a request whose `headers` (`_headers`) are also `by_name`, a dict."""
         if scope["method"] != "POST":
             return _no_operation(scope, by_name)
         http2 = scope.get("http_version") == "2"
@@ -388,11 +394,8 @@ class AwsHttpApp:
             raise ShoalError(ErrorCode.UNKNOWN_OPERATION)
         # The common JSON PutRecords body is read in one C pass instead of being parsed; any
         # other body is parsed here, before the signature, as before.
-        common = (
-            read_common_json_body(body)
-            if operation == "PutRecords" and service.model == KINESIS and wire is WireFormat.JSON
-            else None
-        )
+        kinesis_put = operation == "PutRecords" and service.model == KINESIS
+        common = read_common_json_body(body) if kinesis_put and wire is WireFormat.JSON else None
         parsed = parse_body(body, wire) if common is None else {}
         access_key_id = None
         claimed_key_id = None
@@ -425,7 +428,7 @@ class AwsHttpApp:
             region = self._region  # the rest of the family serves the node's region
         if common is not None:
             aws_request = put_records_from_json(common)
-        elif operation == "PutRecords" and service.model == KINESIS:
+        elif kinesis_put:
             aws_request = put_records_from_body(parsed, wire)  # its entries read in one loop
         else:
             aws_request = decode_request(operation, parsed, wire, model=service.model)

@@ -128,33 +128,31 @@ def read_common_json_body(body: bytes) -> JsonPutRecords | None:
     """A JSON PutRecords `body` (unparsed) read in one C pass when it is the common one (every
     entry exactly Data in canonical base64 of 1 byte up to the model's maximum and a
     PartitionKey of 1..256 printable ASCII characters, the other members strings): its members
-    and its entries as columns, with every Data decoded in one base64 call. None otherwise, and
-    always without the compiled module: the caller then parses the body (`parse_body`) and
-    takes `put_records_from_body`, which says what is wrong, if anything."""
+    and its entries as columns (each record's size counted in the same pass), with every Data
+    decoded in one base64 call. None otherwise, and always without the compiled module: the
+    caller then parses the body (`parse_body`) and takes `put_records_from_body`, which says
+    what is wrong, if anything."""
     columns = read_json_body(
         body,
         key_min=_KEY_MIN,
         key_max=_KEY_MAX,
+        data_max=_DATA_MAX,
         count_min=_RECORDS_MIN,
         count_max=_RECORDS_MAX,
     )
     if columns is None:
         return None
-    data_sizes = columns.data_sizes
-    if min(data_sizes) < 1 or max(data_sizes) > _DATA_MAX:
-        return None
     try:
         decoded: bytes = pybase64.b64decode(columns.base64, validate=True)
     except (binascii.Error, ValueError):
         # What checks the Data strings' characters (read_json_body only found their ends): an
-        # escape, a control or non-ASCII character is a body for the parser.
+        # escape, a control or non-ASCII character, a "=" before the final padding (valid only
+        # at the very end of `base64`, which never ends with one) is a body for the parser.
         return None
-    datas = cut_blobs(decoded, data_sizes)
+    datas = cut_blobs(decoded, columns.data_sizes)
     if datas is None:
         return None
-    keys_utf8 = columns.partition_keys_utf8
-    sizes = list(map(operator.add, map(len, keys_utf8), data_sizes))
-    entries = PutEntries(columns.partition_keys, keys_utf8, datas, sizes)
+    entries = PutEntries(columns.partition_keys, columns.partition_keys_utf8, datas, columns.sizes)
     return JsonPutRecords(members=columns.members, entries=entries)
 
 

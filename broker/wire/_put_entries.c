@@ -29,24 +29,27 @@
  * unused bits are not zero) or `decoded` is not that decode's length. broker/gateway/
  * aws_codec.py's `canonical_blobs` holds the Python loop with the same results.
  *
- * read_json_body(body, key_min, key_max, count_min, count_max) ->
- *     (members, partition_keys, partition_keys_utf8, base64, data_sizes) | None
+ * read_json_body(body, key_min, key_max, data_max, count_min, count_max) ->
+ *     (members, partition_keys, partition_keys_utf8, base64, data_sizes, sizes) | None
  *
  * The AWS door's whole JSON PutRecords body (bytes, not parsed yet) read in one pass, without
  * building a Python object per JSON value: for the common body only, a top-level object whose
  * "Records" (once) is an array of count_min..count_max common entries, each an object of
- * exactly "Data" (canonical base64, see split_base64) and "PartitionKey" (key_min..key_max
- * characters), in either order, and whose every other member is a string. Every name and
+ * exactly "Data" (canonical base64, see split_base64, of 1..data_max bytes decoded) and
+ * "PartitionKey" (key_min..key_max characters), in either order, and whose every other member
+ * is a string. Every name and
  * string but Data must be printable ASCII without escapes (what the SDKs send for these
  * members); anything else (an escape, a non-ASCII or control character, a number, a nested
  * value, a repeated "Records", trailing bytes) gives None and the caller parses the body as
  * before, which keeps every error and its words. `members` maps each top-level name to its string in the body's order (a
  * repeated one keeps its first place and its last value, as a JSON parser's dict does), with
- * "Records" mapped to None; `base64` is every entry's Data joined, each "=" turned into "A"
- * (so one base64 call decodes them all), and `data_sizes` each entry's decoded length. The
- * Data strings' characters are checked by that call, not here: the caller must decode
- * `base64` validating its alphabet, and take the body as not common when that fails (a Data
- * with an escape, a control or a non-ASCII character fails it).
+ * "Records" mapped to None; `base64` is every entry's Data joined, each one's final padding
+ * turned into "A" (so one base64 call decodes them all), `data_sizes` each entry's decoded
+ * length and `sizes` each record's size (key length + decoded length, as `read` gives them).
+ * The Data strings' characters are checked by that call, not here: the caller must decode
+ * `base64` validating its alphabet (a "=" only at the very end, which `base64` never has), and
+ * take the body as not common when that fails (a Data with an escape, a control or a non-ASCII
+ * character, or a "=" before its final padding fails it).
  *
  * cut_blobs(decoded, data_sizes) -> list[bytes] | None
  *
@@ -417,10 +420,10 @@ static int is_name(const unsigned char *start, Py_ssize_t length, const char *na
 }
 
 /* A Data string copied to *out with its padding as "A", its decoded size in *size, when its
- * length and padding are canonical base64's (split_base64's checks). Its other characters are
- * not looked at here: the caller's base64 decode of everything copied (validating) refuses any
- * outside base64's alphabet, an escape's backslash or a control character included. 0 when it
- * is not so. memchr and memcpy run a word or a vector at a time; a byte loop here cost more
+ * length and final padding are canonical base64's (split_base64's checks). Its other characters
+ * are not looked at here: the caller's base64 decode of everything copied (validating) refuses
+ * any outside base64's alphabet, an escape's backslash, a control character or a "=" before the
+ * end included. 0 when it is not so. memchr and memcpy run a word or a vector at a time; a byte loop here cost more
  * than the whole parse it replaces. */
 static int data_text(Cursor *c, unsigned char **out, Py_ssize_t *size) {
     if (!take(c, '"')) {
@@ -447,9 +450,9 @@ static int data_text(Cursor *c, unsigned char **out, Py_ssize_t *size) {
             return 0;
         }
     }
-    if (memchr(chars, '=', (size_t)(length - pads)) != NULL) {
-        return 0; /* padding before the end */
-    }
+    /* A "=" before the padding is left as it is: "=" is only valid at the very end of the
+     * joined text, which ends with "A"s or a character other than "=", so the caller's
+     * validating decode refuses it (one pass less over the data than looking for it here). */
     memcpy(*out, chars, (size_t)(length - pads));
     memset(*out + length - pads, 'A', (size_t)pads);
     *out += length;
@@ -459,8 +462,9 @@ static int data_text(Cursor *c, unsigned char **out, Py_ssize_t *size) {
 }
 
 typedef struct {
-    PyObject *keys, *keys_utf8, *sizes; /* lists */
-    unsigned char *out;                 /* the next byte of the joined base64 */
+    PyObject *keys, *keys_utf8, *data_sizes, *sizes; /* lists */
+    unsigned char *out;                              /* the next byte of the joined base64 */
+    Py_ssize_t data_max;                             /* an entry's decoded Data at most */
 } JsonColumns;
 
 /* One common entry {"Data": ..., "PartitionKey": ...} (either order) into the columns: 1; 0 when
@@ -492,19 +496,23 @@ static int json_entry(Cursor *c, JsonColumns *columns, Py_ssize_t key_min, Py_ss
             return 0;
         }
     }
-    if (!take(c, '}') || key_length < key_min || key_length > key_max) {
+    if (!take(c, '}') || key_length < key_min || key_length > key_max || size < 1
+        || size > columns->data_max) {
         return 0; /* ASCII: characters and UTF-8 bytes are the same count */
     }
     PyObject *text = PyUnicode_DecodeASCII((const char *)key, key_length, NULL);
     PyObject *utf8 = PyBytes_FromStringAndSize((const char *)key, key_length);
     PyObject *data_size = PyLong_FromSsize_t(size);
-    int failed = text == NULL || utf8 == NULL || data_size == NULL
+    PyObject *record_size = PyLong_FromSsize_t(key_length + size);
+    int failed = text == NULL || utf8 == NULL || data_size == NULL || record_size == NULL
                  || PyList_Append(columns->keys, text) < 0
                  || PyList_Append(columns->keys_utf8, utf8) < 0
-                 || PyList_Append(columns->sizes, data_size) < 0;
+                 || PyList_Append(columns->data_sizes, data_size) < 0
+                 || PyList_Append(columns->sizes, record_size) < 0;
     Py_XDECREF(text);
     Py_XDECREF(utf8);
     Py_XDECREF(data_size);
+    Py_XDECREF(record_size);
     return failed ? -1 : 1;
 }
 
@@ -536,19 +544,20 @@ static int json_records(Cursor *c, JsonColumns *columns, Py_ssize_t key_min, Py_
 
 static PyObject *read_json_body(PyObject *module, PyObject *args) {
     const char *body;
-    Py_ssize_t body_length, key_min, key_max, count_min, count_max;
+    Py_ssize_t body_length, key_min, key_max, data_max, count_min, count_max;
     (void)module;
-    if (!PyArg_ParseTuple(args, "y#nnnn:read_json_body", &body, &body_length, &key_min, &key_max,
-                          &count_min, &count_max)) {
+    if (!PyArg_ParseTuple(args, "y#nnnnn:read_json_body", &body, &body_length, &key_min,
+                          &key_max, &data_max, &count_min, &count_max)) {
         return NULL;
     }
     Cursor c = {(const unsigned char *)body, (const unsigned char *)body + body_length};
     PyObject *members = PyDict_New(), *joined = PyBytes_FromStringAndSize(NULL, body_length);
-    JsonColumns columns = {PyList_New(0), PyList_New(0), PyList_New(0), NULL};
+    JsonColumns columns = {PyList_New(0), PyList_New(0), PyList_New(0), PyList_New(0), NULL,
+                           data_max};
     PyObject *result = NULL;
     int seen_records = 0;
     if (members == NULL || joined == NULL || columns.keys == NULL || columns.keys_utf8 == NULL
-        || columns.sizes == NULL) {
+        || columns.data_sizes == NULL || columns.sizes == NULL) {
         goto done;
     }
     columns.out = (unsigned char *)PyBytes_AS_STRING(joined);
@@ -607,7 +616,8 @@ static PyObject *read_json_body(PyObject *module, PyObject *args) {
     if (_PyBytes_Resize(&joined, (char *)columns.out - PyBytes_AS_STRING(joined)) < 0) {
         goto done; /* joined is NULL now */
     }
-    result = PyTuple_Pack(5, members, columns.keys, columns.keys_utf8, joined, columns.sizes);
+    result = PyTuple_Pack(6, members, columns.keys, columns.keys_utf8, joined, columns.data_sizes,
+                          columns.sizes);
     goto done;
 not_common:
     result = Py_NewRef(Py_None);
@@ -616,6 +626,7 @@ done:
     Py_XDECREF(joined);
     Py_XDECREF(columns.keys);
     Py_XDECREF(columns.keys_utf8);
+    Py_XDECREF(columns.data_sizes);
     Py_XDECREF(columns.sizes);
     return result;
 }
@@ -673,8 +684,8 @@ static PyMethodDef methods[] = {
     {"split_base64", split_base64, METH_VARARGS,
      "split_base64(decoded, texts) -> list[bytes] | None"},
     {"read_json_body", read_json_body, METH_VARARGS,
-     "read_json_body(body, key_min, key_max, count_min, count_max) -> "
-     "(members, partition_keys, partition_keys_utf8, base64, data_sizes) | None"},
+     "read_json_body(body, key_min, key_max, data_max, count_min, count_max) -> "
+     "(members, partition_keys, partition_keys_utf8, base64, data_sizes, sizes) | None"},
     {"cut_blobs", cut_blobs, METH_VARARGS, "cut_blobs(decoded, data_sizes) -> list[bytes] | None"},
     {NULL, NULL, 0, NULL},
 };

@@ -130,34 +130,37 @@ def read_json_entries(
 class JsonBodyColumns:
     """A common JSON PutRecords body as `read_json_body` read it: its top-level members in the
     body's order ("Records" mapped to None, the others to their strings), the partition keys
-    (str and UTF-8), every entry's Data joined (each "=" turned into "A": one base64 decode
-    for all), and each entry's decoded data size."""
+    (str and UTF-8), every entry's Data joined (each one's final padding turned into "A": one
+    base64 decode for all), each entry's decoded data size, and each record's size (UTF-8 key
+    + decoded data, as `PutEntries.sizes`)."""
 
     members: dict[str, str | None]
     partition_keys: list[str]
     partition_keys_utf8: list[bytes]
     base64: bytes
     data_sizes: list[int]
+    sizes: list[int]
 
 
 def read_json_body(
-    body: bytes, *, key_min: int, key_max: int, count_min: int, count_max: int
+    body: bytes, *, key_min: int, key_max: int, data_max: int, count_min: int, count_max: int
 ) -> JsonBodyColumns | None:
     """The AWS door's JSON PutRecords `body` (its bytes, unparsed) as columns, when it is the
     common body: a "Records" array (once) of count_min..count_max entries of exactly "Data" (in
-    canonical base64's length and padding) and "PartitionKey" (key_min..key_max characters),
-    every other top-level member a string, every name and string but Data printable ASCII
-    without escapes. None otherwise (also for a body that is not JSON at all), and always
-    without the compiled module: the caller parses the body then, which says what is wrong with
-    it. Data's other characters are not checked here: the caller must decode `base64`
-    validating its alphabet and take the body as not common when that fails."""
+    canonical base64's length and final padding, of 1..data_max bytes decoded) and
+    "PartitionKey" (key_min..key_max characters), every other top-level member a string, every
+    name and string but Data printable ASCII without escapes. None otherwise (also for a body
+    that is not JSON at all), and always without the compiled module: the caller parses the
+    body then, which says what is wrong with it. Data's other characters are not checked here
+    (a "=" before the final padding included): the caller must decode `base64` validating its
+    alphabet and take the body as not common when that fails."""
     if _compiled is None:
         return None
-    read = _compiled.read_json_body(body, key_min, key_max, count_min, count_max)
+    read = _compiled.read_json_body(body, key_min, key_max, data_max, count_min, count_max)
     if read is None:
         return None
-    members, keys, keys_utf8, joined, data_sizes = read
-    return JsonBodyColumns(members, keys, keys_utf8, joined, data_sizes)
+    members, keys, keys_utf8, joined, data_sizes, sizes = read
+    return JsonBodyColumns(members, keys, keys_utf8, joined, data_sizes, sizes)
 
 
 def cut_blobs(decoded: bytes, data_sizes: list[int]) -> list[bytes] | None:

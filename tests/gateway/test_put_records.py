@@ -13,6 +13,7 @@ import pytest
 
 from broker.api.kinesis.v1 import kinesis_pb2
 from broker.errors import ShoalError
+from broker.gateway import put_records
 from broker.gateway.aws_codec import WireFormat, decode_request
 from broker.gateway.put_records import (
     put_records_from_body,
@@ -395,6 +396,9 @@ def test_the_common_body_is_read_from_its_bytes() -> None:
         b'{"Records":[]}',
         b'{"Records":[{"Data":"","PartitionKey":"k"}]}',
         b'{"Records":[{"Data":"eA=A","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"eA=A","PartitionKey":"k"},{"Data":"eA==","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"=AAA","PartitionKey":"k"},{"Data":"eHk=","PartitionKey":"k"}]}',
+        b'{"Records":[{"Data":"eA==eA==","PartitionKey":"k"}]}',
         b'{"Records":[{"Data":"eHl=","PartitionKey":"k"}]}',
         b'{"Records":[{"Data":"eA=","PartitionKey":"k"}]}',
         b'{"Records":[{"Data":"eA==","PartitionKey":""}]}',
@@ -415,6 +419,22 @@ def test_the_count_bounds_of_the_bytes() -> None:
         assert _bytes_agree(raw, _generic_of_bytes(raw)) == (
             taken and put_entries.compiled_reader()
         )
+
+
+def test_the_data_size_bounds_of_the_bytes() -> None:
+    """The C pass takes a Data of 1 byte up to the model's maximum (decoded), and counts each
+    record's size (key + data) as it goes; an empty or a larger one is left to the parser."""
+    data_max = put_records._DATA_MAX
+    for size, taken in ((1, True), (data_max, True), (data_max + 1, False)):
+        raw = (
+            b'{"Records":[{"Data":"eA==","PartitionKey":"k"},{"Data":"%s","PartitionKey":"kk"}]}'
+            % (base64.b64encode(bytes(size)))
+        )
+        read = read_common_json_body(raw)
+        assert (read is not None) == (taken and put_entries.compiled_reader()), size
+        if read is not None:
+            assert read.entries.sizes == [2, 2 + size]
+            assert [len(data) for data in read.entries.datas] == [1, size]
 
 
 def test_damaged_bodies_are_read_as_parsed_or_left_to_the_parser() -> None:
