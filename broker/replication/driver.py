@@ -25,7 +25,10 @@ I/O (STYLE B.3, etcd-raft's Ready loop). One per node. Each turn of its loop:
    with `read_done`); answers producers up to `committed_end` (a replica that `abandoned`
    its leadership keeps them until it learns whether their records survived,
    `driver_core.Local`); `advance`s; and finally answers the Prepares whose promises that
-   turn made durable.
+   turn made durable. Producers answered in a step (by a finished turn, or by the
+   acknowledgements drained in step 2) resume before the next turn when it hands out no
+   records, so their replies do not wait behind its bookkeeping; a turn with records goes
+   first, so the followers write them while the replies are made.
 
 Producers call `append` (the service's `LocalReplicas.append`) on the loop: the replica assigns
 offsets synchronously in `propose`, so call order is log order, and the caller waits, bounded
@@ -159,6 +162,7 @@ class ReplicationDriver:
         self._damage: dict[ShardUid, _Damage] = {}
         self._repair_wake = asyncio.Event()
         self._persist_failures = 0  # in a row; each backs off longer (`_recover`)
+        self._answered = 0  # producers answered since the last turn (`run` lets them reply)
 
     @property
     def node_id(self) -> NodeId:
@@ -386,7 +390,15 @@ class ReplicationDriver:
                         continue  # a persist failed: the replicas are reopened first
                     now_ms = self._now()
                     self.apply_image()
-                    self._core.drain_inbox(now_ms, self._image())
+                    self._answered += self._core.drain_inbox(now_ms, self._image())
+                    if self._answered and not self._core.appends_waiting():
+                        # The producers just answered (by acknowledgements, or by the turns
+                        # finished above) resume first when this turn sends no records:
+                        # their replies leave before its bookkeeping, not after it (~0.1 ms
+                        # of a commit's round trip). A turn with records goes first, so the
+                        # followers write them while the replies are made.
+                        await asyncio.sleep(0)
+                    self._answered = 0
                     if clock.timer_ms() >= next_tick:
                         self._core.tick_due(now_ms)
                         next_tick = clock.timer_ms() + self._tick_ms
@@ -471,6 +483,7 @@ class ReplicationDriver:
 
     def _finish(self, turn: Turn) -> None:
         effects = self._core.finish(turn)
+        self._answered += effects.answered
         self._transport.send_all(effects.sends)  # now, not at the end of the loop turn
         for local, request in effects.reads:
             assert self._reads is not None

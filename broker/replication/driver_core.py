@@ -117,11 +117,15 @@ class Local:
                 )
             )
 
-    def answer(self, committed_end: Offset) -> None:
+    def answer(self, committed_end: Offset) -> int:
+        """Answers the producers whose records end at or below `committed_end`; how many."""
+        answered = 0
         while self.waiters and self.waiters[0].end_offset <= committed_end:
             waiter = self.waiters.popleft()
             if not waiter.completion.done():
                 waiter.completion.set_result((waiter.first_offset, waiter.arrival_ms))
+                answered += 1
+        return answered
 
     def log_cut(self, ready: core.Ready) -> None:
         """Fails the producers whose records this Ready's reset or truncation removes."""
@@ -218,11 +222,13 @@ class Turn:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TurnEffects:
     """What the caller does after `finish`: send, start the catch-up reads (feeding their
-    results back with `read_done`), and turn again at once if `again`."""
+    results back with `read_done`), and turn again at once if `again`. `answered`: how many
+    producers the turn answered (their replies may leave before the next turn)."""
 
     sends: tuple[Envelope, ...]
     reads: tuple[tuple[Local, core.ReadRequest], ...]
     again: bool
+    answered: int
 
 
 class DriverCore:
@@ -494,9 +500,10 @@ class DriverCore:
 
     # --- A turn --------------------------------------------------------------------------------
 
-    def drain_inbox(self, now_ms: int, image: MetadataImage) -> None:
+    def drain_inbox(self, now_ms: int, image: MetadataImage) -> int:
         """Steps every queued message into its replica (applying `image` for a shard not
-        configured yet: a new shard)."""
+        configured yet: a new shard); returns how many producers the acknowledgements among
+        them answered (a leader's HW raised)."""
         inbox = self._inbox
         stepped: set[ShardUid] = set()
         while inbox:
@@ -510,10 +517,17 @@ class DriverCore:
             local.replica.step(message, now_ms)
             stepped.add(message.shard_uid)
         self._touched |= stepped
+        answered = 0
         for shard_uid in stepped:
             local = self.locals.get(shard_uid)
             if local is not None and local.replica.role is core.Role.LEADER:
-                local.answer(local.replica.high_watermark)  # acks raised it (see finish)
+                answered += local.answer(local.replica.high_watermark)  # acks raised it (finish)
+        return answered
+
+    def appends_waiting(self) -> bool:
+        """Whether a replica the next turn takes has records to hand out (to write, and as
+        a leader to send)."""
+        return any(local.replica.has_appends() for local in self._candidates())
 
     def take_turn(self) -> Turn:
         """The Readys of every replica touched since the last turn (all after a new image)."""
@@ -601,6 +615,7 @@ class DriverCore:
         and returns what to send and read."""
         sends: list[Envelope] = []
         reads: list[tuple[Local, core.ReadRequest]] = []
+        answered = 0
         for local, ready in turn.work:
             for envelope in ready.to_send:
                 if isinstance(envelope.message, AppendAck) and buggify("driver.drop_ack"):
@@ -615,7 +630,7 @@ class DriverCore:
             local.persisted(ready)
             local.log_cut(ready)
             if ready.committed_end is not None:
-                local.answer(ready.committed_end)
+                answered += local.answer(ready.committed_end)
             if ready.abandoned:
                 local.abandon(persisted_before)
             local.replica.advance(ready)
@@ -624,7 +639,7 @@ class DriverCore:
                 # advance() may have raised the HW (this node's own write was the last one
                 # a majority needed): answer now rather than one turn later. Safe only for
                 # a leader, whose log below the HW is never cut.
-                local.answer(local.replica.high_watermark)
+                answered += local.answer(local.replica.high_watermark)
         for promise, completion in turn.promises:
             if not completion.done():
                 completion.set_result(promise)
@@ -633,7 +648,9 @@ class DriverCore:
         # whatever changed them meanwhile.
         again = {local.replica.shard_uid for local, _ in turn.work if local.replica.has_ready()}
         self._touched |= again
-        return TurnEffects(sends=tuple(sends), reads=tuple(reads), again=bool(again))
+        return TurnEffects(
+            sends=tuple(sends), reads=tuple(reads), again=bool(again), answered=answered
+        )
 
     def fail(self, turn: Turn) -> None:
         """The turn could not be made durable: its replicas cannot know what is durable, so

@@ -243,6 +243,101 @@ async def test_acks_answer_producers_while_the_leaders_next_fsync_is_in_flight(
             gate.set()
 
 
+async def test_a_producer_answered_by_acks_replies_before_the_leaders_next_turn(
+    cluster: Cluster,
+) -> None:
+    """The acknowledgements that commit a record answer its producer while the leader drains
+    its inbox; the driver then lets the producer resume before it takes its next turn, so the
+    reply does not wait behind that turn's work (issue 18: ~0.1 ms of a PutRecord's round trip
+    at factor 3, traced). Not a turn is taken between the answer and the reply."""
+    await _append(cluster, NODES[0], 1, b"zero")
+    driver = cluster.drivers[NODES[0]]
+    core = driver._core
+    local = core.locals[SHARD]
+    proposed = replied = False
+    behind: list[str] = []  # turns taken with the producer answered but not resumed yet
+
+    def watched(take: Callable[[], object], name: str) -> Callable[[], object]:
+        def taking() -> object:
+            if proposed and not local.waiters and not replied:
+                behind.append(name)
+            return take()
+
+        return taking
+
+    core.take_turn = watched(core.take_turn, "turn")  # type: ignore[assignment]
+    core.take_pipelined_turn = watched(core.take_pipelined_turn, "pipelined")  # type: ignore[assignment]
+
+    async def produce() -> None:
+        nonlocal replied
+        await driver.append(
+            SHARD, epoch=1, records=[new_record("k", b"one")], now_ms=cluster.clock.wall_ms()
+        )
+        replied = True
+
+    followers = [_gate(cluster, node) for node in NODES[1:]]
+    try:
+        producer = asyncio.ensure_future(produce())
+        await asyncio.sleep(0)  # proposed: the producer waits on the leader
+        assert len(local.waiters) == 1
+        proposed = True
+        # The leader's own copy durable first: the followers' acks are what commits it.
+        await _wait(cluster, lambda: _durable_end(cluster, NODES[0]) == 3)
+        await _wait(cluster, lambda: all(gate.held == 1 for gate in followers))
+        for gate in followers:
+            gate.set()
+        await _wait(cluster, producer.done)
+        producer.result()
+        assert behind == []
+    finally:
+        for gate in followers:
+            gate.set()
+
+
+async def test_records_waiting_to_be_sent_go_before_the_replies_of_answered_producers(
+    cluster: Cluster,
+) -> None:
+    """When the acknowledgements that answer a producer arrive with other records proposed
+    and not sent yet, the leader's turn sends those first and the answered producer resumes
+    after it: the followers write the next records while the replies are made (a reply first
+    cost 7-18 % of the replicated throughput at 3 producers of 500 records, measured)."""
+    await _append(cluster, NODES[0], 1, b"zero")
+    driver = cluster.drivers[NODES[0]]
+    events: list[str] = []
+    second: list[asyncio.Future[None]] = []
+
+    async def produce(data: bytes) -> None:
+        await driver.append(
+            SHARD, epoch=1, records=[new_record("k", data)], now_ms=cluster.clock.wall_ms()
+        )
+        events.append(f"{data.decode()} answered")
+
+    def sent(sender: NodeId, envelope: Envelope) -> None:
+        message = envelope.message
+        if isinstance(message, AppendAck):
+            if sender != NODES[0] and message.log_end == 3 and not second:
+                # The first ack of "one": "two" is proposed before the leader steps it.
+                second.append(asyncio.ensure_future(produce(b"two")))
+        elif isinstance(message, Append) and any(b.first_offset == 3 for b in message.batches):
+            events.append("two sent")
+
+    followers = [_gate(cluster, node) for node in NODES[1:]]
+    try:
+        first = asyncio.ensure_future(produce(b"one"))
+        await _wait(cluster, lambda: _durable_end(cluster, NODES[0]) == 3)
+        await _wait(cluster, lambda: all(gate.held == 1 for gate in followers))
+        cluster.sent = sent
+        for gate in followers:
+            gate.set()
+        await _wait(cluster, lambda: first.done() and bool(second) and second[0].done())
+        first.result()
+        second[0].result()
+        assert events.index("two sent") < events.index("one answered"), events
+    finally:
+        for gate in followers:
+            gate.set()
+
+
 async def test_a_leaders_own_write_is_queued_in_the_step_that_sends_its_appends(
     cluster: Cluster,
 ) -> None:

@@ -46,12 +46,15 @@ def _first_violation(seeds: range, *, reshards: bool = False) -> str:
 def test_acknowledging_before_the_commit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """Mutation: the driver answers every waiting producer, committed or not."""
 
-    def answer_everyone(self: driver_core.Local, committed_end: int) -> None:
+    def answer_everyone(self: driver_core.Local, committed_end: int) -> int:
         del committed_end
+        answered = 0
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.completion.done():
                 waiter.completion.set_result((waiter.first_offset, waiter.arrival_ms))
+                answered += 1
+        return answered
 
     monkeypatch.setattr(driver_core.Local, "answer", answer_everyone)
     assert _first_violation(range(1)).startswith("AcknowledgedNeverLost")
