@@ -222,8 +222,7 @@ class GroupCommitWriter:
             batches = [pending.batch for pending in group]
             for batch in batches:
                 batch.value  # noqa: B018 - encoded here (kept on the batch), before the hand-off
-            self._announce_writing()
-            self._store.append(batches)
+            self._store.append(batches, written=self._announce_writing)
         except Exception as exc:  # any failure: fail this group, keep serving (module docstring)
             _log.error(
                 "log_group_commit_failed",
