@@ -43,6 +43,7 @@ from broker.wire.put_entries import (
     read_json_entries,
     read_put_entries,
 )
+from broker.wire.put_results import ascii_field, written_entries
 from broker.wire.record_page import varint
 
 
@@ -270,7 +271,9 @@ def put_records_output(response: Mapping[str, Any]) -> bytes:
             return _upb(response, kinesis_pb2.PutRecordsOutput)
         parts.append(b"\x08" + varint(failed))
     records = response.get("Records") or ()
-    whole = _written_run(records) if type(records) is WrittenRun else None
+    whole = None
+    if type(records) is WrittenRun:  # its bytes written ahead, or now
+        whole = records.prepared or written_entries(records.shard_id, records.numbers)
     if whole is not None:
         records = ()
         parts.append(whole)
@@ -285,7 +288,7 @@ def put_records_output(response: Mapping[str, Any]) -> bytes:
         if len(entry) == 2 and type(shard_id) is str and type(number) is str and number.isascii():
             shard_field = shard_fields.get(shard_id, "")
             if shard_field == "":
-                shard_field = shard_fields[shard_id] = _ascii_field("\x12", shard_id)
+                shard_field = shard_fields[shard_id] = ascii_field("\x12", shard_id)
             if shard_field is not None:
                 size = len(number)
                 body_size = size + 2 + len(shard_field)
@@ -304,31 +307,6 @@ def put_records_output(response: Mapping[str, Any]) -> bytes:
         raw = encryption.encode()
         parts.append(b"\x1a" + varint(len(raw)) + raw)
     return b"".join(parts)
-
-
-def _written_run(records: WrittenRun) -> bytes | None:
-    """The entries of a put written whole by one shard, from its columns (the numbers of one
-    length, as a shard's are): each entry is a head, its number and the shard's field, so
-    they all are one join, no step per record. None when they do not fit that (the loop in
-    `put_records_output` then writes them one by one)."""
-    numbers = records.numbers
-    shard_field = _ascii_field("\x12", records.shard_id)
-    if shard_field is None or not numbers:
-        return None
-    size = len(numbers[0])
-    body_size = size + 2 + len(shard_field)
-    if body_size >= 0x80 or min(map(len, numbers)) != size or max(map(len, numbers)) != size:
-        return None
-    text = "".join(numbers)
-    if not text.isascii():
-        return None
-    head = f"\x12{chr(body_size)}\x0a{chr(size)}"
-    return (head + (shard_field + head).join(numbers) + shard_field).encode()
-
-
-def _ascii_field(tag: str, text: str) -> str | None:
-    """A short ASCII string field (tag, one-byte length, text) as text; None otherwise."""
-    return f"{tag}{chr(len(text))}{text}" if text.isascii() and len(text) < 0x80 else None
 
 
 def _upb(response: Mapping[str, Any], output: type[kinesis_pb2.PutRecordsOutput]) -> bytes:

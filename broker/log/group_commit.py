@@ -15,10 +15,13 @@ has ended and returns instead of keeping the process alive forever.
 Backpressure: at most `queue_batches_max` batches wait for (or are in) a group commit; further
 appends wait for a slot on the loop, so a slow disk slows producers instead of growing memory.
 
-While a group is written: `when_writing` runs a callback on the loop once the thread has encoded
-its next group and hands it to the store (RocksDB's write, then its WAL fsync: most of the time,
-spent blocked without the GIL), so that loop work which waits for nothing but durability (a put's
-answer: sequence numbers, result entries) is done during the fsync rather than after it.
+While a group is written: `when_writing` runs a callback on the loop once the store has written
+the thread's next group and syncs it (`LogStore.append`'s `written`: after RocksDB's write, which
+holds the GIL, before its WAL fsync, which does not), so that loop work which waits for nothing
+but durability (a put's answer: sequence numbers, result entries; the load tracker's count) is
+done during the fsync rather than after it, and never takes the GIL from the writer before the
+write (announced earlier, the woken loop ran the callbacks ahead of RocksDB's write in a fifth
+of the puts, issue 18).
 
 Failure: if `store.append` raises, every batch of that group fails with
 `ShoalError(INTERNAL_FAILURE)` (the store's exception as `__cause__`), an error event is logged,
@@ -152,11 +155,12 @@ class GroupCommitWriter:
         return future
 
     def when_writing(self, callback: Callable[[], object]) -> None:
-        """Runs `callback` on the loop once the thread has encoded its next group and is
-        writing it (module docstring): at most once, and never when no group is written
-        after this call. For work whose result is used only once the write is durable; it
-        must not raise (an error is logged). It runs in the context it was given in (context
-        variables: the caller's, as `call_soon` would). Loop only."""
+        """Runs `callback` on the loop once the store has written the thread's next group and
+        syncs it (module docstring): at most once, and never when no group is written after
+        this call (a write that fails leaves it to the next group). For work whose result is
+        used only once the write is durable; it must not raise (an error is logged). It runs
+        in the context it was given in (context variables: the caller's, as `call_soon`
+        would). Loop only."""
         self._on_writing.append((contextvars.copy_context(), callback))
 
     def has_room(self, batches: int) -> bool:
@@ -222,8 +226,7 @@ class GroupCommitWriter:
             batches = [pending.batch for pending in group]
             for batch in batches:
                 batch.value  # noqa: B018 - encoded here (kept on the batch), before the hand-off
-            self._announce_writing()
-            self._store.append(batches)
+            self._store.append(batches, written=self._announce_writing)
         except Exception as exc:  # any failure: fail this group, keep serving (module docstring)
             _log.error(
                 "log_group_commit_failed",
@@ -252,7 +255,8 @@ class GroupCommitWriter:
             loop.call_soon_threadsafe(self._resolve, group, error)
 
     def _announce_writing(self) -> None:
-        """On the thread: hands the loop the callbacks that wait for a write to start."""
+        """On the thread, once the store wrote a group: hands the loop the callbacks that
+        wait for a write (they run while it is synced)."""
         waiting = self._on_writing
         if not waiting:
             return

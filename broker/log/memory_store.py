@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from broker.log.keys import EMPTY_SHARD_META, ShardMeta
@@ -160,7 +160,14 @@ class MemoryLogStore:
             )
             return Offset(max(start_offset, end)), checked
 
-    def append(self, batches: Sequence[AppendBatch]) -> None:
+    def append(
+        self, batches: Sequence[AppendBatch], *, written: Callable[[], object] | None = None
+    ) -> None:
+        self._append(batches)
+        if written is not None:
+            written()  # nothing to sync: durable as soon as it is written
+
+    def _append(self, batches: Sequence[AppendBatch]) -> None:
         with self._lock:
             assert not self._closed
             # Check every batch before changing anything, so the append is all or nothing.

@@ -281,7 +281,9 @@ class RocksLogStore:
 
     # --- Mutations (serialized by _write_lock) --------------------------------------------
 
-    def append(self, batches: Sequence[AppendBatch]) -> None:
+    def append(
+        self, batches: Sequence[AppendBatch], *, written: Callable[[], object] | None = None
+    ) -> None:
         if not batches:
             return
         h = self._open_handles()
@@ -311,7 +313,7 @@ class RocksLogStore:
                     )
             for uid, meta in metas.items():
                 batch_write.put(meta_key(uid), encode_meta(meta), h.shard_meta_cf)
-            self._write_durably(h, batch_write)
+            self._write_durably(h, batch_write, written)
             self._histories.update(histories)
 
     def trim(self, shard_uid: ShardUid, *, arrival_ms_before: int) -> Offset:
@@ -1130,8 +1132,17 @@ class RocksLogStore:
             raise LogStoreError(f"the log store at {self._path} is being reopened")
         return handles
 
-    def _write_durably(self, h: _Handles, batch_write: rocksdict.WriteBatch) -> None:
+    def _write_durably(
+        self,
+        h: _Handles,
+        batch_write: rocksdict.WriteBatch,
+        written: Callable[[], object] | None = None,
+    ) -> None:
         h.db.write(batch_write, self._write_options)
+        if written is not None:
+            # After the write, which holds the GIL (the loop could not run a callback during
+            # it anyway), so the loop wakes while the fsync runs without it.
+            written()
         h.db.flush_wal(sync=True)
 
     def _history(self, h: _Handles, shard_uid: ShardUid) -> list[tuple[int, Offset]]:

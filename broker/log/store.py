@@ -52,7 +52,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from broker.log.keys import ShardMeta
@@ -80,8 +80,13 @@ class LogStoreLostError(Exception):
 class LogStore(Protocol):
     """Every shard log on this node. Thread-safety: see the module docstring."""
 
-    def append(self, batches: Sequence[AppendBatch]) -> None:
-        """Writes all batches in one atomic write; durable (WAL fsynced) when it returns."""
+    def append(
+        self, batches: Sequence[AppendBatch], *, written: Callable[[], object] | None = None
+    ) -> None:
+        """Writes all batches in one atomic write; durable (WAL fsynced) when it returns.
+        `written()`, when given, is called once they are written, before they are made
+        durable: where the slow part that holds no GIL (the fsync) begins
+        (`GroupCommitWriter.when_writing`). Not called when the write fails."""
         ...
 
     def read(

@@ -64,6 +64,7 @@ from broker.streams.sequence_numbers import (
 from broker.timestamps import datetime_from_ms, ms_from_datetime
 from broker.types import Offset, ShardUid, StreamUid
 from broker.wire.put_entries import PutEntries
+from broker.wire.put_results import written_entries
 from broker.wire.record_fields import records_ahead
 
 Request = Mapping[str, Any]
@@ -215,14 +216,16 @@ class _Results:
     ShoalError it failed with), and the positions that failed (each at most once: a failure
     is final, only refused records are routed again), so that nothing walks every record to
     find the failures. `run`: (shard id, sequence numbers) when one shard's append wrote
-    every record of the put (`WrittenRun`)."""
+    every record of the put (`WrittenRun`); `run_bytes`: the gRPC door's bytes of its entries,
+    when they were written ahead."""
 
-    __slots__ = ("failed", "run", "written")
+    __slots__ = ("failed", "run", "run_bytes", "written")
 
     def __init__(self, count: int, failure: ShoalError) -> None:
         self.written: list[_Written | ShoalError] = [failure] * count  # each one set
         self.failed: list[int] = []
         self.run: tuple[str, list[str]] | None = None
+        self.run_bytes: bytes | None = None
 
     def fail(self, positions: Sequence[int], error: ShoalError) -> None:
         written = self.written
@@ -230,20 +233,29 @@ class _Results:
             written[position] = error
         self.failed.extend(positions)
         self.run = None
+        self.run_bytes = None
 
 
 class WrittenRun(list[_Written]):
     """PutRecords' Records when one shard's append wrote every record of the put: the result
     entries (a list like any other answer's), with the same as columns: `shard_id` and the
     sequence numbers in request order (`numbers`), from which the gRPC door writes them in one
-    join (gateway/put_records.py). Never changed once made."""
+    join (gateway/put_records.py), or has them written already (`prepared`: `wire.put_results`'
+    bytes, made while the records were fsynced). Never changed once made."""
 
-    __slots__ = ("numbers", "shard_id")
+    __slots__ = ("numbers", "prepared", "shard_id")
 
-    def __init__(self, entries: list[_Written], shard_id: str, numbers: list[str]) -> None:
+    def __init__(
+        self,
+        entries: list[_Written],
+        shard_id: str,
+        numbers: list[str],
+        prepared: bytes | None = None,
+    ) -> None:
         super().__init__(entries)
         self.shard_id = shard_id
         self.numbers = numbers
+        self.prepared = prepared
 
 
 async def _write(
@@ -281,8 +293,9 @@ async def _write(
                     group = split[shard.uid] = (shard, [])
                 group[1].append(position)
             groups.update(split)
+        grpc = _door() == "grpc"
         answers = [
-            _Answer(ctx, current, shard, positions, len(records))
+            _Answer(ctx, current, shard, positions, len(records), door_bytes=grpc)
             for shard, positions in groups.values()
         ]
         outcomes: list[AppendResult | BaseException]
@@ -449,9 +462,11 @@ class _Answer:
     (`prepare`, `ShardClient.append`'s `placed`: during the log writer's fsync, when the loop
     has nothing else to do) and taken as it is once they are committed with the outcome it
     was prepared for (`settle`); otherwise (a forwarded append, a writer that had not started
-    yet) made then, as before."""
+    yet) made then, as before. With `door_bytes` (a gRPC call), a put written whole by this
+    shard also has its result entries written as the door's bytes there (`wire.put_results`),
+    off the way from the fsync to the answer."""
 
-    __slots__ = ("_count", "_ctx", "_positions", "_prepared", "_shard", "_stream")
+    __slots__ = ("_count", "_ctx", "_door_bytes", "_positions", "_prepared", "_shard", "_stream")
 
     def __init__(
         self,
@@ -460,8 +475,11 @@ class _Answer:
         shard: ShardMeta,
         positions: Sequence[int],
         count: int,
+        *,
+        door_bytes: bool = False,
     ) -> None:
         self._ctx = ctx
+        self._door_bytes = door_bytes
         self._stream = stream
         self._shard = shard
         self._positions = positions
@@ -471,6 +489,8 @@ class _Answer:
     def prepare(self, outcome: AppendResult) -> None:
         results = _Results(self._count, _NOT_ANSWERED)
         _settle(self._ctx, self._stream, self._shard, self._positions, outcome, results)
+        if self._door_bytes and results.run is not None:
+            results.run_bytes = written_entries(*results.run)
         self._prepared = (outcome, results)
 
     def settle(self, outcome: AppendResult, results: _Results) -> None:
@@ -483,6 +503,7 @@ class _Answer:
         if len(self._positions) == self._count:  # all of the put (positions are distinct)
             results.written[:] = made.written
             results.run = made.run
+            results.run_bytes = made.run_bytes
         else:
             written, taken = results.written, made.written
             for position in self._positions:
@@ -585,7 +606,7 @@ class RecordsApi:
         result_entries: list[Any] = results.written
         if results.run is not None and not results.failed:
             written = cast("list[_Written]", results.written)  # no failure among them
-            result_entries = WrittenRun(written, *results.run)
+            result_entries = WrittenRun(written, *results.run, prepared=results.run_bytes)
         errors: list[ShoalError] = [result_entries[position] for position in results.failed]
         for position, error in zip(results.failed, errors, strict=True):
             result_entries[position] = {

@@ -2,7 +2,9 @@
 
 `ShardClient.serve_append` (the one place a shard's leader accepts records, whichever node's
 gateway took the request: forwarded puts arrive there too, so every record counts once) calls
-`ShardLoadRecorder.written` after the local replica committed the records. The recorder keeps
+`ShardLoadRecorder.written` while the local replica writes the records (during the log
+writer's fsync, off the producer's path; an append that then fails counts too, which only
+matters to rates while the disk fails). The recorder keeps
 one `streams.hot_keys.ShardLoadTracker` per shard with recent traffic, created on the first put
 and dropped once the shard has been idle for the tracker's whole window (or this node stopped
 leading it): memory follows the busy shards, not the shards led.
@@ -119,7 +121,8 @@ class ShardLoadRecorder:
         shard_uid: ShardUid,
         records: NewRecords,
     ) -> None:
-        """Count records the local replica just committed as this shard's leader."""
+        """Count records the local replica is writing as this shard's leader (`ShardClient.
+        serve_append`: while the log writer makes them durable)."""
         tracked = self._trackers.get(shard_uid)
         if tracked is None:
             tracked = self._start(shard_uid)
@@ -132,9 +135,12 @@ class ShardLoadRecorder:
             # Each key's MD5 (a common record's hash key), column-wise; kept inside the shard
             # (records forwarded without their keys may have been routed by explicit ones).
             hashes = partition_keys_bytes_hashes(records.partition_keys_utf8)
-            start = itertools.repeat(tracker.hash_key_start)
-            end = itertools.repeat(tracker.hash_key_end)
-            hash_keys = list(map(min, map(max, hashes, start), end))
+            if tracker.hash_key_start == 0 and tracker.hash_key_end == limits.hash_key_max:
+                hash_keys = list(hashes)  # every MD5 lies in the whole range (90 µs a batch)
+            else:
+                start = itertools.repeat(tracker.hash_key_start)
+                end = itertools.repeat(tracker.hash_key_end)
+                hash_keys = list(map(min, map(max, hashes, start), end))
         keys = records.partition_keys
         if len(records) == 1:
             tracker.record_put(hash_keys[0], keys[0], records.sizes[0], now_ms)

@@ -60,9 +60,13 @@ class SimLogStore:
 
     # --- LogStore ------------------------------------------------------------------------
 
-    def append(self, batches: Sequence[AppendBatch]) -> None:
+    def append(
+        self, batches: Sequence[AppendBatch], *, written: Callable[[], object] | None = None
+    ) -> None:
         frozen = tuple(batches)
         self._mutate(lambda store: store.append(frozen))
+        if written is not None:
+            written()  # written to the volatile view; durable at the next `sync()`
 
     def read(
         self,

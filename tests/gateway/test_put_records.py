@@ -28,6 +28,7 @@ from broker.service.records import WrittenRun
 from broker.wire import put_entries
 from broker.wire.codec import dict_to_message, message_to_dict
 from broker.wire.put_entries import PutEntries
+from broker.wire.put_results import written_entries
 
 # Every test runs with the C entry reader (wire/put_entries.py) and without it.
 pytestmark = pytest.mark.usefixtures("put_entries_both_ways")
@@ -490,3 +491,19 @@ def test_a_put_written_whole_by_one_shard_is_upbs_bytes(shard_id: str, numbers: 
     expected = _upb({**response, "Records": entries})
     assert put_records_output(response) == expected
     assert put_records_output({**response, "Records": entries}) == expected
+
+
+def test_a_put_whose_entries_were_written_ahead_is_answered_with_them() -> None:
+    """The service writes a whole gRPC put's result entries while it is fsynced
+    (`WrittenRun.prepared`): the door answers with those bytes as they are."""
+    numbers = [str(49_600 * 10**51 + i) for i in range(3)]
+    entries = [{"ShardId": "shardId-000000000000", "SequenceNumber": n} for n in numbers]
+    response = {"FailedRecordCount": 0, "EncryptionType": "NONE"}
+    ahead = written_entries("shardId-000000000000", numbers)
+    assert ahead is not None
+    run = WrittenRun(entries, "shardId-000000000000", numbers, prepared=ahead)
+    assert put_records_output({**response, "Records": run}) == _upb(
+        {**response, "Records": entries}
+    )
+    marked = WrittenRun(entries, "shardId-000000000000", numbers, prepared=b"<ahead>")
+    assert b"<ahead>" in put_records_output({**response, "Records": marked})

@@ -192,9 +192,9 @@ async def test_when_writing_runs_on_the_loop_while_the_group_is_written(
     make_writer: WriterFactory,
 ) -> None:
     """A put prepares its answer during the write (issue 18): the callback runs on the loop
-    while the store still holds the group (the gate is shut), after the thread encoded it, and
-    before the group is durable; one that raises costs the others nothing."""
-    store = GatedStore()
+    while the store syncs the group (the gate after the write is shut), after the thread
+    encoded it, and before the group is durable; one that raises costs the others nothing."""
+    store = GatedStore(at_sync=True)
     writer = make_writer(store)
     loop = asyncio.get_running_loop()
     ran: list[tuple[str, bool]] = []
@@ -225,8 +225,6 @@ async def test_when_writing_waits_for_the_next_group(make_writer: WriterFactory)
     """A callback given while a group is being written runs once, with the next group's
     write, not at the end of that one's (it would then run before the test, woken by the
     first group's answer, submits the second)."""
-    store = GatedStore()
-    writer = make_writer(store)
     loop = asyncio.get_running_loop()
     second_submitted = False
     seen: list[bool] = []  # whether the second group was submitted when the callback ran
@@ -236,6 +234,8 @@ async def test_when_writing_waits_for_the_next_group(make_writer: WriterFactory)
         seen.append(second_submitted)
         ran.set_result(None)
 
+    store = GatedStore(at_sync=True)  # the callback is given while the first group syncs
+    writer = make_writer(store)
     first = await writer.submit(const(batch(ShardUid(1), 0, 1, arrival_ms=1)))
     await store.wait_entered()
     writer.when_writing(callback)
@@ -246,6 +246,24 @@ async def test_when_writing_waits_for_the_next_group(make_writer: WriterFactory)
     await asyncio.wait_for(ran, timeout=30)
     await asyncio.wait_for(second, timeout=30)
     assert seen == [True]
+
+
+async def test_when_writing_waits_for_the_store_to_write(make_writer: WriterFactory) -> None:
+    """The callbacks run once the store has written the group, not while it prepares the
+    write (issue 18): the write holds the GIL, so a loop woken earlier only takes it from the
+    writer thread; they run during the fsync, which holds none."""
+    store = GatedStore()  # shut before the write
+    writer = make_writer(store)
+    ran: list[bool] = []
+    writer.when_writing(lambda: ran.append(durable.done()))
+    durable = await writer.submit(const(batch(ShardUid(1), 0, 2, arrival_ms=1)))
+    await store.wait_entered()
+    for _ in range(20):  # loop steps and a little time, for a callback that was announced
+        await asyncio.sleep(0.005)
+    assert ran == []
+    store.release()
+    await asyncio.wait_for(durable, timeout=30)
+    assert ran == [False]
 
 
 _CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")

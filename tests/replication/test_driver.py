@@ -197,13 +197,15 @@ def _gate(cluster: Cluster, node: NodeId) -> _Gate:
     gate = _Gate()
     append = store.append
 
-    def gated(batches: Sequence[AppendBatch]) -> None:
+    def gated(
+        batches: Sequence[AppendBatch], *, written: Callable[[], object] | None = None
+    ) -> None:
         gate.held += 1
         try:
             gate.wait(timeout=10)  # bounded: a failing test must not hang the writer's join
         finally:
             gate.held -= 1
-        append(batches)
+        append(batches, written=written)
 
     store.append = gated  # type: ignore[method-assign]
     return gate
@@ -423,12 +425,14 @@ async def test_a_followers_failed_write_is_not_acknowledged_and_it_recovers(
     failures = 0
     failing = True
 
-    def failing_append(batches: Sequence[AppendBatch]) -> None:
+    def failing_append(
+        batches: Sequence[AppendBatch], *, written: Callable[[], object] | None = None
+    ) -> None:
         nonlocal failures
         if failing:
             failures += 1
             raise LogStoreError("disk on fire")
-        append(batches)
+        append(batches, written=written)
 
     store.append = failing_append  # type: ignore[method-assign]
     pending = _start_append(cluster, NODES[0], 1, b"one")

@@ -12,6 +12,7 @@ from broker.service import records
 from broker.service.shards import AppendResult
 from broker.streams.sequence_numbers import sequence_numbers_for
 from broker.types import Offset
+from broker.wire.put_results import written_entries
 from tests.service.test_put_entries import SHARD, STREAM
 
 ARRIVAL_MS = 1_700_000_000_123
@@ -58,3 +59,22 @@ def test_one_shards_part_of_a_put_fills_its_positions_only() -> None:
         first, second = _expected(7, 2)
         assert results.written == [first, FAILURE, second]
         assert results.failed == [] and results.run is None
+
+
+def test_a_grpc_put_has_its_result_entries_written_while_it_is_fsynced() -> None:
+    """A gRPC call's whole put (`door_bytes`) gets the door's bytes of its result entries made
+    in `prepare` (during the fsync), the same `wire.put_results` writes, and kept by `settle`;
+    any other put, or an answer made again at the commit, leaves them to the door."""
+    outcome = AppendResult(first_offset=Offset(5), arrival_ms=ARRIVAL_MS)
+    numbers = [entry["SequenceNumber"] for entry in _expected(5, 3)]
+    for door_bytes, prepared_for in ((True, outcome), (False, outcome), (True, None)):
+        answer = records._Answer(NO_CONTEXT, STREAM, SHARD, range(3), 3, door_bytes=door_bytes)
+        if prepared_for is not None:
+            answer.prepare(prepared_for)
+        results = records._Results(3, FAILURE)
+        answer.settle(outcome, results)
+        assert results.run == (SHARD.shard_id, numbers)
+        written_ahead = door_bytes and prepared_for is not None
+        expected = written_entries(SHARD.shard_id, numbers) if written_ahead else None
+        assert results.run_bytes == expected
+    assert expected is None and written_entries(SHARD.shard_id, numbers) is not None
